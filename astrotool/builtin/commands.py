@@ -1,0 +1,239 @@
+"""The core commands: ``init``, ``status``, ``config``, ``plugins``, ``doctor``, ``demo``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from astrotool.context import current
+
+__docformat__ = "numpy"
+
+# ---------------------------------------------------------------------------- init
+init_app = typer.Typer()
+
+
+@init_app.command("init")
+def init(directory: Path = typer.Argument(None, help="Workspace folder (default: -w, $ASTRO_WORKSPACE or the current folder).")):
+    """Create a workspace: astro.toml, runs/ and every plugin's stage folders."""
+    from astrotool.workspace import Workspace
+
+    ctx = current()
+    ws = Workspace(directory) if directory else ctx.workspace
+    created = ws.init()
+    ctx.log.info("workspace %s: created %d item(s)", ws.root, len(created))
+    ctx.emit(str(ws.root))
+
+
+# ---------------------------------------------------------------------------- status
+status_app = typer.Typer()
+
+
+@status_app.command("status")
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Show each plugin's stage folders with their file counts and the last runs."""
+    from astrotool import console
+    from astrotool.workspace import Workspace
+
+    ctx = current()
+    ws = Workspace(ctx.workspace_root)
+    counts = ws.status()
+    runs_dir = ws.root / "runs"
+    runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    if as_json:
+        ctx.emit({"workspace": str(ws.root), "initialised": ws.config_file.exists(), "stages": counts,
+                  "runs": len(runs), "last_run": runs[-1] if runs else None})
+        return
+    rows = [[plugin, stage, n] for plugin, stages in counts.items() for stage, n in stages.items()]
+    console.print_table(f"workspace {ws.root}" + ("" if ws.config_file.exists() else " (not initialised: astro init)"),
+                        ["plugin", "stage", "files"], rows)
+    typer.echo(f"runs: {len(runs)}" + (f" (last: {runs[-1]})" if runs else ""))
+
+
+# ---------------------------------------------------------------------------- config
+config_app = typer.Typer(help="Show, validate and describe the layered configuration.", no_args_is_help=True)
+
+
+@config_app.callback()
+def _config():
+    """Show, validate and describe the layered configuration.
+
+    Layers, lowest to highest: packaged defaults < user file < <workspace>/astro.toml
+    < --cfg files < ASTRO_<SECTION>__<KEY> variables < --set section.key=value < flags.
+    """
+
+
+@config_app.command("show")
+def config_show(
+    section: str = typer.Argument(None, help="Only this section, e.g. dre."),
+    sources: bool = typer.Option(False, "--sources", help="Show where each value came from."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Print the resolved configuration (TOML, or JSON with --json)."""
+    from astrotool.config import _flatten, to_toml
+    from astrotool.errors import AstroError
+
+    ctx = current()
+    cfg = ctx.config
+    data = cfg.resolved()
+    if section:
+        if section not in data:
+            raise AstroError(f"config show: unknown section {section!r} (known: {', '.join(data)})")
+        data = {section: data[section]}
+    if sources:
+        flat = _flatten(data)
+        rows = {k: {"value": v, "source": cfg.sources.get(k, "defaults")} for k, v in flat.items()}
+        if as_json:
+            ctx.emit(rows)
+        else:
+            width = max(len(k) for k in rows) if rows else 0
+            for k, r in rows.items():
+                typer.echo(f"{k:<{width}} = {json.dumps(r['value'])}    # {r['source']}")
+        return
+    if as_json:
+        ctx.emit(data)
+    else:
+        typer.echo(to_toml(data), nl=False)
+
+
+@config_app.command("validate")
+def config_validate(files: list[Path] = typer.Argument(..., help="TOML files to check.")):
+    """Check TOML files against every section's schema; list every problem (exit 2)."""
+    from astrotool.config import validate_file
+    from astrotool.errors import ConfigError
+
+    problems = []
+    for f in files:
+        try:
+            validate_file(f)
+            typer.echo(f"{f}: OK")
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+
+
+@config_app.command("schema")
+def config_schema():
+    """Print the JSON Schema of the whole configuration."""
+    from astrotool.config import schema
+
+    current().emit(schema())
+
+
+# ---------------------------------------------------------------------------- plugins
+plugins_app = typer.Typer()
+
+
+@plugins_app.command("plugins")
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON: name, distribution, version, status.")):
+    """List installed plugins with their distribution, version and status (broken ones with their error)."""
+    from astrotool import console
+    from astrotool.plugins import get_registry
+
+    registry = get_registry()
+    registry.commands()  # hooks that raise mark their plugin broken
+    registry.config_sections()
+    infos = list(registry.info.values())
+    if as_json:
+        current().emit([{"name": i.name, "distribution": i.distribution, "version": i.version,
+                         "status": i.status, "error": i.error} for i in infos])
+        return
+    console.print_table("plugins", ["name", "distribution", "version", "status", "error"],
+                        [[i.name, i.distribution, i.version, i.status, i.error] for i in infos])
+
+
+# ---------------------------------------------------------------------------- doctor
+doctor_app = typer.Typer()
+
+
+@doctor_app.command("doctor")
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Check what is installed and usable: Python, numpy, torch and its devices, cupy and a GPU,
+    the plugins' libraries and external tools; a hint for each missing piece."""
+    from astrotool import console
+    from astrotool.errors import AstroError
+    from astrotool.hookspecs import CheckResult
+    from astrotool.plugins import get_registry, load_target
+
+    registry = get_registry()
+    results: list[tuple[str, CheckResult]] = []
+    for plugin, check in registry.doctor_checks():
+        try:
+            out = load_target(check.target)()
+        except Exception as exc:
+            out = CheckResult(check.name, False, f"check failed: {type(exc).__name__}: {exc}")
+        for r in out if isinstance(out, list) else [out]:
+            results.append((plugin, r))
+    for info in registry.broken():
+        results.append((info.name, CheckResult(f"plugin {info.name}", False, info.error,
+                                               f"reinstall {info.distribution}")))
+    if as_json:
+        current().emit([{"plugin": p, "name": r.name, "ok": r.ok, "detail": r.detail, "hint": r.hint,
+                         "required": r.required} for p, r in results])
+    else:
+        console.print_table("astro doctor", ["plugin", "check", "ok", "detail", "hint"],
+                            [[p, r.name, "yes" if r.ok else "no", r.detail, r.hint] for p, r in results])
+    missing = [r.name for _, r in results if r.required and not r.ok]
+    if missing:
+        raise AstroError(f"required pieces missing: {', '.join(missing)}", exit_code=1)
+
+
+# ---------------------------------------------------------------------------- demo
+demo_app = typer.Typer()
+
+
+@demo_app.command("demo")
+def demo(
+    directory: Path = typer.Argument(None, help="Fresh workspace folder (default: ./astro-demo-<utc>)."),
+    only: list[str] = typer.Option(None, "--only", help="Run only these plugins' steps."),
+):
+    """Run every plugin's demo step in a fresh workspace and summarise what it produced."""
+    from astrotool.context import Context, set_current
+    from astrotool.errors import AstroError
+    from astrotool.plugins import get_registry, load_target
+    from astrotool.workspace import Workspace
+
+    parent = current()
+    if directory is None:
+        directory = Path(parent.options.workspace) if parent.options.workspace else \
+            Path(f"astro-demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+    directory = directory.expanduser().resolve()
+    if directory.exists() and any(p.name not in ("runs",) for p in directory.iterdir()) and not parent.overwrite:
+        raise AstroError(f"{directory}: not empty; the demo needs a fresh workspace (or use --overwrite)")
+    steps = [(p, s) for p, s in get_registry().demo_steps() if not only or s.name in only]
+    if not steps:
+        raise AstroError("no demo steps: install a plugin (astrotool-dre, -lens, -plato, -ztf)")
+    opts = parent.options
+    opts.workspace = str(directory)
+    ctx = Context(opts, "demo", parent.argv)
+    ctx.failures = parent.failures
+    set_current(ctx)
+    Workspace(directory).init()
+    summary, failed = [], []
+    t_all = time.time()
+    try:
+        for plugin, step in steps:
+            ctx.log.info("demo: %s — %s", step.name, step.help)
+            t0 = time.time()
+            try:
+                lines = load_target(step.target)(ctx) or []
+            except AstroError as exc:
+                failed.append(step.name)
+                lines = [f"FAILED: {exc}"]
+                ctx.log.error("demo %s failed: %s", step.name, exc)
+            summary.append((step.name, time.time() - t0, lines))
+        ctx.record  # the demo is recorded in its workspace
+    finally:
+        parent._record, parent._workspace = ctx._record, ctx._workspace
+        set_current(parent)
+    typer.echo(f"\nastro demo: workspace {directory} ({time.time() - t_all:.0f} s)")
+    for name, dt, lines in summary:
+        typer.echo(f"\n[{name}] {dt:.1f} s")
+        for line in lines:
+            typer.echo(f"  {line}")
+    if failed:
+        raise AstroError(f"demo steps failed: {', '.join(failed)}", exit_code=1)

@@ -1,0 +1,345 @@
+"""Layered TOML configuration, validated with pydantic v2.
+
+Layers, lowest to highest priority:
+
+1. packaged defaults of every section (``<package>/defaults.toml``)
+2. the user file: ``$ASTRO_CONFIG``, else ``$XDG_CONFIG_HOME/astro/config.toml``
+   (``~/.config/astro/config.toml``); ``ASTRO_CONFIG=/dev/null`` disables it
+3. the workspace file ``<workspace>/astro.toml``
+4. each ``--cfg FILE`` in the order given
+5. environment variables ``ASTRO_<SECTION>__<KEY>[__<SUBKEY>]``, e.g.
+   ``ASTRO_DRE__FIT__BATCH_SIZE=64``
+6. ``--set section.key=value`` (repeatable)
+7. explicit command flags
+
+Values from layers 5 and 6 are parsed as TOML values when they parse (``64``,
+``true``, ``[1, 2]``, ``"x"``) and taken as strings otherwise. Every section is
+validated once by its pydantic model (``extra="forbid"``, so typos are errors);
+each problem is reported with the file (or variable) that supplied the value and
+its dotted key, and the command exits with code 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from astrotool.errors import ConfigError
+
+__docformat__ = "numpy"
+
+ENV_PREFIX = "ASTRO_"
+DEFAULTS = "defaults"
+
+
+def user_config_path() -> Path | None:
+    """The user configuration file (may not exist); ``None`` when disabled."""
+    explicit = os.environ.get("ASTRO_CONFIG")
+    if explicit is not None:
+        return None if explicit in ("", os.devnull) else Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "astro" / "config.toml"
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    """Read a TOML file; syntax errors become :class:`ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+
+
+def parse_value(text: str) -> Any:
+    """Parse a command-line or environment value as a TOML value, else keep the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if not isinstance(nxt, dict):
+            nxt = node[k] = {}
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _merge(base: dict, layer: dict, source: str, sources: dict[str, str], prefix: str = "") -> None:
+    for k, v in layer.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v, source, sources, key + ".")
+        else:
+            base[k] = copy.deepcopy(v)
+            if isinstance(v, dict):
+                for sub in _flatten(v, key + "."):
+                    sources[sub] = source
+            sources[key] = source
+
+
+def env_layer(environ: dict[str, str] | None = None) -> tuple[dict, dict[str, str]]:
+    """Values from ``ASTRO_<SECTION>__<KEY>`` variables and the variable naming each key."""
+    environ = os.environ if environ is None else environ
+    tree: dict = {}
+    names: dict[str, str] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name[len(ENV_PREFIX):]:
+            continue
+        dotted = ".".join(p.lower() for p in name[len(ENV_PREFIX):].split("__"))
+        _set_dotted(tree, dotted, parse_value(text))
+        names[dotted] = f"${name}"
+    return tree, names
+
+
+def set_layer(assignments: list[str]) -> dict:
+    """Parse ``--set section.key=value`` assignments into a nested dict."""
+    tree: dict = {}
+    for a in assignments:
+        key, sep, text = a.partition("=")
+        if not sep or "." not in key.strip():
+            raise ConfigError([f"--set {a!r}: expected section.key=value"])
+        _set_dotted(tree, key.strip(), parse_value(text.strip()))
+    return tree
+
+
+class Config:
+    """The resolved configuration: merged values, where each came from, and models.
+
+    Use :func:`load` to build one.
+    """
+
+    def __init__(self, data: dict, sources: dict[str, str], models: dict[str, str]):
+        self.data = data
+        self.sources = sources
+        self._model_targets = models
+        self.validated: dict[str, Any] = {}
+
+    def model_class(self, section: str):
+        """The pydantic model class of ``section``."""
+        from astrotool.plugins import load_target
+
+        return load_target(self._model_targets[section])
+
+    def validate(self) -> "Config":
+        """Validate every section; raise :class:`ConfigError` listing every problem."""
+        problems = []
+        for section in self.data:
+            if section not in self._model_targets:
+                src = self._source_of(section)
+                problems.append(f"{src}: [{section}]: unknown section (known: {', '.join(sorted(self._model_targets))})")
+        for section in self._model_targets:
+            problems += self._validate_section(section, self.data.get(section, {}))
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def _source_of(self, dotted: str) -> str:
+        if dotted in self.sources:
+            return self.sources[dotted]
+        hits = [s for k, s in self.sources.items() if k.startswith(dotted + ".")]
+        return hits[0] if hits else DEFAULTS
+
+    def _validate_section(self, section: str, values: dict) -> list[str]:
+        from pydantic import ValidationError
+
+        try:
+            self.validated[section] = self.model_class(section).model_validate(values)
+        except ValidationError as exc:
+            out = []
+            for err in exc.errors():
+                dotted = ".".join([section, *[str(p) for p in err["loc"]]])
+                msg = err["msg"]
+                if err["type"] == "extra_forbidden":
+                    msg = "unknown key"
+                given = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err.get('input')!r})"
+                out.append(f"{self._source_of(dotted)}: {dotted}: {msg}{given}")
+            return out
+        return []
+
+    def section(self, name: str, flags: dict[str, Any] | None = None):
+        """The validated model of section ``name``, with explicit flag values applied.
+
+        Parameters
+        ----------
+        name : str
+            Section, e.g. ``"dre"``.
+        flags : dict, optional
+            ``{"sub.key": value}`` from command-line flags; ``None`` values are
+            ignored (the flag was not given).
+        """
+        flags = {k: v for k, v in (flags or {}).items() if v is not None}
+        if not flags:
+            if name not in self.validated:
+                problems = self._validate_section(name, self.data.get(name, {}))
+                if problems:
+                    raise ConfigError(problems)
+            return self.validated[name]
+        values = copy.deepcopy(self.data.get(name, {}))
+        for k, v in flags.items():
+            _set_dotted(values, k, v)
+            self.sources[f"{name}.{k}"] = "flag"
+        problems = self._validate_section(name, values)
+        if problems:
+            raise ConfigError([p.replace("flag: ", "command-line option: ") for p in problems])
+        self.data[name] = values
+        return self.validated[name]
+
+    def resolved(self) -> dict:
+        """Every section after validation, as plain JSON-ready dicts."""
+        return {name: json.loads(model.model_dump_json()) for name, model in sorted(self.validated.items())}
+
+
+def defaults_layers(registry=None) -> tuple[list[tuple[str, dict]], dict[str, str]]:
+    """Packaged defaults of every section and the model target of each."""
+    from importlib import resources
+
+    from astrotool.plugins import get_registry
+
+    registry = registry or get_registry()
+    layers, models = [], {}
+    for _plugin, sec in registry.config_sections():
+        package, _, resource = sec.defaults.partition(":")
+        text = resources.files(package).joinpath(resource).read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{package}/{resource}: TOML syntax error: {exc}"]) from None
+        layers.append((f"{DEFAULTS} ({package}/{resource})", {sec.name: data.get(sec.name, {})}))
+        models[sec.name] = sec.model
+    return layers, models
+
+
+def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None = None,
+         sets: list[str] | None = None, flags: dict[str, Any] | None = None,
+         environ: dict[str, str] | None = None, registry=None, validate: bool = True) -> Config:
+    """Build the configuration from every layer.
+
+    Parameters
+    ----------
+    workspace : path-like, optional
+        Workspace folder whose ``astro.toml`` is a layer.
+    cfg_files : list of str, optional
+        ``--cfg`` files in order.
+    sets : list of str, optional
+        ``--set section.key=value`` assignments.
+    flags : dict, optional
+        Dotted keys from global flags (``{"core.jobs": 4}``), highest priority.
+    environ : dict, optional
+        Environment to read ``ASTRO_*`` variables from (default ``os.environ``).
+    registry : astrotool.plugins.Registry, optional
+        Where the sections come from.
+    validate : bool
+        Validate every section (raising :class:`ConfigError`).
+    """
+    layers, models = defaults_layers(registry)
+    problems: list[str] = []
+
+    def file_layer(path: Path) -> None:
+        try:
+            layers.append((str(path), read_toml(path)))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+
+    user = user_config_path()
+    if user is not None and user.is_file():
+        file_layer(user)
+    if workspace is not None:
+        wfile = Path(workspace) / "astro.toml"
+        if wfile.is_file():
+            file_layer(wfile)
+    for f in cfg_files or []:
+        file_layer(Path(f))
+    if problems:
+        raise ConfigError(problems)
+
+    data: dict = {}
+    sources: dict[str, str] = {}
+    for name, layer in layers:
+        _merge(data, layer, name, sources)
+    env_tree, env_names = env_layer(environ)
+    _merge(data, env_tree, "env", sources)
+    sources.update({k: v for k, v in env_names.items()})
+    for k in list(sources):
+        if sources[k] == "env":
+            sources[k] = env_names.get(k, "environment")
+    _merge(data, set_layer(sets or []), "--set", sources)
+    flag_tree: dict = {}
+    for k, v in (flags or {}).items():
+        if v is not None:
+            _set_dotted(flag_tree, k, v)
+    _merge(data, flag_tree, "command-line option", sources)
+    config = Config(data, sources, models)
+    return config.validate() if validate else config
+
+
+def validate_file(path: str | os.PathLike, registry=None) -> Config:
+    """Validate one TOML file layered on the packaged defaults (``astro config validate``)."""
+    return load(cfg_files=[str(path)], environ={}, registry=registry)
+
+
+def schema(registry=None) -> dict:
+    """JSON Schema of the whole configuration, one property per section."""
+    _, models = defaults_layers(registry)
+    from astrotool.plugins import load_target
+
+    props = {name: load_target(target).model_json_schema() for name, target in sorted(models.items())}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "astrotool configuration",
+            "type": "object", "properties": props, "additionalProperties": False}
+
+
+def to_toml(tree: dict) -> str:
+    """Render a nested dict as TOML (tables for dicts, inline values otherwise)."""
+    lines: list[str] = []
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v) if not (isinstance(v, float) and v != v) else "nan"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        return json.dumps(str(v))
+
+    def table(prefix: str, node: dict) -> None:
+        scalars = {k: v for k, v in node.items() if not isinstance(v, dict)}
+        subs = {k: v for k, v in node.items() if isinstance(v, dict)}
+        if prefix and (scalars or not subs):
+            lines.append(f"[{prefix}]")
+        for k, v in scalars.items():
+            lines.append(f"# {k} is unset" if v is None else f"{k} = {value(v)}")
+        if prefix and scalars:
+            lines.append("")
+        for k, v in subs.items():
+            table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", tree)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,233 @@
+"""Console output: logs and progress on stderr, results on stdout.
+
+On a terminal, logs go through rich and progress is a live bar. Not on a terminal
+(a Slurm ``.out`` file, a pipe) a rich bar would print nothing until the end, so
+logs are plain ISO-timestamped lines and progress is a line every
+``core.progress_interval`` seconds. ``--log-format json`` writes one JSON object
+per line (logs and progress records alike). ``-q`` shows warnings only and no
+progress; ``-v`` shows debug messages. ``NO_COLOR`` is honoured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Callable, Iterator
+
+__docformat__ = "numpy"
+
+LOGGER_NAME = "astro"
+FORMATS = ("auto", "rich", "plain", "json")
+
+
+class _State:
+    fmt = "plain"
+    quiet = False
+    interval = 10.0
+
+
+_state = _State()
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is an interactive terminal (rich output is wanted)."""
+    try:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+class PlainFormatter(logging.Formatter):
+    """``2026-11-23T12:00:00.123Z LEVEL message`` with no wrapping and no colour."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        msg = record.getMessage()
+        if record.exc_info and _show_tracebacks():
+            msg += "\n" + self.formatException(record.exc_info)
+        return f"{ts}Z {record.levelname:<7} {msg}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message`` and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        obj.update(getattr(record, "astro", {}) or {})
+        return json.dumps(obj, default=str)
+
+
+def _show_tracebacks() -> bool:
+    return logging.getLogger(LOGGER_NAME).level <= logging.DEBUG
+
+
+def setup(fmt: str = "auto", verbosity: int = 0, quiet: bool = False, interval: float = 10.0) -> logging.Logger:
+    """Configure the ``astro`` logger on stderr.
+
+    Parameters
+    ----------
+    fmt : {"auto", "rich", "plain", "json"}
+        ``auto`` picks ``rich`` on a terminal and ``plain`` otherwise.
+    verbosity : int
+        0 = INFO, 1 or more = DEBUG.
+    quiet : bool
+        WARNING level and no progress output.
+    interval : float
+        Seconds between progress lines when not on a terminal.
+
+    Returns
+    -------
+    logging.Logger
+        The configured ``astro`` logger.
+    """
+    if fmt not in FORMATS:
+        from astrotool.errors import AstroError
+
+        raise AstroError(f"--log-format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "auto":
+        fmt = "rich" if stderr_is_terminal() else "plain"
+    _state.fmt, _state.quiet, _state.interval = fmt, quiet, float(interval)
+    logger = logging.getLogger(LOGGER_NAME)
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    if fmt == "rich":
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=err_console(), show_path=False, markup=False,
+                                               rich_tracebacks=False, log_time_format="%H:%M:%S")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else (logging.DEBUG if verbosity > 0 else logging.INFO))
+    logger.propagate = False
+    return logger
+
+
+def get_logger() -> logging.Logger:
+    """The ``astro`` logger (plugins log through it or a child of it)."""
+    return logging.getLogger(LOGGER_NAME)
+
+
+_ERR_CONSOLE = None
+
+
+def err_console():
+    """A rich ``Console`` on stderr (created on first use)."""
+    global _ERR_CONSOLE
+    if _ERR_CONSOLE is None:
+        from rich.console import Console
+
+        _ERR_CONSOLE = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _ERR_CONSOLE
+
+
+@contextlib.contextmanager
+def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
+    """Report progress of a loop on stderr.
+
+    Parameters
+    ----------
+    total : int or None
+        Number of steps, if known.
+    desc : str
+        What is being processed, e.g. ``"fit tiles"``.
+
+    Yields
+    ------
+    callable
+        ``advance(n=1)``: call after each finished step.
+    """
+    logger = get_logger()
+    if _state.quiet:
+        yield lambda n=1: None
+        return
+    if _state.fmt == "rich":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console(),
+                      transient=False) as bar:
+            task = bar.add_task(desc, total=total)
+            yield lambda n=1: bar.advance(task, n)
+        return
+
+    start = time.monotonic()
+    state = {"done": 0, "last": start}
+
+    def line(final: bool = False) -> None:
+        done, elapsed = state["done"], time.monotonic() - start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        extra = {"event": "progress", "desc": desc, "done": done, "total": total,
+                 "elapsed_s": round(elapsed, 2), "rate_per_s": round(rate, 3)}
+        if total:
+            eta = (total - done) / rate if rate > 0 else float("nan")
+            extra["eta_s"] = None if eta != eta else round(eta, 1)
+            msg = f"{desc}: {done}/{total} ({100 * done / total:.0f}%) {elapsed:.1f}s elapsed"
+            if not final and rate > 0:
+                msg += f", ~{eta:.0f}s left"
+        else:
+            msg = f"{desc}: {done} done, {elapsed:.1f}s elapsed"
+        logger.info(msg, extra={"astro": extra})
+
+    def advance(n: int = 1) -> None:
+        state["done"] += n
+        now = time.monotonic()
+        if now - state["last"] >= _state.interval:
+            state["last"] = now
+            line()
+
+    yield advance
+    if state["done"]:
+        line(final=True)
+
+
+def emit(obj) -> None:
+    """Write a result to stdout: JSON for dicts and lists, ``str`` otherwise."""
+    if isinstance(obj, (dict, list)):
+        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(f"{obj}\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str, columns: list[str], rows: list[list], stream: str = "stdout") -> None:
+    """Print a table: rich on a terminal, tab-separated text otherwise.
+
+    Parameters
+    ----------
+    title : str
+        Table title.
+    columns : list of str
+        Column headings.
+    rows : list of list
+        Cell values (converted with ``str``).
+    stream : {"stdout", "stderr"}
+        Where to print.
+    """
+    out = sys.stdout if stream == "stdout" else sys.stderr
+    if out.isatty() and _state.fmt != "json":
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for c in columns:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*[str(x) for x in r])
+        Console(file=out, highlight=False).print(table)
+    else:
+        out.write(f"# {title}\n" + "\t".join(columns) + "\n")
+        for r in rows:
+            out.write("\t".join(str(x) for x in r) + "\n")
+        out.flush()

@@ -1,0 +1,215 @@
+"""The per-run context a command works in: configuration, workspace, executor, record.
+
+The command line creates one :class:`Context` per run from the global options
+(``-w``, ``--cfg``, ``--set``, ``--executor``, ...) and makes it available to the
+running command through :func:`current`. Everything is resolved lazily, so
+commands that need no configuration (``astro --help``) never load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__docformat__ = "numpy"
+
+
+class GlobalOptions:
+    """Options accepted before or after any sub-command (see ``astro --help``)."""
+
+    def __init__(self, workspace: str | None = None, cfg: list[str] | None = None,
+                 set: list[str] | None = None, quiet: bool = False, verbose: int = 0,
+                 log_format: str | None = None, traceback: bool = False, executor: str | None = None,
+                 jobs: int | None = None, scheduler: str | None = None, shard: str | None = None,
+                 seed: int | None = None, overwrite: bool = False, progress_interval: float | None = None):
+        self.workspace, self.cfg, self.set = workspace, list(cfg or []), list(set or [])
+        self.quiet, self.verbose, self.log_format, self.traceback = quiet, verbose, log_format, traceback
+        self.executor, self.jobs, self.scheduler, self.shard = executor, jobs, scheduler, shard
+        self.seed, self.overwrite, self.progress_interval = seed, overwrite, progress_interval
+
+    def config_flags(self) -> dict[str, Any]:
+        """The ``core.*`` keys these options set (highest configuration layer)."""
+        return {"core.executor": self.executor, "core.jobs": self.jobs, "core.scheduler": self.scheduler,
+                "core.seed": self.seed, "core.log_format": self.log_format,
+                "core.progress_interval": self.progress_interval}
+
+
+class Context:
+    """What a running command needs.
+
+    Parameters
+    ----------
+    options : GlobalOptions
+        Global options of the run.
+    command : str
+        The command path, e.g. ``"dre fit"`` (names ``runs/<utc>-<command>/``).
+    argv : list of str
+        The full command line.
+    """
+
+    def __init__(self, options: GlobalOptions | None = None, command: str = "astro",
+                 argv: list[str] | None = None):
+        self.options = options or GlobalOptions()
+        self.command = command
+        self.argv = list(argv or [])
+        self.failures: list = []
+        self._config = None
+        self._workspace = None
+        self._record = None
+        self.log = logging.getLogger("astro")
+
+    @classmethod
+    def create(cls, workspace: str | os.PathLike | None = None, command: str = "astro", **options) -> "Context":
+        """A context for library use and tests, e.g. ``Context.create(tmp_path, set=["dre.x=1"])``."""
+        return cls(GlobalOptions(workspace=str(workspace) if workspace else None, **options), command)
+
+    # -- configuration ---------------------------------------------------------------
+    @property
+    def workspace_root(self) -> Path:
+        """The workspace folder: ``-w``, else ``$ASTRO_WORKSPACE``, else the current folder."""
+        root = self.options.workspace or os.environ.get("ASTRO_WORKSPACE") or "."
+        return Path(root).expanduser().resolve()
+
+    @property
+    def config(self):
+        """The resolved, validated :class:`astrotool.config.Config`."""
+        if self._config is None:
+            from astrotool import config
+
+            self._config = config.load(workspace=self.workspace_root, cfg_files=self.options.cfg,
+                                       sets=self.options.set, flags=self.options.config_flags())
+        return self._config
+
+    def section(self, name: str, flags: dict[str, Any] | None = None):
+        """Validated config section ``name`` with explicit flag values (``None`` = not given) applied."""
+        return self.config.section(name, flags)
+
+    @property
+    def core(self):
+        """The ``core`` section (executor, jobs, seed, logging)."""
+        return self.config.section("core")
+
+    @property
+    def seed(self) -> int:
+        """The run's base seed (``core.seed``)."""
+        return int(self.core.seed)
+
+    @property
+    def overwrite(self) -> bool:
+        """Whether finished outputs are recomputed (``--overwrite``)."""
+        return bool(self.options.overwrite)
+
+    # -- workspace and record ----------------------------------------------------------
+    @property
+    def workspace(self):
+        """The :class:`astrotool.workspace.Workspace`; using it makes the run record a ``run.json``."""
+        if self._workspace is None:
+            from astrotool.workspace import Workspace
+
+            self._workspace = Workspace(self.workspace_root)
+            self._workspace.root.mkdir(parents=True, exist_ok=True)
+        return self._workspace
+
+    @property
+    def record(self):
+        """The :class:`astrotool.workspace.RunRecord` of this run."""
+        if self._record is None:
+            from astrotool.workspace import RunRecord
+
+            self._record = RunRecord(self.workspace, self.command, self.argv, {})
+        return self._record
+
+    def finish(self, status: str, exit_code: int, error: str | None = None) -> Path | None:
+        """Write ``run.json`` if the command used the workspace; return its path."""
+        if self._record is None and self._workspace is None:
+            return None
+        record = self.record
+        with contextlib.suppress(Exception):
+            record.config = self.config.resolved()
+        if self.failures:
+            record.extra["failures"] = [{"item": f.key, "error": f.error} for f in self.failures]
+        return record.finish(status, exit_code, error)
+
+    # -- execution -----------------------------------------------------------------------
+    @property
+    def executor_options(self):
+        """:class:`astrotool.executors.ExecutorOptions` from the ``core`` section and ``--shard``."""
+        from astrotool.executors import ExecutorOptions, parse_shard
+
+        core = self.core
+        return ExecutorOptions(kind=core.executor, jobs=core.jobs, scheduler=core.scheduler or None,
+                               shard=parse_shard(self.options.shard))
+
+    def map(self, fn: Callable[[Any, int], Any], items: Sequence[Any], desc: str,
+            keys: Sequence[str] | None = None, options=None) -> list[tuple[str, Any]]:
+        """Run ``fn(item, seed)`` over ``items`` with the run's executor and progress.
+
+        Failures are logged, kept in :attr:`failures` (reported as a table and exit
+        code 1 at the end of the command) and left out of the returned list.
+
+        Parameters
+        ----------
+        fn : callable
+            Module-level function ``fn(item, seed) -> result``.
+        items : sequence
+            Work items (paths and small parameters).
+        desc : str
+            Progress description, e.g. ``"detect tiles"``.
+        keys : sequence of str, optional
+            Stable item identities (seeds derive from them).
+        options : ExecutorOptions, optional
+            Override the run's executor options (e.g. serial for a tiny job).
+
+        Returns
+        -------
+        list of (key, result)
+        """
+        from astrotool import console
+        from astrotool.executors import run_items
+
+        options = options or self.executor_options
+        keys = [str(k) for k in (keys if keys is not None else items)]
+        n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
+        with console.progress(n, desc) as advance:
+            results, failures = run_items(fn, items, keys, options, self.seed, advance)
+        for f in failures:
+            self.log.error("%s: %s failed: %s", desc, f.key, f.error)
+            if self.options.traceback and f.traceback:
+                self.log.error(f.traceback)
+        self.failures.extend(failures)
+        return results
+
+    # -- output ------------------------------------------------------------------------
+    @staticmethod
+    def emit(obj) -> None:
+        """Print a result on stdout (JSON for dicts and lists)."""
+        from astrotool import console
+
+        console.emit(obj)
+
+    @staticmethod
+    def progress(total: int | None, desc: str):
+        """Progress context manager; see :func:`astrotool.console.progress`."""
+        from astrotool import console
+
+        return console.progress(total, desc)
+
+
+_CURRENT: Context | None = None
+
+
+def current() -> Context:
+    """The context of the running command (a default one outside the command line)."""
+    global _CURRENT
+    if _CURRENT is None:
+        _CURRENT = Context()
+    return _CURRENT
+
+
+def set_current(ctx: Context | None) -> None:
+    """Install ``ctx`` as the running command's context (``None`` clears it)."""
+    global _CURRENT
+    _CURRENT = ctx

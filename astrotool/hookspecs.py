@@ -1,0 +1,154 @@
+"""Hook specifications: what a plugin can register with the core.
+
+Every hook returns lightweight metadata only. Nothing a hook returns imports the
+plugin's heavy modules: targets are ``"module:attribute"`` strings that the core
+imports when (and only when) they are needed. The core's own commands are
+registered through the same hooks (:mod:`astrotool.builtin`).
+
+A plugin is a module named by an entry point in group ``astrotool.plugins``::
+
+    [project.entry-points."astrotool.plugins"]
+    dre = "astrotool_dre"
+
+and implements any of the hooks below with :data:`hookimpl`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pluggy
+
+__docformat__ = "numpy"
+
+PROJECT = "astrotool"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Decorator for hook implementations in plugins."""
+
+
+class CommandSpec(NamedTuple):
+    """A command group (or single command) to mount on ``astro``.
+
+    Parameters
+    ----------
+    name : str
+        Sub-command name, e.g. ``"dre"``.
+    target : str
+        ``"module:attribute"`` of a ``typer.Typer`` app, imported only when the
+        command runs (or when its own help is asked for).
+    help : str
+        One-line help shown by ``astro --help`` without importing ``target``.
+    panel : str
+        Help panel heading.
+    """
+
+    name: str
+    target: str
+    help: str
+    panel: str = "Plugins"
+
+
+class ConfigSection(NamedTuple):
+    """A configuration section owned by a plugin.
+
+    Parameters
+    ----------
+    name : str
+        Top-level TOML table, e.g. ``"dre"``.
+    model : str
+        ``"module:Class"`` of a pydantic v2 model (``extra="forbid"``).
+    defaults : str
+        ``"package:resource.toml"`` holding the packaged defaults for this table.
+    """
+
+    name: str
+    model: str
+    defaults: str
+
+
+class DoctorCheck(NamedTuple):
+    """A check for ``astro doctor``.
+
+    Parameters
+    ----------
+    name : str
+        What is checked, e.g. ``"source-extractor"``.
+    target : str
+        ``"module:function"`` returning a :class:`CheckResult` (or a list of them).
+    """
+
+    name: str
+    target: str
+
+
+class CheckResult(NamedTuple):
+    """Outcome of a doctor check.
+
+    Parameters
+    ----------
+    name : str
+        What was checked.
+    ok : bool
+        Whether it is installed and usable.
+    detail : str
+        Version, path or device list.
+    hint : str
+        How to get it when missing.
+    required : bool
+        Whether the core needs it (missing optional pieces are not failures).
+    """
+
+    name: str
+    ok: bool
+    detail: str = ""
+    hint: str = ""
+    required: bool = False
+
+
+class DemoStep(NamedTuple):
+    """A plugin's step in ``astro demo``.
+
+    Parameters
+    ----------
+    name : str
+        Plugin name.
+    target : str
+        ``"module:function"``; called as ``function(ctx)`` with the
+        :class:`astrotool.context.Context` of the demo workspace; returns a list
+        of summary lines describing what it produced.
+    help : str
+        One line saying what the step does.
+    order : int
+        Steps run in increasing order.
+    """
+
+    name: str
+    target: str
+    help: str = ""
+    order: int = 100
+
+
+@hookspec
+def astro_commands() -> list[CommandSpec]:
+    """Return the command groups this plugin mounts on ``astro``."""
+
+
+@hookspec
+def astro_config_sections() -> list[ConfigSection]:
+    """Return this plugin's configuration sections."""
+
+
+@hookspec
+def astro_workspace_stages() -> dict[str, list[str]]:
+    """Return ``{plugin: [stage folder, ...]}`` created by ``astro init``."""
+
+
+@hookspec
+def astro_doctor_checks() -> list[DoctorCheck]:
+    """Return the checks ``astro doctor`` runs for this plugin."""
+
+
+@hookspec
+def astro_demo_steps() -> list[DemoStep]:
+    """Return this plugin's steps for ``astro demo``."""

@@ -1,0 +1,94 @@
+"""Tables as Parquet (pyarrow) and as FITS binary tables (astropy), written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from astrotool.errors import InputError
+from astrotool.workspace import atomic_path
+
+__docformat__ = "numpy"
+
+
+def write_parquet(table, path: str | Path, metadata: dict | None = None) -> Path:
+    """Write a table to Parquet atomically, with ``metadata`` as JSON key-value metadata.
+
+    Parameters
+    ----------
+    table : pyarrow.Table, pandas.DataFrame, astropy.table.Table or dict of columns
+        The table.
+    path : path-like
+        Output ``.parquet`` file.
+    metadata : dict, optional
+        Provenance, stored under the ``astrotool`` key.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        if hasattr(table, "to_pandas") and not hasattr(table, "to_parquet"):  # astropy Table
+            table = table.to_pandas()
+        table = pa.Table.from_pandas(table, preserve_index=False) if hasattr(table, "to_parquet") \
+            else pa.table(table)
+    meta = dict(table.schema.metadata or {})
+    if metadata:
+        meta[b"astrotool"] = json.dumps(metadata, default=str).encode()
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None):
+    """Read a Parquet file as a ``pyarrow.Table``; problems raise :class:`InputError` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(path, f"not a readable Parquet file: {exc}") from None
+    except KeyError as exc:
+        raise InputError(path, f"missing column {exc}") from None
+    return table
+
+
+def parquet_metadata(path: str | Path) -> dict:
+    """The ``astrotool`` provenance metadata of a Parquet file (``{}`` if none)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"astrotool")
+    return json.loads(raw) if raw else {}
+
+
+def write_fits_table(table, path: str | Path, history: list[str] | None = None, extname: str = "CATALOG") -> Path:
+    """Write a table as a FITS binary table atomically, with ``HISTORY`` cards.
+
+    Parameters
+    ----------
+    table : astropy.table.Table, pyarrow.Table or pandas.DataFrame
+        The table.
+    path : path-like
+        Output ``.fits`` file.
+    history : list of str, optional
+        Provenance lines.
+    extname : str
+        Name of the table HDU.
+    """
+    from astropy.io import fits
+    from astropy.table import Table
+
+    if not isinstance(table, Table):
+        table = Table.from_pandas(table.to_pandas() if hasattr(table, "to_batches") else table)
+    hdu = fits.table_to_hdu(table)
+    hdu.name = extname
+    for line in history or []:
+        hdu.header.add_history(line)
+    with atomic_path(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
+    return Path(path)

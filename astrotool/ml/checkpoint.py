@@ -1,0 +1,386 @@
+"""Checkpoints as ``model.safetensors`` + ``model.json``: no pickles.
+
+A checkpoint folder holds
+
+``model.safetensors``
+    The model's ``state_dict`` (parameters and buffers), written with
+    :mod:`safetensors`, which stores raw tensors and cannot execute code.
+``model.json``
+    Everything else needed to rebuild and use the model: ``architecture``
+    (``{"name": ..., "kwargs": {...}}``), ``hyperparameters``,
+    ``normalisation`` constants, the ``training`` configuration, ``metrics``,
+    package ``versions`` and the SHA-256 of the weights file, so a JSON file
+    paired with another model's weights is detected.
+
+A resumable training run also keeps ``last/`` inside the checkpoint folder: the
+last epoch's model in the same format plus ``training_state.safetensors`` /
+``training_state.json`` (optimizer moments, epoch, early stopping, history).
+
+All writes are atomic (:func:`astrotool.workspace.atomic_path`). Every problem
+found while loading is raised as :class:`astrotool.errors.InputError` naming
+the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from astrotool.errors import InputError
+from astrotool.workspace import atomic_path, write_json_atomic
+
+__docformat__ = "numpy"
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+STATE_TENSORS_FILE = "training_state.safetensors"
+STATE_META_FILE = "training_state.json"
+LAST_DIR = "last"
+FORMAT = "astrotool-checkpoint"
+FORMAT_VERSION = 1
+
+
+def package_versions(packages: Iterable[str] = ()) -> dict[str, str]:
+    """Installed versions of the given distributions plus Python, torch, numpy.
+
+    Parameters
+    ----------
+    packages : iterable of str
+        Extra distribution names (e.g. ``"astrotool-lens"``); missing ones are
+        reported as ``"not installed"``.
+
+    Returns
+    -------
+    dict
+        ``{name: version}``.
+    """
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("astrotool", "torch", "numpy", "safetensors", *packages):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _resolve_dir(path: str | Path) -> Path:
+    """Accept a checkpoint folder or the path of one of its two files."""
+    path = Path(path)
+    if path.name in (WEIGHTS_FILE, META_FILE):
+        return path.parent
+    return path
+
+
+def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory``.
+
+    Parameters
+    ----------
+    directory : path-like
+        Checkpoint folder (created if needed).
+    model : torch.nn.Module or dict of str to torch.Tensor
+        The model, or its ``state_dict``.
+    meta : mapping
+        JSON-serialisable metadata. Must hold ``architecture`` =
+        ``{"name": str, "kwargs": dict}``; conventional keys are
+        ``hyperparameters``, ``normalisation``, ``training``, ``metrics``.
+        ``format``, ``versions``, ``created_utc`` and ``weights_sha256`` are
+        added.
+
+    Returns
+    -------
+    pathlib.Path
+        The checkpoint folder.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arch = meta.get("architecture")
+    if not isinstance(arch, Mapping) or "name" not in arch:
+        raise ValueError("checkpoint meta needs architecture = {'name': ..., 'kwargs': {...}}")
+    state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    weights = directory / WEIGHTS_FILE
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "architecture": str(arch["name"])})
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **{k: v for k, v in meta.items() if k not in ("format", "format_version")},
+        "weights_sha256": _sha256(weights),
+        "created_utc": datetime.now(timezone.utc).isoformat(),
+    }
+    full.setdefault("versions", package_versions())
+    write_json_atomic(directory / META_FILE, full)
+    return directory
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The checkpoint folder.
+    meta : dict
+        Contents of ``model.json``.
+    state_dict : dict of str to torch.Tensor
+        The weights (on the requested device).
+    """
+
+    path: Path
+    meta: dict
+    state_dict: dict = field(repr=False)
+
+    @property
+    def architecture(self) -> str:
+        """Architecture name recorded in ``model.json``."""
+        return self.meta["architecture"]["name"]
+
+    @property
+    def kwargs(self) -> dict:
+        """Constructor keyword arguments of the architecture."""
+        return dict(self.meta["architecture"].get("kwargs", {}))
+
+
+def read_meta(directory: str | Path) -> dict:
+    """Read and check ``model.json`` of a checkpoint folder.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Missing or unreadable file, or not an astrotool checkpoint.
+    """
+    meta_path = _resolve_dir(directory) / META_FILE
+    if not meta_path.is_file():
+        raise InputError(meta_path, "no checkpoint here (model.json is missing)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(meta_path, f"unreadable checkpoint metadata ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError(meta_path, f"not an {FORMAT} file")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(
+            meta_path,
+            f"written by a newer astrotool (format {meta.get('format_version')} > {FORMAT_VERSION})",
+        )
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict) or "name" not in arch:
+        raise InputError(meta_path, "no architecture recorded")
+    return meta
+
+
+def load_checkpoint(
+    directory: str | Path,
+    expect_architecture: str | Iterable[str] | None = None,
+    device: str = "cpu",
+    verify_hash: bool = True,
+) -> Checkpoint:
+    """Load a checkpoint folder without executing any code from it.
+
+    Parameters
+    ----------
+    directory : path-like
+        Checkpoint folder, or its ``model.json`` / ``model.safetensors``.
+    expect_architecture : str or iterable of str, optional
+        Accepted architecture names; another one raises InputError.
+    device : str
+        Where to put the tensors.
+    verify_hash : bool
+        Check the weights file against ``weights_sha256`` in ``model.json``.
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Missing files, corrupt weights, mismatched pair, unexpected architecture.
+    """
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    directory = _resolve_dir(directory)
+    meta = read_meta(directory)
+    name = meta["architecture"]["name"]
+    if expect_architecture is not None:
+        allowed = (
+            [expect_architecture] if isinstance(expect_architecture, str) else list(expect_architecture)
+        )
+        if name not in allowed:
+            raise InputError(
+                directory / META_FILE,
+                f"checkpoint of another model: architecture {name!r}, expected {' or '.join(map(repr, allowed))}",
+            )
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise InputError(weights, "weights file is missing")
+    if verify_hash and meta.get("weights_sha256") and _sha256(weights) != meta["weights_sha256"]:
+        raise InputError(weights, "weights do not match model.json (SHA-256 differs): mixed checkpoints?")
+    try:
+        state = load_file(str(weights), device=device)
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise InputError(weights, f"corrupt safetensors file ({exc})") from None
+    return Checkpoint(path=directory, meta=meta, state_dict=state)
+
+
+def build_model(ckpt: Checkpoint, registry: Mapping[str, Callable[..., Any]]):
+    """Instantiate the checkpoint's architecture and load its weights (strict).
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        From :func:`load_checkpoint`.
+    registry : mapping of str to callable
+        ``{architecture name: constructor}``; called with the recorded kwargs.
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Unknown architecture, bad kwargs, or weights that do not fit the model.
+    """
+    where = ckpt.path / META_FILE
+    if ckpt.architecture not in registry:
+        raise InputError(
+            where,
+            f"checkpoint of another model: architecture {ckpt.architecture!r} "
+            f"(known: {', '.join(sorted(registry))})",
+        )
+    try:
+        model = registry[ckpt.architecture](**ckpt.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(where, f"cannot build {ckpt.architecture!r} from its recorded settings ({exc})") from None
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(ckpt.path / WEIGHTS_FILE, f"weights do not fit the model ({' '.join(first[:3])})") from None
+    model.eval()
+    return model
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def flatten_optimizer_state(state_dict: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Split an optimizer ``state_dict`` into tensors and JSON-able metadata.
+
+    Parameters
+    ----------
+    state_dict : mapping
+        ``optimizer.state_dict()`` (``{"state": {id: {...}}, "param_groups": [...]}``).
+
+    Returns
+    -------
+    tensors : dict of str to torch.Tensor
+        Keys ``state.<param id>.<name>``.
+    meta : dict
+        Non-tensor per-parameter entries and the parameter groups.
+    """
+    import torch
+
+    tensors: dict[str, Any] = {}
+    scalars: dict[str, dict] = {}
+    for pid, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{name}"] = value.detach().to("cpu").contiguous().clone()
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"scalars": scalars, "param_groups": state_dict["param_groups"]}
+
+
+def unflatten_optimizer_state(tensors: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
+    """Inverse of :func:`flatten_optimizer_state`."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for pid, entries in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(entries)
+    return {"state": state, "param_groups": [dict(g) for g in meta["param_groups"]]}
+
+
+def save_training_state(directory: str | Path, optimizer, state: Mapping[str, Any]) -> Path:
+    """Write the resumable training state into ``directory``.
+
+    Parameters
+    ----------
+    directory : path-like
+        Usually ``<checkpoint>/last``; the model itself is saved there with
+        :func:`save_checkpoint` by the caller.
+    optimizer : torch.optim.Optimizer
+        Its moments go to ``training_state.safetensors``.
+    state : mapping
+        JSON-serialisable loop state (epoch, step, early stopping, history...).
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors, opt_meta = flatten_optimizer_state(optimizer.state_dict())
+    path = directory / STATE_TENSORS_FILE
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    write_json_atomic(
+        directory / STATE_META_FILE,
+        {"format": FORMAT, "optimizer": opt_meta, "loop": dict(state), "tensors_sha256": _sha256(path)},
+    )
+    return directory
+
+
+def load_training_state(directory: str | Path, optimizer) -> dict:
+    """Restore the optimizer from ``directory`` and return the loop state.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Missing, corrupt or mismatched files.
+    """
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta_path = directory / STATE_META_FILE
+    path = directory / STATE_TENSORS_FILE
+    if not meta_path.is_file() or not path.is_file():
+        raise InputError(directory, "no resumable training state here")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(meta_path, f"unreadable training state ({exc})") from None
+    if meta.get("tensors_sha256") and _sha256(path) != meta["tensors_sha256"]:
+        raise InputError(path, "optimizer state does not match training_state.json")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise InputError(path, f"corrupt safetensors file ({exc})") from None
+    try:
+        optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(path, f"optimizer state does not fit this model ({exc})") from None
+    return dict(meta.get("loop", {}))

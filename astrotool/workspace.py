@@ -1,0 +1,253 @@
+"""The workspace convention: one folder per project, atomic writes, run records.
+
+A workspace is a folder holding ``astro.toml`` (its configuration layer),
+``runs/`` (one ``runs/<utc>-<command>/run.json`` per command run) and one folder
+per plugin (``dre/``, ``lens/``, ...) with that plugin's stage folders, as
+declared through the ``astro_workspace_stages`` hook.
+
+Every output is written to a temporary file in the same folder and renamed into
+place only when complete (:func:`atomic_path`), so an interrupted run never leaves
+a truncated file that looks finished, and re-running skips finished outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+__docformat__ = "numpy"
+
+WORKSPACE_FILE = "astro.toml"
+
+# temporary files being written right now; removed on SIGINT/SIGTERM
+_LIVE_TEMPS: set[Path] = set()
+
+
+def temp_sibling(path: str | os.PathLike) -> Path:
+    """Return a fresh temporary path beside ``path`` with the same extension.
+
+    Parameters
+    ----------
+    path : path-like
+        The final output path.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<dir>/.<name>.partial-<token><suffix>``: hidden, same folder (so the
+        final rename is atomic), same suffix (so writers that look at the
+        extension still work).
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path, rename it on success.
+
+    Parameters
+    ----------
+    path : path-like
+        The final output path. Its folder is created if needed.
+
+    Yields
+    ------
+    pathlib.Path
+        Where to write. On normal exit it is renamed to ``path``; on an
+        exception (or Ctrl-C) it is removed and ``path`` is left untouched.
+
+    Examples
+    --------
+    >>> with atomic_path("out/table.parquet") as tmp:   # doctest: +SKIP
+    ...     pq.write_table(table, tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    _LIVE_TEMPS.add(tmp)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp}: the writer produced no file for {path}")
+        os.replace(tmp, path)
+    finally:
+        _LIVE_TEMPS.discard(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8) and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically and return the path."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=str, sort_keys=False) + "\n")
+
+
+def remove_live_temps() -> None:
+    """Remove every temporary file still being written (used on SIGINT/SIGTERM)."""
+    for tmp in list(_LIVE_TEMPS):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _LIVE_TEMPS.discard(tmp)
+
+
+def is_done(path: str | os.PathLike, overwrite: bool = False) -> bool:
+    """Whether a stage output already exists and should be skipped.
+
+    Parameters
+    ----------
+    path : path-like
+        The final output path.
+    overwrite : bool
+        When true nothing counts as done.
+    """
+    return (not overwrite) and Path(path).exists()
+
+
+class Workspace:
+    """A workspace folder.
+
+    Parameters
+    ----------
+    root : path-like
+        The workspace folder (created by :meth:`init` or on first write).
+    stages : dict[str, list[str]], optional
+        Stage folders per plugin, e.g. ``{"dre": ["tiles", "cuts"]}``; by default
+        those that the installed plugins declare.
+    """
+
+    def __init__(self, root: str | os.PathLike, stages: dict[str, list[str]] | None = None):
+        self.root = Path(root).expanduser().resolve()
+        self._stages = stages
+
+    @property
+    def stages(self) -> dict[str, list[str]]:
+        """Stage folders declared by the plugins, ``{plugin: [stage, ...]}``."""
+        if self._stages is None:
+            from astrotool.plugins import get_registry
+
+            self._stages = get_registry().stages()
+        return self._stages
+
+    @property
+    def config_file(self) -> Path:
+        """The workspace's configuration layer, ``<root>/astro.toml``."""
+        return self.root / WORKSPACE_FILE
+
+    def stage(self, plugin: str, name: str, create: bool = True) -> Path:
+        """Path of a stage folder ``<root>/<plugin>/<name>``.
+
+        Parameters
+        ----------
+        plugin, name : str
+            Plugin and stage, e.g. ``"dre", "cuts"``.
+        create : bool
+            Create the folder if missing.
+        """
+        path = self.root / plugin / name
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def init(self) -> list[Path]:
+        """Create ``astro.toml``, ``runs/`` and every stage folder; return what was created."""
+        created = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.config_file.exists():
+            write_text_atomic(
+                self.config_file,
+                "# astrotool workspace configuration: overrides the packaged defaults and your\n"
+                "# user file; overridden by --cfg, ASTRO_* variables, --set and flags.\n"
+                "# See `astro config show --sources`.\n",
+            )
+            created.append(self.config_file)
+        for folder in [self.root / "runs"] + [
+            self.root / p / s for p, names in self.stages.items() for s in names
+        ]:
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                created.append(folder)
+        return created
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """Number of files per stage folder, ``{plugin: {stage: count}}`` (missing = 0)."""
+        out: dict[str, dict[str, int]] = {}
+        for plugin, names in self.stages.items():
+            out[plugin] = {}
+            for name in names:
+                folder = self.root / plugin / name
+                out[plugin][name] = (
+                    sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+                    if folder.is_dir()
+                    else 0
+                )
+        return out
+
+    def new_run_dir(self, command: str) -> Path:
+        """Create and return ``runs/<utc>-<command>/`` for a run record."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        safe = "-".join(command.split()) or "astro"
+        path = self.root / "runs" / f"{stamp}-{safe}"
+        path.mkdir(parents=True, exist_ok=False)
+        return path
+
+
+class RunRecord:
+    """What a run did, written to ``runs/<utc>-<command>/run.json``.
+
+    Commands add inputs and outputs with :meth:`add_input` / :meth:`add_output`;
+    the command line finishes the record with status and duration.
+    """
+
+    def __init__(self, workspace: Workspace, command: str, argv: list[str], config: dict):
+        self.workspace = workspace
+        self.command = command
+        self.argv = list(argv)
+        self.config = config
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.extra: dict = {}
+        self.started = time.time()
+        self.dir: Path | None = None
+
+    def add_input(self, path) -> None:
+        """Record an input file."""
+        self.inputs.append(str(path))
+
+    def add_output(self, path) -> None:
+        """Record an output file."""
+        self.outputs.append(str(path))
+
+    def finish(self, status: str, exit_code: int, error: str | None = None) -> Path:
+        """Write ``run.json`` and return its path."""
+        from astrotool.plugins import versions
+
+        self.dir = self.dir or self.workspace.new_run_dir(self.command)
+        record = {
+            "command": self.command,
+            "argv": self.argv,
+            "status": status,
+            "exit_code": exit_code,
+            "error": error,
+            "started_utc": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
+            "duration_s": round(time.time() - self.started, 3),
+            "workspace": str(self.workspace.root),
+            "config": self.config,
+            "versions": versions(),
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            **self.extra,
+        }
+        return write_json_atomic(self.dir / "run.json", record)
