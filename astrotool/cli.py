@@ -50,6 +50,10 @@ class UsageProblem(Exception):
     """A malformed global option."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during a command (carried past Typer, which would swallow it)."""
+
+
 def split_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
     """Take the global options out of ``argv`` wherever they are (up to ``--``).
 
@@ -142,6 +146,12 @@ class LazyGroup(TyperGroup):
             cmd.help = spec.help
         self._loaded[name] = cmd
         return cmd
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(str(exc)) from exc
 
     def get_command(self, ctx, cmd_name):
         if cmd_name in self.specs and getattr(ctx, "resilient_parsing", False):
@@ -297,16 +307,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"Error: {exc}\n")
         if ctx is not None and ctx.failures:
             _print_failures(ctx.failures)
-    except KeyboardInterrupt as exc:
-        from astrotool.workspace import remove_live_temps
+    except (KeyboardInterrupt, Exception) as exc:
+        interrupt = _interrupt_in_chain(exc)
+        if interrupt is not None:
+            from astrotool.workspace import remove_live_temps
 
-        remove_live_temps()
-        terminated = str(exc) == "terminated"
-        code, status = (143, "terminated") if terminated else (130, "interrupted")
-        sys.stderr.write(f"\n{status}: partial outputs removed; re-run the same command to resume.\n")
-    except Exception as exc:
-        code, status = _handle_other(exc, opts)
-        error = f"{type(exc).__name__}: {exc}"
+            remove_live_temps()
+            terminated = str(interrupt) == "terminated"
+            code, status = (143, "terminated") if terminated else (130, "interrupted")
+            sys.stderr.write(f"\n{status}: partial outputs removed; re-run the same command to resume.\n")
+        else:
+            code, status = _handle_other(exc, opts)
+            error = f"{type(exc).__name__}: {exc}"
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         if ctx is not None:
@@ -316,6 +328,17 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.write(f"warning: could not write run.json: {exc}\n")
         set_current(None)
     return code
+
+
+def _interrupt_in_chain(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt behind ``exc`` (Typer turns Ctrl-C into ``Exit(130)``), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:

@@ -1,0 +1,5 @@
+"""``python -m astrotool`` is the same as ``astro``."""
+
+from astrotool.cli import run
+
+run()

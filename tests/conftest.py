@@ -1,0 +1,41 @@
+"""Shared test fixtures: run ``astro`` in a subprocess, isolated from the user's config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolate_config(monkeypatch, tmp_path_factory):
+    """No user config file and no ASTRO_* variables leak into tests."""
+    for k in list(os.environ):
+        if k.startswith("ASTRO_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("ASTRO_CONFIG", os.devnull)
+    monkeypatch.setenv("HDF5_USE_FILE_LOCKING", "FALSE")
+
+
+def run_astro(*args, cwd=None, env=None, pythonpath=None, timeout=300, input=None):
+    """Run ``python -m astrotool ARGS`` and return the CompletedProcess (text)."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("ASTRO_")}
+    e["ASTRO_CONFIG"] = os.devnull
+    e.pop("FORCE_COLOR", None)
+    if pythonpath:
+        e["PYTHONPATH"] = os.pathsep.join([str(p) for p in pythonpath] + [e.get("PYTHONPATH", "")])
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "astrotool", *map(str, args)], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=timeout, input=input)
+
+
+@pytest.fixture
+def astro():
+    """The :func:`run_astro` helper."""
+    return run_astro

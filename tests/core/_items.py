@@ -1,0 +1,11 @@
+"""Module-level item functions for the executor tests (picklable by reference)."""
+
+import random
+
+
+def draw(item, seed):
+    """Three draws from the item's own stream, tagged with the item."""
+    if item == "bad":
+        raise ValueError("this item is bad")
+    rng = random.Random(seed)
+    return item, [rng.random() for _ in range(3)]

@@ -1,0 +1,101 @@
+"""Layered configuration: order of layers, provenance, validation errors."""
+
+import json
+
+import pytest
+
+from astrotool import config
+from astrotool.errors import ConfigError
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_layer_order_and_sources(astro, toy, tmp_path):
+    user = write(tmp_path / "user.toml", '[toy]\nlabel = "user"\ncount = 10\n')
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    write(ws / "astro.toml", '[toy]\nlabel = "workspace"\n[toy.inner]\nfactor = 5.0\n')
+    c1 = write(tmp_path / "c1.toml", '[toy]\nlabel = "cfg1"\nmode = "slow"\n')
+    c2 = write(tmp_path / "c2.toml", '[toy]\nlabel = "cfg2"\n')
+    r = astro("-w", ws, "--cfg", c1, "--cfg", c2, "config", "show", "toy", "--sources", "--json",
+              pythonpath=toy, env={"ASTRO_CONFIG": str(user)})
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows["toy.count"] == {"value": 10, "source": str(user)}
+    assert rows["toy.inner.factor"] == {"value": 5.0, "source": str(ws / "astro.toml")}
+    assert rows["toy.mode"] == {"value": "slow", "source": str(c1)}
+    assert rows["toy.label"] == {"value": "cfg2", "source": str(c2)}
+    # environment beats files, --set beats environment, the flag beats --set
+    env = {"ASTRO_CONFIG": str(user), "ASTRO_TOY__LABEL": "env", "ASTRO_TOY__INNER__FACTOR": "7.5"}
+    r = astro("-w", ws, "--cfg", c1, "config", "show", "toy", "--sources", "--json", pythonpath=toy, env=env)
+    rows = json.loads(r.stdout)
+    assert rows["toy.label"] == {"value": "env", "source": "$ASTRO_TOY__LABEL"}
+    assert rows["toy.inner.factor"]["value"] == 7.5
+    r = astro("-w", ws, "--set", "toy.label=set", "config", "show", "toy", "--json", pythonpath=toy, env=env)
+    assert json.loads(r.stdout)["toy"]["label"] == "set"
+    r = astro("-w", ws, "--set", "toy.count=4", "toy", "run", "--count", "2", pythonpath=toy, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["done"] == 2
+
+
+def test_every_problem_listed_with_file_and_key(astro, toy, tmp_path):
+    bad = write(tmp_path / "bad.toml", '[toy]\ncount = "ten"\nmode = "ultra"\ncolour = 1\n[core]\njobs = -1\n')
+    r = astro("-w", tmp_path, "--cfg", bad, "toy", "show", pythonpath=toy)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    for key in ["toy.count", "toy.mode", "toy.colour: unknown key", "core.jobs"]:
+        assert f"{bad}: {key}" in r.stderr, (key, r.stderr)
+
+
+def test_toml_syntax_error_names_file(astro, toy, tmp_path):
+    bad = write(tmp_path / "syntax.toml", "[toy\ncount = 3\n")
+    r = astro("-w", tmp_path, "--cfg", bad, "config", "show", pythonpath=toy)
+    assert r.returncode == 2
+    assert f"{bad}: TOML syntax error" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_env_var_error_names_variable(astro, toy, tmp_path):
+    r = astro("-w", tmp_path, "config", "show", pythonpath=toy, env={"ASTRO_TOY__COUNT": "many"})
+    assert r.returncode == 2
+    assert "$ASTRO_TOY__COUNT: toy.count" in r.stderr
+
+
+def test_unknown_section_and_missing_cfg(astro, toy, tmp_path):
+    bad = write(tmp_path / "s.toml", "[nosuch]\nx = 1\n")
+    r = astro("--cfg", bad, "config", "show", pythonpath=toy)
+    assert r.returncode == 2 and f"{bad}: [nosuch]: unknown section" in r.stderr
+    r = astro("--cfg", tmp_path / "missing.toml", "config", "show", pythonpath=toy)
+    assert r.returncode == 2 and "missing.toml: file not found" in r.stderr
+
+
+def test_validate_and_schema(astro, toy, tmp_path):
+    good = write(tmp_path / "good.toml", '[toy]\ncount = 1\n[core]\nexecutor = "process"\n')
+    bad = write(tmp_path / "bad.toml", '[core]\nexecutor = "mpi"\n')
+    r = astro("config", "validate", good, pythonpath=toy)
+    assert r.returncode == 0 and f"{good}: OK" in r.stdout
+    r = astro("config", "validate", good, bad, pythonpath=toy)
+    assert r.returncode == 2 and f"{bad}: core.executor" in r.stderr
+    r = astro("config", "schema", pythonpath=toy)
+    s = json.loads(r.stdout)
+    assert {"core", "toy"} <= set(s["properties"])
+    assert s["properties"]["toy"]["properties"]["mode"]["enum"] == ["fast", "slow"]
+
+
+def test_show_toml_round_trips(astro, toy, tmp_path):
+    r = astro("config", "show", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    out = write(tmp_path / "all.toml", r.stdout)
+    assert astro("config", "validate", out, pythonpath=toy).returncode == 0
+
+
+def test_parse_value_and_set_layer():
+    assert config.parse_value("64") == 64
+    assert config.parse_value("true") is True
+    assert config.parse_value("[1, 2]") == [1, 2]
+    assert config.parse_value("tcp://host:8786") == "tcp://host:8786"
+    assert config.set_layer(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        config.set_layer(["nodot=1"])

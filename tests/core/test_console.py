@@ -1,0 +1,41 @@
+"""Console: stdout for results, stderr for logs; plain lines and progress off a terminal; JSON logs."""
+
+import json
+import re
+
+ANSI = re.compile(r"\x1b\[")
+
+
+def test_plain_logs_and_progress_lines_in_batch_logs(astro, toy, tmp_path):
+    r = astro("-w", tmp_path, "--progress-interval", "0.2", "toy", "run", "--count", "4", "--slow", "0.15",
+              pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert not ANSI.search(r.stderr) and not ANSI.search(r.stdout)
+    json.loads(r.stdout)  # stdout holds the result only
+    lines = [ln for ln in r.stderr.splitlines() if "squares:" in ln]
+    assert len(lines) >= 2, r.stderr
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO    squares: \d/4 \(\d+%\)", lines[0])
+    assert lines[-1].split("squares: ")[1].startswith("4/4 (100%)")
+
+
+def test_json_log_format(astro, toy, tmp_path):
+    r = astro("toy", "run", "--count", "2", "--fail", "1", "-w", tmp_path, "--log-format", "json",
+              "--progress-interval", "0.01", pythonpath=toy)
+    assert r.returncode == 1
+    records = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith("{")]
+    assert any(rec["level"] == "ERROR" and "item 1 is bad" in rec["message"] for rec in records)
+    prog = [rec for rec in records if rec.get("event") == "progress"]
+    assert prog and prog[-1]["done"] == 2 and prog[-1]["total"] == 2
+
+
+def test_quiet_hides_progress_but_not_errors(astro, toy, tmp_path):
+    r = astro("-q", "toy", "run", "--count", "2", "--fail", "0", "-w", tmp_path, "--progress-interval", "0.01",
+              pythonpath=toy)
+    assert r.returncode == 1
+    assert "squares: 1/2" not in r.stderr and "squares: 2/2" not in r.stderr
+    assert "item0 failed: ValueError: item 0 is bad" in r.stderr
+
+
+def test_bad_log_format_is_usage_error(astro):
+    r = astro("--log-format", "xml", "status")
+    assert r.returncode == 2 and "--log-format" in r.stderr

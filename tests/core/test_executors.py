@@ -1,0 +1,83 @@
+"""Executors: identical results across serial, process pool, Dask and shards; failures."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from astrotool.errors import AstroError
+from astrotool.executors import ExecutorOptions, derive_seed, parse_shard, run_items, select_shard
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _items import draw  # noqa: E402
+
+ITEMS = [f"tile{i}" for i in range(7)]
+
+
+def test_seed_depends_on_key_and_base_only():
+    assert derive_seed(0, "a") == derive_seed(0, "a")
+    assert len({derive_seed(0, "a"), derive_seed(0, "b"), derive_seed(1, "a")}) == 3
+    assert 0 <= derive_seed(123, "x") < 2**63
+
+
+def test_identical_results_across_executors_and_shards():
+    serial, f = run_items(draw, ITEMS, options=ExecutorOptions("serial"), base_seed=5)
+    assert not f and [k for k, _ in serial] == ITEMS
+    process, f = run_items(draw, ITEMS, options=ExecutorOptions("process", jobs=2), base_seed=5)
+    assert not f and process == serial
+    dask, f = run_items(draw, ITEMS, options=ExecutorOptions("dask", jobs=2), base_seed=5)
+    assert not f and dask == serial
+    sharded = []
+    for i in range(3):
+        part, f = run_items(draw, ITEMS, options=ExecutorOptions("serial", shard=(i, 3)), base_seed=5)
+        sharded += part
+    assert sorted(sharded) == sorted(serial)
+    other, _ = run_items(draw, ITEMS, base_seed=6)
+    assert other != serial
+
+
+@pytest.mark.parametrize("kind", ["serial", "process"])
+def test_one_failing_item_others_finish(kind):
+    items = ["a", "bad", "c"]
+    results, failures = run_items(draw, items, options=ExecutorOptions(kind, jobs=2))
+    assert [k for k, _ in results] == ["a", "c"]
+    assert len(failures) == 1 and failures[0].key == "bad"
+    assert failures[0].error == "ValueError: this item is bad" and "Traceback" in failures[0].traceback
+
+
+def test_shard_selection_and_parsing():
+    assert select_shard(list("abcdefg"), (1, 3)) == [1, 4]
+    assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
+    for bad in ["4/4", "x", "1/0", "-1/3"]:
+        with pytest.raises(AstroError, match="--shard"):
+            parse_shard(bad)
+    with pytest.raises(AstroError, match="--executor"):
+        ExecutorOptions("mpi")
+
+
+def test_cli_failure_table_and_exit_1(astro, toy, tmp_path):
+    r = astro("-w", tmp_path, "toy", "run", "--count", "4", "--fail", "2", "--executor", "process", "-j", "2",
+              pythonpath=toy)
+    assert r.returncode == 1, r.stderr
+    assert "1 item(s) failed" in r.stderr and "item2\tValueError: item 2 is bad" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "toy/out").iterdir()) == [
+        "item_000.json", "item_001.json", "item_003.json"]
+    rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert rec["status"] == "failed items" and rec["exit_code"] == 1
+    assert rec["failures"] == [{"item": "item2", "error": "ValueError: item 2 is bad"}]
+
+
+def test_cli_dask_and_shards_match_serial(astro, toy, tmp_path):
+    outs = {}
+    for name, args in {"serial": [], "dask": ["--executor", "dask", "-j", "2"]}.items():
+        ws = tmp_path / name
+        assert astro("-w", ws, *args, "toy", "run", "--count", "5", pythonpath=toy).returncode == 0
+        outs[name] = {p.name: p.read_text() for p in (ws / "toy/out").iterdir()}
+    ws = tmp_path / "shards"
+    for i in range(2):
+        r = astro("-w", ws, "--shard", f"{i}/2", "toy", "run", "--count", "5", pythonpath=toy)
+        assert r.returncode == 0, r.stderr
+    outs["shards"] = {p.name: p.read_text() for p in (ws / "toy/out").iterdir()}
+    assert len(outs["serial"]) == 5
+    assert outs["serial"] == outs["dask"] == outs["shards"]

@@ -1,0 +1,90 @@
+"""Workspace: atomic writes, init/status, run records, resume, interruption."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from astrotool.workspace import Workspace, atomic_path, write_text_atomic
+
+
+def test_atomic_path_renames_on_success(tmp_path):
+    out = tmp_path / "sub" / "a.txt"
+    with atomic_path(out) as tmp:
+        assert tmp.parent == out.parent and tmp.suffix == ".txt" and tmp != out
+        tmp.write_text("hello")
+        assert not out.exists()
+    assert out.read_text() == "hello"
+    assert [p.name for p in out.parent.iterdir()] == ["a.txt"]
+
+
+def test_atomic_path_keeps_old_file_on_error(tmp_path):
+    out = write_text_atomic(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(out) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("writer crashed")
+    assert out.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_init_and_status(astro, toy, tmp_path):
+    ws = tmp_path / "ws"
+    r = astro("-w", ws, "init", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert (ws / "astro.toml").is_file() and (ws / "runs").is_dir()
+    for stage in ["dre/tiles", "dre/cuts", "toy/out", "toy/logs", "ztf/alerts", "plato/lightcurves"]:
+        assert (ws / stage).is_dir(), stage
+    (ws / "toy" / "out" / "x.json").write_text("{}")
+    r = astro("-w", ws, "status", "--json", pythonpath=toy)
+    s = json.loads(r.stdout)
+    assert s["initialised"] and s["stages"]["toy"] == {"out": 1, "logs": 0}
+
+
+def test_run_record_and_resume(astro, toy, tmp_path):
+    r = astro("-w", tmp_path, "toy", "run", "--count", "4", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.endswith("-toy-run")
+    rec = json.loads((runs[0] / "run.json").read_text())
+    assert rec["status"] == "ok" and rec["exit_code"] == 0
+    assert rec["argv"][:3] == ["astro", "-w", str(tmp_path)]
+    assert rec["config"]["toy"]["count"] == 4 and rec["config"]["core"]["executor"] == "serial"
+    assert rec["versions"]["toyplug"] == "1.2.3" and "python" in rec["versions"]
+    assert len(rec["outputs"]) == 4 and rec["duration_s"] >= 0
+    first = (tmp_path / "toy/out/item_000.json").read_text()
+    # finished outputs are skipped, --overwrite recomputes them
+    r = astro("-w", tmp_path, "toy", "run", "--count", "4", pythonpath=toy)
+    assert (tmp_path / "toy/out/item_000.json").read_text() == first
+    r = astro("-w", tmp_path, "toy", "run", "--count", "4", "--overwrite", "--seed", "9", pythonpath=toy)
+    assert (tmp_path / "toy/out/item_000.json").read_text() != first
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_interrupt_leaves_no_partial_file(toy, tmp_path, sig, code, executor):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTRO_")}
+    env.update(ASTRO_CONFIG=os.devnull, PYTHONPATH=str(toy[0]))
+    p = subprocess.Popen([sys.executable, "-m", "astrotool", "-w", str(tmp_path), "--executor", executor,
+                          "-j", "2", "toy", "run", "--count", "6", "--slow", "1.5"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    out = tmp_path / "toy" / "out"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.is_dir() and any(p.name.startswith(".") for p in out.iterdir())):
+        time.sleep(0.05)
+    assert out.is_dir(), "the command never started writing"
+    os.killpg(p.pid, sig) if sig == signal.SIGINT else p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err
+    leftovers = [f.name for f in out.iterdir() if f.name.startswith(".")]
+    assert leftovers == []
+    for f in out.iterdir():
+        json.loads(f.read_text())  # every file that exists is complete
+    rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert rec["status"] in ("terminated", "interrupted")

@@ -1,0 +1,1 @@
+raise ImportError("brokenplug needs a library that is not installed")
