@@ -343,14 +343,14 @@ def _interrupt_in_chain(exc: BaseException) -> BaseException | None:
 
 def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     """Click usage errors -> 2; anything else -> 1 with a one-line message."""
-    from typer import _click
+    from typer.exceptions import Abort, Exit, TyperException
 
-    if isinstance(exc, _click.exceptions.Exit):
-        return exc.exit_code, "ok"
-    if isinstance(exc, _click.exceptions.Abort):
+    if isinstance(exc, Exit):
+        return exc.exit_code, "ok" if exc.exit_code == 0 else "error"
+    if isinstance(exc, Abort):
         sys.stderr.write("Aborted.\n")
         return 130, "interrupted"
-    if isinstance(exc, _click.exceptions.ClickException):
+    if isinstance(exc, TyperException) and hasattr(exc, "show"):
         exc.show()
         return exc.exit_code, "error"
     if isinstance(exc, BrokenPipeError):

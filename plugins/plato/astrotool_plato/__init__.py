@@ -1,0 +1,43 @@
+"""PLATO plugin for astrotool: simulated light curves with single transits.
+
+``astro plato simulate`` writes light curves at PLATO cadence (25 s) with
+granulation-like red noise, optional rotational modulation, white noise and
+single (or periodic) transits of known time, duration and depth, plus the
+label table that a transit segmentation network trains on.
+
+This module only registers hooks; nothing heavy is imported here.
+"""
+
+from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, hookimpl
+
+__docformat__ = "numpy"
+__version__ = "0.1.0"
+
+STAGES = ["lightcurves", "labels", "prepared", "models", "predictions", "reports"]
+
+
+@hookimpl
+def astro_commands():
+    """Mount ``astro plato``."""
+    return [CommandSpec(name="plato", target="astrotool_plato.cli:app",
+                        help="PLATO light curves: simulate single transits (Panopticon).")]
+
+
+@hookimpl
+def astro_config_sections():
+    """Register the ``[plato]`` configuration section."""
+    return [ConfigSection(name="plato", model="astrotool_plato.config:PlatoConfig",
+                          defaults="astrotool_plato:defaults.toml")]
+
+
+@hookimpl
+def astro_workspace_stages():
+    """Stage folders under ``<workspace>/plato/``."""
+    return {"plato": list(STAGES)}
+
+
+@hookimpl
+def astro_demo_steps():
+    """Simulate a few light curves in the demo workspace."""
+    return [DemoStep(name="plato", target="astrotool_plato.demo:run",
+                     help="simulate 4 short PLATO light curves with transits", order=30)]

@@ -1,0 +1,668 @@
+"""The built-in PLATO light-curve simulator.
+
+A light curve is
+
+    flux(t) = (1 + r(t) + g(t)) * (1 - δ(t)) + w(t)
+
+with ``r`` an optional rotational (spot) modulation, ``g`` granulation-like red
+noise with a Harvey power spectrum, ``δ`` the transit flux deficit and ``w``
+white noise of ``noise_ppm`` per cadence. Flux is normalised so that 1 is the
+unperturbed star. Time is in days from the start of the simulated observation.
+
+Every curve ``i`` draws its parameters and its noise from its own random stream,
+``numpy.random.SeedSequence([seed, i])``, so a curve is the same whichever chunk,
+process or machine computes it.
+
+The transit profile is either a trapezoid or a quadratically limb-darkened
+profile in the small-planet approximation of Mandel & Agol (2002, ApJ 580, L171,
+sect. 5): the occulted flux is the stellar intensity under the planet times the
+exact area of overlap of the two discs. Both shapes share the geometry
+(planet-to-star radius ratio ``p`` from the depth, impact parameter ``b``, a
+straight chord crossed at constant speed in ``T14``), so ``T14``, ``T23`` and the
+mid-transit depth agree between them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+SECONDS_PER_DAY = 86400.0
+
+# keys of SimulateConfig that change no curve's content (only how many and where)
+_LAYOUT_KEYS = ("name", "n_curves", "chunk_size")
+
+
+@dataclass
+class CurveParams:
+    """Parameters of one simulated light curve (what the label table holds).
+
+    Attributes
+    ----------
+    index : int
+        Curve number within the simulation (seeds its random stream).
+    id : str
+        Curve identifier, ``<name><index:06d>``.
+    has_transit : bool
+        Whether the curve holds a transit.
+    t0 : float
+        Mid-time of the first transit entirely inside the curve [d]; NaN without transit.
+    duration : float
+        Total transit duration T14 [h]; NaN without transit.
+    depth : float
+        Flux deficit at mid-transit [ppm]; NaN without transit.
+    period : float
+        Period of repeated transits [d]; NaN for a single transit or none.
+    impact : float
+        Impact parameter [stellar radii]; NaN without transit.
+    rp_rs : float
+        Planet-to-star radius ratio; NaN without transit.
+    n_transits : int
+        Transits (complete or partial) inside the curve.
+    snr : float
+        Expected white-noise signal-to-noise ratio of all transits,
+        ``depth / noise * sqrt(T14 / cadence * n_transits)``; 0 without transit.
+    rotation_period : float
+        Spot-modulation period [d]; NaN when the star has none.
+    rotation_amplitude : float
+        Spot-modulation semi-amplitude of the fundamental [ppm]; 0 when none.
+    rotation_harmonic : float
+        Amplitude of the first harmonic relative to the fundamental.
+    rotation_phase1, rotation_phase2 : float
+        Phases of the fundamental and the harmonic [rad].
+    """
+
+    index: int
+    id: str
+    has_transit: bool
+    t0: float = math.nan
+    duration: float = math.nan
+    depth: float = math.nan
+    period: float = math.nan
+    impact: float = math.nan
+    rp_rs: float = math.nan
+    n_transits: int = 0
+    snr: float = 0.0
+    rotation_period: float = math.nan
+    rotation_amplitude: float = 0.0
+    rotation_harmonic: float = 0.0
+    rotation_phase1: float = 0.0
+    rotation_phase2: float = 0.0
+
+
+def curve_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """Independent seed sequences for the parameters and the noise of curve ``index``.
+
+    Parameters
+    ----------
+    seed : int
+        Base seed of the simulation (non-negative).
+    index : int
+        Curve number.
+    """
+    params, noise = np.random.SeedSequence([int(seed), int(index)]).spawn(2)
+    return params, noise
+
+
+def n_samples(cfg) -> int:
+    """Number of samples of a curve: ``round(duration_days * 86400 / cadence_s)``."""
+    return int(round(cfg.duration_days * SECONDS_PER_DAY / cfg.cadence_s))
+
+
+def time_grid(cfg) -> np.ndarray:
+    """Sample times [d] from the start of the observation, ``0, cadence, 2 cadence, ...``."""
+    return np.arange(n_samples(cfg), dtype=np.float64) * (cfg.cadence_s / SECONDS_PER_DAY)
+
+
+def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def limb_darkened_intensity(r, u1: float, u2: float):
+    """Quadratic limb-darkening law, ``I(r) / I(0) = 1 - u1 (1 - mu) - u2 (1 - mu)^2``.
+
+    Parameters
+    ----------
+    r : array_like
+        Distance from the disc centre [stellar radii], clipped to [0, 1].
+    u1, u2 : float
+        Quadratic limb-darkening coefficients.
+    """
+    r = np.clip(np.asarray(r, dtype=np.float64), 0.0, 1.0)
+    one_minus_mu = 1.0 - np.sqrt(1.0 - r * r)
+    return 1.0 - u1 * one_minus_mu - u2 * one_minus_mu**2
+
+
+def overlap_area(p: float, z):
+    """Area of overlap of a disc of radius ``p`` at distance ``z`` from the centre of the unit disc.
+
+    Parameters
+    ----------
+    p : float
+        Planet-to-star radius ratio.
+    z : array_like
+        Centre-to-centre distance [stellar radii].
+
+    Returns
+    -------
+    numpy.ndarray
+        Overlap area [stellar radii²]: ``pi p²`` when the planet is fully on the
+        disc, 0 when it is off.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    area = np.zeros_like(z)
+    inside = z <= 1.0 - p
+    area[inside] = math.pi * p * p
+    edge = (z > abs(1.0 - p)) & (z < 1.0 + p)
+    ze = z[edge]
+    k0 = np.arccos(np.clip((p * p + ze * ze - 1.0) / (2.0 * p * ze), -1.0, 1.0))
+    k1 = np.arccos(np.clip((1.0 - p * p + ze * ze) / (2.0 * ze), -1.0, 1.0))
+    root = np.sqrt(np.clip(4.0 * ze * ze - (1.0 + ze * ze - p * p) ** 2, 0.0, None))
+    area[edge] = p * p * k0 + k1 - 0.5 * root
+    return area
+
+
+def transit_geometry(depth_ppm: float, impact: float, limb_darkening=(0.40, 0.26),
+                     shape: str = "limb-darkened") -> tuple[float, float]:
+    """Radius ratio and (possibly reduced) impact parameter giving a mid-transit depth.
+
+    Parameters
+    ----------
+    depth_ppm : float
+        Wanted flux deficit at mid-transit [ppm].
+    impact : float
+        Wanted impact parameter [stellar radii]; lowered to ``1 - p`` when the
+        planet would graze the limb.
+    limb_darkening : (float, float)
+        Quadratic coefficients ``u1, u2`` (ignored by the trapezoid).
+    shape : {"limb-darkened", "trapezoid"}
+        Transit profile.
+
+    Returns
+    -------
+    p, b : float
+        Planet-to-star radius ratio and impact parameter.
+    """
+    depth = depth_ppm * 1e-6
+    if shape == "trapezoid":
+        p = math.sqrt(depth)
+    else:
+        u1, u2 = limb_darkening
+        norm = 1.0 - u1 / 3.0 - u2 / 6.0
+        # I(b) depends on b only; if b must then shrink, I(b) grows: iterate twice
+        b = impact
+        for _ in range(3):
+            p = math.sqrt(depth * norm / float(limb_darkened_intensity(b, u1, u2)))
+            b = min(impact, max(0.0, 1.0 - p - 1e-9))
+        return p, b
+    return p, min(impact, max(0.0, 1.0 - p - 1e-9))
+
+
+def transit_deficit(time, t0: float, duration_h: float, depth_ppm: float, impact: float = 0.0,
+                    limb_darkening=(0.40, 0.26), shape: str = "limb-darkened",
+                    period: float | None = None) -> np.ndarray:
+    """Fractional flux deficit of a transit (0 out of transit, ``depth`` at mid-transit).
+
+    Parameters
+    ----------
+    time : array_like
+        Times [d].
+    t0 : float
+        Mid-transit time [d].
+    duration_h : float
+        Total duration T14, first to fourth contact [h].
+    depth_ppm : float
+        Deficit at mid-transit [ppm].
+    impact : float
+        Impact parameter [stellar radii].
+    limb_darkening : (float, float)
+        Quadratic coefficients ``u1, u2``.
+    shape : {"limb-darkened", "trapezoid"}
+        Profile.
+    period : float, optional
+        Period [d] of repeated transits; ``None`` or NaN for a single transit.
+
+    Returns
+    -------
+    numpy.ndarray
+        Deficit (a fraction, not ppm), same shape as ``time``.
+    """
+    time = np.asarray(time, dtype=np.float64)
+    if period is not None and np.isfinite(period):
+        dt = np.mod(time - t0 + 0.5 * period, period) - 0.5 * period
+    else:
+        dt = time - t0
+    t14 = duration_h / 24.0
+    out = np.zeros_like(time)
+    on = np.abs(dt) < 0.5 * t14
+    if not on.any():
+        return out
+    p, b = transit_geometry(depth_ppm, impact, limb_darkening, shape)
+    x14 = math.sqrt((1.0 + p) ** 2 - b * b)
+    if shape == "trapezoid":
+        x23 = math.sqrt(max((1.0 - p) ** 2 - b * b, 0.0))
+        t23 = t14 * x23 / x14
+        ramp = np.clip((0.5 * t14 - np.abs(dt[on])) / (0.5 * (t14 - t23)), 0.0, 1.0)
+        out[on] = depth_ppm * 1e-6 * ramp
+        return out
+    if shape != "limb-darkened":
+        raise ValueError(f"unknown transit shape {shape!r}")
+    u1, u2 = limb_darkening
+    norm = 1.0 - u1 / 3.0 - u2 / 6.0
+    x = dt[on] * (2.0 * x14 / t14)          # position along the chord [stellar radii]
+    z = np.sqrt(b * b + x * x)
+    # intensity under the planet; on the limb, the mean radius of the occulted annulus
+    r_eff = np.where(z <= 1.0 - p, z, 0.5 * (z - p + 1.0))
+    out[on] = limb_darkened_intensity(r_eff, u1, u2) * overlap_area(p, z) / (math.pi * norm)
+    return out
+
+
+def harvey_noise(n: int, cadence_s: float, rms_ppm: float, timescale_min: float, exponent: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Stationary red noise with a Harvey power spectrum, ``P(f) ∝ 1 / (1 + (2 pi f tau)^a)``.
+
+    Exponent 2 is the Lorentzian spectrum of an AR(1) (Ornstein–Uhlenbeck)
+    process, the usual granulation model; 4 is the steeper "super-Lorentzian".
+    Synthesised in Fourier space on a grid twice as long as the curve, so the
+    circular wrap-around does not correlate its two ends.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    cadence_s : float
+        Sampling interval [s].
+    rms_ppm : float
+        Expected standard deviation [ppm].
+    timescale_min : float
+        Characteristic time ``tau`` [min].
+    exponent : float
+        Slope ``a`` of the Harvey profile.
+    rng : numpy.random.Generator
+        Random stream.
+
+    Returns
+    -------
+    numpy.ndarray
+        Relative flux variation (a fraction), length ``n``.
+    """
+    if rms_ppm <= 0 or n < 2:
+        return np.zeros(n)
+    m = 2 * n
+    freq = np.fft.rfftfreq(m, d=cadence_s)
+    psd = 1.0 / (1.0 + (2.0 * math.pi * freq * timescale_min * 60.0) ** exponent)
+    psd[0] = 0.0                                   # zero mean
+    re = rng.standard_normal(freq.size)
+    im = rng.standard_normal(freq.size)
+    coeff = np.sqrt(psd / 2.0) * (re + 1j * im)
+    coeff[-1] = np.sqrt(psd[-1]) * re[-1]          # the Nyquist term of an even-length series is real
+    series = np.fft.irfft(coeff, n=m)[:n]
+    variance = (2.0 * psd[1:-1].sum() + psd[-1]) / m**2
+    return series * (rms_ppm * 1e-6 / math.sqrt(variance))
+
+
+def draw_params(index: int, seed: int, cfg) -> CurveParams:
+    """Draw the parameters of curve ``index`` (cheap: no light curve is computed).
+
+    Parameters
+    ----------
+    index : int
+        Curve number.
+    seed : int
+        Base seed of the simulation.
+    cfg : astrotool_plato.config.SimulateConfig
+        Simulator settings.
+    """
+    rng = np.random.default_rng(curve_seeds(seed, index)[0])
+    length = n_samples(cfg) * cfg.cadence_s / SECONDS_PER_DAY
+    par = CurveParams(index=index, id=f"{cfg.name}{index:06d}", has_transit=False)
+    if rng.random() < cfg.rotation_fraction:
+        par.rotation_period = _loguniform(rng, *cfg.rotation_period_days)
+        par.rotation_amplitude = _loguniform(rng, *cfg.rotation_amplitude_ppm)
+        par.rotation_harmonic = float(rng.uniform(0.0, 0.5))
+        par.rotation_phase1, par.rotation_phase2 = (float(v) for v in rng.uniform(0, 2 * math.pi, 2))
+    if rng.random() < cfg.transit_fraction:
+        par.has_transit = True
+        par.depth = _loguniform(rng, *cfg.depth_ppm)
+        par.duration = float(rng.uniform(*cfg.duration_hours))
+        t14 = par.duration / 24.0
+        p, b = transit_geometry(par.depth, float(rng.uniform(0.0, cfg.impact_max)), cfg.limb_darkening, cfg.shape)
+        par.rp_rs, par.impact = p, b
+        window = length - t14                     # where a whole transit's centre can be
+        if rng.random() < cfg.periodic_fraction:
+            par.period = max(_loguniform(rng, *cfg.period_days), 1.5 * t14)
+            window = min(window, par.period)
+        par.t0 = 0.5 * t14 + float(rng.uniform(0.0, window))
+        if math.isfinite(par.period):
+            k_lo = math.ceil((-0.5 * t14 - par.t0) / par.period + 1e-12)
+            k_hi = math.floor((length + 0.5 * t14 - par.t0) / par.period - 1e-12)
+            par.n_transits = max(k_hi - k_lo + 1, 1)
+        else:
+            par.n_transits = 1
+        if cfg.noise_ppm > 0:
+            points = par.duration * 3600.0 / cfg.cadence_s * par.n_transits
+            par.snr = float(par.depth / cfg.noise_ppm * math.sqrt(points))
+        else:
+            par.snr = math.inf
+    return par
+
+
+def simulate_curve(params: CurveParams, seed: int, cfg, time: np.ndarray | None = None):
+    """Compute the flux of one curve from its parameters.
+
+    Parameters
+    ----------
+    params : CurveParams
+        From :func:`draw_params`.
+    seed : int
+        Base seed of the simulation (the noise stream of ``params.index``).
+    cfg : astrotool_plato.config.SimulateConfig
+        Simulator settings.
+    time : numpy.ndarray, optional
+        Sample times [d]; by default :func:`time_grid` of ``cfg``.
+
+    Returns
+    -------
+    flux : numpy.ndarray
+        Normalised flux (float64), 1 = unperturbed star.
+    deficit : numpy.ndarray
+        The noiseless transit deficit (a fraction).
+    """
+    time = time_grid(cfg) if time is None else time
+    rng = np.random.default_rng(curve_seeds(seed, params.index)[1])
+    variability = harvey_noise(time.size, cfg.cadence_s, cfg.granulation_ppm, cfg.granulation_timescale_min,
+                               cfg.granulation_exponent, rng)
+    if params.rotation_amplitude > 0:
+        phase = 2.0 * math.pi * time / params.rotation_period
+        variability += params.rotation_amplitude * 1e-6 * (
+            np.sin(phase + params.rotation_phase1)
+            + params.rotation_harmonic * np.sin(2.0 * phase + params.rotation_phase2))
+    if params.has_transit:
+        deficit = transit_deficit(time, params.t0, params.duration, params.depth, params.impact,
+                                  cfg.limb_darkening, cfg.shape, params.period)
+    else:
+        deficit = np.zeros_like(time)
+    white = rng.standard_normal(time.size) * (cfg.noise_ppm * 1e-6)
+    flux = (1.0 + variability) * (1.0 - deficit) + white
+    return flux, deficit
+
+
+def simulate_curves(indices, seed: int, cfg):
+    """Simulate several curves; each depends only on ``(seed, index)`` and ``cfg``.
+
+    Parameters
+    ----------
+    indices : iterable of int
+        Curve numbers.
+    seed : int
+        Base seed of the simulation.
+    cfg : astrotool_plato.config.SimulateConfig
+        Simulator settings.
+
+    Returns
+    -------
+    time : numpy.ndarray
+        Sample times [d], shared by all curves, shape ``(n,)``.
+    flux : numpy.ndarray
+        Normalised flux, float32, shape ``(len(indices), n)``.
+    params : list of CurveParams
+        One per curve, in order.
+    """
+    indices = list(indices)
+    time = time_grid(cfg)
+    flux = np.empty((len(indices), time.size), dtype=np.float32)
+    params = []
+    for row, index in enumerate(indices):
+        par = draw_params(index, seed, cfg)
+        flux[row] = simulate_curve(par, seed, cfg, time)[0]
+        params.append(par)
+    return time, flux, params
+
+
+def content_hash(seed: int, cfg) -> str:
+    """Fingerprint of everything that determines a curve's content (not how many or where).
+
+    Parameters
+    ----------
+    seed : int
+        Base seed.
+    cfg : astrotool_plato.config.SimulateConfig
+        Simulator settings.
+    """
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _LAYOUT_KEYS}
+    settings["seed"] = int(seed)
+    settings["curve_id_prefix"] = cfg.name
+    blob = json.dumps(settings, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def chunk_stem(name: str, start: int, stop: int) -> str:
+    """File stem of curves ``start .. stop-1``: ``<name><start:06d>-<stop-1:06d>``."""
+    return f"{name}{start:06d}-{stop - 1:06d}"
+
+
+def chunks(n_curves: int, chunk_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n_curves)`` in blocks of ``chunk_size``."""
+    return [(s, min(s + chunk_size, n_curves)) for s in range(0, n_curves, chunk_size)]
+
+
+def _provenance(seed: int, cfg, extra: dict | None = None) -> dict:
+    from datetime import datetime, timezone
+
+    from astrotool_plato import __version__
+
+    try:
+        from astrotool import __version__ as core_version
+    except ImportError:  # pragma: no cover
+        core_version = "unknown"
+    return {
+        "generator": f"astrotool-plato {__version__} (astrotool {core_version}) simulate",
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": int(seed),
+        "content_hash": content_hash(seed, cfg),
+        "simulate": cfg.model_dump(mode="json"),
+        "time_reference": "days since the start of the simulated observation",
+        "flux_model": "(1 + rotation + granulation) * (1 - transit) + white noise; 1 = unperturbed star",
+        **(extra or {}),
+    }
+
+
+def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: int, cfg) -> Path:
+    """Write curves to Parquet in long form, one row group per curve, atomically.
+
+    Columns: ``id`` (string), ``time`` [d] (float64), ``flux`` (normalised,
+    float32), ``flux_err`` (white-noise sigma, float32). The schema metadata key
+    ``astrotool`` holds the provenance (JSON: generator, seed, settings).
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.parquet`` file.
+    time : numpy.ndarray
+        Sample times [d], shape ``(n,)``.
+    flux : numpy.ndarray
+        Shape ``(k, n)``.
+    params : list of CurveParams
+        One per row of ``flux``.
+    seed : int
+        Base seed (provenance).
+    cfg : astrotool_plato.config.SimulateConfig
+        Simulator settings (provenance).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astrotool.workspace import atomic_path
+
+    schema = pa.schema([
+        pa.field("id", pa.string(), metadata={"description": "curve identifier"}),
+        pa.field("time", pa.float64(), metadata={"unit": "d", "description": "time since start of observation"}),
+        pa.field("flux", pa.float32(), metadata={"unit": "", "description": "normalised flux, 1 = unperturbed star"}),
+        pa.field("flux_err", pa.float32(), metadata={"unit": "", "description": "1-sigma white noise per cadence"}),
+    ], metadata={"astrotool": json.dumps(_provenance(seed, cfg, {"ids": [p.id for p in params]}))})
+    err = np.full(time.size, cfg.noise_ppm * 1e-6, dtype=np.float32)
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for row, par in enumerate(params):
+                writer.write_table(pa.table({
+                    "id": pa.array([par.id] * time.size, pa.string()),
+                    "time": time,
+                    "flux": flux[row],
+                    "flux_err": err,
+                }, schema=schema), row_group_size=time.size)
+    return Path(path)
+
+
+def read_lightcurves(path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Read a light-curve Parquet file written by :func:`write_lightcurves`.
+
+    Returns
+    -------
+    dict
+        ``{id: (time [d], flux, flux_err)}`` in file order.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
+    time = table.column("time").to_numpy()
+    flux = table.column("flux").to_numpy()
+    err = table.column("flux_err").to_numpy()
+    out = {}
+    for cid in dict.fromkeys(ids):
+        sel = ids == cid
+        out[cid] = (time[sel], flux[sel], err[sel])
+    return out
+
+
+LABEL_FIELDS = [
+    # (name, arrow type name, unit, description)
+    ("id", "string", "", "curve identifier"),
+    ("has_transit", "bool", "", "whether the curve holds a transit"),
+    ("t0", "float64", "d", "mid-time of the first whole transit"),
+    ("duration", "float64", "h", "total transit duration T14"),
+    ("depth", "float64", "ppm", "flux deficit at mid-transit"),
+    ("period", "float64", "d", "period of repeated transits; NaN for a single transit"),
+    ("impact", "float64", "R*", "impact parameter"),
+    ("rp_rs", "float64", "", "planet-to-star radius ratio"),
+    ("n_transits", "int32", "", "transits (whole or partial) in the curve"),
+    ("snr", "float64", "", "expected white-noise S/N of all transits"),
+    ("rotation_period", "float64", "d", "spot-modulation period; NaN if none"),
+    ("rotation_amplitude", "float64", "ppm", "spot-modulation semi-amplitude; 0 if none"),
+    ("file", "string", "", "light-curve file holding the curve"),
+]
+
+
+def labels_table(params, files):
+    """The label table of some curves as a ``pyarrow.Table`` (columns: :data:`LABEL_FIELDS`).
+
+    Parameters
+    ----------
+    params : list of CurveParams
+        Curves, in any order (the table is sorted by index).
+    files : list of str
+        Light-curve file name of each curve.
+    """
+    import pyarrow as pa
+
+    order = sorted(range(len(params)), key=lambda i: params[i].index)
+    rows = [{**asdict(params[i]), "file": files[i]} for i in order]
+    types = {"string": pa.string(), "bool": pa.bool_(), "float64": pa.float64(), "int32": pa.int32()}
+    fields = [pa.field(n, types[t], metadata={"unit": u, "description": d}) for n, t, u, d in LABEL_FIELDS]
+    return pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in fields},
+                    schema=pa.schema(fields))
+
+
+def write_labels(path, params, files, seed: int, cfg) -> Path:
+    """Write the label table to Parquet atomically (with provenance metadata)."""
+    import pyarrow.parquet as pq
+
+    from astrotool.workspace import atomic_path
+
+    table = labels_table(params, files)
+    table = table.replace_schema_metadata({"astrotool": json.dumps(_provenance(seed, cfg))})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def check_existing(path, seed: int, cfg, overwrite: bool = False) -> bool:
+    """Whether ``path`` is a finished output of these settings (so it can be kept).
+
+    Returns False when it is missing or ``overwrite``; raises
+    :class:`astrotool.errors.AstroError` when it exists but comes from other
+    settings or another seed (re-running would silently mix two simulations).
+    """
+    from astrotool.errors import AstroError
+
+    path = Path(path)
+    if overwrite or not path.exists():
+        return False
+    found = _existing_hash(path)
+    if found != content_hash(seed, cfg):
+        raise AstroError(f"{path}: exists but was simulated with other settings or seed "
+                         f"(content hash {found}, expected {content_hash(seed, cfg)}); "
+                         "use --overwrite or another --name")
+    return True
+
+
+def _existing_hash(path) -> str | None:
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    try:
+        return json.loads(meta[b"astrotool"])["content_hash"]
+    except (KeyError, ValueError):
+        return None
+
+
+def simulate_chunk(item: dict, seed: int | None = None) -> dict:
+    """Executor task: simulate curves ``item["start"] .. item["stop"]-1`` into one Parquet file.
+
+    Curves are seeded individually from ``item["seed"]`` and their index, so the
+    executor's per-item ``seed`` argument is not used: results do not depend on
+    how curves are grouped into chunks or jobs. An existing output is kept
+    (resume) unless ``item["overwrite"]``; it must come from the same settings.
+
+    Parameters
+    ----------
+    item : dict
+        ``start``, ``stop``, ``seed`` (base seed), ``cfg`` (SimulateConfig),
+        ``path`` (output file), ``overwrite`` (bool).
+    seed : int, optional
+        Executor seed, ignored (see above).
+
+    Returns
+    -------
+    dict
+        ``path``, ``written`` (False when skipped), ``params`` (list of CurveParams).
+    """
+    cfg, base, path = item["cfg"], int(item["seed"]), Path(item["path"])
+    indices = range(item["start"], item["stop"])
+    if check_existing(path, base, cfg, item.get("overwrite", False)):
+        return {"path": str(path), "written": False, "params": [draw_params(i, base, cfg) for i in indices]}
+    time, flux, params = simulate_curves(indices, base, cfg)
+    write_lightcurves(path, time, flux, params, base, cfg)
+    return {"path": str(path), "written": True, "params": params}
+
+
+def ensure_labels(path, params, files, seed: int, cfg, overwrite: bool = False) -> bool:
+    """Write the label table unless an identical one exists; return whether it was written.
+
+    An existing table from other settings or another seed raises
+    :class:`astrotool.errors.AstroError` unless ``overwrite``.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if check_existing(path, seed, cfg, overwrite) and pq.read_metadata(path).num_rows == len(params):
+        return False
+    write_labels(path, params, files, seed, cfg)
+    return True

@@ -1,0 +1,43 @@
+"""ZTF plugin for astrotool: alert ingestion, stamp models and embeddings.
+
+``astro ztf ingest`` reads ZTF alert packets (Avro files as distributed by ZTF,
+plain or gzipped, and Parquet alert dumps from brokers such as Fink) into one
+Parquet table of candidate measurements and one HDF5 file of 63×63 science,
+template and difference stamps per input file.
+
+This module only registers hooks; nothing heavy is imported here.
+"""
+
+from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, hookimpl
+
+__docformat__ = "numpy"
+__version__ = "0.1.0"
+
+STAGES = ["alerts", "stamps", "models", "embeddings", "reports"]
+
+
+@hookimpl
+def astro_commands():
+    """Mount ``astro ztf``."""
+    return [CommandSpec(name="ztf", target="astrotool_ztf.cli:app",
+                        help="ZTF alerts: ingest Avro/Parquet alerts and their stamps.")]
+
+
+@hookimpl
+def astro_config_sections():
+    """Register the ``[ztf]`` configuration section."""
+    return [ConfigSection(name="ztf", model="astrotool_ztf.config:ZtfConfig",
+                          defaults="astrotool_ztf:defaults.toml")]
+
+
+@hookimpl
+def astro_workspace_stages():
+    """Stage folders under ``<workspace>/ztf/``."""
+    return {"ztf": list(STAGES)}
+
+
+@hookimpl
+def astro_demo_steps():
+    """Ingest the sample alerts (or synthetic ones) in the demo workspace."""
+    return [DemoStep(name="ztf", target="astrotool_ztf.demo:run",
+                     help="ingest sample ZTF alerts (synthetic ones when no sample data is found)", order=40)]

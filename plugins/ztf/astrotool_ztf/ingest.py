@@ -1,0 +1,598 @@
+"""Read ZTF alert packets into an alert table (Parquet) and a stamp cube (HDF5).
+
+Inputs
+------
+* Avro files as ZTF distributes them (one alert per file, or an Avro container
+  with many), optionally gzipped. Schema (``ZwickyTransientFacility/ztf-avro-alert``):
+  ``objectId``, ``candid``, ``candidate{jd, fid, magpsf, sigmapsf, ra, dec, ...}``,
+  ``prv_candidates[]`` and ``cutoutScience/Template/Difference{fileName, stampData}``
+  where ``stampData`` is a gzip-compressed FITS image.
+* Parquet alert dumps with the same nested columns (Fink and similar brokers).
+  Other top-level columns of such dumps (e.g. Fink's ``cdsxmatch``, ``roid``,
+  classifier scores) are kept as label columns; struct columns are flattened to
+  ``<column>_<field>``.
+
+Outputs (per input file ``<name>``)
+-----------------------------------
+* ``<name>_alerts.parquet``: one row per alert, columns of :data:`CANDIDATE_COLUMNS`
+  plus ``objectId``, ``candid``, ``schemavsn``, history counts, stamp flags, the
+  ``prv_candidates`` history and any label columns.
+* ``<name>_stamps.h5``: datasets ``science``, ``template``, ``difference``
+  (float32, ``(N, 63, 63)``, in alert-table order), ``candid`` and ``objectId``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from astrotool.errors import InputError
+
+__docformat__ = "numpy"
+
+STAMPS = {"science": "cutoutScience", "template": "cutoutTemplate", "difference": "cutoutDifference"}
+"""Stamp dataset name -> alert field."""
+
+ALERT_FIELDS = {"schemavsn", "publisher", "objectId", "candid", "candidate", "prv_candidates", "fp_hists",
+                *STAMPS.values()}
+"""Top-level fields of the ZTF alert schema (anything else in a Parquet dump is a label column)."""
+
+REQUIRED = ("objectId", "candidate", *STAMPS.values())
+
+CANDIDATE_COLUMNS = [
+    # (name, type): f8 float64, f4 float32, i8 int64, i4 int32, str string, bool (isdiffpos)
+    ("jd", "f8"), ("fid", "i4"), ("pid", "i8"), ("magpsf", "f4"), ("sigmapsf", "f4"), ("diffmaglim", "f4"),
+    ("isdiffpos", "bool"), ("ra", "f8"), ("dec", "f8"), ("magap", "f4"), ("sigmagap", "f4"),
+    ("magnr", "f4"), ("sigmagnr", "f4"), ("distnr", "f4"), ("chinr", "f4"), ("sharpnr", "f4"),
+    ("sky", "f4"), ("fwhm", "f4"), ("classtar", "f4"), ("elong", "f4"), ("mindtoedge", "f4"),
+    ("seeratio", "f4"), ("nneg", "i4"), ("nbad", "i4"), ("sumrat", "f4"), ("rb", "f4"), ("drb", "f4"),
+    ("scorr", "f8"), ("sgscore1", "f4"), ("distpsnr1", "f4"), ("srmag1", "f4"), ("sgscore2", "f4"),
+    ("distpsnr2", "f4"), ("sgscore3", "f4"), ("distpsnr3", "f4"), ("ndethist", "i4"), ("ncovhist", "i4"),
+    ("jdstarthist", "f8"), ("jdendhist", "f8"), ("ssdistnr", "f4"), ("ssmagnr", "f4"), ("ssnamenr", "str"),
+    ("neargaia", "f4"), ("neargaiabright", "f4"), ("maggaia", "f4"), ("magzpsci", "f4"), ("field", "i4"),
+    ("rcid", "i4"), ("programid", "i4"), ("xpos", "f4"), ("ypos", "f4"), ("rfid", "i8"), ("tooflag", "i4"),
+]
+"""Scalar fields of ``candidate`` copied to the alert table (missing ones become null)."""
+
+HISTORY_FIELDS = [("jd", "f8"), ("fid", "i4"), ("candid", "i8"), ("magpsf", "f4"), ("sigmapsf", "f4"),
+                  ("diffmaglim", "f4"), ("isdiffpos", "bool")]
+"""Fields of each ``prv_candidates`` entry kept in the ``prv_candidates`` list column."""
+
+UNITS = {"jd": "d (JD)", "magpsf": "mag", "sigmapsf": "mag", "diffmaglim": "mag", "ra": "deg", "dec": "deg",
+         "magap": "mag", "sigmagap": "mag", "magnr": "mag", "sigmagnr": "mag", "distnr": "pixel",
+         "fwhm": "pixel", "distpsnr1": "arcsec", "distpsnr2": "arcsec", "distpsnr3": "arcsec",
+         "ssdistnr": "arcmin", "ssmagnr": "mag", "neargaia": "arcsec", "neargaiabright": "arcsec",
+         "maggaia": "mag", "jdstarthist": "d (JD)", "jdendhist": "d (JD)", "srmag1": "mag", "magzpsci": "mag",
+         "xpos": "pixel", "ypos": "pixel", "mindtoedge": "pixel"}
+
+_INPUT_SUFFIXES = (".avro.gz", ".avro", ".parquet", ".parq", ".avro.gzip")
+
+
+# -- small helpers -----------------------------------------------------------------------------
+
+def _arrow_type(kind: str):
+    import pyarrow as pa
+
+    return {"f8": pa.float64(), "f4": pa.float32(), "i8": pa.int64(), "i4": pa.int32(), "str": pa.string(),
+            "bool": pa.bool_()}[kind]
+
+
+def _isdiffpos(value) -> bool | None:
+    """``isdiffpos`` as a bool: ``"t"``/``"1"`` (positive subtraction) -> True."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    return str(value).strip().lower() in ("t", "1", "true")
+
+
+def _scalar(value, kind: str):
+    if kind == "bool":
+        return _isdiffpos(value)
+    if value is None:
+        return None
+    if kind == "str":
+        return str(value)
+    if isinstance(value, (bytes, str)):
+        try:
+            return float(value) if kind.startswith("f") else int(value)
+        except ValueError:
+            return None
+    return value
+
+
+def output_name(path) -> str:
+    """Output stem of an input file: its name without ``.avro[.gz]``/``.parquet``/``.snappy``/``.c000``."""
+    name = Path(path).name
+    lowered = name.lower()
+    for suffix in _INPUT_SUFFIXES:
+        if lowered.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        name = Path(name).stem
+    for tail in (".snappy", ".c000", ".gz"):
+        if name.lower().endswith(tail):
+            name = name[: -len(tail)]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "alerts"
+    return name
+
+
+def expand_inputs(paths) -> list[Path]:
+    """Input files from files and folders (folders are searched recursively for alert files).
+
+    Missing paths are returned as given, so that reading them reports the error
+    with the other items' results.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                           and f.name.lower().endswith(_INPUT_SUFFIXES))
+            out.extend(found if found else [p])
+        else:
+            out.append(p)
+    return out
+
+
+def unique_names(paths) -> list[str]:
+    """Output stems for ``paths``; clashes get their parent folders prefixed."""
+    from astrotool.errors import AstroError
+
+    paths = [Path(p) for p in paths]
+    names = [output_name(p) for p in paths]
+    for depth in (1, 2, 3):
+        dupes = {n for n in names if names.count(n) > 1}
+        if not dupes:
+            return names
+        names = [
+            (re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(p.resolve().parent.parts[-depth:])) + "_" + output_name(p))
+            if output_name(p) in dupes or n in dupes else n
+            for p, n in zip(paths, names)
+        ]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    raise AstroError(f"several inputs would write the same outputs ({', '.join(dupes[:3])}); "
+                     "ingest them in separate workspaces or rename them")
+
+
+# -- stamps ------------------------------------------------------------------------------------
+
+def decode_stamp(data, size: int = 63) -> tuple[np.ndarray, str]:
+    """Decode one cutout into a ``size × size`` float32 image.
+
+    Parameters
+    ----------
+    data : bytes or None
+        ``stampData``: gzip-compressed (or plain) FITS.
+    size : int
+        Output side [pixels].
+
+    Returns
+    -------
+    image : numpy.ndarray
+        float32 ``(size, size)``, native byte order. A smaller image is centred
+        and NaN-padded; a larger one is centre-cropped; a missing or undecodable
+        stamp is all NaN.
+    status : {"ok", "resized", "missing", "bad"}
+        What happened.
+    """
+    import warnings
+
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
+    out = np.full((size, size), np.nan, dtype=np.float32)
+    if data is None or len(data) == 0:
+        return out, "missing"
+    try:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else bytes(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+                image = next((h.data for h in hdul if h.data is not None and np.ndim(h.data) == 2), None)
+                image = None if image is None else np.array(image, dtype=np.float32)
+    except Exception:  # noqa: BLE001 - JPEG-era stamps, corrupt gzip or FITS: reported as "bad"
+        return out, "bad"
+    if image is None:
+        return out, "bad"
+    h, w = image.shape
+    ch, cw = min(h, size), min(w, size)
+    sy, sx = (h - ch) // 2, (w - cw) // 2          # crop origin in the input
+    oy, ox = (size - ch) // 2, (size - cw) // 2    # paste origin in the output
+    out[oy:oy + ch, ox:ox + cw] = image[sy:sy + ch, sx:sx + cw]
+    return out, ("ok" if (h, w) == (size, size) else "resized")
+
+
+# -- readers -----------------------------------------------------------------------------------
+
+def sniff_format(path) -> str:
+    """``"avro"``, ``"avro.gz"`` or ``"parquet"`` from the file's first bytes.
+
+    Raises
+    ------
+    InputError
+        Missing, empty, unreadable, or neither format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir():
+        raise InputError(path, "folder holds no .avro, .avro.gz or .parquet files")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            if head[:2] == b"\x1f\x8b":
+                with gzip.open(path, "rb") as gz:
+                    head = gz.read(4)
+                if head == b"Obj\x01":
+                    return "avro.gz"
+                raise InputError(path, "gzip file that does not hold an Avro alert")
+    except (OSError, EOFError) as exc:
+        raise InputError(path, f"cannot read: {exc}") from None
+    if head == b"Obj\x01":
+        return "avro"
+    if head == b"PAR1":
+        return "parquet"
+    if not head:
+        raise InputError(path, "empty file")
+    raise InputError(path, "neither an Avro alert file nor a Parquet alert table")
+
+
+def _check_record(path, record: dict) -> None:
+    missing = [f for f in REQUIRED if f not in record]
+    if missing:
+        raise InputError(path, f"not a ZTF alert: missing field(s) {', '.join(missing)}")
+    if not isinstance(record["candidate"], dict):
+        raise InputError(path, "not a ZTF alert: 'candidate' is not a record")
+
+
+def iter_avro(path, batch_size: int = 500):
+    """Yield ``(records, None)`` batches of alert dicts from an Avro (or gzipped Avro) file.
+
+    Raises
+    ------
+    InputError
+        Not Avro, truncated, corrupt, or records that are not ZTF alerts.
+    """
+    import fastavro
+
+    path = Path(path)
+    fmt = sniff_format(path)
+    fh = gzip.open(path, "rb") if fmt == "avro.gz" else open(path, "rb")
+    with fh:
+        try:
+            reader = fastavro.reader(fh)
+        except Exception as exc:  # noqa: BLE001 - fastavro raises ValueError, EOFError, ...
+            raise InputError(path, f"not a readable Avro file: {exc}") from None
+        batch, count = [], 0
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(path, f"truncated or corrupt Avro data after {count} alert(s): "
+                                       f"{type(exc).__name__}: {exc}") from None
+            if not isinstance(record, dict):
+                raise InputError(path, "not a ZTF alert: Avro records are not objects")
+            _check_record(path, record)
+            batch.append(record)
+            count += 1
+            if len(batch) >= batch_size:
+                yield batch, None
+                batch = []
+        if batch:
+            yield batch, None
+    if count == 0:
+        raise InputError(path, "Avro file holds no alerts")
+
+
+def _flatten_extras(table):
+    """Label columns of a Parquet batch: scalars kept, structs flattened one level, lists dropped."""
+    import pyarrow as pa
+
+    columns = {}
+    for name in table.column_names:
+        if name in ALERT_FIELDS:
+            continue
+        col = table.column(name)
+        if pa.types.is_struct(col.type):
+            for i in range(col.type.num_fields):
+                child = col.type.field(i)
+                if not (pa.types.is_nested(child.type)):
+                    columns[f"{name}_{child.name}"] = pa.chunked_array(
+                        [chunk.field(i) for chunk in col.chunks], type=child.type)
+        elif not pa.types.is_nested(col.type):
+            columns[name] = col
+    return columns
+
+
+def iter_parquet(path, batch_size: int = 500):
+    """Yield ``(records, extras)`` batches from a Parquet alert dump.
+
+    ``records`` are alert dicts as from Avro; ``extras`` is a dict of label
+    columns (pyarrow arrays) for the same rows.
+
+    Raises
+    ------
+    InputError
+        Not readable Parquet, or missing alert columns.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    sniff_format(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(path, f"not a readable Parquet file: {exc}") from None
+    names = pf.schema_arrow.names
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise InputError(path, f"not a ZTF alert table: missing column(s) {', '.join(missing)} "
+                               f"(has: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
+    if "candid" not in names and "candid" not in [f.name for f in pf.schema_arrow.field("candidate").type]:
+        raise InputError(path, "not a ZTF alert table: no candid column")
+    core = [c for c in names if c in ALERT_FIELDS and c != "fp_hists"]
+    if pf.metadata.num_rows == 0:
+        raise InputError(path, "Parquet file holds no alerts")
+    try:
+        for batch in pf.iter_batches(batch_size=batch_size):
+            table = pa.Table.from_batches([batch])
+            records = table.select(core).to_pylist()
+            for r in records:
+                if r.get("candid") is None and isinstance(r.get("candidate"), dict):
+                    r["candid"] = r["candidate"].get("candid")
+            yield records, _flatten_extras(table)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(path, f"truncated or corrupt Parquet data: {exc}") from None
+
+
+# -- conversion ----------------------------------------------------------------------------------
+
+def _history(prv, kinds=HISTORY_FIELDS):
+    if not prv:
+        return []
+    return [{name: _scalar(p.get(name), kind) for name, kind in kinds} for p in prv if isinstance(p, dict)]
+
+
+def convert_batch(path, records: list[dict], size: int = 63, keep_history: bool = True):
+    """Alert dicts -> table columns (dict of lists) and stamps (dict of float32 arrays).
+
+    Parameters
+    ----------
+    path : path-like
+        Input file (error messages).
+    records : list of dict
+        Alerts as read from Avro or Parquet.
+    size : int
+        Stamp side [pixels].
+    keep_history : bool
+        Build the ``prv_candidates`` list column.
+
+    Returns
+    -------
+    columns : dict
+        Column name -> list of Python values.
+    stamps : dict
+        ``science``/``template``/``difference`` -> ``(n, size, size)`` float32.
+    """
+    n = len(records)
+    columns: dict[str, list] = {"objectId": [], "candid": [], "schemavsn": []}
+    columns.update({name: [] for name, _ in CANDIDATE_COLUMNS})
+    columns.update({"n_prv_candidates": [], "n_prv_detections": [], "stamps_ok": [], "stamps_resized": []})
+    if keep_history:
+        columns["prv_candidates"] = []
+    stamps = {k: np.empty((n, size, size), dtype=np.float32) for k in STAMPS}
+    for i, rec in enumerate(records):
+        cand = rec.get("candidate") or {}
+        candid = rec.get("candid", cand.get("candid"))
+        if rec.get("objectId") is None or candid is None:
+            raise InputError(path, f"alert {i}: objectId or candid is missing")
+        columns["objectId"].append(str(rec["objectId"]))
+        columns["candid"].append(int(candid))
+        columns["schemavsn"].append(None if rec.get("schemavsn") is None else str(rec["schemavsn"]))
+        for name, kind in CANDIDATE_COLUMNS:
+            columns[name].append(_scalar(cand.get(name), kind))
+        prv = rec.get("prv_candidates") or []
+        columns["n_prv_candidates"].append(len(prv))
+        columns["n_prv_detections"].append(sum(1 for p in prv if isinstance(p, dict) and p.get("magpsf") is not None))
+        if keep_history:
+            columns["prv_candidates"].append(_history(prv))
+        statuses = []
+        for kind, field in STAMPS.items():
+            cutout = rec.get(field)
+            data = cutout.get("stampData") if isinstance(cutout, dict) else cutout
+            stamps[kind][i], status = decode_stamp(data, size)
+            statuses.append(status)
+        columns["stamps_ok"].append(all(s in ("ok", "resized") for s in statuses))
+        columns["stamps_resized"].append(any(s == "resized" for s in statuses))
+    return columns, stamps
+
+
+def _alert_schema(extras: dict | None, keep_history: bool, provenance: dict):
+    import pyarrow as pa
+
+    fields = [pa.field("objectId", pa.string()), pa.field("candid", pa.int64()),
+              pa.field("schemavsn", pa.string())]
+    for name, kind in CANDIDATE_COLUMNS:
+        meta = {"unit": UNITS[name]} if name in UNITS else None
+        fields.append(pa.field(name, _arrow_type(kind), metadata=meta))
+    fields += [pa.field("n_prv_candidates", pa.int32()), pa.field("n_prv_detections", pa.int32()),
+               pa.field("stamps_ok", pa.bool_(), metadata={"description": "all three stamps decoded"}),
+               pa.field("stamps_resized", pa.bool_(),
+                        metadata={"description": "a stamp was not size x size: NaN-padded or cropped"})]
+    if keep_history:
+        fields.append(pa.field("prv_candidates", pa.list_(pa.struct(
+            [pa.field(n, _arrow_type(k)) for n, k in HISTORY_FIELDS]))))
+    for name, col in (extras or {}).items():
+        fields.append(pa.field(name, col.type))
+    return pa.schema(fields, metadata={"astrotool": json.dumps(provenance)})
+
+
+_CORE_COLUMNS = {"objectId", "candid", "schemavsn", "n_prv_candidates", "n_prv_detections", "stamps_ok",
+                 "stamps_resized", "prv_candidates", *(name for name, _ in CANDIDATE_COLUMNS)}
+
+
+def _label_columns(extras: dict | None) -> dict:
+    """Label columns renamed ``label_<name>`` where they clash with an alert-table column."""
+    return {(f"label_{k}" if k in _CORE_COLUMNS else k): v for k, v in (extras or {}).items()}
+
+
+def _provenance(path, fmt: str, stamps_name: str) -> dict:
+    from datetime import datetime, timezone
+
+    from astrotool_ztf import __version__
+
+    try:
+        from astrotool import __version__ as core_version
+    except ImportError:  # pragma: no cover
+        core_version = "unknown"
+    return {"generator": f"astrotool-ztf {__version__} (astrotool {core_version}) ingest",
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": str(Path(path).resolve()), "format": fmt, "stamps_file": stamps_name,
+            "stamps_order": "row i of this table is index i of every dataset of the stamps file"}
+
+
+def ingest_file(path, alerts_path, stamps_path, size: int = 63, compression: str = "low",
+                batch_size: int = 500, keep_history: bool = True, overwrite: bool = False) -> dict:
+    """Ingest one alert file into an alert table and a stamp file, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Avro (plain or gzipped) or Parquet alert file.
+    alerts_path, stamps_path : path-like
+        Outputs ``<name>_alerts.parquet`` and ``<name>_stamps.h5``.
+    size : int
+        Stamp side [pixels].
+    compression : {"none", "low", "medium", "high"}
+        HDF5 compression of the stamps.
+    batch_size : int
+        Alerts decoded at a time.
+    keep_history : bool
+        Keep ``prv_candidates`` as a list column.
+    overwrite : bool
+        Recompute when both outputs exist (otherwise they are kept).
+
+    Returns
+    -------
+    dict
+        ``input``, ``alerts``, ``stamps``, ``format``, ``n_alerts``, ``n_objects``,
+        ``n_stamps_resized``, ``n_stamps_bad``, ``skipped``.
+
+    Raises
+    ------
+    InputError
+        Unreadable, truncated or non-alert input; nothing is written then.
+    """
+    import h5py
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astrotool.workspace import atomic_path, is_done
+
+    path, alerts_path, stamps_path = Path(path), Path(alerts_path), Path(stamps_path)
+    summary = {"input": str(path), "alerts": str(alerts_path), "stamps": str(stamps_path)}
+    if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite):
+        with h5py.File(stamps_path, "r") as h5:
+            info = {k: h5.attrs.get(k) for k in ("format", "n_alerts", "n_objects", "n_stamps_resized",
+                                                 "n_stamps_bad")}
+        info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
+        return {**summary, **info, "skipped": True}
+
+    fmt = sniff_format(path)
+    batches = iter_parquet(path, batch_size) if fmt == "parquet" else iter_avro(path, batch_size)
+    try:
+        from astrotool.io.hdf5 import compression_kwargs
+    except ImportError:  # pragma: no cover - older core
+        compression_kwargs = {"none": {}, "low": {"compression": "lzf"},
+                              "medium": {"compression": "gzip", "compression_opts": 4},
+                              "high": {"compression": "gzip", "compression_opts": 9}}.__getitem__
+    comp = compression_kwargs(compression)
+    provenance = _provenance(path, fmt, stamps_path.name)
+    n = n_resized = n_bad = 0
+    objects: set[str] = set()
+    writer = schema = None
+    with atomic_path(alerts_path) as tmp_alerts, atomic_path(stamps_path) as tmp_stamps:
+        with h5py.File(tmp_stamps, "w") as h5:
+            for kind in STAMPS:
+                ds = h5.create_dataset(kind, shape=(0, size, size), maxshape=(None, size, size), dtype="f4",
+                                       chunks=(16, size, size), fillvalue=np.nan, **comp)
+                ds.attrs["description"] = f"ZTF {kind} stamps (from {STAMPS[kind]}), NaN where missing or padded"
+                ds.attrs["unit"] = "DN (as in the cutout FITS)"
+            h5.create_dataset("candid", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
+            h5.create_dataset("objectId", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
+            try:
+                for records, extras in batches:
+                    columns, stamps = convert_batch(path, records, size, keep_history)
+                    labels = _label_columns(extras)
+                    if schema is None:
+                        schema = _alert_schema(labels, keep_history, provenance)
+                        writer = pq.ParquetWriter(tmp_alerts, schema, compression="zstd")
+                    arrays = [pa.array(columns[f.name], f.type) if f.name in columns
+                              else labels[f.name].cast(f.type) for f in schema]
+                    writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                    k = len(records)
+                    for kind in STAMPS:
+                        h5[kind].resize(n + k, axis=0)
+                        h5[kind][n:n + k] = stamps[kind]
+                    h5["candid"].resize(n + k, axis=0)
+                    h5["candid"][n:n + k] = np.asarray(columns["candid"], dtype=np.int64)
+                    h5["objectId"].resize(n + k, axis=0)
+                    h5["objectId"][n:n + k] = columns["objectId"]
+                    n += k
+                    n_resized += sum(columns["stamps_resized"])
+                    n_bad += sum(not ok for ok in columns["stamps_ok"])
+                    objects.update(columns["objectId"])
+            finally:
+                if writer is not None:
+                    writer.close()
+            if n and n_bad == n:
+                raise InputError(path, f"none of the {n} alerts has decodable FITS stamps "
+                                       "(JPEG stamps of alert schema < 2?)")
+            stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
+                     "n_stamps_bad": n_bad, "stamp_size": size}
+            try:
+                from astrotool.io.hdf5 import provenance_attrs
+                h5.attrs.update(provenance_attrs("ztf ingest"))
+            except ImportError:  # pragma: no cover
+                pass
+            h5.attrs.update({"source": provenance["source"], "format": fmt, "alerts_file": alerts_path.name,
+                             "generator": provenance["generator"], **stats})
+    return {**summary, "format": fmt, **{k: v for k, v in stats.items() if k != "stamp_size"}, "skipped": False}
+
+
+def read_stamps(path) -> dict[str, np.ndarray]:
+    """Read a ``<name>_stamps.h5`` file into memory.
+
+    Returns
+    -------
+    dict
+        ``science``, ``template``, ``difference`` (float32 ``(N, s, s)``),
+        ``candid`` (int64) and ``objectId`` (str).
+    """
+    try:
+        from astrotool.io.hdf5 import open_h5
+    except ImportError:  # pragma: no cover
+        import h5py
+
+        def open_h5(p):
+            return h5py.File(p, "r")
+
+    with open_h5(path) as h5:
+        out = {k: h5[k][...] for k in STAMPS}
+        out["candid"] = h5["candid"][...]
+        out["objectId"] = np.array([s.decode() if isinstance(s, bytes) else s for s in h5["objectId"][...]])
+    return out
+
+
+def ingest_item(item: dict, seed: int | None = None) -> dict:
+    """Executor task wrapping :func:`ingest_file`; ``item`` holds its keyword arguments."""
+    return ingest_file(**item)

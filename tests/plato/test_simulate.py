@@ -1,0 +1,212 @@
+"""Tests of ``astro plato simulate``: transit shape and timing, reproducibility, files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from astrotool.errors import AstroError
+from astrotool_plato import simulate as sim
+from astrotool_plato.config import PlatoConfig, SimulateConfig
+
+SEED = 12345
+
+
+def quiet_cfg(**kw) -> SimulateConfig:
+    """Low-noise curves: 3 d at 25 s, modest granulation, no spots."""
+    base = dict(n_curves=6, duration_days=3.0, noise_ppm=100.0, granulation_ppm=20.0, rotation_fraction=0.0,
+                transit_fraction=1.0, depth_ppm=(600.0, 900.0), duration_hours=(3.0, 6.0))
+    base.update(kw)
+    return SimulateConfig(**base)
+
+
+def running_mean(x: np.ndarray, w: int) -> np.ndarray:
+    c = np.cumsum(np.insert(x.astype(np.float64), 0, 0.0))
+    return (c[w:] - c[:-w]) / w
+
+
+@pytest.mark.parametrize("shape", ["limb-darkened", "trapezoid"])
+def test_noiseless_transit_is_deepest_at_t0_with_labelled_depth_and_duration(shape):
+    cfg = quiet_cfg(shape=shape)
+    time = sim.time_grid(cfg)
+    dt = cfg.cadence_s / sim.SECONDS_PER_DAY
+    for i in range(cfg.n_curves):
+        par = sim.draw_params(i, SEED, cfg)
+        _, deficit = sim.simulate_curve(par, SEED, cfg, time)
+        assert par.has_transit
+        # deepest sample within one cadence of T0 (the trapezoid's flat bottom: inside T23)
+        deepest = time[deficit >= deficit.max() * (1 - 1e-9)]
+        assert np.min(np.abs(deepest - par.t0)) <= dt
+        assert deficit.max() * 1e6 == pytest.approx(par.depth, rel=2e-3)
+        assert np.ptp(time[deficit > 0]) * 24 == pytest.approx(par.duration, abs=2 * dt * 24)
+
+
+def test_noisy_transit_at_t0_has_labelled_depth_within_10_percent():
+    cfg = quiet_cfg(n_curves=5)
+    time, flux, params = sim.simulate_curves(range(cfg.n_curves), SEED, cfg)
+    for f, par in zip(flux, params):
+        t14 = par.duration / 24
+        w = int(round(0.8 * t14 * 86400 / cfg.cadence_s))   # box matched to the transit
+        smooth = running_mean(f, w)
+        t_smooth = time[: smooth.size] + 0.5 * (w - 1) * cfg.cadence_s / 86400
+        assert abs(t_smooth[np.argmin(smooth)] - par.t0) < 0.06 * t14
+        core = np.abs(time - par.t0) < 0.15 * t14
+        near = (np.abs(time - par.t0) > 0.6 * t14) & (np.abs(time - par.t0) < 2.5 * t14)
+        measured = (np.median(f[near]) - f[core].mean()) * 1e6
+        assert measured == pytest.approx(par.depth, rel=0.10)
+
+
+def test_curves_without_transit_have_no_dip_and_transits_are_detectable():
+    cfg = quiet_cfg(n_curves=12, transit_fraction=0.5, depth_ppm=(300.0, 900.0))
+    time, flux, params = sim.simulate_curves(range(cfg.n_curves), SEED, cfg)
+    has = [p.has_transit for p in params]
+    assert any(has) and not all(has)
+    w = int(round(2 * 3600 / cfg.cadence_s))                  # 2 h box
+    for f, par in zip(flux, params):
+        dip = (np.median(f) - running_mean(f, w).min()) * 1e6
+        _, deficit = sim.simulate_curve(par, SEED, cfg, time)
+        if par.has_transit:
+            assert deficit.max() > 0
+            assert dip > 0.4 * par.depth
+        else:
+            assert not deficit.any()
+            assert dip < 60.0                                  # noise only: ~10 ppm rms per 2 h box
+            assert math.isnan(par.t0) and math.isnan(par.depth) and par.n_transits == 0 and par.snr == 0
+
+
+def test_output_does_not_depend_on_chunking_and_items_differ():
+    cfg = quiet_cfg(n_curves=7, transit_fraction=0.5, rotation_fraction=0.5, granulation_ppm=60.0)
+    _, whole, p_whole = sim.simulate_curves(range(7), SEED, cfg)
+    parts = [sim.simulate_curves(range(a, b), SEED, cfg) for a, b in [(0, 3), (3, 4), (4, 7)]]
+    chunked = np.concatenate([f for _, f, _ in parts])
+    np.testing.assert_array_equal(whole, chunked)
+    assert [p.__dict__ for p in p_whole] == [p.__dict__ for _, _, ps in parts for p in ps]
+    # each curve has its own stream; another base seed gives other curves
+    assert all(not np.array_equal(whole[i], whole[j]) for i in range(7) for j in range(i))
+    _, other, _ = sim.simulate_curves(range(7), SEED + 1, cfg)
+    assert not np.array_equal(whole, other)
+
+
+def test_periodic_transits_repeat_with_the_period():
+    cfg = quiet_cfg(n_curves=1, duration_days=6.0, periodic_fraction=1.0, period_days=(1.5, 2.0),
+                    duration_hours=(2.0, 3.0), noise_ppm=0.0, granulation_ppm=0.0)
+    par = sim.draw_params(0, SEED, cfg)
+    time = sim.time_grid(cfg)
+    _, deficit = sim.simulate_curve(par, SEED, cfg, time)
+    assert 1.5 <= par.period <= 2.0 and par.n_transits >= 3
+    for k in range(1, 3):
+        tk = par.t0 + k * par.period
+        if tk < time[-1] - par.duration / 48:
+            i = np.argmin(np.abs(time - tk))
+            assert deficit[i] * 1e6 == pytest.approx(par.depth, rel=0.02)
+    starts = np.flatnonzero(np.diff((deficit > 0).astype(int)) == 1)
+    assert len(starts) >= par.n_transits - 1
+
+
+def test_harvey_noise_has_requested_rms_and_correlation_time():
+    rng = np.random.default_rng(1)
+    x = sim.harvey_noise(34560, 25.0, 80.0, 10.0, 2.0, rng)
+    assert np.std(x) * 1e6 == pytest.approx(80.0, rel=0.10)
+    lag = 24                                                   # 10 min = one correlation time
+    r = np.corrcoef(x[:-lag], x[lag:])[0, 1]
+    assert 0.2 < r < 0.5                                       # exp(-1) = 0.37 for an AR(1)
+    assert abs(np.corrcoef(x[:-2000], x[2000:])[0, 1]) < 0.1
+
+
+def test_chunk_files_resume_and_refuse_other_settings(tmp_path):
+    cfg = quiet_cfg(n_curves=3, duration_days=1.0, transit_fraction=0.5)
+    path = tmp_path / f"{sim.chunk_stem(cfg.name, 0, 3)}_lightcurves.parquet"
+    item = {"start": 0, "stop": 3, "seed": SEED, "cfg": cfg, "path": str(path), "overwrite": False}
+    first = sim.simulate_chunk(item, seed=999)
+    assert first["written"] and path.exists()
+    table = pq.read_table(path)
+    assert table.column_names == ["id", "time", "flux", "flux_err"]
+    assert table.schema.field("time").metadata[b"unit"] == b"d"
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    meta = json.loads(table.schema.metadata[b"astrotool"])
+    assert meta["seed"] == SEED and meta["ids"] == ["sim000000", "sim000001", "sim000002"]
+    curves = sim.read_lightcurves(path)
+    _, flux, _ = sim.simulate_curves(range(3), SEED, cfg)
+    for row, (cid, (t, f, e)) in enumerate(curves.items()):
+        np.testing.assert_array_equal(f, flux[row])
+        np.testing.assert_allclose(e, 100e-6)
+        assert t.size == sim.n_samples(cfg) and t[1] - t[0] == pytest.approx(25 / 86400)
+    mtime = path.stat().st_mtime_ns
+    again = sim.simulate_chunk(item, seed=0)
+    assert not again["written"] and path.stat().st_mtime_ns == mtime
+    assert [p.id for p in again["params"]] == [p.id for p in first["params"]]
+    with pytest.raises(AstroError, match="other settings"):
+        sim.simulate_chunk({**item, "cfg": quiet_cfg(n_curves=3, duration_days=1.0, noise_ppm=50.0)})
+    assert sim.simulate_chunk({**item, "overwrite": True})["written"]
+
+
+def test_labels_table_matches_parameters(tmp_path):
+    cfg = quiet_cfg(n_curves=8, transit_fraction=0.5)
+    params = [sim.draw_params(i, SEED, cfg) for i in range(8)]
+    path = sim.write_labels(tmp_path / "sim_labels.parquet", params, ["f.parquet"] * 8, SEED, cfg)
+    t = pq.read_table(path)
+    for col in ("id", "has_transit", "t0", "duration", "depth", "period"):
+        assert col in t.column_names
+    assert t.schema.field("duration").metadata[b"unit"] == b"h"
+    assert t.schema.field("depth").metadata[b"unit"] == b"ppm"
+    rows = t.to_pylist()
+    for row, par in zip(rows, params):
+        assert row["id"] == par.id and row["has_transit"] == par.has_transit
+        if par.has_transit:
+            assert row["depth"] == par.depth and 600 <= row["depth"] <= 900
+            assert 3.0 <= row["duration"] <= 6.0 and 0 < row["t0"] < 3.0
+            assert math.isnan(row["period"])
+        else:
+            assert math.isnan(row["t0"])
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="extra"):
+        PlatoConfig.model_validate({"simulate": {"n_curve": 3}})
+    with pytest.raises(ValueError, match="does not fit"):
+        SimulateConfig(duration_days=0.2, duration_hours=(2.0, 6.0))
+    with pytest.raises(ValueError, match="lower bound"):
+        SimulateConfig(depth_ppm=(900.0, 100.0))
+    assert PlatoConfig.model_validate({"simulate": {"depth_ppm": [100, 200]}}).simulate.depth_ppm == (100.0, 200.0)
+
+
+def test_cli_simulate_same_files_with_serial_and_two_processes(tmp_path, capsys):
+    from astrotool.cli import main
+
+    args = ["plato", "simulate", "-n", "5", "--days", "0.5", "--chunk-size", "2", "--seed", "7",
+            "--set", "plato.simulate.duration_hours=[1.0, 3.0]"]
+    assert main(["-w", str(tmp_path / "a"), *args]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["curves"] == 5 and len(out["lightcurves_written"]) == 3 and out["labels_written"]
+    assert main(["-w", str(tmp_path / "b"), "--executor", "process", "-j", "2", *args]) == 0
+    capsys.readouterr()
+    for name in ("sim000000-000001", "sim000002-000003", "sim000004-000004"):
+        a = pq.read_table(tmp_path / "a/plato/lightcurves" / f"{name}_lightcurves.parquet")
+        b = pq.read_table(tmp_path / "b/plato/lightcurves" / f"{name}_lightcurves.parquet")
+        assert a.equals(b)
+    la = pq.read_table(tmp_path / "a/plato/labels/sim_labels.parquet")
+    lb = pq.read_table(tmp_path / "b/plato/labels/sim_labels.parquet")
+    assert la.num_rows == lb.num_rows == 5
+    for col in la.column_names:                                # NaN-aware comparison
+        np.testing.assert_array_equal(np.asarray(la[col].to_pylist()), np.asarray(lb[col].to_pylist()))
+    # a second run keeps everything; other settings under the same name are refused (exit 2)
+    assert main(["-w", str(tmp_path / "a"), *args]) == 0
+    assert json.loads(capsys.readouterr().out)["lightcurves_kept"]
+    assert main(["-w", str(tmp_path / "a"), *args, "--noise-ppm", "10"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_demo_step_writes_curves_and_labels(tmp_path):
+    from astrotool.context import Context
+    from astrotool_plato.demo import run
+
+    lines = run(Context.create(tmp_path))
+    assert lines[0].startswith("plato: 4 light curves")
+    labels = pq.read_table(tmp_path / "plato/labels/demo_labels.parquet")
+    assert labels.num_rows == 4 and 0 < sum(labels["has_transit"].to_pylist()) < 4
+    curves = sim.read_lightcurves(tmp_path / "plato/lightcurves/demo000000-000003_lightcurves.parquet")
+    assert list(curves) == labels["id"].to_pylist()

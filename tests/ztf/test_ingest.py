@@ -1,0 +1,217 @@
+"""Tests of ``astro ztf ingest``: real alerts, Parquet dumps, stamps, bad inputs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from astrotool.errors import InputError
+from astrotool_ztf import synthetic
+from astrotool_ztf.ingest import decode_stamp, expand_inputs, ingest_file, read_stamps, unique_names
+
+SHARED = Path(os.environ.get("ASTRO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "ztf"
+REAL_AVRO = sorted(SHARED.glob("*.avro")) if SHARED.is_dir() else []
+needs_shared = pytest.mark.skipif(not REAL_AVRO, reason=f"no sample ZTF alerts in {SHARED} (set ASTRO_SHARED_DATA)")
+
+
+def ingest(path, out: Path, **kw) -> dict:
+    name = Path(path).name.split(".")[0]
+    return ingest_file(path, out / f"{name}_alerts.parquet", out / f"{name}_stamps.h5", **kw)
+
+
+def fits_image(stamp: dict) -> np.ndarray:
+    """Decode a cutout directly with gzip + astropy (independent of the plugin)."""
+    import warnings
+
+    from astropy.io import fits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                     # some ZTF templates have a non-standard SIMPLE card
+        with fits.open(io.BytesIO(gzip.decompress(stamp["stampData"]))) as hdul:
+            return np.asarray(hdul[0].data, dtype=np.float32)
+
+
+@needs_shared
+@pytest.mark.parametrize("path", REAL_AVRO, ids=lambda p: p.name)
+def test_real_avro_alert_matches_fastavro(path, tmp_path):
+    with open(path, "rb") as fh:
+        alerts = list(fastavro.reader(fh))
+    summary = ingest(path, tmp_path)
+    assert summary["n_alerts"] == len(alerts) == 1 and summary["format"] == "avro"
+    table = pq.read_table(summary["alerts"]).to_pylist()
+    for row, alert in zip(table, alerts):
+        cand = alert["candidate"]
+        assert row["objectId"] == alert["objectId"] and row["objectId"].startswith("ZTF")
+        assert row["candid"] == alert["candid"] == cand["candid"]
+        assert row["magpsf"] == np.float32(cand["magpsf"]) and 10 < row["magpsf"] < 25
+        assert row["sigmapsf"] == np.float32(cand["sigmapsf"])
+        assert row["jd"] == cand["jd"] and row["fid"] == cand["fid"]
+        assert (row["ra"], row["dec"]) == (cand["ra"], cand["dec"])
+        assert row["isdiffpos"] == (cand["isdiffpos"] in ("t", "1"))
+        assert row["n_prv_candidates"] == len(alert["prv_candidates"] or [])
+        assert [p["jd"] for p in row["prv_candidates"]] == [p["jd"] for p in alert["prv_candidates"]]
+    stamps = read_stamps(summary["stamps"])
+    assert stamps["candid"].tolist() == [a["candid"] for a in alerts]
+    for kind, field in [("science", "cutoutScience"), ("template", "cutoutTemplate"),
+                        ("difference", "cutoutDifference")]:
+        assert stamps[kind].shape == (1, 63, 63) and stamps[kind].dtype == np.float32
+        assert np.isfinite(stamps[kind]).all()
+        np.testing.assert_array_equal(stamps[kind][0], fits_image(alerts[0][field]))
+    assert np.ptp(stamps["science"][0]) > 0
+
+
+@needs_shared
+def test_real_fink_parquet_dumps(tmp_path):
+    src = pq.read_table(SHARED / "fink_simbad_part2.parquet")
+    summary = ingest(SHARED / "fink_simbad_part2.parquet", tmp_path)
+    assert summary["format"] == "parquet" and summary["n_alerts"] == src.num_rows == 67
+    out = pq.read_table(summary["alerts"])
+    assert out["candid"].to_pylist() == src["candid"].to_pylist()
+    assert out["magpsf"].to_pylist() == [c["magpsf"] for c in src["candidate"].to_pylist()]
+    # label columns of the broker dump survive; struct labels are flattened
+    assert out["cdsxmatch"].to_pylist() == src["cdsxmatch"].to_pylist()
+    assert "mulens_class_1" in out.column_names and "roid" in out.column_names
+    # a few stamps are 63x62: NaN-padded to 63x63 and flagged
+    stamps = read_stamps(summary["stamps"])
+    assert stamps["science"].shape == (67, 63, 63)
+    resized = np.flatnonzero(out["stamps_resized"].to_numpy(zero_copy_only=False))
+    assert resized.size == summary["n_stamps_resized"] >= 1
+    for i in resized:
+        shapes = [fits_image(src[f][i].as_py()).shape for f in ("cutoutScience", "cutoutTemplate",
+                                                                  "cutoutDifference")]
+        assert (63, 62) in shapes
+    assert out["stamps_ok"].to_pylist() == [True] * 67
+
+
+def make_synthetic(tmp_path: Path):
+    alerts = synthetic.make_alerts(4, seed=3, small_stamp=1)
+    avro = synthetic.write_avro(tmp_path / "in" / "syn.avro", alerts)
+    parquet = synthetic.write_parquet(tmp_path / "in" / "syn_dump.parquet", alerts,
+                                      labels={"label": ["SN", "AGN", "VS", "SN"], "score": [0.9, 0.1, 0.5, 0.7]})
+    return alerts, avro, parquet
+
+
+def test_avro_and_parquet_dump_give_the_same_tables_and_stamps(tmp_path):
+    alerts, avro, parquet = make_synthetic(tmp_path)
+    a = ingest(avro, tmp_path / "a")
+    p = ingest(parquet, tmp_path / "p")
+    ta, tp = pq.read_table(a["alerts"]), pq.read_table(p["alerts"])
+    core = [c for c in ta.column_names]
+    assert ta.equals(tp.select(core))                       # identical alert columns
+    assert tp["label"].to_pylist() == ["SN", "AGN", "VS", "SN"] and tp["score"].to_pylist()[0] == 0.9
+    assert ta["objectId"].to_pylist() == [x["objectId"] for x in alerts]
+    assert ta["n_prv_candidates"].to_pylist() == [0, 1, 2, 3]
+    assert ta["n_prv_detections"].to_pylist() == [0, 1, 1, 2]
+    sa, sp = read_stamps(a["stamps"]), read_stamps(p["stamps"])
+    for kind in ("science", "template", "difference"):
+        np.testing.assert_array_equal(sa[kind], sp[kind])
+        np.testing.assert_array_equal(sa[kind][0], fits_image(alerts[0]["cutoutScience" if kind == "science" else
+                                                                       "cutoutTemplate" if kind == "template" else
+                                                                       "cutoutDifference"]))
+    # alert 1 has 63x62 stamps: centred, last column NaN, flagged
+    assert ta["stamps_resized"].to_pylist() == [False, True, False, False]
+    assert np.isnan(sa["science"][1][:, -1]).all() and np.isfinite(sa["science"][1][:, :-1]).all()
+    meta = json.loads(ta.schema.metadata[b"astrotool"])
+    assert meta["format"] == "avro" and meta["source"] == str(avro.resolve())
+
+
+def test_outputs_are_kept_unless_overwrite(tmp_path):
+    _, avro, _ = make_synthetic(tmp_path)
+    first = ingest(avro, tmp_path / "o")
+    stamp_file = Path(first["stamps"])
+    mtime = stamp_file.stat().st_mtime_ns
+    second = ingest(avro, tmp_path / "o")
+    assert second["skipped"] and second["n_alerts"] == 4 and stamp_file.stat().st_mtime_ns == mtime
+    assert not ingest(avro, tmp_path / "o", overwrite=True)["skipped"]
+
+
+def test_truncated_avro_raises_input_error_naming_the_file(tmp_path):
+    _, avro, _ = make_synthetic(tmp_path)
+    data = avro.read_bytes()
+    bad = tmp_path / "truncated.avro"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as err:
+        ingest(bad, tmp_path / "out")
+    assert err.value.path == str(bad) and str(bad) in str(err.value) and "truncated" in str(err.value)
+    assert not list((tmp_path / "out").glob("*")), "nothing (not even a partial file) is left behind"
+
+
+@needs_shared
+def test_truncated_real_avro(tmp_path):
+    bad = tmp_path / "cut.avro"
+    bad.write_bytes(REAL_AVRO[0].read_bytes()[:30000])
+    with pytest.raises(InputError, match="cut.avro"):
+        ingest(bad, tmp_path / "out")
+
+
+def test_other_bad_inputs(tmp_path):
+    not_alerts = tmp_path / "table.parquet"
+    synthetic.write_parquet(not_alerts, [{"a": 1, "b": "x"}])
+    with pytest.raises(InputError, match="missing column"):
+        ingest(not_alerts, tmp_path / "out")
+    with pytest.raises(InputError, match="no such file"):
+        ingest(tmp_path / "missing.avro", tmp_path / "out")
+    text = tmp_path / "notes.avro"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="neither"):
+        ingest(text, tmp_path / "out")
+
+
+def test_gzipped_avro_and_folder_inputs(tmp_path):
+    _, avro, parquet = make_synthetic(tmp_path)
+    gz = tmp_path / "in" / "sub" / "syn.avro.gz"
+    gz.parent.mkdir()
+    gz.write_bytes(gzip.compress(avro.read_bytes()))
+    files = expand_inputs([tmp_path / "in"])
+    assert sorted(f.name for f in files) == ["syn.avro", "syn.avro.gz", "syn_dump.parquet"]
+    names = unique_names(files)
+    assert len(set(names)) == 3
+    summary = ingest(gz, tmp_path / "g")
+    assert summary["format"] == "avro.gz" and summary["n_alerts"] == 4
+
+
+def test_decode_stamp_pads_crops_and_flags():
+    img = np.arange(63 * 61, dtype=np.float32).reshape(63, 61)
+    out, status = decode_stamp(synthetic.fits_stamp(img))
+    assert status == "resized" and np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
+    np.testing.assert_array_equal(out[:, 1:-1], img)
+    big = np.ones((70, 70), np.float32)
+    assert decode_stamp(synthetic.fits_stamp(big))[0].shape == (63, 63)
+    assert decode_stamp(None)[1] == "missing"
+    assert decode_stamp(b"\x1f\x8bnot gzip")[1] == "bad"
+
+
+def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
+    from astrotool.cli import main
+
+    _, avro, parquet = make_synthetic(tmp_path)
+    bad = tmp_path / "in" / "broken.avro"
+    bad.write_bytes(avro.read_bytes()[:500])
+    code = main(["-w", str(tmp_path / "ws"), "ztf", "ingest", str(tmp_path / "in"), str(tmp_path / "nope.avro")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.avro" in captured.err and "nope.avro" in captured.err
+    result = json.loads(captured.out)
+    assert result["ingested"] == 2 and result["alerts"] == 8
+    assert (tmp_path / "ws/ztf/alerts/syn_alerts.parquet").exists()
+    assert (tmp_path / "ws/ztf/stamps/syn_dump_stamps.h5").exists()
+    assert not (tmp_path / "ws/ztf/alerts/broken_alerts.parquet").exists()
+
+
+def test_demo_without_shared_data_uses_synthetic_alerts(tmp_path):
+    from astrotool.context import Context
+    from astrotool_ztf.demo import run
+
+    lines = run(Context.create(tmp_path / "demo"), sample_dir=None)
+    assert "synthetic" in lines[0]
+    assert pq.read_metadata(tmp_path / "demo/ztf/alerts/synthetic_alerts_alerts.parquet").num_rows == 5
+    assert read_stamps(tmp_path / "demo/ztf/stamps/synthetic_alerts_stamps.h5")["science"].shape == (5, 63, 63)
+
