@@ -8,7 +8,7 @@ label table that a transit segmentation network trains on.
 This module only registers hooks; nothing heavy is imported here.
 """
 
-from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, hookimpl
+from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, DoctorCheck, hookimpl
 
 __docformat__ = "numpy"
 __version__ = "0.1.0"
@@ -34,6 +34,15 @@ def astro_config_sections():
 def astro_workspace_stages():
     """Stage folders under ``<workspace>/plato/``."""
     return {"plato": list(STAGES)}
+
+
+@hookimpl
+def astro_doctor_checks():
+    """Checks for ``astro doctor``: pyarrow (required), astropy's BLS and the optional PSLS simulator."""
+    t = "astrotool_plato.doctor"
+    return [DoctorCheck("pyarrow", f"{t}:check_pyarrow"),
+            DoctorCheck("astropy (BLS)", f"{t}:check_astropy_bls"),
+            DoctorCheck("psls", f"{t}:check_psls")]
 
 
 @hookimpl

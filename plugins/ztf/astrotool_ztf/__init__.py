@@ -8,7 +8,7 @@ template and difference stamps per input file.
 This module only registers hooks; nothing heavy is imported here.
 """
 
-from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, hookimpl
+from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, DoctorCheck, hookimpl
 
 __docformat__ = "numpy"
 __version__ = "0.1.0"
@@ -34,6 +34,15 @@ def astro_config_sections():
 def astro_workspace_stages():
     """Stage folders under ``<workspace>/ztf/``."""
     return {"ztf": list(STAGES)}
+
+
+@hookimpl
+def astro_doctor_checks():
+    """Checks for ``astro doctor``: fastavro, h5py and pyarrow (all required)."""
+    t = "astrotool_ztf.doctor"
+    return [DoctorCheck("fastavro", f"{t}:check_fastavro"),
+            DoctorCheck("h5py", f"{t}:check_h5py"),
+            DoctorCheck("pyarrow", f"{t}:check_pyarrow")]
 
 
 @hookimpl
