@@ -1,0 +1,200 @@
+"""``astro dre`` commands: simulate, detect, psf, cuts, models, fit, mosaics, run.
+
+Each command reads its parameters from ``[dre.<stage>]`` (``astro config show
+dre``); options given on the command line override them. Tiles are the FITS
+files in ``<workspace>/dre/tiles`` unless named as arguments. Tiles run through
+the executor (``--executor process -j N``, ``--executor dask``, ``--shard i/N``);
+finished outputs are skipped unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from astrotool.context import current
+
+__docformat__ = "numpy"
+
+app = typer.Typer(no_args_is_help=True)
+
+TILES = typer.Argument(None, help="Tiles (paths or names in dre/tiles); default: every dre/tiles/*.fits.")
+
+
+@app.callback()
+def main():
+    """Galaxy morphology (DRE): detect, PSF, cuts, Sérsic model grid, batched χ² fit."""
+
+
+def _section(ctx, flags: dict):
+    return ctx.section("dre", flags)
+
+
+def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, cube: Path | None = None,
+                desc: str | None = None) -> list[dict]:
+    from astrotool import console
+    from astrotool.errors import AstroError
+    from astrotool_dre.pipeline import process_tile, tiles_in
+
+    ctx = current()
+    cfg = _section(ctx, flags)
+    ws = ctx.workspace
+    for name in ("tiles", "sextracted", "psf", "cuts", "models", "chi", "summary", "mosaics"):
+        ws.stage("dre", name)
+    todo = tiles_in(ws.root, tiles)
+    if not todo:
+        raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles (*.fits); run `astro dre simulate` or copy tiles there")
+    if cube is None and ("fit" in stages or "mosaics" in stages):
+        cube = ensure_cube(ctx, cfg)
+    for t in todo:
+        ctx.record.add_input(t)
+    cfg_dict = cfg.model_dump(mode="json")
+    items = [(str(t), str(ws.root), stages, cfg_dict, ctx.overwrite, str(cube) if cube else None) for t in todo]
+    results = [r for _, r in ctx.map(process_tile, items, desc=desc or " → ".join(stages), keys=[t.stem for t in todo])]
+    from astrotool_dre.pipeline import TilePaths
+
+    for r in results:
+        for stage in stages:
+            for p in TilePaths(ws.root, r["tile"]).outputs(stage):
+                if p.exists():
+                    ctx.record.add_output(p)
+    cols = ["tile", *[s for s in stages]]
+    console.print_table(f"astro dre {'/'.join(stages)}", cols, [[r.get(c, "") for c in cols] for r in results])
+    return results
+
+
+def ensure_cube(ctx, cfg) -> Path:
+    """The model cube for ``[dre.models]``, built (slabs through the executor) if not cached."""
+    import numpy as np
+
+    from astrotool_dre.models import write_cube
+    from astrotool_dre.pipeline import build_slab_item, cube_path, grid_from_config
+
+    mcfg = cfg.models.model_dump(mode="json")
+    path = cube_path(ctx.workspace.root, mcfg)
+    if path.exists() and not ctx.overwrite:
+        return path
+    grid = grid_from_config(mcfg)
+    items = [(mcfg, i, j) for i in range(grid.nindex) for j in range(grid.naxrat)]
+    ctx.log.info("building the model cube: %d models of %d² px -> %s", grid.nmodels, grid.boxsize, path)
+    slabs = dict(ctx.map(build_slab_item, items, desc="model slabs", keys=[f"n{i}_q{j}" for _, i, j in items]))
+    if len(slabs) != len(items):
+        from astrotool.errors import AstroError
+
+        raise AstroError("model cube: some slabs failed (see above)", exit_code=1)
+    cube = np.stack([np.stack([slabs[f"n{i}_q{j}"] for j in range(grid.naxrat)]) for i in range(grid.nindex)])
+    write_cube(path, cube, grid, history=[f"astrotool dre models: {mcfg}"])
+    ctx.record.add_output(path)
+    return path
+
+
+@app.command()
+def simulate(
+    ntiles: int = typer.Option(None, "--ntiles", "-n", help="Number of tiles."),
+    size: int = typer.Option(None, help="Tile side [px]."),
+    n_galaxies: int = typer.Option(None, help="Galaxies per tile."),
+    n_stars: int = typer.Option(None, help="Stars per tile."),
+    prefix: str = typer.Option(None, help="Tile names <prefix>_<i>.fits."),
+):
+    """Simulate survey-like tiles (GalSim Sérsic galaxies and stars, known PSF, sky, noise) with a truth table."""
+    from astrotool import console
+    from astrotool_dre.pipeline import simulate_item
+
+    ctx = current()
+    cfg = _section(ctx, {"simulate.ntiles": ntiles, "simulate.size": size, "simulate.n_galaxies": n_galaxies,
+                         "simulate.n_stars": n_stars, "simulate.prefix": prefix})
+    s = cfg.simulate
+    tiles = ctx.workspace.stage("dre", "tiles")
+    truth = tiles / "truth"
+    truth.mkdir(exist_ok=True)
+    names = [f"{s.prefix}_{i:03d}" for i in range(s.ntiles)]
+    items = [(str(tiles / f"{n}.fits"), str(truth), s.model_dump(mode="json"), ctx.overwrite) for n in names]
+    results = ctx.map(simulate_item, items, desc="simulate tiles", keys=names)
+    for key, _ in results:
+        ctx.record.add_output(tiles / f"{key}.fits")
+        ctx.record.add_output(truth / f"{key}_truth.parquet")
+    console.print_table("astro dre simulate", ["tile", "result"], [[k, r] for k, r in results])
+
+
+@app.command()
+def detect(tiles: list[str] = TILES,
+           engine: str = typer.Option(None, help="auto | sextractor | photutils."),
+           gain: str = typer.Option(None, help="counts (header GAIN) | cps (GAIN*EXPTIME) | a number [e-/unit].")):
+    """Detect sources: SExtractor when installed (FITS_LDAC catalogue, -BACKGROUND, BACKGROUND_RMS,
+    SEGMENTATION), photutils otherwise (same files and columns)."""
+    _run_stages(("detect",), tiles, {"detect.engine": engine, "detect.gain": gain})
+
+
+@app.command()
+def psf(tiles: list[str] = TILES, engine: str = typer.Option(None, help="auto | sextractor (PSFEx) | photutils.")):
+    """Build each tile's PSF from its stars: PSFEx (PSF_SAMPLING 1) when installed, photutils ePSF otherwise."""
+    _run_stages(("psf",), tiles, {"psf.engine": engine})
+
+
+@app.command()
+def cuts(tiles: list[str] = TILES,
+         margin: float = typer.Option(None, help="Skip objects closer to the edge [px]."),
+         max_stellarity: float = typer.Option(None, help="Skip objects with CLASS_STAR >= this (1.0 keeps all)."),
+         filter: list[str] = typer.Option(None, "--filter", help="COLUMN,MIN,MAX (repeatable), e.g. FLUX_RADIUS,2,20."),
+         compression: str = typer.Option(None, help="none | low | medium | high.")):
+    """Cut 128×128 stamps (obj, seg, rms and neighbour mask) of the selected objects to HDF5."""
+    from astrotool.errors import AstroError
+
+    filters = None
+    if filter:
+        filters = []
+        for f in filter:
+            parts = f.split(",")
+            if len(parts) != 3:
+                raise AstroError(f"--filter {f!r}: expected COLUMN,MIN,MAX")
+            try:
+                filters.append([parts[0], float(parts[1]), float(parts[2])])
+            except ValueError:
+                raise AstroError(f"--filter {f!r}: MIN and MAX must be numbers") from None
+    _run_stages(("cuts",), tiles, {"cuts.margin": margin, "cuts.max_stellarity": max_stellarity,
+                                   "cuts.filters": filters, "cuts.compression": compression})
+
+
+@app.command()
+def models():
+    """Build (or reuse) the PSF-free Sérsic model cube for [dre.models] in dre/models."""
+    ctx = current()
+    path = ensure_cube(ctx, _section(ctx, {}))
+    ctx.emit(str(path))
+
+
+@app.command()
+def fit(tiles: list[str] = TILES,
+        statistic: str = typer.Option(None, help="chi2 (least squares) | dre (DRE's original statistic)."),
+        backend: str = typer.Option(None, help="auto | numpy | torch | cupy."),
+        device: str = typer.Option(None, help="auto | cpu | cuda."),
+        batch_size: int = typer.Option(None, help="Objects per matrix product."),
+        cube: Path = typer.Option(None, help="Use this model cube (ours or DRE's) instead of dre/models."),
+        gain: str = typer.Option(None, help="Source-noise gain: counts | cps | a number.")):
+    """Fit every cut with every PSF-convolved model: least-squares flux and χ² in batches;
+    Chi HDF5 and a summary table (Parquet + FITS) joined to the catalogue."""
+    from astrotool.errors import InputError
+
+    if cube is not None and not cube.exists():
+        raise InputError(cube, "model cube not found")
+    _run_stages(("fit",), tiles, {"fit.statistic": statistic, "fit.backend": backend, "fit.device": device,
+                                  "fit.batch_size": batch_size, "fit.gain": gain}, cube=cube)
+
+
+@app.command()
+def mosaics(tiles: list[str] = TILES, cube: Path = typer.Option(None, help="The model cube used by fit.")):
+    """Write data | segment | model | residual mosaics per object (FITS and PNG)."""
+    _run_stages(("mosaics",), tiles, {}, cube=cube)
+
+
+@app.command()
+def run(tiles: list[str] = TILES,
+        mosaics: bool = typer.Option(True, "--mosaics/--no-mosaics", help="Also write mosaics."),
+        statistic: str = typer.Option(None, help="chi2 | dre."),
+        backend: str = typer.Option(None, help="auto | numpy | torch | cupy."),
+        device: str = typer.Option(None, help="auto | cpu | cuda.")):
+    """The whole chain (detect → psf → cuts → fit → mosaics) over every tile, resumable."""
+    stages = ("detect", "psf", "cuts", "fit") + (("mosaics",) if mosaics else ())
+    _run_stages(stages, tiles, {"fit.statistic": statistic, "fit.backend": backend, "fit.device": device},
+                desc="dre run")

@@ -1,0 +1,158 @@
+"""The ``[dre]`` configuration section (pydantic models, ``extra="forbid"``).
+
+One sub-table per stage: ``[dre.simulate]``, ``[dre.detect]``, ``[dre.psf]``,
+``[dre.cuts]``, ``[dre.models]``, ``[dre.fit]``, ``[dre.mosaics]``. Units are
+given in each field's description; pixels are tile pixels.
+"""
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__docformat__ = "numpy"
+
+Engine = Literal["auto", "sextractor", "photutils"]
+Compression = Literal["none", "low", "medium", "high"]
+Gain = Union[float, Literal["counts", "cps"]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimulateConfig(_Strict):
+    """``astro dre simulate``: survey-like tiles with known galaxies and stars."""
+
+    ntiles: int = Field(2, ge=1, description="number of tiles")
+    prefix: str = Field("sim", description="tile names: <prefix>_<i:03d>.fits")
+    size: int = Field(1024, ge=256, description="tile side [px]")
+    n_galaxies: int = Field(40, ge=0, description="galaxies per tile")
+    n_stars: int = Field(30, ge=0, description="stars per tile (the PSF is built from them)")
+    sersic_n: Union[float, tuple[float, float]] = Field(4.0, description="Sérsic index, or a (min, max) range")
+    logr_range: tuple[float, float] = Field((0.30103, 1.07918), description="log10 major-axis half-light radius [px]")
+    q_range: tuple[float, float] = Field((0.3, 1.0), description="axis ratio b/a range")
+    galaxy_snr: tuple[float, float] = Field((30.0, 300.0), description="galaxy S/N range")
+    star_snr: tuple[float, float] = Field((100.0, 1000.0), description="star S/N range")
+    psf_beta: float = Field(3.5, gt=1, description="Moffat beta")
+    psf_fwhm: float = Field(3.0, gt=0, description="PSF FWHM [px]")
+    psf_size: int = Field(41, ge=9, description="true-PSF image side [px]")
+    pixel_scale: float = Field(0.2, gt=0, description="[arcsec/px] (WCS)")
+    sky_level: float = Field(300.0, ge=0, description="sky [counts/px]")
+    gain: float = Field(2.0, gt=0, description="[e-/count]")
+    read_noise: float = Field(5.0, ge=0, description="[e-]")
+    exptime: float = Field(600.0, gt=0, description="[s]")
+    zero_point: float = Field(30.0, description="[mag] for 1 count (or 1 count/s with units='cps')")
+    saturation: float = Field(60000.0, gt=0, description="[counts]")
+    units: Literal["counts", "cps"] = Field("counts", description="pixel units of the tile")
+    edge: float = Field(80.0, ge=0, description="minimum distance of objects from the edge [px]")
+    min_separation: float = Field(24.0, ge=0, description="minimum distance between objects [px]")
+    isolation: float = Field(5.0, ge=0, description="galaxies are separated by this many half-light radii")
+    stamp_radius: float = Field(15.0, gt=0, description="star drawing radius [px]")
+    ra: float = Field(150.1, description="tile centre [deg]")
+    dec: float = Field(2.2, description="tile centre [deg]")
+
+
+class DetectConfig(_Strict):
+    """``astro dre detect``: SExtractor when installed, photutils otherwise."""
+
+    engine: Engine = "auto"
+    gain: Gain = Field("counts", description="'counts': header GAIN; 'cps': GAIN*EXPTIME; or a number [e-/unit]")
+    zero_point: Union[float, None] = Field(None, description="[mag]; None: header MAGZP/ZP or 30")
+    detect_thresh: float = Field(1.5, gt=0, description="detection threshold [sigma]")
+    detect_minarea: int = Field(5, ge=1, description="minimum area [px]")
+    filter_fwhm: float = Field(3.0, gt=0, description="Gaussian detection filter FWHM [px]")
+    deblend_nthresh: int = Field(32, ge=1)
+    deblend_mincont: float = Field(0.005, ge=0, le=1)
+    back_size: int = Field(64, ge=8, description="background mesh [px]")
+    back_filtersize: int = Field(3, ge=1, description="background filter [meshes]")
+    phot_aperture: float = Field(10.0, gt=0, description="aperture diameter [px]")
+    vignet_size: int = Field(35, ge=9, description="VIGNET side for PSFEx [px]")
+    seeing_fwhm: Union[float, None] = Field(None, description="[arcsec]; None: measured in a first pass")
+    satur_level: Union[float, None] = None
+    weight_image: Union[str, None] = None
+    weight_type: str = "MAP_WEIGHT"
+    flag_image: Union[str, None] = None
+    sextractor_args: dict[str, str] = Field(default_factory=dict, description="extra -KEY value pairs")
+    nthreads: int = Field(1, ge=0)
+    timeout: float = Field(600.0, gt=0, description="[s]")
+
+
+class PsfConfig(_Strict):
+    """``astro dre psf``: PSFEx (PSF_SAMPLING 1) when installed, photutils ePSF otherwise."""
+
+    engine: Engine = "auto"
+    size: int = Field(25, ge=5, description="PSF side [px]")
+    min_stellarity: float = Field(0.8, ge=0, le=1)
+    min_snr: float = Field(30.0, ge=0)
+    max_ellip: float = Field(0.3, ge=0, le=1)
+    isolation: Union[float, None] = Field(None, description="[px]; None: from the PSF size")
+    min_stars: int = Field(5, ge=1)
+    var_degrees: int = Field(0, ge=0, description="PSFEx PSFVAR_DEGREES (the fit uses order 0)")
+    psfex_args: dict[str, str] = Field(default_factory=dict)
+    maxiters: int = Field(5, ge=1, description="ePSF iterations")
+    timeout: float = Field(600.0, gt=0, description="[s]")
+
+
+class CutsConfig(_Strict):
+    """``astro dre cuts``: stamps around each selected object, to HDF5."""
+
+    size: int = Field(128, ge=16, description="cut side [px]; must equal the model box")
+    margin: float = Field(80.0, ge=0, description="objects closer than this to the edge are skipped [px]")
+    max_stellarity: float = Field(0.5, ge=0, le=1, description="skip objects with CLASS_STAR >= this (1.0 keeps all)")
+    filters: list[tuple[str, float, float]] = Field(default_factory=list, description="[[COLUMN, MIN, MAX], ...]")
+    compression: Compression = "medium"
+    dilate: int = Field(4, ge=0, description="grow the object's mask into sky only [px]")
+    centre_block: int = Field(4, ge=0, description="central block forced into the mask [px]")
+    neighbour_grow: int = Field(2, ge=0, description="grow neighbours' segments before masking them out [px]")
+
+
+class ModelsConfig(_Strict):
+    """``astro dre models``: the Sérsic model grid (axis value i = start + i*step)."""
+
+    index0: float = Field(4.0, gt=0, description="first Sérsic index")
+    dindex: float = Field(0.0, ge=0)
+    nindex: int = Field(1, ge=1)
+    axrat0: float = Field(0.1, gt=0, le=1, description="first axis ratio b/a")
+    daxrat: float = Field(0.1, ge=0)
+    naxrat: int = Field(10, ge=1)
+    posang0: float = Field(0.0, ge=0, lt=180, description="first position angle [deg CCW from +x]")
+    dposang: float = Field(180.0 / 13.0, ge=0, description="[deg]")
+    nposang: int = Field(13, ge=1)
+    logh0: float = Field(-0.6, description="first log10 major-axis half-light radius [log10 px]")
+    dlogh: float = Field(0.115, ge=0, description="[dex]")
+    nlogh: int = Field(21, ge=1)
+    boxsize: int = Field(128, ge=16, description="[px]")
+    supersample: int = Field(4, ge=1, description="sub-pixels per pixel side away from the centre")
+
+
+class FitConfig(_Strict):
+    """``astro dre fit``: least-squares flux and χ² of every model, in batches."""
+
+    statistic: Literal["chi2", "dre"] = Field("chi2", description="'chi2': weighted least squares; 'dre': DRE's original")
+    backend: Literal["auto", "numpy", "torch", "cupy"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(64, ge=1, description="objects per matrix product")
+    gain: Gain = Field("counts", description="source-noise gain: 'counts' header GAIN, 'cps' GAIN*EXPTIME, or a number")
+    reweight: int = Field(1, ge=0, description="passes re-weighting with the best model's source noise")
+    zero_point: Union[float, None] = Field(None, description="[mag]; None: the header's MAGZP/ZP, else 30")
+    recentre: bool = Field(True, description="shift each cut so the object sits on the models' centre pixel")
+    compression: Compression = "medium"
+
+
+class MosaicsConfig(_Strict):
+    """``astro dre mosaics``: data | segment | model | residual panels per object."""
+
+    png: bool = True
+    max_objects: int = Field(0, ge=0, description="0 = every object")
+
+
+class DreConfig(_Strict):
+    """Every DRE setting; sub-tables per stage."""
+
+    simulate: SimulateConfig = SimulateConfig()
+    detect: DetectConfig = DetectConfig()
+    psf: PsfConfig = PsfConfig()
+    cuts: CutsConfig = CutsConfig()
+    models: ModelsConfig = ModelsConfig()
+    fit: FitConfig = FitConfig()
+    mosaics: MosaicsConfig = MosaicsConfig()

@@ -1,0 +1,455 @@
+"""128x128 cuts of the detected objects into one HDF5 file per tile.
+
+Layout of ``<stem>_cuts.h5`` (DRE's, plus a neighbour mask and attributes)::
+
+    /                      file attributes: provenance, tile keys (GAIN, EXPTIME, MAGZP, BUNIT),
+                           selection parameters, NAXIS1/NAXIS2, n_cuts
+    /{EXT:02d}_{NUMBER:04d}/
+        obj   float32 (size, size)   background-subtracted image (``<stem>_nb.fits``)
+        seg   bool    (size, size)   the object's cleaned mask: where the fit looks
+        rms   float32 (size, size)   background RMS (``<stem>_rms.fits``)
+        nbr   bool    (size, size)   other objects' segments grown by ``neighbour_grow`` px:
+                                     pixels the fit must leave out
+        attrs NUMBER, EXT_NUMBER, X_IMAGE, Y_IMAGE (1-based, tile), X_CUT, Y_CUT (0-based
+              position of the object in the cut), CUT_XMIN, CUT_YMIN (0-based tile pixel of
+              cut pixel [0, 0]), CLASS_STAR, FLUX_AUTO, FLUX_RADIUS, A_IMAGE, B_IMAGE,
+              THETA_IMAGE, NPIX_SEG
+
+``EXT`` is the HDU index of the image in the tile (0 for a plain FITS image),
+as in DRE.
+
+Selection (as DRE's ``make_cuts``): ``margin < X_IMAGE < NAXIS1 - margin`` and
+the same in y, ``CLASS_STAR < max_stellarity``, and ``MIN < COLUMN < MAX``
+for every ``(COLUMN, MIN, MAX)`` filter (strict). A cut is centred as DRE does,
+``Cutout2D(data, (X_IMAGE - 1, Y_IMAGE - 1), size)``, and rejected when the raw
+tile has a non-finite pixel inside it (or when it leaves the tile). For an even
+``size`` astropy puts the cut's first pixel at ``ceil(X_IMAGE - 1 - size/2)``, so
+the object lies at ``X_CUT`` in (size/2 - 1, size/2] = (63, 64] for 128: on
+average half a pixel from pixel 64, where a model centred on the stamp's pixel
+64 peaks. ``X_CUT``/``Y_CUT`` give the exact offset for a sub-pixel shift.
+
+Mask cleaning (differs from DRE on purpose)
+    Start from the object's own segment (``seg == NUMBER``); add the central
+    4x4 block (``centre_block``) except pixels of other segments; keep the
+    connected part that holds the centre; fill holes, but never with other
+    segments' pixels; then dilate ``dilate`` times **only into sky pixels**
+    (``seg == 0``) that are not in the neighbour mask. DRE's unconstrained
+    ``binary_dilation(iterations=4)`` grows the mask into neighbours; this one
+    cannot. ``nbr`` = other segments dilated by ``neighbour_grow`` px (minus the
+    object's own pixels), so their faint wings are masked as well.
+
+Compression: ``none|low|medium|high`` = no filter / lzf / gzip 4 / gzip 9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+__all__ = ["make_cuts", "read_cuts", "list_cuts", "clean_mask", "Cuts", "compression_kwargs"]
+
+_ATTR_COLUMNS = ("CLASS_STAR", "FLUX_AUTO", "FLUX_RADIUS", "A_IMAGE", "B_IMAGE", "THETA_IMAGE", "MAG_AUTO")
+_TILE_KEYS = ("GAIN", "EXPTIME", "MAGZP", "BUNIT", "SATURATE", "SKYLEVEL", "RDNOISE")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("astrotool-dre")
+    except Exception:
+        return "unknown"
+
+
+def compression_kwargs(level: str) -> dict:
+    """h5py dataset keywords for ``none|low|medium|high`` (= {} / lzf / gzip 4 / gzip 9)."""
+    try:
+        from astrotool.io.hdf5 import compression_kwargs as core
+
+        return core(level)
+    except ImportError:
+        pass
+    table = {
+        "none": {},
+        "low": {"compression": "lzf"},
+        "medium": {"compression": "gzip", "compression_opts": 4},
+        "high": {"compression": "gzip", "compression_opts": 9},
+    }
+    try:
+        return dict(table[str(level).lower()])
+    except KeyError:
+        raise ValueError(f"compression must be one of none, low, medium, high; got {level!r}") from None
+
+
+def _h5open(path, mode):
+    import h5py
+
+    try:
+        return h5py.File(path, mode, locking=False)
+    except TypeError:  # h5py < 3.5 has no locking argument
+        return h5py.File(path, mode)
+
+
+def clean_mask(seg_cut: np.ndarray, number: int, *, dilate: int = 4, centre_block: int = 4,
+               neighbour_grow: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Object mask and neighbour mask of one cut (see the module docstring).
+
+    Parameters
+    ----------
+    seg_cut : numpy.ndarray
+        Segmentation cut (int; 0 = sky).
+    number : int
+        The object's ``NUMBER``.
+    dilate : int
+        Dilation steps of the object mask, into sky pixels only.
+    centre_block : int
+        Side of the central block forced into the mask (0: none).
+    neighbour_grow : int
+        Dilation steps of the other objects' segments.
+
+    Returns
+    -------
+    mask, nbr : numpy.ndarray
+        Boolean arrays: the object's pixels, and the neighbours' pixels to exclude.
+        They never overlap.
+    """
+    from scipy import ndimage
+
+    own = seg_cut == number
+    others = (seg_cut > 0) & ~own
+    nbr = others
+    if neighbour_grow > 0 and others.any():
+        nbr = ndimage.binary_dilation(others, iterations=neighbour_grow)
+    nbr = nbr & ~own
+    m = own.copy()
+    ny, nx = m.shape
+    cy, cx = ny // 2, nx // 2
+    if centre_block > 0:
+        h = centre_block // 2
+        blk = (slice(cy - h, cy - h + centre_block), slice(cx - h, cx - h + centre_block))
+        m[blk] |= ~others[blk]
+    labels, n = ndimage.label(m)
+    if n > 1:
+        keep = labels[cy, cx]
+        if keep == 0:  # centre not in the mask: keep the largest piece of the object
+            sizes = ndimage.sum(own, labels, index=np.arange(1, n + 1))
+            keep = int(np.argmax(sizes)) + 1
+        m = labels == keep
+    m = ndimage.binary_fill_holes(m) & ~others
+    if dilate > 0:
+        m = ndimage.binary_dilation(m, iterations=dilate, mask=(seg_cut == 0) & ~nbr) | m
+    m &= ~nbr
+    return m, nbr
+
+
+def make_cuts(
+    cat: str | os.PathLike,
+    nb: str | os.PathLike,
+    rms: str | os.PathLike,
+    seg: str | os.PathLike,
+    tile: str | os.PathLike,
+    out_h5: str | os.PathLike,
+    *,
+    size: int = 128,
+    margin: float = 80.0,
+    max_stellarity: float = 0.5,
+    filters: list[tuple[str, float, float]] | tuple = (),
+    compression: str = "medium",
+    dilate: int = 4,
+    centre_block: int = 4,
+    neighbour_grow: int = 2,
+) -> dict:
+    """Cut every selected object of a tile into ``out_h5``.
+
+    Parameters
+    ----------
+    cat, nb, rms, seg : path-like
+        Detection products ``<stem>_{cat,nb,rms,seg}.fits``.
+    tile : path-like
+        The raw tile (only used to reject cuts with non-finite pixels).
+    out_h5 : path-like
+        Output ``<stem>_cuts.h5`` (written atomically).
+    size : int
+        Cut side, pixels.
+    margin : float
+        Objects closer than this to an edge (px) are skipped.
+    max_stellarity : float
+        Keep ``CLASS_STAR < max_stellarity`` (1.0 keeps everything, DRE's CLI default).
+    filters : list of (str, float, float)
+        Extra ``(COLUMN, MIN, MAX)`` cuts, ``MIN < value < MAX``.
+    compression : {"none", "low", "medium", "high"}
+        HDF5 compression.
+    dilate, centre_block, neighbour_grow : int
+        Mask cleaning (see :func:`clean_mask`).
+
+    Returns
+    -------
+    dict
+        ``{"cuts": path, "n_cuts", "n_selected", "n_rejected_nan"}``.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Unreadable input, images of different shapes, unknown filter column.
+    """
+    from astropy.nddata import Cutout2D
+
+    from astrotool.errors import InputError
+    from astrotool.workspace import atomic_path
+
+    from .detect import read_catalog, read_image
+
+    comp = compression_kwargs(compression)
+    cat_path = Path(cat)
+    table = read_catalog(cat_path, vignet=False)
+    for col in ("NUMBER", "X_IMAGE", "Y_IMAGE"):
+        if col not in table.colnames:
+            raise InputError(cat_path, f"column {col} missing from the catalogue")
+    images = {}
+    for key, p in (("tile", tile), ("nb", nb), ("rms", rms), ("seg", seg)):
+        data, header, ext = read_image(p, check_content=False)
+        images[key] = (Path(p), data, header, ext)
+    shape = images["tile"][1].shape
+    for key in ("nb", "rms", "seg"):
+        if images[key][1].shape != shape:
+            raise InputError(images[key][0], f"shape {images[key][1].shape} differs from the tile's {shape}")
+    ny, nx = shape
+    tile_data = images["tile"][1]
+    nb_data = images["nb"][1].astype(np.float32)
+    rms_data = images["rms"][1].astype(np.float32)
+    seg_data = images["seg"][1].astype(np.int32)
+    tile_header = images["tile"][2]
+    tile_ext = images["tile"][3]
+
+    x = np.asarray(table["X_IMAGE"], dtype=float)
+    y = np.asarray(table["Y_IMAGE"], dtype=float)
+    sel = (x > margin) & (x < nx - margin) & (y > margin) & (y < ny - margin)
+    if "CLASS_STAR" in table.colnames:
+        sel &= np.asarray(table["CLASS_STAR"], dtype=float) < max_stellarity
+    for spec in filters:
+        col, lo, hi = spec
+        if col not in table.colnames:
+            raise InputError(cat_path, f"filter column {col!r} is not in the catalogue")
+        v = np.asarray(table[col], dtype=float)
+        sel &= (float(lo) < v) & (v < float(hi))
+    ext_col = np.asarray(table["EXT_NUMBER"], dtype=int) if "EXT_NUMBER" in table.colnames else None
+
+    n_nan = 0
+    n_cut = 0
+    out_h5 = Path(out_h5)
+    with atomic_path(out_h5) as tmp:
+        with _h5open(tmp, "w") as f:
+            meta = {
+                "producer": f"astrotool-dre {_version()} make_cuts",
+                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "tile": images["tile"][0].name,
+                "catalog": cat_path.name,
+                "nb": images["nb"][0].name,
+                "rms": images["rms"][0].name,
+                "seg": images["seg"][0].name,
+                "size": int(size),
+                "margin": float(margin),
+                "max_stellarity": float(max_stellarity),
+                "filters": json.dumps([[c, float(a), float(b)] for c, a, b in filters]),
+                "compression": str(compression),
+                "dilate": int(dilate),
+                "centre_block": int(centre_block),
+                "neighbour_grow": int(neighbour_grow),
+                "NAXIS1": int(nx),
+                "NAXIS2": int(ny),
+                "mask": "seg: own segment, centre block, central component, holes filled, "
+                        "dilated into sky only; nbr: other segments grown by neighbour_grow",
+            }
+            for k in _TILE_KEYS:
+                if k in tile_header:
+                    meta[k] = tile_header[k]
+            f.attrs.update(meta)
+            for i in np.nonzero(sel)[0]:
+                number = int(table["NUMBER"][i])
+                ext = int(ext_col[i]) if ext_col is not None else tile_ext
+                pos = (x[i] - 1.0, y[i] - 1.0)
+                try:
+                    c_tile = Cutout2D(tile_data, pos, size, mode="partial", fill_value=np.nan, copy=True)
+                except Exception:  # no overlap at all
+                    n_nan += 1
+                    continue
+                if not np.all(np.isfinite(c_tile.data)):
+                    n_nan += 1
+                    continue
+                so, sc = c_tile.slices_original, c_tile.slices_cutout
+                obj = np.zeros((size, size), dtype=np.float32)
+                obj[sc] = nb_data[so]
+                rmsc = np.zeros((size, size), dtype=np.float32)
+                rmsc[sc] = rms_data[so]
+                segc = np.zeros((size, size), dtype=np.int32)
+                segc[sc] = seg_data[so]
+                mask, nbr = clean_mask(segc, number, dilate=dilate, centre_block=centre_block,
+                                       neighbour_grow=neighbour_grow)
+                g = f.create_group(f"{ext:02d}_{number:04d}")
+                g.create_dataset("obj", data=obj, dtype="float32", **comp)
+                g.create_dataset("seg", data=mask, dtype="bool", **comp)
+                g.create_dataset("rms", data=rmsc, dtype="float32", **comp)
+                g.create_dataset("nbr", data=nbr, dtype="bool", **comp)
+                xmin, ymin = c_tile.origin_original
+                xc, yc = pos[0] - xmin, pos[1] - ymin  # sub-pixel position in the cut, 0-based
+                attrs = {
+                    "NUMBER": number, "EXT_NUMBER": ext,
+                    "X_IMAGE": float(x[i]), "Y_IMAGE": float(y[i]),
+                    "X_CUT": float(xc), "Y_CUT": float(yc),
+                    "CUT_XMIN": int(xmin), "CUT_YMIN": int(ymin),
+                    "NPIX_SEG": int(mask.sum()),
+                }
+                for col in _ATTR_COLUMNS:
+                    if col in table.colnames:
+                        attrs[col] = float(table[col][i])
+                g.attrs.update(attrs)
+                n_cut += 1
+            f.attrs["n_cuts"] = n_cut
+            f.attrs["n_rejected_nan"] = n_nan
+    return {"cuts": str(out_h5), "n_cuts": n_cut, "n_selected": int(sel.sum()), "n_rejected_nan": n_nan}
+
+
+@dataclass
+class Cuts:
+    """The content of a cuts file, stacked.
+
+    Attributes
+    ----------
+    names : list of str
+        Group names ``"{EXT:02d}_{NUMBER:04d}"``, in file order.
+    obj, rms : numpy.ndarray
+        ``(N, size, size)`` float32 data and background RMS (image units).
+    seg, nbr : numpy.ndarray
+        ``(N, size, size)`` bool object mask and neighbour mask (``nbr`` is all
+        False for files without it, e.g. DRE's).
+    attrs : dict of str to numpy.ndarray
+        Per-object attributes (``NUMBER``, ``X_IMAGE``...), one array each.
+    meta : dict
+        File attributes (provenance, tile keys, selection).
+    """
+
+    names: list
+    obj: np.ndarray
+    seg: np.ndarray
+    rms: np.ndarray
+    nbr: np.ndarray
+    attrs: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def list_cuts(path: str | os.PathLike) -> list[str]:
+    """Group names of a cuts file (raises InputError like :func:`read_cuts`)."""
+    return _names(Path(path))
+
+
+def _names(path: Path) -> list[str]:
+    from astrotool.errors import InputError
+
+    if not path.is_file():
+        raise InputError(path, "cuts file not found")
+    try:
+        with _h5open(path, "r") as f:
+            return sorted(k for k in f.keys())
+    except Exception as exc:
+        raise InputError(path, f"not a readable HDF5 file, truncated or corrupt ({_short(exc)})") from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def read_cuts(path: str | os.PathLike, names: list[str] | None = None) -> Cuts:
+    """Read a cuts file (ours or DRE's).
+
+    Parameters
+    ----------
+    path : path-like
+        ``<stem>_cuts.h5``.
+    names : list of str, optional
+        Groups to read; all by default.
+
+    Returns
+    -------
+    Cuts
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Missing, truncated or corrupt file, or a group without ``obj``/``seg``/``rms``
+        or with inconsistent shapes.
+    """
+    from astrotool.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "cuts file not found")
+    try:
+        f = _h5open(path, "r")
+    except Exception as exc:
+        raise InputError(path, f"not a readable HDF5 file, truncated or corrupt ({_short(exc)})") from None
+    try:
+        with f:
+            meta = {k: _plain(v) for k, v in f.attrs.items()}
+            groups = sorted(f.keys()) if names is None else list(names)
+            objs, segs, rmss, nbrs = [], [], [], []
+            attrs: dict[str, list] = {}
+            for i, name in enumerate(groups):
+                if name not in f:
+                    raise InputError(path, f"no group {name!r}")
+                g = f[name]
+                for ds in ("obj", "seg", "rms"):
+                    if ds not in g:
+                        raise InputError(path, f"group {name!r} has no {ds!r} dataset")
+                o = np.asarray(g["obj"][()], dtype=np.float32)
+                s = np.asarray(g["seg"][()], dtype=bool)
+                r = np.asarray(g["rms"][()], dtype=np.float32)
+                nb_ = np.asarray(g["nbr"][()], dtype=bool) if "nbr" in g else np.zeros(o.shape, bool)
+                if not (o.shape == s.shape == r.shape == nb_.shape) or o.ndim != 2:
+                    raise InputError(path, f"group {name!r}: datasets of different or non-2-D shapes")
+                if objs and o.shape != objs[0].shape:
+                    raise InputError(path, f"group {name!r}: shape {o.shape} differs from {objs[0].shape}")
+                objs.append(o)
+                segs.append(s)
+                rmss.append(r)
+                nbrs.append(nb_)
+                for k, v in g.attrs.items():
+                    attrs.setdefault(k, [None] * i).append(_plain(v))
+                for k in attrs:
+                    if len(attrs[k]) < i + 1:
+                        attrs[k].append(None)
+    except InputError:
+        raise
+    except Exception as exc:  # h5py raises OSError/KeyError on truncated data
+        raise InputError(path, f"not a readable HDF5 file, truncated or corrupt ({_short(exc)})") from None
+
+    def stack(lst, dtype):
+        return np.stack(lst) if lst else np.zeros((0, 0, 0), dtype=dtype)
+
+    return Cuts(
+        names=groups,
+        obj=stack(objs, np.float32),
+        seg=stack(segs, bool),
+        rms=stack(rmss, np.float32),
+        nbr=stack(nbrs, bool),
+        attrs={k: np.asarray(v) for k, v in attrs.items()},
+        meta=meta,
+    )
+
+
+def _plain(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

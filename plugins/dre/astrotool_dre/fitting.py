@@ -1,0 +1,175 @@
+"""``astro dre fit`` for one tile: cuts + PSF + cube → Chi HDF5 and a summary table.
+
+The tile's PSF convolves the cube once; every object is then fit in batches by
+:func:`astrotool_dre.fit.fit_objects` (least-squares flux and χ² of every model
+as matrix products, or DRE's statistic with ``statistic="dre"``). Before the
+fit, each cut is shifted by its sub-pixel offset so the object sits on the
+models' centre pixel (64, 64) (``recentre``), and its neighbours' segments are
+masked out.
+
+Outputs (DRE's layout):
+
+- ``dre/chi/<stem>_chi.h5``: one float32 dataset per object, named
+  ``"{EXT:02d}_{NUMBER:04d}"``, shape ``(NINDEX, NAXRAT, NPOSANG, NLOGH)``, the
+  statistic of every model;
+- ``dre/summary/<stem>_dre.parquet`` and ``.fits``: best-fit parameters, their
+  uncertainties, edge flags, flux and magnitude, joined to the detection
+  catalogue (``NUMBER``, ``X_IMAGE``, ``Y_IMAGE``, ``CLASS_STAR``, ...).
+
+Summary conventions: ``LOGR`` = log10 of the major-axis half-light radius in
+pixels; ``ANGLE`` = degrees counter-clockwise from +x, in [0, 180); ``FLUX`` in
+the tile's data units (total flux of the model); ``MAG = ZP - 2.5 log10(FLUX)``
+with ZP from ``dre.fit.zero_point`` or the tile header (``MAGZP``/``ZP``…).
+``STAR`` is true for unresolved objects (best radius on the grid's lowest edge)
+or ``CLASS_STAR >= dre.cuts.max_stellarity``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from astrotool.errors import InputError
+
+__docformat__ = "numpy"
+
+SUMMARY_FIRST = ["NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX",
+                 "MAG", "CHI2", "CHI2_NU"]
+
+
+def load_inputs(paths, cfg: dict, cube_file):
+    """Read cuts, PSF, cube and the tile header; check they fit together."""
+    from astrotool_dre.cuts import read_cuts
+    from astrotool_dre.detect import read_image
+    from astrotool_dre.models import read_cube
+    from astrotool_dre.psf import read_psf
+
+    cuts = read_cuts(paths.cuts)
+    psf = read_psf(paths.psf)
+    cube, grid = read_cube(cube_file)
+    if len(cuts) and cuts.obj.shape[-1] != grid.boxsize:
+        raise InputError(cube_file, f"BOXSIZE {grid.boxsize} does not match the {cuts.obj.shape[-1]}-px cuts "
+                                    f"in {paths.cuts}")
+    _, header, _ = read_image(paths.tile, check_content=False)
+    return cuts, psf, cube, grid, header
+
+
+def prepare_stamps(cuts, centre: int, recentre_cuts: bool = True):
+    """Data, rms and fit mask per object, shifted onto the models' centre pixel."""
+    from astrotool_dre.pipeline import recentre
+
+    data, rms, mask = [], [], []
+    for i in range(len(cuts)):
+        o, r, s, n = cuts.obj[i], cuts.rms[i], cuts.seg[i], cuts.nbr[i]
+        if recentre_cuts and "X_CUT" in cuts.attrs:
+            o, r, s, n = recentre(o, r, s, n, centre - float(cuts.attrs["X_CUT"][i]),
+                                  centre - float(cuts.attrs["Y_CUT"][i]))
+        data.append(o)
+        rms.append(r)
+        mask.append(s & ~n)
+    b = cuts.obj.shape[-1] if len(cuts) else 0
+    shape = (len(cuts), b, b)
+    return (np.asarray(data, np.float32).reshape(shape), np.asarray(rms, np.float32).reshape(shape),
+            np.asarray(mask, bool).reshape(shape))
+
+
+def fit_tile(tile, paths, cfg: dict, cube_file) -> str:
+    """Fit every cut of a tile; write the Chi HDF5 and the summary table.
+
+    Parameters
+    ----------
+    tile : pathlib.Path
+        The tile (for its header: gain, exposure time, zero point).
+    paths : astrotool_dre.pipeline.TilePaths
+        Where inputs and outputs are.
+    cfg : dict
+        The ``[dre]`` section.
+    cube_file : path-like
+        The model cube (ours or DRE's).
+
+    Returns
+    -------
+    str
+        One line for the run summary.
+    """
+    from astrotool.backends import get_backend
+    from astrotool_dre.detect import resolve_gain, resolve_zero_point
+    from astrotool_dre.fit import ModelBank, best_parameters, convolve_cube, fit_objects
+
+    fcfg = cfg["fit"]
+    cuts, psf, cube, grid, header = load_inputs(paths, cfg, cube_file)
+    if len(cuts) == 0:
+        raise InputError(paths.cuts, "no objects to fit (no cut passed the selection)")
+    gain = resolve_gain(header, fcfg["gain"], paths.tile)
+    zp = resolve_zero_point(header, fcfg["zero_point"]) or 30.0
+    be = get_backend(fcfg["backend"], fcfg["device"])
+    bank = ModelBank(convolve_cube(cube, psf, be), grid, be)
+    del cube
+    data, rms, mask = prepare_stamps(cuts, grid.center, fcfg["recentre"])
+    res = fit_objects(bank, data, rms, mask, gain=gain, reweight=fcfg["reweight"], statistic=fcfg["statistic"],
+                      batch_size=fcfg["batch_size"])
+    cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=fcfg["statistic"],
+                           zeropoint=zp, backend=be)
+    write_chi(paths.chi, cuts.names, res.cubes(grid), grid, fcfg, paths)
+    table = summary_table(cuts, cols, paths, cfg)
+    write_summary(table, paths, fcfg, zp, gain, be)
+    n_edge = int(np.sum(table["LOGR_EDGE_LO"]) + np.sum(table["LOGR_EDGE_HI"]))
+    return (f"{len(table)} objects fit ({fcfg['statistic']}, {be.name} on {be.device}); "
+            f"{int(np.sum(table['STAR']))} flagged STAR, {n_edge} on a radius-grid edge")
+
+
+def write_chi(path: Path, names, cubes: np.ndarray, grid, fcfg: dict, paths) -> None:
+    """One χ² cube per object, DRE's Chi layout, written atomically."""
+    import h5py
+
+    from astrotool.io.hdf5 import compression_kwargs, provenance_attrs
+    from astrotool.workspace import atomic_path
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", locking=False) as f:
+            f.attrs.update(provenance_attrs("dre fit"))
+            f.attrs.update({"statistic": fcfg["statistic"], "cuts": str(paths.cuts), "psf": str(paths.psf),
+                            **{k: v for k, v in grid.header_cards().items()}})
+            for name, c in zip(names, cubes):
+                if np.all(np.isnan(c)):
+                    continue  # as DRE: no cube for an object with no usable pixel
+                f.create_dataset(name, data=c.astype(np.float32), **compression_kwargs(fcfg["compression"]))
+
+
+def summary_table(cuts, cols: dict, paths, cfg: dict):
+    """Best-fit columns joined to the detection catalogue (without VIGNET)."""
+    from astropy.table import Table, join
+
+    from astrotool_dre.detect import read_catalog
+
+    fit = Table({k: np.asarray(v) for k, v in cols.items()})
+    fit["NUMBER"] = np.asarray(cuts.attrs["NUMBER"]).astype(np.int64)
+    fit["EXT_NUMBER"] = np.asarray(cuts.attrs.get("EXT_NUMBER", np.zeros(len(cuts)))).astype(np.int64)
+    fit["NAME"] = np.asarray(cuts.names, dtype=str)
+    cat = read_catalog(paths.cat, vignet=False)
+    cat["NUMBER"] = np.asarray(cat["NUMBER"]).astype(np.int64)
+    cat["EXT_NUMBER"] = np.asarray(cat["EXT_NUMBER"]).astype(np.int64)
+    dup = [c for c in cat.colnames if c in fit.colnames and c not in ("NUMBER", "EXT_NUMBER")]
+    for c in dup:
+        cat.rename_column(c, f"{c}_CAT")
+    table = join(fit, cat, keys=["EXT_NUMBER", "NUMBER"], join_type="left")
+    table.sort(["EXT_NUMBER", "NUMBER"])
+    stellarity = np.asarray(table["CLASS_STAR"], float) if "CLASS_STAR" in table.colnames else np.zeros(len(table))
+    table["STAR"] = np.asarray(table["LOGR_EDGE_LO"], bool) | (stellarity >= cfg["cuts"]["max_stellarity"])
+    order = [c for c in SUMMARY_FIRST if c in table.colnames]
+    return table[order + [c for c in table.colnames if c not in order]]
+
+
+def write_summary(table, paths, fcfg: dict, zp: float, gain: float, be) -> None:
+    """The summary as Parquet (with provenance metadata) and as a FITS table."""
+    from astrotool.io.tables import write_fits_table, write_parquet
+
+    meta = {"command": "dre fit", "statistic": fcfg["statistic"], "zero_point": zp, "gain": gain,
+            "backend": be.name, "device": str(be.device), "cuts": str(paths.cuts), "psf": str(paths.psf)}
+    for c in table.colnames:  # multidimensional catalogue columns do not go to Parquet
+        if table[c].ndim > 1:
+            table.remove_column(c)
+    write_parquet(table.to_pandas(), paths.summary, metadata=meta)
+    write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY",
+                     history=[f"astrotool dre fit: {k}={v}" for k, v in meta.items()])

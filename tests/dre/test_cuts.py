@@ -1,0 +1,161 @@
+"""128x128 cuts: groups, shapes, compression, neighbour masking, bad inputs."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+fits = pytest.importorskip("astropy.io.fits")
+h5py = pytest.importorskip("h5py")
+pytest.importorskip("photutils")
+
+from astrotool.errors import InputError  # noqa: E402
+from astrotool_dre.cuts import clean_mask, make_cuts, read_cuts  # noqa: E402
+from astrotool_dre.detect import detect_tile, read_catalog  # noqa: E402
+from astrotool_dre.simulate import simulate_tile  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def products(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cuts")
+    # crowded on purpose (small separations) so that cuts hold neighbours
+    out = simulate_tile(d / "tile.fits", d / "truth.parquet", seed=5, size=448, n_galaxies=10, n_stars=10,
+                        logr_range=(0.3, 0.9), min_separation=14.0, isolation=2.0)
+    det = detect_tile(out["tile"], d / "det", engine="photutils")
+    return d, out, det
+
+
+def _cut(p, out, **kw):
+    return make_cuts(p["cat"], p["nb"], p["rms"], p["seg"], kw.pop("tile"), out, **kw)
+
+
+def test_groups_shapes_and_attributes(products):
+    d, out, det = products
+    r = _cut(det, d / "a_cuts.h5", tile=out["tile"], max_stellarity=0.5, margin=80)
+    cat = read_catalog(det["cat"], vignet=False)
+    x, y = np.asarray(cat["X_IMAGE"]), np.asarray(cat["Y_IMAGE"])
+    sel = (x > 80) & (x < 448 - 80) & (y > 80) & (y < 448 - 80) & (np.asarray(cat["CLASS_STAR"]) < 0.5)
+    expected = {f"00_{n:04d}" for n in np.asarray(cat["NUMBER"])[sel]}
+    assert r["n_cuts"] == len(expected) >= 5
+    c = read_cuts(r["cuts"])
+    assert set(c.names) == expected
+    assert c.obj.shape == (len(expected), 128, 128) and c.obj.dtype == np.float32
+    assert c.rms.dtype == np.float32 and c.seg.dtype == bool and c.nbr.dtype == bool
+    assert np.all(c.attrs["CLASS_STAR"] < 0.5)
+    with h5py.File(r["cuts"], "r") as f:
+        assert f.attrs["tile"] == "tile.fits" and "astrotool-dre" in f.attrs["producer"]
+        assert f.attrs["GAIN"] == 2.0
+        g = f[c.names[0]]
+        assert {"obj", "seg", "rms", "nbr"} <= set(g)
+        assert {"X_IMAGE", "Y_IMAGE", "NUMBER"} <= set(g.attrs)
+    nb = fits.getdata(det["nb"])
+    for k in range(len(c)):
+        # centred like DRE: Cutout2D at (X_IMAGE-1, Y_IMAGE-1) puts the object in (63, 64]
+        assert 63 < c.attrs["X_CUT"][k] <= 64 and 63 < c.attrs["Y_CUT"][k] <= 64
+        x0, y0 = c.attrs["CUT_XMIN"][k], c.attrs["CUT_YMIN"][k]
+        assert np.array_equal(c.obj[k], nb[y0:y0 + 128, x0:x0 + 128].astype(np.float32))
+        assert c.seg[k][64, 64]
+
+
+def test_neighbour_segments_are_excluded(products):
+    d, out, det = products
+    r = _cut(det, d / "n_cuts.h5", tile=out["tile"], max_stellarity=1.0, dilate=6)
+    c = read_cuts(r["cuts"])
+    seg = fits.getdata(det["seg"])
+    n_with_neighbours = 0
+    for k in range(len(c)):
+        x0, y0 = c.attrs["CUT_XMIN"][k], c.attrs["CUT_YMIN"][k]
+        s = seg[y0:y0 + 128, x0:x0 + 128]
+        own = s == c.attrs["NUMBER"][k]
+        others = (s > 0) & ~own
+        n_with_neighbours += bool(others.any())
+        assert not (c.seg[k] & others).any()  # never into another segment
+        assert not (c.seg[k] & c.nbr[k]).any()  # nor into the grown neighbour mask
+        assert np.all(c.nbr[k][others])  # every neighbour pixel is masked out
+        assert c.seg[k][own].mean() > 0.95  # the object's own segment is kept
+        assert c.seg[k].sum() > own.sum()  # and it was dilated into the sky
+    assert n_with_neighbours >= 3  # the test means something
+
+
+def test_clean_mask_does_not_dilate_into_neighbours():
+    seg = np.zeros((64, 64), np.int32)
+    yy, xx = np.mgrid[0:64, 0:64]
+    seg[np.hypot(xx - 32, yy - 32) < 8] = 1
+    seg[np.hypot(xx - 44, yy - 32) < 5] = 2  # touching neighbour
+    seg[31:33, 29:31] = 3  # small neighbour inside the object: not filled in
+    seg[5:8, 5:8] = 1  # detached island of the object: dropped
+    mask, nbr = clean_mask(seg, 1, dilate=4, neighbour_grow=2)
+    assert not (mask & (seg == 2)).any() and not (mask & (seg == 3)).any()
+    assert not mask[5:8, 5:8].any()
+    assert not (mask & nbr).any()
+    assert mask[32, 22] and not mask[32, 16]  # dilated by 4 into the sky on the free side
+    # DRE's unconstrained dilation would have entered segment 2
+    from scipy import ndimage
+
+    assert (ndimage.binary_dilation(seg == 1, iterations=4) & (seg == 2)).any()
+
+
+@pytest.mark.parametrize("level,expect", [("none", (None, None)), ("low", ("lzf", None)),
+                                          ("medium", ("gzip", 4)), ("high", ("gzip", 9))])
+def test_compression_levels(products, level, expect):
+    d, out, det = products
+    r = _cut(det, d / f"{level}_cuts.h5", tile=out["tile"], compression=level)
+    with h5py.File(r["cuts"], "r") as f:
+        name = sorted(f)[0]
+        for ds in ("obj", "seg", "rms", "nbr"):
+            assert (f[name][ds].compression, f[name][ds].compression_opts) == expect
+        assert f.attrs["compression"] == level
+
+
+def test_filters_and_margin(products):
+    d, out, det = products
+    base = read_cuts(_cut(det, d / "f0_cuts.h5", tile=out["tile"], max_stellarity=1.0)["cuts"])
+    med = float(np.median(base.attrs["FLUX_RADIUS"]))
+    c = read_cuts(_cut(det, d / "f1_cuts.h5", tile=out["tile"], max_stellarity=1.0,
+                       filters=[("FLUX_RADIUS", med, 1e9)])["cuts"])
+    assert 0 < len(c) < len(base) and np.all(c.attrs["FLUX_RADIUS"] > med)
+    with pytest.raises(InputError, match="NO_SUCH_COLUMN"):
+        _cut(det, d / "f2_cuts.h5", tile=out["tile"], filters=[("NO_SUCH_COLUMN", 0, 1)])
+    assert not (d / "f2_cuts.h5").exists()
+
+
+def test_cuts_with_nan_in_the_tile_are_rejected(products, tmp_path):
+    d, out, det = products
+    base = read_cuts(_cut(det, tmp_path / "b_cuts.h5", tile=out["tile"], max_stellarity=1.0)["cuts"])
+    k = 0
+    data = fits.getdata(out["tile"]).copy()
+    x, y = int(base.attrs["X_IMAGE"][k]), int(base.attrs["Y_IMAGE"][k])
+    data[y - 3:y, x - 3:x] = np.nan
+    holed = tmp_path / "holed.fits"
+    fits.PrimaryHDU(data, header=fits.getheader(out["tile"])).writeto(holed)
+    r = _cut(det, tmp_path / "h_cuts.h5", tile=holed, max_stellarity=1.0)
+    assert r["n_rejected_nan"] >= 1
+    assert base.names[k] not in read_cuts(r["cuts"]).names
+
+
+def test_truncated_or_missing_cuts_file(products, tmp_path):
+    d, out, det = products
+    good = _cut(det, tmp_path / "good_cuts.h5", tile=out["tile"], compression="none")["cuts"]
+    bad = tmp_path / "truncated_cuts.h5"
+    shutil.copy(good, bad)
+    with open(bad, "r+b") as f:
+        f.truncate(bad.stat().st_size // 2)
+    for path in (bad, tmp_path / "missing_cuts.h5"):
+        with pytest.raises(InputError) as exc:
+            read_cuts(path)
+        assert str(path) in str(exc.value)
+    # a file that is not HDF5 at all
+    junk = tmp_path / "junk_cuts.h5"
+    junk.write_bytes(b"\x89HDF\r\n" + b"0" * 1000)
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_cuts(junk)
+
+
+def test_mismatched_inputs_name_the_file(products, tmp_path):
+    d, out, det = products
+    small = tmp_path / "small_rms.fits"
+    fits.PrimaryHDU(np.ones((64, 64), np.float32)).writeto(small)
+    with pytest.raises(InputError, match="small_rms.fits.*shape"):
+        make_cuts(det["cat"], det["nb"], small, det["seg"], out["tile"], tmp_path / "x_cuts.h5")
+    assert not (tmp_path / "x_cuts.h5").exists()
+    assert not list(tmp_path.glob(".*partial*"))

@@ -1,0 +1,201 @@
+"""Detection with both engines: completeness, stellarity, DRE's products, bad inputs."""
+
+import numpy as np
+import pytest
+
+fits = pytest.importorskip("astropy.io.fits")
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("photutils")
+
+from astrotool.errors import InputError  # noqa: E402
+from astrotool_dre.detect import (  # noqa: E402
+    CATALOG_COLUMNS,
+    _add_size_stellarity,
+    resolve_gain,
+    detect_tile,
+    find_sextractor,
+    read_catalog,
+    size_stellarity,
+    stellar_locus,
+)
+from astrotool_dre.simulate import simulate_tile  # noqa: E402
+
+HAVE_SEX = find_sextractor() is not None
+ENGINES = [
+    pytest.param("sextractor", marks=pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")),
+    "photutils",
+]
+
+
+@pytest.fixture(scope="module")
+def tile(tmp_path_factory):
+    d = tmp_path_factory.mktemp("detect")
+    out = simulate_tile(d / "tile.fits", d / "truth.parquet", seed=7, size=512, n_galaxies=8, n_stars=12,
+                        logr_range=(0.3, 1.0))
+    return d, out
+
+
+@pytest.fixture(scope="module")
+def detected(tile):
+    d, out = tile
+    res = {}
+    for eng in ("sextractor", "photutils"):
+        if eng == "sextractor" and not HAVE_SEX:
+            continue
+        res[eng] = detect_tile(out["tile"], d / eng, engine=eng)
+    return res
+
+
+def _match(cat, truth, radius=2.0):
+    X, Y = np.asarray(cat["X_IMAGE"], float), np.asarray(cat["Y_IMAGE"], float)
+    idx = []
+    for x, y in zip(truth["X"], truth["Y"]):
+        dist = np.hypot(X - x, Y - y)
+        j = int(np.argmin(dist))
+        idx.append(j if dist[j] < radius else -1)
+    return np.array(idx)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_products_and_completeness(tile, detected, engine):
+    d, out = tile
+    r = detected[engine]
+    assert r["engine"] == engine
+    for k in ("cat", "nb", "rms", "seg"):
+        assert r[k].endswith(f"tile_{k}.fits")
+    truth = pq.read_table(out["truth"]).to_pydict()
+    cat = read_catalog(r["cat"])
+    idx = _match(cat, truth)
+    assert (idx >= 0).mean() >= 0.9
+    # check images: same shape as the tile, background removed, labels = NUMBER
+    shape = fits.getdata(out["tile"]).shape
+    nb, rms, seg = (fits.getdata(r[k]) for k in ("nb", "rms", "seg"))
+    assert nb.shape == rms.shape == seg.shape == shape
+    assert abs(np.median(nb)) < 0.1 * np.median(rms)
+    sky_sigma = np.sqrt(300.0 / 2.0 + 6.25)  # simulate_tile defaults: sky 300 ADU, gain 2, rn 5 e-
+    assert np.median(rms) == pytest.approx(sky_sigma, rel=0.1)
+    labels = set(np.unique(seg)) - {0}
+    assert labels == set(np.asarray(cat["NUMBER"]).tolist())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stellarity_separates_stars_from_galaxies(tile, detected, engine):
+    _, out = tile
+    truth = pq.read_table(out["truth"]).to_pydict()
+    cat = read_catalog(detected[engine]["cat"])
+    idx = _match(cat, truth)
+    kind = np.array(truth["KIND"])
+    cs = np.asarray(cat["CLASS_STAR"], float)
+    star = (kind == "star") & (idx >= 0)
+    big = (kind == "galaxy") & (np.array(truth["LOGR"]) > np.log10(3.0)) & (idx >= 0)
+    assert star.sum() >= 10 and big.sum() >= 3
+    assert np.mean(cs[idx[star]] >= 0.8) >= 0.9
+    assert np.all(cs[idx[big]] <= 0.2)
+
+
+def test_both_engines_write_the_same_ldac_structure(detected):
+    for eng, r in detected.items():
+        with fits.open(r["cat"]) as h:
+            names = [hdu.name for hdu in h]
+            assert names[1:] == ["LDAC_IMHEAD", "LDAC_OBJECTS"], eng
+            cards = h["LDAC_IMHEAD"].data["Field Header Card"][0]
+            hdr = fits.Header.fromstring("".join(c.ljust(80) for c in cards))
+            assert hdr["GAIN"] == 2.0 and "SEXBKDEV" in hdr
+            assert b"\x00" not in h["LDAC_IMHEAD"].data.tobytes()  # PSFEx cannot parse NULs
+        cat = read_catalog(r["cat"])
+        assert set(CATALOG_COLUMNS) <= set(cat.colnames), eng
+        assert cat["VIGNET"].shape[1:] == (35, 35)
+        assert np.all(cat["EXT_NUMBER"] == 0)
+        assert np.all(np.diff(np.asarray(cat["NUMBER"])) > 0)
+        assert "VIGNET" not in read_catalog(r["cat"], vignet=False).colnames
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")
+def test_engines_agree_on_positions_and_fluxes(detected):
+    a, b = (read_catalog(detected[e]["cat"]) for e in ("sextractor", "photutils"))
+    truth = {"X": np.asarray(a["X_IMAGE"]), "Y": np.asarray(a["Y_IMAGE"])}
+    idx = _match(b, truth, radius=1.0)
+    ok = idx >= 0
+    assert ok.mean() >= 0.9
+    fa, fb = np.asarray(a["FLUX_AUTO"])[ok], np.asarray(b["FLUX_AUTO"])[idx[ok]]
+    assert np.median(fb / fa) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")
+def test_sextractor_gain_modes(tmp_path):
+    out = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", seed=4, size=320, n_galaxies=2,
+                        n_stars=3, logr_range=(0.3, 0.8), units="cps", exptime=50.0)
+    for gain, expect in (("cps", 2.0 * 50.0), (7.5, 7.5)):
+        r = detect_tile(out["tile"], tmp_path / str(gain), engine="sextractor", gain=gain, seeing_fwhm=3.0)
+        with fits.open(r["cat"]) as h:
+            cards = h["LDAC_IMHEAD"].data["Field Header Card"][0]
+        hdr = fits.Header.fromstring("".join(c.ljust(80) for c in cards))
+        assert hdr["SEXGAIN"] == pytest.approx(expect)
+        assert r["seeing_fwhm"] == 3.0
+
+
+def test_gain_resolution():
+    h = fits.Header({"GAIN": 2.0, "EXPTIME": 30.0})
+    assert resolve_gain(h, "counts", "x") == 2.0
+    assert resolve_gain(h, "cps", "x") == 60.0
+    assert resolve_gain(h, 4, "x") == 4.0
+    assert resolve_gain(h, "3.5", "x") == 3.5
+    with pytest.raises(InputError, match="nogain.fits.*GAIN"):
+        resolve_gain(fits.Header(), "counts", "nogain.fits")
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")
+def test_size_stellarity_replaces_class_star_in_a_sextractor_catalogue(tile, detected, tmp_path):
+    # the fallback used when SExtractor's default.nnw cannot be found
+    import shutil
+
+    _, out = tile
+    cat_path = tmp_path / "tile_cat.fits"
+    shutil.copy(detected["sextractor"]["cat"], cat_path)
+    _add_size_stellarity(cat_path)
+    with fits.open(cat_path) as h:
+        assert b"\x00" not in h["LDAC_IMHEAD"].data.tobytes()
+    truth = pq.read_table(out["truth"]).to_pydict()
+    cat = read_catalog(cat_path)
+    idx = _match(cat, truth)
+    star = (np.array(truth["KIND"]) == "star") & (idx >= 0)
+    cs = np.asarray(cat["CLASS_STAR"])
+    assert np.mean(cs[idx[star]] >= 0.8) >= 0.9 and np.mean(cs[idx[~star & (idx >= 0)]] < 0.2) >= 0.8
+
+
+def test_size_stellarity():
+    rng = np.random.default_rng(0)
+    r = np.concatenate([rng.normal(1.7, 0.03, 20), rng.uniform(2.5, 8, 30)])
+    snr = np.full(r.size, 200.0)
+    r_star = stellar_locus(r, snr)
+    assert r_star == pytest.approx(1.7, abs=0.05)
+    s = size_stellarity(r, snr, r_star)
+    assert np.all((s >= 0) & (s <= 1))
+    assert np.mean(s[:20] > 0.8) >= 0.9 and np.all(s[20:] < 0.05)
+    assert np.all(size_stellarity(r, snr, None) == 0.5)
+
+
+def _no_outputs(folder):
+    return not folder.exists() or not any(folder.iterdir())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_tiles_raise_input_error_naming_the_file(tmp_path, engine):
+    hdr = fits.Header({"GAIN": 2.0, "EXPTIME": 10.0})
+    nan = tmp_path / "nan_tile.fits"
+    fits.PrimaryHDU(np.full((128, 128), np.nan, np.float32), header=hdr).writeto(nan)
+    blank = tmp_path / "blank_tile.fits"
+    fits.PrimaryHDU(np.zeros((128, 128), np.float32), header=hdr).writeto(blank)
+    noise = tmp_path / "noise_tile.fits"
+    fits.PrimaryHDU(np.random.default_rng(1).normal(100, 5, (192, 192)).astype(np.float32),
+                    header=hdr).writeto(noise)
+    junk = tmp_path / "junk_tile.fits"
+    junk.write_bytes(b"this is not a FITS file" * 50)
+    cases = [(nan, "NaN"), (blank, "blank"), (noise, "no sources"), (junk, "not a readable FITS"),
+             (tmp_path / "missing.fits", "not found")]
+    for path, words in cases:
+        out = tmp_path / ("out_" + path.stem)
+        with pytest.raises(InputError, match=words) as exc:
+            detect_tile(path, out, engine=engine, detect_thresh=50.0)
+        assert str(path) in str(exc.value)
+        assert _no_outputs(out), list(out.iterdir())

@@ -1,0 +1,130 @@
+"""Simulated tiles: conventions, truth, header, determinism."""
+
+import math
+
+import numpy as np
+import pytest
+
+galsim = pytest.importorskip("galsim")
+fits = pytest.importorskip("astropy.io.fits")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from astrotool_dre.simulate import draw_psf, galaxy_profile, simulate_tile  # noqa: E402
+
+
+def _moments(img, xc, yc, radius):
+    ny, nx = img.shape
+    y, x = np.mgrid[0:ny, 0:nx]
+    dx, dy = x - xc, y - yc
+    w = img * (np.hypot(dx, dy) < radius)
+    mxx, myy, mxy = (w * dx * dx).sum(), (w * dy * dy).sum(), (w * dx * dy).sum()
+    return math.degrees(0.5 * math.atan2(2 * mxy, mxx - myy)) % 180.0
+
+
+def test_galsim_angle_is_ccw_from_x_and_logr_is_major_axis():
+    # no PSF, big stamp: the profile itself follows the documented conventions
+    q, angle, logr = 0.45, 32.0, math.log10(8.0)
+    # pixel-integrated by 4x4 sub-sampling (an FFT of the bare de Vaucouleurs cusp is huge)
+    fine = galaxy_profile(4.0, logr, q, angle, flux=1.0).drawImage(nx=804, ny=804, scale=0.25,
+                                                                   method="no_pixel").array
+    img = fine.reshape(201, 4, 201, 4).sum(axis=(1, 3))  # centre at pixel (100, 100)
+    assert _moments(img, 100, 100, 60) == pytest.approx(angle, abs=0.5)
+    # half of the (unit) total flux inside the ellipse of semi-major axis 10**LOGR
+    y, x = np.mgrid[0:201, 0:201]
+    t = math.radians(angle)
+    u = (x - 100) * math.cos(t) + (y - 100) * math.sin(t)
+    v = -(x - 100) * math.sin(t) + (y - 100) * math.cos(t)
+    inside = (u / 10**logr) ** 2 + (v / (q * 10**logr)) ** 2 <= 1
+    assert img[inside].sum() == pytest.approx(0.5, abs=0.015)
+    # were LOGR the circularised radius, 0.5 would fall inside an ellipse sqrt(q) times smaller
+    inside_c = (u / (10**logr * math.sqrt(q))) ** 2 + (v / (q * 10**logr * math.sqrt(q))) ** 2 <= 1
+    assert img[inside_c].sum() < 0.42
+
+
+def test_isolated_galaxy_flux_and_angle_match_truth(tmp_path):
+    out = simulate_tile(tmp_path / "g.fits", tmp_path / "g.parquet", seed=3, size=256, n_galaxies=1,
+                        n_stars=0, logr_range=(0.9, 0.9), q_range=(0.4, 0.4), galaxy_snr=(3000, 3000))
+    img = fits.getdata(out["tile"]).astype(float)
+    hdr = fits.getheader(out["tile"])
+    t = pq.read_table(out["truth"]).to_pylist()[0]
+    sub = img - hdr["SKYLEVEL"]
+    x0, y0 = t["X"] - 1, t["Y"] - 1  # FITS 1-based -> array
+    assert _moments(sub, x0, y0, 25) == pytest.approx(t["ANGLE"], abs=2.0)
+    measured = sub.sum()  # whole tile: the stamp is inside it
+    assert measured == pytest.approx(t["FLUX_DRAWN"], rel=0.01)
+    assert t["FLUX_DRAWN"] / t["FLUX"] > 0.97
+    assert t["MAG"] == pytest.approx(hdr["MAGZP"] - 2.5 * math.log10(t["FLUX"]))
+    # the centroid is where the truth says (1-based convention)
+    yy, xx = np.mgrid[0:256, 0:256]
+    w = sub * (np.hypot(xx - x0, yy - y0) < 15)
+    assert (w * xx).sum() / w.sum() == pytest.approx(x0, abs=0.15)
+    assert (w * yy).sum() / w.sum() == pytest.approx(y0, abs=0.15)
+
+
+def test_header_truth_and_layout(tmp_path):
+    from astropy.wcs import WCS
+
+    out = simulate_tile(tmp_path / "t.fits", tmp_path / "t.parquet", seed=11, size=384, n_galaxies=6,
+                        n_stars=6, path_psf=tmp_path / "psf.fits")
+    hdr = fits.getheader(out["tile"])
+    for key in ("GAIN", "EXPTIME", "MAGZP", "BUNIT", "SATURATE"):
+        assert key in hdr
+    assert hdr["BUNIT"] == "ADU"
+    w = WCS(hdr)
+    assert w.has_celestial and w.wcs.ctype[0] == "RA---TAN"
+    assert any("seed 11" in str(h) for h in hdr["HISTORY"])
+    t = pq.read_table(out["truth"]).to_pydict()
+    assert {"ID", "KIND", "X", "Y", "INDEX", "LOGR", "AX_RATIO", "ANGLE", "FLUX", "MAG"} <= set(t)
+    kinds = np.array(t["KIND"])
+    assert (kinds == "galaxy").sum() == 6 and (kinds == "star").sum() == 6
+    X, Y = np.array(t["X"]), np.array(t["Y"])
+    assert X.min() >= 81 and X.max() <= 384 - 80 and Y.min() >= 81 and Y.max() <= 384 - 80
+    gal = kinds == "galaxy"
+    assert np.all(np.array(t["SNR"])[gal] >= 30)
+    assert np.all(np.array(t["INDEX"])[gal] == 4.0)
+    ang = np.array(t["ANGLE"])[gal]
+    assert np.all((ang >= 0) & (ang < 180))
+    d = np.hypot(X[:, None] - X[None], Y[:, None] - Y[None]) + np.eye(len(X)) * 1e9
+    assert d.min() >= 24
+    # stars stay unsaturated
+    img = fits.getdata(out["tile"])
+    assert img.max() < hdr["SATURATE"]
+    psf = fits.getdata(out["psf"])
+    assert psf.sum() == pytest.approx(1.0, abs=1e-5) and psf.shape == (41, 41)
+    assert np.unravel_index(psf.argmax(), psf.shape) == (20, 20)
+
+
+def test_deterministic_from_seed(tmp_path):
+    kw = dict(size=320, n_galaxies=2, n_stars=2, logr_range=(0.3, 0.8))
+    a = simulate_tile(tmp_path / "a.fits", tmp_path / "a.parquet", seed=5, **kw)
+    b = simulate_tile(tmp_path / "b.fits", tmp_path / "b.parquet", seed=5, **kw)
+    c = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", seed=6, **kw)
+    assert np.array_equal(fits.getdata(a["tile"]), fits.getdata(b["tile"]))
+    ta, tb = pq.read_table(a["truth"]).to_pydict(), pq.read_table(b["truth"]).to_pydict()
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        np.testing.assert_array_equal(np.asarray(ta[k]), np.asarray(tb[k]))
+    assert not np.array_equal(fits.getdata(a["tile"]), fits.getdata(c["tile"]))
+
+
+def test_counts_per_second_units(tmp_path):
+    out = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", seed=2, size=256, n_galaxies=1,
+                        n_stars=1, units="cps", exptime=100.0, sky_level=400.0)
+    hdr = fits.getheader(out["tile"])
+    assert hdr["BUNIT"] == "ADU/s"
+    assert np.median(fits.getdata(out["tile"])) == pytest.approx(4.0, rel=0.02)
+    assert hdr["MAGZP"] == pytest.approx(30.0 - 5.0)
+
+
+def test_true_psf_is_unit_sum_moffat():
+    p = draw_psf(3.5, 3.0, 25)
+    assert p.sum() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError):
+        draw_psf(3.5, 3.0, 24)
+
+
+def test_impossible_packing_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="could not place"):
+        simulate_tile(tmp_path / "x.fits", tmp_path / "x.parquet", seed=1, size=200, n_galaxies=30,
+                      n_stars=0)
+    assert not (tmp_path / "x.fits").exists()
