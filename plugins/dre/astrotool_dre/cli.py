@@ -127,7 +127,7 @@ def detect(tiles: list[str] = TILES,
 
 
 @app.command()
-def psf(tiles: list[str] = TILES, engine: str = typer.Option(None, help="auto | sextractor (PSFEx) | photutils.")):
+def psf(tiles: list[str] = TILES, engine: str = typer.Option(None, help="auto | psfex | photutils.")):
     """Build each tile's PSF from its stars: PSFEx (PSF_SAMPLING 1) when installed, photutils ePSF otherwise."""
     _run_stages(("psf",), tiles, {"psf.engine": engine})
 
@@ -176,8 +176,12 @@ def fit(tiles: list[str] = TILES,
     Chi HDF5 and a summary table (Parquet + FITS) joined to the catalogue."""
     from astrotool.errors import InputError
 
-    if cube is not None and not cube.exists():
-        raise InputError(cube, "model cube not found")
+    if cube is not None:
+        from astrotool_dre.models import read_cube
+
+        if not cube.exists():
+            raise InputError(cube, "model cube not found")
+        read_cube(cube)  # a bad cube is one usage error, not one failure per tile
     _run_stages(("fit",), tiles, {"fit.statistic": statistic, "fit.backend": backend, "fit.device": device,
                                   "fit.batch_size": batch_size, "fit.gain": gain}, cube=cube)
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __docformat__ = "numpy"
 
 Engine = Literal["auto", "sextractor", "photutils"]
+PsfEngine = Literal["auto", "psfex", "photutils"]
 Compression = Literal["none", "low", "medium", "high"]
 Gain = Union[float, Literal["counts", "cps"]]
 
@@ -80,7 +81,7 @@ class DetectConfig(_Strict):
 class PsfConfig(_Strict):
     """``astro dre psf``: PSFEx (PSF_SAMPLING 1) when installed, photutils ePSF otherwise."""
 
-    engine: Engine = "auto"
+    engine: PsfEngine = "auto"
     size: int = Field(25, ge=5, description="PSF side [px]")
     min_stellarity: float = Field(0.8, ge=0, le=1)
     min_snr: float = Field(30.0, ge=0)
@@ -137,6 +138,8 @@ class FitConfig(_Strict):
     zero_point: Union[float, None] = Field(None, description="[mag]; None: the header's MAGZP/ZP, else 30")
     recentre: bool = Field(True, description="shift each cut so the object sits on the models' centre pixel")
     compression: Compression = "medium"
+    star_stellarity: float = Field(0.8, ge=0, le=1, description="STAR flag: CLASS_STAR at or above this "
+                                   "(or a best radius on the grid's lowest edge)")
 
 
 class MosaicsConfig(_Strict):

@@ -21,7 +21,7 @@ pixels; ``ANGLE`` = degrees counter-clockwise from +x, in [0, 180); ``FLUX`` in
 the tile's data units (total flux of the model); ``MAG = ZP - 2.5 log10(FLUX)``
 with ZP from ``dre.fit.zero_point`` or the tile header (``MAGZP``/``ZP``…).
 ``STAR`` is true for unresolved objects (best radius on the grid's lowest edge)
-or ``CLASS_STAR >= dre.cuts.max_stellarity``.
+or ``CLASS_STAR >= dre.fit.star_stellarity`` (0.8).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def summary_table(cuts, cols: dict, paths, cfg: dict):
     table = join(fit, cat, keys=["EXT_NUMBER", "NUMBER"], join_type="left")
     table.sort(["EXT_NUMBER", "NUMBER"])
     stellarity = np.asarray(table["CLASS_STAR"], float) if "CLASS_STAR" in table.colnames else np.zeros(len(table))
-    table["STAR"] = np.asarray(table["LOGR_EDGE_LO"], bool) | (stellarity >= cfg["cuts"]["max_stellarity"])
+    table["STAR"] = np.asarray(table["LOGR_EDGE_LO"], bool) | (stellarity >= cfg["fit"]["star_stellarity"])
     order = [c for c in SUMMARY_FIRST if c in table.colnames]
     return table[order + [c for c in table.colnames if c not in order]]
 

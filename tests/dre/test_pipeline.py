@@ -1,0 +1,112 @@
+"""The whole DRE chain through the command line: recovery of injected galaxies and bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from astrotool_dre.truth import workspace_recovery
+
+SMALL = ["--set", "dre.simulate.size=640", "--set", "dre.simulate.n_galaxies=10", "--set",
+         "dre.simulate.n_stars=14", "--set", "dre.simulate.min_separation=20"]
+
+
+def _simulate(astro, ws, ntiles=1, extra=()):
+    r = astro("-w", ws, *SMALL, *extra, "dre", "simulate", "-n", ntiles)
+    assert r.returncode == 0, r.stderr
+    return ws
+
+
+@pytest.mark.parametrize("engine, psf_engine", [("sextractor", "psfex"), ("photutils", "photutils")])
+def test_chain_recovers_injected_galaxies(astro, tmp_path, engine, psf_engine):
+    from astrotool_dre.detect import find_sextractor
+
+    if engine == "sextractor" and find_sextractor() is None:
+        pytest.skip("source-extractor is not installed")
+    ws = _simulate(astro, tmp_path / engine)
+    eng = ["--set", f"dre.detect.engine={engine!r}".replace("'", '"'),
+           "--set", f"dre.psf.engine={psf_engine!r}".replace("'", '"'), "--set", "dre.cuts.max_stellarity=1.0"]
+    r = astro("-w", ws, *eng, "dre", "run", "--no-mosaics")
+    assert r.returncode == 0, r.stderr
+    assert f"({engine})" in r.stdout and f"PSF {psf_engine}" in r.stdout or f"{psf_engine} from" in r.stdout
+    g, stars = workspace_recovery(ws)
+    assert g["n_matched"] == g["n_truth"] == 10
+    assert g["logr_frac"] >= 0.9 and g["q_frac"] >= 0.9 and g["angle_frac"] >= 0.85, g
+    assert abs(g["median_dflux"]) < 0.03 and g["flux_frac"] >= 0.7, g
+    assert g["edge_minima"] == 0
+    # stars kept by max_stellarity=1.0 are fitted, and flagged rather than reported as galaxies
+    assert stars["n_stars_fitted"] >= 5 and stars["n_flagged"] >= 0.9 * stars["n_stars_fitted"], stars
+    summ = pd.read_parquet(ws / "dre/summary/sim_000_dre.parquet")
+    for col in ["NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX", "MAG", "CHI2",
+                "CHI2_NU", "AX_RATIO_ERR", "ANGLE_ERR", "LOGR_ERR", "FLUX_ERR", "LOGR_EDGE_LO", "LOGR_EDGE_HI",
+                "CLASS_STAR", "STAR"]:
+        assert col in summ.columns, col
+    assert ((summ.ANGLE >= 0) & (summ.ANGLE < 180)).all()
+    assert (ws / "dre/summary/sim_000_dre.fits").is_file()
+    import h5py
+
+    with h5py.File(ws / "dre/chi/sim_000_chi.h5", "r") as f:
+        names = list(f)
+        assert f[names[0]].shape == (1, 10, 13, 21) and f[names[0]].dtype == np.float32
+    assert set(summ.NAME) == set(names)
+    # a second run resumes: every stage is skipped
+    r = astro("-w", ws, *eng, "dre", "run", "--no-mosaics")
+    assert r.returncode == 0 and r.stdout.count("skipped (done)") == 4, r.stdout
+
+
+def test_statistic_dre_and_mosaics(astro, tmp_path):
+    ws = _simulate(astro, tmp_path)
+    r = astro("-w", ws, "dre", "run", "--statistic", "dre")
+    assert r.returncode == 0, r.stderr
+    g, _ = workspace_recovery(ws)
+    assert g["n_matched"] == 10 and g["logr_frac"] >= 0.7, g
+    pngs = list((ws / "dre/mosaics/sim_000").glob("*.png"))
+    fits = list((ws / "dre/mosaics/sim_000").glob("*.fits"))
+    assert len(pngs) == len(fits) == 10
+    from astropy.io import fits as pf
+
+    data = pf.getdata(fits[0])
+    assert data.shape == (128, 512)
+    rec = json.loads(sorted((ws / "runs").iterdir())[-1].joinpath("run.json").read_text())
+    assert rec["config"]["dre"]["fit"]["statistic"] == "dre" and rec["status"] == "ok"
+
+
+def test_bad_tiles_fail_alone_with_clear_messages(astro, tmp_path):
+    from astropy.io import fits
+
+    ws = _simulate(astro, tmp_path)
+    tiles = ws / "dre/tiles"
+    good = fits.getheader(tiles / "sim_000.fits")
+    fits.PrimaryHDU(np.full((300, 300), np.nan, np.float32), header=good).writeto(tiles / "nan.fits")
+    rng = np.random.default_rng(1)
+    fits.PrimaryHDU(rng.normal(100, 5, (300, 300)).astype(np.float32), header=good).writeto(tiles / "empty.fits")
+    r = astro("-w", ws, "dre", "run", "--no-mosaics")
+    assert r.returncode == 1
+    assert "2 item(s) failed" in r.stderr
+    assert f"{tiles / 'nan.fits'}: " in r.stderr and f"{tiles / 'empty.fits'}: no sources detected" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert (ws / "dre/summary/sim_000_dre.parquet").is_file()  # the good tile finished
+
+
+def test_missing_psf_truncated_cuts_and_bad_cube(astro, tmp_path):
+    ws = _simulate(astro, tmp_path)
+    assert astro("-w", ws, "dre", "detect").returncode == 0
+    assert astro("-w", ws, "dre", "cuts").returncode == 0
+    r = astro("-w", ws, "dre", "fit")
+    assert r.returncode == 1 and f"{ws / 'dre/psf/sim_000.psf'}: missing; run `astro dre psf` first" in r.stderr
+    assert astro("-w", ws, "dre", "psf").returncode == 0
+    cuts = ws / "dre/cuts/sim_000_cuts.h5"
+    cuts.write_bytes(cuts.read_bytes()[: cuts.stat().st_size // 3])
+    r = astro("-w", ws, "dre", "fit")
+    assert r.returncode == 1 and f"{cuts}: not a readable HDF5 file" in r.stderr, r.stderr
+    assert not (ws / "dre/summary/sim_000_dre.parquet").exists()
+    assert not [p for p in (ws / "dre/chi").iterdir()]  # nothing half-written
+    from astropy.io import fits
+
+    bad = tmp_path / "badcube.fits"
+    hdu = fits.PrimaryHDU(np.zeros((2, 256, 384), np.float32))
+    hdu.header.update(BOXSIZE=128, NAXRAT=2, DAXRAT=0.5, AXRAT0=0.5, NPOSANG=2, DPOSANG=90.0, POSANG0=0.0)
+    hdu.writeto(bad)
+    r = astro("-w", ws, "dre", "fit", "--cube", bad)
+    assert r.returncode == 2 and f"{bad}: model cube header lacks the key NLOGH" in r.stderr, r.stderr
