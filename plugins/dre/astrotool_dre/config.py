@@ -136,6 +136,8 @@ class FitConfig(_Strict):
     gain: Gain = Field("counts", description="source-noise gain: 'counts' header GAIN, 'cps' GAIN*EXPTIME, or a number")
     reweight: int = Field(1, ge=0, description="passes re-weighting with the best model's source noise")
     zero_point: Union[float, None] = Field(None, description="[mag]; None: the header's MAGZP/ZP, else 30")
+    psf_has_pixel: bool = Field(True, description="the PSF was measured from stars (PSFEx, ePSF), so it contains "
+                                "the pixel response; divide it out once (the models are pixel-integrated)")
     recentre: bool = Field(True, description="shift each cut so the object sits on the models' centre pixel")
     compression: Compression = "medium"
     star_stellarity: float = Field(0.8, ge=0, le=1, description="STAR flag: CLASS_STAR at or above this "

@@ -138,7 +138,7 @@ def prepare_psf(psf, source: str = "PSF") -> np.ndarray:
     return p / total
 
 
-def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float32"):
+def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float32", remove_pixel: bool = False):
     """Convolve every model with the PSF (FFT, batched), keeping the model centre.
 
     Parameters
@@ -155,6 +155,11 @@ def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float
         Models per FFT batch (bounds memory).
     dtype : str
         Output dtype.
+    remove_pixel : bool
+        The PSF is an *effective* PSF measured from stars on pixels (PSFEx,
+        ePSF): it already contains the 1-pixel box response, which the
+        pixel-integrated models contain too. Divide it out of the PSF once
+        (:func:`remove_pixel_response`) so the pixel is not applied twice.
 
     Returns
     -------
@@ -180,6 +185,8 @@ def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float
     kern = np.zeros((ny, nx))
     kern[:ky, :kx] = p
     kern = np.roll(kern, (-cy, -cx), axis=(0, 1))
+    if remove_pixel:
+        kern = remove_pixel_response(kern)
     kf = be.rfft2(be.asarray(kern, dtype), (ny, nx))
     flat = cube.reshape((-1, by, bx))
     out = be.zeros((flat.shape[0], by, bx), dtype)
@@ -188,6 +195,19 @@ def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float
         conv = be.irfft2(be.rfft2(block, (ny, nx)) * kf, (ny, nx))
         out[start:start + chunk] = conv[:, :by, :bx]
     return out.reshape(shape)
+
+
+def remove_pixel_response(kernel: np.ndarray) -> np.ndarray:
+    r"""Divide the 1-pixel box response out of a (wrapped, zero-centred) PSF kernel.
+
+    In Fourier space the box is :math:`\mathrm{sinc}(f_x)\,\mathrm{sinc}(f_y)`
+    (frequencies in cycles per pixel); at most :math:`|f| = 1/2` it is
+    :math:`\ge 2/\pi`, so the division amplifies nothing by more than 2.5 and
+    keeps the PSF's sum.
+    """
+    ny, nx = kernel.shape
+    box = np.sinc(np.fft.fftfreq(ny))[:, None] * np.sinc(np.fft.rfftfreq(nx))[None, :]
+    return np.fft.irfft2(np.fft.rfft2(kernel) / box, s=(ny, nx))
 
 
 # --------------------------------------------------------------------------- model bank

@@ -104,7 +104,7 @@ def fit_tile(tile, paths, cfg: dict, cube_file) -> str:
     gain = resolve_gain(header, fcfg["gain"], paths.tile)
     zp = resolve_zero_point(header, fcfg["zero_point"]) or 30.0
     be = get_backend(fcfg["backend"], fcfg["device"])
-    bank = ModelBank(convolve_cube(cube, psf, be), grid, be)
+    bank = ModelBank(convolve_cube(cube, psf, be, remove_pixel=fcfg["psf_has_pixel"]), grid, be)
     del cube
     data, rms, mask = prepare_stamps(cuts, grid.center, fcfg["recentre"])
     res = fit_objects(bank, data, rms, mask, gain=gain, reweight=fcfg["reweight"], statistic=fcfg["statistic"],

@@ -39,7 +39,7 @@ def tile_mosaics(paths, cfg: dict, cube_file) -> str:
     out.mkdir(parents=True, exist_ok=True)
     index = {n: i for i, n in enumerate(cuts.names)}
     idx = table.loc[names, ["N_IDX", "E_IDX", "T_IDX", "R_IDX"]].to_numpy(int) if names else np.zeros((0, 4), int)
-    models = convolve_cube(cube[tuple(idx.T)], psf) if len(idx) else np.zeros((0,) + cube.shape[-2:])
+    models = convolve_cube(cube[tuple(idx.T)], psf, remove_pixel=cfg["fit"]["psf_has_pixel"]) if len(idx) else np.zeros((0,) + cube.shape[-2:])
     written = 0
     for name, model in zip(names, models):
         row = table.loc[name]
