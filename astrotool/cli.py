@@ -140,6 +140,8 @@ class LazyGroup(TyperGroup):
             raise AstroError(f"plugin {plugin!r}: cannot load command {name!r} ({spec.target}): "
                              f"{type(exc).__name__}: {exc}") from exc
         cmd = typer.main.get_command(app)
+        # completion is installed once, on the root command, not per plugin
+        cmd.params = [p for p in cmd.params if p.name not in ("install_completion", "show_completion")]
         cmd.name = name
         cmd.rich_help_panel = spec.panel
         if not cmd.help:
