@@ -110,6 +110,13 @@ def split_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
     return opts, rest
 
 
+def _plain_markup(cmd) -> None:
+    """Help text is plain text everywhere: units like ``[px]`` must not be read as rich markup."""
+    cmd.rich_markup_mode = None
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_markup(sub)
+
+
 def _stub(spec, broken: str | None = None):
     """A help-only stand-in for a lazily loaded command (no plugin import)."""
     help_text = spec.help if not broken else f"[broken plugin] {broken}"
@@ -142,6 +149,7 @@ class LazyGroup(TyperGroup):
         cmd = typer.main.get_command(app)
         # completion is installed once, on the root command, not per plugin
         cmd.params = [p for p in cmd.params if p.name not in ("install_completion", "show_completion")]
+        _plain_markup(cmd)
         cmd.name = name
         cmd.rich_help_panel = spec.panel
         if not cmd.help:
