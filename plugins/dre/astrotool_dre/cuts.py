@@ -51,41 +51,14 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool_dre import __version__
+
 __docformat__ = "numpy"
 
-__all__ = ["make_cuts", "read_cuts", "list_cuts", "clean_mask", "Cuts", "compression_kwargs"]
+__all__ = ["make_cuts", "read_cuts", "list_cuts", "clean_mask", "Cuts"]
 
 _ATTR_COLUMNS = ("CLASS_STAR", "FLUX_AUTO", "FLUX_RADIUS", "A_IMAGE", "B_IMAGE", "THETA_IMAGE", "MAG_AUTO")
 _TILE_KEYS = ("GAIN", "EXPTIME", "MAGZP", "BUNIT", "SATURATE", "SKYLEVEL", "RDNOISE")
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("astrotool-dre")
-    except Exception:
-        return "unknown"
-
-
-def compression_kwargs(level: str) -> dict:
-    """h5py dataset keywords for ``none|low|medium|high`` (= {} / lzf / gzip 4 / gzip 9)."""
-    try:
-        from astrotool.io.hdf5 import compression_kwargs as core
-
-        return core(level)
-    except ImportError:
-        pass
-    table = {
-        "none": {},
-        "low": {"compression": "lzf"},
-        "medium": {"compression": "gzip", "compression_opts": 4},
-        "high": {"compression": "gzip", "compression_opts": 9},
-    }
-    try:
-        return dict(table[str(level).lower()])
-    except KeyError:
-        raise ValueError(f"compression must be one of none, low, medium, high; got {level!r}") from None
 
 
 def _h5open(path, mode):
@@ -206,6 +179,8 @@ def make_cuts(
 
     from .detect import read_catalog, read_image
 
+    from astrotool.io.hdf5 import compression_kwargs
+
     comp = compression_kwargs(compression)
     cat_path = Path(cat)
     table = read_catalog(cat_path, vignet=False)
@@ -247,7 +222,7 @@ def make_cuts(
     with atomic_path(out_h5) as tmp:
         with _h5open(tmp, "w") as f:
             meta = {
-                "producer": f"astrotool-dre {_version()} make_cuts",
+                "producer": f"astrotool-dre {__version__} make_cuts",
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "tile": images["tile"][0].name,
                 "catalog": cat_path.name,

@@ -73,6 +73,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool_dre import __version__
+
 __docformat__ = "numpy"
 
 __all__ = [
@@ -100,17 +102,8 @@ CATALOG_COLUMNS = [
 _ZP_KEYS = ("MAGZP", "MAGZPT", "MAGZERO", "ZEROPT", "ZP", "PHOTZP", "MAG_ZP")
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("astrotool-dre")
-    except Exception:
-        return "unknown"
-
-
 def _history(tool: str) -> list[str]:
-    return [f"astrotool-dre {_version()} {tool}"]
+    return [f"astrotool-dre {__version__} {tool}"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,18 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool_dre import __version__
+
 __docformat__ = "numpy"
 
 __all__ = ["build_psf", "read_psf", "find_psfex", "psf_fwhm", "write_psfex_format", "select_stars"]
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("astrotool-dre")
-    except Exception:
-        return "unknown"
 
 
 def find_psfex() -> str | None:
@@ -121,13 +114,9 @@ def read_psf(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, "no PSF_MASK table and no 2-D image: not a PSF file")
     if psf.ndim != 2 or min(psf.shape) < 3:
         raise InputError(path, f"PSF has shape {psf.shape}; expected a 2-D image of at least 3x3")
-    if not np.all(np.isfinite(psf)):
-        raise InputError(path, "PSF contains NaN or infinite values")
-    psf = np.clip(psf, 0.0, None)
-    total = psf.sum()
-    if not total > 0:
-        raise InputError(path, "PSF has no positive pixel")
-    return psf / total
+    from astrotool_dre.fit import prepare_psf
+
+    return prepare_psf(psf, path)
 
 
 def psf_fwhm(psf: np.ndarray) -> float:
@@ -420,7 +409,7 @@ def _run_psfex(binary, cat_path, cat, tmp, *, size, min_stellarity, max_ellip, m
             hdr = h[1].header
             n = int(hdr.get("ACCEPTED", 0))
             fwhm = float(hdr.get("PSF_FWHM", np.nan))
-            h[0].header.add_history(f"astrotool-dre {_version()} psf (psfex, PSF_SAMPLING 1)")
+            h[0].header.add_history(f"astrotool-dre {__version__} psf (psfex, PSF_SAMPLING 1)")
             h[0].header.add_history(f"from {cat_path.name}: {int(stars.sum())} star candidates")
         if n == 0:
             raise InputError(cat_path, "PSFEx accepted no star; no PSF can be built")
@@ -478,7 +467,7 @@ def _run_epsf(cat_path, cat, tmp, *, nb_path, seg_path, size, min_stellarity, mi
     arr /= arr.sum()
     fwhm = psf_fwhm(arr)
     write_psfex_format(tmp, arr, n_loaded=n_cand, n_accepted=len(stars), fwhm=fwhm, history=[
-        f"astrotool-dre {_version()} psf (photutils EPSFBuilder, oversampling 1)",
+        f"astrotool-dre {__version__} psf (photutils EPSFBuilder, oversampling 1)",
         f"from {Path(cat_path).name}: {len(stars)} stars, size {size}",
     ])
     return len(stars), fwhm

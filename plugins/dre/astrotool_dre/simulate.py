@@ -64,18 +64,11 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool_dre import __version__
+
 __docformat__ = "numpy"
 
 __all__ = ["simulate_tile", "galaxy_profile", "draw_psf", "moffat_profile"]
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("astrotool-dre")
-    except Exception:  # not installed as a distribution (running from a checkout)
-        return "unknown"
 
 
 def moffat_profile(beta: float, fwhm: float):
@@ -442,7 +435,7 @@ def simulate_tile(
         zero_point=zero_point, saturation=saturation, units=units, edge=edge,
         min_separation=min_separation, isolation=isolation,
     )
-    hdr.add_history(f"astrotool-dre {_version()} simulate_tile (GalSim {galsim.__version__})")
+    hdr.add_history(f"astrotool-dre {__version__} simulate_tile (GalSim {galsim.__version__})")
     hdr.add_history(f"Sersic galaxies + stars * Moffat(beta={psf_beta}, fwhm={psf_fwhm} px)")
     hdr.add_history(f"sky {sky_level} ADU/px, Poisson via gain {gain} e-/ADU, read noise {read_noise} e-")
     hdr.add_history(f"seed {seed}")
@@ -477,7 +470,7 @@ def simulate_tile(
         "SNR": np.asarray(cols[8], dtype=np.float64),
     })
     meta = {
-        b"astrotool": json.dumps({"producer": f"astrotool-dre {_version()} simulate_tile",
+        b"astrotool": json.dumps({"producer": f"astrotool-dre {__version__} simulate_tile",
                                   "tile": Path(path_fits).name, "params": params}).encode(),
         b"conventions": (
             b"X,Y 1-based FITS pixels; LOGR log10 major-axis half-light radius (px); "
@@ -492,7 +485,7 @@ def simulate_tile(
         phdr = fits.Header()
         phdr["PSF_FWHM"] = (psf_fwhm, "Moffat FWHM, px")
         phdr["PSFBETA"] = (psf_beta, "Moffat beta")
-        phdr.add_history(f"astrotool-dre {_version()} true PSF, pixel-integrated, unit sum")
+        phdr.add_history(f"astrotool-dre {__version__} true PSF, pixel-integrated, unit sum")
         with atomic_path(path_psf) as tmp:
             fits.PrimaryHDU(draw_psf(psf_beta, psf_fwhm, psf_size), header=phdr).writeto(tmp)
 
