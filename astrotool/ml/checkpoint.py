@@ -70,6 +70,15 @@ def package_versions(packages: Iterable[str] = ()) -> dict[str, str]:
     return out
 
 
+def _default_mode(path: Path) -> None:
+    """Give a file written by safetensors (0600) the usual permissions (0666 & ~umask)."""
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -119,6 +128,7 @@ def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Pa
     weights = directory / WEIGHTS_FILE
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "architecture": str(arch["name"])})
+        _default_mode(tmp)
     full = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -216,7 +226,7 @@ def load_checkpoint(
     astrotool.errors.InputError
         Missing files, corrupt weights, mismatched pair, unexpected architecture.
     """
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = _resolve_dir(directory)
@@ -238,7 +248,7 @@ def load_checkpoint(
         raise InputError(weights, "weights do not match model.json (SHA-256 differs): mixed checkpoints?")
     try:
         state = load_file(str(weights), device=device)
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(weights, f"corrupt safetensors file ({exc})") from None
     return Checkpoint(path=directory, meta=meta, state_dict=state)
 
@@ -346,6 +356,7 @@ def save_training_state(directory: str | Path, optimizer, state: Mapping[str, An
     path = directory / STATE_TENSORS_FILE
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        _default_mode(tmp)
     write_json_atomic(
         directory / STATE_META_FILE,
         {"format": FORMAT, "optimizer": opt_meta, "loop": dict(state), "tensors_sha256": _sha256(path)},
@@ -361,7 +372,7 @@ def load_training_state(directory: str | Path, optimizer) -> dict:
     astrotool.errors.InputError
         Missing, corrupt or mismatched files.
     """
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -377,7 +388,7 @@ def load_training_state(directory: str | Path, optimizer) -> dict:
         raise InputError(path, "optimizer state does not match training_state.json")
     try:
         tensors = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(path, f"corrupt safetensors file ({exc})") from None
     try:
         optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))

@@ -1,0 +1,51 @@
+"""astrotool-lens: weak-lensing shear simulations and shear estimators.
+
+``astro lens generate`` draws GalSim stamps of sheared galaxies convolved with a
+PSF, ``astro lens measure`` runs the classical HSM estimators (REGAUSS, KSB, BJ,
+LINEAR), ``astro lens train|evaluate|predict|export`` train, score, apply and
+export a CNN shear estimator.
+
+Conventions used throughout: the applied shear, the PSF ellipticity and every
+ellipticity written to a table are *reduced-shear* ellipticities
+g = (a - b)/(a + b) (GalSim's ``g1``/``g2``), measured in the pixel frame with
+x along array axis 1 and y along array axis 0. Where an input is a distortion
+e = (a^2 - b^2)/(a^2 + b^2) it is named ``e`` and converted with
+g = e / (1 + sqrt(1 - |e|^2)).
+
+This module only registers hooks; it imports nothing heavy.
+"""
+
+from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, DoctorCheck, hookimpl
+
+__docformat__ = "numpy"
+__version__ = "0.1.0"
+
+
+@hookimpl
+def astro_commands():
+    return [CommandSpec(name="lens", target="astrotool_lens.cli:app",
+                        help="Weak-lensing shear: GalSim simulations, HSM estimators, CNN shear estimator.")]
+
+
+@hookimpl
+def astro_config_sections():
+    return [ConfigSection(name="lens", model="astrotool_lens.config:LensConfig",
+                          defaults="astrotool_lens:defaults.toml")]
+
+
+@hookimpl
+def astro_workspace_stages():
+    return {"lens": ["shear", "models", "predictions", "reports"]}
+
+
+@hookimpl
+def astro_doctor_checks():
+    return [DoctorCheck(name="galsim", target="astrotool_lens.doctor:check_galsim"),
+            DoctorCheck(name="torch (lens)", target="astrotool_lens.doctor:check_torch"),
+            DoctorCheck(name="onnxruntime", target="astrotool_lens.doctor:check_onnx")]
+
+
+@hookimpl
+def astro_demo_steps():
+    return [DemoStep(name="lens", target="astrotool_lens.demo:run", order=20,
+                     help="simulate sheared galaxies, train a small CNN, compare it with REGAUSS and KSB")]

@@ -1,0 +1,314 @@
+"""``astro lens``: shear simulations, HSM estimators and the CNN shear estimator.
+
+Every command reads its parameters from the ``[lens.<command>]`` configuration
+table; the flags below override single keys. Outputs go to the workspace's
+``lens/`` stages: ``shear/`` (datasets), ``models/``, ``predictions/``,
+``reports/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from astrotool.context import current
+
+__docformat__ = "numpy"
+
+app = typer.Typer(help="Weak-lensing shear: GalSim simulations, HSM estimators, CNN shear estimator.",
+                  no_args_is_help=True)
+
+
+@app.callback()
+def main():
+    """Weak-lensing shear: simulate sheared galaxies, measure them with HSM, train and evaluate a CNN."""
+
+
+def _versions() -> dict:
+    from astrotool.ml.checkpoint import package_versions
+
+    return package_versions(["astrotool-lens", "galsim", "h5py", "pyarrow"])
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [t.strip().upper() for t in text.split(",") if t.strip()]
+
+
+def _model_dir(ctx, name: str, default_dataset: str) -> Path:
+    """A model folder: an existing path, else ``lens/models/<name>``."""
+    p = Path(name).expanduser() if name else None
+    if p is not None and (p / "model.json").is_file():
+        return p
+    return ctx.workspace.stage("lens", "models") / (name or f"{default_dataset}_cnn")
+
+
+@app.command()
+def generate(
+    preset: str = typer.Option(None, "--preset", help="lensnet | shearnet | fields | custom"),
+    name: str = typer.Option(None, "--name", help="dataset name (folder lens/shear/<name>)"),
+    n: int = typer.Option(None, "-n", "--n", help="number of stamps"),
+    shard_size: int = typer.Option(None, "--shard-size", help="stamps per HDF5 shard"),
+    fmt: str = typer.Option(None, "--format", help="hdf5 | lensnet (adds gal_N.fits, psf_N.fits, data.json)"),
+    stamp_size: int = typer.Option(None, "--stamp-size", help="stamp side [pixels]"),
+    pixel_scale: float = typer.Option(None, "--pixel-scale", help="[arcsec/pixel]"),
+    snr: float = typer.Option(None, "--snr", help="constant target S/N"),
+    noise: str = typer.Option(None, "--noise", help="none | gaussian | poisson"),
+    ring: bool = typer.Option(None, "--ring/--no-ring", help="90-degree ring pairs"),
+    field_size: int = typer.Option(None, "--field-size", help="stamps per constant-shear field"),
+    compression: str = typer.Option(None, "--compression", help="none | low | medium | high"),
+):
+    """Draw galaxy (x) PSF stamps with GalSim into HDF5 shards plus a Parquet truth table.
+
+    Parallel over shards (--jobs / --executor), seeded per stamp: the pixels do
+    not depend on the executor or the number of jobs. Finished shards are kept
+    when a run is repeated, so an interrupted run resumes.
+    """
+    from astrotool_lens.generate import generate_dataset
+
+    ctx = current()
+    cfg = ctx.section("lens", {
+        "generate.preset": preset, "generate.name": name, "generate.n": n, "generate.shard_size": shard_size,
+        "generate.format": fmt, "generate.stamp_size": stamp_size, "generate.pixel_scale": pixel_scale,
+        "generate.noise.snr": snr, "generate.noise.kind": noise, "generate.shape.ring": ring,
+        "generate.shear.field_size": field_size, "generate.compression": compression,
+    })
+    g = cfg.generate
+    out = ctx.workspace.stage("lens", "shear") / g.dataset_name
+    seed = g.seed if g.seed is not None else ctx.seed
+    _check_existing(out, g, seed, ctx.overwrite)
+    res = generate_dataset(g, out, seed, mapper=ctx.map, overwrite=ctx.overwrite, versions=_versions())
+    for p in sorted(out.glob("shard*_stamps.h5")):
+        ctx.record.add_output(p)
+    summary = {"dataset": g.dataset_name, "path": str(out), "n": g.n, "shards": res["shards"],
+               "drawn_shards": res["drawn"], "skipped_shards": res["skipped"], "missing_shards": res["missing"],
+               "stamp_size": g.stamp_size, "pixel_scale": g.pixel_scale, "seed": seed}
+    if res["manifest"] is None:
+        ctx.log.warning("%d of %d shards missing: the truth table is written once all exist "
+                        "(re-run the same command to finish)", res["missing"], res["shards"])
+    else:
+        summary["truth"] = str(out / res["manifest"]["truth"])
+        ctx.record.add_output(summary["truth"])
+        if g.format == "lensnet":
+            summary["lensnet"] = str(out / "lensnet" / "data.json")
+    ctx.emit(summary)
+
+
+def _check_existing(out: Path, g, seed: int, overwrite: bool) -> None:
+    """Refuse to mix shards drawn with another configuration or seed."""
+    import json
+
+    from astrotool.errors import AstroError
+
+    if overwrite or not out.is_dir():
+        if overwrite and out.is_dir():
+            keep = {f"shard{k:05d}_stamps.h5" for k in range(-(-g.n // g.shard_size))}
+            for p in out.glob("shard*_stamps.h5"):
+                if p.name not in keep:
+                    p.unlink()
+        return
+    shards = sorted(out.glob("shard*_stamps.h5"))
+    if not shards:
+        return
+    import h5py
+
+    try:
+        with h5py.File(shards[0], "r", locking=False) as h5:
+            old_cfg = json.loads(h5.attrs["config"])
+            old_seed = int(h5.attrs["base_seed"])
+    except (OSError, KeyError, ValueError):
+        return  # unreadable shard: generate_shard redraws it
+    new_cfg = g.model_dump(mode="json")
+    if old_cfg != new_cfg or old_seed != seed:
+        diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+        what = ", ".join(diff) if diff else f"seed {old_seed} -> {seed}"
+        raise AstroError(f"{out}: a dataset drawn with other settings is here ({what}); "
+                         "use --overwrite to replace it or --name for a new one")
+
+
+@app.command()
+def measure(
+    dataset: str = typer.Option(None, "--dataset", help="dataset name or folder"),
+    methods: str = typer.Option(None, "--methods", help="comma list of REGAUSS,KSB,BJ,LINEAR"),
+    conversion: str = typer.Option(None, "--conversion", help="exact | responsivity (distortion -> shear)"),
+):
+    """Measure every stamp with GalSim HSM (REGAUSS, KSB, BJ, LINEAR) into lens/predictions/<dataset>_hsm.parquet.
+
+    Failures are counted per method (and stored as NaN with a flag and message), never fatal.
+    """
+    from astrotool.workspace import is_done
+    from astrotool_lens.data import resolve_dataset
+    from astrotool_lens.measure import measure_dataset
+
+    ctx = current()
+    cfg = ctx.section("lens", {"measure.dataset": dataset, "measure.methods": _split_list(methods),
+                               "measure.conversion": conversion})
+    m = cfg.measure
+    ds = resolve_dataset(ctx.workspace.stage("lens", "shear"), m.dataset or cfg.dataset)
+    out = ctx.workspace.stage("lens", "predictions") / f"{ds.name}_hsm.parquet"
+    if is_done(out, ctx.overwrite):
+        from astrotool.io.tables import parquet_metadata
+
+        meta = parquet_metadata(out)
+        if set(m.methods) <= set(meta.get("methods", [])) and meta.get("conversion") == m.conversion:
+            ctx.log.info("%s exists (use --overwrite to measure again)", out)
+            ctx.emit({"dataset": ds.name, "path": str(out), "skipped": True, "failed": meta.get("failed")})
+            return
+    res = measure_dataset(ds, m.methods, out, m.conversion, m.guess_sig_gal, m.guess_sig_psf, mapper=ctx.map,
+                          metadata={"versions": _versions()})
+    ctx.record.add_input(ds.root)
+    ctx.record.add_output(out)
+    for meth, k in res["failed"].items():
+        if k:
+            ctx.log.warning("%s: %d of %d stamps failed", meth, k, res["n"])
+    ctx.emit({"dataset": ds.name, **res})
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option(None, "--dataset", help="dataset name or folder"),
+    model: str = typer.Option(None, "--model", help="model name (lens/models/<model>)"),
+    epochs: int = typer.Option(None, "--epochs"),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    lr: float = typer.Option(None, "--lr", help="peak learning rate"),
+    loss: str = typer.Option(None, "--loss", help="mse | mae | huber"),
+    target: str = typer.Option(None, "--target", help="ellipticity | shear"),
+    use_psf: bool = typer.Option(None, "--use-psf/--no-psf", help="PSF stamp as a second channel"),
+    width: int = typer.Option(None, "--width", help="channels of the first conv block"),
+    normalisation: str = typer.Option(None, "--normalisation", help="stamp_rms | global | none"),
+    patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]"),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
+):
+    """Train the CNN shear estimator; checkpoints (safetensors + JSON) in lens/models/<model>/.
+
+    Re-running resumes from lens/models/<model>/last (--overwrite starts afresh).
+    """
+    from astrotool_lens.data import resolve_dataset
+    from astrotool_lens.train import train_model
+
+    ctx = current()
+    cfg = ctx.section("lens", {
+        "train.dataset": dataset, "train.model": model, "train.epochs": epochs, "train.batch_size": batch_size,
+        "train.lr": lr, "train.loss": loss, "train.target": target, "train.use_psf": use_psf, "train.width": width,
+        "train.normalisation": normalisation, "train.patience": patience, "train.device": device,
+        "train.resume": resume,
+    })
+    t = cfg.train
+    ds = resolve_dataset(ctx.workspace.stage("lens", "shear"), t.dataset or cfg.dataset)
+    mdir = ctx.workspace.stage("lens", "models") / (t.model or f"{ds.name}_cnn")
+    seed = t.seed if t.seed is not None else ctx.seed
+    with ctx.progress(t.epochs, f"train {mdir.name}") as advance:
+        res = train_model(ds, t, mdir, seed, overwrite=ctx.overwrite, log=ctx.log,
+                          on_epoch=lambda e: advance(1), versions=_versions())
+    ctx.record.add_input(ds.root)
+    ctx.record.add_output(mdir / "model.safetensors")
+    ctx.record.add_output(mdir / "model.json")
+    ctx.emit(res)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(None, "--model", help="model name or folder"),
+    dataset: str = typer.Option(None, "--dataset", help="dataset (default: the model's, test split)"),
+    split: str = typer.Option(None, "--split", help="auto | test | all"),
+    classical: str = typer.Option(None, "--classical", help="comma list of HSM methods ('' for none)"),
+    symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
+    plots: bool = typer.Option(None, "--plots/--no-plots"),
+    as_json: bool = typer.Option(False, "--json", help="print the full metrics as JSON"),
+):
+    """RMSE, MAE, m and c (with errors) and GREAT3 Q for the CNN and the HSM estimators side by side.
+
+    Writes lens/reports/<dataset>_<model>_metrics.json and PNG plots (estimate vs truth,
+    bias vs S/N and size).
+    """
+    from astrotool_lens.data import resolve_dataset
+    from astrotool_lens.evaluate import evaluate as run_eval, summary_lines
+    from astrotool_lens.model import load_estimator
+
+    ctx = current()
+    cls = _split_list(classical) if classical is not None else None
+    cfg = ctx.section("lens", {"evaluate.model": model, "evaluate.dataset": dataset, "evaluate.split": split,
+                               "evaluate.classical": cls, "evaluate.symmetrize": symmetrize,
+                               "evaluate.plots": plots})
+    e = cfg.evaluate
+    mdir = _model_dir(ctx, e.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
+    _, meta = load_estimator(mdir)
+    ds_name = e.dataset or meta["training"].get("dataset_path") or meta["training"]["dataset"]
+    ds = resolve_dataset(ctx.workspace.stage("lens", "shear"), ds_name)
+    report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"), ctx.workspace.stage("lens", "reports"),
+                      mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log)
+    ctx.record.add_input(mdir)
+    ctx.record.add_input(ds.root)
+    for p in [report["report"], report["predictions"], *report["plots"]]:
+        ctx.record.add_output(p)
+    if as_json:
+        ctx.emit(report)
+    else:
+        ctx.emit(f"{report['dataset']} ({report['subset']}, {report['n']} stamps, bias fit {report['bias_fit']}), "
+                 f"model {report['model']}")
+        for line in summary_lines(report):
+            ctx.emit(line)
+        ctx.emit(f"report: {report['report']}")
+
+
+@app.command()
+def predict(
+    inputs: str = typer.Argument(..., help="FITS file, folder of FITS, LensNet data.json, or dataset name/folder"),
+    model: str = typer.Option(None, "--model", help="model name or folder"),
+    psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (PSF-channel models)"),
+    output: str = typer.Option(None, "--output", help="output stem in lens/predictions"),
+    symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize"),
+):
+    """Predict (g1, g2) for stamps; writes lens/predictions/<stem>_<model>.parquet."""
+    import pyarrow as pa
+
+    from astrotool.io.tables import write_parquet
+    from astrotool_lens.evaluate import rmse
+    from astrotool_lens.model import load_estimator
+    from astrotool_lens.predict import predict_inputs, read_inputs
+
+    ctx = current()
+    cfg = ctx.section("lens", {"predict.model": model, "predict.output": output, "predict.symmetrize": symmetrize})
+    pc = cfg.predict
+    mdir = _model_dir(ctx, pc.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
+    est, meta = load_estimator(mdir)
+    need_psf = int(meta["architecture"]["kwargs"]["in_channels"]) == 2
+    inp = read_inputs(inputs, need_psf, psf, shear_stage=ctx.workspace.stage("lens", "shear"))
+    cols = predict_inputs(est, meta, inp, pc.batch_size, pc.symmetrize)
+    out = ctx.workspace.stage("lens", "predictions") / f"{pc.output or inp.stem}_{mdir.name}.parquet"
+    write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
+                                                 "symmetrize": pc.symmetrize, "versions": _versions()})
+    ctx.record.add_input(inputs)
+    ctx.record.add_output(out)
+    summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
+    if "true_g1" in cols:
+        summary["rmse_g1"] = rmse(cols["g1"], cols["true_g1"])
+        summary["rmse_g2"] = rmse(cols["g2"], cols["true_g2"])
+    ctx.emit(summary)
+
+
+@app.command()
+def export(
+    model: str = typer.Option(None, "--model", help="model name or folder"),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write model.onnx (the only format so far)"),
+    output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
+    opset: int = typer.Option(None, "--opset"),
+    symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="include 8-fold averaging"),
+):
+    """Export a trained model to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
+    from astrotool.errors import AstroError
+    from astrotool_lens.export import export_onnx
+
+    ctx = current()
+    cfg = ctx.section("lens", {"export.model": model, "export.opset": opset, "export.symmetrize": symmetrize})
+    x = cfg.export
+    if not onnx:
+        raise AstroError("nothing to export: --onnx is the only format")
+    mdir = _model_dir(ctx, x.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
+    res = export_onnx(mdir, output, x.opset, x.symmetrize, x.parity_samples, x.parity_tol)
+    ctx.record.add_input(mdir)
+    ctx.record.add_output(res["path"])
+    ctx.emit(res)

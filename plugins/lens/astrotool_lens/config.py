@@ -1,0 +1,365 @@
+"""Configuration of the ``lens`` section (pydantic v2, unknown keys are errors).
+
+Simulation presets
+------------------
+``lens.generate.preset`` selects a named set of physical parameters that is
+merged *under* whatever the configuration layers give: any key set in a file,
+an ``ASTRO_LENS__...`` variable, ``--set`` or a flag wins over the preset.
+The packaged ``defaults.toml`` therefore sets no physical parameter of
+``lens.generate``; with ``preset = "custom"`` the field defaults below apply
+(they equal ``lensnet``).
+
+``lensnet``
+    LensNet's generator (a randomised GalSim demo5 / GREAT08 LowNoise):
+    40x40 px at 1 arcsec/px, Moffat beta=3, FWHM 2.85 arcsec truncated at
+    2 FWHM, PSF ellipticity g1, g2 ~ U(-0.02, 0.02) (LensNet's distortion
+    +-0.04), exponential galaxies with half-light radius 0.98 x the PSF's,
+    intrinsic distortion |e| ~ |N(0, 0.2)| redrawn while > 0.6, shear
+    g1, g2 ~ U(-0.4, 0.4) per stamp, centroid uniform in a 1 px disc, Poisson
+    sky noise at S/N 200.
+``shearnet``
+    ShearNet-like: 48x48 px at 0.141 arcsec/px, Gaussian PSF FWHM 0.59 arcsec,
+    round exponential galaxies (no shape noise) with half-light radius
+    U(0.4, 0.8) arcsec, g1, g2 ~ U(-0.1, 0.1), Gaussian noise at S/N 1000.
+``fields``
+    ``lensnet`` galaxies and PSF arranged for a bias measurement: 90-degree
+    ring pairs in constant-shear fields of 1000 stamps, g1, g2 ~ U(-0.1, 0.1)
+    per field, PSF ellipticity constant within a field.
+
+Ranges
+------
+A parameter given as a number is constant; given as ``[lo, hi]`` it is drawn
+uniformly in that interval (log-uniformly where a ``*_dist = "loguniform"``
+option says so).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__docformat__ = "numpy"
+
+Range = Union[float, tuple[float, float]]
+Method = Literal["REGAUSS", "KSB", "BJ", "LINEAR"]
+METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def bounds(r: Range) -> tuple[float, float]:
+    """``(lo, hi)`` of a :data:`Range` (equal for a constant)."""
+    if isinstance(r, (tuple, list)):
+        return float(r[0]), float(r[1])
+    return float(r), float(r)
+
+
+def _check_range(v, info):
+    lo, hi = bounds(v)
+    if lo > hi:
+        raise ValueError(f"{info.field_name}: lower bound {lo} > upper bound {hi}")
+    return v
+
+
+class GalaxyConfig(_Model):
+    """Galaxy light profile before shearing and PSF convolution."""
+
+    profile: Literal["exponential", "sersic", "bulge+disk"] = Field(
+        "exponential", description="exponential | sersic | bulge+disk (de Vaucouleurs bulge + exponential disk)")
+    hlr: Range = Field(0.98, description="half-light radius (of the disk for bulge+disk), in hlr_unit")
+    hlr_unit: Literal["arcsec", "psf_hlr"] = Field(
+        "psf_hlr", description="arcsec, or multiples of the PSF's half-light radius")
+    hlr_dist: Literal["uniform", "loguniform"] = "uniform"
+    flux: Range = Field(1.0, description="total flux [counts] before noise scaling (Poisson noise rescales it to reach the S/N)")
+    sersic_n: Range = Field((0.8, 4.0), description="Sersic index (profile = sersic)")
+    sersic_n_step: float = Field(
+        0.05, gt=0, description="Sersic n is rounded to this grid so GalSim's per-n tables are built once")
+    bulge_fraction: Range = Field((0.0, 0.5), description="bulge flux fraction (profile = bulge+disk)")
+    bulge_hlr_ratio: Range = Field(0.5, description="bulge half-light radius / disk half-light radius")
+
+    check_ranges = field_validator("hlr", "flux", "sersic_n", "bulge_fraction", "bulge_hlr_ratio")(_check_range)
+
+    @model_validator(mode="after")
+    def _positive(self):
+        for name in ("hlr", "flux", "bulge_hlr_ratio"):
+            if bounds(getattr(self, name))[0] <= 0:
+                raise ValueError(f"{name} must be > 0")
+        lo, hi = bounds(self.sersic_n)
+        if lo < 0.3 or hi > 6.2:
+            raise ValueError("sersic_n must lie in [0.3, 6.2] (GalSim's range)")
+        lo, hi = bounds(self.bulge_fraction)
+        if lo < 0 or hi > 1:
+            raise ValueError("bulge_fraction must lie in [0, 1]")
+        return self
+
+
+class ShapeConfig(_Model):
+    """Intrinsic (pre-shear) ellipticity distribution."""
+
+    kind: Literal["none", "gaussian", "uniform"] = Field(
+        "gaussian", description="none (round) | gaussian: |ellipticity| ~ |N(0, sigma)| redrawn while > max | "
+                                "uniform: uniform in the disc |ellipticity| <= max")
+    sigma: float = Field(0.2, ge=0, description="width of the gaussian modulus distribution")
+    max: float = Field(0.6, gt=0, lt=1, description="largest modulus")
+    convention: Literal["g", "e"] = Field(
+        "e", description="whether sigma/max describe the reduced-shear ellipticity g or the distortion e")
+    ring: bool = Field(False, description="90-degree ring pairs: stamps 2k and 2k+1 have opposite intrinsic ellipticity")
+
+
+class PsfConfig(_Model):
+    """Point-spread function; its ellipticity is a reduced shear g applied to the round profile."""
+
+    profile: Literal["moffat", "kolmogorov", "gaussian"] = "moffat"
+    fwhm: Range = Field(2.85, description="FWHM [arcsec]")
+    beta: float = Field(3.0, gt=1.1, description="Moffat beta")
+    trunc: float = Field(2.0, ge=0, description="Moffat truncation radius in units of the FWHM (0 = none)")
+    g1: Range = Field((-0.02, 0.02), description="PSF ellipticity g1 (reduced shear)")
+    g2: Range = Field((-0.02, 0.02), description="PSF ellipticity g2 (reduced shear)")
+    vary: Literal["stamp", "field"] = Field(
+        "stamp", description="draw PSF parameters per stamp (per pair with ring) or once per shear field")
+    shift_with_galaxy: bool = Field(
+        True, description="apply the galaxy's sub-pixel offset to the PSF stamp too (LensNet does)")
+
+    check_ranges = field_validator("fwhm", "g1", "g2")(_check_range)
+
+
+class ShearConfig(_Model):
+    """Applied (lensing) reduced shear."""
+
+    g1: Range = Field((-0.4, 0.4), description="g1 value or [lo, hi]")
+    g2: Range = Field((-0.4, 0.4), description="g2 value or [lo, hi]")
+    field_size: int = Field(
+        1, ge=1, description="stamps per constant-shear field (1 = a new shear per stamp, per pair with ring)")
+
+    check_ranges = field_validator("g1", "g2")(_check_range)
+
+    @model_validator(mode="after")
+    def _below_one(self):
+        a = max(abs(x) for x in bounds(self.g1))
+        b = max(abs(x) for x in bounds(self.g2))
+        if a * a + b * b >= 1:
+            raise ValueError("|g| must stay below 1 over the whole g1, g2 range")
+        return self
+
+
+class NoiseConfig(_Model):
+    """Pixel noise. S/N is GalSim's matched-filter definition sqrt(sum I^2) / sigma."""
+
+    kind: Literal["none", "gaussian", "poisson"] = Field(
+        "poisson", description="none | gaussian (flux kept, sigma set by S/N) | poisson "
+                               "(sky-dominated Poisson noise, flux rescaled to reach the S/N, as GalSim addNoiseSNR)")
+    snr: Range = Field(200.0, description="target S/N (value or [lo, hi])")
+    snr_dist: Literal["uniform", "loguniform"] = "uniform"
+    sky_level: float = Field(1e6, gt=0, description="sky level [counts/arcsec^2] for Poisson noise")
+
+    check_ranges = field_validator("snr")(_check_range)
+
+
+PRESETS: dict[str, dict] = {
+    "lensnet": {
+        "stamp_size": 40,
+        "pixel_scale": 1.0,
+        "offset_radius": 1.0,
+        "galaxy": {"profile": "exponential", "hlr": 0.98, "hlr_unit": "psf_hlr", "flux": 1.0},
+        "shape": {"kind": "gaussian", "sigma": 0.2, "max": 0.6, "convention": "e", "ring": False},
+        "psf": {"profile": "moffat", "fwhm": 2.85, "beta": 3.0, "trunc": 2.0, "g1": [-0.02, 0.02],
+                "g2": [-0.02, 0.02], "vary": "stamp", "shift_with_galaxy": True},
+        "shear": {"g1": [-0.4, 0.4], "g2": [-0.4, 0.4], "field_size": 1},
+        "noise": {"kind": "poisson", "snr": 200.0, "sky_level": 1e6},
+    },
+    "shearnet": {
+        "stamp_size": 48,
+        "pixel_scale": 0.141,
+        "offset_radius": 0.5,
+        "galaxy": {"profile": "exponential", "hlr": [0.4, 0.8], "hlr_unit": "arcsec", "flux": 1.0},
+        "shape": {"kind": "none", "ring": False},
+        "psf": {"profile": "gaussian", "fwhm": 0.59, "g1": 0.0, "g2": 0.0, "vary": "stamp",
+                "shift_with_galaxy": False},
+        "shear": {"g1": [-0.1, 0.1], "g2": [-0.1, 0.1], "field_size": 1},
+        "noise": {"kind": "gaussian", "snr": 1000.0},
+    },
+}
+PRESETS["fields"] = copy.deepcopy(PRESETS["lensnet"])
+PRESETS["fields"]["shape"]["ring"] = True
+PRESETS["fields"]["psf"]["vary"] = "field"
+PRESETS["fields"]["shear"] = {"g1": [-0.1, 0.1], "g2": [-0.1, 0.1], "field_size": 1000}
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class GenerateConfig(_Model):
+    """``astro lens generate``: sheared galaxy stamps."""
+
+    preset: Literal["lensnet", "shearnet", "fields", "custom"] = Field(
+        "lensnet", description="physical parameters merged under the given keys (see module docs)")
+    name: str = Field("", description="dataset name (folder lens/shear/<name>); default: the preset's name")
+    n: int = Field(10000, ge=1, description="number of stamps")
+    shard_size: int = Field(1000, ge=1, description="stamps per HDF5 shard (the unit of parallel work and of resuming)")
+    seed: int | None = Field(None, description="base seed (default: core.seed); stamp i uses a seed derived from (seed, i)")
+    stamp_size: int = Field(40, ge=8, le=512, description="stamp side [pixels]")
+    pixel_scale: float = Field(1.0, gt=0, description="[arcsec / pixel]")
+    offset_radius: float = Field(1.0, ge=0, description="sub-pixel centroid offsets uniform in a disc of this radius [pixels]")
+    format: Literal["hdf5", "lensnet"] = Field(
+        "hdf5", description="hdf5 | lensnet (also gal_N.fits, psf_N.fits and data.json as LensNet reads them)")
+    compression: Literal["none", "low", "medium", "high"] = "low"
+    galaxy: GalaxyConfig = Field(default_factory=GalaxyConfig)
+    shape: ShapeConfig = Field(default_factory=ShapeConfig)
+    psf: PsfConfig = Field(default_factory=PsfConfig)
+    shear: ShearConfig = Field(default_factory=ShearConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if isinstance(data, dict):
+            preset = data.get("preset", "lensnet")
+            if preset in PRESETS:
+                data = _deep_merge(PRESETS[preset], data)
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.shape.ring:
+            if self.n % 2:
+                raise ValueError("ring pairs need an even n")
+            if self.shear.field_size > 1 and self.shear.field_size % 2:
+                raise ValueError("ring pairs need an even shear.field_size")
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        """The dataset name: ``name``, else the preset's name."""
+        return self.name or self.preset
+
+    @property
+    def effective_field_size(self) -> int:
+        """Stamps sharing one shear: ``shear.field_size``, at least 2 with ring pairs."""
+        return max(self.shear.field_size, 2 if self.shape.ring else 1)
+
+
+class MeasureConfig(_Model):
+    """``astro lens measure``: GalSim HSM shear estimators."""
+
+    dataset: str = Field("", description="dataset name or folder (default: lens.generate's dataset)")
+    methods: list[Method] = Field(default_factory=lambda: list(METHODS), description="REGAUSS, KSB, BJ, LINEAR")
+    conversion: Literal["exact", "responsivity"] = Field(
+        "exact", description="distortion e -> shear estimate for REGAUSS/BJ/LINEAR: exact = per object "
+                             "g = e/(1+sqrt(1-|e|^2)) (unbiased for isotropic shapes); responsivity = e/R, "
+                             "R = 2(1 - e_rms^2) over the dataset")
+    guess_sig_gal: float = Field(5.0, gt=0, description="initial galaxy sigma guess [pixels]")
+    guess_sig_psf: float = Field(3.0, gt=0, description="initial PSF sigma guess [pixels]")
+
+
+class TrainConfig(_Model):
+    """``astro lens train``: CNN shear estimator."""
+
+    dataset: str = Field("", description="dataset name or folder (default: lens.generate's dataset)")
+    model: str = Field("", description="model name, folder lens/models/<model> (default: <dataset>_cnn)")
+    target: Literal["ellipticity", "shear"] = Field(
+        "ellipticity", description="ellipticity: the lensed galaxy's pre-PSF reduced-shear ellipticity, whose "
+                                   "ensemble mean is g (unbiased ensemble estimator); shear: g itself "
+                                   "(lower per-galaxy MSE, shrunk towards 0 when there is shape noise)")
+    use_psf: bool = Field(False, description="feed the PSF stamp as a second channel")
+    width: int = Field(32, ge=2, description="channels of the first convolution block (doubling per block)")
+    blocks: int = Field(3, ge=1, le=6, description="conv blocks, each halving the stamp")
+    hidden: int = Field(128, ge=4, description="units of the dense layer")
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.5, ge=0)
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    normalisation: Literal["stamp_rms", "global", "none"] = Field(
+        "stamp_rms", description="stamp_rms: each stamp/channel divided by its RMS; global: by the training set's "
+                                 "per-channel RMS (stored in the checkpoint); none")
+    split: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="train/validation/test fractions, assigned by shear field (or ring pair)")
+    augment: bool = Field(True, description="random flips/90-degree rotations with the matching sign changes of (g1, g2)")
+    patience: int = Field(6, ge=0, description="early-stopping patience [epochs]; 0 = off")
+    seed: int | None = Field(None, description="default: core.seed")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
+    resume: bool = Field(True, description="continue from lens/models/<model>/last when present")
+    max_samples: int = Field(0, ge=0, description="use at most this many stamps (0 = all)")
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v):
+        if min(v) < 0 or abs(sum(v) - 1) > 1e-6 or v[0] <= 0 or v[1] <= 0:
+            raise ValueError("split: three non-negative fractions summing to 1, train and validation > 0")
+        return v
+
+
+class EvaluateConfig(_Model):
+    """``astro lens evaluate``: CNN and classical estimators side by side."""
+
+    dataset: str = Field("", description="dataset (default: the model's training dataset, test split)")
+    model: str = Field("", description="model name or folder (default: lens.train's model)")
+    split: Literal["auto", "test", "all"] = Field(
+        "auto", description="auto = the test split on the training dataset, all stamps on another dataset")
+    classical: list[Method] = Field(default_factory=lambda: list(METHODS),
+                                    description="HSM estimators to compare (measured if missing)")
+    symmetrize: bool = Field(True, description="average the CNN over the 8 flips/rotations (exactly spin-2 equivariant)")
+    batch_size: int = Field(256, ge=1)
+    q_sigma2_min: float = Field(4.0, gt=0, description="GREAT3 Q softening: 4 ground, 1 space")
+    plots: bool = True
+    bins: int = Field(5, ge=2, description="bins for bias vs S/N and size")
+
+
+class PredictConfig(_Model):
+    """``astro lens predict``."""
+
+    model: str = Field("", description="model name or folder (default: lens.train's model)")
+    batch_size: int = Field(256, ge=1)
+    symmetrize: bool = True
+    output: str = Field("", description="output stem (default: from the input's name)")
+
+
+class ExportConfig(_Model):
+    """``astro lens export``."""
+
+    model: str = Field("", description="model name or folder (default: lens.train's model)")
+    opset: int = Field(17, ge=11)
+    symmetrize: bool = Field(True, description="include the 8-fold symmetrisation in the exported graph")
+    parity_tol: float = Field(1e-5, gt=0, description="max |torch - onnxruntime| accepted")
+    parity_samples: int = Field(64, ge=1)
+
+
+class DemoConfig(_Model):
+    """The ``astro demo`` step (<= 60 s on 2 cores)."""
+
+    n_train: int = Field(2400, ge=64)
+    n_fields: int = Field(6, ge=2)
+    field_size: int = Field(100, ge=2)
+    epochs: int = Field(6, ge=1)
+    width: int = Field(12, ge=2)
+
+
+class LensConfig(_Model):
+    """The ``[lens]`` section."""
+
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+
+    @property
+    def dataset(self) -> str:
+        """Default dataset name: ``generate``'s."""
+        return self.generate.dataset_name

@@ -1,0 +1,372 @@
+"""Shear metrics and the side-by-side evaluation of the CNN and HSM estimators.
+
+Metrics (per component i = 1, 2)
+--------------------------------
+* RMSE and MAE of the per-galaxy estimate against the true shear g.
+* Multiplicative and additive bias from the linear fit
+  g_obs - g_true = m g_true + c, by ordinary least squares over constant-shear
+  fields (the per-field mean of the estimates; each stamp is its own field when
+  every stamp has its own shear, each ring pair when every pair has one), with
+  1-sigma errors from the fit residuals (N - 2 degrees of freedom). Computed
+  in the pixel frame (GREAT3 rotates to the PSF frame; for a random or round
+  PSF the two agree on average).
+* GREAT3 constant-shear metric
+  Q = 2000 eta / sqrt(sigma2_min + sum_i [(m_i / 2e-3)^2 + (c_i / 2e-4)^2])
+  with eta = 1.232 and sigma2_min = 4 (ground) or 1 (space); an unbiased
+  estimator scores 1232 on ground.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+GREAT3_ETA = 1.232
+GREAT3_M_FID = 2e-3
+GREAT3_C_FID = 2e-4
+
+
+def rmse(pred, true) -> float:
+    """Root-mean-square error over finite pairs."""
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    ok = np.isfinite(pred) & np.isfinite(true)
+    return float(np.sqrt(np.mean((pred[ok] - true[ok]) ** 2))) if ok.any() else float("nan")
+
+
+def mae(pred, true) -> float:
+    """Mean absolute error over finite pairs."""
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    ok = np.isfinite(pred) & np.isfinite(true)
+    return float(np.mean(np.abs(pred[ok] - true[ok]))) if ok.any() else float("nan")
+
+
+def field_means(g_true, g_est, field=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-field mean true and estimated shear (finite estimates only).
+
+    Returns
+    -------
+    true_mean, est_mean, count : numpy.ndarray
+    """
+    g_true, g_est = np.asarray(g_true, float), np.asarray(g_est, float)
+    ok = np.isfinite(g_est) & np.isfinite(g_true)
+    if field is None:
+        return g_true[ok], g_est[ok], np.ones(int(ok.sum()))
+    field = np.asarray(field)[ok]
+    uniq, inv = np.unique(field, return_inverse=True)
+    cnt = np.bincount(inv).astype(float)
+    return (np.bincount(inv, g_true[ok]) / cnt, np.bincount(inv, g_est[ok]) / cnt, cnt)
+
+
+def fit_bias(g_true, g_est, field=None) -> dict:
+    """Fit g_est - g_true = m g_true + c (OLS over fields).
+
+    Parameters
+    ----------
+    g_true, g_est : array-like
+        True and estimated shear of one component, per stamp.
+    field : array-like, optional
+        Constant-shear field of each stamp; estimates are averaged per field
+        first. ``None``: every stamp is its own field.
+
+    Returns
+    -------
+    dict
+        ``m, m_err, c, c_err`` and ``n_fields``. Errors are NaN with fewer than 3 fields.
+    """
+    x, yest, _ = field_means(g_true, g_est, field)
+    n = len(x)
+    if n < 2 or np.ptp(x) == 0:
+        return {"m": float("nan"), "m_err": float("nan"), "c": float("nan"), "c_err": float("nan"), "n_fields": n}
+    y = yest - x
+    xm, ym = x.mean(), y.mean()
+    sxx = float(np.sum((x - xm) ** 2))
+    m = float(np.sum((x - xm) * (y - ym)) / sxx)
+    c = float(ym - m * xm)
+    if n > 2:
+        s2 = float(np.sum((y - (m * x + c)) ** 2) / (n - 2))
+        m_err = math.sqrt(s2 / sxx)
+        c_err = math.sqrt(s2 * (1.0 / n + xm * xm / sxx))
+    else:
+        m_err = c_err = float("nan")
+    return {"m": m, "m_err": m_err, "c": c, "c_err": c_err, "n_fields": n}
+
+
+def great3_q(m1: float, m2: float, c1: float, c2: float, sigma2_min: float = 4.0) -> float:
+    """GREAT3 constant-shear quality factor Q (higher is better; 1232 = unbiased, ground)."""
+    s = sigma2_min + (m1 / GREAT3_M_FID) ** 2 + (m2 / GREAT3_M_FID) ** 2 + (c1 / GREAT3_C_FID) ** 2 \
+        + (c2 / GREAT3_C_FID) ** 2
+    return float(2000.0 * GREAT3_ETA / math.sqrt(s)) if np.isfinite(s) else float("nan")
+
+
+def estimator_metrics(g1_true, g2_true, est1, est2, field=None, sigma2_min: float = 4.0) -> dict:
+    """Every metric for one estimator.
+
+    Returns
+    -------
+    dict
+        ``n, n_failed, rmse_g1, rmse_g2, mae_g1, mae_g2, m1, m1_err, m2, m2_err,
+        c1, c1_err, c2, c2_err, q, n_fields``.
+    """
+    est1, est2 = np.asarray(est1, float), np.asarray(est2, float)
+    ok = np.isfinite(est1) & np.isfinite(est2)
+    b1 = fit_bias(g1_true, np.where(ok, est1, np.nan), field)
+    b2 = fit_bias(g2_true, np.where(ok, est2, np.nan), field)
+    out = {
+        "n": int(len(est1)), "n_failed": int((~ok).sum()),
+        "rmse_g1": rmse(est1, g1_true), "rmse_g2": rmse(est2, g2_true),
+        "mae_g1": mae(est1, g1_true), "mae_g2": mae(est2, g2_true),
+        "m1": b1["m"], "m1_err": b1["m_err"], "m2": b2["m"], "m2_err": b2["m_err"],
+        "c1": b1["c"], "c1_err": b1["c_err"], "c2": b2["c"], "c2_err": b2["c_err"],
+        "n_fields": b1["n_fields"],
+    }
+    out["q"] = great3_q(out["m1"], out["m2"], out["c1"], out["c2"], sigma2_min)
+    return out
+
+
+def binned_bias(g1_true, g2_true, est1, est2, by, bins: int = 5, field=None) -> list[dict]:
+    """m and c per quantile bin of ``by`` (e.g. S/N or size).
+
+    Returns
+    -------
+    list of dict
+        ``lo, hi, center, n, m1, m1_err, m2, m2_err, c1, c2`` per non-empty bin.
+    """
+    by = np.asarray(by, float)
+    fin = np.isfinite(by)
+    if not fin.any():
+        return []
+    uniq = np.unique(by[fin])
+    edges = np.unique(np.quantile(by[fin], np.linspace(0, 1, bins + 1))) if len(uniq) > 1 else uniq[[0, 0]]
+    out = []
+    for k in range(max(len(edges) - 1, 1)):
+        lo, hi = edges[k], edges[min(k + 1, len(edges) - 1)]
+        sel = fin & (by >= lo) & ((by <= hi) if k == len(edges) - 2 or lo == hi else (by < hi))
+        if sel.sum() < 3:
+            continue
+        f = None if field is None else np.asarray(field)[sel]
+        b1 = fit_bias(np.asarray(g1_true)[sel], np.asarray(est1)[sel], f)
+        b2 = fit_bias(np.asarray(g2_true)[sel], np.asarray(est2)[sel], f)
+        out.append({"lo": float(lo), "hi": float(hi), "center": float(np.median(by[sel])), "n": int(sel.sum()),
+                    "m1": b1["m"], "m1_err": b1["m_err"], "m2": b2["m"], "m2_err": b2["m_err"],
+                    "c1": b1["c"], "c2": b2["c"]})
+    return out
+
+
+# ============================================================================ plots
+
+
+def plot_pred_vs_true(path: Path, g_true: tuple, estimates: dict, title: str = "") -> Path:
+    """Scatter of estimated vs true g1 and g2, one column per estimator (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from astrotool.workspace import atomic_path
+
+    names = list(estimates)
+    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.2), squeeze=False)
+    lim = float(np.nanmax(np.abs(np.concatenate([np.asarray(g_true[0]), np.asarray(g_true[1])])))) * 1.3 or 0.1
+    for j, name in enumerate(names):
+        for i in range(2):
+            ax = axes[i, j]
+            est = np.asarray(estimates[name][i])
+            ok = np.isfinite(est)
+            ax.scatter(np.asarray(g_true[i])[ok], est[ok], s=2, alpha=0.3, rasterized=True)
+            ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-1.6 * lim, 1.6 * lim)
+            ax.set_xlabel(f"true g{i + 1}")
+            ax.set_ylabel(f"estimated g{i + 1}")
+            ax.set_title(f"{name}  RMSE {rmse(est, g_true[i]):.4f}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_bias_vs(path: Path, quantity: str, unit: str, binned: dict, title: str = "") -> Path:
+    """m1, m2 (with errors) per bin of ``quantity`` for every estimator (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from astrotool.workspace import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name, rows in binned.items():
+        if not rows:
+            continue
+        x = np.array([r["center"] for r in rows])
+        for i, ax in enumerate(axes):
+            m = np.array([r[f"m{i + 1}"] for r in rows])
+            e = np.array([r[f"m{i + 1}_err"] for r in rows])
+            ax.errorbar(x, m, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=2, label=name)
+    for i, ax in enumerate(axes):
+        ax.axhline(0, color="k", lw=0.8)
+        ax.axhspan(-2e-3, 2e-3, color="0.85", zorder=0)
+        ax.set_xlabel(f"{quantity} [{unit}]" if unit else quantity)
+        ax.set_ylabel(f"m{i + 1}")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+# ============================================================================ evaluation
+
+
+def evaluation_indices(ds, meta: dict, split: str) -> tuple[np.ndarray, str]:
+    """Stamp indices to evaluate and the name of the subset."""
+    from astrotool.errors import InputError
+
+    tr = meta.get("training", {})
+    same = tr.get("dataset") == ds.name and Path(tr.get("dataset_path", "")).resolve() == ds.root.resolve()
+    if split == "all" or (split == "auto" and not same):
+        return np.arange(ds.n), "all"
+    if not same:
+        raise InputError(ds.root, f"split 'test' needs the model's training dataset ({tr.get('dataset')!r})")
+    _, _, test = ds.split(tr["split"], tr["seed"])
+    if len(test) == 0:
+        raise InputError(ds.root, "the training split left no test fields; evaluate on another dataset")
+    return test, "test"
+
+
+def fields_of(ds) -> np.ndarray | None:
+    """Constant-shear field of each stamp (None when every stamp has its own shear)."""
+    if int(ds.manifest.get("field_size", 1)) <= 1:
+        return None
+    return np.asarray(ds.truth["field"])
+
+
+def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, mapper=None,
+             hsm_table: Path | None = None, measure_cfg=None, log=None) -> dict:
+    """Score the CNN and the classical estimators on the same stamps.
+
+    Parameters
+    ----------
+    ds : ShearDataset
+    model_dir : path-like
+        Checkpoint folder.
+    cfg : EvaluateConfig
+    predictions_dir, reports_dir : path-like
+        ``lens/predictions`` and ``lens/reports``.
+    mapper : callable, optional
+        ``Context.map``-like, used to measure the HSM estimators when needed.
+    hsm_table : path-like, optional
+        Existing HSM table (default ``<predictions>/<dataset>_hsm.parquet``;
+        measured if missing or lacking a method).
+    measure_cfg : MeasureConfig, optional
+
+    Returns
+    -------
+    dict
+        ``dataset, model, subset, n, estimators {name: metrics}, plots, report, predictions``.
+    """
+    import pyarrow as pa
+
+    from astrotool.io.tables import read_parquet, write_parquet, parquet_metadata
+    from astrotool.workspace import write_json_atomic
+    from astrotool_lens.measure import measure_dataset
+    from astrotool_lens.model import load_estimator, predict_array
+    from astrotool_lens.train import dataset_inputs
+
+    model_dir = Path(model_dir)
+    model, meta = load_estimator(model_dir)
+    idx, subset = evaluation_indices(ds, meta, cfg.split)
+    truth = ds.truth
+    g1, g2 = np.asarray(truth["g1"])[idx], np.asarray(truth["g2"])[idx]
+    fields_all = fields_of(ds)
+    if fields_all is None and ds.manifest.get("ring"):
+        fields_all = np.asarray(truth["pair"])
+    field = None if fields_all is None else fields_all[idx]
+
+    use_psf = bool(meta["training"].get("use_psf"))
+    x = dataset_inputs(ds, use_psf, idx)
+    from astrotool_lens.model import check_stamps
+
+    x = check_stamps(x, meta, ds.root)
+    pred = predict_array(model, x, cfg.batch_size, cfg.symmetrize)
+    mname = model_dir.name
+    pred_path = Path(predictions_dir) / f"{ds.name}_{mname}.parquet"
+    write_parquet(pa.table({"index": idx, "g1": pred[:, 0].astype(float), "g2": pred[:, 1].astype(float),
+                            "true_g1": g1, "true_g2": g2}), pred_path,
+                  metadata={"dataset": ds.name, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize})
+
+    estimates = {"CNN": (pred[:, 0].astype(float), pred[:, 1].astype(float))}
+    methods = list(cfg.classical)
+    if methods:
+        hsm_path = Path(hsm_table) if hsm_table else Path(predictions_dir) / f"{ds.name}_hsm.parquet"
+        have: list[str] = []
+        if hsm_path.exists():
+            have = list(parquet_metadata(hsm_path).get("methods", []))
+        if not set(methods) <= set(have):
+            if log:
+                log.info("measuring %s on %s (HSM)", ", ".join(methods), ds.name)
+            mc = measure_cfg
+            from astrotool_lens.config import METHODS
+
+            wanted = [m for m in METHODS if m in set(methods) | set(have)]
+            measure_dataset(ds, wanted, hsm_path, conversion=mc.conversion if mc else "exact",
+                            guess_sig_gal=mc.guess_sig_gal if mc else 5.0,
+                            guess_sig_psf=mc.guess_sig_psf if mc else 3.0, mapper=mapper)
+        t = read_parquet(hsm_path)
+        hidx = t.column("index").to_numpy()
+        pos = np.full(ds.n, -1)
+        pos[hidx] = np.arange(len(hidx))
+        rows = pos[idx]
+        for m in methods:
+            k = m.lower()
+            a = t.column(f"{k}_g1").to_numpy(zero_copy_only=False)[rows].astype(float)
+            b = t.column(f"{k}_g2").to_numpy(zero_copy_only=False)[rows].astype(float)
+            estimates[m] = (a, b)
+
+    results = {name: estimator_metrics(g1, g2, e1, e2, field, cfg.q_sigma2_min) for name, (e1, e2) in estimates.items()}
+    plots = []
+    stem = f"{ds.name}_{mname}"
+    if cfg.plots:
+        rd = Path(reports_dir)
+        title = f"{ds.name} ({subset}, {len(idx)} stamps), model {mname}"
+        plots.append(str(plot_pred_vs_true(rd / f"{stem}_pred-vs-true.png", (g1, g2), estimates, title)))
+        for col, label, unit in (("snr", "S/N", ""), ("hlr", "half-light radius", "arcsec")):
+            by = np.asarray(truth[col], float)[idx]
+            binned = {name: binned_bias(g1, g2, e1, e2, by, cfg.bins, field) for name, (e1, e2) in estimates.items()}
+            plots.append(str(plot_bias_vs(rd / f"{stem}_bias-vs-{col}.png", label, unit, binned, title)))
+    report = {
+        "dataset": ds.name, "model": mname, "subset": subset, "n": int(len(idx)),
+        "target": meta["training"].get("target"), "symmetrize": cfg.symmetrize,
+        "bias_fit": "per constant-shear field" if field is not None else "per stamp",
+        "estimators": results, "plots": plots, "predictions": str(pred_path),
+    }
+    report_path = Path(reports_dir) / f"{stem}_metrics.json"
+    write_json_atomic(report_path, report)
+    report["report"] = str(report_path)
+    return report
+
+
+def summary_lines(report: dict, names: Sequence[str] | None = None) -> list[str]:
+    """Human-readable lines: RMSE, m, c and Q per estimator."""
+    lines = []
+    for name, r in report["estimators"].items():
+        if names and name not in names:
+            continue
+        lines.append(
+            f"{name:8s} RMSE g1 {r['rmse_g1']:.4f} g2 {r['rmse_g2']:.4f} | "
+            f"m1 {r['m1']:+.4f}±{r['m1_err']:.4f} m2 {r['m2']:+.4f}±{r['m2_err']:.4f} | "
+            f"c1 {r['c1']:+.5f}±{r['c1_err']:.5f} c2 {r['c2']:+.5f}±{r['c2_err']:.5f} | "
+            f"Q {r['q']:.0f}" + (f" | failed {r['n_failed']}" if r["n_failed"] else "")
+        )
+    return lines

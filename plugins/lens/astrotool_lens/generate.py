@@ -1,0 +1,610 @@
+"""GalSim shear simulations: galaxy (x) PSF stamps with a full truth table.
+
+Conventions
+-----------
+* Shear, PSF ellipticity and every ellipticity in the truth table are reduced
+  shears g = (a - b)/(a + b) in the pixel frame (x = array axis 1, y = axis 0).
+  An intrinsic shape distribution given in distortion (``shape.convention =
+  "e"``) is converted per object with g = e / (1 + sqrt(1 - |e|^2)).
+* A stamp is ``Convolve(galaxy.shear(intrinsic).shear(g), psf.shear(g_psf))``
+  drawn with GalSim's default method (pixel response included) at a sub-pixel
+  offset. ``obs_g1, obs_g2`` in the truth table are the pre-PSF ellipticity of
+  the lensed galaxy, (eps_s + g) / (1 + conj(g) eps_s), whose ensemble mean over
+  isotropic intrinsic shapes is exactly g.
+* The PSF stamp is the PSF convolved with the pixel, drawn by FFT like the
+  galaxy (unit flux), centred unless ``psf.shift_with_galaxy``.
+
+Reproducibility
+---------------
+Every random number of stamp ``i`` comes from generators seeded with
+``(seed, i)`` (offset and noise), ``(seed, galaxy key)`` (galaxy, intrinsic
+shape, per-stamp PSF; the key is the pair index with ring pairs) and
+``(seed, field)`` (shear, per-field PSF). Pixels therefore do not depend on how
+stamps are split into shards, on ``--jobs`` or on the executor.
+
+Speed
+-----
+Profiles are built once per worker with unit size and flux and then dilated /
+rescaled (GalSim's expensive per-profile set-up, e.g. a truncated Moffat's or a
+Sersic index's tables, is paid once), and the PSF stamp is drawn once when it
+does not change from stamp to stamp.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from astrotool_lens.config import GenerateConfig, bounds
+
+__docformat__ = "numpy"
+
+TRUTH_COLUMNS = (
+    "index", "field", "pair", "ring_member", "g1", "g2", "int_g1", "int_g2", "obs_g1", "obs_g2",
+    "profile", "hlr", "flux", "sersic_n", "bulge_fraction", "bulge_hlr", "psf_fwhm", "psf_hlr",
+    "psf_g1", "psf_g2", "dx", "dy", "snr", "noise_var", "noise_seed",
+)
+"""Columns of the truth table (angles and sizes in arcsec, offsets in pixels)."""
+
+PROFILE_CODES = {"exponential": 0, "sersic": 1, "bulge+disk": 2}
+
+_KIND_STAMP, _KIND_GALAXY, _KIND_FIELD = 0, 1, 2
+
+
+def e_to_g(e1, e2):
+    """Distortion (e1, e2) to reduced-shear ellipticity (g1, g2).
+
+    g = e / (1 + sqrt(1 - |e|^2)); works on scalars and arrays.
+    """
+    e1 = np.asarray(e1, dtype=float)
+    e2 = np.asarray(e2, dtype=float)
+    mod2 = np.clip(e1 * e1 + e2 * e2, 0.0, 1.0)
+    f = 1.0 / (1.0 + np.sqrt(1.0 - mod2))
+    return e1 * f, e2 * f
+
+
+def g_to_e(g1, g2):
+    """Reduced-shear ellipticity (g1, g2) to distortion: e = 2 g / (1 + |g|^2)."""
+    g1 = np.asarray(g1, dtype=float)
+    g2 = np.asarray(g2, dtype=float)
+    f = 2.0 / (1.0 + g1 * g1 + g2 * g2)
+    return g1 * f, g2 * f
+
+
+def compose_shear(eps1, eps2, g1, g2):
+    """Ellipticity of a source of ellipticity eps after a reduced shear g.
+
+    eps' = (eps + g) / (1 + conj(g) eps), all in the reduced-shear convention
+    (identical to ``obj.shear(eps).shear(g)`` in GalSim).
+    """
+    eps = np.asarray(eps1) + 1j * np.asarray(eps2)
+    g = np.asarray(g1) + 1j * np.asarray(g2)
+    out = (eps + g) / (1.0 + np.conj(g) * eps)
+    return out.real, out.imag
+
+
+def _rng(base_seed: int, kind: int, key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(int(base_seed) & ((1 << 64) - 1), spawn_key=(kind, int(key))))
+
+
+def _uniform(rng: np.random.Generator, r, dist: str = "uniform") -> float:
+    """One draw of a Range; always consumes exactly one variate (stable streams)."""
+    u = rng.random()
+    lo, hi = bounds(r)
+    if lo == hi:
+        return lo
+    if dist == "loguniform":
+        return float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+    return lo + u * (hi - lo)
+
+
+@dataclass
+class _Params:
+    """Everything drawn for one stamp."""
+
+    index: int
+    field: int
+    pair: int
+    ring_member: int
+    g1: float
+    g2: float
+    int_g1: float
+    int_g2: float
+    hlr: float
+    flux: float
+    sersic_n: float
+    bulge_fraction: float
+    bulge_hlr: float
+    psf_fwhm: float
+    psf_g1: float
+    psf_g2: float
+    dx: float
+    dy: float
+    snr: float
+    noise_seed: int
+
+
+class StampRenderer:
+    """Draws stamps for one configuration, caching GalSim profiles per worker.
+
+    Parameters
+    ----------
+    cfg : GenerateConfig
+        The simulation configuration.
+    base_seed : int
+        Base seed; stamp ``i`` depends only on ``(base_seed, i)`` and the config.
+    """
+
+    def __init__(self, cfg: GenerateConfig, base_seed: int):
+        import galsim
+
+        self.galsim = galsim
+        self.cfg = cfg
+        self.base_seed = int(base_seed)
+        self.field_size = cfg.effective_field_size
+        p = cfg.psf
+        if p.profile == "moffat":
+            kw = {"trunc": p.trunc} if p.trunc > 0 else {}
+            self.psf_unit = galsim.Moffat(beta=p.beta, fwhm=1.0, **kw)
+        elif p.profile == "kolmogorov":
+            self.psf_unit = galsim.Kolmogorov(fwhm=1.0)
+        else:
+            self.psf_unit = galsim.Gaussian(fwhm=1.0)
+        self.psf_unit_hlr = float(self.psf_unit.half_light_radius)
+        self.exp_unit = galsim.Exponential(half_light_radius=1.0)
+        self.dev_unit = None
+        self._sersic: dict[float, Any] = {}
+        self._psf_cache: dict[tuple, np.ndarray] = {}
+        self._field_cache: dict[int, tuple] = {}
+        self._gal_cache: dict[int, tuple] = {}
+        s = cfg.stamp_size
+        self.gimg = galsim.ImageF(s, s, scale=cfg.pixel_scale)
+        self.pimg = galsim.ImageF(s, s, scale=cfg.pixel_scale)
+
+    # ------------------------------------------------------------------ parameters
+    def _field_params(self, field: int) -> tuple:
+        if field not in self._field_cache:
+            cfg = self.cfg
+            rng = _rng(self.base_seed, _KIND_FIELD, field)
+            g1 = _uniform(rng, cfg.shear.g1)
+            g2 = _uniform(rng, cfg.shear.g2)
+            psf = self._draw_psf(rng)
+            if len(self._field_cache) > 64:
+                self._field_cache.clear()
+            self._field_cache[field] = (g1, g2, psf)
+        return self._field_cache[field]
+
+    def _draw_psf(self, rng) -> tuple[float, float, float]:
+        p = self.cfg.psf
+        return _uniform(rng, p.fwhm), _uniform(rng, p.g1), _uniform(rng, p.g2)
+
+    def _galaxy_params(self, key: int) -> tuple:
+        if key in self._gal_cache:
+            return self._gal_cache[key]
+        cfg = self.cfg
+        g = cfg.galaxy
+        rng = _rng(self.base_seed, _KIND_GALAXY, key)
+        hlr = _uniform(rng, g.hlr, g.hlr_dist)
+        flux = _uniform(rng, g.flux)
+        n = _uniform(rng, g.sersic_n)
+        n = round(round(n / g.sersic_n_step) * g.sersic_n_step, 6)
+        bf = _uniform(rng, g.bulge_fraction)
+        br = _uniform(rng, g.bulge_hlr_ratio)
+        # intrinsic shape
+        sh = cfg.shape
+        if sh.kind == "none":
+            mod = 0.0
+            rng.random()
+        elif sh.kind == "gaussian":
+            mod = abs(rng.normal(0.0, sh.sigma))
+            for _ in range(10000):
+                if mod <= sh.max:
+                    break
+                mod = abs(rng.normal(0.0, sh.sigma))
+            else:  # pragma: no cover - sigma >> max
+                mod = sh.max * rng.random()
+        else:
+            mod = sh.max * math.sqrt(rng.random())
+        beta = math.pi * rng.random()
+        c, s = math.cos(2 * beta), math.sin(2 * beta)
+        if sh.convention == "e":
+            i1, i2 = (float(x) for x in e_to_g(mod * c, mod * s))
+        else:
+            i1, i2 = mod * c, mod * s
+        psf = self._draw_psf(rng)
+        snr = _uniform(rng, cfg.noise.snr, cfg.noise.snr_dist)
+        out = (hlr, flux, n, bf, br, i1, i2, psf, snr)
+        if len(self._gal_cache) > 64:
+            self._gal_cache.clear()
+        self._gal_cache[key] = out
+        return out
+
+    def params(self, i: int) -> _Params:
+        """Draw the parameters of stamp ``i`` (independent of any other stamp's)."""
+        cfg = self.cfg
+        field = i // self.field_size  # a field is one stamp (one pair with ring) when field_size = 1
+        ring = cfg.shape.ring
+        pair = i // 2 if ring else i
+        member = i % 2 if ring else 0
+        g1, g2, field_psf = self._field_params(field)
+        hlr, flux, n, bf, br, i1, i2, gal_psf, snr = self._galaxy_params(pair)
+        if member:
+            i1, i2 = -i1, -i2
+        fwhm, pg1, pg2 = field_psf if cfg.psf.vary == "field" else gal_psf
+        psf_hlr = self.psf_unit_hlr * fwhm
+        if cfg.galaxy.hlr_unit == "psf_hlr":
+            hlr = hlr * psf_hlr
+        srng = _rng(self.base_seed, _KIND_STAMP, i)
+        r = cfg.offset_radius * math.sqrt(srng.random())
+        phi = 2 * math.pi * srng.random()
+        noise_seed = int(srng.integers(1, 2**31 - 1))
+        return _Params(
+            index=i, field=field, pair=pair, ring_member=member, g1=g1, g2=g2, int_g1=i1, int_g2=i2,
+            hlr=hlr, flux=flux, sersic_n=n, bulge_fraction=bf, bulge_hlr=br * hlr, psf_fwhm=fwhm,
+            psf_g1=pg1, psf_g2=pg2, dx=r * math.cos(phi), dy=r * math.sin(phi), snr=snr,
+            noise_seed=noise_seed,
+        )
+
+    # ------------------------------------------------------------------ profiles
+    def _sersic_unit(self, n: float):
+        if n not in self._sersic:
+            if len(self._sersic) > 256:
+                self._sersic.clear()
+            self._sersic[n] = self.galsim.Sersic(n=n, half_light_radius=1.0)
+        return self._sersic[n]
+
+    def galaxy(self, p: _Params):
+        """The pre-PSF galaxy profile of stamp parameters ``p`` (sheared, intrinsic shape applied)."""
+        prof = self.cfg.galaxy.profile
+        if prof == "exponential":
+            gal = self.exp_unit.dilate(p.hlr).withFlux(p.flux)
+        elif prof == "sersic":
+            gal = self._sersic_unit(p.sersic_n).dilate(p.hlr).withFlux(p.flux)
+        else:
+            if self.dev_unit is None:
+                self.dev_unit = self.galsim.DeVaucouleurs(half_light_radius=1.0)
+            gal = self.galsim.Add([
+                self.dev_unit.dilate(p.bulge_hlr).withFlux(p.flux * p.bulge_fraction),
+                self.exp_unit.dilate(p.hlr).withFlux(p.flux * (1.0 - p.bulge_fraction)),
+            ])
+        if p.int_g1 or p.int_g2:
+            gal = gal.shear(g1=p.int_g1, g2=p.int_g2)
+        return gal.shear(g1=p.g1, g2=p.g2)
+
+    def psf(self, p: _Params):
+        """The PSF profile of stamp parameters ``p``."""
+        psf = self.psf_unit.dilate(p.psf_fwhm)
+        if p.psf_g1 or p.psf_g2:
+            psf = psf.shear(g1=p.psf_g1, g2=p.psf_g2)
+        return psf
+
+    # ------------------------------------------------------------------ drawing
+    def draw(self, i: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Draw stamp ``i``.
+
+        Returns
+        -------
+        gal, psf : numpy.ndarray
+            float32 (stamp_size, stamp_size) galaxy and PSF stamps.
+        truth : dict
+            The stamp's row of the truth table.
+        """
+        galsim = self.galsim
+        cfg = self.cfg
+        p = self.params(i)
+        psf = self.psf(p)
+        offset = (p.dx, p.dy)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", galsim.GalSimWarning)
+            galsim.Convolve([self.galaxy(p), psf]).drawImage(image=self.gimg, offset=offset)
+            pkey = (p.psf_fwhm, p.psf_g1, p.psf_g2, offset if cfg.psf.shift_with_galaxy else None)
+            parr = self._psf_cache.get(pkey)
+            if parr is None:
+                psf.drawImage(image=self.pimg, method="fft",
+                              offset=offset if cfg.psf.shift_with_galaxy else None)
+                parr = self.pimg.array.astype(np.float32, copy=True)
+                if len(self._psf_cache) > 8:
+                    self._psf_cache.clear()
+                self._psf_cache[pkey] = parr
+        flux, noise_var = p.flux, 0.0
+        nz = cfg.noise
+        if nz.kind != "none":
+            dev = galsim.BaseDeviate(p.noise_seed)
+            signal = float(np.sqrt(np.sum(self.gimg.array.astype(np.float64) ** 2)))
+            if nz.kind == "gaussian":
+                sigma = signal / p.snr
+                self.gimg.addNoise(galsim.GaussianNoise(dev, sigma=sigma))
+                noise_var = sigma * sigma
+            else:
+                sky = nz.sky_level * cfg.pixel_scale**2
+                scale = p.snr * math.sqrt(sky) / signal
+                self.gimg *= scale
+                self.gimg.addNoise(galsim.PoissonNoise(dev, sky_level=sky))
+                flux, noise_var = p.flux * scale, sky
+        obs1, obs2 = compose_shear(p.int_g1, p.int_g2, p.g1, p.g2)
+        truth = {
+            "index": p.index, "field": p.field, "pair": p.pair, "ring_member": p.ring_member,
+            "g1": p.g1, "g2": p.g2, "int_g1": p.int_g1, "int_g2": p.int_g2,
+            "obs_g1": float(obs1), "obs_g2": float(obs2),
+            "profile": cfg.galaxy.profile, "hlr": p.hlr, "flux": flux,
+            "sersic_n": p.sersic_n if cfg.galaxy.profile == "sersic" else (
+                4.0 if cfg.galaxy.profile == "bulge+disk" else 1.0),
+            "bulge_fraction": p.bulge_fraction if cfg.galaxy.profile == "bulge+disk" else 0.0,
+            "bulge_hlr": p.bulge_hlr if cfg.galaxy.profile == "bulge+disk" else 0.0,
+            "psf_fwhm": p.psf_fwhm, "psf_hlr": self.psf_unit_hlr * p.psf_fwhm,
+            "psf_g1": p.psf_g1, "psf_g2": p.psf_g2, "dx": p.dx, "dy": p.dy,
+            "snr": p.snr if nz.kind != "none" else float("inf"), "noise_var": noise_var,
+            "noise_seed": p.noise_seed,
+        }
+        return self.gimg.array.astype(np.float32, copy=True), parr.copy(), truth
+
+
+def draw_stamps(cfg: GenerateConfig, base_seed: int, start: int, stop: int,
+                renderer: StampRenderer | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Draw stamps ``start .. stop-1``.
+
+    Parameters
+    ----------
+    cfg : GenerateConfig
+    base_seed : int
+    start, stop : int
+        Global stamp indices; the pixels of stamp ``i`` do not depend on them.
+    renderer : StampRenderer, optional
+        Reuse a renderer (and its cached profiles) across calls.
+
+    Returns
+    -------
+    gal, psf : numpy.ndarray
+        float32 arrays of shape (stop - start, stamp_size, stamp_size).
+    truth : dict of numpy.ndarray
+        Columns :data:`TRUTH_COLUMNS`.
+    """
+    r = renderer or StampRenderer(cfg, base_seed)
+    n, s = stop - start, cfg.stamp_size
+    gal = np.empty((n, s, s), np.float32)
+    psf = np.empty((n, s, s), np.float32)
+    rows = []
+    for k, i in enumerate(range(start, stop)):
+        gal[k], psf[k], row = r.draw(i)
+        rows.append(row)
+    truth = {c: np.array([row[c] for row in rows]) for c in TRUTH_COLUMNS}
+    if n == 0:
+        truth = {c: np.array([]) for c in TRUTH_COLUMNS}
+    return gal, psf, truth
+
+
+# ============================================================================ dataset on disk
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard of a dataset: stamps ``[start, stop)`` written to ``path``."""
+
+    shard: int
+    start: int
+    stop: int
+    path: str
+    config: dict
+    base_seed: int
+    overwrite: bool = False
+    lensnet_dir: str | None = None
+    command: str = "lens generate"
+
+
+def shard_name(shard: int) -> str:
+    """File name of shard ``shard``: ``shard00000_stamps.h5``."""
+    return f"shard{shard:05d}_stamps.h5"
+
+
+def _write_shard(path: Path, gal, psf, truth: dict, task: ShardTask) -> None:
+    import h5py
+
+    from astrotool.io.hdf5 import compression_kwargs, provenance_attrs
+    from astrotool.workspace import atomic_path
+
+    cfg = GenerateConfig.model_validate(task.config)
+    comp = compression_kwargs(cfg.compression)
+    n, s = gal.shape[0], cfg.stamp_size
+    chunks = (max(1, min(n, 256)), s, s)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("gal", data=gal, chunks=chunks, **comp)
+            h5.create_dataset("psf", data=psf, chunks=chunks, **comp)
+            grp = h5.create_group("truth")
+            for k, v in truth.items():
+                if v.dtype.kind in "UO":
+                    grp.create_dataset(k, data=v.astype("S"))
+                else:
+                    grp.create_dataset(k, data=v)
+            for k, v in provenance_attrs(task.command).items():
+                h5.attrs[k] = v
+            h5.attrs["config"] = json.dumps(task.config)
+            h5.attrs["base_seed"] = task.base_seed
+            h5.attrs["start"], h5.attrs["stop"] = task.start, task.stop
+            h5.attrs["pixel_scale"] = cfg.pixel_scale
+            h5.attrs["units"] = "gal: counts per pixel (noise added); psf: unit flux; sizes arcsec; offsets pixels"
+
+
+def read_shard_truth(path: str | Path) -> dict:
+    """Truth columns stored in a shard file."""
+    from astrotool.io.hdf5 import open_h5
+
+    with open_h5(path) as h5:
+        out = {}
+        for k in h5["truth"]:
+            v = h5["truth"][k][()]
+            out[k] = v.astype(str) if v.dtype.kind == "S" else v
+    return out
+
+
+def _write_lensnet_files(folder: Path, gal, psf, truth: dict) -> None:
+    from astropy.io import fits
+
+    from astrotool.workspace import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, idx in enumerate(truth["index"]):
+        for prefix, arr in (("gal", gal[k]), ("psf", psf[k])):
+            out = folder / f"{prefix}_{int(idx)}.fits"
+            with atomic_path(out) as tmp:
+                hdu = fits.PrimaryHDU(arr)
+                hdu.header.add_history("astrotool lens generate --format lensnet")
+                hdu.writeto(tmp)
+
+
+def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
+    """Draw and write one shard; skip it (reading its truth back) when already done.
+
+    Parameters
+    ----------
+    task : ShardTask
+    seed : int, optional
+        The executor's per-item seed; unused, because stamps are seeded by
+        their global index (so any sharding gives the same pixels).
+
+    Returns
+    -------
+    dict
+        The shard's truth columns plus ``"_skipped"`` (bool).
+    """
+    from astrotool.workspace import is_done
+
+    path = Path(task.path)
+    if is_done(path, task.overwrite):
+        truth = read_shard_truth(path)
+        if len(truth.get("index", [])) == task.stop - task.start:
+            truth["_skipped"] = True
+            return truth
+    cfg = GenerateConfig.model_validate(task.config)
+    gal, psf, truth = draw_stamps(cfg, task.base_seed, task.start, task.stop)
+    if task.lensnet_dir:
+        _write_lensnet_files(Path(task.lensnet_dir), gal, psf, truth)
+    _write_shard(path, gal, psf, truth, task)
+    truth["_skipped"] = False
+    return truth
+
+
+def plan_shards(cfg: GenerateConfig, out_dir: Path, base_seed: int, overwrite: bool = False,
+                command: str = "lens generate") -> list[ShardTask]:
+    """The shard tasks of a dataset."""
+    conf = cfg.model_dump(mode="json")
+    lensnet = str(out_dir / "lensnet") if cfg.format == "lensnet" else None
+    tasks = []
+    for k, start in enumerate(range(0, cfg.n, cfg.shard_size)):
+        stop = min(cfg.n, start + cfg.shard_size)
+        tasks.append(ShardTask(k, start, stop, str(out_dir / shard_name(k)), conf, int(base_seed),
+                               overwrite, lensnet, command))
+    return tasks
+
+
+def _serial_map(fn, items, desc="", keys=None):
+    return [(str(k), fn(item, 0)) for k, item in zip(keys or range(len(items)), items)]
+
+
+def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, truths: Sequence[dict],
+                     n_shards: int, versions: dict | None = None) -> dict:
+    """Write ``<name>_truth.parquet``, ``<name>_dataset.json`` (and LensNet's data.json).
+
+    Called once every shard exists; ``truths`` are the shards' truth columns.
+
+    Returns
+    -------
+    dict
+        The manifest.
+    """
+    import pyarrow as pa
+
+    from astrotool.io.tables import write_parquet
+    from astrotool.workspace import write_json_atomic
+
+    name = cfg.dataset_name
+    cols = {c: np.concatenate([np.asarray(t[c]) for t in truths]) for c in TRUTH_COLUMNS}
+    order = np.argsort(cols["index"], kind="stable")
+    cols = {c: v[order] for c, v in cols.items()}
+    if len(cols["index"]) != cfg.n or not np.array_equal(cols["index"], np.arange(cfg.n)):
+        raise RuntimeError(f"{out_dir}: shards do not cover stamps 0..{cfg.n - 1}")
+    conf = cfg.model_dump(mode="json")
+    meta = {"dataset": name, "config": conf, "base_seed": int(base_seed), "versions": versions or {},
+            "conventions": "reduced shear g; PSF ellipticity g; offsets in pixels; sizes in arcsec"}
+    truth_path = out_dir / f"{name}_truth.parquet"
+    write_parquet(pa.table(cols), truth_path, metadata=meta)
+    if cfg.format == "lensnet":
+        pe1, pe2 = g_to_e(cols["psf_g1"], cols["psf_g2"])
+        entries = [
+            {"galaxy": f"gal_{i}.fits", "psf": f"psf_{i}.fits", "e1": float(pe1[k]), "e2": float(pe2[k]),
+             "g1": float(cols["g1"][k]), "g2": float(cols["g2"][k]),
+             "dx": float(cols["dx"][k]), "dy": float(cols["dy"][k])}
+            for k, i in enumerate(cols["index"].tolist())
+        ]
+        write_json_atomic(out_dir / "lensnet" / "data.json", entries)
+    manifest = {
+        "format": "astrotool-lens-shear",
+        "format_version": 1,
+        "name": name,
+        "n": cfg.n,
+        "stamp_size": cfg.stamp_size,
+        "pixel_scale": cfg.pixel_scale,
+        "shards": [shard_name(k) for k in range(n_shards)],
+        "truth": truth_path.name,
+        "base_seed": int(base_seed),
+        "field_size": cfg.effective_field_size,
+        "ring": cfg.shape.ring,
+        "config": conf,
+        "versions": versions or {},
+    }
+    write_json_atomic(out_dir / f"{name}_dataset.json", manifest)
+    return manifest
+
+
+def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int,
+                     mapper: Callable | None = None, overwrite: bool = False,
+                     command: str = "lens generate", versions: dict | None = None) -> dict:
+    """Generate (or finish) a dataset in ``out_dir``.
+
+    Parameters
+    ----------
+    cfg : GenerateConfig
+    out_dir : path-like
+        Dataset folder, e.g. ``<workspace>/lens/shear/<name>``.
+    base_seed : int
+    mapper : callable, optional
+        ``mapper(fn, items, desc=..., keys=...) -> [(key, result)]`` such as
+        :meth:`astrotool.context.Context.map`; serial by default.
+    overwrite : bool
+        Redraw shards that exist.
+
+    Returns
+    -------
+    dict
+        ``{"manifest": dict or None, "drawn": int, "skipped": int, "missing": int}``;
+        the manifest is None while shards are missing (``--shard`` runs, failures).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = plan_shards(cfg, out_dir, base_seed, overwrite, command)
+    mapper = mapper or _serial_map
+    results = dict(mapper(generate_shard, tasks, desc=f"generate {cfg.dataset_name}",
+                          keys=[f"shard{t.shard:05d}" for t in tasks]))
+    drawn = sum(1 for r in results.values() if not r["_skipped"])
+    skipped = len(results) - drawn
+    truths = []
+    missing = 0
+    for t in tasks:
+        key = f"shard{t.shard:05d}"
+        if key in results:
+            truths.append(results[key])
+        elif Path(t.path).exists():
+            truths.append(read_shard_truth(t.path))
+        else:
+            missing += 1
+    manifest = None
+    if not missing:
+        manifest = finalize_dataset(cfg, out_dir, base_seed, truths, len(tasks), versions)
+    return {"manifest": manifest, "drawn": drawn, "skipped": skipped, "missing": missing,
+            "shards": len(tasks)}

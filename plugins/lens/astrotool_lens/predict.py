@@ -1,0 +1,206 @@
+"""Applying a trained estimator to FITS files, LensNet data.json files and datasets.
+
+Accepted inputs
+---------------
+* one FITS file: a 2-D stamp or a 3-D cube of stamps (first HDU with data);
+* a folder of FITS files (``*.fits``, ``*.fit``, ``*.fits.gz``); LensNet-style
+  ``psf_N.fits`` files are used as the PSF of ``gal_N.fits`` and are not
+  themselves treated as galaxies;
+* a LensNet ``data.json`` (entries ``{"galaxy", "psf", "g1", "g2", ...}``, paths
+  relative to the JSON file; a ``.tif`` entry is read from the ``.fits`` file
+  LensNet keeps beside it);
+* a generated dataset (folder or name under ``lens/shear``).
+
+For a model trained with the PSF channel, the PSF comes from ``psf_N.fits`` /
+the data.json entry / the dataset, or from ``psf=`` (one PSF for every stamp).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from astrotool.errors import InputError
+
+__docformat__ = "numpy"
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+
+
+@dataclass
+class Inputs:
+    """Stamps to predict on and what is known about them."""
+
+    gal: np.ndarray                 # (n, S, S)
+    psf: np.ndarray | None          # (n, S, S) or None
+    source: list                    # file name (or dataset) per stamp
+    stem: str                       # output name stem
+    truth: dict = field(default_factory=dict)   # optional g1, g2 per stamp
+    origin: Path | None = None      # the input path (for error messages)
+
+
+def is_fits(path: Path) -> bool:
+    """Whether the file name has a FITS suffix."""
+    name = path.name.lower()
+    return any(name.endswith(s) for s in FITS_SUFFIXES)
+
+
+def read_fits_image(path: str | Path) -> np.ndarray:
+    """The first image HDU of a FITS file as float32, 2-D or 3-D.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Missing, unreadable, empty or not 2-D/3-D.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            data = next((h.data for h in hdul if getattr(h, "data", None) is not None
+                         and getattr(h, "is_image", True) and np.ndim(h.data) >= 2), None)
+            data = None if data is None else np.array(data, dtype=np.float32)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(path, f"not a readable FITS file ({exc})") from None
+    if data is None:
+        raise InputError(path, "no image data in this FITS file")
+    if data.ndim not in (2, 3):
+        raise InputError(path, f"expected a 2-D stamp or a 3-D cube, got shape {data.shape}")
+    return data
+
+
+def _lensnet_fits(folder: Path, name: str) -> Path:
+    p = folder / name
+    if p.suffix.lower() in (".tif", ".tiff"):
+        alt = p.with_suffix(".fits")
+        if alt.is_file() or not p.is_file():
+            p = alt
+    return p
+
+
+def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = None,
+                shear_stage: Path | None = None) -> Inputs:
+    """Load stamps from any accepted input (see module docs)."""
+    path = Path(path).expanduser()
+    single_psf = read_fits_image(psf_file) if psf_file else None
+    if single_psf is not None and single_psf.ndim != 2:
+        raise InputError(psf_file, "the PSF file must hold one 2-D stamp")
+
+    def with_single_psf(inp: Inputs) -> Inputs:
+        if single_psf is not None:
+            inp.psf = np.broadcast_to(single_psf, inp.gal.shape).copy()
+        if need_psf and inp.psf is None:
+            raise InputError(inp.origin or path, "the model needs a PSF stamp per galaxy: give psf_N.fits files, "
+                                                 "a data.json with psf entries, or --psf FILE")
+        return inp
+
+    if path.is_file() and path.suffix.lower() == ".json":
+        return with_single_psf(_read_data_json(path, need_psf and single_psf is None))
+    if path.is_file():
+        if not is_fits(path):
+            raise InputError(path, "expected a FITS file, a folder of FITS files, a data.json or a dataset")
+        data = read_fits_image(path)
+        gal = data[None] if data.ndim == 2 else data
+        return with_single_psf(Inputs(gal, None, [path.name] * len(gal), path.name.split(".")[0], origin=path))
+    from astrotool_lens.data import MANIFEST_SUFFIX, resolve_dataset
+
+    if path.is_dir() and any(path.glob(f"*{MANIFEST_SUFFIX}")) or (
+            not path.exists() and shear_stage is not None and (Path(shear_stage) / str(path)).is_dir()):
+        ds = resolve_dataset(shear_stage or path.parent, str(path))
+        gal, psf = ds.load_stamps(psf=need_psf)
+        t = ds.truth
+        return with_single_psf(Inputs(gal, psf, [f"{ds.name}#{i}" for i in range(ds.n)], ds.name,
+                                      {"g1": np.asarray(t["g1"]), "g2": np.asarray(t["g2"])}, ds.root))
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.is_file() and is_fits(p)), key=_natural_key)
+        psf_files = {p.name[4:]: p for p in files if p.name.lower().startswith("psf_")}
+        gal_files = [p for p in files if not p.name.lower().startswith("psf_")]
+        if not gal_files:
+            raise InputError(path, "no FITS files in this folder")
+        gals, psfs, names = [], [], []
+        for p in gal_files:
+            data = read_fits_image(p)
+            stamps = data[None] if data.ndim == 2 else data
+            gals.append(stamps)
+            names += [p.name] * len(stamps)
+            if need_psf and single_psf is None:
+                key = p.name[4:] if p.name.lower().startswith("gal_") else p.name
+                if key not in psf_files:
+                    raise InputError(p, f"no matching PSF file psf_{key} in {path}")
+                ps = read_fits_image(psf_files[key])
+                psfs.append(np.broadcast_to(ps, stamps.shape) if ps.ndim == 2 else ps)
+        shapes = {g.shape[1:] for g in gals}
+        if len(shapes) > 1:
+            bad = next(p for p, g in zip(gal_files, gals) if g.shape[1:] != gals[0].shape[1:])
+            raise InputError(bad, f"stamp size {gals[gal_files.index(bad)].shape[1:]} differs from "
+                                  f"{gals[0].shape[1:]} of {gal_files[0].name}")
+        gal = np.concatenate(gals)
+        psf = np.concatenate(psfs) if psfs else None
+        return with_single_psf(Inputs(gal, psf, names, path.name, origin=path))
+    raise InputError(path, "no such file, folder or dataset")
+
+
+def _natural_key(p: Path):
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def _read_data_json(path: Path, need_psf: bool) -> Inputs:
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"unreadable JSON ({exc})") from None
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise InputError(path, "expected a non-empty list of {galaxy, psf, g1, g2, ...} entries (LensNet data.json)")
+    folder = path.parent
+    gals, psfs, names = [], [], []
+    for k, e in enumerate(entries):
+        if "galaxy" not in e:
+            raise InputError(path, f"entry {k} has no 'galaxy'")
+        gp = _lensnet_fits(folder, str(e["galaxy"]))
+        if not gp.is_file():
+            raise InputError(gp, f"listed in {path} (entry {k}) but missing")
+        g = read_fits_image(gp)
+        if g.ndim != 2:
+            raise InputError(gp, "expected one 2-D stamp per data.json entry")
+        gals.append(g)
+        names.append(gp.name)
+        if need_psf:
+            if "psf" not in e:
+                raise InputError(path, f"entry {k} has no 'psf' but the model needs one")
+            pp = _lensnet_fits(folder, str(e["psf"]))
+            if not pp.is_file():
+                raise InputError(pp, f"listed in {path} (entry {k}) but missing")
+            psfs.append(read_fits_image(pp))
+    shapes = {g.shape for g in gals}
+    if len(shapes) > 1:
+        k = next(i for i, g in enumerate(gals) if g.shape != gals[0].shape)
+        raise InputError(folder / names[k], f"stamp size {gals[k].shape} differs from {gals[0].shape}")
+    truth = {}
+    if all("g1" in e and "g2" in e for e in entries):
+        truth = {"g1": np.array([float(e["g1"]) for e in entries]), "g2": np.array([float(e["g2"]) for e in entries])}
+    return Inputs(np.stack(gals), np.stack(psfs) if psfs else None, names,
+                  path.parent.name or path.stem, truth, origin=path)
+
+
+def predict_inputs(model, meta: dict, inp: Inputs, batch_size: int = 256, symmetrize: bool = True) -> dict:
+    """Predict (g1, g2) for loaded inputs; returns table columns."""
+    from astrotool_lens.model import check_stamps, predict_array
+
+    x = inp.gal[:, None] if inp.psf is None or meta["architecture"]["kwargs"]["in_channels"] == 1 \
+        else np.stack([inp.gal, inp.psf], axis=1)
+    x = check_stamps(x, meta, inp.origin or inp.stem)
+    pred = predict_array(model, x, batch_size, symmetrize)
+    cols = {"source": np.array(inp.source, dtype=str), "index": np.arange(len(pred)),
+            "g1": pred[:, 0].astype(float), "g2": pred[:, 1].astype(float)}
+    if inp.truth:
+        cols["true_g1"] = np.asarray(inp.truth["g1"], float)
+        cols["true_g2"] = np.asarray(inp.truth["g2"], float)
+    return cols

@@ -1,0 +1,171 @@
+"""Training the CNN shear estimator on a generated dataset.
+
+The dataset is split by shear field (:meth:`ShearDataset.split`); the network
+regresses either the lensed galaxy's pre-PSF ellipticity (``target =
+"ellipticity"``, truth columns ``obs_g1, obs_g2``: an unbiased per-object
+shear estimate, as HSM's are) or the shear itself (``target = "shear"``).
+Targets are learned in units of their training-set RMS; random flips and
+90-degree rotations are applied with the matching sign changes of (g1, g2).
+The loop, checkpoints, early stopping and resume come from
+:mod:`astrotool.ml.training`.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from astrotool_lens.config import TrainConfig
+from astrotool_lens.data import ShearDataset
+from astrotool_lens.model import ARCHITECTURE, D4_SIGNS, d4_transform
+
+__docformat__ = "numpy"
+
+TARGET_COLUMNS = {"ellipticity": ("obs_g1", "obs_g2"), "shear": ("g1", "g2")}
+
+
+def dataset_inputs(ds: ShearDataset, use_psf: bool, indices=None) -> np.ndarray:
+    """Raw model inputs (n, C, S, S) float32: galaxy, and PSF as channel 1 if ``use_psf``."""
+    gal, psf = ds.load_stamps(indices, psf=use_psf)
+    if use_psf:
+        return np.ascontiguousarray(np.stack([gal, psf], axis=1))
+    return np.ascontiguousarray(gal[:, None])
+
+
+def _loss(kind: str):
+    import torch.nn.functional as F
+
+    return {"mse": F.mse_loss, "mae": F.l1_loss, "huber": lambda a, b: F.huber_loss(a, b, delta=1.0)}[kind]
+
+
+def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed: int, overwrite: bool = False,
+                log=None, on_epoch=None, versions: dict | None = None) -> dict:
+    """Train (or resume training) a shear estimator.
+
+    Parameters
+    ----------
+    ds : ShearDataset
+    cfg : TrainConfig
+    model_dir : path-like
+        Checkpoint folder (``lens/models/<model>``).
+    seed : int
+        Seeds the split, the initial weights, shuffling and augmentation.
+    overwrite : bool
+        Discard an existing checkpoint instead of resuming from it.
+    log : logging.Logger, optional
+    on_epoch : callable, optional
+        Called with each epoch's history entry.
+
+    Returns
+    -------
+    dict
+        Summary: best epoch, its validation metrics, epochs run, sizes, path.
+    """
+    import torch
+
+    from astrotool.ml.checkpoint import package_versions
+    from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything, select_device
+    from astrotool_lens.model import make_estimator
+
+    model_dir = Path(model_dir)
+    if overwrite and model_dir.exists():
+        for name in ("model.safetensors", "model.json", "last"):
+            p = model_dir / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(seed)
+    device = select_device(cfg.device)
+
+    train_idx, val_idx, test_idx = ds.split(cfg.split, seed)
+    if cfg.max_samples and len(train_idx) > cfg.max_samples:
+        train_idx = np.sort(np.random.default_rng([seed, 7]).choice(train_idx, cfg.max_samples, replace=False))
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        from astrotool.errors import InputError
+
+        raise InputError(ds.root, f"too few shear fields ({len(np.unique(ds.truth['field']))}) "
+                                  "to split into training and validation")
+    x = dataset_inputs(ds, cfg.use_psf)
+    tcols = TARGET_COLUMNS[cfg.target]
+    y = np.stack([np.asarray(ds.truth[c], dtype=np.float32) for c in tcols], axis=1)
+
+    kwargs = {"in_channels": x.shape[1], "stamp_size": ds.stamp_size, "width": cfg.width,
+              "blocks": cfg.blocks, "hidden": cfg.hidden, "normalisation": cfg.normalisation}
+    model = make_estimator(**kwargs)
+    target_scale = np.sqrt(np.mean(y[train_idx] ** 2, axis=0)).clip(1e-6)
+    input_scale = np.sqrt(np.mean(x[train_idx].astype(np.float64) ** 2, axis=(0, 2, 3))).clip(1e-30)
+    with torch.no_grad():
+        model.target_scale.copy_(torch.as_tensor(target_scale, dtype=torch.float32))
+        model.input_scale.copy_(torch.as_tensor(input_scale, dtype=torch.float32))
+    model.to(device)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = math.ceil(len(train_idx) / cfg.batch_size)
+    lr_factor = (cosine_schedule(cfg.epochs * steps, int(cfg.warmup_epochs * steps))
+                 if cfg.schedule == "cosine" else None)
+    signs = np.asarray(D4_SIGNS, dtype=np.float32)
+    ts = torch.as_tensor(target_scale, dtype=torch.float32, device=device)
+    loss_of = _loss(cfg.loss)
+
+    def batches(epoch: int):
+        rng = epoch_rng(seed, epoch)
+        order = rng.permutation(train_idx)
+        ks = rng.integers(0, 8, len(order)) if cfg.augment else np.zeros(len(order), int)
+        for b in range(0, len(order), cfg.batch_size):
+            idx, kb = order[b:b + cfg.batch_size], ks[b:b + cfg.batch_size]
+            xb = x[idx].copy()
+            for k in np.unique(kb):
+                if k:
+                    sel = kb == k
+                    xb[sel] = d4_transform(xb[sel], int(k))
+            yb = y[idx] * signs[kb]
+            yield torch.from_numpy(xb), torch.from_numpy(yb)
+
+    def loss_fn(m, batch):
+        xb, yb = batch
+        pred = m(xb.to(device, non_blocking=True))
+        return loss_of(pred / ts, yb.to(device) / ts)
+
+    xv, yv = torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx])
+
+    def validate(m):
+        preds = []
+        for b in range(0, len(xv), 512):
+            preds.append(m(xv[b:b + 512].to(device)).cpu())
+        p = torch.cat(preds)
+        err = (p - yv).numpy()
+        return {"val_loss": float(loss_of(p / ts.cpu(), yv / ts.cpu())),
+                "val_rmse_g1": float(np.sqrt(np.mean(err[:, 0] ** 2))),
+                "val_rmse_g2": float(np.sqrt(np.mean(err[:, 1] ** 2)))}
+
+    meta = {
+        "architecture": {"name": ARCHITECTURE, "kwargs": kwargs},
+        "hyperparameters": cfg.model_dump(mode="json"),
+        "normalisation": {"mode": cfg.normalisation, "input_scale": input_scale.tolist(),
+                          "target_scale": target_scale.tolist(),
+                          "note": "input_scale/target_scale are also buffers in the weights"},
+        "training": {
+            "dataset": ds.name, "dataset_path": str(ds.root), "target": cfg.target, "target_columns": list(tcols),
+            "outputs": ["g1", "g2"], "use_psf": cfg.use_psf, "stamp_size": ds.stamp_size,
+            "pixel_scale": ds.pixel_scale, "seed": int(seed), "split": list(cfg.split),
+            "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
+            "device": str(device), "dataset_config": ds.manifest.get("config"),
+        },
+        "versions": versions or package_versions(["astrotool-lens", "galsim"]),
+    }
+    result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
+                 checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss",
+                 patience=cfg.patience, lr_factor=lr_factor, resume=cfg.resume and not overwrite,
+                 on_epoch=on_epoch, log=log)
+    best = result.best_metrics
+    return {
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
+        "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"),
+        "val_rmse_g1": best.get("val_rmse_g1"), "val_rmse_g2": best.get("val_rmse_g2"),
+        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
+        "device": str(device),
+    }

@@ -1,0 +1,60 @@
+"""Fixtures of the lens tests: one tiny easy dataset and one briefly trained CNN per session."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("galsim")
+pytest.importorskip("torch")
+
+
+def easy_config(name: str = "easy", n: int = 800, **over):
+    """ShearNet-like, small and quick: 24x24 px, round Gaussian PSF, no shape noise, g in +-0.1."""
+    from astrotool_lens.config import GenerateConfig
+
+    data = {
+        "preset": "shearnet", "name": name, "n": n, "shard_size": 400, "stamp_size": 24, "pixel_scale": 0.2,
+        "offset_radius": 0.5,
+        "galaxy": {"profile": "exponential", "hlr": [0.5, 0.8], "hlr_unit": "arcsec"},
+        "psf": {"profile": "gaussian", "fwhm": 0.6},
+        "noise": {"kind": "gaussian", "snr": 500.0},
+    }
+    for k, v in over.items():
+        data[k] = v
+    return GenerateConfig.model_validate(data)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: the test machine is shared, and oversubscribed OpenMP threads crawl."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def easy_dataset(tmp_path_factory):
+    """800 easy stamps in 2 shards (session-wide)."""
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.generate import generate_dataset
+
+    cfg = easy_config()
+    out = tmp_path_factory.mktemp("lens_ws") / "lens" / "shear" / "easy"
+    generate_dataset(cfg, out, base_seed=11)
+    return ShearDataset(out)
+
+
+@pytest.fixture(scope="session")
+def trained_model(easy_dataset, tmp_path_factory):
+    """A CNN trained for 300 steps on the easy dataset; returns (model_dir, summary)."""
+    from astrotool_lens.config import TrainConfig
+    from astrotool_lens.train import train_model
+
+    cfg = TrainConfig(width=8, blocks=2, hidden=32, batch_size=32, epochs=15, lr=3e-3, patience=0,
+                      split=(0.8, 0.1, 0.1), threads=1, device="cpu", target="ellipticity")
+    mdir = easy_dataset.root.parent.parent / "models" / "easy_cnn"
+    summary = train_model(easy_dataset, cfg, mdir, seed=5)
+    return mdir, summary

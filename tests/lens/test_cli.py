@@ -1,0 +1,86 @@
+"""The `astro lens` commands end to end, in-process, on a tiny workspace."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from astrotool.cli import main
+
+TINY = ["--set", "lens.generate.galaxy.hlr=[0.5, 0.8]", "--set", "lens.generate.galaxy.hlr_unit=\"arcsec\"",
+        "--set", "lens.generate.psf.fwhm=0.6"]
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_lens_pipeline(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "cli",
+                         "--stamp-size", 24, "--pixel-scale", 0.2, "-n", 120, "--shard-size", 60,
+                         "--format", "lensnet", *TINY)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["n"] == 120 and summary["shards"] == 2
+    ds = ws / "lens" / "shear" / "cli"
+    assert (ds / "cli_truth.parquet").is_file() and (ds / "lensnet" / "gal_119.fits").is_file()
+    truth = pq.read_table(ds / "cli_truth.parquet")
+    assert truth.num_rows == 120 and {"g1", "g2", "psf_fwhm", "snr", "dx"} <= set(truth.column_names)
+    assert list((ws / "runs").iterdir())
+
+    # same command again: everything is skipped (resume); another config refuses to mix
+    code, out, _ = run(capsys, "-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "cli",
+                       "--stamp-size", 24, "--pixel-scale", 0.2, "-n", 120, "--shard-size", 60,
+                       "--format", "lensnet", *TINY)
+    assert code == 0 and json.loads(out)["skipped_shards"] == 2
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "cli",
+                       "--stamp-size", 32, "-n", 120, "--shard-size", 60)
+    assert code == 2 and "other settings" in err
+
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "measure", "--dataset", "cli", "--methods", "REGAUSS,KSB")
+    assert code == 0, err
+    assert json.loads(out)["failed"] == {"REGAUSS": 0, "KSB": 0}
+
+    code, out, err = run(capsys, "-w", ws, "-q", "--set", "lens.train.threads=1", "--set", "lens.train.blocks=2",
+                         "lens", "train", "--dataset", "cli", "--epochs", 2, "--width", 4, "--batch-size", 32)
+    assert code == 0, err
+    t = json.loads(out)
+    assert t["model"] == "cli_cnn" and t["epochs_total"] == 2
+    mdir = ws / "lens" / "models" / "cli_cnn"
+    assert (mdir / "model.safetensors").is_file() and (mdir / "model.json").is_file()
+
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "evaluate", "--model", "cli_cnn", "--json",
+                         "--classical", "REGAUSS,KSB")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert set(rep["estimators"]) == {"CNN", "REGAUSS", "KSB"} and rep["subset"] == "test"
+    for r in rep["estimators"].values():
+        assert {"rmse_g1", "mae_g2", "m1", "m1_err", "c2", "c2_err", "q"} <= set(r)
+    for p in rep["plots"]:
+        with open(p, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "predict", ds / "lensnet" / "data.json",
+                         "--model", "cli_cnn")
+    assert code == 0, err
+    pr = json.loads(out)
+    table = pq.read_table(pr["output"])
+    assert table.num_rows == 120 and "true_g1" in table.column_names and pr["rmse_g1"] < 1
+
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "export", "--onnx", "--model", "cli_cnn")
+    assert code == 0, err
+    assert json.loads(out)["max_abs_diff"] <= 1e-5
+
+    # bad input: a clear message naming the file, exit code 2, no traceback
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "predict", tmp_path / "missing.json", "--model", "cli_cnn")
+    assert code == 2 and "missing.json" in err and "Traceback" not in err
+
+
+def test_bad_config_key(tmp_path, capsys):
+    code, _, err = run(capsys, "-w", tmp_path, "lens", "generate", "--set", "lens.generate.psf.fwhmx=1")
+    assert code == 2 and "lens.generate.psf.fwhmx" in err and "unknown key" in err

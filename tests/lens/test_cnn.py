@@ -1,0 +1,114 @@
+"""The CNN shear estimator: learning, symmetry, checkpoints, resume, ONNX."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from astrotool_lens.model import D4_SIGNS, d4_transform, load_estimator, make_estimator, predict_array
+from astrotool_lens.train import dataset_inputs
+
+
+def test_cnn_beats_predicting_zero(easy_dataset, trained_model):
+    """300 steps on the easy preset: test-split MSE < 0.3 x the MSE of predicting g = 0."""
+    mdir, summary = trained_model
+    assert summary["epochs_total"] == 15 and summary["n_train"] == 640
+    model, meta = load_estimator(mdir)
+    test = easy_dataset.split(meta["training"]["split"], meta["training"]["seed"])[2]
+    assert len(test) >= 50
+    x = dataset_inputs(easy_dataset, False, test)
+    pred = predict_array(model, x, symmetrize=True)
+    g = np.stack([easy_dataset.truth["g1"][test], easy_dataset.truth["g2"][test]], axis=1)
+    mse = ((pred - g) ** 2).mean(axis=0)
+    zero = (g**2).mean(axis=0)
+    assert (mse < 0.3 * zero).all(), (mse, zero)
+
+
+def test_symmetrized_estimator_is_spin2_equivariant():
+    """Flips and quarter turns of the stamp change (g1, g2) exactly as a spin-2 field must."""
+    torch.manual_seed(0)
+    est = make_estimator(in_channels=1, stamp_size=16, width=4, blocks=2, hidden=8).eval()
+    x = np.random.default_rng(0).normal(size=(3, 1, 16, 16)).astype(np.float32) + 2.0
+    y = predict_array(est, x, symmetrize=True)
+    assert np.abs(y).max() > 0
+    for k in range(8):
+        yk = predict_array(est, np.ascontiguousarray(d4_transform(x, k)), symmetrize=True)
+        assert np.allclose(yk, y * np.array(D4_SIGNS[k]), atol=1e-6), k
+    # without symmetrisation a random network is not equivariant
+    y0 = predict_array(est, x, symmetrize=False)
+    y1 = predict_array(est, np.ascontiguousarray(d4_transform(x, 1)), symmetrize=False)
+    assert not np.allclose(y1, y0 * np.array(D4_SIGNS[1]), atol=1e-6)
+
+
+def test_checkpoint_round_trip(trained_model, easy_dataset, tmp_path):
+    from astrotool.ml.checkpoint import load_checkpoint, save_checkpoint
+
+    mdir, _ = trained_model
+    model, meta = load_estimator(mdir)
+    for key in ("architecture", "hyperparameters", "normalisation", "training", "metrics", "versions",
+                "weights_sha256"):
+        assert key in meta
+    assert meta["normalisation"]["target_scale"] == pytest.approx(model.target_scale.tolist())
+    assert not any(p.suffix in (".pt", ".pth", ".pkl") for p in mdir.rglob("*"))
+    x = dataset_inputs(easy_dataset, False, np.arange(16))
+    save_checkpoint(tmp_path / "copy", model, {k: v for k, v in meta.items() if k != "weights_sha256"})
+    again, _ = load_estimator(tmp_path / "copy")
+    assert np.array_equal(predict_array(model, x), predict_array(again, x))
+    ck = load_checkpoint(tmp_path / "copy")
+    assert all(torch.equal(ck.state_dict[k], v) for k, v in model.state_dict().items())
+
+
+def test_resume_gives_the_same_weights(easy_dataset, tmp_path):
+    """2 epochs in one go == 1 epoch, interrupted, resumed (same batches, same optimizer state)."""
+    from astrotool.ml.checkpoint import load_checkpoint
+    from astrotool_lens.config import TrainConfig
+    from astrotool_lens.train import train_model
+
+    cfg = TrainConfig(epochs=2, width=4, blocks=2, hidden=8, batch_size=32, lr=2e-3, patience=0, threads=1,
+                      device="cpu", max_samples=128)
+    train_model(easy_dataset, cfg, tmp_path / "straight", seed=3)
+
+    def interrupt(entry):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(easy_dataset, cfg, tmp_path / "resumed", seed=3, on_epoch=interrupt)
+    r2 = train_model(easy_dataset, cfg, tmp_path / "resumed", seed=3)
+    assert r2["resumed_from"] == 1 and r2["epochs_run"] == 1 and r2["epochs_total"] == 2
+    a = load_checkpoint(tmp_path / "straight" / "last").state_dict
+    b = load_checkpoint(tmp_path / "resumed" / "last").state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run resumes to nothing; --overwrite starts again
+    r3 = train_model(easy_dataset, cfg, tmp_path / "resumed", seed=3)
+    assert r3["epochs_run"] == 0
+    hist = json.loads((tmp_path / "resumed" / "last" / "training_state.json").read_text())["loop"]["history"]
+    assert [h["epoch"] for h in hist] == [0, 1]
+    r4 = train_model(easy_dataset, cfg, tmp_path / "resumed", seed=3, overwrite=True)
+    assert r4["resumed_from"] is None and r4["epochs_run"] == 2
+
+
+def test_early_stopping():
+    from astrotool.ml.training import EarlyStopping
+
+    es = EarlyStopping(patience=2, min_delta=0.01)
+    seq = [1.0, 0.5, 0.495, 0.6, 0.4]
+    flags = [es.step(v, i) for i, v in enumerate(seq[:4])]
+    assert flags == [True, True, False, False] and es.should_stop and es.best_epoch == 1
+    es2 = EarlyStopping(patience=2)
+    es2.load_state_dict(es.state_dict())
+    assert es2.best == 0.5 and es2.bad_epochs == 2
+
+
+def test_onnx_parity(trained_model, tmp_path):
+    import onnx
+
+    from astrotool_lens.export import export_onnx
+
+    mdir, _ = trained_model
+    res = export_onnx(mdir, tmp_path / "m.onnx", parity_samples=32)
+    assert res["max_abs_diff"] <= 1e-5 and res["samples"] == 32
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(meta["astrotool"])["architecture"]["kwargs"]["stamp_size"] == 24

@@ -1,0 +1,85 @@
+"""Metrics on hand-made inputs with exactly known values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from astrotool_lens.evaluate import (binned_bias, estimator_metrics, field_means, fit_bias, great3_q, mae,
+                                     rmse)
+
+
+def test_rmse_mae():
+    pred = np.array([0.1, -0.1, 0.2, 0.0])
+    true = np.zeros(4)
+    assert rmse(pred, true) == pytest.approx(math.sqrt(0.06 / 4))
+    assert mae(pred, true) == pytest.approx(0.1)
+    assert rmse([0.1, np.nan], [0.0, 0.0]) == pytest.approx(0.1)       # NaN (failed) rows skipped
+
+
+def test_fit_bias_exact_line():
+    g = np.linspace(-0.05, 0.05, 11)
+    est = (1 + 0.01) * g + 0.002
+    b = fit_bias(g, est)
+    assert b["m"] == pytest.approx(0.01, abs=1e-12)
+    assert b["c"] == pytest.approx(0.002, abs=1e-12)
+    assert b["m_err"] < 1e-12 and b["c_err"] < 1e-12 and b["n_fields"] == 11
+
+
+def test_fit_bias_over_fields_and_errors():
+    # 4 fields; within each field the estimates scatter symmetrically around (1+m) g + c
+    g_field = np.array([-0.04, -0.01, 0.02, 0.05])
+    m, c = -0.02, 3e-4
+    g = np.repeat(g_field, 2)
+    est = (1 + m) * g + c + np.tile([0.1, -0.1], 4)          # shape noise cancels per field
+    field = np.repeat(np.arange(4), 2)
+    tm, em, cnt = field_means(g, est, field)
+    assert np.allclose(tm, g_field) and np.allclose(cnt, 2)
+    b = fit_bias(g, est, field)
+    assert b["m"] == pytest.approx(m, abs=1e-12) and b["c"] == pytest.approx(c, abs=1e-12)
+    assert b["n_fields"] == 4
+    # residuals known -> errors known: y = m x + c + r, r = (+d, -d, -d, +d)
+    r = np.array([1e-4, -1e-4, -1e-4, 1e-4])
+    b2 = fit_bias(g_field, (1 + m) * g_field + c + r)
+    xm = g_field.mean()
+    sxx = ((g_field - xm) ** 2).sum()
+    # fitted line absorbs the part of r correlated with x; compute the exact OLS residual variance
+    X = np.vstack([g_field, np.ones(4)]).T
+    coef, res, *_ = np.linalg.lstsq(X, (m * g_field + c + r), rcond=None)
+    s2 = res[0] / 2
+    assert b2["m"] == pytest.approx(coef[0]) and b2["c"] == pytest.approx(coef[1])
+    assert b2["m_err"] == pytest.approx(math.sqrt(s2 / sxx))
+    assert b2["c_err"] == pytest.approx(math.sqrt(s2 * (1 / 4 + xm**2 / sxx)))
+
+
+def test_great3_q():
+    assert great3_q(0, 0, 0, 0) == pytest.approx(1232.0)                 # 2000 * 1.232 / sqrt(4)
+    assert great3_q(2e-3, 2e-3, 2e-4, 2e-4) == pytest.approx(2464 / math.sqrt(8))
+    assert great3_q(0, 0, 0, 0, sigma2_min=1.0) == pytest.approx(2464.0)
+    assert great3_q(0.02, 0, 0, 0) == pytest.approx(2464 / math.sqrt(104))
+
+
+def test_estimator_metrics_and_failures():
+    g1 = np.linspace(-0.1, 0.1, 21)
+    g2 = -g1
+    e1 = 1.005 * g1 - 1e-4
+    e2 = 0.99 * g2
+    e1[3] = np.nan                                                      # one failure
+    r = estimator_metrics(g1, g2, e1, e2)
+    assert r["n"] == 21 and r["n_failed"] == 1
+    assert r["m1"] == pytest.approx(0.005) and r["c1"] == pytest.approx(-1e-4)
+    assert r["m2"] == pytest.approx(-0.01) and r["c2"] == pytest.approx(0.0, abs=1e-12)
+    assert r["q"] == pytest.approx(great3_q(0.005, -0.01, -1e-4, 0.0))
+    ok = np.isfinite(e1)
+    assert r["rmse_g1"] == pytest.approx(math.sqrt(np.mean((e1[ok] - g1[ok]) ** 2)))
+
+
+def test_binned_bias():
+    g = np.tile(np.linspace(-0.1, 0.1, 10), 2)
+    snr = np.repeat([10.0, 100.0], 10)
+    est = np.where(snr < 50, 0.9 * g, 1.0 * g)
+    rows = binned_bias(g, g, est, est, snr, bins=2)
+    assert len(rows) == 2
+    assert rows[0]["m1"] == pytest.approx(-0.1) and rows[1]["m1"] == pytest.approx(0.0, abs=1e-12)
