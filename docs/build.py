@@ -40,6 +40,7 @@ PAGES = [  # (docs/<name>.md or the generated reference, title), in navigation o
     ("configuration", "Configuration"),
     ("workspace", "Workspace"),
     ("batch", "Batch jobs"),
+    ("plugins", "Writing a plugin"),
     ("cli", "CLI reference"),
 ]
 GUIDE_FILES = [DOCS / f"{name}.md" for name, _ in PAGES if name != "cli"]
