@@ -64,13 +64,9 @@ def tile_mosaics(paths, cfg: dict, cube_file) -> str:
 
 def save_png(panels: np.ndarray, path, title: str) -> None:
     """Save the panels as a PNG (matplotlib Agg, asinh stretch, shared scale)."""
-    import matplotlib
+    from astrotool.io.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from astrotool.workspace import atomic_path
-
+    plt = pyplot()
     b = panels.shape[0]
     model = panels[:, 2 * b: 3 * b]
     scale = float(np.nanmax(model)) if np.nanmax(model) > 0 else float(np.nanpercentile(panels[:, :b], 99.9))
@@ -84,6 +80,4 @@ def save_png(panels: np.ndarray, path, title: str) -> None:
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

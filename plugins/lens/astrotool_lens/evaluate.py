@@ -162,12 +162,9 @@ def binned_bias(g1_true, g2_true, est1, est2, by, bins: int = 5, field=None) -> 
 
 def plot_pred_vs_true(path: Path, g_true: tuple, estimates: dict, title: str = "") -> Path:
     """Scatter of estimated vs true g1 and g2, one column per estimator (PNG)."""
-    import matplotlib
+    from astrotool.io.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from astrotool.workspace import atomic_path
+    plt = pyplot()
 
     names = list(estimates)
     fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.2), squeeze=False)
@@ -187,20 +184,14 @@ def plot_pred_vs_true(path: Path, g_true: tuple, estimates: dict, title: str = "
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_bias_vs(path: Path, quantity: str, unit: str, binned: dict, title: str = "") -> Path:
     """m1, m2 (with errors) per bin of ``quantity`` for every estimator (PNG)."""
-    import matplotlib
+    from astrotool.io.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from astrotool.workspace import atomic_path
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for name, rows in binned.items():
@@ -220,10 +211,7 @@ def plot_bias_vs(path: Path, quantity: str, unit: str, binned: dict, title: str 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ============================================================================ evaluation
