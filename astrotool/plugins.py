@@ -149,7 +149,7 @@ class Registry:
     def _call(self, hook: str) -> list[tuple[str, Any]]:
         """Call ``hook`` on each plugin separately; a raising plugin is marked broken."""
         out = []
-        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():  # registration order: core first
             try:
                 result = impl.function()
             except Exception as exc:
