@@ -110,3 +110,15 @@ def test_missing_psf_truncated_cuts_and_bad_cube(astro, tmp_path):
     hdu.writeto(bad)
     r = astro("-w", ws, "dre", "fit", "--cube", bad)
     assert r.returncode == 2 and f"{bad}: model cube header lacks the key NLOGH" in r.stderr, r.stderr
+
+
+def test_filter_option_parsing():
+    from astrotool.errors import AstroError
+    from astrotool_dre.cli import parse_filters
+
+    assert parse_filters(["FLUX_RADIUS,2,20", "MAG_AUTO 18 24.5"]) == [["FLUX_RADIUS", 2.0, 20.0],
+                                                                     ["MAG_AUTO", 18.0, 24.5]]
+    for bad, why in [("FLUX_RADIUS,2", "expected COLUMN,MIN,MAX"), ("X,a,3", "must be numbers"),
+                     ("X,5,1", "MIN must be below MAX")]:
+        with pytest.raises(AstroError, match=why):
+            parse_filters([bad])

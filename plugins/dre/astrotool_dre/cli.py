@@ -136,24 +136,33 @@ def psf(tiles: list[str] = TILES, engine: str = typer.Option(None, help="auto | 
 def cuts(tiles: list[str] = TILES,
          margin: float = typer.Option(None, help="Skip objects closer to the edge [px]."),
          max_stellarity: float = typer.Option(None, help="Skip objects with CLASS_STAR >= this (1.0 keeps all)."),
-         filter: list[str] = typer.Option(None, "--filter", help="COLUMN,MIN,MAX (repeatable), e.g. FLUX_RADIUS,2,20."),
+         filter: list[str] = typer.Option(None, "--filter", help="COLUMN,MIN,MAX or \"COLUMN MIN MAX\" (repeatable): keep MIN < COLUMN < MAX, e.g. FLUX_RADIUS,2,20."),
          compression: str = typer.Option(None, help="none | low | medium | high.")):
     """Cut 128×128 stamps (obj, seg, rms and neighbour mask) of the selected objects to HDF5."""
-    from astrotool.errors import AstroError
-
-    filters = None
-    if filter:
-        filters = []
-        for f in filter:
-            parts = f.split(",")
-            if len(parts) != 3:
-                raise AstroError(f"--filter {f!r}: expected COLUMN,MIN,MAX")
-            try:
-                filters.append([parts[0], float(parts[1]), float(parts[2])])
-            except ValueError:
-                raise AstroError(f"--filter {f!r}: MIN and MAX must be numbers") from None
+    filters = parse_filters(filter) if filter else None
     _run_stages(("cuts",), tiles, {"cuts.margin": margin, "cuts.max_stellarity": max_stellarity,
                                    "cuts.filters": filters, "cuts.compression": compression})
+
+
+def parse_filters(texts: list[str]) -> list[list]:
+    """Parse ``--filter`` values ``"COLUMN,MIN,MAX"`` (or ``"COLUMN MIN MAX"``) into ``[[COLUMN, MIN, MAX]]``."""
+    import re
+
+    from astrotool.errors import AstroError
+
+    out = []
+    for text in texts:
+        parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+        if len(parts) != 3:
+            raise AstroError(f"--filter {text!r}: expected COLUMN,MIN,MAX (e.g. FLUX_RADIUS,2,20)")
+        try:
+            lo, hi = float(parts[1]), float(parts[2])
+        except ValueError:
+            raise AstroError(f"--filter {text!r}: MIN and MAX must be numbers") from None
+        if not lo < hi:
+            raise AstroError(f"--filter {text!r}: MIN must be below MAX")
+        out.append([parts[0], lo, hi])
+    return out
 
 
 @app.command()
