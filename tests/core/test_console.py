@@ -39,3 +39,27 @@ def test_quiet_hides_progress_but_not_errors(astro, toy, tmp_path):
 def test_bad_log_format_is_usage_error(astro):
     r = astro("--log-format", "xml", "status")
     assert r.returncode == 2 and "--log-format" in r.stderr
+
+
+def test_terminal_gets_rich_progress_and_logs(toy, tmp_path):
+    """On a terminal (a pseudo-terminal from `script`), progress is a live bar and logs are rich."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    if shutil.which("script") is None:
+        pytest.skip("util-linux `script` is not installed")
+    cmd = shlex.join([sys.executable, "-m", "astrotool", "-w", str(tmp_path), "toy", "run", "--count", "3",
+                      "--fail", "1"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTRO_")}
+    env.update(ASTRO_CONFIG=os.devnull, PYTHONPATH=str(toy[0]), TERM="xterm", COLUMNS="100")
+    env.pop("NO_COLOR", None)
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout
+    assert ANSI.search(r.stdout), "no ANSI codes on a terminal"
+    assert "━" in r.stdout and "3/3" in r.stdout  # the rich progress bar reached the end
+    assert "item 1 is bad" in r.stdout
