@@ -122,3 +122,20 @@ def test_filter_option_parsing():
                      ("X,5,1", "MIN must be below MAX")]:
         with pytest.raises(AstroError, match=why):
             parse_filters([bad])
+
+
+def test_torch_backend_gives_the_numpy_answer(astro, tmp_path):
+    pytest.importorskip("torch")
+    ws = _simulate(astro, tmp_path)
+    assert astro("-w", ws, "dre", "run", "--no-mosaics").returncode == 0
+    ref = pd.read_parquet(ws / "dre/summary/sim_000_dre.parquet")
+    r = astro("-w", ws, "--overwrite", "dre", "fit", "--backend", "torch", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "torch on cpu" in r.stdout
+    got = pd.read_parquet(ws / "dre/summary/sim_000_dre.parquet")
+    assert (got.NAME.to_numpy() == ref.NAME.to_numpy()).all()
+    same = (got[["E_IDX", "T_IDX", "R_IDX"]].to_numpy() == ref[["E_IDX", "T_IDX", "R_IDX"]].to_numpy()).all(axis=1)
+    assert same.mean() >= 0.9  # float32 sums in another order may flip a near-tie
+    np.testing.assert_allclose(got.FLUX[same], ref.FLUX[same], rtol=2e-3)
+    r = astro("-w", ws, "--overwrite", "dre", "fit", "--device", "cuda", "--backend", "numpy")
+    assert r.returncode == 2 and "cuda" in r.stderr and "Traceback" not in r.stderr

@@ -45,6 +45,10 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
     todo = tiles_in(ws.root, tiles)
     if not todo:
         raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles (*.fits); run `astro dre simulate` or copy tiles there")
+    if "fit" in stages:  # an impossible backend/device is one usage error, not one failure per tile
+        from astrotool.backends import get_backend
+
+        get_backend(cfg.fit.backend, cfg.fit.device)
     if cube is None and ("fit" in stages or "mosaics" in stages):
         cube = ensure_cube(ctx, cfg)
     for t in todo:
