@@ -2,15 +2,15 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from astrotool.section import Section
 
 __docformat__ = "numpy"
 
 
-class CoreConfig(BaseModel):
+class CoreConfig(Section):
     """Execution and logging settings shared by every command."""
-
-    model_config = ConfigDict(extra="forbid")
 
     executor: Literal["serial", "process", "dask"] = "serial"
     """How per-item work runs."""

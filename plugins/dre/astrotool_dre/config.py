@@ -7,7 +7,9 @@ given in each field's description; pixels are tile pixels.
 
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from astrotool.section import Section
 
 __docformat__ = "numpy"
 
@@ -17,11 +19,7 @@ Compression = Literal["none", "low", "medium", "high"]
 Gain = Union[float, Literal["counts", "cps"]]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SimulateConfig(_Strict):
+class SimulateConfig(Section):
     """``astro dre simulate``: survey-like tiles with known galaxies and stars."""
 
     ntiles: int = Field(2, ge=1, description="number of tiles")
@@ -53,7 +51,7 @@ class SimulateConfig(_Strict):
     dec: float = Field(2.2, description="tile centre [deg]")
 
 
-class DetectConfig(_Strict):
+class DetectConfig(Section):
     """``astro dre detect``: SExtractor when installed, photutils otherwise."""
 
     engine: Engine = "auto"
@@ -78,7 +76,7 @@ class DetectConfig(_Strict):
     timeout: float = Field(600.0, gt=0, description="[s]")
 
 
-class PsfConfig(_Strict):
+class PsfConfig(Section):
     """``astro dre psf``: PSFEx (PSF_SAMPLING 1) when installed, photutils ePSF otherwise."""
 
     engine: PsfEngine = "auto"
@@ -94,7 +92,7 @@ class PsfConfig(_Strict):
     timeout: float = Field(600.0, gt=0, description="[s]")
 
 
-class CutsConfig(_Strict):
+class CutsConfig(Section):
     """``astro dre cuts``: stamps around each selected object, to HDF5."""
 
     size: int = Field(128, ge=16, description="cut side [px]; must equal the model box")
@@ -107,7 +105,7 @@ class CutsConfig(_Strict):
     neighbour_grow: int = Field(2, ge=0, description="grow neighbours' segments before masking them out [px]")
 
 
-class ModelsConfig(_Strict):
+class ModelsConfig(Section):
     """``astro dre models``: the Sérsic model grid (axis value i = start + i*step)."""
 
     index0: float = Field(4.0, gt=0, description="first Sérsic index")
@@ -126,7 +124,7 @@ class ModelsConfig(_Strict):
     supersample: int = Field(4, ge=1, description="sub-pixels per pixel side away from the centre")
 
 
-class FitConfig(_Strict):
+class FitConfig(Section):
     """``astro dre fit``: least-squares flux and χ² of every model, in batches."""
 
     statistic: Literal["chi2", "dre"] = Field("chi2", description="'chi2': weighted least squares; 'dre': DRE's original")
@@ -144,14 +142,14 @@ class FitConfig(_Strict):
                                    "(or a best radius on the grid's lowest edge)")
 
 
-class MosaicsConfig(_Strict):
+class MosaicsConfig(Section):
     """``astro dre mosaics``: data | segment | model | residual panels per object."""
 
     png: bool = True
     max_objects: int = Field(0, ge=0, description="0 = every object")
 
 
-class DreConfig(_Strict):
+class DreConfig(Section):
     """Every DRE setting; sub-tables per stage."""
 
     simulate: SimulateConfig = SimulateConfig()

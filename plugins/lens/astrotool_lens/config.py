@@ -38,7 +38,9 @@ from __future__ import annotations
 import copy
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from astrotool.section import Section
 
 __docformat__ = "numpy"
 
@@ -47,8 +49,8 @@ Method = Literal["REGAUSS", "KSB", "BJ", "LINEAR"]
 METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Model(Section):
+    model_config = ConfigDict(validate_assignment=True)  # extra="forbid" comes from Section
 
 
 def bounds(r: Range) -> tuple[float, float]:

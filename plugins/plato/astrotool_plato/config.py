@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from astrotool.section import Section
 
 __docformat__ = "numpy"
 
@@ -19,13 +21,12 @@ def _ordered(name: str, pair: tuple[float, float]) -> None:
         raise ValueError(f"{name}: lower bound {pair[0]} is above upper bound {pair[1]}")
 
 
-class SimulateConfig(BaseModel):
+class SimulateConfig(Section):
     """``[plato.simulate]``: the built-in light-curve simulator.
 
     Ranges are ``[min, max]``; each curve draws its own value from them.
     """
 
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field("sim", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                       description="stem of the output files and prefix of the curve ids")
@@ -74,9 +75,8 @@ class SimulateConfig(BaseModel):
         return self
 
 
-class PlatoConfig(BaseModel):
+class PlatoConfig(Section):
     """``[plato]``: the PLATO plugin."""
 
-    model_config = ConfigDict(extra="forbid")
 
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from astrotool.section import Section
 
 __docformat__ = "numpy"
 
 
-class IngestConfig(BaseModel):
+class IngestConfig(Section):
     """``[ztf.ingest]``: reading alert files into the workspace."""
 
-    model_config = ConfigDict(extra="forbid")
 
     stamp_size: int = Field(63, ge=3, le=255,
                             description="stamp side [pixels]; smaller stamps are NaN-padded, larger ones centre-cropped")
@@ -27,9 +28,8 @@ class IngestConfig(BaseModel):
     keep_history: bool = Field(True, description="keep prv_candidates (jd, fid, magpsf, ...) as a list column")
 
 
-class ZtfConfig(BaseModel):
+class ZtfConfig(Section):
     """``[ztf]``: the ZTF plugin."""
 
-    model_config = ConfigDict(extra="forbid")
 
     ingest: IngestConfig = Field(default_factory=IngestConfig)
