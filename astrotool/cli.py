@@ -207,7 +207,7 @@ def build_app() -> typer.Typer:
         log_format: str = typer.Option(None, "--log-format", help="auto | rich | plain | json."),
         traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback of errors."),
         executor: str = typer.Option(None, "--executor", help="serial | process | dask."),
-        jobs: int = typer.Option(None, "-j", "--jobs", help="Worker processes (0 = all cores)."),
+        jobs: int = typer.Option(None, "-j", "--jobs", help="Worker processes (0 = all cores); alone, selects the process executor."),
         scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a local cluster)."),
         shard: str = typer.Option(None, "--shard", help="Run only shard I of N (I/N), for Slurm arrays."),
         seed: int = typer.Option(None, "--seed", help="Base random seed."),

@@ -140,7 +140,10 @@ class Context:
         from astrotool.executors import ExecutorOptions, parse_shard
 
         core = self.core
-        return ExecutorOptions(kind=core.executor, jobs=core.jobs, scheduler=core.scheduler or None,
+        kind = core.executor
+        if kind == "serial" and self.options.executor is None and self.options.jobs not in (None, 1):
+            kind = "process"  # `-j N` alone asks for N workers: a serial executor would ignore it
+        return ExecutorOptions(kind=kind, jobs=core.jobs, scheduler=core.scheduler or None,
                                shard=parse_shard(self.options.shard))
 
     def map(self, fn: Callable[[Any, int], Any], items: Sequence[Any], desc: str,

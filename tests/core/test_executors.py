@@ -81,3 +81,16 @@ def test_cli_dask_and_shards_match_serial(astro, toy, tmp_path):
     outs["shards"] = {p.name: p.read_text() for p in (ws / "toy/out").iterdir()}
     assert len(outs["serial"]) == 5
     assert outs["serial"] == outs["dask"] == outs["shards"]
+
+
+def test_jobs_flag_alone_selects_the_process_pool(tmp_path):
+    from astrotool.context import Context, GlobalOptions
+
+    def kind(**opts):
+        return Context(GlobalOptions(workspace=str(tmp_path), **opts)).executor_options.kind
+
+    assert kind() == "serial"
+    assert kind(jobs=2) == "process"
+    assert kind(jobs=1) == "serial"
+    assert kind(jobs=2, executor="serial") == "serial"
+    assert kind(jobs=2, executor="dask") == "dask"
