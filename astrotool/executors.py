@@ -131,9 +131,19 @@ def _call(fn: Callable, item: Any, seed: int, key: str):
         return "error", Failure(key, _format_error(exc), traceback.format_exc())
 
 
-def _worker_init() -> None:
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _worker_init(threads: int = 1) -> None:
     """Worker processes: SIGTERM raises KeyboardInterrupt so partial files are removed;
-    SIGINT is left to the parent, which cancels the pool."""
+    SIGINT is left to the parent, which cancels the pool.
+
+    Each worker gets ``threads`` OpenMP/BLAS threads (its share of the cores) unless
+    the user set them: N workers each starting one thread per core oversubscribe
+    the machine, and spinning OpenMP threads then slow GalSim down several-fold.
+    """
+    for var in THREAD_VARIABLES:
+        os.environ.setdefault(var, str(threads))
     def _term(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _term)
@@ -196,8 +206,9 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     outcomes = {}
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn"),
-                               initializer=_worker_init)
+    n = min(workers, len(tasks))
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
+                               initializer=_worker_init, initargs=(max(1, (os.cpu_count() or 1) // n),))
     try:
         futures = {pool.submit(_call, fn, item, seed, key): (i, key) for i, item, seed, key in tasks}
         for fut in as_completed(futures):

@@ -9,3 +9,10 @@ def draw(item, seed):
         raise ValueError("this item is bad")
     rng = random.Random(seed)
     return item, [rng.random() for _ in range(3)]
+
+
+def thread_setting(item, seed):
+    """The OpenMP thread count a worker was started with."""
+    import os
+
+    return os.environ.get("OMP_NUM_THREADS")

@@ -94,3 +94,17 @@ def test_jobs_flag_alone_selects_the_process_pool(tmp_path):
     assert kind(jobs=1) == "serial"
     assert kind(jobs=2, executor="serial") == "serial"
     assert kind(jobs=2, executor="dask") == "dask"
+
+
+def test_process_workers_share_the_cores(monkeypatch):
+    """Each of N workers gets cpu_count // N OpenMP threads unless the user chose."""
+    import os
+
+    from _items import thread_setting
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    got, _ = run_items(thread_setting, ["a", "b"], options=ExecutorOptions("process", jobs=2))
+    assert {v for _, v in got} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    got, _ = run_items(thread_setting, ["a", "b"], options=ExecutorOptions("process", jobs=2))
+    assert {v for _, v in got} == {"3"}
