@@ -1,38 +1,41 @@
 """Benchmark: accuracy of the `astro lens` CNN shear estimator against HSM baselines.
 
 Everything runs through the real command line (``python -m astrotool -w TMP
-lens generate | train | evaluate --json``) in a temporary workspace, and every
-baseline is measured in the same run on the same stamps:
+lens generate | train | calibrate | evaluate --json``) in a temporary
+workspace, and every baseline is measured in the same run on the same stamps:
 
 1. **ShearNet-like** (``--preset shearnet``: round exponential galaxies, no
    shape noise, Gaussian noise at S/N 1000, g1, g2 ~ U(-0.1, 0.1)): per-component
    MSE of the CNN on the test split (goal <= 3e-4; ShearNet's README reports
    about 6e-4) next to REGAUSS's on the same stamps.
 2. **LensNet** (``--preset lensnet``: shape noise |e| ~ |N(0, 0.2)|, Poisson
-   noise at S/N 200, g ~ U(-0.4, 0.4)): per-galaxy RMSE per component on the
-   test split (goal <= 0.08; the shape-noise floor is about 0.07) with REGAUSS
-   and KSB side by side.
+   noise at S/N 200, g ~ U(-0.4, 0.4), PSF ellipticity +-0.02 per stamp): the CNN
+   reads the galaxy and the PSF stamp (``lens.train.use_psf``); per-galaxy RMSE
+   per component on the test split (goal <= 0.08; the shape-noise floor is
+   about 0.07) with REGAUSS and KSB side by side.
 3. **Constant-shear fields** (``--preset fields``: LensNet galaxies, 90-degree
    ring pairs, fields of ``--field-size`` stamps with one shear in +-0.1 and one
-   PSF each): m1, m2, c1, c2 with 1-sigma errors and GREAT3 Q (ground) for the
-   CNN trained in step 2, REGAUSS and KSB, all on every stamp of a dataset drawn
-   with another seed (goal |m| < 5e-3, |c| < 5e-4).
+   PSF each). Two independent datasets are drawn with different seeds: the
+   *calibration* fields, on which ``astro lens calibrate`` fits the CNN's m and
+   c and stores them in the checkpoint, and the *test* fields, on which m1, m2,
+   c1, c2 (1 sigma) and GREAT3 Q are measured for the calibrated CNN, the raw
+   CNN, REGAUSS and KSB (goal |m| < 5e-3, |c| < 5e-4). For a like-for-like
+   comparison REGAUSS and KSB are also calibrated on the same calibration
+   fields (g -> (g - c) / (1 + m), which turns the test fit into
+   m' = (1 + m_test) / (1 + m_cal) - 1 and c' = (c_test - c_cal) / (1 + m_cal);
+   errors of the two fits are added in quadrature).
 
 A final table gives PASS/MISS per goal (for m and c: the central value, the
 error is printed next to it).
 
-``--psf-cnn`` (off by default) also trains, on the same LensNet stamps, a CNN
-that reads the PSF stamp as a second channel (``train --use-psf``) and scores
-it in steps 2 and 3 as ``CNN+PSF``. The fields hold one PSF ellipticity
-(+-0.02) per field, which a galaxy-only CNN cannot see: its PSF leakage moves
-whole fields and inflates the scatter of m and c; REGAUSS and KSB are given
-the PSF stamp.
+``--galaxy-cnn`` also trains a galaxy-only CNN (``--no-psf``, LensNet's
+default input) and scores it raw in steps 2 and 3: it cannot see the per-field
+PSF ellipticity, so its PSF leakage moves whole fields.
 
 Usage::
 
-    python benchmarks/lens_accuracy.py --quick     # smoke run, <= 4 min on 2 cores (2.1 min with --psf-cnn)
-    python benchmarks/lens_accuracy.py             # full size, <= 20 min on 2 cores (11.6 min with --psf-cnn)
-    python benchmarks/lens_accuracy.py --psf-cnn   # add the PSF-channel CNN
+    python benchmarks/lens_accuracy.py --quick     # smoke run, about 5 min on 2 cores
+    python benchmarks/lens_accuracy.py             # full size, about 25 min on 2 cores
     python benchmarks/lens_accuracy.py --keep ws/  # keep the workspace
 """
 
@@ -53,7 +56,7 @@ SIZES = {
     "quick": {"shearnet_n": 1200, "shearnet_epochs": 4, "lensnet_n": 2400, "lensnet_epochs": 4,
               "fields": 8, "field_size": 250, "width": 16},
     "full": {"shearnet_n": 3000, "shearnet_epochs": 8, "lensnet_n": 12000, "lensnet_epochs": 10,
-             "fields": 20, "field_size": 500, "width": 16},
+             "fields": 80, "field_size": 500, "width": 16},
 }
 
 GOALS = {"shearnet_mse": 3e-4, "lensnet_rmse": 0.08, "m": 5e-3, "c": 5e-4}
@@ -91,6 +94,21 @@ def fmt_e(x: float, digits: int = 1) -> str:
     return f"{x:.{digits}e}"
 
 
+def calibrated(test: dict, cal: dict) -> dict:
+    """Test-field metrics of an estimator after g -> (g - c_cal) / (1 + m_cal), from the two linear fits."""
+    from astrotool_lens.evaluate import great3_q
+
+    r = dict(test)
+    for i in (1, 2):
+        mc, cc = cal[f"m{i}"], cal[f"c{i}"]
+        r[f"m{i}"] = (1 + test[f"m{i}"]) / (1 + mc) - 1
+        r[f"m{i}_err"] = (test[f"m{i}_err"] ** 2 + cal[f"m{i}_err"] ** 2) ** 0.5 / (1 + mc)
+        r[f"c{i}"] = (test[f"c{i}"] - cc) / (1 + mc)
+        r[f"c{i}_err"] = (test[f"c{i}_err"] ** 2 + cal[f"c{i}_err"] ** 2) ** 0.5 / (1 + mc)
+    r["q"] = great3_q(r["m1"], r["m2"], r["c1"], r["c2"])
+    return r
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes (<= 4 min on 2 cores)")
@@ -100,8 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fields", type=int, default=None, help="number of constant-shear fields")
     ap.add_argument("--field-size", type=int, default=None, help="stamps per field (even)")
     ap.add_argument("--lensnet-n", type=int, default=None, help="stamps of the LensNet training set")
-    ap.add_argument("--psf-cnn", action="store_true",
-                    help="also train and score a CNN with the PSF stamp as a second channel")
+    ap.add_argument("--galaxy-cnn", action="store_true",
+                    help="also train and score a galaxy-only CNN (no PSF channel)")
     ap.add_argument("--keep", type=Path, default=None, help="use/keep this workspace instead of a temp one")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON here")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the commands' logs")
@@ -135,31 +153,38 @@ def main(argv=None) -> int:
         print(f"[2/3] LensNet: {size['lensnet_n']} stamps, {size['lensnet_epochs']} epochs", flush=True)
         run("lensnet generate", "generate", "--preset", "lensnet", "--name", "lensnet",
             "-n", size["lensnet_n"], "--shard-size", 1000, seed=args.seed + 1)
-        run("lensnet train", "train", "--dataset", "lensnet", "--model", "lensnet_cnn",
-            "--epochs", size["lensnet_epochs"], "--patience", 0, *train_common, seed=args.seed + 1)
-        ln = run("lensnet evaluate", "evaluate", "--model", "lensnet_cnn", "--classical", "REGAUSS,KSB",
-                 "--no-plots", "--json")["estimators"]
-        out["lensnet"] = ln
+        cnns = {"CNN": ("lensnet_cnn", "--use-psf")}
+        if args.galaxy_cnn:
+            cnns["CNN galaxy-only"] = ("lensnet_gal_cnn", "--no-psf")
+        out["lensnet"] = {}
+        for label, (mname, psf_flag) in cnns.items():
+            run(f"lensnet train ({mname})", "train", "--dataset", "lensnet", "--model", mname, psf_flag,
+                "--epochs", size["lensnet_epochs"], "--patience", 0, *train_common, seed=args.seed + 1)
+            ln = run(f"lensnet evaluate ({mname})", "evaluate", "--model", mname,
+                     "--classical", "REGAUSS,KSB" if label == "CNN" else "", "--no-plots", "--json")["estimators"]
+            out["lensnet"].update({(label if k == "CNN" else k): v for k, v in ln.items()})
 
         # ---------------------------------------------------------------- 3. fields
         nf = size["fields"] * size["field_size"]
-        print(f"[3/3] fields: {size['fields']} fields x {size['field_size']} stamps (ring pairs)", flush=True)
-        run("fields generate", "generate", "--preset", "fields", "--name", "fields", "-n", nf,
-            "--field-size", size["field_size"], "--shard-size", 1000, seed=args.seed + 2)
-        run("fields measure", "measure", "--dataset", "fields", "--methods", "REGAUSS,KSB")
+        print(f"[3/3] fields: calibration and test sets of {size['fields']} fields x {size['field_size']} "
+              "stamps (ring pairs)", flush=True)
+        for name, seed in (("calib", args.seed + 3), ("fields", args.seed + 2)):
+            run(f"{name} generate", "generate", "--preset", "fields", "--name", name, "-n", nf,
+                "--field-size", size["field_size"], "--shard-size", 1000, seed=seed)
+            run(f"{name} measure", "measure", "--dataset", name, "--methods", "REGAUSS,KSB")
+        cal = run("calibrate", "calibrate", "--model", "lensnet_cnn", "--dataset", "calib")
+        out["calibration"] = cal
+        hsm_cal = run("calib evaluate (HSM)", "evaluate", "--model", "lensnet_cnn", "--dataset", "calib",
+                      "--split", "all", "--raw", "--classical", "REGAUSS,KSB", "--no-plots", "--json")["estimators"]
         fd = run("fields evaluate", "evaluate", "--model", "lensnet_cnn", "--dataset", "fields", "--split", "all",
                  "--classical", "REGAUSS,KSB", "--no-plots", "--json")["estimators"]
+        for k in ("REGAUSS", "KSB"):
+            fd[f"{k} calibrated"] = calibrated(fd[k], hsm_cal[k])
+        if args.galaxy_cnn:
+            g = run("fields evaluate (galaxy-only)", "evaluate", "--model", "lensnet_gal_cnn", "--dataset", "fields",
+                    "--split", "all", "--classical", "", "--no-plots", "--json")["estimators"]
+            fd["CNN galaxy-only"] = g["CNN"]
         out["fields"] = fd
-        if args.psf_cnn:
-            print("[3b] CNN+PSF: same LensNet stamps, PSF stamp as a second channel", flush=True)
-            run("lensnet train (PSF)", "train", "--dataset", "lensnet", "--model", "lensnet_psf_cnn", "--use-psf",
-                "--epochs", size["lensnet_epochs"], "--patience", 0, *train_common, seed=args.seed + 1)
-            lp = run("lensnet evaluate (PSF)", "evaluate", "--model", "lensnet_psf_cnn", "--classical", "",
-                     "--no-plots", "--json")["estimators"]
-            out["lensnet"]["CNN+PSF"] = lp["CNN"]
-            fp = run("fields evaluate (PSF)", "evaluate", "--model", "lensnet_psf_cnn", "--dataset", "fields",
-                     "--split", "all", "--classical", "", "--no-plots", "--json")["estimators"]
-            out["fields"]["CNN+PSF"] = fp["CNN"]
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -180,7 +205,7 @@ def main(argv=None) -> int:
           f"(goal <= {GOALS['shearnet_mse']:.0e}; ShearNet reports {SHEARNET_REPORTED_MSE:.0e})")
     for name, r in s.items():
         fail = f"  (failed {r['n_failed']})" if r["n_failed"] else ""
-        print(f"   {name:8s} MSE g1 {fmt_e(r['mse_g1'])}  g2 {fmt_e(r['mse_g2'])}{fail}")
+        print(f"   {name:18s} MSE g1 {fmt_e(r['mse_g1'])}  g2 {fmt_e(r['mse_g2'])}{fail}")
     for i in (1, 2):
         v = s["CNN"][f"mse_g{i}"]
         rows.append((f"ShearNet-like CNN MSE g{i}", fmt_e(v), f"<= {GOALS['shearnet_mse']:.0e}",
@@ -191,7 +216,7 @@ def main(argv=None) -> int:
           f"(goal <= {GOALS['lensnet_rmse']}; shape-noise floor ~ {SHAPE_NOISE_FLOOR})")
     for name, r in ln.items():
         fail = f"  (failed {r['n_failed']})" if r["n_failed"] else ""
-        print(f"   {name:8s} RMSE g1 {r['rmse_g1']:.4f}  g2 {r['rmse_g2']:.4f}{fail}")
+        print(f"   {name:18s} RMSE g1 {r['rmse_g1']:.4f}  g2 {r['rmse_g2']:.4f}{fail}")
     for name in [k for k in ln if k.startswith("CNN")]:
         for i in (1, 2):
             v = ln[name][f"rmse_g{i}"]
@@ -204,9 +229,12 @@ def main(argv=None) -> int:
           f"m, c (1 sigma) and GREAT3 Q (goal |m| < {GOALS['m']:.0e}, |c| < {GOALS['c']:.0e})")
     for name, r in fd.items():
         fail = f"  (failed {r['n_failed']})" if r["n_failed"] else ""
-        print(f"   {name:8s} m1 {r['m1']:+.2e}±{r['m1_err']:.1e}  m2 {r['m2']:+.2e}±{r['m2_err']:.1e}  "
+        print(f"   {name:18s} m1 {r['m1']:+.2e}±{r['m1_err']:.1e}  m2 {r['m2']:+.2e}±{r['m2_err']:.1e}  "
               f"c1 {r['c1']:+.1e}±{r['c1_err']:.1e}  c2 {r['c2']:+.1e}±{r['c2_err']:.1e}  Q {r['q']:.0f}{fail}")
-    for name in [k for k in fd if k.startswith("CNN")]:
+    cal = out["calibration"]
+    print(f"   (calibration of the CNN on {cal['n_fields']} other fields: m1 {cal['m1']:+.2e}±{cal['m1_err']:.1e}  "
+          f"m2 {cal['m2']:+.2e}±{cal['m2_err']:.1e}  c1 {cal['c1']:+.1e}  c2 {cal['c2']:+.1e})")
+    for name in ("CNN", "CNN raw"):
         r = fd[name]
         for q, goal in (("m1", "m"), ("m2", "m"), ("c1", "c"), ("c2", "c")):
             rows.append((f"fields {name} {q}", f"{r[q]:+.1e}±{r[q + '_err']:.0e}", f"|{q}| < {GOALS[goal]:.0e}",

@@ -216,6 +216,7 @@ def evaluate(
     split: str = typer.Option(None, "--split", help="auto | test | all"),
     classical: str = typer.Option(None, "--classical", help="comma list of HSM methods ('' for none)"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
+    calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
     plots: bool = typer.Option(None, "--plots/--no-plots"),
     as_json: bool = typer.Option(False, "--json", help="print the full metrics as JSON"),
 ):
@@ -232,7 +233,7 @@ def evaluate(
     cls = _split_list(classical) if classical is not None else None
     cfg = ctx.section("lens", {"evaluate.model": model, "evaluate.dataset": dataset, "evaluate.split": split,
                                "evaluate.classical": cls, "evaluate.symmetrize": symmetrize,
-                               "evaluate.plots": plots})
+                               "evaluate.calibrated": calibrated, "evaluate.plots": plots})
     e = cfg.evaluate
     mdir = _model_dir(ctx, e.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     _, meta = load_estimator(mdir)
@@ -255,12 +256,43 @@ def evaluate(
 
 
 @app.command()
+def calibrate(
+    model: str = typer.Option(None, "--model", help="model name or folder"),
+    dataset: str = typer.Option(None, "--dataset", help="constant-shear simulations (preset fields)"),
+    symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
+):
+    """Fit the CNN's multiplicative and additive bias (m, c) on constant-shear simulations and store it.
+
+    Predictions, evaluation and ONNX export then return (g - c) / (1 + m). Check the
+    calibration with `evaluate` on fields drawn with another seed; `--raw` skips it.
+    """
+    from astrotool.errors import InputError
+    from astrotool_lens.calibrate import calibrate_model
+    from astrotool_lens.data import resolve_dataset
+
+    ctx = current()
+    cfg = ctx.section("lens", {"calibrate.model": model, "calibrate.dataset": dataset,
+                               "calibrate.symmetrize": symmetrize})
+    c = cfg.calibrate
+    mdir = _model_dir(ctx, c.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
+    if not c.dataset:
+        raise InputError("lens.calibrate.dataset", "name the constant-shear simulations to calibrate on (--dataset)")
+    ds = resolve_dataset(ctx.workspace.stage("lens", "shear"), c.dataset)
+    res = calibrate_model(ds, mdir, c, log=ctx.log)
+    ctx.record.add_input(ds.root)
+    ctx.record.add_output(mdir / "model.safetensors")
+    ctx.record.add_output(mdir / "model.json")
+    ctx.emit(res)
+
+
+@app.command()
 def predict(
     inputs: str = typer.Argument(..., help="FITS file, folder of FITS, LensNet data.json, or dataset name/folder"),
     model: str = typer.Option(None, "--model", help="model name or folder"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (PSF-channel models)"),
     output: str = typer.Option(None, "--output", help="output stem in lens/predictions"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize"),
+    calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
 ):
     """Predict (g1, g2) for stamps; writes lens/predictions/<stem>_<model>.parquet."""
     import pyarrow as pa
@@ -271,16 +303,19 @@ def predict(
     from astrotool_lens.predict import predict_inputs, read_inputs
 
     ctx = current()
-    cfg = ctx.section("lens", {"predict.model": model, "predict.output": output, "predict.symmetrize": symmetrize})
+    cfg = ctx.section("lens", {"predict.model": model, "predict.output": output, "predict.symmetrize": symmetrize,
+                               "predict.calibrated": calibrated})
     pc = cfg.predict
     mdir = _model_dir(ctx, pc.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     est, meta = load_estimator(mdir)
     need_psf = int(meta["architecture"]["kwargs"]["in_channels"]) == 2
     inp = read_inputs(inputs, need_psf, psf, shear_stage=ctx.workspace.stage("lens", "shear"))
-    cols = predict_inputs(est, meta, inp, pc.batch_size, pc.symmetrize)
+    cols = predict_inputs(est, meta, inp, pc.batch_size, pc.symmetrize, pc.calibrated)
     out = ctx.workspace.stage("lens", "predictions") / f"{pc.output or inp.stem}_{mdir.name}.parquet"
+    calibration = meta.get("calibration") if pc.calibrated and est.has_calibration else None
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
-                                                 "symmetrize": pc.symmetrize, "versions": _versions()})
+                                                 "symmetrize": pc.symmetrize, "calibration": calibration,
+                                                 "versions": _versions()})
     ctx.record.add_input(inputs)
     ctx.record.add_output(out)
     summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
@@ -297,18 +332,20 @@ def export(
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
     opset: int = typer.Option(None, "--opset"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="include 8-fold averaging"),
+    calibrated: bool = typer.Option(None, "--calibrated/--raw", help="include the model's calibration"),
 ):
     """Export a trained model to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
     from astrotool.errors import AstroError
     from astrotool_lens.export import export_onnx
 
     ctx = current()
-    cfg = ctx.section("lens", {"export.model": model, "export.opset": opset, "export.symmetrize": symmetrize})
+    cfg = ctx.section("lens", {"export.model": model, "export.opset": opset, "export.symmetrize": symmetrize,
+                               "export.calibrated": calibrated})
     x = cfg.export
     if not onnx:
         raise AstroError("nothing to export: --onnx is the only format")
     mdir = _model_dir(ctx, x.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
-    res = export_onnx(mdir, output, x.opset, x.symmetrize, x.parity_samples, x.parity_tol)
+    res = export_onnx(mdir, output, x.opset, x.symmetrize, x.parity_samples, x.parity_tol, x.calibrated)
     ctx.record.add_input(mdir)
     ctx.record.add_output(res["path"])
     ctx.emit(res)

@@ -273,7 +273,8 @@ class TrainConfig(_Model):
         "ellipticity", description="ellipticity: the lensed galaxy's pre-PSF reduced-shear ellipticity, whose "
                                    "ensemble mean is g (unbiased ensemble estimator); shear: g itself "
                                    "(lower per-galaxy MSE, shrunk towards 0 when there is shape noise)")
-    use_psf: bool = Field(False, description="feed the PSF stamp as a second channel")
+    use_psf: bool = Field(True, description="feed the PSF stamp as a second channel (without it the network "
+                                            "cannot correct a PSF ellipticity that varies between images)")
     width: int = Field(32, ge=2, description="channels of the first convolution block (doubling per block)")
     blocks: int = Field(3, ge=1, le=6, description="conv blocks, each halving the stamp")
     hidden: int = Field(128, ge=4, description="units of the dense layer")
@@ -315,7 +316,9 @@ class EvaluateConfig(_Model):
     classical: list[Method] = Field(default_factory=lambda: list(METHODS),
                                     description="HSM estimators to compare (measured if missing)")
     symmetrize: bool = Field(True, description="average the CNN over the 8 flips/rotations (exactly spin-2 equivariant)")
-    batch_size: int = Field(256, ge=1)
+    calibrated: bool = Field(True, description="apply the model's calibration (astro lens calibrate); the raw "
+                                               "CNN is scored too, as 'CNN raw'")
+    batch_size: int = Field(32, ge=1, description="stamps per forward pass")
     q_sigma2_min: float = Field(4.0, gt=0, description="GREAT3 Q softening: 4 ground, 1 space")
     plots: bool = True
     bins: int = Field(5, ge=2, description="bins for bias vs S/N and size")
@@ -325,8 +328,9 @@ class PredictConfig(_Model):
     """``astro lens predict``."""
 
     model: str = Field("", description="model name or folder (default: lens.train's model)")
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(32, ge=1, description="stamps per forward pass")
     symmetrize: bool = True
+    calibrated: bool = Field(True, description="apply the model's calibration (astro lens calibrate)")
     output: str = Field("", description="output stem (default: from the input's name)")
 
 
@@ -336,15 +340,27 @@ class ExportConfig(_Model):
     model: str = Field("", description="model name or folder (default: lens.train's model)")
     opset: int = Field(17, ge=11)
     symmetrize: bool = Field(True, description="include the 8-fold symmetrisation in the exported graph")
+    calibrated: bool = Field(True, description="include the model's calibration in the exported graph")
     parity_tol: float = Field(1e-5, gt=0, description="max |torch - onnxruntime| accepted")
     parity_samples: int = Field(64, ge=1)
+
+
+class CalibrateConfig(_Model):
+    """``astro lens calibrate``: multiplicative and additive bias from constant-shear simulations."""
+
+    model: str = Field("", description="model name or folder (default: lens.train's model)")
+    dataset: str = Field("", description="constant-shear dataset (preset fields, another seed than the one "
+                                         "you evaluate on); required")
+    symmetrize: bool = Field(True, description="calibrate the 8-fold averaged estimate (as evaluate/predict use it)")
+    batch_size: int = Field(32, ge=1, description="stamps per forward pass")
+    max_abs_m: float = Field(0.1, gt=0, description="refuse a calibration with |m| above this (a mismatched model)")
 
 
 class DemoConfig(_Model):
     """The ``astro demo`` step (<= 60 s on 2 cores)."""
 
     n_train: int = Field(2400, ge=64)
-    n_fields: int = Field(6, ge=2)
+    n_fields: int = Field(20, ge=3, description="constant-shear fields of each set (calibration, test)")
     field_size: int = Field(100, ge=2)
     epochs: int = Field(6, ge=1)
     width: int = Field(12, ge=2)
@@ -359,6 +375,7 @@ class LensConfig(_Model):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
 
     @property

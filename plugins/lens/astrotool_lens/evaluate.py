@@ -287,14 +287,22 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     from astrotool_lens.model import check_stamps
 
     x = check_stamps(x, meta, ds.root)
-    pred = predict_array(model, x, cfg.batch_size, cfg.symmetrize)
+    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False).astype(float)
+    calibration = meta.get("calibration") if cfg.calibrated and model.has_calibration else None
+    pred = raw
+    if calibration:
+        cal_m, cal_c = model.calib_m.numpy().astype(float), model.calib_c.numpy().astype(float)
+        pred = (raw - cal_c) / (1.0 + cal_m)
     mname = model_dir.name
     pred_path = Path(predictions_dir) / f"{ds.name}_{mname}.parquet"
-    write_parquet(pa.table({"index": idx, "g1": pred[:, 0].astype(float), "g2": pred[:, 1].astype(float),
-                            "true_g1": g1, "true_g2": g2}), pred_path,
-                  metadata={"dataset": ds.name, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize})
+    write_parquet(pa.table({"index": idx, "g1": pred[:, 0], "g2": pred[:, 1], "raw_g1": raw[:, 0],
+                            "raw_g2": raw[:, 1], "true_g1": g1, "true_g2": g2}), pred_path,
+                  metadata={"dataset": ds.name, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize,
+                            "calibration": calibration})
 
-    estimates = {"CNN": (pred[:, 0].astype(float), pred[:, 1].astype(float))}
+    estimates = {"CNN": (pred[:, 0], pred[:, 1])}
+    if calibration:
+        estimates["CNN raw"] = (raw[:, 0], raw[:, 1])
     methods = list(cfg.classical)
     if methods:
         hsm_path = Path(hsm_table) if hsm_table else Path(predictions_dir) / f"{ds.name}_hsm.parquet"
@@ -337,6 +345,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
         "dataset": ds.name, "model": mname, "subset": subset, "n": int(len(idx)),
         "target": meta["training"].get("target"), "symmetrize": cfg.symmetrize,
         "bias_fit": "per constant-shear field" if field is not None else "per stamp",
+        "calibration": calibration,
         "estimators": results, "plots": plots, "predictions": str(pred_path),
     }
     report_path = Path(reports_dir) / f"{stem}_metrics.json"

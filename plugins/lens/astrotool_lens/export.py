@@ -52,7 +52,8 @@ def parity_inputs(meta: dict, n: int, seed: int = 0) -> np.ndarray:
 
 
 def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset: int = 17,
-                symmetrize: bool = True, parity_samples: int = 64, tol: float = 1e-5) -> dict:
+                symmetrize: bool = True, parity_samples: int = 64, tol: float = 1e-5,
+                calibrated: bool = True) -> dict:
     """Export a checkpoint to ONNX and compare onnxruntime with torch.
 
     Parameters
@@ -68,11 +69,13 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
         Stamps compared.
     tol : float
         Largest accepted absolute difference in (g1, g2).
+    calibrated : bool
+        Include the checkpoint's calibration (``astro lens calibrate``) in the graph.
 
     Returns
     -------
     dict
-        ``path, max_abs_diff, tol, samples, opset, symmetrize``.
+        ``path, max_abs_diff, tol, samples, opset, symmetrize, calibrated``.
 
     Raises
     ------
@@ -89,6 +92,8 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
     model_dir = Path(model_dir)
     model, meta = load_estimator(model_dir)
     model.symmetrize = symmetrize
+    model.calibrated = calibrated
+    calibration = meta.get("calibration") if calibrated and model.has_calibration else None
     out_path = Path(out_path) if out_path else model_dir / "model.onnx"
     x = parity_inputs(meta, parity_samples)
     xt = torch.from_numpy(x)
@@ -103,7 +108,8 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
         entry = proto.metadata_props.add()
-        entry.key, entry.value = "astrotool", json.dumps({**meta, "onnx": {"symmetrize": symmetrize,
+        entry.key, entry.value = "astrotool", json.dumps({**meta, "onnx": {
+            "symmetrize": symmetrize, "calibrated": bool(calibration),
                                                                               "input": "stamps (n, C, S, S) raw float32",
                                                                               "output": "g (n, 2) reduced shear"}},
                                                         default=str)
@@ -114,4 +120,4 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
         if not diff <= tol:
             raise AstroError(f"{out_path}: onnxruntime differs from torch by {diff:.3g} > {tol:g}; not written")
     return {"path": str(out_path), "max_abs_diff": diff, "tol": tol, "samples": int(len(x)), "opset": opset,
-            "symmetrize": symmetrize}
+            "symmetrize": symmetrize, "calibrated": bool(calibration)}

@@ -5,6 +5,11 @@ the PSF as a second channel -- to a shear estimate (g1, g2). It contains its
 own input normalisation and output scaling (buffers saved in the checkpoint),
 so the exported ONNX graph and a loaded checkpoint take raw pixels.
 
+Calibration: ``calib_m`` and ``calib_c`` (buffers, zero until ``astro lens
+calibrate`` measures them on constant-shear simulations) turn the network's
+estimate into ``(g - c) / (1 + m)`` per component when ``calibrated`` is on
+(the default), so a calibrated checkpoint and its ONNX export agree.
+
 Symmetry: under the 8 flips / 90-degree rotations of the pixel grid a spin-2
 quantity changes sign component-wise (:data:`D4_SIGNS`). With ``symmetrize``
 the estimator averages ``signs_k * net(T_k x)`` over the 8 transforms, which
@@ -114,8 +119,10 @@ def _build_classes():
         Notes
         -----
         Buffers: ``input_scale`` (C,) and ``target_scale`` (2,), the RMS of the
-        training targets; the network predicts targets in units of it.
-        ``symmetrize`` is a run-time switch, not part of the weights.
+        training targets (the network predicts targets in units of it), and
+        ``calib_m``, ``calib_c`` (2,), the multiplicative and additive bias that
+        ``calibrated`` divides out. ``symmetrize`` and ``calibrated`` are
+        run-time switches, not part of the weights.
         """
 
         def __init__(self, in_channels: int = 1, stamp_size: int = 40, width: int = 32, blocks: int = 3,
@@ -127,10 +134,19 @@ def _build_classes():
             self.stamp_size = stamp_size
             self.normalisation = normalisation
             self.symmetrize = False
+            self.calibrated = True
+            self.channels_last = False
             self.net = ShearCNN(in_channels, stamp_size, width, blocks, hidden)
             self.register_buffer("input_scale", torch.ones(in_channels))
             self.register_buffer("target_scale", torch.ones(2))
+            self.register_buffer("calib_m", torch.zeros(2))
+            self.register_buffer("calib_c", torch.zeros(2))
             self.register_buffer("d4_signs", torch.tensor(D4_SIGNS, dtype=torch.float32), persistent=False)
+            self.register_load_state_dict_pre_hook(_default_calibration)
+
+        @property
+        def has_calibration(self) -> bool:
+            return bool(torch.any(self.calib_m != 0) or torch.any(self.calib_c != 0))
 
         def normalise(self, x):
             if self.normalisation == "stamp_rms":
@@ -140,18 +156,61 @@ def _build_classes():
                 return x / self.input_scale.view(1, -1, 1, 1)
             return x
 
+        def _net(self, x):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.net(x)
+
         def forward(self, x):
             x = self.normalise(x)
             if not self.symmetrize:
-                return self.net(x) * self.target_scale
-            n = x.shape[0]
-            xt = x.transpose(-1, -2)
-            stacked = torch.cat([x, x.flip(-1), x.flip(-2), x.flip((-2, -1)),
-                                 xt, xt.flip(-1), xt.flip(-2), xt.flip((-2, -1))], dim=0)
-            y = self.net(stacked).reshape(8, n, 2) * self.d4_signs.view(8, 1, 2)
-            return y.mean(dim=0) * self.target_scale
+                y = self._net(x) * self.target_scale
+            else:
+                n = x.shape[0]
+                xt = x.transpose(-1, -2)
+                stacked = torch.cat([x, x.flip(-1), x.flip(-2), x.flip((-2, -1)),
+                                     xt, xt.flip(-1), xt.flip(-2), xt.flip((-2, -1))], dim=0)
+                y = self._net(stacked).reshape(8, n, 2) * self.d4_signs.view(8, 1, 2)
+                y = y.mean(dim=0) * self.target_scale
+            if self.calibrated:
+                y = (y - self.calib_c) / (1.0 + self.calib_m)
+            return y
 
     return ShearCNN, ShearEstimator
+
+
+def _default_calibration(module, state_dict, prefix, *args):
+    """Checkpoints written before calibration existed load as uncalibrated."""
+    for name in ("calib_m", "calib_c"):
+        state_dict.setdefault(prefix + name, getattr(module, name).detach().clone())
+
+
+def inference_copy(model):
+    """A faster copy of an estimator for CPU/GPU inference.
+
+    Each convolution absorbs the batch normalisation that follows it (eval-mode
+    statistics) and the activations are kept channels-last, which oneDNN runs
+    about twice as fast on CPU. Outputs agree with ``model`` to float32
+    rounding (~1e-7).
+    """
+    import copy
+
+    torch, nn = _torch()
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fast = copy.deepcopy(model).eval()
+    layers, fused, i = list(fast.net.features), [], 0
+    while i < len(layers):
+        if isinstance(layers[i], nn.Conv2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
+            fused.append(fuse_conv_bn_eval(layers[i], layers[i + 1]))
+            i += 2
+        else:
+            fused.append(layers[i])
+            i += 1
+    fast.net.features = nn.Sequential(*fused)
+    fast.net.to(memory_format=torch.channels_last)
+    fast.channels_last = True
+    return fast
 
 
 _CLASSES = None
@@ -224,8 +283,8 @@ def check_stamps(x: np.ndarray, meta_or_model, source) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def predict_array(model, x: np.ndarray, batch_size: int = 256, symmetrize: bool = True,
-                  device=None) -> np.ndarray:
+def predict_array(model, x: np.ndarray, batch_size: int = 64, symmetrize: bool = True,
+                  calibrated: bool = True, device=None) -> np.ndarray:
     """Run the estimator on raw stamps.
 
     Parameters
@@ -234,8 +293,11 @@ def predict_array(model, x: np.ndarray, batch_size: int = 256, symmetrize: bool 
     x : numpy.ndarray
         float32 (n, C, S, S).
     batch_size : int
+        Stamps per forward pass (8 times as many images with ``symmetrize``).
     symmetrize : bool
         Average over the 8 flips/rotations.
+    calibrated : bool
+        Divide out the checkpoint's calibration (a no-op for an uncalibrated one).
 
     Returns
     -------
@@ -245,15 +307,11 @@ def predict_array(model, x: np.ndarray, batch_size: int = 256, symmetrize: bool 
     import torch
 
     device = device or next(model.parameters()).device
-    model.eval()
-    old = model.symmetrize
-    model.symmetrize = symmetrize
+    fast = inference_copy(model).to(device)
+    fast.symmetrize, fast.calibrated = symmetrize, calibrated
     out = []
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)
-                out.append(model(xb).cpu().numpy())
-    finally:
-        model.symmetrize = old
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)
+            out.append(fast(xb).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), np.float32)

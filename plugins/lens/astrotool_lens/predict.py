@@ -190,14 +190,15 @@ def _read_data_json(path: Path, need_psf: bool) -> Inputs:
                   path.parent.name or path.stem, truth, origin=path)
 
 
-def predict_inputs(model, meta: dict, inp: Inputs, batch_size: int = 256, symmetrize: bool = True) -> dict:
+def predict_inputs(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetrize: bool = True,
+                   calibrated: bool = True) -> dict:
     """Predict (g1, g2) for loaded inputs; returns table columns."""
     from astrotool_lens.model import check_stamps, predict_array
 
     x = inp.gal[:, None] if inp.psf is None or meta["architecture"]["kwargs"]["in_channels"] == 1 \
         else np.stack([inp.gal, inp.psf], axis=1)
     x = check_stamps(x, meta, inp.origin or inp.stem)
-    pred = predict_array(model, x, batch_size, symmetrize)
+    pred = predict_array(model, x, batch_size, symmetrize, calibrated)
     cols = {"source": np.array(inp.source, dtype=str), "index": np.arange(len(pred)),
             "g1": pred[:, 0].astype(float), "g2": pred[:, 1].astype(float)}
     if inp.truth:

@@ -1,0 +1,146 @@
+"""`astro lens calibrate`: m and c fitted on constant-shear fields, stored in the checkpoint, divided out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from .conftest import easy_config
+
+
+@pytest.fixture(scope="module")
+def easy_fields(easy_dataset):
+    """6 constant-shear fields of 40 easy stamps next to the easy dataset."""
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.generate import generate_dataset
+
+    cfg = easy_config("easyfields", n=240, shard_size=240,
+                      shear={"g1": [-0.1, 0.1], "g2": [-0.1, 0.1], "field_size": 40})
+    out = easy_dataset.root.parent / "easyfields"
+    generate_dataset(cfg, out, base_seed=23)
+    return ShearDataset(out)
+
+
+@pytest.fixture
+def model_copy(trained_model, tmp_path):
+    mdir = tmp_path / "easy_cnn"
+    shutil.copytree(trained_model[0], mdir)
+    return mdir
+
+
+def test_inference_copy_matches_the_model(trained_model, easy_dataset):
+    import torch
+
+    from astrotool_lens.model import load_estimator, predict_array
+    from astrotool_lens.train import dataset_inputs
+
+    model, _ = load_estimator(trained_model[0])
+    x = dataset_inputs(easy_dataset, False, np.arange(64))
+    model.symmetrize = True
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.max(np.abs(predict_array(model, x, batch_size=16) - ref)) < 1e-5
+
+
+def test_calibration_is_fitted_stored_and_divided_out(model_copy, easy_fields):
+    from astrotool_lens.calibrate import calibrate_model
+    from astrotool_lens.config import CalibrateConfig, EvaluateConfig
+    from astrotool_lens.evaluate import evaluate, fit_bias
+    from astrotool_lens.model import load_estimator, predict_array
+    from astrotool_lens.train import dataset_inputs
+
+    x = dataset_inputs(easy_fields, False)
+    truth, field = easy_fields.truth, np.asarray(easy_fields.truth["field"])
+    model, _ = load_estimator(model_copy)
+    assert not model.has_calibration
+    raw = predict_array(model, x)
+    expect = [fit_bias(np.asarray(truth[f"g{i}"]), raw[:, i - 1], field) for i in (1, 2)]
+
+    res = calibrate_model(easy_fields, model_copy, CalibrateConfig(max_abs_m=0.5))
+    assert res["n_fields"] == 6 and res["previous"] is None
+    for i in (1, 2):
+        assert res[f"m{i}"] == pytest.approx(expect[i - 1]["m"], abs=1e-6)
+        assert res[f"c{i}"] == pytest.approx(expect[i - 1]["c"], abs=1e-7)
+    assert max(abs(res["m1"]), abs(res["m2"])) > 1e-4  # a 300-step CNN is measurably biased
+
+    model, meta = load_estimator(model_copy)  # reloaded: stored in the weights and in model.json
+    assert model.has_calibration and meta["calibration"]["dataset"] == "easyfields"
+    cal = predict_array(model, x)
+    m = np.array([res["m1"], res["m2"]])
+    c = np.array([res["c1"], res["c2"]])
+    assert np.allclose(cal, (raw - c) / (1 + m), atol=1e-6)
+    assert np.allclose(predict_array(model, x, calibrated=False), raw, atol=1e-6)
+
+    # on the fields it was fitted to, the calibrated estimator has m = c = 0 by construction
+    rep = evaluate(easy_fields, model_copy, EvaluateConfig(split="all", classical=[], plots=False),
+                   model_copy.parent / "pred", model_copy.parent / "rep")
+    cnn, raw_r = rep["estimators"]["CNN"], rep["estimators"]["CNN raw"]
+    assert abs(cnn["m1"]) < 1e-5 and abs(cnn["m2"]) < 1e-5 and abs(cnn["c1"]) < 1e-6 and abs(cnn["c2"]) < 1e-6
+    assert raw_r["m1"] == pytest.approx(res["m1"], abs=1e-6)
+    assert rep["calibration"]["n_fields"] == 6
+
+    again = calibrate_model(easy_fields, model_copy, CalibrateConfig(max_abs_m=0.5))  # refits the raw output
+    assert again["m1"] == pytest.approx(res["m1"], abs=1e-6) and again["previous"]["m1"] == res["m1"]
+
+
+def test_onnx_export_carries_the_calibration(model_copy, easy_fields, tmp_path):
+    import onnxruntime as ort
+
+    from astrotool_lens.calibrate import calibrate_model
+    from astrotool_lens.config import CalibrateConfig
+    from astrotool_lens.export import export_onnx, parity_inputs
+    from astrotool_lens.model import load_estimator, predict_array
+
+    calibrate_model(easy_fields, model_copy, CalibrateConfig(max_abs_m=0.5))
+    res = export_onnx(model_copy, tmp_path / "cal.onnx", parity_samples=16)
+    raw = export_onnx(model_copy, tmp_path / "raw.onnx", parity_samples=16, calibrated=False)
+    assert res["calibrated"] and not raw["calibrated"] and res["max_abs_diff"] <= 1e-5
+    model, meta = load_estimator(model_copy)
+    x = parity_inputs(meta, 16)
+    got = ort.InferenceSession(str(tmp_path / "cal.onnx"), providers=["CPUExecutionProvider"]).run(None, {"stamps": x})[0]
+    assert np.allclose(got, predict_array(model, x), atol=1e-5)
+    assert not np.allclose(got, predict_array(model, x, calibrated=False), atol=1e-5)
+
+
+def test_checkpoint_without_calibration_buffers_loads_uncalibrated(model_copy):
+    from safetensors.torch import load_file, save_file
+
+    from astrotool_lens.model import load_estimator
+
+    weights = model_copy / "model.safetensors"
+    tensors = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("calib_")}
+    save_file(tensors, str(weights))
+    meta = json.loads((model_copy / "model.json").read_text())
+    meta.pop("weights_sha256", None)
+    (model_copy / "model.json").write_text(json.dumps(meta))
+    model, _ = load_estimator(model_copy)
+    assert not model.has_calibration
+
+
+def test_calibration_refuses_bad_inputs(model_copy, easy_dataset, easy_fields):
+    from astrotool.errors import InputError
+    from astrotool_lens.calibrate import calibrate_model
+    from astrotool_lens.config import CalibrateConfig
+
+    before = (model_copy / "model.json").read_bytes()
+    with pytest.raises(InputError, match="constant-shear fields") as exc:
+        calibrate_model(easy_dataset, model_copy, CalibrateConfig())  # one shear per stamp
+    assert "easy" in str(exc.value)
+    with pytest.raises(InputError, match="exceeds lens.calibrate.max_abs_m"):
+        calibrate_model(easy_fields, model_copy, CalibrateConfig(max_abs_m=1e-9))
+    assert (model_copy / "model.json").read_bytes() == before  # nothing written
+
+
+def test_calibrate_command(model_copy, easy_fields, tmp_path, capsys):
+    from astrotool.cli import main
+
+    code = main(["-w", str(tmp_path / "ws"), "-q", "lens", "calibrate", "--model", str(model_copy),
+                 "--dataset", str(easy_fields.root), "--set", "lens.calibrate.max_abs_m=0.5"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["n_fields"] == 6
+    code = main(["-w", str(tmp_path / "ws"), "-q", "lens", "calibrate", "--model", str(model_copy)])
+    assert code == 2 and "--dataset" in capsys.readouterr().err
