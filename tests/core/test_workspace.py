@@ -63,6 +63,12 @@ def test_run_record_and_resume(astro, toy, tmp_path):
     assert (tmp_path / "toy/out/item_000.json").read_text() != first
 
 
+def _default_sigint():
+    """A background job (``make test &``) starts with SIGINT ignored, and Python then keeps
+    ignoring it; the command under test must see SIGINT as a terminal would deliver it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 @pytest.mark.parametrize("executor", ["serial", "process"])
 def test_interrupt_leaves_no_partial_file(toy, tmp_path, sig, code, executor):
@@ -73,7 +79,7 @@ def test_interrupt_leaves_no_partial_file(toy, tmp_path, sig, code, executor):
     p = subprocess.Popen([sys.executable, "-m", "astrotool", "-w", str(tmp_path), "--executor", executor,
                           "-j", "2", "toy", "run", "--count", "6", "--slow", "1.5"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=_default_sigint)
     out = tmp_path / "toy" / "out"
     deadline = time.time() + 60
     while time.time() < deadline and not (out.is_dir() and any(p.name.startswith(".") for p in out.iterdir())):
