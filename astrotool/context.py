@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -56,6 +57,7 @@ class Context:
         self.command = command
         self.argv = list(argv or [])
         self.failures: list = []
+        self.started = time.time()
         self._config = None
         self._workspace = None
         self._record = None
@@ -119,7 +121,7 @@ class Context:
         if self._record is None:
             from astrotool.workspace import RunRecord
 
-            self._record = RunRecord(self.workspace, self.command, self.argv, {})
+            self._record = RunRecord(self.workspace, self.command, self.argv, {}, started=self.started)
         return self._record
 
     def finish(self, status: str, exit_code: int, error: str | None = None) -> Path | None:

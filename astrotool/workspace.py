@@ -195,9 +195,10 @@ class Workspace:
                 )
         return out
 
-    def new_run_dir(self, command: str) -> Path:
-        """Create and return ``runs/<utc>-<command>/`` for a run record."""
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    def new_run_dir(self, command: str, started: float | None = None) -> Path:
+        """Create and return ``runs/<utc>-<command>/`` for a run record (``started``: POSIX time)."""
+        when = datetime.fromtimestamp(started, timezone.utc) if started else datetime.now(timezone.utc)
+        stamp = when.strftime("%Y%m%dT%H%M%S.%fZ")
         safe = "-".join(command.split()) or "astro"
         path = self.root / "runs" / f"{stamp}-{safe}"
         path.mkdir(parents=True, exist_ok=False)
@@ -211,7 +212,8 @@ class RunRecord:
     the command line finishes the record with status and duration.
     """
 
-    def __init__(self, workspace: Workspace, command: str, argv: list[str], config: dict):
+    def __init__(self, workspace: Workspace, command: str, argv: list[str], config: dict,
+                 started: float | None = None):
         self.workspace = workspace
         self.command = command
         self.argv = list(argv)
@@ -219,7 +221,7 @@ class RunRecord:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.extra: dict = {}
-        self.started = time.time()
+        self.started = started or time.time()  # POSIX time the command started
         self.dir: Path | None = None
 
     def add_input(self, path) -> None:
@@ -234,7 +236,7 @@ class RunRecord:
         """Write ``run.json`` and return its path."""
         from astrotool.plugins import versions
 
-        self.dir = self.dir or self.workspace.new_run_dir(self.command)
+        self.dir = self.dir or self.workspace.new_run_dir(self.command, self.started)
         record = {
             "command": self.command,
             "argv": self.argv,

@@ -45,7 +45,7 @@ def test_init_and_status(astro, toy, tmp_path):
 
 
 def test_run_record_and_resume(astro, toy, tmp_path):
-    r = astro("-w", tmp_path, "toy", "run", "--count", "4", pythonpath=toy)
+    r = astro("-w", tmp_path, "toy", "run", "--count", "4", "--slow", "0.1", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.endswith("-toy-run")
@@ -54,7 +54,8 @@ def test_run_record_and_resume(astro, toy, tmp_path):
     assert rec["argv"][:3] == ["astro", "-w", str(tmp_path)]
     assert rec["config"]["toy"]["count"] == 4 and rec["config"]["core"]["executor"] == "serial"
     assert rec["versions"]["toyplug"] == "1.2.3" and "python" in rec["versions"]
-    assert len(rec["outputs"]) == 4 and rec["duration_s"] >= 0
+    assert len(rec["outputs"]) == 4 and rec["duration_s"] >= 0.4  # timed from the start, not the first record
+    assert runs[0].name.startswith(rec["started_utc"][:19].replace("-", "").replace(":", ""))
     first = (tmp_path / "toy/out/item_000.json").read_text()
     # finished outputs are skipped, --overwrite recomputes them
     r = astro("-w", tmp_path, "toy", "run", "--count", "4", pythonpath=toy)
