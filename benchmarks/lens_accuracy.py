@@ -34,7 +34,7 @@ PSF ellipticity, so its PSF leakage moves whole fields.
 
 Usage::
 
-    python benchmarks/lens_accuracy.py --quick     # smoke run, about 5 min on 2 cores
+    python benchmarks/lens_accuracy.py --quick     # smoke run, about 2 min on 2 cores (too few fields to judge m)
     python benchmarks/lens_accuracy.py             # full size, about 16 min on 2 cores
     python benchmarks/lens_accuracy.py --keep ws/  # keep the workspace
 """
