@@ -299,7 +299,7 @@ def predict(
 
     from astrotool.io.tables import write_parquet
     from astrotool_lens.evaluate import rmse
-    from astrotool_lens.model import load_estimator
+    from astrotool_lens.model import calibration_in_use, load_estimator
     from astrotool_lens.predict import predict_inputs, read_inputs
 
     ctx = current()
@@ -312,7 +312,7 @@ def predict(
     inp = read_inputs(inputs, need_psf, psf, shear_stage=ctx.workspace.stage("lens", "shear"))
     cols = predict_inputs(est, meta, inp, pc.batch_size, pc.symmetrize, pc.calibrated)
     out = ctx.workspace.stage("lens", "predictions") / f"{pc.output or inp.stem}_{mdir.name}.parquet"
-    calibration = meta.get("calibration") if pc.calibrated and est.has_calibration else None
+    calibration = calibration_in_use(est, meta, pc.calibrated)
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
                                                  "versions": _versions()})

@@ -269,7 +269,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     from astrotool.io.tables import read_parquet, write_parquet, parquet_metadata
     from astrotool.workspace import write_json_atomic
     from astrotool_lens.measure import measure_dataset
-    from astrotool_lens.model import load_estimator, predict_array
+    from astrotool_lens.model import apply_calibration, calibration_in_use, load_estimator, predict_array
     from astrotool_lens.train import dataset_inputs
 
     model_dir = Path(model_dir)
@@ -288,11 +288,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     x = check_stamps(x, meta, ds.root)
     raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False).astype(float)
-    calibration = meta.get("calibration") if cfg.calibrated and model.has_calibration else None
-    pred = raw
-    if calibration:
-        cal_m, cal_c = model.calib_m.numpy().astype(float), model.calib_c.numpy().astype(float)
-        pred = (raw - cal_c) / (1.0 + cal_m)
+    calibration = calibration_in_use(model, meta, cfg.calibrated)
+    pred = apply_calibration(model, raw) if calibration else raw
     mname = model_dir.name
     pred_path = Path(predictions_dir) / f"{ds.name}_{mname}.parquet"
     write_parquet(pa.table({"index": idx, "g1": pred[:, 0], "g2": pred[:, 1], "raw_g1": raw[:, 0],

@@ -87,13 +87,13 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
     import torch
 
     from astrotool.workspace import atomic_path
-    from astrotool_lens.model import load_estimator
+    from astrotool_lens.model import calibration_in_use, load_estimator
 
     model_dir = Path(model_dir)
     model, meta = load_estimator(model_dir)
     model.symmetrize = symmetrize
     model.calibrated = calibrated
-    calibration = meta.get("calibration") if calibrated and model.has_calibration else None
+    calibration = calibration_in_use(model, meta, calibrated)
     out_path = Path(out_path) if out_path else model_dir / "model.onnx"
     x = parity_inputs(meta, parity_samples)
     xt = torch.from_numpy(x)
@@ -108,11 +108,9 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
         entry = proto.metadata_props.add()
-        entry.key, entry.value = "astrotool", json.dumps({**meta, "onnx": {
-            "symmetrize": symmetrize, "calibrated": bool(calibration),
-                                                                              "input": "stamps (n, C, S, S) raw float32",
-                                                                              "output": "g (n, 2) reduced shear"}},
-                                                        default=str)
+        info = {"symmetrize": symmetrize, "calibrated": bool(calibration),
+                "input": "stamps (n, C, S, S) raw float32", "output": "g (n, 2) reduced shear"}
+        entry.key, entry.value = "astrotool", json.dumps({**meta, "onnx": info}, default=str)
         onnx.save(proto, str(tmp))
         sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = sess.run(None, {"stamps": x})[0]

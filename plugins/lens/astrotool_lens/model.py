@@ -283,7 +283,19 @@ def check_stamps(x: np.ndarray, meta_or_model, source) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def predict_array(model, x: np.ndarray, batch_size: int = 64, symmetrize: bool = True,
+def calibration_in_use(model, meta: dict, calibrated: bool = True) -> dict | None:
+    """The checkpoint's calibration record when ``calibrated`` applies one, else None."""
+    return meta.get("calibration") if calibrated and model.has_calibration else None
+
+
+def apply_calibration(model, g: np.ndarray) -> np.ndarray:
+    """``(g - c) / (1 + m)`` with the model's calibration, for raw estimates ``g`` (n, 2)."""
+    m = model.calib_m.detach().cpu().numpy().astype(float)
+    c = model.calib_c.detach().cpu().numpy().astype(float)
+    return (np.asarray(g, float) - c) / (1.0 + m)
+
+
+def predict_array(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool = True,
                   calibrated: bool = True, device=None) -> np.ndarray:
     """Run the estimator on raw stamps.
 
