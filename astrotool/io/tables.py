@@ -49,6 +49,10 @@ def read_parquet(path: str | Path, columns: list[str] | None = None):
     if not path.exists():
         raise InputError(path, "file not found")
     try:
+        if columns is not None:
+            missing = [c for c in columns if c not in pq.read_schema(path).names]
+            if missing:
+                raise InputError(path, f"missing column(s) {', '.join(missing)}")
         table = pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(path, f"not a readable Parquet file: {exc}") from None
@@ -58,12 +62,27 @@ def read_parquet(path: str | Path, columns: list[str] | None = None):
 
 
 def parquet_metadata(path: str | Path) -> dict:
-    """The ``astrotool`` provenance metadata of a Parquet file (``{}`` if none)."""
+    """The ``astrotool`` provenance metadata of a Parquet file (``{}`` if none).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The file is missing or is not readable Parquet (e.g. truncated).
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(path).metadata or {}
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(path, f"not a readable Parquet file ({exc}); delete it or use --overwrite") from None
     raw = meta.get(b"astrotool")
-    return json.loads(raw) if raw else {}
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
 
 
 def write_fits_table(table, path: str | Path, history: list[str] | None = None, extname: str = "CATALOG") -> Path:

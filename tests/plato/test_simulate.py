@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -210,3 +211,35 @@ def test_demo_step_writes_curves_and_labels(tmp_path):
     assert labels.num_rows == 4 and 0 < sum(labels["has_transit"].to_pylist()) < 4
     curves = sim.read_lightcurves(tmp_path / "plato/lightcurves/demo000000-000003_lightcurves.parquet")
     assert list(curves) == labels["id"].to_pylist()
+
+
+def test_labels_follow_a_new_chunk_size_and_corrupt_outputs_are_named(tmp_path, capsys):
+    from astrotool.cli import main
+
+    ws = tmp_path / "ws"
+    args = ["plato", "simulate", "-n", "4", "--days", "0.5", "--seed", "7",
+            "--set", "plato.simulate.duration_hours=[1.0, 3.0]"]
+    assert main(["-w", str(ws), *args, "--chunk-size", "2"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws), *args, "--chunk-size", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["labels_written"]  # same settings and seed, but the curves moved to other files
+    labels = pq.read_table(ws / "plato/labels/sim_labels.parquet").column("file").to_pylist()
+    assert labels == ["sim000000-000002_lightcurves.parquet"] * 3 + ["sim000003-000003_lightcurves.parquet"]
+
+    bad = ws / "plato/labels/sim_labels.parquet"
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated
+    assert main(["-w", str(ws), *args, "--chunk-size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "sim_labels.parquet" in err and "not a readable Parquet file" in err and "Traceback" not in err
+
+
+def test_read_lightcurves_rejects_other_files(tmp_path):
+    from astrotool.errors import InputError
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"id": ["a"], "mag": [1.0]}), other)
+    with pytest.raises(InputError, match="other.parquet: missing column\(s\) time, flux, flux_err"):
+        sim.read_lightcurves(other)
+    with pytest.raises(InputError, match="file not found"):
+        sim.read_lightcurves(tmp_path / "missing.parquet")

@@ -512,7 +512,7 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for row, par in enumerate(params):
                 writer.write_table(pa.table({
-                    "id": pa.array([par.id] * time.size, pa.string()),
+                    "id": pa.repeat(pa.scalar(par.id, pa.string()), time.size),
                     "time": time,
                     "flux": flux[row],
                     "flux_err": err,
@@ -528,17 +528,21 @@ def read_lightcurves(path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray
     dict
         ``{id: (time [d], flux, flux_err)}`` in file order.
     """
-    import pyarrow.parquet as pq
+    from astrotool.io.tables import read_parquet
 
-    table = pq.read_table(path)
-    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
+    table = read_parquet(path, columns=["id", "time", "flux", "flux_err"])
+    ids = table.column("id").combine_chunks().dictionary_encode()
+    codes = ids.indices.to_numpy(zero_copy_only=False)
+    names = ids.dictionary.to_pylist()
     time = table.column("time").to_numpy()
     flux = table.column("flux").to_numpy()
     err = table.column("flux_err").to_numpy()
+    order = np.argsort(codes, kind="stable")  # each curve's samples, in file order
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
     out = {}
-    for cid in dict.fromkeys(ids):
-        sel = ids == cid
-        out[cid] = (time[sel], flux[sel], err[sel])
+    for k in np.argsort([order[b] for b in bounds[:-1]]) if len(names) else []:  # curves in file order
+        sel = order[bounds[k]:bounds[k + 1]]
+        out[names[k]] = (time[sel], flux[sel], err[sel])
     return out
 
 
@@ -582,15 +586,9 @@ def labels_table(params, files):
 
 def write_labels(path, params, files, seed: int, cfg) -> Path:
     """Write the label table to Parquet atomically (with provenance metadata)."""
-    import pyarrow.parquet as pq
+    from astrotool.io.tables import write_parquet
 
-    from astrotool.workspace import atomic_path
-
-    table = labels_table(params, files)
-    table = table.replace_schema_metadata({"astrotool": json.dumps(_provenance(seed, cfg))})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return Path(path)
+    return write_parquet(labels_table(params, files), path, metadata=_provenance(seed, cfg))
 
 
 def check_existing(path, seed: int, cfg, overwrite: bool = False) -> bool:
@@ -614,13 +612,9 @@ def check_existing(path, seed: int, cfg, overwrite: bool = False) -> bool:
 
 
 def _existing_hash(path) -> str | None:
-    import pyarrow.parquet as pq
+    from astrotool.io.tables import parquet_metadata
 
-    meta = pq.read_schema(path).metadata or {}
-    try:
-        return json.loads(meta[b"astrotool"])["content_hash"]
-    except (KeyError, ValueError):
-        return None
+    return parquet_metadata(path).get("content_hash")
 
 
 def simulate_chunk(item: dict, seed: int | None = None) -> dict:
@@ -659,10 +653,13 @@ def ensure_labels(path, params, files, seed: int, cfg, overwrite: bool = False) 
     An existing table from other settings or another seed raises
     :class:`astrotool.errors.AstroError` unless ``overwrite``.
     """
-    import pyarrow.parquet as pq
+    from astrotool.io.tables import read_parquet
 
     path = Path(path)
-    if check_existing(path, seed, cfg, overwrite) and pq.read_metadata(path).num_rows == len(params):
-        return False
+    if check_existing(path, seed, cfg, overwrite):
+        # same settings and seed; the curves' files also depend on the chunk size
+        stored = read_parquet(path, columns=["file"]).column("file").to_pylist()
+        if stored == labels_table(params, files).column("file").to_pylist():
+            return False
     write_labels(path, params, files, seed, cfg)
     return True
