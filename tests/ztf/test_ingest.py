@@ -165,6 +165,33 @@ def test_other_bad_inputs(tmp_path):
         ingest(text, tmp_path / "out")
 
 
+def test_malformed_parquet_alerts_name_the_file_and_the_field(tmp_path):
+    import copy
+
+    alerts = synthetic.make_alerts(2, seed=3, small_stamp=1)
+    cases = {
+        "flat.parquet": ([{**a, "candidate": "x", "candid": 1} for a in alerts], "'candidate' is not a struct"),
+        "candid.parquet": ([{**a, "candid": "abc"} for a in alerts], "alert 0: candid 'abc' is not an integer"),
+        "prv.parquet": ([{**a, "prv_candidates": "junk"} for a in alerts], "alert 0: prv_candidates is a str"),
+    }
+    wrong = copy.deepcopy(alerts)
+    for a in wrong:
+        a["candidate"]["magpsf"] = [1.0]
+    cases["field.parquet"] = (wrong, "alert 0: candidate.magpsf: expected a number, got list")
+    for name, (records, message) in cases.items():
+        path = synthetic.write_parquet(tmp_path / name, records)
+        with pytest.raises(InputError) as err:
+            ingest(path, tmp_path / "out")
+        assert str(path) in str(err.value) and message in str(err.value), (name, str(err.value))
+    assert not list((tmp_path / "out").glob("*")), "no partial output"
+
+
+def test_unique_names_scale_and_disambiguate(tmp_path):
+    paths = [tmp_path / f"night{i % 2}" / f"{i // 2}.avro" for i in range(20000)]
+    names = unique_names(paths)
+    assert len(set(names)) == 20000 and names[0] == "night0_0" and names[1] == "night1_0"
+
+
 def test_gzipped_avro_and_folder_inputs(tmp_path):
     _, avro, parquet = make_synthetic(tmp_path)
     gz = tmp_path / "in" / "sub" / "syn.avro.gz"

@@ -103,6 +103,8 @@ def _scalar(value, kind: str):
             return float(value) if kind.startswith("f") else int(value)
         except ValueError:
             return None
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
     return value
 
 
@@ -144,10 +146,12 @@ def unique_names(paths) -> list[str]:
     """Output stems for ``paths``; clashes get their parent folders prefixed."""
     from astrotool.errors import AstroError
 
+    from collections import Counter
+
     paths = [Path(p) for p in paths]
     names = [output_name(p) for p in paths]
     for depth in (1, 2, 3):
-        dupes = {n for n in names if names.count(n) > 1}
+        dupes = {n for n, k in Counter(names).items() if k > 1}
         if not dupes:
             return names
         names = [
@@ -155,7 +159,7 @@ def unique_names(paths) -> list[str]:
             if output_name(p) in dupes or n in dupes else n
             for p, n in zip(paths, names)
         ]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, k in Counter(names).items() if k > 1)
     raise AstroError(f"several inputs would write the same outputs ({', '.join(dupes[:3])}); "
                      "ingest them in separate workspaces or rename them")
 
@@ -337,6 +341,8 @@ def iter_parquet(path, batch_size: int = 500):
     if missing:
         raise InputError(path, f"not a ZTF alert table: missing column(s) {', '.join(missing)} "
                                f"(has: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
+    if not pa.types.is_struct(pf.schema_arrow.field("candidate").type):
+        raise InputError(path, "not a ZTF alert table: column 'candidate' is not a struct")
     if "candid" not in names and "candid" not in [f.name for f in pf.schema_arrow.field("candidate").type]:
         raise InputError(path, "not a ZTF alert table: no candid column")
     core = [c for c in names if c in ALERT_FIELDS and c != "fp_hists"]
@@ -396,11 +402,19 @@ def convert_batch(path, records: list[dict], size: int = 63, keep_history: bool 
         if rec.get("objectId") is None or candid is None:
             raise InputError(path, f"alert {i}: objectId or candid is missing")
         columns["objectId"].append(str(rec["objectId"]))
-        columns["candid"].append(int(candid))
+        try:
+            columns["candid"].append(int(candid))
+        except (TypeError, ValueError):
+            raise InputError(path, f"alert {i}: candid {candid!r} is not an integer") from None
         columns["schemavsn"].append(None if rec.get("schemavsn") is None else str(rec["schemavsn"]))
         for name, kind in CANDIDATE_COLUMNS:
-            columns[name].append(_scalar(cand.get(name), kind))
+            try:
+                columns[name].append(_scalar(cand.get(name), kind))
+            except TypeError as exc:
+                raise InputError(path, f"alert {i}: candidate.{name}: {exc}") from None
         prv = rec.get("prv_candidates") or []
+        if not isinstance(prv, list):
+            raise InputError(path, f"alert {i}: prv_candidates is a {type(prv).__name__}, not a list")
         columns["n_prv_candidates"].append(len(prv))
         columns["n_prv_detections"].append(sum(1 for p in prv if isinstance(p, dict) and p.get("magpsf") is not None))
         if keep_history:
