@@ -14,3 +14,19 @@ class Section(BaseModel):
     """A configuration table: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+FILE_STEM = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""Pattern of a name used as a file stem: no path separators, no leading dot."""
+
+
+def check_ordered(name: str, pair) -> None:
+    """Raise ``ValueError`` when a ``(min, max)`` range is reversed."""
+    if pair[0] > pair[1]:
+        raise ValueError(f"{name}: lower bound {pair[0]} is above upper bound {pair[1]}")
+
+
+def check_odd(name: str, value: int) -> None:
+    """Raise ``ValueError`` when an image side that needs a central pixel is even."""
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be odd (a central pixel), got {value}")

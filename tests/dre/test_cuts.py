@@ -159,3 +159,27 @@ def test_mismatched_inputs_name_the_file(products, tmp_path):
         make_cuts(det["cat"], det["nb"], small, det["seg"], out["tile"], tmp_path / "x_cuts.h5")
     assert not (tmp_path / "x_cuts.h5").exists()
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_numbers_of_cuts_without_attributes_come_from_their_names(products, tmp_path):
+    """DRE's own cuts files have no per-object attributes: NUMBER comes from the group name."""
+    from astrotool_dre.fitting import object_numbers
+
+    d, out, det = products
+    _cut(det, tmp_path / "c.h5", tile=out["tile"], max_stellarity=1.0)
+    path = tmp_path / "c.h5"
+    ours = read_cuts(path)
+    ext, num = object_numbers(ours, path)
+    assert len(num) > 5 and len(set(num)) == len(num)
+    with h5py.File(path, "a") as f:
+        for g in f.values():
+            for k in list(g.attrs):
+                del g.attrs[k]
+    bare = read_cuts(path)
+    assert "NUMBER" not in bare.attrs
+    ext2, num2 = object_numbers(bare, path)
+    np.testing.assert_array_equal(num2, num)
+    np.testing.assert_array_equal(ext2, ext)
+    bare.names[0] = "galaxy"
+    with pytest.raises(InputError, match="'galaxy' has no NUMBER attribute"):
+        object_numbers(bare, path)

@@ -7,23 +7,23 @@ given in each field's description; pixels are tile pixels.
 
 from typing import Literal, Union
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat, field_validator, model_validator
 
-from astrotool.section import Section
+from astrotool.section import FILE_STEM, Section, check_odd, check_ordered
 
 __docformat__ = "numpy"
 
 Engine = Literal["auto", "sextractor", "photutils"]
 PsfEngine = Literal["auto", "psfex", "photutils"]
 Compression = Literal["none", "low", "medium", "high"]
-Gain = Union[float, Literal["counts", "cps"]]
+Gain = Union[PositiveFloat, Literal["counts", "cps"]]
 
 
 class SimulateConfig(Section):
     """``astro dre simulate``: survey-like tiles with known galaxies and stars."""
 
     ntiles: int = Field(2, ge=1, description="number of tiles")
-    prefix: str = Field("sim", description="tile names: <prefix>_<i:03d>.fits")
+    prefix: str = Field("sim", pattern=FILE_STEM, description="tile names: <prefix>_<i:03d>.fits")
     size: int = Field(1024, ge=256, description="tile side [px]")
     n_galaxies: int = Field(40, ge=0, description="galaxies per tile")
     n_stars: int = Field(30, ge=0, description="stars per tile (the PSF is built from them)")
@@ -50,6 +50,24 @@ class SimulateConfig(Section):
     ra: float = Field(150.1, description="tile centre [deg]")
     dec: float = Field(2.2, description="tile centre [deg]")
 
+    @model_validator(mode="after")
+    def _check(self) -> "SimulateConfig":
+        ranges = {"logr_range": self.logr_range, "q_range": self.q_range, "galaxy_snr": self.galaxy_snr,
+                  "star_snr": self.star_snr}
+        if not isinstance(self.sersic_n, (int, float)):
+            ranges["sersic_n"] = self.sersic_n
+        for key, pair in ranges.items():
+            check_ordered(key, pair)
+        n = (self.sersic_n,) * 2 if isinstance(self.sersic_n, (int, float)) else self.sersic_n
+        if n[0] < 0.3 or n[1] > 6.2:
+            raise ValueError("sersic_n must lie in [0.3, 6.2] (GalSim's range)")
+        if self.q_range[0] <= 0 or self.q_range[1] > 1:
+            raise ValueError("q_range: axis ratios must lie in (0, 1]")
+        if min(self.galaxy_snr[0], self.star_snr[0]) <= 0:
+            raise ValueError("galaxy_snr, star_snr: S/N must be > 0")
+        check_odd("psf_size", self.psf_size)
+        return self
+
 
 class DetectConfig(Section):
     """``astro dre detect``: SExtractor when installed, photutils otherwise."""
@@ -75,6 +93,12 @@ class DetectConfig(Section):
     nthreads: int = Field(1, ge=0)
     timeout: float = Field(600.0, gt=0, description="[s]")
 
+    @field_validator("vignet_size")
+    @classmethod
+    def _odd(cls, v, info):
+        check_odd(info.field_name, v)
+        return v
+
 
 class PsfConfig(Section):
     """``astro dre psf``: PSFEx (PSF_SAMPLING 1) when installed, photutils ePSF otherwise."""
@@ -90,6 +114,12 @@ class PsfConfig(Section):
     psfex_args: dict[str, str] = Field(default_factory=dict)
     maxiters: int = Field(5, ge=1, description="ePSF iterations")
     timeout: float = Field(600.0, gt=0, description="[s]")
+
+    @field_validator("size")
+    @classmethod
+    def _odd(cls, v, info):
+        check_odd(info.field_name, v)
+        return v
 
 
 class CutsConfig(Section):
@@ -159,3 +189,9 @@ class DreConfig(Section):
     models: ModelsConfig = ModelsConfig()
     fit: FitConfig = FitConfig()
     mosaics: MosaicsConfig = MosaicsConfig()
+
+    @model_validator(mode="after")
+    def _cuts_fit_the_models(self) -> "DreConfig":
+        if self.cuts.size != self.models.boxsize:
+            raise ValueError(f"cuts.size ({self.cuts.size}) must equal models.boxsize ({self.models.boxsize})")
+        return self

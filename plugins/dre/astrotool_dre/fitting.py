@@ -111,8 +111,8 @@ def fit_tile(tile, paths, cfg: dict, cube_file) -> str:
                       batch_size=fcfg["batch_size"])
     cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=fcfg["statistic"],
                            zeropoint=zp, backend=be)
+    table = summary_table(cuts, cols, paths, cfg)  # before any output: a bad catalogue leaves nothing behind
     write_chi(paths.chi, cuts.names, res.cubes(grid), grid, fcfg, paths)
-    table = summary_table(cuts, cols, paths, cfg)
     write_summary(table, paths, fcfg, zp, gain, be)
     n_edge = int(np.sum(table["LOGR_EDGE_LO"]) + np.sum(table["LOGR_EDGE_HI"]))
     return (f"{len(table)} objects fit ({fcfg['statistic']}, {be.name} on {be.device}); "
@@ -137,6 +137,26 @@ def write_chi(path: Path, names, cubes: np.ndarray, grid, fcfg: dict, paths) -> 
                 f.create_dataset(name, data=c.astype(np.float32), **compression_kwargs(fcfg["compression"]))
 
 
+def object_numbers(cuts, path) -> tuple[np.ndarray, np.ndarray]:
+    """``(EXT_NUMBER, NUMBER)`` of each cut: its attributes, else its group name ``EE_NNNN``
+    (DRE's cuts files carry no attributes).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Neither is there.
+    """
+    if "NUMBER" in cuts.attrs:
+        number = np.asarray(cuts.attrs["NUMBER"]).astype(np.int64)
+        ext = np.asarray(cuts.attrs.get("EXT_NUMBER", np.zeros(len(number)))).astype(np.int64)
+        return ext, number
+    parts = [name.split("_") for name in cuts.names]
+    bad = [n for n, p in zip(cuts.names, parts) if not (len(p) == 2 and p[0].isdigit() and p[1].isdigit())]
+    if bad:
+        raise InputError(path, f"object {bad[0]!r} has no NUMBER attribute and its name is not EXT_NUMBER")
+    return (np.array([int(p[0]) for p in parts], np.int64), np.array([int(p[1]) for p in parts], np.int64))
+
+
 def summary_table(cuts, cols: dict, paths, cfg: dict):
     """Best-fit columns joined to the detection catalogue (without VIGNET)."""
     from astropy.table import Table, join
@@ -144,8 +164,7 @@ def summary_table(cuts, cols: dict, paths, cfg: dict):
     from astrotool_dre.detect import read_catalog
 
     fit = Table({k: np.asarray(v) for k, v in cols.items()})
-    fit["NUMBER"] = np.asarray(cuts.attrs["NUMBER"]).astype(np.int64)
-    fit["EXT_NUMBER"] = np.asarray(cuts.attrs.get("EXT_NUMBER", np.zeros(len(cuts)))).astype(np.int64)
+    fit["EXT_NUMBER"], fit["NUMBER"] = object_numbers(cuts, paths.cuts)
     fit["NAME"] = np.asarray(cuts.names, dtype=str)
     cat = read_catalog(paths.cat, vignet=False)
     cat["NUMBER"] = np.asarray(cat["NUMBER"]).astype(np.int64)

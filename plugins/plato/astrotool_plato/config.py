@@ -11,14 +11,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from astrotool.section import Section
+from astrotool.section import FILE_STEM, Section, check_ordered
 
 __docformat__ = "numpy"
-
-
-def _ordered(name: str, pair: tuple[float, float]) -> None:
-    if pair[0] > pair[1]:
-        raise ValueError(f"{name}: lower bound {pair[0]} is above upper bound {pair[1]}")
 
 
 class SimulateConfig(Section):
@@ -28,7 +23,7 @@ class SimulateConfig(Section):
     """
 
 
-    name: str = Field("sim", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    name: str = Field("sim", pattern=FILE_STEM,
                       description="stem of the output files and prefix of the curve ids")
     n_curves: int = Field(16, ge=1, description="number of light curves")
     duration_days: float = Field(10.0, gt=0, description="length of each light curve [d]")
@@ -56,7 +51,7 @@ class SimulateConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> "SimulateConfig":
         for key in ("rotation_period_days", "rotation_amplitude_ppm", "depth_ppm", "duration_hours", "period_days"):
-            _ordered(key, getattr(self, key))
+            check_ordered(key, getattr(self, key))
         if self.depth_ppm[0] <= 0:
             raise ValueError("depth_ppm: depths must be positive")
         if self.depth_ppm[1] >= 1e6:

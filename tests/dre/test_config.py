@@ -1,0 +1,30 @@
+"""The [dre] section rejects settings that would otherwise fail deep inside a stage."""
+
+import pydantic
+import pytest
+
+from astrotool_dre.config import DreConfig
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"simulate": {"psf_size": 40}}, "psf_size must be odd"),
+    ({"simulate": {"prefix": "../escaped"}}, "should match pattern"),
+    ({"simulate": {"q_range": [0.5, 1.5]}}, "axis ratios must lie in (0, 1]"),
+    ({"simulate": {"galaxy_snr": [0, 100]}}, "S/N must be > 0"),
+    ({"simulate": {"logr_range": [1.0, 0.5]}}, "logr_range: lower bound 1.0 is above upper bound 0.5"),
+    ({"simulate": {"sersic_n": [0.1, 4.0]}}, "sersic_n must lie in [0.3, 6.2]"),
+    ({"psf": {"size": 24}}, "size must be odd"),
+    ({"detect": {"vignet_size": 34}}, "vignet_size must be odd"),
+    ({"detect": {"gain": -2}}, "greater than 0"),
+    ({"cuts": {"size": 64}}, "cuts.size (64) must equal models.boxsize (128)"),
+])
+def test_bad_settings_are_refused(bad, message):
+    with pytest.raises(pydantic.ValidationError) as exc:
+        DreConfig.model_validate(bad)
+    assert message in str(exc.value)
+
+
+def test_defaults_and_matching_sizes_are_accepted():
+    cfg = DreConfig.model_validate({"cuts": {"size": 64}, "models": {"boxsize": 64}, "detect": {"gain": "cps"}})
+    assert cfg.cuts.size == cfg.models.boxsize == 64
+    assert DreConfig().simulate.psf_size % 2 == 1
