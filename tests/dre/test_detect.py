@@ -142,6 +142,17 @@ def test_gain_resolution():
     assert resolve_gain(h, "3.5", "x") == 3.5
     with pytest.raises(InputError, match="nogain.fits.*GAIN"):
         resolve_gain(fits.Header(), "counts", "nogain.fits")
+    for bad in ("N/A", -2.0, 0.0):
+        with pytest.raises(InputError, match=r"badgain.fits: header GAIN .* is not a positive number"):
+            resolve_gain(fits.Header({"GAIN": bad}), "counts", "badgain.fits")
+
+
+def test_zero_point_resolution():
+    from astrotool_dre.detect import resolve_zero_point
+
+    assert resolve_zero_point(fits.Header({"MAGZP": 25.5}), None) == 25.5
+    assert resolve_zero_point(fits.Header({"MAGZP": 25.5}), 0.0) == 0.0  # an explicit 0 is kept
+    assert resolve_zero_point(fits.Header(), None) == 30.0  # as documented, in detect and fit alike
 
 
 @pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")

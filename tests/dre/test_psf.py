@@ -110,3 +110,17 @@ def test_bad_psf_files_raise_input_error_naming_the_file(tmp_path):
         with pytest.raises(InputError, match=words) as exc:
             read_psf(path)
         assert str(path) in str(exc.value)
+
+
+@pytest.mark.parametrize("engine", ["photutils", "psfex"])
+def test_catalogue_without_star_columns_is_named(tmp_path, engine):
+    if engine == "psfex" and find_psfex() is None:
+        pytest.skip("psfex is not installed")
+    cat = tmp_path / "bare_cat.fits"
+    cols = [fits.Column(name=n, format="E", array=np.arange(3.0)) for n in ("X_IMAGE", "Y_IMAGE", "FLUX_AUTO")]
+    table = fits.BinTableHDU.from_columns(cols)
+    table.name = "LDAC_OBJECTS"
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(cat)
+    with pytest.raises(InputError, match="bare_cat.fits: column.*CLASS_STAR.* missing from the catalogue"):
+        build_psf(cat, tmp_path / "out.psf", engine=engine)
+    assert not (tmp_path / "out.psf").exists()

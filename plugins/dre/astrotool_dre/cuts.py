@@ -183,10 +183,7 @@ def make_cuts(
 
     comp = compression_kwargs(compression)
     cat_path = Path(cat)
-    table = read_catalog(cat_path, vignet=False)
-    for col in ("NUMBER", "X_IMAGE", "Y_IMAGE"):
-        if col not in table.colnames:
-            raise InputError(cat_path, f"column {col} missing from the catalogue")
+    table = read_catalog(cat_path, vignet=False, require=("NUMBER", "X_IMAGE", "Y_IMAGE"))
     images = {}
     for key, p in (("tile", tile), ("nb", nb), ("rms", rms), ("seg", seg)):
         data, header, ext = read_image(p, check_content=False)

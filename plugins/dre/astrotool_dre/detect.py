@@ -220,7 +220,7 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
     return data, header, ext
 
 
-def read_catalog(path: str | os.PathLike, *, vignet: bool = True):
+def read_catalog(path: str | os.PathLike, *, vignet: bool = True, require=()):
     """Read a FITS_LDAC catalogue (every ``LDAC_OBJECTS`` HDU, stacked).
 
     Parameters
@@ -229,6 +229,8 @@ def read_catalog(path: str | os.PathLike, *, vignet: bool = True):
         ``<stem>_cat.fits`` from either engine.
     vignet : bool
         Keep the ``VIGNET`` column (large); drop it when false.
+    require : sequence of str
+        Columns the caller needs.
 
     Returns
     -------
@@ -239,7 +241,7 @@ def read_catalog(path: str | os.PathLike, *, vignet: bool = True):
     Raises
     ------
     astrotool.errors.InputError
-        Missing, unreadable, or no ``LDAC_OBJECTS`` table.
+        Missing, unreadable, no ``LDAC_OBJECTS`` table, or a required column missing.
     """
     from astropy.io import fits
     from astropy.table import Table, vstack
@@ -266,6 +268,9 @@ def read_catalog(path: str | os.PathLike, *, vignet: bool = True):
     cat = vstack(tables) if len(tables) > 1 else tables[0]
     if "EXT_NUMBER" not in cat.colnames:
         cat["EXT_NUMBER"] = np.full(len(cat), ext, dtype=np.int16)
+    missing = [c for c in require if c not in cat.colnames]
+    if missing:
+        raise InputError(path, f"column(s) {', '.join(missing)} missing from the catalogue")
     return cat
 
 
@@ -357,8 +362,6 @@ def resolve_gain(header, gain, path) -> float:
     """Effective gain (e- per image unit): "counts", "cps" or a number."""
     from astrotool.errors import InputError
 
-    if isinstance(gain, (int, float)) and not isinstance(gain, bool):
-        return float(gain)
     try:
         return float(gain)
     except (TypeError, ValueError):
@@ -372,7 +375,12 @@ def resolve_gain(header, gain, path) -> float:
         g = header.get(keys[0]) if keys else None
     if g is None:
         raise InputError(path, f"no GAIN keyword in the header (gain={mode!r}); give the gain as a number")
-    g = float(g)
+    try:
+        g = float(g)
+    except (TypeError, ValueError):
+        g = float("nan")
+    if not g > 0:
+        raise InputError(path, f"header GAIN {header.get('GAIN')!r} is not a positive number; give the gain as a number")
     if mode == "cps":
         t = header.get("EXPTIME")
         if t is None:
@@ -381,7 +389,11 @@ def resolve_gain(header, gain, path) -> float:
     return g
 
 
+DEFAULT_ZERO_POINT = 30.0  # [mag], when neither the configuration nor the header gives one
+
+
 def resolve_zero_point(header, zero_point) -> float:
+    """Magnitude zero point [mag]: the configured one, else the header's MAGZP/ZP..., else 30."""
     if zero_point is not None:
         return float(zero_point)
     for k in _ZP_KEYS:
@@ -390,7 +402,7 @@ def resolve_zero_point(header, zero_point) -> float:
                 return float(header[k])
             except (TypeError, ValueError):
                 continue
-    return 0.0
+    return DEFAULT_ZERO_POINT
 
 
 def _gauss_kernel(fwhm: float) -> np.ndarray:

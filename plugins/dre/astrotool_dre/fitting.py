@@ -102,7 +102,7 @@ def fit_tile(tile, paths, cfg: dict, cube_file) -> str:
     if len(cuts) == 0:
         raise InputError(paths.cuts, "no objects to fit (no cut passed the selection)")
     gain = resolve_gain(header, fcfg["gain"], paths.tile)
-    zp = resolve_zero_point(header, fcfg["zero_point"]) or 30.0
+    zp = resolve_zero_point(header, fcfg["zero_point"])
     be = get_backend(fcfg["backend"], fcfg["device"])
     bank = ModelBank(convolve_cube(cube, psf, be, remove_pixel=fcfg["psf_has_pixel"]), grid, be)
     del cube

@@ -321,7 +321,7 @@ def build_psf(
         raise AstroError("engine 'psfex': 'psfex' is not on PATH "
                          "(install psfex, or use engine 'photutils' or 'auto')")
     cat_path = Path(cat_path)
-    cat = read_catalog(cat_path, vignet=binary is None)
+    cat = read_catalog(cat_path, vignet=binary is None, require=PSF_COLUMNS)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         if binary:
@@ -340,6 +340,10 @@ def _sibling(cat_path: Path, product: str) -> Path:
     name = cat_path.name
     stem = name[: -len("_cat.fits")] if name.endswith("_cat.fits") else cat_path.stem
     return cat_path.with_name(f"{stem}_{product}.fits")
+
+
+PSF_COLUMNS = ("X_IMAGE", "Y_IMAGE", "A_IMAGE", "B_IMAGE", "FLUX_AUTO", "FLUXERR_AUTO", "CLASS_STAR", "FLAGS")
+"""Catalogue columns the star selection reads (both engines)."""
 
 
 def _run_psfex(binary, cat_path, cat, tmp, *, size, min_stellarity, max_ellip, min_stars, var_degrees,
