@@ -131,6 +131,10 @@ def test_outputs_are_kept_unless_overwrite(tmp_path):
     second = ingest(avro, tmp_path / "o")
     assert second["skipped"] and second["n_alerts"] == 4 and stamp_file.stat().st_mtime_ns == mtime
     assert not ingest(avro, tmp_path / "o", overwrite=True)["skipped"]
+    stamp_file.write_bytes(stamp_file.read_bytes()[:64])  # a damaged output is named, not a raw h5py error
+    with pytest.raises(InputError, match="syn_stamps.h5: not a readable HDF5 file"):
+        ingest(avro, tmp_path / "o")
+    assert ingest(avro, tmp_path / "o", overwrite=True)["n_alerts"] == 4
 
 
 def test_truncated_avro_raises_input_error_naming_the_file(tmp_path):

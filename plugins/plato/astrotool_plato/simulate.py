@@ -456,12 +456,9 @@ def chunks(n_curves: int, chunk_size: int) -> list[tuple[int, int]]:
 def _provenance(seed: int, cfg, extra: dict | None = None) -> dict:
     from datetime import datetime, timezone
 
+    from astrotool import __version__ as core_version
     from astrotool_plato import __version__
 
-    try:
-        from astrotool import __version__ as core_version
-    except ImportError:  # pragma: no cover
-        core_version = "unknown"
     return {
         "generator": f"astrotool-plato {__version__} (astrotool {core_version}) simulate",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

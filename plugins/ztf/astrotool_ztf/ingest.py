@@ -462,12 +462,9 @@ def _label_columns(extras: dict | None) -> dict:
 def _provenance(path, fmt: str, stamps_name: str) -> dict:
     from datetime import datetime, timezone
 
+    from astrotool import __version__ as core_version
     from astrotool_ztf import __version__
 
-    try:
-        from astrotool import __version__ as core_version
-    except ImportError:  # pragma: no cover
-        core_version = "unknown"
     return {"generator": f"astrotool-ztf {__version__} (astrotool {core_version}) ingest",
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source": str(Path(path).resolve()), "format": fmt, "stamps_file": stamps_name,
@@ -510,12 +507,13 @@ def ingest_file(path, alerts_path, stamps_path, size: int = 63, compression: str
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from astrotool.io.hdf5 import compression_kwargs, open_h5, provenance_attrs
     from astrotool.workspace import atomic_path, is_done
 
     path, alerts_path, stamps_path = Path(path), Path(alerts_path), Path(stamps_path)
     summary = {"input": str(path), "alerts": str(alerts_path), "stamps": str(stamps_path)}
     if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite):
-        with h5py.File(stamps_path, "r") as h5:
+        with open_h5(stamps_path) as h5:
             info = {k: h5.attrs.get(k) for k in ("format", "n_alerts", "n_objects", "n_stamps_resized",
                                                  "n_stamps_bad")}
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
@@ -523,12 +521,6 @@ def ingest_file(path, alerts_path, stamps_path, size: int = 63, compression: str
 
     fmt = sniff_format(path)
     batches = iter_parquet(path, batch_size) if fmt == "parquet" else iter_avro(path, batch_size)
-    try:
-        from astrotool.io.hdf5 import compression_kwargs
-    except ImportError:  # pragma: no cover - older core
-        compression_kwargs = {"none": {}, "low": {"compression": "lzf"},
-                              "medium": {"compression": "gzip", "compression_opts": 4},
-                              "high": {"compression": "gzip", "compression_opts": 9}}.__getitem__
     comp = compression_kwargs(compression)
     provenance = _provenance(path, fmt, stamps_path.name)
     n = n_resized = n_bad = 0
@@ -573,11 +565,7 @@ def ingest_file(path, alerts_path, stamps_path, size: int = 63, compression: str
                                        "(JPEG stamps of alert schema < 2?)")
             stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
                      "n_stamps_bad": n_bad, "stamp_size": size}
-            try:
-                from astrotool.io.hdf5 import provenance_attrs
-                h5.attrs.update(provenance_attrs("ztf ingest"))
-            except ImportError:  # pragma: no cover
-                pass
+            h5.attrs.update(provenance_attrs("ztf ingest"))
             h5.attrs.update({"source": provenance["source"], "format": fmt, "alerts_file": alerts_path.name,
                              "generator": provenance["generator"], **stats})
     return {**summary, "format": fmt, **{k: v for k, v in stats.items() if k != "stamp_size"}, "skipped": False}
@@ -592,13 +580,7 @@ def read_stamps(path) -> dict[str, np.ndarray]:
         ``science``, ``template``, ``difference`` (float32 ``(N, s, s)``),
         ``candid`` (int64) and ``objectId`` (str).
     """
-    try:
-        from astrotool.io.hdf5 import open_h5
-    except ImportError:  # pragma: no cover
-        import h5py
-
-        def open_h5(p):
-            return h5py.File(p, "r")
+    from astrotool.io.hdf5 import open_h5
 
     with open_h5(path) as h5:
         out = {k: h5[k][...] for k in STAMPS}
