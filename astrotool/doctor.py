@@ -57,6 +57,16 @@ def check_python() -> CheckResult:
     return CheckResult("python", ok, sys.version.split()[0], "" if ok else "Python >= 3.10 is needed", True)
 
 
+def check_pyarrow() -> CheckResult:
+    """pyarrow, behind :mod:`astrotool.io.tables` (Parquet); for the plugins that write tables."""
+    return module_check("pyarrow", "pip install 'pyarrow>=14'", required=True)
+
+
+def check_h5py() -> CheckResult:
+    """h5py, behind :mod:`astrotool.io.hdf5`; for the plugins that write HDF5 files."""
+    return module_check("h5py", "pip install 'h5py>=3.10'", required=True)
+
+
 def check_numpy() -> CheckResult:
     return module_check("numpy", "pip install numpy", required=True)
 

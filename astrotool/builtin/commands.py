@@ -161,7 +161,11 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 
     registry = get_registry()
     results: list[tuple[str, CheckResult]] = []
+    done: set[str] = set()
     for plugin, check in registry.doctor_checks():
+        if check.target in done:  # a shared check (e.g. pyarrow) named by several plugins runs once
+            continue
+        done.add(check.target)
         try:
             out = load_target(check.target)()
         except Exception as exc:

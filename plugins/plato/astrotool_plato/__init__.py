@@ -40,7 +40,7 @@ def astro_workspace_stages():
 def astro_doctor_checks():
     """Checks for ``astro doctor``: pyarrow (required), astropy's BLS and the optional PSLS simulator."""
     t = "astrotool_plato.doctor"
-    return [DoctorCheck("pyarrow", f"{t}:check_pyarrow"),
+    return [DoctorCheck("pyarrow", "astrotool.doctor:check_pyarrow"),
             DoctorCheck("astropy (BLS)", f"{t}:check_astropy_bls"),
             DoctorCheck("psls", f"{t}:check_psls")]
 

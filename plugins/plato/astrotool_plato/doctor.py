@@ -13,17 +13,6 @@ from astrotool.hookspecs import CheckResult
 __docformat__ = "numpy"
 
 
-def check_pyarrow() -> CheckResult:
-    """pyarrow importable: light curves and labels are written as Parquet (required).
-
-    Returns
-    -------
-    CheckResult
-        Version of pyarrow, or the install hint.
-    """
-    return module_check("pyarrow", "pip install 'pyarrow>=14'", required=True, label="pyarrow (plato)")
-
-
 def check_astropy_bls() -> CheckResult:
     """astropy with :class:`astropy.timeseries.BoxLeastSquares` (the BLS transit search).
 

@@ -41,8 +41,8 @@ def astro_doctor_checks():
     """Checks for ``astro doctor``: fastavro, h5py and pyarrow (all required)."""
     t = "astrotool_ztf.doctor"
     return [DoctorCheck("fastavro", f"{t}:check_fastavro"),
-            DoctorCheck("h5py", f"{t}:check_h5py"),
-            DoctorCheck("pyarrow", f"{t}:check_pyarrow")]
+            DoctorCheck("h5py", "astrotool.doctor:check_h5py"),
+            DoctorCheck("pyarrow", "astrotool.doctor:check_pyarrow")]
 
 
 @hookimpl
