@@ -55,19 +55,10 @@ from astrotool_dre import __version__
 
 __docformat__ = "numpy"
 
-__all__ = ["make_cuts", "read_cuts", "list_cuts", "clean_mask", "Cuts"]
+__all__ = ["make_cuts", "read_cuts", "clean_mask", "Cuts"]
 
 _ATTR_COLUMNS = ("CLASS_STAR", "FLUX_AUTO", "FLUX_RADIUS", "A_IMAGE", "B_IMAGE", "THETA_IMAGE", "MAG_AUTO")
 _TILE_KEYS = ("GAIN", "EXPTIME", "MAGZP", "BUNIT", "SATURATE", "SKYLEVEL", "RDNOISE")
-
-
-def _h5open(path, mode):
-    import h5py
-
-    try:
-        return h5py.File(path, mode, locking=False)
-    except TypeError:  # h5py < 3.5 has no locking argument
-        return h5py.File(path, mode)
 
 
 def clean_mask(seg_cut: np.ndarray, number: int, *, dilate: int = 4, centre_block: int = 4,
@@ -172,6 +163,7 @@ def make_cuts(
     astrotool.errors.InputError
         Unreadable input, images of different shapes, unknown filter column.
     """
+    import h5py
     from astropy.nddata import Cutout2D
 
     from astrotool.errors import InputError
@@ -217,7 +209,7 @@ def make_cuts(
     n_cut = 0
     out_h5 = Path(out_h5)
     with atomic_path(out_h5) as tmp:
-        with _h5open(tmp, "w") as f:
+        with h5py.File(tmp, "w", locking=False) as f:
             meta = {
                 "producer": f"astrotool-dre {__version__} make_cuts",
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -319,23 +311,6 @@ class Cuts:
         return len(self.names)
 
 
-def list_cuts(path: str | os.PathLike) -> list[str]:
-    """Group names of a cuts file (raises InputError like :func:`read_cuts`)."""
-    return _names(Path(path))
-
-
-def _names(path: Path) -> list[str]:
-    from astrotool.errors import InputError
-
-    if not path.is_file():
-        raise InputError(path, "cuts file not found")
-    try:
-        with _h5open(path, "r") as f:
-            return sorted(k for k in f.keys())
-    except Exception as exc:
-        raise InputError(path, f"not a readable HDF5 file, truncated or corrupt ({_short(exc)})") from None
-
-
 def _short(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
@@ -363,13 +338,10 @@ def read_cuts(path: str | os.PathLike, names: list[str] | None = None) -> Cuts:
     """
     from astrotool.errors import InputError
 
+    from astrotool.io.hdf5 import open_h5
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "cuts file not found")
-    try:
-        f = _h5open(path, "r")
-    except Exception as exc:
-        raise InputError(path, f"not a readable HDF5 file, truncated or corrupt ({_short(exc)})") from None
+    f = open_h5(path)  # InputError naming a missing, truncated or non-HDF5 file
     try:
         with f:
             meta = {k: _plain(v) for k, v in f.attrs.items()}

@@ -57,7 +57,6 @@ Everything is deterministic from ``seed`` (numpy ``default_rng``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -315,10 +314,10 @@ def simulate_tile(
     """
     import galsim
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from astropy.io import fits
     from astropy.wcs import WCS
 
+    from astrotool.io.tables import write_parquet
     from astrotool.workspace import atomic_path
 
     if units not in ("counts", "cps"):
@@ -469,17 +468,10 @@ def simulate_tile(
         "MAG": mag,
         "SNR": np.asarray(cols[8], dtype=np.float64),
     })
-    meta = {
-        b"astrotool": json.dumps({"producer": f"astrotool-dre {__version__} simulate_tile",
-                                  "tile": Path(path_fits).name, "params": params}).encode(),
-        b"conventions": (
-            b"X,Y 1-based FITS pixels; LOGR log10 major-axis half-light radius (px); "
-            b"ANGLE deg CCW from +x in [0,180); FLUX total, image units; MAG = MAGZP - 2.5 log10 FLUX"
-        ),
-    }
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(path_truth) as tmp:
-        pq.write_table(table, tmp)
+    write_parquet(table, path_truth, metadata={
+        "producer": f"astrotool-dre {__version__} simulate_tile", "tile": Path(path_fits).name, "params": params,
+        "conventions": "X,Y 1-based FITS pixels; LOGR log10 major-axis half-light radius (px); "
+                       "ANGLE deg CCW from +x in [0,180); FLUX total, image units; MAG = MAGZP - 2.5 log10 FLUX"})
 
     if path_psf is not None:
         phdr = fits.Header()
