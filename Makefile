@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]" $(addprefix -e ,$(PLUGINS))
+	$(PY) -m pip install --quiet -e ".[dev,ml]" $(addprefix -e ,$(PLUGINS))
 	@touch $@
 
 demo: $(STAMP)
