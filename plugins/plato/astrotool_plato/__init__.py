@@ -13,27 +13,32 @@ from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, DoctorChec
 __docformat__ = "numpy"
 __version__ = "0.1.0"
 
-STAGES = ["lightcurves", "labels", "prepared", "models", "predictions", "reports"]
+NAME = "plato"
+"""Command group, configuration section and workspace folder of the plugin."""
+
+LIGHTCURVES, LABELS, PREPARED, MODELS, PREDICTIONS, REPORTS = STAGES = (
+    "lightcurves", "labels", "prepared", "models", "predictions", "reports")
+"""Stage folders under ``<workspace>/plato/``; code names them through these constants."""
 
 
 @hookimpl
 def astro_commands():
     """Mount ``astro plato``."""
-    return [CommandSpec(name="plato", target="astrotool_plato.cli:app",
+    return [CommandSpec(name=NAME, target="astrotool_plato.cli:app",
                         help="PLATO light curves: simulate single transits (Panopticon).")]
 
 
 @hookimpl
 def astro_config_sections():
     """Register the ``[plato]`` configuration section."""
-    return [ConfigSection(name="plato", model="astrotool_plato.config:PlatoConfig",
+    return [ConfigSection(name=NAME, model="astrotool_plato.config:PlatoConfig",
                           defaults="astrotool_plato:defaults.toml")]
 
 
 @hookimpl
 def astro_workspace_stages():
     """Stage folders under ``<workspace>/plato/``."""
-    return {"plato": list(STAGES)}
+    return {NAME: list(STAGES)}
 
 
 @hookimpl
@@ -48,5 +53,5 @@ def astro_doctor_checks():
 @hookimpl
 def astro_demo_steps():
     """Simulate a few light curves in the demo workspace."""
-    return [DemoStep(name="plato", target="astrotool_plato.demo:run",
+    return [DemoStep(name=NAME, target="astrotool_plato.demo:run",
                      help="simulate 4 short PLATO light curves with transits", order=30)]

@@ -43,52 +43,32 @@ def simulate(
     kept (the run resumes) unless --overwrite.
     """
     from astrotool.context import current
+    from astrotool_plato import LABELS, LIGHTCURVES, NAME
     from astrotool_plato import simulate as sim
 
     ctx = current()
-    cfg = ctx.section("plato", {
+    cfg = ctx.section(NAME, {
         "simulate.n_curves": n_curves, "simulate.duration_days": days, "simulate.cadence_s": cadence,
         "simulate.noise_ppm": noise_ppm, "simulate.granulation_ppm": granulation_ppm,
         "simulate.rotation_fraction": rotation_fraction, "simulate.transit_fraction": transit_fraction,
         "simulate.periodic_fraction": periodic_fraction, "simulate.shape": shape, "simulate.name": name,
         "simulate.chunk_size": chunk_size,
     }).simulate
-    base_seed = ctx.seed
     ws = ctx.workspace
-    lc_dir = ws.stage("plato", "lightcurves")
-    label_dir = ws.stage("plato", "labels")
-
-    # labels need no flux: every shard writes the same complete table; check it first
-    labels_path = label_dir / f"{cfg.name}_labels.parquet"
-    sim.check_existing(labels_path, base_seed, cfg, ctx.overwrite)
-
-    blocks = sim.chunks(cfg.n_curves, cfg.chunk_size)
-    stems = [sim.chunk_stem(cfg.name, a, b) for a, b in blocks]
-    items = [{"start": a, "stop": b, "seed": base_seed, "cfg": cfg, "overwrite": ctx.overwrite,
-              "path": str(lc_dir / f"{stem}_lightcurves.parquet")} for (a, b), stem in zip(blocks, stems)]
-    ctx.log.info("simulating %d light curves of %.3g d at %g s (%d samples each) in %d file(s), seed %d",
-                 cfg.n_curves, cfg.duration_days, cfg.cadence_s, sim.n_samples(cfg), len(items), base_seed)
-    results = ctx.map(sim.simulate_chunk, items, desc="simulate light curves", keys=stems)
-    written = [r["path"] for _, r in results if r["written"]]
-    skipped = [r["path"] for _, r in results if not r["written"]]
-    for path in written:
+    lc_dir = ws.stage(NAME, LIGHTCURVES)
+    ctx.log.info("simulating %d light curves of %.3g d at %g s (%d samples each), %d per file, seed %d",
+                 cfg.n_curves, cfg.duration_days, cfg.cadence_s, sim.n_samples(cfg), cfg.chunk_size, ctx.seed)
+    res = sim.simulate(cfg, ctx.seed, lc_dir, ws.stage(NAME, LABELS), ctx.map, ctx.overwrite)
+    for path in res.written + ([res.labels] if res.labels_written else []):
         ctx.record.add_output(path)
-    if skipped:
-        ctx.log.info("kept %d existing file(s) (use --overwrite to recompute)", len(skipped))
-    expected = {f"{stem}_lightcurves.parquet" for stem in stems}
-    stale = sorted(p.name for p in lc_dir.glob(f"{cfg.name}[0-9]*_lightcurves.parquet") if p.name not in expected)
-    if stale:
+    if res.kept:
+        ctx.log.info("kept %d existing file(s) (use --overwrite to recompute)", len(res.kept))
+    if res.stale:
         ctx.log.warning("%s holds %d file(s) of an earlier layout of %r (other --n-curves or --chunk-size) "
-                        "that the new labels do not list: %s", lc_dir, len(stale), cfg.name, ", ".join(stale[:5]))
-
-    params = [sim.draw_params(i, base_seed, cfg) for i in range(cfg.n_curves)]
-    files = [f"{stems[i // cfg.chunk_size]}_lightcurves.parquet" for i in range(cfg.n_curves)]
-    labels_written = sim.ensure_labels(labels_path, params, files, base_seed, cfg, ctx.overwrite)
-    if labels_written:
-        ctx.record.add_output(labels_path)
-    n_transit = sum(p.has_transit for p in params)
+                        "that the new labels do not list: %s", lc_dir, len(res.stale), cfg.name,
+                        ", ".join(res.stale[:5]))
     ctx.emit({
-        "curves": cfg.n_curves, "with_transit": n_transit, "samples_per_curve": sim.n_samples(cfg),
-        "seed": base_seed, "lightcurves_written": written, "lightcurves_kept": skipped,
-        "labels": str(labels_path), "labels_written": labels_written,
+        "curves": cfg.n_curves, "with_transit": sum(p.has_transit for p in res.params),
+        "samples_per_curve": sim.n_samples(cfg), "seed": ctx.seed, "lightcurves_written": res.written,
+        "lightcurves_kept": res.kept, "labels": res.labels, "labels_written": res.labels_written,
     })

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __docformat__ = "numpy"
 
 
@@ -18,28 +20,24 @@ def run(ctx) -> list[str]:
     list of str
         Summary lines.
     """
+    from astrotool_plato import LABELS, LIGHTCURVES, NAME
     from astrotool_plato import simulate as sim
     from astrotool_plato.config import SimulateConfig
 
     cfg = SimulateConfig(name="demo", n_curves=4, duration_days=2.0, duration_hours=(2.0, 6.0),
                          depth_ppm=(300.0, 900.0), noise_ppm=300.0, transit_fraction=0.5, chunk_size=4)
-    seed = 2024
     ws = ctx.workspace
-    lc_path = ws.stage("plato", "lightcurves") / f"{sim.chunk_stem(cfg.name, 0, cfg.n_curves)}_lightcurves.parquet"
-    labels_path = ws.stage("plato", "labels") / f"{cfg.name}_labels.parquet"
-    result = sim.simulate_chunk({"start": 0, "stop": cfg.n_curves, "seed": seed, "cfg": cfg,
-                                 "path": str(lc_path), "overwrite": True})
-    params = result["params"]
-    sim.write_labels(labels_path, params, [lc_path.name] * len(params), seed, cfg)
-    for path in (lc_path, labels_path):
+    res = sim.simulate(cfg, 2024, ws.stage(NAME, LIGHTCURVES), ws.stage(NAME, LABELS), ctx.map, overwrite=True)
+    for path in res.written + [res.labels]:
         ctx.record.add_output(path)
     lines = [f"plato: {cfg.n_curves} light curves of {cfg.duration_days:g} d at {cfg.cadence_s:g} s "
-             f"({sim.n_samples(cfg)} samples each) -> {lc_path.relative_to(ws.root)}"]
-    for p in params:
+             f"({sim.n_samples(cfg)} samples each) -> "
+             + ", ".join(str(Path(p).relative_to(ws.root)) for p in res.written)]
+    for p in res.params:
         if p.has_transit:
             lines.append(f"plato:   {p.id}: transit at t0 = {p.t0:.3f} d, {p.duration:.1f} h, "
                          f"{p.depth:.0f} ppm (S/N {p.snr:.0f})")
         else:
             lines.append(f"plato:   {p.id}: no transit")
-    lines.append(f"plato: labels -> {labels_path.relative_to(ws.root)}")
+    lines.append(f"plato: labels -> {Path(res.labels).relative_to(ws.root)}")
     return lines

@@ -29,8 +29,11 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+from astrotool_plato.config import SimulateConfig
 
 __docformat__ = "numpy"
 
@@ -111,12 +114,12 @@ def curve_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.rando
     return params, noise
 
 
-def n_samples(cfg) -> int:
+def n_samples(cfg: SimulateConfig) -> int:
     """Number of samples of a curve: ``round(duration_days * 86400 / cadence_s)``."""
     return int(round(cfg.duration_days * SECONDS_PER_DAY / cfg.cadence_s))
 
 
-def time_grid(cfg) -> np.ndarray:
+def time_grid(cfg: SimulateConfig) -> np.ndarray:
     """Sample times [d] from the start of the observation, ``0, cadence, 2 cadence, ...``."""
     return np.arange(n_samples(cfg), dtype=np.float64) * (cfg.cadence_s / SECONDS_PER_DAY)
 
@@ -169,8 +172,8 @@ def overlap_area(p: float, z):
     return area
 
 
-def transit_geometry(depth_ppm: float, impact: float, limb_darkening=(0.40, 0.26),
-                     shape: str = "limb-darkened") -> tuple[float, float]:
+def transit_geometry(depth_ppm: float, impact: float, limb_darkening: tuple[float, float],
+                     shape: str) -> tuple[float, float]:
     """Radius ratio and (possibly reduced) impact parameter giving a mid-transit depth.
 
     Parameters
@@ -205,8 +208,8 @@ def transit_geometry(depth_ppm: float, impact: float, limb_darkening=(0.40, 0.26
     return p, min(impact, max(0.0, 1.0 - p - 1e-9))
 
 
-def transit_deficit(time, t0: float, duration_h: float, depth_ppm: float, impact: float = 0.0,
-                    limb_darkening=(0.40, 0.26), shape: str = "limb-darkened",
+def transit_deficit(time, t0: float, duration_h: float, depth_ppm: float, impact: float,
+                    limb_darkening: tuple[float, float], shape: str,
                     period: float | None = None) -> np.ndarray:
     """Fractional flux deficit of a transit (0 out of transit, ``depth`` at mid-transit).
 
@@ -308,7 +311,7 @@ def harvey_noise(n: int, cadence_s: float, rms_ppm: float, timescale_min: float,
     return series * (rms_ppm * 1e-6 / math.sqrt(variance))
 
 
-def draw_params(index: int, seed: int, cfg) -> CurveParams:
+def draw_params(index: int, seed: int, cfg: SimulateConfig) -> CurveParams:
     """Draw the parameters of curve ``index`` (cheap: no light curve is computed).
 
     Parameters
@@ -354,7 +357,7 @@ def draw_params(index: int, seed: int, cfg) -> CurveParams:
     return par
 
 
-def simulate_curve(params: CurveParams, seed: int, cfg, time: np.ndarray | None = None):
+def simulate_curve(params: CurveParams, seed: int, cfg: SimulateConfig, time: np.ndarray | None = None):
     """Compute the flux of one curve from its parameters.
 
     Parameters
@@ -394,7 +397,7 @@ def simulate_curve(params: CurveParams, seed: int, cfg, time: np.ndarray | None 
     return flux, deficit
 
 
-def simulate_curves(indices, seed: int, cfg):
+def simulate_curves(indices, seed: int, cfg: SimulateConfig):
     """Simulate several curves; each depends only on ``(seed, index)`` and ``cfg``.
 
     Parameters
@@ -426,7 +429,7 @@ def simulate_curves(indices, seed: int, cfg):
     return time, flux, params
 
 
-def content_hash(seed: int, cfg) -> str:
+def content_hash(seed: int, cfg: SimulateConfig) -> str:
     """Fingerprint of everything that determines a curve's content (not how many or where).
 
     Parameters
@@ -453,7 +456,7 @@ def chunks(n_curves: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk_size, n_curves)) for s in range(0, n_curves, chunk_size)]
 
 
-def _provenance(seed: int, cfg, extra: dict | None = None) -> dict:
+def _provenance(seed: int, cfg: SimulateConfig, extra: dict | None = None) -> dict:
     from datetime import datetime, timezone
 
     from astrotool import __version__ as core_version
@@ -471,7 +474,7 @@ def _provenance(seed: int, cfg, extra: dict | None = None) -> dict:
     }
 
 
-def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: int, cfg) -> Path:
+def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: int, cfg: SimulateConfig) -> Path:
     """Write curves to Parquet in long form, one row group per curve, atomically.
 
     Columns: ``id`` (string), ``time`` [d] (float64), ``flux`` (normalised,
@@ -581,14 +584,14 @@ def labels_table(params, files):
                     schema=pa.schema(fields))
 
 
-def write_labels(path, params, files, seed: int, cfg) -> Path:
+def write_labels(path, params, files, seed: int, cfg: SimulateConfig) -> Path:
     """Write the label table to Parquet atomically (with provenance metadata)."""
     from astrotool.io.tables import write_parquet
 
     return write_parquet(labels_table(params, files), path, metadata=_provenance(seed, cfg))
 
 
-def check_existing(path, seed: int, cfg, overwrite: bool = False) -> bool:
+def check_existing(path, seed: int, cfg: SimulateConfig, overwrite: bool) -> bool:
     """Whether ``path`` is a finished output of these settings (so it can be kept).
 
     Returns False when it is missing or ``overwrite``; raises
@@ -614,37 +617,76 @@ def _existing_hash(path) -> str | None:
     return parquet_metadata(path).get("content_hash")
 
 
-def simulate_chunk(item: dict, seed: int | None = None) -> dict:
-    """Executor task: simulate curves ``item["start"] .. item["stop"]-1`` into one Parquet file.
+@dataclass(frozen=True)
+class ChunkItem:
+    """Executor item: curves ``start .. stop-1`` written to one Parquet file.
 
-    Curves are seeded individually from ``item["seed"]`` and their index, so the
-    executor's per-item ``seed`` argument is not used: results do not depend on
-    how curves are grouped into chunks or jobs. An existing output is kept
-    (resume) unless ``item["overwrite"]``; it must come from the same settings.
+    Attributes
+    ----------
+    start, stop : int
+        Curve numbers (``stop`` excluded).
+    base_seed : int
+        Seed of the whole simulation; curve ``i`` draws from ``(base_seed, i)``.
+    cfg : SimulateConfig
+        Simulator settings.
+    path : str
+        Output ``<stem>_lightcurves.parquet``.
+    overwrite : bool
+        Recompute an existing output.
+    """
+
+    start: int
+    stop: int
+    base_seed: int
+    cfg: SimulateConfig
+    path: str
+    overwrite: bool
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What :func:`simulate_chunk` did with one :class:`ChunkItem`.
+
+    Attributes
+    ----------
+    path : str
+        The light-curve file.
+    written : bool
+        False when a finished file of the same settings was kept.
+    params : tuple of CurveParams
+        Parameters of the file's curves, in order.
+    """
+
+    path: str
+    written: bool
+    params: tuple[CurveParams, ...]
+
+
+def simulate_chunk(item: ChunkItem, seed: int) -> ChunkResult:
+    """Executor task: simulate the curves of ``item`` into one Parquet file.
+
+    Curves are seeded individually from ``item.base_seed`` and their index, so
+    the executor's per-item ``seed`` is not used: results do not depend on how
+    curves are grouped into chunks or jobs. An existing output is kept (resume)
+    unless ``item.overwrite``; it must come from the same settings.
 
     Parameters
     ----------
-    item : dict
-        ``start``, ``stop``, ``seed`` (base seed), ``cfg`` (SimulateConfig),
-        ``path`` (output file), ``overwrite`` (bool).
-    seed : int, optional
+    item : ChunkItem
+        Curves and output file.
+    seed : int
         Executor seed, ignored (see above).
-
-    Returns
-    -------
-    dict
-        ``path``, ``written`` (False when skipped), ``params`` (list of CurveParams).
     """
-    cfg, base, path = item["cfg"], int(item["seed"]), Path(item["path"])
-    indices = range(item["start"], item["stop"])
-    if check_existing(path, base, cfg, item.get("overwrite", False)):
-        return {"path": str(path), "written": False, "params": [draw_params(i, base, cfg) for i in indices]}
+    cfg, base, path = item.cfg, item.base_seed, Path(item.path)
+    indices = range(item.start, item.stop)
+    if check_existing(path, base, cfg, item.overwrite):
+        return ChunkResult(str(path), False, tuple(draw_params(i, base, cfg) for i in indices))
     time, flux, params = simulate_curves(indices, base, cfg)
     write_lightcurves(path, time, flux, params, base, cfg)
-    return {"path": str(path), "written": True, "params": params}
+    return ChunkResult(str(path), True, tuple(params))
 
 
-def ensure_labels(path, params, files, seed: int, cfg, overwrite: bool = False) -> bool:
+def ensure_labels(path, params, files, seed: int, cfg: SimulateConfig, overwrite: bool) -> bool:
     """Write the label table unless an identical one exists; return whether it was written.
 
     An existing table from other settings or another seed raises
@@ -660,3 +702,82 @@ def ensure_labels(path, params, files, seed: int, cfg, overwrite: bool = False) 
             return False
     write_labels(path, params, files, seed, cfg)
     return True
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Outcome of :func:`simulate`.
+
+    Attributes
+    ----------
+    chunks : tuple of ChunkResult
+        One per light-curve file that was written or kept (failed files are
+        left out: the mapper reports them).
+    params : tuple of CurveParams
+        Every curve's parameters, in index order.
+    labels : str
+        The label table.
+    labels_written : bool
+        False when an identical label table was kept.
+    stale : tuple of str
+        Light-curve files of this name from another layout (other
+        ``n_curves`` or ``chunk_size``) that the labels do not list.
+    """
+
+    chunks: tuple[ChunkResult, ...]
+    params: tuple[CurveParams, ...]
+    labels: str
+    labels_written: bool
+    stale: tuple[str, ...]
+
+    @property
+    def written(self) -> list[str]:
+        """Light-curve files computed by this run."""
+        return [c.path for c in self.chunks if c.written]
+
+    @property
+    def kept(self) -> list[str]:
+        """Finished light-curve files that were kept."""
+        return [c.path for c in self.chunks if not c.written]
+
+
+def simulate(cfg: SimulateConfig, seed: int, lightcurves_dir, labels_dir, mapper: Callable,
+             overwrite: bool) -> Simulation:
+    """Simulate ``cfg.n_curves`` curves into chunk files and write their label table.
+
+    Parameters
+    ----------
+    cfg : SimulateConfig
+        The ``[plato.simulate]`` section.
+    seed : int
+        Base seed; curve ``i`` is seeded from ``(seed, i)``.
+    lightcurves_dir, labels_dir : path-like
+        Stage folders of the light curves and of the label table.
+    mapper : callable
+        ``mapper(fn, items, desc=..., keys=...) -> [(key, result), ...]``, such as
+        :meth:`astrotool.context.Context.map` (it runs :func:`simulate_chunk`
+        over :class:`ChunkItem` items).
+    overwrite : bool
+        Recompute finished files.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        An existing output of this name comes from other settings or another seed.
+    """
+    lightcurves_dir, labels_dir = Path(lightcurves_dir), Path(labels_dir)
+    labels_path = labels_dir / f"{cfg.name}_labels.parquet"
+    # labels need no flux: every shard writes the same complete table; check it first
+    check_existing(labels_path, seed, cfg, overwrite)
+    blocks = chunks(cfg.n_curves, cfg.chunk_size)
+    stems = [chunk_stem(cfg.name, a, b) for a, b in blocks]
+    files = [f"{stem}_lightcurves.parquet" for stem in stems]
+    items = [ChunkItem(a, b, seed, cfg, str(lightcurves_dir / f), overwrite) for (a, b), f in zip(blocks, files)]
+    done = tuple(r for _, r in mapper(simulate_chunk, items, desc="simulate light curves", keys=stems))
+    listed = set(files)
+    stale = tuple(sorted(p.name for p in lightcurves_dir.glob(f"{cfg.name}[0-9]*_lightcurves.parquet")
+                         if p.name not in listed))
+    params = tuple(draw_params(i, seed, cfg) for i in range(cfg.n_curves))
+    curve_files = [files[i // cfg.chunk_size] for i in range(cfg.n_curves)]
+    written = ensure_labels(labels_path, params, curve_files, seed, cfg, overwrite)
+    return Simulation(done, params, str(labels_path), written, stale)
