@@ -21,7 +21,6 @@ A failing item does not stop the others; its error is returned as a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import traceback
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from astrotool.errors import AstroError
+from astrotool.seeding import derive_seed  # noqa: F401  (public here since the first release)
 
 __docformat__ = "numpy"
 
@@ -82,20 +82,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         raise AstroError(f"--shard: expected i/N (e.g. 0/4), got {text!r}") from None
     ExecutorOptions(shard=(i, n))
     return i, n
-
-
-def derive_seed(base_seed: int, key: str) -> int:
-    """A 63-bit seed from the run's base seed and an item key, stable across processes.
-
-    Parameters
-    ----------
-    base_seed : int
-        The run's seed (``core.seed``).
-    key : str
-        The item's stable identity (a file stem, a shard index).
-    """
-    digest = hashlib.blake2b(f"{int(base_seed)}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def select_shard(keys: Sequence[str], shard: tuple[int, int] | None) -> list[int]:
