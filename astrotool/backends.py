@@ -32,7 +32,7 @@ from astrotool.errors import AstroError
 
 __docformat__ = "numpy"
 
-__all__ = ["Backend", "get_backend", "BACKENDS", "DEVICES"]
+__all__ = ["Backend", "get_backend", "resolve_device", "BACKENDS", "DEVICES"]
 
 BACKENDS = ("numpy", "torch", "cupy", "auto")
 DEVICES = ("cpu", "cuda", "auto")
@@ -317,6 +317,96 @@ def _cupy_cuda_ok() -> bool:
         return False
 
 
+def _no_cuda(preference: str, library: str, option: str) -> AstroError:
+    """The one message for a CUDA request on a machine where the library sees no GPU."""
+    return AstroError(f"{option} {preference}: CUDA was asked for, but {library} sees no CUDA GPU on this "
+                      f"machine; use {option} cpu (or auto)")
+
+
+def resolve_device(preference: str | None = "auto", library: str = "torch", *, auto_mps: bool = False,
+                   option: str = "--device") -> str:
+    """The device a library will use for a requested ``--device``.
+
+    The one place where ``auto`` is decided and where an impossible request is
+    refused, for the array backends (:func:`get_backend`) and for training and
+    inference (:func:`astrotool.ml.training.select_device`,
+    :func:`astrotool.ml.fabric.make_fabric`).
+
+    Parameters
+    ----------
+    preference : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None
+        Requested device; None means ``auto``. Case is ignored.
+    library : {"torch", "cupy", "numpy"}
+        Who will hold the arrays. numpy runs on the CPU only, cupy on CUDA only.
+    auto_mps : bool
+        Let ``auto`` choose Apple's MPS when there is no CUDA GPU (torch only;
+        the numerical kernels need float64, which MPS lacks, so the array
+        backends leave it off).
+    option : str
+        How the user spelled the setting, for messages (``--device``,
+        ``ml.accelerator``...).
+
+    Returns
+    -------
+    str
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        (exit code 2) unknown device or library, CUDA requested where the library
+        sees no GPU, a CUDA index beyond the visible devices, MPS unavailable,
+        numpy on CUDA, cupy on the CPU.
+    """
+    pref = str(preference or "auto").strip().lower()
+    library = str(library or "torch").lower()
+    if pref not in ("auto", "cpu", "cuda", "mps") and not (pref.startswith("cuda:") and pref[5:].isdigit()):
+        raise AstroError(f"{option}: unknown device {preference!r}; choose one of auto, cpu, cuda, cuda:N, mps")
+    if library not in ("torch", "cupy", "numpy"):
+        raise AstroError(f"unknown array library {library!r}; choose one of torch, cupy, numpy")
+    if library == "numpy":
+        if pref.startswith("cuda") or pref == "mps":
+            raise AstroError(f"{option} {pref}: the numpy backend runs on the CPU only; for a GPU use "
+                             "--backend torch or --backend cupy")
+        return "cpu"
+    if library == "cupy":
+        if pref in ("cpu", "mps"):
+            raise AstroError(f"{option} {pref}: the cupy backend runs on CUDA only; for the CPU use "
+                             "--backend numpy or torch")
+        if not _cupy_cuda_ok():
+            raise _no_cuda("cuda" if pref == "auto" else pref, "CuPy", option)
+        if ":" in pref:
+            import cupy
+
+            count = cupy.cuda.runtime.getDeviceCount()
+            if int(pref[5:]) >= count:
+                raise AstroError(f"{option} {pref}: only {count} CUDA device(s) visible")
+        return "cuda" if pref == "auto" else pref
+    # torch
+    try:
+        import torch
+    except ImportError:
+        if pref in ("auto", "cpu"):
+            raise AstroError("PyTorch is needed here but is not installed; install it (pip install torch)") from None
+        raise AstroError(f"{option} {pref}: PyTorch is needed but is not installed (pip install torch)") from None
+    has_cuda = bool(torch.cuda.is_available())
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if pref == "auto":
+        if has_cuda:
+            return "cuda"
+        return "mps" if (auto_mps and has_mps) else "cpu"
+    if pref.startswith("cuda"):
+        if not has_cuda:
+            raise _no_cuda(pref, f"torch {torch.__version__}", option)
+        if ":" in pref and int(pref[5:]) >= torch.cuda.device_count():
+            raise AstroError(f"{option} {pref}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return pref
+    if pref == "mps" and not has_mps:
+        raise AstroError(f"{option} mps: Apple MPS is not available on this machine; use {option} cpu (or auto)")
+    return pref
+
+
 def get_backend(name: str = "numpy", device: str = "auto") -> Backend:
     """Return the array backend for a library and a device.
 
@@ -350,49 +440,28 @@ def get_backend(name: str = "numpy", device: str = "auto") -> Backend:
         if device == "cpu":
             return Backend("numpy", "cpu")
         if _torch_cuda_ok():
-            return Backend("torch", "cuda" if device == "auto" else device)
+            return Backend("torch", resolve_device(device, "torch"))
         if _cupy_cuda_ok():
-            return Backend("cupy", "cuda" if device == "auto" else device)
+            return Backend("cupy", resolve_device(device, "cupy"))
         if device.startswith("cuda"):
-            raise AstroError("--device cuda was asked for, but neither torch nor cupy can see a CUDA GPU "
-                             "here; use --device cpu (or auto)")
-        return Backend("numpy", "cpu")
-
-    if name == "numpy":
-        if device.startswith("cuda"):
-            raise AstroError("the numpy backend runs on the CPU only; for --device cuda use "
-                             "--backend torch or --backend cupy")
+            raise _no_cuda(device, "neither torch nor cupy", "--device")
         return Backend("numpy", "cpu")
 
     if name == "torch":
         try:
-            import torch
+            import torch  # noqa: F401
         except ImportError:
             raise AstroError("--backend torch needs PyTorch, which is not installed; "
                              "install it (pip install torch) or use --backend numpy") from None
-        has_cuda = bool(torch.cuda.is_available())
-        if device == "auto":
-            device = "cuda" if has_cuda else "cpu"
-        if device.startswith("cuda"):
-            if not has_cuda:
-                raise AstroError("--device cuda was asked for, but torch sees no CUDA GPU "
-                                 f"(torch {torch.__version__}); use --device cpu")
-            if ":" in device and int(device.split(":", 1)[1]) >= torch.cuda.device_count():
-                raise AstroError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
-        return Backend("torch", device)
-
-    # cupy
-    if device == "cpu":
-        raise AstroError("the cupy backend runs on CUDA only; for --device cpu use --backend numpy or torch")
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        raise AstroError("--backend cupy needs CuPy, which is not installed (pip install cupy-cuda12x); "
-                         "or use --backend torch") from None
-    if not _cupy_cuda_ok():
-        raise AstroError("--backend cupy was asked for, but CuPy sees no CUDA GPU; use --backend numpy")
-    if device.startswith("cuda:"):
+    if name == "cupy" and device != "cpu":
+        try:
+            import cupy  # noqa: F401
+        except ImportError:
+            raise AstroError("--backend cupy needs CuPy, which is not installed (pip install cupy-cuda12x); "
+                             "or use --backend torch") from None
+    resolved = resolve_device(device, name)
+    if name == "cupy" and resolved.startswith("cuda:"):
         import cupy
 
-        cupy.cuda.Device(int(device.split(":", 1)[1])).use()
-    return Backend("cupy", "cuda" if device == "auto" else device)
+        cupy.cuda.Device(int(resolved.split(":", 1)[1])).use()
+    return Backend(name, resolved)
