@@ -22,7 +22,10 @@ def astro_commands():
 
 @hookimpl
 def astro_config_sections():
-    return [ConfigSection("core", "astrotool.builtin.config:CoreConfig", "astrotool:defaults.toml")]
+    return [
+        ConfigSection("core", "astrotool.builtin.config:CoreConfig", "astrotool:defaults.toml"),
+        ConfigSection("ml", "astrotool.builtin.config:MLConfig", "astrotool:defaults.toml"),
+    ]
 
 
 @hookimpl

@@ -1,8 +1,8 @@
-"""The ``[core]`` configuration section."""
+"""The ``[core]`` and ``[ml]`` configuration sections."""
 
-from typing import Literal
+from typing import Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from astrotool.section import Section
 
@@ -24,3 +24,46 @@ class CoreConfig(Section):
     """Log format on stderr."""
     progress_interval: float = Field(10.0, gt=0)
     """Seconds between progress lines when stderr is not a terminal."""
+
+
+class MLConfig(Section):
+    """Where and how the ML plugins train: ``[ml]``, read by :mod:`astrotool.ml.fabric`.
+
+    Validated without importing torch; :class:`astrotool.ml.fabric.Runtime`
+    turns it into a Lightning Fabric when a command trains.
+    """
+
+    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Hardware: ``auto`` takes CUDA when visible, then Apple MPS, else the CPU."""
+    devices: Union[int, Literal["auto"]] = 1
+    """Processes (one device each) per node; ``auto`` = every visible GPU."""
+    num_nodes: int = Field(1, ge=1)
+    """Machines taking part (``srun --nodes``)."""
+    strategy: Literal["auto", "ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "ddp_fork"] = "auto"
+    """How several processes share the work (``auto`` = DDP when there are several)."""
+    precision: str = "32-true"
+    """``32`` (= ``32-true``), ``bf16-mixed`` or ``16-mixed`` (CUDA only, with gradient scaling)."""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes per training process (0 = load in the training process)."""
+    deterministic: bool = False
+    """Ask torch for deterministic kernels (slower on a GPU)."""
+    sync_batchnorm: bool = False
+    """Batch statistics over the whole global batch when there are several processes."""
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value):
+        if value == "auto":
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("devices must be a positive integer or 'auto'")
+        return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value):
+        from astrotool.ml.fabric import normalize_precision
+
+        return normalize_precision(value)

@@ -1,0 +1,267 @@
+"""Where and how training runs: the ``[ml]`` settings turned into a Lightning Fabric.
+
+:class:`Runtime` holds the settings of the ``[ml]`` configuration section
+(accelerator, devices, nodes, strategy, precision) and builds the
+:class:`lightning.fabric.Fabric` that :func:`astrotool.ml.training.fit` trains
+through, so the same command trains on
+
+- the CPU or one GPU (``devices = 1``, the default);
+- several GPUs of one machine (``devices = 4``: ``strategy = "ddp"`` starts one
+  process per device by re-running the same command line with ``LOCAL_RANK``
+  set; ``ddp_spawn``/``ddp_fork`` start them from inside :func:`fit` instead);
+- several Slurm nodes: ``srun astro ... train`` with ``num_nodes`` and
+  ``devices`` matching ``--nodes`` and ``--ntasks-per-node``; Fabric reads the
+  ranks from Slurm's environment (as it does from ``torchrun``'s).
+
+Precision is ``32-true`` (``"32"`` is accepted), ``bf16-mixed`` (autocast to
+bfloat16, CPU or GPU) or ``16-mixed`` (autocast to float16 with gradient
+scaling; CUDA only).
+
+Nothing heavy is imported at module level: the ``[ml]`` section's model uses
+:func:`normalize_precision` without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from astrotool.errors import AstroError
+
+__docformat__ = "numpy"
+
+__all__ = ["Runtime", "make_fabric", "normalize_precision", "ACCELERATORS", "PRECISIONS", "STRATEGIES"]
+
+ACCELERATORS = ("auto", "cpu", "cuda", "mps")
+"""Accepted ``ml.accelerator`` values."""
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+"""Canonical ``ml.precision`` values."""
+
+_PRECISION_ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "ddp_spawn", "ddp_fork")
+"""Accepted ``ml.strategy`` values: one process per device, gradients all-reduced."""
+
+
+def normalize_precision(value: Any) -> str:
+    """The canonical name of a precision setting.
+
+    Parameters
+    ----------
+    value : str or int
+        ``32``/``"32"``/``"32-true"``, ``"bf16-mixed"`` (``"bf16"``) or
+        ``"16-mixed"`` (``16``/``"16"``).
+
+    Returns
+    -------
+    str
+        One of :data:`PRECISIONS`.
+
+    Raises
+    ------
+    ValueError
+        Any other value (pydantic reports it under the key that held it).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"precision must be one of {', '.join(('32', *PRECISIONS))}")
+    text = str(value).strip().lower()
+    text = _PRECISION_ALIASES.get(text, text)
+    if text not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(('32', *PRECISIONS))}")
+    return text
+
+
+def _setting(ml: Any, name: str, default: Any) -> Any:
+    if ml is None:
+        return default
+    if isinstance(ml, Mapping):
+        return ml.get(name, default)
+    return getattr(ml, name, default)
+
+
+@dataclass
+class Runtime:
+    """Training runtime settings and the Fabric built from them.
+
+    Parameters
+    ----------
+    accelerator : {"auto", "cpu", "cuda", "mps"}
+        ``auto``: CUDA when visible, then Apple MPS, else the CPU (decided by
+        :func:`astrotool.backends.resolve_device`, like ``--device``).
+    devices : int or "auto"
+        Processes per node, one device each (``auto``: every visible GPU, or
+        one CPU process).
+    num_nodes : int
+        Machines (Slurm nodes) taking part.
+    strategy : str
+        One of :data:`STRATEGIES`; ``auto`` is DDP when there is more than one
+        process.
+    precision : str
+        One of :data:`PRECISIONS` (or ``"32"``).
+    deterministic : bool
+        Ask torch for deterministic kernels (slower on a GPU).
+    sync_batchnorm : bool
+        Convert BatchNorm layers to SyncBatchNorm when there is more than one
+        process, so batch statistics are those of the whole global batch.
+    """
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = False
+    sync_batchnorm: bool = False
+    _fabric: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        acc = str(self.accelerator).lower()
+        if acc not in ACCELERATORS and not (acc.startswith("cuda:") and acc[5:].isdigit()):
+            raise AstroError(f"ml.accelerator: expected one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
+        self.accelerator = acc
+        if isinstance(self.devices, str) and self.devices.strip().isdigit():
+            self.devices = int(self.devices)
+        if not (self.devices == "auto" or (isinstance(self.devices, int) and not isinstance(self.devices, bool)
+                                           and self.devices >= 1)):
+            raise AstroError(f"ml.devices: expected a positive integer or 'auto', got {self.devices!r}")
+        if not isinstance(self.num_nodes, int) or self.num_nodes < 1:
+            raise AstroError(f"ml.num_nodes: expected a positive integer, got {self.num_nodes!r}")
+        if self.strategy not in STRATEGIES:
+            raise AstroError(f"ml.strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        try:
+            self.precision = normalize_precision(self.precision)
+        except ValueError as exc:
+            raise AstroError(f"ml.{exc}, got {self.precision!r}") from None
+
+    @classmethod
+    def from_config(cls, ml: Any = None, **overrides: Any) -> "Runtime":
+        """Settings from an ``[ml]`` section (model or mapping) and command-line flags.
+
+        Parameters
+        ----------
+        ml : MLConfig, mapping or None
+            The validated ``[ml]`` section; None takes the defaults.
+        **overrides
+            Flag values (``devices=2``, ``precision="bf16-mixed"``...); ``None``
+            values are ignored, so unset flags keep the section's value.
+        """
+        names = [f.name for f in fields(cls) if f.init]
+        unknown = set(overrides) - set(names)
+        if unknown:
+            raise TypeError(f"Runtime.from_config: unknown setting(s) {', '.join(sorted(unknown))}")
+        values = {n: _setting(ml, n, f.default) for n, f in ((f.name, f) for f in fields(cls) if f.init)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def for_device(cls, device: Any, precision: str = "32-true") -> "Runtime":
+        """One process on one given device (``"cpu"``, ``"cuda:1"``, a torch.device)."""
+        text = str(device)
+        kind, _, index = text.partition(":")
+        if kind == "cuda" and index:
+            return cls(accelerator=f"cuda:{index}", devices=1, precision=precision)
+        return cls(accelerator=kind, devices=1, precision=precision)
+
+    # ------------------------------------------------------------------ the Fabric
+    def _accelerator_and_devices(self) -> tuple[str, Any]:
+        from astrotool.backends import resolve_device
+
+        device = resolve_device(self.accelerator, "torch", auto_mps=True, option="ml.accelerator")
+        kind, _, index = device.partition(":")
+        if index:  # a named GPU: exactly that one
+            if self.devices not in (1, "auto"):
+                raise AstroError(f"ml.accelerator {device}: names one GPU, but ml.devices is {self.devices}")
+            return kind, [int(index)]
+        if kind == "cpu" and self.devices == "auto":
+            return kind, 1
+        return kind, self.devices
+
+    @property
+    def fabric(self):
+        """The :class:`lightning.fabric.Fabric` for these settings (built once).
+
+        Raises
+        ------
+        astrotool.errors.AstroError
+            Settings that cannot run here (CUDA or MPS not available, more GPUs
+            than visible, float16 autocast on the CPU...), with the key to change.
+        """
+        if self._fabric is None:
+            accelerator, devices = self._accelerator_and_devices()
+            if self.precision == "16-mixed" and accelerator == "cpu":
+                raise AstroError("ml.precision 16-mixed: float16 autocast with gradient scaling needs a CUDA GPU; "
+                                 "on the CPU use bf16-mixed or 32-true")
+            self._fabric = _build_fabric(accelerator, devices, self.num_nodes, self.strategy, self.precision)
+        return self._fabric
+
+    def launch(self):
+        """Start the other processes (``ddp``: re-runs the command with ``LOCAL_RANK``) if needed.
+
+        A no-op for one process, under ``srun`` or ``torchrun`` (the processes
+        exist already), on a second call, and for ``ddp_spawn``/``ddp_fork``
+        (:func:`astrotool.ml.training.fit` starts those itself). Call it early
+        in a command, before work that only rank 0 should do, so the copies
+        start soon.
+
+        Returns
+        -------
+        lightning.fabric.Fabric
+        """
+        return launch(self.fabric)
+
+    @property
+    def device(self):
+        """The torch.device of this process (after :meth:`launch` for several processes)."""
+        return self.fabric.device
+
+    @property
+    def world_size(self) -> int:
+        """Number of training processes."""
+        return int(self.fabric.world_size)
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this is the process that writes files (rank 0)."""
+        return bool(self.fabric.is_global_zero)
+
+
+def _build_fabric(accelerator, devices, num_nodes, strategy, precision):
+    try:
+        from lightning_fabric import Fabric
+    except ImportError:  # the full 'lightning' distribution
+        from lightning.fabric import Fabric
+    try:
+        return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                      precision=precision)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AstroError(f"ml: cannot train with accelerator={accelerator}, devices={devices}, "
+                         f"num_nodes={num_nodes}, strategy={strategy}, precision={precision}: {first}") from None
+
+
+def is_multiprocessing(fabric) -> bool:
+    """Whether the Fabric starts its processes from a function (``ddp_spawn``/``ddp_fork``)."""
+    launcher = getattr(fabric.strategy, "launcher", None)
+    return launcher is not None and hasattr(launcher, "_start_method") and fabric.world_size > 1
+
+
+def launch(fabric):
+    """Launch a Fabric's processes once (see :meth:`Runtime.launch`); returns the Fabric."""
+    import os
+
+    if getattr(fabric, "_launched", False) or is_multiprocessing(fabric) or os.environ.get("LT_CLI_USED") == "1":
+        return fabric
+    fabric.launch()
+    return fabric
+
+
+def make_fabric(ml: Any = None, **overrides: Any):
+    """A Fabric from an ``[ml]`` section and flag overrides (see :meth:`Runtime.from_config`).
+
+    Returns
+    -------
+    lightning.fabric.Fabric
+        Not yet launched (see :func:`launch`).
+    """
+    return Runtime.from_config(ml, **overrides).fabric
