@@ -1,0 +1,368 @@
+"""The parts a plugin's ``train``, ``evaluate``, ``predict`` and ``export`` commands are made of.
+
+Each is a plain function (or an option type) a plugin's ``cli.py`` calls, so
+that every ML plugin resolves datasets, names model folders, treats an
+existing model, seeds, reports progress, fills the run record, exposes the
+``[ml]`` runtime options and checks ONNX exports the same way:
+
+* :func:`open_dataset` -- a dataset by name under a stage folder, or by path;
+  recorded as an input of the run.
+* :func:`model_dir` -- ``<plugin>/models/<name>`` (the name must be a file
+  stem), or the path of an existing checkpoint folder.
+* :func:`prepare_training` -- what to do with an existing model folder:
+  resume from ``last/``, start again with ``--overwrite``, or refuse.
+* :func:`run_seed`, :func:`epoch_progress`, :func:`record` -- the run's seed,
+  a progress bar advanced per epoch, and the run record's inputs/outputs.
+* :data:`Device`, :data:`Precision`, :data:`Devices`, :data:`NumNodes` and
+  :func:`runtime` -- the command-line options of the ``[ml]`` section
+  (``--device`` sets ``ml.accelerator``), declared once.
+* :func:`report_throughput` and :func:`export_checked` -- a prediction's
+  samples/s in the log and the command's result; an ONNX export with its
+  parity check, recorded.
+
+Typical ``train`` command::
+
+    from astrotool.ml import commands as mc
+
+    @app.command()
+    def train(dataset: str = typer.Option(None, "--dataset"), model: str = typer.Option(None, "--model"),
+              device: mc.Device = None, precision: mc.Precision = None,
+              devices: mc.Devices = None, num_nodes: mc.NumNodes = None):
+        ctx = current()
+        cfg = ctx.section("myplugin", {"train.dataset": dataset, "train.model": model})
+        rt = mc.runtime(ctx, device=device, precision=precision, devices=devices, num_nodes=num_nodes)
+        ds = mc.open_dataset(ctx, "myplugin", "data", cfg.train.dataset, MyDataset)
+        mdir = mc.model_dir(ctx, "myplugin", cfg.train.model or f"{ds.name}_net")
+        mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.train.resume)
+        with mc.epoch_progress(ctx, cfg.train.epochs, f"train {mdir.name}", mdir) as on_epoch:
+            result = train_model(ds, cfg.train, mdir, mc.run_seed(ctx, cfg.train.seed), runtime=rt,
+                                 on_epoch=on_epoch)
+        mc.record(ctx, outputs=mc.checkpoint_files(mdir))
+
+Nothing heavy is imported at module level (typer only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Iterator, Optional, TypeVar
+
+import typer
+
+from astrotool.errors import AstroError, InputError
+
+__docformat__ = "numpy"
+
+__all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "checkpoint_files", "epoch_progress",
+           "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
+           "report_throughput", "run_seed", "runtime", "runtime_flags"]
+
+T = TypeVar("T")
+
+# ---------------------------------------------------------------- [ml] runtime options
+
+Device = Annotated[Optional[str], typer.Option(
+    "--device", help="auto | cpu | cuda | cuda:N | mps (sets ml.accelerator)")]
+Precision = Annotated[Optional[str], typer.Option(
+    "--precision", help="32 | bf16-mixed | 16-mixed (sets ml.precision)")]
+Devices = Annotated[Optional[str], typer.Option(
+    "--devices", help="devices per node: N, a list like 0,1, or auto (sets ml.devices)")]
+NumNodes = Annotated[Optional[int], typer.Option(
+    "--num-nodes", help="nodes to train on, one `srun` task per device (sets ml.num_nodes)")]
+
+RUNTIME_KEYS = {"device": "accelerator", "precision": "precision", "devices": "devices", "num_nodes": "num_nodes"}
+"""Command-line option (Python name) -> key of the ``[ml]`` section."""
+
+
+def _devices_value(text: str | int | None):
+    """``--devices`` text as the ``[ml]`` value: an int, a list of indices, or ``auto``."""
+    if text is None or isinstance(text, int):
+        return text
+    t = str(text).strip()
+    if t.lstrip("-").isdigit():
+        return int(t)
+    if re.fullmatch(r"\d+(\s*,\s*\d+)+,?|\d+,", t):
+        return [int(p) for p in t.split(",") if p.strip()]
+    return t
+
+
+def runtime_flags(device: str | None = None, precision: str | None = None, devices: str | int | None = None,
+                  num_nodes: int | None = None) -> dict[str, Any]:
+    """The ``[ml]`` keys the runtime options set (``None``: not given).
+
+    Examples
+    --------
+    >>> runtime_flags(device="cuda", devices="0,1")
+    {'accelerator': 'cuda', 'precision': None, 'devices': [0, 1], 'num_nodes': None}
+    """
+    values = {"device": device, "precision": precision, "devices": _devices_value(devices), "num_nodes": num_nodes}
+    return {RUNTIME_KEYS[k]: v for k, v in values.items()}
+
+
+def runtime(ctx, **options):
+    """The validated ``[ml]`` section with the command's runtime options applied.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    **options
+        ``device``, ``precision``, ``devices``, ``num_nodes`` as the command
+        received them (``None``: not given, the configuration decides).
+
+    Raises
+    ------
+    astrotool.errors.ConfigError
+        A value the ``[ml]`` section refuses, named as a command-line option.
+    """
+    unknown = set(options) - set(RUNTIME_KEYS)
+    if unknown:
+        raise TypeError(f"runtime() got unknown options {sorted(unknown)}")
+    return ctx.section("ml", runtime_flags(**options))
+
+
+# ---------------------------------------------------------------- datasets and model folders
+
+_FILE_STEM = None
+
+
+def _file_stem_re():
+    global _FILE_STEM
+    if _FILE_STEM is None:
+        # astrotool.section imports pydantic; the pattern is all this module needs of it
+        from astrotool.section import FILE_STEM
+
+        _FILE_STEM = re.compile(FILE_STEM)
+    return _FILE_STEM
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(_file_stem_re().fullmatch(name))
+
+
+def open_dataset(ctx, plugin: str, stage: str, name_or_path: str, opener: Callable[[Path], T],
+                 what: str = "dataset") -> T:
+    """Open a dataset by name under ``<plugin>/<stage>/`` or by folder path, and record it as an input.
+
+    A plain name (a file stem) is looked up in the stage folder first; anything
+    else, or a name not found there, is taken as a path.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    plugin, stage : str
+        The stage folder, e.g. ``("lens", "shear")``.
+    name_or_path : str
+    opener : callable
+        ``opener(folder)`` returns the dataset object (and raises InputError
+        naming the folder when it is not a complete dataset).
+    what : str
+        What the user is asked for, in messages (``"dataset"``).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No name given, or neither a dataset in the stage nor a folder; the
+        message lists the stage's datasets.
+    """
+    stage_dir = ctx.workspace.stage(plugin, stage)
+    if not name_or_path:
+        raise InputError(stage_dir, f"no {what} given (--dataset NAME or a folder)")
+    candidate = stage_dir / name_or_path
+    path = Path(name_or_path).expanduser()
+    if _is_plain_name(name_or_path) and candidate.is_dir():
+        path = candidate
+    elif not path.is_dir():
+        have = sorted(d.name for d in stage_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+        hint = f"available: {', '.join(have)}" if have else f"none in {stage_dir} yet"
+        raise InputError(candidate if _is_plain_name(name_or_path) else path,
+                         f"no {what} named {name_or_path!r} ({hint})")
+    ds = opener(path)
+    ctx.record.add_input(path)
+    return ds
+
+
+def model_dir(ctx, plugin: str, name: str, option: str = "--model") -> Path:
+    """The folder of a model: an existing checkpoint folder given by path, else ``<plugin>/models/<name>``.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    plugin : str
+    name : str
+        A model name (a file stem, :data:`astrotool.section.FILE_STEM`) or the
+        path of a folder holding ``model.json``.
+    option : str
+        How the user gave the name, for messages.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        An empty name, or a name that is neither a checkpoint folder nor a
+        valid file stem (a path separator, a leading dot, spaces...).
+    """
+    from astrotool.ml.checkpoint import META_FILE
+
+    if not name:
+        raise InputError(option, "no model name given")
+    stage_dir = ctx.workspace.stage(plugin, "models")
+    plain = _is_plain_name(name)
+    if plain and (stage_dir / name / META_FILE).is_file():
+        return stage_dir / name
+    p = Path(name).expanduser()
+    if (p / META_FILE).is_file():
+        return p
+    if not plain:
+        raise InputError(option, f"{name!r} is neither a checkpoint folder (no {META_FILE} there) nor a model "
+                                 "name (letters, digits, '_', '.', '-'; not starting with '.' or '-')")
+    return stage_dir / name
+
+
+def checkpoint_files(directory: str | Path) -> list[Path]:
+    """The files of a checkpoint: ``model.safetensors`` and ``model.json``."""
+    from astrotool.ml.checkpoint import META_FILE, WEIGHTS_FILE
+
+    return [Path(directory) / WEIGHTS_FILE, Path(directory) / META_FILE]
+
+
+def epochs_done(directory: str | Path) -> int:
+    """Epochs recorded in ``<directory>/last/`` (0 when there is no resumable state)."""
+    from astrotool.ml.checkpoint import LAST_DIR, STATE_META_FILE
+
+    path = Path(directory) / LAST_DIR / STATE_META_FILE
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["loop"]["epochs_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool) -> str:
+    """Decide what training does with a model folder, and clear it for a restart.
+
+    Parameters
+    ----------
+    directory : path-like
+        The model folder.
+    overwrite : bool
+        ``--overwrite``: delete the checkpoint, its ``last/`` state and its
+        ONNX export, and train from scratch.
+    resume : bool
+        Continue from ``last/`` when it is there.
+
+    Returns
+    -------
+    str
+        ``"new"`` (nothing there), ``"resume"`` (continue from ``last/``;
+        a finished run trains no further) or ``"restart"`` (cleared).
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        A model is there and neither ``overwrite`` nor a resumable ``resume``
+        applies: training would silently replace it.
+    """
+    from astrotool.ml.checkpoint import LAST_DIR, META_FILE, STATE_META_FILE, WEIGHTS_FILE
+
+    d = Path(directory)
+    names = (WEIGHTS_FILE, META_FILE, LAST_DIR, "model.onnx")
+    if not any((d / n).exists() for n in names):
+        return "new"
+    if overwrite:
+        for n in names:
+            p = d / n
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        return "restart"
+    if resume and (d / LAST_DIR / STATE_META_FILE).is_file():
+        return "resume"
+    why = "and --no-resume was asked for" if not resume else f"without a resumable state ({LAST_DIR}/)"
+    raise AstroError(f"{d}: a model is already here {why}; use --overwrite to train it again from scratch "
+                     "or another --model name")
+
+
+# ---------------------------------------------------------------- seed, progress, record
+
+
+def run_seed(ctx, seed: int | None = None) -> int:
+    """The seed a command uses: its section's ``seed`` when set, else the run's ``core.seed`` (``--seed``)."""
+    return int(ctx.seed if seed is None else seed)
+
+
+@contextlib.contextmanager
+def epoch_progress(ctx, epochs: int, desc: str, directory: str | Path | None = None) -> Iterator[Callable]:
+    """A progress bar over ``epochs`` advanced once per finished epoch.
+
+    Yields the ``on_epoch`` callback for :func:`astrotool.ml.training.fit`.
+    With ``directory``, epochs already done in its ``last/`` state (a resumed
+    run) are counted as done from the start.
+    """
+    done = min(epochs_done(directory), epochs) if directory is not None else 0
+    with ctx.progress(epochs, desc) as advance:
+        if done:
+            advance(done)
+        yield lambda entry=None: advance(1)
+
+
+def record(ctx, inputs: Iterable = (), outputs: Iterable = ()) -> None:
+    """Add files to the run record (``runs/<utc>-<command>/run.json``)."""
+    for p in inputs:
+        ctx.record.add_input(p)
+    for p in outputs:
+        ctx.record.add_output(p)
+
+
+# ---------------------------------------------------------------- predictions and exports
+
+
+def report_throughput(ctx, pred, what: str = "samples") -> dict:
+    """Log a prediction's throughput and return the keys a command adds to its result.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    pred : astrotool.ml.predict.Predictions
+    what : str
+        What a sample is, for the log line (``"stamps"``).
+
+    Returns
+    -------
+    dict
+        ``{"samples_per_s": ..., "engine": ..., "device": ...}``.
+    """
+    rate = pred.samples_per_s
+    ctx.log.info("predicted %d %s in %.2f s: %.0f %s/s (%s on %s, batch %s, precision %s)", pred.n, what,
+                 pred.seconds, rate, what, pred.engine, pred.device, pred.batch_size, pred.precision)
+    return {"samples_per_s": round(rate, 1) if rate == rate and rate != float("inf") else rate,
+            "engine": pred.engine, "device": pred.device}
+
+
+def export_checked(ctx, model, inputs, out_path: str | Path, *, sources: Iterable = (), **kwargs) -> dict:
+    """Export to ONNX with the parity check (:func:`astrotool.ml.export.export_onnx`) and record it.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    model : torch.nn.Module
+    inputs : numpy.ndarray
+        Parity inputs.
+    out_path : path-like
+    sources : iterable of path-like
+        Inputs of the run (the checkpoint folder).
+    **kwargs
+        Passed to :func:`~astrotool.ml.export.export_onnx` (``opset``, ``tol``,
+        ``metadata``, ``input_name``, ``output_names``).
+
+    Returns
+    -------
+    dict
+        :func:`~astrotool.ml.export.export_onnx`'s result.
+    """
+    from astrotool.ml.export import export_onnx
+
+    res = export_onnx(model, inputs, out_path, **kwargs)
+    ctx.log.info("%s: onnxruntime matches torch to %.2g (<= %g) on %d samples", res["path"], res["max_abs_diff"],
+                 res["tol"], res["samples"])
+    record(ctx, inputs=sources, outputs=[res["path"]])
+    return res

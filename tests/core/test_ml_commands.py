@@ -1,0 +1,146 @@
+"""astrotool.ml.commands: model names, datasets, overwrite/resume, seeds, progress, run records, runtime options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from astrotool.context import Context
+from astrotool.errors import AstroError, InputError
+from astrotool.ml import commands as mc
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return Context.create(tmp_path / "ws", command="toy train")
+
+
+def _checkpoint(folder, last=True, epochs_done=2):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(b"w")
+    (folder / "model.json").write_text("{}")
+    if last:
+        (folder / "last").mkdir(exist_ok=True)
+        (folder / "last" / "training_state.json").write_text(json.dumps({"loop": {"epochs_done": epochs_done}}))
+    return folder
+
+
+def test_model_names_are_file_stems(ctx, tmp_path):
+    models = ctx.workspace.root / "toy" / "models"
+    assert mc.model_dir(ctx, "toy", "run-1.b_2") == models / "run-1.b_2"
+    for bad in ("../escape", "a/b", ".hidden", "-flag", "two words", "x\n"):
+        with pytest.raises(InputError, match="neither a checkpoint folder") as e:
+            mc.model_dir(ctx, "toy", bad)
+        assert str(e.value).startswith("--model: ")
+    with pytest.raises(InputError, match="no model name"):
+        mc.model_dir(ctx, "toy", "")
+    # a path to an existing checkpoint folder is taken as it is, wherever it is
+    elsewhere = _checkpoint(tmp_path / "else" / "net")
+    assert mc.model_dir(ctx, "toy", str(elsewhere)) == elsewhere
+    # a plain name found in the stage wins over a same-named folder in the current directory
+    _checkpoint(models / "net")
+    assert mc.model_dir(ctx, "toy", "net") == models / "net"
+    assert mc.checkpoint_files(models / "net") == [models / "net" / "model.safetensors", models / "net" / "model.json"]
+
+
+def test_prepare_training_new_resume_refuse_restart(tmp_path):
+    d = tmp_path / "m"
+    assert mc.prepare_training(d, overwrite=False, resume=True) == "new"
+    _checkpoint(d)
+    (d / "model.onnx").write_bytes(b"stale")
+    assert mc.prepare_training(d, overwrite=False, resume=True) == "resume"
+    assert (d / "model.json").exists()  # resuming deletes nothing
+    with pytest.raises(AstroError, match="--no-resume was asked for; use --overwrite") as e:
+        mc.prepare_training(d, overwrite=False, resume=False)
+    assert str(d) in str(e.value)
+    assert (d / "model.safetensors").exists()  # refused: nothing deleted
+    assert mc.prepare_training(d, overwrite=True, resume=True) == "restart"
+    assert sorted(p.name for p in d.iterdir()) == []  # checkpoint, last/ and the stale export are gone
+    # a model without a resumable state is not silently replaced either
+    _checkpoint(d, last=False)
+    with pytest.raises(AstroError, match="without a resumable state"):
+        mc.prepare_training(d, overwrite=False, resume=True)
+
+
+def test_open_dataset_by_name_or_path_and_recorded(ctx, tmp_path):
+    stage = ctx.workspace.stage("toy", "data")
+    (stage / "set1").mkdir()
+    other = tmp_path / "elsewhere" / "set2"
+    other.mkdir(parents=True)
+    opened = []
+
+    def opener(path):
+        opened.append(path)
+        return ("ds", path.name)
+
+    assert mc.open_dataset(ctx, "toy", "data", "set1", opener) == ("ds", "set1")
+    assert mc.open_dataset(ctx, "toy", "data", str(other), opener) == ("ds", "set2")
+    assert opened == [stage / "set1", other]
+    assert ctx.record.inputs == [str(stage / "set1"), str(other)]
+    with pytest.raises(InputError, match=r"no dataset named 'nope' \(available: set1\)") as e:
+        mc.open_dataset(ctx, "toy", "data", "nope", opener)
+    assert str(stage / "nope") in str(e.value)
+    with pytest.raises(InputError, match="no dataset given"):
+        mc.open_dataset(ctx, "toy", "data", "", opener)
+    assert len(opened) == 2
+
+
+def test_run_seed_and_record(ctx, tmp_path):
+    assert mc.run_seed(ctx) == 0  # core.seed default
+    assert mc.run_seed(ctx, 17) == 17
+    assert mc.run_seed(Context.create(tmp_path / "w2", seed=5)) == 5
+    assert mc.run_seed(Context.create(tmp_path / "w2", seed=5), 0) == 0  # an explicit 0 is kept
+    mc.record(ctx, inputs=[tmp_path / "a"], outputs=[tmp_path / "b", tmp_path / "c"])
+    assert ctx.record.inputs == [str(tmp_path / "a")]
+    assert ctx.record.outputs == [str(tmp_path / "b"), str(tmp_path / "c")]
+    run = json.loads(ctx.finish("ok", 0).read_text())
+    assert run["inputs"] == [str(tmp_path / "a")] and run["outputs"][-1] == str(tmp_path / "c")
+
+
+def test_epoch_progress_counts_resumed_epochs(ctx, tmp_path, monkeypatch):
+    calls = []
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def fake_progress(total, desc):
+        calls.append(("start", total, desc))
+        yield lambda n=1: calls.append(("advance", n))
+
+    monkeypatch.setattr(ctx, "progress", fake_progress)
+    d = _checkpoint(tmp_path / "m", epochs_done=3)
+    with mc.epoch_progress(ctx, 5, "train m", d) as on_epoch:
+        on_epoch({"epoch": 3})
+        on_epoch({"epoch": 4})
+    assert calls == [("start", 5, "train m"), ("advance", 3), ("advance", 1), ("advance", 1)]
+    assert mc.epochs_done(tmp_path / "nothing") == 0
+
+
+def test_runtime_options_map_onto_the_ml_section():
+    assert mc.runtime_flags(device="cuda:1", precision="bf16-mixed", devices="2", num_nodes=4) == \
+        {"accelerator": "cuda:1", "precision": "bf16-mixed", "devices": 2, "num_nodes": 4}
+    assert mc.runtime_flags(devices="0,1")["devices"] == [0, 1]
+    assert mc.runtime_flags(devices="auto")["devices"] == "auto"
+    assert mc.runtime_flags() == {"accelerator": None, "precision": None, "devices": None, "num_nodes": None}
+    assert set(mc.RUNTIME_KEYS) == {"device", "precision", "devices", "num_nodes"}
+
+
+def test_runtime_options_are_declared_once_as_typer_options():
+    import typer
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+
+    @app.command()
+    def train(device: mc.Device = None, precision: mc.Precision = None, devices: mc.Devices = None,
+              num_nodes: mc.NumNodes = None):
+        typer.echo(json.dumps(mc.runtime_flags(device, precision, devices, num_nodes)))
+
+    res = CliRunner().invoke(app, ["--device", "cpu", "--precision", "16-mixed", "--devices", "0,1",
+                                   "--num-nodes", "2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == {"accelerator": "cpu", "precision": "16-mixed", "devices": [0, 1],
+                                      "num_nodes": 2}
+    helptext = CliRunner().invoke(app, ["--help"]).output
+    assert "ml.accelerator" in helptext and "ml.num_nodes" in helptext
