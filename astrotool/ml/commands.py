@@ -70,58 +70,61 @@ Device = Annotated[Optional[str], typer.Option(
 Precision = Annotated[Optional[str], typer.Option(
     "--precision", help="32 | bf16-mixed | 16-mixed (sets ml.precision)")]
 Devices = Annotated[Optional[str], typer.Option(
-    "--devices", help="devices per node: N, a list like 0,1, or auto (sets ml.devices)")]
+    "--devices", help="processes per node, one device each: N or auto (sets ml.devices)")]
 NumNodes = Annotated[Optional[int], typer.Option(
-    "--num-nodes", help="nodes to train on, one `srun` task per device (sets ml.num_nodes)")]
+    "--num-nodes", help="machines taking part, e.g. srun --nodes (sets ml.num_nodes)")]
 
 RUNTIME_KEYS = {"device": "accelerator", "precision": "precision", "devices": "devices", "num_nodes": "num_nodes"}
 """Command-line option (Python name) -> key of the ``[ml]`` section."""
-
-
-def _devices_value(text: str | int | None):
-    """``--devices`` text as the ``[ml]`` value: an int, a list of indices, or ``auto``."""
-    if text is None or isinstance(text, int):
-        return text
-    t = str(text).strip()
-    if t.lstrip("-").isdigit():
-        return int(t)
-    if re.fullmatch(r"\d+(\s*,\s*\d+)+,?|\d+,", t):
-        return [int(p) for p in t.split(",") if p.strip()]
-    return t
 
 
 def runtime_flags(device: str | None = None, precision: str | None = None, devices: str | int | None = None,
                   num_nodes: int | None = None) -> dict[str, Any]:
     """The ``[ml]`` keys the runtime options set (``None``: not given).
 
+    ``--device cuda:N`` sets ``accelerator = "cuda"``; :func:`runtime` then
+    pins that one GPU.
+
     Examples
     --------
-    >>> runtime_flags(device="cuda", devices="0,1")
-    {'accelerator': 'cuda', 'precision': None, 'devices': [0, 1], 'num_nodes': None}
+    >>> runtime_flags(device="cuda:1", devices="2")
+    {'accelerator': 'cuda', 'precision': None, 'devices': 2, 'num_nodes': None}
     """
-    values = {"device": device, "precision": precision, "devices": _devices_value(devices), "num_nodes": num_nodes}
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if isinstance(device, str) and re.fullmatch(r"cuda:\d+", device.strip().lower()):
+        device = "cuda"
+    values = {"device": device, "precision": precision, "devices": devices, "num_nodes": num_nodes}
     return {RUNTIME_KEYS[k]: v for k, v in values.items()}
 
 
-def runtime(ctx, **options):
-    """The validated ``[ml]`` section with the command's runtime options applied.
+def runtime(ctx, device: str | None = None, precision: str | None = None, devices: str | int | None = None,
+            num_nodes: int | None = None):
+    """Where and how the command runs: the ``[ml]`` section with the command's options applied.
 
     Parameters
     ----------
     ctx : astrotool.context.Context
-    **options
-        ``device``, ``precision``, ``devices``, ``num_nodes`` as the command
-        received them (``None``: not given, the configuration decides).
+    device, precision, devices, num_nodes
+        The options as the command received them (``None``: not given, the
+        configuration decides).
+
+    Returns
+    -------
+    astrotool.ml.fabric.Runtime
+        For :func:`astrotool.ml.training.fit` (``runtime=``); ``accelerator``
+        and ``precision`` also serve :func:`astrotool.ml.predict.predict`.
 
     Raises
     ------
     astrotool.errors.ConfigError
         A value the ``[ml]`` section refuses, named as a command-line option.
     """
-    unknown = set(options) - set(RUNTIME_KEYS)
-    if unknown:
-        raise TypeError(f"runtime() got unknown options {sorted(unknown)}")
-    return ctx.section("ml", runtime_flags(**options))
+    from astrotool.ml.fabric import Runtime
+
+    ml = ctx.section("ml", runtime_flags(device, precision, devices, num_nodes))
+    named_gpu = isinstance(device, str) and re.fullmatch(r"cuda:\d+", device.strip().lower())
+    return Runtime.from_config(ml, accelerator=device.strip().lower() if named_gpu else None)
 
 
 # ---------------------------------------------------------------- datasets and model folders

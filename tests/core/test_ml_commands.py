@@ -117,13 +117,29 @@ def test_epoch_progress_counts_resumed_epochs(ctx, tmp_path, monkeypatch):
     assert mc.epochs_done(tmp_path / "nothing") == 0
 
 
-def test_runtime_options_map_onto_the_ml_section():
+def test_runtime_options_map_onto_the_ml_section(tmp_path):
+    from astrotool.errors import ConfigError
+
     assert mc.runtime_flags(device="cuda:1", precision="bf16-mixed", devices="2", num_nodes=4) == \
-        {"accelerator": "cuda:1", "precision": "bf16-mixed", "devices": 2, "num_nodes": 4}
-    assert mc.runtime_flags(devices="0,1")["devices"] == [0, 1]
+        {"accelerator": "cuda", "precision": "bf16-mixed", "devices": 2, "num_nodes": 4}
     assert mc.runtime_flags(devices="auto")["devices"] == "auto"
     assert mc.runtime_flags() == {"accelerator": None, "precision": None, "devices": None, "num_nodes": None}
     assert set(mc.RUNTIME_KEYS) == {"device", "precision", "devices", "num_nodes"}
+
+    ctx = Context.create(tmp_path / "ws", set=["ml.precision=bf16-mixed", "ml.devices=3"])
+    rt = mc.runtime(ctx)  # nothing given: the configuration decides
+    assert (rt.accelerator, rt.precision, rt.devices, rt.num_nodes) == ("auto", "bf16-mixed", 3, 1)
+    rt = mc.runtime(ctx, device="cpu", precision="32", devices="2", num_nodes=2)
+    assert (rt.accelerator, rt.precision, rt.devices, rt.num_nodes) == ("cpu", "32-true", 2, 2)
+    ml = ctx.config.resolved()["ml"]  # the run record shows what was used
+    assert (ml["accelerator"], ml["devices"], ml["num_nodes"]) == ("cpu", 2, 2)
+    assert mc.runtime(ctx, device="cuda:1", devices="1").accelerator == "cuda:1"  # one named GPU
+    with pytest.raises(ConfigError, match="command-line option: ml.accelerator"):
+        mc.runtime(ctx, device="tpu")
+    with pytest.raises(ConfigError, match="ml.precision"):
+        mc.runtime(ctx, precision="8-mixed")
+    with pytest.raises(ConfigError, match="ml.devices"):
+        mc.runtime(ctx, devices="0,1")
 
 
 def test_runtime_options_are_declared_once_as_typer_options():
@@ -137,10 +153,9 @@ def test_runtime_options_are_declared_once_as_typer_options():
               num_nodes: mc.NumNodes = None):
         typer.echo(json.dumps(mc.runtime_flags(device, precision, devices, num_nodes)))
 
-    res = CliRunner().invoke(app, ["--device", "cpu", "--precision", "16-mixed", "--devices", "0,1",
+    res = CliRunner().invoke(app, ["--device", "cpu", "--precision", "16-mixed", "--devices", "2",
                                    "--num-nodes", "2"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output) == {"accelerator": "cpu", "precision": "16-mixed", "devices": [0, 1],
-                                      "num_nodes": 2}
+    assert json.loads(res.output) == {"accelerator": "cpu", "precision": "16-mixed", "devices": 2, "num_nodes": 2}
     helptext = CliRunner().invoke(app, ["--help"]).output
     assert "ml.accelerator" in helptext and "ml.num_nodes" in helptext
