@@ -2,9 +2,13 @@
 
 Global options work before or after the sub-command (``astro -q dre fit`` and
 ``astro dre fit -q`` are the same): they are taken out of the argument list
-before Typer parses the rest. Plugin command groups are mounted lazily: ``astro
---help`` shows the one-line help each plugin registered and imports a plugin's
-command module only when one of its commands runs.
+before Typer parses the rest; they are defined once, in
+:data:`astrotool.context.GLOBAL_OPTIONS`. Plugin command groups are mounted
+lazily (:class:`LazyCommand`): ``astro --help`` shows the one-line help each
+plugin registered and imports a plugin's command module only when one of its
+commands runs. A group can mount under another plugin's group
+(``CommandSpec(parent="lens")`` gives ``astro lens kappa``); its module is
+imported only when it runs, not for ``astro lens --help``.
 
 Exit codes: 0 success; 1 some items failed (a table of failures is printed);
 2 usage, configuration or input error (one clear message, no traceback unless
@@ -21,29 +25,22 @@ import typer
 from typer.core import TyperGroup
 
 from astrotool import __version__
-from astrotool.context import Context, GlobalOptions, set_current
+from astrotool.context import GLOBAL_OPTIONS, RESERVED_OPTION_NAMES, Context, GlobalOptions, set_current
 
 __docformat__ = "numpy"
 
-# option -> (attribute, takes a value, repeatable)
-GLOBAL_OPTIONS: dict[str, tuple[str, bool, bool]] = {
-    "-w": ("workspace", True, False), "--workspace": ("workspace", True, False),
-    "--cfg": ("cfg", True, True), "--set": ("set", True, True),
-    "-q": ("quiet", False, False), "--quiet": ("quiet", False, False),
-    "-v": ("verbose", False, False), "--verbose": ("verbose", False, False),
-    "--log-format": ("log_format", True, False), "--traceback": ("traceback", False, False),
-    "--executor": ("executor", True, False), "-j": ("jobs", True, False), "--jobs": ("jobs", True, False),
-    "--scheduler": ("scheduler", True, False), "--shard": ("shard", True, False),
-    "--seed": ("seed", True, False), "--overwrite": ("overwrite", False, False),
-    "--progress-interval": ("progress_interval", True, False),
-}
 
-GLOBAL_HELP = (
-    "Global options (before or after the sub-command): -w/--workspace DIR, --cfg FILE (repeatable), "
-    "--set SECTION.KEY=VALUE (repeatable), -q, -v/-vv, --log-format auto|rich|plain|json, --traceback, "
-    "--executor serial|process|dask, -j/--jobs N, --scheduler ADDRESS, --shard I/N, --seed N, --overwrite, "
-    "--progress-interval SECONDS."
-)
+def _global_help() -> str:
+    """The epilog of ``astro --help``: every global option in one line."""
+    parts = []
+    for o in GLOBAL_OPTIONS:
+        text = "/".join(o.names) + (f" {o.metavar}" if o.metavar else "")
+        parts.append(text + (" (repeatable)" if o.repeatable else "") + ("/-vv" if o.count else ""))
+    return "Global options (before or after the sub-command): " + ", ".join(parts) + "."
+
+
+GLOBAL_HELP = _global_help()
+_BY_NAME = {n: o for o in GLOBAL_OPTIONS for n in o.names}
 
 
 class UsageProblem(Exception):
@@ -54,6 +51,11 @@ class Interrupted(Exception):
     """Ctrl-C or SIGTERM during a command (carried past Typer, which would swallow it)."""
 
 
+def global_option(name: str):
+    """The :class:`astrotool.context.GlobalOption` spelled ``name`` (``"-j"``, ``"--seed"``), else ``None``."""
+    return _BY_NAME.get(name)
+
+
 def split_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
     """Take the global options out of ``argv`` wherever they are (up to ``--``).
 
@@ -62,8 +64,13 @@ def split_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
     options : GlobalOptions
     rest : list of str
         The arguments left for Typer.
+
+    Raises
+    ------
+    UsageProblem
+        An option without its value, or with a value it does not accept.
     """
-    opts = GlobalOptions()
+    values: dict = {}
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -73,41 +80,34 @@ def split_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
             break
         name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         if arg in ("-vv", "-vvv"):
-            opts.verbose += len(arg) - 1
+            values["verbose"] = values.get("verbose", 0) + len(arg) - 1
             i += 1
             continue
-        if name in GLOBAL_OPTIONS:
-            attr, takes_value, repeat = GLOBAL_OPTIONS[name]
-            if takes_value:
-                if eq:
-                    value = inline
-                elif i + 1 < len(argv):
-                    i += 1
-                    value = argv[i]
-                else:
-                    raise UsageProblem(f"option {name} requires a value")
-                if attr in ("jobs", "seed"):
-                    try:
-                        value = int(value)
-                    except ValueError:
-                        raise UsageProblem(f"option {name}: expected an integer, got {value!r}") from None
-                elif attr == "progress_interval":
-                    try:
-                        value = float(value)
-                    except ValueError:
-                        raise UsageProblem(f"option {name}: expected seconds, got {value!r}") from None
-                if repeat:
-                    getattr(opts, attr).append(value)
-                else:
-                    setattr(opts, attr, value)
-            elif attr == "verbose":
-                opts.verbose += 1
-            else:
-                setattr(opts, attr, True)
-        else:
+        opt = _BY_NAME.get(name)
+        if opt is None:
             rest.append(arg)
+        elif opt.count:
+            values[opt.attr] = values.get(opt.attr, 0) + 1
+        elif not opt.takes_value:
+            values[opt.attr] = True
+        else:
+            if eq:
+                text = inline
+            elif i + 1 < len(argv):
+                i += 1
+                text = argv[i]
+            else:
+                raise UsageProblem(f"option {name} requires a value")
+            try:
+                value = opt.parse(text)
+            except ValueError as exc:
+                raise UsageProblem(str(exc)) from None
+            if opt.repeatable:
+                values.setdefault(opt.attr, []).append(value)
+            else:
+                values[opt.attr] = value
         i += 1
-    return opts, rest
+    return GlobalOptions(**values), rest
 
 
 def _plain_markup(cmd) -> None:
@@ -117,45 +117,118 @@ def _plain_markup(cmd) -> None:
         _plain_markup(sub)
 
 
-def _stub(spec, broken: str | None = None):
-    """A help-only stand-in for a lazily loaded command (no plugin import)."""
-    help_text = spec.help if not broken else f"[broken plugin] {broken}"
-    return TyperGroup(name=spec.name, help=help_text, rich_help_panel=spec.panel)
+def _reserved_options(cmd, path: str):
+    """``(command path, option)`` for each option of ``cmd`` and its loaded sub-commands
+    spelled like a global option (the pre-parser would take it away from the command)."""
+    for param in getattr(cmd, "params", []):
+        if getattr(param, "param_type_name", "") == "option":
+            for name in (*param.opts, *param.secondary_opts):
+                if name in RESERVED_OPTION_NAMES:
+                    yield path, name
+    for name, sub in getattr(cmd, "commands", {}).items():
+        if not isinstance(sub, LazyCommand):
+            yield from _reserved_options(sub, f"{path} {name}")
 
 
-class LazyGroup(TyperGroup):
-    """Root group whose plugin commands are imported only when invoked."""
+def _mark_broken(plugin: str, error: str) -> None:
+    from astrotool.plugins import get_registry
 
-    specs: dict = {}
-    plugin_of: dict = {}
-    _loaded: dict = {}
+    get_registry().mark_broken(plugin, error)
 
-    def _load(self, name: str):
-        if name in self._loaded:
-            return self._loaded[name]
+
+class LazyCommand(TyperGroup):
+    """A mounted command group that imports its plugin module only when used.
+
+    Until then it carries only what the plugin registered (name, one-line help,
+    panel), which is all ``astro --help`` (or its parent group's help) shows.
+    Parsing its arguments (running it, or ``--help`` on it) mounts the real
+    command: the target is imported, its options are checked against the global
+    options, and the commands registered under it (``CommandSpec.parent``) are
+    attached, lazily in turn.
+
+    Parameters
+    ----------
+    path : str
+        Command path without ``astro``, e.g. ``"lens kappa"``.
+    spec : astrotool.hookspecs.CommandSpec
+        What the plugin registered.
+    plugin : str
+        The plugin that registered it.
+    broken : str
+        Why the plugin cannot be used (empty when it can).
+    """
+
+    def __init__(self, path: str, spec, plugin: str, broken: str = ""):
+        super().__init__(name=spec.name, help=f"[broken plugin] {broken}" if broken else spec.help,
+                         rich_help_panel=spec.panel, rich_markup_mode=None)
+        self.path, self.spec, self.plugin, self.broken = path, spec, plugin, broken
+        self.children: list[LazyCommand] = []
+        self._real = None
+
+    def load(self):
+        """The real command, imported and mounted on first use.
+
+        Raises
+        ------
+        astrotool.errors.AstroError
+            The plugin is broken, its module cannot be imported, or one of its
+            options is spelled like a global option (the plugin is then marked
+            broken, as ``astro plugins`` shows).
+        """
+        if self._real is None:
+            self._real = self._mount()
+        return self._real
+
+    def _refuse(self, error: str):
         from astrotool.errors import AstroError
-        from astrotool.plugins import get_registry, load_target
 
-        spec = self.specs[name]
+        _mark_broken(self.plugin, error)
+        self.broken = error
+        return AstroError(f"plugin {self.plugin!r}: {error} (see `astro plugins`)")
+
+    def _mount(self):
+        from astrotool.errors import AstroError
+        from astrotool.plugins import load_target
+
+        if self.broken:
+            raise AstroError(f"plugin {self.plugin!r} is broken: {self.broken} (see `astro plugins`)")
         try:
-            app = load_target(spec.target)
+            target = load_target(self.spec.target)
+            cmd = typer.main.get_command(target) if isinstance(target, typer.Typer) else target
         except Exception as exc:
-            plugin = self.plugin_of.get(name, name)
-            info = get_registry().info.get(plugin)
-            if info is not None:
-                info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
-            raise AstroError(f"plugin {plugin!r}: cannot load command {name!r} ({spec.target}): "
-                             f"{type(exc).__name__}: {exc}") from exc
-        cmd = typer.main.get_command(app)
+            raise self._refuse(f"cannot load command `astro {self.path}` ({self.spec.target}): "
+                               f"{type(exc).__name__}: {exc}") from exc
         # completion is installed once, on the root command, not per plugin
         cmd.params = [p for p in cmd.params if p.name not in ("install_completion", "show_completion")]
+        for path, option in _reserved_options(cmd, f"astro {self.path}"):
+            owner = "/".join(global_option(option).names)
+            raise self._refuse(f"`{path}` defines option {option}, which is the global option {owner}; "
+                               "rename the command's option")
         _plain_markup(cmd)
-        cmd.name = name
-        cmd.rich_help_panel = spec.panel
+        cmd.name = self.spec.name
+        cmd.rich_help_panel = self.spec.panel
         if not cmd.help:
-            cmd.help = spec.help
-        self._loaded[name] = cmd
+            cmd.help = self.spec.help
+        for child in self.children:
+            subs = getattr(cmd, "commands", None)
+            if subs is None:
+                child._refuse(f"cannot mount `astro {child.path}`: `astro {self.path}` is not a command group")
+            elif child.spec.name in subs:
+                child._refuse(f"cannot mount `astro {child.path}`: `astro {self.path}` already has a command "
+                              f"{child.spec.name!r}")
+            else:
+                subs[child.spec.name] = child
         return cmd
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        return self.load().make_context(info_name, args, parent=parent, **extra)
+
+
+class RootGroup(TyperGroup):
+    """The ``astro`` group: its sub-commands are :class:`LazyCommand` mounts."""
+
+    mounts: set = set()
+    """Every mounted command path, e.g. ``{"dre", "lens", "lens kappa", ...}``."""
 
     def invoke(self, ctx):
         try:
@@ -163,80 +236,112 @@ class LazyGroup(TyperGroup):
         except KeyboardInterrupt as exc:
             raise Interrupted(str(exc)) from exc
 
-    def get_command(self, ctx, cmd_name):
-        if cmd_name in self.specs and getattr(ctx, "resilient_parsing", False):
-            try:  # shell completion wants the real sub-commands
-                return self._load(cmd_name)
-            except Exception:
-                return None
-        return super().get_command(ctx, cmd_name)
 
-    def resolve_command(self, ctx, args):
-        name = args[0] if args else None
-        if name in self.specs:
-            broken = getattr(self.commands.get(name), "_astro_broken", None)
-            if broken:
-                from astrotool.errors import AstroError
+def _root_callback():
+    """The root callback, its parameters made from :data:`GLOBAL_OPTIONS` (for the help
+    and the reference only: the pre-parser has taken the global options away before
+    Typer parses)."""
+    import inspect
 
-                raise AstroError(f"plugin {self.plugin_of.get(name, name)!r} is broken: {broken} "
-                                 "(see `astro plugins`)")
-            return name, self._load(name), args[1:]
-        return super().resolve_command(ctx, args)
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("version", kw, annotation=bool, default=typer.Option(
+        False, "--version", help="Show the version of astrotool and its plugins."))]
+    for o in GLOBAL_OPTIONS:
+        kind = list[str] if o.repeatable else o.type
+        option = typer.Option(None if o.repeatable else o.default, *o.names, help=o.help,
+                              count=o.count, metavar=o.metavar or None, show_default=False)
+        params.append(inspect.Parameter(o.attr, kw, annotation=kind, default=option))
+
+    def root(**_):
+        """Global options are accepted here and after any sub-command."""
+
+    root.__signature__ = inspect.Signature(params)
+    root.__annotations__ = {p.name: p.annotation for p in params}
+    return root
+
+
+def mount_tree(registry=None) -> tuple[dict, list]:
+    """Arrange the registered commands as a tree of :class:`LazyCommand` (nothing imported).
+
+    A command mounts at the root or under the command path its ``parent`` names;
+    the first registration of a path wins (the core's first). A command whose
+    parent does not exist marks its plugin broken.
+
+    Returns
+    -------
+    mounts : dict
+        ``{path: LazyCommand}``, e.g. ``{"lens": ..., "lens kappa": ...}``.
+    roots : list of LazyCommand
+        The commands mounted at the root, in registration order.
+    """
+    from astrotool.hookspecs import CommandSpec
+    from astrotool.plugins import get_registry
+
+    registry = registry or get_registry()
+    mounts: dict[str, LazyCommand] = {}
+    roots: list[LazyCommand] = []
+    specs = sorted(registry.commands(), key=lambda ps: len(ps[1].parent.split()))  # parents first
+    for plugin, spec in specs:
+        parent = " ".join(spec.parent.split())
+        path = f"{parent} {spec.name}".strip()
+        if path in mounts:
+            continue  # first registration wins (core first)
+        if parent and parent not in mounts:
+            registry.mark_broken(plugin, f"command {spec.name!r}: its parent `astro {parent}` does not exist")
+            continue
+        node = mounts[path] = LazyCommand(path, spec, plugin)
+        (mounts[parent].children if parent else roots).append(node)
+    for info in registry.broken():
+        if info.name != "core" and info.name not in mounts:
+            node = mounts[info.name] = LazyCommand(info.name, CommandSpec(info.name, "", info.error),
+                                                   info.name, broken=info.error)
+            roots.append(node)
+    return mounts, roots
 
 
 def build_app() -> typer.Typer:
     """The root Typer app with every registered command mounted lazily."""
-    from astrotool.plugins import get_registry
-
     app = typer.Typer(
-        cls=LazyGroup, name="astro", no_args_is_help=True, add_completion=True,
+        cls=RootGroup, name="astro", no_args_is_help=True, add_completion=True,
         help="One command for galaxy morphology (dre), weak lensing (lens), PLATO transits (plato) "
              "and ZTF alerts (ztf).",
         epilog=GLOBAL_HELP, context_settings={"help_option_names": ["-h", "--help"]},
         rich_markup_mode=None,
     )
-
-    @app.callback()
-    def root(
-        version: bool = typer.Option(False, "--version", help="Show the version of astrotool and its plugins."),
-        workspace: str = typer.Option(None, "-w", "--workspace", help="Workspace folder (default: $ASTRO_WORKSPACE, else the current folder)."),
-        cfg: list[str] = typer.Option(None, "--cfg", help="TOML config file; repeatable, later wins."),
-        set_: list[str] = typer.Option(None, "--set", help="Override one key: section.key=value; repeatable."),
-        quiet: bool = typer.Option(False, "-q", "--quiet", help="Warnings only, no progress."),
-        verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More output (-vv: tracebacks)."),
-        log_format: str = typer.Option(None, "--log-format", help="auto | rich | plain | json."),
-        traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback of errors."),
-        executor: str = typer.Option(None, "--executor", help="serial | process | dask."),
-        jobs: int = typer.Option(None, "-j", "--jobs", help="Worker processes (0 = all cores); alone, selects the process executor."),
-        scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (default: a local cluster)."),
-        shard: str = typer.Option(None, "--shard", help="Run only shard I of N (I/N), for Slurm arrays."),
-        seed: int = typer.Option(None, "--seed", help="Base random seed."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute outputs that already exist."),
-        progress_interval: float = typer.Option(None, "--progress-interval", help="Seconds between progress lines off a terminal."),
-    ):
-        """Global options are accepted here and after any sub-command."""
-
+    app.callback()(_root_callback())
     group = typer.main.get_command(app)
-    registry = get_registry()
-    group.specs, group.plugin_of, group._loaded = {}, {}, {}
-    for plugin, spec in registry.commands():
-        if spec.name in group.specs:
-            continue  # first registration wins (core first)
-        group.specs[spec.name] = spec
-        group.plugin_of[spec.name] = plugin
-        group.commands[spec.name] = _stub(spec)
-    for info in registry.broken():
-        if info.name not in group.specs and info.name != "core":
-            from astrotool.hookspecs import CommandSpec
-
-            spec = CommandSpec(info.name, "", info.error)
-            group.specs[info.name] = spec
-            group.plugin_of[info.name] = info.name
-            stub = _stub(spec, broken=info.error)
-            stub._astro_broken = info.error
-            group.commands[info.name] = stub
+    mounts, roots = mount_tree()
+    group.mounts = set(mounts)
+    for node in roots:
+        group.commands[node.spec.name] = node
     app._astro_group = group
     return app
+
+
+def mount_all(group) -> list[tuple[str, str]]:
+    """Mount every lazy command under ``group`` (importing every plugin's command module).
+
+    ``astro plugins`` does this to find the plugins whose commands cannot be
+    mounted; the documentation build, to document every command. A command that
+    cannot be mounted stays a stub whose help says why.
+
+    Returns
+    -------
+    list of (path, error)
+        The commands that could not be mounted, e.g. ``("astro ghost", "...")``.
+    """
+    from astrotool.errors import AstroError
+
+    problems = []
+    for name, sub in list(getattr(group, "commands", {}).items()):
+        if isinstance(sub, LazyCommand):
+            try:
+                sub = group.commands[name] = sub.load()
+            except AstroError:
+                problems.append((f"astro {sub.path}", sub.broken))
+                continue
+        problems += mount_all(sub)
+    return problems
 
 
 def _version_text() -> str:
@@ -250,12 +355,13 @@ def _version_text() -> str:
 
 
 def _command_path(rest: list[str], group) -> str:
-    words = []
+    """The command a run names itself after (``runs/<utc>-<command>/``), e.g. ``"lens kappa train"``."""
+    words: list[str] = []
     for a in rest:
         if a.startswith("-"):
             break
         words.append(a)
-        if len(words) == 2 or (len(words) == 1 and a not in group.specs):
+        if " ".join(words) not in group.mounts:
             break
     return " ".join(words) or "astro"
 

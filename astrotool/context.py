@@ -13,29 +13,151 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 __docformat__ = "numpy"
 
 
-class GlobalOptions:
-    """Options accepted before or after any sub-command (see ``astro --help``)."""
+def _whole_number(text: str) -> int:
+    """An integer >= 0 (``--jobs``, ``--seed``)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
 
-    def __init__(self, workspace: str | None = None, cfg: list[str] | None = None,
-                 set: list[str] | None = None, quiet: bool = False, verbose: int = 0,
-                 log_format: str | None = None, traceback: bool = False, executor: str | None = None,
-                 jobs: int | None = None, scheduler: str | None = None, shard: str | None = None,
-                 seed: int | None = None, overwrite: bool = False, progress_interval: float | None = None):
-        self.workspace, self.cfg, self.set = workspace, list(cfg or []), list(set or [])
-        self.quiet, self.verbose, self.log_format, self.traceback = quiet, verbose, log_format, traceback
-        self.executor, self.jobs, self.scheduler, self.shard = executor, jobs, scheduler, shard
-        self.seed, self.overwrite, self.progress_interval = seed, overwrite, progress_interval
+
+def _positive_seconds(text: str) -> float:
+    """A number of seconds > 0 (``--progress-interval``)."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+class GlobalOption(NamedTuple):
+    """One global option: accepted before or after any sub-command.
+
+    Parameters
+    ----------
+    names : tuple of str
+        Its spellings, e.g. ``("-j", "--jobs")``.
+    attr : str
+        The :class:`GlobalOptions` attribute it sets.
+    help : str
+        One line for ``astro --help``.
+    metavar : str
+        What its value looks like (``"N"``); empty for a flag that takes no value.
+    type : type
+        Type shown in the help and the reference: ``str``, ``int``, ``float``;
+        ``bool`` for a flag, ``int`` with ``count`` for ``-v``.
+    convert : callable, optional
+        Parses the text of the value; raising ``ValueError`` makes it a usage
+        error (exit code 2) that quotes ``expected``. Default: ``type``.
+    expected : str
+        What a valid value is, for that message.
+    repeatable : bool
+        Every occurrence is kept (``--cfg``, ``--set``).
+    count : bool
+        Each occurrence adds one (``-v``, ``-vv``).
+    config_key : str
+        The ``core.*`` key it sets, if any (the highest configuration layer).
+    """
+
+    names: tuple[str, ...]
+    attr: str
+    help: str
+    metavar: str = ""
+    type: type = str
+    convert: Callable[[str], Any] | None = None
+    expected: str = ""
+    repeatable: bool = False
+    count: bool = False
+    config_key: str = ""
+
+    @property
+    def takes_value(self) -> bool:
+        """Whether the option is followed by a value."""
+        return bool(self.metavar)
+
+    @property
+    def default(self) -> Any:
+        """Its value when not given."""
+        if self.repeatable:
+            return []
+        if self.count:
+            return 0
+        return None if self.takes_value else False
+
+    def parse(self, text: str) -> Any:
+        """The value of ``text``; ``ValueError`` names the option and what it expects."""
+        try:
+            return (self.convert or self.type)(text)
+        except ValueError:
+            raise ValueError(f"option {self.names[-1]}: expected {self.expected or self.metavar}, "
+                             f"got {text!r}") from None
+
+
+GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
+    GlobalOption(("-w", "--workspace"), "workspace",
+                 "Workspace folder (default: $ASTRO_WORKSPACE, else the current folder).", "DIR"),
+    GlobalOption(("--cfg",), "cfg", "TOML config file; repeatable, later wins.", "FILE", repeatable=True),
+    GlobalOption(("--set",), "set", "Override one key: section.key=value; repeatable.", "SECTION.KEY=VALUE",
+                 repeatable=True),
+    GlobalOption(("-q", "--quiet"), "quiet", "Warnings only, no progress.", type=bool),
+    GlobalOption(("-v", "--verbose"), "verbose", "More output (-vv: tracebacks).", type=int, count=True),
+    GlobalOption(("--log-format",), "log_format", "Logs on stderr: rich on a terminal, else plain lines (auto), or JSON.",
+                 "auto|rich|plain|json",
+                 config_key="core.log_format"),
+    GlobalOption(("--traceback",), "traceback", "Show the full traceback of errors.", type=bool),
+    GlobalOption(("--executor",), "executor", "How per-item work runs (see docs: batch).", "serial|process|dask",
+                 config_key="core.executor"),
+    GlobalOption(("-j", "--jobs"), "jobs", "Worker processes (0 = all cores); alone, selects the process executor.",
+                 "N", int, _whole_number, "an integer >= 0", config_key="core.jobs"),
+    GlobalOption(("--scheduler",), "scheduler", "Dask scheduler address (default: a local cluster).", "ADDRESS",
+                 config_key="core.scheduler"),
+    GlobalOption(("--shard",), "shard", "Run only shard I of N (I/N), for Slurm arrays.", "I/N"),
+    GlobalOption(("--seed",), "seed", "Base random seed (an integer >= 0).", "N", int, _whole_number,
+                 "an integer >= 0", config_key="core.seed"),
+    GlobalOption(("--overwrite",), "overwrite", "Recompute outputs that already exist.", type=bool),
+    GlobalOption(("--progress-interval",), "progress_interval", "Seconds between progress lines off a terminal.",
+                 "SECONDS", float, _positive_seconds, "a number of seconds > 0",
+                 config_key="core.progress_interval"),
+)
+"""The global options, once: the command line's pre-parser
+(:func:`astrotool.cli.split_global_options`), ``astro --help``, the CLI reference
+and :class:`GlobalOptions` are all made from this table. A plugin command may not
+define an option with one of these names."""
+
+RESERVED_OPTION_NAMES: frozenset[str] = frozenset(n for o in GLOBAL_OPTIONS for n in o.names)
+"""Option names no plugin command may define."""
+
+
+class GlobalOptions:
+    """The values of the :data:`GLOBAL_OPTIONS` of a run, one attribute each
+    (``workspace``, ``cfg``, ``set``, ``quiet``, ``verbose``, ``log_format``,
+    ``traceback``, ``executor``, ``jobs``, ``scheduler``, ``shard``, ``seed``,
+    ``overwrite``, ``progress_interval``); options not given take their default
+    (``None``, ``False``, ``0`` or ``[]``).
+    """
+
+    def __init__(self, **values: Any):
+        unknown = sorted(set(values) - {o.attr for o in GLOBAL_OPTIONS})
+        if unknown:
+            raise TypeError(f"unknown global option(s): {', '.join(unknown)}")
+        for opt in GLOBAL_OPTIONS:
+            value = values.get(opt.attr, opt.default)
+            setattr(self, opt.attr, list(value or []) if opt.repeatable else value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GlobalOptions) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        given = {o.attr: getattr(self, o.attr) for o in GLOBAL_OPTIONS if getattr(self, o.attr) != o.default}
+        return "GlobalOptions(" + ", ".join(f"{k}={v!r}" for k, v in given.items()) + ")"
 
     def config_flags(self) -> dict[str, Any]:
         """The ``core.*`` keys these options set (highest configuration layer)."""
-        return {"core.executor": self.executor, "core.jobs": self.jobs, "core.scheduler": self.scheduler,
-                "core.seed": self.seed, "core.log_format": self.log_format,
-                "core.progress_interval": self.progress_interval}
+        return {o.config_key: getattr(self, o.attr) for o in GLOBAL_OPTIONS if o.config_key}
 
 
 class Context:

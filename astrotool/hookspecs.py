@@ -38,15 +38,27 @@ class CommandSpec(NamedTuple):
         ``"module:attribute"`` of a ``typer.Typer`` app, imported only when the
         command runs (or when its own help is asked for).
     help : str
-        One-line help shown by ``astro --help`` without importing ``target``.
+        One-line help shown by its parent's help without importing ``target``.
     panel : str
         Help panel heading.
+    parent : str
+        Command path of the group to mount under, without ``astro``: ``""`` for
+        the root, ``"lens"`` for ``astro lens kappa``. The parent may belong to
+        another plugin, which needs no change; a parent that does not exist marks
+        this plugin broken.
+
+    Notes
+    -----
+    No option of the command may be spelled like a global option (``-j``,
+    ``--seed``, ... see :data:`astrotool.context.GLOBAL_OPTIONS`): such a
+    command is refused, with its plugin marked broken, when it is mounted.
     """
 
     name: str
     target: str
     help: str
     panel: str = "Plugins"
+    parent: str = ""
 
 
 class ConfigSection(NamedTuple):

@@ -188,6 +188,12 @@ class Registry:
         steps = [(p, s) for p, ss in self._call("astro_demo_steps") for s in ss]
         return sorted(steps, key=lambda ps: (ps[1].order, ps[1].name))
 
+    def mark_broken(self, plugin: str, error: str) -> None:
+        """Record that ``plugin`` cannot be used, and why (shown by ``astro plugins``)."""
+        info = self.info.get(plugin)
+        if info is not None and error not in info.error:
+            info.status, info.error = "broken", f"{info.error}; {error}" if info.error else error
+
     def broken(self) -> list[PluginInfo]:
         """Plugins that failed to load or whose hooks raised."""
         return [i for i in self.info.values() if i.status != "ok"]

@@ -130,12 +130,16 @@ plugins_app = typer.Typer()
 
 @plugins_app.command("plugins")
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON: name, distribution, version, status.")):
-    """List installed plugins with their distribution, version and status (broken ones with their error)."""
+    """List installed plugins with their distribution, version and status (broken ones with their error).
+
+    Every command group is mounted to check it, so a plugin whose commands cannot be imported, whose
+    parent group does not exist or whose options are spelled like global options shows as broken."""
     from astrotool import console
+    from astrotool.cli import build_app, mount_all
     from astrotool.plugins import get_registry
 
     registry = get_registry()
-    registry.commands()  # hooks that raise mark their plugin broken
+    mount_all(build_app()._astro_group)  # commands that cannot mount mark their plugin broken
     registry.config_sections()
     infos = list(registry.info.values())
     if as_json:
