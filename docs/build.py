@@ -4,7 +4,7 @@ One pdoc run renders, so that cross-links work between all of them:
 
 - the guide: ``docs/*.md`` (overview, quickstart, configuration, workspace,
   batch jobs) and the CLI reference generated from the real command tree
-  (:mod:`astrotool.clidoc`), as the pages of a generated package ``guide``;
+  (:mod:`clidoc`, beside this file), as the pages of a generated package ``guide``;
 - the API of the core package ``astrotool`` and of every installed plugin
   package (entry points in group ``astrotool.plugins``).
 
@@ -49,6 +49,7 @@ _REMOTE = re.compile(r"""(?:<script[^>]*\ssrc|<link[^>]*\shref|<img[^>]*\ssrc|@i
                      re.I)
 
 sys.path.insert(0, str(DOCS))
+import clidoc  # noqa: E402
 from docmath import MathStore  # noqa: E402
 
 
@@ -109,12 +110,10 @@ def plugin_packages() -> tuple[list[str], list[str]]:
 def check_guides(root) -> tuple[list[str], list[str]]:
     """Problems with ``astro ...`` command lines in the guides (errors, and warnings
     for lines that run a plugin whose commands could not be loaded)."""
-    from astrotool.clidoc import check_command_line, command_lines
-
     errors, warns = [], []
     for path in GUIDE_FILES:
-        for line in command_lines(path.read_text(encoding="utf-8")):
-            resolved = check_command_line(line, root)
+        for line in clidoc.command_lines(path.read_text(encoding="utf-8")):
+            resolved = clidoc.check_command_line(line, root)
             if not resolved.problems:
                 continue
             group = " ".join(resolved.path.split()[:2])
@@ -208,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BUILD / "html", help="output folder (default: docs/_build/html)")
     args = parser.parse_args(argv)
     t0 = time.time()
-    from astrotool import clidoc
 
     # 1. the CLI reference, from the real command tree with every plugin loaded
     load_problems: list[clidoc.LoadProblem] = []

@@ -8,7 +8,8 @@ the guides names a real command and real options.
 
 Unlike ``astro --help``, which stays lazy, this module imports every plugin's
 command module (:func:`root_command`), so it sees the same commands and options
-a user can run.
+a user can run. It is documentation tooling, not part of the ``astrotool``
+package: ``docs/build.py`` and ``tests/core/test_docs.py`` import it from here.
 """
 
 from __future__ import annotations
@@ -58,46 +59,34 @@ def root_command(problems: list[LoadProblem] | None = None):
     ----------
     problems : list, optional
         Receives a :class:`LoadProblem` for each command group that failed to
-        import; it is replaced by a stub whose help names the error.
+        mount; it stays a stub whose help names the error.
 
     Returns
     -------
     group
-        The click group of ``astro`` (global options are its parameters).
+        The click group of ``astro`` (global options are its parameters), core
+        commands first, then the plugins by name.
     """
-    import typer
-    from typer.core import TyperGroup
+    from astrotool.cli import build_app, mount_all
 
-    from astrotool.cli import build_app
-    from astrotool.plugins import load_target
-
-    app = build_app()
-    group = app._astro_group
-    core, plugins = [], []
-    for name, spec in group.specs.items():
-        (core if spec.panel == "Core" else plugins).append(name)
-    commands = {}
-    for name in core + sorted(plugins):
-        spec = group.specs[name]
-        broken = getattr(group.commands.get(name), "_astro_broken", None)
-        if not broken:
-            try:
-                cmd = typer.main.get_command(load_target(spec.target))
-            except Exception as exc:  # a broken plugin must not stop the documentation
-                broken = f"{type(exc).__name__}: {exc}"
-            else:
-                cmd.name = name
-                if not cmd.help:
-                    cmd.help = spec.help
-                commands[name] = cmd
-                continue
-        if problems is not None:
-            problems.append(LoadProblem(f"{PROG} {name}", broken))
-        stub = TyperGroup(name=name, help=f"{spec.help}\n\nNot available in this build: {broken}")
-        stub._astro_broken = broken
-        commands[name] = stub
-    group.commands = commands
+    group = build_app()._astro_group
+    failed = mount_all(group)
+    for path, error in failed:
+        stub = _find(group, path)
+        stub.help = f"{stub.spec.help}\n\nNot available in this build: {error}"
+    if problems is not None:
+        problems += [LoadProblem(path, error) for path, error in failed]
+    core = [n for n, c in group.commands.items() if getattr(c, "rich_help_panel", None) == "Core"]
+    group.commands = {n: group.commands[n] for n in core + sorted(set(group.commands) - set(core))}
     return group
+
+
+def _find(group, path: str):
+    """The command at ``path`` (``"astro lens kappa"``) under the root ``group``."""
+    cmd = group
+    for word in path.split()[1:]:
+        cmd = cmd.commands[word]
+    return cmd
 
 
 def iter_commands(root=None, problems: list[LoadProblem] | None = None) -> Iterator[tuple[str, Any]]:
@@ -388,10 +377,10 @@ def missing_from_reference(markdown: str, root=None) -> list[str]:
     """What the reference lacks: command paths without a section, and options
     (``"astro dre fit --ntiles"``) not named in their command's section.
 
-    Also checks that every global option of :data:`astrotool.cli.GLOBAL_OPTIONS`
-    is in the ``astro`` section. An empty list means the reference is complete.
+    Also checks that every spelling of every global option
+    (:data:`astrotool.context.GLOBAL_OPTIONS`) is in the ``astro`` section. An empty list means the reference is complete.
     """
-    from astrotool.cli import GLOBAL_OPTIONS
+    from astrotool.context import GLOBAL_OPTIONS
 
     root = root if root is not None else root_command()
     sections = reference_sections(markdown)
@@ -403,7 +392,7 @@ def missing_from_reference(markdown: str, root=None) -> list[str]:
         body = sections[path]
         wanted = [o for p in describe_params(cmd, include_housekeeping=(path == PROG)) for o in p.opts]
         if path == PROG:
-            wanted += list(GLOBAL_OPTIONS)
+            wanted += [name for o in GLOBAL_OPTIONS for name in o.names]
         for opt in dict.fromkeys(wanted):
             if not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", body):
                 missing.append(f"{path} {opt}")
@@ -433,7 +422,7 @@ def check_command_line(line: str | list[str], root=None) -> Resolved:
         ``path``: the command the line runs; ``problems``: unknown commands
         and unknown options (empty when the line is valid).
     """
-    from astrotool.cli import GLOBAL_OPTIONS
+    from astrotool.cli import global_option
 
     words = shlex.split(line, comments=True) if isinstance(line, str) else list(line)
     cmd = root if root is not None else root_command()
@@ -446,8 +435,9 @@ def check_command_line(line: str | list[str], root=None) -> Resolved:
         if w == "--":
             break
         name, eq, _ = w.partition("=") if w.startswith("--") else (w, "", "")
-        if name in GLOBAL_OPTIONS:
-            i += 2 if (GLOBAL_OPTIONS[name][1] and not eq) else 1
+        option = global_option(name)
+        if option is not None:
+            i += 2 if (option.takes_value and not eq) else 1
             continue
         if w in ("-vv", "-vvv", "-h", "--help", "--version"):
             i += 1
