@@ -1,13 +1,21 @@
-"""Toy commands: square numbers through the executor, write one file per item."""
+"""``astro toy``: the commands parse options, call :mod:`toyplug.squares` and report.
+
+Each command gets the run's :class:`astrotool.context.Context` with
+:func:`astrotool.context.current`; through it, it reads its configuration section
+(command-line flags override it: ``None`` means "not given"), finds its stage
+folder, runs its items through the run's executor (``-j``, ``--executor``,
+``--shard``, ``--seed`` apply without any code here), records what it wrote in
+``runs/<utc>-toy-run/run.json`` and prints its result on stdout.
+"""
 
 import json
-import random
-import time
 
 import typer
 
 from astrotool.context import current
-from astrotool.workspace import atomic_path, is_done
+
+from toyplug import NAME, OUT
+from toyplug.squares import Square, square
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,45 +25,33 @@ def main():
     """Toy commands for the core tests."""
 
 
-def square(item, seed):
-    n, fail, slow, out, overwrite = item
-    if n in fail:
-        raise ValueError(f"item {n} is bad")
-    path = f"{out}/item_{n:03d}.json"
-    if is_done(path, overwrite):
-        return "skipped"
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write("{")
-            fh.flush()
-            time.sleep(slow)
-            fh.write(f'"n": {n}, "sq": {n * n}, "draw": {random.Random(seed).random()!r}}}')
-    return n * n
-
-
 @app.command()
-def run(count: int = typer.Option(None, help="Items."), fail: list[int] = typer.Option(None, help="Items that fail."),
-        slow: float = typer.Option(0.0, help="Seconds per item.")):
-    """Square COUNT numbers, one output file each."""
+def run(count: int = typer.Option(None, help="Items (default: toy.count)."),
+        fail: list[int] = typer.Option(None, help="Items that fail."),
+        slow: float = typer.Option(0.0, help="Seconds per item [s].")):
+    """Square COUNT numbers, one output file each; finished files are kept (resume)."""
     ctx = current()
-    cfg = ctx.section("toy", {"count": count})
-    out = ctx.workspace.stage("toy", "out")
-    items = [(i, tuple(fail or []), slow, str(out), ctx.overwrite) for i in range(cfg.count)]
-    results = ctx.map(square, items, desc="squares", keys=[f"item{i}" for i in range(cfg.count)])
-    for key, value in results:
-        ctx.record.add_output(f"{out}/{key}")
-    ctx.emit({"done": len(results), "label": cfg.label, "factor": cfg.inner.factor})
+    cfg = ctx.section(NAME, {"count": count})
+    out = str(ctx.workspace.stage(NAME, OUT))
+    items = [Square(i, out, ctx.overwrite, i in (fail or []), slow) for i in range(cfg.count)]
+    results = ctx.map(square, items, desc="squares", keys=[item.key for item in items])
+    for _, result in results:
+        ctx.record.add_output(result["path"])
+    skipped = sum(result["skipped"] for _, result in results)
+    ctx.emit({"done": len(results), "written": len(results) - skipped, "skipped": skipped,
+              "label": cfg.label, "factor": cfg.inner.factor})
 
 
 @app.command()
 def show():
     """Print the toy section."""
     ctx = current()
-    ctx.emit(json.loads(ctx.section("toy").model_dump_json()))
+    ctx.emit(json.loads(ctx.section(NAME).model_dump_json()))
 
 
 def demo(ctx):
-    out = ctx.workspace.stage("toy", "out")
-    results = ctx.map(square, [(i, (), 0.0, str(out), False) for i in range(3)], desc="squares",
-                      keys=[f"item{i}" for i in range(3)])
+    """The ``astro demo`` step: square three numbers in the demo workspace."""
+    out = str(ctx.workspace.stage(NAME, OUT))
+    items = [Square(i, out) for i in range(3)]
+    results = ctx.map(square, items, desc="squares", keys=[item.key for item in items])
     return [f"squared {len(results)} numbers into {out}"]
