@@ -1,0 +1,761 @@
+"""Sharded array datasets on disk: write, check, read, stream, split and feed torch.
+
+A dataset folder holds
+
+* ``shardNNNNN_<product>.h5`` -- one HDF5 file per shard: one dataset per named
+  array, shape ``(n_shard, *shape)``, chunked (about 1 MiB per chunk) and
+  compressed; the shard's per-sample metadata columns in the ``metadata`` group;
+  attributes: provenance, ``start`` and ``stop`` (the global sample indices it
+  holds, ``[start, stop)``) and the writer's own attributes;
+* ``<name>_<table>.parquet`` -- the per-sample metadata of the whole set, one row
+  per sample in sample order, with an ``index`` column;
+* ``<name>_dataset.json`` -- the manifest, written last, so that its presence
+  marks the set complete: ``format``, ``kind``, ``name``, ``n``, ``arrays``
+  (``{name: {"shape": [...], "dtype": "float32"}}``, per sample), ``shards``
+  (``[{"file", "start", "stop"}]``, covering ``0 .. n-1`` in order),
+  ``metadata`` (the Parquet file), provenance, and the plugin's own keys
+  (e.g. ``stamp_size``, ``pixel_scale``, ``config``) at the top level.
+
+Write with :class:`DatasetWriter` (one shard per executor item, then
+:meth:`DatasetWriter.finalize`), read with :class:`ArrayDataset`
+(random access with :meth:`~ArrayDataset.read`, constant-memory streaming with
+:meth:`~ArrayDataset.iter_batches`), split with :func:`group_split` and train
+with :func:`torch_loader`. h5py, pyarrow and torch are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from astrotool.errors import AstroError, InputError
+
+__docformat__ = "numpy"
+
+__all__ = ["FORMAT", "MANIFEST_SUFFIX", "DatasetWriter", "ArrayDataset", "EpochBatchSampler",
+           "group_split", "resolve_dataset", "torch_loader", "shard_name", "read_shard_arrays",
+           "read_shard_metadata"]
+
+FORMAT = "astrotool-array-dataset"
+FORMAT_VERSION = 1
+MANIFEST_SUFFIX = "_dataset.json"
+META_GROUP = "metadata"
+RESERVED_KEYS = frozenset({"format", "format_version", "kind", "name", "n", "arrays", "shards", "metadata",
+                           "astrotool_version", "astrotool_command", "created_utc"})
+"""Manifest keys owned by this module; a writer's own attributes may not use them."""
+
+CHUNK_BYTES = 1 << 20
+"""Target HDF5 chunk size (h5py's default chunk cache holds one such chunk per dataset)."""
+
+OPEN_SHARDS = 4
+"""Shard files a reader keeps open at once (least recently used are closed)."""
+
+_SPLIT_STREAM = 0x5B117
+_EPOCH_STREAM = 0xBA7C4
+
+
+def shard_name(shard: int, product: str = "arrays") -> str:
+    """File name of shard ``shard``: ``shard00000_<product>.h5``."""
+    return f"shard{int(shard):05d}_{product}.h5"
+
+
+def _encode_attr(value):
+    return json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+
+
+def _dtype_name(dtype) -> str:
+    """``"float32"`` where that names the dtype exactly, else its array-protocol string (``"<U8"``)."""
+    dtype = np.dtype(dtype)
+    try:
+        return dtype.name if np.dtype(dtype.name) == dtype else dtype.str
+    except TypeError:
+        return dtype.str
+
+
+def _decode_column(v: np.ndarray) -> np.ndarray:
+    return np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v
+
+
+def read_shard_metadata(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-sample metadata columns stored in one shard file.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The file is missing, unreadable or has no metadata group.
+    """
+    from astrotool.io.hdf5 import open_h5
+
+    with open_h5(path) as h5:
+        if META_GROUP not in h5:
+            raise InputError(path, f"no {META_GROUP!r} group (not a shard of an {FORMAT})")
+        grp = h5[META_GROUP]
+        order = json.loads(grp.attrs.get("columns", "[]")) or list(grp)
+        return {k: _decode_column(grp[k][()]) for k in order}
+
+
+def read_shard_arrays(path: str | Path, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Every sample of the named arrays of one shard file (an executor item's input).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The file is missing or unreadable, or an array is absent.
+    """
+    from astrotool.io.hdf5 import open_h5
+
+    with open_h5(path) as h5:
+        names = list(names) if names is not None else [k for k in h5 if k != META_GROUP]
+        try:
+            return {k: h5[k][()] for k in names}
+        except KeyError as exc:
+            raise InputError(path, f"missing array {exc}") from None
+
+
+def _shard_header(path: Path) -> tuple[int, int, dict[str, tuple[tuple[int, ...], np.dtype]]]:
+    """``(start, stop, {array: (per-sample shape, dtype)})`` of a shard file."""
+    from astrotool.io.hdf5 import open_h5
+
+    with open_h5(path) as h5:
+        try:
+            start, stop = int(h5.attrs["start"]), int(h5.attrs["stop"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(path, "no start/stop attributes (not a shard of an array dataset)") from None
+        arrays = {k: (tuple(int(s) for s in h5[k].shape[1:]), h5[k].dtype) for k in h5 if k != META_GROUP}
+        for k in arrays:
+            if h5[k].shape[0] != stop - start:
+                raise InputError(path, f"array {k!r} holds {h5[k].shape[0]} samples, attributes say "
+                                       f"{stop - start}")
+    return start, stop, arrays
+
+
+@dataclass(frozen=True)
+class DatasetWriter:
+    """Writes a dataset folder shard by shard, then its table and manifest.
+
+    Small and picklable, so executor items can carry it.
+
+    Parameters
+    ----------
+    root : str
+        The dataset folder.
+    name : str
+        Dataset name (names the table and manifest).
+    shard_product, table_product : str
+        ``shardNNNNN_<shard_product>.h5`` and ``<name>_<table_product>.parquet``.
+    kind : str
+        What the set holds, e.g. ``"lens-shear"``; a reader class may require it.
+    compression : {"none", "low", "medium", "high"}
+        HDF5 compression of the arrays (:func:`astrotool.io.hdf5.compression_kwargs`).
+    command : str
+        The command recorded in the provenance attributes.
+    """
+
+    root: str
+    name: str
+    shard_product: str = "arrays"
+    table_product: str = "metadata"
+    kind: str = ""
+    compression: str = "medium"
+    command: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root)
+
+    def shard_path(self, shard: int) -> Path:
+        """Path of shard number ``shard``."""
+        return self.folder / shard_name(shard, self.shard_product)
+
+    @property
+    def table_path(self) -> Path:
+        return self.folder / f"{self.name}_{self.table_product}.parquet"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / f"{self.name}{MANIFEST_SUFFIX}"
+
+    def write_shard(self, shard: int, start: int, arrays: Mapping[str, np.ndarray],
+                    metadata: Mapping[str, np.ndarray] | None = None, attrs: Mapping[str, Any] | None = None) -> Path:
+        """Write one shard atomically.
+
+        Parameters
+        ----------
+        shard : int
+            Shard number.
+        start : int
+            Global index of the shard's first sample.
+        arrays : mapping of str to numpy.ndarray
+            Named arrays, each ``(n, *shape)`` with the same ``n``.
+        metadata : mapping of str to numpy.ndarray, optional
+            Per-sample columns of length ``n`` (numbers or strings).
+        attrs : mapping, optional
+            Extra HDF5 attributes (dicts and lists are stored as JSON).
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        import h5py
+
+        from astrotool.io.hdf5 import compression_kwargs, provenance_attrs
+        from astrotool.workspace import atomic_path
+
+        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        if not arrays:
+            raise ValueError("write_shard: no arrays")
+        lengths = {k: v.shape[0] if v.ndim else -1 for k, v in arrays.items()}
+        n = next(iter(lengths.values()))
+        for k, v in {**lengths, **{f"metadata {c}": len(v) for c, v in (metadata or {}).items()}}.items():
+            if v != n:
+                raise ValueError(f"write_shard: {k} holds {v} samples, expected {n}")
+        if "index" in arrays or META_GROUP in arrays:
+            raise ValueError(f"write_shard: 'index' and {META_GROUP!r} are reserved names")
+        comp = compression_kwargs(self.compression)
+        path = self.shard_path(shard)
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as h5:
+                for k, v in arrays.items():
+                    rows = max(1, min(n, CHUNK_BYTES // max(1, v[:1].nbytes)))
+                    h5.create_dataset(k, data=v, chunks=(rows, *v.shape[1:]) if n else None,
+                                      **(comp if n else {}))
+                grp = h5.create_group(META_GROUP)
+                grp.attrs["columns"] = json.dumps(list(metadata or {}))  # h5py lists members alphabetically
+                for c, v in (metadata or {}).items():
+                    v = np.asarray(v)
+                    grp.create_dataset(c, data=np.char.encode(v.astype(str), "utf-8") if v.dtype.kind in "UO" else v)
+                for k, v in {**provenance_attrs(self.command), **(attrs or {})}.items():
+                    h5.attrs[k] = _encode_attr(v)
+                h5.attrs["kind"] = self.kind
+                h5.attrs["start"], h5.attrs["stop"] = int(start), int(start) + n
+        return path
+
+    def finished_shard(self, shard: int, start: int, stop: int) -> dict[str, np.ndarray] | None:
+        """The metadata of shard ``shard`` if it exists, is readable and holds ``[start, stop)``.
+
+        ``None`` means it must be (re)written: missing, damaged, or written for
+        another shard size. Used to resume an interrupted run.
+        """
+        path = self.shard_path(shard)
+        if not path.exists():
+            return None
+        try:
+            if _shard_header(path)[:2] != (start, stop):
+                return None
+            return read_shard_metadata(path)
+        except InputError:
+            return None
+
+    def finalize(self, n_shards: int, attrs: Mapping[str, Any] | None = None,
+                 table_metadata: Mapping[str, Any] | None = None) -> dict:
+        """Write the metadata table and then the manifest, once every shard exists.
+
+        Parameters
+        ----------
+        n_shards : int
+            Shards ``0 .. n_shards-1`` make up the set, in sample order.
+        attrs : mapping, optional
+            The plugin's own manifest keys (not :data:`RESERVED_KEYS`).
+        table_metadata : mapping, optional
+            Provenance stored in the Parquet file.
+
+        Returns
+        -------
+        dict
+            The manifest.
+
+        Raises
+        ------
+        astrotool.errors.InputError
+            A shard is missing or unreadable, shards leave a gap, or their arrays differ.
+        """
+        import pyarrow as pa
+
+        from astrotool import __version__
+        from astrotool.io.hdf5 import provenance_attrs
+        from astrotool.io.tables import write_parquet
+        from astrotool.workspace import write_json_atomic
+
+        clash = sorted(set(attrs or {}) & RESERVED_KEYS)
+        if clash:
+            raise ValueError(f"finalize: reserved manifest keys {', '.join(clash)}")
+        shards, columns, spec = [], [], None
+        expect = 0
+        for k in range(n_shards):
+            path = self.shard_path(k)
+            start, stop, arrays = _shard_header(path)
+            if start != expect:
+                raise InputError(path, f"starts at sample {start}, expected {expect} (shards leave a gap)")
+            if spec is None:
+                spec = arrays
+            elif arrays != spec:
+                raise InputError(path, "its arrays differ from shard 0's (shapes, dtypes or names)")
+            shards.append({"file": path.name, "start": start, "stop": stop})
+            columns.append(read_shard_metadata(path))
+            expect = stop
+        n = expect
+        cols = {c: np.concatenate([m[c] for m in columns]) for c in (columns[0] if columns else {})}
+        if cols and any(set(m) != set(cols) for m in columns):
+            raise InputError(self.folder, "shards hold different metadata columns")
+        cols.setdefault("index", np.arange(n))
+        cols = {"index": cols.pop("index"), **cols}
+        write_parquet(pa.table(cols), self.table_path,
+                      metadata={"dataset": self.name, "kind": self.kind, **(table_metadata or {})})
+        prov = provenance_attrs(self.command)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name, "n": n,
+            "arrays": {k: {"shape": list(s), "dtype": _dtype_name(d)} for k, (s, d) in (spec or {}).items()},
+            "shards": shards, "metadata": self.table_path.name,
+            "astrotool_version": __version__, "astrotool_command": self.command, "created_utc": prov["created_utc"],
+            **(attrs or {}),
+        }
+        write_json_atomic(self.manifest_path, manifest)
+        return manifest
+
+
+class ArrayDataset:
+    """A finished dataset folder (see the module docstring).
+
+    Opening checks the manifest and every shard's header (array names, shapes,
+    dtypes, sample ranges); samples are read on demand and shard files are
+    opened lazily, per process, so a reader can be handed to DataLoader workers.
+
+    Parameters
+    ----------
+    root : path-like
+        The dataset folder.
+
+    Attributes
+    ----------
+    root : pathlib.Path
+    manifest_path : pathlib.Path
+    manifest : dict
+        The manifest as written.
+    name : str
+    n : int
+        Number of samples.
+    arrays : dict of str to (tuple, numpy.dtype)
+        Per-sample shape and dtype of each named array.
+    attrs : dict
+        The writer's own manifest keys.
+    shard_paths : list of pathlib.Path
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No manifest (unfinished), unreadable or malformed manifest, wrong kind,
+        missing, damaged or inconsistent shards -- naming the file.
+    """
+
+    KIND: str | None = None
+    """Required ``kind`` (subclasses set it); ``None`` accepts any."""
+
+    SAMPLE_WORD = "sample"
+    """How messages name one sample (``"stamp"``, ``"light curve"``)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        manifests = sorted(self.root.glob(f"*{MANIFEST_SUFFIX}")) if self.root.is_dir() else []
+        if not manifests:
+            raise InputError(self.root, f"not a finished dataset (no *{MANIFEST_SUFFIX}; run or resume the "
+                                        "command that writes it)")
+        if len(manifests) > 1:
+            raise InputError(self.root, f"several manifests ({', '.join(p.name for p in manifests)})")
+        self.manifest_path = mp = manifests[0]
+        try:
+            self.manifest = m = json.loads(mp.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(mp, f"unreadable dataset manifest ({exc})") from None
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            raise InputError(mp, f"not an {FORMAT} manifest")
+        if int(m.get("format_version", 0)) > FORMAT_VERSION:
+            raise InputError(mp, f"format version {m['format_version']} is newer than this astrotool reads "
+                                 f"({FORMAT_VERSION})")
+        if self.KIND is not None and m.get("kind") != self.KIND:
+            raise InputError(mp, f"holds a {m.get('kind')!r} dataset, expected {self.KIND!r}")
+        try:
+            self.name = str(m["name"])
+            self.n = int(m["n"])
+            self.arrays = {k: (tuple(int(s) for s in v["shape"]), np.dtype(v["dtype"]))
+                           for k, v in m["arrays"].items()}
+            self._shards = [(self.root / s["file"], int(s["start"]), int(s["stop"])) for s in m["shards"]]
+            self._table = self.root / m["metadata"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(mp, f"malformed dataset manifest ({type(exc).__name__}: {exc})") from None
+        self.attrs = {k: v for k, v in m.items() if k not in RESERVED_KEYS}
+        expect = 0
+        for p, start, stop in self._shards:
+            if start != expect or stop < start:
+                raise InputError(mp, f"shard {p.name} holds [{start}, {stop}), expected to start at {expect}")
+            expect = stop
+        if expect != self.n:
+            raise InputError(mp, f"shards hold {expect} samples, the manifest says n = {self.n}")
+        for p, start, stop in self._shards:
+            if not p.is_file():
+                raise InputError(p, "shard listed in the manifest is missing")
+            got_start, got_stop, arrays = _shard_header(p)
+            if (got_start, got_stop) != (start, stop):
+                raise InputError(p, f"holds samples [{got_start}, {got_stop}), the manifest says [{start}, {stop})")
+            for k, (shape, dtype) in self.arrays.items():
+                if k not in arrays:
+                    raise InputError(p, f"missing array {k!r}")
+                if arrays[k] != (shape, dtype):
+                    raise InputError(p, f"array {k!r} is {arrays[k][1]} {arrays[k][0]} per {self.SAMPLE_WORD}, "
+                                        f"the manifest says {dtype} {shape}")
+        self.shard_paths = [p for p, _, _ in self._shards]
+        self._starts = np.array([s for _, s, _ in self._shards], dtype=np.int64)
+        self._handles: OrderedDict = OrderedDict()
+        self._pid = os.getpid()
+        self._meta: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, n={self.n}, arrays={list(self.arrays)})"
+
+    def __len__(self) -> int:
+        return self.n
+
+    # ---------------------------------------------------------------- handles
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = OrderedDict()
+        state["_meta"] = None
+        return state
+
+    def _handle(self, shard: int):
+        """The open HDF5 file of a shard, opened lazily in this process (at most :data:`OPEN_SHARDS`)."""
+        from astrotool.io.hdf5 import open_h5
+
+        if os.getpid() != self._pid:  # a forked worker: the parent's handles are not ours
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        h5 = self._handles.get(shard)
+        if h5 is None:
+            while len(self._handles) >= OPEN_SHARDS:
+                self._handles.popitem(last=False)[1].close()
+            h5 = self._handles[shard] = open_h5(self._shards[shard][0])
+        else:
+            self._handles.move_to_end(shard)
+        return h5
+
+    def close(self) -> None:
+        """Close the open shard files (they reopen on the next read)."""
+        if os.getpid() == self._pid:
+            for h5 in self._handles.values():
+                h5.close()
+        self._handles = OrderedDict()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def columns(self) -> list[str]:
+        """Names of the per-sample metadata columns."""
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(self._table).names)
+        except (OSError, ValueError) as exc:
+            raise InputError(self._table, f"not a readable Parquet file: {exc}") from None
+
+    def metadata(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Per-sample metadata columns as numpy arrays, in sample order.
+
+        Parameters
+        ----------
+        columns : sequence of str, optional
+            Only these (default: all, read once and cached).
+        """
+        from astrotool.io.tables import read_parquet
+
+        if self._meta is None or (columns is not None and not set(columns) <= set(self._meta)):
+            t = read_parquet(self._table, columns=None if columns is None else list(columns))
+            if t.num_rows != self.n:
+                raise InputError(self._table, f"has {t.num_rows} rows, the manifest says {self.n}")
+            got = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+            if columns is not None:
+                return got
+            self._meta = got
+        return self._meta if columns is None else {c: self._meta[c] for c in columns}
+
+    # ---------------------------------------------------------------- samples
+    def _names(self, names) -> list[str]:
+        names = list(self.arrays) if names is None else ([names] if isinstance(names, str) else list(names))
+        unknown = [k for k in names if k not in self.arrays]
+        if unknown:
+            raise KeyError(f"{self.root}: no array {', '.join(map(repr, unknown))} "
+                           f"(has {', '.join(self.arrays)})")
+        return names
+
+    def read(self, indices=None, names: Sequence[str] | str | None = None,
+             check_finite: bool = False) -> dict[str, np.ndarray]:
+        """Samples by global index, in the order given (random access).
+
+        Parameters
+        ----------
+        indices : array-like of int, optional
+            Sample indices (default: every sample -- the whole set in memory).
+        names : str or sequence of str, optional
+            Arrays to read (default: all).
+        check_finite : bool
+            Raise :class:`InputError` naming the shard and the sample when a
+            floating-point value is NaN or infinite.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``(len(indices), *shape)`` per array.
+        """
+        names = self._names(names)
+        idx = np.arange(self.n) if indices is None else np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise IndexError(f"{self.root}: sample indices must lie in 0..{self.n - 1}")
+        out = {k: np.empty((idx.size, *self.arrays[k][0]), self.arrays[k][1]) for k in names}
+        shard_of = np.searchsorted(self._starts, idx, side="right") - 1
+        for s in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == s)
+            local, inverse = np.unique(idx[sel] - self._starts[s], return_inverse=True)
+            lo, hi = int(local[0]), int(local[-1]) + 1
+            h5 = self._handle(int(s))
+            run = local.size == hi - lo and bool(np.all(np.diff(sel) == 1)) and bool(np.all(np.diff(idx[sel]) == 1))
+            for k in names:
+                d = h5[k]
+                if run:  # consecutive samples in order (streaming): read straight into the output
+                    d.read_direct(out[k], np.s_[lo:hi], np.s_[sel[0]:sel[-1] + 1])
+                    block = out[k][sel[0]:sel[-1] + 1]
+                else:
+                    block = d[lo:hi][local - lo] if 4 * local.size >= hi - lo else d[local]
+                if check_finite and block.dtype.kind in "fc":
+                    bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+                    if bad.any():
+                        i = int(self._starts[s] + local[np.flatnonzero(bad)[0]])
+                        raise InputError(self._shards[s][0], f"NaN or infinite values in {k!r} "
+                                                             f"({self.SAMPLE_WORD} {i})")
+                if not run:
+                    out[k][sel] = block[inverse.ravel()]
+        return out
+
+    def iter_batches(self, batch_size: int, names: Sequence[str] | str | None = None, indices=None,
+                     check_finite: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Stream samples in batches without loading the set (memory ~ one batch).
+
+        Parameters
+        ----------
+        batch_size : int
+            Samples per batch (the last one may be smaller).
+        names : str or sequence of str, optional
+            Arrays to read (default: all).
+        indices : array-like of int, optional
+            Stream only these samples, in this order (default: all, in order).
+        check_finite : bool
+            As in :meth:`read`.
+
+        Yields
+        ------
+        dict of str to numpy.ndarray
+            The arrays and ``"index"``, the samples' global indices.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        total = self.n if indices is None else len(indices)
+        for a in range(0, total, batch_size):
+            b = min(total, a + batch_size)
+            idx = np.arange(a, b) if indices is None else np.asarray(indices[a:b], dtype=np.int64)
+            yield {**self.read(idx, names, check_finite), "index": idx}
+
+
+# ============================================================================ splits
+
+
+def group_split(groups, fractions: Sequence[float], seed: int) -> tuple[np.ndarray, ...]:
+    """Split samples into subsets by whole groups, fixed by seed.
+
+    Every sample of a group (a shear field, a star and its augmented twins, an
+    objectId) lands in the same subset. Groups are shuffled with a generator
+    seeded by ``seed`` and dealt out in proportion to ``fractions`` (largest
+    remainders); every subset with a positive fraction gets at least one group.
+
+    Parameters
+    ----------
+    groups : array-like
+        Group label of each sample (integers or strings).
+    fractions : sequence of float
+        Share of the groups in each subset (e.g. ``(0.8, 0.1, 0.1)``); they
+        are normalised; a zero gives an empty subset.
+    seed : int
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Sorted sample indices of each subset.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        Fewer groups than subsets with a positive fraction.
+    """
+    groups = np.asarray(groups)
+    frac = np.asarray(fractions, dtype=float)
+    if frac.ndim != 1 or frac.size == 0 or (frac < 0).any() or frac.sum() <= 0:
+        raise ValueError(f"fractions must be non-negative with a positive sum, got {list(fractions)}")
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    n = len(uniq)
+    want = int((frac > 0).sum())
+    if n < want:
+        raise AstroError(f"split: {n} group(s) cannot fill {want} non-empty subsets (fractions "
+                         f"{', '.join(f'{f:g}' for f in fractions)}); use more data or fewer subsets")
+    share = frac / frac.sum() * n
+    counts = np.floor(share).astype(int)
+    for k in np.argsort(-(share - counts), kind="stable")[: n - counts.sum()]:
+        counts[k] += 1
+    for k in np.flatnonzero((frac > 0) & (counts == 0)):
+        counts[int(np.argmax(counts))] -= 1
+        counts[k] += 1
+    perm = np.random.default_rng([int(seed), _SPLIT_STREAM]).permutation(n)
+    subset_of_group = np.empty(n, dtype=np.int64)
+    subset_of_group[perm] = np.repeat(np.arange(len(frac)), counts)
+    subset = subset_of_group[inverse.ravel()]
+    return tuple(np.flatnonzero(subset == k) for k in range(len(frac)))
+
+
+# ============================================================================ torch
+
+
+class EpochBatchSampler:
+    """Batches of sample indices whose order is fixed by ``(seed, epoch)``.
+
+    The batches are computed in the main process, so a :func:`torch_loader`
+    yields the same batches whatever its number of workers.
+
+    Parameters
+    ----------
+    indices : array-like of int
+        The samples to draw from (e.g. a training split).
+    batch_size : int
+    seed : int
+    shuffle : bool
+        Shuffle per epoch (otherwise the given order).
+    drop_last : bool
+        Drop a final partial batch.
+    """
+
+    def __init__(self, indices, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = False):
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.batch_size, self.seed, self.shuffle, self.drop_last = int(batch_size), int(seed), shuffle, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration yields."""
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """Sample order of ``epoch`` (default: the current one)."""
+        e = self.epoch if epoch is None else int(epoch)
+        if not self.shuffle:
+            return self.indices
+        return self.indices[np.random.default_rng([self.seed, e, _EPOCH_STREAM]).permutation(len(self.indices))]
+
+    def __len__(self) -> int:
+        n, b = len(self.indices), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.order()
+        for k in range(len(self)):
+            yield order[k * self.batch_size:(k + 1) * self.batch_size].tolist()
+
+
+class _Batches:
+    """Map-style dataset for torch: item = a list of sample indices, value = a batch dict."""
+
+    def __init__(self, ds: ArrayDataset, names, transform):
+        self.ds, self.names, self.transform = ds, names, transform
+
+    def __len__(self) -> int:
+        return self.ds.n
+
+    def __getitem__(self, indices):
+        idx = np.asarray(indices, dtype=np.int64)
+        batch = {**self.ds.read(idx, self.names), "index": idx}
+        return self.transform(batch) if self.transform is not None else batch
+
+
+def torch_loader(ds: ArrayDataset, batch_size: int, names: Sequence[str] | None = None, indices=None,
+                 seed: int = 0, epoch: int = 0, shuffle: bool = True, drop_last: bool = False,
+                 num_workers: int = 0, transform: Callable[[dict], Any] | None = None, **loader_kwargs):
+    """A ``torch.utils.data.DataLoader`` over a dataset, deterministic with workers.
+
+    Each item is a whole batch (a dict of tensors plus ``"index"``) read by
+    :meth:`ArrayDataset.read`; the batches come from an
+    :class:`EpochBatchSampler` (``loader.sampler``; call its ``set_epoch``
+    before each epoch), so the same ``seed`` and epoch give the same batches for
+    any ``num_workers``. Workers open the shard files lazily in their own process.
+
+    Parameters
+    ----------
+    ds : ArrayDataset
+    batch_size : int
+    names : sequence of str, optional
+        Arrays to read (default: all).
+    indices : array-like of int, optional
+        Samples to draw from (default: all).
+    seed, epoch : int
+        Fix the order.
+    shuffle, drop_last : bool
+    num_workers : int
+        DataLoader worker processes.
+    transform : callable, optional
+        Applied to each batch dict (numpy arrays) in the worker; must be picklable.
+    **loader_kwargs
+        Passed to DataLoader (e.g. ``pin_memory``, ``persistent_workers``).
+    """
+    from torch.utils.data import DataLoader
+
+    sampler = EpochBatchSampler(np.arange(ds.n) if indices is None else indices, batch_size, seed, shuffle,
+                                drop_last)
+    sampler.set_epoch(epoch)
+    return DataLoader(_Batches(ds, ds._names(names), transform), batch_size=None, sampler=sampler,
+                      num_workers=num_workers, **loader_kwargs)
+
+
+# ============================================================================ lookup
+
+
+def resolve_dataset(stage_dir: str | os.PathLike, name_or_path: str, cls: type[ArrayDataset] = ArrayDataset,
+                    hint: str = "write one first"):
+    """Open a dataset by folder path or by name under a stage folder.
+
+    Parameters
+    ----------
+    stage_dir : path-like
+        The stage folder holding one folder per dataset (e.g. ``lens/shear``).
+    name_or_path : str
+        A dataset name under ``stage_dir`` or a dataset folder.
+    cls : type
+        The reader class (a subclass of :class:`ArrayDataset`).
+    hint : str
+        What to do when the stage is empty (e.g. "run `astro lens generate` first").
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No such dataset; the message lists the available names.
+    """
+    p = Path(name_or_path).expanduser()
+    if p.is_dir() and any(p.glob(f"*{MANIFEST_SUFFIX}")):
+        return cls(p)
+    stage_dir = Path(stage_dir)
+    candidate = stage_dir / name_or_path
+    if candidate.is_dir():
+        return cls(candidate)
+    have = sorted(d.name for d in stage_dir.iterdir() if d.is_dir()) if stage_dir.is_dir() else []
+    raise InputError(candidate, f"no dataset named {name_or_path!r} "
+                                f"({'available: ' + ', '.join(have) if have else hint})")

@@ -1,0 +1,322 @@
+"""astrotool.ml.data: sharded array datasets -- round trip, damage, splits, streaming, DataLoader."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("h5py")
+pytest.importorskip("pyarrow")
+
+from astrotool.errors import AstroError, InputError  # noqa: E402
+from astrotool.ml.data import (  # noqa: E402
+    ArrayDataset, DatasetWriter, EpochBatchSampler, group_split, resolve_dataset, torch_loader,
+)
+
+
+def _samples(n: int, seed: int = 0) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    arrays = {"img": rng.normal(size=(n, 2, 5, 4)).astype(np.float32),
+              "label": (np.arange(n) % 3).astype(np.int16)}
+    meta = {"obj": np.array([f"ZTF{i // 2:03d}" for i in range(n)]), "mag": rng.uniform(18, 21, n)}
+    return arrays, meta
+
+
+def _write(root, n=23, shard_size=10, name="toy", compression="low", seed=0, **attrs) -> tuple[dict, dict]:
+    arrays, meta = _samples(n, seed)
+    w = DatasetWriter(str(root), name, shard_product="cubes", kind="toy", compression=compression,
+                      command="test write")
+    starts = list(range(0, n, shard_size))
+    for k, a in enumerate(starts):
+        b = min(n, a + shard_size)
+        w.write_shard(k, a, {key: v[a:b] for key, v in arrays.items()}, {c: v[a:b] for c, v in meta.items()},
+                      attrs={"config": {"x": 1}})
+    w.finalize(len(starts), attrs=attrs or {"pixel_scale": 0.2, "bands": ["g", "r"]})
+    return arrays, meta
+
+
+def test_round_trip_arrays_metadata_and_manifest(tmp_path):
+    import h5py
+
+    arrays, meta = _write(tmp_path / "ds")
+    ds = ArrayDataset(tmp_path / "ds")
+    assert (ds.n, ds.name, len(ds)) == (23, "toy", 23)
+    assert ds.arrays == {"img": ((2, 5, 4), np.dtype("float32")), "label": ((), np.dtype("int16"))}
+    assert ds.attrs == {"pixel_scale": 0.2, "bands": ["g", "r"]}
+    assert [p.name for p in ds.shard_paths] == ["shard00000_cubes.h5", "shard00001_cubes.h5", "shard00002_cubes.h5"]
+    m = json.loads((tmp_path / "ds" / "toy_dataset.json").read_text())
+    assert m["shards"][2] == {"file": "shard00002_cubes.h5", "start": 20, "stop": 23}
+    assert m["arrays"]["img"] == {"shape": [2, 5, 4], "dtype": "float32"} and m["metadata"] == "toy_metadata.parquet"
+    # everything, and random access in any order with repeats, across shards
+    got = ds.read()
+    assert np.array_equal(got["img"], arrays["img"]) and np.array_equal(got["label"], arrays["label"])
+    pick = [22, 3, 10, 3, 0, 19]
+    part = ds.read(pick, names="img")
+    assert list(part) == ["img"] and np.array_equal(part["img"], arrays["img"][pick])
+    md = ds.metadata()
+    assert ds.columns == ["index", "obj", "mag"]
+    assert np.array_equal(md["index"], np.arange(23)) and np.array_equal(md["obj"], meta["obj"])
+    assert np.array_equal(md["mag"], meta["mag"])
+    assert list(ds.metadata(["obj"])) == ["obj"]
+    with h5py.File(ds.shard_paths[1], "r", locking=False) as h5:  # provenance and writer attributes
+        assert h5.attrs["astrotool_command"] == "test write" and json.loads(h5.attrs["config"]) == {"x": 1}
+        assert (h5.attrs["start"], h5.attrs["stop"]) == (10, 20) and h5["img"].compression == "lzf"
+        assert h5["img"].chunks[1:] == (2, 5, 4)
+    with pytest.raises(KeyError, match="no array 'nope'"):
+        ds.read([0], names=["nope"])
+    with pytest.raises(IndexError):
+        ds.read([23])
+
+
+def test_writer_refuses_bad_input_and_finalize_needs_every_shard(tmp_path):
+    w = DatasetWriter(str(tmp_path), "w")
+    with pytest.raises(ValueError, match="holds 2 samples, expected 3"):
+        w.write_shard(0, 0, {"a": np.zeros((3, 2)), "b": np.zeros((2, 2))})
+    with pytest.raises(ValueError, match="reserved"):
+        w.write_shard(0, 0, {"index": np.zeros(3)})
+    w.write_shard(0, 0, {"a": np.zeros((3, 2))})
+    with pytest.raises(ValueError, match="reserved manifest keys n"):
+        w.finalize(1, attrs={"n": 5})
+    with pytest.raises(InputError, match="shard00001_arrays.h5: file not found"):
+        w.finalize(2)
+    assert not w.manifest_path.exists()                      # no manifest: the set is not complete
+    w.write_shard(1, 5, {"a": np.zeros((3, 2))})             # leaves a gap at 3..4
+    with pytest.raises(InputError, match="starts at sample 5, expected 3"):
+        w.finalize(2)
+    w.write_shard(1, 3, {"a": np.zeros((3, 2))})
+    assert w.finalize(2)["n"] == 6 and ArrayDataset(tmp_path).n == 6
+
+
+def test_finished_shard_tells_what_to_redraw(tmp_path):
+    _write(tmp_path, n=20, shard_size=10)
+    w = DatasetWriter(str(tmp_path), "toy", shard_product="cubes")
+    assert np.array_equal(w.finished_shard(1, 10, 20)["obj"], _samples(20)[1]["obj"][10:])
+    assert w.finished_shard(1, 10, 15) is None                 # written for another shard size
+    assert w.finished_shard(2, 20, 30) is None                 # missing
+    w.shard_path(0).write_bytes(b"not hdf5 at all")
+    assert w.finished_shard(0, 0, 10) is None                  # damaged: draw it again
+
+
+@pytest.mark.parametrize("damage, culprit, message", [
+    ("truncate_manifest", "toy_dataset.json", "unreadable dataset manifest"),
+    ("foreign_manifest", "toy_dataset.json", "not an astrotool-array-dataset manifest"),
+    ("malformed_manifest", "toy_dataset.json", "malformed dataset manifest"),
+    ("wrong_n", "toy_dataset.json", "the manifest says n = 99"),
+    ("missing_shard", "shard00001_cubes.h5", "shard listed in the manifest is missing"),
+    ("corrupt_shard", "shard00001_cubes.h5", "not a readable HDF5 file"),
+    ("wrong_shape", "shard00001_cubes.h5", r"array 'img' is float32 \(3, 5, 4\) per sample, the manifest says float32 \(2, 5, 4\)"),
+    ("no_manifest", "ds", "not a finished dataset"),
+])
+def test_damage_names_the_file(tmp_path, damage, culprit, message):
+    root = tmp_path / "ds"
+    _write(root)
+    mpath = root / "toy_dataset.json"
+    shard = root / "shard00001_cubes.h5"
+    m = json.loads(mpath.read_text())
+    if damage == "truncate_manifest":
+        mpath.write_text(mpath.read_text()[:40])
+    elif damage == "foreign_manifest":
+        mpath.write_text(json.dumps({**m, "format": "something-else"}))
+    elif damage == "malformed_manifest":
+        mpath.write_text(json.dumps({**m, "arrays": {"img": {"shape": "2x5"}}}))
+    elif damage == "wrong_n":
+        mpath.write_text(json.dumps({**m, "n": 99}))
+    elif damage == "missing_shard":
+        shard.unlink()
+    elif damage == "corrupt_shard":
+        shard.write_bytes(shard.read_bytes()[:300])
+    elif damage == "wrong_shape":
+        DatasetWriter(str(root), "toy", shard_product="cubes").write_shard(
+            1, 10, {"img": np.zeros((10, 3, 5, 4), np.float32), "label": np.zeros(10, np.int16)})
+    else:
+        mpath.unlink()
+    with pytest.raises(InputError, match=message) as err:
+        ArrayDataset(root)
+    assert err.value.path.endswith(culprit)
+
+
+def test_check_finite_names_shard_and_sample(tmp_path):
+    import h5py
+
+    _write(tmp_path)
+    with h5py.File(tmp_path / "shard00001_cubes.h5", "r+") as h5:
+        h5["img"][4, 1, 2, 3] = np.inf
+    ds = ArrayDataset(tmp_path)
+    ds.read([13])                                              # not asked to check
+    with pytest.raises(InputError, match=r"shard00001_cubes.h5: NaN or infinite values in 'img' \(sample 14\)"):
+        list(ds.iter_batches(8, check_finite=True))
+
+
+def test_kind_is_checked_by_subclasses(tmp_path):
+    _write(tmp_path)
+
+    class Spectra(ArrayDataset):
+        KIND = "spectra"
+
+    with pytest.raises(InputError, match="holds a 'toy' dataset, expected 'spectra'"):
+        Spectra(tmp_path)
+
+
+def test_streaming_yields_every_sample_once_in_order(tmp_path):
+    arrays, _ = _write(tmp_path, n=23, shard_size=10)
+    ds = ArrayDataset(tmp_path)
+    batches = list(ds.iter_batches(7, names=["img"]))
+    assert [len(b["index"]) for b in batches] == [7, 7, 7, 2]
+    assert np.array_equal(np.concatenate([b["index"] for b in batches]), np.arange(23))
+    assert np.array_equal(np.concatenate([b["img"] for b in batches]), arrays["img"])
+    assert set(batches[0]) == {"img", "index"}
+    sub = [21, 2, 15, 8, 9]                                  # a subset, in its own order
+    got = list(ds.iter_batches(2, indices=sub))
+    assert [b["index"].tolist() for b in got] == [[21, 2], [15, 8], [9]]
+    assert np.array_equal(np.concatenate([b["label"] for b in got]), arrays["label"][sub])
+
+
+# ---------------------------------------------------------------------------- splits
+
+
+def test_group_split_keeps_groups_whole_and_is_fixed_by_seed():
+    rng = np.random.default_rng(4)
+    groups = rng.integers(0, 40, size=500)                   # 40 groups of uneven sizes
+    n_groups = len(np.unique(groups))
+    parts = group_split(groups, (0.8, 0.1, 0.1), seed=7)
+    allidx = np.concatenate(parts)
+    assert np.array_equal(np.sort(allidx), np.arange(500))   # a partition
+    seen = [set(groups[p]) for p in parts]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])   # no group straddles
+    assert [len(s) for s in seen] == [32, 4, 4] and n_groups == 40
+    assert all(np.array_equal(a, b) for a, b in zip(parts, group_split(groups, (0.8, 0.1, 0.1), seed=7)))
+    other = group_split(groups, (0.8, 0.1, 0.1), seed=8)
+    assert not np.array_equal(other[1], parts[1])
+    # string labels (objectIds) and un-normalised fractions
+    names = np.array([f"obj{g}" for g in groups])
+    assert all(np.array_equal(a, b) for a, b in zip(group_split(names, (8, 1, 1), 7),
+                                                   group_split(np.unique(names, return_inverse=True)[1], (0.8, 0.1, 0.1), 7)))
+
+
+def test_group_split_tiny_group_counts():
+    # 3 groups, three positive fractions: one group each, whatever the rounding says
+    parts = group_split([5, 5, 9, 9, 1], (0.8, 0.1, 0.1), seed=0)
+    assert sorted(len(set(np.array([5, 5, 9, 9, 1])[p])) for p in parts) == [1, 1, 1]
+    # 2 groups and a zero fraction: the empty subset is allowed
+    a, b, c = group_split([0, 0, 1], (0.5, 0.5, 0.0), seed=0)
+    assert len(c) == 0 and len(a) + len(b) == 3
+    with pytest.raises(AstroError, match="2 group\\(s\\) cannot fill 3 non-empty subsets"):
+        group_split([0, 0, 1], (0.8, 0.1, 0.1), seed=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        group_split([0, 1], (0.5, -0.5), seed=0)
+
+
+# ---------------------------------------------------------------------------- lookup
+
+
+def test_resolve_dataset_by_name_or_path(tmp_path):
+    stage = tmp_path / "stage"
+    _write(stage / "alpha")
+    (stage / "beta").mkdir()
+    assert resolve_dataset(stage, "alpha").name == "toy"
+    assert resolve_dataset(tmp_path / "elsewhere", str(stage / "alpha")).n == 23
+    with pytest.raises(InputError, match="no dataset named 'gamma' \\(available: alpha, beta\\)"):
+        resolve_dataset(stage, "gamma")
+    with pytest.raises(InputError, match="run the simulator first"):
+        resolve_dataset(tmp_path / "empty", "x", hint="run the simulator first")
+
+
+# ---------------------------------------------------------------------------- torch
+
+
+def test_epoch_sampler_is_fixed_by_seed_and_epoch():
+    s = EpochBatchSampler(np.arange(10, 20), 4, seed=1)
+    e0 = list(s)
+    assert [len(b) for b in e0] == [4, 4, 2] and sorted(sum(e0, [])) == list(range(10, 20))
+    assert list(s) == e0
+    s.set_epoch(1)
+    assert list(s) != e0 and sorted(sum(list(s), [])) == list(range(10, 20))
+    assert len(EpochBatchSampler(np.arange(10), 4, drop_last=True)) == 2
+    assert list(EpochBatchSampler(np.arange(5), 2, shuffle=False)) == [[0, 1], [2, 3], [4]]
+
+
+def test_dataloader_batches_do_not_depend_on_workers(tmp_path):
+    torch = pytest.importorskip("torch")
+    arrays, _ = _write(tmp_path, n=37, shard_size=10)
+    ds = ArrayDataset(tmp_path)
+    train = np.arange(3, 37)
+
+    def epochs(workers):
+        loader = torch_loader(ds, 5, indices=train, seed=11, num_workers=workers)
+        out = []
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            out.append([(b["index"].numpy().copy(), b["img"].clone(), b["label"].clone()) for b in loader])
+        return out
+
+    serial, parallel = epochs(0), epochs(2)
+    for e in (0, 1):
+        assert len(serial[e]) == len(parallel[e]) == 7
+        for (i0, x0, y0), (i2, x2, y2) in zip(serial[e], parallel[e]):
+            assert np.array_equal(i0, i2) and torch.equal(x0, x2) and torch.equal(y0, y2)
+        idx = np.concatenate([b[0] for b in serial[e]])
+        assert np.array_equal(np.sort(idx), train)            # every training sample once
+        x = torch.cat([b[1] for b in serial[e]]).numpy()
+        assert np.array_equal(x, arrays["img"][idx])           # the right pixels with the right index
+    assert not np.array_equal(np.concatenate([b[0] for b in serial[0]]),
+                              np.concatenate([b[0] for b in serial[1]]))
+
+
+# ---------------------------------------------------------------------------- memory
+
+_PEAK_SCRIPT = """
+import json, resource, sys, tracemalloc
+import numpy as np
+from astrotool.ml.data import ArrayDataset
+ds = ArrayDataset(sys.argv[1])
+tracemalloc.start()
+if sys.argv[2] == "stream":
+    total = sum(float(b["x"].sum(dtype=np.float64)) for b in ds.iter_batches(256, names="x"))
+else:
+    total = float(ds.read(names="x")["x"].sum(dtype=np.float64))
+traced = tracemalloc.get_traced_memory()[1]
+# VmHWM: this process's own peak (ru_maxrss would also count the forked parent's pages before exec)
+hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+print(json.dumps({"rss": hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "traced": traced, "total": total}))
+"""
+
+
+def _big(root, n_shards: int, per_shard: int = 512, side: int = 32) -> float:
+    """``n_shards`` x ``per_shard`` samples of float32 (side, side): 2 MiB per shard; returns the sum."""
+    w = DatasetWriter(str(root), "big", compression="none")
+    total = 0.0
+    for k in range(n_shards):
+        x = np.random.default_rng(k).random((per_shard, side, side), dtype=np.float32)
+        total += float(x.sum(dtype=np.float64))
+        w.write_shard(k, k * per_shard, {"x": x})
+    w.finalize(n_shards)
+    return total
+
+
+def _peak(root, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(root), mode], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+def test_streaming_peak_memory_stays_flat_as_the_set_grows_tenfold(tmp_path):
+    """Measured in fresh processes: peak RSS and peak numpy allocation while streaming 4 MiB and 40 MiB."""
+    MiB = 1 << 20
+    small, big = tmp_path / "x1", tmp_path / "x10"
+    t1, t10 = _big(small, 2), _big(big, 20)
+    assert sum(p.stat().st_size for p in big.glob("*.h5")) > 40 * MiB
+    p1, p10 = _peak(small, "stream"), _peak(big, "stream")
+    assert np.isclose(p1["total"], t1) and np.isclose(p10["total"], t10)       # every sample was read
+    print(f"\nstreaming peak: 1x RSS {p1['rss'] / MiB:.1f} MiB, numpy {p1['traced'] / MiB:.2f} MiB; "
+          f"10x RSS {p10['rss'] / MiB:.1f} MiB, numpy {p10['traced'] / MiB:.2f} MiB")
+    assert p10["traced"] < 1.2 * p1["traced"] + 0.25 * MiB and p10["traced"] < 6 * MiB
+    assert p10["rss"] - p1["rss"] < 6 * MiB
+    # the measurement would see a loaded set: reading all of the 10x set adds its 40 MiB
+    full = _peak(big, "load")
+    print(f"loading the 10x set whole: RSS {full['rss'] / MiB:.1f} MiB, numpy {full['traced'] / MiB:.2f} MiB")
+    assert full["rss"] - p10["rss"] > 30 * MiB and full["traced"] > 40 * MiB
