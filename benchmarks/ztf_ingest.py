@@ -38,6 +38,7 @@ for extra in (ROOT, ROOT / "plugins" / "ztf"):
         sys.path.insert(0, str(extra))
 
 from astrotool_ztf import synthetic  # noqa: E402
+from astrotool_ztf.config import IngestConfig  # noqa: E402
 from astrotool_ztf.demo import shared_ztf_data  # noqa: E402
 from astrotool_ztf.ingest import CANDIDATE_COLUMNS, expand_inputs, ingest_file  # noqa: E402
 
@@ -127,8 +128,9 @@ def time_plugin(files: list[Path], out: Path, repeat: int) -> tuple[float, int]:
         t = time.perf_counter()
         n = 0
         for f in files:
-            r = ingest_file(f, out / f"{f.stem}_alerts.parquet", out / f"{f.stem}_stamps.h5", overwrite=True)
-            n += r["n_alerts"]
+            r = ingest_file(f, out / f"{f.stem}_alerts.parquet", out / f"{f.stem}_stamps.h5", IngestConfig(),
+                            overwrite=True)
+            n += r.n_alerts
         best = min(best, time.perf_counter() - t)
     return best, n
 
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
         print(f"input: {args.alerts} synthetic alerts ({args.distinct} distinct, 3 gzipped 63x63 FITS stamps each) "
               f"in one Avro file of {src.stat().st_size / 1e6:.1f} MB, written in {time.perf_counter() - t:.1f} s")
         warm = make_input(tmp / "warm.avro", 20, 20)          # imports and first calls, untimed
-        ingest_file(warm, tmp / "warm_alerts.parquet", tmp / "warm_stamps.h5", overwrite=True)
+        ingest_file(warm, tmp / "warm_alerts.parquet", tmp / "warm_stamps.h5", IngestConfig(), overwrite=True)
         baseline(warm)
         t_b, n_b = time_baseline([src], args.repeat)
         t_p, n_p = time_plugin([src], tmp, args.repeat)

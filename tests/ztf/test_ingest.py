@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -13,18 +14,21 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from astrotool.errors import InputError
+from astrotool.errors import AstroError, InputError
 from astrotool_ztf import synthetic
-from astrotool_ztf.ingest import decode_stamp, expand_inputs, ingest_file, read_stamps, unique_names
+from astrotool_ztf.config import IngestConfig
+from astrotool_ztf.ingest import (IngestItem, IngestResult, decode_stamp, expand_inputs, ingest_file, ingest_files,
+                                  read_stamps, unique_names)
 
 SHARED = Path(os.environ.get("ASTRO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "ztf"
 REAL_AVRO = sorted(SHARED.glob("*.avro")) if SHARED.is_dir() else []
 needs_shared = pytest.mark.skipif(not REAL_AVRO, reason=f"no sample ZTF alerts in {SHARED} (set ASTRO_SHARED_DATA)")
 
 
-def ingest(path, out: Path, **kw) -> dict:
+def ingest(path, out: Path, overwrite: bool = False, **settings) -> IngestResult:
     name = Path(path).name.split(".")[0]
-    return ingest_file(path, out / f"{name}_alerts.parquet", out / f"{name}_stamps.h5", **kw)
+    return ingest_file(path, out / f"{name}_alerts.parquet", out / f"{name}_stamps.h5", IngestConfig(**settings),
+                       overwrite)
 
 
 def fits_image(stamp: dict) -> np.ndarray:
@@ -45,8 +49,9 @@ def test_real_avro_alert_matches_fastavro(path, tmp_path):
     with open(path, "rb") as fh:
         alerts = list(fastavro.reader(fh))
     summary = ingest(path, tmp_path)
-    assert summary["n_alerts"] == len(alerts) == 1 and summary["format"] == "avro"
-    table = pq.read_table(summary["alerts"]).to_pylist()
+    assert summary.n_alerts == len(alerts) == 1 and summary.format == "avro"
+    table = pq.read_table(summary.alerts).to_pylist()
+    assert len(table) == 1
     for row, alert in zip(table, alerts):
         cand = alert["candidate"]
         assert row["objectId"] == alert["objectId"] and row["objectId"].startswith("ZTF")
@@ -58,7 +63,7 @@ def test_real_avro_alert_matches_fastavro(path, tmp_path):
         assert row["isdiffpos"] == (cand["isdiffpos"] in ("t", "1"))
         assert row["n_prv_candidates"] == len(alert["prv_candidates"] or [])
         assert [p["jd"] for p in row["prv_candidates"]] == [p["jd"] for p in alert["prv_candidates"]]
-    stamps = read_stamps(summary["stamps"])
+    stamps = read_stamps(summary.stamps)
     assert stamps["candid"].tolist() == [a["candid"] for a in alerts]
     for kind, field in [("science", "cutoutScience"), ("template", "cutoutTemplate"),
                         ("difference", "cutoutDifference")]:
@@ -72,18 +77,18 @@ def test_real_avro_alert_matches_fastavro(path, tmp_path):
 def test_real_fink_parquet_dumps(tmp_path):
     src = pq.read_table(SHARED / "fink_simbad_part2.parquet")
     summary = ingest(SHARED / "fink_simbad_part2.parquet", tmp_path)
-    assert summary["format"] == "parquet" and summary["n_alerts"] == src.num_rows == 67
-    out = pq.read_table(summary["alerts"])
+    assert summary.format == "parquet" and summary.n_alerts == src.num_rows == 67
+    out = pq.read_table(summary.alerts)
     assert out["candid"].to_pylist() == src["candid"].to_pylist()
     assert out["magpsf"].to_pylist() == [c["magpsf"] for c in src["candidate"].to_pylist()]
     # label columns of the broker dump survive; struct labels are flattened
     assert out["cdsxmatch"].to_pylist() == src["cdsxmatch"].to_pylist()
     assert "mulens_class_1" in out.column_names and "roid" in out.column_names
     # a few stamps are 63x62: NaN-padded to 63x63 and flagged
-    stamps = read_stamps(summary["stamps"])
+    stamps = read_stamps(summary.stamps)
     assert stamps["science"].shape == (67, 63, 63)
     resized = np.flatnonzero(out["stamps_resized"].to_numpy(zero_copy_only=False))
-    assert resized.size == summary["n_stamps_resized"] >= 1
+    assert resized.size == summary.n_stamps_resized >= 1
     for i in resized:
         shapes = [fits_image(src[f][i].as_py()).shape for f in ("cutoutScience", "cutoutTemplate",
                                                                   "cutoutDifference")]
@@ -103,14 +108,14 @@ def test_avro_and_parquet_dump_give_the_same_tables_and_stamps(tmp_path):
     alerts, avro, parquet = make_synthetic(tmp_path)
     a = ingest(avro, tmp_path / "a")
     p = ingest(parquet, tmp_path / "p")
-    ta, tp = pq.read_table(a["alerts"]), pq.read_table(p["alerts"])
+    ta, tp = pq.read_table(a.alerts), pq.read_table(p.alerts)
     core = [c for c in ta.column_names]
     assert ta.equals(tp.select(core))                       # identical alert columns
     assert tp["label"].to_pylist() == ["SN", "AGN", "VS", "SN"] and tp["score"].to_pylist()[0] == 0.9
     assert ta["objectId"].to_pylist() == [x["objectId"] for x in alerts]
     assert ta["n_prv_candidates"].to_pylist() == [0, 1, 2, 3]
     assert ta["n_prv_detections"].to_pylist() == [0, 1, 1, 2]
-    sa, sp = read_stamps(a["stamps"]), read_stamps(p["stamps"])
+    sa, sp = read_stamps(a.stamps), read_stamps(p.stamps)
     for kind in ("science", "template", "difference"):
         np.testing.assert_array_equal(sa[kind], sp[kind])
         np.testing.assert_array_equal(sa[kind][0], fits_image(alerts[0]["cutoutScience" if kind == "science" else
@@ -126,15 +131,19 @@ def test_avro_and_parquet_dump_give_the_same_tables_and_stamps(tmp_path):
 def test_outputs_are_kept_unless_overwrite(tmp_path):
     _, avro, _ = make_synthetic(tmp_path)
     first = ingest(avro, tmp_path / "o")
-    stamp_file = Path(first["stamps"])
-    mtime = stamp_file.stat().st_mtime_ns
+    assert not first.skipped
+    outputs = [Path(first.alerts), Path(first.stamps)]
+    mtimes = [f.stat().st_mtime_ns for f in outputs]
     second = ingest(avro, tmp_path / "o")
-    assert second["skipped"] and second["n_alerts"] == 4 and stamp_file.stat().st_mtime_ns == mtime
-    assert not ingest(avro, tmp_path / "o", overwrite=True)["skipped"]
+    assert second == dataclasses.replace(first, skipped=True)    # the counts come back from the kept file
+    assert [f.stat().st_mtime_ns for f in outputs] == mtimes
+    assert not ingest(avro, tmp_path / "o", overwrite=True).skipped
+    assert all(f.stat().st_mtime_ns > m for f, m in zip(outputs, mtimes))
+    stamp_file = outputs[1]
     stamp_file.write_bytes(stamp_file.read_bytes()[:64])  # a damaged output is named, not a raw h5py error
     with pytest.raises(InputError, match="syn_stamps.h5: not a readable HDF5 file"):
         ingest(avro, tmp_path / "o")
-    assert ingest(avro, tmp_path / "o", overwrite=True)["n_alerts"] == 4
+    assert ingest(avro, tmp_path / "o", overwrite=True).n_alerts == 4
 
 
 def test_truncated_avro_raises_input_error_naming_the_file(tmp_path):
@@ -190,10 +199,14 @@ def test_malformed_parquet_alerts_name_the_file_and_the_field(tmp_path):
     assert not list((tmp_path / "out").glob("*")), "no partial output"
 
 
-def test_unique_names_scale_and_disambiguate(tmp_path):
-    paths = [tmp_path / f"night{i % 2}" / f"{i // 2}.avro" for i in range(20000)]
+def test_unique_names_disambiguate_with_parent_folders(tmp_path):
+    paths = [tmp_path / f"night{i % 2}" / f"{i // 2}.avro" for i in range(200)]
     names = unique_names(paths)
-    assert len(set(names)) == 20000 and names[0] == "night0_0" and names[1] == "night1_0"
+    assert len(set(names)) == 200 and names[:3] == ["night0_0", "night1_0", "night0_1"]
+    deep = [tmp_path / "a/x/n/1.avro", tmp_path / "b/x/n/1.avro", tmp_path / "c/2.avro.gz"]
+    assert unique_names(deep) == ["a_x_n_1", "b_x_n_1", "2"]
+    with pytest.raises(AstroError, match="same outputs"):
+        unique_names([tmp_path / "a/x/y/z/1.avro", tmp_path / "b/x/y/z/1.avro"])
 
 
 def test_gzipped_avro_and_folder_inputs(tmp_path):
@@ -206,18 +219,20 @@ def test_gzipped_avro_and_folder_inputs(tmp_path):
     names = unique_names(files)
     assert len(set(names)) == 3
     summary = ingest(gz, tmp_path / "g")
-    assert summary["format"] == "avro.gz" and summary["n_alerts"] == 4
+    assert summary.format == "avro.gz" and summary.n_alerts == 4
 
 
 def test_decode_stamp_pads_crops_and_flags():
     img = np.arange(63 * 61, dtype=np.float32).reshape(63, 61)
-    out, status = decode_stamp(synthetic.fits_stamp(img))
+    out, status = decode_stamp(synthetic.fits_stamp(img), 63)
     assert status == "resized" and np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
     np.testing.assert_array_equal(out[:, 1:-1], img)
-    big = np.ones((70, 70), np.float32)
-    assert decode_stamp(synthetic.fits_stamp(big))[0].shape == (63, 63)
-    assert decode_stamp(None)[1] == "missing"
-    assert decode_stamp(b"\x1f\x8bnot gzip")[1] == "bad"
+    big = np.arange(70 * 71, dtype=np.float32).reshape(70, 71)
+    out, status = decode_stamp(synthetic.fits_stamp(big), 63)
+    assert status == "resized"
+    np.testing.assert_array_equal(out, big[3:66, 4:67])      # centre crop: (70 - 63) // 2, (71 - 63) // 2
+    assert decode_stamp(None, 63)[1] == "missing"
+    assert decode_stamp(b"\x1f\x8bnot gzip", 63)[1] == "bad"
 
 
 def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
@@ -232,9 +247,49 @@ def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
     assert "broken.avro" in captured.err and "nope.avro" in captured.err
     result = json.loads(captured.out)
     assert result["ingested"] == 2 and result["alerts"] == 8
-    assert (tmp_path / "ws/ztf/alerts/syn_alerts.parquet").exists()
-    assert (tmp_path / "ws/ztf/stamps/syn_dump_stamps.h5").exists()
-    assert not (tmp_path / "ws/ztf/alerts/broken_alerts.parquet").exists()
+    assert sorted(p.name for p in (tmp_path / "ws/ztf").rglob("*.*")) == [
+        "syn_alerts.parquet", "syn_dump_alerts.parquet", "syn_dump_stamps.h5", "syn_stamps.h5"]
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "ws/ztf").rglob("*.*")}
+    # a rerun keeps the finished pairs (result and mtimes) and reports the bad file again
+    code = main(["-w", str(tmp_path / "ws"), "ztf", "ingest", str(tmp_path / "in")])
+    captured = capsys.readouterr()
+    assert code == 1 and "broken.avro" in captured.err
+    again = json.loads(captured.out)
+    assert (again["ingested"], again["kept"], again["alerts"]) == (0, 2, 8)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_ingest_files_maps_frozen_items_with_the_configured_stamp_size(tmp_path):
+    alerts, avro, parquet = make_synthetic(tmp_path)
+    calls = []
+
+    def mapper(fn, items, desc="", keys=None):
+        calls.append((list(items), list(keys)))
+        return [(k, fn(item, 0)) for k, item in zip(keys, items)]
+
+    cfg = IngestConfig(stamp_size=61, keep_history=False)
+    done = ingest_files([avro, parquet], tmp_path / "a", tmp_path / "s", cfg, mapper, overwrite=False)
+    (items, keys), = calls
+    assert keys == ["syn", "syn_dump"] and all(isinstance(i, IngestItem) and i.cfg is cfg for i in items)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        items[0].overwrite = True
+    assert [(r.format, r.n_alerts, r.skipped) for r in done] == [("avro", 4, False), ("parquet", 4, False)]
+    stamps = read_stamps(done[0].stamps)
+    assert stamps["science"].shape == (4, 61, 61)
+    np.testing.assert_array_equal(stamps["science"][0], fits_image(alerts[0]["cutoutScience"])[1:62, 1:62])
+    assert "prv_candidates" not in pq.read_schema(done[0].alerts).names
+
+
+@needs_shared
+def test_demo_ingests_the_shared_sample_alerts(tmp_path):
+    from astrotool.context import Context
+    from astrotool_ztf.demo import run
+
+    lines = run(Context.create(tmp_path / "demo"))
+    assert len(lines) == 4 and not any("synthetic" in line for line in lines)
+    rows = {p.name: pq.read_metadata(p).num_rows for p in (tmp_path / "demo/ztf/alerts").glob("*.parquet")}
+    assert rows == {"2019_01_10_739260766315010006_alerts.parquet": 1, "472263571115115000_alerts.parquet": 1,
+                    "fink_alerts_alerts.parquet": 51, "fink_simbad_part2_alerts.parquet": 67}
 
 
 def test_demo_without_shared_data_uses_synthetic_alerts(tmp_path):

@@ -13,27 +13,31 @@ from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, DoctorChec
 __docformat__ = "numpy"
 __version__ = "0.1.0"
 
-STAGES = ["alerts", "stamps", "models", "embeddings", "reports"]
+NAME = "ztf"
+"""Command group, configuration section and workspace folder of the plugin."""
+
+ALERTS, STAMPS, MODELS, EMBEDDINGS, REPORTS = STAGES = ("alerts", "stamps", "models", "embeddings", "reports")
+"""Stage folders under ``<workspace>/ztf/``; code names them through these constants."""
 
 
 @hookimpl
 def astro_commands():
     """Mount ``astro ztf``."""
-    return [CommandSpec(name="ztf", target="astrotool_ztf.cli:app",
+    return [CommandSpec(name=NAME, target="astrotool_ztf.cli:app",
                         help="ZTF alerts: ingest Avro/Parquet alerts and their stamps.")]
 
 
 @hookimpl
 def astro_config_sections():
     """Register the ``[ztf]`` configuration section."""
-    return [ConfigSection(name="ztf", model="astrotool_ztf.config:ZtfConfig",
+    return [ConfigSection(name=NAME, model="astrotool_ztf.config:ZtfConfig",
                           defaults="astrotool_ztf:defaults.toml")]
 
 
 @hookimpl
 def astro_workspace_stages():
     """Stage folders under ``<workspace>/ztf/``."""
-    return {"ztf": list(STAGES)}
+    return {NAME: list(STAGES)}
 
 
 @hookimpl
@@ -48,5 +52,5 @@ def astro_doctor_checks():
 @hookimpl
 def astro_demo_steps():
     """Ingest the sample alerts (or synthetic ones) in the demo workspace."""
-    return [DemoStep(name="ztf", target="astrotool_ztf.demo:run",
+    return [DemoStep(name=NAME, target="astrotool_ztf.demo:run",
                      help="ingest sample ZTF alerts (synthetic ones when no sample data is found)", order=40)]

@@ -38,35 +38,32 @@ def ingest(
     for .avro, .avro.gz and .parquet files. A bad file is reported and the
     others are still ingested. Existing outputs are kept unless --overwrite.
     """
+    from dataclasses import asdict
+
     from astrotool.context import current
-    from astrotool_ztf.ingest import expand_inputs, ingest_item, unique_names
+    from astrotool_ztf import ALERTS, NAME, STAMPS
+    from astrotool_ztf.ingest import expand_inputs, ingest_files
 
     ctx = current()
-    cfg = ctx.section("ztf", {"ingest.stamp_size": stamp_size, "ingest.compression": compression,
-                              "ingest.batch_size": batch_size, "ingest.keep_history": keep_history}).ingest
+    cfg = ctx.section(NAME, {"ingest.stamp_size": stamp_size, "ingest.compression": compression,
+                             "ingest.batch_size": batch_size, "ingest.keep_history": keep_history}).ingest
     ws = ctx.workspace
-    alerts_dir, stamps_dir = ws.stage("ztf", "alerts"), ws.stage("ztf", "stamps")
     files = expand_inputs(paths)
-    names = unique_names(files)
-    items = [{"path": str(f), "alerts_path": str(alerts_dir / f"{n}_alerts.parquet"),
-              "stamps_path": str(stamps_dir / f"{n}_stamps.h5"), "size": cfg.stamp_size,
-              "compression": cfg.compression, "batch_size": cfg.batch_size, "keep_history": cfg.keep_history,
-              "overwrite": ctx.overwrite} for f, n in zip(files, names)]
     for f in files:
         ctx.record.add_input(f)
-    results = ctx.map(ingest_item, items, desc="ingest alert files", keys=names)
-    done = [r for _, r in results]
+    done = ingest_files(files, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg, ctx.map, ctx.overwrite)
     for r in done:
-        if not r["skipped"]:
-            ctx.record.add_output(r["alerts"])
-            ctx.record.add_output(r["stamps"])
-        if r.get("n_stamps_resized") and not r["skipped"]:
+        if r.skipped:
+            continue
+        ctx.record.add_output(r.alerts)
+        ctx.record.add_output(r.stamps)
+        if r.n_stamps_resized:
             ctx.log.warning("%s: %d alert(s) with stamps other than %dx%d (NaN-padded or cropped)",
-                            r["input"], r["n_stamps_resized"], cfg.stamp_size, cfg.stamp_size)
-        if r.get("n_stamps_bad") and not r["skipped"]:
-            ctx.log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r["input"], r["n_stamps_bad"])
-    skipped = sum(r["skipped"] for r in done)
+                            r.input, r.n_stamps_resized, cfg.stamp_size, cfg.stamp_size)
+        if r.n_stamps_bad:
+            ctx.log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
+    skipped = sum(r.skipped for r in done)
     if skipped:
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
     ctx.emit({"files": len(files), "ingested": len(done) - skipped, "kept": skipped,
-              "alerts": sum(int(r.get("n_alerts") or 0) for r in done), "outputs": done})
+              "alerts": sum(r.n_alerts for r in done), "outputs": [asdict(r) for r in done]})

@@ -44,11 +44,11 @@ def run(ctx, sample_dir="auto") -> list[str]:
     """
     import tempfile
 
-    from astrotool_ztf import synthetic
-    from astrotool_ztf.ingest import expand_inputs, ingest_file, unique_names
+    from astrotool_ztf import ALERTS, NAME, STAMPS, synthetic
+    from astrotool_ztf.ingest import expand_inputs, ingest_files
 
     ws = ctx.workspace
-    alerts_dir, stamps_dir = ws.stage("ztf", "alerts"), ws.stage("ztf", "stamps")
+    cfg = ctx.section(NAME).ingest
     lines = []
     with tempfile.TemporaryDirectory(prefix="astro-ztf-demo-") as tmp:
         folder = shared_ztf_data() if sample_dir == "auto" else sample_dir
@@ -58,13 +58,12 @@ def run(ctx, sample_dir="auto") -> list[str]:
             synthetic.write_avro(folder / "synthetic_alerts.avro", synthetic.make_alerts(5, seed=1, small_stamp=2))
             lines.append("ztf: no sample data found (set ASTRO_SHARED_DATA); using 5 synthetic alerts")
         files = expand_inputs([folder])
-        for path, name in zip(files, unique_names(files)):
-            r = ingest_file(path, alerts_dir / f"{name}_alerts.parquet", stamps_dir / f"{name}_stamps.h5",
-                            overwrite=True)
+        for path in files:
             ctx.record.add_input(path)
-            ctx.record.add_output(r["alerts"])
-            ctx.record.add_output(r["stamps"])
-            extra = f", {r['n_stamps_resized']} padded" if r["n_stamps_resized"] else ""
-            lines.append(f"ztf: {path.name}: {r['n_alerts']} alert(s) of {r['n_objects']} object(s){extra} -> "
-                         f"{Path(r['alerts']).relative_to(ws.root)}, {Path(r['stamps']).relative_to(ws.root)}")
+        for r in ingest_files(files, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg, ctx.map, overwrite=True):
+            ctx.record.add_output(r.alerts)
+            ctx.record.add_output(r.stamps)
+            extra = f", {r.n_stamps_resized} padded" if r.n_stamps_resized else ""
+            lines.append(f"ztf: {Path(r.input).name}: {r.n_alerts} alert(s) of {r.n_objects} object(s){extra} -> "
+                         f"{Path(r.alerts).relative_to(ws.root)}, {Path(r.stamps).relative_to(ws.root)}")
     return lines

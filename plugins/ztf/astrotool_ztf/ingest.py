@@ -27,11 +27,14 @@ import gzip
 import io
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from astrotool.errors import InputError
+from astrotool_ztf.config import IngestConfig
 
 __docformat__ = "numpy"
 
@@ -160,13 +163,15 @@ def unique_names(paths) -> list[str]:
             for p, n in zip(paths, names)
         ]
     dupes = sorted(n for n, k in Counter(names).items() if k > 1)
+    if not dupes:  # the third parent folder told them apart
+        return names
     raise AstroError(f"several inputs would write the same outputs ({', '.join(dupes[:3])}); "
                      "ingest them in separate workspaces or rename them")
 
 
 # -- stamps ------------------------------------------------------------------------------------
 
-def decode_stamp(data, size: int = 63) -> tuple[np.ndarray, str]:
+def decode_stamp(data, size: int) -> tuple[np.ndarray, str]:
     """Decode one cutout into a ``size × size`` float32 image.
 
     Parameters
@@ -255,7 +260,7 @@ def _check_record(path, record: dict) -> None:
         raise InputError(path, "not a ZTF alert: 'candidate' is not a record")
 
 
-def iter_avro(path, batch_size: int = 500):
+def iter_avro(path, batch_size: int):
     """Yield ``(records, None)`` batches of alert dicts from an Avro (or gzipped Avro) file.
 
     Raises
@@ -316,7 +321,7 @@ def _flatten_extras(table):
     return columns
 
 
-def iter_parquet(path, batch_size: int = 500):
+def iter_parquet(path, batch_size: int):
     """Yield ``(records, extras)`` batches from a Parquet alert dump.
 
     ``records`` are alert dicts as from Avro; ``extras`` is a dict of label
@@ -368,7 +373,7 @@ def _history(prv, kinds=HISTORY_FIELDS):
     return [{name: _scalar(p.get(name), kind) for name, kind in kinds} for p in prv if isinstance(p, dict)]
 
 
-def convert_batch(path, records: list[dict], size: int = 63, keep_history: bool = True):
+def convert_batch(path, records: list[dict], size: int, keep_history: bool):
     """Alert dicts -> table columns (dict of lists) and stamps (dict of float32 arrays).
 
     Parameters
@@ -471,8 +476,61 @@ def _provenance(path, fmt: str, stamps_name: str) -> dict:
             "stamps_order": "row i of this table is index i of every dataset of the stamps file"}
 
 
-def ingest_file(path, alerts_path, stamps_path, size: int = 63, compression: str = "low",
-                batch_size: int = 500, keep_history: bool = True, overwrite: bool = False) -> dict:
+@dataclass(frozen=True)
+class IngestItem:
+    """Executor item: one alert file and its two outputs.
+
+    Attributes
+    ----------
+    path : str
+        Avro (plain or gzipped) or Parquet alert file.
+    alerts_path, stamps_path : str
+        Outputs ``<name>_alerts.parquet`` and ``<name>_stamps.h5``.
+    cfg : IngestConfig
+        The ``[ztf.ingest]`` section.
+    overwrite : bool
+        Recompute when both outputs exist.
+    """
+
+    path: str
+    alerts_path: str
+    stamps_path: str
+    cfg: IngestConfig
+    overwrite: bool
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What :func:`ingest_file` wrote (or kept) for one input.
+
+    Attributes
+    ----------
+    input, alerts, stamps : str
+        The input file and the two outputs.
+    format : str
+        ``"avro"``, ``"avro.gz"`` or ``"parquet"``.
+    n_alerts, n_objects : int
+        Alerts and distinct objectIds.
+    n_stamps_resized : int
+        Alerts with a stamp other than ``stamp_size`` square (NaN-padded or cropped).
+    n_stamps_bad : int
+        Alerts with a missing or undecodable stamp.
+    skipped : bool
+        True when finished outputs were kept.
+    """
+
+    input: str
+    alerts: str
+    stamps: str
+    format: str
+    n_alerts: int
+    n_objects: int
+    n_stamps_resized: int
+    n_stamps_bad: int
+    skipped: bool
+
+
+def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bool) -> IngestResult:
     """Ingest one alert file into an alert table and a stamp file, atomically.
 
     Parameters
@@ -481,22 +539,10 @@ def ingest_file(path, alerts_path, stamps_path, size: int = 63, compression: str
         Avro (plain or gzipped) or Parquet alert file.
     alerts_path, stamps_path : path-like
         Outputs ``<name>_alerts.parquet`` and ``<name>_stamps.h5``.
-    size : int
-        Stamp side [pixels].
-    compression : {"none", "low", "medium", "high"}
-        HDF5 compression of the stamps.
-    batch_size : int
-        Alerts decoded at a time.
-    keep_history : bool
-        Keep ``prv_candidates`` as a list column.
+    cfg : IngestConfig
+        Stamp side, HDF5 compression, batch size, whether to keep the history.
     overwrite : bool
         Recompute when both outputs exist (otherwise they are kept).
-
-    Returns
-    -------
-    dict
-        ``input``, ``alerts``, ``stamps``, ``format``, ``n_alerts``, ``n_objects``,
-        ``n_stamps_resized``, ``n_stamps_bad``, ``skipped``.
 
     Raises
     ------
@@ -511,17 +557,22 @@ def ingest_file(path, alerts_path, stamps_path, size: int = 63, compression: str
     from astrotool.workspace import atomic_path, is_done
 
     path, alerts_path, stamps_path = Path(path), Path(alerts_path), Path(stamps_path)
-    summary = {"input": str(path), "alerts": str(alerts_path), "stamps": str(stamps_path)}
+    names = {"input": str(path), "alerts": str(alerts_path), "stamps": str(stamps_path)}
+    stat_keys = ("format", "n_alerts", "n_objects", "n_stamps_resized", "n_stamps_bad")
     if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite):
         with open_h5(stamps_path) as h5:
-            info = {k: h5.attrs.get(k) for k in ("format", "n_alerts", "n_objects", "n_stamps_resized",
-                                                 "n_stamps_bad")}
+            missing = [k for k in stat_keys if k not in h5.attrs]
+            if missing:
+                raise InputError(stamps_path, f"not a stamps file of ztf ingest: no attribute(s) {', '.join(missing)} "
+                                              "(use --overwrite)")
+            info = {k: h5.attrs[k] for k in stat_keys}
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
-        return {**summary, **info, "skipped": True}
+        return IngestResult(**names, **info, skipped=True)
 
     fmt = sniff_format(path)
-    batches = iter_parquet(path, batch_size) if fmt == "parquet" else iter_avro(path, batch_size)
-    comp = compression_kwargs(compression)
+    size, keep_history = cfg.stamp_size, cfg.keep_history
+    batches = (iter_parquet if fmt == "parquet" else iter_avro)(path, cfg.batch_size)
+    comp = compression_kwargs(cfg.compression)
     provenance = _provenance(path, fmt, stamps_path.name)
     n = n_resized = n_bad = 0
     objects: set[str] = set()
@@ -564,11 +615,11 @@ def ingest_file(path, alerts_path, stamps_path, size: int = 63, compression: str
                 raise InputError(path, f"none of the {n} alerts has decodable FITS stamps "
                                        "(JPEG stamps of alert schema < 2?)")
             stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
-                     "n_stamps_bad": n_bad, "stamp_size": size}
+                     "n_stamps_bad": n_bad}
             h5.attrs.update(provenance_attrs("ztf ingest"))
             h5.attrs.update({"source": provenance["source"], "format": fmt, "alerts_file": alerts_path.name,
-                             "generator": provenance["generator"], **stats})
-    return {**summary, "format": fmt, **{k: v for k, v in stats.items() if k != "stamp_size"}, "skipped": False}
+                             "generator": provenance["generator"], "stamp_size": size, **stats})
+    return IngestResult(**names, format=fmt, **stats, skipped=False)
 
 
 def read_stamps(path) -> dict[str, np.ndarray]:
@@ -589,6 +640,37 @@ def read_stamps(path) -> dict[str, np.ndarray]:
     return out
 
 
-def ingest_item(item: dict, seed: int | None = None) -> dict:
-    """Executor task wrapping :func:`ingest_file`; ``item`` holds its keyword arguments."""
-    return ingest_file(**item)
+def ingest_item(item: IngestItem, seed: int) -> IngestResult:
+    """Executor task: :func:`ingest_file` of one :class:`IngestItem` (``seed`` is not used)."""
+    return ingest_file(item.path, item.alerts_path, item.stamps_path, item.cfg, item.overwrite)
+
+
+def ingest_files(files, alerts_dir, stamps_dir, cfg: IngestConfig, mapper: Callable,
+                 overwrite: bool) -> list[IngestResult]:
+    """Ingest alert files into ``alerts_dir`` and ``stamps_dir``, one executor item per file.
+
+    Parameters
+    ----------
+    files : list of path-like
+        Alert files (see :func:`expand_inputs`); outputs are named by :func:`unique_names`.
+    alerts_dir, stamps_dir : path-like
+        Stage folders of the alert tables and of the stamp files.
+    cfg : IngestConfig
+        The ``[ztf.ingest]`` section.
+    mapper : callable
+        ``mapper(fn, items, desc=..., keys=...) -> [(key, result), ...]``, such as
+        :meth:`astrotool.context.Context.map`, which reports a failing file and
+        leaves it out.
+    overwrite : bool
+        Recompute finished outputs.
+
+    Returns
+    -------
+    list of IngestResult
+        One per file that was ingested or kept, in input order.
+    """
+    files = [Path(f) for f in files]
+    names = unique_names(files)
+    items = [IngestItem(str(f), str(Path(alerts_dir) / f"{n}_alerts.parquet"),
+                        str(Path(stamps_dir) / f"{n}_stamps.h5"), cfg, overwrite) for f, n in zip(files, names)]
+    return [r for _, r in mapper(ingest_item, items, desc="ingest alert files", keys=names)]
