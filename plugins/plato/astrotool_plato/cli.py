@@ -8,12 +8,12 @@ import typer
 
 __docformat__ = "numpy"
 
-app = typer.Typer(help="PLATO light curves: simulate single transits (Panopticon).", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)
 
 
 @app.callback()
 def main() -> None:
-    """PLATO light curves: simulate, label, prepare, train and evaluate a single-transit finder."""
+    """PLATO light curves (Panopticon): simulated curves with known single transits and their label table."""
 
 
 @app.command()

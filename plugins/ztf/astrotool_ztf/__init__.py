@@ -43,10 +43,22 @@ def astro_workspace_stages():
 @hookimpl
 def astro_doctor_checks():
     """Checks for ``astro doctor``: fastavro, h5py and pyarrow (all required)."""
-    t = "astrotool_ztf.doctor"
-    return [DoctorCheck("fastavro", f"{t}:check_fastavro"),
+    return [DoctorCheck("fastavro", "astrotool_ztf:check_fastavro"),
             DoctorCheck("h5py", "astrotool.doctor:check_h5py"),
             DoctorCheck("pyarrow", "astrotool.doctor:check_pyarrow")]
+
+
+def check_fastavro():
+    """``astro doctor`` check: fastavro, the reader of ZTF Avro alert packets (required).
+
+    Returns
+    -------
+    astrotool.hookspecs.CheckResult
+        fastavro's version, or the install hint.
+    """
+    from astrotool.doctor import module_check
+
+    return module_check("fastavro", "pip install 'fastavro>=1.9'", required=True)
 
 
 @hookimpl

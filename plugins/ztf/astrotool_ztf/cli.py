@@ -9,12 +9,12 @@ import typer
 
 __docformat__ = "numpy"
 
-app = typer.Typer(help="ZTF alerts: ingest Avro/Parquet alerts and their stamps.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)
 
 
 @app.callback()
 def main() -> None:
-    """ZTF alerts: ingest alert packets, then train and apply stamp models."""
+    """ZTF alerts: ingest Avro/Parquet alert packets into an alert table and 63x63 stamp cubes."""
 
 
 @app.command()
