@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ["torch", "galsim", "astropy", "photutils", "h5py", "pyarrow", "cupy", "dask", "numpy", "scipy",
          "matplotlib", "distributed"]
 
@@ -24,8 +26,157 @@ def test_help_imports_no_heavy_library():
     assert line == "HEAVY []", line
 
 
-def test_plugin_group_help_is_lazy_until_asked(astro):
-    # a group's own help imports that plugin (fine), and still lists its commands
+def _modules_after(args, toy, prefixes=("toyplug", "astrotool_")):
+    """Run ``astro ARGS`` in a fresh interpreter; return (exit code, stdout, plugin modules imported)."""
+    import os
+
+    code = ("import sys; from astrotool.cli import main; rc = main(sys.argv[1:]); "
+            f"print('MODULES', sorted(m for m in sys.modules if m.startswith({prefixes!r}))); sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTRO_")}
+    env.update(ASTRO_CONFIG=os.devnull, PYTHONPATH=os.pathsep.join(map(str, toy)))
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("MODULES ")][-1]
+    return r.returncode, r.stdout, set(eval(line[len("MODULES "):]))
+
+
+def test_plugin_command_modules_are_imported_only_when_used(toy, tmp_path):
+    # astro --help: the plugins' hook modules only, no command module
+    rc, out, mods = _modules_after(["--help"], toy)
+    assert rc == 0 and "toy " in out
+    assert {"toyplug", "astrotool_dre", "astrotool_lens"} <= mods
+    assert not {m for m in mods if m.endswith((".cli", ".stats"))}, mods
+    # astro toy --help: toy's commands, and the group mounted under it listed with its
+    # registered help, without importing its module
+    rc, out, mods = _modules_after(["toy", "--help"], toy)
+    assert rc == 0, out
+    assert "toyplug.cli" in mods and "toyplug.stats" not in mods
+    assert "stats  Summarise the toy outputs." in out and "run " in out
+    assert not {m for m in mods if m.startswith("astrotool_") and m.endswith(".cli")}, mods
+    # astro toy stats total: now it is imported, and runs
+    rc, out, mods = _modules_after(["-w", tmp_path, "toy", "stats", "total"], toy)
+    assert rc == 0, out
+    assert "toyplug.stats" in mods
+    assert json.loads(out[:out.index("MODULES")]) == {"files": 0, "sum": 0}
+
+
+def test_nested_group_runs_and_names_its_run(astro, toy, tmp_path):
+    assert astro("-w", tmp_path, "toy", "run", "--count", "3", pythonpath=toy).returncode == 0
+    r = astro("-w", tmp_path, "toy", "stats", "total", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"files": 3, "sum": 0 + 1 + 4}
+    names = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "runs").iterdir())
+    assert names == ["toy-run", "toy-stats-total"]
+
+
+def _plugin(monkeypatch, tmp_path, name, specs, source=None):
+    """A plugin object registering ``specs``, with an importable module ``<name>_cmds`` holding ``source``."""
+    import types
+
+    from astrotool.hookspecs import hookimpl
+
+    if source is not None:
+        (tmp_path / f"{name}_cmds.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, f"{name}_cmds", raising=False)
+    plugin = types.ModuleType(name)
+    plugin.astro_commands = hookimpl(lambda: specs)
+    return plugin
+
+
+def _run(capsys, *argv):
+    """``astro ARGV`` in this process; returns (exit code, stdout, stderr)."""
+    from astrotool.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _plugin_rows(capsys, registry_factory):
+    from astrotool.plugins import set_registry
+
+    set_registry(registry_factory())  # a fresh registry, as in a new process
+    code, out, err = _run(capsys, "plugins", "--json")
+    assert code == 0, err
+    return {row["name"]: row for row in json.loads(out)}
+
+
+CLASHING = """
+import typer
+
+app = typer.Typer()
+
+
+@app.command()
+def fine(n: int = typer.Option(1, "--n")):
+    print("fine", n)
+
+
+@app.command()
+def fit(seed: int = typer.Option(0, "--seed", help="The plugin's own seed."),
+        jobs: int = typer.Option(1, "--workers", "-j")):
+    print("fit", seed, jobs)
+"""
+
+
+def test_plugin_option_named_like_a_global_option_is_refused(monkeypatch, tmp_path, capsys):
+    from astrotool.hookspecs import CommandSpec
+    from astrotool.plugins import Registry, set_registry
+
+    clash = _plugin(monkeypatch, tmp_path, "clash", [CommandSpec("clash", "clash_cmds:app", "Clashes.")], CLASHING)
+
+    def registry():
+        return Registry(entry_points=False, extra=[clash])
+
+    try:
+        set_registry(registry())
+        code, out, err = _run(capsys, "-w", tmp_path, "clash", "fit", "--seed", "3")
+        assert code == 2 and out == ""
+        assert "plugin 'clash'" in err and "`astro clash fit` defines option --seed" in err, err
+        assert "global option --seed" in err and "Traceback" not in err
+        # astro --help stays lazy and works; astro plugins says why the plugin is broken
+        assert _run(capsys, "--help")[0] == 0
+        rows = _plugin_rows(capsys, registry)
+        assert rows["clash"]["status"] == "broken"
+        assert "`astro clash fit` defines option --seed" in rows["clash"]["error"]
+        assert rows["core"]["status"] == "ok"
+    finally:
+        set_registry(None)
+
+
+def test_parent_that_does_not_exist_marks_the_plugin_broken(monkeypatch, tmp_path, capsys):
+    from astrotool.hookspecs import CommandSpec
+    from astrotool.plugins import Registry, set_registry
+
+    orphan = _plugin(monkeypatch, tmp_path, "orphan", [CommandSpec("kid", "orphan_cmds:app", "A child.", parent="nosuch")])
+    try:
+        rows = _plugin_rows(capsys, lambda: Registry(entry_points=False, extra=[orphan]))
+        assert rows["orphan"]["status"] == "broken"
+        assert rows["orphan"]["error"] == "command 'kid': its parent `astro nosuch` does not exist"
+        code, _, err = _run(capsys, "orphan")
+        assert code == 2 and "plugin 'orphan' is broken: command 'kid'" in err
+        assert _run(capsys, "--help")[0] == 0
+    finally:
+        set_registry(None)
+
+
+def test_child_named_like_a_command_of_its_parent_is_refused(monkeypatch, tmp_path, capsys, toy):
+    from astrotool.hookspecs import CommandSpec
+    from astrotool.plugins import Registry, set_registry
+
+    monkeypatch.syspath_prepend(str(toy[0]))
+    dup = _plugin(monkeypatch, tmp_path, "dup", [CommandSpec("run", "dup_cmds:app", "Another run.", parent="toy")],
+                  CLASHING)
+    try:
+        rows = _plugin_rows(capsys, lambda: Registry(extra=[dup]))
+        assert rows["dup"]["status"] == "broken"
+        assert "`astro toy` already has a command 'run'" in rows["dup"]["error"]
+        assert rows["toy"]["status"] == "ok"
+    finally:
+        set_registry(None)
+
+
+def test_ztf_group_help_lists_its_commands(astro):
     r = astro("ztf", "--help")
     assert r.returncode == 0, r.stderr
     assert "ingest" in r.stdout
@@ -92,3 +243,49 @@ def test_doctor_json_lists_checks_with_hints(astro, toy):
     assert "plugin broken" in rows and rows["plugin broken"]["ok"] is False
     for name in ["torch", "cupy", "dask distributed"]:
         assert name in rows
+
+
+def test_global_options_are_taken_out_anywhere():
+    from astrotool.cli import split_global_options
+    from astrotool.context import GlobalOptions
+
+    opts, rest = split_global_options(["-vv", "dre", "-j", "2", "fit", "--set", "a.b=1", "--set=c.d=x=y",
+                                       "--seed=7", "-q", "tile.fits", "--progress-interval", "0.5",
+                                       "--overwrite", "-w", "ws", "--", "-j", "3"])
+    assert rest == ["dre", "fit", "tile.fits", "--", "-j", "3"]
+    assert opts == GlobalOptions(verbose=2, jobs=2, set=["a.b=1", "c.d=x=y"], seed=7, quiet=True,
+                                 progress_interval=0.5, overwrite=True, workspace="ws")
+    assert opts.config_flags() == {"core.log_format": None, "core.executor": None, "core.jobs": 2,
+                                   "core.scheduler": None, "core.seed": 7, "core.progress_interval": 0.5}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "option --seed: expected an integer >= 0, got '-1'"),
+    (["--seed=1.5"], "option --seed: expected an integer >= 0, got '1.5'"),
+    (["--jobs", "-1"], "option --jobs: expected an integer >= 0, got '-1'"),
+    (["-j", "two"], "option --jobs: expected an integer >= 0, got 'two'"),
+    (["--progress-interval", "0"], "option --progress-interval: expected a number of seconds > 0, got '0'"),
+    (["--shard"], "option --shard requires a value"),
+])
+def test_bad_global_option_values_are_usage_errors(astro, args, message):
+    r = astro("status", *args)
+    assert r.returncode == 2, r.stderr
+    assert f"Error: {message}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_global_options_reach_the_configuration(astro, tmp_path):
+    r = astro("-w", tmp_path, "config", "show", "core", "--json", "--seed", "7", "-j", "3", "--executor", "dask",
+              "--scheduler", "tcp://h:1", "--progress-interval", "2.5", "--log-format", "plain")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["core"] == {"executor": "dask", "jobs": 3, "scheduler": "tcp://h:1", "seed": 7,
+                                           "log_format": "plain", "progress_interval": 2.5}
+
+
+def test_root_help_shows_every_global_option(astro):
+    from astrotool.context import GLOBAL_OPTIONS
+
+    r = astro("--help")
+    flat = " ".join(r.stdout.split())
+    for o in GLOBAL_OPTIONS:
+        assert ", ".join(o.names) + (f" {o.metavar}" if o.metavar else "") in flat, o.names
+        assert " ".join(o.help.split()) in flat, o.help

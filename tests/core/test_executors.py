@@ -16,9 +16,22 @@ ITEMS = [f"tile{i}" for i in range(7)]
 
 
 def test_seed_depends_on_key_and_base_only():
-    assert derive_seed(0, "a") == derive_seed(0, "a")
-    assert len({derive_seed(0, "a"), derive_seed(0, "b"), derive_seed(1, "a")}) == 3
-    assert 0 <= derive_seed(123, "x") < 2**63
+    """The same (base, key) gives the same seed in another interpreter, whatever its
+    hash randomisation (a seed made with ``hash()`` would differ); any other key or base
+    gives another seed."""
+    import os
+    import subprocess
+
+    here = [derive_seed(b, k) for b, k in [(0, "a"), (0, "b"), (1, "a"), (123, "tile_001")]]
+    code = ("from astrotool.executors import derive_seed; "
+            "print([derive_seed(b, k) for b, k in [(0, 'a'), (0, 'b'), (1, 'a'), (123, 'tile_001')]])")
+    for hashseed in ("1", "2"):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONHASHSEED=hashseed))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == here
+    assert len(set(here)) == 4
+    assert all(0 <= s < 2**63 for s in here)
 
 
 def test_identical_results_across_executors_and_shards():

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +45,7 @@ def test_init_and_status(astro, toy, tmp_path):
     assert s["initialised"] and s["stages"]["toy"] == {"out": 1, "logs": 0}
 
 
-def test_run_record_and_resume(astro, toy, tmp_path):
+def test_run_record_lists_the_files_written(astro, toy, tmp_path):
     r = astro("-w", tmp_path, "toy", "run", "--count", "4", "--slow", "0.1", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     runs = list((tmp_path / "runs").iterdir())
@@ -54,14 +55,33 @@ def test_run_record_and_resume(astro, toy, tmp_path):
     assert rec["argv"][:3] == ["astro", "-w", str(tmp_path)]
     assert rec["config"]["toy"]["count"] == 4 and rec["config"]["core"]["executor"] == "serial"
     assert rec["versions"]["toyplug"] == "1.2.3" and "python" in rec["versions"]
-    assert len(rec["outputs"]) == 4 and rec["duration_s"] >= 0.4  # timed from the start, not the first record
+    assert rec["duration_s"] >= 0.4  # timed from the start, not the first record
+    assert rec["outputs"] == [str(tmp_path / f"toy/out/item_{i:03d}.json") for i in range(4)]
+    assert all(Path(p).is_file() for p in rec["outputs"])
     assert runs[0].name.startswith(rec["started_utc"][:19].replace("-", "").replace(":", ""))
-    first = (tmp_path / "toy/out/item_000.json").read_text()
-    # finished outputs are skipped, --overwrite recomputes them
-    r = astro("-w", tmp_path, "toy", "run", "--count", "4", pythonpath=toy)
-    assert (tmp_path / "toy/out/item_000.json").read_text() == first
-    r = astro("-w", tmp_path, "toy", "run", "--count", "4", "--overwrite", "--seed", "9", pythonpath=toy)
-    assert (tmp_path / "toy/out/item_000.json").read_text() != first
+    assert json.loads(r.stdout)["written"] == 4
+
+
+def test_finished_outputs_are_skipped_and_overwrite_recomputes(astro, toy, tmp_path):
+    r = astro("-w", tmp_path, "toy", "run", "--count", "3", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    files = [tmp_path / f"toy/out/item_{i:03d}.json" for i in range(3)]
+    before = {f: (f.stat().st_mtime_ns, f.read_text()) for f in files}
+    (tmp_path / "toy/out/item_001.json").unlink()  # as if the run had stopped before item 1
+    # the re-run writes only the missing output; the finished ones are not touched
+    r = astro("-w", tmp_path, "toy", "run", "--count", "3", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert (got["done"], got["written"], got["skipped"]) == (3, 1, 2)
+    for f in (files[0], files[2]):
+        assert (f.stat().st_mtime_ns, f.read_text()) == before[f], f
+    assert files[1].read_text() == before[files[1]][1]  # the same seed gives the same file
+    # --overwrite recomputes every output (a new seed gives new draws)
+    r = astro("-w", tmp_path, "toy", "run", "--count", "3", "--overwrite", "--seed", "9", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["written"] == 3
+    for f in files:
+        assert f.stat().st_mtime_ns != before[f][0] and f.read_text() != before[f][1], f
 
 
 def _default_sigint():
@@ -91,7 +111,16 @@ def test_interrupt_leaves_no_partial_file(toy, tmp_path, sig, code, executor):
     assert p.returncode == code, err
     leftovers = [f.name for f in out.iterdir() if f.name.startswith(".")]
     assert leftovers == []
-    for f in out.iterdir():
-        json.loads(f.read_text())  # every file that exists is complete
+    finished = sorted(out.iterdir())
+    assert len(finished) < 6, "the command finished before it was interrupted"
+    for f in finished:
+        assert set(json.loads(f.read_text())) == {"n", "sq", "draw"}  # every file that exists is complete
     rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
     assert rec["status"] in ("terminated", "interrupted")
+    assert rec["exit_code"] == code
+    # re-running the same command resumes: it writes only what was missing
+    r = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(tmp_path), "toy", "run", "--count", "6"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"] == len(finished) and json.loads(r.stdout)["written"] == 6 - len(finished)
+    assert [json.loads(f.read_text())["sq"] for f in sorted(out.iterdir())] == [0, 1, 4, 9, 16, 25]
