@@ -5,8 +5,8 @@ that every ML plugin resolves datasets, names model folders, treats an
 existing model, seeds, reports progress, fills the run record, exposes the
 ``[ml]`` runtime options and checks ONNX exports the same way:
 
-* :func:`open_dataset` -- a dataset by name under a stage folder, or by path;
-  recorded as an input of the run.
+* :func:`open_dataset` -- a dataset by name under a stage folder, or by path
+  (:func:`astrotool.ml.data.resolve_dataset`); recorded as an input of the run.
 * :func:`model_dir` -- ``<plugin>/models/<name>`` (the name must be a file
   stem), or the path of an existing checkpoint folder.
 * :func:`prepare_training` -- what to do with an existing model folder:
@@ -31,7 +31,7 @@ Typical ``train`` command::
         ctx = current()
         cfg = ctx.section("myplugin", {"train.dataset": dataset, "train.model": model})
         rt = mc.runtime(ctx, device=device, precision=precision, devices=devices, num_nodes=num_nodes)
-        ds = mc.open_dataset(ctx, "myplugin", "data", cfg.train.dataset, MyDataset)
+        ds = mc.open_dataset(ctx, "myplugin", "data", cfg.train.dataset, MyDataset)  # an ArrayDataset
         mdir = mc.model_dir(ctx, "myplugin", cfg.train.model or f"{ds.name}_net")
         mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.train.resume)
         with mc.epoch_progress(ctx, cfg.train.epochs, f"train {mdir.name}", mdir) as on_epoch:
@@ -146,12 +146,11 @@ def _is_plain_name(name: str) -> bool:
     return bool(_file_stem_re().fullmatch(name))
 
 
-def open_dataset(ctx, plugin: str, stage: str, name_or_path: str, opener: Callable[[Path], T],
-                 what: str = "dataset") -> T:
+def open_dataset(ctx, plugin: str, stage: str, name_or_path: str, cls: Callable[[Path], T],
+                 hint: str = "write one first") -> T:
     """Open a dataset by name under ``<plugin>/<stage>/`` or by folder path, and record it as an input.
 
-    A plain name (a file stem) is looked up in the stage folder first; anything
-    else, or a name not found there, is taken as a path.
+    The lookup is :func:`astrotool.ml.data.resolve_dataset`'s.
 
     Parameters
     ----------
@@ -159,32 +158,24 @@ def open_dataset(ctx, plugin: str, stage: str, name_or_path: str, opener: Callab
     plugin, stage : str
         The stage folder, e.g. ``("lens", "shear")``.
     name_or_path : str
-    opener : callable
-        ``opener(folder)`` returns the dataset object (and raises InputError
-        naming the folder when it is not a complete dataset).
-    what : str
-        What the user is asked for, in messages (``"dataset"``).
+    cls : callable
+        The reader (an :class:`~astrotool.ml.data.ArrayDataset` subclass),
+        called with the folder.
+    hint : str
+        What to do when the stage holds no dataset (``"run `astro lens generate` first"``).
 
     Raises
     ------
     astrotool.errors.InputError
-        No name given, or neither a dataset in the stage nor a folder; the
-        message lists the stage's datasets.
+        No name given, or no such dataset (the message lists the stage's datasets).
     """
+    from astrotool.ml.data import resolve_dataset
+
     stage_dir = ctx.workspace.stage(plugin, stage)
     if not name_or_path:
-        raise InputError(stage_dir, f"no {what} given (--dataset NAME or a folder)")
-    candidate = stage_dir / name_or_path
-    path = Path(name_or_path).expanduser()
-    if _is_plain_name(name_or_path) and candidate.is_dir():
-        path = candidate
-    elif not path.is_dir():
-        have = sorted(d.name for d in stage_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
-        hint = f"available: {', '.join(have)}" if have else f"none in {stage_dir} yet"
-        raise InputError(candidate if _is_plain_name(name_or_path) else path,
-                         f"no {what} named {name_or_path!r} ({hint})")
-    ds = opener(path)
-    ctx.record.add_input(path)
+        raise InputError(stage_dir, f"no dataset given (--dataset NAME or a folder; {hint})")
+    ds = resolve_dataset(stage_dir, name_or_path, cls, hint=hint)
+    ctx.record.add_input(getattr(ds, "root", None) or name_or_path)
     return ds
 
 
@@ -242,7 +233,7 @@ def epochs_done(directory: str | Path) -> int:
         return 0
 
 
-def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool) -> str:
+def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True) -> str:
     """Decide what training does with a model folder, and clear it for a restart.
 
     Parameters
@@ -254,6 +245,9 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool) ->
         ONNX export, and train from scratch.
     resume : bool
         Continue from ``last/`` when it is there.
+    clear : bool
+        Delete for a restart. With several training processes every process
+        decides (they all refuse alike) and only rank 0 clears.
 
     Returns
     -------
@@ -274,7 +268,7 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool) ->
     if not any((d / n).exists() for n in names):
         return "new"
     if overwrite:
-        for n in names:
+        for n in names if clear else ():
             p = d / n
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         return "restart"

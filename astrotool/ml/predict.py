@@ -15,9 +15,10 @@ Both give the same outputs for the same inputs (to float32 rounding; see
 :mod:`astrotool.ml.export` for the parity check), whatever the batch size.
 
 Inputs are an array (numpy or torch), cut into ``batch_size`` slices, or any
-iterable of batches (a streamed dataset, a ``DataLoader``): each batch is an
-array, or a tuple/list whose first element is the model input (``(x, y)``
-batches of a training loader).
+iterable of batches: each batch is an array, a tuple/list whose first element
+is the model input (``(x, y)`` batches of a training loader), or a dict of
+arrays (:meth:`astrotool.ml.data.ArrayDataset.iter_batches`,
+:func:`astrotool.ml.data.torch_loader`) from which ``key`` picks the input.
 
 :func:`fuse_batchnorm` gives a faster copy of a convolutional network for
 inference (each convolution absorbs the batch normalisation after it).
@@ -86,7 +87,21 @@ class Predictions:
                 else self.samples_per_s}
 
 
-def _batches(inputs, batch_size: int):
+def _pick(batch, key: str | None):
+    """The model input of one batch from an iterable."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0]
+    if isinstance(batch, dict):
+        if key is not None:
+            return batch[key]
+        arrays = [k for k in batch if k != "index"]
+        if len(arrays) != 1:
+            raise ValueError(f"the batches hold arrays {', '.join(arrays)}: name the model input with key=")
+        return batch[arrays[0]]
+    return batch
+
+
+def _batches(inputs, batch_size: int, key: str | None = None):
     """Yield input batches from an array or from an iterable of batches."""
     if hasattr(inputs, "shape") and hasattr(inputs, "__getitem__"):
         n = int(inputs.shape[0])
@@ -96,7 +111,7 @@ def _batches(inputs, batch_size: int):
             yield inputs[i:i + batch_size]
         return
     for batch in inputs:
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        yield _pick(batch, key)
 
 
 def _concat(parts: list) -> Any:
@@ -119,7 +134,7 @@ def _check_precision(precision: str) -> str:
 
 
 def predict(model, inputs: Iterable, *, batch_size: int = 256, device: str | None = None,
-            precision: str = "32") -> Predictions:
+            precision: str = "32", key: str | None = None) -> Predictions:
     """Run a torch or ONNX model over inputs in batches.
 
     Parameters
@@ -130,8 +145,8 @@ def predict(model, inputs: Iterable, *, batch_size: int = 256, device: str | Non
         (single input).
     inputs : array-like or iterable of batches
         An array (numpy or torch), first axis = samples, cut into
-        ``batch_size`` slices; or an iterable yielding batches (arrays, or
-        tuples whose first element is the input).
+        ``batch_size`` slices; or an iterable yielding batches (arrays,
+        tuples whose first element is the input, or dicts of arrays).
     batch_size : int
         Samples per forward pass for array inputs.
     device : str, optional
@@ -140,6 +155,9 @@ def predict(model, inputs: Iterable, *, batch_size: int = 256, device: str | Non
     precision : {"32", "bf16-mixed", "16-mixed"}
         Autocast for torch; ONNX Runtime runs the graph as exported and
         accepts only ``"32"``.
+    key : str, optional
+        The model input in dict batches (needed when a batch holds more than
+        one array besides ``"index"``).
 
     Returns
     -------
@@ -154,8 +172,10 @@ def predict(model, inputs: Iterable, *, batch_size: int = 256, device: str | Non
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     precision = _check_precision(precision)
     if _is_torch_module(model):
-        return _predict_torch(model, inputs, batch_size, device, precision)
-    return _predict_onnx(model, inputs, batch_size, device, precision)
+        return _predict_torch(model, _batches(inputs, batch_size, key), device, precision,
+                              batch_size if hasattr(inputs, "shape") else None)
+    return _predict_onnx(model, _batches(inputs, batch_size, key), device, precision,
+                         batch_size if hasattr(inputs, "shape") else None)
 
 
 def _is_torch_module(model) -> bool:
@@ -166,7 +186,7 @@ def _is_torch_module(model) -> bool:
     return isinstance(model, torch.nn.Module)
 
 
-def _predict_torch(model, inputs, batch_size, device, precision) -> Predictions:
+def _predict_torch(model, batches, device, precision, batch_size) -> Predictions:
     import torch
 
     from astrotool.ml.training import select_device
@@ -191,7 +211,7 @@ def _predict_torch(model, inputs, batch_size, device, precision) -> Predictions:
     try:
         with torch.inference_mode(), torch.autocast(dev.type, dtype=autocast_dtype or torch.float32,
                                                      enabled=autocast_dtype is not None):
-            for xb in _batches(inputs, batch_size):
+            for xb in batches:
                 xt = xb if isinstance(xb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(xb))
                 out = model(xt.to(dev, non_blocking=True))
                 parts.append(tuple(to_numpy(o) for o in out) if isinstance(out, (tuple, list)) else to_numpy(out))
@@ -199,8 +219,7 @@ def _predict_torch(model, inputs, batch_size, device, precision) -> Predictions:
         seconds = time.perf_counter() - t0
     finally:
         model.train(was_training)
-    return Predictions(_concat(parts), n, seconds, "torch", str(dev), precision,
-                       batch_size if hasattr(inputs, "shape") else None)
+    return Predictions(_concat(parts), n, seconds, "torch", str(dev), precision, batch_size)
 
 
 def onnx_session(path: str | Path, device: str | None = "cpu"):
@@ -251,7 +270,7 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tenso
                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
-def _predict_onnx(model, inputs, batch_size, device, precision) -> Predictions:
+def _predict_onnx(model, batches, device, precision, batch_size) -> Predictions:
     from astrotool.errors import AstroError
 
     if precision != "32":
@@ -264,7 +283,7 @@ def _predict_onnx(model, inputs, batch_size, device, precision) -> Predictions:
     single = len(sess.get_outputs()) == 1
     parts, n = [], 0
     t0 = time.perf_counter()
-    for xb in _batches(inputs, batch_size):
+    for xb in batches:
         if hasattr(xb, "detach"):  # a torch tensor from a DataLoader
             xb = xb.detach().cpu().numpy()
         xb = np.ascontiguousarray(xb, dtype=dtype)
@@ -272,8 +291,7 @@ def _predict_onnx(model, inputs, batch_size, device, precision) -> Predictions:
         parts.append(out[0] if single else tuple(out))
         n += int(xb.shape[0])
     seconds = time.perf_counter() - t0
-    return Predictions(_concat(parts), n, seconds, "onnxruntime", sess.get_providers()[0], precision,
-                       batch_size if hasattr(inputs, "shape") else None)
+    return Predictions(_concat(parts), n, seconds, "onnxruntime", sess.get_providers()[0], precision, batch_size)
 
 
 def fuse_batchnorm(model):

@@ -57,7 +57,11 @@ def test_prepare_training_new_resume_refuse_restart(tmp_path):
     assert (d / "model.safetensors").exists()  # refused: nothing deleted
     assert mc.prepare_training(d, overwrite=True, resume=True) == "restart"
     assert sorted(p.name for p in d.iterdir()) == []  # checkpoint, last/ and the stale export are gone
+    _checkpoint(d)
+    assert mc.prepare_training(d, overwrite=True, resume=True, clear=False) == "restart"  # not rank 0
+    assert (d / "model.json").exists() and (d / "last").is_dir()
     # a model without a resumable state is not silently replaced either
+    mc.prepare_training(d, overwrite=True, resume=True)
     _checkpoint(d, last=False)
     with pytest.raises(AstroError, match="without a resumable state"):
         mc.prepare_training(d, overwrite=False, resume=True)
@@ -68,22 +72,24 @@ def test_open_dataset_by_name_or_path_and_recorded(ctx, tmp_path):
     (stage / "set1").mkdir()
     other = tmp_path / "elsewhere" / "set2"
     other.mkdir(parents=True)
+    (other / "set2_dataset.json").write_text("{}")
     opened = []
 
-    def opener(path):
-        opened.append(path)
-        return ("ds", path.name)
+    class Opener:
+        def __init__(self, path):
+            opened.append(path)
+            self.root = path
 
-    assert mc.open_dataset(ctx, "toy", "data", "set1", opener) == ("ds", "set1")
-    assert mc.open_dataset(ctx, "toy", "data", str(other), opener) == ("ds", "set2")
+    assert mc.open_dataset(ctx, "toy", "data", "set1", Opener).root == stage / "set1"
+    assert mc.open_dataset(ctx, "toy", "data", str(other), Opener).root == other
     assert opened == [stage / "set1", other]
     assert ctx.record.inputs == [str(stage / "set1"), str(other)]
     with pytest.raises(InputError, match=r"no dataset named 'nope' \(available: set1\)") as e:
-        mc.open_dataset(ctx, "toy", "data", "nope", opener)
+        mc.open_dataset(ctx, "toy", "data", "nope", Opener)
     assert str(stage / "nope") in str(e.value)
-    with pytest.raises(InputError, match="no dataset given"):
-        mc.open_dataset(ctx, "toy", "data", "", opener)
-    assert len(opened) == 2
+    with pytest.raises(InputError, match=r"no dataset given .*run `astro toy make` first"):
+        mc.open_dataset(ctx, "toy", "data", "", Opener, hint="run `astro toy make` first")
+    assert len(opened) == 2 and len(ctx.record.inputs) == 2
 
 
 def test_run_seed_and_record(ctx, tmp_path):

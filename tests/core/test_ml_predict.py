@@ -73,6 +73,29 @@ def test_streamed_batches_and_tuple_batches():
     assert np.allclose(predict(net, loader).outputs, ref, atol=1e-6)
 
 
+def test_streamed_from_a_sharded_dataset(tmp_path):
+    """ArrayDataset.iter_batches / torch_loader dict batches, torch and ONNX Runtime alike."""
+    from astrotool.ml.data import ArrayDataset, DatasetWriter, torch_loader
+
+    net, x = tiny_cnn(), stamps(25)
+    w = DatasetWriter(str(tmp_path / "set"), "set", compression="none")
+    for k, a in enumerate(range(0, 25, 10)):
+        w.write_shard(k, a, {"x": x[a:a + 10], "y": np.zeros((len(x[a:a + 10]), 2), np.float32)},
+                      metadata={"group": np.arange(a, a + len(x[a:a + 10]))})
+    w.finalize(3)
+    ds = ArrayDataset(tmp_path / "set")
+    ref = predict(net, x).outputs
+    streamed = predict(net, ds.iter_batches(4, names=["x", "y"]), key="x")
+    assert streamed.n == 25 and np.allclose(streamed.outputs, ref, atol=1e-6)
+    loader = torch_loader(ds, 6, names=["x"], shuffle=False)
+    assert np.allclose(predict(net, loader).outputs, ref, atol=1e-6)  # one array: no key needed
+    with pytest.raises(ValueError, match="name the model input with key="):
+        predict(net, ds.iter_batches(4, names=["x", "y"]))
+    export_onnx(net, x, tmp_path / "m.onnx")
+    o = predict(tmp_path / "m.onnx", ds.iter_batches(7, names=["x"]))
+    assert o.engine == "onnxruntime" and np.abs(o.outputs - ref).max() <= 1e-5
+
+
 def test_multi_output_model_and_empty_input():
     class Two(nn.Module):
         def forward(self, x):
