@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import fastavro
+import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -144,6 +145,10 @@ def test_outputs_are_kept_unless_overwrite(tmp_path):
     with pytest.raises(InputError, match="syn_stamps.h5: not a readable HDF5 file"):
         ingest(avro, tmp_path / "o")
     assert ingest(avro, tmp_path / "o", overwrite=True).n_alerts == 4
+    with h5py.File(stamp_file, "w") as h5:                    # an HDF5 file that ingest did not write
+        h5["science"] = np.zeros((1, 63, 63), np.float32)
+    with pytest.raises(InputError, match="syn_stamps.h5: not a stamps file of ztf ingest: no attribute"):
+        ingest(avro, tmp_path / "o")
 
 
 def test_truncated_avro_raises_input_error_naming_the_file(tmp_path):
