@@ -12,6 +12,9 @@ from astrotool_lens.evaluate import (binned_bias, estimator_metrics, field_means
 
 
 def test_rmse_mae():
+    import astrotool.ml.metrics as core
+
+    assert rmse is core.rmse and mae is core.mae                        # one definition, in the core
     pred = np.array([0.1, -0.1, 0.2, 0.0])
     true = np.zeros(4)
     assert rmse(pred, true) == pytest.approx(math.sqrt(0.06 / 4))
@@ -83,3 +86,20 @@ def test_binned_bias():
     rows = binned_bias(g, g, est, est, snr, bins=2)
     assert len(rows) == 2
     assert rows[0]["m1"] == pytest.approx(-0.1) and rows[1]["m1"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_plot_bias_vs(tmp_path):
+    import matplotlib.image as mpimg
+
+    from astrotool_lens.evaluate import plot_bias_vs
+
+    g = np.tile(np.linspace(-0.1, 0.1, 10), 2)
+    snr = np.repeat([10.0, 100.0], 10)
+    est = np.where(snr < 50, 0.9 * g, 1.0 * g)
+    binned = {"CNN": binned_bias(g, g, est, est, snr, bins=2), "KSB": []}      # an estimator without bins is skipped
+    out = plot_bias_vs(tmp_path / "x_bias-vs-snr.png", "S/N", "", binned, title="t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and mpimg.imread(out)[..., :3].var() > 1e-3
+    # a row without its m2 fails while drawing: no file, no temporary file
+    with pytest.raises(KeyError):
+        plot_bias_vs(tmp_path / "y.png", "S/N", "", {"CNN": [{"center": 1.0, "m1": 0.0, "m1_err": 0.0}]})
+    assert [p.name for p in tmp_path.iterdir()] == ["x_bias-vs-snr.png"]

@@ -2,7 +2,8 @@
 
 Metrics (per component i = 1, 2)
 --------------------------------
-* RMSE and MAE of the per-galaxy estimate against the true shear g.
+* RMSE and MAE of the per-galaxy estimate against the true shear g, over
+  finite pairs (:func:`astrotool.ml.metrics.rmse`, :func:`~astrotool.ml.metrics.mae`).
 * Multiplicative and additive bias from the linear fit
   g_obs - g_true = m g_true + c, by ordinary least squares over constant-shear
   fields (the per-field mean of the estimates; each stamp is its own field when
@@ -24,25 +25,13 @@ from typing import Sequence
 
 import numpy as np
 
+from astrotool.ml.metrics import mae, rmse
+
 __docformat__ = "numpy"
 
 GREAT3_ETA = 1.232
 GREAT3_M_FID = 2e-3
 GREAT3_C_FID = 2e-4
-
-
-def rmse(pred, true) -> float:
-    """Root-mean-square error over finite pairs."""
-    pred, true = np.asarray(pred, float), np.asarray(true, float)
-    ok = np.isfinite(pred) & np.isfinite(true)
-    return float(np.sqrt(np.mean((pred[ok] - true[ok]) ** 2))) if ok.any() else float("nan")
-
-
-def mae(pred, true) -> float:
-    """Mean absolute error over finite pairs."""
-    pred, true = np.asarray(pred, float), np.asarray(true, float)
-    ok = np.isfinite(pred) & np.isfinite(true)
-    return float(np.mean(np.abs(pred[ok] - true[ok]))) if ok.any() else float("nan")
 
 
 def field_means(g_true, g_est, field=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,58 +149,27 @@ def binned_bias(g1_true, g2_true, est1, est2, by, bins: int = 5, field=None) -> 
 # ============================================================================ plots
 
 
-def plot_pred_vs_true(path: Path, g_true: tuple, estimates: dict, title: str = "") -> Path:
-    """Scatter of estimated vs true g1 and g2, one column per estimator (PNG)."""
-    from astrotool.io.figures import pyplot, save_figure
-
-    plt = pyplot()
-
-    names = list(estimates)
-    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.2), squeeze=False)
-    lim = float(np.nanmax(np.abs(np.concatenate([np.asarray(g_true[0]), np.asarray(g_true[1])])))) * 1.3 or 0.1
-    for j, name in enumerate(names):
-        for i in range(2):
-            ax = axes[i, j]
-            est = np.asarray(estimates[name][i])
-            ok = np.isfinite(est)
-            ax.scatter(np.asarray(g_true[i])[ok], est[ok], s=2, alpha=0.3, rasterized=True)
-            ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-1.6 * lim, 1.6 * lim)
-            ax.set_xlabel(f"true g{i + 1}")
-            ax.set_ylabel(f"estimated g{i + 1}")
-            ax.set_title(f"{name}  RMSE {rmse(est, g_true[i]):.4f}", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 def plot_bias_vs(path: Path, quantity: str, unit: str, binned: dict, title: str = "") -> Path:
     """m1, m2 (with errors) per bin of ``quantity`` for every estimator (PNG)."""
-    from astrotool.io.figures import pyplot, save_figure
+    from astrotool.io.figures import figure
 
-    plt = pyplot()
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for name, rows in binned.items():
-        if not rows:
-            continue
-        x = np.array([r["center"] for r in rows])
+    with figure(path, 1, 2, figsize=(9, 3.6), title=title) as (fig, axs):
+        axes = axs[0]
+        for name, rows in binned.items():
+            if not rows:
+                continue
+            x = np.array([r["center"] for r in rows])
+            for i, ax in enumerate(axes):
+                m = np.array([r[f"m{i + 1}"] for r in rows])
+                e = np.array([r[f"m{i + 1}_err"] for r in rows])
+                ax.errorbar(x, m, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=2, label=name)
         for i, ax in enumerate(axes):
-            m = np.array([r[f"m{i + 1}"] for r in rows])
-            e = np.array([r[f"m{i + 1}_err"] for r in rows])
-            ax.errorbar(x, m, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=2, label=name)
-    for i, ax in enumerate(axes):
-        ax.axhline(0, color="k", lw=0.8)
-        ax.axhspan(-2e-3, 2e-3, color="0.85", zorder=0)
-        ax.set_xlabel(f"{quantity} [{unit}]" if unit else quantity)
-        ax.set_ylabel(f"m{i + 1}")
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+            ax.axhline(0, color="k", lw=0.8)
+            ax.axhspan(-GREAT3_M_FID, GREAT3_M_FID, color="0.85", zorder=0)
+            ax.set_xlabel(f"{quantity} [{unit}]" if unit else quantity)
+            ax.set_ylabel(f"m{i + 1}")
+        axes[0].legend(fontsize=8)
+    return Path(path)
 
 
 # ============================================================================ evaluation
@@ -266,6 +224,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     """
     import pyarrow as pa
 
+    from astrotool.io.figures import plot_pred_vs_true
     from astrotool.io.tables import read_parquet, write_parquet, parquet_metadata
     from astrotool.workspace import write_json_atomic
     from astrotool_lens.measure import measure_dataset
@@ -333,7 +292,9 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     if cfg.plots:
         rd = Path(reports_dir)
         title = f"{ds.name} ({subset}, {len(idx)} stamps), model {mname}"
-        plots.append(str(plot_pred_vs_true(rd / f"{stem}_pred-vs-true.png", (g1, g2), estimates, title)))
+        lim = float(np.nanmax(np.abs(np.concatenate([g1, g2])))) * 1.3 or 0.1   # one range for g1 and g2
+        plots.append(str(plot_pred_vs_true(rd / f"{stem}_pred-vs-true.png", (g1, g2), estimates, labels=("g1", "g2"),
+                                           title=title, lim=lim, symmetric=True)))
         for col, label, unit in (("snr", "S/N", ""), ("hlr", "half-light radius", "arcsec")):
             by = np.asarray(truth[col], float)[idx]
             binned = {name: binned_bias(g1, g2, e1, e2, by, cfg.bins, field) for name, (e1, e2) in estimates.items()}
