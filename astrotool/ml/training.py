@@ -1,4 +1,4 @@
-"""Generic torch training loop: seeding, device, early stopping, resume.
+"""Generic torch training loop: seeding, device, early stopping, resume, DDP.
 
 :func:`fit` runs epochs of caller-supplied batches through a caller-supplied
 loss, validates after each epoch, keeps the best epoch's checkpoint in the
@@ -8,6 +8,12 @@ random augmentation are derived from ``(seed, epoch)`` (:func:`epoch_rng`), and
 torch's generator is re-seeded from ``(seed, epoch)`` at the start of every
 epoch, so a run interrupted after epoch *k* and resumed gives the same weights
 as an uninterrupted one (on the same device and thread count).
+
+The loop runs through Lightning Fabric: ``fit(..., runtime=Runtime.from_config(
+cfg.ml))`` trains on the CPU, one or several GPUs (DDP) or several Slurm nodes,
+in 32-bit or mixed precision (:mod:`astrotool.ml.fabric`); each process takes
+its share of every global batch (:func:`split_batch`) and rank 0 alone writes
+the checkpoints.
 
 Nothing here knows about a domain: the lens, plato and ztf plugins all supply
 their own model, batches, loss and validation.
@@ -22,18 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from astrotool.seeding import derive_seed
+
 __docformat__ = "numpy"
 
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit integer seed derived from integers (order matters).
-
-    Uses :class:`numpy.random.SeedSequence`, so nearby inputs give unrelated seeds.
-    """
-    import numpy as np
-
-    ss = np.random.SeedSequence([int(p) & 0xFFFFFFFFFFFFFFFF for p in parts])
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+__all__ = ["derive_seed", "seed_everything", "epoch_rng", "select_device", "EarlyStopping", "cosine_schedule",
+           "FitResult", "fit", "split_batch"]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -50,22 +50,29 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     import numpy as np
     import torch
 
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed & _MASK64)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+_MASK64 = 2**64 - 1
+
+
 def epoch_rng(seed: int, epoch: int):
-    """numpy Generator for one epoch's shuffling/augmentation, from ``(seed, epoch)``."""
+    """numpy Generator for one epoch's shuffling/augmentation, from ``(seed, epoch)``.
+
+    A negative seed is taken modulo 2**64 (numpy refuses negative entropy).
+    """
     import numpy as np
 
-    return np.random.default_rng([int(seed), int(epoch), 0x5EED])
+    return np.random.default_rng([int(seed) & _MASK64, int(epoch) & _MASK64, 0x5EED])
 
 
 def select_device(preference: str = "auto"):
-    """Pick a torch device.
+    """Pick a torch device (see :func:`astrotool.backends.resolve_device`).
 
     Parameters
     ----------
@@ -83,19 +90,9 @@ def select_device(preference: str = "auto"):
     """
     import torch
 
-    from astrotool.errors import AstroError
+    from astrotool.backends import resolve_device
 
-    pref = (preference or "auto").lower()
-    if pref == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise AstroError(f"--device {preference}: CUDA is not available on this machine (torch {torch.__version__})")
-    return torch.device(pref)
+    return torch.device(resolve_device(preference, "torch", auto_mps=True))
 
 
 class EarlyStopping:
@@ -204,6 +201,10 @@ class FitResult:
         Number of epochs already done when resuming.
     checkpoint : pathlib.Path
         The checkpoint folder (best epoch).
+    world_size : int
+        Training processes (1 without DDP).
+    is_global_zero : bool
+        Whether this process is rank 0, the one that wrote the checkpoints.
     """
 
     history: list = field(default_factory=list)
@@ -213,6 +214,103 @@ class FitResult:
     stopped_early: bool = False
     resumed_from: int | None = None
     checkpoint: Path | None = None
+    world_size: int = 1
+    is_global_zero: bool = True
+
+
+# ----------------------------------------------------------------------------- batches across ranks
+
+
+def _rows(batch) -> int | None:
+    """Number of rows (length of dim 0) of the first array in a nested batch."""
+    if hasattr(batch, "shape") and len(getattr(batch, "shape", ())) > 0:
+        return int(batch.shape[0])
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            n = _rows(item)
+            if n is not None:
+                return n
+    return None
+
+
+def _take(batch, start: int, stop: int, n: int):
+    if hasattr(batch, "shape") and len(getattr(batch, "shape", ())) > 0:
+        if int(batch.shape[0]) != n:
+            raise ValueError(f"batch arrays disagree on their number of rows ({int(batch.shape[0])} != {n}); "
+                             "every array of a batch needs one row per sample to be split across processes")
+        return batch[start:stop]
+    if isinstance(batch, Mapping):
+        return {k: _take(v, start, stop, n) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(_take(v, start, stop, n) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_take(v, start, stop, n) for v in batch)
+    return batch
+
+
+def split_batch(batch, rank: int, world_size: int):
+    """This rank's part of a global batch, and the weight of its loss.
+
+    Rank ``r`` of ``W`` takes rows ``[r*n//W, (r+1)*n//W)`` of every array (a
+    tensor, a numpy array, or such arrays nested in tuples, lists, dicts and
+    named tuples; other leaves are passed whole). Its loss, a mean over its
+    ``n_r`` rows, is multiplied by ``n_r * W / n``: DDP averages the gradients
+    of the W ranks, so the update is that of the mean over all ``n`` rows, as
+    in one process, also when ``n`` is not a multiple of ``W`` (parts then
+    differ by one row). A rank whose part would be empty (``n < W``) gets row 0
+    with weight 0, so it still joins the gradient all-reduce but adds nothing.
+
+    Parameters
+    ----------
+    batch : array or nested tuple/list/dict of arrays
+        One global batch, as yielded by ``batches(epoch)``.
+    rank, world_size : int
+        This process's global rank and the number of processes.
+
+    Returns
+    -------
+    part : same structure as ``batch``
+    weight : float
+        Factor for this rank's mean loss.
+
+    Raises
+    ------
+    ValueError
+        The batch holds no array, or arrays with different numbers of rows.
+    """
+    n = _rows(batch)
+    if n is None:
+        raise ValueError("cannot split a batch that holds no array across processes")
+    if n == 0:
+        raise ValueError("empty batch")
+    start, stop = rank * n // world_size, (rank + 1) * n // world_size
+    if stop == start:
+        return _take(batch, 0, 1, n), 0.0
+    return _take(batch, start, stop, n), (stop - start) * world_size / n
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _resolve_runtime(runtime, model):
+    """(Fabric, Runtime or None) for ``fit``'s ``runtime`` argument."""
+    from astrotool.ml.fabric import Runtime
+
+    if runtime is None:
+        try:
+            device = next(iter(model.parameters())).device
+        except StopIteration:
+            device = "cpu"
+        rt = Runtime.for_device(device)
+        return rt.fabric, rt
+    if isinstance(runtime, Runtime):
+        return runtime.fabric, runtime
+    if hasattr(runtime, "setup") and hasattr(runtime, "world_size"):  # a ready Fabric
+        return runtime, None
+    rt = Runtime.from_config(runtime)
+    return rt.fabric, rt
 
 
 def fit(
@@ -235,51 +333,135 @@ def fit(
     resume: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
     log=None,
+    runtime=None,
 ) -> FitResult:
     """Train ``model`` epoch by epoch with checkpoints, early stopping and resume.
+
+    The loop runs through Lightning Fabric (:mod:`astrotool.ml.fabric`), so the
+    same call trains on the CPU, one GPU, several GPUs or several Slurm nodes,
+    in 32-bit or mixed precision.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Already on its device.
+        Without ``runtime``: already on its device, where training runs.
     optimizer : torch.optim.Optimizer
     batches : callable
-        ``batches(epoch)`` yields the epoch's training batches; derive any
-        randomness from :func:`epoch_rng` ``(seed, epoch)`` for reproducibility.
+        ``batches(epoch)`` yields the epoch's training batches (arrays, or
+        tuples/lists/dicts of arrays, one row per sample); derive any
+        randomness from :func:`epoch_rng` ``(seed, epoch)`` for
+        reproducibility. Every process must yield the same batches: with
+        several processes each batch is a *global* batch that
+        :func:`split_batch` divides between them. Batches are moved to the
+        training device before ``loss_fn`` sees them.
     loss_fn : callable
-        ``loss_fn(model, batch)`` returns a scalar loss tensor.
+        ``loss_fn(model, batch)`` returns a scalar loss tensor: the *mean* over
+        the batch's rows (the rule that makes several processes equal one).
     validate : callable
         ``validate(model)`` returns a dict of floats including ``monitor``;
-        called in eval mode under ``torch.no_grad``.
+        called with the bare module in eval mode, under ``torch.no_grad`` and the
+        precision's autocast. Every process runs it (it must not depend on
+        the rank); rank 0's values are broadcast, so all processes take the
+        same early-stopping decision.
     epochs : int
         Maximum number of epochs (in total, counting resumed ones).
     checkpoint_dir : path-like
         Best checkpoint goes here (``model.safetensors`` + ``model.json``), the
-        last epoch's resumable state to ``<checkpoint_dir>/last/``.
+        last epoch's resumable state to ``<checkpoint_dir>/last/``. Only rank 0
+        writes.
     meta : mapping
         Checkpoint metadata (see :func:`astrotool.ml.checkpoint.save_checkpoint`);
         ``metrics`` and ``training_progress`` are filled in here.
     seed : int
-        Base seed for per-epoch torch seeding.
+        Base seed for per-epoch torch seeding (:func:`derive_seed` of seed,
+        epoch and rank).
     monitor, mode, patience, min_delta
         Early stopping on ``monitor`` (see :class:`EarlyStopping`).
     lr_factor : callable, optional
         ``lr_factor(global_step)`` multiplies each group's initial learning rate.
     clip_grad_norm : float, optional
-        Clip the global gradient norm.
+        Clip the global gradient norm (after unscaling, with ``16-mixed``).
     resume : bool
         Continue from ``<checkpoint_dir>/last/`` when it exists.
     on_epoch : callable, optional
-        Called with each epoch's history entry (progress reporting).
+        Called on rank 0 with each epoch's history entry (progress reporting).
     log : logging.Logger, optional
+        Used on rank 0 only.
+    runtime : Runtime, MLConfig, mapping or lightning.fabric.Fabric, optional
+        Where and how to train (:class:`astrotool.ml.fabric.Runtime`, built
+        from the ``[ml]`` section). None: one process on the model's device in
+        32-bit precision.
 
     Returns
     -------
     FitResult
+        On every process; with ``ddp_spawn``/``ddp_fork`` rank 0's, and the
+        caller's model and optimizer are loaded with the final state.
+
+    Notes
+    -----
+    With ``W`` processes, each global batch of ``n`` rows is split into parts
+    of ``n // W`` or ``n // W + 1`` rows and each part's loss weighted by
+    ``n_r * W / n`` (:func:`split_batch`), so the gradient step equals the
+    one-process step on the whole batch up to float rounding. Layers whose
+    output for a row depends on the other rows of its part (BatchNorm in
+    training mode; use ``sync_batchnorm``) and random ops inside ``loss_fn``
+    (dropout: each rank has its own stream) differ from one process.
     """
+    from astrotool.ml.fabric import is_multiprocessing, launch
+
+    fabric, rt = _resolve_runtime(runtime, model)
+    args = dict(batches=batches, loss_fn=loss_fn, validate=validate, epochs=epochs,
+                checkpoint_dir=Path(checkpoint_dir), meta=meta, seed=seed, monitor=monitor, mode=mode,
+                patience=patience, min_delta=min_delta, lr_factor=lr_factor, clip_grad_norm=clip_grad_norm,
+                resume=resume, on_epoch=on_epoch, log=log, runtime=rt)
+    if is_multiprocessing(fabric) and not getattr(fabric, "_launched", False):
+        return _fit_spawned(fabric, model, optimizer, args)
+    launch(fabric)
+    return _fit_loop(fabric, model, optimizer, **args)
+
+
+def _fit_spawned(fabric, model, optimizer, args) -> FitResult:
+    """Run the loop in ``ddp_spawn``/``ddp_fork`` processes; load the result into the caller's objects."""
+    import pickle
+
+    from astrotool.errors import AstroError
+    from astrotool.ml import checkpoint as ck
+
+    try:
+        result = fabric.launch(_spawned_worker, model, optimizer, args)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        if "pickle" not in str(exc).lower() and not isinstance(exc, pickle.PicklingError):
+            raise
+        raise AstroError(f"ml.strategy {fabric.strategy.launcher._start_method}: the model, batches, loss and "
+                         f"validation must be picklable to start processes ({exc}); use strategy ddp, which "
+                         "re-runs the command instead") from None
+    last_dir = Path(args["checkpoint_dir"]) / ck.LAST_DIR
+    if (last_dir / ck.STATE_META_FILE).is_file():
+        last = ck.load_checkpoint(last_dir)
+        model.load_state_dict(last.state_dict, strict=True)
+        ck.load_training_state(last_dir, optimizer)
+    return result
+
+
+def _spawned_worker(fabric, model, optimizer, args):
+    return _fit_loop(fabric, model, optimizer, **args)
+
+
+def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, checkpoint_dir, meta, seed,
+              monitor, mode, patience, min_delta, lr_factor, clip_grad_norm, resume, on_epoch, log,
+              runtime) -> FitResult:
     import torch
 
     from astrotool.ml import checkpoint as ck
+
+    if runtime is not None and runtime.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    world, rank, zero = int(fabric.world_size), int(fabric.global_rank), bool(fabric.is_global_zero)
+    if world > 1 and runtime is not None and runtime.sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    log = log if zero else None
+    on_epoch = on_epoch if zero else None
 
     ckpt_dir = Path(checkpoint_dir)
     last_dir = ckpt_dir / ck.LAST_DIR
@@ -290,10 +472,13 @@ def fit(
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
 
+    wrapped, fopt = fabric.setup(model, optimizer)
+    module = wrapped.module if hasattr(wrapped, "module") else model
+
     if resume and (last_dir / ck.STATE_META_FILE).is_file():
         last = ck.load_checkpoint(last_dir, expect_architecture=meta["architecture"]["name"])
         try:
-            model.load_state_dict(last.state_dict, strict=True)
+            module.load_state_dict(last.state_dict, strict=True)
         except RuntimeError as exc:
             from astrotool.errors import InputError
 
@@ -307,33 +492,48 @@ def fit(
         resumed_from = start_epoch
         if log:
             log.info("resuming from %s after epoch %d (step %d)", last_dir, start_epoch, step)
+    if log and world > 1:
+        log.info("training on %d processes (%s, precision %s)", world, fabric.device.type,
+                 runtime.precision if runtime is not None else "as given")
 
-    result = FitResult(history=history, resumed_from=resumed_from, checkpoint=ckpt_dir)
+    result = FitResult(history=history, resumed_from=resumed_from, checkpoint=ckpt_dir, world_size=world,
+                       is_global_zero=zero)
     epoch = start_epoch
     while epoch < epochs and not stopped:
-        torch.manual_seed(derive_seed(seed, epoch, 1))
-        model.train()
+        torch.manual_seed(derive_seed(seed, "epoch", epoch, "rank", rank))
+        module.train()
         t0 = time.perf_counter()
         total, count = 0.0, 0
         for batch in batches(epoch):
+            weight = None
+            if world > 1:
+                batch, weight = split_batch(batch, rank, world)
+            batch = fabric.to_device(batch)
             if lr_factor is not None:
                 f = lr_factor(step)
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * f
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
+            fopt.zero_grad(set_to_none=True)
+            loss = loss_fn(wrapped, batch)
+            if weight is not None:
+                loss = loss * weight
+                value = fabric.all_reduce(loss.detach().float(), reduce_op="mean")  # the global batch's mean
+            else:
+                value = loss.detach()
+            if not torch.isfinite(value):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}, step {step}")
-            loss.backward()
+            fabric.backward(loss)
             if clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
-            total += float(loss.detach())
+                fabric.clip_gradients(wrapped, fopt, max_norm=clip_grad_norm)
+            fopt.step()
+            total += float(value)
             count += 1
             step += 1
-        model.eval()
-        with torch.no_grad():
-            val = {k: float(v) for k, v in validate(model).items()}
+        module.eval()
+        with torch.no_grad(), fabric.autocast():
+            val = {k: float(v) for k, v in validate(module).items()}
+        if world > 1:
+            val = fabric.broadcast(val, src=0)
         if monitor not in val:
             raise KeyError(f"validate() returned no {monitor!r}")
         entry = {
@@ -348,31 +548,11 @@ def fit(
         improved = stopper.step(val[monitor], epoch)
         stopped = stopper.should_stop
         progress = {"epochs_done": epoch + 1, "epochs": epochs, "step": step, "stopped_early": stopped}
-        if improved:
-            ck.save_checkpoint(
-                ckpt_dir,
-                model,
-                {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress},
-            )
-        best = next((h for h in history if h["epoch"] == stopper.best_epoch), entry)
-        ck.save_checkpoint(
-            last_dir, model, {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress}
-        )
-        ck.save_training_state(
-            last_dir,
-            optimizer,
-            {
-                "epochs_done": epoch + 1,
-                "step": step,
-                "history": history,
-                "early_stopping": stopper.state_dict(),
-                "stopped_early": stopped,
-                "best_epoch": stopper.best_epoch,
-            },
-        )
-        if improved or epoch + 1 >= epochs or stopped:
-            # keep the best checkpoint's progress/history current
-            _update_best_meta(ckpt_dir, progress, history, best)
+        if zero:
+            _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved,
+                        history, stopper, stopped, epoch, epochs)
+        if world > 1:
+            fabric.barrier("astrotool-fit-epoch")
         result.epochs_run += 1
         if on_epoch:
             on_epoch(entry)
@@ -393,6 +573,38 @@ def fit(
     result.best_epoch = stopper.best_epoch
     result.best_metrics = next((h for h in history if h["epoch"] == stopper.best_epoch), {})
     return result
+
+
+def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved, history,
+                stopper, stopped, epoch, epochs) -> None:
+    """Rank 0's writes after an epoch: the best checkpoint (if improved) and ``last/``."""
+    from astrotool.ml import checkpoint as ck
+
+    if improved:
+        ck.save_checkpoint(
+            ckpt_dir,
+            module,
+            {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress},
+        )
+    best = next((h for h in history if h["epoch"] == stopper.best_epoch), entry)
+    ck.save_checkpoint(
+        last_dir, module, {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress}
+    )
+    ck.save_training_state(
+        last_dir,
+        optimizer,
+        {
+            "epochs_done": epoch + 1,
+            "step": progress["step"],
+            "history": history,
+            "early_stopping": stopper.state_dict(),
+            "stopped_early": stopped,
+            "best_epoch": stopper.best_epoch,
+        },
+    )
+    if improved or epoch + 1 >= epochs or stopped:
+        # keep the best checkpoint's progress/history current
+        _update_best_meta(ckpt_dir, progress, history, best)
 
 
 def _update_best_meta(ckpt_dir: Path, progress: dict, history: list, best: dict) -> None:
