@@ -110,6 +110,16 @@ def test_periodic_transits_repeat_with_the_period():
     assert len(starts) >= par.n_transits - 1
 
 
+def test_curves_are_seeded_by_the_core_derive_seed_and_take_any_base_seed():
+    from astrotool.seeding import derive_seed
+
+    assert sim.curve_seeds(7, 3) == (derive_seed(7, 3, "params"), derive_seed(7, 3, "noise"))
+    cfg = quiet_cfg(n_curves=2, duration_days=0.5, duration_hours=(1.0, 3.0))
+    _, flux, params = sim.simulate_curves(range(2), -5, cfg)     # numpy's SeedSequence refuses negative seeds
+    assert np.isfinite(flux).all() and [p.id for p in params] == ["sim000000", "sim000001"]
+    assert sim.content_hash(-5, cfg) != sim.content_hash(5, cfg)
+
+
 def test_harvey_noise_has_requested_rms_and_correlation_time():
     rng = np.random.default_rng(1)
     x = sim.harvey_noise(34560, 25.0, 80.0, 10.0, 2.0, rng)

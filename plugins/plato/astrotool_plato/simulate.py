@@ -9,9 +9,9 @@ noise with a Harvey power spectrum, ``δ`` the transit flux deficit and ``w``
 white noise of ``noise_ppm`` per cadence. Flux is normalised so that 1 is the
 unperturbed star. Time is in days from the start of the simulated observation.
 
-Every curve ``i`` draws its parameters and its noise from its own random stream,
-``numpy.random.SeedSequence([seed, i])``, so a curve is the same whichever chunk,
-process or machine computes it.
+Every curve ``i`` draws its parameters and its noise from its own random streams,
+seeded by :func:`astrotool.seeding.derive_seed` from ``(seed, i)``, so a curve is
+the same whichever chunk, process or machine computes it.
 
 The transit profile is either a trapezoid or a quadratically limb-darkened
 profile in the small-planet approximation of Mandel & Agol (2002, ApJ 580, L171,
@@ -100,18 +100,23 @@ class CurveParams:
     rotation_phase2: float = 0.0
 
 
-def curve_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
-    """Independent seed sequences for the parameters and the noise of curve ``index``.
+SEEDING = "derive_seed(seed, index, 'params' | 'noise')"
+"""How a curve's streams are seeded; part of :func:`content_hash`, so files seeded otherwise are refused."""
+
+
+def curve_seeds(seed: int, index: int) -> tuple[int, int]:
+    """Seeds of the parameters and of the noise of curve ``index`` (see :data:`SEEDING`).
 
     Parameters
     ----------
     seed : int
-        Base seed of the simulation (non-negative).
+        Base seed of the simulation (``core.seed``).
     index : int
         Curve number.
     """
-    params, noise = np.random.SeedSequence([int(seed), int(index)]).spawn(2)
-    return params, noise
+    from astrotool.seeding import derive_seed
+
+    return derive_seed(seed, index, "params"), derive_seed(seed, index, "noise")
 
 
 def n_samples(cfg: SimulateConfig) -> int:
@@ -442,6 +447,7 @@ def content_hash(seed: int, cfg: SimulateConfig) -> str:
     settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _LAYOUT_KEYS}
     settings["seed"] = int(seed)
     settings["curve_id_prefix"] = cfg.name
+    settings["seeding"] = SEEDING
     blob = json.dumps(settings, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
