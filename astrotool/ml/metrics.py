@@ -26,8 +26,9 @@ Conventions
 Regression: :func:`rmse`, :func:`mae`, :func:`regression_metrics`.
 Classification: :func:`classification_metrics`. Calibration:
 :func:`calibration_metrics` (ECE plus the bins of a reliability diagram).
-Segmentation: :func:`segmentation_metrics` (IoU and Dice). Threshold curves:
-:func:`pr_curve`, :func:`roc_curve`.
+Segmentation: :func:`segmentation_metrics` (IoU and Dice) and
+:func:`threshold_sweep` (precision, recall, F1, IoU per threshold). Threshold
+curves: :func:`pr_curve`, :func:`roc_curve`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ __docformat__ = "numpy"
 
 __all__ = [
     "rmse", "mae", "regression_metrics", "classification_metrics", "calibration_metrics",
-    "segmentation_metrics", "pr_curve", "roc_curve",
+    "segmentation_metrics", "threshold_sweep", "pr_curve", "roc_curve",
 ]
 
 NAN = float("nan")
@@ -466,6 +467,64 @@ def segmentation_metrics(pred, target, num_classes: int | None = None, threshold
     out.update(iou=_floats(iou), dice=_floats(dice), support=[int(s) for s in support],
                mean_iou=_nanmean(iou), mean_dice=_nanmean(dice))
     return out
+
+
+def threshold_sweep(scores, target, thresholds: Sequence[float]) -> dict:
+    """Binary precision, recall, F1 (= Dice) and IoU at each of a few thresholds.
+
+    Parameters
+    ----------
+    scores : array-like
+        Probabilities of the positive class, any shape (e.g. ``(N, L)``
+        per-sample light-curve masks, pooled over every element).
+    target : array-like
+        0/1 labels, same shape.
+    thresholds : sequence of float
+        E.g. ``numpy.arange(0.05, 1, 0.05)``; positive when ``p >= t``.
+
+    Returns
+    -------
+    dict
+        ``thresholds`` and per threshold (lists) ``tp, fp, fn, precision,
+        recall, f1, iou``; ``best`` = the threshold with the largest IoU
+        (``{"threshold", "iou", "f1", "precision", "recall"}``, NaN when no
+        IoU is defined); ``n, n_dropped``. NaN where a ratio has no
+        denominator (precision when nothing reaches the threshold, everything
+        when there is nothing to find and nothing found).
+
+    Notes
+    -----
+    The counts come from torchmetrics' ``binary_stat_scores`` at each
+    threshold; the ratios are computed here from them, in float64.
+    """
+    t_ = np.asarray(thresholds, float).ravel()
+    if not t_.size:
+        raise ValueError("thresholds: give at least one threshold")
+    p, y = _array(scores, "scores"), _array(target, "target")
+    _same_shape(p, y, "scores", "target")
+    p, y = p.ravel(), y.ravel()
+    ok = np.isfinite(p.astype(float)) & np.isfinite(y.astype(float))
+    p, y = p[ok].astype(float), _labels(y[ok], "target", 2)
+    _probabilities(p, "scores")
+    counts = np.zeros((t_.size, 3), np.int64)
+    if y.size:
+        from torchmetrics.functional.classification import binary_stat_scores
+
+        ty = _t(y, "int64")
+        for i, t in enumerate(t_):
+            tp, fp, _tn, fn, _ = binary_stat_scores(_t((p >= t).astype(np.int64), "int64"), ty).tolist()
+            counts[i] = (tp, fp, fn)
+    tp, fp, fn = counts.T
+    prec, rec = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1, iou = _ratio(2 * tp, 2 * tp + fp + fn), _ratio(tp, tp + fp + fn)
+    best = {"threshold": NAN, "iou": NAN, "f1": NAN, "precision": NAN, "recall": NAN}
+    if np.isfinite(iou).any():
+        k = int(np.nanargmax(iou))
+        best = {"threshold": float(t_[k]), "iou": float(iou[k]), "f1": float(f1[k]), "precision": float(prec[k]),
+                "recall": float(rec[k])}
+    return {"n": int(y.size), "n_dropped": int((~ok).sum()), "thresholds": _floats(t_),
+            "tp": [int(v) for v in tp], "fp": [int(v) for v in fp], "fn": [int(v) for v in fn],
+            "precision": _floats(prec), "recall": _floats(rec), "f1": _floats(f1), "iou": _floats(iou), "best": best}
 
 
 # ============================================================================ threshold curves

@@ -272,6 +272,23 @@ def test_segmentation_bad_input():
         M.segmentation_metrics(np.array([1.5, 0.2]), np.array([1, 0]))
 
 
+def test_threshold_sweep_by_hand():
+    # t = .5 and .65 as in test_binary_iou_dice_by_hand; t = .95: nothing predicted, TP 0 FP 0 FN 4
+    #   -> precision undefined (NaN), recall 0, F1 0, IoU 0. Best IoU at t = .5: IoU 1/2, precision 3/5, recall 3/4
+    r = M.threshold_sweep(PROB, MASK, [0.5, 0.65, 0.95])
+    assert (r["tp"], r["fp"], r["fn"]) == ([3, 2, 0], [2, 1, 0], [1, 2, 4])
+    assert same(r["precision"], [3 / 5, 2 / 3, nan], 1e-12) and same(r["recall"], [3 / 4, 1 / 2, 0], 1e-12)
+    assert same(r["iou"], [1 / 2, 2 / 5, 0], 1e-12) and same(r["f1"], [2 / 3, 4 / 7, 0], 1e-12)
+    assert r["best"] == {"threshold": 0.5, "iou": 0.5, "f1": pytest.approx(2 / 3), "precision": pytest.approx(0.6),
+                         "recall": 0.75}
+    # the sweep agrees with segmentation_metrics at each threshold
+    assert r["iou"][1] == pytest.approx(M.segmentation_metrics(PROB, MASK, threshold=0.65)["iou"], abs=1e-6)
+    empty = M.threshold_sweep(np.zeros(4), np.zeros(4, int), [0.5])
+    assert math.isnan(empty["iou"][0]) and math.isnan(empty["best"]["threshold"])
+    with pytest.raises(ValueError, match="at least one threshold"):
+        M.threshold_sweep(PROB, MASK, [])
+
+
 # ============================================================================ PR and ROC
 
 # scores .1 .4 .35 .8 with targets 0 0 1 1. A sample is positive when score >= threshold.
