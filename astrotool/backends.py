@@ -318,9 +318,14 @@ def _cupy_cuda_ok() -> bool:
 
 
 def _no_cuda(preference: str, library: str, option: str) -> AstroError:
-    """The one message for a CUDA request on a machine where the library sees no GPU."""
-    return AstroError(f"{option} {preference}: CUDA was asked for, but {library} sees no CUDA GPU on this "
-                      f"machine; use {option} cpu (or auto)")
+    """The one message for a CUDA request on a machine where the library sees no GPU.
+
+    ``library`` names who looked (``"torch 2.5.1"``, ``"CuPy"``); an empty one
+    means that neither torch nor CuPy can see a GPU.
+    """
+    who = f"{library} sees no CUDA GPU" if library else "neither torch nor CuPy sees a CUDA GPU"
+    return AstroError(f"{option} {preference}: CUDA was asked for, but {who} on this machine; "
+                      f"use {option} cpu (or auto)")
 
 
 def resolve_device(preference: str | None = "auto", library: str = "torch", *, auto_mps: bool = False,
@@ -444,7 +449,7 @@ def get_backend(name: str = "numpy", device: str = "auto") -> Backend:
         if _cupy_cuda_ok():
             return Backend("cupy", resolve_device(device, "cupy"))
         if device.startswith("cuda"):
-            raise _no_cuda(device, "neither torch nor cupy", "--device")
+            raise _no_cuda(device, "", "--device")
         return Backend("numpy", "cpu")
 
     if name == "torch":
