@@ -27,13 +27,14 @@ import gzip
 import io
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from astrotool.errors import InputError
+from astrotool.errors import AstroError, InputError
 from astrotool_ztf.config import IngestConfig
 
 __docformat__ = "numpy"
@@ -146,11 +147,7 @@ def expand_inputs(paths) -> list[Path]:
 
 
 def unique_names(paths) -> list[str]:
-    """Output stems for ``paths``; clashes get their parent folders prefixed."""
-    from astrotool.errors import AstroError
-
-    from collections import Counter
-
+    """Output stems for ``paths``; clashes get their parent folders prefixed (up to three)."""
     paths = [Path(p) for p in paths]
     names = [output_name(p) for p in paths]
     for depth in (1, 2, 3):
