@@ -276,8 +276,11 @@ def test_labels_follow_a_new_chunk_size_and_corrupt_outputs_are_named(tmp_path, 
     assert main(["-w", str(ws), *args, "--chunk-size", "2"]) == 0
     capsys.readouterr()
     assert main(["-w", str(ws), *args, "--chunk-size", "3"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert out["labels_written"]  # same settings and seed, but the curves moved to other files
+    assert "holds 2 file(s) of an earlier layout" in captured.err
+    assert "sim000000-000001_lightcurves.parquet, sim000002-000003_lightcurves.parquet" in captured.err
     labels = pq.read_table(ws / "plato/labels/sim_labels.parquet").column("file").to_pylist()
     assert labels == ["sim000000-000002_lightcurves.parquet"] * 3 + ["sim000003-000003_lightcurves.parquet"]
 
