@@ -537,7 +537,9 @@ def _binary_scores(scores, target) -> tuple[np.ndarray, np.ndarray, int]:
                          "pass probs[:, k] and (target == k) one class at a time")
     _same_shape(s, y, "scores", "target")
     ok = np.isfinite(s.astype(float)) & np.isfinite(y.astype(float))
-    return s[ok].astype(float), _labels(y[ok], "target", 2), int((~ok).sum())
+    s = s[ok].astype(float)
+    _probabilities(s, "scores")        # torchmetrics would pass other scores through a sigmoid, thresholds too
+    return s, _labels(y[ok], "target", 2), int((~ok).sum())
 
 
 def _thresholds(thresholds):
@@ -552,8 +554,8 @@ def pr_curve(scores, target, thresholds: int | Sequence[float] | None = None) ->
     Parameters
     ----------
     scores : array-like
-        One score per sample ``(N,)`` (higher = more likely positive). For a
-        class ``k`` of a multi-class model: ``probs[:, k]`` with
+        One probability of being positive per sample ``(N,)``, in [0, 1].
+        For a class ``k`` of a multi-class model: ``probs[:, k]`` with
         ``target == k``.
     target : array-like
         0/1 labels ``(N,)``.

@@ -170,6 +170,11 @@ def test_binary_ece_two_bins_by_hand():
     assert r["ece"] == pytest.approx(0.225, abs=1e-12) and r["mce"] == pytest.approx(0.25, abs=1e-12)
     assert same(r["edges"], [0, 0.5, 1]) and r["count"] == [2, 2]
     assert same(r["confidence"], [0.25, 0.8], 1e-12) and same(r["accuracy"], [0.5, 1.0], 1e-12)
+    # a confidence on an edge belongs to the bin above (as in torchmetrics): .5 joins .9 -> confidence .7, gap .3
+    # ECE = .5 * .25 + .5 * .3 = .275
+    r = M.calibration_metrics(np.array([0.2, 0.3, 0.5, 0.9]), [0, 1, 1, 1], n_bins=2)
+    assert r["count"] == [2, 2] and same(r["confidence"], [0.25, 0.7], 1e-12)
+    assert r["ece"] == pytest.approx(0.275, abs=1e-12)
 
 
 def test_multiclass_ece_two_bins_by_hand():
@@ -334,6 +339,8 @@ def test_curves_without_a_class_and_bad_input():
         M.roc_curve([0.1, 0.2], [0, 1, 1])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
         M.roc_curve([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="probabilities"):
+        M.pr_curve([-2.0, 3.0], [0, 1])                        # logits
 
 
 def test_importing_metrics_stays_light():
