@@ -214,18 +214,3 @@ def set_registry(registry: Registry | None) -> None:
     """Replace the process-wide registry (``None`` resets it; used by tests)."""
     global _REGISTRY
     _REGISTRY = registry
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, astrotool, its plugins and key libraries already imported."""
-    import platform
-    import sys
-
-    out = {"python": platform.python_version()}
-    for info in get_registry().info.values():
-        out[info.distribution if info.distribution not in ("-", "?") else info.name] = info.version
-    for mod in ("numpy", "scipy", "torch", "galsim", "astropy", "photutils", "h5py", "pyarrow", "dask", "cupy"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            out[mod] = getattr(m, "__version__", "?")
-    return out

@@ -234,7 +234,7 @@ class RunRecord:
 
     def finish(self, status: str, exit_code: int, error: str | None = None) -> Path:
         """Write ``run.json`` and return its path."""
-        from astrotool.plugins import versions
+        from astrotool.provenance import versions
 
         self.dir = self.dir or self.workspace.new_run_dir(self.command, self.started)
         record = {

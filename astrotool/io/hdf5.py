@@ -1,4 +1,4 @@
-"""HDF5 helpers (h5py): compression levels and checked opening."""
+"""HDF5 helpers (h5py): compression levels, checked opening and provenance attributes."""
 
 from __future__ import annotations
 
@@ -45,11 +45,24 @@ def open_h5(path: str | Path, mode: str = "r"):
         raise InputError(path, f"not a readable HDF5 file (truncated or corrupt?): {exc}") from None
 
 
-def provenance_attrs(command: str = "") -> dict:
-    """Attributes recording what wrote a file: software versions and the command."""
-    from datetime import datetime, timezone
+def provenance_attrs(command: str = "", **kwargs) -> dict:
+    """File attributes recording what wrote a file (see :mod:`astrotool.provenance`).
 
-    from astrotool import __version__
+    Parameters
+    ----------
+    command : str
+        The command writing it, e.g. ``"dre fit"``.
+    **kwargs
+        ``seed``, ``config``, ``packages`` of :func:`astrotool.provenance.provenance`.
 
-    return {"astrotool_version": __version__, "astrotool_command": command,
-            "created_utc": datetime.now(timezone.utc).isoformat()}
+    Returns
+    -------
+    dict
+        ``astrotool_version``, ``astrotool_command``, ``astrotool_command_line``,
+        ``created_utc``, ``astrotool_versions`` (JSON) and, when given,
+        ``astrotool_seed``, ``astrotool_config`` (JSON): ready for
+        ``h5py.File.attrs.update``.
+    """
+    from astrotool.provenance import hdf5_attrs, provenance
+
+    return hdf5_attrs(provenance(command, **kwargs))

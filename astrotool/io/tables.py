@@ -11,8 +11,8 @@ from astrotool.workspace import atomic_path
 __docformat__ = "numpy"
 
 
-def write_parquet(table, path: str | Path, metadata: dict | None = None) -> Path:
-    """Write a table to Parquet atomically, with ``metadata`` as JSON key-value metadata.
+def write_parquet(table, path: str | Path, metadata: dict | None = None, command: str = "") -> Path:
+    """Write a table to Parquet atomically, with its provenance and ``metadata``.
 
     Parameters
     ----------
@@ -21,10 +21,19 @@ def write_parquet(table, path: str | Path, metadata: dict | None = None) -> Path
     path : path-like
         Output ``.parquet`` file.
     metadata : dict, optional
-        Provenance, stored under the ``astrotool`` key.
+        The writer's own facts, stored as JSON under the ``astrotool`` key
+        (read back by :func:`parquet_metadata`).
+    command : str
+        The command writing it (default: ``metadata["command"]`` if any), for the
+        provenance record stored under ``astrotool.provenance``
+        (:func:`astrotool.provenance.provenance`, read back by
+        :func:`parquet_provenance`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from astrotool.provenance import parquet_metadata as provenance_metadata
+    from astrotool.provenance import provenance
 
     if not isinstance(table, pa.Table):
         if hasattr(table, "to_pandas") and not hasattr(table, "to_parquet"):  # astropy Table
@@ -34,6 +43,8 @@ def write_parquet(table, path: str | Path, metadata: dict | None = None) -> Path
     meta = dict(table.schema.metadata or {})
     if metadata:
         meta[b"astrotool"] = json.dumps(metadata, default=str).encode()
+    command = command or str((metadata or {}).get("command", ""))
+    meta.update(provenance_metadata(provenance(command)))
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -69,24 +80,46 @@ def parquet_metadata(path: str | Path) -> dict:
     astrotool.errors.InputError
         The file is missing or is not readable Parquet (e.g. truncated).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(path, f"not a readable Parquet file ({exc}); delete it or use --overwrite") from None
-    raw = meta.get(b"astrotool")
+    raw = _schema_metadata(path).get(b"astrotool")
     try:
         return json.loads(raw) if raw else {}
     except ValueError:
         return {}
 
 
-def write_fits_table(table, path: str | Path, history: list[str] | None = None, extname: str = "CATALOG") -> Path:
-    """Write a table as a FITS binary table atomically, with ``HISTORY`` cards.
+def parquet_provenance(path: str | Path) -> dict:
+    """The provenance record of a Parquet file written by :func:`write_parquet` (``{}`` if none).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The file is missing or is not readable Parquet.
+    """
+    from astrotool.provenance import PARQUET_KEY
+
+    raw = _schema_metadata(path).get(PARQUET_KEY)
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+
+
+def _schema_metadata(path: str | Path) -> dict:
+    """The key-value metadata of a Parquet file; problems raise :class:`InputError` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(path, f"not a readable Parquet file ({exc}); delete it or use --overwrite") from None
+
+
+def write_fits_table(table, path: str | Path, history: list[str] | None = None, extname: str = "CATALOG",
+                     command: str = "") -> Path:
+    """Write a table as a FITS binary table atomically, with provenance ``HISTORY`` cards.
 
     Parameters
     ----------
@@ -95,18 +128,23 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
     path : path-like
         Output ``.fits`` file.
     history : list of str, optional
-        Provenance lines.
+        The writer's own ``HISTORY`` lines, after the provenance cards
+        (:func:`astrotool.provenance.fits_history`).
     extname : str
         Name of the table HDU.
+    command : str
+        The command writing it, e.g. ``"dre fit"``.
     """
     from astropy.io import fits
     from astropy.table import Table
+
+    from astrotool.provenance import fits_history
 
     if not isinstance(table, Table):
         table = Table.from_pandas(table.to_pandas() if hasattr(table, "to_batches") else table)
     hdu = fits.table_to_hdu(table)
     hdu.name = extname
-    for line in history or []:
+    for line in fits_history(command=command) + list(history or []):
         hdu.header.add_history(line)
     with atomic_path(path) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)

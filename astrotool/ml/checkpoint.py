@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,17 +56,11 @@ def package_versions(packages: Iterable[str] = ()) -> dict[str, str]:
     Returns
     -------
     dict
-        ``{name: version}``.
+        ``{name: version}`` (:func:`astrotool.provenance.package_versions`).
     """
-    from importlib import metadata
+    from astrotool.provenance import package_versions as installed
 
-    out = {"python": platform.python_version()}
-    for name in ("astrotool", "torch", "numpy", "safetensors", *packages):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return installed(("astrotool", "torch", "numpy", "safetensors", *packages))
 
 
 def _default_mode(path: Path) -> None:
