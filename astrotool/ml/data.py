@@ -253,7 +253,8 @@ class DatasetWriter:
             return None
 
     def finalize(self, n_shards: int, attrs: Mapping[str, Any] | None = None,
-                 table_metadata: Mapping[str, Any] | None = None) -> dict:
+                 table_metadata: Mapping[str, Any] | None = None,
+                 before_manifest: Callable[[dict], None] | None = None) -> dict:
         """Write the metadata table and then the manifest, once every shard exists.
 
         Parameters
@@ -264,6 +265,10 @@ class DatasetWriter:
             The plugin's own manifest keys (not :data:`RESERVED_KEYS`).
         table_metadata : mapping, optional
             Provenance stored in the Parquet file.
+        before_manifest : callable, optional
+            Called with the metadata columns after the table is written and
+            before the manifest (an export that must exist when the set counts
+            as complete).
 
         Returns
         -------
@@ -307,6 +312,8 @@ class DatasetWriter:
         cols = {"index": cols.pop("index"), **cols}
         write_parquet(pa.table(cols), self.table_path,
                       metadata={"dataset": self.name, "kind": self.kind, **(table_metadata or {})})
+        if before_manifest is not None:
+            before_manifest(cols)
         prov = provenance_attrs(self.command)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name, "n": n,
@@ -344,6 +351,8 @@ class ArrayDataset:
         Per-sample shape and dtype of each named array.
     attrs : dict
         The writer's own manifest keys.
+    shards : list of (pathlib.Path, int, int)
+        Each shard file with the samples ``[start, stop)`` it holds.
     shard_paths : list of pathlib.Path
 
     Raises
@@ -384,19 +393,19 @@ class ArrayDataset:
             self.n = int(m["n"])
             self.arrays = {k: (tuple(int(s) for s in v["shape"]), np.dtype(v["dtype"]))
                            for k, v in m["arrays"].items()}
-            self._shards = [(self.root / s["file"], int(s["start"]), int(s["stop"])) for s in m["shards"]]
+            self.shards = [(self.root / s["file"], int(s["start"]), int(s["stop"])) for s in m["shards"]]
             self._table = self.root / m["metadata"]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(mp, f"malformed dataset manifest ({type(exc).__name__}: {exc})") from None
         self.attrs = {k: v for k, v in m.items() if k not in RESERVED_KEYS}
         expect = 0
-        for p, start, stop in self._shards:
+        for p, start, stop in self.shards:
             if start != expect or stop < start:
                 raise InputError(mp, f"shard {p.name} holds [{start}, {stop}), expected to start at {expect}")
             expect = stop
         if expect != self.n:
             raise InputError(mp, f"shards hold {expect} samples, the manifest says n = {self.n}")
-        for p, start, stop in self._shards:
+        for p, start, stop in self.shards:
             if not p.is_file():
                 raise InputError(p, "shard listed in the manifest is missing")
             got_start, got_stop, arrays = _shard_header(p)
@@ -408,8 +417,8 @@ class ArrayDataset:
                 if arrays[k] != (shape, dtype):
                     raise InputError(p, f"array {k!r} is {arrays[k][1]} {arrays[k][0]} per {self.SAMPLE_WORD}, "
                                         f"the manifest says {dtype} {shape}")
-        self.shard_paths = [p for p, _, _ in self._shards]
-        self._starts = np.array([s for _, s, _ in self._shards], dtype=np.int64)
+        self.shard_paths = [p for p, _, _ in self.shards]
+        self._starts = np.array([s for _, s, _ in self.shards], dtype=np.int64)
         self._handles: OrderedDict = OrderedDict()
         self._pid = os.getpid()
         self._meta: dict | None = None
@@ -437,7 +446,7 @@ class ArrayDataset:
         if h5 is None:
             while len(self._handles) >= OPEN_SHARDS:
                 self._handles.popitem(last=False)[1].close()
-            h5 = self._handles[shard] = open_h5(self._shards[shard][0])
+            h5 = self._handles[shard] = open_h5(self.shards[shard][0])
         else:
             self._handles.move_to_end(shard)
         return h5
@@ -537,7 +546,7 @@ class ArrayDataset:
                     bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
                     if bad.any():
                         i = int(self._starts[s] + local[np.flatnonzero(bad)[0]])
-                        raise InputError(self._shards[s][0], f"NaN or infinite values in {k!r} "
+                        raise InputError(self.shards[s][0], f"NaN or infinite values in {k!r} "
                                                              f"({self.SAMPLE_WORD} {i})")
                 if not run:
                     out[k][sel] = block[inverse.ravel()]

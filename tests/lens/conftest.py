@@ -24,6 +24,16 @@ def easy_config(name: str = "easy", n: int = 800, **over):
     return GenerateConfig.model_validate(data)
 
 
+def serial_map(fn, items, desc="", keys=None):
+    """The executor mapper of a serial run (``Context.map``'s signature); an item that fails raises."""
+    from astrotool.executors import ExecutorOptions, run_items
+
+    results, failures = run_items(fn, items, keys, ExecutorOptions(kind="serial"))
+    if failures:
+        raise RuntimeError(f"{failures[0].key}: {failures[0].error}")
+    return results
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """One intra-op thread: the test machine is shared, and oversubscribed OpenMP threads crawl."""
@@ -43,7 +53,7 @@ def easy_dataset(tmp_path_factory):
 
     cfg = easy_config()
     out = tmp_path_factory.mktemp("lens_ws") / "lens" / "shear" / "easy"
-    generate_dataset(cfg, out, base_seed=11)
+    generate_dataset(cfg, out, 11, serial_map)
     return ShearDataset(out)
 
 

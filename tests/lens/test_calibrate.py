@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from .conftest import easy_config
+from .conftest import easy_config, serial_map
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def easy_fields(easy_dataset):
     cfg = easy_config("easyfields", n=240, shard_size=240,
                       shear={"g1": [-0.1, 0.1], "g2": [-0.1, 0.1], "field_size": 40})
     out = easy_dataset.root.parent / "easyfields"
-    generate_dataset(cfg, out, base_seed=23)
+    generate_dataset(cfg, out, 23, serial_map)
     return ShearDataset(out)
 
 

@@ -87,10 +87,10 @@ def test_dataset_with_nan_stamp(tmp_path):
     from astrotool_lens.data import ShearDataset
     from astrotool_lens.generate import generate_dataset
 
-    from .conftest import easy_config
+    from .conftest import easy_config, serial_map
 
     out = tmp_path / "nan"
-    generate_dataset(easy_config("nan", n=20, shard_size=10), out, 1)
+    generate_dataset(easy_config("nan", n=20, shard_size=10), out, 1, serial_map)
     with h5py.File(out / "shard00001_stamps.h5", "r+") as h5:
         h5["gal"][3, 0, 0] = np.nan
     with pytest.raises(InputError, match="stamp 13") as e:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from astrotool_lens.config import GenerateConfig
-from astrotool_lens.generate import compose_shear, draw_stamps, e_to_g, g_to_e, generate_dataset
+from astrotool_lens.generate import draw_stamps, generate_dataset
+from astrotool_lens.shear import compose_shear, e_to_g, g_to_e
 
-from .conftest import easy_config
+from .conftest import easy_config, serial_map
 
 
 def test_pixels_do_not_depend_on_chunking():
@@ -33,8 +34,8 @@ def test_dataset_identical_for_one_or_several_shards(tmp_path):
 
     a = easy_config("a", n=60, shard_size=60)
     b = easy_config("a", n=60, shard_size=25)
-    generate_dataset(a, tmp_path / "one", 9)
-    generate_dataset(b, tmp_path / "three", 9)
+    generate_dataset(a, tmp_path / "one", 9, serial_map)
+    generate_dataset(b, tmp_path / "three", 9, serial_map)
     da, db = ShearDataset(tmp_path / "one"), ShearDataset(tmp_path / "three")
     assert len(db.shard_paths) == 3
     ga, pa = da.load_stamps()
@@ -105,6 +106,8 @@ def test_profiles_and_conventions():
     e1, e2 = g_to_e(0.3, -0.2)
     g1, g2 = e_to_g(e1, e2)
     assert np.allclose([g1, g2], [0.3, -0.2])
+    # by hand: a/b = 2 gives e = (4-1)/(4+1) = 0.6 and g = (2-1)/(2+1) = 1/3 = 0.6/(1+0.8)
+    assert np.allclose(e_to_g(0.0, 0.6), (0.0, 1 / 3)) and np.allclose(g_to_e(1 / 3, 0.0), (0.6, 0.0))
     import galsim
 
     s = galsim.Shear(g1=0.1, g2=0.25) + galsim.Shear(g1=0.3, g2=-0.2)
@@ -116,17 +119,50 @@ def test_lensnet_format_and_resume(tmp_path):
 
     cfg = easy_config("ln", n=30, shard_size=10, format="lensnet")
     out = tmp_path / "ln"
-    r1 = generate_dataset(cfg, out, 1)
+    r1 = generate_dataset(cfg, out, 1, serial_map)
     assert r1["drawn"] == 3 and r1["manifest"] is not None
     entries = json.loads((out / "lensnet" / "data.json").read_text())
     assert len(entries) == 30 and (out / "lensnet" / entries[7]["galaxy"]).is_file()
     assert set(entries[0]) == {"galaxy", "psf", "e1", "e2", "g1", "g2", "dx", "dy"}
     before, _ = ShearDataset(out).load_stamps()
     (out / "shard00001_stamps.h5").unlink()
-    r2 = generate_dataset(cfg, out, 1)
-    assert (r2["drawn"], r2["skipped"]) == (1, 2)
+    (out / "shard00002_stamps.h5").write_bytes(b"interrupted")        # damaged: drawn again, not fatal
+    mtime = (out / "shard00000_stamps.h5").stat().st_mtime_ns
+    r2 = generate_dataset(cfg, out, 1, serial_map)
+    assert (r2["drawn"], r2["skipped"]) == (2, 1)
+    assert (out / "shard00000_stamps.h5").stat().st_mtime_ns == mtime   # the finished shard was kept
     after, _ = ShearDataset(out).load_stamps()
     assert np.array_equal(before, after)
+
+
+def test_dataset_is_a_core_array_dataset(tmp_path):
+    """Stamps, truth and manifest go through astrotool.ml.data; splits keep shear fields whole."""
+    from astrotool.errors import InputError
+    from astrotool.ml.data import ArrayDataset, DatasetWriter
+    from astrotool_lens.data import ShearDataset
+
+    cfg = easy_config("f", n=60, shard_size=25, shear={"field_size": 6})
+    r = generate_dataset(cfg, tmp_path / "f", 3, serial_map)
+    assert r["manifest"]["metadata"] == "f_truth.parquet" and r["manifest"]["kind"] == "lens-shear"
+    core, ds = ArrayDataset(tmp_path / "f"), ShearDataset(tmp_path / "f")
+    assert core.arrays == {"gal": ((24, 24), np.dtype("float32")), "psf": ((24, 24), np.dtype("float32"))}
+    assert [(a, b) for _, a, b in ds.shards] == [(0, 25), (25, 50), (50, 60)]
+    assert (ds.stamp_size, ds.pixel_scale, ds.manifest["field_size"]) == (24, 0.2, 6)
+    gal, psf, truth = draw_stamps(cfg, 3, 0, 60)
+    got_gal, got_psf = ds.load_stamps([59, 0, 26])
+    assert np.array_equal(got_gal, gal[[59, 0, 26]]) and np.array_equal(got_psf, psf[[59, 0, 26]])
+    assert np.array_equal(ds.truth["g1"], truth["g1"]) and list(ds.truth["profile"][:1]) == ["exponential"]
+    train, val, test = ds.split((0.6, 0.2, 0.2), seed=4)
+    field = ds.truth["field"]
+    assert [len(set(field[p])) for p in (train, val, test)] == [6, 2, 2]
+    assert not set(field[train]) & (set(field[val]) | set(field[test]))
+    assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.arange(60))
+    # another kind of array dataset is not a shear dataset
+    w = DatasetWriter(str(tmp_path / "other"), "other", kind="light-curves")
+    w.write_shard(0, 0, {"flux": np.zeros((4, 10), np.float32)})
+    w.finalize(1)
+    with pytest.raises(InputError, match="holds a 'light-curves' dataset, expected 'lens-shear'"):
+        ShearDataset(tmp_path / "other")
 
 
 def test_config_rejects_bad_values():

@@ -6,7 +6,9 @@ import numpy as np
 
 from astrotool_lens.config import GenerateConfig
 from astrotool_lens.generate import draw_stamps
-from astrotool_lens.measure import apply_responsivity, measure_arrays
+from astrotool_lens.measure import apply_responsivity, measure_arrays, measure_dataset
+
+from .conftest import easy_config, serial_map
 
 
 def _known_shear_stamps(n=4):
@@ -53,3 +55,27 @@ def test_responsivity_conversion_exact_values():
     assert np.isclose(r["REGAUSS"], 2 * (1 - erms2)) and "KSB" not in r
     assert np.allclose(tab["regauss_g1"][:3], np.array([0.2, -0.2, 0.1]) / r["REGAUSS"])
     assert np.isnan(tab["regauss_g1"][3])
+
+
+def test_measure_dataset_runs_shards_through_the_mapper(tmp_path):
+    """One executor item per shard; the table is in stamp order and equals measuring the loaded stamps."""
+    from astrotool.io.tables import parquet_metadata, read_parquet
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.generate import generate_dataset
+
+    generate_dataset(easy_config("m", n=12, shard_size=5), tmp_path / "m", 2, serial_map)
+    ds = ShearDataset(tmp_path / "m")
+    calls = []
+
+    def mapper(fn, items, desc="", keys=None):
+        calls.append([(t.start, t.stop) for t in items])
+        return serial_map(fn, items, desc, keys)
+
+    res = measure_dataset(ds, ["KSB"], tmp_path / "m_hsm.parquet", mapper=mapper)
+    assert calls == [[(0, 5), (5, 10), (10, 12)]] and res["n"] == 12
+    t = read_parquet(tmp_path / "m_hsm.parquet")
+    gal, psf = ds.load_stamps()
+    want = measure_arrays(gal, psf, ["KSB"])
+    assert np.array_equal(t.column("index").to_numpy(), np.arange(12))
+    assert np.array_equal(t.column("ksb_g1").to_numpy(), want["ksb_g1"], equal_nan=True)
+    assert parquet_metadata(tmp_path / "m_hsm.parquet")["dataset"] == "m"

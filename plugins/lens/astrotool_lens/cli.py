@@ -89,7 +89,7 @@ def generate(
         ctx.log.warning("%d of %d shards missing: the truth table is written once all exist "
                         "(re-run the same command to finish)", res["missing"], res["shards"])
     else:
-        summary["truth"] = str(out / res["manifest"]["truth"])
+        summary["truth"] = str(out / res["manifest"]["metadata"])
         ctx.record.add_output(summary["truth"])
         if g.format == "lensnet":
             summary["lensnet"] = str(out / "lensnet" / "data.json")

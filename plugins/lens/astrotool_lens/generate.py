@@ -5,7 +5,7 @@ Conventions
 * Shear, PSF ellipticity and every ellipticity in the truth table are reduced
   shears g = (a - b)/(a + b) in the pixel frame (x = array axis 1, y = axis 0).
   An intrinsic shape distribution given in distortion (``shape.convention =
-  "e"``) is converted per object with g = e / (1 + sqrt(1 - |e|^2)).
+  "e"``) is converted per object (:mod:`astrotool_lens.shear`).
 * A stamp is ``Convolve(galaxy.shear(intrinsic).shear(g), psf.shear(g_psf))``
   drawn with GalSim's default method (pixel response included) at a sub-pixel
   offset. ``obs_g1, obs_g2`` in the truth table are the pre-PSF ellipticity of
@@ -32,16 +32,17 @@ does not change from stamp to stamp.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
+from astrotool.ml.data import DatasetWriter
 from astrotool_lens.config import GenerateConfig, bounds
+from astrotool_lens.shear import compose_shear, e_to_g, g_to_e
 
 __docformat__ = "numpy"
 
@@ -55,38 +56,6 @@ TRUTH_COLUMNS = (
 PROFILE_CODES = {"exponential": 0, "sersic": 1, "bulge+disk": 2}
 
 _KIND_STAMP, _KIND_GALAXY, _KIND_FIELD = 0, 1, 2
-
-
-def e_to_g(e1, e2):
-    """Distortion (e1, e2) to reduced-shear ellipticity (g1, g2).
-
-    g = e / (1 + sqrt(1 - |e|^2)); works on scalars and arrays.
-    """
-    e1 = np.asarray(e1, dtype=float)
-    e2 = np.asarray(e2, dtype=float)
-    mod2 = np.clip(e1 * e1 + e2 * e2, 0.0, 1.0)
-    f = 1.0 / (1.0 + np.sqrt(1.0 - mod2))
-    return e1 * f, e2 * f
-
-
-def g_to_e(g1, g2):
-    """Reduced-shear ellipticity (g1, g2) to distortion: e = 2 g / (1 + |g|^2)."""
-    g1 = np.asarray(g1, dtype=float)
-    g2 = np.asarray(g2, dtype=float)
-    f = 2.0 / (1.0 + g1 * g1 + g2 * g2)
-    return g1 * f, g2 * f
-
-
-def compose_shear(eps1, eps2, g1, g2):
-    """Ellipticity of a source of ellipticity eps after a reduced shear g.
-
-    eps' = (eps + g) / (1 + conj(g) eps), all in the reduced-shear convention
-    (identical to ``obj.shear(eps).shear(g)`` in GalSim).
-    """
-    eps = np.asarray(eps1) + 1j * np.asarray(eps2)
-    g = np.asarray(g1) + 1j * np.asarray(g2)
-    out = (eps + g) / (1.0 + np.conj(g) * eps)
-    return out.real, out.imag
 
 
 def _rng(base_seed: int, kind: int, key: int) -> np.random.Generator:
@@ -381,66 +350,38 @@ def draw_stamps(cfg: GenerateConfig, base_seed: int, start: int, stop: int,
 
 # ============================================================================ dataset on disk
 
+KIND = "lens-shear"
+"""The ``kind`` of a shear dataset's manifest (:mod:`astrotool.ml.data`)."""
+
+UNITS = "gal: counts per pixel (noise added); psf: unit flux; sizes arcsec; offsets pixels"
+
+
+def dataset_writer(cfg: GenerateConfig, out_dir: str | Path, command: str = "lens generate") -> DatasetWriter:
+    """The :class:`astrotool.ml.data.DatasetWriter` of a shear dataset.
+
+    Shards are ``shardNNNNN_stamps.h5`` (arrays ``gal`` and ``psf``, float32
+    (n, S, S)), the table ``<name>_truth.parquet`` (:data:`TRUTH_COLUMNS`).
+    """
+    return DatasetWriter(str(out_dir), cfg.dataset_name, shard_product="stamps", table_product="truth",
+                         kind=KIND, compression=cfg.compression, command=command)
+
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One shard of a dataset: stamps ``[start, stop)`` written to ``path``."""
+    """One shard of a dataset (executor item): stamps ``[start, stop)`` written by ``writer``."""
 
     shard: int
     start: int
     stop: int
-    path: str
+    writer: DatasetWriter
     config: dict
     base_seed: int
     overwrite: bool = False
     lensnet_dir: str | None = None
-    command: str = "lens generate"
 
-
-def shard_name(shard: int) -> str:
-    """File name of shard ``shard``: ``shard00000_stamps.h5``."""
-    return f"shard{shard:05d}_stamps.h5"
-
-
-def _write_shard(path: Path, gal, psf, truth: dict, task: ShardTask) -> None:
-    import h5py
-
-    from astrotool.io.hdf5 import compression_kwargs, provenance_attrs
-    from astrotool.workspace import atomic_path
-
-    cfg = GenerateConfig.model_validate(task.config)
-    comp = compression_kwargs(cfg.compression)
-    n, s = gal.shape[0], cfg.stamp_size
-    chunks = (max(1, min(n, 256)), s, s)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("gal", data=gal, chunks=chunks, **comp)
-            h5.create_dataset("psf", data=psf, chunks=chunks, **comp)
-            grp = h5.create_group("truth")
-            for k, v in truth.items():
-                if v.dtype.kind in "UO":
-                    grp.create_dataset(k, data=v.astype("S"))
-                else:
-                    grp.create_dataset(k, data=v)
-            for k, v in provenance_attrs(task.command).items():
-                h5.attrs[k] = v
-            h5.attrs["config"] = json.dumps(task.config)
-            h5.attrs["base_seed"] = task.base_seed
-            h5.attrs["start"], h5.attrs["stop"] = task.start, task.stop
-            h5.attrs["pixel_scale"] = cfg.pixel_scale
-            h5.attrs["units"] = "gal: counts per pixel (noise added); psf: unit flux; sizes arcsec; offsets pixels"
-
-
-def read_shard_truth(path: str | Path) -> dict:
-    """Truth columns stored in a shard file."""
-    from astrotool.io.hdf5 import open_h5
-
-    with open_h5(path) as h5:
-        out = {}
-        for k in h5["truth"]:
-            v = h5["truth"][k][()]
-            out[k] = v.astype(str) if v.dtype.kind == "S" else v
-    return out
+    @property
+    def path(self) -> Path:
+        return self.writer.shard_path(self.shard)
 
 
 def _write_lensnet_files(folder: Path, gal, psf, truth: dict) -> None:
@@ -459,7 +400,7 @@ def _write_lensnet_files(folder: Path, gal, psf, truth: dict) -> None:
 
 
 def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
-    """Draw and write one shard; skip it (reading its truth back) when already done.
+    """Draw and write one shard; skip it when a readable shard of the same stamps exists.
 
     Parameters
     ----------
@@ -471,70 +412,46 @@ def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
     Returns
     -------
     dict
-        The shard's truth columns plus ``"_skipped"`` (bool).
+        ``{"shard": int, "skipped": bool}``.
     """
-    from astrotool.workspace import is_done
-
-    path = Path(task.path)
-    if is_done(path, task.overwrite):
-        truth = read_shard_truth(path)
-        if len(truth.get("index", [])) == task.stop - task.start:
-            truth["_skipped"] = True
-            return truth
+    if not task.overwrite and task.writer.finished_shard(task.shard, task.start, task.stop) is not None:
+        return {"shard": task.shard, "skipped": True}
     cfg = GenerateConfig.model_validate(task.config)
     gal, psf, truth = draw_stamps(cfg, task.base_seed, task.start, task.stop)
     if task.lensnet_dir:
         _write_lensnet_files(Path(task.lensnet_dir), gal, psf, truth)
-    _write_shard(path, gal, psf, truth, task)
-    truth["_skipped"] = False
-    return truth
+    task.writer.write_shard(task.shard, task.start, {"gal": gal, "psf": psf}, truth,
+                            attrs={"config": task.config, "base_seed": task.base_seed,
+                                   "pixel_scale": cfg.pixel_scale, "units": UNITS})
+    return {"shard": task.shard, "skipped": False}
 
 
 def plan_shards(cfg: GenerateConfig, out_dir: Path, base_seed: int, overwrite: bool = False,
                 command: str = "lens generate") -> list[ShardTask]:
     """The shard tasks of a dataset."""
     conf = cfg.model_dump(mode="json")
-    lensnet = str(out_dir / "lensnet") if cfg.format == "lensnet" else None
-    tasks = []
-    for k, start in enumerate(range(0, cfg.n, cfg.shard_size)):
-        stop = min(cfg.n, start + cfg.shard_size)
-        tasks.append(ShardTask(k, start, stop, str(out_dir / shard_name(k)), conf, int(base_seed),
-                               overwrite, lensnet, command))
-    return tasks
+    writer = dataset_writer(cfg, out_dir, command)
+    lensnet = str(Path(out_dir) / "lensnet") if cfg.format == "lensnet" else None
+    return [ShardTask(k, start, min(cfg.n, start + cfg.shard_size), writer, conf, int(base_seed), overwrite, lensnet)
+            for k, start in enumerate(range(0, cfg.n, cfg.shard_size))]
 
 
-def _serial_map(fn, items, desc="", keys=None):
-    return [(str(k), fn(item, 0)) for k, item in zip(keys or range(len(items)), items)]
+def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shards: int,
+                     versions: dict | None = None, command: str = "lens generate") -> dict:
+    """Write ``<name>_truth.parquet``, LensNet's ``data.json`` and then ``<name>_dataset.json``.
 
-
-def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, truths: Sequence[dict],
-                     n_shards: int, versions: dict | None = None) -> dict:
-    """Write ``<name>_truth.parquet``, ``<name>_dataset.json`` (and LensNet's data.json).
-
-    Called once every shard exists; ``truths`` are the shards' truth columns.
+    Called once every shard exists.
 
     Returns
     -------
     dict
         The manifest.
     """
-    import pyarrow as pa
-
-    from astrotool.io.tables import write_parquet
     from astrotool.workspace import write_json_atomic
 
-    name = cfg.dataset_name
-    cols = {c: np.concatenate([np.asarray(t[c]) for t in truths]) for c in TRUTH_COLUMNS}
-    order = np.argsort(cols["index"], kind="stable")
-    cols = {c: v[order] for c, v in cols.items()}
-    if len(cols["index"]) != cfg.n or not np.array_equal(cols["index"], np.arange(cfg.n)):
-        raise RuntimeError(f"{out_dir}: shards do not cover stamps 0..{cfg.n - 1}")
     conf = cfg.model_dump(mode="json")
-    meta = {"dataset": name, "config": conf, "base_seed": int(base_seed), "versions": versions or {},
-            "conventions": "reduced shear g; PSF ellipticity g; offsets in pixels; sizes in arcsec"}
-    truth_path = out_dir / f"{name}_truth.parquet"
-    write_parquet(pa.table(cols), truth_path, metadata=meta)
-    if cfg.format == "lensnet":
+
+    def lensnet_json(cols: dict) -> None:
         pe1, pe2 = g_to_e(cols["psf_g1"], cols["psf_g2"])
         entries = [
             {"galaxy": f"gal_{i}.fits", "psf": f"psf_{i}.fits", "e1": float(pe1[k]), "e2": float(pe2[k]),
@@ -542,29 +459,23 @@ def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, truths:
              "dx": float(cols["dx"][k]), "dy": float(cols["dy"][k])}
             for k, i in enumerate(cols["index"].tolist())
         ]
-        write_json_atomic(out_dir / "lensnet" / "data.json", entries)
-    manifest = {
-        "format": "astrotool-lens-shear",
-        "format_version": 1,
-        "name": name,
-        "n": cfg.n,
-        "stamp_size": cfg.stamp_size,
-        "pixel_scale": cfg.pixel_scale,
-        "shards": [shard_name(k) for k in range(n_shards)],
-        "truth": truth_path.name,
-        "base_seed": int(base_seed),
-        "field_size": cfg.effective_field_size,
-        "ring": cfg.shape.ring,
-        "config": conf,
-        "versions": versions or {},
-    }
-    write_json_atomic(out_dir / f"{name}_dataset.json", manifest)
+        write_json_atomic(Path(out_dir) / "lensnet" / "data.json", entries)
+
+    meta = {"config": conf, "base_seed": int(base_seed), "versions": versions or {},
+            "conventions": "reduced shear g; PSF ellipticity g; offsets in pixels; sizes in arcsec"}
+    attrs = {"stamp_size": cfg.stamp_size, "pixel_scale": cfg.pixel_scale, "base_seed": int(base_seed),
+             "field_size": cfg.effective_field_size, "ring": cfg.shape.ring, "config": conf,
+             "versions": versions or {}}
+    manifest = dataset_writer(cfg, out_dir, command).finalize(
+        n_shards, attrs=attrs, table_metadata=meta,
+        before_manifest=lensnet_json if cfg.format == "lensnet" else None)
+    if manifest["n"] != cfg.n:
+        raise RuntimeError(f"{out_dir}: shards hold {manifest['n']} stamps, expected {cfg.n}")
     return manifest
 
 
-def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int,
-                     mapper: Callable | None = None, overwrite: bool = False,
-                     command: str = "lens generate", versions: dict | None = None) -> dict:
+def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, mapper: Callable,
+                     overwrite: bool = False, command: str = "lens generate", versions: dict | None = None) -> dict:
     """Generate (or finish) a dataset in ``out_dir``.
 
     Parameters
@@ -573,38 +484,28 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int,
     out_dir : path-like
         Dataset folder, e.g. ``<workspace>/lens/shear/<name>``.
     base_seed : int
-    mapper : callable, optional
-        ``mapper(fn, items, desc=..., keys=...) -> [(key, result)]`` such as
-        :meth:`astrotool.context.Context.map`; serial by default.
+    mapper : callable
+        ``mapper(fn, items, desc=..., keys=...) -> [(key, result)]``, such as
+        :meth:`astrotool.context.Context.map` (failed items left out).
     overwrite : bool
         Redraw shards that exist.
 
     Returns
     -------
     dict
-        ``{"manifest": dict or None, "drawn": int, "skipped": int, "missing": int}``;
+        ``{"manifest": dict or None, "drawn": int, "skipped": int, "missing": int, "shards": int}``;
         the manifest is None while shards are missing (``--shard`` runs, failures).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = plan_shards(cfg, out_dir, base_seed, overwrite, command)
-    mapper = mapper or _serial_map
-    results = dict(mapper(generate_shard, tasks, desc=f"generate {cfg.dataset_name}",
-                          keys=[f"shard{t.shard:05d}" for t in tasks]))
-    drawn = sum(1 for r in results.values() if not r["_skipped"])
-    skipped = len(results) - drawn
-    truths = []
-    missing = 0
-    for t in tasks:
-        key = f"shard{t.shard:05d}"
-        if key in results:
-            truths.append(results[key])
-        elif Path(t.path).exists():
-            truths.append(read_shard_truth(t.path))
-        else:
-            missing += 1
+    results = [r for _, r in mapper(generate_shard, tasks, desc=f"generate {cfg.dataset_name}",
+                                    keys=[f"shard{t.shard:05d}" for t in tasks])]
+    drawn = sum(1 for r in results if not r["skipped"])
+    ran = {r["shard"] for r in results}
+    missing = sum(1 for t in tasks if t.shard not in ran and not t.path.exists())
     manifest = None
     if not missing:
-        manifest = finalize_dataset(cfg, out_dir, base_seed, truths, len(tasks), versions)
-    return {"manifest": manifest, "drawn": drawn, "skipped": skipped, "missing": missing,
+        manifest = finalize_dataset(cfg, out_dir, base_seed, len(tasks), versions, command)
+    return {"manifest": manifest, "drawn": drawn, "skipped": len(results) - drawn, "missing": missing,
             "shards": len(tasks)}

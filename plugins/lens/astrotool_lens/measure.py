@@ -5,8 +5,8 @@ with its PSF stamp. KSB returns a shear estimate g directly. REGAUSS, BJ and
 LINEAR return a PSF-corrected *distortion* e = (a^2 - b^2)/(a^2 + b^2); it is
 converted to a shear estimate
 
-* ``conversion = "exact"`` (default): per object, g = e / (1 + sqrt(1 - |e|^2)),
-  the reduced-shear ellipticity of the same ellipse. Its mean over an
+* ``conversion = "exact"`` (default): per object, g = e / (1 + sqrt(1 - |e|^2))
+  (:func:`astrotool_lens.shear.e_to_g`), the reduced-shear ellipticity of the same ellipse. Its mean over an
   isotropic population is the shear itself (Seitz & Schneider 1997), so no
   responsivity factor is needed.
 * ``conversion = "responsivity"``: g = e / R with the shear responsivity
@@ -23,9 +23,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+
+from astrotool_lens.shear import e_to_g, g_to_e
 
 __docformat__ = "numpy"
 
@@ -89,15 +91,12 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
                         e1, e2 = float(res.corrected_e1), float(res.corrected_e2)
                         if not (np.isfinite(e1) and np.isfinite(e2)) or e1 * e1 + e2 * e2 >= 1:
                             raise ValueError(f"unphysical distortion ({e1:.3g}, {e2:.3g})")
-                        mod2 = e1 * e1 + e2 * e2
-                        f = 1.0 / (1.0 + np.sqrt(1.0 - mod2))
-                        g1, g2 = e1 * f, e2 * f
+                        g1, g2 = (float(x) for x in e_to_g(e1, e2))
                     else:
                         g1, g2 = float(res.corrected_g1), float(res.corrected_g2)
                         if not (np.isfinite(g1) and np.isfinite(g2)) or g1 * g1 + g2 * g2 >= 1:
                             raise ValueError(f"unphysical shear ({g1:.3g}, {g2:.3g})")
-                        f = 2.0 / (1.0 + g1 * g1 + g2 * g2)
-                        e1, e2 = g1 * f, g2 * f
+                        e1, e2 = (float(x) for x in g_to_e(g1, g2))
                 except (galsim.GalSimError, ValueError, RuntimeError) as exc:
                     out[f"{k}_error"][i] = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                     continue
@@ -135,9 +134,11 @@ def apply_responsivity(table: dict, methods: Sequence[str]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class MeasureTask:
-    """One shard file to measure."""
+    """One shard file to measure (executor item): stamps ``[start, stop)``."""
 
     path: str
+    start: int
+    stop: int
     methods: tuple
     pixel_scale: float
     guess_sig_gal: float
@@ -146,19 +147,20 @@ class MeasureTask:
 
 def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
     """Measure every stamp of one shard file (executor item; ``seed`` unused)."""
-    from astrotool.io.hdf5 import open_h5
+    from astrotool.errors import InputError
+    from astrotool.ml.data import read_shard_arrays
 
-    with open_h5(task.path) as h5:
-        gal = h5["gal"][()]
-        psf = h5["psf"][()]
-        index = h5["truth"]["index"][()]
-    out = measure_arrays(gal, psf, task.methods, task.pixel_scale, task.guess_sig_gal, task.guess_sig_psf)
-    out["index"] = index
+    stamps = read_shard_arrays(task.path, ("gal", "psf"))
+    if len(stamps["gal"]) != task.stop - task.start:
+        raise InputError(task.path, f"holds {len(stamps['gal'])} stamps, the manifest says {task.stop - task.start}")
+    out = measure_arrays(stamps["gal"], stamps["psf"], task.methods, task.pixel_scale, task.guess_sig_gal,
+                         task.guess_sig_psf)
+    out["index"] = np.arange(task.start, task.stop)
     return out
 
 
 def measure_dataset(dataset, methods: Sequence[str], out_path: str | Path, conversion: str = "exact",
-                    guess_sig_gal: float = 5.0, guess_sig_psf: float = 3.0, mapper=None,
+                    guess_sig_gal: float = 5.0, guess_sig_psf: float = 3.0, *, mapper: Callable,
                     metadata: dict | None = None) -> dict:
     """Measure a generated dataset and write one Parquet table.
 
@@ -170,8 +172,9 @@ def measure_dataset(dataset, methods: Sequence[str], out_path: str | Path, conve
     out_path : path-like
         The Parquet file, e.g. ``lens/predictions/<name>_hsm.parquet``.
     conversion : {"exact", "responsivity"}
-    mapper : callable, optional
-        ``Context.map``-like; serial by default.
+    mapper : callable
+        ``mapper(fn, items, desc=..., keys=...) -> [(key, result)]``, such as
+        :meth:`astrotool.context.Context.map` (failed items left out).
 
     Returns
     -------
@@ -182,13 +185,9 @@ def measure_dataset(dataset, methods: Sequence[str], out_path: str | Path, conve
 
     from astrotool.io.tables import write_parquet
 
-    tasks = [MeasureTask(str(p), tuple(methods), dataset.pixel_scale, guess_sig_gal, guess_sig_psf)
-             for p in dataset.shard_paths]
-    if mapper is None:
-        results = [(p, measure_shard(t)) for p, t in zip(dataset.shard_paths, tasks)]
-    else:
-        results = mapper(measure_shard, tasks, desc=f"measure {dataset.name}",
-                         keys=[Path(t.path).stem for t in tasks])
+    tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, guess_sig_gal, guess_sig_psf)
+             for path, start, stop in dataset.shards]
+    results = mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
     if len(results) != len(tasks):
         from astrotool.errors import AstroError
 
