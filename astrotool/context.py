@@ -277,12 +277,31 @@ class Context:
         Failures are logged, kept in :attr:`failures` (reported as a table and exit
         code 1 at the end of the command) and left out of the returned list.
 
+        Every plugin uses one shape: an item is a frozen dataclass with named
+        fields holding paths and small parameters (it is pickled to worker
+        processes and Dask workers: no open files, arrays or models), and ``fn``
+        is a module-level function ``fn(item, seed)`` that writes its output
+        atomically and returns a small result (e.g. the path it wrote and whether
+        it skipped it). Library functions that loop over items take this method
+        as their ``mapper`` instead of a serial fallback of their own::
+
+            @dataclass(frozen=True)
+            class Tile:
+                path: str
+                out: str
+                overwrite: bool = False
+
+            def process_tile(item: Tile, seed: int) -> dict: ...
+
+            ctx.map(process_tile, tiles, "detect tiles", keys=[Path(t.path).stem for t in tiles])
+
         Parameters
         ----------
         fn : callable
-            Module-level function ``fn(item, seed) -> result``.
+            Module-level function ``fn(item, seed) -> result``; ``seed`` is the
+            item's own seed, derived from the run's seed and the item's key.
         items : sequence
-            Work items (paths and small parameters).
+            Work items: frozen dataclasses (see above).
         desc : str
             Progress description, e.g. ``"detect tiles"``.
         keys : sequence of str, optional
