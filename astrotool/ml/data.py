@@ -13,7 +13,8 @@ A dataset folder holds
   marks the set complete: ``format``, ``kind``, ``name``, ``n``, ``arrays``
   (``{name: {"shape": [...], "dtype": "float32"}}``, per sample), ``shards``
   (``[{"file", "start", "stop"}]``, covering ``0 .. n-1`` in order),
-  ``metadata`` (the Parquet file), provenance, and the plugin's own keys
+  ``metadata`` (the Parquet file), ``provenance``
+  (:func:`astrotool.provenance.provenance`), and the plugin's own keys
   (e.g. ``stamp_size``, ``pixel_scale``, ``config``) at the top level.
 
 Write with :class:`DatasetWriter` (one shard per executor item, then
@@ -47,7 +48,7 @@ FORMAT_VERSION = 1
 MANIFEST_SUFFIX = "_dataset.json"
 META_GROUP = "metadata"
 RESERVED_KEYS = frozenset({"format", "format_version", "kind", "name", "n", "arrays", "shards", "metadata",
-                           "astrotool_version", "astrotool_command", "created_utc"})
+                           "provenance"})
 """Manifest keys owned by this module; a writer's own attributes may not use them."""
 
 CHUNK_BYTES = 1 << 20
@@ -282,9 +283,8 @@ class DatasetWriter:
         """
         import pyarrow as pa
 
-        from astrotool import __version__
-        from astrotool.io.hdf5 import provenance_attrs
         from astrotool.io.tables import write_parquet
+        from astrotool.provenance import provenance
         from astrotool.workspace import write_json_atomic
 
         clash = sorted(set(attrs or {}) & RESERVED_KEYS)
@@ -311,15 +311,14 @@ class DatasetWriter:
         cols.setdefault("index", np.arange(n))
         cols = {"index": cols.pop("index"), **cols}
         write_parquet(pa.table(cols), self.table_path,
-                      metadata={"dataset": self.name, "kind": self.kind, **(table_metadata or {})})
+                      metadata={"dataset": self.name, "kind": self.kind, **(table_metadata or {})},
+                      command=self.command)
         if before_manifest is not None:
             before_manifest(cols)
-        prov = provenance_attrs(self.command)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name, "n": n,
             "arrays": {k: {"shape": list(s), "dtype": _dtype_name(d)} for k, (s, d) in (spec or {}).items()},
-            "shards": shards, "metadata": self.table_path.name,
-            "astrotool_version": __version__, "astrotool_command": self.command, "created_utc": prov["created_utc"],
+            "shards": shards, "metadata": self.table_path.name, "provenance": provenance(self.command),
             **(attrs or {}),
         }
         write_json_atomic(self.manifest_path, manifest)

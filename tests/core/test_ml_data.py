@@ -51,6 +51,7 @@ def test_round_trip_arrays_metadata_and_manifest(tmp_path):
     m = json.loads((tmp_path / "ds" / "toy_dataset.json").read_text())
     assert m["shards"][2] == {"file": "shard00002_cubes.h5", "start": 20, "stop": 23}
     assert m["arrays"]["img"] == {"shape": [2, 5, 4], "dtype": "float32"} and m["metadata"] == "toy_metadata.parquet"
+    assert m["provenance"]["command"] == "test write" and "astrotool" in m["provenance"]["versions"]
     # everything, and random access in any order with repeats, across shards
     got = ds.read()
     assert np.array_equal(got["img"], arrays["img"]) and np.array_equal(got["label"], arrays["label"])
