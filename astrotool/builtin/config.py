@@ -18,8 +18,8 @@ class CoreConfig(Section):
     """Worker processes for ``process``/``dask`` (0 = all cores)."""
     scheduler: str = ""
     """Dask scheduler address; empty starts a local cluster."""
-    seed: int = 0
-    """Base random seed; item seeds derive from it and the item key."""
+    seed: int = Field(0, ge=0)
+    """Base random seed (>= 0: numpy refuses negative seeds); item seeds derive from it and the item key."""
     log_format: Literal["auto", "rich", "plain", "json"] = "auto"
     """Log format on stderr."""
     progress_interval: float = Field(10.0, gt=0)

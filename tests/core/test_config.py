@@ -99,3 +99,10 @@ def test_parse_value_and_set_layer():
     assert config.set_layer(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
     with pytest.raises(ConfigError, match="expected section.key=value"):
         config.set_layer(["nodot=1"])
+
+
+def test_negative_seed_from_any_layer_is_refused(astro, tmp_path):
+    r = astro("-w", tmp_path, "--set", "core.seed=-1", "config", "show", "core")
+    assert r.returncode == 2 and "--set: core.seed: Input should be greater than or equal to 0" in r.stderr
+    r = astro("-w", tmp_path, "config", "show", "core", env={"ASTRO_CORE__SEED": "-2"})
+    assert r.returncode == 2 and "$ASTRO_CORE__SEED: core.seed" in r.stderr
