@@ -18,7 +18,7 @@ Prints, all measured in this run:
     (tables and provenance; only the creation time may differ).
 
 Run: ``python benchmarks/plato_simulate.py [--curves 48] [--baseline-curves 6] [--cli-curves 256]
-[--cli-repeat 2]``.
+[--cli-repeat 2]``; ``--quick`` is a smoke run of a few seconds (sizes too small to judge the ratios).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ for extra in (ROOT, ROOT / "plugins" / "plato"):
 
 from astrotool_plato import simulate as S  # noqa: E402
 from astrotool_plato.config import SimulateConfig  # noqa: E402
+
+QUICK = {"curves": 8, "baseline_curves": 2, "cli_curves": 32, "cli_repeat": 1}
+"""Sizes of ``--quick`` (each applies unless the option is given)."""
 
 BASELINE = "per-cadence Python loop (AR(1) granulation, spots, limb-darkened transit, white noise)"
 
@@ -207,7 +210,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cli-curves", type=int, default=256, help="curves of each CLI run in (c)")
     ap.add_argument("--cli-repeat", type=int, default=2, help="runs of each CLI variant (best is kept)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--quick", action="store_true", help="smoke-run sizes: " + ", ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     args = ap.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) == ap.get_default(key):
+                setattr(args, key, value)
 
     cfg = SimulateConfig()                      # packaged defaults: 10 d at 25 s
     n = S.n_samples(cfg)

@@ -15,7 +15,8 @@ Prints, all measured in this run:
     Parquet dumps) when they are found (``$ASTRO_SHARED_DATA/ztf`` or
     ``../shared/data/ztf``); the baseline reads the Parquet dumps with pyarrow.
 
-Run: ``python benchmarks/ztf_ingest.py [--alerts 2000] [--distinct 100] [--repeat 1]``.
+Run: ``python benchmarks/ztf_ingest.py [--alerts 2000] [--distinct 100] [--repeat 1]``; ``--quick`` is a
+smoke run of a few seconds (200 alerts, 20 distinct).
 """
 
 from __future__ import annotations
@@ -150,7 +151,11 @@ def main(argv=None) -> int:
     ap.add_argument("--alerts", type=int, default=2000, help="synthetic alerts in the benchmark file")
     ap.add_argument("--distinct", type=int, default=100, help="distinct synthetic alerts (then replicated)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs of each (best is kept)")
+    ap.add_argument("--quick", action="store_true", help="smoke-run sizes: --alerts 200 --distinct 20")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.alerts = 200 if args.alerts == ap.get_default("alerts") else args.alerts
+        args.distinct = 20 if args.distinct == ap.get_default("distinct") else args.distinct
 
     import astropy
     import fastavro
