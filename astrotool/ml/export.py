@@ -173,6 +173,8 @@ def onnx_metadata(path: str | Path) -> dict:
     from astrotool.errors import InputError
 
     path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such ONNX file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises protobuf's DecodeError among others

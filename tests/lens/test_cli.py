@@ -72,13 +72,57 @@ def test_lens_pipeline(tmp_path, capsys):
     table = pq.read_table(pr["output"])
     assert table.num_rows == 120 and "true_g1" in table.column_names and pr["rmse_g1"] < 1
 
+    assert pr["engine"] == "torch" and pr["samples_per_s"] > 0
+
+    # ONNX Runtime needs the export first, and then gives torch's numbers
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "predict", ds / "lensnet" / "data.json", "--model", "cli_cnn",
+                       "--engine", "onnxruntime", "--output", "onnx")
+    assert code == 2 and "model.onnx: no such ONNX file" in err
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "export", "--onnx", "--model", "cli_cnn")
     assert code == 0, err
-    assert json.loads(out)["max_abs_diff"] <= 1e-5
+    ex = json.loads(out)
+    assert ex["max_abs_diff"] <= 1e-5 and ex["path"] == str(ws / "lens" / "models" / "cli_cnn" / "model.onnx")
+    assert ex["symmetrize"] is True and ex["calibrated"] is False
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "predict", ds / "lensnet" / "data.json", "--model", "cli_cnn",
+                         "--engine", "onnxruntime", "--output", "onnx", "--batch-size", 7)
+    assert code == 0, err
+    po = json.loads(out)
+    assert po["engine"] == "onnxruntime" and po["device"] == "CPUExecutionProvider" and po["samples_per_s"] > 0
+    onnx_table = pq.read_table(po["output"])
+    for col in ("g1", "g2"):
+        assert abs(onnx_table.column(col).to_numpy() - table.column(col).to_numpy()).max() <= 1e-5
+    # an export without symmetrisation does not serve a symmetrised request
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "predict", ds / "lensnet" / "data.json", "--model", "cli_cnn",
+                       "--engine", "onnxruntime", "--no-symmetrize")
+    assert code == 2 and "exported with symmetrize=True" in err
+
+    # the run records name what each command read and wrote
+    runs = {json.loads(p.read_text())["command"]: json.loads(p.read_text()) for p in sorted(ws.glob("runs/*/run.json"))}
+    assert runs["lens train"]["inputs"] == [str(ds)]
+    assert runs["lens train"]["outputs"] == [str(mdir / "model.safetensors"), str(mdir / "model.json")]
+    assert runs["lens export"]["inputs"] == [str(mdir)] and runs["lens export"]["outputs"] == [ex["path"]]
 
     # bad input: a clear message naming the file, exit code 2, no traceback
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "predict", tmp_path / "missing.json", "--model", "cli_cnn")
     assert code == 2 and "missing.json" in err and "Traceback" not in err
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "predict", tmp_path / "missing.json", "--model", "../cli_cnn")
+    assert code == 2 and "--model: '../cli_cnn' is neither a checkpoint folder" in err
+
+    # an existing model is resumed, refused without resume, retrained with --overwrite
+    train = ["-w", ws, "-q", "--set", "lens.train.threads=1", "--set", "lens.train.blocks=2", "lens", "train",
+             "--dataset", "cli", "--epochs", 2, "--width", 4, "--batch-size", 32]
+    code, out, err = run(capsys, *train)
+    assert code == 0 and json.loads(out)["epochs_run"] == 0 and json.loads(out)["resumed_from"] == 2
+    code, _, err = run(capsys, *train, "--no-resume")
+    assert code == 2 and "a model is already here" in err and "--overwrite" in err
+    assert (mdir / "model.onnx").is_file()
+    code, out, err = run(capsys, *train, "--overwrite", "--epochs", 1, "--precision", "bf16-mixed", "--device", "cpu")
+    assert code == 0, err
+    assert json.loads(out)["epochs_run"] == 1 and not (mdir / "model.onnx").exists()  # a stale export goes too
+    trained = json.loads((mdir / "model.json").read_text())["training"]
+    assert trained["precision"] == "bf16-mixed" and trained["device"] == "cpu" and trained["processes"] == 1
+    code, _, err = run(capsys, *train, "--overwrite", "--precision", "8-mixed")
+    assert code == 2 and "ml.precision" in err
 
 
 def test_bad_config_key(tmp_path, capsys):

@@ -112,3 +112,36 @@ def test_onnx_parity(trained_model, tmp_path):
     assert res["max_abs_diff"] <= 1e-5 and res["samples"] == 32
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert json.loads(meta["astrotool"])["architecture"]["kwargs"]["stamp_size"] == 24
+
+
+def test_onnx_export_runs_through_the_same_predict(trained_model, easy_dataset, tmp_path):
+    """The export gives torch's estimates through ml.predict, and refuses to stand in for other settings or weights."""
+    import shutil
+
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import save_checkpoint
+    from astrotool_lens.export import export_onnx
+    from astrotool_lens.model import check_onnx, predict_stamps
+
+    mdir = tmp_path / "m"
+    shutil.copytree(trained_model[0], mdir, ignore=shutil.ignore_patterns("last", "*.onnx"))
+    res = export_onnx(mdir, parity_samples=16)
+    onnx_path = mdir / "model.onnx"
+    assert res["path"] == str(onnx_path) and res["symmetrize"] and not res["calibrated"]
+    model, meta = load_estimator(mdir)
+    x = dataset_inputs(easy_dataset, False, np.arange(40))
+    t = predict_stamps(model, x, batch_size=7)
+    o = predict_stamps(onnx_path, x, batch_size=7)
+    assert (t.engine, o.engine) == ("torch", "onnxruntime") and t.n == o.n == 40
+    assert np.abs(o.outputs - t.outputs).max() <= 1e-5 and o.outputs.shape == (40, 2)
+    assert check_onnx(onnx_path, meta, symmetrize=True, calibrated=True)["symmetrize"] is True
+    with pytest.raises(InputError, match="exported with symmetrize=True"):
+        check_onnx(onnx_path, meta, symmetrize=False, calibrated=True)
+    # new weights (a calibration, a retraining) make the export stale
+    with torch.no_grad():
+        model.calib_m.fill_(0.01)
+    save_checkpoint(mdir, model, {k: v for k, v in meta.items() if k != "weights_sha256"})
+    _, meta2 = load_estimator(mdir)
+    with pytest.raises(InputError, match="exported from other weights") as e:
+        check_onnx(onnx_path, meta2, symmetrize=True, calibrated=True)
+    assert "model.onnx" in str(e.value)

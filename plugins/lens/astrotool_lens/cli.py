@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from astrotool.context import current
+from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
 
@@ -38,11 +39,11 @@ def _split_list(text: str | None) -> list[str] | None:
 
 
 def _model_dir(ctx, name: str, default_dataset: str) -> Path:
-    """A model folder: an existing path, else ``lens/models/<name>``."""
-    p = Path(name).expanduser() if name else None
-    if p is not None and (p / "model.json").is_file():
-        return p
-    return ctx.workspace.stage("lens", "models") / (name or f"{default_dataset}_cnn")
+    """A model folder: an existing checkpoint path, else ``lens/models/<name>`` (default ``<dataset>_cnn``)."""
+    return mc.model_dir(ctx, "lens", name or f"{default_dataset}_cnn")
+
+
+_NO_DATASET = "run `astro lens generate` first"
 
 
 @app.command()
@@ -179,34 +180,39 @@ def train(
     width: int = typer.Option(None, "--width", help="channels of the first conv block"),
     normalisation: str = typer.Option(None, "--normalisation", help="stamp_rms | global | none"),
     patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]"),
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda"),
     resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
+    device: mc.Device = None,
+    precision: mc.Precision = None,
+    devices: mc.Devices = None,
+    num_nodes: mc.NumNodes = None,
 ):
     """Train the CNN shear estimator; checkpoints (safetensors + JSON) in lens/models/<model>/.
 
     Re-running resumes from lens/models/<model>/last (--overwrite starts afresh).
+    Where it trains comes from the [ml] section (--device, --precision, --devices,
+    --num-nodes; several Slurm nodes: srun astro lens train ...).
     """
-    from astrotool_lens.data import resolve_dataset
+    from astrotool_lens.data import ShearDataset
     from astrotool_lens.train import train_model
 
     ctx = current()
     cfg = ctx.section("lens", {
         "train.dataset": dataset, "train.model": model, "train.epochs": epochs, "train.batch_size": batch_size,
         "train.lr": lr, "train.loss": loss, "train.target": target, "train.use_psf": use_psf, "train.width": width,
-        "train.normalisation": normalisation, "train.patience": patience, "train.device": device,
-        "train.resume": resume,
+        "train.normalisation": normalisation, "train.patience": patience, "train.resume": resume,
     })
     t = cfg.train
-    ds = resolve_dataset(ctx.workspace.stage("lens", "shear"), t.dataset or cfg.dataset)
-    mdir = ctx.workspace.stage("lens", "models") / (t.model or f"{ds.name}_cnn")
-    seed = t.seed if t.seed is not None else ctx.seed
-    with ctx.progress(t.epochs, f"train {mdir.name}") as advance:
-        res = train_model(ds, t, mdir, seed, overwrite=ctx.overwrite, log=ctx.log,
-                          on_epoch=lambda e: advance(1), versions=_versions())
-    ctx.record.add_input(ds.root)
-    ctx.record.add_output(mdir / "model.safetensors")
-    ctx.record.add_output(mdir / "model.json")
-    ctx.emit(res)
+    # lens.train.device, when set, stands for --device (it predates [ml]); the flag wins
+    rt = mc.runtime(ctx, device=device or (None if t.device == "auto" else t.device), precision=precision,
+                    devices=devices, num_nodes=num_nodes)
+    ds = mc.open_dataset(ctx, "lens", "shear", t.dataset or cfg.dataset, ShearDataset, _NO_DATASET)
+    mdir = _model_dir(ctx, t.model, ds.name)
+    with mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir) as on_epoch:
+        res = train_model(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
+                          on_epoch=on_epoch, versions=_versions(), runtime=rt)
+    if rt.is_global_zero:  # the other training processes write nothing
+        mc.record(ctx, outputs=mc.checkpoint_files(mdir))
+        ctx.emit(res)
 
 
 @app.command()
@@ -225,7 +231,7 @@ def evaluate(
     Writes lens/reports/<dataset>_<model>_metrics.json and PNG plots (estimate vs truth,
     bias vs S/N and size).
     """
-    from astrotool_lens.data import resolve_dataset
+    from astrotool_lens.data import ShearDataset
     from astrotool_lens.evaluate import evaluate as run_eval, summary_lines
     from astrotool_lens.model import load_estimator
 
@@ -238,13 +244,10 @@ def evaluate(
     mdir = _model_dir(ctx, e.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     _, meta = load_estimator(mdir)
     ds_name = e.dataset or meta["training"].get("dataset_path") or meta["training"]["dataset"]
-    ds = resolve_dataset(ctx.workspace.stage("lens", "shear"), ds_name)
+    ds = mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET)
     report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"), ctx.workspace.stage("lens", "reports"),
                       mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log)
-    ctx.record.add_input(mdir)
-    ctx.record.add_input(ds.root)
-    for p in [report["report"], report["predictions"], *report["plots"]]:
-        ctx.record.add_output(p)
+    mc.record(ctx, inputs=[mdir], outputs=[report["report"], report["predictions"], *report["plots"]])
     if as_json:
         ctx.emit(report)
     else:
@@ -268,7 +271,7 @@ def calibrate(
     """
     from astrotool.errors import InputError
     from astrotool_lens.calibrate import calibrate_model
-    from astrotool_lens.data import resolve_dataset
+    from astrotool_lens.data import ShearDataset
 
     ctx = current()
     cfg = ctx.section("lens", {"calibrate.model": model, "calibrate.dataset": dataset,
@@ -277,11 +280,9 @@ def calibrate(
     mdir = _model_dir(ctx, c.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     if not c.dataset:
         raise InputError("lens.calibrate.dataset", "name the constant-shear simulations to calibrate on (--dataset)")
-    ds = resolve_dataset(ctx.workspace.stage("lens", "shear"), c.dataset)
+    ds = mc.open_dataset(ctx, "lens", "shear", c.dataset, ShearDataset, _NO_DATASET)
     res = calibrate_model(ds, mdir, c, log=ctx.log)
-    ctx.record.add_input(ds.root)
-    ctx.record.add_output(mdir / "model.safetensors")
-    ctx.record.add_output(mdir / "model.json")
+    mc.record(ctx, outputs=mc.checkpoint_files(mdir))
     ctx.emit(res)
 
 
@@ -293,35 +294,44 @@ def predict(
     output: str = typer.Option(None, "--output", help="output stem in lens/predictions"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
+    engine: str = typer.Option(None, "--engine", help="torch | onnxruntime (runs <model>/model.onnx)"),
+    batch_size: int = typer.Option(None, "--batch-size", help="stamps per forward pass"),
+    device: mc.Device = None,
 ):
-    """Predict (g1, g2) for stamps; writes lens/predictions/<stem>_<model>.parquet."""
+    """Predict (g1, g2) for stamps; writes lens/predictions/<stem>_<model>.parquet and reports stamps/s."""
     import pyarrow as pa
 
     from astrotool.io.tables import write_parquet
     from astrotool_lens.evaluate import rmse
-    from astrotool_lens.model import calibration_in_use, load_estimator
-    from astrotool_lens.predict import predict_inputs, read_inputs
+    from astrotool_lens.model import calibration_in_use, check_onnx, load_estimator
+    from astrotool_lens.predict import predict_table, read_inputs
 
     ctx = current()
     cfg = ctx.section("lens", {"predict.model": model, "predict.output": output, "predict.symmetrize": symmetrize,
-                               "predict.calibrated": calibrated})
+                               "predict.calibrated": calibrated, "predict.engine": engine,
+                               "predict.batch_size": batch_size})
     pc = cfg.predict
+    rt = mc.runtime(ctx, device=device)
     mdir = _model_dir(ctx, pc.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     est, meta = load_estimator(mdir)
+    runner = est
+    if pc.engine == "onnxruntime":
+        runner = mdir / "model.onnx"
+        check_onnx(runner, meta, pc.symmetrize, pc.calibrated)
     need_psf = int(meta["architecture"]["kwargs"]["in_channels"]) == 2
     inp = read_inputs(inputs, need_psf, psf, shear_stage=ctx.workspace.stage("lens", "shear"))
-    cols = predict_inputs(est, meta, inp, pc.batch_size, pc.symmetrize, pc.calibrated)
+    cols, pred = predict_table(runner, meta, inp, pc.batch_size, pc.symmetrize, pc.calibrated, rt.accelerator)
     out = ctx.workspace.stage("lens", "predictions") / f"{pc.output or inp.stem}_{mdir.name}.parquet"
     calibration = calibration_in_use(est, meta, pc.calibrated)
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
-                                                 "versions": _versions()})
-    ctx.record.add_input(inputs)
-    ctx.record.add_output(out)
+                                                 "engine": pred.engine, "versions": _versions()})
+    mc.record(ctx, inputs=[inputs, runner if pc.engine == "onnxruntime" else mdir], outputs=[out])
     summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
     if "true_g1" in cols:
         summary["rmse_g1"] = rmse(cols["g1"], cols["true_g1"])
         summary["rmse_g2"] = rmse(cols["g2"], cols["true_g2"])
+    summary.update(mc.report_throughput(ctx, pred, "stamps"))
     ctx.emit(summary)
 
 
@@ -336,7 +346,7 @@ def export(
 ):
     """Export a trained model to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
     from astrotool.errors import AstroError
-    from astrotool_lens.export import export_onnx
+    from astrotool_lens.export import export_plan
 
     ctx = current()
     cfg = ctx.section("lens", {"export.model": model, "export.opset": opset, "export.symmetrize": symmetrize,
@@ -345,7 +355,7 @@ def export(
     if not onnx:
         raise AstroError("nothing to export: --onnx is the only format")
     mdir = _model_dir(ctx, x.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
-    res = export_onnx(mdir, output, x.opset, x.symmetrize, x.parity_samples, x.parity_tol, x.calibrated)
-    ctx.record.add_input(mdir)
-    ctx.record.add_output(res["path"])
-    ctx.emit(res)
+    est, stamps, out, kwargs = export_plan(mdir, output, x.opset, x.symmetrize, x.parity_samples, x.parity_tol,
+                                           x.calibrated)
+    res = mc.export_checked(ctx, est, stamps, out, sources=[mdir], **kwargs)
+    ctx.emit({**res, **{k: kwargs["metadata"]["onnx"][k] for k in ("symmetrize", "calibrated")}})

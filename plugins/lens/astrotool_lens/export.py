@@ -4,18 +4,16 @@ The exported graph is the whole :class:`~astrotool_lens.model.ShearEstimator`:
 raw stamps (n, C, S, S) float32 in, shear (n, 2) out, with the normalisation,
 the output scaling and (by default) the 8-fold symmetrisation inside, so no
 constants have to travel separately. ``model.json`` is copied into the ONNX
-metadata under the key ``astrotool``.
+metadata under the key ``astrotool``. The export, its parity check and its
+atomic write are :func:`astrotool.ml.export.export_onnx`'s; this module picks
+the lens inputs and names.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
 
 import numpy as np
-
-from astrotool.errors import AstroError
 
 __docformat__ = "numpy"
 
@@ -79,14 +77,30 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
 
     Raises
     ------
-    astrotool.errors.AstroError
-        Parity worse than ``tol`` (the file is not kept).
+    astrotool.ml.export.ParityError
+        Parity worse than ``tol`` (the file is not written).
     """
-    import onnx
-    import onnxruntime as ort
-    import torch
+    from astrotool.ml.export import export_onnx as export_checked_onnx
 
-    from astrotool.workspace import atomic_path
+    model, x, out_path, kwargs = export_plan(model_dir, out_path, opset, symmetrize, parity_samples, tol, calibrated)
+    res = export_checked_onnx(model, x, out_path, **kwargs)
+    return {**res, **{k: kwargs["metadata"]["onnx"][k] for k in ("symmetrize", "calibrated")}}
+
+
+def export_plan(model_dir: str | Path, out_path: str | Path | None = None, opset: int = 17,
+                symmetrize: bool = True, parity_samples: int = 64, tol: float = 1e-5, calibrated: bool = True):
+    """What :func:`export_onnx` hands to :func:`astrotool.ml.export.export_onnx`.
+
+    Returns
+    -------
+    model : ShearEstimator
+        With ``symmetrize`` and ``calibrated`` set.
+    inputs : numpy.ndarray
+        Parity stamps (:func:`parity_inputs`).
+    out_path : pathlib.Path
+    kwargs : dict
+        ``input_name, output_names, opset, tol, metadata`` (``model.json`` plus an ``onnx`` entry).
+    """
     from astrotool_lens.model import calibration_in_use, load_estimator
 
     model_dir = Path(model_dir)
@@ -95,27 +109,8 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
     model.calibrated = calibrated
     calibration = calibration_in_use(model, meta, calibrated)
     out_path = Path(out_path) if out_path else model_dir / "model.onnx"
-    x = parity_inputs(meta, parity_samples)
-    xt = torch.from_numpy(x)
-    with torch.no_grad():
-        ref = model(xt).numpy()
-    with atomic_path(out_path) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (xt[:2],), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["stamps"], output_names=["g"],
-                              dynamic_axes={"stamps": {0: "n"}, "g": {0: "n"}})
-        proto = onnx.load(str(tmp))
-        onnx.checker.check_model(proto)
-        entry = proto.metadata_props.add()
-        info = {"symmetrize": symmetrize, "calibrated": bool(calibration),
-                "input": "stamps (n, C, S, S) raw float32", "output": "g (n, 2) reduced shear"}
-        entry.key, entry.value = "astrotool", json.dumps({**meta, "onnx": info}, default=str)
-        onnx.save(proto, str(tmp))
-        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = sess.run(None, {"stamps": x})[0]
-        diff = float(np.max(np.abs(got - ref))) if len(x) else 0.0
-        if not diff <= tol:
-            raise AstroError(f"{out_path}: onnxruntime differs from torch by {diff:.3g} > {tol:g}; not written")
-    return {"path": str(out_path), "max_abs_diff": diff, "tol": tol, "samples": int(len(x)), "opset": opset,
-            "symmetrize": symmetrize, "calibrated": bool(calibration)}
+    info = {"symmetrize": symmetrize, "calibrated": bool(calibration),
+            "input": "stamps (n, C, S, S) raw float32", "output": "g (n, 2) reduced shear"}
+    kwargs = {"input_name": "stamps", "output_names": ["g"], "opset": opset, "tol": tol,
+              "metadata": {**meta, "onnx": info}}
+    return model, parity_inputs(meta, parity_samples), out_path, kwargs

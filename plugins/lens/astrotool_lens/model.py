@@ -20,6 +20,8 @@ the network cannot prefer a direction (no additive bias of its own making).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 __docformat__ = "numpy"
@@ -188,26 +190,16 @@ def _default_calibration(module, state_dict, prefix, *args):
 def inference_copy(model):
     """A faster copy of an estimator for CPU/GPU inference.
 
-    Each convolution absorbs the batch normalisation that follows it (eval-mode
-    statistics) and the activations are kept channels-last, which oneDNN runs
-    about twice as fast on CPU. Outputs agree with ``model`` to float32
-    rounding (~1e-7).
+    Each convolution absorbs the batch normalisation that follows it
+    (:func:`astrotool.ml.predict.fuse_batchnorm`, eval-mode statistics) and the
+    activations are kept channels-last, which oneDNN runs about twice as fast
+    on CPU. Outputs agree with ``model`` to float32 rounding (~1e-7).
     """
-    import copy
+    import torch
 
-    torch, nn = _torch()
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from astrotool.ml.predict import fuse_batchnorm
 
-    fast = copy.deepcopy(model).eval()
-    layers, fused, i = list(fast.net.features), [], 0
-    while i < len(layers):
-        if isinstance(layers[i], nn.Conv2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
-            fused.append(fuse_conv_bn_eval(layers[i], layers[i + 1]))
-            i += 2
-        else:
-            fused.append(layers[i])
-            i += 1
-    fast.net.features = nn.Sequential(*fused)
+    fast = fuse_batchnorm(model)
     fast.net.to(memory_format=torch.channels_last)
     fast.channels_last = True
     return fast
@@ -295,35 +287,75 @@ def apply_calibration(model, g: np.ndarray) -> np.ndarray:
     return (np.asarray(g, float) - c) / (1.0 + m)
 
 
-def predict_array(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool = True,
-                  calibrated: bool = True, device=None) -> np.ndarray:
-    """Run the estimator on raw stamps.
+def predict_stamps(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool = True,
+                   calibrated: bool = True, device=None, precision: str = "32"):
+    """Run the estimator on raw stamps through :func:`astrotool.ml.predict.predict`.
 
     Parameters
     ----------
-    model : ShearEstimator
+    model : ShearEstimator, path-like or onnxruntime.InferenceSession
+        A loaded estimator (run through its :func:`inference_copy`), or its
+        ONNX export (``astro lens export``), whose graph already fixes
+        ``symmetrize`` and ``calibrated``: check them with :func:`check_onnx`.
     x : numpy.ndarray
         float32 (n, C, S, S).
     batch_size : int
         Stamps per forward pass (8 times as many images with ``symmetrize``).
     symmetrize : bool
-        Average over the 8 flips/rotations.
+        Average over the 8 flips/rotations (torch only).
     calibrated : bool
-        Divide out the checkpoint's calibration (a no-op for an uncalibrated one).
+        Divide out the checkpoint's calibration (a no-op for an uncalibrated one; torch only).
+    device : str or torch.device, optional
+        Default: the model's device (torch), the CPU (ONNX Runtime).
+    precision : {"32", "bf16-mixed", "16-mixed"}
+        Autocast (torch only).
 
     Returns
     -------
-    numpy.ndarray
-        (n, 2) shear estimates (g1, g2).
+    astrotool.ml.predict.Predictions
+        ``outputs`` (n, 2) shear estimates (g1, g2), and the throughput.
     """
-    import torch
+    from astrotool.ml.predict import predict
 
+    if not hasattr(model, "net"):  # an ONNX export
+        return predict(model, x, batch_size=batch_size, device=None if device is None else str(device),
+                       precision=precision)
     device = device or next(model.parameters()).device
-    fast = inference_copy(model).to(device)
+    fast = inference_copy(model)
     fast.symmetrize, fast.calibrated = symmetrize, calibrated
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)
-            out.append(fast(xb).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+    return predict(fast, x, batch_size=batch_size, device=str(device), precision=precision)
+
+
+def predict_array(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool = True,
+                  calibrated: bool = True, device=None) -> np.ndarray:
+    """(n, 2) shear estimates (g1, g2) of raw stamps; see :func:`predict_stamps`."""
+    return predict_stamps(model, x, batch_size, symmetrize, calibrated, device).outputs
+
+
+def check_onnx(path, meta: dict, symmetrize: bool, calibrated: bool) -> dict:
+    """The ONNX export's own description, checked against the checkpoint and the request.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Naming the file: it was exported from other weights (the checkpoint was
+        retrained or calibrated since), or with another symmetrisation or
+        calibration than asked for.
+    """
+    from astrotool.errors import InputError
+    from astrotool.ml.export import onnx_metadata
+
+    if not Path(path).is_file():
+        raise InputError(path, "no such ONNX file (run `astro lens export` first)")
+    info = onnx_metadata(path)
+    if info.get("weights_sha256") != meta.get("weights_sha256"):
+        raise InputError(path, "exported from other weights than the checkpoint beside it "
+                               "(retrained or calibrated since); run `astro lens export` again")
+    onnx = info.get("onnx", {})
+    has_calibration = meta.get("calibration") is not None
+    if bool(onnx.get("symmetrize")) != bool(symmetrize) or bool(onnx.get("calibrated")) != (calibrated and
+                                                                                             has_calibration):
+        raise InputError(path, f"exported with symmetrize={onnx.get('symmetrize')}, calibrated="
+                               f"{onnx.get('calibrated')}; asked for symmetrize={symmetrize}, calibrated="
+                               f"{calibrated and has_calibration} (export again with those options)")
+    return onnx

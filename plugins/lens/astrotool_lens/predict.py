@@ -190,18 +190,44 @@ def _read_data_json(path: Path, need_psf: bool) -> Inputs:
                   path.parent.name or path.stem, truth, origin=path)
 
 
-def predict_inputs(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetrize: bool = True,
-                   calibrated: bool = True) -> dict:
-    """Predict (g1, g2) for loaded inputs; returns table columns."""
-    from astrotool_lens.model import check_stamps, predict_array
+def predict_table(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetrize: bool = True,
+                  calibrated: bool = True, device=None):
+    """Predict (g1, g2) for loaded inputs.
+
+    Parameters
+    ----------
+    model : ShearEstimator or path-like
+        The estimator, or its ONNX export (see :func:`astrotool_lens.model.predict_stamps`).
+    meta : dict
+        The checkpoint's ``model.json``.
+    inp : Inputs
+    batch_size : int
+    symmetrize, calibrated : bool
+    device : str, optional
+
+    Returns
+    -------
+    cols : dict
+        Table columns ``source, index, g1, g2`` (and ``true_g1, true_g2`` when known).
+    pred : astrotool.ml.predict.Predictions
+        The run (throughput, engine, device).
+    """
+    from astrotool_lens.model import check_stamps, predict_stamps
 
     x = inp.gal[:, None] if inp.psf is None or meta["architecture"]["kwargs"]["in_channels"] == 1 \
         else np.stack([inp.gal, inp.psf], axis=1)
     x = check_stamps(x, meta, inp.origin or inp.stem)
-    pred = predict_array(model, x, batch_size, symmetrize, calibrated)
+    run = predict_stamps(model, x, batch_size, symmetrize, calibrated, device)
+    pred = run.outputs
     cols = {"source": np.array(inp.source, dtype=str), "index": np.arange(len(pred)),
             "g1": pred[:, 0].astype(float), "g2": pred[:, 1].astype(float)}
     if inp.truth:
         cols["true_g1"] = np.asarray(inp.truth["g1"], float)
         cols["true_g2"] = np.asarray(inp.truth["g2"], float)
-    return cols
+    return cols, run
+
+
+def predict_inputs(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetrize: bool = True,
+                   calibrated: bool = True) -> dict:
+    """Predict (g1, g2) for loaded inputs; returns table columns (see :func:`predict_table`)."""
+    return predict_table(model, meta, inp, batch_size, symmetrize, calibrated)[0]

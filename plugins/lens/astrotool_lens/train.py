@@ -7,13 +7,15 @@ shear estimate, as HSM's are) or the shear itself (``target = "shear"``).
 Targets are learned in units of their training-set RMS; random flips and
 90-degree rotations are applied with the matching sign changes of (g1, g2).
 The loop, checkpoints, early stopping and resume come from
-:mod:`astrotool.ml.training`.
+:mod:`astrotool.ml.training`, which runs it through Lightning Fabric (CPU, one
+or several GPUs, Slurm nodes, mixed precision: the ``[ml]`` section); what an
+existing model folder means (resume, restart, refuse) from
+:func:`astrotool.ml.commands.prepare_training`.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,7 @@ def _loss(kind: str):
 
 
 def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed: int, overwrite: bool = False,
-                log=None, on_epoch=None, versions: dict | None = None) -> dict:
+                log=None, on_epoch=None, versions: dict | None = None, runtime=None) -> dict:
     """Train (or resume training) a shear estimator.
 
     Parameters
@@ -58,27 +60,41 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     log : logging.Logger, optional
     on_epoch : callable, optional
         Called with each epoch's history entry.
+    versions : dict, optional
+        Package versions for ``model.json``.
+    runtime : astrotool.ml.fabric.Runtime, optional
+        Where and how to train (the ``[ml]`` section with the command's
+        options). Default: one process on ``cfg.device``, 32-bit.
 
     Returns
     -------
     dict
         Summary: best epoch, its validation metrics, epochs run, sizes, path.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        A model is already in ``model_dir`` and neither ``overwrite`` nor
+        ``cfg.resume`` (with a resumable ``last/``) applies.
     """
     import torch
 
     from astrotool.ml.checkpoint import package_versions
-    from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything, select_device
+    from astrotool.ml.commands import prepare_training
+    from astrotool.ml.fabric import Runtime
+    from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything
     from astrotool_lens.model import make_estimator
 
     model_dir = Path(model_dir)
-    if overwrite and model_dir.exists():
-        for name in ("model.safetensors", "model.json", "last"):
-            p = model_dir / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    rt = runtime if runtime is not None else Runtime(accelerator=cfg.device)
+    rt.launch()  # several processes: start the others before anything is written
+    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero)
+    if rt.world_size > 1:
+        rt.fabric.barrier("lens-train-prepared")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(seed)
-    device = select_device(cfg.device)
+    device = rt.device
 
     train_idx, val_idx, test_idx = ds.split(cfg.split, seed)
     if cfg.max_samples and len(train_idx) > cfg.max_samples:
@@ -124,17 +140,16 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
             yb = y[idx] * signs[kb]
             yield torch.from_numpy(xb), torch.from_numpy(yb)
 
-    def loss_fn(m, batch):
+    def loss_fn(m, batch):  # the batch is on the training device already
         xb, yb = batch
-        pred = m(xb.to(device, non_blocking=True))
-        return loss_of(pred / ts, yb.to(device) / ts)
+        return loss_of(m(xb) / ts, yb / ts)
 
     xv, yv = torch.from_numpy(x[val_idx]), torch.from_numpy(y[val_idx])
 
     def validate(m):
         preds = []
         for b in range(0, len(xv), 512):
-            preds.append(m(xv[b:b + 512].to(device)).cpu())
+            preds.append(m(xv[b:b + 512].to(device)).float().cpu())
         p = torch.cat(preds)
         err = (p - yv).numpy()
         return {"val_loss": float(loss_of(p / ts.cpu(), yv / ts.cpu())),
@@ -152,14 +167,15 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
             "outputs": ["g1", "g2"], "use_psf": cfg.use_psf, "stamp_size": ds.stamp_size,
             "pixel_scale": ds.pixel_scale, "seed": int(seed), "split": list(cfg.split),
             "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
-            "device": str(device), "dataset_config": ds.manifest.get("config"),
+            "device": str(device), "precision": rt.precision, "processes": rt.world_size,
+            "dataset_config": ds.manifest.get("config"),
         },
         "versions": versions or package_versions(["astrotool-lens", "galsim"]),
     }
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss",
                  patience=cfg.patience, lr_factor=lr_factor, resume=cfg.resume and not overwrite,
-                 on_epoch=on_epoch, log=log)
+                 on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "best_epoch": result.best_epoch,
