@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -175,11 +176,13 @@ def _run_ddp(tmp_path, mode):
     out.mkdir()
     env = _ddp_env()
     cmd = [sys.executable, str(script), str(out), "2", mode]
-    if mode == "fabric":
-        env["MASTER_PORT"] = str(29400 + os.getpid() % 500)
+    if mode == "fabric":  # Fabric picks a free port and starts rank 1 itself
         procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     else:  # two tasks of one node, started as `srun --ntasks-per-node 2` would
         procs = []
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            env["MASTER_PORT"] = str(sock.getsockname()[1])
         for rank in range(2):
             e = dict(env, SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_PROCID=str(rank),
                      SLURM_LOCALID=str(rank), SLURM_NODEID="0", SLURM_NNODES="1", SLURM_JOB_NAME="astro-train",
@@ -224,6 +227,26 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path, mode):
     # rank 0 wrote one checkpoint that loads as the final weights
     last = ck.load_checkpoint(out / "ckpt" / "last")
     assert all(torch.equal(last.state_dict[k], w[0][k]) for k in ref)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_ddp_fork_trains_in_children_and_hands_back_the_weights(tmp_path):
+    from astrotool.ml.fabric import Runtime
+
+    ref, _, _ = _train(tmp_path / "single", 3, optim="sgd")
+    model, opt, r = _train(tmp_path / "fork", 3, optim="sgd",
+                           runtime=Runtime(accelerator="cpu", devices=2, strategy="ddp_fork"))
+    assert (r.world_size, r.is_global_zero, r.epochs_run) == (2, True, 3)
+    # the caller's model holds the children's final weights, and its optimizer their momentum
+    assert _max_diff(_weights(model), _weights(ref)) < DDP_ATOL
+    assert all("momentum_buffer" in st for st in opt.state.values()) and len(opt.state) == 4
+
+
+def test_ddp_spawn_with_local_functions_says_what_to_do(tmp_path):
+    from astrotool.ml.fabric import Runtime
+
+    with pytest.raises(AstroError, match="must be picklable.*use strategy ddp"):
+        _train(tmp_path, 1, runtime=Runtime(accelerator="cpu", devices=2, strategy="ddp_spawn"))
 
 
 # ----------------------------------------------------------------------------- precision and runtime
