@@ -545,6 +545,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     ------
     InputError
         Unreadable, truncated or non-alert input; nothing is written then.
+    AstroError
+        The kept outputs were ingested with another ``stamp_size`` or ``keep_history``.
     """
     import h5py
     import pyarrow as pa
@@ -563,7 +565,13 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                 raise InputError(stamps_path, f"not a stamps file of ztf ingest: no attribute(s) {', '.join(missing)} "
                                               "(use --overwrite)")
             info = {k: h5.attrs[k] for k in stat_keys}
+            kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
+        other = {k: v for k, v in kept.items() if v != getattr(cfg, k)}
+        if other:
+            raise AstroError(f"{stamps_path}: exists but was ingested with "
+                             + ", ".join(f"{k} = {v}" for k, v in other.items())
+                             + f", not {', '.join(f'{k} = {getattr(cfg, k)}' for k in other)}; use --overwrite")
         return IngestResult(**names, **info, skipped=True)
 
     fmt = sniff_format(path)
@@ -615,7 +623,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                      "n_stamps_bad": n_bad}
             h5.attrs.update(provenance_attrs("ztf ingest"))
             h5.attrs.update({"source": provenance["source"], "format": fmt, "alerts_file": alerts_path.name,
-                             "generator": provenance["generator"], "stamp_size": size, **stats})
+                             "generator": provenance["generator"], "stamp_size": size,
+                             "keep_history": keep_history, **stats})
     return IngestResult(**names, format=fmt, **stats, skipped=False)
 
 
