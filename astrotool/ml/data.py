@@ -381,7 +381,9 @@ class ArrayDataset:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(mp, f"unreadable dataset manifest ({exc})") from None
         if not isinstance(m, dict) or m.get("format") != FORMAT:
-            raise InputError(mp, f"not an {FORMAT} manifest")
+            found = m.get("format") if isinstance(m, dict) else None
+            raise InputError(mp, f"not an {FORMAT} manifest (format {found!r}: another program's, or an older "
+                                 "astrotool's; write the dataset again)")
         if int(m.get("format_version", 0)) > FORMAT_VERSION:
             raise InputError(mp, f"format version {m['format_version']} is newer than this astrotool reads "
                                  f"({FORMAT_VERSION})")

@@ -135,6 +135,31 @@ def test_lensnet_format_and_resume(tmp_path):
     assert np.array_equal(before, after)
 
 
+def test_other_settings_are_refused_and_overwrite_replaces(tmp_path):
+    from astrotool.errors import AstroError
+    from astrotool_lens.data import ShearDataset
+
+    out = tmp_path / "d"
+    first = easy_config("d", n=30, shard_size=10)
+    generate_dataset(first, out, 1, serial_map)
+    other = easy_config("d", n=20, shard_size=10, noise={"kind": "gaussian", "snr": 50.0})
+    with pytest.raises(AstroError, match=r"drawn with other settings is here \(n, noise\)"):
+        generate_dataset(other, out, 1, serial_map)
+    with pytest.raises(AstroError, match="seed 1 -> 2"):
+        generate_dataset(first, out, 2, serial_map)
+    assert ShearDataset(out).n == 30                                   # refused: nothing touched
+
+    def all_fail(fn, items, desc="", keys=None):                       # Context.map leaves failed items out
+        return []
+
+    r = generate_dataset(other, out, 1, all_fail, overwrite=True)
+    assert (r["manifest"], r["missing"]) == (None, 2)                  # old shards do not count as drawn
+    assert not (out / "d_dataset.json").exists() and not (out / "shard00002_stamps.h5").exists()
+    r = generate_dataset(other, out, 1, serial_map, overwrite=True)
+    ds = ShearDataset(out)
+    assert r["drawn"] == 2 and ds.n == 20 and np.all(ds.truth["snr"] == 50.0)
+
+
 def test_dataset_is_a_core_array_dataset(tmp_path):
     """Stamps, truth and manifest go through astrotool.ml.data; splits keep shear fields whole."""
     from astrotool.errors import InputError

@@ -474,6 +474,48 @@ def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shard
     return manifest
 
 
+def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, overwrite: bool = False) -> None:
+    """Refuse to mix new stamps with shards drawn with another configuration or seed.
+
+    With ``overwrite``, clear the way instead: the manifest goes first (an
+    interrupted overwrite must not leave a folder that reads as finished), then
+    shards the new plan does not have.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        A readable shard in ``out_dir`` was drawn with other settings.
+    """
+    import json
+
+    from astrotool.errors import AstroError, InputError
+    from astrotool.io.hdf5 import open_h5
+
+    out_dir = Path(out_dir)
+    writer = dataset_writer(cfg, out_dir)
+    shards = sorted(out_dir.glob(f"shard*_{writer.shard_product}.h5")) if out_dir.is_dir() else []
+    if overwrite:
+        for p in out_dir.glob("*_dataset.json") if out_dir.is_dir() else ():
+            p.unlink()
+        keep = {writer.shard_path(k) for k in range(-(-cfg.n // cfg.shard_size))}
+        for p in shards:
+            if p not in keep:
+                p.unlink()
+        return
+    new_cfg = cfg.model_dump(mode="json")
+    for p in shards:
+        try:
+            with open_h5(p) as h5:
+                old_cfg, old_seed = json.loads(h5.attrs["config"]), int(h5.attrs["base_seed"])
+        except (InputError, KeyError, ValueError, TypeError):
+            continue  # unreadable or unfinished: generate_shard draws it again
+        if old_cfg != new_cfg or old_seed != int(base_seed):
+            diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+            what = ", ".join(diff) if diff else f"seed {old_seed} -> {base_seed}"
+            raise AstroError(f"{out_dir}: a dataset drawn with other settings is here ({what}); "
+                             "use --overwrite to replace it or --name for a new one")
+
+
 def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, mapper: Callable,
                      overwrite: bool = False, command: str = "lens generate", versions: dict | None = None) -> dict:
     """Generate (or finish) a dataset in ``out_dir``.
@@ -488,7 +530,8 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
         ``mapper(fn, items, desc=..., keys=...) -> [(key, result)]``, such as
         :meth:`astrotool.context.Context.map` (failed items left out).
     overwrite : bool
-        Redraw shards that exist.
+        Redraw shards that exist (otherwise finished shards are kept, and shards
+        drawn with other settings are refused: :func:`check_existing`).
 
     Returns
     -------
@@ -497,13 +540,15 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
         the manifest is None while shards are missing (``--shard`` runs, failures).
     """
     out_dir = Path(out_dir)
+    check_existing(cfg, out_dir, base_seed, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = plan_shards(cfg, out_dir, base_seed, overwrite, command)
     results = [r for _, r in mapper(generate_shard, tasks, desc=f"generate {cfg.dataset_name}",
                                     keys=[f"shard{t.shard:05d}" for t in tasks])]
     drawn = sum(1 for r in results if not r["skipped"])
     ran = {r["shard"] for r in results}
-    missing = sum(1 for t in tasks if t.shard not in ran and not t.path.exists())
+    # with overwrite, a shard this run did not redraw may hold the old settings
+    missing = sum(1 for t in tasks if t.shard not in ran and (overwrite or not t.path.exists()))
     manifest = None
     if not missing:
         manifest = finalize_dataset(cfg, out_dir, base_seed, len(tasks), versions, command)

@@ -185,6 +185,8 @@ def measure_dataset(dataset, methods: Sequence[str], out_path: str | Path, conve
 
     from astrotool.io.tables import write_parquet
 
+    if not callable(mapper):
+        raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
     tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, guess_sig_gal, guess_sig_psf)
              for path, start, stop in dataset.shards]
     results = mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
