@@ -6,8 +6,6 @@ running command through :func:`current`. Everything is resolved lazily, so
 commands that need no configuration (``astro --help``) never load it.
 """
 
-from __future__ import annotations
-
 import contextlib
 import logging
 import os
