@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from astrotool.errors import AstroError
+from astrotool.io.tables import parquet_metadata, parquet_provenance
 from astrotool_plato import simulate as sim
 from astrotool_plato.config import PlatoConfig, SimulateConfig
 
@@ -144,6 +145,9 @@ def test_chunk_files_resume_and_refuse_other_settings(tmp_path):
     assert pq.ParquetFile(path).metadata.num_row_groups == 3
     meta = json.loads(table.schema.metadata[b"astrotool"])
     assert meta["seed"] == SEED and meta["ids"] == ["sim000000", "sim000001", "sim000002"]
+    record = parquet_provenance(path)
+    assert record["command"] == "plato simulate" and record["seed"] == SEED
+    assert record["versions"]["astrotool-plato"] == "0.1.0"
     curves = sim.read_lightcurves(path)
     assert list(curves) == meta["ids"]
     _, flux, _ = sim.simulate_curves(range(3), SEED, cfg)
@@ -200,6 +204,8 @@ def test_labels_table_matches_parameters(tmp_path):
         assert col in t.column_names
     assert t.schema.field("duration").metadata[b"unit"] == b"h"
     assert t.schema.field("depth").metadata[b"unit"] == b"ppm"
+    assert parquet_provenance(path)["command"] == "plato simulate"
+    assert parquet_metadata(path)["content_hash"] == sim.content_hash(SEED, cfg)
     rows = t.to_pylist()
     assert len(rows) == 8 and 0 < sum(p.has_transit for p in params) < 8
     for row, par in zip(rows, params):

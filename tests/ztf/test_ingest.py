@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from astrotool.errors import AstroError, InputError
+from astrotool.io.tables import parquet_provenance
 from astrotool_ztf import synthetic
 from astrotool_ztf.config import IngestConfig
 from astrotool_ztf.ingest import (IngestItem, IngestResult, decode_stamp, expand_inputs, ingest_file, ingest_files,
@@ -127,6 +128,11 @@ def test_avro_and_parquet_dump_give_the_same_tables_and_stamps(tmp_path):
     assert np.isnan(sa["science"][1][:, -1]).all() and np.isfinite(sa["science"][1][:, :-1]).all()
     meta = json.loads(ta.schema.metadata[b"astrotool"])
     assert meta["format"] == "avro" and meta["source"] == str(avro.resolve())
+    record = parquet_provenance(a.alerts)
+    assert record["command"] == "ztf ingest" and record["config"]["stamp_size"] == 63
+    with h5py.File(a.stamps) as h5:
+        assert h5.attrs["astrotool_command"] == "ztf ingest" and h5.attrs["alerts_file"] == "syn_alerts.parquet"
+        assert json.loads(h5.attrs["astrotool_config"]) == record["config"]
 
 
 def test_outputs_are_kept_unless_overwrite(tmp_path):

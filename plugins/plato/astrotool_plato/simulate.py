@@ -462,15 +462,14 @@ def chunks(n_curves: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk_size, n_curves)) for s in range(0, n_curves, chunk_size)]
 
 
-def _provenance(seed: int, cfg: SimulateConfig, extra: dict | None = None) -> dict:
-    from datetime import datetime, timezone
+COMMAND = "plato simulate"
+"""The command named in the provenance record of the files written here."""
 
-    from astrotool import __version__ as core_version
-    from astrotool_plato import __version__
 
+def _facts(seed: int, cfg: SimulateConfig, extra: dict | None = None) -> dict:
+    """What a file of this simulation holds, stored under the ``astrotool`` key (the versions, time and
+    command line are in the core provenance record beside it, see :mod:`astrotool.provenance`)."""
     return {
-        "generator": f"astrotool-plato {__version__} (astrotool {core_version}) simulate",
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": int(seed),
         "content_hash": content_hash(seed, cfg),
         "simulate": cfg.model_dump(mode="json"),
@@ -485,7 +484,8 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
 
     Columns: ``id`` (string), ``time`` [d] (float64), ``flux`` (normalised,
     float32), ``flux_err`` (white-noise sigma, float32). The schema metadata key
-    ``astrotool`` holds the provenance (JSON: generator, seed, settings).
+    ``astrotool`` holds the simulation's facts (JSON: seed, settings, content hash,
+    curve ids), ``astrotool.provenance`` the core provenance record.
 
     Parameters
     ----------
@@ -505,6 +505,7 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from astrotool.provenance import parquet_metadata, provenance
     from astrotool.workspace import atomic_path
 
     schema = pa.schema([
@@ -512,7 +513,8 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
         pa.field("time", pa.float64(), metadata={"unit": "d", "description": "time since start of observation"}),
         pa.field("flux", pa.float32(), metadata={"unit": "", "description": "normalised flux, 1 = unperturbed star"}),
         pa.field("flux_err", pa.float32(), metadata={"unit": "", "description": "1-sigma white noise per cadence"}),
-    ], metadata={"astrotool": json.dumps(_provenance(seed, cfg, {"ids": [p.id for p in params]}))})
+    ], metadata={"astrotool": json.dumps(_facts(seed, cfg, {"ids": [p.id for p in params]})),
+                 **parquet_metadata(provenance(COMMAND, seed=seed))})
     err = np.full(time.size, cfg.noise_ppm * 1e-6, dtype=np.float32)
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
@@ -591,10 +593,10 @@ def labels_table(params, files):
 
 
 def write_labels(path, params, files, seed: int, cfg: SimulateConfig) -> Path:
-    """Write the label table to Parquet atomically (with provenance metadata)."""
+    """Write the label table to Parquet atomically (with the simulation's facts and provenance)."""
     from astrotool.io.tables import write_parquet
 
-    return write_parquet(labels_table(params, files), path, metadata=_provenance(seed, cfg))
+    return write_parquet(labels_table(params, files), path, metadata=_facts(seed, cfg), command=COMMAND)
 
 
 def check_existing(path, seed: int, cfg: SimulateConfig, overwrite: bool) -> bool:

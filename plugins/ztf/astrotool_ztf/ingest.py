@@ -432,7 +432,7 @@ def convert_batch(path, records: list[dict], size: int, keep_history: bool):
     return columns, stamps
 
 
-def _alert_schema(extras: dict | None, keep_history: bool, provenance: dict):
+def _alert_schema(extras: dict | None, keep_history: bool, metadata: dict):
     import pyarrow as pa
 
     fields = [pa.field("objectId", pa.string()), pa.field("candid", pa.int64()),
@@ -449,7 +449,7 @@ def _alert_schema(extras: dict | None, keep_history: bool, provenance: dict):
             [pa.field(n, _arrow_type(k)) for n, k in HISTORY_FIELDS]))))
     for name, col in (extras or {}).items():
         fields.append(pa.field(name, col.type))
-    return pa.schema(fields, metadata={"astrotool": json.dumps(provenance)})
+    return pa.schema(fields, metadata=metadata)
 
 
 _CORE_COLUMNS = {"objectId", "candid", "schemavsn", "n_prv_candidates", "n_prv_detections", "stamps_ok",
@@ -461,15 +461,14 @@ def _label_columns(extras: dict | None) -> dict:
     return {(f"label_{k}" if k in _CORE_COLUMNS else k): v for k, v in (extras or {}).items()}
 
 
-def _provenance(path, fmt: str, stamps_name: str) -> dict:
-    from datetime import datetime, timezone
+COMMAND = "ztf ingest"
+"""The command named in the provenance record of the files written here."""
 
-    from astrotool import __version__ as core_version
-    from astrotool_ztf import __version__
 
-    return {"generator": f"astrotool-ztf {__version__} (astrotool {core_version}) ingest",
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": str(Path(path).resolve()), "format": fmt, "stamps_file": stamps_name,
+def _facts(path, fmt: str, stamps_name: str) -> dict:
+    """What an alert table holds, stored under its ``astrotool`` key (the versions, time and command
+    line are in the core provenance record beside it, see :mod:`astrotool.provenance`)."""
+    return {"source": str(Path(path).resolve()), "format": fmt, "stamps_file": stamps_name,
             "stamps_order": "row i of this table is index i of every dataset of the stamps file"}
 
 
@@ -552,7 +551,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from astrotool.io.hdf5 import compression_kwargs, open_h5, provenance_attrs
+    from astrotool.io.hdf5 import compression_kwargs, open_h5
+    from astrotool.provenance import hdf5_attrs, parquet_metadata, provenance
     from astrotool.workspace import atomic_path, is_done
 
     path, alerts_path, stamps_path = Path(path), Path(alerts_path), Path(stamps_path)
@@ -578,7 +578,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     size, keep_history = cfg.stamp_size, cfg.keep_history
     batches = (iter_parquet if fmt == "parquet" else iter_avro)(path, cfg.batch_size)
     comp = compression_kwargs(cfg.compression)
-    provenance = _provenance(path, fmt, stamps_path.name)
+    facts = _facts(path, fmt, stamps_path.name)
+    record = provenance(COMMAND, config=cfg.model_dump(mode="json"))
+    metadata = {"astrotool": json.dumps(facts), **parquet_metadata(record)}
     n = n_resized = n_bad = 0
     objects: set[str] = set()
     writer = schema = None
@@ -596,7 +598,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                     columns, stamps = convert_batch(path, records, size, keep_history)
                     labels = _label_columns(extras)
                     if schema is None:
-                        schema = _alert_schema(labels, keep_history, provenance)
+                        schema = _alert_schema(labels, keep_history, metadata)
                         writer = pq.ParquetWriter(tmp_alerts, schema, compression="zstd")
                     arrays = [pa.array(columns[f.name], f.type) if f.name in columns
                               else labels[f.name].cast(f.type) for f in schema]
@@ -621,10 +623,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                                        "(JPEG stamps of alert schema < 2?)")
             stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
                      "n_stamps_bad": n_bad}
-            h5.attrs.update(provenance_attrs("ztf ingest"))
-            h5.attrs.update({"source": provenance["source"], "format": fmt, "alerts_file": alerts_path.name,
-                             "generator": provenance["generator"], "stamp_size": size,
-                             "keep_history": keep_history, **stats})
+            h5.attrs.update(hdf5_attrs(record))
+            h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
+                             "stamp_size": size, "keep_history": keep_history, **stats})
     return IngestResult(**names, format=fmt, **stats, skipped=False)
 
 
