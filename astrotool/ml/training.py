@@ -357,6 +357,9 @@ def fit(
     loss_fn : callable
         ``loss_fn(model, batch)`` returns a scalar loss tensor: the *mean* over
         the batch's rows (the rule that makes several processes equal one).
+        It should call ``model(...)`` (the forward), which carries the
+        precision's autocast and DDP's gradient hooks; other methods of the
+        model bypass them.
     validate : callable
         ``validate(model)`` returns a dict of floats including ``monitor``;
         called with the bare module in eval mode, under ``torch.no_grad`` and the
@@ -371,7 +374,8 @@ def fit(
         writes.
     meta : mapping
         Checkpoint metadata (see :func:`astrotool.ml.checkpoint.save_checkpoint`);
-        ``metrics`` and ``training_progress`` are filled in here.
+        ``metrics``, ``training_progress`` and (unless given) ``runtime``
+        (processes, device type, precision) are filled in here.
     seed : int
         Base seed for per-epoch torch seeding (:func:`derive_seed` of seed,
         epoch and rank).
@@ -474,6 +478,9 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
 
     wrapped, fopt = fabric.setup(model, optimizer)
     module = wrapped.module if hasattr(wrapped, "module") else model
+    if "runtime" not in meta:
+        meta = {**meta, "runtime": {"processes": world, "device": fabric.device.type,
+                                    "precision": runtime.precision if runtime is not None else None}}
 
     if resume and (last_dir / ck.STATE_META_FILE).is_file():
         last = ck.load_checkpoint(last_dir, expect_architecture=meta["architecture"]["name"])

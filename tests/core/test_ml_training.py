@@ -103,6 +103,7 @@ def test_resume_after_two_epochs_gives_identical_weights(tmp_path):
     # the written checkpoints agree too, and the weights differ from the untrained model's
     best_a, best_b = ck.load_checkpoint(tmp_path / "full"), ck.load_checkpoint(tmp_path / "cut")
     assert best_a.meta["best_epoch"] == best_b.meta["best_epoch"] == r_full.best_epoch
+    assert best_a.meta["runtime"] == {"processes": 1, "device": "cpu", "precision": "32-true"}
     assert all(torch.equal(best_a.state_dict[k], best_b.state_dict[k]) for k in best_a.state_dict)
     assert _max_diff(a, _weights(_model())) > 1e-2
     # a finished run resumes to nothing
@@ -227,6 +228,7 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path, mode):
     # rank 0 wrote one checkpoint that loads as the final weights
     last = ck.load_checkpoint(out / "ckpt" / "last")
     assert all(torch.equal(last.state_dict[k], w[0][k]) for k in ref)
+    assert last.meta["runtime"] == {"processes": 2, "device": "cpu", "precision": "32-true"}
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
