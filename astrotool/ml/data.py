@@ -645,6 +645,13 @@ class EpochBatchSampler:
     The batches are computed in the main process, so a :func:`torch_loader`
     yields the same batches whatever its number of workers.
 
+    A full shuffle makes every batch touch samples all over the set, and a
+    compressed HDF5 chunk is decompressed whole for each sample read from it.
+    With ``block > 1`` the shuffle is local instead: runs of ``block``
+    consecutive samples (e.g. the chunk's rows) are shuffled as units, then
+    samples are shuffled within each window of ``window`` runs, so a batch
+    reads from about ``window`` chunks.
+
     Parameters
     ----------
     indices : array-like of int
@@ -655,11 +662,15 @@ class EpochBatchSampler:
         Shuffle per epoch (otherwise the given order).
     drop_last : bool
         Drop a final partial batch.
+    block, window : int
+        Local shuffle (see above); ``block = 1`` shuffles fully.
     """
 
-    def __init__(self, indices, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = False):
+    def __init__(self, indices, batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = False,
+                 block: int = 1, window: int = 8):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.batch_size, self.seed, self.shuffle, self.drop_last = int(batch_size), int(seed), shuffle, drop_last
+        self.block, self.window = max(1, int(block)), max(1, int(window))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -671,7 +682,14 @@ class EpochBatchSampler:
         e = self.epoch if epoch is None else int(epoch)
         if not self.shuffle:
             return self.indices
-        return self.indices[np.random.default_rng([self.seed, e, _EPOCH_STREAM]).permutation(len(self.indices))]
+        rng = np.random.default_rng([self.seed, e, _EPOCH_STREAM])
+        n, b = len(self.indices), self.block
+        if b == 1:
+            return self.indices[rng.permutation(n)]
+        runs = [self.indices[k:k + b] for k in range(0, n, b)]
+        order = np.concatenate([runs[k] for k in rng.permutation(len(runs))]) if runs else self.indices
+        span = b * self.window
+        return np.concatenate([rng.permutation(order[k:k + span]) for k in range(0, n, span)]) if n else order
 
     def __len__(self) -> int:
         n, b = len(self.indices), self.batch_size
@@ -700,7 +718,8 @@ class _Batches:
 
 def torch_loader(ds: ArrayDataset, batch_size: int, names: Sequence[str] | None = None, indices=None,
                  seed: int = 0, epoch: int = 0, shuffle: bool = True, drop_last: bool = False,
-                 num_workers: int = 0, transform: Callable[[dict], Any] | None = None, **loader_kwargs):
+                 num_workers: int = 0, transform: Callable[[dict], Any] | None = None, block: int = 1,
+                 window: int = 8, **loader_kwargs):
     """A ``torch.utils.data.DataLoader`` over a dataset, deterministic with workers.
 
     Each item is a whole batch (a dict of tensors plus ``"index"``) read by
@@ -724,13 +743,15 @@ def torch_loader(ds: ArrayDataset, batch_size: int, names: Sequence[str] | None 
         DataLoader worker processes.
     transform : callable, optional
         Applied to each batch dict (numpy arrays) in the worker; must be picklable.
+    block, window : int
+        Local shuffle for large compressed sets (:class:`EpochBatchSampler`).
     **loader_kwargs
         Passed to DataLoader (e.g. ``pin_memory``, ``persistent_workers``).
     """
     from torch.utils.data import DataLoader
 
     sampler = EpochBatchSampler(np.arange(ds.n) if indices is None else indices, batch_size, seed, shuffle,
-                                drop_last)
+                                drop_last, block, window)
     sampler.set_epoch(epoch)
     return DataLoader(_Batches(ds, ds._names(names), transform), batch_size=None, sampler=sampler,
                       num_workers=num_workers, **loader_kwargs)

@@ -109,7 +109,8 @@ def test_finished_shard_tells_what_to_redraw(tmp_path):
     ("wrong_n", "toy_dataset.json", "the manifest says n = 99"),
     ("missing_shard", "shard00001_cubes.h5", "shard listed in the manifest is missing"),
     ("corrupt_shard", "shard00001_cubes.h5", "not a readable HDF5 file"),
-    ("wrong_shape", "shard00001_cubes.h5", r"array 'img' is float32 \(3, 5, 4\) per sample, the manifest says float32 \(2, 5, 4\)"),
+    ("wrong_shape", "shard00001_cubes.h5",
+     r"array 'img' is float32 \(3, 5, 4\) per sample, the manifest says float32 \(2, 5, 4\)"),
     ("no_manifest", "ds", "not a finished dataset"),
 ])
 def test_damage_names_the_file(tmp_path, damage, culprit, message):
@@ -194,8 +195,9 @@ def test_group_split_keeps_groups_whole_and_is_fixed_by_seed():
     assert not np.array_equal(other[1], parts[1])
     # string labels (objectIds) and un-normalised fractions
     names = np.array([f"obj{g}" for g in groups])
+    codes = np.unique(names, return_inverse=True)[1]
     assert all(np.array_equal(a, b) for a, b in zip(group_split(names, (8, 1, 1), 7),
-                                                   group_split(np.unique(names, return_inverse=True)[1], (0.8, 0.1, 0.1), 7)))
+                                                   group_split(codes, (0.8, 0.1, 0.1), 7)))
 
 
 def test_group_split_tiny_group_counts():
@@ -237,6 +239,13 @@ def test_epoch_sampler_is_fixed_by_seed_and_epoch():
     s.set_epoch(1)
     assert list(s) != e0 and sorted(sum(list(s), [])) == list(range(10, 20))
     assert len(EpochBatchSampler(np.arange(10), 4, drop_last=True)) == 2
+    # local shuffle: runs of 10 move as units, samples mix only within windows of 2 runs
+    local = EpochBatchSampler(np.arange(100), 20, seed=3, block=10, window=2)
+    batches = list(local)
+    assert sorted(sum(batches, [])) == list(range(100))
+    assert batches != [list(range(k, k + 20)) for k in range(0, 100, 20)]
+    assert all(len({i // 10 for i in b}) == 2 for b in batches)          # each batch reads from 2 runs
+    assert local.order().tolist() == EpochBatchSampler(np.arange(100), 20, seed=3, block=10, window=2).order().tolist()
     assert list(EpochBatchSampler(np.arange(5), 2, shuffle=False)) == [[0, 1], [2, 3], [4]]
 
 
@@ -244,6 +253,7 @@ def test_dataloader_batches_do_not_depend_on_workers(tmp_path):
     torch = pytest.importorskip("torch")
     arrays, _ = _write(tmp_path, n=37, shard_size=10)
     ds = ArrayDataset(tmp_path)
+    ds.read([0, 36])                      # handles already open in the parent: forked workers open their own
     train = np.arange(3, 37)
 
     def epochs(workers):
