@@ -221,7 +221,16 @@ class LazyCommand(TyperGroup):
         return cmd
 
     def make_context(self, info_name, args, parent=None, **extra):
-        return self.load().make_context(info_name, args, parent=parent, **extra)
+        """The real command's context: parsing the arguments mounts it."""
+        from astrotool.errors import AstroError
+
+        try:
+            real = self.load()
+        except AstroError:
+            if extra.get("resilient_parsing") or getattr(parent, "resilient_parsing", False):
+                return super().make_context(info_name, args, parent=parent, **extra)  # shell completion
+            raise
+        return real.make_context(info_name, args, parent=parent, **extra)
 
 
 class RootGroup(TyperGroup):

@@ -73,7 +73,8 @@ def root_command(problems: list[LoadProblem] | None = None):
     failed = mount_all(group)
     for path, error in failed:
         stub = _find(group, path)
-        stub.help = f"{stub.spec.help}\n\nNot available in this build: {error}"
+        known = stub.spec.help if stub.spec.help != error else ""
+        stub.help = f"{known}\n\nNot available in this build: {error}".strip()
     if problems is not None:
         problems += [LoadProblem(path, error) for path, error in failed]
     core = [n for n, c in group.commands.items() if getattr(c, "rich_help_panel", None) == "Core"]
