@@ -124,6 +124,10 @@ def test_lensnet_format_and_resume(tmp_path):
     entries = json.loads((out / "lensnet" / "data.json").read_text())
     assert len(entries) == 30 and (out / "lensnet" / entries[7]["galaxy"]).is_file()
     assert set(entries[0]) == {"galaxy", "psf", "e1", "e2", "g1", "g2", "dx", "dy"}
+    from astropy.io import fits
+
+    history = [str(h) for h in fits.getheader(out / "lensnet" / "psf_29.fits")["HISTORY"]]
+    assert history[0].endswith("lens generate") and "seed 1" in history and history[-1] == "format lensnet"
     before, _ = ShearDataset(out).load_stamps()
     (out / "shard00001_stamps.h5").unlink()
     (out / "shard00002_stamps.h5").write_bytes(b"interrupted")        # damaged: drawn again, not fatal

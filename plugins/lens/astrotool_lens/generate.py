@@ -384,18 +384,21 @@ class ShardTask:
         return self.writer.shard_path(self.shard)
 
 
-def _write_lensnet_files(folder: Path, gal, psf, truth: dict) -> None:
+def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base_seed: int) -> None:
     from astropy.io import fits
 
+    from astrotool.provenance import fits_history
     from astrotool.workspace import atomic_path
 
+    history = [*fits_history(command=command, seed=base_seed), "format lensnet"]
     folder.mkdir(parents=True, exist_ok=True)
     for k, idx in enumerate(truth["index"]):
         for prefix, arr in (("gal", gal[k]), ("psf", psf[k])):
             out = folder / f"{prefix}_{int(idx)}.fits"
             with atomic_path(out) as tmp:
                 hdu = fits.PrimaryHDU(arr)
-                hdu.header.add_history("astrotool lens generate --format lensnet")
+                for line in history:
+                    hdu.header.add_history(line)
                 hdu.writeto(tmp)
 
 
@@ -419,7 +422,7 @@ def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
     cfg = GenerateConfig.model_validate(task.config)
     gal, psf, truth = draw_stamps(cfg, task.base_seed, task.start, task.stop)
     if task.lensnet_dir:
-        _write_lensnet_files(Path(task.lensnet_dir), gal, psf, truth)
+        _write_lensnet_files(Path(task.lensnet_dir), gal, psf, truth, task.writer.command, task.base_seed)
     task.writer.write_shard(task.shard, task.start, {"gal": gal, "psf": psf}, truth,
                             attrs={"config": task.config, "base_seed": task.base_seed,
                                    "pixel_scale": cfg.pixel_scale, "units": UNITS})
