@@ -116,10 +116,12 @@ def check_guides(root) -> tuple[list[str], list[str]]:
             resolved = clidoc.check_command_line(line, root)
             if not resolved.problems:
                 continue
-            group = " ".join(resolved.path.split()[:2])
-            cmd = root.commands.get(group.split()[-1]) if " " in group else None
+            cmd, broken = root, False  # a command group that could not mount is a stub saying why
+            for word in resolved.path.split()[1:]:
+                cmd = getattr(cmd, "commands", {}).get(word)
+                broken = broken or bool(getattr(cmd, "broken", ""))
             where = f"{path.relative_to(ROOT)}: `astro {line}`: {'; '.join(resolved.problems)}"
-            (warns if getattr(cmd, "_astro_broken", None) else errors).append(where)
+            (warns if broken else errors).append(where)
     return errors, warns
 
 
