@@ -104,6 +104,9 @@ class Runtime:
     sync_batchnorm : bool
         Convert BatchNorm layers to SyncBatchNorm when there is more than one
         process, so batch statistics are those of the whole global batch.
+    num_workers : int
+        DataLoader worker processes per training process (for the data
+        loaders; the Fabric does not use it).
     """
 
     accelerator: str = "auto"
@@ -113,6 +116,7 @@ class Runtime:
     precision: str = "32-true"
     deterministic: bool = False
     sync_batchnorm: bool = False
+    num_workers: int = 0
     _fabric: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -127,6 +131,8 @@ class Runtime:
             raise AstroError(f"ml.devices: expected a positive integer or 'auto', got {self.devices!r}")
         if not isinstance(self.num_nodes, int) or self.num_nodes < 1:
             raise AstroError(f"ml.num_nodes: expected a positive integer, got {self.num_nodes!r}")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise AstroError(f"ml.num_workers: expected an integer >= 0, got {self.num_workers!r}")
         if self.strategy not in STRATEGIES:
             raise AstroError(f"ml.strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         try:
@@ -192,7 +198,9 @@ class Runtime:
             if self.precision == "16-mixed" and accelerator == "cpu":
                 raise AstroError("ml.precision 16-mixed: float16 autocast with gradient scaling needs a CUDA GPU; "
                                  "on the CPU use bf16-mixed or 32-true")
-            self._fabric = _build_fabric(accelerator, devices, self.num_nodes, self.strategy, self.precision)
+            fabric = _build_fabric(accelerator, devices, self.num_nodes, self.strategy, self.precision)
+            _check_srun_tasks(fabric.world_size)
+            self._fabric = fabric
         return self._fabric
 
     def launch(self):
@@ -238,6 +246,19 @@ def _build_fabric(accelerator, devices, num_nodes, strategy, precision):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AstroError(f"ml: cannot train with accelerator={accelerator}, devices={devices}, "
                          f"num_nodes={num_nodes}, strategy={strategy}, precision={precision}: {first}") from None
+
+
+def _check_srun_tasks(world_size: int) -> None:
+    """Refuse one-process training in each of several ``srun`` tasks (N copies writing the same files)."""
+    import os
+
+    tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "")
+    if tasks.isdigit() and int(tasks) > 1 and world_size == 1:
+        per_node = os.environ.get("SLURM_STEP_TASKS_PER_NODE", "").split("(")[0] or "?"
+        nodes = os.environ.get("SLURM_STEP_NUM_NODES", "?")
+        raise AstroError(f"ml.devices: srun started {tasks} tasks, but ml.devices x ml.num_nodes is 1, so each "
+                         f"would train alone; set ml.devices = {per_node} (tasks per node) and ml.num_nodes = "
+                         f"{nodes}, or run one task")
 
 
 def is_multiprocessing(fabric) -> bool:

@@ -188,7 +188,8 @@ def _run_ddp(tmp_path, mode):
             e = dict(env, SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_PROCID=str(rank),
                      SLURM_LOCALID=str(rank), SLURM_NODEID="0", SLURM_NNODES="1", SLURM_JOB_NAME="astro-train",
                      SLURM_JOB_ID=str(40000 + os.getpid() % 1000), SLURM_NODELIST="127.0.0.1",
-                     SLURM_STEP_NODELIST="127.0.0.1")
+                     SLURM_STEP_NODELIST="127.0.0.1", SLURM_STEP_NUM_TASKS="2", SLURM_STEP_NUM_NODES="1",
+                     SLURM_STEP_TASKS_PER_NODE="2")
             procs.append(subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
@@ -285,6 +286,20 @@ def test_runtime_refuses_what_cannot_run():
         Runtime.from_config(None, colour=1)
 
 
+def test_srun_tasks_training_alone_are_refused(monkeypatch):
+    from astrotool.ml.fabric import Runtime
+
+    for k in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    monkeypatch.setenv("SLURM_STEP_NUM_NODES", "2")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "4(x2)")
+    with pytest.raises(AstroError, match=r"srun started 8 tasks.*ml.devices = 4 .*ml.num_nodes = 2"):
+        Runtime(accelerator="cpu").fabric
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert Runtime(accelerator="cpu").fabric.world_size == 1
+
+
 def test_bf16_mixed_autocasts_the_forward(tmp_path):
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import fit
@@ -328,6 +343,10 @@ def test_ml_section_defaults_and_values():
     m = MLConfig.model_validate({"devices": "auto", "precision": 32, "num_nodes": 2, "strategy": "ddp"})
     assert (m.devices, m.precision, m.num_nodes) == ("auto", "32-true", 2)
     assert MLConfig.model_validate({"devices": "4"}).devices == 4
+    from astrotool.ml.fabric import Runtime
+
+    rt = Runtime.from_config(MLConfig(num_workers=3, devices=2, precision="bf16-mixed", sync_batchnorm=True))
+    assert (rt.num_workers, rt.devices, rt.precision, rt.sync_batchnorm) == (3, 2, "bf16-mixed", True)
 
 
 def test_ml_section_errors_name_the_key(astro, tmp_path):
