@@ -273,8 +273,9 @@ def mount_tree(registry=None) -> tuple[dict, list]:
     """Arrange the registered commands as a tree of :class:`LazyCommand` (nothing imported).
 
     A command mounts at the root or under the command path its ``parent`` names;
-    the first registration of a path wins (the core's first). A command whose
-    parent does not exist marks its plugin broken.
+    the first registration of a path wins (the core's first) and a later one
+    from another plugin marks that plugin broken, as does a parent that does not
+    exist.
 
     Returns
     -------
@@ -293,8 +294,11 @@ def mount_tree(registry=None) -> tuple[dict, list]:
     for plugin, spec in specs:
         parent = " ".join(spec.parent.split())
         path = f"{parent} {spec.name}".strip()
-        if path in mounts:
-            continue  # first registration wins (core first)
+        if path in mounts:  # first registration wins (core first)
+            if mounts[path].plugin != plugin:
+                registry.mark_broken(plugin, f"command `astro {path}` is already registered by plugin "
+                                             f"{mounts[path].plugin!r}")
+            continue
         if parent and parent not in mounts:
             registry.mark_broken(plugin, f"command {spec.name!r}: its parent `astro {parent}` does not exist")
             continue

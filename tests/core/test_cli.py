@@ -160,6 +160,21 @@ def test_parent_that_does_not_exist_marks_the_plugin_broken(monkeypatch, tmp_pat
         set_registry(None)
 
 
+def test_second_registration_of_a_command_marks_its_plugin_broken(monkeypatch, tmp_path, capsys):
+    from astrotool.hookspecs import CommandSpec
+    from astrotool.plugins import Registry, set_registry
+
+    again = _plugin(monkeypatch, tmp_path, "again", [CommandSpec("status", "again_cmds:app", "Mine.")])
+    try:
+        rows = _plugin_rows(capsys, lambda: Registry(entry_points=False, extra=[again]))
+        assert rows["again"]["status"] == "broken"
+        assert rows["again"]["error"] == "command `astro status` is already registered by plugin 'core'"
+        code, out, err = _run(capsys, "status", "--json", "-w", tmp_path)
+        assert code == 0 and json.loads(out)["stages"] == {}, err  # the core's status still runs
+    finally:
+        set_registry(None)
+
+
 def test_child_named_like_a_command_of_its_parent_is_refused(monkeypatch, tmp_path, capsys, toy):
     from astrotool.hookspecs import CommandSpec
     from astrotool.plugins import Registry, set_registry
