@@ -437,7 +437,9 @@ def _fit_spawned(fabric, model, optimizer, args) -> FitResult:
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         if "pickle" not in str(exc).lower() and not isinstance(exc, pickle.PicklingError):
             raise
-        raise AstroError(f"ml.strategy {fabric.strategy.launcher._start_method}: the model, batches, loss and "
+        rt = args.get("runtime")
+        name = rt.strategy if rt is not None else f"ddp_{fabric.strategy.launcher._start_method}"
+        raise AstroError(f"ml.strategy {name}: the model, batches, loss and "
                          f"validation must be picklable to start processes ({exc}); use strategy ddp, which "
                          "re-runs the command instead") from None
     last_dir = Path(args["checkpoint_dir"]) / ck.LAST_DIR

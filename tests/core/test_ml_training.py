@@ -248,7 +248,7 @@ def test_ddp_fork_trains_in_children_and_hands_back_the_weights(tmp_path):
 def test_ddp_spawn_with_local_functions_says_what_to_do(tmp_path):
     from astrotool.ml.fabric import Runtime
 
-    with pytest.raises(AstroError, match="must be picklable.*use strategy ddp"):
+    with pytest.raises(AstroError, match="ml.strategy ddp_spawn: .*must be picklable.*use strategy ddp"):
         _train(tmp_path, 1, runtime=Runtime(accelerator="cpu", devices=2, strategy="ddp_spawn"))
 
 
