@@ -36,7 +36,10 @@ for extra in (ROOT, ROOT / "plugins" / "dre"):
         sys.path.insert(0, str(extra))
 
 from astrotool.backends import get_backend  # noqa: E402
-from astrotool_dre import fit as F  # noqa: E402
+from astrotool.context import Context  # noqa: E402
+from astrotool_dre import chi2 as C  # noqa: E402
+from astrotool_dre import convolve as CV  # noqa: E402
+from astrotool_dre import estimate as E  # noqa: E402
 from astrotool_dre import models as MO  # noqa: E402
 
 
@@ -85,7 +88,7 @@ def time_fit(bank, data, rms, mask, gain, reweight, repeat=2, **kw):
     for _ in range(repeat):
         bank.backend.synchronize()
         t = time.perf_counter()
-        res = F.fit_objects(bank, data, rms, mask, gain=gain, reweight=reweight, **kw)
+        res = C.fit_objects(bank, data, rms, mask, gain=gain, reweight=reweight, **kw)
         bank.backend.synchronize()
         best = min(best, time.perf_counter() - t)
     return len(data) / best, res
@@ -105,13 +108,13 @@ def main(argv=None):
     grid = MO.ModelGrid()
     k, p = grid.nmodels, grid.boxsize ** 2
     t = time.perf_counter()
-    cube = MO.build_cube(grid)
+    cube = MO.build_cube(grid, Context().map)  # slabs through the configured executor, as `astro dre models`
     t_build = time.perf_counter() - t
     be = get_backend("numpy", "cpu")
     psf_y, psf_x = np.mgrid[-12:13, -12:13]
     psf = (1 + (psf_x ** 2 + psf_y ** 2) / 2.0 ** 2) ** -3.0  # Moffat, FWHM ~ 2.0 px x 2 sqrt(2^(1/3)-1)
     t = time.perf_counter()
-    conv = F.convolve_cube(cube, psf, be)
+    conv = CV.convolve_cube(cube, psf, be)
     t_conv = time.perf_counter() - t
     print(f"model cube: {k} models of {grid.boxsize}^2 built in {t_build:.1f} s, "
           f"convolved with a 25^2 PSF in {t_conv:.2f} s")
@@ -119,8 +122,8 @@ def main(argv=None):
     flop_obj = 2 * (2.0 * k * p)
     data, rms, mask, ktrue, flux = make_objects(conv, grid, args.objects)
     area = mask.sum(axis=(1, 2))
-    bank = F.ModelBank(conv, grid, be)
-    sizes = F.crop_sizes(mask, grid.center, bank.sizes())
+    bank = CV.ModelBank(conv, grid, be)
+    sizes = CV.crop_sizes(mask, grid.center, bank.sizes())
     print(f"objects: {len(data)}; segment area median {np.median(area):.0f} px "
           f"(10-90%: {np.percentile(area, 10):.0f}-{np.percentile(area, 90):.0f}); "
           f"crop side median {np.median(sizes):.0f} px")
@@ -128,7 +131,7 @@ def main(argv=None):
     conv_k = np.ascontiguousarray(conv.reshape(grid.shape + (grid.boxsize, grid.boxsize)))
     try:
         tbe = get_backend("torch", "cpu")
-        tbank = F.ModelBank(conv, grid, tbe)
+        tbank = CV.ModelBank(conv, grid, tbe)
     except Exception as exc:  # noqa: BLE001
         tbe, tbank = None, str(exc)
     # warm the crop caches so that every timing below does the same work
@@ -148,7 +151,7 @@ def main(argv=None):
         ops, res = time_fit(bank, data, rms, mask, args.gain, 1, repeat=1, batch_size=args.batch)
         best["two"] = max(best["two"], ops)
         t = time.perf_counter()
-        ref = [F.dre_fit_reference(conv_k, data[i], mask[i], rms[i])[0] for i in range(nref)]
+        ref = [C.dre_fit_reference(conv_k, data[i], mask[i], rms[i])[0] for i in range(nref)]
         best["dre"] = max(best["dre"], nref / (time.perf_counter() - t))
         if tbe is not None:
             ops, res_t = time_fit(tbank, data, rms, mask, args.gain, 1, repeat=1, batch_size=args.batch)
@@ -169,12 +172,12 @@ def main(argv=None):
     print(f"(c) DRE per-object formula (index gather, 1 process) on {nref} of the objects: "
           f"{ops_ref:.1f} obj/s;  batched/DRE = {ops_main / ops_ref:.0f}x "
           f"({ops_main / (2 * ops_ref):.0f}x against DRE on 2 ideal processes)")
-    dre_b = F.fit_objects(bank, data[:nref], rms[:nref], mask[:nref], statistic="dre")
+    dre_b = C.fit_objects(bank, data[:nref], rms[:nref], mask[:nref], statistic="dre")
     refa = np.stack(ref).reshape(nref, -1)
     print(f"    --statistic dre batched vs DRE formula: max relative difference "
           f"{np.nanmax(np.abs(dre_b.chi2 - refa) / refa):.1e}")
 
-    bp = F.best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2)
+    bp = E.best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2)
     _, iq, ia, ir = np.unravel_index(ktrue, grid.shape)
     tq, ta, tr = grid.axrat[iq], grid.posang[ia], grid.logr[ir]
     dang = np.abs((bp["ANGLE"] - ta + 90) % 180 - 90)
@@ -195,7 +198,7 @@ def main(argv=None):
         except Exception as exc:  # noqa: BLE001
             print(f"(d) {name} cuda: not run ({str(exc).splitlines()[0]})")
             continue
-        gbank = F.ModelBank(F.convolve_cube(cube, psf, gbe), grid, gbe)
+        gbank = CV.ModelBank(CV.convolve_cube(cube, psf, gbe), grid, gbe)
         for s in np.unique(sizes):
             gbank.matrices(int(s))
         ops_g, _ = time_fit(gbank, data, rms, mask, args.gain, 1, repeat=3, batch_size=512)

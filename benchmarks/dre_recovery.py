@@ -39,7 +39,7 @@ def main() -> int:
     ap.add_argument("--tiles", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
-    from astrotool_dre.detect import find_sextractor
+    from astrotool_dre.detect_sextractor import find_sextractor
     from astrotool_dre.psf import find_psfex
     from astrotool_dre.truth import workspace_recovery
 

@@ -10,8 +10,10 @@ h5py = pytest.importorskip("h5py")
 pytest.importorskip("photutils")
 
 from astrotool.errors import InputError  # noqa: E402
+from astrotool_dre.catalog import read_catalog  # noqa: E402
+from astrotool_dre.config import CutsConfig, DetectConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.cuts import clean_mask, make_cuts, read_cuts  # noqa: E402
-from astrotool_dre.detect import detect_tile, read_catalog  # noqa: E402
+from astrotool_dre.detect import detect_tile  # noqa: E402
 from astrotool_dre.simulate import simulate_tile  # noqa: E402
 
 
@@ -19,14 +21,14 @@ from astrotool_dre.simulate import simulate_tile  # noqa: E402
 def products(tmp_path_factory):
     d = tmp_path_factory.mktemp("cuts")
     # crowded on purpose (small separations) so that cuts hold neighbours
-    out = simulate_tile(d / "tile.fits", d / "truth.parquet", seed=5, size=448, n_galaxies=10, n_stars=10,
-                        logr_range=(0.3, 0.9), min_separation=14.0, isolation=2.0)
-    det = detect_tile(out["tile"], d / "det", engine="photutils")
+    out = simulate_tile(d / "tile.fits", d / "truth.parquet", SimulateConfig(
+        size=448, n_galaxies=10, n_stars=10, logr_range=(0.3, 0.9), min_separation=14.0, isolation=2.0), seed=5)
+    det = detect_tile(out["tile"], d / "det", DetectConfig(engine="photutils"))
     return d, out, det
 
 
 def _cut(p, out, **kw):
-    return make_cuts(p["cat"], p["nb"], p["rms"], p["seg"], kw.pop("tile"), out, **kw)
+    return make_cuts(p["cat"], p["nb"], p["rms"], p["seg"], kw.pop("tile"), out, CutsConfig(**kw))
 
 
 def test_groups_shapes_and_attributes(products):
@@ -156,14 +158,14 @@ def test_mismatched_inputs_name_the_file(products, tmp_path):
     small = tmp_path / "small_rms.fits"
     fits.PrimaryHDU(np.ones((64, 64), np.float32)).writeto(small)
     with pytest.raises(InputError, match="small_rms.fits.*shape"):
-        make_cuts(det["cat"], det["nb"], small, det["seg"], out["tile"], tmp_path / "x_cuts.h5")
+        make_cuts(det["cat"], det["nb"], small, det["seg"], out["tile"], tmp_path / "x_cuts.h5", CutsConfig())
     assert not (tmp_path / "x_cuts.h5").exists()
     assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_numbers_of_cuts_without_attributes_come_from_their_names(products, tmp_path):
     """DRE's own cuts files have no per-object attributes: NUMBER comes from the group name."""
-    from astrotool_dre.fitting import object_numbers
+    from astrotool_dre.fit_stage import object_numbers
 
     d, out, det = products
     _cut(det, tmp_path / "c.h5", tile=out["tile"], max_stellarity=1.0)

@@ -8,17 +8,13 @@ pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("photutils")
 
 from astrotool.errors import InputError  # noqa: E402
-from astrotool_dre.detect import (  # noqa: E402
-    CATALOG_COLUMNS,
-    _add_size_stellarity,
-    resolve_gain,
-    detect_tile,
-    find_sextractor,
-    read_catalog,
-    size_stellarity,
-    stellar_locus,
-)
+from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity, read_catalog  # noqa: E402
+from astrotool_dre.config import DetectConfig, SimulateConfig  # noqa: E402
+from astrotool_dre.detect import detect_tile  # noqa: E402
+from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
 from astrotool_dre.simulate import simulate_tile  # noqa: E402
+from astrotool_dre.stellarity import size_stellarity, stellar_locus  # noqa: E402
+from astrotool_dre.tiles import resolve_gain, resolve_zero_point  # noqa: E402
 
 HAVE_SEX = find_sextractor() is not None
 ENGINES = [
@@ -30,8 +26,8 @@ ENGINES = [
 @pytest.fixture(scope="module")
 def tile(tmp_path_factory):
     d = tmp_path_factory.mktemp("detect")
-    out = simulate_tile(d / "tile.fits", d / "truth.parquet", seed=7, size=512, n_galaxies=8, n_stars=12,
-                        logr_range=(0.3, 1.0))
+    out = simulate_tile(d / "tile.fits", d / "truth.parquet", SimulateConfig(
+        size=512, n_galaxies=8, n_stars=12, logr_range=(0.3, 1.0)), seed=7)
     return d, out
 
 
@@ -42,7 +38,7 @@ def detected(tile):
     for eng in ("sextractor", "photutils"):
         if eng == "sextractor" and not HAVE_SEX:
             continue
-        res[eng] = detect_tile(out["tile"], d / eng, engine=eng)
+        res[eng] = detect_tile(out["tile"], d / eng, DetectConfig(engine=eng))
     return res
 
 
@@ -123,10 +119,10 @@ def test_engines_agree_on_positions_and_fluxes(detected):
 
 @pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")
 def test_sextractor_gain_modes(tmp_path):
-    out = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", seed=4, size=320, n_galaxies=2,
-                        n_stars=3, logr_range=(0.3, 0.8), units="cps", exptime=50.0)
+    out = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", SimulateConfig(
+        size=320, n_galaxies=2, n_stars=3, logr_range=(0.3, 0.8), units="cps", exptime=50.0), seed=4)
     for gain, expect in (("cps", 2.0 * 50.0), (7.5, 7.5)):
-        r = detect_tile(out["tile"], tmp_path / str(gain), engine="sextractor", gain=gain, seeing_fwhm=3.0)
+        r = detect_tile(out["tile"], tmp_path / str(gain), DetectConfig(engine="sextractor", gain=gain, seeing_fwhm=3.0))
         with fits.open(r["cat"]) as h:
             cards = h["LDAC_IMHEAD"].data["Field Header Card"][0]
         hdr = fits.Header.fromstring("".join(c.ljust(80) for c in cards))
@@ -148,8 +144,6 @@ def test_gain_resolution():
 
 
 def test_zero_point_resolution():
-    from astrotool_dre.detect import resolve_zero_point
-
     assert resolve_zero_point(fits.Header({"MAGZP": 25.5}), None) == 25.5
     assert resolve_zero_point(fits.Header({"MAGZP": 25.5}), 0.0) == 0.0  # an explicit 0 is kept
     assert resolve_zero_point(fits.Header(), None) == 30.0  # as documented, in detect and fit alike
@@ -163,7 +157,7 @@ def test_size_stellarity_replaces_class_star_in_a_sextractor_catalogue(tile, det
     _, out = tile
     cat_path = tmp_path / "tile_cat.fits"
     shutil.copy(detected["sextractor"]["cat"], cat_path)
-    _add_size_stellarity(cat_path)
+    add_size_stellarity(cat_path)
     with fits.open(cat_path) as h:
         assert b"\x00" not in h["LDAC_IMHEAD"].data.tobytes()
     truth = pq.read_table(out["truth"]).to_pydict()
@@ -207,6 +201,6 @@ def test_bad_tiles_raise_input_error_naming_the_file(tmp_path, engine):
     for path, words in cases:
         out = tmp_path / ("out_" + path.stem)
         with pytest.raises(InputError, match=words) as exc:
-            detect_tile(path, out, engine=engine, detect_thresh=50.0)
+            detect_tile(path, out, DetectConfig(engine=engine, detect_thresh=50.0))
         assert str(path) in str(exc.value)
         assert _no_outputs(out), list(out.iterdir())

@@ -5,7 +5,9 @@ import pytest
 
 from astrotool.backends import get_backend
 from astrotool.errors import AstroError
-from astrotool_dre import fit as F
+from astrotool_dre.chi2 import dre_fit_reference, fit_objects
+from astrotool_dre.convolve import ModelBank, convolve_cube
+from astrotool_dre.estimate import FLAG_BITS, best_parameters
 from astrotool_dre import models as M
 
 BOX = 40
@@ -19,14 +21,14 @@ def _gauss_psf(size=11, sigma=1.3, dx=0.0):
 
 
 @pytest.fixture(scope="module")
-def cube():
-    return M.build_cube(GRID)
+def cube(mapper):
+    return M.build_cube(GRID, mapper)
 
 
 @pytest.fixture(scope="module")
 def bank(cube):
     be = get_backend("numpy", "cpu")
-    return F.ModelBank(F.convolve_cube(cube, _gauss_psf(), be), GRID, be)
+    return ModelBank(convolve_cube(cube, _gauss_psf(), be), GRID, be)
 
 
 def _segment(model, rms, grow=3):
@@ -73,7 +75,7 @@ def test_convolution_keeps_centre_and_flux(size):
     delta[:, 8, 8] = 1.0
     psf = np.random.default_rng(1).random((size, size))
     psf[0, 0] = -0.5  # negatives are clipped
-    out = F.convolve_cube(delta, psf, be)
+    out = convolve_cube(delta, psf, be)
     ref = np.clip(psf, 0, None) / np.clip(psf, 0, None).sum()
     c = size // 2  # the PSF centre pixel lands on the model centre
     assert np.allclose(out[0, 8 - c: 8 - c + size, 8 - c: 8 - c + size], ref, atol=1e-6)
@@ -81,7 +83,7 @@ def test_convolution_keeps_centre_and_flux(size):
     # a model off-centre by +2 columns is shifted by the PSF the same way
     shifted = np.zeros((1, 16, 16), np.float32)
     shifted[0, 8, 10] = 1.0
-    assert np.allclose(F.convolve_cube(shifted, psf, be)[0], np.roll(out[0], 2, axis=1), atol=1e-6)
+    assert np.allclose(convolve_cube(shifted, psf, be)[0], np.roll(out[0], 2, axis=1), atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [5, 6, 31, 44])
@@ -91,7 +93,7 @@ def test_convolution_equals_direct_sum_for_any_psf_size(size):
     rng = np.random.default_rng(size)
     models = rng.random((3, 12, 12))
     psf = rng.random((size, size + 1))
-    out = F.convolve_cube(models, psf)
+    out = convolve_cube(models, psf)
     p = psf / psf.sum()
     c = np.array(p.shape) // 2
     for i in range(3):
@@ -103,7 +105,7 @@ def test_convolution_matches_scipy_for_odd_psf(cube):
     from scipy.signal import fftconvolve
 
     psf = _gauss_psf(9, 1.5, dx=0.7)
-    out = F.convolve_cube(cube[0, 1, 2], psf)
+    out = convolve_cube(cube[0, 1, 2], psf)
     ref = fftconvolve(cube[0, 1, 2, 3].astype(float), psf / psf.sum(), mode="same")
     assert np.allclose(out[3], ref, atol=1e-6 * ref.max())
 
@@ -116,8 +118,8 @@ def test_batched_least_squares_equals_linalg(bank):
     data, masks = _mock(bank, ks, rng.uniform(200, 2000, n), seed=3)
     masks[2] = False  # an object with nothing to fit
     rms = rng.uniform(0.8, 1.2, (n, BOX, BOX)).astype(np.float32)
-    res = F.fit_objects(bank, data, rms, masks)
-    full = F.fit_objects(bank, data, rms, masks, crop=False)
+    res = fit_objects(bank, data, rms, masks)
+    full = fit_objects(bank, data, rms, masks, crop=False)
     assert np.isnan(res.chi2[2]).all() and res.npix[2] == 0
     ok = res.npix > 0
     # the crop changes only the float32 summation order: a few 1e-6 of sum(w d^2)
@@ -125,7 +127,7 @@ def test_batched_least_squares_equals_linalg(bank):
     assert np.all(np.abs(res.chi2[ok] - full.chi2[ok]) <= tol)
     assert np.allclose(res.flux[ok], full.flux[ok], rtol=1e-5)
     mods = bank.stamps.reshape(GRID.nmodels, -1).astype(np.float64)
-    exact = F.fit_objects(F.ModelBank(bank.stamps, GRID, dtype="float64"), data, rms, masks)
+    exact = fit_objects(ModelBank(bank.stamps, GRID, dtype="float64"), data, rms, masks)
     for i in (0, 5, 8):
         w = masks[i].ravel() / rms[i].ravel().astype(np.float64) ** 2
         d = data[i].ravel().astype(np.float64)
@@ -143,7 +145,7 @@ def test_batched_least_squares_equals_linalg(bank):
 def test_chi2_never_negative_for_a_perfect_fit(bank):
     data = (bank.stamps[[5, 77]] * 1e5).astype(np.float32)
     masks = np.ones_like(data, dtype=bool)
-    res = F.fit_objects(bank, data, 0.01, masks)
+    res = fit_objects(bank, data, 0.01, masks)
     assert (res.chi2 >= 0).all()
     assert res.chi2[0, 5] < 1e-6 * res.swd2[0]
     assert res.flux[1, 77] == pytest.approx(1e5, rel=1e-5)
@@ -155,16 +157,16 @@ def test_injected_model_is_recovered_with_its_flux(bank):
                    [(0, 1, 2, 3), (0, 2, 4, 2), (0, 0, 1, 4), (0, 3, 0, 3)]])
     fluxes = np.array([6000.0, 8000.0, 10000.0, 5000.0])
     data, masks = _mock(bank, ks, fluxes, gain=2.0, seed=int(rng.integers(1 << 30)))
-    res = F.fit_objects(bank, data, 1.0, masks, gain=2.0, reweight=1)
+    res = fit_objects(bank, data, 1.0, masks, gain=2.0, reweight=1)
     assert res.passes == 2
-    out = F.best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2, zeropoint=25.0)
+    out = best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2, zeropoint=25.0)
     got = np.ravel_multi_index((out["N_IDX"], out["E_IDX"], out["T_IDX"], out["R_IDX"]), GRID.shape)
     assert np.array_equal(got, ks)
     assert np.allclose(out["FLUX"], fluxes, rtol=0.03)
     assert np.allclose(out["MAG"], 25 - 2.5 * np.log10(out["FLUX"]))
     assert np.all((out["CHI2_NU"] > 0.7) & (out["CHI2_NU"] < 1.4))
     # the 3rd and 4th sit on the q = 0.25 and q = 1 edges of the grid
-    assert out["FIT_FLAGS"].tolist() == [0, 0, F.FLAG_BITS["AX_RATIO_EDGE_LO"], F.FLAG_BITS["AX_RATIO_EDGE_HI"]]
+    assert out["FIT_FLAGS"].tolist() == [0, 0, FLAG_BITS["AX_RATIO_EDGE_LO"], FLAG_BITS["AX_RATIO_EDGE_HI"]]
     assert out["AX_RATIO_EDGE_HI"].tolist() == [False, False, False, True]
     assert not out["LOGR_EDGE_LO"].any() and not out["LOGR_EDGE_HI"].any()
 
@@ -172,8 +174,8 @@ def test_injected_model_is_recovered_with_its_flux(bank):
 def test_gain_term_reweighting_changes_weights(bank):
     ks = np.array([np.ravel_multi_index((0, 2, 1, 2), GRID.shape)])
     data, masks = _mock(bank, ks, [20000.0], gain=1.0, seed=5)
-    plain = F.fit_objects(bank, data, 1.0, masks)
-    gained = F.fit_objects(bank, data, 1.0, masks, gain=1.0)
+    plain = fit_objects(bank, data, 1.0, masks)
+    gained = fit_objects(bank, data, 1.0, masks, gain=1.0)
     # with the source variance, chi2/dof comes back to ~1; without it it is far above
     dof = masks.sum() - 4
     assert plain.chi2[0, ks[0]] / dof > 3
@@ -187,13 +189,13 @@ def test_dre_statistic_batched_equals_reference(bank):
     data, masks = _mock(bank, ks, rng.uniform(500, 3000, 5), seed=7)
     rms = np.full(data.shape, 1.0, np.float32)
     data[1, 20, 20] = np.nan  # DRE's nansum / nanmean skip it
-    res = F.fit_objects(bank, data, rms, masks, statistic="dre")
+    res = fit_objects(bank, data, rms, masks, statistic="dre")
     cube = bank.stamps.reshape(GRID.shape + (BOX, BOX))
     for i in range(5):
-        chi, scale = F.dre_fit_reference(cube, data[i], masks[i], rms[i])
+        chi, scale = dre_fit_reference(cube, data[i], masks[i], rms[i])
         assert np.allclose(res.chi2[i], chi.ravel(), rtol=2e-5)
         assert np.allclose(res.flux[i], scale.ravel(), rtol=2e-5)
-    out = F.best_parameters(res.chi2, GRID, res.flux, res.npix, statistic="dre")
+    out = best_parameters(res.chi2, GRID, res.flux, res.npix, statistic="dre")
     assert np.allclose(out["CHI2"], np.nanmin(res.chi2, axis=1))
 
 
@@ -202,8 +204,8 @@ def test_uncertainties_positive_and_finite_for_clear_minimum(bank):
     ks = np.array([np.ravel_multi_index((0, 1, 0, 3), GRID.shape),   # angle 0: periodic wrap
                    np.ravel_multi_index((0, 2, 3, 2), GRID.shape)])
     data, masks = _mock(bank, ks, [3000.0, 3000.0], seed=9)
-    res = F.fit_objects(bank, data, 1.0, masks)
-    out = F.best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)
+    res = fit_objects(bank, data, 1.0, masks)
+    out = best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)
     for col in ("AX_RATIO_ERR", "ANGLE_ERR", "LOGR_ERR", "FLUX_ERR"):
         assert np.all(np.isfinite(out[col]) & (out[col] > 0)), col
     assert np.all(out["LOGR_ERR"] < GRID.dlogh) and np.all(out["ANGLE_ERR"] < 30)
@@ -216,8 +218,8 @@ def test_error_grows_with_noise(bank):
     errs = []
     for flux in (20000.0, 1500.0):
         data, masks = _mock(bank, np.array([k]), [flux], seed=4)
-        res = F.fit_objects(bank, data, 1.0, masks)
-        errs.append(F.best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)["LOGR_ERR"][0])
+        res = fit_objects(bank, data, 1.0, masks)
+        errs.append(best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)["LOGR_ERR"][0])
     assert errs[1] > errs[0]
 
 
@@ -227,23 +229,23 @@ def test_edge_flags_when_truth_is_beyond_the_grid(bank):
     flat = M.draw_model(4.0, 0.06, 60.0, GRID.logr[2], boxsize=BOX)         # flatter than q = 0.25
     mid = M.draw_model(4.0, 0.5, 60.0, GRID.logr[2], boxsize=BOX)
     truth = np.stack([big, flat, mid])
-    conv = F.convolve_cube(truth, psf) * 8000.0
+    conv = convolve_cube(truth, psf) * 8000.0
     rng = np.random.default_rng(2)
     data = (conv + rng.standard_normal(conv.shape)).astype(np.float32)
     masks = np.stack([_segment(c, 1.0) for c in conv])
-    res = F.fit_objects(bank, data, 1.0, masks)
-    out = F.best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)
+    res = fit_objects(bank, data, 1.0, masks)
+    out = best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)
     assert out["LOGR_EDGE_HI"].tolist() == [True, False, False]
     assert out["AX_RATIO_EDGE_LO"][1] and not out["AX_RATIO_EDGE_LO"][2]
-    assert out["FIT_FLAGS"][0] & F.FLAG_BITS["LOGR_EDGE_HI"]
+    assert out["FIT_FLAGS"][0] & FLAG_BITS["LOGR_EDGE_HI"]
     assert out["FIT_FLAGS"][2] == 0
 
 
 def test_no_fit_rows_are_flagged():
     chi = np.full((2, GRID.nmodels), np.nan, np.float32)
     chi[1] = np.linspace(10, 20, GRID.nmodels)
-    out = F.best_parameters(chi, GRID, np.ones_like(chi), np.array([0, 100]))
-    assert out["FIT_FLAGS"][0] & F.FLAG_BITS["NO_FIT"] and out["R_IDX"][0] == -1
+    out = best_parameters(chi, GRID, np.ones_like(chi), np.array([0, 100]))
+    assert out["FIT_FLAGS"][0] & FLAG_BITS["NO_FIT"] and out["R_IDX"][0] == -1
     assert np.isnan(out["LOGR"][0]) and out["LOGR"][1] == GRID.logr[0]
 
 
@@ -252,20 +254,20 @@ def test_numpy_and_torch_backends_agree(cube):
     pytest.importorskip("torch")
     psf = _gauss_psf(10, 1.2)  # even-sized PSF
     nbe, tbe = get_backend("numpy", "cpu"), get_backend("torch", "cpu")
-    nbank = F.ModelBank(F.convolve_cube(cube, psf, nbe), GRID, nbe)
-    tconv = F.convolve_cube(cube, psf, tbe)
+    nbank = ModelBank(convolve_cube(cube, psf, nbe), GRID, nbe)
+    tconv = convolve_cube(cube, psf, tbe)
     assert np.allclose(tbe.to_numpy(tconv), nbank.stamps.reshape(tconv.shape), atol=2e-7)
-    tbank = F.ModelBank(tconv, GRID, tbe)
+    tbank = ModelBank(tconv, GRID, tbe)
     rng = np.random.default_rng(21)
     ks = rng.integers(0, GRID.nmodels, 6)
     data, masks = _mock(nbank, ks, rng.uniform(1000, 5000, 6), gain=3.0, seed=21)
     for kw in (dict(gain=3.0), dict(statistic="dre")):
-        a = F.fit_objects(nbank, data, 1.0, masks, **kw)
-        b = F.fit_objects(tbank, data, 1.0, masks, **kw)
+        a = fit_objects(nbank, data, 1.0, masks, **kw)
+        b = fit_objects(tbank, data, 1.0, masks, **kw)
         assert np.allclose(a.chi2, b.chi2, rtol=1e-4, atol=1e-3)
         assert np.array_equal(np.argmin(a.chi2, 1), np.argmin(b.chi2, 1))
-    pa = F.best_parameters(a.chi2, GRID, a.flux, a.npix)
-    pb = F.best_parameters(tbe.asarray(b.chi2), GRID, tbe.asarray(b.flux), b.npix, backend=tbe)
+    pa = best_parameters(a.chi2, GRID, a.flux, a.npix)
+    pb = best_parameters(tbe.asarray(b.chi2), GRID, tbe.asarray(b.flux), b.npix, backend=tbe)
     for col in ("LOGR", "AX_RATIO", "ANGLE", "FLUX", "LOGR_ERR"):
         assert np.allclose(pa[col], pb[col], rtol=1e-4), col
 
@@ -274,11 +276,11 @@ def test_sub_grid_radius_and_flux_between_grid_radii(bank):
     # truth halfway-ish between two grid radii: FLUX interpolated to LOGR_FIT beats the grid flux
     truth_logr = GRID.logr[3] + 0.45 * GRID.dlogh
     img = M.draw_model(4.0, 0.5, 60.0, truth_logr, boxsize=BOX)
-    conv = F.convolve_cube(img[None], _gauss_psf()) * 20000.0
+    conv = convolve_cube(img[None], _gauss_psf()) * 20000.0
     data = (conv + np.random.default_rng(8).standard_normal(conv.shape)).astype(np.float32)
     masks = _segment(conv[0], 1.0)[None]
-    res = F.fit_objects(bank, data, 1.0, masks)
-    out = F.best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)
+    res = fit_objects(bank, data, 1.0, masks)
+    out = best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)
     assert abs(out["LOGR_FIT"][0] - truth_logr) < 0.5 * abs(out["LOGR"][0] - truth_logr)
     assert abs(out["LOGR_FIT"][0] - truth_logr) < 3 * out["LOGR_FIT_ERR"][0]
     assert abs(out["FLUX"][0] / 20000.0 - 1) < 0.02

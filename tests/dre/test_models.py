@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from astrotool.errors import InputError
+from astrotool.errors import AstroError, InputError
 from astrotool_dre import models as M
 
 SMALL = M.ModelGrid(naxrat=2, axrat0=0.5, daxrat=0.5, nposang=3, dposang=60.0,
@@ -114,10 +114,31 @@ def test_slab_uses_exact_mirrors():
                 assert np.allclose(slab[ia, ir], ref, rtol=1e-5, atol=1e-9)
 
 
-def test_cube_round_trip_in_dre_layout(tmp_path):
+def test_cube_slabs_go_through_the_mapper(mapper):
+    calls = []
+
+    def recording(fn, items, desc, keys=None):
+        calls.append((desc, list(keys), [(it.i_index, it.i_q, it.supersample) for it in items]))
+        return mapper(fn, items, desc=desc, keys=keys)
+
+    cube = M.build_cube(SMALL, recording, supersample=2)
+    assert calls == [("model slabs", ["n0_q0", "n0_q1"], [(0, 0, 2), (0, 1, 2)])]
+    assert cube.shape == (1, 2, 3, 2, 16, 16) and cube.dtype == np.float32
+    for iq in range(SMALL.naxrat):
+        assert np.array_equal(cube[0, iq], M.build_slab(SMALL, 0, iq, supersample=2))
+
+    def losing(fn, items, desc, keys=None):  # a failed item is left out of the mapper's results
+        return mapper(fn, items, desc=desc, keys=keys)[1:]
+
+    with pytest.raises(AstroError, match="some slabs failed") as err:
+        M.build_cube(SMALL, losing)
+    assert err.value.exit_code == 1
+
+
+def test_cube_round_trip_in_dre_layout(tmp_path, mapper):
     from astropy.io import fits
 
-    cube = M.build_cube(SMALL)
+    cube = M.build_cube(SMALL, mapper)
     path = tmp_path / "cube.fits"
     M.write_cube(path, cube, SMALL, history=["test"])
     raw = fits.getdata(path)
@@ -136,10 +157,10 @@ def test_cube_round_trip_in_dre_layout(tmp_path):
     assert not list(tmp_path.glob(".*partial*"))  # atomic write left no temporary file
 
 
-def test_multi_index_cube_has_leading_axis(tmp_path):
+def test_multi_index_cube_has_leading_axis(tmp_path, mapper):
     g = M.ModelGrid(index0=1.0, dindex=3.0, nindex=2, naxrat=1, axrat0=1.0, nposang=1,
                     nlogh=2, logh0=0.0, dlogh=0.5, boxsize=8)
-    cube = M.build_cube(g)
+    cube = M.build_cube(g, mapper)
     path = tmp_path / "multi.fits"
     M.write_cube(path, cube, g)
     from astropy.io import fits
@@ -169,11 +190,11 @@ def test_dre_cube_without_nindex_is_de_vaucouleurs(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["DLOGH", "NPOSANG", "BOXSIZE", "AXRAT0"])
-def test_missing_header_key_is_named(tmp_path, key):
+def test_missing_header_key_is_named(tmp_path, key, mapper):
     from astropy.io import fits
 
     path = tmp_path / "cube.fits"
-    M.write_cube(path, M.build_cube(SMALL), SMALL)
+    M.write_cube(path, M.build_cube(SMALL, mapper), SMALL)
     with fits.open(path, mode="update") as hdul:
         del hdul[0].header[key]
     with pytest.raises(InputError) as err:
@@ -182,11 +203,11 @@ def test_missing_header_key_is_named(tmp_path, key):
     assert err.value.exit_code == 2
 
 
-def test_bad_header_value_and_shape(tmp_path):
+def test_bad_header_value_and_shape(tmp_path, mapper):
     from astropy.io import fits
 
     path = tmp_path / "cube.fits"
-    M.write_cube(path, M.build_cube(SMALL), SMALL)
+    M.write_cube(path, M.build_cube(SMALL, mapper), SMALL)
     with fits.open(path, mode="update") as hdul:
         hdul[0].header["NLOGH"] = "many"
     with pytest.raises(InputError, match="NLOGH"):

@@ -20,7 +20,7 @@ def _simulate(astro, ws, ntiles=1, extra=()):
 
 @pytest.mark.parametrize("engine, psf_engine", [("sextractor", "psfex"), ("photutils", "photutils")])
 def test_chain_recovers_injected_galaxies(astro, tmp_path, engine, psf_engine):
-    from astrotool_dre.detect import find_sextractor
+    from astrotool_dre.detect_sextractor import find_sextractor
 
     if engine == "sextractor" and find_sextractor() is None:
         pytest.skip("source-extractor is not installed")
@@ -50,9 +50,12 @@ def test_chain_recovers_injected_galaxies(astro, tmp_path, engine, psf_engine):
         names = list(f)
         assert f[names[0]].shape == (1, 10, 13, 21) and f[names[0]].dtype == np.float32
     assert set(summ.NAME) == set(names)
-    # a second run resumes: every stage is skipped
+    # a second run resumes: every stage is reported skipped and no product is rewritten
+    products = {p: p.stat().st_mtime_ns for p in (ws / "dre").rglob("*") if p.is_file()}
+    assert len(products) >= 10
     r = astro("-w", ws, *eng, "dre", "run", "--no-mosaics")
     assert r.returncode == 0 and r.stdout.count("skipped (done)") == 4, r.stdout
+    assert {p: p.stat().st_mtime_ns for p in products} == products
 
 
 def test_statistic_dre_and_mosaics(astro, tmp_path):
@@ -139,3 +142,35 @@ def test_torch_backend_gives_the_numpy_answer(astro, tmp_path):
     np.testing.assert_allclose(got.FLUX[same], ref.FLUX[same], rtol=2e-3)
     r = astro("-w", ws, "--overwrite", "dre", "fit", "--device", "cuda", "--backend", "numpy")
     assert r.returncode == 2 and "cuda" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stages_are_declared_once():
+    from astrotool_dre import astro_workspace_stages
+    from astrotool_dre.pipeline import STAGE_FUNCTIONS, TilePaths
+    from astrotool_dre.stages import FOLDERS, TILE_STAGES
+
+    assert TILE_STAGES == ("detect", "psf", "cuts", "fit", "mosaics")
+    assert FOLDERS == ("tiles", "sextracted", "psf", "cuts", "models", "chi", "summary", "mosaics")
+    assert astro_workspace_stages() == {"dre": list(FOLDERS)}
+    assert tuple(STAGE_FUNCTIONS) == TILE_STAGES
+    paths = TilePaths("ws", "t")
+    for stage in TILE_STAGES:  # every stage's outputs lie in a folder it declares
+        assert paths.outputs(stage)
+        assert all(p.relative_to("ws/dre").parts[0] in FOLDERS for p in paths.outputs(stage))
+
+
+def test_tile_items_run_the_same_in_worker_processes(astro, tmp_path):
+    """Items (frozen dataclasses holding the typed sections) cross into spawned workers: -j 2 detects as serially."""
+    import shutil
+
+    from astropy.io import fits
+
+    ws = _simulate(astro, tmp_path / "serial", ntiles=2)
+    par = tmp_path / "process"
+    shutil.copytree(ws / "dre" / "tiles", par / "dre" / "tiles")
+    assert astro("-w", ws, "dre", "detect").returncode == 0
+    r = astro("-w", par, "--executor", "process", "-j", "2", "dre", "detect")
+    assert r.returncode == 0, r.stderr
+    for stem in ("sim_000", "sim_001"):
+        a, b = (fits.getdata(w / f"dre/sextracted/{stem}/{stem}_cat.fits", "LDAC_OBJECTS") for w in (ws, par))
+        assert len(a) >= 10 and a.tobytes() == b.tobytes()

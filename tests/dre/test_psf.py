@@ -7,7 +7,9 @@ fits = pytest.importorskip("astropy.io.fits")
 pytest.importorskip("photutils")
 
 from astrotool.errors import InputError  # noqa: E402
-from astrotool_dre.detect import detect_tile, find_sextractor  # noqa: E402
+from astrotool_dre.config import DetectConfig, PsfConfig, SimulateConfig  # noqa: E402
+from astrotool_dre.detect import detect_tile  # noqa: E402
+from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
 from astrotool_dre.psf import build_psf, find_psfex, psf_fwhm, read_psf, write_psfex_format  # noqa: E402
 from astrotool_dre.simulate import simulate_tile  # noqa: E402
 
@@ -18,11 +20,11 @@ HAVE_SEX = find_sextractor() is not None
 @pytest.fixture(scope="module")
 def tile(tmp_path_factory):
     d = tmp_path_factory.mktemp("psf")
-    out = simulate_tile(d / "tile.fits", d / "truth.parquet", seed=21, size=512, n_galaxies=6, n_stars=14,
-                        logr_range=(0.3, 1.0), path_psf=d / "true_psf.fits")
-    det = {"photutils": detect_tile(out["tile"], d / "photutils", engine="photutils")}
+    out = simulate_tile(d / "tile.fits", d / "truth.parquet", SimulateConfig(
+        size=512, n_galaxies=6, n_stars=14, logr_range=(0.3, 1.0)), seed=21, path_psf=d / "true_psf.fits")
+    det = {"photutils": detect_tile(out["tile"], d / "photutils", DetectConfig(engine="photutils"))}
     if HAVE_SEX:
-        det["sextractor"] = detect_tile(out["tile"], d / "sextractor", engine="sextractor")
+        det["sextractor"] = detect_tile(out["tile"], d / "sextractor", DetectConfig(engine="sextractor"))
     return d, out, det
 
 
@@ -42,7 +44,7 @@ def _check(psf_path, true_path):
 @pytest.mark.skipif(not (HAVE_PSFEX and HAVE_SEX), reason="psfex or source-extractor not installed")
 def test_psfex_from_sextractor_catalogue(tile):
     d, out, det = tile
-    r = build_psf(det["sextractor"]["cat"], d / "sex.psf", engine="psfex")
+    r = build_psf(det["sextractor"]["cat"], d / "sex.psf", PsfConfig(engine="psfex"))
     assert r["engine"] == "psfex" and r["n_stars"] >= 8
     ratio = _check(r["psf"], out["psf"])
     assert ratio == pytest.approx(1.0, abs=0.05)
@@ -54,13 +56,13 @@ def test_psfex_from_sextractor_catalogue(tile):
 @pytest.mark.skipif(not HAVE_PSFEX, reason="psfex not installed")
 def test_psfex_reads_the_photutils_ldac(tile):
     d, out, det = tile
-    r = build_psf(det["photutils"]["cat"], d / "phot_psfex.psf", engine="psfex")
+    r = build_psf(det["photutils"]["cat"], d / "phot_psfex.psf", PsfConfig(engine="psfex"))
     _check(r["psf"], out["psf"])
 
 
 def test_photutils_epsf(tile):
     d, out, det = tile
-    r = build_psf(det["photutils"]["cat"], d / "epsf.psf", engine="photutils")
+    r = build_psf(det["photutils"]["cat"], d / "epsf.psf", PsfConfig(engine="photutils"))
     assert r["engine"] == "photutils" and r["n_stars"] >= 8
     ratio = _check(r["psf"], out["psf"])
     assert ratio == pytest.approx(1.0, abs=0.05)
@@ -73,7 +75,7 @@ def test_photutils_epsf_too_few_stars(tile):
     d, _, det = tile
     out = d / "none.psf"
     with pytest.raises(InputError, match="usable PSF stars") as exc:
-        build_psf(det["photutils"]["cat"], out, engine="photutils", min_stars=500)
+        build_psf(det["photutils"]["cat"], out, PsfConfig(engine="photutils", min_stars=500))
     assert det["photutils"]["cat"] in str(exc.value)
     assert not out.exists()
 
@@ -122,5 +124,5 @@ def test_catalogue_without_star_columns_is_named(tmp_path, engine):
     table.name = "LDAC_OBJECTS"
     fits.HDUList([fits.PrimaryHDU(), table]).writeto(cat)
     with pytest.raises(InputError, match="bare_cat.fits: column.*CLASS_STAR.* missing from the catalogue"):
-        build_psf(cat, tmp_path / "out.psf", engine=engine)
+        build_psf(cat, tmp_path / "out.psf", PsfConfig(engine=engine))
     assert not (tmp_path / "out.psf").exists()

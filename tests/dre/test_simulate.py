@@ -9,6 +9,7 @@ galsim = pytest.importorskip("galsim")
 fits = pytest.importorskip("astropy.io.fits")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from astrotool_dre.config import SimulateConfig  # noqa: E402
 from astrotool_dre.simulate import draw_psf, galaxy_profile, simulate_tile  # noqa: E402
 
 
@@ -42,8 +43,9 @@ def test_galsim_angle_is_ccw_from_x_and_logr_is_major_axis():
 
 
 def test_isolated_galaxy_flux_and_angle_match_truth(tmp_path):
-    out = simulate_tile(tmp_path / "g.fits", tmp_path / "g.parquet", seed=3, size=256, n_galaxies=1,
-                        n_stars=0, logr_range=(0.9, 0.9), q_range=(0.4, 0.4), galaxy_snr=(3000, 3000))
+    out = simulate_tile(tmp_path / "g.fits", tmp_path / "g.parquet", SimulateConfig(
+        size=256, n_galaxies=1, n_stars=0, logr_range=(0.9, 0.9), q_range=(0.4, 0.4), galaxy_snr=(3000, 3000)),
+        seed=3)
     img = fits.getdata(out["tile"]).astype(float)
     hdr = fits.getheader(out["tile"])
     t = pq.read_table(out["truth"]).to_pylist()[0]
@@ -64,8 +66,8 @@ def test_isolated_galaxy_flux_and_angle_match_truth(tmp_path):
 def test_header_truth_and_layout(tmp_path):
     from astropy.wcs import WCS
 
-    out = simulate_tile(tmp_path / "t.fits", tmp_path / "t.parquet", seed=11, size=384, n_galaxies=6,
-                        n_stars=6, path_psf=tmp_path / "psf.fits")
+    out = simulate_tile(tmp_path / "t.fits", tmp_path / "t.parquet", SimulateConfig(size=384, n_galaxies=6, n_stars=6),
+                        seed=11, path_psf=tmp_path / "psf.fits")
     hdr = fits.getheader(out["tile"])
     for key in ("GAIN", "EXPTIME", "MAGZP", "BUNIT", "SATURATE"):
         assert key in hdr
@@ -95,10 +97,10 @@ def test_header_truth_and_layout(tmp_path):
 
 
 def test_deterministic_from_seed(tmp_path):
-    kw = dict(size=320, n_galaxies=2, n_stars=2, logr_range=(0.3, 0.8))
-    a = simulate_tile(tmp_path / "a.fits", tmp_path / "a.parquet", seed=5, **kw)
-    b = simulate_tile(tmp_path / "b.fits", tmp_path / "b.parquet", seed=5, **kw)
-    c = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", seed=6, **kw)
+    cfg = SimulateConfig(size=320, n_galaxies=2, n_stars=2, logr_range=(0.3, 0.8))
+    a = simulate_tile(tmp_path / "a.fits", tmp_path / "a.parquet", cfg, seed=5)
+    b = simulate_tile(tmp_path / "b.fits", tmp_path / "b.parquet", cfg, seed=5)
+    c = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", cfg, seed=6)
     assert np.array_equal(fits.getdata(a["tile"]), fits.getdata(b["tile"]))
     ta, tb = pq.read_table(a["truth"]).to_pydict(), pq.read_table(b["truth"]).to_pydict()
     assert ta.keys() == tb.keys()
@@ -108,8 +110,8 @@ def test_deterministic_from_seed(tmp_path):
 
 
 def test_counts_per_second_units(tmp_path):
-    out = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", seed=2, size=256, n_galaxies=1,
-                        n_stars=1, units="cps", exptime=100.0, sky_level=400.0)
+    out = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", SimulateConfig(
+        size=256, n_galaxies=1, n_stars=1, units="cps", exptime=100.0, sky_level=400.0), seed=2)
     hdr = fits.getheader(out["tile"])
     assert hdr["BUNIT"] == "ADU/s"
     assert np.median(fits.getdata(out["tile"])) == pytest.approx(4.0, rel=0.02)
@@ -125,6 +127,6 @@ def test_true_psf_is_unit_sum_moffat():
 
 def test_impossible_packing_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="could not place"):
-        simulate_tile(tmp_path / "x.fits", tmp_path / "x.parquet", seed=1, size=200, n_galaxies=30,
-                      n_stars=0)
+        simulate_tile(tmp_path / "x.fits", tmp_path / "x.parquet", SimulateConfig(size=256, n_galaxies=30, n_stars=0),
+                      seed=1)
     assert not (tmp_path / "x.fits").exists()

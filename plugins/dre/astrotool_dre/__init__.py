@@ -14,11 +14,10 @@ This module only registers hooks; nothing heavy is imported here.
 """
 
 from astrotool.hookspecs import CommandSpec, ConfigSection, DemoStep, DoctorCheck, hookimpl
+from astrotool_dre.stages import FOLDERS
 
 __docformat__ = "numpy"
 __version__ = "0.1.0"
-
-STAGES = ["tiles", "sextracted", "psf", "cuts", "models", "chi", "summary", "mosaics"]
 
 
 @hookimpl
@@ -37,7 +36,7 @@ def astro_config_sections():
 @hookimpl
 def astro_workspace_stages():
     """Stage folders under ``<workspace>/dre/``."""
-    return {"dre": list(STAGES)}
+    return {"dre": list(FOLDERS)}
 
 
 @hookimpl

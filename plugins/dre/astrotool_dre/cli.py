@@ -35,12 +35,13 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
                 desc: str | None = None) -> list[dict]:
     from astrotool import console
     from astrotool.errors import AstroError
-    from astrotool_dre.pipeline import process_tile, tiles_in
+    from astrotool_dre.pipeline import TilePaths, run_tiles, tiles_in
+    from astrotool_dre.stages import FOLDERS
 
     ctx = current()
     cfg = _section(ctx, flags)
     ws = ctx.workspace
-    for name in ("tiles", "sextracted", "psf", "cuts", "models", "chi", "summary", "mosaics"):
+    for name in FOLDERS:
         ws.stage("dre", name)
     todo = tiles_in(ws.root, tiles)
     if not todo:
@@ -53,43 +54,25 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         cube = ensure_cube(ctx, cfg)
     for t in todo:
         ctx.record.add_input(t)
-    cfg_dict = cfg.model_dump(mode="json")
-    items = [(str(t), str(ws.root), stages, cfg_dict, ctx.overwrite, str(cube) if cube else None) for t in todo]
-    results = [r for _, r in ctx.map(process_tile, items, desc=desc or " → ".join(stages), keys=[t.stem for t in todo])]
-    from astrotool_dre.pipeline import TilePaths
-
+    results = run_tiles(todo, ws.root, stages, cfg, ctx.map, overwrite=ctx.overwrite, cube=cube,
+                        desc=desc or " → ".join(stages))
     for r in results:
         for stage in stages:
             for p in TilePaths(ws.root, r["tile"]).outputs(stage):
                 if p.exists():
                     ctx.record.add_output(p)
-    cols = ["tile", *[s for s in stages]]
+    cols = ["tile", *stages]
     console.print_table(f"astro dre {'/'.join(stages)}", cols, [[r.get(c, "") for c in cols] for r in results])
     return results
 
 
 def ensure_cube(ctx, cfg) -> Path:
     """The model cube for ``[dre.models]``, built (slabs through the executor) if not cached."""
-    import numpy as np
+    from astrotool_dre.pipeline import model_cube
 
-    from astrotool_dre.models import write_cube
-    from astrotool_dre.pipeline import build_slab_item, cube_path, grid_from_config
-
-    mcfg = cfg.models.model_dump(mode="json")
-    path = cube_path(ctx.workspace.root, mcfg)
-    if path.exists() and not ctx.overwrite:
-        return path
-    grid = grid_from_config(mcfg)
-    items = [(mcfg, i, j) for i in range(grid.nindex) for j in range(grid.naxrat)]
-    ctx.log.info("building the model cube: %d models of %d² px -> %s", grid.nmodels, grid.boxsize, path)
-    slabs = dict(ctx.map(build_slab_item, items, desc="model slabs", keys=[f"n{i}_q{j}" for _, i, j in items]))
-    if len(slabs) != len(items):
-        from astrotool.errors import AstroError
-
-        raise AstroError("model cube: some slabs failed (see above)", exit_code=1)
-    cube = np.stack([np.stack([slabs[f"n{i}_q{j}"] for j in range(grid.naxrat)]) for i in range(grid.nindex)])
-    write_cube(path, cube, grid, history=[f"astrotool dre models: {mcfg}"])
-    ctx.record.add_output(path)
+    path, built = model_cube(ctx.workspace.root, cfg.models, ctx.map, overwrite=ctx.overwrite)
+    if built:
+        ctx.record.add_output(path)
     return path
 
 
@@ -103,7 +86,7 @@ def simulate(
 ):
     """Simulate survey-like tiles (GalSim Sérsic galaxies and stars, known PSF, sky, noise) with a truth table."""
     from astrotool import console
-    from astrotool_dre.pipeline import simulate_item
+    from astrotool_dre.pipeline import SimulateItem, simulate_item
 
     ctx = current()
     cfg = _section(ctx, {"simulate.ntiles": ntiles, "simulate.size": size, "simulate.n_galaxies": n_galaxies,
@@ -113,7 +96,7 @@ def simulate(
     truth = tiles / "truth"
     truth.mkdir(exist_ok=True)
     names = [f"{s.prefix}_{i:03d}" for i in range(s.ntiles)]
-    items = [(str(tiles / f"{n}.fits"), str(truth), s.model_dump(mode="json"), ctx.overwrite) for n in names]
+    items = [SimulateItem(tiles / f"{n}.fits", truth, s, ctx.overwrite) for n in names]
     results = ctx.map(simulate_item, items, desc="simulate tiles", keys=names)
     for key, _ in results:
         ctx.record.add_output(tiles / f"{key}.fits")
@@ -212,6 +195,8 @@ def run(tiles: list[str] = TILES,
         backend: str = typer.Option(None, help="auto | numpy | torch | cupy."),
         device: str = typer.Option(None, help="auto | cpu | cuda.")):
     """The whole chain (detect → psf → cuts → fit → mosaics) over every tile, resumable."""
-    stages = ("detect", "psf", "cuts", "fit") + (("mosaics",) if mosaics else ())
+    from astrotool_dre.stages import TILE_STAGES
+
+    stages = tuple(s for s in TILE_STAGES if mosaics or s != "mosaics")
     _run_stages(stages, tiles, {"fit.statistic": statistic, "fit.backend": backend, "fit.device": device},
                 desc="dre run")

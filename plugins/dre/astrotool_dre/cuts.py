@@ -120,15 +120,7 @@ def make_cuts(
     seg: str | os.PathLike,
     tile: str | os.PathLike,
     out_h5: str | os.PathLike,
-    *,
-    size: int = 128,
-    margin: float = 80.0,
-    max_stellarity: float = 0.5,
-    filters: list[tuple[str, float, float]] | tuple = (),
-    compression: str = "medium",
-    dilate: int = 4,
-    centre_block: int = 4,
-    neighbour_grow: int = 2,
+    cfg,
 ) -> dict:
     """Cut every selected object of a tile into ``out_h5``.
 
@@ -140,18 +132,13 @@ def make_cuts(
         The raw tile (only used to reject cuts with non-finite pixels).
     out_h5 : path-like
         Output ``<stem>_cuts.h5`` (written atomically).
-    size : int
-        Cut side, pixels.
-    margin : float
-        Objects closer than this to an edge (px) are skipped.
-    max_stellarity : float
-        Keep ``CLASS_STAR < max_stellarity`` (1.0 keeps everything, DRE's CLI default).
-    filters : list of (str, float, float)
-        Extra ``(COLUMN, MIN, MAX)`` cuts, ``MIN < value < MAX``.
-    compression : {"none", "low", "medium", "high"}
-        HDF5 compression.
-    dilate, centre_block, neighbour_grow : int
-        Mask cleaning (see :func:`clean_mask`).
+    cfg : astrotool_dre.config.CutsConfig
+        The ``[dre.cuts]`` section: cut ``size`` [px]; objects closer than
+        ``margin`` [px] to an edge are skipped; ``CLASS_STAR < max_stellarity``
+        are kept (1.0 keeps everything, DRE's CLI default); extra ``filters``
+        ``(COLUMN, MIN, MAX)`` keep ``MIN < value < MAX``; HDF5 ``compression``;
+        mask cleaning ``dilate``, ``centre_block``, ``neighbour_grow`` (see
+        :func:`clean_mask`).
 
     Returns
     -------
@@ -169,10 +156,13 @@ def make_cuts(
     from astrotool.errors import InputError
     from astrotool.workspace import atomic_path
 
-    from .detect import read_catalog, read_image
-
     from astrotool.io.hdf5 import compression_kwargs
+    from astrotool_dre.catalog import read_catalog
+    from astrotool_dre.tiles import read_image
 
+    size, margin, max_stellarity, filters = cfg.size, cfg.margin, cfg.max_stellarity, cfg.filters
+    compression, dilate, centre_block = cfg.compression, cfg.dilate, cfg.centre_block
+    neighbour_grow = cfg.neighbour_grow
     comp = compression_kwargs(compression)
     cat_path = Path(cat)
     table = read_catalog(cat_path, vignet=False, require=("NUMBER", "X_IMAGE", "Y_IMAGE"))

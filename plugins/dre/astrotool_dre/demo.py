@@ -6,13 +6,14 @@ __docformat__ = "numpy"
 def run(ctx) -> list[str]:
     """Simulate a small tile, run detect → psf → cuts → fit → mosaics, compare with the truth."""
     from astrotool_dre import cli
+    from astrotool_dre.stages import TILE_STAGES
     from astrotool_dre.truth import workspace_recovery
 
     ctx.options.set = list(ctx.options.set) + [
         "dre.simulate.ntiles=1", "dre.simulate.size=768", "dre.simulate.n_galaxies=15", "dre.simulate.n_stars=20"]
     ctx._config = None
     cli.simulate(None, None, None, None, None)
-    results = cli._run_stages(("detect", "psf", "cuts", "fit", "mosaics"), None, {}, desc="dre run")
+    results = cli._run_stages(TILE_STAGES, None, {}, desc="dre run")
     g, _ = workspace_recovery(ctx.workspace.root)
     lines = [f"{r['tile']}: {r['detect']}; PSF {r['psf']}; {r['cuts']}; {r['fit']}" for r in results]
     if g:

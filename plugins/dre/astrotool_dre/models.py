@@ -58,7 +58,10 @@ __all__ = [
     "ModelGrid",
     "sersic_b",
     "build_slab",
+    "SlabItem",
+    "build_slab_item",
     "build_cube",
+    "grid_from_config",
     "draw_model",
     "write_cube",
     "read_cube",
@@ -356,32 +359,59 @@ def build_slab(grid: ModelGrid, i_index: int, i_q: int, supersample: int = 4,
     return out
 
 
-def build_cube(grid: ModelGrid | None = None, supersample: int = 4, window: int = 5,
-               dtype=np.float32, progress=None) -> np.ndarray:
-    """Build the whole cube serially (use :func:`build_slab` per (n, q) to parallelise).
+@dataclass(frozen=True)
+class SlabItem:
+    """Executor item: one (Sérsic index, axis ratio) slab of ``grid`` (:func:`build_slab`'s arguments)."""
+
+    grid: ModelGrid
+    i_index: int
+    i_q: int
+    supersample: int
+    window: int
+
+
+def build_slab_item(item: SlabItem, seed: int) -> np.ndarray:
+    """Executor function: :func:`build_slab` for one :class:`SlabItem` (``seed`` unused)."""
+    return build_slab(item.grid, item.i_index, item.i_q, supersample=item.supersample, window=item.window)
+
+
+def build_cube(grid: ModelGrid, mapper, *, supersample: int = 4, window: int = 5) -> np.ndarray:
+    """Build the whole cube, one (n, q) slab per executor item.
 
     Parameters
     ----------
-    grid : ModelGrid, optional
-        The grid (default :class:`ModelGrid()`, 2,730 models of 128 x 128).
-    supersample, window, dtype
+    grid : ModelGrid
+        The grid.
+    mapper : callable
+        ``mapper(fn, items, desc=..., keys=...) -> [(key, result), ...]`` such as
+        :meth:`astrotool.context.Context.map` (serial, processes or Dask).
+    supersample, window
         As in :func:`build_slab`.
-    progress : callable, optional
-        Called with no argument after each slab.
 
     Returns
     -------
     numpy.ndarray
-        ``(nindex, naxrat, nposang, nlogh, boxsize, boxsize)``.
+        float32 ``(nindex, naxrat, nposang, nlogh, boxsize, boxsize)``.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        A slab failed (the mapper reported why).
     """
-    grid = grid or ModelGrid()
-    cube = np.empty(grid.shape + (grid.boxsize, grid.boxsize), dtype=dtype)
-    for i in range(grid.nindex):
-        for j in range(grid.naxrat):
-            cube[i, j] = build_slab(grid, i, j, supersample=supersample, window=window, dtype=dtype)
-            if progress is not None:
-                progress()
-    return cube
+    items = [SlabItem(grid, i, j, supersample, window) for i in range(grid.nindex) for j in range(grid.naxrat)]
+    slabs = dict(mapper(build_slab_item, items, desc="model slabs", keys=[f"n{t.i_index}_q{t.i_q}" for t in items]))
+    if len(slabs) != len(items):
+        from astrotool.errors import AstroError
+
+        raise AstroError("model cube: some slabs failed (see above)", exit_code=1)
+    return np.stack([np.stack([slabs[f"n{i}_q{j}"] for j in range(grid.naxrat)]) for i in range(grid.nindex)])
+
+
+def grid_from_config(cfg) -> ModelGrid:
+    """The :class:`ModelGrid` of a ``[dre.models]`` section (:class:`astrotool_dre.config.ModelsConfig`)."""
+    keys = ("index0", "dindex", "nindex", "axrat0", "daxrat", "naxrat", "posang0", "dposang", "nposang",
+            "logh0", "dlogh", "nlogh", "boxsize")
+    return ModelGrid(**{k: getattr(cfg, k) for k in keys})
 
 
 def draw_model(n: float, q: float, angle: float, logr: float, boxsize: int = 128,

@@ -19,27 +19,38 @@ def object_panels(data: np.ndarray, mask: np.ndarray, model: np.ndarray) -> np.n
     return np.hstack([data, mask * level, model, data - model]).astype(np.float32)
 
 
-def tile_mosaics(paths, cfg: dict, cube_file) -> str:
-    """Write every object's mosaic for one tile; return a summary line."""
+def tile_mosaics(paths, cfg, fit, cube_file) -> str:
+    """Write every object's mosaic for one tile; return a summary line.
+
+    Parameters
+    ----------
+    paths : astrotool_dre.pipeline.TilePaths
+        Where the tile's cuts, PSF, summary and mosaics are.
+    cfg : astrotool_dre.config.MosaicsConfig
+        The ``[dre.mosaics]`` section.
+    fit : astrotool_dre.config.FitConfig
+        The ``[dre.fit]`` section the summary was fit with (recentring, PSF pixel response).
+    cube_file : path-like
+        The model cube used by the fit.
+    """
     from astropy.io import fits
 
     from astrotool.io.tables import read_parquet
     from astrotool.workspace import atomic_path
-    from astrotool_dre.fit import convolve_cube
-    from astrotool_dre.fitting import load_inputs, prepare_stamps
+    from astrotool_dre.convolve import convolve_cube
+    from astrotool_dre.fit_stage import load_inputs, prepare_stamps
 
-    mcfg = cfg["mosaics"]
-    cuts, psf, cube, grid, _ = load_inputs(paths, cfg, cube_file)
+    cuts, psf, cube, grid, _ = load_inputs(paths, cube_file)
     table = read_parquet(paths.summary).to_pandas().set_index("NAME")
-    data, _, mask = prepare_stamps(cuts, grid.center, cfg["fit"]["recentre"])
+    data, _, mask = prepare_stamps(cuts, grid.center, fit.recentre)
     names = [n for n in cuts.names if n in table.index]
-    if mcfg["max_objects"]:
-        names = names[: mcfg["max_objects"]]
+    if cfg.max_objects:
+        names = names[: cfg.max_objects]
     out = paths.mosaics
     out.mkdir(parents=True, exist_ok=True)
     index = {n: i for i, n in enumerate(cuts.names)}
     idx = table.loc[names, ["N_IDX", "E_IDX", "T_IDX", "R_IDX"]].to_numpy(int) if names else np.zeros((0, 4), int)
-    models = convolve_cube(cube[tuple(idx.T)], psf, remove_pixel=cfg["fit"]["psf_has_pixel"]) if len(idx) else np.zeros((0,) + cube.shape[-2:])
+    models = convolve_cube(cube[tuple(idx.T)], psf, remove_pixel=fit.psf_has_pixel) if len(idx) else np.zeros((0,) + cube.shape[-2:])
     written = 0
     for name, model in zip(names, models):
         row = table.loc[name]
@@ -52,7 +63,7 @@ def tile_mosaics(paths, cfg: dict, cube_file) -> str:
         hdu.header.add_history("astrotool dre mosaics: data | mask*mean | model | residual")
         with atomic_path(stem.with_suffix(".fits")) as tmp:
             hdu.writeto(tmp)
-        if mcfg["png"]:
+        if cfg.png:
             save_png(panels, stem.with_suffix(".png"),
                      f"{paths.stem} {name}: q={row['AX_RATIO']:.2f} PA={row['ANGLE']:.0f}° "
                      f"logR={row['LOGR']:.2f} χ²ν={row['CHI2_NU']:.2f}")

@@ -1,9 +1,10 @@
 """The DRE chain per tile, as executor items: detect → psf → cuts → fit → mosaics.
 
 Every stage of a tile is skipped when its outputs exist (unless ``overwrite``), so
-re-running an interrupted ``astro dre run`` resumes it. Each item gets plain
-values (paths, config dicts) so it runs the same in this process, in a worker
-process or on a Dask worker.
+re-running an interrupted ``astro dre run`` resumes it. Each item is a frozen
+dataclass of paths and typed configuration sections, so it runs the same in this
+process, in a worker process or on a Dask worker; the mapper given (such as
+:meth:`astrotool.context.Context.map`) decides where.
 
 Paths in a workspace (DRE's names)::
 
@@ -21,16 +22,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from astrotool.errors import InputError
 
+if TYPE_CHECKING:
+    from astrotool_dre.config import DreConfig, ModelsConfig, SimulateConfig
+
 __docformat__ = "numpy"
 
-STAGES = ("detect", "psf", "cuts", "fit", "mosaics")
 CUBE_VERSION = 1  # bump when the model drawing changes, to invalidate cached cubes
 
 
@@ -92,90 +96,105 @@ def tiles_in(root, names: list[str] | None = None) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- models
-def grid_from_config(mcfg: dict):
-    """A :class:`~astrotool_dre.models.ModelGrid` from the ``[dre.models]`` values."""
-    from astrotool_dre.models import ModelGrid
-
-    keys = ("index0", "dindex", "nindex", "axrat0", "daxrat", "naxrat", "posang0", "dposang", "nposang",
-            "logh0", "dlogh", "nlogh", "boxsize")
-    return ModelGrid(**{k: mcfg[k] for k in keys})
-
-
-def cube_path(root, mcfg: dict) -> Path:
+def cube_path(root, cfg: ModelsConfig) -> Path:
     """Cache path of the cube for these grid settings: ``dre/models/sersic_<hash>.fits``."""
-    key = json.dumps({**mcfg, "version": CUBE_VERSION}, sort_keys=True)
+    key = json.dumps({**cfg.model_dump(mode="json"), "version": CUBE_VERSION}, sort_keys=True)
     return Path(root) / "dre" / "models" / f"sersic_{hashlib.sha1(key.encode()).hexdigest()[:10]}.fits"
 
 
-def build_slab_item(item, seed):
-    """Executor item: one (index, axis ratio) slab of the cube."""
-    mcfg, i_index, i_q = item
-    from astrotool_dre.models import build_slab
+def model_cube(root, cfg: ModelsConfig, mapper, *, overwrite: bool = False) -> tuple[Path, bool]:
+    """The model cube of ``[dre.models]``, built through ``mapper`` unless cached.
 
-    return build_slab(grid_from_config(mcfg), i_index, i_q, supersample=mcfg["supersample"])
+    Returns
+    -------
+    (pathlib.Path, bool)
+        The cube's path, and whether it was built now.
+    """
+    from astrotool_dre.models import build_cube, grid_from_config, write_cube
+
+    path = cube_path(root, cfg)
+    if path.exists() and not overwrite:
+        return path, False
+    grid = grid_from_config(cfg)
+    logging.getLogger("astro").info("building the model cube: %d models of %d² px -> %s", grid.nmodels,
+                                    grid.boxsize, path)
+    cube = build_cube(grid, mapper, supersample=cfg.supersample)
+    write_cube(path, cube, grid, history=[f"astrotool dre models: {cfg.model_dump(mode='json')}"])
+    return path, True
 
 
 # ----------------------------------------------------------------------------- per tile
-def process_tile(item, seed):
-    """Executor item: run ``stages`` for one tile; return a summary dict.
+@dataclass(frozen=True)
+class TileItem:
+    """Executor item: run ``stages`` (in order) for one tile of the workspace at ``root``."""
 
-    ``item`` is ``(tile_path, root, stages, cfg, overwrite, cube)`` with ``cfg`` the
-    ``[dre]`` section as a dict and ``cube`` the model cube path (for ``fit``).
-    """
-    tile, root, stages, cfg, overwrite, cube = item
-    stem = Path(tile).stem
-    paths = TilePaths(root, stem)
-    paths.tile = Path(tile)
-    summary = {"tile": stem}
-    for stage in stages:
-        if paths.done(stage) and not overwrite:
+    tile: Path
+    root: Path
+    stages: tuple[str, ...]
+    cfg: DreConfig
+    overwrite: bool
+    cube: Path | None  # the model cube, for ``fit`` and ``mosaics``
+
+
+def run_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, mapper, *, overwrite: bool,
+              cube: Path | None, desc: str) -> list[dict]:
+    """Run ``stages`` over ``tiles`` through ``mapper``; one summary dict per finished tile."""
+    items = [TileItem(Path(t), Path(root), tuple(stages), cfg, overwrite, cube) for t in tiles]
+    return [r for _, r in mapper(process_tile, items, desc=desc, keys=[Path(t).stem for t in tiles])]
+
+
+def process_tile(item: TileItem, seed: int) -> dict:
+    """Executor function: run the item's stages for its tile; return ``{"tile", <stage>, <stage>_s}``."""
+    paths = TilePaths(item.root, item.tile.stem)
+    paths.tile = item.tile
+    summary = {"tile": paths.stem}
+    for stage in item.stages:
+        if paths.done(stage) and not item.overwrite:
             summary[stage] = "skipped (done)"
             continue
         t0 = time.perf_counter()
-        summary[stage] = STAGE_FUNCTIONS[stage](Path(tile), paths, cfg, cube)
+        summary[stage] = STAGE_FUNCTIONS[stage](paths, item.cfg, item.cube)
         summary[f"{stage}_s"] = round(time.perf_counter() - t0, 2)
     return summary
 
 
-def _detect(tile, paths, cfg, cube):
+def _detect(paths: TilePaths, cfg: DreConfig, cube) -> str:
     from astrotool_dre.detect import detect_tile
 
-    out = detect_tile(tile, paths.sextracted, stem=paths.stem, **cfg["detect"])
+    out = detect_tile(paths.tile, paths.sextracted, cfg.detect, stem=paths.stem)
     return f"{out['n_sources']} sources ({out['engine']})"
 
 
-def _psf(tile, paths, cfg, cube):
+def _psf(paths: TilePaths, cfg: DreConfig, cube) -> str:
     from astrotool_dre.psf import build_psf
 
     _require(paths.cat, "detect")
-    out = build_psf(paths.cat, paths.psf, nb_path=paths.nb, seg_path=paths.seg, **cfg["psf"])
+    out = build_psf(paths.cat, paths.psf, cfg.psf, nb_path=paths.nb, seg_path=paths.seg)
     return f"{out['engine']} from {out['n_stars']} stars, FWHM {out['fwhm']:.2f} px"
 
 
-def _cuts(tile, paths, cfg, cube):
+def _cuts(paths: TilePaths, cfg: DreConfig, cube) -> str:
     from astrotool_dre.cuts import make_cuts
 
     for p in (paths.cat, paths.nb, paths.rms, paths.seg):
         _require(p, "detect")
-    c = dict(cfg["cuts"])
-    c["filters"] = [tuple(f) for f in c["filters"]]
-    out = make_cuts(paths.cat, paths.nb, paths.rms, paths.seg, tile, paths.cuts, **c)
+    out = make_cuts(paths.cat, paths.nb, paths.rms, paths.seg, paths.tile, paths.cuts, cfg.cuts)
     return f"{out['n_cuts']} cuts"
 
 
-def _fit(tile, paths, cfg, cube):
-    from astrotool_dre.fitting import fit_tile
+def _fit(paths: TilePaths, cfg: DreConfig, cube) -> str:
+    from astrotool_dre.fit_stage import fit_tile
 
     _require(paths.cuts, "cuts")
     _require(paths.psf, "psf")
-    return fit_tile(tile, paths, cfg, cube)
+    return fit_tile(paths, cfg.fit, cube)
 
 
-def _mosaics(tile, paths, cfg, cube):
+def _mosaics(paths: TilePaths, cfg: DreConfig, cube) -> str:
     from astrotool_dre.mosaics import tile_mosaics
 
     _require(paths.summary, "fit")
-    return tile_mosaics(paths, cfg, cube)
+    return tile_mosaics(paths, cfg.mosaics, cfg.fit, cube)
 
 
 def _require(path: Path, stage: str) -> None:
@@ -186,37 +205,24 @@ def _require(path: Path, stage: str) -> None:
 STAGE_FUNCTIONS = {"detect": _detect, "psf": _psf, "cuts": _cuts, "fit": _fit, "mosaics": _mosaics}
 
 
-def simulate_item(item, seed):
-    """Executor item: simulate one tile (its truth table and true PSF go to ``dre/tiles/truth``)."""
-    path, truth_dir, scfg, overwrite = item
+# ----------------------------------------------------------------------------- simulation
+@dataclass(frozen=True)
+class SimulateItem:
+    """Executor item: simulate the tile ``path``; its truth table and true PSF go to ``truth_dir``."""
+
+    path: Path
+    truth_dir: Path
+    cfg: SimulateConfig
+    overwrite: bool
+
+
+def simulate_item(item: SimulateItem, seed: int) -> str:
+    """Executor function: simulate one tile (skipped when it and its truth table exist)."""
     from astrotool_dre.simulate import simulate_tile
 
-    path = Path(path)
-    truth = Path(truth_dir) / f"{path.stem}_truth.parquet"
-    if path.exists() and truth.exists() and not overwrite:
+    truth = item.truth_dir / f"{item.path.stem}_truth.parquet"
+    if item.path.exists() and truth.exists() and not item.overwrite:
         return "skipped (done)"
-    kw = {k: v for k, v in scfg.items() if k not in ("ntiles", "prefix")}
-    for k in ("logr_range", "q_range", "galaxy_snr", "star_snr"):
-        kw[k] = tuple(kw[k])
-    if isinstance(kw["sersic_n"], list):
-        kw["sersic_n"] = tuple(kw["sersic_n"])
-    simulate_tile(path, truth, seed=seed % (2**31), path_psf=Path(truth_dir) / f"{path.stem}_psf.fits", **kw)
-    return str(path)
-
-
-def recentre(obj: np.ndarray, rms: np.ndarray, mask: np.ndarray, nbr: np.ndarray, dx: float, dy: float):
-    """Shift a cut by (dx, dy) pixels so the object lands on the models' centre pixel.
-
-    Data: cubic spline (flux-conserving to ~1e-3 for shifts < 1 px); rms: linear;
-    masks: nearest pixel. Returns the shifted ``(obj, rms, mask, nbr)``.
-    """
-    from scipy import ndimage
-
-    if abs(dx) < 1e-3 and abs(dy) < 1e-3:
-        return obj, rms, mask, nbr
-    shift = (dy, dx)
-    o = ndimage.shift(np.nan_to_num(obj), shift, order=3, mode="nearest")
-    r = ndimage.shift(rms, shift, order=1, mode="nearest")
-    m = ndimage.shift(mask.astype(np.uint8), shift, order=0, mode="constant", cval=0).astype(bool)
-    n = ndimage.shift(nbr.astype(np.uint8), shift, order=0, mode="constant", cval=1).astype(bool)
-    return o.astype(np.float32), r.astype(np.float32), m, n
+    simulate_tile(item.path, truth, item.cfg, seed=seed % (2**31),
+                  path_psf=item.truth_dir / f"{item.path.stem}_psf.fits")
+    return str(item.path)

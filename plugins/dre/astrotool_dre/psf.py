@@ -114,7 +114,7 @@ def read_psf(path: str | os.PathLike) -> np.ndarray:
         raise InputError(path, "no PSF_MASK table and no 2-D image: not a PSF file")
     if psf.ndim != 2 or min(psf.shape) < 3:
         raise InputError(path, f"PSF has shape {psf.shape}; expected a 2-D image of at least 3x3")
-    from astrotool_dre.fit import prepare_psf
+    from astrotool_dre.convolve import prepare_psf
 
     return prepare_psf(psf, path)
 
@@ -245,20 +245,10 @@ def select_stars(cat, *, shape, size: int = 25, min_stellarity: float = 0.8, min
 def build_psf(
     cat_path: str | os.PathLike,
     out_path: str | os.PathLike,
+    cfg,
     *,
-    engine: str = "auto",
     nb_path: str | os.PathLike | None = None,
     seg_path: str | os.PathLike | None = None,
-    size: int = 25,
-    min_stellarity: float = 0.8,
-    min_snr: float = 30.0,
-    max_ellip: float = 0.3,
-    isolation: float | None = None,
-    min_stars: int = 5,
-    var_degrees: int = 0,
-    psfex_args: dict | None = None,
-    maxiters: int = 5,
-    timeout: float = 600.0,
 ) -> dict:
     """Build the tile's PSF from its stars and write ``out_path`` (``<stem>.psf``).
 
@@ -268,32 +258,20 @@ def build_psf(
         FITS_LDAC catalogue ``<stem>_cat.fits`` from :func:`astrotool_dre.detect.detect_tile`.
     out_path : path-like
         Output PSF file.
-    engine : {"auto", "psfex", "photutils"}
-        ``auto`` runs PSFEx when :func:`find_psfex` finds it.
+    cfg : astrotool_dre.config.PsfConfig
+        The ``[dre.psf]`` section: ``engine`` (``auto`` runs PSFEx when
+        :func:`find_psfex` finds it); PSF ``size`` [px, odd]; star candidates
+        with ``CLASS_STAR >= min_stellarity``, S/N >= ``min_snr`` (photutils;
+        PSFEx uses ``SAMPLE_MINSN 20``), (A-B)/(A+B) <= ``max_ellip`` and, for
+        photutils, at least ``isolation`` px from any other source (default
+        ``size``); ``min_stars`` accepted (photutils) or needed to pre-filter
+        (PSFEx); PSFEx ``var_degrees`` (0: constant PSF; DRE reads component 0
+        only) and extra ``psfex_args`` (``-KEY value``); ``maxiters``
+        ``EPSFBuilder`` iterations (5 converges on simulated tiles; photutils 3.0
+        becomes very slow for more); ``timeout`` [s] before ``psfex`` is stopped.
     nb_path, seg_path : path-like, optional
         Background-subtracted image and segmentation map (photutils engine);
         default: ``<stem>_nb.fits`` / ``<stem>_seg.fits`` beside the catalogue.
-    size : int
-        PSF side, pixels (odd).
-    min_stellarity : float
-        Minimum ``CLASS_STAR`` of a star candidate.
-    min_snr : float
-        Minimum S/N of a star (photutils engine; PSFEx uses ``SAMPLE_MINSN 20``).
-    max_ellip : float
-        Maximum (A-B)/(A+B) (both engines).
-    isolation : float, optional
-        Minimum distance to any other source, px (photutils; default ``size``).
-    min_stars : int
-        Fewest stars accepted (photutils), or needed to pre-filter (PSFEx).
-    var_degrees : int
-        PSFEx ``PSFVAR_DEGREES`` (0: constant PSF; DRE reads component 0 only).
-    psfex_args : dict, optional
-        Extra ``{KEY: value}`` for PSFEx, passed as ``-KEY value``.
-    maxiters : int
-        ``EPSFBuilder`` iterations (5 converges on simulated tiles; photutils 3.0
-        becomes very slow for more).
-    timeout : float
-        Seconds before ``psfex`` is stopped.
 
     Returns
     -------
@@ -306,16 +284,10 @@ def build_psf(
         Unreadable catalogue or images, or too few usable stars.
     """
     from astrotool.workspace import atomic_path
+    from astrotool_dre.catalog import read_catalog
 
-    from .detect import read_catalog
-
-    if size % 2 == 0:
-        raise ValueError(f"PSF size must be odd, got {size}")
-    engine = engine.lower()
-    if engine not in ("auto", "psfex", "photutils"):
-        raise ValueError(f"engine must be auto, psfex or photutils, got {engine!r}")
-    binary = find_psfex() if engine in ("auto", "psfex") else None
-    if engine == "psfex" and binary is None:
+    binary = find_psfex() if cfg.engine in ("auto", "psfex") else None
+    if cfg.engine == "psfex" and binary is None:
         from astrotool.errors import AstroError
 
         raise AstroError("engine 'psfex': 'psfex' is not on PATH "
@@ -325,13 +297,13 @@ def build_psf(
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         if binary:
-            n, fwhm = _run_psfex(binary, cat_path, cat, tmp, size=size, min_stellarity=min_stellarity,
-                                 max_ellip=max_ellip, min_stars=min_stars, var_degrees=var_degrees,
-                                 extra=psfex_args or {}, timeout=timeout)
+            n, fwhm = _run_psfex(binary, cat_path, cat, tmp, size=cfg.size, min_stellarity=cfg.min_stellarity,
+                                 max_ellip=cfg.max_ellip, min_stars=cfg.min_stars, var_degrees=cfg.var_degrees,
+                                 extra=cfg.psfex_args, timeout=cfg.timeout)
         else:
-            n, fwhm = _run_epsf(cat_path, cat, tmp, nb_path=nb_path, seg_path=seg_path, size=size,
-                                min_stellarity=min_stellarity, min_snr=min_snr, max_ellip=max_ellip,
-                                isolation=isolation, min_stars=min_stars, maxiters=maxiters)
+            n, fwhm = _run_epsf(cat_path, cat, tmp, nb_path=nb_path, seg_path=seg_path, size=cfg.size,
+                                min_stellarity=cfg.min_stellarity, min_snr=cfg.min_snr, max_ellip=cfg.max_ellip,
+                                isolation=cfg.isolation, min_stars=cfg.min_stars, maxiters=cfg.maxiters)
     return {"psf": str(out_path), "engine": "psfex" if binary else "photutils", "n_stars": int(n),
             "fwhm": float(fwhm)}
 
@@ -429,7 +401,7 @@ def _run_epsf(cat_path, cat, tmp, *, nb_path, seg_path, size, min_stellarity, mi
 
     from astrotool.errors import InputError
 
-    from .detect import read_image
+    from astrotool_dre.tiles import read_image
 
     nb_path = Path(nb_path) if nb_path else _sibling(cat_path, "nb")
     seg_path = Path(seg_path) if seg_path else _sibling(cat_path, "seg")

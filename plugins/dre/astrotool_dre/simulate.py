@@ -219,34 +219,10 @@ def _range(v):
 def simulate_tile(
     path_fits: str | os.PathLike,
     path_truth: str | os.PathLike,
+    cfg,
     *,
     seed: int,
     path_psf: str | os.PathLike | None = None,
-    size: int = 1024,
-    n_galaxies: int = 40,
-    n_stars: int = 30,
-    sersic_n: float | tuple[float, float] = 4.0,
-    logr_range: tuple[float, float] = (math.log10(2.0), math.log10(12.0)),
-    q_range: tuple[float, float] = (0.3, 1.0),
-    galaxy_snr: tuple[float, float] = (30.0, 300.0),
-    star_snr: tuple[float, float] = (100.0, 1000.0),
-    psf_beta: float = 3.5,
-    psf_fwhm: float = 3.0,
-    psf_size: int = 41,
-    pixel_scale: float = 0.2,
-    sky_level: float = 300.0,
-    gain: float = 2.0,
-    read_noise: float = 5.0,
-    exptime: float = 600.0,
-    zero_point: float = 30.0,
-    saturation: float = 60000.0,
-    units: str = "counts",
-    edge: float = 80.0,
-    min_separation: float = 24.0,
-    isolation: float = 5.0,
-    stamp_radius: float = 15.0,
-    ra: float = 150.1,
-    dec: float = 2.2,
 ) -> dict:
     """Simulate one survey tile, its truth table and (optionally) its true PSF.
 
@@ -257,56 +233,59 @@ def simulate_tile(
     path_truth : path-like
         Output truth table (Parquet), one row per object; see the module
         docstring for the columns' conventions.
+    cfg : astrotool_dre.config.SimulateConfig
+        The ``[dre.simulate]`` section (``ntiles`` and ``prefix`` are not used here):
+
+        size : int
+            Tile side, pixels.
+        n_galaxies, n_stars : int
+            Number of galaxies and stars.
+        sersic_n : float or (float, float)
+            Sérsic index, or a uniform range.
+        logr_range : (float, float)
+            Uniform range of log10 major-axis half-light radius, log10(px).
+        q_range : (float, float)
+            Uniform range of the axis ratio b/a.
+        galaxy_snr, star_snr : (float, float)
+            Log-uniform ranges of aperture S/N (see module docstring).
+        psf_beta, psf_fwhm : float
+            Moffat index and FWHM (pixels).
+        psf_size : int
+            Side of the true-PSF image, pixels (odd).
+        pixel_scale : float
+            arcsec per pixel (WCS only; profiles are specified in pixels).
+        sky_level : float
+            Sky, ADU per pixel (left in the image).
+        gain : float
+            e-/ADU.
+        read_noise : float
+            Read noise, e- per pixel.
+        exptime : float
+            Exposure time, s.
+        zero_point : float
+            Magnitude zero point for fluxes in ADU (counts); adjusted by
+            2.5 log10(exptime) when ``units="cps"``.
+        saturation : float
+            Saturation level, ADU; stars are kept below half of it at the peak.
+        units : {"counts", "cps"}
+            Image in ADU or ADU/s.
+        edge : float
+            Objects stay at least this far (px) from every tile edge.
+        min_separation : float
+            Minimum distance between any two objects, px.
+        isolation : float
+            Galaxies are kept apart by ``isolation * (R_i + R_j)`` plus a PSF term,
+            with R the major-axis half-light radius (no overlapping galaxies).
+        stamp_radius : float
+            Drawing stamps extend to ``stamp_radius`` half-light radii (capped at
+            256 px) so that little flux is lost.
+        ra, dec : float
+            Tile centre, degrees (TAN projection, north up, east left).
+
     seed : int
         Seed of every random draw (positions, shapes, fluxes, noise).
     path_psf : path-like, optional
         Where to write the true, pixel-integrated PSF (FITS image, unit sum).
-    size : int
-        Tile side, pixels.
-    n_galaxies, n_stars : int
-        Number of galaxies and stars.
-    sersic_n : float or (float, float)
-        Sérsic index, or a uniform range.
-    logr_range : (float, float)
-        Uniform range of log10 major-axis half-light radius, log10(px).
-    q_range : (float, float)
-        Uniform range of the axis ratio b/a.
-    galaxy_snr, star_snr : (float, float)
-        Log-uniform ranges of aperture S/N (see module docstring).
-    psf_beta, psf_fwhm : float
-        Moffat index and FWHM (pixels).
-    psf_size : int
-        Side of the true-PSF image, pixels (odd).
-    pixel_scale : float
-        arcsec per pixel (WCS only; profiles are specified in pixels).
-    sky_level : float
-        Sky, ADU per pixel (left in the image).
-    gain : float
-        e-/ADU.
-    read_noise : float
-        Read noise, e- per pixel.
-    exptime : float
-        Exposure time, s.
-    zero_point : float
-        Magnitude zero point for fluxes in ADU (counts); adjusted by
-        2.5 log10(exptime) when ``units="cps"``.
-    saturation : float
-        Saturation level, ADU; stars are kept below half of it at the peak.
-    units : {"counts", "cps"}
-        Image in ADU or ADU/s.
-    edge : float
-        Objects stay at least this far (px) from every tile edge.
-    min_separation : float
-        Minimum distance between any two objects, px.
-    isolation : float
-        Galaxies are kept apart by ``isolation * (R_i + R_j)`` plus a PSF term,
-        with R the major-axis half-light radius (no overlapping galaxies).
-    stamp_radius : float
-        Drawing stamps extend to ``stamp_radius`` half-light radii (capped at
-        256 px) so that little flux is lost.
-    ra, dec : float
-        Tile centre, degrees (TAN projection, north up, east left).
-
     Returns
     -------
     dict
@@ -320,8 +299,13 @@ def simulate_tile(
     from astrotool.io.tables import write_parquet
     from astrotool.workspace import atomic_path
 
-    if units not in ("counts", "cps"):
-        raise ValueError(f"units must be 'counts' or 'cps', got {units!r}")
+    size, n_galaxies, n_stars, sersic_n = cfg.size, cfg.n_galaxies, cfg.n_stars, cfg.sersic_n
+    logr_range, q_range, galaxy_snr, star_snr = cfg.logr_range, cfg.q_range, cfg.galaxy_snr, cfg.star_snr
+    psf_beta, psf_fwhm, psf_size, pixel_scale = cfg.psf_beta, cfg.psf_fwhm, cfg.psf_size, cfg.pixel_scale
+    sky_level, gain, read_noise, exptime = cfg.sky_level, cfg.gain, cfg.read_noise, cfg.exptime
+    zero_point, saturation, units, edge = cfg.zero_point, cfg.saturation, cfg.units, cfg.edge
+    min_separation, isolation, stamp_radius = cfg.min_separation, cfg.isolation, cfg.stamp_radius
+    ra, dec = cfg.ra, cfg.dec
     rng = np.random.default_rng(seed)
     psf = moffat_profile(psf_beta, psf_fwhm)
     var_sky_e = sky_level * gain + read_noise**2  # e-^2 per pixel

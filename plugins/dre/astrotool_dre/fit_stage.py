@@ -1,11 +1,12 @@
-"""``astro dre fit`` for one tile: cuts + PSF + cube → Chi HDF5 and a summary table.
+"""The fit stage for one tile: cuts + PSF + cube → Chi HDF5 and a summary table.
 
-The tile's PSF convolves the cube once; every object is then fit in batches by
-:func:`astrotool_dre.fit.fit_objects` (least-squares flux and χ² of every model
+The tile's PSF convolves the cube once (:mod:`astrotool_dre.convolve`); every
+object is then fit in batches by :func:`astrotool_dre.chi2.fit_objects` (least-squares flux and χ² of every model
 as matrix products, or DRE's statistic with ``statistic="dre"``). Before the
 fit, each cut is shifted by its sub-pixel offset so the object sits on the
-models' centre pixel (64, 64) (``recentre``), and its neighbours' segments are
-masked out.
+models' centre pixel (64, 64) (:func:`recentre`), and its neighbours' segments are
+masked out; :func:`astrotool_dre.estimate.best_parameters` turns the statistic
+into parameters.
 
 Outputs (DRE's layout):
 
@@ -38,12 +39,12 @@ SUMMARY_FIRST = ["NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATI
                  "MAG", "CHI2", "CHI2_NU"]
 
 
-def load_inputs(paths, cfg: dict, cube_file):
+def load_inputs(paths, cube_file):
     """Read cuts, PSF, cube and the tile header; check they fit together."""
     from astrotool_dre.cuts import read_cuts
-    from astrotool_dre.detect import read_image
     from astrotool_dre.models import read_cube
     from astrotool_dre.psf import read_psf
+    from astrotool_dre.tiles import read_image
 
     cuts = read_cuts(paths.cuts)
     psf = read_psf(paths.psf)
@@ -57,8 +58,6 @@ def load_inputs(paths, cfg: dict, cube_file):
 
 def prepare_stamps(cuts, centre: int, recentre_cuts: bool = True):
     """Data, rms and fit mask per object, shifted onto the models' centre pixel."""
-    from astrotool_dre.pipeline import recentre
-
     data, rms, mask = [], [], []
     for i in range(len(cuts)):
         o, r, s, n = cuts.obj[i], cuts.rms[i], cuts.seg[i], cuts.nbr[i]
@@ -74,17 +73,16 @@ def prepare_stamps(cuts, centre: int, recentre_cuts: bool = True):
             np.asarray(mask, bool).reshape(shape))
 
 
-def fit_tile(tile, paths, cfg: dict, cube_file) -> str:
+def fit_tile(paths, cfg, cube_file) -> str:
     """Fit every cut of a tile; write the Chi HDF5 and the summary table.
 
     Parameters
     ----------
-    tile : pathlib.Path
-        The tile (for its header: gain, exposure time, zero point).
     paths : astrotool_dre.pipeline.TilePaths
-        Where inputs and outputs are.
-    cfg : dict
-        The ``[dre]`` section.
+        Where inputs and outputs are (the tile's header gives gain, exposure
+        time and zero point).
+    cfg : astrotool_dre.config.FitConfig
+        The ``[dre.fit]`` section.
     cube_file : path-like
         The model cube (ours or DRE's).
 
@@ -94,32 +92,33 @@ def fit_tile(tile, paths, cfg: dict, cube_file) -> str:
         One line for the run summary.
     """
     from astrotool.backends import get_backend
-    from astrotool_dre.detect import resolve_gain, resolve_zero_point
-    from astrotool_dre.fit import ModelBank, best_parameters, convolve_cube, fit_objects
+    from astrotool_dre.chi2 import fit_objects
+    from astrotool_dre.convolve import ModelBank, convolve_cube
+    from astrotool_dre.estimate import best_parameters
+    from astrotool_dre.tiles import resolve_gain, resolve_zero_point
 
-    fcfg = cfg["fit"]
-    cuts, psf, cube, grid, header = load_inputs(paths, cfg, cube_file)
+    cuts, psf, cube, grid, header = load_inputs(paths, cube_file)
     if len(cuts) == 0:
         raise InputError(paths.cuts, "no objects to fit (no cut passed the selection)")
-    gain = resolve_gain(header, fcfg["gain"], paths.tile)
-    zp = resolve_zero_point(header, fcfg["zero_point"])
-    be = get_backend(fcfg["backend"], fcfg["device"])
-    bank = ModelBank(convolve_cube(cube, psf, be, remove_pixel=fcfg["psf_has_pixel"]), grid, be)
+    gain = resolve_gain(header, cfg.gain, paths.tile)
+    zp = resolve_zero_point(header, cfg.zero_point)
+    be = get_backend(cfg.backend, cfg.device)
+    bank = ModelBank(convolve_cube(cube, psf, be, remove_pixel=cfg.psf_has_pixel), grid, be)
     del cube
-    data, rms, mask = prepare_stamps(cuts, grid.center, fcfg["recentre"])
-    res = fit_objects(bank, data, rms, mask, gain=gain, reweight=fcfg["reweight"], statistic=fcfg["statistic"],
-                      batch_size=fcfg["batch_size"])
-    cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=fcfg["statistic"],
+    data, rms, mask = prepare_stamps(cuts, grid.center, cfg.recentre)
+    res = fit_objects(bank, data, rms, mask, gain=gain, reweight=cfg.reweight, statistic=cfg.statistic,
+                      batch_size=cfg.batch_size)
+    cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=cfg.statistic,
                            zeropoint=zp, backend=be)
     table = summary_table(cuts, cols, paths, cfg)  # before any output: a bad catalogue leaves nothing behind
-    write_chi(paths.chi, cuts.names, res.cubes(grid), grid, fcfg, paths)
-    write_summary(table, paths, fcfg, zp, gain, be)
+    write_chi(paths.chi, cuts.names, res.cubes(grid), grid, cfg, paths)
+    write_summary(table, paths, cfg, zp, gain, be)
     n_edge = int(np.sum(table["LOGR_EDGE_LO"]) + np.sum(table["LOGR_EDGE_HI"]))
-    return (f"{len(table)} objects fit ({fcfg['statistic']}, {be.name} on {be.device}); "
+    return (f"{len(table)} objects fit ({cfg.statistic}, {be.name} on {be.device}); "
             f"{int(np.sum(table['STAR']))} flagged STAR, {n_edge} on a radius-grid edge")
 
 
-def write_chi(path: Path, names, cubes: np.ndarray, grid, fcfg: dict, paths) -> None:
+def write_chi(path: Path, names, cubes: np.ndarray, grid, cfg, paths) -> None:
     """One χ² cube per object, DRE's Chi layout, written atomically."""
     import h5py
 
@@ -129,12 +128,12 @@ def write_chi(path: Path, names, cubes: np.ndarray, grid, fcfg: dict, paths) -> 
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", locking=False) as f:
             f.attrs.update(provenance_attrs("dre fit"))
-            f.attrs.update({"statistic": fcfg["statistic"], "cuts": str(paths.cuts), "psf": str(paths.psf),
+            f.attrs.update({"statistic": cfg.statistic, "cuts": str(paths.cuts), "psf": str(paths.psf),
                             **{k: v for k, v in grid.header_cards().items()}})
             for name, c in zip(names, cubes):
                 if np.all(np.isnan(c)):
                     continue  # as DRE: no cube for an object with no usable pixel
-                f.create_dataset(name, data=c.astype(np.float32), **compression_kwargs(fcfg["compression"]))
+                f.create_dataset(name, data=c.astype(np.float32), **compression_kwargs(cfg.compression))
 
 
 def object_numbers(cuts, path) -> tuple[np.ndarray, np.ndarray]:
@@ -157,11 +156,11 @@ def object_numbers(cuts, path) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([int(p[0]) for p in parts], np.int64), np.array([int(p[1]) for p in parts], np.int64))
 
 
-def summary_table(cuts, cols: dict, paths, cfg: dict):
-    """Best-fit columns joined to the detection catalogue (without VIGNET)."""
+def summary_table(cuts, cols: dict, paths, cfg):
+    """Best-fit columns joined to the detection catalogue (without VIGNET); ``cfg`` the ``[dre.fit]`` section."""
     from astropy.table import Table, join
 
-    from astrotool_dre.detect import read_catalog
+    from astrotool_dre.catalog import read_catalog
 
     fit = Table({k: np.asarray(v) for k, v in cols.items()})
     fit["EXT_NUMBER"], fit["NUMBER"] = object_numbers(cuts, paths.cuts)
@@ -175,16 +174,16 @@ def summary_table(cuts, cols: dict, paths, cfg: dict):
     table = join(fit, cat, keys=["EXT_NUMBER", "NUMBER"], join_type="left")
     table.sort(["EXT_NUMBER", "NUMBER"])
     stellarity = np.asarray(table["CLASS_STAR"], float) if "CLASS_STAR" in table.colnames else np.zeros(len(table))
-    table["STAR"] = np.asarray(table["LOGR_EDGE_LO"], bool) | (stellarity >= cfg["fit"]["star_stellarity"])
+    table["STAR"] = np.asarray(table["LOGR_EDGE_LO"], bool) | (stellarity >= cfg.star_stellarity)
     order = [c for c in SUMMARY_FIRST if c in table.colnames]
     return table[order + [c for c in table.colnames if c not in order]]
 
 
-def write_summary(table, paths, fcfg: dict, zp: float, gain: float, be) -> None:
+def write_summary(table, paths, cfg, zp: float, gain: float, be) -> None:
     """The summary as Parquet (with provenance metadata) and as a FITS table."""
     from astrotool.io.tables import write_fits_table, write_parquet
 
-    meta = {"command": "dre fit", "statistic": fcfg["statistic"], "zero_point": zp, "gain": gain,
+    meta = {"command": "dre fit", "statistic": cfg.statistic, "zero_point": zp, "gain": gain,
             "backend": be.name, "device": str(be.device), "cuts": str(paths.cuts), "psf": str(paths.psf)}
     for c in table.colnames:  # multidimensional catalogue columns do not go to Parquet
         if table[c].ndim > 1:
@@ -192,3 +191,21 @@ def write_summary(table, paths, fcfg: dict, zp: float, gain: float, be) -> None:
     write_parquet(table.to_pandas(), paths.summary, metadata=meta)
     write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY",
                      history=[f"astrotool dre fit: {k}={v}" for k, v in meta.items()])
+
+
+def recentre(obj: np.ndarray, rms: np.ndarray, mask: np.ndarray, nbr: np.ndarray, dx: float, dy: float):
+    """Shift a cut by (dx, dy) pixels so the object lands on the models' centre pixel.
+
+    Data: cubic spline (flux-conserving to ~1e-3 for shifts < 1 px); rms: linear;
+    masks: nearest pixel. Returns the shifted ``(obj, rms, mask, nbr)``.
+    """
+    from scipy import ndimage
+
+    if abs(dx) < 1e-3 and abs(dy) < 1e-3:
+        return obj, rms, mask, nbr
+    shift = (dy, dx)
+    o = ndimage.shift(np.nan_to_num(obj), shift, order=3, mode="nearest")
+    r = ndimage.shift(rms, shift, order=1, mode="nearest")
+    m = ndimage.shift(mask.astype(np.uint8), shift, order=0, mode="constant", cval=0).astype(bool)
+    n = ndimage.shift(nbr.astype(np.uint8), shift, order=0, mode="constant", cval=1).astype(bool)
+    return o.astype(np.float32), r.astype(np.float32), m, n

@@ -1,0 +1,167 @@
+"""Detection catalogues in SExtractor's FITS_LDAC format: reading and writing.
+
+A ``<stem>_cat.fits`` file (either detection engine) holds a primary HDU
+(``DRE_EXT``: the HDU index of the image in the tile, and ``HISTORY``),
+``LDAC_IMHEAD`` (the tile's header as one ``Field Header Card`` string, with
+the SExtractor keys PSFEx reads, e.g. ``SEXBKDEV``) and ``LDAC_OBJECTS``.
+:func:`read_catalog` reads every ``LDAC_OBJECTS`` HDU, stacked.
+
+Catalogue columns (both engines; units are pixels, image units and degrees):
+``NUMBER, X_IMAGE, Y_IMAGE`` (1-based, FITS convention), ``XWIN_IMAGE,
+YWIN_IMAGE, ALPHA_J2000, DELTA_J2000, FLUX_AUTO, FLUXERR_AUTO, MAG_AUTO,
+MAGERR_AUTO, FLUX_APER, FLUXERR_APER`` (one aperture, diameter
+``phot_aperture``), ``FLUX_RADIUS`` (half-light), ``FWHM_IMAGE,
+KRON_RADIUS, A_IMAGE, B_IMAGE, THETA_IMAGE`` (deg CCW from +x, (-90, 90]),
+``ELONGATION, ELLIPTICITY, ISOAREA_IMAGE, FLUX_MAX, BACKGROUND, SNR_WIN,
+CLASS_STAR, FLAGS`` and ``VIGNET`` (``vignet_size`` square cut-out of the
+background-subtracted image, -1e30 outside the frame) for PSFEx.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from astrotool_dre.stellarity import size_stellarity, stellar_locus
+
+__docformat__ = "numpy"
+
+__all__ = ["CATALOG_COLUMNS", "read_catalog", "write_ldac", "add_size_stellarity"]
+
+#: Columns both engines write to ``LDAC_OBJECTS`` (VIGNET size is configurable).
+CATALOG_COLUMNS = [
+    "NUMBER", "X_IMAGE", "Y_IMAGE", "XWIN_IMAGE", "YWIN_IMAGE", "ALPHA_J2000", "DELTA_J2000",
+    "FLUX_AUTO", "FLUXERR_AUTO", "MAG_AUTO", "MAGERR_AUTO", "FLUX_APER", "FLUXERR_APER",
+    "FLUX_RADIUS", "FWHM_IMAGE", "KRON_RADIUS", "A_IMAGE", "B_IMAGE", "THETA_IMAGE",
+    "ELONGATION", "ELLIPTICITY", "ISOAREA_IMAGE", "FLUX_MAX", "BACKGROUND", "SNR_WIN",
+    "CLASS_STAR", "FLAGS",
+]
+
+
+def read_catalog(path: str | os.PathLike, *, vignet: bool = True, require=()):
+    """Read a FITS_LDAC catalogue (every ``LDAC_OBJECTS`` HDU, stacked).
+
+    Parameters
+    ----------
+    path : path-like
+        ``<stem>_cat.fits`` from either engine.
+    vignet : bool
+        Keep the ``VIGNET`` column (large); drop it when false.
+    require : sequence of str
+        Columns the caller needs.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source; ``EXT_NUMBER`` is added (0-based HDU of the image
+        in the tile) when absent.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Missing, unreadable, no ``LDAC_OBJECTS`` table, or a required column missing.
+    """
+    from astropy.io import fits
+    from astropy.table import Table, vstack
+
+    from astrotool.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "catalogue not found")
+    try:
+        tables = []
+        with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul:
+                if hdu.name == "LDAC_OBJECTS":
+                    t = Table(hdu.data.copy() if hdu.data is not None else None)
+                    if not vignet and "VIGNET" in t.colnames:
+                        t.remove_column("VIGNET")
+                    tables.append(t)
+            ext = int(hdul[0].header.get("DRE_EXT", 0))
+    except Exception as exc:
+        raise InputError(path, f"not a readable FITS catalogue ({type(exc).__name__}: {exc})") from None
+    if not tables:
+        raise InputError(path, "no LDAC_OBJECTS table: not a FITS_LDAC catalogue")
+    cat = vstack(tables) if len(tables) > 1 else tables[0]
+    if "EXT_NUMBER" not in cat.colnames:
+        cat["EXT_NUMBER"] = np.full(len(cat), ext, dtype=np.int16)
+    missing = [c for c in require if c not in cat.colnames]
+    if missing:
+        raise InputError(path, f"column(s) {', '.join(missing)} missing from the catalogue")
+    return cat
+
+
+def write_ldac(path, table, image_header, primary_history, ext: int, sex_keys: dict | None = None) -> None:
+    """Write ``table`` as a FITS_LDAC catalogue (``image_header`` goes to ``LDAC_IMHEAD``)."""
+    from astropy.io import fits
+
+    image_header = image_header.copy()
+    for k, v in (sex_keys or {}).items():
+        image_header[k] = v  # PSFEx reads some SExtractor keys (SEXBKDEV...) from LDAC_IMHEAD
+
+    prim = fits.PrimaryHDU()
+    prim.header["DRE_EXT"] = (ext, "HDU index of the image in the tile")
+    for line in primary_history:
+        prim.header.add_history(line)
+    objects = fits.BinTableHDU(table)
+    objects.name = "LDAC_OBJECTS"
+    fits.HDUList([prim, _header_cards_hdu(image_header), objects]).writeto(path)
+    _pad_imhead_with_spaces(path)
+
+
+def _header_cards_hdu(header):
+    """The ``LDAC_IMHEAD`` HDU holding ``header`` as one 'Field Header Card'."""
+    from astropy.io import fits
+
+    cards = [str(c).ljust(80)[:80] for c in header.cards] + ["END".ljust(80)]
+    text = "".join(cards).encode("ascii", "replace")
+    # a plain byte-string record: astropy's string columns would pad each card with NULs,
+    # which PSFEx cannot parse (it crashes)
+    rec = np.array([(text,)], dtype=[("Field Header Card", f"S{len(text)}")])
+    hdu = fits.BinTableHDU(rec, name="LDAC_IMHEAD")
+    hdu.header["TDIM1"] = f"(80, {len(cards)})"
+    return hdu
+
+
+def _pad_imhead_with_spaces(path) -> None:
+    """Replace the NUL padding astropy leaves after ``END`` in LDAC_IMHEAD by spaces.
+
+    astropy strips the trailing blanks of string cells and pads with NULs; PSFEx
+    parses the cards as text and crashes on NULs.
+    """
+    from astropy.io import fits
+
+    with fits.open(path) as h:
+        info = h["LDAC_IMHEAD"].fileinfo()
+        start = info["datLoc"]
+        nbytes = h["LDAC_IMHEAD"].header["NAXIS1"] * h["LDAC_IMHEAD"].header["NAXIS2"]
+    with open(path, "r+b") as f:
+        f.seek(start)
+        raw = f.read(nbytes)
+        f.seek(start)
+        f.write(raw.replace(b"\x00", b" "))
+
+
+def add_size_stellarity(cat_path) -> None:
+    """Replace ``CLASS_STAR`` of an LDAC catalogue by the size-based stellarity, in place."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    cat_path = Path(cat_path)
+    out = cat_path.with_name(cat_path.name + ".cs.fits")
+    with fits.open(cat_path) as h:
+        # untouched HDUs are written back as read: copies would NUL-pad LDAC_IMHEAD
+        hdus = list(h)
+        i = [k for k, hdu in enumerate(hdus) if hdu.name == "LDAC_OBJECTS"][0]
+        t = Table(hdus[i].data)
+        snr = np.asarray(t["FLUX_AUTO"]) / np.maximum(np.asarray(t["FLUXERR_AUTO"]), 1e-30)
+        r_star = stellar_locus(t["FLUX_RADIUS"], snr, t["FLAGS"], t["ELONGATION"])
+        t["CLASS_STAR"] = size_stellarity(t["FLUX_RADIUS"], snr, r_star)
+        new = fits.BinTableHDU(t)
+        new.name = "LDAC_OBJECTS"
+        hdus[i] = new
+        fits.HDUList(hdus).writeto(out, overwrite=True)
+    os.replace(out, cat_path)

@@ -1,0 +1,251 @@
+"""The photutils detection engine (used when SExtractor is not installed).
+
+``Background2D`` (box ``back_size``, filter ``back_filtersize``, SExtractor
+estimator), detection on the image smoothed by the detection filter at
+``detect_thresh`` times the background RMS with at least ``detect_minarea``
+connected pixels, deblending (``deblend_nthresh`` levels, contrast
+``deblend_mincont``) and ``SourceCatalog``. It writes SExtractor's products and
+columns: ``FLUX_AUTO`` is the Kron flux (factor 2.5), ``CLASS_STAR`` the
+size-based stellarity (:mod:`astrotool_dre.stellarity`), ``FLAGS`` sets 2
+(deblended), 4 (a pixel at or above ``SATURATE``) and 8 (touches the frame
+edge), and ``VIGNET`` holds cut-outs of the background-subtracted image for PSFEx.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+
+from astrotool_dre.catalog import write_ldac
+from astrotool_dre.stellarity import size_stellarity, stellar_locus
+from astrotool_dre.tiles import image_header
+
+__docformat__ = "numpy"
+
+__all__ = ["run_photutils"]
+
+
+def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg, *, gain: float, zp: float,
+                  satur_level: float, kernel: np.ndarray, history: list[str]) -> int:
+    """Detect with photutils; write the four products to the paths in ``tmp``.
+
+    Parameters are those of :func:`astrotool_dre.detect_sextractor.run_sextractor`
+    (``cfg`` the ``[dre.detect]`` section); returns the number of sources.
+    """
+    import warnings
+
+    from astropy.io import fits
+    from astropy.table import Table
+    from photutils.background import Background2D, SExtractorBackground
+    from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
+    from photutils.utils import calc_total_error
+    from scipy import ndimage
+
+    bad = ~np.isfinite(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bkg = Background2D(data, box_size=cfg.back_size, filter_size=cfg.back_filtersize,
+                           coverage_mask=bad if bad.any() else None,
+                           bkg_estimator=SExtractorBackground())
+    background = np.asarray(bkg.background, dtype=np.float64)
+    rms = np.asarray(bkg.background_rms, dtype=np.float64)
+    nb = data - background
+    nb_filled = np.where(bad, 0.0, nb)
+    conv = ndimage.convolve(nb_filled, kernel, mode="constant", cval=0.0)
+    threshold = cfg.detect_thresh * np.where(bad, np.inf, rms)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        segm0 = detect_sources(conv, threshold, mask=bad if bad.any() else None,
+                               **_kw(detect_sources, n_pixels=("npixels", cfg.detect_minarea)))
+    nb_out = np.where(bad, np.nan, nb).astype(np.float32)
+    if segm0 is None:
+        n = 0
+        seg = np.zeros(data.shape, dtype=np.int32)
+        table = Table()
+    else:
+        try:
+            import skimage.segmentation  # noqa: F401  (photutils' deblending needs its watershed)
+        except ImportError:
+            import logging
+
+            logging.getLogger("astrotool.dre").warning(
+                "scikit-image is not installed: photutils cannot deblend; blended sources stay merged")
+            segm = segm0
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                segm = deblend_sources(conv, segm0, progress_bar=False,
+                                       **_kw(deblend_sources, n_pixels=("npixels", cfg.detect_minarea),
+                                             n_levels=("nlevels", cfg.deblend_nthresh),
+                                             contrast=("contrast", cfg.deblend_mincont)))
+        seg = np.asarray(segm.data, dtype=np.int32)
+        err = calc_total_error(nb_filled, rms, gain)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cat = SourceCatalog(nb_filled, segm, convolved_data=conv, error=err,
+                                mask=bad if bad.any() else None, kron_params=(2.5, 1.4, 0.0))
+            table = _photutils_table(cat, data, nb, seg, np.asarray(segm0.data), background, header,
+                                     zp=zp, phot_aperture=cfg.phot_aperture, vignet_size=cfg.vignet_size,
+                                     satur_level=satur_level)
+        n = len(table)
+
+    hist = history + [
+        f"photutils on {tile.name}: gain {gain:g} e-/unit, thresh {cfg.detect_thresh}, minarea "
+        f"{cfg.detect_minarea}, box {cfg.back_size}, filter {cfg.back_filtersize}, kernel FWHM {cfg.filter_fwhm}",
+    ]
+    ih = image_header(header)
+    for k, arr in (("nb", nb_out), ("rms", np.where(bad, np.nan, rms).astype(np.float32)), ("seg", seg)):
+        h = ih.copy()
+        for line in hist:
+            h.add_history(line)
+        fits.PrimaryHDU(arr, header=h).writeto(tmp[k])
+    if n:
+        good = ~bad
+        sex_keys = {
+            "SEXVERS": ("astrotool-dre photutils", "Extraction software"),
+            "SEXBKGND": (float(np.median(background[good])), "Median background level"),
+            "SEXBKDEV": (float(np.median(rms[good])), "Median background RMS"),
+            "SEXTHLD": (float(cfg.detect_thresh * np.median(rms[good])), "Extraction threshold"),
+            "SEXNFIN": (int(n), "Number of sources"),
+            "SEXGAIN": (float(gain), "Gain used (e-/unit)"),
+            "SEXPXSCL": (1.0, "Pixel scale used for measurements"),
+            "SEXMINAR": (int(cfg.detect_minarea), "Minimum detection area (px)"),
+            "SEXAPED1": (float(cfg.phot_aperture), "Aperture #1 diameter (px)"),
+            "SEXSATLV": (float(min(satur_level, 1e20)), "Saturation level"),
+            "SEXMGZPT": (float(zp), "Zero-point used for magnitudes"),
+            "SEXBKGSX": (int(cfg.back_size), "Background mesh width (px)"),
+            "SEXBKGSY": (int(cfg.back_size), "Background mesh height (px)"),
+            "SEXBKGFX": (int(cfg.back_filtersize), "Background filter width"),
+            "SEXBKGFY": (int(cfg.back_filtersize), "Background filter height"),
+        }
+        write_ldac(tmp["cat"], table, header, hist, ext, sex_keys)
+    return n
+
+
+def _photutils_table(cat, data, nb, seg, seg0, background, header, *, zp, phot_aperture,
+                     vignet_size, satur_level):
+    from astropy.table import Table
+
+    def arr(*names):
+        v = _attr(cat, *names)
+        v = getattr(v, "value", v)
+        return np.asarray(v, dtype=np.float64)
+
+    x0 = arr("x_centroid", "xcentroid")
+    y0 = arr("y_centroid", "ycentroid")
+    xw = arr("x_centroid_win", "xcentroid_win")
+    yw = arr("y_centroid_win", "ycentroid_win")
+    kron_flux = arr("kron_flux")
+    kron_err = arr("kron_flux_err", "kron_fluxerr")
+    ap_flux, ap_err = cat.circular_photometry(phot_aperture / 2.0)
+    ap_flux = np.asarray(getattr(ap_flux, "value", ap_flux), dtype=np.float64)
+    ap_err = np.asarray(getattr(ap_err, "value", ap_err), dtype=np.float64)
+    r50 = np.asarray(getattr(cat.flux_radius(0.5), "value", cat.flux_radius(0.5)), dtype=np.float64)
+    a = arr("semimajor_axis", "semimajor_sigma")
+    b = arr("semiminor_axis", "semiminor_sigma")
+    theta = arr("orientation")
+    labels = np.asarray(cat.labels, dtype=np.int32)
+    ny, nx = data.shape
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = kron_flux / kron_err
+        mag = np.where(kron_flux > 0, zp - 2.5 * np.log10(np.where(kron_flux > 0, kron_flux, 1.0)), 99.0)
+        magerr = np.where(kron_flux > 0, 2.5 / math.log(10) * kron_err / np.abs(kron_flux), 99.0)
+
+    # flags: 2 deblended, 4 saturated, 8 truncated by the frame
+    flags = np.zeros(len(labels), dtype=np.int16)
+    parent = np.zeros(seg.max() + 1, dtype=np.int64)
+    fg = seg > 0
+    parent[seg[fg]] = seg0[fg]
+    counts = np.bincount(parent[labels], minlength=seg0.max() + 1)
+    flags[counts[parent[labels]] > 1] |= 2
+    raw_max = np.asarray(
+        [np.nanmax(data[sl][seg[sl] == lab]) for sl, lab in zip(cat.slices, labels)], dtype=np.float64)
+    flags[raw_max >= satur_level] |= 4
+    edge = (arr("bbox_xmin") <= 0) | (arr("bbox_ymin") <= 0) | (arr("bbox_xmax") >= nx - 1) | (
+        arr("bbox_ymax") >= ny - 1)
+    flags[edge] |= 8
+
+    r_star = stellar_locus(r50, snr, flags, arr("elongation"))
+    class_star = size_stellarity(r50, snr, r_star)
+
+    ra = dec = np.full(len(labels), np.nan)
+    try:
+        from astropy.wcs import WCS
+
+        w = WCS(header)
+        if w.has_celestial:
+            ra, dec = w.celestial.all_pix2world(x0, y0, 0)
+    except Exception:
+        pass
+    ix = np.clip(np.round(x0).astype(int), 0, nx - 1)
+    iy = np.clip(np.round(y0).astype(int), 0, ny - 1)
+
+    t = Table()
+    t["NUMBER"] = labels
+    t["X_IMAGE"] = x0 + 1.0
+    t["Y_IMAGE"] = y0 + 1.0
+    t["XWIN_IMAGE"] = xw + 1.0
+    t["YWIN_IMAGE"] = yw + 1.0
+    t["ALPHA_J2000"] = np.asarray(ra, dtype=np.float64)
+    t["DELTA_J2000"] = np.asarray(dec, dtype=np.float64)
+    f32 = np.float32
+    t["FLUX_AUTO"] = kron_flux.astype(f32)
+    t["FLUXERR_AUTO"] = kron_err.astype(f32)
+    t["MAG_AUTO"] = mag.astype(f32)
+    t["MAGERR_AUTO"] = magerr.astype(f32)
+    t["FLUX_APER"] = ap_flux.astype(f32)
+    t["FLUXERR_APER"] = ap_err.astype(f32)
+    t["FLUX_RADIUS"] = r50.astype(f32)
+    t["FWHM_IMAGE"] = arr("fwhm").astype(f32)
+    t["KRON_RADIUS"] = arr("kron_radius").astype(f32)
+    t["A_IMAGE"] = a.astype(f32)
+    t["B_IMAGE"] = b.astype(f32)
+    t["THETA_IMAGE"] = theta.astype(f32)
+    t["ELONGATION"] = arr("elongation").astype(f32)
+    t["ELLIPTICITY"] = arr("ellipticity").astype(f32)
+    t["ISOAREA_IMAGE"] = arr("area").astype(np.int32)
+    t["FLUX_MAX"] = arr("max_value").astype(f32)
+    t["BACKGROUND"] = background[iy, ix].astype(f32)
+    t["SNR_WIN"] = snr.astype(f32)
+    t["CLASS_STAR"] = class_star
+    t["FLAGS"] = flags
+    t["VIGNET"] = _vignets(nb, x0 + 1.0, y0 + 1.0, vignet_size)
+    return t
+
+
+def _vignets(image, x1, y1, size):
+    """``size``-square cut-outs centred on the nearest pixel, -1e30 outside the frame."""
+    ny, nx = image.shape
+    h = size // 2
+    out = np.full((len(x1), size, size), -1e30, dtype=np.float32)
+    pad = np.full((ny + 2 * h + 2, nx + 2 * h + 2), -1e30, dtype=np.float32)
+    img = np.where(np.isfinite(image), image, -1e30).astype(np.float32)
+    pad[h + 1: h + 1 + ny, h + 1: h + 1 + nx] = img
+    for k, (x, y) in enumerate(zip(x1, y1)):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        ix = int(math.floor(x - 1 + 0.5))
+        iy = int(math.floor(y - 1 + 0.5))
+        if -h - 1 <= ix <= nx + h and -h - 1 <= iy <= ny + h:
+            out[k] = pad[iy + 1: iy + 1 + size, ix + 1: ix + 1 + size]
+    return out
+
+
+def _kw(func, **aliases):
+    """Map parameter names across photutils versions (n_pixels vs npixels...)."""
+    params = inspect.signature(func).parameters
+    out = {}
+    for new, (old, value) in aliases.items():
+        out[new if new in params else old] = value
+    return out
+
+
+def _attr(obj, *names):
+    for n in names:
+        if hasattr(obj, n):
+            return getattr(obj, n)
+    raise AttributeError(f"none of {names} on {type(obj).__name__}")

@@ -1,0 +1,237 @@
+"""The SExtractor detection engine.
+
+Runs ``source-extractor`` (or ``sex``) with our own configuration, parameter
+and filter files written to a temporary folder (every path in them is
+absolute), through an argument list. DRE's outputs are forced:
+``-CATALOG_TYPE FITS_LDAC`` and ``-CHECKIMAGE_TYPE
+-BACKGROUND,BACKGROUND_RMS,SEGMENTATION``. ``PIXEL_SCALE`` is 1, so
+``SEEING_FWHM`` is in pixels; when not given it is measured by a first,
+catalogue-only pass (the median ``FWHM_IMAGE`` of the stellar locus).
+``CLASS_STAR`` comes from SExtractor's neural network (``default.nnw``,
+searched for under ``share/source-extractor``); if that file cannot be found
+the size-based stellarity (:mod:`astrotool_dre.stellarity`) is used instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity
+from astrotool_dre.stellarity import stellar_locus
+from astrotool_dre.tiles import image_header
+
+__docformat__ = "numpy"
+
+__all__ = ["find_sextractor", "find_nnw", "run_sextractor"]
+
+
+def find_sextractor() -> str | None:
+    """Path of the SExtractor executable: ``source-extractor``, then ``sex``; None if absent."""
+    for name in ("source-extractor", "sex"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def find_nnw(binary: str | None = None) -> Path | None:
+    """SExtractor's star/galaxy network ``default.nnw``, or None.
+
+    Looks in ``$SEXTRACTOR_SHARE``, then ``<prefix>/share/{source-extractor,sextractor}``
+    for the binary's prefix, ``/usr/share`` and ``/usr/local/share``.
+    """
+    dirs = []
+    if os.environ.get("SEXTRACTOR_SHARE"):
+        dirs.append(Path(os.environ["SEXTRACTOR_SHARE"]))
+    prefixes = []
+    if binary:
+        prefixes.append(Path(os.path.realpath(binary)).parent.parent)
+    prefixes += [Path("/usr"), Path("/usr/local"), Path("/opt/homebrew")]
+    for p in prefixes:
+        dirs += [p / "share" / "source-extractor", p / "share" / "sextractor", p / "share" / "SExtractor"]
+    for d in dirs:
+        f = d / "default.nnw"
+        if f.is_file():
+            return f
+    return None
+
+
+def _sex_config(folder: Path, cfg, *, params: list[str], kernel: np.ndarray, nnw: Path | None, gain: float,
+                zp: float, satur_level: float, seeing: float) -> Path:
+    (folder / "dre.param").write_text("\n".join(params) + "\n")
+    rows = "\n".join(" ".join(f"{v:.6f}" for v in row) for row in kernel)
+    (folder / "dre.conv").write_text(f"CONV NORM\n# Gaussian, FWHM {cfg.filter_fwhm} px\n{rows}\n")
+    lines = {
+        "CATALOG_TYPE": "FITS_LDAC",
+        "PARAMETERS_NAME": str(folder / "dre.param"),
+        "DETECT_TYPE": "CCD",
+        "DETECT_MINAREA": cfg.detect_minarea,
+        "DETECT_THRESH": cfg.detect_thresh,
+        "ANALYSIS_THRESH": cfg.detect_thresh,
+        "FILTER": "Y",
+        "FILTER_NAME": str(folder / "dre.conv"),
+        "DEBLEND_NTHRESH": cfg.deblend_nthresh,
+        "DEBLEND_MINCONT": cfg.deblend_mincont,
+        "CLEAN": "Y",
+        "CLEAN_PARAM": 1.0,
+        "MASK_TYPE": "CORRECT",
+        "PHOT_APERTURES": cfg.phot_aperture,
+        "PHOT_AUTOPARAMS": "2.5,3.5",
+        "SATUR_LEVEL": min(float(satur_level), 1e20),
+        "SATUR_KEY": "DRE_NOKEY",
+        "MAG_ZEROPOINT": zp,
+        "GAIN": gain,
+        "GAIN_KEY": "DRE_NOKEY",
+        "PIXEL_SCALE": 1.0,
+        "SEEING_FWHM": seeing,
+        "STARNNW_NAME": str(nnw) if nnw else str(folder / "none.nnw"),
+        "BACK_TYPE": "AUTO",
+        "BACK_SIZE": cfg.back_size,
+        "BACK_FILTERSIZE": cfg.back_filtersize,
+        "BACKPHOTO_TYPE": "GLOBAL",
+        "CHECKIMAGE_TYPE": "NONE",
+        "MEMORY_OBJSTACK": 30000,
+        "MEMORY_PIXSTACK": 3000000,
+        "MEMORY_BUFSIZE": 4096,
+        "VERBOSE_TYPE": "QUIET",
+        "WRITE_XML": "N",
+        "NTHREADS": cfg.nthreads,
+    }
+    path = folder / "dre.sex"
+    path.write_text("".join(f"{k:<18}{v}\n" for k, v in lines.items()))
+    return path
+
+
+def _run(args, cwd, timeout, what):
+    try:
+        proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what} did not finish within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))
+    return proc
+
+
+def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, tmp: dict, cfg, *,
+                   gain: float, zp: float, satur_level: float, kernel: np.ndarray, history: list[str]):
+    """Detect with SExtractor; write the four products to the paths in ``tmp``.
+
+    Parameters
+    ----------
+    binary : str
+        The SExtractor executable (:func:`find_sextractor`).
+    tile : pathlib.Path
+        The tile; ``data``, ``header`` and ``ext`` are its image, header and HDU index.
+    tmp : dict
+        Temporary paths of ``"cat"``, ``"nb"``, ``"rms"`` and ``"seg"``.
+    cfg : astrotool_dre.config.DetectConfig
+        The ``[dre.detect]`` section.
+    gain, zp, satur_level : float
+        Resolved gain [e-/unit], zero point [mag] and saturation [image units].
+    kernel : numpy.ndarray
+        The detection filter.
+    history : list of str
+        Provenance lines for the products' ``HISTORY``.
+
+    Returns
+    -------
+    (int, float)
+        Number of sources and the seeing FWHM used [px].
+    """
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from astrotool.errors import InputError
+
+    nnw = find_nnw(binary)
+    weight_image, weight_type, flag_image = cfg.weight_image, cfg.weight_type, cfg.flag_image
+    seeing_fwhm = cfg.seeing_fwhm
+    common = dict(kernel=kernel, gain=gain, zp=zp, satur_level=satur_level)
+    with tempfile.TemporaryDirectory(prefix=".sex-", dir=Path(tmp["cat"]).parent) as td:
+        td = Path(td)
+        # the image goes in under a plain name: SExtractor splits "a,b" into two images
+        image = td / "tile.fits"
+        bad = ~np.isfinite(data)
+        if bad.any() and weight_image is None:
+            # NaN pixels: zero them and give them zero weight
+            clean = np.where(bad, 0.0, data).astype(np.float32)
+            fits.PrimaryHDU(clean, header=image_header(header)).writeto(image)
+            weight_image = td / "weight.fits"
+            fits.PrimaryHDU((~bad).astype(np.float32)).writeto(weight_image)
+            weight_type = "MAP_WEIGHT"
+        else:
+            os.symlink(os.path.abspath(tile), image)
+        wargs = []
+        if weight_image is not None:
+            wimg = Path(weight_image)
+            if wimg.parent != td:
+                wimg = td / "weight_in.fits"
+                os.symlink(os.path.abspath(weight_image), wimg)
+            wargs += ["-WEIGHT_TYPE", weight_type, "-WEIGHT_IMAGE", str(wimg)]
+        if flag_image is not None:
+            fimg = td / "flag.fits"
+            os.symlink(os.path.abspath(flag_image), fimg)
+            wargs += ["-FLAG_IMAGE", str(fimg)]
+        xargs = []
+        for k, v in cfg.sextractor_args.items():
+            xargs += [f"-{str(k).lstrip('-').upper()}", str(v)]
+
+        # pass 1 (only without a seeing): catalogue of sizes to find the stellar locus
+        if seeing_fwhm is None:
+            p1 = ["NUMBER", "FLUX_RADIUS", "FWHM_IMAGE", "FLUX_AUTO", "FLUXERR_AUTO", "FLAGS", "ELONGATION"]
+            conf = _sex_config(td, cfg, params=p1, nnw=None, seeing=3.0, **common)  # no CLASS_STAR in pass 1
+            _run([binary, str(image), "-c", str(conf), "-CATALOG_NAME", str(td / "pass1.cat")]
+                 + wargs + xargs, td, cfg.timeout, "source-extractor (pass 1)")
+            with fits.open(td / "pass1.cat") as h:
+                t1 = Table(h["LDAC_OBJECTS"].data)
+            if len(t1) == 0:
+                raise InputError(tile, f"no sources detected above {cfg.detect_thresh} sigma "
+                                       f"(min area {cfg.detect_minarea} px)")
+            snr1 = np.asarray(t1["FLUX_AUTO"]) / np.maximum(np.asarray(t1["FLUXERR_AUTO"]), 1e-30)
+            r_star = stellar_locus(t1["FLUX_RADIUS"], snr1, t1["FLAGS"], t1["ELONGATION"])
+            if r_star is not None:
+                sel = np.abs(np.log(np.asarray(t1["FLUX_RADIUS"]) / r_star)) < math.log1p(0.05)
+                sel &= snr1 >= 20
+                seeing_fwhm = float(np.median(np.asarray(t1["FWHM_IMAGE"])[sel]))
+            else:
+                seeing_fwhm = float(cfg.filter_fwhm)
+
+        params = [c for c in CATALOG_COLUMNS if nnw is not None or c != "CLASS_STAR"]
+        params = [("FLUX_APER(1)" if c == "FLUX_APER" else "FLUXERR_APER(1)" if c == "FLUXERR_APER" else c)
+                  for c in params] + [f"VIGNET({cfg.vignet_size},{cfg.vignet_size})"]
+        conf = _sex_config(td, cfg, params=params, nnw=nnw, seeing=seeing_fwhm, **common)
+        names = {k: td / f"out_{k}.fits" for k in ("cat", "nb", "rms", "seg")}
+        # DRE's outputs are forced last, after any user arguments
+        args = [binary, str(image), "-c", str(conf)] + wargs + xargs + [
+            "-CATALOG_NAME", str(names["cat"]), "-CATALOG_TYPE", "FITS_LDAC",
+            "-CHECKIMAGE_TYPE", "-BACKGROUND,BACKGROUND_RMS,SEGMENTATION",
+            "-CHECKIMAGE_NAME", f"{names['nb']},{names['rms']},{names['seg']}",
+            "-PARAMETERS_NAME", str(td / "dre.param")]
+        _run(args, td, cfg.timeout, "source-extractor")
+
+        hist = history + [
+            f"{Path(binary).name} on {tile.name}: gain {gain:g} e-/unit, thresh {cfg.detect_thresh}, "
+            f"minarea {cfg.detect_minarea}, seeing {seeing_fwhm:.3f} px",
+        ]
+        with fits.open(names["cat"], mode="update") as h:
+            h[0].header["DRE_EXT"] = (ext, "HDU index of the image in the tile")
+            for line in hist:
+                h[0].header.add_history(line)
+            n = len(h["LDAC_OBJECTS"].data) if h["LDAC_OBJECTS"].data is not None else 0
+        if nnw is None and n:
+            add_size_stellarity(names["cat"])
+        for k in ("nb", "rms", "seg"):
+            with fits.open(names[k], mode="update") as h:
+                for line in hist:
+                    h[0].header.add_history(line)
+        for k in names:
+            os.replace(names[k], tmp[k])
+    return n, seeing_fwhm
