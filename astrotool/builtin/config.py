@@ -48,7 +48,7 @@ class MLConfig(Section):
     deterministic: bool = False
     """Ask torch for deterministic kernels (slower on a GPU)."""
     sync_batchnorm: bool = False
-    """Batch statistics over the whole global batch when there are several processes."""
+    """Batch statistics over the whole global batch when there are several processes (CUDA only)."""
 
     @field_validator("devices", mode="before")
     @classmethod

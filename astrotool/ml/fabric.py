@@ -103,7 +103,8 @@ class Runtime:
         Ask torch for deterministic kernels (slower on a GPU).
     sync_batchnorm : bool
         Convert BatchNorm layers to SyncBatchNorm when there is more than one
-        process, so batch statistics are those of the whole global batch.
+        process, so batch statistics are those of the whole global batch
+        (CUDA only).
     num_workers : int
         DataLoader worker processes per training process (for the data
         loaders; the Fabric does not use it).

@@ -300,6 +300,22 @@ def test_srun_tasks_training_alone_are_refused(monkeypatch):
     assert Runtime(accelerator="cpu").fabric.world_size == 1
 
 
+def test_sync_batchnorm_on_cpu_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from astrotool.ml.fabric import Runtime
+    from astrotool.ml.training import fit
+
+    two_cpu_ranks = SimpleNamespace(world_size=2, global_rank=0, is_global_zero=True, device=torch.device("cpu"),
+                                    setup=None, _launched=True, strategy=SimpleNamespace(launcher=None))
+    rt = Runtime(accelerator="cpu", devices=2, sync_batchnorm=True)
+    rt._fabric = two_cpu_ranks
+    model = _model()
+    with pytest.raises(AstroError, match="ml.sync_batchnorm: .*CUDA GPUs only, not on cpu"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), batches=lambda e: [], loss_fn=None,
+            validate=None, epochs=1, checkpoint_dir=tmp_path, meta={}, runtime=rt)
+
+
 def test_bf16_mixed_autocasts_the_forward(tmp_path):
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import fit
