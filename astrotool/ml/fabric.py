@@ -235,11 +235,32 @@ class Runtime:
         return bool(self.fabric.is_global_zero)
 
 
+def _route_lightning_logs() -> None:
+    """Lightning's log records through astro's handlers (plain, rich or JSON), warnings and up only.
+
+    Lightning prints its own unformatted lines ("Initializing distributed: ...")
+    on every rank, which would break ``--log-format json``; the process count is
+    logged by :func:`astrotool.ml.training.fit` instead.
+    """
+    import logging
+
+    from astrotool.console import LOGGER_NAME
+
+    ours = logging.getLogger(LOGGER_NAME)
+    for name in ("lightning_fabric", "lightning.fabric"):
+        theirs = logging.getLogger(name)
+        theirs.setLevel(logging.WARNING)
+        if ours.handlers:
+            theirs.handlers = list(ours.handlers)
+            theirs.propagate = False
+
+
 def _build_fabric(accelerator, devices, num_nodes, strategy, precision):
     try:
         from lightning_fabric import Fabric
     except ImportError:  # the full 'lightning' distribution
         from lightning.fabric import Fabric
+    _route_lightning_logs()
     try:
         return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                       precision=precision)
