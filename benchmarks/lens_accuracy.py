@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     run = Runner(tmp, args.jobs, args.verbose)
     t0 = time.perf_counter()
-    train_common = ["--width", width, "--no-resume"]
+    train_common = ["--width", width, "--overwrite"]  # train afresh, also in a kept workspace
     out: dict = {"sizes": size, "seed": args.seed}
     try:
         # ---------------------------------------------------------------- 1. ShearNet-like
