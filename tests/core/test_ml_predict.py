@@ -202,6 +202,47 @@ def test_export_into_an_unwritable_folder_names_the_target(tmp_path, monkeypatch
     assert str(e.value) == f"{target}: cannot write the ONNX file (Permission denied)"
 
 
+def test_export_into_a_read_only_folder_for_real():
+    """A real read-only folder (as user nobody when the tests run as root): the target is named."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() == 0 and not hasattr(os, "setuid"):
+        pytest.skip("cannot drop root here")
+    base = Path(tempfile.mkdtemp(prefix="astro-ro-"))
+    base.chmod(0o755)
+    ro = base / "ro"
+    ro.mkdir(mode=0o555)
+    ro.chmod(0o555)
+    script = f"""
+import os
+import numpy as np
+from torch import nn
+from astrotool.ml.export import export_onnx
+net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+x = np.ones((3, 1, 2, 2), np.float32)
+export_onnx(net, x, {str(base / "warm.onnx")!r})  # lazy imports happen while still allowed
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    export_onnx(net, x, {str(ro / "model.onnx")!r})
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+    try:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    finally:
+        ro.chmod(0o755)
+        shutil.rmtree(base)
+    assert out.stdout.strip() == f"AstroError {ro / 'model.onnx'}: cannot write the ONNX file (Permission denied)", \
+        out.stderr[-2000:]
+
+
 def test_fuse_batchnorm_matches_and_leaves_the_model_alone():
     net, x = tiny_cnn(), stamps(9)
     fast = fuse_batchnorm(net)
