@@ -485,6 +485,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
 
     wrapped, fopt = fabric.setup(model, optimizer)
     module = wrapped.module if hasattr(wrapped, "module") else model
+    scaler = getattr(fabric.strategy.precision, "scaler", None)  # 16-mixed: the loss scale resumes too
     if "runtime" not in meta:
         meta = {**meta, "runtime": {"processes": world, "device": fabric.device.type,
                                     "precision": runtime.precision if runtime is not None else None}}
@@ -503,6 +504,8 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         history = list(loop.get("history", []))
         stopper.load_state_dict(loop.get("early_stopping", {}))
         stopped = bool(loop.get("stopped_early", False))
+        if scaler is not None and loop.get("grad_scaler"):
+            scaler.load_state_dict(loop["grad_scaler"])
         resumed_from = start_epoch
         if log:
             log.info("resuming from %s after epoch %d (step %d)", last_dir, start_epoch, step)
@@ -515,7 +518,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
     epoch = start_epoch
     while epoch < epochs and not stopped:
         torch.manual_seed(derive_seed(seed, "epoch", epoch, "rank", rank))
-        module.train()
+        wrapped.train()
         t0 = time.perf_counter()
         total, count = 0.0, 0
         for batch in batches(epoch):
@@ -543,7 +546,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
             total += float(value)
             count += 1
             step += 1
-        module.eval()
+        wrapped.eval()
         with torch.no_grad(), fabric.autocast():
             val = {k: float(v) for k, v in validate(module).items()}
         if world > 1:
@@ -564,7 +567,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         progress = {"epochs_done": epoch + 1, "epochs": epochs, "step": step, "stopped_early": stopped}
         if zero:
             _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved,
-                        history, stopper, stopped, epoch, epochs)
+                        history, stopper, stopped, epoch, epochs, scaler)
         if world > 1:
             fabric.barrier("astrotool-fit-epoch")
         result.epochs_run += 1
@@ -590,7 +593,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
 
 
 def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved, history,
-                stopper, stopped, epoch, epochs) -> None:
+                stopper, stopped, epoch, epochs, scaler=None) -> None:
     """Rank 0's writes after an epoch: the best checkpoint (if improved) and ``last/``."""
     from astrotool.ml import checkpoint as ck
 
@@ -614,6 +617,8 @@ def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, pro
             "early_stopping": stopper.state_dict(),
             "stopped_early": stopped,
             "best_epoch": stopper.best_epoch,
+            **({"grad_scaler": {k: (float(v) if isinstance(v, float) else v) for k, v in scaler.state_dict().items()}}
+               if scaler is not None else {}),
         },
     )
     if improved or epoch + 1 >= epochs or stopped:

@@ -111,6 +111,32 @@ def test_resume_after_two_epochs_gives_identical_weights(tmp_path):
     assert again.epochs_run == 0 and again.resumed_from == 5
 
 
+def test_loss_scale_of_16_mixed_is_kept_for_resume(tmp_path):
+    from astrotool.ml import checkpoint as ck
+    from astrotool.ml.fabric import Runtime
+
+    class Scaler:  # what a CUDA GradScaler's state looks like; the CPU has no 16-mixed
+        loaded = None
+
+        def state_dict(self):
+            return {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                    "_growth_tracker": 17}
+
+        def load_state_dict(self, state):
+            Scaler.loaded = state
+
+    def runtime():
+        rt = Runtime(accelerator="cpu")
+        rt.fabric.strategy.precision.scaler = Scaler()
+        return rt
+
+    _train(tmp_path, 1, runtime=runtime())
+    loop = json.loads((tmp_path / "last" / ck.STATE_META_FILE).read_text())["loop"]
+    assert loop["grad_scaler"] == Scaler().state_dict()
+    _train(tmp_path, 2, runtime=runtime())
+    assert Scaler.loaded == Scaler().state_dict()
+
+
 def test_resume_false_starts_over(tmp_path):
     _train(tmp_path / "c", 2)
     _, _, r = _train(tmp_path / "c", 2, resume=False)
