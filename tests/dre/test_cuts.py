@@ -1,5 +1,6 @@
 """128x128 cuts: groups, shapes, compression, neighbour masking, bad inputs."""
 
+import json
 import shutil
 
 import numpy as np
@@ -45,7 +46,8 @@ def test_groups_shapes_and_attributes(products):
     assert c.rms.dtype == np.float32 and c.seg.dtype == bool and c.nbr.dtype == bool
     assert np.all(c.attrs["CLASS_STAR"] < 0.5)
     with h5py.File(r["cuts"], "r") as f:
-        assert f.attrs["tile"] == "tile.fits" and "astrotool-dre" in f.attrs["producer"]
+        assert f.attrs["tile"] == "tile.fits" and f.attrs["astrotool_command"] == "dre cuts"
+        assert "astrotool-dre" in json.loads(f.attrs["astrotool_versions"])  # the core provenance record
         assert f.attrs["GAIN"] == 2.0
         g = f[c.names[0]]
         assert {"obj", "seg", "rms", "nbr"} <= set(g)

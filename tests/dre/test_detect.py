@@ -98,6 +98,10 @@ def test_both_engines_write_the_same_ldac_structure(detected):
             hdr = fits.Header.fromstring("".join(c.ljust(80) for c in cards))
             assert hdr["GAIN"] == 2.0 and "SEXBKDEV" in hdr
             assert b"\x00" not in h["LDAC_IMHEAD"].data.tobytes()  # PSFEx cannot parse NULs
+        for k in ("cat", "nb", "rms", "seg"):  # the core provenance record and the engine's settings
+            history = list(fits.getheader(r[k])["HISTORY"])
+            assert any(line.startswith("astrotool ") and line.endswith(" dre detect") for line in history), history
+            assert any(line.startswith(("source-extractor on ", "photutils on ")) for line in history), history
         cat = read_catalog(r["cat"])
         assert set(CATALOG_COLUMNS) <= set(cat.colnames), eng
         assert cat["VIGNET"].shape[1:] == (35, 35)

@@ -46,12 +46,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from astrotool_dre import __version__
 
 __docformat__ = "numpy"
 
@@ -156,7 +154,7 @@ def make_cuts(
     from astrotool.errors import InputError
     from astrotool.workspace import atomic_path
 
-    from astrotool.io.hdf5 import compression_kwargs
+    from astrotool.io.hdf5 import compression_kwargs, provenance_attrs
     from astrotool_dre.catalog import read_catalog
     from astrotool_dre.tiles import read_image
 
@@ -201,8 +199,7 @@ def make_cuts(
     with atomic_path(out_h5) as tmp:
         with h5py.File(tmp, "w", locking=False) as f:
             meta = {
-                "producer": f"astrotool-dre {__version__} make_cuts",
-                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                **provenance_attrs("dre cuts"),
                 "tile": images["tile"][0].name,
                 "catalog": cat_path.name,
                 "nb": images["nb"][0].name,

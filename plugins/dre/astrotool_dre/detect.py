@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from astrotool_dre import __version__
 from astrotool_dre.tiles import output_paths, read_image, resolve_gain, resolve_zero_point, tile_stem
 
 __docformat__ = "numpy"
@@ -71,6 +70,7 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg, *, stem
         ``engine = "sextractor"`` and SExtractor is not installed.
     """
     from astrotool.errors import AstroError, InputError
+    from astrotool.provenance import fits_history
     from astrotool.workspace import atomic_path
     from astrotool_dre.detect_photutils import run_photutils
     from astrotool_dre.detect_sextractor import find_sextractor, run_sextractor
@@ -87,7 +87,7 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg, *, stem
         raise AstroError("engine 'sextractor': neither 'source-extractor' nor 'sex' is on PATH "
                          "(install source-extractor, or use engine 'photutils' or 'auto')")
     use = "sextractor" if binary else "photutils"
-    history = [f"astrotool-dre {__version__} detect ({'source-extractor' if binary else 'photutils'})"]
+    history = fits_history(command="dre detect")
 
     paths = output_paths(outdir, stem)
     Path(outdir).mkdir(parents=True, exist_ok=True)

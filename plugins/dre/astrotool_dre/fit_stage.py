@@ -127,7 +127,7 @@ def write_chi(path: Path, names, cubes: np.ndarray, grid, cfg, paths) -> None:
 
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", locking=False) as f:
-            f.attrs.update(provenance_attrs("dre fit"))
+            f.attrs.update(provenance_attrs("dre fit", config=cfg.model_dump(mode="json")))
             f.attrs.update({"statistic": cfg.statistic, "cuts": str(paths.cuts), "psf": str(paths.psf),
                             **{k: v for k, v in grid.header_cards().items()}})
             for name, c in zip(names, cubes):
@@ -188,9 +188,9 @@ def write_summary(table, paths, cfg, zp: float, gain: float, be) -> None:
     for c in table.colnames:  # multidimensional catalogue columns do not go to Parquet
         if table[c].ndim > 1:
             table.remove_column(c)
-    write_parquet(table.to_pandas(), paths.summary, metadata=meta)
-    write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY",
-                     history=[f"astrotool dre fit: {k}={v}" for k, v in meta.items()])
+    write_parquet(table.to_pandas(), paths.summary, metadata=meta, command="dre fit")
+    write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY", command="dre fit",
+                     history=[f"{k}={v}" for k, v in meta.items()])
 
 
 def recentre(obj: np.ndarray, rms: np.ndarray, mask: np.ndarray, nbr: np.ndarray, dx: float, dy: float):

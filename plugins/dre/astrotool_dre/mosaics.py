@@ -36,6 +36,7 @@ def tile_mosaics(paths, cfg, fit, cube_file) -> str:
     from astropy.io import fits
 
     from astrotool.io.tables import read_parquet
+    from astrotool.provenance import fits_history
     from astrotool.workspace import atomic_path
     from astrotool_dre.convolve import convolve_cube
     from astrotool_dre.fit_stage import load_inputs, prepare_stamps
@@ -51,6 +52,7 @@ def tile_mosaics(paths, cfg, fit, cube_file) -> str:
     index = {n: i for i, n in enumerate(cuts.names)}
     idx = table.loc[names, ["N_IDX", "E_IDX", "T_IDX", "R_IDX"]].to_numpy(int) if names else np.zeros((0, 4), int)
     models = convolve_cube(cube[tuple(idx.T)], psf, remove_pixel=fit.psf_has_pixel) if len(idx) else np.zeros((0,) + cube.shape[-2:])
+    history = fits_history(command="dre mosaics") + ["data | mask*mean | model | residual"]
     written = 0
     for name, model in zip(names, models):
         row = table.loc[name]
@@ -60,7 +62,8 @@ def tile_mosaics(paths, cfg, fit, cube_file) -> str:
         hdu = fits.PrimaryHDU(panels)
         for key in ("AX_RATIO", "ANGLE", "LOGR", "FLUX", "CHI2_NU"):
             hdu.header[key] = float(row[key])
-        hdu.header.add_history("astrotool dre mosaics: data | mask*mean | model | residual")
+        for line in history:
+            hdu.header.add_history(line)
         with atomic_path(stem.with_suffix(".fits")) as tmp:
             hdu.writeto(tmp)
         if cfg.png:

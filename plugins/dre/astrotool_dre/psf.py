@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astrotool_dre import __version__
+from astrotool.provenance import fits_history
 
 __docformat__ = "numpy"
 
@@ -385,8 +385,9 @@ def _run_psfex(binary, cat_path, cat, tmp, *, size, min_stellarity, max_ellip, m
             hdr = h[1].header
             n = int(hdr.get("ACCEPTED", 0))
             fwhm = float(hdr.get("PSF_FWHM", np.nan))
-            h[0].header.add_history(f"astrotool-dre {__version__} psf (psfex, PSF_SAMPLING 1)")
-            h[0].header.add_history(f"from {cat_path.name}: {int(stars.sum())} star candidates")
+            for line in fits_history(command="dre psf") + [
+                    "psfex, PSF_SAMPLING 1", f"from {cat_path.name}: {int(stars.sum())} star candidates"]:
+                h[0].header.add_history(line)
         if n == 0:
             raise InputError(cat_path, "PSFEx accepted no star; no PSF can be built")
         shutil.move(str(out), str(tmp))
@@ -443,7 +444,7 @@ def _run_epsf(cat_path, cat, tmp, *, nb_path, seg_path, size, min_stellarity, mi
     arr /= arr.sum()
     fwhm = psf_fwhm(arr)
     write_psfex_format(tmp, arr, n_loaded=n_cand, n_accepted=len(stars), fwhm=fwhm, history=[
-        f"astrotool-dre {__version__} psf (photutils EPSFBuilder, oversampling 1)",
+        *fits_history(command="dre psf"), "photutils EPSFBuilder, oversampling 1",
         f"from {Path(cat_path).name}: {len(stars)} stars, size {size}",
     ])
     return len(stars), fwhm

@@ -63,7 +63,6 @@ from pathlib import Path
 
 import numpy as np
 
-from astrotool_dre import __version__
 
 __docformat__ = "numpy"
 
@@ -297,6 +296,7 @@ def simulate_tile(
     from astropy.wcs import WCS
 
     from astrotool.io.tables import write_parquet
+    from astrotool.provenance import fits_history
     from astrotool.workspace import atomic_path
 
     size, n_galaxies, n_stars, sersic_n = cfg.size, cfg.n_galaxies, cfg.n_stars, cfg.sersic_n
@@ -418,10 +418,10 @@ def simulate_tile(
         zero_point=zero_point, saturation=saturation, units=units, edge=edge,
         min_separation=min_separation, isolation=isolation,
     )
-    hdr.add_history(f"astrotool-dre {__version__} simulate_tile (GalSim {galsim.__version__})")
-    hdr.add_history(f"Sersic galaxies + stars * Moffat(beta={psf_beta}, fwhm={psf_fwhm} px)")
-    hdr.add_history(f"sky {sky_level} ADU/px, Poisson via gain {gain} e-/ADU, read noise {read_noise} e-")
-    hdr.add_history(f"seed {seed}")
+    for line in fits_history(command="dre simulate", seed=seed) + [
+            f"Sersic galaxies + stars * Moffat(beta={psf_beta}, fwhm={psf_fwhm} px)",
+            f"sky {sky_level} ADU/px, Poisson via gain {gain} e-/ADU, read noise {read_noise} e-"]:
+        hdr.add_history(line)
 
     with atomic_path(path_fits) as tmp:
         fits.PrimaryHDU(image.astype(np.float32), header=hdr).writeto(tmp)
@@ -452,8 +452,8 @@ def simulate_tile(
         "MAG": mag,
         "SNR": np.asarray(cols[8], dtype=np.float64),
     })
-    write_parquet(table, path_truth, metadata={
-        "producer": f"astrotool-dre {__version__} simulate_tile", "tile": Path(path_fits).name, "params": params,
+    write_parquet(table, path_truth, command="dre simulate", metadata={
+        "tile": Path(path_fits).name, "params": params,
         "conventions": "X,Y 1-based FITS pixels; LOGR log10 major-axis half-light radius (px); "
                        "ANGLE deg CCW from +x in [0,180); FLUX total, image units; MAG = MAGZP - 2.5 log10 FLUX"})
 
@@ -461,7 +461,8 @@ def simulate_tile(
         phdr = fits.Header()
         phdr["PSF_FWHM"] = (psf_fwhm, "Moffat FWHM, px")
         phdr["PSFBETA"] = (psf_beta, "Moffat beta")
-        phdr.add_history(f"astrotool-dre {__version__} true PSF, pixel-integrated, unit sum")
+        for line in fits_history(command="dre simulate", seed=seed) + ["true PSF, pixel-integrated, unit sum"]:
+            phdr.add_history(line)
         with atomic_path(path_psf) as tmp:
             fits.PrimaryHDU(draw_psf(psf_beta, psf_fwhm, psf_size), header=phdr).writeto(tmp)
 
