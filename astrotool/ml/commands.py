@@ -326,13 +326,12 @@ def report_throughput(ctx, pred, what: str = "samples") -> dict:
     Returns
     -------
     dict
-        ``{"samples_per_s": ..., "engine": ..., "device": ...}``.
+        ``{"samples_per_s": ..., "engine": ..., "device": ...}`` (``samples_per_s``
+        None when it cannot be measured).
     """
-    rate = pred.samples_per_s
     ctx.log.info("predicted %d %s in %.2f s: %.0f %s/s (%s on %s, batch %s, precision %s)", pred.n, what,
-                 pred.seconds, rate, what, pred.engine, pred.device, pred.batch_size, pred.precision)
-    return {"samples_per_s": round(rate, 1) if rate == rate and rate != float("inf") else rate,
-            "engine": pred.engine, "device": pred.device}
+                 pred.seconds, pred.samples_per_s, what, pred.engine, pred.device, pred.batch_size, pred.precision)
+    return {k: v for k, v in pred.summary().items() if k in ("samples_per_s", "engine", "device")}
 
 
 def export_checked(ctx, model, inputs, out_path: str | Path, *, sources: Iterable = (), **kwargs) -> dict:

@@ -80,11 +80,11 @@ class Predictions:
         return self.n / self.seconds if self.seconds > 0 else float("inf")
 
     def summary(self) -> dict:
-        """JSON-friendly description of the run (no outputs)."""
+        """JSON-friendly description of the run (no outputs; ``samples_per_s`` None when not finite)."""
+        rate = self.samples_per_s
         return {"engine": self.engine, "device": self.device, "precision": self.precision,
                 "batch_size": self.batch_size, "n": self.n, "seconds": round(self.seconds, 6),
-                "samples_per_s": round(self.samples_per_s, 1) if np.isfinite(self.samples_per_s)
-                else self.samples_per_s}
+                "samples_per_s": round(rate, 1) if np.isfinite(rate) else None}
 
 
 def _pick(batch, key: str | None):

@@ -165,3 +165,43 @@ def test_runtime_options_are_declared_once_as_typer_options():
     assert json.loads(res.output) == {"accelerator": "cpu", "precision": "16-mixed", "devices": 2, "num_nodes": 2}
     helptext = CliRunner().invoke(app, ["--help"]).output
     assert "ml.accelerator" in helptext and "ml.num_nodes" in helptext
+
+
+def test_export_checked_records_and_report_throughput(ctx, tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from astrotool.ml.export import ParityError
+    from astrotool.ml.predict import predict
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 2)).eval()
+    x = np.random.default_rng(0).normal(size=(9, 1, 2, 3)).astype(np.float32)
+    res = mc.export_checked(ctx, net, x, tmp_path / "m.onnx", sources=[tmp_path / "ckpt"], tol=1e-5)
+    assert res["samples"] == 9 and res["max_abs_diff"] <= 1e-5
+    assert ctx.record.inputs == [str(tmp_path / "ckpt")] and ctx.record.outputs == [str(tmp_path / "m.onnx")]
+
+    class Branchy(torch.nn.Module):  # tracing freezes the branch of the first samples
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, t):
+            return self.net(t) if float(t.sum()) > 0 else -self.net(t)
+
+    x[0] = abs(x[0])
+    x[1:] = -abs(x[1:])
+    with pytest.raises(ParityError, match="bad.onnx"):
+        mc.export_checked(ctx, Branchy(), x, tmp_path / "bad.onnx", trace_samples=1)
+    assert ctx.record.outputs == [str(tmp_path / "m.onnx")]  # a refused export is not recorded
+
+    pred = predict(tmp_path / "m.onnx", x, batch_size=4)
+    with caplog.at_level(logging.INFO, logger="astro"):
+        keys = mc.report_throughput(ctx, pred, "stamps")
+    assert keys["engine"] == "onnxruntime" and keys["device"] == "CPUExecutionProvider" and keys["samples_per_s"] > 0
+    assert "predicted 9 stamps in" in caplog.text and "stamps/s (onnxruntime on CPUExecutionProvider, batch 4" \
+        in caplog.text
+    empty = predict(net, x[:0])
+    assert mc.report_throughput(ctx, empty)["samples_per_s"] is None  # JSON has no NaN
