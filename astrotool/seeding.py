@@ -22,7 +22,7 @@ import hashlib
 
 __docformat__ = "numpy"
 
-__all__ = ["derive_seed", "MAX_SEED"]
+__all__ = ["derive_seed", "entropy", "MAX_SEED"]
 
 MAX_SEED = 2**63 - 1
 """Largest value :func:`derive_seed` returns."""
@@ -77,3 +77,17 @@ def derive_seed(base: int, *keys: int | str) -> int:
     text = ":".join([_text(base, "the base seed"), *(_text(k, f"key {i + 1}") for i, k in enumerate(keys))])
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def entropy(*parts: int) -> list[int]:
+    """Integers as entropy words for :class:`numpy.random.SeedSequence` / ``default_rng``.
+
+    numpy refuses negative entropy; a negative part is taken modulo 2**64, so every
+    integer seed works and a non-negative one keeps its value.
+
+    Examples
+    --------
+    >>> entropy(5, -1)
+    [5, 18446744073709551615]
+    """
+    return [int(p) & (2**64 - 1) for p in parts]

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from astrotool.errors import AstroError, InputError
+from astrotool.seeding import entropy
 
 __docformat__ = "numpy"
 
@@ -629,7 +630,7 @@ def group_split(groups, fractions: Sequence[float], seed: int) -> tuple[np.ndarr
     for k in np.flatnonzero((frac > 0) & (counts == 0)):
         counts[int(np.argmax(counts))] -= 1
         counts[k] += 1
-    perm = np.random.default_rng([int(seed), _SPLIT_STREAM]).permutation(n)
+    perm = np.random.default_rng(entropy(seed, _SPLIT_STREAM)).permutation(n)
     subset_of_group = np.empty(n, dtype=np.int64)
     subset_of_group[perm] = np.repeat(np.arange(len(frac)), counts)
     subset = subset_of_group[inverse.ravel()]
@@ -682,7 +683,7 @@ class EpochBatchSampler:
         e = self.epoch if epoch is None else int(epoch)
         if not self.shuffle:
             return self.indices
-        rng = np.random.default_rng([self.seed, e, _EPOCH_STREAM])
+        rng = np.random.default_rng(entropy(self.seed, e, _EPOCH_STREAM))
         n, b = len(self.indices), self.block
         if b == 1:
             return self.indices[rng.permutation(n)]

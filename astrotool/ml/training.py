@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from astrotool.seeding import derive_seed
+from astrotool.seeding import derive_seed, entropy
 
 __docformat__ = "numpy"
 
@@ -68,7 +68,7 @@ def epoch_rng(seed: int, epoch: int):
     """
     import numpy as np
 
-    return np.random.default_rng([int(seed) & _MASK64, int(epoch) & _MASK64, 0x5EED])
+    return np.random.default_rng(entropy(seed, epoch, 0x5EED))
 
 
 def select_device(preference: str = "auto"):
