@@ -2,8 +2,10 @@
 
 ``astro lens generate`` draws GalSim stamps of sheared galaxies convolved with a
 PSF, ``astro lens measure`` runs the classical HSM estimators (REGAUSS, KSB, BJ,
-LINEAR), ``astro lens train|evaluate|predict|export`` train, score, apply and
-export a CNN shear estimator.
+LINEAR), ``astro lens train|calibrate|evaluate|predict|export`` train, calibrate,
+score, apply and export a CNN shear estimator on the core ML layer
+(:mod:`astrotool.ml`: datasets, Fabric training, batched torch/ONNX Runtime
+inference, metrics, the command parts).
 
 Conventions used throughout: the applied shear, the PSF ellipticity and every
 ellipticity written to a table are *reduced-shear* ellipticities
