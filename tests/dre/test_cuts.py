@@ -88,7 +88,7 @@ def test_clean_mask_does_not_dilate_into_neighbours():
     seg[np.hypot(xx - 44, yy - 32) < 5] = 2  # touching neighbour
     seg[31:33, 29:31] = 3  # small neighbour inside the object: not filled in
     seg[5:8, 5:8] = 1  # detached island of the object: dropped
-    mask, nbr = clean_mask(seg, 1, dilate=4, neighbour_grow=2)
+    mask, nbr = clean_mask(seg, 1, dilate=4, centre_block=4, neighbour_grow=2)
     assert not (mask & (seg == 2)).any() and not (mask & (seg == 3)).any()
     assert not mask[5:8, 5:8].any()
     assert not (mask & nbr).any()

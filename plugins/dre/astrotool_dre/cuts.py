@@ -47,9 +47,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from astrotool_dre.config import CutsConfig
 
 __docformat__ = "numpy"
 
@@ -59,8 +62,8 @@ _ATTR_COLUMNS = ("CLASS_STAR", "FLUX_AUTO", "FLUX_RADIUS", "A_IMAGE", "B_IMAGE",
 _TILE_KEYS = ("GAIN", "EXPTIME", "MAGZP", "BUNIT", "SATURATE", "SKYLEVEL", "RDNOISE")
 
 
-def clean_mask(seg_cut: np.ndarray, number: int, *, dilate: int = 4, centre_block: int = 4,
-               neighbour_grow: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def clean_mask(seg_cut: np.ndarray, number: int, *, dilate: int, centre_block: int,
+               neighbour_grow: int) -> tuple[np.ndarray, np.ndarray]:
     """Object mask and neighbour mask of one cut (see the module docstring).
 
     Parameters
@@ -118,7 +121,7 @@ def make_cuts(
     seg: str | os.PathLike,
     tile: str | os.PathLike,
     out_h5: str | os.PathLike,
-    cfg,
+    cfg: CutsConfig,
 ) -> dict:
     """Cut every selected object of a tile into ``out_h5``.
 

@@ -23,10 +23,14 @@ import math
 import os
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from astrotool_dre.tiles import output_paths, read_image, resolve_gain, resolve_zero_point, tile_stem
+
+if TYPE_CHECKING:
+    from astrotool_dre.config import DetectConfig
 
 __docformat__ = "numpy"
 
@@ -42,7 +46,7 @@ def detection_kernel(fwhm: float) -> np.ndarray:
     return k / k.sum()
 
 
-def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg, *, stem: str | None = None) -> dict:
+def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectConfig, *, stem: str | None = None) -> dict:
     """Detect and measure the sources of one tile; write DRE's four products.
 
     Parameters

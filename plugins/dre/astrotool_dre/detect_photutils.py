@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,12 +23,15 @@ from astrotool_dre.catalog import write_ldac
 from astrotool_dre.stellarity import size_stellarity, stellar_locus
 from astrotool_dre.tiles import image_header
 
+if TYPE_CHECKING:
+    from astrotool_dre.config import DetectConfig
+
 __docformat__ = "numpy"
 
 __all__ = ["run_photutils"]
 
 
-def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg, *, gain: float, zp: float,
+def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *, gain: float, zp: float,
                   satur_level: float, kernel: np.ndarray, history: list[str]) -> int:
     """Detect with photutils; write the four products to the paths in ``tmp``.
 

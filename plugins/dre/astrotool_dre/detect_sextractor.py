@@ -20,12 +20,16 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity
 from astrotool_dre.stellarity import stellar_locus
 from astrotool_dre.tiles import image_header
+
+if TYPE_CHECKING:
+    from astrotool_dre.config import DetectConfig
 
 __docformat__ = "numpy"
 
@@ -63,7 +67,7 @@ def find_nnw(binary: str | None = None) -> Path | None:
     return None
 
 
-def _sex_config(folder: Path, cfg, *, params: list[str], kernel: np.ndarray, nnw: Path | None, gain: float,
+def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: np.ndarray, nnw: Path | None, gain: float,
                 zp: float, satur_level: float, seeing: float) -> Path:
     (folder / "dre.param").write_text("\n".join(params) + "\n")
     rows = "\n".join(" ".join(f"{v:.6f}" for v in row) for row in kernel)
@@ -120,7 +124,7 @@ def _run(args, cwd, timeout, what):
     return proc
 
 
-def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, tmp: dict, cfg, *,
+def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *,
                    gain: float, zp: float, satur_level: float, kernel: np.ndarray, history: list[str]):
     """Detect with SExtractor; write the four products to the paths in ``tmp``.
 

@@ -28,10 +28,14 @@ or ``CLASS_STAR >= dre.fit.star_stellarity`` (0.8).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from astrotool.errors import InputError
+
+if TYPE_CHECKING:
+    from astrotool_dre.config import FitConfig
 
 __docformat__ = "numpy"
 
@@ -73,7 +77,7 @@ def prepare_stamps(cuts, centre: int, recentre_cuts: bool = True):
             np.asarray(mask, bool).reshape(shape))
 
 
-def fit_tile(paths, cfg, cube_file) -> str:
+def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     """Fit every cut of a tile; write the Chi HDF5 and the summary table.
 
     Parameters
@@ -118,7 +122,7 @@ def fit_tile(paths, cfg, cube_file) -> str:
             f"{int(np.sum(table['STAR']))} flagged STAR, {n_edge} on a radius-grid edge")
 
 
-def write_chi(path: Path, names, cubes: np.ndarray, grid, cfg, paths) -> None:
+def write_chi(path: Path, names, cubes: np.ndarray, grid, cfg: FitConfig, paths) -> None:
     """One χ² cube per object, DRE's Chi layout, written atomically."""
     import h5py
 
@@ -156,7 +160,7 @@ def object_numbers(cuts, path) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([int(p[0]) for p in parts], np.int64), np.array([int(p[1]) for p in parts], np.int64))
 
 
-def summary_table(cuts, cols: dict, paths, cfg):
+def summary_table(cuts, cols: dict, paths, cfg: FitConfig):
     """Best-fit columns joined to the detection catalogue (without VIGNET); ``cfg`` the ``[dre.fit]`` section."""
     from astropy.table import Table, join
 
@@ -179,7 +183,7 @@ def summary_table(cuts, cols: dict, paths, cfg):
     return table[order + [c for c in table.colnames if c not in order]]
 
 
-def write_summary(table, paths, cfg, zp: float, gain: float, be) -> None:
+def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be) -> None:
     """The summary as Parquet (with provenance metadata) and as a FITS table."""
     from astrotool.io.tables import write_fits_table, write_parquet
 

@@ -49,8 +49,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from astrotool_dre.config import ModelsConfig
 
 __docformat__ = "numpy"
 
@@ -407,7 +411,7 @@ def build_cube(grid: ModelGrid, mapper, *, supersample: int = 4, window: int = 5
     return np.stack([np.stack([slabs[f"n{i}_q{j}"] for j in range(grid.naxrat)]) for i in range(grid.nindex)])
 
 
-def grid_from_config(cfg) -> ModelGrid:
+def grid_from_config(cfg: ModelsConfig) -> ModelGrid:
     """The :class:`ModelGrid` of a ``[dre.models]`` section (:class:`astrotool_dre.config.ModelsConfig`)."""
     keys = ("index0", "dindex", "nindex", "axrat0", "daxrat", "naxrat", "posang0", "dposang", "nposang",
             "logh0", "dlogh", "nlogh", "boxsize")

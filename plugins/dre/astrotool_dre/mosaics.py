@@ -8,7 +8,12 @@ colour scale (asinh stretch) for looking at many objects quickly.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from astrotool_dre.config import FitConfig, MosaicsConfig
 
 __docformat__ = "numpy"
 
@@ -19,7 +24,7 @@ def object_panels(data: np.ndarray, mask: np.ndarray, model: np.ndarray) -> np.n
     return np.hstack([data, mask * level, model, data - model]).astype(np.float32)
 
 
-def tile_mosaics(paths, cfg, fit, cube_file) -> str:
+def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     """Write every object's mosaic for one tile; return a summary line.
 
     Parameters

@@ -39,10 +39,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from astrotool.provenance import fits_history
+
+if TYPE_CHECKING:
+    from astrotool_dre.config import PsfConfig
 
 __docformat__ = "numpy"
 
@@ -197,23 +201,23 @@ def write_psfex_format(path: str | os.PathLike, psf: np.ndarray, *, n_loaded: in
 # --------------------------------------------------------------------------------------------
 # building
 # --------------------------------------------------------------------------------------------
-def select_stars(cat, *, shape, size: int = 25, min_stellarity: float = 0.8, min_snr: float = 30.0,
-                 max_ellip: float = 0.3, isolation: float | None = None) -> np.ndarray:
+def select_stars(cat, cfg: PsfConfig, *, shape) -> np.ndarray:
     """Boolean mask of catalogue rows usable as PSF stars (see the module docstring).
 
     Parameters
     ----------
     cat : astropy.table.Table
         Detection catalogue (``read_catalog``).
+    cfg : astrotool_dre.config.PsfConfig
+        The ``[dre.psf]`` section: PSF stamp ``size`` [px]; cuts
+        ``min_stellarity``, ``min_snr`` and ``max_ellip`` on ``CLASS_STAR``,
+        ``FLUX_AUTO/FLUXERR_AUTO`` and (A-B)/(A+B); no other source closer than
+        ``isolation`` [px] (``size`` when None).
     shape : (int, int)
         Image shape (ny, nx).
-    size : int
-        PSF stamp side, px.
-    min_stellarity, min_snr, max_ellip : float
-        Cuts on ``CLASS_STAR``, ``FLUX_AUTO/FLUXERR_AUTO`` and (A-B)/(A+B).
-    isolation : float, optional
-        No other source closer than this (px); ``size`` by default.
     """
+    size, min_stellarity, min_snr, max_ellip, isolation = (cfg.size, cfg.min_stellarity, cfg.min_snr,
+                                                           cfg.max_ellip, cfg.isolation)
     x = np.asarray(cat["X_IMAGE"], dtype=float) - 1.0
     y = np.asarray(cat["Y_IMAGE"], dtype=float) - 1.0
     a = np.asarray(cat["A_IMAGE"], dtype=float)
@@ -245,7 +249,7 @@ def select_stars(cat, *, shape, size: int = 25, min_stellarity: float = 0.8, min
 def build_psf(
     cat_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    cfg,
+    cfg: PsfConfig,
     *,
     nb_path: str | os.PathLike | None = None,
     seg_path: str | os.PathLike | None = None,
@@ -297,13 +301,9 @@ def build_psf(
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         if binary:
-            n, fwhm = _run_psfex(binary, cat_path, cat, tmp, size=cfg.size, min_stellarity=cfg.min_stellarity,
-                                 max_ellip=cfg.max_ellip, min_stars=cfg.min_stars, var_degrees=cfg.var_degrees,
-                                 extra=cfg.psfex_args, timeout=cfg.timeout)
+            n, fwhm = _run_psfex(binary, cat_path, cat, tmp, cfg)
         else:
-            n, fwhm = _run_epsf(cat_path, cat, tmp, nb_path=nb_path, seg_path=seg_path, size=cfg.size,
-                                min_stellarity=cfg.min_stellarity, min_snr=cfg.min_snr, max_ellip=cfg.max_ellip,
-                                isolation=cfg.isolation, min_stars=cfg.min_stars, maxiters=cfg.maxiters)
+            n, fwhm = _run_epsf(cat_path, cat, tmp, cfg, nb_path=nb_path, seg_path=seg_path)
     return {"psf": str(out_path), "engine": "psfex" if binary else "photutils", "n_stars": int(n),
             "fwhm": float(fwhm)}
 
@@ -318,12 +318,13 @@ PSF_COLUMNS = ("X_IMAGE", "Y_IMAGE", "A_IMAGE", "B_IMAGE", "FLUX_AUTO", "FLUXERR
 """Catalogue columns the star selection reads (both engines)."""
 
 
-def _run_psfex(binary, cat_path, cat, tmp, *, size, min_stellarity, max_ellip, min_stars, var_degrees,
-               extra, timeout):
+def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
     from astropy.io import fits
 
     from astrotool.errors import InputError
 
+    size, min_stellarity, max_ellip, min_stars = cfg.size, cfg.min_stellarity, cfg.max_ellip, cfg.min_stars
+    var_degrees, extra, timeout = cfg.var_degrees, cfg.psfex_args, cfg.timeout
     with tempfile.TemporaryDirectory(prefix=".psfex-", dir=Path(tmp).parent) as td:
         td = Path(td)
         src = td / "cat.fits"
@@ -394,22 +395,20 @@ def _run_psfex(binary, cat_path, cat, tmp, *, size, min_stellarity, max_ellip, m
     return n, fwhm
 
 
-def _run_epsf(cat_path, cat, tmp, *, nb_path, seg_path, size, min_stellarity, min_snr, max_ellip,
-              isolation, min_stars, maxiters):
+def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
     import warnings
 
     from photutils.psf import EPSFBuilder, EPSFStar, EPSFStars
 
     from astrotool.errors import InputError
-
     from astrotool_dre.tiles import read_image
 
     nb_path = Path(nb_path) if nb_path else _sibling(cat_path, "nb")
     seg_path = Path(seg_path) if seg_path else _sibling(cat_path, "seg")
     nb, _, _ = read_image(nb_path, check_content=False)
     seg = read_image(seg_path, check_content=False)[0].astype(np.int64) if seg_path.is_file() else None
-    ok = select_stars(cat, shape=nb.shape, size=size, min_stellarity=min_stellarity, min_snr=min_snr,
-                      max_ellip=max_ellip, isolation=isolation)
+    size, min_stars, min_stellarity, min_snr = cfg.size, cfg.min_stars, cfg.min_stellarity, cfg.min_snr
+    ok = select_stars(cat, cfg, shape=nb.shape)
     n_cand = int(ok.sum())
     if n_cand < min_stars:
         raise InputError(cat_path, f"only {n_cand} usable PSF stars (need {min_stars}): "
@@ -436,7 +435,7 @@ def _run_epsf(cat_path, cat, tmp, *, nb_path, seg_path, size, min_stellarity, mi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         builder = EPSFBuilder(oversampling=1, shape=(size + 2, size + 2), smoothing_kernel=None,
-                              maxiters=maxiters, progress_bar=False)
+                              maxiters=cfg.maxiters, progress_bar=False)
         result = builder(stars)
     epsf = result[0] if isinstance(result, tuple) else result.epsf if hasattr(result, "epsf") else result
     arr = np.asarray(epsf.data, dtype=np.float64)[1:-1, 1:-1]

@@ -60,9 +60,12 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from astrotool_dre.config import SimulateConfig
 
 __docformat__ = "numpy"
 
@@ -218,7 +221,7 @@ def _range(v):
 def simulate_tile(
     path_fits: str | os.PathLike,
     path_truth: str | os.PathLike,
-    cfg,
+    cfg: SimulateConfig,
     *,
     seed: int,
     path_psf: str | os.PathLike | None = None,
