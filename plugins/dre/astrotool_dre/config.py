@@ -5,9 +5,9 @@ One sub-table per stage: ``[dre.simulate]``, ``[dre.detect]``, ``[dre.psf]``,
 given in each field's description; pixels are tile pixels.
 """
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import Field, PositiveFloat, field_validator, model_validator
+from pydantic import AfterValidator, Field, PositiveFloat, ValidationInfo, model_validator
 
 from astrotool.section import FILE_STEM, Section, check_odd, check_ordered
 
@@ -17,6 +17,15 @@ Engine = Literal["auto", "sextractor", "photutils"]
 PsfEngine = Literal["auto", "psfex", "photutils"]
 Compression = Literal["none", "low", "medium", "high"]
 Gain = Union[PositiveFloat, Literal["counts", "cps"]]
+
+
+def _odd(value: int, info: ValidationInfo) -> int:
+    check_odd(info.field_name, value)
+    return value
+
+
+OddSide = Annotated[int, AfterValidator(_odd)]
+"""An image side in pixels that needs a central pixel (odd)."""
 
 
 class SimulateConfig(Section):
@@ -34,7 +43,7 @@ class SimulateConfig(Section):
     star_snr: tuple[float, float] = Field((100.0, 1000.0), description="star S/N range")
     psf_beta: float = Field(3.5, gt=1, description="Moffat beta")
     psf_fwhm: float = Field(3.0, gt=0, description="PSF FWHM [px]")
-    psf_size: int = Field(41, ge=9, description="true-PSF image side [px]")
+    psf_size: OddSide = Field(41, ge=9, description="true-PSF image side [px]")
     pixel_scale: float = Field(0.2, gt=0, description="[arcsec/px] (WCS)")
     sky_level: float = Field(300.0, ge=0, description="sky [counts/px]")
     gain: float = Field(2.0, gt=0, description="[e-/count]")
@@ -65,7 +74,6 @@ class SimulateConfig(Section):
             raise ValueError("q_range: axis ratios must lie in (0, 1]")
         if min(self.galaxy_snr[0], self.star_snr[0]) <= 0:
             raise ValueError("galaxy_snr, star_snr: S/N must be > 0")
-        check_odd("psf_size", self.psf_size)
         return self
 
 
@@ -83,7 +91,7 @@ class DetectConfig(Section):
     back_size: int = Field(64, ge=8, description="background mesh [px]")
     back_filtersize: int = Field(3, ge=1, description="background filter [meshes]")
     phot_aperture: float = Field(10.0, gt=0, description="aperture diameter [px]")
-    vignet_size: int = Field(35, ge=9, description="VIGNET side for PSFEx [px]")
+    vignet_size: OddSide = Field(35, ge=9, description="VIGNET side for PSFEx [px]")
     seeing_fwhm: Union[float, None] = Field(None, description="[arcsec]; None: measured in a first pass")
     satur_level: Union[float, None] = None
     weight_image: Union[str, None] = None
@@ -93,18 +101,12 @@ class DetectConfig(Section):
     nthreads: int = Field(1, ge=0)
     timeout: float = Field(600.0, gt=0, description="[s]")
 
-    @field_validator("vignet_size")
-    @classmethod
-    def _odd(cls, v, info):
-        check_odd(info.field_name, v)
-        return v
-
 
 class PsfConfig(Section):
     """``astro dre psf``: PSFEx (PSF_SAMPLING 1) when installed, photutils ePSF otherwise."""
 
     engine: PsfEngine = "auto"
-    size: int = Field(25, ge=5, description="PSF side [px]")
+    size: OddSide = Field(25, ge=5, description="PSF side [px]")
     min_stellarity: float = Field(0.8, ge=0, le=1)
     min_snr: float = Field(30.0, ge=0)
     max_ellip: float = Field(0.3, ge=0, le=1)
@@ -114,12 +116,6 @@ class PsfConfig(Section):
     psfex_args: dict[str, str] = Field(default_factory=dict)
     maxiters: int = Field(5, ge=1, description="ePSF iterations")
     timeout: float = Field(600.0, gt=0, description="[s]")
-
-    @field_validator("size")
-    @classmethod
-    def _odd(cls, v, info):
-        check_odd(info.field_name, v)
-        return v
 
 
 class CutsConfig(Section):
