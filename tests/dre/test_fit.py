@@ -285,3 +285,21 @@ def test_sub_grid_radius_and_flux_between_grid_radii(bank):
     assert abs(out["LOGR_FIT"][0] - truth_logr) < 3 * out["LOGR_FIT_ERR"][0]
     assert abs(out["FLUX"][0] / 20000.0 - 1) < 0.02
     assert abs(out["FLUX"][0] / 20000.0 - 1) < abs(out["FLUX_GRID"][0] / 20000.0 - 1)
+
+
+def test_recentre_shifts_data_rms_and_masks_together():
+    from astrotool_dre.fit_stage import recentre
+
+    obj = np.zeros((9, 9), np.float32)
+    obj[4, 4] = 10.0
+    rms = np.full((9, 9), 2.0, np.float32)
+    mask = obj > 0
+    nbr = np.zeros((9, 9), bool)
+    nbr[0, 0] = True
+    o, r, m, n = recentre(obj, rms, mask, nbr, dx=1.0, dy=-2.0)  # one pixel right, two down
+    assert o[2, 5] == pytest.approx(10.0, abs=1e-4) and abs(o.sum() - 10.0) < 1e-3
+    assert np.argwhere(m).tolist() == [[2, 5]]
+    assert n[:, 0].all() and n[-2:, :].all()  # pixels shifted in from outside count as neighbours
+    assert not n[0, 1] and np.allclose(r, 2.0)
+    same = recentre(obj, rms, mask, nbr, dx=5e-4, dy=0.0)  # below 1e-3 px: nothing moves
+    assert all(a is b for a, b in zip(same, (obj, rms, mask, nbr)))
