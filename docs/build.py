@@ -3,8 +3,9 @@
 One pdoc run renders, so that cross-links work between all of them:
 
 - the guide: ``docs/*.md`` (overview, quickstart, configuration, workspace,
-  batch jobs) and the CLI reference generated from the real command tree
-  (:mod:`clidoc`, beside this file), as the pages of a generated package ``guide``;
+  batch jobs, the ML layer, writing a plugin) and the CLI reference generated
+  from the real command tree (:mod:`clidoc`, beside this file), as the pages of
+  a generated package ``guide``;
 - the API of the core package ``astrotool`` and of every installed plugin
   package (entry points in group ``astrotool.plugins``).
 
@@ -40,6 +41,7 @@ PAGES = [  # (docs/<name>.md or the generated reference, title), in navigation o
     ("configuration", "Configuration"),
     ("workspace", "Workspace"),
     ("batch", "Batch jobs"),
+    ("ml", "The ML layer"),
     ("plugins", "Writing a plugin"),
     ("cli", "CLI reference"),
 ]
