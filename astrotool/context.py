@@ -177,6 +177,7 @@ class Context:
         self.command = command
         self.argv = list(argv or [])
         self.failures: list = []
+        self.is_copy = False
         self.started = time.time()
         self._config = None
         self._workspace = None
@@ -244,9 +245,17 @@ class Context:
             self._record = RunRecord(self.workspace, self.command, self.argv, {}, started=self.started)
         return self._record
 
+    def mark_copy(self) -> None:
+        """Declare this process a copy of the command (a training process of rank > 0).
+
+        One command run by several processes (DDP, ``srun``) keeps one record: a
+        copy writes no ``run.json``.
+        """
+        self.is_copy = True
+
     def finish(self, status: str, exit_code: int, error: str | None = None) -> Path | None:
-        """Write ``run.json`` if the command used the workspace; return its path."""
-        if self._record is None and self._workspace is None:
+        """Write ``run.json`` if the command used the workspace (and is not a copy); return its path."""
+        if self.is_copy or (self._record is None and self._workspace is None):
             return None
         record = self.record
         with contextlib.suppress(Exception):

@@ -79,7 +79,6 @@ def generate(
     g = cfg.generate
     out = ctx.workspace.stage("lens", "shear") / g.dataset_name
     seed = g.seed if g.seed is not None else ctx.seed
-    _check_existing(out, g, seed, ctx.overwrite)
     res = generate_dataset(g, out, seed, mapper=ctx.map, overwrite=ctx.overwrite, versions=_versions())
     for p in sorted(out.glob("shard*_stamps.h5")):
         ctx.record.add_output(p)
@@ -95,38 +94,6 @@ def generate(
         if g.format == "lensnet":
             summary["lensnet"] = str(out / "lensnet" / "data.json")
     ctx.emit(summary)
-
-
-def _check_existing(out: Path, g, seed: int, overwrite: bool) -> None:
-    """Refuse to mix shards drawn with another configuration or seed."""
-    import json
-
-    from astrotool.errors import AstroError
-
-    if overwrite or not out.is_dir():
-        if overwrite and out.is_dir():
-            keep = {f"shard{k:05d}_stamps.h5" for k in range(-(-g.n // g.shard_size))}
-            for p in out.glob("shard*_stamps.h5"):
-                if p.name not in keep:
-                    p.unlink()
-        return
-    shards = sorted(out.glob("shard*_stamps.h5"))
-    if not shards:
-        return
-    import h5py
-
-    try:
-        with h5py.File(shards[0], "r", locking=False) as h5:
-            old_cfg = json.loads(h5.attrs["config"])
-            old_seed = int(h5.attrs["base_seed"])
-    except (OSError, KeyError, ValueError):
-        return  # unreadable shard: generate_shard redraws it
-    new_cfg = g.model_dump(mode="json")
-    if old_cfg != new_cfg or old_seed != seed:
-        diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
-        what = ", ".join(diff) if diff else f"seed {old_seed} -> {seed}"
-        raise AstroError(f"{out}: a dataset drawn with other settings is here ({what}); "
-                         "use --overwrite to replace it or --name for a new one")
 
 
 @app.command()
@@ -210,9 +177,11 @@ def train(
     with mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir) as on_epoch:
         res = train_model(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
                           on_epoch=on_epoch, versions=_versions(), runtime=rt)
-    if rt.is_global_zero:  # the other training processes write nothing
-        mc.record(ctx, outputs=mc.checkpoint_files(mdir))
-        ctx.emit(res)
+    if not rt.is_global_zero:  # the other training processes write nothing
+        ctx.mark_copy()
+        return
+    mc.record(ctx, outputs=mc.checkpoint_files(mdir))
+    ctx.emit(res)
 
 
 @app.command()
