@@ -16,6 +16,7 @@ existing model, seeds, reports progress, fills the run record, exposes the
 * :data:`Device`, :data:`Precision`, :data:`Devices`, :data:`NumNodes` and
   :func:`runtime` -- the command-line options of the ``[ml]`` section
   (``--device`` sets ``ml.accelerator``), declared once.
+* :func:`history_figure` -- the loss and metric curves per epoch as a PNG.
 * :func:`report_throughput` and :func:`export_checked` -- a prediction's
   samples/s in the log and the command's result; an ONNX export with its
   parity check, recorded.
@@ -308,6 +309,28 @@ def record(ctx, inputs: Iterable = (), outputs: Iterable = ()) -> None:
         ctx.record.add_input(p)
     for p in outputs:
         ctx.record.add_output(p)
+
+
+def history_figure(ctx, directory: str | Path, path: str | Path) -> Path | None:
+    """Plot a checkpoint's loss and metric curves per epoch to ``path`` (PNG) and record it.
+
+    Reads the ``history`` that :func:`astrotool.ml.training.fit` keeps in the
+    checkpoint's ``model.json`` (:func:`astrotool.io.figures.plot_history`).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The figure; None when the checkpoint holds no history yet.
+    """
+    from astrotool.io.figures import plot_history
+    from astrotool.ml.checkpoint import read_meta
+
+    history = read_meta(directory).get("history") or []
+    if not history:
+        return None
+    out = plot_history(path, history, title=f"{Path(directory).name}: {len(history)} epochs")
+    ctx.record.add_output(out)
+    return out
 
 
 # ---------------------------------------------------------------- predictions and exports

@@ -76,7 +76,7 @@ def test_calibration_is_fitted_stored_and_divided_out(model_copy, easy_fields):
 
     # on the fields it was fitted to, the calibrated estimator has m = c = 0 by construction
     rep = evaluate(easy_fields, model_copy, EvaluateConfig(split="all", classical=[], plots=False),
-                   model_copy.parent / "pred", model_copy.parent / "rep")
+                   model_copy.parent / "pred", model_copy.parent / "rep", mapper=serial_map)
     cnn, raw_r = rep["estimators"]["CNN"], rep["estimators"]["CNN raw"]
     assert abs(cnn["m1"]) < 1e-5 and abs(cnn["m2"]) < 1e-5 and abs(cnn["c1"]) < 1e-6 and abs(cnn["c2"]) < 1e-6
     assert raw_r["m1"] == pytest.approx(res["m1"], abs=1e-6)

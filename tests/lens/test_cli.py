@@ -53,6 +53,8 @@ def test_lens_pipeline(tmp_path, capsys):
     assert t["model"] == "cli_cnn" and t["epochs_total"] == 2
     mdir = ws / "lens" / "models" / "cli_cnn"
     assert (mdir / "model.safetensors").is_file() and (mdir / "model.json").is_file()
+    with open(t["history_plot"], "rb") as fh:  # loss and metric curves of the two epochs
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "evaluate", "--model", "cli_cnn", "--json",
                          "--classical", "REGAUSS,KSB")
@@ -99,7 +101,8 @@ def test_lens_pipeline(tmp_path, capsys):
     # the run records name what each command read and wrote
     runs = {json.loads(p.read_text())["command"]: json.loads(p.read_text()) for p in sorted(ws.glob("runs/*/run.json"))}
     assert runs["lens train"]["inputs"] == [str(ds)]
-    assert runs["lens train"]["outputs"] == [str(mdir / "model.safetensors"), str(mdir / "model.json")]
+    assert runs["lens train"]["outputs"] == [str(mdir / "model.safetensors"), str(mdir / "model.json"),
+                                             t["history_plot"]]
     assert runs["lens export"]["inputs"] == [str(mdir)] and runs["lens export"]["outputs"] == [ex["path"]]
 
     # bad input: a clear message naming the file, exit code 2, no traceback

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from astrotool_lens.config import GenerateConfig
+from astrotool_lens.config import GenerateConfig, MeasureConfig
 from astrotool_lens.generate import draw_stamps
 from astrotool_lens.measure import apply_responsivity, measure_arrays, measure_dataset
 
@@ -71,7 +71,7 @@ def test_measure_dataset_runs_shards_through_the_mapper(tmp_path):
         calls.append([(t.start, t.stop) for t in items])
         return serial_map(fn, items, desc, keys)
 
-    res = measure_dataset(ds, ["KSB"], tmp_path / "m_hsm.parquet", mapper=mapper)
+    res = measure_dataset(ds, MeasureConfig(methods=["KSB"]), tmp_path / "m_hsm.parquet", mapper=mapper)
     assert calls == [[(0, 5), (5, 10), (10, 12)]] and res["n"] == 12
     t = read_parquet(tmp_path / "m_hsm.parquet")
     gal, psf = ds.load_stamps()

@@ -124,7 +124,7 @@ def measure(
             ctx.log.info("%s exists (use --overwrite to measure again)", out)
             ctx.emit({"dataset": ds.name, "path": str(out), "skipped": True, "failed": meta.get("failed")})
             return
-    res = measure_dataset(ds, m.methods, out, m.conversion, m.guess_sig_gal, m.guess_sig_psf, mapper=ctx.map,
+    res = measure_dataset(ds, m, out, mapper=ctx.map,
                           metadata={"versions": _versions()})
     ctx.record.add_input(ds.root)
     ctx.record.add_output(out)
@@ -181,7 +181,8 @@ def train(
         ctx.mark_copy()
         return
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
-    ctx.emit(res)
+    plot = mc.history_figure(ctx, mdir, ctx.workspace.stage("lens", "reports") / f"{mdir.name}_history.png")
+    ctx.emit({**res, "history_plot": str(plot) if plot else None})
 
 
 @app.command()
@@ -252,7 +253,8 @@ def calibrate(
     ds = mc.open_dataset(ctx, "lens", "shear", c.dataset, ShearDataset, _NO_DATASET)
     res = calibrate_model(ds, mdir, c, log=ctx.log)
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
-    ctx.emit(res)
+    plot = mc.history_figure(ctx, mdir, ctx.workspace.stage("lens", "reports") / f"{mdir.name}_history.png")
+    ctx.emit({**res, "history_plot": str(plot) if plot else None})
 
 
 @app.command()

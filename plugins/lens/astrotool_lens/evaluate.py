@@ -198,7 +198,7 @@ def fields_of(ds) -> np.ndarray | None:
     return np.asarray(ds.truth["field"])
 
 
-def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, mapper=None,
+def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, *, mapper,
              hsm_table: Path | None = None, measure_cfg=None, log=None) -> dict:
     """Score the CNN and the classical estimators on the same stamps.
 
@@ -210,12 +210,13 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     cfg : EvaluateConfig
     predictions_dir, reports_dir : path-like
         ``lens/predictions`` and ``lens/reports``.
-    mapper : callable, optional
+    mapper : callable
         ``Context.map``-like, used to measure the HSM estimators when needed.
     hsm_table : path-like, optional
         Existing HSM table (default ``<predictions>/<dataset>_hsm.parquet``;
         measured if missing or lacking a method).
     measure_cfg : MeasureConfig, optional
+        HSM settings when the classical estimators must be measured (default: the section's defaults).
 
     Returns
     -------
@@ -268,13 +269,11 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
         if not set(methods) <= set(have):
             if log:
                 log.info("measuring %s on %s (HSM)", ", ".join(methods), ds.name)
-            mc = measure_cfg
-            from astrotool_lens.config import METHODS
+            from astrotool_lens.config import METHODS, MeasureConfig
 
             wanted = [m for m in METHODS if m in set(methods) | set(have)]
-            measure_dataset(ds, wanted, hsm_path, conversion=mc.conversion if mc else "exact",
-                            guess_sig_gal=mc.guess_sig_gal if mc else 5.0,
-                            guess_sig_psf=mc.guess_sig_psf if mc else 3.0, mapper=mapper)
+            mc = (measure_cfg or MeasureConfig()).model_copy(update={"methods": wanted})
+            measure_dataset(ds, mc, hsm_path, mapper=mapper)
         t = read_parquet(hsm_path)
         hidx = t.column("index").to_numpy()
         pos = np.full(ds.n, -1)

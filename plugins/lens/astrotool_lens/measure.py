@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from astrotool_lens.config import MeasureConfig
 from astrotool_lens.shear import e_to_g, g_to_e
 
 __docformat__ = "numpy"
@@ -159,8 +160,7 @@ def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
     return out
 
 
-def measure_dataset(dataset, methods: Sequence[str], out_path: str | Path, conversion: str = "exact",
-                    guess_sig_gal: float = 5.0, guess_sig_psf: float = 3.0, *, mapper: Callable,
+def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable,
                     metadata: dict | None = None) -> dict:
     """Measure a generated dataset and write one Parquet table.
 
@@ -168,10 +168,11 @@ def measure_dataset(dataset, methods: Sequence[str], out_path: str | Path, conve
     ----------
     dataset : astrotool_lens.data.ShearDataset
         The dataset (its shards are the executor items).
-    methods : sequence of str
+    cfg : MeasureConfig
+        The ``[lens.measure]`` section: methods, distortion-to-shear conversion and
+        the HSM starting guesses.
     out_path : path-like
         The Parquet file, e.g. ``lens/predictions/<name>_hsm.parquet``.
-    conversion : {"exact", "responsivity"}
     mapper : callable
         ``mapper(fn, items, desc=..., keys=...) -> [(key, result)]``, such as
         :meth:`astrotool.context.Context.map` (failed items left out).
@@ -187,7 +188,9 @@ def measure_dataset(dataset, methods: Sequence[str], out_path: str | Path, conve
 
     if not callable(mapper):
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
-    tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, guess_sig_gal, guess_sig_psf)
+    methods, conversion = list(cfg.methods), cfg.conversion
+    tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, cfg.guess_sig_gal,
+                         cfg.guess_sig_psf)
              for path, start, stop in dataset.shards]
     results = mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
     if len(results) != len(tasks):
