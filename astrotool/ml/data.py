@@ -304,11 +304,12 @@ class DatasetWriter:
                 raise InputError(path, "its arrays differ from shard 0's (shapes, dtypes or names)")
             shards.append({"file": path.name, "start": start, "stop": stop})
             columns.append(read_shard_metadata(path))
+            if set(columns[-1]) != set(columns[0]):
+                raise InputError(path, f"its metadata columns {sorted(columns[-1])} differ from shard 0's "
+                                       f"{sorted(columns[0])}")
             expect = stop
         n = expect
         cols = {c: np.concatenate([m[c] for m in columns]) for c in (columns[0] if columns else {})}
-        if cols and any(set(m) != set(cols) for m in columns):
-            raise InputError(self.folder, "shards hold different metadata columns")
         cols.setdefault("index", np.arange(n))
         cols = {"index": cols.pop("index"), **cols}
         write_parquet(pa.table(cols), self.table_path,

@@ -88,6 +88,9 @@ def test_writer_refuses_bad_input_and_finalize_needs_every_shard(tmp_path):
     w.write_shard(1, 5, {"a": np.zeros((3, 2))})             # leaves a gap at 3..4
     with pytest.raises(InputError, match="starts at sample 5, expected 3"):
         w.finalize(2)
+    w.write_shard(1, 3, {"a": np.zeros((3, 2))}, metadata={"field": np.arange(3)})
+    with pytest.raises(InputError, match=r"shard00001_arrays.h5: its metadata columns \['field'\] differ"):
+        w.finalize(2)                                        # named, not a bare KeyError
     w.write_shard(1, 3, {"a": np.zeros((3, 2))})
     assert w.finalize(2)["n"] == 6 and ArrayDataset(tmp_path).n == 6
 

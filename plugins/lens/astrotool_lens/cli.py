@@ -8,6 +8,8 @@ table; the flags below override single keys. Outputs go to the workspace's
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import typer
@@ -172,13 +174,17 @@ def train(
     # lens.train.device, when set, stands for --device (it predates [ml]); the flag wins
     rt = mc.runtime(ctx, device=device or (None if t.device == "auto" else t.device), precision=precision,
                     devices=devices, num_nodes=num_nodes)
+    rt.launch()  # several processes: the copies start here; they write no record and show no progress
+    if not rt.is_global_zero:
+        ctx.mark_copy()
     ds = mc.open_dataset(ctx, "lens", "shear", t.dataset or cfg.dataset, ShearDataset, _NO_DATASET)
     mdir = _model_dir(ctx, t.model, ds.name)
-    with mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir) as on_epoch:
+    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
+                if rt.is_global_zero else contextlib.nullcontext(None))
+    with progress as on_epoch:
         res = train_model(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
                           on_epoch=on_epoch, versions=_versions(), runtime=rt)
-    if not rt.is_global_zero:  # the other training processes write nothing
-        ctx.mark_copy()
+    if not rt.is_global_zero:
         return
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
     plot = mc.history_figure(ctx, mdir, ctx.workspace.stage("lens", "reports") / f"{mdir.name}_history.png")
