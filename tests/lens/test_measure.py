@@ -79,3 +79,69 @@ def test_measure_dataset_runs_shards_through_the_mapper(tmp_path):
     assert np.array_equal(t.column("index").to_numpy(), np.arange(12))
     assert np.array_equal(t.column("ksb_g1").to_numpy(), want["ksb_g1"], equal_nan=True)
     assert parquet_metadata(tmp_path / "m_hsm.parquet")["dataset"] == "m"
+
+
+def test_table_problem_names_what_makes_a_table_stale(tmp_path):
+    """A table serves only the dataset it was measured on, with the same settings and methods."""
+    from astrotool.io.tables import parquet_metadata
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.generate import generate_dataset
+    from astrotool_lens.measure import table_problem
+
+    out, table = tmp_path / "s", tmp_path / "s_hsm.parquet"
+    generate_dataset(easy_config("s", n=8, shard_size=4), out, 2, serial_map)
+    ds = ShearDataset(out)
+    cfg = MeasureConfig(methods=["KSB", "REGAUSS"])
+    assert "no table" in table_problem(table, ds, cfg)
+    measure_dataset(ds, cfg, table, mapper=serial_map)
+    meta = parquet_metadata(table)
+    assert meta["settings"] == {"conversion": "exact", "guess_sig_gal": 5.0, "guess_sig_psf": 3.0}
+    assert meta["identity"]["n"] == 8 and meta["identity"]["created_utc"] == ds.manifest["provenance"]["created_utc"]
+    assert table_problem(table, ds, cfg) is None
+    assert table_problem(table, ds, MeasureConfig(methods=["KSB"])) is None            # a subset of the methods
+    assert "lacks BJ" in table_problem(table, ds, MeasureConfig(methods=["KSB", "BJ"]))
+    assert "conversion" in table_problem(table, ds, cfg.model_copy(update={"conversion": "responsivity"}))
+    assert "guess_sig_gal 5 -> 4" in table_problem(table, ds, cfg.model_copy(update={"guess_sig_gal": 4.0}))
+    # the same command again keeps the finished dataset (and so its tables) as it was
+    generate_dataset(easy_config("s", n=8, shard_size=4), out, 2, serial_map)
+    assert table_problem(table, ShearDataset(out), cfg) is None
+    # another dataset under the same name: n differs, and so does the manifest
+    generate_dataset(easy_config("s", n=12, shard_size=4), out, 2, serial_map, overwrite=True)
+    assert "another dataset" in table_problem(table, ShearDataset(out), cfg)
+    generate_dataset(easy_config("s", n=8, shard_size=4), out, 3, serial_map, overwrite=True)
+    assert "another dataset" in table_problem(table, ShearDataset(out), cfg)             # same n, other seed
+    table.write_bytes(b"PAR1 truncated")
+    assert "unreadable" in table_problem(table, ShearDataset(out), cfg)
+
+
+def test_measure_command_skips_only_a_valid_table_and_closes_the_dataset(tmp_path, capsys, monkeypatch):
+    import json
+
+    from astrotool.cli import main
+    from astrotool_lens.data import ShearDataset
+
+    closed = []
+    monkeypatch.setattr(ShearDataset, "close", lambda self: closed.append(self.n))
+    ws = tmp_path / "ws"
+    gen = ["-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "c", "--stamp-size", 24,
+           "--shard-size", 6, "--set", "lens.generate.galaxy.hlr=[0.5, 0.8]",
+           "--set", "lens.generate.galaxy.hlr_unit=\"arcsec\"", "--set", "lens.generate.psf.fwhm=0.6"]
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        return json.loads(out.out)
+
+    run(*gen, "-n", 6)
+    measure = ["-w", ws, "-q", "lens", "measure", "--dataset", "c", "--methods", "KSB"]
+    assert run(*measure)["n"] == 6 and closed == [6]
+    assert run(*measure)["skipped"] is True
+    assert run(*measure, "--conversion", "responsivity").get("skipped") is None        # other settings
+    run(*gen, "-n", 12, "--overwrite")
+    res = run(*measure, "--conversion", "responsivity")
+    assert res.get("skipped") is None and res["n"] == 12                               # another dataset
+    assert closed == [6, 6, 6, 12]
+    records = [json.loads(p.read_text()) for p in (ws / "runs").glob("*measure*/run.json")]
+    assert len(records) == 4                                           # the skipped run records its input too
+    assert all(r["inputs"] and r["inputs"][0].endswith("shear/c") for r in records), records

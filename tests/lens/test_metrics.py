@@ -103,3 +103,55 @@ def test_plot_bias_vs(tmp_path):
     with pytest.raises(KeyError):
         plot_bias_vs(tmp_path / "y.png", "S/N", "", {"CNN": [{"center": 1.0, "m1": 0.0, "m1_err": 0.0}]})
     assert [p.name for p in tmp_path.iterdir()] == ["x_bias-vs-snr.png"]
+
+
+def _tiny_model(tmp_path, ds):
+    from astrotool_lens.config import TrainConfig
+    from astrotool_lens.train import train_model
+
+    cfg = TrainConfig(width=4, blocks=2, hidden=8, batch_size=8, epochs=1, split=(0.5, 0.25, 0.25), threads=1,
+                      device="cpu", use_psf=False)
+    mdir = tmp_path / "models" / "tiny"
+    train_model(ds, cfg, mdir, seed=1)
+    return mdir
+
+
+def test_evaluate_measures_again_when_the_hsm_table_is_stale(tmp_path):
+    """A table of an earlier dataset under the same name, or of other HSM settings, is never scored."""
+    from astrotool.errors import InputError
+    from astrotool.io.tables import parquet_metadata, read_parquet, write_parquet
+    from astrotool_lens.config import EvaluateConfig, MeasureConfig
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.evaluate import evaluate
+    from astrotool_lens.generate import generate_dataset
+    from astrotool_lens.measure import measure_arrays
+
+    from .conftest import easy_config, serial_map
+
+    out, pred, rep = tmp_path / "shear" / "e", tmp_path / "pred", tmp_path / "rep"
+    generate_dataset(easy_config("e", n=8, shard_size=8), out, 1, serial_map)
+    mdir = _tiny_model(tmp_path, ShearDataset(out))
+    ecfg = EvaluateConfig(classical=["KSB"], split="all", plots=False, symmetrize=False)
+    table = pred / "e_hsm.parquet"
+    evaluate(ShearDataset(out), mdir, ecfg, pred, rep, mapper=serial_map)
+    assert parquet_metadata(table)["identity"]["n"] == 8
+
+    def measured(ds):
+        gal, psf = ds.load_stamps()
+        k = measure_arrays(gal, psf, ["KSB"])
+        return estimator_metrics(ds.truth["g1"], ds.truth["g2"], k["ksb_g1"], k["ksb_g2"])
+
+    for n, seed in ((12, 1), (6, 1), (6, 2)):      # more stamps, fewer stamps (index >= n), same n other pixels
+        generate_dataset(easy_config("e", n=n, shard_size=8), out, seed, serial_map, overwrite=True)
+        ds = ShearDataset(out)
+        r = evaluate(ds, mdir, ecfg, pred, rep, mapper=serial_map)
+        assert r["n"] == n and r["estimators"]["KSB"] == pytest.approx(measured(ds), nan_ok=True)
+        assert parquet_metadata(table)["identity"]["n"] == n
+    # other HSM settings: measured again with them
+    evaluate(ds, mdir, ecfg, pred, rep, mapper=serial_map, measure_cfg=MeasureConfig(guess_sig_gal=4.0))
+    assert parquet_metadata(table)["settings"]["guess_sig_gal"] == 4.0
+    # a valid table that lacks an evaluated stamp is refused, naming it
+    t, meta = read_parquet(table), parquet_metadata(table)
+    write_parquet(t.slice(1), table, metadata=meta)
+    with pytest.raises(InputError, match=r"e_hsm\.parquet.*no row for 1 of the 6 evaluated stamps \(stamp 0\)"):
+        evaluate(ds, mdir, ecfg, pred, rep, mapper=serial_map, measure_cfg=MeasureConfig(guess_sig_gal=4.0))

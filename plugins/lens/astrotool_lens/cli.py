@@ -108,28 +108,27 @@ def measure(
 
     Failures are counted per method (and stored as NaN with a flag and message), never fatal.
     """
-    from astrotool.workspace import is_done
-    from astrotool_lens.data import resolve_dataset
-    from astrotool_lens.measure import measure_dataset
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.measure import measure_dataset, table_problem
 
     ctx = current()
     cfg = ctx.section("lens", {"measure.dataset": dataset, "measure.methods": _split_list(methods),
                                "measure.conversion": conversion})
     m = cfg.measure
-    ds = resolve_dataset(ctx.workspace.stage("lens", "shear"), m.dataset or cfg.dataset)
-    out = ctx.workspace.stage("lens", "predictions") / f"{ds.name}_hsm.parquet"
-    if is_done(out, ctx.overwrite):
-        from astrotool.io.tables import parquet_metadata
+    with mc.open_dataset(ctx, "lens", "shear", m.dataset or cfg.dataset, ShearDataset, _NO_DATASET) as ds:
+        out = ctx.workspace.stage("lens", "predictions") / f"{ds.name}_hsm.parquet"
+        problem = table_problem(out, ds, m)
+        if problem is None and not ctx.overwrite:
+            from astrotool.io.tables import parquet_metadata
 
-        meta = parquet_metadata(out)
-        if set(m.methods) <= set(meta.get("methods", [])) and meta.get("conversion") == m.conversion:
             ctx.log.info("%s exists (use --overwrite to measure again)", out)
-            ctx.emit({"dataset": ds.name, "path": str(out), "skipped": True, "failed": meta.get("failed")})
+            ctx.emit({"dataset": ds.name, "path": str(out), "skipped": True,
+                      "failed": parquet_metadata(out).get("failed")})
             return
-    res = measure_dataset(ds, m, out, mapper=ctx.map,
-                          metadata={"versions": _versions()})
-    ctx.record.add_input(ds.root)
-    ctx.record.add_output(out)
+        if out.exists() and problem:
+            ctx.log.info("measuring %s again: %s", out.name, problem)
+        res = measure_dataset(ds, m, out, mapper=ctx.map, metadata={"versions": _versions()})
+    mc.record(ctx, outputs=[out])
     for meth, k in res["failed"].items():
         if k:
             ctx.log.warning("%s: %d of %d stamps failed", meth, k, res["n"])

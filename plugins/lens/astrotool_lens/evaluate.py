@@ -198,6 +198,44 @@ def fields_of(ds) -> np.ndarray | None:
     return np.asarray(ds.truth["field"])
 
 
+def table_rows(table_index, wanted) -> np.ndarray:
+    """Row of each ``wanted`` stamp index in a table's ``index`` column; -1 where it has none."""
+    table_index, wanted = np.asarray(table_index, np.int64), np.asarray(wanted, np.int64)
+    if not table_index.size:
+        return np.full(wanted.shape, -1, dtype=np.int64)
+    order = np.argsort(table_index, kind="stable")
+    pos = np.minimum(np.searchsorted(table_index[order], wanted), table_index.size - 1)
+    return np.where(table_index[order][pos] == wanted, order[pos], -1)
+
+
+def hsm_estimates(ds, path: Path, cfg, mapper, log=None):
+    """The HSM table of ``ds`` for ``cfg`` (a pyarrow Table): the one at ``path`` if it serves, else measured.
+
+    A table of this dataset and settings that lacks a method is measured again
+    with its methods and the wanted ones, so that nothing it held is lost.
+    """
+    from astrotool.errors import InputError
+    from astrotool.io.tables import parquet_metadata, read_parquet
+    from astrotool_lens.config import METHODS
+    from astrotool_lens.measure import measure_dataset, table_problem
+
+    problem = table_problem(path, ds, cfg)
+    if problem:
+        have: list[str] = []
+        if path.is_file():
+            try:
+                have = list(parquet_metadata(path).get("methods") or [])
+            except InputError:
+                pass
+            if table_problem(path, ds, cfg.model_copy(update={"methods": have})) is not None:
+                have = []          # another dataset or other settings: keep none of it
+        if log:
+            log.info("measuring %s on %s (HSM): %s", ", ".join(cfg.methods), ds.name, problem)
+        wanted = [m for m in METHODS if m in set(cfg.methods) | set(have)]
+        measure_dataset(ds, cfg.model_copy(update={"methods": wanted}), path, mapper=mapper)
+    return read_parquet(path)
+
+
 def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, *, mapper,
              hsm_table: Path | None = None, measure_cfg=None, log=None) -> dict:
     """Score the CNN and the classical estimators on the same stamps.
@@ -214,7 +252,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
         ``Context.map``-like, used to measure the HSM estimators when needed.
     hsm_table : path-like, optional
         Existing HSM table (default ``<predictions>/<dataset>_hsm.parquet``;
-        measured if missing or lacking a method).
+        measured again unless it serves ``ds`` with ``measure_cfg``:
+        :func:`astrotool_lens.measure.table_problem`).
     measure_cfg : MeasureConfig, optional
         HSM settings when the classical estimators must be measured (default: the section's defaults).
 
@@ -226,9 +265,9 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     import pyarrow as pa
 
     from astrotool.io.figures import plot_pred_vs_true
-    from astrotool.io.tables import read_parquet, write_parquet, parquet_metadata
+    from astrotool.io.tables import write_parquet
     from astrotool.workspace import write_json_atomic
-    from astrotool_lens.measure import measure_dataset
+    from astrotool_lens.config import MeasureConfig
     from astrotool_lens.model import apply_calibration, calibration_in_use, load_estimator, predict_array
     from astrotool_lens.train import dataset_inputs
 
@@ -263,22 +302,15 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     methods = list(cfg.classical)
     if methods:
         hsm_path = Path(hsm_table) if hsm_table else Path(predictions_dir) / f"{ds.name}_hsm.parquet"
-        have: list[str] = []
-        if hsm_path.exists():
-            have = list(parquet_metadata(hsm_path).get("methods", []))
-        if not set(methods) <= set(have):
-            if log:
-                log.info("measuring %s on %s (HSM)", ", ".join(methods), ds.name)
-            from astrotool_lens.config import METHODS, MeasureConfig
+        t = hsm_estimates(ds, hsm_path, (measure_cfg or MeasureConfig()).model_copy(update={"methods": methods}),
+                          mapper, log)
+        rows = table_rows(t.column("index").to_numpy(), idx)
+        if (rows < 0).any():
+            from astrotool.errors import InputError
 
-            wanted = [m for m in METHODS if m in set(methods) | set(have)]
-            mc = (measure_cfg or MeasureConfig()).model_copy(update={"methods": wanted})
-            measure_dataset(ds, mc, hsm_path, mapper=mapper)
-        t = read_parquet(hsm_path)
-        hidx = t.column("index").to_numpy()
-        pos = np.full(ds.n, -1)
-        pos[hidx] = np.arange(len(hidx))
-        rows = pos[idx]
+            lost = idx[rows < 0]
+            raise InputError(hsm_path, f"no row for {len(lost)} of the {len(idx)} evaluated stamps (stamp "
+                                       f"{int(lost[0])}); delete it or run `astro --overwrite lens measure`")
         for m in methods:
             k = m.lower()
             a = t.column(f"{k}_g1").to_numpy(zero_copy_only=False)[rows].astype(float)

@@ -16,10 +16,19 @@ converted to a shear estimate
 Failures (HSM errors, non-converged moments, |e| >= 1) are counted per method
 and stored as NaN with ``<method>_flag = 1`` and the message in
 ``<method>_error``; they never stop the run.
+
+A table records what made it (``settings``: conversion and starting guesses)
+and what it was measured on (``identity``: the dataset's name, ``n``, the
+SHA-256 of its manifest and the manifest's ``created_utc``);
+:func:`table_problem` tells whether it still serves a dataset and settings,
+for ``lens measure`` (skip or measure again) and ``lens evaluate`` (reuse or
+measure again).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +169,80 @@ def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
     return out
 
 
+def hsm_settings(cfg: MeasureConfig) -> dict:
+    """The settings a table's numbers depend on, besides its methods: conversion and guesses [pixels]."""
+    return {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
+            "guess_sig_psf": float(cfg.guess_sig_psf)}
+
+
+def dataset_identity(dataset) -> dict:
+    """What tells one generated dataset from another drawn under the same name.
+
+    Returns
+    -------
+    dict
+        ``name``, ``n``, ``manifest_sha256`` (of the manifest as read, keys
+        sorted) and ``created_utc`` (the manifest's provenance). A dataset drawn
+        again (``--overwrite``) gets a new manifest, so a new hash; a resumed
+        run that draws nothing keeps the manifest.
+    """
+    text = json.dumps(dataset.manifest, sort_keys=True, separators=(",", ":"), default=str)
+    return {"name": dataset.name, "n": int(dataset.n),
+            "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "created_utc": (dataset.manifest.get("provenance") or {}).get("created_utc")}
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def table_problem(path: str | Path, dataset, cfg: MeasureConfig) -> str | None:
+    """Why an existing HSM table cannot serve ``dataset`` with ``cfg`` (None: it can).
+
+    The table must exist and be readable, have been measured on this very
+    dataset (:func:`dataset_identity`: same ``n`` and manifest), with the same
+    :func:`hsm_settings`, and hold every method of ``cfg.methods``.
+
+    Parameters
+    ----------
+    path : path-like
+        The Parquet table.
+    dataset : astrotool_lens.data.ShearDataset
+    cfg : MeasureConfig
+        The wanted methods and settings.
+
+    Returns
+    -------
+    str or None
+        The reasons, e.g. ``"measured on another dataset (n 8 -> 12, ...)"``.
+    """
+    from astrotool.errors import InputError
+    from astrotool.io.tables import parquet_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        return f"no table {path}"
+    try:
+        meta = parquet_metadata(path)
+    except InputError as exc:
+        return f"unreadable table ({exc.problem})"
+    old, new = meta.get("identity"), dataset_identity(dataset)
+    problems = []
+    if not isinstance(old, dict):
+        problems.append("no record of the dataset it was measured on (an older table)")
+    elif (old.get("n"), old.get("manifest_sha256")) != (new["n"], new["manifest_sha256"]):
+        problems.append(f"measured on another dataset (n {old.get('n')} -> {new['n']}, created "
+                        f"{old.get('created_utc')} -> {new['created_utc']})")
+    have = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    for k, want in hsm_settings(cfg).items():
+        if have.get(k) != want:
+            problems.append(f"{k} {_fmt(have.get(k))} -> {_fmt(want)}")
+    lacking = [m for m in cfg.methods if m not in set(meta.get("methods") or [])]
+    if lacking:
+        problems.append(f"lacks {', '.join(lacking)}")
+    return "; ".join(problems) or None
+
+
 def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable,
                     metadata: dict | None = None) -> dict:
     """Measure a generated dataset and write one Parquet table.
@@ -176,6 +259,10 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     mapper : callable
         ``mapper(fn, items, desc=..., keys=...) -> [(key, result)]``, such as
         :meth:`astrotool.context.Context.map` (failed items left out).
+    metadata : dict, optional
+        More facts for the table's metadata, beside ``methods``, ``settings``
+        (:func:`hsm_settings`) and ``identity`` (:func:`dataset_identity`),
+        which :func:`table_problem` checks.
 
     Returns
     -------
@@ -205,7 +292,8 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     resp = apply_responsivity(table, methods) if conversion == "responsivity" else {}
     failed = {m: int(np.sum(table[f"{m.lower()}_flag"] != 0)) for m in methods}
     meta = {"dataset": dataset.name, "methods": list(methods), "conversion": conversion,
-            "responsivity": resp, "failed": failed, **(metadata or {})}
+            "responsivity": resp, "failed": failed, **(metadata or {}),
+            "settings": hsm_settings(cfg), "identity": dataset_identity(dataset)}
     ordered = {"index": table.pop("index"), **table}
     write_parquet(pa.table(ordered), out_path, metadata=meta)
     return {"n": int(len(ordered["index"])), "failed": failed, "responsivity": resp, "path": str(out_path)}
