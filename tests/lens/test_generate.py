@@ -206,3 +206,44 @@ def test_config_rejects_bad_values():
     # a preset is merged under explicit keys
     c = GenerateConfig.model_validate({"preset": "shearnet", "noise": {"snr": 20.0}})
     assert c.noise.snr == 20.0 and c.noise.kind == "gaussian" and c.stamp_size == 48
+
+
+def test_a_damaged_shard_whose_redraw_failed_counts_as_missing(tmp_path):
+    """Without --overwrite too: the run reports the missing shard (exit 1), finalize is not reached."""
+    cfg = easy_config("b", n=30, shard_size=10)
+    out = tmp_path / "b"
+    generate_dataset(cfg, out, 1, serial_map)
+    (out / "b_dataset.json").unlink()
+    (out / "shard00002_stamps.h5").write_bytes(b"interrupted")
+
+    def fail_shard2(fn, items, desc="", keys=None):                    # Context.map leaves failed items out
+        return serial_map(fn, [t for t in items if t.shard != 2], desc, [k for k in keys if not k.endswith("2")])
+
+    r = generate_dataset(cfg, out, 1, fail_shard2)
+    assert (r["manifest"], r["missing"], r["skipped"]) == (None, 1, 2)
+    assert not (out / "b_dataset.json").exists()
+
+    def only_shard2(fn, items, desc="", keys=None):                    # --shard 2/3: the others are finished
+        return serial_map(fn, [t for t in items if t.shard == 2], desc, [k for k in keys if k.endswith("2")])
+
+    r = generate_dataset(cfg, out, 1, only_shard2)
+    assert (r["missing"], r["drawn"]) == (0, 1) and r["manifest"]["n"] == 30
+
+
+def test_overwrite_removes_an_earlier_lensnet_folder_and_a_rerun_keeps_the_manifest(tmp_path):
+    out = tmp_path / "o"
+    generate_dataset(easy_config("o", n=20, shard_size=10, format="lensnet"), out, 1, serial_map)
+    assert (out / "lensnet" / "gal_19.fits").is_file()
+    manifest = (out / "o_dataset.json").read_bytes()
+    r = generate_dataset(easy_config("o", n=20, shard_size=10, format="lensnet"), out, 1, serial_map)
+    assert r["skipped"] == 2 and (out / "o_dataset.json").read_bytes() == manifest   # nothing drawn, nothing rewritten
+    assert r["manifest"] == json.loads(manifest)
+
+    def all_fail(fn, items, desc="", keys=None):
+        return []
+
+    r = generate_dataset(easy_config("o", n=10, shard_size=10), out, 1, all_fail, overwrite=True)
+    assert r["manifest"] is None and not (out / "lensnet").exists()   # removed before drawing
+    generate_dataset(easy_config("o", n=10, shard_size=10, format="lensnet"), out, 1, serial_map, overwrite=True)
+    assert sorted(p.name for p in (out / "lensnet").iterdir()) == ["data.json", *sorted(
+        f"{k}_{i}.fits" for k in ("gal", "psf") for i in range(10))]

@@ -477,12 +477,35 @@ def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shard
     return manifest
 
 
+def finished_manifest(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shards: int) -> dict | None:
+    """The manifest already in ``out_dir`` when it finishes this very dataset, else None.
+
+    A repeated run that draws nothing keeps it (and the truth table), so the
+    dataset stays the one its HSM tables were measured on.
+    """
+    import json
+
+    writer = dataset_writer(cfg, out_dir)
+    try:
+        m = json.loads(writer.manifest_path.read_text(encoding="utf-8"))
+        plan = [(writer.shard_path(k).name, start, min(cfg.n, start + cfg.shard_size))
+                for k, start in enumerate(range(0, cfg.n, cfg.shard_size))]
+        same = (m["config"] == cfg.model_dump(mode="json") and int(m["base_seed"]) == int(base_seed)
+                and int(m["n"]) == cfg.n and len(plan) == n_shards
+                and [(s["file"], int(s["start"]), int(s["stop"])) for s in m["shards"]] == plan)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    lensnet_ok = cfg.format != "lensnet" or (Path(out_dir) / "lensnet" / "data.json").is_file()
+    return m if same and lensnet_ok and (Path(out_dir) / m.get("metadata", "")).is_file() else None
+
+
 def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, overwrite: bool = False) -> None:
     """Refuse to mix new stamps with shards drawn with another configuration or seed.
 
     With ``overwrite``, clear the way instead: the manifest goes first (an
     interrupted overwrite must not leave a folder that reads as finished), then
-    shards the new plan does not have.
+    shards the new plan does not have and the ``lensnet/`` files of an earlier
+    ``format = "lensnet"`` run.
 
     Raises
     ------
@@ -504,6 +527,13 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
         for p in shards:
             if p not in keep:
                 p.unlink()
+        lensnet = out_dir / "lensnet"
+        if lensnet.is_symlink() or lensnet.is_file():
+            lensnet.unlink()
+        elif lensnet.is_dir():
+            import shutil
+
+            shutil.rmtree(lensnet)
         return
     new_cfg = cfg.model_dump(mode="json")
     for p in shards:
@@ -540,7 +570,9 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
     -------
     dict
         ``{"manifest": dict or None, "drawn": int, "skipped": int, "missing": int, "shards": int}``;
-        the manifest is None while shards are missing (``--shard`` runs, failures).
+        the manifest is None while shards are missing: shards neither finished by this run nor
+        (without ``overwrite``) by an earlier one (``--shard`` runs, failures). A run that draws
+        nothing keeps the existing manifest (:func:`finished_manifest`).
     """
     out_dir = Path(out_dir)
     check_existing(cfg, out_dir, base_seed, overwrite)
@@ -550,10 +582,13 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
                                     keys=[f"shard{t.shard:05d}" for t in tasks])]
     drawn = sum(1 for r in results if not r["skipped"])
     ran = {r["shard"] for r in results}
-    # with overwrite, a shard this run did not redraw may hold the old settings
-    missing = sum(1 for t in tasks if t.shard not in ran and (overwrite or not t.path.exists()))
+    # a shard this run did not finish counts only if an earlier run finished it (--shard runs); with
+    # overwrite, such a shard may hold the old settings
+    missing = sum(1 for t in tasks if t.shard not in ran
+                  and (overwrite or t.writer.finished_shard(t.shard, t.start, t.stop) is None))
     manifest = None
     if not missing:
-        manifest = finalize_dataset(cfg, out_dir, base_seed, len(tasks), versions, command)
+        manifest = (None if drawn or overwrite else finished_manifest(cfg, out_dir, base_seed, len(tasks))) \
+            or finalize_dataset(cfg, out_dir, base_seed, len(tasks), versions, command)
     return {"manifest": manifest, "drawn": drawn, "skipped": len(results) - drawn, "missing": missing,
             "shards": len(tasks)}
