@@ -10,7 +10,9 @@ existing model, seeds, reports progress, fills the run record, exposes the
 * :func:`model_dir` -- ``<plugin>/models/<name>`` (the name must be a file
   stem), or the path of an existing checkpoint folder.
 * :func:`prepare_training` -- what to do with an existing model folder:
-  resume from ``last/``, start again with ``--overwrite``, or refuse.
+  resume from ``last/`` (when it was trained with the same settings), start
+  again with ``--overwrite``, or refuse; :func:`dataset_identity` -- the
+  dataset's part of those settings.
 * :func:`run_seed`, :func:`epoch_progress`, :func:`record` -- the run's seed,
   a progress bar advanced per epoch, and the run record's inputs/outputs.
 * :data:`Device`, :data:`Precision`, :data:`Devices`, :data:`NumNodes` and
@@ -34,7 +36,9 @@ Typical ``train`` command::
         rt = mc.runtime(ctx, device=device, precision=precision, devices=devices, num_nodes=num_nodes)
         ds = mc.open_dataset(ctx, "myplugin", "data", cfg.train.dataset, MyDataset)  # an ArrayDataset
         mdir = mc.model_dir(ctx, "myplugin", cfg.train.model or f"{ds.name}_net")
-        mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.train.resume)
+        settings = {**cfg.train.model_dump(mode="json", exclude={"epochs", "resume", "dataset", "model"}),
+                    "dataset": mc.dataset_identity(ds)}  # also meta["settings"] of fit()
+        mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.train.resume, settings=settings)
         with mc.epoch_progress(ctx, cfg.train.epochs, f"train {mdir.name}", mdir) as on_epoch:
             result = train_model(ds, cfg.train, mdir, mc.run_seed(ctx, cfg.train.seed), runtime=rt,
                                  on_epoch=on_epoch)
@@ -58,8 +62,8 @@ from astrotool.errors import AstroError, InputError
 
 __docformat__ = "numpy"
 
-__all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "checkpoint_files", "epoch_progress",
-           "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
+__all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "checkpoint_files", "dataset_identity",
+           "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
            "report_throughput", "run_seed", "runtime", "runtime_flags"]
 
 T = TypeVar("T")
@@ -234,7 +238,31 @@ def epochs_done(directory: str | Path) -> int:
         return 0
 
 
-def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True) -> str:
+def dataset_identity(ds) -> dict[str, Any]:
+    """What tells a dataset apart, for the settings a resumed training run must share.
+
+    Parameters
+    ----------
+    ds : astrotool.ml.data.ArrayDataset
+
+    Returns
+    -------
+    dict
+        ``{"name", "n", "manifest_sha256"}``: the SHA-256 (16 hex digits) of
+        the manifest without its provenance, i.e. of the kind, arrays, shards
+        and the writer's own keys (its configuration and seed). Moving the
+        workspace or finishing the same dataset again keeps it; a dataset
+        drawn with other settings changes it.
+    """
+    import hashlib
+
+    manifest = {k: v for k, v in ds.manifest.items() if k != "provenance"}
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"name": ds.name, "n": int(ds.n), "manifest_sha256": digest}
+
+
+def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True,
+                     settings: dict[str, Any] | None = None) -> str:
     """Decide what training does with a model folder, and clear it for a restart.
 
     Parameters
@@ -249,6 +277,11 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
     clear : bool
         Delete for a restart. With several training processes every process
         decides (they all refuse alike) and only rank 0 clears.
+    settings : dict, optional
+        This run's settings, the ``meta["settings"]`` it gives
+        :func:`astrotool.ml.training.fit`: a resume is refused, before any
+        work, unless they equal those ``last/`` was trained with
+        (:func:`astrotool.ml.training.check_resume_settings`).
 
     Returns
     -------
@@ -260,7 +293,9 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
     ------
     astrotool.errors.AstroError
         A model is there and neither ``overwrite`` nor a resumable ``resume``
-        applies: training would silently replace it.
+        applies: training would silently replace it. Or ``resume`` applies
+        but the model was trained with other settings (each differing key
+        named, old -> new).
     """
     from astrotool.ml.checkpoint import LAST_DIR, META_FILE, STATE_META_FILE, WEIGHTS_FILE
 
@@ -274,6 +309,9 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         return "restart"
     if resume and (d / LAST_DIR / STATE_META_FILE).is_file():
+        from astrotool.ml.training import check_resume_settings
+
+        check_resume_settings(d, settings)
         return "resume"
     why = "and --no-resume was asked for" if not resume else f"without a resumable state ({LAST_DIR}/)"
     raise AstroError(f"{d}: a model is already here {why}; use --overwrite to train it again from scratch "

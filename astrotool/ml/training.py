@@ -7,7 +7,9 @@ checkpoint folder and the last epoch's (model + optimizer + loop state) in
 random augmentation are derived from ``(seed, epoch)`` (:func:`epoch_rng`), and
 torch's generator is re-seeded from ``(seed, epoch)`` at the start of every
 epoch, so a run interrupted after epoch *k* and resumed gives the same weights
-as an uninterrupted one (on the same device and thread count).
+as an uninterrupted one (on the same device and thread count). A resume
+is refused when the run's settings (``meta["settings"]``) differ from those
+the checkpoint was trained with (:func:`check_resume_settings`).
 
 The loop runs through Lightning Fabric: ``fit(..., runtime=Runtime.from_config(
 cfg.ml))`` trains on the CPU, one or several GPUs (DDP) or several Slurm nodes,
@@ -33,7 +35,10 @@ from astrotool.seeding import derive_seed, entropy
 __docformat__ = "numpy"
 
 __all__ = ["derive_seed", "seed_everything", "epoch_rng", "select_device", "EarlyStopping", "cosine_schedule",
-           "FitResult", "fit", "split_batch"]
+           "FitResult", "fit", "split_batch", "SETTINGS_KEY", "settings_changes", "check_resume_settings"]
+
+SETTINGS_KEY = "settings"
+"""Key of the checkpoint metadata holding what a resumed run must share with the run it continues."""
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -156,6 +161,92 @@ class EarlyStopping:
         self.best = state.get("best")
         self.best_epoch = state.get("best_epoch")
         self.bad_epochs = int(state.get("bad_epochs", 0))
+
+
+def _flat_settings(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flat_settings(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The keys whose values differ between two settings dicts, as ``"key: old -> new"``.
+
+    Nested dicts are compared key by key (``dataset.name``); values are
+    compared as JSON (a tuple equals the list it is stored as), and shown
+    as JSON, ``(absent)`` for a key only one side has.
+
+    Parameters
+    ----------
+    old : mapping
+        The settings stored in a checkpoint.
+    new : mapping
+        This run's settings; JSON-serialisable.
+
+    Returns
+    -------
+    list of str
+        Sorted by key; empty when the settings agree.
+
+    Examples
+    --------
+    >>> settings_changes({"lr": 0.002, "loss": "mse", "split": [0.8, 0.2]},
+    ...                  {"lr": 0.5, "loss": "mse", "split": (0.8, 0.2), "augment": True})
+    ['augment: (absent) -> true', 'lr: 0.002 -> 0.5']
+    """
+    import json
+
+    a = _flat_settings(json.loads(json.dumps(dict(old))))
+    b = _flat_settings(json.loads(json.dumps(dict(new))))
+    missing = object()
+
+    def show(v):
+        return "(absent)" if v is missing else json.dumps(v)
+
+    return [f"{k}: {show(a.get(k, missing))} -> {show(b.get(k, missing))}"
+            for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+
+
+def check_resume_settings(checkpoint_dir: str | Path, settings: Mapping[str, Any] | None) -> None:
+    """Refuse to resume ``<checkpoint_dir>/last/`` with settings other than those it was trained with.
+
+    Parameters
+    ----------
+    checkpoint_dir : path-like
+        The model folder (its ``last/model.json`` holds the stored settings).
+    settings : mapping or None
+        This run's settings (``meta["settings"]`` of :func:`fit`): whatever
+        changes the weights an epoch produces (model, loss, optimizer,
+        schedule, target, dataset identity, seed, split, augmentation...).
+        Leave out what may change between a run and its resumption (the
+        number of epochs, early-stopping patience, device, precision,
+        processes, threads). None: nothing is checked.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        (exit code 2) The settings differ (each differing key named, old ->
+        new), or the checkpoint records none.
+    astrotool.errors.InputError
+        ``last/model.json`` is missing or unreadable.
+    """
+    if settings is None:
+        return
+    from astrotool.errors import AstroError
+    from astrotool.ml import checkpoint as ck
+
+    d = Path(checkpoint_dir)
+    old = ck.read_meta(d / ck.LAST_DIR).get(SETTINGS_KEY)
+    hint = "use --overwrite to train it again from scratch or another --model name"
+    if not isinstance(old, Mapping):
+        raise AstroError(f"{d}: the model here records no training settings to compare this run's with; {hint}")
+    changes = settings_changes(old, settings)
+    if changes:
+        raise AstroError(f"{d}: a model trained with other settings is here ({'; '.join(changes)}); {hint}")
 
 
 def cosine_schedule(total_steps: int, warmup_steps: int = 0, floor: float = 0.01) -> Callable[[int], float]:
@@ -375,7 +466,10 @@ def fit(
     meta : mapping
         Checkpoint metadata (see :func:`astrotool.ml.checkpoint.save_checkpoint`);
         ``metrics``, ``training_progress`` and (unless given) ``runtime``
-        (processes, device type, precision) are filled in here.
+        (processes, device type, precision) are filled in here. Its
+        ``settings`` (:data:`SETTINGS_KEY`, a JSON-serialisable dict) are
+        stored and, on resume, must equal the stored ones
+        (:func:`check_resume_settings`).
     seed : int
         Base seed for per-epoch torch seeding (:func:`derive_seed` of seed,
         epoch and rank).
@@ -386,7 +480,9 @@ def fit(
     clip_grad_norm : float, optional
         Clip the global gradient norm (after unscaling, with ``16-mixed``).
     resume : bool
-        Continue from ``<checkpoint_dir>/last/`` when it exists.
+        Continue from ``<checkpoint_dir>/last/`` when it exists: up to
+        ``epochs`` in all, early stopping with this call's ``patience`` and
+        ``min_delta`` (a raised patience continues a run that stopped early).
     on_epoch : callable, optional
         Called on rank 0 with each epoch's history entry (progress reporting).
     log : logging.Logger, optional
@@ -491,6 +587,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
                                     "precision": runtime.precision if runtime is not None else None}}
 
     if resume and (last_dir / ck.STATE_META_FILE).is_file():
+        check_resume_settings(ckpt_dir, meta.get(SETTINGS_KEY))
         last = ck.load_checkpoint(last_dir, expect_architecture=meta["architecture"]["name"])
         try:
             module.load_state_dict(last.state_dict, strict=True)
@@ -503,12 +600,15 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         step = int(loop.get("step", 0))
         history = list(loop.get("history", []))
         stopper.load_state_dict(loop.get("early_stopping", {}))
-        stopped = bool(loop.get("stopped_early", False))
+        stopped = stopper.should_stop  # this call's patience: a raised one trains on
         if scaler is not None and loop.get("grad_scaler"):
             scaler.load_state_dict(loop["grad_scaler"])
         resumed_from = start_epoch
         if log:
             log.info("resuming from %s after epoch %d (step %d)", last_dir, start_epoch, step)
+            if start_epoch > epochs:
+                log.warning("%d epochs asked for, %d done already: the checkpoint keeps all %d", epochs,
+                            start_epoch, start_epoch)
     if log and world > 1:
         log.info("training on %d processes (%s, precision %s)", world, fabric.device.type,
                  runtime.precision if runtime is not None else "as given")

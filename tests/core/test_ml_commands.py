@@ -67,6 +67,56 @@ def test_prepare_training_new_resume_refuse_restart(tmp_path):
         mc.prepare_training(d, overwrite=False, resume=True)
 
 
+def _settings_checkpoint(folder, settings):
+    """A model folder whose last/ was trained with ``settings`` (None: recorded none, as older models)."""
+    _checkpoint(folder)
+    meta = {"format": "astrotool-checkpoint", "format_version": 1, "architecture": {"name": "toy", "kwargs": {}}}
+    if settings is not None:
+        meta["settings"] = settings
+    (folder / "last" / "model.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_prepare_training_refuses_a_resume_with_other_settings(tmp_path):
+    old = {"lr": 0.002, "loss": "mse", "split": [0.8, 0.1, 0.1], "dataset": {"name": "a", "n": 100}}
+    d = _settings_checkpoint(tmp_path / "m", old)
+    same = {**old, "split": (0.8, 0.1, 0.1)}  # a tuple is the list it is stored as
+    assert mc.prepare_training(d, overwrite=False, resume=True, settings=same) == "resume"
+    changed = {**old, "lr": 0.5, "loss": "mae", "dataset": {"name": "b", "n": 100}, "target": "shear"}
+    with pytest.raises(AstroError) as e:
+        mc.prepare_training(d, overwrite=False, resume=True, settings=changed)
+    assert e.value.exit_code == 2
+    assert str(e.value) == (f'{d}: a model trained with other settings is here (dataset.name: "a" -> "b"; '
+                            'loss: "mse" -> "mae"; lr: 0.002 -> 0.5; target: (absent) -> "shear"); use --overwrite '
+                            "to train it again from scratch or another --model name")
+    assert (d / "last" / "training_state.json").exists()  # refused: nothing deleted
+    # --overwrite starts afresh whatever the settings were
+    assert mc.prepare_training(d, overwrite=True, resume=True, settings=changed) == "restart"
+    assert not d.exists() or not any(d.iterdir())
+    # a model that recorded no settings is not resumed with some; without settings nothing is compared
+    d2 = _settings_checkpoint(tmp_path / "old", None)
+    with pytest.raises(AstroError, match="records no training settings to compare.*--overwrite"):
+        mc.prepare_training(d2, overwrite=False, resume=True, settings=old)
+    assert mc.prepare_training(d2, overwrite=False, resume=True) == "resume"
+
+
+def test_dataset_identity_follows_the_content_not_the_provenance():
+    from types import SimpleNamespace
+
+    manifest = {"kind": "toy", "name": "a", "n": 10, "shards": [{"file": "s0.h5", "start": 0, "stop": 10}],
+                "config": {"noise": 1.0}, "base_seed": 7, "provenance": {"created_utc": "2026-01-01T00:00:00+00:00"}}
+    ident = mc.dataset_identity(SimpleNamespace(name="a", n=10, manifest=manifest))
+    assert set(ident) == {"name", "n", "manifest_sha256"} and ident["name"] == "a" and ident["n"] == 10
+    assert len(ident["manifest_sha256"]) == 16
+    # the same dataset finished again (a new provenance) keeps its identity
+    again = {**manifest, "provenance": {"created_utc": "2026-06-01T00:00:00+00:00"}}
+    assert mc.dataset_identity(SimpleNamespace(name="a", n=10, manifest=again)) == ident
+    # drawn with another configuration or seed: another identity
+    for key, value in (("config", {"noise": 2.0}), ("base_seed", 8)):
+        other = mc.dataset_identity(SimpleNamespace(name="a", n=10, manifest={**manifest, key: value}))
+        assert other["manifest_sha256"] != ident["manifest_sha256"]
+
+
 def test_open_dataset_by_name_or_path_and_recorded(ctx, tmp_path):
     stage = ctx.workspace.stage("toy", "data")
     (stage / "set1").mkdir()

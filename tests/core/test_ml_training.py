@@ -42,8 +42,13 @@ def _model():
     return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 
 
-def _train(ckpt, epochs, *, runtime=None, rows_seen=None, resume=True, half=False, optim="adamw", patience=5):
-    """Train the tiny model; ``half`` keeps only the first half of every batch (a rank without all-reduce)."""
+def _train(ckpt, epochs, *, runtime=None, rows_seen=None, resume=True, half=False, optim="adamw", patience=5,
+           settings=None, val_losses=None):
+    """Train the tiny model; ``half`` keeps only the first half of every batch (a rank without all-reduce).
+
+    ``settings``: ``meta["settings"]``; ``val_losses``: the validation loss of each epoch (by epoch number)
+    instead of the measured one.
+    """
     from astrotool.ml.training import epoch_rng, fit
 
     x, y = _data()
@@ -66,12 +71,19 @@ def _train(ckpt, epochs, *, runtime=None, rows_seen=None, resume=True, half=Fals
             rows_seen.append(int(batch[0].shape[0]))
         return torch.nn.functional.mse_loss(m(batch[0]), batch[1])
 
+    from astrotool.ml.commands import epochs_done
+
+    seen, done = [], epochs_done(ckpt) if resume else 0
+
     def validate(m):
+        if val_losses is not None:
+            return {"val_loss": val_losses[done + len(seen)]}
         return {"val_loss": float(torch.nn.functional.mse_loss(m(x), y))}
 
+    meta = {"architecture": {"name": "tiny", "kwargs": {}}, **({"settings": settings} if settings is not None else {})}
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=epochs,
-                 checkpoint_dir=ckpt, meta={"architecture": {"name": "tiny", "kwargs": {}}}, seed=3,
-                 resume=resume, runtime=runtime, patience=patience)
+                 checkpoint_dir=ckpt, meta=meta, seed=3, resume=resume, runtime=runtime, patience=patience,
+                 on_epoch=seen.append)
     return model, opt, result
 
 
@@ -135,6 +147,61 @@ def test_loss_scale_of_16_mixed_is_kept_for_resume(tmp_path):
     assert loop["grad_scaler"] == Scaler().state_dict()
     _train(tmp_path, 2, runtime=runtime())
     assert Scaler.loaded == Scaler().state_dict()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    from astrotool.ml import checkpoint as ck
+    from astrotool.ml.training import check_resume_settings
+
+    settings = {"lr": 0.01, "loss": "mse", "dataset": {"name": "a", "manifest_sha256": "0123"}}
+    _train(tmp_path / "cut", 2, settings=settings)
+    stored = json.loads((tmp_path / "cut" / "last" / ck.META_FILE).read_text())["settings"]
+    assert stored == settings and json.loads((tmp_path / "cut" / ck.META_FILE).read_text())["settings"] == settings
+    state = (tmp_path / "cut" / "last" / ck.WEIGHTS_FILE).read_bytes()
+    other = {**settings, "loss": "mae", "dataset": {"name": "b", "manifest_sha256": "0123"}}
+    with pytest.raises(AstroError) as e:
+        _train(tmp_path / "cut", 5, settings=other)
+    assert e.value.exit_code == 2
+    assert 'a model trained with other settings is here (dataset.name: "a" -> "b"; loss: "mse" -> "mae")' in str(e.value)
+    assert "--overwrite" in str(e.value)
+    assert (tmp_path / "cut" / "last" / ck.WEIGHTS_FILE).read_bytes() == state  # nothing trained, nothing written
+    assert json.loads((tmp_path / "cut" / "last" / ck.STATE_META_FILE).read_text())["loop"]["epochs_done"] == 2
+    with pytest.raises(AstroError, match=r"lr: 0.01 -> 0.5"):
+        check_resume_settings(tmp_path / "cut", {**settings, "lr": 0.5})
+    # settings given now, none recorded then: refused; none given: nothing compared
+    _train(tmp_path / "bare", 1)
+    with pytest.raises(AstroError, match="records no training settings"):
+        _train(tmp_path / "bare", 2, settings=settings)
+    assert _train(tmp_path / "bare", 2)[2].resumed_from == 1
+    # without resume the run starts over (the caller cleared the folder: prepare_training --overwrite)
+    _, _, r = _train(tmp_path / "cut", 1, settings=other, resume=False)
+    assert r.resumed_from is None and r.epochs_run == 1
+    assert json.loads((tmp_path / "cut" / "last" / ck.META_FILE).read_text())["settings"] == other
+
+
+def test_resume_that_only_raises_epochs_with_settings_continues(tmp_path):
+    settings = {"lr": 0.01, "split": (0.8, 0.2)}  # a tuple compares equal to the list stored
+    full, _, _ = _train(tmp_path / "full", 4, settings=settings)
+    _train(tmp_path / "cut", 1, settings=settings)
+    resumed, _, r = _train(tmp_path / "cut", 4, settings=settings)
+    assert (r.resumed_from, r.epochs_run) == (1, 3)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), _max_diff(a, b)
+
+
+def test_raised_patience_continues_a_run_that_stopped_early(tmp_path):
+    """Patience only decides when to stop: resuming with more trains on, as one run with that patience would."""
+    losses = [1.0, 2.0, 3.0, 0.5, 0.6]
+    _, _, r1 = _train(tmp_path / "cut", 5, patience=1, val_losses=losses)
+    assert (r1.epochs_run, r1.stopped_early, r1.best_epoch) == (2, True, 0)
+    _, _, same = _train(tmp_path / "cut", 5, patience=1, val_losses=losses)
+    assert same.epochs_run == 0 and same.stopped_early
+    resumed, _, r2 = _train(tmp_path / "cut", 5, patience=3, val_losses=losses)
+    assert (r2.resumed_from, r2.epochs_run, r2.stopped_early, r2.best_epoch) == (2, 3, False, 3)
+    full, _, r_full = _train(tmp_path / "full", 5, patience=3, val_losses=losses)
+    assert r_full.epochs_run == 5 and r_full.best_epoch == 3
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), _max_diff(a, b)
 
 
 def test_resume_false_starts_over(tmp_path):
