@@ -180,6 +180,20 @@ def test_streaming_yields_every_sample_once_in_order(tmp_path):
     assert np.array_equal(np.concatenate([b["label"] for b in got]), arrays["label"][sub])
 
 
+def test_close_and_with_release_the_shard_files(tmp_path):
+    from astrotool.ml.data import OPEN_SHARDS
+
+    arrays, _ = _write(tmp_path, n=60, shard_size=10)
+    with ArrayDataset(tmp_path) as ds:
+        ds.read([5, 15, 25, 35, 45, 55])
+        handles = list(ds._handles.values())
+        assert len(handles) == OPEN_SHARDS == 4 and all(h.id.valid for h in handles)  # the least recent went
+    assert not ds._handles and not any(h.id.valid for h in handles)
+    assert np.array_equal(ds.read([59])["img"], arrays["img"][[59]])         # reopened on the next read
+    ds.close()
+    assert not ds._handles
+
+
 # ---------------------------------------------------------------------------- splits
 
 

@@ -180,7 +180,7 @@ def train(
     mdir = _model_dir(ctx, t.model, ds.name)
     progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                 if rt.is_global_zero else contextlib.nullcontext(None))
-    with progress as on_epoch:
+    with ds, progress as on_epoch:
         res = train_model(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
                           on_epoch=on_epoch, versions=_versions(), runtime=rt)
     if not rt.is_global_zero:
@@ -219,9 +219,9 @@ def evaluate(
     mdir = _model_dir(ctx, e.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     _, meta = load_estimator(mdir)
     ds_name = e.dataset or meta["training"].get("dataset_path") or meta["training"]["dataset"]
-    ds = mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET)
-    report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"), ctx.workspace.stage("lens", "reports"),
-                      mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log)
+    with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET) as ds:
+        report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
+                          ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log)
     mc.record(ctx, inputs=[mdir], outputs=[report["report"], report["predictions"], *report["plots"]])
     if as_json:
         ctx.emit(report)
@@ -255,8 +255,8 @@ def calibrate(
     mdir = _model_dir(ctx, c.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     if not c.dataset:
         raise InputError("lens.calibrate.dataset", "name the constant-shear simulations to calibrate on (--dataset)")
-    ds = mc.open_dataset(ctx, "lens", "shear", c.dataset, ShearDataset, _NO_DATASET)
-    res = calibrate_model(ds, mdir, c, log=ctx.log)
+    with mc.open_dataset(ctx, "lens", "shear", c.dataset, ShearDataset, _NO_DATASET) as ds:
+        res = calibrate_model(ds, mdir, c, log=ctx.log)
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
     plot = mc.history_figure(ctx, mdir, ctx.workspace.stage("lens", "reports") / f"{mdir.name}_history.png")
     ctx.emit({**res, "history_plot": str(plot) if plot else None})
