@@ -247,3 +247,29 @@ def test_overwrite_removes_an_earlier_lensnet_folder_and_a_rerun_keeps_the_manif
     generate_dataset(easy_config("o", n=10, shard_size=10, format="lensnet"), out, 1, serial_map, overwrite=True)
     assert sorted(p.name for p in (out / "lensnet").iterdir()) == ["data.json", *sorted(
         f"{k}_{i}.fits" for k in ("gal", "psf") for i in range(10))]
+
+
+def test_cli_reports_a_failed_redraw_as_a_failed_item(tmp_path, capsys, monkeypatch):
+    """Exit 1 with the failure table (not exit 2 from a finalize over the damaged file)."""
+    import astrotool_lens.generate as gen
+    from astrotool.cli import main
+
+    ws = tmp_path / "ws"
+    args = [str(a) for a in ("-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "x",
+                             "--stamp-size", 24, "-n", 12, "--shard-size", 6, "--set", "lens.generate.psf.fwhm=0.6")]
+    assert main(args) == 0
+    out = ws / "lens" / "shear" / "x"
+    (out / "x_dataset.json").unlink()
+    (out / "shard00001_stamps.h5").write_bytes(b"interrupted")
+    real = gen.generate_shard
+
+    def failing(task, seed=None):
+        if task.shard == 1:
+            raise RuntimeError("out of memory")
+        return real(task, seed)
+
+    monkeypatch.setattr(gen, "generate_shard", failing)
+    capsys.readouterr()
+    assert main(args) == 1
+    got = capsys.readouterr()
+    assert "shard00001" in got.err and "out of memory" in got.err and json.loads(got.out)["missing_shards"] == 1
