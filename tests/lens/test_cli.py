@@ -152,3 +152,50 @@ def test_train_on_two_processes_keeps_one_record(tmp_path, capsys):
     assert meta["training"]["processes"] == 2 and summary["epochs_total"] == 1
     records = [json.loads(p.read_text()) for p in (ws / "runs").glob("*/run.json")]
     assert sorted(r["command"] for r in records) == ["lens generate", "lens train"]
+
+
+def test_train_refuses_to_resume_with_other_settings(tmp_path, capsys, monkeypatch):
+    """A rerun with changed settings is refused (exit 2, keys named) before the stamps are read."""
+    from astrotool_lens.data import ShearDataset
+
+    ws = tmp_path / "ws"
+    for name, seed in (("a", 1), ("b", 2)):
+        code, _, err = run(capsys, "-w", ws, "-q", "--seed", seed, "lens", "generate", "--preset", "shearnet",
+                           "--name", name, "--stamp-size", 16, "--pixel-scale", 0.3, "-n", 64, "--shard-size", 64,
+                           *TINY)
+        assert code == 0, err
+    train = ["-w", ws, "-q", "--seed", 5, "--set", "lens.train.threads=1", "--set", "lens.train.blocks=1", "lens",
+             "train", "--model", "m", "--width", 4, "--batch-size", 16]
+    code, out, err = run(capsys, *train, "--dataset", "a", "--epochs", 1)
+    assert code == 0, err
+    mdir = ws / "lens" / "models" / "m"
+    settings = json.loads((mdir / "last" / "model.json").read_text())["settings"]
+    assert settings["lr"] == 2e-3 and settings["seed"] == 5 and settings["dataset"]["name"] == "a"
+    assert not {"epochs", "patience", "resume", "device", "threads", "model"} & set(settings)
+    weights = (mdir / "model.safetensors").read_bytes()
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("stamps read before the settings were compared")
+
+    with monkeypatch.context() as m:
+        m.setattr(ShearDataset, "load_stamps", no_reading)
+        code, _, err = run(capsys, *train, "--dataset", "a", "--lr", 0.5, "--loss", "mae", "--target", "shear",
+                           "--epochs", 2)
+        assert code == 2 and "a model trained with other settings is here" in err
+        assert 'loss: "mse" -> "mae"; lr: 0.002 -> 0.5; target: "ellipticity" -> "shear"' in err
+        assert "--overwrite" in err and "Traceback" not in err
+        code, _, err = run(capsys, *train, "--dataset", "b", "--epochs", 2)
+        assert code == 2 and 'dataset.name: "a" -> "b"' in err and "seed" not in err
+        code, _, err = run(capsys, *train, "--dataset", "a", "--epochs", 2, "--seed", 6)
+        assert code == 2 and "seed: 5 -> 6" in err
+    assert (mdir / "model.safetensors").read_bytes() == weights  # refused runs wrote nothing
+
+    # only more epochs: the run continues; --overwrite trains afresh with the new settings
+    code, out, err = run(capsys, *train, "--dataset", "a", "--epochs", 2)
+    assert code == 0, err
+    assert (json.loads(out)["resumed_from"], json.loads(out)["epochs_run"]) == (1, 1)
+    code, out, err = run(capsys, *train, "--dataset", "b", "--loss", "mae", "--epochs", 1, "--overwrite")
+    assert code == 0, err
+    assert json.loads(out)["resumed_from"] is None and json.loads(out)["epochs_run"] == 1
+    settings = json.loads((mdir / "model.json").read_text())["settings"]
+    assert settings["loss"] == "mae" and settings["dataset"]["name"] == "b"

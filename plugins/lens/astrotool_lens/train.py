@@ -10,7 +10,10 @@ The loop, checkpoints, early stopping and resume come from
 :mod:`astrotool.ml.training`, which runs it through Lightning Fabric (CPU, one
 or several GPUs, Slurm nodes, mixed precision: the ``[ml]`` section); what an
 existing model folder means (resume, restart, refuse) from
-:func:`astrotool.ml.commands.prepare_training`.
+:func:`astrotool.ml.commands.prepare_training`. A resume must use the
+settings the model was trained with (:func:`resume_settings`: all of
+:class:`TrainConfig` but :data:`RESUMABLE`, the seed and the dataset);
+otherwise training is refused before the stamps are read.
 """
 
 from __future__ import annotations
@@ -27,6 +30,24 @@ from astrotool_lens.model import ARCHITECTURE, D4_SIGNS, d4_transform
 __docformat__ = "numpy"
 
 TARGET_COLUMNS = {"ellipticity": ("obs_g1", "obs_g2"), "shear": ("g1", "g2")}
+
+RESUMABLE = frozenset({"epochs", "patience", "resume", "device", "threads", "dataset", "model", "seed"})
+""":class:`TrainConfig` keys a resumed run may change: more epochs or patience train on, the device
+and threads change where it runs (as the ``[ml]`` section does); ``dataset`` and ``seed`` are compared
+as the dataset's identity and the seed in use, ``model`` names the folder."""
+
+
+def resume_settings(ds: ShearDataset, cfg: TrainConfig, seed: int) -> dict:
+    """What a resumed run must share with the run it continues (``meta["settings"]``).
+
+    Every :class:`TrainConfig` key but :data:`RESUMABLE` (a key added later
+    is compared too), the seed in use and the dataset's identity
+    (:func:`astrotool.ml.commands.dataset_identity`).
+    """
+    from astrotool.ml.commands import dataset_identity
+
+    return {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
+            "dataset": dataset_identity(ds)}
 
 
 def dataset_inputs(ds: ShearDataset, use_psf: bool, indices=None) -> np.ndarray:
@@ -75,7 +96,8 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     ------
     astrotool.errors.AstroError
         A model is already in ``model_dir`` and neither ``overwrite`` nor
-        ``cfg.resume`` (with a resumable ``last/``) applies.
+        ``cfg.resume`` (with a resumable ``last/``) applies, or it was
+        trained with other settings (:func:`resume_settings`).
     """
     import torch
 
@@ -88,7 +110,17 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     model_dir = Path(model_dir)
     rt = runtime if runtime is not None else Runtime(accelerator=cfg.device)
     rt.launch()  # several processes: start the others before anything is written
-    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero)
+    settings = resume_settings(ds, cfg, seed)
+    action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
+                              settings=settings)
+    if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
+        from astrotool.ml.checkpoint import LAST_DIR, read_meta
+
+        before = read_meta(model_dir / LAST_DIR).get("hyperparameters", {}).get("epochs")
+        if before is not None and before != cfg.epochs:
+            log.warning("the cosine learning-rate schedule now spans %d epochs instead of %d: the resumed epochs "
+                        "follow the new curve (not the same weights as %d epochs in one go)",
+                        cfg.epochs, before, cfg.epochs)
     if rt.world_size > 1:
         rt.fabric.barrier("lens-train-prepared")
     if cfg.threads:
@@ -158,6 +190,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
 
     meta = {
         "architecture": {"name": ARCHITECTURE, "kwargs": kwargs},
+        "settings": settings,
         "hyperparameters": cfg.model_dump(mode="json"),
         "normalisation": {"mode": cfg.normalisation, "input_scale": input_scale.tolist(),
                           "target_scale": target_scale.tolist(),
