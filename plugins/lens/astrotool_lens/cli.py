@@ -107,6 +107,8 @@ def measure(
     """Measure every stamp with GalSim HSM (REGAUSS, KSB, BJ, LINEAR) into lens/predictions/<dataset>_hsm.parquet.
 
     Failures are counted per method (and stored as NaN with a flag and message), never fatal.
+    An existing table is kept only when it was measured on this very dataset with the same
+    conversion, guesses and methods; otherwise the stamps are measured again.
     """
     from astrotool_lens.data import ShearDataset
     from astrotool_lens.measure import measure_dataset, table_problem
