@@ -480,8 +480,8 @@ def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shard
 def finished_manifest(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shards: int) -> dict | None:
     """The manifest already in ``out_dir`` when it finishes this very dataset, else None.
 
-    A repeated run that draws nothing keeps it (and the truth table), so the
-    dataset stays the one its HSM tables were measured on.
+    A repeated run that draws nothing keeps it and the truth table as they
+    are, with the provenance of the run that finished them.
     """
     import json
 

@@ -18,8 +18,8 @@ and stored as NaN with ``<method>_flag = 1`` and the message in
 ``<method>_error``; they never stop the run.
 
 A table records what made it (``settings``: conversion and starting guesses)
-and what it was measured on (``identity``: the dataset's name, ``n``, the
-SHA-256 of its manifest and the manifest's ``created_utc``);
+and what it was measured on (``identity``: the dataset's name, ``n`` and the
+SHA-256 of its manifest, :func:`astrotool.ml.commands.dataset_identity`);
 :func:`table_problem` tells whether it still serves a dataset and settings,
 for ``lens measure`` (skip or measure again) and ``lens evaluate`` (reuse or
 measure again).
@@ -27,8 +27,6 @@ measure again).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,15 +179,14 @@ def dataset_identity(dataset) -> dict:
     Returns
     -------
     dict
-        ``name``, ``n``, ``manifest_sha256`` (of the manifest as read, keys
-        sorted) and ``created_utc`` (the manifest's provenance). A dataset drawn
-        again (``--overwrite``) gets a new manifest, so a new hash; a resumed
-        run that draws nothing keeps the manifest.
+        :func:`astrotool.ml.commands.dataset_identity` (``name``, ``n``,
+        ``manifest_sha256``: the manifest without its provenance, so a dataset
+        drawn with another configuration, seed or size differs) and, for the
+        record, the manifest's ``created_utc``.
     """
-    text = json.dumps(dataset.manifest, sort_keys=True, separators=(",", ":"), default=str)
-    return {"name": dataset.name, "n": int(dataset.n),
-            "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "created_utc": (dataset.manifest.get("provenance") or {}).get("created_utc")}
+    from astrotool.ml.commands import dataset_identity as identity
+
+    return {**identity(dataset), "created_utc": (dataset.manifest.get("provenance") or {}).get("created_utc")}
 
 
 def _fmt(v) -> str:
