@@ -158,7 +158,8 @@ def train(
 ):
     """Train the CNN shear estimator; checkpoints (safetensors + JSON) in lens/models/<model>/.
 
-    Re-running resumes from lens/models/<model>/last (--overwrite starts afresh).
+    Re-running with the same settings resumes from lens/models/<model>/last (more --epochs train on);
+    other settings are refused (exit 2); --overwrite starts afresh.
     Where it trains comes from the [ml] section (--device, --precision, --devices,
     --num-nodes; several Slurm nodes: srun astro lens train ...).
     """
