@@ -64,7 +64,7 @@ def trained_model(easy_dataset, tmp_path_factory):
     from astrotool_lens.train import train_model
 
     cfg = TrainConfig(width=8, blocks=2, hidden=32, batch_size=32, epochs=15, lr=3e-3, patience=0,
-                      split=(0.8, 0.1, 0.1), threads=1, device="cpu", target="ellipticity",
+                      split=(0.8, 0.1, 0.1), threads=1, target="ellipticity",
                       use_psf=False)
     mdir = easy_dataset.root.parent.parent / "models" / "easy_cnn"
     summary = train_model(easy_dataset, cfg, mdir, seed=5)

@@ -68,7 +68,7 @@ def test_resume_gives_the_same_weights(easy_dataset, tmp_path):
     from astrotool_lens.train import train_model
 
     cfg = TrainConfig(epochs=2, width=4, blocks=2, hidden=8, batch_size=32, lr=2e-3, patience=0, threads=1,
-                      device="cpu", max_samples=128)
+                      max_samples=128)
     train_model(easy_dataset, cfg, tmp_path / "straight", seed=3)
 
     def interrupt(entry):

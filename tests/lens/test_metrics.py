@@ -110,7 +110,7 @@ def _tiny_model(tmp_path, ds):
     from astrotool_lens.train import train_model
 
     cfg = TrainConfig(width=4, blocks=2, hidden=8, batch_size=8, epochs=1, split=(0.5, 0.25, 0.25), threads=1,
-                      device="cpu", use_psf=False)
+                      use_psf=False)
     mdir = tmp_path / "models" / "tiny"
     train_model(ds, cfg, mdir, seed=1)
     return mdir

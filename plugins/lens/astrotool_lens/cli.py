@@ -173,8 +173,7 @@ def train(
         "train.normalisation": normalisation, "train.patience": patience, "train.resume": resume,
     })
     t = cfg.train
-    # lens.train.device, when set, stands for --device (it predates [ml]); the flag wins
-    rt = mc.runtime(ctx, device=device or (None if t.device == "auto" else t.device), precision=precision,
+    rt = mc.runtime(ctx, device=device, precision=precision,
                     devices=devices, num_nodes=num_nodes)
     rt.launch()  # several processes: the copies start here; they write no record and show no progress
     if not rt.is_global_zero:

@@ -293,8 +293,6 @@ class TrainConfig(_Model):
     augment: bool = Field(True, description="random flips/90-degree rotations with the matching sign changes of (g1, g2)")
     patience: int = Field(6, ge=0, description="early-stopping patience [epochs]; 0 = off")
     seed: int | None = Field(None, description="default: core.seed")
-    device: str = Field("auto", description="auto = ml.accelerator; cpu | cuda | cuda:N | mps stand for "
-                                            "--device (which wins). Precision, devices and nodes: the [ml] section")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
     resume: bool = Field(True, description="continue from lens/models/<model>/last when present")
     max_samples: int = Field(0, ge=0, description="use at most this many stamps (0 = all)")

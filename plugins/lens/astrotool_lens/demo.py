@@ -54,7 +54,7 @@ def run(ctx) -> list[str]:
 
     t1 = time.perf_counter()
     tc = TrainConfig(width=d.width, blocks=3, hidden=64, batch_size=64, epochs=d.epochs, lr=3e-3, patience=0,
-                     split=(0.85, 0.15, 0.0), threads=1, device="cpu")
+                     split=(0.85, 0.15, 0.0), threads=1)
     mdir = ws.stage("lens", "models") / "demo_cnn"
     tr = train_model(ShearDataset(shear / "demo_train"), tc, mdir, ctx.seed, overwrite=ctx.overwrite)
     t_train = time.perf_counter() - t1

@@ -31,9 +31,9 @@ __docformat__ = "numpy"
 
 TARGET_COLUMNS = {"ellipticity": ("obs_g1", "obs_g2"), "shear": ("g1", "g2")}
 
-RESUMABLE = frozenset({"epochs", "patience", "resume", "device", "threads", "dataset", "model", "seed"})
-""":class:`TrainConfig` keys a resumed run may change: more epochs or patience train on, the device
-and threads change where it runs (as the ``[ml]`` section does); ``dataset`` and ``seed`` are compared
+RESUMABLE = frozenset({"epochs", "patience", "resume", "threads", "dataset", "model", "seed"})
+""":class:`TrainConfig` keys a resumed run may change: more epochs or patience train on, threads
+change how it runs (where it runs is the ``[ml]`` section, not compared); ``dataset`` and ``seed`` are compared
 as the dataset's identity and the seed in use, ``model`` names the folder."""
 
 
@@ -85,7 +85,8 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
         Package versions for ``model.json``.
     runtime : astrotool.ml.fabric.Runtime, optional
         Where and how to train (the ``[ml]`` section with the command's
-        options). Default: one process on ``cfg.device``, 32-bit.
+        options). Default: the ``[ml]`` defaults (one process on the best
+        device, 32-bit).
 
     Returns
     -------
@@ -108,7 +109,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     from astrotool_lens.model import make_estimator
 
     model_dir = Path(model_dir)
-    rt = runtime if runtime is not None else Runtime(accelerator=cfg.device)
+    rt = runtime if runtime is not None else Runtime()
     rt.launch()  # several processes: start the others before anything is written
     settings = resume_settings(ds, cfg, seed)
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
