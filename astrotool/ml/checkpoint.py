@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from astrotool.errors import InputError
+from astrotool.provenance import versions
 from astrotool.workspace import atomic_path, write_json_atomic
 
 __docformat__ = "numpy"
@@ -42,25 +43,6 @@ STATE_META_FILE = "training_state.json"
 LAST_DIR = "last"
 FORMAT = "astrotool-checkpoint"
 FORMAT_VERSION = 1
-
-
-def package_versions(packages: Iterable[str] = ()) -> dict[str, str]:
-    """Installed versions of the given distributions plus Python, torch, numpy.
-
-    Parameters
-    ----------
-    packages : iterable of str
-        Extra distribution names (e.g. ``"astrotool-lens"``); missing ones are
-        reported as ``"not installed"``.
-
-    Returns
-    -------
-    dict
-        ``{name: version}`` (:func:`astrotool.provenance.package_versions`).
-    """
-    from astrotool.provenance import package_versions as installed
-
-    return installed(("astrotool", "torch", "numpy", "safetensors", *packages))
 
 
 def _default_mode(path: Path) -> None:
@@ -129,7 +111,7 @@ def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Pa
         "weights_sha256": _sha256(weights),
         "created_utc": datetime.now(timezone.utc).isoformat(),
     }
-    full.setdefault("versions", package_versions())
+    full.setdefault("versions", versions(("torch", "safetensors")))
     write_json_atomic(directory / META_FILE, full)
     return directory
 

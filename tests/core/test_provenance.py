@@ -35,13 +35,17 @@ def test_record_names_software_command_line_time_seed_and_config(running):
     assert "seed" not in provenance("x") and "config" not in provenance("x")
 
 
-def test_checkpoint_versions_come_from_the_same_module():
-    from astrotool.ml.checkpoint import package_versions as checkpoint_versions
+def test_checkpoints_record_the_same_versions(tmp_path):
+    torch = pytest.importorskip("torch")
+    import json
 
-    got = checkpoint_versions(["no-such-distribution-xyz"])
-    assert list(got) == ["python", "astrotool", "torch", "numpy", "safetensors", "no-such-distribution-xyz"]
-    assert got == package_versions(["astrotool", "torch", "numpy", "safetensors", "no-such-distribution-xyz"])
-    assert got["astrotool"] == __version__ and got["no-such-distribution-xyz"] == "not installed"
+    from astrotool.ml.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path, torch.nn.Linear(2, 1), {"architecture": {"name": "lin", "kwargs": {}}})
+    got = json.loads((tmp_path / "model.json").read_text())["versions"]
+    assert got == versions(["torch", "safetensors"])
+    assert got["astrotool"] == __version__ and got["torch"] == torch.__version__
+    assert {"astrotool-lens", "safetensors"} <= set(got)        # plugins and the named distributions
 
 
 def test_hdf5_attributes(tmp_path, running):

@@ -28,12 +28,6 @@ def main():
     """Weak-lensing shear: simulate sheared galaxies, measure them with HSM, train and evaluate a CNN."""
 
 
-def _versions() -> dict:
-    from astrotool.ml.checkpoint import package_versions
-
-    return package_versions(["astrotool-lens", "galsim", "h5py", "pyarrow"])
-
-
 def _split_list(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -81,7 +75,7 @@ def generate(
     g = cfg.generate
     out = ctx.workspace.stage("lens", "shear") / g.dataset_name
     seed = g.seed if g.seed is not None else ctx.seed
-    res = generate_dataset(g, out, seed, mapper=ctx.map, overwrite=ctx.overwrite, versions=_versions())
+    res = generate_dataset(g, out, seed, mapper=ctx.map, overwrite=ctx.overwrite)
     for p in sorted(out.glob("shard*_stamps.h5")):
         ctx.record.add_output(p)
     summary = {"dataset": g.dataset_name, "path": str(out), "n": g.n, "shards": res["shards"],
@@ -129,7 +123,7 @@ def measure(
             return
         if out.exists() and problem:
             ctx.log.info("measuring %s again: %s", out.name, problem)
-        res = measure_dataset(ds, m, out, mapper=ctx.map, metadata={"versions": _versions()})
+        res = measure_dataset(ds, m, out, mapper=ctx.map)
     mc.record(ctx, outputs=[out])
     for meth, k in res["failed"].items():
         if k:
@@ -184,7 +178,7 @@ def train(
                 if rt.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_model(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
-                          on_epoch=on_epoch, versions=_versions(), runtime=rt)
+                          on_epoch=on_epoch, runtime=rt)
     if not rt.is_global_zero:
         return
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
@@ -303,7 +297,7 @@ def predict(
     calibration = calibration_in_use(est, meta, pc.calibrated)
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
-                                                 "engine": pred.engine, "versions": _versions()})
+                                                 "engine": pred.engine})
     mc.record(ctx, inputs=[inputs, runner if pc.engine == "onnxruntime" else mdir], outputs=[out])
     summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
     if "true_g1" in cols:

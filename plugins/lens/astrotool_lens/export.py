@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.seeding import derive_seed
+
 __docformat__ = "numpy"
 
 
@@ -35,7 +37,7 @@ def parity_inputs(meta: dict, n: int, seed: int = 0) -> np.ndarray:
                 return dataset_inputs(ds, c == 2, np.arange(min(n, ds.n)))
         except Exception:  # noqa: BLE001 - fall back to synthetic stamps
             pass
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(derive_seed(seed, "parity_stamps"))
     yy, xx = np.mgrid[:s, :s] - (s - 1) / 2
     out = np.empty((n, c, s, s), np.float32)
     for i in range(n):

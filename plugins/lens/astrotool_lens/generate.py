@@ -440,7 +440,7 @@ def plan_shards(cfg: GenerateConfig, out_dir: Path, base_seed: int, overwrite: b
 
 
 def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shards: int,
-                     versions: dict | None = None, command: str = "lens generate") -> dict:
+                     command: str = "lens generate") -> dict:
     """Write ``<name>_truth.parquet``, LensNet's ``data.json`` and then ``<name>_dataset.json``.
 
     Called once every shard exists.
@@ -464,11 +464,10 @@ def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shard
         ]
         write_json_atomic(Path(out_dir) / "lensnet" / "data.json", entries)
 
-    meta = {"config": conf, "base_seed": int(base_seed), "versions": versions or {},
+    meta = {"config": conf, "base_seed": int(base_seed),
             "conventions": "reduced shear g; PSF ellipticity g; offsets in pixels; sizes in arcsec"}
     attrs = {"stamp_size": cfg.stamp_size, "pixel_scale": cfg.pixel_scale, "base_seed": int(base_seed),
-             "field_size": cfg.effective_field_size, "ring": cfg.shape.ring, "config": conf,
-             "versions": versions or {}}
+             "field_size": cfg.effective_field_size, "ring": cfg.shape.ring, "config": conf}
     manifest = dataset_writer(cfg, out_dir, command).finalize(
         n_shards, attrs=attrs, table_metadata=meta,
         before_manifest=lensnet_json if cfg.format == "lensnet" else None)
@@ -550,7 +549,7 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
 
 
 def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, mapper: Callable,
-                     overwrite: bool = False, command: str = "lens generate", versions: dict | None = None) -> dict:
+                     overwrite: bool = False, command: str = "lens generate") -> dict:
     """Generate (or finish) a dataset in ``out_dir``.
 
     Parameters
@@ -589,6 +588,6 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
     manifest = None
     if not missing:
         manifest = (None if drawn or overwrite else finished_manifest(cfg, out_dir, base_seed, len(tasks))) \
-            or finalize_dataset(cfg, out_dir, base_seed, len(tasks), versions, command)
+            or finalize_dataset(cfg, out_dir, base_seed, len(tasks), command)
     return {"manifest": manifest, "drawn": drawn, "skipped": len(results) - drawn, "missing": missing,
             "shards": len(tasks)}

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.seeding import derive_seed
+
 from astrotool_lens.config import TrainConfig
 from astrotool_lens.data import ShearDataset
 from astrotool_lens.model import ARCHITECTURE, D4_SIGNS, d4_transform
@@ -65,7 +67,7 @@ def _loss(kind: str):
 
 
 def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed: int, overwrite: bool = False,
-                log=None, on_epoch=None, versions: dict | None = None, runtime=None) -> dict:
+                log=None, on_epoch=None, runtime=None) -> dict:
     """Train (or resume training) a shear estimator.
 
     Parameters
@@ -81,8 +83,6 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     log : logging.Logger, optional
     on_epoch : callable, optional
         Called with each epoch's history entry.
-    versions : dict, optional
-        Package versions for ``model.json``.
     runtime : astrotool.ml.fabric.Runtime, optional
         Where and how to train (the ``[ml]`` section with the command's
         options). Default: the ``[ml]`` defaults (one process on the best
@@ -102,7 +102,6 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     """
     import torch
 
-    from astrotool.ml.checkpoint import package_versions
     from astrotool.ml.commands import prepare_training
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything
@@ -131,7 +130,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
 
     train_idx, val_idx, test_idx = ds.split(cfg.split, seed)
     if cfg.max_samples and len(train_idx) > cfg.max_samples:
-        train_idx = np.sort(np.random.default_rng([seed, 7]).choice(train_idx, cfg.max_samples, replace=False))
+        train_idx = np.sort(np.random.default_rng(derive_seed(seed, "max_samples")).choice(train_idx, cfg.max_samples, replace=False))
     if len(train_idx) == 0 or len(val_idx) == 0:
         from astrotool.errors import InputError
 
@@ -204,7 +203,6 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
             "device": str(device), "precision": rt.precision, "processes": rt.world_size,
             "dataset_config": ds.manifest.get("config"),
         },
-        "versions": versions or package_versions(["astrotool-lens", "galsim"]),
     }
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss",
