@@ -341,8 +341,9 @@ def resolve_device(preference: str | None = "auto", library: str = "torch", *, a
     ----------
     preference : {"auto", "cpu", "cuda", "cuda:N", "mps"} or None
         Requested device; None means ``auto``. Case is ignored.
-    library : {"torch", "cupy", "numpy"}
-        Who will hold the arrays. numpy runs on the CPU only, cupy on CUDA only.
+    library : {"torch", "cupy", "numpy", "onnxruntime"}
+        Who will hold the arrays. numpy runs on the CPU only, cupy on CUDA only,
+        ONNX Runtime on the CPU or on CUDA when it has the CUDA execution provider.
     auto_mps : bool
         Let ``auto`` choose Apple's MPS when there is no CUDA GPU (torch only;
         the numerical kernels need float64, which MPS lacks, so the array
@@ -367,8 +368,20 @@ def resolve_device(preference: str | None = "auto", library: str = "torch", *, a
     library = str(library or "torch").lower()
     if pref not in ("auto", "cpu", "cuda", "mps") and not (pref.startswith("cuda:") and pref[5:].isdigit()):
         raise AstroError(f"{option}: unknown device {preference!r}; choose one of auto, cpu, cuda, cuda:N, mps")
-    if library not in ("torch", "cupy", "numpy"):
-        raise AstroError(f"unknown array library {library!r}; choose one of torch, cupy, numpy")
+    if library not in ("torch", "cupy", "numpy", "onnxruntime"):
+        raise AstroError(f"unknown array library {library!r}; choose one of torch, cupy, numpy, onnxruntime")
+    if library == "onnxruntime":
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            if pref.startswith("cuda"):
+                raise AstroError(f"{option} {pref}: this onnxruntime ({ort.__version__}) has no CUDA execution "
+                                 f"provider (available: {', '.join(available)}); use {option} cpu (or auto)")
+            if pref == "mps":
+                raise AstroError(f"{option} mps: ONNX Runtime runs on cpu or cuda[:N]")
+            return "cpu"
+        return "cuda" if pref == "auto" else pref
     if library == "numpy":
         if pref.startswith("cuda") or pref == "mps":
             raise AstroError(f"{option} {pref}: the numpy backend runs on the CPU only; for a GPU use "

@@ -242,24 +242,18 @@ def onnx_session(path: str | Path, device: str | None = "cpu"):
     """
     import onnxruntime as ort
 
-    from astrotool.errors import AstroError, InputError
+    from astrotool.backends import resolve_device
+    from astrotool.errors import InputError
 
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such ONNX file")
-    pref = (device or "cpu").lower()
-    available = ort.get_available_providers()
-    has_cuda = "CUDAExecutionProvider" in available
-    if pref.startswith("cuda") and not has_cuda:
-        raise AstroError(f"--device {device}: this onnxruntime ({ort.__version__}) has no CUDA execution provider "
-                         f"(available: {', '.join(available)})")
-    if pref.startswith("cuda") or (pref == "auto" and has_cuda):
-        dev_id = int(pref.split(":", 1)[1]) if ":" in pref else 0
+    dev = resolve_device(device or "cpu", "onnxruntime")
+    if dev.startswith("cuda"):
+        dev_id = int(dev.split(":", 1)[1]) if ":" in dev else 0
         providers = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
-    elif pref in ("cpu", "auto"):
-        providers = ["CPUExecutionProvider"]
     else:
-        raise AstroError(f"--device {device}: ONNX Runtime runs on cpu or cuda[:N]")
+        providers = ["CPUExecutionProvider"]
     try:
         return ort.InferenceSession(str(path), providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
