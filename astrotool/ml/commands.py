@@ -117,8 +117,10 @@ def runtime(ctx, device: str | None = None, precision: str | None = None, device
     Returns
     -------
     astrotool.ml.fabric.Runtime
-        For :func:`astrotool.ml.training.fit` (``runtime=``); ``accelerator``
-        and ``precision`` also serve :func:`astrotool.ml.predict.predict`.
+        For :func:`astrotool.ml.training.fit` (``runtime=``); its ``accelerator``
+        can also serve :func:`astrotool.ml.predict.predict`. Whether a plugin
+        predicts in ``precision`` too is its choice: lens predicts in 32-bit,
+        since bf16's 3 significant digits would swamp shears of 1e-3.
 
     Raises
     ------
