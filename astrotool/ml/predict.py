@@ -14,11 +14,18 @@
 Both give the same outputs for the same inputs (to float32 rounding; see
 :mod:`astrotool.ml.export` for the parity check), whatever the batch size.
 
-Inputs are an array (numpy or torch), cut into ``batch_size`` slices, or any
-iterable of batches: each batch is an array, a tuple/list whose first element
-is the model input (``(x, y)`` batches of a training loader), or a dict of
-arrays (:meth:`astrotool.ml.data.ArrayDataset.iter_batches`,
-:func:`astrotool.ml.data.torch_loader`) from which ``key`` picks the input.
+Inputs are an array (numpy or torch) or a dict of arrays, cut into
+``batch_size`` slices, or any iterable of batches: each batch is an array, a
+tuple/list whose first element is the model input (``(x, y)`` batches of a
+training loader; ``((x, features), y)`` for a model of several inputs), or a
+dict of arrays (:meth:`astrotool.ml.data.ArrayDataset.iter_batches`,
+:func:`astrotool.ml.data.torch_loader`) from which ``key`` picks the input --
+or, given a list of names, the inputs, passed to the model in that order
+(``model(stamps, features)``; ONNX Runtime feeds them by name).
+
+A set too large for its outputs to fit in memory is predicted with
+``on_batch`` (called with each batch as given and its outputs: write them,
+or add them to running metrics) and ``keep=False``.
 
 :func:`fuse_batchnorm` gives a faster copy of a convolutional network for
 inference (each convolution absorbs the batch normalisation after it).
@@ -29,7 +36,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,10 +54,11 @@ class Predictions:
 
     Attributes
     ----------
-    outputs : numpy.ndarray or tuple of numpy.ndarray
-        One array per model output, batches concatenated along axis 0; a
-        single array for a single-output model. Half-precision outputs are
-        returned as float32.
+    outputs : numpy.ndarray, tuple or dict of numpy.ndarray, or None
+        One array per model output, batches concatenated along axis 0: a
+        single array for a single-output model, a tuple (or, from a torch
+        model returning a dict, a dict) for several. Half-precision outputs
+        are returned as float32. None when predicted with ``keep=False``.
     n : int
         Samples predicted.
     seconds : float
@@ -87,39 +95,67 @@ class Predictions:
                 "samples_per_s": round(rate, 1) if np.isfinite(rate) else None}
 
 
-def _pick(batch, key: str | None):
-    """The model input of one batch from an iterable."""
+def _keys(key) -> tuple[str, ...] | None:
+    """``key`` as a tuple of names (None: not given)."""
+    if key is None:
+        return None
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
+def _pick(batch, keys: tuple[str, ...] | None) -> tuple:
+    """The model inputs of one batch from an iterable, as a tuple."""
     if isinstance(batch, (tuple, list)):
-        return batch[0]
-    if isinstance(batch, dict):
-        if key is not None:
-            return batch[key]
-        arrays = [k for k in batch if k != "index"]
-        if len(arrays) != 1:
-            raise ValueError(f"the batches hold arrays {', '.join(arrays)}: name the model input with key=")
-        return batch[arrays[0]]
-    return batch
+        first = batch[0]
+        return tuple(first) if isinstance(first, (tuple, list)) else (first,)
+    if isinstance(batch, Mapping):
+        if keys is None:
+            arrays = [k for k in batch if k != "index"]
+            if len(arrays) != 1:
+                raise ValueError(f"the batches hold arrays {', '.join(arrays)}: name the model input with key= "
+                                 "(a list of names for a model of several inputs)")
+            keys = (arrays[0],)
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise KeyError(f"the batches hold no {', '.join(map(repr, missing))} (they hold {', '.join(batch)})")
+        return tuple(batch[k] for k in keys)
+    return (batch,)
 
 
-def _batches(inputs, batch_size: int, key: str | None = None):
-    """Yield input batches from an array or from an iterable of batches."""
-    if hasattr(inputs, "shape") and hasattr(inputs, "__getitem__"):
-        n = int(inputs.shape[0])
-        if n == 0:
-            yield inputs  # one empty batch: the model gives the output's shape
-        for i in range(0, n, batch_size):
-            yield inputs[i:i + batch_size]
+def _in_memory(inputs) -> bool:
+    """Whether ``inputs`` is one array or a dict of arrays (cut into slices), not an iterable of batches."""
+    if isinstance(inputs, Mapping):
+        return True
+    return hasattr(inputs, "shape") and hasattr(inputs, "__getitem__")
+
+
+def _batches(inputs, batch_size: int, keys: tuple[str, ...] | None = None):
+    """Yield ``(batch as given, tuple of model inputs)`` from arrays or from an iterable of batches."""
+    if _in_memory(inputs):
+        if isinstance(inputs, Mapping):
+            lengths = {k: int(v.shape[0]) for k, v in inputs.items()}
+            n = next(iter(lengths.values()), 0)
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"the input arrays differ in length: {lengths}")
+            cut = lambda a, b: {k: v[a:b] for k, v in inputs.items()}  # noqa: E731
+        else:
+            n = int(inputs.shape[0])
+            cut = lambda a, b: inputs[a:b]  # noqa: E731
+        for i in range(0, max(n, 1), batch_size):  # an empty input: one empty batch gives the output's shape
+            part = cut(i, i + batch_size)
+            yield part, _pick(part, keys)
         return
     for batch in inputs:
-        yield _pick(batch, key)
+        yield batch, _pick(batch, keys)
 
 
 def _concat(parts: list) -> Any:
-    """Concatenate per-batch outputs (each an array or a tuple of arrays)."""
+    """Concatenate per-batch outputs (each an array, a tuple or a dict of arrays)."""
     if not parts:
         return np.zeros((0,), np.float32)
     if isinstance(parts[0], tuple):
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return np.concatenate(parts)
 
 
@@ -134,30 +170,43 @@ def _check_precision(precision: str) -> str:
 
 
 def predict(model, inputs: Iterable, *, batch_size: int = 256, device: str | None = None,
-            precision: str = "32", key: str | None = None) -> Predictions:
+            precision: str = "32", key: str | Sequence[str] | None = None,
+            on_batch: Callable[[Any, Any], None] | None = None, keep: bool = True) -> Predictions:
     """Run a torch or ONNX model over inputs in batches.
 
     Parameters
     ----------
     model : torch.nn.Module, path-like or onnxruntime.InferenceSession
         A torch module (moved to ``device`` in place and run in eval mode; its
-        training mode is restored afterwards), or an ``.onnx`` file / session
-        (single input).
-    inputs : array-like or iterable of batches
-        An array (numpy or torch), first axis = samples, cut into
-        ``batch_size`` slices; or an iterable yielding batches (arrays,
-        tuples whose first element is the input, or dicts of arrays).
+        training mode is restored afterwards), or an ``.onnx`` file / session.
+    inputs : array-like, dict of arrays or iterable of batches
+        An array (numpy or torch) or a dict of equally long arrays, first
+        axis = samples, cut into ``batch_size`` slices; or an iterable
+        yielding batches (arrays, tuples whose first element is the input --
+        a tuple of arrays for several inputs --, or dicts of arrays).
     batch_size : int
-        Samples per forward pass for array inputs.
+        Samples per forward pass for array and dict inputs.
     device : str, optional
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Default: the torch
         module's current device; CPU for ONNX Runtime.
     precision : {"32", "bf16-mixed", "16-mixed"}
         Autocast for torch; ONNX Runtime runs the graph as exported and
         accepts only ``"32"``.
-    key : str, optional
-        The model input in dict batches (needed when a batch holds more than
-        one array besides ``"index"``).
+    key : str or sequence of str, optional
+        The model input(s) in dict batches: one name, or several passed to
+        the model in this order (``model(*[batch[k] for k in key])``; an ONNX
+        model is fed by input name when its inputs carry these names, else by
+        position). Needed when a batch holds more than one array besides
+        ``"index"``.
+    on_batch : callable, optional
+        ``on_batch(batch, outputs)`` after each forward pass: the batch as
+        given (a dict keeps ``"index"`` and the targets) and its outputs as
+        numpy arrays (same structure as :attr:`Predictions.outputs`). Its own
+        time is not counted in the throughput.
+    keep : bool
+        Keep and concatenate the outputs; ``False`` (with ``on_batch``) keeps
+        memory at about one batch whatever the number of samples, and
+        :attr:`Predictions.outputs` is None.
 
     Returns
     -------
@@ -166,16 +215,27 @@ def predict(model, inputs: Iterable, *, batch_size: int = 256, device: str | Non
     Raises
     ------
     astrotool.errors.AstroError
-        Unknown precision, a GPU asked for but absent, mixed precision with ONNX Runtime.
+        Unknown precision, a GPU asked for but absent, mixed precision with
+        ONNX Runtime, inputs that do not match the ONNX model's.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     precision = _check_precision(precision)
-    if _is_torch_module(model):
-        return _predict_torch(model, _batches(inputs, batch_size, key), device, precision,
-                              batch_size if hasattr(inputs, "shape") else None)
-    return _predict_onnx(model, _batches(inputs, batch_size, key), device, precision,
-                         batch_size if hasattr(inputs, "shape") else None)
+    keys = _keys(key)
+    run = _predict_torch if _is_torch_module(model) else _predict_onnx
+    return run(model, _batches(inputs, batch_size, keys), device, precision,
+               batch_size if _in_memory(inputs) else None, keys, on_batch, keep)
+
+
+def _collect(parts, on_batch, keep, batch, out) -> float:
+    """Keep a batch's outputs and hand them to ``on_batch``; return the seconds spent in ``on_batch``."""
+    if keep:
+        parts.append(out)
+    if on_batch is None:
+        return 0.0
+    t = time.perf_counter()
+    on_batch(batch, out)
+    return time.perf_counter() - t
 
 
 def _is_torch_module(model) -> bool:
@@ -186,7 +246,7 @@ def _is_torch_module(model) -> bool:
     return isinstance(model, torch.nn.Module)
 
 
-def _predict_torch(model, batches, device, precision, batch_size) -> Predictions:
+def _predict_torch(model, batches, device, precision, batch_size, keys, on_batch, keep) -> Predictions:
     import torch
 
     from astrotool.ml.training import select_device
@@ -206,20 +266,28 @@ def _predict_torch(model, batches, device, precision, batch_size) -> Predictions
             t = t.float()
         return t.detach().cpu().numpy()
 
-    parts, n = [], 0
+    def to_device(x):
+        xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        return xt.to(dev, non_blocking=True)
+
+    parts, n, outside = [], 0, 0.0
     t0 = time.perf_counter()
     try:
         with torch.inference_mode(), torch.autocast(dev.type, dtype=autocast_dtype or torch.float32,
                                                      enabled=autocast_dtype is not None):
-            for xb in batches:
-                xt = xb if isinstance(xb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(xb))
-                out = model(xt.to(dev, non_blocking=True))
-                parts.append(tuple(to_numpy(o) for o in out) if isinstance(out, (tuple, list)) else to_numpy(out))
-                n += int(xt.shape[0])
-        seconds = time.perf_counter() - t0
+            for batch, xs in batches:
+                xs = [to_device(x) for x in xs]
+                out = model(*xs)
+                if isinstance(out, Mapping):
+                    out = {k: to_numpy(v) for k, v in out.items()}
+                else:
+                    out = tuple(to_numpy(o) for o in out) if isinstance(out, (tuple, list)) else to_numpy(out)
+                n += int(xs[0].shape[0])
+                outside += _collect(parts, on_batch, keep, batch, out)
+        seconds = time.perf_counter() - t0 - outside
     finally:
         model.train(was_training)
-    return Predictions(_concat(parts), n, seconds, "torch", str(dev), precision, batch_size)
+    return Predictions(_concat(parts) if keep else None, n, seconds, "torch", str(dev), precision, batch_size)
 
 
 def onnx_session(path: str | Path, device: str | None = "cpu"):
@@ -264,28 +332,42 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tenso
                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
-def _predict_onnx(model, batches, device, precision, batch_size) -> Predictions:
+def _onnx_feed(feeds, keys: tuple[str, ...] | None, count: int) -> list[int] | None:
+    """For each ONNX input, the position of the array that feeds it (None: not feedable)."""
+    names = [f.name for f in feeds]
+    if keys is not None and len(keys) == count and set(names) <= set(keys):
+        return [keys.index(name) for name in names]
+    return list(range(count)) if count == len(names) else None
+
+
+def _predict_onnx(model, batches, device, precision, batch_size, keys, on_batch, keep) -> Predictions:
     from astrotool.errors import AstroError
 
     if precision != "32":
         raise AstroError(f"precision {precision}: ONNX Runtime runs the exported graph as it is (use 32)")
     sess = onnx_session(model, device or "cpu") if isinstance(model, (str, Path)) else model
     feeds = sess.get_inputs()
-    if len(feeds) != 1:
-        raise AstroError(f"the ONNX model takes {len(feeds)} inputs; predict feeds exactly one")
-    name, dtype = feeds[0].name, _ORT_DTYPES.get(feeds[0].type)
+    dtypes = [_ORT_DTYPES.get(f.type) for f in feeds]
     single = len(sess.get_outputs()) == 1
-    parts, n = [], 0
+    order = None
+    parts, n, outside = [], 0, 0.0
     t0 = time.perf_counter()
-    for xb in batches:
-        if hasattr(xb, "detach"):  # a torch tensor from a DataLoader
-            xb = xb.detach().cpu().numpy()
-        xb = np.ascontiguousarray(xb, dtype=dtype)
-        out = sess.run(None, {name: xb})
-        parts.append(out[0] if single else tuple(out))
-        n += int(xb.shape[0])
-    seconds = time.perf_counter() - t0
-    return Predictions(_concat(parts), n, seconds, "onnxruntime", sess.get_providers()[0], precision, batch_size)
+    for batch, xs in batches:
+        if order is None:
+            order = _onnx_feed(feeds, keys, len(xs))
+            if order is None:
+                given = f"{len(xs)} ({', '.join(keys)})" if keys and len(keys) == len(xs) else str(len(xs))
+                raise AstroError(f"the ONNX model takes {len(feeds)} input(s) ({', '.join(f.name for f in feeds)}); "
+                                 f"the batches give {given}: name them with key=")
+        xs = [x.detach().cpu().numpy() if hasattr(x, "detach") else x for x in xs]  # torch tensors from a loader
+        feed = {f.name: np.ascontiguousarray(xs[i], dtype=dt) for f, i, dt in zip(feeds, order, dtypes)}
+        out = sess.run(None, feed)
+        out = out[0] if single else tuple(out)
+        n += int(np.shape(xs[0])[0])
+        outside += _collect(parts, on_batch, keep, batch, out)
+    seconds = time.perf_counter() - t0 - outside
+    return Predictions(_concat(parts) if keep else None, n, seconds, "onnxruntime", sess.get_providers()[0],
+                       precision, batch_size)
 
 
 def fuse_batchnorm(model):

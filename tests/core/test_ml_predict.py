@@ -264,3 +264,190 @@ def test_bad_onnx_file_is_named(tmp_path):
     with pytest.raises(InputError, match="junk.onnx"):
         onnx_metadata(bad)
     assert json.dumps(predict(tiny_cnn(), stamps(3)).summary())
+
+
+# ----------------------------------------------------------------------------- several inputs and outputs
+
+
+class StampsAndFeatures(nn.Module):
+    """(stamps (n, 3, 6, 6), features (n, 4)) -> (logits (n, 2), latent (n, 3)): a classifier with metadata."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+        self.head = nn.Linear(3 + 4, 2)
+
+    def forward(self, stamps, features):
+        latent = self.conv(stamps)
+        return self.head(torch.cat([latent, features], dim=1)), latent
+
+
+def _stamps_and_features(n: int):
+    g = np.random.default_rng(5)
+    return {"stamps": g.normal(size=(n, 3, 6, 6)).astype(np.float32),
+            "features": g.normal(size=(n, 4)).astype(np.float32),
+            "label": (np.arange(n) % 2).astype(np.int64)}
+
+
+def _by_hand(net, d):
+    with torch.no_grad():
+        logits, latent = net(torch.from_numpy(d["stamps"]), torch.from_numpy(d["features"]))
+    return logits.numpy(), latent.numpy()
+
+
+def test_several_inputs_from_dicts_tuples_and_a_dataset(tmp_path):
+    from astrotool.ml.data import ArrayDataset, DatasetWriter, torch_loader
+
+    net, d = StampsAndFeatures(), _stamps_and_features(11)
+    logits, latent = _by_hand(net, d)
+    keys = ["stamps", "features"]
+    whole = predict(net, d, batch_size=4, key=keys)  # a dict of arrays, cut into slices of 4
+    assert whole.n == 11 and whole.batch_size == 4 and isinstance(whole.outputs, tuple)
+    assert np.allclose(whole.outputs[0], logits, atol=1e-6) and np.allclose(whole.outputs[1], latent, atol=1e-6)
+    # the order of key is the order of the arguments: swapped, the shapes no longer fit
+    with pytest.raises(RuntimeError):
+        predict(net, d, key=["features", "stamps"])
+    with pytest.raises(ValueError, match="name the model input with key="):
+        predict(net, d)
+    # ((x, features), y) batches of a training loader
+    loader = [((torch.from_numpy(d["stamps"][a:a + 5]), torch.from_numpy(d["features"][a:a + 5])),
+               torch.from_numpy(d["label"][a:a + 5])) for a in range(0, 11, 5)]
+    assert np.allclose(predict(net, loader).outputs[0], logits, atol=1e-6)
+    # a set on disk with stamps (3, 6, 6), features (4,) and scalar labels, streamed both ways
+    w = DatasetWriter(str(tmp_path / "set"), "set", compression="none")
+    w.write_shard(0, 0, {k: v[:6] for k, v in d.items()})
+    w.write_shard(1, 6, {k: v[6:] for k, v in d.items()})
+    w.finalize(2)
+    ds = ArrayDataset(tmp_path / "set")
+    streamed = predict(net, ds.iter_batches(3), key=keys)  # "label" and "index" are left out
+    assert np.allclose(streamed.outputs[1], latent, atol=1e-6)
+    shuffled = predict(net, torch_loader(ds, 4, seed=1), key=keys, keep=True)
+    order = np.concatenate([b["index"].numpy() for b in torch_loader(ds, 4, seed=1)])
+    assert sorted(order.tolist()) == list(range(11)) and order.tolist() != list(range(11))
+    assert np.allclose(shuffled.outputs[0], logits[order], atol=1e-6)
+    with pytest.raises(KeyError, match="the batches hold no 'meta'"):
+        predict(net, ds.iter_batches(3), key=["stamps", "meta"])
+
+
+def test_on_batch_streams_outputs_with_their_batch_and_keep_false_keeps_none(tmp_path):
+    """The caller sees every batch (index, label) with its outputs; nothing is accumulated."""
+    net, d = StampsAndFeatures(), _stamps_and_features(11)
+    logits, _ = _by_hand(net, d)
+    seen, correct = [], [0]
+
+    def on_batch(batch, out):
+        seen.append(batch["index"].tolist())
+        correct[0] += int((out[0].argmax(1) == batch["label"]).sum())
+
+    batches = ({**{k: v[a:a + 4] for k, v in d.items()}, "index": np.arange(a, min(a + 4, 11))}
+               for a in range(0, 11, 4))
+    p = predict(net, batches, key=["stamps", "features"], on_batch=on_batch, keep=False)
+    assert p.outputs is None and p.n == 11 and p.summary()["n"] == 11
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    assert correct[0] == int((logits.argmax(1) == d["label"]).sum())
+    # an array input hands its slices to on_batch; the callback's time is not the model's
+    slices = []
+    predict(net, d, batch_size=5, key=["stamps", "features"],
+            on_batch=lambda batch, out: slices.append((len(batch["stamps"]), out[0].shape)))
+    assert slices == [(5, (5, 2)), (5, (5, 2)), (1, (1, 2))]
+
+
+def test_dict_outputs_are_concatenated_per_name():
+    class Named(nn.Module):
+        def forward(self, x):
+            return {"total": x.sum(dim=1), "peak": x.amax(dim=1)}
+
+    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    out = predict(Named(), x, batch_size=3).outputs
+    assert list(out) == ["total", "peak"]
+    assert np.allclose(out["total"], x.sum(1), atol=1e-6) and np.array_equal(out["peak"], x.max(1))
+
+
+def test_onnx_export_of_several_named_inputs_and_outputs(tmp_path):
+    import onnxruntime as ort
+
+    net, d = StampsAndFeatures(), _stamps_and_features(9)
+    parity = {"stamps": d["stamps"], "features": d["features"]}
+    res = export_onnx(net, parity, tmp_path / "m.onnx", output_names=["logits", "latent"])
+    assert res["samples"] == 9 and res["max_abs_diff"] <= 1e-5
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape) for i in sess.get_inputs()] == [("stamps", ["n", 3, 6, 6]), ("features", ["n", 4])]
+    assert [o.name for o in sess.get_outputs()] == ["logits", "latent"]
+    logits, latent = _by_hand(net, d)
+    # fed by name: the batch's order of arrays does not matter to ONNX Runtime
+    o = predict(tmp_path / "m.onnx", {"features": d["features"], "stamps": d["stamps"]}, batch_size=4,
+                key=["features", "stamps"])
+    assert o.engine == "onnxruntime" and np.abs(o.outputs[0] - logits).max() <= 1e-5
+    assert np.abs(o.outputs[1] - latent).max() <= 1e-5
+    # by position when the names are not the graph's
+    renamed = {"a": d["stamps"], "b": d["features"]}
+    assert np.abs(predict(tmp_path / "m.onnx", renamed, key=["a", "b"]).outputs[0] - logits).max() <= 1e-5
+    with pytest.raises(AstroError, match=r"takes 2 input\(s\) \(stamps, features\); the batches give 1"):
+        predict(tmp_path / "m.onnx", d, key="stamps")
+    # a tuple of parity inputs with a list of names; the parity check over both inputs
+    export_onnx(net, (d["stamps"], d["features"]), tmp_path / "t.onnx", input_name=["img", "meta"],
+                output_names=["logits", "latent"])
+    assert check_parity(tmp_path / "t.onnx", net, (d["stamps"], d["features"])) <= 1e-5
+    # the parity check runs every input: a branch on the second one, frozen by tracing, is caught
+    class FeatureBranch(StampsAndFeatures):
+        def forward(self, stamps, features):
+            logits, latent = super().forward(stamps, features)
+            return (logits if float(features.mean()) > 0 else -logits), latent
+
+    signed = {"stamps": d["stamps"], "features": np.abs(d["features"])}
+    signed["features"][4:] *= -1  # traced on the first two (positive); torch takes the other branch here
+    with pytest.raises(ParityError, match=r"b\.onnx: onnxruntime differs from torch by .* on 9 samples"):
+        export_onnx(FeatureBranch(), signed, tmp_path / "b.onnx", output_names=["logits", "latent"])
+    assert not (tmp_path / "b.onnx").exists()
+    with pytest.raises(ValueError, match="2 parity inputs need as many names"):
+        export_onnx(net, (d["stamps"], d["features"]), tmp_path / "u.onnx")
+    with pytest.raises(ValueError, match="dynamic_axes: 'time' is neither an input"):
+        export_onnx(net, parity, tmp_path / "u.onnx", dynamic_axes={"time": {1: "t"}})
+    assert not (tmp_path / "u.onnx").exists()
+
+
+class MaskedMean(nn.Module):
+    """(seq (n, t, 2), mask (n, t) bool) -> (n, 1): a linear map of the mean over the valid steps."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.linear = nn.Linear(2, 1)
+
+    def forward(self, seq, mask):
+        m = mask.to(seq.dtype).unsqueeze(-1)
+        return self.linear((seq * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+def _sequences(lengths, t_max, seed=0):
+    """Padded sequences of the given lengths: (n, t_max, 2) float32 and their (n, t_max) bool mask."""
+    g = np.random.default_rng(seed)
+    seq = np.zeros((len(lengths), t_max, 2), np.float32)
+    for i, k in enumerate(lengths):
+        seq[i, :k] = g.normal(size=(k, 2))
+    return seq, np.arange(t_max)[None, :] < np.asarray(lengths)[:, None]
+
+
+def test_onnx_export_with_a_dynamic_sequence_axis(tmp_path):
+    import onnxruntime as ort
+
+    net = MaskedMean()
+    seq, mask = _sequences([1, 3, 5, 2], 5)
+    out = tmp_path / "seq.onnx"
+    export_onnx(net, {"seq": seq, "mask": mask}, out, output_names=["logit"],
+                dynamic_axes={"seq": {1: "t"}, "mask": {1: "t"}})
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.shape for i in sess.get_inputs()] == [["n", "t", 2], ["n", "t"]]
+    assert sess.get_inputs()[1].type == "tensor(bool)"
+    # sequences of another length than the traced one: same answers as torch
+    seq9, mask9 = _sequences([9, 1, 4], 9, seed=1)
+    assert check_parity(out, net, {"seq": seq9, "mask": mask9}) <= 1e-5
+    # padding does not change a sequence's answer: the mask leaves the padded steps out
+    o = predict(out, {"seq": seq9, "mask": mask9}, key=["seq", "mask"]).outputs
+    short = predict(out, {"seq": seq9[2:3, :4], "mask": mask9[2:3, :4]}, key=["seq", "mask"]).outputs
+    assert abs(float(o[2, 0] - short[0, 0])) <= 1e-6
+    assert abs(float(o[2, 0]) - float(net.linear(torch.from_numpy(seq9[2, :4].mean(0))).detach()[0])) <= 1e-5
+    # without the dynamic axis the graph is fixed to the traced length
+    export_onnx(net, {"seq": seq, "mask": mask}, tmp_path / "fixed.onnx")
+    assert [i.shape for i in onnx_session(tmp_path / "fixed.onnx").get_inputs()] == [["n", 5, 2], ["n", 5]]
