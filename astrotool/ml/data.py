@@ -21,7 +21,9 @@ Write with :class:`DatasetWriter` (one shard per executor item, then
 :meth:`DatasetWriter.finalize`), read with :class:`ArrayDataset`
 (random access with :meth:`~ArrayDataset.read`, constant-memory streaming with
 :meth:`~ArrayDataset.iter_batches`), split with :func:`group_split` and train
-with :func:`torch_loader`. h5py, pyarrow and torch are imported inside functions.
+with :func:`torch_loader`. Samples of different lengths are stored padded, next
+to their lengths (:func:`pad_sequences`). h5py, pyarrow and torch are imported
+inside functions.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from astrotool.seeding import entropy
 __docformat__ = "numpy"
 
 __all__ = ["FORMAT", "MANIFEST_SUFFIX", "DatasetWriter", "ArrayDataset", "EpochBatchSampler",
-           "group_split", "resolve_dataset", "torch_loader", "shard_name", "read_shard_arrays",
+           "group_split", "pad_sequences", "resolve_dataset", "torch_loader", "shard_name", "read_shard_arrays",
            "read_shard_metadata"]
 
 FORMAT = "astrotool-array-dataset"
@@ -582,6 +584,65 @@ class ArrayDataset:
             b = min(total, a + batch_size)
             idx = np.arange(a, b) if indices is None else np.asarray(indices[a:b], dtype=np.int64)
             yield {**self.read(idx, names, check_finite), "index": idx}
+
+
+# ============================================================================ sequences
+
+
+def pad_sequences(sequences: Sequence, length: int | None = None, value: float = 0,
+                  dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """Stack sequences of different lengths into one padded array and their lengths.
+
+    A dataset's arrays have one shape per sample, so variable-length samples
+    (the 1..N alerts of an object, light curves of different spans) are
+    stored padded to a common ``length`` next to an array of their lengths;
+    a model's mask is ``np.arange(length) < lengths[:, None]`` (True on the
+    valid steps).
+
+    Parameters
+    ----------
+    sequences : sequence of array-like
+        Each ``(t_i, *feature_shape)`` with the same feature shape (``t_i``
+        may be 0).
+    length : int, optional
+        Padded length (default: the longest sequence).
+    value : float
+        Fill value of the padded steps.
+    dtype : numpy dtype, optional
+        Default: that of the (non-empty) sequences.
+
+    Returns
+    -------
+    padded : numpy.ndarray
+        ``(n, length, *feature_shape)``; sequence ``i`` in ``padded[i, :t_i]``.
+    lengths : numpy.ndarray
+        ``(n,)`` int64, the ``t_i``.
+
+    Raises
+    ------
+    ValueError
+        Feature shapes that differ, no sequences, or a sequence longer than ``length``.
+    """
+    arrays = [np.asarray(a) for a in sequences]
+    if not arrays:
+        raise ValueError("pad_sequences: no sequences")
+    if any(a.ndim == 0 for a in arrays):
+        raise ValueError("pad_sequences: each sequence needs a first (time) axis")
+    feature = arrays[0].shape[1:]
+    for i, a in enumerate(arrays):
+        if a.shape[1:] != feature:
+            raise ValueError(f"pad_sequences: sequence {i} has steps of shape {a.shape[1:]}, sequence 0 {feature}")
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    length = int(lengths.max()) if length is None else int(length)
+    if lengths.max() > length:
+        i = int(np.argmax(lengths))
+        raise ValueError(f"pad_sequences: sequence {i} has {lengths[i]} steps, more than length={length}")
+    if dtype is None:  # an empty sequence ([] is float64 to numpy) does not decide the dtype
+        dtype = np.result_type(*([a for a in arrays if a.size] or arrays))
+    padded = np.full((len(arrays), length, *feature), value, dtype=dtype)
+    for i, a in enumerate(arrays):
+        padded[i, :len(a)] = a
+    return padded, lengths
 
 
 # ============================================================================ splits

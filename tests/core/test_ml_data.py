@@ -348,3 +348,53 @@ def test_streaming_peak_memory_stays_flat_as_the_set_grows_tenfold(tmp_path):
     full = _peak(big, "load")
     print(f"loading the 10x set whole: RSS {full['rss'] / MiB:.1f} MiB, numpy {full['traced'] / MiB:.2f} MiB")
     assert full["rss"] - p10["rss"] > 30 * MiB and full["traced"] > 40 * MiB
+
+
+# ---------------------------------------------------------------------------- mixed shapes, sequences
+
+
+def test_arrays_of_different_shapes_and_padded_sequences_in_one_set(tmp_path):
+    """Stamps (3, 6, 6), features (k,), scalar labels and padded 1..4-step sequences with their lengths."""
+    torch = pytest.importorskip("torch")
+    from astrotool.ml.data import pad_sequences
+
+    g = np.random.default_rng(3)
+    n = 7
+    steps = [g.normal(size=(k, 2)).astype(np.float32) for k in (1, 4, 2, 3, 1, 4, 2)]
+    seq, lengths = pad_sequences(steps, length=4, value=-1)
+    assert seq.shape == (7, 4, 2) and seq.dtype == np.float32 and lengths.tolist() == [1, 4, 2, 3, 1, 4, 2]
+    assert np.array_equal(seq[2, :2], steps[2]) and np.all(seq[2, 2:] == -1)
+    arrays = {"stamps": g.normal(size=(n, 3, 6, 6)).astype(np.float32),
+              "features": g.normal(size=(n, 5)).astype(np.float32),
+              "label": np.arange(n, dtype=np.int64) % 3, "seq": seq, "length": lengths}
+    w = DatasetWriter(str(tmp_path), "mixed", compression="low")
+    w.write_shard(0, 0, {k: v[:4] for k, v in arrays.items()})
+    w.write_shard(1, 4, {k: v[4:] for k, v in arrays.items()})
+    m = w.finalize(2)
+    assert {k: v["shape"] for k, v in m["arrays"].items()} == {
+        "stamps": [3, 6, 6], "features": [5], "label": [], "seq": [4, 2], "length": []}
+    ds = ArrayDataset(tmp_path)
+    got = ds.read([6, 1, 4])
+    for k, v in arrays.items():
+        assert np.array_equal(got[k], v[[6, 1, 4]]), k
+    batch = next(iter(torch_loader(ds, 7, shuffle=False)))
+    mask = torch.arange(4)[None, :] < batch["length"][:, None]  # True on the valid steps
+    assert mask.sum(1).tolist() == lengths.tolist()
+    assert torch.all(batch["seq"][~mask] == -1) and batch["label"].dtype == torch.int64
+    assert batch["stamps"].shape == (7, 3, 6, 6) and batch["features"].shape == (7, 5)
+
+
+def test_pad_sequences_defaults_and_refusals():
+    from astrotool.ml.data import pad_sequences
+
+    padded, lengths = pad_sequences([[1, 2, 3], [], [4]])
+    assert padded.tolist() == [[1, 2, 3], [0, 0, 0], [4, 0, 0]] and lengths.tolist() == [3, 0, 1]
+    assert padded.dtype == np.int64 and lengths.dtype == np.int64
+    as_float, _ = pad_sequences([[1, 2], [3]], dtype=np.float32, value=np.nan)
+    assert as_float.dtype == np.float32 and np.isnan(as_float[1, 1])
+    with pytest.raises(ValueError, match="sequence 1 has 3 steps, more than length=2"):
+        pad_sequences([[1], [1, 2, 3]], length=2)
+    with pytest.raises(ValueError, match=r"sequence 1 has steps of shape \(3,\), sequence 0 \(2,\)"):
+        pad_sequences([np.zeros((2, 2)), np.zeros((1, 3))])
+    with pytest.raises(ValueError, match="no sequences"):
+        pad_sequences([])
