@@ -530,3 +530,97 @@ def test_negative_seed_trains(tmp_path):
             validate=lambda m: {"val_loss": 1.0}, epochs=1, seed=-5, checkpoint_dir=tmp_path,
             meta={"architecture": {"name": "tiny", "kwargs": {}}})
     assert r.epochs_run == 1
+
+
+# ----------------------------------------------------------------------------- dict batches from a dataset
+
+
+class _TwoInputs(torch.nn.Module):
+    """model(x (n, 4), features (n, 2)) -> (n, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh())
+        self.head = torch.nn.Linear(8 + 2, 1)
+
+    def forward(self, x, features):
+        return self.head(torch.cat([self.body(x), features], dim=1))
+
+
+def _two_input_set(root):
+    from astrotool.ml.data import DatasetWriter
+
+    x, y = (t.numpy() for t in _data())
+    f = np.stack([np.cos(x[:, 0]), x[:, 1] ** 2], axis=1).astype(np.float32)
+    w = DatasetWriter(str(root), "two", compression="none")
+    for k, a in enumerate(range(0, N_ROWS, 20)):
+        w.write_shard(k, a, {"x": x[a:a + 20], "features": f[a:a + 20], "y": y[a:a + 20]})
+    w.finalize(2)
+    return x, f, y
+
+
+def _train_dicts(root, ckpt, runtime=None, parts=None):
+    """Train _TwoInputs on dict batches of torch_loader; validate by streaming the set through predict."""
+    from astrotool.ml.data import ArrayDataset, torch_loader
+    from astrotool.ml.predict import predict
+    from astrotool.ml.training import fit
+
+    ds = ArrayDataset(root)
+    model = _TwoInputs()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loader = torch_loader(ds, BATCH, seed=5)
+
+    def batches(epoch):
+        loader.sampler.set_epoch(epoch)
+        yield from loader  # dicts: x, features, y and index
+
+    def loss_fn(m, b):
+        rows = sorted(b["index"].tolist())
+        if parts is not None:
+            parts.append(rows)
+        if torch.distributed.is_initialized():  # each rank notes the rows it trained on
+            with open(Path(ckpt).parent / f"rows{torch.distributed.get_rank()}.jsonl", "a") as fh:
+                fh.write(json.dumps(rows) + "\n")
+        return torch.nn.functional.mse_loss(m(b["x"], b["features"]), b["y"])
+
+    def validate(m):  # the whole set, one streamed batch at a time: nothing kept but two sums
+        sums = [0.0, 0]
+
+        def add(batch, out):
+            sums[0] += float(((out - batch["y"]) ** 2).sum())
+            sums[1] += out.size
+
+        predict(m, ds.iter_batches(8), key=["x", "features"], on_batch=add, keep=False)
+        return {"val_loss": sums[0] / sums[1]}
+
+    result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=2, checkpoint_dir=ckpt,
+                 meta={"architecture": {"name": "two", "kwargs": {}}}, seed=3, runtime=runtime)
+    return model, result
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_dict_batches_of_two_inputs_split_across_two_processes_equal_one(tmp_path):
+    from astrotool.ml.fabric import Runtime
+
+    x, f, y = _two_input_set(tmp_path / "set")
+    parts = []
+    single, r1 = _train_dicts(tmp_path / "set", tmp_path / "one", parts=parts)
+    # one process saw whole global batches of 16, 16 and 7 rows, every row once per epoch
+    assert [len(p) for p in parts] == [16, 16, 7] * 2
+    assert sorted(sum(parts[:3], [])) == list(range(N_ROWS))
+    # the streamed validation is the mean squared error over the whole set, computed in one piece here
+    with torch.no_grad():
+        full = float(torch.nn.functional.mse_loss(single(torch.from_numpy(x), torch.from_numpy(f)),
+                                                  torch.from_numpy(y)))
+    assert r1.history[-1]["val_loss"] == pytest.approx(full, rel=1e-6)
+    assert r1.history[1]["val_loss"] < r1.history[0]["val_loss"]
+    forked, r2 = _train_dicts(tmp_path / "set", tmp_path / "two",
+                              runtime=Runtime(accelerator="cpu", devices=2, strategy="ddp_fork"))
+    assert r2.world_size == 2
+    # each rank trained on its own rows of every dict batch: 8 + 8, 8 + 8, 3 + 4, whole batches between them
+    ranks = [[json.loads(line) for line in (tmp_path / f"rows{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert [len(p) for p in ranks[0]] == [8, 8, 3] * 2 and [len(p) for p in ranks[1]] == [8, 8, 4] * 2
+    assert [sorted(a + b) for a, b in zip(*ranks)] == parts
+    assert _max_diff(_weights(forked), _weights(single)) < DDP_ATOL
+    assert [h["val_loss"] for h in r2.history] == pytest.approx([h["val_loss"] for h in r1.history], rel=1e-5)
