@@ -185,6 +185,8 @@ def export_onnx(model, inputs, out_path: str | Path, *, input_name: str | Sequen
     import onnx
     import torch
 
+    from astrotool.ml.predict import model_float_dtype
+
     out_path = Path(out_path)
     named = _named_inputs(inputs, input_name)
     if named is None:
@@ -203,7 +205,9 @@ def export_onnx(model, inputs, out_path: str | Path, *, input_name: str | Sequen
     # traced and compared on the CPU, in float32 (a GPU's TF32 convolutions would fail a 1e-5 parity)
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.eval().to("cpu")
+    float_dtype = model_float_dtype(model)
     example = tuple(torch.from_numpy(a[:max(1, trace_samples)]) for a in arrays)
+    example = tuple(t.to(float_dtype) if float_dtype is not None and t.is_floating_point() else t for t in example)
     try:
         from astrotool.workspace import atomic_path
 

@@ -42,7 +42,7 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-__all__ = ["PRECISIONS", "Predictions", "fuse_batchnorm", "onnx_session", "predict"]
+__all__ = ["PRECISIONS", "Predictions", "fuse_batchnorm", "model_float_dtype", "onnx_session", "predict"]
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 """Accepted ``precision`` values (``"32"``: no autocast)."""
@@ -179,6 +179,8 @@ def predict(model, inputs: Iterable, *, batch_size: int = 256, device: str | Non
     model : torch.nn.Module, path-like or onnxruntime.InferenceSession
         A torch module (moved to ``device`` in place and run in eval mode; its
         training mode is restored afterwards), or an ``.onnx`` file / session.
+        Floating-point inputs are cast to the model's dtype (float16 maps
+        into a float32 model), integer and boolean ones passed as they are.
     inputs : array-like, dict of arrays or iterable of batches
         An array (numpy or torch) or a dict of equally long arrays, first
         axis = samples, cut into ``batch_size`` slices; or an iterable
@@ -238,6 +240,14 @@ def _collect(parts, on_batch, keep, batch, out) -> float:
     return time.perf_counter() - t
 
 
+def model_float_dtype(model):
+    """The floating-point dtype of a torch module's parameters (then buffers); None if it has none."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
 def _is_torch_module(model) -> bool:
     if isinstance(model, (str, Path)) or type(model).__name__ == "InferenceSession":
         return False
@@ -266,8 +276,12 @@ def _predict_torch(model, batches, device, precision, batch_size, keys, on_batch
             t = t.float()
         return t.detach().cpu().numpy()
 
+    float_dtype = model_float_dtype(model)
+
     def to_device(x):
         xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        if float_dtype is not None and xt.is_floating_point() and xt.dtype != float_dtype:
+            return xt.to(dev, float_dtype, non_blocking=True)  # float16 maps, float64 arrays: as ONNX Runtime does
         return xt.to(dev, non_blocking=True)
 
     parts, n, outside = [], 0, 0.0

@@ -451,3 +451,18 @@ def test_onnx_export_with_a_dynamic_sequence_axis(tmp_path):
     # without the dynamic axis the graph is fixed to the traced length
     export_onnx(net, {"seq": seq, "mask": mask}, tmp_path / "fixed.onnx")
     assert [i.shape for i in onnx_session(tmp_path / "fixed.onnx").get_inputs()] == [["n", 5, 2], ["n", 5]]
+
+
+def test_float_inputs_are_cast_to_the_model_dtype(tmp_path):
+    """float16 maps (a submission's format) and float64 arrays run through a float32 model, torch and ONNX."""
+    net, x = tiny_cnn(), stamps(6)
+    x16 = x.astype(np.float16)
+    ref16 = predict(net, x16.astype(np.float32), batch_size=4).outputs  # the float16 values, in float32
+    got = predict(net, x16, batch_size=4)
+    assert got.outputs.dtype == np.float32 and np.array_equal(got.outputs, ref16)
+    assert np.array_equal(predict(net, x.astype(np.float64)).outputs, predict(net, x).outputs)
+    export_onnx(net, x16, tmp_path / "m.onnx")  # traced and checked from float16 parity maps
+    assert np.abs(predict(tmp_path / "m.onnx", x16).outputs - ref16).max() <= 1e-5
+    # integer and boolean inputs are not touched (the mask of MaskedMean stays bool)
+    seq, mask = _sequences([2, 3], 3)
+    assert predict(MaskedMean(), {"seq": seq.astype(np.float16), "mask": mask}, key=["seq", "mask"]).n == 2
