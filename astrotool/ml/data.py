@@ -648,13 +648,16 @@ def pad_sequences(sequences: Sequence, length: int | None = None, value: float =
 # ============================================================================ splits
 
 
-def group_split(groups, fractions: Sequence[float], seed: int) -> tuple[np.ndarray, ...]:
+def group_split(groups, fractions: Sequence[float], seed: int, strata=None) -> tuple[np.ndarray, ...]:
     """Split samples into subsets by whole groups, fixed by seed.
 
     Every sample of a group (a shear field, a star and its augmented twins, an
     objectId) lands in the same subset. Groups are shuffled with a generator
     seeded by ``seed`` and dealt out in proportion to ``fractions`` (largest
     remainders); every subset with a positive fraction gets at least one group.
+    With ``strata`` (a class per sample), the groups of each stratum are dealt
+    out separately, so every subset gets its share of every class -- a rare
+    class too.
 
     Parameters
     ----------
@@ -664,6 +667,9 @@ def group_split(groups, fractions: Sequence[float], seed: int) -> tuple[np.ndarr
         Share of the groups in each subset (e.g. ``(0.8, 0.1, 0.1)``); they
         are normalised; a zero gives an empty subset.
     seed : int
+    strata : array-like, optional
+        Stratum (e.g. class) of each sample; the samples of one group must
+        share it.
 
     Returns
     -------
@@ -673,17 +679,44 @@ def group_split(groups, fractions: Sequence[float], seed: int) -> tuple[np.ndarr
     Raises
     ------
     astrotool.errors.AstroError
-        Fewer groups than subsets with a positive fraction.
+        Fewer groups (in a stratum) than subsets with a positive fraction.
+    ValueError
+        Bad fractions; a group whose samples lie in several strata.
     """
     groups = np.asarray(groups)
     frac = np.asarray(fractions, dtype=float)
     if frac.ndim != 1 or frac.size == 0 or (frac < 0).any() or frac.sum() <= 0:
         raise ValueError(f"fractions must be non-negative with a positive sum, got {list(fractions)}")
     uniq, inverse = np.unique(groups, return_inverse=True)
-    n = len(uniq)
+    inverse = inverse.ravel()
+    if strata is None:
+        subset_of_group = _deal(len(uniq), frac, fractions, entropy(seed, _SPLIT_STREAM), "")
+    else:
+        strata = np.asarray(strata).ravel()
+        if strata.shape != inverse.shape:
+            raise ValueError(f"strata: {strata.size} labels for {inverse.size} samples")
+        s_uniq, s_of_sample = np.unique(strata, return_inverse=True)
+        s_of_group = np.full(len(uniq), -1, dtype=np.int64)
+        s_of_group[inverse] = s_of_sample.ravel()
+        split = np.flatnonzero(s_of_group[inverse] != s_of_sample.ravel())
+        if split.size:
+            g = uniq[inverse[split[0]]].item()
+            raise ValueError(f"strata: the samples of group {g!r} lie in several strata "
+                             f"({', '.join(map(str, np.unique(strata[inverse == inverse[split[0]]])))})")
+        subset_of_group = np.empty(len(uniq), dtype=np.int64)
+        for k, label in enumerate(s_uniq):
+            members = np.flatnonzero(s_of_group == k)
+            subset_of_group[members] = _deal(len(members), frac, fractions, entropy(seed, _SPLIT_STREAM, k + 1),
+                                             f" of stratum {label.item()!r}")
+    subset = subset_of_group[inverse]
+    return tuple(np.flatnonzero(subset == k) for k in range(len(frac)))
+
+
+def _deal(n: int, frac: np.ndarray, fractions, entropy_value, where: str) -> np.ndarray:
+    """The subset of each of ``n`` groups: shuffled, then dealt out by largest remainders."""
     want = int((frac > 0).sum())
     if n < want:
-        raise AstroError(f"split: {n} group(s) cannot fill {want} non-empty subsets (fractions "
+        raise AstroError(f"split: {n} group(s){where} cannot fill {want} non-empty subsets (fractions "
                          f"{', '.join(f'{f:g}' for f in fractions)}); use more data or fewer subsets")
     share = frac / frac.sum() * n
     counts = np.floor(share).astype(int)
@@ -692,11 +725,10 @@ def group_split(groups, fractions: Sequence[float], seed: int) -> tuple[np.ndarr
     for k in np.flatnonzero((frac > 0) & (counts == 0)):
         counts[int(np.argmax(counts))] -= 1
         counts[k] += 1
-    perm = np.random.default_rng(entropy(seed, _SPLIT_STREAM)).permutation(n)
+    perm = np.random.default_rng(entropy_value).permutation(n)
     subset_of_group = np.empty(n, dtype=np.int64)
     subset_of_group[perm] = np.repeat(np.arange(len(frac)), counts)
-    subset = subset_of_group[inverse.ravel()]
-    return tuple(np.flatnonzero(subset == k) for k in range(len(frac)))
+    return subset_of_group
 
 
 # ============================================================================ torch

@@ -398,3 +398,23 @@ def test_pad_sequences_defaults_and_refusals():
         pad_sequences([np.zeros((2, 2)), np.zeros((1, 3))])
     with pytest.raises(ValueError, match="no sequences"):
         pad_sequences([])
+
+
+def test_group_split_by_strata_gives_every_subset_every_class():
+    # 40 objects of class 0 (4 alerts each), 5 of the rare class 1 (2 alerts each)
+    groups = np.concatenate([np.repeat(np.arange(40), 4), np.repeat(np.arange(40, 45), 2)])
+    classes = (groups >= 40).astype(int)
+    plain = group_split(groups, (0.6, 0.2, 0.2), seed=1)
+    assert plain[0].tolist() == group_split(groups, (0.6, 0.2, 0.2), seed=1, strata=None)[0].tolist()
+    parts = group_split(groups, (0.6, 0.2, 0.2), seed=1, strata=classes)
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(groups.size))
+    seen = [set(groups[p]) for p in parts]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    # per class, groups dealt 60/20/20 by largest remainders: 24/8/8 of class 0, 3/1/1 of class 1
+    assert [[len({g for g in s if g < 40}), len({g for g in s if g >= 40})] for s in seen] == [[24, 3], [8, 1], [8, 1]]
+    assert all(np.array_equal(a, b) for a, b in zip(parts, group_split(groups, (0.6, 0.2, 0.2), 1, classes)))
+    # the rare class cannot fill three subsets with two objects; a group in two classes is refused
+    with pytest.raises(AstroError, match="2 group\\(s\\) of stratum 1 cannot fill 3 non-empty subsets"):
+        group_split([0, 0, 1, 2, 3, 4, 5], (0.6, 0.2, 0.2), 0, strata=[0, 0, 1, 0, 0, 1, 0])
+    with pytest.raises(ValueError, match="the samples of group 7 lie in several strata \\(a, b\\)"):
+        group_split([7, 7, 8], (0.5, 0.5), 0, strata=["a", "b", "a"])
