@@ -150,13 +150,22 @@ def _batches(inputs, batch_size: int, keys: tuple[str, ...] | None = None):
 
 def _concat(parts: list) -> Any:
     """Concatenate per-batch outputs (each an array, a tuple or a dict of arrays)."""
+    def cat(arrays):
+        try:
+            return np.concatenate(arrays)
+        except ValueError:
+            shapes = sorted({a.shape[1:] for a in arrays})
+            raise ValueError(f"the batches' outputs differ in shape beyond the sample axis "
+                             f"({', '.join(map(str, shapes))}): pad every batch to one length, or take them "
+                             "one batch at a time with on_batch= and keep=False") from None
+
     if not parts:
         return np.zeros((0,), np.float32)
     if isinstance(parts[0], tuple):
-        return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
+        return tuple(cat([p[k] for p in parts]) for k in range(len(parts[0])))
     if isinstance(parts[0], dict):
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return np.concatenate(parts)
+        return {k: cat([p[k] for p in parts]) for k in parts[0]}
+    return cat(parts)
 
 
 def _check_precision(precision: str) -> str:

@@ -353,7 +353,7 @@ def test_on_batch_streams_outputs_with_their_batch_and_keep_false_keeps_none(tmp
     assert slices == [(5, (5, 2)), (5, (5, 2)), (1, (1, 2))]
 
 
-def test_dict_outputs_are_concatenated_per_name():
+def test_dict_outputs_are_concatenated_per_name(tmp_path):
     class Named(nn.Module):
         def forward(self, x):
             return {"total": x.sum(dim=1), "peak": x.amax(dim=1)}
@@ -362,6 +362,10 @@ def test_dict_outputs_are_concatenated_per_name():
     out = predict(Named(), x, batch_size=3).outputs
     assert list(out) == ["total", "peak"]
     assert np.allclose(out["total"], x.sum(1), atol=1e-6) and np.array_equal(out["peak"], x.max(1))
+    # exported, the dict's values are the graph's outputs in order; parity compares them one by one
+    export_onnx(Named(), x, tmp_path / "named.onnx", output_names=["total", "peak"])
+    o = predict(tmp_path / "named.onnx", x).outputs
+    assert isinstance(o, tuple) and np.array_equal(o[1], x.max(1)) and np.allclose(o[0], x.sum(1), atol=1e-5)
 
 
 def test_onnx_export_of_several_named_inputs_and_outputs(tmp_path):
@@ -466,3 +470,17 @@ def test_float_inputs_are_cast_to_the_model_dtype(tmp_path):
     # integer and boolean inputs are not touched (the mask of MaskedMean stays bool)
     seq, mask = _sequences([2, 3], 3)
     assert predict(MaskedMean(), {"seq": seq.astype(np.float16), "mask": mask}, key=["seq", "mask"]).n == 2
+
+
+def test_outputs_of_batch_dependent_shapes_say_what_to_do():
+    """A temporal model's per-step outputs, batches trimmed to their own longest sequence."""
+    class PerStep(nn.Module):
+        def forward(self, seq):
+            return seq.sum(-1)  # (n, t)
+
+    batches = [np.ones((2, 3, 2), np.float32), np.ones((2, 5, 2), np.float32)]
+    with pytest.raises(ValueError, match=r"differ in shape beyond the sample axis \(\(3,\), \(5,\)\).*on_batch="):
+        predict(PerStep(), batches)
+    got = []
+    p = predict(PerStep(), batches, on_batch=lambda b, out: got.append(out.shape), keep=False)
+    assert got == [(2, 3), (2, 5)] and p.n == 4 and p.outputs is None
