@@ -27,7 +27,8 @@ Regression: :func:`rmse`, :func:`mae`, :func:`regression_metrics`.
 Classification: :func:`classification_metrics`. Calibration:
 :func:`calibration_metrics` (ECE plus the bins of a reliability diagram).
 Segmentation: :func:`segmentation_metrics` (IoU and Dice) and
-:func:`threshold_sweep` (precision, recall, F1, IoU per threshold). Threshold
+:func:`threshold_sweep` (precision, recall, F1, IoU per threshold; from the
+counts of :func:`threshold_counts`, which add up over batches). Threshold
 curves: :func:`pr_curve`, :func:`roc_curve`.
 """
 
@@ -42,7 +43,7 @@ __docformat__ = "numpy"
 
 __all__ = [
     "rmse", "mae", "regression_metrics", "classification_metrics", "calibration_metrics",
-    "segmentation_metrics", "threshold_sweep", "pr_curve", "roc_curve",
+    "segmentation_metrics", "threshold_counts", "threshold_sweep", "pr_curve", "roc_curve",
 ]
 
 NAN = float("nan")
@@ -469,8 +470,8 @@ def segmentation_metrics(pred, target, num_classes: int | None = None, threshold
     return out
 
 
-def threshold_sweep(scores, target, thresholds: Sequence[float]) -> dict:
-    """Binary precision, recall, F1 (= Dice) and IoU at each of a few thresholds.
+def threshold_counts(scores, target, thresholds: Sequence[float]) -> dict:
+    """Binary counts at each threshold, to sum over batches before :func:`threshold_sweep`.
 
     Parameters
     ----------
@@ -485,17 +486,17 @@ def threshold_sweep(scores, target, thresholds: Sequence[float]) -> dict:
     Returns
     -------
     dict
-        ``thresholds`` and per threshold (lists) ``tp, fp, fn, precision,
-        recall, f1, iou``; ``best`` = the threshold with the largest IoU
-        (``{"threshold", "iou", "f1", "precision", "recall"}``, NaN when no
-        IoU is defined); ``n, n_dropped``. NaN where a ratio has no
-        denominator (precision when nothing reaches the threshold, everything
-        when there is nothing to find and nothing found).
+        ``thresholds`` and per threshold (lists) ``tp, fp, fn``; ``n,
+        n_dropped``. Counts of several batches add up key by key.
 
     Notes
     -----
-    The counts come from torchmetrics' ``binary_stat_scores`` at each
-    threshold; the ratios are computed here from them, in float64.
+    Project-own: each score is placed among the sorted thresholds once
+    (``searchsorted``) and the counts are cumulative sums of a histogram, so
+    the cost is O(N log T) in time and O(T) in memory (torchmetrics' binned
+    curves compare every score with every threshold: an N x T array, 735 MiB
+    for 64 PLATO quarters). A test checks the counts against torchmetrics'
+    ``binary_stat_scores``.
     """
     t_ = np.asarray(thresholds, float).ravel()
     if not t_.size:
@@ -506,15 +507,46 @@ def threshold_sweep(scores, target, thresholds: Sequence[float]) -> dict:
     ok = np.isfinite(p.astype(float)) & np.isfinite(y.astype(float))
     p, y = p[ok].astype(float), _labels(y[ok], "target", 2)
     _probabilities(p, "scores")
-    counts = np.zeros((t_.size, 3), np.int64)
-    if y.size:
-        from torchmetrics.functional.classification import binary_stat_scores
+    order = np.argsort(t_, kind="stable")
+    above = np.searchsorted(t_[order], p, side="right")          # thresholds each score reaches
+    reach = np.cumsum(np.bincount(above, minlength=t_.size + 1)[::-1])[::-1][1:]
+    reach_pos = np.cumsum(np.bincount(above[y == 1], minlength=t_.size + 1)[::-1])[::-1][1:]
+    tp = np.empty(t_.size, np.int64)
+    fp = np.empty(t_.size, np.int64)
+    tp[order], fp[order] = reach_pos, reach - reach_pos
+    fn = int((y == 1).sum()) - tp
+    return {"n": int(y.size), "n_dropped": int((~ok).sum()), "thresholds": _floats(t_),
+            "tp": [int(v) for v in tp], "fp": [int(v) for v in fp], "fn": [int(v) for v in fn]}
 
-        ty = _t(y, "int64")
-        for i, t in enumerate(t_):
-            tp, fp, _tn, fn, _ = binary_stat_scores(_t((p >= t).astype(np.int64), "int64"), ty).tolist()
-            counts[i] = (tp, fp, fn)
-    tp, fp, fn = counts.T
+
+def threshold_sweep(scores, target=None, thresholds: Sequence[float] | None = None) -> dict:
+    """Binary precision, recall, F1 (= Dice) and IoU at each of a few thresholds.
+
+    Parameters
+    ----------
+    scores : array-like or dict
+        Probabilities of the positive class, any shape (pooled over every
+        element); or the (summed) result of :func:`threshold_counts`, for a
+        set evaluated batch by batch.
+    target : array-like
+        0/1 labels, same shape (not with counts).
+    thresholds : sequence of float
+        E.g. ``numpy.arange(0.05, 1, 0.05)``; positive when ``p >= t`` (not
+        with counts).
+
+    Returns
+    -------
+    dict
+        ``thresholds`` and per threshold (lists) ``tp, fp, fn, precision,
+        recall, f1, iou``; ``best`` = the threshold with the largest IoU
+        (``{"threshold", "iou", "f1", "precision", "recall"}``, NaN when no
+        IoU is defined); ``n, n_dropped``. NaN where a ratio has no
+        denominator (precision when nothing reaches the threshold, everything
+        when there is nothing to find and nothing found).
+    """
+    counts = scores if isinstance(scores, dict) else threshold_counts(scores, target, thresholds)
+    t_ = np.asarray(counts["thresholds"], float)
+    tp, fp, fn = (np.asarray(counts[k], np.int64) for k in ("tp", "fp", "fn"))
     prec, rec = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     f1, iou = _ratio(2 * tp, 2 * tp + fp + fn), _ratio(tp, tp + fp + fn)
     best = {"threshold": NAN, "iou": NAN, "f1": NAN, "precision": NAN, "recall": NAN}
@@ -522,7 +554,7 @@ def threshold_sweep(scores, target, thresholds: Sequence[float]) -> dict:
         k = int(np.nanargmax(iou))
         best = {"threshold": float(t_[k]), "iou": float(iou[k]), "f1": float(f1[k]), "precision": float(prec[k]),
                 "recall": float(rec[k])}
-    return {"n": int(y.size), "n_dropped": int((~ok).sum()), "thresholds": _floats(t_),
+    return {"n": int(counts["n"]), "n_dropped": int(counts["n_dropped"]), "thresholds": _floats(t_),
             "tp": [int(v) for v in tp], "fp": [int(v) for v in fp], "fn": [int(v) for v in fn],
             "precision": _floats(prec), "recall": _floats(rec), "f1": _floats(f1), "iou": _floats(iou), "best": best}
 

@@ -294,6 +294,24 @@ def test_threshold_sweep_by_hand():
         M.threshold_sweep(PROB, MASK, [])
 
 
+def test_threshold_counts_add_up_over_batches_and_match_torchmetrics():
+    from torchmetrics.functional.classification import binary_stat_scores
+
+    rng = np.random.default_rng(8)
+    p, y = rng.random((6, 500)), rng.integers(0, 2, (6, 500))
+    p[0, :5] = [0.3, 0.3, 0.0, 1.0, 0.7]                   # scores exactly on thresholds, and the ends
+    thresholds = [0.7, 0.05, 0.3, 0.95, 0.5]               # any order
+    whole = M.threshold_counts(p, y, thresholds)
+    for k, t in enumerate(thresholds):
+        tp, fp, _tn, fn, _ = binary_stat_scores(torch.from_numpy((p >= t).astype(np.int64)).ravel(),
+                                                torch.from_numpy(y).ravel()).tolist()
+        assert (whole["tp"][k], whole["fp"][k], whole["fn"][k]) == (tp, fp, fn)
+    parts = [M.threshold_counts(p[i], y[i], thresholds) for i in range(6)]   # one curve at a time
+    summed = {**parts[0], **{k: [sum(c[k][j] for c in parts) for j in range(5)] for k in ("tp", "fp", "fn")},
+              "n": sum(c["n"] for c in parts), "n_dropped": 0}
+    assert M.threshold_sweep(summed) == M.threshold_sweep(p, y, thresholds)
+
+
 # ============================================================================ PR and ROC
 
 # scores .1 .4 .35 .8 with targets 0 0 1 1. A sample is positive when score >= threshold.
