@@ -264,7 +264,7 @@ def _build_fabric(accelerator, devices, num_nodes, strategy, precision):
     try:
         return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                       precision=precision)
-    except (ValueError, RuntimeError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Lightning's MisconfigurationException, ValueError, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AstroError(f"ml: cannot train with accelerator={accelerator}, devices={devices}, "
                          f"num_nodes={num_nodes}, strategy={strategy}, precision={precision}: {first}") from None
@@ -295,7 +295,11 @@ def launch(fabric):
 
     if getattr(fabric, "_launched", False) or is_multiprocessing(fabric) or os.environ.get("LT_CLI_USED") == "1":
         return fabric
-    fabric.launch()
+    try:
+        fabric.launch()
+    except ValueError as exc:  # e.g. ml.devices that does not match Slurm's tasks per node
+        first = str(exc).strip().splitlines()[0]
+        raise AstroError(f"ml.devices / ml.num_nodes: cannot start the training processes: {first}") from None
     return fabric
 
 

@@ -597,6 +597,15 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
             raise InputError(last_dir / ck.WEIGHTS_FILE, f"cannot resume: weights do not fit the model ({exc})") from None
         loop = ck.load_training_state(last_dir, optimizer)
         start_epoch = int(loop.get("epochs_done", 0))
+        weights_after = (last.meta.get("training_progress") or {}).get("epochs_done")
+        if weights_after is not None and int(weights_after) != start_epoch:
+            from astrotool.errors import InputError
+
+            # the model and the loop state are two writes: a stop between them leaves a pair that
+            # would resume without complaint but not to the weights of an uninterrupted run
+            raise InputError(last_dir, f"cannot resume: the weights are from epoch {weights_after} but the "
+                                       f"optimizer and loop state from epoch {start_epoch} (stopped while "
+                                       "saving); use --overwrite to train again")
         step = int(loop.get("step", 0))
         history = list(loop.get("history", []))
         stopper.load_state_dict(loop.get("early_stopping", {}))

@@ -123,6 +123,21 @@ def test_resume_after_two_epochs_gives_identical_weights(tmp_path):
     assert again.epochs_run == 0 and again.resumed_from == 5
 
 
+def test_resume_refuses_weights_and_state_of_different_epochs(tmp_path):
+    """A stop between writing last/'s model and its loop state leaves a mismatched pair: refused."""
+    import shutil
+
+    from astrotool.errors import InputError
+    from astrotool.ml import checkpoint as ck
+
+    _train(tmp_path / "a", 2)
+    _train(tmp_path / "b", 3)
+    for name in (ck.WEIGHTS_FILE, ck.META_FILE):         # epoch-3 weights beside epoch-2 optimizer and loop
+        shutil.copy(tmp_path / "b" / "last" / name, tmp_path / "a" / "last" / name)
+    with pytest.raises(InputError, match="weights are from epoch 3 but the optimizer and loop state from epoch 2"):
+        _train(tmp_path / "a", 5)
+
+
 def test_loss_scale_of_16_mixed_is_kept_for_resume(tmp_path):
     from astrotool.ml import checkpoint as ck
     from astrotool.ml.fabric import Runtime
@@ -391,6 +406,19 @@ def test_srun_tasks_training_alone_are_refused(monkeypatch):
         Runtime(accelerator="cpu").fabric
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
     assert Runtime(accelerator="cpu").fabric.world_size == 1
+
+
+def test_devices_that_do_not_match_slurm_name_the_key(monkeypatch):
+    from astrotool.errors import AstroError
+    from astrotool.ml.fabric import Runtime
+
+    for k, v in {"SLURM_JOB_ID": "1", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "4",
+                 "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "n1",
+                 "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_TASKS_PER_NODE": "4", "SLURM_STEP_NUM_NODES": "1"}.items():
+        monkeypatch.setenv(k, v)
+    rt = Runtime.from_config({"accelerator": "cpu", "devices": 2, "strategy": "ddp"})
+    with pytest.raises(AstroError, match=r"ml.devices / ml.num_nodes: cannot start .*ntasks-per-node=4"):
+        rt.launch()
 
 
 def test_sync_batchnorm_on_cpu_is_refused(tmp_path):
