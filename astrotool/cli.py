@@ -7,7 +7,7 @@ before Typer parses the rest; they are defined once, in
 lazily (:class:`LazyCommand`): ``astro --help`` shows the one-line help each
 plugin registered and imports a plugin's command module only when one of its
 commands runs. A group can mount under another plugin's group
-(``CommandSpec(parent="lens")`` gives ``astro lens kappa``); its module is
+(``CommandSpec("sub", ..., parent="lens")`` puts ``sub`` under ``lens``); its module is
 imported only when it runs, not for ``astro lens --help``.
 
 Exit codes: 0 success; 1 some items failed (a table of failures is printed);
@@ -149,7 +149,7 @@ class LazyCommand(TyperGroup):
     Parameters
     ----------
     path : str
-        Command path without ``astro``, e.g. ``"lens kappa"``.
+        Command path without ``astro``, e.g. ``"lens"`` or a nested ``"lens sub"``.
     spec : astrotool.hookspecs.CommandSpec
         What the plugin registered.
     plugin : str
@@ -237,7 +237,7 @@ class RootGroup(TyperGroup):
     """The ``astro`` group: its sub-commands are :class:`LazyCommand` mounts."""
 
     mounts: set = set()
-    """Every mounted command path, e.g. ``{"dre", "lens", "lens kappa", ...}``."""
+    """Every mounted command path, e.g. ``{"dre", "lens", "lens sub", ...}`` (``sub`` mounted under ``lens``)."""
 
     def invoke(self, ctx):
         try:
@@ -280,7 +280,7 @@ def mount_tree(registry=None) -> tuple[dict, list]:
     Returns
     -------
     mounts : dict
-        ``{path: LazyCommand}``, e.g. ``{"lens": ..., "lens kappa": ...}``.
+        ``{path: LazyCommand}``, e.g. ``{"lens": ..., "lens sub": ...}``.
     roots : list of LazyCommand
         The commands mounted at the root, in registration order.
     """
@@ -368,7 +368,7 @@ def _version_text() -> str:
 
 
 def _command_path(rest: list[str], group) -> str:
-    """The command a run names itself after (``runs/<utc>-<command>/``), e.g. ``"lens kappa train"``."""
+    """The command a run names itself after (``runs/<utc>-<command>/``), e.g. ``"lens train"``."""
     words: list[str] = []
     for a in rest:
         if a.startswith("-"):

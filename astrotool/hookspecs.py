@@ -43,7 +43,7 @@ class CommandSpec(NamedTuple):
         Help panel heading.
     parent : str
         Command path of the group to mount under, without ``astro``: ``""`` for
-        the root, ``"lens"`` for ``astro lens kappa``. The parent may belong to
+        the root, ``"lens"`` for a group under ``astro lens``. The parent may belong to
         another plugin, which needs no change; a parent that does not exist marks
         this plugin broken.
 

@@ -1,4 +1,4 @@
-"""The layer every ML plugin (lens, lens kappa, plato, ztf) stands on.
+"""The layer every plugin that trains a model (lens today) stands on.
 
 Submodules (import them directly; nothing heavy is imported here):
 

@@ -9,7 +9,7 @@ through, so the same command trains on
 - several GPUs of one machine (``devices = 4``: ``strategy = "ddp"`` starts one
   process per device by re-running the same command line with ``LOCAL_RANK``
   set; ``ddp_spawn``/``ddp_fork`` start them from inside :func:`fit` instead);
-- several Slurm nodes: ``srun astro ... train`` with ``num_nodes`` and
+- several Slurm nodes: ``srun astro lens train`` with ``num_nodes`` and
   ``devices`` matching ``--nodes`` and ``--ntasks-per-node``; Fabric reads the
   ranks from Slurm's environment (as it does from ``torchrun``'s).
 

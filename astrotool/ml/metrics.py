@@ -123,35 +123,25 @@ def _finite_pairs(pred, true) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def rmse(pred, true) -> float:
-    """Root-mean-square error over finite pairs (NaN when none).
+    """Root-mean-square error over finite pairs (NaN when none); see :func:`regression_metrics`.
 
     Parameters
     ----------
     pred, true : array-like
         Same shape; flattened.
     """
-    p, t, _ = _finite_pairs(pred, true)
-    if not p.size:
-        return NAN
-    from torchmetrics.functional.regression import mean_squared_error
-
-    return float(mean_squared_error(_t(p), _t(t), squared=False))
+    return regression_metrics(pred, true)["rmse"]
 
 
 def mae(pred, true) -> float:
-    """Mean absolute error over finite pairs (NaN when none).
+    """Mean absolute error over finite pairs (NaN when none); see :func:`regression_metrics`.
 
     Parameters
     ----------
     pred, true : array-like
         Same shape; flattened.
     """
-    p, t, _ = _finite_pairs(pred, true)
-    if not p.size:
-        return NAN
-    from torchmetrics.functional.regression import mean_absolute_error
-
-    return float(mean_absolute_error(_t(p), _t(t)))
+    return regression_metrics(pred, true)["mae"]
 
 
 def _regression(p: np.ndarray, t: np.ndarray, dropped: int) -> dict:
