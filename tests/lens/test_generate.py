@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from astrotool_lens.config import GenerateConfig
+from astrotool_lens.data import ShearDataset
 from astrotool_lens.generate import draw_stamps, generate_dataset
 from astrotool_lens.shear import compose_shear, e_to_g, g_to_e
 
@@ -247,6 +248,26 @@ def test_overwrite_removes_an_earlier_lensnet_folder_and_a_rerun_keeps_the_manif
     generate_dataset(easy_config("o", n=10, shard_size=10, format="lensnet"), out, 1, serial_map, overwrite=True)
     assert sorted(p.name for p in (out / "lensnet").iterdir()) == ["data.json", *sorted(
         f"{k}_{i}.fits" for k in ("gal", "psf") for i in range(10))]
+
+
+def test_overwrite_shard_by_shard_finishes_with_every_lensnet_file(tmp_path):
+    """A Slurm array with --overwrite: each job redraws its shard, the last one finishes the set."""
+    out = tmp_path / "s"
+    generate_dataset(easy_config("s", n=20, shard_size=10, format="lensnet"), out, 1, serial_map)
+    new = easy_config("s", n=20, shard_size=10, format="lensnet", offset_radius=0.25)   # other settings
+
+    def shard(i):
+        def mapper(fn, items, desc="", keys=None):   # what --shard i/2 leaves of the items
+            return serial_map(fn, items[i::2], desc, None if keys is None else keys[i::2])
+        return mapper
+
+    first = generate_dataset(new, out, 1, shard(0), overwrite=True)
+    assert first["missing"] == 1 and first["manifest"] is None   # shard 1 still holds the old settings
+    second = generate_dataset(new, out, 1, shard(1), overwrite=True)
+    assert second["missing"] == 0 and second["manifest"]["config"]["offset_radius"] == 0.25
+    entries = json.loads((out / "lensnet" / "data.json").read_text())
+    assert len(entries) == 20 and all((out / "lensnet" / e["galaxy"]).is_file() for e in entries)
+    assert ShearDataset(out).n == 20
 
 
 def test_cli_reports_a_failed_redraw_as_a_failed_item(tmp_path, capsys, monkeypatch):

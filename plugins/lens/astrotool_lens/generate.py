@@ -402,6 +402,31 @@ def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base
                 hdu.writeto(tmp)
 
 
+def _drawn_settings(path: Path) -> tuple[dict, int] | None:
+    """``(config, base_seed)`` a shard file was drawn with; None when unreadable or unfinished."""
+    import json
+
+    from astrotool.errors import InputError
+    from astrotool.io.hdf5 import open_h5
+
+    try:
+        with open_h5(path) as h5:
+            return json.loads(h5.attrs["config"]), int(h5.attrs["base_seed"])
+    except (InputError, KeyError, ValueError, TypeError):
+        return None
+
+
+def shard_done(task: ShardTask) -> bool:
+    """Whether the task's shard exists with exactly its stamps, drawn with its settings (and its
+    LensNet files when the format asks for them): the one test of a finished shard."""
+    if task.writer.finished_shard(task.shard, task.start, task.stop) is None:
+        return False
+    if _drawn_settings(task.writer.shard_path(task.shard)) != (task.config, task.base_seed):
+        return False
+    return not task.lensnet_dir or all((Path(task.lensnet_dir) / f"{p}_{i}.fits").is_file()
+                                       for i in range(task.start, task.stop) for p in ("gal", "psf"))
+
+
 def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
     """Draw and write one shard; skip it when a readable shard of the same stamps exists.
 
@@ -417,7 +442,7 @@ def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
     dict
         ``{"shard": int, "skipped": bool}``.
     """
-    if not task.overwrite and task.writer.finished_shard(task.shard, task.start, task.stop) is not None:
+    if not task.overwrite and shard_done(task):
         return {"shard": task.shard, "skipped": True}
     cfg = GenerateConfig.model_validate(task.config)
     gal, psf, truth = draw_stamps(cfg, task.base_seed, task.start, task.stop)
@@ -503,25 +528,23 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
 
     With ``overwrite``, clear the way instead: the manifest goes first (an
     interrupted overwrite must not leave a folder that reads as finished), then
-    shards the new plan does not have and the ``lensnet/`` files of an earlier
-    ``format = "lensnet"`` run.
+    shards the new plan does not have, the ``lensnet/`` folder when the format
+    no longer asks for it, else its ``data.json`` (written again at the end) and the
+    stamps beyond the new ``n``. Shards a ``--shard`` run
+    does not redraw stay, and count as finished when they hold these settings.
 
     Raises
     ------
     astrotool.errors.AstroError
         A readable shard in ``out_dir`` was drawn with other settings.
     """
-    import json
-
-    from astrotool.errors import AstroError, InputError
-    from astrotool.io.hdf5 import open_h5
+    from astrotool.errors import AstroError
 
     out_dir = Path(out_dir)
     writer = dataset_writer(cfg, out_dir)
     shards = sorted(out_dir.glob(f"shard*_{writer.shard_product}.h5")) if out_dir.is_dir() else []
     if overwrite:
-        for p in out_dir.glob("*_dataset.json") if out_dir.is_dir() else ():
-            p.unlink()
+        writer.manifest_path.unlink(missing_ok=True)
         keep = {writer.shard_path(k) for k in range(-(-cfg.n // cfg.shard_size))}
         for p in shards:
             if p not in keep:
@@ -529,18 +552,23 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
         lensnet = out_dir / "lensnet"
         if lensnet.is_symlink() or lensnet.is_file():
             lensnet.unlink()
-        elif lensnet.is_dir():
+        elif lensnet.is_dir() and cfg.format != "lensnet":
             import shutil
 
             shutil.rmtree(lensnet)
+        elif lensnet.is_dir():
+            (lensnet / "data.json").unlink(missing_ok=True)
+            for p in lensnet.glob("*_*.fits"):
+                index = p.stem.split("_", 1)[1]
+                if not index.isdigit() or int(index) >= cfg.n:
+                    p.unlink()
         return
     new_cfg = cfg.model_dump(mode="json")
     for p in shards:
-        try:
-            with open_h5(p) as h5:
-                old_cfg, old_seed = json.loads(h5.attrs["config"]), int(h5.attrs["base_seed"])
-        except (InputError, KeyError, ValueError, TypeError):
+        drawn = _drawn_settings(p)
+        if drawn is None:
             continue  # unreadable or unfinished: generate_shard draws it again
+        old_cfg, old_seed = drawn
         if old_cfg != new_cfg or old_seed != int(base_seed):
             diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
             what = ", ".join(diff) if diff else f"seed {old_seed} -> {base_seed}"
@@ -563,14 +591,15 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
         :meth:`astrotool.context.Context.map` (failed items left out).
     overwrite : bool
         Redraw shards that exist (otherwise finished shards are kept, and shards
-        drawn with other settings are refused: :func:`check_existing`).
+        drawn with other settings are refused: :func:`check_existing`). Under ``--shard``
+        each run redraws its own shards; the last one finishes the dataset.
 
     Returns
     -------
     dict
         ``{"manifest": dict or None, "drawn": int, "skipped": int, "missing": int, "shards": int}``;
         the manifest is None while shards are missing: shards neither finished by this run nor
-        (without ``overwrite``) by an earlier one (``--shard`` runs, failures). A run that draws
+        by an earlier one with these settings (``--shard`` runs, failures). A run that draws
         nothing keeps the existing manifest (:func:`finished_manifest`).
     """
     out_dir = Path(out_dir)
@@ -581,10 +610,9 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
                                     keys=[f"shard{t.shard:05d}" for t in tasks])]
     drawn = sum(1 for r in results if not r["skipped"])
     ran = {r["shard"] for r in results}
-    # a shard this run did not finish counts only if an earlier run finished it (--shard runs); with
-    # overwrite, such a shard may hold the old settings
-    missing = sum(1 for t in tasks if t.shard not in ran
-                  and (overwrite or t.writer.finished_shard(t.shard, t.start, t.stop) is None))
+    # a shard this run did not finish counts when an earlier run (another --shard) finished it with
+    # these settings
+    missing = sum(1 for t in tasks if t.shard not in ran and not shard_done(t))
     manifest = None
     if not missing:
         manifest = (None if drawn or overwrite else finished_manifest(cfg, out_dir, base_seed, len(tasks))) \
