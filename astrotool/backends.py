@@ -335,7 +335,7 @@ def resolve_device(preference: str | None = "auto", library: str = "torch", *, a
     The one place where ``auto`` is decided and where an impossible request is
     refused, for the array backends (:func:`get_backend`) and for training and
     inference (:func:`astrotool.ml.training.select_device`,
-    :func:`astrotool.ml.fabric.make_fabric`).
+    :class:`astrotool.ml.fabric.Runtime`).
 
     Parameters
     ----------

@@ -30,7 +30,7 @@ from astrotool.errors import AstroError
 
 __docformat__ = "numpy"
 
-__all__ = ["Runtime", "make_fabric", "normalize_precision", "ACCELERATORS", "PRECISIONS", "STRATEGIES"]
+__all__ = ["Runtime", "normalize_precision", "ACCELERATORS", "PRECISIONS", "STRATEGIES"]
 
 ACCELERATORS = ("auto", "cpu", "cuda", "mps")
 """Accepted ``ml.accelerator`` values."""
@@ -301,14 +301,3 @@ def launch(fabric):
         first = str(exc).strip().splitlines()[0]
         raise AstroError(f"ml.devices / ml.num_nodes: cannot start the training processes: {first}") from None
     return fabric
-
-
-def make_fabric(ml: Any = None, **overrides: Any):
-    """A Fabric from an ``[ml]`` section and flag overrides (see :meth:`Runtime.from_config`).
-
-    Returns
-    -------
-    lightning.fabric.Fabric
-        Not yet launched (see :func:`launch`).
-    """
-    return Runtime.from_config(ml, **overrides).fabric

@@ -42,9 +42,8 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-__all__ = ["PRECISIONS", "Predictions", "fuse_batchnorm", "model_float_dtype", "onnx_session", "predict"]
+__all__ = ["Predictions", "fuse_batchnorm", "model_float_dtype", "onnx_session", "predict"]
 
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 """Accepted ``precision`` values (``"32"``: no autocast)."""
 
 
@@ -169,13 +168,15 @@ def _concat(parts: list) -> Any:
 
 
 def _check_precision(precision: str) -> str:
+    """``"32"``, ``"bf16-mixed"`` or ``"16-mixed"``, from any spelling training accepts."""
     from astrotool.errors import AstroError
+    from astrotool.ml.fabric import normalize_precision
 
-    p = str(precision)
-    p = "32" if p in ("32-true", "32") else p
-    if p not in PRECISIONS:
-        raise AstroError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    return p
+    try:
+        p = normalize_precision(precision)
+    except ValueError as exc:
+        raise AstroError(f"precision {precision!r}: {exc}") from None
+    return "32" if p == "32-true" else p
 
 
 def predict(model, inputs: Iterable, *, batch_size: int = 256, device: str | None = None,

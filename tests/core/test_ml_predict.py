@@ -117,6 +117,9 @@ def test_mixed_precision_is_close_but_not_identical():
     assert np.allclose(bf.outputs, ref, atol=0.1) and not np.array_equal(bf.outputs, ref)
     with pytest.raises(AstroError, match="precision 'fp8'"):
         predict(net, x, precision="fp8")
+    # the spellings training accepts (--precision bf16, 32-true) mean the same here
+    assert predict(net, x, precision="bf16").precision == "bf16-mixed"
+    assert predict(net, x, precision="32-true").precision == "32"
 
 
 def test_torch_and_onnxruntime_agree(tmp_path):
