@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from astrotool.errors import InputError
 from astrotool_lens.model import load_estimator
-from astrotool_lens.predict import predict_inputs, read_inputs
+from astrotool_lens.predict import predict_table, read_inputs
 
 
 def _fits(path, arr):
@@ -23,7 +23,7 @@ def test_wrong_size_image(trained_model, tmp_path):
     model, meta = load_estimator(trained_model[0])
     p = _fits(tmp_path / "big.fits", np.ones((40, 40)))
     with pytest.raises(InputError, match="40x40 pixels; the model expects 24x24") as e:
-        predict_inputs(model, meta, read_inputs(p, need_psf=False))
+        predict_table(model, meta, read_inputs(p, need_psf=False))
     assert str(p) in str(e.value)
 
 
@@ -33,7 +33,7 @@ def test_nan_pixels(trained_model, tmp_path):
     arr[1, 3, 3] = np.nan
     p = _fits(tmp_path / "cube.fits", arr)
     with pytest.raises(InputError, match="NaN") as e:
-        predict_inputs(model, meta, read_inputs(p, need_psf=False))
+        predict_table(model, meta, read_inputs(p, need_psf=False))
     assert "cube.fits" in str(e.value)
 
 
@@ -108,7 +108,7 @@ def test_folder_of_fits_pairs_psf_files(trained_model, tmp_path):
     assert inp.gal.shape == (3, 24, 24) and inp.psf.shape == (3, 24, 24)
     assert inp.source == ["gal_0.fits", "gal_1.fits", "gal_2.fits"]
     model, meta = load_estimator(trained_model[0])
-    cols = predict_inputs(model, meta, read_inputs(tmp_path, need_psf=False))
+    cols, _ = predict_table(model, meta, read_inputs(tmp_path, need_psf=False))
     assert len(cols["g1"]) == 3 and np.isfinite(cols["g1"]).all()
     (tmp_path / "psf_2.fits").unlink()
     with pytest.raises(InputError, match="psf_2.fits") as e:

@@ -254,8 +254,7 @@ def calibrate(
     with mc.open_dataset(ctx, "lens", "shear", c.dataset, ShearDataset, _NO_DATASET) as ds:
         res = calibrate_model(ds, mdir, c, log=ctx.log)
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
-    plot = mc.history_figure(ctx, mdir, ctx.workspace.stage("lens", "reports") / f"{mdir.name}_history.png")
-    ctx.emit({**res, "history_plot": str(plot) if plot else None})
+    ctx.emit(res)
 
 
 @app.command()

@@ -225,9 +225,3 @@ def predict_table(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetri
         cols["true_g1"] = np.asarray(inp.truth["g1"], float)
         cols["true_g2"] = np.asarray(inp.truth["g2"], float)
     return cols, run
-
-
-def predict_inputs(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetrize: bool = True,
-                   calibrated: bool = True) -> dict:
-    """Predict (g1, g2) for loaded inputs; returns table columns (see :func:`predict_table`)."""
-    return predict_table(model, meta, inp, batch_size, symmetrize, calibrated)[0]
