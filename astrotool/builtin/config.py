@@ -1,5 +1,6 @@
 """The ``[core]`` and ``[ml]`` configuration sections."""
 
+import re
 from typing import Literal, Union
 
 from pydantic import Field, field_validator
@@ -33,8 +34,8 @@ class MLConfig(Section):
     turns it into a Lightning Fabric when a command trains.
     """
 
-    accelerator: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    """Hardware: ``auto`` takes CUDA when visible, then Apple MPS, else the CPU."""
+    accelerator: str = "auto"
+    """Hardware: ``auto`` takes CUDA when visible, then Apple MPS, else the CPU; ``cuda:N`` that one GPU."""
     devices: Union[int, Literal["auto"]] = 1
     """Processes (one device each) per node; ``auto`` = every visible GPU."""
     num_nodes: int = Field(1, ge=1)
@@ -60,6 +61,16 @@ class MLConfig(Section):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError("devices must be a positive integer or 'auto'")
         return value
+
+    @field_validator("accelerator", mode="before")
+    @classmethod
+    def _accelerator(cls, value):
+        from astrotool.ml.fabric import ACCELERATORS
+
+        acc = str(value).strip().lower()
+        if acc not in ACCELERATORS and not re.fullmatch(r"cuda:\d+", acc):
+            raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)} or cuda:N (got {value!r})")
+        return acc
 
     @field_validator("precision", mode="before")
     @classmethod

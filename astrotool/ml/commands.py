@@ -87,18 +87,13 @@ def runtime_flags(device: str | None = None, precision: str | None = None, devic
                   num_nodes: int | None = None) -> dict[str, Any]:
     """The ``[ml]`` keys the runtime options set (``None``: not given).
 
-    ``--device cuda:N`` sets ``accelerator = "cuda"``; :func:`runtime` then
-    pins that one GPU.
-
     Examples
     --------
     >>> runtime_flags(device="cuda:1", devices="2")
-    {'accelerator': 'cuda', 'precision': None, 'devices': 2, 'num_nodes': None}
+    {'accelerator': 'cuda:1', 'precision': None, 'devices': 2, 'num_nodes': None}
     """
     if isinstance(devices, str) and devices.strip().isdigit():
         devices = int(devices)
-    if isinstance(device, str) and re.fullmatch(r"cuda:\d+", device.strip().lower()):
-        device = "cuda"
     values = {"device": device, "precision": precision, "devices": devices, "num_nodes": num_nodes}
     return {RUNTIME_KEYS[k]: v for k, v in values.items()}
 
@@ -129,9 +124,7 @@ def runtime(ctx, device: str | None = None, precision: str | None = None, device
     """
     from astrotool.ml.fabric import Runtime
 
-    ml = ctx.section("ml", runtime_flags(device, precision, devices, num_nodes))
-    named_gpu = isinstance(device, str) and re.fullmatch(r"cuda:\d+", device.strip().lower())
-    return Runtime.from_config(ml, accelerator=device.strip().lower() if named_gpu else None)
+    return Runtime.from_config(ctx.section("ml", runtime_flags(device, precision, devices, num_nodes)))
 
 
 # ---------------------------------------------------------------- datasets and model folders

@@ -177,7 +177,7 @@ def test_runtime_options_map_onto_the_ml_section(tmp_path):
     from astrotool.errors import ConfigError
 
     assert mc.runtime_flags(device="cuda:1", precision="bf16-mixed", devices="2", num_nodes=4) == \
-        {"accelerator": "cuda", "precision": "bf16-mixed", "devices": 2, "num_nodes": 4}
+        {"accelerator": "cuda:1", "precision": "bf16-mixed", "devices": 2, "num_nodes": 4}
     assert mc.runtime_flags(devices="auto")["devices"] == "auto"
     assert mc.runtime_flags() == {"accelerator": None, "precision": None, "devices": None, "num_nodes": None}
     assert set(mc.RUNTIME_KEYS) == {"device", "precision", "devices", "num_nodes"}
@@ -190,6 +190,8 @@ def test_runtime_options_map_onto_the_ml_section(tmp_path):
     ml = ctx.config.resolved()["ml"]  # the run record shows what was used
     assert (ml["accelerator"], ml["devices"], ml["num_nodes"]) == ("cpu", 2, 2)
     assert mc.runtime(ctx, device="cuda:1", devices="1").accelerator == "cuda:1"  # one named GPU
+    named = Context.create(tmp_path / "ws", set=["ml.accelerator=cuda:1"])         # the same from the config
+    assert named.section("ml").accelerator == "cuda:1"
     with pytest.raises(ConfigError, match="command-line option: ml.accelerator"):
         mc.runtime(ctx, device="tpu")
     with pytest.raises(ConfigError, match="ml.precision"):
