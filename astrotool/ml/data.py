@@ -221,6 +221,14 @@ class DatasetWriter:
                 raise ValueError(f"write_shard: {k} holds {v} samples, expected {n}")
         if "index" in arrays or META_GROUP in arrays:
             raise ValueError(f"write_shard: 'index' and {META_GROUP!r} are reserved names")
+        for c, v in (metadata or {}).items():
+            v = np.asarray(v)
+            if v.dtype.kind == "O" and not all(isinstance(x, str) for x in v.ravel()):
+                raise ValueError(f"write_shard: metadata {c!r} mixes strings with other values "
+                                 "(would be stored as their text, e.g. 'None')")
+        for k, v in arrays.items():
+            if 0 in v.shape[1:]:
+                raise ValueError(f"write_shard: array {k!r} has an empty sample shape {v.shape[1:]}")
         comp = compression_kwargs(self.compression)
         path = self.shard_path(shard)
         with atomic_path(path) as tmp:
@@ -309,6 +317,11 @@ class DatasetWriter:
             if set(columns[-1]) != set(columns[0]):
                 raise InputError(path, f"its metadata columns {sorted(columns[-1])} differ from shard 0's "
                                        f"{sorted(columns[0])}")
+            kinds = {c: v.dtype.kind for c, v in columns[-1].items()}
+            first = {c: v.dtype.kind for c, v in columns[0].items()}
+            if kinds != first:
+                bad = sorted(c for c in kinds if kinds[c] != first[c])
+                raise InputError(path, f"its metadata column(s) {', '.join(bad)} hold another type than shard 0's")
             expect = stop
         n = expect
         cols = {c: np.concatenate([m[c] for m in columns]) for c in (columns[0] if columns else {})}

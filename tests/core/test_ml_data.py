@@ -91,6 +91,15 @@ def test_writer_refuses_bad_input_and_finalize_needs_every_shard(tmp_path):
     w.write_shard(1, 3, {"a": np.zeros((3, 2))}, metadata={"field": np.arange(3)})
     with pytest.raises(InputError, match=r"shard00001_arrays.h5: its metadata columns \['field'\] differ"):
         w.finalize(2)                                        # named, not a bare KeyError
+    with pytest.raises(ValueError, match="metadata 'name' mixes strings"):
+        w.write_shard(1, 3, {"a": np.zeros((3, 2))}, metadata={"name": np.array([None, "x", "y"], dtype=object)})
+    with pytest.raises(ValueError, match="empty sample shape"):
+        w.write_shard(1, 3, {"a": np.zeros((3, 0))})
+    w.write_shard(0, 0, {"a": np.zeros((3, 2))}, metadata={"field": np.array(["a", "b", "c"])})
+    w.write_shard(1, 3, {"a": np.zeros((3, 2))}, metadata={"field": np.arange(3)})
+    with pytest.raises(InputError, match=r"shard00001_arrays.h5: its metadata column\(s\) field hold another type"):
+        w.finalize(2)                                        # text in one shard, numbers in the other
+    w.write_shard(0, 0, {"a": np.zeros((3, 2))})
     w.write_shard(1, 3, {"a": np.zeros((3, 2))})
     assert w.finalize(2)["n"] == 6 and ArrayDataset(tmp_path).n == 6
 
