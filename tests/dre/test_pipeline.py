@@ -147,16 +147,18 @@ def test_torch_backend_gives_the_numpy_answer(astro, tmp_path):
 def test_stages_are_declared_once():
     from astrotool_dre import astro_workspace_stages
     from astrotool_dre.pipeline import STAGE_FUNCTIONS, TilePaths
-    from astrotool_dre.stages import FOLDERS, TILE_STAGES
+    from astrotool_dre.stages import FOLDERS, STAGES, TILE_STAGES
 
     assert TILE_STAGES == ("detect", "psf", "cuts", "fit", "mosaics")
     assert FOLDERS == ("tiles", "sextracted", "psf", "cuts", "models", "chi", "summary", "mosaics")
-    assert astro_workspace_stages() == {"dre": list(FOLDERS)}
+    assert astro_workspace_stages()["dre"] == ["tiles", "sextracted", "psf", "cuts", "models", "chi", "summary",
+                                                "mosaics"]
     assert tuple(STAGE_FUNCTIONS) == TILE_STAGES
     paths = TilePaths("ws", "t")
-    for stage in TILE_STAGES:  # every stage's outputs lie in a folder it declares
+    declared = {s.name: s.folders for s in STAGES}
+    for stage in TILE_STAGES:  # every stage's outputs lie in a folder that stage itself declares
         assert paths.outputs(stage)
-        assert all(p.relative_to("ws/dre").parts[0] in FOLDERS for p in paths.outputs(stage))
+        assert all(p.relative_to("ws/dre").parts[0] in declared[stage] for p in paths.outputs(stage)), stage
 
 
 def test_tile_items_run_the_same_in_worker_processes(astro, tmp_path):

@@ -114,7 +114,11 @@ def test_periodic_transits_repeat_with_the_period():
 def test_curves_are_seeded_by_the_core_derive_seed_and_take_any_base_seed():
     from astrotool.seeding import derive_seed
 
-    assert sim.curve_seeds(7, 3) == (derive_seed(7, 3, "params"), derive_seed(7, 3, "noise"))
+    params_seed, noise_seed = sim.curve_seeds(7, 3)
+    assert params_seed != noise_seed and (params_seed, noise_seed) == sim.curve_seeds(7, 3)
+    assert sim.curve_seeds(7, 4)[0] != params_seed and sim.curve_seeds(8, 3)[0] != params_seed
+    assert 0 <= min(params_seed, noise_seed) and max(params_seed, noise_seed) < 2**63
+    assert params_seed == derive_seed(7, 3, "params")  # the core's rule, not a scheme of its own
     cfg = quiet_cfg(n_curves=2, duration_days=0.5, duration_hours=(1.0, 3.0))
     _, flux, params = sim.simulate_curves(range(2), -5, cfg)     # numpy's SeedSequence refuses negative seeds
     assert np.isfinite(flux).all() and [p.id for p in params] == ["sim000000", "sim000001"]
