@@ -201,6 +201,10 @@ class Runtime:
                                  "on the CPU use bf16-mixed or 32-true")
             fabric = _build_fabric(accelerator, devices, self.num_nodes, self.strategy, self.precision)
             _check_srun_tasks(fabric.world_size)
+            if self.sync_batchnorm and fabric.world_size > 1 and accelerator != "cuda":
+                # refused here, in the process the user started: inside spawned ranks it became a traceback
+                raise AstroError(f"ml.sync_batchnorm: torch's SyncBatchNorm runs on CUDA GPUs only, not on "
+                                 f"{accelerator}; set ml.sync_batchnorm = false")
             self._fabric = fabric
         return self._fabric
 

@@ -560,12 +560,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
     if runtime is not None and runtime.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     world, rank, zero = int(fabric.world_size), int(fabric.global_rank), bool(fabric.is_global_zero)
-    if world > 1 and runtime is not None and runtime.sync_batchnorm:
-        if fabric.device.type != "cuda":
-            from astrotool.errors import AstroError
-
-            raise AstroError(f"ml.sync_batchnorm: torch's SyncBatchNorm runs on CUDA GPUs only, not on "
-                             f"{fabric.device.type}; set ml.sync_batchnorm = false")
+    if world > 1 and runtime is not None and runtime.sync_batchnorm:  # CUDA only: Runtime.fabric refuses others
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     log = log if zero else None
     on_epoch = on_epoch if zero else None

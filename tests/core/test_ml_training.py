@@ -299,7 +299,12 @@ def _run_ddp(tmp_path, mode):
                      SLURM_STEP_NODELIST="127.0.0.1", SLURM_STEP_NUM_TASKS="2", SLURM_STEP_NUM_NODES="1",
                      SLURM_STEP_TASKS_PER_NODE="2")
             procs.append(subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = [p.communicate(timeout=120)[0] for p in procs]
+    try:
+        logs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:  # a hung rank must not outlive the test
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
     return out
 
@@ -422,19 +427,17 @@ def test_devices_that_do_not_match_slurm_name_the_key(monkeypatch):
 
 
 def test_sync_batchnorm_on_cpu_is_refused(tmp_path):
-    from types import SimpleNamespace
-
+    """Refused in the starting process (a real two-process ddp_fork run), before any rank exists."""
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import fit
 
-    two_cpu_ranks = SimpleNamespace(world_size=2, global_rank=0, is_global_zero=True, device=torch.device("cpu"),
-                                    setup=None, _launched=True, strategy=SimpleNamespace(launcher=None))
-    rt = Runtime(accelerator="cpu", devices=2, sync_batchnorm=True)
-    rt._fabric = two_cpu_ranks
+    rt = Runtime(accelerator="cpu", devices=2, strategy="ddp_fork", sync_batchnorm=True)
     model = _model()
     with pytest.raises(AstroError, match="ml.sync_batchnorm: .*CUDA GPUs only, not on cpu"):
         fit(model, torch.optim.SGD(model.parameters(), lr=0.1), batches=lambda e: [], loss_fn=None,
             validate=None, epochs=1, checkpoint_dir=tmp_path, meta={}, runtime=rt)
+    assert not any(tmp_path.iterdir())                      # nothing written
+    assert Runtime(accelerator="cpu", devices=1, sync_batchnorm=True).fabric.world_size == 1   # one process: moot
 
 
 def test_bf16_mixed_autocasts_the_forward(tmp_path):

@@ -58,10 +58,14 @@ def test_command_in_this_process(registry, tmp_path, capsys):
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "ok" and record["outputs"] == [
         str(tmp_path / "toy" / "out" / f"item_{i:03d}.json") for i in range(2)]
-    # a failing item: the others finish, exit code 1, the failure in the record
-    assert main(["-w", str(tmp_path), "toy", "run", "--count", "3", "--fail", "2"]) == 1
-    assert "item2" in capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "toy" / "out").iterdir()) == ["item_000.json", "item_001.json"]
+    # a failing item, in a fresh workspace: the others finish, exit code 1, the failure in the record
+    ws = tmp_path / "fresh"
+    assert main(["-w", str(ws), "toy", "run", "--count", "3", "--fail", "0"]) == 1
+    assert "item0" in capsys.readouterr().err
+    assert sorted(p.name for p in (ws / "toy" / "out").iterdir()) == ["item_001.json", "item_002.json"]
+    (run,) = (ws / "runs").iterdir()
+    record = json.loads((run / "run.json").read_text())
+    assert record["exit_code"] == 1 and [f["item"] for f in record["failures"]] == ["item0"]
 
 
 def _draws(ctx):
