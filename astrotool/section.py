@@ -19,6 +19,9 @@ class Section(BaseModel):
 FILE_STEM = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 """Pattern of a name used as a file stem: no path separators, no leading dot."""
 
+FILE_STEM_OR_EMPTY = r"^(|[A-Za-z0-9][A-Za-z0-9_.-]*)$"
+""":data:`FILE_STEM`, or ``""`` for a name that defaults to another."""
+
 
 def check_ordered(name: str, pair) -> None:
     """Raise ``ValueError`` when a ``(min, max)`` range is reversed."""

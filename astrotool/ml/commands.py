@@ -179,8 +179,8 @@ def open_dataset(ctx, plugin: str, stage: str, name_or_path: str, cls: Callable[
     return ds
 
 
-def model_dir(ctx, plugin: str, name: str, option: str = "--model") -> Path:
-    """The folder of a model: an existing checkpoint folder given by path, else ``<plugin>/models/<name>``.
+def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str = "models") -> Path:
+    """The folder of a model: an existing checkpoint folder given by path, else ``<plugin>/<stage>/<name>``.
 
     Parameters
     ----------
@@ -191,6 +191,8 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model") -> Path:
         path of a folder holding ``model.json``.
     option : str
         How the user gave the name, for messages.
+    stage : str
+        The stage folder of the plugin's models (``"kappa/models"`` for ``astro lens kappa``).
 
     Raises
     ------
@@ -202,7 +204,7 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model") -> Path:
 
     if not name:
         raise InputError(option, "no model name given")
-    stage_dir = ctx.workspace.stage(plugin, "models")
+    stage_dir = ctx.workspace.stage(plugin, stage)
     plain = _is_plain_name(name)
     if plain and (stage_dir / name / META_FILE).is_file():
         return stage_dir / name

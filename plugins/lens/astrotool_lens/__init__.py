@@ -26,7 +26,9 @@ __version__ = "0.1.0"
 @hookimpl
 def astro_commands():
     return [CommandSpec(name="lens", target="astrotool_lens.cli:app",
-                        help="Weak-lensing shear: GalSim simulations, HSM estimators, CNN shear estimator.")]
+                        help="Weak-lensing shear: GalSim simulations, HSM estimators, CNN shear estimator."),
+            CommandSpec(name="kappa", target="astrotool_lens.kappa.cli:app", parent="lens",
+                        help="Mass maps from ellipticity maps (the Astro-Datathon 2024 problem).")]
 
 
 @hookimpl
@@ -37,7 +39,8 @@ def astro_config_sections():
 
 @hookimpl
 def astro_workspace_stages():
-    return {"lens": ["shear", "models", "predictions", "reports"]}
+    return {"lens": ["shear", "models", "predictions", "reports",
+                     "kappa/sims", "kappa/data", "kappa/models", "kappa/predictions", "kappa/reports"]}
 
 
 @hookimpl

@@ -41,6 +41,7 @@ from typing import Literal, Union
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from astrotool.section import Section
+from astrotool_lens.kappa.config import KappaConfig
 
 __docformat__ = "numpy"
 
@@ -379,6 +380,7 @@ class LensConfig(_Model):
     export: ExportConfig = Field(default_factory=ExportConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    kappa: KappaConfig = Field(default_factory=KappaConfig)
 
     @property
     def dataset(self) -> str:

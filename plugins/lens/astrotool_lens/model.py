@@ -24,37 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool_lens.shear import D4_SIGNS, d4_transform  # noqa: F401 - the spin-2 D4 convention, used here
+
 __docformat__ = "numpy"
 
 ARCHITECTURE = "lens_shear_cnn"
-
-# sign of (g1, g2) after each transform of the (y, x) pixel grid, see d4_transform
-D4_SIGNS = (
-    (1.0, 1.0),    # 0 identity
-    (1.0, -1.0),   # 1 flip x
-    (1.0, -1.0),   # 2 flip y
-    (1.0, 1.0),    # 3 rotate 180
-    (-1.0, 1.0),   # 4 transpose (mirror in the x = y diagonal)
-    (-1.0, -1.0),  # 5 rotate 90
-    (-1.0, -1.0),  # 6 rotate -90
-    (-1.0, 1.0),   # 7 anti-transpose
-)
-
-
-def d4_transform(x, k: int):
-    """Apply transform ``k`` (0-7) of the square's symmetry group to the last two axes.
-
-    Works on numpy arrays and torch tensors. See :data:`D4_SIGNS` for the
-    matching change of (g1, g2).
-    """
-    is_torch = not isinstance(x, np.ndarray)
-    if k >= 4:
-        x = x.transpose(-1, -2) if is_torch else np.swapaxes(x, -1, -2)
-        k -= 4
-    dims = {0: (), 1: (-1,), 2: (-2,), 3: (-2, -1)}[k]
-    if not dims:
-        return x
-    return x.flip(dims) if is_torch else np.flip(x, dims)
 
 
 def _torch():

@@ -18,7 +18,7 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-__all__ = ["e_to_g", "g_to_e", "compose_shear"]
+__all__ = ["e_to_g", "g_to_e", "compose_shear", "D4_SIGNS", "d4_transform"]
 
 
 def e_to_g(e1, e2):
@@ -65,3 +65,34 @@ def compose_shear(eps1, eps2, g1, g2):
     g = np.asarray(g1) + 1j * np.asarray(g2)
     out = (eps + g) / (1.0 + np.conj(g) * eps)
     return out.real, out.imag
+
+
+# ---------------------------------------------------------------- the square's symmetries (spin 2)
+
+# sign of (g1, g2) after each transform of the (y, x) pixel grid, see d4_transform
+D4_SIGNS = (
+    (1.0, 1.0),    # 0 identity
+    (1.0, -1.0),   # 1 flip x
+    (1.0, -1.0),   # 2 flip y
+    (1.0, 1.0),    # 3 rotate 180
+    (-1.0, 1.0),   # 4 transpose (mirror in the x = y diagonal)
+    (-1.0, -1.0),  # 5 rotate 90
+    (-1.0, -1.0),  # 6 rotate -90
+    (-1.0, 1.0),   # 7 anti-transpose
+)
+
+
+def d4_transform(x, k: int):
+    """Apply transform ``k`` (0-7) of the square's symmetry group to the last two axes.
+
+    Works on numpy arrays and torch tensors. See :data:`D4_SIGNS` for the
+    matching change of (g1, g2).
+    """
+    is_torch = not isinstance(x, np.ndarray)
+    if k >= 4:
+        x = x.transpose(-1, -2) if is_torch else np.swapaxes(x, -1, -2)
+        k -= 4
+    dims = {0: (), 1: (-1,), 2: (-2,), 3: (-2, -1)}[k]
+    if not dims:
+        return x
+    return x.flip(dims) if is_torch else np.flip(x, dims)

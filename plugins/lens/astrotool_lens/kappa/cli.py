@@ -1,0 +1,197 @@
+"""``astro lens kappa``: convergence (mass) maps from ellipticity maps, the Astro-Datathon 2024 problem.
+
+Every command reads its parameters from the ``[lens.kappa.<command>]``
+configuration table; the flags below override single keys. Outputs go to the
+workspace's ``lens/kappa/`` stages: ``sims/`` (simulated sets in the Datathon
+layout), ``data/`` (packed data sets), ``models/``, ``predictions/`` (one
+``.npy`` per map, and a zip), ``reports/``.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from astrotool.context import current
+from astrotool.ml import commands as mc
+
+__docformat__ = "numpy"
+
+app = typer.Typer(help="Mass maps from ellipticity maps (the Astro-Datathon 2024 problem).", no_args_is_help=True)
+
+
+@app.callback()
+def main():
+    """Convergence maps from ellipticity maps: simulate, pack, reconstruct (KS, Wiener, U-Net), score, export."""
+
+
+def _kappa(ctx, flags: dict):
+    """The ``[lens.kappa]`` tables with ``flags`` (keys relative to ``lens.kappa``) applied."""
+    return ctx.section("lens", {f"kappa.{k}": v for k, v in flags.items()}).kappa
+
+
+@app.command()
+def simulate(
+    name: str = typer.Option(None, "--name", help="set name (folder lens/kappa/sims/<name>)"),
+    n: int = typer.Option(None, "-n", "--n", help="number of maps"),
+    size: int = typer.Option(None, "--size", help="map side [pixels]"),
+    n_gal: float = typer.Option(None, "--n-gal", help="source galaxies per arcmin^2"),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="maps per parallel work item"),
+):
+    """Simulate (epsilon, kappa) pairs in the Datathon layout: EPSILON/<id>.npy and KAPPA/<id>.npy (float16).
+
+    Cluster-scale NFW halos plus a Gaussian random field, shear through the
+    Fourier-space lensing relation, reduced shear, shape and measurement noise
+    (every parameter in [lens.kappa.simulate]). Parallel over chunks (--jobs /
+    --executor), seeded per map; a repeated run keeps the finished chunks, and
+    other settings are refused (exit 2) unless --overwrite.
+    """
+    from astrotool_lens.kappa.simulate import simulate_command
+
+    ctx = current()
+    cfg = _kappa(ctx, {"simulate.name": name, "simulate.n": n, "simulate.size": size, "simulate.n_gal": n_gal,
+                       "simulate.chunk_size": chunk_size})
+    simulate_command(ctx, cfg)
+
+
+@app.command()
+def data(
+    sources: List[str] = typer.Argument(..., help="folder with EPSILON/ (and KAPPA/), a simulated set's name, "
+                                                  "or Datathon *.tar.gz files"),
+    name: str = typer.Option(None, "--name", help="data set name (folder lens/kappa/data/<name>)"),
+    drop_unpaired: bool = typer.Option(None, "--drop-unpaired/--refuse-unpaired",
+                                       help="pack the existing pairs and report unpaired files (default: refuse)"),
+    shard_size: int = typer.Option(None, "--shard-size", help="maps per HDF5 shard"),
+):
+    """Index, check and pack (epsilon, kappa) pairs into a streamable data set with fixed splits.
+
+    Pairs are matched by file name (a missing or extra file is reported, never
+    mis-paired); tarballs are read directly, without unpacking; every map is
+    checked (shape, dtype, finite values) and the file at fault is named.
+    """
+    from astrotool_lens.kappa.sources import data_command
+
+    ctx = current()
+    cfg = _kappa(ctx, {"data.name": name, "data.drop_unpaired": drop_unpaired, "data.shard_size": shard_size})
+    data_command(ctx, cfg, sources)
+
+
+@app.command()
+def baseline(
+    dataset: str = typer.Option(None, "--dataset", help="data set name or folder"),
+    method: str = typer.Option(None, "--method", help="ks | wiener | zero | mean"),
+    sigma: float = typer.Option(None, "--sigma", help="Gaussian smoothing of the KS map [pixels]"),
+    split: str = typer.Option(None, "--split", help="train | val | test | all"),
+    output: str = typer.Option(None, "--output", help="run name (lens/kappa/predictions/<output>)"),
+):
+    """Classical reconstructions written like predictions: Kaiser-Squires, Wiener filter, all-zeros, training mean.
+
+    The Wiener filter takes its signal power spectrum from the training split and
+    its noise from the error map; `score` then compares any of them with the U-Net.
+    """
+    from astrotool_lens.kappa.baseline import baseline_command
+
+    ctx = current()
+    cfg = _kappa(ctx, {"baseline.dataset": dataset, "baseline.method": method, "baseline.sigma": sigma,
+                       "baseline.split": split, "baseline.output": output})
+    baseline_command(ctx, cfg)
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option(None, "--dataset", help="data set name or folder"),
+    model: str = typer.Option(None, "--model", help="model name (lens/kappa/models/<model>)"),
+    epochs: int = typer.Option(None, "--epochs"),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    lr: float = typer.Option(None, "--lr", help="peak learning rate"),
+    width: int = typer.Option(None, "--width", help="channels of the first U-Net level"),
+    depth: int = typer.Option(None, "--depth", help="U-Net levels"),
+    loss: str = typer.Option(None, "--loss", help="mse | l1"),
+    augment: bool = typer.Option(None, "--augment/--no-augment", help="spin-2 flips and rotations"),
+    patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]"),
+    resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
+    device: mc.Device = None,
+    precision: mc.Precision = None,
+    devices: mc.Devices = None,
+    num_nodes: mc.NumNodes = None,
+):
+    """Train the U-Net; checkpoints (safetensors + JSON) in lens/kappa/models/<model>/.
+
+    Re-running with the same settings resumes (more --epochs train on); other
+    settings are refused (exit 2); --overwrite starts afresh. Where it trains
+    comes from the [ml] section (--device, --precision, --devices, --num-nodes).
+    """
+    from astrotool_lens.kappa.train import train_command
+
+    ctx = current()
+    cfg = _kappa(ctx, {"train.dataset": dataset, "train.model": model, "train.epochs": epochs,
+                       "train.batch_size": batch_size, "train.lr": lr, "train.width": width, "train.depth": depth,
+                       "train.loss": loss, "train.augment": augment, "train.patience": patience,
+                       "train.resume": resume})
+    train_command(ctx, cfg, mc.runtime(ctx, device=device, precision=precision, devices=devices,
+                                       num_nodes=num_nodes))
+
+
+@app.command()
+def predict(
+    inputs: str = typer.Argument(..., help="data set name or folder, a folder with EPSILON/ or of .npy, "
+                                           "or a Datathon *.tar.gz"),
+    model: str = typer.Option(None, "--model", help="model name or folder"),
+    output: str = typer.Option(None, "--output", help="run name (lens/kappa/predictions/<output>)"),
+    split: str = typer.Option(None, "--split", help="for a data set: train | val | test | all"),
+    batch_size: int = typer.Option(None, "--batch-size", help="maps per forward pass"),
+    engine: str = typer.Option(None, "--engine", help="torch | onnxruntime (runs <model>/model.onnx)"),
+    zip_: bool = typer.Option(None, "--zip/--no-zip", help="also write <output>.zip (the submission layout)"),
+    device: mc.Device = None,
+):
+    """Predict kappa: one float16 .npy per input name in lens/kappa/predictions/<output>/, and a zip.
+
+    Streams the inputs (constant memory); maps already written by an
+    interrupted run of the same model are kept. Reports maps/s.
+    """
+    from astrotool_lens.kappa.predict import predict_command
+
+    ctx = current()
+    cfg = _kappa(ctx, {"predict.model": model, "predict.output": output, "predict.split": split,
+                       "predict.batch_size": batch_size, "predict.engine": engine, "predict.zip": zip_})
+    predict_command(ctx, cfg, inputs, mc.runtime(ctx, device=device))
+
+
+@app.command()
+def score(
+    predictions: List[str] = typer.Argument(..., help="prediction folder(s) of .npy maps (names under "
+                                                      "lens/kappa/predictions work too)"),
+    truth: str = typer.Option(None, "--truth", help="true kappa: a data set, a folder of .npy, or a folder "
+                                                    "with KAPPA/"),
+    plots: bool = typer.Option(None, "--plots/--no-plots"),
+    report: str = typer.Option(None, "--report", help="report name (lens/kappa/reports/<report>_score.json)"),
+    as_json: bool = typer.Option(False, "--json", help='print {"maps": {name: {...}}, "mean": {...}}'),
+):
+    """Score predicted kappa maps: WMAPE, DICEE, DPEAKS (the Datathon's), and MSE, Pearson r, SSIM, spectra, peaks.
+
+    Pairs .npy files by name with the truth; per map and mean. Several folders
+    are also ranked (Borda and Copeland). With the input ellipticities at hand
+    (a data set or a folder with EPSILON/), the predicted kappa is pushed back to
+    shear and compared with them.
+    """
+    from astrotool_lens.kappa.score import score_command
+
+    ctx = current()
+    cfg = _kappa(ctx, {"score.truth": truth, "score.plots": plots, "score.report": report})
+    score_command(ctx, cfg, predictions, as_json=as_json)
+
+
+@app.command()
+def export(
+    model: str = typer.Option(None, "--model", help="model name or folder"),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write model.onnx (the only format so far)"),
+    output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
+    opset: int = typer.Option(None, "--opset"),
+):
+    """Export a trained U-Net to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
+    from astrotool_lens.kappa.export import export_command
+
+    ctx = current()
+    cfg = _kappa(ctx, {"export.model": model, "export.opset": opset})
+    export_command(ctx, cfg, onnx=onnx, output=output)

@@ -1,0 +1,139 @@
+"""Configuration of ``astro lens kappa``: the ``[lens.kappa.<command>]`` tables.
+
+Each command reads its own table; its flags override single keys. Names given
+here (data sets, models, prediction runs) are file stems
+(:data:`astrotool.section.FILE_STEM`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from astrotool.section import FILE_STEM, FILE_STEM_OR_EMPTY, Section
+
+__docformat__ = "numpy"
+
+Pair = tuple[float, float]
+
+
+class _Model(Section):
+    model_config = ConfigDict(validate_assignment=True)
+
+
+class SimulateConfig(_Model):
+    """``astro lens kappa simulate``: (epsilon, kappa) pairs in the Datathon layout.
+
+    Every physical parameter is stated here; the model is described in
+    :mod:`astrotool_lens.kappa.simulate`.
+    """
+
+    name: str = Field("sims", pattern=FILE_STEM, description="set name: folder lens/kappa/sims/<name>/ with EPSILON/ and KAPPA/")
+    n: int = Field(1000, ge=1, description="number of maps")
+    size: int = Field(128, ge=16, description="map side [pixels] (the Datathon's is 128)")
+    pixel_scale: float = Field(0.2, gt=0, description="[arcmin/pixel]")
+    z_lens: Pair = Field((0.2, 0.5), description="cluster redshift, uniform in [lo, hi]")
+    z_source: float = Field(1.0, gt=0, description="source-galaxy redshift (one sheet)")
+    log10_mass: Pair = Field((14.3, 15.2), description="main halo log10(M200c / Msun), uniform in [lo, hi]")
+    offset: float = Field(8.0, ge=0, description="main halo position: Gaussian about the centre, sigma [pixels]")
+    n_sub: float = Field(2.0, ge=0, description="mean number of secondary halos (Poisson), uniform positions")
+    log10_mass_sub: Pair = Field((13.3, 14.3), description="secondary halos' log10(M200c / Msun)")
+    concentration: Literal["duffy08"] = Field(
+        "duffy08", description="mass-concentration relation: Duffy et al. (2008) full sample, M200c")
+    concentration_scatter: float = Field(0.15, ge=0, description="log-normal scatter of c200 [dex]")
+    grf_rms: float = Field(0.01, ge=0, description="RMS of the Gaussian-random-field kappa component per pixel")
+    grf_slope: float = Field(-2.5, description="its power spectrum P(k) ~ k^slope")
+    grf_cutoff: float = Field(0.25, gt=0, description="exp(-(k / cutoff)^2) cutoff of that spectrum [cycles/pixel]")
+    kappa_max: float = Field(0.9, gt=0, lt=1, description="kappa is capped here (strong-lensing cores)")
+    n_gal: float = Field(30.0, gt=0, description="source galaxies per arcmin^2 (Poisson per pixel)")
+    sigma_e: float = Field(0.26, ge=0, description="intrinsic ellipticity dispersion per component")
+    sigma_meas: float = Field(0.1, ge=0, description="measurement error per galaxy and component")
+    chunk_size: int = Field(250, ge=1, description="maps per parallel work item")
+    seed: int | None = Field(None, description="default: core.seed")
+
+
+class DataConfig(_Model):
+    """``astro lens kappa data``: index, check and pack (epsilon, kappa) pairs into a data set."""
+
+    name: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="data set name: folder lens/kappa/data/<name>/ (default: the source's name)")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions")
+    shard_size: int = Field(1000, ge=1, description="maps per HDF5 shard")
+    drop_unpaired: bool = Field(False, description="pack the pairs that exist and report the unpaired files "
+                                                   "(default: refuse)")
+    seed: int | None = Field(None, description="seed of the split (default: core.seed)")
+
+
+class BaselineConfig(_Model):
+    """``astro lens kappa baseline``: classical reconstructions."""
+
+    dataset: str = Field("", description="data set name or folder")
+    method: Literal["ks", "wiener", "zero", "mean"] = Field(
+        "ks", description="ks: Kaiser-Squires; wiener: Wiener filter; zero: all-zeros map; mean: training-mean map")
+    sigma: float = Field(2.0, ge=0, description="Gaussian smoothing of the KS map [pixels]")
+    split: Literal["train", "val", "test", "all"] = Field("test", description="maps to reconstruct")
+    output: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="run name: lens/kappa/predictions/<output>/ (default: <dataset>_<method>)")
+
+
+class TrainConfig(_Model):
+    """``astro lens kappa train``: the U-Net."""
+
+    dataset: str = Field("", description="data set name or folder")
+    model: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="model name: lens/kappa/models/<model>/ (default: <dataset>_unet)")
+    width: int = Field(16, ge=2, description="channels of the first level (doubling per level)")
+    depth: int = Field(4, ge=1, le=6, description="levels (each halves the map)")
+    extra_inputs: list[Literal["ks", "abs_e"]] = Field(
+        default_factory=lambda: ["ks"], description="channels added to (e1, e2, de): ks = smoothed Kaiser-Squires "
+                                                    "E map, abs_e = |epsilon|")
+    ks_sigma: float = Field(2.0, ge=0, description="smoothing of the ks input channel [pixels]")
+    loss: Literal["mse", "l1"] = "mse"
+    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(1e-4, ge=0)
+    augment: bool = Field(True, description="random flips and 90-degree rotations with spin-2 signs")
+    patience: int = Field(5, ge=0, description="early-stopping patience [epochs]; 0 = off")
+    max_samples: int = Field(0, ge=0, description="use at most this many training maps (0 = all)")
+    resume: bool = Field(True, description="continue from <model>/last when the settings match")
+    seed: int | None = Field(None, description="default: core.seed")
+
+
+class PredictConfig(_Model):
+    """``astro lens kappa predict``: one float16 ``.npy`` per input name, and a zip."""
+
+    model: str = Field("", description="model name or folder (default: lens.kappa.train's model)")
+    output: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="run name: lens/kappa/predictions/<output>/ (default: <input>_<model>)")
+    split: Literal["train", "val", "test", "all"] = Field("test", description="for a data set input: maps to predict")
+    batch_size: int = Field(16, ge=1, description="maps per forward pass")
+    engine: Literal["torch", "onnxruntime"] = "torch"
+    zip: bool = Field(True, description="also write <output>.zip, the submission layout")
+
+
+class ScoreConfig(_Model):
+    """``astro lens kappa score``: the Datathon metrics and more."""
+
+    truth: str = Field("", description="true kappa: a data set, a folder of .npy or a folder with KAPPA/")
+    plots: bool = True
+    report: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="report name: lens/kappa/reports/<report>_score.json (default: the "
+                                        "prediction folder's name)")
+
+
+class ExportConfig(_Model):
+    """``astro lens kappa export``."""
+
+    model: str = Field("", description="model name or folder (default: lens.kappa.train's model)")
+    opset: int = Field(17, ge=11)
+    parity_tol: float = Field(1e-5, gt=0, description="max |torch - onnxruntime| accepted")
+    parity_samples: int = Field(8, ge=1)
+
+
+class KappaConfig(_Model):
+    """The ``[lens.kappa]`` tables."""
+
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
