@@ -72,7 +72,11 @@ class BaselineConfig(_Model):
         "ks", description="ks: Kaiser-Squires; wiener: Wiener filter; zero: all-zeros map; mean: training-mean map")
     sigma: float = Field(2.0, ge=0, description="Gaussian smoothing of the KS map [pixels]")
     split: Literal["train", "val", "test", "all"] = Field("test", description="maps to reconstruct")
-    output: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="run name: lens/kappa/predictions/<output>/ (default: <dataset>_<method>)")
+    train_dataset: str = Field("", description="data set whose training split gives the Wiener signal spectrum and "
+                                               "the mean map (default: the data set itself)")
+    output: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="run name: lens/kappa/predictions/<output>/ "
+                                                                    "(default: <dataset>_<method>, ks: <dataset>_ks<sigma>)")
+    zip: bool = Field(True, description="also write <output>.zip, the submission layout")
 
 
 class TrainConfig(_Model):
@@ -81,7 +85,10 @@ class TrainConfig(_Model):
     dataset: str = Field("", description="data set name or folder")
     model: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="model name: lens/kappa/models/<model>/ (default: <dataset>_unet)")
     width: int = Field(16, ge=2, description="channels of the first level (doubling per level)")
-    depth: int = Field(4, ge=1, le=6, description="levels (each halves the map)")
+    depth: int = Field(4, ge=1, le=6, description="levels (each halves the map; the side must be divisible by "
+                                                  "2**depth)")
+    upsample: Literal["bilinear", "transpose"] = Field("bilinear", description="decoder upsampling: bilinear "
+                                                                               "interpolation or 2x2 transposed conv")
     extra_inputs: list[Literal["ks", "abs_e"]] = Field(
         default_factory=lambda: ["ks"], description="channels added to (e1, e2, de): ks = smoothed Kaiser-Squires "
                                                     "E map, abs_e = |epsilon|")
@@ -90,6 +97,8 @@ class TrainConfig(_Model):
     batch_size: int = Field(16, ge=1)
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="learning rate: warm-up then cosine decay "
+                                                                          "over the epochs, or constant")
     weight_decay: float = Field(1e-4, ge=0)
     augment: bool = Field(True, description="random flips and 90-degree rotations with spin-2 signs")
     patience: int = Field(5, ge=0, description="early-stopping patience [epochs]; 0 = off")
