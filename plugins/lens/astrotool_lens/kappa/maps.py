@@ -161,7 +161,7 @@ def power_spectrum(maps, n_bins: int | None = None) -> tuple[np.ndarray, np.ndar
     n_bins = int(n_bins or min(ny, nx) // 2)
     kabs = np.sqrt(wave_vectors(m.shape)[2])
     edges = np.linspace(0.0, 0.5, n_bins + 1)
-    idx = np.digitize(kabs, edges) - 1
+    idx = np.minimum(np.digitize(kabs, edges) - 1, n_bins - 1)  # |k| = 0.5 exactly: the last ring
     idx[0, 0] = -1
     idx[kabs > 0.5] = -1
     p = np.abs(np.fft.fft2(m)) ** 2 / (ny * nx)
