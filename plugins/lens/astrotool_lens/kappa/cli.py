@@ -106,28 +106,38 @@ def train(
     batch_size: int = typer.Option(None, "--batch-size"),
     lr: float = typer.Option(None, "--lr", help="peak learning rate"),
     width: int = typer.Option(None, "--width", help="channels of the first U-Net level"),
-    depth: int = typer.Option(None, "--depth", help="U-Net levels"),
+    depth: int = typer.Option(None, "--depth", help="U-Net levels (the map side must be divisible by 2**depth)"),
+    extra_inputs: str = typer.Option(None, "--extra-inputs",
+                                     help="comma list of channels added to (e1, e2, de): ks, abs_e ('' for none)"),
+    ks_sigma: float = typer.Option(None, "--ks-sigma", help="smoothing of the ks input channel [pixels]"),
     loss: str = typer.Option(None, "--loss", help="mse | l1"),
     augment: bool = typer.Option(None, "--augment/--no-augment", help="spin-2 flips and rotations"),
-    patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]"),
+    patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]; 0 = off"),
+    max_samples: int = typer.Option(None, "--max-samples", help="train on at most this many maps (0 = all)"),
     resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
     device: mc.Device = None,
     precision: mc.Precision = None,
     devices: mc.Devices = None,
     num_nodes: mc.NumNodes = None,
 ):
-    """Train the U-Net; checkpoints (safetensors + JSON) in lens/kappa/models/<model>/.
+    """Train the U-Net on a packed set's train split (validated on val); checkpoints in lens/kappa/models/<model>/.
 
+    Maps are streamed from the set batch by batch with random flips and quarter
+    turns (spin-2 signs); the kept checkpoint is the epoch of lowest val_loss
+    (the training loss), with val_mse and val_pearson reported beside it.
     Re-running with the same settings resumes (more --epochs train on); other
-    settings are refused (exit 2); --overwrite starts afresh. Where it trains
-    comes from the [ml] section (--device, --precision, --devices, --num-nodes).
+    settings are refused (exit 2) naming them; --overwrite starts afresh. Where
+    it trains comes from the [ml] section (--device, --precision, --devices,
+    --num-nodes). The loss curves go to lens/kappa/reports/<model>_history.png.
     """
     from astrotool_lens.kappa.train import train_command
 
     ctx = current()
+    extra = None if extra_inputs is None else [c.strip() for c in extra_inputs.split(",") if c.strip()]
     cfg = _kappa(ctx, {"train.dataset": dataset, "train.model": model, "train.epochs": epochs,
                        "train.batch_size": batch_size, "train.lr": lr, "train.width": width, "train.depth": depth,
-                       "train.loss": loss, "train.augment": augment, "train.patience": patience,
+                       "train.extra_inputs": extra, "train.ks_sigma": ks_sigma, "train.loss": loss,
+                       "train.augment": augment, "train.patience": patience, "train.max_samples": max_samples,
                        "train.resume": resume})
     train_command(ctx, cfg, mc.runtime(ctx, device=device, precision=precision, devices=devices,
                                        num_nodes=num_nodes))
