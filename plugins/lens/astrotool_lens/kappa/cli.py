@@ -84,17 +84,26 @@ def baseline(
     sigma: float = typer.Option(None, "--sigma", help="Gaussian smoothing of the KS map [pixels]"),
     split: str = typer.Option(None, "--split", help="train | val | test | all"),
     output: str = typer.Option(None, "--output", help="run name (lens/kappa/predictions/<output>)"),
+    train_dataset: str = typer.Option(None, "--train-dataset",
+                                      help="data set whose training split gives the Wiener spectrum and the mean "
+                                           "map (default: --dataset)"),
+    zip_: bool = typer.Option(None, "--zip/--no-zip", help="also write <output>.zip (the submission layout)"),
 ):
     """Classical reconstructions written like predictions: Kaiser-Squires, Wiener filter, all-zeros, training mean.
 
     The Wiener filter takes its signal power spectrum from the training split and
     its noise from the error map; `score` then compares any of them with the U-Net.
+    One float16 .npy per map in lens/kappa/predictions/<output>/ (default
+    <dataset>_<method>, <dataset>_ks<sigma> for KS); a rerun keeps the maps
+    written with the same settings, other settings are refused (exit 2) unless
+    --overwrite. Reports maps/s.
     """
     from astrotool_lens.kappa.baseline import baseline_command
 
     ctx = current()
     cfg = _kappa(ctx, {"baseline.dataset": dataset, "baseline.method": method, "baseline.sigma": sigma,
-                       "baseline.split": split, "baseline.output": output})
+                       "baseline.split": split, "baseline.output": output, "baseline.train_dataset": train_dataset,
+                       "baseline.zip": zip_})
     baseline_command(ctx, cfg)
 
 

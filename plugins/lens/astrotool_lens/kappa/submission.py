@@ -1,0 +1,235 @@
+"""Prediction runs: one float16 ``.npy`` per map, what made them, and the zip to upload.
+
+A prediction run is the folder ``lens/kappa/predictions/<run>/`` holding
+
+* ``<name>.npy`` -- float16 ``(S, S)``, one per input map, named after the
+  input's file stem (the Datathon's submission layout), each written
+  atomically, so a file that exists is complete;
+* ``prediction.json`` -- what made the run (``made_by``: the method or the
+  model and its identity, the settings, the source, the split, the number of
+  maps), written when the run starts and again, with ``complete: true`` and
+  the run's summary, when it ends;
+
+and ``<run>.zip`` next to the folder, with the ``.npy`` files at its top level:
+the file to upload.
+
+Re-running into an existing folder: made with the same ``made_by``, the
+finished maps are kept and only the missing ones are computed
+(:meth:`PredictionWriter.missing`); made otherwise, the run is refused (exit 2,
+naming each changed key) unless ``overwrite``, which clears the folder first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from astrotool.errors import AstroError, InputError
+
+__docformat__ = "numpy"
+
+__all__ = ["FLOAT16_MAX", "INFO_FILE", "PredictionWriter", "read_info"]
+
+INFO_FILE = "prediction.json"
+FORMAT = "astrotool-kappa-predictions"
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+"""65504: the largest finite float16; larger values would be stored as infinity."""
+
+
+def read_info(folder: str | Path) -> dict | None:
+    """The ``prediction.json`` of a run folder (None when there is none).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The file is there but unreadable.
+    """
+    path = Path(folder) / INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable prediction record ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("made_by"), dict):
+        raise InputError(path, "not a prediction record (no 'made_by' entry)")
+    return info
+
+
+class PredictionWriter:
+    """Writes a prediction run folder (see the module docstring).
+
+    Parameters
+    ----------
+    folder : path-like
+        ``lens/kappa/predictions/<run>``; the zip is ``<run>.zip`` beside it.
+    made_by : dict
+        JSON-serialisable description of what makes the maps: ``method`` or
+        ``model`` (with its identity, e.g. the weights' SHA-256), ``settings``,
+        ``source``, ``split``, ``n``. Compared key by key with an existing
+        run's.
+    overwrite : bool
+        Clear an existing folder (and its zip) first.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        The folder holds a run made otherwise (each changed key named, old ->
+        new), or files that are not a prediction run, and ``overwrite`` is off.
+    """
+
+    def __init__(self, folder: str | Path, made_by: dict, overwrite: bool = False):
+        from astrotool.workspace import write_json_atomic
+
+        self.folder = Path(folder)
+        self.made_by = json.loads(json.dumps(made_by, default=str))
+        self.zip_path = self.folder.with_name(self.folder.name + ".zip")
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InputError(self.folder, "exists and is not a folder")
+        if overwrite:
+            self._clear()
+        else:
+            self._check_existing()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.info_path = self.folder / INFO_FILE
+        write_json_atomic(self.info_path, {"format": FORMAT, "run": self.folder.name, "made_by": self.made_by,
+                                           "complete": False})
+        self.written = 0
+
+    # ------------------------------------------------------------ existing folders
+
+    def _clear(self) -> None:
+        if self.folder.is_dir():
+            shutil.rmtree(self.folder)
+        self.zip_path.unlink(missing_ok=True)
+
+    def _check_existing(self) -> None:
+        from astrotool.ml.training import settings_changes
+
+        if not self.folder.is_dir():
+            return
+        info = read_info(self.folder)
+        if info is None:
+            if any(p for p in self.folder.iterdir() if not p.name.startswith(".")):
+                raise AstroError(f"{self.folder}: holds files but no {INFO_FILE}, so it is not a prediction run "
+                                 "of this tool; use --overwrite to clear it, or another --output name")
+            return
+        changes = settings_changes(info["made_by"], self.made_by)
+        if changes:
+            raise AstroError(f"{self.folder}: made with other settings ({'; '.join(changes)}); use --overwrite "
+                             "to replace it, or another --output name")
+
+    def path(self, name: str) -> Path:
+        """The file of map ``name``."""
+        return self.folder / f"{name}.npy"
+
+    def done(self) -> set[str]:
+        """Names of the maps already in the folder."""
+        return {p.stem for p in self.folder.glob("*.npy") if not p.name.startswith(".")}
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        """The names among ``names`` (order kept) that have no map yet: what is left to compute."""
+        have = self.done()
+        return [str(n) for n in names if str(n) not in have]
+
+    # ------------------------------------------------------------ writing
+
+    def check(self, names: Sequence[str], maps: np.ndarray) -> np.ndarray:
+        """The maps as float16, after checking that each one fits.
+
+        Raises
+        ------
+        astrotool.errors.AstroError
+            Not ``(n, S, S)`` for ``n`` names, or a map with NaN, infinite or
+            float16-overflowing (``|x| > 65504``) values (the map's file named).
+        """
+        a = np.asarray(maps)
+        if a.ndim != 3 or a.shape[0] != len(names):
+            raise AstroError(f"{self.folder}: expected {len(names)} maps (n, S, S), got an array of shape {a.shape}")
+        size = self.made_by.get("size")
+        if size is not None and a.shape[1:] != (int(size), int(size)):
+            raise AstroError(f"{self.folder}: maps are {a.shape[1]}x{a.shape[2]}, this run's are {size}x{size}")
+        flat = a.reshape(len(a), -1)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(flat).all(axis=1) | (np.abs(flat) > FLOAT16_MAX).any(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            m = flat[i]
+            what = "NaN" if np.isnan(m).any() else "infinite" if np.isinf(m).any() else \
+                f"beyond float16's range (|x| up to {float(np.abs(m).max()):.6g} > {FLOAT16_MAX:g})"
+            raise AstroError(f"{self.path(names[i])}: the predicted map {names[i]!r} holds {what} values; "
+                             "nothing written for it")
+        return a.astype(np.float16)
+
+    def write(self, names: Sequence[str], maps: np.ndarray) -> list[Path]:
+        """Write maps ``(n, S, S)`` as ``<name>.npy`` float16, each atomically.
+
+        All maps of the batch are checked before any is written.
+        """
+        from astrotool.workspace import atomic_path
+
+        names = [str(n) for n in names]
+        h = self.check(names, maps)
+        paths = []
+        for name, m in zip(names, h):
+            p = self.path(name)
+            with atomic_path(p) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(m), allow_pickle=False)
+            paths.append(p)
+        self.written += len(paths)
+        return paths
+
+    # ------------------------------------------------------------ finishing
+
+    def files(self) -> list[Path]:
+        """The run's ``.npy`` files, sorted by name."""
+        return sorted((p for p in self.folder.glob("*.npy") if not p.name.startswith(".")), key=lambda p: p.name)
+
+    def finish(self, zip: bool = True, summary: dict | None = None) -> dict:
+        """Mark the run complete (``prediction.json``) and write ``<run>.zip``.
+
+        Parameters
+        ----------
+        zip : bool
+            Write ``<run>.zip`` next to the folder (atomically), the ``.npy``
+            files at its top level, stored uncompressed (float16 maps hardly
+            compress); without it an older zip is removed.
+        summary : dict, optional
+            The run's results (throughput...), stored in ``prediction.json``.
+
+        Returns
+        -------
+        dict
+            ``{"output": folder, "zip": path or None, "n": maps in the folder}``.
+
+        Raises
+        ------
+        astrotool.errors.AstroError
+            The folder holds another number of maps than ``made_by["n"]``.
+        """
+        import zipfile
+
+        from astrotool.workspace import atomic_path, write_json_atomic
+
+        files = self.files()
+        n = self.made_by.get("n")
+        if n is not None and len(files) != int(n):
+            raise AstroError(f"{self.folder}: holds {len(files)} maps, the run has {n}; not finished")
+        zpath = None
+        if zip:
+            with atomic_path(self.zip_path) as tmp:
+                with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                    for p in files:
+                        zf.write(p, arcname=p.name)
+            zpath = self.zip_path
+        else:
+            self.zip_path.unlink(missing_ok=True)
+        info = {"format": FORMAT, "run": self.folder.name, "made_by": self.made_by, "complete": True,
+                "maps": len(files), "zip": str(zpath) if zpath else None, "summary": summary or {}}
+        write_json_atomic(self.info_path, info)
+        return {"output": str(self.folder), "zip": str(zpath) if zpath else None, "n": len(files)}
