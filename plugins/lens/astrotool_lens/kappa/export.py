@@ -1,0 +1,104 @@
+"""ONNX export of a trained kappa U-Net, checked against torch (``astro lens kappa export``).
+
+The graph is the whole :class:`~astrotool_lens.kappa.model.KappaUNet`: the raw
+input stack ``(n, C, S, S)`` float32 (e1, e2, de and the extra channels that
+:func:`~astrotool_lens.kappa.model.model_inputs` builds with numpy) in, kappa
+``(n, S, S)`` out, the normalisation inside (buffers), the batch axis dynamic.
+``model.json`` goes into the ONNX metadata (so ``predict --engine onnxruntime``
+can check that the file belongs to the checkpoint's weights). Export, parity
+check and atomic write are :func:`astrotool.ml.commands.export_checked`'s; the
+parity inputs are the input stacks of the training set's epsilon maps when that
+set is still there, else of random fields of the model's map size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+__all__ = ["export_command", "parity_epsilon"]
+
+
+def parity_epsilon(meta: dict, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Epsilon maps ``(n, 3, S, S)`` float32 for the parity check, and where they come from.
+
+    The first ``n`` maps of the training data set (``meta["training"]["dataset_path"]``)
+    when it can still be read and has the model's map size; else random
+    fields: Gaussian e1, e2 of standard deviation 0.3 plus a smooth component,
+    and de uniform in [0.05, 0.3].
+    """
+    from astrotool.seeding import derive_seed
+
+    tr = meta.get("training", {}) or {}
+    size = int(tr.get("size") or meta.get("inputs", {}).get("size") or 128)
+    path = tr.get("dataset_path")
+    if path and Path(path).is_dir():
+        try:
+            from astrotool_lens.kappa.data import KappaDataset
+
+            with KappaDataset(path) as ds:
+                if ds.size == size and ds.n:
+                    eps = ds.read(np.arange(min(n, ds.n)), ["epsilon"])["epsilon"].astype(np.float32)
+                    if np.isfinite(eps).all():
+                        return eps, str(ds.root)
+        except Exception:  # noqa: BLE001 - an unreadable set: fall back to random fields
+            pass
+    rng = np.random.default_rng(derive_seed(seed, "kappa_parity"))
+    from astrotool_lens.kappa.maps import smooth
+
+    e = 0.3 * rng.standard_normal((n, 2, size, size)) + 0.5 * smooth(rng.standard_normal((n, 2, size, size)), 4.0)
+    de = rng.uniform(0.05, 0.3, (n, 1, size, size))
+    return np.concatenate([e, de], axis=1).astype(np.float32), "random fields"
+
+
+def export_command(ctx, cfg, onnx: bool = True, output: str | None = None) -> dict:
+    """``astro lens kappa export``: write ``<model>/model.onnx`` (or ``output``) after the parity check.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    cfg : astrotool_lens.kappa.config.KappaConfig
+        ``cfg.export`` is read (and ``cfg.train`` for the default model).
+    onnx : bool
+        The only format; ``False`` is refused.
+    output : str, optional
+        The ONNX path (default ``<model>/model.onnx``).
+
+    Returns
+    -------
+    dict
+        ``path, max_abs_diff, tol, samples, opset, parity_inputs``.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        ``--no-onnx``; onnxruntime differs from torch by more than
+        ``parity_tol`` (nothing written).
+    astrotool.errors.InputError
+        No such model.
+    """
+    from astrotool.errors import AstroError
+    from astrotool.ml import commands as mc
+
+    from astrotool_lens.kappa.model import load_unet, model_inputs
+    from astrotool_lens.kappa.predict import default_model
+
+    x = cfg.export
+    if not onnx:
+        raise AstroError("nothing to export: --onnx is the only format")
+    name = x.model or default_model(cfg)
+    mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models")
+    model, meta = load_unet(mdir)
+    eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx))
+    stack = model_inputs(eps, meta, source=origin)
+    out = Path(output).expanduser() if output else mdir / "model.onnx"
+    info = {"input": "stack (n, C, S, S) float32: " + ", ".join(meta["inputs"]["channels"]),
+            "output": "kappa (n, S, S) float32", "parity_inputs": origin}
+    res = mc.export_checked(ctx, model, stack, out, sources=[mdir], input_name="stack", output_names=["kappa"],
+                            opset=x.opset, tol=x.parity_tol, metadata={**meta, "onnx": info})
+    res = {**res, "model": mdir.name, "parity_inputs": origin}
+    ctx.emit(res)
+    return res

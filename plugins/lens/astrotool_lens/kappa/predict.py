@@ -1,0 +1,194 @@
+"""Predicting kappa maps with a trained U-Net (``astro lens kappa predict``).
+
+The inputs are any epsilon map source of
+:func:`astrotool_lens.kappa.sources.open_maps` (a packed set and its split, a
+folder with ``EPSILON/``, a folder of ``.npy``, Datathon tarballs), streamed in
+batches: memory stays at about one batch whatever the number of maps. Each
+batch's input stack is built with numpy (:func:`astrotool_lens.kappa.model.model_inputs`),
+run through torch or ONNX Runtime (:func:`astrotool.ml.predict.predict`), and
+its maps are written at once through
+:class:`~astrotool_lens.kappa.submission.PredictionWriter`: one float16
+``<name>.npy`` per input name in ``lens/kappa/predictions/<run>/``, then
+``<run>.zip``, the submission.
+
+An interrupted run is resumed by running it again: maps already written by the
+same model (same weights) on the same inputs are kept and skipped. Bad input
+(a wrong shape or dtype, NaN) stops the run with exit 2 naming the file; the
+maps written before stay.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from astrotool.errors import InputError
+
+__docformat__ = "numpy"
+
+__all__ = ["check_onnx", "default_model", "default_run_name", "predict_command", "predict_maps"]
+
+
+def default_model(cfg) -> str:
+    """``[lens.kappa.predict] model``, else the train table's model, else ``<train dataset>_unet`` ("" if none)."""
+    if cfg.predict.model:
+        return cfg.predict.model
+    if cfg.train.model:
+        return cfg.train.model
+    return f"{Path(cfg.train.dataset).name}_unet" if cfg.train.dataset else ""
+
+
+def default_run_name(inputs: str, model: str) -> str:
+    """``<input stem>_<model>``: ``test_public.tar.gz`` and model ``sims_unet`` give ``test_public_sims_unet``."""
+    stem = Path(str(inputs).rstrip("/")).name
+    for suffix in (".tar.gz", ".tgz", ".tar"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).lstrip(".-") or "maps"
+    return f"{stem}_{model}"
+
+
+def check_onnx(path: str | Path, meta: dict) -> None:
+    """Refuse an ONNX file exported from other weights than the checkpoint's.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No such file (export it first), or its metadata names other weights.
+    """
+    from astrotool.ml.export import onnx_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such ONNX file (run `astro lens kappa export` first)")
+    info = onnx_metadata(path)
+    if info.get("weights_sha256") != meta.get("weights_sha256"):
+        raise InputError(path, "exported from other weights than the checkpoint beside it (retrained since); "
+                               "run `astro lens kappa export` again")
+
+
+def _check_batch(names, eps, where: str) -> None:
+    """Epsilon maps ``(n, 3, S, S)``, floating, finite; InputError naming the first bad map."""
+    if eps.ndim != 4 or eps.shape[1] != 3 or eps.shape[2] != eps.shape[3]:
+        raise InputError(f"{where}: {names[0]}", f"epsilon maps must be (3, S, S), got {eps.shape[1:]}")
+    if eps.dtype.kind != "f":
+        raise InputError(f"{where}: {names[0]}", f"epsilon maps must be floating point, got {eps.dtype}")
+    bad = ~np.isfinite(eps.reshape(len(eps), -1)).all(axis=1)
+    if bad.any():
+        raise InputError(f"{where}: {names[int(np.flatnonzero(bad)[0])]}", "NaN or infinite values")
+
+
+def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str | None = None):
+    """Predict the maps of a MapSet the writer does not hold yet, writing each batch as it comes.
+
+    Parameters
+    ----------
+    runner : torch.nn.Module or path-like
+        The U-Net (:func:`~astrotool_lens.kappa.model.load_unet`) or its ONNX file.
+    maps : MapSet
+        Epsilon maps (:func:`astrotool_lens.kappa.sources.open_maps`).
+    meta : dict
+        The checkpoint's ``model.json`` (how to build the input stack).
+    writer : PredictionWriter
+    batch_size : int
+        Maps per forward pass (the source's batches, less the maps already written).
+    device : str, optional
+
+    Returns
+    -------
+    astrotool.ml.predict.Predictions
+        Without outputs (``keep=False``); its time counts reading, building the
+        inputs and the forward passes, not writing.
+    """
+    from astrotool.ml.predict import predict
+
+    from astrotool_lens.kappa.model import model_inputs
+
+    todo = set(writer.missing(maps.names))
+    where = maps.describe()
+
+    def batches():
+        if not todo:
+            return
+        for names, eps in maps.iter_batches(batch_size):
+            keep = [i for i, nm in enumerate(names) if nm in todo]
+            if not keep:
+                continue
+            names = [names[i] for i in keep]
+            eps = np.asarray(eps)[keep] if len(keep) < len(eps) else np.asarray(eps)
+            _check_batch(names, eps, where)
+            yield model_inputs(eps, meta, source=where), names
+
+    return predict(runner, batches(), batch_size=batch_size, device=device,
+                   on_batch=lambda batch, out: writer.write(batch[1], out), keep=False)
+
+
+def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
+    """``astro lens kappa predict``: one float16 ``.npy`` per input map, and the zip.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    cfg : astrotool_lens.kappa.config.KappaConfig
+        ``cfg.predict`` is read (and ``cfg.train`` for the default model).
+    inputs : str
+        Anything :func:`astrotool_lens.kappa.sources.open_maps` accepts.
+    runtime : astrotool.ml.fabric.Runtime
+        Its ``accelerator`` is the device (predictions in 32-bit).
+
+    Returns
+    -------
+    dict
+        The emitted summary: input, model, engine, n, computed, kept, output, zip,
+        samples_per_s (reading, input stack and forward passes), maps_per_s
+        (everything, writing included), device.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No such model or input, bad maps (the file named; maps already
+        written stay), an ONNX file of other weights.
+    astrotool.errors.AstroError
+        The run folder was made by another model or on other inputs (without
+        ``--overwrite``).
+    """
+    from astrotool.ml import commands as mc
+
+    from astrotool_lens.kappa.model import load_unet
+    from astrotool_lens.kappa.sources import open_maps
+    from astrotool_lens.kappa.submission import PredictionWriter
+
+    p = cfg.predict
+    mdir = mc.model_dir(ctx, "lens", default_model(cfg), stage="kappa/models")
+    model, meta = load_unet(mdir)
+    runner = model
+    if p.engine == "onnxruntime":
+        runner = mdir / "model.onnx"
+        check_onnx(runner, meta)
+    maps = open_maps(inputs, "epsilon", ctx, split=p.split)
+    run = p.output or default_run_name(inputs, mdir.name)
+    folder = ctx.workspace.stage("lens", "kappa/predictions") / run
+    made_by = {"model": {"name": mdir.name, "weights_sha256": meta.get("weights_sha256"),
+                         "architecture": meta.get("architecture")},
+               "settings": {"inputs": meta.get("inputs")}, "source": maps.describe(), "split": p.split,
+               "n": len(maps)}
+    writer = PredictionWriter(folder, made_by, overwrite=ctx.overwrite)
+    kept = len(maps) - len(writer.missing(maps.names))
+    t0 = time.perf_counter()
+    pred = predict_maps(runner, maps, meta, writer, p.batch_size, runtime.accelerator)
+    seconds = time.perf_counter() - t0
+    rate = mc.report_throughput(ctx, pred, "maps") if pred.n else {"samples_per_s": None, "engine": pred.engine,
+                                                                   "device": pred.device}
+    summary = {"input": str(inputs), "model": mdir.name, "n": len(maps), "computed": int(pred.n), "kept": kept,
+               **rate, "maps_per_s": round(pred.n / seconds, 1) if pred.n and seconds > 0 else None,
+               "batch_size": p.batch_size}
+    res = writer.finish(zip=p.zip, summary=summary)
+    mc.record(ctx, inputs=[runner if p.engine == "onnxruntime" else mdir],
+              outputs=[x for x in (res["output"], res["zip"]) if x])
+    out = {**summary, **res}
+    ctx.emit(out)
+    return out
