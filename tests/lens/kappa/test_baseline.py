@@ -102,13 +102,21 @@ def test_wiener_filter_limits():
 
 
 def test_wiener_noise_from_the_error_map():
-    eps = np.zeros((2, 3, 4, 4))
+    eps = np.zeros((3, 3, 4, 4))
+    eps[:, 0] = 0.01
     eps[0, 2] = 0.3
-    eps[1, 2, :2] = 0.2          # half the pixels hold galaxies
+    eps[1, 2] = 2.6              # the simulator's sentinel for pixels without galaxies...
+    eps[1, :2, 2:] = 0.0         # ...which hold epsilon = (0, 0): half the pixels are empty
+    eps[1, 2, :2] = 0.2
     eps[1, 2, 0, 0] = 0.4
-    noise, fill = bl.wiener_noise(eps)
-    assert noise[0] == pytest.approx(0.09) and fill[0] == 1.0
-    assert noise[1] == pytest.approx((7 * 0.04 + 0.16) / 8) and fill[1] == 0.5
+    eps[2, 2, :, :1] = 0.0       # de = 0 also marks an empty pixel
+    eps[2, 2, :, 1:] = 0.1
+    eps[2, 1, 0, 1] = 0.02
+    eps[2, 0, 0, 1] = 0.0        # e1 = 0 alone is a pixel with galaxies
+    noise, fill = bl.wiener_noise(eps.astype(np.float16))
+    assert noise[0] == pytest.approx(0.09, rel=1e-3) and fill[0] == 1.0
+    assert noise[1] == pytest.approx((7 * 0.04 + 0.16) / 8, rel=1e-3) and fill[1] == 0.5
+    assert noise[2] == pytest.approx(0.01, rel=1e-3) and fill[2] == 0.75
 
 
 def test_signal_power_2d_interpolates_the_rings():

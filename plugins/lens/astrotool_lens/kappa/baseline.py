@@ -16,9 +16,12 @@ Methods (``[lens.kappa.baseline] method``):
       mean over maps), interpolated onto the 2-D ``|k|`` grid linearly in
       ``log P`` (held constant below the first ring and beyond ``|k| = 0.5``);
     * ``N`` -- the noise power: white noise of per-pixel variance
-      ``mean(de^2)`` over the pixels with galaxies (``de > 0``), i.e. ``de``
-      is read as the standard deviation of each ellipticity component of the
-      pixel about the shear (shape noise and measurement error together).
+      ``mean(de^2)`` over the pixels with galaxies, i.e. ``de`` is read as the
+      standard deviation of each ellipticity component of the pixel about the
+      shear (shape noise and measurement error together). A pixel without
+      galaxies is one whose ``(e1, e2)`` is exactly ``(0, 0)`` or whose ``de``
+      is not positive: its ``de`` is ignored, whatever the sentinel
+      (``astro lens kappa simulate`` writes 10 times one galaxy's error there).
       The KS kernel has unit modulus per mode (``p1^2 + p2^2 = 1``; less on
       the Nyquist lines of an even grid, where ``p2`` is 0), so the KS E
       map's noise power equals that of one ellipticity component;
@@ -145,13 +148,16 @@ def wiener_noise(epsilon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     noise : numpy.ndarray, shape (n,)
-        ``mean(de^2)`` over the pixels with galaxies (``de > 0``); 0 for a map
-        without any.
+        ``mean(de^2)`` over the pixels with galaxies; 0 for a map without any.
     fill : numpy.ndarray, shape (n,)
-        Fraction of pixels with galaxies.
+        Fraction of pixels with galaxies: ``(e1, e2) != (0, 0)`` and
+        ``de > 0`` (an empty pixel's ``de``, 0 or a sentinel, is ignored).
     """
-    de = np.asarray(epsilon[:, 2], dtype=np.float64).reshape(len(epsilon), -1)
-    has = de > 0
+    eps = np.asarray(epsilon)
+    de = eps[:, 2].astype(np.float64).reshape(len(eps), -1)
+    e = eps[:, :2].reshape(len(eps), 2, -1)
+    has = (de > 0) & ((e[:, 0] != 0) | (e[:, 1] != 0))
+    de = np.where(has, de, 0.0)
     count = has.sum(axis=1)
     noise = np.where(count > 0, (de * de * has).sum(axis=1) / np.maximum(count, 1), 0.0)
     return noise, count / de.shape[1]
