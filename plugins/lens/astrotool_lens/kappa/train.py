@@ -208,16 +208,16 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
                 x, y = augment(x, y, rng.integers(0, 8, len(idx)))
             yield torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
-    def loss_fn(m, batch):
+    ts = float(np.float32(stats["target_scale"]))  # the model's target_scale buffer, as a number
+
+    def loss_fn(m, batch):  # on kappa in units of its training RMS
         xb, yb = batch
-        ts = model.target_scale.to(xb.device)  # identical on every rank and in the module fit wraps
         return loss_of(m(xb).float() / ts, yb / ts)
 
     val_bs = max(cfg.batch_size, 32)
 
     def validate(m):
         dev = next(m.parameters()).device
-        ts = float(m.target_scale)
         loss_sum = mse_sum = 0.0
         r, n_pix = [], 0
         for b in ds.iter_batches(val_bs, ["epsilon", "kappa"], indices=val_idx):
