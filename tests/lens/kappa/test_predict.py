@@ -108,3 +108,145 @@ def test_writer_refuses_a_foreign_folder(tmp_path):
         PredictionWriter(tmp_path / "run", MADE_BY)
     PredictionWriter(tmp_path / "run", MADE_BY, overwrite=True)
     assert not (tmp_path / "run" / "notes.txt").exists()
+
+
+# ---------------------------------------------------------------- predict and export end to end
+
+
+def run(capsys, *args):
+    from astrotool.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write_set(root, name, epsilon, kappa, splits):
+    """A KappaDataset folder written with the core's DatasetWriter (one shard)."""
+    from astrotool.ml.data import DatasetWriter
+    from astrotool_lens.kappa.data import KIND
+
+    w = DatasetWriter(str(root / name), name, kind=KIND)
+    arrays = {"epsilon": np.asarray(epsilon, np.float16)}
+    if kappa is not None:
+        arrays["kappa"] = np.asarray(kappa, np.float16)
+    w.write_shard(0, 0, arrays, {"name": np.array([f"m{i:04d}" for i in range(len(epsilon))]),
+                                 "split": np.asarray(splits)})
+    w.finalize(1)
+    return root / name
+
+
+def pairs(n, size, rng):
+    """Smooth random kappa and its noisy shear as epsilon (n, 3, S, S), de = 0.2."""
+    from astrotool_lens.kappa.maps import shear_from_kappa, smooth
+
+    kappa = 0.05 + 0.5 * smooth(rng.standard_normal((n, size, size)), 3.0)
+    g1, g2 = shear_from_kappa(kappa)
+    eps = np.stack([g1 + 0.2 * rng.standard_normal(g1.shape), g2 + 0.2 * rng.standard_normal(g1.shape),
+                    np.full(g1.shape, 0.2)], axis=1)
+    return eps, kappa
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A workspace with a 32x32 set (16 train, 4 val, 6 test) and a U-Net trained on it for one epoch."""
+    import contextlib
+    import io
+
+    from astrotool.cli import main
+
+    ws = tmp_path_factory.mktemp("kappa_predict") / "ws"
+    eps, kappa = pairs(26, 32, np.random.default_rng(7))
+    write_set(ws / "lens" / "kappa" / "data", "tiny", eps, kappa, ["train"] * 16 + ["val"] * 4 + ["test"] * 6)
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main([str(a) for a in ("-w", ws, "-q", "--set", "lens.kappa.train.depth=2", "--set",
+                                      "lens.kappa.train.width=4", "lens", "kappa", "train", "--dataset", "tiny",
+                                      "--epochs", 1, "--batch-size", 8)])
+    assert code == 0
+    return ws, np.asarray(eps, np.float16)
+
+
+def test_predict_and_export_end_to_end(trained, capsys):
+    from astrotool.ml.predict import predict
+    from astrotool_lens.kappa.model import load_unet, model_inputs
+
+    ws, eps = trained
+    pred = ws / "lens" / "kappa" / "predictions"
+    mdir = ws / "lens" / "kappa" / "models" / "tiny_unet"
+    test_names = [f"m{i:04d}" for i in range(20, 26)]
+
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", "tiny", "--model", "tiny_unet",
+                       "--engine", "onnxruntime")
+    assert code == 2 and "run `astro lens kappa export` first" in err
+
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", "tiny", "--model", "tiny_unet",
+                         "--batch-size", 4)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["output"] == str(pred / "tiny_tiny_unet") and res["computed"] == 6 and res["samples_per_s"] > 0
+    torch_maps = {p.stem: np.load(p) for p in sorted((pred / "tiny_tiny_unet").glob("*.npy"))}
+    assert sorted(torch_maps) == test_names                  # names in = names out
+    assert all(m.dtype == np.float16 and m.shape == (32, 32) for m in torch_maps.values())
+    with zipfile.ZipFile(res["zip"]) as zf:
+        assert sorted(zf.namelist()) == [f"{n}.npy" for n in test_names]
+    model, meta = load_unet(mdir)
+    x = model_inputs(eps[20:], meta)
+    direct = predict(model, x, batch_size=6).outputs
+    assert np.array_equal(np.stack([torch_maps[n] for n in test_names]), direct.astype(np.float16))
+
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "export", "--model", "tiny_unet")
+    assert code == 0, err
+    ex = json.loads(out)
+    assert ex["max_abs_diff"] <= 1e-5 and ex["tol"] == 1e-5 and ex["parity_inputs"].endswith("tiny")
+    onnx_out = predict(mdir / "model.onnx", x, batch_size=4).outputs  # another batch size: the axis is dynamic
+    assert np.abs(onnx_out - direct).max() <= 1e-5
+
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", "tiny", "--model", "tiny_unet",
+                         "--engine", "onnxruntime", "--output", "onnx_run", "--no-zip")
+    assert code == 0, err
+    assert json.loads(out)["engine"] == "onnxruntime" and json.loads(out)["zip"] is None
+    onnx_maps = {p.stem: np.load(p) for p in sorted((pred / "onnx_run").glob("*.npy"))}
+    assert sorted(onnx_maps) == test_names
+    for n in test_names:  # equal up to float16 rounding of outputs within 1e-5
+        assert np.abs(onnx_maps[n].astype(np.float32) - torch_maps[n].astype(np.float32)).max() <= 1e-3
+
+    # again: every map kept; a lost one recomputed alone
+    (pred / "tiny_tiny_unet" / f"{test_names[3]}.npy").unlink()
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", "tiny", "--model", "tiny_unet")
+    assert code == 0, err
+    assert (json.loads(out)["computed"], json.loads(out)["kept"]) == (1, 5)
+    assert np.array_equal(np.load(pred / "tiny_tiny_unet" / f"{test_names[3]}.npy"), torch_maps[test_names[3]])
+    # another split into the same run: refused, the key named
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", "tiny", "--model", "tiny_unet",
+                       "--split", "val", "--output", "tiny_tiny_unet")
+    assert code == 2 and 'split: "test" -> "val"' in err
+
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "export", "--model", "tiny_unet", "--no-onnx")
+    assert code == 2 and "--onnx is the only format" in err
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", "tiny", "--model", "nope")
+    assert code == 2
+
+
+def test_predict_bad_input_keeps_the_maps_written(trained, capsys, tmp_path):
+    ws, eps = trained
+    folder = tmp_path / "EPSILON"
+    folder.mkdir()
+    for i in range(6):
+        np.save(folder / f"x{i:02d}.npy", eps[i])
+    bad = eps[4].copy()
+    bad[0, 3, 3] = np.nan
+    np.save(folder / "x04.npy", bad)
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", folder, "--model", "tiny_unet",
+                       "--output", "bad", "--batch-size", 2)
+    assert code == 2 and "x04" in err and "NaN" in err, err
+    done = sorted(p.stem for p in (ws / "lens" / "kappa" / "predictions" / "bad").glob("*.npy"))
+    assert done == ["x00", "x01", "x02", "x03"]          # the batches before the bad map stay
+    np.save(folder / "x04.npy", eps[4, :2])               # wrong shape
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", folder, "--model", "tiny_unet",
+                       "--output", "bad", "--batch-size", 2)
+    assert code == 2 and "x04" in err, err
+    np.save(folder / "x04.npy", eps[4])
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", folder, "--model", "tiny_unet",
+                         "--output", "bad", "--batch-size", 2)
+    assert code == 0, err
+    assert (json.loads(out)["computed"], json.loads(out)["kept"]) == (2, 4)
