@@ -158,17 +158,22 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     """
     from astrotool.ml import commands as mc
 
-    from astrotool_lens.kappa.model import load_unet
+    from astrotool.ml.checkpoint import META_FILE, read_meta
+
+    from astrotool_lens.kappa.model import ARCHITECTURE, load_unet
     from astrotool_lens.kappa.sources import open_maps
     from astrotool_lens.kappa.submission import PredictionWriter
 
     p = cfg.predict
     mdir = mc.model_dir(ctx, "lens", default_model(cfg), stage="kappa/models")
-    model, meta = load_unet(mdir)
-    runner = model
-    if p.engine == "onnxruntime":
+    if p.engine == "onnxruntime":  # torch is not needed (nor imported): the export's weights are checked
+        meta = read_meta(mdir)
+        if meta["architecture"]["name"] != ARCHITECTURE or "inputs" not in meta:
+            raise InputError(mdir / META_FILE, f"not a kappa U-Net ({meta['architecture']['name']!r})")
         runner = mdir / "model.onnx"
         check_onnx(runner, meta)
+    else:
+        runner, meta = load_unet(mdir)
     maps = open_maps(inputs, "epsilon", ctx, split=p.split)
     run = p.output or default_run_name(inputs, mdir.name)
     folder = ctx.workspace.stage("lens", "kappa/predictions") / run
