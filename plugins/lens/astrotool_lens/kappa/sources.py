@@ -1,0 +1,543 @@
+"""Raw kappa maps: check them, read them from any source, and pack (epsilon, kappa) pairs.
+
+Sources (:func:`open_maps`):
+
+* a packed data set (``lens/kappa/data/<name>`` or its folder), restricted to a split;
+* a simulated set (``lens/kappa/sims/<name>``) or any folder in the Datathon
+  layout, ``<root>/EPSILON/<id>.npy`` (float16 ``(3, S, S)``: epsilon1,
+  epsilon2, Delta-epsilon) and ``<root>/KAPPA/<id>.npy`` (float16 ``(S, S)``);
+* a prediction run (``lens/kappa/predictions/<run>``) or any folder of ``.npy`` maps;
+* Datathon tarballs ``*.tar.gz``, read with :mod:`tarfile` in streaming mode
+  (never unpacked to disk): members ``.../EPSILON/<id>.npy`` and
+  ``.../KAPPA/<id>.npy`` under any top folder (a tarball without such folders:
+  every ``.npy`` member).
+
+Every set is a :class:`MapSet`: sorted ``names`` (file stems, the key pairs are
+matched on -- never the listing order), the map side ``size``, constant-memory
+streaming with ``iter_batches`` and random access with ``read``. Every map read
+passes :func:`check_map`, so a bad file gives :class:`astrotool.errors.InputError`
+(exit 2) naming it (a tarball member as ``<tarball>:<member>``).
+
+:func:`data_command` (``astro lens kappa data``) pairs EPSILON and KAPPA maps by
+name, assigns each name a split that depends only on the seed and the name, and
+packs a :class:`astrotool_lens.kappa.data.KappaDataset`.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from astrotool.errors import AstroError, InputError
+
+__docformat__ = "numpy"
+
+__all__ = ["KINDS", "MapSet", "FolderMaps", "TarMaps", "PackedMaps", "check_map", "load_npy", "open_maps",
+           "is_tarball", "stream_tar"]
+
+KINDS = {"epsilon": "EPSILON", "kappa": "KAPPA"}
+"""Map kind -> the Datathon folder holding it."""
+
+MIN_SIZE = 8
+"""Smallest map side accepted [pixels]."""
+
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+_EXPECT = {"epsilon": "(3, S, S)", "kappa": "(S, S)"}
+
+
+# ============================================================================ one map
+
+
+def check_map(arr, kind: str, where, size: int | None = None) -> np.ndarray:
+    """Check one map; return it unchanged.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        The map as loaded.
+    kind : {"epsilon", "kappa"}
+        ``epsilon``: ``(3, S, S)`` (epsilon1, epsilon2, Delta-epsilon);
+        ``kappa``: ``(S, S)``.
+    where : str or path-like
+        What the message names: the file, or ``<tarball>:<member>``.
+    size : int, optional
+        The side ``S`` the map must have (the other maps of its set).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``arr`` (float16 as stored; float32 and float64 accepted).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Wrong shape (or a side under 8 pixels, or not ``size``), a non-floating
+        dtype, NaN or infinite values -- e.g. ``"shape (128, 128), expected (3, S, S)"``,
+        ``"dtype int64"``, ``"3 NaN values"``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
+    arr = np.asarray(arr)
+    shape = tuple(arr.shape)
+    ok = (len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2]) if kind == "epsilon" else \
+        (len(shape) == 2 and shape[0] == shape[1])
+    if not ok:
+        raise InputError(where, f"shape {shape}, expected {_EXPECT[kind]} ({kind} map)")
+    if shape[-1] < MIN_SIZE:
+        raise InputError(where, f"shape {shape}: a map side must be at least {MIN_SIZE} pixels")
+    if size is not None and shape[-1] != size:
+        want = (3, size, size) if kind == "epsilon" else (size, size)
+        raise InputError(where, f"shape {shape}, expected {want} like the other maps of its set")
+    if arr.dtype.kind != "f":
+        raise InputError(where, f"dtype {arr.dtype}, expected floating point (float16 as stored, float32 or float64)")
+    if not np.isfinite(arr).all():
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int(np.isinf(arr).sum())
+        parts = [f"{n_nan} NaN values"] if n_nan else []
+        parts += [f"{n_inf} infinite values"] if n_inf else []
+        raise InputError(where, " and ".join(parts))
+    return arr
+
+
+def load_npy(source, where) -> np.ndarray:
+    """``np.load`` a ``.npy`` file or its bytes (``allow_pickle=False``), naming ``where`` when it fails."""
+    try:
+        f = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        arr = np.load(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError, zlib.error) as exc:
+        raise InputError(where, f"not a readable .npy file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(arr, np.ndarray):
+        raise InputError(where, "not a .npy array (an .npz archive?)")
+    return arr
+
+
+def _stack(maps: list[np.ndarray], kind: str, size: int) -> np.ndarray:
+    shape = (len(maps), 3, size, size) if kind == "epsilon" else (len(maps), size, size)
+    out = np.empty(shape, np.float32)
+    for k, m in enumerate(maps):
+        out[k] = m
+    return out
+
+
+# ============================================================================ map sets
+
+
+class MapSet(Protocol):
+    """A set of maps of one kind and one side, by name.
+
+    Attributes
+    ----------
+    names : list of str
+        The map names (file stems), sorted.
+    size : int
+        The map side ``S`` [pixels].
+    """
+
+    kind: str
+    names: list[str]
+
+    @property
+    def size(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(names, maps)`` batches, maps float32 ``(n, 3, S, S)`` or ``(n, S, S)``; memory ~ one batch."""
+
+    def read(self, names: Sequence[str]) -> np.ndarray:
+        """The maps of ``names`` (float32), in that order."""
+
+    def describe(self) -> str:
+        """What the set is, for messages and provenance."""
+
+
+def _unknown(where, names: Iterable[str], have: dict) -> None:
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise InputError(where, f"no map named {', '.join(map(repr, missing[:5]))}"
+                                f"{f' (and {len(missing) - 5} more)' if len(missing) > 5 else ''}")
+
+
+class FolderMaps:
+    """The ``.npy`` maps of one folder (the file stems are the names).
+
+    Parameters
+    ----------
+    folder : path-like
+    kind : {"epsilon", "kappa"}
+    label : str, optional
+        How :meth:`describe` names the set (default: the folder).
+    """
+
+    def __init__(self, folder, kind: str, label: str | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
+        self.folder = Path(folder)
+        self.kind = kind
+        self.label = label
+        self.files = {p.stem: p for p in sorted(self.folder.glob("*.npy")) if p.is_file()}
+        if not self.files:
+            raise InputError(self.folder, f"no .npy maps ({kind} maps expected)")
+        self.names = sorted(self.files)
+        self._size: int | None = None
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            p = self.files[self.names[0]]
+            self._size = int(check_map(load_npy(p, p), self.kind, p).shape[-1])
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, name: str) -> np.ndarray:
+        """One map as stored, checked (shape, this set's side, dtype, finite)."""
+        p = self.files[name]
+        return check_map(load_npy(p, p), self.kind, p, self.size)
+
+    def read(self, names: Sequence[str]) -> np.ndarray:
+        names = list(names)
+        _unknown(self.folder, names, self.files)
+        return _stack([self.load(n) for n in names], self.kind, self.size)
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Batches in ``names`` order; each file is loaded when its batch is built."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        for a in range(0, len(self.names), batch_size):
+            chunk = self.names[a:a + batch_size]
+            yield chunk, self.read(chunk)
+
+    def describe(self) -> str:
+        return self.label or f"folder {self.folder}"
+
+    def __repr__(self) -> str:
+        return f"FolderMaps({str(self.folder)!r}, {self.kind!r}, n={len(self)})"
+
+
+def is_tarball(path) -> bool:
+    """Whether ``path`` is named like a tarball (``.tar.gz``, ``.tgz``, ``.tar``)."""
+    return str(path).lower().endswith(TAR_SUFFIXES)
+
+
+def _member_kind(member_name: str) -> tuple[str | None, str] | None:
+    """``(kind or None, stem)`` of a ``.npy`` member: kind from its parent folder EPSILON/KAPPA."""
+    parts = member_name.replace("\\", "/").split("/")
+    if not parts[-1].lower().endswith(".npy") or parts[-1].startswith("._"):  # macOS resource forks
+        return None
+    stem = parts[-1][:-4]
+    parent = parts[-2].upper() if len(parts) > 1 else ""
+    kind = next((k for k, d in KINDS.items() if d == parent), None)
+    return kind, stem
+
+
+def stream_tar(path, want=None) -> Iterator[tuple[str | None, str, str, bytes | None]]:
+    """One streaming pass (``tarfile`` ``"r|*"``) over a tarball's ``.npy`` members.
+
+    Parameters
+    ----------
+    path : path-like
+    want : callable, optional
+        ``want(kind, stem, member_name) -> bool``: read this member's bytes
+        (default: none, an index pass -- which still decompresses the whole stream).
+
+    Yields
+    ------
+    (kind, stem, member_name, data)
+        ``kind`` ``"epsilon"``, ``"kappa"`` or ``None`` (no EPSILON/KAPPA parent
+        folder); ``data`` the member's bytes, or None when not wanted.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Unreadable, corrupt or truncated tarball (naming it and the last member read).
+    """
+    last = None
+    try:
+        with tarfile.open(path, mode="r|*") as tf:
+            for m in tf:
+                last = m.name
+                if not m.isfile():
+                    continue
+                mk = _member_kind(m.name)
+                if mk is None:
+                    continue
+                kind, stem = mk
+                data = None
+                if want is not None and want(kind, stem, m.name):
+                    f = tf.extractfile(m)
+                    data = f.read()
+                    if len(data) != m.size:
+                        raise EOFError(f"member {m.name} holds {len(data)} of {m.size} bytes")
+                yield kind, stem, m.name, data
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        after = f" after member {last}" if last else ""
+        raise InputError(path, f"unreadable, corrupt or truncated tarball{after} "
+                               f"({type(exc).__name__}: {exc})") from None
+
+
+class TarMaps:
+    """The maps of one kind in one or more tarballs, read without unpacking.
+
+    Constructing it makes one index pass over each tarball (member names only,
+    but a ``.tar.gz`` is still decompressed through). Members of the kind's
+    folder (``EPSILON/`` or ``KAPPA/``) count; a tarball with neither folder
+    counts every ``.npy`` member. Names must be unique across tarballs.
+
+    Parameters
+    ----------
+    tarballs : sequence of path-like
+    kind : {"epsilon", "kappa"}
+    """
+
+    def __init__(self, tarballs: Sequence, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
+        self.tarballs = [Path(t) for t in tarballs]
+        self.kind = kind
+        self.where: dict[str, str] = {}  # name -> "<tarball>:<member>"
+        self.flat: dict[Path, bool] = {}
+        for t in self.tarballs:
+            if not t.is_file():
+                raise InputError(t, "no such tarball")
+            members = [(k, s, mn) for k, s, mn, _ in stream_tar(t)]
+            flat = not any(k is not None for k, _, _ in members)
+            self.flat[t] = flat
+            for k, s, mn in members:
+                if (k == kind) or (flat and k is None):
+                    here = f"{t}:{mn}"
+                    if s in self.where:
+                        raise InputError(here, f"duplicate map name {s!r} (also {self.where[s]})")
+                    self.where[s] = here
+        if not self.where:
+            raise InputError(", ".join(map(str, self.tarballs)),
+                             f"no {KINDS[kind]}/*.npy members ({kind} maps expected)")
+        self.names = sorted(self.where)
+        self._size: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _wanted(self, t: Path):
+        flat = self.flat[t]
+        return lambda k, s, mn: ((k == self.kind) or (flat and k is None)) and self.where.get(s) == f"{t}:{mn}"
+
+    def _members(self, only: set | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """``(name, checked map)`` in stream order, one tarball after the other."""
+        for t in self.tarballs:
+            ok = self._wanted(t)
+            want = ok if only is None else (lambda k, s, mn, ok=ok: s in only and ok(k, s, mn))
+            for k, s, mn, data in stream_tar(t, want):
+                if data is None:
+                    continue
+                where = f"{t}:{mn}"
+                arr = check_map(load_npy(data, where), self.kind, where, self._size)
+                if self._size is None:
+                    self._size = int(arr.shape[-1])
+                yield s, arr
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            for _ in self._members({self.names[0]}):
+                break
+        return self._size
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Batches in the tarballs' member order (not ``names`` order): one streaming pass."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        names, maps = [], []
+        for s, arr in self._members():
+            names.append(s)
+            maps.append(arr)
+            if len(names) == batch_size:
+                yield names, _stack(maps, self.kind, self._size)
+                names, maps = [], []
+        if names:
+            yield names, _stack(maps, self.kind, self._size)
+
+    def read(self, names: Sequence[str]) -> np.ndarray:
+        """The maps of ``names``, in that order: one streaming pass, holding only those maps."""
+        names = list(names)
+        _unknown(self.describe(), names, self.where)
+        got = dict(self._members(set(names)))
+        return _stack([got[n] for n in names], self.kind, self._size or 0) if names else \
+            np.empty((0,), np.float32)
+
+    def describe(self) -> str:
+        return "tarball" + ("s " if len(self.tarballs) > 1 else " ") + ", ".join(map(str, self.tarballs))
+
+    def __repr__(self) -> str:
+        return f"TarMaps({[str(t) for t in self.tarballs]!r}, {self.kind!r}, n={len(self)})"
+
+
+class PackedMaps:
+    """The maps of one kind of a packed :class:`~astrotool_lens.kappa.data.KappaDataset`, in one split.
+
+    Parameters
+    ----------
+    ds : KappaDataset
+    kind : {"epsilon", "kappa"}
+    split : {"train", "val", "test", "all"}
+    """
+
+    def __init__(self, ds, kind: str, split: str = "all"):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
+        if kind not in ds.arrays:
+            raise InputError(ds.root, f"an input-only data set: it holds no {kind} maps")
+        self.ds, self.kind, self.split = ds, kind, split
+        try:
+            idx = ds.split_indices(split)
+        except ValueError as exc:
+            raise InputError(ds.root, str(exc)) from None
+        if not idx.size:
+            raise InputError(ds.root, f"the {split!r} split holds no maps")
+        all_names = ds.names
+        order = np.argsort(all_names[idx], kind="stable")
+        self.indices = idx[order]
+        self.names = [str(n) for n in all_names[self.indices]]
+        self._index = dict(zip(self.names, self.indices.tolist()))
+
+    @property
+    def size(self) -> int:
+        return self.ds.size
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Batches in ``names`` order (the set's streaming reader, NaN/inf refused)."""
+        a = 0
+        for b in self.ds.iter_batches(batch_size, names=[self.kind], indices=self.indices, check_finite=True):
+            n = len(b["index"])
+            yield self.names[a:a + n], b[self.kind].astype(np.float32)
+            a += n
+
+    def read(self, names: Sequence[str]) -> np.ndarray:
+        names = list(names)
+        _unknown(self.ds.root, names, self._index)
+        idx = np.array([self._index[n] for n in names], dtype=np.int64)
+        return self.ds.read(idx, [self.kind], check_finite=True)[self.kind].astype(np.float32)
+
+    def describe(self) -> str:
+        return f"data set {self.ds.root}" + ("" if self.split == "all" else f" ({self.split} split)")
+
+    def __repr__(self) -> str:
+        return f"PackedMaps({str(self.ds.root)!r}, {self.kind!r}, split={self.split!r}, n={len(self)})"
+
+
+# ============================================================================ resolving a source
+
+
+def _layout_dir(root: Path, kind: str) -> Path | None:
+    """``root/EPSILON`` or ``root/KAPPA`` (any case) for ``kind``; None when ``root`` has neither folder."""
+    subs = {d.name.upper(): d for d in root.iterdir() if d.is_dir() and d.name.upper() in KINDS.values()}
+    if not subs:
+        return None
+    if KINDS[kind] not in subs:
+        raise InputError(root, f"has no {KINDS[kind]}/ folder ({kind} maps expected; it has "
+                               f"{', '.join(sorted(s + '/' for s in subs))})")
+    return subs[KINDS[kind]]
+
+
+def _open_folder(p: Path, kind: str, split: str, label: str | None = None):
+    from astrotool.ml.data import MANIFEST_SUFFIX
+
+    from astrotool_lens.kappa.data import KappaDataset
+
+    if any(p.glob(f"*{MANIFEST_SUFFIX}")):
+        return PackedMaps(KappaDataset(p), kind, split)
+    sub = _layout_dir(p, kind)
+    if sub is not None:
+        return FolderMaps(sub, kind, label=f"{label or 'folder ' + str(p)} ({sub.name}/)")
+    if any(p.glob("*.npy")):
+        return FolderMaps(p, kind, label=label)
+    tars = sorted(x for x in p.iterdir() if x.is_file() and is_tarball(x))
+    if tars:
+        return TarMaps(tars, kind)
+    raise InputError(p, "holds no maps: no data set manifest, no EPSILON/ or KAPPA/ folder, no .npy files, "
+                        "no *.tar.gz")
+
+
+def _stage_names(ctx, stage: str) -> list[str]:
+    d = ctx.workspace.stage("lens", f"kappa/{stage}", create=False)
+    return sorted(x.name for x in d.iterdir() if x.is_dir()) if d.is_dir() else []
+
+
+def open_maps(spec, kind: str, ctx, split: str = "all"):
+    """The :class:`MapSet` a command-line source names.
+
+    ``spec`` is tried as, in order: tarball file(s) (``*.tar.gz``, ``*.tgz``,
+    ``*.tar``; a glob pattern or a list of paths too); an existing folder (a
+    packed data set, a Datathon root with EPSILON/ and/or KAPPA/ -- ``kind``
+    picks which --, a folder of ``.npy`` maps, a folder of tarballs); then a
+    name in the workspace: a packed data set (``lens/kappa/data/<spec>``), a
+    simulated set (``lens/kappa/sims/<spec>``), a prediction run
+    (``lens/kappa/predictions/<spec>``), the first that exists.
+
+    Parameters
+    ----------
+    spec : str, path-like or list of them
+    kind : {"epsilon", "kappa"}
+    ctx : astrotool.context.Context
+        Its workspace resolves names.
+    split : {"train", "val", "test", "all"}
+        For a packed data set; other sources give all their maps.
+
+    Returns
+    -------
+    MapSet
+        :class:`PackedMaps`, :class:`FolderMaps` or :class:`TarMaps`.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Nothing matches (the message lists the workspace's data sets, simulated
+        sets and prediction runs), or the source holds no maps of ``kind``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
+    if isinstance(spec, (list, tuple)):
+        if len(spec) == 1:
+            return open_maps(spec[0], kind, ctx, split)
+        paths = [Path(s).expanduser() for s in spec]
+        bad = [str(s) for s in paths if not is_tarball(s)]
+        if bad:
+            raise InputError(bad[0], "several sources must all be tarballs (*.tar.gz); pack folders with "
+                                     "`astro lens kappa data` to combine them")
+        return TarMaps(paths, kind)
+    text = str(spec)
+    p = Path(text).expanduser()
+    if not p.exists() and any(c in text for c in "*?["):
+        hits = sorted(Path(h) for h in glob.glob(str(p)))
+        if not hits:
+            raise InputError(text, "the pattern matches no file")
+        return open_maps(hits, kind, ctx, split)
+    if p.is_file():
+        if is_tarball(p):
+            return TarMaps([p], kind)
+        raise InputError(p, "not a map source (expected a folder, a data set name or a *.tar.gz)")
+    if p.is_dir():
+        return _open_folder(p, kind, split)
+    if os.sep not in text and "/" not in text and text not in ("", ".", ".."):
+        for stage, what in (("data", "data set"), ("sims", "simulated set"), ("predictions", "prediction run")):
+            d = ctx.workspace.stage("lens", f"kappa/{stage}", create=False) / text
+            if d.is_dir():
+                return _open_folder(d, kind, split, label=f"{what} {text}")
+    listing = "; ".join(f"{what}: {', '.join(names) if names else '(none)'}" for what, names in (
+        ("data sets", _stage_names(ctx, "data")), ("simulated sets", _stage_names(ctx, "sims")),
+        ("prediction runs", _stage_names(ctx, "predictions"))))
+    raise InputError(text, f"no such file or folder, and no data set, simulated set or prediction run of that "
+                           f"name in the workspace ({listing})")
