@@ -250,3 +250,22 @@ def test_predict_bad_input_keeps_the_maps_written(trained, capsys, tmp_path):
                          "--output", "bad", "--batch-size", 2)
     assert code == 0, err
     assert (json.loads(out)["computed"], json.loads(out)["kept"]) == (2, 4)
+
+
+def test_onnx_of_other_weights_is_refused_and_run_names(trained, capsys, tmp_path):
+    from astrotool.errors import InputError
+    from astrotool_lens.kappa.predict import check_onnx, default_run_name
+
+    ws, _ = trained
+    mdir = ws / "lens" / "kappa" / "models" / "tiny_unet"
+    with pytest.raises(InputError, match="run `astro lens kappa export` first"):
+        check_onnx(mdir / "absent.onnx", {})
+    out = tmp_path / "elsewhere.onnx"
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "export", "--model", "tiny_unet", "--output", out)
+    assert code == 0, err
+    meta = json.loads((mdir / "model.json").read_text())
+    check_onnx(out, meta)
+    with pytest.raises(InputError, match="other weights"):
+        check_onnx(out, {**meta, "weights_sha256": "0" * 64})
+    assert default_run_name("/data/test_public.tar.gz", "sims_unet") == "test_public_sims_unet"
+    assert default_run_name("/data/set 2/", "m") == "set_2_m"
