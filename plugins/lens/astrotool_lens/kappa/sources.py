@@ -541,3 +541,423 @@ def open_maps(spec, kind: str, ctx, split: str = "all"):
         ("prediction runs", _stage_names(ctx, "predictions"))))
     raise InputError(text, f"no such file or folder, and no data set, simulated set or prediction run of that "
                            f"name in the workspace ({listing})")
+
+
+# ============================================================================ splits
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_of(seed: int, names: Sequence[str], fractions: Sequence[float]) -> np.ndarray:
+    """The split of each name: a function of ``(seed, name)`` alone.
+
+    ``derive_seed(seed, "kappa-split", name)`` gives a uniform number in
+    ``[0, 1)``, cut at the cumulative (normalised) ``fractions``; adding or
+    removing maps never moves the others (which
+    :func:`astrotool.ml.data.group_split`, a shuffle of all groups, would).
+
+    Returns
+    -------
+    numpy.ndarray of str
+        ``"train"``, ``"val"`` or ``"test"`` per name.
+    """
+    from astrotool.seeding import MAX_SEED, derive_seed
+
+    frac = np.asarray(fractions, dtype=float)
+    if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
+        raise AstroError(f"lens.kappa.data.split: three non-negative fractions with a positive sum, got {list(fractions)}")
+    cuts = np.cumsum(frac / frac.sum())[:2]
+    u = np.array([derive_seed(int(seed), "kappa-split", str(n)) / (MAX_SEED + 1.0) for n in names], dtype=float)
+    return np.asarray(SPLIT_NAMES, dtype=object)[np.searchsorted(cuts, u, side="right")].astype(str)
+
+
+# ============================================================================ packing
+
+
+@dataclass(frozen=True)
+class PackShard:
+    """One shard of a packed set (executor item): maps read from files."""
+
+    shard: int
+    start: int
+    names: tuple
+    epsilon: tuple
+    kappa: tuple | None
+    splits: tuple
+    size: int
+    writer: object
+    settings: str
+
+
+def _shard_settings(writer, shard: int, start: int, stop: int) -> str | None:
+    if writer.finished_shard(shard, start, stop) is None:
+        return None
+    from astrotool.io.hdf5 import open_h5
+
+    try:
+        with open_h5(writer.shard_path(shard)) as h5:
+            v = h5.attrs.get("settings")
+            return v.decode() if isinstance(v, bytes) else (None if v is None else str(v))
+    except InputError:
+        return None
+
+
+def _write_pack_shard(item: PackShard, eps: np.ndarray, kap: np.ndarray | None) -> None:
+    arrays = {"epsilon": eps.astype(np.float16)}
+    if kap is not None:
+        arrays["kappa"] = kap.astype(np.float16)
+    item.writer.write_shard(item.shard, item.start, arrays,
+                            {"name": np.asarray(item.names, dtype=object), "split": np.asarray(item.splits, dtype=object)},
+                            attrs={"settings": item.settings})
+
+
+def _overflow(arr: np.ndarray, where) -> None:
+    if arr.dtype != np.float16 and np.abs(arr).max() > np.finfo(np.float16).max:
+        raise InputError(where, "values beyond the float16 range (the packed set stores float16)")
+
+
+def pack_shard(item: PackShard, seed: int | None = None) -> dict:
+    """Read, check and write one shard; skip it when it is finished with the same settings."""
+    stop = item.start + len(item.names)
+    if _shard_settings(item.writer, item.shard, item.start, stop) == item.settings:
+        return {"shard": item.shard, "skipped": True}
+    eps = np.empty((len(item.names), 3, item.size, item.size), np.float16)
+    kap = None if item.kappa is None else np.empty((len(item.names), item.size, item.size), np.float16)
+    for k, p in enumerate(item.epsilon):
+        a = check_map(load_npy(p, p), "epsilon", p, item.size)
+        _overflow(a, p)
+        eps[k] = a
+        if kap is not None:
+            q = item.kappa[k]
+            a = check_map(load_npy(q, q), "kappa", q, item.size)
+            _overflow(a, q)
+            kap[k] = a
+    _write_pack_shard(item, eps, kap)
+    return {"shard": item.shard, "skipped": False}
+
+
+def _source_roots(ctx, sources: Sequence[str]):
+    """``("folders", [(label, eps_dir, kap_dir|None)])`` or ``("tarballs", [paths])``."""
+    folders, tars = [], []
+    for s in sources:
+        p = Path(str(s)).expanduser()
+        if not p.exists() and any(c in str(s) for c in "*?["):
+            hits = sorted(Path(h) for h in glob.glob(str(p)))
+            if not hits:
+                raise InputError(s, "the pattern matches no file")
+            tars += hits
+            continue
+        if p.is_file() and is_tarball(p):
+            tars.append(p)
+            continue
+        if not p.exists() and "/" not in str(s):
+            d = ctx.workspace.stage("lens", "kappa/sims", create=False) / str(s)
+            if d.is_dir():
+                p = d
+        if not p.is_dir():
+            names = _stage_names(ctx, "sims")
+            raise InputError(s, "no such folder or tarball, and no simulated set of that name (simulated sets: "
+                                f"{', '.join(names) if names else '(none)'})")
+        sub = {d.name.upper(): d for d in p.iterdir() if d.is_dir() and d.name.upper() in KINDS.values()}
+        if "EPSILON" in sub:
+            folders.append((p, sub["EPSILON"], sub.get("KAPPA")))
+        elif sub:
+            raise InputError(p, "has KAPPA/ but no EPSILON/ folder (the inputs)")
+        else:
+            t = sorted(x for x in p.iterdir() if x.is_file() and is_tarball(x))
+            if not t:
+                raise InputError(p, "holds no EPSILON/ folder and no *.tar.gz")
+            tars += t
+    if folders and tars:
+        raise InputError(", ".join(map(str, sources)), "mixes folders and tarballs; pack them separately")
+    return ("folders", folders) if folders else ("tarballs", tars)
+
+
+def _default_name(sources: Sequence[str]) -> str:
+    import re
+
+    s = Path(str(sources[0]).rstrip("/"))
+    stem = s.name
+    for suf in TAR_SUFFIXES:
+        if stem.lower().endswith(suf):
+            stem = stem[: -len(suf)]
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).strip(".") or "kappa"
+    return stem
+
+
+def _few(names: list[str], k: int = 5) -> str:
+    return ", ".join(names[:k]) + (f" ... (+{len(names) - k})" if len(names) > k else "")
+
+
+def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
+    """``astro lens kappa data``: pair, check, split and pack maps into ``lens/kappa/data/<name>/``.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    cfg : astrotool_lens.kappa.config.KappaConfig
+        ``cfg.data`` is read.
+    sources : list of str
+        Datathon roots (EPSILON/ and KAPPA/; EPSILON/ alone packs an input-only
+        set), simulated set names, or tarballs (``*.tar.gz``, globs, a folder
+        of them). Folders and tarballs are not mixed in one set.
+
+    Returns
+    -------
+    dict
+        The emitted summary: name, path, n, splits (counts), unpaired
+        (``{"epsilon_only": [...], "kappa_only": [...]}``, dropped), size, input_only,
+        shards, skipped_shards, seconds, maps_per_s.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        A bad map (the file or ``<tarball>:<member>`` named; finished shards stay),
+        a duplicate name, a corrupt or truncated tarball.
+    astrotool.errors.AstroError
+        Unpaired maps without ``drop_unpaired``; an existing set made from other
+        inputs or settings (the keys named) without ``--overwrite``.
+    """
+    import json
+    import time
+
+    from astrotool.ml.data import DatasetWriter
+
+    from astrotool_lens.kappa.data import KIND
+
+    t0 = time.perf_counter()
+    d = cfg.data
+    sources = [str(s) for s in sources]
+    if not sources:
+        raise AstroError("astro lens kappa data: give at least one source")
+    mode, roots = _source_roots(ctx, sources)
+    seed = int(ctx.seed if d.seed is None else d.seed)
+    name = d.name or _default_name(sources)
+    out = ctx.workspace.stage("lens", "kappa/data") / name
+
+    # ---- index by name (folders: listings; tarballs: one streaming pass, staged)
+    eps_at: dict[str, str] = {}
+    kap_at: dict[str, str] = {}
+    stage = None
+    if mode == "folders":
+        described = [str(r) for r, _, _ in roots]
+        for _, e, k in roots:
+            for dst, folder in ((eps_at, e), (kap_at, k)):
+                if folder is None:
+                    continue
+                for p in sorted(folder.glob("*.npy")):
+                    if p.stem in dst:
+                        raise InputError(p, f"duplicate map name {p.stem!r} (also {dst[p.stem]})")
+                    dst[p.stem] = str(p)
+        any_kappa = any(k is not None for _, _, k in roots)
+    else:
+        described = [str(t) for t in roots]
+    settings = {"sources": [str(Path(s).expanduser().resolve()) for s in described], "seed": seed,
+                "split": [float(x) for x in d.split], "shard_size": int(d.shard_size),
+                "drop_unpaired": bool(d.drop_unpaired)}
+    clear = _check_settings(out, settings, ctx.overwrite)
+    if mode == "tarballs":
+        out.mkdir(parents=True, exist_ok=True)
+        stage = _TarStage(out / ".staging")
+        try:
+            stage.fill(roots)
+        except BaseException:
+            stage.remove()
+            raise
+        eps_at, kap_at = stage.where["epsilon"], stage.where["kappa"]
+        any_kappa = bool(kap_at)
+    try:
+        if not eps_at:
+            raise InputError(", ".join(described), "no EPSILON/*.npy maps")
+        eps_only = sorted(set(eps_at) - set(kap_at)) if any_kappa else []
+        kap_only = sorted(set(kap_at) - set(eps_at))
+        if (eps_only or kap_only) and not d.drop_unpaired:
+            raise AstroError(f"{', '.join(described)}: unpaired maps: {len(eps_only)} EPSILON without KAPPA"
+                             f"{' (' + _few(eps_only) + ')' if eps_only else ''}, {len(kap_only)} KAPPA without "
+                             f"EPSILON{' (' + _few(kap_only) + ')' if kap_only else ''}; pairs are matched by file "
+                             "name. Pack the pairs that exist with --drop-unpaired")
+        names = sorted(set(eps_at) & set(kap_at)) if any_kappa else sorted(eps_at)
+        if not names:
+            raise AstroError(f"{', '.join(described)}: no (EPSILON, KAPPA) pair shares a name")
+        splits = split_of(seed, names, d.split)
+        if mode == "folders":
+            p0 = eps_at[names[0]]
+            size = int(check_map(load_npy(p0, p0), "epsilon", p0).shape[-1])
+        else:
+            size = stage.size
+        full = {**settings, "n": len(names), "size": size, "input_only": not any_kappa,
+                "names_sha256": _names_hash(names)}
+        key = json.dumps(full, sort_keys=True)
+        _start_output(out, settings, clear)
+        writer = DatasetWriter(str(out), name, kind=KIND, command="lens kappa data")
+        ss = int(d.shard_size)
+        starts = list(range(0, len(names), ss))
+        if mode == "folders":
+            items = [PackShard(k, a, tuple(names[a:a + ss]), tuple(eps_at[n] for n in names[a:a + ss]),
+                               tuple(kap_at[n] for n in names[a:a + ss]) if any_kappa else None,
+                               tuple(splits[a:a + ss]), size, writer, key) for k, a in enumerate(starts)]
+            keys = [f"shard{k:05d}" for k in range(len(items))]
+            before = len(ctx.failures)
+            results = ctx.map(pack_shard, items, "pack kappa maps", keys=keys)
+            failed = ctx.failures[before:]
+            if failed:
+                del ctx.failures[before:]
+                raise AstroError(f"{failed[0].error} ({len(failed)} of {len(items)} shard(s) failed; the finished "
+                                 "shards stay, a rerun resumes)")
+            skipped = sum(1 for _, r in results if r["skipped"])
+        else:
+            skipped = stage.pack(writer, names, splits, any_kappa, ss, key)
+        n_split = {s: int((splits == s).sum()) for s in SPLIT_NAMES}
+        unpaired = {"epsilon_only": eps_only, "kappa_only": kap_only}
+        manifest = writer.finalize(len(starts), attrs={
+            "size": size, "seed": seed, "split_fractions": [float(x) for x in d.split], "splits": n_split,
+            "sources": settings["sources"], "source_kind": mode, "input_only": not any_kappa,
+            "dropped_unpaired": {k: len(v) for k, v in unpaired.items()}, "settings": full})
+        # another settings file from a differently-sized earlier attempt: drop stale shards beyond the set
+        for p in sorted(out.glob("shard*_arrays.h5")):
+            if p.name not in {s["file"] for s in manifest["shards"]}:
+                p.unlink()
+    finally:
+        if stage is not None:
+            stage.remove()
+    seconds = time.perf_counter() - t0
+    summary = {"name": name, "path": str(out), "n": len(names), "splits": n_split, "size": size,
+               "input_only": not any_kappa, "unpaired": {k: {"n": len(v), "names": v[:20]} for k, v in unpaired.items()},
+               "shards": len(starts), "skipped_shards": skipped, "seconds": round(seconds, 3),
+               "maps_per_s": round(len(names) / seconds, 1) if seconds > 0 else None}
+    from astrotool.ml import commands as mc
+
+    mc.record(ctx, inputs=[Path(s) for s in settings["sources"]], outputs=[writer.manifest_path])
+    ctx.emit(summary)
+    return summary
+
+
+def _names_hash(names: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+SETTINGS_FILE = "data_settings.json"
+
+
+def _check_settings(out: Path, settings: dict, overwrite: bool) -> bool:
+    """Refuse a folder made from other inputs/settings (naming the keys) unless ``overwrite``.
+
+    Returns whether the folder must be emptied before packing.
+    """
+    import json
+
+    f = out / SETTINGS_FILE
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text())
+        except (OSError, ValueError):
+            old = {}
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if changed and not overwrite:
+            raise AstroError(f"{out}: made with other inputs or settings ({', '.join(changed)} changed); "
+                             "use another --name or --overwrite")
+        return bool(changed)
+    if out.is_dir() and any(p.name != ".staging" for p in out.iterdir()):
+        if not overwrite:
+            raise AstroError(f"{out}: exists and was not made by this command's settings record; use another "
+                             "--name or --overwrite")
+        return True
+    return False
+
+
+def _start_output(out: Path, settings: dict, clear: bool) -> None:
+    """Empty the folder when asked (keeping the staged maps), then write the settings record."""
+    import shutil
+
+    from astrotool.workspace import write_json_atomic
+
+    if clear and out.is_dir():
+        for p in out.iterdir():
+            if p.name != ".staging":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / SETTINGS_FILE, settings)
+
+
+class _TarStage:
+    """Tarball members staged on disk in one streaming pass, then packed in name order.
+
+    The tar order is arbitrary (all EPSILON/ before all KAPPA/, or shuffled), so
+    pairing by name needs either every map in memory or a second look at it.
+    Each checked member is appended (float16) to a raw file per kind in arrival
+    order; the shards are then written in sorted-name order by reading rows back
+    through :class:`numpy.memmap`. Memory: one member plus one shard; disk: the
+    uncompressed float16 maps, deleted when packing ends (even on failure).
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.where: dict[str, dict[str, str]] = {"epsilon": {}, "kappa": {}}
+        self.row: dict[str, dict[str, int]] = {"epsilon": {}, "kappa": {}}
+        self.size: int | None = None
+
+    def _file(self, kind: str) -> Path:
+        return self.folder / f"{kind}.f16"
+
+    def fill(self, tarballs: Sequence[Path]) -> None:
+        if self.folder.exists():
+            import shutil
+
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        fh = {k: open(self._file(k), "wb") for k in KINDS}
+        try:
+            for t in tarballs:
+                if not Path(t).is_file():
+                    raise InputError(t, "no such tarball")
+                has_layout = None
+                for kind, stem, mn, data in stream_tar(t, lambda k, s, mn: k is not None):
+                    if kind is None:
+                        continue
+                    where = f"{t}:{mn}"
+                    if stem in self.where[kind]:
+                        raise InputError(where, f"duplicate map name {stem!r} (also {self.where[kind][stem]})")
+                    arr = check_map(load_npy(data, where), kind, where, self.size)
+                    _overflow(arr, where)
+                    if self.size is None:
+                        self.size = int(arr.shape[-1])
+                    self.where[kind][stem] = where
+                    self.row[kind][stem] = len(self.row[kind])
+                    fh[kind].write(np.ascontiguousarray(arr, dtype=np.float16).tobytes())
+                    has_layout = True
+                if not has_layout:
+                    raise InputError(t, "no EPSILON/*.npy or KAPPA/*.npy members (not a Datathon tarball)")
+        finally:
+            for f in fh.values():
+                f.close()
+
+    def _map(self, kind: str) -> np.ndarray | None:
+        n = len(self.row[kind])
+        if not n:
+            return None
+        shape = (n, 3, self.size, self.size) if kind == "epsilon" else (n, self.size, self.size)
+        return np.memmap(self._file(kind), dtype=np.float16, mode="r", shape=shape)
+
+    def pack(self, writer, names: list[str], splits: np.ndarray, with_kappa: bool, ss: int, key: str) -> int:
+        """Write the shards (skipping finished ones of the same settings); return how many were skipped."""
+        eps_m, kap_m = self._map("epsilon"), self._map("kappa") if with_kappa else None
+        skipped = 0
+        for k, a in enumerate(range(0, len(names), ss)):
+            chunk = names[a:a + ss]
+            item = PackShard(k, a, tuple(chunk), (), None, tuple(splits[a:a + ss]), self.size, writer, key)
+            if _shard_settings(writer, k, a, a + len(chunk)) == key:
+                skipped += 1
+                continue
+            eps = np.stack([eps_m[self.row["epsilon"][n]] for n in chunk])
+            kap = np.stack([kap_m[self.row["kappa"][n]] for n in chunk]) if kap_m is not None else None
+            _write_pack_shard(item, eps, kap)
+        del eps_m, kap_m
+        return skipped
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,232 @@
+"""Raw kappa maps: checks, map sets (folders, tarballs, packed sets), pairing by name, splits, packing."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astrotool.cli import main
+from astrotool.errors import InputError
+
+from astrotool_lens.kappa import sources as src
+from astrotool_lens.kappa.sources import check_map, open_maps, split_of
+
+S = 32
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def make_root(root: Path, names, kappa=True, seed=0):
+    rng = np.random.default_rng(seed)
+    (root / "EPSILON").mkdir(parents=True, exist_ok=True)
+    if kappa:
+        (root / "KAPPA").mkdir(parents=True, exist_ok=True)
+    for n in names:
+        np.save(root / "EPSILON" / f"{n}.npy", rng.normal(0, 0.3, (3, S, S)).astype(np.float16))
+        if kappa:
+            np.save(root / "KAPPA" / f"{n}.npy", rng.normal(0, 0.05, (S, S)).astype(np.float16))
+    return root
+
+
+def make_tar(root: Path, tar: Path, top="part1", seed=1, bad_member=None):
+    files = sorted(p for p in root.rglob("*.npy"))
+    random.Random(seed).shuffle(files)
+    with tarfile.open(tar, "w:gz") as tf:
+        for p in files:
+            arc = f"{top}/{p.relative_to(root)}"
+            data = p.read_bytes() if arc != bad_member else b"\x93NUMPY garbage"
+            info = tarfile.TarInfo(arc)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return tar
+
+
+NAMES = [f"{i:05d}_{j:05d}" for i, j in zip(range(0, 60, 2), range(100, 130))]
+
+
+class _WS:
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def stage(self, plugin, name, create=True):
+        return self.root / plugin / name
+
+
+class _Ctx:
+    def __init__(self, root):
+        self.workspace = _WS(root)
+
+
+def test_check_map_messages():
+    ok = np.zeros((3, S, S), np.float16)
+    assert check_map(ok, "epsilon", "a.npy") is ok
+    with pytest.raises(InputError, match=r"a.npy: shape \(128, 128\), expected \(3, S, S\)"):
+        check_map(np.zeros((128, 128), np.float16), "epsilon", "a.npy")
+    with pytest.raises(InputError, match=r"k.npy: dtype int64"):
+        check_map(np.zeros((S, S), np.int64), "kappa", "k.npy")
+    bad = np.zeros((S, S), np.float32)
+    bad[0, :3] = np.nan
+    bad[1, 0] = np.inf
+    with pytest.raises(InputError, match="3 NaN values and 1 infinite values"):
+        check_map(bad, "kappa", "k.npy")
+    with pytest.raises(InputError, match="at least 8"):
+        check_map(np.zeros((4, 4)), "kappa", "k.npy")
+    with pytest.raises(InputError, match=r"expected \(32, 32\) like the other maps"):
+        check_map(np.zeros((64, 64)), "kappa", "k.npy", size=32)
+
+
+def test_folder_and_tar_map_sets(tmp_path, monkeypatch):
+    root = make_root(tmp_path / "set", NAMES[:10])
+    tar = make_tar(root, tmp_path / "set.tar.gz")
+    ctx = _Ctx(tmp_path / "ws")
+    f = open_maps(root, "kappa", ctx)
+    assert f.names == sorted(NAMES[:10]) and f.size == S and len(f) == 10
+    # batches in name order, float32, and each file loaded only when its batch is built
+    loads = []
+    real = src.load_npy
+    monkeypatch.setattr(src, "load_npy", lambda s, w: loads.append(w) or real(s, w))
+    seen = []
+    for names, arr in f.iter_batches(4):
+        assert arr.dtype == np.float32 and arr.shape == (len(names), S, S)
+        assert len(loads) <= len(seen) + len(names) + 1  # +1: the first file read for .size
+        seen += names
+    assert seen == f.names
+    t = open_maps(tar, "kappa", ctx)
+    assert t.names == f.names and t.size == S
+    got = {}
+    for names, arr in t.iter_batches(3):
+        assert len(names) <= 3
+        got.update(zip(names, arr))
+    assert all(np.array_equal(got[n], f.read([n])[0]) for n in f.names)
+    assert np.array_equal(t.read(f.names[::-1]), f.read(f.names[::-1]))
+    with pytest.raises(InputError, match="no such file or folder.*data sets: \\(none\\)"):
+        open_maps("nothing_here", "epsilon", ctx)
+    (tmp_path / "eps_only" / "EPSILON").mkdir(parents=True)
+    with pytest.raises(InputError, match="has no KAPPA/ folder"):
+        open_maps(tmp_path / "eps_only", "kappa", ctx)
+
+
+def test_splits_depend_on_seed_and_name_only():
+    names = [f"m{i:04d}" for i in range(3000)]
+    a = split_of(7, names, (0.8, 0.1, 0.1))
+    assert list(a) == list(split_of(7, names, (0.8, 0.1, 0.1)))
+    more = split_of(7, names + [f"x{i}" for i in range(500)], (0.8, 0.1, 0.1))
+    assert list(more[:3000]) == list(a)
+    frac = [np.mean(a == s) for s in ("train", "val", "test")]
+    assert abs(frac[0] - 0.8) < 0.03 and abs(frac[1] - 0.1) < 0.02 and abs(frac[2] - 0.1) < 0.02
+    assert list(split_of(8, names, (0.8, 0.1, 0.1))) != list(a)
+
+
+def _packed(ws, name):
+    from astrotool_lens.kappa.data import KappaDataset
+
+    return KappaDataset(ws / "lens" / "kappa" / "data" / name)
+
+
+def test_pack_pairs_by_name_and_unpaired(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "set", NAMES)
+    # listing orders differ: KAPPA files written in another order do not matter; rename to shuffle inode order
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--shard-size", 8)
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["n"] == 30 and s["size"] == S and sum(s["splits"].values()) == 30 and s["shards"] == 4
+    ds = _packed(ws, "set")
+    assert list(ds.names) == sorted(NAMES) and ds.has_kappa
+    b = ds.read(np.arange(30))
+    for k, n in enumerate(ds.names):
+        assert np.array_equal(b["epsilon"][k], np.load(root / "EPSILON" / f"{n}.npy"))
+        assert np.array_equal(b["kappa"][k], np.load(root / "KAPPA" / f"{n}.npy"))
+    # rerun with the same inputs: every shard kept; other settings refused naming the key
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--shard-size", 8)
+    assert code == 0 and json.loads(out)["skipped_shards"] == 4
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--shard-size", 10)
+    assert code == 2 and "shard_size" in err
+    # a missing KAPPA and an extra KAPPA: named, refused; --drop-unpaired packs the rest
+    (root / "KAPPA" / f"{NAMES[3]}.npy").unlink()
+    np.save(root / "KAPPA" / "zz_extra.npy", np.zeros((S, S), np.float16))
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--name", "u")
+    assert code == 2 and NAMES[3] in err and "zz_extra" in err and "1 EPSILON without KAPPA" in err
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--name", "u", "--drop-unpaired")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["n"] == 29 and s["unpaired"]["epsilon_only"]["names"] == [NAMES[3]]
+    assert s["unpaired"]["kappa_only"]["names"] == ["zz_extra"]
+    # the packed set is a map source by name and split
+    ctx = _Ctx(ws)
+    m = open_maps("u", "kappa", ctx, split="train")
+    assert m.names == sorted(m.names) and len(m) == s["splits"]["train"]
+    names, arr = next(m.iter_batches(5))
+    assert arr.dtype == np.float32 and np.array_equal(arr[0], np.load(root / "KAPPA" / f"{names[0]}.npy"))
+    # splits of a name do not move when maps are added
+    su = dict(zip(_packed(ws, "u").names, _packed(ws, "u").metadata(["split"])["split"]))
+    sa = dict(zip(ds.names, ds.metadata(["split"])["split"]))
+    assert all(sa[n] == su[n] for n in su)
+
+
+def test_tarball_packs_like_folder(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "set", NAMES[:20])
+    tar = make_tar(root, tmp_path / "part.tar.gz")
+    assert run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--name", "f", "--shard-size", 6)[0] == 0
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", tar, "--shard-size", 6)
+    assert code == 0, err
+    assert json.loads(out)["name"] == "part"
+    a, b = _packed(ws, "f"), _packed(ws, "part")
+    assert list(a.names) == list(b.names)
+    ra, rb = a.read(np.arange(20)), b.read(np.arange(20))
+    assert all(np.array_equal(ra[k], rb[k]) for k in ("epsilon", "kappa"))
+    assert list(a.metadata(["split"])["split"]) == list(b.metadata(["split"])["split"])
+    assert not (ws / "lens" / "kappa" / "data" / "part" / ".staging").exists()
+    # input-only: no KAPPA/ -> epsilon only
+    eps_only = make_root(tmp_path / "test_in", NAMES[:5], kappa=False)
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", eps_only)
+    assert code == 0, err and json.loads(out)["input_only"]
+    assert not _packed(ws, "test_in").has_kappa
+
+
+def test_bad_tarballs(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "set", NAMES[:8])
+    member = f"top/KAPPA/{NAMES[2]}.npy"
+    bad = make_tar(root, tmp_path / "bad.tar.gz", top="top", bad_member=member)
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", bad)
+    assert code == 2 and f"bad.tar.gz:{member}" in err and "not a readable .npy" in err
+    good = make_tar(root, tmp_path / "good.tar.gz")
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", cut)
+    assert code == 2 and "cut.tar.gz" in err and "truncated" in err
+
+
+@pytest.mark.parametrize("fault,msg", [("shape", r"shape \(32, 32\), expected \(3, S, S\)"),
+                                       ("dtype", "dtype int64"), ("nan", "5 NaN values")])
+def test_bad_maps_named(tmp_path, capsys, fault, msg):
+    import re
+
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "set", NAMES[:12])
+    victim = root / "EPSILON" / f"{NAMES[9]}.npy"
+    if fault == "shape":
+        np.save(victim, np.zeros((S, S), np.float16))
+    elif fault == "dtype":
+        np.save(victim, np.zeros((3, S, S), np.int64))
+    else:
+        a = np.zeros((3, S, S), np.float16)
+        a[1, 2, :5] = np.nan
+        np.save(victim, a)
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--shard-size", 4)
+    assert code == 2 and str(victim) in err and re.search(msg, err), err
+    # the shards before the bad map stay
+    assert (ws / "lens" / "kappa" / "data" / "set" / "shard00000_arrays.h5").is_file()
