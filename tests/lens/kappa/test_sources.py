@@ -228,5 +228,29 @@ def test_bad_maps_named(tmp_path, capsys, fault, msg):
         np.save(victim, a)
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--shard-size", 4)
     assert code == 2 and str(victim) in err and re.search(msg, err), err
-    # the shards before the bad map stay
+    # the shards before the bad map stay, and a rerun once the file is fixed keeps them
     assert (ws / "lens" / "kappa" / "data" / "set" / "shard00000_arrays.h5").is_file()
+    np.save(victim, np.zeros((3, S, S), np.float16))
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--shard-size", 4)
+    assert code == 0, err
+    assert json.loads(out)["skipped_shards"] == 2 and json.loads(out)["n"] == 12
+
+
+def test_pairing_ignores_listing_order(tmp_path, capsys, monkeypatch):
+    """KAPPA/ listed in reverse order (as another file system might): the pairs still match by name."""
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "set", NAMES[:9])
+    real_glob = Path.glob
+
+    def glob(self, pattern):
+        hits = list(real_glob(self, pattern))
+        return iter(sorted(hits, reverse=self.name == "KAPPA"))
+
+    monkeypatch.setattr(Path, "glob", glob)
+    assert [p.stem for p in (root / "KAPPA").glob("*.npy")] == sorted(NAMES[:9], reverse=True)
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--shard-size", 4)
+    assert code == 0, err
+    ds = _packed(ws, "set")
+    kap = ds.read(np.arange(9), ["kappa"])["kappa"]
+    for k, n in enumerate(ds.names):
+        assert np.array_equal(kap[k], np.load(root / "KAPPA" / f"{n}.npy"))

@@ -889,7 +889,7 @@ class _TarStage:
     pairing by name needs either every map in memory or a second look at it.
     Each checked member is appended (float16) to a raw file per kind in arrival
     order; the shards are then written in sorted-name order by reading rows back
-    through :class:`numpy.memmap`. Memory: one member plus one shard; disk: the
+    (``os.pread``). Memory: one member plus one shard; disk: the
     uncompressed float16 maps, deleted when packing ends (even on failure).
     """
 
@@ -934,27 +934,30 @@ class _TarStage:
             for f in fh.values():
                 f.close()
 
-    def _map(self, kind: str) -> np.ndarray | None:
-        n = len(self.row[kind])
-        if not n:
-            return None
-        shape = (n, 3, self.size, self.size) if kind == "epsilon" else (n, self.size, self.size)
-        return np.memmap(self._file(kind), dtype=np.float16, mode="r", shape=shape)
+    def _rows(self, kind: str, fh, chunk: list[str]) -> np.ndarray:
+        """The staged maps of ``chunk``, read row by row (pread: no mapping grows the resident memory)."""
+        shape = (3, self.size, self.size) if kind == "epsilon" else (self.size, self.size)
+        nbytes = int(np.prod(shape)) * 2
+        out = np.empty((len(chunk), *shape), np.float16)
+        for k, n in enumerate(chunk):
+            buf = os.pread(fh.fileno(), nbytes, self.row[kind][n] * nbytes)
+            if len(buf) != nbytes:
+                raise InputError(self._file(kind), "staged maps cut short (disk full?)")
+            out[k] = np.frombuffer(buf, np.float16).reshape(shape)
+        return out
 
     def pack(self, writer, names: list[str], splits: np.ndarray, with_kappa: bool, ss: int, key: str) -> int:
         """Write the shards (skipping finished ones of the same settings); return how many were skipped."""
-        eps_m, kap_m = self._map("epsilon"), self._map("kappa") if with_kappa else None
         skipped = 0
-        for k, a in enumerate(range(0, len(names), ss)):
-            chunk = names[a:a + ss]
-            item = PackShard(k, a, tuple(chunk), (), None, tuple(splits[a:a + ss]), self.size, writer, key)
-            if _shard_settings(writer, k, a, a + len(chunk)) == key:
-                skipped += 1
-                continue
-            eps = np.stack([eps_m[self.row["epsilon"][n]] for n in chunk])
-            kap = np.stack([kap_m[self.row["kappa"][n]] for n in chunk]) if kap_m is not None else None
-            _write_pack_shard(item, eps, kap)
-        del eps_m, kap_m
+        with open(self._file("epsilon"), "rb") as fe, open(self._file("kappa"), "rb") as fk:
+            for k, a in enumerate(range(0, len(names), ss)):
+                chunk = names[a:a + ss]
+                item = PackShard(k, a, tuple(chunk), (), None, tuple(splits[a:a + ss]), self.size, writer, key)
+                if _shard_settings(writer, k, a, a + len(chunk)) == key:
+                    skipped += 1
+                    continue
+                _write_pack_shard(item, self._rows("epsilon", fe, chunk),
+                                  self._rows("kappa", fk, chunk) if with_kappa else None)
         return skipped
 
     def remove(self) -> None:
