@@ -254,3 +254,19 @@ def test_pairing_ignores_listing_order(tmp_path, capsys, monkeypatch):
     kap = ds.read(np.arange(9), ["kappa"])["kappa"]
     for k, n in enumerate(ds.names):
         assert np.array_equal(kap[k], np.load(root / "KAPPA" / f"{n}.npy"))
+
+
+def test_sim_name_and_duplicate_across_tarballs(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    make_root(ws / "lens" / "kappa" / "sims" / "mysim", NAMES[:6])
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", "mysim")
+    assert code == 0, err
+    assert json.loads(out)["name"] == "mysim" and json.loads(out)["n"] == 6
+    assert open_maps("mysim", "epsilon", _Ctx(ws)).describe().startswith("data set")  # the packed set comes first
+    root = make_root(tmp_path / "set", NAMES[:4])
+    a = make_tar(root, tmp_path / "a.tar.gz", top="a")
+    b = make_tar(root, tmp_path / "b.tar.gz", top="b")
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", a, b, "--name", "ab")
+    assert code == 2 and "duplicate map name" in err and "a.tar.gz:a/" in err and "b.tar.gz:b/" in err
+    with pytest.raises(InputError, match="duplicate map name"):
+        open_maps([a, b], "kappa", _Ctx(ws))
