@@ -41,7 +41,7 @@ from astrotool.errors import AstroError, InputError
 __docformat__ = "numpy"
 
 __all__ = ["KINDS", "MapSet", "FolderMaps", "TarMaps", "PackedMaps", "check_map", "load_npy", "open_maps",
-           "is_tarball", "stream_tar"]
+           "is_tarball", "stream_tar", "split_of", "PackShard", "pack_shard", "data_command"]
 
 KINDS = {"epsilon": "EPSILON", "kappa": "KAPPA"}
 """Map kind -> the Datathon folder holding it."""
