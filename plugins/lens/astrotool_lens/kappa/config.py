@@ -80,11 +80,18 @@ class BaselineConfig(_Model):
 
 
 class TrainConfig(_Model):
-    """``astro lens kappa train``: the U-Net."""
+    """``astro lens kappa train``: the U-Net.
+
+    The defaults were checked on 3000 simulated 128x128 maps (``astro lens kappa
+    simulate``'s defaults, seeds the benchmarks do not use) on 2 CPU cores: an
+    epoch costs about 23 ms per map at width 8 and 41 ms at width 16, and at equal
+    training time (9 and 5 epochs) both reach a test Pearson r of 0.84 (the best
+    Kaiser-Squires smoothing: 0.65), so the cheaper width is the default.
+    """
 
     dataset: str = Field("", description="data set name or folder")
     model: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="model name: lens/kappa/models/<model>/ (default: <dataset>_unet)")
-    width: int = Field(16, ge=2, description="channels of the first level (doubling per level)")
+    width: int = Field(8, ge=2, description="channels of the first level (doubling per level)")
     depth: int = Field(4, ge=1, le=6, description="levels (each halves the map; the side must be divisible by "
                                                   "2**depth)")
     upsample: Literal["bilinear", "transpose"] = Field("bilinear", description="decoder upsampling: bilinear "
