@@ -194,7 +194,8 @@ def channel_names(extra_inputs) -> list[str]:
     extra = list(extra_inputs)
     bad = [c for c in extra if c not in EXTRA_CHANNELS]
     if bad:
-        raise ValueError(f"unknown extra input channel(s) {', '.join(map(repr, bad))} (known: {', '.join(EXTRA_CHANNELS)})")
+        raise ValueError(f"unknown extra input channel(s) {', '.join(map(repr, bad))} "
+                         f"(known: {', '.join(EXTRA_CHANNELS)})")
     if len(set(extra)) != len(extra):
         raise ValueError(f"extra input channels repeat: {extra}")
     return [*BASE_CHANNELS, *extra]

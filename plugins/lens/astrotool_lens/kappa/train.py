@@ -69,13 +69,16 @@ def _stats(ds, idx: np.ndarray, spec: dict, batch: int = 64) -> dict:
     if len(idx) > STATS_MAPS:
         idx = idx[np.unique(np.linspace(0, len(idx) - 1, STATS_MAPS).round().astype(int))]
     chans = spec["channels"]
-    s1 = np.zeros(len(chans)); s2 = np.zeros(len(chans)); t1 = t2 = 0.0
+    s1, s2 = np.zeros(len(chans)), np.zeros(len(chans))  # per-channel sums of x and x^2
+    t1 = t2 = 0.0
     count = 0
     for b in ds.iter_batches(batch, ["epsilon", "kappa"], indices=idx):
         x = model_inputs(b["epsilon"], spec).astype(np.float64)
         y = b["kappa"].astype(np.float64)
-        s1 += x.sum(axis=(0, 2, 3)); s2 += (x * x).sum(axis=(0, 2, 3))
-        t1 += y.sum(); t2 += (y * y).sum()
+        s1 += x.sum(axis=(0, 2, 3))
+        s2 += (x * x).sum(axis=(0, 2, 3))
+        t1 += float(y.sum())
+        t2 += float((y * y).sum())
         count += y.size
     mean = s1 / count
     shift = np.where(np.isin(chans, ["e1", "e2", "ks"]), 0.0, mean)
@@ -228,7 +231,8 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
             mse_sum += float(((p - y) ** 2).sum())
             n_pix += y.numel()
             r.append(_pearson(p.numpy(), y.numpy()))
-        return {"val_loss": loss_sum / n_pix, "val_mse": mse_sum / n_pix, "val_pearson": float(np.concatenate(r).mean())}
+        return {"val_loss": loss_sum / n_pix, "val_mse": mse_sum / n_pix,
+                "val_pearson": float(np.concatenate(r).mean())}
 
     meta = {
         "architecture": {"name": ARCHITECTURE, "kwargs": kwargs},
