@@ -181,23 +181,33 @@ def predict(
 def score(
     predictions: List[str] = typer.Argument(..., help="prediction folder(s) of .npy maps (names under "
                                                       "lens/kappa/predictions work too)"),
-    truth: str = typer.Option(None, "--truth", help="true kappa: a data set, a folder of .npy, or a folder "
-                                                    "with KAPPA/"),
+    truth: str = typer.Option(None, "--truth", help="true kappa: a data set, a folder with KAPPA/ (and EPSILON/), "
+                                                    "a folder of .npy, or *.tar.gz"),
+    split: str = typer.Option(None, "--split", help="for a data set truth: train | val | test | all"),
+    partial: bool = typer.Option(None, "--partial/--complete",
+                                 help="a folder truth may hold maps without a prediction (default: refuse)"),
+    batch_size: int = typer.Option(None, "--batch-size", help="maps read at a time"),
     plots: bool = typer.Option(None, "--plots/--no-plots"),
     report: str = typer.Option(None, "--report", help="report name (lens/kappa/reports/<report>_score.json)"),
-    as_json: bool = typer.Option(False, "--json", help='print {"maps": {name: {...}}, "mean": {...}}'),
+    as_json: bool = typer.Option(False, "--json", help='print {"maps": {name: {...}}, "mean": {...}} (several '
+                                                       'runs: {"runs": {run: ...}, "ranking": ...})'),
 ):
     """Score predicted kappa maps: WMAPE, DICEE, DPEAKS (the Datathon's), and MSE, Pearson r, SSIM, spectra, peaks.
 
-    Pairs .npy files by name with the truth; per map and mean. Several folders
-    are also ranked (Borda and Copeland). With the input ellipticities at hand
-    (a data set or a folder with EPSILON/), the predicted kappa is pushed back to
-    shear and compared with them.
+    Pairs .npy files by name with the truth (a prediction without a true map is
+    refused, exit 2, naming it; so is a true map without a prediction, unless
+    the truth is a data set or --partial); per map and mean, each run next to
+    the WMAPE of the all-zeros map (the floor: c*kappa scores |1-c|). Several
+    folders are also ranked (Borda and Copeland). With the input ellipticities
+    at hand (a data set or a folder with EPSILON/), the predicted kappa is
+    pushed back to shear and compared with them (chi2 per pixel). Report and
+    plots in lens/kappa/reports/.
     """
     from astrotool_lens.kappa.score import score_command
 
     ctx = current()
-    cfg = _kappa(ctx, {"score.truth": truth, "score.plots": plots, "score.report": report})
+    cfg = _kappa(ctx, {"score.truth": truth, "score.split": split, "score.partial": partial,
+                       "score.batch_size": batch_size, "score.plots": plots, "score.report": report})
     score_command(ctx, cfg, predictions, as_json=as_json)
 
 

@@ -126,12 +126,19 @@ class PredictConfig(_Model):
 
 
 class ScoreConfig(_Model):
-    """``astro lens kappa score``: the Datathon metrics and more."""
+    """``astro lens kappa score``: the Datathon metrics and more (:mod:`astrotool_lens.kappa.score`)."""
 
-    truth: str = Field("", description="true kappa: a data set, a folder of .npy or a folder with KAPPA/")
+    truth: str = Field("", description="true kappa: a data set, a simulated set, a folder of .npy, a folder with "
+                                       "KAPPA/ (and EPSILON/ for the consistency check), or *.tar.gz")
+    split: Literal["train", "val", "test", "all"] = Field("all", description="for a data set truth: the maps "
+                                                                             "predictions are paired with")
+    partial: bool = Field(False, description="a folder/tarball truth may hold maps without a prediction (scored: "
+                                             "the predicted ones; the rest counted). A data set truth always may")
     plots: bool = True
+    examples: int = Field(3, ge=0, le=10, description="example maps (truth, prediction, residual) in the plots")
+    batch_size: int = Field(64, ge=1, description="maps read at a time (memory ~ batch x runs maps)")
     report: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="report name: lens/kappa/reports/<report>_score.json (default: the "
-                                        "prediction folder's name)")
+                                        "prediction folder's name; several: <first>_vs_<n>)")
 
 
 class ExportConfig(_Model):

@@ -1,0 +1,512 @@
+"""``astro lens kappa score``: predicted kappa maps against the truth, per map and on average, and ranked.
+
+Inputs:
+
+* predictions -- one or more folders of ``<name>.npy`` maps (``(S, S)``, any
+  floating dtype; float16 as :mod:`~astrotool_lens.kappa.submission` writes
+  them), given as a path or as a run name under ``lens/kappa/predictions/``
+  (a folder with a ``KAPPA/`` subfolder works too);
+* the truth (``[lens.kappa.score] truth`` / ``--truth``), read through
+  :func:`astrotool_lens.kappa.sources.open_maps`: a packed data set (its
+  ``split``), a simulated set, a folder with ``KAPPA/`` (and ``EPSILON/``), a
+  folder of ``.npy`` maps, or Datathon tarballs.
+
+Pairing is by name (file stem), never by order. The rule:
+
+* every prediction must have a true map -- a prediction without one is an
+  error (exit 2) naming the run folder, how many and the first few names;
+* every true map must have a prediction when the truth is a folder or
+  tarballs (a submission covers its test set) -- the missing ones are an
+  error the same way, unless ``partial``; a packed data set may always hold
+  more maps than were predicted (predictions usually cover one split): only
+  the predicted maps are scored and the others are counted
+  (``truth_unscored``);
+* several runs must cover the same maps (a ranking compares like with like).
+
+Every map is checked as it is read (:func:`~astrotool_lens.kappa.sources.check_map`):
+a wrong shape -- not the truth's ``(S, S)`` --, a non-floating dtype or NaN is
+an error naming the file. The maps are streamed ``batch_size`` names at a
+time: memory holds one batch of maps and the per-map metric dicts, never the
+maps of a whole set.
+
+Per map: :func:`astrotool_lens.kappa.metrics.map_metrics` (the Datathon's
+WMAPE, DICEE, DPEAKS; MSE, Pearson r, SSIM, power-spectrum log ratio, peak
+counts, kappa-PDF distances) and, when the input ellipticities are at hand (a
+data set with epsilon, a folder with ``EPSILON/``), ``chi2`` of
+:func:`~astrotool_lens.kappa.metrics.consistency`. Means over the maps (NaN
+values left out). Next to every run: the WMAPE of the all-zeros map on the
+same truth (``wmape_zeros``), the floor any WMAPE must be read against (a
+prediction ``c kappa`` scores ``|1 - c|``); with epsilon, the truth's own
+``chi2`` (``truth_chi2``, about 1 when ``de`` is the noise level) and the
+input's B- and E-mode RMS. Several runs are ranked by Borda count and
+Copeland's method (:func:`~astrotool_lens.kappa.metrics.rank`), on the three
+Datathon metrics (``competition``) and on all the scores (``all``).
+
+Output: ``lens/kappa/reports/<report>_score.json`` (written atomically) and,
+unless ``--no-plots``, ``<report>_examples.png`` (truth, prediction, residual
+of a few maps), ``<report>_hist.png`` (per-map metric histograms) and
+``<report>_power.png`` (mean power-spectrum ratio against ``k``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from astrotool.errors import InputError
+
+__docformat__ = "numpy"
+
+__all__ = ["RANKED", "PLOTTED", "open_predictions", "pair_names", "score_maps", "score_command"]
+
+RANKED = ("wmape", "dicee", "dpeaks", "mse", "pearson", "ssim", "ps_logratio", "npeaks_err", "wasserstein", "ks")
+"""The metrics of the ``all`` ranking (``npeaks_pred``/``npeaks_true`` describe, ``chi2`` is ~1 at best: not ranked)."""
+
+PLOTTED = (("wmape", "WMAPE"), ("dicee", "DICEE"), ("dpeaks", "DPEAKS [pixels]"), ("mse", "MSE [kappa^2]"),
+           ("pearson", "Pearson r"), ("ssim", "SSIM"))
+
+
+def _few(names: Sequence[str], k: int = 5) -> str:
+    return ", ".join(names[:k]) + (f" ... (+{len(names) - k} more)" if len(names) > k else "")
+
+
+# ============================================================================ inputs
+
+
+def open_predictions(ctx, specs: Sequence[str]) -> dict:
+    """The prediction runs named on the command line, ``{label: FolderMaps}``.
+
+    Each spec is a folder of ``.npy`` maps (or one with a ``KAPPA/``
+    subfolder), or a run name under ``lens/kappa/predictions/``. The label is
+    the run folder's name.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No such folder or run (the runs in the workspace are listed), no
+        ``.npy`` maps in it, two runs of the same name.
+    """
+    from astrotool_lens.kappa.sources import FolderMaps
+
+    stage = ctx.workspace.stage("lens", "kappa/predictions", create=False)
+    runs: dict = {}
+    for spec in specs:
+        text = str(spec)
+        p = Path(text).expanduser()
+        if not p.is_dir() and "/" not in text and text not in ("", ".", "..") and (stage / text).is_dir():
+            p = stage / text
+        if not p.is_dir():
+            have = sorted(d.name for d in stage.iterdir() if d.is_dir()) if stage.is_dir() else []
+            raise InputError(text, "no such prediction folder, and no prediction run of that name in the workspace "
+                                   f"(runs: {', '.join(have) if have else '(none)'})")
+        label = p.resolve().name
+        if not any(p.glob("*.npy")):
+            sub = [d for d in p.iterdir() if d.is_dir() and d.name.upper() == "KAPPA"]
+            if sub:
+                p = sub[0]
+        if label in runs:
+            raise InputError(p, f"a second prediction run named {label!r} (also {runs[label].folder}); "
+                                "score runs of distinct names")
+        runs[label] = FolderMaps(p, "kappa", label=f"prediction run {label} ({p})")
+    return runs
+
+
+def _epsilon_for(truth, names: Sequence[str], log):
+    """The input ellipticities next to the truth (a data set's, a sibling ``EPSILON/``), or None."""
+    from astrotool_lens.kappa.sources import FolderMaps, PackedMaps
+
+    eps = None
+    if isinstance(truth, PackedMaps):
+        if "epsilon" in truth.ds.arrays:
+            eps = PackedMaps(truth.ds, "epsilon", truth.split)
+    elif isinstance(truth, FolderMaps) and truth.folder.name.upper() == "KAPPA":
+        sib = [d for d in truth.folder.parent.iterdir() if d.is_dir() and d.name.upper() == "EPSILON"]
+        if sib and any(sib[0].glob("*.npy")):
+            eps = FolderMaps(sib[0], "epsilon")
+    if eps is None:
+        return None
+    lacking = sorted(set(names) - set(eps.names))
+    if lacking:
+        log.warning("no consistency check: %d scored maps have no input epsilon map in %s (%s)", len(lacking),
+                    eps.describe(), _few(lacking))
+        return None
+    return eps
+
+
+def pair_names(truth, runs: dict, partial: bool = False) -> tuple[list[str], int]:
+    """The names to score and the number of true maps left unscored (the rule in the module docstring).
+
+    Parameters
+    ----------
+    truth : MapSet
+    runs : dict
+        ``{label: FolderMaps}``.
+    partial : bool
+        A folder/tarball truth may hold maps without a prediction.
+
+    Returns
+    -------
+    names : list of str
+        Sorted.
+    unscored : int
+        True maps without a prediction.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        A prediction without truth, a true map without prediction (folder or
+        tarball truth, not ``partial``), runs covering different maps.
+    """
+    from astrotool_lens.kappa.sources import PackedMaps
+
+    have = set(truth.names)
+    first = None
+    for label, run in runs.items():
+        extra = sorted(set(run.names) - have)
+        if extra:
+            raise InputError(run.folder, f"{len(extra)} of {len(run)} predicted maps have no true map in "
+                                         f"{truth.describe()}: {_few(extra)}")
+        if first is None:
+            first = (label, set(run.names))
+            continue
+        other = set(run.names)
+        if other != first[1]:
+            miss, more = sorted(first[1] - other), sorted(other - first[1])
+            raise InputError(run.folder, f"covers other maps than run {first[0]!r}: {len(miss)} missing"
+                                         f"{' (' + _few(miss) + ')' if miss else ''}, {len(more)} more"
+                                         f"{' (' + _few(more) + ')' if more else ''}; rank runs of the same maps")
+    names = sorted(first[1])
+    missing = sorted(have - first[1])
+    if missing and not partial and not isinstance(truth, PackedMaps):
+        label = next(iter(runs))
+        raise InputError(runs[label].folder,
+                         f"{len(missing)} of {len(truth)} true maps in {truth.describe()} have no prediction: "
+                         f"{_few(missing)} (--partial scores only the predicted maps)")
+    return names, len(missing)
+
+
+def _truth_batches(truth, names: list[str], batch_size: int):
+    """``(names, maps)`` of the scored names, ``batch_size`` at a time (tarballs: one streaming pass)."""
+    from astrotool_lens.kappa.sources import TarMaps
+
+    if isinstance(truth, TarMaps):
+        want = set(names)
+        for chunk, maps in truth.iter_batches(batch_size):
+            keep = [i for i, n in enumerate(chunk) if n in want]
+            if keep:
+                yield [chunk[i] for i in keep], maps[keep]
+        return
+    for a in range(0, len(names), batch_size):
+        chunk = names[a:a + batch_size]
+        yield chunk, truth.read(chunk)
+
+
+def _load_prediction(run, name: str, size: int) -> np.ndarray:
+    from astrotool_lens.kappa.sources import check_map, load_npy
+
+    path = run.files[name]
+    return check_map(load_npy(path, path), "kappa", path, size)
+
+
+def _clean(x):
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _means(per_map: dict) -> dict:
+    keys: list[str] = []
+    for m in per_map.values():
+        keys += [k for k in m if k not in keys]
+    out = {}
+    for k in keys:
+        v = np.array([m.get(k, math.nan) for m in per_map.values()], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        out[k] = float(v.mean()) if v.size else math.nan
+    return out
+
+
+# ============================================================================ scoring
+
+
+def score_maps(truth, runs: dict, names: list[str], *, epsilon=None, batch_size: int = 64, examples: int = 0,
+               progress=None) -> dict:
+    """Score every run on ``names``, streaming.
+
+    Parameters
+    ----------
+    truth : MapSet
+    runs : dict
+        ``{label: FolderMaps}``.
+    names : list of str
+        The names to score (:func:`pair_names`).
+    epsilon : MapSet, optional
+        Input ellipticities of ``names``: adds ``chi2`` per map.
+    batch_size : int
+    examples : int
+        Keep the truth and predictions of the first ``examples`` maps (for plots).
+    progress : callable, optional
+        Called with the number of maps done after each batch.
+
+    Returns
+    -------
+    dict
+        ``maps`` ({run: {name: metrics}}), ``truth`` ({name: {wmape_zeros, and
+        with epsilon truth_chi2, b_rms, e_rms}}), ``spectra`` ({"k", run:
+        (sum P_pred, sum P_true)}), ``examples`` ([(name, truth, {run: pred})]),
+        ``seconds``.
+    """
+    from astrotool_lens.kappa import metrics as M
+
+    size = truth.size
+    per = {r: {} for r in runs}
+    floors: dict[str, dict] = {}
+    spec = {r: None for r in runs}
+    kept: list = []
+    t0 = time.perf_counter()
+    for chunk, tmaps in _truth_batches(truth, names, batch_size):
+        emaps = epsilon.read(chunk) if epsilon is not None else None
+        preds = {r: [_load_prediction(run, n, size) for n in chunk] for r, run in runs.items()}
+        for i, name in enumerate(chunk):
+            t = tmaps[i]
+            fl = {"wmape_zeros": M.wmape(np.zeros_like(t), t)}
+            if emaps is not None:
+                c = M.consistency(t, emaps[i])
+                fl.update(truth_chi2=c["chi2"], b_rms=c["b_rms"], e_rms=c["e_rms"])
+            floors[name] = fl
+            for r in runs:
+                p = preds[r][i]
+                m, (pp, pt) = M.map_metrics(p, t, spectra=True)
+                if emaps is not None:
+                    m["chi2"] = M.consistency(p, emaps[i])["chi2"]
+                per[r][name] = m
+                acc = spec[r]
+                spec[r] = (pp, pt) if acc is None else (acc[0] + pp, acc[1] + pt)
+            if len(kept) < examples:
+                kept.append((name, np.asarray(t, np.float32), {r: np.asarray(preds[r][i], np.float32) for r in runs}))
+        if progress is not None:
+            progress(len(chunk))
+    seconds = time.perf_counter() - t0
+    from astrotool_lens.kappa.maps import power_spectrum
+
+    k = power_spectrum(np.zeros((size, size)))[0]
+    return {"maps": per, "truth": floors, "spectra": {"k": k, **spec}, "examples": kept, "seconds": seconds}
+
+
+# ============================================================================ plots
+
+
+def _plot_examples(path: Path, examples: list, runs: list[str]) -> Path:
+    from astrotool.io.figures import figure
+
+    ncol = 1 + 2 * len(runs)
+    with figure(path, len(examples), ncol, figsize=(2.6 * ncol, 2.4 * len(examples)),
+                title="true kappa, prediction, residual (prediction - truth)") as (fig, axes):
+        for row, (name, t, preds) in enumerate(examples):
+            lo, hi = float(np.min(t)), float(np.max(t))
+            panels = [(t, f"{name}: truth", (lo, hi), "viridis")]
+            for r in runs:
+                res = preds[r] - t
+                a = float(np.max(np.abs(res))) or 1.0
+                panels += [(preds[r], f"{r}", (lo, hi), "viridis"), (res, f"{r} - truth", (-a, a), "RdBu_r")]
+            for col, (img, title, (vmin, vmax), cmap) in enumerate(panels):
+                ax = axes[row, col]
+                im = ax.imshow(img, origin="lower", vmin=vmin, vmax=vmax, cmap=cmap)
+                ax.set_title(title, fontsize=7)
+                ax.set_xlabel("x [pixels]", fontsize=7)
+                ax.set_ylabel("y [pixels]", fontsize=7)
+                ax.tick_params(labelsize=6)
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+    return path
+
+
+def _plot_hist(path: Path, per: dict, floor: float | None) -> Path:
+    from astrotool.io.figures import figure
+
+    with figure(path, 2, 3, figsize=(12, 6.5), title="per-map metrics") as (fig, axes):
+        for ax, (key, label) in zip(axes.ravel(), PLOTTED):
+            vals = {r: np.array([m[key] for m in maps.values()], dtype=np.float64) for r, maps in per.items()}
+            allv = np.concatenate([v[np.isfinite(v)] for v in vals.values()]) if vals else np.zeros(0)
+            if allv.size:
+                lo, hi = np.percentile(allv, [1, 99]) if allv.size > 20 else (allv.min(), allv.max())
+                if hi <= lo:
+                    lo, hi = lo - 0.5, hi + 0.5
+                for r, v in vals.items():
+                    v = v[np.isfinite(v)]
+                    ax.hist(np.clip(v, lo, hi), bins=30, range=(lo, hi), histtype="step", label=r)
+            if key == "wmape" and floor is not None and math.isfinite(floor):
+                ax.axvline(floor, color="k", ls="--", lw=1, label="all-zeros map")
+            ax.set_xlabel(label + " (1-99% range)")
+            ax.set_ylabel("maps")
+        axes[0, 0].legend(fontsize=7)
+    return path
+
+
+def _plot_power(path: Path, spectra: dict, runs: list[str]) -> Path:
+    from astrotool.io.figures import figure
+
+    k = spectra["k"]
+    with figure(path, 1, 1, figsize=(6, 4), title="mean power spectrum: prediction / truth") as (fig, axes):
+        ax = axes[0, 0]
+        for r in runs:
+            pp, pt = spectra[r]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = pp / pt
+            ok = np.isfinite(ratio) & (ratio > 0)
+            ax.plot(k[ok], ratio[ok], marker=".", label=r if ok.any() else f"{r} (no power: not drawn)")
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xlabel("k [cycles/pixel]")
+        ax.set_ylabel("<P_pred(k)> / <P_true(k)>")
+        ax.legend(fontsize=7)
+    return path
+
+
+# ============================================================================ the command
+
+
+def _report_name(labels: list[str]) -> str:
+    base = labels[0] if len(labels) == 1 else f"{labels[0]}_vs_{len(labels) - 1}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".") or "kappa"
+
+
+def _rank_line(title: str, r: dict) -> str:
+    b = ", ".join(f"{k} {v:g}" for k, v in r["borda"].items())
+    c = ", ".join(f"{k} {v:+d}" for k, v in r["copeland"].items())
+    return f"ranking on {title}: Borda {b}; Copeland {c}"
+
+
+def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -> dict:
+    """``astro lens kappa score``: score prediction folders against the truth, rank them, write the report.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    cfg : astrotool_lens.kappa.config.KappaConfig
+        ``cfg.score`` is read.
+    predictions : sequence of str
+        Prediction folders or run names.
+    as_json : bool
+        Print ``{"maps": {name: {...}}, "mean": {...}}`` (one run) or
+        ``{"runs": {run: that}, "ranking": {...}}`` (several) instead of one
+        line per run.
+
+    Returns
+    -------
+    dict
+        The report written to ``lens/kappa/reports/<report>_score.json``.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No truth given, unknown sources, unpaired names, a bad map (named).
+    """
+    from astrotool.ml import commands as mc
+    from astrotool.workspace import write_json_atomic
+
+    from astrotool_lens.kappa import metrics as M
+    from astrotool_lens.kappa.sources import FolderMaps, PackedMaps, TarMaps, open_maps
+    from astrotool_lens.kappa.submission import read_info
+
+    s = cfg.score
+    if not predictions:
+        raise InputError("PREDICTIONS", "no prediction folder given")
+    if not s.truth:
+        raise InputError("--truth", "no true maps given: --truth <data set | folder with KAPPA/ | folder of .npy | "
+                                    "*.tar.gz> (or [lens.kappa.score] truth)")
+    runs = open_predictions(ctx, predictions)
+    truth = open_maps(s.truth, "kappa", ctx, split=s.split)
+    for label, run in runs.items():
+        info = read_info(run.folder) or read_info(run.folder.parent)
+        if info is not None and not info.get("complete", True):
+            ctx.log.warning("prediction run %s is not complete (its prediction.json says so)", label)
+    names, unscored = pair_names(truth, runs, s.partial)
+    eps = _epsilon_for(truth, names, ctx.log)
+    labels = list(runs)
+
+    with ctx.progress(len(names), f"score {', '.join(labels)}") as advance:
+        res = score_maps(truth, runs, names, epsilon=eps, batch_size=s.batch_size,
+                         examples=s.examples if s.plots else 0, progress=advance)
+    n = len(names)
+    rate = n * len(runs) / res["seconds"] if res["seconds"] > 0 else None
+    floor = _means(res["truth"])
+    out_runs = {}
+    for r in labels:
+        mean = _means(res["maps"][r])
+        mean["wmape_zeros"] = floor["wmape_zeros"]
+        if eps is not None:
+            mean.update(truth_chi2=floor["truth_chi2"], input_b_rms=floor["b_rms"], input_e_rms=floor["e_rms"])
+        out_runs[r] = {"maps": res["maps"][r], "mean": mean}
+    ranking = None
+    if len(labels) > 1:
+        means = {r: out_runs[r]["mean"] for r in labels}
+        ranking = {"competition": M.rank(means, M.HIGHER_IS_BETTER, metrics=M.COMPETITION),
+                   "all": M.rank(means, M.HIGHER_IS_BETTER, metrics=RANKED)}
+
+    report = s.report or _report_name(labels)
+    rdir = ctx.workspace.stage("lens", "kappa/reports")
+    path = rdir / f"{report}_score.json"
+    plots: list[Path] = []
+    if s.plots:
+        if res["examples"]:
+            plots.append(_plot_examples(rdir / f"{report}_examples.png", res["examples"], labels))
+        plots.append(_plot_hist(rdir / f"{report}_hist.png", res["maps"], floor["wmape_zeros"]))
+        plots.append(_plot_power(rdir / f"{report}_power.png", res["spectra"], labels))
+    k = res["spectra"]["k"]
+    power = {"k": k.tolist(), "ratio": {}}
+    for r in labels:
+        pp, pt = res["spectra"][r]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            power["ratio"][r] = (pp / pt).tolist()
+    if isinstance(truth, PackedMaps):
+        truth_inputs = [truth.ds.root]
+    elif isinstance(truth, TarMaps):
+        truth_inputs = list(truth.tarballs)
+    elif isinstance(truth, FolderMaps):
+        truth_inputs = [truth.folder]
+    else:
+        truth_inputs = []
+    doc = {"truth": truth.describe(), "split": s.split, "n": n, "truth_unscored": unscored,
+           "consistency": eps is not None, "maps_per_s": rate,
+           "runs": {r: {"source": str(runs[r].folder), **out_runs[r]} for r in labels},
+           "ranking": ranking, "power": power, "plots": [str(p) for p in plots]}
+    write_json_atomic(path, _clean(doc))
+    mc.record(ctx, inputs=[*truth_inputs, *(runs[r].folder for r in labels)], outputs=[path, *plots])
+
+    if as_json:
+        if len(labels) == 1:
+            ctx.emit(_clean(out_runs[labels[0]]))
+        else:
+            ctx.emit(_clean({"runs": out_runs, "ranking": ranking}))
+        return doc
+    ctx.emit(f"{truth.describe()}: {n} maps scored" + (f" ({unscored} true maps without prediction)" if unscored
+                                                        else "") + (f", {rate:.0f} maps/s" if rate else ""))
+    for r in labels:
+        m = out_runs[r]["mean"]
+        line = (f"{r}: WMAPE {m['wmape']:.3f} (all-zeros map {m['wmape_zeros']:.3f}), DICEE {m['dicee']:.4f}, "
+                f"DPEAKS {m['dpeaks']:.1f} px, MSE {m['mse']:.3g}, r {m['pearson']:.3f}, SSIM {m['ssim']:.3f}")
+        if eps is not None:
+            line += f", chi2 {m['chi2']:.3f} (truth {m['truth_chi2']:.3f})"
+        ctx.emit(line)
+    if any(out_runs[r]["mean"]["wmape"] >= floor["wmape_zeros"] for r in labels):
+        ctx.emit("note: WMAPE at or above the all-zeros map's is normal (c*kappa scores |1-c|, shrinking toward 0 "
+                 "wins): judge by DICEE, DPEAKS and r, never by WMAPE alone")
+    if ranking:
+        ctx.emit(_rank_line("WMAPE, DICEE, DPEAKS", ranking["competition"]))
+        ctx.emit(_rank_line("all scores", ranking["all"]))
+    if eps is not None:
+        ctx.emit(f"input B-mode RMS {floor['b_rms']:.4g} (E-mode {floor['e_rms']:.4g})")
+    ctx.emit(f"report: {path}")
+    return doc

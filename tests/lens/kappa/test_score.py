@@ -1,0 +1,198 @@
+"""`astro lens kappa score` through the CLI on tiny folders: the JSON form, pairing by name, bad maps named,
+ranking, the all-zeros WMAPE floor, plots and the report, a data set truth with its epsilon."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from astrotool.cli import main
+from astrotool_lens.kappa import metrics as M
+from astrotool_lens.kappa.maps import shear_from_kappa, wave_vectors
+
+S = 32
+NAMES = [f"{i:05d}_{3 * i:05d}" for i in range(6)]
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def fields(n, seed):
+    """Smooth positive-skewed kappa-like maps (n, S, S): a Gaussian field plus a blob, float16-representable."""
+    rng = np.random.default_rng(seed)
+    k2 = wave_vectors((S, S))[2]
+    f = np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, S, S))) * np.exp(-k2 / (2 * 0.08**2))).real
+    f = 0.03 * f / f.std()
+    yy, xx = np.mgrid[:S, :S]
+    for i in range(n):
+        cy, cx = rng.uniform(8, S - 8, 2)
+        f[i] += 0.3 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))
+    return f.astype(np.float16)
+
+
+@pytest.fixture()
+def truth_root(tmp_path):
+    """A Datathon-layout folder: KAPPA/<name>.npy and EPSILON/<name>.npy (noisy reduced shear, de = 0.05)."""
+    root = tmp_path / "truth"
+    (root / "KAPPA").mkdir(parents=True)
+    (root / "EPSILON").mkdir()
+    kap = fields(len(NAMES), 0)
+    rng = np.random.default_rng(1)
+    for name, k in zip(NAMES, kap):
+        k64 = k.astype(np.float64)
+        g1, g2 = shear_from_kappa(k64)
+        eps = np.stack([g1 / (1 - k64), g2 / (1 - k64), np.full((S, S), 0.05)])
+        eps[:2] += 0.05 * rng.standard_normal((2, S, S))
+        np.save(root / "KAPPA" / f"{name}.npy", k)
+        np.save(root / "EPSILON" / f"{name}.npy", eps.astype(np.float16))
+    return root
+
+
+def write_run(folder, maps: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, m in maps.items():
+        np.save(folder / f"{name}.npy", np.asarray(m, np.float16))
+    return folder
+
+
+def truth_maps(root):
+    return {n: np.load(root / "KAPPA" / f"{n}.npy") for n in NAMES}
+
+
+def test_json_form_per_map_and_mean_with_the_zeros_floor(tmp_path, capsys, truth_root):
+    t = truth_maps(truth_root)
+    half = write_run(tmp_path / "half", {n: m * np.float16(0.5) for n, m in t.items()})  # exact but for subnormals
+    code, out, err = run(capsys, "-w", tmp_path / "ws", "-q", "lens", "kappa", "score", half, "--truth", truth_root,
+                         "--json", "--no-plots")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"maps", "mean"} and sorted(doc["maps"]) == NAMES
+    one = doc["maps"][NAMES[0]]
+    assert {"wmape", "dicee", "dpeaks", "mse", "pearson", "ssim", "chi2"} <= set(one)
+    # c * kappa scores |1 - c| = 0.5 exactly; the same maps scored directly give the same values
+    assert one["wmape"] == pytest.approx(0.5, abs=1e-12)
+    direct = M.map_metrics(t[NAMES[0]] * np.float16(0.5), t[NAMES[0]])
+    assert all(one[k] == pytest.approx(v, rel=1e-12, abs=1e-15) for k, v in direct.items())
+    assert one["dicee"] == 0.0 and one["dpeaks"] == 0.0 and one["pearson"] == pytest.approx(1.0)
+    mean = doc["mean"]
+    assert mean["wmape"] == pytest.approx(0.5, abs=1e-5)  # a few |kappa| < 6e-5 pixels: float16 subnormals
+    assert mean["wmape_zeros"] == pytest.approx(1.0, abs=1e-2)  # the all-zeros map, from the truth alone
+    assert mean["wmape_zeros"] == pytest.approx(np.mean([M.wmape(np.zeros((S, S)), m) for m in t.values()]))
+    # the truth itself fits its epsilon at the noise level; half of it fits worse
+    assert mean["truth_chi2"] == pytest.approx(1.0, abs=0.1) and mean["chi2"] > mean["truth_chi2"]
+    rep = json.loads((tmp_path / "ws" / "lens" / "kappa" / "reports" / "half_score.json").read_text())
+    assert rep["n"] == 6 and rep["truth_unscored"] == 0 and rep["consistency"] is True
+    assert rep["runs"]["half"]["mean"] == mean and rep["plots"] == []
+
+
+def test_several_runs_ranked_text_lines_and_plots(tmp_path, capsys, truth_root):
+    t = truth_maps(truth_root)
+    rng = np.random.default_rng(2)
+    ws = tmp_path / "ws"
+    preds = ws / "lens" / "kappa" / "predictions"
+    write_run(preds / "exact", t)
+    write_run(preds / "noisy", {n: m + 0.02 * rng.standard_normal((S, S)) for n, m in t.items()})
+    write_run(preds / "zeros", {n: np.zeros((S, S)) for n in t})
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "exact", "noisy", "zeros",
+                         "--truth", truth_root, "--report", "three")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"folder {truth_root}") and "6 maps scored" in lines[0]
+    zline = next(x for x in lines if x.startswith("zeros:"))
+    assert "all-zeros map" in zline and "DICEE 1.0000" in zline
+    assert any(x.startswith("ranking on WMAPE, DICEE, DPEAKS: Borda exact 9") for x in lines)
+    rdir = ws / "lens" / "kappa" / "reports"
+    rep = json.loads((rdir / "three_score.json").read_text())
+    comp = rep["ranking"]["competition"]
+    # exact is best on all three (3 points each = 9); the zeros map's WMAPE (~1) beats noisy's, DICEE/DPEAKS do not
+    assert comp["borda"]["exact"] == 9.0 and comp["copeland"] == {"exact": 2, "noisy": 0, "zeros": -2}
+    assert rep["runs"]["zeros"]["mean"]["wmape"] < rep["runs"]["noisy"]["mean"]["wmape"]
+    assert rep["ranking"]["all"]["metrics"][:3] == ["wmape", "dicee", "dpeaks"]
+    for p in rep["plots"]:
+        with open(p, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert {p.split("/")[-1] for p in rep["plots"]} == {"three_examples.png", "three_hist.png", "three_power.png"}
+    ratio = np.array(rep["runs"] and rep["power"]["ratio"]["exact"], dtype=float)
+    assert np.allclose(ratio[np.isfinite(ratio)], 1.0)
+    # --json for several runs
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "exact", "zeros", "--truth", truth_root,
+                         "--json", "--no-plots")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"runs", "ranking"} and set(doc["runs"]) == {"exact", "zeros"}
+    assert set(doc["runs"]["exact"]) == {"maps", "mean"}
+
+
+def test_unpaired_names_exit_2_naming_them(tmp_path, capsys, truth_root):
+    t = truth_maps(truth_root)
+    ws = tmp_path / "ws"
+    extra = write_run(tmp_path / "extra", {**t, "99999_00000": t[NAMES[0]]})
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", extra, "--truth", truth_root, "--no-plots")
+    assert code == 2 and "99999_00000" in err and "no true map" in err
+    missing = write_run(tmp_path / "missing", {n: m for n, m in t.items() if n != NAMES[3]})
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", missing, "--truth", truth_root, "--no-plots")
+    assert code == 2 and NAMES[3] in err and "1 of 6 true maps" in err and "no prediction" in err
+    # --partial scores the 5 predicted maps and counts the other
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", missing, "--truth", truth_root,
+                         "--no-plots", "--partial", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["maps"]) == 5
+    assert json.loads((ws / "lens" / "kappa" / "reports" / "missing_score.json").read_text())["truth_unscored"] == 1
+    # two runs over different maps are not ranked together
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", extra.parent / "missing", truth_root / "KAPPA",
+                       "--truth", truth_root, "--no-plots", "--partial")
+    assert code == 2 and "covers other maps" in err and NAMES[3] in err
+    # an unknown run name lists the runs there are
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "nosuchrun", "--truth", truth_root)
+    assert code == 2 and "nosuchrun" in err and "runs:" in err
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", extra)
+    assert code == 2 and "--truth" in err
+
+
+def test_a_map_of_the_wrong_shape_or_with_nan_exits_2_naming_the_file(tmp_path, capsys, truth_root):
+    t = truth_maps(truth_root)
+    ws = tmp_path / "ws"
+    bad = write_run(tmp_path / "bad", t)
+    np.save(bad / f"{NAMES[0]}.npy", np.zeros((16, 16), np.float16))  # the first file: not the run's own size
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", bad, "--truth", truth_root, "--no-plots")
+    assert code == 2 and f"{NAMES[0]}.npy" in err and "(16, 16)" in err
+    np.save(bad / f"{NAMES[0]}.npy", t[NAMES[0]])
+    nan = t[NAMES[4]].copy()
+    nan[3, 3] = np.nan
+    np.save(bad / f"{NAMES[4]}.npy", nan)
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", bad, "--truth", truth_root, "--no-plots")
+    assert code == 2 and f"{NAMES[4]}.npy" in err and "NaN" in err
+    assert not (ws / "lens" / "kappa" / "reports" / "bad_score.json").exists()
+
+
+def test_data_set_truth_scores_a_predicted_subset_with_its_epsilon(tmp_path, capsys):
+    from astrotool.ml.data import DatasetWriter
+    from astrotool_lens.kappa.data import KIND
+
+    kap = fields(8, 3)
+    eps = np.zeros((8, 3, S, S), np.float16)
+    for i, k in enumerate(kap.astype(np.float64)):
+        g1, g2 = shear_from_kappa(k)
+        eps[i] = np.stack([g1 / (1 - k), g2 / (1 - k), np.full((S, S), 0.05)])
+    names = np.array([f"m{i:03d}" for i in range(8)])
+    ws = tmp_path / "ws"
+    w = DatasetWriter(str(ws / "lens" / "kappa" / "data" / "tiny"), "tiny", kind=KIND)
+    w.write_shard(0, 0, {"epsilon": eps, "kappa": kap},
+                  {"name": names, "split": np.array(["train"] * 5 + ["test"] * 3)})
+    w.finalize(1)
+    pred = write_run(tmp_path / "pred", {n: k for n, k in zip(names[5:], kap[5:])})
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", pred, "--truth", "tiny", "--json",
+                         "--no-plots")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert sorted(doc["maps"]) == ["m005", "m006", "m007"]
+    assert doc["mean"]["wmape"] == 0.0 and doc["mean"]["dicee"] == 0.0
+    # noiseless epsilon (float16-rounded): the true map's chi2 is tiny next to the zeros map's
+    assert doc["mean"]["chi2"] < 0.01 and doc["mean"]["input_e_rms"] > 10 * doc["mean"]["input_b_rms"]
+    rep = json.loads((ws / "lens" / "kappa" / "reports" / "pred_score.json").read_text())
+    assert rep["truth_unscored"] == 5 and rep["n"] == 3
