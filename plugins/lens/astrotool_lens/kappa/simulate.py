@@ -1,0 +1,310 @@
+"""Simulated (epsilon, kappa) map pairs in the Astro-Datathon 2024 layout.
+
+The model
+---------
+Each map ``i`` (side ``S`` pixels of ``pixel_scale`` arcmin) is drawn from its own
+random generator, seeded with ``derive_seed(seed, "kappa-sim", i)``, so a map does
+not depend on how maps are split into chunks, on ``--jobs`` or on the executor.
+
+Convergence (on a grid padded to ``2S``, the field in its centre)
+    * Cosmology: astropy's ``Planck18``. Lens redshift ``z_l ~ U(z_lens)``; all
+      sources on one sheet at ``z_source``. Critical surface density
+      ``Sigma_crit = c^2 D_s / (4 pi G D_l D_ls)`` (angular-diameter distances).
+    * Main halo: ``log10(M200c / Msun) ~ U(log10_mass)``; position = field centre
+      + Gaussian offset of ``offset`` pixels per axis.
+    * Secondary halos: ``Poisson(n_sub)`` of them, ``log10 M200c ~ U(log10_mass_sub)``,
+      positions uniform over the field (``S x S``), same redshift.
+    * Concentration: Duffy et al. (2008), full sample, M200c:
+      ``c200 = 5.71 (M200c / 2e12 h^-1 Msun)^-0.084 (1 + z_l)^-0.47``, times a
+      log-normal scatter of ``concentration_scatter`` dex.
+    * NFW: ``r200 = (3 M200c / (4 pi 200 rho_c(z_l)))^(1/3)``, ``r_s = r200 / c``,
+      ``rho_s = (200/3) c^3 / (ln(1+c) - c/(1+c)) rho_c(z_l)``,
+      ``kappa_s = rho_s r_s / Sigma_crit``, ``theta_s = r_s / D_l``. The projected
+      convergence (Bartelmann 1996; Wright & Brainerd 2000) at ``x = theta/theta_s``
+      is ``kappa(x) = 2 kappa_s (1 - F(x)) / (x^2 - 1)`` with
+      ``F = arccos(1/x) / sqrt(x^2 - 1)`` (x > 1), ``arccosh(1/x) / sqrt(1 - x^2)``
+      (x < 1), and the bracket's limit 1/3 at x = 1. It is evaluated at pixel
+      centres at a distance of at least half a pixel from the halo centre (the
+      centre is softened by clamping ``theta >= pixel_scale / 2``, not by
+      sub-pixel averaging).
+    * Gaussian random field (the smaller-scale structure): white noise filtered in
+      Fourier space to the power spectrum ``P(k) ~ k^grf_slope exp(-(k/grf_cutoff)^2)``
+      (k in cycles/pixel, ``P(0) = 0``), rescaled to a pixel RMS of ``grf_rms`` over
+      the padded grid.
+    * ``kappa = min(sum of halos + GRF, kappa_max)`` on the padded grid.
+
+Shear
+    ``gamma`` from ``kappa`` on the padded grid by the Fourier-space lensing relation
+    (:func:`astrotool_lens.kappa.maps.shear_from_kappa`), so mass outside the field
+    (halo tails, the GRF) shears the field, and the periodic wrap is half a field
+    away; then both are cropped to the central ``S x S``. Reduced shear
+    ``g = gamma / (1 - kappa)``.
+
+Galaxies and noise
+    * Number per pixel ``N ~ Poisson(n_gal * pixel_scale^2)`` (n_gal per arcmin^2).
+    * Intrinsic complex ellipticity ``eps_s``: each component Gaussian with sigma
+      ``sigma_e``, redrawn until ``|eps_s| < 1``.
+    * Lensed ellipticity (ellipticity of the ``(a-b)/(a+b)`` kind):
+      ``eps = (eps_s + g) / (1 + conj(g) eps_s)`` for ``|g| <= 1`` and
+      ``(1 + g conj(eps_s)) / (conj(eps_s) + conj(g))`` for ``|g| > 1``.
+    * Measurement noise: Gaussian with sigma ``sigma_meas`` per component, added
+      to each galaxy.
+    * Pixel value ``epsilon`` = mean over its galaxies;
+      ``Delta-epsilon = sqrt(sigma_e^2 + sigma_meas^2) / sqrt(N)``.
+    * Pixels without galaxies: ``epsilon = 0`` and the sentinel
+      ``Delta-epsilon = EMPTY_ERROR_FACTOR * sqrt(sigma_e^2 + sigma_meas^2)``
+      (10 times the error of a single galaxy: an inverse-variance weight of 1/100
+      of a galaxy; finite in float16 and bounded, so networks can take it).
+
+Files
+-----
+``lens/kappa/sims/<name>/EPSILON/<id>.npy`` float16 ``(3, S, S)`` ``[e1, e2, de]``,
+``KAPPA/<id>.npy`` float16 ``(S, S)``, ids ``00000``... (zero-padded to at least 5
+digits); ``<name>_truth.parquet`` (per map: :data:`TRUTH_COLUMNS`) and
+``<name>_settings.json`` (written last) inside the set's folder (the writing
+command, ``simulate_command``, is not written yet).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from astrotool_lens.kappa.config import SimulateConfig
+
+__docformat__ = "numpy"
+
+__all__ = ["simulate_maps", "simulate_one", "map_seed", "lens_ellipticity", "nfw_kappa_profile", "sigma_crit", "nfw_params",
+           "TRUTH_COLUMNS", "EMPTY_ERROR_FACTOR"]
+
+EMPTY_ERROR_FACTOR = 10.0
+"""Delta-epsilon of a pixel without galaxies, in units of one galaxy's error."""
+
+TRUTH_COLUMNS = (
+    "id", "seed", "z_lens", "sigma_crit", "log10_mass", "concentration", "x", "y", "n_halos",
+    "kappa_min", "kappa_max", "mean_n_gal",
+)
+"""Columns of the truth table: ``sigma_crit`` in Msun/Mpc^2, ``log10_mass`` of the
+main halo's M200c/Msun, ``x, y`` its centre in field pixels (x = last axis),
+``mean_n_gal`` the mean number of galaxies per pixel."""
+
+_SALT = "kappa-sim"
+
+
+# ---------------------------------------------------------------- physics
+
+def nfw_kappa_profile(x) -> np.ndarray:
+    """The dimensionless projected NFW profile ``2 (1 - F(x)) / (x^2 - 1)``.
+
+    ``kappa(theta) = kappa_s * nfw_kappa_profile(theta / theta_s)``.
+
+    Parameters
+    ----------
+    x : array_like
+        ``theta / theta_s`` (> 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64; 2/3 at ``x = 1``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    lo = x < 1 - 1e-4
+    hi = x > 1 + 1e-4
+    mid = ~(lo | hi)
+    xl = x[lo]
+    s = np.sqrt(1 - xl * xl)
+    f = np.arccosh(1 / xl) / s
+    out[lo] = 2 * (1 - f) / (xl * xl - 1)
+    xh = x[hi]
+    s = np.sqrt(xh * xh - 1)
+    f = np.arccos(1 / xh) / s
+    out[hi] = 2 * (1 - f) / (xh * xh - 1)
+    # Taylor expansion about x = 1: 2 [1/3 - 0.4 (x - 1)]
+    out[mid] = 2 * (1 / 3 - 0.4 * (x[mid] - 1))
+    return out
+
+
+def sigma_crit(z_lens: float, z_source: float) -> float:
+    """Critical surface density ``c^2 D_s / (4 pi G D_l D_ls)`` [Msun/Mpc^2] (Planck18)."""
+    import astropy.units as u
+    from astropy.constants import G, c
+    from astropy.cosmology import Planck18
+
+    d_l = Planck18.angular_diameter_distance(z_lens)
+    d_s = Planck18.angular_diameter_distance(z_source)
+    d_ls = Planck18.angular_diameter_distance(z_lens, z_source)
+    return float((c**2 * d_s / (4 * np.pi * G * d_l * d_ls)).to_value(u.Msun / u.Mpc**2))
+
+
+def duffy08_concentration(m200c, z, h: float) -> np.ndarray:
+    """Duffy et al. (2008) full-sample M200c relation: ``5.71 (M / 2e12 h^-1 Msun)^-0.084 (1+z)^-0.47``.
+
+    ``m200c`` in Msun.
+    """
+    return 5.71 * (np.asarray(m200c, dtype=np.float64) / (2e12 / h)) ** -0.084 * (1 + z) ** -0.47
+
+
+def nfw_params(m200c, c200, z_lens: float, z_source: float, sig_crit: float | None = None):
+    """``(kappa_s, theta_s [arcmin])`` of NFW halos of M200c [Msun] and concentration c200."""
+    import astropy.units as u
+    from astropy.cosmology import Planck18
+
+    m = np.asarray(m200c, dtype=np.float64)
+    c = np.asarray(c200, dtype=np.float64)
+    rho_c = Planck18.critical_density(z_lens).to_value(u.Msun / u.Mpc**3)
+    d_l = Planck18.angular_diameter_distance(z_lens).to_value(u.Mpc)
+    if sig_crit is None:
+        sig_crit = sigma_crit(z_lens, z_source)
+    r200 = (3 * m / (4 * np.pi * 200 * rho_c)) ** (1 / 3)
+    rs = r200 / c
+    delta_c = 200 / 3 * c**3 / (np.log1p(c) - c / (1 + c))
+    kappa_s = delta_c * rho_c * rs / sig_crit
+    theta_s = rs / d_l * (180 / np.pi) * 60
+    return kappa_s, theta_s
+
+
+def _grf(rng: np.random.Generator, n: int, cfg: SimulateConfig) -> np.ndarray:
+    """Gaussian random field on an ``n x n`` grid with the configured spectrum and pixel RMS."""
+    if cfg.grf_rms == 0:
+        return np.zeros((n, n))
+    from astrotool_lens.kappa.maps import wave_vectors
+
+    ksq = wave_vectors((n, n))[2]
+    k = np.sqrt(ksq)
+    amp = np.zeros_like(k)
+    nz = k > 0
+    amp[nz] = np.sqrt(k[nz] ** cfg.grf_slope * np.exp(-(k[nz] / cfg.grf_cutoff) ** 2))
+    field = np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, n))) * amp).real
+    rms = field.std()
+    return field * (cfg.grf_rms / rms) if rms > 0 else field
+
+
+def _kappa_map(rng: np.random.Generator, cfg: SimulateConfig) -> tuple[np.ndarray, dict]:
+    """Padded ``(2S, 2S)`` convergence and the map's truth values."""
+    from astropy.cosmology import Planck18
+
+    s = cfg.size
+    n = 2 * s
+    z = float(rng.uniform(*cfg.z_lens))
+    sc = sigma_crit(z, cfg.z_source)
+    n_sub = int(rng.poisson(cfg.n_sub))
+    logm = np.concatenate([[rng.uniform(*cfg.log10_mass)], rng.uniform(*cfg.log10_mass_sub, size=n_sub)])
+    m = 10.0**logm
+    c = duffy08_concentration(m, z, Planck18.h) * 10.0 ** (cfg.concentration_scatter * rng.standard_normal(1 + n_sub))
+    # positions in field pixels (x = last axis), pixel centres at 0..S-1
+    centre = (s - 1) / 2
+    pos = np.empty((1 + n_sub, 2))
+    pos[0] = centre + cfg.offset * rng.standard_normal(2)
+    pos[1:] = rng.uniform(-0.5, s - 0.5, size=(n_sub, 2))
+    kappa_s, theta_s = nfw_params(m, c, z, cfg.z_source, sc)
+    # padded grid: field pixel j sits at padded index j + S/2
+    off = s // 2
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
+    kappa = np.zeros((n, n))
+    for (px, py), ks, ts in zip(pos, kappa_s, theta_s):
+        r = np.hypot(xx - off - px, yy - off - py)
+        theta = np.maximum(r, 0.5) * cfg.pixel_scale
+        kappa += ks * nfw_kappa_profile(theta / ts)
+    kappa += _grf(rng, n, cfg)
+    np.minimum(kappa, cfg.kappa_max, out=kappa)
+    truth = {"z_lens": z, "sigma_crit": sc, "log10_mass": float(logm[0]), "concentration": float(c[0]),
+             "x": float(pos[0, 0]), "y": float(pos[0, 1]), "n_halos": 1 + n_sub}
+    return kappa, truth
+
+
+def lens_ellipticity(eps_s: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Lensed complex ellipticity of intrinsic ``eps_s`` under reduced shear ``g`` (both complex)."""
+    out = np.empty(np.broadcast(eps_s, g).shape, dtype=np.complex128)
+    eps_s, g = np.broadcast_arrays(eps_s, g)
+    weak = np.abs(g) <= 1
+    es, gg = eps_s[weak], g[weak]
+    out[weak] = (es + gg) / (1 + np.conj(gg) * es)
+    es, gg = eps_s[~weak], g[~weak]
+    out[~weak] = (1 + gg * np.conj(es)) / (np.conj(es) + np.conj(gg))
+    return out
+
+
+def _galaxies(rng: np.random.Generator, g: np.ndarray, cfg: SimulateConfig) -> tuple[np.ndarray, float]:
+    """``(3, S, S)`` [e1, e2, de] of the reduced-shear map ``g`` (complex), and mean N per pixel."""
+    shape = g.shape
+    npix = g.size
+    counts = rng.poisson(cfg.n_gal * cfg.pixel_scale**2, size=npix)
+    total = int(counts.sum())
+    pix = np.repeat(np.arange(npix), counts)
+    eps_s = cfg.sigma_e * (rng.standard_normal(total) + 1j * rng.standard_normal(total))
+    bad = np.abs(eps_s) >= 1
+    while bad.any():
+        k = int(bad.sum())
+        eps_s[bad] = cfg.sigma_e * (rng.standard_normal(k) + 1j * rng.standard_normal(k))
+        bad = np.abs(eps_s) >= 1
+    eps = lens_ellipticity(eps_s, g.ravel()[pix])
+    if cfg.sigma_meas > 0:
+        eps = eps + cfg.sigma_meas * (rng.standard_normal(total) + 1j * rng.standard_normal(total))
+    n = np.maximum(counts, 1)
+    e1 = np.bincount(pix, eps.real, minlength=npix) / n
+    e2 = np.bincount(pix, eps.imag, minlength=npix) / n
+    sig = math.hypot(cfg.sigma_e, cfg.sigma_meas)
+    de = np.where(counts > 0, sig / np.sqrt(n), EMPTY_ERROR_FACTOR * sig)
+    return np.stack([e1, e2, de]).reshape(3, *shape), float(counts.mean())
+
+
+def simulate_one(cfg: SimulateConfig, seed: int) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+    """One map from its own seed: ``(epsilon (3,S,S), kappa (S,S), truth, g (S,S) complex)``, float64."""
+    from astrotool_lens.kappa.maps import shear_from_kappa
+
+    rng = np.random.default_rng(seed)
+    s = cfg.size
+    kappa_pad, truth = _kappa_map(rng, cfg)
+    g1, g2 = shear_from_kappa(kappa_pad)
+    sl = slice(s // 2, s // 2 + s)
+    kappa = kappa_pad[sl, sl]
+    g = (g1[sl, sl] + 1j * g2[sl, sl]) / (1 - kappa)
+    epsilon, mean_n = _galaxies(rng, g, cfg)
+    truth.update(kappa_min=float(kappa.min()), kappa_max=float(kappa.max()), mean_n_gal=mean_n)
+    return epsilon, kappa, truth, g
+
+
+def map_seed(seed: int, i: int) -> int:
+    """The seed of map ``i`` of a set drawn with ``seed``."""
+    from astrotool.seeding import derive_seed
+
+    return derive_seed(int(seed), _SALT, int(i))
+
+
+def simulate_maps(cfg: SimulateConfig, ids, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Draw maps in memory.
+
+    Parameters
+    ----------
+    cfg : SimulateConfig
+        The model's parameters (``cfg.seed`` is not used: ``seed`` is).
+    ids : iterable of int
+        Map indices; map ``i`` is the same as file ``<i>.npy`` of a set drawn with ``seed``.
+    seed : int
+        The set's seed.
+
+    Returns
+    -------
+    epsilon : numpy.ndarray
+        float32 ``(n, 3, S, S)``: e1, e2, Delta-epsilon.
+    kappa : numpy.ndarray
+        float32 ``(n, S, S)``.
+    truth : list of dict
+        One per map, keys :data:`TRUTH_COLUMNS`.
+    """
+    ids = [int(i) for i in ids]
+    s = cfg.size
+    eps = np.empty((len(ids), 3, s, s), dtype=np.float32)
+    kap = np.empty((len(ids), s, s), dtype=np.float32)
+    rows = []
+    for k, i in enumerate(ids):
+        sd = map_seed(seed, i)
+        e, kp, t, _ = simulate_one(cfg, sd)
+        eps[k], kap[k] = e, kp
+        rows.append({"id": i, "seed": sd, **t})
+    return eps, kap, rows
