@@ -196,3 +196,24 @@ def test_data_set_truth_scores_a_predicted_subset_with_its_epsilon(tmp_path, cap
     assert doc["mean"]["chi2"] < 0.01 and doc["mean"]["input_e_rms"] > 10 * doc["mean"]["input_b_rms"]
     rep = json.loads((ws / "lens" / "kappa" / "reports" / "pred_score.json").read_text())
     assert rep["truth_unscored"] == 5 and rep["n"] == 3
+
+
+def test_tarball_truth_is_streamed_and_paired_by_name(tmp_path, capsys, truth_root):
+    import tarfile
+
+    t = truth_maps(truth_root)
+    tgz = tmp_path / "test_public.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for n in reversed(NAMES):  # member order is not name order
+            tar.add(truth_root / "KAPPA" / f"{n}.npy", arcname=f"public/KAPPA/{n}.npy")
+    pred = write_run(tmp_path / "pred", {n: 2 * m for n, m in t.items() if n != NAMES[1]})
+    ws = tmp_path / "ws"
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", pred, "--truth", tgz, "--no-plots")
+    assert code == 2 and NAMES[1] in err
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", pred, "--truth", tgz, "--no-plots",
+                         "--partial", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert sorted(doc["maps"]) == [n for n in NAMES if n != NAMES[1]]
+    assert all(m["wmape"] == pytest.approx(1.0, abs=1e-12) for m in doc["maps"].values())  # 2 kappa: |1 - 2|
+    assert "chi2" not in doc["mean"]  # no epsilon in a KAPPA-only tarball

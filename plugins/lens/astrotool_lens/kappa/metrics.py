@@ -452,7 +452,7 @@ def rank(runs: Mapping[str, Mapping[str, float]], higher_is_better: Iterable[str
 # ============================================================================ consistency with the input
 
 
-def consistency(pred_kappa, epsilon) -> dict:
+def consistency(pred_kappa, epsilon, b_mode: bool = True) -> dict:
     """Push a predicted kappa back to shear and compare it with the input ellipticities.
 
     ``(gamma1, gamma2) = shear_from_kappa(kappa)``
@@ -479,11 +479,15 @@ def consistency(pred_kappa, epsilon) -> dict:
     pred_kappa : array_like, shape (S, S)
     epsilon : array_like, shape (3, S, S)
         ``(e1, e2, de)``.
+    b_mode : bool
+        Also the input's ``b_rms`` and ``e_rms`` (they do not depend on
+        ``pred_kappa``: one call per input is enough).
 
     Returns
     -------
     dict
-        ``chi2`` (NaN without good pixels), ``n_good``, ``b_rms``, ``e_rms``.
+        ``chi2`` (NaN without good pixels), ``n_good``, and with ``b_mode``
+        ``b_rms``, ``e_rms``.
     """
     from astrotool_lens.kappa.maps import kaiser_squires, shear_from_kappa
 
@@ -501,6 +505,8 @@ def consistency(pred_kappa, epsilon) -> dict:
                 & ~((e1 == 0.0) & (e2 == 0.0)))
         n = int(good.sum())
         chi2 = float(np.sum(((e1 - g1) ** 2 + (e2 - g2) ** 2)[good] / de[good] ** 2) / (2 * n)) if n else math.nan
+    if not b_mode:
+        return {"chi2": chi2, "n_good": n}
     ke, kb = kaiser_squires(np.nan_to_num(e1), np.nan_to_num(e2))
     return {"chi2": chi2, "n_good": n, "b_rms": float(np.sqrt(np.mean(kb * kb))),
             "e_rms": float(np.sqrt(np.mean(ke * ke)))}

@@ -290,7 +290,7 @@ def score_maps(truth, runs: dict, names: list[str], *, epsilon=None, batch_size:
                 p = preds[r][i]
                 m, (pp, pt) = M.map_metrics(p, t, spectra=True)
                 if emaps is not None:
-                    m["chi2"] = M.consistency(p, emaps[i])["chi2"]
+                    m["chi2"] = M.consistency(p, emaps[i], b_mode=False)["chi2"]
                 per[r][name] = m
                 acc = spec[r]
                 spec[r] = (pp, pt) if acc is None else (acc[0] + pp, acc[1] + pt)
