@@ -42,7 +42,9 @@ class SimulateConfig(_Model):
     concentration: Literal["duffy08"] = Field(
         "duffy08", description="mass-concentration relation: Duffy et al. (2008) full sample, M200c")
     concentration_scatter: float = Field(0.15, ge=0, description="log-normal scatter of c200 [dex]")
-    grf_rms: float = Field(0.01, ge=0, description="RMS of the Gaussian-random-field kappa component per pixel")
+    grf_rms: float = Field(0.02, ge=0, description="RMS of the Gaussian-random-field kappa component per pixel "
+                                                   "(0.02: kappa down to about -0.09 over thousands of 128x128 "
+                                                   "maps, as in the Datathon's set)")
     grf_slope: float = Field(-2.5, description="its power spectrum P(k) ~ k^slope")
     grf_cutoff: float = Field(0.25, gt=0, description="exp(-(k / cutoff)^2) cutoff of that spectrum [cycles/pixel]")
     kappa_max: float = Field(0.9, gt=0, lt=1, description="kappa is capped here (strong-lensing cores)")

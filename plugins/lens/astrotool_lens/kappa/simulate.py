@@ -60,9 +60,12 @@ Files
 -----
 ``lens/kappa/sims/<name>/EPSILON/<id>.npy`` float16 ``(3, S, S)`` ``[e1, e2, de]``,
 ``KAPPA/<id>.npy`` float16 ``(S, S)``, ids ``00000``... (zero-padded to at least 5
-digits); ``<name>_truth.parquet`` (per map: :data:`TRUTH_COLUMNS`) and
-``<name>_settings.json`` (written last) inside the set's folder (the writing
-command, ``simulate_command``, is not written yet).
+digits); ``truth.parquet`` (per map: :data:`TRUTH_COLUMNS`, written last) and
+``simulate_settings.json`` (the model's parameters and the seed, written first so
+an interrupted run is resumed only with the same ones) inside the set's folder.
+Maps are written in chunks of ``chunk_size`` (one work item each); a finished
+chunk leaves ``.chunks/<first id>-<last id>.json`` with its truth rows, so a rerun skips it,
+and a larger ``n`` adds maps without touching the others.
 """
 
 from __future__ import annotations
@@ -73,11 +76,12 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.errors import AstroError
 from astrotool_lens.kappa.config import SimulateConfig
 
 __docformat__ = "numpy"
 
-__all__ = ["simulate_maps", "simulate_one", "map_seed", "lens_ellipticity", "nfw_kappa_profile", "sigma_crit", "nfw_params",
+__all__ = ["simulate_command", "simulate_chunk", "SimChunk", "simulate_maps", "simulate_one", "map_seed", "lens_ellipticity", "nfw_kappa_profile", "sigma_crit", "nfw_params",
            "TRUTH_COLUMNS", "EMPTY_ERROR_FACTOR"]
 
 EMPTY_ERROR_FACTOR = 10.0
@@ -308,3 +312,176 @@ def simulate_maps(cfg: SimulateConfig, ids, seed: int) -> tuple[np.ndarray, np.n
         eps[k], kap[k] = e, kp
         rows.append({"id": i, "seed": sd, **t})
     return eps, kap, rows
+
+
+# ---------------------------------------------------------------- the command
+
+SETTINGS_FILE = "simulate_settings.json"
+TRUTH_FILE = "truth.parquet"
+_CHUNKS = ".chunks"
+# parameters that do not change a map: how many, how they are grouped, the set's name
+_NOT_SETTINGS = ("name", "n", "chunk_size", "seed")
+
+
+def map_name(i: int) -> str:
+    """File stem of map ``i``: zero-padded to 5 digits (``00042``)."""
+    return f"{int(i):05d}"
+
+
+@dataclass(frozen=True)
+class SimChunk:
+    """One work item of ``simulate``: maps ``ids`` of the set in ``out`` drawn with ``seed``."""
+
+    out: str
+    ids: tuple
+    seed: int
+    cfg: SimulateConfig
+
+
+def simulate_chunk(item: SimChunk, seed: int) -> dict:
+    """Draw and write one chunk of maps (``seed`` of the executor is unused: maps have their own).
+
+    Each map is written atomically as float16 ``EPSILON/<id>.npy`` and
+    ``KAPPA/<id>.npy``; the chunk's truth rows go to ``.chunks/<first>-<last id>.json``
+    last, which marks the chunk done.
+
+    Returns
+    -------
+    dict
+        ``{"skipped": bool, "n": maps in the chunk}``.
+    """
+    from astrotool.workspace import atomic_path, write_json_atomic
+
+    out = Path(item.out)
+    done = _chunk_file(item)
+    if done.is_file():
+        return {"skipped": True, "n": len(item.ids)}
+    eps, kap, rows = simulate_maps(item.cfg, item.ids, item.seed)
+    for k, i in enumerate(item.ids):
+        for sub, arr in (("EPSILON", eps[k]), ("KAPPA", kap[k])):
+            a16 = arr.astype(np.float16)
+            if not np.isfinite(a16).all():
+                raise AstroError(f"map {map_name(i)} (seed {rows[k]['seed']}): {sub} is not finite in float16 "
+                                 "(the model's parameters give values beyond +-65504)")
+            with atomic_path(out / sub / f"{map_name(i)}.npy") as tmp:
+                np.save(tmp, a16)
+    write_json_atomic(done, rows)
+    return {"skipped": False, "n": len(item.ids)}
+
+
+def _chunk_file(item: SimChunk) -> Path:
+    """``.chunks/<first id>-<last id>.json``: the marker (and truth rows) of a finished chunk."""
+    return Path(item.out) / _CHUNKS / f"{map_name(item.ids[0])}-{map_name(item.ids[-1])}.json"
+
+
+def _settings(cfg: SimulateConfig, seed: int) -> dict:
+    return {**cfg.model_dump(mode="json", exclude=set(_NOT_SETTINGS)), "seed": int(seed)}
+
+
+def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> None:
+    """Refuse a folder of other settings (naming the keys) or more maps than ``n`` unless ``overwrite``
+    (which empties it); then write the settings record."""
+    import json
+    import shutil
+
+    from astrotool.ml.training import settings_changes
+    from astrotool.workspace import write_json_atomic
+
+    f = out / SETTINGS_FILE
+    clear = False
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text())
+        except (OSError, ValueError):
+            old = {"(unreadable settings record)": str(f)}
+        changes = settings_changes(old, settings)
+        held = len(list((out / "KAPPA").glob("*.npy"))) if (out / "KAPPA").is_dir() else 0
+        if changes and not overwrite:
+            raise AstroError(f"{out}: simulated with other settings ({'; '.join(changes)}); use --overwrite to "
+                             "draw it again, or another --name")
+        if held > n and not overwrite:
+            raise AstroError(f"{out}: holds {held} maps, more than -n {n}; use --overwrite to draw {n}, or "
+                             "another --name")
+        clear = bool(changes) or held > n
+    elif out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise AstroError(f"{out}: exists without a {SETTINGS_FILE} of this command; use another --name or "
+                             "--overwrite")
+        clear = True
+    if clear:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(f, settings)
+
+
+def simulate_command(ctx, cfg) -> dict:
+    """``astro lens kappa simulate``: write a simulated set in the Datathon layout.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    cfg : astrotool_lens.kappa.config.KappaConfig
+        ``cfg.simulate`` is read.
+
+    Returns
+    -------
+    dict
+        The emitted summary: name, path, n, new, skipped, size, seed, kappa_range,
+        seconds, maps_per_s.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        The set exists with other settings (the keys named), with more maps than
+        ``n``, or without a settings record, and ``--overwrite`` is off (exit 2);
+        chunks that failed (the finished ones stay, a rerun resumes).
+    """
+    import json
+    import time
+
+    from astrotool.io.tables import write_parquet
+    from astrotool.ml import commands as mc
+
+    t0 = time.perf_counter()
+    sc = cfg.simulate
+    seed = mc.run_seed(ctx, sc.seed)
+    out = ctx.workspace.stage("lens", "kappa/sims") / sc.name
+    settings = _settings(sc, seed)
+    _prepare_folder(out, settings, sc.n, ctx.overwrite)
+    (out / TRUTH_FILE).unlink(missing_ok=True)  # rewritten below for the set as it now is
+    step = int(sc.chunk_size)
+    items = [SimChunk(str(out), tuple(range(a, min(a + step, sc.n))), seed, sc) for a in range(0, sc.n, step)]
+    before = len(ctx.failures)
+    results = ctx.map(simulate_chunk, items, "simulate kappa maps", keys=[map_name(it.ids[0]) for it in items])
+    failed = ctx.failures[before:]
+    if failed:
+        del ctx.failures[before:]
+        raise AstroError(f"{failed[0].key}: {failed[0].error} ({len(failed)} of {len(items)} chunk(s) failed; the "
+                         "finished chunks stay, a rerun resumes)", exit_code=1)
+    skipped = sum(r["n"] for _, r in results if r["skipped"])
+    if ctx.executor_options.shard:  # one Slurm task of several: the truth table is written by a full run
+        summary = {"name": sc.name, "path": str(out), "n": sum(r["n"] for _, r in results), "new": sum(
+            r["n"] for _, r in results if not r["skipped"]), "skipped": skipped, "shard": ctx.options.shard}
+        ctx.emit(summary)
+        return summary
+    rows = []
+    for it in items:
+        rows.extend(json.loads(_chunk_file(it).read_text()))
+    current = {_chunk_file(it).name for it in items}
+    for p in (out / _CHUNKS).glob("*.json"):  # markers of an earlier n or chunk_size
+        if p.name not in current:
+            p.unlink()
+    table = {c: [r[c] for r in rows] for c in TRUTH_COLUMNS}
+    table["name"] = [map_name(r["id"]) for r in rows]
+    write_parquet(table, out / TRUTH_FILE, metadata={"settings": settings, "n": len(rows), "columns": {
+        "sigma_crit": "Msun / Mpc^2", "log10_mass": "log10(M200c / Msun) of the main halo",
+        "x": "main halo centre [pixel], last axis", "y": "main halo centre [pixel], first axis",
+        "mean_n_gal": "galaxies per pixel"}}, command="lens kappa simulate")
+    seconds = time.perf_counter() - t0
+    new = len(rows) - skipped
+    summary = {"name": sc.name, "path": str(out), "n": len(rows), "new": new, "skipped": skipped, "size": sc.size,
+               "seed": seed, "kappa_range": [round(min(table["kappa_min"]), 4), round(max(table["kappa_max"]), 4)],
+               "seconds": round(seconds, 3), "maps_per_s": round(new / seconds, 1) if seconds > 0 and new else None}
+    mc.record(ctx, outputs=[out / TRUTH_FILE, out / SETTINGS_FILE])
+    ctx.emit(summary)
+    return summary
