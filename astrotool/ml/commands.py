@@ -315,6 +315,20 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
                      "or another --model name")
 
 
+def warn_schedule_change(directory: str | Path, epochs: int, log) -> None:
+    """Warn that a resumed cosine schedule now spans ``epochs`` instead of the epochs it was started with.
+
+    The learning rate of the resumed epochs follows the new curve, so the
+    weights differ from those of ``epochs`` epochs trained in one go.
+    """
+    from astrotool.ml.checkpoint import LAST_DIR, read_meta
+
+    before = read_meta(Path(directory) / LAST_DIR).get("hyperparameters", {}).get("epochs")
+    if before is not None and before != epochs:
+        log.warning("the cosine learning-rate schedule now spans %d epochs instead of %d: the resumed epochs "
+                    "follow the new curve (not the same weights as %d epochs in one go)", epochs, before, epochs)
+
+
 # ---------------------------------------------------------------- seed, progress, record
 
 

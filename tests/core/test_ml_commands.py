@@ -257,3 +257,21 @@ def test_export_checked_records_and_report_throughput(ctx, tmp_path, caplog):
         in caplog.text
     empty = predict(net, x[:0])
     assert mc.report_throughput(ctx, empty)["samples_per_s"] is None  # JSON has no NaN
+
+
+def test_warn_schedule_change_names_both_epoch_counts(tmp_path, caplog):
+    import json
+    import logging
+
+    from astrotool.ml.checkpoint import FORMAT, LAST_DIR, META_FILE
+    from astrotool.ml.commands import warn_schedule_change
+
+    (tmp_path / LAST_DIR).mkdir()
+    (tmp_path / LAST_DIR / META_FILE).write_text(json.dumps({"format": FORMAT, "hyperparameters": {"epochs": 5}}))
+    log = logging.getLogger("test-schedule")
+    with caplog.at_level(logging.WARNING, logger="test-schedule"):
+        warn_schedule_change(tmp_path, 5, log)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="test-schedule"):
+        warn_schedule_change(tmp_path, 8, log)
+    assert "spans 8 epochs instead of 5" in caplog.text

@@ -102,7 +102,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     """
     import torch
 
-    from astrotool.ml.commands import prepare_training
+    from astrotool.ml.commands import prepare_training, warn_schedule_change
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything
     from astrotool_lens.model import make_estimator
@@ -114,13 +114,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                               settings=settings)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
-        from astrotool.ml.checkpoint import LAST_DIR, read_meta
-
-        before = read_meta(model_dir / LAST_DIR).get("hyperparameters", {}).get("epochs")
-        if before is not None and before != cfg.epochs:
-            log.warning("the cosine learning-rate schedule now spans %d epochs instead of %d: the resumed epochs "
-                        "follow the new curve (not the same weights as %d epochs in one go)",
-                        cfg.epochs, before, cfg.epochs)
+        warn_schedule_change(model_dir, cfg.epochs, log)
     if rt.world_size > 1:
         rt.fabric.barrier("lens-train-prepared")
     if cfg.threads:

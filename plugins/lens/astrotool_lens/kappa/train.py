@@ -139,7 +139,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     import torch
 
     from astrotool.errors import InputError
-    from astrotool.ml.commands import prepare_training
+    from astrotool.ml.commands import prepare_training, warn_schedule_change
     from astrotool.ml.data import CHUNK_BYTES, EpochBatchSampler
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything
@@ -170,12 +170,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                               settings=settings)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
-        from astrotool.ml.checkpoint import LAST_DIR, read_meta
-
-        before = read_meta(model_dir / LAST_DIR).get("hyperparameters", {}).get("epochs")
-        if before is not None and before != cfg.epochs:
-            log.warning("the cosine learning-rate schedule now spans %d epochs instead of %d: the resumed epochs "
-                        "follow the new curve", cfg.epochs, before)
+        warn_schedule_change(model_dir, cfg.epochs, log)
     if rt.world_size > 1:
         rt.fabric.barrier("kappa-train-prepared")
     seed_everything(seed)
