@@ -267,7 +267,8 @@ def test_warn_schedule_change_names_both_epoch_counts(tmp_path, caplog):
     from astrotool.ml.commands import warn_schedule_change
 
     (tmp_path / LAST_DIR).mkdir()
-    (tmp_path / LAST_DIR / META_FILE).write_text(json.dumps({"format": FORMAT, "architecture": {"name": "toy"}, "hyperparameters": {"epochs": 5}}))
+    meta = {"format": FORMAT, "architecture": {"name": "toy"}, "hyperparameters": {"epochs": 5}}
+    (tmp_path / LAST_DIR / META_FILE).write_text(json.dumps(meta))
     log = logging.getLogger("test-schedule")
     with caplog.at_level(logging.WARNING, logger="test-schedule"):
         warn_schedule_change(tmp_path, 5, log)
