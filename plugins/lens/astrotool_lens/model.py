@@ -20,6 +20,8 @@ the network cannot prefer a direction (no additive bias of its own making).
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 import numpy as np
@@ -179,15 +181,10 @@ def inference_copy(model):
     return fast
 
 
-_CLASSES = None
-
-
+@functools.cache
 def classes():
     """``(ShearCNN, ShearEstimator)``, built on first use (torch imported lazily)."""
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _build_classes()
-    return _CLASSES
+    return _build_classes()
 
 
 def make_estimator(**kwargs):

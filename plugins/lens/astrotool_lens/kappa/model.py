@@ -29,6 +29,8 @@ can be augmented after it is built (:func:`augment`).
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 import numpy as np
@@ -161,15 +163,10 @@ def _build_classes():
     return DoubleConv, UNet, KappaUNet
 
 
-_CLASSES = None
-
-
+@functools.cache
 def classes():
     """``(DoubleConv, UNet, KappaUNet)``, built on first use (torch imported lazily)."""
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _build_classes()
-    return _CLASSES
+    return _build_classes()
 
 
 def make_unet(**kwargs):
