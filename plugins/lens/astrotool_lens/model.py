@@ -21,7 +21,6 @@ the network cannot prefer a direction (no additive bias of its own making).
 from __future__ import annotations
 
 import functools
-
 from pathlib import Path
 
 import numpy as np

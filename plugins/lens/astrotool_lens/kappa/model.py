@@ -30,7 +30,6 @@ can be augmented after it is built (:func:`augment`).
 from __future__ import annotations
 
 import functools
-
 from pathlib import Path
 
 import numpy as np
