@@ -65,7 +65,7 @@ digits); ``truth.parquet`` (per map: :data:`TRUTH_COLUMNS`, written last) and
 an interrupted run is resumed only with the same ones) inside the set's folder.
 Maps are written in chunks of ``chunk_size`` (one work item each); a finished
 chunk leaves ``.chunks/<first id>-<last id>.json`` with its truth rows, so a rerun skips it,
-and a larger ``n`` adds maps without touching the others.
+and a larger ``n`` adds maps (a last chunk that was shorter is drawn again, to the same bytes).
 """
 
 from __future__ import annotations
