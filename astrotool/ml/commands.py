@@ -401,8 +401,9 @@ def report_throughput(ctx, pred, what: str = "samples") -> dict:
         ``{"samples_per_s": ..., "engine": ..., "device": ...}`` (``samples_per_s``
         None when it cannot be measured).
     """
-    ctx.log.info("predicted %d %s in %.2f s: %.0f %s/s (%s on %s, batch %s, precision %s)", pred.n, what,
-                 pred.seconds, pred.samples_per_s, what, pred.engine, pred.device, pred.batch_size, pred.precision)
+    batch = f", batch {pred.batch_size}" if pred.batch_size else ""  # None: the caller's own batches
+    ctx.log.info("predicted %d %s in %.2f s: %.0f %s/s (%s on %s%s, precision %s)", pred.n, what,
+                 pred.seconds, pred.samples_per_s, what, pred.engine, pred.device, batch, pred.precision)
     return {k: v for k, v in pred.summary().items() if k in ("samples_per_s", "engine", "device")}
 
 

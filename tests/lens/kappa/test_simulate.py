@@ -300,7 +300,7 @@ def test_simulate_command_layout_resume_and_refusals(tmp_path, capsys):
     code, out, err = run(capsys, *base, "--name", "s", "-n", 9, "--chunk-size", 3)
     assert code == 0, err
     res = json.loads(out)
-    assert res["n"] == 9 and res["skipped"] == 6
+    assert res["n"] == 9 and res["skipped"] == 6 and res["added"] == 2 and res["new"] == 3
     _check_set(root, cfg, 9, 5)
     after = {k: p.stat().st_mtime_ns for k, p in _files(root).items()}
     assert all(after[k] == v for k, v in mtimes.items() if not k.endswith("00006.npy"))

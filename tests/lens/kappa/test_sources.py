@@ -193,6 +193,7 @@ def test_tarball_packs_like_folder(tmp_path, capsys):
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", eps_only)
     assert code == 0, err and json.loads(out)["input_only"]
     assert not _packed(ws, "test_in").has_kappa
+    assert set(_packed(ws, "test_in").metadata(["split"])["split"]) == {"test"}  # it can only be predicted
 
 
 def test_bad_tarballs(tmp_path, capsys):

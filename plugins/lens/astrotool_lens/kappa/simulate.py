@@ -426,8 +426,9 @@ def simulate_command(ctx, cfg) -> dict:
     Returns
     -------
     dict
-        The emitted summary: name, path, n, new, skipped, size, seed, kappa_range,
-        seconds, maps_per_s.
+        The emitted summary: name, path, n, added (maps the set did not hold),
+        new (maps drawn, a redrawn short last chunk included), skipped, size,
+        seed, kappa_range, seconds, maps_per_s (of the drawn maps).
 
     Raises
     ------
@@ -448,6 +449,7 @@ def simulate_command(ctx, cfg) -> dict:
     out = ctx.workspace.stage("lens", "kappa/sims") / sc.name
     settings = _settings(sc, seed)
     _prepare_folder(out, settings, sc.n, ctx.overwrite)
+    held = len(list((out / "KAPPA").glob("*.npy"))) if (out / "KAPPA").is_dir() else 0
     (out / TRUTH_FILE).unlink(missing_ok=True)  # rewritten below for the set as it now is
     step = int(sc.chunk_size)
     items = [SimChunk(str(out), tuple(range(a, min(a + step, sc.n))), seed, sc) for a in range(0, sc.n, step)]
@@ -479,7 +481,8 @@ def simulate_command(ctx, cfg) -> dict:
         "mean_n_gal": "galaxies per pixel"}}, command="lens kappa simulate")
     seconds = time.perf_counter() - t0
     new = len(rows) - skipped
-    summary = {"name": sc.name, "path": str(out), "n": len(rows), "new": new, "skipped": skipped, "size": sc.size,
+    summary = {"name": sc.name, "path": str(out), "n": len(rows), "added": len(rows) - held, "new": new,
+               "skipped": skipped, "size": sc.size,
                "seed": seed, "kappa_range": [round(min(table["kappa_min"]), 4), round(max(table["kappa_max"]), 4)],
                "seconds": round(seconds, 3), "maps_per_s": round(new / seconds, 1) if seconds > 0 and new else None}
     mc.record(ctx, outputs=[out / TRUTH_FILE, out / SETTINGS_FILE])

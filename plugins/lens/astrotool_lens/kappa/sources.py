@@ -780,7 +780,8 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
         names = sorted(set(eps_at) & set(kap_at)) if any_kappa else sorted(eps_at)
         if not names:
             raise AstroError(f"{', '.join(described)}: no (EPSILON, KAPPA) pair shares a name")
-        splits = split_of(seed, names, d.split)
+        # maps without kappa can only be predicted: all of an input-only set is its test split
+        splits = split_of(seed, names, d.split) if any_kappa else np.full(len(names), "test")
         if mode == "folders":
             p0 = eps_at[names[0]]
             size = int(check_map(load_npy(p0, p0), "epsilon", p0).shape[-1])
