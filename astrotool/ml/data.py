@@ -122,13 +122,14 @@ def read_shard_arrays(path: str | Path, names: Sequence[str] | None = None) -> d
             raise InputError(path, f"missing array {exc}") from None
 
 
-def _shard_header(path: Path) -> tuple[int, int, dict[str, tuple[tuple[int, ...], np.dtype]]]:
-    """``(start, stop, {array: (per-sample shape, dtype)})`` of a shard file."""
+def _shard_header(path: Path) -> tuple[int, int, dict[str, tuple[tuple[int, ...], np.dtype]], str | None]:
+    """``(start, stop, {array: (per-sample shape, dtype)}, content digest or None)`` of a shard file."""
     from astrotool.io.hdf5 import open_h5
 
     with open_h5(path) as h5:
         try:
             start, stop = int(h5.attrs["start"]), int(h5.attrs["stop"])
+            digest = h5.attrs.get(CONTENT_ATTR)
         except (KeyError, TypeError, ValueError):
             raise InputError(path, "no start/stop attributes (not a shard of an array dataset)") from None
         arrays = {k: (tuple(int(s) for s in h5[k].shape[1:]), h5[k].dtype) for k in h5 if k != META_GROUP}
@@ -136,7 +137,24 @@ def _shard_header(path: Path) -> tuple[int, int, dict[str, tuple[tuple[int, ...]
             if h5[k].shape[0] != stop - start:
                 raise InputError(path, f"array {k!r} holds {h5[k].shape[0]} samples, attributes say "
                                        f"{stop - start}")
-    return start, stop, arrays
+    return start, stop, arrays, (None if digest is None else str(digest))
+
+
+CONTENT_ATTR = "content_sha256"
+"""Shard attribute: SHA-256 (16 hex digits) of its arrays and metadata, copied into the manifest's shard
+list so that a set rewritten with other values under the same name is told apart
+(:func:`astrotool.ml.commands.dataset_identity`)."""
+
+
+def _content_sha256(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, np.ndarray] | None) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted({**arrays, **{f"metadata/{c}": np.asarray(m) for c, m in (metadata or {}).items()}}.items()):
+        h.update(f"{k}:{v.dtype.str}:{v.shape}".encode())
+        h.update(memoryview(np.ascontiguousarray(v)).cast("B") if v.dtype.kind not in "OU" else
+                 "\x1f".join(map(str, v.ravel())).encode())
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -231,6 +249,7 @@ class DatasetWriter:
                 raise ValueError(f"write_shard: array {k!r} has an empty sample shape {v.shape[1:]}")
         comp = compression_kwargs(self.compression)
         path = self.shard_path(shard)
+        digest = _content_sha256(arrays, metadata)
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as h5:
                 for k, v in arrays.items():
@@ -246,6 +265,7 @@ class DatasetWriter:
                     h5.attrs[k] = _encode_attr(v)
                 h5.attrs["kind"] = self.kind
                 h5.attrs["start"], h5.attrs["stop"] = int(start), int(start) + n
+                h5.attrs[CONTENT_ATTR] = digest
         return path
 
     def finished_shard(self, shard: int, start: int, stop: int) -> dict[str, np.ndarray] | None:
@@ -305,14 +325,15 @@ class DatasetWriter:
         expect = 0
         for k in range(n_shards):
             path = self.shard_path(k)
-            start, stop, arrays = _shard_header(path)
+            start, stop, arrays, content = _shard_header(path)
             if start != expect:
                 raise InputError(path, f"starts at sample {start}, expected {expect} (shards leave a gap)")
             if spec is None:
                 spec = arrays
             elif arrays != spec:
                 raise InputError(path, "its arrays differ from shard 0's (shapes, dtypes or names)")
-            shards.append({"file": path.name, "start": start, "stop": stop})
+            shards.append({"file": path.name, "start": start, "stop": stop,
+                           **({"sha256": content} if content else {})})
             columns.append(read_shard_metadata(path))
             if set(columns[-1]) != set(columns[0]):
                 raise InputError(path, f"its metadata columns {sorted(columns[-1])} differ from shard 0's "
@@ -426,7 +447,7 @@ class ArrayDataset:
         for p, start, stop in self.shards:
             if not p.is_file():
                 raise InputError(p, "shard listed in the manifest is missing")
-            got_start, got_stop, arrays = _shard_header(p)
+            got_start, got_stop, arrays, _ = _shard_header(p)
             if (got_start, got_stop) != (start, stop):
                 raise InputError(p, f"holds samples [{got_start}, {got_stop}), the manifest says [{start}, {stop})")
             for k, (shape, dtype) in self.arrays.items():

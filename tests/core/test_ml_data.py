@@ -49,7 +49,9 @@ def test_round_trip_arrays_metadata_and_manifest(tmp_path):
     assert ds.attrs == {"pixel_scale": 0.2, "bands": ["g", "r"]}
     assert [p.name for p in ds.shard_paths] == ["shard00000_cubes.h5", "shard00001_cubes.h5", "shard00002_cubes.h5"]
     m = json.loads((tmp_path / "ds" / "toy_dataset.json").read_text())
-    assert m["shards"][2] == {"file": "shard00002_cubes.h5", "start": 20, "stop": 23}
+    assert len({s["sha256"] for s in m["shards"]}) == len(m["shards"])  # each shard's own content
+    sha = m["shards"][2].pop("sha256")
+    assert m["shards"][2] == {"file": "shard00002_cubes.h5", "start": 20, "stop": 23} and len(sha) == 16
     assert m["arrays"]["img"] == {"shape": [2, 5, 4], "dtype": "float32"} and m["metadata"] == "toy_metadata.parquet"
     assert m["provenance"]["command"] == "test write" and "astrotool" in m["provenance"]["versions"]
     # everything, and random access in any order with repeats, across shards
@@ -429,3 +431,17 @@ def test_group_split_by_strata_gives_every_subset_every_class():
         group_split([0, 0, 1, 2, 3, 4, 5], (0.6, 0.2, 0.2), 0, strata=[0, 0, 1, 0, 0, 1, 0])
     with pytest.raises(ValueError, match="the samples of group 7 lie in several strata \\(a, b\\)"):
         group_split([7, 7, 8], (0.5, 0.5), 0, strata=["a", "b", "a"])
+
+
+def test_content_digest_tells_apart_a_set_rewritten_with_other_values(tmp_path):
+    from astrotool.ml.commands import dataset_identity
+
+    def write(values):
+        w = DatasetWriter(str(tmp_path / "d"), "d", kind="toy")
+        w.write_shard(0, 0, {"x": values}, {"name": np.array(["a", "b"])})
+        w.finalize(1)
+        return dataset_identity(ArrayDataset(tmp_path / "d"))
+
+    first = write(np.zeros((2, 3), np.float32))
+    assert write(np.zeros((2, 3), np.float32)) == first  # the same content: the same identity
+    assert write(np.ones((2, 3), np.float32))["manifest_sha256"] != first["manifest_sha256"]

@@ -269,3 +269,20 @@ def test_onnx_of_other_weights_is_refused_and_run_names(trained, capsys, tmp_pat
         check_onnx(out, {**meta, "weights_sha256": "0" * 64})
     assert default_run_name("/data/test_public.tar.gz", "sims_unet") == "test_public_sims_unet"
     assert default_run_name("/data/set 2/", "m") == "set_2_m"
+
+
+def test_a_repacked_data_set_under_the_same_name_is_refused(trained, capsys):
+    import shutil
+
+    ws, _ = trained
+    data = ws / "lens" / "kappa" / "data"
+    eps, kappa = pairs(4, 32, np.random.default_rng(11))
+    write_set(data, "other", eps, kappa, ["test"] * 4)
+    args = ("-w", ws, "-q", "lens", "kappa", "predict", "other", "--model", "tiny_unet", "--output", "other_run")
+    code, out, err = run(capsys, *args)
+    assert code == 0, err and json.loads(out)["computed"] == 4
+    # the same names, other maps: the finished predictions must not be kept as if they were of these
+    shutil.rmtree(data / "other")
+    write_set(data, "other", eps[::-1].copy(), kappa, ["test"] * 4)
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "source.manifest_sha256" in err

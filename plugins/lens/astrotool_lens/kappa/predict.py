@@ -127,6 +127,15 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
                    on_batch=lambda batch, out: writer.write(batch[1], out), keep=False)
 
 
+def _source_identity(maps):
+    """A packed set by its content (:func:`astrotool.ml.commands.dataset_identity`: a repacked set under the
+    same name is told apart, a moved workspace is not); a folder or tarballs by their paths."""
+    from astrotool.ml.commands import dataset_identity
+
+    ds = getattr(maps, "ds", None)
+    return dataset_identity(ds) if ds is not None else maps.describe()
+
+
 def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     """``astro lens kappa predict``: one float16 ``.npy`` per input map, and the zip.
 
@@ -179,7 +188,7 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     folder = ctx.workspace.stage("lens", "kappa/predictions") / run
     made_by = {"model": {"name": mdir.name, "weights_sha256": meta.get("weights_sha256"),
                          "architecture": meta.get("architecture")},
-               "settings": {"inputs": meta.get("inputs")}, "source": maps.describe(), "split": p.split,
+               "settings": {"inputs": meta.get("inputs")}, "source": _source_identity(maps), "split": p.split,
                "n": len(maps)}
     writer = PredictionWriter(folder, made_by, overwrite=ctx.overwrite)
     kept = len(maps) - len(writer.missing(maps.names))
