@@ -250,7 +250,8 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     best = result.best_metrics
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
-        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "best_epoch": result.best_epoch,
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
+        "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,  # 1-based, as logged
         "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
         "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"), "val_mse": best.get("val_mse"),
         "val_pearson": best.get("val_pearson"), "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
