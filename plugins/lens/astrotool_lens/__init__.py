@@ -53,4 +53,6 @@ def astro_doctor_checks():
 @hookimpl
 def astro_demo_steps():
     return [DemoStep(name="lens", target="astrotool_lens.demo:run", order=20,
-                     help="simulate sheared galaxies, train a small CNN, compare it with REGAUSS and KSB")]
+                     help="simulate sheared galaxies, train a small CNN, compare it with REGAUSS and KSB"),
+            DemoStep(name="lens-kappa", target="astrotool_lens.kappa.demo:run", order=25,
+                     help="simulate 64x64 mass maps, rank Kaiser-Squires, Wiener and a small U-Net, export ONNX")]

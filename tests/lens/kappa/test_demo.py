@@ -1,0 +1,45 @@
+"""The lens-kappa demo step: registered right after the lens step, and its chain of commands on tiny maps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import astrotool_lens as plugin
+from astrotool.plugins import get_registry, load_target
+
+
+def test_the_kappa_step_is_registered_right_after_the_lens_step():
+    steps = plugin.astro_demo_steps()
+    assert [s.name for s in steps] == ["lens", "lens-kappa"]
+    assert all(callable(load_target(s.target)) for s in steps)
+    names = [s.name for _, s in get_registry().demo_steps()]
+    assert names[names.index("lens") + 1] == "lens-kappa"
+
+
+def test_demo_step_scores_and_ranks_ks_wiener_and_the_unet(tmp_path):
+    import torch
+
+    from astrotool.context import Context
+    from astrotool_lens.kappa.demo import run
+
+    threads = torch.get_num_threads()
+    lines = run(Context.create(tmp_path), n=40, size=32, epochs=1, width=4)
+    assert torch.get_num_threads() == threads
+    kappa = tmp_path / "lens/kappa"
+    report = json.loads((kappa / "reports/demo_test_score.json").read_text())
+    runs = ["demo_ks2", "demo_wiener", "demo_unet"]
+    assert sorted(report["runs"]) == sorted(runs) and report["split"] == "test"
+    assert sorted(report["ranking"]["competition"]["borda"]) == sorted(runs)
+    n_test = report["n"]
+    assert 0 < n_test < 40
+    for r in runs:
+        maps = sorted(p.name for p in (kappa / "predictions" / r).glob("*.npy"))
+        assert len(maps) == n_test and np.load(kappa / "predictions" / r / maps[0]).shape == (32, 32)
+    assert (kappa / "models/demo_unet/model.onnx").is_file()
+    assert lines[0].startswith("lens-kappa: simulated 40 32x32") and f"/{n_test})" in lines[0]
+    assert "for 1 epochs" in lines[2] and f"predicted {n_test} test maps" in lines[3]
+    for r in runs:
+        assert any(line.strip().startswith(f"{r}: WMAPE") for line in lines)
+    assert any("ranking on WMAPE, DICEE, DPEAKS" in line for line in lines)
