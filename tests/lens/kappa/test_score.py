@@ -217,3 +217,28 @@ def test_tarball_truth_is_streamed_and_paired_by_name(tmp_path, capsys, truth_ro
     assert sorted(doc["maps"]) == [n for n in NAMES if n != NAMES[1]]
     assert all(m["wmape"] == pytest.approx(1.0, abs=1e-12) for m in doc["maps"].values())  # 2 kappa: |1 - 2|
     assert "chi2" not in doc["mean"]  # no epsilon in a KAPPA-only tarball
+
+
+def test_metric_table_columns_means_and_streamed_json():
+    import io
+    import math
+
+    from astrotool_lens.kappa.score import MetricTable, _write_json
+
+    t = MetricTable()
+    t.add("a", {"wmape": 1.0, "dicee": 0.5})
+    t.add("b", {"wmape": 3.0, "chi2": 2.0})  # dicee missing here, chi2 missing for "a"
+    t.add("c", {"wmape": float("nan"), "dicee": 0.25, "chi2": np.float32(4.0)})
+    assert list(t) == ["a", "b", "c"] and len(t) == 3
+    assert math.isnan(t["a"]["chi2"]) and math.isnan(t["b"]["dicee"]) and t["c"]["chi2"] == 4.0
+    assert t.means() == {"wmape": 2.0, "dicee": 0.375, "chi2": 3.0}  # NaN left out of each mean
+    doc = {"n": 3, "runs": {"r1": {"maps": t, "mean": t.means()}, "empty": MetricTable()}, "ranking": None,
+           "k": [0.5, float("inf")]}
+    fh = io.StringIO()
+    _write_json(fh, doc)
+    back = json.loads(fh.getvalue())
+    assert back == {"n": 3, "runs": {"r1": {"maps": {"a": {"wmape": 1.0, "dicee": 0.5, "chi2": None},
+                                                     "b": {"wmape": 3.0, "dicee": None, "chi2": 2.0},
+                                                     "c": {"wmape": None, "dicee": 0.25, "chi2": 4.0}},
+                                            "mean": {"wmape": 2.0, "dicee": 0.375, "chi2": 3.0}},
+                                     "empty": {}}, "ranking": None, "k": [0.5, None]}
