@@ -189,12 +189,22 @@ def test_map_metrics_keys_and_values_match_the_single_functions():
     T = rng.standard_normal((32, 32)) * 0.05
     P = 0.5 * T + 0.01 * rng.standard_normal((32, 32))
     m, (pp, pt) = M.map_metrics(P, T, spectra=True)
-    assert set(m) == {"wmape", "dicee", "dpeaks", "mse", "pearson", "ssim", "ps_logratio", "npeaks_err",
+    assert set(m) == {"wmape", "dicee", "dpeaks", "dpeak1", "mse", "pearson", "ssim", "ps_logratio", "npeaks_err",
                       "npeaks_pred", "npeaks_true", "wasserstein", "ks"}
     assert m["wmape"] == M.wmape(P, T) and m["dicee"] == M.dicee(P, T) and m["dpeaks"] == M.dpeaks(P, T)
     assert m["pearson"] == M.pearson(P, T) and m["ps_logratio"] == M.power_ratio(P, T)[0]
     assert pp.shape == pt.shape == (16,)
     assert all(isinstance(v, float) for v in m.values())
+    tp, tt = M.top_peaks(P), M.top_peaks(T)
+    assert m["dpeak1"] == abs(tp[0, 0] - tt[0, 0]) + abs(tp[0, 1] - tt[0, 1]) <= m["dpeaks"]
+
+
+def test_dpeak1_is_the_highest_peaks_distance_by_hand():
+    yy, xx = np.mgrid[0:32, 0:32]
+    bump = lambda r, c, h: h * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 8.0)  # noqa: E731
+    T = bump(10, 12, 1.0) + bump(24, 5, 0.5)
+    P = bump(13, 16, 1.0) + bump(24, 5, 0.2)  # highest peak 3 rows and 4 columns off
+    assert M.map_metrics(P, T)["dpeak1"] == 7.0
 
 
 # ---------------------------------------------------------------- ranking

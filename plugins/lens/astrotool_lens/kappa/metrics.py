@@ -340,7 +340,9 @@ def pdf_distances(pred, true) -> dict[str, float]:
 def map_metrics(pred, true, spectra: bool = False) -> dict:
     """Every metric of one map, as a flat dict of floats.
 
-    Keys: ``wmape``, ``dicee``, ``dpeaks`` (the Datathon's); ``mse``,
+    Keys: ``wmape``, ``dicee``, ``dpeaks`` (the Datathon's); ``dpeak1`` (the
+    highest peak's share of DPEAKS: ``|row - row'| + |col - col'|`` of the two
+    maps' highest smoothed peaks [pixels], the main halo's position error); ``mse``,
     ``pearson``, ``ssim``, ``ps_logratio`` (:func:`power_ratio`),
     ``npeaks_err`` (sum over :data:`PEAK_THRESHOLDS` of ``|count_pred -
     count_true|``, :func:`peak_counts`), ``npeaks_pred``, ``npeaks_true``
@@ -360,10 +362,10 @@ def map_metrics(pred, true, spectra: bool = False) -> dict:
     """
     p, t = _pair(pred, true)
     sp, st = smooth_for_peaks(p), smooth_for_peaks(t)
-    dpk = float(np.abs(top_peaks(p, smoothed=sp) - top_peaks(t, smoothed=st)).sum())
+    dist = np.abs(top_peaks(p, smoothed=sp) - top_peaks(t, smoothed=st)).sum(axis=1)  # per rank [pixels]
     ps, _, pp, pt = power_ratio(p, t)
     cp, ct = peak_counts(p, smoothed=sp), peak_counts(t, smoothed=st)
-    out = {"wmape": wmape(p, t), "dicee": dicee(p, t), "dpeaks": dpk, "mse": mse(p, t), "pearson": pearson(p, t),
+    out = {"wmape": wmape(p, t), "dicee": dicee(p, t), "dpeaks": float(dist.sum()), "dpeak1": float(dist[0]), "mse": mse(p, t), "pearson": pearson(p, t),
            "ssim": ssim(p, t), "ps_logratio": ps,
            "npeaks_err": float(sum(abs(cp[k] - ct[k]) for k in cp)),
            "npeaks_pred": float(cp[min(cp)]), "npeaks_true": float(ct[min(ct)]),

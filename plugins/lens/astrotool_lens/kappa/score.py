@@ -31,8 +31,8 @@ column (:class:`MetricTable`, 8 bytes a value), never the maps of a whole set;
 the report and ``--json`` are written map by map from those columns.
 
 Per map: :func:`astrotool_lens.kappa.metrics.map_metrics` (the Datathon's
-WMAPE, DICEE, DPEAKS; MSE, Pearson r, SSIM, power-spectrum log ratio, peak
-counts, kappa-PDF distances) and, when the input ellipticities are at hand (a
+WMAPE, DICEE, DPEAKS; the highest peak's distance, MSE, Pearson r, SSIM,
+power-spectrum log ratio, peak counts, kappa-PDF distances) and, when the input ellipticities are at hand (a
 data set with epsilon, a folder with ``EPSILON/``), ``chi2`` of
 :func:`~astrotool_lens.kappa.metrics.consistency`. Means over the maps (NaN
 values left out). Next to every run: the WMAPE of the all-zeros map on the
@@ -574,7 +574,7 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
     for r in labels:
         m = out_runs[r]["mean"]
         line = (f"{r}: WMAPE {m['wmape']:.3f} (all-zeros map {m['wmape_zeros']:.3f}), DICEE {m['dicee']:.4f}, "
-                f"DPEAKS {m['dpeaks']:.1f} px, MSE {m['mse']:.3g}, r {m['pearson']:.3f}, SSIM {m['ssim']:.3f}")
+                f"DPEAKS {m['dpeaks']:.1f} px (highest peak {m['dpeak1']:.1f}), MSE {m['mse']:.3g}, r {m['pearson']:.3f}, SSIM {m['ssim']:.3f}")
         if eps is not None:
             line += f", chi2 {m['chi2']:.3f} (truth {m['truth_chi2']:.3f})"
         ctx.emit(line)
