@@ -286,3 +286,24 @@ def test_a_repacked_data_set_under_the_same_name_is_refused(trained, capsys):
     write_set(data, "other", eps[::-1].copy(), kappa, ["test"] * 4)
     code, _, err = run(capsys, *args)
     assert code == 2 and "source.manifest_sha256" in err
+
+
+def test_a_folder_map_rewritten_after_its_prediction_is_predicted_again(trained, capsys, tmp_path):
+    import os
+
+    ws, eps = trained
+    folder = tmp_path / "inputs" / "EPSILON"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        np.save(folder / f"f{i}.npy", eps[i])
+    args = ("-w", ws, "-q", "lens", "kappa", "predict", folder.parent, "--model", "tiny_unet", "--output", "frun")
+    code, out, err = run(capsys, *args)
+    assert code == 0 and json.loads(out)["computed"] == 3, err
+    out_dir = ws / "lens" / "kappa" / "predictions" / "frun"
+    before = np.load(out_dir / "f1.npy")
+    np.save(folder / "f1.npy", eps[5])
+    t = os.stat(out_dir / "f1.npy").st_mtime_ns + 10**9
+    os.utime(folder / "f1.npy", ns=(t, t))  # newer than its prediction, whatever the clock's resolution
+    code, out, err = run(capsys, *args)
+    assert code == 0 and (json.loads(out)["computed"], json.loads(out)["kept"]) == (1, 2), err
+    assert not np.array_equal(np.load(out_dir / "f1.npy"), before)

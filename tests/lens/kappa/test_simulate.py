@@ -356,3 +356,37 @@ def test_a_failed_chunk_keeps_the_finished_ones(tmp_path, capsys):
         code, out, err = run(capsys, *args)  # the rerun resumes: the finished chunks are not redrawn
     assert code == 1 and "finished chunks stay" in err
     assert {k: p.stat().st_mtime_ns for k, p in _files(root).items() if k in mtimes} == mtimes
+
+
+def test_data_repacks_a_redrawn_set_and_refuses_an_unfinished_one(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    sim = ["-w", ws, "-q", "--seed", 5, "lens", "kappa", "simulate", "--name", "s", "-n", 6, "--size", 32]
+    pack = ["-w", ws, "-q", "lens", "kappa", "data", "s", "--name", "d", "--shard-size", 3]
+    assert run(capsys, *sim)[0] == 0
+    code, out, err = run(capsys, *pack)
+    assert code == 0 and json.loads(out)["skipped_shards"] == 0, err
+    assert json.loads(run(capsys, *pack)[1])["skipped_shards"] == 2  # nothing changed: both shards kept
+    # drawn again with other settings under the same names: the packed maps must follow
+    assert run(capsys, "--overwrite", *sim, "--n-gal", 5)[0] == 0
+    code, out, err = run(capsys, *pack)
+    assert code == 0 and json.loads(out)["skipped_shards"] == 0, err
+    from astrotool_lens.kappa.data import KappaDataset
+
+    ds = KappaDataset(ws / "lens" / "kappa" / "data" / "d")
+    i = list(ds.names).index("00004")
+    packed = ds.read(np.array([i]))["epsilon"][0]
+    assert np.array_equal(packed, np.load(_set(ws, "s") / "EPSILON" / "00004.npy"))
+    # a simulated set whose run did not finish is not packed as if it were whole
+    (_set(ws, "s") / "truth.parquet").unlink()
+    code, _, err = run(capsys, *pack)
+    assert code == 2 and "has not finished" in err and "--name s" in err
+
+
+@pytest.mark.parametrize("bad, message", [({"z_lens": (1.2, 1.5)}, "behind the sources"),
+                                          ({"log10_mass": (15.0, 14.0)}, "lower bound 15.0 > upper bound 14.0"),
+                                          ({"sigma_e": 3.0}, "less than 1")])
+def test_unphysical_settings_are_refused(bad, message):
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match=message):
+        SimulateConfig(**bad)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from astrotool.section import FILE_STEM, FILE_STEM_OR_EMPTY, Section
 
@@ -20,6 +20,12 @@ Pair = tuple[float, float]
 
 class _Model(Section):
     model_config = ConfigDict(validate_assignment=True)
+
+
+def _ordered(v, info):
+    if v[0] > v[1]:
+        raise ValueError(f"{info.field_name}: lower bound {v[0]} > upper bound {v[1]}")
+    return v
 
 
 class SimulateConfig(_Model):
@@ -49,10 +55,20 @@ class SimulateConfig(_Model):
     grf_cutoff: float = Field(0.25, gt=0, description="exp(-(k / cutoff)^2) cutoff of that spectrum [cycles/pixel]")
     kappa_max: float = Field(0.9, gt=0, lt=1, description="kappa is capped here (strong-lensing cores)")
     n_gal: float = Field(30.0, gt=0, description="source galaxies per arcmin^2 (Poisson per pixel)")
-    sigma_e: float = Field(0.26, ge=0, description="intrinsic ellipticity dispersion per component")
+    sigma_e: float = Field(0.26, ge=0, lt=1, description="intrinsic ellipticity dispersion per component "
+                                                         "(|e| < 1; observed about 0.26)")
     sigma_meas: float = Field(0.1, ge=0, description="measurement error per galaxy and component")
     chunk_size: int = Field(250, ge=1, description="maps per parallel work item")
     seed: int | None = Field(None, description="default: core.seed")
+
+    check_ranges = field_validator("z_lens", "log10_mass", "log10_mass_sub")(_ordered)
+
+    @model_validator(mode="after")
+    def _lens_before_source(self):
+        if self.z_lens[0] < 0 or self.z_lens[1] >= self.z_source:
+            raise ValueError(f"z_lens {list(self.z_lens)} must lie in [0, z_source = {self.z_source}): a lens at or "
+                             "behind the sources would have a negative critical density")
+        return self
 
 
 class DataConfig(_Model):

@@ -108,7 +108,7 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
 
     from astrotool_lens.kappa.model import model_inputs
 
-    todo = set(writer.missing(maps.names))
+    todo = set(writer.missing(maps.names, getattr(maps, "files", None)))
     where = maps.describe()
 
     def batches():
@@ -125,15 +125,6 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
 
     return predict(runner, batches(), batch_size=batch_size, device=device,
                    on_batch=lambda batch, out: writer.write(batch[1], out), keep=False)
-
-
-def _source_identity(maps):
-    """A packed set by its content (:func:`astrotool.ml.commands.dataset_identity`: a repacked set under the
-    same name is told apart, a moved workspace is not); a folder or tarballs by their paths."""
-    from astrotool.ml.commands import dataset_identity
-
-    ds = getattr(maps, "ds", None)
-    return dataset_identity(ds) if ds is not None else maps.describe()
 
 
 def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
@@ -170,7 +161,7 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     from astrotool.ml.checkpoint import META_FILE, read_meta
 
     from astrotool_lens.kappa.model import ARCHITECTURE, load_unet
-    from astrotool_lens.kappa.sources import open_maps
+    from astrotool_lens.kappa.sources import PackedMaps, open_maps
     from astrotool_lens.kappa.submission import PredictionWriter
 
     p = cfg.predict
@@ -188,10 +179,12 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     folder = ctx.workspace.stage("lens", "kappa/predictions") / run
     made_by = {"model": {"name": mdir.name, "weights_sha256": meta.get("weights_sha256"),
                          "architecture": meta.get("architecture")},
-               "settings": {"inputs": meta.get("inputs")}, "source": _source_identity(maps), "split": p.split,
-               "n": len(maps)}
+               "settings": {"inputs": meta.get("inputs")}, "engine": p.engine,
+               "source": maps.fingerprint(), "n": len(maps)}
+    if isinstance(maps, PackedMaps):  # the split means nothing for folders and tarballs
+        made_by["split"] = p.split
     writer = PredictionWriter(folder, made_by, overwrite=ctx.overwrite)
-    kept = len(maps) - len(writer.missing(maps.names))
+    kept = len(maps) - len(writer.missing(maps.names, getattr(maps, "files", None)))
     t0 = time.perf_counter()
     pred = predict_maps(runner, maps, meta, writer, p.batch_size, runtime.accelerator)
     seconds = time.perf_counter() - t0

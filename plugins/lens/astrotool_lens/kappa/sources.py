@@ -159,6 +159,9 @@ class MapSet(Protocol):
     def describe(self) -> str:
         """What the set is, for messages and provenance."""
 
+    def fingerprint(self):
+        """What tells these maps apart from others under the same names, for the settings a rerun must share."""
+
 
 def _unknown(where, names: Iterable[str], have: dict) -> None:
     missing = [n for n in names if n not in have]
@@ -220,6 +223,20 @@ class FolderMaps:
 
     def describe(self) -> str:
         return self.label or f"folder {self.folder}"
+
+    def fingerprint(self) -> dict:
+        """The map names and, for a simulated set, its simulation settings (a rerun re-predicts single maps
+        rewritten since by their times: :meth:`~astrotool_lens.kappa.submission.PredictionWriter.missing`)."""
+        import hashlib
+
+        from astrotool_lens.kappa.simulate import SETTINGS_FILE
+
+        out = {"names_sha256": _names_hash(self.names)}
+        for d in (self.folder, self.folder.parent):
+            if (d / SETTINGS_FILE).is_file():
+                out["simulation_sha256"] = hashlib.sha256((d / SETTINGS_FILE).read_bytes()).hexdigest()[:16]
+                break
+        return out
 
     def __repr__(self) -> str:
         return f"FolderMaps({str(self.folder)!r}, {self.kind!r}, n={len(self)})"
@@ -378,6 +395,9 @@ class TarMaps:
     def describe(self) -> str:
         return "tarball" + ("s " if len(self.tarballs) > 1 else " ") + ", ".join(map(str, self.tarballs))
 
+    def fingerprint(self) -> str:
+        return files_fingerprint(self.tarballs)
+
     def __repr__(self) -> str:
         return f"TarMaps({[str(t) for t in self.tarballs]!r}, {self.kind!r}, n={len(self)})"
 
@@ -434,11 +454,40 @@ class PackedMaps:
     def describe(self) -> str:
         return f"data set {self.ds.root}" + ("" if self.split == "all" else f" ({self.split} split)")
 
+    def fingerprint(self) -> dict:
+        from astrotool.ml.commands import dataset_identity
+
+        return {**dataset_identity(self.ds), "split": self.split}
+
     def __repr__(self) -> str:
         return f"PackedMaps({str(self.ds.root)!r}, {self.kind!r}, split={self.split!r}, n={len(self)})"
 
 
 # ============================================================================ resolving a source
+
+
+def files_fingerprint(paths: Iterable) -> str:
+    """SHA-256 (16 hex digits) of each file's name, size and modification time [ns], in the order given.
+
+    Changes when a file is added, removed or rewritten (a simulated set drawn
+    again, a tarball replaced), without reading the files.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{Path(p).name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_finished_simulation(root: Path) -> None:
+    """Refuse a simulated set whose ``simulate`` run has not finished (no ``truth.parquet`` yet)."""
+    from astrotool_lens.kappa.simulate import SETTINGS_FILE, TRUTH_FILE
+
+    if (root / SETTINGS_FILE).is_file() and not (root / TRUTH_FILE).is_file():
+        raise InputError(root, f"a simulated set whose simulate run has not finished (no {TRUTH_FILE} yet); run "
+                               f"`astro lens kappa simulate --name {root.name}` again with the same settings")
 
 
 def _layout_dir(root: Path, kind: str) -> Path | None:
@@ -459,6 +508,7 @@ def _open_folder(p: Path, kind: str, split: str, label: str | None = None):
 
     if any(p.glob(f"*{MANIFEST_SUFFIX}")):
         return PackedMaps(KappaDataset(p), kind, split)
+    _check_finished_simulation(p)
     sub = _layout_dir(p, kind)
     if sub is not None:
         return FolderMaps(sub, kind, label=f"{label or 'folder ' + str(p)} ({sub.name}/)")
@@ -659,6 +709,7 @@ def _source_roots(ctx, sources: Sequence[str]):
             names = _stage_names(ctx, "sims")
             raise InputError(s, "no such folder or tarball, and no simulated set of that name (simulated sets: "
                                 f"{', '.join(names) if names else '(none)'})")
+        _check_finished_simulation(p)
         sub = {d.name.upper(): d for d in p.iterdir() if d.is_dir() and d.name.upper() in KINDS.values()}
         if "EPSILON" in sub:
             folders.append((p, sub["EPSILON"], sub.get("KAPPA")))
@@ -789,6 +840,8 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
             size = stage.size
         full = {**settings, "n": len(names), "size": size, "input_only": not any_kappa,
                 "names_sha256": _names_hash(names)}
+        if mode == "tarballs":  # a tarball rewritten under the same name: every shard is packed again
+            full["files_sha256"] = files_fingerprint(roots)
         key = json.dumps(full, sort_keys=True)
         _start_output(out, settings, clear)
         writer = DatasetWriter(str(out), name, kind=KIND, command="lens kappa data")
@@ -797,7 +850,8 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
         if mode == "folders":
             items = [PackShard(k, a, tuple(names[a:a + ss]), tuple(eps_at[n] for n in names[a:a + ss]),
                                tuple(kap_at[n] for n in names[a:a + ss]) if any_kappa else None,
-                               tuple(splits[a:a + ss]), size, writer, key) for k, a in enumerate(starts)]
+                               tuple(splits[a:a + ss]), size, writer, _shard_key(key, names[a:a + ss], eps_at, kap_at))
+                     for k, a in enumerate(starts)]
             keys = [f"shard{k:05d}" for k in range(len(items))]
             before = len(ctx.failures)
             results = ctx.map(pack_shard, items, "pack kappa maps", keys=keys)
@@ -832,6 +886,12 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
     mc.record(ctx, inputs=[Path(s) for s in settings["sources"]], outputs=[writer.manifest_path])
     ctx.emit(summary)
     return summary
+
+
+def _shard_key(key: str, names: list[str], eps_at: dict, kap_at: dict) -> str:
+    """A folder shard's settings key: the set's, and its own files (a map rewritten under its name repacks the
+    shard that holds it, and only that one)."""
+    return f"{key}|{files_fingerprint([eps_at[n] for n in names] + [kap_at[n] for n in names if n in kap_at])}"
 
 
 def _names_hash(names: list[str]) -> str:

@@ -22,6 +22,7 @@ naming each changed key) unless ``overwrite``, which clears the folder first.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -131,10 +132,18 @@ class PredictionWriter:
         """Names of the maps already in the folder."""
         return {p.stem for p in self.folder.glob("*.npy") if not p.name.startswith(".")}
 
-    def missing(self, names: Iterable[str]) -> list[str]:
-        """The names among ``names`` (order kept) that have no map yet: what is left to compute."""
+    def missing(self, names: Iterable[str], inputs: dict | None = None) -> list[str]:
+        """The names among ``names`` (order kept) that have no map yet, or (with ``inputs``, name -> input
+        file) whose input file is newer than its map: what is left to compute."""
         have = self.done()
-        return [str(n) for n in names if str(n) not in have]
+        out = []
+        for n in map(str, names):
+            if n not in have:
+                out.append(n)
+            elif inputs is not None and n in inputs and \
+                    os.stat(inputs[n]).st_mtime_ns > os.stat(self.path(n)).st_mtime_ns:
+                out.append(n)  # the input was rewritten after its prediction
+        return out
 
     # ------------------------------------------------------------ writing
 
