@@ -335,6 +335,26 @@ class Context:
         self.failures.extend(failures)
         return results
 
+    def raise_failures(self, since: int, total: int, what: str = "item") -> None:
+        """Stop the command if items failed since ``len(self.failures) == since``: one error for all of them.
+
+        For stages whose later steps need every item (a table of all maps, a
+        manifest of all shards): the first failure's message, how many of
+        ``total`` failed, and that the finished ones stay. The exit code is 2 when
+        every failure was bad input (an :class:`~astrotool.errors.AstroError` of
+        exit code 2), else 1. The failures are taken off :attr:`failures` (they
+        are reported by this error, not again as a table).
+        """
+        failed = self.failures[since:]
+        if not failed:
+            return
+        del self.failures[since:]
+        from astrotool.errors import AstroError
+
+        code = 2 if all(f.exit_code == 2 for f in failed) else 1
+        raise AstroError(f"{failed[0].key}: {failed[0].error} ({len(failed)} of {total} {what}(s) failed; the "
+                         "finished ones stay, a rerun resumes)", exit_code=code)
+
     # -- output ------------------------------------------------------------------------
     @staticmethod
     def emit(obj) -> None:

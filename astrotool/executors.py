@@ -94,11 +94,13 @@ def select_shard(keys: Sequence[str], shard: tuple[int, int] | None) -> list[int
 
 @dataclass(frozen=True)
 class Failure:
-    """An item that raised: its key, a one-line cause and the traceback."""
+    """An item that raised: its key, a one-line cause, the traceback and the exit code its error asks for
+    (an :class:`~astrotool.errors.AstroError`'s, 2 for bad input; 1 for anything else)."""
 
     key: str
     error: str
     traceback: str = ""
+    exit_code: int = 1
 
 
 def _format_error(exc: BaseException) -> str:
@@ -114,7 +116,8 @@ def _call(fn: Callable, item: Any, seed: int, key: str):
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - reported, not swallowed
-        return "error", Failure(key, _format_error(exc), traceback.format_exc())
+        return "error", Failure(key, _format_error(exc), traceback.format_exc(),
+                                exc.exit_code if isinstance(exc, AstroError) else 1)
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -121,3 +121,29 @@ def test_process_workers_share_the_cores(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     got, _ = run_items(thread_setting, ["a", "b"], options=ExecutorOptions("process", jobs=2))
     assert {v for _, v in got} == {"3"}
+
+
+def test_raise_failures_exit_code_is_2_only_when_every_failure_was_bad_input(tmp_path):
+    from astrotool.context import Context
+    from astrotool.errors import AstroError, InputError
+    from astrotool.executors import Failure, _call
+
+    ctx = Context.create(tmp_path / "ws", command="toy run")
+    ctx.raise_failures(0, 3)  # nothing failed: no error
+
+    def bad_input(item, seed):
+        raise InputError(f"map{item}.npy", "5 NaN values")
+
+    def crash(item, seed):
+        raise RuntimeError("out of memory")
+
+    ctx.failures += [_call(bad_input, 1, 0, "a")[1], _call(bad_input, 2, 0, "b")[1]]
+    assert all(isinstance(f, Failure) and f.exit_code == 2 for f in ctx.failures)
+    with pytest.raises(AstroError) as e:
+        ctx.raise_failures(0, 5, "chunk")
+    assert e.value.exit_code == 2 and "map1.npy" in str(e.value) and "2 of 5 chunk(s) failed" in str(e.value)
+    assert ctx.failures == []  # reported by this error, not again
+    ctx.failures += [_call(bad_input, 1, 0, "a")[1], _call(crash, 2, 0, "b")[1]]
+    with pytest.raises(AstroError) as e:
+        ctx.raise_failures(0, 2)
+    assert e.value.exit_code == 1

@@ -455,11 +455,7 @@ def simulate_command(ctx, cfg) -> dict:
     items = [SimChunk(str(out), tuple(range(a, min(a + step, sc.n))), seed, sc) for a in range(0, sc.n, step)]
     before = len(ctx.failures)
     results = ctx.map(simulate_chunk, items, "simulate kappa maps", keys=[map_name(it.ids[0]) for it in items])
-    failed = ctx.failures[before:]
-    if failed:
-        del ctx.failures[before:]
-        raise AstroError(f"{failed[0].key}: {failed[0].error} ({len(failed)} of {len(items)} chunk(s) failed; the "
-                         "finished chunks stay, a rerun resumes)", exit_code=1)
+    ctx.raise_failures(before, len(items), "chunk")
     skipped = sum(r["n"] for _, r in results if r["skipped"])
     if ctx.executor_options.shard:  # one Slurm task of several: the truth table is written by a full run
         summary = {"name": sc.name, "path": str(out), "n": sum(r["n"] for _, r in results), "new": sum(

@@ -855,11 +855,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
             keys = [f"shard{k:05d}" for k in range(len(items))]
             before = len(ctx.failures)
             results = ctx.map(pack_shard, items, "pack kappa maps", keys=keys)
-            failed = ctx.failures[before:]
-            if failed:
-                del ctx.failures[before:]
-                raise AstroError(f"{failed[0].error} ({len(failed)} of {len(items)} shard(s) failed; the finished "
-                                 "shards stay, a rerun resumes)")
+            ctx.raise_failures(before, len(items), "shard")
             skipped = sum(1 for _, r in results if r["skipped"])
         else:
             skipped = stage.pack(writer, names, splits, any_kappa, ss, key)
