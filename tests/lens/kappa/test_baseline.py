@@ -265,7 +265,8 @@ def test_baseline_command_wiener_and_errors(workspace, capsys):
     assert code == 2 and "holds no kappa maps" in err
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "inputs", "--method",
                          "wiener", "--train-dataset", "tiny")
-    assert code == 0, err and json.loads(out)["n"] == 4
+    assert code == 0, err
+    assert json.loads(out)["n"] == 4
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "inputs", "--method", "ks",
                        "--split", "train")
     assert code == 2 and "no maps in split 'train'" in err

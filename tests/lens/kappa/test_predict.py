@@ -280,7 +280,8 @@ def test_a_repacked_data_set_under_the_same_name_is_refused(trained, capsys):
     write_set(data, "other", eps, kappa, ["test"] * 4)
     args = ("-w", ws, "-q", "lens", "kappa", "predict", "other", "--model", "tiny_unet", "--output", "other_run")
     code, out, err = run(capsys, *args)
-    assert code == 0, err and json.loads(out)["computed"] == 4
+    assert code == 0, err
+    assert json.loads(out)["computed"] == 4
     # the same names, other maps: the finished predictions must not be kept as if they were of these
     shutil.rmtree(data / "other")
     write_set(data, "other", eps[::-1].copy(), kappa, ["test"] * 4)

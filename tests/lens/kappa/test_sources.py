@@ -191,7 +191,8 @@ def test_tarball_packs_like_folder(tmp_path, capsys):
     # input-only: no KAPPA/ -> epsilon only
     eps_only = make_root(tmp_path / "test_in", NAMES[:5], kappa=False)
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", eps_only)
-    assert code == 0, err and json.loads(out)["input_only"]
+    assert code == 0, err
+    assert json.loads(out)["input_only"]
     assert not _packed(ws, "test_in").has_kappa
     assert set(_packed(ws, "test_in").metadata(["split"])["split"]) == {"test"}  # it can only be predicted
 

@@ -539,6 +539,10 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
             plots.append(_plot_examples(rdir / f"{report}_examples.png", res["examples"], labels))
         plots.append(_plot_hist(rdir / f"{report}_hist.png", res["maps"], floor["wmape_zeros"]))
         plots.append(_plot_power(rdir / f"{report}_power.png", res["spectra"], labels))
+    for kind in ("examples", "hist", "power"):  # an earlier report's figures must not pass for this one's
+        old = rdir / f"{report}_{kind}.png"
+        if old not in plots:
+            old.unlink(missing_ok=True)
     k = res["spectra"]["k"]
     power = {"k": k.tolist(), "ratio": {}}
     for r in labels:

@@ -912,9 +912,11 @@ def _check_settings(out: Path, settings: dict, overwrite: bool) -> bool:
             old = json.loads(f.read_text())
         except (OSError, ValueError):
             old = {}
-        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        from astrotool.ml.training import settings_changes
+
+        changed = settings_changes(old, settings)
         if changed and not overwrite:
-            raise AstroError(f"{out}: made with other inputs or settings ({', '.join(changed)} changed); "
+            raise AstroError(f"{out}: made with other inputs or settings ({'; '.join(changed)}); "
                              "use another --name or --overwrite")
         return bool(changed)
     if out.is_dir() and any(p.name != ".staging" for p in out.iterdir()):
