@@ -26,8 +26,9 @@ def main():
     """Convergence maps from ellipticity maps: simulate, pack, reconstruct (KS, Wiener, U-Net), score, export."""
 
 
-def _kappa(ctx, flags: dict):
-    """The ``[lens.kappa]`` tables with ``flags`` (keys relative to ``lens.kappa``) applied."""
+def kappa_config(ctx, flags: dict):
+    """The ``[lens.kappa]`` tables with ``flags`` (keys relative to ``lens.kappa``, e.g. ``"train.epochs"``)
+    applied as command-line options are; None values leave a key as configured."""
     return ctx.section("lens", {f"kappa.{k}": v for k, v in flags.items()}).kappa
 
 
@@ -50,7 +51,7 @@ def simulate(
     from astrotool_lens.kappa.simulate import simulate_command
 
     ctx = current()
-    cfg = _kappa(ctx, {"simulate.name": name, "simulate.n": n, "simulate.size": size, "simulate.n_gal": n_gal,
+    cfg = kappa_config(ctx, {"simulate.name": name, "simulate.n": n, "simulate.size": size, "simulate.n_gal": n_gal,
                        "simulate.chunk_size": chunk_size})
     simulate_command(ctx, cfg)
 
@@ -73,7 +74,7 @@ def data(
     from astrotool_lens.kappa.sources import data_command
 
     ctx = current()
-    cfg = _kappa(ctx, {"data.name": name, "data.drop_unpaired": drop_unpaired, "data.shard_size": shard_size})
+    cfg = kappa_config(ctx, {"data.name": name, "data.drop_unpaired": drop_unpaired, "data.shard_size": shard_size})
     data_command(ctx, cfg, sources)
 
 
@@ -101,7 +102,7 @@ def baseline(
     from astrotool_lens.kappa.baseline import baseline_command
 
     ctx = current()
-    cfg = _kappa(ctx, {"baseline.dataset": dataset, "baseline.method": method, "baseline.sigma": sigma,
+    cfg = kappa_config(ctx, {"baseline.dataset": dataset, "baseline.method": method, "baseline.sigma": sigma,
                        "baseline.split": split, "baseline.output": output, "baseline.train_dataset": train_dataset,
                        "baseline.zip": zip_})
     baseline_command(ctx, cfg)
@@ -143,7 +144,7 @@ def train(
 
     ctx = current()
     extra = None if extra_inputs is None else [c.strip() for c in extra_inputs.split(",") if c.strip()]
-    cfg = _kappa(ctx, {"train.dataset": dataset, "train.model": model, "train.epochs": epochs,
+    cfg = kappa_config(ctx, {"train.dataset": dataset, "train.model": model, "train.epochs": epochs,
                        "train.batch_size": batch_size, "train.lr": lr, "train.width": width, "train.depth": depth,
                        "train.extra_inputs": extra, "train.ks_sigma": ks_sigma, "train.loss": loss,
                        "train.augment": augment, "train.patience": patience, "train.max_samples": max_samples,
@@ -172,7 +173,7 @@ def predict(
     from astrotool_lens.kappa.predict import predict_command
 
     ctx = current()
-    cfg = _kappa(ctx, {"predict.model": model, "predict.output": output, "predict.split": split,
+    cfg = kappa_config(ctx, {"predict.model": model, "predict.output": output, "predict.split": split,
                        "predict.batch_size": batch_size, "predict.engine": engine, "predict.zip": zip_})
     predict_command(ctx, cfg, inputs, mc.runtime(ctx, device=device))
 
@@ -206,7 +207,7 @@ def score(
     from astrotool_lens.kappa.score import score_command
 
     ctx = current()
-    cfg = _kappa(ctx, {"score.truth": truth, "score.split": split, "score.partial": partial,
+    cfg = kappa_config(ctx, {"score.truth": truth, "score.split": split, "score.partial": partial,
                        "score.batch_size": batch_size, "score.plots": plots, "score.report": report})
     score_command(ctx, cfg, predictions, as_json=as_json)
 
@@ -222,5 +223,5 @@ def export(
     from astrotool_lens.kappa.export import export_command
 
     ctx = current()
-    cfg = _kappa(ctx, {"export.model": model, "export.opset": opset})
+    cfg = kappa_config(ctx, {"export.model": model, "export.opset": opset})
     export_command(ctx, cfg, onnx=onnx, output=output)

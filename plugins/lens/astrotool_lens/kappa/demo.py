@@ -64,6 +64,7 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     from astrotool.ml import commands as mc
 
     from astrotool_lens.kappa.baseline import baseline_command
+    from astrotool_lens.kappa.cli import kappa_config
     from astrotool_lens.kappa.export import export_command
     from astrotool_lens.kappa.predict import predict_command
     from astrotool_lens.kappa.score import score_command
@@ -72,8 +73,7 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     from astrotool_lens.kappa.train import train_command
 
     def kappa(flags: dict):
-        # the [lens.kappa] tables with these keys set, as the command-line flags set them
-        return ctx.section("lens", {f"kappa.{k}": v for k, v in flags.items()}).kappa
+        return kappa_config(ctx, flags)
 
     ks, wiener, unet = f"{NAME}_ks2", f"{NAME}_wiener", f"{NAME}_unet"
     t0 = time.perf_counter()
@@ -90,9 +90,8 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     t_base = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    _, printed = _quiet(train_command, ctx, kappa({"train.dataset": NAME, "train.model": unet, "train.epochs": epochs,
+    tr, _ = _quiet(train_command, ctx, kappa({"train.dataset": NAME, "train.model": unet, "train.epochs": epochs,
                                                    "train.width": width}), mc.runtime(ctx))
-    tr = _last_json(printed)
     t_train = time.perf_counter() - t2
 
     t3 = time.perf_counter()
@@ -118,14 +117,3 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     ]
     lines += [f"  {line}" for line in scored]
     return lines
-
-
-def _last_json(lines: list[str]) -> dict:
-    """The JSON object a command printed last (``{}`` if none): top-level objects start a line with ``{``."""
-    import json
-
-    starts = [i for i, line in enumerate(lines) if line.startswith("{")]
-    try:
-        return json.loads("\n".join(lines[starts[-1]:])) if starts else {}
-    except json.JSONDecodeError:
-        return {}

@@ -261,7 +261,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     }
 
 
-def train_command(ctx, cfg, runtime) -> None:
+def train_command(ctx, cfg, runtime) -> dict | None:
     """``astro lens kappa train``: train on a packed set, record the checkpoint, plot the history.
 
     Parameters
@@ -271,6 +271,11 @@ def train_command(ctx, cfg, runtime) -> None:
         ``cfg.train`` is used.
     runtime : astrotool.ml.fabric.Runtime
         From :func:`astrotool.ml.commands.runtime` (the ``[ml]`` options).
+
+    Returns
+    -------
+    dict or None
+        The emitted summary (None in the copies of a multi-process run).
     """
     from astrotool.ml import commands as mc
 
@@ -291,4 +296,6 @@ def train_command(ctx, cfg, runtime) -> None:
         return
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
     plot = mc.history_figure(ctx, mdir, ctx.workspace.stage("lens", "kappa/reports") / f"{mdir.name}_history.png")
-    ctx.emit({**res, "history_plot": str(plot) if plot else None})
+    summary = {**res, "history_plot": str(plot) if plot else None}
+    ctx.emit(summary)
+    return summary
