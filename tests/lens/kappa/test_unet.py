@@ -218,3 +218,12 @@ def test_train_resume_refuse_and_load(tmp_path, capsys):
     assert meta2["inputs"] == meta["inputs"]
     with pytest.raises(InputError, match="no such|missing|model.json"):
         load_unet(tmp_path / "nothing")
+
+
+def test_maps_of_another_side_than_the_training_maps_are_refused():
+    from astrotool_lens.kappa.model import input_spec, model_inputs
+
+    spec = input_spec(["ks"], 2.0, size=32, depth=2)
+    assert model_inputs(np.zeros((1, 3, 32, 32), np.float16), spec).shape == (1, 4, 32, 32)
+    with pytest.raises(InputError, match="trained on 32x32 maps"):
+        model_inputs(np.zeros((1, 3, 64, 64), np.float16), spec, source="big/EPSILON")

@@ -232,8 +232,8 @@ def model_inputs(epsilon: np.ndarray, meta: dict, source=None) -> np.ndarray:
     Raises
     ------
     astrotool.errors.InputError
-        Wrong shape, or a side the network cannot take (not a multiple of
-        ``2**depth``).
+        Wrong shape, a side other than the training maps' (``meta["inputs"]["size"]``),
+        or one the network cannot take (not a multiple of ``2**depth``).
     """
     from astrotool.errors import InputError
 
@@ -245,6 +245,10 @@ def model_inputs(epsilon: np.ndarray, meta: dict, source=None) -> np.ndarray:
     if eps.ndim != 4 or eps.shape[1] != 3 or eps.shape[2] != eps.shape[3]:
         raise InputError(where, f"epsilon maps must be (n, 3, S, S) (e1, e2, de), got {eps.shape}")
     side, mult = int(eps.shape[-1]), int(spec.get("multiple", 1))
+    if spec.get("size") and side != int(spec["size"]):
+        raise InputError(where, f"maps are {side}x{side} pixels; this U-Net was trained on {spec['size']}x"
+                                f"{spec['size']} maps (it learned one field size and pixel scale): train one on maps "
+                                "like these")
     if side % mult:
         raise InputError(where, f"maps are {side}x{side} pixels; this U-Net needs a side divisible by {mult} "
                                 f"(2**depth)")
