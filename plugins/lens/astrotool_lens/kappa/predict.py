@@ -19,7 +19,6 @@ maps written before stay.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -43,13 +42,9 @@ def default_model(cfg) -> str:
 
 def default_run_name(inputs: str, model: str) -> str:
     """``<input stem>_<model>``: ``test_public.tar.gz`` and model ``sims_unet`` give ``test_public_sims_unet``."""
-    stem = Path(str(inputs).rstrip("/")).name
-    for suffix in (".tar.gz", ".tgz", ".tar"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).lstrip(".-") or "maps"
-    return f"{stem}_{model}"
+    from astrotool_lens.kappa.sources import source_stem
+
+    return f"{source_stem(inputs)}_{model}"
 
 
 def check_onnx(path: str | Path, meta: dict) -> None:
@@ -69,17 +64,6 @@ def check_onnx(path: str | Path, meta: dict) -> None:
     if info.get("weights_sha256") != meta.get("weights_sha256"):
         raise InputError(path, "exported from other weights than the checkpoint beside it (retrained since); "
                                "run `astro lens kappa export` again")
-
-
-def _check_batch(names, eps, where: str) -> None:
-    """Epsilon maps ``(n, 3, S, S)``, floating, finite; InputError naming the first bad map."""
-    if eps.ndim != 4 or eps.shape[1] != 3 or eps.shape[2] != eps.shape[3]:
-        raise InputError(f"{where}: {names[0]}", f"epsilon maps must be (3, S, S), got {eps.shape[1:]}")
-    if eps.dtype.kind != "f":
-        raise InputError(f"{where}: {names[0]}", f"epsilon maps must be floating point, got {eps.dtype}")
-    bad = ~np.isfinite(eps.reshape(len(eps), -1)).all(axis=1)
-    if bad.any():
-        raise InputError(f"{where}: {names[int(np.flatnonzero(bad)[0])]}", "NaN or infinite values")
 
 
 def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str | None = None):
@@ -120,7 +104,6 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
                 continue
             names = [names[i] for i in keep]
             eps = np.asarray(eps)[keep] if len(keep) < len(eps) else np.asarray(eps)
-            _check_batch(names, eps, where)
             yield model_inputs(eps, meta, source=where), names
 
     return predict(runner, batches(), batch_size=batch_size, device=device,

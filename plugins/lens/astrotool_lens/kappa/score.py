@@ -62,6 +62,7 @@ from typing import Sequence
 import numpy as np
 
 from astrotool.errors import InputError
+from astrotool_lens.kappa.sources import few
 
 __docformat__ = "numpy"
 
@@ -72,10 +73,6 @@ RANKED = ("wmape", "dicee", "dpeaks", "mse", "pearson", "ssim", "ps_logratio", "
 
 PLOTTED = (("wmape", "WMAPE"), ("dicee", "DICEE"), ("dpeaks", "DPEAKS [pixels]"), ("mse", "MSE [kappa^2]"),
            ("pearson", "Pearson r"), ("ssim", "SSIM"))
-
-
-def _few(names: Sequence[str], k: int = 5) -> str:
-    return ", ".join(names[:k]) + (f" ... (+{len(names) - k} more)" if len(names) > k else "")
 
 
 # ============================================================================ inputs
@@ -136,7 +133,7 @@ def _epsilon_for(truth, names: Sequence[str], log):
     lacking = sorted(set(names) - set(eps.names))
     if lacking:
         log.warning("no consistency check: %d scored maps have no input epsilon map in %s (%s)", len(lacking),
-                    eps.describe(), _few(lacking))
+                    eps.describe(), few(lacking))
         return None
     return eps
 
@@ -173,7 +170,7 @@ def pair_names(truth, runs: dict, partial: bool = False) -> tuple[list[str], int
         extra = sorted(set(run.names) - have)
         if extra:
             raise InputError(run.folder, f"{len(extra)} of {len(run)} predicted maps have no true map in "
-                                         f"{truth.describe()}: {_few(extra)}")
+                                         f"{truth.describe()}: {few(extra)}")
         if first is None:
             first = (label, set(run.names))
             continue
@@ -181,15 +178,15 @@ def pair_names(truth, runs: dict, partial: bool = False) -> tuple[list[str], int
         if other != first[1]:
             miss, more = sorted(first[1] - other), sorted(other - first[1])
             raise InputError(run.folder, f"covers other maps than run {first[0]!r}: {len(miss)} missing"
-                                         f"{' (' + _few(miss) + ')' if miss else ''}, {len(more)} more"
-                                         f"{' (' + _few(more) + ')' if more else ''}; rank runs of the same maps")
+                                         f"{' (' + few(miss) + ')' if miss else ''}, {len(more)} more"
+                                         f"{' (' + few(more) + ')' if more else ''}; rank runs of the same maps")
     names = sorted(first[1])
     missing = sorted(have - first[1])
     if missing and not partial and not isinstance(truth, PackedMaps):
         label = next(iter(runs))
         raise InputError(runs[label].folder,
                          f"{len(missing)} of {len(truth)} true maps in {truth.describe()} have no prediction: "
-                         f"{_few(missing)} (--partial scores only the predicted maps)")
+                         f"{few(missing)} (--partial scores only the predicted maps)")
     return names, len(missing)
 
 

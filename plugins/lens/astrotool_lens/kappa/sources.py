@@ -725,20 +725,22 @@ def _source_roots(ctx, sources: Sequence[str]):
     return ("folders", folders) if folders else ("tarballs", tars)
 
 
-def _default_name(sources: Sequence[str]) -> str:
+def source_stem(source) -> str:
+    """A file-stem name for a source: its last path part without a tarball suffix, other characters as ``_``
+    (``/data/test_public.tar.gz`` -> ``test_public``; ``maps`` when nothing is left)."""
     import re
 
-    s = Path(str(sources[0]).rstrip("/"))
-    stem = s.name
+    stem = Path(str(source).rstrip("/")).name
     for suf in TAR_SUFFIXES:
         if stem.lower().endswith(suf):
             stem = stem[: -len(suf)]
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).strip(".") or "kappa"
-    return stem
+            break
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).lstrip(".-") or "maps"
 
 
-def _few(names: list[str], k: int = 5) -> str:
-    return ", ".join(names[:k]) + (f" ... (+{len(names) - k})" if len(names) > k else "")
+def few(names: Sequence[str], k: int = 5) -> str:
+    """The first ``k`` names and how many more, for messages."""
+    return ", ".join(names[:k]) + (f" ... (+{len(names) - k} more)" if len(names) > k else "")
 
 
 def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
@@ -784,7 +786,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
         raise AstroError("astro lens kappa data: give at least one source")
     mode, roots = _source_roots(ctx, sources)
     seed = int(ctx.seed if d.seed is None else d.seed)
-    name = d.name or _default_name(sources)
+    name = d.name or source_stem(sources[0])
     out = ctx.workspace.stage("lens", "kappa/data") / name
 
     # ---- index by name (folders: listings; tarballs: one streaming pass, staged)
@@ -825,8 +827,8 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
         kap_only = sorted(set(kap_at) - set(eps_at))
         if (eps_only or kap_only) and not d.drop_unpaired:
             raise AstroError(f"{', '.join(described)}: unpaired maps: {len(eps_only)} EPSILON without KAPPA"
-                             f"{' (' + _few(eps_only) + ')' if eps_only else ''}, {len(kap_only)} KAPPA without "
-                             f"EPSILON{' (' + _few(kap_only) + ')' if kap_only else ''}; pairs are matched by file "
+                             f"{' (' + few(eps_only) + ')' if eps_only else ''}, {len(kap_only)} KAPPA without "
+                             f"EPSILON{' (' + few(kap_only) + ')' if kap_only else ''}; pairs are matched by file "
                              "name. Pack the pairs that exist with --drop-unpaired")
         names = sorted(set(eps_at) & set(kap_at)) if any_kappa else sorted(eps_at)
         if not names:
