@@ -16,7 +16,11 @@ a temporary workspace:
    ``--sigma`` in {0, 1, 2, 3, 4, 6} px, the Wiener filter and the training-mean
    map (spectrum and mean from the training set's train split) and the
    all-zeros map, then scored in one ``score --json`` call: the mean of every
-   metric per run, and the Borda and Copeland rankings.
+   metric per run, and the Borda and Copeland rankings; then, paired by map,
+   the U-Net's difference from the best KS smoothing and from the Wiener filter
+   with its standard error, for DICEE, DPEAKS, ``dpeak1`` (the highest peak's
+   part of DPEAKS) and Pearson r, so a gap smaller than its error is not read as
+   a win or a loss.
 
    The WMAPE trap: WMAPE rewards shrinking the prediction toward zero (c*kappa
    scores |1 - c|, the all-zeros map about 1.00 on any set), so WMAPE is
@@ -72,7 +76,7 @@ COMPETITOR = {"wmape": 1.32, "dicee": 0.035, "dpeaks": 25.4, "maps_per_s": 110.0
 MEMORY_LIMIT_MB = 1024.0
 MEMORY_FLAT = 0.10  # the peak at the big size may exceed the small size's by at most this fraction
 # metric -> True where higher is better
-METRICS = {"wmape": False, "dicee": False, "dpeaks": False, "pearson": True, "mse": False, "ssim": True,
+METRICS = {"wmape": False, "dicee": False, "dpeaks": False, "dpeak1": False, "pearson": True, "mse": False, "ssim": True,
            "ps_logratio": False, "npeaks_err": False, "wasserstein": False, "ks": False, "chi2": None}
 
 
@@ -138,6 +142,19 @@ def link_folder(src: Path, dst: Path, n: int) -> None:
         (dst / sub).mkdir(parents=True)
         for i in range(n):
             os.link(src / sub / names[i % len(names)], dst / sub / f"{i:06d}.npy")
+
+
+def paired_difference(a: dict, b: dict, metric: str) -> tuple[float, float]:
+    """Mean and standard error of ``a[name][metric] - b[name][metric]`` over the names both score."""
+    import math
+
+    d = [a[n][metric] - b[n][metric] for n in a if n in b and a[n].get(metric) is not None
+         and b[n].get(metric) is not None]
+    if len(d) < 2:
+        return (d[0] if d else math.nan), math.nan
+    mu = sum(d) / len(d)
+    var = sum((x - mu) ** 2 for x in d) / (len(d) - 1)
+    return mu, math.sqrt(var / len(d))
 
 
 def better(a: float, b: float, higher: bool) -> bool:
@@ -271,6 +288,21 @@ def main(argv=None) -> int:
                               means["Wiener"][m], COMPETITOR.get(m), "PASS" if ok else "MISS"])
         table(["metric", "U-Net", "best KS", "KS sigma", "Wiener", "competitor", "U-Net best"], goal_rows)
         out["goals"] = {"vs_ks_wiener": checks}
+
+        # how sure: per-map differences, U-Net minus each rival, paired by map (mean, standard error, ratio)
+        print("\n  paired per-map differences, U-Net minus rival (mean +- standard error; |mean/SE| < 2: not "
+              "told apart on this many maps); dpeak1 = the highest peak's part of DPEAKS [px]:")
+        sig_rows, sig = [], {}
+        for m in ("dicee", "dpeaks", "dpeak1", "pearson"):
+            hi = METRICS[m]
+            ks_vals = {k: means[f"KS {k} px"][m] for k in KS_SIGMAS}
+            best_s = (max if hi else min)(ks_vals, key=ks_vals.get)
+            for rival in (f"KS {best_s} px", "Wiener"):
+                mu, se = paired_difference(sc["runs"][runs["U-Net"]]["maps"], sc["runs"][runs[rival]]["maps"], m)
+                sig[f"{m} vs {rival}"] = {"mean": mu, "se": se}
+                sig_rows.append([m, rival, mu, se, mu / se if se else None])
+        table(["metric", "rival", "U-Net - rival", "SE", "ratio"], sig_rows)
+        out["paired_differences"] = sig
 
         # ---------------------------------------------------------------- 3. throughput
         print("[3/4] throughput on the hold-out (predict torch / onnxruntime, score), "
