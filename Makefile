@@ -28,7 +28,7 @@ docs: $(STAMP)
 	$(PY) docs/build.py
 
 bench: $(STAMP)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(DEMO_DIR) docs/_build .pytest_cache

@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _cli import CliRunner  # benchmarks/_cli.py (this folder is on sys.path when a script runs)
 
 # sizes: stamps per dataset, training epochs, CNN width; fields = number of constant-shear fields
 SIZES = {
@@ -62,32 +62,6 @@ SIZES = {
 GOALS = {"shearnet_mse": 3e-4, "lensnet_rmse": 0.08, "m": 5e-3, "c": 5e-4}
 SHEARNET_REPORTED_MSE = 6e-4
 SHAPE_NOISE_FLOOR = 0.07
-
-
-class Runner:
-    """Runs ``python -m astrotool -w WS -q [globals] lens ...`` and returns the parsed JSON."""
-
-    def __init__(self, workspace: Path, jobs: int, verbose: bool = False):
-        self.ws, self.jobs, self.verbose = workspace, jobs, verbose
-        self.times: dict[str, float] = {}
-
-    def __call__(self, label: str, *args, seed: int | None = None) -> dict:
-        cmd = [sys.executable, "-m", "astrotool", "-w", str(self.ws), "-q", "-j", str(self.jobs)]
-        if seed is not None:
-            cmd += ["--seed", str(seed)]
-        cmd += ["lens", *[str(a) for a in args]]
-        shown = "astro " + shlex.join(cmd[3:])
-        print(f"  $ {shown}", flush=True)
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        self.times[label] = time.perf_counter() - t
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-            raise SystemExit(f"{label}: exit status {proc.returncode}")
-        if self.verbose and proc.stderr.strip():
-            sys.stderr.write(proc.stderr)
-        print(f"    {self.times[label]:.0f} s", flush=True)
-        return json.loads(proc.stdout)
 
 
 def fmt_e(x: float, digits: int = 1) -> str:
@@ -147,7 +121,7 @@ def main(argv=None) -> int:
     width = size["width"]
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="lens-accuracy-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    run = Runner(tmp, args.jobs, args.verbose)
+    run = CliRunner(tmp, args.jobs, ("lens",), args.verbose)
     t0 = time.perf_counter()
     train_common = ["--width", width, "--overwrite"]  # train afresh, also in a kept workspace
     out: dict = {"sizes": size, "seed": args.seed}

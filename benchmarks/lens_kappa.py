@@ -56,13 +56,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _cli import CliRunner  # benchmarks/_cli.py (this folder is on sys.path when a script runs)
 
 # map side [px], training maps, hold-out maps, epochs (None: the config's default), streaming sizes (big, small)
 SIZES = {
@@ -78,59 +78,6 @@ MEMORY_FLAT = 0.10  # the peak at the big size may exceed the small size's by at
 # metric -> True where higher is better
 METRICS = {"wmape": False, "dicee": False, "dpeaks": False, "dpeak1": False, "pearson": True, "mse": False, "ssim": True,
            "ps_logratio": False, "npeaks_err": False, "wasserstein": False, "ks": False, "chi2": None}
-
-
-class Runner:
-    """Runs ``python -m astrotool -w WS -q [globals] lens kappa ...`` and returns the parsed JSON."""
-
-    def __init__(self, workspace: Path, jobs: int, verbose: bool = False):
-        self.ws, self.jobs, self.verbose = workspace, jobs, verbose
-        self.times: dict[str, float] = {}
-
-    def cmd(self, args, seed: int | None = None, overwrite: bool = False, sets=(), jobs: bool = True) -> list[str]:
-        cmd = [sys.executable, "-m", "astrotool", "-w", str(self.ws), "-q"]
-        if jobs:
-            cmd += ["-j", str(self.jobs)]
-        if seed is not None:
-            cmd += ["--seed", str(seed)]
-        if overwrite:
-            cmd += ["--overwrite"]
-        for s in sets:
-            cmd += ["--set", s]
-        return cmd + ["lens", "kappa", *[str(a) for a in args]]
-
-    def __call__(self, label: str, *args, seed: int | None = None, overwrite: bool = False, sets=(),
-                 parse: bool = True) -> dict:
-        cmd = self.cmd(args, seed, overwrite, sets)
-        print(f"  $ astro {shlex.join(cmd[3:])}", flush=True)
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        self.times[label] = time.perf_counter() - t
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-            raise SystemExit(f"{label}: exit status {proc.returncode}")
-        if self.verbose and proc.stderr.strip():
-            sys.stderr.write(proc.stderr)
-        print(f"    {self.times[label]:.1f} s", flush=True)
-        return json.loads(proc.stdout) if parse else {}
-
-    def peak(self, label: str, *args, log: Path) -> tuple[float, float]:
-        """Run one command in a fresh process (no worker pool); (wall s, its own peak RSS in MB via wait4)."""
-        cmd = self.cmd(args, overwrite=True, jobs=False)
-        print(f"  $ astro {shlex.join(cmd[3:])}", flush=True)
-        t = time.perf_counter()
-        with open(log, "w") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-            _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        self.times[label] = wall
-        if proc.returncode != 0:
-            sys.stderr.write(log.read_text()[-4000:])
-            raise SystemExit(f"{label}: exit status {proc.returncode}")
-        rss_mb = usage.ru_maxrss / 1024.0  # Linux: KiB
-        print(f"    {wall:.1f} s, peak RSS {rss_mb:.0f} MB", flush=True)
-        return wall, rss_mb
 
 
 def link_folder(src: Path, dst: Path, n: int) -> None:
@@ -204,7 +151,7 @@ def main(argv=None) -> int:
         size["stream"] = (args.stream, max(1, args.stream // 10))
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="lens-kappa-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    run = Runner(tmp, args.jobs, args.verbose)
+    run = CliRunner(tmp, args.jobs, ("lens", "kappa"), args.verbose)
     t0 = time.perf_counter()
     out: dict = {"sizes": {**size, "stream": list(size["stream"])}, "seed": args.seed, "cpus": os.cpu_count()}
     hseed = args.seed + 1
