@@ -162,7 +162,8 @@ class ScoreConfig(_Model):
 class ExportConfig(_Model):
     """``astro lens kappa export``."""
 
-    model: str = Field("", description="model name or folder (default: lens.kappa.train's model)")
+    model: str = Field("", description="model name or folder (default: lens.kappa.predict's model, else "
+                                       "lens.kappa.train's)")
     opset: int = Field(17, ge=11)
     parity_tol: float = Field(1e-5, gt=0, description="max |torch - onnxruntime| accepted")
     parity_samples: int = Field(8, ge=1)

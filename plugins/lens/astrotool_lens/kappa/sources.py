@@ -102,8 +102,8 @@ def check_map(arr, kind: str, where, size: int | None = None) -> np.ndarray:
     if not np.isfinite(arr).all():
         n_nan = int(np.isnan(arr).sum())
         n_inf = int(np.isinf(arr).sum())
-        parts = [f"{n_nan} NaN values"] if n_nan else []
-        parts += [f"{n_inf} infinite values"] if n_inf else []
+        parts = [f"{n_nan} NaN value{'s' if n_nan != 1 else ''}"] if n_nan else []
+        parts += [f"{n_inf} infinite value{'s' if n_inf != 1 else ''}"] if n_inf else []
         raise InputError(where, " and ".join(parts))
     return arr
 
