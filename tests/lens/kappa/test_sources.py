@@ -77,7 +77,7 @@ def test_check_map_messages():
     bad = np.zeros((S, S), np.float32)
     bad[0, :3] = np.nan
     bad[1, 0] = np.inf
-    with pytest.raises(InputError, match="3 NaN values and 1 infinite value\b"):
+    with pytest.raises(InputError, match="3 NaN values and 1 infinite value$"):
         check_map(bad, "kappa", "k.npy")
     with pytest.raises(InputError, match="at least 8"):
         check_map(np.zeros((4, 4)), "kappa", "k.npy")
