@@ -390,3 +390,15 @@ def test_unphysical_settings_are_refused(bad, message):
 
     with pytest.raises(pydantic.ValidationError, match=message):
         SimulateConfig(**bad)
+
+
+def test_overwrite_draws_again_and_is_refused_with_shard(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    sim = ["-w", ws, "-q", "--seed", 5, "lens", "kappa", "simulate", "--name", "s", "-n", 3, "--size", 32]
+    assert run(capsys, *sim)[0] == 0
+    code, out, err = run(capsys, "--overwrite", *sim)
+    assert code == 0, err
+    assert (json.loads(out)["new"], json.loads(out)["skipped"]) == (3, 0)  # same settings, drawn again
+    code, _, err = run(capsys, "--overwrite", "--shard", "1/2", *sim)
+    assert code == 2 and "--overwrite with --shard" in err
+    assert len(list((_set(ws, "s") / "KAPPA").glob("*.npy"))) == 3  # nothing cleared

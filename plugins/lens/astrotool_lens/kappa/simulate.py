@@ -378,40 +378,39 @@ def _settings(cfg: SimulateConfig, seed: int) -> dict:
     return {**cfg.model_dump(mode="json", exclude=set(_NOT_SETTINGS)), "seed": int(seed)}
 
 
-def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> None:
-    """Refuse a folder of other settings (naming the keys) or more maps than ``n`` unless ``overwrite``
-    (which empties it); then write the settings record."""
+def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> int:
+    """Empty the folder on ``overwrite``; else refuse one of other settings (naming the keys), of more maps
+    than ``n`` or without a settings record. Then write the settings record; return the maps it holds."""
     import json
     import shutil
 
+    from astrotool.errors import InputError
     from astrotool.ml.training import settings_changes
     from astrotool.workspace import write_json_atomic
 
     f = out / SETTINGS_FILE
-    clear = False
+    if overwrite and out.is_dir():
+        shutil.rmtree(out)
+    held = len(list((out / "KAPPA").glob("*.npy"))) if (out / "KAPPA").is_dir() else 0
     if f.is_file():
         try:
             old = json.loads(f.read_text())
-        except (OSError, ValueError):
-            old = {"(unreadable settings record)": str(f)}
+        except (OSError, ValueError) as exc:
+            raise InputError(f, f"unreadable settings record ({exc}); use --overwrite to draw the set again") \
+                from None
         changes = settings_changes(old, settings)
-        held = len(list((out / "KAPPA").glob("*.npy"))) if (out / "KAPPA").is_dir() else 0
-        if changes and not overwrite:
+        if changes:
             raise AstroError(f"{out}: simulated with other settings ({'; '.join(changes)}); use --overwrite to "
                              "draw it again, or another --name")
-        if held > n and not overwrite:
+        if held > n:
             raise AstroError(f"{out}: holds {held} maps, more than -n {n}; use --overwrite to draw {n}, or "
                              "another --name")
-        clear = bool(changes) or held > n
     elif out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise AstroError(f"{out}: exists without a {SETTINGS_FILE} of this command; use another --name or "
-                             "--overwrite")
-        clear = True
-    if clear:
-        shutil.rmtree(out)
+        raise AstroError(f"{out}: exists without a {SETTINGS_FILE} of this command; use another --name or "
+                         "--overwrite")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(f, settings)
+    return held
 
 
 def simulate_command(ctx, cfg) -> dict:
@@ -448,8 +447,10 @@ def simulate_command(ctx, cfg) -> dict:
     seed = mc.run_seed(ctx, sc.seed)
     out = ctx.workspace.stage("lens", "kappa/sims") / sc.name
     settings = _settings(sc, seed)
-    _prepare_folder(out, settings, sc.n, ctx.overwrite)
-    held = len(list((out / "KAPPA").glob("*.npy"))) if (out / "KAPPA").is_dir() else 0
+    if ctx.overwrite and ctx.executor_options.shard:
+        raise AstroError("--overwrite with --shard: every task would clear the maps the others draw; draw the set "
+                         "again under another --name, or remove it once before the array job")
+    held = _prepare_folder(out, settings, sc.n, ctx.overwrite)
     (out / TRUTH_FILE).unlink(missing_ok=True)  # rewritten below for the set as it now is
     step = int(sc.chunk_size)
     items = [SimChunk(str(out), tuple(range(a, min(a + step, sc.n))), seed, sc) for a in range(0, sc.n, step)]
