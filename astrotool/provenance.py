@@ -10,11 +10,17 @@ configuration. The writers turn it into what each format holds:
 HDF5 attributes           :func:`hdf5_attrs` (:func:`astrotool.io.hdf5.provenance_attrs`)
 Parquet key-value         :func:`parquet_metadata`, written by
 metadata                  :func:`astrotool.io.tables.write_parquet` under the key
-                          ``astrotool.provenance``
-FITS ``HISTORY`` cards    :func:`fits_history`, written by
+                          ``provenance`` (and in the astropy table ``meta``)
+FITS keywords and         :func:`fits_keywords` (``DATE``, ``CREATOR``, ``ASTROVER``)
+``HISTORY`` cards         and :func:`fits_history`, written by
                           :func:`astrotool.io.tables.write_fits_table`
 checkpoints, run records  :func:`package_versions`, :func:`versions`
 ========================  ==========================================================
+
+The record is stored under one key name, ``provenance``, wherever a format has
+named entries (Parquet metadata, the astropy table ``meta``, HDF5 attribute,
+JSON manifests); files written before under ``astrotool.provenance`` are still
+read (:data:`OLD_PARQUET_KEYS`).
 
 Nothing here imports a heavy library.
 """
@@ -32,13 +38,16 @@ from typing import Any, Iterable, Mapping
 __docformat__ = "numpy"
 
 __all__ = ["provenance", "versions", "package_versions", "hdf5_attrs", "parquet_metadata", "fits_history",
-           "PARQUET_KEY"]
+           "fits_keywords", "PARQUET_KEY", "OLD_PARQUET_KEYS"]
 
 LIBRARIES = ("numpy", "scipy", "torch", "galsim", "astropy", "photutils", "h5py", "pyarrow", "dask", "cupy")
 """Libraries whose version is recorded when the process has imported them."""
 
-PARQUET_KEY = b"astrotool.provenance"
+PARQUET_KEY = b"provenance"
 """Parquet key-value metadata key of the provenance record (JSON)."""
+
+OLD_PARQUET_KEYS = (b"astrotool.provenance",)
+"""Keys under which earlier versions stored the record; still read."""
 
 FITS_CARD_TEXT = 72
 """Characters of text a FITS ``HISTORY`` card holds."""
@@ -162,9 +171,11 @@ def hdf5_attrs(record: Mapping[str, Any]) -> dict[str, Any]:
     dict
         ``astrotool_version``, ``astrotool_command``, ``astrotool_command_line``,
         ``created_utc``, ``astrotool_versions`` (JSON), and ``astrotool_seed`` /
-        ``astrotool_config`` (JSON) when the record has them.
+        ``astrotool_config`` (JSON) when the record has them; ``provenance``: the
+        whole record as JSON.
     """
     attrs = {
+        "provenance": json.dumps(record, default=str, sort_keys=True),
         "astrotool_version": record["versions"]["astrotool"],
         "astrotool_command": record["command"],
         "astrotool_command_line": record["command_line"],
@@ -181,6 +192,23 @@ def hdf5_attrs(record: Mapping[str, Any]) -> dict[str, Any]:
 def parquet_metadata(record: Mapping[str, Any]) -> dict[bytes, bytes]:
     """Parquet key-value metadata holding a :func:`provenance` record as JSON under :data:`PARQUET_KEY`."""
     return {PARQUET_KEY: json.dumps(record, default=str, sort_keys=True).encode()}
+
+
+def fits_keywords(record: Mapping[str, Any]) -> dict[str, tuple]:
+    """FITS header keywords of a :func:`provenance` record.
+
+    Returns
+    -------
+    dict
+        ``DATE`` (UTC time the file was written, ``YYYY-MM-DDThh:mm:ss``),
+        ``CREATOR`` (``"astrotool 0.1.0 dre fit"``) and ``ASTROVER`` (the
+        astrotool version), each ``(value, comment)``.
+    """
+    created = datetime.fromisoformat(record["created_utc"]).astimezone(timezone.utc)
+    creator = f"{record['software']} {record['command']}".strip()
+    return {"DATE": (created.strftime("%Y-%m-%dT%H:%M:%S"), "UTC time the file was written"),
+            "CREATOR": (_wrap(creator, 68)[0], "software and command that wrote the file"),
+            "ASTROVER": (record["versions"]["astrotool"], "astrotool version")}
 
 
 def fits_history(record: Mapping[str, Any] | None = None, **kwargs) -> list[str]:

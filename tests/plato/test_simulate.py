@@ -207,7 +207,11 @@ def test_labels_table_matches_parameters(tmp_path):
     for col in ("id", "has_transit", "t0", "duration", "depth", "period"):
         assert col in t.column_names
     assert t.schema.field("duration").metadata[b"unit"] == b"h"
-    assert t.schema.field("depth").metadata[b"unit"] == b"ppm"
+    assert t.schema.field("depth").metadata[b"unit"] == b"1e-06"          # ppm, as an astropy unit
+    from astropy.table import Table
+
+    labels = Table.read(path, format="parquet")
+    assert str(labels["duration"].unit) == "h" and labels["depth"].unit.scale == 1e-6
     assert parquet_provenance(path)["command"] == "plato simulate"
     assert parquet_metadata(path)["content_hash"] == sim.content_hash(SEED, cfg)
     rows = t.to_pylist()

@@ -20,7 +20,7 @@ from astrotool.io.tables import parquet_provenance
 from astrotool_ztf import synthetic
 from astrotool_ztf.config import IngestConfig
 from astrotool_ztf.ingest import (IngestItem, IngestResult, decode_stamp, expand_inputs, ingest_file, ingest_files,
-                                  read_stamps, unique_names)
+                                  history, read_stamps, unique_names)
 
 SHARED = Path(os.environ.get("ASTRO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "ztf"
 REAL_AVRO = sorted(SHARED.glob("*.avro")) if SHARED.is_dir() else []
@@ -64,7 +64,7 @@ def test_real_avro_alert_matches_fastavro(path, tmp_path):
         assert (row["ra"], row["dec"]) == (cand["ra"], cand["dec"])
         assert row["isdiffpos"] == (cand["isdiffpos"] in ("t", "1"))
         assert row["n_prv_candidates"] == len(alert["prv_candidates"] or [])
-        assert [p["jd"] for p in row["prv_candidates"]] == [p["jd"] for p in alert["prv_candidates"]]
+        assert [p["jd"] for p in history(row["prv_candidates"])] == [p["jd"] for p in alert["prv_candidates"]]
     stamps = read_stamps(summary.stamps)
     assert stamps["candid"].tolist() == [a["candid"] for a in alerts]
     for kind, field in [("science", "cutoutScience"), ("template", "cutoutTemplate"),

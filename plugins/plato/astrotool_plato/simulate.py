@@ -485,7 +485,8 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
     Columns: ``id`` (string), ``time`` [d] (float64), ``flux`` (normalised,
     float32), ``flux_err`` (white-noise sigma, float32). The schema metadata key
     ``astrotool`` holds the simulation's facts (JSON: seed, settings, content hash,
-    curve ids), ``astrotool.provenance`` the core provenance record.
+    curve ids), ``provenance`` the core provenance record; ``table_meta_yaml`` the
+    units and descriptions for ``astropy.table.Table.read``.
 
     Parameters
     ----------
@@ -505,16 +506,20 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from astrotool.io.tables import astropy_parquet_metadata
     from astrotool.provenance import parquet_metadata, provenance
     from astrotool.workspace import atomic_path
 
+    record = provenance(COMMAND, seed=seed)
     schema = pa.schema([
         pa.field("id", pa.string(), metadata={"description": "curve identifier"}),
         pa.field("time", pa.float64(), metadata={"unit": "d", "description": "time since start of observation"}),
         pa.field("flux", pa.float32(), metadata={"unit": "", "description": "normalised flux, 1 = unperturbed star"}),
         pa.field("flux_err", pa.float32(), metadata={"unit": "", "description": "1-sigma white noise per cadence"}),
     ], metadata={"astrotool": json.dumps(_facts(seed, cfg, {"ids": [p.id for p in params]})),
-                 **parquet_metadata(provenance(COMMAND, seed=seed))})
+                 **parquet_metadata(record)})
+    schema = schema.with_metadata({**schema.metadata, **astropy_parquet_metadata(
+        schema, meta={"provenance": record}, lengths={"id": max((len(p.id) for p in params), default=1)})})
     err = np.full(time.size, cfg.noise_ppm * 1e-6, dtype=np.float32)
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
@@ -560,14 +565,14 @@ LABEL_FIELDS = [
     ("has_transit", "bool", "", "whether the curve holds a transit"),
     ("t0", "float64", "d", "mid-time of the first whole transit"),
     ("duration", "float64", "h", "total transit duration T14"),
-    ("depth", "float64", "ppm", "flux deficit at mid-transit"),
+    ("depth", "float64", "1e-06", "flux deficit at mid-transit [ppm]"),
     ("period", "float64", "d", "period of repeated transits; NaN for a single transit"),
-    ("impact", "float64", "R*", "impact parameter"),
+    ("impact", "float64", "", "impact parameter [stellar radii]"),
     ("rp_rs", "float64", "", "planet-to-star radius ratio"),
     ("n_transits", "int32", "", "transits (whole or partial) in the curve"),
     ("snr", "float64", "", "expected white-noise S/N of all transits"),
     ("rotation_period", "float64", "d", "spot-modulation period; NaN if none"),
-    ("rotation_amplitude", "float64", "ppm", "spot-modulation semi-amplitude; 0 if none"),
+    ("rotation_amplitude", "float64", "1e-06", "spot-modulation semi-amplitude [ppm]; 0 if none"),
     ("file", "string", "", "light-curve file holding the curve"),
 ]
 

@@ -26,7 +26,7 @@ def ingest(
                                               help="HDF5 compression: none, low, medium or high."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Alerts decoded at a time."),
     keep_history: Optional[bool] = typer.Option(None, "--history/--no-history",
-                                                help="Keep prv_candidates as a list column."),
+                                                help="Keep prv_candidates as a JSON column."),
 ) -> None:
     """Read ZTF alert files into an alert table and a stamp file per input.
 

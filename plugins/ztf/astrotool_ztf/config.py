@@ -25,7 +25,7 @@ class IngestConfig(Section):
     compression: Literal["none", "low", "medium", "high"] = Field(
         "low", description="HDF5 compression of the stamps: none, lzf, gzip 4, gzip 9")
     batch_size: int = Field(500, ge=1, description="alerts decoded and written at a time (memory bound)")
-    keep_history: bool = Field(True, description="keep prv_candidates (jd, fid, magpsf, ...) as a list column")
+    keep_history: bool = Field(True, description="keep prv_candidates (jd, fid, magpsf, ...) as a JSON text column")
 
 
 class ZtfConfig(Section):

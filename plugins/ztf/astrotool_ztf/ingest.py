@@ -16,7 +16,11 @@ Outputs (per input file ``<name>``)
 -----------------------------------
 * ``<name>_alerts.parquet``: one row per alert, columns of :data:`CANDIDATE_COLUMNS`
   plus ``objectId``, ``candid``, ``schemavsn``, history counts, stamp flags, the
-  ``prv_candidates`` history and any label columns.
+  ``prv_candidates`` history and any label columns. Flat columns only, with their
+  units (:data:`UNITS`), so it opens in ``astropy.table.Table.read`` and TOPCAT:
+  ``prv_candidates`` is a JSON string per alert, a list of objects with the
+  fields of :data:`HISTORY_FIELDS` (units :data:`HISTORY_UNITS`; read it with
+  :func:`history`).
 * ``<name>_stamps.h5``: datasets ``science``, ``template``, ``difference``
   (float32, ``(N, 63, 63)``, in alert-table order), ``candid`` and ``objectId``.
 """
@@ -65,14 +69,30 @@ CANDIDATE_COLUMNS = [
 
 HISTORY_FIELDS = [("jd", "f8"), ("fid", "i4"), ("candid", "i8"), ("magpsf", "f4"), ("sigmapsf", "f4"),
                   ("diffmaglim", "f4"), ("isdiffpos", "bool")]
-"""Fields of each ``prv_candidates`` entry kept in the ``prv_candidates`` list column."""
+"""Fields of each ``prv_candidates`` entry kept in the ``prv_candidates`` JSON column."""
 
-UNITS = {"jd": "d (JD)", "magpsf": "mag", "sigmapsf": "mag", "diffmaglim": "mag", "ra": "deg", "dec": "deg",
+HISTORY_UNITS = {"jd": "d", "magpsf": "mag", "sigmapsf": "mag", "diffmaglim": "mag"}
+"""Units of the :data:`HISTORY_FIELDS` (``jd`` is a Julian date)."""
+
+UNITS = {"jd": "d", "magpsf": "mag", "sigmapsf": "mag", "diffmaglim": "mag", "ra": "deg", "dec": "deg",
          "magap": "mag", "sigmagap": "mag", "magnr": "mag", "sigmagnr": "mag", "distnr": "pixel",
          "fwhm": "pixel", "distpsnr1": "arcsec", "distpsnr2": "arcsec", "distpsnr3": "arcsec",
          "ssdistnr": "arcmin", "ssmagnr": "mag", "neargaia": "arcsec", "neargaiabright": "arcsec",
-         "maggaia": "mag", "jdstarthist": "d (JD)", "jdendhist": "d (JD)", "srmag1": "mag", "magzpsci": "mag",
+         "maggaia": "mag", "jdstarthist": "d", "jdendhist": "d", "srmag1": "mag", "magzpsci": "mag",
          "xpos": "pixel", "ypos": "pixel", "mindtoedge": "pixel"}
+"""astropy units of the alert-table columns (times are Julian dates, in days)."""
+
+DESCRIPTIONS = {
+    "objectId": "ZTF object identifier", "candid": "alert (candidate) identifier",
+    "jd": "Julian date of the observation (UTC)", "jdstarthist": "Julian date of the first detection",
+    "jdendhist": "Julian date of the last detection", "fid": "filter: 1 g, 2 r, 3 i",
+    "magpsf": "PSF-fit magnitude in the difference image", "isdiffpos": "positive subtraction (science - template)",
+    "ra": "right ascension (J2000)", "dec": "declination (J2000)",
+    "n_prv_candidates": "entries of the alert's history", "n_prv_detections": "history entries with a detection",
+    "prv_candidates": "history: JSON list of {" + ", ".join(n for n, _ in HISTORY_FIELDS)
+                      + "}; jd [d], magpsf, sigmapsf, diffmaglim [mag]",
+}
+"""Column descriptions of the alert table (``TCOMM``-like; shown by astropy and TOPCAT)."""
 
 _INPUT_SUFFIXES = (".avro.gz", ".avro", ".parquet", ".parq", ".avro.gzip")
 
@@ -364,10 +384,24 @@ def iter_parquet(path, batch_size: int):
 
 # -- conversion ----------------------------------------------------------------------------------
 
-def _history(prv, kinds=HISTORY_FIELDS):
-    if not prv:
-        return []
-    return [{name: _scalar(p.get(name), kind) for name, kind in kinds} for p in prv if isinstance(p, dict)]
+def _history(prv, kinds=HISTORY_FIELDS) -> str:
+    """The ``prv_candidates`` entries as a JSON list of objects with the fields ``kinds``
+    (``f4`` values written with the shortest decimals of their float32 value, as in the table;
+    NaN as null, so the text is strict JSON)."""
+    def value(v, kind):
+        v = _scalar(v, kind)
+        v = v.item() if hasattr(v, "item") else v
+        if isinstance(v, float):
+            return (float(str(np.float32(v))) if kind == "f4" else v) if np.isfinite(v) else None
+        return v
+
+    entries = [{name: value(p.get(name), kind) for name, kind in kinds} for p in (prv or []) if isinstance(p, dict)]
+    return json.dumps(entries, separators=(",", ":"))
+
+
+def history(value) -> list[dict]:
+    """One alert's ``prv_candidates`` cell as a list of dicts (:data:`HISTORY_FIELDS`; ``[]`` if null)."""
+    return json.loads(value) if value else []
 
 
 def convert_batch(path, records: list[dict], size: int, keep_history: bool):
@@ -382,7 +416,7 @@ def convert_batch(path, records: list[dict], size: int, keep_history: bool):
     size : int
         Stamp side [pixels].
     keep_history : bool
-        Build the ``prv_candidates`` list column.
+        Build the ``prv_candidates`` JSON column.
 
     Returns
     -------
@@ -438,17 +472,18 @@ def _alert_schema(extras: dict | None, keep_history: bool, metadata: dict):
     fields = [pa.field("objectId", pa.string()), pa.field("candid", pa.int64()),
               pa.field("schemavsn", pa.string())]
     for name, kind in CANDIDATE_COLUMNS:
-        meta = {"unit": UNITS[name]} if name in UNITS else None
-        fields.append(pa.field(name, _arrow_type(kind), metadata=meta))
+        meta = {k: v for k, v in (("unit", UNITS.get(name)), ("description", DESCRIPTIONS.get(name))) if v}
+        fields.append(pa.field(name, _arrow_type(kind), metadata=meta or None))
     fields += [pa.field("n_prv_candidates", pa.int32()), pa.field("n_prv_detections", pa.int32()),
                pa.field("stamps_ok", pa.bool_(), metadata={"description": "all three stamps decoded"}),
                pa.field("stamps_resized", pa.bool_(),
                         metadata={"description": "a stamp was not size x size: NaN-padded or cropped"})]
     if keep_history:
-        fields.append(pa.field("prv_candidates", pa.list_(pa.struct(
-            [pa.field(n, _arrow_type(k)) for n, k in HISTORY_FIELDS]))))
+        fields.append(pa.field("prv_candidates", pa.string()))
     for name, col in (extras or {}).items():
         fields.append(pa.field(name, col.type))
+    fields = [f.with_metadata({"description": DESCRIPTIONS[f.name]}) if f.name in DESCRIPTIONS and not f.metadata
+              else f for f in fields]
     return pa.schema(fields, metadata=metadata)
 
 
@@ -552,6 +587,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     import pyarrow.parquet as pq
 
     from astrotool.io.hdf5 import compression_kwargs, open_h5
+    from astrotool.io.tables import add_parquet_metadata, astropy_parquet_metadata, string_lengths
     from astrotool.provenance import hdf5_attrs, parquet_metadata, provenance
     from astrotool.workspace import atomic_path, is_done
 
@@ -584,6 +620,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     n = n_resized = n_bad = 0
     objects: set[str] = set()
     writer = schema = None
+    lengths: dict[str, int] = {}
     with atomic_path(alerts_path) as tmp_alerts, atomic_path(stamps_path) as tmp_stamps:
         with h5py.File(tmp_stamps, "w") as h5:
             for kind in STAMPS:
@@ -602,7 +639,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                         writer = pq.ParquetWriter(tmp_alerts, schema, compression="zstd")
                     arrays = [pa.array(columns[f.name], f.type) if f.name in columns
                               else labels[f.name].cast(f.type) for f in schema]
-                    writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                    batch = pa.Table.from_arrays(arrays, schema=schema)
+                    writer.write_table(batch)
+                    lengths = string_lengths(batch, lengths)
                     k = len(records)
                     for kind in STAMPS:
                         h5[kind].resize(n + k, axis=0)
@@ -621,6 +660,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
             if n and n_bad == n:
                 raise InputError(path, f"none of the {n} alerts has decodable FITS stamps "
                                        "(JPEG stamps of alert schema < 2?)")
+            if schema is not None:  # string widths are known now: astropy reads the columns with them
+                add_parquet_metadata(tmp_alerts, astropy_parquet_metadata(
+                    schema, meta={"provenance": record, "astrotool": facts}, lengths=lengths))
             stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
                      "n_stamps_bad": n_bad}
             h5.attrs.update(hdf5_attrs(record))
