@@ -120,7 +120,7 @@ class Registry:
         self.pm.register(builtin, name="core")
         from astrotool import __version__
 
-        self.info["core"] = PluginInfo("core", "astrotool", __version__)
+        self.info["core"] = PluginInfo("core", "astrotool-core", __version__)
         if entry_points and os.environ.get("ASTRO_NO_PLUGINS", "") not in ("1", "true", "yes"):
             self._load_entry_points()
         for i, plugin in enumerate(extra or []):
