@@ -205,6 +205,9 @@ class LazyCommand(TyperGroup):
             raise self._refuse(f"`{path}` defines option {option}, which is the global option {owner}; "
                                "rename the command's option")
         _plain_markup(cmd)
+        from astrotool.cliconfig import describe_options
+
+        describe_options(cmd, self.path)
         cmd.name = self.spec.name
         cmd.rich_help_panel = self.spec.panel
         if not cmd.help:
@@ -406,18 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     ctx = None
     code = 0
     status, error = "ok", None
-    previous_term = signal.getsignal(signal.SIGTERM)
-
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt("terminated")
-
+    previous = _catch_stop_signals()
     try:
         from astrotool import console
 
         console.setup(opts.log_format or os.environ.get("ASTRO_CORE__LOG_FORMAT", "auto"),
                       verbosity=opts.verbose, quiet=opts.quiet,
                       interval=opts.progress_interval or float(os.environ.get("ASTRO_CORE__PROGRESS_INTERVAL", 10.0)))
-        signal.signal(signal.SIGTERM, _terminate)
         app = build_app()
         group = app._astro_group
         ctx = Context(opts, _command_path(rest, group), ["astro", *argv])
@@ -449,14 +447,47 @@ def main(argv: list[str] | None = None) -> int:
             code, status = _handle_other(exc, opts)
             error = f"{type(exc).__name__}: {exc}"
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
+        from astrotool import executors
+
+        executors.defer_stop()  # a signal from here on is recorded, not raised into the record's writing
+        if executors.stop_requested() is not None and code not in (130, 143):
+            # the signal's exception was swallowed (it landed in a __del__): still a stop
+            from astrotool.workspace import remove_live_temps
+
+            remove_live_temps()
+            code, status = (143, "terminated") if executors.stop_requested() == signal.SIGTERM else (130, "interrupted")
+            sys.stderr.write(f"\n{status}: partial outputs removed; re-run the same command to resume.\n")
         if ctx is not None:
             try:
                 ctx.finish(status, code, error)
             except Exception as exc:  # never hide the real outcome
                 sys.stderr.write(f"warning: could not write run.json: {exc}\n")
         set_current(None)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        executors.reset_stop()
     return code
+
+
+def _catch_stop_signals() -> dict:
+    """Make SIGTERM and SIGINT stop the command: the workers get SIGTERM at once
+    (:func:`astrotool.executors.request_stop`) and ``KeyboardInterrupt`` unwinds this
+    process, removing the temporary files; a repeated signal does not interrupt that
+    cleanup. SIGINT stays ignored where it was (a background job). Returns the
+    previous handlers."""
+    from astrotool import executors
+
+    def _stop(signum, frame):
+        if executors.request_stop(signum):
+            raise executors.stop_interrupt(signum)
+
+    executors.reset_stop()
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        if signum == signal.SIGINT and signal.getsignal(signum) is not signal.default_int_handler:
+            continue
+        previous[signum] = signal.signal(signum, _stop)
+    return previous
 
 
 def _interrupt_in_chain(exc: BaseException) -> BaseException | None:

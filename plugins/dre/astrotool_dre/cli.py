@@ -106,7 +106,7 @@ def simulate(
 
 @app.command()
 def detect(tiles: list[str] = TILES,
-           engine: str = typer.Option(None, help="auto | sextractor | photutils."),
+           engine: str = typer.Option(None, help="Source detection: SExtractor, photutils, or auto (SExtractor when installed)."),
            gain: str = typer.Option(None, help="counts (header GAIN) | cps (GAIN*EXPTIME) | a number [e-/unit].")):
     """Detect sources: SExtractor when installed (FITS_LDAC catalogue, -BACKGROUND, BACKGROUND_RMS,
     SEGMENTATION), photutils otherwise (same files and columns)."""
@@ -114,7 +114,7 @@ def detect(tiles: list[str] = TILES,
 
 
 @app.command()
-def psf(tiles: list[str] = TILES, engine: str = typer.Option(None, help="auto | psfex | photutils.")):
+def psf(tiles: list[str] = TILES, engine: str = typer.Option(None, help="PSF builder: PSFEx, photutils, or auto (PSFEx when installed).")):
     """Build each tile's PSF from its stars: PSFEx (PSF_SAMPLING 1) when installed, photutils ePSF otherwise."""
     _run_stages(("psf",), tiles, {"psf.engine": engine})
 
@@ -124,7 +124,7 @@ def cuts(tiles: list[str] = TILES,
          margin: float = typer.Option(None, help="Skip objects closer to the edge [px]."),
          max_stellarity: float = typer.Option(None, help="Skip objects with CLASS_STAR >= this (1.0 keeps all)."),
          filter: list[str] = typer.Option(None, "--filter", help="COLUMN,MIN,MAX or \"COLUMN MIN MAX\" (repeatable): keep MIN < COLUMN < MAX, e.g. FLUX_RADIUS,2,20."),
-         compression: str = typer.Option(None, help="none | low | medium | high.")):
+         compression: str = typer.Option(None, help="Compression of the cuts HDF5.")):
     """Cut 128×128 stamps (obj, seg, rms and neighbour mask) of the selected objects to HDF5."""
     filters = parse_filters(filter) if filter else None
     _run_stages(("cuts",), tiles, {"cuts.margin": margin, "cuts.max_stellarity": max_stellarity,
@@ -162,14 +162,21 @@ def models():
 
 @app.command()
 def fit(tiles: list[str] = TILES,
-        statistic: str = typer.Option(None, help="chi2 (least squares) | dre (DRE's original statistic)."),
-        backend: str = typer.Option(None, help="auto | numpy | torch | cupy."),
-        device: str = typer.Option(None, help="auto | cpu | cuda."),
+        statistic: str = typer.Option(None, help="chi2: weighted least squares; dre: DRE's original statistic."),
+        backend: str = typer.Option(None, help="Array backend."),
+        device: str = typer.Option(None, help="Device of the backend."),
         batch_size: int = typer.Option(None, help="Objects per matrix product."),
         cube: Path = typer.Option(None, help="Use this model cube (ours or DRE's) instead of dre/models."),
         gain: str = typer.Option(None, help="Source-noise gain: counts | cps | a number.")):
     """Fit every cut with every PSF-convolved model: least-squares flux and χ² in batches;
     Chi HDF5 and a summary table (Parquet + FITS) joined to the catalogue."""
+    _check_cube(cube)
+    _run_stages(("fit",), tiles, {"fit.statistic": statistic, "fit.backend": backend, "fit.device": device,
+                                  "fit.batch_size": batch_size, "fit.gain": gain}, cube=cube)
+
+
+def _check_cube(cube: Path | None) -> None:
+    """A named model cube that is missing or unreadable is one usage error, not one failure per tile."""
     from astrotool.errors import InputError
 
     if cube is not None:
@@ -177,9 +184,7 @@ def fit(tiles: list[str] = TILES,
 
         if not cube.exists():
             raise InputError(cube, "model cube not found")
-        read_cube(cube)  # a bad cube is one usage error, not one failure per tile
-    _run_stages(("fit",), tiles, {"fit.statistic": statistic, "fit.backend": backend, "fit.device": device,
-                                  "fit.batch_size": batch_size, "fit.gain": gain}, cube=cube)
+        read_cube(cube)
 
 
 @app.command()
@@ -191,12 +196,31 @@ def mosaics(tiles: list[str] = TILES, cube: Path = typer.Option(None, help="The 
 @app.command()
 def run(tiles: list[str] = TILES,
         mosaics: bool = typer.Option(True, "--mosaics/--no-mosaics", help="Also write mosaics."),
-        statistic: str = typer.Option(None, help="chi2 | dre."),
-        backend: str = typer.Option(None, help="auto | numpy | torch | cupy."),
-        device: str = typer.Option(None, help="auto | cpu | cuda.")):
-    """The whole chain (detect → psf → cuts → fit → mosaics) over every tile, resumable."""
+        detect__engine: str = typer.Option(None, "--detect-engine", help="Source detection (dre.detect.engine)."),
+        detect__gain: str = typer.Option(None, "--gain", help="counts | cps | a number [e-/unit], for detect and fit."),
+        psf__engine: str = typer.Option(None, "--psf-engine", help="PSF builder (dre.psf.engine)."),
+        cuts__margin: float = typer.Option(None, "--margin", help="Skip objects closer to the edge [px]."),
+        cuts__max_stellarity: float = typer.Option(None, "--max-stellarity",
+                                                   help="Skip objects with CLASS_STAR >= this (1.0 keeps all)."),
+        filter: list[str] = typer.Option(None, "--filter", help="COLUMN,MIN,MAX (repeatable), as for `dre cuts`."),
+        cuts__compression: str = typer.Option(None, "--compression", help="Compression of the cuts HDF5."),
+        fit__statistic: str = typer.Option(None, "--statistic", help="Fit statistic (dre.fit.statistic)."),
+        fit__backend: str = typer.Option(None, "--backend", help="Array backend of the fit."),
+        fit__device: str = typer.Option(None, "--device", help="Device of the fit."),
+        fit__batch_size: int = typer.Option(None, "--batch-size", help="Objects per matrix product."),
+        cube: Path = typer.Option(None, help="Use this model cube (ours or DRE's) instead of dre/models.")):
+    """The whole chain (detect → psf → cuts → fit → mosaics) over every tile, resumable.
+
+    Takes the options of its stages: --detect-engine, --gain, --psf-engine, the cuts' and the fit's."""
     from astrotool_dre.stages import TILE_STAGES
 
+    _check_cube(cube)
     stages = tuple(s for s in TILE_STAGES if mosaics or s != "mosaics")
-    _run_stages(stages, tiles, {"fit.statistic": statistic, "fit.backend": backend, "fit.device": device},
-                desc="dre run")
+    _run_stages(stages, tiles, {"detect.engine": detect__engine, "detect.gain": detect__gain,
+                                "psf.engine": psf__engine, "cuts.margin": cuts__margin,
+                                "cuts.max_stellarity": cuts__max_stellarity,
+                                "cuts.filters": parse_filters(filter) if filter else None,
+                                "cuts.compression": cuts__compression, "fit.statistic": fit__statistic,
+                                "fit.backend": fit__backend, "fit.device": fit__device,
+                                "fit.batch_size": fit__batch_size, "fit.gain": detect__gain},
+                cube=cube, desc="dre run")

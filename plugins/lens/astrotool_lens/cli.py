@@ -48,13 +48,13 @@ def generate(
     name: str = typer.Option(None, "--name", help="dataset name (folder lens/shear/<name>)"),
     n: int = typer.Option(None, "-n", "--n", help="number of stamps"),
     shard_size: int = typer.Option(None, "--shard-size", help="stamps per HDF5 shard"),
-    fmt: str = typer.Option(None, "--format", help="hdf5 | lensnet (adds gal_N.fits, psf_N.fits, data.json)"),
+    format: str = typer.Option(None, "--format", help="hdf5 | lensnet (adds gal_N.fits, psf_N.fits, data.json)"),
     stamp_size: int = typer.Option(None, "--stamp-size", help="stamp side [pixels]"),
     pixel_scale: float = typer.Option(None, "--pixel-scale", help="[arcsec/pixel]"),
-    snr: float = typer.Option(None, "--snr", help="constant target S/N"),
-    noise: str = typer.Option(None, "--noise", help="none | gaussian | poisson"),
-    ring: bool = typer.Option(None, "--ring/--no-ring", help="90-degree ring pairs"),
-    field_size: int = typer.Option(None, "--field-size", help="stamps per constant-shear field"),
+    noise__snr: float = typer.Option(None, "--snr", help="constant target S/N"),
+    noise__kind: str = typer.Option(None, "--noise", help="pixel noise"),
+    shape__ring: bool = typer.Option(None, "--ring/--no-ring", help="90-degree ring pairs"),
+    shear__field_size: int = typer.Option(None, "--field-size", help="stamps per constant-shear field"),
     compression: str = typer.Option(None, "--compression", help="none | low | medium | high"),
 ):
     """Draw galaxy (x) PSF stamps with GalSim into HDF5 shards plus a Parquet truth table.
@@ -68,9 +68,9 @@ def generate(
     ctx = current()
     cfg = ctx.section("lens", {
         "generate.preset": preset, "generate.name": name, "generate.n": n, "generate.shard_size": shard_size,
-        "generate.format": fmt, "generate.stamp_size": stamp_size, "generate.pixel_scale": pixel_scale,
-        "generate.noise.snr": snr, "generate.noise.kind": noise, "generate.shape.ring": ring,
-        "generate.shear.field_size": field_size, "generate.compression": compression,
+        "generate.format": format, "generate.stamp_size": stamp_size, "generate.pixel_scale": pixel_scale,
+        "generate.noise.snr": noise__snr, "generate.noise.kind": noise__kind, "generate.shape.ring": shape__ring,
+        "generate.shear.field_size": shear__field_size, "generate.compression": compression,
     })
     g = cfg.generate
     out = ctx.workspace.stage("lens", "shear") / g.dataset_name
@@ -135,10 +135,10 @@ def measure(
 def train(
     dataset: str = typer.Option(None, "--dataset", help="dataset name or folder"),
     model: str = typer.Option(None, "--model", help="model name (lens/models/<model>)"),
-    epochs: int = typer.Option(None, "--epochs"),
-    batch_size: int = typer.Option(None, "--batch-size"),
+    epochs: int = typer.Option(None, "--epochs", help="training epochs"),
+    batch_size: int = typer.Option(None, "--batch-size", help="stamps per optimiser step"),
     lr: float = typer.Option(None, "--lr", help="peak learning rate"),
-    loss: str = typer.Option(None, "--loss", help="mse | mae | huber"),
+    loss: str = typer.Option(None, "--loss", help="training loss"),
     target: str = typer.Option(None, "--target", help="ellipticity | shear"),
     use_psf: bool = typer.Option(None, "--use-psf/--no-psf", help="PSF stamp as a second channel"),
     width: int = typer.Option(None, "--width", help="channels of the first conv block"),
@@ -194,7 +194,7 @@ def evaluate(
     classical: str = typer.Option(None, "--classical", help="comma list of HSM methods ('' for none)"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
-    plots: bool = typer.Option(None, "--plots/--no-plots"),
+    plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
     as_json: bool = typer.Option(False, "--json", help="print the full metrics as JSON"),
 ):
     """RMSE, MAE, m and c (with errors) and GREAT3 Q for the CNN and the HSM estimators side by side.
@@ -263,7 +263,7 @@ def predict(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (PSF-channel models)"),
     output: str = typer.Option(None, "--output", help="output stem in lens/predictions"),
-    symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize"),
+    symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
     engine: str = typer.Option(None, "--engine", help="torch | onnxruntime (runs <model>/model.onnx)"),
     batch_size: int = typer.Option(None, "--batch-size", help="stamps per forward pass"),
@@ -311,7 +311,7 @@ def export(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write model.onnx (the only format so far)"),
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
-    opset: int = typer.Option(None, "--opset"),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset version"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="include 8-fold averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="include the model's calibration"),
 ):

@@ -19,8 +19,8 @@ def main() -> None:
 @app.command()
 def simulate(
     n_curves: Optional[int] = typer.Option(None, "--n-curves", "-n", help="Number of light curves."),
-    days: Optional[float] = typer.Option(None, "--days", help="Length of each light curve (days)."),
-    cadence: Optional[float] = typer.Option(None, "--cadence", help="Sampling interval (s) (PLATO: 25)."),
+    duration_days: Optional[float] = typer.Option(None, "--days", help="Length of each light curve (days)."),
+    cadence_s: Optional[float] = typer.Option(None, "--cadence", help="Sampling interval (s) (PLATO: 25)."),
     noise_ppm: Optional[float] = typer.Option(None, "--noise-ppm", help="White noise per cadence (ppm)."),
     granulation_ppm: Optional[float] = typer.Option(None, "--granulation-ppm", help="Red-noise rms (ppm)."),
     rotation_fraction: Optional[float] = typer.Option(None, "--rotation-fraction",
@@ -48,7 +48,7 @@ def simulate(
 
     ctx = current()
     cfg = ctx.section(NAME, {
-        "simulate.n_curves": n_curves, "simulate.duration_days": days, "simulate.cadence_s": cadence,
+        "simulate.n_curves": n_curves, "simulate.duration_days": duration_days, "simulate.cadence_s": cadence_s,
         "simulate.noise_ppm": noise_ppm, "simulate.granulation_ppm": granulation_ppm,
         "simulate.rotation_fraction": rotation_fraction, "simulate.transit_fraction": transit_fraction,
         "simulate.periodic_fraction": periodic_fraction, "simulate.shape": shape, "simulate.name": name,

@@ -112,8 +112,8 @@ def baseline(
 def train(
     dataset: str = typer.Option(None, "--dataset", help="data set name or folder"),
     model: str = typer.Option(None, "--model", help="model name (lens/kappa/models/<model>)"),
-    epochs: int = typer.Option(None, "--epochs"),
-    batch_size: int = typer.Option(None, "--batch-size"),
+    epochs: int = typer.Option(None, "--epochs", help="training epochs"),
+    batch_size: int = typer.Option(None, "--batch-size", help="maps per optimiser step"),
     lr: float = typer.Option(None, "--lr", help="peak learning rate"),
     width: int = typer.Option(None, "--width", help="channels of the first U-Net level"),
     depth: int = typer.Option(None, "--depth", help="U-Net levels (the map side must be divisible by 2**depth)"),
@@ -188,7 +188,7 @@ def score(
     partial: bool = typer.Option(None, "--partial/--complete",
                                  help="a folder truth may hold maps without a prediction (default: refuse)"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps read at a time"),
-    plots: bool = typer.Option(None, "--plots/--no-plots"),
+    plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
     report: str = typer.Option(None, "--report", help="report name (lens/kappa/reports/<report>_score.json)"),
     as_json: bool = typer.Option(False, "--json", help='print {"maps": {name: {...}}, "mean": {...}} (several '
                                                        'runs: {"runs": {run: ...}, "ranking": ...})'),
@@ -217,7 +217,7 @@ def export(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write model.onnx (the only format so far)"),
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
-    opset: int = typer.Option(None, "--opset"),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset version"),
 ):
     """Export a trained U-Net to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
     from astrotool_lens.kappa.export import export_command

@@ -1,0 +1,99 @@
+"""Every option of every command: help text, real choices checked before work, the configured default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from astrotool.plugins import set_registry
+
+HOUSEKEEPING = {"help", "install_completion", "show_completion"}
+
+
+def _tree():
+    """``(path, command)`` of every mounted command, the way the CLI reference walks it."""
+    from astrotool.cli import build_app, mount_all
+
+    set_registry(None)  # the installed plugins
+    group = build_app()._astro_group
+    assert mount_all(group) == []
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    return list(walk(group, "astro"))
+
+
+def _options(cmd):
+    return [p for p in getattr(cmd, "params", []) if getattr(p, "param_type_name", "") == "option"
+            and p.name not in HOUSEKEEPING and not getattr(p, "hidden", False)]
+
+
+def _arguments(cmd):
+    return [p for p in getattr(cmd, "params", []) if getattr(p, "param_type_name", "") == "argument"]
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return _tree()
+
+
+def test_every_option_has_help(tree):
+    missing = [f"{path} {p.opts[0]}" for path, cmd in tree for p in _options(cmd) if not (p.help or "").strip()]
+    assert not missing, missing
+
+
+def test_options_with_a_fixed_set_of_values_are_choices(tree):
+    """A key of the configuration that takes one of a few words is a choice on the command line."""
+    choices = {f"{path} {p.opts[0]}": tuple(p.type_descriptor.choices) for path, cmd in tree
+               for p in _options(cmd) if getattr(p, "type_descriptor", None) is not None and p.type_descriptor.is_choice}
+    assert choices["astro dre fit --statistic"] == ("chi2", "dre")
+    assert choices["astro dre run --statistic"] == ("chi2", "dre")
+    assert choices["astro dre run --detect-engine"] == ("auto", "sextractor", "photutils")
+    assert choices["astro lens generate --noise"] == ("none", "gaussian", "poisson")
+    assert choices["astro lens kappa baseline --method"] == ("ks", "wiener", "zero", "mean")
+    assert choices["astro plato simulate --shape"] == ("limb-darkened", "trapezoid")
+    assert choices["astro ztf ingest --compression"] == ("none", "low", "medium", "high")
+    assert len(choices) >= 25, sorted(choices)
+
+
+def test_a_bad_choice_exits_2_before_any_work(tree, tmp_path, capsys):
+    """Every choice option: a value outside its set is a usage error (2) naming the option, and nothing
+    is written (no run record, no stage folder)."""
+    from astrotool.cli import main
+
+    checked = 0
+    for path, cmd in tree:
+        args = ["x"] * sum(1 for a in _arguments(cmd) if a.required)
+        for p in _options(cmd):
+            if getattr(p, "type_descriptor", None) is None or not p.type_descriptor.is_choice:
+                continue
+            ws = tmp_path / f"ws{checked}"
+            ws.mkdir()
+            code = main(["-w", str(ws), *path.split()[1:], p.opts[0], "no-such-value", *args])
+            _, err = capsys.readouterr()
+            assert code == 2, (path, p.opts[0], err)
+            assert f"'{p.opts[0]}'" in err and "no-such-value" in err, err
+            assert list(ws.iterdir()) == [], (path, p.opts[0])
+            checked += 1
+    assert checked >= 25
+
+
+def _help(*args, cwd=None):
+    r = subprocess.run([sys.executable, "-m", "astrotool", *args, "--help"], capture_output=True, text=True,
+                       cwd=cwd, env={"ASTRO_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    return " ".join(r.stdout.split())
+
+
+def test_help_shows_choices_and_the_configured_default(tmp_path):
+    text = _help("dre", "fit")
+    assert "--statistic <chi2|dre>" in text and "[default: (chi2)]" in text
+    (tmp_path / "astro.toml").write_text('[dre.fit]\nstatistic = "dre"\nbatch_size = 7\n')
+    text = _help("-w", str(tmp_path), "dre", "fit")
+    assert "--statistic <chi2|dre>" in text
+    assert "[default: (dre)]" in text and "[default: (7)]" in text  # the workspace's astro.toml, not a copy
