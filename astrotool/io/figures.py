@@ -26,7 +26,7 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-__all__ = ["pyplot", "save_figure", "figure", "plot_history", "plot_pred_vs_true", "plot_confusion",
+__all__ = ["pyplot", "save_figure", "figure", "image_norm", "plot_history", "plot_pred_vs_true", "plot_confusion",
            "plot_curves", "plot_reliability"]
 
 
@@ -50,6 +50,44 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     finally:
         pyplot().close(fig)
     return Path(path)
+
+
+def image_norm(reference, percentile: float = 99.5, soft: float = 3.0):
+    """An ``astropy.visualization`` asinh normalisation of images, set from the pixels of ``reference``.
+
+    The limits run from 3 sigma below the sky (the sigma-clipped median) to the
+    ``percentile`` of the pixels (at least 10 sigma above the sky); the
+    ``AsinhStretch`` is linear within ``soft`` sigma of the sky and logarithmic
+    above, so faint outskirts and faint objects stand out of the noise while
+    bright cores stay within the scale.
+
+    Parameters
+    ----------
+    reference : numpy.ndarray
+        The pixels that set the scale (NaNs ignored), e.g. the data of an object.
+    percentile : float
+        Upper limit [per cent of the pixels].
+    soft : float
+        Asinh softening [sky sigma].
+
+    Returns
+    -------
+    astropy.visualization.ImageNormalize
+        Pass it as ``norm=`` to ``imshow``; a colour bar then shows data values.
+    """
+    from astropy.stats import sigma_clipped_stats
+    from astropy.visualization import AsinhStretch, ImageNormalize, ManualInterval
+
+    ref = np.asarray(reference, dtype=float)
+    ref = ref[np.isfinite(ref)]
+    if ref.size == 0:
+        ref = np.zeros(1)
+    _, sky, sigma = sigma_clipped_stats(ref, sigma=3.0, maxiters=5)
+    sigma = float(sigma) if np.isfinite(sigma) and sigma > 0 else max(float(np.ptp(ref)) / 100, 1e-12)
+    lo = float(sky) - 3 * sigma
+    hi = max(float(np.percentile(ref, percentile)), float(sky) + 10 * sigma)
+    a = min(max(soft * sigma / (hi - lo), 1e-4), 1.0)
+    return ImageNormalize(interval=ManualInterval(lo, hi), stretch=AsinhStretch(a), clip=False)
 
 
 @contextlib.contextmanager

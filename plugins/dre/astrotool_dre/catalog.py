@@ -28,7 +28,36 @@ from astrotool_dre.stellarity import size_stellarity, stellar_locus
 
 __docformat__ = "numpy"
 
-__all__ = ["CATALOG_COLUMNS", "read_catalog", "write_ldac", "add_size_stellarity"]
+__all__ = ["CATALOG_COLUMNS", "CATALOG_UNITS", "CATALOG_DESCRIPTIONS", "FLUX_COLUMNS", "data_unit",
+           "read_catalog", "write_ldac", "add_size_stellarity"]
+
+#: astropy units of the catalogue columns; the flux columns of :data:`FLUX_COLUMNS` are in the
+#: tile's data units (its ``BUNIT``), the others are dimensionless.
+CATALOG_UNITS = {
+    "X_IMAGE": "pix", "Y_IMAGE": "pix", "XWIN_IMAGE": "pix", "YWIN_IMAGE": "pix", "ALPHA_J2000": "deg",
+    "DELTA_J2000": "deg", "MAG_AUTO": "mag", "MAGERR_AUTO": "mag", "FLUX_RADIUS": "pix", "FWHM_IMAGE": "pix",
+    "A_IMAGE": "pix", "B_IMAGE": "pix", "THETA_IMAGE": "deg", "ISOAREA_IMAGE": "pix2",
+}
+
+#: Catalogue columns in the tile's data units.
+FLUX_COLUMNS = ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUXERR_APER", "FLUX_MAX", "BACKGROUND")
+
+#: One-line descriptions of the catalogue columns (FITS ``TCOMMn``).
+CATALOG_DESCRIPTIONS = {
+    "NUMBER": "source number in its image HDU", "EXT_NUMBER": "HDU of the image in the tile (0-based)",
+    "X_IMAGE": "barycentre x (1-based, FITS convention)", "Y_IMAGE": "barycentre y (1-based, FITS convention)",
+    "XWIN_IMAGE": "windowed centroid x (1-based)", "YWIN_IMAGE": "windowed centroid y (1-based)",
+    "ALPHA_J2000": "right ascension (J2000)", "DELTA_J2000": "declination (J2000)",
+    "FLUX_AUTO": "Kron-like elliptical aperture flux", "MAG_AUTO": "Kron-like elliptical aperture magnitude",
+    "FLUX_APER": "flux in the phot_aperture circular aperture", "FLUX_RADIUS": "half-light radius",
+    "FWHM_IMAGE": "FWHM assuming a Gaussian core", "KRON_RADIUS": "Kron radius in units of A_IMAGE, B_IMAGE",
+    "A_IMAGE": "semi-major axis rms", "B_IMAGE": "semi-minor axis rms",
+    "THETA_IMAGE": "position angle, degrees counter-clockwise from +x, in (-90, 90]",
+    "ELONGATION": "A_IMAGE / B_IMAGE", "ELLIPTICITY": "1 - B_IMAGE / A_IMAGE", "ISOAREA_IMAGE": "isophotal area",
+    "FLUX_MAX": "peak pixel above background", "BACKGROUND": "background at the centroid",
+    "SNR_WIN": "signal-to-noise in the windowed aperture", "CLASS_STAR": "stellarity (1 star, 0 galaxy)",
+    "FLAGS": "extraction flags (SExtractor bits)",
+}
 
 #: Columns both engines write to ``LDAC_OBJECTS`` (VIGNET size is configurable).
 CATALOG_COLUMNS = [
@@ -38,6 +67,19 @@ CATALOG_COLUMNS = [
     "ELONGATION", "ELLIPTICITY", "ISOAREA_IMAGE", "FLUX_MAX", "BACKGROUND", "SNR_WIN",
     "CLASS_STAR", "FLAGS",
 ]
+
+
+def data_unit(header) -> str:
+    """The tile's pixel unit as an astropy unit string (``"adu"``), from ``BUNIT``; ``""`` if none or unknown."""
+    from astropy import units as u
+
+    try:
+        return u.Unit(str(header.get("BUNIT", "")).strip(), format="fits").to_string() if header.get("BUNIT") else ""
+    except ValueError:
+        try:
+            return u.Unit(str(header["BUNIT"]).strip().lower()).to_string()  # "ADU", "ADU/s"
+        except ValueError:
+            return ""
 
 
 def read_catalog(path: str | os.PathLike, *, vignet: bool = True, require=()):

@@ -42,6 +42,28 @@ __docformat__ = "numpy"
 SUMMARY_FIRST = ["NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX",
                  "MAG", "CHI2", "CHI2_NU"]
 
+SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "MAG": "mag", "MAG_ERR": "mag", "NPIX": "pix"}
+"""astropy units of the fit columns of the summary (``FLUX*`` are in the tile's ``BUNIT``; the catalogue's
+columns keep :data:`astrotool_dre.catalog.CATALOG_UNITS`; ``LOGR`` is log10 of pixels, so it has none)."""
+
+SUMMARY_DESCRIPTIONS = {
+    "NAME": "object name EXT_NUMBER_NUMBER", "INDEX": "Sersic index of the best model",
+    "AX_RATIO": "axis ratio b/a of the best model",
+    "ANGLE": "position angle of the major axis, degrees counter-clockwise from +x (image), in [0, 180)",
+    "LOGR": "log10 of the major-axis half-light radius in pixels (grid value)",
+    "LOGR_FIT": "log10 major-axis half-light radius in pixels, between grid values",
+    "FLUX": "total flux of the best model, in the tile's data units (BUNIT)",
+    "FLUX_GRID": "total flux at the grid minimum (BUNIT)", "FLUX_ERR": "1-sigma error of FLUX (BUNIT)",
+    "MAG": "MAGZP - 2.5 log10(FLUX)", "CHI2": "fit statistic at the minimum",
+    "CHI2_NU": "chi-square per degree of freedom", "NPIX": "pixels in the fit mask",
+    "FIT_FLAGS": "fit flag bits (astrotool_dre.estimate.FLAG_BITS)",
+    "STAR": "unresolved (radius on the grid's lower edge) or CLASS_STAR >= star_stellarity",
+}
+"""One-line descriptions of the summary columns (FITS ``TCOMMn``), beside the catalogue's."""
+
+GRID_AXES = {"N": "INDEX", "E": "AX_RATIO", "T": "ANGLE", "R": "LOGR"}
+"""Grid axis of each ``<letter>_IDX`` column."""
+
 
 def load_inputs(paths, cube_file):
     """Read cuts, PSF, cube and the tile header; check they fit together."""
@@ -98,6 +120,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     from astrotool.backends import get_backend
     from astrotool_dre.chi2 import fit_objects
     from astrotool_dre.convolve import ModelBank, convolve_cube
+    from astrotool_dre.catalog import data_unit
     from astrotool_dre.estimate import best_parameters
     from astrotool_dre.tiles import resolve_gain, resolve_zero_point
 
@@ -116,7 +139,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
                            zeropoint=zp, backend=be)
     table = summary_table(cuts, cols, paths, cfg)  # before any output: a bad catalogue leaves nothing behind
     write_chi(paths.chi, cuts.names, res.cubes(grid), grid, cfg, paths)
-    write_summary(table, paths, cfg, zp, gain, be)
+    write_summary(table, paths, cfg, zp, gain, be, flux_unit=data_unit(header))
     n_edge = int(np.sum(table["LOGR_EDGE_LO"]) + np.sum(table["LOGR_EDGE_HI"]))
     return (f"{len(table)} objects fit ({cfg.statistic}, {be.name} on {be.device}); "
             f"{int(np.sum(table['STAR']))} flagged STAR, {n_edge} on a radius-grid edge")
@@ -183,8 +206,45 @@ def summary_table(cuts, cols: dict, paths, cfg: FitConfig):
     return table[order + [c for c in table.colnames if c not in order]]
 
 
-def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be) -> None:
-    """The summary as Parquet (with provenance metadata) and as a FITS table."""
+def summary_columns(colnames, flux_unit: str = "") -> tuple[dict, dict]:
+    """Units and descriptions of summary columns (``<name>_CAT``: the catalogue's column ``<name>``).
+
+    Parameters
+    ----------
+    colnames : iterable of str
+        The summary's columns.
+    flux_unit : str
+        The tile's data unit (:func:`astrotool_dre.catalog.data_unit`), for the flux columns.
+
+    Returns
+    -------
+    units, descriptions : dict
+        Column -> astropy unit string (``""``: none) / description.
+    """
+    from astrotool_dre.catalog import CATALOG_DESCRIPTIONS, CATALOG_UNITS, FLUX_COLUMNS
+
+    units, descriptions = {}, {}
+    for c in colnames:
+        base = c[:-4] if c.endswith("_CAT") else c
+        flux = base in FLUX_COLUMNS or base.startswith("FLUX") and base not in ("FLUX_RADIUS",)
+        units[c] = flux_unit if flux else SUMMARY_UNITS.get(base, CATALOG_UNITS.get(base, ""))
+        what, _, side = base.rpartition("_EDGE_")
+        text = (SUMMARY_DESCRIPTIONS.get(base) or CATALOG_DESCRIPTIONS.get(base)
+                or (f"1-sigma error of {base[:-4]}" if base.endswith("_ERR") else None)
+                or (f"minimum on the {'lower' if side == 'LO' else 'upper'} grid edge of {what}" if what else None)
+                or (f"grid index of the best {GRID_AXES[base[0]]}" if base[1:] == "_IDX" else None))
+        if text:
+            descriptions[c] = text + (" (detection catalogue)" if c.endswith("_CAT") else "")
+    return units, descriptions
+
+
+def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux_unit: str = "") -> None:
+    """The summary as Parquet and as a FITS table, with units, descriptions and provenance.
+
+    The FITS table's header holds ``MAGZP`` [mag], ``GAIN`` [e-/data unit], ``BUNIT``,
+    ``STATISTIC`` and the provenance keywords (``DATE``, ``CREATOR``, ``ASTROVER``);
+    the Parquet file the same facts in its ``astrotool`` metadata.
+    """
     from astrotool.io.tables import write_fits_table, write_parquet
 
     meta = {"command": "dre fit", "statistic": cfg.statistic, "zero_point": zp, "gain": gain,
@@ -192,8 +252,16 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be) -> N
     for c in table.colnames:  # multidimensional catalogue columns do not go to Parquet
         if table[c].ndim > 1:
             table.remove_column(c)
-    write_parquet(table.to_pandas(), paths.summary, metadata=meta, command="dre fit")
+    units, descriptions = summary_columns(table.colnames, flux_unit)
+    for c in table.colnames:  # the catalogue's own TUNITs (SExtractor's) are replaced by valid astropy units
+        table[c].unit = units[c] or None
+    keywords = {"MAGZP": (zp, "[mag] zero point: MAG = MAGZP - 2.5 log10(FLUX)"),
+                "GAIN": (gain, "[e-/data unit] gain used for the source noise"),
+                "BUNIT": (flux_unit, "data unit of the tile and of FLUX"),
+                "STATISTIC": (cfg.statistic, "fit statistic: chi2 or dre")}
+    write_parquet(table, paths.summary, metadata=meta, command="dre fit", descriptions=descriptions)
     write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY", command="dre fit",
+                     descriptions=descriptions, keywords=keywords,
                      history=[f"{k}={v}" for k, v in meta.items()])
 
 

@@ -3,7 +3,13 @@
 One ``B × 4B`` FITS image per object (DRE's ``make_mosaic`` layout: the data, the
 fit mask scaled to the mean data value inside it, the best-fit model scaled by
 its fitted flux, and the residual), plus a PNG of the same panels with a shared
-colour scale (asinh stretch) for looking at many objects quickly.
+colour scale for looking at many objects quickly: an ``astropy.visualization``
+asinh stretch whose limits come from the object's data (zscale, so faint
+outskirts show) and a colour bar in the tile's data unit.
+
+The header and the PNG title give the fit as ``AX_RATIO``, ``ANGLE`` (degrees
+counter-clockwise from the image +x axis, in [0, 180): an angle on the pixel
+grid, not a position angle east of north), ``LOGR`` and ``CHI2_NU``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,16 @@ if TYPE_CHECKING:
     from astrotool_dre.config import FitConfig, MosaicsConfig
 
 __docformat__ = "numpy"
+
+
+MOSAIC_KEYS = {
+    "AX_RATIO": "axis ratio b/a of the best model",
+    "ANGLE": "[deg] major axis, CCW from image +x, [0, 180)",
+    "LOGR": "log10 major-axis half-light radius [pix]",
+    "FLUX": "total flux of the best model [BUNIT]",
+    "CHI2_NU": "chi-square per degree of freedom",
+}
+"""Header keywords of a mosaic FITS file (the summary's values for the object) and their comments."""
 
 
 def object_panels(data: np.ndarray, mask: np.ndarray, model: np.ndarray) -> np.ndarray:
@@ -41,12 +57,14 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     from astropy.io import fits
 
     from astrotool.io.tables import read_parquet
-    from astrotool.provenance import fits_history
+    from astrotool.provenance import fits_history, fits_keywords, provenance
+    from astrotool_dre.catalog import data_unit
     from astrotool.workspace import atomic_path
     from astrotool_dre.convolve import convolve_cube
     from astrotool_dre.fit_stage import load_inputs, prepare_stamps
 
-    cuts, psf, cube, grid, _ = load_inputs(paths, cube_file)
+    cuts, psf, cube, grid, header = load_inputs(paths, cube_file)
+    unit = data_unit(header)
     table = read_parquet(paths.summary).to_pandas().set_index("NAME")
     data, _, mask = prepare_stamps(cuts, grid.center, fit.recentre)
     names = [n for n in cuts.names if n in table.index]
@@ -57,7 +75,8 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     index = {n: i for i, n in enumerate(cuts.names)}
     idx = table.loc[names, ["N_IDX", "E_IDX", "T_IDX", "R_IDX"]].to_numpy(int) if names else np.zeros((0, 4), int)
     models = convolve_cube(cube[tuple(idx.T)], psf, remove_pixel=fit.psf_has_pixel) if len(idx) else np.zeros((0,) + cube.shape[-2:])
-    history = fits_history(command="dre mosaics") + ["data | mask*mean | model | residual"]
+    record = provenance("dre mosaics")
+    history = fits_history(record) + ["data | mask*mean | model | residual"]
     written = 0
     for name, model in zip(names, models):
         row = table.loc[name]
@@ -65,38 +84,39 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
         panels = object_panels(data[i], mask[i], model * float(row["FLUX_GRID"]))
         stem = out / f"{paths.stem}_{name}_mosaic"
         hdu = fits.PrimaryHDU(panels)
-        for key in ("AX_RATIO", "ANGLE", "LOGR", "FLUX", "CHI2_NU"):
-            hdu.header[key] = float(row[key])
+        for key, comment in MOSAIC_KEYS.items():
+            hdu.header[key] = (float(row[key]), comment)
+        hdu.header["BUNIT"] = (unit, "data unit of the tile")
+        for key, value in fits_keywords(record).items():
+            hdu.header[key] = value
         for line in history:
             hdu.header.add_history(line)
         with atomic_path(stem.with_suffix(".fits")) as tmp:
             hdu.writeto(tmp)
         if cfg.png:
             save_png(panels, stem.with_suffix(".png"),
-                     f"{paths.stem} {name}: q={row['AX_RATIO']:.2f} PA={row['ANGLE']:.0f}° "
-                     f"logR={row['LOGR']:.2f} χ²ν={row['CHI2_NU']:.2f}")
+                     f"{paths.stem} {name}: q={row['AX_RATIO']:.2f}  ANGLE={row['ANGLE']:.0f}° (CCW from +x)  "
+                     f"logR={row['LOGR']:.2f}  χ²ν={row['CHI2_NU']:.2f}", unit=unit)
         written += 1
     with atomic_path(out / ".done") as tmp:
         tmp.write_text(f"{written}\n")
     return f"{written} mosaics"
 
 
-def save_png(panels: np.ndarray, path, title: str) -> None:
-    """Save the panels as a PNG (matplotlib Agg, asinh stretch, shared scale)."""
-    from astrotool.io.figures import pyplot, save_figure
+def save_png(panels: np.ndarray, path, title: str, unit: str = "") -> None:
+    """Save the panels as a PNG: one asinh stretch for all four, its limits from the data panel
+    (:func:`astrotool.io.figures.image_norm`), and a colour bar in ``unit`` (the tile's data unit)."""
+    from astrotool.io.figures import image_norm, pyplot, save_figure
 
     plt = pyplot()
     b = panels.shape[0]
-    model = panels[:, 2 * b: 3 * b]
-    scale = float(np.nanmax(model)) if np.nanmax(model) > 0 else float(np.nanpercentile(panels[:, :b], 99.9))
-    scale = max(scale, 1e-12)
-    soft = 0.02 * scale  # asinh softening: linear below ~2 % of the model's peak
-    fig, ax = plt.subplots(figsize=(8, 2.3), dpi=100)
-    ax.imshow(np.arcsinh(panels / soft), origin="lower", cmap="gray_r",
-              vmin=np.arcsinh(-0.1 * scale / soft), vmax=np.arcsinh(scale / soft))
+    fig, ax = plt.subplots(figsize=(8.6, 2.4), dpi=100)
+    im = ax.imshow(panels, origin="lower", cmap="gray_r", norm=image_norm(panels[:, :b]))
     for k, label in enumerate(["data", "mask", "model", "residual"]):
         ax.text(k * b + 4, b - 12, label, color="tab:red", fontsize=8)
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
-    fig.tight_layout()
+    bar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+    bar.set_label(unit or "data units", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     save_figure(fig, path, dpi=100)
