@@ -10,22 +10,36 @@ each item and collects results and failures.
   or on a ``LocalCluster`` of ``--jobs`` workers when no address is given.
 
 ``--shard i/N`` keeps every N-th item starting at item i (0-based), for Slurm
-job arrays (``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``).
+job arrays; ``--shard auto`` takes i and N from the array task's variables
+(:func:`parse_shard`). ``-j 0`` is the number of cores this process may use
+(:func:`usable_cores`).
 
 Each item's random seed is derived from the run's base seed and the item's key
 (:func:`derive_seed`), never from its position in a worker's queue, so results
 are identical whatever the executor, the number of jobs or the sharding.
 A failing item does not stop the others; its error is returned as a
 :class:`Failure`.
+
+Stopping: process-pool workers die with their parent (``PR_SET_PDEATHSIG`` on
+Linux, and a thread that watches for a new parent pid elsewhere). On SIGTERM or
+Ctrl-C the command line calls :func:`request_stop`: running workers get SIGTERM
+(each removes the temporary file it was writing and exits; one that does not
+within :data:`STOP_GRACE_S` is killed), queued items are cancelled, and
+:func:`run_items` raises ``KeyboardInterrupt`` even when the signal's own
+exception was swallowed (a signal that lands in a ``__del__``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
+import threading
+import time
 import traceback
+from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from astrotool.errors import AstroError
 from astrotool.seeding import derive_seed  # noqa: F401  (public here since the first release)
@@ -33,6 +47,9 @@ from astrotool.seeding import derive_seed  # noqa: F401  (public here since the 
 __docformat__ = "numpy"
 
 KINDS = ("serial", "process", "dask")
+
+STOP_GRACE_S = 5.0
+"""Seconds a worker gets to remove its temporary file and exit after SIGTERM before it is killed [s]."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +61,8 @@ class ExecutorOptions:
     kind : {"serial", "process", "dask"}
         Executor.
     jobs : int
-        Worker processes (``process`` and a local Dask cluster); 0 = all cores.
+        Worker processes (``process`` and a local Dask cluster); 0 = the cores this
+        process may use (:func:`usable_cores`).
     scheduler : str or None
         Dask scheduler address; ``None`` starts a ``LocalCluster``.
     shard : tuple of int or None
@@ -68,14 +86,115 @@ class ExecutorOptions:
 
     @property
     def workers(self) -> int:
-        """Number of workers (``jobs``, or the number of cores when 0)."""
-        return self.jobs or (os.cpu_count() or 1)
+        """Number of workers (``jobs``, or :func:`usable_cores` when 0)."""
+        return self.jobs or usable_cores()
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """Parse ``"i/N"`` into ``(i, N)``; ``None`` passes through."""
+def _cgroup_cpu_max_files() -> list[Path]:
+    """The cgroup v2 ``cpu.max`` files of this process's cgroup and its parents."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    rel = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if rel is None:
+        return []
+    files = []
+    for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        folder = root / rel.strip("/")
+        while True:
+            files.append(folder / "cpu.max")
+            if folder == root:
+                break
+            folder = folder.parent
+    return files
+
+
+def usable_cores(environ: Mapping[str, str] | None = None,
+                 cpu_max: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> int:
+    """The number of cores this process may use: what ``-j 0`` means.
+
+    The smallest of the CPU affinity (``taskset``, Slurm's binding), the cgroup v2
+    CPU quota (``cpu.max``: quota / period, rounded up; containers, Slurm's cgroup
+    plugin) and ``SLURM_CPUS_PER_TASK``; at least 1.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        Environment variables (default ``os.environ``).
+    cpu_max : path or list of paths, optional
+        ``cpu.max`` files to read (default: this process's cgroup and its parents);
+        missing or unreadable files are skipped.
+
+    Raises
+    ------
+    AstroError
+        ``SLURM_CPUS_PER_TASK`` is set but not a positive integer.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    files = _cgroup_cpu_max_files() if cpu_max is None else (
+        [cpu_max] if isinstance(cpu_max, (str, os.PathLike)) else list(cpu_max))
+    for f in files:
+        try:
+            quota, period = Path(f).read_text().split()[:2]
+            if quota != "max":
+                cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+        except (OSError, ValueError, ZeroDivisionError):
+            continue
+    text = environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise AstroError(f"-j 0: SLURM_CPUS_PER_TASK must be a positive integer, got {text!r}")
+        cores = min(cores, int(text))
+    return max(1, cores)
+
+
+def _slurm_int(environ: Mapping[str, str], name: str, default: int | None = None) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        if default is None:
+            raise AstroError(f"--shard auto: {name} is not set; give --shard I/N")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise AstroError(f"--shard auto: {name} must be an integer, got {text!r}") from None
+
+
+def _auto_shard(environ: Mapping[str, str]) -> tuple[int, int]:
+    """``(i, N)`` of this Slurm array task: i counts the tasks from the array's first index."""
+    if not environ.get("SLURM_ARRAY_TASK_ID", "").strip():
+        raise AstroError("--shard auto: not in a Slurm job array (SLURM_ARRAY_TASK_ID is not set); "
+                         "submit with sbatch --array, or give --shard I/N")
+    task = _slurm_int(environ, "SLURM_ARRAY_TASK_ID")
+    count = _slurm_int(environ, "SLURM_ARRAY_TASK_COUNT")
+    first = _slurm_int(environ, "SLURM_ARRAY_TASK_MIN", 0)
+    step = _slurm_int(environ, "SLURM_ARRAY_TASK_STEP", 1) or 1
+    last = _slurm_int(environ, "SLURM_ARRAY_TASK_MAX", first + (count - 1) * step)
+    i = (task - first) // step
+    if (last - first) // step + 1 != count or (task - first) % step or not 0 <= i < count:
+        raise AstroError(f"--shard auto: the array (indices {first}-{last}, {count} tasks) is not one range "
+                         "of equal steps, e.g. a resubmitted subset (--array=3,17); give --shard I/N with the "
+                         "full count (--shard $SLURM_ARRAY_TASK_ID/32)")
+    return i, count
+
+
+def parse_shard(text: str | None, environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """Parse ``"i/N"`` into ``(i, N)``; ``None`` passes through.
+
+    ``"auto"`` is this Slurm array task's share: i = (``SLURM_ARRAY_TASK_ID`` -
+    ``SLURM_ARRAY_TASK_MIN``) / ``SLURM_ARRAY_TASK_STEP``, N = ``SLURM_ARRAY_TASK_COUNT``
+    (``environ``, default ``os.environ``). An array that is not one evenly stepped
+    range (a resubmitted subset) is refused: its count is not the number of shares.
+    """
     if text in (None, ""):
         return None
+    if str(text).strip().lower() == "auto":
+        return _auto_shard(os.environ if environ is None else environ)
     try:
         i, n = (int(x) for x in str(text).split("/"))
     except ValueError:
@@ -122,10 +241,108 @@ def _call(fn: Callable, item: Any, seed: int, key: str):
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
+_STOP: dict = {"signum": None, "deferred": False}
+_POOLS: list = []  # process pools running now, whose workers a stop request signals
 
-def _worker_init(threads: int = 1) -> None:
-    """Worker processes: SIGTERM raises KeyboardInterrupt so partial files are removed;
-    SIGINT is left to the parent, which cancels the pool.
+
+def request_stop(signum: int) -> bool:
+    """Record a stop request (SIGTERM, SIGINT) and send SIGTERM to the running workers.
+
+    Returns
+    -------
+    bool
+        Whether the caller (a signal handler) should raise ``KeyboardInterrupt``
+        now: only for the first request, and not once the command is finishing.
+    """
+    first = _STOP["signum"] is None
+    if first:
+        _STOP["signum"] = signum
+    for pool in list(_POOLS):
+        _signal_workers(pool, signal.SIGTERM)
+    return first and not _STOP["deferred"]
+
+
+def stop_requested() -> int | None:
+    """The signal of the stop request of this run, if any."""
+    return _STOP["signum"]
+
+
+def defer_stop(defer: bool = True) -> None:
+    """While deferred, :func:`request_stop` only records (the command is writing its record)."""
+    _STOP["deferred"] = defer
+
+
+def reset_stop() -> None:
+    """Forget any stop request (a new command in the same process)."""
+    _STOP.update(signum=None, deferred=False)
+
+
+def stop_interrupt(signum: int | None) -> KeyboardInterrupt:
+    """The exception a stop request raises: ``"terminated"`` for SIGTERM, which the command line maps to 143."""
+    return KeyboardInterrupt("terminated" if signum == signal.SIGTERM else "")
+
+
+def _check_stop() -> None:
+    """Raise the stop request's ``KeyboardInterrupt`` (its own may have been swallowed by a ``__del__``)."""
+    if _STOP["signum"] is not None and not _STOP["deferred"]:
+        raise stop_interrupt(_STOP["signum"])
+
+
+def _workers(pool) -> list:
+    """The worker processes of a ``ProcessPoolExecutor`` (none once it is shut down)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _signal_workers(pool, signum: int) -> None:
+    for proc in _workers(pool):
+        try:
+            os.kill(proc.pid, signum)
+        except (OSError, TypeError):
+            pass
+
+
+_IN_ITEM = False
+_UNWINDING = False
+
+
+def _worker_term(signum, frame):
+    """A worker's SIGTERM: inside an item, unwind (``atomic_path`` removes the temporary file) and exit; idle, exit.
+    A repeated SIGTERM does not interrupt the unwinding."""
+    global _UNWINDING
+    if not _IN_ITEM:
+        os._exit(143)
+    if not _UNWINDING:
+        _UNWINDING = True
+        raise KeyboardInterrupt("terminated")
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    """Linux: have the kernel send ``signum`` to this process when its parent dies."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signum, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    """Thread: once the parent is gone (a new parent pid), SIGTERM this worker; kill it if that does not end it."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE_S)
+    os._exit(143)
+
+
+def _worker_init(threads: int = 1, parent: int | None = None) -> None:
+    """Worker processes: they die with the parent ``parent`` (its pid); SIGTERM removes the
+    temporary file being written and exits; SIGINT is left to the parent, which stops the pool.
 
     Each worker gets ``threads`` OpenMP/BLAS threads (its share of the cores) unless
     the user set them: N workers each starting one thread per core oversubscribe
@@ -133,10 +350,25 @@ def _worker_init(threads: int = 1) -> None:
     """
     for var in THREAD_VARIABLES:
         os.environ.setdefault(var, str(threads))
-    def _term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGTERM, _worker_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(143)
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="astro-parent-watch").start()
+
+
+def _call_in_worker(fn: Callable, item: Any, seed: int, key: str):
+    """:func:`_call` in a pool worker; a stop (SIGTERM) ends the worker once the item has cleaned up."""
+    global _IN_ITEM
+    _IN_ITEM = True
+    try:
+        return _call(fn, item, seed, key)
+    except KeyboardInterrupt:
+        os._exit(143)
+    finally:
+        _IN_ITEM = False
 
 
 def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequence[str] | None = None,
@@ -173,11 +405,13 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
     tasks = [(i, items[i], derive_seed(base_seed, keys[i]), keys[i]) for i in chosen]
     advance = advance or (lambda n=1: None)
     outcomes: dict[int, tuple[str, Any]] = {}
+    _check_stop()
 
     if options.kind == "serial" or not tasks:
         for i, item, seed, key in tasks:
             outcomes[i] = _call(fn, item, seed, key)
             advance(1)
+            _check_stop()
     elif options.kind == "process":
         outcomes = _run_process(fn, tasks, options.workers, advance)
     else:
@@ -196,11 +430,13 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
 
     outcomes = {}
     n = min(workers, len(tasks))
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"),
-                               initializer=_worker_init, initargs=(max(1, (os.cpu_count() or 1) // n),))
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                               initargs=(max(1, usable_cores() // n), os.getpid()))
+    _POOLS.append(pool)
     try:
-        futures = {pool.submit(_call, fn, item, seed, key): (i, key) for i, item, seed, key in tasks}
+        futures = {pool.submit(_call_in_worker, fn, item, seed, key): (i, key) for i, item, seed, key in tasks}
         for fut in as_completed(futures):
+            _check_stop()
             i, key = futures[fut]
             try:
                 outcomes[i] = fut.result()
@@ -208,10 +444,38 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
                 outcomes[i] = ("error", Failure(key, f"worker failed: {_format_error(exc)}"))
             advance(1)
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_pool(pool)
         raise
+    finally:
+        _POOLS.remove(pool)
     pool.shutdown(wait=True)
     return outcomes
+
+
+def _stop_pool(pool) -> None:
+    """Cancel the queued items, SIGTERM the workers and kill those still running after :data:`STOP_GRACE_S`."""
+    procs = _workers(pool)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except OSError:
+            pass
+    from multiprocessing.connection import wait
+
+    running = {proc.sentinel: proc for proc in procs}  # a sentinel is ready once its process has ended
+    deadline = time.monotonic() + STOP_GRACE_S
+    while running and time.monotonic() < deadline:
+        for ended in wait(list(running), timeout=max(0.0, deadline - time.monotonic())):
+            running.pop(ended)
+    for proc in running.values():
+        try:
+            proc.kill()
+        except OSError:
+            pass
+    if manager is not None:  # it notices the ended workers, fails their futures and closes the queues
+        manager.join(STOP_GRACE_S)
 
 
 def _run_dask(fn, tasks, options: ExecutorOptions, advance) -> dict:
@@ -239,6 +503,7 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance) -> dict:
         futures = {client.submit(_call, fn, item, seed, key, key=f"astro-{key}-{seed}", pure=False): (i, key)
                    for i, item, seed, key in tasks}
         for fut in as_completed(list(futures)):
+            _check_stop()
             i, key = futures[fut]
             try:
                 outcomes[i] = fut.result()
