@@ -101,7 +101,7 @@ def test_plot_bias_vs(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and mpimg.imread(out)[..., :3].var() > 1e-3
     # a row without its m2 fails while drawing: no file, no temporary file
     with pytest.raises(KeyError):
-        plot_bias_vs(tmp_path / "y.png", "S/N", "", {"CNN": [{"center": 1.0, "m1": 0.0, "m1_err": 0.0}]})
+        plot_bias_vs(tmp_path / "y.png", "S/N", "", {"CNN": [{"center": x, "m1": 0.0, "m1_err": 0.0} for x in (1, 2)]})
     assert [p.name for p in tmp_path.iterdir()] == ["x_bias-vs-snr.png"]
 
 

@@ -1,20 +1,31 @@
-"""Shear metrics and the side-by-side evaluation of the CNN and HSM estimators.
+r"""Shear metrics and the side-by-side evaluation of the CNN and HSM estimators.
 
 Metrics (per component i = 1, 2)
 --------------------------------
 * RMSE and MAE of the per-galaxy estimate against the true shear g, over
   finite pairs (:func:`astrotool.ml.metrics.rmse`, :func:`~astrotool.ml.metrics.mae`).
 * Multiplicative and additive bias from the linear fit
-  g_obs - g_true = m g_true + c, by ordinary least squares over constant-shear
+  $g_\mathrm{obs} - g_\mathrm{true} = m\, g_\mathrm{true} + c$, by ordinary least squares over constant-shear
   fields (the per-field mean of the estimates; each stamp is its own field when
   every stamp has its own shear, each ring pair when every pair has one), with
   1-sigma errors from the fit residuals (N - 2 degrees of freedom). Computed
   in the pixel frame (GREAT3 rotates to the PSF frame; for a random or round
   PSF the two agree on average).
 * GREAT3 constant-shear metric
-  Q = 2000 eta / sqrt(sigma2_min + sum_i [(m_i / 2e-3)^2 + (c_i / 2e-4)^2])
-  with eta = 1.232 and sigma2_min = 4 (ground) or 1 (space); an unbiased
+
+  $$Q = \frac{2000\, \eta}{\sqrt{\sigma^2_\mathrm{min} + \sum_i \left[\left(\frac{m_i}{2 \times 10^{-3}}\right)^2
+  + \left(\frac{c_i}{2 \times 10^{-4}}\right)^2\right]}}$$
+
+  with $\eta = 1.232$ and $\sigma^2_\mathrm{min} = 4$ (ground) or 1 (space); an unbiased
   estimator scores 1232 on ground.
+
+Report
+------
+``<dataset>_<model>_metrics.json`` holds the metrics, the binned biases (``binned``:
+m and c per S/N and size bin, also when a plot would have a single point and is
+therefore not drawn) and ``notes``: what a reader must not miss, such as a
+calibration that makes a bias worse on the evaluated fields
+(:func:`calibration_notes`); ``astro lens evaluate`` prints the notes too.
 """
 
 from __future__ import annotations
@@ -123,7 +134,7 @@ def binned_bias(g1_true, g2_true, est1, est2, by, bins: int = 5, field=None) -> 
     Returns
     -------
     list of dict
-        ``lo, hi, center, n, m1, m1_err, m2, m2_err, c1, c2`` per non-empty bin.
+        ``lo, hi, center, n, m1, m1_err, m2, m2_err, c1, c1_err, c2, c2_err`` per non-empty bin.
     """
     by = np.asarray(by, float)
     fin = np.isfinite(by)
@@ -142,33 +153,84 @@ def binned_bias(g1_true, g2_true, est1, est2, by, bins: int = 5, field=None) -> 
         b2 = fit_bias(np.asarray(g2_true)[sel], np.asarray(est2)[sel], f)
         out.append({"lo": float(lo), "hi": float(hi), "center": float(np.median(by[sel])), "n": int(sel.sum()),
                     "m1": b1["m"], "m1_err": b1["m_err"], "m2": b2["m"], "m2_err": b2["m_err"],
-                    "c1": b1["c"], "c2": b2["c"]})
+                    "c1": b1["c"], "c1_err": b1["c_err"], "c2": b2["c"], "c2_err": b2["c_err"]})
     return out
+
+
+def calibration_notes(results: dict, subset: str, calibrated: str = "CNN", raw: str = "CNN raw") -> list[str]:
+    """Notes for each bias (m1, m2, c1, c2) that the calibration makes worse on the evaluated stamps.
+
+    A bias is worse when its magnitude grows by more than the calibrated
+    estimate's 1-sigma error (or at all, without an error).
+
+    Parameters
+    ----------
+    results : dict
+        Estimator name -> :func:`estimator_metrics`.
+    subset : str
+        ``"test"`` or ``"all"``: the stamps the metrics are of (named in the note).
+    calibrated, raw : str
+        The names of the calibrated and the raw estimates in ``results``.
+
+    Returns
+    -------
+    list of str
+        One line per worse bias; empty when there is no raw estimate to compare.
+    """
+    if calibrated not in results or raw not in results:
+        return []
+    cal, unc = results[calibrated], results[raw]
+    where = "the test fields" if subset == "test" else "the evaluated stamps"
+    notes = []
+    for k in ("m1", "m2", "c1", "c2"):
+        a, b, err = unc[k], cal[k], cal[f"{k}_err"]
+        if np.isfinite(a) and np.isfinite(b) and abs(b) - abs(a) > (err if np.isfinite(err) else 0.0):
+            notes.append(f"calibration makes {k} worse on {where}: {a:+.4f} raw -> {b:+.4f}"
+                         + (f" ± {err:.4f}" if np.isfinite(err) else "") + " calibrated")
+    return notes
 
 
 # ============================================================================ plots
 
 
-def plot_bias_vs(path: Path, quantity: str, unit: str, binned: dict, title: str = "") -> Path:
-    """m1, m2 (with errors) per bin of ``quantity`` for every estimator (PNG)."""
+def plot_bias_vs(path: Path, quantity: str, unit: str, binned: dict, title: str = "") -> Path | None:
+    """m1, m2 (top) and c1, c2 (bottom), with errors, per bin of ``quantity`` for every estimator (PNG).
+
+    The grey bands are the GREAT3 targets (|m| < 2e-3, |c| < 2e-4) and are
+    labelled in the legend, which sits beside the panels, off the data.
+
+    Returns
+    -------
+    pathlib.Path or None
+        None, and nothing is written, when no estimator has two bins or more:
+        an axis with one point shows nothing (the values are in the report).
+    """
     from astrotool.io.figures import figure
 
-    with figure(path, 1, 2, figsize=(9, 3.6), title=title) as (fig, axs):
-        axes = axs[0]
+    if max((len(rows) for rows in binned.values()), default=0) < 2:
+        return None
+    with figure(path, 2, 3, figsize=(10.5, 6.0), title=title, gridspec_kw={"width_ratios": [1, 1, 0.42]}) \
+            as (fig, axs):
         for name, rows in binned.items():
             if not rows:
                 continue
             x = np.array([r["center"] for r in rows])
-            for i, ax in enumerate(axes):
-                m = np.array([r[f"m{i + 1}"] for r in rows])
-                e = np.array([r[f"m{i + 1}_err"] for r in rows])
-                ax.errorbar(x, m, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=2, label=name)
-        for i, ax in enumerate(axes):
-            ax.axhline(0, color="k", lw=0.8)
-            ax.axhspan(-GREAT3_M_FID, GREAT3_M_FID, color="0.85", zorder=0)
-            ax.set_xlabel(f"{quantity} [{unit}]" if unit else quantity)
-            ax.set_ylabel(f"m{i + 1}")
-        axes[0].legend(fontsize=8)
+            for row, (bias, ax_pair) in enumerate((("m", axs[0, :2]), ("c", axs[1, :2]))):
+                for i, ax in enumerate(ax_pair):
+                    v = np.array([r[f"{bias}{i + 1}"] for r in rows])
+                    e = np.array([r.get(f"{bias}{i + 1}_err", np.nan) for r in rows])
+                    ax.errorbar(x, v, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=2, label=name)
+        for row, (bias, fid) in enumerate((("m", GREAT3_M_FID), ("c", GREAT3_C_FID))):
+            for i, ax in enumerate(axs[row, :2]):
+                ax.axhline(0, color="k", lw=0.8)
+                ax.axhspan(-fid, fid, color="0.85", zorder=0, label=f"GREAT3 target |{bias}| < {fid:g}")
+                ax.set_xlabel(f"{quantity} [{unit}]" if unit else quantity)
+                ax.set_ylabel(f"{bias}{i + 1}")
+        for ax in axs[:, 2]:
+            ax.set_axis_off()
+        for row in range(2):
+            handles, labels = axs[row, 0].get_legend_handles_labels()
+            axs[row, 2].legend(handles, labels, loc="center left", fontsize=8, frameon=False)
     return Path(path)
 
 
@@ -326,16 +388,24 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
         lim = float(np.nanmax(np.abs(np.concatenate([g1, g2])))) * 1.3 or 0.1   # one range for g1 and g2
         plots.append(str(plot_pred_vs_true(rd / f"{stem}_pred-vs-true.png", (g1, g2), estimates, labels=("g1", "g2"),
                                            title=title, lim=lim, symmetric=True)))
-        for col, label, unit in (("snr", "S/N", ""), ("hlr", "half-light radius", "arcsec")):
-            by = np.asarray(truth[col], float)[idx]
-            binned = {name: binned_bias(g1, g2, e1, e2, by, cfg.bins, field) for name, (e1, e2) in estimates.items()}
-            plots.append(str(plot_bias_vs(rd / f"{stem}_bias-vs-{col}.png", label, unit, binned, title)))
+    binned, notes = {}, calibration_notes(results, subset)
+    for col, label, unit in (("snr", "S/N", ""), ("hlr", "half-light radius", "arcsec")):
+        by = np.asarray(truth[col], float)[idx]
+        binned[col] = {name: binned_bias(g1, g2, e1, e2, by, cfg.bins, field) for name, (e1, e2) in estimates.items()}
+        if cfg.plots:
+            plot = plot_bias_vs(rd / f"{stem}_bias-vs-{col}.png", label, unit, binned[col], title)
+            if plot is None:
+                (rd / f"{stem}_bias-vs-{col}.png").unlink(missing_ok=True)     # an earlier run's, now wrong
+                notes.append(f"bias vs {label} not plotted: the stamps fill one {label} bin "
+                             f"(values in the report's binned.{col})")
+            else:
+                plots.append(str(plot))
     report = {
         "dataset": ds.name, "model": mname, "subset": subset, "n": int(len(idx)),
         "target": meta["training"].get("target"), "symmetrize": cfg.symmetrize,
         "bias_fit": "per constant-shear field" if field is not None else "per stamp",
         "calibration": calibration,
-        "estimators": results, "plots": plots, "predictions": str(pred_path),
+        "estimators": results, "binned": binned, "notes": notes, "plots": plots, "predictions": str(pred_path),
     }
     report_path = Path(reports_dir) / f"{stem}_metrics.json"
     write_json_atomic(report_path, report)
@@ -344,7 +414,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
 
 def summary_lines(report: dict, names: Sequence[str] | None = None) -> list[str]:
-    """Human-readable lines: RMSE, m, c and Q per estimator."""
+    """Human-readable lines: RMSE, m, c and Q per estimator, then the report's notes."""
     lines = []
     for name, r in report["estimators"].items():
         if names and name not in names:
@@ -355,4 +425,4 @@ def summary_lines(report: dict, names: Sequence[str] | None = None) -> list[str]
             f"c1 {r['c1']:+.5f}±{r['c1_err']:.5f} c2 {r['c2']:+.5f}±{r['c2_err']:.5f} | "
             f"Q {r['q']:.0f}" + (f" | failed {r['n_failed']}" if r["n_failed"] else "")
         )
-    return lines
+    return lines + [f"note: {n}" for n in report.get("notes", [])]
