@@ -10,9 +10,11 @@ One pdoc run renders, so that cross-links work between all of them:
   package (entry points in group ``astrotool.plugins``).
 
 LaTeX math becomes MathML at build time (:mod:`docmath`), so the pages need no
-network when they are read. The build fails (exit 1) when the CLI reference
-misses a command or option, when a guide shows an ``astro ...`` command line that
-does not exist, or when a page would load anything from the network.
+network when they are read; ``<placeholders>`` outside code stay text
+(:func:`docmath.escape_placeholders`). The build fails (exit 1) when the CLI
+reference misses a command or option, when a guide shows an ``astro ...``
+command line that does not exist, when a page links to an anchor it does not
+have, or when a page would load anything from the network.
 
 Usage: ``python docs/build.py [--out DIR]``.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html
 import importlib
 import re
 import shutil
@@ -53,7 +56,7 @@ _REMOTE = re.compile(r"""(?:<script[^>]*\ssrc|<link[^>]*\shref|<img[^>]*\ssrc|@i
 
 sys.path.insert(0, str(DOCS))
 import clidoc  # noqa: E402
-from docmath import MathStore  # noqa: E402
+from docmath import MathStore, escape_placeholders  # noqa: E402
 
 
 def module_of(page: str) -> str:
@@ -143,7 +146,7 @@ def run_pdoc(modules: list[str], out: Path, store: MathStore, guide_titles: dict
 
     @functools.cache
     def convert_protecting_math(docstring: str, docformat: str, source_file):
-        return store.protect(convert(docstring, docformat, source_file))
+        return store.protect(escape_placeholders(convert(docstring, docformat, source_file)))
 
     pdoc.docstrings.convert = convert_protecting_math
     pdoc.render.configure(
@@ -196,6 +199,11 @@ def verify(out: Path, paths: list[str], store: MathStore) -> list[str]:
             problems.append(f"{rel}: loads something from the network")
         if store.prefix in text:
             problems.append(f"{rel}: math placeholder left in the page")
+        if path.suffix == ".html":
+            ids = set(re.findall(r'\sid="([^"]+)"', text))
+            broken = sorted({h for h in re.findall(r'href="#([^"$]+)"', text) if html.unescape(h) not in ids})
+            if broken:
+                problems.append(f"{rel}: links to anchors that are not on the page: {', '.join(broken)}")
     cli = out / GUIDE / "cli.html"
     html_text = cli.read_text(encoding="utf-8") if cli.exists() else ""
     for p in paths:

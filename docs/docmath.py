@@ -124,6 +124,36 @@ class MathStore:
         return "".join(out)
 
 
+_INDENTED = re.compile(r"(?:^|(?<=\n\n))(?:(?: {4}|\t)[^\n]*\n?)+")
+_PLACEHOLDER = re.compile(r"<(?=/?[A-Za-z_][^<>\n]*>)")
+
+
+def escape_placeholders(markdown: str) -> str:
+    """Keep ``<stem>``, ``<first>-<last>``, ``</x>`` placeholders as text outside code.
+
+    Markdown passes anything that looks like a tag through as raw HTML, where the
+    browser hides it: ``lens/predictions/<stem>_<model>.parquet`` would read
+    ``lens/predictions/_.parquet``. The docstrings and guide pages hold no raw
+    HTML, so every ``<`` that opens something tag-like outside code spans, fenced,
+    indented and ``<pre>`` blocks and doctest lines becomes ``&lt;``.
+    """
+    if "<" not in markdown:
+        return markdown
+    keep: list[str] = []
+
+    def hold(m: re.Match) -> str:
+        keep.append(m.group(0))
+        return f"\x00{len(keep) - 1}\x00"
+
+    text = _FENCE.sub(hold, markdown)
+    text = _PRE.sub(hold, text)
+    text = _INDENTED.sub(hold, text)
+    text = _DOCTEST.sub(hold, text)
+    text = _CODE_SPAN.sub(hold, text)
+    text = _PLACEHOLDER.sub("&lt;", text)
+    return re.sub(r"\x00(\d+)\x00", lambda m: keep[int(m.group(1))], text)
+
+
 def markdown_to_html(markdown: str, store: MathStore | None = None) -> str:
     """Render a Markdown text the way pdoc does, with math as MathML (used by tests).
 
@@ -137,4 +167,4 @@ def markdown_to_html(markdown: str, store: MathStore | None = None) -> str:
     from pdoc.render_helpers import to_html
 
     store = store or MathStore()
-    return store.restore(str(to_html(store.protect(markdown))))
+    return store.restore(str(to_html(store.protect(escape_placeholders(markdown)))))

@@ -97,3 +97,18 @@ def test_help_shows_choices_and_the_configured_default(tmp_path):
     text = _help("-w", str(tmp_path), "dre", "fit")
     assert "--statistic <chi2|dre>" in text
     assert "[default: (dre)]" in text and "[default: (7)]" in text  # the workspace's astro.toml, not a copy
+
+
+def test_status_lists_only_stage_folders_that_commands_write(tmp_path):
+    """No folder for commands that do not exist (plato train/predict, ztf models/embeddings)."""
+    import json
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "astrotool", "-w", str(tmp_path), *a],  # noqa: E731
+                                    capture_output=True, text=True, env={"ASTRO_CONFIG": "/dev/null",
+                                                                         "PATH": "/usr/bin:/bin"})
+    assert run("init").returncode == 0
+    r = run("status", "--json")
+    assert r.returncode == 0, r.stderr
+    stages = json.loads(r.stdout)["stages"]
+    assert set(stages["plato"]) == {"lightcurves", "labels"}
+    assert set(stages["ztf"]) == {"alerts", "stamps"}

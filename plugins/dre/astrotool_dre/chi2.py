@@ -1,12 +1,13 @@
-"""The statistic of every model for every object: least-squares χ² (or DRE's), in batches.
+r"""The statistic of every model for every object: least-squares χ² (or DRE's), in batches.
 
 Statistic ``"chi2"`` (default)
 ------------------------------
-Per object, with stamp d, weights w = mask / sigma^2 and model m_k (unit total
-flux), the least-squares flux and chi-square of every model are
+Per object, with stamp $d$, weights $w = \mathrm{mask} / \sigma^2$ and model $m_k$
+(unit total flux), the least-squares flux and chi-square of every model are
+(sums over the pixels)
 
-    a_k  = sum(w d m_k) / sum(w m_k^2)
-    X2_k = sum(w d^2) - sum(w d m_k)^2 / sum(w m_k^2)
+$$a_k = \frac{\sum w\, d\, m_k}{\sum w\, m_k^2}, \qquad
+\chi^2_k = \sum w\, d^2 - \frac{\left(\sum w\, d\, m_k\right)^2}{\sum w\, m_k^2}$$
 
 For a batch of B objects the two sums over pixels are the matrix products
 ``(w*d) @ M.T`` and ``w @ (M*M).T`` with M the (K, P) model matrix: float32 GEMMs
@@ -23,7 +24,7 @@ Pixels and weights
 ``mask`` is the object's own segment minus its neighbours (built by the caller);
 non-finite data or rms, and rms <= 0, are masked too.  The variance is
 
-    sigma^2 = rms^2 + max(source, 0) / gain
+$$\sigma^2 = \mathrm{rms}^2 + \frac{\max(\mathrm{source}, 0)}{\mathrm{gain}}$$
 
 with ``gain`` in electrons per data unit (``None`` or <= 0: no source term).
 The source term needs the galaxy's light: pass 1 uses the data smoothed with a
@@ -42,9 +43,12 @@ fit; the products are smaller by the area ratio (typically 5-20x).
 Statistic ``"dre"``
 -------------------
 DRE's original statistic (Cnmoya/DRE ``dre_fit``), on the segment S:
-flux matching s_k = sum_S d / sum_S m_k (not least squares) and
-X2_k = nanmean_S[(d - s_k m_k)^2 / (s_k m_k + rms^2)], with no gain.  Batched by
-:func:`fit_objects` (``statistic="dre"``); :func:`dre_fit_reference` is DRE's own
+flux matching (not least squares) and no gain:
+
+$$s_k = \frac{\sum_S d}{\sum_S m_k}, \qquad
+\chi^2_k = \operatorname{nanmean}_S \frac{(d - s_k m_k)^2}{s_k m_k + \mathrm{rms}^2}$$
+
+Batched by :func:`fit_objects` (``statistic="dre"``); :func:`dre_fit_reference` is DRE's own
 per-object index-gather form, kept as a baseline.
 """
 

@@ -51,6 +51,8 @@ METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR")
 
 
 class _Model(Section):
+    """@public The base of every table here: unknown keys are errors, assigned values are validated too."""
+
     model_config = ConfigDict(validate_assignment=True)  # extra="forbid" comes from Section
 
 

@@ -1,16 +1,16 @@
-"""Classical shear estimators: GalSim HSM REGAUSS, KSB, BJ and LINEAR.
+r"""Classical shear estimators: GalSim HSM REGAUSS, KSB, BJ and LINEAR.
 
 ``galsim.hsm.EstimateShear(gal, psf, shear_est=...)`` is run on every stamp
 with its PSF stamp. KSB returns a shear estimate g directly. REGAUSS, BJ and
-LINEAR return a PSF-corrected *distortion* e = (a^2 - b^2)/(a^2 + b^2); it is
+LINEAR return a PSF-corrected *distortion* $e = (a^2 - b^2)/(a^2 + b^2)$; it is
 converted to a shear estimate
 
-* ``conversion = "exact"`` (default): per object, g = e / (1 + sqrt(1 - |e|^2))
+* ``conversion = "exact"`` (default): per object, $g = e / \left(1 + \sqrt{1 - |e|^2}\right)$
   (:func:`astrotool_lens.shear.e_to_g`), the reduced-shear ellipticity of the same ellipse. Its mean over an
   isotropic population is the shear itself (Seitz & Schneider 1997), so no
   responsivity factor is needed.
-* ``conversion = "responsivity"``: g = e / R with the shear responsivity
-  R = 2 (1 - e_rms^2), e_rms^2 = <e1^2 + e2^2>/2 over the successfully measured
+* ``conversion = "responsivity"``: $g = e / R$ with the shear responsivity
+  $R = 2 (1 - e_\mathrm{rms}^2)$, $e_\mathrm{rms}^2 = \langle e_1^2 + e_2^2 \rangle / 2$ over the successfully measured
   objects of the dataset (Bernstein & Jarvis 2002), the classical choice.
 
 Failures (HSM errors, non-converged moments, |e| >= 1) are counted per method

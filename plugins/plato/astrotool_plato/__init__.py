@@ -16,9 +16,8 @@ __version__ = "0.1.0"
 NAME = "plato"
 """Command group, configuration section and workspace folder of the plugin."""
 
-LIGHTCURVES, LABELS, PREPARED, MODELS, PREDICTIONS, REPORTS = STAGES = (
-    "lightcurves", "labels", "prepared", "models", "predictions", "reports")
-"""Stage folders under ``<workspace>/plato/``; code names them through these constants."""
+LIGHTCURVES, LABELS = STAGES = ("lightcurves", "labels")
+"""Stage folders under ``<workspace>/plato/`` (those its commands write); code names them through these constants."""
 
 
 @hookimpl

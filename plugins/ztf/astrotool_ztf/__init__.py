@@ -1,4 +1,4 @@
-"""ZTF plugin for astrotool: alert ingestion, stamp models and embeddings.
+"""ZTF plugin for astrotool: alert ingestion into an alert table and stamp cubes.
 
 ``astro ztf ingest`` reads ZTF alert packets (Avro files as distributed by ZTF,
 plain or gzipped, and Parquet alert dumps from brokers such as Fink) into one
@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 NAME = "ztf"
 """Command group, configuration section and workspace folder of the plugin."""
 
-ALERTS, STAMPS, MODELS, EMBEDDINGS, REPORTS = STAGES = ("alerts", "stamps", "models", "embeddings", "reports")
-"""Stage folders under ``<workspace>/ztf/``; code names them through these constants."""
+ALERTS, STAMPS = STAGES = ("alerts", "stamps")
+"""Stage folders under ``<workspace>/ztf/`` (those its commands write); code names them through these constants."""
 
 
 @hookimpl

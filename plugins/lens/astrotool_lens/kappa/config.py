@@ -19,6 +19,8 @@ Pair = tuple[float, float]
 
 
 class _Model(Section):
+    """@public The base of every table here: unknown keys are errors, assigned values are validated too."""
+
     model_config = ConfigDict(validate_assignment=True)
 
 
