@@ -4,9 +4,11 @@ Both writers take each column's unit (an astropy unit string: ``"mag"``, ``"d"``
 ``"deg"``, ``"pix"``) and description, so the files open with their units in
 ``astropy.table.Table.read`` and TOPCAT:
 
-- Parquet: the units and descriptions, and the provenance record under the table
-  ``meta`` key ``provenance``, go in the ``table_meta_yaml`` key-value metadata
-  that astropy's Parquet reader reads (:func:`astropy_parquet_metadata`);
+- Parquet: the units and descriptions, the provenance record (table ``meta`` key
+  ``provenance``) and the writer's facts (``astrotool``) go in the
+  ``table_meta_yaml`` key-value metadata that astropy's Parquet reader reads
+  (:func:`astropy_parquet_metadata`), beside the same records as JSON under the
+  keys ``provenance`` and ``astrotool``;
 - FITS: ``TUNITn`` and ``TCOMMn`` cards, the writer's keywords (``MAGZP``,
   ``GAIN``...) and the provenance keywords ``DATE``, ``CREATOR`` and ``ASTROVER``
   (:func:`astrotool.provenance.fits_keywords`) beside the ``HISTORY`` cards.
@@ -66,8 +68,8 @@ def write_parquet(table, path: str | Path, metadata: dict | None = None, command
     command = command or str((metadata or {}).get("command", ""))
     record = provenance(command)
     meta.update(provenance_metadata(record))
-    meta.update(astropy_parquet_metadata(table.schema, units, descriptions, {"provenance": record},
-                                         string_lengths(table)))
+    table_meta = {"provenance": record, **({"astrotool": metadata} if metadata else {})}
+    meta.update(astropy_parquet_metadata(table.schema, units, descriptions, table_meta, string_lengths(table)))
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

@@ -55,6 +55,7 @@ def test_parquet_units_descriptions_and_provenance_read_back_in_astropy(tmp_path
     assert t["NAME"].description == "object name" and list(t["NAME"]) == ["a", "bb", "ccc"]
     assert t.meta["provenance"]["command"] == "dre fit"
     assert t.meta["provenance"]["versions"]["astrotool"] == __version__
+    assert t.meta["astrotool"] == {"zero_point": 30.0}                   # the writer's facts
     assert parquet_provenance(path)["command"] == "dre fit"
 
 
