@@ -413,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from astrotool import console
 
+        console.set_json(opts.json)
         console.setup(opts.log_format or os.environ.get("ASTRO_CORE__LOG_FORMAT", "auto"),
                       verbosity=opts.verbose, quiet=opts.quiet,
                       interval=opts.progress_interval or float(os.environ.get("ASTRO_CORE__PROGRESS_INTERVAL", 10.0)))

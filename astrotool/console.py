@@ -192,42 +192,90 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
         line(final=True)
 
 
+_RESULTS = {"json": False}
+
+
+def set_json(on: bool) -> None:
+    """Print every result as JSON (the global ``--json``)."""
+    _RESULTS["json"] = bool(on)
+
+
+def json_results() -> bool:
+    """Whether results are printed as JSON (``--json``)."""
+    return _RESULTS["json"]
+
+
+def _cell(value) -> str:
+    """A table cell: text as is, nested values as compact JSON."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
 def emit(obj) -> None:
-    """Write a result to stdout: JSON for dicts and lists, ``str`` otherwise."""
-    if isinstance(obj, (dict, list)):
+    """Write a result to stdout.
+
+    With ``--json`` everything is JSON. Otherwise a record (dict) or a list of
+    records is a table on a terminal and JSON when stdout is a file or a pipe (a
+    tool reads it); other lists and text are printed as they are.
+    """
+    if _RESULTS["json"] or (isinstance(obj, (dict, list)) and not _stdout_is_terminal()):
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    if isinstance(obj, dict):
+        print_table("", ["key", "value"], [[k, _cell(v)] for k, v in obj.items()])
+        return
+    if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
+        cols = list(dict.fromkeys(k for r in obj for k in r))
+        print_table("", cols, [[_cell(r.get(c)) for c in cols] for r in obj])
+        return
+    if isinstance(obj, list):
+        sys.stdout.write("".join(f"{_cell(x)}\n" for x in obj))
     else:
         sys.stdout.write(f"{obj}\n")
     sys.stdout.flush()
 
 
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def print_table(title: str, columns: list[str], rows: list[list], stream: str = "stdout") -> None:
-    """Print a table: rich on a terminal, tab-separated text otherwise.
+    """Print a table: rich on a terminal, tab-separated text otherwise, JSON with ``--json``.
 
     Parameters
     ----------
     title : str
-        Table title.
+        Table title (a ``# title`` line before tab-separated text).
     columns : list of str
         Column headings.
     rows : list of list
-        Cell values (converted with ``str``).
+        Cell values (converted with ``str``; nested values as JSON).
     stream : {"stdout", "stderr"}
-        Where to print.
+        Where to print. With ``--json`` a table on stdout is a JSON list of
+        ``{column: value}`` objects; one on stderr (a failure report) stays text.
     """
     out = sys.stdout if stream == "stdout" else sys.stderr
+    if _RESULTS["json"] and stream == "stdout":
+        out.write(json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str) + "\n")
+        out.flush()
+        return
     if out.isatty() and _state.fmt != "json":
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=title)
+        table = Table(title=title or None)
         for c in columns:
-            table.add_column(c)
+            table.add_column(c, overflow="fold")  # a path is shown whole, never cut with …
         for r in rows:
-            table.add_row(*[str(x) for x in r])
+            table.add_row(*[_cell(x) for x in r])
         Console(file=out, highlight=False).print(table)
     else:
-        out.write(f"# {title}\n" + "\t".join(columns) + "\n")
+        out.write((f"# {title}\n" if title else "") + "\t".join(columns) + "\n")
         for r in rows:
-            out.write("\t".join(str(x) for x in r) + "\n")
+            out.write("\t".join(_cell(x).replace("\t", " ").replace("\n", " ") for x in r) + "\n")
         out.flush()

@@ -33,8 +33,8 @@ status_app = typer.Typer()
 
 
 @status_app.command("status")
-def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Show each plugin's stage folders with their file counts and the last runs."""
+def status():
+    """Show each plugin's stage folders with their file counts and the last runs (--json: as JSON)."""
     from astrotool import console
     from astrotool.workspace import Workspace
 
@@ -43,7 +43,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     counts = ws.status()
     runs_dir = ws.root / "runs"
     runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-    if as_json:
+    if console.json_results():
         ctx.emit({"workspace": str(ws.root), "initialised": ws.config_file.exists(), "stages": counts,
                   "runs": len(runs), "last_run": runs[-1] if runs else None})
         return
@@ -70,13 +70,14 @@ def _config():
 def config_show(
     section: str = typer.Argument(None, help="Only this section, e.g. dre."),
     sources: bool = typer.Option(False, "--sources", help="Show where each value came from."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Print the resolved configuration (TOML, or JSON with --json)."""
+    from astrotool.console import json_results
     from astrotool.config import _flatten, to_toml
     from astrotool.errors import AstroError
 
     ctx = current()
+    as_json = json_results()
     cfg = ctx.config
     data = cfg.resolved()
     if section:
@@ -129,7 +130,7 @@ plugins_app = typer.Typer()
 
 
 @plugins_app.command("plugins")
-def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON: name, distribution, version, status.")):
+def plugins():
     """List installed plugins with their distribution, version and status (broken ones with their error).
 
     Every command group is mounted to check it, so a plugin whose commands cannot be imported, whose
@@ -142,10 +143,6 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON: name
     mount_all(build_app()._astro_group)  # commands that cannot mount mark their plugin broken
     registry.config_sections()
     infos = list(registry.info.values())
-    if as_json:
-        current().emit([{"name": i.name, "distribution": i.distribution, "version": i.version,
-                         "status": i.status, "error": i.error} for i in infos])
-        return
     console.print_table("plugins", ["name", "distribution", "version", "status", "error"],
                         [[i.name, i.distribution, i.version, i.status, i.error] for i in infos])
 
@@ -155,7 +152,7 @@ doctor_app = typer.Typer()
 
 
 @doctor_app.command("doctor")
-def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+def doctor():
     """Check what is installed and usable: Python, numpy, torch and its devices, cupy and a GPU,
     the plugins' libraries and external tools; a hint for each missing piece."""
     from astrotool import console
@@ -179,7 +176,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     for info in registry.broken():
         results.append((info.name, CheckResult(f"plugin {info.name}", False, info.error,
                                                f"reinstall {info.distribution}")))
-    if as_json:
+    if console.json_results():
         current().emit([{"plugin": p, "name": r.name, "ok": r.ok, "detail": r.detail, "hint": r.hint,
                          "required": r.required} for p, r in results])
     else:

@@ -112,3 +112,50 @@ def test_status_lists_only_stage_folders_that_commands_write(tmp_path):
     stages = json.loads(r.stdout)["stages"]
     assert set(stages["plato"]) == {"lightcurves", "labels"}
     assert set(stages["ztf"]) == {"alerts", "stamps"}
+
+
+def _astro(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "astrotool", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={"ASTRO_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin"}, timeout=120)
+
+
+def test_results_are_tsv_when_piped_and_json_with_the_global_json(tmp_path):
+    """One results form: a table command piped is tab-separated; ``--json`` (anywhere) makes it JSON."""
+    import json
+
+    r = _astro("-w", tmp_path, "dre", "simulate", "-n", 1, "--size", 256, "--n-galaxies", 1, "--n-stars", 1)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1] == "tile\tresult"
+    r = _astro("-w", tmp_path, "dre", "simulate", "-n", 1, "--size", 256, "--n-galaxies", 1, "--n-stars", 1, "--json")
+    assert r.returncode == 0, r.stderr
+    assert [row["tile"] for row in json.loads(r.stdout)] == ["sim_000"]
+    r = _astro("--json", "plugins")
+    assert r.returncode == 0, r.stderr
+    assert {p["name"] for p in json.loads(r.stdout)} >= {"core", "dre", "lens", "plato", "ztf"}
+    assert next(p for p in json.loads(r.stdout) if p["name"] == "core")["distribution"] == "astrotool-core"
+
+
+def test_a_record_is_a_table_on_a_terminal(tmp_path):
+    """A command's record (a dict) is a key/value table on a terminal, whole paths and all, not raw JSON."""
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: astro with stdout on the terminal
+        os.environ.update({"ASTRO_CONFIG": "/dev/null", "COLUMNS": "100", "TERM": "xterm"})
+        os.execv(sys.executable, [sys.executable, "-m", "astrotool", "-q", "-w", str(tmp_path), "plato", "simulate",
+                                  "-n", "2", "--days", "1"])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "samples_per_curve" in text and "│" in text and '"samples_per_curve"' not in text, text
+    assert "sim_labels.parquet" in "".join(text.split()).replace("│", ""), text  # folded, not cut with …

@@ -195,13 +195,14 @@ def evaluate(
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
     plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
-    as_json: bool = typer.Option(False, "--json", help="print the full metrics as JSON"),
 ):
     """RMSE, MAE, m and c (with errors) and GREAT3 Q for the CNN and the HSM estimators side by side.
 
     Writes lens/reports/<dataset>_<model>_metrics.json and PNG plots (estimate vs truth,
-    bias vs S/N and size).
+    bias vs S/N and size); --json prints the full metrics.
     """
+    from astrotool.console import json_results
+
     from astrotool_lens.data import ShearDataset
     from astrotool_lens.evaluate import evaluate as run_eval, summary_lines
     from astrotool_lens.model import load_estimator
@@ -219,7 +220,7 @@ def evaluate(
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
                           ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log)
     mc.record(ctx, inputs=[mdir], outputs=[report["report"], report["predictions"], *report["plots"]])
-    if as_json:
+    if json_results():
         ctx.emit(report)
     else:
         ctx.emit(f"{report['dataset']} ({report['subset']}, {report['n']} stamps, bias fit {report['bias_fit']}), "
@@ -262,14 +263,15 @@ def predict(
     inputs: str = typer.Argument(..., help="FITS file, folder of FITS, LensNet data.json, or dataset name/folder"),
     model: str = typer.Option(None, "--model", help="model name or folder"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (PSF-channel models)"),
-    output: str = typer.Option(None, "--output", help="output stem in lens/predictions"),
+    output: str = typer.Option(None, "--name", help="output stem in lens/predictions (default: the input's)"),
+    old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
     engine: str = typer.Option(None, "--engine", help="torch | onnxruntime (runs <model>/model.onnx)"),
     batch_size: int = typer.Option(None, "--batch-size", help="stamps per forward pass"),
     device: mc.Device = None,
 ):
-    """Predict (g1, g2) for stamps; writes lens/predictions/<stem>_<model>.parquet and reports stamps/s."""
+    """Predict (g1, g2) for stamps; writes lens/predictions/<name>_<model>.parquet and reports stamps/s."""
     import pyarrow as pa
 
     from astrotool.io.tables import write_parquet
@@ -278,7 +280,8 @@ def predict(
     from astrotool_lens.predict import predict_table, read_inputs
 
     ctx = current()
-    cfg = ctx.section("lens", {"predict.model": model, "predict.output": output, "predict.symmetrize": symmetrize,
+    cfg = ctx.section("lens", {"predict.model": model, "predict.output": output or old_output,
+                               "predict.symmetrize": symmetrize,
                                "predict.calibrated": calibrated, "predict.engine": engine,
                                "predict.batch_size": batch_size})
     pc = cfg.predict

@@ -84,17 +84,18 @@ def baseline(
     method: str = typer.Option(None, "--method", help="ks | wiener | zero | mean"),
     sigma: float = typer.Option(None, "--sigma", help="Gaussian smoothing of the KS map [pixels]"),
     split: str = typer.Option(None, "--split", help="train | val | test | all"),
-    output: str = typer.Option(None, "--output", help="run name (lens/kappa/predictions/<output>)"),
+    output: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
+    old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
     train_dataset: str = typer.Option(None, "--train-dataset",
                                       help="data set whose training split gives the Wiener spectrum and the mean "
                                            "map (default: --dataset)"),
-    zip_: bool = typer.Option(None, "--zip/--no-zip", help="also write <output>.zip (the submission layout)"),
+    zip_: bool = typer.Option(None, "--zip/--no-zip", help="also write <name>.zip (the submission layout)"),
 ):
     """Classical reconstructions written like predictions: Kaiser-Squires, Wiener filter, all-zeros, training mean.
 
     The Wiener filter takes its signal power spectrum from the training split and
     its noise from the error map; `score` then compares any of them with the U-Net.
-    One float16 .npy per map in lens/kappa/predictions/<output>/ (default
+    One float16 .npy per map in lens/kappa/predictions/<name>/ (default
     <dataset>_<method>, <dataset>_ks<sigma> for KS); a rerun keeps the maps
     written with the same settings, other settings are refused (exit 2) unless
     --overwrite. Reports maps/s.
@@ -103,7 +104,7 @@ def baseline(
 
     ctx = current()
     cfg = kappa_config(ctx, {"baseline.dataset": dataset, "baseline.method": method, "baseline.sigma": sigma,
-                       "baseline.split": split, "baseline.output": output, "baseline.train_dataset": train_dataset,
+                       "baseline.split": split, "baseline.output": output or old_output, "baseline.train_dataset": train_dataset,
                        "baseline.zip": zip_})
     baseline_command(ctx, cfg)
 
@@ -158,14 +159,15 @@ def predict(
     inputs: str = typer.Argument(..., help="data set name or folder, a folder with EPSILON/ or of .npy, "
                                            "or a Datathon *.tar.gz"),
     model: str = typer.Option(None, "--model", help="model name or folder"),
-    output: str = typer.Option(None, "--output", help="run name (lens/kappa/predictions/<output>)"),
+    output: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
+    old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
     split: str = typer.Option(None, "--split", help="for a data set: train | val | test | all"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps per forward pass"),
     engine: str = typer.Option(None, "--engine", help="torch | onnxruntime (runs <model>/model.onnx)"),
-    zip_: bool = typer.Option(None, "--zip/--no-zip", help="also write <output>.zip (the submission layout)"),
+    zip_: bool = typer.Option(None, "--zip/--no-zip", help="also write <name>.zip (the submission layout)"),
     device: mc.Device = None,
 ):
-    """Predict kappa: one float16 .npy per input name in lens/kappa/predictions/<output>/, and a zip.
+    """Predict kappa: one float16 .npy per input name in lens/kappa/predictions/<name>/, and a zip.
 
     Streams the inputs (constant memory); maps already written by an
     interrupted run of the same model are kept. Reports maps/s.
@@ -173,7 +175,7 @@ def predict(
     from astrotool_lens.kappa.predict import predict_command
 
     ctx = current()
-    cfg = kappa_config(ctx, {"predict.model": model, "predict.output": output, "predict.split": split,
+    cfg = kappa_config(ctx, {"predict.model": model, "predict.output": output or old_output, "predict.split": split,
                        "predict.batch_size": batch_size, "predict.engine": engine, "predict.zip": zip_})
     predict_command(ctx, cfg, inputs, mc.runtime(ctx, device=device))
 
@@ -189,9 +191,8 @@ def score(
                                  help="a folder truth may hold maps without a prediction (default: refuse)"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps read at a time"),
     plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
-    report: str = typer.Option(None, "--report", help="report name (lens/kappa/reports/<report>_score.json)"),
-    as_json: bool = typer.Option(False, "--json", help='print {"maps": {name: {...}}, "mean": {...}} (several '
-                                                       'runs: {"runs": {run: ...}, "ranking": ...})'),
+    report: str = typer.Option(None, "--name", help="report name (lens/kappa/reports/<name>_score.json)"),
+    old_report: str = typer.Option(None, "--report", hidden=True, help="old spelling of --name"),
 ):
     """Score predicted kappa maps: WMAPE, DICEE, DPEAKS (the Datathon's), and MSE, Pearson r, SSIM, spectra, peaks.
 
@@ -202,14 +203,17 @@ def score(
     folders are also ranked (Borda and Copeland). With the input ellipticities
     at hand (a data set or a folder with EPSILON/), the predicted kappa is
     pushed back to shear and compared with them (chi2 per pixel). Report and
-    plots in lens/kappa/reports/.
+    plots in lens/kappa/reports/. --json prints {"maps": {name: {...}}, "mean": {...}} (several runs:
+    {"runs": {run: ...}, "ranking": ...}).
     """
+    from astrotool.console import json_results
+
     from astrotool_lens.kappa.score import score_command
 
     ctx = current()
     cfg = kappa_config(ctx, {"score.truth": truth, "score.split": split, "score.partial": partial,
-                       "score.batch_size": batch_size, "score.plots": plots, "score.report": report})
-    score_command(ctx, cfg, predictions, as_json=as_json)
+                       "score.batch_size": batch_size, "score.plots": plots, "score.report": report or old_report})
+    score_command(ctx, cfg, predictions, as_json=json_results())
 
 
 @app.command()

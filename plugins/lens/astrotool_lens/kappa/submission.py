@@ -117,12 +117,12 @@ class PredictionWriter:
         if info is None:
             if any(p for p in self.folder.iterdir() if not p.name.startswith(".")):
                 raise AstroError(f"{self.folder}: holds files but no {INFO_FILE}, so it is not a prediction run "
-                                 "of this tool; use --overwrite to clear it, or another --output name")
+                                 "of this tool; use --overwrite to clear it, or another --name")
             return
         changes = settings_changes(info["made_by"], self.made_by)
         if changes:
             raise AstroError(f"{self.folder}: made with other settings ({'; '.join(changes)}); use --overwrite "
-                             "to replace it, or another --output name")
+                             "to replace it, or another --name")
 
     def path(self, name: str) -> Path:
         """The file of map ``name``."""
