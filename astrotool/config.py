@@ -202,16 +202,38 @@ class Config:
         values = copy.deepcopy(self.data.get(name, {}))
         for k, v in flags.items():
             _set_dotted(values, k, v)
-            self.sources[f"{name}.{k}"] = "flag"
+            self.sources[f"{name}.{k}"] = _option_source(f"{name}.{k}", set(self._model_targets))
         problems = self._validate_section(name, values)
         if problems:
-            raise ConfigError([p.replace("flag: ", "command-line option: ") for p in problems])
+            raise ConfigError(problems)
         self.data[name] = values
         return self.validated[name]
 
     def resolved(self) -> dict:
         """Every section after validation, as plain JSON-ready dicts."""
         return {name: json.loads(model.model_dump_json()) for name, model in sorted(self.validated.items())}
+
+
+def _option_source(dotted: str, sections: set[str]) -> str:
+    """How a key set by a flag of the running command is named: ``command-line option --name``
+    (``command-line option`` outside a command, or when no option of the command sets it)."""
+    import sys
+
+    # the click of a running command line (typer >= 0.29 carries its own copy)
+    click = sys.modules.get("typer._click.globals") or sys.modules.get("click.globals")
+    cctx = click.get_current_context(silent=True) if click else None
+    if cctx is not None:
+        from astrotool.cliconfig import option_keys
+
+        words, c = [], cctx
+        while c.parent is not None:
+            words.append(c.info_name)
+            c = c.parent
+        path = " ".join(reversed(words))
+        for param in cctx.command.params:
+            if getattr(param, "opts", None) and dotted in option_keys(path, param, sections):
+                return f"command-line option {param.opts[-1]}"
+    return "command-line option"
 
 
 def defaults_layers(registry=None) -> tuple[list[tuple[str, dict]], dict[str, str]]:

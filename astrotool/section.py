@@ -5,7 +5,12 @@ with its file and dotted key instead of being silently ignored. Import it only
 from configuration modules (it imports pydantic).
 """
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic_core import PydanticCustomError
+
+from astrotool.names import name_problem
 
 __docformat__ = "numpy"
 
@@ -16,11 +21,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-FILE_STEM = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-"""Pattern of a name used as a file stem: no path separators, no leading dot."""
+def _file_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise PydanticCustomError("file_name", "not a valid name: {problem}", {"problem": problem})
+    return value
 
-FILE_STEM_OR_EMPTY = r"^(|[A-Za-z0-9][A-Za-z0-9_.-]*)$"
-""":data:`FILE_STEM`, or ``""`` for a name that defaults to another."""
+
+FileName = Annotated[str, AfterValidator(_file_name)]
+"""A key that names a file or folder: :func:`astrotool.names.check_name`'s rule."""
+
+FileNameOrEmpty = Annotated[str, AfterValidator(lambda v: v and _file_name(v))]
+""":data:`FileName`, or ``""`` for a name that defaults to another."""
 
 
 def check_ordered(name: str, pair) -> None:

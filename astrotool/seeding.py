@@ -11,7 +11,10 @@ decimal, so ``derive_seed(s, 3) == derive_seed(s, "3")`` (a key is its text),
 and ``:`` and ``\\`` inside a string key are escaped, so ``("a:b",)`` and
 ``("a", "b")`` give different seeds. For a base seed and one key without those
 two characters this is exactly the seed that :func:`astrotool.executors.run_items`
-has always given an item, so data generated before keep their values.
+has always given an item, so data generated before keep their values. The text is
+hashed as UTF-8, and a file name that is not valid UTF-8 (which ``os.listdir``
+returns with lone surrogates) by its own bytes, as ``os.fsencode`` gives them on
+POSIX: every file name has a seed.
 
 This module imports only the standard library.
 """
@@ -50,7 +53,8 @@ def derive_seed(base: int, *keys: int | str) -> int:
         The run's seed (``core.seed``). Any integer, negative ones included.
     *keys : int or str
         The stream's identity, in order: an item key, an epoch, a rank... Order
-        matters; an integer key equals its decimal string.
+        matters; an integer key equals its decimal string. A string may hold
+        any file name ``os.listdir`` returns, one that is not UTF-8 included.
 
     Returns
     -------
@@ -75,7 +79,7 @@ def derive_seed(base: int, *keys: int | str) -> int:
     if isinstance(base, str) or isinstance(base, bool):
         raise TypeError(f"derive_seed: the base seed must be an int, got {base!r}")
     text = ":".join([_text(base, "the base seed"), *(_text(k, f"key {i + 1}") for i, k in enumerate(keys))])
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Iterator, Optional, TypeVar
@@ -129,23 +128,6 @@ def runtime(ctx, device: str | None = None, precision: str | None = None, device
 
 # ---------------------------------------------------------------- datasets and model folders
 
-_FILE_STEM = None
-
-
-def _file_stem_re():
-    global _FILE_STEM
-    if _FILE_STEM is None:
-        # astrotool.section imports pydantic; the pattern is all this module needs of it
-        from astrotool.section import FILE_STEM
-
-        _FILE_STEM = re.compile(FILE_STEM)
-    return _FILE_STEM
-
-
-def _is_plain_name(name: str) -> bool:
-    return bool(_file_stem_re().fullmatch(name))
-
-
 def open_dataset(ctx, plugin: str, stage: str, name_or_path: str, cls: Callable[[Path], T],
                  hint: str = "write one first") -> T:
     """Open a dataset by name under ``<plugin>/<stage>/`` or by folder path, and record it as an input.
@@ -187,8 +169,8 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str =
     ctx : astrotool.context.Context
     plugin : str
     name : str
-        A model name (a file stem, :data:`astrotool.section.FILE_STEM`) or the
-        path of a folder holding ``model.json``.
+        A model name (:func:`astrotool.names.check_name`) or the path of a
+        folder holding ``model.json``.
     option : str
         How the user gave the name, for messages.
     stage : str
@@ -198,22 +180,23 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str =
     ------
     astrotool.errors.InputError
         An empty name, or a name that is neither a checkpoint folder nor a
-        valid file stem (a path separator, a leading dot, spaces...).
+        valid name (a path separator, a leading dot, spaces...).
     """
     from astrotool.ml.checkpoint import META_FILE
+    from astrotool.names import ALLOWED, name_problem, printable
 
     if not name:
         raise InputError(option, "no model name given")
     stage_dir = ctx.workspace.stage(plugin, stage)
-    plain = _is_plain_name(name)
+    plain = name_problem(name) is None
     if plain and (stage_dir / name / META_FILE).is_file():
         return stage_dir / name
     p = Path(name).expanduser()
     if (p / META_FILE).is_file():
         return p
     if not plain:
-        raise InputError(option, f"{name!r} is neither a checkpoint folder (no {META_FILE} there) nor a model "
-                                 "name (letters, digits, '_', '.', '-'; not starting with '.' or '-')")
+        raise InputError(option, f"{printable(name)!r} is neither a checkpoint folder (no {META_FILE} there) nor a "
+                                 f"model name ({ALLOWED})")
     return stage_dir / name
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, PositiveFloat, ValidationInfo, model_validator
 
-from astrotool.section import FILE_STEM, Section, check_odd, check_ordered
+from astrotool.section import FileName, Section, check_odd, check_ordered
 
 __docformat__ = "numpy"
 
@@ -32,7 +32,7 @@ class SimulateConfig(Section):
     """``astro dre simulate``: survey-like tiles with known galaxies and stars."""
 
     ntiles: int = Field(2, ge=1, description="number of tiles")
-    prefix: str = Field("sim", pattern=FILE_STEM, description="tile names: <prefix>_<i:03d>.fits")
+    prefix: FileName = Field("sim", description="tile names: <prefix>_<i:03d>.fits")
     size: int = Field(1024, ge=256, description="tile side [px]")
     n_galaxies: int = Field(40, ge=0, description="galaxies per tile")
     n_stars: int = Field(30, ge=0, description="stars per tile (the PSF is built from them)")

@@ -40,7 +40,7 @@ from typing import Literal, Union
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from astrotool.section import Section
+from astrotool.section import FileNameOrEmpty, Section
 from astrotool_lens.kappa.config import KappaConfig
 
 __docformat__ = "numpy"
@@ -209,7 +209,7 @@ class GenerateConfig(_Model):
 
     preset: Literal["lensnet", "shearnet", "fields", "custom"] = Field(
         "lensnet", description="physical parameters merged under the given keys (see module docs)")
-    name: str = Field("", description="dataset name (folder lens/shear/<name>); default: the preset's name")
+    name: FileNameOrEmpty = Field("", description="dataset name (folder lens/shear/<name>); default: the preset's name")
     n: int = Field(10000, ge=1, description="number of stamps")
     shard_size: int = Field(1000, ge=1, description="stamps per HDF5 shard (the unit of parallel work and of resuming)")
     seed: int | None = Field(None, description="base seed (default: core.seed); stamp i uses a seed derived from (seed, i)")
@@ -271,7 +271,7 @@ class TrainConfig(_Model):
     """``astro lens train``: CNN shear estimator."""
 
     dataset: str = Field("", description="dataset name or folder (default: lens.generate's dataset)")
-    model: str = Field("", description="model name, folder lens/models/<model> (default: <dataset>_cnn)")
+    model: FileNameOrEmpty = Field("", description="model name, folder lens/models/<model> (default: <dataset>_cnn)")
     target: Literal["ellipticity", "shear"] = Field(
         "ellipticity", description="ellipticity: the lensed galaxy's pre-PSF reduced-shear ellipticity, whose "
                                    "ensemble mean is g (unbiased ensemble estimator); shear: g itself "
@@ -336,7 +336,7 @@ class PredictConfig(_Model):
     engine: Literal["torch", "onnxruntime"] = Field(
         "torch", description="torch, or onnxruntime on <model>/model.onnx (astro lens export; its symmetrize and "
                              "calibrated must match these)")
-    output: str = Field("", description="output stem (default: from the input's name)")
+    output: FileNameOrEmpty = Field("", description="output stem (default: from the input's name)")
 
 
 class ExportConfig(_Model):

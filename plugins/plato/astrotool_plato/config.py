@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from astrotool.section import FILE_STEM, Section, check_ordered
+from astrotool.section import FileName, Section, check_ordered
 
 __docformat__ = "numpy"
 
@@ -23,7 +23,7 @@ class SimulateConfig(Section):
     """
 
 
-    name: str = Field("sim", pattern=FILE_STEM,
+    name: FileName = Field("sim",
                       description="stem of the output files and prefix of the curve ids")
     n_curves: int = Field(16, ge=1, description="number of light curves")
     duration_days: float = Field(10.0, gt=0, description="length of each light curve [d]")

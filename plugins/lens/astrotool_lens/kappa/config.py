@@ -1,8 +1,8 @@
 """Configuration of ``astro lens kappa``: the ``[lens.kappa.<command>]`` tables.
 
 Each command reads its own table; its flags override single keys. Names given
-here (data sets, models, prediction runs) are file stems
-(:data:`astrotool.section.FILE_STEM`).
+here (data sets, models, prediction runs) are file names
+(:data:`astrotool.section.FileName`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from astrotool.section import FILE_STEM, FILE_STEM_OR_EMPTY, Section
+from astrotool.section import FileName, FileNameOrEmpty, Section
 
 __docformat__ = "numpy"
 
@@ -37,7 +37,7 @@ class SimulateConfig(_Model):
     :mod:`astrotool_lens.kappa.simulate`.
     """
 
-    name: str = Field("sims", pattern=FILE_STEM, description="set name: folder lens/kappa/sims/<name>/ with EPSILON/ and KAPPA/")
+    name: FileName = Field("sims", description="set name: folder lens/kappa/sims/<name>/ with EPSILON/ and KAPPA/")
     n: int = Field(1000, ge=1, description="number of maps")
     size: int = Field(128, ge=16, description="map side [pixels] (the Datathon's is 128)")
     pixel_scale: float = Field(0.2, gt=0, description="[arcmin/pixel]")
@@ -76,7 +76,7 @@ class SimulateConfig(_Model):
 class DataConfig(_Model):
     """``astro lens kappa data``: index, check and pack (epsilon, kappa) pairs into a data set."""
 
-    name: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="data set name: folder lens/kappa/data/<name>/ (default: the source's name)")
+    name: FileNameOrEmpty = Field("", description="data set name: folder lens/kappa/data/<name>/ (default: the source's name)")
     split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions")
     shard_size: int = Field(1000, ge=1, description="maps per HDF5 shard")
     drop_unpaired: bool = Field(False, description="pack the pairs that exist and report the unpaired files "
@@ -94,7 +94,7 @@ class BaselineConfig(_Model):
     split: Literal["train", "val", "test", "all"] = Field("test", description="maps to reconstruct")
     train_dataset: str = Field("", description="data set whose training split gives the Wiener signal spectrum and "
                                                "the mean map (default: the data set itself)")
-    output: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="run name: lens/kappa/predictions/<output>/ "
+    output: FileNameOrEmpty = Field("", description="run name: lens/kappa/predictions/<output>/ "
                                                                     "(default: <dataset>_<method>, ks: <dataset>_ks<sigma>)")
     zip: bool = Field(True, description="also write <output>.zip, the submission layout")
 
@@ -110,7 +110,7 @@ class TrainConfig(_Model):
     """
 
     dataset: str = Field("", description="data set name or folder")
-    model: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="model name: lens/kappa/models/<model>/ (default: <dataset>_unet)")
+    model: FileNameOrEmpty = Field("", description="model name: lens/kappa/models/<model>/ (default: <dataset>_unet)")
     width: int = Field(8, ge=2, description="channels of the first level (doubling per level)")
     depth: int = Field(4, ge=1, le=6, description="levels (each halves the map; the side must be divisible by "
                                                   "2**depth)")
@@ -138,7 +138,7 @@ class PredictConfig(_Model):
     """``astro lens kappa predict``: one float16 ``.npy`` per input name, and a zip."""
 
     model: str = Field("", description="model name or folder (default: lens.kappa.train's model)")
-    output: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="run name: lens/kappa/predictions/<output>/ (default: <input>_<model>)")
+    output: FileNameOrEmpty = Field("", description="run name: lens/kappa/predictions/<output>/ (default: <input>_<model>)")
     split: Literal["train", "val", "test", "all"] = Field("test", description="for a data set input: maps to predict")
     batch_size: int = Field(16, ge=1, description="maps per forward pass")
     engine: Literal["torch", "onnxruntime"] = "torch"
@@ -157,7 +157,7 @@ class ScoreConfig(_Model):
     plots: bool = True
     examples: int = Field(3, ge=0, le=10, description="example maps (truth, prediction, residual) in the plots")
     batch_size: int = Field(64, ge=1, description="maps read at a time (memory ~ batch x runs maps)")
-    report: str = Field("", pattern=FILE_STEM_OR_EMPTY, description="report name: lens/kappa/reports/<report>_score.json (default: the "
+    report: FileNameOrEmpty = Field("", description="report name: lens/kappa/reports/<report>_score.json (default: the "
                                         "prediction folder's name; several: <first>_vs_<n>)")
 
 

@@ -1,0 +1,118 @@
+"""User-given names that become file or folder names, and file names shown to people.
+
+A name given on the command line or in a configuration file (``--name``,
+``--model``, ``--output``, ``lens.generate.name`` ...) becomes one file or folder
+name inside a workspace stage. :func:`check_name` is the one check of such a
+name; configuration models use it through :data:`astrotool.section.FileName`.
+
+A valid name is one path component that means the same on every file system and
+in every program it is handed to (a shell, Slurm, SExtractor's comma-separated
+lists): 1 to :data:`MAX_LENGTH` characters from the POSIX portable file-name set
+(``A-Z a-z 0-9 _ . -``), not starting with ``.`` (hidden, ``.`` and ``..``) or
+``-`` (read as an option). So no path separator, no space, comma or control
+character, and no name that leaves its stage folder.
+
+:func:`printable` turns any file name the operating system gives, including
+bytes that are not valid UTF-8, into text that can be printed and stored.
+
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from astrotool.errors import AstroError
+
+__docformat__ = "numpy"
+
+__all__ = ["ALLOWED", "MAX_LENGTH", "check_name", "name_problem", "printable"]
+
+MAX_LENGTH = 128
+"""Longest name [characters]: what a plugin appends (``_truth.parquet``,
+``000000-000063_lightcurves.parquet``) must still fit the 255-byte limit of a file name."""
+
+ALLOWED = "letters A-Z a-z, digits, '_', '.', '-'; not starting with '.' or '-'"
+"""The rule, as messages state it."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def printable(name: str | bytes | os.PathLike) -> str:
+    """A file name or path as printable text: bytes that are not UTF-8 become ``\\xNN``.
+
+    Parameters
+    ----------
+    name : str, bytes or path-like
+        As the operating system gave it (``os.listdir``, ``Path.iterdir``: bytes
+        that are not UTF-8 are then lone surrogates in a ``str``).
+
+    Examples
+    --------
+    >>> printable(os.fsdecode(b"tile_\\xff.fits"))
+    'tile_\\\\xff.fits'
+    >>> printable("champ_é.fits")
+    'champ_é.fits'
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def name_problem(text: str) -> str | None:
+    """Why ``text`` is not a valid name (see the module docs), else ``None``."""
+    if not isinstance(text, str):
+        return f"must be text, got {type(text).__name__}"
+    if not text:
+        return "is empty"
+    for sep in ("/", "\\"):
+        if sep in text:
+            return f"contains the path separator {sep!r}: a name is one file name, not a path"
+    if text in (".", ".."):
+        return "is a reference to a folder, not a name"
+    if text[0] == ".":
+        return "starts with '.' (a hidden file)"
+    if text[0] == "-":
+        return "starts with '-' (programs would read it as an option)"
+    if len(text) > MAX_LENGTH:
+        return f"is {len(text)} characters long (at most {MAX_LENGTH})"
+    if not _NAME.fullmatch(text):
+        bad = next(c for c in text if not (c.isascii() and (c.isalnum() or c in "_.-")))
+        return f"contains {bad!r}; allowed: {ALLOWED}"
+    return None
+
+
+def check_name(text: str, what: str) -> str:
+    """Return ``text`` if it is a valid name (see the module docs), else raise a usage error.
+
+    Parameters
+    ----------
+    text : str
+        The name as given.
+    what : str
+        The option or key it came from, for the message (``"--name"``,
+        ``"lens.generate.name"``).
+
+    Returns
+    -------
+    str
+        ``text``, unchanged.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        Exit code 2; the message names ``what``, the name and the problem.
+
+    Examples
+    --------
+    >>> check_name("cnn-small", "--model")
+    'cnn-small'
+    >>> check_name("../x", "--name")
+    Traceback (most recent call last):
+    ...
+    astrotool.errors.AstroError: --name: '../x' is not a valid name: contains the path separator '/': a name is one file name, not a path
+    """
+    problem = name_problem(text)
+    if problem:
+        shown = printable(text) if isinstance(text, str) else text
+        raise AstroError(f"{what}: {shown!r} is not a valid name: {problem}")
+    return text
