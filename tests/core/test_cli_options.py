@@ -159,3 +159,10 @@ def test_a_record_is_a_table_on_a_terminal(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "samples_per_curve" in text and "│" in text and '"samples_per_curve"' not in text, text
     assert "sim_labels.parquet" in "".join(text.split()).replace("│", ""), text  # folded, not cut with …
+
+
+def test_the_shell_completes_a_choice():
+    env = {"ASTRO_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin", "_ASTRO_COMPLETE": "complete_bash",
+           "COMP_WORDS": "astro lens kappa baseline --method ", "COMP_CWORD": "5"}
+    r = subprocess.run([sys.executable, "-m", "astrotool"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.stdout.split() == ["ks", "wiener", "zero", "mean"], (r.stdout, r.stderr)
