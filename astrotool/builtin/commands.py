@@ -106,13 +106,20 @@ def config_validate(files: list[Path] = typer.Argument(..., help="TOML files to 
     from astrotool.config import validate_file
     from astrotool.errors import ConfigError
 
-    problems = []
+    from astrotool.console import emit, json_results
+
+    problems, results = [], []
     for f in files:
         try:
             validate_file(f)
-            typer.echo(f"{f}: OK")
+            results.append({"file": str(f), "ok": True, "problems": []})
+            if not json_results():
+                typer.echo(f"{f}: OK")
         except ConfigError as exc:
             problems += exc.problems
+            results.append({"file": str(f), "ok": False, "problems": exc.problems})
+    if json_results():
+        emit(results)
     if problems:
         raise ConfigError(problems)
 
@@ -235,7 +242,14 @@ def demo(
     finally:
         parent._record, parent._workspace = ctx._record, ctx._workspace
         set_current(parent)
-    typer.echo(f"\nastro demo: workspace {directory} ({time.time() - t_all:.0f} s)")
+    from astrotool.console import emit, json_results
+
+    if json_results():
+        emit({"workspace": str(directory), "seconds": round(time.time() - t_all, 1), "failed": failed,
+              "steps": [{"name": n, "seconds": round(dt, 1), "lines": lines} for n, dt, lines in summary]})
+        summary = []
+    else:
+        typer.echo(f"\nastro demo: workspace {directory} ({time.time() - t_all:.0f} s)")
     for name, dt, lines in summary:
         typer.echo(f"\n[{name}] {dt:.1f} s")
         for line in lines:
