@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,11 +206,22 @@ class Workspace:
         return path
 
 
+SLURM_VARIABLES = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
+                   "array_task_id": "SLURM_ARRAY_TASK_ID"}
+"""The ``slurm`` entry of ``run.json``: its keys and the variables they come from (set ones only)."""
+
+RUN_DISTRIBUTIONS = ("galsim", "photutils", "torch")
+"""Distributions whose installed version every ``run.json`` records (read from their metadata, not imported)."""
+
+
 class RunRecord:
     """What a run did, written to ``runs/<utc>-<command>/run.json``.
 
-    Commands add inputs and outputs with :meth:`add_input` / :meth:`add_output`;
-    the command line finishes the record with status and duration.
+    Commands add inputs and outputs with :meth:`add_input` / :meth:`add_output`
+    and the external programs they run with :meth:`add_program`; the command
+    line finishes the record with status and duration. The record holds the
+    host, the Slurm job and array ids (when set), and the versions of Python,
+    astrotool, its plugins, the :data:`RUN_DISTRIBUTIONS` and the programs.
     """
 
     def __init__(self, workspace: Workspace, command: str, argv: list[str], config: dict,
@@ -221,6 +233,7 @@ class RunRecord:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self.extra: dict = {}
+        self.programs: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.started = started or time.time()  # POSIX time the command started
         self.dir: Path | None = None
 
@@ -229,8 +242,33 @@ class RunRecord:
         self.inputs.append(str(path))
 
     def add_output(self, path) -> None:
-        """Record an output file."""
-        self.outputs.append(str(path))
+        """Record an output file.
+
+        A hidden marker file (``.done``) that marks a folder finished stands for
+        that folder's products: its visible files are recorded instead.
+        """
+        path = Path(path)
+        if path.name.startswith(".") and path.is_file():
+            self.outputs += [str(p) for p in sorted(path.parent.iterdir())
+                             if p.is_file() and not p.name.startswith(".")]
+        else:
+            self.outputs.append(str(path))
+
+    def add_program(self, label: str, names: tuple[str, ...] | list[str],
+                    version_args: tuple[str, ...] = ("--version",)) -> None:
+        """Record the version of an external program the run uses (the first of ``names`` on ``PATH``),
+        asked with ``version_args`` when the record is written, e.g.
+        ``add_program("psfex", ["psfex"])``."""
+        self.programs[label] = (tuple(names), tuple(version_args))
+
+    def _program_versions(self) -> dict[str, str]:
+        from astrotool.doctor import program_check
+
+        out = {}
+        for label, (names, args) in self.programs.items():
+            check = program_check(list(names), "", args, label)
+            out[label] = check.detail if check.ok else "not found"
+        return out
 
     def finish(self, status: str, exit_code: int, error: str | None = None) -> Path:
         """Write ``run.json`` and return its path."""
@@ -246,8 +284,11 @@ class RunRecord:
             "started_utc": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
             "duration_s": round(time.time() - self.started, 3),
             "workspace": str(self.workspace.root),
+            "host": socket.gethostname(),
+            **({"slurm": slurm} if (slurm := {k: os.environ[v] for k, v in SLURM_VARIABLES.items()
+                                              if os.environ.get(v)}) else {}),
             "config": self.config,
-            "versions": versions(),
+            "versions": {**versions(RUN_DISTRIBUTIONS), **self._program_versions()},
             "inputs": self.inputs,
             "outputs": self.outputs,
             **self.extra,

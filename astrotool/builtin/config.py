@@ -16,7 +16,8 @@ class CoreConfig(Section):
     executor: Literal["serial", "process", "dask"] = "serial"
     """How per-item work runs."""
     jobs: int = Field(0, ge=0)
-    """Worker processes for ``process``/``dask`` (0 = all cores)."""
+    """Worker processes for ``process``/``dask`` (0 = the cores this process may use: CPU affinity,
+    cgroup quota, ``SLURM_CPUS_PER_TASK``)."""
     scheduler: str = ""
     """Dask scheduler address; empty starts a local cluster."""
     seed: int = Field(0, ge=0)

@@ -54,6 +54,10 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         cube = ensure_cube(ctx, cfg)
     for t in todo:
         ctx.record.add_input(t)
+    if "detect" in stages and cfg.detect.engine != "photutils":
+        ctx.record.add_program("source-extractor", ["source-extractor", "sex"])
+    if "psf" in stages and cfg.psf.engine != "photutils":
+        ctx.record.add_program("psfex", ["psfex"])
     results = run_tiles(todo, ws.root, stages, cfg, ctx.map, overwrite=ctx.overwrite, cube=cube,
                         desc=desc or " → ".join(stages))
     for r in results:

@@ -1,0 +1,245 @@
+"""Batch runs: workers die with their parent, SIGTERM/Ctrl-C stop them, usable cores, --shard auto, run.json."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from astrotool.errors import AstroError
+from astrotool.executors import parse_shard
+from astrotool import executors
+
+HERE = Path(__file__).parent
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _children(pid: int) -> set[int]:
+    """The pids whose parent is ``pid``."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.add(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _wait_gone(pids, seconds: float = 5.0) -> set[int]:
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return {p for p in pids if _alive(p)}
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASTRO_", "SLURM_"))}
+    env.update(ASTRO_CONFIG=os.devnull, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE / "toyplugins")]), **extra)
+    return env
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 of the parent: its process-pool workers stop too, within seconds, mid-item."""
+    script = ("import sys; from astrotool.executors import ExecutorOptions, run_items; from _batch_items import nap; "
+              "run_items(nap, [(sys.argv[1], 60.0), (sys.argv[1], 60.01), (sys.argv[1], 60.02)], "
+              "options=ExecutorOptions('process', jobs=2))")
+    p = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=_env())
+    deadline = time.time() + 30
+    while time.time() < deadline and len(list(tmp_path.iterdir())) < 2:
+        time.sleep(0.05)
+    workers = {int(f.name) for f in tmp_path.iterdir()}
+    try:
+        assert len(workers) == 2, "the workers never started"
+        p.kill()
+        p.wait()
+        assert _wait_gone(workers) == set(), "workers outlived their killed parent"
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _start_toy(ws: Path, *extra):
+    """``astro toy run`` of 6 slow items on 2 process workers; returns it once both workers write."""
+    p = subprocess.Popen([sys.executable, "-m", "astrotool", "-w", str(ws), "--executor", "process", "-j", "2",
+                          "toy", "run", "--count", "6", "--slow", "60", *extra],
+                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, preexec_fn=_default_sigint)
+    out = ws / "toy" / "out"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.is_dir() and sum(f.name.startswith(".") for f in out.iterdir()) >= 2):
+        time.sleep(0.02)
+    return p, _children(p.pid)
+
+
+@pytest.mark.parametrize("sig, code, status", [(signal.SIGTERM, 143, "terminated"),
+                                               (signal.SIGINT, 130, "interrupted")])
+def test_signal_stops_the_workers_at_once(tmp_path, sig, code, status):
+    """SIGTERM (Slurm, scancel) or Ctrl-C during 60-s items: the workers are stopped, not waited for;
+    their partial files are removed; the exit code and run.json say why."""
+    p, workers = _start_toy(tmp_path)
+    try:
+        assert len(workers) >= 2, "the workers never started"
+        os.killpg(p.pid, sig) if sig == signal.SIGINT else p.send_signal(sig)
+        _, err = p.communicate(timeout=20)  # today's code waited for the 60-s items
+        assert p.returncode == code, err
+        assert "Exception ignored" not in err and "Traceback" not in err, err
+        assert _wait_gone(workers) == set()
+        assert [f.name for f in (tmp_path / "toy/out").iterdir()] == []
+        rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+        assert (rec["status"], rec["exit_code"]) == (status, code)
+    finally:
+        for pid in workers | {p.pid}:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_twenty_times_always_exits_143(tmp_path):
+    """SIGTERM at varying moments of a process-pool run is never swallowed: 143 every time."""
+    codes, problems = [], []
+    for k in range(20):
+        ws = tmp_path / f"w{k}"
+        p = subprocess.Popen([sys.executable, "-m", "astrotool", "-w", str(ws), "--executor", "process", "-j", "2",
+                              "toy", "run", "--count", "8", "--slow", "0.3"],
+                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        out = ws / "toy" / "out"
+        deadline = time.time() + 60
+        while time.time() < deadline and not (out.is_dir() and any(out.iterdir())):
+            time.sleep(0.01)
+        time.sleep(0.02 * (k % 10))  # before, during and between items; 3 rounds of items are still to come
+        workers = _children(p.pid)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        codes.append(p.returncode)
+        if "Exception ignored" in err or "Traceback" in err:
+            problems.append(err)
+        problems += [f"worker {w} survived" for w in _wait_gone(workers)]
+    assert codes == [143] * 20 and problems == []
+
+
+def test_sigterm_swallowed_by_a_finaliser_still_stops_the_run(tmp_path):
+    """A SIGTERM whose exception lands in a ``__del__`` ("Exception ignored ... KeyboardInterrupt")
+    used to be lost: the run went on to the end and exited 0. It stops the run all the same."""
+    out = tmp_path / "toy" / "out"
+    p = subprocess.Popen([sys.executable, str(HERE / "_swallowed.py"), str(out), "-w", str(tmp_path),
+                          "--executor", "process", "-j", "2", "toy", "run", "--count", "10", "--slow", "0.5"],
+                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    _, err = p.communicate(timeout=60)
+    assert "Exception ignored" in err  # the hazard happened
+    assert p.returncode == 143, err
+    assert len(list(out.iterdir())) < 10 and not [f for f in out.iterdir() if f.name.startswith(".")]
+    rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert (rec["status"], rec["exit_code"]) == ("terminated", 143)
+
+
+def test_usable_cores_smallest_of_affinity_cgroup_and_slurm(tmp_path):
+    affinity = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert executors.usable_cores({}, cpu_max) == affinity
+    cpu_max.write_text("50000 100000\n")  # half a core: still one worker
+    assert executors.usable_cores({}, cpu_max) == 1
+    cpu_max.write_text(f"{100000 * affinity + 50000} 100000\n")  # more quota than cores: the cores
+    assert executors.usable_cores({}, cpu_max) == affinity
+    assert executors.usable_cores({"SLURM_CPUS_PER_TASK": "1"}, tmp_path / "absent") == 1
+    assert executors.usable_cores({"SLURM_CPUS_PER_TASK": str(affinity + 4)}, tmp_path / "absent") == affinity
+    with pytest.raises(AstroError, match="SLURM_CPUS_PER_TASK.*'x'"):
+        executors.usable_cores({"SLURM_CPUS_PER_TASK": "x"}, tmp_path / "absent")
+
+
+def test_jobs_0_uses_the_cores_slurm_gives(astro, toy, tmp_path):
+    """`-j 0` in a Slurm task of one CPU runs one worker, whose OpenMP threads are that one core."""
+    r = astro("-w", tmp_path, "-j", "0", "toy", "run", "--count", "2", pythonpath=toy,
+              env={"SLURM_CPUS_PER_TASK": "1"})
+    assert r.returncode == 0, r.stderr
+    from astrotool.executors import ExecutorOptions
+
+    os.environ["SLURM_CPUS_PER_TASK"] = "1"
+    try:
+        assert ExecutorOptions("process", jobs=0).workers == 1
+    finally:
+        del os.environ["SLURM_CPUS_PER_TASK"]
+
+
+def test_shard_auto_from_the_slurm_array():
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "32", "SLURM_ARRAY_TASK_MIN": "0",
+           "SLURM_ARRAY_TASK_MAX": "31"}
+    assert parse_shard("auto", env) == (3, 32)
+    # --array=1-32: task ids from 1
+    assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "32",
+                                "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "32"}) == (0, 32)
+    # --array=0-30:2: 16 tasks, ids 0, 2, ...
+    assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_COUNT": "16",
+                                "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "30",
+                                "SLURM_ARRAY_TASK_STEP": "2"}) == (3, 16)
+    with pytest.raises(AstroError, match="--shard auto: not in a Slurm job array"):
+        parse_shard("auto", {})
+    # a resubmitted subset (--array=3,17) cannot say which shares it is: refused, not guessed
+    with pytest.raises(AstroError, match="--shard auto.*--shard I/N"):
+        parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "2",
+                             "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "17"})
+
+
+def test_shard_auto_on_the_command_line(astro, toy, tmp_path):
+    env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "0",
+           "SLURM_ARRAY_TASK_MAX": "1", "SLURM_ARRAY_JOB_ID": "4242", "SLURM_JOB_ID": "4244"}
+    r = astro("-w", tmp_path, "--shard", "auto", "toy", "run", "--count", "4", pythonpath=toy, env=env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(f.name for f in (tmp_path / "toy/out").iterdir()) == ["item_001.json", "item_003.json"]
+    rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
+    assert rec["host"] == socket.gethostname()
+    assert rec["slurm"] == {"job_id": "4244", "array_job_id": "4242", "array_task_id": "1"}
+    from importlib import metadata
+
+    for dist in ("galsim", "photutils", "torch"):
+        assert rec["versions"][dist] == metadata.version(dist)
+    assert sorted(Path(p).name for p in rec["outputs"]) == ["item_001.json", "item_003.json"]
+    r = astro("-w", tmp_path, "--shard", "auto", "toy", "run", "--count", "4", pythonpath=toy)
+    assert r.returncode == 2 and "--shard auto: not in a Slurm job array" in r.stderr, r.stderr
+
+
+def test_run_record_names_real_files_and_program_versions(tmp_path, monkeypatch):
+    """A hidden ``.done`` marker stands for its folder's products; a program's version line is recorded."""
+    from astrotool.workspace import RunRecord, Workspace
+
+    mosaics = tmp_path / "dre/mosaics/tile_000"
+    mosaics.mkdir(parents=True)
+    for name in ("a_mosaic.fits", "a_mosaic.png", ".done"):
+        (mosaics / name).write_text("x")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "fakeprog").write_text("#!/bin/sh\necho 'FakeProg version 1.2.3 (2024-01-01)'\n")
+    (bin_dir / "fakeprog").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(var, raising=False)
+    rec = RunRecord(Workspace(tmp_path, stages={}), "dre mosaics", ["astro", "dre", "mosaics"], {})
+    rec.add_output(mosaics / ".done")
+    rec.add_program("fakeprog", ["nosuchprog", "fakeprog"])
+    rec.add_program("absent", ["nosuchprog"])
+    got = json.loads(rec.finish("ok", 0).read_text())
+    assert got["outputs"] == [str(mosaics / "a_mosaic.fits"), str(mosaics / "a_mosaic.png")]
+    assert got["versions"]["fakeprog"] == f"{bin_dir / 'fakeprog'}: FakeProg version 1.2.3 (2024-01-01)"
+    assert got["versions"]["absent"] == "not found"
+    assert "slurm" not in got and got["host"] == socket.gethostname()
