@@ -60,6 +60,11 @@ def test_fits_summary_reads_back_in_astropy_with_units_descriptions_and_keywords
     np.testing.assert_allclose(t["MAG"], header["MAGZP"] - 2.5 * np.log10(t["FLUX"]), rtol=1e-6)
 
 
+def test_detection_catalogue_carries_units(ws):
+    cat = Table.read(ws / "dre/sextracted/sim_000/sim_000_cat.fits", hdu="LDAC_OBJECTS")
+    assert cat["X_IMAGE"].unit == u.pix and cat["ALPHA_J2000"].unit == u.deg and cat["FLUX_AUTO"].unit == u.adu
+
+
 def test_parquet_summary_reads_back_in_astropy_with_units(ws):
     t = Table.read(ws / "dre/summary/sim_000_dre.parquet", format="parquet")
     assert t["ANGLE"].unit == u.deg and t["MAG"].unit == u.mag and t["FLUX"].unit == u.adu

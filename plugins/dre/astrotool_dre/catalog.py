@@ -137,8 +137,17 @@ def read_catalog(path: str | os.PathLike, *, vignet: bool = True, require=()):
 
 
 def write_ldac(path, table, image_header, primary_history, ext: int, sex_keys: dict | None = None) -> None:
-    """Write ``table`` as a FITS_LDAC catalogue (``image_header`` goes to ``LDAC_IMHEAD``)."""
+    """Write ``table`` as a FITS_LDAC catalogue (``image_header`` goes to ``LDAC_IMHEAD``), with the
+    columns' units (:data:`CATALOG_UNITS`; flux columns in the tile's ``BUNIT``) as ``TUNITn``."""
     from astropy.io import fits
+    from astropy.table import Table
+
+    table = Table(table, copy=False)
+    flux_unit = data_unit(image_header)
+    for c in table.colnames:
+        unit = flux_unit if c in FLUX_COLUMNS else CATALOG_UNITS.get(c)
+        if unit:
+            table[c].unit = unit
 
     image_header = image_header.copy()
     for k, v in (sex_keys or {}).items():
