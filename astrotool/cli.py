@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 import typer
 from typer.core import TyperGroup
@@ -484,6 +485,8 @@ def _catch_stop_signals() -> dict:
 
     executors.reset_stop()
     previous = {}
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return previous
     for signum in (signal.SIGTERM, signal.SIGINT):
         if signum == signal.SIGINT and signal.getsignal(signum) is not signal.default_int_handler:
             continue
