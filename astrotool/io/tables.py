@@ -258,7 +258,8 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
     keywords : dict, optional
         Header keywords of the table HDU: name -> value or ``(value, comment)``
         (e.g. ``{"MAGZP": (30.0, "[mag] zero point")}``), beside ``DATE``,
-        ``CREATOR`` and ``ASTROVER`` (:func:`astrotool.provenance.fits_keywords`).
+        ``CREATOR`` and ``ASTROVER`` (:func:`astrotool.provenance.fits_keywords`);
+        names of at most 8 characters (no ``HIERARCH`` cards).
     """
     from astropy import units as u
     from astropy.io import fits
@@ -282,6 +283,9 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
         if table[name].description:
             hdu.header.insert(f"TFORM{i}", (f"TCOMM{i}", _ascii(table[name].description)), after=True)
     record = provenance(command)
+    long = [k for k in keywords or {} if len(k) > 8]
+    if long:  # astropy would write HIERARCH cards, which many readers skip
+        raise ValueError(f"FITS keyword(s) longer than 8 characters: {', '.join(long)}")
     for key, value in {**fits_keywords(record), **(keywords or {})}.items():
         hdu.header[key] = value
     for line in fits_history(record) + list(history or []):

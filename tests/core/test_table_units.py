@@ -41,9 +41,11 @@ def test_fits_summary_reads_back_with_units_descriptions_and_keywords(tmp_path):
     assert any("dre fit" in h for h in header["HISTORY"])
 
 
-def test_fits_refuses_a_unit_astropy_cannot_parse(tmp_path):
+def test_fits_refuses_a_unit_astropy_cannot_parse_and_a_long_keyword(tmp_path):
     with pytest.raises(ValueError):
         write_fits_table(table(), tmp_path / "s.fits", units={"JD": "d (JD)"})
+    with pytest.raises(ValueError, match="STATISTIC"):
+        write_fits_table(table(), tmp_path / "s.fits", keywords={"STATISTIC": "chi2"})
     assert not list(tmp_path.iterdir())
 
 

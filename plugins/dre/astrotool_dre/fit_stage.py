@@ -49,7 +49,7 @@ columns keep :data:`astrotool_dre.catalog.CATALOG_UNITS`; ``LOGR`` is log10 of p
 SUMMARY_DESCRIPTIONS = {
     "NAME": "object name EXT_NUMBER_NUMBER", "INDEX": "Sersic index of the best model",
     "AX_RATIO": "axis ratio b/a of the best model",
-    "ANGLE": "position angle of the major axis, degrees counter-clockwise from +x (image), in [0, 180)",
+    "ANGLE": "major axis, degrees counter-clockwise from image +x, in [0, 180) (not east of north)",
     "LOGR": "log10 of the major-axis half-light radius in pixels (grid value)",
     "LOGR_FIT": "log10 major-axis half-light radius in pixels, between grid values",
     "FLUX": "total flux of the best model, in the tile's data units (BUNIT)",
@@ -242,7 +242,7 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
     """The summary as Parquet and as a FITS table, with units, descriptions and provenance.
 
     The FITS table's header holds ``MAGZP`` [mag], ``GAIN`` [e-/data unit], ``BUNIT``,
-    ``STATISTIC`` and the provenance keywords (``DATE``, ``CREATOR``, ``ASTROVER``);
+    ``FITSTAT`` (the statistic) and the provenance keywords (``DATE``, ``CREATOR``, ``ASTROVER``);
     the Parquet file the same facts in its ``astrotool`` metadata.
     """
     from astrotool.io.tables import write_fits_table, write_parquet
@@ -258,7 +258,7 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
     keywords = {"MAGZP": (zp, "[mag] zero point: MAG = MAGZP - 2.5 log10(FLUX)"),
                 "GAIN": (gain, "[e-/data unit] gain used for the source noise"),
                 "BUNIT": (flux_unit, "data unit of the tile and of FLUX"),
-                "STATISTIC": (cfg.statistic, "fit statistic: chi2 or dre")}
+                "FITSTAT": (cfg.statistic, "fit statistic: chi2 or dre")}
     write_parquet(table, paths.summary, metadata=meta, command="dre fit", descriptions=descriptions)
     write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY", command="dre fit",
                      descriptions=descriptions, keywords=keywords,
