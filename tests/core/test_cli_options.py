@@ -166,3 +166,18 @@ def test_the_shell_completes_a_choice():
            "COMP_WORDS": "astro lens kappa baseline --method ", "COMP_CWORD": "5"}
     r = subprocess.run([sys.executable, "-m", "astrotool"], capture_output=True, text=True, env=env, timeout=60)
     assert r.stdout.split() == ["ks", "wiener", "zero", "mean"], (r.stdout, r.stderr)
+
+
+def test_dre_run_passes_its_stages_options_on(tmp_path):
+    """``dre run`` takes the options of detect, psf, cuts and fit and sets their keys (recorded in run.json)."""
+    import json
+
+    r = _astro("-q", "-w", tmp_path, "dre", "run", "--detect-engine", "photutils", "--psf-engine", "photutils",
+               "--compression", "none", "--margin", 10, "--statistic", "dre", "--batch-size", 5, "--gain", "cps")
+    assert r.returncode == 2 and "no tiles" in r.stderr, r.stderr  # the options parse; the empty workspace stops it
+    (record,) = tmp_path.glob("runs/*-dre-run/run.json")
+    dre = json.loads(record.read_text())["config"]["dre"]
+    assert (dre["detect"]["engine"], dre["psf"]["engine"]) == ("photutils", "photutils")
+    assert (dre["cuts"]["compression"], dre["cuts"]["margin"]) == ("none", 10.0)
+    assert (dre["fit"]["statistic"], dre["fit"]["batch_size"]) == ("dre", 5)
+    assert dre["detect"]["gain"] == dre["fit"]["gain"] == "cps"
