@@ -364,7 +364,7 @@ def mount_all(group) -> list[tuple[str, str]]:
 def _version_text() -> str:
     from astrotool.plugins import get_registry
 
-    lines = [f"astro {__version__}"]
+    lines = [f"astro {__version__} (astrotool-core)"]
     for info in get_registry().info.values():
         if info.name != "core":
             lines.append(f"  {info.name}: {info.distribution} {info.version}" + (" (broken)" if info.status != "ok" else ""))

@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,9 @@ def test_core_distribution_is_not_pypis_astrotool():
     core = _project(REPO / "pyproject.toml")
     assert core["name"] == "astrotool-core"
     assert metadata.version("astrotool-core") == core["version"]
+    r = subprocess.run([sys.executable, "-m", "astrotool", "--version"], capture_output=True, text=True,
+                       env={"ASTRO_CONFIG": os.devnull, "PATH": "/usr/bin:/bin"})
+    assert r.stdout.splitlines()[0] == f"astro {core['version']} (astrotool-core)", r.stdout
 
 
 @pytest.mark.parametrize("plugin", PLUGINS)
