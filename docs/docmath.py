@@ -125,7 +125,7 @@ class MathStore:
 
 
 _INDENTED = re.compile(r"(?:^|(?<=\n\n))(?:(?: {4}|\t)[^\n]*\n?)+")
-_PLACEHOLDER = re.compile(r"<(?=/?[A-Za-z_][^<>\n]*>)")
+_PLACEHOLDER = re.compile(r"<(?![a-z]+://|mailto:)(?=/?[A-Za-z_][^<>\n]*>)")  # not an autolink <https://...>
 
 
 def escape_placeholders(markdown: str) -> str:
