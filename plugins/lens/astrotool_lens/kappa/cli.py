@@ -62,7 +62,7 @@ def data(
                                                   "or Datathon *.tar.gz files"),
     name: str = typer.Option(None, "--name", help="data set name (folder lens/kappa/data/<name>)"),
     drop_unpaired: bool = typer.Option(None, "--drop-unpaired/--refuse-unpaired",
-                                       help="pack the existing pairs and report unpaired files (default: refuse)"),
+                                       help="pack the existing pairs and report unpaired files"),
     shard_size: int = typer.Option(None, "--shard-size", help="maps per HDF5 shard"),
 ):
     """Index, check and pack (epsilon, kappa) pairs into a streamable data set with fixed splits.
@@ -188,7 +188,7 @@ def score(
                                                     "a folder of .npy, or *.tar.gz"),
     split: str = typer.Option(None, "--split", help="for a data set truth: train | val | test | all"),
     partial: bool = typer.Option(None, "--partial/--complete",
-                                 help="a folder truth may hold maps without a prediction (default: refuse)"),
+                                 help="a folder truth may hold maps without a prediction"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps read at a time"),
     plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
     report: str = typer.Option(None, "--name", help="report name (lens/kappa/reports/<name>_score.json)"),
