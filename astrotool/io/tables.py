@@ -40,7 +40,7 @@ def write_parquet(table, path: str | Path, metadata: dict | None = None, command
         (read back by :func:`parquet_metadata`).
     command : str
         The command writing it (default: ``metadata["command"]`` if any), for the
-        provenance record stored under ``astrotool.provenance``
+        provenance record stored under ``provenance``
         (:func:`astrotool.provenance.provenance`, read back by
         :func:`parquet_provenance`).
     units, descriptions : dict, optional
@@ -114,7 +114,11 @@ def astropy_parquet_metadata(schema, units: dict | None = None, descriptions: di
             dtype = np.dtype(object)
         t[field.name] = np.zeros(0, dtype="U1" if dtype == object and field.type in _string_types() else dtype)
         if units.get(field.name):
-            t[field.name].unit = u.Unit(units[field.name], parse_strict="raise")
+            try:
+                t[field.name].unit = u.Unit(units[field.name], parse_strict="raise")
+            except ValueError as exc:
+                raise ValueError(f"column {field.name}: unit {units[field.name]!r} is not an astropy unit "
+                                 f"({exc})") from None
         if descriptions.get(field.name):
             t[field.name].description = descriptions[field.name]
     out = {b"table_meta_yaml": "\n".join(table_meta.get_yaml_from_table(t)).encode()}
@@ -137,13 +141,12 @@ def add_parquet_metadata(path: str | Path, metadata: dict[bytes, bytes], compres
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    src = pq.ParquetFile(path)
-    schema = src.schema_arrow
-    schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as writer:
-        for batch in src.iter_batches():
-            writer.write_table(pa.Table.from_batches([batch]).cast(schema))
-    src.close()
+    with pq.ParquetFile(path) as src:
+        schema = src.schema_arrow
+        schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+        with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+            for batch in src.iter_batches():
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
     return Path(path)
 
 
@@ -273,7 +276,10 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
         table = table.copy(copy_data=False)
     for name, unit in (units or {}).items():
         if name in table.colnames and unit:
-            table[name].unit = u.Unit(unit, parse_strict="raise")
+            try:
+                table[name].unit = u.Unit(unit, parse_strict="raise")
+            except ValueError as exc:
+                raise ValueError(f"column {name}: unit {unit!r} is not an astropy unit ({exc})") from None
     for name, text in (descriptions or {}).items():
         if name in table.colnames:
             table[name].description = text

@@ -42,8 +42,10 @@ def test_fits_summary_reads_back_with_units_descriptions_and_keywords(tmp_path):
 
 
 def test_fits_refuses_a_unit_astropy_cannot_parse_and_a_long_keyword(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"column JD: unit 'd \(JD\)' is not an astropy unit"):
         write_fits_table(table(), tmp_path / "s.fits", units={"JD": "d (JD)"})
+    with pytest.raises(ValueError, match="column JD"):
+        write_parquet(table(), tmp_path / "s.parquet", units={"JD": "d (JD)"})
     with pytest.raises(ValueError, match="STATISTIC"):
         write_fits_table(table(), tmp_path / "s.fits", keywords={"STATISTIC": "chi2"})
     assert not list(tmp_path.iterdir())
