@@ -168,18 +168,16 @@ def test_usable_cores_smallest_of_affinity_cgroup_and_slurm(tmp_path):
         executors.usable_cores({"SLURM_CPUS_PER_TASK": "x"}, tmp_path / "absent")
 
 
-def test_jobs_0_uses_the_cores_slurm_gives(astro, toy, tmp_path):
-    """`-j 0` in a Slurm task of one CPU runs one worker, whose OpenMP threads are that one core."""
-    r = astro("-w", tmp_path, "-j", "0", "toy", "run", "--count", "2", pythonpath=toy,
-              env={"SLURM_CPUS_PER_TASK": "1"})
-    assert r.returncode == 0, r.stderr
-    from astrotool.executors import ExecutorOptions
+def test_jobs_0_uses_the_cores_slurm_gives(tmp_path, monkeypatch):
+    """`-j 0` in a Slurm task of one CPU runs one worker (it used to start one per core of the node)."""
+    from astrotool.executors import ExecutorOptions, run_items
 
-    os.environ["SLURM_CPUS_PER_TASK"] = "1"
-    try:
-        assert ExecutorOptions("process", jobs=0).workers == 1
-    finally:
-        del os.environ["SLURM_CPUS_PER_TASK"]
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    monkeypatch.syspath_prepend(str(HERE))
+    from _batch_items import nap
+    results, failures = run_items(nap, [(str(tmp_path), 0.2)] * 4, keys=list("abcd"),
+                                  options=ExecutorOptions("process", jobs=0))
+    assert not failures and len({pid for _, pid in results}) == 1
 
 
 def test_shard_auto_from_the_slurm_array():
