@@ -30,6 +30,10 @@ def test_alert_table_opens_with_table_read_with_units_and_history(tmp_path):
     assert t["jd"].unit == u.day and t["magpsf"].unit == u.mag and t["ra"].unit == u.deg
     assert t["xpos"].unit == u.pix and "Julian date" in t["jd"].description
     assert t.meta["provenance"]["command"] == "ztf ingest"
+    import h5py
+
+    with h5py.File(result.stamps) as h5:
+        assert u.Unit(h5["science"].attrs["unit"], parse_strict="raise") == u.adu
     for row, alert in zip(t, alerts):
         entries = json.loads(row["prv_candidates"])                  # plain JSON, no astrotool needed
         assert entries == ztf_ingest.history(row["prv_candidates"])

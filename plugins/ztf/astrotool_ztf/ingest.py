@@ -626,8 +626,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
             for kind in STAMPS:
                 ds = h5.create_dataset(kind, shape=(0, size, size), maxshape=(None, size, size), dtype="f4",
                                        chunks=(16, size, size), fillvalue=np.nan, **comp)
-                ds.attrs["description"] = f"ZTF {kind} stamps (from {STAMPS[kind]}), NaN where missing or padded"
-                ds.attrs["unit"] = "DN (as in the cutout FITS)"
+                ds.attrs["description"] = (f"ZTF {kind} stamps (from {STAMPS[kind]}), NaN where missing or padded; "
+                                           "DN as in the cutout FITS")
+                ds.attrs["unit"] = "adu"          # an astropy unit string, like every unit the tables carry
             h5.create_dataset("candid", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
             h5.create_dataset("objectId", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
             try:
