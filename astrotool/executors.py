@@ -148,7 +148,7 @@ def usable_cores(environ: Mapping[str, str] | None = None,
     text = environ.get("SLURM_CPUS_PER_TASK", "").strip()
     if text:
         if not text.isdigit() or int(text) < 1:
-            raise AstroError(f"-j 0: SLURM_CPUS_PER_TASK must be a positive integer, got {text!r}")
+            raise AstroError(f"SLURM_CPUS_PER_TASK must be a positive integer (the CPUs of a Slurm task), got {text!r}")
         cores = min(cores, int(text))
     return max(1, cores)
 
