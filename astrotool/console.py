@@ -206,10 +206,12 @@ def json_results() -> bool:
 
 
 def _cell(value) -> str:
-    """A table cell: text as is, nested values as compact JSON."""
+    """A table cell: text as is (a file name that is not UTF-8 with ``\\xNN``), nested values as compact JSON."""
+    from astrotool.names import printable
+
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, default=str)
-    return str(value)
+    return printable(str(value))
 
 
 def emit(obj) -> None:
@@ -233,7 +235,7 @@ def emit(obj) -> None:
     if isinstance(obj, list):
         sys.stdout.write("".join(f"{_cell(x)}\n" for x in obj))
     else:
-        sys.stdout.write(f"{obj}\n")
+        sys.stdout.write(f"{_cell(obj)}\n")
     sys.stdout.flush()
 
 

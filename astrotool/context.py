@@ -265,7 +265,9 @@ class Context:
         with contextlib.suppress(Exception):
             record.config = self.config.resolved()
         if self.failures:
-            record.extra["failures"] = [{"item": f.key, "error": f.error} for f in self.failures]
+            from astrotool.names import printable
+
+            record.extra["failures"] = [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]
         return record.finish(status, exit_code, error)
 
     # -- execution -----------------------------------------------------------------------
@@ -326,6 +328,7 @@ class Context:
         """
         from astrotool import console
         from astrotool.executors import run_items
+        from astrotool.names import printable
 
         options = options or self.executor_options
         keys = [str(k) for k in (keys if keys is not None else items)]
@@ -333,7 +336,7 @@ class Context:
         with console.progress(n, desc) as advance:
             results, failures = run_items(fn, items, keys, options, self.seed, advance)
         for f in failures:
-            self.log.error("%s: %s failed: %s", desc, f.key, f.error)
+            self.log.error("%s: %s failed: %s", desc, printable(f.key), printable(f.error))
             if self.options.traceback and f.traceback:
                 self.log.error(f.traceback)
         self.failures.extend(failures)
@@ -354,10 +357,12 @@ class Context:
             return
         del self.failures[since:]
         from astrotool.errors import AstroError
+        from astrotool.names import printable
 
         code = 2 if all(f.exit_code == 2 for f in failed) else 1
-        raise AstroError(f"{failed[0].key}: {failed[0].error} ({len(failed)} of {total} {what}(s) failed; the "
-                         "finished ones stay, a rerun resumes)", exit_code=code)
+        first = failed[0]
+        raise AstroError(f"{printable(first.key)}: {printable(first.error)} ({len(failed)} of {total} {what}(s) "
+                         "failed; the finished ones stay, a rerun resumes)", exit_code=code)
 
     # -- output ------------------------------------------------------------------------
     @staticmethod

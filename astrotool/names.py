@@ -39,7 +39,7 @@ ALLOWED = "letters A-Z a-z, digits, '_', '.', '-'; not starting with '.' or '-'"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def printable(name: str | bytes | os.PathLike) -> str:
+def printable(name: str | bytes | os.PathLike, ascii_only: bool = False) -> str:
     """A file name or path as printable text: bytes that are not UTF-8 become ``\\xNN``.
 
     Parameters
@@ -47,15 +47,23 @@ def printable(name: str | bytes | os.PathLike) -> str:
     name : str, bytes or path-like
         As the operating system gave it (``os.listdir``, ``Path.iterdir``: bytes
         that are not UTF-8 are then lone surrogates in a ``str``).
+    ascii_only : bool
+        Escape every non-ASCII character too (``\\xe9``, ``\\u2013``), for
+        a FITS header.
 
     Examples
     --------
     >>> printable(os.fsdecode(b"tile_\\xff.fits"))
     'tile_\\\\xff.fits'
-    >>> printable("champ_é.fits")
-    'champ_é.fits'
+    >>> printable("champ_é.fits"), printable("champ_é.fits", ascii_only=True)
+    ('champ_é.fits', 'champ_\\\\xe9.fits')
     """
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:  # a lone surrogate no file name can hold
+        raw = os.fspath(name).encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    return text.encode("ascii", "backslashreplace").decode("ascii") if ascii_only else text
 
 
 def name_problem(text: str) -> str | None:

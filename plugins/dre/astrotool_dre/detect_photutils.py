@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from astrotool.names import printable
 from astrotool_dre.catalog import write_ldac
 from astrotool_dre.stellarity import size_stellarity, stellar_locus
 from astrotool_dre.tiles import image_header
@@ -97,7 +98,7 @@ def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: Dete
         n = len(table)
 
     hist = history + [
-        f"photutils on {tile.name}: gain {gain:g} e-/unit, thresh {cfg.detect_thresh}, minarea "
+        f"photutils on {printable(tile.name, ascii_only=True)}: gain {gain:g} e-/unit, thresh {cfg.detect_thresh}, minarea "
         f"{cfg.detect_minarea}, box {cfg.back_size}, filter {cfg.back_filtersize}, kernel FWHM {cfg.filter_fwhm}",
     ]
     ih = image_header(header)

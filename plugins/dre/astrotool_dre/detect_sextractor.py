@@ -1,8 +1,12 @@
 """The SExtractor detection engine.
 
 Runs ``source-extractor`` (or ``sex``) with our own configuration, parameter
-and filter files written to a temporary folder (every path in them is
-absolute), through an argument list. DRE's outputs are forced:
+and filter files written to a private temporary folder, through an argument
+list. It runs in that folder and every file it reads or writes is named there
+by a plain relative name (the tile, weight and flag images and the
+network file are linked in): SExtractor splits names at commas and its
+configuration files at spaces, so the real paths may hold both, and any
+character. DRE's outputs are forced:
 ``-CATALOG_TYPE FITS_LDAC`` and ``-CHECKIMAGE_TYPE
 -BACKGROUND,BACKGROUND_RMS,SEGMENTATION``. ``PIXEL_SCALE`` is 1, so
 ``SEEING_FWHM`` is in pixels; when not given it is measured by a first,
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from astrotool.names import printable
 from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity
 from astrotool_dre.stellarity import stellar_locus
 from astrotool_dre.tiles import image_header
@@ -68,19 +73,20 @@ def find_nnw(binary: str | None = None) -> Path | None:
 
 
 def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: np.ndarray, nnw: Path | None, gain: float,
-                zp: float, satur_level: float, seeing: float) -> Path:
+                zp: float, satur_level: float, seeing: float) -> str:
+    """Write ``dre.sex`` and the files it names into ``folder``; return its name there."""
     (folder / "dre.param").write_text("\n".join(params) + "\n")
     rows = "\n".join(" ".join(f"{v:.6f}" for v in row) for row in kernel)
     (folder / "dre.conv").write_text(f"CONV NORM\n# Gaussian, FWHM {cfg.filter_fwhm} px\n{rows}\n")
     lines = {
         "CATALOG_TYPE": "FITS_LDAC",
-        "PARAMETERS_NAME": str(folder / "dre.param"),
+        "PARAMETERS_NAME": "dre.param",
         "DETECT_TYPE": "CCD",
         "DETECT_MINAREA": cfg.detect_minarea,
         "DETECT_THRESH": cfg.detect_thresh,
         "ANALYSIS_THRESH": cfg.detect_thresh,
         "FILTER": "Y",
-        "FILTER_NAME": str(folder / "dre.conv"),
+        "FILTER_NAME": "dre.conv",
         "DEBLEND_NTHRESH": cfg.deblend_nthresh,
         "DEBLEND_MINCONT": cfg.deblend_mincont,
         "CLEAN": "Y",
@@ -95,7 +101,7 @@ def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: n
         "GAIN_KEY": "DRE_NOKEY",
         "PIXEL_SCALE": 1.0,
         "SEEING_FWHM": seeing,
-        "STARNNW_NAME": str(nnw) if nnw else str(folder / "none.nnw"),
+        "STARNNW_NAME": "default.nnw" if nnw else "none.nnw",
         "BACK_TYPE": "AUTO",
         "BACK_SIZE": cfg.back_size,
         "BACK_FILTERSIZE": cfg.back_filtersize,
@@ -108,9 +114,8 @@ def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: n
         "WRITE_XML": "N",
         "NTHREADS": cfg.nthreads,
     }
-    path = folder / "dre.sex"
-    path.write_text("".join(f"{k:<18}{v}\n" for k, v in lines.items()))
-    return path
+    (folder / "dre.sex").write_text("".join(f"{k:<18}{v}\n" for k, v in lines.items()))
+    return "dre.sex"
 
 
 def _run(args, cwd, timeout, what):
@@ -161,8 +166,10 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
     common = dict(kernel=kernel, gain=gain, zp=zp, satur_level=satur_level)
     with tempfile.TemporaryDirectory(prefix=".sex-", dir=Path(tmp["cat"]).parent) as td:
         td = Path(td)
-        # the image goes in under a plain name: SExtractor splits "a,b" into two images
+        # every file goes in under a plain name (see the module docs)
         image = td / "tile.fits"
+        if nnw is not None:
+            os.symlink(os.path.abspath(nnw), td / "default.nnw")
         bad = ~np.isfinite(data)
         if bad.any() and weight_image is None:
             # NaN pixels: zero them and give them zero weight
@@ -179,11 +186,11 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             if wimg.parent != td:
                 wimg = td / "weight_in.fits"
                 os.symlink(os.path.abspath(weight_image), wimg)
-            wargs += ["-WEIGHT_TYPE", weight_type, "-WEIGHT_IMAGE", str(wimg)]
+            wargs += ["-WEIGHT_TYPE", weight_type, "-WEIGHT_IMAGE", wimg.name]
         if flag_image is not None:
             fimg = td / "flag.fits"
             os.symlink(os.path.abspath(flag_image), fimg)
-            wargs += ["-FLAG_IMAGE", str(fimg)]
+            wargs += ["-FLAG_IMAGE", fimg.name]
         xargs = []
         for k, v in cfg.sextractor_args.items():
             xargs += [f"-{str(k).lstrip('-').upper()}", str(v)]
@@ -192,7 +199,7 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         if seeing_fwhm is None:
             p1 = ["NUMBER", "FLUX_RADIUS", "FWHM_IMAGE", "FLUX_AUTO", "FLUXERR_AUTO", "FLAGS", "ELONGATION"]
             conf = _sex_config(td, cfg, params=p1, nnw=None, seeing=3.0, **common)  # no CLASS_STAR in pass 1
-            _run([binary, str(image), "-c", str(conf), "-CATALOG_NAME", str(td / "pass1.cat")]
+            _run([binary, image.name, "-c", conf, "-CATALOG_NAME", "pass1.cat"]
                  + wargs + xargs, td, cfg.timeout, "source-extractor (pass 1)")
             with fits.open(td / "pass1.cat") as h:
                 t1 = Table(h["LDAC_OBJECTS"].data)
@@ -214,15 +221,15 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         conf = _sex_config(td, cfg, params=params, nnw=nnw, seeing=seeing_fwhm, **common)
         names = {k: td / f"out_{k}.fits" for k in ("cat", "nb", "rms", "seg")}
         # DRE's outputs are forced last, after any user arguments
-        args = [binary, str(image), "-c", str(conf)] + wargs + xargs + [
-            "-CATALOG_NAME", str(names["cat"]), "-CATALOG_TYPE", "FITS_LDAC",
+        args = [binary, image.name, "-c", conf] + wargs + xargs + [
+            "-CATALOG_NAME", names["cat"].name, "-CATALOG_TYPE", "FITS_LDAC",
             "-CHECKIMAGE_TYPE", "-BACKGROUND,BACKGROUND_RMS,SEGMENTATION",
-            "-CHECKIMAGE_NAME", f"{names['nb']},{names['rms']},{names['seg']}",
-            "-PARAMETERS_NAME", str(td / "dre.param")]
+            "-CHECKIMAGE_NAME", ",".join(names[k].name for k in ("nb", "rms", "seg")),
+            "-PARAMETERS_NAME", "dre.param"]
         _run(args, td, cfg.timeout, "source-extractor")
 
         hist = history + [
-            f"{Path(binary).name} on {tile.name}: gain {gain:g} e-/unit, thresh {cfg.detect_thresh}, "
+            f"{Path(binary).name} on {printable(tile.name, ascii_only=True)}: gain {gain:g} e-/unit, thresh {cfg.detect_thresh}, "
             f"minarea {cfg.detect_minarea}, seeing {seeing_fwhm:.3f} px",
         ]
         with fits.open(names["cat"], mode="update") as h:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from astrotool.names import printable
 from astrotool.provenance import fits_history
 
 if TYPE_CHECKING:
@@ -360,16 +361,16 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
             "SAMPLE_MAXELLIP": max_ellip,
             "CHECKPLOT_TYPE": "NONE",
             "CHECKIMAGE_TYPE": "NONE",
-            "PSF_DIR": str(td),
+            "PSF_DIR": ".",
             "PSF_SUFFIX": ".psf",
             "OUTCAT_TYPE": "NONE",
             "VERBOSE_TYPE": "QUIET",
             "WRITE_XML": "N",
             "NTHREADS": 1,
         }
-        conf_path = td / "dre.psfex"
-        conf_path.write_text("".join(f"{k:<20}{v}\n" for k, v in conf.items()))
-        args = [binary, str(src), "-c", str(conf_path)]
+        (td / "dre.psfex").write_text("".join(f"{k:<20}{v}\n" for k, v in conf.items()))
+        # names relative to the private folder: psfex splits paths at spaces and commas
+        args = [binary, src.name, "-c", "dre.psfex"]
         for k, v in extra.items():
             args += [f"-{str(k).lstrip('-').upper()}", str(v)]
         try:
@@ -387,7 +388,8 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
             n = int(hdr.get("ACCEPTED", 0))
             fwhm = float(hdr.get("PSF_FWHM", np.nan))
             for line in fits_history(command="dre psf") + [
-                    "psfex, PSF_SAMPLING 1", f"from {cat_path.name}: {int(stars.sum())} star candidates"]:
+                    "psfex, PSF_SAMPLING 1",
+                    f"from {printable(cat_path.name, ascii_only=True)}: {int(stars.sum())} star candidates"]:
                 h[0].header.add_history(line)
         if n == 0:
             raise InputError(cat_path, "PSFEx accepted no star; no PSF can be built")
@@ -444,6 +446,6 @@ def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
     fwhm = psf_fwhm(arr)
     write_psfex_format(tmp, arr, n_loaded=n_cand, n_accepted=len(stars), fwhm=fwhm, history=[
         *fits_history(command="dre psf"), "photutils EPSFBuilder, oversampling 1",
-        f"from {Path(cat_path).name}: {len(stars)} stars, size {size}",
+        f"from {printable(Path(cat_path).name, ascii_only=True)}: {len(stars)} stars, size {size}",
     ])
     return len(stars), fwhm
