@@ -116,11 +116,13 @@ def versions(packages: Iterable[str] = ()) -> dict[str, str]:
 
 
 def _command_line() -> str:
-    """The command line of the running ``astro`` command (empty outside one, e.g. in a worker)."""
+    """The command line of the running ``astro`` command (empty outside one, e.g. in a worker);
+    bytes of an argument that are not UTF-8 as ``\\xNN``."""
     from astrotool import context
+    from astrotool.names import printable
 
     ctx = context._CURRENT
-    return shlex.join(ctx.argv) if ctx is not None and ctx.argv else ""
+    return printable(shlex.join(ctx.argv)) if ctx is not None and ctx.argv else ""
 
 
 def provenance(command: str = "", *, seed: int | None = None, config: Mapping | None = None,

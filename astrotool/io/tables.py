@@ -295,7 +295,7 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
     for key, value in {**fits_keywords(record), **(keywords or {})}.items():
         hdu.header[key] = value
     for line in fits_history(record) + list(history or []):
-        hdu.header.add_history(line)
+        hdu.header.add_history(_ascii(line))  # a path may hold any character
     with atomic_path(path) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
     return Path(path)
@@ -303,4 +303,6 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
 
 def _ascii(text: str) -> str:
     """``text`` with non-ASCII characters escaped (FITS headers are ASCII)."""
-    return str(text).encode("ascii", "backslashreplace").decode("ascii")
+    from astrotool.names import printable
+
+    return printable(str(text), ascii_only=True)

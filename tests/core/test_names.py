@@ -76,3 +76,16 @@ def test_plato_name_that_leaves_the_workspace_is_refused(tmp_path, astro, where)
              "cfg": f"{tmp_path / 'bad.toml'}: plato.simulate.name"}[where]
     assert named in r.stderr and "path separator" in r.stderr and "Traceback" not in r.stderr
     assert {p.name for p in tmp_path.iterdir()} <= {"a", "bad.toml"}  # nothing written outside the workspace
+
+
+def test_fits_history_of_a_path_with_any_character(tmp_path):
+    """A workspace path with an accent (or bytes that are not UTF-8) in a FITS table's HISTORY: it raised ValueError."""
+    fits = pytest.importorskip("astropy.io.fits")
+    from astrotool.io.tables import write_fits_table
+
+    from astropy.table import Table
+
+    out = write_fits_table(Table({"a": [1, 2]}), tmp_path / "t.fits",
+                           history=[f"cuts=/data/my ws, é/{BAD_UTF8}_cuts.h5"], command="test")
+    history = str(fits.getheader(out, 1)["HISTORY"])
+    assert "cuts=/data/my ws, \\xe9/tile_\\xff_cuts.h5" in history

@@ -9,6 +9,7 @@ import pytest
 
 fits = pytest.importorskip("astropy.io.fits")
 pytest.importorskip("photutils")
+h5py = pytest.importorskip("h5py")
 
 from astrotool_dre.config import DetectConfig, PsfConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
@@ -62,7 +63,7 @@ def test_psfex_reads_a_catalogue_in_a_folder_with_space_comma_and_accent(tile):
     _no_leftovers(d)
 
 
-def test_a_tile_name_that_is_not_utf8_is_detected_and_named_printably(tile, tmp_path, astro):
+def test_a_tile_name_that_is_not_utf8_is_processed_and_named_printably(tile, tmp_path, astro):
     """It stopped the stage with a bare UnicodeEncodeError from the seed derivation, naming no file."""
     ws = tmp_path / "ws"
     tiles = ws / "dre" / "tiles"
@@ -71,12 +72,18 @@ def test_a_tile_name_that_is_not_utf8_is_detected_and_named_printably(tile, tmp_
     shutil.copy(tile[1]["tile"], os.fsdecode(bytes(tiles) + b"/bad_\xff.fits"))
     with open(bytes(tiles) + b"/broken_\xfe.fits", "wb") as f:
         f.write(b"not a FITS file")
-    r = astro("-w", ws, "dre", "detect", "--engine", "photutils", env={"PYTHONIOENCODING": "utf-8:strict"})
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}  # as on a terminal of a UTF-8 locale
+    r = astro("-w", ws, "dre", "detect", "--engine", "photutils", env=strict)
     assert r.returncode == 1, r.stderr  # the broken tile failed, the others were detected
     assert "bad_\\xff\t" in r.stdout and "good\t" in r.stdout and "Traceback" not in r.stderr
     assert "broken_\\xfe\t" in r.stderr and "broken_\\xfe.fits" in r.stderr  # the failure table names it
-    cat = os.fsdecode(bytes(ws) + b"/dre/sextracted/bad_\xff/bad_\xff_cat.fits")
-    assert len(fits.getdata(cat, "LDAC_OBJECTS")) == len(fits.getdata(ws / "dre/sextracted/good/good_cat.fits",
-                                                                       "LDAC_OBJECTS"))
     record = json.loads(next((ws / "runs").glob("*/run.json")).read_text())
     assert [f["item"] for f in record["failures"]] == ["broken_\\xfe"]
+    # the outputs are named in UTF-8, \xNN for the byte that is not: every later stage can name them
+    cat = ws / "dre" / "sextracted" / "bad_\\xff" / "bad_\\xff_cat.fits"
+    assert len(fits.getdata(cat, "LDAC_OBJECTS")) == len(fits.getdata(ws / "dre/sextracted/good/good_cat.fits",
+                                                                       "LDAC_OBJECTS"))
+    r = astro("-w", ws, "dre", "cuts", "good", os.fsdecode(bytes(tiles) + b"/bad_\xff.fits"), env=strict)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(ws / "dre" / "cuts" / "bad_\\xff_cuts.h5", "r") as f:
+        assert f.attrs["tile"] == "bad_\\xff.fits"

@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from astrotool.names import printable
+
 if TYPE_CHECKING:
     from astrotool_dre.config import CutsConfig
 
@@ -203,11 +205,11 @@ def make_cuts(
         with h5py.File(tmp, "w", locking=False) as f:
             meta = {
                 **provenance_attrs("dre cuts"),
-                "tile": images["tile"][0].name,
-                "catalog": cat_path.name,
-                "nb": images["nb"][0].name,
-                "rms": images["rms"][0].name,
-                "seg": images["seg"][0].name,
+                "tile": printable(images["tile"][0].name),
+                "catalog": printable(cat_path.name),
+                "nb": printable(images["nb"][0].name),
+                "rms": printable(images["rms"][0].name),
+                "seg": printable(images["seg"][0].name),
                 "size": int(size),
                 "margin": float(margin),
                 "max_stellarity": float(max_stellarity),

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from astrotool.errors import InputError
+from astrotool.names import printable
 
 if TYPE_CHECKING:
     from astrotool_dre.config import FitConfig
@@ -155,7 +156,7 @@ def write_chi(path: Path, names, cubes: np.ndarray, grid, cfg: FitConfig, paths)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", locking=False) as f:
             f.attrs.update(provenance_attrs("dre fit", config=cfg.model_dump(mode="json")))
-            f.attrs.update({"statistic": cfg.statistic, "cuts": str(paths.cuts), "psf": str(paths.psf),
+            f.attrs.update({"statistic": cfg.statistic, "cuts": printable(paths.cuts), "psf": printable(paths.psf),
                             **{k: v for k, v in grid.header_cards().items()}})
             for name, c in zip(names, cubes):
                 if np.all(np.isnan(c)):
@@ -248,7 +249,7 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
     from astrotool.io.tables import write_fits_table, write_parquet
 
     meta = {"command": "dre fit", "statistic": cfg.statistic, "zero_point": zp, "gain": gain,
-            "backend": be.name, "device": str(be.device), "cuts": str(paths.cuts), "psf": str(paths.psf)}
+            "backend": be.name, "device": str(be.device), "cuts": printable(paths.cuts), "psf": printable(paths.psf)}
     for c in table.colnames:  # multidimensional catalogue columns do not go to Parquet
         if table[c].ndim > 1:
             table.remove_column(c)

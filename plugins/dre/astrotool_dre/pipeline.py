@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from astrotool.errors import InputError
+from astrotool.names import printable
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DreConfig, ModelsConfig, SimulateConfig
@@ -141,12 +142,12 @@ def run_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, 
               cube: Path | None, desc: str) -> list[dict]:
     """Run ``stages`` over ``tiles`` through ``mapper``; one summary dict per finished tile."""
     items = [TileItem(Path(t), Path(root), tuple(stages), cfg, overwrite, cube) for t in tiles]
-    return [r for _, r in mapper(process_tile, items, desc=desc, keys=[Path(t).stem for t in tiles])]
+    return [r for _, r in mapper(process_tile, items, desc=desc, keys=[printable(Path(t).stem) for t in tiles])]
 
 
 def process_tile(item: TileItem, seed: int) -> dict:
     """Executor function: run the item's stages for its tile; return ``{"tile", <stage>, <stage>_s}``."""
-    paths = TilePaths(item.root, item.tile.stem)
+    paths = TilePaths(item.root, printable(item.tile.stem))  # outputs of a tile whose name is not UTF-8: \xNN
     paths.tile = item.tile
     summary = {"tile": paths.stem}
     for stage in item.stages:

@@ -35,8 +35,15 @@ _ZP_KEYS = ("MAGZP", "MAGZPT", "MAGZERO", "ZEROPT", "ZP", "PHOTZP", "MAG_ZP")
 
 
 def tile_stem(path: str | os.PathLike) -> str:
-    """File name of a tile without its FITS extension (``.fits``, ``.fit``, ``.fts``, ``.gz``)."""
-    name = Path(path).name
+    """File name of a tile without its FITS extension (``.fits``, ``.fit``, ``.fts``, ``.gz``).
+
+    Bytes of a name that are not UTF-8 are written ``\\xNN``
+    (:func:`astrotool.names.printable`): outputs are named, and name their
+    tile, in UTF-8.
+    """
+    from astrotool.names import printable
+
+    name = printable(Path(path).name)
     for ext in (".gz", ".fz", ".bz2"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
