@@ -259,10 +259,10 @@ def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
     _, avro, parquet = make_synthetic(tmp_path)
     bad = tmp_path / "in" / "broken.avro"
     bad.write_bytes(avro.read_bytes()[:500])
-    code = main(["-w", str(tmp_path / "ws"), "ztf", "ingest", str(tmp_path / "in"), str(tmp_path / "nope.avro")])
+    code = main(["-w", str(tmp_path / "ws"), "ztf", "ingest", str(tmp_path / "in")])
     captured = capsys.readouterr()
     assert code == 1
-    assert "broken.avro" in captured.err and "nope.avro" in captured.err
+    assert "broken.avro" in captured.err  # (a path that does not exist is a usage error: test_odd_inputs)
     result = json.loads(captured.out)
     assert result["ingested"] == 2 and result["alerts"] == 8
     assert sorted(p.name for p in (tmp_path / "ws/ztf").rglob("*.*")) == [

@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from astrotool.errors import AstroError, InputError
+from astrotool.names import printable
 from astrotool_ztf.config import IngestConfig
 
 __docformat__ = "numpy"
@@ -152,11 +153,18 @@ def output_name(path) -> str:
 def expand_inputs(paths) -> list[Path]:
     """Input files from files and folders (folders are searched recursively for alert files).
 
-    Missing paths are returned as given, so that reading them reports the error
-    with the other items' results.
+    A folder without alert files is returned as given, so that reading it
+    reports the error with the other items' results.
+
+    Raises
+    ------
+    InputError
+        A path that does not exist (a usage error, before any work).
     """
     out: list[Path] = []
     for p in map(Path, paths):
+        if not p.exists():
+            raise InputError(printable(p), "no such file or folder")
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
                            and f.name.lower().endswith(_INPUT_SUFFIXES))
@@ -503,7 +511,7 @@ COMMAND = "ztf ingest"
 def _facts(path, fmt: str, stamps_name: str) -> dict:
     """What an alert table holds, stored under its ``astrotool`` key (the versions, time and command
     line are in the core provenance record beside it, see :mod:`astrotool.provenance`)."""
-    return {"source": str(Path(path).resolve()), "format": fmt, "stamps_file": stamps_name,
+    return {"source": printable(Path(path).resolve()), "format": fmt, "stamps_file": stamps_name,
             "stamps_order": "row i of this table is index i of every dataset of the stamps file"}
 
 
@@ -592,7 +600,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     from astrotool.workspace import atomic_path, is_done
 
     path, alerts_path, stamps_path = Path(path), Path(alerts_path), Path(stamps_path)
-    names = {"input": str(path), "alerts": str(alerts_path), "stamps": str(stamps_path)}
+    names = {"input": printable(path), "alerts": printable(alerts_path), "stamps": printable(stamps_path)}
     stat_keys = ("format", "n_alerts", "n_objects", "n_stamps_resized", "n_stamps_bad")
     if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite):
         with open_h5(stamps_path) as h5:
