@@ -7,8 +7,8 @@ existing model, seeds, reports progress, fills the run record, exposes the
 
 * :func:`open_dataset` -- a dataset by name under a stage folder, or by path
   (:func:`astrotool.ml.data.resolve_dataset`); recorded as an input of the run.
-* :func:`model_dir` -- ``<plugin>/models/<name>`` (the name must be a file
-  stem), or the path of an existing checkpoint folder.
+* :func:`model_dir` -- ``<plugin>/models/<name>`` (a valid name,
+  :func:`astrotool.names.check_name`), or the path of an existing checkpoint folder.
 * :func:`prepare_training` -- what to do with an existing model folder:
   resume from ``last/`` (when it was trained with the same settings), start
   again with ``--overwrite``, or refuse; :func:`dataset_identity` -- the
