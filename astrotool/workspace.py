@@ -104,8 +104,9 @@ def remove_live_temps() -> None:
         _LIVE_TEMPS.discard(tmp)
 
 
-def is_done(path: str | os.PathLike, overwrite: bool = False) -> bool:
-    """Whether a stage output already exists and should be skipped.
+def is_done(path: str | os.PathLike, overwrite: bool = False, made_with: dict | None = None,
+            recompute: bool = False) -> bool:
+    """Whether a stage output already exists, was made with these settings, and should be skipped.
 
     Parameters
     ----------
@@ -113,8 +114,19 @@ def is_done(path: str | os.PathLike, overwrite: bool = False) -> bool:
         The final output path.
     overwrite : bool
         When true nothing counts as done.
+    made_with : dict, optional
+        The settings record now (:func:`astrotool.made_with.record`); when given, an
+        output made with other settings is refused (exit 2, naming the changed keys),
+        or remade when ``recompute``. Write the record after the output with
+        :func:`astrotool.made_with.write`.
+    recompute : bool
+        Remake an output made with other settings instead of refusing.
     """
-    return (not overwrite) and Path(path).exists()
+    if made_with is None:
+        return (not overwrite) and Path(path).exists()
+    from astrotool import made_with as mw
+
+    return mw.keep([path], made_with, overwrite=overwrite, recompute=recompute)
 
 
 class Workspace:

@@ -70,11 +70,15 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
     return results
 
 
-def ensure_cube(ctx, cfg) -> Path:
-    """The model cube for ``[dre.models]``, built (slabs through the executor) if not cached."""
+def ensure_cube(ctx, cfg, overwrite: bool = False) -> Path:
+    """The model cube for ``[dre.models]``, built (slabs through the executor) if not cached.
+
+    The cube is content-addressed (its name is the hash of ``[dre.models]``), so another stage's
+    ``--overwrite`` reuses it; only ``astro dre models --overwrite`` builds it again.
+    """
     from astrotool_dre.pipeline import model_cube
 
-    path, built = model_cube(ctx.workspace.root, cfg.models, ctx.map, overwrite=ctx.overwrite)
+    path, built = model_cube(ctx.workspace.root, cfg.models, ctx.map, overwrite=overwrite)
     if built:
         ctx.record.add_output(path)
     return path
@@ -90,7 +94,7 @@ def simulate(
 ):
     """Simulate survey-like tiles (GalSim Sérsic galaxies and stars, known PSF, sky, noise) with a truth table."""
     from astrotool import console
-    from astrotool_dre.pipeline import SimulateItem, simulate_item
+    from astrotool_dre.pipeline import SimulateItem, check_simulate, simulate_item
 
     ctx = current()
     cfg = _section(ctx, {"simulate.ntiles": ntiles, "simulate.size": size, "simulate.n_galaxies": n_galaxies,
@@ -100,7 +104,8 @@ def simulate(
     truth = tiles / "truth"
     truth.mkdir(exist_ok=True)
     names = [f"{s.prefix}_{i:03d}" for i in range(s.ntiles)]
-    items = [SimulateItem(tiles / f"{n}.fits", truth, s, ctx.overwrite) for n in names]
+    items = [SimulateItem(tiles / f"{n}.fits", truth, s, ctx.overwrite, ctx.seed) for n in names]
+    check_simulate(items, overwrite=ctx.overwrite)
     results = ctx.map(simulate_item, items, desc="simulate tiles", keys=names)
     for key, _ in results:
         ctx.record.add_output(tiles / f"{key}.fits")
@@ -160,7 +165,7 @@ def parse_filters(texts: list[str]) -> list[list]:
 def models():
     """Build (or reuse) the PSF-free Sérsic model cube for [dre.models] in dre/models."""
     ctx = current()
-    path = ensure_cube(ctx, _section(ctx, {}))
+    path = ensure_cube(ctx, _section(ctx, {}), overwrite=ctx.overwrite)
     ctx.emit(str(path))
 
 

@@ -1,7 +1,9 @@
 """The DRE chain per tile, as executor items: detect → psf → cuts → fit → mosaics.
 
-Every stage of a tile is skipped when its outputs exist (unless ``overwrite``), so
-re-running an interrupted ``astro dre run`` resumes it. Each item is a frozen
+Every stage of a tile is skipped when its outputs exist and were made with the same
+settings (:func:`stage_record`, kept beside them by :mod:`astrotool.made_with`), so
+re-running an interrupted ``astro dre run`` resumes it; outputs made with other
+settings are refused before any work (exit 2) unless ``overwrite``. Each item is a frozen
 dataclass of paths and typed configuration sections, so it runs the same in this
 process, in a worker process or on a Dask worker; the mapper given (such as
 :meth:`astrotool.context.Context.map`) decides where.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from astrotool import made_with
 from astrotool.errors import InputError
 from astrotool.names import printable
 
@@ -77,7 +80,57 @@ class TilePaths:
         }[stage]
 
     def done(self, stage: str) -> bool:
+        """Whether every output of ``stage`` exists (whatever settings made them; see :func:`stage_record`)."""
         return all(p.exists() for p in self.outputs(stage))
+
+
+# ----------------------------------------------------------------------------- what made an output
+#: Bump a stage's number when the same settings give other outputs.
+STAGE_VERSIONS = {"detect": 1, "psf": 1, "cuts": 1, "fit": 1, "mosaics": 1}
+#: Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2).
+RECOMPUTE = frozenset({"mosaics"})
+#: Settings that do not change a stage's outputs.
+NOT_OUTPUT = ("dre.detect.nthreads", "dre.detect.timeout", "dre.psf.timeout", "dre.fit.backend", "dre.fit.device",
+              "dre.fit.batch_size")
+#: The stages whose outputs each stage reads; their records' hashes are part of its own.
+UPSTREAM = {"detect": (), "psf": ("detect",), "cuts": ("detect",), "fit": ("cuts", "psf"), "mosaics": ("fit",)}
+
+
+def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None = None) -> dict:
+    """The settings record of one tile's ``stage`` (:func:`astrotool.made_with.record`).
+
+    Its section of ``[dre]`` (keys spelled as for ``--set``, e.g. ``dre.fit.statistic``) (``fit`` and ``mosaics`` also ``[dre.models]``, the cube they use), the stage's
+    version, and the record hashes of the stages it reads (``inputs.<stage>``): from ``made`` (stages of
+    this run, ``{stage: hash}``) or from their outputs' records.
+    """
+    from astrotool import made_with
+
+    dre = {stage: getattr(cfg, stage).model_dump(mode="json")}
+    if stage in ("fit", "mosaics"):
+        dre["models"] = cfg.models.model_dump(mode="json")
+    settings = {"dre": dre}  # keys as --set spells them: dre.fit.statistic
+    made = made or {}
+    inputs = {}
+    for up in UPSTREAM[stage]:
+        old = made_with.read(paths.outputs(up)[0])
+        inputs[up] = made.get(up) or (old or {}).get("hash")
+    settings["inputs"] = inputs
+    return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT)
+
+
+def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool) -> None:
+    """Before any work: refuse (exit 2) when a finished output of these stages was made with other settings."""
+    from astrotool import made_with
+
+    checks = []
+    for t in tiles:
+        paths = TilePaths(root, printable(Path(t).stem))
+        made: dict = {}
+        for stage in stages:
+            rec = stage_record(paths, stage, cfg, made)
+            made[stage] = rec["hash"]
+            checks.append((paths.outputs(stage), rec, stage in RECOMPUTE))
+    made_with.check_all(checks, overwrite=overwrite)
 
 
 def tiles_in(root, names: list[str] | None = None) -> list[Path]:
@@ -141,6 +194,7 @@ class TileItem:
 def run_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, mapper, *, overwrite: bool,
               cube: Path | None, desc: str) -> list[dict]:
     """Run ``stages`` over ``tiles`` through ``mapper``; one summary dict per finished tile."""
+    check_tiles(tiles, root, tuple(stages), cfg, overwrite=overwrite)
     items = [TileItem(Path(t), Path(root), tuple(stages), cfg, overwrite, cube) for t in tiles]
     return [r for _, r in mapper(process_tile, items, desc=desc, keys=[printable(Path(t).stem) for t in tiles])]
 
@@ -150,12 +204,17 @@ def process_tile(item: TileItem, seed: int) -> dict:
     paths = TilePaths(item.root, printable(item.tile.stem))  # outputs of a tile whose name is not UTF-8: \xNN
     paths.tile = item.tile
     summary = {"tile": paths.stem}
+    made: dict = {}
     for stage in item.stages:
-        if paths.done(stage) and not item.overwrite:
+        rec = stage_record(paths, stage, item.cfg, made)
+        made[stage] = rec["hash"]
+        outputs = paths.outputs(stage)
+        if made_with.keep(outputs, rec, overwrite=item.overwrite, recompute=stage in RECOMPUTE):
             summary[stage] = "skipped (done)"
             continue
         t0 = time.perf_counter()
         summary[stage] = STAGE_FUNCTIONS[stage](paths, item.cfg, item.cube)
+        made_with.write(outputs[0], rec)
         summary[f"{stage}_s"] = round(time.perf_counter() - t0, 2)
     return summary
 
@@ -216,15 +275,42 @@ class SimulateItem:
     truth_dir: Path
     cfg: SimulateConfig
     overwrite: bool
+    base_seed: int | None = None  # the run's --seed, recorded with the tile (its own seed derives from it)
+
+
+SIMULATE_VERSION = 1  # bump when the same settings and seed draw other tiles
+#: ``[dre.simulate]`` keys that say how many tiles and how they are named, not what a tile holds.
+SIMULATE_LAYOUT = ("dre.simulate.ntiles", "dre.simulate.prefix")
+
+
+def simulate_outputs(item: SimulateItem) -> list[Path]:
+    """The tile and its truth table (its record is kept beside the tile)."""
+    return [item.path, item.truth_dir / f"{item.path.stem}_truth.parquet"]
+
+
+def simulate_record(item: SimulateItem, seed: int) -> dict:
+    """The settings record of one simulated tile: ``[dre.simulate]`` (less its layout keys), the seed
+    (the run's ``--seed``; the tile's own when that is not known) and :data:`SIMULATE_VERSION`."""
+    return made_with.record({"dre": {"simulate": item.cfg.model_dump(mode="json")}}, ignore=SIMULATE_LAYOUT, version=SIMULATE_VERSION,
+                            seed=item.base_seed if item.base_seed is not None else seed)
+
+
+def check_simulate(items: list[SimulateItem], *, overwrite: bool) -> None:
+    """Before any work: refuse (exit 2) when an existing tile was simulated with other settings or seed."""
+    made_with.check_all([(simulate_outputs(i), simulate_record(i, 0), False) for i in items if i.base_seed is not None],
+                        overwrite=overwrite)
 
 
 def simulate_item(item: SimulateItem, seed: int) -> str:
-    """Executor function: simulate one tile (skipped when it and its truth table exist)."""
+    """Executor function: simulate one tile; kept when it and its truth table exist and were made with
+    these settings and seed, refused (exit 2) when made with others."""
     from astrotool_dre.simulate import simulate_tile
 
-    truth = item.truth_dir / f"{item.path.stem}_truth.parquet"
-    if item.path.exists() and truth.exists() and not item.overwrite:
+    outputs = simulate_outputs(item)
+    rec = simulate_record(item, seed)
+    if made_with.keep(outputs, rec, overwrite=item.overwrite):
         return "skipped (done)"
-    simulate_tile(item.path, truth, item.cfg, seed=seed % (2**31),
+    simulate_tile(item.path, outputs[1], item.cfg, seed=seed % (2**31),
                   path_psf=item.truth_dir / f"{item.path.stem}_psf.fits")
+    made_with.write(item.path, rec)
     return str(item.path)

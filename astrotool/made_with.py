@@ -1,0 +1,212 @@
+"""What made an output: the settings record kept beside it, and the rule for reruns.
+
+Every stage output is kept with the settings that made it: the values of the
+stage's configuration section that change the output, the seed when the stage
+draws random numbers, and the stage's algorithm ``version``. The record is a small
+hidden JSON file beside the output (the *sidecar*)::
+
+    dre/chi/tile_chi.h5
+    dre/chi/.tile_chi.h5.made_with.json
+
+A plugin that already stores settings in the file's own metadata (PLATO's
+Parquet key-value metadata) compares them with :func:`changes` and reports them
+with :class:`SettingsChanged` instead.
+
+On a rerun, :func:`keep` decides, one rule for every stage:
+
+- outputs missing, or ``--overwrite``: make them;
+- the record holds the same settings: keep the outputs (``skipped (done)``);
+- the settings differ: refuse with exit 2, naming each changed key as
+  ``key: old -> new`` and suggesting ``--overwrite`` -- or, for a stage that
+  declares ``recompute=True`` (cheap, derived outputs), make them again;
+- outputs without a record (made before records were kept, or interrupted
+  between the output and its record): keep them, with a warning.
+
+Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from astrotool.errors import AstroError
+
+__docformat__ = "numpy"
+
+SCHEMA = 1
+"""Layout of the record file itself."""
+
+SUFFIX = ".made_with.json"
+
+
+def flatten(settings: Mapping, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; tuples become lists (as JSON keeps them)."""
+    out: dict = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.loads(json.dumps(value, default=str))
+    return out
+
+
+def record(settings: Mapping, *, seed: int | None = None, version: int = 1, ignore: Iterable[str] = ()) -> dict:
+    """The settings record of one output.
+
+    Parameters
+    ----------
+    settings : mapping
+        The stage's settings that change its output (nested mappings are
+        flattened to dotted keys, e.g. a section's ``model_dump(mode="json")``).
+    seed : int, optional
+        The seed, for stages that draw random numbers.
+    version : int
+        The stage's algorithm version; bump it when the same settings give other outputs.
+    ignore : iterable of str
+        Dotted keys that do not change the output (threads, timeouts, how many items).
+
+    Returns
+    -------
+    dict
+        ``{"settings": {dotted key: value}, "hash": str}``; ``seed`` and ``version``
+        are among the settings.
+    """
+    skip = set(ignore)
+    flat = {k: v for k, v in flatten(settings).items() if k not in skip}
+    if seed is not None:
+        flat["seed"] = int(seed)
+    flat["version"] = int(version)
+    flat = dict(sorted(flat.items()))
+    return {"settings": flat, "hash": digest(flat)}
+
+
+def digest(settings: Mapping) -> str:
+    """A stable 16-hex-digit hash of flat settings (key order does not matter)."""
+    blob = json.dumps(dict(settings), sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def sidecar(path: str | os.PathLike) -> Path:
+    """The record file of ``path``: ``<folder>/.<name>.made_with.json``."""
+    p = Path(path)
+    return p.with_name(f".{p.name.lstrip('.')}{SUFFIX}")
+
+
+def read(path: str | os.PathLike) -> dict | None:
+    """The record kept beside ``path``, or None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(sidecar(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("settings"), dict) else None
+
+
+def write(path: str | os.PathLike, rec: Mapping) -> Path:
+    """Keep ``rec`` (from :func:`record`) beside ``path``, atomically; after the output is complete."""
+    from astrotool.workspace import write_json_atomic
+
+    return write_json_atomic(sidecar(path), {"schema": SCHEMA, **rec})
+
+
+def _show(value) -> str:
+    return "(unset)" if value is _MISSING else json.dumps(value, default=str)
+
+
+_MISSING = object()
+
+
+def changes(old: Mapping, new: Mapping) -> list[str]:
+    """Each differing key of two flat settings mappings, as ``key: old -> new`` (sorted by key)."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {_show(old.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))}"
+            for k in keys if old.get(k, _MISSING) != new.get(k, _MISSING)]
+
+
+class SettingsChanged(AstroError):
+    """An output exists but was made with other settings (exit 2).
+
+    Parameters
+    ----------
+    path : path-like
+        The output.
+    changed : list of str
+        ``key: old -> new`` lines (:func:`changes`).
+    hint : str
+        What to do instead.
+    """
+
+    def __init__(self, path, changed: list[str], hint: str = "use --overwrite to make it again with the new settings"):
+        from astrotool.names import printable
+
+        self.path = str(path)
+        self.changed = list(changed)
+        lines = "\n".join(f"  {c}" for c in self.changed)
+        super().__init__(f"{printable(str(path))}: exists but was made with other settings:\n{lines}\n{hint}")
+
+
+def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool = False,
+         recompute: bool = False, warn: bool = True) -> bool:
+    """Whether finished ``outputs`` can be kept for a rerun with the settings ``rec``.
+
+    Parameters
+    ----------
+    outputs : iterable of path-like
+        The stage's outputs for one item; the record is kept beside the first.
+    rec : mapping
+        The settings now (:func:`record`).
+    overwrite : bool
+        ``--overwrite``: nothing is kept.
+    recompute : bool
+        The stage may make its outputs again when the settings changed (instead of refusing).
+    warn : bool
+        Log a warning for outputs that have no record.
+
+    Returns
+    -------
+    bool
+        True: keep (skip the stage); False: make the outputs (then :func:`write` the record).
+
+    Raises
+    ------
+    SettingsChanged
+        The outputs were made with other settings and the stage does not recompute.
+    """
+    outputs = [Path(p) for p in outputs]
+    if overwrite or not all(p.exists() for p in outputs):
+        return False
+    old = read(outputs[0])
+    if old is None:
+        if warn:
+            logging.getLogger("astro").warning("%s: kept, but made before settings were recorded; "
+                                               "use --overwrite to make it again", outputs[0])
+        return True
+    if old.get("hash") == rec["hash"] or old["settings"] == rec["settings"]:
+        return True
+    if recompute:
+        return False
+    raise SettingsChanged(outputs[0], changes(old["settings"], rec["settings"]))
+
+
+def check_all(checks: Iterable[tuple[Iterable, Mapping, bool]], *, overwrite: bool = False) -> None:
+    """Refuse before any work: :func:`keep` for each ``(outputs, record, recompute)``; one error naming
+    every output made with other settings (at most five listed), exit 2."""
+    refused: list[SettingsChanged] = []
+    for outputs, rec, recompute in checks:
+        try:
+            keep(outputs, rec, overwrite=overwrite, recompute=recompute, warn=False)
+        except SettingsChanged as exc:
+            refused.append(exc)
+    if not refused:
+        return
+    if len(refused) == 1:
+        raise refused[0]
+    body = "\n".join(str(e).rsplit("\n", 1)[0] for e in refused[:5])
+    more = f"\n(and {len(refused) - 5} more)" if len(refused) > 5 else ""
+    raise AstroError(f"{len(refused)} outputs exist but were made with other settings:\n{body}{more}\n"
+                     "use --overwrite to make them again with the new settings")

@@ -1,0 +1,103 @@
+"""Reruns of DRE stages with other settings are refused (exit 2, naming the keys), never silently skipped;
+``--overwrite`` on one stage leaves the shared model cube alone."""
+
+import json
+import shutil
+
+import pytest
+
+#: The smallest tile the simulator allows, few objects: one chain in a few seconds.
+TOML = """
+[dre.simulate]
+ntiles = 1
+size = 256
+n_galaxies = 3
+n_stars = 8
+min_separation = 20.0
+edge = 40.0
+
+[dre.cuts]
+margin = 40.0
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A workspace after ``dre simulate`` and ``dre run --no-mosaics`` with the defaults (chi2, seed 0)."""
+    from tests.conftest import run_astro
+
+    ws = tmp_path_factory.mktemp("resume") / "ws"
+    ws.mkdir()
+    (ws / "astro.toml").write_text(TOML)
+    for cmd in (["dre", "simulate"], ["dre", "run", "--no-mosaics"]):
+        r = run_astro("-w", ws, *cmd)
+        assert r.returncode == 0, r.stderr
+    return ws
+
+
+@pytest.fixture
+def ws(finished, tmp_path):
+    out = tmp_path / "ws"
+    shutil.copytree(finished, out, copy_function=shutil.copy2)
+    return out
+
+
+def _stamps(ws, *globs):
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for g in globs for p in (ws / "dre").glob(g)}
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--seed", "5", "dre", "simulate"], "seed: 0 -> 5"),
+    (["dre", "simulate", "--size", "512"], "dre.simulate.size: 256 -> 512"),
+    (["dre", "fit", "--statistic", "dre"], 'dre.fit.statistic: "chi2" -> "dre"'),
+])
+def test_rerun_with_other_settings_is_refused(astro, ws, args, key):
+    before = _stamps(ws, "tiles/*.fits", "tiles/truth/*", "chi/*", "summary/*")
+    r = astro("-w", ws, *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert key in r.stderr and "--overwrite" in r.stderr, r.stderr
+    assert "skipped" not in r.stdout
+    assert _stamps(ws, "tiles/*.fits", "tiles/truth/*", "chi/*", "summary/*") == before
+
+
+def test_same_settings_rerun_skips(astro, ws):
+    before = _stamps(ws, "**/*")
+    for cmd in (["dre", "simulate"], ["dre", "run", "--no-mosaics"], ["--seed", "0", "dre", "fit"]):
+        r = astro("-w", ws, *cmd)
+        assert r.returncode == 0, r.stderr
+        assert "skipped (done)" in r.stdout and "->" not in r.stderr, (r.stdout, r.stderr)
+    assert _stamps(ws, "**/*") == before
+    # settings that do not change an output (threads, backend, batch size, how many tiles) keep it too
+    r = astro("-w", ws, "--set", "dre.fit.batch_size=3", "--set", "dre.detect.nthreads=2", "dre", "run",
+              "--no-mosaics")
+    assert r.returncode == 0 and r.stdout.count("skipped (done)") == 4, (r.stdout, r.stderr)
+
+
+def test_overwrite_one_stage_keeps_the_cube(astro, ws):
+    cube = _stamps(ws, "models/*.fits")
+    assert len(cube) == 1
+    r = astro("-w", ws, "--overwrite", "dre", "fit", "--statistic", "dre")
+    assert r.returncode == 0, r.stderr
+    assert "(dre," in r.stdout and "building the model cube" not in r.stderr, (r.stdout, r.stderr)
+    assert _stamps(ws, "models/*.fits") == cube
+    rec = json.loads((ws / "dre/chi/.sim_000_chi.h5.made_with.json").read_text())
+    assert rec["settings"]["dre.fit.statistic"] == "dre"
+    # the new record is the one a rerun compares with: the old statistic is now the change
+    r = astro("-w", ws, "dre", "fit")
+    assert r.returncode == 2 and 'dre.fit.statistic: "dre" -> "chi2"' in r.stderr, r.stderr
+
+
+def test_changed_upstream_stage_refuses_downstream(astro, ws):
+    r = astro("-w", ws, "--overwrite", "--set", "dre.cuts.margin=41.0", "dre", "cuts")
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, "--set", "dre.cuts.margin=41.0", "dre", "fit")
+    assert r.returncode == 2 and "inputs.cuts: " in r.stderr, r.stderr
+
+
+def test_mosaics_recompute_when_their_settings_change(astro, ws):
+    r = astro("-w", ws, "--set", "dre.mosaics.png=false", "dre", "mosaics")
+    assert r.returncode == 0, r.stderr
+    assert not list((ws / "dre/mosaics/sim_000").glob("*.png"))
+    r = astro("-w", ws, "dre", "mosaics")
+    assert r.returncode == 0 and "skipped" not in r.stdout, (r.stdout, r.stderr)
+    assert list((ws / "dre/mosaics/sim_000").glob("*.png"))
