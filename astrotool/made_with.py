@@ -114,18 +114,34 @@ def write(path: str | os.PathLike, rec: Mapping) -> Path:
     return write_json_atomic(sidecar(path), {"schema": SCHEMA, **rec})
 
 
-def _show(value) -> str:
-    return "(unset)" if value is _MISSING else json.dumps(value, default=str)
-
-
 _MISSING = object()
 
 
+def _show(value) -> str:
+    return "(absent)" if value is _MISSING else json.dumps(value, default=str)
+
+
 def changes(old: Mapping, new: Mapping) -> list[str]:
-    """Each differing key of two flat settings mappings, as ``key: old -> new`` (sorted by key)."""
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {_show(old.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))}"
-            for k in keys if old.get(k, _MISSING) != new.get(k, _MISSING)]
+    """Each key whose value differs between two settings mappings, as ``key: old -> new``.
+
+    Nested mappings are compared key by key (``dataset.name``); values are compared
+    and shown as JSON (a tuple equals the list it is stored as), ``(absent)`` for a
+    key only one side has.
+
+    Returns
+    -------
+    list of str
+        Sorted by key; empty when the settings agree.
+
+    Examples
+    --------
+    >>> changes({"lr": 0.002, "loss": "mse", "split": [0.8, 0.2]},
+    ...         {"lr": 0.5, "loss": "mse", "split": (0.8, 0.2), "augment": True})
+    ['augment: (absent) -> true', 'lr: 0.002 -> 0.5']
+    """
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {_show(a.get(k, _MISSING))} -> {_show(b.get(k, _MISSING))}"
+            for k in sorted(set(a) | set(b)) if a.get(k, _MISSING) != b.get(k, _MISSING)]
 
 
 class SettingsChanged(AstroError):

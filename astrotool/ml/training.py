@@ -163,34 +163,12 @@ class EarlyStopping:
         self.bad_epochs = int(state.get("bad_epochs", 0))
 
 
-def _flat_settings(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flat_settings(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """The keys whose values differ between two settings dicts, as ``"key: old -> new"``.
 
-    Nested dicts are compared key by key (``dataset.name``); values are
-    compared as JSON (a tuple equals the list it is stored as), and shown
-    as JSON, ``(absent)`` for a key only one side has.
-
-    Parameters
-    ----------
-    old : mapping
-        The settings stored in a checkpoint.
-    new : mapping
-        This run's settings; JSON-serialisable.
-
-    Returns
-    -------
-    list of str
-        Sorted by key; empty when the settings agree.
+    The core's one rule for every "made with other settings" check
+    (:func:`astrotool.made_with.changes`): nested dicts are compared key by key
+    (``dataset.name``), values as JSON, ``(absent)`` for a key only one side has.
 
     Examples
     --------
@@ -198,17 +176,9 @@ def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     ...                  {"lr": 0.5, "loss": "mse", "split": (0.8, 0.2), "augment": True})
     ['augment: (absent) -> true', 'lr: 0.002 -> 0.5']
     """
-    import json
+    from astrotool.made_with import changes
 
-    a = _flat_settings(json.loads(json.dumps(dict(old))))
-    b = _flat_settings(json.loads(json.dumps(dict(new))))
-    missing = object()
-
-    def show(v):
-        return "(absent)" if v is missing else json.dumps(v)
-
-    return [f"{k}: {show(a.get(k, missing))} -> {show(b.get(k, missing))}"
-            for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+    return changes(old, new)
 
 
 def check_resume_settings(checkpoint_dir: str | Path, settings: Mapping[str, Any] | None) -> None:

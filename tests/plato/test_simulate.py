@@ -265,7 +265,8 @@ def test_cli_simulate_same_files_with_serial_and_two_processes(tmp_path, capsys)
     assert sorted(again["lightcurves_kept"]) == sorted(out["lightcurves_written"])
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     assert main(["-w", str(tmp_path / "a"), *args, "--noise-ppm", "10"]) == 2
-    assert "other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "other settings" in err and "plato.simulate.noise_ppm: " in err and " -> 10.0" in err, err
     assert [f.stat().st_mtime_ns for f in files] == mtimes
 
 

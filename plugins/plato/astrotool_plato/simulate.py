@@ -611,23 +611,25 @@ def check_existing(path, seed: int, cfg: SimulateConfig, overwrite: bool) -> boo
     :class:`astrotool.errors.AstroError` when it exists but comes from other
     settings or another seed (re-running would silently mix two simulations).
     """
-    from astrotool.errors import AstroError
+    from astrotool.io.tables import parquet_metadata
+    from astrotool.made_with import SettingsChanged, changes
 
     path = Path(path)
     if overwrite or not path.exists():
         return False
-    found = _existing_hash(path)
-    if found != content_hash(seed, cfg):
-        raise AstroError(f"{path}: exists but was simulated with other settings or seed "
-                         f"(content hash {found}, expected {content_hash(seed, cfg)}); "
-                         "use --overwrite or another --name")
+    facts = parquet_metadata(path)
+    found, expected = facts.get("content_hash"), content_hash(seed, cfg)
+    if found != expected:
+        changed = changes(_content_settings(facts.get("seed"), facts.get("simulate") or {}),
+                          _content_settings(seed, cfg.model_dump(mode="json")))
+        raise SettingsChanged(path, changed or [f"content hash: {json.dumps(found)} -> {json.dumps(expected)}"],
+                              hint="use --overwrite or another --name")
     return True
 
 
-def _existing_hash(path) -> str | None:
-    from astrotool.io.tables import parquet_metadata
-
-    return parquet_metadata(path).get("content_hash")
+def _content_settings(seed, simulate: dict) -> dict:
+    """What :func:`content_hash` covers, as the keys a refused rerun names (``seed``, ``plato.simulate.<key>``)."""
+    return {"seed": seed, "plato": {"simulate": {k: v for k, v in simulate.items() if k not in _LAYOUT_KEYS}}}
 
 
 @dataclass(frozen=True)

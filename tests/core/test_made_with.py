@@ -1,0 +1,100 @@
+"""The core's one rule for reruns: keep an output made with the same settings, refuse (exit 2, naming each
+changed key) or recompute one made with others; is_done applies it."""
+
+import json
+
+import pytest
+
+from astrotool import made_with
+from astrotool.errors import AstroError
+from astrotool.workspace import is_done
+
+
+def _made(path, settings, **kw):
+    path.write_text("output")
+    rec = made_with.record(settings, **kw)
+    made_with.write(path, rec)
+    return rec
+
+
+def test_record_is_stable_flat_and_ignores_what_does_not_change_the_output():
+    a = made_with.record({"fit": {"statistic": "chi2", "threads": 4, "range": (1, 2)}}, seed=3, version=2,
+                         ignore=["fit.threads"])
+    b = made_with.record({"fit": {"range": [1, 2], "threads": 8, "statistic": "chi2"}}, seed=3, version=2,
+                         ignore=["fit.threads"])
+    assert a == b
+    assert a["settings"] == {"fit.range": [1, 2], "fit.statistic": "chi2", "seed": 3, "version": 2}
+    assert len(a["hash"]) == 16
+    assert made_with.record({"x": 1}, version=3)["hash"] != made_with.record({"x": 1}, version=2)["hash"]
+
+
+def test_sidecar_is_hidden_beside_the_output(tmp_path):
+    out = tmp_path / "tile_chi.h5"
+    rec = _made(out, {"a": 1})
+    assert made_with.sidecar(out) == tmp_path / ".tile_chi.h5.made_with.json"
+    stored = json.loads(made_with.sidecar(out).read_text())
+    assert stored["schema"] == made_with.SCHEMA and made_with.read(out)["hash"] == rec["hash"]
+    assert made_with.sidecar(tmp_path / ".done") == tmp_path / ".done.made_with.json"
+
+
+def test_keep_skips_refuses_or_recomputes(tmp_path):
+    out = tmp_path / "out.parquet"
+    assert not made_with.keep([out], made_with.record({"a": 1}))            # missing: make it
+    _made(out, {"a": 1, "b": "x"}, seed=0)
+    assert made_with.keep([out], made_with.record({"b": "x", "a": 1}, seed=0))
+    assert not made_with.keep([out], made_with.record({"a": 1, "b": "x"}, seed=0), overwrite=True)
+    other = made_with.record({"a": 2, "b": "x", "c": True}, seed=5)
+    with pytest.raises(made_with.SettingsChanged) as err:
+        made_with.keep([out], other)
+    assert err.value.exit_code == 2
+    msg = str(err.value)
+    assert "a: 1 -> 2" in msg and "seed: 0 -> 5" in msg and "c: (absent) -> true" in msg and "--overwrite" in msg
+    assert "b:" not in msg and str(out) in msg
+    assert not made_with.keep([out], other, recompute=True)
+    assert not made_with.keep([out, tmp_path / "missing"], other)             # incomplete: make it
+
+
+def test_output_without_a_record_is_kept_with_a_warning(tmp_path, caplog):
+    out = tmp_path / "old.fits"
+    out.write_text("made before records")
+    assert made_with.keep([out], made_with.record({"a": 1}))
+    assert "made before settings were recorded" in caplog.text
+
+
+def test_check_all_names_every_refused_output(tmp_path):
+    recs = []
+    for i in range(3):
+        p = tmp_path / f"t{i}.h5"
+        _made(p, {"k": 0})
+        recs.append(([p], made_with.record({"k": 1}), False))
+    recs.append(([tmp_path / "new.h5"], made_with.record({"k": 1}), False))
+    with pytest.raises(AstroError) as err:
+        made_with.check_all(recs)
+    assert err.value.exit_code == 2 and "3 outputs" in str(err.value) and str(err.value).count("k: 0 -> 1") == 3
+    made_with.check_all(recs, overwrite=True)
+    made_with.check_all([(o, r, True) for o, r, _ in recs])                   # all may recompute
+
+
+def test_is_done_uses_the_rule(tmp_path):
+    out = tmp_path / "x.parquet"
+    assert not is_done(out, made_with=made_with.record({"n": 1}))
+    _made(out, {"n": 1})
+    assert is_done(out) and is_done(out, made_with=made_with.record({"n": 1}))
+    with pytest.raises(made_with.SettingsChanged, match="n: 1 -> 2"):
+        is_done(out, made_with=made_with.record({"n": 2}))
+    assert not is_done(out, made_with=made_with.record({"n": 2}), recompute=True)
+
+
+def test_training_resume_names_keys_the_same_way():
+    from astrotool.ml.training import settings_changes
+
+    old, new = {"lr": 0.1, "data": {"name": "a"}}, {"lr": 0.2, "data": {"name": "b"}}
+    assert settings_changes(old, new) == made_with.changes(old, new) == ['data.name: "a" -> "b"', "lr: 0.1 -> 0.2"]
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, astrotool.made_with; print(sorted(m for m in ('numpy', 'astropy', 'torch') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
