@@ -535,6 +535,7 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
         A readable shard in ``out_dir`` was drawn with other settings.
     """
     from astrotool.errors import AstroError
+    from astrotool.made_with import changes
 
     out_dir = Path(out_dir)
     writer = dataset_writer(cfg, out_dir)
@@ -565,10 +566,11 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
         if drawn is None:
             continue  # unreadable or unfinished: generate_shard draws it again
         old_cfg, old_seed = drawn
-        if old_cfg != new_cfg or old_seed != int(base_seed):
-            diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
-            what = ", ".join(diff) if diff else f"seed {old_seed} -> {base_seed}"
-            raise AstroError(f"{out_dir}: a dataset drawn with other settings is here ({what}); "
+        # the seed used (the option's value, or core.seed), then the configured value if only that differs
+        changed = (changes({**old_cfg, "seed": old_seed}, {**new_cfg, "seed": int(base_seed)})
+                   or changes(old_cfg, new_cfg))
+        if changed:
+            raise AstroError(f"{out_dir}: a dataset drawn with other settings is here ({'; '.join(changed)}); "
                              "use --overwrite to replace it or --name for a new one")
 
 
