@@ -4,7 +4,8 @@ Each command reads its parameters from ``[dre.<stage>]`` (``astro config show
 dre``); options given on the command line override them. Tiles are the FITS
 files in ``<workspace>/dre/tiles`` unless named as arguments. Tiles run through
 the executor (``--executor process -j N``, ``--executor dask``, ``--shard i/N``);
-finished outputs are skipped unless ``--overwrite``.
+finished outputs made with the same settings are skipped, those made with other
+settings refused (exit 2) unless ``--overwrite`` (``astrotool.made_with``).
 """
 
 from __future__ import annotations
