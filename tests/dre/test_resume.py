@@ -2,6 +2,7 @@
 ``--overwrite`` on one stage leaves the shared model cube alone."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -85,6 +86,14 @@ def test_overwrite_one_stage_keeps_the_cube(astro, ws):
     # the new record is the one a rerun compares with: the old statistic is now the change
     r = astro("-w", ws, "dre", "fit")
     assert r.returncode == 2 and 'dre.fit.statistic: "dre" -> "chi2"' in r.stderr, r.stderr
+
+
+def test_another_cube_is_another_setting(astro, ws):
+    (cube,) = (ws / "dre/models").glob("*.fits")
+    other = ws / "their_cube.fits"
+    os.link(cube, other)                                   # the same bytes under another name, no copy
+    r = astro("-w", ws, "dre", "fit", "--cube", other)
+    assert r.returncode == 2 and f'cube: "{cube.name}" -> "their_cube.fits"' in r.stderr, r.stderr
 
 
 def test_changed_upstream_stage_refuses_downstream(astro, ws):

@@ -96,12 +96,14 @@ NOT_OUTPUT = ("dre.detect.nthreads", "dre.detect.timeout", "dre.psf.timeout", "d
 UPSTREAM = {"detect": (), "psf": ("detect",), "cuts": ("detect",), "fit": ("cuts", "psf"), "mosaics": ("fit",)}
 
 
-def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None = None) -> dict:
+def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None = None, cube=None) -> dict:
     """The settings record of one tile's ``stage`` (:func:`astrotool.made_with.record`).
 
-    Its section of ``[dre]`` (keys spelled as for ``--set``, e.g. ``dre.fit.statistic``) (``fit`` and ``mosaics`` also ``[dre.models]``, the cube they use), the stage's
-    version, and the record hashes of the stages it reads (``inputs.<stage>``): from ``made`` (stages of
-    this run, ``{stage: hash}``) or from their outputs' records.
+    Its section of ``[dre]``, keyed as ``--set`` spells it (``dre.fit.statistic``); for ``fit`` and
+    ``mosaics`` also ``[dre.models]`` and the file name of the ``cube`` they use (ours is named by the
+    hash of its settings); the stage's version; and the record hashes of the stages it reads
+    (``inputs.<stage>``): from ``made`` (stages of this run, ``{stage: hash}``) or from their outputs'
+    records.
     """
     from astrotool import made_with
 
@@ -109,6 +111,8 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     if stage in ("fit", "mosaics"):
         dre["models"] = cfg.models.model_dump(mode="json")
     settings = {"dre": dre}  # keys as --set spells them: dre.fit.statistic
+    if stage in ("fit", "mosaics"):
+        settings["cube"] = Path(cube).name if cube else None
     made = made or {}
     inputs = {}
     for up in UPSTREAM[stage]:
@@ -118,7 +122,8 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT)
 
 
-def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool) -> None:
+def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool,
+                cube=None) -> None:
     """Before any work: refuse (exit 2) when a finished output of these stages was made with other settings."""
     from astrotool import made_with
 
@@ -127,7 +132,7 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
         paths = TilePaths(root, printable(Path(t).stem))
         made: dict = {}
         for stage in stages:
-            rec = stage_record(paths, stage, cfg, made)
+            rec = stage_record(paths, stage, cfg, made, cube)
             made[stage] = rec["hash"]
             checks.append((paths.outputs(stage), rec, stage in RECOMPUTE))
     made_with.check_all(checks, overwrite=overwrite)
@@ -194,7 +199,7 @@ class TileItem:
 def run_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, mapper, *, overwrite: bool,
               cube: Path | None, desc: str) -> list[dict]:
     """Run ``stages`` over ``tiles`` through ``mapper``; one summary dict per finished tile."""
-    check_tiles(tiles, root, tuple(stages), cfg, overwrite=overwrite)
+    check_tiles(tiles, root, tuple(stages), cfg, overwrite=overwrite, cube=cube)
     items = [TileItem(Path(t), Path(root), tuple(stages), cfg, overwrite, cube) for t in tiles]
     return [r for _, r in mapper(process_tile, items, desc=desc, keys=[printable(Path(t).stem) for t in tiles])]
 
@@ -206,7 +211,7 @@ def process_tile(item: TileItem, seed: int) -> dict:
     summary = {"tile": paths.stem}
     made: dict = {}
     for stage in item.stages:
-        rec = stage_record(paths, stage, item.cfg, made)
+        rec = stage_record(paths, stage, item.cfg, made, item.cube)
         made[stage] = rec["hash"]
         outputs = paths.outputs(stage)
         if made_with.keep(outputs, rec, overwrite=item.overwrite, recompute=stage in RECOMPUTE):
