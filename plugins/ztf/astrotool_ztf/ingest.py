@@ -596,6 +596,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
 
     from astrotool.io.hdf5 import compression_kwargs, open_h5
     from astrotool.io.tables import add_parquet_metadata, astropy_parquet_metadata, string_lengths
+    from astrotool.made_with import SettingsChanged, changes
     from astrotool.provenance import hdf5_attrs, parquet_metadata, provenance
     from astrotool.workspace import atomic_path, is_done
 
@@ -611,11 +612,10 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
             info = {k: h5.attrs[k] for k in stat_keys}
             kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
-        other = {k: v for k, v in kept.items() if v != getattr(cfg, k)}
-        if other:
-            raise AstroError(f"{stamps_path}: exists but was ingested with "
-                             + ", ".join(f"{k} = {v}" for k, v in other.items())
-                             + f", not {', '.join(f'{k} = {getattr(cfg, k)}' for k in other)}; use --overwrite")
+        kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in kept.items()}
+        changed = changes({"ztf": {"ingest": kept}}, {"ztf": {"ingest": {k: getattr(cfg, k) for k in kept}}})
+        if changed:
+            raise SettingsChanged(stamps_path, changed)
         return IngestResult(**names, **info, skipped=True)
 
     fmt = sniff_format(path)
