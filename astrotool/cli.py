@@ -519,6 +519,12 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
         return exc.exit_code, "error"
     if isinstance(exc, BrokenPipeError):
         return 0, "ok"
+    from astrotool.workspace import write_failure
+
+    failure = write_failure(exc)   # a full disk or a read-only folder outside atomic_path (mkdir, ...)
+    if failure is not None:
+        sys.stderr.write(f"Error: {failure}\n")
+        return failure.exit_code, "error"
     if opts.traceback or opts.verbose >= 2:
         import traceback
 
@@ -529,4 +535,12 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
 
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    h5py = sys.modules.get("h5py")
+    if code and h5py is not None and h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        # an HDF5 file that could not be closed (a full disk) makes HDF5's exit handler crash
+        # (segmentation fault): the outcome is reported and recorded already, so leave now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

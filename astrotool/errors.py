@@ -3,6 +3,8 @@
 Exit codes: 0 success, 1 some items failed, 2 usage, configuration or input error.
 """
 
+import errno as _errno
+
 __docformat__ = "numpy"
 
 
@@ -46,3 +48,25 @@ class ItemsFailed(AstroError):
     """Some items of a batch failed; the others finished (exit code 1)."""
 
     exit_code = 1
+
+
+class WriteError(AstroError):
+    """An output could not be written: a full disk or quota (exit code 1), a read-only or
+    forbidden folder (exit code 2: the place asked for cannot be written).
+
+    Parameters
+    ----------
+    path : path-like
+        The output asked for (never its temporary file).
+    number : int
+        ``errno.ENOSPC``, ``EDQUOT``, ``EROFS`` or ``EACCES``.
+    """
+
+    REASONS = {_errno.ENOSPC: "no space left on device", _errno.EDQUOT: "disk quota exceeded",
+               _errno.EROFS: "read-only file system", _errno.EACCES: "permission denied"}
+    """errno -> the words of the message."""
+
+    def __init__(self, path, number: int):
+        self.path, self.errno = str(path), number
+        super().__init__(f"{self.REASONS[number]} writing {path}",
+                         exit_code=1 if number in (_errno.ENOSPC, _errno.EDQUOT) else 2)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -26,8 +27,21 @@ __docformat__ = "numpy"
 
 WORKSPACE_FILE = "astro.toml"
 
-# temporary files being written right now; removed on SIGINT/SIGTERM
-_LIVE_TEMPS: set[Path] = set()
+# temporary files being written right now (temporary path -> final path); removed on SIGINT/SIGTERM
+_LIVE_TEMPS: dict[Path, Path] = {}
+# folders already swept of dead writers' temporary files by this process
+_SWEPT: set[Path] = set()
+# temporary files whose write failed: HDF5's later complaints about them are not repeated
+_FAILED_TEMPS: set[str] = set()
+# the errors of those writes, kept with their frames: freeing HDF5 objects of a file that HDF5
+# failed to close crashes the process (segmentation fault), so they live until it exits
+_KEPT: list[BaseException] = []
+
+
+def _host() -> str:
+    """This machine's short name, as temporary file names carry it (``[A-Za-z0-9_-]``)."""
+    name = socket.gethostname().split(".")[0] or "host"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
 def temp_sibling(path: str | os.PathLike) -> Path:
@@ -41,12 +55,116 @@ def temp_sibling(path: str | os.PathLike) -> Path:
     Returns
     -------
     pathlib.Path
-        ``<dir>/.<name>.partial-<token><suffix>``: hidden, same folder (so the
-        final rename is atomic), same suffix (so writers that look at the
-        extension still work).
+        ``<dir>/.<name>.partial-<host>-<pid>-<token><suffix>``: hidden, same folder
+        (so the final rename is atomic), same suffix (so writers that look at the
+        extension still work), and naming its writer, so that a later run can remove
+        it once that process is gone (:func:`remove_stale_temps`).
     """
     path = Path(path)
-    return path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}{path.suffix}")
+    return path.with_name(f".{path.name}.partial-{_host()}-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files in ``folder`` left by writers of this machine that are
+    gone (``kill -9``, a node crash); return them. Another machine's are left alone,
+    since its processes cannot be seen from here.
+
+    Parameters
+    ----------
+    folder : path-like
+        A folder outputs are written to.
+    """
+    pattern = re.compile(r"\..+\.partial-" + re.escape(_host()) + r"-(\d+)-[0-9a-f]{8}")
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            m = pattern.match(entry.name)
+            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def write_failure(exc: BaseException, path: str | os.PathLike | None = None):
+    """The :class:`~astrotool.errors.WriteError` behind ``exc``, if it is a write that failed
+    for lack of space or permission; None otherwise.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What a writer raised: an ``OSError`` (ENOSPC, EDQUOT, EROFS, EACCES), or anything
+        whose cause is one or whose text reports one (HDF5 puts ``errno = 28`` in a
+        ``RuntimeError``'s message).
+    path : path-like, optional
+        The output being written; named unless the error names another file being
+        written (a temporary file is named by its final path).
+    """
+    from astrotool.errors import AstroError, WriteError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen and not isinstance(exc, AstroError):
+        seen.add(id(exc))
+        number, filename = getattr(exc, "errno", None), getattr(exc, "filename", None)
+        text = str(exc)
+        if number not in WriteError.REASONS and (m := re.search(r"errno = (\d+)", text)):
+            number = int(m.group(1))
+        if number in WriteError.REASONS:
+            if filename is None and (m := re.search(r"filename = '([^']*)'", text)):
+                filename = m.group(1)
+            target = _LIVE_TEMPS.get(Path(filename)) if filename else None
+            if target is None and filename and path is None:
+                target = filename
+            return WriteError(target or path, number) if (target or path) else None
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _free_space(tmp: Path) -> None:
+    """Empty ``tmp`` through the descriptors this process still has open on it (HDF5 keeps
+    a file it failed to close open until exit, holding the disk space that the run
+    record needs). Linux (``/proc``); elsewhere nothing is done."""
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}").removesuffix(" (deleted)") == str(tmp.absolute()):
+                    os.ftruncate(int(fd), 0)
+
+
+def _quiet_repeats() -> None:
+    """Drop the errors a library prints on its own about a temporary file whose write
+    failed for lack of space or permission (HDF5 repeats it, with a traceback, as each
+    of its objects is freed): the command reports it once, naming the output."""
+    import sys
+
+    if getattr(sys.unraisablehook, "_astro_quiet", False):
+        return
+
+    def repeat(value) -> bool:
+        text = str(value)
+        return ".partial-" in text and write_failure(value) is not None and any(
+            str(t) in text for t in [*_LIVE_TEMPS, *_FAILED_TEMPS])
+
+    def unraisable(args, _previous=sys.unraisablehook):
+        if not repeat(args.exc_value):
+            _previous(args)
+
+    def printed(kind, value, tb, _previous=sys.excepthook):
+        if not repeat(value):
+            _previous(kind, value, tb)
+
+    unraisable._astro_quiet = True
+    sys.unraisablehook, sys.excepthook = unraisable, printed
 
 
 @contextlib.contextmanager
@@ -56,7 +174,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Parameters
     ----------
     path : path-like
-        The final output path. Its folder is created if needed.
+        The final output path. Its folder is created if needed; the first write to
+        a folder removes the temporary files of dead writers there.
 
     Yields
     ------
@@ -64,22 +183,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         Where to write. On normal exit it is renamed to ``path``; on an
         exception (or Ctrl-C) it is removed and ``path`` is left untouched.
 
+    Raises
+    ------
+    astrotool.errors.WriteError
+        The disk is full, or the folder cannot be written: the message names
+        ``path`` (not the temporary file).
+
     Examples
     --------
     >>> with atomic_path("out/table.parquet") as tmp:   # doctest: +SKIP
     ...     pq.write_table(table, tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
-    _LIVE_TEMPS.add(tmp)
+    _LIVE_TEMPS[tmp] = path
+    _quiet_repeats()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in _SWEPT:
+            _SWEPT.add(path.parent)
+            remove_stale_temps(path.parent)
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: the writer produced no file for {path}")
         os.replace(tmp, path)
+    except Exception as exc:
+        failure = write_failure(exc, path)
+        if failure is None:
+            raise
+        _FAILED_TEMPS.add(str(tmp))
+        _KEPT.append(exc)
+        _free_space(tmp)
+        raise failure from exc
     finally:
-        _LIVE_TEMPS.discard(tmp)
+        _LIVE_TEMPS.pop(tmp, None)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
@@ -101,7 +238,7 @@ def remove_live_temps() -> None:
     for tmp in list(_LIVE_TEMPS):
         with contextlib.suppress(OSError):
             tmp.unlink()
-        _LIVE_TEMPS.discard(tmp)
+        _LIVE_TEMPS.pop(tmp, None)
 
 
 def is_done(path: str | os.PathLike, overwrite: bool = False, made_with: dict | None = None,

@@ -39,3 +39,16 @@ def run_astro(*args, cwd=None, env=None, pythonpath=None, timeout=300, input=Non
 def astro():
     """The :func:`run_astro` helper."""
     return run_astro
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A fresh 1 MiB tmpfs (a disk that fills up), mounted at ``tmp_path/disk``; skipped
+    where mounting is not allowed (not root, or no tmpfs in this container)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode(errors='replace').strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
