@@ -217,7 +217,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise failure from exc
     finally:
         _LIVE_TEMPS.pop(tmp, None)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone, or a read-only folder (EROFS): never hide the real error
             tmp.unlink()
 
 
