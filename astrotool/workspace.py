@@ -122,10 +122,14 @@ def write_failure(exc: BaseException, path: str | os.PathLike | None = None):
         if number in WriteError.REASONS:
             if filename is None and (m := re.search(r"filename = '([^']*)'", text)):
                 filename = m.group(1)
-            target = _LIVE_TEMPS.get(Path(filename)) if filename else None
-            if target is None and filename and path is None:
-                target = filename
-            return WriteError(target or path, number) if (target or path) else None
+            if not filename:
+                return WriteError(path, number) if path is not None else None
+            target = _LIVE_TEMPS.get(Path(os.fsdecode(filename)))
+            if target is None and path is not None:
+                # this output, or a folder made for it; another file's error (an input) is not a write's
+                mine = Path(os.fsdecode(filename)) in (Path(path), *Path(path).parents)
+                return WriteError(path, number) if mine else None
+            return WriteError(target or os.fsdecode(filename), number)
         exc = exc.__cause__ or exc.__context__
     return None
 

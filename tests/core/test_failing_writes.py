@@ -58,6 +58,14 @@ def test_a_folder_that_cannot_be_written_names_the_target(tmp_path, monkeypatch,
     monkeypatch.setattr(pathlib.Path, "write_text", real)
 
 
+def test_an_input_that_cannot_be_read_is_not_called_a_write(tmp_path):
+    """EACCES on another file inside a write (an input) keeps its own error and name."""
+    with pytest.raises(PermissionError):
+        with atomic_path(tmp_path / "out.txt"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "input.fits"))
+    assert not _partials(tmp_path)
+
+
 def test_a_stale_temp_of_a_dead_writer_is_removed_by_the_next_write(tmp_path):
     """kill -9 during a write left a .partial file that no later run removed."""
     script = textwrap.dedent(f"""
