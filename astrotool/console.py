@@ -150,7 +150,11 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
     """
     logger = get_logger()
     if _state.quiet:
-        yield lambda n=1: None
+        def nothing(n: int = 1) -> None:
+            pass
+
+        nothing.set_failed = lambda n: None
+        yield nothing
         return
     if _state.fmt == "rich":
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -159,35 +163,66 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
                       TimeElapsedColumn(), TimeRemainingColumn(), console=err_console(),
                       transient=False) as bar:
             task = bar.add_task(desc, total=total)
-            yield lambda n=1: bar.advance(task, n)
+
+            def advance_bar(n: int = 1) -> None:
+                bar.advance(task, n)
+
+            advance_bar.set_failed = lambda n: None
+            yield advance_bar
         return
 
+    import threading
+
     start = time.monotonic()
-    state = {"done": 0, "last": start}
+    state = {"done": 0, "failed": 0, "last": start}
+    lock = threading.Lock()
 
     def line(final: bool = False) -> None:
-        done, elapsed = state["done"], time.monotonic() - start
+        done, failed, elapsed = state["done"], state["failed"], time.monotonic() - start
         rate = done / elapsed if elapsed > 0 else 0.0
-        extra = {"event": "progress", "desc": desc, "done": done, "total": total,
-                 "elapsed_s": round(elapsed, 2), "rate_per_s": round(rate, 3)}
-        if total:
+        extra = {"event": "progress", "desc": desc, "done": done, "total": total, "failed": failed,
+                 "final": final, "elapsed_s": round(elapsed, 2), "rate_per_s": round(rate, 3)}
+        if final:
+            msg = f"{desc}: {done}/{total} done" if total else f"{desc}: {done} done"
+            msg += f", {failed} failed" if failed else ""
+            msg += f", {elapsed:.1f}s elapsed"
+        elif total:
             eta = (total - done) / rate if rate > 0 else float("nan")
             extra["eta_s"] = None if eta != eta else round(eta, 1)
             msg = f"{desc}: {done}/{total} ({100 * done / total:.0f}%) {elapsed:.1f}s elapsed"
-            if not final and rate > 0:
+            if rate > 0:
                 msg += f", ~{eta:.0f}s left"
         else:
             msg = f"{desc}: {done} done, {elapsed:.1f}s elapsed"
         logger.info(msg, extra={"astro": extra})
 
     def advance(n: int = 1) -> None:
-        state["done"] += n
-        now = time.monotonic()
-        if now - state["last"] >= _state.interval:
-            state["last"] = now
-            line()
+        with lock:
+            state["done"] += n
+            now = time.monotonic()
+            if now - state["last"] >= _state.interval and not (total and state["done"] >= total):
+                state["last"] = now  # the last step is reported once, by the final line
+                line()
 
-    yield advance
+    def heartbeat() -> None:  # a line every interval even while one long item runs
+        while not stop.wait(min(_state.interval, 1.0) if _state.interval > 1.0 else _state.interval):
+            with lock:
+                if time.monotonic() - state["last"] >= _state.interval:
+                    state["last"] = time.monotonic()
+                    line()
+
+    def set_failed(n: int) -> None:
+        state["failed"] = int(n)
+
+    advance.set_failed = set_failed  # the caller reports failures before the final line
+    stop = threading.Event()
+    beat = threading.Thread(target=heartbeat, name="astro-progress", daemon=True)
+    beat.start()
+    try:
+        yield advance
+    finally:
+        stop.set()
+        beat.join()
     if state["done"]:
         line(final=True)
 

@@ -208,7 +208,20 @@ class Context:
 
             self._config = config.load(workspace=self.workspace_root, cfg_files=self.options.cfg,
                                        sets=self.options.set, flags=self.options.config_flags())
+            self._log_from_config()
         return self._config
+
+    def _log_from_config(self) -> None:
+        """Set up the logger again with ``core.log_format`` and ``core.progress_interval`` as layered.
+
+        The logger starts with the command-line values (or the defaults) before the
+        config is read; a ``--cfg`` file or ``astro.toml`` may set them too.
+        """
+        from astrotool import console
+
+        core = self._config.section("core")
+        console.setup(core.log_format, verbosity=self.options.verbose, quiet=self.options.quiet,
+                      interval=core.progress_interval)
 
     def section(self, name: str, flags: dict[str, Any] | None = None):
         """Validated config section ``name`` with explicit flag values (``None`` = not given) applied."""
@@ -335,6 +348,7 @@ class Context:
         n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
         with console.progress(n, desc) as advance:
             results, failures = run_items(fn, items, keys, options, self.seed, advance)
+            advance.set_failed(len(failures))
         for f in failures:
             self.log.error("%s: %s failed: %s", desc, printable(f.key), printable(f.error))
             if self.options.traceback and f.traceback:

@@ -15,7 +15,7 @@ def test_plain_logs_and_progress_lines_in_batch_logs(astro, toy, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if "squares:" in ln]
     assert len(lines) >= 2, r.stderr
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO    squares: \d/4 \(\d+%\)", lines[0])
-    assert lines[-1].split("squares: ")[1].startswith("4/4 (100%)")
+    assert lines[-1].split("squares: ")[1].startswith("4/4 done, ")
 
 
 def test_json_log_format(astro, toy, tmp_path):
@@ -63,3 +63,25 @@ def test_terminal_gets_rich_progress_and_logs(toy, tmp_path):
     assert ANSI.search(r.stdout), "no ANSI codes on a terminal"
     assert "━" in r.stdout and "3/3" in r.stdout  # the rich progress bar reached the end
     assert "item 1 is bad" in r.stdout
+
+
+def test_cfg_file_log_format_and_progress_interval(astro, toy, tmp_path):
+    cfg = tmp_path / "batch.toml"
+    cfg.write_text('[core]\nlog_format = "json"\nprogress_interval = 0.1\n')
+    r = astro("-w", tmp_path / "ws", "--cfg", cfg, "toy", "run", "--count", "1", "--slow", "0.5", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    records = [json.loads(ln) for ln in lines]  # every stderr line is one JSON object
+    beats = [rec for rec in records if rec.get("event") == "progress"]
+    assert len(beats) >= 3, r.stderr  # a heartbeat every 0.1 s while the 0.5-s item runs, then the final line
+
+
+def test_heartbeat_during_slow_item_final_line_once_failures_counted(astro, toy, tmp_path):
+    r = astro("-w", tmp_path, "--progress-interval", "0.2", "toy", "run", "--count", "4", "--fail", "2",
+              "--slow", "0.6", "-j", "1", pythonpath=toy)
+    assert r.returncode == 1, r.stderr
+    lines = [ln.split("squares: ", 1)[1] for ln in r.stderr.splitlines() if "squares: " in ln and "failed:" not in ln]
+    assert any(ln.startswith("0/4") for ln in lines), r.stderr  # a heartbeat while the first item runs
+    finals = [ln for ln in lines if ln.startswith("4/4")]
+    assert len(finals) == 1, r.stderr
+    assert finals[0].startswith("4/4 done, 1 failed"), r.stderr
