@@ -111,7 +111,38 @@ def setup(fmt: str = "auto", verbosity: int = 0, quiet: bool = False, interval: 
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else (logging.DEBUG if verbosity > 0 else logging.INFO))
     logger.propagate = False
+    os.environ[_WORKER_ENV] = f"{fmt},{int(quiet)}"  # spawned worker processes log the same way
     return logger
+
+
+_WORKER_ENV = "_ASTRO_WORKER_LOG"
+
+
+def item_step(desc: str, key: str, step: str, i: int, n: int) -> None:
+    """Log one step of one item off a terminal: ``dre run: field_007 fit 3/5``.
+
+    Called from the item function, in this process or a worker process; on a
+    terminal (the live bar) and with ``-q`` it prints nothing.
+
+    Parameters
+    ----------
+    desc : str
+        The progress description of the run, e.g. ``"dre run"``.
+    key : str
+        The item, e.g. the tile name.
+    step : str
+        The step starting, e.g. ``"fit"``.
+    i, n : int
+        The step's number (from 1) and the number of steps.
+    """
+    logger = get_logger()
+    if not logger.handlers and os.environ.get(_WORKER_ENV):  # a spawned worker: set up as the parent was
+        fmt, quiet = os.environ[_WORKER_ENV].split(",")
+        setup(fmt, quiet=quiet == "1")
+    if _state.fmt == "rich" or _state.quiet or not logger.handlers:
+        return
+    logger.info("%s: %s %s %d/%d", desc, key, step, i, n,
+                extra={"astro": {"event": "step", "desc": desc, "item": key, "step": step, "index": i, "of": n}})
 
 
 def get_logger() -> logging.Logger:

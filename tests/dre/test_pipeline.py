@@ -62,6 +62,9 @@ def test_statistic_dre_and_mosaics(astro, tmp_path):
     ws = _simulate(astro, tmp_path)
     r = astro("-w", ws, "dre", "run", "--statistic", "dre")
     assert r.returncode == 0, r.stderr
+    steps = [ln.split("INFO    ", 1)[1] for ln in r.stderr.splitlines() if "INFO    dre run: sim_000 " in ln]
+    assert steps == [f"dre run: sim_000 {s} {i}/5" for i, s in enumerate(["detect", "psf", "cuts", "fit", "mosaics"], 1)]
+    assert [ln for ln in r.stderr.splitlines() if "dre run: 1/1 done" in ln], r.stderr  # the final line
     g, _ = workspace_recovery(ws)
     assert g["n_matched"] == 10 and g["logr_frac"] >= 0.7, g
     pngs = list((ws / "dre/mosaics/sim_000").glob("*.png"))
@@ -173,6 +176,8 @@ def test_tile_items_run_the_same_in_worker_processes(astro, tmp_path):
     assert astro("-w", ws, "dre", "detect").returncode == 0
     r = astro("-w", par, "--executor", "process", "-j", "2", "dre", "detect")
     assert r.returncode == 0, r.stderr
+    for stem in ("sim_000", "sim_001"):  # the workers log each item's stage on the piped stderr
+        assert f"INFO    detect: {stem} detect 1/1" in r.stderr, r.stderr
     for stem in ("sim_000", "sim_001"):
         a, b = (fits.getdata(w / f"dre/sextracted/{stem}/{stem}_cat.fits", "LDAC_OBJECTS") for w in (ws, par))
         assert len(a) >= 10 and a.tobytes() == b.tobytes()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from astrotool import made_with
+from astrotool import console, made_with
 from astrotool.errors import InputError
 from astrotool.names import printable
 
@@ -194,13 +194,14 @@ class TileItem:
     cfg: DreConfig
     overwrite: bool
     cube: Path | None  # the model cube, for ``fit`` and ``mosaics``
+    desc: str = ""  # the run's progress description, for the per-stage log lines
 
 
 def run_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, mapper, *, overwrite: bool,
               cube: Path | None, desc: str) -> list[dict]:
     """Run ``stages`` over ``tiles`` through ``mapper``; one summary dict per finished tile."""
     check_tiles(tiles, root, tuple(stages), cfg, overwrite=overwrite, cube=cube)
-    items = [TileItem(Path(t), Path(root), tuple(stages), cfg, overwrite, cube) for t in tiles]
+    items = [TileItem(Path(t), Path(root), tuple(stages), cfg, overwrite, cube, desc) for t in tiles]
     return [r for _, r in mapper(process_tile, items, desc=desc, keys=[printable(Path(t).stem) for t in tiles])]
 
 
@@ -210,7 +211,8 @@ def process_tile(item: TileItem, seed: int) -> dict:
     paths.tile = item.tile
     summary = {"tile": paths.stem}
     made: dict = {}
-    for stage in item.stages:
+    for i, stage in enumerate(item.stages, 1):
+        console.item_step(item.desc, paths.stem, stage, i, len(item.stages))
         rec = stage_record(paths, stage, item.cfg, made, item.cube)
         made[stage] = rec["hash"]
         outputs = paths.outputs(stage)
