@@ -236,7 +236,7 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
                 line()
 
     def heartbeat() -> None:  # a line every interval even while one long item runs
-        while not stop.wait(min(_state.interval, 1.0) if _state.interval > 1.0 else _state.interval):
+        while not stop.wait(min(_state.interval, 1.0)):  # checked at least every second
             with lock:
                 if time.monotonic() - state["last"] >= _state.interval:
                     state["last"] = time.monotonic()
