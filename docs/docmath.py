@@ -61,18 +61,8 @@ class MathStore:
         """Replace every formula outside code with a token; return the new text."""
         if "$" not in markdown and "\\(" not in markdown:
             return markdown
-        keep: list[str] = []
-
-        def hold(m: re.Match) -> str:
-            keep.append(m.group(0))
-            return f"\x00{len(keep) - 1}\x00"
-
-        text = _FENCE.sub(hold, markdown)
-        text = _PRE.sub(hold, text)
-        text = _DOCTEST.sub(hold, text)
-        text = _CODE_SPAN.sub(hold, text)
-        text = _MATH.sub(self._tokenize, text)
-        return re.sub(r"\x00(\d+)\x00", lambda m: keep[int(m.group(1))], text)
+        return outside_code(markdown, lambda text: _MATH.sub(self._tokenize, text),
+                            (_FENCE, _PRE, _DOCTEST, _CODE_SPAN))
 
     def _tokenize(self, m: re.Match) -> str:
         if m.group("display") is not None:
@@ -139,19 +129,26 @@ def escape_placeholders(markdown: str) -> str:
     """
     if "<" not in markdown:
         return markdown
+    return outside_code(markdown, lambda text: _PLACEHOLDER.sub("&lt;", text),
+                        (_FENCE, _PRE, _INDENTED, _DOCTEST, _CODE_SPAN))
+
+
+def outside_code(markdown: str, transform, code_patterns) -> str:
+    """Apply ``transform`` to the text outside what ``code_patterns`` match (in that order).
+
+    Each code match is set aside behind a ``\\x00N\\x00`` token, the rest is transformed,
+    then the code is put back unchanged.
+    """
     keep: list[str] = []
 
     def hold(m: re.Match) -> str:
         keep.append(m.group(0))
         return f"\x00{len(keep) - 1}\x00"
 
-    text = _FENCE.sub(hold, markdown)
-    text = _PRE.sub(hold, text)
-    text = _INDENTED.sub(hold, text)
-    text = _DOCTEST.sub(hold, text)
-    text = _CODE_SPAN.sub(hold, text)
-    text = _PLACEHOLDER.sub("&lt;", text)
-    return re.sub(r"\x00(\d+)\x00", lambda m: keep[int(m.group(1))], text)
+    text = markdown
+    for pattern in code_patterns:
+        text = pattern.sub(hold, text)
+    return re.sub(r"\x00(\d+)\x00", lambda m: keep[int(m.group(1))], transform(text))
 
 
 def markdown_to_html(markdown: str, store: MathStore | None = None) -> str:
