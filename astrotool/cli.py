@@ -465,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # never hide the real outcome
                 sys.stderr.write(f"warning: could not write run.json: {exc}\n")
         set_current(None)
+        from astrotool import console
+
+        console.set_json(False)  # --json holds for this command line only (main may run again in-process)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         executors.reset_stop()

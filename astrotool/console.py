@@ -283,11 +283,12 @@ def _cell(value) -> str:
 def emit(obj) -> None:
     """Write a result to stdout.
 
-    With ``--json`` everything is JSON. Otherwise a record (dict) or a list of
-    records is a table on a terminal and JSON when stdout is a file or a pipe (a
-    tool reads it); other lists and text are printed as they are.
+    With ``--json`` everything is JSON. Otherwise a record (dict) is a
+    ``key``/``value`` table and a list of records a table with one column per key:
+    rich on a terminal, tab-separated text when stdout is a file or a pipe (nested
+    values as compact JSON in their cell); other lists and text are printed as they are.
     """
-    if _RESULTS["json"] or (isinstance(obj, (dict, list)) and not _stdout_is_terminal()):
+    if _RESULTS["json"]:
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
         sys.stdout.flush()
         return

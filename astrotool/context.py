@@ -119,8 +119,8 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption(("--seed",), "seed", "Base random seed (an integer >= 0).", "N", int, _whole_number,
                  "an integer >= 0", config_key="core.seed"),
     GlobalOption(("--overwrite",), "overwrite", "Recompute outputs that already exist.", type=bool),
-    GlobalOption(("--json",), "json", "Print results as JSON (default: a table on a terminal, else tab-separated "
-                 "tables and JSON records).", type=bool),
+    GlobalOption(("--json",), "json", "Print results as JSON (default: a table on a terminal, tab-separated "
+                 "text when piped).", type=bool),
     GlobalOption(("--progress-interval",), "progress_interval", "Seconds between progress lines off a terminal.",
                  "SECONDS", float, _positive_seconds, "a number of seconds > 0",
                  config_key="core.progress_interval"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 class CliRunner:
-    """Runs ``python -m astrotool -w WS -q [globals] <prefix> ...`` and returns the parsed JSON.
+    """Runs ``python -m astrotool -w WS -q --json [globals] <prefix> ...`` and returns the parsed JSON.
 
     Parameters
     ----------
@@ -34,7 +34,7 @@ class CliRunner:
         self.times: dict[str, float] = {}  # label -> wall time of the whole process [s]
 
     def cmd(self, args, seed: int | None = None, overwrite: bool = False, sets=(), jobs: bool = True) -> list[str]:
-        cmd = [sys.executable, "-m", "astrotool", "-w", str(self.ws), "-q"]
+        cmd = [sys.executable, "-m", "astrotool", "-w", str(self.ws), "-q", "--json"]
         if jobs:
             cmd += ["-j", str(self.jobs)]
         if seed is not None:

@@ -126,10 +126,10 @@ def config_validate(files: list[Path] = typer.Argument(..., help="TOML files to 
 
 @config_app.command("schema")
 def config_schema():
-    """Print the JSON Schema of the whole configuration."""
+    """Print the JSON Schema of the whole configuration (a JSON document, whatever --json says)."""
     from astrotool.config import schema
 
-    current().emit(schema())
+    typer.echo(json.dumps(schema(), indent=2))
 
 
 # ---------------------------------------------------------------------------- plugins

@@ -53,7 +53,7 @@ def test_plugin_command_modules_are_imported_only_when_used(toy, tmp_path):
     assert "stats  Summarise the toy outputs." in out and "run " in out
     assert not {m for m in mods if m.startswith("astrotool_") and m.endswith(".cli")}, mods
     # astro toy stats total: now it is imported, and runs
-    rc, out, mods = _modules_after(["-w", tmp_path, "toy", "stats", "total"], toy)
+    rc, out, mods = _modules_after(["-w", tmp_path, "--json", "toy", "stats", "total"], toy)
     assert rc == 0, out
     assert "toyplug.stats" in mods
     assert json.loads(out[:out.index("MODULES")]) == {"files": 0, "sum": 0}
@@ -63,9 +63,12 @@ def test_nested_group_runs_and_names_its_run(astro, toy, tmp_path):
     assert astro("-w", tmp_path, "toy", "run", "--count", "3", pythonpath=toy).returncode == 0
     r = astro("-w", tmp_path, "toy", "stats", "total", pythonpath=toy)
     assert r.returncode == 0, r.stderr
+    assert r.stdout == "key\tvalue\nfiles\t3\nsum\t5\n"  # piped: tab-separated
+    r = astro("-w", tmp_path, "toy", "stats", "total", "--json", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"files": 3, "sum": 0 + 1 + 4}
     names = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "runs").iterdir())
-    assert names == ["toy-run", "toy-stats-total"]
+    assert names == ["toy-run", "toy-stats-total", "toy-stats-total"]
 
 
 def _plugin(monkeypatch, tmp_path, name, specs, source=None):
@@ -218,8 +221,8 @@ def test_global_option_missing_value(astro):
 
 
 def test_global_options_before_or_after_subcommand(astro, toy, tmp_path):
-    a = astro("-w", tmp_path, "--set", "toy.label=before", "toy", "show", pythonpath=toy)
-    b = astro("toy", "show", "-w", tmp_path, "--set", "toy.label=before", pythonpath=toy)
+    a = astro("-w", tmp_path, "--json", "--set", "toy.label=before", "toy", "show", pythonpath=toy)
+    b = astro("toy", "show", "-w", tmp_path, "--set", "toy.label=before", "--json", pythonpath=toy)
     assert a.returncode == b.returncode == 0, a.stderr + b.stderr
     assert json.loads(a.stdout) == json.loads(b.stdout)
     assert json.loads(a.stdout)["label"] == "before"

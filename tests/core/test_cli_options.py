@@ -133,6 +133,12 @@ def test_results_are_tsv_when_piped_and_json_with_the_global_json(tmp_path):
     assert r.returncode == 0, r.stderr
     assert {p["name"] for p in json.loads(r.stdout)} >= {"core", "dre", "lens", "plato", "ztf"}
     assert next(p for p in json.loads(r.stdout) if p["name"] == "core")["distribution"] == "astrotool-core"
+    # a record (one dict) piped: key/value lines, nested values as compact JSON in their cell
+    r = _astro("-q", "-w", tmp_path, "plato", "simulate", "-n", 2, "--days", 1, "--name", "p")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "key\tvalue" and all(line.count("\t") == 1 for line in lines), r.stdout
+    assert "curves\t2" in lines, r.stdout
 
 
 def test_a_record_is_a_table_on_a_terminal(tmp_path):

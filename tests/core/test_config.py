@@ -36,7 +36,7 @@ def test_layer_order_and_sources(astro, toy, tmp_path):
     assert rows["toy.inner.factor"]["value"] == 7.5
     r = astro("-w", ws, "--set", "toy.label=set", "config", "show", "toy", "--json", pythonpath=toy, env=env)
     assert json.loads(r.stdout)["toy"]["label"] == "set"
-    r = astro("-w", ws, "--set", "toy.count=4", "toy", "run", "--count", "2", pythonpath=toy, env=env)
+    r = astro("-w", ws, "--set", "toy.count=4", "toy", "run", "--count", "2", "--json", pythonpath=toy, env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["done"] == 2
 

@@ -11,7 +11,7 @@ def test_plain_logs_and_progress_lines_in_batch_logs(astro, toy, tmp_path):
               pythonpath=toy)
     assert r.returncode == 0, r.stderr
     assert not ANSI.search(r.stderr) and not ANSI.search(r.stdout)
-    json.loads(r.stdout)  # stdout holds the result only
+    assert r.stdout.startswith("key\tvalue\n")  # stdout holds the result only, tab-separated
     lines = [ln for ln in r.stderr.splitlines() if "squares:" in ln]
     assert len(lines) >= 2, r.stderr
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO    squares: \d/4 \(\d+%\)", lines[0])

@@ -51,7 +51,7 @@ def test_square_writes_its_file_once(tmp_path, toy, monkeypatch):
 
 def test_command_in_this_process(registry, tmp_path, capsys):
     """``main(argv)`` runs the real command line and returns the exit code."""
-    assert main(["-w", str(tmp_path), "--set", "toy.label=x", "toy", "run", "--count", "2"]) == 0
+    assert main(["-w", str(tmp_path), "--json", "--set", "toy.label=x", "toy", "run", "--count", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == {"done": 2, "written": 2, "skipped": 0, "label": "x", "factor": 2.0}
     (run,) = (tmp_path / "runs").iterdir()
@@ -99,8 +99,8 @@ def test_library_on_a_dask_cluster(registry, tmp_path):
 
 def test_command_in_a_subprocess(astro, toy, tmp_path):
     """The ``astro`` fixture runs ``python -m astrotool`` with the plugin on ``PYTHONPATH``."""
-    r = astro("-w", tmp_path, "toy", "run", "--count", "2", pythonpath=toy)
+    r = astro("-w", tmp_path, "--json", "toy", "run", "--count", "2", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["written"] == 2
-    r = astro("-w", tmp_path, "toy", "stats", "total", pythonpath=toy)
+    r = astro("-w", tmp_path, "--json", "toy", "stats", "total", pythonpath=toy)
     assert json.loads(r.stdout) == {"files": 2, "sum": 1}

@@ -46,7 +46,7 @@ def test_init_and_status(astro, toy, tmp_path):
 
 
 def test_run_record_lists_the_files_written(astro, toy, tmp_path):
-    r = astro("-w", tmp_path, "toy", "run", "--count", "4", "--slow", "0.1", pythonpath=toy)
+    r = astro("-w", tmp_path, "--json", "toy", "run", "--count", "4", "--slow", "0.1", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.endswith("-toy-run")
@@ -63,13 +63,13 @@ def test_run_record_lists_the_files_written(astro, toy, tmp_path):
 
 
 def test_finished_outputs_are_skipped_and_overwrite_recomputes(astro, toy, tmp_path):
-    r = astro("-w", tmp_path, "toy", "run", "--count", "3", pythonpath=toy)
+    r = astro("-w", tmp_path, "--json", "toy", "run", "--count", "3", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     files = [tmp_path / f"toy/out/item_{i:03d}.json" for i in range(3)]
     before = {f: (f.stat().st_mtime_ns, f.read_text()) for f in files}
     (tmp_path / "toy/out/item_001.json").unlink()  # as if the run had stopped before item 1
     # the re-run writes only the missing output; the finished ones are not touched
-    r = astro("-w", tmp_path, "toy", "run", "--count", "3", pythonpath=toy)
+    r = astro("-w", tmp_path, "--json", "toy", "run", "--count", "3", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert (got["done"], got["written"], got["skipped"]) == (3, 1, 2)
@@ -77,7 +77,7 @@ def test_finished_outputs_are_skipped_and_overwrite_recomputes(astro, toy, tmp_p
         assert (f.stat().st_mtime_ns, f.read_text()) == before[f], f
     assert files[1].read_text() == before[files[1]][1]  # the same seed gives the same file
     # --overwrite recomputes every output (a new seed gives new draws)
-    r = astro("-w", tmp_path, "toy", "run", "--count", "3", "--overwrite", "--seed", "9", pythonpath=toy)
+    r = astro("-w", tmp_path, "--json", "toy", "run", "--count", "3", "--overwrite", "--seed", "9", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["written"] == 3
     for f in files:
@@ -119,7 +119,7 @@ def test_interrupt_leaves_no_partial_file(toy, tmp_path, sig, code, executor):
     assert rec["status"] in ("terminated", "interrupted")
     assert rec["exit_code"] == code
     # re-running the same command resumes: it writes only what was missing
-    r = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(tmp_path), "toy", "run", "--count", "6"],
+    r = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(tmp_path), "--json", "toy", "run", "--count", "6"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["skipped"] == len(finished) and json.loads(r.stdout)["written"] == 6 - len(finished)

@@ -137,7 +137,7 @@ def test_calibration_refuses_bad_inputs(model_copy, easy_dataset, easy_fields):
 def test_calibrate_command(model_copy, easy_fields, tmp_path, capsys):
     from astrotool.cli import main
 
-    code = main(["-w", str(tmp_path / "ws"), "-q", "lens", "calibrate", "--model", str(model_copy),
+    code = main(["-w", str(tmp_path / "ws"), "-q", "--json", "lens", "calibrate", "--model", str(model_copy),
                  "--dataset", str(easy_fields.root), "--set", "lens.calibrate.max_abs_m=0.5"])
     out = capsys.readouterr()
     assert code == 0, out.err

@@ -14,7 +14,7 @@ TINY = ["--set", "lens.generate.galaxy.hlr=[0.5, 0.8]", "--set", "lens.generate.
 
 
 def run(capsys, *args):
-    code = main([str(a) for a in args])
+    code = main(["--json", *(str(a) for a in args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -142,7 +142,7 @@ def test_train_on_two_processes_keeps_one_record(tmp_path, capsys):
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "ddp",
                        "--stamp-size", 16, "--pixel-scale", 0.3, "-n", 96, "--shard-size", 96, *TINY)
     assert code == 0, err
-    proc = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(ws), "-q", "--set", "lens.train.threads=1",
+    proc = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(ws), "-q", "--json", "--set", "lens.train.threads=1",
                            "--set", "lens.train.blocks=1", "lens", "train", "--dataset", "ddp", "--epochs", "1",
                            "--width", "4", "--batch-size", "16", "--device", "cpu", "--devices", "2"],
                           capture_output=True, text=True, timeout=300)

@@ -276,7 +276,7 @@ def test_cli_reports_a_failed_redraw_as_a_failed_item(tmp_path, capsys, monkeypa
     from astrotool.cli import main
 
     ws = tmp_path / "ws"
-    args = [str(a) for a in ("-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "x",
+    args = [str(a) for a in ("-w", ws, "-q", "--json", "lens", "generate", "--preset", "shearnet", "--name", "x",
                              "--stamp-size", 24, "-n", 12, "--shard-size", 6, "--set", "lens.generate.psf.fwhm=0.6")]
     assert main(args) == 0
     out = ws / "lens" / "shear" / "x"

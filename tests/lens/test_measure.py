@@ -128,7 +128,7 @@ def test_measure_command_skips_only_a_valid_table_and_closes_the_dataset(tmp_pat
            "--set", "lens.generate.galaxy.hlr_unit=\"arcsec\"", "--set", "lens.generate.psf.fwhm=0.6"]
 
     def run(*args):
-        code = main([str(a) for a in args])
+        code = main(["--json", *(str(a) for a in args)])
         out = capsys.readouterr()
         assert code == 0, out.err
         return json.loads(out.out)

@@ -15,7 +15,7 @@ TINY = ["--preset", "shearnet", "--stamp-size", 16, "--pixel-scale", 0.3, "-n", 
 
 
 def run(capsys, *args):
-    code = main([str(a) for a in args])
+    code = main(["--json", *(str(a) for a in args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -239,7 +239,7 @@ def test_config_rejects_bad_values():
 def test_cli_simulate_same_files_with_serial_and_two_processes(tmp_path, capsys):
     from astrotool.cli import main
 
-    args = ["plato", "simulate", "-n", "5", "--days", "0.5", "--chunk-size", "2", "--seed", "7",
+    args = ["--json", "plato", "simulate", "-n", "5", "--days", "0.5", "--chunk-size", "2", "--seed", "7",
             "--set", "plato.simulate.duration_hours=[1.0, 3.0]"]
     assert main(["-w", str(tmp_path / "a"), *args]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -286,7 +286,7 @@ def test_labels_follow_a_new_chunk_size_and_corrupt_outputs_are_named(tmp_path, 
     from astrotool.cli import main
 
     ws = tmp_path / "ws"
-    args = ["plato", "simulate", "-n", "4", "--days", "0.5", "--seed", "7",
+    args = ["--json", "plato", "simulate", "-n", "4", "--days", "0.5", "--seed", "7",
             "--set", "plato.simulate.duration_hours=[1.0, 3.0]"]
     assert main(["-w", str(ws), *args, "--chunk-size", "2"]) == 0
     capsys.readouterr()

@@ -259,7 +259,7 @@ def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
     _, avro, parquet = make_synthetic(tmp_path)
     bad = tmp_path / "in" / "broken.avro"
     bad.write_bytes(avro.read_bytes()[:500])
-    code = main(["-w", str(tmp_path / "ws"), "ztf", "ingest", str(tmp_path / "in")])
+    code = main(["-w", str(tmp_path / "ws"), "--json", "ztf", "ingest", str(tmp_path / "in")])
     captured = capsys.readouterr()
     assert code == 1
     assert "broken.avro" in captured.err  # (a path that does not exist is a usage error: test_odd_inputs)
@@ -269,7 +269,7 @@ def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
         "syn_alerts.parquet", "syn_dump_alerts.parquet", "syn_dump_stamps.h5", "syn_stamps.h5"]
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "ws/ztf").rglob("*.*")}
     # a rerun keeps the finished pairs (result and mtimes) and reports the bad file again
-    code = main(["-w", str(tmp_path / "ws"), "ztf", "ingest", str(tmp_path / "in")])
+    code = main(["-w", str(tmp_path / "ws"), "--json", "ztf", "ingest", str(tmp_path / "in")])
     captured = capsys.readouterr()
     assert code == 1 and "broken.avro" in captured.err
     again = json.loads(captured.out)

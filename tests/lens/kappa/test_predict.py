@@ -116,7 +116,7 @@ def test_writer_refuses_a_foreign_folder(tmp_path):
 def run(capsys, *args):
     from astrotool.cli import main
 
-    code = main([str(a) for a in args])
+    code = main(["--json", *(str(a) for a in args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 

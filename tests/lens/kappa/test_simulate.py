@@ -17,7 +17,7 @@ from astrotool_lens.kappa.maps import kaiser_squires
 
 
 def run(capsys, *args):
-    code = main([str(a) for a in args])
+    code = main(["--json", *(str(a) for a in args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -21,7 +21,7 @@ S = 32
 
 
 def run(capsys, *args):
-    code = main([str(a) for a in args])
+    code = main(["--json", *(str(a) for a in args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 

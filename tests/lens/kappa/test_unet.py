@@ -160,7 +160,7 @@ def _pack(root, n: int = 24, size: int = 32):
 
 
 def _run(capsys, *args):
-    code = main([str(a) for a in args])
+    code = main(["--json", *(str(a) for a in args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 
