@@ -402,3 +402,16 @@ def test_overwrite_draws_again_and_is_refused_with_shard(tmp_path, capsys):
     code, _, err = run(capsys, "--overwrite", "--shard", "1/2", *sim)
     assert code == 2 and "--overwrite with --shard" in err
     assert len(list((_set(ws, "s") / "KAPPA").glob("*.npy"))) == 3  # nothing cleared
+
+
+def test_a_slurm_array_task_records_its_resolved_shard(tmp_path, capsys, monkeypatch):
+    """--shard auto in task 3 of an array 2-5: the summary says 1/4, not 'auto'."""
+    for key, value in {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "2", "SLURM_ARRAY_TASK_MAX": "5",
+                       "SLURM_ARRAY_TASK_STEP": "1", "SLURM_ARRAY_TASK_COUNT": "4"}.items():
+        monkeypatch.setenv(key, value)
+    ws = tmp_path / "ws"
+    code, out, err = run(capsys, "-w", ws, "-q", "--shard", "auto", "lens", "kappa", "simulate", "--name", "s",
+                         "-n", 4, "--size", 32, "--chunk-size", 1)
+    assert code == 0, err
+    assert json.loads(out)["shard"] == "1/4" and json.loads(out)["new"] == 1
+    assert len(list((_set(ws, "s") / "KAPPA").glob("*.npy"))) == 1  # the map of chunk 1 only

@@ -460,7 +460,8 @@ def simulate_command(ctx, cfg) -> dict:
     skipped = sum(r["n"] for _, r in results if r["skipped"])
     if ctx.executor_options.shard:  # one Slurm task of several: the truth table is written by a full run
         summary = {"name": sc.name, "path": str(out), "n": sum(r["n"] for _, r in results), "new": sum(
-            r["n"] for _, r in results if not r["skipped"]), "skipped": skipped, "shard": ctx.options.shard}
+            r["n"] for _, r in results if not r["skipped"]), "skipped": skipped,
+            "shard": "{}/{}".format(*ctx.executor_options.shard)}  # as resolved (--shard auto: this task's)
         ctx.emit(summary)
         return summary
     rows = []
