@@ -27,7 +27,7 @@ from astrotool.errors import AstroError
 
 __docformat__ = "numpy"
 
-__all__ = ["ALLOWED", "MAX_LENGTH", "check_name", "name_problem", "printable"]
+__all__ = ["ALLOWED", "MAX_LENGTH", "check_name", "name_from", "name_problem", "printable"]
 
 MAX_LENGTH = 128
 """Longest name [characters]: what a plugin appends (``_truth.parquet``,
@@ -124,3 +124,17 @@ def check_name(text: str, what: str) -> str:
         shown = printable(text) if isinstance(text, str) else text
         raise AstroError(f"{what}: {shown!r} is not a valid name: {problem}")
     return text
+
+
+def name_from(text: str, fallback: str) -> str:
+    """A valid name made from any text (an input file's stem): each run of other
+    characters becomes ``_``, leading and trailing ``.``, ``_``, ``-`` go, and the
+    result is cut to :data:`MAX_LENGTH`; ``fallback`` when nothing is left.
+
+    Examples
+    --------
+    >>> name_from("ztf public 2024,06", "alerts"), name_from("-.é", "alerts")
+    ('ztf_public_2024_06', 'alerts')
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")[:MAX_LENGTH].rstrip("._-")
+    return name or check_name(fallback, "fallback name")

@@ -89,3 +89,15 @@ def test_fits_history_of_a_path_with_any_character(tmp_path):
                            history=[f"cuts=/data/my ws, é/{BAD_UTF8}_cuts.h5"], command="test")
     history = str(fits.getheader(out, 1)["HISTORY"])
     assert "cuts=/data/my ws, \\xe9/tile_\\xff_cuts.h5" in history
+
+
+@pytest.mark.parametrize("text, name", [
+    ("ztf public 2024,06", "ztf_public_2024_06"),   # spaces and commas
+    ("-x", "x"), ("..hidden", "hidden"), ("_a_", "a"),  # never a hidden name or an option
+    ("champ_é", "champ"), ("\udcff", "maps"),         # non-ASCII, a non-UTF-8 byte
+    ("a" * 200, "a" * 128),
+])
+def test_a_name_made_from_any_text_is_valid(text, name):
+    from astrotool.names import name_from, name_problem
+
+    assert name_from(text, "maps") == name and name_problem(name) is None

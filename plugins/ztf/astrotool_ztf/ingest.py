@@ -30,7 +30,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from astrotool.errors import AstroError, InputError
-from astrotool.names import printable
+from astrotool.names import name_from, printable
 from astrotool_ztf.config import IngestConfig
 
 __docformat__ = "numpy"
@@ -146,8 +145,7 @@ def output_name(path) -> str:
     for tail in (".snappy", ".c000", ".gz"):
         if name.lower().endswith(tail):
             name = name[: -len(tail)]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "alerts"
-    return name
+    return name_from(name, "alerts")
 
 
 def expand_inputs(paths) -> list[Path]:
@@ -183,7 +181,7 @@ def unique_names(paths) -> list[str]:
         if not dupes:
             return names
         names = [
-            (re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(p.resolve().parent.parts[-depth:])) + "_" + output_name(p))
+            name_from("_".join(p.resolve().parent.parts[-depth:]) + "_" + output_name(p), "alerts")
             if output_name(p) in dupes or n in dupes else n
             for p, n in zip(paths, names)
         ]

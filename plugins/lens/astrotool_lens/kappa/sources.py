@@ -728,14 +728,14 @@ def _source_roots(ctx, sources: Sequence[str]):
 def source_stem(source) -> str:
     """A file-stem name for a source: its last path part without a tarball suffix, other characters as ``_``
     (``/data/test_public.tar.gz`` -> ``test_public``; ``maps`` when nothing is left)."""
-    import re
+    from astrotool.names import name_from
 
     stem = Path(str(source).rstrip("/")).name
     for suf in TAR_SUFFIXES:
         if stem.lower().endswith(suf):
             stem = stem[: -len(suf)]
             break
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).lstrip(".-") or "maps"
+    return name_from(stem, "maps")
 
 
 def few(names: Sequence[str], k: int = 5) -> str:
