@@ -7,7 +7,7 @@ from configuration modules (it imports pydantic).
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from astrotool.names import name_problem
@@ -33,6 +33,9 @@ FileName = Annotated[str, AfterValidator(_file_name)]
 
 FileNameOrEmpty = Annotated[str, AfterValidator(lambda v: v and _file_name(v))]
 """:data:`FileName`, or ``""`` for a name that defaults to another."""
+
+Seed = Annotated[int, Field(ge=0)]
+"""A random seed: an integer >= 0 (numpy refuses negative seeds), as ``core.seed``."""
 
 
 def check_ordered(name: str, pair) -> None:

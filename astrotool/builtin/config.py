@@ -5,7 +5,7 @@ from typing import Literal, Union
 
 from pydantic import Field, field_validator
 
-from astrotool.section import Section
+from astrotool.section import Section, Seed
 
 __docformat__ = "numpy"
 
@@ -20,7 +20,7 @@ class CoreConfig(Section):
     cgroup quota, ``SLURM_CPUS_PER_TASK``)."""
     scheduler: str = ""
     """Dask scheduler address; empty starts a local cluster."""
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
     """Base random seed (>= 0: numpy refuses negative seeds); item seeds derive from it and the item key."""
     log_format: Literal["auto", "rich", "plain", "json"] = "auto"
     """Log format on stderr."""

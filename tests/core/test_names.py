@@ -101,3 +101,9 @@ def test_a_name_made_from_any_text_is_valid(text, name):
     from astrotool.names import name_from, name_problem
 
     assert name_from(text, "maps") == name and name_problem(name) is None
+
+
+@pytest.mark.parametrize("key", ["core.seed"])
+def test_a_negative_seed_is_a_configuration_error(astro, tmp_path, key):
+    r = astro("-w", tmp_path, "--set", f"{key}=-1", "config", "show")
+    assert r.returncode == 2 and f"{key}: Input should be greater than or equal to 0 (got -1)" in r.stderr, r.stderr

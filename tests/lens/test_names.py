@@ -115,3 +115,9 @@ def test_kappa_names_use_the_same_check(tmp_path, ws, capsys, command, key):
     assert code == 2, err
     assert f"--set: {key}: not a valid name: contains the path separator '/'" in err
     assert files_outside(tmp_path, ws) == []
+
+
+@pytest.mark.parametrize("key", ["lens.generate.seed", "lens.train.seed", "lens.kappa.simulate.seed"])
+def test_a_negative_plugin_seed_is_refused_like_core_seed(astro, tmp_path, key):
+    r = astro("-w", tmp_path, "--set", f"{key}=-1", "config", "show")
+    assert r.returncode == 2 and f"{key}: Input should be greater than or equal to 0 (got -1)" in r.stderr, r.stderr

@@ -40,7 +40,7 @@ from typing import Literal, Union
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from astrotool.section import FileNameOrEmpty, Section
+from astrotool.section import FileNameOrEmpty, Section, Seed
 from astrotool_lens.kappa.config import KappaConfig
 
 __docformat__ = "numpy"
@@ -212,7 +212,7 @@ class GenerateConfig(_Model):
     name: FileNameOrEmpty = Field("", description="dataset name (folder lens/shear/<name>); default: the preset's name")
     n: int = Field(10000, ge=1, description="number of stamps")
     shard_size: int = Field(1000, ge=1, description="stamps per HDF5 shard (the unit of parallel work and of resuming)")
-    seed: int | None = Field(None, description="base seed (default: core.seed); stamp i uses a seed derived from (seed, i)")
+    seed: Seed | None = Field(None, description="base seed (default: core.seed); stamp i uses a seed derived from (seed, i)")
     stamp_size: int = Field(40, ge=8, le=512, description="stamp side [pixels]")
     pixel_scale: float = Field(1.0, gt=0, description="[arcsec / pixel]")
     offset_radius: float = Field(1.0, ge=0, description="sub-pixel centroid offsets uniform in a disc of this radius [pixels]")
@@ -295,7 +295,7 @@ class TrainConfig(_Model):
         (0.8, 0.1, 0.1), description="train/validation/test fractions, assigned by shear field (or ring pair)")
     augment: bool = Field(True, description="random flips/90-degree rotations with the matching sign changes of (g1, g2)")
     patience: int = Field(6, ge=0, description="early-stopping patience [epochs]; 0 = off")
-    seed: int | None = Field(None, description="default: core.seed")
+    seed: Seed | None = Field(None, description="default: core.seed")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
     resume: bool = Field(True, description="continue from lens/models/<model>/last when present")
     max_samples: int = Field(0, ge=0, description="use at most this many stamps (0 = all)")

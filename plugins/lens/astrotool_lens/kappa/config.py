@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from astrotool.section import FileName, FileNameOrEmpty, Section
+from astrotool.section import FileName, FileNameOrEmpty, Section, Seed
 
 __docformat__ = "numpy"
 
@@ -61,7 +61,7 @@ class SimulateConfig(_Model):
                                                          "(|e| < 1; observed about 0.26)")
     sigma_meas: float = Field(0.1, ge=0, description="measurement error per galaxy and component")
     chunk_size: int = Field(250, ge=1, description="maps per parallel work item")
-    seed: int | None = Field(None, description="default: core.seed")
+    seed: Seed | None = Field(None, description="default: core.seed")
 
     check_ranges = field_validator("z_lens", "log10_mass", "log10_mass_sub")(_ordered)
 
@@ -81,7 +81,7 @@ class DataConfig(_Model):
     shard_size: int = Field(1000, ge=1, description="maps per HDF5 shard")
     drop_unpaired: bool = Field(False, description="pack the pairs that exist and report the unpaired files "
                                                    "(default: refuse)")
-    seed: int | None = Field(None, description="seed of the split (default: core.seed)")
+    seed: Seed | None = Field(None, description="seed of the split (default: core.seed)")
 
 
 class BaselineConfig(_Model):
@@ -131,7 +131,7 @@ class TrainConfig(_Model):
     patience: int = Field(5, ge=0, description="early-stopping patience [epochs]; 0 = off")
     max_samples: int = Field(0, ge=0, description="use at most this many training maps (0 = all)")
     resume: bool = Field(True, description="continue from <model>/last when the settings match")
-    seed: int | None = Field(None, description="default: core.seed")
+    seed: Seed | None = Field(None, description="default: core.seed")
 
 
 class PredictConfig(_Model):
