@@ -66,7 +66,10 @@ class WriteError(AstroError):
                _errno.EROFS: "read-only file system", _errno.EACCES: "permission denied"}
     """errno -> the words of the message."""
 
+    FULL_DISK = (_errno.ENOSPC, _errno.EDQUOT)
+    """The errnos of a full disk or quota: a batch starts no more items after one."""
+
     def __init__(self, path, number: int):
         self.path, self.errno = str(path), number
         super().__init__(f"{self.REASONS[number]} writing {path}",
-                         exit_code=1 if number in (_errno.ENOSPC, _errno.EDQUOT) else 2)
+                         exit_code=1 if number in self.FULL_DISK else 2)

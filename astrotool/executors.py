@@ -41,7 +41,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from astrotool.errors import AstroError
+from astrotool.errors import AstroError, WriteError
 from astrotool.seeding import derive_seed  # noqa: F401  (public here since the first release)
 
 __docformat__ = "numpy"
@@ -220,6 +220,13 @@ class Failure:
     error: str
     traceback: str = ""
     exit_code: int = 1
+    full_disk: bool = False
+    """The item could not write its output for lack of space (ENOSPC, EDQUOT): the batch cancels the queued items."""
+
+
+def _cancelled(key: str, cause: Failure) -> Failure:
+    """The failure of an item cancelled (not started, or its result dropped) because ``cause`` found the disk full."""
+    return Failure(key, f"cancelled: the disk is full (see {cause.key})", exit_code=1)
 
 
 def _format_error(exc: BaseException) -> str:
@@ -236,7 +243,8 @@ def _call(fn: Callable, item: Any, seed: int, key: str):
         raise
     except BaseException as exc:  # noqa: BLE001 - reported, not swallowed
         return "error", Failure(key, _format_error(exc), traceback.format_exc(),
-                                exc.exit_code if isinstance(exc, AstroError) else 1)
+                                exc.exit_code if isinstance(exc, AstroError) else 1,
+                                isinstance(exc, WriteError) and exc.errno in WriteError.FULL_DISK)
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -408,8 +416,11 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
     _check_stop()
 
     if options.kind == "serial" or not tasks:
+        full = None  # the failure that found the disk full: the items after it are not started
         for i, item, seed, key in tasks:
-            outcomes[i] = _call(fn, item, seed, key)
+            outcomes[i] = ("error", _cancelled(key, full)) if full else _call(fn, item, seed, key)
+            if outcomes[i][0] == "error" and outcomes[i][1].full_disk:
+                full = outcomes[i][1]
             advance(1)
             _check_stop()
     elif options.kind == "process":
@@ -435,13 +446,15 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
     _POOLS.append(pool)
     try:
         futures = {pool.submit(_call_in_worker, fn, item, seed, key): (i, key) for i, item, seed, key in tasks}
+        full = None
         for fut in as_completed(futures):
             _check_stop()
             i, key = futures[fut]
-            try:
-                outcomes[i] = fut.result()
-            except Exception as exc:  # a worker died (e.g. killed for memory)
-                outcomes[i] = ("error", Failure(key, f"worker failed: {_format_error(exc)}"))
+            outcomes[i] = _outcome(fut, key, full)
+            if full is None and outcomes[i][0] == "error" and outcomes[i][1].full_disk:
+                full = outcomes[i][1]
+                for other in futures:  # the queued items; the running ones finish (or fail) on their own
+                    other.cancel()
             advance(1)
     except BaseException:
         _stop_pool(pool)
@@ -450,6 +463,16 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
         _POOLS.remove(pool)
     pool.shutdown(wait=True)
     return outcomes
+
+
+def _outcome(fut, key: str, full: Failure | None) -> tuple[str, Any]:
+    """A finished future's ``(status, value)``; a cancelled one's failure names ``full``."""
+    if fut.cancelled():
+        return "error", _cancelled(key, full)
+    try:
+        return fut.result()
+    except Exception as exc:  # a worker died (e.g. killed for memory)
+        return "error", Failure(key, f"worker failed: {_format_error(exc)}")
 
 
 def _stop_pool(pool) -> None:
@@ -502,13 +525,14 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance) -> dict:
     try:
         futures = {client.submit(_call, fn, item, seed, key, key=f"astro-{key}-{seed}", pure=False): (i, key)
                    for i, item, seed, key in tasks}
+        full = None
         for fut in as_completed(list(futures)):
             _check_stop()
             i, key = futures[fut]
-            try:
-                outcomes[i] = fut.result()
-            except Exception as exc:
-                outcomes[i] = ("error", Failure(key, f"worker failed: {_format_error(exc)}"))
+            outcomes[i] = _outcome(fut, key, full)
+            if full is None and outcomes[i][0] == "error" and outcomes[i][1].full_disk:
+                full = outcomes[i][1]
+                client.cancel([f for f in futures if not f.done()])
             advance(1)
     finally:
         client.close()

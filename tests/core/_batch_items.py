@@ -11,3 +11,18 @@ def nap(item, seed):
     Path(folder, str(os.getpid())).write_text("")
     time.sleep(seconds)
     return os.getpid()
+
+
+def fill(item, seed):
+    """Mark ``<folder>/<name>`` as started; the item named ``full`` finds the disk full.
+    ``item = (folder, name, seconds)``: the others sleep ``seconds`` [s] first."""
+    import errno
+
+    from astrotool.errors import WriteError
+
+    folder, name, seconds = item
+    Path(folder, name).write_text("")
+    if name == "full":
+        raise WriteError(Path(folder, "out.h5"), errno.ENOSPC)
+    time.sleep(seconds)
+    return name

@@ -102,3 +102,29 @@ def test_temp_names_carry_the_writer(tmp_path):
     with atomic_path(tmp_path / "y") as t:
         t.write_text("y")
     assert other.exists()
+
+
+@pytest.mark.parametrize("kind, workers", [("serial", 1), ("process", 1), ("dask", 1)])
+def test_a_full_disk_starts_no_more_items(tmp_path, kind, workers):
+    """After an item finds the disk full the queued items are cancelled, not run to fail one by one."""
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    try:
+        from _batch_items import fill
+
+        from astrotool.executors import ExecutorOptions, run_items
+
+        names = ["a", "full", *(f"q{i}" for i in range(8))]
+        items = [(str(tmp_path), n, 0.2) for n in names]
+        results, failures = run_items(fill, items, keys=names, options=ExecutorOptions(kind=kind, jobs=workers))
+    finally:
+        sys.path.remove(str(pathlib.Path(__file__).parent))
+    started = {p.name for p in tmp_path.iterdir()}
+    assert {"a", "full"} <= started and len(started) <= 6, started  # a pool may have handed on a few already
+    done = [k for k, _ in results]
+    assert "a" in done and set(done) <= started - {"full"}  # (Dask may drop the result of one it had started)
+    by_key = {f.key: f for f in failures}
+    assert by_key["full"].error == f"no space left on device writing {tmp_path / 'out.h5'}" and by_key["full"].full_disk
+    assert set(by_key) == set(names) - set(done)
+    for n in set(by_key) - {"full"}:
+        assert by_key[n].error == "cancelled: the disk is full (see full)"
+        assert by_key[n].exit_code == 1
