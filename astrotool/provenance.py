@@ -207,9 +207,13 @@ def fits_keywords(record: Mapping[str, Any]) -> dict[str, tuple]:
         astrotool version), each ``(value, comment)``.
     """
     created = datetime.fromisoformat(record["created_utc"]).astimezone(timezone.utc)
-    creator = f"{record['software']} {record['command']}".strip()
+    creator = _wrap(f"{record['software']} {record['command']}".strip(), 68)[0]
+    # a card is 80 characters: 'CREATOR = ', the quoted value (20 at least), ' / ', the comment
+    room = 80 - 10 - max(len(creator) + 2, 20) - 3
+    comment = next((c for c in ("software and command that wrote the file", "program that wrote the file")
+                    if len(c) <= room), "")
     return {"DATE": (created.strftime("%Y-%m-%dT%H:%M:%S"), "UTC time the file was written"),
-            "CREATOR": (_wrap(creator, 68)[0], "software and command that wrote the file"),
+            "CREATOR": (creator, comment),
             "ASTROVER": (record["versions"]["astrotool"], "astrotool version")}
 
 

@@ -123,3 +123,23 @@ def test_run_record_versions_name_the_plugins():
     v = versions()
     assert v["astrotool"] == __version__ and v["python"]
     assert v["astrotool-dre"] != "not installed"
+
+
+@pytest.mark.parametrize("command", ["dre fit", "dre mosaics", "lens kappa baseline", "x" * 90])
+def test_fits_keywords_fit_their_cards_without_truncation(command, tmp_path):
+    """CREATOR's comment is shortened or left out to fit 80 columns (astropy warned 'Card is too long')."""
+    import warnings
+
+    from astropy.io import fits
+
+    from astrotool.provenance import fits_keywords, provenance
+
+    hdu = fits.PrimaryHDU()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for key, value in fits_keywords(provenance(command)).items():
+            hdu.header[key] = value
+        hdu.writeto(tmp_path / "x.fits")
+    header = fits.getheader(tmp_path / "x.fits")
+    assert header["CREATOR"].startswith("astrotool ") and command[:20] in header["CREATOR"]
+    assert header.comments["CREATOR"] in ("software and command that wrote the file", "program that wrote the file", "")
