@@ -237,8 +237,8 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
 
     def heartbeat() -> None:  # a line every interval even while one long item runs
         while not stop.wait(min(_state.interval, 1.0)):  # checked at least every second
-            with lock:
-                if time.monotonic() - state["last"] >= _state.interval:
+            with lock:  # all done: the final line follows, a heartbeat would say it twice
+                if time.monotonic() - state["last"] >= _state.interval and not (total and state["done"] >= total):
                     state["last"] = time.monotonic()
                     line()
 
