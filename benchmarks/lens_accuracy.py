@@ -69,17 +69,17 @@ def fmt_e(x: float, digits: int = 1) -> str:
 
 
 def hsm_metrics(workspace: Path, dataset: str, methods) -> dict:
-    """m, c (and the rest) of HSM estimators from ``lens/predictions/<dataset>_hsm.parquet``."""
+    """m, c (and the rest) of HSM estimators and METACAL from ``lens/predictions/<dataset>_hsm.parquet``."""
     from astrotool.io.tables import read_parquet
     from astrotool_lens.data import ShearDataset
-    from astrotool_lens.evaluate import estimator_metrics, fields_of
+    from astrotool_lens.evaluate import estimator_metrics, fields_of, table_estimates
 
     ds = ShearDataset(workspace / "lens" / "shear" / dataset)
     t = read_parquet(workspace / "lens" / "predictions" / f"{dataset}_hsm.parquet")
     idx = t.column("index").to_numpy()
     g1, g2, field = ds.truth["g1"][idx], ds.truth["g2"][idx], fields_of(ds)[idx]
-    col = lambda name: t.column(name).to_numpy(zero_copy_only=False).astype(float)  # noqa: E731
-    return {m: estimator_metrics(g1, g2, col(f"{m.lower()}_g1"), col(f"{m.lower()}_g2"), field) for m in methods}
+    est = table_estimates(t, slice(None), methods, field)    # METACAL: <R>^-1 <e> per field
+    return {m: estimator_metrics(g1, g2, *est[m], field) for m in methods}
 
 
 def calibrated(test: dict, cal: dict) -> dict:

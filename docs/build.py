@@ -45,6 +45,7 @@ PAGES = [  # (docs/<name>.md or the generated reference, title), in navigation o
     ("workspace", "Workspace"),
     ("batch", "Batch jobs"),
     ("ml", "The ML layer"),
+    ("lens", "Lens: shear estimators"),
     ("lens_kappa", "Lens: mass maps"),
     ("plugins", "Writing a plugin"),
     ("cli", "CLI reference"),

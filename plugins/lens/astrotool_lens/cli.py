@@ -95,10 +95,13 @@ def generate(
 @app.command()
 def measure(
     dataset: str = typer.Option(None, "--dataset", help="dataset name or folder"),
-    methods: str = typer.Option(None, "--methods", help="comma list of REGAUSS,KSB,BJ,LINEAR"),
+    methods: str = typer.Option(None, "--methods", help="comma list of REGAUSS,KSB,BJ,LINEAR,METACAL"),
     conversion: str = typer.Option(None, "--conversion", help="exact | responsivity (distortion -> shear)"),
 ):
-    """Measure every stamp with GalSim HSM (REGAUSS, KSB, BJ, LINEAR) into lens/predictions/<dataset>_hsm.parquet.
+    """Measure every stamp with GalSim HSM or metacalibration into lens/predictions/<dataset>_hsm.parquet.
+
+    Methods: REGAUSS, KSB, BJ, LINEAR (HSM) and METACAL (metacalibration: per-stamp ellipticity and
+    shear response; shear = <R>^-1 <e> over an ensemble; docs/lens.md).
 
     Failures are counted per method (and stored as NaN with a flag and message), never fatal.
     An existing table is kept only when it was measured on this very dataset with the same
@@ -191,7 +194,8 @@ def evaluate(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     dataset: str = typer.Option(None, "--dataset", help="dataset (default: the model's, test split)"),
     split: str = typer.Option(None, "--split", help="auto | test | all"),
-    classical: str = typer.Option(None, "--classical", help="comma list of HSM methods ('' for none)"),
+    classical: str = typer.Option(None, "--classical",
+                                  help="comma list of REGAUSS,KSB,BJ,LINEAR,METACAL ('' for none)"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
     plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),

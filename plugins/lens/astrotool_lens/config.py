@@ -46,8 +46,9 @@ from astrotool_lens.kappa.config import KappaConfig
 __docformat__ = "numpy"
 
 Range = Union[float, tuple[float, float]]
-Method = Literal["REGAUSS", "KSB", "BJ", "LINEAR"]
-METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR")
+Method = Literal["REGAUSS", "KSB", "BJ", "LINEAR", "METACAL"]
+METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR", "METACAL")
+HSM_METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR")   # the default set (METACAL on request)
 
 
 class _Model(Section):
@@ -258,13 +259,19 @@ class MeasureConfig(_Model):
     """``astro lens measure``: GalSim HSM shear estimators."""
 
     dataset: str = Field("", description="dataset name or folder (default: lens.generate's dataset)")
-    methods: list[Method] = Field(default_factory=lambda: list(METHODS), description="REGAUSS, KSB, BJ, LINEAR")
+    methods: list[Method] = Field(default_factory=lambda: list(HSM_METHODS),
+                                  description="REGAUSS, KSB, BJ, LINEAR (GalSim HSM), METACAL (metacalibration)")
     conversion: Literal["exact", "responsivity"] = Field(
         "exact", description="distortion e -> shear estimate for REGAUSS/BJ/LINEAR: exact = per object "
                              "g = e/(1+sqrt(1-|e|^2)) (unbiased for isotropic shapes); responsivity = e/R, "
                              "R = 2(1 - e_rms^2) over the dataset")
     guess_sig_gal: float = Field(5.0, gt=0, description="initial galaxy sigma guess [pixels]")
     guess_sig_psf: float = Field(3.0, gt=0, description="initial PSF sigma guess [pixels]")
+    metacal_delta: float = Field(0.01, gt=0, le=0.1, description="METACAL: the shear applied (+ and -, each "
+                                                                  "component) to measure the response")
+    metacal_fixnoise: bool = Field(True, description="METACAL: add a 90-degree-rotated noise image of the stamp's "
+                                                     "noise level (from its edge) to cancel the sheared noise")
+    metacal_seed: Seed = Field(0, description="METACAL: seed of those noise images (per stamp: (seed, index))")
 
 
 class TrainConfig(_Model):
@@ -315,7 +322,7 @@ class EvaluateConfig(_Model):
     model: str = Field("", description="model name or folder (default: lens.train's model)")
     split: Literal["auto", "test", "all"] = Field(
         "auto", description="auto = the test split on the training dataset, all stamps on another dataset")
-    classical: list[Method] = Field(default_factory=lambda: list(METHODS),
+    classical: list[Method] = Field(default_factory=lambda: list(HSM_METHODS),
                                     description="HSM estimators to compare (measured if missing)")
     symmetrize: bool = Field(True, description="average the CNN over the 8 flips/rotations (exactly spin-2 equivariant)")
     calibrated: bool = Field(True, description="apply the model's calibration (astro lens calibrate); the raw "

@@ -10,7 +10,10 @@ Metrics (per component i = 1, 2)
   every stamp has its own shear, each ring pair when every pair has one), with
   1-sigma errors from the fit residuals (N - 2 degrees of freedom). Computed
   in the pixel frame (GREAT3 rotates to the PSF frame; for a random or round
-  PSF the two agree on average).
+  PSF the two agree on average). METACAL's estimate of a field is
+  $\langle R \rangle^{-1} \langle e \rangle$, its response averaged over that field's stamps
+  (:func:`astrotool_lens.metacal.shear_from_response`; over all evaluated stamps when each
+  stamp has its own shear).
 * GREAT3 constant-shear metric
 
   $$Q = \frac{2000\, \eta}{\sqrt{\sigma^2_\mathrm{min} + \sum_i \left[\left(\frac{m_i}{2 \times 10^{-3}}\right)^2
@@ -270,6 +273,36 @@ def table_rows(table_index, wanted) -> np.ndarray:
     return np.where(table_index[order][pos] == wanted, order[pos], -1)
 
 
+def table_estimates(table, rows, methods: Sequence[str], field=None) -> dict:
+    """Per-stamp shear estimates ``{method: (g1, g2)}`` of a ``lens measure`` table's ``rows``.
+
+    HSM methods: their ``<m>_g1, <m>_g2`` columns. METACAL: $\langle R\rangle^{-1} e$ with the
+    response averaged per ``field`` over these rows (:func:`astrotool_lens.metacal.shear_from_response`),
+    so that a field's mean estimate is $\langle R\rangle^{-1}\langle e\rangle$.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+    rows : array of int
+        Rows to use (an index array or a slice), in the order of ``field``.
+    methods : sequence of str
+    field : array-like, optional
+        Constant-shear field of each row (None: one response for all rows).
+    """
+    def col(name):
+        return table.column(name).to_numpy(zero_copy_only=False)[rows].astype(float)
+
+    out = {}
+    for m in methods:
+        if m == "METACAL":
+            from astrotool_lens.metacal import RESPONSE_COLUMNS, shear_from_response
+
+            out[m] = shear_from_response({c: col(c) for c in RESPONSE_COLUMNS}, field)
+        else:
+            out[m] = (col(f"{m.lower()}_g1"), col(f"{m.lower()}_g2"))
+    return out
+
+
 def hsm_estimates(ds, path: Path, cfg, mapper, log=None):
     """The HSM table of ``ds`` for ``cfg`` (a pyarrow Table): the one at ``path`` if it serves, else measured.
 
@@ -373,11 +406,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
             lost = idx[rows < 0]
             raise InputError(hsm_path, f"no row for {len(lost)} of the {len(idx)} evaluated stamps (stamp "
                                        f"{int(lost[0])}); delete it or run `astro --overwrite lens measure`")
-        for m in methods:
-            k = m.lower()
-            a = t.column(f"{k}_g1").to_numpy(zero_copy_only=False)[rows].astype(float)
-            b = t.column(f"{k}_g2").to_numpy(zero_copy_only=False)[rows].astype(float)
-            estimates[m] = (a, b)
+        estimates.update(table_estimates(t, rows, methods, field))
 
     results = {name: estimator_metrics(g1, g2, e1, e2, field, cfg.q_sigma2_min) for name, (e1, e2) in estimates.items()}
     plots = []

@@ -1,4 +1,4 @@
-r"""Classical shear estimators: GalSim HSM REGAUSS, KSB, BJ and LINEAR.
+r"""Classical shear estimators: GalSim HSM REGAUSS, KSB, BJ and LINEAR, and metacalibration (METACAL).
 
 ``galsim.hsm.EstimateShear(gal, psf, shear_est=...)`` is run on every stamp
 with its PSF stamp. KSB returns a shear estimate g directly. REGAUSS, BJ and
@@ -12,6 +12,11 @@ converted to a shear estimate
 * ``conversion = "responsivity"``: $g = e / R$ with the shear responsivity
   $R = 2 (1 - e_\mathrm{rms}^2)$, $e_\mathrm{rms}^2 = \langle e_1^2 + e_2^2 \rangle / 2$ over the successfully measured
   objects of the dataset (Bernstein & Jarvis 2002), the classical choice.
+
+METACAL (:mod:`astrotool_lens.metacal`) measures each object's ellipticity e and
+its shear response R on sheared copies of the deconvolved stamp; its shear is
+$\langle R \rangle^{-1} \langle e \rangle$ over an ensemble, so the table holds e and R per object
+and ``metacal_g1, metacal_g2`` use the response averaged over the whole table.
 
 Failures (HSM errors, non-converged moments, |e| >= 1) are counted per method
 and stored as NaN with ``<method>_flag = 1`` and the message in
@@ -43,35 +48,47 @@ E_TYPE = {"REGAUSS": True, "BJ": True, "LINEAR": True, "KSB": False}
 
 
 def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pixel_scale: float = 1.0,
-                   guess_sig_gal: float = 5.0, guess_sig_psf: float = 3.0) -> dict[str, np.ndarray]:
-    """Run HSM shear estimators on stamps.
+                   guess_sig_gal: float = 5.0, guess_sig_psf: float = 3.0, *, metacal_delta: float = 0.01,
+                   metacal_fixnoise: bool = True, metacal_seed: int = 0, start: int = 0) -> dict[str, np.ndarray]:
+    """Run HSM shear estimators (and metacalibration) on stamps.
 
     Parameters
     ----------
     gal, psf : numpy.ndarray
         (n, ny, nx) galaxy and PSF stamps (a single 2-D PSF is used for all).
     methods : sequence of str
-        Subset of REGAUSS, KSB, BJ, LINEAR.
+        Subset of REGAUSS, KSB, BJ, LINEAR, METACAL.
     pixel_scale : float
         [arcsec / pixel]; HSM works in pixels, so this only labels the images.
     guess_sig_gal, guess_sig_psf : float
         Initial Gaussian sigma guesses [pixels].
+    metacal_delta, metacal_fixnoise, metacal_seed, start
+        METACAL's applied shear, noise correction and noise seed; ``start`` is the index of the
+        first stamp (:func:`astrotool_lens.metacal.metacal_arrays`).
 
     Returns
     -------
     dict of numpy.ndarray
         For each method ``m`` (lower case): ``m_g1, m_g2`` (shear estimate,
         exact conversion), ``m_e1, m_e2`` (distortion as returned, or 2g/(1+|g|^2)
-        for KSB), ``m_resolution``, ``m_flag`` (0 ok, 1 failed), ``m_error``.
+        for KSB), ``m_resolution``, ``m_flag`` (0 ok, 1 failed), ``m_error``. METACAL:
+        the columns of :func:`astrotool_lens.metacal.metacal_arrays`.
     """
     import galsim
+
+    out: dict[str, np.ndarray] = {}
+    if "METACAL" in methods:
+        from astrotool_lens.metacal import metacal_arrays
+
+        out.update(metacal_arrays(gal, psf, pixel_scale, metacal_delta, metacal_fixnoise, metacal_seed, start,
+                                  guess_sig_gal))
+        methods = [m for m in methods if m != "METACAL"]
 
     gal = np.asarray(gal, dtype=np.float32)
     n = gal.shape[0]
     psf = np.asarray(psf, dtype=np.float32)
     if psf.ndim == 2:
         psf = np.broadcast_to(psf, gal.shape[:1] + psf.shape)
-    out: dict[str, np.ndarray] = {}
     for m in methods:
         k = m.lower()
         out[f"{k}_g1"] = np.full(n, np.nan)
@@ -127,7 +144,7 @@ def apply_responsivity(table: dict, methods: Sequence[str]) -> dict[str, float]:
     """
     out = {}
     for m in methods:
-        if not E_TYPE[m]:
+        if not E_TYPE.get(m, False):
             continue
         k = m.lower()
         ok = table[f"{k}_flag"] == 0
@@ -151,6 +168,7 @@ class MeasureTask:
     pixel_scale: float
     guess_sig_gal: float
     guess_sig_psf: float
+    metacal: tuple = (0.01, True, 0)     # METACAL's delta, fixnoise, seed
 
 
 def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
@@ -161,16 +179,23 @@ def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
     stamps = read_shard_arrays(task.path, ("gal", "psf"))
     if len(stamps["gal"]) != task.stop - task.start:
         raise InputError(task.path, f"holds {len(stamps['gal'])} stamps, the manifest says {task.stop - task.start}")
+    delta, fixnoise, seed = task.metacal
     out = measure_arrays(stamps["gal"], stamps["psf"], task.methods, task.pixel_scale, task.guess_sig_gal,
-                         task.guess_sig_psf)
+                         task.guess_sig_psf, metacal_delta=delta, metacal_fixnoise=fixnoise, metacal_seed=seed,
+                         start=task.start)
     out["index"] = np.arange(task.start, task.stop)
     return out
 
 
 def hsm_settings(cfg: MeasureConfig) -> dict:
-    """The settings a table's numbers depend on, besides its methods: conversion and guesses [pixels]."""
-    return {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
-            "guess_sig_psf": float(cfg.guess_sig_psf)}
+    """The settings a table's numbers depend on, besides its methods: conversion and guesses [pixels];
+    with METACAL also its ``metacal_delta``, ``metacal_fixnoise`` and ``metacal_seed``."""
+    out = {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
+           "guess_sig_psf": float(cfg.guess_sig_psf)}
+    if "METACAL" in cfg.methods:
+        out.update(metacal_delta=float(cfg.metacal_delta), metacal_fixnoise=bool(cfg.metacal_fixnoise),
+                   metacal_seed=int(cfg.metacal_seed))
+    return out
 
 
 def dataset_identity(dataset) -> dict:
@@ -274,7 +299,8 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
     methods, conversion = list(cfg.methods), cfg.conversion
     tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, cfg.guess_sig_gal,
-                         cfg.guess_sig_psf)
+                         cfg.guess_sig_psf,
+                         (float(cfg.metacal_delta), bool(cfg.metacal_fixnoise), int(cfg.metacal_seed)))
              for path, start, stop in dataset.shards]
     results = mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
     if len(results) != len(tasks):
@@ -287,10 +313,17 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     order = np.argsort(table["index"], kind="stable")
     table = {k: v[order] for k, v in table.items()}
     resp = apply_responsivity(table, methods) if conversion == "responsivity" else {}
+    if "METACAL" in methods:           # the response averaged over the whole table, not per shard
+        from astrotool_lens.metacal import shear_from_response
+
+        table["metacal_g1"], table["metacal_g2"] = shear_from_response(table)
     failed = {m: int(np.sum(table[f"{m.lower()}_flag"] != 0)) for m in methods}
     meta = {"dataset": dataset.name, "methods": list(methods), "conversion": conversion,
             "responsivity": resp, "failed": failed, **(metadata or {}),
             "settings": hsm_settings(cfg), "identity": dataset_identity(dataset)}
     ordered = {"index": table.pop("index"), **table}
-    write_parquet(pa.table(ordered), out_path, metadata=meta)
+    from astrotool_lens.metacal import DESCRIPTIONS
+
+    write_parquet(pa.table(ordered), out_path, metadata=meta,
+                  descriptions={k: v for k, v in DESCRIPTIONS.items() if k in ordered})
     return {"n": int(len(ordered["index"])), "failed": failed, "responsivity": resp, "path": str(out_path)}
