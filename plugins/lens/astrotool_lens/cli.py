@@ -94,44 +94,67 @@ def generate(
 
 @app.command()
 def measure(
+    inputs: str = typer.Argument(None, help="FITS file, folder of FITS, LensNet data.json, or dataset name/folder "
+                                            "(default: --dataset)"),
     dataset: str = typer.Option(None, "--dataset", help="dataset name or folder"),
     methods: str = typer.Option(None, "--methods", help="comma list of REGAUSS,KSB,BJ,LINEAR,METACAL"),
     conversion: str = typer.Option(None, "--conversion", help="exact | responsivity (distortion -> shear)"),
+    psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (instead of psf_N.fits)"),
+    output: str = typer.Option(None, "--name", help="output stem in lens/predictions (default: the input's)"),
 ):
-    """Measure every stamp with GalSim HSM or metacalibration into lens/predictions/<dataset>_hsm.parquet.
+    """Measure every stamp with GalSim HSM or metacalibration into lens/predictions/<name>_hsm.parquet.
 
     Methods: REGAUSS, KSB, BJ, LINEAR (HSM) and METACAL (metacalibration: per-stamp ellipticity and
     shear response; shear = <R>^-1 <e> over an ensemble; docs/lens.md).
 
+    Reads what `astro lens predict` reads: a generated dataset, a FITS stamp or cube, a folder of
+    FITS files (gal_N.fits with its psf_N.fits) or a LensNet data.json; every galaxy needs a PSF
+    stamp (psf_N.fits, the data.json's psf entries, or --psf).
+
     Failures are counted per method (and stored as NaN with a flag and message), never fatal.
-    An existing table is kept only when it was measured on this very dataset with the same
+    An existing table is kept only when it was measured on these very stamps with the same
     conversion, guesses and methods; otherwise the stamps are measured again.
     """
     from astrotool_lens.data import ShearDataset
-    from astrotool_lens.measure import measure_dataset, table_problem
+    from astrotool_lens.measure import measure_dataset, measure_inputs, table_problem
+    from astrotool_lens.predict import is_dataset, read_inputs
 
     ctx = current()
     cfg = ctx.section("lens", {"measure.dataset": dataset, "measure.methods": _split_list(methods),
-                               "measure.conversion": conversion})
+                               "measure.conversion": conversion, "measure.output": output})
     m = cfg.measure
-    with mc.open_dataset(ctx, "lens", "shear", m.dataset or cfg.dataset, ShearDataset, _NO_DATASET) as ds:
-        out = ctx.workspace.stage("lens", "predictions") / f"{ds.name}_hsm.parquet"
-        problem = table_problem(out, ds, m)
+    shear_stage = ctx.workspace.stage("lens", "shear")
+    with contextlib.ExitStack() as stack:
+        if inputs is None or (psf is None and is_dataset(inputs, shear_stage)):
+            src = stack.enter_context(mc.open_dataset(ctx, "lens", "shear", inputs or m.dataset or cfg.dataset,
+                                                      ShearDataset, _NO_DATASET))
+            name, label = src.name, {"dataset": src.name}
+
+            def run(out):
+                return measure_dataset(src, m, out, mapper=ctx.map)
+        else:
+            src = read_inputs(inputs, True, psf, shear_stage=shear_stage)
+            ctx.record.add_input(inputs)
+            name, label = src.stem, {"input": str(inputs)}
+
+            def run(out):
+                return measure_inputs(src, m, out, mapper=ctx.map)
+        out = ctx.workspace.stage("lens", "predictions") / f"{m.output or name}_hsm.parquet"
+        problem = table_problem(out, src, m)
         if problem is None and not ctx.overwrite:
             from astrotool.io.tables import parquet_metadata
 
             ctx.log.info("%s exists (use --overwrite to measure again)", out)
-            ctx.emit({"dataset": ds.name, "path": str(out), "skipped": True,
-                      "failed": parquet_metadata(out).get("failed")})
+            ctx.emit({**label, "path": str(out), "skipped": True, "failed": parquet_metadata(out).get("failed")})
             return
         if out.exists() and problem:
             ctx.log.info("measuring %s again: %s", out.name, problem)
-        res = measure_dataset(ds, m, out, mapper=ctx.map)
+        res = run(out)
     mc.record(ctx, outputs=[out])
     for meth, k in res["failed"].items():
         if k:
             ctx.log.warning("%s: %d of %d stamps failed", meth, k, res["n"])
-    ctx.emit({"dataset": ds.name, **res})
+    ctx.emit({**label, **res})
 
 
 @app.command()
@@ -260,6 +283,100 @@ def calibrate(
         res = calibrate_model(ds, mdir, c, log=ctx.log)
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
     ctx.emit(res)
+
+
+@app.command()
+def validate(
+    inputs: str = typer.Argument(..., help="constant-shear set with true shears: dataset name/folder, LensNet "
+                                           "data.json (with g1, g2) or its folder"),
+    model: str = typer.Option(None, "--model", help="estimator: a trained model (name or folder)"),
+    method: str = typer.Option(None, "--method", help="estimator: REGAUSS | KSB | BJ | LINEAR | METACAL"),
+    calibration: str = typer.Option(None, "--calibration",
+                                    help="JSON with m1, m2, c1, c2 (default: the model's own calibration)"),
+    psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy"),
+    symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
+    max_abs_m: float = typer.Option(None, "--max-abs-m", help="tolerance on the calibrated |m1|, |m2|"),
+    max_abs_c: float = typer.Option(None, "--max-abs-c", help="tolerance on the calibrated |c1|, |c2|"),
+    sigmas: float = typer.Option(None, "--sigmas", help="errors from 0 that still count as 0"),
+):
+    """Fit m and c per component (with errors) on any constant-shear set and say whether a calibration transfers.
+
+    Fields are the stamps that share a true shear (ring pairs, fields). The estimator is a
+    trained model (run as `predict` runs it) or a classical method (measured as `measure`
+    does, its table kept in lens/predictions). m and c are fitted on the raw estimates and on
+    the calibrated ones; the calibration transfers when every calibrated |m_i| < max_abs_m and
+    |c_i| < max_abs_c, or each is within --sigmas errors of 0. Writes
+    lens/reports/<input>_<estimator>_validate.json.
+    """
+    import numpy as np
+
+    from astrotool.errors import InputError
+    from astrotool.workspace import write_json_atomic
+    from astrotool_lens.predict import is_dataset, read_inputs
+    from astrotool_lens.validate import read_calibration, shear_fields, summary_record, validate_estimates
+
+    ctx = current()
+    cfg = ctx.section("lens", {"validate.model": model, "validate.method": method.upper() if method else None,
+                               "validate.calibration": calibration, "validate.symmetrize": symmetrize,
+                               "validate.max_abs_m": max_abs_m, "validate.max_abs_c": max_abs_c,
+                               "validate.sigmas": sigmas})
+    v = cfg.validate
+    if bool(v.model) == bool(v.method):
+        raise InputError("lens.validate", "name one estimator: --model NAME (a trained model) or --method "
+                                          "REGAUSS|KSB|BJ|LINEAR|METACAL")
+    shear_stage = ctx.workspace.stage("lens", "shear")
+    cal = read_calibration(v.calibration) if v.calibration else None
+    if v.model:
+        from astrotool_lens.model import calibration_in_use, load_estimator
+        from astrotool_lens.predict import predict_table
+
+        mdir = _model_dir(ctx, v.model, cfg.dataset)
+        est, meta = load_estimator(mdir)
+        estimator = mdir.name
+        inp = read_inputs(inputs, int(meta["architecture"]["kwargs"]["in_channels"]) == 2, psf,
+                          shear_stage=shear_stage)
+        cols, _ = predict_table(est, meta, inp, v.batch_size, v.symmetrize, calibrated=False,
+                                device=mc.runtime(ctx).accelerator)
+        raw, truth, stem, origin = (cols["g1"], cols["g2"]), inp.truth, inp.stem, inp.origin
+        own = calibration_in_use(est, meta, True)
+        if cal is None and own is not None:
+            cal = {k: float(own[k]) for k in ("m1", "m2", "c1", "c2")} | {"source": str(mdir / "model.json")}
+        ctx.record.add_input(mdir)
+    else:
+        from astrotool_lens.evaluate import hsm_estimates, table_estimates
+
+        estimator = v.method.lower()
+        if psf is None and is_dataset(inputs, shear_stage):
+            from astrotool_lens.data import ShearDataset
+
+            with mc.open_dataset(ctx, "lens", "shear", inputs, ShearDataset, _NO_DATASET) as src:
+                truth = {"g1": np.asarray(src.truth["g1"], float), "g2": np.asarray(src.truth["g2"], float)}
+                stem, origin = src.name, src.root
+                table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
+                                      cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log)
+        else:
+            src = read_inputs(inputs, True, psf, shear_stage=shear_stage)
+            truth, stem, origin = src.truth, src.stem, src.origin
+            table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
+                                  cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log)
+    if not truth:
+        raise InputError(origin or inputs, "no true shears: validate needs a dataset or a data.json with g1, g2 "
+                                           "per entry")
+    field = shear_fields(truth["g1"], truth["g2"])
+    n_fields = len(np.unique(field))
+    if n_fields < 3:
+        raise InputError(origin or inputs, f"{n_fields} constant-shear field(s); m and c need at least 3 (ring "
+                                           "pairs or fields of one shear each)")
+    if not v.model:
+        raw = table_estimates(table, np.arange(len(field)), [v.method], field)[v.method]
+    report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field)
+    out = ctx.workspace.stage("lens", "reports") / f"{stem}_{estimator}_validate.json"
+    report = {"input": str(inputs), "estimator": estimator, **report, "report": str(out)}
+    write_json_atomic(out, report)
+    mc.record(ctx, inputs=[inputs], outputs=[out])
+    if not report["transfers"] and report["transfers"] is not None:
+        ctx.log.warning("%s: %s", estimator, report["verdict"])
+    ctx.emit(summary_record(report))
 
 
 @app.command()

@@ -36,6 +36,7 @@ option says so).
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Literal, Union
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -272,6 +273,8 @@ class MeasureConfig(_Model):
     metacal_fixnoise: bool = Field(True, description="METACAL: add a 90-degree-rotated noise image of the stamp's "
                                                      "noise level (from its edge) to cancel the sheared noise")
     metacal_seed: Seed = Field(0, description="METACAL: seed of those noise images (per stamp: (seed, index))")
+    output: FileNameOrEmpty = Field("", description="output stem: lens/predictions/<output>_hsm.parquet (default: "
+                                                    "the dataset's or input's name)")
 
 
 class TrainConfig(_Model):
@@ -368,6 +371,23 @@ class CalibrateConfig(_Model):
     max_abs_m: float = Field(0.1, gt=0, description="refuse a calibration with |m| above this (a mismatched model)")
 
 
+class ValidateConfig(_Model):
+    """``astro lens validate``: m and c of an estimator on a constant-shear set, and whether a calibration transfers."""
+
+    model: str = Field("", description="the estimator: a trained model (name or folder); or give method")
+    method: Literal["", "REGAUSS", "KSB", "BJ", "LINEAR", "METACAL"] = Field(
+        "", description="the estimator: a classical method measured with lens measure's settings; or give model")
+    calibration: str = Field("", description="JSON file holding m1, m2, c1, c2 (a lens validate report, a model.json, "
+                                             "a lens calibrate result); default: the model's own calibration")
+    symmetrize: bool = Field(True, description="average the CNN over the 8 flips/rotations")
+    batch_size: int = Field(32, ge=1, description="stamps per forward pass")
+    max_abs_m: float = Field(5e-3, gt=0, description="a calibration transfers when every calibrated |m_i| is below "
+                                                    "this (or within `sigmas` errors of 0)")
+    max_abs_c: float = Field(5e-4, gt=0, description="... and every calibrated |c_i| below this (or within `sigmas` "
+                                                    "errors of 0)")
+    sigmas: float = Field(2.0, gt=0, description="how many fit errors from 0 still count as consistent with 0")
+
+
 class DemoConfig(_Model):
     """The ``astro demo`` step (<= 60 s on 2 cores)."""
 
@@ -376,6 +396,9 @@ class DemoConfig(_Model):
     field_size: int = Field(100, ge=2)
     epochs: int = Field(6, ge=1)
     width: int = Field(12, ge=2)
+
+
+warnings.filterwarnings("ignore", message='Field name "validate" in "LensConfig" shadows', category=UserWarning)
 
 
 class LensConfig(_Model):
@@ -388,6 +411,7 @@ class LensConfig(_Model):
     predict: PredictConfig = Field(default_factory=PredictConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    validate: ValidateConfig = Field(default_factory=ValidateConfig)   # shadows BaseModel.validate (pydantic v1 API)
     demo: DemoConfig = Field(default_factory=DemoConfig)
     kappa: KappaConfig = Field(default_factory=KappaConfig)
 

@@ -306,13 +306,15 @@ def table_estimates(table, rows, methods: Sequence[str], field=None) -> dict:
 def hsm_estimates(ds, path: Path, cfg, mapper, log=None):
     """The HSM table of ``ds`` for ``cfg`` (a pyarrow Table): the one at ``path`` if it serves, else measured.
 
-    A table of this dataset and settings that lacks a method is measured again
-    with its methods and the wanted ones, so that nothing it held is lost.
+    ``ds`` is a dataset, or stamps loaded by :func:`astrotool_lens.predict.read_inputs`
+    (measured with :func:`~astrotool_lens.measure.measure_inputs`). A table of
+    these stamps and settings that lacks a method is measured again with its
+    methods and the wanted ones, so that nothing it held is lost.
     """
     from astrotool.errors import InputError
     from astrotool.io.tables import parquet_metadata, read_parquet
     from astrotool_lens.config import METHODS
-    from astrotool_lens.measure import measure_dataset, table_problem
+    from astrotool_lens.measure import measure_dataset, measure_inputs, table_problem
 
     problem = table_problem(path, ds, cfg)
     if problem:
@@ -324,10 +326,12 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None):
                 pass
             if table_problem(path, ds, cfg.model_copy(update={"methods": have})) is not None:
                 have = []          # another dataset or other settings: keep none of it
+        name = getattr(ds, "stem", None) or ds.name
         if log:
-            log.info("measuring %s on %s (HSM): %s", ", ".join(cfg.methods), ds.name, problem)
+            log.info("measuring %s on %s (HSM): %s", ", ".join(cfg.methods), name, problem)
         wanted = [m for m in METHODS if m in set(cfg.methods) | set(have)]
-        measure_dataset(ds, cfg.model_copy(update={"methods": wanted}), path, mapper=mapper)
+        run = measure_inputs if hasattr(ds, "gal") else measure_dataset
+        run(ds, cfg.model_copy(update={"methods": wanted}), path, mapper=mapper)
     return read_parquet(path)
 
 

@@ -28,6 +28,11 @@ SHA-256 of its manifest, :func:`astrotool.ml.commands.dataset_identity`);
 :func:`table_problem` tells whether it still serves a dataset and settings,
 for ``lens measure`` (skip or measure again) and ``lens evaluate`` (reuse or
 measure again).
+
+Besides datasets (:func:`measure_dataset`, parallel over shards), stamps read by
+:func:`astrotool_lens.predict.read_inputs` -- FITS files, folders of them, LensNet
+``data.json`` -- are measured by :func:`measure_inputs` into the same table, whose
+identity is then the SHA-256 of the pixels (:func:`stamps_identity`).
 """
 
 from __future__ import annotations
@@ -214,6 +219,29 @@ def dataset_identity(dataset) -> dict:
     return {**identity(dataset), "created_utc": (dataset.manifest.get("provenance") or {}).get("created_utc")}
 
 
+def stamps_identity(inp) -> dict:
+    """What tells loaded stamps (:class:`astrotool_lens.predict.Inputs`) apart: ``name``, ``n`` and
+    ``stamps_sha256``, the SHA-256 (16 hex digits) of their galaxy and PSF pixels and shapes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (inp.gal, inp.psf):
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return {"name": inp.stem, "n": int(len(inp.gal)), "stamps_sha256": h.hexdigest()[:16], "created_utc": None}
+
+
+def input_identity(source) -> dict:
+    """:func:`dataset_identity` of a dataset, :func:`stamps_identity` of loaded stamps."""
+    return stamps_identity(source) if hasattr(source, "gal") else dataset_identity(source)
+
+
+def _content(identity: dict) -> dict:
+    """The part of an identity that says what was measured (not its name nor when it was made)."""
+    return {k: v for k, v in identity.items() if k not in ("name", "created_utc")}
+
+
 def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -229,7 +257,8 @@ def table_problem(path: str | Path, dataset, cfg: MeasureConfig) -> str | None:
     ----------
     path : path-like
         The Parquet table.
-    dataset : astrotool_lens.data.ShearDataset
+    dataset : astrotool_lens.data.ShearDataset or astrotool_lens.predict.Inputs
+        A dataset, or stamps loaded by :func:`astrotool_lens.predict.read_inputs` (same pixels).
     cfg : MeasureConfig
         The wanted methods and settings.
 
@@ -248,13 +277,14 @@ def table_problem(path: str | Path, dataset, cfg: MeasureConfig) -> str | None:
         meta = parquet_metadata(path)
     except InputError as exc:
         return f"unreadable table ({exc.problem})"
-    old, new = meta.get("identity"), dataset_identity(dataset)
+    old, new = meta.get("identity"), input_identity(dataset)
     problems = []
     if not isinstance(old, dict):
         problems.append("no record of the dataset it was measured on (an older table)")
-    elif (old.get("n"), old.get("manifest_sha256")) != (new["n"], new["manifest_sha256"]):
-        problems.append(f"measured on another dataset (n {old.get('n')} -> {new['n']}, created "
-                        f"{old.get('created_utc')} -> {new['created_utc']})")
+    elif _content(old) != _content(new):
+        what = "another dataset" if "manifest_sha256" in new else "other stamps"
+        problems.append(f"measured on {what} (n {old.get('n')} -> {new['n']}, created "
+                        f"{old.get('created_utc')} -> {new.get('created_utc')})")
     have = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
     for k, want in hsm_settings(cfg).items():
         if have.get(k) != want:
@@ -291,23 +321,103 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     dict
         Per-method counts ``{"n": ..., "failed": {method: count}, "responsivity": {...}}``.
     """
-    import pyarrow as pa
-
-    from astrotool.io.tables import write_parquet
-
     if not callable(mapper):
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
-    methods, conversion = list(cfg.methods), cfg.conversion
+    methods = list(cfg.methods)
     tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, cfg.guess_sig_gal,
                          cfg.guess_sig_psf,
                          (float(cfg.metacal_delta), bool(cfg.metacal_fixnoise), int(cfg.metacal_seed)))
              for path, start, stop in dataset.shards]
     results = mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
-    if len(results) != len(tasks):
+    return _write_table(results, len(tasks), cfg, out_path, {"dataset": dataset.name, **(metadata or {})},
+                        dataset_identity(dataset))
+
+
+STAMPS_PER_ITEM = 500
+"""Stamps per executor item when measuring loaded stamps (:func:`measure_inputs`)."""
+
+INPUT_COLUMNS = {"source": "input file of the stamp", "true_g1": "true shear g1 given with the input (data.json)",
+                 "true_g2": "true shear g2 given with the input (data.json)"}
+
+
+@dataclass(frozen=True)
+class StampsTask:
+    """Loaded stamps ``[start, stop)`` to measure (executor item of :func:`measure_inputs`)."""
+
+    gal: np.ndarray
+    psf: np.ndarray
+    start: int
+    methods: tuple
+    pixel_scale: float
+    guess_sig_gal: float
+    guess_sig_psf: float
+    metacal: tuple = (0.01, True, 0)
+
+
+def measure_stamps(task: StampsTask, seed: int | None = None) -> dict:
+    """Measure one :class:`StampsTask` (executor item; ``seed`` unused)."""
+    delta, fixnoise, mc_seed = task.metacal
+    out = measure_arrays(task.gal, task.psf, task.methods, task.pixel_scale, task.guess_sig_gal, task.guess_sig_psf,
+                         metacal_delta=delta, metacal_fixnoise=fixnoise, metacal_seed=mc_seed, start=task.start)
+    out["index"] = np.arange(task.start, task.start + len(task.gal))
+    return out
+
+
+def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable, pixel_scale: float = 1.0,
+                   metadata: dict | None = None) -> dict:
+    """Measure stamps loaded by :func:`astrotool_lens.predict.read_inputs` (FITS files, folders, LensNet
+    ``data.json``) and write one Parquet table, as :func:`measure_dataset` does for a dataset.
+
+    The table has the same columns (row ``index`` = position in the input) plus ``source`` (the file of
+    each stamp) and, when the input gives them (``data.json``), ``true_g1, true_g2``; its ``identity`` is
+    :func:`stamps_identity`. The same pixels give the same numbers as the dataset they came from.
+
+    Parameters
+    ----------
+    inp : astrotool_lens.predict.Inputs
+        Galaxy stamps with one PSF stamp each.
+    cfg : MeasureConfig
+    out_path : path-like
+    mapper : callable
+        As for :func:`measure_dataset`; items of :data:`STAMPS_PER_ITEM` stamps.
+    pixel_scale : float
+        [arcsec / pixel] (labels the images; HSM works in pixels).
+    metadata : dict, optional
+        More facts for the table's metadata.
+
+    Returns
+    -------
+    dict
+        As :func:`measure_dataset`.
+    """
+    if not callable(mapper):
+        raise TypeError("measure_inputs: mapper is required (e.g. astrotool.context.Context.map)")
+    methods, n = tuple(cfg.methods), len(inp.gal)
+    mc = (float(cfg.metacal_delta), bool(cfg.metacal_fixnoise), int(cfg.metacal_seed))
+    tasks = [StampsTask(inp.gal[a:a + STAMPS_PER_ITEM], inp.psf[a:a + STAMPS_PER_ITEM], a, methods, float(pixel_scale),
+                        cfg.guess_sig_gal, cfg.guess_sig_psf, mc) for a in range(0, n, STAMPS_PER_ITEM)]
+    results = mapper(measure_stamps, tasks, desc=f"measure {inp.stem}",
+                     keys=[f"stamps{t.start:06d}" for t in tasks])
+    extra = {"source": np.asarray(inp.source, dtype=str)}
+    if inp.truth:
+        extra.update(true_g1=np.asarray(inp.truth["g1"], float), true_g2=np.asarray(inp.truth["g2"], float))
+    return _write_table(results, len(tasks), cfg, out_path,
+                        {"input": str(inp.origin or inp.stem), **(metadata or {})}, stamps_identity(inp), extra)
+
+
+def _write_table(results: list, n_items: int, cfg: MeasureConfig, out_path: str | Path, facts: dict,
+                 identity: dict, extra: dict | None = None) -> dict:
+    """Join the items' columns in index order, convert, write the Parquet table (all items or nothing)."""
+    import pyarrow as pa
+
+    from astrotool.io.tables import write_parquet
+
+    methods, conversion = list(cfg.methods), cfg.conversion
+    if len(results) != n_items:
         from astrotool.errors import AstroError
 
-        raise AstroError(f"{out_path}: {len(results)} of {len(tasks)} shards measured (failures or --shard); "
-                         "the table is written only when every shard is measured", exit_code=1)
+        raise AstroError(f"{out_path}: {len(results)} of {n_items} parts measured (failures or --shard); "
+                         "the table is written only when every part is measured", exit_code=1)
     cols = [r for _, r in results]
     table = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
     order = np.argsort(table["index"], kind="stable")
@@ -318,12 +428,11 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
 
         table["metacal_g1"], table["metacal_g2"] = shear_from_response(table)
     failed = {m: int(np.sum(table[f"{m.lower()}_flag"] != 0)) for m in methods}
-    meta = {"dataset": dataset.name, "methods": list(methods), "conversion": conversion,
-            "responsivity": resp, "failed": failed, **(metadata or {}),
-            "settings": hsm_settings(cfg), "identity": dataset_identity(dataset)}
-    ordered = {"index": table.pop("index"), **table}
+    meta = {**facts, "methods": list(methods), "conversion": conversion, "responsivity": resp, "failed": failed,
+            "settings": hsm_settings(cfg), "identity": identity}
+    ordered = {"index": table.pop("index"), **(extra or {}), **table}
     from astrotool_lens.metacal import DESCRIPTIONS
 
     write_parquet(pa.table(ordered), out_path, metadata=meta,
-                  descriptions={k: v for k, v in DESCRIPTIONS.items() if k in ordered})
+                  descriptions={k: v for k, v in {**DESCRIPTIONS, **INPUT_COLUMNS}.items() if k in ordered})
     return {"n": int(len(ordered["index"])), "failed": failed, "responsivity": resp, "path": str(out_path)}

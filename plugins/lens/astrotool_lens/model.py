@@ -252,8 +252,12 @@ def calibration_in_use(model, meta: dict, calibrated: bool = True) -> dict | Non
 
 def apply_calibration(model, g: np.ndarray) -> np.ndarray:
     """``(g - c) / (1 + m)`` with the model's calibration, for raw estimates ``g`` (n, 2)."""
-    m = model.calib_m.detach().cpu().numpy().astype(float)
-    c = model.calib_c.detach().cpu().numpy().astype(float)
+    return calibrate_estimates(g, model.calib_m.detach().cpu().numpy(), model.calib_c.detach().cpu().numpy())
+
+
+def calibrate_estimates(g: np.ndarray, m, c) -> np.ndarray:
+    """``(g - c) / (1 + m)`` per component, for raw estimates ``g`` (n, 2) and a bias ``m, c`` (2,) each."""
+    m, c = np.asarray(m, float).reshape(2), np.asarray(c, float).reshape(2)
     return (np.asarray(g, float) - c) / (1.0 + m)
 
 

@@ -1,11 +1,15 @@
 """Applying a trained estimator to FITS files, LensNet data.json files and datasets.
 
+:func:`read_inputs` is the one reader of user stamps: ``lens predict``, ``lens measure``
+and ``lens validate`` all load their inputs with it.
+
 Accepted inputs
 ---------------
 * one FITS file: a 2-D stamp or a 3-D cube of stamps (first HDU with data);
 * a folder of FITS files (``*.fits``, ``*.fit``, ``*.fits.gz``); LensNet-style
   ``psf_N.fits`` files are used as the PSF of ``gal_N.fits`` and are not
-  themselves treated as galaxies;
+  themselves treated as galaxies; a ``data.json`` beside them that lists every
+  galaxy file gives their true shears;
 * a LensNet ``data.json`` (entries ``{"galaxy", "psf", "g1", "g2", ...}``, paths
   relative to the JSON file; a ``.tif`` entry is read from the ``.fits`` file
   LensNet keeps beside it);
@@ -94,7 +98,8 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
 
     def with_single_psf(inp: Inputs) -> Inputs:
         if single_psf is not None:
-            inp.psf = np.broadcast_to(single_psf, inp.gal.shape).copy()
+            inp.psf = np.broadcast_to(_same_shape(single_psf, inp.gal, Path(psf_file), Path(inp.origin or path)),
+                                      inp.gal.shape).copy()
         if need_psf and inp.psf is None:
             raise InputError(inp.origin or path, "the model needs a PSF stamp per galaxy: give psf_N.fits files, "
                                                  "a data.json with psf entries, or --psf FILE")
@@ -107,11 +112,11 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
             raise InputError(path, "expected a FITS file, a folder of FITS files, a data.json or a dataset")
         data = read_fits_image(path)
         gal = data[None] if data.ndim == 2 else data
-        return with_single_psf(Inputs(gal, None, [path.name] * len(gal), path.name.split(".")[0], origin=path))
-    from astrotool_lens.data import MANIFEST_SUFFIX, resolve_dataset
+        return with_single_psf(Inputs(gal, None, [path.name] * len(gal), _stem(path.name.split(".")[0]),
+                                      origin=path))
+    if is_dataset(path, shear_stage):
+        from astrotool_lens.data import resolve_dataset
 
-    if path.is_dir() and any(path.glob(f"*{MANIFEST_SUFFIX}")) or (
-            not path.exists() and shear_stage is not None and (Path(shear_stage) / str(path)).is_dir()):
         ds = resolve_dataset(shear_stage or path.parent, str(path))
         gal, psf = ds.load_stamps(psf=need_psf)
         t = ds.truth
@@ -127,23 +132,64 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
         for p in gal_files:
             data = read_fits_image(p)
             stamps = data[None] if data.ndim == 2 else data
+            if gals and stamps.shape[1:] != gals[0].shape[1:]:
+                raise InputError(p, f"stamp size {stamps.shape[1:]} differs from {gals[0].shape[1:]} of "
+                                    f"{gal_files[0].name}")
             gals.append(stamps)
             names += [p.name] * len(stamps)
             if need_psf and single_psf is None:
                 key = p.name[4:] if p.name.lower().startswith("gal_") else p.name
                 if key not in psf_files:
                     raise InputError(p, f"no matching PSF file psf_{key} in {path}")
-                ps = read_fits_image(psf_files[key])
+                ps = _same_shape(read_fits_image(psf_files[key]), stamps, psf_files[key], p)
                 psfs.append(np.broadcast_to(ps, stamps.shape) if ps.ndim == 2 else ps)
-        shapes = {g.shape[1:] for g in gals}
-        if len(shapes) > 1:
-            bad = next(p for p, g in zip(gal_files, gals) if g.shape[1:] != gals[0].shape[1:])
-            raise InputError(bad, f"stamp size {gals[gal_files.index(bad)].shape[1:]} differs from "
-                                  f"{gals[0].shape[1:]} of {gal_files[0].name}")
         gal = np.concatenate(gals)
         psf = np.concatenate(psfs) if psfs else None
-        return with_single_psf(Inputs(gal, psf, names, path.name, origin=path))
+        return with_single_psf(Inputs(gal, psf, names, _stem(path.name), _folder_truth(path, names), origin=path))
     raise InputError(path, "no such file, folder or dataset")
+
+
+def is_dataset(path: str | Path, shear_stage: Path | None = None) -> bool:
+    """Whether ``path`` names a generated dataset: a folder holding a manifest, or a name under ``shear_stage``."""
+    from astrotool_lens.data import MANIFEST_SUFFIX
+
+    path = Path(path).expanduser()
+    return path.is_dir() and any(path.glob(f"*{MANIFEST_SUFFIX}")) or (
+        not path.exists() and shear_stage is not None and (Path(shear_stage) / str(path)).is_dir())
+
+
+def _stem(text: str) -> str:
+    """A valid output name (:func:`astrotool.names.name_from`) from an input's file or folder name."""
+    from astrotool.names import name_from
+
+    return name_from(text, "stamps")
+
+
+def _same_shape(psf: np.ndarray, gal: np.ndarray, psf_path: Path, gal_path: Path) -> np.ndarray:
+    """``psf`` if it has the galaxy stamps' shape (or one 2-D stamp for a cube of them), else an InputError."""
+    if psf.shape not in (gal.shape, gal.shape[-2:]):
+        raise InputError(psf_path, f"PSF of shape {psf.shape} does not match the galaxy stamps {gal.shape} of "
+                                   f"{gal_path.name}")
+    return psf
+
+
+def _folder_truth(folder: Path, names: list) -> dict:
+    """True g1, g2 of a folder's stamps from the LensNet ``data.json`` beside them, when it lists
+    every galaxy file (one stamp each); else ``{}``."""
+    path = folder / "data.json"
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"unreadable JSON ({exc})") from None
+    if not isinstance(entries, list):
+        return {}
+    shear = {_lensnet_fits(folder, str(e["galaxy"])).name: (float(e["g1"]), float(e["g2"]))
+             for e in entries if isinstance(e, dict) and {"galaxy", "g1", "g2"} <= set(e)}
+    if len(set(names)) != len(names) or not all(n in shear for n in names):
+        return {}
+    return {"g1": np.array([shear[n][0] for n in names]), "g2": np.array([shear[n][1] for n in names])}
 
 
 def _natural_key(p: Path):
@@ -170,6 +216,8 @@ def _read_data_json(path: Path, need_psf: bool) -> Inputs:
         g = read_fits_image(gp)
         if g.ndim != 2:
             raise InputError(gp, "expected one 2-D stamp per data.json entry")
+        if gals and g.shape != gals[0].shape:
+            raise InputError(gp, f"stamp size {g.shape} differs from {gals[0].shape} of {names[0]}")
         gals.append(g)
         names.append(gp.name)
         if need_psf:
@@ -178,16 +226,12 @@ def _read_data_json(path: Path, need_psf: bool) -> Inputs:
             pp = _lensnet_fits(folder, str(e["psf"]))
             if not pp.is_file():
                 raise InputError(pp, f"listed in {path} (entry {k}) but missing")
-            psfs.append(read_fits_image(pp))
-    shapes = {g.shape for g in gals}
-    if len(shapes) > 1:
-        k = next(i for i, g in enumerate(gals) if g.shape != gals[0].shape)
-        raise InputError(folder / names[k], f"stamp size {gals[k].shape} differs from {gals[0].shape}")
+            psfs.append(_same_shape(read_fits_image(pp), g, pp, gp))
     truth = {}
     if all("g1" in e and "g2" in e for e in entries):
         truth = {"g1": np.array([float(e["g1"]) for e in entries]), "g2": np.array([float(e["g2"]) for e in entries])}
     return Inputs(np.stack(gals), np.stack(psfs) if psfs else None, names,
-                  path.parent.name or path.stem, truth, origin=path)
+                  _stem(path.parent.name or path.stem), truth, origin=path)
 
 
 def predict_table(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetrize: bool = True,

@@ -1,0 +1,153 @@
+"""`astro lens validate`: m and c from ring pairs, and whether a stored calibration transfers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from astrotool.cli import main
+from astrotool_lens.config import ValidateConfig
+from astrotool_lens.validate import read_calibration, shear_fields, validate_estimates
+
+from .conftest import easy_config, serial_map
+
+
+def _ring_fields(m, c, n_fields=12, seed=3):
+    """Hand-made estimates g_est = (1 + m) g + c + e per stamp, e = +-shape noise in each ring pair."""
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(-0.08, 0.08, (n_fields, 2))
+    e = rng.normal(0, 0.25, (n_fields, 2))
+    true = np.repeat(g, 2, axis=0)                                  # two stamps (a ring pair) per field
+    noise = np.stack([e, -e], axis=1).reshape(-1, 2)                # cancels in each pair
+    est = (1 + np.asarray(m)) * true + np.asarray(c) + noise
+    return true, est
+
+
+def test_fit_returns_a_known_m_and_c():
+    m, c = (0.031, -0.012), (4e-4, -7e-4)
+    true, est = _ring_fields(m, c)
+    assert len(np.unique(shear_fields(true[:, 0], true[:, 1]))) == 12
+    rep = validate_estimates(true[:, 0], true[:, 1], (est[:, 0], est[:, 1]), None, ValidateConfig())
+    for i in (0, 1):
+        assert rep["raw"][f"m{i + 1}"] == pytest.approx(m[i], abs=1e-6)
+        assert rep["raw"][f"c{i + 1}"] == pytest.approx(c[i], abs=1e-6)
+    assert rep["transfers"] is None and "is off" in rep["verdict"] and rep["n_fields"] == 12
+
+    # the true bias as calibration: calibrated m, c vanish -> transfers
+    cal = {"m1": m[0], "m2": m[1], "c1": c[0], "c2": c[1]}
+    rep = validate_estimates(true[:, 0], true[:, 1], (est[:, 0], est[:, 1]), cal, ValidateConfig())
+    assert rep["transfers"] is True and rep["verdict"].startswith("transfers")
+    assert max(abs(rep["calibrated"][k]) for k in ("m1", "m2", "c1", "c2")) < 1e-9
+    # a calibration 2 % off in m1 (errors ~0, so no sigma can excuse it): m1 named, nothing else
+    rep = validate_estimates(true[:, 0], true[:, 1], (est[:, 0], est[:, 1]), {**cal, "m1": m[0] + 0.02},
+                             ValidateConfig())
+    assert rep["transfers"] is False and len(rep["off"]) == 1 and rep["off"][0].startswith("m1 =")
+    assert rep["calibrated"]["m1"] == pytest.approx((1 + m[0]) / (1 + m[0] + 0.02) - 1, abs=1e-9)
+    # within tolerance although many sigma from zero
+    rep = validate_estimates(true[:, 0], true[:, 1], (est[:, 0], est[:, 1]), {**cal, "m1": m[0] + 0.004},
+                             ValidateConfig())
+    assert rep["transfers"] is True
+
+
+def _fields(ws, name="v", n=48, fmt="hdf5"):
+    from astrotool_lens.generate import generate_dataset
+
+    cfg = easy_config(name, n=n, shard_size=24, format=fmt, shape={"kind": "gaussian", "sigma": 0.2, "max": 0.6,
+                                                                   "ring": True},
+                      shear={"g1": [-0.08, 0.08], "g2": [-0.08, 0.08], "field_size": 4})
+    out = ws / "lens" / "shear" / name
+    generate_dataset(cfg, out, 9, serial_map)
+    return out
+
+
+def _run(capsys, *args):
+    code = main(["--json", *(str(a) for a in args)])
+    cap = capsys.readouterr()
+    return code, (json.loads(cap.out) if code == 0 else None), cap.err
+
+
+def test_validate_command_end_to_end_with_an_hsm_method(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    ds = _fields(ws, fmt="lensnet")
+    base = ["-w", ws, "-q", "lens", "validate"]
+    code, raw, err = _run(capsys, *base, "v", "--method", "KSB")
+    assert code == 0, err
+    assert raw["n"] == 48 and raw["n_fields"] == 12 and raw["transfers"] is None and raw["estimator"] == "ksb"
+    report = ws / "lens" / "reports" / "v_ksb_validate.json"
+    assert raw["report"] == str(report) and json.loads(report.read_text())["raw"]["m1"] == raw["m1_raw"]
+    assert (ws / "lens" / "predictions" / "v_hsm.parquet").is_file()            # measured as `measure` does
+
+    # the same stamps as LensNet files (data.json's g1, g2 as truth): the same fit
+    code, js, err = _run(capsys, *base, ds / "lensnet" / "data.json", "--method", "KSB")
+    assert code == 0, err
+    assert js["m1_raw"] == pytest.approx(raw["m1_raw"], abs=1e-12) and js["n_fields"] == 12
+    code, folder, err = _run(capsys, *base, ds / "lensnet", "--method", "KSB")     # its folder: the same
+    assert code == 0, err
+    assert folder["m2_raw"] == pytest.approx(raw["m2_raw"], abs=1e-12)
+
+    # the bias measured here, stored and applied to the same set: transfers
+    code, same, err = _run(capsys, *base, "v", "--method", "KSB", "--calibration", report)
+    assert code == 0, err
+    assert same["transfers"] is True and abs(same["m1"]) < 1e-9 and same["calibration"] == str(report)
+    # a calibration 30 % off: does not transfer, and says what is off
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"m1": raw["m1_raw"] + 0.3, "m2": raw["m2_raw"] + 0.3,
+                               "c1": raw["c1_raw"], "c2": raw["c2_raw"]}))
+    code, off, err = _run(capsys, *base, "v", "--method", "KSB", "--calibration", bad)
+    assert code == 0, err
+    assert off["transfers"] is False and "m1 =" in off["verdict"] and "m2 =" in off["verdict"]
+    assert "c1" not in off["verdict"] and off["m1"] == pytest.approx((1 + raw["m1_raw"]) / (1.3 + raw["m1_raw"]) - 1)
+
+
+def test_validate_refuses_what_it_cannot_use(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    ds = _fields(ws, n=8)
+    base = ["-w", ws, "-q", "lens", "validate"]
+    code, _, err = _run(capsys, *base, "nosuch", "--method", "KSB")
+    assert code == 2 and "nosuch" in err
+    code, _, err = _run(capsys, *base, "v", "--method", "KSB")
+    assert code == 2 and "2 constant-shear field(s)" in err and "at least 3" in err     # 8 stamps, fields of 4
+    code, _, err = _run(capsys, *base, "v", "--method", "KSB", "--calibration", tmp_path / "nocal.json")
+    assert code == 2 and "nocal.json" in err
+    code, _, err = _run(capsys, *base, "v")
+    assert code == 2 and "--model NAME" in err
+    code, _, err = _run(capsys, *base, "v", "--method", "KSB", "--model", "x")
+    assert code == 2 and "one estimator" in err
+    (tmp_path / "cal.json").write_text('{"m1": 0.1}')
+    with pytest.raises(Exception, match="holds no calibration"):
+        read_calibration(tmp_path / "cal.json")
+    # a FITS folder has no true shears
+    from astrotool_lens.generate import generate_dataset
+
+    generate_dataset(easy_config("f", n=8, shard_size=8, format="lensnet"), ws / "f", 1, serial_map)
+    (ws / "f" / "lensnet" / "data.json").unlink()
+    code, _, err = _run(capsys, *base, ws / "f" / "lensnet", "--method", "KSB")
+    assert code == 2 and "no true shears" in err
+    assert ds.is_dir()
+
+
+def test_validate_a_model_with_and_without_its_calibration(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    ds = _fields(ws, fmt="lensnet")
+    code, _, err = _run(capsys, "-w", ws, "-q", "--set", "lens.train.threads=1", "--set", "lens.train.blocks=2",
+                        "--set", "lens.train.hidden=8", "lens", "train", "--dataset", "v", "--epochs", 1,
+                        "--width", 4, "--batch-size", 8, "--model", "c")
+    assert code == 0, err
+    base = ["-w", ws, "-q", "lens", "validate", "--model", "c", "--no-symmetrize"]
+    code, raw, err = _run(capsys, *base, "v")
+    assert code == 0, err
+    assert raw["transfers"] is None and raw["calibration"] is None and "m1" not in raw
+    code, _, err = _run(capsys, "-w", ws, "-q", "--set", "lens.calibrate.max_abs_m=10", "lens", "calibrate",
+                        "--model", "c", "--dataset", "v", "--no-symmetrize")
+    assert code == 0, err
+    code, cal, err = _run(capsys, *base, "v")
+    assert code == 0, err
+    # the model's own calibration, fitted on these very fields, removes its bias here
+    assert cal["calibration"].endswith("model.json") and cal["transfers"] is True
+    assert abs(cal["m1"]) < 1e-6 and abs(cal["c2"]) < 1e-6
+    assert cal["m1_raw"] == pytest.approx(raw["m1_raw"], abs=1e-9)                 # raw: calibration not applied
+    code, js, err = _run(capsys, *base, ds / "lensnet" / "data.json")
+    assert code == 0, err
+    assert js["m1_raw"] == pytest.approx(raw["m1_raw"], abs=1e-9) and js["transfers"] is True
