@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -151,12 +152,21 @@ class Config:
         for section in self.data:
             if section not in self._model_targets:
                 src = self._source_of(section)
-                problems.append(f"{src}: [{section}]: unknown section (known: {', '.join(sorted(self._model_targets))})")
+                problems.append(f"{src}: {self._unknown_section(section)}")
         for section in self._model_targets:
             problems += self._validate_section(section, self.data.get(section, {}))
         if problems:
             raise ConfigError(problems)
         return self
+
+    def _unknown_section(self, name: str) -> str:
+        """Why ``name`` is not a section, and the section whose key it is when one has it (``log_format``)."""
+        if not isinstance(self.data.get(name), dict):
+            owners = [s for s in sorted(self._model_targets) if name in self.model_class(s).model_fields]
+            if owners:
+                return f"{name}: a key of [{owners[0]}], not a section; put it under [{owners[0]}]"
+            return f"{name}: a key outside every section; put it under one of [{'], ['.join(sorted(self._model_targets))}]"
+        return f"[{name}]: unknown section (known: {', '.join(sorted(self._model_targets))})"
 
     def _source_of(self, dotted: str) -> str:
         if dotted in self.sources:
@@ -170,13 +180,13 @@ class Config:
         try:
             self.validated[section] = self.model_class(section).model_validate(values)
         except ValidationError as exc:
-            out = []
+            out, keys = [], set()
             for err in exc.errors():
-                dotted = ".".join([section, *[str(p) for p in err["loc"]]])
-                msg = err["msg"]
-                if err["type"] == "extra_forbidden":
-                    msg = "unknown key"
-                given = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err.get('input')!r})"
+                dotted, msg, value = _explain(section, err)
+                if dotted in keys and any(_UNION_MEMBER.search(str(p)) for p in err["loc"]):
+                    continue  # each member of a union reports the same value: its first problem says it
+                keys.add(dotted)
+                given = "" if err["type"] in ("missing", "extra_forbidden") or value is _NONE else f" (got {value!r})"
                 out.append(f"{self._source_of(dotted)}: {dotted}: {msg}{given}")
             return out
         return []
@@ -212,6 +222,34 @@ class Config:
     def resolved(self) -> dict:
         """Every section after validation, as plain JSON-ready dicts."""
         return {name: json.loads(model.model_dump_json()) for name, model in sorted(self.validated.items())}
+
+
+_NONE = object()
+#: A location part that names a member of a union (``float``, ``tuple[float, float]``,
+#: ``constrained-float``), not a key (no key holds ``-`` or ``[``).
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|list|tuple|dict)$|[-\[]")
+
+
+def _explain(section: str, err: dict) -> tuple[str, str, object]:
+    """The dotted key, message and offending value of one pydantic error.
+
+    Union members are dropped from the key (``snr.float`` -> ``snr``). A check of a whole table
+    whose message starts with one of its keys (``"cadence_s: ..."``, ``"snr must be > 0"``) is
+    put on that key, shown with that key's value rather than the whole table.
+    """
+    parts = [str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p))]
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    value = err.get("input", _NONE)
+    if isinstance(value, dict):
+        msg = msg.removeprefix("Value error, ")
+        key = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(:| must)", msg)
+        if key and key.group(1) in value:
+            parts.append(key.group(1))
+            value = value[key.group(1)]
+            msg = msg.removeprefix(f"{key.group(1)}: ")
+        else:
+            value = _NONE
+    return ".".join([section, *parts]), msg, value
 
 
 def _option_source(dotted: str, sections: set[str]) -> str:

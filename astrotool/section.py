@@ -16,9 +16,9 @@ __docformat__ = "numpy"
 
 
 class Section(BaseModel):
-    """A configuration table: unknown keys are errors."""
+    """A configuration table: unknown keys are errors, and so are ``inf`` and ``nan`` for a number."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _file_name(value: str) -> str:

@@ -106,3 +106,32 @@ def test_negative_seed_from_any_layer_is_refused(astro, tmp_path):
     assert r.returncode == 2 and "--set: core.seed: Input should be greater than or equal to 0" in r.stderr
     r = astro("-w", tmp_path, "config", "show", "core", env={"ASTRO_CORE__SEED": "-2"})
     assert r.returncode == 2 and "$ASTRO_CORE__SEED: core.seed" in r.stderr
+
+
+@pytest.mark.parametrize("args, line", [
+    # a union's members each reported the same value, the first blamed on "defaults"
+    (["dre", "detect", "--gain", "-1"], "command-line option --gain: dre.detect.gain: Input should be greater than 0"),
+    (["lens", "generate", "-n", "4", "--snr", "inf"],
+     "command-line option --snr: lens.generate.noise.snr: Input should be a finite number (got inf)"),
+    (["lens", "generate", "-n", "4", "--snr", "0"], "command-line option --snr: lens.generate.noise.snr: snr must be > 0"),
+    (["plato", "simulate", "--days", "inf"], "command-line option --days: plato.simulate.duration_days: Input should be a finite"),
+    # a check of the whole table is put on its key, with that key's value, not the table's
+    (["plato", "simulate", "--cadence", "0.0001"],
+     "command-line option --cadence: plato.simulate.cadence_s: 10.0 d at 0.0001 s is 8.64e+09 samples"),
+])
+def test_a_bad_value_is_blamed_on_its_option_once(astro, tmp_path, args, line):
+    r = astro("-w", tmp_path / "ws", *args)
+    assert r.returncode == 2 and line in r.stderr, r.stderr
+    problems = r.stderr.split("invalid configuration:\n", 1)[1].splitlines()
+    assert len([p for p in problems if p.startswith("  ")]) == 1 and "{" not in r.stderr, r.stderr
+    assert not (tmp_path / "ws" / "lens").exists() and not (tmp_path / "ws" / "plato").exists()
+
+
+def test_a_key_outside_its_section_names_the_section(astro, tmp_path):
+    """``log_format = "json"`` at the top of a file was an 'unknown section [log_format]'."""
+    cfg = tmp_path / "machine.toml"
+    cfg.write_text('log_format = "json"\nfoo = 1\n')
+    r = astro("--cfg", cfg, "-w", tmp_path / "ws", "config", "show")
+    assert r.returncode == 2, r.stderr
+    assert f"{cfg}: log_format: a key of [core], not a section; put it under [core]" in r.stderr, r.stderr
+    assert f"{cfg}: foo: a key outside every section" in r.stderr, r.stderr

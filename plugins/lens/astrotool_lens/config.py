@@ -133,6 +133,12 @@ class PsfConfig(_Model):
 
     check_ranges = field_validator("fwhm", "g1", "g2")(_check_range)
 
+    @model_validator(mode="after")
+    def _positive(self):
+        if bounds(self.fwhm)[0] <= 0:
+            raise ValueError("fwhm must be > 0")
+        return self
+
 
 class ShearConfig(_Model):
     """Applied (lensing) reduced shear."""
@@ -164,6 +170,12 @@ class NoiseConfig(_Model):
     sky_level: float = Field(1e6, gt=0, description="sky level [counts/arcsec^2] for Poisson noise")
 
     check_ranges = field_validator("snr")(_check_range)
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if bounds(self.snr)[0] <= 0:
+            raise ValueError("snr must be > 0")
+        return self
 
 
 PRESETS: dict[str, dict] = {

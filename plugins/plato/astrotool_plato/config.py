@@ -16,6 +16,10 @@ from astrotool.section import FileName, Section, check_ordered
 __docformat__ = "numpy"
 
 
+MAX_SAMPLES = 10_000_000
+"""The most samples one simulated light curve may have (8 bytes each, several arrays of them)."""
+
+
 class SimulateConfig(Section):
     """``[plato.simulate]``: the built-in light-curve simulator.
 
@@ -64,6 +68,10 @@ class SimulateConfig(Section):
                              "lower it, e.g. --set plato.simulate.duration_hours=[1,3]")
         if self.cadence_s >= self.duration_days * 86400.0 / 2:
             raise ValueError("cadence_s: a light curve needs at least two samples")
+        if self.duration_days * 86400.0 / self.cadence_s > MAX_SAMPLES:
+            raise ValueError(f"cadence_s: {self.duration_days} d at {self.cadence_s} s is "
+                             f"{self.duration_days * 86400.0 / self.cadence_s:.3g} samples per light curve; "
+                             f"at most {MAX_SAMPLES:.0e} (PLATO's 2-year field at 25 s is 2.5e6)")
         u1, u2 = self.limb_darkening
         if not (u1 + u2 <= 1.0 and u1 >= 0 and u1 + 2 * u2 >= 0):
             raise ValueError("limb_darkening: need u1 >= 0, u1 + u2 <= 1, u1 + 2 u2 >= 0 (positive, decreasing profile)")
