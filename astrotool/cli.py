@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        sys.stderr.write(f"Error: {exc}\n")
+        console.report_error(str(exc), exit_code=code)
         if ctx is not None and ctx.failures:
             _print_failures(ctx.failures)
     except (KeyboardInterrupt, Exception) as exc:
@@ -525,14 +525,16 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     from astrotool.workspace import write_failure
 
     failure = write_failure(exc)   # a full disk or a read-only folder outside atomic_path (mkdir, ...)
+    from astrotool import console
+
     if failure is not None:
-        sys.stderr.write(f"Error: {failure}\n")
+        console.report_error(str(failure), exit_code=failure.exit_code)
         return failure.exit_code, "error"
     if opts.traceback or opts.verbose >= 2:
         import traceback
 
         traceback.print_exc()
-    sys.stderr.write(f"Error: {type(exc).__name__}: {exc}\n(run again with --traceback for details)\n")
+    console.report_error(f"{type(exc).__name__}: {exc}", "(run again with --traceback for details)", exit_code=1)
     return 1, "error"
 
 

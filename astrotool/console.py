@@ -306,6 +306,24 @@ def emit(obj) -> None:
     sys.stdout.flush()
 
 
+def _json_line(level: str, message: str, **extra) -> None:
+    """One JSON object on a line of stderr, shaped like a log record of :class:`JsonFormatter`."""
+    obj = {"time": datetime.now(timezone.utc).isoformat(), "level": level, "logger": LOGGER_NAME,
+           "message": message, **extra}
+    sys.stderr.write(json.dumps(obj, default=str) + "\n")
+    sys.stderr.flush()
+
+
+def report_error(message: str, hint: str = "", **extra) -> None:
+    """The command's final error on stderr: ``Error: <message>`` (and ``hint`` on the next line), or
+    one JSON line with ``--log-format json`` (``exit_code`` and other ``extra`` keys beside it)."""
+    if _state.fmt == "json":
+        _json_line("ERROR", message, **({"hint": hint} if hint else {}), **extra)
+        return
+    sys.stderr.write(f"Error: {message}\n" + (f"{hint}\n" if hint else ""))
+    sys.stderr.flush()
+
+
 def _stdout_is_terminal() -> bool:
     try:
         return sys.stdout.isatty()
@@ -326,12 +344,16 @@ def print_table(title: str, columns: list[str], rows: list[list], stream: str = 
         Cell values (converted with ``str``; nested values as JSON).
     stream : {"stdout", "stderr"}
         Where to print. With ``--json`` a table on stdout is a JSON list of
-        ``{column: value}`` objects; one on stderr (a failure report) stays text.
+        ``{column: value}`` objects. A table on stderr (a failure report) follows the log format:
+        with ``--log-format json`` it is one JSON line (``message``: the title, ``rows``: those objects).
     """
     out = sys.stdout if stream == "stdout" else sys.stderr
     if _RESULTS["json"] and stream == "stdout":
         out.write(json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str) + "\n")
         out.flush()
+        return
+    if stream == "stderr" and _state.fmt == "json":
+        _json_line("ERROR", title, rows=[dict(zip(columns, r)) for r in rows])
         return
     if out.isatty() and _state.fmt != "json":
         from rich.console import Console

@@ -81,6 +81,22 @@ def test_cli_failure_table_and_exit_1(astro, toy, tmp_path):
     assert rec["failures"] == [{"item": "item2", "error": "ValueError: item 2 is bad"}]
 
 
+@pytest.mark.parametrize("flag", [["--log-format", "json"], ["--json", "--log-format", "json"]])
+def test_failures_and_the_error_are_json_lines_when_asked(astro, toy, tmp_path, flag):
+    """With --log-format json the failure report and the final error were plain text on stderr."""
+    r = astro("-w", tmp_path, *flag, "toy", "run", "--count", "3", "--fail", "1", pythonpath=toy)
+    assert r.returncode == 1, r.stderr
+    lines = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    (report,) = [x for x in lines if x.get("rows")]
+    assert report["level"] == "ERROR" and report["message"] == "1 item(s) failed"
+    assert report["rows"] == [{"item": "item1", "error": "ValueError: item 1 is bad"}]
+    assert "item1\tValueError" not in r.stderr
+    r = astro("-w", tmp_path, *flag, "--shard", "7/2", "toy", "run", pythonpath=toy)
+    assert r.returncode == 2 and "Error:" not in r.stderr, r.stderr
+    (err,) = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{") and "exit_code" in x]
+    assert "--shard" in err["message"] and err["exit_code"] == 2
+
+
 def test_cli_dask_and_shards_match_serial(astro, toy, tmp_path):
     outs = {}
     for name, args in {"serial": [], "dask": ["--executor", "dask", "-j", "2"]}.items():
