@@ -13,6 +13,7 @@ a truncated file that looks finished, and re-running skips finished outputs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -96,6 +97,11 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+#: How astropy ("Not enough space on disk: requested …") and numpy's ``tofile`` ("1048576 requested
+#: and 260704 written") report a write the disk had no room for, with no errno.
+_SHORT_WRITE = re.compile(r"Not enough space on disk|\d+ requested and \d+ written")
+
+
 def write_failure(exc: BaseException, path: str | os.PathLike | None = None):
     """The :class:`~astrotool.errors.WriteError` behind ``exc``, if it is a write that failed
     for lack of space or permission; None otherwise.
@@ -119,6 +125,8 @@ def write_failure(exc: BaseException, path: str | os.PathLike | None = None):
         text = str(exc)
         if number not in WriteError.REASONS and (m := re.search(r"errno = (\d+)", text)):
             number = int(m.group(1))
+        if number not in WriteError.REASONS and isinstance(exc, OSError) and _SHORT_WRITE.search(text):
+            number = errno.ENOSPC  # astropy and numpy report a full disk without an errno
         if number in WriteError.REASONS:
             if filename is None and (m := re.search(r"filename = '([^']*)'", text)):
                 filename = m.group(1)

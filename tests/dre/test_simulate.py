@@ -130,3 +130,13 @@ def test_impossible_packing_is_a_clear_error(tmp_path):
         simulate_tile(tmp_path / "x.fits", tmp_path / "x.parquet", SimulateConfig(size=256, n_galaxies=30, n_stars=0),
                       seed=1)
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_simulate_on_a_full_disk_names_the_tile(small_disk, astro):
+    """astropy reports a full disk as 'Not enough space on disk: …' with no errno: it came out raw, three times."""
+    ws = small_disk / "ws"
+    r = astro("-w", ws, "dre", "simulate", "--ntiles", 3)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"no space left on device writing {ws / 'dre/tiles/sim_000.fits'}" in r.stderr, r.stderr[-2000:]
+    assert "cancelled: the disk is full (see sim_000)" in r.stderr and "Not enough space" not in r.stderr
+    assert not list((ws / "dre/tiles").rglob("*.fits")) and not [p for p in ws.rglob("*") if ".partial" in p.name]
