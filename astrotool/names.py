@@ -48,8 +48,8 @@ def printable(name: str | bytes | os.PathLike, ascii_only: bool = False) -> str:
         As the operating system gave it (``os.listdir``, ``Path.iterdir``: bytes
         that are not UTF-8 are then lone surrogates in a ``str``).
     ascii_only : bool
-        Escape every non-ASCII character too (``\\xe9``, ``\\u2013``), for
-        a FITS header.
+        Printable ASCII only, for a FITS header: escape every non-ASCII character
+        (``\\xe9``, ``\\u2013``) and every control character (``\\t``, ``\\n``, ``\\x7f``) too.
 
     Examples
     --------
@@ -63,7 +63,10 @@ def printable(name: str | bytes | os.PathLike, ascii_only: bool = False) -> str:
     except UnicodeEncodeError:  # a lone surrogate no file name can hold
         raw = os.fspath(name).encode("utf-8", "backslashreplace")
     text = raw.decode("utf-8", "backslashreplace")
-    return text.encode("ascii", "backslashreplace").decode("ascii") if ascii_only else text
+    if not ascii_only:
+        return text
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def name_problem(text: str) -> str | None:

@@ -246,9 +246,11 @@ def fits_history(record: Mapping[str, Any] | None = None, **kwargs) -> list[str]
 
 
 def _wrap(line: str, width: int = FITS_CARD_TEXT) -> list[str]:
-    """Cut ``line`` into ASCII pieces of ``width`` characters (FITS headers are ASCII;
-    other characters are escaped); continuations start with ``"  "``."""
-    line = line.encode("ascii", "backslashreplace").decode("ascii")
+    """Cut ``line`` into ASCII pieces of ``width`` characters (FITS headers are printable ASCII;
+    other characters, tabs and newlines too, are escaped); continuations start with ``"  "``."""
+    from astrotool.names import printable
+
+    line = printable(line, ascii_only=True)
     pieces = [line[:width]]
     rest = line[width:]
     while rest:

@@ -86,9 +86,12 @@ def test_fits_history_of_a_path_with_any_character(tmp_path):
     from astropy.table import Table
 
     out = write_fits_table(Table({"a": [1, 2]}), tmp_path / "t.fits",
-                           history=[f"cuts=/data/my ws, é/{BAD_UTF8}_cuts.h5"], command="test")
+                           history=[f"cuts=/data/my ws, é/{BAD_UTF8}_cuts.h5", "cuts=/data/a\tb\nc/x.h5"],
+                           command="test")
     history = str(fits.getheader(out, 1)["HISTORY"])
     assert "cuts=/data/my ws, \\xe9/tile_\\xff_cuts.h5" in history
+    assert "cuts=/data/a\\tb\\nc/x.h5" in history  # a tab or newline in a path: printable, the file valid
+    fits.open(out).verify("exception")
 
 
 @pytest.mark.parametrize("text, name", [
