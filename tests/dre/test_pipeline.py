@@ -100,7 +100,7 @@ def test_missing_psf_truncated_cuts_and_bad_cube(astro, tmp_path):
     assert astro("-w", ws, "dre", "detect").returncode == 0
     assert astro("-w", ws, "dre", "cuts").returncode == 0
     r = astro("-w", ws, "dre", "fit")
-    assert r.returncode == 1 and f"{ws / 'dre/psf/sim_000.psf'}: missing; run `astro dre psf` first" in r.stderr
+    assert r.returncode == 2 and f"{ws / 'dre/psf/sim_000.psf'}: missing; run `astro dre psf` first" in r.stderr
     assert astro("-w", ws, "dre", "psf").returncode == 0
     cuts = ws / "dre/cuts/sim_000_cuts.h5"
     cuts.write_bytes(cuts.read_bytes()[: cuts.stat().st_size // 3])

@@ -110,3 +110,52 @@ def test_mosaics_recompute_when_their_settings_change(astro, ws):
     r = astro("-w", ws, "dre", "mosaics")
     assert r.returncode == 0 and "skipped" not in r.stdout, (r.stdout, r.stderr)
     assert list((ws / "dre/mosaics/sim_000").glob("*.png"))
+
+
+def test_a_tile_simulated_again_refuses_its_old_results(astro, ws):
+    """The tile is detect's input: a new tile under the old name never gets the old tile's catalogue."""
+    r = astro("-w", ws, "--seed", "1", "--overwrite", "dre", "simulate")
+    assert r.returncode == 0, r.stderr
+    before = _stamps(ws, "sextracted/**/*", "chi/*", "summary/*")
+    r = astro("-w", ws, "dre", "run", "--no-mosaics")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "inputs.tile: " in r.stderr and "--overwrite" in r.stderr and "skipped" not in r.stdout, r.stderr
+    assert _stamps(ws, "sextracted/**/*", "chi/*", "summary/*") == before
+    r = astro("-w", ws, "--overwrite", "dre", "run", "--no-mosaics")
+    assert r.returncode == 0 and "skipped" not in r.stdout, (r.stdout, r.stderr)
+    r = astro("-w", ws, "dre", "run", "--no-mosaics")
+    assert r.returncode == 0 and r.stdout.count("skipped (done)") == 4, (r.stdout, r.stderr)
+
+
+def test_two_tiles_with_one_name_are_refused(astro, ws, tmp_path):
+    (tile,) = (ws / "dre/tiles").glob("*.fits")
+    other = tmp_path / "elsewhere" / tile.name
+    other.parent.mkdir()
+    shutil.copy2(tile, other)
+    r = astro("-w", ws, "dre", "detect", tile, other)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert str(other) in r.stderr and "same name" in r.stderr and "internal" not in r.stderr, r.stderr
+    folder = tmp_path / "x.fits"
+    folder.mkdir()
+    r = astro("-w", ws, "dre", "detect", folder)
+    assert r.returncode == 2 and "is a folder" in r.stderr, r.stderr
+
+
+def test_fit_without_cuts_refuses_before_building_the_cube(astro, ws):
+    for p in [*(ws / "dre/cuts").glob("*.h5"), *(ws / "dre/models").glob("*.fits")]:
+        p.unlink()
+    r = astro("-w", ws, "dre", "fit")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "sim_000_cuts.h5: missing; run `astro dre cuts` first" in r.stderr, r.stderr
+    assert not list((ws / "dre/models").glob("*.fits")) and "building the model cube" not in r.stderr
+
+
+def test_a_shard_records_only_its_own_tiles(astro, ws):
+    import json
+
+    (tile,) = (ws / "dre/tiles").glob("*.fits")
+    shutil.copy2(tile, tile.with_name("sim_001.fits"))
+    r = astro("-w", ws, "--shard", "1/2", "dre", "detect")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(max((ws / "runs").glob("*-dre-detect/run.json")).read_text())
+    assert rec["inputs"] == [str(tile.with_name("sim_001.fits"))] and rec["shard"] == "1/2"

@@ -36,7 +36,7 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
                 desc: str | None = None) -> list[dict]:
     from astrotool import console
     from astrotool.errors import AstroError
-    from astrotool_dre.pipeline import TilePaths, run_tiles, tiles_in
+    from astrotool_dre.pipeline import TilePaths, check_upstream, run_tiles, tiles_in
     from astrotool_dre.stages import FOLDERS
 
     ctx = current()
@@ -47,13 +47,14 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
     todo = tiles_in(ws.root, tiles)
     if not todo:
         raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles (*.fits); run `astro dre simulate` or copy tiles there")
+    check_upstream(todo, ws.root, stages)
     if "fit" in stages:  # an impossible backend/device is one usage error, not one failure per tile
         from astrotool.backends import get_backend
 
         get_backend(cfg.fit.backend, cfg.fit.device)
     if cube is None and ("fit" in stages or "mosaics" in stages):
         cube = ensure_cube(ctx, cfg)
-    for t in todo:
+    for t in ctx.shard_of(todo):
         ctx.record.add_input(t)
     if "detect" in stages and cfg.detect.engine != "photutils":
         ctx.record.add_program("source-extractor", ["source-extractor", "sex"])

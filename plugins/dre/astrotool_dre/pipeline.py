@@ -118,8 +118,26 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     for up in UPSTREAM[stage]:
         old = made_with.read(paths.outputs(up)[0])
         inputs[up] = made.get(up) or (old or {}).get("hash")
+    if stage == "detect":  # the tile itself: a tile simulated again or replaced invalidates the chain
+        inputs["tile"] = file_identity(paths.tile)
     settings["inputs"] = inputs
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT)
+
+
+def file_identity(path) -> str | None:
+    """What identifies a file's content cheaply: ``"<size> B, modified <UTC time to 1 µs>"``; None when absent.
+
+    Size and modification time, not a checksum: survey tiles are hundreds of MB and every tile
+    of a run is checked before any work starts.
+    """
+    import datetime as dt
+
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    when = dt.datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, tz=dt.timezone.utc)
+    return f"{st.st_size} B, modified {when.isoformat(timespec='microseconds')}"
 
 
 def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool,
@@ -130,12 +148,27 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
     checks = []
     for t in tiles:
         paths = TilePaths(root, printable(Path(t).stem))
+        paths.tile = Path(t)
         made: dict = {}
         for stage in stages:
             rec = stage_record(paths, stage, cfg, made, cube)
             made[stage] = rec["hash"]
             checks.append((paths.outputs(stage), rec, stage in RECOMPUTE))
     made_with.check_all(checks, overwrite=overwrite)
+
+
+def check_upstream(tiles: list[Path], root, stages: tuple[str, ...]) -> None:
+    """Before any work (the model cube included): refuse (exit 2) when a stage's input from a stage not
+    run now is missing for some tile, naming the first such file and how many tiles lack it."""
+    for stage in stages:
+        for up in UPSTREAM[stage]:
+            if up in stages:
+                continue
+            missing = [p for t in tiles for p in TilePaths(root, printable(Path(t).stem)).outputs(up)[:1]
+                       if not p.exists()]
+            if missing:
+                more = f" (and {len(missing) - 1} more tiles)" if len(missing) > 1 else ""
+                raise InputError(missing[0], f"missing{more}; run `astro dre {up}` first")
 
 
 def tiles_in(root, names: list[str] | None = None) -> list[Path]:
@@ -147,11 +180,26 @@ def tiles_in(root, names: list[str] | None = None) -> list[Path]:
             p = Path(n)
             if not p.suffix:
                 p = folder / f"{n}.fits"
+            if p.is_dir():
+                raise InputError(p, "is a folder, not a FITS tile")
             if not p.exists():
                 raise InputError(p, "tile not found")
-            out.append(p.resolve())
+            if p.resolve() not in out:  # a tile named twice runs once
+                out.append(p.resolve())
+        _check_stems(out)
         return out
-    return sorted(p for p in folder.glob("*.fits") if not p.name.startswith("."))
+    return sorted(p for p in folder.glob("*.fits") if not p.name.startswith(".") and not p.is_dir())
+
+
+def _check_stems(tiles: list[Path]) -> None:
+    """Two tiles whose outputs would share a name (``a/x.fits`` and ``b/x.fits``): refuse, naming both."""
+    seen: dict[str, Path] = {}
+    for t in tiles:
+        stem = printable(t.stem)
+        if stem in seen:
+            raise InputError(t, f"has the same name as {seen[stem]}; their outputs would overwrite each other "
+                                f"(dre/*/{stem}*); rename one of them")
+        seen[stem] = t
 
 
 # ----------------------------------------------------------------------------- models
