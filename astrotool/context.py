@@ -281,6 +281,9 @@ class Context:
             from astrotool.names import printable
 
             record.extra["failures"] = [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]
+        with contextlib.suppress(Exception):  # the shard as resolved (--shard auto: this array task's)
+            if (shard := self.executor_options.shard) is not None:
+                record.extra["shard"] = "{}/{}".format(*shard)
         return record.finish(status, exit_code, error)
 
     # -- execution -----------------------------------------------------------------------
@@ -295,6 +298,13 @@ class Context:
             kind = "process"  # `-j N` alone asks for N workers: a serial executor would ignore it
         return ExecutorOptions(kind=kind, jobs=core.jobs, scheduler=core.scheduler or None,
                                shard=parse_shard(self.options.shard))
+
+    def shard_of(self, items: Sequence[Any]) -> list[Any]:
+        """The ``items`` this process runs under ``--shard`` (all of them without): the ones to record
+        as its inputs, in the order :meth:`map` takes them."""
+        from astrotool.executors import select_shard
+
+        return [items[i] for i in select_shard(items, self.executor_options.shard)]
 
     def map(self, fn: Callable[[Any, int], Any], items: Sequence[Any], desc: str,
             keys: Sequence[str] | None = None, options=None) -> list[tuple[str, Any]]:

@@ -208,6 +208,7 @@ def test_shard_auto_on_the_command_line(astro, toy, tmp_path):
     rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
     assert rec["host"] == socket.gethostname()
     assert rec["slurm"] == {"job_id": "4244", "array_job_id": "4242", "array_task_id": "1"}
+    assert rec["shard"] == "1/2"   # as resolved, not "auto"
     from importlib import metadata
 
     for dist in ("galsim", "photutils", "torch"):

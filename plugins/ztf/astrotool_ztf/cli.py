@@ -49,7 +49,7 @@ def ingest(
                              "ingest.batch_size": batch_size, "ingest.keep_history": keep_history}).ingest
     ws = ctx.workspace
     files = expand_inputs(paths)
-    for f in files:
+    for f in ctx.shard_of(files):
         ctx.record.add_input(f)
     done = ingest_files(files, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg, ctx.map, ctx.overwrite)
     for r in done:
