@@ -50,6 +50,7 @@ def test_fits_summary_reads_back_in_astropy_with_units_descriptions_and_keywords
     col = {header[f"TTYPE{i}"]: i for i in range(1, header["TFIELDS"] + 1)}
     assert "counter-clockwise from image +x" in header[f"TCOMM{col['ANGLE']}"]
     assert "MAGZP" in header[f"TCOMM{col['MAG']}"]
+    assert not [c for c, i in col.items() if f"TCOMM{i}" not in header]  # every column says what it is
     for i in col.values():
         if f"TUNIT{i}" in header:
             u.Unit(header[f"TUNIT{i}"], format="fits", parse_strict="raise")

@@ -73,6 +73,11 @@ def test_lens_pipeline(tmp_path, capsys):
     pr = json.loads(out)
     table = pq.read_table(pr["output"])
     assert table.num_rows == 120 and "true_g1" in table.column_names and pr["rmse_g1"] < 1
+    from astropy.table import Table
+
+    described = Table.read(pr["output"])   # every column says what it is, in astropy too
+    assert "true reduced shear g1" in described["true_g1"].description
+    assert not [c for c in described.colnames if not described[c].description]
 
     assert pr["engine"] == "torch" and pr["samples_per_s"] > 0
 

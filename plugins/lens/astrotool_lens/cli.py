@@ -398,7 +398,7 @@ def predict(
     from astrotool.io.tables import write_parquet
     from astrotool_lens.evaluate import rmse
     from astrotool_lens.model import calibration_in_use, check_onnx, load_estimator
-    from astrotool_lens.predict import predict_table, read_inputs
+    from astrotool_lens.predict import PREDICTION_COLUMNS, predict_table, read_inputs
 
     ctx = current()
     cfg = ctx.section("lens", {"predict.model": model, "predict.output": output or old_output,
@@ -420,7 +420,7 @@ def predict(
     calibration = calibration_in_use(est, meta, pc.calibrated)
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
-                                                 "engine": pred.engine})
+                                                 "engine": pred.engine}, descriptions=PREDICTION_COLUMNS)
     mc.record(ctx, inputs=[inputs, runner if pc.engine == "onnxruntime" else mdir], outputs=[out])
     summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
     if "true_g1" in cols:

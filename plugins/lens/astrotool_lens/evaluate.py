@@ -368,6 +368,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     from astrotool.workspace import write_json_atomic
     from astrotool_lens.config import MeasureConfig
     from astrotool_lens.model import apply_calibration, calibration_in_use, load_estimator, predict_array
+    from astrotool_lens.predict import PREDICTION_COLUMNS
     from astrotool_lens.train import dataset_inputs
 
     model_dir = Path(model_dir)
@@ -393,7 +394,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     write_parquet(pa.table({"index": idx, "g1": pred[:, 0], "g2": pred[:, 1], "raw_g1": raw[:, 0],
                             "raw_g2": raw[:, 1], "true_g1": g1, "true_g2": g2}), pred_path,
                   metadata={"dataset": ds.name, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize,
-                            "calibration": calibration})
+                            "calibration": calibration}, descriptions=PREDICTION_COLUMNS)
 
     estimates = {"CNN": (pred[:, 0], pred[:, 1])}
     if calibration:

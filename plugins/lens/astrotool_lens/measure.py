@@ -336,8 +336,10 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
 STAMPS_PER_ITEM = 500
 """Stamps per executor item when measuring loaded stamps (:func:`measure_inputs`)."""
 
-INPUT_COLUMNS = {"source": "input file of the stamp", "true_g1": "true shear g1 given with the input (data.json)",
-                 "true_g2": "true shear g2 given with the input (data.json)"}
+def _input_columns() -> dict:
+    from astrotool_lens.predict import PREDICTION_COLUMNS
+
+    return {k: PREDICTION_COLUMNS[k] for k in ("source", "true_g1", "true_g2")}
 
 
 @dataclass(frozen=True)
@@ -434,5 +436,5 @@ def _write_table(results: list, n_items: int, cfg: MeasureConfig, out_path: str 
     from astrotool_lens.metacal import DESCRIPTIONS
 
     write_parquet(pa.table(ordered), out_path, metadata=meta,
-                  descriptions={k: v for k, v in {**DESCRIPTIONS, **INPUT_COLUMNS}.items() if k in ordered})
+                  descriptions={k: v for k, v in {**DESCRIPTIONS, **_input_columns()}.items() if k in ordered})
     return {"n": int(len(ordered["index"])), "failed": failed, "responsivity": resp, "path": str(out_path)}

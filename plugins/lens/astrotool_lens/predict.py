@@ -31,6 +31,15 @@ from astrotool.errors import InputError
 
 __docformat__ = "numpy"
 
+PREDICTION_COLUMNS = {
+    "source": "input file of the stamp", "index": "stamp number in the input (0-based)",
+    "g1": "estimated reduced shear g1 (after the model's calibration where it is applied)",
+    "g2": "estimated reduced shear g2 (after the model's calibration where it is applied)",
+    "raw_g1": "estimated reduced shear g1 before calibration", "raw_g2": "estimated reduced shear g2 before calibration",
+    "true_g1": "true reduced shear g1 of the stamp", "true_g2": "true reduced shear g2 of the stamp",
+}
+"""One-line descriptions of the prediction tables' columns (all dimensionless)."""
+
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 
 

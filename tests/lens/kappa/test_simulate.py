@@ -262,6 +262,12 @@ def _check_set(root, cfg, n, seed):
     assert t["name"] == [f"{i:05d}" for i in range(n)] and t["id"] == list(range(n))
     for c in sim.TRUTH_COLUMNS:
         assert t[c] == pytest.approx([r[c] for r in rows], rel=1e-12), c
+    from astropy import units as u
+    from astropy.table import Table
+
+    t = Table.read(root / "truth.parquet")   # units and descriptions read back in astropy
+    assert t["sigma_crit"].unit == u.solMass / u.Mpc ** 2 and t["x"].unit == u.pix
+    assert not [c for c in t.colnames if not t[c].description]
 
 
 def test_simulate_command_layout_resume_and_refusals(tmp_path, capsys):

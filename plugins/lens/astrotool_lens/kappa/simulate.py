@@ -95,6 +95,18 @@ TRUTH_COLUMNS = (
 main halo's M200c/Msun, ``x, y`` its centre in field pixels (x = last axis),
 ``mean_n_gal`` the mean number of galaxies per pixel."""
 
+TRUTH_UNITS = {"sigma_crit": "solMass / Mpc2", "x": "pix", "y": "pix"}
+"""Units of the truth table's columns (the others are counts or dimensionless)."""
+
+TRUTH_DESCRIPTIONS = {
+    "id": "map number", "name": "map file stem", "seed": "seed the map was drawn with", "z_lens": "lens redshift",
+    "sigma_crit": "critical surface density", "log10_mass": "log10(M200c / Msun) of the main halo",
+    "concentration": "NFW concentration of the main halo", "x": "main halo centre, last axis",
+    "y": "main halo centre, first axis", "n_halos": "haloes in the field", "kappa_min": "smallest convergence",
+    "kappa_max": "largest convergence", "mean_n_gal": "mean number of galaxies per pixel",
+}
+"""One-line descriptions of the truth table's columns."""
+
 _SALT = "kappa-sim"
 
 
@@ -473,10 +485,8 @@ def simulate_command(ctx, cfg) -> dict:
             p.unlink()
     table = {c: [r[c] for r in rows] for c in TRUTH_COLUMNS}
     table["name"] = [map_name(r["id"]) for r in rows]
-    write_parquet(table, out / TRUTH_FILE, metadata={"settings": settings, "n": len(rows), "columns": {
-        "sigma_crit": "Msun / Mpc^2", "log10_mass": "log10(M200c / Msun) of the main halo",
-        "x": "main halo centre [pixel], last axis", "y": "main halo centre [pixel], first axis",
-        "mean_n_gal": "galaxies per pixel"}}, command="lens kappa simulate")
+    write_parquet(table, out / TRUTH_FILE, metadata={"settings": settings, "n": len(rows)},
+                  command="lens kappa simulate", units=TRUTH_UNITS, descriptions=TRUTH_DESCRIPTIONS)
     seconds = time.perf_counter() - t0
     new = len(rows) - skipped
     summary = {"name": sc.name, "path": str(out), "n": len(rows), "added": len(rows) - held, "new": new,
