@@ -25,6 +25,16 @@ workspace, and every baseline is measured in the same run on the same stamps:
    m' = (1 + m_test) / (1 + m_cal) - 1 and c' = (c_test - c_cal) / (1 + m_cal);
    errors of the two fits are added in quadrature).
 
+4. **Transfer** (issue 14): the estimators calibrated on the ``fields``
+   configuration above are tested, without recalibration, on constant-shear
+   fields from other configurations (:data:`TRANSFER`: another Moffat beta, no
+   truncation, wider PSF and galaxy-size ranges; a Kolmogorov PSF with Gaussian
+   noise at S/N 100; a Gaussian PSF with Sersic galaxies at S/N 500), through
+   ``astro lens validate``: the CNN (raw and with its stored calibration),
+   REGAUSS, KSB, METACAL and ANACAL (when installed). ``--wide`` also trains a
+   CNN on the ``wide`` preset (wide priors) and scores it the same way. Goal: the
+   default estimator has |m| < 5e-3 and |c| < 5e-4 on every test configuration.
+
 A final table gives PASS/MISS per goal (for m and c: the central value, the
 error is printed next to it).
 
@@ -37,6 +47,7 @@ Usage::
     python benchmarks/lens_accuracy.py --quick     # smoke run, about 2 min on 2 cores (too few fields to judge m)
     python benchmarks/lens_accuracy.py             # full size, about 16 min on 2 cores
     python benchmarks/lens_accuracy.py --keep ws/  # keep the workspace
+    python benchmarks/lens_accuracy.py --skip-shearnet --wide   # steps 2-4, and a wide-prior CNN
 """
 
 from __future__ import annotations
@@ -54,10 +65,26 @@ from _cli import CliRunner  # benchmarks/_cli.py (this folder is on sys.path whe
 # sizes: stamps per dataset, training epochs, CNN width; fields = number of constant-shear fields
 SIZES = {
     "quick": {"shearnet_n": 1200, "shearnet_epochs": 4, "lensnet_n": 2400, "lensnet_epochs": 4,
-              "fields": 8, "field_size": 250, "width": 16},
+              "fields": 8, "field_size": 250, "width": 16, "transfer_fields": 6, "transfer_field_size": 250},
     "full": {"shearnet_n": 3000, "shearnet_epochs": 8, "lensnet_n": 12000, "lensnet_epochs": 10,
-             "fields": 80, "field_size": 500, "width": 16},
+             "fields": 80, "field_size": 500, "width": 16, "transfer_fields": 30, "transfer_field_size": 800},
 }
+
+#: Test configurations of step 4: ``--set`` assignments over the ``fields`` preset (ring pairs, one
+#: shear and one PSF per field); none is the configuration the estimators were calibrated on.
+TRANSFER = {
+    "moffat b2.5 untruncated": [
+        "lens.generate.psf.beta=2.5", "lens.generate.psf.trunc=0.0", "lens.generate.psf.g1=[-0.04, 0.04]",
+        "lens.generate.psf.g2=[-0.04, 0.04]", "lens.generate.galaxy.hlr=[0.7, 1.3]",
+        "lens.generate.shear.g1=[-0.08, 0.08]", "lens.generate.shear.g2=[-0.08, 0.08]"],
+    "kolmogorov S/N 100": [
+        'lens.generate.psf.profile="kolmogorov"', "lens.generate.galaxy.hlr=0.8",
+        'lens.generate.noise.kind="gaussian"', "lens.generate.noise.snr=100.0"],
+    "gaussian sersic S/N 500": [
+        'lens.generate.psf.profile="gaussian"', 'lens.generate.galaxy.profile="sersic"',
+        "lens.generate.galaxy.sersic_n=[0.8, 3.0]", "lens.generate.galaxy.hlr=1.3", "lens.generate.noise.snr=500.0"],
+}
+TRANSFER_METHODS = ("REGAUSS", "KSB", "METACAL", "ANACAL")
 
 GOALS = {"shearnet_mse": 3e-4, "lensnet_rmse": 0.08, "m": 5e-3, "c": 5e-4}
 SHEARNET_REPORTED_MSE = 6e-4
@@ -97,6 +124,61 @@ def calibrated(test: dict, cal: dict) -> dict:
     return r
 
 
+def shearnet_step(run, size: dict, seed: int, train_common: list) -> dict:
+    """Step 1: train on ShearNet-like stamps; MSE per component of the CNN and REGAUSS on the test split."""
+    print(f"[1/4] ShearNet-like: {size['shearnet_n']} stamps, {size['shearnet_epochs']} epochs", flush=True)
+    run("shearnet generate", "generate", "--preset", "shearnet", "--name", "shearnet",
+        "-n", size["shearnet_n"], "--shard-size", 500, seed=seed)
+    run("shearnet train", "train", "--dataset", "shearnet", "--model", "shearnet_cnn",
+        "--epochs", size["shearnet_epochs"], "--patience", 0, *train_common, seed=seed)
+    sn = run("shearnet evaluate", "evaluate", "--model", "shearnet_cnn", "--classical", "REGAUSS",
+             "--no-plots", "--json")["estimators"]
+    return {k: {"mse_g1": v["rmse_g1"] ** 2, "mse_g2": v["rmse_g2"] ** 2, "n": v["n"], "n_failed": v["n_failed"]}
+            for k, v in sn.items()}
+
+
+def transfer_step(run, size: dict, seed: int, models: dict, calibrations: dict) -> dict:
+    """Step 4: m and c on fields of each :data:`TRANSFER` configuration, no recalibration.
+
+    Parameters
+    ----------
+    models : dict
+        Label -> trained model name (its stored calibration is used as is).
+    calibrations : dict
+        Method -> path of a JSON with m1, m2, c1, c2 fitted on the calibration fields.
+
+    Returns
+    -------
+    dict
+        ``{configuration: {estimator: lens validate --json record}}``.
+    """
+    from astrotool_lens.config import METHODS
+
+    n = size["transfer_fields"] * size["transfer_field_size"]
+    out: dict = {}
+    for k, (label, sets) in enumerate(TRANSFER.items()):
+        name = f"transfer{k}"
+        print(f"[4/4] transfer to '{label}': {size['transfer_fields']} fields x {size['transfer_field_size']} stamps",
+              flush=True)
+        run(f"{name} generate", "generate", "--preset", "fields", "--name", name, "-n", n,
+            "--field-size", size["transfer_field_size"], "--shard-size", 1000, seed=seed + 10 + k, sets=sets)
+        rows = {}
+        for est, model in models.items():
+            rows[est] = run(f"{name} validate {est}", "validate", name, "--model", model)
+        for method in (m for m in TRANSFER_METHODS if m in METHODS):
+            cal = ["--calibration", calibrations[method]] if method in calibrations else []
+            rows[method] = run(f"{name} validate {method}", "validate", name, "--method", method, *cal)
+        out[label] = rows
+    return out
+
+
+def _transfer_fit(rec: dict) -> dict:
+    """m, c and errors of one ``lens validate --json`` record: the calibrated fit when there is one."""
+    kind = "calibrated" if rec.get("m1") is not None else "raw"
+    suffix = "" if kind == "calibrated" else "_raw"
+    return {"kind": kind, **{f"{q}{i}{e}": rec[f"{q}{i}{suffix}{e}"] for q in "mc" for i in (1, 2) for e in ("", "_err")}}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes (<= 4 min on 2 cores)")
@@ -106,6 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fields", type=int, default=None, help="number of constant-shear fields")
     ap.add_argument("--field-size", type=int, default=None, help="stamps per field (even)")
     ap.add_argument("--lensnet-n", type=int, default=None, help="stamps of the LensNet training set")
+    ap.add_argument("--skip-shearnet", action="store_true", help="skip step 1 (ShearNet-like)")
+    ap.add_argument("--wide", action="store_true", help="also train a CNN on the `wide` preset and score it in step 4")
     ap.add_argument("--galaxy-cnn", action="store_true",
                     help="also train and score a galaxy-only CNN (no PSF channel)")
     ap.add_argument("--keep", type=Path, default=None, help="use/keep this workspace instead of a temp one")
@@ -127,18 +211,11 @@ def main(argv=None) -> int:
     out: dict = {"sizes": size, "seed": args.seed}
     try:
         # ---------------------------------------------------------------- 1. ShearNet-like
-        print(f"[1/3] ShearNet-like: {size['shearnet_n']} stamps, {size['shearnet_epochs']} epochs", flush=True)
-        run("shearnet generate", "generate", "--preset", "shearnet", "--name", "shearnet",
-            "-n", size["shearnet_n"], "--shard-size", 500, seed=args.seed)
-        run("shearnet train", "train", "--dataset", "shearnet", "--model", "shearnet_cnn",
-            "--epochs", size["shearnet_epochs"], "--patience", 0, *train_common, seed=args.seed)
-        sn = run("shearnet evaluate", "evaluate", "--model", "shearnet_cnn", "--classical", "REGAUSS",
-                 "--no-plots", "--json")["estimators"]
-        out["shearnet"] = {k: {"mse_g1": v["rmse_g1"] ** 2, "mse_g2": v["rmse_g2"] ** 2, "n": v["n"],
-                               "n_failed": v["n_failed"]} for k, v in sn.items()}
+        if not args.skip_shearnet:
+            out["shearnet"] = shearnet_step(run, size, args.seed, train_common)
 
         # ---------------------------------------------------------------- 2. LensNet
-        print(f"[2/3] LensNet: {size['lensnet_n']} stamps, {size['lensnet_epochs']} epochs", flush=True)
+        print(f"[2/4] LensNet: {size['lensnet_n']} stamps, {size['lensnet_epochs']} epochs", flush=True)
         run("lensnet generate", "generate", "--preset", "lensnet", "--name", "lensnet",
             "-n", size["lensnet_n"], "--shard-size", 1000, seed=args.seed + 1)
         cnns = {"CNN": ("lensnet_cnn", "--use-psf")}
@@ -154,7 +231,7 @@ def main(argv=None) -> int:
 
         # ---------------------------------------------------------------- 3. fields
         nf = size["fields"] * size["field_size"]
-        print(f"[3/3] fields: calibration and test sets of {size['fields']} fields x {size['field_size']} "
+        print(f"[3/4] fields: calibration and test sets of {size['fields']} fields x {size['field_size']} "
               "stamps (ring pairs)", flush=True)
         for name, seed in (("calib", args.seed + 3), ("fields", args.seed + 2)):
             run(f"{name} generate", "generate", "--preset", "fields", "--name", name, "-n", nf,
@@ -176,6 +253,22 @@ def main(argv=None) -> int:
                     "--split", "all", "--classical", "", "--no-plots", "--json")["estimators"]
             fd["CNN galaxy-only"] = g["CNN"]
         out["fields"] = fd
+
+        # ---------------------------------------------------------------- 4. transfer
+        models = {"CNN": "lensnet_cnn"}
+        if args.wide:
+            print(f"[4/4] wide priors: {size['lensnet_n']} stamps, {size['lensnet_epochs']} epochs", flush=True)
+            run("wide generate", "generate", "--preset", "wide", "--name", "wide", "-n", size["lensnet_n"],
+                "--shard-size", 1000, seed=args.seed + 4)
+            run("wide train", "train", "--dataset", "wide", "--model", "wide_cnn", "--use-psf",
+                "--epochs", size["lensnet_epochs"], "--patience", 0, *train_common, seed=args.seed + 4)
+            out["wide_calibration"] = run("wide calibrate", "calibrate", "--model", "wide_cnn", "--dataset", "calib")
+            models["CNN wide"] = "wide_cnn"
+        calibrations = {}
+        for k in ("REGAUSS", "KSB"):   # fitted on the calibration fields, as the CNN's was
+            calibrations[k] = tmp / f"{k.lower()}_calibration.json"
+            calibrations[k].write_text(json.dumps({q: hsm_cal[k][q] for q in ("m1", "m2", "c1", "c2")}))
+        out["transfer"] = transfer_step(run, size, args.seed, models, calibrations)
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -191,16 +284,17 @@ def main(argv=None) -> int:
     print()
     print(f"lens accuracy benchmark ({'quick' if args.quick else 'full'} size, seed {args.seed}, "
           f"CNN width {width}, {wall / 60:.1f} min)")
-    s = out["shearnet"]
-    print(f"\n1. ShearNet-like (test split, {s['CNN']['n']} stamps): MSE per component "
-          f"(goal <= {GOALS['shearnet_mse']:.0e}; ShearNet reports {SHEARNET_REPORTED_MSE:.0e})")
-    for name, r in s.items():
-        fail = f"  (failed {r['n_failed']})" if r["n_failed"] else ""
-        print(f"   {name:18s} MSE g1 {fmt_e(r['mse_g1'])}  g2 {fmt_e(r['mse_g2'])}{fail}")
-    for i in (1, 2):
-        v = s["CNN"][f"mse_g{i}"]
-        rows.append((f"ShearNet-like CNN MSE g{i}", fmt_e(v), f"<= {GOALS['shearnet_mse']:.0e}",
-                     verdict(v <= GOALS["shearnet_mse"])))
+    if "shearnet" in out:
+        s = out["shearnet"]
+        print(f"\n1. ShearNet-like (test split, {s['CNN']['n']} stamps): MSE per component "
+              f"(goal <= {GOALS['shearnet_mse']:.0e}; ShearNet reports {SHEARNET_REPORTED_MSE:.0e})")
+        for name, r in s.items():
+            fail = f"  (failed {r['n_failed']})" if r["n_failed"] else ""
+            print(f"   {name:18s} MSE g1 {fmt_e(r['mse_g1'])}  g2 {fmt_e(r['mse_g2'])}{fail}")
+        for i in (1, 2):
+            v = s["CNN"][f"mse_g{i}"]
+            rows.append((f"ShearNet-like CNN MSE g{i}", fmt_e(v), f"<= {GOALS['shearnet_mse']:.0e}",
+                         verdict(v <= GOALS["shearnet_mse"])))
 
     ln = out["lensnet"]
     print(f"\n2. LensNet (test split, {ln['CNN']['n']} stamps): per-galaxy RMSE per component "
@@ -231,6 +325,21 @@ def main(argv=None) -> int:
         for q, goal in (("m1", "m"), ("m2", "m"), ("c1", "c"), ("c2", "c")):
             rows.append((f"fields {name} {q}", f"{r[q]:+.1e}±{r[q + '_err']:.0e}", f"|{q}| < {GOALS[goal]:.0e}",
                          verdict(abs(r[q]) < GOALS[goal])))
+
+    tr = out["transfer"]
+    print(f"\n4. Transfer ({size['transfer_fields']} fields x {size['transfer_field_size']} stamps per configuration, "
+          "no recalibration): m, c (1 sigma); calibrated where a calibration was fitted on the step-3 fields "
+          "(CNN, REGAUSS, KSB), raw for the self-calibrating METACAL and ANACAL")
+    for label, rows_ in tr.items():
+        print(f"   {label}")
+        for est, r in rows_.items():
+            f = _transfer_fit(r)
+            print(f"     {est:12s} m1 {f['m1']:+.2e}±{f['m1_err']:.1e}  m2 {f['m2']:+.2e}±{f['m2_err']:.1e}  "
+                  f"c1 {f['c1']:+.1e}±{f['c1_err']:.1e}  c2 {f['c2']:+.1e}±{f['c2_err']:.1e}  ({f['kind']})")
+            worst_m, worst_c = max(abs(f["m1"]), abs(f["m2"])), max(abs(f["c1"]), abs(f["c2"]))
+            rows.append((f"transfer {label}: {est} max|m|, max|c|", f"{worst_m:.1e}, {worst_c:.1e}",
+                         f"< {GOALS['m']:.0e}, < {GOALS['c']:.0e}",
+                         verdict(worst_m < GOALS["m"] and worst_c < GOALS["c"])))
 
     print("\nSummary")
     w0 = max(len(r[0]) for r in rows)
