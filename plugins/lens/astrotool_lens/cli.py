@@ -97,15 +97,16 @@ def measure(
     inputs: str = typer.Argument(None, help="FITS file, folder of FITS, LensNet data.json, or dataset name/folder "
                                             "(default: --dataset)"),
     dataset: str = typer.Option(None, "--dataset", help="dataset name or folder"),
-    methods: str = typer.Option(None, "--methods", help="comma list of REGAUSS,KSB,BJ,LINEAR,METACAL"),
+    methods: str = typer.Option(None, "--methods", help="comma list of REGAUSS,KSB,BJ,LINEAR,METACAL,ANACAL"),
     conversion: str = typer.Option(None, "--conversion", help="exact | responsivity (distortion -> shear)"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (instead of psf_N.fits)"),
     output: str = typer.Option(None, "--name", help="output stem in lens/predictions (default: the input's)"),
 ):
-    """Measure every stamp with GalSim HSM or metacalibration into lens/predictions/<name>_hsm.parquet.
+    """Measure every stamp with GalSim HSM, metacalibration or FPFS into lens/predictions/<name>_hsm.parquet.
 
-    Methods: REGAUSS, KSB, BJ, LINEAR (HSM) and METACAL (metacalibration: per-stamp ellipticity and
-    shear response; shear = <R>^-1 <e> over an ensemble; docs/lens.md).
+    Methods: REGAUSS, KSB, BJ, LINEAR (HSM), METACAL (metacalibration) and ANACAL (AnaCal's FPFS):
+    the last two give a per-stamp ellipticity and shear response, shear = <R>^-1 <e> over an
+    ensemble (docs/lens.md).
 
     Reads what `astro lens predict` reads: a generated dataset, a FITS stamp or cube, a folder of
     FITS files (gal_N.fits with its psf_N.fits) or a LensNet data.json; every galaxy needs a PSF
@@ -218,7 +219,7 @@ def evaluate(
     dataset: str = typer.Option(None, "--dataset", help="dataset (default: the model's, test split)"),
     split: str = typer.Option(None, "--split", help="auto | test | all"),
     classical: str = typer.Option(None, "--classical",
-                                  help="comma list of REGAUSS,KSB,BJ,LINEAR,METACAL ('' for none)"),
+                                  help="comma list of REGAUSS,KSB,BJ,LINEAR,METACAL,ANACAL ('' for none)"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
     plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
@@ -290,7 +291,7 @@ def validate(
     inputs: str = typer.Argument(..., help="constant-shear set with true shears: dataset name/folder, LensNet "
                                            "data.json (with g1, g2) or its folder"),
     model: str = typer.Option(None, "--model", help="estimator: a trained model (name or folder)"),
-    method: str = typer.Option(None, "--method", help="estimator: REGAUSS | KSB | BJ | LINEAR | METACAL"),
+    method: str = typer.Option(None, "--method", help="estimator: REGAUSS | KSB | BJ | LINEAR | METACAL | ANACAL"),
     calibration: str = typer.Option(None, "--calibration",
                                     help="JSON with m1, m2, c1, c2 (default: the model's own calibration)"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy"),
@@ -323,7 +324,7 @@ def validate(
     v = cfg.validate
     if bool(v.model) == bool(v.method):
         raise InputError("lens.validate", "name one estimator: --model NAME (a trained model) or --method "
-                                          "REGAUSS|KSB|BJ|LINEAR|METACAL")
+                                          "REGAUSS|KSB|BJ|LINEAR|METACAL|ANACAL")
     shear_stage = ctx.workspace.stage("lens", "shear")
     cal = read_calibration(v.calibration) if v.calibration else None
     if v.model:

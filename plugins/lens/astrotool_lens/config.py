@@ -47,9 +47,10 @@ from astrotool_lens.kappa.config import KappaConfig
 __docformat__ = "numpy"
 
 Range = Union[float, tuple[float, float]]
-Method = Literal["REGAUSS", "KSB", "BJ", "LINEAR", "METACAL"]
-METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR", "METACAL")
-HSM_METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR")   # the default set (METACAL on request)
+Method = Literal["REGAUSS", "KSB", "BJ", "LINEAR", "METACAL", "ANACAL"]
+METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR", "METACAL", "ANACAL")
+RESPONSE_METHODS: tuple[str, ...] = ("METACAL", "ANACAL")   # shear = <R>^-1 <e>, e and R per stamp
+HSM_METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR")   # the default set (METACAL, ANACAL on request)
 
 
 class _Model(Section):
@@ -273,7 +274,8 @@ class MeasureConfig(_Model):
 
     dataset: str = Field("", description="dataset name or folder (default: lens.generate's dataset)")
     methods: list[Method] = Field(default_factory=lambda: list(HSM_METHODS),
-                                  description="REGAUSS, KSB, BJ, LINEAR (GalSim HSM), METACAL (metacalibration)")
+                                  description="REGAUSS, KSB, BJ, LINEAR (GalSim HSM), METACAL (metacalibration), "
+                                              "ANACAL (AnaCal's FPFS)")
     conversion: Literal["exact", "responsivity"] = Field(
         "exact", description="distortion e -> shear estimate for REGAUSS/BJ/LINEAR: exact = per object "
                              "g = e/(1+sqrt(1-|e|^2)) (unbiased for isotropic shapes); responsivity = e/R, "
@@ -285,6 +287,12 @@ class MeasureConfig(_Model):
     metacal_fixnoise: bool = Field(True, description="METACAL: add a 90-degree-rotated noise image of the stamp's "
                                                      "noise level (from its edge) to cancel the sheared noise")
     metacal_seed: Seed = Field(0, description="METACAL: seed of those noise images (per stamp: (seed, index))")
+    anacal_sigma: float = Field(2.0, gt=0, le=6, description="ANACAL: shapelet kernel sigma in units of the PSF's "
+                                                              "adaptive-moments sigma")
+    anacal_c0: float = Field(4.0, ge=0, description="ANACAL: ellipticity weight C0 = anacal_c0 x the noise std of "
+                                                     "M00 (e = M22 / (M00 + C0))")
+    anacal_seed: Seed = Field(0, description="ANACAL: seed of the pure-noise images that remove the noise bias "
+                                             "(per stamp: (seed, index))")
     output: FileNameOrEmpty = Field("", description="output stem: lens/predictions/<output>_hsm.parquet (default: "
                                                     "the dataset's or input's name)")
 
@@ -387,7 +395,7 @@ class ValidateConfig(_Model):
     """``astro lens validate``: m and c of an estimator on a constant-shear set, and whether a calibration transfers."""
 
     model: str = Field("", description="the estimator: a trained model (name or folder); or give method")
-    method: Literal["", "REGAUSS", "KSB", "BJ", "LINEAR", "METACAL"] = Field(
+    method: Literal["", Method] = Field(
         "", description="the estimator: a classical method measured with lens measure's settings; or give model")
     calibration: str = Field("", description="JSON file holding m1, m2, c1, c2 (a lens validate report, a model.json, "
                                              "a lens calibrate result); default: the model's own calibration")

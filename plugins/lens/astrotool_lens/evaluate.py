@@ -10,7 +10,7 @@ Metrics (per component i = 1, 2)
   every stamp has its own shear, each ring pair when every pair has one), with
   1-sigma errors from the fit residuals (N - 2 degrees of freedom). Computed
   in the pixel frame (GREAT3 rotates to the PSF frame; for a random or round
-  PSF the two agree on average). METACAL's estimate of a field is
+  PSF the two agree on average). METACAL's (and ANACAL's) estimate of a field is
   $\langle R \rangle^{-1} \langle e \rangle$, its response averaged over that field's stamps
   (:func:`astrotool_lens.metacal.shear_from_response`; over all evaluated stamps when each
   stamp has its own shear).
@@ -276,7 +276,7 @@ def table_rows(table_index, wanted) -> np.ndarray:
 def table_estimates(table, rows, methods: Sequence[str], field=None) -> dict:
     """Per-stamp shear estimates ``{method: (g1, g2)}`` of a ``lens measure`` table's ``rows``.
 
-    HSM methods: their ``<m>_g1, <m>_g2`` columns. METACAL: $\langle R\rangle^{-1} e$ with the
+    HSM methods: their ``<m>_g1, <m>_g2`` columns. METACAL and ANACAL: $\langle R\rangle^{-1} e$ with the
     response averaged per ``field`` over these rows (:func:`astrotool_lens.metacal.shear_from_response`),
     so that a field's mean estimate is $\langle R\rangle^{-1}\langle e\rangle$.
 
@@ -289,15 +289,18 @@ def table_estimates(table, rows, methods: Sequence[str], field=None) -> dict:
     field : array-like, optional
         Constant-shear field of each row (None: one response for all rows).
     """
+    from astrotool_lens.config import RESPONSE_METHODS
+
     def col(name):
         return table.column(name).to_numpy(zero_copy_only=False)[rows].astype(float)
 
     out = {}
     for m in methods:
-        if m == "METACAL":
-            from astrotool_lens.metacal import RESPONSE_COLUMNS, shear_from_response
+        if m in RESPONSE_METHODS:
+            from astrotool_lens.metacal import RESPONSE, shear_from_response
 
-            out[m] = shear_from_response({c: col(c) for c in RESPONSE_COLUMNS}, field)
+            k = m.lower()
+            out[m] = shear_from_response({f"{k}_{c}": col(f"{k}_{c}") for c in RESPONSE}, field, prefix=k)
         else:
             out[m] = (col(f"{m.lower()}_g1"), col(f"{m.lower()}_g2"))
     return out

@@ -1,4 +1,5 @@
-r"""Classical shear estimators: GalSim HSM REGAUSS, KSB, BJ and LINEAR, and metacalibration (METACAL).
+r"""Classical shear estimators: GalSim HSM REGAUSS, KSB, BJ and LINEAR, metacalibration (METACAL) and
+AnaCal's FPFS (ANACAL).
 
 ``galsim.hsm.EstimateShear(gal, psf, shear_est=...)`` is run on every stamp
 with its PSF stamp. KSB returns a shear estimate g directly. REGAUSS, BJ and
@@ -16,7 +17,9 @@ converted to a shear estimate
 METACAL (:mod:`astrotool_lens.metacal`) measures each object's ellipticity e and
 its shear response R on sheared copies of the deconvolved stamp; its shear is
 $\langle R \rangle^{-1} \langle e \rangle$ over an ensemble, so the table holds e and R per object
-and ``metacal_g1, metacal_g2`` use the response averaged over the whole table.
+and ``metacal_g1, metacal_g2`` use the response averaged over the whole table. ANACAL
+(:mod:`astrotool_lens.fpfs`) gives e and an analytic R per object, used the same way
+(``anacal_g1, anacal_g2``).
 
 Failures (HSM errors, non-converged moments, |e| >= 1) are counted per method
 and stored as NaN with ``<method>_flag = 1`` and the message in
@@ -38,7 +41,7 @@ identity is then the SHA-256 of the pixels (:func:`stamps_identity`).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -54,15 +57,16 @@ E_TYPE = {"REGAUSS": True, "BJ": True, "LINEAR": True, "KSB": False}
 
 def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pixel_scale: float = 1.0,
                    guess_sig_gal: float = 5.0, guess_sig_psf: float = 3.0, *, metacal_delta: float = 0.01,
-                   metacal_fixnoise: bool = True, metacal_seed: int = 0, start: int = 0) -> dict[str, np.ndarray]:
-    """Run HSM shear estimators (and metacalibration) on stamps.
+                   metacal_fixnoise: bool = True, metacal_seed: int = 0, anacal_sigma: float = 2.0,
+                   anacal_c0: float = 4.0, anacal_seed: int = 0, start: int = 0) -> dict[str, np.ndarray]:
+    """Run HSM shear estimators (and metacalibration, FPFS) on stamps.
 
     Parameters
     ----------
     gal, psf : numpy.ndarray
         (n, ny, nx) galaxy and PSF stamps (a single 2-D PSF is used for all).
     methods : sequence of str
-        Subset of REGAUSS, KSB, BJ, LINEAR, METACAL.
+        Subset of REGAUSS, KSB, BJ, LINEAR, METACAL, ANACAL.
     pixel_scale : float
         [arcsec / pixel]; HSM works in pixels, so this only labels the images.
     guess_sig_gal, guess_sig_psf : float
@@ -70,6 +74,8 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
     metacal_delta, metacal_fixnoise, metacal_seed, start
         METACAL's applied shear, noise correction and noise seed; ``start`` is the index of the
         first stamp (:func:`astrotool_lens.metacal.metacal_arrays`).
+    anacal_sigma, anacal_c0, anacal_seed
+        ANACAL's kernel (in PSF sigmas), weight and noise seed (:func:`astrotool_lens.fpfs.fpfs_arrays`).
 
     Returns
     -------
@@ -77,7 +83,8 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
         For each method ``m`` (lower case): ``m_g1, m_g2`` (shear estimate,
         exact conversion), ``m_e1, m_e2`` (distortion as returned, or 2g/(1+|g|^2)
         for KSB), ``m_resolution``, ``m_flag`` (0 ok, 1 failed), ``m_error``. METACAL:
-        the columns of :func:`astrotool_lens.metacal.metacal_arrays`.
+        the columns of :func:`astrotool_lens.metacal.metacal_arrays`; ANACAL: those of
+        :func:`astrotool_lens.fpfs.fpfs_arrays`.
     """
     import galsim
 
@@ -88,6 +95,11 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
         out.update(metacal_arrays(gal, psf, pixel_scale, metacal_delta, metacal_fixnoise, metacal_seed, start,
                                   guess_sig_gal))
         methods = [m for m in methods if m != "METACAL"]
+    if "ANACAL" in methods:
+        from astrotool_lens.fpfs import fpfs_arrays
+
+        out.update(fpfs_arrays(gal, psf, pixel_scale, anacal_sigma, anacal_c0, True, anacal_seed, start))
+        methods = [m for m in methods if m != "ANACAL"]
 
     gal = np.asarray(gal, dtype=np.float32)
     n = gal.shape[0]
@@ -173,7 +185,7 @@ class MeasureTask:
     pixel_scale: float
     guess_sig_gal: float
     guess_sig_psf: float
-    metacal: tuple = (0.01, True, 0)     # METACAL's delta, fixnoise, seed
+    options: dict = field(default_factory=dict)   # METACAL's and ANACAL's settings (estimator_options)
 
 
 def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
@@ -184,23 +196,30 @@ def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
     stamps = read_shard_arrays(task.path, ("gal", "psf"))
     if len(stamps["gal"]) != task.stop - task.start:
         raise InputError(task.path, f"holds {len(stamps['gal'])} stamps, the manifest says {task.stop - task.start}")
-    delta, fixnoise, seed = task.metacal
     out = measure_arrays(stamps["gal"], stamps["psf"], task.methods, task.pixel_scale, task.guess_sig_gal,
-                         task.guess_sig_psf, metacal_delta=delta, metacal_fixnoise=fixnoise, metacal_seed=seed,
-                         start=task.start)
+                         task.guess_sig_psf, start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.stop)
     return out
 
 
-def hsm_settings(cfg: MeasureConfig) -> dict:
-    """The settings a table's numbers depend on, besides its methods: conversion and guesses [pixels];
-    with METACAL also its ``metacal_delta``, ``metacal_fixnoise`` and ``metacal_seed``."""
-    out = {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
-           "guess_sig_psf": float(cfg.guess_sig_psf)}
+def estimator_options(cfg: MeasureConfig) -> dict:
+    """The settings of the methods asked for that :func:`measure_arrays` takes as keywords:
+    ``metacal_*`` with METACAL, ``anacal_*`` with ANACAL."""
+    out = {}
     if "METACAL" in cfg.methods:
         out.update(metacal_delta=float(cfg.metacal_delta), metacal_fixnoise=bool(cfg.metacal_fixnoise),
                    metacal_seed=int(cfg.metacal_seed))
+    if "ANACAL" in cfg.methods:
+        out.update(anacal_sigma=float(cfg.anacal_sigma), anacal_c0=float(cfg.anacal_c0),
+                   anacal_seed=int(cfg.anacal_seed))
     return out
+
+
+def hsm_settings(cfg: MeasureConfig) -> dict:
+    """The settings a table's numbers depend on, besides its methods: conversion and guesses [pixels],
+    and :func:`estimator_options`."""
+    return {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
+            "guess_sig_psf": float(cfg.guess_sig_psf), **estimator_options(cfg)}
 
 
 def dataset_identity(dataset) -> dict:
@@ -325,8 +344,7 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
     methods = list(cfg.methods)
     tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, cfg.guess_sig_gal,
-                         cfg.guess_sig_psf,
-                         (float(cfg.metacal_delta), bool(cfg.metacal_fixnoise), int(cfg.metacal_seed)))
+                         cfg.guess_sig_psf, estimator_options(cfg))
              for path, start, stop in dataset.shards]
     results = mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
     return _write_table(results, len(tasks), cfg, out_path, {"dataset": dataset.name, **(metadata or {})},
@@ -353,14 +371,13 @@ class StampsTask:
     pixel_scale: float
     guess_sig_gal: float
     guess_sig_psf: float
-    metacal: tuple = (0.01, True, 0)
+    options: dict = field(default_factory=dict)   # estimator_options
 
 
 def measure_stamps(task: StampsTask, seed: int | None = None) -> dict:
     """Measure one :class:`StampsTask` (executor item; ``seed`` unused)."""
-    delta, fixnoise, mc_seed = task.metacal
     out = measure_arrays(task.gal, task.psf, task.methods, task.pixel_scale, task.guess_sig_gal, task.guess_sig_psf,
-                         metacal_delta=delta, metacal_fixnoise=fixnoise, metacal_seed=mc_seed, start=task.start)
+                         start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.start + len(task.gal))
     return out
 
@@ -395,9 +412,9 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
     if not callable(mapper):
         raise TypeError("measure_inputs: mapper is required (e.g. astrotool.context.Context.map)")
     methods, n = tuple(cfg.methods), len(inp.gal)
-    mc = (float(cfg.metacal_delta), bool(cfg.metacal_fixnoise), int(cfg.metacal_seed))
+    options = estimator_options(cfg)
     tasks = [StampsTask(inp.gal[a:a + STAMPS_PER_ITEM], inp.psf[a:a + STAMPS_PER_ITEM], a, methods, float(pixel_scale),
-                        cfg.guess_sig_gal, cfg.guess_sig_psf, mc) for a in range(0, n, STAMPS_PER_ITEM)]
+                        cfg.guess_sig_gal, cfg.guess_sig_psf, options) for a in range(0, n, STAMPS_PER_ITEM)]
     results = mapper(measure_stamps, tasks, desc=f"measure {inp.stem}",
                      keys=[f"stamps{t.start:06d}" for t in tasks])
     extra = {"source": np.asarray(inp.source, dtype=str)}
@@ -425,16 +442,18 @@ def _write_table(results: list, n_items: int, cfg: MeasureConfig, out_path: str 
     order = np.argsort(table["index"], kind="stable")
     table = {k: v[order] for k, v in table.items()}
     resp = apply_responsivity(table, methods) if conversion == "responsivity" else {}
-    if "METACAL" in methods:           # the response averaged over the whole table, not per shard
-        from astrotool_lens.metacal import shear_from_response
+    from astrotool_lens.config import RESPONSE_METHODS
+    from astrotool_lens.metacal import shear_from_response
 
-        table["metacal_g1"], table["metacal_g2"] = shear_from_response(table)
+    for m in (m for m in methods if m in RESPONSE_METHODS):  # the response averaged over the whole table
+        table[f"{m.lower()}_g1"], table[f"{m.lower()}_g2"] = shear_from_response(table, prefix=m.lower())
     failed = {m: int(np.sum(table[f"{m.lower()}_flag"] != 0)) for m in methods}
     meta = {**facts, "methods": list(methods), "conversion": conversion, "responsivity": resp, "failed": failed,
             "settings": hsm_settings(cfg), "identity": identity}
     ordered = {"index": table.pop("index"), **(extra or {}), **table}
-    from astrotool_lens.metacal import DESCRIPTIONS
+    from astrotool_lens.fpfs import DESCRIPTIONS as FPFS
+    from astrotool_lens.metacal import DESCRIPTIONS as METACAL
 
     write_parquet(pa.table(ordered), out_path, metadata=meta,
-                  descriptions={k: v for k, v in {**DESCRIPTIONS, **_input_columns()}.items() if k in ordered})
+                  descriptions={k: v for k, v in {**METACAL, **FPFS, **_input_columns()}.items() if k in ordered})
     return {"n": int(len(ordered["index"])), "failed": failed, "responsivity": resp, "path": str(out_path)}

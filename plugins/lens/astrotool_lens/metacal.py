@@ -42,7 +42,9 @@ __docformat__ = "numpy"
 
 SHEARS = ("noshear", "1p", "1m", "2p", "2m")
 COLUMNS = ("g1", "g2", "e1", "e2", "r11", "r12", "r21", "r22", "noise_sigma", "flag", "error")
-RESPONSE_COLUMNS = ("metacal_e1", "metacal_e2", "metacal_r11", "metacal_r12", "metacal_r21", "metacal_r22")
+RESPONSE = ("e1", "e2", "r11", "r12", "r21", "r22")
+"""The per-stamp columns of a response estimator (``<prefix>_e1`` ...): its ellipticity and 2x2 shear response."""
+RESPONSE_COLUMNS = tuple(f"metacal_{c}" for c in RESPONSE)
 DESCRIPTIONS = {
     "metacal_g1": "metacal shear estimate <R>^-1 e, response averaged over the table (component 1)",
     "metacal_g2": "metacal shear estimate <R>^-1 e, response averaged over the table (component 2)",
@@ -207,25 +209,27 @@ def metacal_arrays(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, d
     return out
 
 
-def shear_from_response(table, field=None) -> tuple[np.ndarray, np.ndarray]:
+def shear_from_response(table, field=None, prefix: str = "metacal") -> tuple[np.ndarray, np.ndarray]:
     r"""Per-stamp shear estimates $\langle R\rangle^{-1} e$, the response averaged per group.
 
-    The mean of the returned values over a group is that group's metacal shear
-    $\langle R \rangle^{-1} \langle e \rangle$.
+    The mean of the returned values over a group is that group's shear
+    $\langle R \rangle^{-1} \langle e \rangle$. Metacalibration and FPFS (``prefix="anacal"``) share it.
 
     Parameters
     ----------
     table : mapping
-        ``metacal_e1, metacal_e2, metacal_r11, metacal_r12, metacal_r21, metacal_r22`` (arrays;
+        ``<prefix>_e1, <prefix>_e2, <prefix>_r11, <prefix>_r12, <prefix>_r21, <prefix>_r22`` (arrays;
         NaN = failed, left out of the averages and returned as NaN).
     field : array-like, optional
         Group (constant-shear field) of each stamp; None: one group, all stamps.
+    prefix : str
+        The estimator's column prefix.
 
     Returns
     -------
     g1, g2 : numpy.ndarray
     """
-    col = {c[len("metacal_"):]: np.asarray(table[c], float) for c in RESPONSE_COLUMNS}
+    col = {c: np.asarray(table[f"{prefix}_{c}"], float) for c in RESPONSE}
     n = len(col["e1"])
     ok = np.logical_and.reduce([np.isfinite(v) for v in col.values()])
     field = np.zeros(n, dtype=np.int64) if field is None else np.asarray(field)
