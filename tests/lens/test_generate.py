@@ -294,3 +294,40 @@ def test_cli_reports_a_failed_redraw_as_a_failed_item(tmp_path, capsys, monkeypa
     assert main(args) == 1
     got = capsys.readouterr()
     assert "shard00001" in got.err and "out of memory" in got.err and json.loads(got.out)["missing_shards"] == 1
+
+
+def test_wide_preset_draws_every_choice_within_its_ranges():
+    """``wide``: per stamp a PSF profile, Moffat beta and truncation, noise kind, S/N and Sersic index."""
+    cfg = GenerateConfig.model_validate({"preset": "wide", "n": 120})
+    gal, psf, t = draw_stamps(cfg, 3, 0, 120)[:3]
+    assert np.isfinite(gal).all() and np.isfinite(psf).all() and (psf.sum(axis=(1, 2)) > 0).all()
+    assert set(t["psf_profile"]) == {"moffat", "kolmogorov", "gaussian"}
+    assert set(t["noise_kind"]) == {"gaussian", "poisson"}
+    for key, (lo, hi) in {"psf_beta": (2.0, 5.0), "psf_trunc": (1.5, 4.0), "psf_fwhm": (2.2, 3.8),
+                          "snr": (50.0, 1000.0), "sersic_n": (0.5, 4.0)}.items():
+        v = np.asarray(t[key], float)
+        assert lo <= v.min() and v.max() <= hi and v.max() - v.min() > 0.5 * (hi - lo), key
+    ratio = np.asarray(t["hlr"]) / np.asarray(t["psf_hlr"])
+    assert 0.5 - 1e-9 <= ratio.min() and ratio.max() <= 1.8 + 1e-9
+    # each stamp's PSF is the drawn profile: a Kolmogorov PSF has wings a Gaussian lacks
+    yy, xx = np.mgrid[:40, :40] - 19.5
+    r = np.hypot(yy, xx)
+
+    def wings(i):
+        return psf[i][r > 2.0 * t["psf_fwhm"][i] + 1].sum() / psf[i].sum()   # + 1 px: the offset
+
+    gauss = [wings(i) for i, p in enumerate(t["psf_profile"]) if p == "gaussian"]
+    kolmo = [wings(i) for i, p in enumerate(t["psf_profile"]) if p == "kolmogorov"]
+    assert max(gauss) < 1e-4 and min(kolmo) > 0.01, (max(gauss), min(kolmo))
+
+
+def test_mixing_draws_from_streams_of_its_own():
+    """A mix that can only draw the plain values gives the plain pixels: the other presets are unchanged by it."""
+    plain = GenerateConfig.model_validate({"preset": "lensnet", "n": 6})
+    mixed = GenerateConfig.model_validate({"preset": "lensnet", "n": 6, "psf": {"profiles": ["moffat"],
+                                           "beta": [3.0, 3.0]}, "noise": {"kinds": ["poisson"]}})
+    a, b = draw_stamps(plain, 5, 0, 6), draw_stamps(mixed, 5, 0, 6)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    for bad, word in (({"beta": [1.0, 3.0]}, "beta"), ({"trunc": -1.0}, "trunc")):
+        with pytest.raises(ValueError, match=word):
+            GenerateConfig.model_validate({"preset": "lensnet", "psf": bad})

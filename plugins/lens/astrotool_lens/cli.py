@@ -44,7 +44,7 @@ _NO_DATASET = "run `astro lens generate` first"
 
 @app.command()
 def generate(
-    preset: str = typer.Option(None, "--preset", help="lensnet | shearnet | fields | custom"),
+    preset: str = typer.Option(None, "--preset", help="lensnet | shearnet | fields | wide | custom"),
     name: str = typer.Option(None, "--name", help="dataset name (folder lens/shear/<name>)"),
     n: int = typer.Option(None, "-n", "--n", help="number of stamps"),
     shard_size: int = typer.Option(None, "--shard-size", help="stamps per HDF5 shard"),

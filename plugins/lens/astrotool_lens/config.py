@@ -25,6 +25,14 @@ The packaged ``defaults.toml`` therefore sets no physical parameter of
     ``lensnet`` galaxies and PSF arranged for a bias measurement: 90-degree
     ring pairs in constant-shear fields of 1000 stamps, g1, g2 ~ U(-0.1, 0.1)
     per field, PSF ellipticity constant within a field.
+``wide``
+    Wide priors, for an estimator that must not depend on one simulator: per stamp a
+    Moffat (beta 2-5, truncated at 1.5-4 FWHM), Kolmogorov or Gaussian PSF of FWHM
+    2.2-3.8 arcsec at 1 arcsec/px with |g_psf| up to 0.05 per component; Sersic
+    galaxies (n 0.5-4) of half-light radius 0.5-1.8x the PSF's, |e| ~ |N(0, 0.25)|
+    below 0.7; Gaussian or Poisson noise at S/N 50-1000 (log-uniform); g1, g2 ~
+    U(-0.3, 0.3). Draws that only this mixing makes come from their own seed streams,
+    so the other presets draw the same pixels as before.
 
 Ranges
 ------
@@ -122,9 +130,11 @@ class PsfConfig(_Model):
     """Point-spread function; its ellipticity is a reduced shear g applied to the round profile."""
 
     profile: Literal["moffat", "kolmogorov", "gaussian"] = "moffat"
+    profiles: list[Literal["moffat", "kolmogorov", "gaussian"]] = Field(
+        default_factory=list, description="draw each PSF's profile uniformly from these (empty: profile)")
     fwhm: Range = Field(2.85, description="FWHM [arcsec]")
-    beta: float = Field(3.0, gt=1.1, description="Moffat beta")
-    trunc: float = Field(2.0, ge=0, description="Moffat truncation radius in units of the FWHM (0 = none)")
+    beta: Range = Field(3.0, description="Moffat beta (> 1.1)")
+    trunc: Range = Field(2.0, description="Moffat truncation radius in units of the FWHM (0 = none)")
     g1: Range = Field((-0.02, 0.02), description="PSF ellipticity g1 (reduced shear)")
     g2: Range = Field((-0.02, 0.02), description="PSF ellipticity g2 (reduced shear)")
     vary: Literal["stamp", "field"] = Field(
@@ -132,13 +142,22 @@ class PsfConfig(_Model):
     shift_with_galaxy: bool = Field(
         True, description="apply the galaxy's sub-pixel offset to the PSF stamp too (LensNet does)")
 
-    check_ranges = field_validator("fwhm", "g1", "g2")(_check_range)
+    check_ranges = field_validator("fwhm", "beta", "trunc", "g1", "g2")(_check_range)
 
     @model_validator(mode="after")
     def _positive(self):
         if bounds(self.fwhm)[0] <= 0:
             raise ValueError("fwhm must be > 0")
+        if bounds(self.beta)[0] <= 1.1:
+            raise ValueError("beta must be > 1.1")
+        if bounds(self.trunc)[0] < 0:
+            raise ValueError("trunc must be >= 0")
         return self
+
+    @property
+    def mixed(self) -> bool:
+        """Whether each PSF draws its profile, beta or truncation (the ``wide`` preset)."""
+        return bool(self.profiles) or any(lo != hi for lo, hi in (bounds(self.beta), bounds(self.trunc)))
 
 
 class ShearConfig(_Model):
@@ -168,6 +187,8 @@ class NoiseConfig(_Model):
                                "(sky-dominated Poisson noise, flux rescaled to reach the S/N, as GalSim addNoiseSNR)")
     snr: Range = Field(200.0, description="target S/N (value or [lo, hi])")
     snr_dist: Literal["uniform", "loguniform"] = "uniform"
+    kinds: list[Literal["gaussian", "poisson"]] = Field(
+        default_factory=list, description="draw each stamp's noise kind uniformly from these (empty: kind)")
     sky_level: float = Field(1e6, gt=0, description="sky level [counts/arcsec^2] for Poisson noise")
 
     check_ranges = field_validator("snr")(_check_range)
@@ -203,6 +224,20 @@ PRESETS: dict[str, dict] = {
         "noise": {"kind": "gaussian", "snr": 1000.0},
     },
 }
+PRESETS["wide"] = {   # wide priors, for estimators that must not depend on one simulator
+    "stamp_size": 40,
+    "pixel_scale": 1.0,
+    "offset_radius": 1.0,
+    "galaxy": {"profile": "sersic", "sersic_n": [0.5, 4.0], "hlr": [0.5, 1.8], "hlr_unit": "psf_hlr",
+               "hlr_dist": "loguniform", "flux": 1.0},
+    "shape": {"kind": "gaussian", "sigma": 0.25, "max": 0.7, "convention": "e", "ring": False},
+    "psf": {"profile": "moffat", "profiles": ["moffat", "kolmogorov", "gaussian"], "fwhm": [2.2, 3.8],
+            "beta": [2.0, 5.0], "trunc": [1.5, 4.0], "g1": [-0.05, 0.05], "g2": [-0.05, 0.05], "vary": "stamp",
+            "shift_with_galaxy": True},
+    "shear": {"g1": [-0.3, 0.3], "g2": [-0.3, 0.3], "field_size": 1},
+    "noise": {"kind": "poisson", "kinds": ["gaussian", "poisson"], "snr": [50.0, 1000.0], "snr_dist": "loguniform",
+              "sky_level": 1e6},
+}
 PRESETS["fields"] = copy.deepcopy(PRESETS["lensnet"])
 PRESETS["fields"]["shape"]["ring"] = True
 PRESETS["fields"]["psf"]["vary"] = "field"
@@ -222,7 +257,7 @@ def _deep_merge(base: dict, top: dict) -> dict:
 class GenerateConfig(_Model):
     """``astro lens generate``: sheared galaxy stamps."""
 
-    preset: Literal["lensnet", "shearnet", "fields", "custom"] = Field(
+    preset: Literal["lensnet", "shearnet", "fields", "wide", "custom"] = Field(
         "lensnet", description="physical parameters merged under the given keys (see module docs)")
     name: FileNameOrEmpty = Field("", description="dataset name (folder lens/shear/<name>); default: the preset's name")
     n: int = Field(10000, ge=1, description="number of stamps")

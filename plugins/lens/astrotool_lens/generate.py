@@ -50,13 +50,17 @@ __docformat__ = "numpy"
 TRUTH_COLUMNS = (
     "index", "field", "pair", "ring_member", "g1", "g2", "int_g1", "int_g2", "obs_g1", "obs_g2",
     "profile", "hlr", "flux", "sersic_n", "bulge_fraction", "bulge_hlr", "psf_fwhm", "psf_hlr",
-    "psf_g1", "psf_g2", "dx", "dy", "snr", "noise_var", "noise_seed",
+    "psf_g1", "psf_g2", "dx", "dy", "snr", "noise_var", "noise_seed", "psf_profile", "psf_beta", "psf_trunc",
+    "noise_kind",
 )
 """Columns of the truth table (angles and sizes in arcsec, offsets in pixels)."""
 
 PROFILE_CODES = {"exponential": 0, "sersic": 1, "bulge+disk": 2}
 
 _KIND_STAMP, _KIND_GALAXY, _KIND_FIELD = 0, 1, 2
+_KIND_FIELD_MIX, _KIND_GALAXY_MIX = 3, 4   # draws only mixed settings make (``wide``): streams of their own
+MIX_STEP = 0.05
+"""Grid of drawn Moffat beta and truncation, so GalSim's per-profile set-up is made once per value."""
 
 
 def _rng(base_seed: int, kind: int, key: int) -> np.random.Generator:
@@ -98,6 +102,10 @@ class _Params:
     dy: float
     snr: float
     noise_seed: int
+    psf_profile: str = "moffat"
+    psf_beta: float = 3.0
+    psf_trunc: float = 2.0
+    noise_kind: str = "none"
 
 
 class StampRenderer:
@@ -118,15 +126,7 @@ class StampRenderer:
         self.cfg = cfg
         self.base_seed = int(base_seed)
         self.field_size = cfg.effective_field_size
-        p = cfg.psf
-        if p.profile == "moffat":
-            kw = {"trunc": p.trunc} if p.trunc > 0 else {}
-            self.psf_unit = galsim.Moffat(beta=p.beta, fwhm=1.0, **kw)
-        elif p.profile == "kolmogorov":
-            self.psf_unit = galsim.Kolmogorov(fwhm=1.0)
-        else:
-            self.psf_unit = galsim.Gaussian(fwhm=1.0)
-        self.psf_unit_hlr = float(self.psf_unit.half_light_radius)
+        self._psf_units: dict[tuple, tuple] = {}
         self.exp_unit = galsim.Exponential(half_light_radius=1.0)
         self.dev_unit = None
         self._sersic: dict[float, Any] = {}
@@ -137,6 +137,22 @@ class StampRenderer:
         self.gimg = galsim.ImageF(s, s, scale=cfg.pixel_scale)
         self.pimg = galsim.ImageF(s, s, scale=cfg.pixel_scale)
 
+    def psf_unit(self, profile: str, beta: float, trunc: float) -> tuple:
+        """The PSF profile of FWHM 1 and its half-light radius (cached per profile, beta, truncation)."""
+        key = (profile, beta, trunc) if profile == "moffat" else (profile,)
+        if key not in self._psf_units:
+            galsim = self.galsim
+            if profile == "moffat":
+                unit = galsim.Moffat(beta=beta, fwhm=1.0, **({"trunc": trunc} if trunc > 0 else {}))
+            elif profile == "kolmogorov":
+                unit = galsim.Kolmogorov(fwhm=1.0)
+            else:
+                unit = galsim.Gaussian(fwhm=1.0)
+            if len(self._psf_units) > 256:
+                self._psf_units.clear()
+            self._psf_units[key] = (unit, float(unit.half_light_radius))
+        return self._psf_units[key]
+
     # ------------------------------------------------------------------ parameters
     def _field_params(self, field: int) -> tuple:
         if field not in self._field_cache:
@@ -144,15 +160,23 @@ class StampRenderer:
             rng = _rng(self.base_seed, _KIND_FIELD, field)
             g1 = _uniform(rng, cfg.shear.g1)
             g2 = _uniform(rng, cfg.shear.g2)
-            psf = self._draw_psf(rng)
+            psf = self._draw_psf(rng, _rng(self.base_seed, _KIND_FIELD_MIX, field))
             if len(self._field_cache) > 64:
                 self._field_cache.clear()
             self._field_cache[field] = (g1, g2, psf)
         return self._field_cache[field]
 
-    def _draw_psf(self, rng) -> tuple[float, float, float]:
+    def _draw_psf(self, rng, mix_rng) -> tuple:
+        """``(fwhm, g1, g2, profile, beta, trunc)``; profile, beta and truncation from ``mix_rng``
+        when they are mixed (:attr:`PsfConfig.mixed`), so unmixed settings draw as they always did."""
         p = self.cfg.psf
-        return _uniform(rng, p.fwhm), _uniform(rng, p.g1), _uniform(rng, p.g2)
+        out = (_uniform(rng, p.fwhm), _uniform(rng, p.g1), _uniform(rng, p.g2))
+        if not p.mixed:
+            return (*out, p.profile, bounds(p.beta)[0], bounds(p.trunc)[0])
+        profile = p.profiles[int(mix_rng.random() * len(p.profiles))] if p.profiles else p.profile
+        beta = round(round(_uniform(mix_rng, p.beta) / MIX_STEP) * MIX_STEP, 6)
+        trunc = round(round(_uniform(mix_rng, p.trunc) / MIX_STEP) * MIX_STEP, 6)
+        return (*out, profile, beta, trunc)
 
     def _galaxy_params(self, key: int) -> tuple:
         if key in self._gal_cache:
@@ -187,9 +211,12 @@ class StampRenderer:
             i1, i2 = (float(x) for x in e_to_g(mod * c, mod * s))
         else:
             i1, i2 = mod * c, mod * s
-        psf = self._draw_psf(rng)
+        mix = _rng(self.base_seed, _KIND_GALAXY_MIX, key)
+        psf = self._draw_psf(rng, mix)
         snr = _uniform(rng, cfg.noise.snr, cfg.noise.snr_dist)
-        out = (hlr, flux, n, bf, br, i1, i2, psf, snr)
+        kinds = cfg.noise.kinds
+        noise_kind = kinds[int(mix.random() * len(kinds))] if kinds else cfg.noise.kind
+        out = (hlr, flux, n, bf, br, i1, i2, psf, snr, noise_kind)
         if len(self._gal_cache) > 64:
             self._gal_cache.clear()
         self._gal_cache[key] = out
@@ -203,11 +230,11 @@ class StampRenderer:
         pair = i // 2 if ring else i
         member = i % 2 if ring else 0
         g1, g2, field_psf = self._field_params(field)
-        hlr, flux, n, bf, br, i1, i2, gal_psf, snr = self._galaxy_params(pair)
+        hlr, flux, n, bf, br, i1, i2, gal_psf, snr, noise_kind = self._galaxy_params(pair)
         if member:
             i1, i2 = -i1, -i2
-        fwhm, pg1, pg2 = field_psf if cfg.psf.vary == "field" else gal_psf
-        psf_hlr = self.psf_unit_hlr * fwhm
+        fwhm, pg1, pg2, profile, beta, trunc = field_psf if cfg.psf.vary == "field" else gal_psf
+        psf_hlr = self.psf_unit(profile, beta, trunc)[1] * fwhm
         if cfg.galaxy.hlr_unit == "psf_hlr":
             hlr = hlr * psf_hlr
         srng = _rng(self.base_seed, _KIND_STAMP, i)
@@ -218,7 +245,7 @@ class StampRenderer:
             index=i, field=field, pair=pair, ring_member=member, g1=g1, g2=g2, int_g1=i1, int_g2=i2,
             hlr=hlr, flux=flux, sersic_n=n, bulge_fraction=bf, bulge_hlr=br * hlr, psf_fwhm=fwhm,
             psf_g1=pg1, psf_g2=pg2, dx=r * math.cos(phi), dy=r * math.sin(phi), snr=snr,
-            noise_seed=noise_seed,
+            noise_seed=noise_seed, psf_profile=profile, psf_beta=beta, psf_trunc=trunc, noise_kind=noise_kind,
         )
 
     # ------------------------------------------------------------------ profiles
@@ -249,7 +276,7 @@ class StampRenderer:
 
     def psf(self, p: _Params):
         """The PSF profile of stamp parameters ``p``."""
-        psf = self.psf_unit.dilate(p.psf_fwhm)
+        psf = self.psf_unit(p.psf_profile, p.psf_beta, p.psf_trunc)[0].dilate(p.psf_fwhm)
         if p.psf_g1 or p.psf_g2:
             psf = psf.shear(g1=p.psf_g1, g2=p.psf_g2)
         return psf
@@ -273,7 +300,8 @@ class StampRenderer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", galsim.GalSimWarning)
             galsim.Convolve([self.galaxy(p), psf]).drawImage(image=self.gimg, offset=offset)
-            pkey = (p.psf_fwhm, p.psf_g1, p.psf_g2, offset if cfg.psf.shift_with_galaxy else None)
+            pkey = (p.psf_profile, p.psf_beta, p.psf_trunc, p.psf_fwhm, p.psf_g1, p.psf_g2,
+                    offset if cfg.psf.shift_with_galaxy else None)
             parr = self._psf_cache.get(pkey)
             if parr is None:
                 psf.drawImage(image=self.pimg, method="fft",
@@ -284,10 +312,11 @@ class StampRenderer:
                 self._psf_cache[pkey] = parr
         flux, noise_var = p.flux, 0.0
         nz = cfg.noise
-        if nz.kind != "none":
+        kind = p.noise_kind
+        if kind != "none":
             dev = galsim.BaseDeviate(p.noise_seed)
             signal = float(np.sqrt(np.sum(self.gimg.array.astype(np.float64) ** 2)))
-            if nz.kind == "gaussian":
+            if kind == "gaussian":
                 sigma = signal / p.snr
                 self.gimg.addNoise(galsim.GaussianNoise(dev, sigma=sigma))
                 noise_var = sigma * sigma
@@ -307,10 +336,11 @@ class StampRenderer:
                 4.0 if cfg.galaxy.profile == "bulge+disk" else 1.0),
             "bulge_fraction": p.bulge_fraction if cfg.galaxy.profile == "bulge+disk" else 0.0,
             "bulge_hlr": p.bulge_hlr if cfg.galaxy.profile == "bulge+disk" else 0.0,
-            "psf_fwhm": p.psf_fwhm, "psf_hlr": self.psf_unit_hlr * p.psf_fwhm,
+            "psf_fwhm": p.psf_fwhm, "psf_hlr": self.psf_unit(p.psf_profile, p.psf_beta, p.psf_trunc)[1] * p.psf_fwhm,
             "psf_g1": p.psf_g1, "psf_g2": p.psf_g2, "dx": p.dx, "dy": p.dy,
-            "snr": p.snr if nz.kind != "none" else float("inf"), "noise_var": noise_var,
-            "noise_seed": p.noise_seed,
+            "snr": p.snr if kind != "none" else float("inf"), "noise_var": noise_var,
+            "noise_seed": p.noise_seed, "psf_profile": p.psf_profile, "psf_beta": p.psf_beta,
+            "psf_trunc": p.psf_trunc, "noise_kind": kind,
         }
         return self.gimg.array.astype(np.float32, copy=True), parr.copy(), truth
 
