@@ -98,7 +98,7 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
     if "ANACAL" in methods:
         from astrotool_lens.fpfs import fpfs_arrays
 
-        out.update(fpfs_arrays(gal, psf, pixel_scale, anacal_sigma, anacal_c0, True, anacal_seed, start))
+        out.update(fpfs_arrays(gal, psf, anacal_sigma, anacal_c0, True, anacal_seed, start))
         methods = [m for m in methods if m != "ANACAL"]
 
     gal = np.asarray(gal, dtype=np.float32)
@@ -213,6 +213,20 @@ def estimator_options(cfg: MeasureConfig) -> dict:
         out.update(anacal_sigma=float(cfg.anacal_sigma), anacal_c0=float(cfg.anacal_c0),
                    anacal_seed=int(cfg.anacal_seed))
     return out
+
+
+def require_packages(cfg: MeasureConfig) -> None:
+    """Refuse before any stamp is measured when a method's package is missing (ANACAL: anacal).
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        Exit code 2, saying what to install.
+    """
+    if "ANACAL" in cfg.methods:
+        from astrotool_lens.fpfs import require_anacal
+
+        require_anacal()
 
 
 def hsm_settings(cfg: MeasureConfig) -> dict:
@@ -342,6 +356,7 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     """
     if not callable(mapper):
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
+    require_packages(cfg)
     methods = list(cfg.methods)
     tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, cfg.guess_sig_gal,
                          cfg.guess_sig_psf, estimator_options(cfg))
@@ -411,6 +426,7 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
     """
     if not callable(mapper):
         raise TypeError("measure_inputs: mapper is required (e.g. astrotool.context.Context.map)")
+    require_packages(cfg)
     methods, n = tuple(cfg.methods), len(inp.gal)
     options = estimator_options(cfg)
     tasks = [StampsTask(inp.gal[a:a + STAMPS_PER_ITEM], inp.psf[a:a + STAMPS_PER_ITEM], a, methods, float(pixel_scale),
