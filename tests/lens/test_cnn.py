@@ -145,3 +145,67 @@ def test_onnx_export_runs_through_the_same_predict(trained_model, easy_dataset, 
     with pytest.raises(InputError, match="exported from other weights") as e:
         check_onnx(onnx_path, meta2, symmetrize=True, calibrated=True)
     assert "model.onnx" in str(e.value)
+
+
+def test_frame_sigma_is_the_noise_of_the_stamp_edge():
+    """1.4826 MAD of the outer 2-pixel frame: metacal's estimate, the true sigma of pure noise, blind to the galaxy."""
+    from astrotool_lens.metacal import frame_sigma as numpy_frame_sigma
+    from astrotool_lens.model import frame_sigma
+
+    rng = np.random.default_rng(41)
+    x = rng.normal(0.0, 2.5, (24, 40, 40)).astype(np.float32)
+    got = frame_sigma(torch.from_numpy(x)).numpy()
+    assert np.allclose(got, [numpy_frame_sigma(s) for s in x], rtol=1e-5)
+    assert abs(got.mean() / 2.5 - 1) < 0.03 and got.std() / 2.5 < 0.12   # 304 frame pixels: ~7 % per stamp
+    x[:, 4:-4, 4:-4] += 1e4                                                # a bright source inside the frame
+    assert np.array_equal(frame_sigma(torch.from_numpy(x)).numpy(), got)
+    assert np.array_equal(frame_sigma(torch.zeros(2, 12, 12)).numpy(), [0.0, 0.0])
+
+
+def test_noise_normalised_estimator_reads_the_noise_level_not_the_flux_unit():
+    """stamp_rms+noise: a stamp in other flux units (galaxy and noise scaled alike) gives the same shear;
+    the same galaxy with more noise gives another input (noise sigma / RMS as a channel)."""
+    torch.manual_seed(1)
+    yy, xx = np.mgrid[:24, :24] - 11.5
+    gal = np.exp(-0.5 * (xx**2 / 9.0 + yy**2 / 4.0))
+    rng = np.random.default_rng(2)
+    noise = rng.normal(0, 1, (4, 24, 24))
+    x = np.stack([gal + 0.02 * noise, np.broadcast_to(np.exp(-0.5 * (xx**2 + yy**2) / 2.0), (4, 24, 24))],
+                 axis=1).astype(np.float32)
+    noisier = x.copy()
+    noisier[:, 0] = gal + 0.06 * noise
+    for norm, invariant in (("stamp_rms+noise", True), ("none", False)):
+        est = make_estimator(in_channels=2, stamp_size=24, width=4, blocks=2, hidden=8, normalisation=norm).eval()
+        y = predict_array(est, x, symmetrize=True)
+        same = np.allclose(predict_array(est, 37.0 * x, symmetrize=True), y, rtol=1e-4, atol=1e-6)
+        assert same is invariant, norm
+    est = make_estimator(in_channels=2, stamp_size=24, width=4, blocks=2, hidden=8,
+                         normalisation="stamp_rms+noise").eval()
+    with torch.no_grad():
+        a, b = est.normalise(torch.from_numpy(x)), est.normalise(torch.from_numpy(noisier))
+    assert a.shape == (4, 3, 24, 24) and torch.all(a[:, 2] == a[:, 2, :1, :1])     # one value per stamp
+    rms = np.sqrt((x[:, 0].astype(np.float64) ** 2).mean(axis=(1, 2)))
+    assert np.allclose(a[:, 2, 0, 0].numpy(), 0.02 * np.std(noise, axis=(1, 2)) / rms, rtol=0.2)
+    assert (b[:, 2, 0, 0] > 2.5 * a[:, 2, 0, 0]).all()
+
+
+def test_noise_normalised_model_trains_records_and_exports(easy_dataset, tmp_path):
+    """The noise input is part of the checkpoint (model.json) and of the ONNX graph (parity with torch)."""
+    from astrotool_lens.config import TrainConfig
+    from astrotool_lens.export import export_onnx
+    from astrotool_lens.train import train_model
+
+    cfg = TrainConfig(epochs=1, width=4, blocks=2, hidden=8, batch_size=32, patience=0, threads=1,
+                      max_samples=128, use_psf=True, normalisation="stamp_rms+noise")
+    train_model(easy_dataset, cfg, tmp_path / "noise_cnn", seed=3)
+    model, meta = load_estimator(tmp_path / "noise_cnn")
+    assert meta["architecture"]["kwargs"]["normalisation"] == "stamp_rms+noise"
+    assert meta["normalisation"]["noise"]["frame_pixels"] == model.noise_frame == 2
+    assert model.net.features[0].in_channels == 3
+    res = export_onnx(tmp_path / "noise_cnn", tmp_path / "m.onnx", parity_samples=16)
+    assert res["max_abs_diff"] <= 1e-5
+    x = dataset_inputs(easy_dataset, True, np.arange(16))
+    from astrotool_lens.model import predict_stamps
+
+    o = predict_stamps(tmp_path / "m.onnx", x).outputs
+    assert np.abs(o - predict_array(model, x)).max() <= 1e-5

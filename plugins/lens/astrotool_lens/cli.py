@@ -169,7 +169,7 @@ def train(
     target: str = typer.Option(None, "--target", help="ellipticity | shear"),
     use_psf: bool = typer.Option(None, "--use-psf/--no-psf", help="PSF stamp as a second channel"),
     width: int = typer.Option(None, "--width", help="channels of the first conv block"),
-    normalisation: str = typer.Option(None, "--normalisation", help="stamp_rms | global | none"),
+    normalisation: str = typer.Option(None, "--normalisation", help="stamp_rms | stamp_rms+noise | global | none"),
     patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]"),
     resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
     device: mc.Device = None,

@@ -353,9 +353,11 @@ class TrainConfig(_Model):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = Field(0.5, ge=0)
     loss: Literal["mse", "mae", "huber"] = "mse"
-    normalisation: Literal["stamp_rms", "global", "none"] = Field(
-        "stamp_rms", description="stamp_rms: each stamp/channel divided by its RMS; global: by the training set's "
-                                 "per-channel RMS (stored in the checkpoint); none")
+    normalisation: Literal["stamp_rms", "stamp_rms+noise", "global", "none"] = Field(
+        "stamp_rms", description="stamp_rms: each stamp/channel divided by its RMS; stamp_rms+noise: the same, "
+                                 "and the galaxy's noise sigma (MAD of the stamp's outer 2 pixels) over its RMS "
+                                 "as one more input; global: by the training set's per-channel RMS (stored in the "
+                                 "checkpoint); none")
     split: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="train/validation/test fractions, assigned by shear field (or ring pair)")
     augment: bool = Field(True, description="random flips/90-degree rotations with the matching sign changes of (g1, g2)")

@@ -5,6 +5,13 @@ the PSF as a second channel -- to a shear estimate (g1, g2). It contains its
 own input normalisation and output scaling (buffers saved in the checkpoint),
 so the exported ONNX graph and a loaded checkpoint take raw pixels.
 
+Noise level: with ``normalisation="stamp_rms+noise"`` the network also reads
+each galaxy stamp's noise sigma (1.4826 MAD of its outer frame,
+:func:`frame_sigma`, the estimate :func:`astrotool_lens.metacal.frame_sigma`
+makes) over the stamp's RMS, as one more input channel. It is computed inside
+the model from the pixels, so training, ``predict`` on a user's stamps and the
+ONNX export all use this one estimate; no truth is needed.
+
 Calibration: ``calib_m`` and ``calib_c`` (buffers, zero until ``astro lens
 calibrate`` measures them on constant-shear simulations) turn the network's
 estimate into ``(g - c) / (1 + m)`` per component when ``calibrated`` is on
@@ -30,6 +37,49 @@ from astrotool_lens.shear import D4_SIGNS, d4_transform  # noqa: F401 - the spin
 __docformat__ = "numpy"
 
 ARCHITECTURE = "lens_shear_cnn"
+
+NORMALISATIONS = ("stamp_rms", "stamp_rms+noise", "global", "none")
+"""Input normalisations of :class:`ShearEstimator` (``model.json``: ``architecture.kwargs.normalisation``)."""
+
+NOISE_FRAME = 2
+"""Width [pixels] of the outer frame of a stamp whose pixels give its noise sigma (:func:`frame_sigma`)."""
+
+
+def frame_sigma(x, width: int = NOISE_FRAME):
+    """Noise sigma of each stamp from its outer frame of ``width`` pixels: 1.4826 x MAD.
+
+    The torch twin of :func:`astrotool_lens.metacal.frame_sigma` (the same
+    frame, numpy's median: the mean of the two middle values of an even
+    count), written with ``torch.sort`` so that it exports to ONNX.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (n, S, S) stamps [counts / pixel], S > 2 ``width``.
+    width : int
+        Frame width [pixels].
+
+    Returns
+    -------
+    torch.Tensor
+        (n,) noise sigma [counts / pixel]; 0 for a noiseless, empty frame.
+    """
+    import torch
+
+    w = int(width)
+    frame = torch.cat([x[:, :w].flatten(1), x[:, -w:].flatten(1), x[:, w:-w, :w].flatten(1),
+                       x[:, w:-w, -w:].flatten(1)], dim=1)
+    med = _median(frame)
+    return 1.4826 * _median(torch.abs(frame - med.unsqueeze(1)))
+
+
+def _median(v):
+    """Median along axis 1 of (n, k), as numpy's (mean of the two middle values for even k)."""
+    import torch
+
+    s = torch.sort(v, dim=1).values
+    k = int(v.shape[1])
+    return s[:, k // 2] if k % 2 else 0.5 * (s[:, k // 2 - 1] + s[:, k // 2])
 
 
 def _torch():
@@ -89,9 +139,14 @@ def _build_classes():
         ----------
         in_channels, stamp_size, width, blocks, hidden
             See ``ShearCNN``.
-        normalisation : {"stamp_rms", "global", "none"}
+        normalisation : {"stamp_rms", "stamp_rms+noise", "global", "none"}
             ``stamp_rms`` divides each channel of each stamp by its RMS (flux-free);
+            ``stamp_rms+noise`` does too and appends a channel holding the galaxy
+            stamp's noise sigma (:func:`frame_sigma`) over its RMS, so the network
+            knows the noise level (both ratios are independent of the flux unit);
             ``global`` divides by the training set's per-channel RMS (``input_scale``).
+        noise_frame : int
+            Frame width [pixels] of the noise estimate (``stamp_rms+noise``).
 
         Notes
         -----
@@ -103,17 +158,21 @@ def _build_classes():
         """
 
         def __init__(self, in_channels: int = 1, stamp_size: int = 40, width: int = 32, blocks: int = 3,
-                     hidden: int = 128, normalisation: str = "stamp_rms"):
+                     hidden: int = 128, normalisation: str = "stamp_rms", noise_frame: int = NOISE_FRAME):
             super().__init__()
-            if normalisation not in ("stamp_rms", "global", "none"):
+            if normalisation not in NORMALISATIONS:
                 raise ValueError(f"unknown normalisation {normalisation!r}")
+            if normalisation == "stamp_rms+noise" and not 1 <= noise_frame < stamp_size / 2:
+                raise ValueError(f"noise_frame {noise_frame} does not fit a {stamp_size}-pixel stamp")
             self.in_channels = in_channels
             self.stamp_size = stamp_size
             self.normalisation = normalisation
+            self.noise_frame = noise_frame
             self.symmetrize = False
             self.calibrated = True
             self.channels_last = False
-            self.net = ShearCNN(in_channels, stamp_size, width, blocks, hidden)
+            extra = 1 if normalisation == "stamp_rms+noise" else 0
+            self.net = ShearCNN(in_channels + extra, stamp_size, width, blocks, hidden)
             self.register_buffer("input_scale", torch.ones(in_channels))
             self.register_buffer("target_scale", torch.ones(2))
             self.register_buffer("calib_m", torch.zeros(2))
@@ -126,9 +185,13 @@ def _build_classes():
             return bool(torch.any(self.calib_m != 0) or torch.any(self.calib_c != 0))
 
         def normalise(self, x):
-            if self.normalisation == "stamp_rms":
-                rms = torch.sqrt(torch.mean(x * x, dim=(2, 3), keepdim=True))
-                return x / torch.clamp(rms, min=1e-30)
+            """The network's input: raw stamps (n, C, S, S) normalised (n, C or C + 1, S, S)."""
+            if self.normalisation in ("stamp_rms", "stamp_rms+noise"):
+                rms = torch.clamp(torch.sqrt(torch.mean(x * x, dim=(2, 3), keepdim=True)), min=1e-30)
+                if self.normalisation == "stamp_rms":
+                    return x / rms
+                noise = frame_sigma(x[:, 0], self.noise_frame) / rms[:, 0, 0, 0]
+                return torch.cat([x / rms, noise.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])], dim=1)
             if self.normalisation == "global":
                 return x / self.input_scale.view(1, -1, 1, 1)
             return x

@@ -27,7 +27,7 @@ from astrotool.seeding import derive_seed
 
 from astrotool_lens.config import TrainConfig
 from astrotool_lens.data import ShearDataset
-from astrotool_lens.model import ARCHITECTURE, D4_SIGNS, d4_transform
+from astrotool_lens.model import ARCHITECTURE, D4_SIGNS, NOISE_FRAME, d4_transform
 
 __docformat__ = "numpy"
 
@@ -136,6 +136,12 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
 
     kwargs = {"in_channels": x.shape[1], "stamp_size": ds.stamp_size, "width": cfg.width,
               "blocks": cfg.blocks, "hidden": cfg.hidden, "normalisation": cfg.normalisation}
+    noise = {}
+    if cfg.normalisation == "stamp_rms+noise":
+        kwargs["noise_frame"] = NOISE_FRAME
+        noise = {"noise": {"estimate": "1.4826 x MAD of the galaxy stamp's outer frame [counts/pixel]",
+                           "frame_pixels": NOISE_FRAME, "input": "noise sigma / galaxy stamp RMS, appended as a "
+                                                                  "constant channel; computed inside the model"}}
     model = make_estimator(**kwargs)
     target_scale = np.sqrt(np.mean(y[train_idx] ** 2, axis=0)).clip(1e-6)
     input_scale = np.sqrt(np.mean(x[train_idx].astype(np.float64) ** 2, axis=(0, 2, 3))).clip(1e-30)
@@ -187,7 +193,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
         "settings": settings,
         "hyperparameters": cfg.model_dump(mode="json"),
         "normalisation": {"mode": cfg.normalisation, "input_scale": input_scale.tolist(),
-                          "target_scale": target_scale.tolist(),
+                          "target_scale": target_scale.tolist(), **noise,
                           "note": "input_scale/target_scale are also buffers in the weights"},
         "training": {
             "dataset": ds.name, "dataset_path": str(ds.root), "target": cfg.target, "target_columns": list(tcols),
