@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from astrotool_lens.metacal import ensemble_shear, metacal_arrays, metacal_stamp, shear_from_response
+from astrotool_lens.metacal import (ensemble_shear, metacal_arrays, metacal_stamp, second_order_factor,
+                                    shear_from_response)
 
 from .conftest import easy_config, serial_map
 
@@ -92,6 +93,43 @@ def test_shear_from_response_exact_values():
     assert np.allclose(ensemble_shear(t, np.array([0, 0, 1, 1]))[0], want.mean(axis=1))
 
 
+@pytest.mark.parametrize("g", [(0.09, -0.05), (0.0, 0.1)])
+def test_second_order_recovers_a_large_shear(g):
+    """Full rings (8 orientations, isotropic) at |g| ~ 0.1: <R>^-1 <e> overestimates the shear by ~0.7 %
+    (composition of shears and the cubic term of <e>(g)); the second-order estimate is within 1e-3 of g."""
+    psf = _psf()
+    rng = np.random.default_rng(3)
+    stamps = []
+    for _ in range(3):
+        e, beta, hlr = rng.uniform(0.05, 0.5), rng.uniform(0.0, np.pi), rng.uniform(1.5, 3.0)
+        for k in range(8):
+            gal = galsim.Exponential(half_light_radius=hlr, flux=1e3).shear(
+                g=e, beta=(beta + k * np.pi / 8) * galsim.radians).shear(g1=g[0], g2=g[1])
+            stamps.append(galsim.Convolve(gal, psf).drawImage(nx=SIZE, ny=SIZE, scale=1.0).array)
+    out = metacal_arrays(np.array(stamps), psf.drawImage(nx=SIZE, ny=SIZE, scale=1.0).array)
+    second = np.array([np.mean(v) for v in shear_from_response(out)])
+    first = np.array([np.mean(v) for v in shear_from_response(out, second_order=False)])
+    big = int(np.argmax(np.abs(g)))
+    assert np.all(np.abs(second - g) < 1e-3 * np.abs(g) + 2e-5), second
+    assert first[big] / g[big] - 1 > 4e-3, first          # what the correction removes
+    assert np.allclose([np.mean(out["metacal_g1"]), np.mean(out["metacal_g2"])], second)
+
+
+def test_second_order_factor_exact_values():
+    """1 - |g|^2 / 3 + (D11 g1 + D22 g2) / (3 R): a group's mean estimate is scaled by it; without D columns
+    (or second_order=False) the first-order estimate is returned."""
+    assert np.isclose(second_order_factor((0.1, -0.2), (0.3, -0.6), 0.5), 1 - 0.05 / 3 + (0.03 + 0.12) / 1.5)
+    t = {"metacal_e1": np.array([0.05, 0.07]), "metacal_e2": np.array([-0.02, 0.0]),
+         "metacal_r11": np.array([0.5, 0.5]), "metacal_r12": np.zeros(2), "metacal_r21": np.zeros(2),
+         "metacal_r22": np.array([0.5, 0.5])}
+    first = np.array(shear_from_response(t))
+    assert np.allclose(first, [[0.1, 0.14], [-0.04, 0.0]])
+    t.update(metacal_d11=np.array([0.2, 0.4]), metacal_d22=np.array([-0.1, -0.1]))
+    factor = 1 - (0.12**2 + 0.02**2) / 3 + (0.3 * 0.12 + 0.1 * 0.02) / 1.5
+    assert np.allclose(shear_from_response(t), first * factor)
+    assert np.allclose(shear_from_response(t, second_order=False), first)
+
+
 def test_noisy_stamps_get_the_rotated_noise_and_do_not_crash():
     rng = np.random.default_rng(4)
     gal, psf = _ring(2, (0.02, 0.0), _psf())
@@ -126,17 +164,19 @@ def test_measure_command_writes_metacal_columns(tmp_path, capsys):
     assert res["n"] == 8 and res["failed"] == {"METACAL": 0, "KSB": 0}
     path = ws / "lens" / "predictions" / "c_hsm.parquet"
     t = read_parquet(path)
-    for c in ("e1", "e2", "r11", "r12", "r21", "r22", "g1", "g2", "flag", "error", "noise_sigma"):
+    for c in ("e1", "e2", "r11", "r12", "r21", "r22", "d11", "d22", "g1", "g2", "flag", "error", "noise_sigma"):
         assert f"metacal_{c}" in t.column_names
     assert np.isfinite(t.column("metacal_r11").to_numpy()).all()
     assert parquet_metadata(path)["settings"]["metacal_delta"] == 0.02
     # one response for the whole table: the table's g is <R>^-1 e, and per field the evaluation's mean is
-    # <R_field>^-1 <e_field>
+    # <R_field>^-1 <e_field>, to second order
     field = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     g1, g2 = table_estimates(t, np.arange(8), ["METACAL"], field)["METACAL"]
     e1, r11 = t.column("metacal_e1").to_numpy(), t.column("metacal_r11").to_numpy()
     r = [[np.mean(t.column(f"metacal_r{i}{j}").to_numpy()[4:]) for j in (1, 2)] for i in (1, 2)]
     e = [np.mean(t.column(f"metacal_e{i}").to_numpy()[4:]) for i in (1, 2)]
-    assert np.allclose([g1[4:].mean(), g2[4:].mean()], np.linalg.solve(r, e))
+    d = [np.mean(t.column(f"metacal_d{i}{i}").to_numpy()[4:]) for i in (1, 2)]
+    g = np.linalg.solve(r, e)
+    assert np.allclose([g1[4:].mean(), g2[4:].mean()], g * second_order_factor(g, d, 0.5 * np.trace(r)))
     ds = ShearDataset(ws / "lens" / "shear" / "c")
     assert ds.n == 8 and not np.allclose(t.column("metacal_g1").to_numpy(), e1 / r11)   # not per-object R

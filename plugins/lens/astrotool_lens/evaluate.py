@@ -278,7 +278,8 @@ def table_estimates(table, rows, methods: Sequence[str], field=None) -> dict:
 
     HSM methods: their ``<m>_g1, <m>_g2`` columns. METACAL and ANACAL: $\langle R\rangle^{-1} e$ with the
     response averaged per ``field`` over these rows (:func:`astrotool_lens.metacal.shear_from_response`),
-    so that a field's mean estimate is $\langle R\rangle^{-1}\langle e\rangle$.
+    so that a field's mean estimate is $\langle R\rangle^{-1}\langle e\rangle$ (METACAL: corrected to
+    second order in the field's shear).
 
     Parameters
     ----------
@@ -297,10 +298,11 @@ def table_estimates(table, rows, methods: Sequence[str], field=None) -> dict:
     out = {}
     for m in methods:
         if m in RESPONSE_METHODS:
-            from astrotool_lens.metacal import RESPONSE, shear_from_response
+            from astrotool_lens.metacal import RESPONSE, SECOND_ORDER, shear_from_response
 
             k = m.lower()
-            out[m] = shear_from_response({f"{k}_{c}": col(f"{k}_{c}") for c in RESPONSE}, field, prefix=k)
+            names = [f"{k}_{c}" for c in RESPONSE + SECOND_ORDER if f"{k}_{c}" in table.column_names]
+            out[m] = shear_from_response({c: col(c) for c in names}, field, prefix=k)
         else:
             out[m] = (col(f"{m.lower()}_g1"), col(f"{m.lower()}_g2"))
     return out

@@ -231,9 +231,12 @@ def require_packages(cfg: MeasureConfig) -> None:
 
 def hsm_settings(cfg: MeasureConfig) -> dict:
     """The settings a table's numbers depend on, besides its methods: conversion and guesses [pixels],
-    and :func:`estimator_options`."""
-    return {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
-            "guess_sig_psf": float(cfg.guess_sig_psf), **estimator_options(cfg)}
+    :func:`estimator_options` and, with METACAL, the columns it measures (``metacal_columns``)."""
+    out = {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
+           "guess_sig_psf": float(cfg.guess_sig_psf), **estimator_options(cfg)}
+    if "METACAL" in cfg.methods:      # tables before the second derivatives are measured again
+        out["metacal_columns"] = "e, R, D"
+    return out
 
 
 def dataset_identity(dataset) -> dict:

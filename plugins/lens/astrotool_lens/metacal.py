@@ -20,9 +20,26 @@ For every stamp, with GalSim:
    $$R_{ij} = \frac{e_i(+\delta_j) - e_i(-\delta_j)}{2\delta}.$$
 
 The shear of an ensemble with one shear is $\langle e \rangle / \langle R \rangle$ (``noshear`` $e$ averaged,
-the 2x2 response averaged, then $\langle R \rangle^{-1} \langle e \rangle$). Per stamp the table holds
+the 2x2 response averaged, then $\hat g = \langle R \rangle^{-1} \langle e \rangle$), corrected to second
+order in the shear (below). Per stamp the table holds
 $e$ and $R$; ``metacal_g1, metacal_g2`` are $\langle R \rangle^{-1} e$ with the response averaged over the
 whole table, and :func:`ensemble_shear` forms the estimate per constant-shear field.
+
+Second order. $\langle R \rangle^{-1} \langle e \rangle$ is exact only as $g \to 0$; at $|g| \le 0.1$ it
+overestimates the shear by ~0.3 % (noiseless rings). Two $O(|g|^2)$ terms cause it: the response is
+to a shear $\delta$ applied on top of $g$, and shears compose as $g \oplus \delta \approx g + \delta - g^2
+\delta^*$ (complex notation), so $R$ is the derivative of $e$ along the Jacobian $J(g)$, with
+$J(g)\,g = (1 - |g|^2)\, g$; and for an isotropic population $\langle e \rangle = R_0 g + a |g|^2 g$ is
+not linear. The second derivatives $D_{ii} = (e_i(+\delta_i) + e_i(-\delta_i) - 2 e_i) / \delta^2$
+(the same five images) measure $a$: $\langle D_{ii} \rangle = (6a - 2R_0)\, g_i$ to leading order.
+Together they give
+
+$$g = \hat g \left(1 - \frac{|\hat g|^2}{3} + \frac{\langle D_{11} \rangle \hat g_1 + \langle D_{22} \rangle
+\hat g_2}{3 \bar R}\right), \qquad \bar R = (\langle R_{11} \rangle + \langle R_{22} \rangle) / 2.$$
+
+On 40 noiseless fields of 24 exponential galaxies under a Moffat PSF, shears up to 0.1 per
+component, this takes $m$ from $+2.9 \times 10^{-3}$ to $-6 \times 10^{-5}$. Near zero shear it changes
+nothing (a survey's mean shear of 0.02 moves by $10^{-4}$ of itself).
 
 Noise. Deconvolving and shearing a noisy stamp shears its noise too, and the sheared, correlated
 noise biases $R$. With ``fixnoise`` (default) a noise image of the stamp's noise level is drawn
@@ -41,10 +58,13 @@ import numpy as np
 __docformat__ = "numpy"
 
 SHEARS = ("noshear", "1p", "1m", "2p", "2m")
-COLUMNS = ("g1", "g2", "e1", "e2", "r11", "r12", "r21", "r22", "noise_sigma", "flag", "error")
+COLUMNS = ("g1", "g2", "e1", "e2", "r11", "r12", "r21", "r22", "d11", "d22", "noise_sigma", "flag", "error")
 RESPONSE = ("e1", "e2", "r11", "r12", "r21", "r22")
 """The per-stamp columns of a response estimator (``<prefix>_e1`` ...): its ellipticity and 2x2 shear response."""
 RESPONSE_COLUMNS = tuple(f"metacal_{c}" for c in RESPONSE)
+SECOND_ORDER = ("d11", "d22")
+"""Per-stamp second derivatives ``<prefix>_d11, <prefix>_d22`` of an estimator that has them (METACAL):
+:func:`shear_from_response` then corrects to second order in the shear."""
 DESCRIPTIONS = {
     "metacal_g1": "metacal shear estimate <R>^-1 e, response averaged over the table (component 1)",
     "metacal_g2": "metacal shear estimate <R>^-1 e, response averaged over the table (component 2)",
@@ -54,6 +74,8 @@ DESCRIPTIONS = {
     "metacal_r12": "shear response R12 = (e1(+delta g2) - e1(-delta g2)) / (2 delta)",
     "metacal_r21": "shear response R21 = (e2(+delta g1) - e2(-delta g1)) / (2 delta)",
     "metacal_r22": "shear response R22 = (e2(+delta g2) - e2(-delta g2)) / (2 delta)",
+    "metacal_d11": "second derivative d2e1/dg1^2 = (e1(+delta g1) + e1(-delta g1) - 2 e1) / delta^2",
+    "metacal_d22": "second derivative d2e2/dg2^2 = (e2(+delta g2) + e2(-delta g2) - 2 e2) / delta^2",
     "metacal_noise_sigma": "noise sigma of the stamp's edge, of the added rotated noise image (0: none) [counts/pixel]",
     "metacal_flag": "0 measured, 1 failed",
     "metacal_error": "why it failed",
@@ -91,9 +113,9 @@ def _images(gal_image, psf_ii, reconv, delta: float, like) -> dict:
     return out
 
 
-def metacal_stamp(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, delta: float = 0.01,
-                  fixnoise: bool = True, seed: int = 0, guess_sig: float = 5.0) -> dict:
-    """Metacalibrate one stamp.
+def metacal_images(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, delta: float = 0.01,
+                   fixnoise: bool = True, seed: int = 0) -> tuple[dict, np.ndarray, float]:
+    """The five metacal images of one stamp (steps 1-3 of the module docs, with the noise image).
 
     Parameters
     ----------
@@ -107,19 +129,20 @@ def metacal_stamp(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, de
         Cancel the sheared noise with a 90-degree-rotated noise image (module docs).
     seed : int
         Seed of that noise image.
-    guess_sig : float
-        Initial adaptive-moment sigma [pixels].
 
     Returns
     -------
-    dict
-        ``e1, e2`` (noshear reduced-shear ellipticity), ``r11, r12, r21, r22`` and ``noise_sigma``
-        (the estimated sigma, 0 when none was added).
+    images : dict
+        :data:`SHEARS` name -> (ny, nx) image [counts / pixel].
+    reconv_psf : numpy.ndarray
+        (ny, nx) the round Gaussian reconvolution PSF, drawn as the images are (unit sum).
+    noise_sigma : float
+        Sigma of the added noise image (0 when none was added) [counts / pixel].
 
     Raises
     ------
     ValueError, RuntimeError, galsim.GalSimError
-        Non-finite or blank stamp, failed adaptive moments.
+        Non-finite or blank stamp, failed adaptive moments of the PSF.
     """
     import galsim
 
@@ -144,18 +167,71 @@ def metacal_stamp(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, de
         like = galsim.Image(np.zeros_like(nim.array), scale=pixel_scale)
         for name, im in _images(nim, rpsf, reconv, delta, like).items():
             images[name] += galsim.Image(np.ascontiguousarray(np.rot90(im.array, -1)), scale=pixel_scale)
-    shapes = {}
-    for name, im in images.items():
-        mom = galsim.hsm.FindAdaptiveMom(im, strict=False, guess_sig=guess_sig)
-        if mom.moments_status != 0 or mom.error_message:
-            raise ValueError(f"{name}: {mom.error_message.strip() or f'adaptive moments status {mom.moments_status}'}")
-        shapes[name] = (float(mom.observed_shape.g1), float(mom.observed_shape.g2))
+    rpsf_stamp = reconv.drawImage(image=gim.copy(), method="no_pixel").array
+    return {k: im.array for k, im in images.items()}, rpsf_stamp / rpsf_stamp.sum(), sigma
+
+
+def response_from_shapes(shapes: dict, delta: float) -> dict:
+    """Ellipticity, response and second derivatives from the ellipticities of the five images.
+
+    Parameters
+    ----------
+    shapes : dict
+        :data:`SHEARS` name -> (e1, e2).
+    delta : float
+        The applied shear.
+
+    Returns
+    -------
+    dict
+        ``e1, e2, r11, r12, r21, r22, d11, d22`` (module docs).
+    """
     d2 = 2.0 * delta
     e = shapes["noshear"]
     return {"e1": e[0], "e2": e[1],
             "r11": (shapes["1p"][0] - shapes["1m"][0]) / d2, "r12": (shapes["2p"][0] - shapes["2m"][0]) / d2,
             "r21": (shapes["1p"][1] - shapes["1m"][1]) / d2, "r22": (shapes["2p"][1] - shapes["2m"][1]) / d2,
-            "noise_sigma": sigma}
+            "d11": (shapes["1p"][0] + shapes["1m"][0] - 2 * e[0]) / delta**2,
+            "d22": (shapes["2p"][1] + shapes["2m"][1] - 2 * e[1]) / delta**2}
+
+
+def metacal_stamp(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, delta: float = 0.01,
+                  fixnoise: bool = True, seed: int = 0, guess_sig: float = 5.0) -> dict:
+    """Metacalibrate one stamp, the ellipticities measured with adaptive moments.
+
+    Parameters
+    ----------
+    gal, psf, pixel_scale, delta, fixnoise, seed
+        See :func:`metacal_images`.
+    guess_sig : float
+        Initial adaptive-moment sigma [pixels].
+
+    Returns
+    -------
+    dict
+        ``e1, e2`` (noshear reduced-shear ellipticity), ``r11, r12, r21, r22``, ``d11, d22`` (second
+        derivatives, module docs) and ``noise_sigma`` (the estimated sigma, 0 when none was added).
+
+    Raises
+    ------
+    ValueError, RuntimeError, galsim.GalSimError
+        Non-finite or blank stamp, failed adaptive moments.
+    """
+    import galsim
+
+    images, _, sigma = metacal_images(gal, psf, pixel_scale, delta, fixnoise, seed)
+    shapes = {}
+    for name, im in images.items():
+        mom = galsim.hsm.FindAdaptiveMom(galsim.Image(im, scale=pixel_scale), strict=False, guess_sig=guess_sig)
+        if mom.moments_status != 0 or mom.error_message:
+            raise ValueError(f"{name}: {mom.error_message.strip() or f'adaptive moments status {mom.moments_status}'}")
+        shapes[name] = (float(mom.observed_shape.g1), float(mom.observed_shape.g2))
+    return {**response_from_shapes(shapes, delta), "noise_sigma": sigma}
+
+
+def stamp_seed(seed: int, index: int) -> int:
+    """The seed of stamp ``index``'s noise image: reproducible per stamp, whatever the sharding."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def metacal_arrays(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, delta: float = 0.01,
@@ -195,8 +271,7 @@ def metacal_arrays(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, d
         warnings.simplefilter("ignore")
         for i in range(n):
             try:
-                r = metacal_stamp(gal[i], psf[i], pixel_scale, delta, fixnoise,
-                                  int(np.random.SeedSequence([seed, start + i]).generate_state(1)[0]), guess_sig)
+                r = metacal_stamp(gal[i], psf[i], pixel_scale, delta, fixnoise, stamp_seed(seed, start + i), guess_sig)
             except (galsim.GalSimError, ValueError, RuntimeError, ZeroDivisionError) as exc:
                 msg = str(exc).strip()
                 out["metacal_error"][i] = msg.splitlines()[0][:200] if msg else type(exc).__name__
@@ -209,27 +284,35 @@ def metacal_arrays(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, d
     return out
 
 
-def shear_from_response(table, field=None, prefix: str = "metacal") -> tuple[np.ndarray, np.ndarray]:
+def shear_from_response(table, field=None, prefix: str = "metacal",
+                        second_order: bool = True) -> tuple[np.ndarray, np.ndarray]:
     r"""Per-stamp shear estimates $\langle R\rangle^{-1} e$, the response averaged per group.
 
     The mean of the returned values over a group is that group's shear
-    $\langle R \rangle^{-1} \langle e \rangle$. Metacalibration and FPFS (``prefix="anacal"``) share it.
+    $\langle R \rangle^{-1} \langle e \rangle$, times the second-order factor of the module docs
+    when the table has ``<prefix>_d11, <prefix>_d22`` (:data:`SECOND_ORDER`). Metacalibration and
+    FPFS (``prefix="anacal"``, first order only) share it.
 
     Parameters
     ----------
     table : mapping
-        ``<prefix>_e1, <prefix>_e2, <prefix>_r11, <prefix>_r12, <prefix>_r21, <prefix>_r22`` (arrays;
-        NaN = failed, left out of the averages and returned as NaN).
+        ``<prefix>_e1, <prefix>_e2, <prefix>_r11, <prefix>_r12, <prefix>_r21, <prefix>_r22`` and,
+        optionally, ``<prefix>_d11, <prefix>_d22`` (arrays; NaN = failed, left out of the averages
+        and returned as NaN).
     field : array-like, optional
         Group (constant-shear field) of each stamp; None: one group, all stamps.
     prefix : str
         The estimator's column prefix.
+    second_order : bool
+        Apply the second-order correction when the table allows it (False: $\langle R\rangle^{-1} e$).
 
     Returns
     -------
     g1, g2 : numpy.ndarray
     """
-    col = {c: np.asarray(table[f"{prefix}_{c}"], float) for c in RESPONSE}
+    names = RESPONSE + (SECOND_ORDER if second_order and all(f"{prefix}_{c}" in table for c in SECOND_ORDER)
+                        else ())
+    col = {c: np.asarray(table[f"{prefix}_{c}"], float) for c in names}
     n = len(col["e1"])
     ok = np.logical_and.reduce([np.isfinite(v) for v in col.values()])
     field = np.zeros(n, dtype=np.int64) if field is None else np.asarray(field)
@@ -241,8 +324,29 @@ def shear_from_response(table, field=None, prefix: str = "metacal") -> tuple[np.
         if not np.isfinite(r).all() or abs(np.linalg.det(r)) < 1e-12:
             continue
         g = np.linalg.solve(r, np.vstack([col["e1"][sel], col["e2"][sel]]))
+        if "d11" in col:
+            gm = g.mean(axis=1)
+            g = g * second_order_factor(gm, (col["d11"][sel].mean(), col["d22"][sel].mean()), 0.5 * np.trace(r))
         g1[sel], g2[sel] = g[0], g[1]
     return g1, g2
+
+
+def second_order_factor(g, d, r: float) -> float:
+    r"""The factor that takes a group's first-order shear $\hat g = \langle R\rangle^{-1}\langle e\rangle$ to
+    second order: $1 - |\hat g|^2 / 3 + (\langle D_{11}\rangle \hat g_1 + \langle D_{22}\rangle \hat g_2) / (3 \bar R)$
+    (module docs).
+
+    Parameters
+    ----------
+    g : (2,) array-like
+        $\hat g$.
+    d : (2,) array-like
+        $\langle D_{11}\rangle, \langle D_{22}\rangle$.
+    r : float
+        $\bar R$, the mean of the response's diagonal.
+    """
+    g1, g2 = float(g[0]), float(g[1])
+    return 1.0 - (g1 * g1 + g2 * g2) / 3.0 + (float(d[0]) * g1 + float(d[1]) * g2) / (3.0 * r)
 
 
 def ensemble_shear(table, field=None) -> dict:
