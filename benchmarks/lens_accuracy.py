@@ -32,7 +32,10 @@ workspace, and every baseline is measured in the same run on the same stamps:
    noise at S/N 100; a Gaussian PSF with Sersic galaxies at S/N 500), through
    ``astro lens validate``: the CNN (raw and with its stored calibration),
    REGAUSS, KSB, METACAL and ANACAL (when installed). ``--wide`` also trains a
-   CNN on the ``wide`` preset (wide priors) and scores it the same way. Goal: the
+   CNN on the ``wide`` preset (wide priors) and scores it the same way, and with
+   its own response (``--response metacal``: the network measures metacal's
+   ellipticities, no calibration). METACAL's and the response's field shears are
+   second order in g (:mod:`astrotool_lens.metacal`). Goal: the
    default estimator has |m| < 5e-3 and |c| < 5e-4 on every test configuration.
 
 A final table gives PASS/MISS per goal (for m and c: the central value, the
@@ -143,7 +146,8 @@ def transfer_step(run, size: dict, seed: int, models: dict, calibrations: dict) 
     Parameters
     ----------
     models : dict
-        Label -> trained model name (its stored calibration is used as is).
+        Label -> ``lens validate`` options naming a trained model (its stored calibration is used as
+        is) and, for its own response, ``--response metacal``.
     calibrations : dict
         Method -> path of a JSON with m1, m2, c1, c2 fitted on the calibration fields.
 
@@ -163,8 +167,8 @@ def transfer_step(run, size: dict, seed: int, models: dict, calibrations: dict) 
         run(f"{name} generate", "generate", "--preset", "fields", "--name", name, "-n", n,
             "--field-size", size["transfer_field_size"], "--shard-size", 1000, seed=seed + 10 + k, sets=sets)
         rows = {}
-        for est, model in models.items():
-            rows[est] = run(f"{name} validate {est}", "validate", name, "--model", model)
+        for est, options in models.items():
+            rows[est] = run(f"{name} validate {est}", "validate", name, *options)
         for method in (m for m in TRANSFER_METHODS if m in METHODS):
             cal = ["--calibration", calibrations[method]] if method in calibrations else []
             rows[method] = run(f"{name} validate {method}", "validate", name, "--method", method, *cal)
@@ -255,7 +259,7 @@ def main(argv=None) -> int:
         out["fields"] = fd
 
         # ---------------------------------------------------------------- 4. transfer
-        models = {"CNN": "lensnet_cnn"}
+        models = {"CNN": ["--model", "lensnet_cnn"]}
         if args.wide:
             print(f"[4/4] wide priors: {size['lensnet_n']} stamps, {size['lensnet_epochs']} epochs", flush=True)
             run("wide generate", "generate", "--preset", "wide", "--name", "wide", "-n", size["lensnet_n"],
@@ -263,7 +267,8 @@ def main(argv=None) -> int:
             run("wide train", "train", "--dataset", "wide", "--model", "wide_cnn", "--use-psf",
                 "--epochs", size["lensnet_epochs"], "--patience", 0, *train_common, seed=args.seed + 4)
             out["wide_calibration"] = run("wide calibrate", "calibrate", "--model", "wide_cnn", "--dataset", "calib")
-            models["CNN wide"] = "wide_cnn"
+            models["CNN wide"] = ["--model", "wide_cnn"]
+            models["CNN wide, own response"] = ["--model", "wide_cnn", "--response", "metacal"]
         calibrations = {}
         for k in ("REGAUSS", "KSB"):   # fitted on the calibration fields, as the CNN's was
             calibrations[k] = tmp / f"{k.lower()}_calibration.json"

@@ -296,6 +296,8 @@ def validate(
                                     help="JSON with m1, m2, c1, c2 (default: the model's own calibration)"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
+    response: str = typer.Option(None, "--response",
+                                 help="none | metacal: the model's shear response measured on each stamp (no calibration)"),
     max_abs_m: float = typer.Option(None, "--max-abs-m", help="tolerance on the calibrated |m1|, |m2|"),
     max_abs_c: float = typer.Option(None, "--max-abs-c", help="tolerance on the calibrated |c1|, |c2|"),
     sigmas: float = typer.Option(None, "--sigmas", help="errors from 0 that still count as 0"),
@@ -303,8 +305,9 @@ def validate(
     """Fit m and c per component (with errors) on any constant-shear set and say whether a calibration transfers.
 
     Fields are the stamps that share a true shear (ring pairs, fields). The estimator is a
-    trained model (run as `predict` runs it) or a classical method (measured as `measure`
-    does, its table kept in lens/predictions). m and c are fitted on the raw estimates and on
+    trained model (run as `predict` runs it; with --response metacal, its shear response is
+    measured on each stamp as METACAL's is, and no calibration applied) or a classical method
+    (measured as `measure` does, its table kept in lens/predictions). m and c are fitted on the raw estimates and on
     the calibrated ones; the calibration transfers when every calibrated |m_i| < max_abs_m and
     |c_i| < max_abs_c, or each is within --sigmas errors of 0. Writes
     lens/reports/<input>_<estimator>_validate.json.
@@ -319,12 +322,16 @@ def validate(
     ctx = current()
     cfg = ctx.section("lens", {"validate.model": model, "validate.method": method.upper() if method else None,
                                "validate.calibration": calibration, "validate.symmetrize": symmetrize,
+                               "validate.response": response,
                                "validate.max_abs_m": max_abs_m, "validate.max_abs_c": max_abs_c,
                                "validate.sigmas": sigmas})
     v = cfg.validate
     if bool(v.model) == bool(v.method):
         raise InputError("lens.validate", "name one estimator: --model NAME (a trained model) or --method "
                                           "REGAUSS|KSB|BJ|LINEAR|METACAL|ANACAL")
+    if v.method and v.response != "none":
+        raise InputError("lens.validate.response", f"{v.response!r} is the response of a trained model (--model); "
+                                                   f"{v.method} has its own")
     shear_stage = ctx.workspace.stage("lens", "shear")
     cal = read_calibration(v.calibration) if v.calibration else None
     if v.model:
@@ -333,15 +340,25 @@ def validate(
 
         mdir = _model_dir(ctx, v.model, cfg.dataset)
         est, meta = load_estimator(mdir)
-        estimator = mdir.name
-        inp = read_inputs(inputs, int(meta["architecture"]["kwargs"]["in_channels"]) == 2, psf,
+        metacal = v.response == "metacal"
+        estimator = f"{mdir.name}_metacal" if metacal else mdir.name
+        inp = read_inputs(inputs, metacal or int(meta["architecture"]["kwargs"]["in_channels"]) == 2, psf,
                           shear_stage=shear_stage)
-        cols, _ = predict_table(est, meta, inp, v.batch_size, v.symmetrize, calibrated=False,
-                                device=mc.runtime(ctx).accelerator)
-        raw, truth, stem, origin = (cols["g1"], cols["g2"]), inp.truth, inp.stem, inp.origin
-        own = calibration_in_use(est, meta, True)
-        if cal is None and own is not None:
-            cal = {k: float(own[k]) for k in ("m1", "m2", "c1", "c2")} | {"source": str(mdir / "model.json")}
+        truth, stem, origin = inp.truth, inp.stem, inp.origin
+        if metacal:         # shear_from_response once the fields are known
+            from astrotool_lens.response import model_response
+
+            m = cfg.measure
+            response_cols = model_response(mdir, inp.gal, inp.psf, mapper=ctx.map, delta=m.metacal_delta,
+                                           fixnoise=m.metacal_fixnoise, seed=m.metacal_seed, symmetrize=v.symmetrize,
+                                           batch_size=v.batch_size, desc=f"response {stem}")
+        else:
+            cols, _ = predict_table(est, meta, inp, v.batch_size, v.symmetrize, calibrated=False,
+                                    device=mc.runtime(ctx).accelerator)
+            raw = (cols["g1"], cols["g2"])
+            own = calibration_in_use(est, meta, True)
+            if cal is None and own is not None:
+                cal = {k: float(own[k]) for k in ("m1", "m2", "c1", "c2")} | {"source": str(mdir / "model.json")}
         ctx.record.add_input(mdir)
     else:
         from astrotool_lens.evaluate import hsm_estimates, table_estimates
@@ -370,6 +387,11 @@ def validate(
                                            "pairs or fields of one shear each)")
     if not v.model:
         raw = table_estimates(table, np.arange(len(field)), [v.method], field)[v.method]
+    elif v.response == "metacal":
+        from astrotool_lens.metacal import shear_from_response
+        from astrotool_lens.response import PREFIX
+
+        raw = shear_from_response(response_cols, field, prefix=PREFIX)
     report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field)
     out = ctx.workspace.stage("lens", "reports") / f"{stem}_{estimator}_validate.json"
     report = {"input": str(inputs), "estimator": estimator, **report, "report": str(out)}
@@ -389,13 +411,21 @@ def predict(
     old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
+    response: str = typer.Option(None, "--response",
+                                 help="none | metacal: the model's shear response measured on the stamps (no calibration)"),
     engine: str = typer.Option(None, "--engine", help="torch | onnxruntime (runs <model>/model.onnx)"),
     batch_size: int = typer.Option(None, "--batch-size", help="stamps per forward pass"),
     device: mc.Device = None,
 ):
-    """Predict (g1, g2) for stamps; writes lens/predictions/<name>_<model>.parquet and reports stamps/s."""
+    """Predict (g1, g2) for stamps; writes lens/predictions/<name>_<model>.parquet and reports stamps/s.
+
+    With --response metacal the model measures metacalibration's ellipticities (as `validate
+    --response metacal` does): g = <R>^-1 e with the response averaged over the whole input, to
+    second order, the per-stamp e, R and D next to it, in <name>_<model>_metacal.parquet.
+    """
     import pyarrow as pa
 
+    from astrotool.errors import InputError
     from astrotool.io.tables import write_parquet
     from astrotool_lens.evaluate import rmse
     from astrotool_lens.model import calibration_in_use, check_onnx, load_estimator
@@ -405,23 +435,32 @@ def predict(
     cfg = ctx.section("lens", {"predict.model": model, "predict.output": output or old_output,
                                "predict.symmetrize": symmetrize,
                                "predict.calibrated": calibrated, "predict.engine": engine,
-                               "predict.batch_size": batch_size})
+                               "predict.response": response, "predict.batch_size": batch_size})
     pc = cfg.predict
     rt = mc.runtime(ctx, device=device)
+    metacal = pc.response == "metacal"
+    if metacal and pc.engine != "torch":
+        raise InputError("lens.predict.response", "metacal runs the torch model; use --engine torch")
     mdir = _model_dir(ctx, pc.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     est, meta = load_estimator(mdir)
     runner = est
     if pc.engine == "onnxruntime":
         runner = mdir / "model.onnx"
         check_onnx(runner, meta, pc.symmetrize, pc.calibrated)
-    need_psf = int(meta["architecture"]["kwargs"]["in_channels"]) == 2
+    need_psf = metacal or int(meta["architecture"]["kwargs"]["in_channels"]) == 2
     inp = read_inputs(inputs, need_psf, psf, shear_stage=ctx.workspace.stage("lens", "shear"))
-    cols, pred = predict_table(runner, meta, inp, pc.batch_size, pc.symmetrize, pc.calibrated, rt.accelerator)
-    out = ctx.workspace.stage("lens", "predictions") / f"{pc.output or inp.stem}_{mdir.name}.parquet"
-    calibration = calibration_in_use(est, meta, pc.calibrated)
+    descriptions = PREDICTION_COLUMNS
+    if metacal:
+        cols, pred, descriptions = _predict_response(ctx, cfg, mdir, inp)
+        calibration, suffix = None, "_metacal"
+    else:
+        cols, pred = predict_table(runner, meta, inp, pc.batch_size, pc.symmetrize, pc.calibrated, rt.accelerator)
+        calibration, suffix = calibration_in_use(est, meta, pc.calibrated), ""
+    out = ctx.workspace.stage("lens", "predictions") / f"{pc.output or inp.stem}_{mdir.name}{suffix}.parquet"
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
-                                                 "engine": pred.engine}, descriptions=PREDICTION_COLUMNS)
+                                                 "response": pc.response, "engine": pred.engine},
+                  descriptions=descriptions)
     mc.record(ctx, inputs=[inputs, runner if pc.engine == "onnxruntime" else mdir], outputs=[out])
     summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
     if "true_g1" in cols:
@@ -429,6 +468,36 @@ def predict(
         summary["rmse_g2"] = rmse(cols["g2"], cols["true_g2"])
     summary.update(mc.report_throughput(ctx, pred, "stamps"))
     ctx.emit(summary)
+
+
+def _predict_response(ctx, cfg, mdir, inp):
+    """``predict --response metacal``: the table's columns, a Predictions record of the run, their descriptions."""
+    import time
+
+    import numpy as np
+
+    from astrotool.ml.predict import Predictions
+    from astrotool_lens.metacal import shear_from_response
+    from astrotool_lens.predict import PREDICTION_COLUMNS
+    from astrotool_lens.response import DESCRIPTIONS, PREFIX, model_response
+
+    pc, m = cfg.predict, cfg.measure
+    t0 = time.perf_counter()
+    resp = model_response(mdir, inp.gal, inp.psf, mapper=ctx.map, delta=m.metacal_delta, fixnoise=m.metacal_fixnoise,
+                          seed=m.metacal_seed, symmetrize=pc.symmetrize, batch_size=pc.batch_size,
+                          desc=f"response {inp.stem}")
+    pred = Predictions(None, len(inp.gal), time.perf_counter() - t0, "torch", "cpu")
+    g1, g2 = shear_from_response(resp, prefix=PREFIX)
+    cols = {"source": np.array(inp.source, dtype=str), "index": np.arange(len(g1)), "g1": g1, "g2": g2, **resp}
+    if inp.truth:
+        cols["true_g1"] = np.asarray(inp.truth["g1"], float)
+        cols["true_g2"] = np.asarray(inp.truth["g2"], float)
+    descriptions = {**PREDICTION_COLUMNS,
+                    "g1": "shear g1 = <R>^-1 e with the response averaged over the table, to second order",
+                    "g2": "shear g2 = <R>^-1 e with the response averaged over the table, to second order",
+                    **{f"{PREFIX}_{k}": v for k, v in DESCRIPTIONS.items()},
+                    f"{PREFIX}_flag": "0 measured, 1 failed", f"{PREFIX}_error": "why it failed"}
+    return cols, pred, descriptions
 
 
 @app.command()

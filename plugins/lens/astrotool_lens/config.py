@@ -400,6 +400,10 @@ class PredictConfig(_Model):
     batch_size: int = Field(32, ge=1, description="stamps per forward pass")
     symmetrize: bool = True
     calibrated: bool = Field(True, description="apply the model's calibration (astro lens calibrate)")
+    response: Literal["none", "metacal"] = Field(
+        "none", description="none: the model's outputs; metacal: its shear response measured on the stamps as "
+                            "lens validate --response metacal does, g = <R>^-1 e over the whole input (torch only, no "
+                            "calibration)")
     engine: Literal["torch", "onnxruntime"] = Field(
         "torch", description="torch, or onnxruntime on <model>/model.onnx (astro lens export; its symmetrize and "
                              "calibrated must match these)")
@@ -437,6 +441,10 @@ class ValidateConfig(_Model):
     calibration: str = Field("", description="JSON file holding m1, m2, c1, c2 (a lens validate report, a model.json, "
                                              "a lens calibrate result); default: the model's own calibration")
     symmetrize: bool = Field(True, description="average the CNN over the 8 flips/rotations")
+    response: Literal["none", "metacal"] = Field(
+        "none", description="none: the model's outputs (and its stored calibration); metacal: the model measures "
+                            "the ellipticities of metacalibration, its response measured on each stamp (lens.measure's "
+                            "metacal_delta, metacal_fixnoise, metacal_seed) and no calibration applied")
     batch_size: int = Field(32, ge=1, description="stamps per forward pass")
     max_abs_m: float = Field(5e-3, gt=0, description="a calibration transfers when every calibrated |m_i| is below "
                                                     "this (or within `sigmas` errors of 0)")
