@@ -50,7 +50,8 @@ Usage::
     python benchmarks/lens_accuracy.py --quick     # smoke run, about 2 min on 2 cores (too few fields to judge m)
     python benchmarks/lens_accuracy.py             # full size, about 16 min on 2 cores
     python benchmarks/lens_accuracy.py --keep ws/  # keep the workspace
-    python benchmarks/lens_accuracy.py --skip-shearnet --wide   # steps 2-4, and a wide-prior CNN
+    python benchmarks/lens_accuracy.py --skip-shearnet --wide   # steps 2-4, and a wide-prior CNN (+ about 25 min:
+                                                                # its own response runs it 40 times per stamp)
 """
 
 from __future__ import annotations
