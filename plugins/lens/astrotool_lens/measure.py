@@ -231,11 +231,11 @@ def require_packages(cfg: MeasureConfig) -> None:
 
 def hsm_settings(cfg: MeasureConfig) -> dict:
     """The settings a table's numbers depend on, besides its methods: conversion and guesses [pixels],
-    :func:`estimator_options` and, with METACAL, the columns it measures (``metacal_columns``)."""
+    :func:`estimator_options` and, with METACAL, what its estimator is (``metacal_estimator``)."""
     out = {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
            "guess_sig_psf": float(cfg.guess_sig_psf), **estimator_options(cfg)}
-    if "METACAL" in cfg.methods:      # tables before the second derivatives are measured again
-        out["metacal_columns"] = "e, R, D"
+    if "METACAL" in cfg.methods:      # tables of an older METACAL (no D, shears about the stamp centre) are measured again
+        out["metacal_estimator"] = "e, R, D; shears about the galaxy centroid"
     return out
 
 

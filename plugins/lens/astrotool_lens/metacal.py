@@ -5,7 +5,9 @@ For every stamp, with GalSim:
 1. deconvolve: $I_\mathrm{deconv} = I \ast P^{-1}$, both the galaxy stamp and its PSF stamp as
    ``galsim.InterpolatedImage`` (quintic interpolant), ``galsim.Deconvolve`` of the PSF. The
    pixel response is in both stamps, so it cancels;
-2. shear the deconvolved image by $\pm\delta$ in each component (``delta``, default 0.01);
+2. shear the deconvolved image by $\pm\delta$ in each component (``delta``, default 0.01),
+   about the galaxy's centre (the adaptive-moments centroid of the unsheared image), as a
+   real shear acts;
 3. reconvolve with a round Gaussian $\Gamma$ and draw at the stamp's pixel scale
    (``method="no_pixel"``: the pixel is already in the deconvolved image). $\Gamma$ has the
    sigma of the PSF's *major* axis, from its adaptive moments
@@ -99,17 +101,29 @@ def reconvolution_sigma(psf_image, delta: float) -> float:
     return (1.0 + 2.0 * delta) * float(mom.moments_sigma) * psf_image.scale * math.sqrt((1.0 + g) / (1.0 - g))
 
 
-def _images(gal_image, psf_ii, reconv, delta: float, like) -> dict:
-    """The five metacal images of one stamp (GalSim images shaped like ``like``)."""
+def _images(gal_image, psf_ii, reconv, delta: float, like, centred: bool = True) -> dict:
+    """The five metacal images of one stamp (GalSim images shaped like ``like``).
+
+    With ``centred`` the shears are applied about the galaxy's centre (the adaptive-moments
+    centroid of the unsheared image; the stamp's centre where that fails), as a real shear
+    acts: about the stamp's centre they would also move an offset galaxy by about delta times
+    its offset, which adaptive moments ignore but a network does not.
+    """
     import galsim
 
     ii = galsim.InterpolatedImage(gal_image, x_interpolant="quintic")
     deconv = galsim.Convolve(ii, galsim.Deconvolve(psf_ii))
     shears = {"noshear": None, "1p": (delta, 0.0), "1m": (-delta, 0.0), "2p": (0.0, delta), "2m": (0.0, -delta)}
-    out = {}
+    out = {"noshear": galsim.Convolve(deconv, reconv).drawImage(image=like.copy(), method="no_pixel")}
+    centre = galsim.PositionD(0.0, 0.0)
+    if centred:
+        mom = galsim.hsm.FindAdaptiveMom(out["noshear"], strict=False)
+        if mom.moments_status == 0 and not mom.error_message:
+            centre = (mom.moments_centroid - out["noshear"].true_center) * out["noshear"].scale   # [arcsec]
     for name, s in shears.items():
-        obj = deconv if s is None else deconv.shear(g1=s[0], g2=s[1])
-        out[name] = galsim.Convolve(obj, reconv).drawImage(image=like.copy(), method="no_pixel")
+        if s is not None:
+            obj = deconv.shift(-centre).shear(g1=s[0], g2=s[1]).shift(centre)
+            out[name] = galsim.Convolve(obj, reconv).drawImage(image=like.copy(), method="no_pixel")
     return out
 
 
@@ -165,7 +179,7 @@ def metacal_images(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, d
         rpsf = galsim.InterpolatedImage(galsim.Image(np.ascontiguousarray(np.rot90(pim.array, 1)), scale=pixel_scale),
                                         x_interpolant="quintic")
         like = galsim.Image(np.zeros_like(nim.array), scale=pixel_scale)
-        for name, im in _images(nim, rpsf, reconv, delta, like).items():
+        for name, im in _images(nim, rpsf, reconv, delta, like, centred=False).items():   # stationary noise
             images[name] += galsim.Image(np.ascontiguousarray(np.rot90(im.array, -1)), scale=pixel_scale)
     rpsf_stamp = reconv.drawImage(image=gim.copy(), method="no_pixel").array
     return {k: im.array for k, im in images.items()}, rpsf_stamp / rpsf_stamp.sum(), sigma
