@@ -73,6 +73,13 @@ def test_items_and_failures_keep_stamp_order(trained_model):
     finally:
         response.STAMPS_PER_ITEM = old
     whole = model_response(mdir, gal, psf, mapper=serial_map, pixel_scale=SCALE, symmetrize=False)
+    from astrotool.errors import InputError
+
+    with pytest.raises(InputError, match="expects 24x24") as e:        # refused before any stamp is worked on
+        model_response(mdir, gal[:, :20, :20], psf[:20, :20], mapper=serial_map, source="mine.fits")
+    assert "mine.fits" in str(e.value)
+    with pytest.raises(InputError, match="PSF stamps"):
+        model_response(mdir, gal, psf[:20, :20], mapper=serial_map)
     assert split[f"{PREFIX}_flag"].tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
     assert split[f"{PREFIX}_error"][3] == "blank stamp" and np.isnan(split[f"{PREFIX}_e1"][3])
     atol = {"r": 1e-4, "d": 1e-2}

@@ -351,7 +351,8 @@ def validate(
             m = cfg.measure
             response_cols = model_response(mdir, inp.gal, inp.psf, mapper=ctx.map, delta=m.metacal_delta,
                                            fixnoise=m.metacal_fixnoise, seed=m.metacal_seed, symmetrize=v.symmetrize,
-                                           batch_size=v.batch_size, desc=f"response {stem}")
+                                           batch_size=v.batch_size, desc=f"response {stem}",
+                                           source=origin or inputs)
         else:
             cols, _ = predict_table(est, meta, inp, v.batch_size, v.symmetrize, calibrated=False,
                                     device=mc.runtime(ctx).accelerator)
@@ -485,7 +486,7 @@ def _predict_response(ctx, cfg, mdir, inp):
     t0 = time.perf_counter()
     resp = model_response(mdir, inp.gal, inp.psf, mapper=ctx.map, delta=m.metacal_delta, fixnoise=m.metacal_fixnoise,
                           seed=m.metacal_seed, symmetrize=pc.symmetrize, batch_size=pc.batch_size,
-                          desc=f"response {inp.stem}")
+                          desc=f"response {inp.stem}", source=inp.origin or inp.stem)
     pred = Predictions(None, len(inp.gal), time.perf_counter() - t0, "torch", "cpu")
     g1, g2 = shear_from_response(resp, prefix=PREFIX)
     cols = {"source": np.array(inp.source, dtype=str), "index": np.arange(len(g1)), "g1": g1, "g2": g2, **resp}

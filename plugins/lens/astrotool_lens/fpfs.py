@@ -114,7 +114,7 @@ def fpfs_arrays(gal: np.ndarray, psf: np.ndarray, sigma: float = 2.0, c0: float 
     from anacal.fpfs import FpfsConfig, FpfsTask, process_image
     import galsim
 
-    from astrotool_lens.metacal import frame_sigma, shear_from_response
+    from astrotool_lens.metacal import failure_reason, frame_sigma, shear_from_response
 
     gal = np.asarray(gal, dtype=np.float64)
     n = gal.shape[0]
@@ -157,8 +157,7 @@ def fpfs_arrays(gal: np.ndarray, psf: np.ndarray, sigma: float = 2.0, c0: float 
             if not all(np.isfinite(v) for v in vals.values()):
                 raise ValueError("non-finite FPFS modes")
         except (galsim.GalSimError, ValueError, RuntimeError, ZeroDivisionError) as exc:
-            msg = str(exc).strip()
-            out["anacal_error"][i] = msg.splitlines()[0][:200] if msg else type(exc).__name__
+            out["anacal_error"][i] = failure_reason(exc)
             continue
         for k, v in vals.items():
             out[f"anacal_{k}"][i] = v

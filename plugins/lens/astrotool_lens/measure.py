@@ -88,6 +88,8 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
     """
     import galsim
 
+    from astrotool_lens.metacal import failure_reason
+
     out: dict[str, np.ndarray] = {}
     if "METACAL" in methods:
         from astrotool_lens.metacal import metacal_arrays
@@ -140,7 +142,7 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
                             raise ValueError(f"unphysical shear ({g1:.3g}, {g2:.3g})")
                         e1, e2 = (float(x) for x in g_to_e(g1, g2))
                 except (galsim.GalSimError, ValueError, RuntimeError) as exc:
-                    out[f"{k}_error"][i] = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    out[f"{k}_error"][i] = failure_reason(exc)
                     continue
                 out[f"{k}_g1"][i], out[f"{k}_g2"][i] = g1, g2
                 out[f"{k}_e1"][i], out[f"{k}_e2"][i] = e1, e2

@@ -243,6 +243,13 @@ def metacal_stamp(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, de
     return {**response_from_shapes(shapes, delta), "noise_sigma": sigma}
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why a stamp failed, for a table's ``<method>_error`` column: the first line of the message (at most
+    200 characters), or the exception's type when it has none."""
+    msg = str(exc).strip()
+    return msg.splitlines()[0][:200] if msg else type(exc).__name__
+
+
 def stamp_seed(seed: int, index: int) -> int:
     """The seed of stamp ``index``'s noise image: reproducible per stamp, whatever the sharding."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
@@ -287,8 +294,7 @@ def metacal_arrays(gal: np.ndarray, psf: np.ndarray, pixel_scale: float = 1.0, d
             try:
                 r = metacal_stamp(gal[i], psf[i], pixel_scale, delta, fixnoise, stamp_seed(seed, start + i), guess_sig)
             except (galsim.GalSimError, ValueError, RuntimeError, ZeroDivisionError) as exc:
-                msg = str(exc).strip()
-                out["metacal_error"][i] = msg.splitlines()[0][:200] if msg else type(exc).__name__
+                out["metacal_error"][i] = failure_reason(exc)
                 continue
             for k, v in r.items():
                 out[f"metacal_{k}"][i] = v

@@ -84,7 +84,7 @@ def response_stamps(task: ResponseTask, seed: int | None = None) -> dict:
 
     import galsim
 
-    from astrotool_lens.metacal import SHEARS, metacal_images, response_from_shapes, stamp_seed
+    from astrotool_lens.metacal import SHEARS, failure_reason, metacal_images, response_from_shapes, stamp_seed
     from astrotool_lens.model import predict_array
 
     path = Path(task.model_dir)
@@ -102,8 +102,7 @@ def response_stamps(task: ResponseTask, seed: int | None = None) -> dict:
                 images, rpsf, sigma = metacal_images(task.gal[i], psf[i], task.pixel_scale, task.delta,
                                                      task.fixnoise, stamp_seed(task.seed, task.start + i))
             except (galsim.GalSimError, ValueError, RuntimeError, ZeroDivisionError) as exc:
-                msg = str(exc).strip()
-                error[i] = msg.splitlines()[0][:200] if msg else type(exc).__name__
+                error[i] = failure_reason(exc)
                 continue
             gal = np.stack([images[k] for k in SHEARS])
             stacks.append(np.stack([gal, np.broadcast_to(rpsf, gal.shape)], axis=1) if two else gal[:, None])
@@ -125,7 +124,7 @@ def response_stamps(task: ResponseTask, seed: int | None = None) -> dict:
 
 def model_response(model_dir: str | Path, gal: np.ndarray, psf: np.ndarray, *, mapper, delta: float = 0.01,
                    fixnoise: bool = True, seed: int = 0, symmetrize: bool = True, batch_size: int = 256,
-                   pixel_scale: float = 1.0, desc: str = "response") -> dict:
+                   pixel_scale: float = 1.0, desc: str = "response", source=None) -> dict:
     """The per-stamp metacal columns of a trained model on stamps.
 
     Parameters
@@ -143,6 +142,10 @@ def model_response(model_dir: str | Path, gal: np.ndarray, psf: np.ndarray, *, m
         Average the network over the 8 flips/rotations.
     batch_size : int
         Images per forward pass.
+    desc : str
+        Progress label.
+    source : path-like, optional
+        What the stamps came from, named in errors.
 
     Returns
     -------
@@ -151,14 +154,27 @@ def model_response(model_dir: str | Path, gal: np.ndarray, psf: np.ndarray, *, m
 
     Raises
     ------
+    astrotool.errors.InputError
+        The stamps do not fit the model (size), or the PSF stamps not the galaxy stamps (exit code 2).
     astrotool.errors.AstroError
         Some items failed (exit code 1): no partial result is returned.
     """
     from astrotool.errors import AstroError
+    from astrotool_lens.model import check_stamps
 
     gal = np.asarray(gal, np.float32)
     psf = np.asarray(psf, np.float32)
     n = len(gal)
+    if psf.shape[-2:] != gal.shape[-2:]:
+        from astrotool.errors import InputError
+
+        raise InputError(source or desc, f"PSF stamps of {psf.shape[-2:]} pixels for galaxy stamps of {gal.shape[-2:]}")
+    path = Path(model_dir)
+    _, meta = _estimator(str(path), (path / "model.safetensors").stat().st_mtime)
+    if n:   # size and channels, before any work; bad pixels fail per stamp
+        first = np.stack([gal[0], psf[0] if psf.ndim == 3 else psf])[None]
+        channels = int(meta["architecture"]["kwargs"]["in_channels"])
+        check_stamps(np.nan_to_num(first[:, :channels]), meta, source or desc)
     tasks = [ResponseTask(gal[a:a + STAMPS_PER_ITEM], psf[a:a + STAMPS_PER_ITEM] if psf.ndim == 3 else psf, a,
                           str(model_dir), float(delta), bool(fixnoise), int(seed), bool(symmetrize), int(batch_size),
                           float(pixel_scale)) for a in range(0, n, STAMPS_PER_ITEM)]
