@@ -209,3 +209,39 @@ def test_noise_normalised_model_trains_records_and_exports(easy_dataset, tmp_pat
 
     o = predict_stamps(tmp_path / "m.onnx", x).outputs
     assert np.abs(o - predict_array(model, x)).max() <= 1e-5
+
+
+def test_smooth_activation_has_the_second_derivative_finite_differences_measure():
+    """activation="smooth" (SiLU, average pooling): the second difference of the output along a
+    direction in pixel space, at steps of 1e-2 and 1e-3, matches autograd's second derivative; with
+    ReLU and max pooling the kinks crossed within the step make the second difference differ from
+    the derivative at the point, so metacal's D would depend on the step."""
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.normal(1.0, 0.5, (3, 2, 16, 16)))
+    v = torch.from_numpy(rng.normal(0.0, 0.5, (3, 2, 16, 16)))
+
+    def second(est, h):
+        f = lambda t: est(x + t * v)[:, 0]   # noqa: E731
+        return ((f(h) + f(-h) - 2 * f(0.0)) / h**2).detach().numpy()
+
+    for activation in ("smooth", "relu"):
+        torch.manual_seed(0)
+        est = make_estimator(in_channels=2, stamp_size=16, width=4, blocks=2, hidden=8, activation=activation)
+        est = est.double().eval()
+        est.calibrated = False
+        t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        y = est(x + t * v)[:, 0]
+        exact = []
+        for i in range(3):
+            (d1,) = torch.autograd.grad(y[i], t, create_graph=True, retain_graph=True)
+            exact.append(torch.autograd.grad(d1, t, retain_graph=True, allow_unused=True)[0] if d1.requires_grad
+                         else torch.zeros((), dtype=torch.float64))
+        exact = np.array([0.0 if e is None else float(e) for e in exact])
+        coarse, fine = second(est, 1e-2), second(est, 1e-3)
+        if activation == "smooth":
+            assert np.abs(exact).min() > 0
+            assert np.allclose(coarse, exact, rtol=2e-2) and np.allclose(fine, exact, rtol=2e-3), (coarse, fine, exact)
+        else:
+            assert not np.allclose(coarse, exact, rtol=0.2), (coarse, fine, exact)
+    with pytest.raises(ValueError, match="activation"):
+        make_estimator(in_channels=1, stamp_size=16, width=4, blocks=2, hidden=8, activation="tanh")

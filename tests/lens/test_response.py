@@ -36,8 +36,8 @@ def _full_rings(g, n_rings=3, seed=2, size=24):
 
 def test_the_response_recovers_a_shear_the_network_gets_wrong(trained_model):
     """Galaxies with shape noise the network never saw (it was trained on round ones), sheared by +g and -g:
-    the network's mean output gives m ~ -0.25; <R>^-1 <e> of its outputs on the metacal images gives |m| < 0.03
-    (measured: 0.001, 0.013) and |c| < 1e-3 (2e-4, 4e-4: the interpolation of 24-pixel stamps is not quite
+    the network's mean output gives m ~ -0.13; <R>^-1 <e> of its outputs on the metacal images gives |m| < 0.01
+    (measured: +0.0014, -0.0019) and |c| < 1e-3 (2e-4, 4e-4: the interpolation of 24-pixel stamps is not quite
     symmetric under rotation; at 40 pixels it is, to 5e-5)."""
     mdir, _ = trained_model
     model, _ = load_estimator(mdir)
@@ -51,8 +51,8 @@ def test_the_response_recovers_a_shear_the_network_gets_wrong(trained_model):
         est[sign] = np.array([np.mean(v) for v in shear_from_response(cols, prefix=PREFIX)])
         direct[sign] = predict_array(model, gal[:, None], symmetrize=True, calibrated=False).mean(axis=0)
     m = (est[1] - est[-1]) / (2 * g) - 1
-    assert np.all(np.abs(m) < 0.03) and np.all(np.abs(est[1] + est[-1]) / 2 < 1e-3), est
-    assert np.all((direct[1] - direct[-1]) / (2 * g) - 1 < -0.15), direct
+    assert np.all(np.abs(m) < 0.01) and np.all(np.abs(est[1] + est[-1]) / 2 < 1e-3), est
+    assert np.all((direct[1] - direct[-1]) / (2 * g) - 1 < -0.1), direct
     r = np.array([[cols[f"{PREFIX}_r11"].mean(), cols[f"{PREFIX}_r12"].mean()],
                   [cols[f"{PREFIX}_r21"].mean(), cols[f"{PREFIX}_r22"].mean()]])
     assert 0.2 < r[0, 0] < 2 and 0.2 < r[1, 1] < 2 and abs(r[0, 1]) < 0.2 * r[0, 0]

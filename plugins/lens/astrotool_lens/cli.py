@@ -170,6 +170,7 @@ def train(
     use_psf: bool = typer.Option(None, "--use-psf/--no-psf", help="PSF stamp as a second channel"),
     width: int = typer.Option(None, "--width", help="channels of the first conv block"),
     normalisation: str = typer.Option(None, "--normalisation", help="stamp_rms | stamp_rms+noise | global | none"),
+    activation: str = typer.Option(None, "--activation", help="smooth (SiLU, average pooling) | relu (ReLU, max pooling)"),
     patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]"),
     resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
     device: mc.Device = None,
@@ -191,7 +192,8 @@ def train(
     cfg = ctx.section("lens", {
         "train.dataset": dataset, "train.model": model, "train.epochs": epochs, "train.batch_size": batch_size,
         "train.lr": lr, "train.loss": loss, "train.target": target, "train.use_psf": use_psf, "train.width": width,
-        "train.normalisation": normalisation, "train.patience": patience, "train.resume": resume,
+        "train.normalisation": normalisation, "train.activation": activation,
+        "train.patience": patience, "train.resume": resume,
     })
     t = cfg.train
     rt = mc.runtime(ctx, device=device, precision=precision,

@@ -358,6 +358,10 @@ class TrainConfig(_Model):
                                  "and the galaxy's noise sigma (MAD of the stamp's outer 2 pixels) over its RMS "
                                  "as one more input; global: by the training set's per-channel RMS (stored in the "
                                  "checkpoint); none")
+    activation: Literal["smooth", "relu"] = Field(
+        "smooth", description="smooth: SiLU and average pooling, a smooth function of the pixels whose response to "
+                            "small shears (lens predict --response metacal) finite differences measure well; "
+                            "relu: ReLU and max pooling (piecewise linear)")
     split: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="train/validation/test fractions, assigned by shear field (or ring pair)")
     augment: bool = Field(True, description="random flips/90-degree rotations with the matching sign changes of (g1, g2)")

@@ -39,6 +39,7 @@ __docformat__ = "numpy"
 ARCHITECTURE = "lens_shear_cnn"
 
 NORMALISATIONS = ("stamp_rms", "stamp_rms+noise", "global", "none")
+ACTIVATIONS = ("relu", "smooth")
 """Input normalisations of :class:`ShearEstimator` (``model.json``: ``architecture.kwargs.normalisation``)."""
 
 NOISE_FRAME = 2
@@ -93,7 +94,7 @@ def _build_classes():
     torch, nn = _torch()
 
     class ShearCNN(nn.Module):
-        """Conv blocks (3x3 conv, BN, ReLU twice, 2x2 max-pool) and a two-layer head.
+        """Conv blocks (3x3 conv, BN, activation twice, 2x2 pooling) and a two-layer head.
 
         Parameters
         ----------
@@ -107,26 +108,34 @@ def _build_classes():
         blocks : int
         hidden : int
             Units of the dense layer.
+        activation : {"relu", "smooth"}
+            ``relu``: ReLU and max-pooling (a piecewise-linear function of the pixels);
+            ``smooth``: SiLU and average pooling, so the output is a smooth function of
+            the pixels and finite-difference responses to small shears are accurate.
         """
 
         def __init__(self, in_channels: int = 1, stamp_size: int = 40, width: int = 32, blocks: int = 3,
-                     hidden: int = 128):
+                     hidden: int = 128, activation: str = "relu"):
             super().__init__()
+            if activation not in ACTIVATIONS:
+                raise ValueError(f"unknown activation {activation!r}")
+            act = (lambda: nn.ReLU(inplace=True)) if activation == "relu" else (lambda: nn.SiLU(inplace=True))
+            pool = nn.MaxPool2d if activation == "relu" else nn.AvgPool2d
             layers = []
             c_in = in_channels
             for b in range(blocks):
                 c_out = width * 2**b
                 layers += [
-                    nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                    nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                    nn.MaxPool2d(2),
+                    nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act(),
+                    nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act(),
+                    pool(2),
                 ]
                 c_in = c_out
             side = stamp_size // 2**blocks
             if side < 1:
                 raise ValueError(f"stamp_size {stamp_size} is too small for {blocks} pooling blocks")
             self.features = nn.Sequential(*layers)
-            self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden), nn.ReLU(inplace=True),
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden), act(),
                                       nn.Linear(hidden, 2))
 
         def forward(self, x):
@@ -137,7 +146,7 @@ def _build_classes():
 
         Parameters
         ----------
-        in_channels, stamp_size, width, blocks, hidden
+        in_channels, stamp_size, width, blocks, hidden, activation
             See ``ShearCNN``.
         normalisation : {"stamp_rms", "stamp_rms+noise", "global", "none"}
             ``stamp_rms`` divides each channel of each stamp by its RMS (flux-free);
@@ -158,7 +167,8 @@ def _build_classes():
         """
 
         def __init__(self, in_channels: int = 1, stamp_size: int = 40, width: int = 32, blocks: int = 3,
-                     hidden: int = 128, normalisation: str = "stamp_rms", noise_frame: int = NOISE_FRAME):
+                     hidden: int = 128, normalisation: str = "stamp_rms", noise_frame: int = NOISE_FRAME,
+                     activation: str = "relu"):
             super().__init__()
             if normalisation not in NORMALISATIONS:
                 raise ValueError(f"unknown normalisation {normalisation!r}")
@@ -172,7 +182,7 @@ def _build_classes():
             self.calibrated = True
             self.channels_last = False
             extra = 1 if normalisation == "stamp_rms+noise" else 0
-            self.net = ShearCNN(in_channels + extra, stamp_size, width, blocks, hidden)
+            self.net = ShearCNN(in_channels + extra, stamp_size, width, blocks, hidden, activation)
             self.register_buffer("input_scale", torch.ones(in_channels))
             self.register_buffer("target_scale", torch.ones(2))
             self.register_buffer("calib_m", torch.zeros(2))

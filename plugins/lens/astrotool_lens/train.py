@@ -135,7 +135,8 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     y = np.stack([np.asarray(ds.truth[c], dtype=np.float32) for c in tcols], axis=1)
 
     kwargs = {"in_channels": x.shape[1], "stamp_size": ds.stamp_size, "width": cfg.width,
-              "blocks": cfg.blocks, "hidden": cfg.hidden, "normalisation": cfg.normalisation}
+              "blocks": cfg.blocks, "hidden": cfg.hidden, "normalisation": cfg.normalisation,
+              "activation": cfg.activation}
     noise = {}
     if cfg.normalisation == "stamp_rms+noise":
         kwargs["noise_frame"] = NOISE_FRAME
