@@ -48,9 +48,10 @@ PSF ellipticity, so its PSF leakage moves whole fields.
 Usage::
 
     python benchmarks/lens_accuracy.py --quick     # smoke run, about 2 min on 2 cores (too few fields to judge m)
-    python benchmarks/lens_accuracy.py             # full size, about 16 min on 2 cores
+    python benchmarks/lens_accuracy.py             # full size, about 40 min on 2 cores (METACAL and ANACAL
+                                                   # on the 3 x 24,000 transfer stamps take 25 of them)
     python benchmarks/lens_accuracy.py --keep ws/  # keep the workspace
-    python benchmarks/lens_accuracy.py --skip-shearnet --wide   # steps 2-4, and a wide-prior CNN (+ about 25 min:
+    python benchmarks/lens_accuracy.py --skip-shearnet --wide   # steps 2-4, and a wide-prior CNN (66 min in all:
                                                                 # its own response runs it 40 times per stamp)
 """
 
