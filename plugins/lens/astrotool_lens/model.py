@@ -39,8 +39,11 @@ __docformat__ = "numpy"
 ARCHITECTURE = "lens_shear_cnn"
 
 NORMALISATIONS = ("stamp_rms", "stamp_rms+noise", "global", "none")
-ACTIVATIONS = ("relu", "smooth")
 """Input normalisations of :class:`ShearEstimator` (``model.json``: ``architecture.kwargs.normalisation``)."""
+
+ACTIVATIONS = ("relu", "smooth")
+"""Activations of :class:`ShearCNN` (``architecture.kwargs.activation``; absent in checkpoints written
+before the option: ``relu``, what they were trained with)."""
 
 NOISE_FRAME = 2
 """Width [pixels] of the outer frame of a stamp whose pixels give its noise sigma (:func:`frame_sigma`)."""
@@ -119,8 +122,11 @@ def _build_classes():
             super().__init__()
             if activation not in ACTIVATIONS:
                 raise ValueError(f"unknown activation {activation!r}")
-            act = (lambda: nn.ReLU(inplace=True)) if activation == "relu" else (lambda: nn.SiLU(inplace=True))
-            pool = nn.MaxPool2d if activation == "relu" else nn.AvgPool2d
+            act_class, pool = {"relu": (nn.ReLU, nn.MaxPool2d), "smooth": (nn.SiLU, nn.AvgPool2d)}[activation]
+
+            def act():
+                return act_class(inplace=True)
+
             layers = []
             c_in = in_channels
             for b in range(blocks):
