@@ -236,8 +236,8 @@ def hsm_settings(cfg: MeasureConfig) -> dict:
     :func:`estimator_options` and, with METACAL, what its estimator is (``metacal_estimator``)."""
     out = {"conversion": cfg.conversion, "guess_sig_gal": float(cfg.guess_sig_gal),
            "guess_sig_psf": float(cfg.guess_sig_psf), **estimator_options(cfg)}
-    if "METACAL" in cfg.methods:      # tables of an older METACAL (no D, shears about the stamp centre) are measured again
-        out["metacal_estimator"] = "e, R, D; shears about the galaxy centroid"
+    if "METACAL" in cfg.methods:      # tables of an older METACAL (fewer D, shears about the stamp centre) are measured again
+        out["metacal_estimator"] = "e, R, D11 D12 D21 D22; shears about the galaxy centroid"
     return out
 
 

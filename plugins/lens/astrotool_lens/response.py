@@ -5,7 +5,7 @@ data. Here the network is only the ellipticity measure of metacalibration
 (:mod:`astrotool_lens.metacal`): each stamp is deconvolved, sheared by $\pm\delta$ and
 reconvolved with a round Gaussian; the network reads the five images (with that Gaussian as its
 PSF stamp) and its outputs $e$ give the response
-$R_{ij} = (e_i(+\delta_j) - e_i(-\delta_j)) / 2\delta$ and the second derivatives $D_{ii}$.
+$R_{ij} = (e_i(+\delta_j) - e_i(-\delta_j)) / 2\delta$ and the second derivatives $D_{ij}$.
 The shear of a field is $\langle R\rangle^{-1}\langle e\rangle$, corrected to second order
 (:func:`astrotool_lens.metacal.shear_from_response`): whatever the network learned, what it
 estimates is rescaled on the data themselves, so no calibration on simulations is used
@@ -29,7 +29,7 @@ __docformat__ = "numpy"
 PREFIX = "response"
 """Column prefix of the per-stamp columns (``response_e1`` ... ``response_d22``)."""
 
-COLUMNS = ("e1", "e2", "r11", "r12", "r21", "r22", "d11", "d22", "noise_sigma")
+COLUMNS = ("e1", "e2", "r11", "r12", "r21", "r22", "d11", "d12", "d21", "d22", "noise_sigma")
 
 DESCRIPTIONS = {
     "e1": "network output g1 on the reconvolved unsheared image (metacal e1)",
@@ -39,6 +39,8 @@ DESCRIPTIONS = {
     "r21": "response de2/dg1",
     "r22": "response de2/dg2",
     "d11": "second derivative d2e1/dg1^2",
+    "d12": "second derivative d2e1/dg2^2",
+    "d21": "second derivative d2e2/dg1^2",
     "d22": "second derivative d2e2/dg2^2",
     "noise_sigma": "noise sigma of the stamp's edge, of the added rotated noise image (0: none) [counts/pixel]",
 }
