@@ -339,11 +339,12 @@ def main(argv=None) -> int:
     print(f"\n4. Transfer ({size['transfer_fields']} fields x {size['transfer_field_size']} stamps per configuration, "
           "no recalibration): m, c (1 sigma); calibrated where a calibration was fitted on the step-3 fields "
           "(CNN, REGAUSS, KSB), raw for the self-calibrating METACAL and ANACAL")
+    width_est = max(len(est) for rows_ in tr.values() for est in rows_)
     for label, rows_ in tr.items():
         print(f"   {label}")
         for est, r in rows_.items():
             f = _transfer_fit(r)
-            print(f"     {est:12s} m1 {f['m1']:+.2e}±{f['m1_err']:.1e}  m2 {f['m2']:+.2e}±{f['m2_err']:.1e}  "
+            print(f"     {est:{width_est}s} m1 {f['m1']:+.2e}±{f['m1_err']:.1e}  m2 {f['m2']:+.2e}±{f['m2_err']:.1e}  "
                   f"c1 {f['c1']:+.1e}±{f['c1_err']:.1e}  c2 {f['c2']:+.1e}±{f['c2_err']:.1e}  ({f['kind']})")
             worst_m, worst_c = max(abs(f["m1"]), abs(f["m2"])), max(abs(f["c1"]), abs(f["c2"]))
             rows.append((f"transfer {label}: {est} max|m|, max|c|", f"{worst_m:.1e}, {worst_c:.1e}",
