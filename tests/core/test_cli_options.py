@@ -110,7 +110,7 @@ def test_status_lists_only_stage_folders_that_commands_write(tmp_path):
     r = run("status", "--json")
     assert r.returncode == 0, r.stderr
     stages = json.loads(r.stdout)["stages"]
-    assert set(stages["plato"]) == {"lightcurves", "labels"}
+    assert set(stages["plato"]) == {"raw", "labels", "prepared", "models", "runs", "reports"}
     assert set(stages["ztf"]) == {"alerts", "stamps"}
 
 

@@ -37,7 +37,7 @@ def test_init_and_status(astro, toy, tmp_path):
     r = astro("-w", ws, "init", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     assert (ws / "astro.toml").is_file() and (ws / "runs").is_dir()
-    for stage in ["dre/tiles", "dre/cuts", "toy/out", "toy/logs", "ztf/alerts", "plato/lightcurves"]:
+    for stage in ["dre/tiles", "dre/cuts", "toy/out", "toy/logs", "ztf/alerts", "plato/raw"]:
         assert (ws / stage).is_dir(), stage
     (ws / "toy" / "out" / "x.json").write_text("{}")
     r = astro("-w", ws, "status", "--json", pythonpath=toy)

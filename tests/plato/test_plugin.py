@@ -28,7 +28,7 @@ def test_registered_targets_exist_and_the_defaults_file_restates_the_model():
 
 
 def test_init_makes_every_stage_folder_and_nothing_else(tmp_path):
-    assert plugin.STAGES == ("lightcurves", "labels")  # only folders its commands write
-    assert plugin.astro_workspace_stages() == {"plato": ["lightcurves", "labels"]}
+    assert plugin.STAGES == ("raw", "labels", "prepared", "models", "runs", "reports")  # only folders its commands write
+    assert plugin.astro_workspace_stages() == {"plato": ["raw", "labels", "prepared", "models", "runs", "reports"]}
     Workspace(tmp_path).init()
     assert {p.name for p in (tmp_path / "plato").iterdir()} == set(plugin.STAGES)

@@ -64,7 +64,7 @@ def test_noisy_transit_at_t0_has_labelled_depth_within_10_percent():
 
 
 def test_curves_without_transit_have_no_dip_and_transits_are_detectable():
-    cfg = quiet_cfg(n_curves=12, transit_fraction=0.5, depth_ppm=(300.0, 900.0))
+    cfg = quiet_cfg(n_curves=12, transit_fraction=0.5, depth_ppm=(300.0, 900.0), eb_fraction=0, beb_fraction=0)
     time, flux, params = sim.simulate_curves(range(cfg.n_curves), SEED, cfg)
     has = [p.has_transit for p in params]
     assert any(has) and not all(has)
@@ -79,6 +79,29 @@ def test_curves_without_transit_have_no_dip_and_transits_are_detectable():
             assert not deficit.any()
             assert dip < 60.0                                  # noise only: ~10 ppm rms per 2 h box
             assert math.isnan(par.t0) and math.isnan(par.depth) and par.n_transits == 0 and par.snr == 0
+
+
+def test_binaries_have_primary_and_secondary_eclipses_half_a_period_apart_and_no_transit():
+    cfg = quiet_cfg(n_curves=40, transit_fraction=0.3, eb_fraction=0.5, beb_fraction=0.5, noise_ppm=0.0,
+                    granulation_ppm=0.0, eclipse_period_days=(0.8, 2.0))
+    time, flux, params = sim.simulate_curves(range(cfg.n_curves), SEED, cfg)
+    kinds = {p.eclipse for p in params}
+    assert kinds == {"", "eb", "beb"}
+    for f, par in zip(flux, params):
+        if not par.eclipse:
+            assert par.has_transit or f.min() == 1.0
+            continue
+        assert not par.has_transit and math.isnan(par.t0)
+        low, high = cfg.eb_depth_ppm if par.eclipse == "eb" else cfg.beb_depth_ppm
+        assert low <= par.eclipse_depth <= high and par.eclipse_secondary < 0.8 * par.eclipse_depth
+        for centre, depth in ((par.eclipse_t0, par.eclipse_depth),
+                              (par.eclipse_t0 + 0.5 * par.eclipse_period, par.eclipse_secondary)):
+            centre = centre % par.eclipse_period   # the first such eclipse of the curve
+            k = np.argmin(np.abs(time - centre))
+            assert (1.0 - f[k]) * 1e6 == pytest.approx(depth, rel=2e-3, abs=0.1)
+            # zero one eclipse duration / 2 away from the centre, full depth on the flat bottom
+            edge = np.abs(time - centre) >= 0.5 * par.eclipse_duration / 24 + 1e-9
+            assert np.all(f[edge & (np.abs(time - centre) < 0.25 * par.eclipse_period)] == 1.0)
 
 
 def test_output_does_not_depend_on_chunking_and_items_differ():
@@ -247,8 +270,8 @@ def test_cli_simulate_same_files_with_serial_and_two_processes(tmp_path, capsys)
     assert main(["-w", str(tmp_path / "b"), "--executor", "process", "-j", "2", *args]) == 0
     capsys.readouterr()
     for name in ("sim000000-000001", "sim000002-000003", "sim000004-000004"):
-        a = pq.read_table(tmp_path / "a/plato/lightcurves" / f"{name}_lightcurves.parquet")
-        b = pq.read_table(tmp_path / "b/plato/lightcurves" / f"{name}_lightcurves.parquet")
+        a = pq.read_table(tmp_path / "a/plato/raw" / f"{name}_lightcurves.parquet")
+        b = pq.read_table(tmp_path / "b/plato/raw" / f"{name}_lightcurves.parquet")
         assert a.equals(b)
     la = pq.read_table(tmp_path / "a/plato/labels/sim_labels.parquet")
     lb = pq.read_table(tmp_path / "b/plato/labels/sim_labels.parquet")
@@ -268,18 +291,6 @@ def test_cli_simulate_same_files_with_serial_and_two_processes(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "other settings" in err and "plato.simulate.noise_ppm: " in err and " -> 10.0" in err, err
     assert [f.stat().st_mtime_ns for f in files] == mtimes
-
-
-def test_demo_step_writes_curves_and_labels(tmp_path):
-    from astrotool.context import Context
-    from astrotool_plato.demo import run
-
-    lines = run(Context.create(tmp_path))
-    assert lines[0].startswith("plato: 4 light curves")
-    labels = pq.read_table(tmp_path / "plato/labels/demo_labels.parquet")
-    assert labels.num_rows == 4 and 0 < sum(labels["has_transit"].to_pylist()) < 4
-    curves = sim.read_lightcurves(tmp_path / "plato/lightcurves/demo000000-000003_lightcurves.parquet")
-    assert list(curves) == labels["id"].to_pylist()
 
 
 def test_labels_follow_a_new_chunk_size_and_corrupt_outputs_are_named(tmp_path, capsys):

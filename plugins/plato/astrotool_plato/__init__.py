@@ -1,9 +1,13 @@
-"""PLATO plugin for astrotool: simulated light curves with single transits.
+"""PLATO plugin for astrotool: single transits in undetrended light curves (Panopticon, rebuilt).
 
 ``astro plato simulate`` writes light curves at PLATO cadence (25 s) with
-granulation-like red noise, optional rotational modulation, white noise and
-single (or periodic) transits of known time, duration and depth, plus the
-label table that a transit segmentation network trains on.
+granulation-like red noise, spots, white noise, single (or periodic) transits
+and eclipsing binaries of known times, plus their label table; ``labels``
+writes per-sample masks; ``prepare`` packs curves into a training set (NaN
+handling, time-reversed twins, splits by curve); ``train`` fits a 1-D U-Net 3+
+(or U-Net) that gives every sample a transit probability; ``eval`` scores it
+point by point and event by event; ``detect`` finds events in Feather, Parquet,
+CSV or FITS light curves; ``bls`` runs the classical wotan + BLS baseline.
 
 This module only registers hooks; nothing heavy is imported here.
 """
@@ -16,7 +20,8 @@ __version__ = "0.1.0"
 NAME = "plato"
 """Command group, configuration section and workspace folder of the plugin."""
 
-LIGHTCURVES, LABELS = STAGES = ("lightcurves", "labels")
+RAW, LABELS, PREPARED, MODELS, RUNS, REPORTS = STAGES = (
+    "raw", "labels", "prepared", "models", "runs", "reports")
 """Stage folders under ``<workspace>/plato/`` (those its commands write); code names them through these constants."""
 
 
@@ -24,7 +29,7 @@ LIGHTCURVES, LABELS = STAGES = ("lightcurves", "labels")
 def astro_commands():
     """Mount ``astro plato``."""
     return [CommandSpec(name=NAME, target="astrotool_plato.cli:app",
-                        help="PLATO light curves: simulate single transits (Panopticon).")]
+                        help="PLATO light curves: find single transits with a 1-D U-Net 3+ (Panopticon).")]
 
 
 @hookimpl
@@ -51,6 +56,7 @@ def astro_doctor_checks():
 
 @hookimpl
 def astro_demo_steps():
-    """Simulate a few light curves in the demo workspace."""
+    """Simulate light curves, train a tiny transit finder, detect a transit in a fresh curve."""
     return [DemoStep(name=NAME, target="astrotool_plato.demo:run",
-                     help="simulate 4 short PLATO light curves with transits", order=30)]
+                     help="simulate 48 one-day light curves, train a tiny U-Net 3+, find a fresh curve's transit",
+                     order=30)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
+
+from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
 
@@ -13,7 +15,8 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.callback()
 def main() -> None:
-    """PLATO light curves (Panopticon): simulated curves with known single transits and their label table."""
+    """PLATO light curves (Panopticon): simulate, label, prepare, train a transit segmentation network, evaluate,
+    detect single transits, compare with BLS."""
 
 
 @app.command()
@@ -35,7 +38,7 @@ def simulate(
 ) -> None:
     """Simulate light curves at PLATO cadence with red noise, spots and known transits.
 
-    Writes plato/lightcurves/NAME<first>-<last>_lightcurves.parquet (columns
+    Writes plato/raw/NAME<first>-<last>_lightcurves.parquet (columns
     id, time in days, normalised flux, flux_err; one row group per curve) and
     plato/labels/NAME_labels.parquet (id, has_transit, t0 in days, duration in h,
     depth in ppm, period in days, ...). Curve i is seeded from (--seed, i), so the
@@ -43,7 +46,7 @@ def simulate(
     kept (the run resumes) unless --overwrite.
     """
     from astrotool.context import current
-    from astrotool_plato import LABELS, LIGHTCURVES, NAME
+    from astrotool_plato import LABELS, RAW, NAME
     from astrotool_plato import simulate as sim
 
     ctx = current()
@@ -55,7 +58,7 @@ def simulate(
         "simulate.chunk_size": chunk_size,
     }).simulate
     ws = ctx.workspace
-    lc_dir = ws.stage(NAME, LIGHTCURVES)
+    lc_dir = ws.stage(NAME, RAW)
     ctx.log.info("simulating %d light curves of %.3g d at %g s (%d samples each), %d per file, seed %d",
                  cfg.n_curves, cfg.duration_days, cfg.cadence_s, sim.n_samples(cfg), cfg.chunk_size, ctx.seed)
     res = sim.simulate(cfg, ctx.seed, lc_dir, ws.stage(NAME, LABELS), ctx.map, ctx.overwrite)
@@ -72,3 +75,206 @@ def simulate(
         "samples_per_curve": sim.n_samples(cfg), "seed": ctx.seed, "lightcurves_written": res.written,
         "lightcurves_kept": res.kept, "labels": res.labels, "labels_written": res.labels_written,
     })
+
+
+def plato_config(ctx, flags: dict):
+    """The ``[plato]`` section with ``flags`` (keys relative to ``plato``, e.g. ``"train.epochs"``) applied
+    as command-line options are; None values leave a key as configured."""
+    from astrotool_plato import NAME
+
+    return ctx.section(NAME, flags)
+
+
+@app.command()
+def labels() -> None:
+    """Write per-sample masks of every simulated file: plato/labels/<stem>_masks.parquet.
+
+    Columns id, time [d], label (0 continuum, 1 planet transit, 2 binary
+    eclipse), on each curve's own time axis, from the label tables in
+    plato/labels/. `prepare` labels curves itself; these files are for
+    inspection and other tools.
+    """
+    from astrotool.context import current
+    from astrotool_plato import LABELS, NAME, RAW
+    from astrotool_plato.labels import read_label_tables, write_masks
+    from astrotool_plato.lightcurves import read_curves
+
+    ctx = current()
+    ws = ctx.workspace
+    rows = read_label_tables(ws.stage(NAME, LABELS))
+    files = sorted(ws.stage(NAME, RAW).glob("*_lightcurves.parquet"))
+    if not files:
+        from astrotool.errors import AstroError
+
+        raise AstroError(f"{ws.stage(NAME, RAW)}: no *_lightcurves.parquet; run `astro plato simulate` first")
+    totals: dict[str, int] = {}
+    written = []
+    for f in files:
+        out = ws.stage(NAME, LABELS) / f.name.replace("_lightcurves.parquet", "_masks.parquet")
+        counts = write_masks(out, {k: (t, fl) for k, (t, fl) in read_curves(f).items()}, rows)
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + v
+        ctx.record.add_input(f)
+        ctx.record.add_output(out)
+        written.append(str(out))
+    ctx.emit({"files": written, "samples": totals})
+
+
+@app.command()
+def prepare(
+    sources: List[str] = typer.Argument(None, help="light-curve files or folders (default: every "
+                                                   "*_lightcurves.parquet in plato/raw/)"),
+    name: Optional[str] = typer.Option(None, "--name", help="data set name (plato/prepared/<name>/)"),
+    length: Optional[int] = typer.Option(None, "--length", help="samples kept per curve (0: the shortest curve's)"),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment",
+                                           help="add each curve's time-reversed twin about its spline trend"),
+    filter_inf: bool = typer.Option(False, "--filter-inf",
+                                    help="drop curves with NaN/inf flux (default: interpolate over them)"),
+    spline_k: Optional[int] = typer.Option(None, "--spline-k", help="degree of the trend spline"),
+    spline_s: Optional[float] = typer.Option(None, "--spline-s", help="spline smoothing [m sigma^2]"),
+    spline_stride: Optional[int] = typer.Option(None, "--spline-stride", help="fit the trend to every n-th sample"),
+) -> None:
+    """Pack light curves and per-sample labels into a training set with fixed splits.
+
+    Uniform time grid, fixed length, relative flux with NaN/inf interpolated
+    (or the curve dropped: --filter-inf), labels per sample, and with --augment
+    each curve's time-reversed twin (kept in the same split). A rerun with the
+    same settings and inputs keeps the set; other settings are refused (exit 2)
+    unless --overwrite.
+    """
+    from astrotool.context import current
+    from astrotool_plato import LABELS, NAME, PREPARED, RAW
+    from astrotool_plato.prepare import prepare as run
+
+    ctx = current()
+    cfg = plato_config(ctx, {"prepare.name": name, "prepare.length": length, "prepare.augment": augment,
+                             "prepare.bad_values": "drop" if filter_inf else None, "prepare.spline_k": spline_k,
+                             "prepare.spline_s": spline_s, "prepare.spline_stride": spline_stride}).prepare
+    ws = ctx.workspace
+    res = run(cfg, cfg.seed if cfg.seed is not None else ctx.seed, sources or [], ws.stage(NAME, RAW),
+              ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log)
+    if res["kept"]:
+        ctx.log.info("%s is up to date (same settings and inputs); --overwrite makes it again", res["path"])
+    else:
+        ctx.record.add_output(res["path"])
+    ctx.emit(res)
+
+
+@app.command()
+def train(
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="prepared data set name or folder"),
+    model: Optional[str] = typer.Option(None, "--model", help="model name (plato/models/<model>)"),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="unet3p (U-Net 3+, Panopticon's) | unet"),
+    width: Optional[int] = typer.Option(None, "--width", help="channels of the first level"),
+    depth: Optional[int] = typer.Option(None, "--depth", help="levels"),
+    kernel_size: Optional[int] = typer.Option(None, "--kernel-size", help="odd convolution kernel [bins]"),
+    bin_: Optional[int] = typer.Option(None, "--bin", help="samples averaged into one before the network"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="bce | dice | focal | bce+dice"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="training epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="curves per optimiser step"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (AdamW)"),
+    patience: Optional[int] = typer.Option(None, "--patience", help="early-stopping patience [epochs]; 0 = off"),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
+    device: mc.Device = None,
+    precision: mc.Precision = None,
+    devices: mc.Devices = None,
+    num_nodes: mc.NumNodes = None,
+) -> None:
+    """Train the transit segmentation network on a prepared set's train split (validated on val).
+
+    Checkpoints every epoch in plato/models/<model>/ (the best epoch by
+    val_loss, and last/ to resume). Re-running with the same settings resumes
+    (more --epochs train on); other settings are refused (exit 2) naming them;
+    --overwrite starts afresh. Where it trains comes from the [ml] section
+    (--device, --precision, --devices, --num-nodes). The loss curves go to
+    plato/reports/<model>_history.png.
+    """
+    from astrotool.context import current
+    from astrotool_plato.train import train_command
+
+    ctx = current()
+    cfg = plato_config(ctx, {"train.dataset": dataset, "train.model": model, "train.decoder": decoder,
+                             "train.width": width, "train.depth": depth, "train.kernel_size": kernel_size,
+                             "train.bin": bin_, "train.loss": loss, "train.epochs": epochs,
+                             "train.batch_size": batch_size, "train.lr": lr, "train.patience": patience,
+                             "train.resume": resume})
+    train_command(ctx, cfg, mc.runtime(ctx, device=device, precision=precision, devices=devices,
+                                       num_nodes=num_nodes))
+
+
+@app.command("eval")
+def eval_(
+    model: Optional[str] = typer.Option(None, "--model", help="model name or folder"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="prepared data set (default: the model's)"),
+    split: Optional[str] = typer.Option(None, "--split", help="train | val | test | all"),
+    merge_gap_hours: Optional[float] = typer.Option(None, "--merge-gap", help="events closer than this are one [h]"),
+    min_duration_hours: Optional[float] = typer.Option(None, "--min-duration", help="shorter events are dropped [h]"),
+    report: Optional[str] = typer.Option(None, "--name", help="report name (plato/reports/<name>_eval.json)"),
+    device: mc.Device = None,
+) -> None:
+    """Score a model on a prepared split: point-wise and event-level, over a threshold grid.
+
+    Transits recovered, false alarms per curve and per day, the fraction of
+    transit-free curves with a false alarm, Panopticon's FP/(TP+FP); the
+    operating threshold (false alarms on at most 1 % of transit-free curves)
+    with recovery against depth and S/N. Writes plato/reports/<name>_eval.json,
+    _transits.csv (one row per transit) and _eval.png; --json prints the report.
+    """
+    from astrotool.context import current
+    from astrotool_plato.evaluate import eval_command
+
+    ctx = current()
+    cfg = plato_config(ctx, {"eval.model": model, "eval.dataset": dataset, "eval.split": split,
+                             "eval.report": report, "events.merge_gap_hours": merge_gap_hours,
+                             "events.min_duration_hours": min_duration_hours})
+    eval_command(ctx, cfg, mc.runtime(ctx, device=device))
+
+
+@app.command()
+def detect(
+    files: List[str] = typer.Argument(..., help="light curves: the simulator's Parquet, Feather, Parquet, CSV or "
+                                                "FITS tables"),
+    model: Optional[str] = typer.Option(None, "--model", help="model name or folder"),
+    name: Optional[str] = typer.Option(None, "--name", help="run name (plato/runs/<name>/; default: the model's)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="probability threshold of an event"),
+    merge_gap_hours: Optional[float] = typer.Option(None, "--merge-gap", help="events closer than this are one [h]"),
+    time_column: Optional[str] = typer.Option(None, "--time-column", help="time column (default: time, TIME, ...)"),
+    flux_column: Optional[str] = typer.Option(None, "--flux-column",
+                                              help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...)"),
+    time_unit: Optional[str] = typer.Option(None, "--time-unit", help="d | s (unit of the time column)"),
+    device: mc.Device = None,
+) -> None:
+    """Find single transits in light-curve files: an event table (mid-time, duration, depth, peak probability).
+
+    Curves are interpolated onto the model's cadence; files are searched in
+    parallel (--jobs, --executor); a file that cannot be read is named with its
+    problem and the others still run. Writes plato/runs/<name>/<name>_events.parquet and .csv.
+    """
+    from astrotool.context import current
+    from astrotool_plato.detect import detect_command
+
+    ctx = current()
+    cfg = plato_config(ctx, {"detect.model": model, "detect.name": name, "events.threshold": threshold,
+                             "events.merge_gap_hours": merge_gap_hours, "detect.time_column": time_column,
+                             "detect.flux_column": flux_column, "detect.time_unit": time_unit})
+    detect_command(ctx, cfg, files, mc.runtime(ctx, device=device))
+
+
+@app.command()
+def bls(
+    files: List[str] = typer.Argument(..., help="light curves (as for detect)"),
+    window_days: Optional[float] = typer.Option(None, "--window", help="wotan biweight window [d]"),
+    snr_threshold: Optional[float] = typer.Option(None, "--snr", help="box S/N above which the best peak is a "
+                                                                      "detection"),
+) -> None:
+    """The classical baseline on the same files: wotan biweight detrending, then astropy's Box Least Squares.
+
+    Prints the best peak per curve (S/N, SDE, period, t0, duration, depth) and the
+    seconds spent detrending and searching, for a fair comparison with detect.
+    """
+    from astrotool.context import current
+    from astrotool_plato.bls import bls_command
+
+    ctx = current()
+    cfg = plato_config(ctx, {"bls.window_days": window_days, "bls.snr_threshold": snr_threshold})
+    bls_command(ctx, cfg, files)

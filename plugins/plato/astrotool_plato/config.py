@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from astrotool.section import FileName, Section, check_ordered
+from astrotool.section import FileName, FileNameOrEmpty, Section, Seed, check_ordered
 
 __docformat__ = "numpy"
 
@@ -50,12 +50,31 @@ class SimulateConfig(Section):
     periodic_fraction: float = Field(0.0, ge=0, le=1,
                                      description="fraction of transiting curves that repeat with a period")
     period_days: tuple[float, float] = Field((1.0, 20.0), description="period range of periodic transits [d]")
+    eb_fraction: float = Field(0.2, ge=0, le=1, description="fraction of the transit-free curves with an "
+                                                            "eclipsing binary (a negative example)")
+    beb_fraction: float = Field(0.3, ge=0, le=1, description="fraction of the transit-free curves with a background "
+                                                             "eclipsing binary, diluted to planet-like depths")
+    eb_depth_ppm: tuple[float, float] = Field((2000.0, 200000.0), description="primary eclipse depth range of "
+                                                                              "eclipsing binaries [ppm], log-uniform")
+    beb_depth_ppm: tuple[float, float] = Field((50.0, 2000.0), description="primary eclipse depth range of "
+                                                                           "background binaries [ppm], log-uniform")
+    eclipse_secondary_ratio: tuple[float, float] = Field((0.0, 0.8), description="secondary-to-primary depth "
+                                                                                 "ratio range")
+    eclipse_period_days: tuple[float, float] = Field((0.5, 30.0), description="binary period range [d], "
+                                                                              "log-uniform")
     chunk_size: int = Field(64, ge=1, description="light curves per output Parquet file")
 
     @model_validator(mode="after")
     def _check(self) -> "SimulateConfig":
-        for key in ("rotation_period_days", "rotation_amplitude_ppm", "depth_ppm", "duration_hours", "period_days"):
+        for key in ("rotation_period_days", "rotation_amplitude_ppm", "depth_ppm", "duration_hours", "period_days",
+                    "eb_depth_ppm", "beb_depth_ppm", "eclipse_secondary_ratio", "eclipse_period_days"):
             check_ordered(key, getattr(self, key))
+        if self.eb_fraction + self.beb_fraction > 1:
+            raise ValueError(f"eb_fraction + beb_fraction = {self.eb_fraction + self.beb_fraction:g}: they share "
+                             "the transit-free curves, so they may add up to 1 at most")
+        if min(self.eb_depth_ppm[0], self.beb_depth_ppm[0], self.eclipse_period_days[0]) <= 0 \
+                or max(self.eb_depth_ppm[1], self.beb_depth_ppm[1]) >= 1e6:
+            raise ValueError("eclipse depths must lie in (0, 1e6) ppm and periods be positive")
         if self.depth_ppm[0] <= 0:
             raise ValueError("depth_ppm: depths must be positive")
         if self.depth_ppm[1] >= 1e6:
@@ -78,8 +97,121 @@ class SimulateConfig(Section):
         return self
 
 
+class PrepareConfig(Section):
+    """``[plato.prepare]``: light curves and labels packed into a training set (``plato/prepared/<name>/``)."""
+
+    name: FileName = Field("quarters", description="data set name: folder plato/prepared/<name>/")
+    length: int = Field(0, ge=0, description="samples kept per curve, from its start (Panopticon: 126720); "
+                                             "0 = the shortest curve's length, down to a multiple of 256")
+    bad_values: Literal["interpolate", "drop"] = Field(
+        "interpolate", description="NaN/inf samples: interpolate linearly over them (counted per curve), or "
+                                   "drop the curve (--filter-inf)")
+    augment: bool = Field(False, description="add each curve's time-reversed twin about its spline trend")
+    spline_k: int = Field(3, ge=1, le=5, description="degree of the trend spline")
+    spline_s: float = Field(1.0, gt=0, description="smoothing of the trend spline, in units of (fitted points x "
+                                                   "noise variance), the spline's expected chi^2")
+    spline_stride: int = Field(10, ge=1, description="fit the trend to every stride-th sample (Panopticon: 10)")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions of "
+                                                                            "the curves (a twin stays with its curve)")
+    shard_size: int = Field(256, ge=1, description="curves per HDF5 shard")
+    seed: Seed | None = Field(None, description="seed of the split (default: core.seed)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PrepareConfig":
+        if sum(self.split) <= 0 or min(self.split) < 0 or self.split[0] <= 0:
+            raise ValueError(f"split: fractions must be non-negative with a positive training share, "
+                             f"got {list(self.split)}")
+        return self
+
+
+class TrainConfig(Section):
+    """``[plato.train]``: the segmentation network (:mod:`astrotool_plato.model`)."""
+
+    dataset: str = Field("quarters", description="prepared data set name or folder")
+    model: FileNameOrEmpty = Field("", description="model name: plato/models/<model>/ (default: <dataset>_<decoder>)")
+    decoder: Literal["unet3p", "unet"] = Field("unet3p", description="U-Net 3+ (Panopticon's) or U-Net")
+    width: int = Field(8, ge=1, description="channels of the first level (Panopticon A: 4, B and C: 8)")
+    depth: int = Field(5, ge=2, le=8, description="levels (Panopticon: 5)")
+    kernel_size: int = Field(9, ge=1, description="odd convolution kernel [bins]")
+    dilation: int = Field(1, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout1d rate of every block")
+    bin: int = Field(4, ge=1, description="input samples averaged into one before the network (25 s x 4 = 100 s)")
+    loss: Literal["bce", "dice", "focal", "bce+dice"] = Field("bce+dice", description="training loss")
+    pos_weight: float = Field(1.0, gt=0, description="weight of in-transit samples in the BCE and focal terms")
+    focal_gamma: float = Field(2.0, ge=0, description="focusing exponent of the focal loss")
+    batch_size: int = Field(8, ge=1, description="curves per optimiser step")
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(0, ge=0, description="early-stopping patience [epochs]; 0 = off")
+    resume: bool = Field(True, description="continue from <model>/last when the settings match")
+    seed: Seed | None = Field(None, description="default: core.seed")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: must be odd, got {self.kernel_size}")
+        return self
+
+
+class EventsConfig(Section):
+    """``[plato.events]``: how per-sample probabilities become events (``eval`` and ``detect``)."""
+
+    threshold: float = Field(0.5, gt=0, lt=1, description="probability above which a sample is in an event")
+    merge_gap_hours: float = Field(1.0, ge=0, description="events closer than this are one event [h] "
+                                                         "(Panopticon: 1200 samples of 60 s = 20 h)")
+    min_duration_hours: float = Field(0.25, ge=0, description="shorter events are dropped [h]")
+
+
+class EvalConfig(Section):
+    """``[plato.eval]``: point-wise and event-level scores of a model on a prepared split."""
+
+    model: str = Field("", description="model name or folder (default: plato.train's model)")
+    dataset: str = Field("", description="prepared data set (default: the model's)")
+    split: Literal["train", "val", "test", "all"] = Field("test")
+    thresholds: list[float] = Field(default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 20)],
+                                    description="threshold grid (Panopticon's: 0.05, 0.10, ..., 0.95)")
+    batch_size: int = Field(8, ge=1)
+    report: FileNameOrEmpty = Field("", description="report name: plato/reports/<report>_eval.json "
+                                                    "(default: <model>_<dataset>_<split>)")
+
+
+class DetectConfig(Section):
+    """``[plato.detect]``: events in light-curve files."""
+
+    model: str = Field("", description="model name or folder (default: plato.train's model)")
+    name: FileNameOrEmpty = Field("", description="run name: plato/runs/<name>/ (default: <model>)")
+    time_column: str = Field("", description="time column (default: the first of time, TIME, t, BJD, BTJD)")
+    flux_column: str = Field("", description="flux column (default: the first of flux, PDCSAP_FLUX, SAP_FLUX, "
+                                             "FLUX, coadd, the last numeric column)")
+    time_unit: Literal["d", "s"] = Field("d", description="unit of the time column")
+    batch_size: int = Field(4, ge=1, description="curves per forward pass")
+
+
+class BlsConfig(Section):
+    """``[plato.bls]``: the classical baseline, wotan detrending then astropy's Box Least Squares."""
+
+    window_days: float = Field(0.75, gt=0, description="biweight window of wotan [d]: about 3x the longest "
+                                                       "transit kept")
+    durations_hours: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 12.0],
+                                         description="trial durations [h]")
+    min_period_days: float = Field(0.5, gt=0)
+    max_period_fraction: float = Field(1.0, gt=0, description="longest trial period, as a fraction of the curve "
+                                                              "length (1: single transits count)")
+    oversample: int = Field(5, ge=1, description="period-grid oversampling")
+    snr_threshold: float = Field(9.0, gt=0, description="box S/N (depth / its error) above which the best peak "
+                                                        "counts as a detection")
+    bin: int = Field(4, ge=1, description="samples averaged before the search (as the network's bin)")
+
+
 class PlatoConfig(Section):
     """``[plato]``: the PLATO plugin."""
 
 
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    bls: BlsConfig = Field(default_factory=BlsConfig)

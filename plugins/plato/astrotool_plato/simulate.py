@@ -5,8 +5,10 @@ A light curve is
     flux(t) = (1 + r(t) + g(t)) * (1 - δ(t)) + w(t)
 
 with ``r`` an optional rotational (spot) modulation, ``g`` granulation-like red
-noise with a Harvey power spectrum, ``δ`` the transit flux deficit and ``w``
-white noise of ``noise_ppm`` per cadence. Flux is normalised so that 1 is the
+noise with a Harvey power spectrum, ``δ`` the flux deficit of a transit or of
+the eclipses of a binary (an eclipsing binary, or a background one diluted by
+the target: the negatives a transit finder must not flag) and ``w`` white noise
+of ``noise_ppm`` per cadence. Flux is normalised so that 1 is the
 unperturbed star. Time is in days from the start of the simulated observation.
 
 Every curve ``i`` draws its parameters and its noise from its own random streams,
@@ -80,6 +82,20 @@ class CurveParams:
         Amplitude of the first harmonic relative to the fundamental.
     rotation_phase1, rotation_phase2 : float
         Phases of the fundamental and the harmonic [rad].
+    eclipse : str
+        ``"eb"`` (an eclipsing binary), ``"beb"`` (a background eclipsing binary,
+        diluted by the target) or ``""`` (none); a negative example, never
+        together with a transit.
+    eclipse_t0 : float
+        Mid-time of a primary eclipse inside the curve [d]; NaN without eclipse.
+    eclipse_period : float
+        Orbital period [d]; the secondary eclipse is at ``eclipse_t0 + period / 2``.
+    eclipse_duration : float
+        Total duration of each eclipse [h].
+    eclipse_depth, eclipse_secondary : float
+        Depths of the primary and the secondary eclipse as seen in the curve [ppm].
+    eclipse_flat : float
+        Flat-bottom fraction of the eclipses, ``T23 / T14``.
     """
 
     index: int
@@ -98,6 +114,13 @@ class CurveParams:
     rotation_harmonic: float = 0.0
     rotation_phase1: float = 0.0
     rotation_phase2: float = 0.0
+    eclipse: str = ""
+    eclipse_t0: float = math.nan
+    eclipse_period: float = math.nan
+    eclipse_duration: float = math.nan
+    eclipse_depth: float = math.nan
+    eclipse_secondary: float = math.nan
+    eclipse_flat: float = 0.0
 
 
 SEEDING = "derive_seed(seed, index, 'params' | 'noise')"
@@ -213,6 +236,52 @@ def transit_geometry(depth_ppm: float, impact: float, limb_darkening: tuple[floa
     return p, min(impact, max(0.0, 1.0 - p - 1e-9))
 
 
+def trapezoid(dt, t14: float, t23: float) -> np.ndarray:
+    """A trapezoid of unit depth: 1 for ``|dt| <= t23 / 2``, 0 beyond ``t14 / 2``, linear between.
+
+    Parameters
+    ----------
+    dt : array_like
+        Time from mid-event [d].
+    t14, t23 : float
+        Total and flat-bottom durations [d]; ``t23 = 0`` gives a V.
+    """
+    return np.clip((0.5 * t14 - np.abs(dt)) / (0.5 * (t14 - t23)), 0.0, 1.0)
+
+
+def eclipse_deficit(time, t0: float, duration_h: float, depth_ppm: float, secondary_ppm: float,
+                    period: float, flat: float = 0.0) -> np.ndarray:
+    """Fractional flux deficit of an eclipsing binary: trapezoid primaries and secondaries.
+
+    Parameters
+    ----------
+    time : array_like
+        Times [d].
+    t0 : float
+        Mid-time of a primary eclipse [d].
+    duration_h : float
+        Total duration of each eclipse [h].
+    depth_ppm, secondary_ppm : float
+        Depths of the primary and the secondary (at ``t0 + period / 2``) [ppm].
+    period : float
+        Orbital period [d].
+    flat : float
+        Flat-bottom fraction ``T23 / T14`` (0: V-shaped, as grazing eclipses are).
+
+    Returns
+    -------
+    numpy.ndarray
+        Deficit (a fraction), same shape as ``time``.
+    """
+    time = np.asarray(time, dtype=np.float64)
+    t14 = duration_h / 24.0
+    out = np.zeros_like(time)
+    for centre, depth in ((t0, depth_ppm), (t0 + 0.5 * period, secondary_ppm)):
+        dt = np.mod(time - centre + 0.5 * period, period) - 0.5 * period
+        out += depth * 1e-6 * trapezoid(dt, t14, flat * t14)
+    return out
+
+
 def transit_deficit(time, t0: float, duration_h: float, depth_ppm: float, impact: float,
                     limb_darkening: tuple[float, float], shape: str,
                     period: float | None = None) -> np.ndarray:
@@ -256,9 +325,7 @@ def transit_deficit(time, t0: float, duration_h: float, depth_ppm: float, impact
     x14 = math.sqrt((1.0 + p) ** 2 - b * b)
     if shape == "trapezoid":
         x23 = math.sqrt(max((1.0 - p) ** 2 - b * b, 0.0))
-        t23 = t14 * x23 / x14
-        ramp = np.clip((0.5 * t14 - np.abs(dt[on])) / (0.5 * (t14 - t23)), 0.0, 1.0)
-        out[on] = depth_ppm * 1e-6 * ramp
+        out[on] = depth_ppm * 1e-6 * trapezoid(dt[on], t14, t14 * x23 / x14)
         return out
     if shape != "limb-darkened":
         raise ValueError(f"unknown transit shape {shape!r}")
@@ -359,6 +426,17 @@ def draw_params(index: int, seed: int, cfg: SimulateConfig) -> CurveParams:
             par.snr = float(par.depth / cfg.noise_ppm * math.sqrt(points))
         else:
             par.snr = math.inf
+    elif cfg.eb_fraction + cfg.beb_fraction > 0:  # no draw at all without binaries: older curves stay the same
+        u = rng.random()
+        kind = "eb" if u < cfg.eb_fraction else "beb" if u < cfg.eb_fraction + cfg.beb_fraction else ""
+        if kind:
+            par.eclipse = kind
+            par.eclipse_depth = _loguniform(rng, *(cfg.eb_depth_ppm if kind == "eb" else cfg.beb_depth_ppm))
+            par.eclipse_secondary = par.eclipse_depth * float(rng.uniform(*cfg.eclipse_secondary_ratio))
+            par.eclipse_duration = float(rng.uniform(*cfg.duration_hours))
+            par.eclipse_period = max(_loguniform(rng, *cfg.eclipse_period_days), 3.0 * par.eclipse_duration / 24.0)
+            par.eclipse_t0 = float(rng.uniform(0.0, min(length, par.eclipse_period)))
+            par.eclipse_flat = float(rng.uniform(0.0, 0.5))
     return par
 
 
@@ -397,6 +475,9 @@ def simulate_curve(params: CurveParams, seed: int, cfg: SimulateConfig, time: np
                                   cfg.limb_darkening, cfg.shape, params.period)
     else:
         deficit = np.zeros_like(time)
+    if params.eclipse:
+        deficit = deficit + eclipse_deficit(time, params.eclipse_t0, params.eclipse_duration, params.eclipse_depth,
+                                            params.eclipse_secondary, params.eclipse_period, params.eclipse_flat)
     white = rng.standard_normal(time.size) * (cfg.noise_ppm * 1e-6)
     flux = (1.0 + variability) * (1.0 - deficit) + white
     return flux, deficit
@@ -474,7 +555,7 @@ def _facts(seed: int, cfg: SimulateConfig, extra: dict | None = None) -> dict:
         "content_hash": content_hash(seed, cfg),
         "simulate": cfg.model_dump(mode="json"),
         "time_reference": "days since the start of the simulated observation",
-        "flux_model": "(1 + rotation + granulation) * (1 - transit) + white noise; 1 = unperturbed star",
+        "flux_model": "(1 + rotation + granulation) * (1 - transit - eclipses) + white noise; 1 = unperturbed star",
         **(extra or {}),
     }
 
@@ -573,6 +654,12 @@ LABEL_FIELDS = [
     ("snr", "float64", "", "expected white-noise S/N of all transits"),
     ("rotation_period", "float64", "d", "spot-modulation period; NaN if none"),
     ("rotation_amplitude", "float64", "1e-06", "spot-modulation semi-amplitude [ppm]; 0 if none"),
+    ("eclipse", "string", "", "eb, beb (background eclipsing binary) or empty"),
+    ("eclipse_t0", "float64", "d", "mid-time of a primary eclipse; NaN if none"),
+    ("eclipse_period", "float64", "d", "binary period; the secondary is at eclipse_t0 + period / 2"),
+    ("eclipse_duration", "float64", "h", "total duration of each eclipse"),
+    ("eclipse_depth", "float64", "1e-06", "primary eclipse depth [ppm]"),
+    ("eclipse_secondary", "float64", "1e-06", "secondary eclipse depth [ppm]"),
     ("file", "string", "", "light-curve file holding the curve"),
 ]
 

@@ -1,0 +1,199 @@
+"""``astro plato detect``: single transits in light-curve files, as an event table.
+
+Each curve (:func:`astrotool_plato.lightcurves.read_curves`: the simulator's
+Parquet, Feather, Parquet, CSV or FITS) is put on a uniform grid at the model's
+cadence (linear interpolation; gaps are filled and counted), turned into
+relative flux, padded by reflection to the network's granularity, and its
+per-sample probabilities are cut into events (:mod:`astrotool_plato.events`,
+``[plato.events]``). Files are work items of the run's executor (``--jobs``,
+``--executor``), so thousands of curves run in parallel; a bad file is named
+with its problem and the others still run.
+
+The table ``plato/runs/<name>/<name>_events.parquet`` (and ``.csv``) has one row
+per event: ``file``, ``id``, ``t_mid`` [d], ``duration`` [h], ``depth`` [ppm],
+``peak_probability``, and curves without an event are listed in the summary.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+EVENT_COLUMNS = {
+    # name: (unit, description)
+    "file": ("", "light-curve file"),
+    "id": ("", "curve identifier (the file stem for one-curve files)"),
+    "t_mid": ("d", "probability-weighted mid-time of the event, in the file's time frame"),
+    "duration": ("h", "time above the threshold"),
+    "depth": ("1e-06", "box depth estimate [ppm]: median flux around the event minus the mean inside"),
+    "peak_probability": ("", "highest transit probability in the event"),
+}
+
+
+MAX_SHOWN = 30
+"""Events printed (all are in the table)."""
+
+
+@dataclass(frozen=True)
+class DetectItem:
+    """One light-curve file to search."""
+
+    path: str
+    model_dir: str
+    threshold: float
+    merge_gap_hours: float
+    min_duration_hours: float
+    time_column: str = ""
+    flux_column: str = ""
+    time_unit: str = "d"
+    batch_size: int = 4
+    device: str = "cpu"
+
+
+@functools.lru_cache(maxsize=2)
+def _model(model_dir: str):
+    from astrotool.ml.checkpoint import build_model, load_checkpoint
+
+    from astrotool_plato.model import ARCHITECTURE, make_model
+
+    ckpt = load_checkpoint(model_dir, ARCHITECTURE)
+    return ckpt.meta, build_model(ckpt, {ARCHITECTURE: make_model})
+
+
+def model_cadence(meta: dict) -> float:
+    """The cadence [s] a checkpoint was trained at (``meta["cadence_s"]``)."""
+    return float(meta["cadence_s"])
+
+
+def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge_gap_hours: float,
+                  min_duration_hours: float, batch_size: int = 4, device: str = "cpu") -> dict:
+    """Events of several curves with one model.
+
+    Parameters
+    ----------
+    curves : dict
+        ``{id: (time [d], flux)}``.
+    model : astrotool_plato.model.TransitNet
+    cadence_s : float
+        The model's cadence [s]; curves are interpolated onto it.
+    threshold, merge_gap_hours, min_duration_hours : float
+        Event settings (:class:`astrotool_plato.config.EventsConfig`).
+    batch_size : int
+    device : str
+
+    Returns
+    -------
+    dict
+        ``{id: {"events": [row, ...], "probability": array, "time": array, "filled": int, "seconds": float}}``.
+    """
+    import torch
+
+    from astrotool.ml.predict import predict
+
+    from astrotool_plato.events import describe, find_events
+    from astrotool_plato.lightcurves import relative_flux, uniform
+    from astrotool_plato.model import pad_to
+
+    step = cadence_s / 86400.0
+    merge = int(round(merge_gap_hours * 3600.0 / cadence_s))
+    min_len = max(1, int(round(min_duration_hours * 3600.0 / cadence_s)))
+    out = {}
+    for cid, (time, flux) in curves.items():
+        t, f = uniform(time, flux, step)
+        x, filled = relative_flux(f)
+        xp, n = pad_to(x.astype(np.float32), model.granularity)
+        pred = predict(model, torch.from_numpy(xp[None]), batch_size=batch_size, device=device)
+        prob = 1.0 / (1.0 + np.exp(-np.asarray(pred.outputs, np.float64)[0, :n]))
+        ev = find_events(prob, threshold, merge, min_len)
+        out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
+                    "filled": filled, "seconds": pred.seconds}
+    return out
+
+
+def detect_file(item: DetectItem, seed: int = 0) -> dict:
+    """Search one file (an executor item); returns its event rows and per-curve facts."""
+    from astrotool_plato.lightcurves import read_curves
+
+    meta, model = _model(item.model_dir)
+    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit)
+    res = search_curves(curves, model, model_cadence(meta), item.threshold, item.merge_gap_hours,
+                        item.min_duration_hours, item.batch_size, item.device)
+    name = Path(item.path).name
+    rows = [{"file": name, "id": cid, **{k: e[k] for k in ("t_mid", "duration", "depth", "peak_probability")}}
+            for cid, r in res.items() for e in r["events"]]
+    return {"rows": rows, "curves": {cid: {"events": len(r["events"]), "filled": r["filled"],
+                                           "samples": int(r["time"].size), "seconds": r["seconds"]}
+                                     for cid, r in res.items()}}
+
+
+def write_events(rows: list[dict], path, command: str = "plato detect") -> Path:
+    """The event table as Parquet (units and descriptions) and the same rows as CSV beside it."""
+    import csv
+
+    import pyarrow as pa
+
+    from astrotool.io.tables import write_parquet
+    from astrotool.workspace import atomic_path
+
+    fields = [pa.field(k, pa.string() if k in ("file", "id") else pa.float64(),
+                       metadata={"unit": u, "description": d}) for k, (u, d) in EVENT_COLUMNS.items()]
+    table = pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in fields}, schema=pa.schema(fields))
+    write_parquet(table, path, command=command)
+    with atomic_path(Path(path).with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(EVENT_COLUMNS))
+        w.writeheader()
+        w.writerows(rows)
+    return Path(path)
+
+
+def detect_command(ctx, cfg, files, runtime) -> dict:
+    """``astro plato detect FILE...``: search every file, write the event table, print the events."""
+    from astrotool import console
+    from astrotool.console import json_results
+    from astrotool.errors import AstroError
+
+    from astrotool_plato import NAME, RUNS
+    from astrotool_plato.evaluate import load_model
+
+    d, ev = cfg.detect, cfg.events
+    mdir, _ckpt, _model_ = load_model(ctx, d.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
+    if not files:
+        raise AstroError("give at least one light-curve file")
+    device = runtime.accelerator
+    items = [DetectItem(str(Path(f)), str(mdir), ev.threshold, ev.merge_gap_hours, ev.min_duration_hours,
+                        d.time_column, d.flux_column, d.time_unit, d.batch_size, device) for f in files]
+    since = len(ctx.failures)
+    results = ctx.map(detect_file, items, "detect", keys=[Path(f).name for f in files])
+    rows = [r for _, res in results for r in res["rows"]]
+    curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
+              for cid, c in res["curves"].items()}
+    name = d.name or mdir.name
+    out = ctx.workspace.stage(NAME, RUNS) / name / f"{name}_events.parquet"
+    if results:
+        write_events(rows, out)
+        ctx.record.add_output(out)
+        ctx.record.add_output(out.with_suffix(".csv"))
+    for f in files:
+        ctx.record.add_input(f)
+    seconds = sum(c["seconds"] for c in curves.values())
+    summary = {"model": mdir.name, "files": len(files), "curves": len(curves), "events": len(rows),
+               "curves_with_events": sum(1 for c in curves.values() if c["events"]),
+               "seconds_per_curve": round(seconds / len(curves), 4) if curves else None,
+               "table": str(out) if results else None}
+    if json_results():
+        ctx.emit({**summary, "events": rows})
+    else:
+        shown = rows[:MAX_SHOWN]
+        console.print_table(f"{len(rows)} event(s)" + (f", the first {MAX_SHOWN}" if len(rows) > MAX_SHOWN else ""),
+                            ["file", "id", "t_mid [d]", "duration [h]", "depth [ppm]", "peak p"],
+                            [[r["file"], r["id"], f"{r['t_mid']:.4f}", f"{r['duration']:.2f}", f"{r['depth']:.0f}",
+                              f"{r['peak_probability']:.3f}"] for r in shown])
+        ctx.emit(summary)
+    if ctx.failures[since:] and all(f.exit_code == 2 for f in ctx.failures[since:]):
+        ctx.raise_failures(since, len(files), "file")
+    return summary

@@ -1,0 +1,257 @@
+"""``astro plato eval``: point-wise and event-level scores of a model on a prepared split.
+
+For every threshold of the grid:
+
+* point-wise: precision, recall, F1 and IoU of the in-transit samples
+  (:func:`astrotool.ml.metrics.threshold_sweep`);
+* event-level (:mod:`astrotool_plato.events`): transits recovered (a predicted
+  event overlaps them), false alarms (predicted events that overlap no
+  transit; those on a binary's eclipse counted apart), false alarms per curve
+  and per day of data, the fraction of transit-free curves with at least one
+  false alarm, and Panopticon's "false alarm" ``FP / (TP + FP)`` over events.
+
+The *operating threshold* is the lowest threshold whose false-alarm fraction of
+transit-free curves is at most ``far_target`` (1 %: Panopticon's "90 % at 1 %
+FAR"), the recovery is also given against depth and S/N there, and the best
+point-wise IoU threshold is reported beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+DEPTH_BINS = (0.0, 100.0, 180.0, 300.0, 500.0, 900.0, 2000.0, math.inf)
+"""Depth bins of the recovery table [ppm] (Panopticon: everything deeper than 180 ppm recovered)."""
+SNR_BINS = (0.0, 5.0, 7.1, 10.0, 15.0, 25.0, 50.0, math.inf)
+"""S/N bins of the recovery table."""
+FAR_TARGET = 0.01
+"""The false-alarm fraction of transit-free curves the operating threshold keeps under."""
+
+
+def load_model(ctx, name: str, default: str):
+    """The checkpoint folder and the torch model of ``--model`` (a name under plato/models or a folder)."""
+    from astrotool.ml import commands as mc
+    from astrotool.ml.checkpoint import build_model, load_checkpoint
+
+    from astrotool_plato import NAME
+    from astrotool_plato.model import ARCHITECTURE, make_model
+
+    mdir = mc.model_dir(ctx, NAME, name or default)
+    ckpt = load_checkpoint(mdir, ARCHITECTURE)
+    return mdir, ckpt, build_model(ckpt, {ARCHITECTURE: make_model})
+
+
+def _binned(values: np.ndarray, hit: np.ndarray, edges) -> list[dict]:
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (values >= lo) & (values < hi)
+        n = int(sel.sum())
+        if n:
+            out.append({"low": lo, "high": None if math.isinf(hi) else hi, "transits": n,
+                        "recovered": int(hit[sel].sum()), "recovery": float(hit[sel].mean())})
+    return out
+
+
+def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, device: str | None = None,
+             far_target: float = FAR_TARGET) -> tuple[dict, list[dict]]:
+    """Score ``model`` on a split of a prepared set.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    ds : astrotool_plato.prepare.PreparedDataset
+    split : str
+        ``train``, ``val``, ``test`` or ``all``.
+    thresholds : sequence of float
+        The threshold grid.
+    events : astrotool_plato.config.EventsConfig
+        Merge gap and minimum duration.
+    batch_size : int
+    device : str, optional
+    far_target : float
+        False-alarm fraction of transit-free curves for the operating threshold.
+
+    Returns
+    -------
+    report : dict
+        JSON-ready scores (module docstring).
+    transits : list of dict
+        One row per true transit: curve id, twin, depth, S/N, duration, and
+        whether it was recovered at the operating threshold.
+    """
+    import torch
+
+    from astrotool.ml.metrics import threshold_counts, threshold_sweep
+    from astrotool.ml.predict import predict
+
+    from astrotool_plato.events import find_events, match
+    from astrotool_plato.labels import PLANET
+
+    thr = np.asarray(sorted(thresholds), float)
+    idx = ds.split_indices(split)
+    if not len(idx):
+        from astrotool.errors import InputError
+
+        raise InputError(ds.root, f"the {split!r} split holds no curves")
+    meta = ds.metadata()
+    cadence = float(np.median(np.asarray(meta["cadence"], float)[idx]))
+    merge = int(round(events.merge_gap_hours * 3600.0 / cadence))
+    min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence)))
+    counts = None
+    per_transit: list[dict] = []
+    hits: list[np.ndarray] = []                       # per transit: recovered at each threshold
+    fa = np.zeros((len(idx), thr.size), np.int64)     # false alarms per curve and threshold
+    fa_ecl = np.zeros(thr.size, np.int64)
+    tp_events = np.zeros(thr.size, np.int64)          # predicted events on a transit
+    has_transit = np.zeros(len(idx), bool)
+    row = 0
+
+    def batches():
+        for b in ds.iter_batches(batch_size, ["flux", "label"], indices=idx):
+            yield {"flux": torch.from_numpy(b["flux"].astype(np.float32)), "label": b["label"],
+                   "index": b["index"]}
+
+    def on_batch(batch, logits):
+        nonlocal counts, row
+        prob = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+        lab = np.asarray(batch["label"])
+        c = threshold_counts(prob, (lab == PLANET).astype(np.int8), thr)
+        counts = c if counts is None else {k: (v if k == "thresholds" else
+                                               (np.add(counts[k], v).tolist() if isinstance(v, list) else
+                                                counts[k] + v)) for k, v in c.items()}
+        for p, y, i in zip(prob, lab, np.asarray(batch["index"])):
+            matches = [match(find_events(p, t, merge, min_len), y) for t in thr]
+            has_transit[row] = len(matches[0].true) > 0
+            for k, m in enumerate(matches):
+                fa[row, k] = int(m.false_alarm.sum())
+                fa_ecl[k] += int(m.on_eclipse.sum())
+                tp_events[k] += int((~m.false_alarm).sum())
+            for j, (a, b) in enumerate(matches[0].true):
+                hits.append(np.array([m.recovered[j] for m in matches]))
+                per_transit.append({"id": str(meta["id"][i]), "twin": bool(meta["twin"][i]),
+                                    "depth": float(meta["depth"][i]), "snr": float(meta["snr"][i]),
+                                    "duration": float(meta["duration"][i]), "kind": str(meta["kind"][i]),
+                                    "start": int(a), "stop": int(b)})
+            row += 1
+
+    pred = predict(model, batches(), device=device, key="flux", on_batch=on_batch, keep=False)
+    hit = np.array(hits).reshape(-1, thr.size)
+    n_true = hit.shape[0]
+    recovered = hit.sum(axis=0)
+    free = ~has_transit
+    days = len(idx) * ds.length * cadence / 86400.0
+    fa_total = fa.sum(axis=0)
+    curve_far = (fa[free] > 0).mean(axis=0) if free.any() else np.full(thr.size, np.nan)
+    sweep = threshold_sweep(counts)
+    ok = np.flatnonzero(curve_far <= far_target) if free.any() else np.arange(thr.size)
+    k_op = int(ok[0]) if ok.size else thr.size - 1
+    for r, h in zip(per_transit, hit):
+        r["recovered"] = bool(h[k_op])
+    depth = np.array([r["depth"] for r in per_transit])
+    snr = np.array([r["snr"] for r in per_transit])
+    op_hit = hit[:, k_op] if n_true else np.zeros(0, bool)
+
+    def frac(a, b):
+        return float(a / b) if b else math.nan
+
+    report = {
+        "split": split, "curves": int(len(idx)), "transit_free_curves": int(free.sum()), "transits": int(n_true),
+        "length": ds.length, "cadence_s": cadence, "days": days,
+        "events": {"merge_gap_hours": events.merge_gap_hours, "min_duration_hours": events.min_duration_hours},
+        "thresholds": thr.tolist(),
+        "recovery": [frac(r, n_true) for r in recovered],
+        "false_alarms": fa_total.tolist(),
+        "false_alarms_on_eclipses": fa_ecl.tolist(),
+        "false_alarms_per_curve": (fa_total / len(idx)).tolist(),
+        "false_alarms_per_day": (fa_total / days).tolist(),
+        "false_alarm_curve_fraction": [float(v) for v in curve_far],
+        "false_alarm_event_fraction": [frac(f, f + t) for f, t in zip(fa_total, tp_events)],
+        "pointwise": {k: sweep[k] for k in ("precision", "recall", "f1", "iou", "best")},
+        "operating": {"threshold": float(thr[k_op]), "far_target": far_target,
+                      "meets_target": bool(ok.size) or not free.any(),
+                      "recovery": frac(recovered[k_op], n_true),
+                      "false_alarm_curve_fraction": float(curve_far[k_op]),
+                      "false_alarms_per_day": float(fa_total[k_op] / days),
+                      "recovery_deeper_than_180ppm": frac(op_hit[depth > 180].sum(), (depth > 180).sum()),
+                      "by_depth": _binned(depth, op_hit, DEPTH_BINS), "by_snr": _binned(snr, op_hit, SNR_BINS)},
+        "inference": pred.summary(),
+    }
+    return report, per_transit
+
+
+def plot_report(report: dict, path) -> Path:
+    """Recovery and false alarms against threshold; recovery against depth and S/N at the operating threshold."""
+    from astrotool.io.figures import figure
+
+    op = report["operating"]
+    with figure(path, 1, 3, figsize=(13, 3.8)) as (fig, axes):
+        axes = axes[0]
+        ax = axes[0]
+        ax.plot(report["thresholds"], report["recovery"], "o-", label="transits recovered")
+        ax.plot(report["thresholds"], report["false_alarm_curve_fraction"], "s-",
+                label="transit-free curves with a false alarm")
+        ax.axvline(op["threshold"], color="0.5", ls=":")
+        ax.set_xlabel("threshold")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8)
+        for ax, key, unit in ((axes[1], "by_depth", "depth [ppm]"), (axes[2], "by_snr", "S/N")):
+            rows = op[key]
+            labels = [f"{r['low']:g}-{r['high']:g}" if r["high"] is not None else f">{r['low']:g}" for r in rows]
+            ax.bar(range(len(rows)), [r["recovery"] for r in rows], color="C0")
+            for i, r in enumerate(rows):
+                ax.text(i, r["recovery"] + 0.02, str(r["transits"]), ha="center", fontsize=7)
+            ax.set_xticks(range(len(rows)), labels, rotation=30, fontsize=8)
+            ax.set_ylim(0, 1.1)
+            ax.set_xlabel(unit)
+            ax.set_ylabel(f"recovered at threshold {op['threshold']:g}")
+        fig.suptitle(f"{report['split']}: {report['transits']} transits in {report['curves']} curves; "
+                     f"recovery {op['recovery']:.3f} at {op['false_alarm_curve_fraction']:.3f} FAR per curve")
+    return Path(path)
+
+
+def eval_command(ctx, cfg, runtime) -> dict:
+    """``astro plato eval``: score a model, write ``<report>_eval.json``, ``_transits.csv`` and ``_eval.png``."""
+    import csv
+
+    from astrotool.console import json_results
+    from astrotool.ml import commands as mc
+    from astrotool.workspace import atomic_path, write_json_atomic
+
+    from astrotool_plato import NAME, PREPARED, REPORTS
+    from astrotool_plato.prepare import PreparedDataset
+    from astrotool_plato.train import NO_DATASET
+
+    e = cfg.eval
+    mdir, ckpt, model = load_model(ctx, e.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
+    dataset = e.dataset or ckpt.meta.get("training", {}).get("dataset_path") or cfg.train.dataset
+    ds = mc.open_dataset(ctx, NAME, PREPARED, dataset, PreparedDataset, NO_DATASET)
+    with ds:
+        report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.accelerator)
+    report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)
+    stem = e.report or f"{mdir.name}_{ds.name}_{e.split}"
+    out = ctx.workspace.stage(NAME, REPORTS)
+    paths = {"json": out / f"{stem}_eval.json", "csv": out / f"{stem}_transits.csv",
+             "png": out / f"{stem}_eval.png"}
+    write_json_atomic(paths["json"], report)
+    with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "duration", "start", "stop",
+                                           "recovered"])
+        w.writeheader()
+        w.writerows(transits)
+    plot_report(report, paths["png"])
+    mc.record(ctx, inputs=[mdir, ds.root], outputs=paths.values())
+    op = report["operating"]
+    summary = {"model": mdir.name, "dataset": ds.name, "split": e.split, "curves": report["curves"],
+               "transits": report["transits"], "operating_threshold": op["threshold"],
+               "recovery": op["recovery"], "false_alarm_curve_fraction": op["false_alarm_curve_fraction"],
+               "false_alarms_per_day": op["false_alarms_per_day"],
+               "recovery_deeper_than_180ppm": op["recovery_deeper_than_180ppm"],
+               "best_iou": report["pointwise"]["best"], "curves_per_s": report["inference"]["samples_per_s"],
+               **{k: str(v) for k, v in paths.items()}}
+    ctx.emit(report if json_results() else summary)
+    return report

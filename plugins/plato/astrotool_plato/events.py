@@ -1,0 +1,130 @@
+"""From per-sample probabilities to events, and events matched to the truth.
+
+An *event* is a run of samples whose probability reaches the threshold; runs
+closer than the merge gap are one event, and events shorter than the minimum
+duration are dropped (single noisy samples). A true transit is *recovered* when
+a predicted event overlaps it (Panopticon's rule: IoU > 0); a predicted event
+that overlaps no transit is a *false alarm*, counted separately when it lies on
+a binary's eclipse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+
+def runs(flags: np.ndarray) -> np.ndarray:
+    """``(k, 2)`` start/stop (exclusive) of the runs of True in a 1-D boolean array."""
+    f = np.concatenate([[False], np.asarray(flags, bool), [False]])
+    edges = np.flatnonzero(f[1:] != f[:-1])
+    return edges.reshape(-1, 2)
+
+
+def find_events(prob: np.ndarray, threshold: float, merge_gap: int = 0, min_length: int = 1) -> np.ndarray:
+    """Events of one curve.
+
+    Parameters
+    ----------
+    prob : numpy.ndarray
+        Probability per sample, 1-D.
+    threshold : float
+        A sample is in an event when ``prob >= threshold``.
+    merge_gap : int
+        Runs separated by at most this many samples are merged.
+    min_length : int
+        Events shorter than this many samples are dropped.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, 2)`` integer start/stop (exclusive) sample indices.
+    """
+    r = runs(np.asarray(prob) >= threshold)
+    if len(r) > 1 and merge_gap > 0:
+        keep = np.concatenate([[True], r[1:, 0] - r[:-1, 1] > merge_gap])
+        starts = r[keep, 0]
+        stops = r[np.concatenate([keep[1:], [True]]), 1]
+        r = np.stack([starts, stops], axis=1)
+    return r[(r[:, 1] - r[:, 0]) >= min_length] if len(r) else r
+
+
+def overlaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(len(a), len(b))`` boolean: whether interval ``a[i]`` overlaps ``b[j]`` (half-open intervals)."""
+    a, b = np.asarray(a).reshape(-1, 2), np.asarray(b).reshape(-1, 2)
+    return (a[:, None, 0] < b[None, :, 1]) & (b[None, :, 0] < a[:, None, 1])
+
+
+@dataclass
+class Match:
+    """Events of one curve matched to its true transits.
+
+    Attributes
+    ----------
+    true : numpy.ndarray
+        ``(t, 2)`` true transit intervals.
+    recovered : numpy.ndarray
+        ``(t,)`` whether each was overlapped by a predicted event.
+    predicted : numpy.ndarray
+        ``(p, 2)`` predicted events.
+    false_alarm : numpy.ndarray
+        ``(p,)`` whether each overlaps no true transit.
+    on_eclipse : numpy.ndarray
+        ``(p,)`` false alarms that overlap a binary's eclipse.
+    """
+
+    true: np.ndarray
+    recovered: np.ndarray
+    predicted: np.ndarray
+    false_alarm: np.ndarray
+    on_eclipse: np.ndarray
+
+
+def match(predicted: np.ndarray, label: np.ndarray, planet: int = 1, eclipse: int = 2) -> Match:
+    """Match a curve's predicted events with the runs of ``planet`` (and ``eclipse``) in its label mask."""
+    true = runs(label == planet)
+    ecl = runs(label == eclipse)
+    ov = overlaps(predicted, true)
+    fa = ~ov.any(axis=1) if len(predicted) else np.zeros(0, bool)
+    on_ecl = fa & overlaps(predicted, ecl).any(axis=1) if len(predicted) else np.zeros(0, bool)
+    return Match(true=true, recovered=ov.any(axis=0) if len(true) else np.zeros(0, bool),
+                 predicted=np.asarray(predicted).reshape(-1, 2), false_alarm=fa, on_eclipse=on_ecl)
+
+
+def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: float, cadence_s: float) -> list[dict]:
+    """The event table rows of one curve.
+
+    Parameters
+    ----------
+    prob, flux : numpy.ndarray
+        Probability and relative flux per sample.
+    events : numpy.ndarray
+        ``(k, 2)`` from :func:`find_events`.
+    t_start : float
+        Time of sample 0 [d].
+    cadence_s : float
+        Sampling interval [s].
+
+    Returns
+    -------
+    list of dict
+        ``t_mid`` [d] (probability-weighted), ``duration`` [h], ``depth`` [ppm]
+        (median flux of a band around the event minus the mean flux inside, a
+        box estimate), ``peak_probability``, ``start``/``stop`` samples.
+    """
+    dt = cadence_s / 86400.0
+    out = []
+    for a, b in np.asarray(events, int).reshape(-1, 2):
+        p = prob[a:b].astype(np.float64)
+        idx = np.arange(a, b)
+        w = max(b - a, 8)
+        around = np.r_[flux[max(0, a - w):a], flux[b:b + w]]
+        base = float(np.median(around)) if around.size else 0.0
+        out.append({"t_mid": t_start + dt * float((idx * p).sum() / p.sum()),
+                    "duration": (b - a) * cadence_s / 3600.0,
+                    "depth": (base - float(np.mean(flux[a:b]))) * 1e6,
+                    "peak_probability": float(p.max()), "start": int(a), "stop": int(b)})
+    return out

@@ -1,0 +1,231 @@
+"""The 1-D segmentation networks: a transit probability for every sample of a light curve.
+
+:class:`TransitNet` wraps one of two decoders around the same encoder:
+
+* ``unet3p`` -- U-Net 3+ (Huang et al. 2020), Panopticon's published model:
+  every decoder level sees all encoder levels above it (max-pooled down) and
+  all decoder levels below it (upsampled), each mapped to ``width`` channels,
+  concatenated and fused;
+* ``unet`` -- the classic U-Net: upsample, concatenate the skip, two convolutions.
+
+Every convolution block is Dropout1d -> Conv1d (reflect padding, no bias) ->
+BatchNorm -> ReLU, as in Panopticon. The network's own first steps make it
+independent of the flux scale and cheap at PLATO's cadence:
+
+1. each curve (and channel) is centred on its mean and divided by its
+   point-to-point noise, ``sqrt(pi) / 2 * mean(|diff(x)|)`` (the standard
+   deviation of white noise; a mean, not a median, so ONNX exports it);
+2. ``bin`` consecutive samples are averaged (25 s x 4 = 100 s: a 1-h transit
+   still spans 36 bins);
+3. values are soft-clipped, ``c * asinh(x / c)`` with ``c =`` :data:`SOFT_CLIP`,
+   so deep binary eclipses and outliers do not swamp the batch statistics.
+
+The logits come back at the input cadence (each bin's logit repeated), so the
+input and the output have the same length. The input length must be divisible
+by ``bin * 2**(depth - 1)`` (:func:`granularity`); :func:`pad_to` pads a curve
+to that.
+
+Inputs are relative flux, ``flux / median - 1``, shape ``(batch, length)`` or
+``(batch, channels, length)``; outputs are logits ``(batch, length)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__docformat__ = "numpy"
+
+ARCHITECTURE = "plato_transit_net"
+"""The name checkpoints record (:func:`astrotool.ml.checkpoint.build_model`)."""
+
+DECODERS = ("unet3p", "unet")
+
+SOFT_CLIP = 5.0
+"""Inputs pass through ``c * asinh(x / c)`` after normalisation and binning: linear within a few sigma
+(noise, planet transits), logarithmic beyond, so a 20 % binary eclipse (~700 sigma) stays a ~35 input."""
+
+
+def granularity(bin: int, depth: int) -> int:
+    """The number the input length must be divisible by: ``bin * 2**(depth - 1)``."""
+    return int(bin) * 2 ** (int(depth) - 1)
+
+
+def _conv(cin: int, cout: int, kernel: int, dilation: int) -> nn.Conv1d:
+    return nn.Conv1d(cin, cout, kernel, padding=dilation * (kernel // 2), dilation=dilation,
+                     padding_mode="reflect", bias=False)
+
+
+def _single(cin: int, cout: int, kernel: int, dilation: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout1d(dropout), _conv(cin, cout, kernel, dilation), nn.BatchNorm1d(cout),
+                         nn.ReLU(inplace=True))
+
+
+def _block(cin: int, cout: int, kernel: int, dilation: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(*_single(cin, cout, kernel, dilation, dropout),
+                         *list(_single(cout, cout, kernel, dilation, 0.0))[1:])
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """Centre each row on its mean and scale it by its point-to-point noise (white-noise sigma).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(..., length)`` relative flux.
+    """
+    x = x - x.mean(dim=-1, keepdim=True)
+    sigma = (math.sqrt(math.pi) / 2.0) * (x[..., 1:] - x[..., :-1]).abs().mean(dim=-1, keepdim=True)
+    return x / (sigma + 1e-12)
+
+
+class TransitNet(nn.Module):
+    """U-Net 3+ or U-Net over light curves, with its own normalisation and binning.
+
+    Parameters
+    ----------
+    decoder : {"unet3p", "unet"}
+        Decoder family (module docstring).
+    in_channels : int
+        Flux channels: 1 (co-added) or the camera groups.
+    width : int
+        Channels of the first level; level ``i`` has ``width * 2**i``.
+    depth : int
+        Levels, the first included (Panopticon: 5).
+    kernel_size : int
+        Odd convolution kernel [bins].
+    dilation : int
+        Convolution dilation.
+    dropout : float
+        Dropout1d rate at the start of every block.
+    bin : int
+        Input samples averaged into one (1: none).
+    """
+
+    def __init__(self, decoder: str = "unet3p", in_channels: int = 1, width: int = 8, depth: int = 5,
+                 kernel_size: int = 9, dilation: int = 1, dropout: float = 0.05, bin: int = 4):
+        super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        if kernel_size % 2 == 0 or kernel_size < 1:
+            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+        if depth < 2 or width < 1 or bin < 1 or in_channels < 1:
+            raise ValueError("depth >= 2, width >= 1, bin >= 1 and in_channels >= 1 are needed")
+        self.decoder, self.depth, self.bin, self.in_channels = decoder, depth, bin, in_channels
+        k, d = kernel_size, dilation
+        ch = [width * 2**i for i in range(depth)]
+        self.encoder = nn.ModuleList(_block(in_channels if i == 0 else ch[i - 1], ch[i], k, d, dropout)
+                                     for i in range(depth))
+        if decoder == "unet3p":
+            cat = width * depth
+            # stage s builds decoder level depth-2-s from every encoder level <= it and decoder level > it
+            self.links = nn.ModuleList(
+                nn.ModuleList(_single(ch[j] if j <= lvl else (ch[-1] if j == depth - 1 else cat), width, k, d,
+                                      dropout) for j in range(depth))
+                for lvl in range(depth - 2, -1, -1))
+            self.fuse = nn.ModuleList(_single(cat, cat, k, d, dropout) for _ in range(depth - 1))
+            self.head = nn.Conv1d(cat, 1, 1)
+        else:
+            self.up = nn.ModuleList(_single(ch[i + 1], ch[i], k, d, dropout) for i in range(depth - 1))
+            self.merge = nn.ModuleList(_block(2 * ch[i], ch[i], k, d, dropout) for i in range(depth - 1))
+            self.head = nn.Conv1d(ch[0], 1, 1)
+
+    @property
+    def granularity(self) -> int:
+        """The input length must be divisible by this."""
+        return granularity(self.bin, self.depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        n = x.shape[-1]
+        h = normalise(x.float())
+        if self.bin > 1:
+            h = F.avg_pool1d(h, self.bin)
+        h = SOFT_CLIP * torch.asinh(h / SOFT_CLIP)
+        enc = []
+        for i, block in enumerate(self.encoder):
+            h = block(h if i == 0 else F.max_pool1d(h, 2))
+            enc.append(h)
+        if self.decoder == "unet3p":
+            dec = {self.depth - 1: enc[-1]}
+            for s, lvl in enumerate(range(self.depth - 2, -1, -1)):
+                size = enc[lvl].shape[-1]
+                parts = []
+                for j, link in enumerate(self.links[s]):
+                    src = enc[j] if j <= lvl else dec[j]
+                    if j < lvl:
+                        src = F.max_pool1d(src, 2 ** (lvl - j))
+                    elif j > lvl:
+                        src = F.interpolate(src, size=size, mode="linear", align_corners=False)
+                    parts.append(link(src))
+                dec[lvl] = self.fuse[s](torch.cat(parts, dim=1))
+            h = dec[0]
+        else:
+            for i in range(self.depth - 2, -1, -1):
+                up = self.up[i](F.interpolate(h, size=enc[i].shape[-1], mode="linear", align_corners=False))
+                h = self.merge[i](torch.cat([enc[i], up], dim=1))
+        logits = self.head(h)[:, 0]
+        if self.bin > 1:
+            logits = torch.repeat_interleave(logits, self.bin, dim=-1)
+        return logits[..., :n]
+
+
+def make_model(**kwargs) -> TransitNet:
+    """:class:`TransitNet` from keyword arguments (the checkpoint's ``architecture.kwargs``)."""
+    return TransitNet(**kwargs)
+
+
+def pad_to(flux, multiple: int):
+    """Pad the last axis of ``flux`` (numpy) by reflection to a multiple of ``multiple``; returns (padded, n)."""
+    import numpy as np
+
+    n = flux.shape[-1]
+    extra = (-n) % multiple
+    if extra == 0:
+        return flux, n
+    if extra >= n:
+        raise ValueError(f"a curve of {n} samples is too short for this model (it needs at least {multiple})")
+    pad = [(0, 0)] * (flux.ndim - 1) + [(0, extra)]
+    return np.pad(flux, pad, mode="reflect"), n
+
+
+def loss_function(name: str, focal_gamma: float = 2.0, pos_weight: float = 1.0):
+    """The training loss on logits and a 0/1 target: ``bce``, ``dice``, ``focal`` or ``bce+dice``.
+
+    Parameters
+    ----------
+    name : str
+        Loss name.
+    focal_gamma : float
+        Focusing exponent of the focal loss (Lin et al. 2017).
+    pos_weight : float
+        Weight of the in-transit samples in the BCE and focal terms.
+
+    Returns
+    -------
+    callable
+        ``loss(logits, target) -> scalar tensor``.
+    """
+
+    def bce(logits, target):
+        w = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=w)
+
+    def dice(logits, target):  # soft Dice over the batch (Panopticon's form, smoothing 1)
+        p = torch.sigmoid(logits)
+        return 1.0 - (2.0 * (p * target).sum() + 1.0) / (p.sum() + target.sum() + 1.0)
+
+    def focal(logits, target):
+        ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        p_t = torch.exp(-ce)
+        w = 1.0 + (pos_weight - 1.0) * target
+        return (w * (1.0 - p_t) ** focal_gamma * ce).mean()
+
+    losses = {"bce": bce, "dice": dice, "focal": focal, "bce+dice": lambda lg, t: bce(lg, t) + dice(lg, t)}
+    if name not in losses:
+        raise ValueError(f"loss must be one of {sorted(losses)}, got {name!r}")
+    return losses[name]

@@ -1,0 +1,320 @@
+"""``astro plato prepare``: light curves and their labels packed into a training set.
+
+Each curve is put on a uniform time grid (gaps become NaN), cut to ``length``
+samples from its start, turned into relative flux ``flux / median - 1`` with
+its NaN/inf samples interpolated over (or the curve dropped: ``bad_values =
+"drop"``, Panopticon's ``--filter_inf``, which in Panopticon never fired since
+NaNs were zeroed first), and labelled per sample (:mod:`astrotool_plato.labels`).
+
+``augment`` adds each curve's *twin*: the residual about a smoothing-spline
+trend reversed in time, ``twin = flip(x - trend) + trend``, with its labels
+flipped. The slow variability keeps its direction; noise, transits and
+eclipses run backwards. The spline (degree ``spline_k``) is fitted to every
+``spline_stride``-th sample with the transits and eclipses masked out (weight
+0), and smoothing ``s = spline_s * m * sigma^2`` for ``m`` fitted points of
+white-noise sigma (its expected chi^2).
+
+The set (:class:`PreparedDataset`, ``plato/prepared/<name>/``) holds per curve
+``flux`` (float32 relative flux) and ``label`` (int8 class per sample), and the
+metadata columns listed in :data:`METADATA`. Splits are drawn by curve id,
+stratified by kind (planet, eb, beb, none), so a twin always lands with its
+curve. The set is written in a temporary folder and moved into place when
+complete; a rerun with the same settings and inputs keeps it, other settings
+are refused (exit 2) unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from astrotool.errors import AstroError, InputError
+from astrotool.ml.data import ArrayDataset, DatasetWriter
+
+__docformat__ = "numpy"
+
+KIND = "plato-quarters"
+SPLITS = ("train", "val", "test")
+GRANULE = 256
+"""The default length is a multiple of this (any model with ``bin * 2**(depth-1)`` dividing it accepts it)."""
+COMMAND = "plato prepare"
+VERSION = 1
+"""Version of the preparation; part of the settings record."""
+
+METADATA = ("id", "twin", "split", "kind", "depth", "duration", "snr", "period", "eclipse_depth", "t_start",
+            "cadence", "filled", "file")
+"""Per-curve columns: curve id, twin (bool), split, kind, transit depth [ppm], duration [h], S/N, period [d],
+eclipse depth [ppm], first time stamp [d], cadence [s], samples interpolated over, source file."""
+
+
+class PreparedDataset(ArrayDataset):
+    """A prepared set of light curves (see the module docstring)."""
+
+    KIND = KIND
+    SAMPLE_WORD = "light curve"
+
+    @property
+    def length(self) -> int:
+        """Samples per curve."""
+        return int(self.arrays["flux"][0][-1])
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Sample indices of ``split`` (``train``, ``val``, ``test`` or ``all``), ascending."""
+        if split == "all":
+            return np.arange(self.n)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
+        return np.flatnonzero(np.asarray(self.metadata(["split"])["split"]).astype(str) == split)
+
+
+def spline_trend(x: np.ndarray, label: np.ndarray, k: int = 3, s: float = 1.0, stride: int = 10) -> np.ndarray:
+    """Smoothing-spline trend of a uniformly sampled curve, fitted around its events.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Relative flux.
+    label : numpy.ndarray
+        Class per sample; non-zero samples (transits, eclipses) are left out of the fit.
+    k : int
+        Spline degree.
+    s : float
+        Smoothing in units of ``m * sigma^2`` (``m`` fitted points).
+    stride : int
+        Fit every ``stride``-th sample.
+
+    Returns
+    -------
+    numpy.ndarray
+        The trend at every sample (the median where the fit has too few points or fails).
+    """
+    import warnings
+
+    from scipy.interpolate import UnivariateSpline
+
+    from astrotool_plato.lightcurves import noise_sigma
+
+    idx = np.arange(x.size, dtype=np.float64)[::stride]
+    use = label[::stride] == 0
+    flat = np.full_like(x, float(np.median(x)))
+    if use.sum() <= 2 * (k + 1):  # events everywhere: nothing to fit a trend to
+        return flat
+    sigma = max(noise_sigma(x), 1e-12)
+    m = float(use.sum())
+    with warnings.catch_warnings():  # "maxit reached": the approximation returned is still a smooth trend
+        warnings.simplefilter("ignore")
+        trend = UnivariateSpline(idx[use], x[::stride][use], w=np.full(int(m), 1.0 / sigma), k=k, s=s * m)(
+            np.arange(x.size, dtype=np.float64))
+    return trend if np.isfinite(trend).all() else flat
+
+
+def twin(x: np.ndarray, trend: np.ndarray) -> np.ndarray:
+    """The time-reversed twin about a trend: ``flip(x - trend) + trend``."""
+    return (x - trend)[::-1] + trend
+
+
+def _kind(row: dict) -> str:
+    return "planet" if row.get("has_transit") else (row.get("eclipse") or "none")
+
+
+def _inputs(sources, raw_dir: Path) -> list[Path]:
+    if not sources:
+        files = sorted(raw_dir.glob("*_lightcurves.parquet"))
+        if not files:
+            raise AstroError(f"{raw_dir}: no *_lightcurves.parquet; run `astro plato simulate` first")
+        return files
+    out = []
+    for s in sources:
+        p = Path(s)
+        if not p.exists() and (raw_dir / s).exists():
+            p = raw_dir / s
+        if p.is_dir():
+            out += sorted(p.glob("*_lightcurves.parquet"))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(p, "no such light-curve file or folder")
+    return out
+
+
+def _identity(files: list[Path]) -> dict:
+    """What the inputs are, for the settings record: the simulation's content hash where known, else the size."""
+    from astrotool.io.tables import parquet_metadata
+
+    out = {}
+    for f in files:
+        facts = parquet_metadata(f) if f.name.endswith(".parquet") else {}
+        out[f.name] = facts.get("content_hash") or os.path.getsize(f)
+    return out
+
+
+def prepare_curve(time: np.ndarray, flux: np.ndarray, row: dict, cfg, length: int):
+    """One curve's samples, or the reason it is left out.
+
+    Returns
+    -------
+    dict or str
+        ``{"flux", "label", "t_start", "cadence", "filled"}`` (plus ``"twin"``,
+        ``"twin_label"`` with ``cfg.augment``), or why the curve is dropped.
+    """
+    from astrotool_plato.labels import event_windows, mask
+    from astrotool_plato.lightcurves import relative_flux, uniform
+
+    time, flux = uniform(time, flux)
+    if time.size < length:
+        return f"{time.size} samples, shorter than length {length}"
+    time, flux = time[:length], flux[:length]
+    bad = int((~np.isfinite(flux)).sum())
+    if bad == flux.size:
+        return "no finite flux in the kept samples"
+    if bad and cfg.bad_values == "drop":
+        return f"{bad} NaN/inf sample(s) (bad_values = drop)"
+    x, filled = relative_flux(flux)
+    label = mask(time, event_windows(row, float(time[0]), float(time[-1])))
+    out = {"flux": x.astype(np.float32), "label": label, "t_start": float(time[0]),
+           "cadence": float(np.median(np.diff(time)) * 86400.0), "filled": filled}
+    if cfg.augment:
+        trend = spline_trend(x, label, cfg.spline_k, cfg.spline_s, cfg.spline_stride)
+        out["twin"] = twin(x, trend).astype(np.float32)
+        out["twin_label"] = label[::-1].copy()
+    return out
+
+
+def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: bool = False, log=None) -> dict:
+    """Build (or keep) the prepared set ``out_root / cfg.name``.
+
+    Parameters
+    ----------
+    cfg : astrotool_plato.config.PrepareConfig
+    seed : int
+        Seed of the split.
+    sources : list of str
+        Light-curve files or folders (default: every ``*_lightcurves.parquet`` in ``raw_dir``).
+    raw_dir, labels_dir, out_root : path-like
+        ``plato/raw``, ``plato/labels`` (the label tables) and ``plato/prepared``.
+    overwrite : bool
+        Replace a set made with other settings.
+    log : logging.Logger, optional
+
+    Returns
+    -------
+    dict
+        Summary: path, curves, twins, dropped (reasons), split sizes, kinds, length, kept.
+    """
+    from astrotool import made_with as mw
+    from astrotool.ml.data import group_split
+
+    from astrotool_plato.labels import read_label_tables
+    from astrotool_plato.lightcurves import read_curves
+
+    files = _inputs(sources, Path(raw_dir))
+    labels = read_label_tables(labels_dir)
+    if not labels:
+        raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `astro plato simulate` first")
+    folder = Path(out_root) / cfg.name
+    settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}), "inputs": _identity(files)}
+    rec = mw.record(settings, seed=seed, version=VERSION)
+    manifest = folder / f"{cfg.name}_dataset.json"
+    if mw.keep([manifest], rec, overwrite=overwrite):
+        ds = PreparedDataset(folder)
+        return {"path": str(folder), "kept": True, "curves": ds.n, "length": ds.length}
+
+    curves: list[tuple[str, str, np.ndarray, np.ndarray]] = []  # (id, file, time, flux)
+    for f in files:
+        for cid, (t, fl) in read_curves(f).items():
+            if cid not in labels:
+                raise InputError(f, f"curve {cid!r} has no row in the label tables of {labels_dir}")
+            curves.append((cid, f.name, t, fl))
+    if not curves:
+        raise AstroError("no light curves in " + ", ".join(map(str, files)))
+    length = cfg.length or (min(len(t) for _, _, t, _ in curves) // GRANULE) * GRANULE
+    if length < GRANULE:
+        raise InputError(files[0], f"the shortest curve has {min(len(t) for _, _, t, _ in curves)} samples; "
+                                   f"at least {GRANULE} are needed")
+
+    ids = np.array([c[0] for c in curves])
+    kinds = np.array([_kind(labels[c]) for c in ids])
+    split_of = np.empty(len(ids), dtype=object)
+    # stratify by kind where every kind has a curve for every split; else by curve only
+    counts = {k: int((kinds == k).sum()) for k in np.unique(kinds)}
+    n_sets = sum(1 for f in cfg.split if f > 0)
+    strata = kinds if min(counts.values()) >= n_sets else None
+    for name, idx in zip(SPLITS, group_split(ids, cfg.split, seed, strata=strata)):
+        split_of[idx] = name
+
+    tmp = folder.with_name(f".{cfg.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    writer = DatasetWriter(str(tmp), cfg.name, shard_product="curves", table_product="curves", kind=KIND,
+                           command=COMMAND)
+    dropped: dict[str, str] = {}
+    buf: dict[str, list] = {"flux": [], "label": [], **{c: [] for c in METADATA}}
+    n_done = shard = 0
+
+    def flush():
+        nonlocal n_done, shard
+        if not buf["flux"]:
+            return
+        meta = {c: np.asarray(buf[c]) for c in METADATA}
+        writer.write_shard(shard, n_done, {"flux": np.stack(buf["flux"]), "label": np.stack(buf["label"])}, meta)
+        n_done += len(buf["flux"])
+        shard += 1
+        for v in buf.values():
+            v.clear()
+
+    def add(cid, file, row, sample, x, lab, is_twin):
+        buf["flux"].append(x)
+        buf["label"].append(lab)
+        values = {"id": cid, "twin": is_twin, "split": split_of_id[cid], "kind": _kind(row),
+                  "depth": _num(row.get("depth")), "duration": _num(row.get("duration")), "snr": _num(row.get("snr")),
+                  "period": _num(row.get("period")), "eclipse_depth": _num(row.get("eclipse_depth")),
+                  "t_start": sample["t_start"], "cadence": sample["cadence"], "filled": sample["filled"],
+                  "file": file}
+        for c in METADATA:
+            buf[c].append(values[c])
+
+    split_of_id = dict(zip(ids, split_of))
+    try:
+        for cid, file, t, fl in curves:
+            row = labels[cid]
+            sample = prepare_curve(t, fl, row, cfg, length)
+            if isinstance(sample, str):
+                dropped[cid] = sample
+                continue
+            add(cid, file, row, sample, sample["flux"], sample["label"], False)
+            if cfg.augment:
+                add(cid, file, row, sample, sample["twin"], sample["twin_label"], True)
+            if len(buf["flux"]) >= cfg.shard_size:
+                flush()
+        flush()
+        if n_done == 0:
+            raise AstroError("every light curve was dropped: " +
+                             "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:5]))
+        writer.finalize(shard, attrs={"length": length, "settings": rec["settings"],
+                                      "classes": ["continuum", "planet", "eclipse"], "dropped": dropped})
+        old = folder.with_name(f".{cfg.name}.old-{os.getpid()}")
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    mw.write(manifest, rec)
+    if dropped and log:
+        log.warning("left out %d curve(s): %s", len(dropped),
+                    "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:5]))
+    ds = PreparedDataset(folder)
+    meta = ds.metadata(["split", "twin", "kind"])
+    split = np.asarray(meta["split"]).astype(str)
+    kind = np.asarray(meta["kind"]).astype(str)
+    return {"path": str(folder), "kept": False, "curves": int((~np.asarray(meta["twin"])).sum()),
+            "twins": int(np.asarray(meta["twin"]).sum()), "length": length, "dropped": dropped,
+            "splits": {s: int((split == s).sum()) for s in SPLITS},
+            "kinds": {k: int((kind == k).sum()) for k in sorted(set(kind))}}
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)

@@ -1,0 +1,223 @@
+"""``astro plato train``: the segmentation network on a prepared set.
+
+The network (:mod:`astrotool_plato.model`) trains on the ``train`` split of a
+:class:`~astrotool_plato.prepare.PreparedDataset` to give in-transit samples
+(label :data:`~astrotool_plato.labels.PLANET`) a high probability and everything
+else -- continuum and binary eclipses -- a low one; it is validated on ``val``
+each epoch: ``val_loss`` (monitored: the kept checkpoint and early stopping
+follow it), and at threshold 0.5 the event recall (``val_recall``) and the false
+alarms per curve (``val_false_alarms``) of :mod:`astrotool_plato.events`.
+
+The loop, checkpoints (every epoch: ``last/``; the best: the model folder),
+resume, devices, DDP and precision come from :func:`astrotool.ml.training.fit`;
+a resume must use the same settings (:func:`resume_settings`), others are
+refused naming the keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "model", "seed"})
+""":class:`~astrotool_plato.config.TrainConfig` keys a resumed run may change."""
+
+NO_DATASET = "run `astro plato prepare` first"
+
+ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin")
+
+
+def resume_settings(ds, cfg, seed: int) -> dict:
+    """What a resumed run must share with the run it continues: every key but :data:`RESUMABLE`, the seed
+    and the data set's identity."""
+    from astrotool.ml.commands import dataset_identity
+
+    return {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
+            "dataset": dataset_identity(ds)}
+
+
+def event_scores(prob: np.ndarray, label: np.ndarray, threshold: float, merge_gap: int, min_length: int) -> dict:
+    """Recovered transits, true transits and false alarms summed over curves ``(n, length)``."""
+    from astrotool_plato.events import find_events, match
+
+    rec = true = fa = 0
+    for p, lab in zip(prob, label):
+        m = match(find_events(p, threshold, merge_gap, min_length), lab)
+        rec += int(m.recovered.sum())
+        true += len(m.true)
+        fa += int(m.false_alarm.sum())
+    return {"recovered": rec, "transits": true, "false_alarms": fa}
+
+
+def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bool = False, log=None,
+                on_epoch=None, runtime=None) -> dict:
+    """Train (or resume training) the network.
+
+    Parameters
+    ----------
+    ds : astrotool_plato.prepare.PreparedDataset
+    cfg : astrotool_plato.config.TrainConfig
+    events : astrotool_plato.config.EventsConfig
+        Merge gap and minimum duration of the validation events.
+    model_dir : path-like
+        Checkpoint folder (``plato/models/<model>``).
+    seed : int
+        Seeds the initial weights and the batch order.
+    overwrite : bool
+        Discard an existing model instead of resuming it.
+    log : logging.Logger, optional
+    on_epoch : callable, optional
+        Called with each epoch's history entry.
+    runtime : astrotool.ml.fabric.Runtime, optional
+
+    Returns
+    -------
+    dict
+        Summary: best epoch and its validation scores, epochs run, sizes, seconds per epoch.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The curve length does not suit the network, or a split is empty.
+    """
+    import torch
+
+    from astrotool.errors import InputError
+    from astrotool.ml.commands import prepare_training
+    from astrotool.ml.data import CHUNK_BYTES, EpochBatchSampler
+    from astrotool.ml.fabric import Runtime
+    from astrotool.ml.training import fit, seed_everything
+    from astrotool.seeding import derive_seed
+
+    from astrotool_plato.labels import PLANET
+    from astrotool_plato.model import ARCHITECTURE, granularity, loss_function, make_model
+
+    model_dir = Path(model_dir)
+    g = granularity(cfg.bin, cfg.depth)
+    if ds.length % g:
+        raise InputError(ds.root, f"curves of {ds.length} samples; a network with bin {cfg.bin} and depth "
+                                  f"{cfg.depth} needs a length divisible by bin * 2**(depth-1) = {g} "
+                                  "(prepare again with another --length, or lower depth or bin)")
+    train_idx, val_idx = ds.split_indices("train"), ds.split_indices("val")
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise InputError(ds.root, f"{len(train_idx)} training and {len(val_idx)} validation curves: both splits "
+                                  "must hold curves (prepare more curves or other split fractions)")
+    cadence = float(np.median(np.asarray(ds.metadata(["cadence"])["cadence"], float)))
+    merge = int(round(events.merge_gap_hours * 3600.0 / cadence))
+    min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence)))
+
+    rt = runtime if runtime is not None else Runtime()
+    rt.launch()
+    settings = resume_settings(ds, cfg, seed)
+    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
+    if rt.world_size > 1:
+        rt.fabric.barrier("plato-train-prepared")
+    seed_everything(seed)
+    kwargs = {k: getattr(cfg, k) for k in ARCH_KEYS}
+    model = make_model(**kwargs).to(rt.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_of = loss_function(cfg.loss, cfg.focal_gamma, cfg.pos_weight)
+    block = max(1, CHUNK_BYTES // (4 * ds.length))
+    sampler = EpochBatchSampler(train_idx, cfg.batch_size, seed=derive_seed(seed, "batches"), block=block, window=4)
+
+    def batches(epoch: int):
+        sampler.set_epoch(epoch)
+        for idx in sampler:
+            b = ds.read(np.sort(np.asarray(idx)), ["flux", "label"])
+            yield (torch.from_numpy(b["flux"].astype(np.float32)),
+                   torch.from_numpy((b["label"] == PLANET).astype(np.float32)))
+
+    def loss_fn(m, batch):
+        x, y = batch
+        return loss_of(m(x).float(), y)
+
+    def validate(m):
+        dev = next(m.parameters()).device
+        total, n_batches = 0.0, 0
+        counts = {"recovered": 0, "transits": 0, "false_alarms": 0}
+        for b in ds.iter_batches(cfg.batch_size, ["flux", "label"], indices=val_idx):
+            x = torch.from_numpy(b["flux"].astype(np.float32)).to(dev)
+            y = torch.from_numpy((b["label"] == PLANET).astype(np.float32)).to(dev)
+            logits = m(x).float()
+            total += float(loss_of(logits, y))
+            n_batches += 1
+            prob = torch.sigmoid(logits).cpu().numpy()
+            for k, v in event_scores(prob, b["label"], 0.5, merge, min_len).items():
+                counts[k] += v
+        return {"val_loss": total / max(n_batches, 1),
+                "val_recall": counts["recovered"] / counts["transits"] if counts["transits"] else math.nan,
+                "val_false_alarms": counts["false_alarms"] / len(val_idx)}
+
+    meta = {
+        "architecture": {"name": ARCHITECTURE, "kwargs": kwargs},
+        "settings": settings,
+        "hyperparameters": cfg.model_dump(mode="json"),
+        "inputs": "relative flux (flux / median - 1), (n, length) float32, at the training cadence",
+        "outputs": "logit per sample that the sample is in a planet transit, (n, length)",
+        "cadence_s": cadence,
+        "training": {"dataset": ds.name, "dataset_path": str(ds.root), "length": ds.length, "seed": int(seed),
+                     "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "loss": cfg.loss,
+                     "monitor": "val_loss", "device": str(rt.device), "precision": rt.precision,
+                     "processes": rt.world_size},
+    }
+    result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
+                 checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
+                 resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
+    best = result.best_metrics
+    ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
+    return {
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
+        "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+        "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
+        "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"),
+        "val_recall": best.get("val_recall"), "val_false_alarms": best.get("val_false_alarms"),
+        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "length": ds.length,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in ran])), 2) if ran else None,
+        "device": str(rt.device),
+    }
+
+
+def train_command(ctx, cfg, runtime) -> dict | None:
+    """``astro plato train``: train on a prepared set, record the checkpoint, plot the history.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    cfg : astrotool_plato.config.PlatoConfig
+        ``cfg.train`` and ``cfg.events`` are used.
+    runtime : astrotool.ml.fabric.Runtime
+
+    Returns
+    -------
+    dict or None
+        The emitted summary (None in the copies of a multi-process run).
+    """
+    from astrotool.ml import commands as mc
+
+    from astrotool_plato import MODELS, NAME, PREPARED, REPORTS
+    from astrotool_plato.prepare import PreparedDataset
+
+    t = cfg.train
+    runtime.launch()
+    if not runtime.is_global_zero:
+        ctx.mark_copy()
+    ds = mc.open_dataset(ctx, NAME, PREPARED, t.dataset, PreparedDataset, NO_DATASET)
+    mdir = mc.model_dir(ctx, NAME, t.model or f"{ds.name}_{t.decoder}")
+    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
+                if runtime.is_global_zero else contextlib.nullcontext(None))
+    with ds, progress as on_epoch:
+        res = train_model(ds, t, cfg.events, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
+                          on_epoch=on_epoch, runtime=runtime)
+    if not runtime.is_global_zero:
+        return None
+    mc.record(ctx, outputs=mc.checkpoint_files(mdir))
+    plot = mc.history_figure(ctx, mdir, ctx.workspace.stage(NAME, REPORTS) / f"{mdir.name}_history.png")
+    summary = {**res, "history_plot": str(plot) if plot else None}
+    ctx.emit(summary)
+    return summary

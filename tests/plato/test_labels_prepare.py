@@ -1,0 +1,164 @@
+"""Labels on the real time axis, events, and ``astro plato prepare`` (NaN, twins, splits, bad input)."""
+
+from __future__ import annotations
+
+import json
+import numpy as np
+import pytest
+
+from astrotool.cli import main
+from astrotool_plato import labels as lab
+from astrotool_plato import simulate as sim
+from astrotool_plato.config import PrepareConfig, SimulateConfig
+from astrotool_plato.events import find_events, match, overlaps, runs
+from astrotool_plato.prepare import PreparedDataset, prepare_curve, spline_trend, twin
+
+SEED = 4242
+
+
+def test_labels_land_exactly_where_the_injected_deficit_is_non_zero_even_with_gaps():
+    cfg = SimulateConfig(n_curves=30, duration_days=3.0, noise_ppm=0.0, granulation_ppm=0.0, rotation_fraction=0.0,
+                         transit_fraction=0.5, periodic_fraction=0.5, period_days=(0.7, 2.0),
+                         eb_fraction=0.4, beb_fraction=0.4, eclipse_period_days=(0.6, 4.0))
+    time = sim.time_grid(cfg)
+    keep = np.ones(time.size, bool)
+    keep[1000:1400] = False                            # a gap: the mask uses the real time stamps
+    keep[5000:5003] = False
+    t = time[keep]
+    seen = set()
+    for i in range(cfg.n_curves):
+        par = sim.draw_params(i, SEED, cfg)
+        _, deficit = sim.simulate_curve(par, SEED, cfg, t)
+        row = sim.labels_table([par], ["f"]).to_pylist()[0]
+        m = lab.mask(t, lab.event_windows(row, float(t[0]), float(t[-1])))
+        kind = lab.PLANET if par.has_transit else lab.ECLIPSE if par.eclipse else lab.CONTINUUM
+        seen.add(kind)
+        np.testing.assert_array_equal(m != lab.CONTINUUM, deficit > 0)
+        assert set(np.unique(m)) <= {lab.CONTINUUM, kind}
+    assert seen == {lab.CONTINUUM, lab.PLANET, lab.ECLIPSE}
+
+
+def test_events_merge_gaps_drop_short_runs_and_match_by_overlap():
+    p = np.zeros(40)
+    p[[3, 4, 5, 8, 9, 20, 30, 31, 32, 33]] = 0.9
+    np.testing.assert_array_equal(runs(p > 0.5), [[3, 6], [8, 10], [20, 21], [30, 34]])
+    np.testing.assert_array_equal(find_events(p, 0.5, merge_gap=2), [[3, 10], [20, 21], [30, 34]])
+    np.testing.assert_array_equal(find_events(p, 0.5, merge_gap=2, min_length=2), [[3, 10], [30, 34]])
+    assert find_events(p, 0.95).shape == (0, 2)
+    label = np.zeros(40, np.int8)
+    label[9:12] = lab.PLANET      # overlapped by [3, 10)
+    label[15:18] = lab.PLANET     # missed
+    label[29:31] = lab.ECLIPSE    # the event [30, 34) lies on an eclipse
+    m = match(find_events(p, 0.5, merge_gap=2), label)
+    np.testing.assert_array_equal(m.true, [[9, 12], [15, 18]])
+    np.testing.assert_array_equal(m.recovered, [True, False])
+    np.testing.assert_array_equal(m.false_alarm, [False, True, True])
+    np.testing.assert_array_equal(m.on_eclipse, [False, False, True])
+    assert not overlaps([[0, 5]], [[5, 9]]).any()   # half-open: touching is not overlapping
+
+
+def test_twin_is_the_time_reversed_residual_about_a_trend_fitted_around_the_transit():
+    rng = np.random.default_rng(1)
+    n = 4096
+    i = np.arange(n)
+    slow = 2e-3 * np.sin(2 * np.pi * i / 3000.0)
+    label = np.zeros(n, np.int8)
+    label[2000:2300] = lab.PLANET
+    x = slow + 1e-4 * rng.standard_normal(n) - 3e-3 * (label == lab.PLANET)
+    trend = spline_trend(x, label, k=3, s=1.0, stride=10)
+    # the transit is masked out of the fit: the trend follows the slow signal through it, not the dip
+    assert np.abs(trend[2000:2300] - slow[2000:2300]).max() < 2e-4
+    tw = twin(x, trend)
+    np.testing.assert_allclose(tw - trend, (x - trend)[::-1], atol=1e-15)
+    # the reversed dip sits where its mirror image is
+    assert tw[n - 2300:n - 2000].mean() - trend[n - 2300:n - 2000].mean() < -2.5e-3
+
+
+def test_prepare_curve_interpolates_or_drops_nan_and_inf():
+    t = np.arange(2048) / 3456.0
+    f = 1.0 + 1e-4 * np.random.default_rng(0).standard_normal(t.size)
+    f[[10, 11, 500]] = np.nan
+    f[700] = np.inf
+    row = {"has_transit": False}
+    got = prepare_curve(t, f, row, PrepareConfig(), 1024)
+    assert got["filled"] == 4 and np.isfinite(got["flux"]).all()
+    x9, x12 = float(got["flux"][9]), float(got["flux"][12])
+    assert got["flux"][10] == pytest.approx(x9 + (x12 - x9) / 3, abs=1e-7)
+    assert "3 NaN/inf" in prepare_curve(t[:600], f[:600], row, PrepareConfig(bad_values="drop"), 512)
+    assert prepare_curve(t, np.full(t.size, np.nan), row, PrepareConfig(), 1024) == "no finite flux in the kept samples"
+    assert "shorter than length" in prepare_curve(t, f, row, PrepareConfig(), 4096)
+
+
+def _simulate(ws, n=24, days=1.0, extra=()):
+    args = ["-w", str(ws), "-q", "--seed", "11", "plato", "simulate", "-n", str(n), "--days", str(days),
+            "--chunk-size", "12", "--set", "plato.simulate.duration_hours=[1.0,4.0]", *extra]
+    assert main(args) == 0
+
+
+def test_prepare_keeps_twins_in_their_split_and_refuses_changed_settings(tmp_path, capsys):
+    _simulate(tmp_path)
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "--json", "plato", "prepare", "--augment"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["curves"] == 24 and out["twins"] == 24 and out["length"] == 3328 and not out["kept"]
+    ds = PreparedDataset(tmp_path / "plato/prepared/quarters")
+    meta = ds.metadata()
+    ids, split, is_twin = (np.asarray(meta[c]).astype(str) if c != "twin" else np.asarray(meta[c])
+                           for c in ("id", "split", "twin"))
+    for cid in set(ids):
+        assert len(set(split[ids == cid])) == 1 and sorted(is_twin[ids == cid]) == [False, True]
+    assert set(split) == {"train", "val", "test"}
+    both = ds.read(np.arange(ds.n), ["flux", "label"])
+    for cid in set(ids):
+        a, b = np.flatnonzero((ids == cid) & ~is_twin)[0], np.flatnonzero((ids == cid) & is_twin)[0]
+        np.testing.assert_array_equal(both["label"][b], both["label"][a][::-1])
+    # the same settings keep the set; other settings are refused and the set stays
+    assert main(["-w", str(tmp_path), "--json", "plato", "prepare", "--augment"]) == 0
+    assert json.loads(capsys.readouterr().out)["kept"]
+    assert main(["-w", str(tmp_path), "plato", "prepare"]) == 2
+    assert "augment: true -> false" in capsys.readouterr().err
+    assert PreparedDataset(tmp_path / "plato/prepared/quarters").n == 48
+
+
+def test_prepare_reads_gappy_nan_curves_and_names_bad_inputs(tmp_path, capsys):
+    _simulate(tmp_path, n=4)
+    raw = tmp_path / "plato/raw"
+    lc = sim.read_lightcurves(next(raw.glob("*_lightcurves.parquet")))
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    t, f, _ = lc["sim000000"]
+    feather.write_feather(pa.table({"time": t[::-1].copy(), "flux": f}), tmp_path / "reversed.ftr")
+    feather.write_feather(pa.table({"x": t, "flux": f}), tmp_path / "notime.ftr")
+    (tmp_path / "noflux.csv").write_text("TIME,x\n" + "".join(f"{a},{b}\n" for a, b in zip(t[:50], f[:50])))
+    feather.write_feather(pa.table({"time": t, "flux": np.full(t.size, np.nan)}), tmp_path / "nan.ftr")
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "plato", "prepare", str(tmp_path / "reversed.ftr")]) == 2
+    assert "reversed.ftr: time is not increasing: sample 1" in capsys.readouterr().err
+    from astrotool.errors import InputError
+    from astrotool_plato.lightcurves import read_curves
+
+    with pytest.raises(InputError, match="notime.ftr: no time column"):
+        read_curves(tmp_path / "notime.ftr")
+    with pytest.raises(InputError, match="noflux.csv: no flux column .*--flux-column"):
+        read_curves(tmp_path / "noflux.csv")
+    assert read_curves(tmp_path / "noflux.csv", flux_column="x")["noflux"][1].size == 50
+    with pytest.raises(InputError, match="nan.ftr: the flux is NaN or infinite everywhere"):
+        read_curves(tmp_path / "nan.ftr")
+
+
+def test_simulated_curves_keep_their_depth_in_the_prepared_flux(tmp_path):
+    _simulate(tmp_path, n=12, extra=["--set", "plato.simulate.noise_ppm=0", "--set", "plato.simulate.granulation_ppm=0",
+                                     "--set", "plato.simulate.rotation_fraction=0"])
+    assert main(["-w", str(tmp_path), "-q", "plato", "prepare"]) == 0
+    ds = PreparedDataset(tmp_path / "plato/prepared/quarters")
+    b = ds.read(np.arange(ds.n), ["flux", "label"])
+    meta = ds.metadata()
+    checked = 0
+    for x, y, depth, kind in zip(b["flux"], b["label"], meta["depth"], np.asarray(meta["kind"]).astype(str)):
+        if kind == "planet" and (y == lab.PLANET).any():
+            assert -x[y == lab.PLANET].min() * 1e6 == pytest.approx(depth, rel=0.02)
+            checked += 1
+        elif kind == "none":
+            assert np.abs(x).max() < 1e-6
+    assert checked >= 3
