@@ -47,6 +47,7 @@ PAGES = [  # (docs/<name>.md or the generated reference, title), in navigation o
     ("ml", "The ML layer"),
     ("lens", "Lens: shear estimators"),
     ("lens_kappa", "Lens: mass maps"),
+    ("plato", "PLATO: single transits"),
     ("plugins", "Writing a plugin"),
     ("cli", "CLI reference"),
 ]

@@ -162,3 +162,87 @@ def test_simulated_curves_keep_their_depth_in_the_prepared_flux(tmp_path):
         elif kind == "none":
             assert np.abs(x).max() < 1e-6
     assert checked >= 3
+
+
+PANOPTICON = """
+path_data = "/data/plato"
+seed = 101
+training_epochs = 20
+[model]
+name = "Panopticon_U3P"
+loss = "BCELoss"
+[model.general]
+init_features = 8
+drop_rate = 0.05
+[model.convolution]
+kernel_size = 21
+dilation = 6
+padding = 60
+[fraction]
+train = 0.85
+valid = 0.15
+[dataloader.train]
+batch_size = 45
+num_workers = 4
+[optimizer]
+name = "Adam"
+[optimizer.kwargs]
+lr = 1e-3
+betas = [0.9, 0.99]
+[scheduler]
+name = "ExponentialLR"
+use = true
+[scheduler.kwargs]
+gamma = 0.9
+[bounds]
+radius_star = [0, 2.5]
+transit_depth = [50e-6, 1.0]
+"""
+
+
+def test_panopticon_toml_imports_line_for_line_and_bad_names_are_refused(tmp_path, capsys):
+    import tomllib
+
+    from astrotool_plato.config import PlatoConfig
+
+    src = tmp_path / "panopticon.toml"
+    src.write_text(PANOPTICON)
+    assert main(["plato", "config", "import", str(src), "-o", str(tmp_path / "astro.toml")]) == 0
+    got = tomllib.loads((tmp_path / "astro.toml").read_text())
+    assert got["core"] == {"seed": 101}
+    train = PlatoConfig.model_validate(got["plato"]).train
+    assert (train.epochs, train.batch_size, train.optimizer, train.lr, train.weight_decay) == (20, 45, "Adam", 1e-3, 0.0)
+    assert train.optimizer_kwargs == {"betas": [0.9, 0.99]} and train.scheduler == "ExponentialLR"
+    assert (train.decoder, train.loss, train.width, train.dropout, train.kernel_size, train.dilation, train.bin) == \
+        ("unet3p", "bce", 8, 0.05, 21, 6, 1)
+    prep = PlatoConfig.model_validate(got["plato"]).prepare
+    assert prep.split == (0.85, 0.15, 0.0) and prep.depth_bounds == pytest.approx((50.0, 1e6))
+    text = (tmp_path / "astro.toml").read_text()
+    assert "# training_epochs" in text and "path_data: no keys here" in text and "[bounds] radius_star" in text
+    # the translation is a working configuration: the schedule's factors follow torch's ExponentialLR
+    from astrotool_plato.train import lr_schedule
+
+    f = lr_schedule(train, steps_per_epoch=10)
+    assert [f(s) for s in (0, 9, 10, 25)] == pytest.approx([1.0, 1.0, 0.9, 0.81])
+    for bad, msg in (('name = "Adam"', "optimizer.name: unknown optimizer 'Adamm'"),
+                     ('name = "ExponentialLR"', "scheduler.name: unknown or unsupported scheduler 'ReduceLROnPlateau'"),
+                     ('name = "Panopticon_U3P"', "model.name: 'Panopticon_UPP' has no counterpart")):
+        repl = {"Adam": "Adamm", "ExponentialLR": "ReduceLROnPlateau", "Panopticon_U3P": "Panopticon_UPP"}
+        word = bad.split('"')[1]
+        src.write_text(PANOPTICON.replace(bad, bad.replace(word, repl[word])))
+        capsys.readouterr()
+        assert main(["plato", "config", "import", str(src)]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["plato", "config", "import", str(tmp_path / "astro.toml"), "-o", str(tmp_path / "astro.toml")]) == 2
+
+
+def test_prepare_leaves_out_curves_outside_the_depth_bounds(tmp_path, capsys):
+    _simulate(tmp_path, n=16)
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "--json", "--set", "plato.prepare.depth_bounds=[300,1e6]", "plato",
+                 "prepare"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ds = PreparedDataset(tmp_path / "plato/prepared/quarters")
+    depth = np.asarray(ds.metadata(["depth"])["depth"], float)
+    assert out["dropped"] and all("outside depth_bounds [300, 1e+06)" in v for v in out["dropped"].values())
+    assert np.all(np.isnan(depth) | (depth >= 300)) and ds.n + len(out["dropped"]) == 16

@@ -197,3 +197,17 @@ def test_demo_step_trains_and_finds_the_fresh_transit(tmp_path):
     t0 = float(re.search(r"at t0 = ([0-9.]+) d", lines[-1]).group(1))
     found = [float(v) for v in re.findall(r"event at ([0-9.]+) d", lines[-1])]
     assert any(abs(t - t0) < 0.03 for t in found), lines[-1]
+
+
+def test_plot_draws_named_curves_and_those_of_the_last_detect_run(trained, capsys):
+    raw = next((trained / "plato/raw").glob("*_lightcurves.parquet"))
+    capsys.readouterr()
+    assert main(["-w", str(trained), "--json", "plato", "plot", "sim000000", "sim000001"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["plots"] == 2 and all((trained / "plato/reports/plots" / f"sim00000{k}.png").exists() for k in (0, 1))
+    assert main(["-w", str(trained), "plato", "plot", "nosuchcurve"]) == 2
+    assert "nosuchcurve: no such curve id" in capsys.readouterr().err
+    assert main(["-w", str(trained), "--json", "plato", "detect", str(raw), "--name", "forplot"]) == 0
+    n_with = json.loads(capsys.readouterr().out)["curves_with_events"]
+    assert main(["-w", str(trained), "--json", "plato", "plot", "last", "--no-model"]) == 0
+    assert json.loads(capsys.readouterr().out)["plots"] == n_with > 0

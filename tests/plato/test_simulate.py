@@ -326,3 +326,32 @@ def test_read_lightcurves_rejects_other_files(tmp_path):
         sim.read_lightcurves(other)
     with pytest.raises(InputError, match="file not found"):
         sim.read_lightcurves(tmp_path / "missing.parquet")
+
+
+def test_psls_backend_injects_events_into_psls_curves_and_prepare_accepts_them(tmp_path, capsys):
+    pytest.importorskip("psls")
+    from astrotool.cli import main
+    from astrotool_plato import psls_backend
+
+    cfg = SimulateConfig(backend="psls", n_curves=2, duration_days=5.5, transit_fraction=1.0, depth_ppm=(500.0, 800.0),
+                         duration_hours=(3.0, 5.0), magnitude=(10.0, 10.0))
+    t1, f1, p1 = psls_backend.simulate_curves([0, 1], SEED, cfg)
+    t0, f0, p0 = psls_backend.simulate_curves([0, 1], SEED, cfg.model_copy(update={"transit_fraction": 0.0}))
+    for a, b, fa, fb, par in zip(t1, t0, f1, f0, p1):
+        np.testing.assert_array_equal(a, b)                   # the same PSLS star: seeded by (seed, index) only
+        assert 0.3 < np.diff(a).max() * 24 < 0.5              # PLATO's 20-min gap near day 5
+        deficit = sim.transit_deficit(a, par.t0, par.duration, par.depth, par.impact, cfg.limb_darkening, cfg.shape)
+        np.testing.assert_allclose(1.0 - fa.astype(np.float64) / fb, deficit, atol=2e-6)
+        assert deficit.max() == pytest.approx(par.depth * 1e-6, rel=0.02)
+        assert 3 < par.snr < 300                              # from the curve's own noise (V = 10)
+    args = ["-w", str(tmp_path), "--json", "--seed", str(SEED), "plato", "simulate", "-n", "2", "--days", "5.5",
+            "--set", "plato.simulate.backend=psls", "--set", "plato.simulate.magnitude=[10,10]",
+            "--set", "plato.simulate.transit_fraction=1", "--set", "plato.simulate.depth_ppm=[500,800]",
+            "--set", "plato.simulate.duration_hours=[3,5]"]
+    assert main(args) == 0
+    capsys.readouterr()
+    curves = sim.read_lightcurves(next((tmp_path / "plato/raw").glob("*_lightcurves.parquet")))
+    np.testing.assert_array_equal(curves["sim000000"][1], f1[0])
+    assert main(["-w", str(tmp_path), "--json", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["curves"] == 2 and out["length"] == 18944 and out["kinds"] == {"planet": 2}

@@ -84,29 +84,35 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg) -> dict:
             "seconds_detrend": t1 - t0, "seconds_search": t2 - t1}
 
 
-def evaluate_bls(ds, split: str, cfg, log=None) -> dict:
-    """BLS on a prepared split, scored like ``astro plato eval`` at the S/N threshold.
+def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
+    """BLS on a prepared split, scored like ``astro plato eval``.
+
+    Each curve's best peak is matched once (its transits inside the curve are
+    the events); a threshold on its box S/N then decides which peaks count, so
+    the scores at any threshold follow without searching again.
 
     Parameters
     ----------
     ds : astrotool_plato.prepare.PreparedDataset
     split : str
     cfg : astrotool_plato.config.BlsConfig
-    log : logging.Logger, optional
+    far_target : float
+        False-alarm fraction of transit-free curves of the operating S/N threshold.
 
     Returns
     -------
     dict
-        ``transits``, ``recovery``, ``false_alarm_curve_fraction`` (transit-free
-        curves with a detection that overlaps no transit), ``false_alarms``,
-        ``seconds_per_curve`` (detrend + search), and per-transit rows
-        (``depth``, ``snr``, ``recovered``) under ``rows``.
+        ``transits``; at ``cfg.snr_threshold``: ``recovery``,
+        ``false_alarm_curve_fraction`` (transit-free curves whose counted peak
+        overlaps no transit); ``operating``: the lowest S/N threshold with at
+        most ``far_target`` of transit-free curves flagged, and the recovery
+        there; ``seconds_per_curve`` (detrend + search).
     """
     from astrotool_plato.events import match
 
     idx = ds.split_indices(split)
     meta = ds.metadata()
-    rows, fa_curves, free, fa_total = [], 0, 0, 0
+    hits, free_fa = [], []      # (snr, recovered) per transit; (snr, false alarm) per transit-free curve
     seconds = 0.0
     for b in ds.iter_batches(8, ["flux", "label"], indices=idx):
         for x, lab, i in zip(b["flux"], b["label"], b["index"]):
@@ -114,25 +120,28 @@ def evaluate_bls(ds, split: str, cfg, log=None) -> dict:
             t = float(meta["t_start"][i]) + cad * np.arange(x.size)
             r = bls_search(t, x.astype(np.float64), cfg)
             seconds += r["seconds_detrend"] + r["seconds_search"]
-            ev = np.zeros((0, 2), int)
-            if r["detected"]:
-                half = 0.5 * r["duration"] / 24.0
-                ev = np.array([[max(0, int(math.floor((c - half - t[0]) / cad))),
-                                min(x.size, int(math.ceil((c + half - t[0]) / cad)))] for c in r["transits"]])
-                ev = ev[ev[:, 1] > ev[:, 0]].reshape(-1, 2)
-            m = match(ev, lab)
-            fa_total += int(m.false_alarm.sum())
+            half = 0.5 * r["duration"] / 24.0
+            ev = np.array([[max(0, int(math.floor((c - half - t[0]) / cad))),
+                            min(x.size, int(math.ceil((c + half - t[0]) / cad)))] for c in r["transits"]],
+                          dtype=int).reshape(-1, 2)
+            m = match(ev[ev[:, 1] > ev[:, 0]], lab)
+            hits += [(r["snr"], bool(h)) for h in m.recovered]
             if not len(m.true):
-                free += 1
-                fa_curves += int(m.false_alarm.any())
-            for j in range(len(m.true)):
-                rows.append({"id": str(meta["id"][i]), "depth": float(meta["depth"][i]),
-                             "snr": float(meta["snr"][i]), "recovered": bool(m.recovered[j])})
-    n_true = len(rows)
-    return {"split": split, "curves": int(len(idx)), "transits": n_true,
-            "recovery": sum(r["recovered"] for r in rows) / n_true if n_true else math.nan,
-            "false_alarm_curve_fraction": fa_curves / free if free else math.nan,
-            "false_alarms": fa_total, "seconds_per_curve": seconds / max(len(idx), 1), "rows": rows}
+                free_fa.append((r["snr"], bool(m.false_alarm.any())))
+
+    def scores(thr: float) -> tuple[float, float]:
+        rec = sum(h and s >= thr for s, h in hits) / len(hits) if hits else math.nan
+        far = sum(f and s >= thr for s, f in free_fa) / len(free_fa) if free_fa else math.nan
+        return rec, far
+
+    candidates = sorted({s for s, _ in hits + free_fa} | {cfg.snr_threshold})
+    op = next((c for c in candidates if not scores(c)[1] > far_target), math.inf)
+    rec, far = scores(cfg.snr_threshold)
+    op_rec, op_far = scores(op)
+    return {"split": split, "curves": int(len(idx)), "transits": len(hits), "snr_threshold": cfg.snr_threshold,
+            "recovery": rec, "false_alarm_curve_fraction": far,
+            "operating": {"snr_threshold": op, "recovery": op_rec, "false_alarm_curve_fraction": op_far},
+            "seconds_per_curve": seconds / max(len(idx), 1)}
 
 
 def bls_command(ctx, cfg, files) -> dict:

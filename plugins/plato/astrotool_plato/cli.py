@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -11,6 +12,10 @@ from astrotool.ml import commands as mc
 __docformat__ = "numpy"
 
 app = typer.Typer(no_args_is_help=True)
+
+
+config_app = typer.Typer(no_args_is_help=True, help="Configuration: translate a Panopticon TOML.")
+app.add_typer(config_app, name="config")
 
 
 @app.callback()
@@ -278,3 +283,50 @@ def bls(
     ctx = current()
     cfg = plato_config(ctx, {"bls.window_days": window_days, "bls.snr_threshold": snr_threshold})
     bls_command(ctx, cfg, files)
+
+
+@config_app.command("import")
+def config_import(
+    source: str = typer.Argument(..., help="Panopticon's TOML (e.g. config/default.toml)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="write the translation here (default: print)"),
+) -> None:
+    """Translate a Panopticon configuration into astrotool's, key by key, with a comment per key.
+
+    Paths and data-loader workers have no counterpart and are listed as
+    comments; an unknown optimizer or scheduler name is refused (exit 2). Use
+    the result with --cfg FILE, or append it to the workspace's astro.toml.
+    """
+    from astrotool.context import current
+    from astrotool.errors import AstroError
+    from astrotool.workspace import write_text_atomic
+    from astrotool_plato.panopticon import import_config
+
+    ctx = current()
+    text = import_config(source)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    out = Path(output)
+    if out.exists() and not ctx.overwrite:
+        raise AstroError(f"{out}: exists; use --overwrite to replace it")
+    write_text_atomic(out, text)
+    ctx.log.info("wrote %s", out)
+
+
+@app.command()
+def plot(
+    ids: List[str] = typer.Argument(..., help="curve ids, `all`, or `last` (the curves with events in the latest "
+                                              "detect run)"),
+    model: Optional[str] = typer.Option(None, "--model", help="model whose probabilities are overlaid"),
+    use_model: bool = typer.Option(True, "--model-overlay/--no-model", help="overlay a model's probabilities"),
+) -> None:
+    """Plot light curves with their true transits and eclipses shaded and a model's probabilities below.
+
+    One PNG per curve in plato/reports/plots/<id>.png.
+    """
+    from astrotool.context import current
+    from astrotool_plato.plot import plot_command
+
+    ctx = current()
+    cfg = plato_config(ctx, {"detect.model": model})
+    plot_command(ctx, cfg, ids, use_model)

@@ -16,6 +16,13 @@ from astrotool.section import FileName, FileNameOrEmpty, Section, Seed, check_or
 __docformat__ = "numpy"
 
 
+OPTIMIZERS = ("Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "ASGD", "NAdam", "RAdam", "RMSprop",
+              "Rprop", "SGD")
+"""``torch.optim`` classes ``train`` accepts by name (LBFGS needs a closure, SparseAdam sparse gradients: not here)."""
+
+SCHEDULERS = ("", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LinearLR", "MultiStepLR", "StepLR")
+"""Learning-rate schedules by ``torch.optim.lr_scheduler`` name, stepped once per epoch ("" = none)."""
+
 MAX_SAMPLES = 10_000_000
 """The most samples one simulated light curve may have (8 bytes each, several arrays of them)."""
 
@@ -29,6 +36,19 @@ class SimulateConfig(Section):
 
     name: FileName = Field("sim",
                       description="stem of the output files and prefix of the curve ids")
+    backend: Literal["builtin", "psls"] = Field(
+        "builtin", description="builtin: this module's model (fast); psls: PLATO's light-curve simulator (PSLS: "
+                               "camera noise for the magnitude, granulation, activity, systematics with mask-update "
+                               "steps, gaps), with the same transits and binaries injected")
+    magnitude: tuple[float, float] = Field((9.0, 13.0), description="psls: V magnitude range, uniform (sets the "
+                                                                     "noise; noise_ppm, granulation and rotation "
+                                                                     "keys are not used)")
+    psls_systematics: str = Field("PLATO_systematics_BOL_V2.npy",
+                                  description="psls: systematics table (BOL_V2: mask updates inside quarters; "
+                                              "BOL_FixedMask_V2: none); empty: no systematics")
+    psls_gaps: bool = Field(True, description="psls: PLATO's periodic gaps (20 min every 5 d)")
+    psls_data: str = Field("", description="psls: folder of the unpacked psls source distribution (psls.yaml, "
+                                           "models/, systematics/); empty: fetched once into ~/.cache/astrotool")
     n_curves: int = Field(16, ge=1, description="number of light curves")
     duration_days: float = Field(10.0, gt=0, description="length of each light curve [d]")
     cadence_s: float = Field(25.0, gt=0, description="sampling interval [s]; PLATO normal cameras: 25 s")
@@ -67,7 +87,7 @@ class SimulateConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> "SimulateConfig":
         for key in ("rotation_period_days", "rotation_amplitude_ppm", "depth_ppm", "duration_hours", "period_days",
-                    "eb_depth_ppm", "beb_depth_ppm", "eclipse_secondary_ratio", "eclipse_period_days"):
+                    "eb_depth_ppm", "beb_depth_ppm", "eclipse_secondary_ratio", "eclipse_period_days", "magnitude"):
             check_ordered(key, getattr(self, key))
         if self.eb_fraction + self.beb_fraction > 1:
             raise ValueError(f"eb_fraction + beb_fraction = {self.eb_fraction + self.beb_fraction:g}: they share "
@@ -111,6 +131,10 @@ class PrepareConfig(Section):
     spline_s: float = Field(1.0, gt=0, description="smoothing of the trend spline, in units of (fitted points x "
                                                    "noise variance), the spline's expected chi^2")
     spline_stride: int = Field(10, ge=1, description="fit the trend to every stride-th sample (Panopticon: 10)")
+    depth_bounds: tuple[float, float] = Field((0.0, 1e6), description="curves whose transit depth [ppm] lies "
+                                                                      "outside [low, high) are left out "
+                                                                      "(Panopticon's [bounds]); transit-free curves "
+                                                                      "are kept")
     split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions of "
                                                                             "the curves (a twin stays with its curve)")
     shard_size: int = Field(256, ge=1, description="curves per HDF5 shard")
@@ -118,6 +142,7 @@ class PrepareConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "PrepareConfig":
+        check_ordered("depth_bounds", self.depth_bounds)
         if sum(self.split) <= 0 or min(self.split) < 0 or self.split[0] <= 0:
             raise ValueError(f"split: fractions must be non-negative with a positive training share, "
                              f"got {list(self.split)}")
@@ -136,13 +161,22 @@ class TrainConfig(Section):
     dilation: int = Field(1, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout1d rate of every block")
     bin: int = Field(4, ge=1, description="input samples averaged into one before the network (25 s x 4 = 100 s)")
+    pool: Literal["avg", "max"] = Field("avg", description="downsampling between levels: average (keeps the S/N "
+                                                           "of shallow transits) or max (Panopticon's)")
     loss: Literal["bce", "dice", "focal", "bce+dice"] = Field("bce+dice", description="training loss")
     pos_weight: float = Field(1.0, gt=0, description="weight of in-transit samples in the BCE and focal terms")
     focal_gamma: float = Field(2.0, ge=0, description="focusing exponent of the focal loss")
     batch_size: int = Field(8, ge=1, description="curves per optimiser step")
     epochs: int = Field(20, ge=1)
-    lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
+    lr: float = Field(2e-3, gt=0, description="learning rate")
     weight_decay: float = Field(1e-4, ge=0)
+    optimizer: str = Field("AdamW", description="torch.optim class name: " + ", ".join(OPTIMIZERS))
+    optimizer_kwargs: dict[str, float | bool | list[float]] = Field(
+        default_factory=dict, description="other keyword arguments of the optimizer (e.g. betas, momentum)")
+    scheduler: str = Field("", description="learning-rate schedule, stepped per epoch: "
+                                           + ", ".join(s for s in SCHEDULERS if s) + ", or empty for none")
+    scheduler_kwargs: dict[str, float | list[float]] = Field(
+        default_factory=dict, description="its keyword arguments (e.g. gamma, step_size, T_max)")
     patience: int = Field(0, ge=0, description="early-stopping patience [epochs]; 0 = off")
     resume: bool = Field(True, description="continue from <model>/last when the settings match")
     seed: Seed | None = Field(None, description="default: core.seed")
@@ -151,6 +185,11 @@ class TrainConfig(Section):
     def _check(self) -> "TrainConfig":
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: must be odd, got {self.kernel_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler: unknown or unsupported schedule {self.scheduler!r}; expected one of "
+                             f"{', '.join(s for s in SCHEDULERS if s)} (ReduceLROnPlateau: use patience)")
         return self
 
 

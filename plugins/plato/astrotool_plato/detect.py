@@ -55,8 +55,15 @@ class DetectItem:
     device: str = "cpu"
 
 
-@functools.lru_cache(maxsize=2)
 def _model(model_dir: str):
+    """The checkpoint's metadata and model, loaded once per process and weights file version."""
+    from astrotool.ml.checkpoint import WEIGHTS_FILE
+
+    return _load(model_dir, (Path(model_dir) / WEIGHTS_FILE).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(model_dir: str, stamp: int):
     from astrotool.ml.checkpoint import build_model, load_checkpoint
 
     from astrotool_plato.model import ARCHITECTURE, make_model
@@ -89,7 +96,8 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     Returns
     -------
     dict
-        ``{id: {"events": [row, ...], "probability": array, "time": array, "filled": int, "seconds": float}}``.
+        ``{id: {"events": [row, ...], "probability": array, "time": array, "flux": array, "filled": int,
+        "seconds": float}}``: the probability, time [d] and relative flux on the model's uniform grid.
     """
     import torch
 
@@ -111,7 +119,7 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
         prob = 1.0 / (1.0 + np.exp(-np.asarray(pred.outputs, np.float64)[0, :n]))
         ev = find_events(prob, threshold, merge, min_len)
         out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
-                    "filled": filled, "seconds": pred.seconds}
+                    "flux": x, "filled": filled, "seconds": pred.seconds}
     return out
 
 
@@ -179,7 +187,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         ctx.record.add_output(out)
         ctx.record.add_output(out.with_suffix(".csv"))
     for f in files:
-        ctx.record.add_input(f)
+        ctx.record.add_input(Path(f).resolve())
     seconds = sum(c["seconds"] for c in curves.values())
     summary = {"model": mdir.name, "files": len(files), "curves": len(curves), "events": len(rows),
                "curves_with_events": sum(1 for c in curves.values() if c["events"]),

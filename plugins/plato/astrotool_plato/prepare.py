@@ -280,6 +280,10 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     try:
         for cid, file, t, fl in curves:
             row = labels[cid]
+            lo, hi = cfg.depth_bounds
+            if row.get("has_transit") and not lo <= float(row["depth"]) < hi:
+                dropped[cid] = f"transit depth {float(row['depth']):.0f} ppm outside depth_bounds [{lo:g}, {hi:g})"
+                continue
             sample = prepare_curve(t, fl, row, cfg, length)
             if isinstance(sample, str):
                 dropped[cid] = sample

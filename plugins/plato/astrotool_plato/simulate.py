@@ -42,7 +42,7 @@ __docformat__ = "numpy"
 SECONDS_PER_DAY = 86400.0
 
 # keys of SimulateConfig that change no curve's content (only how many and where)
-_LAYOUT_KEYS = ("name", "n_curves", "chunk_size")
+_LAYOUT_KEYS = ("name", "n_curves", "chunk_size", "psls_data")
 
 
 @dataclass
@@ -529,6 +529,13 @@ def content_hash(seed: int, cfg: SimulateConfig) -> str:
     settings["seed"] = int(seed)
     settings["curve_id_prefix"] = cfg.name
     settings["seeding"] = SEEDING
+    if cfg.backend == "psls":
+        from astrotool_plato.psls_backend import _version
+
+        settings["psls_version"] = _version()
+    else:  # the PSLS keys do not change a built-in curve
+        for key in ("magnitude", "psls_systematics", "psls_gaps"):
+            settings.pop(key)
     blob = json.dumps(settings, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -573,10 +580,10 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
     ----------
     path : path-like
         Output ``.parquet`` file.
-    time : numpy.ndarray
-        Sample times [d], shape ``(n,)``.
-    flux : numpy.ndarray
-        Shape ``(k, n)``.
+    time : numpy.ndarray or list of numpy.ndarray
+        Sample times [d]: shape ``(n,)`` shared by all curves, or one array per curve.
+    flux : numpy.ndarray or list of numpy.ndarray
+        Shape ``(k, n)``, or one array per curve.
     params : list of CurveParams
         One per row of ``flux``.
     seed : int
@@ -597,21 +604,33 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
         pa.field("time", pa.float64(), metadata={"unit": "d", "description": "time since start of observation"}),
         pa.field("flux", pa.float32(), metadata={"unit": "", "description": "normalised flux, 1 = unperturbed star"}),
         pa.field("flux_err", pa.float32(), metadata={"unit": "", "description": "1-sigma white noise per cadence"}),
-    ], metadata={"astrotool": json.dumps(_facts(seed, cfg, {"ids": [p.id for p in params]})),
+    ], metadata={"astrotool": json.dumps(_facts(seed, cfg, {"ids": [p.id for p in params],
+                                                            "snr": [p.snr for p in params]})),
                  **parquet_metadata(record)})
     schema = schema.with_metadata({**schema.metadata, **astropy_parquet_metadata(
         schema, meta={"provenance": record}, lengths={"id": max((len(p.id) for p in params), default=1)})})
-    err = np.full(time.size, cfg.noise_ppm * 1e-6, dtype=np.float32)
+    shared = isinstance(time, np.ndarray)
     with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for row, par in enumerate(params):
+                t = time if shared else time[row]
+                f = np.asarray(flux[row])
+                err = np.full(t.size, cfg.noise_ppm * 1e-6 if cfg.backend == "builtin" else _sigma(f),
+                              dtype=np.float32)
                 writer.write_table(pa.table({
-                    "id": pa.repeat(pa.scalar(par.id, pa.string()), time.size),
-                    "time": time,
-                    "flux": flux[row],
+                    "id": pa.repeat(pa.scalar(par.id, pa.string()), t.size),
+                    "time": t,
+                    "flux": f,
                     "flux_err": err,
-                }, schema=schema), row_group_size=time.size)
+                }, schema=schema), row_group_size=t.size)
     return Path(path)
+
+
+def _sigma(flux: np.ndarray) -> float:
+    """Point-to-point white-noise sigma of a normalised curve (PSLS curves: the flux_err column)."""
+    from astrotool_plato.lightcurves import noise_sigma
+
+    return noise_sigma(flux.astype(np.float64))
 
 
 def read_lightcurves(path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -782,8 +801,19 @@ def simulate_chunk(item: ChunkItem, seed: int) -> ChunkResult:
     cfg, base, path = item.cfg, item.base_seed, Path(item.path)
     indices = range(item.start, item.stop)
     if check_existing(path, base, cfg, item.overwrite):
-        return ChunkResult(str(path), False, tuple(draw_params(i, base, cfg) for i in indices))
-    time, flux, params = simulate_curves(indices, base, cfg)
+        params = [draw_params(i, base, cfg) for i in indices]
+        if cfg.backend == "psls":  # S/N from each curve's own noise, kept in the file
+            from astrotool.io.tables import parquet_metadata
+
+            for par, snr in zip(params, parquet_metadata(path).get("snr", [])):
+                par.snr = snr
+        return ChunkResult(str(path), False, tuple(params))
+    if cfg.backend == "psls":
+        from astrotool_plato import psls_backend
+
+        time, flux, params = psls_backend.simulate_curves(indices, base, cfg)
+    else:
+        time, flux, params = simulate_curves(indices, base, cfg)
     write_lightcurves(path, time, flux, params, base, cfg)
     return ChunkResult(str(path), True, tuple(params))
 

@@ -29,7 +29,7 @@ RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "model", "seed
 
 NO_DATASET = "run `astro plato prepare` first"
 
-ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin")
+ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin", "pool")
 
 
 def resume_settings(ds, cfg, seed: int) -> dict:
@@ -39,6 +39,68 @@ def resume_settings(ds, cfg, seed: int) -> dict:
 
     return {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
             "dataset": dataset_identity(ds)}
+
+
+def make_optimizer(cfg, params):
+    """The ``torch.optim`` optimizer named by ``cfg.optimizer`` with ``lr``, ``weight_decay`` and ``optimizer_kwargs``.
+
+    Raises
+    ------
+    astrotool.errors.ConfigError
+        Keyword arguments the optimizer does not take.
+    """
+    import torch
+
+    from astrotool.errors import ConfigError
+
+    cls = getattr(torch.optim, cfg.optimizer)
+    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, **cfg.optimizer_kwargs}
+    try:
+        return cls(params, **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+    except TypeError as exc:
+        raise ConfigError([f"plato.train.optimizer_kwargs: {cfg.optimizer} refuses {cfg.optimizer_kwargs} ({exc})"]) \
+            from None
+
+
+def lr_schedule(cfg, steps_per_epoch: int):
+    """``lr_factor(step)`` of the epoch-wise schedule ``cfg.scheduler`` (None without one).
+
+    The factors are those of ``torch.optim.lr_scheduler`` stepped once per
+    epoch: ``ExponentialLR(gamma)``, ``StepLR(step_size, gamma)``,
+    ``MultiStepLR(milestones, gamma)``, ``LinearLR(start_factor, end_factor,
+    total_iters)``, ``ConstantLR(factor, total_iters)``,
+    ``CosineAnnealingLR(T_max, eta_min)`` (``eta_min`` in the units of the
+    learning rate).
+    """
+    from astrotool.errors import ConfigError
+
+    name, k = cfg.scheduler, dict(cfg.scheduler_kwargs)
+    if not name:
+        return None
+    try:
+        if name == "ExponentialLR":
+            g = float(k.pop("gamma"))
+            f = lambda e: g ** e  # noqa: E731
+        elif name == "StepLR":
+            size, g = int(k.pop("step_size")), float(k.pop("gamma", 0.1))
+            f = lambda e: g ** (e // size)  # noqa: E731
+        elif name == "MultiStepLR":
+            miles, g = sorted(int(m) for m in k.pop("milestones")), float(k.pop("gamma", 0.1))
+            f = lambda e: g ** sum(e >= m for m in miles)  # noqa: E731
+        elif name == "LinearLR":
+            a, b, n = float(k.pop("start_factor", 1 / 3)), float(k.pop("end_factor", 1.0)), int(k.pop("total_iters", 5))
+            f = lambda e: a + (b - a) * min(e, n) / n  # noqa: E731
+        elif name == "ConstantLR":
+            c, n = float(k.pop("factor", 1 / 3)), int(k.pop("total_iters", 5))
+            f = lambda e: c if e < n else 1.0  # noqa: E731
+        else:  # CosineAnnealingLR
+            t_max, eta = float(k.pop("T_max")), float(k.pop("eta_min", 0.0)) / cfg.lr
+            f = lambda e: eta + (1 - eta) * (1 + math.cos(math.pi * e / t_max)) / 2  # noqa: E731
+    except KeyError as exc:
+        raise ConfigError([f"plato.train.scheduler_kwargs: {name} needs {exc.args[0]!r}"]) from None
+    if k:
+        raise ConfigError([f"plato.train.scheduler_kwargs: {name} does not take {', '.join(sorted(k))}"])
+    return lambda step: f(step // max(steps_per_epoch, 1))
 
 
 def event_scores(prob: np.ndarray, label: np.ndarray, threshold: float, merge_gap: int, min_length: int) -> dict:
@@ -120,7 +182,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     seed_everything(seed)
     kwargs = {k: getattr(cfg, k) for k in ARCH_KEYS}
     model = make_model(**kwargs).to(rt.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg, model.parameters())
     loss_of = loss_function(cfg.loss, cfg.focal_gamma, cfg.pos_weight)
     block = max(1, CHUNK_BYTES // (4 * ds.length))
     sampler = EpochBatchSampler(train_idx, cfg.batch_size, seed=derive_seed(seed, "batches"), block=block, window=4)
@@ -167,6 +229,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     }
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
+                 lr_factor=lr_schedule(cfg, math.ceil(len(train_idx) / cfg.batch_size)),
                  resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []

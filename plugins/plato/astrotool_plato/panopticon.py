@@ -1,0 +1,198 @@
+"""Moving over from Panopticon: its TOML configuration translated key by key.
+
+``astro plato config import panopticon.toml`` reads a Panopticon configuration
+(``config/default.toml`` of At0micBee/Panopticon) and writes the astrotool
+configuration that does the same, one line per key, each with a comment naming
+the Panopticon key it came from. Keys with no counterpart are kept as comments
+saying why (paths: astrotool uses its workspace; ``[dataloader]`` workers:
+astrotool streams from HDF5 shards itself). An unknown optimizer or scheduler
+name, or a value of the wrong type, is refused with the key named.
+
+=============================  ==========================================
+Panopticon                     astrotool
+=============================  ==========================================
+``seed``                       ``[core] seed``
+``training_epochs``            ``[plato.train] epochs``
+``[fraction] train/valid/test``  ``[plato.prepare] split``
+``[dataloader.train] batch_size``  ``[plato.train] batch_size``
+``[optimizer] name, kwargs``   ``optimizer``, ``lr``, ``weight_decay``, ``optimizer_kwargs``
+``[scheduler] name, use, kwargs``  ``scheduler``, ``scheduler_kwargs``
+``[model] name``               ``decoder``: U3P -> ``unet3p``, U -> ``unet``
+``[model] loss``               ``loss``: BCELoss/BCEWithLogitsLoss -> ``bce``, Dice -> ``dice``
+``[model.general]``            ``width`` (init_features), ``dropout`` (drop_rate)
+``[model.convolution]``        ``kernel_size``, ``dilation`` (padding is "same", reflect)
+``[bounds] transit_depth``     ``[plato.prepare] depth_bounds`` [ppm]
+=============================  ==========================================
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from astrotool.errors import InputError
+
+__docformat__ = "numpy"
+
+DECODERS = {"Panopticon_U3P": "unet3p", "Panopticon_U": "unet"}
+LOSSES = {"BCELoss": "bce", "BCEWithLogitsLoss": "bce", "DiceLoss": "dice", "Dice": "dice"}
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    return repr(v)
+
+
+def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[str]]:
+    """Panopticon settings -> ``({section: {key: (value, comment)}}, notes)``.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        An unknown optimizer, scheduler, model or loss name, or a value of the wrong type.
+    """
+    from astrotool_plato.config import OPTIMIZERS, SCHEDULERS
+
+    out: dict[str, dict] = {"core": {}, "plato.prepare": {}, "plato.train": {}}
+    notes: list[str] = []
+
+    def bad(key, msg):
+        raise InputError(source, f"{key}: {msg}")
+
+    def num(key, v, kind=float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            bad(key, f"expected a number, got {v!r}")
+        return kind(v)
+
+    paths = [k for k in ("path_data", "path_prepared", "path_output") if k in pan]
+    if paths:
+        notes.append(f"{', '.join(paths)}: no keys here -- light curves go to plato/raw/ (or are given to "
+                     "`prepare`), prepared sets to plato/prepared/, models to plato/models/, reports to plato/reports/")
+    if pan.get("base_model"):
+        notes.append(f"base_model = {pan['base_model']!r}: training resumes from its own checkpoints only")
+    if "export_sets" in pan:
+        notes.append("export_sets: the splits are in the prepared set's table (column split)")
+    if "seed" in pan:
+        out["core"]["seed"] = (num("seed", pan["seed"], int), "seed")
+    if "training_epochs" in pan:
+        out["plato.train"]["epochs"] = (num("training_epochs", pan["training_epochs"], int), "training_epochs")
+    frac = pan.get("fraction", {})
+    if frac:
+        tr, va = num("fraction.train", frac.get("train", 0.8)), num("fraction.valid", frac.get("valid", 0.2))
+        te = num("fraction.test", frac["test"]) if "test" in frac else max(0.0, round(1.0 - tr - va, 10))
+        out["plato.prepare"]["split"] = ([tr, va, te], "[fraction] train, valid, test")
+    loader = pan.get("dataloader", pan.get("dataloaders", {}))
+    train_loader = loader.get("train", {}) if isinstance(loader, dict) else {}
+    if "batch_size" in train_loader:
+        out["plato.train"]["batch_size"] = (num("dataloader.train.batch_size", train_loader["batch_size"], int),
+                                            "[dataloader.train] batch_size")
+    if loader:
+        notes.append("[dataloader.*] shuffle, num_workers, pin_memory, ...: not needed (batches are streamed from "
+                     "HDF5 shards in a seeded order); the validation batch size follows the training one")
+    opt = pan.get("optimizer", {})
+    if opt:
+        name = opt.get("name", "Adam")
+        if name not in OPTIMIZERS:
+            bad("optimizer.name", f"unknown optimizer {name!r} (expected one of {', '.join(OPTIMIZERS)})")
+        kw = dict(opt.get("kwargs", {}))
+        out["plato.train"]["optimizer"] = (name, "[optimizer] name")
+        if "lr" in kw:
+            out["plato.train"]["lr"] = (num("optimizer.kwargs.lr", kw.pop("lr")), "[optimizer.kwargs] lr")
+        out["plato.train"]["weight_decay"] = (num("optimizer.kwargs.weight_decay", kw.pop("weight_decay", 0.0)),
+                                              "[optimizer.kwargs] weight_decay (torch's default 0)")
+        out["plato.train"]["optimizer_kwargs"] = (kw, "[optimizer.kwargs], the rest")
+    sch = pan.get("scheduler", {})
+    if sch:
+        name = sch.get("name", "")
+        if name and name not in SCHEDULERS:
+            bad("scheduler.name", f"unknown or unsupported scheduler {name!r} (expected one of "
+                                  f"{', '.join(s for s in SCHEDULERS if s)})")
+        used = bool(sch.get("use", False))
+        out["plato.train"]["scheduler"] = (name if used else "", f"[scheduler] name, use = {str(used).lower()}")
+        out["plato.train"]["scheduler_kwargs"] = (dict(sch.get("kwargs", {})) if used else {}, "[scheduler.kwargs]")
+    model = pan.get("model", {})
+    if "name" in model:
+        if model["name"] not in DECODERS:
+            bad("model.name", f"{model['name']!r} has no counterpart (expected one of {', '.join(DECODERS)}; "
+                              "U-Net++ is not built yet)")
+        out["plato.train"]["decoder"] = (DECODERS[model["name"]], "[model] name")
+    if "loss" in model:
+        if model["loss"] not in LOSSES:
+            bad("model.loss", f"unknown loss {model['loss']!r} (expected one of {', '.join(LOSSES)})")
+        out["plato.train"]["loss"] = (LOSSES[model["loss"]], "[model] loss (on logits: the sigmoid is in the loss)")
+    gen = model.get("general", {})
+    if "init_features" in gen:
+        out["plato.train"]["width"] = (num("model.general.init_features", gen["init_features"], int),
+                                       "[model.general] init_features")
+    if "drop_rate" in gen:
+        out["plato.train"]["dropout"] = (num("model.general.drop_rate", gen["drop_rate"]), "[model.general] drop_rate")
+    if int(gen.get("channels_in", 1)) != 1:
+        notes.append(f"[model.general] channels_in = {gen['channels_in']}: only the co-added flux (1 channel) "
+                     "is read so far")
+    conv = model.get("convolution", {})
+    if "kernel_size" in conv:
+        k = num("model.convolution.kernel_size", conv["kernel_size"], int)
+        if k % 2 == 0:
+            notes.append(f"[model.convolution] kernel_size = {k}: even; {k + 1} (odd) is used")
+            k += 1
+        out["plato.train"]["kernel_size"] = (k, "[model.convolution] kernel_size")
+    if "dilation" in conv:
+        out["plato.train"]["dilation"] = (num("model.convolution.dilation", conv["dilation"], int),
+                                          "[model.convolution] dilation")
+    if conv.keys() - {"kernel_size", "dilation"} or "trans_conv" in model:
+        notes.append("[model.convolution] padding, padding_mode, bias and [model.trans_conv]: fixed here ('same' "
+                     "reflect padding, no bias before BatchNorm, linear upsampling)")
+    out["plato.train"]["bin"] = (1, "Panopticon feeds every sample to the network (astrotool's default bins 4)")
+    bounds = pan.get("bounds", {})
+    if "transit_depth" in bounds:
+        lo, hi = (num("bounds.transit_depth", v) for v in bounds["transit_depth"])
+        out["plato.prepare"]["depth_bounds"] = ([lo * 1e6, hi * 1e6], "[bounds] transit_depth, fraction -> ppm")
+    for key in set(bounds) - {"transit_depth"}:
+        notes.append(f"[bounds] {key}: not a label column here; no curve is left out for it")
+    return out, notes
+
+
+def import_config(path, source_name: str | None = None) -> str:
+    """The astrotool TOML text for a Panopticon configuration file (validated against ``[plato]``).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Unreadable TOML, or a key :func:`translate` refuses, or a translated
+        value the ``[plato]`` section does not accept.
+    """
+    from astrotool_plato.config import PlatoConfig
+
+    path = Path(path)
+    try:
+        pan = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"unreadable ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, f"not valid TOML ({exc})") from None
+    out, notes = translate(pan, str(path))
+    plato = {sec.split(".", 1)[1]: {k: v for k, (v, _) in keys.items()} for sec, keys in out.items()
+             if sec.startswith("plato.")}
+    try:
+        PlatoConfig.model_validate(plato)
+    except ValueError as exc:
+        raise InputError(path, f"translates to settings astrotool refuses: {exc}") from None
+    lines = [f"# astrotool configuration translated from Panopticon's {source_name or path.name}", ""]
+    for sec, keys in out.items():
+        if not keys:
+            continue
+        lines.append(f"[{sec}]")
+        width = max(len(f"{k} = {_toml_value(v)}") for k, (v, _) in keys.items())
+        lines += [f"{k} = {_toml_value(v)}".ljust(width) + f"   # {c}" for k, (v, c) in keys.items()]
+        lines.append("")
+    if notes:
+        lines.append("# not translated:")
+        lines += [f"#   {n}" for n in notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+"""``astro plato plot``: a light curve with its labels and a model's probabilities overlaid.
+
+One PNG per curve in ``plato/reports/plots/<id>.png``: the flux (every sample
+in grey, 30-min means in black) with the true transits (green) and binary
+eclipses (orange) shaded, and below it the transit probability with the
+threshold and the detected events. Curves are named by id (simulated curves,
+found through the label tables), ``all`` of them, or ``last``: the curves in
+which the latest ``astro plato detect`` run found events.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from astrotool.errors import AstroError
+
+__docformat__ = "numpy"
+
+BIN_HOURS = 0.5
+
+
+def plot_curve(path, time, flux, label=None, prob=None, events=(), threshold: float = 0.5, title: str = "") -> Path:
+    """Draw one curve.
+
+    Parameters
+    ----------
+    path : path-like
+        Output PNG.
+    time, flux : numpy.ndarray
+        Times [d] and relative flux.
+    label : numpy.ndarray, optional
+        Class per sample (:mod:`astrotool_plato.labels`).
+    prob : numpy.ndarray, optional
+        Transit probability per sample (adds the lower panel).
+    events : iterable of dict
+        Event rows (``t_mid`` [d], ``duration`` [h]).
+    threshold : float
+    title : str
+    """
+    from astrotool.io.figures import figure
+
+    from astrotool_plato.events import runs
+    from astrotool_plato.labels import ECLIPSE, PLANET
+
+    rows = 2 if prob is not None else 1
+    with figure(path, rows, 1, figsize=(12, 2.6 * rows + 0.6), sharex=True, title=title) as (fig, axes):
+        ax = axes[0, 0]
+        ppm = (np.asarray(flux, float)) * 1e6
+        ax.plot(time, ppm, ",", color="0.65")
+        step = max(1, int(round(BIN_HOURS / 24.0 / max(np.median(np.diff(time)), 1e-9))))
+        n = (len(time) // step) * step
+        if n >= step:
+            ax.plot(time[:n].reshape(-1, step).mean(1), ppm[:n].reshape(-1, step).mean(1), "-", color="k", lw=0.8)
+        if label is not None:
+            for cls, colour, name in ((PLANET, "tab:green", "transit"), (ECLIPSE, "tab:orange", "eclipse")):
+                for k, (a, b) in enumerate(runs(np.asarray(label) == cls)):
+                    ax.axvspan(time[a], time[b - 1], color=colour, alpha=0.25, label=name if k == 0 else None)
+        lo, hi = np.nanpercentile(ppm, [0.5, 99.5])
+        ax.set_ylim(lo - 0.3 * (hi - lo), hi + 0.2 * (hi - lo))
+        ax.set_ylabel("relative flux [ppm]")
+        if label is not None and (np.asarray(label) > 0).any():
+            ax.legend(loc="lower left", fontsize=8)
+        if prob is not None:
+            ax2 = axes[1, 0]
+            ax2.plot(time, prob, "-", color="tab:blue", lw=0.8)
+            ax2.axhline(threshold, color="0.5", ls=":")
+            for e in events:
+                half = 0.5 * e["duration"] / 24.0
+                ax2.axvspan(e["t_mid"] - half, e["t_mid"] + half, color="tab:red", alpha=0.2)
+            ax2.set_ylim(-0.02, 1.02)
+            ax2.set_ylabel("transit probability")
+        axes[-1, 0].set_xlabel("time [d]")
+    return Path(path)
+
+
+def _latest_detect(ws) -> tuple[list[Path], dict[str, set]]:
+    """The input files of the latest ``plato detect`` run and, per file name, the ids with events."""
+    runs_dir = ws.root / "runs"
+    for run in sorted(runs_dir.glob("*-plato-detect"), reverse=True) if runs_dir.is_dir() else []:
+        try:
+            rec = json.loads((run / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if rec.get("status") != "ok":
+            continue
+        tables = [Path(p) for p in rec.get("outputs", []) if str(p).endswith("_events.parquet")]
+        with_events: dict[str, set] = {}
+        from astrotool.io.tables import read_parquet
+
+        for t in tables:
+            if t.exists():
+                for r in read_parquet(t, columns=["file", "id"]).to_pylist():
+                    with_events.setdefault(r["file"], set()).add(r["id"])
+        return [Path(p) for p in rec.get("inputs", [])], with_events
+    raise AstroError(f"{runs_dir}: no finished `astro plato detect` run to plot")
+
+
+def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
+    """``astro plato plot ID...|all|last``: one PNG per curve (module docstring); returns the paths."""
+    from astrotool_plato import LABELS, NAME, RAW, REPORTS
+    from astrotool_plato.detect import model_cadence, search_curves
+    from astrotool_plato.labels import event_windows, mask, read_label_tables
+    from astrotool_plato.lightcurves import read_curves, relative_flux, uniform
+
+    ws = ctx.workspace
+    model = meta = None
+    if use_model:
+        from astrotool_plato.evaluate import load_model
+
+        try:
+            mdir, ckpt, model = load_model(ctx, cfg.detect.model or cfg.train.model,
+                                           f"{cfg.train.dataset}_{cfg.train.decoder}")
+            meta = ckpt.meta
+        except AstroError as exc:
+            if cfg.detect.model or cfg.train.model:
+                raise
+            ctx.log.warning("no model to overlay (%s); plotting the curves alone (--no-model to silence)", exc)
+    labels = read_label_tables(ws.stage(NAME, LABELS))
+    todo: list[tuple[Path, str | None]] = []   # (file, id or None for every curve of the file)
+    if ids == ["last"]:
+        files, with_events = _latest_detect(ws)
+        todo = [(f, cid) for f in files for cid in sorted(with_events.get(f.name, ()))]
+    elif ids == ["all"]:
+        todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
+    else:
+        for cid in ids:
+            if cid not in labels:
+                raise AstroError(f"{cid}: no such curve id in the label tables of {ws.stage(NAME, LABELS)}")
+            todo.append((ws.stage(NAME, RAW) / labels[cid]["file"], cid))
+    out_dir = ws.stage(NAME, REPORTS) / "plots"
+    written = []
+    cache: dict[Path, dict] = {}
+    ev = cfg.events
+    for f, cid in todo:
+        if f not in cache:
+            cache[f] = read_curves(f, cfg.detect.time_column, cfg.detect.flux_column, cfg.detect.time_unit)
+        t, fl = cache[f][cid]
+        prob, events = None, ()
+        if model is not None:
+            res = search_curves({cid: (t, fl)}, model, model_cadence(meta), ev.threshold, ev.merge_gap_hours,
+                                ev.min_duration_hours)[cid]
+            t, x, prob, events = res["time"], res["flux"], res["probability"], res["events"]
+        else:
+            t, fl = uniform(t, fl)
+            x, _ = relative_flux(fl)
+        lab = mask(t, event_windows(labels[cid], float(t[0]), float(t[-1]))) if cid in labels else None
+        written.append(str(plot_curve(out_dir / f"{cid}.png", t, x, lab, prob, events, ev.threshold,
+                                      title=f"{cid} ({f.name})")))
+        ctx.record.add_output(written[-1])
+    ctx.emit({"plots": len(written), "folder": str(out_dir), "files": written[:20]})
+    return {"plots": written}
