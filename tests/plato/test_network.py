@@ -211,3 +211,46 @@ def test_plot_draws_named_curves_and_those_of_the_last_detect_run(trained, capsy
     n_with = json.loads(capsys.readouterr().out)["curves_with_events"]
     assert main(["-w", str(trained), "--json", "plato", "plot", "last", "--no-model"]) == 0
     assert json.loads(capsys.readouterr().out)["plots"] == n_with > 0
+
+
+def test_optimizers_and_epoch_schedules_follow_torch():
+    from astrotool.errors import ConfigError
+    from astrotool_plato.config import TrainConfig
+    from astrotool_plato.train import lr_schedule, make_optimizer
+
+    net = TransitNet(width=2, depth=2, bin=1)
+    opt = make_optimizer(TrainConfig(optimizer="SGD", lr=0.1, weight_decay=0.0, optimizer_kwargs={"momentum": 0.9}),
+                         net.parameters())
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    with pytest.raises(ConfigError, match="SGD refuses"):
+        make_optimizer(TrainConfig(optimizer="SGD", optimizer_kwargs={"betas": [0.9, 0.9]}), net.parameters())
+    with pytest.raises(ValueError, match="unknown optimizer 'Adamm'"):
+        TrainConfig(optimizer="Adamm")
+    # each schedule against torch's own, stepped once per epoch
+    for name, kw in (("StepLR", {"step_size": 2, "gamma": 0.5}), ("MultiStepLR", {"milestones": [1, 3], "gamma": 0.1}),
+                     ("LinearLR", {"start_factor": 0.25, "total_iters": 4}), ("ConstantLR", {"factor": 0.5, "total_iters": 2}),
+                     ("CosineAnnealingLR", {"T_max": 5, "eta_min": 1e-4}), ("ExponentialLR", {"gamma": 0.8})):
+        cfg = TrainConfig(lr=1e-2, scheduler=name, scheduler_kwargs=kw)
+        ours = lr_schedule(cfg, steps_per_epoch=3)
+        o = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-2)
+        ref = getattr(torch.optim.lr_scheduler, name)(o, **kw)
+        for epoch in range(6):
+            assert ours(3 * epoch + 2) * 1e-2 == pytest.approx(o.param_groups[0]["lr"], rel=1e-6), (name, epoch)
+            o.step()
+            ref.step()
+    with pytest.raises(ConfigError, match="StepLR needs 'step_size'"):
+        lr_schedule(TrainConfig(scheduler="StepLR"), 1)
+    with pytest.raises(ConfigError, match="does not take gama"):
+        lr_schedule(TrainConfig(scheduler="ExponentialLR", scheduler_kwargs={"gamma": 0.9, "gama": 1}), 1)
+
+
+def test_pooling_choice_changes_the_network_and_bad_names_are_refused():
+    torch.manual_seed(1)
+    avg = TransitNet(width=2, depth=3, bin=1, pool="avg").eval()
+    mx = TransitNet(width=2, depth=3, bin=1, pool="max").eval()
+    mx.load_state_dict(avg.state_dict())                       # same weights, other downsampling
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        assert not torch.allclose(avg(x), mx(x))
+    with pytest.raises(ValueError, match="pool must be"):
+        TransitNet(pool="median")

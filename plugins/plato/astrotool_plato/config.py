@@ -160,7 +160,8 @@ class TrainConfig(Section):
     kernel_size: int = Field(9, ge=1, description="odd convolution kernel [bins]")
     dilation: int = Field(1, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout1d rate of every block")
-    bin: int = Field(4, ge=1, description="input samples averaged into one before the network (25 s x 4 = 100 s)")
+    bin: int = Field(16, ge=1, description="input samples averaged into one before the network (25 s x 16 = 400 s: "
+                                           "a 2-h transit spans 18 bins)")
     pool: Literal["avg", "max"] = Field("avg", description="downsampling between levels: average (keeps the S/N "
                                                            "of shallow transits) or max (Panopticon's)")
     loss: Literal["bce", "dice", "focal", "bce+dice"] = Field("bce+dice", description="training loss")
@@ -177,6 +178,7 @@ class TrainConfig(Section):
                                            + ", ".join(s for s in SCHEDULERS if s) + ", or empty for none")
     scheduler_kwargs: dict[str, float | list[float]] = Field(
         default_factory=dict, description="its keyword arguments (e.g. gamma, step_size, T_max)")
+    clip_grad_norm: float = Field(1.0, ge=0, description="gradient norm clipped to this (0: no clipping)")
     patience: int = Field(0, ge=0, description="early-stopping patience [epochs]; 0 = off")
     resume: bool = Field(True, description="continue from <model>/last when the settings match")
     seed: Seed | None = Field(None, description="default: core.seed")
@@ -237,7 +239,7 @@ class BlsConfig(Section):
     min_period_days: float = Field(0.5, gt=0)
     max_period_fraction: float = Field(1.0, gt=0, description="longest trial period, as a fraction of the curve "
                                                               "length (1: single transits count)")
-    oversample: int = Field(5, ge=1, description="period-grid oversampling")
+    oversample: int = Field(1, ge=1, description="period-grid oversampling (1: astropy's autoperiod grid)")
     snr_threshold: float = Field(9.0, gt=0, description="box S/N (depth / its error) above which the best peak "
                                                         "counts as a detection")
     bin: int = Field(4, ge=1, description="samples averaged before the search (as the network's bin)")

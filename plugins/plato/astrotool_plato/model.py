@@ -15,8 +15,8 @@ independent of the flux scale and cheap at PLATO's cadence:
 1. each curve (and channel) is centred on its mean and divided by its
    point-to-point noise, ``sqrt(pi) / 2 * mean(|diff(x)|)`` (the standard
    deviation of white noise; a mean, not a median, so ONNX exports it);
-2. ``bin`` consecutive samples are averaged (25 s x 4 = 100 s: a 1-h transit
-   still spans 36 bins);
+2. ``bin`` consecutive samples are averaged (25 s x 16 = 400 s: a 2-h transit
+   still spans 18 bins, and the network needs a receptive field 16 times shorter);
 3. values are soft-clipped, ``c * asinh(x / c)`` with ``c =`` :data:`SOFT_CLIP`,
    so deep binary eclipses and outliers do not swamp the batch statistics.
 
@@ -44,6 +44,11 @@ ARCHITECTURE = "plato_transit_net"
 
 DECODERS = ("unet3p", "unet")
 
+BN_EPS = 1e-3
+"""BatchNorm's epsilon. torch's 1e-5 lets a channel that a batch leaves constant amplify gradients by
+1/sqrt(eps) = 316 per layer; over a U-Net 3+'s dozens of layers that overflowed float32 (a gradient norm
+above 1e19 after 15 epochs on ten-day curves)."""
+
 SOFT_CLIP = 5.0
 """Inputs pass through ``c * asinh(x / c)`` after normalisation and binning: linear within a few sigma
 (noise, planet transits), logarithmic beyond, so a 20 % binary eclipse (~700 sigma) stays a ~35 input."""
@@ -60,7 +65,7 @@ def _conv(cin: int, cout: int, kernel: int, dilation: int) -> nn.Conv1d:
 
 
 def _single(cin: int, cout: int, kernel: int, dilation: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Dropout1d(dropout), _conv(cin, cout, kernel, dilation), nn.BatchNorm1d(cout),
+    return nn.Sequential(nn.Dropout1d(dropout), _conv(cin, cout, kernel, dilation), nn.BatchNorm1d(cout, eps=BN_EPS),
                          nn.ReLU(inplace=True))
 
 
@@ -110,7 +115,7 @@ class TransitNet(nn.Module):
     """
 
     def __init__(self, decoder: str = "unet3p", in_channels: int = 1, width: int = 8, depth: int = 5,
-                 kernel_size: int = 9, dilation: int = 1, dropout: float = 0.05, bin: int = 4, pool: str = "max"):
+                 kernel_size: int = 9, dilation: int = 1, dropout: float = 0.05, bin: int = 16, pool: str = "avg"):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")

@@ -230,6 +230,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
                  lr_factor=lr_schedule(cfg, math.ceil(len(train_idx) / cfg.batch_size)),
+                 clip_grad_norm=cfg.clip_grad_norm or None,
                  resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
