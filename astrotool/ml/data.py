@@ -54,6 +54,9 @@ RESERVED_KEYS = frozenset({"format", "format_version", "kind", "name", "n", "arr
                            "provenance"})
 """Manifest keys owned by this module; a writer's own attributes may not use them."""
 
+SPLITS = ("train", "val", "test")
+"""The subsets :meth:`ArrayDataset.split_indices` knows (the metadata column ``split``)."""
+
 CHUNK_BYTES = 1 << 20
 """Target HDF5 chunk size (h5py's default chunk cache holds one such chunk per dataset)."""
 
@@ -504,6 +507,20 @@ class ArrayDataset:
         self.close()
 
     # ---------------------------------------------------------------- metadata
+    def split_indices(self, split: str) -> np.ndarray:
+        """Sample indices of ``split`` (``train``, ``val``, ``test``, or ``all``), ascending.
+
+        The subsets are the metadata column ``split`` (written by the plugin, e.g.
+        from :func:`group_split`); a set without that column has only ``all``.
+        """
+        if split == "all":
+            return np.arange(self.n)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
+        if "split" not in self.columns:
+            raise InputError(self.root, "has no train/val/test splits (no metadata column 'split'); use 'all'")
+        return np.flatnonzero(np.asarray(self.metadata(["split"])["split"]).astype(str) == split)
+
     @property
     def columns(self) -> list[str]:
         """Names of the per-sample metadata columns."""

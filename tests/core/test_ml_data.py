@@ -445,3 +445,21 @@ def test_content_digest_tells_apart_a_set_rewritten_with_other_values(tmp_path):
     first = write(np.zeros((2, 3), np.float32))
     assert write(np.zeros((2, 3), np.float32)) == first  # the same content: the same identity
     assert write(np.ones((2, 3), np.float32))["manifest_sha256"] != first["manifest_sha256"]
+
+
+def test_split_indices_read_the_split_column_and_refuse_unknown_names(tmp_path):
+    from astrotool.errors import InputError
+    from astrotool.ml.data import ArrayDataset, DatasetWriter
+
+    w = DatasetWriter(str(tmp_path / "s"), "s", kind="t")
+    w.write_shard(0, 0, {"x": np.zeros((5, 2))}, {"split": np.array(["train", "val", "train", "test", "val"])})
+    w.finalize(1)
+    ds = ArrayDataset(tmp_path / "s")
+    assert ds.split_indices("val").tolist() == [1, 4] and ds.split_indices("all").tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="split must be one of"):
+        ds.split_indices("validation")
+    w = DatasetWriter(str(tmp_path / "n"), "n", kind="t")
+    w.write_shard(0, 0, {"x": np.zeros((3, 2))})
+    w.finalize(1)
+    with pytest.raises(InputError, match="no train/val/test splits"):
+        ArrayDataset(tmp_path / "n").split_indices("train")

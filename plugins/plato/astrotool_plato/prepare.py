@@ -33,12 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from astrotool.errors import AstroError, InputError
-from astrotool.ml.data import ArrayDataset, DatasetWriter
+from astrotool.ml.data import SPLITS, ArrayDataset, DatasetWriter
 
 __docformat__ = "numpy"
 
 KIND = "plato-quarters"
-SPLITS = ("train", "val", "test")
 GRANULE = 256
 """The default length is a multiple of this (any model with ``bin * 2**(depth-1)`` dividing it accepts it)."""
 COMMAND = "plato prepare"
@@ -61,14 +60,6 @@ class PreparedDataset(ArrayDataset):
     def length(self) -> int:
         """Samples per curve."""
         return int(self.arrays["flux"][0][-1])
-
-    def split_indices(self, split: str) -> np.ndarray:
-        """Sample indices of ``split`` (``train``, ``val``, ``test`` or ``all``), ascending."""
-        if split == "all":
-            return np.arange(self.n)
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
-        return np.flatnonzero(np.asarray(self.metadata(["split"])["split"]).astype(str) == split)
 
 
 def spline_trend(x: np.ndarray, label: np.ndarray, k: int = 3, s: float = 1.0, stride: int = 10) -> np.ndarray:

@@ -22,7 +22,6 @@ from astrotool.ml.data import ArrayDataset
 __docformat__ = "numpy"
 
 KIND = "kappa-maps"
-SPLITS = ("train", "val", "test")
 
 
 class KappaDataset(ArrayDataset):
@@ -45,12 +44,3 @@ class KappaDataset(ArrayDataset):
     def names(self) -> np.ndarray:
         """The map names, in sample order."""
         return np.asarray(self.metadata(["name"])["name"]).astype(str)
-
-    def split_indices(self, split: str) -> np.ndarray:
-        """Sample indices of ``split`` (``train``, ``val``, ``test`` or ``all``), ascending."""
-        if split == "all":
-            return np.arange(self.n)
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
-        s = np.asarray(self.metadata(["split"])["split"]).astype(str)
-        return np.flatnonzero(s == split)
