@@ -254,3 +254,19 @@ def test_pooling_choice_changes_the_network_and_bad_names_are_refused():
         assert not torch.allclose(avg(x), mx(x))
     with pytest.raises(ValueError, match="pool must be"):
         TransitNet(pool="median")
+
+
+def test_eval_pads_any_length_and_refuses_another_cadence(trained, capsys):
+    base = ["-w", str(trained), "--json", "--seed", "3", "plato"]
+    raw = sorted((trained / "plato/raw").glob("sim*_lightcurves.parquet"))
+    assert main([*base, "prepare", *map(str, raw), "--name", "odd", "--length", "3300"]) == 0
+    capsys.readouterr()
+    assert main([*base, "eval", "--dataset", "odd", "--split", "all", "--name", "odd"]) == 0
+    assert json.loads(capsys.readouterr().out)["length"] == 3300
+    assert main([*base, "simulate", "-n", "6", "--days", "1", "--cadence", "50", "--name", "slow", *EASY]) == 0
+    slow = sorted((trained / "plato/raw").glob("slow*_lightcurves.parquet"))
+    capsys.readouterr()
+    assert main(["-w", str(trained), "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare", *map(str, slow),
+                 "--name", "slow"]) == 0
+    assert main(["-w", str(trained), "plato", "eval", "--dataset", "slow", "--split", "all"]) == 2
+    assert "sampled every 50 s; the model was trained on 25 s" in capsys.readouterr().err

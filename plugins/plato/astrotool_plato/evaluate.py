@@ -58,7 +58,7 @@ def _binned(values: np.ndarray, hit: np.ndarray, edges) -> list[dict]:
 
 
 def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, device: str | None = None,
-             far_target: float = FAR_TARGET) -> tuple[dict, list[dict]]:
+             far_target: float = FAR_TARGET, model_cadence_s: float | None = None) -> tuple[dict, list[dict]]:
     """Score ``model`` on a split of a prepared set.
 
     Parameters
@@ -75,6 +75,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     device : str, optional
     far_target : float
         False-alarm fraction of transit-free curves for the operating threshold.
+    model_cadence_s : float, optional
+        The cadence the model was trained at [s]; a set sampled otherwise is refused.
 
     Returns
     -------
@@ -92,14 +94,17 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     from astrotool_plato.events import find_events, match
     from astrotool_plato.labels import PLANET
 
+    from astrotool.errors import InputError
+
     thr = np.asarray(sorted(thresholds), float)
     idx = ds.split_indices(split)
     if not len(idx):
-        from astrotool.errors import InputError
-
         raise InputError(ds.root, f"the {split!r} split holds no curves")
     meta = ds.metadata()
     cadence = float(np.median(np.asarray(meta["cadence"], float)[idx]))
+    if model_cadence_s and abs(cadence / model_cadence_s - 1.0) > 0.01:
+        raise InputError(ds.root, f"curves sampled every {cadence:g} s; the model was trained on {model_cadence_s:g} s "
+                                  "(prepare the curves at the model's cadence, or use `detect`, which resamples)")
     merge = int(round(events.merge_gap_hours * 3600.0 / cadence))
     min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence)))
     counts = None
@@ -111,14 +116,16 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     has_transit = np.zeros(len(idx), bool)
     row = 0
 
+    from astrotool_plato.model import pad_to
+
     def batches():
         for b in ds.iter_batches(batch_size, ["flux", "label"], indices=idx):
-            yield {"flux": torch.from_numpy(b["flux"].astype(np.float32)), "label": b["label"],
-                   "index": b["index"]}
+            x, _ = pad_to(b["flux"].astype(np.float32), getattr(model, "granularity", 1))
+            yield {"flux": torch.from_numpy(np.ascontiguousarray(x)), "label": b["label"], "index": b["index"]}
 
     def on_batch(batch, logits):
         nonlocal counts, row
-        prob = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+        prob = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)[:, :ds.length]))
         lab = np.asarray(batch["label"])
         c = threshold_counts(prob, (lab == PLANET).astype(np.int8), thr)
         counts = c if counts is None else {k: (v if k == "thresholds" else
@@ -231,7 +238,8 @@ def eval_command(ctx, cfg, runtime) -> dict:
     dataset = e.dataset or ckpt.meta.get("training", {}).get("dataset_path") or cfg.train.dataset
     ds = mc.open_dataset(ctx, NAME, PREPARED, dataset, PreparedDataset, NO_DATASET)
     with ds:
-        report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.accelerator)
+        report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.accelerator,
+                                    model_cadence_s=ckpt.meta.get("cadence_s"))
     report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)
     stem = e.report or f"{mdir.name}_{ds.name}_{e.split}"
     out = ctx.workspace.stage(NAME, REPORTS)
