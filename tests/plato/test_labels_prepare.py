@@ -246,3 +246,45 @@ def test_prepare_leaves_out_curves_outside_the_depth_bounds(tmp_path, capsys):
     depth = np.asarray(ds.metadata(["depth"])["depth"], float)
     assert out["dropped"] and all("outside depth_bounds [300, 1e+06)" in v for v in out["dropped"].values())
     assert np.all(np.isnan(depth) | (depth >= 300)) and ds.n + len(out["dropped"]) == 16
+
+
+def test_panopticon_layout_round_trip_keeps_curves_and_labels(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from astrotool_plato.lightcurves import read_curves
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _simulate(a, n=10, extra=["--set", "plato.simulate.periodic_fraction=0.5",
+                              "--set", "plato.simulate.period_days=[0.3,0.6]"])
+    assert main(["-w", str(a), "-q", "plato", "export-panopticon", str(tmp_path / "pan")]) == 0
+    qfiles = sorted((tmp_path / "pan" / "astrotool-export").glob("sim*_Q1.ftr"))
+    assert len(qfiles) == 10 and feather.read_table(qfiles[0]).column_names == ["time", "coadd"]
+    capsys.readouterr()
+    assert main(["-w", str(b), "--json", "plato", "import-panopticon", str(tmp_path / "pan")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["curves"] == 10
+    orig = {**read_curves(next((a / "plato/raw").glob("*_lightcurves.parquet")))}
+    back = {}
+    for f in (b / "plato/raw").glob("*_lightcurves.parquet"):
+        back.update(read_curves(f))
+    ra, rb = lab.read_label_tables(a / "plato/labels"), lab.read_label_tables(b / "plato/labels")
+    for k, (cid, (t, f)) in enumerate(orig.items()):
+        tb, fb = back[f"sim{k:05d}_Q1"]
+        np.testing.assert_allclose(tb, t, atol=1e-9)
+        np.testing.assert_allclose(fb, f / np.median(f), rtol=1e-6)
+        ma = lab.mask(t, lab.event_windows(ra[cid], t[0], t[-1]))
+        mb = lab.mask(tb, lab.event_windows(rb[f"sim{k:05d}_Q1"], tb[0], tb[-1]))
+        np.testing.assert_array_equal(ma == lab.PLANET, mb == lab.PLANET)
+        assert np.all(mb[ma == lab.ECLIPSE] == lab.ECLIPSE)   # every eclipse; secondaries of unknown depth too
+    # quarter 2 starts one quarter after quarter 1 (below simulation 6700, old PlatoSim: 90 - 1.5 d);
+    # a missing parameter table is named
+    q2 = tmp_path / "pan" / "astrotool-export" / "sim00000_Q2.ftr"
+    feather.write_feather(pa.table({"time": [0.0, 25.0, 50.0], "g1": [1.0, 1.0, 1.0], "coadd": [2.0, 2.0, 2.0]}), q2)
+    from astrotool_plato.panopticon import read_layout
+
+    curves, labels = read_layout(tmp_path / "pan")
+    assert curves["sim00000_Q2"][0][0] == pytest.approx(88.5) and curves["sim00000_Q2"][1][0] == 2.0
+    (tmp_path / "pan" / "config" / "Complete_Parameters.ftr").unlink()
+    assert main(["-w", str(b), "plato", "import-panopticon", str(tmp_path / "pan")]) == 2
+    assert "Complete_Parameters.ftr: missing" in capsys.readouterr().err

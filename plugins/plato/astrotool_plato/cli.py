@@ -330,3 +330,79 @@ def plot(
     ctx = current()
     cfg = plato_config(ctx, {"detect.model": model})
     plot_command(ctx, cfg, ids, use_model)
+
+
+@app.command("import-panopticon")
+def import_panopticon(
+    folder: str = typer.Argument(..., help="Panopticon's data folder (<dir with '-'>/simNNNNN_QK.ftr and "
+                                           "config/Complete_Parameters.ftr)"),
+    name: str = typer.Option("panopticon", "--name", help="stem of the files written"),
+    chunk_size: int = typer.Option(64, "--chunk-size", help="curves per Parquet file"),
+) -> None:
+    """Read Panopticon's light curves and parameters into plato/raw/ and plato/labels/.
+
+    Each quarter file becomes a curve `simNNNNN_QK` (co-added flux; times on one
+    axis per simulation); its transit and binary parameters become label rows,
+    so `prepare`, `eval`, `detect` and `plot` work on Panopticon's data as on
+    simulated curves.
+    """
+    from astrotool.context import current
+    from astrotool_plato import LABELS, NAME, RAW
+    from astrotool_plato.labels import write_label_rows
+    from astrotool_plato.lightcurves import noise_sigma, write_curves
+    from astrotool_plato.panopticon import read_layout
+
+    import numpy as np
+
+    ctx = current()
+    ws = ctx.workspace
+    curves, labels = read_layout(folder)
+    ids = list(curves)
+    written, rows = [], []
+    for a in range(0, len(ids), chunk_size):
+        part = ids[a:a + chunk_size]
+        path = ws.stage(NAME, RAW) / f"{name}{a:06d}-{a + len(part) - 1:06d}_lightcurves.parquet"
+        rel = [(cid, curves[cid][0], curves[cid][1] / np.nanmedian(curves[cid][1]), 0.0) for cid in part]
+        rel = [(cid, t, f, noise_sigma(f[np.isfinite(f)])) for cid, t, f, _ in rel]
+        write_curves(path, rel, {"ids": part, "source": str(Path(folder).resolve()), "layout": "panopticon"},
+                     "plato import-panopticon")
+        rows += [{**labels[cid], "file": path.name} for cid in part]
+        written.append(str(path))
+        ctx.record.add_output(path)
+    lab = write_label_rows(ws.stage(NAME, LABELS) / f"{name}_labels.parquet", rows, "plato import-panopticon")
+    ctx.record.add_input(Path(folder).resolve())
+    ctx.record.add_output(lab)
+    ctx.emit({"curves": len(ids), "with_transit": sum(r["has_transit"] for r in rows),
+              "binaries": sum(bool(r["eclipse"]) for r in rows), "files": written, "labels": str(lab)})
+
+
+@app.command("export-panopticon")
+def export_panopticon(
+    folder: str = typer.Argument(..., help="output folder (Panopticon's path_data)"),
+    sources: List[str] = typer.Option(None, "--source", help="light-curve files (default: every "
+                                                             "*_lightcurves.parquet in plato/raw/)"),
+) -> None:
+    """Write curves and their labels in Panopticon's layout, for Panopticon itself to read.
+
+    One simNNNNN_Q1.ftr per curve (time [s] from its first sample, co-added
+    flux) in FOLDER/astrotool-export/, and FOLDER/config/Complete_Parameters.ftr
+    (times, periods, durations in days, depth as a fraction; curve_id names the
+    source curve).
+    """
+    from astrotool.context import current
+    from astrotool_plato import LABELS, NAME, RAW
+    from astrotool_plato.labels import read_label_tables
+    from astrotool_plato.lightcurves import read_curves
+    from astrotool_plato.panopticon import write_layout
+
+    ctx = current()
+    ws = ctx.workspace
+    files = [Path(s) for s in sources] if sources else sorted(ws.stage(NAME, RAW).glob("*_lightcurves.parquet"))
+    curves = {}
+    for f in files:
+        curves.update(read_curves(f))
+        ctx.record.add_input(f)
+    out = write_layout(folder, curves, read_label_tables(ws.stage(NAME, LABELS)))
+    for p in out:
+        ctx.record.add_output(p)
+    ctx.emit({"curves": len(curves), "folder": str(folder), "parameters": str(out[-1])})

@@ -64,7 +64,7 @@ def event_windows(row: Mapping, t_min: float, t_max: float) -> list[tuple[float,
         period = float(row["eclipse_period"])
         for t0, depth in ((float(row["eclipse_t0"]), row["eclipse_depth"]),
                           (float(row["eclipse_t0"]) + 0.5 * period, row["eclipse_secondary"])):
-            if depth > 0:
+            if not depth <= 0:  # NaN: present, depth unknown (Panopticon's parameters have none)
                 out += [(c, half, ECLIPSE) for c in _centres(t0, period, half, t_min, t_max)]
     return sorted(out)
 
@@ -109,6 +109,34 @@ def read_label_tables(folder) -> dict[str, dict]:
                 raise InputError(path, f"curve {r['id']!r} is also labelled in {where[r['id']].name}")
             rows[r["id"]], where[r["id"]] = r, path
     return rows
+
+
+def write_label_rows(path, rows, command: str) -> Path:
+    """Write a label table from row dicts (missing columns of
+    :data:`astrotool_plato.simulate.LABEL_FIELDS` become NaN, 0, False or empty).
+
+    Parameters
+    ----------
+    path : path-like
+        ``<name>_labels.parquet`` (written atomically).
+    rows : iterable of dict
+        One per curve, with at least ``id``.
+    command : str
+        The command named in the provenance record.
+    """
+    import pyarrow as pa
+
+    from astrotool.io.tables import write_parquet
+
+    from astrotool_plato.simulate import LABEL_FIELDS
+
+    types = {"string": pa.string(), "bool": pa.bool_(), "float64": pa.float64(), "int32": pa.int32()}
+    empty = {"string": "", "bool": False, "float64": math.nan, "int32": 0}
+    rows = list(rows)
+    fields = [pa.field(n, types[t], metadata={"unit": u, "description": d}) for n, t, u, d in LABEL_FIELDS]
+    table = pa.table({f.name: pa.array([r.get(f.name, empty[t]) for r in rows], f.type)
+                      for f, (_, t, _, _) in zip(fields, LABEL_FIELDS)}, schema=pa.schema(fields))
+    return write_parquet(table, path, command=command)
 
 
 def write_masks(path, curves: Mapping[str, tuple], labels: Mapping[str, dict], command: str = "plato labels") -> dict:

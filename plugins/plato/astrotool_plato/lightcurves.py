@@ -29,6 +29,60 @@ FLUX_COLUMNS = ("flux", "PDCSAP_FLUX", "SAP_FLUX", "FLUX", "coadd")
 SUFFIXES = (".parquet", ".ftr", ".feather", ".csv", ".fits", ".fit", ".fits.gz")
 
 
+def write_curves(path, rows, facts: dict, command: str, seed: int | None = None) -> Path:
+    """Write curves to Parquet in long form, one row group per curve, atomically (the layout
+    :func:`read_curves` reads as many curves).
+
+    Columns: ``id`` (string), ``time`` [d] (float64), ``flux`` (normalised,
+    float32), ``flux_err`` (white-noise sigma, float32). The schema metadata key
+    ``astrotool`` holds ``facts`` (JSON; its ``ids`` lists the curves),
+    ``provenance`` the core provenance record; ``table_meta_yaml`` the units and
+    descriptions for ``astropy.table.Table.read``.
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.parquet`` file.
+    rows : iterable of (str, numpy.ndarray, numpy.ndarray, float)
+        ``(id, time [d], flux, flux_err)`` per curve.
+    facts : dict
+        What the file holds; must list the curve ids under ``"ids"``.
+    command : str
+        The command named in the provenance record.
+    seed : int, optional
+        Recorded in the provenance.
+    """
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astrotool.io.tables import astropy_parquet_metadata
+    from astrotool.provenance import parquet_metadata, provenance
+    from astrotool.workspace import atomic_path
+
+    record = provenance(command, seed=seed)
+    schema = pa.schema([
+        pa.field("id", pa.string(), metadata={"description": "curve identifier"}),
+        pa.field("time", pa.float64(), metadata={"unit": "d", "description": "time since start of observation"}),
+        pa.field("flux", pa.float32(), metadata={"unit": "", "description": "normalised flux, 1 = unperturbed star"}),
+        pa.field("flux_err", pa.float32(), metadata={"unit": "", "description": "1-sigma white noise per cadence"}),
+    ], metadata={"astrotool": json.dumps(facts), **parquet_metadata(record)})
+    schema = schema.with_metadata({**schema.metadata, **astropy_parquet_metadata(
+        schema, meta={"provenance": record}, lengths={"id": max((len(i) for i in facts["ids"]), default=1)})})
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for cid, t, f, err in rows:
+                t = np.asarray(t, np.float64)
+                writer.write_table(pa.table({
+                    "id": pa.repeat(pa.scalar(cid, pa.string()), t.size),
+                    "time": t,
+                    "flux": np.asarray(f, np.float32),
+                    "flux_err": np.full(t.size, err, dtype=np.float32),
+                }, schema=schema), row_group_size=max(1, t.size))
+    return Path(path)
+
+
 def _table(path: Path) -> dict[str, np.ndarray]:
     """The numeric columns of a one-curve table file, in file order."""
     name = path.name.lower()

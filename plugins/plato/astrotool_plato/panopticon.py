@@ -1,4 +1,4 @@
-"""Moving over from Panopticon: its TOML configuration translated key by key.
+"""Moving over from Panopticon: its TOML configuration translated key by key, its data layout read and written.
 
 ``astro plato config import panopticon.toml`` reads a Panopticon configuration
 (``config/default.toml`` of At0micBee/Panopticon) and writes the astrotool
@@ -23,12 +23,19 @@ Panopticon                     astrotool
 ``[model.convolution]``        ``kernel_size``, ``dilation`` (padding is "same", reflect)
 ``[bounds] transit_depth``     ``[plato.prepare] depth_bounds`` [ppm]
 =============================  ==========================================
+
+``astro plato import-panopticon DIR`` reads Panopticon's data folder (one
+Feather file per simulation and quarter, ``Complete_Parameters.ftr``) into
+``plato/raw`` and ``plato/labels``; ``astro plato export-panopticon DIR`` writes
+simulated curves in that layout (:func:`read_layout`, :func:`write_layout`).
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+
+import numpy as np
 
 from astrotool.errors import InputError
 
@@ -196,3 +203,153 @@ def import_config(path, source_name: str | None = None) -> str:
         lines.append("# not translated:")
         lines += [f"#   {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- data layout
+
+SEC_DAY = 86400.0
+Q_LENGTH_DAYS = 91.310549769 - 1.5
+"""Panopticon's quarter length (new PlatoSim) minus the 1.5 d of repointing [d]: quarter K starts (K-1) times this
+after quarter 1."""
+Q_LENGTH_OLD_DAYS = 90.0 - 1.5
+"""The same for the old PlatoSim (simulations numbered below :data:`OLD_BELOW`)."""
+OLD_BELOW = 6700
+PARAMS_FILE = Path("config") / "Complete_Parameters.ftr"
+PARAM_COLUMNS = ("index_sim", "transit_t0", "transit_period", "transit_duration", "transit_depth", "EB_t0",
+                 "EB_period", "EB_duration", "BEB_t0", "BEB_period", "BEB_duration")
+"""Complete_Parameters.ftr columns read and written: times, periods and durations in days, depth a fraction."""
+
+
+def quarter_start(index_sim: int, quarter: int) -> float:
+    """Start of quarter ``quarter`` of simulation ``index_sim`` after the start of quarter 1 [d]."""
+    return (quarter - 1) * (Q_LENGTH_OLD_DAYS if index_sim < OLD_BELOW else Q_LENGTH_DAYS)
+
+
+def _f(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def label_row(p: dict, quarter: int) -> dict:
+    """A label-table row (:data:`astrotool_plato.simulate.LABEL_FIELDS`) from a Complete_Parameters row."""
+    import math
+
+    t0 = _f(p.get("transit_t0"))
+    row = {"has_transit": math.isfinite(t0), "t0": t0, "duration": _f(p.get("transit_duration")) * 24.0,
+           "depth": _f(p.get("transit_depth")) * 1e6, "period": _f(p.get("transit_period")),
+           "snr": _f(p.get(f"transit_snr_{quarter}", p.get("transit_snr"))), "eclipse": ""}
+    for kind, pre in (("eb", "EB"), ("beb", "BEB")):   # one binary per curve here: the EB when both
+        if math.isfinite(_f(p.get(f"{pre}_t0"))):
+            row.update(eclipse=kind, eclipse_t0=_f(p[f"{pre}_t0"]), eclipse_period=_f(p.get(f"{pre}_period")),
+                       eclipse_duration=_f(p.get(f"{pre}_duration")) * 24.0, eclipse_depth=float("nan"),
+                       eclipse_secondary=float("nan"))
+            break
+    return row
+
+
+def read_layout(folder) -> tuple[dict, dict]:
+    """Panopticon's data folder: ``<folder>/<dir with '-'>/simNNNNN_QK.ftr`` and ``config/Complete_Parameters.ftr``.
+
+    Each Feather file is one quarter: column 0 the time [s] from the quarter's
+    start, then one flux column per camera group, the co-added flux last (the
+    one read). Times are put on one axis per simulation (:func:`quarter_start`).
+
+    Returns
+    -------
+    curves : dict
+        ``{"simNNNNN_QK": (time [d], co-added flux)}``.
+    labels : dict
+        ``{"simNNNNN_QK": label-table row}``.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No quarter files, no parameter table, a simulation missing from it, a
+        file name that is not ``simNNNNN_QK.ftr``.
+    """
+    import re
+
+    import pyarrow.feather as feather
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*-*/sim*_Q*.ftr"))
+    if not files:
+        raise InputError(folder, "no Panopticon quarter files (<dir with '-'>/simNNNNN_QK.ftr)")
+    pfile = folder / PARAMS_FILE
+    if not pfile.is_file():
+        raise InputError(pfile, "missing: Panopticon's parameter table")
+    try:
+        params = feather.read_table(pfile).to_pylist()
+    except Exception as exc:  # unreadable Feather
+        raise InputError(pfile, f"unreadable ({type(exc).__name__}: {exc})") from None
+    by_sim = {int(p["index_sim"]): p for p in params if p.get("index_sim") is not None}
+    curves, labels = {}, {}
+    for f in files:
+        m = re.fullmatch(r"sim(\d+)_Q(\d+)\.ftr", f.name)
+        if not m:
+            raise InputError(f, "not a Panopticon quarter file name (simNNNNN_QK.ftr)")
+        sim, q = int(m.group(1)), int(m.group(2))
+        if sim not in by_sim:
+            raise InputError(f, f"simulation {sim} has no row in {pfile}")
+        try:
+            table = feather.read_table(f)
+        except Exception as exc:
+            raise InputError(f, f"unreadable ({type(exc).__name__}: {exc})") from None
+        if table.num_columns < 2:
+            raise InputError(f, f"{table.num_columns} column(s); expected time, camera groups, co-added flux")
+        cid = f.stem
+        t = table.column(0).to_numpy(zero_copy_only=False).astype(np.float64) / SEC_DAY + quarter_start(sim, q)
+        curves[cid] = (t, table.column(table.num_columns - 1).to_numpy(zero_copy_only=False).astype(np.float64))
+        labels[cid] = {"id": cid, **label_row(by_sim[sim], q)}
+    return curves, labels
+
+
+def write_layout(folder, curves: dict, labels: dict, subdir: str = "astrotool-export") -> list[Path]:
+    """Write curves in Panopticon's layout: one ``simNNNNN_Q1.ftr`` per curve and ``config/Complete_Parameters.ftr``.
+
+    Curves are numbered in the order given; the time column is in seconds from
+    the curve's first sample, the flux columns are ``coadd`` only (one group).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written (atomically).
+    """
+    import math
+
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from astrotool.workspace import atomic_path
+
+    folder = Path(folder)
+    out, rows = [], []
+    for k, (cid, (t, f)) in enumerate(curves.items()):
+        path = folder / subdir / f"sim{k:05d}_Q1.ftr"
+        with atomic_path(path) as tmp:
+            feather.write_feather(pa.table({"time": (np.asarray(t) - t[0]) * SEC_DAY,
+                                            "coadd": np.asarray(f, np.float64)}), tmp)
+        out.append(path)
+        r = labels.get(cid, {})
+        t_first = float(t[0])
+        nan = float("nan")
+
+        def shifted(v):
+            return _f(v) - t_first if math.isfinite(_f(v)) else nan
+
+        row = {"index_sim": k, "curve_id": cid,
+               "transit_t0": shifted(r.get("t0")) if r.get("has_transit") else nan,
+               "transit_period": _f(r.get("period")), "transit_duration": _f(r.get("duration")) / 24.0,
+               "transit_depth": _f(r.get("depth")) * 1e-6, "transit_snr_1": _f(r.get("snr"))}
+        for kind, pre in (("eb", "EB"), ("beb", "BEB")):
+            on = r.get("eclipse") == kind
+            row.update({f"{pre}_t0": shifted(r.get("eclipse_t0")) if on else nan,
+                        f"{pre}_period": _f(r.get("eclipse_period")) if on else nan,
+                        f"{pre}_duration": _f(r.get("eclipse_duration")) / 24.0 if on else nan})
+        rows.append(row)
+    pfile = folder / PARAMS_FILE
+    with atomic_path(pfile) as tmp:
+        feather.write_feather(pa.Table.from_pylist(rows), tmp)
+    return out + [pfile]

@@ -591,39 +591,18 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
     cfg : astrotool_plato.config.SimulateConfig
         Simulator settings (provenance).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from astrotool_plato.lightcurves import write_curves
 
-    from astrotool.io.tables import astropy_parquet_metadata
-    from astrotool.provenance import parquet_metadata, provenance
-    from astrotool.workspace import atomic_path
-
-    record = provenance(COMMAND, seed=seed)
-    schema = pa.schema([
-        pa.field("id", pa.string(), metadata={"description": "curve identifier"}),
-        pa.field("time", pa.float64(), metadata={"unit": "d", "description": "time since start of observation"}),
-        pa.field("flux", pa.float32(), metadata={"unit": "", "description": "normalised flux, 1 = unperturbed star"}),
-        pa.field("flux_err", pa.float32(), metadata={"unit": "", "description": "1-sigma white noise per cadence"}),
-    ], metadata={"astrotool": json.dumps(_facts(seed, cfg, {"ids": [p.id for p in params],
-                                                            "snr": [p.snr for p in params]})),
-                 **parquet_metadata(record)})
-    schema = schema.with_metadata({**schema.metadata, **astropy_parquet_metadata(
-        schema, meta={"provenance": record}, lengths={"id": max((len(p.id) for p in params), default=1)})})
     shared = isinstance(time, np.ndarray)
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for row, par in enumerate(params):
-                t = time if shared else time[row]
-                f = np.asarray(flux[row])
-                err = np.full(t.size, cfg.noise_ppm * 1e-6 if cfg.backend == "builtin" else _sigma(f),
-                              dtype=np.float32)
-                writer.write_table(pa.table({
-                    "id": pa.repeat(pa.scalar(par.id, pa.string()), t.size),
-                    "time": t,
-                    "flux": f,
-                    "flux_err": err,
-                }, schema=schema), row_group_size=t.size)
-    return Path(path)
+
+    def rows():
+        for row, par in enumerate(params):
+            f = np.asarray(flux[row])
+            err = cfg.noise_ppm * 1e-6 if cfg.backend == "builtin" else _sigma(f)
+            yield par.id, (time if shared else time[row]), f, err
+
+    facts = _facts(seed, cfg, {"ids": [p.id for p in params], "snr": [p.snr for p in params]})
+    return write_curves(path, rows(), facts, COMMAND, seed=seed)
 
 
 def _sigma(flux: np.ndarray) -> float:
