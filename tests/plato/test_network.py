@@ -270,3 +270,90 @@ def test_eval_pads_any_length_and_refuses_another_cadence(trained, capsys):
                  "--name", "slow"]) == 0
     assert main(["-w", str(trained), "plato", "eval", "--dataset", "slow", "--split", "all"]) == 2
     assert "sampled every 50 s; the model was trained on 25 s" in capsys.readouterr().err
+
+
+def _panopticon_u3p_reference(state, x, f, k):
+    """Panopticon_U3P's forward written out from its published structure (Vivien et al. 2025, the repo's
+    model.py): encoder Blocks, full-scale links (max-pool with ceil, linear upsampling), fusion, 1x1 head."""
+    import torch.nn.functional as F
+
+    def conv(h, key):
+        return F.conv1d(F.pad(h, (k // 2, k // 2), mode="reflect"), state[f"{key}.weight"])
+
+    def bn(h, key):
+        return F.batch_norm(h, state[f"{key}.running_mean"], state[f"{key}.running_var"], state[f"{key}.weight"],
+                            state[f"{key}.bias"], False, 0.0, 1e-5)
+
+    def block(h, name):
+        h = F.relu(bn(conv(h, f"{name}.conv_entry"), f"{name}.norm_1"))
+        return F.relu(bn(conv(h, f"{name}.conv_enforce"), f"{name}.norm_2"))
+
+    def single(h, name):
+        return F.relu(bn(conv(h, f"{name}.conv_entry"), f"{name}.norm"))
+
+    def down(h, s):
+        return h if s == 1 else F.max_pool1d(h, s, s, ceil_mode=True)
+
+    def up(h, s):
+        return h if s == 1 else F.interpolate(h, scale_factor=s, mode="linear")
+
+    e = [block(x, "conv_enc_i_0")]
+    for i in range(1, 5):
+        e.append(block(down(e[-1], 2), f"conv_enc_{i - 1}_{i}"))
+    d = {4: e[4]}
+    for stage, lvl in enumerate((3, 2, 1, 0)):
+        parts = []
+        for j in range(5):
+            name = "enc1_to_dec_1" if (stage, j) == (0, 1) else f"enc{j}_to_dec{stage + 1}"
+            parts.append(single(down(e[j], 2 ** (lvl - j)) if j <= lvl else up(d[j], 2 ** (j - lvl)), name))
+        d[lvl] = single(torch.cat(parts, 1), f"dec{stage + 1}")
+    return torch.sigmoid(F.conv1d(d[0], state["conv_out.weight"], state["conv_out.bias"]))[:, 0]
+
+
+def test_panopticon_weights_convert_and_compute_what_panopticon_computes(tmp_path, capsys):
+    from astrotool.ml.checkpoint import build_model, load_checkpoint
+    from astrotool_plato.model import ARCHITECTURE, make_model
+    from astrotool_plato.panopticon import rename_u3p
+
+    f, k = 2, 5
+    ours = TransitNet(width=f, depth=5, kernel_size=k, bin=1, pool="max", scaling="minmax", bn_eps=1e-5)
+    names = dict(zip(rename_u3p({n: None for n in _panopticon_keys(f)}).keys(), _panopticon_keys(f)))
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for ours_key, value in ours.state_dict().items():     # random weights under Panopticon's names
+        v = torch.rand(value.shape, generator=g) + 0.5 if value.is_floating_point() else value.clone()
+        state[names[ours_key]] = v
+    assert len(state) == len(ours.state_dict())
+    pt = tmp_path / "model_X.pt"
+    torch.save(state, pt)
+    assert main(["-w", str(tmp_path), "--json", "plato", "convert-weights", str(pt), "--name", "pan"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["width"], out["kernel_size"], out["bin"], out["scaling"]) == (f, k, 1, "minmax")
+    net = build_model(load_checkpoint(tmp_path / "plato/models/pan", ARCHITECTURE), {ARCHITECTURE: make_model}).eval()
+    x = 1.0 + 1e-3 * torch.randn(2, 256, generator=g)
+    with torch.no_grad():
+        lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+        ref = _panopticon_u3p_reference(state, ((x - lo) / (hi - lo))[:, None], f, k)
+        torch.testing.assert_close(torch.sigmoid(net(x / x.median() - 1)), ref, atol=1e-4, rtol=1e-4)
+    # a pickled model, a dict of non-tensors: refused with exit 2
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    torch.save({"epoch": 3, "state": state}, tmp_path / "wrapped.pt")
+    assert main(["-w", str(tmp_path), "plato", "convert-weights", str(tmp_path / "module.pt"), "--name", "m"]) == 2
+    assert "not loadable as plain weights with weights_only=True" in capsys.readouterr().err
+    assert main(["-w", str(tmp_path), "plato", "convert-weights", str(tmp_path / "wrapped.pt"), "--name", "w"]) == 2
+    assert "not a plain state dict (names -> tensors): it holds a dict of dict, int" in capsys.readouterr().err
+
+
+def _panopticon_keys(f):
+    """Every state-dict key of Panopticon_U3P, in its module order."""
+    keys = []
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    for name in ["conv_enc_i_0"] + [f"conv_enc_{i - 1}_{i}" for i in range(1, 5)]:
+        keys += [f"{name}.conv_entry.weight", *(f"{name}.norm_1.{p}" for p in bn), f"{name}.conv_enforce.weight",
+                 *(f"{name}.norm_2.{p}" for p in bn)]
+    for stage in range(4):
+        for j in range(5):
+            name = "enc1_to_dec_1" if (stage, j) == (0, 1) else f"enc{j}_to_dec{stage + 1}"
+            keys += [f"{name}.conv_entry.weight", *(f"{name}.norm.{p}" for p in bn)]
+        keys += [f"dec{stage + 1}.conv_entry.weight", *(f"dec{stage + 1}.norm.{p}" for p in bn)]
+    return keys + ["conv_out.weight", "conv_out.bias"]

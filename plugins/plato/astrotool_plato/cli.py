@@ -406,3 +406,31 @@ def export_panopticon(
     for p in out:
         ctx.record.add_output(p)
     ctx.emit({"curves": len(curves), "folder": str(folder), "parameters": str(out[-1])})
+
+
+@app.command("convert-weights")
+def convert_weights(
+    source: str = typer.Argument(..., help="Panopticon's .pt (e.g. models/Vivien_2024/model_B.pt)"),
+    name: str = typer.Option(..., "--name", help="model name (plato/models/<name>/)"),
+    cadence: float = typer.Option(60.0, "--cadence", help="the cadence the weights were trained at [s]"),
+    dilation: int = typer.Option(1, "--dilation", help="the convolutions' dilation (not in the weights)"),
+) -> None:
+    """Convert Panopticon's released U-Net 3+ weights into a checkpoint that detect and eval run.
+
+    The file is loaded with torch.load(weights_only=True) only (no code runs);
+    a .pt that is not a plain state dict is refused (exit 2). The checkpoint is
+    model.safetensors + model.json in plato/models/<name>/.
+    """
+    from astrotool.context import current
+    from astrotool.errors import AstroError
+    from astrotool_plato import MODELS, NAME
+    from astrotool_plato.panopticon import convert_weights as run
+
+    ctx = current()
+    out = ctx.workspace.stage(NAME, MODELS) / name
+    if out.exists() and not ctx.overwrite:
+        raise AstroError(f"{out}: exists; use --overwrite to replace it")
+    res = run(source, out, cadence, dilation)
+    ctx.record.add_input(Path(source).resolve())
+    ctx.record.add_output(out)
+    ctx.emit(res)

@@ -64,14 +64,22 @@ def _conv(cin: int, cout: int, kernel: int, dilation: int) -> nn.Conv1d:
                      padding_mode="reflect", bias=False)
 
 
-def _single(cin: int, cout: int, kernel: int, dilation: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Dropout1d(dropout), _conv(cin, cout, kernel, dilation), nn.BatchNorm1d(cout, eps=BN_EPS),
+def _single(cin: int, cout: int, kernel: int, dilation: int, dropout: float, eps: float = 1e-3) -> nn.Sequential:
+    """Dropout1d [0] -> Conv1d [1] -> BatchNorm1d [2] -> ReLU [3]."""
+    return nn.Sequential(nn.Dropout1d(dropout), _conv(cin, cout, kernel, dilation), nn.BatchNorm1d(cout, eps=eps),
                          nn.ReLU(inplace=True))
 
 
-def _block(cin: int, cout: int, kernel: int, dilation: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(*_single(cin, cout, kernel, dilation, dropout),
-                         *list(_single(cout, cout, kernel, dilation, 0.0))[1:])
+def _block(cin: int, cout: int, kernel: int, dilation: int, dropout: float, eps: float = 1e-3) -> nn.Sequential:
+    """:func:`_single` and a second Conv1d [4] -> BatchNorm1d [5] -> ReLU [6]."""
+    return nn.Sequential(*_single(cin, cout, kernel, dilation, dropout, eps),
+                         *list(_single(cout, cout, kernel, dilation, 0.0, eps))[1:])
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to [0, 1] by its minimum and maximum (Panopticon's normalisation)."""
+    lo = x.amin(dim=-1, keepdim=True)
+    return (x - lo) / (x.amax(dim=-1, keepdim=True) - lo + 1e-12)
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -112,10 +120,16 @@ class TransitNet(nn.Module):
         Downsampling between levels. Panopticon max-pools; on a transit a few
         tenths of a sigma deep per sample, averaging keeps the signal-to-noise
         that a maximum throws away.
+    scaling : {"noise", "minmax"}
+        Input scaling: ``noise`` (:func:`normalise` then the asinh soft clip)
+        or ``minmax`` (:func:`minmax`, Panopticon's, for its converted weights).
+    bn_eps : float
+        BatchNorm's epsilon (:data:`BN_EPS`; torch's 1e-5 for Panopticon's weights).
     """
 
     def __init__(self, decoder: str = "unet3p", in_channels: int = 1, width: int = 8, depth: int = 5,
-                 kernel_size: int = 9, dilation: int = 1, dropout: float = 0.05, bin: int = 16, pool: str = "avg"):
+                 kernel_size: int = 9, dilation: int = 1, dropout: float = 0.05, bin: int = 16, pool: str = "avg",
+                 scaling: str = "noise", bn_eps: float = BN_EPS):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -125,24 +139,28 @@ class TransitNet(nn.Module):
             raise ValueError("depth >= 2, width >= 1, bin >= 1 and in_channels >= 1 are needed")
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        if scaling not in ("noise", "minmax"):
+            raise ValueError(f"scaling must be 'noise' or 'minmax', got {scaling!r}")
+        self.scaling = scaling
         self.decoder, self.depth, self.bin, self.in_channels = decoder, depth, bin, in_channels
         self._pool = F.avg_pool1d if pool == "avg" else F.max_pool1d
         k, d = kernel_size, dilation
         ch = [width * 2**i for i in range(depth)]
-        self.encoder = nn.ModuleList(_block(in_channels if i == 0 else ch[i - 1], ch[i], k, d, dropout)
+        e = bn_eps
+        self.encoder = nn.ModuleList(_block(in_channels if i == 0 else ch[i - 1], ch[i], k, d, dropout, e)
                                      for i in range(depth))
         if decoder == "unet3p":
             cat = width * depth
             # stage s builds decoder level depth-2-s from every encoder level <= it and decoder level > it
             self.links = nn.ModuleList(
                 nn.ModuleList(_single(ch[j] if j <= lvl else (ch[-1] if j == depth - 1 else cat), width, k, d,
-                                      dropout) for j in range(depth))
+                                      dropout, e) for j in range(depth))
                 for lvl in range(depth - 2, -1, -1))
-            self.fuse = nn.ModuleList(_single(cat, cat, k, d, dropout) for _ in range(depth - 1))
+            self.fuse = nn.ModuleList(_single(cat, cat, k, d, dropout, e) for _ in range(depth - 1))
             self.head = nn.Conv1d(cat, 1, 1)
         else:
-            self.up = nn.ModuleList(_single(ch[i + 1], ch[i], k, d, dropout) for i in range(depth - 1))
-            self.merge = nn.ModuleList(_block(2 * ch[i], ch[i], k, d, dropout) for i in range(depth - 1))
+            self.up = nn.ModuleList(_single(ch[i + 1], ch[i], k, d, dropout, e) for i in range(depth - 1))
+            self.merge = nn.ModuleList(_block(2 * ch[i], ch[i], k, d, dropout, e) for i in range(depth - 1))
             self.head = nn.Conv1d(ch[0], 1, 1)
 
     @property
@@ -154,10 +172,15 @@ class TransitNet(nn.Module):
         if x.dim() == 2:
             x = x.unsqueeze(1)
         n = x.shape[-1]
-        h = normalise(x.float())
-        if self.bin > 1:
-            h = F.avg_pool1d(h, self.bin)
-        h = SOFT_CLIP * torch.asinh(h / SOFT_CLIP)
+        if self.scaling == "minmax":
+            h = minmax(x.float())
+            if self.bin > 1:
+                h = F.avg_pool1d(h, self.bin)
+        else:
+            h = normalise(x.float())
+            if self.bin > 1:
+                h = F.avg_pool1d(h, self.bin)
+            h = SOFT_CLIP * torch.asinh(h / SOFT_CLIP)
         enc = []
         for i, block in enumerate(self.encoder):
             h = block(h if i == 0 else self._pool(h, 2))

@@ -353,3 +353,113 @@ def write_layout(folder, curves: dict, labels: dict, subdir: str = "astrotool-ex
     with atomic_path(pfile) as tmp:
         feather.write_feather(pa.Table.from_pylist(rows), tmp)
     return out + [pfile]
+
+
+# ------------------------------------------------------------------------------------------- weights
+
+PANOPTICON_CADENCE_S = 60.0
+"""Panopticon's training curves were sampled every minute (its ``STD_DURATION`` comment)."""
+
+_BLOCK = {"conv_entry": "1", "norm_1": "2", "conv_enforce": "4", "norm_2": "5", "norm": "2"}
+"""Panopticon's Block/BlockSingle members -> the index in this package's Sequential blocks."""
+
+
+def _link_name(stage: int, j: int) -> str:
+    """Panopticon_U3P's name of the link from level ``j`` into decoder stage ``stage`` (0 = deepest)."""
+    return "enc1_to_dec_1" if (stage, j) == (0, 1) else f"enc{j}_to_dec{stage + 1}"  # sic: its one typo
+
+
+def rename_u3p(state: dict, depth: int = 5) -> dict:
+    """Panopticon_U3P state-dict keys -> :class:`astrotool_plato.model.TransitNet` (``unet3p``) keys.
+
+    Raises
+    ------
+    KeyError
+        A key that is not one of Panopticon_U3P's.
+    """
+    prefixes = {"conv_enc_i_0": "encoder.0"}
+    prefixes.update({f"conv_enc_{i - 1}_{i}": f"encoder.{i}" for i in range(1, depth)})
+    for s in range(depth - 1):
+        prefixes.update({_link_name(s, j): f"links.{s}.{j}" for j in range(depth)})
+        prefixes[f"dec{s + 1}"] = f"fuse.{s}"
+    out = {}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head == "conv_out":
+            out[f"head.{rest}"] = value
+            continue
+        member, _, param = rest.partition(".")
+        if head not in prefixes or member not in _BLOCK:
+            raise KeyError(key)
+        out[f"{prefixes[head]}.{_BLOCK[member]}.{param}"] = value
+    return out
+
+
+def load_state_dict_file(path) -> dict:
+    """A ``.pt`` holding a plain state dict (names -> tensors), loaded with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Unreadable, not loadable without executing code (a pickled model), or
+        not a mapping of names to tensors.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such weights file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for pickled modules, RuntimeError for other files
+        raise InputError(path, f"not loadable as plain weights with weights_only=True ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200]}); save model.state_dict(), not the model") from None
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        kind = type(obj).__name__ if not isinstance(obj, dict) else \
+            "a dict of " + ", ".join(sorted({type(v).__name__ for v in obj.values()})) if obj else "an empty dict"
+        raise InputError(path, f"not a plain state dict (names -> tensors): it holds {kind}")
+    return obj
+
+
+def convert_weights(path, out_dir, cadence_s: float = PANOPTICON_CADENCE_S, dilation: int = 1) -> dict:
+    """Convert Panopticon's released U-Net 3+ weights into a checkpoint ``detect`` and ``eval`` run.
+
+    The architecture is read from the tensors' shapes (``init_features`` from the
+    first convolution, the kernel size from its width); the model keeps
+    Panopticon's min-max input scaling, max pooling, every sample (no bin) and
+    BatchNorm epsilon 1e-5, so it computes what Panopticon computed (its sigmoid
+    is applied by ``detect``/``eval``).
+
+    Returns
+    -------
+    dict
+        The checkpoint's architecture keyword arguments and path.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Not a plain state dict, or not Panopticon_U3P's keys and shapes.
+    """
+    from astrotool.ml.checkpoint import save_checkpoint
+    from astrotool_plato.model import ARCHITECTURE, make_model
+
+    state = load_state_dict_file(path)
+    first = state.get("conv_enc_i_0.conv_entry.weight")
+    if first is None or first.ndim != 3:
+        raise InputError(path, "not Panopticon_U3P weights (no conv_enc_i_0.conv_entry.weight); only the U-Net 3+ "
+                               "models are converted")
+    width, cin, kernel = (int(v) for v in first.shape)
+    kwargs = {"decoder": "unet3p", "in_channels": cin, "width": width, "depth": 5, "kernel_size": kernel,
+              "dilation": dilation, "dropout": 0.0, "bin": 1, "pool": "max", "scaling": "minmax", "bn_eps": 1e-5}
+    model = make_model(**kwargs)
+    try:
+        model.load_state_dict(rename_u3p(state), strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise InputError(path, f"does not fit Panopticon_U3P (width {width}, kernel {kernel}): "
+                               f"{str(exc).splitlines()[0][:300]}") from None
+    meta = {"architecture": {"name": ARCHITECTURE, "kwargs": kwargs}, "cadence_s": float(cadence_s),
+            "inputs": "relative flux, (n, length) float32, at the model's cadence",
+            "outputs": "logit per sample that the sample is in a planet transit, (n, length)",
+            "training": {"source": f"Panopticon weights {Path(path).name}", "cadence_s": float(cadence_s)}}
+    save_checkpoint(out_dir, model, meta)
+    return {"path": str(out_dir), **kwargs, "parameters": int(sum(v.numel() for v in state.values()))}
