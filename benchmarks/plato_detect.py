@@ -20,6 +20,10 @@ Prints, all measured in this run:
 (c) wotan (biweight) + astropy BLS on the first ``--bls-curves`` hold-out
     curves, scored the same way at its S/N threshold, and the network on the
     same curves;
+(e) with ``--panopticon-weights DIR`` (``model_A.pt``, ``model_B.pt`` of
+    At0micBee/Panopticon, not shipped here): Panopticon's released models,
+    converted by ``plato convert-weights``, on the same hold-out resampled to
+    their 60-s cadence, scored the same way;
 (d) speed per 126,720-sample quarter on this machine: the network (torch,
     batch 1) against wotan + BLS on the same quarter, and their ratio
     (goal >= 100x; Panopticon's released models measured 0.40 s (A) and 0.68 s (B) here).
@@ -110,6 +114,8 @@ def main(argv=None) -> int:
     ap.add_argument("--holdout-backend", choices=("psls", "builtin"), default="psls")
     ap.add_argument("--bls-curves", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--panopticon-weights", type=Path, default=None,
+                    help="folder with Panopticon's model_A.pt and model_B.pt (scored on the same hold-out)")
     ap.add_argument("--keep", type=Path, default=None, help="use/keep this workspace instead of a temp one")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -185,6 +191,29 @@ def main(argv=None) -> int:
     print(f"    BLS at S/N >= {bo['snr_threshold']:.1f} (false alarms on {bo['false_alarm_curve_fraction']:.1%} of "
           f"transit-free curves): recovery {bo['recovery']:.3f}")
 
+    panopticon = {}
+    if a.panopticon_weights:
+        print("(e) Panopticon's released models on the hold-out, resampled to 60 s")
+        run("prepare holdout 60s", "prepare", *hold_files, "--name", "hold60", "--length", 52736, seed=a.seed + 1,
+            sets=["plato.prepare.cadence_s=60"])
+        for m in ("A", "B"):
+            src = a.panopticon_weights / f"model_{m}.pt"
+            if not src.is_file():
+                print(f"    {src}: missing, skipped")
+                continue
+            run(f"convert {m}", "convert-weights", src, "--name", f"panopticon-{m}", overwrite=True)
+            run(f"eval {m}", "eval", "--model", f"panopticon-{m}", "--dataset", "hold60", "--split", "all",
+                "--name", f"hold60_{m}")
+            r = json.loads((ws / "plato" / "reports" / f"hold60_{m}_eval.json").read_text())
+            po = r["operating"]
+            k5 = r["thresholds"].index(0.5)
+            panopticon[m] = {"operating": po, "recovery_0.5": r["recovery"][k5],
+                             "far_curves_0.5": r["false_alarm_curve_fraction"][k5]}
+            print(f"    model {m}: recovery {po['recovery']:.3f} at threshold {po['threshold']:.2f} (false alarms on "
+                  f"{po['false_alarm_curve_fraction']:.1%} of transit-free curves; deeper than 180 ppm "
+                  f"{po['recovery_deeper_than_180ppm']:.3f}); at 0.5: recovery {r['recovery'][k5]:.3f}, false alarms "
+                  f"on {r['false_alarm_curve_fraction'][k5]:.1%}")
+
     print("(d) speed per 126,720-sample quarter (2 CPU threads)")
     sp = _speed(ws / "plato" / "models" / "net")
     print(f"    network {sp['network_s']:.3f} s; wotan + BLS {sp['bls_s']:.2f} s (detrend {sp['bls_detrend_s']:.2f} s, "
@@ -192,7 +221,7 @@ def main(argv=None) -> int:
     out = {"sizes": sizes, "seed": a.seed, "train": fit, "holdout": {k: v for k, v in full.items()
                                                                      if k not in ("pointwise",)},
            "holdout_head": {"network": hop, "bls": b},
-           "speed": sp, "eval_summary": rep, "head_summary": head, "times": run.times}
+           "speed": sp, "panopticon": panopticon, "eval_summary": rep, "head_summary": head, "times": run.times}
     if a.json_out:
         a.json_out.write_text(json.dumps(out, indent=2, default=float))
     print(json.dumps({"recovery": op["recovery"], "far_curves": op["false_alarm_curve_fraction"],

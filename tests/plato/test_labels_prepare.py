@@ -288,3 +288,19 @@ def test_panopticon_layout_round_trip_keeps_curves_and_labels(tmp_path, capsys):
     (tmp_path / "pan" / "config" / "Complete_Parameters.ftr").unlink()
     assert main(["-w", str(b), "plato", "import-panopticon", str(tmp_path / "pan")]) == 2
     assert "Complete_Parameters.ftr: missing" in capsys.readouterr().err
+
+
+def test_resampling_to_a_coarser_cadence_averages_and_keeps_the_transit_times():
+    from astrotool_plato.lightcurves import uniform
+
+    t = np.arange(3456) * 25.0 / 86400
+    f = 1.0 + 1e-3 * np.random.default_rng(3).standard_normal(t.size)
+    f[1000:1288] -= 2e-3                                 # a 2-h box
+    tg, fg = uniform(t, f, 60.0 / 86400)
+    assert np.allclose(np.diff(tg), 60.0 / 86400)
+    # averaging over ~2 samples: the noise drops by about sqrt(2), the box keeps its depth and place
+    assert 0.6e-3 < np.std(fg[:300]) < 0.8e-3
+    inside = (tg > t[1000] + 0.01) & (tg < t[1287] - 0.01)
+    assert np.mean(fg[inside]) == pytest.approx(1.0 - 2e-3, abs=2e-4)
+    tg, fg = uniform(t, f, 10.0 / 86400)                 # finer: interpolated
+    assert np.allclose(fg[::5][:100], f[::2][:100])

@@ -123,6 +123,8 @@ class PrepareConfig(Section):
     name: FileName = Field("quarters", description="data set name: folder plato/prepared/<name>/")
     length: int = Field(0, ge=0, description="samples kept per curve, from its start (Panopticon: 126720); "
                                              "0 = the shortest curve's length, down to a multiple of 256")
+    cadence_s: float = Field(0.0, ge=0, description="resample every curve to this cadence [s] (averaging when "
+                                                     "coarser, e.g. 60 for Panopticon's models); 0 = the curve's own")
     bad_values: Literal["interpolate", "drop"] = Field(
         "interpolate", description="NaN/inf samples: interpolate linearly over them (counted per curve), or "
                                    "drop the curve (--filter-inf)")

@@ -207,11 +207,23 @@ def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) ->
     -------
     time, flux : numpy.ndarray
         The grid, and the flux linearly interpolated on it; grid points farther
-        than one cadence from every sample are NaN (a gap, to be filled).
+        than one cadence from every sample are NaN (a gap, to be filled). On a
+        grid coarser than the samples (ratio ``r >= 1.5``) the flux is first
+        averaged over ``round(r)`` neighbouring samples, so each grid point
+        stands for about one grid step of data rather than one sample.
     """
-    step = float(np.median(np.diff(time))) if cadence is None else float(cadence)
+    native = float(np.median(np.diff(time)))
+    step = native if cadence is None else float(cadence)
     if np.all(np.abs(np.diff(time) - step) < 1e-3 * step):
         return time, flux
+    ratio = step / native
+    if ratio >= 1.5:
+        w = int(round(ratio))
+        good = np.isfinite(flux)
+        kernel = np.ones(w)
+        num = np.convolve(np.where(good, flux, 0.0), kernel, mode="same")
+        den = np.convolve(good.astype(float), kernel, mode="same")
+        flux = np.where(den > 0, num / np.maximum(den, 1), np.nan)
     grid = time[0] + step * np.arange(int(np.floor((time[-1] - time[0]) / step + 1e-9)) + 1)
     good = np.isfinite(flux)
     out = np.interp(grid, time[good], flux[good])

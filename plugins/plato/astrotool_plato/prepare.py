@@ -155,7 +155,7 @@ def prepare_curve(time: np.ndarray, flux: np.ndarray, row: dict, cfg, length: in
     from astrotool_plato.labels import event_windows, mask
     from astrotool_plato.lightcurves import relative_flux, uniform
 
-    time, flux = uniform(time, flux)
+    time, flux = uniform(time, flux, cfg.cadence_s / 86400.0 if cfg.cadence_s else None)
     if time.size < length:
         return f"{time.size} samples, shorter than length {length}"
     time, flux = time[:length], flux[:length]
