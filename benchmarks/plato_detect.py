@@ -3,8 +3,9 @@ with another simulator configuration.
 
 Prints, all measured in this run:
 
-(a) the training run: ``plato simulate`` (10-d curves at 25 s, 300 ppm per
-    cadence, depths 50-900 ppm log-uniform, 2-12 h, planets on half the curves,
+(a) the training run: ``plato simulate`` (built-in: 10-d curves at 25 s, white
+    noise of a V 9-13 star, 20-min gaps every 5 d, a flux step on half the
+    curves, depths 50-900 ppm log-uniform, 2-12 h, planets on half the curves,
     eclipsing and background eclipsing binaries among the others; seed
     ``--seed``), ``prepare --augment`` and ``train`` (U-Net 3+);
 (b) the hold-out: 126,720-sample curves (36.7 d at 25 s) drawn with seed
@@ -54,7 +55,8 @@ from _cli import CliRunner  # noqa: E402
 QUICK = {"train_curves": 48, "holdout_curves": 12, "epochs": 2, "bls_curves": 3, "train_days": 3.0}
 BASELINE = ("wotan biweight (0.75 d) + astropy BoxLeastSquares (periods 0.5 d to the curve length, astropy's "
             "frequency grid, 5 durations)")
-TRAIN_SETS = ["plato.simulate.noise_ppm=300", "plato.simulate.depth_ppm=[50,900]",
+TRAIN_SETS = ["plato.simulate.noise_from_magnitude=true", "plato.simulate.magnitude=[9,13]",
+              "plato.simulate.gaps=true", "plato.simulate.step_fraction=0.5", "plato.simulate.depth_ppm=[50,900]",
               "plato.simulate.duration_hours=[2,12]", "plato.simulate.transit_fraction=0.5"]
 HOLDOUT_SETS = {
     "builtin": TRAIN_SETS + ["plato.simulate.granulation_exponent=4", "plato.simulate.granulation_ppm=80",
@@ -132,13 +134,13 @@ def main(argv=None) -> int:
     print(f"workspace {ws}; sizes {sizes}")
 
     print("(a) training set")
-    run("simulate train", "simulate", "-n", sizes["train_curves"], "--days", sizes["train_days"], "--name", "train",
+    run("simulate train", "simulate", "-n", sizes["train_curves"], "--days", sizes["train_days"], "--name", "mix",
         seed=a.seed, sets=TRAIN_SETS)
     raw = ws / "plato" / "raw"
-    train_files = sorted(str(p) for p in raw.glob("train*_lightcurves.parquet"))
-    run("prepare train", "prepare", *train_files, "--name", "train", "--augment", seed=a.seed,
+    train_files = sorted(str(p) for p in raw.glob("mix*_lightcurves.parquet"))
+    run("prepare train", "prepare", *train_files, "--name", "mix", "--augment", seed=a.seed,
         sets=["plato.prepare.split=[0.9,0.1,0]"])
-    fit = run("train", "train", "--dataset", "train", "--model", "net", "--epochs", sizes["epochs"], *NETWORK,
+    fit = run("train", "train", "--dataset", "mix", "--model", "net", "--epochs", sizes["epochs"], *NETWORK,
               seed=a.seed, sets=[f"plato.train.scheduler_kwargs={{T_max = {sizes['epochs']}}}"])
     print(f"    {fit['parameters']} parameters, {fit['seconds_per_epoch']} s per epoch, best epoch "
           f"{fit['best_epoch']}: val recall {fit['val_recall']:.3f}, {fit['val_false_alarms']:.3f} false alarms "

@@ -355,3 +355,28 @@ def test_psls_backend_injects_events_into_psls_curves_and_prepare_accepts_them(t
     assert main(["-w", str(tmp_path), "--json", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["curves"] == 2 and out["length"] == 18944 and out["kinds"] == {"planet": 2}
+
+
+def test_builtin_gaps_steps_and_magnitude_noise():
+    cfg = quiet_cfg(n_curves=40, duration_days=11.0, transit_fraction=0.0, eb_fraction=0, beb_fraction=0,
+                    granulation_ppm=0.0, gaps=True, step_fraction=0.5, noise_from_magnitude=True,
+                    magnitude=(9.0, 13.0))
+    time, flux, params = sim.simulate_curves(range(cfg.n_curves), SEED, cfg)
+    # two 20-min gaps (days 5 and 10), nothing else missing
+    missing = sim.n_samples(cfg) - time.size
+    assert missing == 2 * 48 and (np.diff(time) > 0.9 * 20 / 1440).sum() == 2
+    steps = [p for p in params if p.step_ppm]
+    assert 10 < len(steps) < 30 and all(100 <= abs(p.step_ppm) <= 1200 for p in steps)
+    for f, p in zip(flux, params):
+        assert p.noise_ppm == pytest.approx(170 * 10 ** (0.25 * (p.magnitude - 9)))
+        d = np.diff(f.astype(np.float64))
+        assert 1.4826 * np.median(np.abs(d)) / np.sqrt(2) * 1e6 == pytest.approx(p.noise_ppm, rel=0.05)
+        if p.step_ppm:   # the step: the mean flux after it differs by its size
+            after = time >= p.step_time
+            if 500 < after.sum() < time.size - 500:
+                jump = (f[after].mean() - f[~after].mean()) * 1e6
+                assert jump == pytest.approx(p.step_ppm, abs=6 * p.noise_ppm / np.sqrt(500))
+    # off by default: the same configuration without them draws the same transits as before
+    a = sim.draw_params(3, SEED, quiet_cfg())
+    b = sim.draw_params(3, SEED, quiet_cfg(gaps=True))
+    assert (a.t0, a.depth) == (b.t0, b.depth) and a.step_ppm == 0 and np.isnan(a.noise_ppm)

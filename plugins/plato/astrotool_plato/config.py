@@ -70,6 +70,15 @@ class SimulateConfig(Section):
     periodic_fraction: float = Field(0.0, ge=0, le=1,
                                      description="fraction of transiting curves that repeat with a period")
     period_days: tuple[float, float] = Field((1.0, 20.0), description="period range of periodic transits [d]")
+    noise_from_magnitude: bool = Field(False, description="builtin: draw each star's V magnitude in `magnitude` "
+                                                          "and take its white noise from PLATO's noise-to-signal "
+                                                          "(170 ppm per 25 s at V = 9, x 10^(0.25 (V - 9))) "
+                                                          "instead of noise_ppm")
+    gaps: bool = Field(False, description="builtin: PLATO's periodic gaps, 20 min every 5 d (samples removed)")
+    step_fraction: float = Field(0.0, ge=0, le=1, description="builtin: fraction of curves with a flux step (an "
+                                                              "aperture-mask update) at a random time")
+    step_ppm: tuple[float, float] = Field((100.0, 1200.0), description="builtin: size range of those steps [ppm], "
+                                                                       "log-uniform, either sign")
     eb_fraction: float = Field(0.2, ge=0, le=1, description="fraction of the transit-free curves with an "
                                                             "eclipsing binary (a negative example)")
     beb_fraction: float = Field(0.3, ge=0, le=1, description="fraction of the transit-free curves with a background "
@@ -87,7 +96,8 @@ class SimulateConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> "SimulateConfig":
         for key in ("rotation_period_days", "rotation_amplitude_ppm", "depth_ppm", "duration_hours", "period_days",
-                    "eb_depth_ppm", "beb_depth_ppm", "eclipse_secondary_ratio", "eclipse_period_days", "magnitude"):
+                    "eb_depth_ppm", "beb_depth_ppm", "eclipse_secondary_ratio", "eclipse_period_days", "magnitude",
+                    "step_ppm"):
             check_ordered(key, getattr(self, key))
         if self.eb_fraction + self.beb_fraction > 1:
             raise ValueError(f"eb_fraction + beb_fraction = {self.eb_fraction + self.beb_fraction:g}: they share "

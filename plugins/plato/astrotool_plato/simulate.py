@@ -96,6 +96,12 @@ class CurveParams:
         Depths of the primary and the secondary eclipse as seen in the curve [ppm].
     eclipse_flat : float
         Flat-bottom fraction of the eclipses, ``T23 / T14``.
+    magnitude : float
+        V magnitude when the noise follows it; NaN otherwise.
+    noise_ppm : float
+        White noise per cadence [ppm]; NaN: the configuration's ``noise_ppm``.
+    step_time, step_ppm : float
+        Time [d] and size [ppm] of a flux step (an aperture-mask update); NaN and 0 when none.
     """
 
     index: int
@@ -121,6 +127,10 @@ class CurveParams:
     eclipse_depth: float = math.nan
     eclipse_secondary: float = math.nan
     eclipse_flat: float = 0.0
+    magnitude: float = math.nan
+    noise_ppm: float = math.nan
+    step_time: float = math.nan
+    step_ppm: float = 0.0
 
 
 SEEDING = "derive_seed(seed, index, 'params' | 'noise')"
@@ -147,9 +157,24 @@ def n_samples(cfg: SimulateConfig) -> int:
     return int(round(cfg.duration_days * SECONDS_PER_DAY / cfg.cadence_s))
 
 
+GAP_EVERY_DAYS, GAP_MINUTES = 5.0, 20.0
+"""PLATO's periodic interruptions (as in PSLS): 20 min every 5 d."""
+
+
 def time_grid(cfg: SimulateConfig) -> np.ndarray:
-    """Sample times [d] from the start of the observation, ``0, cadence, 2 cadence, ...``."""
-    return np.arange(n_samples(cfg), dtype=np.float64) * (cfg.cadence_s / SECONDS_PER_DAY)
+    """Sample times [d] from the start of the observation, ``0, cadence, 2 cadence, ...``; with ``gaps``,
+    without the samples of a 20-min interruption every 5 d."""
+    t = np.arange(n_samples(cfg), dtype=np.float64) * (cfg.cadence_s / SECONDS_PER_DAY)
+    if cfg.gaps:
+        phase = np.mod(t, GAP_EVERY_DAYS)
+        t = t[~((t >= GAP_EVERY_DAYS - 1e-9) & (phase < GAP_MINUTES / 1440.0 - 1e-9))]
+    return t
+
+
+def noise_for_magnitude(v: float, cadence_s: float) -> float:
+    """White noise per cadence [ppm] of a PLATO star of V magnitude ``v``: 170 ppm per 25 s at V = 9,
+    times 10^(0.25 (V - 9)) (PSLS's simulated curves: about 170-1740 ppm for V 9-13)."""
+    return 170.0 * 10.0 ** (0.25 * (v - 9.0)) * math.sqrt(25.0 / cadence_s)
 
 
 def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -437,6 +462,16 @@ def draw_params(index: int, seed: int, cfg: SimulateConfig) -> CurveParams:
             par.eclipse_period = max(_loguniform(rng, *cfg.eclipse_period_days), 3.0 * par.eclipse_duration / 24.0)
             par.eclipse_t0 = float(rng.uniform(0.0, min(length, par.eclipse_period)))
             par.eclipse_flat = float(rng.uniform(0.0, 0.5))
+    # later additions draw last, and only when asked: older configurations keep their curves
+    if cfg.noise_from_magnitude:
+        par.magnitude = float(rng.uniform(*cfg.magnitude))
+        par.noise_ppm = noise_for_magnitude(par.magnitude, cfg.cadence_s)
+        if par.has_transit:
+            points = par.duration * 3600.0 / cfg.cadence_s * par.n_transits
+            par.snr = float(par.depth / par.noise_ppm * math.sqrt(points))
+    if cfg.step_fraction > 0 and rng.random() < cfg.step_fraction:
+        par.step_time = float(rng.uniform(0.0, length))
+        par.step_ppm = float(rng.choice([-1.0, 1.0]) * _loguniform(rng, *cfg.step_ppm))
     return par
 
 
@@ -478,8 +513,11 @@ def simulate_curve(params: CurveParams, seed: int, cfg: SimulateConfig, time: np
     if params.eclipse:
         deficit = deficit + eclipse_deficit(time, params.eclipse_t0, params.eclipse_duration, params.eclipse_depth,
                                             params.eclipse_secondary, params.eclipse_period, params.eclipse_flat)
-    white = rng.standard_normal(time.size) * (cfg.noise_ppm * 1e-6)
+    noise = params.noise_ppm if math.isfinite(params.noise_ppm) else cfg.noise_ppm
+    white = rng.standard_normal(time.size) * (noise * 1e-6)
     flux = (1.0 + variability) * (1.0 - deficit) + white
+    if params.step_ppm:
+        flux = flux * np.where(time >= params.step_time, 1.0 + params.step_ppm * 1e-6, 1.0)
     return flux, deficit
 
 
@@ -534,7 +572,7 @@ def content_hash(seed: int, cfg: SimulateConfig) -> str:
 
         settings["psls_version"] = _version()
     else:  # the PSLS keys do not change a built-in curve
-        for key in ("magnitude", "psls_systematics", "psls_gaps"):
+        for key in ("psls_systematics", "psls_gaps") + (() if cfg.noise_from_magnitude else ("magnitude",)):
             settings.pop(key)
     blob = json.dumps(settings, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -598,7 +636,8 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
     def rows():
         for row, par in enumerate(params):
             f = np.asarray(flux[row])
-            err = cfg.noise_ppm * 1e-6 if cfg.backend == "builtin" else _sigma(f)
+            noise = par.noise_ppm if math.isfinite(par.noise_ppm) else cfg.noise_ppm
+            err = noise * 1e-6 if cfg.backend == "builtin" else _sigma(f)
             yield par.id, (time if shared else time[row]), f, err
 
     facts = _facts(seed, cfg, {"ids": [p.id for p in params], "snr": [p.snr for p in params]})
@@ -658,6 +697,9 @@ LABEL_FIELDS = [
     ("eclipse_duration", "float64", "h", "total duration of each eclipse"),
     ("eclipse_depth", "float64", "1e-06", "primary eclipse depth [ppm]"),
     ("eclipse_secondary", "float64", "1e-06", "secondary eclipse depth [ppm]"),
+    ("noise_ppm", "float64", "1e-06", "white noise per cadence [ppm]; NaN: the simulation's noise_ppm"),
+    ("step_time", "float64", "d", "time of a flux step (aperture-mask update); NaN if none"),
+    ("step_ppm", "float64", "1e-06", "size of that step [ppm]; 0 if none"),
     ("file", "string", "", "light-curve file holding the curve"),
 ]
 
