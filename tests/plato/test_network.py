@@ -357,3 +357,16 @@ def _panopticon_keys(f):
             keys += [f"{name}.conv_entry.weight", *(f"{name}.norm.{p}" for p in bn)]
         keys += [f"dec{stage + 1}.conv_entry.weight", *(f"dec{stage + 1}.norm.{p}" for p in bn)]
     return keys + ["conv_out.weight", "conv_out.bias"]
+
+
+def test_eval_bins_recovery_by_depth_snr_duration_and_period(trained, capsys):
+    capsys.readouterr()
+    assert main(["-w", str(trained), "--json", "plato", "eval", "--split", "all", "--name", "bins"]) == 0
+    op = json.loads(capsys.readouterr().out)["operating"]
+    n = sum(r["transits"] for r in op["by_depth"])
+    for key in ("by_snr", "by_duration"):
+        assert sum(r["transits"] for r in op[key]) == n
+    assert op["single_transits"]["transits"] + sum(r["transits"] for r in op["by_period"]) == n
+    assert op["single_transits"]["transits"] == n               # the fixture's transits are single
+    rows = (trained / "plato/reports/bins_transits.csv").read_text().splitlines()
+    assert rows[0].split(",")[6] == "period" and len(rows) == n + 1

@@ -222,7 +222,7 @@ def eval_(
     Transits recovered, false alarms per curve and per day, the fraction of
     transit-free curves with a false alarm, Panopticon's FP/(TP+FP); the
     operating threshold (false alarms on at most 1 % of transit-free curves)
-    with recovery against depth and S/N. Writes plato/reports/<name>_eval.json,
+    with recovery against depth, S/N, duration and period. Writes plato/reports/<name>_eval.json,
     _transits.csv (one row per transit) and _eval.png; --json prints the report.
     """
     from astrotool.context import current

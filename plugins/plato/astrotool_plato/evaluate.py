@@ -12,7 +12,8 @@ For every threshold of the grid:
 
 The *operating threshold* is the lowest threshold whose false-alarm fraction of
 transit-free curves is at most ``far_target`` (1 %: Panopticon's "90 % at 1 %
-FAR"), the recovery is also given against depth and S/N there, and the best
+FAR"), the recovery is also given against depth, S/N, duration and period
+(single transits apart) there, and the best
 point-wise IoU threshold is reported beside it.
 """
 
@@ -29,6 +30,10 @@ DEPTH_BINS = (0.0, 100.0, 180.0, 300.0, 500.0, 900.0, 2000.0, math.inf)
 """Depth bins of the recovery table [ppm] (Panopticon: everything deeper than 180 ppm recovered)."""
 SNR_BINS = (0.0, 5.0, 7.1, 10.0, 15.0, 25.0, 50.0, math.inf)
 """S/N bins of the recovery table."""
+DURATION_BINS = (0.0, 2.0, 4.0, 8.0, 12.0, math.inf)
+"""Duration bins [h]."""
+PERIOD_BINS = (0.0, 5.0, 15.0, math.inf)
+"""Period bins [d] of periodic transits (single transits are counted apart, ``period`` NaN)."""
 FAR_TARGET = 0.01
 """The false-alarm fraction of transit-free curves the operating threshold keeps under."""
 
@@ -143,6 +148,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                 per_transit.append({"id": str(meta["id"][i]), "twin": bool(meta["twin"][i]),
                                     "depth": float(meta["depth"][i]), "snr": float(meta["snr"][i]),
                                     "duration": float(meta["duration"][i]), "kind": str(meta["kind"][i]),
+                                    "period": float(meta["period"][i]),
                                     "start": int(a), "stop": int(b)})
             row += 1
 
@@ -161,6 +167,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         r["recovered"] = bool(h[k_op])
     depth = np.array([r["depth"] for r in per_transit])
     snr = np.array([r["snr"] for r in per_transit])
+    period = np.array([r["period"] for r in per_transit])
     op_hit = hit[:, k_op] if n_true else np.zeros(0, bool)
 
     def frac(a, b):
@@ -185,7 +192,12 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                       "false_alarm_curve_fraction": float(curve_far[k_op]),
                       "false_alarms_per_day": float(fa_total[k_op] / days),
                       "recovery_deeper_than_180ppm": frac(op_hit[depth > 180].sum(), (depth > 180).sum()),
-                      "by_depth": _binned(depth, op_hit, DEPTH_BINS), "by_snr": _binned(snr, op_hit, SNR_BINS)},
+                      "by_depth": _binned(depth, op_hit, DEPTH_BINS), "by_snr": _binned(snr, op_hit, SNR_BINS),
+                      "by_duration": _binned(np.array([r["duration"] for r in per_transit]), op_hit, DURATION_BINS),
+                      "single_transits": {"transits": int(np.isnan(period).sum()),
+                                          "recovered": int(op_hit[np.isnan(period)].sum()),
+                                          "recovery": frac(op_hit[np.isnan(period)].sum(), np.isnan(period).sum())},
+                      "by_period": _binned(period, op_hit, PERIOD_BINS)},
         "inference": pred.summary(),
     }
     return report, per_transit
@@ -247,7 +259,7 @@ def eval_command(ctx, cfg, runtime) -> dict:
              "png": out / f"{stem}_eval.png"}
     write_json_atomic(paths["json"], report)
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "duration", "start", "stop",
+        w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "duration", "period", "start", "stop",
                                            "recovered"])
         w.writeheader()
         w.writerows(transits)
