@@ -226,8 +226,8 @@ def test_panopticon_toml_imports_line_for_line_and_bad_names_are_refused(tmp_pat
     assert [f(s) for s in (0, 9, 10, 25)] == pytest.approx([1.0, 1.0, 0.9, 0.81])
     for bad, msg in (('name = "Adam"', "optimizer.name: unknown optimizer 'Adamm'"),
                      ('name = "ExponentialLR"', "scheduler.name: unknown or unsupported scheduler 'ReduceLROnPlateau'"),
-                     ('name = "Panopticon_U3P"', "model.name: 'Panopticon_UPP' has no counterpart")):
-        repl = {"Adam": "Adamm", "ExponentialLR": "ReduceLROnPlateau", "Panopticon_U3P": "Panopticon_UPP"}
+                     ('name = "Panopticon_U3P"', "model.name: 'Panopticon_UNet' has no counterpart")):
+        repl = {"Adam": "Adamm", "ExponentialLR": "ReduceLROnPlateau", "Panopticon_U3P": "Panopticon_UNet"}
         word = bad.split('"')[1]
         src.write_text(PANOPTICON.replace(bad, bad.replace(word, repl[word])))
         capsys.readouterr()

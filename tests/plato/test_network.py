@@ -45,7 +45,7 @@ def test_limb_darkened_transit_matches_batman_within_three_percent_of_the_depth(
         assert ref.max() == pytest.approx(ours.max(), rel=2e-3) == depth * 1e-6
 
 
-@pytest.mark.parametrize("decoder", ["unet3p", "unet"])
+@pytest.mark.parametrize("decoder", ["unet3p", "unet", "unetpp"])
 def test_network_keeps_the_length_and_ignores_the_flux_scale(decoder):
     torch.manual_seed(0)
     net = TransitNet(decoder=decoder, width=4, depth=4, bin=4).eval()

@@ -169,7 +169,7 @@ def prepare(
 def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="prepared data set name or folder"),
     model: Optional[str] = typer.Option(None, "--model", help="model name (plato/models/<model>)"),
-    decoder: Optional[str] = typer.Option(None, "--decoder", help="unet3p (U-Net 3+, Panopticon's) | unet"),
+    decoder: Optional[str] = typer.Option(None, "--decoder", help="unet3p (U-Net 3+, Panopticon's) | unet | unetpp"),
     width: Optional[int] = typer.Option(None, "--width", help="channels of the first level"),
     depth: Optional[int] = typer.Option(None, "--depth", help="levels"),
     kernel_size: Optional[int] = typer.Option(None, "--kernel-size", help="odd convolution kernel [bins]"),

@@ -166,7 +166,8 @@ class TrainConfig(Section):
 
     dataset: str = Field("quarters", description="prepared data set name or folder")
     model: FileNameOrEmpty = Field("", description="model name: plato/models/<model>/ (default: <dataset>_<decoder>)")
-    decoder: Literal["unet3p", "unet"] = Field("unet3p", description="U-Net 3+ (Panopticon's) or U-Net")
+    decoder: Literal["unet3p", "unet", "unetpp"] = Field("unet3p", description="U-Net 3+ (Panopticon's), U-Net "
+                                                                             "or U-Net++")
     width: int = Field(8, ge=1, description="channels of the first level (Panopticon A: 4, B and C: 8)")
     depth: int = Field(5, ge=2, le=8, description="levels (Panopticon: 5)")
     kernel_size: int = Field(9, ge=1, description="odd convolution kernel [bins]")

@@ -6,7 +6,10 @@
   every decoder level sees all encoder levels above it (max-pooled down) and
   all decoder levels below it (upsampled), each mapped to ``width`` channels,
   concatenated and fused;
-* ``unet`` -- the classic U-Net: upsample, concatenate the skip, two convolutions.
+* ``unet`` -- the classic U-Net: upsample, concatenate the skip, two convolutions;
+* ``unetpp`` -- U-Net++ (Zhou et al. 2018): nested skip pathways, node
+  ``(i, j)`` a block over every node left of it on level ``i`` and the
+  upsampled node ``(i + 1, j - 1)``; the output comes from node ``(0, depth - 1)``.
 
 Every convolution block is Dropout1d -> Conv1d (reflect padding, no bias) ->
 BatchNorm -> ReLU, as in Panopticon. The network's own first steps make it
@@ -42,7 +45,7 @@ __docformat__ = "numpy"
 ARCHITECTURE = "plato_transit_net"
 """The name checkpoints record (:func:`astrotool.ml.checkpoint.build_model`)."""
 
-DECODERS = ("unet3p", "unet")
+DECODERS = ("unet3p", "unet", "unetpp")
 
 BN_EPS = 1e-3
 """BatchNorm's epsilon. torch's 1e-5 lets a channel that a batch leaves constant amplify gradients by
@@ -158,6 +161,10 @@ class TransitNet(nn.Module):
                 for lvl in range(depth - 2, -1, -1))
             self.fuse = nn.ModuleList(_single(cat, cat, k, d, dropout, e) for _ in range(depth - 1))
             self.head = nn.Conv1d(cat, 1, 1)
+        elif decoder == "unetpp":
+            self.nodes = nn.ModuleDict({f"{i}_{j}": _block(ch[i] * j + ch[i + 1], ch[i], k, d, dropout, e)
+                                        for j in range(1, depth) for i in range(depth - j)})
+            self.head = nn.Conv1d(ch[0], 1, 1)
         else:
             self.up = nn.ModuleList(_single(ch[i + 1], ch[i], k, d, dropout, e) for i in range(depth - 1))
             self.merge = nn.ModuleList(_block(2 * ch[i], ch[i], k, d, dropout, e) for i in range(depth - 1))
@@ -199,6 +206,14 @@ class TransitNet(nn.Module):
                     parts.append(link(src))
                 dec[lvl] = self.fuse[s](torch.cat(parts, dim=1))
             h = dec[0]
+        elif self.decoder == "unetpp":
+            node = {(i, 0): enc[i] for i in range(self.depth)}
+            for j in range(1, self.depth):
+                for i in range(self.depth - j):
+                    up = F.interpolate(node[(i + 1, j - 1)], size=enc[i].shape[-1], mode="linear",
+                                       align_corners=False)
+                    node[(i, j)] = self.nodes[f"{i}_{j}"](torch.cat([node[(i, m)] for m in range(j)] + [up], dim=1))
+            h = node[(0, self.depth - 1)]
         else:
             for i in range(self.depth - 2, -1, -1):
                 up = self.up[i](F.interpolate(h, size=enc[i].shape[-1], mode="linear", align_corners=False))

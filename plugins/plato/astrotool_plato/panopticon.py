@@ -17,7 +17,7 @@ Panopticon                     astrotool
 ``[dataloader.train] batch_size``  ``[plato.train] batch_size``
 ``[optimizer] name, kwargs``   ``optimizer``, ``lr``, ``weight_decay``, ``optimizer_kwargs``
 ``[scheduler] name, use, kwargs``  ``scheduler``, ``scheduler_kwargs``
-``[model] name``               ``decoder``: U3P -> ``unet3p``, U -> ``unet``
+``[model] name``               ``decoder``: U3P -> ``unet3p``, U -> ``unet``, UPP -> ``unetpp``
 ``[model] loss``               ``loss``: BCELoss/BCEWithLogitsLoss -> ``bce``, Dice -> ``dice``
 ``[model.general]``            ``width`` (init_features), ``dropout`` (drop_rate)
 ``[model.convolution]``        ``kernel_size``, ``dilation`` (padding is "same", reflect)
@@ -41,7 +41,7 @@ from astrotool.errors import InputError
 
 __docformat__ = "numpy"
 
-DECODERS = {"Panopticon_U3P": "unet3p", "Panopticon_U": "unet"}
+DECODERS = {"Panopticon_U3P": "unet3p", "Panopticon_U": "unet", "Panopticon_UPP": "unetpp"}
 LOSSES = {"BCELoss": "bce", "BCEWithLogitsLoss": "bce", "DiceLoss": "dice", "Dice": "dice"}
 
 
@@ -127,8 +127,7 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
     model = pan.get("model", {})
     if "name" in model:
         if model["name"] not in DECODERS:
-            bad("model.name", f"{model['name']!r} has no counterpart (expected one of {', '.join(DECODERS)}; "
-                              "U-Net++ is not built yet)")
+            bad("model.name", f"{model['name']!r} has no counterpart (expected one of {', '.join(DECODERS)})")
         out["plato.train"]["decoder"] = (DECODERS[model["name"]], "[model] name")
     if "loss" in model:
         if model["loss"] not in LOSSES:
