@@ -370,3 +370,20 @@ def test_eval_bins_recovery_by_depth_snr_duration_and_period(trained, capsys):
     assert op["single_transits"]["transits"] == n               # the fixture's transits are single
     rows = (trained / "plato/reports/bins_transits.csv").read_text().splitlines()
     assert rows[0].split(",")[6] == "period" and len(rows) == n + 1
+
+
+def test_detect_batches_curves_and_names_one_too_short(trained, tmp_path, capsys):
+    from astrotool_plato.detect import search_curves
+    from astrotool_plato.evaluate import load_model
+    from astrotool.context import Context
+    from astrotool.errors import InputError
+
+    time, flux, params = _fresh_curves(4)
+    _, ckpt, model = load_model(Context.create(trained), "quarters_unet3p", "")
+    curves = {p.id: (time, f.astype(np.float64)) for f, p in zip(flux, params)}
+    together = search_curves(curves, model, 25.0, 0.5, 1.0, 0.25, batch_size=4)
+    for cid, c in curves.items():     # batched or alone: the same probabilities
+        alone = search_curves({cid: c}, model, 25.0, 0.5, 1.0, 0.25, batch_size=1)[cid]
+        np.testing.assert_allclose(together[cid]["probability"], alone["probability"], atol=1e-5)
+    with pytest.raises(InputError, match="short: .*too short for this model"):
+        search_curves({"short": (time[:40], flux[0][:40].astype(np.float64))}, model, 25.0, 0.5, 1.0, 0.25)

@@ -97,10 +97,17 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     -------
     dict
         ``{id: {"events": [row, ...], "probability": array, "time": array, "flux": array, "filled": int,
-        "seconds": float}}``: the probability, time [d] and relative flux on the model's uniform grid.
+        "seconds": float}}``: the probability, time [d] and relative flux on the model's uniform grid, and
+        the curve's share of its batch's forward time [s].
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        A curve shorter than the network's granularity.
     """
     import torch
 
+    from astrotool.errors import InputError
     from astrotool.ml.predict import predict
 
     from astrotool_plato.events import describe, find_events
@@ -110,16 +117,28 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     step = cadence_s / 86400.0
     merge = int(round(merge_gap_hours * 3600.0 / cadence_s))
     min_len = max(1, int(round(min_duration_hours * 3600.0 / cadence_s)))
-    out = {}
+    grid = {}
     for cid, (time, flux) in curves.items():
         t, f = uniform(time, flux, step)
         x, filled = relative_flux(f)
-        xp, n = pad_to(x.astype(np.float32), model.granularity)
-        pred = predict(model, torch.from_numpy(xp[None]), batch_size=batch_size, device=device)
-        prob = 1.0 / (1.0 + np.exp(-np.asarray(pred.outputs, np.float64)[0, :n]))
-        ev = find_events(prob, threshold, merge, min_len)
-        out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
-                    "flux": x, "filled": filled, "seconds": pred.seconds}
+        try:
+            grid[cid] = (t, x, filled, *pad_to(x.astype(np.float32), model.granularity))
+        except ValueError as exc:
+            raise InputError(cid, f"{exc} at {cadence_s:g} s") from None
+    by_length: dict[int, list] = {}   # curves of one padded length run in batches of batch_size
+    for cid, (_, _, _, xp, _) in grid.items():
+        by_length.setdefault(xp.size, []).append(cid)
+    out = {}
+    for ids in by_length.values():
+        pred = predict(model, torch.from_numpy(np.stack([grid[c][3] for c in ids])), batch_size=batch_size,
+                       device=device)
+        logits = np.asarray(pred.outputs, np.float64)
+        for row, cid in enumerate(ids):
+            t, x, filled, _, n = grid[cid]
+            prob = 1.0 / (1.0 + np.exp(-logits[row, :n]))
+            ev = find_events(prob, threshold, merge, min_len)
+            out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
+                        "flux": x, "filled": filled, "seconds": pred.seconds / len(ids)}
     return out
 
 

@@ -26,7 +26,6 @@ __docformat__ = "numpy"
 
 TIME_COLUMNS = ("time", "TIME", "t", "BJD", "BTJD")
 FLUX_COLUMNS = ("flux", "PDCSAP_FLUX", "SAP_FLUX", "FLUX", "coadd")
-SUFFIXES = (".parquet", ".ftr", ".feather", ".csv", ".fits", ".fit", ".fits.gz")
 
 
 def write_curves(path, rows, facts: dict, command: str, seed: int | None = None) -> Path:
