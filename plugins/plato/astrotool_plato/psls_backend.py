@@ -94,11 +94,14 @@ def data_dir(configured: str = "") -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         with tarfile.open(sdists[0]) as tar:
             top = tar.getnames()[0].split("/")[0]
-            members = [m for m in tar.getmembers() if m.isfile() and
+            members = [m for m in tar.getmembers() if m.isfile() and ".." not in m.name.split("/") and
                        any(m.name == f"{top}/{f}" or m.name.startswith(f"{top}/{f}/") for f in DATA_FILES)]
             for m in members:
                 m.name = m.name[len(top) + 1:]
-            tar.extractall(staging, members=members, filter="data")
+            # members were chosen by name above (regular files under the three data folders); the "data"
+            # filter (Python >= 3.11.4) also refuses links and absolute paths where it exists
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(staging, members=members, **safe)
         shutil.rmtree(cache, ignore_errors=True)
         staging.rename(cache)
     return cache
