@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from astrotool.cli import main
+from astrotool.errors import InputError
 from astrotool_plato import labels as lab
 from astrotool_plato import simulate as sim
 from astrotool_plato.config import PrepareConfig, SimulateConfig
@@ -284,10 +285,39 @@ def test_panopticon_layout_round_trip_keeps_curves_and_labels(tmp_path, capsys):
     from astrotool_plato.panopticon import read_layout
 
     curves, labels = read_layout(tmp_path / "pan")
-    assert curves["sim00000_Q2"][0][0] == pytest.approx(88.5) and curves["sim00000_Q2"][1][0] == 2.0
+    assert curves["sim00000_Q2"][0][0] == pytest.approx(88.5) and curves["sim00000_Q2"][1][:, 0].tolist() == [1, 2]
+    assert main(["-w", str(b), "plato", "import-panopticon", str(tmp_path / "pan"), "--name", "mixed"]) == 2
+    assert "quarter files with 1 and 2 flux columns" in capsys.readouterr().err
     (tmp_path / "pan" / "config" / "Complete_Parameters.ftr").unlink()
     assert main(["-w", str(b), "plato", "import-panopticon", str(tmp_path / "pan")]) == 2
     assert "Complete_Parameters.ftr: missing" in capsys.readouterr().err
+
+
+def test_panopticon_layout_keeps_the_camera_groups(tmp_path, capsys):
+    import pyarrow.feather as feather
+
+    from astrotool_plato.lightcurves import read_curves
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _simulate(a, n=3, extra=["--set", "plato.simulate.camera_groups=4"])
+    assert main(["-w", str(a), "-q", "plato", "export-panopticon", str(tmp_path / "pan")]) == 0
+    q = sorted((tmp_path / "pan" / "astrotool-export").glob("sim*_Q1.ftr"))
+    assert feather.read_table(q[0]).column_names == ["time", "cam1", "cam2", "cam3", "cam4", "coadd"]
+    assert main(["-w", str(b), "-q", "plato", "import-panopticon", str(tmp_path / "pan")]) == 0
+    orig = read_curves(next((a / "plato/raw").glob("*_lightcurves.parquet")), channels="groups")
+    back = read_curves(next((b / "plato/raw").glob("*_lightcurves.parquet")), channels="groups")
+    for k, (t, f) in enumerate(orig.values()):
+        assert f.shape == back[f"sim{k:05d}_Q1"][1].shape == (5, t.size)
+        np.testing.assert_allclose(back[f"sim{k:05d}_Q1"][1], f / np.median(f, axis=-1, keepdims=True), rtol=1e-6)
+    # a Feather file read for a groups model: the columns between time and the last
+    one = read_curves(q[0], time_unit="s", channels="groups")["sim00000_Q1"][1]
+    np.testing.assert_allclose(one, next(iter(orig.values()))[1], rtol=1e-6)
+    csv = tmp_path / "one.csv"
+    csv.write_text("time,flux,flux_g1\n0,1,1\n1,1,1\n")
+    assert read_curves(csv, channels="groups")["one"][1].shape == (2, 2)
+    csv.write_text("time,flux\n0,1\n1,1\n")
+    with pytest.raises(InputError, match="one.csv.*no camera-group columns"):
+        read_curves(csv, channels="groups")
 
 
 def test_resampling_to_a_coarser_cadence_averages_and_keeps_the_transit_times():

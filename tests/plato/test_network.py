@@ -359,17 +359,19 @@ def _panopticon_keys(f):
     return keys + ["conv_out.weight", "conv_out.bias"]
 
 
-def test_eval_bins_recovery_by_depth_snr_duration_and_period(trained, capsys):
+def test_eval_bins_recovery_by_depth_snr_duration_period_and_radius(trained, capsys):
     capsys.readouterr()
     assert main(["-w", str(trained), "--json", "plato", "eval", "--split", "all", "--name", "bins"]) == 0
     op = json.loads(capsys.readouterr().out)["operating"]
     n = sum(r["transits"] for r in op["by_depth"])
-    for key in ("by_snr", "by_duration"):
+    for key in ("by_snr", "by_duration", "by_radius"):
         assert sum(r["transits"] for r in op[key]) == n
+    # 2000-5000 ppm around 0.7-1.8 R_sun stars: 3.4-13.9 R_earth, so nothing below 2 R_earth
+    assert min(r["low"] for r in op["by_radius"]) == 2.0 and len(op["by_radius"]) >= 2
     assert op["single_transits"]["transits"] + sum(r["transits"] for r in op["by_period"]) == n
     assert op["single_transits"]["transits"] == n               # the fixture's transits are single
     rows = (trained / "plato/reports/bins_transits.csv").read_text().splitlines()
-    assert rows[0].split(",")[6] == "period" and len(rows) == n + 1
+    assert rows[0].split(",")[6:8] == ["period", "radius"] and len(rows) == n + 1
 
 
 def test_detect_batches_curves_and_names_one_too_short(trained, tmp_path, capsys):
@@ -387,3 +389,47 @@ def test_detect_batches_curves_and_names_one_too_short(trained, tmp_path, capsys
         np.testing.assert_allclose(together[cid]["probability"], alone["probability"], atol=1e-5)
     with pytest.raises(InputError, match="short: .*too short for this model"):
         search_curves({"short": (time[:40], flux[0][:40].astype(np.float64))}, model, 25.0, 0.5, 1.0, 0.25)
+
+
+def test_camera_group_channels_train_detect_and_refuse_a_co_added_set(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from astrotool_plato.prepare import PreparedDataset
+
+    base = ["-w", str(tmp_path), "-q", "--seed", "4", "plato"]
+    groups = ["--set", "plato.simulate.camera_groups=4", "--set", "plato.simulate.step_fraction=0.3"]
+    assert main([*base, "simulate", "-n", "40", "--days", "1", *EASY, *groups]) == 0
+    assert main([*base, "prepare", "--augment", "--channels", "groups"]) == 0
+    ds = PreparedDataset(tmp_path / "plato/prepared/quarters")
+    assert ds.in_channels == 5 and ds.arrays["flux"][0] == (5, ds.length)
+    b = ds.read(np.arange(2), ["flux"])["flux"]
+    # each channel is relative to its own median: the co-added one is the groups' mean up to an offset
+    mean = b[:, :4].mean(axis=1)
+    np.testing.assert_allclose(b[:, 4] - b[:, 4].mean(-1, keepdims=True), mean - mean.mean(-1, keepdims=True),
+                               atol=2e-5)
+    assert main([*base, "train", "--epochs", "8", *SMALL, "--model", "groups"]) == 0
+    # fresh curves in Panopticon's Feather layout: time [s], one column per group, the co-added flux last
+    cfg = SimulateConfig(n_curves=6, duration_days=1.0, duration_hours=(1.5, 3.0), depth_ppm=(2000.0, 5000.0),
+                         noise_ppm=300.0, transit_fraction=0.6, camera_groups=4)
+    time, flux, params = sim.simulate_curves(range(6), 9001, cfg)
+    files = []
+    for f, p in zip(flux, params):
+        cols = {"time": time * 86400.0, **{f"cam{g}": f[g].astype(np.float64) for g in range(4)}, "coadd": f[4]}
+        feather.write_feather(pa.table(cols), tmp_path / f"{p.id}.ftr")
+        files.append(str(tmp_path / f"{p.id}.ftr"))
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "--json", "plato", "detect", *files, "--time-unit", "s", "--model",
+                 "groups"]) == 0
+    events = json.loads(capsys.readouterr().out)["events"]
+    found = sum(any(e["id"] == p.id and abs(e["t_mid"] - p.t0) < 0.25 * p.duration / 24.0 for e in events)
+                for p in params if p.has_transit)
+    assert found >= sum(p.has_transit for p in params) - 1
+    # a file without group columns, and a co-added set, are refused by name
+    csv = tmp_path / "coadd.csv"
+    np.savetxt(csv, np.c_[time, flux[0, 4]], delimiter=",", header="time,flux", comments="")
+    assert main(["-w", str(tmp_path), "plato", "detect", str(csv), "--model", "groups"]) == 2
+    assert "coadd.csv" in (err := capsys.readouterr().err) and "no camera-group columns" in err
+    assert main([*base, "prepare", "--name", "single"]) == 0
+    assert main(["-w", str(tmp_path), "plato", "eval", "--model", "groups", "--dataset", "single"]) == 2
+    assert "curves of 1 flux channel(s) (coadd); the model reads 5" in capsys.readouterr().err

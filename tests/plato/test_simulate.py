@@ -380,3 +380,52 @@ def test_builtin_gaps_steps_and_magnitude_noise():
     a = sim.draw_params(3, SEED, quiet_cfg())
     b = sim.draw_params(3, SEED, quiet_cfg(gaps=True))
     assert (a.t0, a.depth) == (b.t0, b.depth) and a.step_ppm == 0 and np.isnan(a.noise_ppm)
+
+
+def test_camera_groups_share_the_star_and_differ_in_noise_and_steps():
+    cfg = quiet_cfg(n_curves=12, duration_days=4.0, camera_groups=4, step_fraction=0.4, noise_ppm=300.0,
+                    transit_fraction=1.0, depth_ppm=(600.0, 900.0), granulation_ppm=0.0, rotation_fraction=0.0)
+    time, flux, params = sim.simulate_curves(range(cfg.n_curves), SEED, cfg)
+    assert flux.shape == (12, 5, time.size)
+    # the co-added flux is the groups' mean; each group is twice as noisy (a quarter of the cameras)
+    np.testing.assert_allclose(flux[:, 4], flux[:, :4].mean(axis=1), atol=2e-7)
+    from astrotool_plato.lightcurves import noise_sigma
+
+    for f, p in zip(flux, params):
+        sig = [noise_sigma(c.astype(np.float64)) * 1e6 for c in f]
+        assert sig[4] == pytest.approx(300.0, rel=0.06)
+        assert all(s == pytest.approx(600.0, rel=0.06) for s in sig[:4])
+        # the transit is in every group, the step only in its own
+        inside = np.abs(time - p.t0) < 0.2 * p.duration / 24.0
+        for g in range(4):
+            c = f[g].astype(np.float64)
+            steps = (time >= p.group_step_time[g]) * p.group_step_ppm[g] * 1e-6 if p.group_step_ppm[g] else 0.0
+            out = np.median((c - steps)[~inside])
+            assert (out - (c - steps)[inside].mean()) * 1e6 == pytest.approx(p.depth, abs=4 * 600 / np.sqrt(
+                inside.sum()) + 0.1 * p.depth)
+    stepped = [(p, g) for p in params for g in range(4) if p.group_step_ppm[g]]
+    assert 8 <= len(stepped) <= 32 and all(np.isnan(p.group_step_time[g]) == (p.group_step_ppm[g] == 0)
+                                           for p in params for g in range(4))
+    for p, g in stepped:   # the step is in its group's flux; a group without a step shows none
+        f = flux[params.index(p)].astype(np.float64)
+        after, inside = time >= p.group_step_time[g], np.abs(time - p.t0) < 0.6 * p.duration / 24.0
+        if 1000 < after.sum() < time.size - 1000:
+            for h in range(4):
+                if h == g or not p.group_step_ppm[h]:
+                    jump = (np.median(f[h][after & ~inside]) - np.median(f[h][~after & ~inside])) * 1e6
+                    assert jump == pytest.approx(p.group_step_ppm[g] if h == g else 0.0, abs=40.0)
+    # the planet's radius from the star's: rp/rs x R_star
+    for p in params:
+        assert 0.7 <= p.star_radius <= 1.8
+        assert p.planet_radius == pytest.approx(p.rp_rs * p.star_radius * 109.08)
+    # the label table carries the group steps; PSLS and a single group are refused
+    table = sim.labels_table(params, ["x"] * len(params))
+    assert table.column("group_step_ppm").to_pylist()[0] == params[0].group_step_ppm
+    with pytest.raises(ValueError, match="camera_groups"):
+        quiet_cfg(camera_groups=1)
+    with pytest.raises(ValueError, match="PSLS writes the co-added flux only"):
+        quiet_cfg(camera_groups=4, backend="psls")
+    # without groups nothing changes: the same curve as before, its step in the co-added flux
+    a, b = sim.draw_params(5, SEED, quiet_cfg(step_fraction=0.5)), sim.draw_params(5, SEED, quiet_cfg())
+    assert (a.t0, a.depth, a.noise_ppm is b.noise_ppm or np.isnan(a.noise_ppm)) == (b.t0, b.depth, True)
+    assert a.group_step_ppm == [] and b.group_step_ppm == []

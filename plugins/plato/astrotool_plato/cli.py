@@ -135,6 +135,9 @@ def prepare(
                                            help="add each curve's time-reversed twin about its spline trend"),
     filter_inf: bool = typer.Option(False, "--filter-inf",
                                     help="drop curves with NaN/inf flux (default: interpolate over them)"),
+    channels: Optional[str] = typer.Option(None, "--channels",
+                                           help="network input: coadd (the co-added flux) or groups (the camera "
+                                                "groups, then the co-added flux)"),
     spline_k: Optional[int] = typer.Option(None, "--spline-k", help="degree of the trend spline"),
     spline_s: Optional[float] = typer.Option(None, "--spline-s", help="spline smoothing [m sigma^2]"),
     spline_stride: Optional[int] = typer.Option(None, "--spline-stride", help="fit the trend to every n-th sample"),
@@ -153,7 +156,8 @@ def prepare(
 
     ctx = current()
     cfg = plato_config(ctx, {"prepare.name": name, "prepare.length": length, "prepare.augment": augment,
-                             "prepare.bad_values": "drop" if filter_inf else None, "prepare.spline_k": spline_k,
+                             "prepare.bad_values": "drop" if filter_inf else None, "prepare.channels": channels,
+                             "prepare.spline_k": spline_k,
                              "prepare.spline_s": spline_s, "prepare.spline_stride": spline_stride}).prepare
     ws = ctx.workspace
     res = run(cfg, cfg.seed if cfg.seed is not None else ctx.seed, sources or [], ws.stage(NAME, RAW),
@@ -347,6 +351,7 @@ def import_panopticon(
     simulated curves.
     """
     from astrotool.context import current
+    from astrotool.errors import InputError
     from astrotool_plato import LABELS, NAME, RAW
     from astrotool_plato.labels import write_label_rows
     from astrotool_plato.lightcurves import noise_sigma, write_curves
@@ -358,14 +363,21 @@ def import_panopticon(
     ws = ctx.workspace
     curves, labels = read_layout(folder)
     ids = list(curves)
+    channels = {len(np.atleast_2d(f)) for _, f in curves.values()}
+    if len(channels) > 1:
+        raise InputError(folder, f"quarter files with {' and '.join(map(str, sorted(channels)))} flux columns; "
+                                 "import curves with the same camera groups together")
+    groups = channels.pop() - 1
     written, rows = [], []
     for a in range(0, len(ids), chunk_size):
         part = ids[a:a + chunk_size]
         path = ws.stage(NAME, RAW) / f"{name}{a:06d}-{a + len(part) - 1:06d}_lightcurves.parquet"
-        rel = [(cid, curves[cid][0], curves[cid][1] / np.nanmedian(curves[cid][1]), 0.0) for cid in part]
-        rel = [(cid, t, f, noise_sigma(f[np.isfinite(f)])) for cid, t, f, _ in rel]
+        rel = [(cid, curves[cid][0], curves[cid][1] / np.nanmedian(curves[cid][1], axis=-1, keepdims=True))
+               for cid in part]
+        rel = [(cid, t, f, noise_sigma(np.atleast_2d(f)[-1][np.isfinite(np.atleast_2d(f)[-1])]))
+               for cid, t, f in rel]
         write_curves(path, rel, {"ids": part, "source": str(Path(folder).resolve()), "layout": "panopticon"},
-                     "plato import-panopticon")
+                     "plato import-panopticon", groups=groups)
         rows += [{**labels[cid], "file": path.name} for cid in part]
         written.append(str(path))
         ctx.record.add_output(path)
@@ -384,23 +396,27 @@ def export_panopticon(
 ) -> None:
     """Write curves and their labels in Panopticon's layout, for Panopticon itself to read.
 
-    One simNNNNN_Q1.ftr per curve (time [s] from its first sample, co-added
-    flux) in FOLDER/astrotool-export/, and FOLDER/config/Complete_Parameters.ftr
+    One simNNNNN_Q1.ftr per curve (time [s] from its first sample, the camera
+    groups' fluxes where the files have them, the co-added flux) in
+    FOLDER/astrotool-export/, and FOLDER/config/Complete_Parameters.ftr
     (times, periods, durations in days, depth as a fraction; curve_id names the
     source curve).
     """
     from astrotool.context import current
     from astrotool_plato import LABELS, NAME, RAW
     from astrotool_plato.labels import read_label_tables
-    from astrotool_plato.lightcurves import read_curves
+    from astrotool_plato.lightcurves import group_columns, read_curves
     from astrotool_plato.panopticon import write_layout
+
+    import pyarrow.parquet as pq
 
     ctx = current()
     ws = ctx.workspace
     files = [Path(s) for s in sources] if sources else sorted(ws.stage(NAME, RAW).glob("*_lightcurves.parquet"))
     curves = {}
     for f in files:
-        curves.update(read_curves(f))
+        has_groups = f.suffix == ".parquet" and f.is_file() and group_columns(pq.read_schema(f).names)
+        curves.update(read_curves(f, channels="groups" if has_groups else "coadd"))
         ctx.record.add_input(f)
     out = write_layout(folder, curves, read_label_tables(ws.stage(NAME, LABELS)))
     for p in out:

@@ -91,14 +91,30 @@ class SimulateConfig(Section):
                                                                                  "ratio range")
     eclipse_period_days: tuple[float, float] = Field((0.5, 30.0), description="binary period range [d], "
                                                                               "log-uniform")
+    camera_groups: int = Field(0, ge=0, le=4, description="builtin: also write the flux of this many camera "
+                                                          "groups (PLATO: 4 groups of 6 cameras) as columns "
+                                                          "flux_g1 ... next to the co-added flux, their mean; each "
+                                                          "group has its own white noise (sqrt(groups) x the "
+                                                          "co-added noise) and its own mask-update steps "
+                                                          "(step_fraction per group); 0: co-added flux only")
+    star_radius: tuple[float, float] = Field((0.7, 1.8), description="stellar radius range [R_sun], uniform "
+                                                                     "(PLATO's F5-K7 dwarfs and subgiants); gives "
+                                                                     "the planet radius, rp_rs x R_star")
     chunk_size: int = Field(64, ge=1, description="light curves per output Parquet file")
 
     @model_validator(mode="after")
     def _check(self) -> "SimulateConfig":
         for key in ("rotation_period_days", "rotation_amplitude_ppm", "depth_ppm", "duration_hours", "period_days",
                     "eb_depth_ppm", "beb_depth_ppm", "eclipse_secondary_ratio", "eclipse_period_days", "magnitude",
-                    "step_ppm"):
+                    "step_ppm", "star_radius"):
             check_ordered(key, getattr(self, key))
+        if self.camera_groups == 1:
+            raise ValueError("camera_groups: one group is the co-added flux; use 0, or 2 to 4 groups")
+        if self.camera_groups and self.backend == "psls":
+            raise ValueError("camera_groups: PSLS writes the co-added flux only; camera groups come from the "
+                             "builtin backend")
+        if self.star_radius[0] <= 0:
+            raise ValueError("star_radius: radii must be positive")
         if self.eb_fraction + self.beb_fraction > 1:
             raise ValueError(f"eb_fraction + beb_fraction = {self.eb_fraction + self.beb_fraction:g}: they share "
                              "the transit-free curves, so they may add up to 1 at most")
@@ -138,6 +154,9 @@ class PrepareConfig(Section):
     bad_values: Literal["interpolate", "drop"] = Field(
         "interpolate", description="NaN/inf samples: interpolate linearly over them (counted per curve), or "
                                    "drop the curve (--filter-inf)")
+    channels: Literal["coadd", "groups"] = Field(
+        "coadd", description="network input: the co-added flux (1 channel), or the camera groups' fluxes and then "
+                             "the co-added flux (groups + 1 channels; Panopticon's Feather columns, or flux_g1 ...)")
     augment: bool = Field(False, description="add each curve's time-reversed twin about its spline trend")
     spline_k: int = Field(3, ge=1, le=5, description="degree of the trend spline")
     spline_s: float = Field(1.0, gt=0, description="smoothing of the trend spline, in units of (fitted points x "

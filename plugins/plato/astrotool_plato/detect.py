@@ -77,6 +77,11 @@ def model_cadence(meta: dict) -> float:
     return float(meta["cadence_s"])
 
 
+def model_channels(model) -> str:
+    """What a model reads: ``"coadd"`` (one channel) or ``"groups"`` (camera groups, then the co-added flux)."""
+    return "groups" if getattr(model, "in_channels", 1) > 1 else "coadd"
+
+
 def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge_gap_hours: float,
                   min_duration_hours: float, batch_size: int = 4, device: str = "cpu") -> dict:
     """Events of several curves with one model.
@@ -121,6 +126,9 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     for cid, (time, flux) in curves.items():
         t, f = uniform(time, flux, step)
         x, filled = relative_flux(f)
+        n_in = getattr(model, "in_channels", 1)
+        if (x.shape[0] if x.ndim == 2 else 1) != n_in or (x.ndim == 2) != (n_in > 1):
+            raise InputError(cid, f"{x.shape[0] if x.ndim == 2 else 1} flux channel(s); the model reads {n_in}")
         try:
             grid[cid] = (t, x, filled, *pad_to(x.astype(np.float32), model.granularity))
         except ValueError as exc:
@@ -135,6 +143,7 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
         logits = np.asarray(pred.outputs, np.float64)
         for row, cid in enumerate(ids):
             t, x, filled, _, n = grid[cid]
+            x = x[-1] if x.ndim == 2 else x   # the co-added flux
             prob = 1.0 / (1.0 + np.exp(-logits[row, :n]))
             ev = find_events(prob, threshold, merge, min_len)
             out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
@@ -147,7 +156,7 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
     from astrotool_plato.lightcurves import read_curves
 
     meta, model = _model(item.model_dir)
-    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit)
+    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model))
     res = search_curves(curves, model, model_cadence(meta), item.threshold, item.merge_gap_hours,
                         item.min_duration_hours, item.batch_size, item.device)
     name = Path(item.path).name

@@ -32,6 +32,8 @@ SNR_BINS = (0.0, 5.0, 7.1, 10.0, 15.0, 25.0, 50.0, math.inf)
 """S/N bins of the recovery table."""
 DURATION_BINS = (0.0, 2.0, 4.0, 8.0, 12.0, math.inf)
 """Duration bins [h]."""
+RADIUS_BINS = (0.0, 1.25, 2.0, 4.0, 6.0, 15.0, math.inf)
+"""Planet-radius bins [R_earth]: Earths, super-Earths, sub-Neptunes, Neptunes, giants, beyond."""
 PERIOD_BINS = (0.0, 5.0, 15.0, math.inf)
 """Period bins [d] of periodic transits (single transits are counted apart, ``period`` NaN)."""
 FAR_TARGET = 0.01
@@ -110,8 +112,13 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     if model_cadence_s and abs(cadence / model_cadence_s - 1.0) > 0.01:
         raise InputError(ds.root, f"curves sampled every {cadence:g} s; the model was trained on {model_cadence_s:g} s "
                                   "(prepare the curves at the model's cadence, or use `detect`, which resamples)")
+    if getattr(model, "in_channels", ds.in_channels) != ds.in_channels:
+        raise InputError(ds.root, f"curves of {ds.in_channels} flux channel(s) ({ds.channels}); the model reads "
+                                  f"{model.in_channels} (prepare with plato.prepare.channels = "
+                                  f"\"{'groups' if model.in_channels > 1 else 'coadd'}\")")
     merge = int(round(events.merge_gap_hours * 3600.0 / cadence))
     min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence)))
+    radius = np.asarray(meta["radius"], float) if "radius" in meta else np.full(ds.n, np.nan)  # older sets: none
     counts = None
     per_transit: list[dict] = []
     hits: list[np.ndarray] = []                       # per transit: recovered at each threshold
@@ -148,7 +155,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                 per_transit.append({"id": str(meta["id"][i]), "twin": bool(meta["twin"][i]),
                                     "depth": float(meta["depth"][i]), "snr": float(meta["snr"][i]),
                                     "duration": float(meta["duration"][i]), "kind": str(meta["kind"][i]),
-                                    "period": float(meta["period"][i]),
+                                    "period": float(meta["period"][i]), "radius": radius[i],
                                     "start": int(a), "stop": int(b)})
             row += 1
 
@@ -197,18 +204,20 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                       "single_transits": {"transits": int(np.isnan(period).sum()),
                                           "recovered": int(op_hit[np.isnan(period)].sum()),
                                           "recovery": frac(op_hit[np.isnan(period)].sum(), np.isnan(period).sum())},
-                      "by_period": _binned(period, op_hit, PERIOD_BINS)},
+                      "by_period": _binned(period, op_hit, PERIOD_BINS),
+                      "by_radius": _binned(np.array([r["radius"] for r in per_transit]), op_hit, RADIUS_BINS)},
         "inference": pred.summary(),
     }
     return report, per_transit
 
 
 def plot_report(report: dict, path) -> Path:
-    """Recovery and false alarms against threshold; recovery against depth and S/N at the operating threshold."""
+    """Recovery and false alarms against threshold; recovery against depth, S/N and planet radius at the operating
+    threshold."""
     from astrotool.io.figures import figure
 
     op = report["operating"]
-    with figure(path, 1, 3, figsize=(13, 3.8)) as (fig, axes):
+    with figure(path, 1, 4, figsize=(17, 3.8)) as (fig, axes):
         axes = axes[0]
         ax = axes[0]
         ax.plot(report["thresholds"], report["recovery"], "o-", label="transits recovered")
@@ -218,7 +227,8 @@ def plot_report(report: dict, path) -> Path:
         ax.set_xlabel("threshold")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
-        for ax, key, unit in ((axes[1], "by_depth", "depth [ppm]"), (axes[2], "by_snr", "S/N")):
+        for ax, key, unit in ((axes[1], "by_depth", "depth [ppm]"), (axes[2], "by_snr", "S/N"),
+                              (axes[3], "by_radius", "planet radius [R_earth]")):
             rows = op[key]
             labels = [f"{r['low']:g}-{r['high']:g}" if r["high"] is not None else f">{r['low']:g}" for r in rows]
             ax.bar(range(len(rows)), [r["recovery"] for r in rows], color="C0")
@@ -259,8 +269,8 @@ def eval_command(ctx, cfg, runtime) -> dict:
              "png": out / f"{stem}_eval.png"}
     write_json_atomic(paths["json"], report)
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "duration", "period", "start", "stop",
-                                           "recovered"])
+        w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "duration", "period", "radius",
+                                           "start", "stop", "recovered"])
         w.writeheader()
         w.writerows(transits)
     plot_report(report, paths["png"])

@@ -128,13 +128,11 @@ def write_label_rows(path, rows, command: str) -> Path:
 
     from astrotool.io.tables import write_parquet
 
-    from astrotool_plato.simulate import LABEL_FIELDS
+    from astrotool_plato.simulate import EMPTY_LABEL, LABEL_FIELDS, label_fields
 
-    types = {"string": pa.string(), "bool": pa.bool_(), "float64": pa.float64(), "int32": pa.int32()}
-    empty = {"string": "", "bool": False, "float64": math.nan, "int32": 0}
     rows = list(rows)
-    fields = [pa.field(n, types[t], metadata={"unit": u, "description": d}) for n, t, u, d in LABEL_FIELDS]
-    table = pa.table({f.name: pa.array([r.get(f.name, empty[t]) for r in rows], f.type)
+    fields = label_fields()
+    table = pa.table({f.name: pa.array([r.get(f.name, EMPTY_LABEL[t]) for r in rows], f.type)
                       for f, (_, t, _, _) in zip(fields, LABEL_FIELDS)}, schema=pa.schema(fields))
     return write_parquet(table, path, command=command)
 

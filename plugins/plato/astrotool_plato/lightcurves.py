@@ -11,6 +11,13 @@
 Every curve comes back as ``(time [d], flux)`` with the problems a network
 would silently learn from refused by name: a missing column, times that are not
 increasing, a curve whose flux is all NaN.
+
+Channels: ``flux`` is the co-added flux, shape ``(n,)``, or with
+``channels="groups"`` the camera groups' fluxes and then the co-added flux,
+shape ``(groups + 1, n)``. Group columns are ``flux_g1``, ``flux_g2``, ... (the
+simulator's, and any table's), or a Panopticon Feather file's columns between
+the time and the last. :func:`uniform` and :func:`relative_flux` treat each
+channel alike.
 """
 
 from __future__ import annotations
@@ -26,14 +33,25 @@ __docformat__ = "numpy"
 
 TIME_COLUMNS = ("time", "TIME", "t", "BJD", "BTJD")
 FLUX_COLUMNS = ("flux", "PDCSAP_FLUX", "SAP_FLUX", "FLUX", "coadd")
+GROUP_PREFIX = "flux_g"
+"""Camera-group flux columns are ``flux_g1``, ``flux_g2``, ..."""
+CHANNELS = ("coadd", "groups")
 
 
-def write_curves(path, rows, facts: dict, command: str, seed: int | None = None) -> Path:
+def group_columns(names) -> list[str]:
+    """The camera-group columns among ``names`` (``flux_g<k>``), in group order."""
+    found = {int(n[len(GROUP_PREFIX):]): n for n in names
+             if n.startswith(GROUP_PREFIX) and n[len(GROUP_PREFIX):].isdigit()}
+    return [found[k] for k in sorted(found)]
+
+
+def write_curves(path, rows, facts: dict, command: str, seed: int | None = None, groups: int = 0) -> Path:
     """Write curves to Parquet in long form, one row group per curve, atomically (the layout
     :func:`read_curves` reads as many curves).
 
     Columns: ``id`` (string), ``time`` [d] (float64), ``flux`` (normalised,
-    float32), ``flux_err`` (white-noise sigma, float32). The schema metadata key
+    float32), ``flux_err`` (white-noise sigma, float32), and ``flux_g1`` ...
+    ``flux_g<groups>`` (float32) with camera groups. The schema metadata key
     ``astrotool`` holds ``facts`` (JSON; its ``ids`` lists the curves),
     ``provenance`` the core provenance record; ``table_meta_yaml`` the units and
     descriptions for ``astropy.table.Table.read``.
@@ -43,13 +61,16 @@ def write_curves(path, rows, facts: dict, command: str, seed: int | None = None)
     path : path-like
         Output ``.parquet`` file.
     rows : iterable of (str, numpy.ndarray, numpy.ndarray, float)
-        ``(id, time [d], flux, flux_err)`` per curve.
+        ``(id, time [d], flux, flux_err)`` per curve; with ``groups``, ``flux`` has shape
+        ``(groups + 1, n)``: the groups, then the co-added flux.
     facts : dict
         What the file holds; must list the curve ids under ``"ids"``.
     command : str
         The command named in the provenance record.
     seed : int, optional
         Recorded in the provenance.
+    groups : int
+        Camera groups written next to the co-added flux (0: none).
     """
     import json
 
@@ -66,6 +87,8 @@ def write_curves(path, rows, facts: dict, command: str, seed: int | None = None)
         pa.field("time", pa.float64(), metadata={"unit": "d", "description": "time since start of observation"}),
         pa.field("flux", pa.float32(), metadata={"unit": "", "description": "normalised flux, 1 = unperturbed star"}),
         pa.field("flux_err", pa.float32(), metadata={"unit": "", "description": "1-sigma white noise per cadence"}),
+        *(pa.field(f"{GROUP_PREFIX}{g + 1}", pa.float32(), metadata={
+            "unit": "", "description": f"normalised flux of camera group {g + 1}"}) for g in range(groups)),
     ], metadata={"astrotool": json.dumps(facts), **parquet_metadata(record)})
     schema = schema.with_metadata({**schema.metadata, **astropy_parquet_metadata(
         schema, meta={"provenance": record}, lengths={"id": max((len(i) for i in facts["ids"]), default=1)})})
@@ -73,11 +96,15 @@ def write_curves(path, rows, facts: dict, command: str, seed: int | None = None)
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for cid, t, f, err in rows:
                 t = np.asarray(t, np.float64)
+                f = np.asarray(f, np.float32)
+                if f.shape != ((groups + 1, t.size) if groups else t.shape):
+                    raise ValueError(f"curve {cid}: flux of shape {f.shape} for {t.size} times and {groups} groups")
                 writer.write_table(pa.table({
                     "id": pa.repeat(pa.scalar(cid, pa.string()), t.size),
                     "time": t,
-                    "flux": np.asarray(f, np.float32),
+                    "flux": f[-1] if groups else f,
                     "flux_err": np.full(t.size, err, dtype=np.float32),
+                    **{f"{GROUP_PREFIX}{g + 1}": f[g] for g in range(groups)},
                 }, schema=schema), row_group_size=max(1, t.size))
     return Path(path)
 
@@ -135,19 +162,23 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
     astrotool.errors.InputError
         Naming ``where`` (a file, or ``file: curve``) and the problem.
     """
-    if time.shape != flux.shape or time.ndim != 1 or time.size < 2:
-        raise InputError(where, f"time and flux must be 1-D of equal length >= 2, got {time.shape} and {flux.shape}")
+    if time.ndim != 1 or flux.ndim not in (1, 2) or flux.shape[-1:] != time.shape or time.size < 2:
+        raise InputError(where, f"time must be 1-D of length >= 2 and flux end in the same length, got "
+                                f"{time.shape} and {flux.shape}")
     if not np.isfinite(time).all():
         raise InputError(where, f"{int((~np.isfinite(time)).sum())} time stamp(s) are NaN or infinite")
     step = np.diff(time)
     if (step <= 0).any():
         k = int(np.flatnonzero(step <= 0)[0])
         raise InputError(where, f"time is not increasing: sample {k + 1} ({time[k + 1]!r}) follows {time[k]!r}")
-    if not np.isfinite(flux).any():
-        raise InputError(where, "the flux is NaN or infinite everywhere")
+    for c, row in enumerate(np.atleast_2d(flux)):
+        if not np.isfinite(row).any():
+            raise InputError(where, "the flux is NaN or infinite everywhere" +
+                             (f" in channel {c} of {flux.shape[0]}" if flux.ndim == 2 else ""))
 
 
-def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: str = "d") -> dict[str, tuple]:
+def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: str = "d",
+                channels: str = "coadd") -> dict[str, tuple]:
     """Every light curve of a file, as ``{id: (time [d], flux)}``.
 
     Parameters
@@ -161,12 +192,18 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
         numeric column is Panopticon's co-added flux).
     time_unit : {"d", "s"}
         Unit of a one-curve table's time column (Panopticon's Feather files: ``s``).
+    channels : {"coadd", "groups"}
+        The co-added flux only, shape ``(n,)``, or the camera groups then the
+        co-added flux, shape ``(groups + 1, n)`` (module docstring).
 
     Raises
     ------
     astrotool.errors.InputError
-        Missing file or column, unreadable file, time not increasing, all-NaN flux.
+        Missing file or column (camera groups included), unreadable file, time
+        not increasing, all-NaN flux.
     """
+    if channels not in CHANNELS:
+        raise ValueError(f"channels: {channels!r} is not one of {CHANNELS}")
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such light-curve file")
@@ -176,7 +213,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
         if "ids" in (parquet_metadata(path) or {}):  # the simulator's multi-curve layout
             from astrotool_plato.simulate import read_lightcurves
 
-            curves = {cid: (t, f.astype(np.float64)) for cid, (t, f, _) in read_lightcurves(path).items()}
+            curves = {cid: (t, f.astype(np.float64)) for cid, (t, f, _) in read_lightcurves(path, channels).items()}
             for cid, (t, f) in curves.items():
                 check_curve(t, f, f"{path}: {cid}")
             return curves
@@ -186,8 +223,17 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
         flux_column = [c for c in cols if c != tc][-1] if len(cols) > 1 else ""
     fc = _pick(cols, flux_column, FLUX_COLUMNS, path, "flux")
     time = cols[tc] / (86400.0 if time_unit == "s" else 1.0)
-    check_curve(time, cols[fc], str(path))
-    return {path.name.split(".")[0]: (time, cols[fc])}
+    flux = cols[fc]
+    if channels == "groups":
+        names = group_columns(cols)
+        if not names and path.suffix in (".ftr", ".feather"):  # Panopticon: the columns between time and co-add
+            names = [c for c in cols if c not in (tc, fc)]
+        if not names:
+            raise InputError(path, f"no camera-group columns ({GROUP_PREFIX}1, {GROUP_PREFIX}2, ...; numeric "
+                                   f"columns: {', '.join(cols)}); the model reads channels = \"groups\"")
+        flux = np.vstack([cols[c] for c in names] + [flux])
+    check_curve(time, flux, str(path))
+    return {path.name.split(".")[0]: (time, flux)}
 
 
 def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +244,7 @@ def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) ->
     time : numpy.ndarray
         Increasing times [d].
     flux : numpy.ndarray
-        Flux at those times.
+        Flux at those times, ``(n,)`` or ``(channels, n)`` (each channel alike).
     cadence : float, optional
         Grid step [d]; default: the median step of ``time``.
 
@@ -215,6 +261,9 @@ def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) ->
     step = native if cadence is None else float(cadence)
     if np.all(np.abs(np.diff(time) - step) < 1e-3 * step):
         return time, flux
+    if flux.ndim == 2:
+        rows = [uniform(time, row, step) for row in flux]
+        return rows[0][0], np.vstack([f for _, f in rows])
     ratio = step / native
     if ratio >= 1.5:
         w = int(round(ratio))
@@ -242,14 +291,22 @@ def noise_sigma(x: np.ndarray) -> float:
 def relative_flux(flux: np.ndarray) -> tuple[np.ndarray, int]:
     """``flux / median - 1`` with its NaN/inf samples filled by linear interpolation.
 
+    Parameters
+    ----------
+    flux : numpy.ndarray
+        ``(n,)`` or ``(channels, n)`` (each channel alike).
+
     Returns
     -------
     x : numpy.ndarray
-        Relative flux (float64).
+        Relative flux (float64), the shape of ``flux``.
     filled : int
         How many samples were not finite and were interpolated over (at the
-        ends: the nearest finite value).
+        ends: the nearest finite value); over all channels.
     """
+    if flux.ndim == 2:
+        rows = [relative_flux(row) for row in flux]
+        return np.vstack([x for x, _ in rows]), sum(n for _, n in rows)
     good = np.isfinite(flux)
     if not good.any():
         raise ValueError("no finite flux")

@@ -300,7 +300,9 @@ def read_layout(folder) -> tuple[dict, dict]:
             raise InputError(f, f"{table.num_columns} column(s); expected time, camera groups, co-added flux")
         cid = f.stem
         t = table.column(0).to_numpy(zero_copy_only=False).astype(np.float64) / SEC_DAY + quarter_start(sim, q)
-        curves[cid] = (t, table.column(table.num_columns - 1).to_numpy(zero_copy_only=False).astype(np.float64))
+        flux = np.vstack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                          for c in range(1, table.num_columns)])
+        curves[cid] = (t, flux[0] if len(flux) == 1 else flux)
         labels[cid] = {"id": cid, **label_row(by_sim[sim], q)}
     return curves, labels
 
@@ -309,7 +311,8 @@ def write_layout(folder, curves: dict, labels: dict, subdir: str = "astrotool-ex
     """Write curves in Panopticon's layout: one ``simNNNNN_Q1.ftr`` per curve and ``config/Complete_Parameters.ftr``.
 
     Curves are numbered in the order given; the time column is in seconds from
-    the curve's first sample, the flux columns are ``coadd`` only (one group).
+    the curve's first sample, then ``cam1`` ... (the camera groups, where a
+    curve's flux has shape ``(groups + 1, n)``) and ``coadd``.
 
     Returns
     -------
@@ -328,8 +331,10 @@ def write_layout(folder, curves: dict, labels: dict, subdir: str = "astrotool-ex
     for k, (cid, (t, f)) in enumerate(curves.items()):
         path = folder / subdir / f"sim{k:05d}_Q1.ftr"
         with atomic_path(path) as tmp:
+            f = np.atleast_2d(np.asarray(f, np.float64))
             feather.write_feather(pa.table({"time": (np.asarray(t) - t[0]) * SEC_DAY,
-                                            "coadd": np.asarray(f, np.float64)}), tmp)
+                                            **{f"cam{g + 1}": f[g] for g in range(len(f) - 1)},
+                                            "coadd": f[-1]}), tmp)
         out.append(path)
         r = labels.get(cid, {})
         t_first = float(t[0])

@@ -101,7 +101,7 @@ def _latest_detect(ws) -> tuple[list[Path], dict[str, set]]:
 def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     """``astro plato plot ID...|all|last``: one PNG per curve (module docstring); returns the paths."""
     from astrotool_plato import LABELS, NAME, RAW, REPORTS
-    from astrotool_plato.detect import model_cadence, search_curves
+    from astrotool_plato.detect import model_cadence, model_channels, search_curves
     from astrotool_plato.labels import event_windows, mask, read_label_tables
     from astrotool_plato.lightcurves import read_curves, relative_flux, uniform
 
@@ -136,7 +136,8 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     ev = cfg.events
     for f, cid in todo:
         if f not in cache:
-            cache[f] = read_curves(f, cfg.detect.time_column, cfg.detect.flux_column, cfg.detect.time_unit)
+            cache[f] = read_curves(f, cfg.detect.time_column, cfg.detect.flux_column, cfg.detect.time_unit,
+                                   model_channels(model))
         t, fl = cache[f][cid]
         prob, events = None, ()
         if model is not None:

@@ -8,14 +8,16 @@ NaNs were zeroed first), and labelled per sample (:mod:`astrotool_plato.labels`)
 
 ``augment`` adds each curve's *twin*: the residual about a smoothing-spline
 trend reversed in time, ``twin = flip(x - trend) + trend``, with its labels
-flipped. The slow variability keeps its direction; noise, transits and
+flipped (camera groups: every channel about the co-added flux's trend). The slow variability keeps its direction; noise, transits and
 eclipses run backwards. The spline (degree ``spline_k``) is fitted to every
 ``spline_stride``-th sample with the transits and eclipses masked out (weight
 0), and smoothing ``s = spline_s * m * sigma^2`` for ``m`` fitted points of
 white-noise sigma (its expected chi^2).
 
 The set (:class:`PreparedDataset`, ``plato/prepared/<name>/``) holds per curve
-``flux`` (float32 relative flux) and ``label`` (int8 class per sample), and the
+``flux`` (float32 relative flux: ``(length,)``, or ``(groups + 1, length)``
+with ``channels = "groups"``, the camera groups then the co-added flux) and
+``label`` (int8 class per sample), and the
 metadata columns listed in :data:`METADATA`. Splits are drawn by curve id,
 stratified by kind (planet, eb, beb, none), so a twin always lands with its
 curve. The set is written in a temporary folder and moved into place when
@@ -44,10 +46,11 @@ COMMAND = "plato prepare"
 VERSION = 1
 """Version of the preparation; part of the settings record."""
 
-METADATA = ("id", "twin", "split", "kind", "depth", "duration", "snr", "period", "eclipse_depth", "t_start",
-            "cadence", "filled", "file")
+METADATA = ("id", "twin", "split", "kind", "depth", "duration", "snr", "period", "radius", "eclipse_depth",
+            "t_start", "cadence", "filled", "file")
 """Per-curve columns: curve id, twin (bool), split, kind, transit depth [ppm], duration [h], S/N, period [d],
-eclipse depth [ppm], first time stamp [d], cadence [s], samples interpolated over, source file."""
+planet radius [R_earth], eclipse depth [ppm], first time stamp [d], cadence [s], samples interpolated over,
+source file."""
 
 
 class PreparedDataset(ArrayDataset):
@@ -60,6 +63,17 @@ class PreparedDataset(ArrayDataset):
     def length(self) -> int:
         """Samples per curve."""
         return int(self.arrays["flux"][0][-1])
+
+    @property
+    def in_channels(self) -> int:
+        """Flux channels per curve: 1 (co-added), or the camera groups + 1."""
+        shape = self.arrays["flux"][0]
+        return int(shape[0]) if len(shape) == 2 else 1
+
+    @property
+    def channels(self) -> str:
+        """``"coadd"`` or ``"groups"`` (:data:`astrotool_plato.lightcurves.CHANNELS`)."""
+        return "groups" if self.in_channels > 1 else "coadd"
 
 
 def spline_trend(x: np.ndarray, label: np.ndarray, k: int = 3, s: float = 1.0, stride: int = 10) -> np.ndarray:
@@ -104,8 +118,8 @@ def spline_trend(x: np.ndarray, label: np.ndarray, k: int = 3, s: float = 1.0, s
 
 
 def twin(x: np.ndarray, trend: np.ndarray) -> np.ndarray:
-    """The time-reversed twin about a trend: ``flip(x - trend) + trend``."""
-    return (x - trend)[::-1] + trend
+    """The time-reversed twin about a trend: ``flip(x - trend) + trend`` (along the last axis)."""
+    return (x - trend)[..., ::-1] + trend
 
 
 def _kind(row: dict) -> str:
@@ -158,18 +172,18 @@ def prepare_curve(time: np.ndarray, flux: np.ndarray, row: dict, cfg, length: in
     time, flux = uniform(time, flux, cfg.cadence_s / 86400.0 if cfg.cadence_s else None)
     if time.size < length:
         return f"{time.size} samples, shorter than length {length}"
-    time, flux = time[:length], flux[:length]
+    time, flux = time[:length], flux[..., :length]
     bad = int((~np.isfinite(flux)).sum())
-    if bad == flux.size:
-        return "no finite flux in the kept samples"
+    if not np.isfinite(flux).any(axis=-1).all():
+        return "no finite flux in the kept samples" + (" of a channel" if flux.ndim == 2 else "")
     if bad and cfg.bad_values == "drop":
         return f"{bad} NaN/inf sample(s) (bad_values = drop)"
     x, filled = relative_flux(flux)
     label = mask(time, event_windows(row, float(time[0]), float(time[-1])))
     out = {"flux": x.astype(np.float32), "label": label, "t_start": float(time[0]),
            "cadence": float(np.median(np.diff(time)) * 86400.0), "filled": filled}
-    if cfg.augment:
-        trend = spline_trend(x, label, cfg.spline_k, cfg.spline_s, cfg.spline_stride)
+    if cfg.augment:  # every channel about the co-added flux's trend: the twins' mean stays the co-added twin
+        trend = spline_trend(x[-1] if x.ndim == 2 else x, label, cfg.spline_k, cfg.spline_s, cfg.spline_stride)
         out["twin"] = twin(x, trend).astype(np.float32)
         out["twin_label"] = label[::-1].copy()
     return out
@@ -216,7 +230,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
 
     curves: list[tuple[str, str, np.ndarray, np.ndarray]] = []  # (id, file, time, flux)
     for f in files:
-        for cid, (t, fl) in read_curves(f).items():
+        for cid, (t, fl) in read_curves(f, channels=cfg.channels).items():
             if cid not in labels:
                 raise InputError(f, f"curve {cid!r} has no row in the label tables of {labels_dir}")
             curves.append((cid, f.name, t, fl))
@@ -261,7 +275,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         buf["label"].append(lab)
         values = {"id": cid, "twin": is_twin, "split": split_of_id[cid], "kind": _kind(row),
                   "depth": _num(row.get("depth")), "duration": _num(row.get("duration")), "snr": _num(row.get("snr")),
-                  "period": _num(row.get("period")), "eclipse_depth": _num(row.get("eclipse_depth")),
+                  "period": _num(row.get("period")), "radius": _num(row.get("planet_radius")),
+                  "eclipse_depth": _num(row.get("eclipse_depth")),
                   "t_start": sample["t_start"], "cadence": sample["cadence"], "filled": sample["filled"],
                   "file": file}
         for c in METADATA:

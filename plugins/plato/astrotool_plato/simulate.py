@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +40,8 @@ from astrotool_plato.config import SimulateConfig
 __docformat__ = "numpy"
 
 SECONDS_PER_DAY = 86400.0
+R_SUN_IN_R_EARTH = 109.08
+"""Solar radius in Earth radii (IAU 2015 nominal: 695,700 km / 6,378.1 km)."""
 
 # keys of SimulateConfig that change no curve's content (only how many and where)
 _LAYOUT_KEYS = ("name", "n_curves", "chunk_size", "psls_data")
@@ -102,6 +104,13 @@ class CurveParams:
         White noise per cadence [ppm]; NaN: the configuration's ``noise_ppm``.
     step_time, step_ppm : float
         Time [d] and size [ppm] of a flux step (an aperture-mask update); NaN and 0 when none.
+    star_radius : float
+        Stellar radius [R_sun].
+    planet_radius : float
+        Planet radius ``rp_rs * star_radius`` [R_earth]; NaN without transit.
+    group_step_time, group_step_ppm : list of float
+        Per camera group (``camera_groups``): time [d] and size [ppm] of its own flux
+        step; NaN and 0 for a group without one; empty without camera groups.
     """
 
     index: int
@@ -131,6 +140,10 @@ class CurveParams:
     noise_ppm: float = math.nan
     step_time: float = math.nan
     step_ppm: float = 0.0
+    star_radius: float = math.nan
+    planet_radius: float = math.nan
+    group_step_time: list = field(default_factory=list)
+    group_step_ppm: list = field(default_factory=list)
 
 
 SEEDING = "derive_seed(seed, index, 'params' | 'noise')"
@@ -469,9 +482,19 @@ def draw_params(index: int, seed: int, cfg: SimulateConfig) -> CurveParams:
         if par.has_transit:
             points = par.duration * 3600.0 / cfg.cadence_s * par.n_transits
             par.snr = float(par.depth / par.noise_ppm * math.sqrt(points))
-    if cfg.step_fraction > 0 and rng.random() < cfg.step_fraction:
-        par.step_time = float(rng.uniform(0.0, length))
-        par.step_ppm = float(rng.choice([-1.0, 1.0]) * _loguniform(rng, *cfg.step_ppm))
+    for _ in range(cfg.camera_groups or 1):  # with camera groups, each group has its own steps
+        time, ppm = math.nan, 0.0
+        if cfg.step_fraction > 0 and rng.random() < cfg.step_fraction:
+            time = float(rng.uniform(0.0, length))
+            ppm = float(rng.choice([-1.0, 1.0]) * _loguniform(rng, *cfg.step_ppm))
+        if cfg.camera_groups:
+            par.group_step_time.append(time)
+            par.group_step_ppm.append(ppm)
+        else:
+            par.step_time, par.step_ppm = time, ppm
+    par.star_radius = float(rng.uniform(*cfg.star_radius))
+    if par.has_transit:
+        par.planet_radius = par.rp_rs * par.star_radius * R_SUN_IN_R_EARTH
     return par
 
 
@@ -492,7 +515,9 @@ def simulate_curve(params: CurveParams, seed: int, cfg: SimulateConfig, time: np
     Returns
     -------
     flux : numpy.ndarray
-        Normalised flux (float64), 1 = unperturbed star.
+        Normalised flux (float64), 1 = unperturbed star: shape ``(n,)``, or with
+        ``cfg.camera_groups = G`` shape ``(G + 1, n)``, the groups' fluxes and
+        then the co-added flux (their mean).
     deficit : numpy.ndarray
         The noiseless transit deficit (a fraction).
     """
@@ -514,8 +539,15 @@ def simulate_curve(params: CurveParams, seed: int, cfg: SimulateConfig, time: np
         deficit = deficit + eclipse_deficit(time, params.eclipse_t0, params.eclipse_duration, params.eclipse_depth,
                                             params.eclipse_secondary, params.eclipse_period, params.eclipse_flat)
     noise = params.noise_ppm if math.isfinite(params.noise_ppm) else cfg.noise_ppm
-    white = rng.standard_normal(time.size) * (noise * 1e-6)
-    flux = (1.0 + variability) * (1.0 - deficit) + white
+    star = (1.0 + variability) * (1.0 - deficit)
+    if cfg.camera_groups:  # a group has 1/groups of the cameras: sqrt(groups) x the co-added noise
+        groups = star + rng.standard_normal((cfg.camera_groups, time.size)) * (noise * 1e-6 * math.sqrt(
+            cfg.camera_groups))
+        for g, (t_step, ppm) in enumerate(zip(params.group_step_time, params.group_step_ppm)):
+            if ppm:
+                groups[g] *= np.where(time >= t_step, 1.0 + ppm * 1e-6, 1.0)
+        return np.vstack([groups, groups.mean(axis=0)]), deficit
+    flux = star + rng.standard_normal(time.size) * (noise * 1e-6)
     if params.step_ppm:
         flux = flux * np.where(time >= params.step_time, 1.0 + params.step_ppm * 1e-6, 1.0)
     return flux, deficit
@@ -538,13 +570,15 @@ def simulate_curves(indices, seed: int, cfg: SimulateConfig):
     time : numpy.ndarray
         Sample times [d], shared by all curves, shape ``(n,)``.
     flux : numpy.ndarray
-        Normalised flux, float32, shape ``(len(indices), n)``.
+        Normalised flux, float32, shape ``(len(indices), n)``, or ``(len(indices), groups + 1, n)``
+        with camera groups (:func:`simulate_curve`).
     params : list of CurveParams
         One per curve, in order.
     """
     indices = list(indices)
     time = time_grid(cfg)
-    flux = np.empty((len(indices), time.size), dtype=np.float32)
+    channels = (cfg.camera_groups + 1,) if cfg.camera_groups else ()
+    flux = np.empty((len(indices), *channels, time.size), dtype=np.float32)
     params = []
     for row, index in enumerate(indices):
         par = draw_params(index, seed, cfg)
@@ -609,7 +643,8 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
     """Write curves to Parquet in long form, one row group per curve, atomically.
 
     Columns: ``id`` (string), ``time`` [d] (float64), ``flux`` (normalised,
-    float32), ``flux_err`` (white-noise sigma, float32). The schema metadata key
+    float32), ``flux_err`` (white-noise sigma, float32), and with camera groups
+    ``flux_g1`` ... (float32). The schema metadata key
     ``astrotool`` holds the simulation's facts (JSON: seed, settings, content hash,
     curve ids), ``provenance`` the core provenance record; ``table_meta_yaml`` the
     units and descriptions for ``astropy.table.Table.read``.
@@ -621,7 +656,7 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
     time : numpy.ndarray or list of numpy.ndarray
         Sample times [d]: shape ``(n,)`` shared by all curves, or one array per curve.
     flux : numpy.ndarray or list of numpy.ndarray
-        Shape ``(k, n)``, or one array per curve.
+        Shape ``(k, n)`` (or ``(k, groups + 1, n)``, the co-added flux last), or one array per curve.
     params : list of CurveParams
         One per row of ``flux``.
     seed : int
@@ -641,7 +676,7 @@ def write_lightcurves(path, time: np.ndarray, flux: np.ndarray, params, seed: in
             yield par.id, (time if shared else time[row]), f, err
 
     facts = _facts(seed, cfg, {"ids": [p.id for p in params], "snr": [p.snr for p in params]})
-    return write_curves(path, rows(), facts, COMMAND, seed=seed)
+    return write_curves(path, rows(), facts, COMMAND, seed=seed, groups=cfg.camera_groups)
 
 
 def _sigma(flux: np.ndarray) -> float:
@@ -651,29 +686,54 @@ def _sigma(flux: np.ndarray) -> float:
     return noise_sigma(flux.astype(np.float64))
 
 
-def read_lightcurves(path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def read_lightcurves(path, channels: str = "coadd") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Read a light-curve Parquet file written by :func:`write_lightcurves`.
+
+    Parameters
+    ----------
+    path : path-like
+    channels : {"coadd", "groups"}
+        The co-added flux, or the camera groups' fluxes then the co-added flux.
 
     Returns
     -------
     dict
-        ``{id: (time [d], flux, flux_err)}`` in file order.
+        ``{id: (time [d], flux, flux_err)}`` in file order; ``flux`` has shape
+        ``(n,)``, or ``(groups + 1, n)`` for ``channels="groups"``.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        ``channels="groups"`` and the file has no ``flux_g1`` ... columns.
     """
+    from astrotool.errors import InputError
     from astrotool.io.tables import read_parquet
 
-    table = read_parquet(path, columns=["id", "time", "flux", "flux_err"])
+    from astrotool_plato.lightcurves import group_columns
+
+    group_cols: list[str] = []
+    if channels == "groups":
+        import pyarrow.parquet as pq
+
+        group_cols = group_columns(pq.read_schema(path).names)
+        if not group_cols:
+            raise InputError(path, "no camera-group columns (flux_g1, ...): simulate with "
+                                   "plato.simulate.camera_groups = 4, or prepare with channels = \"coadd\"")
+    table = read_parquet(path, columns=["id", "time", "flux", "flux_err", *group_cols])
     ids = table.column("id").combine_chunks().dictionary_encode()
     codes = ids.indices.to_numpy(zero_copy_only=False)
     names = ids.dictionary.to_pylist()
     time = table.column("time").to_numpy()
     flux = table.column("flux").to_numpy()
+    if group_cols:
+        flux = np.vstack([table.column(c).to_numpy() for c in group_cols] + [flux])
     err = table.column("flux_err").to_numpy()
     order = np.argsort(codes, kind="stable")  # each curve's samples, in file order
     bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
     out = {}
     for k in np.argsort([order[b] for b in bounds[:-1]]) if len(names) else []:  # curves in file order
         sel = order[bounds[k]:bounds[k + 1]]
-        out[names[k]] = (time[sel], flux[sel], err[sel])
+        out[names[k]] = (time[sel], flux[..., sel], err[sel])
     return out
 
 
@@ -700,8 +760,24 @@ LABEL_FIELDS = [
     ("noise_ppm", "float64", "1e-06", "white noise per cadence [ppm]; NaN: the simulation's noise_ppm"),
     ("step_time", "float64", "d", "time of a flux step (aperture-mask update); NaN if none"),
     ("step_ppm", "float64", "1e-06", "size of that step [ppm]; 0 if none"),
+    ("star_radius", "float64", "solRad", "stellar radius"),
+    ("planet_radius", "float64", "earthRad", "planet radius, rp_rs x star_radius; NaN without transit"),
+    ("group_step_time", "list<float64>", "d", "per camera group: time of its flux step; NaN if none"),
+    ("group_step_ppm", "list<float64>", "1e-06", "per camera group: size of its flux step [ppm]; 0 if none"),
     ("file", "string", "", "light-curve file holding the curve"),
 ]
+
+EMPTY_LABEL = {"string": "", "bool": False, "float64": math.nan, "int32": 0, "list<float64>": []}
+"""The value a label column takes when a row does not give it."""
+
+
+def label_fields():
+    """The ``pyarrow`` fields of a label table (:data:`LABEL_FIELDS`, with units and descriptions)."""
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "bool": pa.bool_(), "float64": pa.float64(), "int32": pa.int32(),
+             "list<float64>": pa.list_(pa.float64())}
+    return [pa.field(n, types[t], metadata={"unit": u, "description": d}) for n, t, u, d in LABEL_FIELDS]
 
 
 def labels_table(params, files):
@@ -718,8 +794,7 @@ def labels_table(params, files):
 
     order = sorted(range(len(params)), key=lambda i: params[i].index)
     rows = [{**asdict(params[i]), "file": files[i]} for i in order]
-    types = {"string": pa.string(), "bool": pa.bool_(), "float64": pa.float64(), "int32": pa.int32()}
-    fields = [pa.field(n, types[t], metadata={"unit": u, "description": d}) for n, t, u, d in LABEL_FIELDS]
+    fields = label_fields()
     return pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in fields},
                     schema=pa.schema(fields))
 

@@ -180,11 +180,11 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     if rt.world_size > 1:
         rt.fabric.barrier("plato-train-prepared")
     seed_everything(seed)
-    kwargs = {k: getattr(cfg, k) for k in ARCH_KEYS}
+    kwargs = {**{k: getattr(cfg, k) for k in ARCH_KEYS}, "in_channels": ds.in_channels}
     model = make_model(**kwargs).to(rt.device)
     opt = make_optimizer(cfg, model.parameters())
     loss_of = loss_function(cfg.loss, cfg.focal_gamma, cfg.pos_weight)
-    block = max(1, CHUNK_BYTES // (4 * ds.length))
+    block = max(1, CHUNK_BYTES // (4 * ds.length * ds.in_channels))
     sampler = EpochBatchSampler(train_idx, cfg.batch_size, seed=derive_seed(seed, "batches"), block=block, window=4)
 
     def batches(epoch: int):
@@ -219,7 +219,10 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
         "architecture": {"name": ARCHITECTURE, "kwargs": kwargs},
         "settings": settings,
         "hyperparameters": cfg.model_dump(mode="json"),
-        "inputs": "relative flux (flux / median - 1), (n, length) float32, at the training cadence",
+        "inputs": "relative flux (flux / median - 1), (n, length) float32, at the training cadence" if
+                  ds.in_channels == 1 else f"relative flux (flux / median - 1) of {ds.in_channels - 1} camera groups "
+                                           f"then the co-added flux, (n, {ds.in_channels}, length) float32",
+        "channels": ds.channels,
         "outputs": "logit per sample that the sample is in a planet transit, (n, length)",
         "cadence_s": cadence,
         "training": {"dataset": ds.name, "dataset_path": str(ds.root), "length": ds.length, "seed": int(seed),
