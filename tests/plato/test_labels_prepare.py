@@ -334,3 +334,18 @@ def test_resampling_to_a_coarser_cadence_averages_and_keeps_the_transit_times():
     assert np.mean(fg[inside]) == pytest.approx(1.0 - 2e-3, abs=2e-4)
     tg, fg = uniform(t, f, 10.0 / 86400)                 # finer: interpolated
     assert np.allclose(fg[::5][:100], f[::2][:100])
+
+
+def test_prepare_takes_the_default_length_on_the_resampled_grid(tmp_path, capsys):
+    # 1-d curves at 25 s (3,456 samples) averaged onto 60 s: 1,440 samples, so 1,280 kept
+    _simulate(tmp_path, n=6)
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "--json", "--set", "plato.prepare.cadence_s=60", "plato", "prepare"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["length"] == 1280 and out["curves"] == 6 and out["dropped"] == {}
+    ds = PreparedDataset(tmp_path / "plato/prepared/quarters")
+    assert np.allclose(np.asarray(ds.metadata(["cadence"])["cadence"], float), 60.0)
+    # too short on that grid for even one granule: named, with the cadence
+    assert main(["-w", str(tmp_path), "--set", "plato.prepare.cadence_s=600", "plato", "prepare", "--name", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "_lightcurves.parquet" in err and "the shortest curve has 144 samples at 600 s" in err

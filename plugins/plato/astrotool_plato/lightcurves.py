@@ -236,6 +236,26 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     return {path.name.split(".")[0]: (time, flux)}
 
 
+def _on_grid(time: np.ndarray, step: float) -> bool:
+    return bool(np.all(np.abs(np.diff(time) - step) < 1e-3 * step))
+
+
+def grid_size(time: np.ndarray, cadence: float | None = None) -> int:
+    """Samples of :func:`uniform`'s grid for these times (without computing it).
+
+    Parameters
+    ----------
+    time : numpy.ndarray
+        Increasing times [d].
+    cadence : float, optional
+        Grid step [d]; default: the median step of ``time``.
+    """
+    step = float(np.median(np.diff(time))) if cadence is None else float(cadence)
+    if _on_grid(time, step):
+        return int(time.size)
+    return int(np.floor((time[-1] - time[0]) / step + 1e-9)) + 1
+
+
 def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The curve on a uniform grid ``time[0] + k * cadence``; samples in gaps are NaN.
 
@@ -259,7 +279,7 @@ def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) ->
     """
     native = float(np.median(np.diff(time)))
     step = native if cadence is None else float(cadence)
-    if np.all(np.abs(np.diff(time) - step) < 1e-3 * step):
+    if _on_grid(time, step):
         return time, flux
     if flux.ndim == 2:
         rows = [uniform(time, row, step) for row in flux]
@@ -272,7 +292,7 @@ def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) ->
         num = np.convolve(np.where(good, flux, 0.0), kernel, mode="same")
         den = np.convolve(good.astype(float), kernel, mode="same")
         flux = np.where(den > 0, num / np.maximum(den, 1), np.nan)
-    grid = time[0] + step * np.arange(int(np.floor((time[-1] - time[0]) / step + 1e-9)) + 1)
+    grid = time[0] + step * np.arange(grid_size(time, step))
     good = np.isfinite(flux)
     out = np.interp(grid, time[good], flux[good])
     k = np.clip(np.searchsorted(time, grid), 1, time.size - 1)

@@ -214,7 +214,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     from astrotool.ml.data import group_split
 
     from astrotool_plato.labels import read_label_tables
-    from astrotool_plato.lightcurves import read_curves
+    from astrotool_plato.lightcurves import grid_size, read_curves
 
     files = _inputs(sources, Path(raw_dir))
     labels = read_label_tables(labels_dir)
@@ -228,20 +228,24 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         ds = PreparedDataset(folder)
         return {"path": str(folder), "kept": True, "curves": ds.n, "length": ds.length}
 
-    curves: list[tuple[str, str, np.ndarray, np.ndarray]] = []  # (id, file, time, flux)
+    # first pass: ids and grid lengths only, one file in memory at a time
+    cadence = cfg.cadence_s / 86400.0 if cfg.cadence_s else None
+    ids_l, sizes, src = [], [], []
     for f in files:
-        for cid, (t, fl) in read_curves(f, channels=cfg.channels).items():
+        for cid, (t, _) in read_curves(f, channels=cfg.channels).items():
             if cid not in labels:
                 raise InputError(f, f"curve {cid!r} has no row in the label tables of {labels_dir}")
-            curves.append((cid, f.name, t, fl))
-    if not curves:
+            ids_l.append(cid)
+            sizes.append(grid_size(t, cadence))
+            src.append(f)
+    if not ids_l:
         raise AstroError("no light curves in " + ", ".join(map(str, files)))
-    length = cfg.length or (min(len(t) for _, _, t, _ in curves) // GRANULE) * GRANULE
+    length = cfg.length or (min(sizes) // GRANULE) * GRANULE
     if length < GRANULE:
-        raise InputError(files[0], f"the shortest curve has {min(len(t) for _, _, t, _ in curves)} samples; "
-                                   f"at least {GRANULE} are needed")
+        raise InputError(src[int(np.argmin(sizes))], f"the shortest curve has {min(sizes)} samples"
+                         f"{f' at {cfg.cadence_s:g} s' if cfg.cadence_s else ''}; at least {GRANULE} are needed")
 
-    ids = np.array([c[0] for c in curves])
+    ids = np.array(ids_l)
     kinds = np.array([_kind(labels[c]) for c in ids])
     split_of = np.empty(len(ids), dtype=object)
     # stratify by kind where every kind has a curve for every split; else by curve only
@@ -284,7 +288,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
 
     split_of_id = dict(zip(ids, split_of))
     try:
-        for cid, file, t, fl in curves:
+        for cid, file, t, fl in ((cid, f.name, t, fl) for f in files  # second pass: file by file
+                                 for cid, (t, fl) in read_curves(f, channels=cfg.channels).items()):
             row = labels[cid]
             lo, hi = cfg.depth_bounds
             if row.get("has_transit") and not lo <= float(row["depth"]) < hi:
