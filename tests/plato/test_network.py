@@ -433,3 +433,47 @@ def test_camera_group_channels_train_detect_and_refuse_a_co_added_set(tmp_path, 
     assert main([*base, "prepare", "--name", "single"]) == 0
     assert main(["-w", str(tmp_path), "plato", "eval", "--model", "groups", "--dataset", "single"]) == 2
     assert "curves of 1 flux channel(s) (coadd); the model reads 5" in capsys.readouterr().err
+
+
+def test_eval_counts_false_alarms_on_binaries_apart_and_bins_each_transit_by_its_own_snr(tmp_path):
+    """Hand-made curves and a model that flags every dip: exact counts."""
+    from astrotool_plato.config import EventsConfig, PrepareConfig
+    from astrotool_plato.evaluate import evaluate
+    from astrotool_plato.labels import write_label_rows
+    from astrotool_plato.lightcurves import write_curves
+    from astrotool_plato.prepare import PreparedDataset, prepare
+
+    class Dips(torch.nn.Module):
+        granularity = 1
+        in_channels = 1
+
+        def forward(self, x):
+            return -4000.0 * x - 2.0          # flat: p = 0.12; a 2,000 ppm dip: p = 0.998
+
+    t = np.arange(1024) * 25.0 / 86400.0
+    box = (np.abs(t - t[500]) < 1.0 / 24).astype(float) * 2e-3
+    curves = {"planet": 1 - box, "beb": 1 - box, "flat": np.ones(t.size), "glitch": 1 - box,
+              "flat2": np.ones(t.size)}
+    rows = [{"id": "planet", "has_transit": True, "t0": float(t[500]), "duration": 2.0, "depth": 2000.0,
+             "snr": 20.0, "n_transits": 4, "planet_radius": 3.0},
+            {"id": "beb", "eclipse": "beb", "eclipse_t0": float(t[500]), "eclipse_period": 30.0,
+             "eclipse_duration": 2.0, "eclipse_depth": 2000.0, "eclipse_secondary": 0.0},
+            {"id": "flat"}, {"id": "glitch"}, {"id": "flat2"}]
+    raw, labels = tmp_path / "raw", tmp_path / "labels"
+    write_curves(raw / "x_lightcurves.parquet", [(k, t, f, 1e-4) for k, f in curves.items()],
+                 {"ids": list(curves)}, "test")
+    write_label_rows(labels / "x_labels.parquet", [{**r, "file": "x_lightcurves.parquet"} for r in rows], "test")
+    prepare(PrepareConfig(split=(1.0, 0.0, 0.0)), 0, [], raw, labels, tmp_path / "prepared")
+    ds = PreparedDataset(tmp_path / "prepared" / "quarters")
+    rep, transits = evaluate(Dips(), ds, "all", [0.5], EventsConfig())
+    assert rep["transits"] == 1 and rep["transit_free_curves"] == 4
+    assert rep["quiet_curves"] == 3 and rep["binary_curves"] == 1
+    assert rep["false_alarm_curve_fraction"] == [0.5]              # beb and glitch of 4 transit-free curves
+    assert rep["false_alarm_curve_fraction_quiet"] == [pytest.approx(1 / 3)]   # glitch of 3 without a binary
+    assert rep["binary_curves_flagged"] == [1.0] and rep["false_alarms_on_eclipses"] == [1]
+    op = rep["operating_quiet"]
+    assert not op["meets_target"] and op["recovery"] == 1.0
+    # S/N 20 over 4 transits: 10 per transit
+    assert transits[0]["snr"] == 10.0 and op["by_snr"] == [{"low": 10.0, "high": 15.0, "transits": 1,
+                                                            "recovered": 1, "recovery": 1.0}]
+    assert op["by_radius"][0]["low"] == 2.0

@@ -429,3 +429,19 @@ def test_camera_groups_share_the_star_and_differ_in_noise_and_steps():
     a, b = sim.draw_params(5, SEED, quiet_cfg(step_fraction=0.5)), sim.draw_params(5, SEED, quiet_cfg())
     assert (a.t0, a.depth, a.noise_ppm is b.noise_ppm or np.isnan(a.noise_ppm)) == (b.t0, b.depth, True)
     assert a.group_step_ppm == [] and b.group_step_ppm == []
+
+
+def test_red_noise_component_adds_the_drawn_rms_on_the_drawn_timescale_and_nothing_else():
+    cfg = quiet_cfg(n_curves=6, duration_days=20.0, transit_fraction=0.0, eb_fraction=0, beb_fraction=0)
+    red = cfg.model_copy(update={"red_noise_ppm": (50.0, 200.0), "red_noise_hours": (1.0, 3.0)})
+    time, plain, _ = sim.simulate_curves(range(6), SEED, cfg)
+    _, noisy, params = sim.simulate_curves(range(6), SEED, red)
+    for a, b, p in zip(plain, noisy, params):
+        assert 50 <= p.red_noise_ppm <= 200 and 1 <= p.red_noise_hours <= 3
+        d = (b.astype(np.float64) - a) * 1e6             # the same white noise: the difference is the red noise
+        assert d.std() == pytest.approx(p.red_noise_ppm, rel=0.3)
+        lag = int(round(p.red_noise_hours * 3600 / cfg.cadence_s))      # AR(1): correlation e^-1 after tau
+        assert np.corrcoef(d[:-lag], d[lag:])[0, 1] == pytest.approx(math.exp(-1), abs=0.15)
+    assert sim.draw_params(2, SEED, cfg).red_noise_ppm == 0.0
+    with pytest.raises(ValueError, match="red_noise_ppm"):
+        quiet_cfg(red_noise_ppm=(0.0, 100.0))

@@ -106,13 +106,14 @@ def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
         ``false_alarm_curve_fraction`` (transit-free curves whose counted peak
         overlaps no transit); ``operating``: the lowest S/N threshold with at
         most ``far_target`` of transit-free curves flagged, and the recovery
-        there; ``seconds_per_curve`` (detrend + search).
+        there; ``operating_quiet``: the same over the transit-free curves without
+        a binary (as ``astro plato eval``); ``seconds_per_curve`` (detrend + search).
     """
     from astrotool_plato.events import match
 
     idx = ds.split_indices(split)
     meta = ds.metadata()
-    hits, free_fa = [], []      # (snr, recovered) per transit; (snr, false alarm) per transit-free curve
+    hits, free_fa = [], []      # (snr, recovered) per transit; (snr, false alarm, binary) per transit-free curve
     seconds = 0.0
     for b in ds.iter_batches(8, ["flux", "label"], indices=idx):
         for x, lab, i in zip(b["flux"], b["label"], b["index"]):
@@ -127,21 +128,23 @@ def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
             m = match(ev[ev[:, 1] > ev[:, 0]], lab)
             hits += [(r["snr"], bool(h)) for h in m.recovered]
             if not len(m.true):
-                free_fa.append((r["snr"], bool(m.false_alarm.any())))
+                free_fa.append((r["snr"], bool(m.false_alarm.any()), str(meta["kind"][i]) in ("eb", "beb")))
 
-    def scores(thr: float) -> tuple[float, float]:
+    def scores(thr: float, quiet: bool = False) -> tuple[float, float]:
         rec = sum(h and s >= thr for s, h in hits) / len(hits) if hits else math.nan
-        far = sum(f and s >= thr for s, f in free_fa) / len(free_fa) if free_fa else math.nan
+        free = [(s, f) for s, f, binary in free_fa if not (quiet and binary)]
+        far = sum(f and s >= thr for s, f in free) / len(free) if free else math.nan
         return rec, far
 
-    candidates = sorted({s for s, _ in hits + free_fa} | {cfg.snr_threshold})
-    op = next((c for c in candidates if not scores(c)[1] > far_target), math.inf)
+    candidates = sorted({s for s, *_ in hits + free_fa} | {cfg.snr_threshold})
     rec, far = scores(cfg.snr_threshold)
-    op_rec, op_far = scores(op)
-    return {"split": split, "curves": int(len(idx)), "transits": len(hits), "snr_threshold": cfg.snr_threshold,
-            "recovery": rec, "false_alarm_curve_fraction": far,
-            "operating": {"snr_threshold": op, "recovery": op_rec, "false_alarm_curve_fraction": op_far},
-            "seconds_per_curve": seconds / max(len(idx), 1)}
+    out = {"split": split, "curves": int(len(idx)), "transits": len(hits), "snr_threshold": cfg.snr_threshold,
+           "recovery": rec, "false_alarm_curve_fraction": far, "seconds_per_curve": seconds / max(len(idx), 1)}
+    for key, quiet in (("operating", False), ("operating_quiet", True)):
+        op = next((c for c in candidates if not scores(c, quiet)[1] > far_target), math.inf)
+        op_rec, op_far = scores(op, quiet)
+        out[key] = {"snr_threshold": op, "recovery": op_rec, "false_alarm_curve_fraction": op_far}
+    return out
 
 
 def bls_command(ctx, cfg, files) -> dict:

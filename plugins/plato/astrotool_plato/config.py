@@ -57,6 +57,12 @@ class SimulateConfig(Section):
     granulation_timescale_min: float = Field(10.0, gt=0, description="characteristic time of the red noise [min]")
     granulation_exponent: float = Field(2.0, ge=1.0, le=6.0,
                                         description="slope of the Harvey profile: 2 = AR(1)/Lorentzian, 4 = super-Lorentzian")
+    red_noise_ppm: tuple[float, float] = Field((0.0, 0.0), description="builtin: rms range [ppm] of a second "
+                                                                     "red-noise component drawn per curve "
+                                                                     "(activity, the granulation of larger stars), "
+                                                                     "log-uniform; [0, 0]: none")
+    red_noise_hours: tuple[float, float] = Field((0.5, 24.0), description="builtin: characteristic-time range [h] "
+                                                                          "of that component, log-uniform")
     rotation_fraction: float = Field(0.5, ge=0, le=1, description="fraction of stars with spot modulation")
     rotation_period_days: tuple[float, float] = Field((2.0, 30.0), description="rotation period range [d]")
     rotation_amplitude_ppm: tuple[float, float] = Field((100.0, 2000.0), description="semi-amplitude range [ppm]")
@@ -106,7 +112,7 @@ class SimulateConfig(Section):
     def _check(self) -> "SimulateConfig":
         for key in ("rotation_period_days", "rotation_amplitude_ppm", "depth_ppm", "duration_hours", "period_days",
                     "eb_depth_ppm", "beb_depth_ppm", "eclipse_secondary_ratio", "eclipse_period_days", "magnitude",
-                    "step_ppm", "star_radius"):
+                    "step_ppm", "star_radius", "red_noise_ppm", "red_noise_hours"):
             check_ordered(key, getattr(self, key))
         if self.camera_groups == 1:
             raise ValueError("camera_groups: one group is the co-added flux; use 0, or 2 to 4 groups")
@@ -115,6 +121,9 @@ class SimulateConfig(Section):
                              "builtin backend")
         if self.star_radius[0] <= 0:
             raise ValueError("star_radius: radii must be positive")
+        if self.red_noise_ppm[1] > 0 and (self.red_noise_ppm[0] <= 0 or self.red_noise_hours[0] <= 0):
+            raise ValueError("red_noise_ppm, red_noise_hours: a log-uniform range needs positive bounds "
+                             "([0, 0] turns the component off)")
         if self.eb_fraction + self.beb_fraction > 1:
             raise ValueError(f"eb_fraction + beb_fraction = {self.eb_fraction + self.beb_fraction:g}: they share "
                              "the transit-free curves, so they may add up to 1 at most")

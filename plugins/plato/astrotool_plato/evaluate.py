@@ -12,9 +12,18 @@ For every threshold of the grid:
 
 The *operating threshold* is the lowest threshold whose false-alarm fraction of
 transit-free curves is at most ``far_target`` (1 %: Panopticon's "90 % at 1 %
-FAR"), the recovery is also given against depth, S/N, duration and period
-(single transits apart) there, and the best
+FAR"), the recovery is also given against depth, S/N, duration, period
+(single transits apart) and planet radius there, and the best
 point-wise IoU threshold is reported beside it.
+
+A binary's eclipse of planet-like depth is a false alarm here, although one
+eclipse cannot be told from a transit by its shape alone. So a second operating
+point, ``operating_quiet``, counts only the transit-free curves that hold no
+binary either (false alarms from noise, variability and systematics), and
+``binary_curves_flagged`` says how many binaries a threshold lets through.
+
+S/N in the recovery table is each transit's own, ``snr / sqrt(n_transits)``
+(the label's ``snr`` is that of all transits of the curve together).
 """
 
 from __future__ import annotations
@@ -119,6 +128,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     merge = int(round(events.merge_gap_hours * 3600.0 / cadence))
     min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence)))
     radius = np.asarray(meta["radius"], float) if "radius" in meta else np.full(ds.n, np.nan)  # older sets: none
+    n_tr = np.maximum(np.asarray(meta["n_transits"], float), 1.0) if "n_transits" in meta else np.ones(ds.n)
+    kind = np.asarray(meta["kind"]).astype(str)
     counts = None
     per_transit: list[dict] = []
     hits: list[np.ndarray] = []                       # per transit: recovered at each threshold
@@ -126,6 +137,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     fa_ecl = np.zeros(thr.size, np.int64)
     tp_events = np.zeros(thr.size, np.int64)          # predicted events on a transit
     has_transit = np.zeros(len(idx), bool)
+    binary = np.zeros(len(idx), bool)                 # transit-free curves with an eclipsing binary
     row = 0
 
     from astrotool_plato.model import pad_to
@@ -146,6 +158,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         for p, y, i in zip(prob, lab, np.asarray(batch["index"])):
             matches = [match(find_events(p, t, merge, min_len), y) for t in thr]
             has_transit[row] = len(matches[0].true) > 0
+            binary[row] = kind[i] in ("eb", "beb")
             for k, m in enumerate(matches):
                 fa[row, k] = int(m.false_alarm.sum())
                 fa_ecl[k] += int(m.on_eclipse.sum())
@@ -153,7 +166,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
             for j, (a, b) in enumerate(matches[0].true):
                 hits.append(np.array([m.recovered[j] for m in matches]))
                 per_transit.append({"id": str(meta["id"][i]), "twin": bool(meta["twin"][i]),
-                                    "depth": float(meta["depth"][i]), "snr": float(meta["snr"][i]),
+                                    "depth": float(meta["depth"][i]),
+                                    "snr": float(meta["snr"][i]) / math.sqrt(n_tr[i]),
                                     "duration": float(meta["duration"][i]), "kind": str(meta["kind"][i]),
                                     "period": float(meta["period"][i]), "radius": radius[i],
                                     "start": int(a), "stop": int(b)})
@@ -168,17 +182,36 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     fa_total = fa.sum(axis=0)
     curve_far = (fa[free] > 0).mean(axis=0) if free.any() else np.full(thr.size, np.nan)
     sweep = threshold_sweep(counts)
+    quiet = free & ~binary
+    quiet_far = (fa[quiet] > 0).mean(axis=0) if quiet.any() else np.full(thr.size, np.nan)
     ok = np.flatnonzero(curve_far <= far_target) if free.any() else np.arange(thr.size)
     k_op = int(ok[0]) if ok.size else thr.size - 1
+    ok_quiet = np.flatnonzero(quiet_far <= far_target) if quiet.any() else np.arange(thr.size)
+    k_quiet = int(ok_quiet[0]) if ok_quiet.size else thr.size - 1
     for r, h in zip(per_transit, hit):
         r["recovered"] = bool(h[k_op])
-    depth = np.array([r["depth"] for r in per_transit])
-    snr = np.array([r["snr"] for r in per_transit])
-    period = np.array([r["period"] for r in per_transit])
-    op_hit = hit[:, k_op] if n_true else np.zeros(0, bool)
 
     def frac(a, b):
         return float(a / b) if b else math.nan
+
+    def operating(k: int, meets: bool) -> dict:
+        """The scores at threshold number ``k``."""
+        depth, period = (np.array([r[c] for r in per_transit]) for c in ("depth", "period"))
+        h = hit[:, k] if n_true else np.zeros(0, bool)
+        single = np.isnan(period)
+        return {"threshold": float(thr[k]), "far_target": far_target, "meets_target": meets,
+                "recovery": frac(recovered[k], n_true),
+                "false_alarm_curve_fraction": float(curve_far[k]),
+                "false_alarm_curve_fraction_quiet": float(quiet_far[k]),
+                "binary_curves_flagged": frac((fa[binary, k] > 0).sum(), binary.sum()),
+                "false_alarms_per_day": float(fa_total[k] / days),
+                "recovery_deeper_than_180ppm": frac(h[depth > 180].sum(), (depth > 180).sum()),
+                **{f"by_{c}": _binned(np.array([r[c] for r in per_transit]), h, edges) for c, edges in (
+                    ("depth", DEPTH_BINS), ("snr", SNR_BINS), ("duration", DURATION_BINS))},
+                "single_transits": {"transits": int(single.sum()), "recovered": int(h[single].sum()),
+                                    "recovery": frac(h[single].sum(), single.sum())},
+                "by_period": _binned(period, h, PERIOD_BINS),
+                "by_radius": _binned(np.array([r["radius"] for r in per_transit]), h, RADIUS_BINS)}
 
     report = {
         "split": split, "curves": int(len(idx)), "transit_free_curves": int(free.sum()), "transits": int(n_true),
@@ -193,19 +226,11 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         "false_alarm_curve_fraction": [float(v) for v in curve_far],
         "false_alarm_event_fraction": [frac(f, f + t) for f, t in zip(fa_total, tp_events)],
         "pointwise": {k: sweep[k] for k in ("precision", "recall", "f1", "iou", "best")},
-        "operating": {"threshold": float(thr[k_op]), "far_target": far_target,
-                      "meets_target": bool(ok.size) or not free.any(),
-                      "recovery": frac(recovered[k_op], n_true),
-                      "false_alarm_curve_fraction": float(curve_far[k_op]),
-                      "false_alarms_per_day": float(fa_total[k_op] / days),
-                      "recovery_deeper_than_180ppm": frac(op_hit[depth > 180].sum(), (depth > 180).sum()),
-                      "by_depth": _binned(depth, op_hit, DEPTH_BINS), "by_snr": _binned(snr, op_hit, SNR_BINS),
-                      "by_duration": _binned(np.array([r["duration"] for r in per_transit]), op_hit, DURATION_BINS),
-                      "single_transits": {"transits": int(np.isnan(period).sum()),
-                                          "recovered": int(op_hit[np.isnan(period)].sum()),
-                                          "recovery": frac(op_hit[np.isnan(period)].sum(), np.isnan(period).sum())},
-                      "by_period": _binned(period, op_hit, PERIOD_BINS),
-                      "by_radius": _binned(np.array([r["radius"] for r in per_transit]), op_hit, RADIUS_BINS)},
+        "false_alarm_curve_fraction_quiet": [float(v) for v in quiet_far],
+        "binary_curves_flagged": [frac((fa[binary, k] > 0).sum(), binary.sum()) for k in range(thr.size)],
+        "quiet_curves": int(quiet.sum()), "binary_curves": int(binary.sum()),
+        "operating": operating(k_op, bool(ok.size) or not free.any()),
+        "operating_quiet": operating(k_quiet, bool(ok_quiet.size) or not quiet.any()),
         "inference": pred.summary(),
     }
     return report, per_transit
@@ -223,6 +248,8 @@ def plot_report(report: dict, path) -> Path:
         ax.plot(report["thresholds"], report["recovery"], "o-", label="transits recovered")
         ax.plot(report["thresholds"], report["false_alarm_curve_fraction"], "s-",
                 label="transit-free curves with a false alarm")
+        ax.plot(report["thresholds"], report["false_alarm_curve_fraction_quiet"], "^--",
+                label="... of those without a binary")
         ax.axvline(op["threshold"], color="0.5", ls=":")
         ax.set_xlabel("threshold")
         ax.set_ylim(-0.02, 1.02)
@@ -281,6 +308,10 @@ def eval_command(ctx, cfg, runtime) -> dict:
                "recovery": op["recovery"], "false_alarm_curve_fraction": op["false_alarm_curve_fraction"],
                "false_alarms_per_day": op["false_alarms_per_day"],
                "recovery_deeper_than_180ppm": op["recovery_deeper_than_180ppm"],
+               "binary_curves_flagged": op["binary_curves_flagged"],
+               "quiet_operating_threshold": report["operating_quiet"]["threshold"],
+               "quiet_recovery": report["operating_quiet"]["recovery"],
+               "quiet_false_alarm_curve_fraction": report["operating_quiet"]["false_alarm_curve_fraction_quiet"],
                "best_iou": report["pointwise"]["best"], "curves_per_s": report["inference"]["samples_per_s"],
                **{k: str(v) for k, v in paths.items()}}
     ctx.emit(report if json_results() else summary)

@@ -46,11 +46,11 @@ COMMAND = "plato prepare"
 VERSION = 1
 """Version of the preparation; part of the settings record."""
 
-METADATA = ("id", "twin", "split", "kind", "depth", "duration", "snr", "period", "radius", "eclipse_depth",
-            "t_start", "cadence", "filled", "file")
-"""Per-curve columns: curve id, twin (bool), split, kind, transit depth [ppm], duration [h], S/N, period [d],
-planet radius [R_earth], eclipse depth [ppm], first time stamp [d], cadence [s], samples interpolated over,
-source file."""
+METADATA = ("id", "twin", "split", "kind", "depth", "duration", "snr", "n_transits", "period", "radius",
+            "eclipse_depth", "t_start", "cadence", "filled", "file")
+"""Per-curve columns: curve id, twin (bool), split, kind, transit depth [ppm], duration [h], S/N (of all
+transits), transits in the curve, period [d], planet radius [R_earth], eclipse depth [ppm], first time stamp
+[d], cadence [s], samples interpolated over, source file."""
 
 
 class PreparedDataset(ArrayDataset):
@@ -279,7 +279,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         buf["label"].append(lab)
         values = {"id": cid, "twin": is_twin, "split": split_of_id[cid], "kind": _kind(row),
                   "depth": _num(row.get("depth")), "duration": _num(row.get("duration")), "snr": _num(row.get("snr")),
-                  "period": _num(row.get("period")), "radius": _num(row.get("planet_radius")),
+                  "n_transits": int(row.get("n_transits") or 0), "period": _num(row.get("period")),
+                  "radius": _num(row.get("planet_radius")),
                   "eclipse_depth": _num(row.get("eclipse_depth")),
                   "t_start": sample["t_start"], "cadence": sample["cadence"], "filled": sample["filled"],
                   "file": file}

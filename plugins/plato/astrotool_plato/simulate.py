@@ -108,6 +108,9 @@ class CurveParams:
         Stellar radius [R_sun].
     planet_radius : float
         Planet radius ``rp_rs * star_radius`` [R_earth]; NaN without transit.
+    red_noise_ppm, red_noise_hours : float
+        Rms [ppm] and characteristic time [h] of the curve's second red-noise
+        component (``red_noise_ppm`` of the configuration); 0 and NaN when none.
     group_step_time, group_step_ppm : list of float
         Per camera group (``camera_groups``): time [d] and size [ppm] of its own flux
         step; NaN and 0 for a group without one; empty without camera groups.
@@ -142,6 +145,8 @@ class CurveParams:
     step_ppm: float = 0.0
     star_radius: float = math.nan
     planet_radius: float = math.nan
+    red_noise_ppm: float = 0.0
+    red_noise_hours: float = math.nan
     group_step_time: list = field(default_factory=list)
     group_step_ppm: list = field(default_factory=list)
 
@@ -495,6 +500,9 @@ def draw_params(index: int, seed: int, cfg: SimulateConfig) -> CurveParams:
     par.star_radius = float(rng.uniform(*cfg.star_radius))
     if par.has_transit:
         par.planet_radius = par.rp_rs * par.star_radius * R_SUN_IN_R_EARTH
+    if cfg.red_noise_ppm[1] > 0:
+        par.red_noise_ppm = _loguniform(rng, *cfg.red_noise_ppm)
+        par.red_noise_hours = _loguniform(rng, *cfg.red_noise_hours)
     return par
 
 
@@ -539,15 +547,21 @@ def simulate_curve(params: CurveParams, seed: int, cfg: SimulateConfig, time: np
         deficit = deficit + eclipse_deficit(time, params.eclipse_t0, params.eclipse_duration, params.eclipse_depth,
                                             params.eclipse_secondary, params.eclipse_period, params.eclipse_flat)
     noise = params.noise_ppm if math.isfinite(params.noise_ppm) else cfg.noise_ppm
+    # a group has 1/groups of the cameras: sqrt(groups) x the co-added noise
+    shape, scale = ((cfg.camera_groups, time.size), math.sqrt(cfg.camera_groups)) if cfg.camera_groups else \
+        ((time.size,), 1.0)
+    white = rng.standard_normal(shape) * (noise * 1e-6 * scale)
+    if params.red_noise_ppm > 0:  # drawn after the white noise: curves without it stay as they were
+        variability = variability + harvey_noise(time.size, cfg.cadence_s, params.red_noise_ppm,
+                                                 params.red_noise_hours * 60.0, 2.0, rng)
     star = (1.0 + variability) * (1.0 - deficit)
-    if cfg.camera_groups:  # a group has 1/groups of the cameras: sqrt(groups) x the co-added noise
-        groups = star + rng.standard_normal((cfg.camera_groups, time.size)) * (noise * 1e-6 * math.sqrt(
-            cfg.camera_groups))
+    if cfg.camera_groups:
+        groups = star + white
         for g, (t_step, ppm) in enumerate(zip(params.group_step_time, params.group_step_ppm)):
             if ppm:
                 groups[g] *= np.where(time >= t_step, 1.0 + ppm * 1e-6, 1.0)
         return np.vstack([groups, groups.mean(axis=0)]), deficit
-    flux = star + rng.standard_normal(time.size) * (noise * 1e-6)
+    flux = star + white
     if params.step_ppm:
         flux = flux * np.where(time >= params.step_time, 1.0 + params.step_ppm * 1e-6, 1.0)
     return flux, deficit
@@ -634,7 +648,8 @@ def _facts(seed: int, cfg: SimulateConfig, extra: dict | None = None) -> dict:
         "content_hash": content_hash(seed, cfg),
         "simulate": cfg.model_dump(mode="json"),
         "time_reference": "days since the start of the simulated observation",
-        "flux_model": "(1 + rotation + granulation) * (1 - transit - eclipses) + white noise; 1 = unperturbed star",
+        "flux_model": "(1 + rotation + granulation + red noise) * (1 - transit - eclipses) + white noise; "
+                      "1 = unperturbed star",
         **(extra or {}),
     }
 
@@ -762,6 +777,8 @@ LABEL_FIELDS = [
     ("step_ppm", "float64", "1e-06", "size of that step [ppm]; 0 if none"),
     ("star_radius", "float64", "solRad", "stellar radius"),
     ("planet_radius", "float64", "earthRad", "planet radius, rp_rs x star_radius; NaN without transit"),
+    ("red_noise_ppm", "float64", "1e-06", "rms of the second red-noise component [ppm]; 0 if none"),
+    ("red_noise_hours", "float64", "h", "characteristic time of that component; NaN if none"),
     ("group_step_time", "list<float64>", "d", "per camera group: time of its flux step; NaN if none"),
     ("group_step_ppm", "list<float64>", "1e-06", "per camera group: size of its flux step [ppm]; 0 if none"),
     ("file", "string", "", "light-curve file holding the curve"),
