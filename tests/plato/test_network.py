@@ -140,7 +140,7 @@ def test_eval_scores_the_split_and_counts_every_labelled_transit(trained, capsys
     ds = PreparedDataset(trained / "plato/prepared/quarters")
     labels = ds.read(np.arange(ds.n), ["label"])["label"]
     assert rep["transits"] == sum(len(runs(y == PLANET)) for y in labels)
-    assert rep["curves"] == ds.n and len(rep["recovery"]) == len(rep["thresholds"]) == 19
+    assert rep["curves"] == ds.n and len(rep["recovery"]) == len(rep["thresholds"]) == 23
     assert rep["recovery"][9] >= 0.85                          # threshold 0.5
     assert rep["pointwise"]["best"]["iou"] > 0.6
     assert rep["operating"]["false_alarm_curve_fraction"] <= 0.01 or not rep["operating"]["meets_target"]
