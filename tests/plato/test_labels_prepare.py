@@ -349,3 +349,19 @@ def test_prepare_takes_the_default_length_on_the_resampled_grid(tmp_path, capsys
     assert main(["-w", str(tmp_path), "--set", "plato.prepare.cadence_s=600", "plato", "prepare", "--name", "x"]) == 2
     err = capsys.readouterr().err
     assert "_lightcurves.parquet" in err and "the shortest curve has 144 samples at 600 s" in err
+
+
+def test_prepare_sees_a_relabelled_curve(tmp_path, capsys):
+    _simulate(tmp_path, n=4)
+    assert main(["-w", str(tmp_path), "-q", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare"]) == 0
+    path = tmp_path / "plato/labels/sim_labels.parquet"
+    rows = list(lab.read_label_tables(tmp_path / "plato/labels").values())
+    rows[0]["snr"] = 99.0
+    lab.write_label_rows(path, rows, "test")
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare"]) == 2
+    assert "sim_labels.parquet" in capsys.readouterr().err
+    assert main(["-w", str(tmp_path), "-q", "--overwrite", "--set", "plato.prepare.split=[1,0,0]", "plato",
+                 "prepare"]) == 0
+    meta = PreparedDataset(tmp_path / "plato/prepared/quarters").metadata(["id", "snr"])
+    assert dict(zip(np.asarray(meta["id"]).astype(str), meta["snr"]))[rows[0]["id"]] == 99.0

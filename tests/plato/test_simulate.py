@@ -352,6 +352,10 @@ def test_psls_backend_injects_events_into_psls_curves_and_prepare_accepts_them(t
     capsys.readouterr()
     curves = sim.read_lightcurves(next((tmp_path / "plato/raw").glob("*_lightcurves.parquet")))
     np.testing.assert_array_equal(curves["sim000000"][1], f1[0])
+    # the label table holds each curve's own S/N, not the one the drawn noise_ppm would give
+    snr = pq.read_table(tmp_path / "plato/labels/sim_labels.parquet").column("snr").to_pylist()
+    assert snr == pytest.approx([p.snr for p in p1]) and snr != pytest.approx([
+        sim.draw_params(i, SEED, cfg).snr for i in range(2)], rel=0.05)
     assert main(["-w", str(tmp_path), "--json", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["curves"] == 2 and out["length"] == 18944 and out["kinds"] == {"planet": 2}

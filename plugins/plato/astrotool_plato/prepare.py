@@ -146,14 +146,20 @@ def _inputs(sources, raw_dir: Path) -> list[Path]:
     return out
 
 
-def _identity(files: list[Path]) -> dict:
-    """What the inputs are, for the settings record: the simulation's content hash where known, else the size."""
-    from astrotool.io.tables import parquet_metadata
+def _identity(files: list[Path], labels_dir: Path) -> dict:
+    """What the inputs are, for the settings record: the simulation's content hash where known, else the size;
+    and the label tables' contents (SHA-256 of their rows), so a relabelled curve is prepared again."""
+    import hashlib
+
+    from astrotool.io.tables import parquet_metadata, read_parquet
 
     out = {}
     for f in files:
         facts = parquet_metadata(f) if f.name.endswith(".parquet") else {}
         out[f.name] = facts.get("content_hash") or os.path.getsize(f)
+    for f in sorted(Path(labels_dir).glob("*_labels.parquet")):
+        rows = read_parquet(f).to_pylist()
+        out[f.name] = hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
     return out
 
 
@@ -221,7 +227,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     if not labels:
         raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `astro plato simulate` first")
     folder = Path(out_root) / cfg.name
-    settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}), "inputs": _identity(files)}
+    settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}),
+                "inputs": _identity(files, Path(labels_dir))}
     rec = mw.record(settings, seed=seed, version=VERSION)
     manifest = folder / f"{cfg.name}_dataset.json"
     if mw.keep([manifest], rec, overwrite=overwrite):

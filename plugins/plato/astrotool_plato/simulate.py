@@ -941,9 +941,10 @@ def ensure_labels(path, params, files, seed: int, cfg: SimulateConfig, overwrite
 
     path = Path(path)
     if check_existing(path, seed, cfg, overwrite):
-        # same settings and seed; the curves' files also depend on the chunk size
-        stored = read_parquet(path, columns=["file"]).column("file").to_pylist()
-        if stored == labels_table(params, files).column("file").to_pylist():
+        # same settings and seed; the curves' files also depend on the chunk size, and a PSLS curve's S/N
+        # on the curve computed
+        stored = read_parquet(path, columns=["file", "snr"])
+        if stored.equals(labels_table(params, files).select(["file", "snr"])):
             return False
     write_labels(path, params, files, seed, cfg)
     return True
@@ -1022,7 +1023,9 @@ def simulate(cfg: SimulateConfig, seed: int, lightcurves_dir, labels_dir, mapper
     listed = set(files)
     stale = tuple(sorted(p.name for p in lightcurves_dir.glob(f"{cfg.name}[0-9]*_lightcurves.parquet")
                          if p.name not in listed))
-    params = tuple(draw_params(i, seed, cfg) for i in range(cfg.n_curves))
+    # the chunks' own parameters: a PSLS curve's S/N comes from its own noise, not from the draw
+    computed = {p.index: p for r in done for p in r.params}
+    params = tuple(computed.get(i) or draw_params(i, seed, cfg) for i in range(cfg.n_curves))
     curve_files = [files[i // cfg.chunk_size] for i in range(cfg.n_curves)]
     written = ensure_labels(labels_path, params, curve_files, seed, cfg, overwrite)
     return Simulation(done, params, str(labels_path), written, stale)
