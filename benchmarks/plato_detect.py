@@ -12,7 +12,8 @@ Prints, all measured in this run:
     ``--seed``), ``prepare --augment`` and ``train`` (U-Net 3+);
 (b) the hold-out: 126,720-sample curves (36.7 d at 25 s) drawn with seed
     ``--seed + 1`` by the other simulator, PSLS (``--holdout-backend psls``, the
-    default): PLATO's camera noise for V 9-13, its granulation and activity,
+    default): PLATO's camera noise for V 9-13 (``--holdout-magnitude``; the
+    same transits around PLATO's P1 stars: ``8 11``), its granulation and activity,
     the systematics table with aperture-mask updates (flux steps inside the
     quarter) and 20-min gaps, with the same kinds of transits and binaries
     injected, a third of the planets periodic; (``--holdout-backend builtin``:
@@ -72,7 +73,7 @@ HOLDOUT_SETS = {
                              "plato.simulate.rotation_fraction=0.7", "plato.simulate.periodic_fraction=0.3",
                              "plato.simulate.period_days=[5,30]", "plato.simulate.eb_fraction=0.3",
                              "plato.simulate.beb_fraction=0.4"],
-    "psls": ["plato.simulate.backend=psls", "plato.simulate.magnitude=[9,13]", "plato.simulate.depth_ppm=[50,900]",
+    "psls": ["plato.simulate.backend=psls", "plato.simulate.depth_ppm=[50,900]",
              "plato.simulate.duration_hours=[2,12]", "plato.simulate.transit_fraction=0.5",
              "plato.simulate.periodic_fraction=0.3", "plato.simulate.period_days=[5,30]",
              "plato.simulate.eb_fraction=0.3", "plato.simulate.beb_fraction=0.4"],
@@ -122,6 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--holdout-backend", choices=("psls", "builtin"), default="psls")
     ap.add_argument("--plain-training", action="store_true", help="train without the second red noise")
+    ap.add_argument("--holdout-magnitude", type=float, nargs=2, default=(9.0, 13.0), metavar=("BRIGHT", "FAINT"),
+                    help="V range of the hold-out stars (9 13; PLATO's P1 sample: 8 11)")
     ap.add_argument("--bls-curves", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--panopticon-weights", type=Path, default=None,
@@ -139,6 +142,7 @@ def main(argv=None) -> int:
     ws = a.keep or Path(tempfile.mkdtemp(prefix="plato_detect_"))
     run = CliRunner(ws, a.jobs, prefix=("plato",), verbose=a.verbose)
     hold_days = QUARTER * 25.0 / 86400.0
+    hn = "hold" if tuple(a.holdout_magnitude) == (9.0, 13.0) else "holdv{:g}to{:g}".format(*a.holdout_magnitude)
     print(f"workspace {ws}; sizes {sizes}")
 
     print("(a) training set")
@@ -154,15 +158,17 @@ def main(argv=None) -> int:
           f"{fit['best_epoch']}: val recall {fit['val_recall']:.3f}, {fit['val_false_alarms']:.3f} false alarms "
           "per curve (threshold 0.5)")
 
-    print(f"(b) hold-out: another seed, the {a.holdout_backend} simulator, 126,720-sample curves")
+    print(f"(b) hold-out: another seed, the {a.holdout_backend} simulator, 126,720-sample curves, "
+          "V {:g}-{:g}".format(*a.holdout_magnitude))
     run("simulate holdout", "simulate", "-n", sizes["holdout_curves"], "--days", f"{hold_days:.6f}", "--name",
-        "hold", "--chunk-size", sizes["bls_curves"], seed=a.seed + 1, sets=HOLDOUT_SETS[a.holdout_backend])
-    hold_files = sorted(str(p) for p in raw.glob("hold*_lightcurves.parquet"))
-    run("prepare holdout", "prepare", *hold_files, "--name", "hold", "--length", QUARTER, seed=a.seed + 1)
-    run("prepare holdout head", "prepare", hold_files[0], "--name", "hold_head", "--length", QUARTER,
+        hn, "--chunk-size", sizes["bls_curves"], seed=a.seed + 1,
+        sets=HOLDOUT_SETS[a.holdout_backend] + ["plato.simulate.magnitude=[{:g},{:g}]".format(*a.holdout_magnitude)])
+    hold_files = sorted(str(p) for p in raw.glob(f"{hn}[0-9]*_lightcurves.parquet"))
+    run("prepare holdout", "prepare", *hold_files, "--name", hn, "--length", QUARTER, seed=a.seed + 1)
+    run("prepare holdout head", "prepare", hold_files[0], "--name", f"{hn}_head", "--length", QUARTER,
         seed=a.seed + 1)
-    rep = run("eval", "eval", "--model", "net", "--dataset", "hold", "--split", "all", "--name", "hold")
-    full = json.loads((ws / "plato" / "reports" / "hold_eval.json").read_text())
+    rep = run("eval", "eval", "--model", "net", "--dataset", hn, "--split", "all", "--name", hn)
+    full = json.loads((ws / "plato" / "reports" / f"{hn}_eval.json").read_text())
     op = full["operating"]
     print(f"    {full['curves']} curves, {full['transits']} transits, {full['transit_free_curves']} transit-free")
     print(f"    operating threshold {op['threshold']:.2f}: recovery {op['recovery']:.3f}, false alarms on "
@@ -192,10 +198,10 @@ def main(argv=None) -> int:
     from astrotool_plato.config import BlsConfig
     from astrotool_plato.prepare import PreparedDataset
 
-    head = run("eval head", "eval", "--model", "net", "--dataset", "hold_head", "--split", "all", "--name",
-               "hold_head")
-    hfull = json.loads((ws / "plato" / "reports" / "hold_head_eval.json").read_text())
-    with PreparedDataset(ws / "plato" / "prepared" / "hold_head") as ds:
+    head = run("eval head", "eval", "--model", "net", "--dataset", f"{hn}_head", "--split", "all", "--name",
+               f"{hn}_head")
+    hfull = json.loads((ws / "plato" / "reports" / f"{hn}_head_eval.json").read_text())
+    with PreparedDataset(ws / "plato" / "prepared" / f"{hn}_head") as ds:
         t = time.perf_counter()
         b = evaluate_bls(ds, "all", BlsConfig())
         bls_wall = time.perf_counter() - t
@@ -216,7 +222,7 @@ def main(argv=None) -> int:
     panopticon = {}
     if a.panopticon_weights:
         print("(e) Panopticon's released models on the hold-out, resampled to 60 s")
-        run("prepare holdout 60s", "prepare", *hold_files, "--name", "hold60", "--length", 52736, seed=a.seed + 1,
+        run("prepare holdout 60s", "prepare", *hold_files, "--name", f"{hn}60", "--length", 52736, seed=a.seed + 1,
             sets=["plato.prepare.cadence_s=60"])
         for m in ("A", "B"):
             src = a.panopticon_weights / f"model_{m}.pt"
@@ -224,9 +230,9 @@ def main(argv=None) -> int:
                 print(f"    {src}: missing, skipped")
                 continue
             run(f"convert {m}", "convert-weights", src, "--name", f"panopticon-{m}", overwrite=True)
-            run(f"eval {m}", "eval", "--model", f"panopticon-{m}", "--dataset", "hold60", "--split", "all",
-                "--name", f"hold60_{m}")
-            r = json.loads((ws / "plato" / "reports" / f"hold60_{m}_eval.json").read_text())
+            run(f"eval {m}", "eval", "--model", f"panopticon-{m}", "--dataset", f"{hn}60", "--split", "all",
+                "--name", f"{hn}60_{m}")
+            r = json.loads((ws / "plato" / "reports" / f"{hn}60_{m}_eval.json").read_text())
             po = r["operating"]
             k5 = r["thresholds"].index(0.5)
             panopticon[m] = {"operating": po, "recovery_0.5": r["recovery"][k5],
