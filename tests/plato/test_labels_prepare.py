@@ -365,3 +365,23 @@ def test_prepare_sees_a_relabelled_curve(tmp_path, capsys):
                  "prepare"]) == 0
     meta = PreparedDataset(tmp_path / "plato/prepared/quarters").metadata(["id", "snr"])
     assert dict(zip(np.asarray(meta["id"]).astype(str), meta["snr"]))[rows[0]["id"]] == 99.0
+
+
+def test_event_snr_is_the_depth_over_the_scatter_binned_at_the_event_length():
+    from astrotool_plato.events import event_snr, vetted
+
+    rng = np.random.default_rng(8)
+    n, w, sigma = 40_000, 200, 1e-3
+    x = rng.standard_normal(n) * sigma
+    x[10_000:10_000 + w] -= 5e-4                     # white-noise S/N: 5e-4 / (1e-3 / sqrt(200)) = 7.07
+    events = np.array([[10_000, 10_000 + w]])
+    assert event_snr(x, events)[0] == pytest.approx(7.07, abs=1.2)
+    # a slow wiggle of 300 ppm (period 1,000 samples): a dip in it scores low against the binned scatter,
+    # which a white-noise S/N (2e-4 / (1e-3 / sqrt(200)) = 2.8 per 100 ppm) would not know
+    red = x + 3e-4 * np.sin(2 * np.pi * np.arange(n) / 1000.0)
+    trough = np.array([[30_150, 30_350]])           # the bottom of one wiggle, 200 samples
+    assert event_snr(red, trough)[0] < 3.0
+    both = np.vstack([events, trough])
+    np.testing.assert_array_equal(vetted(both, x, 5.0), events)
+    np.testing.assert_array_equal(vetted(both, red, 0.0), both)
+    assert np.isnan(event_snr(x[:300], np.array([[100, 250]])))[0]     # fewer than three blocks: unknown

@@ -218,6 +218,8 @@ def eval_(
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test | all"),
     merge_gap_hours: Optional[float] = typer.Option(None, "--merge-gap", help="events closer than this are one [h]"),
     min_duration_hours: Optional[float] = typer.Option(None, "--min-duration", help="shorter events are dropped [h]"),
+    min_snr: Optional[float] = typer.Option(None, "--min-snr", help="drop events below this S/N against the "
+                                                                    "scatter binned at their length (0: keep all)"),
     report: Optional[str] = typer.Option(None, "--name", help="report name (plato/reports/<name>_eval.json)"),
     device: mc.Device = None,
 ) -> None:
@@ -235,7 +237,8 @@ def eval_(
     ctx = current()
     cfg = plato_config(ctx, {"eval.model": model, "eval.dataset": dataset, "eval.split": split,
                              "eval.report": report, "events.merge_gap_hours": merge_gap_hours,
-                             "events.min_duration_hours": min_duration_hours})
+                             "events.min_duration_hours": min_duration_hours,
+                             "events.min_snr": min_snr})
     eval_command(ctx, cfg, mc.runtime(ctx, device=device))
 
 
@@ -247,13 +250,15 @@ def detect(
     name: Optional[str] = typer.Option(None, "--name", help="run name (plato/runs/<name>/; default: the model's)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="probability threshold of an event"),
     merge_gap_hours: Optional[float] = typer.Option(None, "--merge-gap", help="events closer than this are one [h]"),
+    min_snr: Optional[float] = typer.Option(None, "--min-snr", help="drop events below this S/N against the "
+                                                                    "scatter binned at their length (0: keep all)"),
     time_column: Optional[str] = typer.Option(None, "--time-column", help="time column (default: time, TIME, ...)"),
     flux_column: Optional[str] = typer.Option(None, "--flux-column",
                                               help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...)"),
     time_unit: Optional[str] = typer.Option(None, "--time-unit", help="d | s (unit of the time column)"),
     device: mc.Device = None,
 ) -> None:
-    """Find single transits in light-curve files: an event table (mid-time, duration, depth, peak probability).
+    """Find single transits in light-curve files: an event table (mid-time, duration, depth, S/N, peak probability).
 
     Curves are interpolated onto the model's cadence; files are searched in
     parallel (--jobs, --executor); a file that cannot be read is named with its
@@ -264,7 +269,8 @@ def detect(
 
     ctx = current()
     cfg = plato_config(ctx, {"detect.model": model, "detect.name": name, "events.threshold": threshold,
-                             "events.merge_gap_hours": merge_gap_hours, "detect.time_column": time_column,
+                             "events.merge_gap_hours": merge_gap_hours, "events.min_snr": min_snr,
+                             "detect.time_column": time_column,
                              "detect.flux_column": flux_column, "detect.time_unit": time_unit})
     detect_command(ctx, cfg, files, mc.runtime(ctx, device=device))
 

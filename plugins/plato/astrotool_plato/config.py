@@ -243,6 +243,9 @@ class EventsConfig(Section):
     merge_gap_hours: float = Field(1.0, ge=0, description="events closer than this are one event [h] "
                                                          "(Panopticon: 1200 samples of 60 s = 20 h)")
     min_duration_hours: float = Field(0.25, ge=0, description="shorter events are dropped [h]")
+    min_snr: float = Field(0.0, ge=0, description="events whose depth over the curve's scatter binned at the "
+                                                  "event's length (red noise included) is below this are dropped; "
+                                                  "0: keep every event")
 
 
 class EvalConfig(Section):

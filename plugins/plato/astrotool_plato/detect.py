@@ -31,6 +31,7 @@ EVENT_COLUMNS = {
     "t_mid": ("d", "probability-weighted mid-time of the event, in the file's time frame"),
     "duration": ("h", "time above the threshold"),
     "depth": ("1e-06", "box depth estimate [ppm]: median flux around the event minus the mean inside"),
+    "snr": ("", "depth over the curve's scatter binned at the event's length (red noise included)"),
     "peak_probability": ("", "highest transit probability in the event"),
 }
 
@@ -48,6 +49,7 @@ class DetectItem:
     threshold: float
     merge_gap_hours: float
     min_duration_hours: float
+    min_snr: float = 0.0
     time_column: str = ""
     flux_column: str = ""
     time_unit: str = "d"
@@ -83,7 +85,8 @@ def model_channels(model) -> str:
 
 
 def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge_gap_hours: float,
-                  min_duration_hours: float, batch_size: int = 4, device: str = "cpu") -> dict:
+                  min_duration_hours: float, batch_size: int = 4, device: str = "cpu",
+                  min_snr: float = 0.0) -> dict:
     """Events of several curves with one model.
 
     Parameters
@@ -97,6 +100,8 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
         Event settings (:class:`astrotool_plato.config.EventsConfig`).
     batch_size : int
     device : str
+    min_snr : float
+        Events below this S/N against the binned scatter are dropped (:func:`astrotool_plato.events.vetted`).
 
     Returns
     -------
@@ -115,7 +120,7 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     from astrotool.errors import InputError
     from astrotool.ml.predict import predict
 
-    from astrotool_plato.events import describe, find_events
+    from astrotool_plato.events import describe, find_events, vetted
     from astrotool_plato.lightcurves import relative_flux, uniform
     from astrotool_plato.model import pad_to
 
@@ -145,7 +150,7 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
             t, x, filled, _, n = grid[cid]
             x = x[-1] if x.ndim == 2 else x   # the co-added flux
             prob = 1.0 / (1.0 + np.exp(-logits[row, :n]))
-            ev = find_events(prob, threshold, merge, min_len)
+            ev = vetted(find_events(prob, threshold, merge, min_len), x, min_snr)
             out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
                         "flux": x, "filled": filled, "seconds": pred.seconds / len(ids)}
     return out
@@ -158,9 +163,10 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
     meta, model = _model(item.model_dir)
     curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model))
     res = search_curves(curves, model, model_cadence(meta), item.threshold, item.merge_gap_hours,
-                        item.min_duration_hours, item.batch_size, item.device)
+                        item.min_duration_hours, item.batch_size, item.device, item.min_snr)
     name = Path(item.path).name
-    rows = [{"file": name, "id": cid, **{k: e[k] for k in ("t_mid", "duration", "depth", "peak_probability")}}
+    cols = ("t_mid", "duration", "depth", "snr", "peak_probability")
+    rows = [{"file": name, "id": cid, **{k: e[k] for k in cols}}
             for cid, r in res.items() for e in r["events"]]
     return {"rows": rows, "curves": {cid: {"events": len(r["events"]), "filled": r["filled"],
                                            "samples": int(r["time"].size), "seconds": r["seconds"]}
@@ -202,7 +208,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         raise AstroError("give at least one light-curve file")
     device = runtime.accelerator
     items = [DetectItem(str(Path(f)), str(mdir), ev.threshold, ev.merge_gap_hours, ev.min_duration_hours,
-                        d.time_column, d.flux_column, d.time_unit, d.batch_size, device) for f in files]
+                        ev.min_snr, d.time_column, d.flux_column, d.time_unit, d.batch_size, device) for f in files]
     since = len(ctx.failures)
     results = ctx.map(detect_file, items, "detect", keys=[Path(f).name for f in files])
     rows = [r for _, res in results for r in res["rows"]]

@@ -107,7 +107,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     from astrotool.ml.metrics import threshold_counts, threshold_sweep
     from astrotool.ml.predict import predict
 
-    from astrotool_plato.events import find_events, match
+    from astrotool_plato.events import find_events, match, vetted
     from astrotool_plato.labels import PLANET
 
     from astrotool.errors import InputError
@@ -145,7 +145,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     def batches():
         for b in ds.iter_batches(batch_size, ["flux", "label"], indices=idx):
             x, _ = pad_to(b["flux"].astype(np.float32), getattr(model, "granularity", 1))
-            yield {"flux": torch.from_numpy(np.ascontiguousarray(x)), "label": b["label"], "index": b["index"]}
+            yield {"flux": torch.from_numpy(np.ascontiguousarray(x)), "label": b["label"], "index": b["index"],
+                   "coadd": b["flux"][:, -1] if b["flux"].ndim == 3 else b["flux"]}
 
     def on_batch(batch, logits):
         nonlocal counts, row
@@ -155,8 +156,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         counts = c if counts is None else {k: (v if k == "thresholds" else
                                                (np.add(counts[k], v).tolist() if isinstance(v, list) else
                                                 counts[k] + v)) for k, v in c.items()}
-        for p, y, i in zip(prob, lab, np.asarray(batch["index"])):
-            matches = [match(find_events(p, t, merge, min_len), y) for t in thr]
+        for p, y, i, x in zip(prob, lab, np.asarray(batch["index"]), np.asarray(batch["coadd"])):
+            matches = [match(vetted(find_events(p, t, merge, min_len), x, events.min_snr), y) for t in thr]
             has_transit[row] = len(matches[0].true) > 0
             binary[row] = kind[i] in ("eb", "beb")
             for k, m in enumerate(matches):
@@ -216,7 +217,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     report = {
         "split": split, "curves": int(len(idx)), "transit_free_curves": int(free.sum()), "transits": int(n_true),
         "length": ds.length, "cadence_s": cadence, "days": days,
-        "events": {"merge_gap_hours": events.merge_gap_hours, "min_duration_hours": events.min_duration_hours},
+        "events": {"merge_gap_hours": events.merge_gap_hours, "min_duration_hours": events.min_duration_hours,
+                   "min_snr": events.min_snr},
         "thresholds": thr.tolist(),
         "recovery": [frac(r, n_true) for r in recovered],
         "false_alarms": fa_total.tolist(),
