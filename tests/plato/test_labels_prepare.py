@@ -360,7 +360,7 @@ def test_prepare_sees_a_relabelled_curve(tmp_path, capsys):
     lab.write_label_rows(path, rows, "test")
     capsys.readouterr()
     assert main(["-w", str(tmp_path), "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare"]) == 2
-    assert "sim_labels.parquet" in capsys.readouterr().err
+    assert "parquet.labels" in capsys.readouterr().err            # the relabelled file's labels changed
     assert main(["-w", str(tmp_path), "-q", "--overwrite", "--set", "plato.prepare.split=[1,0,0]", "plato",
                  "prepare"]) == 0
     meta = PreparedDataset(tmp_path / "plato/prepared/quarters").metadata(["id", "snr"])

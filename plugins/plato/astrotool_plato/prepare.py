@@ -146,20 +146,21 @@ def _inputs(sources, raw_dir: Path) -> list[Path]:
     return out
 
 
-def _identity(files: list[Path], labels_dir: Path) -> dict:
-    """What the inputs are, for the settings record: the simulation's content hash where known, else the size;
-    and the label tables' contents (SHA-256 of their rows), so a relabelled curve is prepared again."""
+def _identity(files: list[Path], labels: dict) -> dict:
+    """What the inputs are, for the settings record: per file, the simulation's content hash where known (else
+    the size), and the SHA-256 of its curves' label rows, so a relabelled curve is prepared again."""
     import hashlib
 
-    from astrotool.io.tables import parquet_metadata, read_parquet
+    from astrotool.io.tables import parquet_metadata
 
+    rows: dict[str, list] = {}
+    for cid in sorted(labels):
+        rows.setdefault(str(labels[cid].get("file")), []).append(labels[cid])
     out = {}
     for f in files:
         facts = parquet_metadata(f) if f.name.endswith(".parquet") else {}
-        out[f.name] = facts.get("content_hash") or os.path.getsize(f)
-    for f in sorted(Path(labels_dir).glob("*_labels.parquet")):
-        rows = read_parquet(f).to_pylist()
-        out[f.name] = hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+        out[f.name] = {"content": facts.get("content_hash") or os.path.getsize(f),
+                       "labels": hashlib.sha256(repr(rows.get(f.name, [])).encode()).hexdigest()[:16]}
     return out
 
 
@@ -228,7 +229,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `astro plato simulate` first")
     folder = Path(out_root) / cfg.name
     settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}),
-                "inputs": _identity(files, Path(labels_dir))}
+                "inputs": _identity(files, labels)}
     rec = mw.record(settings, seed=seed, version=VERSION)
     manifest = folder / f"{cfg.name}_dataset.json"
     if mw.keep([manifest], rec, overwrite=overwrite):
