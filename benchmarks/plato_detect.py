@@ -4,7 +4,7 @@ with another simulator configuration.
 Prints, all measured in this run:
 
 (a) the training run: ``plato simulate`` (built-in: 10-d curves at 25 s, white
-    noise of a V 9-13 star, 20-min gaps every 5 d, a flux step on half the
+    noise of a V 9-13 star (``--train-magnitude``), 20-min gaps every 5 d, a flux step on half the
     curves, a second red noise of 10-150 ppm on a 0.5-24 h time scale
     (``--plain-training``: without it), depths 50-900 ppm log-uniform, 2-12 h,
     planets on half the curves,
@@ -62,8 +62,7 @@ from _cli import CliRunner  # noqa: E402
 QUICK = {"train_curves": 48, "holdout_curves": 12, "epochs": 2, "bls_curves": 3, "train_days": 3.0}
 BASELINE = ("wotan biweight (0.75 d) + astropy BoxLeastSquares (periods 0.5 d to the curve length, astropy's "
             "frequency grid, 5 durations)")
-TRAIN_SETS = ["plato.simulate.noise_from_magnitude=true", "plato.simulate.magnitude=[9,13]",
-              "plato.simulate.gaps=true", "plato.simulate.step_fraction=0.5", "plato.simulate.depth_ppm=[50,900]",
+TRAIN_SETS = ["plato.simulate.noise_from_magnitude=true", "plato.simulate.gaps=true", "plato.simulate.step_fraction=0.5", "plato.simulate.depth_ppm=[50,900]",
               "plato.simulate.duration_hours=[2,12]", "plato.simulate.transit_fraction=0.5"]
 RED_NOISE = ["plato.simulate.red_noise_ppm=[10,150]", "plato.simulate.red_noise_hours=[0.5,24]"]
 """PSLS quarters of another seed (777) hold 40-50 ppm rms on 0.5-24 h time scales beyond the white noise."""
@@ -126,6 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--holdout-backend", choices=("psls", "builtin"), default="psls")
     ap.add_argument("--plain-training", action="store_true", help="train without the second red noise")
+    ap.add_argument("--train-magnitude", type=float, nargs=2, default=(9.0, 13.0), metavar=("BRIGHT", "FAINT"),
+                    help="V range of the training stars (9 13)")
     ap.add_argument("--holdout-magnitude", type=float, nargs=2, default=(9.0, 13.0), metavar=("BRIGHT", "FAINT"),
                     help="V range of the hold-out stars (9 13; PLATO's P1 sample: 8 11)")
     ap.add_argument("--bls-curves", type=int, default=None)
@@ -150,7 +151,8 @@ def main(argv=None) -> int:
 
     print("(a) training set")
     run("simulate train", "simulate", "-n", sizes["train_curves"], "--days", sizes["train_days"], "--name", "mix",
-        seed=a.seed, sets=TRAIN_SETS + ([] if a.plain_training else RED_NOISE))
+        seed=a.seed, sets=TRAIN_SETS + ([] if a.plain_training else RED_NOISE)
+        + ["plato.simulate.magnitude=[{:g},{:g}]".format(*a.train_magnitude)])
     raw = ws / "plato" / "raw"
     train_files = sorted(str(p) for p in raw.glob("mix*_lightcurves.parquet"))
     run("prepare train", "prepare", *train_files, "--name", "mix", "--augment", seed=a.seed,

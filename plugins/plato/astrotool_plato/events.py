@@ -14,6 +14,7 @@ network mistakes for a transit scores low there.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,11 +138,16 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
             continue
         means = np.nanmean(blocks[full], axis=1)
         sigma = 1.4826 * np.median(np.abs(means - np.median(means)))
-        band = max(w, 8)
-        around = np.r_[x[max(0, a - band):a], x[b:b + band]]
-        depth = float(np.median(around)) - float(np.mean(x[a:b])) if around.size else np.nan
-        out[j] = depth / sigma if sigma > 0 else np.nan
+        out[j] = box_depth(x, a, b) / sigma if sigma > 0 else np.nan
     return out
+
+
+def box_depth(flux: np.ndarray, start: int, stop: int) -> float:
+    """Box depth of samples ``start:stop``: the median of a band of ``max(stop - start, 8)`` samples on either
+    side minus the mean inside (relative flux; NaN without a band)."""
+    band = max(int(stop - start), 8)
+    around = np.r_[flux[max(0, start - band):start], flux[stop:stop + band]]
+    return float(np.median(around)) - float(np.mean(flux[start:stop])) if around.size else math.nan
 
 
 def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float) -> np.ndarray:
@@ -180,11 +186,8 @@ def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: fl
     for (a, b), s in zip(np.asarray(events, int).reshape(-1, 2), snr):
         p = prob[a:b].astype(np.float64)
         idx = np.arange(a, b)
-        w = max(b - a, 8)
-        around = np.r_[flux[max(0, a - w):a], flux[b:b + w]]
-        base = float(np.median(around)) if around.size else 0.0
         out.append({"t_mid": t_start + dt * float((idx * p).sum() / p.sum()),
                     "duration": (b - a) * cadence_s / 3600.0,
-                    "depth": (base - float(np.mean(flux[a:b]))) * 1e6, "snr": float(s),
+                    "depth": box_depth(flux, a, b) * 1e6, "snr": float(s),
                     "peak_probability": float(p.max()), "start": int(a), "stop": int(b)})
     return out
