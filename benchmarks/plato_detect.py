@@ -62,7 +62,8 @@ from _cli import CliRunner  # noqa: E402
 QUICK = {"train_curves": 48, "holdout_curves": 12, "epochs": 2, "bls_curves": 3, "train_days": 3.0}
 BASELINE = ("wotan biweight (0.75 d) + astropy BoxLeastSquares (periods 0.5 d to the curve length, astropy's "
             "frequency grid, 5 durations)")
-TRAIN_SETS = ["plato.simulate.noise_from_magnitude=true", "plato.simulate.gaps=true", "plato.simulate.step_fraction=0.5", "plato.simulate.depth_ppm=[50,900]",
+TRAIN_SETS = ["plato.simulate.noise_from_magnitude=true", "plato.simulate.gaps=true",
+              "plato.simulate.step_fraction=0.5", "plato.simulate.depth_ppm=[50,900]",
               "plato.simulate.duration_hours=[2,12]", "plato.simulate.transit_fraction=0.5"]
 RED_NOISE = ["plato.simulate.red_noise_ppm=[10,150]", "plato.simulate.red_noise_hours=[0.5,24]"]
 """PSLS quarters of another seed (777) hold 40-50 ppm rms on 0.5-24 h time scales beyond the white noise."""
@@ -269,7 +270,8 @@ def main(argv=None) -> int:
     out = {"sizes": sizes, "seed": a.seed, "train": fit, "holdout": {k: v for k, v in full.items()
                                                                      if k not in ("pointwise",)},
            "holdout_head": {"network": hop, "bls": b},
-           "vetted": {k: vet[k] for k in ("operating", "operating_quiet")}, "speed": sp, "panopticon": panopticon, "eval_summary": rep, "head_summary": head, "times": run.times}
+           "vetted": {k: vet[k] for k in ("operating", "operating_quiet")}, "speed": sp, "panopticon": panopticon,
+           "eval_summary": rep, "head_summary": head, "times": run.times}
     if a.json_out:
         a.json_out.write_text(json.dumps(out, indent=2, default=float))
     print(json.dumps({"recovery": op["recovery"], "far_curves": op["false_alarm_curve_fraction"],

@@ -256,8 +256,8 @@ class EvalConfig(Section):
     split: Literal["train", "val", "test", "all"] = Field("test")
     thresholds: list[float] = Field(default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 20)]
                                     + [0.98, 0.99, 0.995, 0.999],
-                                    description="threshold grid (Panopticon's 0.05, 0.10, ..., 0.95, then 0.98 to 0.999 "
-                                                "so that a 1 % false-alarm point can be found)")
+                                    description="threshold grid (Panopticon's 0.05, 0.10, ..., 0.95, then 0.98 to "
+                                                "0.999 so that a 1 % false-alarm point can be found)")
     batch_size: int = Field(8, ge=1)
     report: FileNameOrEmpty = Field("", description="report name: plato/reports/<report>_eval.json "
                                                     "(default: <model>_<dataset>_<split>)")
