@@ -10,7 +10,8 @@ NaNs were zeroed first), and labelled per sample (:mod:`astrotool_plato.labels`)
 trend reversed in time, ``twin = flip(x - trend) + trend``, with its labels
 flipped (camera groups: every channel about the co-added flux's trend). The
 slow variability keeps its direction; noise, transits and eclipses run
-backwards. The spline (degree ``spline_k``) is fitted to every ``spline_stride``-th sample with the transits and eclipses masked out (weight
+backwards. The spline (degree ``spline_k``) is fitted to every
+``spline_stride``-th sample with the transits and eclipses masked out (weight
 0), and smoothing ``s = spline_s * m * sigma^2`` for ``m`` fitted points of
 white-noise sigma (its expected chi^2).
 
