@@ -384,4 +384,6 @@ def test_event_snr_is_the_depth_over_the_scatter_binned_at_the_event_length():
     both = np.vstack([events, trough])
     np.testing.assert_array_equal(vetted(both, x, 5.0), events)
     np.testing.assert_array_equal(vetted(both, red, 0.0), both)
-    assert np.isnan(event_snr(x[:300], np.array([[100, 250]])))[0]     # fewer than three blocks: unknown
+    short = np.array([[100, 250]])
+    assert np.isnan(event_snr(x[:300], short))[0]                     # fewer than three blocks: unknown
+    np.testing.assert_array_equal(vetted(short, x[:300], 5.0), short)  # ... and kept, not silently dropped

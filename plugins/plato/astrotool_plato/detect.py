@@ -81,7 +81,9 @@ def model_cadence(meta: dict) -> float:
 
 def model_channels(model) -> str:
     """What a model reads: ``"coadd"`` (one channel) or ``"groups"`` (camera groups, then the co-added flux)."""
-    return "groups" if getattr(model, "in_channels", 1) > 1 else "coadd"
+    from astrotool_plato.lightcurves import channels_of
+
+    return channels_of(getattr(model, "in_channels", 1))
 
 
 def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge_gap_hours: float,
@@ -131,9 +133,9 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     for cid, (time, flux) in curves.items():
         t, f = uniform(time, flux, step)
         x, filled = relative_flux(f)
-        n_in = getattr(model, "in_channels", 1)
-        if (x.shape[0] if x.ndim == 2 else 1) != n_in or (x.ndim == 2) != (n_in > 1):
-            raise InputError(cid, f"{x.shape[0] if x.ndim == 2 else 1} flux channel(s); the model reads {n_in}")
+        n, n_in = (x.shape[0] if x.ndim == 2 else 1), getattr(model, "in_channels", 1)
+        if n != n_in:   # e.g. a file of 2 camera groups for a model of 4
+            raise InputError(cid, f"{n} flux channel(s); the model reads {n_in}")
         try:
             grid[cid] = (t, x, filled, *pad_to(x.astype(np.float32), model.granularity))
         except ValueError as exc:

@@ -122,9 +122,11 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         raise InputError(ds.root, f"curves sampled every {cadence:g} s; the model was trained on {model_cadence_s:g} s "
                                   "(prepare the curves at the model's cadence, or use `detect`, which resamples)")
     if getattr(model, "in_channels", ds.in_channels) != ds.in_channels:
+        from astrotool_plato.detect import model_channels
+
         raise InputError(ds.root, f"curves of {ds.in_channels} flux channel(s) ({ds.channels}); the model reads "
                                   f"{model.in_channels} (prepare with plato.prepare.channels = "
-                                  f"\"{'groups' if model.in_channels > 1 else 'coadd'}\")")
+                                  f"\"{model_channels(model)}\")")
     merge = int(round(events.merge_gap_hours * 3600.0 / cadence))
     min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence)))
     radius = np.asarray(meta["radius"], float) if "radius" in meta else np.full(ds.n, np.nan)  # older sets: none

@@ -151,11 +151,12 @@ def box_depth(flux: np.ndarray, start: int, stop: int) -> float:
 
 
 def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float) -> np.ndarray:
-    """The events whose :func:`event_snr` reaches ``min_snr`` (all of them when ``min_snr <= 0``)."""
+    """The events whose :func:`event_snr` reaches ``min_snr`` (all of them when ``min_snr <= 0``); an event whose
+    S/N cannot be measured (NaN: a curve shorter than three event lengths, or without scatter) is kept."""
     events = np.asarray(events, int).reshape(-1, 2)
     if min_snr <= 0 or not len(events):
         return events
-    return events[event_snr(flux, events) >= min_snr]
+    return events[~(event_snr(flux, events) < min_snr)]
 
 
 def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: float, cadence_s: float) -> list[dict]:

@@ -38,6 +38,11 @@ GROUP_PREFIX = "flux_g"
 CHANNELS = ("coadd", "groups")
 
 
+def channels_of(n: int) -> str:
+    """The :data:`CHANNELS` name of ``n`` flux channels: ``"coadd"`` for one, ``"groups"`` for more."""
+    return "groups" if int(n) > 1 else "coadd"
+
+
 def group_columns(names) -> list[str]:
     """The camera-group columns among ``names`` (``flux_g<k>``), in group order."""
     found = {int(n[len(GROUP_PREFIX):]): n for n in names

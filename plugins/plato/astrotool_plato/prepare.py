@@ -74,7 +74,9 @@ class PreparedDataset(ArrayDataset):
     @property
     def channels(self) -> str:
         """``"coadd"`` or ``"groups"`` (:data:`astrotool_plato.lightcurves.CHANNELS`)."""
-        return "groups" if self.in_channels > 1 else "coadd"
+        from astrotool_plato.lightcurves import channels_of
+
+        return channels_of(self.in_channels)
 
 
 def spline_trend(x: np.ndarray, label: np.ndarray, k: int = 3, s: float = 1.0, stride: int = 10) -> np.ndarray:
