@@ -229,9 +229,9 @@ class Backend:
         return x.any(axis=axis)
 
     def take_along_last(self, x, index):
-        """``x[i, index[i]]`` for a 2-D ``x`` and 1-D integer ``index`` -> 1-D."""
+        """``x[i, index[i]]`` for a 2-D ``x`` and an integer ``index`` of shape ``(N,)`` or ``(N, M)``."""
         rows = self.arange(x.shape[0])
-        return x[rows, index]
+        return x[rows if index.ndim == 1 else rows[:, None], index]
 
     # ------------------------------------------------------------------ FFT
     def rfft2(self, x, s):

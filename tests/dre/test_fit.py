@@ -272,19 +272,28 @@ def test_numpy_and_torch_backends_agree(cube):
         assert np.allclose(pa[col], pb[col], rtol=1e-4), col
 
 
-def test_sub_grid_radius_and_flux_between_grid_radii(bank):
-    # truth halfway-ish between two grid radii: FLUX interpolated to LOGR_FIT beats the grid flux
-    truth_logr = GRID.logr[3] + 0.45 * GRID.dlogh
-    img = M.draw_model(4.0, 0.5, 60.0, truth_logr, boxsize=BOX)
-    conv = convolve_cube(img[None], _gauss_psf()) * 20000.0
+def test_sub_grid_estimates_between_grid_points(mapper):
+    # a grid with the default's steps (0.1 in q, ~14 deg, 0.115 dex) around a truth between its points:
+    # the sub-grid estimate beats the grid minimum on every axis, and its errors cover the truth
+    grid = M.ModelGrid(naxrat=5, axrat0=0.4, daxrat=0.1, nposang=5, posang0=45.0, dposang=13.85,
+                       nlogh=5, logh0=0.45, dlogh=0.115, boxsize=BOX)
+    truth_logr, truth_q, truth_angle = 0.45 + 2.45 * 0.115, 0.645, 45.0 + 1.6 * 13.85
+    psf = _gauss_psf()
+    bank = ModelBank(convolve_cube(M.build_cube(grid, mapper), psf), grid)
+    img = M.draw_model(4.0, truth_q, truth_angle, truth_logr, boxsize=BOX)
+    conv = convolve_cube(img[None], psf) * 20000.0
     data = (conv + np.random.default_rng(8).standard_normal(conv.shape)).astype(np.float32)
     masks = _segment(conv[0], 1.0)[None]
     res = fit_objects(bank, data, 1.0, masks)
-    out = best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)
-    assert abs(out["LOGR_FIT"][0] - truth_logr) < 0.5 * abs(out["LOGR"][0] - truth_logr)
-    assert abs(out["LOGR_FIT"][0] - truth_logr) < 3 * out["LOGR_FIT_ERR"][0]
+    out = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2)
+    for name, truth in (("LOGR", truth_logr), ("AX_RATIO", truth_q), ("ANGLE", truth_angle)):
+        assert abs(out[name][0] - truth) < 0.5 * abs(out[f"{name}_GRID"][0] - truth), name
+        assert abs(out[name][0] - truth) < 3 * out[f"{name}_ERR"][0], name
     assert abs(out["FLUX"][0] / 20000.0 - 1) < 0.02
     assert abs(out["FLUX"][0] / 20000.0 - 1) < abs(out["FLUX_GRID"][0] / 20000.0 - 1)
+    assert out["FIT_FLAGS"][0] == 0
+    grid_only = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, subgrid=False)
+    assert grid_only["LOGR"][0] == out["LOGR_GRID"][0] and grid_only["FIT_FLAGS"][0] == 0
 
 
 def test_recentre_shifts_data_rms_and_masks_together():

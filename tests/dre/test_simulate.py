@@ -140,3 +140,40 @@ def test_simulate_on_a_full_disk_names_the_tile(small_disk, astro):
     assert f"no space left on device writing {ws / 'dre/tiles/sim_000.fits'}" in r.stderr, r.stderr[-2000:]
     assert "cancelled: the disk is full (see sim_000)" in r.stderr and "Not enough space" not in r.stderr
     assert not list((ws / "dre/tiles").rglob("*.fits")) and not [p for p in ws.rglob("*") if ".partial" in p.name]
+
+
+def test_varying_psf_and_sky_gradient_are_drawn_where_stated(tmp_path):
+    from astrotool_dre.psf import psf_fwhm
+    from astrotool_dre.simulate import psf_fwhm_at
+
+    cfg = SimulateConfig(size=512, n_galaxies=0, n_stars=12, psf_fwhm=(2.0, 4.0), sky_gradient=0.5,
+                         star_snr=(2000.0, 3000.0), edge=30.0, min_separation=40.0)
+    out = simulate_tile(tmp_path / "v.fits", tmp_path / "v.parquet", cfg, seed=3)
+    img = fits.getdata(out["tile"]).astype(float)
+    truth = pq.read_table(out["truth"]).to_pandas()
+    np.testing.assert_allclose(truth["PSF_FWHM"], psf_fwhm_at((2.0, 4.0), 512, truth["X"], truth["Y"]))
+    assert truth["PSF_FWHM"].max() - truth["PSF_FWHM"].min() > 0.8  # the stars span the field
+    # the sky: 0.75 x 300 at the left edge, 1.25 x 300 at the right (medians of star-free columns)
+    assert np.median(img[:, :8]) == pytest.approx(225.0, rel=0.02)
+    assert np.median(img[:, -8:]) == pytest.approx(375.0, rel=0.02)
+    for _, s in truth.iterrows():  # each star's measured FWHM is that of the (pixelated) PSF at its position
+        x, y = int(round(s["X"])) - 1, int(round(s["Y"])) - 1
+        stamp = img[y - 12:y + 13, x - 12:x + 13]
+        stamp = stamp - np.median(np.r_[stamp[0], stamp[-1], stamp[:, 0], stamp[:, -1]])
+        assert psf_fwhm(stamp) == pytest.approx(psf_fwhm(draw_psf(3.5, s["PSF_FWHM"], 25)), abs=0.06)
+
+
+def test_crowded_preset_and_index_choice():
+    c = SimulateConfig(preset="crowded")
+    assert (c.size, c.n_galaxies, c.psf_fwhm, c.sersic_dist) == (2048, 220, (2.6, 3.6), "choice")
+    assert SimulateConfig(preset="crowded", size=1024, isolation=2.0).size == 1024  # given keys win
+    with pytest.raises(ValueError, match="uniform range"):
+        SimulateConfig(sersic_n=[1.0, 2.0, 4.0])
+
+
+def test_index_choice_draws_only_the_given_values(tmp_path):
+    cfg = SimulateConfig(size=512, n_galaxies=12, n_stars=0, sersic_n=[1.0, 4.0], sersic_dist="choice",
+                         isolation=0.0, logr_range=(0.3, 0.6))
+    out = simulate_tile(tmp_path / "n.fits", tmp_path / "n.parquet", cfg, seed=4)
+    n = pq.read_table(out["truth"]).column("INDEX").to_numpy()
+    assert set(n) == {1.0, 4.0}

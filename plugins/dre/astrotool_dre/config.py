@@ -3,8 +3,24 @@
 One sub-table per stage: ``[dre.simulate]``, ``[dre.detect]``, ``[dre.psf]``,
 ``[dre.cuts]``, ``[dre.models]``, ``[dre.fit]``, ``[dre.mosaics]``. Units are
 given in each field's description; pixels are tile pixels.
+
+Simulation presets
+------------------
+``dre.simulate.preset`` selects a named set of tile parameters merged *under*
+whatever the configuration layers give (a key set in a file, a variable,
+``--set`` or a flag wins over the preset):
+
+``isolated`` (default)
+    The field defaults below: 1024² px, 40 isolated de Vaucouleurs galaxies of
+    S/N 30-300, 30 stars, one Moffat PSF of FWHM 3 px.
+``crowded``
+    A survey field as it comes: 2048² px, 220 galaxies at random positions
+    (blends happen), Sérsic n drawn from {1, 2, 4}, S/N 12-300, 80 stars, a
+    Moffat PSF whose FWHM goes from 2.6 px at pixel (1, 1) to 3.6 px at the
+    opposite corner, and a sky that rises by 20 % from left to right.
 """
 
+import copy
 from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, PositiveFloat, ValidationInfo, model_validator
@@ -28,24 +44,40 @@ OddSide = Annotated[int, AfterValidator(_odd)]
 """An image side in pixels that needs a central pixel (odd)."""
 
 
+SIMULATE_PRESETS: dict[str, dict] = {
+    "isolated": {},
+    "crowded": {"size": 2048, "n_galaxies": 220, "n_stars": 80, "sersic_n": [1.0, 2.0, 4.0],
+                "sersic_dist": "choice", "galaxy_snr": [12.0, 300.0], "psf_fwhm": [2.6, 3.6],
+                "sky_gradient": 0.2, "isolation": 0.0, "min_separation": 8.0},
+}
+"""Tile parameters of each ``dre.simulate.preset`` (see the module docstring)."""
+
+
 class SimulateConfig(Section):
     """``astro dre simulate``: survey-like tiles with known galaxies and stars."""
 
+    preset: Literal["isolated", "crowded"] = Field("isolated", description="tile parameters merged under the given "
+                                                   "keys (module docstring)")
     ntiles: int = Field(2, ge=1, description="number of tiles")
     prefix: FileName = Field("sim", description="tile names: <prefix>_<i:03d>.fits")
     size: int = Field(1024, ge=256, description="tile side [px]")
     n_galaxies: int = Field(40, ge=0, description="galaxies per tile")
     n_stars: int = Field(30, ge=0, description="stars per tile (the PSF is built from them)")
-    sersic_n: Union[float, tuple[float, float]] = Field(4.0, description="Sérsic index, or a (min, max) range")
+    sersic_n: Union[float, list[float]] = Field(4.0, description="Sérsic index; or [min, max] (uniform), or the "
+                                                "values to pick from (sersic_dist = 'choice')")
+    sersic_dist: Literal["uniform", "choice"] = Field("uniform", description="how a list of sersic_n is drawn")
     logr_range: tuple[float, float] = Field((0.30103, 1.07918), description="log10 major-axis half-light radius [px]")
     q_range: tuple[float, float] = Field((0.3, 1.0), description="axis ratio b/a range")
     galaxy_snr: tuple[float, float] = Field((30.0, 300.0), description="galaxy S/N range")
     star_snr: tuple[float, float] = Field((100.0, 1000.0), description="star S/N range")
     psf_beta: float = Field(3.5, gt=1, description="Moffat beta")
-    psf_fwhm: float = Field(3.0, gt=0, description="PSF FWHM [px]")
+    psf_fwhm: Union[PositiveFloat, tuple[PositiveFloat, PositiveFloat]] = Field(
+        3.0, description="PSF FWHM [px]; or [at pixel (1, 1), at (size, size)], linear in X + Y between")
     psf_size: OddSide = Field(41, ge=9, description="true-PSF image side [px]")
     pixel_scale: float = Field(0.2, gt=0, description="[arcsec/px] (WCS)")
-    sky_level: float = Field(300.0, ge=0, description="sky [counts/px]")
+    sky_level: float = Field(300.0, ge=0, description="mean sky [counts/px]")
+    sky_gradient: float = Field(0.0, ge=0, lt=2, description="the sky rises by this fraction of sky_level from "
+                                "the left edge to the right edge")
     gain: float = Field(2.0, gt=0, description="[e-/count]")
     read_noise: float = Field(5.0, ge=0, description="[e-]")
     exptime: float = Field(600.0, gt=0, description="[s]")
@@ -59,16 +91,29 @@ class SimulateConfig(Section):
     ra: float = Field(150.1, description="tile centre [deg]")
     dec: float = Field(2.2, description="tile centre [deg]")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if isinstance(data, dict):
+            preset = SIMULATE_PRESETS.get(data.get("preset", "isolated"), {})
+            data = {**copy.deepcopy(preset), **data}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "SimulateConfig":
         ranges = {"logr_range": self.logr_range, "q_range": self.q_range, "galaxy_snr": self.galaxy_snr,
                   "star_snr": self.star_snr}
-        if not isinstance(self.sersic_n, (int, float)):
-            ranges["sersic_n"] = self.sersic_n
+        n = [self.sersic_n] if isinstance(self.sersic_n, (int, float)) else list(self.sersic_n)
+        if self.sersic_dist == "uniform" and len(n) > 1:
+            if len(n) != 2:
+                raise ValueError(f"sersic_n: a uniform range is [min, max], got {len(n)} values "
+                                 "(set sersic_dist = 'choice' to pick from them)")
+            ranges["sersic_n"] = tuple(n)
+        if not n:
+            raise ValueError("sersic_n: give at least one index")
         for key, pair in ranges.items():
             check_ordered(key, pair)
-        n = (self.sersic_n,) * 2 if isinstance(self.sersic_n, (int, float)) else self.sersic_n
-        if n[0] < 0.3 or n[1] > 6.2:
+        if min(n) < 0.3 or max(n) > 6.2:
             raise ValueError("sersic_n must lie in [0.3, 6.2] (GalSim's range)")
         if self.q_range[0] <= 0 or self.q_range[1] > 1:
             raise ValueError("q_range: axis ratios must lie in (0, 1]")
@@ -166,6 +211,11 @@ class FitConfig(Section):
     compression: Compression = "medium"
     star_stellarity: float = Field(0.8, ge=0, le=1, description="STAR flag: CLASS_STAR at or above this "
                                    "(or a best radius on the grid's lowest edge)")
+    subgrid: bool = Field(True, description="refine the parameters between grid points (a local quadratic of the "
+                          "statistic); false: the grid minimum, as DRE")
+    error_floor: dict[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX"], float] = Field(
+        default_factory=dict, description="added in quadrature to the errors (INDEX, AX_RATIO, ANGLE [deg], "
+        "LOGR [dex]; FLUX relative); unset keys: astrotool_dre.estimate.ERROR_FLOOR")
 
 
 class MosaicsConfig(Section):

@@ -1,20 +1,45 @@
-"""Best-fit parameters from the statistic of every model: grid minimum, sub-grid radius, errors, flags.
+r"""Best-fit parameters from the statistic of every model: grid minimum, sub-grid estimate, errors, flags.
 
 Input: the ``(N, K)`` statistic and fluxes of :func:`astrotool_dre.chi2.fit_objects`.
 Output: one column per quantity (:func:`best_parameters`), with the conventions
 ``ANGLE`` in degrees counter-clockwise from +x and ``LOGR`` the log10 major-axis
 half-light radius in pixels.
+
+Sub-grid estimate
+-----------------
+Around the grid minimum, the statistic is written as a quadratic in the grid
+axes that have at least three values (the angle axis periodic), with the
+gradient and Hessian from finite differences of the neighbouring models (exact
+for a quadratic; the window is moved inside the grid at an edge):
+
+$$\chi^2(x) \approx c + g^T x + \tfrac12 x^T H x$$
+
+with $x$ in grid steps. Where $H$ is positive definite, its vertex
+$\hat x = -H^{-1} g$ (within 1.5 steps of the window centre and on the grid) is
+the estimate and $C = 2 s H^{-1}$ its covariance, $s = \max(1, \chi^2_\nu)$:
+the errors are marginal over the correlated axes (Sérsic index and radius above
+all). An axis whose minimum is on a grid edge is held there (the truth may lie
+beyond the grid). When this fails, the angle axis is held at its grid value too
+(its error from the $\Delta\chi^2 = 1$ profile) and the rest refined; failing
+that, each axis whose curvature is positive is refined on its own (a parabola
+through three grid points); an object for which nothing works keeps the grid
+minimum (flag ``GRID_ONLY``). ``ln FLUX`` is written as a quadratic on the same
+window, evaluated at $\hat x$, and its error adds the least-squares error at
+fixed shape and $\nabla \ln F^T C \nabla \ln F$. The quadratic's own error,
+:data:`INTERPOLATION` of a step, and floors (``error_floor``) for what the grid
+and the PSF cannot represent are added in quadrature.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 
 __docformat__ = "numpy"
 
-__all__ = ["FLAG_BITS", "best_parameters"]
+__all__ = ["FLAG_BITS", "ERROR_FLOOR", "best_parameters"]
 
 #: Bits of the ``FIT_FLAGS`` column written by :func:`best_parameters`.
 FLAG_BITS = {
@@ -25,7 +50,19 @@ FLAG_BITS = {
     "INDEX_EDGE_LO": 16,
     "INDEX_EDGE_HI": 32,
     "NO_FIT": 64,
+    "GRID_ONLY": 128,
 }
+
+#: Default systematic floors added in quadrature to the statistical errors (the grid's and the PSF's
+#: approximations); ``FLUX`` is relative.
+ERROR_FLOOR = {"INDEX": 0.0, "AX_RATIO": 0.0, "ANGLE": 0.0, "LOGR": 0.0, "FLUX": 0.0}
+
+_NAMES = ("INDEX", "AX_RATIO", "ANGLE", "LOGR")
+
+#: Error of the quadratic interpolation itself, in grid steps (added in quadrature to a refined
+#: axis; calibrated on mock galaxies between grid points: the χ² of a bright galaxy is not a
+#: parabola over a whole step).
+INTERPOLATION = 0.1
 
 
 def _axis_error(prof, i0, step, periodic):
@@ -82,9 +119,166 @@ def _axis_error(prof, i0, step, periodic):
     return np.minimum(total, noinfo)
 
 
+def _window(d: int) -> np.ndarray:
+    """Offsets ``(3**d, d)`` of a window around the minimum, in ``itertools.product`` order."""
+    return np.array(list(itertools.product((-1, 0, 1), repeat=d)), dtype=np.int64)
+
+
+def _derivatives(vals, d, base):
+    """Finite-difference value, gradient ``(N, d)`` and Hessian ``(N, d, d)`` at ``base``.
+
+    ``vals`` ``(N, 3**d)`` on the window (offsets in ``itertools.product`` order); ``base``
+    ``(N, d)`` offsets in {-1, 0, 1}, 0 on every axis that is differentiated (the axes at -1 or
+    1 are held there). Exact for a quadratic: ``g_a = (f_+a - f_-a) / 2``,
+    ``H_aa = f_+a - 2 f_0 + f_-a``, ``H_ab = (f_++ - f_+- - f_-+ + f_--) / 4``.
+    """
+    weights = 3 ** np.arange(d - 1, -1, -1)
+    rows = np.arange(vals.shape[0])
+
+    def at(*steps):
+        o = base + 1
+        for a, v in steps:
+            o = o.copy()
+            o[:, a] += v
+        return vals[rows, np.clip(o, 0, 2) @ weights]
+
+    f0 = at()
+    g = np.zeros((vals.shape[0], d))
+    h = np.zeros((vals.shape[0], d, d))
+    for a in range(d):
+        fp, fm = at((a, 1)), at((a, -1))
+        g[:, a] = 0.5 * (fp - fm)
+        h[:, a, a] = fp - 2.0 * f0 + fm
+        for b in range(a + 1, d):
+            h[:, a, b] = h[:, b, a] = 0.25 * (at((a, 1), (b, 1)) - at((a, 1), (b, -1))
+                                              - at((a, -1), (b, 1)) + at((a, -1), (b, -1)))
+    return f0, g, h
+
+
+def _refine(chi_s, flux, ii, grid, scale, be, usable):
+    """Sub-grid vertex, covariance and ln-flux of every object (module docstring).
+
+    Returns ``pos`` (N, 4) fractional grid indices, ``cov`` (N, 4, 4) in index units
+    (NaN for axes held at the grid), ``lnf`` (N,) and ``dlnf`` (N, 4) its gradient,
+    ``held`` (N, 4) axes held at their grid value, ``ok`` (N,) whether any axis was refined.
+    """
+    shape = grid.shape
+    nobj = ii.shape[0]
+    periodic = [False, False, grid.angle_periodic, False]
+    active = [a for a in range(4) if shape[a] >= 3]
+    pos = ii.astype(np.float64)
+    cov = np.full((nobj, 4, 4), np.nan)
+    lnf = np.full(nobj, np.nan)
+    dlnf = np.zeros((nobj, 4))
+    held = np.ones((nobj, 4), bool)
+    ok = np.zeros(nobj, bool)
+    if not active or nobj == 0:
+        return pos, cov, lnf, dlnf, held, ok
+    d = len(active)
+    offs = _window(d)
+    centre = ii.copy()
+    for a in active:
+        if not periodic[a]:
+            centre[:, a] = np.clip(ii[:, a], 1, shape[a] - 2)
+    full = np.repeat(centre[:, None, :], len(offs), axis=1)
+    for j, a in enumerate(active):
+        full[:, :, a] = centre[:, None, a] + offs[None, :, j]
+        if periodic[a]:
+            full[:, :, a] %= shape[a]
+    flat = np.ravel_multi_index(tuple(full[..., a] for a in range(4)), shape)
+    flat[~usable] = 0
+    idx = be.asarray(flat)
+    vals = be.to_numpy(be.take_along_last(chi_s, idx)) / scale[:, None]
+    fv = be.to_numpy(be.take_along_last(flux, idx))
+    lfv = np.log(np.where(fv > 0, fv, np.nan))
+    good = usable & np.all(np.isfinite(vals), axis=1) & np.all(np.isfinite(lfv), axis=1)
+    vals = np.where(good[:, None], vals, 0.0)
+    lfv = np.where(good[:, None], lfv, 0.0)
+    rel = (ii - centre)[:, active]  # the grid minimum in window coordinates
+    # every axis with its correlations, less those whose minimum is on a grid edge (the truth may
+    # lie beyond); then without the angle as well (held at the grid). A vertex must stay on the grid.
+    lo = np.zeros(d)
+    hi = np.array([np.inf if periodic[a] else shape[a] - 1.0 for a in active])
+    edge = np.zeros((nobj, d), bool)
+    for j, a in enumerate(active):
+        if not periodic[a]:
+            edge[:, j] = (ii[:, a] == 0) | (ii[:, a] == shape[a] - 1)
+    no_angle = edge.copy()
+    no_angle[:, [j for j, a in enumerate(active) if a == 2]] = True
+    todo = good.copy()
+    for hold in (edge, no_angle):
+        for pattern in np.unique(hold[todo], axis=0):
+            r = np.flatnonzero(todo & np.all(hold == pattern, axis=1))
+            keep, fixed = np.flatnonzero(~pattern), np.flatnonzero(pattern)
+            if not len(keep) or not len(r):
+                continue
+            # derivatives in the plane of the axes held at the grid minimum
+            base = np.where(pattern, rel[r], 0)
+            _, g, h = _derivatives(vals[r], d, base)
+            c0f, gf, hf = _derivatives(lfv[r], d, base)
+            hk, gk = h[:, keep][:, :, keep], g[:, keep]
+            eig = np.linalg.eigvalsh(hk)
+            pd = np.all(eig > 0, axis=1)
+            hinv = np.zeros_like(hk)
+            hinv[pd] = np.linalg.inv(hk[pd])
+            dx = np.zeros((len(r), d))  # the vertex, from base
+            dx[:, keep] = -np.einsum("nab,nb->na", hinv, gk)
+            cpos = centre[r][:, active] + base + dx
+            use = pd & np.all(np.abs(dx) <= 1.5, axis=1) & np.all((cpos >= lo) & (cpos <= hi), axis=1)
+            r, dx, cpos, hinv = r[use], dx[use], cpos[use], hinv[use]
+            c0f, gf, hf = c0f[use], gf[use], hf[use]
+            ka = [active[j] for j in keep]
+            for j, a in enumerate(active):
+                pos[r, a] = cpos[:, j] % shape[a] if periodic[a] else cpos[:, j]
+            held[np.ix_(r, ka)] = False
+            cov[np.ix_(r, ka, ka)] = 2.0 * hinv
+            lnf[r] = c0f + np.einsum("na,na->n", gf, dx) + 0.5 * np.einsum("na,nab,nb->n", dx, hf, dx)
+            dlnf[np.ix_(r, ka)] = (gf + np.einsum("nab,nb->na", hf, dx))[:, keep]
+            ok[r] = True
+            todo[r] = False
+    # the rest: each axis on its own, a parabola through the three window points along it that
+    # pass through the grid minimum, where its curvature is positive and its vertex inside
+    rows = np.flatnonzero(todo)
+    if len(rows):
+        base = (rel[rows] + 1).astype(np.int64)
+        weights = 3 ** np.arange(d - 1, -1, -1)
+        fm, f0, fp, lm, l0, lp = (np.zeros((len(rows), d)) for _ in range(6))
+        for j in range(d):
+            for o, fa, la in ((-1, fm, lm), (0, f0, l0), (1, fp, lp)):
+                b = base.copy()
+                b[:, j] = o + 1
+                col = b @ weights
+                fa[:, j] = vals[rows, col]
+                la[:, j] = lfv[rows, col]
+        gd, hd = 0.5 * (fp - fm), fp - 2.0 * f0 + fm
+        with np.errstate(invalid="ignore", divide="ignore"):
+            xd = -gd / np.where(hd > 0, hd, 1.0)
+        cpos = centre[rows][:, active] + xd
+        keep = (hd > 0) & (np.abs(xd) <= 1.5) & (cpos >= lo) & (cpos <= hi)
+        xr = rel[rows].astype(np.float64)
+        xr[keep] = xd[keep]
+        gl, hl = 0.5 * (lp - lm), lp - 2.0 * l0 + lm
+        for j, a in enumerate(active):
+            k = keep[:, j]
+            r = rows[k]
+            v = centre[r, a] + xr[k, j]
+            pos[r, a] = v % shape[a] if periodic[a] else v
+            held[r, a] = False
+            cov[r, a, a] = 2.0 / hd[k, j]
+            dlnf[r, a] = gl[k, j] + hl[k, j] * xr[k, j]
+        lf_min = l0[:, 0]  # ln-flux at the grid minimum (every line passes through it)
+        dlin = np.where(keep, gl * (xr - rel[rows]) + 0.5 * hl * (xr ** 2 - rel[rows] ** 2), 0.0)
+        lnf[rows] = lf_min + dlin.sum(axis=1)
+        any_kept = keep.any(axis=1)
+        ok[rows[any_kept]] = True
+        lnf[rows[~any_kept]] = np.nan
+    return pos, cov, lnf, dlnf, held, ok
+
+
 def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2",
-                    zeropoint: float | None = None, backend=None, scale_errors: bool = True) -> dict:
-    """Best-fit grid parameters, uncertainties and edge flags per object.
+                    zeropoint: float | None = None, backend=None, scale_errors: bool = True,
+                    subgrid: bool = True, error_floor: dict | None = None) -> dict:
+    """Best-fit parameters, uncertainties and edge flags per object.
 
     Parameters
     ----------
@@ -109,38 +303,41 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
     scale_errors : bool
         Multiply the Delta-chi2 threshold by max(1, CHI2_NU), i.e. inflate the
         errors when the best model does not fit to within the noise.
+    subgrid : bool
+        Refine between grid points (module docstring); False: the grid minimum, as DRE.
+    error_floor : dict, optional
+        Floors added in quadrature to ``<NAME>_ERR`` (``FLUX``: relative);
+        default :data:`ERROR_FLOOR`.
 
     Returns
     -------
     dict of numpy arrays, each ``(N,)``
         ``N_IDX, E_IDX, T_IDX, R_IDX`` (grid indices of the minimum, -1 if none);
-        ``INDEX, AX_RATIO, ANGLE, LOGR`` (grid values; ANGLE deg CCW from +x,
-        LOGR log10 major-axis half-light radius in px); ``LOGR_FIT`` and
-        ``LOGR_FIT_ERR`` (sub-grid radius: vertex of the parabola through the
-        chi-square at the three nearest radii, other parameters at the minimum);
-        ``FLUX`` (total flux in data units, ln-flux interpolated to LOGR_FIT) and
-        ``FLUX_GRID`` (at the grid minimum); ``CHI2`` (the statistic at the
-        minimum); ``CHI2_NU``
-        (chi-square / (NPIX - dof), dof = 1 + number of axes with > 1 value);
-        ``NPIX``; ``INDEX_ERR, AX_RATIO_ERR, ANGLE_ERR, LOGR_ERR, FLUX_ERR``
-        (1-sigma; NaN for a single-valued axis); ``MAG, MAG_ERR`` with a zero
-        point; booleans ``LOGR_EDGE_LO/HI, AX_RATIO_EDGE_LO/HI,
-        INDEX_EDGE_LO/HI`` (minimum on that grid edge; q = 1 is a physical edge
-        but flagged too) and ``FIT_FLAGS`` (bitmask, :data:`FLAG_BITS`).
+        ``INDEX, AX_RATIO, ANGLE, LOGR`` (the estimates: sub-grid where refined;
+        ANGLE deg CCW from +x, LOGR log10 major-axis half-light radius in px) and
+        ``INDEX_GRID`` ... ``LOGR_GRID`` (the grid minimum); ``FLUX`` (total flux
+        in data units at the estimate) and ``FLUX_GRID`` (at the grid minimum);
+        ``CHI2`` (the statistic at the minimum); ``CHI2_NU`` (chi-square /
+        (NPIX - dof), dof = 1 + number of axes with > 1 value); ``NPIX``;
+        ``INDEX_ERR, AX_RATIO_ERR, ANGLE_ERR, LOGR_ERR, FLUX_ERR`` (1-sigma; NaN
+        for a single-valued axis); ``MAG, MAG_ERR`` with a zero point; booleans
+        ``LOGR_EDGE_LO/HI, AX_RATIO_EDGE_LO/HI, INDEX_EDGE_LO/HI`` (minimum on
+        that grid edge; q = 1 is a physical edge but flagged too) and
+        ``FIT_FLAGS`` (bitmask, :data:`FLAG_BITS`; ``GRID_ONLY``: no axis could be
+        refined).
 
     Notes
     -----
-    Axis errors come from the profile of the chi-square along each axis (minimum
-    over the others), Delta-chi2 = 1, with the angle axis periodic; the grid
-    quantisation step/sqrt(12) is added in quadrature since the reported value is
-    a grid point.  The flux error adds, in quadrature, the least-squares error at
-    the best model, 1/sqrt(sum(w m^2)), and LOGR_FIT_ERR times d(flux)/d(LOGR).
+    Errors of axes held at the grid come from the profile of the chi-square along
+    the axis (minimum over the others), Delta-chi2 = 1, the angle axis periodic,
+    with the grid quantisation step/sqrt(12) added in quadrature.
     """
     if backend is None:
         from astrotool.backends import get_backend
 
         backend = get_backend("numpy", "cpu")
     be = backend
+    floor = dict(ERROR_FLOOR, **(error_floor or {}))
     ni, nq, na, nr = grid.shape
     k = grid.nmodels
     chi = be.asarray(chi2)
@@ -166,11 +363,10 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
         nu = np.where(npix > dof, cmin_s / np.maximum(npix - dof, 1), np.nan)
     scale = np.where(np.isfinite(nu) & scale_errors, np.maximum(nu, 1.0), 1.0)
 
-    # profiles along each axis: min over the other three
+    # profile errors along each axis (min over the other three): for axes held at the grid
     c5 = chi_s.reshape((nobj, ni, nq, na, nr))
     steps = (grid.dindex, grid.daxrat, grid.dposang, grid.dlogh)
-    names = ("INDEX", "AX_RATIO", "ANGLE", "LOGR")
-    errs = {}
+    prof_err = {}
     for ax in range(4):
         others = tuple(a + 1 for a in range(4) if a != ax)
         prof = be.to_numpy(be.amin(c5, axis=others)).astype(np.float64) / scale[:, None]
@@ -178,50 +374,18 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
         with np.errstate(invalid="ignore", over="ignore"):
             e = _axis_error(np.where(np.isfinite(prof), prof, np.inf), ii[:, ax], abs(steps[ax]), periodic)
         e[nofit] = np.nan
-        errs[names[ax]] = e
+        prof_err[_NAMES[ax]] = e
 
-    # sub-grid radius: parabola through the chi-square at R_IDX-1, R_IDX, R_IDX+1 (window
-    # kept inside the grid) at the best (n, q, angle); ln(flux) interpolated at its vertex.
-    # The flux of a de Vaucouleurs profile is strongly tied to its radius, so this is
-    # what makes the total flux good to a few per cent between grid radii.
-    f64 = be.astype(fl, "float64")
-    r = ii[:, 3]
-    logr_fit = grid.logr[r].astype(np.float64)
-    logr_fit_err = errs["LOGR"].copy()
-    flux_fit = fbest.copy()
-    slope = np.zeros(nobj)
-    if nr >= 3:
-        r0 = np.clip(r, 1, nr - 2)
-        base = kbest_np - r + r0
-        idx3 = [be.asarray(np.where(nofit, 0, base + o).astype(np.int64)) for o in (-1, 0, 1)]
-        c3 = np.stack([be.to_numpy(be.take_along_last(chi_s, ix)) for ix in idx3], 1) / scale[:, None]
-        f3 = np.stack([be.to_numpy(be.take_along_last(f64, ix)) for ix in idx3], 1)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            curv = c3[:, 0] - 2 * c3[:, 1] + c3[:, 2]
-            conv = np.isfinite(curv) & (curv > 0)
-            xv = np.clip(np.where(conv, 0.5 * (c3[:, 0] - c3[:, 2]) / np.where(conv, curv, 1.0), r - r0), -1, 1)
-            logr_fit = grid.logr[r0] + xv * grid.dlogh
-            interior = conv & (r == r0)
-            # statistical error, plus 0.1 step for the parabolic interpolation itself
-            # (calibrated on mock galaxies between grid radii)
-            logr_fit_err = np.where(interior, grid.dlogh * np.sqrt(2.0 / np.where(conv, curv, 1.0) + 0.01),
-                                    errs["LOGR"])
-            logr_fit_err = np.minimum(logr_fit_err, nr * grid.dlogh / math.sqrt(12.0))
-            pos = np.all(f3 > 0, axis=1)
-            lf = np.log(np.where(pos[:, None], f3, 1.0))
-            d1 = 0.5 * (lf[:, 2] - lf[:, 0])
-            d2 = lf[:, 0] - 2 * lf[:, 1] + lf[:, 2]
-            flux_fit = np.where(pos, np.exp(lf[:, 1] + d1 * xv + 0.5 * d2 * xv ** 2), fbest)
-            slope = np.where(pos, (d1 + d2 * xv) / grid.dlogh, 0.0)
-    # flux error: statistical (least squares at the best model) and the radius-flux
-    # degeneracy, d lnF / d logR times the error of LOGR_FIT
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if swd2 is not None and statistic == "chi2":
-            info = np.asarray(swd2, dtype=np.float64) - cmin_raw
-            stat = np.where(info > 0, np.abs(fbest) / np.sqrt(info), np.nan) * np.sqrt(scale)
-        else:
-            stat = np.zeros(nobj)
-        ferr = np.sqrt(stat ** 2 + (flux_fit * slope * logr_fit_err) ** 2)
+    pos = ii.astype(np.float64)
+    cov = np.full((nobj, 4, 4), np.nan)
+    held = np.ones((nobj, 4), bool)
+    refined = np.zeros(nobj, bool)
+    lnf = np.full(nobj, np.nan)
+    dlnf = np.zeros((nobj, 4))
+    if subgrid:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pos, cov, lnf, dlnf, held, refined = _refine(chi_s, be.astype(fl, "float64"), ii, grid, scale, be,
+                                                         ~nofit)
 
     out: dict[str, np.ndarray] = {}
     for col, ax in (("N_IDX", 0), ("E_IDX", 1), ("T_IDX", 2), ("R_IDX", 3)):
@@ -229,20 +393,42 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
         v[nofit] = -1
         out[col] = v
     axes = grid.axes()
-    for ax, name in enumerate(names):
-        v = axes[name][ii[:, ax]].astype(np.float64)
-        v[nofit] = np.nan
-        out[name] = v
-    out["LOGR_FIT"] = np.where(nofit, np.nan, logr_fit)
-    out["FLUX"] = np.where(nofit, np.nan, flux_fit)
+    starts = (grid.index0, grid.axrat0, grid.posang0, grid.logh0)
+    spans = (ni * abs(grid.dindex), nq * abs(grid.daxrat), na * abs(grid.dposang), nr * abs(grid.dlogh))
+    for ax, name in enumerate(_NAMES):
+        g = axes[name][ii[:, ax]].astype(np.float64)
+        g[nofit] = np.nan
+        out[f"{name}_GRID"] = g
+        v = starts[ax] + pos[:, ax] * steps[ax]
+        if ax == 2:
+            v = v % 180.0
+        out[name] = np.where(held[:, ax], g, v)
+        with np.errstate(invalid="ignore"):
+            # a refined axis adds INTERPOLATION of a step for the quadratic's own error
+            stat = np.where(held[:, ax], prof_err[name],
+                            abs(steps[ax]) * np.sqrt(cov[:, ax, ax] + INTERPOLATION ** 2))
+            err = np.sqrt(stat ** 2 + floor[name] ** 2)
+        if grid.shape[ax] > 1:
+            err = np.minimum(err, spans[ax] / math.sqrt(12.0))
+        out[f"{name}_ERR"] = np.where(nofit | (grid.shape[ax] == 1), np.nan, err)
+
+    # flux: least-squares error at fixed shape, and the shape's part through the covariance
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if swd2 is not None and statistic == "chi2":
+            info = np.asarray(swd2, dtype=np.float64) - cmin_raw
+            stat = np.where(info > 0, 1.0 / np.sqrt(info), np.nan) * np.sqrt(scale)  # relative
+        else:
+            stat = np.zeros(nobj)
+        flux_est = np.where(refined, np.exp(lnf), fbest)
+        c0 = np.where(np.isfinite(cov), cov, 0.0)
+        shape_var = np.where(refined, np.einsum("na,nab,nb->n", dlnf, c0, dlnf), 0.0)
+        rel_err = np.sqrt(stat ** 2 + shape_var + floor["FLUX"] ** 2)
+    out["FLUX"] = np.where(nofit, np.nan, flux_est)
     out["FLUX_GRID"] = np.where(nofit, np.nan, fbest)
     out["CHI2"] = np.where(nofit, np.nan, cmin_raw)
     out["CHI2_NU"] = np.where(nofit, np.nan, nu)
     out["NPIX"] = npix
-    for name in names:
-        out[f"{name}_ERR"] = errs[name]
-    out["LOGR_FIT_ERR"] = np.where(nofit, np.nan, logr_fit_err)
-    out["FLUX_ERR"] = np.where(nofit, np.nan, ferr)
+    out["FLUX_ERR"] = np.where(nofit, np.nan, np.abs(flux_est) * rel_err)
     if zeropoint is not None:
         fl_out = out["FLUX"]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -259,5 +445,6 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
         flags |= np.where(lo, FLAG_BITS[f"{name}_EDGE_LO"], 0).astype(np.int32)
         flags |= np.where(hi, FLAG_BITS[f"{name}_EDGE_HI"], 0).astype(np.int32)
     flags |= np.where(nofit, FLAG_BITS["NO_FIT"], 0).astype(np.int32)
+    flags |= np.where(subgrid & ~refined & ~nofit, FLAG_BITS["GRID_ONLY"], 0).astype(np.int32)
     out["FIT_FLAGS"] = flags
     return out

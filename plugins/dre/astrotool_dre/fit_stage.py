@@ -43,16 +43,18 @@ __docformat__ = "numpy"
 SUMMARY_FIRST = ["NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX",
                  "MAG", "CHI2", "CHI2_NU"]
 
-SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "MAG": "mag", "MAG_ERR": "mag", "NPIX": "pix"}
+SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "ANGLE_GRID": "deg", "MAG": "mag", "MAG_ERR": "mag", "NPIX": "pix"}
 """astropy units of the fit columns of the summary (``FLUX*`` are in the tile's ``BUNIT``; the catalogue's
 columns keep :data:`astrotool_dre.catalog.CATALOG_UNITS`; ``LOGR`` is log10 of pixels, so it has none)."""
 
 SUMMARY_DESCRIPTIONS = {
-    "NAME": "object name EXT_NUMBER_NUMBER", "INDEX": "Sersic index of the best model",
-    "AX_RATIO": "axis ratio b/a of the best model",
+    "NAME": "object name EXT_NUMBER_NUMBER", "INDEX": "Sersic index (between grid values)",
+    "AX_RATIO": "axis ratio b/a (between grid values)",
     "ANGLE": "major axis, degrees counter-clockwise from image +x, in [0, 180) (not east of north)",
-    "LOGR": "log10 of the major-axis half-light radius in pixels (grid value)",
-    "LOGR_FIT": "log10 major-axis half-light radius in pixels, between grid values",
+    "LOGR": "log10 of the major-axis half-light radius in pixels (between grid values)",
+    "INDEX_GRID": "Sersic index of the best grid model", "AX_RATIO_GRID": "axis ratio of the best grid model",
+    "ANGLE_GRID": "major axis of the best grid model, degrees CCW from image +x",
+    "LOGR_GRID": "log10 major-axis half-light radius of the best grid model, pixels",
     "FLUX": "total flux of the best model, in the tile's data units (BUNIT)",
     "FLUX_GRID": "total flux at the grid minimum (BUNIT)", "FLUX_ERR": "1-sigma error of FLUX (BUNIT)",
     "MAG": "MAGZP - 2.5 log10(FLUX)", "CHI2": "fit statistic at the minimum",
@@ -137,7 +139,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     res = fit_objects(bank, data, rms, mask, gain=gain, reweight=cfg.reweight, statistic=cfg.statistic,
                       batch_size=cfg.batch_size)
     cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=cfg.statistic,
-                           zeropoint=zp, backend=be)
+                           zeropoint=zp, backend=be, subgrid=cfg.subgrid, error_floor=cfg.error_floor)
     table = summary_table(cuts, cols, paths, cfg)  # before any output: a bad catalogue leaves nothing behind
     write_chi(paths.chi, cuts.names, res.cubes(grid), grid, cfg, paths)
     write_summary(table, paths, cfg, zp, gain, be, flux_unit=data_unit(header))

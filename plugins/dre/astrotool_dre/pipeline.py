@@ -333,7 +333,7 @@ class SimulateItem:
     base_seed: int | None = None  # the run's --seed, recorded with the tile (its own seed derives from it)
 
 
-SIMULATE_VERSION = 1  # bump when the same settings and seed draw other tiles
+SIMULATE_VERSION = 2  # bump when the same settings and seed draw other tiles (2: PSF_FWHM in the truth)
 #: ``[dre.simulate]`` keys that say how many tiles and how they are named, not what a tile holds.
 SIMULATE_LAYOUT = ("dre.simulate.ntiles", "dre.simulate.prefix")
 

@@ -1,10 +1,15 @@
 """Simulated survey tiles: the embedded default of ``astro dre``.
 
 A tile is a FITS image of GalSim Sérsic galaxies (de Vaucouleurs, n = 4, by
-default) and unsaturated stars, all convolved with one known Moffat PSF, on a
-flat sky with Poisson noise (through the gain) and Gaussian read noise. Beside
-it go a truth table (Parquet) and, optionally, the true PSF image (FITS) for
-control runs.
+default) and unsaturated stars, all convolved with a known Moffat PSF, on a
+sky with Poisson noise (through the gain) and Gaussian read noise. Beside it go
+a truth table (Parquet) and, optionally, the true PSF image (FITS) for control
+runs. The PSF is one Moffat for the whole tile, or (``psf_fwhm = [f0, f1]``)
+one whose FWHM changes linearly from ``f0`` at pixel (1, 1) to ``f1`` at pixel
+(size, size), ``fwhm(X, Y) = f0 + (f1 - f0) (X + Y - 2) / (2 size - 2)``; every
+object is drawn with the PSF at its own position. The sky is flat, or rises
+linearly along +x by ``sky_gradient`` times its mean from the left edge to the
+right edge.
 
 Conventions
 -----------
@@ -35,6 +40,8 @@ Size ``LOGR``
     ``units="cps"``) and ``MAG = MAGZP - 2.5 log10(FLUX)`` with the header's
     ``MAGZP``. ``FLUX_DRAWN`` is what was actually added to the tile (stamps
     are finite and clipped at the tile edges).
+``PSF_FWHM``
+    FWHM of the true PSF at the object's position, pixels.
 ``SNR``
     Aperture signal-to-noise ratio of the noiseless object in a Kron-like
     ellipse (semi-major axis 2.5 times the first moment of the elliptical
@@ -69,7 +76,25 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["simulate_tile", "galaxy_profile", "draw_psf", "moffat_profile"]
+__all__ = ["simulate_tile", "galaxy_profile", "draw_psf", "moffat_profile", "psf_fwhm_at"]
+
+
+def psf_fwhm_at(fwhm, size: int, x, y):
+    """FWHM of the simulated PSF at 1-based pixel position(s) ``(x, y)``, pixels.
+
+    Parameters
+    ----------
+    fwhm : float or (float, float)
+        Constant FWHM, or the FWHM at pixel (1, 1) and at pixel (size, size).
+    size : int
+        Tile side, pixels.
+    x, y : float or numpy.ndarray
+        1-based FITS pixel coordinates.
+    """
+    if isinstance(fwhm, (int, float)):
+        return np.full(np.shape(x), float(fwhm)) if np.ndim(x) else float(fwhm)
+    f0, f1 = map(float, fwhm)
+    return f0 + (f1 - f0) * (np.asarray(x, float) + np.asarray(y, float) - 2.0) / (2.0 * size - 2.0)
 
 
 def moffat_profile(beta: float, fwhm: float):
@@ -214,6 +239,8 @@ def _place(rng, n, extents, size, edge, min_sep, placed, max_tries=20000):
 def _range(v):
     if isinstance(v, (int, float)):
         return float(v), float(v)
+    if len(v) == 1:
+        return float(v[0]), float(v[0])
     lo, hi = v
     return float(lo), float(hi)
 
@@ -242,22 +269,29 @@ def simulate_tile(
             Tile side, pixels.
         n_galaxies, n_stars : int
             Number of galaxies and stars.
-        sersic_n : float or (float, float)
-            Sérsic index, or a uniform range.
+        sersic_n : float or list of float
+            Sérsic index; a uniform ``[min, max]`` range, or the values to
+            pick from with equal probability (``sersic_dist = "choice"``).
         logr_range : (float, float)
             Uniform range of log10 major-axis half-light radius, log10(px).
         q_range : (float, float)
             Uniform range of the axis ratio b/a.
         galaxy_snr, star_snr : (float, float)
             Log-uniform ranges of aperture S/N (see module docstring).
-        psf_beta, psf_fwhm : float
-            Moffat index and FWHM (pixels).
+        psf_beta : float
+            Moffat index.
+        psf_fwhm : float or (float, float)
+            FWHM (pixels), or its values at the (1, 1) and (size, size)
+            corners (:func:`psf_fwhm_at`).
         psf_size : int
             Side of the true-PSF image, pixels (odd).
         pixel_scale : float
             arcsec per pixel (WCS only; profiles are specified in pixels).
         sky_level : float
-            Sky, ADU per pixel (left in the image).
+            Mean sky, ADU per pixel (left in the image).
+        sky_gradient : float
+            The sky rises linearly along +x by this fraction of ``sky_level``
+            from the left edge to the right edge.
         gain : float
             e-/ADU.
         read_noise : float
@@ -287,7 +321,8 @@ def simulate_tile(
     seed : int
         Seed of every random draw (positions, shapes, fluxes, noise).
     path_psf : path-like, optional
-        Where to write the true, pixel-integrated PSF (FITS image, unit sum).
+        Where to write the true, pixel-integrated PSF (FITS image, unit sum) at
+        the tile centre.
     Returns
     -------
     dict
@@ -310,13 +345,22 @@ def simulate_tile(
     min_separation, isolation, stamp_radius = cfg.min_separation, cfg.isolation, cfg.stamp_radius
     ra, dec = cfg.ra, cfg.dec
     rng = np.random.default_rng(seed)
-    psf = moffat_profile(psf_beta, psf_fwhm)
-    var_sky_e = sky_level * gain + read_noise**2  # e-^2 per pixel
-    var_sky = var_sky_e / gain**2  # ADU^2 per pixel
+    sky_gradient = cfg.sky_gradient
+    fwhm_max = float(np.max(psf_fwhm))
+    fwhm_centre = float(psf_fwhm_at(psf_fwhm, size, (size + 1) / 2.0, (size + 1) / 2.0))
+
+    def sky_at(x):  # mean sky at 1-based column x, ADU per pixel
+        return sky_level * (1.0 + sky_gradient * ((x - 1.0) / max(size - 1, 1) - 0.5))
+
+    def var_sky_at(x):  # sky + read noise variance, ADU^2 per pixel
+        return (sky_at(x) * gain + read_noise**2) / gain**2
 
     # --- draw galaxy and star parameters -------------------------------------------------
-    n_lo, n_hi = _range(sersic_n)
-    gal_n = rng.uniform(n_lo, n_hi, n_galaxies) if n_hi > n_lo else np.full(n_galaxies, n_lo)
+    if cfg.sersic_dist == "choice":
+        gal_n = rng.choice(np.atleast_1d(np.asarray(sersic_n, float)), n_galaxies)
+    else:
+        n_lo, n_hi = _range(sersic_n)
+        gal_n = rng.uniform(n_lo, n_hi, n_galaxies) if n_hi > n_lo else np.full(n_galaxies, n_lo)
     gal_logr = rng.uniform(*logr_range, n_galaxies)
     gal_q = rng.uniform(*q_range, n_galaxies)
     gal_angle = rng.uniform(0.0, 180.0, n_galaxies)
@@ -328,12 +372,11 @@ def simulate_tile(
     hlr = 10.0**gal_logr
 
     placed: list = []
-    gal_ext = isolation * hlr + 2.0 * psf_fwhm
+    gal_ext = isolation * hlr + 2.0 * fwhm_max if isolation > 0 else np.zeros(n_galaxies)
     gal_pos = _place(rng, n_galaxies, gal_ext, size, edge, min_separation, placed)
-    star_pos = _place(rng, n_stars, np.full(n_stars, 2.0 * psf_fwhm), size, edge, min_separation, placed)
+    star_pos = _place(rng, n_stars, np.full(n_stars, 2.0 * fwhm_max), size, edge, min_separation, placed)
 
     full = galsim.ImageF(size, size, scale=1.0)  # bounds 1..size: FITS convention
-    fwhm_half = 0.5 * psf_fwhm
     rows = []
 
     def draw(profile, x, y, radius):
@@ -346,9 +389,11 @@ def simulate_tile(
     for i in range(n_galaxies):
         x, y = gal_pos[i]
         q = float(gal_q[i])
+        fwhm = float(psf_fwhm_at(psf_fwhm, size, x, y))
+        fwhm_half = 0.5 * fwhm
         gal = galaxy_profile(gal_n[i], gal_logr[i], q, gal_angle[i], 1.0)
-        conv = galsim.Convolve(gal, psf)
-        radius = min(256.0, max(24.0, stamp_radius * hlr[i] + 4.0 * psf_fwhm))
+        conv = galsim.Convolve(gal, moffat_profile(psf_beta, fwhm))
+        radius = min(256.0, max(24.0, stamp_radius * hlr[i] + 4.0 * fwhm))
         stamp = draw(conv, x, y, radius)
         # aperture S/N in a Kron-like ellipse (close to FLUX_AUTO / FLUXERR_AUTO)
         a_c = math.hypot(hlr[i], fwhm_half)
@@ -356,30 +401,33 @@ def simulate_tile(
         b = stamp.bounds
         rho = _elliptical_radius(stamp.array.shape, x - b.xmin, y - b.ymin, q_c, gal_angle[i])
         frac, npix = _kron_aperture(stamp.array, rho, a_c)
-        flux = _flux_for_snr(gal_snr[i], frac, npix, var_sky, gain)
+        flux = _flux_for_snr(gal_snr[i], frac, npix, var_sky_at(x), gain)
         stamp *= flux
         ov = b & full.bounds
         full[ov] += stamp[ov]
-        rows.append(("galaxy", x, y, gal_n[i], gal_logr[i], q, gal_angle[i], flux, float(stamp[ov].array.sum()), gal_snr[i]))
+        rows.append(("galaxy", x, y, gal_n[i], gal_logr[i], q, gal_angle[i], flux, float(stamp[ov].array.sum()),
+                     gal_snr[i], fwhm))
 
     for i in range(n_stars):
         x, y = star_pos[i]
-        stamp = draw(psf, x, y, max(24.0, 8.0 * psf_fwhm))
+        fwhm = float(psf_fwhm_at(psf_fwhm, size, x, y))
+        stamp = draw(moffat_profile(psf_beta, fwhm), x, y, max(24.0, 8.0 * fwhm))
         b = stamp.bounds
         rho = _elliptical_radius(stamp.array.shape, x - b.xmin, y - b.ymin, 1.0, 0.0)
-        frac, npix = _kron_aperture(stamp.array, rho, fwhm_half)
-        flux = _flux_for_snr(star_snr_v[i], frac, npix, var_sky, gain)
+        frac, npix = _kron_aperture(stamp.array, rho, 0.5 * fwhm)
+        flux = _flux_for_snr(star_snr_v[i], frac, npix, var_sky_at(x), gain)
         peak = float(stamp.array.max())
-        flux = min(flux, (0.5 * saturation - sky_level) / peak)
-        snr = frac * flux / math.sqrt(frac * flux / gain + npix * var_sky)
+        flux = min(flux, (0.5 * saturation - sky_at(x)) / peak)
+        snr = frac * flux / math.sqrt(frac * flux / gain + npix * var_sky_at(x))
         stamp *= flux
         ov = b & full.bounds
         full[ov] += stamp[ov]
-        rows.append(("star", x, y, np.nan, np.nan, np.nan, np.nan, flux, float(stamp[ov].array.sum()), snr))
+        rows.append(("star", x, y, np.nan, np.nan, np.nan, np.nan, flux, float(stamp[ov].array.sum()), snr, fwhm))
 
     # --- noise ----------------------------------------------------------------------------
     model = full.array.astype(np.float64)
-    electrons = rng.poisson((model + sky_level) * gain).astype(np.float64)
+    sky = sky_at(np.arange(1, size + 1, dtype=np.float64))[None, :] if sky_gradient else sky_level
+    electrons = rng.poisson((model + sky) * gain).astype(np.float64)
     electrons += rng.normal(0.0, read_noise, size=electrons.shape)
     image = electrons / gain
     zp = zero_point
@@ -404,25 +452,32 @@ def simulate_tile(
     hdr["EXPTIME"] = (exptime, "exposure time, s")
     hdr["MAGZP"] = (zp, "mag = MAGZP - 2.5 log10(flux in BUNIT)")
     hdr["SATURATE"] = (saturation * scale_units, "saturation level, BUNIT")
-    hdr["SKYLEVEL"] = (sky_level * scale_units, "sky level left in the image, BUNIT")
+    hdr["SKYLEVEL"] = (sky_level * scale_units, "mean sky level left in the image, BUNIT")
+    if sky_gradient:
+        hdr["SKYGRAD"] = (sky_gradient, "sky rise along +x over the tile / SKYLEVEL")
     hdr["RDNOISE"] = (read_noise, "read noise, e-")
-    hdr["PSF_FWHM"] = (psf_fwhm, "true PSF FWHM, px (Moffat)")
+    hdr["PSF_FWHM"] = (fwhm_centre, "true PSF FWHM at the tile centre, px (Moffat)")
+    if not isinstance(psf_fwhm, (int, float)):
+        hdr["PSFFWHM0"] = (float(psf_fwhm[0]), "true PSF FWHM at pixel (1, 1), px")
+        hdr["PSFFWHM1"] = (float(psf_fwhm[1]), "true PSF FWHM at the last pixel, px")
     hdr["PSFBETA"] = (psf_beta, "true PSF Moffat beta")
-    hdr["SEEING"] = (psf_fwhm * pixel_scale, "true PSF FWHM, arcsec")
+    hdr["SEEING"] = (fwhm_centre * pixel_scale, "true PSF FWHM at the tile centre, arcsec")
     hdr["PIXSCALE"] = (pixel_scale, "arcsec/px")
     hdr["SIMSEED"] = (int(seed), "simulation seed")
     hdr["NGAL"] = (n_galaxies, "galaxies injected")
     hdr["NSTAR"] = (n_stars, "stars injected")
     params = dict(
         seed=int(seed), size=size, n_galaxies=n_galaxies, n_stars=n_stars, sersic_n=sersic_n,
-        logr_range=list(logr_range), q_range=list(q_range), galaxy_snr=list(galaxy_snr),
-        star_snr=list(star_snr), psf_beta=psf_beta, psf_fwhm=psf_fwhm, pixel_scale=pixel_scale,
+        sersic_dist=cfg.sersic_dist, logr_range=list(logr_range), q_range=list(q_range),
+        galaxy_snr=list(galaxy_snr), star_snr=list(star_snr), psf_beta=psf_beta,
+        psf_fwhm=psf_fwhm if isinstance(psf_fwhm, (int, float)) else list(psf_fwhm), sky_gradient=sky_gradient,
+        pixel_scale=pixel_scale,
         sky_level=sky_level, gain=gain, read_noise=read_noise, exptime=exptime,
         zero_point=zero_point, saturation=saturation, units=units, edge=edge,
         min_separation=min_separation, isolation=isolation,
     )
     for line in fits_history(command="dre simulate", seed=seed) + [
-            f"Sersic galaxies + stars * Moffat(beta={psf_beta}, fwhm={psf_fwhm} px)",
+            f"Sersic galaxies + stars * Moffat(beta={psf_beta}, fwhm={psf_fwhm} px)"[:72],
             f"sky {sky_level} ADU/px, Poisson via gain {gain} e-/ADU, read noise {read_noise} e-"]:
         hdr.add_history(line)
 
@@ -431,7 +486,7 @@ def simulate_tile(
 
     # --- truth table --------------------------------------------------------------------------
     kinds = [r[0] for r in rows]
-    cols = list(zip(*[r[1:] for r in rows])) if rows else [[]] * 9
+    cols = list(zip(*[r[1:] for r in rows])) if rows else [[]] * 10
     X = np.asarray(cols[0], dtype=np.float64)
     Y = np.asarray(cols[1], dtype=np.float64)
     flux = np.asarray(cols[6], dtype=np.float64) * scale_units
@@ -454,6 +509,7 @@ def simulate_tile(
         "FLUX_DRAWN": np.asarray(cols[7], dtype=np.float64) * scale_units,
         "MAG": mag,
         "SNR": np.asarray(cols[8], dtype=np.float64),
+        "PSF_FWHM": np.asarray(cols[9], dtype=np.float64),
     })
     write_parquet(table, path_truth, command="dre simulate", metadata={
         "tile": Path(path_fits).name, "params": params,
@@ -462,12 +518,13 @@ def simulate_tile(
 
     if path_psf is not None:
         phdr = fits.Header()
-        phdr["PSF_FWHM"] = (psf_fwhm, "Moffat FWHM, px")
+        phdr["PSF_FWHM"] = (fwhm_centre, "Moffat FWHM at the tile centre, px")
         phdr["PSFBETA"] = (psf_beta, "Moffat beta")
-        for line in fits_history(command="dre simulate", seed=seed) + ["true PSF, pixel-integrated, unit sum"]:
+        for line in fits_history(command="dre simulate", seed=seed) + ["true PSF at the tile centre, "
+                                                                       "pixel-integrated, unit sum"]:
             phdr.add_history(line)
         with atomic_path(path_psf) as tmp:
-            fits.PrimaryHDU(draw_psf(psf_beta, psf_fwhm, psf_size), header=phdr).writeto(tmp)
+            fits.PrimaryHDU(draw_psf(psf_beta, fwhm_centre, psf_size), header=phdr).writeto(tmp)
 
     return {
         "tile": str(path_fits), "truth": str(path_truth),
