@@ -38,6 +38,7 @@ CONFIGS = {
     "dre": ([("dre.fit.statistic", '"dre"')], False),
     "const-psf": ([], True),
     "issue-grid": ([("dre.models.index0", "1.0"), ("dre.models.dindex", "1.0"), ("dre.models.nindex", "4")], False),
+    "n-0.5-6": ([("dre.models.index0", "0.5"), ("dre.models.dindex", "0.5"), ("dre.models.nindex", "12")], False),
 }
 
 

@@ -10,8 +10,9 @@ from astrotool.errors import InputError  # noqa: E402
 from astrotool_dre.config import DetectConfig, PsfConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
 from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
-from astrotool_dre.psf import build_psf, find_psfex, psf_fwhm, read_psf, write_psfex_format  # noqa: E402
-from astrotool_dre.simulate import simulate_tile  # noqa: E402
+from astrotool_dre.psf import (PsfModel, build_psf, find_psfex, group_by_psf, psf_fwhm, read_psf,  # noqa: E402
+                               read_psf_model, write_psfex_format)
+from astrotool_dre.simulate import draw_psf, psf_fwhm_at, simulate_tile  # noqa: E402
 
 HAVE_PSFEX = find_psfex() is not None
 HAVE_SEX = find_sextractor() is not None
@@ -44,7 +45,7 @@ def _check(psf_path, true_path):
 @pytest.mark.skipif(not (HAVE_PSFEX and HAVE_SEX), reason="psfex or source-extractor not installed")
 def test_psfex_from_sextractor_catalogue(tile):
     d, out, det = tile
-    r = build_psf(det["sextractor"]["cat"], d / "sex.psf", PsfConfig(engine="psfex"))
+    r = build_psf(det["sextractor"]["cat"], d / "sex.psf", PsfConfig(engine="psfex", var_degrees=0))
     assert r["engine"] == "psfex" and r["n_stars"] >= 8
     ratio = _check(r["psf"], out["psf"])
     assert ratio == pytest.approx(1.0, abs=0.05)
@@ -62,7 +63,7 @@ def test_psfex_reads_the_photutils_ldac(tile):
 
 def test_photutils_epsf(tile):
     d, out, det = tile
-    r = build_psf(det["photutils"]["cat"], d / "epsf.psf", PsfConfig(engine="photutils"))
+    r = build_psf(det["photutils"]["cat"], d / "epsf.psf", PsfConfig(engine="photutils", var_degrees=0))
     assert r["engine"] == "photutils" and r["n_stars"] >= 8
     ratio = _check(r["psf"], out["psf"])
     assert ratio == pytest.approx(1.0, abs=0.05)
@@ -126,3 +127,69 @@ def test_catalogue_without_star_columns_is_named(tmp_path, engine):
     with pytest.raises(InputError, match="bare_cat.fits: column.*CLASS_STAR.* missing from the catalogue"):
         build_psf(cat, tmp_path / "out.psf", PsfConfig(engine=engine))
     assert not (tmp_path / "out.psf").exists()
+
+
+# --------------------------------------------------------------------------- a PSF that varies
+VARYING = (2.4, 3.6)  # true FWHM at pixel (1, 1) and at (1024, 1024)
+
+
+@pytest.fixture(scope="module")
+def varying_tile(tmp_path_factory):
+    d = tmp_path_factory.mktemp("varying")
+    out = simulate_tile(d / "tile.fits", d / "truth.parquet", SimulateConfig(
+        size=1024, n_galaxies=4, n_stars=48, psf_fwhm=VARYING, star_snr=(150.0, 1000.0), edge=40.0), seed=23)
+    engine = "sextractor" if HAVE_SEX and HAVE_PSFEX else "photutils"
+    det = detect_tile(out["tile"], d / engine, DetectConfig(engine=engine))
+    return d, det
+
+
+@pytest.mark.parametrize("engine", ["photutils", "psfex"])
+def test_varying_psf_is_recovered_at_two_positions(varying_tile, engine):
+    if engine == "psfex" and not HAVE_PSFEX:
+        pytest.skip("psfex is not installed")
+    d, det = varying_tile
+    r = build_psf(det["cat"], d / f"{engine}.psf", PsfConfig(engine=engine, var_degrees=1))
+    model = read_psf_model(r["psf"])
+    assert model.degree == 1 and model.varies and model.components.shape == (3, 25, 25)
+    fwhm = {}
+    for x, y in ((180.0, 180.0), (850.0, 850.0)):
+        truth = psf_fwhm(draw_psf(3.5, psf_fwhm_at(VARYING, 1024, x, y), 25))
+        fwhm[x] = psf_fwhm(model.at(x, y))
+        assert fwhm[x] == pytest.approx(truth, abs=0.15), (engine, x)
+    assert fwhm[850.0] - fwhm[180.0] > 0.6  # true difference 0.78 px
+    assert read_psf(r["psf"]).shape == (25, 25)  # DRE's reader: the order-0 component
+
+
+def _moffat_model(lo=2.5, hi=3.5):
+    """A degree-1 model whose FWHM goes from ``lo`` at X = -1 to ``hi`` at X = +1 (zero 500, scale 500)."""
+    a, b = draw_psf(3.5, lo, 25).astype(float), draw_psf(3.5, hi, 25).astype(float)
+    comps = np.stack([0.5 * (a + b), 0.5 * (b - a), np.zeros_like(a)])
+    return PsfModel(comps, 1, (500.0, 500.0), (500.0, 500.0))
+
+
+def test_group_by_psf_keeps_alike_psfs_together():
+    model = _moffat_model()
+    x = np.linspace(0.0, 1000.0, 41)
+    groups = group_by_psf(model, x, np.full_like(x, 500.0), tolerance=0.04)
+    assert sorted(np.concatenate([m for m, _ in groups]).tolist()) == list(range(41))
+    assert 2 <= len(groups) <= 8
+    for members, psf in groups:
+        assert psf.sum() == pytest.approx(1.0)
+        own = model.images(x[members], np.full(len(members), 500.0))
+        assert np.all(np.linalg.norm(own - psf, axis=(1, 2)) / np.linalg.norm(psf) <= 0.04)
+    assert len(group_by_psf(model, x, np.full_like(x, 500.0), tolerance=0.04, max_groups=2)) <= 2
+    const = PsfModel(model.components[:1])
+    assert len(group_by_psf(const, x, x)) == 1
+
+
+def test_varying_psfex_format_roundtrip_and_bad_polynomial(tmp_path):
+    model = _moffat_model()
+    path = tmp_path / "var.psf"
+    write_psfex_format(path, model.at(500.0, 500.0), n_loaded=9, n_accepted=9, fwhm=3.0, model=model)
+    back = read_psf_model(path)
+    assert (back.degree, back.zero, back.scale) == (1, (500.0, 500.0), (500.0, 500.0))
+    assert np.allclose(back.at(120.0, 880.0), model.at(120.0, 880.0), atol=1e-7)
+    with fits.open(path, mode="update") as h:
+        h[1].header["POLDEG1"] = 2
+    with pytest.raises(InputError, match="degree 2 does not match its 3 components"):
+        read_psf_model(path)

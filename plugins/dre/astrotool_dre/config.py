@@ -157,7 +157,8 @@ class PsfConfig(Section):
     max_ellip: float = Field(0.3, ge=0, le=1)
     isolation: Union[float, None] = Field(None, description="[px]; None: from the PSF size")
     min_stars: int = Field(5, ge=1)
-    var_degrees: int = Field(0, ge=0, description="PSFEx PSFVAR_DEGREES (the fit uses order 0)")
+    var_degrees: int = Field(2, ge=0, le=4, description="degree of the PSF's variation with the position (PSFEx "
+                             "PSFVAR_DEGREES; photutils: zone ePSFs); lowered to keep 5 stars per component")
     psfex_args: dict[str, str] = Field(default_factory=dict)
     maxiters: int = Field(5, ge=1, description="ePSF iterations")
     timeout: float = Field(600.0, gt=0, description="[s]")
@@ -211,6 +212,9 @@ class FitConfig(Section):
     compression: Compression = "medium"
     star_stellarity: float = Field(0.8, ge=0, le=1, description="STAR flag: CLASS_STAR at or above this "
                                    "(or a best radius on the grid's lowest edge)")
+    psf_tolerance: float = Field(0.04, gt=0, description="objects whose PSFs differ by at most this (relative L2; "
+                                 "0.04 ~ 0.1 px of FWHM at 3 px) share one convolved model bank")
+    max_psf_groups: int = Field(8, ge=1, description="at most this many banks per tile (the tolerance grows)")
     subgrid: bool = Field(True, description="refine the parameters between grid points (a local quadratic of the "
                           "statistic); false: the grid minimum, as DRE")
     error_floor: dict[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX"], float] = Field(

@@ -1,7 +1,8 @@
 """The fit stage for one tile: cuts + PSF + cube → Chi HDF5 and a summary table.
 
-The tile's PSF convolves the cube once (:mod:`astrotool_dre.convolve`); every
-object is then fit in batches by :func:`astrotool_dre.chi2.fit_objects` (least-squares flux and χ² of every model
+The tile's PSF convolves the cube once (:mod:`astrotool_dre.convolve`), or, when
+it varies across the tile, once per group of objects with alike PSFs
+(:func:`astrotool_dre.psf.group_by_psf`); every object is then fit in batches by :func:`astrotool_dre.chi2.fit_objects` (least-squares flux and χ² of every model
 as matrix products, or DRE's statistic with ``statistic="dre"``). Before the
 fit, each cut is shifted by its sub-pixel offset so the object sits on the
 models' centre pixel (64, 64) (:func:`recentre`), and its neighbours' segments are
@@ -43,7 +44,7 @@ __docformat__ = "numpy"
 SUMMARY_FIRST = ["NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX",
                  "MAG", "CHI2", "CHI2_NU"]
 
-SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "ANGLE_GRID": "deg", "MAG": "mag", "MAG_ERR": "mag", "NPIX": "pix"}
+SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "ANGLE_GRID": "deg", "PSF_FWHM": "pix", "MAG": "mag", "MAG_ERR": "mag", "NPIX": "pix"}
 """astropy units of the fit columns of the summary (``FLUX*`` are in the tile's ``BUNIT``; the catalogue's
 columns keep :data:`astrotool_dre.catalog.CATALOG_UNITS`; ``LOGR`` is log10 of pixels, so it has none)."""
 
@@ -61,6 +62,7 @@ SUMMARY_DESCRIPTIONS = {
     "CHI2_NU": "chi-square per degree of freedom", "NPIX": "pixels in the fit mask",
     "FIT_FLAGS": "fit flag bits (astrotool_dre.estimate.FLAG_BITS)",
     "STAR": "unresolved (radius on the grid's lower edge) or CLASS_STAR >= star_stellarity",
+    "PSF_FWHM": "FWHM of the PSF the object was fit with, pixels (Moffat fit)",
 }
 """One-line descriptions of the summary columns (FITS ``TCOMMn``), beside the catalogue's."""
 
@@ -69,14 +71,15 @@ GRID_AXES = {"N": "INDEX", "E": "AX_RATIO", "T": "ANGLE", "R": "LOGR"}
 
 
 def load_inputs(paths, cube_file):
-    """Read cuts, PSF, cube and the tile header; check they fit together."""
+    """Read cuts, PSF model (:class:`astrotool_dre.psf.PsfModel`), cube and the tile header; check they fit
+    together."""
     from astrotool_dre.cuts import read_cuts
     from astrotool_dre.models import read_cube
-    from astrotool_dre.psf import read_psf
+    from astrotool_dre.psf import read_psf_model
     from astrotool_dre.tiles import read_image
 
     cuts = read_cuts(paths.cuts)
-    psf = read_psf(paths.psf)
+    psf = read_psf_model(paths.psf)
     cube, grid = read_cube(cube_file)
     if len(cuts) and cuts.obj.shape[-1] != grid.boxsize:
         raise InputError(cube_file, f"BOXSIZE {grid.boxsize} does not match the {cuts.obj.shape[-1]}-px cuts "
@@ -121,10 +124,11 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
         One line for the run summary.
     """
     from astrotool.backends import get_backend
-    from astrotool_dre.chi2 import fit_objects
+    from astrotool_dre.chi2 import FitResult, fit_objects
     from astrotool_dre.convolve import ModelBank, convolve_cube
     from astrotool_dre.catalog import data_unit
     from astrotool_dre.estimate import best_parameters
+    from astrotool_dre.psf import group_by_psf, psf_fwhm
     from astrotool_dre.tiles import resolve_gain, resolve_zero_point
 
     cuts, psf, cube, grid, header = load_inputs(paths, cube_file)
@@ -133,18 +137,33 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     gain = resolve_gain(header, cfg.gain, paths.tile)
     zp = resolve_zero_point(header, cfg.zero_point)
     be = get_backend(cfg.backend, cfg.device)
-    bank = ModelBank(convolve_cube(cube, psf, be, remove_pixel=cfg.psf_has_pixel), grid, be)
-    del cube
     data, rms, mask = prepare_stamps(cuts, grid.center, cfg.recentre)
-    res = fit_objects(bank, data, rms, mask, gain=gain, reweight=cfg.reweight, statistic=cfg.statistic,
-                      batch_size=cfg.batch_size)
+    x, y = object_positions(cuts, psf)
+    groups = group_by_psf(psf, x, y, cfg.psf_tolerance, cfg.max_psf_groups)
+    n, k = len(cuts), grid.nmodels
+    res = FitResult(chi2=np.full((n, k), np.nan, np.float32), flux=np.full((n, k), np.nan, np.float32),
+                    npix=np.zeros(n, np.int64), swd2=np.full(n, np.nan), crop=np.zeros(n, np.int64),
+                    statistic=cfg.statistic)
+    psf_fwhm_px = np.full(n, np.nan)
+    for group, (members, image) in enumerate(groups):  # one convolved bank per group of alike PSFs
+        bank = ModelBank(convolve_cube(cube, image, be, remove_pixel=cfg.psf_has_pixel), grid, be)
+        part = fit_objects(bank, data[members], rms[members], mask[members], gain=gain, reweight=cfg.reweight,
+                           statistic=cfg.statistic, batch_size=cfg.batch_size)
+        del bank
+        for name in ("chi2", "flux", "npix", "swd2", "crop"):
+            getattr(res, name)[members] = getattr(part, name)
+        res.passes = part.passes
+        psf_fwhm_px[members] = psf_fwhm(image)
+    del cube
     cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=cfg.statistic,
                            zeropoint=zp, backend=be, subgrid=cfg.subgrid, error_floor=cfg.error_floor)
+    cols["PSF_FWHM"] = psf_fwhm_px
     table = summary_table(cuts, cols, paths, cfg)  # before any output: a bad catalogue leaves nothing behind
     write_chi(paths.chi, cuts.names, res.cubes(grid), grid, cfg, paths)
     write_summary(table, paths, cfg, zp, gain, be, flux_unit=data_unit(header))
     n_edge = int(np.sum(table["LOGR_EDGE_LO"]) + np.sum(table["LOGR_EDGE_HI"]))
-    return (f"{len(table)} objects fit ({cfg.statistic}, {be.name} on {be.device}); "
+    banks = f", {len(groups)} PSF groups" if len(groups) > 1 else ""
+    return (f"{len(table)} objects fit ({cfg.statistic}, {be.name} on {be.device}{banks}); "
             f"{int(np.sum(table['STAR']))} flagged STAR, {n_edge} on a radius-grid edge")
 
 
@@ -164,6 +183,15 @@ def write_chi(path: Path, names, cubes: np.ndarray, grid, cfg: FitConfig, paths)
                 if np.all(np.isnan(c)):
                     continue  # as DRE: no cube for an object with no usable pixel
                 f.create_dataset(name, data=c.astype(np.float32), **compression_kwargs(cfg.compression))
+
+
+def object_positions(cuts, psf) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ``(X_IMAGE, Y_IMAGE)`` of each cut; DRE's cuts carry none, and then every object sits at the
+    PSF's reference position (``POLZERO``), i.e. the constant order-0 PSF."""
+    if "X_IMAGE" in cuts.attrs and "Y_IMAGE" in cuts.attrs:
+        return (np.asarray(cuts.attrs["X_IMAGE"], float), np.asarray(cuts.attrs["Y_IMAGE"], float))
+    n = len(cuts)
+    return np.full(n, psf.zero[0]), np.full(n, psf.zero[1])
 
 
 def object_numbers(cuts, path) -> tuple[np.ndarray, np.ndarray]:

@@ -61,7 +61,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     from astrotool_dre.catalog import data_unit
     from astrotool.workspace import atomic_path
     from astrotool_dre.convolve import convolve_cube
-    from astrotool_dre.fit_stage import load_inputs, prepare_stamps
+    from astrotool_dre.fit_stage import load_inputs, object_positions, prepare_stamps
 
     cuts, psf, cube, grid, header = load_inputs(paths, cube_file)
     unit = data_unit(header)
@@ -74,7 +74,9 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     out.mkdir(parents=True, exist_ok=True)
     index = {n: i for i, n in enumerate(cuts.names)}
     idx = table.loc[names, ["N_IDX", "E_IDX", "T_IDX", "R_IDX"]].to_numpy(int) if names else np.zeros((0, 4), int)
-    models = convolve_cube(cube[tuple(idx.T)], psf, remove_pixel=fit.psf_has_pixel) if len(idx) else np.zeros((0,) + cube.shape[-2:])
+    x, y = object_positions(cuts, psf)
+    models = [convolve_cube(cube[tuple(i)][None], psf.at(x[index[n]], y[index[n]]), remove_pixel=fit.psf_has_pixel)[0]
+              for n, i in zip(names, idx)]
     record = provenance("dre mosaics")
     history = fits_history(record) + ["data | mask*mean | model | residual"]
     written = 0

@@ -27,6 +27,19 @@ Engines
     ``PSF_MASK`` cell of shape (1, ny, nx), ``POLNAXIS = 0``, ``PSF_SAMP = 1``)
     so that one reader serves both engines.
 
+A PSF that varies across the tile
+----------------------------------
+With ``var_degrees`` d > 0 the PSF is a polynomial of degree d in the position,
+PSFEx's model: ``PSF(x, y) = sum_k c_k(x, y) B_k`` with components ``B_k`` and
+monomials ``c_k = X^i Y^j`` (i + j <= d, ordered j-major: 1, X, X², Y, XY, Y²),
+``X = (X_IMAGE - POLZERO1) / POLSCAL1`` and likewise Y. PSFEx fits it to the
+stars itself (``PSFVAR_DEGREES``). photutils builds one ePSF per zone of a
+(d + 1) x (d + 1) grid over the stars and fits the same polynomial through the
+zone ePSFs pixel by pixel (weighted by their star counts), written in PSFEx's
+layout; a zone with fewer than ``min_stars`` stars lowers the degree. Either
+way the degree is lowered until there are at least 5 stars per component.
+:func:`read_psf_model` reads both (:class:`PsfModel`, ``at(x, y)``).
+
 :func:`read_psf` returns the order-0 component of a PSFEx file (or a plain
 FITS image), negatives clipped to 0, normalised to unit sum, as DRE does.
 """
@@ -38,6 +51,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +65,8 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["build_psf", "read_psf", "find_psfex", "psf_fwhm", "write_psfex_format", "select_stars"]
+__all__ = ["build_psf", "read_psf", "read_psf_model", "PsfModel", "group_by_psf", "monomials", "find_psfex", "psf_fwhm", "write_psfex_format",
+           "select_stars", "poly_terms"]
 
 
 def find_psfex() -> str | None:
@@ -62,6 +77,181 @@ def find_psfex() -> str | None:
 # --------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------
+def poly_terms(degree: int) -> list[tuple[int, int]]:
+    """Exponents ``(i, j)`` of the monomials ``X^i Y^j`` of a PSFEx polynomial, in its order."""
+    return [(i, j) for j in range(degree + 1) for i in range(degree + 1 - j)]
+
+
+def monomials(x, y, degree: int, zero, scale) -> np.ndarray:
+    """``(N, ncomp)`` PSFEx monomials ``X^i Y^j`` at 1-based positions, ``X = (x - zero[0]) / scale[0]``."""
+    u = (np.atleast_1d(np.asarray(x, float)) - zero[0]) / scale[0]
+    v = (np.atleast_1d(np.asarray(y, float)) - zero[1]) / scale[1]
+    return np.stack([u ** i * v ** j for i, j in poly_terms(degree)], axis=1)
+
+
+@dataclass(frozen=True)
+class PsfModel:
+    """A PSF as PSFEx stores it: components and a polynomial in the position.
+
+    Attributes
+    ----------
+    components : numpy.ndarray
+        ``(ncomp, ny, nx)``; ``ncomp = (degree + 1)(degree + 2) / 2``.
+    degree : int
+        Polynomial degree (0: one PSF for the tile).
+    zero, scale : (float, float)
+        ``POLZERO1/2`` and ``POLSCAL1/2`` [px, 1-based like ``X_IMAGE``].
+    source : str
+        The file it came from (for messages).
+    """
+
+    components: np.ndarray
+    degree: int = 0
+    zero: tuple[float, float] = (0.0, 0.0)
+    scale: tuple[float, float] = (1.0, 1.0)
+    source: str = "PSF"
+
+    @property
+    def varies(self) -> bool:
+        """Whether the PSF depends on the position."""
+        return self.degree > 0 and self.components.shape[0] > 1
+
+    def coefficients(self, x, y) -> np.ndarray:
+        """``(N, ncomp)`` polynomial coefficients at 1-based pixel positions ``x``, ``y``."""
+        return monomials(x, y, self.degree, self.zero, self.scale)
+
+    def images(self, x, y) -> np.ndarray:
+        """``(N, ny, nx)`` PSFs at the positions, clipped at 0 and of unit sum (:func:`prepare_psf`)."""
+        from astrotool_dre.convolve import prepare_psf
+
+        raw = np.einsum("nk,kyx->nyx", self.coefficients(x, y), self.components)
+        return np.stack([prepare_psf(p, self.source) for p in raw]) if len(raw) else raw
+
+    def at(self, x: float, y: float) -> np.ndarray:
+        """The PSF at one 1-based pixel position, clipped at 0 and of unit sum."""
+        return self.images([x], [y])[0]
+
+
+def group_by_psf(model: PsfModel, x, y, tolerance: float = 0.04, max_groups: int = 8):
+    """Group objects whose PSFs are alike, so each group is fit with one convolved model bank.
+
+    Objects are taken in order of PSF size (second moment); each group starts at
+    the smallest PSF left and takes every object whose PSF differs from it by at
+    most ``tolerance`` (relative L2 norm; 0.04 is about 0.1 px of FWHM at 3 px).
+    The tolerance grows by 1.5x until there are at most ``max_groups`` groups.
+
+    Parameters
+    ----------
+    model : PsfModel
+    x, y : array-like
+        1-based pixel positions of the objects (``X_IMAGE``, ``Y_IMAGE``).
+    tolerance : float
+    max_groups : int
+
+    Returns
+    -------
+    list of (numpy.ndarray, numpy.ndarray)
+        Per group: the members' indices and their mean PSF (unit sum). One group
+        holding everything when the PSF does not vary.
+    """
+    x = np.atleast_1d(np.asarray(x, float))
+    n = len(x)
+    if not model.varies or n == 0:
+        from astrotool_dre.convolve import prepare_psf
+
+        return [(np.arange(n), prepare_psf(model.components[0], model.source))]
+    images = model.images(x, y)
+    ny, nx = images.shape[1:]
+    yy, xx = np.mgrid[:ny, :nx]
+    r2 = ((xx - nx // 2) ** 2 + (yy - ny // 2) ** 2).astype(float)
+    order = np.argsort(np.einsum("nyx,yx->n", images, r2), kind="stable")
+    flat = images.reshape(n, -1)
+    tol = float(tolerance)
+    while True:
+        left, groups = list(order), []
+        while left:
+            ref = flat[left[0]]
+            d = np.linalg.norm(flat[left] - ref, axis=1) / np.linalg.norm(ref)
+            take = d <= tol
+            groups.append(np.sort(np.asarray(left)[take]))
+            left = [i for i, t in zip(left, take) if not t]
+        if len(groups) <= max(1, max_groups):
+            break
+        tol *= 1.5
+    out = []
+    for members in groups:
+        p = images[members].mean(axis=0)
+        out.append((members, p / p.sum()))
+    return out
+
+
+def read_psf_model(path: str | os.PathLike) -> PsfModel:
+    """Read a PSFEx ``.psf`` file (any ``PSFVAR_DEGREES``) or a FITS image as a :class:`PsfModel`.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        As :func:`read_psf`, or a polynomial header that does not match the components.
+    """
+    from astropy.io import fits
+
+    from astrotool.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "PSF file not found")
+    comps, header = None, None
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            rejected = False
+            for hdu in hdul:
+                if isinstance(hdu, fits.BinTableHDU) and "PSF_MASK" in hdu.columns.names:
+                    if int(hdu.header.get("ACCEPTED", 1)) == 0:
+                        rejected = True
+                        continue
+                    comps = np.asarray(hdu.data["PSF_MASK"][0], dtype=np.float64)
+                    header = hdu.header
+                    break
+            if comps is None:
+                if rejected:
+                    raise InputError(path, "PSFEx accepted no star (ACCEPTED = 0): no usable PSF")
+                for hdu in hdul:
+                    if hdu.is_image and hdu.data is not None and hdu.data.ndim >= 2:
+                        comps = np.asarray(hdu.data, dtype=np.float64)
+                        break
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(path, f"not a readable PSF file ({type(exc).__name__}: {exc})") from None
+    if comps is None:
+        raise InputError(path, "no PSF_MASK table and no 2-D image: not a PSF file")
+    while comps.ndim > 3:
+        comps = comps[0]
+    if comps.ndim == 2:
+        comps = comps[None]
+    if comps.shape[-1] < 3 or comps.shape[-2] < 3:
+        raise InputError(path, f"PSF has shape {comps.shape[-2:]}; expected a 2-D image of at least 3x3")
+    if not np.isfinite(comps).all():
+        raise InputError(path, "PSF contains NaN or infinite values")
+    degree, zero, scale = 0, (0.0, 0.0), (1.0, 1.0)
+    if header is not None and int(header.get("POLNAXIS", 0)) == 2:
+        degree = int(header.get("POLDEG1", 0))
+        zero = (float(header.get("POLZERO1", 0.0)), float(header.get("POLZERO2", 0.0)))
+        scale = (float(header.get("POLSCAL1", 1.0)), float(header.get("POLSCAL2", 1.0)))
+        if len(poly_terms(degree)) != comps.shape[0] or not min(abs(scale[0]), abs(scale[1])) > 0:
+            raise InputError(path, f"PSF polynomial of degree {degree} does not match its {comps.shape[0]} "
+                                   f"components (or POLSCAL is 0)")
+    elif comps.shape[0] > 1 and header is not None and int(header.get("POLNAXIS", 0)) != 0:
+        raise InputError(path, f"PSF varies with {header.get('POLNAXIS')} quantities; only X_IMAGE, Y_IMAGE "
+                               "(POLNAXIS = 2) are supported")
+    if degree == 0:
+        comps = comps[:1]
+    from astrotool_dre.convolve import prepare_psf
+
+    prepare_psf(comps[0], path)  # the same checks as a constant PSF (something positive)
+    return PsfModel(comps, degree, zero, scale, str(path))
+
+
 def read_psf(path: str | os.PathLike) -> np.ndarray:
     """Read a PSF: order-0 PSFEx component or a FITS image; clipped, unit sum.
 
@@ -74,54 +264,18 @@ def read_psf(path: str | os.PathLike) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        2-D float64 PSF, negatives set to 0, sum 1.
+        2-D float64 PSF, negatives set to 0, sum 1 (for a varying PSF: the PSF at
+        ``POLZERO``, the stars' mean position).
 
     Raises
     ------
     astrotool.errors.InputError
         Missing, unreadable, no PSF inside, no accepted stars, or non-positive.
     """
-    from astropy.io import fits
-
-    from astrotool.errors import InputError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "PSF file not found")
-    psf = None
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            rejected = False
-            for hdu in hdul:
-                if isinstance(hdu, fits.BinTableHDU) and "PSF_MASK" in hdu.columns.names:
-                    if int(hdu.header.get("ACCEPTED", 1)) == 0:
-                        rejected = True
-                        continue
-                    cell = np.asarray(hdu.data["PSF_MASK"][0], dtype=np.float64)
-                    while cell.ndim > 2:
-                        cell = cell[0]
-                    psf = cell
-                    break
-            if psf is None:
-                if rejected:
-                    raise InputError(path, "PSFEx accepted no star (ACCEPTED = 0): no usable PSF")
-                for hdu in hdul:
-                    if hdu.is_image and hdu.data is not None and hdu.data.ndim >= 2:
-                        psf = np.asarray(hdu.data, dtype=np.float64)
-                        while psf.ndim > 2:
-                            psf = psf[0]
-                        break
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(path, f"not a readable PSF file ({type(exc).__name__}: {exc})") from None
-    if psf is None:
-        raise InputError(path, "no PSF_MASK table and no 2-D image: not a PSF file")
-    if psf.ndim != 2 or min(psf.shape) < 3:
-        raise InputError(path, f"PSF has shape {psf.shape}; expected a 2-D image of at least 3x3")
     from astrotool_dre.convolve import prepare_psf
 
-    return prepare_psf(psf, path)
+    model = read_psf_model(path)
+    return prepare_psf(model.components[0], Path(path))
 
 
 def psf_fwhm(psf: np.ndarray) -> float:
@@ -158,15 +312,17 @@ def psf_fwhm(psf: np.ndarray) -> float:
 
 
 def write_psfex_format(path: str | os.PathLike, psf: np.ndarray, *, n_loaded: int, n_accepted: int,
-                       fwhm: float, history: list[str] = ()) -> None:
-    """Write a constant PSF in PSFEx's file layout (readable by :func:`read_psf` and DRE).
+                       fwhm: float, history: list[str] = (), model: PsfModel | None = None) -> None:
+    """Write a PSF in PSFEx's file layout (readable by :func:`read_psf_model`, :func:`read_psf` and DRE).
 
     Parameters
     ----------
     path : path-like
         Output file (written directly; wrap in ``atomic_path``).
     psf : numpy.ndarray
-        2-D PSF, unit sum.
+        2-D PSF, unit sum (the constant PSF, or ``model``'s order-0 component).
+    model : PsfModel, optional
+        A PSF that varies: its components and polynomial are written instead.
     n_loaded, n_accepted : int
         Stars offered and used.
     fwhm : float
@@ -176,23 +332,33 @@ def write_psfex_format(path: str | os.PathLike, psf: np.ndarray, *, n_loaded: in
     """
     from astropy.io import fits
 
-    ny, nx = psf.shape
-    col = fits.Column(name="PSF_MASK", format=f"{nx * ny}E", dim=f"({nx}, {ny}, 1)",
-                      array=psf.astype(np.float32)[None, None, :, :])
+    comps = (model.components if model is not None and model.varies else psf[None]).astype(np.float32)
+    nc, ny, nx = comps.shape
+    col = fits.Column(name="PSF_MASK", format=f"{nx * ny * nc}E", dim=f"({nx}, {ny}, {nc})",
+                      array=comps[None])
     hdu = fits.BinTableHDU.from_columns([col])
     hdu.name = "PSF_DATA"
     h = hdu.header
     h["LOADED"] = (int(n_loaded), "number of loaded sources")
     h["ACCEPTED"] = (int(n_accepted), "number of accepted sources")
     h["CHI2"] = (0.0, "not computed (photutils ePSF)")
-    h["POLNAXIS"] = (0, "no PSF variation: one constant component")
-    h["POLNGRP"] = 0
+    if nc > 1:
+        h["POLNAXIS"] = (2, "PSF varies with X_IMAGE, Y_IMAGE")
+        h["POLGRP1"], h["POLGRP2"] = 1, 1
+        h["POLNAME1"], h["POLNAME2"] = "X_IMAGE", "Y_IMAGE"
+        h["POLZERO1"], h["POLZERO2"] = float(model.zero[0]), float(model.zero[1])
+        h["POLSCAL1"], h["POLSCAL2"] = float(model.scale[0]), float(model.scale[1])
+        h["POLNGRP"] = 1
+        h["POLDEG1"] = (int(model.degree), "polynomial degree in the position")
+    else:
+        h["POLNAXIS"] = (0, "no PSF variation: one constant component")
+        h["POLNGRP"] = 0
     h["PSF_FWHM"] = (float(fwhm), "PSF FWHM, pixels (Moffat fit)")
     h["PSF_SAMP"] = (1.0, "sampling step, image pixels")
     h["PSFNAXIS"] = 3
     h["PSFAXIS1"] = nx
     h["PSFAXIS2"] = ny
-    h["PSFAXIS3"] = 1
+    h["PSFAXIS3"] = nc
     prim = fits.PrimaryHDU()
     for line in history:
         prim.header.add_history(line)
@@ -270,9 +436,9 @@ def build_psf(
         PSFEx uses ``SAMPLE_MINSN 20``), (A-B)/(A+B) <= ``max_ellip`` and, for
         photutils, at least ``isolation`` px from any other source (default
         ``size``); ``min_stars`` accepted (photutils) or needed to pre-filter
-        (PSFEx); PSFEx ``var_degrees`` (0: constant PSF; DRE reads component 0
-        only) and extra ``psfex_args`` (``-KEY value``); ``maxiters``
-        ``EPSFBuilder`` iterations (5 converges on simulated tiles; photutils 3.0
+        (PSFEx); ``var_degrees`` the degree of the PSF's variation with the
+        position (0: constant PSF; DRE reads component 0 only); extra
+        ``psfex_args`` (``-KEY value``); ``maxiters`` ``EPSFBuilder`` iterations (5 converges on simulated tiles; photutils 3.0
         becomes very slow for more); ``timeout`` [s] before ``psfex`` is stopped.
     nb_path, seg_path : path-like, optional
         Background-subtracted image and segmentation map (photutils engine);
@@ -309,6 +475,13 @@ def build_psf(
             "fwhm": float(fwhm)}
 
 
+def degree_for(n_stars: int, degree: int) -> int:
+    """The highest PSF variation degree up to ``degree`` with at least 5 stars per component."""
+    while degree > 0 and n_stars < 5 * len(poly_terms(degree)):
+        degree -= 1
+    return degree
+
+
 def _sibling(cat_path: Path, product: str) -> Path:
     name = cat_path.name
     stem = name[: -len("_cat.fits")] if name.endswith("_cat.fits") else cat_path.stem
@@ -325,12 +498,13 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
     from astrotool.errors import InputError
 
     size, min_stellarity, max_ellip, min_stars = cfg.size, cfg.min_stellarity, cfg.max_ellip, cfg.min_stars
-    var_degrees, extra, timeout = cfg.var_degrees, cfg.psfex_args, cfg.timeout
+    extra, timeout = cfg.psfex_args, cfg.timeout
     with tempfile.TemporaryDirectory(prefix=".psfex-", dir=Path(tmp).parent) as td:
         td = Path(td)
         src = td / "cat.fits"
         stars = np.asarray(cat["CLASS_STAR"], dtype=float) >= min_stellarity
         stars &= np.asarray(cat["FLAGS"]) < 4
+        var_degrees = degree_for(int(stars.sum()), cfg.var_degrees)
         if stars.sum() >= min_stars:
             # keep only star candidates: PSFEx must not build the PSF from galaxies
             # the other HDUs are written back untouched: a round trip through astropy's
@@ -379,6 +553,10 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
             raise RuntimeError(f"psfex did not finish within {timeout:.0f} s") from None
         out = td / "cat.psf"
         if proc.returncode != 0 or not out.is_file():
+            tail_ = (proc.stderr or proc.stdout or "")
+            if var_degrees > 0 and "not enough" in tail_.lower():
+                raise InputError(cat_path, f"PSFEx: too few stars for PSFVAR_DEGREES {var_degrees}; "
+                                           "lower dre.psf.var_degrees")
             tail = " | ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-5:])
             if "No appropriate source found" in (proc.stderr or "") or "no source" in tail.lower():
                 raise InputError(cat_path, f"PSFEx found no usable star: {tail}")
@@ -388,7 +566,7 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
             n = int(hdr.get("ACCEPTED", 0))
             fwhm = float(hdr.get("PSF_FWHM", np.nan))
             for line in fits_history(command="dre psf") + [
-                    "psfex, PSF_SAMPLING 1",
+                    f"psfex, PSF_SAMPLING 1, PSFVAR_DEGREES {var_degrees}",
                     f"from {printable(cat_path.name, ascii_only=True)}: {int(stars.sum())} star candidates"]:
                 h[0].header.add_history(line)
         if n == 0:
@@ -433,19 +611,42 @@ def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
         sl = (slice(y0, y0 + n), slice(x0, x0 + n))
         star_list.append(EPSFStar(data[sl].copy(), weights=weights[sl].copy(),
                                   cutout_center=(x - x0, y - y0), origin=(x0, y0)))
-    stars = EPSFStars(star_list)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        builder = EPSFBuilder(oversampling=1, shape=(size + 2, size + 2), smoothing_kernel=None,
-                              maxiters=cfg.maxiters, progress_bar=False)
-        result = builder(stars)
-    epsf = result[0] if isinstance(result, tuple) else result.epsf if hasattr(result, "epsf") else result
-    arr = np.asarray(epsf.data, dtype=np.float64)[1:-1, 1:-1]
-    arr = np.clip(arr, 0.0, None)
-    arr /= arr.sum()
+    def epsf_of(members):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            builder = EPSFBuilder(oversampling=1, shape=(size + 2, size + 2), smoothing_kernel=None,
+                                  maxiters=cfg.maxiters, progress_bar=False)
+            result = builder(EPSFStars([star_list[i] for i in members]))
+        epsf = result[0] if isinstance(result, tuple) else result.epsf if hasattr(result, "epsf") else result
+        arr = np.clip(np.asarray(epsf.data, dtype=np.float64)[1:-1, 1:-1], 0.0, None)
+        return arr / arr.sum()
+
+    xs = np.asarray(cat["X_IMAGE"], float)[ok]
+    ys = np.asarray(cat["Y_IMAGE"], float)[ok]
+    degree, zones = degree_for(len(star_list), cfg.var_degrees), None
+    while degree > 0:  # (d + 1)^2 zones over the stars, each with min_stars stars at least
+        m = degree + 1
+        ix = np.minimum(((xs - xs.min()) / max(np.ptp(xs), 1e-9) * m).astype(int), m - 1)
+        iy = np.minimum(((ys - ys.min()) / max(np.ptp(ys), 1e-9) * m).astype(int), m - 1)
+        zones = [np.flatnonzero((ix == a) & (iy == b)) for b in range(m) for a in range(m)]
+        if min(len(z) for z in zones) >= min_stars:
+            break
+        degree -= 1
+    arr = epsf_of(np.arange(len(star_list)))
+    model = None
+    if degree > 0:
+        zero = (0.5 * (xs.min() + xs.max()), 0.5 * (ys.min() + ys.max()))
+        scale = (max(np.ptp(xs), 1.0), max(np.ptp(ys), 1.0))
+        images = np.stack([epsf_of(z) for z in zones])
+        design = monomials([xs[z].mean() for z in zones], [ys[z].mean() for z in zones], degree, zero, scale)
+        w = np.sqrt([len(z) for z in zones])[:, None]
+        coef, *_ = np.linalg.lstsq(design * w, images.reshape(len(zones), -1) * w, rcond=None)
+        model = PsfModel(coef.reshape((-1,) + arr.shape), degree, zero, scale)
+        arr = model.at(*zero)
     fwhm = psf_fwhm(arr)
-    write_psfex_format(tmp, arr, n_loaded=n_cand, n_accepted=len(stars), fwhm=fwhm, history=[
+    write_psfex_format(tmp, arr, n_loaded=n_cand, n_accepted=len(star_list), fwhm=fwhm, model=model, history=[
         *fits_history(command="dre psf"), "photutils EPSFBuilder, oversampling 1",
-        f"from {printable(Path(cat_path).name, ascii_only=True)}: {len(stars)} stars, size {size}",
+        f"from {printable(Path(cat_path).name, ascii_only=True)}: {len(star_list)} stars, size {size}",
+        f"degree {degree} in X_IMAGE, Y_IMAGE" + (f" through {len(zones)} zone ePSFs" if degree else ""),
     ])
-    return len(stars), fwhm
+    return len(star_list), fwhm
