@@ -35,11 +35,18 @@ GOAL = {"logr": 0.95, "q": 0.90, "flux": 0.85, "index": 0.85, "cover2": 0.93, "b
 CONFIGS = {
     # name: (extra --set options of `dre run`, simulate with a constant PSF)
     "default": ([], False),
-    "dre": ([("dre.fit.statistic", '"dre"')], False),
+    "dre": ([("dre.fit.statistic", '"dre"'), ("dre.fit.subgrid", "false")], False),
     "const-psf": ([], True),
+    "mask": ([("dre.fit.neighbours", '"mask"')], False),
+    "grid-only": ([("dre.fit.subgrid", "false")], False),
+    "constant-fit": ([("dre.psf.var_degrees", "0")], False),
+    "local-sky": ([("dre.fit.local_sky", "true")], False),
     "issue-grid": ([("dre.models.index0", "1.0"), ("dre.models.dindex", "1.0"), ("dre.models.nindex", "4")], False),
+    "n4-grid": ([("dre.models.index0", "4.0"), ("dre.models.dindex", "0.0"), ("dre.models.nindex", "1")], False),
     "n-0.5-6": ([("dre.models.index0", "0.5"), ("dre.models.dindex", "0.5"), ("dre.models.nindex", "12")], False),
 }
+"""``--configs`` choices: the tool as shipped; DRE's statistic on the grid; a constant-PSF field; neighbours
+only masked; grid values; one PSF for the field; a local sky; the grids of the issue and of DRE."""
 
 
 def astro(ws, *args, sets=()) -> float:

@@ -21,3 +21,20 @@ def mapper(tmp_path_factory):
         ctx = Context.create(tmp_path_factory.mktemp("context"))
         assert ctx.core.executor == "serial"
     return ctx.map
+
+
+#: DRE's own grid (n = 4 only, 2,730 models) for the command-line tests, set as variables so that a test's
+#: ``--set dre.models...`` still wins: they exercise the chain, not the index axis, and the default grid
+#: of 12 indices costs 2 GB of cube per workspace. ``test_default_grid_covers_every_index`` keeps the default.
+DRE_GRID = {"ASTRO_DRE__MODELS__INDEX0": "4.0", "ASTRO_DRE__MODELS__DINDEX": "0.0", "ASTRO_DRE__MODELS__NINDEX": "1"}
+
+
+@pytest.fixture
+def astro():
+    """:func:`tests.conftest.run_astro` with :data:`DRE_GRID`."""
+    from tests.conftest import run_astro
+
+    def run(*args, env=None, **kw):
+        return run_astro(*args, env={**DRE_GRID, **(env or {})}, **kw)
+
+    return run

@@ -28,3 +28,12 @@ def test_defaults_and_matching_sizes_are_accepted():
     cfg = DreConfig.model_validate({"cuts": {"size": 64}, "models": {"boxsize": 64}, "detect": {"gain": "cps"}})
     assert cfg.cuts.size == cfg.models.boxsize == 64
     assert DreConfig().simulate.psf_size % 2 == 1
+
+
+def test_default_grid_covers_every_index():
+    from astrotool_dre.config import ModelsConfig
+    from astrotool_dre.models import grid_from_config
+
+    grid = grid_from_config(ModelsConfig())
+    assert grid.index[0] == 0.5 and grid.index[-1] == pytest.approx(6.0) and np.all(np.diff(grid.index) == 0.5)
+    assert grid.shape == (12, 10, 13, 21)

@@ -171,6 +171,28 @@ def test_injected_model_is_recovered_with_its_flux(bank):
     assert not out["LOGR_EDGE_LO"].any() and not out["LOGR_EDGE_HI"].any()
 
 
+def test_convolution_of_a_centred_crop_equals_the_whole_stamp_there(cube):
+    psf = _gauss_psf(13, 1.6, dx=0.7)
+    whole = convolve_cube(cube[0, :2, :3], psf)
+    for crop in (16, 24):
+        part = convolve_cube(cube[0, :2, :3], psf, crop=crop)
+        lo = BOX // 2 - crop // 2
+        assert np.allclose(part[..., lo:lo + crop, lo:lo + crop], whole[..., lo:lo + crop, lo:lo + crop], atol=1e-7)
+        assert not part[..., :lo, :].any() and not part[..., lo + crop:, :].any()
+
+
+def test_local_sky_fits_a_constant_under_the_model(bank):
+    k = np.ravel_multi_index((0, 2, 1, 2), GRID.shape)
+    data = (bank.stamps[[k]] * 5000.0 + 3.0).astype(np.float32)  # a sky of 3 the background missed
+    masks = np.ones_like(data, dtype=bool)
+    plain = fit_objects(bank, data, 1.0, masks)
+    sky = fit_objects(bank, data, 1.0, masks, local_sky=True)
+    assert sky.chi2[0, k] < 1e-3 * plain.chi2[0, k] and sky.chi2[0, k] < 1.0
+    assert sky.flux[0, k] == pytest.approx(5000.0, rel=1e-4)
+    assert abs(plain.flux[0, k] / 5000.0 - 1) > 0.05  # without it the sky leaks into the flux
+    assert np.argmin(sky.chi2[0]) == k
+
+
 def test_gain_term_reweighting_changes_weights(bank):
     ks = np.array([np.ravel_multi_index((0, 2, 1, 2), GRID.shape)])
     data, masks = _mock(bank, ks, [20000.0], gain=1.0, seed=5)

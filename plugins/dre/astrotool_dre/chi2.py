@@ -66,7 +66,7 @@ __docformat__ = "numpy"
 __all__ = ["chi2_batch", "FitResult", "fit_objects", "dre_fit_reference"]
 
 
-def chi2_batch(m, m2, d, w, backend):
+def chi2_batch(m, m2, d, w, backend, local_sky: bool = False):
     """Least-squares flux and chi-square of every model for a batch (the GEMM kernel).
 
     Parameters
@@ -76,6 +76,9 @@ def chi2_batch(m, m2, d, w, backend):
     d, w : backend arrays
         Data and weights ``(B, P)`` (w = mask / sigma^2, in 1/data-unit^2).
     backend : astrotool.backends.Backend
+    local_sky : bool
+        Fit a constant sky under each object with the flux (two linear
+        parameters; one more matrix product, ``w @ M.T``).
 
     Returns
     -------
@@ -91,7 +94,20 @@ def chi2_batch(m, m2, d, w, backend):
     num = be.matmul(w * d, m.T)
     den = be.matmul(w, m2.T)
     d64 = be.astype(d, "float64")
-    swd2 = be.sum(be.astype(w, "float64") * d64 * d64, axis=1)
+    w64 = be.astype(w, "float64")
+    swd2 = be.sum(w64 * d64 * d64, axis=1)
+    if local_sky:  # d = a m + b: 2x2 normal equations per object and model, solved in float64
+        sw = be.sum(w64, axis=1)[:, None]
+        swd = be.sum(w64 * d64, axis=1)[:, None]
+        swm = be.astype(be.matmul(w, m.T), "float64")
+        sdm, smm = be.astype(num, "float64"), be.astype(den, "float64")
+        det = smm * sw - swm * swm
+        ok = det > 0
+        det = be.where(ok, det, 1.0)
+        a = be.where(ok, (sdm * sw - swd * swm) / det, 0.0)
+        b = be.where(ok, (smm * swd - swm * sdm) / det, 0.0)
+        chi2 = be.maximum(swd2[:, None] - a * sdm - b * swd, 0.0)
+        return be.astype(chi2, "float32"), be.astype(a, "float32"), swd2
     if bool(be.to_numpy(be.amin(den)) > 0):
         flux = num / den
     else:  # some model has no weighted pixel (or an object has an empty mask)
@@ -186,7 +202,7 @@ def _as_stack(x, n, b, name, dtype=np.float32):
 
 def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, reweight: int = 1,
                 statistic: str = "chi2", batch_size: int = 128, crop: bool = True,
-                progress=None) -> FitResult:
+                progress=None, local_sky: bool = False) -> FitResult:
     """Fit every model to every object, batched by crop size.
 
     Parameters
@@ -213,6 +229,8 @@ def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, 
         Fit on the smallest centred crop holding the mask (same result, faster).
     progress : callable, optional
         Called with the number of objects finished after each batch.
+    local_sky : bool
+        Fit a constant sky with each model's flux (``statistic="chi2"`` only).
 
     Returns
     -------
@@ -283,7 +301,7 @@ def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, 
                 for _ in range(passes):
                     sig2 = bg + be.maximum(srcc, 0.0) * (1.0 / gain) if use_gain else bg
                     w = be.where(vc, 1.0 / sig2, 0.0)
-                    chi, flux, swd2 = chi2_batch(m, m2, dc, w, be)
+                    chi, flux, swd2 = chi2_batch(m, m2, dc, w, be, local_sky=local_sky)
                     if use_gain:
                         best = be.argmin(be.where(be.isnan(chi), math.inf, chi), axis=1)
                         abest = be.astype(be.take_along_last(flux, best), bank.dtype)

@@ -180,9 +180,9 @@ class CutsConfig(Section):
 class ModelsConfig(Section):
     """``astro dre models``: the Sérsic model grid (axis value i = start + i*step)."""
 
-    index0: float = Field(4.0, gt=0, description="first Sérsic index")
-    dindex: float = Field(0.0, ge=0)
-    nindex: int = Field(1, ge=1)
+    index0: float = Field(0.5, gt=0, description="first Sérsic index")
+    dindex: float = Field(0.5, ge=0)
+    nindex: int = Field(12, ge=1, description="Sérsic indices (0.5-6 by default; DRE's grid: index0 = 4, nindex = 1)")
     axrat0: float = Field(0.1, gt=0, le=1, description="first axis ratio b/a")
     daxrat: float = Field(0.1, ge=0)
     naxrat: int = Field(10, ge=1)
@@ -212,6 +212,10 @@ class FitConfig(Section):
     compression: Compression = "medium"
     star_stellarity: float = Field(0.8, ge=0, le=1, description="STAR flag: CLASS_STAR at or above this "
                                    "(or a best radius on the grid's lowest edge)")
+    neighbours: Literal["mask", "subtract"] = Field("subtract", description="'mask': neighbours' segments are "
+                                                    "left out; 'subtract': also their best models are subtracted "
+                                                    "and the blended objects fit again")
+    local_sky: bool = Field(False, description="fit a constant sky under each object with its flux")
     psf_tolerance: float = Field(0.04, gt=0, description="objects whose PSFs differ by at most this (relative L2; "
                                  "0.04 ~ 0.1 px of FWHM at 3 px) share one convolved model bank")
     max_psf_groups: int = Field(8, ge=1, description="at most this many banks per tile (the tolerance grows)")

@@ -25,7 +25,8 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-__all__ = ["CROP_SIZES", "prepare_psf", "convolve_cube", "remove_pixel_response", "ModelBank", "crop_sizes"]
+__all__ = ["CROP_SIZES", "prepare_psf", "convolve_cube", "remove_pixel_response", "ModelBank", "crop_sizes",
+           "bank_sizes"]
 
 #: Side lengths (pixels) of the centred square crops objects are fit on.
 CROP_SIZES = (16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128)
@@ -71,7 +72,8 @@ def prepare_psf(psf, source: str = "PSF") -> np.ndarray:
     return p / total
 
 
-def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float32", remove_pixel: bool = False):
+def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float32", remove_pixel: bool = False,
+                  crop: int | None = None):
     """Convolve every model with the PSF (FFT, batched), keeping the model centre.
 
     Parameters
@@ -93,6 +95,10 @@ def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float
         ePSF): it already contains the 1-pixel box response, which the
         pixel-integrated models contain too. Divide it out of the PSF once
         (:func:`remove_pixel_response`) so the pixel is not applied twice.
+    crop : int, optional
+        Compute only the centred ``crop`` x ``crop`` pixels (:meth:`ModelBank.bounds`)
+        exactly, from the model pixels within the PSF's reach of them; the rest
+        is 0. The FFTs shrink with the crop: for objects fit on small crops.
 
     Returns
     -------
@@ -115,6 +121,16 @@ def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float
     ny = be.next_fast_len(by + max(cy, ky - 1 - cy) + 1)
     nx = be.next_fast_len(bx + max(cx, kx - 1 - cx) + 1)
     # PSF with its centre moved to (0, 0), wrapped: out[y] = sum_j m[y - (j - c)] psf[j]
+    # the model pixels that reach the output window [ylo, yhi) x [xlo, xhi)
+    ylo, yhi, xlo, xhi = 0, by, 0, bx
+    if crop is not None and crop < min(by, bx):
+        ylo, xlo = by // 2 - crop // 2, bx // 2 - crop // 2
+        yhi, xhi = ylo + crop, xlo + crop
+    ya, yb = max(0, ylo - (ky - 1 - cy)), min(by, yhi + cy)
+    xa, xb = max(0, xlo - (kx - 1 - cx)), min(bx, xhi + cx)
+    sy, sx = yb - ya, xb - xa
+    ny = be.next_fast_len(sy + max(cy, ky - 1 - cy) + 1)
+    nx = be.next_fast_len(sx + max(cx, kx - 1 - cx) + 1)
     kern = np.zeros((ny, nx))
     kern[:ky, :kx] = p
     kern = np.roll(kern, (-cy, -cx), axis=(0, 1))
@@ -124,9 +140,9 @@ def convolve_cube(cube, psf, backend=None, chunk: int = 512, dtype: str = "float
     flat = cube.reshape((-1, by, bx))
     out = be.zeros((flat.shape[0], by, bx), dtype)
     for start in range(0, flat.shape[0], chunk):
-        block = be.asarray(flat[start:start + chunk], dtype)
+        block = be.asarray(flat[start:start + chunk, ya:yb, xa:xb], dtype)
         conv = be.irfft2(be.rfft2(block, (ny, nx)) * kf, (ny, nx))
-        out[start:start + chunk] = conv[:, :by, :bx]
+        out[start:start + chunk, ylo:yhi, xlo:xhi] = conv[:, ylo - ya:yhi - ya, xlo - xa:xhi - xa]
     return out.reshape(shape)
 
 
@@ -183,7 +199,7 @@ class ModelBank:
 
     def sizes(self) -> tuple[int, ...]:
         """Crop sizes usable with this box (``CROP_SIZES`` below B, then B)."""
-        return tuple(s for s in CROP_SIZES if s < self.boxsize and s // 2 <= self.center) + (self.boxsize,)
+        return bank_sizes(self.boxsize)
 
     def bounds(self, size: int) -> tuple[int, int]:
         """Pixel range ``[lo, hi)`` (rows and columns) of the centred crop of side ``size``."""
@@ -211,6 +227,11 @@ class ModelBank:
     def _bytes(self) -> int:
         return sum(2 * m.shape[0] * m.shape[1] * (4 if self.dtype == "float32" else 8)
                    for m, _ in self._cache.values())
+
+
+def bank_sizes(boxsize: int) -> tuple[int, ...]:
+    """Crop sizes usable with a ``boxsize`` stamp (``CROP_SIZES`` below it, then ``boxsize``)."""
+    return tuple(s for s in CROP_SIZES if s < boxsize and s // 2 <= boxsize // 2) + (boxsize,)
 
 
 def crop_sizes(mask: np.ndarray, center: int, sizes) -> np.ndarray:

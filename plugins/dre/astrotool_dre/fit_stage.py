@@ -63,6 +63,7 @@ SUMMARY_DESCRIPTIONS = {
     "FIT_FLAGS": "fit flag bits (astrotool_dre.estimate.FLAG_BITS)",
     "STAR": "unresolved (radius on the grid's lower edge) or CLASS_STAR >= star_stellarity",
     "PSF_FWHM": "FWHM of the PSF the object was fit with, pixels (Moffat fit)",
+    "BLEND": "neighbours' light reached the fit mask (chi-square > 1): fit again with it subtracted",
 }
 """One-line descriptions of the summary columns (FITS ``TCOMMn``), beside the catalogue's."""
 
@@ -124,8 +125,6 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
         One line for the run summary.
     """
     from astrotool.backends import get_backend
-    from astrotool_dre.chi2 import FitResult, fit_objects
-    from astrotool_dre.convolve import ModelBank, convolve_cube
     from astrotool_dre.catalog import data_unit
     from astrotool_dre.estimate import best_parameters
     from astrotool_dre.psf import group_by_psf, psf_fwhm
@@ -140,24 +139,31 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     data, rms, mask = prepare_stamps(cuts, grid.center, cfg.recentre)
     x, y = object_positions(cuts, psf)
     groups = group_by_psf(psf, x, y, cfg.psf_tolerance, cfg.max_psf_groups)
-    n, k = len(cuts), grid.nmodels
-    res = FitResult(chi2=np.full((n, k), np.nan, np.float32), flux=np.full((n, k), np.nan, np.float32),
-                    npix=np.zeros(n, np.int64), swd2=np.full(n, np.nan), crop=np.zeros(n, np.int64),
-                    statistic=cfg.statistic)
-    psf_fwhm_px = np.full(n, np.nan)
-    for group, (members, image) in enumerate(groups):  # one convolved bank per group of alike PSFs
-        bank = ModelBank(convolve_cube(cube, image, be, remove_pixel=cfg.psf_has_pixel), grid, be)
-        part = fit_objects(bank, data[members], rms[members], mask[members], gain=gain, reweight=cfg.reweight,
-                           statistic=cfg.statistic, batch_size=cfg.batch_size)
-        del bank
-        for name in ("chi2", "flux", "npix", "swd2", "crop"):
-            getattr(res, name)[members] = getattr(part, name)
-        res.passes = part.passes
-        psf_fwhm_px[members] = psf_fwhm(image)
+    blended = np.zeros(len(cuts), bool)
+    if cfg.neighbours == "subtract" and len(cuts) > 1 and "CUT_XMIN" in cuts.attrs:
+        # every object's best model (with the mean PSF when it varies: one bank instead of one per group),
+        # then each object's neighbours subtracted from its cut, and the fit with each group's PSF
+        first = groups if len(groups) == 1 else [(np.arange(len(cuts)), mean_psf(groups))]
+        res, models = fit_groups(first, cube, data, rms, mask, grid, cfg, be, gain, whole=True)
+        light = neighbour_light(cuts, models, header_shape(paths), psf, paths.cat, cfg)
+        blended = np.einsum("nyx,nyx->n", light ** 2 * mask, 1.0 / np.maximum(rms, 1e-30) ** 2) > 1.0
+        light[~blended] = 0.0
+        if len(groups) > 1 or blended.any():
+            part, _ = fit_groups(groups, cube, data - light, rms, mask, grid, cfg, be, gain,
+                                 only=None if len(groups) > 1 else blended)
+            redo = np.ones(len(cuts), bool) if len(groups) > 1 else blended
+            for name in ("chi2", "flux", "npix", "swd2", "crop"):
+                getattr(res, name)[redo] = getattr(part, name)[redo]
+    else:
+        res, _ = fit_groups(groups, cube, data, rms, mask, grid, cfg, be, gain)
     del cube
     cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=cfg.statistic,
                            zeropoint=zp, backend=be, subgrid=cfg.subgrid, error_floor=cfg.error_floor)
+    psf_fwhm_px = np.zeros(len(cuts))
+    for members, image in groups:
+        psf_fwhm_px[members] = psf_fwhm(image)
     cols["PSF_FWHM"] = psf_fwhm_px
+    cols["BLEND"] = blended
     table = summary_table(cuts, cols, paths, cfg)  # before any output: a bad catalogue leaves nothing behind
     write_chi(paths.chi, cuts.names, res.cubes(grid), grid, cfg, paths)
     write_summary(table, paths, cfg, zp, gain, be, flux_unit=data_unit(header))
@@ -165,6 +171,134 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     banks = f", {len(groups)} PSF groups" if len(groups) > 1 else ""
     return (f"{len(table)} objects fit ({cfg.statistic}, {be.name} on {be.device}{banks}); "
             f"{int(np.sum(table['STAR']))} flagged STAR, {n_edge} on a radius-grid edge")
+
+
+def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, only=None, whole: bool = False):
+    """Fit objects group by group, each group with the cube convolved by its PSF.
+
+    Parameters
+    ----------
+    groups : list of (indices, psf)
+        From :func:`astrotool_dre.psf.group_by_psf`.
+    cube : numpy.ndarray
+        The model cube.
+    data, rms, mask : numpy.ndarray ``(N, B, B)``
+        Stamps as :func:`prepare_stamps` gives them.
+    only : numpy.ndarray of bool, optional
+        Fit these objects only (the others keep NaN).
+    whole : bool
+        Convolve the whole model stamps, for ``models``; otherwise only the largest
+        crop a group's objects are fit on (:func:`astrotool_dre.convolve.crop_sizes`)
+        and ``models`` hold just that crop.
+
+    Returns
+    -------
+    res : astrotool_dre.chi2.FitResult
+        Every object's statistic and fluxes.
+    models : numpy.ndarray ``(N, B, B)``
+        Each object's best grid model times its flux (data units; zeros where not fit).
+    """
+    from astrotool_dre.chi2 import FitResult, fit_objects
+    from astrotool_dre.convolve import ModelBank, bank_sizes, convolve_cube, crop_sizes
+
+    n, k, b = len(data), grid.nmodels, grid.boxsize
+    res = FitResult(chi2=np.full((n, k), np.nan, np.float32), flux=np.full((n, k), np.nan, np.float32),
+                    npix=np.zeros(n, np.int64), swd2=np.full(n, np.nan), crop=np.zeros(n, np.int64),
+                    statistic=cfg.statistic)
+    models = np.zeros((n, b, b), np.float32)
+    for members, image in groups:
+        if only is not None:
+            members = members[only[members]]
+        if not len(members):
+            continue
+        crop = None if whole else int(crop_sizes(mask[members], grid.center, bank_sizes(b)).max())
+        bank = ModelBank(convolve_cube(cube, image, be, remove_pixel=cfg.psf_has_pixel, crop=crop), grid, be)
+        part = fit_objects(bank, data[members], rms[members], mask[members], gain=gain, reweight=cfg.reweight,
+                           statistic=cfg.statistic, batch_size=cfg.batch_size, local_sky=cfg.local_sky)
+        for name in ("chi2", "flux", "npix", "swd2", "crop"):
+            getattr(res, name)[members] = getattr(part, name)
+        res.passes = part.passes
+        chi = np.where(np.isnan(part.chi2), np.inf, part.chi2)
+        best = np.argmin(chi, axis=1)
+        fit = np.isfinite(chi[np.arange(len(members)), best])
+        flux = np.where(fit, part.flux[np.arange(len(members)), best], 0.0)
+        stamps = be.to_numpy(bank.stamps[be.asarray(best)])
+        models[members] = stamps * flux[:, None, None]
+        del bank
+    return res, models
+
+
+def mean_psf(groups) -> np.ndarray:
+    """The PSF of :func:`astrotool_dre.psf.group_by_psf`'s groups averaged over their members (unit sum)."""
+    p = sum(len(members) * image for members, image in groups)
+    return p / p.sum()
+
+
+def header_shape(paths) -> tuple[int, int]:
+    """``(ny, nx)`` of the tile, from its header."""
+    from astropy.io import fits
+
+    h = fits.getheader(paths.tile)
+    return int(h["NAXIS2"]), int(h["NAXIS1"])
+
+
+def neighbour_light(cuts, models, shape, psf, cat_path, cfg: FitConfig) -> np.ndarray:
+    """The light of every other object in each cut, shifted like the cut onto the models' centre.
+
+    Each fitted object's best model (``models``, centred on the grid centre) is placed at its
+    position on a tile-sized scene; catalogue stars that were not fit (``CLASS_STAR >=
+    star_stellarity``) are added as the PSF times ``FLUX_AUTO``. An object's own model is
+    taken out of its cut again.
+
+    Returns
+    -------
+    numpy.ndarray ``(N, B, B)``
+        Data units, on the recentred stamps of :func:`prepare_stamps`.
+    """
+    from scipy import ndimage
+
+    from astrotool_dre.catalog import read_catalog
+
+    n, b = models.shape[0], models.shape[-1]
+    c = b // 2
+    ny, nx = shape
+    pad = b
+    scene = np.zeros((ny + 2 * pad, nx + 2 * pad))
+
+    def place(stamp, x, y):  # stamp centred on pixel (c, c) -> tile 0-based (x, y)
+        ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+        shifted = ndimage.shift(stamp, (y - iy, x - ix), order=3, mode="constant")
+        h = stamp.shape[0] // 2
+        scene[iy - h + pad: iy - h + pad + stamp.shape[0], ix - h + pad: ix - h + pad + stamp.shape[1]] += shifted
+        return shifted
+
+    xs = np.asarray(cuts.attrs["X_IMAGE"], float) - 1.0
+    ys = np.asarray(cuts.attrs["Y_IMAGE"], float) - 1.0
+    own = [place(models[i].astype(np.float64), xs[i], ys[i]) for i in range(n)]
+    cat = read_catalog(cat_path, vignet=False)
+    fitted = set(zip(np.asarray(cuts.attrs.get("EXT_NUMBER", np.zeros(n))).astype(int).tolist(),
+                     np.asarray(cuts.attrs["NUMBER"]).astype(int).tolist()))
+    for row in cat:
+        key = (int(row["EXT_NUMBER"]) if "EXT_NUMBER" in cat.colnames else 0, int(row["NUMBER"]))
+        if key in fitted or float(row["CLASS_STAR"]) < cfg.star_stellarity or not float(row["FLUX_AUTO"]) > 0:
+            continue
+        x, y = float(row["X_IMAGE"]) - 1.0, float(row["Y_IMAGE"]) - 1.0
+        if -pad / 2 < x < nx + pad / 2 and -pad / 2 < y < ny + pad / 2:
+            place(psf.at(x + 1.0, y + 1.0) * float(row["FLUX_AUTO"]), x, y)
+    out = np.zeros((n, b, b), np.float32)
+    for i in range(n):
+        ix, iy = int(np.floor(xs[i] + 0.5)), int(np.floor(ys[i] + 0.5))
+        x0, y0 = int(cuts.attrs["CUT_XMIN"][i]), int(cuts.attrs["CUT_YMIN"][i])
+        window = scene[y0 + pad: y0 + pad + b, x0 + pad: x0 + pad + b].copy()
+        # its own model: placed at (ix - c, iy - c) on the scene, i.e. (ix - c - x0, ...) in the cut
+        oy, ox = iy - c - y0, ix - c - x0
+        ys_, xs_ = slice(max(oy, 0), min(oy + b, b)), slice(max(ox, 0), min(ox + b, b))
+        window[ys_, xs_] -= own[i][ys_.start - oy: ys_.stop - oy, xs_.start - ox: xs_.stop - ox]
+        if cfg.recentre and "X_CUT" in cuts.attrs:
+            window = ndimage.shift(window, (c - float(cuts.attrs["Y_CUT"][i]), c - float(cuts.attrs["X_CUT"][i])),
+                                   order=3, mode="nearest")
+        out[i] = window
+    return out
 
 
 def write_chi(path: Path, names, cubes: np.ndarray, grid, cfg: FitConfig, paths) -> None:
