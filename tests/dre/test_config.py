@@ -1,5 +1,6 @@
 """The [dre] section rejects settings that would otherwise fail deep inside a stage."""
 
+import numpy as np
 import pydantic
 import pytest
 

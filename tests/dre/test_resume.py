@@ -19,6 +19,11 @@ edge = 40.0
 
 [dre.cuts]
 margin = 40.0
+
+[dre.models]
+index0 = 4.0
+dindex = 0.0
+nindex = 1
 """
 
 
@@ -159,3 +164,9 @@ def test_a_shard_records_only_its_own_tiles(astro, ws):
     assert r.returncode == 0, r.stderr
     rec = json.loads(max((ws / "runs").glob("*-dre-detect/run.json")).read_text())
     assert rec["inputs"] == [str(tile.with_name("sim_001.fits"))] and rec["shard"] == "1/2"
+
+
+def test_mosaics_of_a_fit_made_on_another_grid_are_refused(ws, astro):
+    r = astro("-w", ws, "--set", "dre.models.nlogh=15", "dre", "mosaics")
+    assert r.returncode != 0 and "sim_000_chi.h5: was fit on another model grid (NLOGH = 21" in r.stderr, r.stderr
+    assert not list((ws / "dre" / "mosaics").glob("*/*.fits"))

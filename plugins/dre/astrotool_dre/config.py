@@ -221,6 +221,9 @@ class FitConfig(Section):
     max_psf_groups: int = Field(8, ge=1, description="at most this many banks per tile (the tolerance grows)")
     subgrid: bool = Field(True, description="refine the parameters between grid points (a local quadratic of the "
                           "statistic); false: the grid minimum, as DRE")
+    subgrid_axes: list[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR"]] = Field(
+        ["AX_RATIO", "ANGLE", "LOGR"], description="the axes refined (INDEX keeps its grid value unless listed: "
+        "see astrotool_dre.estimate.best_parameters)")
     error_floor: dict[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX"], float] = Field(
         default_factory=dict, description="added in quadrature to the errors (INDEX, AX_RATIO, ANGLE [deg], "
         "LOGR [dex]; FLUX relative); unset keys: astrotool_dre.estimate.ERROR_FLOOR")

@@ -158,7 +158,8 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
         res, _ = fit_groups(groups, cube, data, rms, mask, grid, cfg, be, gain)
     del cube
     cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=cfg.statistic,
-                           zeropoint=zp, backend=be, subgrid=cfg.subgrid, error_floor=cfg.error_floor)
+                           zeropoint=zp, backend=be, subgrid=cfg.subgrid, error_floor=cfg.error_floor,
+                           refine=cfg.subgrid_axes)
     psf_fwhm_px = np.zeros(len(cuts))
     for members, image in groups:
         psf_fwhm_px[members] = psf_fwhm(image)

@@ -40,6 +40,27 @@ def object_panels(data: np.ndarray, mask: np.ndarray, model: np.ndarray) -> np.n
     return np.hstack([data, mask * level, model, data - model]).astype(np.float32)
 
 
+def check_same_grid(chi_path, grid) -> None:
+    """Refuse (exit 2) to draw models of one grid for a fit made on another.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        ``chi_path`` (the fit's χ² file) records other grid axes than ``grid``'s.
+    """
+    import h5py
+
+    from astrotool.errors import InputError
+
+    with h5py.File(chi_path, "r", locking=False) as f:
+        made = {k: f.attrs[k] for k in grid.header_cards() if k in f.attrs}
+    other = {k: v for k, v in made.items() if not np.isclose(float(v), float(grid.header_cards()[k]))}
+    if other:
+        k = sorted(other)[0]
+        raise InputError(chi_path, f"was fit on another model grid ({k} = {other[k]}, the cube has "
+                                   f"{grid.header_cards()[k]}); fit again with these [dre.models] settings")
+
+
 def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     """Write every object's mosaic for one tile; return a summary line.
 
@@ -64,6 +85,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     from astrotool_dre.fit_stage import load_inputs, object_positions, prepare_stamps
 
     cuts, psf, cube, grid, header = load_inputs(paths, cube_file)
+    check_same_grid(paths.chi, grid)
     unit = data_unit(header)
     table = read_parquet(paths.summary).to_pandas().set_index("NAME")
     data, _, mask = prepare_stamps(cuts, grid.center, fit.recentre)
