@@ -81,7 +81,8 @@ def groups(pairs):
     """(label, boolean selection) of the table's rows."""
     snr, fw, n = pairs["SNR"], pairs["PSF_FWHM"], pairs["INDEX"]
     bright = snr >= 30
-    rows = [("S/N >= 30", bright), ("all", snr > 0),
+    rows = [("S/N >= 30", bright), ("all", snr > 0), ("S/N 12-30", ~bright), ("S/N 30-100", bright & (snr < 100)),
+            ("S/N >= 100", snr >= 100),
             ("S/N >= 30, FWHM 2.6-2.95 px", bright & (fw < 2.95)),
             ("S/N >= 30, FWHM 3.3-3.7 px", bright & (fw >= 3.3))]
     rows += [(f"S/N >= 30, n = {v:g}", bright & (n == v)) for v in sorted(set(n))]

@@ -35,12 +35,15 @@ def test_chain_recovers_injected_galaxies(astro, tmp_path, engine, psf_engine):
     assert g["logr_frac"] >= 0.9 and g["q_frac"] >= 0.9 and g["angle_frac"] >= 0.85, g
     assert abs(g["median_dflux"]) < 0.03 and g["flux_frac"] >= 0.7, g
     assert g["edge_minima"] == 0
+    # honest errors: the truth within 2σ for most galaxies (0.954 expected), within 1σ for about 0.68
+    for name in ("logr", "ax_ratio", "flux"):
+        assert g[f"{name}_in2sig"] >= 0.8 and 0.4 <= g[f"{name}_in1sig"] <= 1.0, (name, g)
     # stars kept by max_stellarity=1.0 are fitted, and flagged rather than reported as galaxies
     assert stars["n_stars_fitted"] >= 5 and stars["n_flagged"] >= 0.9 * stars["n_stars_fitted"], stars
     summ = pd.read_parquet(ws / "dre/summary/sim_000_dre.parquet")
     for col in ["NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX", "MAG", "CHI2",
                 "CHI2_NU", "AX_RATIO_ERR", "ANGLE_ERR", "LOGR_ERR", "FLUX_ERR", "LOGR_EDGE_LO", "LOGR_EDGE_HI",
-                "CLASS_STAR", "STAR"]:
+                "CLASS_STAR", "STAR", "LOGR_GRID", "AX_RATIO_GRID", "PSF_FWHM", "BLEND"]:
         assert col in summ.columns, col
     assert ((summ.ANGLE >= 0) & (summ.ANGLE < 180)).all()
     assert (ws / "dre/summary/sim_000_dre.fits").is_file()
