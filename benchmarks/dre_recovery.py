@@ -6,6 +6,10 @@ prints the fraction of galaxies with LOGR within one grid step (0.115 dex),
 AX_RATIO within 0.1, ANGLE within 15° (axis ratio < 0.7) and FLUX within 5 %,
 the minima on the radius grid's edges, and how many fitted stars are flagged.
 
+The configurations use DRE's grid (n = 4 only), as the anchor did; the last
+row fits the same tiles on the default grid (every index 0.5-6), where the
+index is free and its degeneracy with radius and flux widens both.
+
 Baseline (named, measured on this machine with the original DRE on such a
 tile, research/anchor-dre.md): LOGR 100 %, AX_RATIO 86 %, ANGLE 97 %, no flux.
 Goal: LOGR >= 98 %, AX_RATIO >= 95 %, ANGLE >= 97 %, FLUX within 5 % >= 95 %.
@@ -43,7 +47,10 @@ def main() -> int:
     from astrotool_dre.psf import find_psfex
     from astrotool_dre.truth import workspace_recovery
 
-    configs = [("chi2", "auto", "auto"), ("dre", "auto", "auto"), ("chi2", "photutils", "photutils")]
+    # DRE's grid (n = 4 only), as the anchor; then the default grid (every index 0.5-6) on the same tiles
+    dre_grid = ["--set", "dre.models.index0=4.0", "--set", "dre.models.dindex=0.0", "--set", "dre.models.nindex=1"]
+    configs = [("chi2", "auto", "auto", dre_grid), ("dre", "auto", "auto", dre_grid),
+               ("chi2", "photutils", "photutils", dre_grid), ("chi2", "auto", "auto", [])]
     tmp = Path(tempfile.mkdtemp(prefix="dre-recovery-"))
     base = tmp / "base"
     astro("-w", base, "--executor", "process", "-j", args.jobs, "--set", "dre.cuts.max_stellarity=1.0",
@@ -54,21 +61,22 @@ def main() -> int:
              f"{'edges':>5} {'stars flagged':>13} {'time':>6}"
     print(header)
     rows = []
-    for statistic, det, psf in configs:
-        ws = tmp / f"{statistic}-{det}"
+    for statistic, det, psf, grid in configs:
+        ws = tmp / f"{statistic}-{det}{'' if grid else '-every-index'}"
         shutil.copytree(base / "dre" / "tiles", ws / "dre" / "tiles")
         if (base / "dre" / "models").exists():
             shutil.copytree(base / "dre" / "models", ws / "dre" / "models")
         t0 = time.perf_counter()
         astro("-w", ws, "--executor", "process", "-j", args.jobs, "--set", "dre.cuts.max_stellarity=1.0",
-              "--set", f'dre.detect.engine="{det}"', "--set", f'dre.psf.engine="{psf}"',
+              "--set", f'dre.detect.engine="{det}"', "--set", f'dre.psf.engine="{psf}"', *grid,
               "dre", "run", "--no-mosaics", "--statistic", statistic)
         dt = time.perf_counter() - t0
         if not (base / "dre" / "models").exists():
             shutil.copytree(ws / "dre" / "models", base / "dre" / "models")
         g, s = workspace_recovery(ws)
         rows.append((statistic, det, g))
-        print(f"{statistic:<9} {det + '/' + psf:<22} {g['logr_frac']:6.1%} {g['q_frac']:6.1%} "
+        label = det + "/" + psf + ("" if grid else ", n 0.5-6")
+        print(f"{statistic:<9} {label:<22} {g['logr_frac']:6.1%} {g['q_frac']:6.1%} "
               f"{g['angle_frac']:6.1%} {g['flux_frac']:6.1%} {g['edge_minima']:5d} "
               f"{s['n_flagged']:>6}/{s['n_stars_fitted']:<6} {dt:5.0f}s")
     g = rows[0][2]
