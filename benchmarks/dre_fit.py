@@ -219,11 +219,13 @@ def main(argv=None):
                           batch_size=args.batch)
         return time.perf_counter() - t0
 
+    from astrotool_dre.fit_stage import split_large
     from astrotool_dre.simulate import draw_psf
 
     order = np.random.default_rng(1).permutation(len(data))
-    varying = [(np.sort(part), draw_psf(3.5, f, 25)) for part, f in
-               zip(np.array_split(order, args.psf_groups), np.linspace(2.6, 3.6, args.psf_groups))]
+    varying = split_large([(np.sort(part), draw_psf(3.5, f, 25)) for part, f in
+                           zip(np.array_split(order, args.psf_groups), np.linspace(2.6, 3.6, args.psf_groups))],
+                          mask, grid)
     t_one = min(tile_time([(np.arange(len(data)), draw_psf(3.5, 3.1, 25))]) for _ in range(2))
     t_var = min(tile_time(varying) for _ in range(2))
     print(f"(e) PSF varying across the tile, {args.psf_groups} PSF groups (convolution included): "

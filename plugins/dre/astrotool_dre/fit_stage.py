@@ -138,7 +138,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     be = get_backend(cfg.backend, cfg.device)
     data, rms, mask = prepare_stamps(cuts, grid.center, cfg.recentre)
     x, y = object_positions(cuts, psf)
-    groups = group_by_psf(psf, x, y, cfg.psf_tolerance, cfg.max_psf_groups)
+    groups = split_large(group_by_psf(psf, x, y, cfg.psf_tolerance, cfg.max_psf_groups), mask, grid)
     blended = np.zeros(len(cuts), bool)
     if cfg.neighbours == "subtract" and len(cuts) > 1 and "CUT_XMIN" in cuts.attrs:
         # every object's best model (with the mean PSF when it varies: one bank instead of one per group),
@@ -227,6 +227,29 @@ def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, on
         models[members] = stamps * flux[:, None, None]
         del bank
     return res, models
+
+
+LARGE_CROP = 64
+"""Objects fit on crops wider than this [px] share one bank (:func:`split_large`)."""
+
+
+def split_large(groups, mask, grid):
+    """Move the objects fit on crops wider than :data:`LARGE_CROP` into one group of their own, with the
+    mean PSF.
+
+    Their light spreads far beyond the PSF, so a PSF that differs by a fraction of a pixel changes them
+    little, while they alone would make every group's convolution cover the whole stamp; the other groups
+    then convolve only :data:`LARGE_CROP` px (about 3x cheaper).
+    """
+    from astrotool_dre.convolve import bank_sizes, crop_sizes
+
+    if len(groups) < 2:
+        return groups
+    large = crop_sizes(mask, grid.center, bank_sizes(grid.boxsize)) > LARGE_CROP
+    if not large.any():
+        return groups
+    out = [(m[~large[m]], p) for m, p in groups if (~large[m]).any()]
+    return out + [(np.flatnonzero(large), mean_psf(groups))]
 
 
 def mean_psf(groups) -> np.ndarray:
