@@ -299,7 +299,7 @@ def neighbour_light(cuts, models, shape, psf, cat_path, cfg: FitConfig) -> np.nd
     xs = np.asarray(cuts.attrs["X_IMAGE"], float) - 1.0
     ys = np.asarray(cuts.attrs["Y_IMAGE"], float) - 1.0
     own = [place(models[i].astype(np.float64), xs[i], ys[i]) for i in range(n)]
-    cat = read_catalog(cat_path, vignet=False)
+    cat = read_catalog(cat_path, vignet=False, require=("NUMBER", "X_IMAGE", "Y_IMAGE", "CLASS_STAR", "FLUX_AUTO"))
     fitted = set(zip(np.asarray(cuts.attrs.get("EXT_NUMBER", np.zeros(n))).astype(int).tolist(),
                      np.asarray(cuts.attrs["NUMBER"]).astype(int).tolist()))
     for row in cat:
