@@ -304,4 +304,19 @@ def launch(fabric):
     except ValueError as exc:  # e.g. ml.devices that does not match Slurm's tasks per node
         first = str(exc).strip().splitlines()[0]
         raise AstroError(f"ml.devices / ml.num_nodes: cannot start the training processes: {first}") from None
+    import atexit
+
+    atexit.register(_close_process_group)
     return fabric
+
+
+def _close_process_group() -> None:
+    """Destroy the distributed process group at exit: left to the interpreter's teardown, gloo's threads
+    can abort a finished rank ("terminate called without an active exception") and its exit status."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - a teardown must not fail the finished command
+        pass
