@@ -18,6 +18,9 @@ from astrotool_dre.config import DreConfig
     ({"detect": {"vignet_size": 34}}, "vignet_size must be odd"),
     ({"detect": {"gain": -2}}, "greater than 0"),
     ({"cuts": {"size": 64}}, "cuts.size (64) must equal models.boxsize (128)"),
+    ({"fit": {"error_floor": {"LOGR": -0.1}}}, "greater than or equal to 0"),
+    ({"fit": {"error_floor": {"RADIUS": 0.1}}}, "RADIUS"),
+    ({"simulate": {"sersic_n": [1.0, 2.0, 4.0]}}, "a uniform range is [min, max], got 3 values"),
 ])
 def test_bad_settings_are_refused(bad, message):
     with pytest.raises(pydantic.ValidationError) as exc:

@@ -23,7 +23,7 @@ whatever the configuration layers give (a key set in a file, a variable,
 import copy
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, Field, PositiveFloat, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, NonNegativeFloat, PositiveFloat, ValidationInfo, model_validator
 
 from astrotool.section import FileName, Section, check_odd, check_ordered
 
@@ -225,7 +225,7 @@ class FitConfig(Section):
     subgrid_axes: list[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR"]] = Field(
         ["AX_RATIO", "ANGLE", "LOGR"], description="the axes refined (INDEX keeps its grid value unless listed: "
         "see astrotool_dre.estimate.best_parameters)")
-    error_floor: dict[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX"], float] = Field(
+    error_floor: dict[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX"], NonNegativeFloat] = Field(
         default_factory=dict, description="added in quadrature to the errors (INDEX, AX_RATIO, ANGLE [deg], "
         "LOGR [dex]; FLUX relative); unset keys: astrotool_dre.estimate.ERROR_FLOOR")
 

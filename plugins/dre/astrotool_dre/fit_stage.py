@@ -2,7 +2,8 @@
 
 The tile's PSF convolves the cube once (:mod:`astrotool_dre.convolve`), or, when
 it varies across the tile, once per group of objects with alike PSFs
-(:func:`astrotool_dre.psf.group_by_psf`); every object is then fit in batches by :func:`astrotool_dre.chi2.fit_objects` (least-squares flux and χ² of every model
+(:func:`astrotool_dre.psf.group_by_psf`); every object is then fit in batches by
+:func:`astrotool_dre.chi2.fit_objects` (least-squares flux and χ² of every model
 as matrix products, or DRE's statistic with ``statistic="dre"``). Before the
 fit, each cut is shifted by its sub-pixel offset so the object sits on the
 models' centre pixel (64, 64) (:func:`recentre`), and its neighbours' segments are
@@ -44,7 +45,8 @@ __docformat__ = "numpy"
 SUMMARY_FIRST = ["NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX",
                  "MAG", "CHI2", "CHI2_NU"]
 
-SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "ANGLE_GRID": "deg", "PSF_FWHM": "pix", "MAG": "mag", "MAG_ERR": "mag", "NPIX": "pix"}
+SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "ANGLE_GRID": "deg", "PSF_FWHM": "pix", "MAG": "mag",
+                 "MAG_ERR": "mag", "NPIX": "pix"}
 """astropy units of the fit columns of the summary (``FLUX*`` are in the tile's ``BUNIT``; the catalogue's
 columns keep :data:`astrotool_dre.catalog.CATALOG_UNITS`; ``LOGR`` is log10 of pixels, so it has none)."""
 
@@ -145,7 +147,8 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
         # then each object's neighbours subtracted from its cut, and the fit with each group's PSF
         first = groups if len(groups) == 1 else [(np.arange(len(cuts)), mean_psf(groups))]
         res, models = fit_groups(first, cube, data, rms, mask, grid, cfg, be, gain, whole=True)
-        light = neighbour_light(cuts, models, header_shape(paths), psf, paths.cat, cfg)
+        shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        light = neighbour_light(cuts, models, shape, psf, paths.cat, cfg)
         blended = np.einsum("nyx,nyx->n", light ** 2 * mask, 1.0 / np.maximum(rms, 1e-30) ** 2) > 1.0
         light[~blended] = 0.0
         if len(groups) > 1 or blended.any():
@@ -256,14 +259,6 @@ def mean_psf(groups) -> np.ndarray:
     """The PSF of :func:`astrotool_dre.psf.group_by_psf`'s groups averaged over their members (unit sum)."""
     p = sum(len(members) * image for members, image in groups)
     return p / p.sum()
-
-
-def header_shape(paths) -> tuple[int, int]:
-    """``(ny, nx)`` of the tile, from its header."""
-    from astropy.io import fits
-
-    h = fits.getheader(paths.tile)
-    return int(h["NAXIS2"]), int(h["NAXIS1"])
 
 
 def neighbour_light(cuts, models, shape, psf, cat_path, cfg: FitConfig) -> np.ndarray:

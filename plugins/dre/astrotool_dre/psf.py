@@ -65,7 +65,8 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["build_psf", "read_psf", "read_psf_model", "PsfModel", "group_by_psf", "monomials", "find_psfex", "psf_fwhm", "write_psfex_format",
+__all__ = ["build_psf", "read_psf", "read_psf_model", "PsfModel", "group_by_psf", "monomials", "find_psfex",
+           "psf_fwhm", "write_psfex_format",
            "select_stars", "poly_terms"]
 
 
@@ -438,7 +439,8 @@ def build_psf(
         ``size``); ``min_stars`` accepted (photutils) or needed to pre-filter
         (PSFEx); ``var_degrees`` the degree of the PSF's variation with the
         position (0: constant PSF; DRE reads component 0 only); extra
-        ``psfex_args`` (``-KEY value``); ``maxiters`` ``EPSFBuilder`` iterations (5 converges on simulated tiles; photutils 3.0
+        ``psfex_args`` (``-KEY value``); ``maxiters`` ``EPSFBuilder`` iterations
+        (5 converges on simulated tiles; photutils 3.0
         becomes very slow for more); ``timeout`` [s] before ``psfex`` is stopped.
     nb_path, seg_path : path-like, optional
         Background-subtracted image and segmentation map (photutils engine);
