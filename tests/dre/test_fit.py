@@ -318,6 +318,24 @@ def test_sub_grid_estimates_between_grid_points(mapper):
     assert grid_only["LOGR"][0] == out["LOGR_GRID"][0] and grid_only["FIT_FLAGS"][0] == 0
 
 
+def test_index_is_chosen_by_the_refined_profile_not_the_grid_minimum():
+    # chi2 exactly quadratic in grid steps with the index and radius correlated (as for Sersic
+    # profiles), truth on an index grid point and between two radii: the grid minimum
+    # lands one index too low (a better-placed radius wins), the refined minima of the slices do not
+    grid = M.ModelGrid(nindex=5, index0=1.0, dindex=0.5, naxrat=5, axrat0=0.3, daxrat=0.1, nposang=6,
+                       dposang=30.0, nlogh=7, logh0=0.1, dlogh=0.115, boxsize=BOX)
+    u = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in grid.shape), indexing="ij"), -1)
+    dn, dq, da, dr = (u[..., 0] - 2.0, u[..., 1] - 2.3, (u[..., 2] - 2.0 + 3.0) % 6.0 - 3.0, u[..., 3] - 3.4)
+    chi = 1000.0 * (dn - 0.8 * dr) ** 2 + 20.0 * dr ** 2 + 50.0 * dq ** 2 + 50.0 * da ** 2
+    flux = 500.0 * np.exp(0.3 * dn + 0.2 * dr)
+    out = best_parameters(chi.reshape(1, -1), grid, flux.reshape(1, -1), np.array([10 ** 6]))
+    assert out["INDEX_GRID"][0] == 1.5 and out["INDEX"][0] == 2.0
+    assert out["LOGR"][0] == pytest.approx(0.1 + 3.4 * 0.115, abs=1e-9)
+    assert out["AX_RATIO"][0] == pytest.approx(0.3 + 2.3 * 0.1, abs=1e-9)
+    assert out["FLUX"][0] == pytest.approx(500.0, rel=1e-9)
+    assert out["FIT_FLAGS"][0] == 0
+
+
 def test_recentre_shifts_data_rms_and_masks_together():
     from astrotool_dre.fit_stage import recentre
 

@@ -24,7 +24,12 @@ beyond the grid). When this fails, the angle axis is held at its grid value too
 that, each axis whose curvature is positive is refined on its own (a parabola
 through three grid points); an object for which nothing works keeps the grid
 minimum (flag ``GRID_ONLY``). Axes left out of ``refine`` (the Sérsic index by
-default) keep their grid value, but the errors stay marginal over them. ``ln
+default) keep their grid value, but the errors stay marginal over them. The
+index is that of the slice whose *refined* minimum is lowest, and the refinement
+starts from that slice's grid minimum: the grid minimum itself picks the index
+whose radius grid point happens to fall best (on a crowded field, seed 6101,
+S/N >= 30: FLUX within 5 % 0.62 -> 0.79, INDEX within 0.5 0.90 -> 0.93).
+``INDEX_GRID`` ... ``LOGR_GRID`` stay the grid minimum. ``ln
 FLUX`` is written as a quadratic on the same window, evaluated at $\hat x$, and
 its error adds the least-squares error at fixed shape and
 $\nabla \ln F^T C \nabla \ln F$. The quadratic's own error,
@@ -165,7 +170,8 @@ def _refine(chi_s, flux, ii, grid, scale, be, usable, axes=(0, 1, 2, 3)):
 
     Returns ``pos`` (N, 4) fractional grid indices, ``cov`` (N, 4, 4) in index units
     (NaN for axes held at the grid), ``lnf`` (N,) and ``dlnf`` (N, 4) its gradient,
-    ``held`` (N, 4) axes held at their grid value, ``ok`` (N,) whether any axis was refined.
+    ``held`` (N, 4) axes held at their grid value, ``ok`` (N,) whether any axis was refined,
+    ``val`` (N,) the scaled statistic at the vertex (NaN where nothing was refined).
     """
     shape = grid.shape
     nobj = ii.shape[0]
@@ -177,8 +183,9 @@ def _refine(chi_s, flux, ii, grid, scale, be, usable, axes=(0, 1, 2, 3)):
     dlnf = np.zeros((nobj, 4))
     held = np.ones((nobj, 4), bool)
     ok = np.zeros(nobj, bool)
+    val = np.full(nobj, np.nan)
     if not active or nobj == 0:
-        return pos, cov, lnf, dlnf, held, ok
+        return pos, cov, lnf, dlnf, held, ok, val
     d = len(active)
     offs = _window(d)
     centre = ii.copy()
@@ -221,7 +228,7 @@ def _refine(chi_s, flux, ii, grid, scale, be, usable, axes=(0, 1, 2, 3)):
                 continue
             # derivatives in the plane of the axes held at the grid minimum
             base = np.where(pattern, rel[r], 0)
-            _, g, h = _derivatives(vals[r], d, base)
+            f0, g, h = _derivatives(vals[r], d, base)
             c0f, gf, hf = _derivatives(lfv[r], d, base)
             hk, gk = h[:, keep][:, :, keep], g[:, keep]
             eig = np.linalg.eigvalsh(hk)
@@ -232,7 +239,7 @@ def _refine(chi_s, flux, ii, grid, scale, be, usable, axes=(0, 1, 2, 3)):
             dx[:, keep] = -np.einsum("nab,nb->na", hinv, gk)
             cpos = centre[r][:, active] + base + dx
             use = pd & np.all(np.abs(dx) <= 1.5, axis=1) & np.all((cpos >= lo) & (cpos <= hi), axis=1)
-            r, dx, cpos, hinv, h = r[use], dx[use], cpos[use], hinv[use], h[use]
+            r, dx, cpos, hinv, h, f0, g = r[use], dx[use], cpos[use], hinv[use], h[use], f0[use], g[use]
             c0f, gf, hf = c0f[use], gf[use], hf[use]
             ka = [active[j] for j in keep]
             for j, a in enumerate(active):
@@ -246,6 +253,7 @@ def _refine(chi_s, flux, ii, grid, scale, be, usable, axes=(0, 1, 2, 3)):
                 if pdm.any():
                     cov[np.ix_(r[pdm], ma, ma)] = 2.0 * np.linalg.inv(hm[pdm])
             lnf[r] = c0f + np.einsum("na,na->n", gf, dx) + 0.5 * np.einsum("na,nab,nb->n", dx, hf, dx)
+            val[r] = f0 + np.einsum("na,na->n", g, dx) + 0.5 * np.einsum("na,nab,nb->n", dx, h, dx)
             dlnf[np.ix_(r, ma)] = (gf + np.einsum("nab,nb->na", hf, dx))[:, marg]
             ok[r] = True
             todo[r] = False
@@ -282,10 +290,37 @@ def _refine(chi_s, flux, ii, grid, scale, be, usable, axes=(0, 1, 2, 3)):
         lf_min = l0[:, 0]  # ln-flux at the grid minimum (every line passes through it)
         dlin = np.where(keep, gl * (xr - rel[rows]) + 0.5 * hl * (xr ** 2 - rel[rows] ** 2), 0.0)
         lnf[rows] = lf_min + dlin.sum(axis=1)
+        dval = np.where(keep, gd * (xr - rel[rows]) + 0.5 * hd * (xr ** 2 - rel[rows] ** 2), 0.0)
+        val[rows] = vals[rows, (rel[rows] + 1) @ weights] + dval.sum(axis=1)
         any_kept = keep.any(axis=1)
         ok[rows[any_kept]] = True
         lnf[rows[~any_kept]] = np.nan
-    return pos, cov, lnf, dlnf, held, ok
+        val[rows[~any_kept]] = np.nan
+    return pos, cov, lnf, dlnf, held, ok, val
+
+
+def _index_start(chi_s, flux, grid, scale, be, usable, axes):
+    """Grid point to refine from: the minimum of the Sérsic-index slice whose sub-grid minimum is lowest.
+
+    The grid minimum's index is decided by how well the other axes' grid points happen to
+    fall: at a step of 0.115 dex in radius a neighbouring index with a better-placed radius
+    can win by Δχ² of 100 on a bright galaxy. Refined within each slice (``axes``, the
+    index held), the profile along the index is that of the continuous parameters.
+    """
+    ni = grid.shape[0]
+    nobj = len(usable)
+    c3 = chi_s.reshape((nobj, ni, grid.nmodels // ni))
+    kin = be.to_numpy(be.argmin(c3, axis=2)).astype(np.int64)
+    vmin = be.to_numpy(be.amin(c3, axis=2)).astype(np.float64) / scale[:, None]
+    best = np.full((nobj, ni), np.inf)
+    starts = np.zeros((nobj, ni, 4), np.int64)
+    for i in range(ni):
+        starts[:, i] = np.column_stack([np.full(nobj, i), *np.unravel_index(kin[:, i], grid.shape[1:])])
+        use = usable & np.isfinite(vmin[:, i])
+        *_, ok, val = _refine(chi_s, flux, starts[:, i], grid, scale, be, use, axes)
+        best[:, i] = np.where(ok & np.isfinite(val), np.minimum(val, vmin[:, i]), vmin[:, i])
+    best[~np.isfinite(best)] = np.inf
+    return starts[np.arange(nobj), np.argmin(best, axis=1)]
 
 
 def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2",
@@ -402,10 +437,16 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
     refined = np.zeros(nobj, bool)
     lnf = np.full(nobj, np.nan)
     dlnf = np.zeros((nobj, 4))
+    start, fstart = ii, fbest  # where the estimate is refined from
     if subgrid:
+        axes_r = tuple(_NAMES.index(a) for a in refine)
+        fl64 = be.astype(fl, "float64")
         with np.errstate(invalid="ignore", divide="ignore"):
-            pos, cov, lnf, dlnf, held, refined = _refine(chi_s, be.astype(fl, "float64"), ii, grid, scale, be,
-                                                         ~nofit, axes=tuple(_NAMES.index(a) for a in refine))
+            if ni > 1 and 0 not in axes_r:
+                start = _index_start(chi_s, fl64, grid, scale, be, ~nofit, axes_r)
+                kstart = be.asarray(np.ravel_multi_index(tuple(start.T), grid.shape)[:, None])
+                fstart = be.to_numpy(be.take_along_last(fl64, kstart))[:, 0]
+            pos, cov, lnf, dlnf, held, refined, _ = _refine(chi_s, fl64, start, grid, scale, be, ~nofit, axes_r)
 
     out: dict[str, np.ndarray] = {}
     for col, ax in (("N_IDX", 0), ("E_IDX", 1), ("T_IDX", 2), ("R_IDX", 3)):
@@ -422,7 +463,7 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
         v = starts[ax] + pos[:, ax] * steps[ax]
         if ax == 2:
             v = v % 180.0
-        out[name] = np.where(held[:, ax], g, v)
+        out[name] = np.where(nofit, np.nan, np.where(held[:, ax], axes[name][start[:, ax]], v))
         with np.errstate(invalid="ignore"):
             # a refined axis adds INTERPOLATION of a step for the quadratic's own error, an axis kept at
             # its grid value the quantisation step/sqrt(12); without a covariance: the profile error
@@ -441,7 +482,7 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
             stat = np.where(info > 0, 1.0 / np.sqrt(info), np.nan) * np.sqrt(scale)  # relative
         else:
             stat = np.zeros(nobj)
-        flux_est = np.where(refined, np.exp(lnf), fbest)
+        flux_est = np.where(refined, np.exp(lnf), fstart)
         c0 = np.where(np.isfinite(cov), cov, 0.0)
         shape_var = np.where(refined, np.einsum("na,nab,nb->n", dlnf, c0, dlnf), 0.0)
         rel_err = np.sqrt(stat ** 2 + shape_var + floor["FLUX"] ** 2)
@@ -460,8 +501,8 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
                                       np.nan)
     flags = np.zeros(nobj, dtype=np.int32)
     for ax, name, nmax in ((3, "LOGR", nr), (1, "AX_RATIO", nq), (0, "INDEX", ni)):
-        lo = (ii[:, ax] == 0) & ~nofit & (nmax > 1)
-        hi = (ii[:, ax] == nmax - 1) & ~nofit & (nmax > 1)
+        lo = (start[:, ax] == 0) & ~nofit & (nmax > 1)
+        hi = (start[:, ax] == nmax - 1) & ~nofit & (nmax > 1)
         out[f"{name}_EDGE_LO"] = lo
         out[f"{name}_EDGE_HI"] = hi
         flags |= np.where(lo, FLAG_BITS[f"{name}_EDGE_LO"], 0).astype(np.int32)
