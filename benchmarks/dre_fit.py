@@ -15,7 +15,8 @@ Prints, all measured in this run:
     cupy) when a GPU is visible;
 (e) the cost of a PSF that varies across the tile: the objects split into
     ``--psf-groups`` groups, each fit with the cube convolved by its own PSF
-    (convolution included), against one PSF for all, in object-models per second.
+    (convolution included, as ``astro dre fit`` does it), against one PSF for
+    all, in object-models per second.
 
 Every figure is the best of ``--rounds`` interleaved rounds, so that foreign load on
 shared CPUs affects the ceiling, the batched fit and the baseline alike.
@@ -208,19 +209,19 @@ def main(argv=None):
         ops_g, _ = time_fit(gbank, data, rms, mask, args.gain, 1, repeat=3, batch_size=512)
         print(f"(d) batched fit {gbe.describe()}: {ops_g:.0f} obj/s")
 
-    # (e) a PSF that varies: the objects fall into PSF groups (astro dre fit: one convolved bank
-    # per group, each convolved over the largest crop its objects need), against one PSF for all
+    # (e) a PSF that varies: the objects fall into PSF groups, fit as `astro dre fit` does (one bank per
+    # group over the largest crop its objects need, the groups of one crop size sharing the forward FFT),
+    # against one PSF for all
+    from astrotool_dre.config import FitConfig
+    from astrotool_dre.fit_stage import fit_groups, split_large
+    from astrotool_dre.simulate import draw_psf
+
+    cfg = FitConfig(batch_size=args.batch, psf_has_pixel=False)
+
     def tile_time(groups):
         t0 = time.perf_counter()
-        for members, image in groups:
-            crop = int(CV.crop_sizes(mask[members], grid.center, CV.bank_sizes(grid.boxsize)).max())
-            gb = CV.ModelBank(CV.convolve_cube(cube, image, be, crop=crop), grid, be)
-            C.fit_objects(gb, data[members], rms[members], mask[members], gain=args.gain, reweight=1,
-                          batch_size=args.batch)
+        fit_groups(groups, cube, data, rms, mask, grid, cfg, be, args.gain)
         return time.perf_counter() - t0
-
-    from astrotool_dre.fit_stage import split_large
-    from astrotool_dre.simulate import draw_psf
 
     order = np.random.default_rng(1).permutation(len(data))
     varying = split_large([(np.sort(part), draw_psf(3.5, f, 25)) for part, f in

@@ -215,5 +215,6 @@ def test_blended_galaxies_recovered_with_and_without_the_neighbour_step(astro, t
         assert np.all(np.abs(pairs["LOGR_FIT"] - pairs["LOGR"])[blend] <= 0.115)
     dflux = {m: np.abs(p["FLUX_FIT"] / p["FLUX"] - 1)[blend].mean() for m, p in out.items()}
     assert dflux["subtract"] < dflux["mask"] and dflux["subtract"] < 0.05, dflux
-    # objects without a blend are fit once: the same numbers either way
-    assert np.allclose(sub["LOGR_FIT"][~blend], mask["LOGR_FIT"][~blend])
+    # objects without a blend are fit once: the same numbers either way (to float32 rounding: the
+    # models are convolved over the whole stamp in one mode, over the largest crop in the other)
+    assert np.allclose(sub["LOGR_FIT"][~blend], mask["LOGR_FIT"][~blend], rtol=0, atol=1e-4)

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from astrotool_dre.convolve import ModelBank, crop_sizes
+from astrotool_dre.convolve import ModelBank, bank_sizes, crop_sizes
 
 __docformat__ = "numpy"
 
@@ -255,7 +255,9 @@ def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, 
     flux_out = np.full((n, k), np.nan, dtype=np.float32)
     npix_out = np.zeros(n, dtype=np.int64)
     swd2_out = np.full(n, np.nan)
-    sizes = crop_sizes(mask, bank.center, bank.sizes()) if crop else np.full(n, b)
+    sizes = crop_sizes(mask, bank.center, bank_sizes(b)) if crop else np.full(n, b)
+    if n and sizes.max() > bank.side:
+        raise ValueError(f"objects need {sizes.max()} px crops; the bank holds {bank.side} px models")
     order = np.lexsort((np.arange(n), sizes))
     done = 0
     used = np.unique(sizes)

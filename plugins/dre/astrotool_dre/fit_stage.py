@@ -180,6 +180,9 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
 def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, only=None, whole: bool = False):
     """Fit objects group by group, each group with the cube convolved by its PSF.
 
+    Groups fit on crops of one size share the models' forward FFT
+    (:class:`astrotool_dre.convolve.CubeSpectrum`).
+
     Parameters
     ----------
     groups : list of (indices, psf)
@@ -203,20 +206,30 @@ def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, on
         Each object's best grid model times its flux (data units; zeros where not fit).
     """
     from astrotool_dre.chi2 import FitResult, fit_objects
-    from astrotool_dre.convolve import ModelBank, bank_sizes, convolve_cube, crop_sizes
+    from astrotool_dre.convolve import CubeSpectrum, ModelBank, bank_sizes, crop_sizes
 
     n, k, b = len(data), grid.nmodels, grid.boxsize
     res = FitResult(chi2=np.full((n, k), np.nan, np.float32), flux=np.full((n, k), np.nan, np.float32),
                     npix=np.zeros(n, np.int64), swd2=np.full(n, np.nan), crop=np.zeros(n, np.int64),
                     statistic=cfg.statistic)
     models = np.zeros((n, b, b), np.float32)
+    todo = []
     for members, image in groups:
         if only is not None:
             members = members[only[members]]
-        if not len(members):
-            continue
-        crop = None if whole else int(crop_sizes(mask[members], grid.center, bank_sizes(b)).max())
-        bank = ModelBank(convolve_cube(cube, image, be, remove_pixel=cfg.psf_has_pixel, crop=crop), grid, be)
+        if len(members):
+            crop = b if whole else int(crop_sizes(mask[members], grid.center, bank_sizes(b)).max())
+            todo.append((crop, members, image))
+    # groups of one crop size and PSF size share the models' forward FFT (CubeSpectrum)
+    todo.sort(key=lambda t: (t[0], np.shape(t[2])))
+    spectrum, current = None, None
+    for i, (crop, members, image) in enumerate(todo):
+        key = (crop, np.shape(image))
+        if key != current:
+            shared = i + 1 < len(todo) and (todo[i + 1][0], np.shape(todo[i + 1][2])) == key
+            spectrum = None  # free the previous one first
+            spectrum, current = CubeSpectrum(cube, np.shape(image), be, crop=crop, keep=shared), key
+        bank = ModelBank(spectrum.convolve(image, remove_pixel=cfg.psf_has_pixel), grid, be)
         part = fit_objects(bank, data[members], rms[members], mask[members], gain=gain, reweight=cfg.reweight,
                            statistic=cfg.statistic, batch_size=cfg.batch_size, local_sky=cfg.local_sky)
         for name in ("chi2", "flux", "npix", "swd2", "crop"):
@@ -226,8 +239,8 @@ def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, on
         best = np.argmin(chi, axis=1)
         fit = np.isfinite(chi[np.arange(len(members)), best])
         flux = np.where(fit, part.flux[np.arange(len(members)), best], 0.0)
-        stamps = be.to_numpy(bank.stamps[be.asarray(best)])
-        models[members] = stamps * flux[:, None, None]
+        lo, hi = bank.bounds(bank.side)
+        models[members, lo:hi, lo:hi] = be.to_numpy(bank.stamps[be.asarray(best)]) * flux[:, None, None]
         del bank
     return res, models
 
