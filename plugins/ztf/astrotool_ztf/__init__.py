@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 NAME = "ztf"
 """Command group, configuration section and workspace folder of the plugin."""
 
-ALERTS, STAMPS = STAGES = ("alerts", "stamps")
+ALERTS, STAMPS, SIMULATED, PREPARED, MODELS, REPORTS, PREDICTIONS = STAGES = (
+    "alerts", "stamps", "simulated", "prepared", "models", "reports", "predictions")
 """Stage folders under ``<workspace>/ztf/`` (those its commands write); code names them through these constants."""
 
 

@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from astrotool.ml import commands as mc
+
 __docformat__ = "numpy"
 
 app = typer.Typer(no_args_is_help=True)
@@ -14,7 +16,8 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.callback()
 def main() -> None:
-    """ZTF alerts: ingest Avro/Parquet alert packets into an alert table and 63x63 stamp cubes."""
+    """ZTF alerts: ingest Avro/Parquet alert packets into an alert table and 63x63 stamp cubes, or simulate
+    labelled ones."""
 
 
 @app.command()
@@ -67,3 +70,310 @@ def ingest(
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
     ctx.emit({"files": len(files), "ingested": len(done) - skipped, "kept": skipped,
               "alerts": sum(r.n_alerts for r in done), "outputs": [asdict(r) for r in done]})
+
+
+@app.command()
+def simulate(
+    n_objects: Optional[int] = typer.Option(None, "-n", "--objects", help="Objects to draw (AGN, SN and VS have "
+                                                                          "several alerts)."),
+    name: Optional[str] = typer.Option(None, "--name", help="File stem (default: ztf.simulate.name)."),
+) -> None:
+    """Draw labelled alerts (AGN, SN, VS, asteroid, bogus) with GalSim, then ingest them.
+
+    Writes ztf/simulated/NAME_NNNN.parquet (alert packets in the ZTF schema,
+    gzipped FITS cutouts, label columns class and bogus_kind), then ingests
+    each into ztf/alerts/ and ztf/stamps/ as `astro ztf ingest` does. Object i
+    is drawn from the seed (core.seed, i): the same alerts for any --jobs.
+    Files made with the same settings are kept; other settings are refused
+    unless --overwrite.
+    """
+    import time
+
+    from astrotool.context import current
+    from astrotool_ztf import ALERTS, NAME, SIMULATED, STAMPS
+    from astrotool_ztf.ingest import ingest_files
+    from astrotool import made_with
+    from astrotool_ztf.simulate import file_record, plan_files, simulate_item, stale_files
+
+    ctx = current()
+    cfg = ctx.section(NAME, {"simulate.n_objects": n_objects, "simulate.name": name})
+    sim = cfg.simulate
+    ws = ctx.workspace
+    folder = ws.stage(NAME, SIMULATED)
+    items = plan_files(sim.name, folder, ctx.seed, sim.model_dump(mode="json"), ctx.overwrite)
+    # files made with other settings: refused before anything is drawn
+    made_with.check_all([([i.path], file_record(i), False) for i in items], overwrite=ctx.overwrite)
+    for path in stale_files(sim.name, [folder, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)], len(items)):
+        ctx.log.info("removing %s (an earlier run with more objects)", path)
+        path.unlink()
+    t0 = time.perf_counter()
+    done = [r for _, r in ctx.map(simulate_item, ctx.shard_of(items), desc="simulate alerts",
+                                  keys=[i.path for i in ctx.shard_of(items)])]
+    t_sim = time.perf_counter() - t0
+    written = [p for p, new in done if new]
+    results = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, ctx.map, True)
+    results += ingest_files([p for p, new in done if not new], ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS),
+                            cfg.ingest, ctx.map, ctx.overwrite)
+    for p in written:
+        ctx.record.add_output(p)
+    for r in results:
+        if not r.skipped:
+            ctx.record.add_output(r.alerts)
+            ctx.record.add_output(r.stamps)
+    n_alerts = sum(r.n_alerts for r in results)
+    ctx.emit({"files": len(done), "written": len(written), "kept": len(done) - len(written), "alerts": n_alerts,
+              "objects": sum(r.n_objects for r in results),
+              "alerts_per_s": round(sum(r.n_alerts for r in results if not r.skipped) / t_sim, 1)
+              if written and t_sim > 0 else None,
+              "alert_tables": [r.alerts for r in results]})
+
+
+@app.command()
+def prepare(
+    tables: List[str] = typer.Argument(None, help="Alert tables in ztf/alerts: names or glob patterns "
+                                                  "(default: ztf.prepare.inputs)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name: ztf/prepared/NAME."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Stamp side after the centre crop: 21, 33, 45 or 63."),
+) -> None:
+    """Make a training set: cropped, normalised stamps (+ NaN mask), 23 features, labels, splits by objectId.
+
+    Reads NAME_alerts.parquet and NAME_stamps.h5 of each table (from `astro ztf
+    ingest` or `astro ztf simulate`); keeps the alerts whose label column holds
+    a known class. Validation and test hold ztf.prepare.val_per_class and
+    test_per_class objects of each class, fixed by the seed. An existing set
+    made with the same settings is kept; other settings are refused unless
+    --overwrite.
+    """
+    import fnmatch
+
+    from astrotool.context import current
+    from astrotool.errors import InputError
+    from astrotool_ztf import ALERTS, NAME, PREPARED, STAMPS
+    from astrotool_ztf.prepare import prepare_dataset
+
+    ctx = current()
+    cfg = ctx.section(NAME, {"prepare.name": name, "prepare.crop": crop,
+                             "prepare.inputs": list(tables) if tables else None}).prepare
+    ws = ctx.workspace
+    alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
+    have = sorted(p.name[: -len("_alerts.parquet")] for p in alerts_dir.glob("*_alerts.parquet"))
+    chosen = [n for n in have if any(fnmatch.fnmatchcase(n, pat) for pat in cfg.inputs)]
+    if not chosen:
+        raise InputError(alerts_dir, f"no alert table matches {', '.join(cfg.inputs)} "
+                                     f"({'have: ' + ', '.join(have[:10]) if have else 'run `astro ztf ingest` or `astro ztf simulate` first'})")
+    pairs = [(alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5") for n in chosen]
+    for a, s in pairs:
+        ctx.record.add_input(a)
+        ctx.record.add_input(s)
+    out = prepare_dataset(pairs, ws.stage(NAME, PREPARED) / cfg.name, cfg, ctx.seed, ctx.overwrite, ctx.log)
+    if not out["kept"]:
+        ctx.record.add_output(out["dataset"])
+    ctx.emit(out)
+
+
+@app.command()
+def train(
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (ztf/models/<model>)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="What to train: classifier (ALeRCE's stamp "
+                                                            "classifier)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: one model each."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Alerts per optimiser step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience [epochs]; 0 = off."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the last checkpoint."),
+    device: mc.Device = None,
+    precision: mc.Precision = None,
+    devices: mc.Devices = None,
+    num_nodes: mc.NumNodes = None,
+) -> None:
+    """Train the stamp classifier on a prepared set's train split (validated on the first alerts of val).
+
+    Checkpoints every epoch in ztf/models/<model>/ (the best epoch by val_loss,
+    and last/ to resume). Re-running with the same settings resumes; other
+    settings are refused (exit 2) naming them; --overwrite starts afresh. With
+    --seeds 0,1,2 one model per seed (<model>_seed0, ...). Where it trains comes
+    from the [ml] section (--device, --precision, --devices, --num-nodes). The
+    loss curves go to ztf/reports/<model>_history.png.
+    """
+    import contextlib
+
+    from astrotool.context import current
+    from astrotool.errors import ConfigError
+    from astrotool_ztf import NAME, PREPARED, REPORTS
+    from astrotool_ztf.prepare import StampDataset
+    from astrotool_ztf.train import NO_DATASET, train_classifier
+
+    ctx = current()
+    try:
+        seed_list = [int(v) for v in seeds.split(",")] if seeds else None
+    except ValueError:
+        raise ConfigError([f"--seeds: expected comma-separated integers, got {seeds!r}"]) from None
+    cfg = ctx.section(NAME, {"train.dataset": dataset, "train.model": model, "train.arch": arch,
+                             "train.seeds": seed_list, "train.epochs": epochs, "train.batch_size": batch_size,
+                             "train.lr": lr, "train.patience": patience, "train.resume": resume}).train
+    rt = mc.runtime(ctx, device=device, precision=precision, devices=devices, num_nodes=num_nodes)
+    rt.launch()
+    if not rt.is_global_zero:
+        ctx.mark_copy()
+    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
+    base = cfg.model or f"{ds.name}_{cfg.arch}"
+    runs = [(s, f"{base}_seed{s}") for s in cfg.seeds] if cfg.seeds else [(mc.run_seed(ctx, None), base)]
+    summaries = []
+    with ds:
+        for seed, name in runs:
+            mdir = mc.model_dir(ctx, NAME, name)
+            progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
+                        if rt.is_global_zero else contextlib.nullcontext(None))
+            with progress as on_epoch:
+                res = train_classifier(ds, cfg, mdir, seed, overwrite=ctx.overwrite, log=ctx.log, on_epoch=on_epoch,
+                                       runtime=rt)
+            if rt.is_global_zero:
+                mc.record(ctx, outputs=mc.checkpoint_files(mdir))
+                plot = mc.history_figure(ctx, mdir, ctx.workspace.stage(NAME, REPORTS) / f"{mdir.name}_history.png")
+                summaries.append({**res, "history_plot": str(plot) if plot else None})
+    if rt.is_global_zero:
+        ctx.emit(summaries[0] if len(summaries) == 1 else summaries)
+
+
+@app.command()
+def evaluate(
+    models: List[str] = typer.Option(None, "--model", help="Model name or folder; repeat for several (seeds). "
+                                                           "Default: every model of --dataset."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: "
+                                                                  "ztf.train.dataset)."),
+    split: str = typer.Option("test", "--split", help="train | val | test."),
+) -> None:
+    """Score classifiers on the first alert of each object of a split: accuracy, macro-F1, per-class recall,
+    confusion matrix, calibration error before and after temperature scaling.
+
+    With several models (one per seed) the result adds the mean and standard
+    deviation of each figure. Writes ztf/reports/<model>_<split>_evaluate.json,
+    _confusion.png (normalised) and _reliability.png.
+    """
+    from astrotool.context import current
+    from astrotool.errors import InputError
+    from astrotool.workspace import write_json_atomic
+    from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
+    from astrotool_ztf.evaluate import evaluate_model, summarise, write_figures
+    from astrotool_ztf.prepare import StampDataset
+    from astrotool_ztf.train import NO_DATASET
+
+    ctx = current()
+    if split not in ("train", "val", "test"):
+        raise InputError("--split", f"expected train, val or test, not {split!r}")
+    cfg = ctx.section(NAME, {"train.dataset": dataset}).train
+    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
+    if models:
+        dirs = [mc.model_dir(ctx, NAME, m) for m in models]
+    else:
+        root = ctx.workspace.stage(NAME, MODELS)
+        dirs = sorted(p for p in root.glob(f"{ds.name}_*") if (p / "model.json").is_file())
+        if not dirs:
+            raise InputError(root, f"no model of the set {ds.name!r} (train one, or name it with --model)")
+    reports = ctx.workspace.stage(NAME, REPORTS)
+    results = []
+    with ds:
+        for d in dirs:
+            ctx.record.add_input(d / "model.json")
+            r = evaluate_model(ds, d, split)
+            r.update(write_figures(r, reports))
+            out = reports / f"{r['model']}_{split}_evaluate.json"
+            write_json_atomic(out, r)
+            ctx.record.add_output(out)
+            results.append(r)
+            c = r["classification"]
+            ctx.log.info("%s: accuracy %.3f, macro-F1 %.3f, ECE %.3f -> %.3f (T = %.2f) on %d alerts", r["model"],
+                         c["accuracy"], c["macro_f1"], r["calibration_before"]["ece"], r["calibration_after"]["ece"],
+                         r["temperature"], r["n"])
+    rows = [{"model": r["model"], "n": r["n"], "accuracy": round(r["classification"]["accuracy"], 4),
+             "macro_f1": round(r["classification"]["macro_f1"], 4),
+             **{f"recall_{c}": round(v, 3) for c, v in zip(r["classification"]["class_names"],
+                                                          r["classification"]["recall"])},
+             "ece_before": round(r["calibration_before"]["ece"], 4), "ece_after": round(r["calibration_after"]["ece"], 4),
+             "temperature": round(r["temperature"], 3)} for r in results]
+    ctx.emit({"split": split, "dataset": ds.name, "models": rows, "summary": summarise(results)}
+             if len(results) > 1 else {**rows[0], "split": split, "dataset": ds.name,
+                                       "confusion_png": results[0]["confusion_png"]})
+
+
+@app.command()
+def predict(
+    inputs: List[str] = typer.Argument(..., help="Alert files (.avro, .avro.gz, .parquet) or folders, or names of "
+                                                 "ingested tables in ztf/alerts."),
+    model: str = typer.Option(..., "--model", help="Model name or folder."),
+    name: Optional[str] = typer.Option(None, "--name", help="Output stem in ztf/predictions (default: the model's)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Alerts per forward pass."),
+    device: mc.Device = None,
+) -> None:
+    """Calibrated class probabilities of alerts, per alert and per objectId.
+
+    Alert files are ingested first (as `astro ztf ingest`; finished outputs are
+    kept). Writes ztf/predictions/NAME_alerts.parquet (p_<class>, class, p_max
+    per alert) and NAME_objects.parquet (per objectId: the normalised product of
+    its alerts' probabilities, and the first alert's class), and CSV copies.
+    """
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    from astrotool.context import current
+    from astrotool.errors import InputError
+    from astrotool.io.tables import write_parquet
+    from astrotool.workspace import atomic_path
+    from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
+    from astrotool_ztf.classify import load_classifier
+    from astrotool_ztf.ingest import expand_inputs, ingest_files
+    from astrotool_ztf.predict import per_object, predict_file
+
+    ctx = current()
+    ws = ctx.workspace
+    alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
+    mdir = mc.model_dir(ctx, NAME, model)
+    net, meta = load_classifier(mdir)
+    ctx.record.add_input(mdir / "model.json")
+    pairs = []
+    files = [p for p in inputs if Path(p).exists()]
+    names = [p for p in inputs if not Path(p).exists()]
+    if files:
+        for r in ingest_files(expand_inputs([Path(p) for p in files]), alerts_dir, stamps_dir, ctx.section(NAME).ingest,
+                              ctx.map, ctx.overwrite):
+            pairs.append((Path(r.alerts), Path(r.stamps)))
+    for n in names:
+        a, s = alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5"
+        if not a.exists():
+            raise InputError(n, "neither a file nor an ingested alert table in ztf/alerts")
+        pairs.append((a, s))
+    if not pairs:
+        raise InputError(", ".join(inputs), "no alert file could be read")
+    t0 = time.perf_counter()
+    parts, rates = [], []
+    for a, s in pairs:
+        ctx.record.add_input(a)
+        df, rate = predict_file(a, s, net, meta, batch_size, None if device is None else device)
+        parts.append(df)
+        if rate:
+            rates.append(rate)
+    alerts = pd.concat(parts, ignore_index=True)
+    objects = per_object(alerts, list(meta["classes"]))
+    stem = name or mdir.name
+    out_dir = ws.stage(NAME, PREDICTIONS)
+    outputs = []
+    for table, kind in ((alerts, "alerts"), (objects, "objects")):
+        path = write_parquet(table, out_dir / f"{stem}_{kind}.parquet", command="ztf predict",
+                             metadata={"model": str(mdir), "temperature": meta.get("temperature")})
+        with atomic_path(out_dir / f"{stem}_{kind}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        outputs += [path, out_dir / f"{stem}_{kind}.csv"]
+    for p in outputs:
+        ctx.record.add_output(p)
+    n_bad = int(alerts["class"].eq("").sum())
+    if n_bad:
+        ctx.log.warning("%d alert(s) with no usable stamp: no prediction", n_bad)
+    ctx.emit({"alerts": len(alerts), "objects": len(objects), "no_prediction": n_bad,
+              "alerts_per_s": round(len(alerts) / (time.perf_counter() - t0), 1),
+              "model_alerts_per_s": round(float(np.mean(rates)), 1) if rates else None,
+              "classes": alerts["class"].value_counts().to_dict(),
+              "outputs": [str(p) for p in outputs]})

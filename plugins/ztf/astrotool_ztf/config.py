@@ -28,8 +28,69 @@ class IngestConfig(Section):
     keep_history: bool = Field(True, description="keep prv_candidates (jd, fid, magpsf, ...) as a JSON text column")
 
 
+class SimulateConfig(Section):
+    """``[ztf.simulate]``: labelled alerts drawn with GalSim (:mod:`astrotool_ztf.simulate`)."""
+
+    name: str = Field("sim", description="file stem: ztf/simulated/<name>_NNNN.parquet, then ingested")
+    n_objects: int = Field(500, ge=1, description="objects (an AGN, SN or VS has several alerts)")
+    objects_per_file: int = Field(250, ge=1, description="objects per alert file (one executor item each)")
+    class_fractions: dict[Literal["AGN", "SN", "VS", "asteroid", "bogus"], float] = Field(
+        default_factory=lambda: {"AGN": 0.2, "SN": 0.2, "VS": 0.2, "asteroid": 0.2, "bogus": 0.2},
+        description="share of the objects in each class (normalised)")
+    alerts_per_object: tuple[int, int] = Field((1, 5), description="[min, max] alerts of an AGN, SN or VS "
+                                                                 "(asteroids and bogus have one)")
+    seeing_fwhm: tuple[float, float] = Field((1.5, 3.0), description="[min, max] PSF FWHM of an epoch [arcsec]")
+    template_depth: float = Field(16.0, gt=0, description="template exposures co-added (its noise / sqrt of this)")
+    psf_mismatch: float = Field(0.02, ge=0, description="relative FWHM error of the template-to-science PSF match")
+    edge_fraction: float = Field(0.02, ge=0, le=0.25, description="share of alerts cut at a CCD edge (x4 for bogus)")
+    stamp_size: int = Field(63, ge=15, le=127, description="stamp side [px]")
+
+
+class PrepareConfig(Section):
+    """``[ztf.prepare]``: the training set (:mod:`astrotool_ztf.prepare`)."""
+
+    name: str = Field("sim", description="dataset folder: ztf/prepared/<name>")
+    inputs: list[str] = Field(["sim_*"], description="alert tables in ztf/alerts: names (NAME of "
+                                                     "NAME_alerts.parquet) or glob patterns")
+    crop: Literal[21, 33, 45, 63] = Field(21, description="stamp side after the centre crop [px]")
+    label_column: str = Field("class", description="column of the alert table holding the class")
+    label_map: dict[str, str] = Field(default_factory=dict, description="label -> class (e.g. SIMBAD types)")
+    classes: list[str] = Field(default_factory=list, description="classes in label order (default: AGN, SN, VS, "
+                                                                 "asteroid, bogus)")
+    val_per_class: int = Field(100, ge=0, description="objects per class in the validation split")
+    test_per_class: int = Field(100, ge=0, description="objects per class in the test split")
+    compression: Literal["none", "low", "medium", "high"] = "low"
+
+
+class TrainConfig(Section):
+    """``[ztf.train]``: the stamp classifier (:mod:`astrotool_ztf.model`, :mod:`astrotool_ztf.train`)."""
+
+    dataset: str = Field("sim", description="prepared set name or folder (ztf/prepared/<dataset>)")
+    model: str = Field("", description="model name: ztf/models/<model>/ (default: <dataset>_<arch>, with "
+                                       "_seed<k> for each of several seeds)")
+    arch: Literal["classifier"] = Field("classifier", description="what to train: the ALeRCE stamp classifier")
+    seeds: list[int] = Field(default_factory=list, description="train one model per seed (default: core.seed)")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=2, description="alerts per optimiser step (ALeRCE: 64)")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (ALeRCE: 1e-3)")
+    weight_decay: float = Field(0.0, ge=0)
+    entropy_beta: float = Field(0.5, ge=0, description="weight of the entropy term of the loss (ALeRCE: 0.5)")
+    kernel: int = Field(3, ge=1, description="side of the body's convolutions (ALeRCE 3; its staging model 5)")
+    dropout: float = Field(0.5, ge=0, lt=1)
+    group: Literal["c4", "d4"] = Field("d4", description="cyclic pooling over the 4 rotations (c4) or the "
+                                                         "rotations and mirrors (d4)")
+    use_features: bool = Field(True, description="the 23 metadata features next to the stamps")
+    train_alerts: Literal["all", "first"] = Field("all", description="every alert of the training objects or "
+                                                                     "the first of each")
+    patience: int = Field(5, ge=0, description="early-stopping patience [epochs]; 0 = off")
+    resume: bool = Field(True, description="continue from the last checkpoint")
+
+
 class ZtfConfig(Section):
     """``[ztf]``: the ZTF plugin."""
 
 
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)

@@ -1,0 +1,82 @@
+"""A trained stamp classifier at work: load it, run it, calibrate it, score it.
+
+Calibration is temperature scaling (Guo et al. 2017): one temperature ``T``
+divides the logits, fitted on the validation split's first alerts by
+minimising the negative log-likelihood; it changes the confidence, never the
+predicted class. ``astro ztf train`` stores it in the checkpoint
+(``temperature``), so ``evaluate`` and ``predict`` report calibrated
+probabilities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+
+def load_classifier(model_dir):
+    """The checkpoint's model (eval mode, CPU) and its metadata."""
+    from astrotool.ml.checkpoint import build_model, load_checkpoint
+
+    from astrotool_ztf.model import ARCHITECTURE, REGISTRY
+
+    ckpt = load_checkpoint(model_dir, ARCHITECTURE)
+    model = build_model(ckpt, REGISTRY)
+    model.eval()
+    return model, ckpt.meta
+
+
+def run_logits(model, stamps: np.ndarray, features: np.ndarray, batch_size: int = 256, device: str | None = None):
+    """Logits ``(N, n_classes)`` and the :class:`astrotool.ml.predict.Predictions` (throughput)."""
+    from astrotool.ml.predict import predict
+
+    pred = predict(model, {"stamps": stamps, "features": features}, key=("stamps", "features"),
+                   batch_size=batch_size, device=device)
+    return np.asarray(pred.outputs, np.float64), pred
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities of ``logits / temperature``."""
+    z = np.asarray(logits, np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the true classes."""
+    p = softmax(logits, temperature)
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-300, None))))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature in [0.05, 20] that minimises the NLL of ``labels`` (1 for no samples)."""
+    from scipy.optimize import minimize_scalar
+
+    if len(labels) == 0:
+        return 1.0
+    res = minimize_scalar(lambda t: nll(logits, labels, float(np.exp(t))), bounds=(np.log(0.05), np.log(20.0)),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def split_inputs(ds, split: str):
+    """Stamps, z-scored features (with the dataset's statistics) and labels of the first alerts of ``split``."""
+    from astrotool_ztf.prepare import first_alerts
+    from astrotool_ztf.train import load_split
+
+    idx = first_alerts(ds, split)
+    return idx, load_split(ds, idx)
+
+
+def check_compatible(meta: dict, ds, model_dir) -> None:
+    """Refuse a model trained on other classes, features or crop than the set holds."""
+    from astrotool.errors import InputError
+
+    for key, have in (("classes", ds.classes), ("crop", int(ds.attrs["crop"]))):
+        if meta.get(key) != have:
+            raise InputError(Path(model_dir) / "model.json",
+                             f"trained with {key} {meta.get(key)!r}; the set {ds.name} has {have!r}")

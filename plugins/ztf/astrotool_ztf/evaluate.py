@@ -1,0 +1,87 @@
+"""``astro ztf evaluate``: a stamp classifier (or several, one per seed) on a split of a prepared set.
+
+For each model, on the first alert of every object of the split (the
+single-alert task of ALeRCE): accuracy, macro-F1, per-class recall and
+precision, the confusion matrix, and the expected calibration error before and
+after temperature scaling (the temperature fitted on the validation split,
+:mod:`astrotool_ztf.classify`). Over several models: the mean and standard
+deviation of each figure. Figures: the normalised confusion matrix and the
+reliability diagram (after scaling) of each model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+SUMMARY_KEYS = ("accuracy", "macro_f1", "ece_before", "ece_after")
+
+
+def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15) -> dict:
+    """Metrics of one model on ``split`` (module docstring).
+
+    Returns
+    -------
+    dict
+        ``model``, ``split``, ``n``, ``temperature``, ``classification``
+        (:func:`astrotool.ml.metrics.classification_metrics` of the calibrated
+        probabilities), ``calibration_before`` and ``calibration_after``
+        (:func:`astrotool.ml.metrics.calibration_metrics`), ``alerts_per_s``.
+    """
+    from astrotool.errors import InputError
+    from astrotool.ml.metrics import calibration_metrics, classification_metrics
+
+    from astrotool_ztf.classify import (check_compatible, fit_temperature, load_classifier, run_logits,
+                                        softmax, split_inputs)
+
+    model, meta = load_classifier(model_dir)
+    check_compatible(meta, ds, model_dir)
+    idx, part = split_inputs(ds, split)
+    if len(idx) == 0:
+        raise InputError(ds.root, f"no object in the {split!r} split")
+    logits, pred = run_logits(model, part["stamps"], part["features"])
+    t = meta.get("temperature")
+    if t is None:  # a model trained before temperatures were stored: fit it on val now
+        _, val = split_inputs(ds, "val")
+        t = fit_temperature(run_logits(model, val["stamps"], val["features"])[0], val["label"])
+    y = part["label"]
+    probs = softmax(logits, t)
+    return {"model": Path(model_dir).name, "path": str(model_dir), "split": split, "n": int(len(y)),
+            "temperature": float(t), "classification": classification_metrics(probs, y, class_names=ds.classes),
+            "calibration_before": calibration_metrics(softmax(logits), y, n_bins),
+            "calibration_after": calibration_metrics(probs, y, n_bins),
+            "alerts_per_s": round(float(pred.samples_per_s), 1)}
+
+
+def summarise(results: list[dict]) -> dict:
+    """Mean and standard deviation over models of accuracy, macro-F1, ECE and per-class recall."""
+    def stat(values):
+        v = np.asarray(values, float)
+        return {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)) if len(v) > 1 else 0.0}
+
+    names = results[0]["classification"]["class_names"]
+    per = {"accuracy": [r["classification"]["accuracy"] for r in results],
+           "macro_f1": [r["classification"]["macro_f1"] for r in results],
+           "ece_before": [r["calibration_before"]["ece"] for r in results],
+           "ece_after": [r["calibration_after"]["ece"] for r in results]}
+    out = {k: stat(v) for k, v in per.items()}
+    recall = np.asarray([r["classification"]["recall"] for r in results], float)
+    out["recall"] = {c: stat(recall[:, j]) for j, c in enumerate(names)}
+    out["models"] = len(results)
+    return out
+
+
+def write_figures(result: dict, reports: Path) -> dict:
+    """The normalised confusion matrix and the reliability diagram of one model's result (PNG paths)."""
+    from astrotool.io.figures import plot_confusion, plot_reliability
+
+    c = result["classification"]
+    name = f"{result['model']}_{result['split']}"
+    cm = plot_confusion(reports / f"{name}_confusion.png", c["confusion"], c["class_names"], normalize=True,
+                        title=f"{result['model']}: {result['split']} (accuracy {c['accuracy']:.3f})")
+    rel = plot_reliability(reports / f"{name}_reliability.png", result["calibration_after"],
+                           title=f"{result['model']}, T = {result['temperature']:.2f}")
+    return {"confusion_png": str(cm), "reliability_png": str(rel)}

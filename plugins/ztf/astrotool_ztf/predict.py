@@ -1,0 +1,87 @@
+"""``astro ztf predict``: class probabilities of ingested alerts, per alert and per object.
+
+The alerts go through the preprocessing of :mod:`astrotool_ztf.prepare` with
+the checkpoint's crop and feature statistics, then the classifier with its
+temperature (calibrated probabilities). An object's probabilities are the
+normalised product of its alerts' (the sum of log-probabilities: each alert is
+independent evidence); its first alert's are given too, the single-alert
+answer ALeRCE deploys. Alerts whose stamps are all NaN get no prediction (NaN)
+and are counted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+
+def alert_inputs(alerts_path, stamps_path, meta: dict):
+    """The table, model inputs and a usable-row mask of one ingested alert file (checkpoint's preprocessing)."""
+    import pandas as pd
+
+    from astrotool.errors import InputError
+    from astrotool_ztf.ingest import read_stamps
+    from astrotool_ztf.prepare import crop_centre, features, normalise_stamps, standardise
+
+    table = pd.read_parquet(alerts_path)
+    stamps = read_stamps(stamps_path)
+    if len(stamps["candid"]) != len(table) or not np.array_equal(stamps["candid"], table["candid"].to_numpy()):
+        raise InputError(stamps_path, f"does not hold the stamps of {Path(alerts_path).name} in its order "
+                                      "(ingest again)")
+    crop = int(meta["crop"])
+    raw = [crop_centre(stamps[k], crop) for k in ("science", "template", "difference")]
+    usable = np.array([np.isfinite(np.stack([r[i] for r in raw])).any() for i in range(len(table))], bool)
+    x = normalise_stamps(*raw)
+    f = standardise(features(table), meta["feature_mean"], meta["feature_std"])
+    return table, x, f, usable
+
+
+def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 256, device: str | None = None):
+    """Per-alert predictions of one ingested file: a DataFrame and the alerts/s reached."""
+    import pandas as pd
+
+    from astrotool_ztf.classify import run_logits, softmax
+
+    table, x, f, usable = alert_inputs(alerts_path, stamps_path, meta)
+    classes = list(meta["classes"])
+    probs = np.full((len(table), len(classes)), np.nan)
+    rate = None
+    if usable.any():
+        logits, pred = run_logits(model, x[usable], f[usable], batch_size, device)
+        probs[usable] = softmax(logits, float(meta.get("temperature") or 1.0))
+        rate = float(pred.samples_per_s)
+    out = pd.DataFrame({"objectId": table["objectId"].astype(str), "candid": table["candid"].to_numpy(np.int64),
+                        "jd": table["jd"].to_numpy(float), "source": Path(alerts_path).name})
+    for j, c in enumerate(classes):
+        out[f"p_{c}"] = probs[:, j]
+    out["class"] = [classes[int(np.argmax(p))] if np.isfinite(p).all() else "" for p in probs]
+    out["p_max"] = np.nanmax(np.where(np.isfinite(probs), probs, -1), axis=1).clip(0, None)
+    out.loc[~usable, "p_max"] = np.nan
+    return out, rate
+
+
+def per_object(alerts, classes):
+    """One row per objectId: the normalised product of its alerts' probabilities, the first alert's, counts."""
+    import pandas as pd
+
+    cols = [f"p_{c}" for c in classes]
+    rows = []
+    for oid, g in alerts.sort_values("jd").groupby("objectId", sort=True):
+        ok = g[cols].notna().all(axis=1)
+        p = g.loc[ok, cols].to_numpy(float)
+        row = {"objectId": oid, "n_alerts": len(g), "n_predicted": int(ok.sum())}
+        if len(p):
+            logp = np.log(np.clip(p, 1e-12, None)).sum(axis=0)
+            comb = np.exp(logp - logp.max())
+            comb /= comb.sum()
+            row.update({c: float(v) for c, v in zip(cols, comb)})
+            row["class"] = classes[int(np.argmax(comb))]
+            row["class_first_alert"] = classes[int(np.argmax(p[0]))]
+        else:
+            row.update({c: np.nan for c in cols})
+            row["class"] = row["class_first_alert"] = ""
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,295 @@
+"""``astro ztf prepare``: ingested alerts -> a training set of stamps, features, labels and splits.
+
+The preprocessing of the ALeRCE stamp classifier (Carrasco-Davis et al. 2021),
+with NaN kept visible:
+
+* stamps: science, template and difference cropped at the centre to ``crop``
+  px (21 in ALeRCE, 33 or 45 in Neira et al. 2024); each image normalised to
+  [0, 1] on its own (``(x - min) / max(x - min)``, NaN ignored); NaN -> 0 with a
+  fourth channel that is 1 where any of the three was NaN (edge stamps);
+* features (:data:`FEATURES`, ALeRCE's 23): stored clipped (:data:`CLIP`) and
+  with ZTF's missing-value fill (-999) or NaN replaced by the clip floor, or by
+  0 where there is none; ``isdiffpos`` as 1/0; galactic and ecliptic
+  coordinates from ra/dec; ``non_detections = ncovhist - ndethist``. Their mean
+  and standard deviation over the *training* split are stored in the manifest
+  (``feature_mean``, ``feature_std``) and carried into each checkpoint, which
+  z-scores with them;
+* labels: the label column's classes (:data:`astrotool_ztf.simulate.CLASSES`
+  for simulated alerts, ``label_map`` maps other names, e.g. SIMBAD types);
+  alerts of other classes are left out;
+* splits by ``objectId`` (an object's alerts never straddle splits): per class,
+  ``test_per_class`` and ``val_per_class`` objects (ALeRCE: 100 each), the
+  rest train, fixed by the seed;
+* sequences: every alert is kept, with ``alert_index`` (0 = first, by ``jd``)
+  and ``n_alerts`` of its object; single-alert models use the first alerts.
+
+The set is an :class:`astrotool.ml.data.ArrayDataset` (kind ``ztf-stamps``):
+arrays ``stamps`` ``(4, crop, crop)`` and ``features`` ``(23,)``, one shard per
+alert table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from astrotool.errors import InputError
+from astrotool.ml.data import ArrayDataset
+
+__docformat__ = "numpy"
+
+KIND = "ztf-stamps"
+
+FEATURES = ("sgscore1", "sgscore2", "sgscore3", "distpsnr1", "distpsnr2", "distpsnr3", "isdiffpos", "fwhm",
+            "magpsf", "sigmapsf", "ra", "dec", "diffmaglim", "classtar", "ndethist", "ncovhist", "ecl_lat",
+            "ecl_long", "gal_lat", "gal_long", "non_detections", "chinr", "sharpnr")
+"""The 23 metadata features of the deployed ALeRCE stamp classifier, in its order."""
+
+CLIP = {"sgscore1": (-1, None), "sgscore2": (-1, None), "sgscore3": (-1, None), "distpsnr1": (-1, None),
+        "distpsnr2": (-1, None), "distpsnr3": (-1, None), "fwhm": (None, 10), "ndethist": (None, 20),
+        "ncovhist": (None, 3000), "chinr": (-1, 15), "sharpnr": (-1, 1.5), "non_detections": (None, 2000)}
+"""ALeRCE's clipping limits ``(low, high)`` (None: that side unclipped)."""
+
+CHANNELS = ("science", "template", "difference", "nan_mask")
+
+
+class StampDataset(ArrayDataset):
+    """A prepared ZTF set (see the module docstring)."""
+
+    KIND = KIND
+    SAMPLE_WORD = "alert"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.attrs["classes"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.attrs["features"])
+
+
+def normalise_stamps(science, template, difference) -> np.ndarray:
+    """``(N, 4, s, s)`` float32: each image scaled to [0, 1] on its own, NaN -> 0, and the NaN mask channel."""
+    import warnings
+
+    x = np.stack([science, template, difference], axis=1).astype(np.float64)
+    nan = ~np.isfinite(x)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN image
+        lo = np.nanmin(x, axis=(2, 3), keepdims=True)
+        span = np.nanmax(x - lo, axis=(2, 3), keepdims=True)
+        y = (x - lo) / np.where(span > 0, span, 1.0)
+    y = np.where(nan | ~np.isfinite(y), 0.0, y)
+    mask = nan.any(axis=1, keepdims=True).astype(np.float64)
+    return np.concatenate([y, mask], axis=1).astype(np.float32)
+
+
+def crop_centre(stamps: np.ndarray, size: int) -> np.ndarray:
+    """The centred ``size`` x ``size`` crop of ``(..., s, s)`` stamps (ALeRCE: ``[21:42, 21:42]`` of 63 for 21)."""
+    s = stamps.shape[-1]
+    if size > s:
+        raise ValueError(f"crop of {size} px from {s} px stamps")
+    lo = s // 2 - size // 2
+    return stamps[..., lo:lo + size, lo:lo + size]
+
+
+def features(table) -> np.ndarray:
+    """``(N, 23)`` float32 features of :data:`FEATURES` from an alert table (pandas), clipped, fills replaced."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    n = len(table)
+
+    def col(name):
+        if name not in table:
+            return np.full(n, np.nan)
+        return np.asarray(table[name].to_numpy(dtype=float, na_value=np.nan), float)
+
+    ra, dec = col("ra"), col("dec")
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    gal = np.full((n, 2), np.nan)
+    ecl = np.full((n, 2), np.nan)
+    if ok.any():
+        c = SkyCoord(ra[ok] * u.deg, dec[ok] * u.deg)
+        g, e = c.galactic, c.barycentrictrueecliptic
+        gal[ok] = np.column_stack([g.b.deg, g.l.deg])
+        ecl[ok] = np.column_stack([e.lat.deg, e.lon.deg])
+    derived = {"ecl_lat": ecl[:, 0], "ecl_long": ecl[:, 1], "gal_lat": gal[:, 0], "gal_long": gal[:, 1],
+               "non_detections": col("ncovhist") - col("ndethist"),
+               "isdiffpos": np.where(table["isdiffpos"].astype("boolean").fillna(True).to_numpy(bool), 1.0, 0.0)
+               if "isdiffpos" in table else np.ones(n)}
+    out = np.empty((n, len(FEATURES)))
+    for j, name in enumerate(FEATURES):
+        v = derived[name] if name in derived else col(name)
+        lo, hi = CLIP.get(name, (None, None))
+        v = np.where(np.isfinite(v) & (v > -998), v, np.nan if lo is None else lo)
+        out[:, j] = np.clip(v, lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
+    return out.astype(np.float32)
+
+
+def assign_splits(objects, labels, n_val: int, n_test: int, seed: int) -> dict[str, str]:
+    """``objectId -> "train" | "val" | "test"``: per class, ``n_test`` then ``n_val`` objects drawn by seed.
+
+    A class with too few objects gives each of test and val at most a third of them (at least one when it
+    has three or more).
+    """
+    from astrotool.seeding import derive_seed
+
+    out = {}
+    objects, labels = np.asarray(objects), np.asarray(labels)
+    for cls in sorted(set(labels.tolist())):
+        members = np.unique(objects[labels == cls])
+        rng = np.random.default_rng(derive_seed(seed, "ztf-split", str(cls)))
+        members = members[rng.permutation(len(members))]
+        third = len(members) // 3
+        t, v = min(n_test, third), min(n_val, third)
+        for i, o in enumerate(members):
+            out[str(o)] = "test" if i < t else "val" if i < t + v else "train"
+    return out
+
+
+def read_labelled(alerts_path, stamps_path, label_column: str, label_map: dict, classes) -> tuple:
+    """An alert table and its stamps, restricted to alerts with a known class.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        The labelled rows, with ``label`` (class index) and ``class_name``.
+    stamps : dict of numpy.ndarray
+        ``science``, ``template``, ``difference`` of those rows.
+    """
+    import pandas as pd
+
+    from astrotool_ztf.ingest import read_stamps
+
+    table = pd.read_parquet(alerts_path)
+    if label_column not in table:
+        raise InputError(alerts_path, f"no label column {label_column!r} (columns: {', '.join(table.columns[:15])}"
+                                      f"{', ...' if len(table.columns) > 15 else ''}); set ztf.prepare.label_column")
+    stamps = read_stamps(stamps_path)
+    if len(stamps["candid"]) != len(table) or not np.array_equal(stamps["candid"], table["candid"].to_numpy()):
+        raise InputError(stamps_path, f"does not hold the stamps of {Path(alerts_path).name} in its order "
+                                      "(ingest again)")
+    names = table[label_column].astype("string").fillna("").map(lambda v: label_map.get(v, v))
+    index = {c: i for i, c in enumerate(classes)}
+    keep = names.isin(list(classes)).to_numpy()
+    table = table[keep].reset_index(drop=True)
+    table["class_name"] = names[keep].to_numpy()
+    table["label"] = table["class_name"].map(index).astype(int)
+    return table, {k: stamps[k][keep] for k in ("science", "template", "difference")}
+
+
+def dataset_settings(cfg) -> dict:
+    """What the prepared set depends on (compared on a rerun)."""
+    return cfg.model_dump(mode="json", exclude={"name", "inputs"})
+
+
+def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log=None) -> dict:
+    """Write the prepared set from ``(alerts_path, stamps_path)`` pairs.
+
+    Parameters
+    ----------
+    pairs : list of (path, path)
+        Alert tables and their stamp files (``astro ztf ingest`` outputs).
+    out_dir : path-like
+        ``ztf/prepared/<name>``.
+    cfg : astrotool_ztf.config.PrepareConfig
+    seed : int
+        Fixes the splits.
+    overwrite : bool
+        Replace an existing set made with other settings (otherwise refused).
+
+    Returns
+    -------
+    dict
+        Summary: alerts and objects per split and class, the output folder, whether it was kept.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No labelled alerts; an input without the label column or whose stamps do not match.
+    astrotool.made_with.SettingsChanged
+        The set exists, made with other settings or inputs, and ``overwrite`` is False.
+    """
+    import shutil
+
+    import pandas as pd
+
+    from astrotool.made_with import SettingsChanged, changes
+    from astrotool.ml.data import MANIFEST_SUFFIX, DatasetWriter
+
+    from astrotool_ztf.simulate import CLASSES
+
+    out_dir = Path(out_dir)
+    classes = list(cfg.classes or CLASSES)
+    settings = {"ztf": {"prepare": dataset_settings(cfg)}, "seed": int(seed),
+                "inputs": sorted(Path(a).name for a, _ in pairs)}
+    if any(out_dir.glob(f"*{MANIFEST_SUFFIX}")) and not overwrite:
+        old = StampDataset(out_dir)
+        changed = changes(old.attrs.get("settings", {}), settings)
+        if changed:
+            raise SettingsChanged(old.manifest_path, changed)
+        return {"dataset": str(out_dir), "kept": True, "n": old.n}
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tables, stamp_sets = [], []
+    for alerts_path, stamps_path in pairs:
+        t, s = read_labelled(alerts_path, stamps_path, cfg.label_column, cfg.label_map, classes)
+        tables.append(t)
+        stamp_sets.append(s)
+    n_total = sum(len(t) for t in tables)
+    if n_total == 0:
+        raise InputError(Path(pairs[0][0]).parent if pairs else out_dir,
+                         f"no alert with a class in {classes} in column {cfg.label_column!r}")
+    allt = pd.concat(tables, ignore_index=True)
+    split_of = assign_splits(allt["objectId"], allt["label"], cfg.val_per_class, cfg.test_per_class, seed)
+    # order of each object's alerts in time, over every input
+    order = allt.sort_values(["objectId", "jd"], kind="stable")
+    alert_index = order.groupby("objectId").cumcount().reindex(allt.index).to_numpy()
+    n_alerts = allt.groupby("objectId")["objectId"].transform("size").to_numpy()
+    writer = DatasetWriter(str(out_dir), out_dir.name, shard_product="stamps", table_product="alerts", kind=KIND,
+                           compression=cfg.compression, command="ztf prepare")
+    start = 0
+    feats_train = []
+    for shard, (t, s) in enumerate(zip(tables, stamp_sets)):
+        rows = slice(start, start + len(t))
+        x = normalise_stamps(*(crop_centre(s[k], cfg.crop) for k in ("science", "template", "difference")))
+        f = features(t)
+        split = np.array([split_of[str(o)] for o in t["objectId"]])
+        feats_train.append(f[split == "train"])
+        meta = {"objectId": t["objectId"].astype(str).to_numpy(), "candid": t["candid"].to_numpy(np.int64),
+                "jd": t["jd"].to_numpy(float), "label": t["label"].to_numpy(np.int64),
+                "class_name": t["class_name"].astype(str).to_numpy(), "split": split,
+                "alert_index": alert_index[rows].astype(np.int64), "n_alerts": n_alerts[rows].astype(np.int64),
+                "source": np.full(len(t), Path(pairs[shard][0]).name)}
+        writer.write_shard(shard, start, {"stamps": x, "features": f}, meta)
+        start += len(t)
+    train = np.concatenate(feats_train) if feats_train else np.zeros((0, len(FEATURES)), np.float32)
+    if len(train) == 0:
+        raise InputError(out_dir, "no alert in the training split (more objects are needed)")
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    manifest = writer.finalize(len(tables), attrs={
+        "classes": classes, "features": list(FEATURES), "channels": list(CHANNELS), "crop": cfg.crop,
+        "feature_mean": [float(v) for v in mean], "feature_std": [float(v) for v in std],
+        "clip": {k: list(v) for k, v in CLIP.items()}, "settings": settings})
+    counts = pd.crosstab(pd.Series([split_of[str(o)] for o in allt["objectId"]], name="split"),
+                         allt["class_name"])
+    if log is not None:
+        log.info("prepared %d alerts of %d objects -> %s", manifest["n"], allt["objectId"].nunique(), out_dir)
+    return {"dataset": str(out_dir), "kept": False, "n": manifest["n"], "objects": int(allt["objectId"].nunique()),
+            "alerts_per_split_and_class": {s: {c: int(v) for c, v in row.items()} for s, row in counts.iterrows()}}
+
+
+def standardise(features_raw: np.ndarray, mean, std) -> np.ndarray:
+    """Z-scored features with the training statistics (those of the manifest or the checkpoint)."""
+    return ((np.asarray(features_raw, np.float32) - np.asarray(mean, np.float32)) /
+            np.asarray(std, np.float32)).astype(np.float32)
+
+
+def first_alerts(ds: StampDataset, split: str) -> np.ndarray:
+    """Indices of the first alert of each object in ``split`` (the single-alert task)."""
+    meta = ds.metadata(["split", "alert_index"])
+    return np.flatnonzero((meta["split"] == split) & (meta["alert_index"] == 0))

@@ -1,0 +1,191 @@
+"""``astro ztf train --model classifier``: the ALeRCE stamp classifier on a prepared set.
+
+Training follows ALeRCE: Adam (lr 1e-3), batches of 64, the classes balanced
+by replication (each epoch draws every class as often as the largest one), the
+entropy-regularised cross-entropy, and the checkpoint of the lowest validation
+loss kept. Validation uses the *first* alert of each validation object (the
+single-alert task ALeRCE deploys); training uses every alert of the training
+objects (``train_alerts = "all"``, more views of each object) or only the first.
+
+The loop, checkpoints (best: the model folder; every epoch: ``last/``), resume,
+devices, DDP and precision come from :func:`astrotool.ml.training.fit`. The
+checkpoint carries the classes, the feature names and the training set's
+feature mean and standard deviation, so ``evaluate`` and ``predict`` need
+nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "name", "seeds", "model"})
+""":class:`~astrotool_ztf.config.TrainConfig` keys a resumed run may change."""
+
+NO_DATASET = "run `astro ztf prepare` first"
+
+
+def train_indices(ds, which: str) -> np.ndarray:
+    """Samples of the training split: every alert (``"all"``) or the first of each object (``"first"``)."""
+    meta = ds.metadata(["split", "alert_index"])
+    sel = meta["split"] == "train"
+    if which == "first":
+        sel &= meta["alert_index"] == 0
+    return np.flatnonzero(sel)
+
+
+def balanced_order(labels: np.ndarray, rng) -> np.ndarray:
+    """Positions of one epoch: every class drawn as often as the largest (replication), shuffled."""
+    classes, counts = np.unique(labels, return_counts=True)
+    top = counts.max()
+    parts = []
+    for c, n in zip(classes, counts):
+        members = np.flatnonzero(labels == c)
+        reps = np.concatenate([rng.permutation(members) for _ in range(-(-top // n))])[:top]
+        parts.append(reps)
+    return rng.permutation(np.concatenate(parts))
+
+
+def load_split(ds, indices: np.ndarray) -> dict:
+    """Stamps, z-scored features and labels of ``indices`` in memory."""
+    from astrotool_ztf.prepare import standardise
+
+    b = ds.read(np.sort(indices), ["stamps", "features"])
+    meta = ds.metadata(["label"])
+    return {"stamps": b["stamps"].astype(np.float32),
+            "features": standardise(b["features"], ds.attrs["feature_mean"], ds.attrs["feature_std"]),
+            "label": np.asarray(meta["label"])[np.sort(indices)].astype(np.int64)}
+
+
+def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=None, on_epoch=None,
+                     runtime=None) -> dict:
+    """Train (or resume training) the stamp classifier.
+
+    Parameters
+    ----------
+    ds : astrotool_ztf.prepare.StampDataset
+    cfg : astrotool_ztf.config.TrainConfig
+    model_dir : path-like
+        Checkpoint folder (``ztf/models/<name>``).
+    seed : int
+        Seeds the weights and the batch order.
+    overwrite : bool
+        Discard an existing model instead of resuming it.
+    log : logging.Logger, optional
+    on_epoch : callable, optional
+        Called with each epoch's history entry.
+    runtime : astrotool.ml.fabric.Runtime, optional
+
+    Returns
+    -------
+    dict
+        Best epoch and its validation loss and accuracy, epochs run, sizes, seconds per epoch.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        A split without samples.
+    """
+    import torch
+
+    from astrotool.errors import InputError
+    from astrotool.ml.commands import dataset_identity, prepare_training
+    from astrotool.ml.fabric import Runtime
+    from astrotool.ml.training import epoch_rng, fit, seed_everything
+
+    from astrotool_ztf.model import ARCHITECTURE, StampClassifier, entropy_regularised_loss
+    from astrotool_ztf.prepare import first_alerts
+
+    model_dir = Path(model_dir)
+    tr_idx, va_idx = train_indices(ds, cfg.train_alerts), first_alerts(ds, "val")
+    if len(tr_idx) == 0 or len(va_idx) == 0:
+        raise InputError(ds.root, f"{len(tr_idx)} training and {len(va_idx)} validation alerts: both splits must "
+                                  "hold objects (simulate or ingest more, or lower ztf.prepare.val_per_class)")
+    train, val = load_split(ds, tr_idx), load_split(ds, va_idx)
+    rt = runtime if runtime is not None else Runtime()
+    rt.launch()
+    settings = {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
+                "dataset": dataset_identity(ds)}
+    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
+    if rt.world_size > 1:
+        rt.fabric.barrier("ztf-train-prepared")
+    seed_everything(seed)
+    n_feat = len(ds.feature_names) if cfg.use_features else 0
+    kwargs = {"in_channels": int(ds.arrays["stamps"][0][0]), "n_features": n_feat, "n_classes": len(ds.classes),
+              "crop": int(ds.attrs["crop"]), "kernel": cfg.kernel, "dropout": cfg.dropout, "group": cfg.group}
+    model = StampClassifier(**kwargs).to(rt.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def tensors(part, rows):
+        return (torch.from_numpy(part["stamps"][rows]), torch.from_numpy(part["features"][rows]),
+                torch.from_numpy(part["label"][rows]))
+
+    def batches(epoch: int):
+        order = balanced_order(train["label"], epoch_rng(seed, epoch))
+        for i in range(0, len(order) - cfg.batch_size + 1 if len(order) >= cfg.batch_size else 1, cfg.batch_size):
+            yield tensors(train, order[i:i + cfg.batch_size])
+
+    def loss_fn(m, batch):
+        x, f, y = batch
+        return entropy_regularised_loss(m(x, f if n_feat else None), y, cfg.entropy_beta)
+
+    def validate(m):
+        dev = next(m.parameters()).device
+        total, correct = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(val["label"]), 256):
+                x, f, y = (t.to(dev) for t in tensors(val, slice(i, i + 256)))
+                logits = m(x, f if n_feat else None).float()
+                total += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+        n = len(val["label"])
+        return {"val_loss": total / n, "val_accuracy": correct / n}
+
+    meta = {
+        "architecture": {"name": ARCHITECTURE, "kwargs": kwargs},
+        "settings": settings,
+        "hyperparameters": cfg.model_dump(mode="json"),
+        "classes": ds.classes, "features": ds.feature_names if n_feat else [],
+        "feature_mean": ds.attrs["feature_mean"], "feature_std": ds.attrs["feature_std"],
+        "crop": int(ds.attrs["crop"]), "channels": ds.attrs["channels"],
+        "inputs": "stamps (N, 4, crop, crop) float32: science, template, difference each scaled to [0, 1], NaN -> 0,"
+                  " and the NaN mask; features (N, 23) z-scored with feature_mean / feature_std",
+        "outputs": "logit per class, (N, n_classes)",
+        "training": {"dataset": ds.name, "dataset_path": str(ds.root), "seed": int(seed),
+                     "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "monitor": "val_loss",
+                     "device": str(rt.device), "precision": rt.precision, "processes": rt.world_size},
+    }
+    result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
+                 checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
+                 resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
+    temperature = None
+    if rt.is_global_zero:
+        temperature = store_temperature(model_dir, val)
+    best = result.best_metrics
+    ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
+    return {
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
+        "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+        "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy"), "temperature": temperature,
+        "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in ran])), 2) if ran else None,
+        "device": str(rt.device),
+    }
+
+
+def store_temperature(model_dir, val: dict) -> float:
+    """Fit the temperature of the best checkpoint on the validation alerts and write it into ``model.json``."""
+    from astrotool.ml.checkpoint import load_checkpoint, save_checkpoint
+
+    from astrotool_ztf.classify import fit_temperature, load_classifier, run_logits
+
+    model, meta = load_classifier(model_dir)
+    logits, _ = run_logits(model, val["stamps"], val["features"], device="cpu")
+    t = fit_temperature(logits, val["label"])
+    save_checkpoint(model_dir, load_checkpoint(model_dir).state_dict, {**meta, "temperature": t})
+    return t

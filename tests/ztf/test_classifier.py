@@ -1,0 +1,98 @@
+"""The stamp classifier: symmetry, loss, calibration, a short training run, evaluate and predict end to end."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from astrotool_ztf.classify import fit_temperature, nll, softmax  # noqa: E402
+from astrotool_ztf.model import StampClassifier, entropy_regularised_loss, group_views  # noqa: E402
+from astrotool_ztf.predict import per_object  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ztf"
+
+
+@pytest.mark.parametrize("group", ["c4", "d4"])
+def test_predictions_are_invariant_under_the_group(group):
+    torch.manual_seed(0)
+    model = StampClassifier(crop=21, group=group).eval()
+    x, f = torch.rand(3, 4, 21, 21), torch.randn(3, 23)
+    with torch.no_grad():
+        z = model(x, f)
+        for k in range(1, 4):
+            assert (model(torch.rot90(x, k, (2, 3)), f) - z).abs().max() < 1e-5
+        gap = (model(torch.flip(x, (3,)), f) - z).abs().max()
+        spread = (model(x.flip(0), f) - z).abs().max()  # how much the logits move between different stamps
+    assert (gap < 1e-5) if group == "d4" else (gap > 1e-3 * spread)
+    assert group_views(x, group).shape[0] == (8 if group == "d4" else 4) * 3
+
+
+def test_entropy_regularised_loss_on_hand_made_logits():
+    uniform = torch.zeros(2, 5)
+    assert float(entropy_regularised_loss(uniform, torch.tensor([0, 3]), 0.5)) == pytest.approx(0.5 * math.log(5))
+    sure = torch.tensor([[20.0, 0, 0, 0, 0]])
+    assert float(entropy_regularised_loss(sure, torch.tensor([0]), 0.5)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (4000, 5))
+    p = softmax(logits, 2.5)  # labels drawn from logits / 2.5: the best temperature is 2.5
+    labels = np.array([rng.choice(5, p=row) for row in p])
+    t = fit_temperature(logits, labels)
+    assert t == pytest.approx(2.5, rel=0.08)
+    assert nll(logits, labels, t) < nll(logits, labels, 1.0)
+    assert np.array_equal(softmax(logits, t).argmax(1), logits.argmax(1))
+
+
+def test_objects_combine_their_alerts():
+    import pandas as pd
+
+    alerts = pd.DataFrame({"objectId": ["a", "a", "b", "c"], "jd": [2.0, 1.0, 1.0, 1.0],
+                           "p_X": [0.6, 0.3, 0.9, np.nan], "p_Y": [0.4, 0.7, 0.1, np.nan]})
+    obj = per_object(alerts, ["X", "Y"]).set_index("objectId")
+    pa = 0.6 * 0.3 / (0.6 * 0.3 + 0.4 * 0.7)
+    assert obj.loc["a", "p_X"] == pytest.approx(pa) and obj.loc["a", "class"] == "Y"
+    assert obj.loc["a", "class_first_alert"] == "Y" and obj.loc["a", "n_alerts"] == 2  # the first by jd
+    assert obj.loc["c", "class"] == "" and obj.loc["c", "n_predicted"] == 0
+
+
+def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "--seed", 21, "--set", "ztf.simulate.alerts_per_object=[1,2]", "ztf", "simulate",
+                 "-n", 300).returncode == 0
+    r = astro("-w", ws, "--seed", 21, "--set", "ztf.prepare.val_per_class=6", "--set", "ztf.prepare.test_per_class=6",
+              "ztf", "prepare")
+    assert r.returncode == 0, r.stderr
+    r = astro("--json", "-w", ws, "--seed", 5, "--set", 'ztf.train.group="c4"', "--set", "ztf.train.dropout=0.2",
+              "ztf", "train", "--epochs", 8, "--patience", 0, "--lr", 0.002)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["val_accuracy"] >= 0.6 and out["temperature"] > 0  # chance: 0.2
+    model_json = json.loads((ws / "ztf" / "models" / "sim_classifier" / "model.json").read_text())
+    assert model_json["temperature"] == pytest.approx(out["temperature"]) and len(model_json["feature_mean"]) == 23
+    ev = astro("--json", "-w", ws, "ztf", "evaluate")
+    assert ev.returncode == 0, ev.stderr
+    e = json.loads(ev.stdout)
+    assert e["n"] == 30 and e["accuracy"] >= 0.5 and e["ece_after"] <= e["ece_before"] + 0.05
+    assert Path(e["confusion_png"]).stat().st_size > 0
+    # predict: simulated packets, plus the real sample alerts when present
+    inputs = [ws / "ztf" / "simulated" / "sim_0000.parquet"] + ([SHARED] if SHARED.is_dir() else [])
+    pr = astro("--json", "-w", ws, "ztf", "predict", *inputs, "--model", "sim_classifier", "--name", "p")
+    assert pr.returncode == 0, pr.stderr
+    res = json.loads(pr.stdout)
+    import pandas as pd
+
+    alerts = pd.read_parquet(ws / "ztf" / "predictions" / "p_alerts.parquet")
+    probs = alerts[[c for c in alerts.columns if c.startswith("p_") and c != "p_max"]].to_numpy(float)
+    assert len(alerts) == res["alerts"] and np.allclose(probs.sum(1), 1.0)
+    objects = pd.read_csv(ws / "ztf" / "predictions" / "p_objects.csv")
+    assert objects["objectId"].is_unique and len(objects) == res["objects"]
+    if SHARED.is_dir():
+        assert res["alerts"] >= 120 + 100  # every real sample alert got a row
+    bad = astro("-w", ws, "ztf", "predict", "nosuchtable", "--model", "sim_classifier")
+    assert bad.returncode == 2 and "nosuchtable" in bad.stderr

@@ -1,0 +1,175 @@
+"""`astro ztf simulate` (GalSim alerts in the ZTF schema) and `astro ztf prepare` (the training set)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from astrotool_ztf.ingest import read_stamps
+from astrotool_ztf.prepare import (CLIP, FEATURES, StampDataset, assign_splits, crop_centre, features,
+                                   normalise_stamps)
+from astrotool_ztf.simulate import CLASSES, PIXEL_SCALE, ZERO_POINT, simulate_objects
+
+CFG = {"stamp_size": 63, "class_fractions": {c: 1.0 for c in CLASSES}, "alerts_per_object": (1, 3),
+       "seeing_fwhm": (1.5, 3.0), "template_depth": 16.0, "psf_mismatch": 0.02, "edge_fraction": 0.0,
+       "objects_per_file": 10, "n_objects": 10, "name": "t"}
+
+
+@pytest.fixture(scope="module")
+def alerts():
+    return simulate_objects(0, 30, 5, CFG)
+
+
+def _stamp(alert, which):
+    import gzip
+    import io
+
+    from astropy.io import fits
+
+    return fits.getdata(io.BytesIO(gzip.decompress(alert[which]["stampData"]))).astype(float)
+
+
+def _rms(x):
+    return 1.4826 * np.median(np.abs(x - np.median(x)))
+
+
+def _psf_flux(diff, fwhm_px, noise):
+    """PSF-fit flux at the stamp centre and its error [ADU]."""
+    from astrotool_ztf.simulate import _psf
+
+    p = _psf(fwhm_px * PIXEL_SCALE).drawImage(nx=diff.shape[1], ny=diff.shape[0], scale=PIXEL_SCALE).array
+    return (diff * p).sum() / (p * p).sum(), noise / np.sqrt((p * p).sum())
+
+
+def test_each_class_shows_its_signature_in_the_stamps(alerts):
+    seen = set()
+    for a in alerts:
+        cls, c = a["class"], a["candidate"]
+        sci, ref, diff = (_stamp(a, k) for k in ("cutoutScience", "cutoutTemplate", "cutoutDifference"))
+        seen.add(cls)
+        centre = (slice(28, 35), slice(28, 35))
+        sky, noise_ref, noise_diff = np.median(ref), _rms(ref), _rms(diff)
+        if cls in ("SN", "asteroid"):  # a new source at the centre of the difference, positive
+            flux, err = _psf_flux(diff, c["fwhm"], noise_diff)
+            assert c["isdiffpos"] == "t" and flux > 3 * err
+        if cls == "asteroid":  # nothing at its place in the template
+            assert ref[centre].mean() - sky < 3 * noise_ref
+        if cls == "VS":  # the star is in the template
+            assert ref[centre].max() - sky > 20 * noise_ref
+        if cls != "bogus":  # every alert is a 5-sigma detection with a consistent magnitude limit
+            assert c["magpsf"] < c["diffmaglim"] + 0.3
+            assert c["sigmapsf"] <= 1.0857 / 5 + 1e-6
+    assert seen == set(CLASSES)
+
+
+def test_magpsf_measures_the_difference_flux(alerts):
+    # PSF-weighted flux of the difference stamp against magpsf, for real transients
+    errs = []
+    for a in alerts:
+        if a["class"] == "bogus":
+            continue
+        diff = _stamp(a, "cutoutDifference")
+        flux, _ = _psf_flux(diff, a["candidate"]["fwhm"], _rms(diff))
+        m = ZERO_POINT - 2.5 * np.log10(abs(flux))
+        errs.append(m - a["candidate"]["magpsf"])
+    assert abs(np.median(errs)) < 0.15 and np.percentile(np.abs(errs), 80) < 0.5
+
+
+def test_objects_do_not_depend_on_how_they_are_split(alerts):
+    again = simulate_objects(10, 20, 5, CFG)
+    same = [a for a in alerts if a["objectId"] in {b["objectId"] for b in again}]
+    assert [a["candid"] for a in same] == [b["candid"] for b in again]
+    assert all(a["cutoutDifference"]["stampData"] == b["cutoutDifference"]["stampData"] for a, b in zip(same, again))
+    # sequences: time-ordered, with the earlier alerts as history
+    multi = [a for a in alerts if a["prv_candidates"]]
+    assert multi and all(a["candidate"]["jd"] > max(p["jd"] for p in a["prv_candidates"]) for a in multi)
+
+
+def test_simulate_ingests_keeps_and_refuses_changed_settings(tmp_path, astro):
+    ws = tmp_path / "ws"
+    r = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "--set",
+              "ztf.simulate.edge_fraction=0.25", "ztf", "simulate", "-n", 12)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["files"] == 2 and out["written"] == 2 and out["objects"] == 12
+    table = pd.concat(pd.read_parquet(p) for p in sorted((ws / "ztf" / "alerts").glob("sim_*_alerts.parquet")))
+    assert set(table["class"]) <= set(CLASSES) and len(table) == out["alerts"]
+    stamps = read_stamps(ws / "ztf" / "stamps" / "sim_0000_stamps.h5")
+    edge = table["stamps_resized"].to_numpy()[: len(stamps["candid"])]
+    assert edge.any() and np.isnan(stamps["science"][edge]).any() and not np.isnan(stamps["science"][~edge]).any()
+    again = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "--set",
+                  "ztf.simulate.edge_fraction=0.25", "ztf", "simulate", "-n", 6)
+    assert again.returncode == 0 and json.loads(again.stdout)["kept"] == 1
+    assert not (ws / "ztf" / "alerts" / "sim_0001_alerts.parquet").exists()  # a smaller run leaves no extra file
+    bad = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "ztf", "simulate", "-n", 6)
+    assert bad.returncode == 2 and "edge_fraction" in bad.stderr and "--overwrite" in bad.stderr
+
+
+def test_normalisation_crop_and_nan_mask():
+    rng = np.random.default_rng(0)
+    sci = rng.normal(100, 5, (2, 63, 63))
+    sci[1, :, :20] = np.nan  # an edge stamp
+    x = normalise_stamps(*(crop_centre(a, 21) for a in (sci, sci * 2 + 7, sci - 100)))
+    assert x.shape == (2, 4, 21, 21) and x.dtype == np.float32
+    assert np.allclose(x[0, :3].min(axis=(1, 2)), 0) and np.allclose(x[0, :3].max(axis=(1, 2)), 1)
+    assert np.allclose(x[0, 0], x[0, 1], atol=1e-6)  # a linear change of an image does not change it
+    assert x[0, 3].sum() == 0
+    full = normalise_stamps(sci, sci, sci)
+    assert full[1, 3, :, :20].all() and not full[1, 3, :, 20:].any() and (full[1, 0, :, :20] == 0).all()
+    assert np.array_equal(crop_centre(np.arange(63 * 63).reshape(63, 63), 21), np.arange(63 * 63).reshape(63, 63)[21:42, 21:42])
+
+
+def test_features_clip_fill_and_derive():
+    t = pd.DataFrame({"ra": [266.405, 10.0], "dec": [-28.936, 20.0], "sgscore1": [-999.0, 0.7],
+                      "distpsnr1": [np.nan, 2.0], "ndethist": [50, 3], "ncovhist": [5000, 10], "fwhm": [12.0, 2.0],
+                      "isdiffpos": [True, False], "chinr": [30.0, None], "sharpnr": [0.1, -5.0]})
+    f = features(t)
+    col = {n: f[:, i] for i, n in enumerate(FEATURES)}
+    assert f.shape == (2, 23)
+    assert col["sgscore1"][0] == -1 and col["distpsnr1"][0] == -1 and col["sgscore1"][1] == np.float32(0.7)
+    assert col["ndethist"][0] == 20 and col["ncovhist"][0] == 3000 and col["fwhm"][0] == 10
+    assert col["non_detections"][0] == 2000 and col["non_detections"][1] == 7
+    assert col["isdiffpos"].tolist() == [1.0, 0.0] and col["chinr"].tolist() == [15.0, -1.0]
+    assert col["sharpnr"][1] == -1
+    assert abs(col["gal_lat"][0]) < 0.1  # Sgr A*
+    assert CLIP["sharpnr"] == (-1, 1.5)
+
+
+def test_splits_are_balanced_by_object_and_fixed_by_seed():
+    objects = np.repeat([f"o{i}" for i in range(60)], 2)
+    labels = np.repeat(np.arange(60) % 3, 2)
+    s = assign_splits(objects, labels, n_val=4, n_test=5, seed=1)
+    assert s == assign_splits(objects, labels, n_val=4, n_test=5, seed=1)
+    assert s != assign_splits(objects, labels, n_val=4, n_test=5, seed=2)
+    for c in range(3):
+        mine = [s[o] for o in np.unique(objects[labels == c])]
+        assert mine.count("test") == 5 and mine.count("val") == 4
+
+
+def test_prepare_writes_a_set_and_refuses_a_bad_table(tmp_path, astro):
+    ws = tmp_path / "ws"
+    assert astro("--json", "-w", ws, "--seed", 4, "ztf", "simulate", "-n", 30).returncode == 0
+    r = astro("--json", "-w", ws, "--seed", 4, "--set", "ztf.prepare.val_per_class=2", "--set", "ztf.prepare.test_per_class=2",
+              "ztf", "prepare", "--crop", "33")
+    assert r.returncode == 0, r.stderr
+    ds = StampDataset(ws / "ztf" / "prepared" / "sim")
+    assert ds.arrays["stamps"][0] == (4, 33, 33) and ds.classes == list(CLASSES)
+    meta = ds.metadata(["objectId", "split", "alert_index", "n_alerts", "jd"])
+    frame = pd.DataFrame(meta)
+    assert (frame.groupby("objectId")["split"].nunique() == 1).all()  # an object never straddles splits
+    first = frame[frame.alert_index == 0].set_index("objectId")["jd"]
+    assert (frame.groupby("objectId")["jd"].min() == first).all()
+    assert len(ds.attrs["feature_mean"]) == 23
+    kept = astro("--json", "-w", ws, "--seed", 4, "--set", "ztf.prepare.val_per_class=2", "--set",
+                 "ztf.prepare.test_per_class=2", "ztf", "prepare", "--crop", "33")
+    assert kept.returncode == 0 and json.loads(kept.stdout)["kept"]
+    changed = astro("--json", "-w", ws, "--seed", 4, "ztf", "prepare", "--crop", "21")
+    assert changed.returncode == 2 and "crop" in changed.stderr
+    # an alert table without the label column
+    src = ws / "ztf" / "alerts" / "sim_0000_alerts.parquet"
+    pd.read_parquet(src).drop(columns=["class"]).to_parquet(ws / "ztf" / "alerts" / "nolabel_alerts.parquet")
+    (ws / "ztf" / "stamps" / "nolabel_stamps.h5").write_bytes((ws / "ztf" / "stamps" / "sim_0000_stamps.h5").read_bytes())
+    bad = astro("--json", "-w", ws, "ztf", "prepare", "nolabel", "--name", "other")
+    assert bad.returncode == 2 and "nolabel_alerts.parquet" in bad.stderr and "label column 'class'" in bad.stderr
+    assert not (ws / "ztf" / "prepared" / "other").exists()
