@@ -48,6 +48,7 @@ PAGES = [  # (docs/<name>.md or the generated reference, title), in navigation o
     ("lens", "Lens: shear estimators"),
     ("lens_kappa", "Lens: mass maps"),
     ("plato", "PLATO: single transits"),
+    ("ztf", "ZTF: alert stamps"),
     ("plugins", "Writing a plugin"),
     ("cli", "CLI reference"),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import gzip
 import io
@@ -303,18 +304,22 @@ def test_demo_ingests_the_shared_sample_alerts(tmp_path):
     from astrotool.context import Context
     from astrotool_ztf.demo import run
 
-    lines = run(Context.create(tmp_path / "demo"))
-    assert len(lines) == 4 and not any("synthetic" in line for line in lines)
-    rows = {p.name: pq.read_metadata(p).num_rows for p in (tmp_path / "demo/ztf/alerts").glob("*.parquet")}
+    lines = run(Context.create(tmp_path / "demo"), n_objects=60, epochs=1)
+    assert len(lines) == 7 and not any("synthetic" in line for line in lines)
+    rows = {p.name: pq.read_metadata(p).num_rows for p in (tmp_path / "demo/ztf/alerts").glob("*.parquet")
+            if not p.name.startswith("demo_")}
     assert rows == {"2019_01_10_739260766315010006_alerts.parquet": 1, "472263571115115000_alerts.parquet": 1,
                     "fink_alerts_alerts.parquet": 51, "fink_simbad_part2_alerts.parquet": 67}
+    # the last line: every sample alert classified by the demo's classifier
+    counts = ast.literal_eval(lines[-1].split("classified: ")[1].split(" (")[0])
+    assert sum(counts.values()) == 120 and (tmp_path / "demo/ztf/models/demo_classifier/model.json").is_file()
 
 
 def test_demo_without_shared_data_uses_synthetic_alerts(tmp_path):
     from astrotool.context import Context
     from astrotool_ztf.demo import run
 
-    lines = run(Context.create(tmp_path / "demo"), sample_dir=None)
+    lines = run(Context.create(tmp_path / "demo"), sample_dir=None, n_objects=60, epochs=1)
     assert "synthetic" in lines[0]
     assert pq.read_metadata(tmp_path / "demo/ztf/alerts/synthetic_alerts_alerts.parquet").num_rows == 5
     assert read_stamps(tmp_path / "demo/ztf/stamps/synthetic_alerts_stamps.h5")["science"].shape == (5, 63, 63)

@@ -1,9 +1,12 @@
-"""ZTF plugin for astrotool: alert ingestion into an alert table and stamp cubes.
+"""ZTF plugin for astrotool: alert packets, simulated alerts and the ALeRCE stamp classifier.
 
 ``astro ztf ingest`` reads ZTF alert packets (Avro files as distributed by ZTF,
 plain or gzipped, and Parquet alert dumps from brokers such as Fink) into one
 Parquet table of candidate measurements and one HDF5 file of 63×63 science,
-template and difference stamps per input file.
+template and difference stamps per input file. ``simulate`` draws labelled
+alerts with GalSim (:mod:`astrotool_ztf.simulate`), ``prepare`` makes a
+training set (:mod:`astrotool_ztf.prepare`), ``train``, ``evaluate`` and
+``predict`` run the stamp classifier (:mod:`astrotool_ztf.model`).
 
 This module only registers hooks; nothing heavy is imported here.
 """
@@ -25,7 +28,7 @@ ALERTS, STAMPS, SIMULATED, PREPARED, MODELS, REPORTS, PREDICTIONS = STAGES = (
 def astro_commands():
     """Mount ``astro ztf``."""
     return [CommandSpec(name=NAME, target="astrotool_ztf.cli:app",
-                        help="ZTF alerts: ingest Avro/Parquet alerts and their stamps.")]
+                        help="ZTF alerts: ingest, simulate, and the ALeRCE stamp classifier.")]
 
 
 @hookimpl
@@ -64,6 +67,7 @@ def check_fastavro():
 
 @hookimpl
 def astro_demo_steps():
-    """Ingest the sample alerts (or synthetic ones) in the demo workspace."""
+    """Ingest the sample alerts (or synthetic ones), train a tiny classifier on simulated alerts, classify them."""
     return [DemoStep(name=NAME, target="astrotool_ztf.demo:run",
-                     help="ingest sample ZTF alerts (synthetic ones when no sample data is found)", order=40)]
+                     help="ingest sample ZTF alerts, train a tiny stamp classifier on simulated ones, classify the "
+                          "samples", order=40)]

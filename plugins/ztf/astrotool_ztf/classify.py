@@ -63,13 +63,14 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
-def split_inputs(ds, split: str):
-    """Stamps, z-scored features (with the dataset's statistics) and labels of the first alerts of ``split``."""
+def split_inputs(ds, split: str, meta: dict):
+    """Stamps, features z-scored with the checkpoint's training statistics (``meta``) and labels of the first
+    alerts of ``split``."""
     from astrotool_ztf.prepare import first_alerts
     from astrotool_ztf.train import load_split
 
     idx = first_alerts(ds, split)
-    return idx, load_split(ds, idx)
+    return idx, load_split(ds, idx, meta)
 
 
 def check_compatible(meta: dict, ds, model_dir) -> None:

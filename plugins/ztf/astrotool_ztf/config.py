@@ -59,6 +59,7 @@ class PrepareConfig(Section):
                                                                  "asteroid, bogus)")
     val_per_class: int = Field(100, ge=0, description="objects per class in the validation split")
     test_per_class: int = Field(100, ge=0, description="objects per class in the test split")
+    holdout: bool = Field(False, description="every object in the test split (a set to score models on)")
     compression: Literal["none", "low", "medium", "high"] = "low"
 
 

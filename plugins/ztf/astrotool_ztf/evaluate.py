@@ -39,13 +39,13 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15) -> dict
 
     model, meta = load_classifier(model_dir)
     check_compatible(meta, ds, model_dir)
-    idx, part = split_inputs(ds, split)
+    idx, part = split_inputs(ds, split, meta)
     if len(idx) == 0:
         raise InputError(ds.root, f"no object in the {split!r} split")
     logits, pred = run_logits(model, part["stamps"], part["features"])
     t = meta.get("temperature")
     if t is None:  # a model trained before temperatures were stored: fit it on val now
-        _, val = split_inputs(ds, "val")
+        _, val = split_inputs(ds, "val", meta)
         t = fit_temperature(run_logits(model, val["stamps"], val["features"])[0], val["label"])
     y = part["label"]
     probs = softmax(logits, t)

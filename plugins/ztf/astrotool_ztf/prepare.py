@@ -19,7 +19,8 @@ with NaN kept visible:
   alerts of other classes are left out;
 * splits by ``objectId`` (an object's alerts never straddle splits): per class,
   ``test_per_class`` and ``val_per_class`` objects (ALeRCE: 100 each), the
-  rest train, fixed by the seed;
+  rest train, fixed by the seed; with ``holdout`` every object is a test
+  object (a set drawn apart, e.g. with another seed, to score models on);
 * sequences: every alert is kept, with ``alert_index`` (0 = first, by ``jd``)
   and ``n_alerts`` of its object; single-alert models use the first alerts.
 
@@ -128,16 +129,18 @@ def features(table) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def assign_splits(objects, labels, n_val: int, n_test: int, seed: int) -> dict[str, str]:
+def assign_splits(objects, labels, n_val: int, n_test: int, seed: int, holdout: bool = False) -> dict[str, str]:
     """``objectId -> "train" | "val" | "test"``: per class, ``n_test`` then ``n_val`` objects drawn by seed.
 
     A class with too few objects gives each of test and val at most a third of them (at least one when it
-    has three or more).
+    has three or more). ``holdout``: every object is a test object (a set drawn apart from the training set).
     """
     from astrotool.seeding import derive_seed
 
-    out = {}
     objects, labels = np.asarray(objects), np.asarray(labels)
+    if holdout:
+        return {str(o): "test" for o in np.unique(objects)}
+    out = {}
     for cls in sorted(set(labels.tolist())):
         members = np.unique(objects[labels == cls])
         rng = np.random.default_rng(derive_seed(seed, "ztf-split", str(cls)))
@@ -243,7 +246,8 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         raise InputError(Path(pairs[0][0]).parent if pairs else out_dir,
                          f"no alert with a class in {classes} in column {cfg.label_column!r}")
     allt = pd.concat(tables, ignore_index=True)
-    split_of = assign_splits(allt["objectId"], allt["label"], cfg.val_per_class, cfg.test_per_class, seed)
+    split_of = assign_splits(allt["objectId"], allt["label"], cfg.val_per_class, cfg.test_per_class, seed,
+                             cfg.holdout)
     # order of each object's alerts in time, over every input
     order = allt.sort_values(["objectId", "jd"], kind="stable")
     alert_index = order.groupby("objectId").cumcount().reindex(allt.index).to_numpy()
@@ -266,8 +270,10 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         writer.write_shard(shard, start, {"stamps": x, "features": f}, meta)
         start += len(t)
     train = np.concatenate(feats_train) if feats_train else np.zeros((0, len(FEATURES)), np.float32)
-    if len(train) == 0:
+    if len(train) == 0 and not cfg.holdout:
         raise InputError(out_dir, "no alert in the training split (more objects are needed)")
+    if len(train) == 0:  # a hold-out set: models z-score with their own training statistics
+        train = np.concatenate([features(t) for t in tables])
     mean = train.mean(axis=0)
     std = train.std(axis=0)
     std = np.where(std > 0, std, 1.0)

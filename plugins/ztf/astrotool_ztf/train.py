@@ -49,14 +49,18 @@ def balanced_order(labels: np.ndarray, rng) -> np.ndarray:
     return rng.permutation(np.concatenate(parts))
 
 
-def load_split(ds, indices: np.ndarray) -> dict:
-    """Stamps, z-scored features and labels of ``indices`` in memory."""
+def load_split(ds, indices: np.ndarray, stats: dict | None = None) -> dict:
+    """Stamps, z-scored features and labels of ``indices`` in memory.
+
+    ``stats``: ``feature_mean`` and ``feature_std`` to z-score with (a checkpoint's); default the set's own.
+    """
     from astrotool_ztf.prepare import standardise
 
+    stats = stats or ds.attrs
     b = ds.read(np.sort(indices), ["stamps", "features"])
     meta = ds.metadata(["label"])
     return {"stamps": b["stamps"].astype(np.float32),
-            "features": standardise(b["features"], ds.attrs["feature_mean"], ds.attrs["feature_std"]),
+            "features": standardise(b["features"], stats["feature_mean"], stats["feature_std"]),
             "label": np.asarray(meta["label"])[np.sort(indices)].astype(np.int64)}
 
 
