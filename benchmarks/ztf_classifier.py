@@ -12,8 +12,9 @@ Runs the tool's own commands in a temporary workspace:
    expected calibration error before and after temperature scaling;
 4. ``astro ztf predict`` on ``../shared/data/ztf/fink_simbad_part2.parquet``: the class of each alert whose
    SIMBAD type (``cdsxmatch``) maps to one of the classes (:data:`SIMBAD_CLASS`), the accuracy on them and
-   how the predictions spread over the classes -- a measure of how real the simulator is; and the model's
-   inference rate in alerts/s on this machine's CPUs (torch).
+   how the predictions spread over the classes -- a measure of how real the simulator is;
+5. the inference rate in alerts/s on this machine's CPUs: torch against the ``astro ztf export`` ONNX model
+   run by ONNX Runtime, on the same alerts.
 
 Usage: ``python benchmarks/ztf_classifier.py [--train 3000] [--holdout 500] [--epochs 12] [--seeds 0,1]``
 """
@@ -106,6 +107,30 @@ def main() -> int:
     eb, ea = np.array([r["ece_before"] for r in rows]), np.array([r["ece_after"] for r in rows])
     print(f"  expected calibration error {eb.mean():.3f} before, {ea.mean():.3f} after temperature scaling "
           f"(T = {[r['temperature'] for r in rows]})")
+
+    # inference: torch against ONNX Runtime on the hold-out's first alerts, in this process
+    from astrotool.ml.predict import predict
+
+    from astrotool_ztf.classify import calibrated_module, load_classifier, split_inputs
+    from astrotool_ztf.prepare import StampDataset
+
+    ex = astro(ws, "ztf", "export", "--model", models[0])
+    net, meta = load_classifier(ws / "ztf" / "models" / models[0])
+    with StampDataset(ws / "ztf" / "prepared" / "holdout") as ds:
+        _, part = split_inputs(ds, "test", meta)
+    x = {"stamps": part["stamps"], "features": part["features"]}
+    calibrated = calibrated_module(net, float(meta["temperature"]))
+    rates = {}
+    for name, m in (("torch", calibrated), ("onnxruntime", ex["path"])):
+        best = None
+        for _ in range(3):
+            pred = predict(m, x, key=("stamps", "features"), batch_size=256, device="cpu")
+            best = pred if best is None or pred.samples_per_s > best.samples_per_s else best
+        rates[name] = (best.samples_per_s, np.asarray(best.outputs))
+    diff = float(np.abs(rates["torch"][1] - rates["onnxruntime"][1]).max())
+    print(f"\ninference on {len(part['label'])} alerts ({os.cpu_count()} CPUs, batches of 256, best of 3): torch "
+          f"{rates['torch'][0]:.0f} alerts/s, ONNX Runtime {rates['onnxruntime'][0]:.0f} alerts/s "
+          f"({rates['onnxruntime'][0] / rates['torch'][0]:.2f}x); max |difference| {diff:.1e}")
 
     real = SHARED / "fink_simbad_part2.parquet"
     if real.exists():

@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from astrotool_ztf.classify import fit_temperature, nll, softmax  # noqa: E402
-from astrotool_ztf.model import StampClassifier, entropy_regularised_loss, group_views  # noqa: E402
+from astrotool_ztf.model import (StampClassifier, TemporalClassifier, entropy_regularised_loss,  # noqa: E402
+                                 group_views)
 from astrotool_ztf.predict import per_object  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ztf"
@@ -29,6 +30,23 @@ def test_predictions_are_invariant_under_the_group(group):
         spread = (model(x.flip(0), f) - z).abs().max()  # how much the logits move between different stamps
     assert (gap < 1e-5) if group == "d4" else (gap > 1e-3 * spread)
     assert group_views(x, group).shape[0] == (8 if group == "d4" else 4) * 3
+
+
+def test_temporal_model_takes_sequences_of_any_length_in_one_batch():
+    torch.manual_seed(1)
+    model = TemporalClassifier(crop=21, group="c4").eval()
+    x, f, dt = torch.rand(3, 4, 4, 21, 21), torch.randn(3, 4, 23), torch.tensor([[0, 1, 3, 9.0]] * 3)
+    lengths = torch.tensor([1, 3, 4])
+    with torch.no_grad():
+        z = model(x, f, dt, lengths)
+        assert z.shape == (3, 5)
+        junk = x.clone()
+        junk[0, 1:] = 7.0  # what lies after an object's last alert changes nothing
+        junk[1, 3:] = -3.0
+        assert torch.allclose(model(junk, f, dt, lengths), z, atol=1e-6)
+        alone = model(x[1:2, :3], f[1:2, :3], dt[1:2, :3], torch.tensor([3]))
+        assert torch.allclose(alone, z[1:2], atol=1e-5)
+        assert not torch.allclose(model(x, f, dt, torch.tensor([1, 2, 4])), z)  # a later alert does count
 
 
 def test_entropy_regularised_loss_on_hand_made_logits():
@@ -96,3 +114,25 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
         assert res["alerts"] >= 120 + 100  # every real sample alert got a row
     bad = astro("-w", ws, "ztf", "predict", "nosuchtable", "--model", "sim_classifier")
     assert bad.returncode == 2 and "nosuchtable" in bad.stderr
+    # the temporal model: one model for 1 and 2 alerts, compared with the single-alert classifier
+    tr = astro("--json", "-w", ws, "--seed", 5, "--set", 'ztf.train.group="c4"', "ztf", "train", "--arch", "temporal",
+               "--epochs", 2, "--patience", 0)
+    assert tr.returncode == 0, tr.stderr
+    gain = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_temporal").stdout)
+    assert [row["alerts"] for row in gain] == [1, 2] and gain[0]["objects"] == 30
+    assert all(0 <= row["temporal_accuracy"] <= 1 and "single_alert_accuracy" in row for row in gain)
+    # ONNX: calibrated probabilities, the same as predict's
+    ex = astro("--json", "-w", ws, "ztf", "export", "--model", "sim_classifier")
+    assert ex.returncode == 0, ex.stderr
+    assert json.loads(ex.stdout)["max_abs_diff"] <= 1e-5
+    import onnxruntime
+
+    from astrotool_ztf.predict import alert_inputs
+
+    meta = json.loads((ws / "ztf" / "models" / "sim_classifier" / "model.json").read_text())
+    _, x, f, _ = alert_inputs(ws / "ztf" / "alerts" / "sim_0000_alerts.parquet",
+                              ws / "ztf" / "stamps" / "sim_0000_stamps.h5", meta)
+    sess = onnxruntime.InferenceSession(str(ws / "ztf" / "models" / "sim_classifier" / "model.onnx"))
+    p_onnx = sess.run(None, {"stamps": x[:20], "features": f[:20]})[0]
+    mine = alerts[alerts["source"] == "sim_0000_alerts.parquet"].iloc[:20]
+    assert np.allclose(p_onnx, mine[[f"p_{c}" for c in meta["classes"]]].to_numpy(float), atol=1e-5)

@@ -81,3 +81,36 @@ def check_compatible(meta: dict, ds, model_dir) -> None:
         if meta.get(key) != have:
             raise InputError(Path(model_dir) / "model.json",
                              f"trained with {key} {meta.get(key)!r}; the set {ds.name} has {have!r}")
+
+
+def calibrated_module(model, temperature: float):
+    """``model`` followed by temperature scaling and the softmax: calibrated class probabilities (for ONNX)."""
+    import torch
+
+    class Calibrated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, stamps, features):
+            return torch.softmax(self.model(stamps, features) / temperature, dim=1)
+
+    return Calibrated().eval()
+
+
+def export_inputs(meta: dict, n: int = 16, seed: int = 0) -> dict:
+    """Parity inputs of an export: the first alerts of the training set's validation split when it is still
+    there, else stamps drawn uniform in [0, 1] and standard-normal features."""
+    from astrotool_ztf.prepare import StampDataset, first_alerts
+    from astrotool_ztf.train import load_split
+
+    path = Path(meta.get("training", {}).get("dataset_path", ""))
+    if path.is_dir():
+        with StampDataset(path) as ds:
+            idx = first_alerts(ds, "val")[:n]
+            part = load_split(ds, idx, meta)
+            return {"stamps": part["stamps"], "features": part["features"]}
+    rng = np.random.default_rng(seed)
+    crop, nf = int(meta["crop"]), len(meta["feature_mean"])
+    return {"stamps": rng.uniform(0, 1, (n, len(meta["channels"]), crop, crop)).astype(np.float32),
+            "features": rng.standard_normal((n, nf)).astype(np.float32)}

@@ -176,7 +176,8 @@ def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (ztf/models/<model>)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="What to train: classifier (ALeRCE's stamp "
-                                                            "classifier)."),
+                                                            "classifier, first alert) or temporal (1 to "
+                                                            "max_alerts alerts)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: one model each."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Alerts per optimiser step."),
@@ -188,7 +189,8 @@ def train(
     devices: mc.Devices = None,
     num_nodes: mc.NumNodes = None,
 ) -> None:
-    """Train the stamp classifier on a prepared set's train split (validated on the first alerts of val).
+    """Train the stamp classifier on a prepared set's train split (validated on the first alerts of val), or
+    with --arch temporal one model for an object's first 1 to max_alerts alerts.
 
     Checkpoints every epoch in ztf/models/<model>/ (the best epoch by val_loss,
     and last/ to resume). Re-running with the same settings resumes; other
@@ -203,6 +205,7 @@ def train(
     from astrotool.errors import ConfigError
     from astrotool_ztf import NAME, PREPARED, REPORTS
     from astrotool_ztf.prepare import StampDataset
+    from astrotool_ztf.temporal import train_temporal
     from astrotool_ztf.train import NO_DATASET, train_classifier
 
     ctx = current()
@@ -227,8 +230,8 @@ def train(
             progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                         if rt.is_global_zero else contextlib.nullcontext(None))
             with progress as on_epoch:
-                res = train_classifier(ds, cfg, mdir, seed, overwrite=ctx.overwrite, log=ctx.log, on_epoch=on_epoch,
-                                       runtime=rt)
+                trainer = train_temporal if cfg.arch == "temporal" else train_classifier
+                res = trainer(ds, cfg, mdir, seed, overwrite=ctx.overwrite, log=ctx.log, on_epoch=on_epoch, runtime=rt)
             if rt.is_global_zero:
                 mc.record(ctx, outputs=mc.checkpoint_files(mdir))
                 plot = mc.history_figure(ctx, mdir, ctx.workspace.stage(NAME, REPORTS) / f"{mdir.name}_history.png")
@@ -244,6 +247,9 @@ def evaluate(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: "
                                                                   "ztf.train.dataset)."),
     split: str = typer.Option("test", "--split", help="train | val | test."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Temporal models: the single-alert "
+                                                                    "classifier to compare with (default: "
+                                                                    "<dataset>_classifier when it exists)."),
 ) -> None:
     """Score classifiers on the first alert of each object of a split: accuracy, macro-F1, per-class recall,
     confusion matrix, calibration error before and after temperature scaling.
@@ -256,7 +262,11 @@ def evaluate(
     from astrotool.errors import InputError
     from astrotool.workspace import write_json_atomic
     from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
+    import json
+
     from astrotool_ztf.evaluate import evaluate_model, summarise, write_figures
+    from astrotool_ztf.model import TEMPORAL
+    from astrotool_ztf.temporal import gain_table
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.train import NO_DATASET
 
@@ -273,6 +283,24 @@ def evaluate(
         if not dirs:
             raise InputError(root, f"no model of the set {ds.name!r} (train one, or name it with --model)")
     reports = ctx.workspace.stage(NAME, REPORTS)
+    temporal = [d for d in dirs if json.loads((d / "model.json").read_text()).get("architecture", {}).get("name")
+                == TEMPORAL]
+    if temporal:
+        base = mc.model_dir(ctx, NAME, baseline) if baseline else ctx.workspace.stage(NAME, MODELS) / \
+            f"{ds.name}_classifier"
+        base = base if (base / "model.json").is_file() else None
+        tables = {}
+        with ds:
+            for d in temporal:
+                tables[d.name] = gain_table(ds, d, split, baseline_dir=base)
+                out = reports / f"{d.name}_{split}_temporal.json"
+                write_json_atomic(out, {"model": d.name, "baseline": base.name if base else None, "split": split,
+                                        "by_alerts": tables[d.name]})
+                ctx.record.add_output(out)
+        dirs = [d for d in dirs if d not in temporal]
+        if not dirs:
+            ctx.emit(tables[temporal[0].name] if len(temporal) == 1 else tables)
+            return
     results = []
     with ds:
         for d in dirs:
@@ -377,3 +405,28 @@ def predict(
               "model_alerts_per_s": round(float(np.mean(rates)), 1) if rates else None,
               "classes": alerts["class"].value_counts().to_dict(),
               "outputs": [str(p) for p in outputs]})
+
+
+@app.command()
+def export(
+    model: str = typer.Option(..., "--model", help="Model name or folder."),
+    output: Optional[str] = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+) -> None:
+    """Export a classifier to ONNX: inputs stamps and features, output calibrated probabilities (temperature
+    and softmax included); written only when ONNX Runtime matches torch to 1e-5 on validation alerts."""
+    from astrotool.context import current
+    from astrotool_ztf import NAME
+    from astrotool_ztf.classify import calibrated_module, export_inputs, load_classifier
+
+    ctx = current()
+    mdir = mc.model_dir(ctx, NAME, model)
+    net, meta = load_classifier(mdir)
+    t = float(meta.get("temperature") or 1.0)
+    out = Path(output) if output else mdir / "model.onnx"
+    res = mc.export_checked(ctx, calibrated_module(net, t), export_inputs(meta), out, sources=[mdir], opset=opset,
+                            output_names=("probabilities",),
+                            metadata={"classes": meta["classes"], "features": meta["features"], "crop": meta["crop"],
+                                      "temperature": t, "feature_mean": meta["feature_mean"],
+                                      "feature_std": meta["feature_std"]})
+    ctx.emit({**res, "classes": meta["classes"], "temperature": t})

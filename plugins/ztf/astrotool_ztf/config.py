@@ -69,7 +69,9 @@ class TrainConfig(Section):
     dataset: str = Field("sim", description="prepared set name or folder (ztf/prepared/<dataset>)")
     model: str = Field("", description="model name: ztf/models/<model>/ (default: <dataset>_<arch>, with "
                                        "_seed<k> for each of several seeds)")
-    arch: Literal["classifier"] = Field("classifier", description="what to train: the ALeRCE stamp classifier")
+    arch: Literal["classifier", "temporal"] = Field("classifier", description="what to train: the ALeRCE stamp "
+                                                    "classifier (first alert), or the temporal model (1 to "
+                                                    "max_alerts alerts)")
     seeds: list[int] = Field(default_factory=list, description="train one model per seed (default: core.seed)")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=2, description="alerts per optimiser step (ALeRCE: 64)")
@@ -83,6 +85,8 @@ class TrainConfig(Section):
     use_features: bool = Field(True, description="the 23 metadata features next to the stamps")
     train_alerts: Literal["all", "first"] = Field("all", description="every alert of the training objects or "
                                                                      "the first of each")
+    max_alerts: int = Field(5, ge=1, description="temporal: the longest sequence, in alerts")
+    hidden: int = Field(64, ge=1, description="temporal: GRU state size")
     patience: int = Field(5, ge=0, description="early-stopping patience [epochs]; 0 = off")
     resume: bool = Field(True, description="continue from the last checkpoint")
 

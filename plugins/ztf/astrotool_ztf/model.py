@@ -32,12 +32,33 @@ ARCHITECTURE = "ztf_stamp_classifier"
 def group_views(x: torch.Tensor, group: str) -> torch.Tensor:
     """The batch under every transformation of ``group`` (``"c4"``: 4 rotations, ``"d4"``: and their mirrors),
     stacked along the batch axis: ``(G * N, C, H, W)``, transformation-major."""
-    views = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+    # the rotations by 90, 180 and 270 degrees (torch.rot90) as flips and transposes, which ONNX exports
+    views = [x, x.flip(3).transpose(2, 3), x.flip(2).flip(3), x.transpose(2, 3).flip(3)]
     if group == "d4":
         views += [torch.flip(v, dims=(3,)) for v in views]
     elif group != "c4":
         raise ValueError(f"group must be 'c4' or 'd4', not {group!r}")
     return torch.cat(views, dim=0)
+
+
+def stamp_body(in_channels: int, crop: int, kernel: int, dropout: float) -> nn.Sequential:
+    """ALeRCE's convolutional body: stamps ``(N, C, crop, crop)`` -> ``(N, 64)``."""
+    pad = kernel // 2
+    return nn.Sequential(
+        nn.ZeroPad2d(3), nn.Conv2d(in_channels, 32, 4), nn.ReLU(),
+        nn.Conv2d(32, 32, kernel, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, kernel, padding=pad), nn.ReLU(),
+        nn.Conv2d(64, 64, kernel, padding=pad), nn.ReLU(),
+        nn.Conv2d(64, 64, kernel, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * ((crop + 3) // 4) ** 2, 64), nn.ReLU(), nn.Dropout(dropout),
+    )
+
+
+def cyclic_embed(body: nn.Module, stamps: torch.Tensor, group: str) -> torch.Tensor:
+    """The body's output averaged over the group's views of each stamp (cyclic pooling): ``(N, 64)``."""
+    n = stamps.shape[0]
+    z = body(group_views(stamps, group))
+    return z.reshape(-1, n, z.shape[-1]).mean(dim=0)
 
 
 class StampClassifier(nn.Module):
@@ -64,15 +85,7 @@ class StampClassifier(nn.Module):
         super().__init__()
         self.group = group
         self.n_features = n_features
-        pad = kernel // 2
-        self.body = nn.Sequential(
-            nn.ZeroPad2d(3), nn.Conv2d(in_channels, 32, 4), nn.ReLU(),
-            nn.Conv2d(32, 32, kernel, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel, padding=pad), nn.ReLU(),
-            nn.Conv2d(64, 64, kernel, padding=pad), nn.ReLU(),
-            nn.Conv2d(64, 64, kernel, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * ((crop + 3) // 4) ** 2, 64), nn.ReLU(), nn.Dropout(dropout),
-        )
+        self.body = stamp_body(in_channels, crop, kernel, dropout)
         self.features_norm = nn.BatchNorm1d(n_features) if n_features else None
         self.head = nn.Sequential(
             nn.Linear(64 + n_features, 64), nn.ReLU(), nn.Dropout(dropout),
@@ -82,9 +95,7 @@ class StampClassifier(nn.Module):
 
     def embed(self, stamps: torch.Tensor) -> torch.Tensor:
         """The cyclic-pooled image embedding ``(N, 64)``."""
-        n = stamps.shape[0]
-        z = self.body(group_views(stamps, self.group))
-        return z.reshape(-1, n, z.shape[-1]).mean(dim=0)
+        return cyclic_embed(self.body, stamps, self.group)
 
     def forward(self, stamps: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(N, n_classes)`` of stamps ``(N, C, crop, crop)`` and z-scored features ``(N, n_features)``."""
@@ -94,6 +105,44 @@ class StampClassifier(nn.Module):
         return self.head(z)
 
 
+class TemporalClassifier(nn.Module):
+    """One model for 1 to N alerts of an object (after Neira et al. 2024, without one model per length).
+
+    Each alert's stamps go through the stamp classifier's body with cyclic pooling (64 values); with
+    the alert's z-scored features and ``log(1 + Δt)`` (days since the first alert) they make one step
+    of a GRU; the hidden state after the object's last alert (``lengths``) feeds the head
+    (dense 64, dropout, one logit per class). Steps after an object's last alert are padding: the
+    recurrence is causal, so they change nothing, and their stamps are not run.
+
+    Parameters
+    ----------
+    in_channels, n_features, n_classes, crop, kernel, dropout, group
+        As :class:`StampClassifier`.
+    hidden : int
+        GRU state size.
+    """
+
+    def __init__(self, in_channels: int = 4, n_features: int = 23, n_classes: int = 5, crop: int = 21,
+                 kernel: int = 3, dropout: float = 0.3, group: str = "c4", hidden: int = 64):
+        super().__init__()
+        self.group = group
+        self.body = stamp_body(in_channels, crop, kernel, dropout)
+        self.rnn = nn.GRU(64 + n_features + 1, hidden, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(hidden, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, n_classes))
+
+    def forward(self, stamps: torch.Tensor, features: torch.Tensor, dt: torch.Tensor,
+                lengths: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, n_classes)`` of sequences: stamps ``(B, T, C, s, s)``, features ``(B, T, F)``,
+        ``dt`` ``(B, T)`` [days since the first alert], ``lengths`` ``(B,)`` (1 to T)."""
+        b, t = stamps.shape[:2]
+        steps = torch.arange(t, device=stamps.device)[None, :] < lengths[:, None]
+        z = stamps.new_zeros((b, t, 64))
+        z[steps] = cyclic_embed(self.body, stamps[steps], self.group)
+        x = torch.cat([z, features.to(z.dtype), torch.log1p(dt.clamp(min=0)).to(z.dtype)[..., None]], dim=-1)
+        out, _ = self.rnn(x)
+        return self.head(out[torch.arange(b, device=out.device), lengths - 1])
+
+
 def entropy_regularised_loss(logits: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
     """Mean of ``CE(target, softmax(logits)) - beta * H(softmax(logits))`` over the batch."""
     logp = F.log_softmax(logits.float(), dim=1)
@@ -101,5 +150,7 @@ def entropy_regularised_loss(logits: torch.Tensor, target: torch.Tensor, beta: f
     return F.nll_loss(logp, target) - beta * entropy.mean()
 
 
-REGISTRY = {ARCHITECTURE: StampClassifier}
+TEMPORAL = "ztf_temporal_classifier"
+
+REGISTRY = {ARCHITECTURE: StampClassifier, TEMPORAL: TemporalClassifier}
 """Architectures a checkpoint may name (:func:`astrotool.ml.checkpoint.build_model`)."""
