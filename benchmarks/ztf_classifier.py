@@ -10,10 +10,12 @@ Runs the tool's own commands in a temporary workspace:
 3. ``astro ztf evaluate`` on the hold-out: accuracy, macro-F1 and per-class recall (mean ± std over seeds)
    next to ALeRCE's published 94.2 ± 0.5 % (5 classes, real alerts, balanced test of 500), and the
    expected calibration error before and after temperature scaling;
-4. ``astro ztf predict`` on ``../shared/data/ztf/fink_simbad_part2.parquet``: the class of each alert whose
+4. ``astro ztf train --arch temporal`` (one model for 1 to 5 alerts) and its accuracy with the first k
+   alerts (k = 1, 2, 3, 5) next to the single-alert classifier on the same objects;
+5. ``astro ztf predict`` on ``../shared/data/ztf/fink_simbad_part2.parquet``: the class of each alert whose
    SIMBAD type (``cdsxmatch``) maps to one of the classes (:data:`SIMBAD_CLASS`), the accuracy on them and
    how the predictions spread over the classes -- a measure of how real the simulator is;
-5. the inference rate in alerts/s on this machine's CPUs: torch against the ``astro ztf export`` ONNX model
+6. the inference rate in alerts/s on this machine's CPUs: torch against the ``astro ztf export`` ONNX model
    run by ONNX Runtime, on the same alerts.
 
 Usage: ``python benchmarks/ztf_classifier.py [--train 3000] [--holdout 500] [--epochs 12] [--seeds 0,1]``
@@ -107,6 +109,17 @@ def main() -> int:
     eb, ea = np.array([r["ece_before"] for r in rows]), np.array([r["ece_after"] for r in rows])
     print(f"  expected calibration error {eb.mean():.3f} before, {ea.mean():.3f} after temperature scaling "
           f"(T = {[r['temperature'] for r in rows]})")
+
+    # the temporal model: one model for 1..5 alerts, against the single-alert classifier on the same objects
+    t0 = time.perf_counter()
+    tm = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "temporal", "--epochs", args.epochs,
+               sets=[("ztf.train.group", f'"{args.group}"')], seed=int(args.seeds.split(",")[0]))
+    gain = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", tm["model"], "--baseline", models[0])
+    print(f"\ntemporal model ({tm['parameters']} parameters, best epoch {tm['best_epoch']}, "
+          f"{time.perf_counter() - t0:.0f} s) on the hold-out objects with at least k alerts:")
+    for row in gain:
+        print(f"  k = {row['alerts']}: {row['objects']:>3} objects, temporal {row['temporal_accuracy']:.3f} vs "
+              f"single alert {row['single_alert_accuracy']:.3f} ({row['gain']:+.3f})")
 
     # inference: torch against ONNX Runtime on the hold-out's first alerts, in this process
     from astrotool.ml.predict import predict

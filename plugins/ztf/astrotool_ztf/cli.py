@@ -41,6 +41,7 @@ def ingest(
     for .avro, .avro.gz and .parquet files. A bad file is reported and the
     others are still ingested. Existing outputs are kept unless --overwrite.
     """
+    import time
     from dataclasses import asdict
 
     from astrotool.context import current
@@ -54,7 +55,9 @@ def ingest(
     files = expand_inputs(paths)
     for f in ctx.shard_of(files):
         ctx.record.add_input(f)
+    t0 = time.perf_counter()
     done = ingest_files(files, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg, ctx.map, ctx.overwrite)
+    seconds = time.perf_counter() - t0
     for r in done:
         if r.skipped:
             continue
@@ -68,8 +71,11 @@ def ingest(
     skipped = sum(r.skipped for r in done)
     if skipped:
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
+    fresh = sum(r.n_alerts for r in done if not r.skipped)
     ctx.emit({"files": len(files), "ingested": len(done) - skipped, "kept": skipped,
-              "alerts": sum(r.n_alerts for r in done), "outputs": [asdict(r) for r in done]})
+              "alerts": sum(r.n_alerts for r in done),
+              "alerts_per_s": round(fresh / seconds, 1) if fresh and seconds > 0 else None,
+              "outputs": [asdict(r) for r in done]})
 
 
 @app.command()
