@@ -100,7 +100,7 @@ def test_help_shows_choices_and_the_configured_default(tmp_path):
 
 
 def test_status_lists_only_stage_folders_that_commands_write(tmp_path):
-    """No folder for commands that do not exist (ztf embeddings)."""
+    """A folder for each stage a command writes."""
     import json
 
     run = lambda *a: subprocess.run([sys.executable, "-m", "astrotool", "-w", str(tmp_path), *a],  # noqa: E731
@@ -111,7 +111,8 @@ def test_status_lists_only_stage_folders_that_commands_write(tmp_path):
     assert r.returncode == 0, r.stderr
     stages = json.loads(r.stdout)["stages"]
     assert set(stages["plato"]) == {"raw", "labels", "prepared", "models", "runs", "reports"}
-    assert set(stages["ztf"]) == {"alerts", "stamps", "simulated", "prepared", "models", "reports", "predictions"}
+    assert set(stages["ztf"]) == {"alerts", "stamps", "simulated", "prepared", "models", "embeddings", "reports",
+                                  "predictions"}
 
 
 def _astro(*args, cwd=None):

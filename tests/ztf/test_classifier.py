@@ -10,8 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from astrotool_ztf.classify import fit_temperature, nll, softmax  # noqa: E402
-from astrotool_ztf.model import (StampClassifier, TemporalClassifier, entropy_regularised_loss,  # noqa: E402
-                                 group_views)
+from astrotool_ztf.autoencoder import clustering_accuracy  # noqa: E402
+from astrotool_ztf.model import (StampAutoencoder, StampClassifier, TemporalClassifier,  # noqa: E402
+                                 autoencoder_loss, entropy_regularised_loss, group_views)
 from astrotool_ztf.predict import per_object  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ztf"
@@ -47,6 +48,24 @@ def test_temporal_model_takes_sequences_of_any_length_in_one_batch():
         alone = model(x[1:2, :3], f[1:2, :3], dt[1:2, :3], torch.tensor([3]))
         assert torch.allclose(alone, z[1:2], atol=1e-5)
         assert not torch.allclose(model(x, f, dt, torch.tensor([1, 2, 4])), z)  # a later alert does count
+
+
+def test_autoencoder_shapes_loss_and_clustering_accuracy():
+    torch.manual_seed(2)
+    x = torch.rand(4, 3, 21, 21)
+    ae, vae = StampAutoencoder().eval(), StampAutoencoder(variational=True).eval()
+    with torch.no_grad():
+        recon, mu, logvar = ae(x)
+        assert recon.shape == x.shape and mu.shape == (4, 21) and logvar is None
+        assert float(autoencoder_loss(ae, x)) == pytest.approx(float(((recon - x) ** 2).mean()), rel=1e-6)
+        r2, mu2, lv2 = vae(x)
+        kl = float(-0.5 * torch.mean(torch.sum(1 + lv2 - mu2 ** 2 - lv2.exp(), dim=1)))
+        mse = float(((r2 - x) ** 2).mean())
+        assert float(autoencoder_loss(vae, x)) == pytest.approx(mse + kl / x[0].numel(), rel=1e-5)
+    with pytest.raises(ValueError, match="21 px"):
+        StampAutoencoder(crop=33)
+    # two clusters, one holding a stray label: 3 of 4 counted right
+    assert clustering_accuracy(np.array([[0.0], [0.1], [10.0], [10.1]]), np.array([0, 0, 1, 0]), 2) == 0.75
 
 
 def test_entropy_regularised_loss_on_hand_made_logits():
@@ -121,6 +140,15 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
     gain = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_temporal").stdout)
     assert [row["alerts"] for row in gain] == [1, 2] and gain[0]["objects"] == 30
     assert all(0 <= row["temporal_accuracy"] <= 1 and "single_alert_accuracy" in row for row in gain)
+    # the autoencoder: reconstruction error, clustering accuracy, and the UMAP of its latents
+    assert astro("-w", ws, "--seed", 5, "ztf", "train", "--arch", "ae", "--epochs", 2).returncode == 0
+    ae = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_ae").stdout)
+    assert ae["n"] == 30 and 0 < ae["reconstruction_mse"] < 0.2 and 0.2 <= ae["clustering_accuracy_k10"] <= 1
+    em = astro("--json", "-w", ws, "ztf", "embed", "--model", "sim_ae")
+    assert em.returncode == 0, em.stderr
+    emb = pd.read_parquet(json.loads(em.stdout)["parquet"])
+    assert len(emb) == 30 and {"umap_1", "umap_2", "z20", "class"} <= set(emb.columns)
+    assert Path(json.loads(em.stdout)["png"]).stat().st_size > 0
     # ONNX: calibrated probabilities, the same as predict's
     ex = astro("--json", "-w", ws, "ztf", "export", "--model", "sim_classifier")
     assert ex.returncode == 0, ex.stderr

@@ -31,6 +31,6 @@ def test_hook_targets_load_and_packaged_defaults_equal_the_model_defaults():
 def test_astro_init_creates_the_declared_stage_folders(tmp_path):
     # only folders its commands write
     assert plugin.astro_workspace_stages() == {"ztf": ["alerts", "stamps", "simulated", "prepared", "models",
-                                                       "reports", "predictions"]}
+                                                       "embeddings", "reports", "predictions"]}
     Workspace(tmp_path).init()
     assert sorted(p.name for p in (tmp_path / "ztf").iterdir()) == sorted(plugin.STAGES)

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 NAME = "ztf"
 """Command group, configuration section and workspace folder of the plugin."""
 
-ALERTS, STAMPS, SIMULATED, PREPARED, MODELS, REPORTS, PREDICTIONS = STAGES = (
-    "alerts", "stamps", "simulated", "prepared", "models", "reports", "predictions")
+ALERTS, STAMPS, SIMULATED, PREPARED, MODELS, EMBEDDINGS, REPORTS, PREDICTIONS = STAGES = (
+    "alerts", "stamps", "simulated", "prepared", "models", "embeddings", "reports", "predictions")
 """Stage folders under ``<workspace>/ztf/`` (those its commands write); code names them through these constants."""
 
 

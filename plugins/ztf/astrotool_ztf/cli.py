@@ -182,8 +182,9 @@ def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (ztf/models/<model>)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="What to train: classifier (ALeRCE's stamp "
-                                                            "classifier, first alert) or temporal (1 to "
-                                                            "max_alerts alerts)."),
+                                                            "classifier, first alert), temporal (1 to "
+                                                            "max_alerts alerts), ae or vae (Astorga's "
+                                                            "autoencoder)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: one model each."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Alerts per optimiser step."),
@@ -196,7 +197,8 @@ def train(
     num_nodes: mc.NumNodes = None,
 ) -> None:
     """Train the stamp classifier on a prepared set's train split (validated on the first alerts of val), or
-    with --arch temporal one model for an object's first 1 to max_alerts alerts.
+    with --arch temporal one model for an object's first 1 to max_alerts alerts, or with --arch ae|vae the
+    autoencoder (no labels used).
 
     Checkpoints every epoch in ztf/models/<model>/ (the best epoch by val_loss,
     and last/ to resume). Re-running with the same settings resumes; other
@@ -211,6 +213,7 @@ def train(
     from astrotool.errors import ConfigError
     from astrotool_ztf import NAME, PREPARED, REPORTS
     from astrotool_ztf.prepare import StampDataset
+    from astrotool_ztf.autoencoder import train_autoencoder
     from astrotool_ztf.temporal import train_temporal
     from astrotool_ztf.train import NO_DATASET, train_classifier
 
@@ -236,7 +239,8 @@ def train(
             progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                         if rt.is_global_zero else contextlib.nullcontext(None))
             with progress as on_epoch:
-                trainer = train_temporal if cfg.arch == "temporal" else train_classifier
+                trainer = {"temporal": train_temporal, "ae": train_autoencoder,
+                           "vae": train_autoencoder}.get(cfg.arch, train_classifier)
                 res = trainer(ds, cfg, mdir, seed, overwrite=ctx.overwrite, log=ctx.log, on_epoch=on_epoch, runtime=rt)
             if rt.is_global_zero:
                 mc.record(ctx, outputs=mc.checkpoint_files(mdir))
@@ -271,7 +275,10 @@ def evaluate(
     import json
 
     from astrotool_ztf.evaluate import evaluate_model, summarise, write_figures
-    from astrotool_ztf.model import TEMPORAL
+    import numpy as np
+
+    from astrotool_ztf.autoencoder import clustering_accuracy, latents
+    from astrotool_ztf.model import AUTOENCODER, TEMPORAL
     from astrotool_ztf.temporal import gain_table
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.train import NO_DATASET
@@ -289,8 +296,29 @@ def evaluate(
         if not dirs:
             raise InputError(root, f"no model of the set {ds.name!r} (train one, or name it with --model)")
     reports = ctx.workspace.stage(NAME, REPORTS)
-    temporal = [d for d in dirs if json.loads((d / "model.json").read_text()).get("architecture", {}).get("name")
-                == TEMPORAL]
+    def arch_of(d):
+        return json.loads((d / "model.json").read_text()).get("architecture", {}).get("name")
+
+    autoencoders = [d for d in dirs if arch_of(d) == AUTOENCODER]
+    if autoencoders:
+        ae_rows = []
+        with ds:
+            for d in autoencoders:
+                lat = latents(d, ds, split)
+                row = {"model": d.name, "split": split, "n": int(len(lat["label"])),
+                       "reconstruction_mse": float(np.mean(lat["recon_error"])),
+                       "clustering_accuracy_k10": clustering_accuracy(lat["latent"], lat["label"], 10),
+                       "reconstruction_mse_by_class": {c: float(np.mean(lat["recon_error"][lat["class_name"] == c]))
+                                                       for c in sorted(set(lat["class_name"]))}}
+                out = reports / f"{d.name}_{split}_evaluate.json"
+                write_json_atomic(out, row)
+                ctx.record.add_output(out)
+                ae_rows.append(row)
+        dirs = [d for d in dirs if d not in autoencoders]
+        if not dirs:
+            ctx.emit(ae_rows[0] if len(ae_rows) == 1 else ae_rows)
+            return
+    temporal = [d for d in dirs if arch_of(d) == TEMPORAL]
     if temporal:
         base = mc.model_dir(ctx, NAME, baseline) if baseline else ctx.workspace.stage(NAME, MODELS) / \
             f"{ds.name}_classifier"
@@ -436,3 +464,44 @@ def export(
                                       "temperature": t, "feature_mean": meta["feature_mean"],
                                       "feature_std": meta["feature_std"]})
     ctx.emit({**res, "classes": meta["classes"], "temperature": t})
+
+
+@app.command()
+def embed(
+    model: str = typer.Option(..., "--model", help="Autoencoder name or folder."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: "
+                                                                  "ztf.train.dataset)."),
+    split: Optional[str] = typer.Option(None, "--split", help="train | val | test (first alerts)."),
+) -> None:
+    """Map an autoencoder's latents to 2-D with UMAP: ztf/embeddings/<model>_<split>.parquet (latents, UMAP
+    coordinates, class, reconstruction error per alert) and a PNG coloured by class."""
+    import pandas as pd
+
+    from astrotool.context import current
+    from astrotool.io.tables import write_parquet
+    from astrotool_ztf import EMBEDDINGS, NAME, PREPARED
+    from astrotool_ztf.autoencoder import latents, plot_embedding, umap_embedding
+    from astrotool_ztf.prepare import StampDataset
+    from astrotool_ztf.train import NO_DATASET
+
+    ctx = current()
+    cfg = ctx.section(NAME, {"train.dataset": dataset, "embed.split": split})
+    e = cfg.embed
+    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.train.dataset, StampDataset, NO_DATASET)
+    mdir = mc.model_dir(ctx, NAME, model)
+    ctx.record.add_input(mdir / "model.json")
+    with ds:
+        lat = latents(mdir, ds, e.split)
+    xy = umap_embedding(lat["latent"], e.n_neighbors, e.min_dist, e.metric, ctx.seed)
+    table = pd.DataFrame({"objectId": lat["objectId"], "class": lat["class_name"], "umap_1": xy[:, 0],
+                          "umap_2": xy[:, 1], "recon_error": lat["recon_error"]})
+    for j in range(lat["latent"].shape[1]):
+        table[f"z{j}"] = lat["latent"][:, j]
+    out_dir = ctx.workspace.stage(NAME, EMBEDDINGS)
+    path = write_parquet(table, out_dir / f"{mdir.name}_{e.split}.parquet", command="ztf embed",
+                         metadata={"model": str(mdir), "umap": e.model_dump(mode="json")})
+    png = plot_embedding(out_dir / f"{mdir.name}_{e.split}.png", xy, lat["class_name"],
+                         f"{mdir.name}: UMAP of the latents ({e.split}, {len(xy)} alerts)")
+    ctx.record.add_output(path)
+    ctx.record.add_output(png)
+    ctx.emit({"alerts": len(table), "latent": int(lat["latent"].shape[1]), "parquet": str(path), "png": str(png)})

@@ -69,9 +69,9 @@ class TrainConfig(Section):
     dataset: str = Field("sim", description="prepared set name or folder (ztf/prepared/<dataset>)")
     model: str = Field("", description="model name: ztf/models/<model>/ (default: <dataset>_<arch>, with "
                                        "_seed<k> for each of several seeds)")
-    arch: Literal["classifier", "temporal"] = Field("classifier", description="what to train: the ALeRCE stamp "
-                                                    "classifier (first alert), or the temporal model (1 to "
-                                                    "max_alerts alerts)")
+    arch: Literal["classifier", "temporal", "ae", "vae"] = Field(
+        "classifier", description="what to train: the ALeRCE stamp classifier (first alert), the temporal model "
+                                  "(1 to max_alerts alerts), or Astorga's (variational) autoencoder")
     seeds: list[int] = Field(default_factory=list, description="train one model per seed (default: core.seed)")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=2, description="alerts per optimiser step (ALeRCE: 64)")
@@ -85,10 +85,21 @@ class TrainConfig(Section):
     use_features: bool = Field(True, description="the 23 metadata features next to the stamps")
     train_alerts: Literal["all", "first"] = Field("all", description="every alert of the training objects or "
                                                                      "the first of each")
+    latent: int = Field(21, ge=1, description="ae, vae: latent size (Astorga: 21)")
+    kl_beta: float = Field(1.0, ge=0, description="vae: weight of the KL divergence")
     max_alerts: int = Field(5, ge=1, description="temporal: the longest sequence, in alerts")
     hidden: int = Field(64, ge=1, description="temporal: GRU state size")
     patience: int = Field(5, ge=0, description="early-stopping patience [epochs]; 0 = off")
     resume: bool = Field(True, description="continue from the last checkpoint")
+
+
+class EmbedConfig(Section):
+    """``[ztf.embed]``: an autoencoder's latents mapped to 2-D with UMAP (:mod:`astrotool_ztf.autoencoder`)."""
+
+    split: Literal["train", "val", "test"] = Field("test", description="the split embedded (first alerts)")
+    n_neighbors: int = Field(15, ge=2, description="UMAP n_neighbors")
+    min_dist: float = Field(0.1, ge=0, description="UMAP min_dist")
+    metric: str = Field("euclidean", description="UMAP metric")
 
 
 class ZtfConfig(Section):
@@ -99,3 +110,4 @@ class ZtfConfig(Section):
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)

@@ -143,6 +143,69 @@ class TemporalClassifier(nn.Module):
         return self.head(out[torch.arange(b, device=out.device), lengths - 1])
 
 
+class StampAutoencoder(nn.Module):
+    """The convolutional (variational) autoencoder of Astorga et al. (2018), for 21 × 21 stamps.
+
+    Encoder: 4 convolutions 3×3 of 64 filters with strides 1, 2, 1, 2 (21 -> 11 -> 6 px), then
+    a dense layer to the latent (``latent`` values; with ``variational``, a mean and a log-variance).
+    Decoder: dense -> 64 × 6 × 6, then 6 convolutions 3×3 with nearest-neighbour upsampling to
+    11 px after the second and to 21 px after the fourth; a sigmoid output in [0, 1] (the stamps
+    are normalised to it). Trained on the mean squared error (plus the KL divergence to a unit
+    Gaussian when variational).
+
+    Parameters
+    ----------
+    in_channels : int
+        Stamp channels reconstructed (science, template, difference: 3).
+    latent : int
+        Latent size (Astorga: 21).
+    variational : bool
+    crop : int
+        Stamp side; only 21 (Astorga's) is supported.
+    """
+
+    def __init__(self, in_channels: int = 3, latent: int = 21, variational: bool = False, crop: int = 21):
+        super().__init__()
+        if crop != 21:
+            raise ValueError(f"the autoencoder takes 21 px stamps (prepare --crop 21), not {crop}")
+        self.variational = variational
+        act = nn.ReLU
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 3, 1, 1), act(), nn.Conv2d(64, 64, 3, 2, 1), act(),
+            nn.Conv2d(64, 64, 3, 1, 1), act(), nn.Conv2d(64, 64, 3, 2, 1), act(), nn.Flatten())
+        self.to_latent = nn.Linear(64 * 6 * 6, latent * (2 if variational else 1))
+        self.from_latent = nn.Sequential(nn.Linear(latent, 64 * 6 * 6), act())
+        self.decoder = nn.Sequential(
+            nn.Conv2d(64, 64, 3, 1, 1), act(), nn.Conv2d(64, 64, 3, 1, 1), act(), nn.Upsample(size=11),
+            nn.Conv2d(64, 64, 3, 1, 1), act(), nn.Conv2d(64, 64, 3, 1, 1), act(), nn.Upsample(size=21),
+            nn.Conv2d(64, 64, 3, 1, 1), act(), nn.Conv2d(64, in_channels, 3, 1, 1), nn.Sigmoid())
+        self.latent = latent
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latent mean ``(N, latent)`` and log-variance (None unless variational)."""
+        h = self.to_latent(self.encoder(x))
+        return (h[:, :self.latent], h[:, self.latent:]) if self.variational else (h, None)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.from_latent(z).reshape(-1, 64, 6, 6))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Reconstruction, latent mean and log-variance; a variational model samples the latent in training."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if (self.variational and self.training) else mu
+        return self.decode(z), mu, logvar
+
+
+def autoencoder_loss(model: StampAutoencoder, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Mean squared error per pixel, plus ``beta`` times the KL divergence per pixel for a variational model."""
+    recon, mu, logvar = model(x)
+    loss = torch.nn.functional.mse_loss(recon.float(), x.float())
+    if logvar is not None:
+        kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu ** 2 - logvar.exp(), dim=1))
+        loss = loss + beta * kl / x[0].numel()
+    return loss
+
+
 def entropy_regularised_loss(logits: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
     """Mean of ``CE(target, softmax(logits)) - beta * H(softmax(logits))`` over the batch."""
     logp = F.log_softmax(logits.float(), dim=1)
@@ -152,5 +215,7 @@ def entropy_regularised_loss(logits: torch.Tensor, target: torch.Tensor, beta: f
 
 TEMPORAL = "ztf_temporal_classifier"
 
-REGISTRY = {ARCHITECTURE: StampClassifier, TEMPORAL: TemporalClassifier}
+AUTOENCODER = "ztf_stamp_autoencoder"
+
+REGISTRY = {ARCHITECTURE: StampClassifier, TEMPORAL: TemporalClassifier, AUTOENCODER: StampAutoencoder}
 """Architectures a checkpoint may name (:func:`astrotool.ml.checkpoint.build_model`)."""

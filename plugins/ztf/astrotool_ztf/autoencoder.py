@@ -1,0 +1,155 @@
+"""``astro ztf train --arch ae|vae`` and ``astro ztf embed``: the stamp autoencoder and its latent space.
+
+The autoencoder (:class:`~astrotool_ztf.model.StampAutoencoder`, Astorga et al.
+2018) learns to reconstruct the science, template and difference stamps of every
+training alert without their labels; the checkpoint of the lowest validation
+loss is kept. Its latents (the encoder's mean) are what ``embed`` maps to two
+dimensions with UMAP (``umap-learn``) and what :func:`clustering_accuracy`
+scores: k-means clusters of the latents, each given its most common class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__docformat__ = "numpy"
+
+CHANNELS = 3
+"""Channels the autoencoder reconstructs: science, template, difference (not the NaN mask)."""
+
+
+def _stamps(ds, indices) -> np.ndarray:
+    return ds.read(np.sort(indices), ["stamps"])["stamps"][:, :CHANNELS].astype(np.float32)
+
+
+def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=None, on_epoch=None,
+                      runtime=None) -> dict:
+    """Train (or resume) the autoencoder on every alert of the training split; arguments as
+    :func:`astrotool_ztf.train.train_classifier` (``cfg.arch`` "ae" or "vae")."""
+    import torch
+
+    from astrotool.errors import InputError
+    from astrotool.ml.commands import dataset_identity, prepare_training
+    from astrotool.ml.fabric import Runtime
+    from astrotool.ml.training import epoch_rng, fit, seed_everything
+
+    from astrotool_ztf.model import AUTOENCODER, StampAutoencoder, autoencoder_loss
+    from astrotool_ztf.prepare import first_alerts
+    from astrotool_ztf.train import RESUMABLE, train_indices
+
+    model_dir = Path(model_dir)
+    if int(ds.attrs["crop"]) != 21:
+        raise InputError(ds.root, f"the autoencoder takes 21 px stamps; this set has {ds.attrs['crop']} px "
+                                  "(prepare --crop 21)")
+    tr_idx, va_idx = train_indices(ds, "all"), first_alerts(ds, "val")
+    if len(tr_idx) == 0 or len(va_idx) == 0:
+        raise InputError(ds.root, f"{len(tr_idx)} training and {len(va_idx)} validation alerts")
+    train, val = _stamps(ds, tr_idx), _stamps(ds, va_idx)
+    rt = runtime if runtime is not None else Runtime()
+    rt.launch()
+    settings = {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
+                "dataset": dataset_identity(ds)}
+    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
+    seed_everything(seed)
+    kwargs = {"in_channels": CHANNELS, "latent": cfg.latent, "variational": cfg.arch == "vae", "crop": 21}
+    model = StampAutoencoder(**kwargs).to(rt.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def batches(epoch: int):
+        order = epoch_rng(seed, epoch).permutation(len(train))
+        for i in range(0, max(1, len(order) - cfg.batch_size + 1), cfg.batch_size):
+            yield torch.from_numpy(train[order[i:i + cfg.batch_size]])
+
+    def validate(m):
+        dev = next(m.parameters()).device
+        with torch.no_grad():
+            total = sum(float(autoencoder_loss(m, torch.from_numpy(val[i:i + 256]).to(dev), cfg.kl_beta))
+                        * len(val[i:i + 256]) for i in range(0, len(val), 256))
+        return {"val_loss": total / len(val)}
+
+    meta = {
+        "architecture": {"name": AUTOENCODER, "kwargs": kwargs}, "settings": settings,
+        "hyperparameters": cfg.model_dump(mode="json"), "classes": ds.classes, "crop": 21,
+        "channels": list(ds.attrs["channels"][:CHANNELS]),
+        "inputs": "stamps (N, 3, 21, 21) float32: science, template, difference each scaled to [0, 1], NaN -> 0",
+        "outputs": "reconstruction (N, 3, 21, 21), latent mean (N, latent), log-variance (vae) or None",
+        "training": {"dataset": ds.name, "dataset_path": str(ds.root), "seed": int(seed),
+                     "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "monitor": "val_loss",
+                     "device": str(rt.device), "precision": rt.precision, "processes": rt.world_size},
+    }
+    result = fit(model, opt, batches=batches, loss_fn=lambda m, b: autoencoder_loss(m, b, cfg.kl_beta),
+                 validate=validate, epochs=cfg.epochs, checkpoint_dir=model_dir, meta=meta, seed=seed,
+                 monitor="val_loss", patience=cfg.patience, resume=cfg.resume and not overwrite,
+                 on_epoch=on_epoch, log=log, runtime=rt)
+    ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
+    return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
+            "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+            "epochs_run": result.epochs_run, "val_loss": result.best_metrics.get("val_loss"),
+            "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+            "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in ran])), 2) if ran else None,
+            "device": str(rt.device)}
+
+
+def latents(model_dir, ds, split: str) -> dict:
+    """Latent means, per-alert reconstruction error (mean squared, per pixel) and labels of the first alert of
+    each object of ``split``."""
+    import torch
+
+    from astrotool.ml.checkpoint import build_model, load_checkpoint
+
+    from astrotool_ztf.model import AUTOENCODER, REGISTRY
+    from astrotool_ztf.prepare import first_alerts
+
+    model = build_model(load_checkpoint(model_dir, AUTOENCODER), REGISTRY).eval()
+    idx = np.sort(first_alerts(ds, split))
+    x = _stamps(ds, idx)
+    mus, errs = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            b = torch.from_numpy(x[i:i + 256])
+            recon, mu, _ = model(b)
+            mus.append(mu.numpy())
+            errs.append(((recon - b) ** 2).mean(dim=(1, 2, 3)).numpy())
+    meta = ds.metadata(["objectId", "label", "class_name"])
+    return {"latent": np.concatenate(mus) if mus else np.zeros((0, model.latent)),
+            "recon_error": np.concatenate(errs) if errs else np.zeros(0), "label": meta["label"][idx],
+            "class_name": meta["class_name"][idx], "objectId": meta["objectId"][idx]}
+
+
+def clustering_accuracy(latent: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> float:
+    """Astorga et al.'s clustering accuracy: k-means clusters of the latents, each counted as its most common
+    class, ``(1/N) sum_c max_class n(c, class)``."""
+    from sklearn.cluster import KMeans
+
+    if len(labels) == 0:
+        return float("nan")
+    clusters = KMeans(n_clusters=min(k, len(labels)), n_init=10, random_state=seed).fit_predict(latent)
+    return float(sum(np.bincount(labels[clusters == c]).max() for c in np.unique(clusters)) / len(labels))
+
+
+def umap_embedding(latent: np.ndarray, n_neighbors: int, min_dist: float, metric: str, seed: int) -> np.ndarray:
+    """Two-dimensional UMAP of the (standardised) latents."""
+    import umap
+
+    z = (latent - latent.mean(0)) / np.where(latent.std(0) > 0, latent.std(0), 1.0)
+    return umap.UMAP(n_neighbors=min(n_neighbors, len(z) - 1), min_dist=min_dist, metric=metric,
+                     random_state=seed).fit_transform(z)
+
+
+def plot_embedding(path, xy: np.ndarray, class_names, title: str) -> Path:
+    """The 2-D embedding as a PNG, one colour per class."""
+    from astrotool.io.figures import figure
+
+    with figure(path, figsize=(6.0, 5.0)) as (fig, axes):
+        ax = axes[0, 0]
+        for c in sorted(set(class_names)):
+            sel = np.asarray(class_names) == c
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, label=f"{c} ({sel.sum()})")
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+        ax.set_title(title)
+        ax.legend(markerscale=3, fontsize=8)
+    return Path(path)
