@@ -149,6 +149,21 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
     emb = pd.read_parquet(json.loads(em.stdout)["parquet"])
     assert len(emb) == 30 and {"umap_1", "umap_2", "z20", "class"} <= set(emb.columns)
     assert Path(json.loads(em.stdout)["png"]).stat().st_size > 0
+    # a probe on the frozen latents, and the autoencoder's error as an anomaly score next to predictions
+    ae_weights = json.loads((ws / "ztf" / "models" / "sim_ae" / "model.json").read_text())["weights_sha256"]
+    no_encoder = astro("-w", ws, "ztf", "train", "--arch", "probe", "--epochs", 1)
+    assert no_encoder.returncode == 2 and "--encoder" in no_encoder.stderr
+    assert astro("-w", ws, "--seed", 5, "ztf", "train", "--arch", "probe", "--encoder", "sim_ae", "--epochs",
+                 3).returncode == 0
+    probe = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_probe").stdout)
+    assert probe["n"] == 30 and 0 <= probe["accuracy"] <= 1
+    enc = json.loads((ws / "ztf" / "models" / "sim_ae" / "model.json").read_text())
+    assert enc["weights_sha256"] == ae_weights  # the probe left its encoder as it was
+    an = astro("--json", "-w", ws, "ztf", "predict", "sim_0000", "--model", "sim_probe", "--autoencoder", "sim_ae",
+               "--name", "anomaly")
+    assert an.returncode == 0, an.stderr
+    scores = pd.read_parquet(ws / "ztf" / "predictions" / "anomaly_alerts.parquet")["recon_error"]
+    assert scores.notna().all() and (scores > 0).all()
     # ONNX: calibrated probabilities, the same as predict's
     ex = astro("--json", "-w", ws, "ztf", "export", "--model", "sim_classifier")
     assert ex.returncode == 0, ex.stderr

@@ -21,9 +21,9 @@ def load_classifier(model_dir):
     """The checkpoint's model (eval mode, CPU) and its metadata."""
     from astrotool.ml.checkpoint import build_model, load_checkpoint
 
-    from astrotool_ztf.model import ARCHITECTURE, REGISTRY
+    from astrotool_ztf.model import CLASSIFIERS, REGISTRY
 
-    ckpt = load_checkpoint(model_dir, ARCHITECTURE)
+    ckpt = load_checkpoint(model_dir, CLASSIFIERS)
     model = build_model(ckpt, REGISTRY)
     model.eval()
     return model, ckpt.meta

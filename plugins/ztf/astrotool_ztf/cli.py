@@ -184,8 +184,10 @@ def train(
     arch: Optional[str] = typer.Option(None, "--arch", help="What to train: classifier (ALeRCE's stamp "
                                                             "classifier, first alert), temporal (1 to "
                                                             "max_alerts alerts), ae or vae (Astorga's "
-                                                            "autoencoder)."),
+                                                            "autoencoder), probe (on an autoencoder's "
+                                                            "latents, --encoder)."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: one model each."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="--arch probe: the trained autoencoder."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Alerts per optimiser step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate."),
@@ -223,7 +225,8 @@ def train(
     except ValueError:
         raise ConfigError([f"--seeds: expected comma-separated integers, got {seeds!r}"]) from None
     cfg = ctx.section(NAME, {"train.dataset": dataset, "train.model": model, "train.arch": arch,
-                             "train.seeds": seed_list, "train.epochs": epochs, "train.batch_size": batch_size,
+                             "train.seeds": seed_list, "train.encoder": encoder, "train.epochs": epochs,
+                             "train.batch_size": batch_size,
                              "train.lr": lr, "train.patience": patience, "train.resume": resume}).train
     rt = mc.runtime(ctx, device=device, precision=precision, devices=devices, num_nodes=num_nodes)
     rt.launch()
@@ -240,7 +243,7 @@ def train(
                         if rt.is_global_zero else contextlib.nullcontext(None))
             with progress as on_epoch:
                 trainer = {"temporal": train_temporal, "ae": train_autoencoder,
-                           "vae": train_autoencoder}.get(cfg.arch, train_classifier)
+                           "vae": train_autoencoder}.get(cfg.arch, train_classifier)  # classifier, probe
                 res = trainer(ds, cfg, mdir, seed, overwrite=ctx.overwrite, log=ctx.log, on_epoch=on_epoch, runtime=rt)
             if rt.is_global_zero:
                 mc.record(ctx, outputs=mc.checkpoint_files(mdir))
@@ -366,6 +369,9 @@ def predict(
                                                  "ingested tables in ztf/alerts."),
     model: str = typer.Option(..., "--model", help="Model name or folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Output stem in ztf/predictions (default: the model's)."),
+    autoencoder: Optional[str] = typer.Option(None, "--autoencoder", help="An autoencoder (name or folder): its "
+                                                                          "reconstruction error as an anomaly "
+                                                                          "score per alert."),
     batch_size: int = typer.Option(256, "--batch-size", help="Alerts per forward pass."),
     device: mc.Device = None,
 ) -> None:
@@ -373,8 +379,9 @@ def predict(
 
     Alert files are ingested first (as `astro ztf ingest`; finished outputs are
     kept). Writes ztf/predictions/NAME_alerts.parquet (p_<class>, class, p_max
-    per alert) and NAME_objects.parquet (per objectId: the normalised product of
-    its alerts' probabilities, and the first alert's class), and CSV copies.
+    per alert; recon_error with --autoencoder) and NAME_objects.parquet (per
+    objectId: the normalised product of its alerts' probabilities, and the first
+    alert's class), and CSV copies.
     """
     import time
 
@@ -396,6 +403,14 @@ def predict(
     mdir = mc.model_dir(ctx, NAME, model)
     net, meta = load_classifier(mdir)
     ctx.record.add_input(mdir / "model.json")
+    ae = None
+    if autoencoder:
+        from astrotool.ml.checkpoint import build_model, load_checkpoint
+        from astrotool_ztf.model import AUTOENCODER, REGISTRY
+
+        ae_dir = mc.model_dir(ctx, NAME, autoencoder, "--autoencoder")
+        ae = build_model(load_checkpoint(ae_dir, AUTOENCODER), REGISTRY).eval()
+        ctx.record.add_input(ae_dir / "model.json")
     pairs = []
     files = [p for p in inputs if Path(p).exists()]
     names = [p for p in inputs if not Path(p).exists()]
@@ -414,7 +429,7 @@ def predict(
     parts, rates = [], []
     for a, s in pairs:
         ctx.record.add_input(a)
-        df, rate = predict_file(a, s, net, meta, batch_size, None if device is None else device)
+        df, rate = predict_file(a, s, net, meta, batch_size, None if device is None else device, autoencoder=ae)
         parts.append(df)
         if rate:
             rates.append(rate)

@@ -69,9 +69,10 @@ class TrainConfig(Section):
     dataset: str = Field("sim", description="prepared set name or folder (ztf/prepared/<dataset>)")
     model: str = Field("", description="model name: ztf/models/<model>/ (default: <dataset>_<arch>, with "
                                        "_seed<k> for each of several seeds)")
-    arch: Literal["classifier", "temporal", "ae", "vae"] = Field(
+    arch: Literal["classifier", "temporal", "ae", "vae", "probe"] = Field(
         "classifier", description="what to train: the ALeRCE stamp classifier (first alert), the temporal model "
-                                  "(1 to max_alerts alerts), or Astorga's (variational) autoencoder")
+                                  "(1 to max_alerts alerts), Astorga's (variational) autoencoder, or a probe "
+                                  "on a trained autoencoder's frozen latents")
     seeds: list[int] = Field(default_factory=list, description="train one model per seed (default: core.seed)")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=2, description="alerts per optimiser step (ALeRCE: 64)")
@@ -87,6 +88,8 @@ class TrainConfig(Section):
                                                                      "the first of each")
     latent: int = Field(21, ge=1, description="ae, vae: latent size (Astorga: 21)")
     kl_beta: float = Field(1.0, ge=0, description="vae: weight of the KL divergence")
+    encoder: str = Field("", description="probe: the autoencoder (model name or folder)")
+    probe_hidden: int = Field(64, ge=0, description="probe: hidden units of the MLP; 0 for a linear probe")
     max_alerts: int = Field(5, ge=1, description="temporal: the longest sequence, in alerts")
     hidden: int = Field(64, ge=1, description="temporal: GRU state size")
     patience: int = Field(5, ge=0, description="early-stopping patience [epochs]; 0 = off")

@@ -196,6 +196,39 @@ class StampAutoencoder(nn.Module):
         return self.decode(z), mu, logvar
 
 
+class ProbeClassifier(nn.Module):
+    """A linear or MLP probe on a frozen autoencoder's latents (and the features): how much of the class
+    the unsupervised latent space holds.
+
+    Parameters
+    ----------
+    encoder_kwargs : dict
+        The :class:`StampAutoencoder`'s arguments (its weights are loaded and frozen by the trainer).
+    n_features : int
+        Metadata features next to the latents (0: latents only).
+    n_classes : int
+    hidden : int
+        Hidden units of the MLP; 0 for a linear probe.
+    """
+
+    def __init__(self, encoder_kwargs: dict, n_features: int = 23, n_classes: int = 5, hidden: int = 64):
+        super().__init__()
+        self.encoder = StampAutoencoder(**encoder_kwargs)
+        self.n_features = n_features
+        width = self.encoder.latent + n_features
+        self.features_norm = nn.BatchNorm1d(n_features) if n_features else None
+        self.head = (nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)) if hidden
+                     else nn.Linear(width, n_classes))
+
+    def forward(self, stamps: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(N, n_classes)`` of stamps ``(N, 4, 21, 21)`` (the NaN mask is not used) and features."""
+        with torch.no_grad():
+            z, _ = self.encoder.encode(stamps[:, :3])
+        if self.features_norm is not None:
+            z = torch.cat([z, self.features_norm(features.to(z.dtype))], dim=1)
+        return self.head(z)
+
+
 def autoencoder_loss(model: StampAutoencoder, x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Mean squared error per pixel, plus ``beta`` times the KL divergence per pixel for a variational model."""
     recon, mu, logvar = model(x)
@@ -217,5 +250,11 @@ TEMPORAL = "ztf_temporal_classifier"
 
 AUTOENCODER = "ztf_stamp_autoencoder"
 
-REGISTRY = {ARCHITECTURE: StampClassifier, TEMPORAL: TemporalClassifier, AUTOENCODER: StampAutoencoder}
+PROBE = "ztf_latent_probe"
+
+CLASSIFIERS = (ARCHITECTURE, PROBE)
+"""Architectures that classify single alerts from ``(stamps, features)`` (evaluate, predict, export)."""
+
+REGISTRY = {ARCHITECTURE: StampClassifier, TEMPORAL: TemporalClassifier, AUTOENCODER: StampAutoencoder,
+            PROBE: ProbeClassifier}
 """Architectures a checkpoint may name (:func:`astrotool.ml.checkpoint.build_model`)."""

@@ -39,8 +39,13 @@ def alert_inputs(alerts_path, stamps_path, meta: dict):
     return table, x, f, usable
 
 
-def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 256, device: str | None = None):
-    """Per-alert predictions of one ingested file: a DataFrame and the alerts/s reached."""
+def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 256, device: str | None = None,
+                 autoencoder=None):
+    """Per-alert predictions of one ingested file: a DataFrame and the alerts/s reached.
+
+    With an ``autoencoder`` (a :class:`~astrotool_ztf.model.StampAutoencoder`, 21 px stamps) the column
+    ``recon_error`` holds its mean squared reconstruction error per pixel: an anomaly score.
+    """
     import pandas as pd
 
     from astrotool_ztf.classify import run_logits, softmax
@@ -60,6 +65,8 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
     out["class"] = [classes[int(np.argmax(p))] if np.isfinite(p).all() else "" for p in probs]
     out["p_max"] = np.nanmax(np.where(np.isfinite(probs), probs, -1), axis=1).clip(0, None)
     out.loc[~usable, "p_max"] = np.nan
+    if autoencoder is not None:
+        out["recon_error"] = reconstruction_error(autoencoder, x, usable)
     return out, rate
 
 
@@ -85,3 +92,21 @@ def per_object(alerts, classes):
             row["class"] = row["class_first_alert"] = ""
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def reconstruction_error(autoencoder, stamps: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Mean squared reconstruction error per pixel of each stamp ``(N, 4, 21, 21)`` (NaN where not usable)."""
+    import torch
+
+    from astrotool.errors import InputError
+
+    if stamps.shape[-1] != 21:
+        raise InputError("--autoencoder", f"the autoencoder takes 21 px stamps; the classifier's are {stamps.shape[-1]}")
+    err = np.full(len(stamps), np.nan)
+    rows = np.flatnonzero(usable)
+    with torch.no_grad():
+        for i in range(0, len(rows), 256):
+            b = torch.from_numpy(stamps[rows[i:i + 256], :3])
+            recon, _, _ = autoencoder(b)
+            err[rows[i:i + 256]] = ((recon - b) ** 2).mean(dim=(1, 2, 3)).numpy()
+    return err

@@ -100,7 +100,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import epoch_rng, fit, seed_everything
 
-    from astrotool_ztf.model import ARCHITECTURE, StampClassifier, entropy_regularised_loss
+    from astrotool_ztf.model import ARCHITECTURE, PROBE, StampClassifier, entropy_regularised_loss
     from astrotool_ztf.prepare import first_alerts
 
     model_dir = Path(model_dir)
@@ -118,10 +118,16 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
         rt.fabric.barrier("ztf-train-prepared")
     seed_everything(seed)
     n_feat = len(ds.feature_names) if cfg.use_features else 0
-    kwargs = {"in_channels": int(ds.arrays["stamps"][0][0]), "n_features": n_feat, "n_classes": len(ds.classes),
-              "crop": int(ds.attrs["crop"]), "kernel": cfg.kernel, "dropout": cfg.dropout, "group": cfg.group}
-    model = StampClassifier(**kwargs).to(rt.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.arch == "probe":  # a head on a trained autoencoder's frozen latents
+        arch, (model, kwargs) = PROBE, probe_model(cfg, ds, n_feat, model_dir)
+    else:
+        kwargs = {"in_channels": int(ds.arrays["stamps"][0][0]), "n_features": n_feat,
+                  "n_classes": len(ds.classes), "crop": int(ds.attrs["crop"]), "kernel": cfg.kernel,
+                  "dropout": cfg.dropout, "group": cfg.group}
+        arch, model = ARCHITECTURE, StampClassifier(**kwargs)
+    model = model.to(rt.device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                           weight_decay=cfg.weight_decay)
 
     def tensors(part, rows):
         return (torch.from_numpy(part["stamps"][rows]), torch.from_numpy(part["features"][rows]),
@@ -149,7 +155,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
         return {"val_loss": total / n, "val_accuracy": correct / n}
 
     meta = {
-        "architecture": {"name": ARCHITECTURE, "kwargs": kwargs},
+        "architecture": {"name": arch, "kwargs": kwargs},
         "settings": settings,
         "hyperparameters": cfg.model_dump(mode="json"),
         "classes": ds.classes, "features": ds.feature_names if n_feat else [],
@@ -193,3 +199,24 @@ def store_temperature(model_dir, val: dict) -> float:
     t = fit_temperature(logits, val["label"])
     save_checkpoint(model_dir, load_checkpoint(model_dir).state_dict, {**meta, "temperature": t})
     return t
+
+
+def probe_model(cfg, ds, n_features: int, model_dir):
+    """The probe on the autoencoder ``cfg.encoder`` (a model folder; its weights loaded and frozen) and its
+    architecture arguments."""
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import load_checkpoint
+
+    from astrotool_ztf.model import AUTOENCODER, ProbeClassifier
+
+    if not cfg.encoder:
+        raise InputError("ztf.train.encoder", "a probe needs a trained autoencoder (--encoder NAME)")
+    enc_dir = Path(cfg.encoder) if Path(cfg.encoder).is_dir() else Path(model_dir).parent / cfg.encoder
+    ckpt = load_checkpoint(enc_dir, AUTOENCODER)
+    kwargs = {"encoder_kwargs": ckpt.meta["architecture"]["kwargs"], "n_features": n_features,
+              "n_classes": len(ds.classes), "hidden": cfg.probe_hidden}
+    model = ProbeClassifier(**kwargs)
+    model.encoder.load_state_dict(ckpt.state_dict)
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    return model, kwargs
