@@ -12,10 +12,12 @@ Runs the tool's own commands in a temporary workspace:
    expected calibration error before and after temperature scaling;
 4. ``astro ztf train --arch temporal`` (one model for 1 to 5 alerts) and its accuracy with the first k
    alerts (k = 1, 2, 3, 5) next to the single-alert classifier on the same objects;
-5. ``astro ztf predict`` on ``../shared/data/ztf/fink_simbad_part2.parquet``: the class of each alert whose
+5. ``astro ztf train --arch vae`` (no labels), its reconstruction error and clustering accuracy on the
+   hold-out, an MLP probe on its frozen latents, and ``astro ztf embed`` (UMAP);
+6. ``astro ztf predict`` on ``../shared/data/ztf/fink_simbad_part2.parquet``: the class of each alert whose
    SIMBAD type (``cdsxmatch``) maps to one of the classes (:data:`SIMBAD_CLASS`), the accuracy on them and
    how the predictions spread over the classes -- a measure of how real the simulator is;
-6. the inference rate in alerts/s on this machine's CPUs: torch against the ``astro ztf export`` ONNX model
+7. the inference rate in alerts/s on this machine's CPUs: torch against the ``astro ztf export`` ONNX model
    run by ONNX Runtime, on the same alerts.
 
 Usage: ``python benchmarks/ztf_classifier.py [--train 3000] [--holdout 500] [--epochs 12] [--seeds 0,1]``
@@ -120,6 +122,20 @@ def main() -> int:
     for row in gain:
         print(f"  k = {row['alerts']}: {row['objects']:>3} objects, temporal {row['temporal_accuracy']:.3f} vs "
               f"single alert {row['single_alert_accuracy']:.3f} ({row['gain']:+.3f})")
+
+    # the autoencoder (no labels), a probe on its latents, and the UMAP of the hold-out's latents
+    t0 = time.perf_counter()
+    ae = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "vae", "--epochs", args.epochs, seed=8101)
+    ae_ev = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", ae["model"])
+    probe = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "probe", "--encoder", ae["model"], "--epochs",
+                  args.epochs, seed=8101)
+    probe_ev = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", probe["model"])
+    emb = astro(ws, "ztf", "embed", "--dataset", "holdout", "--model", ae["model"])
+    print(f"\nvariational autoencoder (latent 21, {ae['parameters']} parameters, {time.perf_counter() - t0:.0f} s with "
+          f"the probe): hold-out reconstruction error {ae_ev['reconstruction_mse']:.4f} per pixel "
+          f"(by class {json.dumps({k: round(v, 4) for k, v in ae_ev['reconstruction_mse_by_class'].items()})}); "
+          f"clustering accuracy (k-means, k = 10) {ae_ev['clustering_accuracy_k10']:.3f}; MLP probe on the latents "
+          f"and features: accuracy {probe_ev['accuracy']:.3f}, macro-F1 {probe_ev['macro_f1']:.3f}; UMAP: {emb['png']}")
 
     # inference: torch against ONNX Runtime on the hold-out's first alerts, in this process
     from astrotool.ml.predict import predict

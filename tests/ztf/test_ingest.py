@@ -324,3 +324,29 @@ def test_demo_without_shared_data_uses_synthetic_alerts(tmp_path):
     assert pq.read_metadata(tmp_path / "demo/ztf/alerts/synthetic_alerts_alerts.parquet").num_rows == 5
     assert read_stamps(tmp_path / "demo/ztf/stamps/synthetic_alerts_stamps.h5")["science"].shape == (5, 63, 63)
 
+
+
+@pytest.mark.parametrize("fmt", ["avro", "parquet"])
+def test_unknown_schema_versions_are_reported_and_the_others_ingested(tmp_path, astro, fmt):
+    alerts = synthetic.make_alerts(5, seed=3)
+    alerts[1]["schemavsn"] = "9.1"
+    alerts[3]["schemavsn"] = "x"
+    src = tmp_path / f"mixed.{fmt}"
+    if fmt == "avro":
+        synthetic.write_avro(src, alerts)
+    else:
+        synthetic.write_parquet(src, alerts, labels={"class": ["a", "b", "c", "d", "e"]})
+    r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", src)
+    assert r.returncode == 0, r.stderr
+    assert "mixed" in r.stderr and "2 alert(s) of unknown alert schema version(s) 9.1, x" in r.stderr
+    table = pq.read_table(tmp_path / "ws" / "ztf" / "alerts" / "mixed_alerts.parquet").to_pandas()
+    assert table["candid"].tolist() == [a["candid"] for i, a in enumerate(alerts) if i not in (1, 3)]
+    if fmt == "parquet":
+        assert table["class"].tolist() == ["a", "c", "e"]  # label columns stay with their alerts
+    for a in alerts:
+        a["schemavsn"] = "5.0"
+    only = tmp_path / f"new.{fmt}"
+    (synthetic.write_avro if fmt == "avro" else synthetic.write_parquet)(only, alerts)
+    bad = astro("-w", tmp_path / "ws", "ztf", "ingest", only)
+    assert bad.returncode != 0 and "new" in bad.stderr and "unknown alert schema version (5.0" in bad.stderr
+    assert not (tmp_path / "ws" / "ztf" / "alerts" / "new_alerts.parquet").exists()

@@ -68,6 +68,9 @@ def ingest(
                             r.input, r.n_stamps_resized, cfg.stamp_size, cfg.stamp_size)
         if r.n_stamps_bad:
             ctx.log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
+        if r.n_unknown_schema:
+            ctx.log.warning("%s: %d alert(s) of unknown alert schema version(s) %s left out (this reader knows "
+                            "1.x to 4.x)", r.input, r.n_unknown_schema, r.unknown_schemas)
     skipped = sum(r.skipped for r in done)
     if skipped:
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)

@@ -52,6 +52,20 @@ ALERT_FIELDS = {"schemavsn", "publisher", "objectId", "candid", "candidate", "pr
 
 REQUIRED = ("objectId", "candidate", *STAMPS.values())
 
+SCHEMA_MAJORS = (1, 2, 3, 4)
+"""Major versions of the ZTF alert schema read (``schemavsn`` 1.x to 4.x; 1.x has JPEG stamps, reported as bad)."""
+
+
+def known_schema(version) -> bool:
+    """Whether ``schemavsn`` (e.g. ``"3.3"``, ``"4.02"``) is of a major version this reader knows; a missing
+    version counts as known (older broker dumps drop the column)."""
+    if version is None:
+        return True
+    try:
+        return int(str(version).split(".")[0]) in SCHEMA_MAJORS
+    except ValueError:
+        return False
+
 CANDIDATE_COLUMNS = [
     # (name, type): f8 float64, f4 float32, i8 int64, i4 int32, str string, bool (isdiffpos)
     ("jd", "f8"), ("fid", "i4"), ("pid", "i8"), ("magpsf", "f4"), ("sigmapsf", "f4"), ("diffmaglim", "f4"),
@@ -554,6 +568,10 @@ class IngestResult:
         Alerts with a missing or undecodable stamp.
     skipped : bool
         True when finished outputs were kept.
+    n_unknown_schema : int
+        Alerts left out because their ``schemavsn`` is of an unknown major version.
+    unknown_schemas : str
+        Those versions, comma-separated.
     """
 
     input: str
@@ -565,6 +583,8 @@ class IngestResult:
     n_stamps_resized: int
     n_stamps_bad: int
     skipped: bool
+    n_unknown_schema: int = 0
+    unknown_schemas: str = ""
 
 
 def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bool) -> IngestResult:
@@ -608,6 +628,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                 raise InputError(stamps_path, f"not a stamps file of ztf ingest: no attribute(s) {', '.join(missing)} "
                                               "(use --overwrite)")
             info = {k: h5.attrs[k] for k in stat_keys}
+            info.update({k: h5.attrs[k] for k in ("n_unknown_schema", "unknown_schemas") if k in h5.attrs})
             kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
         kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in kept.items()}
@@ -623,7 +644,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     facts = _facts(path, fmt, stamps_path.name)
     record = provenance(COMMAND, config=cfg.model_dump(mode="json"))
     metadata = {"astrotool": json.dumps(facts), **parquet_metadata(record)}
-    n = n_resized = n_bad = 0
+    n = n_resized = n_bad = n_unknown = 0
+    unknown: set[str] = set()
     objects: set[str] = set()
     writer = schema = None
     lengths: dict[str, int] = {}
@@ -639,6 +661,16 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
             h5.create_dataset("objectId", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
             try:
                 for records, extras in batches:
+                    ok = [known_schema(r.get("schemavsn")) for r in records]
+                    if not all(ok):  # an unknown version is reported, not guessed
+                        unknown.update(str(r.get("schemavsn")) for r, good in zip(records, ok) if not good)
+                        n_unknown += ok.count(False)
+                        records = [r for r, good in zip(records, ok) if good]
+                        if extras:
+                            mask = pa.array(ok)
+                            extras = {k: v.filter(mask) for k, v in extras.items()}
+                        if not records:
+                            continue
                     columns, stamps = convert_batch(path, records, size, keep_history)
                     labels = _label_columns(extras)
                     if schema is None:
@@ -664,6 +696,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
             finally:
                 if writer is not None:
                     writer.close()
+            if n == 0 and n_unknown:
+                raise InputError(path, f"all {n_unknown} alert(s) are of an unknown alert schema version "
+                                       f"({', '.join(sorted(unknown))}; this reader knows 1.x to 4.x)")
             if n and n_bad == n:
                 raise InputError(path, f"none of the {n} alerts has decodable FITS stamps "
                                        "(JPEG stamps of alert schema < 2?)")
@@ -671,7 +706,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                 add_parquet_metadata(tmp_alerts, astropy_parquet_metadata(
                     schema, meta={"provenance": record, "astrotool": facts}, lengths=lengths))
             stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
-                     "n_stamps_bad": n_bad}
+                     "n_stamps_bad": n_bad, "n_unknown_schema": n_unknown, "unknown_schemas": ", ".join(sorted(unknown))}
             h5.attrs.update(hdf5_attrs(record))
             h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
                              "stamp_size": size, "keep_history": keep_history, **stats})
