@@ -31,13 +31,11 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
     import torch
 
     from astrotool.errors import InputError
-    from astrotool.ml.commands import dataset_identity, prepare_training
-    from astrotool.ml.fabric import Runtime
-    from astrotool.ml.training import epoch_rng, fit, seed_everything
+    from astrotool.ml.training import epoch_rng, fit
 
     from astrotool_ztf.model import AUTOENCODER, StampAutoencoder, autoencoder_loss
     from astrotool_ztf.prepare import first_alerts
-    from astrotool_ztf.train import RESUMABLE, train_indices
+    from astrotool_ztf.train import start_training, train_indices
 
     model_dir = Path(model_dir)
     if int(ds.attrs["crop"]) != 21:
@@ -47,12 +45,7 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
     if len(tr_idx) == 0 or len(va_idx) == 0:
         raise InputError(ds.root, f"{len(tr_idx)} training and {len(va_idx)} validation alerts")
     train, val = _stamps(ds, tr_idx), _stamps(ds, va_idx)
-    rt = runtime if runtime is not None else Runtime()
-    rt.launch()
-    settings = {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
-                "dataset": dataset_identity(ds)}
-    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
-    seed_everything(seed)
+    rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
     kwargs = {"in_channels": CHANNELS, "latent": cfg.latent, "variational": cfg.arch == "vae", "crop": 21}
     model = StampAutoencoder(**kwargs).to(rt.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -76,24 +76,17 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
     import torch
 
     from astrotool.errors import InputError
-    from astrotool.ml.commands import dataset_identity, prepare_training
-    from astrotool.ml.fabric import Runtime
-    from astrotool.ml.training import epoch_rng, fit, seed_everything
+    from astrotool.ml.training import epoch_rng, fit
 
     from astrotool_ztf.model import TEMPORAL, TemporalClassifier, entropy_regularised_loss
-    from astrotool_ztf.train import RESUMABLE, balanced_order
+    from astrotool_ztf.train import balanced_order, start_training
 
     model_dir = Path(model_dir)
     train, val = sequences(ds, "train", cfg.max_alerts), sequences(ds, "val", cfg.max_alerts)
     if len(train["label"]) == 0 or len(val["label"]) == 0:
         raise InputError(ds.root, f"{len(train['label'])} training and {len(val['label'])} validation objects: "
                                   "both splits must hold objects")
-    rt = runtime if runtime is not None else Runtime()
-    rt.launch()
-    settings = {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
-                "dataset": dataset_identity(ds)}
-    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
-    seed_everything(seed)
+    rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
     kwargs = {"in_channels": int(ds.arrays["stamps"][0][0]), "n_features": len(ds.feature_names),
               "n_classes": len(ds.classes), "crop": int(ds.attrs["crop"]), "kernel": cfg.kernel,
               "dropout": cfg.dropout, "group": cfg.group, "hidden": cfg.hidden}

@@ -64,6 +64,24 @@ def load_split(ds, indices: np.ndarray, stats: dict | None = None) -> dict:
             "label": np.asarray(meta["label"])[np.sort(indices)].astype(np.int64)}
 
 
+def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime):
+    """The runtime launched, the existing model folder resumed, restarted or refused (the settings a resume
+    must share: every key but :data:`RESUMABLE`, the seed, the set's identity), and the seed set."""
+    from astrotool.ml.commands import dataset_identity, prepare_training
+    from astrotool.ml.fabric import Runtime
+    from astrotool.ml.training import seed_everything
+
+    rt = runtime if runtime is not None else Runtime()
+    rt.launch()
+    settings = {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
+                "dataset": dataset_identity(ds)}
+    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
+    if rt.world_size > 1:
+        rt.fabric.barrier("ztf-train-prepared")
+    seed_everything(seed)
+    return rt, settings
+
+
 def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=None, on_epoch=None,
                      runtime=None) -> dict:
     """Train (or resume training) the stamp classifier.
@@ -96,9 +114,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     import torch
 
     from astrotool.errors import InputError
-    from astrotool.ml.commands import dataset_identity, prepare_training
-    from astrotool.ml.fabric import Runtime
-    from astrotool.ml.training import epoch_rng, fit, seed_everything
+    from astrotool.ml.training import epoch_rng, fit
 
     from astrotool_ztf.model import ARCHITECTURE, PROBE, StampClassifier, entropy_regularised_loss
     from astrotool_ztf.prepare import first_alerts
@@ -109,14 +125,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
         raise InputError(ds.root, f"{len(tr_idx)} training and {len(va_idx)} validation alerts: both splits must "
                                   "hold objects (simulate or ingest more, or lower ztf.prepare.val_per_class)")
     train, val = load_split(ds, tr_idx), load_split(ds, va_idx)
-    rt = runtime if runtime is not None else Runtime()
-    rt.launch()
-    settings = {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
-                "dataset": dataset_identity(ds)}
-    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
-    if rt.world_size > 1:
-        rt.fabric.barrier("ztf-train-prepared")
-    seed_everything(seed)
+    rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
     n_feat = len(ds.feature_names) if cfg.use_features else 0
     if cfg.arch == "probe":  # a head on a trained autoencoder's frozen latents
         arch, (model, kwargs) = PROBE, probe_model(cfg, ds, n_feat, model_dir)
