@@ -179,3 +179,32 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
     p_onnx = sess.run(None, {"stamps": x[:20], "features": f[:20]})[0]
     mine = alerts[alerts["source"] == "sim_0000_alerts.parquet"].iloc[:20]
     assert np.allclose(p_onnx, mine[[f"p_{c}" for c in meta["classes"]]].to_numpy(float), atol=1e-5)
+
+
+def test_alerts_with_all_nan_stamps_get_no_prediction_and_are_counted(tmp_path):
+    from astrotool.ml.checkpoint import save_checkpoint
+    from astrotool_ztf import synthetic
+    from astrotool_ztf.classify import load_classifier
+    from astrotool_ztf.config import IngestConfig
+    from astrotool_ztf.ingest import ingest_file
+    from astrotool_ztf.predict import per_object, predict_file
+
+    alerts = synthetic.make_alerts(4, seed=9)
+    blank = synthetic.fits_stamp(np.full((63, 63), np.nan, np.float32))
+    for key in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
+        alerts[2][key]["stampData"] = blank
+    src = synthetic.write_avro(tmp_path / "a.avro", alerts)
+    ingest_file(src, tmp_path / "a_alerts.parquet", tmp_path / "a_stamps.h5", IngestConfig(), overwrite=False)
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 4, "n_features": 23, "n_classes": 5, "crop": 21, "kernel": 3, "dropout": 0.5,
+              "group": "c4"}
+    save_checkpoint(tmp_path / "m", StampClassifier(**kwargs), {
+        "architecture": {"name": "ztf_stamp_classifier", "kwargs": kwargs},
+        "classes": ["AGN", "SN", "VS", "asteroid", "bogus"], "crop": 21, "temperature": 1.0,
+        "feature_mean": [0.0] * 23, "feature_std": [1.0] * 23})
+    model, meta = load_classifier(tmp_path / "m")
+    df, rate = predict_file(tmp_path / "a_alerts.parquet", tmp_path / "a_stamps.h5", model, meta)
+    assert df["class"].tolist()[2] == "" and df["p_max"].isna().tolist() == [False, False, True, False]
+    assert np.allclose(df.drop(index=2)[[f"p_{c}" for c in meta["classes"]]].sum(axis=1), 1.0) and rate > 0
+    obj = per_object(df, meta["classes"]).set_index("objectId")
+    assert obj.loc[df["objectId"][2], "n_predicted"] == 0 and obj.loc[df["objectId"][2], "class"] == ""

@@ -8,7 +8,7 @@ import pytest
 
 from astrotool_ztf.ingest import read_stamps
 from astrotool_ztf.prepare import (CLIP, FEATURES, StampDataset, assign_splits, crop_centre, features,
-                                   normalise_stamps)
+                                   normalise_stamps, standardise)
 from astrotool_ztf.simulate import CLASSES, PIXEL_SCALE, ZERO_POINT, simulate_objects
 
 CFG = {"stamp_size": 63, "class_fractions": {c: 1.0 for c in CLASSES}, "alerts_per_object": (1, 3),
@@ -134,6 +134,8 @@ def test_features_clip_fill_and_derive():
     assert col["sharpnr"][1] == -1
     assert abs(col["gal_lat"][0]) < 0.1  # Sgr A*
     assert CLIP["sharpnr"] == (-1, 1.5)
+    assert np.isnan(col["magpsf"]).all()  # missing, no clip floor: imputed with the training mean when z-scored
+    assert standardise(np.array([[np.nan, 2.0]]), [1.0, 1.0], [1.0, 2.0]).tolist() == [[0.0, 0.5]]
 
 
 def test_splits_are_balanced_by_object_and_fixed_by_seed():

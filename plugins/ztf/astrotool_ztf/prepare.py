@@ -7,9 +7,10 @@ with NaN kept visible:
   px (21 in ALeRCE, 33 or 45 in Neira et al. 2024); each image normalised to
   [0, 1] on its own (``(x - min) / max(x - min)``, NaN ignored); NaN -> 0 with a
   fourth channel that is 1 where any of the three was NaN (edge stamps);
-* features (:data:`FEATURES`, ALeRCE's 23): stored clipped (:data:`CLIP`) and
-  with ZTF's missing-value fill (-999) or NaN replaced by the clip floor, or by
-  0 where there is none; ``isdiffpos`` as 1/0; galactic and ecliptic
+* features (:data:`FEATURES`, ALeRCE's 23): stored clipped (:data:`CLIP`), ZTF's
+  missing-value fill (-999) or NaN replaced by the clip floor where there is
+  one, else kept missing (NaN) and imputed with the training mean when
+  z-scored (:func:`standardise`); ``isdiffpos`` as 1/0; galactic and ecliptic
   coordinates from ra/dec; ``non_detections = ncovhist - ndethist``. Their mean
   and standard deviation over the *training* split are stored in the manifest
   (``feature_mean``, ``feature_std``) and carried into each checkpoint, which
@@ -216,6 +217,7 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         The set exists, made with other settings or inputs, and ``overwrite`` is False.
     """
     import shutil
+    import warnings
 
     import pandas as pd
 
@@ -274,9 +276,11 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         raise InputError(out_dir, "no alert in the training split (more objects are needed)")
     if len(train) == 0:  # a hold-out set: models z-score with their own training statistics
         train = np.concatenate([features(t) for t in tables])
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature missing from every training alert
+        mean, std = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     manifest = writer.finalize(len(tables), attrs={
         "classes": classes, "features": list(FEATURES), "channels": list(CHANNELS), "crop": cfg.crop,
         "feature_mean": [float(v) for v in mean], "feature_std": [float(v) for v in std],
@@ -290,9 +294,10 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
 
 
 def standardise(features_raw: np.ndarray, mean, std) -> np.ndarray:
-    """Z-scored features with the training statistics (those of the manifest or the checkpoint)."""
-    return ((np.asarray(features_raw, np.float32) - np.asarray(mean, np.float32)) /
-            np.asarray(std, np.float32)).astype(np.float32)
+    """Z-scored features with the training statistics (those of the manifest or the checkpoint); a missing
+    value becomes 0, the training mean."""
+    z = (np.asarray(features_raw, np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.where(np.isfinite(z), z, 0.0).astype(np.float32)
 
 
 def first_alerts(ds: StampDataset, split: str) -> np.ndarray:
