@@ -175,3 +175,5 @@ def test_prepare_writes_a_set_and_refuses_a_bad_table(tmp_path, astro):
     bad = astro("--json", "-w", ws, "ztf", "prepare", "nolabel", "--name", "other")
     assert bad.returncode == 2 and "nolabel_alerts.parquet" in bad.stderr and "label column 'class'" in bad.stderr
     assert not (ws / "ztf" / "prepared" / "other").exists()
+    again = astro("-w", ws, "--overwrite", "ztf", "prepare", "nolabel", "--crop", "33")
+    assert again.returncode == 2 and StampDataset(ws / "ztf" / "prepared" / "sim").n == ds.n  # the old set is kept

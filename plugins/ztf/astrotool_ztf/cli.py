@@ -275,18 +275,17 @@ def evaluate(
     _confusion.png (normalised) and _reliability.png.
     """
     from astrotool.context import current
-    from astrotool.errors import InputError
-    from astrotool.workspace import write_json_atomic
-    from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
-    import json
-
-    from astrotool_ztf.evaluate import evaluate_model, summarise, write_figures
     import numpy as np
 
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import read_meta
+    from astrotool.workspace import write_json_atomic
+    from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
     from astrotool_ztf.autoencoder import clustering_accuracy, latents
+    from astrotool_ztf.evaluate import evaluate_model, summarise, write_figures
     from astrotool_ztf.model import AUTOENCODER, TEMPORAL
-    from astrotool_ztf.temporal import gain_table
     from astrotool_ztf.prepare import StampDataset
+    from astrotool_ztf.temporal import gain_table
     from astrotool_ztf.train import NO_DATASET
 
     ctx = current()
@@ -303,7 +302,7 @@ def evaluate(
             raise InputError(root, f"no model of the set {ds.name!r} (train one, or name it with --model)")
     reports = ctx.workspace.stage(NAME, REPORTS)
     def arch_of(d):
-        return json.loads((d / "model.json").read_text()).get("architecture", {}).get("name")
+        return read_meta(d)["architecture"]["name"]
 
     autoencoders = [d for d in dirs if arch_of(d) == AUTOENCODER]
     if autoencoders:

@@ -33,7 +33,7 @@ def alert_inputs(alerts_path, stamps_path, meta: dict):
                                       "(ingest again)")
     crop = int(meta["crop"])
     raw = [crop_centre(stamps[k], crop) for k in ("science", "template", "difference")]
-    usable = np.array([np.isfinite(np.stack([r[i] for r in raw])).any() for i in range(len(table))], bool)
+    usable = np.isfinite(np.stack(raw, axis=1)).any(axis=(1, 2, 3))  # alerts with at least one pixel
     x = normalise_stamps(*raw)
     f = standardise(features(table), meta["feature_mean"], meta["feature_std"])
     return table, x, f, usable

@@ -236,10 +236,8 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         if changed:
             raise SettingsChanged(old.manifest_path, changed)
         return {"dataset": str(out_dir), "kept": True, "n": old.n}
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
     tables, stamp_sets = [], []
-    for alerts_path, stamps_path in pairs:
+    for alerts_path, stamps_path in pairs:  # every input read before the old set is removed
         t, s = read_labelled(alerts_path, stamps_path, cfg.label_column, cfg.label_map, classes)
         tables.append(t)
         stamp_sets.append(s)
@@ -254,6 +252,8 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     order = allt.sort_values(["objectId", "jd"], kind="stable")
     alert_index = order.groupby("objectId").cumcount().reindex(allt.index).to_numpy()
     n_alerts = allt.groupby("objectId")["objectId"].transform("size").to_numpy()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
     writer = DatasetWriter(str(out_dir), out_dir.name, shard_product="stamps", table_product="alerts", kind=KIND,
                            compression=cfg.compression, command="ztf prepare")
     start = 0
