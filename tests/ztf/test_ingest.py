@@ -350,3 +350,54 @@ def test_unknown_schema_versions_are_reported_and_the_others_ingested(tmp_path, 
     bad = astro("-w", tmp_path / "ws", "ztf", "ingest", only)
     assert bad.returncode != 0 and "new" in bad.stderr and "unknown alert schema version (5.0" in bad.stderr
     assert not (tmp_path / "ws" / "ztf" / "alerts" / "new_alerts.parquet").exists()
+
+
+def write_old_avro(path: Path, alerts: list[dict], version: str | None, *, sgscore: bool = False,
+                   alert_id: bool = False) -> Path:
+    """Alerts in the shape of an early 1.x schema: no ``schemavsn`` or ``publisher`` (the version only in
+    the Avro file's schema), ``candidate.sgscore`` (before 1.8), ``alertId`` instead of ``objectId`` (1.1)."""
+    schema = synthetic.alert_schema()
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in ("schemavsn", "publisher")]
+    if version is not None:
+        schema["version"] = version
+    if sgscore:
+        schema["fields"][2]["type"]["fields"].append({"name": "sgscore", "type": ["null", "float"]})
+    if alert_id:
+        schema["fields"][0] = {"name": "alertId", "type": "long"}
+    records = []
+    for i, a in enumerate(alerts):
+        r = {k: v for k, v in a.items() if k not in ("schemavsn", "publisher")}
+        if sgscore:
+            r["candidate"] = dict(r["candidate"], sgscore=0.25 * i)
+        if alert_id:
+            r["alertId"] = 1000 + i
+            del r["objectId"]
+        records.append(r)
+    with open(path, "wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(schema), records)
+    return path
+
+
+def test_schema_1x_version_comes_from_the_avro_schema_and_moved_fields_are_mapped(tmp_path):
+    alerts = synthetic.make_alerts(3, seed=5)
+    r = ingest(write_old_avro(tmp_path / "v16.avro", alerts, "1.6", sgscore=True), tmp_path / "out")
+    assert r.n_alerts == 3 and r.schema_versions == "1.6"
+    t = pq.read_table(r.alerts).to_pydict()
+    assert t["schemavsn"] == ["1.6"] * 3
+    assert t["sgscore1"] == [0.0, 0.25, 0.5]  # 1.8 renamed sgscore to sgscore1
+    r18 = ingest(write_old_avro(tmp_path / "v18.avro", alerts, "1.8"), tmp_path / "out")
+    assert pq.read_table(r18.alerts).column("schemavsn").to_pylist() == ["1.8"] * 3
+    assert pq.read_table(r18.alerts).column("sgscore1").to_pylist() == [None] * 3
+
+
+def test_schema_1_1_alert_is_refused_with_its_version_and_the_others_ingested(tmp_path, astro):
+    alerts = synthetic.make_alerts(2, seed=6)
+    (tmp_path / "in").mkdir()
+    write_old_avro(tmp_path / "in" / "old.avro", alerts, "1.1", alert_id=True)
+    synthetic.write_avro(tmp_path / "in" / "new.avro", alerts)
+    r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", tmp_path / "in")
+    assert r.returncode != 0
+    assert "old.avro: alert schema 1.1: an early 1.x alert (alertId, no objectId, JPEG stamps)" in r.stderr
+    assert json.loads(r.stdout[r.stdout.index("{"):])["schema_versions"] == alerts[0]["schemavsn"]
+    assert pq.read_metadata(tmp_path / "ws" / "ztf" / "alerts" / "new_alerts.parquet").num_rows == 2
+    assert not (tmp_path / "ws" / "ztf" / "alerts" / "old_alerts.parquet").exists()

@@ -46,7 +46,7 @@ def ingest(
 
     from astrotool.context import current
     from astrotool_ztf import ALERTS, NAME, STAMPS
-    from astrotool_ztf.ingest import expand_inputs, ingest_files
+    from astrotool_ztf.ingest import expand_inputs, ingest_files, version_key
 
     ctx = current()
     cfg = ctx.section(NAME, {"ingest.stamp_size": stamp_size, "ingest.compression": compression,
@@ -75,8 +75,10 @@ def ingest(
     if skipped:
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
     fresh = sum(r.n_alerts for r in done if not r.skipped)
+    versions = {v for r in done for v in r.schema_versions.split(", ") if v}
     ctx.emit({"files": len(files), "ingested": len(done) - skipped, "kept": skipped,
               "alerts": sum(r.n_alerts for r in done),
+              "schema_versions": ", ".join(sorted(versions, key=version_key)),
               "alerts_per_s": round(fresh / seconds, 1) if fresh and seconds > 0 else None,
               "outputs": [asdict(r) for r in done]})
 

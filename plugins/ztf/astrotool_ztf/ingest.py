@@ -53,7 +53,18 @@ ALERT_FIELDS = {"schemavsn", "publisher", "objectId", "candid", "candidate", "pr
 REQUIRED = ("objectId", "candidate", *STAMPS.values())
 
 SCHEMA_MAJORS = (1, 2, 3, 4)
-"""Major versions of the ZTF alert schema read (``schemavsn`` 1.x to 4.x; 1.x has JPEG stamps, reported as bad)."""
+"""Major versions of the ZTF alert schema read (``schemavsn`` 1.x to 4.x). Alerts before 2.0 carry no
+``schemavsn``: the version is the ``version`` of the schema written into the Avro file. Schema 1.1 to 1.4
+alerts have JPEG stamps, which are reported as bad (1.1 has no ``objectId`` either and is refused)."""
+
+RENAMED = {"sgscore": "sgscore1", "sgmag": "sgmag1", "srmag": "srmag1", "simag": "simag1", "szmag": "szmag1"}
+"""``candidate`` fields renamed by schema 1.8, which added the second and third nearest PS1 sources:
+old name -> the name this reader keeps (schemas 1.3 to 1.6 hold the old one)."""
+
+
+def version_key(version: str) -> tuple:
+    """Sort key of an alert schema version: ``"3.10"`` after ``"3.3"``."""
+    return tuple(int(p) if p.isdigit() else 0 for p in str(version).split("."))
 
 
 def known_schema(version) -> bool:
@@ -291,6 +302,9 @@ def sniff_format(path) -> str:
 
 def _check_record(path, record: dict) -> None:
     missing = [f for f in REQUIRED if f not in record]
+    if "objectId" in missing and "alertId" in record:
+        raise InputError(path, f"alert schema {record.get('schemavsn') or 'without a version'}: an early 1.x alert "
+                               "(alertId, no objectId, JPEG stamps); ZTF alerts are read from schema 1.3 on")
     if missing:
         raise InputError(path, f"not a ZTF alert: missing field(s) {', '.join(missing)}")
     if not isinstance(record["candidate"], dict):
@@ -315,6 +329,8 @@ def iter_avro(path, batch_size: int):
             reader = fastavro.reader(fh)
         except Exception as exc:  # noqa: BLE001 - fastavro raises ValueError, EOFError, ...
             raise InputError(path, f"not a readable Avro file: {exc}") from None
+        schema = reader.writer_schema
+        version = schema.get("version") if isinstance(schema, dict) else None  # alerts before 2.0 have no schemavsn
         batch, count = [], 0
         while True:
             try:
@@ -326,6 +342,8 @@ def iter_avro(path, batch_size: int):
                                        f"{type(exc).__name__}: {exc}") from None
             if not isinstance(record, dict):
                 raise InputError(path, "not a ZTF alert: Avro records are not objects")
+            if record.get("schemavsn") is None and version is not None:
+                record["schemavsn"] = str(version)
             _check_record(path, record)
             batch.append(record)
             count += 1
@@ -454,6 +472,8 @@ def convert_batch(path, records: list[dict], size: int, keep_history: bool):
     stamps = {k: np.empty((n, size, size), dtype=np.float32) for k in STAMPS}
     for i, rec in enumerate(records):
         cand = rec.get("candidate") or {}
+        if any(old in cand for old in RENAMED):
+            cand = {RENAMED.get(k, k): v for k, v in cand.items()}
         candid = rec.get("candid", cand.get("candid"))
         if rec.get("objectId") is None or candid is None:
             raise InputError(path, f"alert {i}: objectId or candid is missing")
@@ -572,6 +592,8 @@ class IngestResult:
         Alerts left out because their ``schemavsn`` is of an unknown major version.
     unknown_schemas : str
         Those versions, comma-separated.
+    schema_versions : str
+        The alert schema versions ingested, comma-separated (empty when no alert says).
     """
 
     input: str
@@ -585,6 +607,7 @@ class IngestResult:
     skipped: bool
     n_unknown_schema: int = 0
     unknown_schemas: str = ""
+    schema_versions: str = ""
 
 
 def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bool) -> IngestResult:
@@ -628,7 +651,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                 raise InputError(stamps_path, f"not a stamps file of ztf ingest: no attribute(s) {', '.join(missing)} "
                                               "(use --overwrite)")
             info = {k: h5.attrs[k] for k in stat_keys}
-            info.update({k: h5.attrs[k] for k in ("n_unknown_schema", "unknown_schemas") if k in h5.attrs})
+            info.update({k: h5.attrs[k] for k in ("n_unknown_schema", "unknown_schemas", "schema_versions")
+                         if k in h5.attrs})
             kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
         kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in kept.items()}
@@ -646,6 +670,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     metadata = {"astrotool": json.dumps(facts), **parquet_metadata(record)}
     n = n_resized = n_bad = n_unknown = 0
     unknown: set[str] = set()
+    versions: set[str] = set()
     objects: set[str] = set()
     writer = schema = None
     lengths: dict[str, int] = {}
@@ -672,6 +697,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                         if not records:
                             continue
                     columns, stamps = convert_batch(path, records, size, keep_history)
+                    versions.update(v for v in columns["schemavsn"] if v is not None)
                     labels = _label_columns(extras)
                     if schema is None:
                         schema = _alert_schema(labels, keep_history, metadata)
@@ -700,13 +726,16 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                 raise InputError(path, f"all {n_unknown} alert(s) are of an unknown alert schema version "
                                        f"({', '.join(sorted(unknown))}; this reader knows 1.x to 4.x)")
             if n and n_bad == n:
-                raise InputError(path, f"none of the {n} alerts has decodable FITS stamps "
-                                       "(JPEG stamps of alert schema < 2?)")
+                early = sorted(v for v in versions if v.startswith("1."))
+                raise InputError(path, f"none of the {n} alerts has decodable FITS stamps"
+                                       + (f" (alert schema {', '.join(early)}: early 1.x alerts have JPEG stamps)"
+                                          if early else ""))
             if schema is not None:  # string widths are known now: astropy reads the columns with them
                 add_parquet_metadata(tmp_alerts, astropy_parquet_metadata(
                     schema, meta={"provenance": record, "astrotool": facts}, lengths=lengths))
             stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
-                     "n_stamps_bad": n_bad, "n_unknown_schema": n_unknown, "unknown_schemas": ", ".join(sorted(unknown))}
+                     "n_stamps_bad": n_bad, "n_unknown_schema": n_unknown, "unknown_schemas": ", ".join(sorted(unknown)),
+                     "schema_versions": ", ".join(sorted(versions, key=version_key))}
             h5.attrs.update(hdf5_attrs(record))
             h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
                              "stamp_size": size, "keep_history": keep_history, **stats})
