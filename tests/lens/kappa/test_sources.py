@@ -272,3 +272,16 @@ def test_sim_name_and_duplicate_across_tarballs(tmp_path, capsys):
     assert code == 2 and "duplicate map name" in err and "a.tar.gz:a/" in err and "b.tar.gz:b/" in err
     with pytest.raises(InputError, match="duplicate map name"):
         open_maps([a, b], "kappa", _Ctx(ws))
+
+
+def test_a_bare_name_is_the_workspace_set_before_a_folder_of_the_current_directory(tmp_path, capsys, monkeypatch):
+    ws = tmp_path / "ws"
+    make_root(ws / "lens" / "kappa" / "sims" / "demo", NAMES[:6])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. the workspace of `astro -w demo demo`, no maps in it
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", "demo")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 6
+    assert open_maps("demo", "epsilon", _Ctx(ws)).describe().startswith("data set")
+    make_root(tmp_path / "demo", NAMES[6:9], kappa=False)
+    assert len(open_maps("./demo", "epsilon", _Ctx(ws))) == 3  # a path stays a path

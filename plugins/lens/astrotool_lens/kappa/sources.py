@@ -526,16 +526,33 @@ def _stage_names(ctx, stage: str) -> list[str]:
     return sorted(x.name for x in d.iterdir() if x.is_dir()) if d.is_dir() else []
 
 
+def _named_set(ctx, text: str, stages=(("data", "data set"), ("sims", "simulated set"),
+                                       ("predictions", "prediction run"))):
+    """``(folder, what)`` of the first workspace set called ``text`` (a bare name, no separator), else None.
+
+    A bare name is the workspace's before a folder of the current directory: ``demo`` is the data set
+    ``lens/kappa/data/demo`` even where ``./demo`` exists (write ``./demo`` for the folder).
+    """
+    if os.sep in text or "/" in text or text in ("", ".", ".."):
+        return None
+    for stage, what in stages:
+        d = ctx.workspace.stage("lens", f"kappa/{stage}", create=False) / text
+        if d.is_dir():
+            return d, what
+    return None
+
+
 def open_maps(spec, kind: str, ctx, split: str = "all"):
     """The :class:`MapSet` a command-line source names.
 
-    ``spec`` is tried as, in order: tarball file(s) (``*.tar.gz``, ``*.tgz``,
-    ``*.tar``; a glob pattern or a list of paths too); an existing folder (a
-    packed data set, a Datathon root with EPSILON/ and/or KAPPA/ -- ``kind``
-    picks which --, a folder of ``.npy`` maps, a folder of tarballs); then a
-    name in the workspace: a packed data set (``lens/kappa/data/<spec>``), a
-    simulated set (``lens/kappa/sims/<spec>``), a prediction run
-    (``lens/kappa/predictions/<spec>``), the first that exists.
+    ``spec`` is tried as, in order: a bare name (no path separator) in the
+    workspace: a packed data set (``lens/kappa/data/<spec>``), a simulated set
+    (``lens/kappa/sims/<spec>``), a prediction run
+    (``lens/kappa/predictions/<spec>``), the first that exists; tarball file(s)
+    (``*.tar.gz``, ``*.tgz``, ``*.tar``; a glob pattern or a list of paths too);
+    an existing folder (a packed data set, a Datathon root with EPSILON/ and/or
+    KAPPA/ -- ``kind`` picks which --, a folder of ``.npy`` maps, a folder of
+    tarballs). Write ``./name`` for a folder that shares a set's name.
 
     Parameters
     ----------
@@ -569,6 +586,9 @@ def open_maps(spec, kind: str, ctx, split: str = "all"):
                                      "`astro lens kappa data` to combine them")
         return TarMaps(paths, kind)
     text = str(spec)
+    named = _named_set(ctx, text)
+    if named is not None:
+        return _open_folder(named[0], kind, split, label=f"{named[1]} {text}")
     p = Path(text).expanduser()
     if not p.exists() and any(c in text for c in "*?["):
         hits = sorted(Path(h) for h in glob.glob(str(p)))
@@ -581,11 +601,6 @@ def open_maps(spec, kind: str, ctx, split: str = "all"):
         raise InputError(p, "not a map source (expected a folder, a data set name or a *.tar.gz)")
     if p.is_dir():
         return _open_folder(p, kind, split)
-    if os.sep not in text and "/" not in text and text not in ("", ".", ".."):
-        for stage, what in (("data", "data set"), ("sims", "simulated set"), ("predictions", "prediction run")):
-            d = ctx.workspace.stage("lens", f"kappa/{stage}", create=False) / text
-            if d.is_dir():
-                return _open_folder(d, kind, split, label=f"{what} {text}")
     listing = "; ".join(f"{what}: {', '.join(names) if names else '(none)'}" for what, names in (
         ("data sets", _stage_names(ctx, "data")), ("simulated sets", _stage_names(ctx, "sims")),
         ("prediction runs", _stage_names(ctx, "predictions"))))
@@ -691,7 +706,8 @@ def _source_roots(ctx, sources: Sequence[str]):
     """``("folders", [(label, eps_dir, kap_dir|None)])`` or ``("tarballs", [paths])``."""
     folders, tars = [], []
     for s in sources:
-        p = Path(str(s)).expanduser()
+        named = _named_set(ctx, str(s), (("sims", "simulated set"),))
+        p = named[0] if named else Path(str(s)).expanduser()
         if not p.exists() and any(c in str(s) for c in "*?["):
             hits = sorted(Path(h) for h in glob.glob(str(p)))
             if not hits:
@@ -701,10 +717,6 @@ def _source_roots(ctx, sources: Sequence[str]):
         if p.is_file() and is_tarball(p):
             tars.append(p)
             continue
-        if not p.exists() and "/" not in str(s):
-            d = ctx.workspace.stage("lens", "kappa/sims", create=False) / str(s)
-            if d.is_dir():
-                p = d
         if not p.is_dir():
             names = _stage_names(ctx, "sims")
             raise InputError(s, "no such folder or tarball, and no simulated set of that name (simulated sets: "
