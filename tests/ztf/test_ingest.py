@@ -25,6 +25,7 @@ from astrotool_ztf.ingest import (IngestItem, IngestResult, decode_stamp, expand
 
 SHARED = Path(os.environ.get("ASTRO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "ztf"
 REAL_AVRO = sorted(SHARED.glob("*.avro")) if SHARED.is_dir() else []
+STAMP_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 needs_shared = pytest.mark.skipif(not REAL_AVRO, reason=f"no sample ZTF alerts in {SHARED} (set ASTRO_SHARED_DATA)")
 
 
@@ -252,6 +253,73 @@ def test_decode_stamp_pads_crops_and_flags():
     np.testing.assert_array_equal(out, big[3:66, 4:67])      # centre crop: (70 - 63) // 2, (71 - 63) // 2
     assert decode_stamp(None, 63)[1] == "missing"
     assert decode_stamp(b"\x1f\x8bnot gzip", 63)[1] == "bad"
+    assert decode_stamp(b"\xff\xd8\xff\xe0 a JPEG stamp", 63)[1] == "bad"
+
+
+def _fits_bytes(hdus) -> bytes:
+    from astropy.io import fits
+
+    buf = io.BytesIO()
+    fits.HDUList(hdus).writeto(buf)
+    return buf.getvalue()
+
+
+def test_stamps_read_without_astropy_equal_astropy():
+    """The direct reader of one-HDU 2-D cutouts gives astropy's values, scaling included, and hands
+    anything else (BLANK, an image in an extension, truncated data) to astropy."""
+    from astropy.io import fits
+
+    from astrotool_ztf.ingest import _simple_image
+
+    rng = np.random.default_rng(4)
+    img = rng.normal(100, 20, (5, 7))
+    cases = {
+        "f4": fits.PrimaryHDU(img.astype(np.float32)),
+        "f8": fits.PrimaryHDU(img),
+        "i4": fits.PrimaryHDU(img.astype(np.int32)),
+        "u1": fits.PrimaryHDU(np.clip(img, 0, 255).astype(np.uint8)),
+        "scaled": fits.PrimaryHDU(img.astype(np.float32)),
+    }
+    cases["scaled"].scale("int16", bscale=0.01, bzero=100.0)
+    for name, hdu in cases.items():
+        raw = _fits_bytes([hdu])
+        got = _simple_image(raw)
+        want = fits.getdata(io.BytesIO(raw)).astype(np.float32)
+        assert got is not None and got.dtype == np.float32, name
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=name)
+    blank = fits.PrimaryHDU(np.array([[1, -1], [3, 4]], dtype=np.int16))
+    blank.header["BLANK"] = -1
+    ext = [fits.PrimaryHDU(), fits.ImageHDU(img.astype(np.float32))]
+    for raw in (_fits_bytes([blank]), _fits_bytes(ext), _fits_bytes([cases["f4"]])[:-2880]):
+        assert _simple_image(raw) is None
+    out, status = decode_stamp(gzip.compress(_fits_bytes(ext)), 7)
+    assert status == "resized" and np.isfinite(out[1:6]).all()  # read by astropy
+    np.testing.assert_array_equal(out[1:6], img.astype(np.float32))
+
+
+@needs_shared
+@pytest.mark.filterwarnings("ignore:Found a SIMPLE card")  # some ZTF templates: 'SIMPLE  =  T'
+def test_every_shared_stamp_reads_as_astropy_reads_it():
+    import pyarrow.parquet as pq_
+
+    from astropy.io import fits
+
+    from astrotool_ztf.ingest import _simple_image
+
+    blobs = []
+    for path in REAL_AVRO:
+        with open(path, "rb") as fh:
+            blobs += [a[k]["stampData"] for a in fastavro.reader(fh) for k in STAMP_FIELDS]
+    for path in sorted(SHARED.glob("*.parquet")):
+        rows = pq_.read_table(path, columns=list(STAMP_FIELDS)).to_pylist()
+        blobs += [r[k]["stampData"] for r in rows for k in STAMP_FIELDS]
+    assert len(blobs) >= 300
+    for blob in blobs:
+        raw = gzip.decompress(blob)
+        got = _simple_image(raw)
+        assert got is not None
+        with fits.open(io.BytesIO(raw)) as hdul:
+            np.testing.assert_array_equal(got, hdul[0].data.astype(np.float32))
 
 
 def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
