@@ -11,7 +11,9 @@ Prints, all measured in this run:
 (b) alerts/s of the baseline "minimal loop" on the same file: fastavro read,
     gzip + astropy.io.fits decode of each stamp, candidate fields copied into
     row dicts, stamp arrays in lists, nothing written; and the ratio (a)/(b);
-(c) the same two on the shared sample alerts (real ZTF Avro packets and Fink
+(c) the same two on the same alerts as single-alert Avro files in a nightly
+    ``tar.gz`` archive (ZTF's public archive layout), ingested as one input;
+(d) the same two on the shared sample alerts (real ZTF Avro packets and Fink
     Parquet dumps) when they are found (``$ASTRO_SHARED_DATA/ztf`` or
     ``../shared/data/ztf``); the baseline reads the Parquet dumps with pyarrow.
 
@@ -77,8 +79,37 @@ def make_input(path: Path, n_alerts: int, distinct: int) -> Path:
     return path
 
 
+def make_archive(container: Path, path: Path) -> Path:
+    """The alerts of ``container`` as one single-alert Avro file each in a gzipped tar archive, the layout of
+    ZTF's nightly public archives (``ztf_public_YYYYMMDD.tar.gz``)."""
+    import fastavro
+    import tarfile
+
+    with open(container, "rb") as fh:
+        reader = fastavro.reader(fh)
+        schema = reader.writer_schema
+        alerts = list(reader)
+    with tarfile.open(path, "w:gz") as tf:
+        for a in alerts:
+            buf = io.BytesIO()
+            fastavro.writer(buf, schema, [a], codec="null")
+            info = tarfile.TarInfo(f"{a['candid']}.avro")
+            info.size = buf.tell()
+            buf.seek(0)
+            tf.addfile(info, buf)
+    return path
+
+
 def _read_records(path: Path):
-    """Alert dicts of an Avro (fastavro) or Parquet (pyarrow) file."""
+    """Alert dicts of an Avro (fastavro), Parquet (pyarrow) or tar archive of Avro files."""
+    if path.name.endswith(".tar.gz"):
+        import fastavro
+        import tarfile
+
+        with tarfile.open(path, "r|gz") as tf:
+            for member in tf:
+                yield from fastavro.reader(io.BytesIO(tf.extractfile(member).read()))
+        return
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -178,16 +209,25 @@ def main(argv=None) -> int:
         rate, rate_b = n_p / t_p, n_b / t_b
         print(f"(a) plugin ingest_file (Parquet + HDF5 written): {rate:.0f} alerts/s ({t_p:.1f} s)")
         print(f"(b) baseline {BASELINE}: {rate_b:.0f} alerts/s ({t_b:.1f} s); plugin/baseline = {rate / rate_b:.2f}x")
+        t = time.perf_counter()
+        night = make_archive(src, tmp / "ztf_public_night.tar.gz")
+        print(f"(c) the same alerts as single-alert Avro files in a nightly tar.gz archive "
+              f"({night.stat().st_size / 1e6:.1f} MB, written in {time.perf_counter() - t:.1f} s):")
+        ta_b, na_b = time_baseline([night], args.repeat)
+        ta_p, na_p = time_plugin([night], tmp, args.repeat)
+        assert na_b == na_p == args.alerts, (na_b, na_p)
+        print(f"    plugin (one table) {na_p / ta_p:.0f} alerts/s, baseline (tarfile + the loop) {na_b / ta_b:.0f} "
+              f"alerts/s; plugin/baseline = {ta_b / ta_p:.2f}x")
 
         shared = shared_ztf_data()
         if shared is None:
-            print("(c) shared sample alerts: not found (set ASTRO_SHARED_DATA); skipped")
+            print("(d) shared sample alerts: not found (set ASTRO_SHARED_DATA); skipped")
         else:
             files = expand_inputs([shared])
             ts_b, ns_b = time_baseline(files, 2)
             ts_p, ns_p = time_plugin(files, tmp, 2)
             assert ns_b == ns_p, (ns_b, ns_p)
-            print(f"(c) shared sample alerts ({len(files)} files, {ns_p} alerts, {shared}): plugin "
+            print(f"(d) shared sample alerts ({len(files)} files, {ns_p} alerts, {shared}): plugin "
                   f"{ns_p / ts_p:.0f} alerts/s, baseline {ns_b / ts_b:.0f} alerts/s; "
                   f"plugin/baseline = {ts_b / ts_p:.2f}x")
     print(f"ztf ingest: {rate:.0f} alerts/s = {rate / rate_b:.2f}x the {BASELINE} ({rate_b:.0f} alerts/s)")

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import fastavro
@@ -469,3 +470,43 @@ def test_schema_1_1_alert_is_refused_with_its_version_and_the_others_ingested(tm
     assert json.loads(r.stdout[r.stdout.index("{"):])["schema_versions"] == alerts[0]["schemavsn"]
     assert pq.read_metadata(tmp_path / "ws" / "ztf" / "alerts" / "new_alerts.parquet").num_rows == 2
     assert not (tmp_path / "ws" / "ztf" / "alerts" / "old_alerts.parquet").exists()
+
+
+def _tar(path: Path, members: dict) -> Path:
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_tar_archive_of_single_alert_files_is_one_table_and_bad_members_are_reported(tmp_path, astro):
+    alerts = synthetic.make_alerts(4, seed=8)
+    files = [synthetic.write_avro(tmp_path / f"a{i}.avro", [a]).read_bytes() for i, a in enumerate(alerts)]
+    members = {"night/a0.avro": files[0], "night/a1.avro.gz": gzip.compress(files[1]),
+               "night/broken.avro": files[2][:len(files[2]) // 2], "night/README.txt": b"ZTF public alerts",
+               "night/a2.avro": files[2], "night/a3.avro": files[3]}
+    tar = _tar(tmp_path / "ztf_public_20180601.tar.gz", members)
+    r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", tar)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout[r.stdout.index("{"):])["outputs"][0]
+    assert out["format"] == "tar.gz" and out["alerts"].endswith("ztf_public_20180601_alerts.parquet")
+    assert out["n_alerts"] == 4 and out["n_members_skipped"] == 1
+    assert "night/broken.avro: truncated or corrupt Avro data" in out["members_skipped"]
+    assert "1 archive member(s) that are not readable alerts left out: night/broken.avro" in r.stderr
+    table = pq.read_table(out["alerts"]).to_pydict()
+    assert table["candid"] == [a["candid"] for a in alerts]  # archive order
+    stamps = read_stamps(out["stamps"])
+    np.testing.assert_array_equal(stamps["science"][3], fits_image(alerts[3]["cutoutScience"]))
+    # an archive of no readable alert, and a truncated archive, are refused by name; nothing is written
+    bad = _tar(tmp_path / "bad.tar.gz", {"x.avro": b"not avro", "y.avro": files[0][:100]})
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    for path, msg in ((bad, "tar archive holds no readable Avro alert (2 member(s) skipped; first: x.avro"),
+                      (cut, "truncated or corrupt tar archive")):
+        with pytest.raises(InputError, match=re.escape(msg)):
+            ingest(path, tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.parquet"))

@@ -22,7 +22,8 @@ def main() -> None:
 
 @app.command()
 def ingest(
-    paths: List[Path] = typer.Argument(..., help="Alert files (.avro, .avro.gz, .parquet) or folders of them."),
+    paths: List[Path] = typer.Argument(..., help="Alert files (.avro, .avro.gz, .parquet), tar archives of "
+                                                          ".avro files (.tar, .tar.gz) or folders of them."),
     stamp_size: Optional[int] = typer.Option(None, "--stamp-size",
                                              help="Stamp side in pixels; smaller stamps are NaN-padded."),
     compression: Optional[str] = typer.Option(None, "--compression",
@@ -37,9 +38,11 @@ def ingest(
     alert: objectId, candid, jd, fid, magpsf, sigmapsf, ra, dec and other
     candidate fields, history counts, stamp flags and any label columns of a
     broker dump) and ztf/stamps/NAME_stamps.h5 (science, template, difference:
-    float32 N x 63 x 63 in table order; candid; objectId). Folders are searched
-    for .avro, .avro.gz and .parquet files. A bad file is reported and the
-    others are still ingested. Existing outputs are kept unless --overwrite.
+    float32 N x 63 x 63 in table order; candid; objectId). A tar archive of
+    single-alert .avro files (ZTF's nightly archives) is one input. Folders are
+    searched for .avro, .avro.gz, .parquet and .tar[.gz] files. A bad file (or
+    archive member) is reported and the others are still ingested. Existing
+    outputs are kept unless --overwrite.
     """
     import time
     from dataclasses import asdict
@@ -68,6 +71,9 @@ def ingest(
                             r.input, r.n_stamps_resized, cfg.stamp_size, cfg.stamp_size)
         if r.n_stamps_bad:
             ctx.log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
+        if r.n_members_skipped:
+            ctx.log.warning("%s: %d archive member(s) that are not readable alerts left out: %s", r.input,
+                            r.n_members_skipped, r.members_skipped)
         if r.n_unknown_schema:
             ctx.log.warning("%s: %d alert(s) of unknown alert schema version(s) %s left out (this reader knows "
                             "1.x to 4.x)", r.input, r.n_unknown_schema, r.unknown_schemas)
@@ -369,7 +375,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    inputs: List[str] = typer.Argument(..., help="Alert files (.avro, .avro.gz, .parquet) or folders, or names of "
+    inputs: List[str] = typer.Argument(..., help="Alert files (.avro, .avro.gz, .parquet, .tar[.gz]) or folders, or names of "
                                                  "ingested tables in ztf/alerts."),
     model: str = typer.Option(..., "--model", help="Model name or folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Output stem in ztf/predictions (default: the model's)."),

@@ -3,7 +3,8 @@
 Inputs
 ------
 * Avro files as ZTF distributes them (one alert per file, or an Avro container
-  with many), optionally gzipped. Schema (``ZwickyTransientFacility/ztf-avro-alert``):
+  with many), optionally gzipped, and tar archives of them (ZTF's nightly
+  archives: one input, one table). Schema (``ZwickyTransientFacility/ztf-avro-alert``):
   ``objectId``, ``candid``, ``candidate{jd, fid, magpsf, sigmapsf, ra, dec, ...}``,
   ``prv_candidates[]`` and ``cutoutScience/Template/Difference{fileName, stampData}``
   where ``stampData`` is a gzip-compressed FITS image.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +121,7 @@ DESCRIPTIONS = {
 }
 """Column descriptions of the alert table (``TCOMM``-like; shown by astropy and TOPCAT)."""
 
-_INPUT_SUFFIXES = (".avro.gz", ".avro", ".parquet", ".parq", ".avro.gzip")
+_INPUT_SUFFIXES = (".avro.gz", ".avro", ".parquet", ".parq", ".avro.gzip", ".tar.gz", ".tgz", ".tar")
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -323,36 +325,40 @@ def _astropy_image(raw: bytes) -> np.ndarray | None:
 # -- readers -----------------------------------------------------------------------------------
 
 def sniff_format(path) -> str:
-    """``"avro"``, ``"avro.gz"`` or ``"parquet"`` from the file's first bytes.
+    """``"avro"``, ``"avro.gz"``, ``"parquet"``, ``"tar"`` or ``"tar.gz"`` from the file's first bytes.
 
     Raises
     ------
     InputError
-        Missing, empty, unreadable, or neither format.
+        Missing, empty, unreadable, or none of these formats.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir():
-        raise InputError(path, "folder holds no .avro, .avro.gz or .parquet files")
+        raise InputError(path, "folder holds no .avro, .avro.gz, .parquet or .tar[.gz] files")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4)
+            head = fh.read(512)
             if head[:2] == b"\x1f\x8b":
                 with gzip.open(path, "rb") as gz:
-                    head = gz.read(4)
-                if head == b"Obj\x01":
+                    head = gz.read(512)
+                if head[:4] == b"Obj\x01":
                     return "avro.gz"
-                raise InputError(path, "gzip file that does not hold an Avro alert")
+                if head[257:262] == b"ustar":
+                    return "tar.gz"
+                raise InputError(path, "gzip file that holds neither an Avro alert nor a tar archive")
     except (OSError, EOFError) as exc:
         raise InputError(path, f"cannot read: {exc}") from None
-    if head == b"Obj\x01":
+    if head[:4] == b"Obj\x01":
         return "avro"
-    if head == b"PAR1":
+    if head[:4] == b"PAR1":
         return "parquet"
+    if head[257:262] == b"ustar":
+        return "tar"
     if not head:
         raise InputError(path, "empty file")
-    raise InputError(path, "neither an Avro alert file nor a Parquet alert table")
+    raise InputError(path, "neither an Avro alert file, a Parquet alert table nor a tar archive of Avro alerts")
 
 
 def _check_record(path, record: dict) -> None:
@@ -366,6 +372,55 @@ def _check_record(path, record: dict) -> None:
         raise InputError(path, "not a ZTF alert: 'candidate' is not a record")
 
 
+def _avro_alerts(fh, path):
+    """Checked alert dicts of one Avro stream (``path`` names it in errors); the schema version written in
+    the file fills ``schemavsn`` where an alert has none (schemas before 2.0).
+
+    Raises
+    ------
+    InputError
+        Not Avro, truncated, corrupt, no alerts, or records that are not ZTF alerts.
+    """
+    import fastavro
+
+    try:
+        reader = fastavro.reader(fh)
+    except Exception as exc:  # noqa: BLE001 - fastavro raises ValueError, EOFError, ...
+        raise InputError(path, f"not a readable Avro file: {exc}") from None
+    schema = reader.writer_schema
+    version = schema.get("version") if isinstance(schema, dict) else None
+    count = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(path, f"truncated or corrupt Avro data after {count} alert(s): "
+                                   f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(record, dict):
+            raise InputError(path, "not a ZTF alert: Avro records are not objects")
+        if record.get("schemavsn") is None and version is not None:
+            record["schemavsn"] = str(version)
+        _check_record(path, record)
+        count += 1
+        yield record
+    if count == 0:
+        raise InputError(path, "Avro file holds no alerts")
+
+
+def _batches(records, batch_size: int):
+    """``(records, None)`` batches of at most ``batch_size`` alerts."""
+    batch = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= batch_size:
+            yield batch, None
+            batch = []
+    if batch:
+        yield batch, None
+
+
 def iter_avro(path, batch_size: int):
     """Yield ``(records, None)`` batches of alert dicts from an Avro (or gzipped Avro) file.
 
@@ -374,41 +429,56 @@ def iter_avro(path, batch_size: int):
     InputError
         Not Avro, truncated, corrupt, or records that are not ZTF alerts.
     """
-    import fastavro
-
     path = Path(path)
     fmt = sniff_format(path)
-    fh = gzip.open(path, "rb") if fmt == "avro.gz" else open(path, "rb")
-    with fh:
-        try:
-            reader = fastavro.reader(fh)
-        except Exception as exc:  # noqa: BLE001 - fastavro raises ValueError, EOFError, ...
-            raise InputError(path, f"not a readable Avro file: {exc}") from None
-        schema = reader.writer_schema
-        version = schema.get("version") if isinstance(schema, dict) else None  # alerts before 2.0 have no schemavsn
-        batch, count = [], 0
-        while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001
-                raise InputError(path, f"truncated or corrupt Avro data after {count} alert(s): "
-                                       f"{type(exc).__name__}: {exc}") from None
-            if not isinstance(record, dict):
-                raise InputError(path, "not a ZTF alert: Avro records are not objects")
-            if record.get("schemavsn") is None and version is not None:
-                record["schemavsn"] = str(version)
-            _check_record(path, record)
-            batch.append(record)
-            count += 1
-            if len(batch) >= batch_size:
-                yield batch, None
-                batch = []
-        if batch:
-            yield batch, None
-    if count == 0:
-        raise InputError(path, "Avro file holds no alerts")
+    with (gzip.open(path, "rb") if fmt == "avro.gz" else open(path, "rb")) as fh:
+        yield from _batches(_avro_alerts(fh, path), batch_size)
+
+
+def iter_tar(path, batch_size: int, skipped: list):
+    """Yield ``(records, None)`` batches from a tar archive of Avro alert files, as ZTF's nightly archives
+    hold them (one alert per ``.avro`` member; ``.avro.gz`` members too), read as a stream.
+
+    A member that is not a readable alert file is left out and ``(member, reason)`` appended to
+    ``skipped``; members of other names (a README) are passed over silently.
+
+    Raises
+    ------
+    InputError
+        Not a readable tar archive, or none of its members is a readable alert file.
+    """
+    import tarfile
+
+    path = Path(path)
+    n = 0
+    try:
+        with tarfile.open(path, "r|*") as tf:
+            def alerts():
+                nonlocal n
+                for member in tf:
+                    name = member.name.lower()
+                    if not member.isfile() or not name.endswith((".avro", ".avro.gz", ".avro.gzip")):
+                        continue
+                    label = f"{path}:{member.name}"
+                    try:
+                        data = tf.extractfile(member).read()
+                        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+                        records = list(_avro_alerts(io.BytesIO(raw), label))
+                    except InputError as exc:
+                        skipped.append((member.name, exc.problem))
+                        continue
+                    except (OSError, EOFError) as exc:
+                        skipped.append((member.name, f"cannot read: {exc}"))
+                        continue
+                    n += len(records)
+                    yield from records
+
+            yield from _batches(alerts(), batch_size)
+    except (tarfile.TarError, EOFError, OSError) as exc:  # a cut gzip stream raises EOFError or OSError
+        raise InputError(path, f"truncated or corrupt tar archive after {n} alert(s): {exc}") from None
+    if n == 0:
+        why = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise InputError(path, f"tar archive holds no readable Avro alert ({len(skipped)} member(s) skipped{why})")
 
 
 def _flatten_extras(table):
@@ -477,18 +547,38 @@ def iter_parquet(path, batch_size: int):
 
 # -- conversion ----------------------------------------------------------------------------------
 
-def _history(prv, kinds=HISTORY_FIELDS) -> str:
-    """The ``prv_candidates`` entries as a JSON list of objects with the fields ``kinds``
+def _json_value(kind: str):
+    """Converter of one history value of type ``kind`` to what the JSON holds: floats with the shortest
+    decimals of their ``f4`` (float32) or ``f8`` value, as the table holds them; NaN and inf as None."""
+    def generic(v):
+        v = _scalar(v, kind)
+        if isinstance(v, (float, np.floating)):
+            v = float(v)
+            return (float(str(np.float32(v))) if kind == "f4" else v) if math.isfinite(v) else None
+        return v.item() if isinstance(v, np.generic) else v
+
+    if kind == "f4":
+        def f4(v):
+            if type(v) is float:  # noqa: E721 - the common case, as fastavro and pyarrow give it
+                return float(str(np.float32(v))) if math.isfinite(v) else None
+            return generic(v)
+        return f4
+    if kind == "f8":
+        return lambda v: (v if math.isfinite(v) else None) if type(v) is float else generic(v)  # noqa: E721
+    if kind in ("i4", "i8"):
+        return lambda v: v if type(v) is int else generic(v)  # noqa: E721
+    return generic
+
+
+_HISTORY_CONVERTERS = [(name, _json_value(kind)) for name, kind in HISTORY_FIELDS]
+
+
+def _history(prv) -> str:
+    """The ``prv_candidates`` entries as a JSON list of objects with the fields of :data:`HISTORY_FIELDS`
     (``f4`` values written with the shortest decimals of their float32 value, as in the table;
     NaN as null, so the text is strict JSON)."""
-    def value(v, kind):
-        v = _scalar(v, kind)
-        v = v.item() if hasattr(v, "item") else v
-        if isinstance(v, float):
-            return (float(str(np.float32(v))) if kind == "f4" else v) if np.isfinite(v) else None
-        return v
-
-    entries = [{name: value(p.get(name), kind) for name, kind in kinds} for p in (prv or []) if isinstance(p, dict)]
+    entries = [{name: conv(p.get(name)) for name, conv in _HISTORY_CONVERTERS}
+               for p in (prv or []) if isinstance(p, dict)]
     return json.dumps(entries, separators=(",", ":"))
 
 
@@ -634,7 +724,7 @@ class IngestResult:
     input, alerts, stamps : str
         The input file and the two outputs.
     format : str
-        ``"avro"``, ``"avro.gz"`` or ``"parquet"``.
+        ``"avro"``, ``"avro.gz"``, ``"parquet"``, ``"tar"`` or ``"tar.gz"``.
     n_alerts, n_objects : int
         Alerts and distinct objectIds.
     n_stamps_resized : int
@@ -649,6 +739,10 @@ class IngestResult:
         Those versions, comma-separated.
     schema_versions : str
         The alert schema versions ingested, comma-separated (empty when no alert says).
+    n_members_skipped : int
+        Members of a tar archive that are not readable alert files, left out.
+    members_skipped : str
+        The first five of them with their reasons, ``"; "``-separated.
     """
 
     input: str
@@ -663,6 +757,8 @@ class IngestResult:
     n_unknown_schema: int = 0
     unknown_schemas: str = ""
     schema_versions: str = ""
+    n_members_skipped: int = 0
+    members_skipped: str = ""
 
 
 def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bool) -> IngestResult:
@@ -671,7 +767,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     Parameters
     ----------
     path : path-like
-        Avro (plain or gzipped) or Parquet alert file.
+        Avro (plain or gzipped) or Parquet alert file, or a tar archive of Avro files.
     alerts_path, stamps_path : path-like
         Outputs ``<name>_alerts.parquet`` and ``<name>_stamps.h5``.
     cfg : IngestConfig
@@ -706,7 +802,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                 raise InputError(stamps_path, f"not a stamps file of ztf ingest: no attribute(s) {', '.join(missing)} "
                                               "(use --overwrite)")
             info = {k: h5.attrs[k] for k in stat_keys}
-            info.update({k: h5.attrs[k] for k in ("n_unknown_schema", "unknown_schemas", "schema_versions")
+            info.update({k: h5.attrs[k] for k in ("n_unknown_schema", "unknown_schemas", "schema_versions",
+                                                      "n_members_skipped", "members_skipped")
                          if k in h5.attrs})
             kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
@@ -718,7 +815,11 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
 
     fmt = sniff_format(path)
     size, keep_history = cfg.stamp_size, cfg.keep_history
-    batches = (iter_parquet if fmt == "parquet" else iter_avro)(path, cfg.batch_size)
+    skipped_members: list[tuple[str, str]] = []
+    if fmt.startswith("tar"):
+        batches = iter_tar(path, cfg.batch_size, skipped_members)
+    else:
+        batches = (iter_parquet if fmt == "parquet" else iter_avro)(path, cfg.batch_size)
     comp = compression_kwargs(cfg.compression)
     facts = _facts(path, fmt, stamps_path.name)
     record = provenance(COMMAND, config=cfg.model_dump(mode="json"))
@@ -790,7 +891,10 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                     schema, meta={"provenance": record, "astrotool": facts}, lengths=lengths))
             stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
                      "n_stamps_bad": n_bad, "n_unknown_schema": n_unknown, "unknown_schemas": ", ".join(sorted(unknown)),
-                     "schema_versions": ", ".join(sorted(versions, key=version_key))}
+                     "schema_versions": ", ".join(sorted(versions, key=version_key)),
+                     "n_members_skipped": len(skipped_members),
+                     "members_skipped": "; ".join(f"{m}: {why}" for m, why in skipped_members[:5])
+                                        + ("; ..." if len(skipped_members) > 5 else "")}
             h5.attrs.update(hdf5_attrs(record))
             h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
                              "stamp_size": size, "keep_history": keep_history, **stats})
