@@ -9,7 +9,7 @@ import pytest
 from astrotool_ztf.ingest import read_stamps
 from astrotool_ztf.prepare import (CLIP, FEATURES, StampDataset, assign_splits, crop_centre, features,
                                    normalise_stamps, standardise)
-from astrotool_ztf.simulate import CLASSES, PIXEL_SCALE, ZERO_POINT, simulate_objects
+from astrotool_ztf.simulate import CLASSES, PIXEL_SCALE, simulate_objects
 
 CFG = {"stamp_size": 63, "class_fractions": {c: 1.0 for c in CLASSES}, "alerts_per_object": (1, 3),
        "seeing_fwhm": (1.5, 3.0), "template_depth": 16.0, "psf_mismatch": 0.02, "edge_fraction": 0.0,
@@ -71,7 +71,7 @@ def test_magpsf_measures_the_difference_flux(alerts):
             continue
         diff = _stamp(a, "cutoutDifference")
         flux, _ = _psf_flux(diff, a["candidate"]["fwhm"], _rms(diff))
-        m = ZERO_POINT - 2.5 * np.log10(abs(flux))
+        m = a["candidate"]["magzpsci"] - 2.5 * np.log10(abs(flux))
         errs.append(m - a["candidate"]["magpsf"])
     assert abs(np.median(errs)) < 0.15 and np.percentile(np.abs(errs), 80) < 0.5
 
@@ -177,3 +177,29 @@ def test_prepare_writes_a_set_and_refuses_a_bad_table(tmp_path, astro):
     assert not (ws / "ztf" / "prepared" / "other").exists()
     again = astro("-w", ws, "--overwrite", "ztf", "prepare", "nolabel", "--crop", "33")
     assert again.returncode == 2 and StampDataset(ws / "ztf" / "prepared" / "sim").n == ds.n  # the old set is kept
+
+
+def test_quasars_are_star_like_and_hosted_agn_are_not(alerts):
+    agn = [a["candidate"] for a in alerts if a["class"] == "AGN"]
+    point = [c for c in agn if c["sgscore1"] >= 0.5]
+    hosted = [c for c in agn if c["sgscore1"] < 0.5]
+    assert point and hosted  # half of the AGN are quasars without a resolved host
+    assert all(c["classtar"] >= 0.85 and c["distpsnr1"] < 1.5 for c in point)
+    assert all(c["classtar"] <= 0.6 for c in hosted)
+
+
+def test_limiting_magnitudes_follow_the_real_alerts_histories(alerts):
+    """The Moon, clouds and the Moffat PSF's noise give diffmaglim the spread of real ZTF epochs
+    (the shared alerts' histories: median 20.1 mag, 5-95 % 18.7-20.9)."""
+    import os
+    from pathlib import Path
+
+    sim = np.array([a["candidate"]["diffmaglim"] for a in alerts])
+    assert 19.8 < np.median(sim) < 20.5 and np.ptp(sim) > 1.0
+    shared = Path(os.environ.get("ASTRO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    paths = sorted((shared / "ztf").glob("fink_*.parquet"))  # two samples: medians 19.9 and 20.3 mag
+    if paths:
+        real = [p["diffmaglim"] for path in paths
+                for row in pd.read_parquet(path, columns=["prv_candidates"])["prv_candidates"]
+                for p in (row if row is not None else []) if p["diffmaglim"] is not None]
+        assert len(real) > 1000 and abs(np.median(sim) - np.median(real)) < 0.3

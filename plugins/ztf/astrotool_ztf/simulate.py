@@ -11,13 +11,17 @@ The images
 ----------
 ZTF's pixel scale (1.01″), 63×63 stamps, a Moffat PSF (β = 2.5) whose FWHM is
 drawn per epoch, sky and noise in ADU for a zero point of 26.3 mag and a gain of
-6.2 e⁻/ADU. The template is a deeper co-add (noise ``/ sqrt(template_depth)``)
+6.2 e⁻/ADU. Each epoch has its own conditions: the Moon brightens the sky, clouds
+dim the sources (:data:`MOON`, :data:`CLOUDS`, calibrated on the limiting
+magnitudes of real alerts). The template is a deeper co-add (noise ``/ sqrt(template_depth)``)
 with better seeing. The difference is the science image minus the template
 convolved to the science PSF, with a small PSF mismatch (relative FWHM error,
 ``psf_mismatch``), so bright static sources leave rings as in real subtractions.
 
-* **AGN**: a Sérsic host with a point-like nucleus that varies (a damped random
-  walk in magnitude); the difference sits on the host centre, either sign.
+* **AGN**: a point-like nucleus that varies (a damped random walk in
+  magnitude), in a Sérsic host or, for half of them, a quasar without a resolved
+  host (star-like in PS1 and in the stamps); the difference sits on the nucleus,
+  either sign.
 * **SN**: a new point source offset from its Sérsic host (10 % hostless),
   rising and declining over the sequence; absent from the template.
 * **VS**: a star, present in both images, that varies (sinusoid of period
@@ -33,7 +37,7 @@ cutouts), which ingest pads with NaN.
 
 The metadata are drawn with the images: ``magpsf``/``sigmapsf`` from the
 difference flux and the noise, ``diffmaglim``, ``isdiffpos``, ``fwhm``,
-``classtar``, the nearest reference source (``distnr``, ``magnr``, ``chinr``,
+``magzpsci``, ``classtar``, the nearest reference source (``distnr``, ``magnr``, ``chinr``,
 ``sharpnr``), the nearest PS1 sources (``sgscore1..3``, ``distpsnr1..3``),
 ``ndethist``/``ncovhist``, ``rb``/``drb``, and for asteroids ``ssdistnr``.
 
@@ -67,14 +71,26 @@ GAIN = 6.2
 """ZTF gain [e-/ADU]."""
 
 SKY_MAG = 20.8
-"""Sky brightness [mag/arcsec^2] (r band, dark time)."""
+"""Sky brightness [mag/arcsec^2] (r band, dark time): the template's sky."""
+
+MOON = (0.0, 3.0)
+"""An epoch's sky is brighter than :data:`SKY_MAG` by a uniform draw in this range [mag] (the Moon)."""
+
+CLOUDS = 0.3
+"""An epoch loses an exponential draw of this mean [mag] (at most 2) to clouds: every source of the science
+image is fainter by it (not its sky, lit by the Moon); the pipeline's zero point (``magzpsci``) follows.
+
+With :data:`MOON` it gives ``diffmaglim`` over all epochs the distribution of the 2,057 epochs in the
+histories of the shared real alerts (5/25/50/75/95 %: 19.1/19.7/20.1/20.5/20.9 mag simulated, 18.7/19.6/20.1/
+20.5/20.9 real at seeing 1.5-3.0″); with dark, clear skies and a Gaussian PSF's noise every limit was
+21.2-21.6 mag."""
 
 READ_NOISE = 10.0
 """Read noise [e-]."""
 
 MOFFAT_BETA = 2.5
 
-SIMULATE_VERSION = 1
+SIMULATE_VERSION = 2
 """Version of the drawing: a file made by another version is made again only with ``--overwrite``."""
 
 LAYOUT = ("name", "n_objects")
@@ -152,11 +168,20 @@ def _noise(rng, model: np.ndarray, sky: float, depth: float = 1.0) -> np.ndarray
     return rng.standard_normal(model.shape) * np.sqrt(var / depth)
 
 
-def _psf_noise(seeing: float, depth: float) -> float:
-    """1σ of a PSF-fit flux in the difference image [ADU] at a seeing FWHM [arcsec] (sky-limited)."""
-    sky = _flux(SKY_MAG) * PIXEL_SCALE ** 2
-    sigma_px = seeing / PIXEL_SCALE / 2.3548
-    return math.sqrt(4 * math.pi * sigma_px ** 2 * (sky / GAIN + (READ_NOISE / GAIN) ** 2) * (1 + 1 / depth))
+def _sky(sky_mag: float) -> float:
+    """Sky of an image [ADU per pixel]."""
+    return _flux(sky_mag) * PIXEL_SCALE ** 2
+
+
+def _psf_noise(seeing: float, depth: float, sky_mag: float = SKY_MAG, transparency: float = 1.0) -> float:
+    """1σ of a PSF-fit flux in the difference image [science ADU] at a seeing FWHM [arcsec] (sky-limited):
+    the science image's noise and the template's, scaled to the science image, over the noise-equivalent
+    area of the Moffat PSF, π α² (2β - 1) / (β - 1)² (4.35 FWHM² at β = 2.5; a Gaussian's is 2.27 FWHM²)."""
+    read = (READ_NOISE / GAIN) ** 2
+    alpha = seeing / PIXEL_SCALE / (2 * math.sqrt(2 ** (1 / MOFFAT_BETA) - 1))
+    area = math.pi * alpha ** 2 * (2 * MOFFAT_BETA - 1) / (MOFFAT_BETA - 1) ** 2
+    var = _sky(sky_mag) / GAIN + read + transparency ** 2 * (_sky(SKY_MAG) / GAIN + read) / depth
+    return math.sqrt(area * var)
 
 
 def _object_plan(rng, cls: str, cfg: dict) -> dict | None:
@@ -180,8 +205,11 @@ def _object_plan(rng, cls: str, cfg: dict) -> dict | None:
     n_try = n if n == 1 else 3 * n
     dt = np.concatenate([[0.0], np.cumsum(rng.uniform(0.3, 6.0, n_try - 1))])
     seeing = rng.uniform(*cfg["seeing_fwhm"], n_try)
+    sky_mag = SKY_MAG - rng.uniform(*MOON, n_try)
+    transparency = 10 ** (-0.4 * np.minimum(rng.exponential(CLOUDS, n_try), 2.0))
     plan["jd0"] = 2458300.5 + rng.uniform(0, 1500)
-    if cls in ("AGN", "SN") and not (cls == "SN" and rng.uniform() < 0.1):  # 10 % of SNe are hostless
+    # 10 % of SNe are hostless; half the AGN are quasars whose host is not resolved
+    if (cls == "SN" and rng.uniform() >= 0.1) or (cls == "AGN" and rng.uniform() >= 0.5):
         sn = float(rng.choice([1.0, 1.5, 2.5, 4.0]))
         hlr = rng.uniform(0.8, 3.5) if cls == "SN" else rng.uniform(0.7, 2.5)
         q, beta = rng.uniform(0.3, 1.0), rng.uniform(0, 180)
@@ -203,8 +231,8 @@ def _object_plan(rng, cls: str, cfg: dict) -> dict | None:
             r, ang = plan["host"]["hlr"] * rng.uniform(0.2, 2.0), rng.uniform(0, 2 * math.pi)
             plan["offset"] = (r * math.cos(ang), r * math.sin(ang))
     elif cls == "VS":  # a star, brighter than its variation, pulsating with a period of 0.3-300 d
-        m_amp = rng.uniform(15.0, 20.5)
-        plan["ref_flux"] = _flux(m_amp - rng.uniform(0.2, 2.0))
+        m_amp = rng.uniform(14.0, 20.5)
+        plan["ref_flux"] = _flux(m_amp - rng.uniform(0.2, 2.5))
         period, phase = 10 ** rng.uniform(-0.5, 2.5), rng.uniform(0, 2 * math.pi)
         diff = _flux(m_amp) * np.sin(2 * math.pi * dt / period + phase)
     elif cls == "asteroid":  # in the science image only, slightly trailed
@@ -217,12 +245,13 @@ def _object_plan(rng, cls: str, cfg: dict) -> dict | None:
         if kind in ("dipole", "psf_ring"):
             plan["bright_star"] = _flux(rng.uniform(12.5, 16.0))
             plan["shift"] = tuple(rng.normal(0, 0.6, 2)) if kind == "dipole" else (0.0, 0.0)
-    noise = np.array([_psf_noise(v, cfg["template_depth"]) for v in seeing])
-    detected = ~np.isfinite(diff) | (np.abs(diff) >= 5 * noise)
+    noise = np.array([_psf_noise(v, cfg["template_depth"], m, t) for v, m, t in zip(seeing, sky_mag, transparency)])
+    detected = ~np.isfinite(diff) | (transparency * np.abs(diff) >= 5 * noise)
     if not detected.any():
         return None
     keep = np.flatnonzero(detected)[:n]
-    plan.update(n_alerts=len(keep), dt=dt[keep] - dt[keep[0]], seeing=seeing[keep], diff_flux=diff[keep])
+    plan.update(n_alerts=len(keep), dt=dt[keep] - dt[keep[0]], seeing=seeing[keep], diff_flux=diff[keep],
+                sky_mag=sky_mag[keep], transparency=transparency[keep])
     return plan
 
 
@@ -236,7 +265,8 @@ def _epoch(rng, plan: dict, k: int, cfg: dict, size: int):
     psf_t = _psf(max(cfg["seeing_fwhm"][0] * 0.9, seeing * rng.uniform(0.7, 0.95)))
     mismatch = cfg["psf_mismatch"] * (6.0 if kind == "psf_ring" else 1.0)
     psf_m = _psf(seeing * (1.0 + rng.normal(0, mismatch)))  # the template as matched to the science PSF
-    sky = _flux(SKY_MAG) * PIXEL_SCALE ** 2
+    t = plan["transparency"][k]
+    sky_s, sky_t = _sky(plan["sky_mag"][k]), _sky(SKY_MAG)
     # the cutout is centred on the candidate: the host lies at minus its offset
     ox, oy = plan["offset"]
     static = [galsim.DeltaFunction(flux=_flux(m)).shift(x, y) for x, y, m in plan["stars"]]
@@ -259,14 +289,15 @@ def _epoch(rng, plan: dict, k: int, cfg: dict, size: int):
             return np.zeros((size, size))
         return _draw(galsim.Convolve(galsim.Add(parts).shift(*shift), psf), size)
 
-    sci_model = scene(psf_s, now, trailed=trail is not None)
+    # the science image through the epoch's clouds; the template as matched, scaled to the science image
+    sci_model = t * scene(psf_s, now, trailed=trail is not None)
     tmpl_model = scene(psf_t, ref)
     matched = scene(psf_m, ref, shift=tuple(v * PIXEL_SCALE for v in plan["shift"]))
     depth = cfg["template_depth"]
-    n_sci = _noise(rng, sci_model, sky)
-    science = sky + sci_model + n_sci
-    template = sky + tmpl_model + _noise(rng, tmpl_model, sky, depth)
-    difference = sci_model - matched + n_sci - _noise(rng, matched, sky, depth)
+    n_sci = _noise(rng, sci_model, sky_s)
+    science = sky_s + sci_model + n_sci
+    template = sky_t + tmpl_model + _noise(rng, tmpl_model, sky_t, depth)
+    difference = sci_model - t * (matched + _noise(rng, matched, sky_t, depth)) + n_sci
     c = size // 2
     if kind == "cosmic_ray":
         amp, ang = rng.uniform(200, 3000), rng.uniform(0, math.pi)
@@ -285,21 +316,24 @@ def _epoch(rng, plan: dict, k: int, cfg: dict, size: int):
 def _metadata(rng, plan: dict, k: int, difference: np.ndarray, cfg: dict) -> dict:
     """The ``candidate`` fields of epoch ``k`` (consistent with the drawn images)."""
     cls, kind = plan["class"], plan["bogus_kind"]
-    seeing = plan["seeing"][k]
-    noise = _psf_noise(seeing, cfg["template_depth"])
+    seeing, t = plan["seeing"][k], plan["transparency"][k]
+    noise = _psf_noise(seeing, cfg["template_depth"], plan["sky_mag"][k], t)
+    zp = ZERO_POINT + 2.5 * math.log10(t)  # the epoch's zero point: a source of magzpsci gives 1 ADU
     if np.isfinite(plan["diff_flux"][k]):
-        flux = plan["diff_flux"][k] + rng.normal(0, noise)
+        flux = t * plan["diff_flux"][k] + rng.normal(0, noise)
     else:  # bogus: what an aperture at the centre holds
         c = difference.shape[0] // 2
         flux = float(np.sum(difference[c - 2:c + 3, c - 2:c + 3]))
     size = max(abs(flux), 5 * noise)
-    mag = ZERO_POINT - 2.5 * math.log10(size)
-    point = cls in ("VS", "asteroid") or (cls == "SN" and plan["host"] is None) or kind == "dipole"
-    # nearest PS1 sources: the host or the star itself, then field neighbours
+    mag = zp - 2.5 * math.log10(size)
+    quasar = cls == "AGN" and plan["host"] is None
+    point = cls in ("VS", "asteroid") or (cls == "SN" and plan["host"] is None) or kind == "dipole" or quasar
+    # nearest PS1 sources: the host or the star itself (PS1's score 0.5 where it has none), then neighbours
     if cls in ("AGN", "SN") and plan["host"] is not None:
         d1, sg1 = math.hypot(*plan["offset"]) + abs(rng.normal(0, 0.1)), rng.uniform(0.0, 0.3)
-    elif cls == "VS" or kind in ("dipole", "psf_ring"):
-        d1, sg1 = abs(rng.normal(0, 0.15)), rng.uniform(0.8, 1.0)
+    elif cls == "VS" or quasar or kind in ("dipole", "psf_ring"):
+        d1 = abs(rng.normal(0, 0.3))
+        sg1 = 0.5 if rng.uniform() < 0.15 else rng.uniform(0.5, 1.0) if quasar else rng.uniform(0.9, 1.0)
     else:
         d1, sg1 = rng.uniform(2.0, 30.0), rng.uniform(0.0, 1.0)
     d2, d3 = sorted(rng.uniform(d1, 30.0, 2))
@@ -311,7 +345,7 @@ def _metadata(rng, plan: dict, k: int, difference: np.ndarray, cfg: dict) -> dic
     return {
         "jd": float(plan["jd0"] + plan["dt"][k]), "fid": int(rng.integers(1, 3)), "magpsf": float(mag),
         "sigmapsf": float(min(1.0857 * noise / size, 0.5)),
-        "diffmaglim": float(ZERO_POINT - 2.5 * math.log10(5 * noise)),
+        "diffmaglim": float(zp - 2.5 * math.log10(5 * noise)), "magzpsci": float(zp),
         "isdiffpos": "t" if flux >= 0 else "f", "ra": plan["ra"], "dec": plan["dec"],
         "fwhm": float(seeing / PIXEL_SCALE * (0.5 if kind == "cosmic_ray" else 1.0) * rng.uniform(0.95, 1.1)),
         "classtar": float(rng.uniform(0.85, 1.0) if point else rng.uniform(0.0, 0.6)),
