@@ -179,6 +179,22 @@ def test_prepare_writes_a_set_and_refuses_a_bad_table(tmp_path, astro):
     assert again.returncode == 2 and StampDataset(ws / "ztf" / "prepared" / "sim").n == ds.n  # the old set is kept
 
 
+def test_an_alert_in_two_inputs_is_prepared_once(tmp_path, astro):
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "--seed", 6, "ztf", "simulate", "-n", 20).returncode == 0
+    for suffix in ("_alerts.parquet", "_stamps.h5"):  # the same alerts again, e.g. a broker dump of the night
+        src = ws / "ztf" / ("alerts" if "alerts" in suffix else "stamps") / f"sim_0000{suffix}"
+        (src.parent / f"copy{suffix}").write_bytes(src.read_bytes())
+    r = astro("--json", "-w", ws, "--seed", 6, "--set", "ztf.prepare.val_per_class=1", "--set",
+              "ztf.prepare.test_per_class=1", "ztf", "prepare", "sim_*", "copy")
+    assert r.returncode == 0, r.stderr
+    n_alerts = len(pd.read_parquet(ws / "ztf" / "alerts" / "sim_0000_alerts.parquet"))
+    assert f"{n_alerts} alert(s) found in more than one input kept once" in r.stderr
+    meta = pd.DataFrame(StampDataset(ws / "ztf" / "prepared" / "sim").metadata(["candid", "objectId", "alert_index"]))
+    assert len(meta) == n_alerts and meta["candid"].is_unique
+    assert (meta.groupby("objectId")["alert_index"].max() + 1 == meta.groupby("objectId").size()).all()
+
+
 def test_quasars_are_star_like_and_hosted_agn_are_not(alerts):
     agn = [a["candidate"] for a in alerts if a["class"] == "AGN"]
     point = [c for c in agn if c["sgscore1"] >= 0.5]

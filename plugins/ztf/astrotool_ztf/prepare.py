@@ -184,6 +184,23 @@ def read_labelled(alerts_path, stamps_path, label_column: str, label_map: dict, 
     return table, {k: stamps[k][keep] for k in ("science", "template", "difference")}
 
 
+def _drop_repeated_alerts(tables, stamp_sets):
+    """The tables and stamps with every ``candid`` once (its first occurrence, in input order), and the
+    number of rows left out: the same alert in two inputs (a nightly archive and a broker dump) would
+    otherwise be two steps of its object's sequence."""
+    seen: set = set()
+    out_t, out_s, n = [], [], 0
+    for t, st in zip(tables, stamp_sets):
+        keep = (~t["candid"].isin(seen) & ~t["candid"].duplicated()).to_numpy()
+        seen.update(t["candid"].tolist())
+        if not keep.all():
+            n += int((~keep).sum())
+            t, st = t[keep].reset_index(drop=True), {k: v[keep] for k, v in st.items()}
+        out_t.append(t)
+        out_s.append(st)
+    return out_t, out_s, n
+
+
 def dataset_settings(cfg) -> dict:
     """What the prepared set depends on (compared on a rerun)."""
     return cfg.model_dump(mode="json", exclude={"name", "inputs"})
@@ -241,6 +258,12 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         t, s = read_labelled(alerts_path, stamps_path, cfg.label_column, cfg.label_map, classes)
         tables.append(t)
         stamp_sets.append(s)
+    tables, stamp_sets, n_repeated = _drop_repeated_alerts(tables, stamp_sets)
+    if n_repeated and log is not None:
+        log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
+    used = [i for i, t in enumerate(tables) if len(t)]  # one shard per input that keeps alerts
+    tables, stamp_sets = [tables[i] for i in used], [stamp_sets[i] for i in used]
+    sources = [Path(pairs[i][0]).name for i in used]
     n_total = sum(len(t) for t in tables)
     if n_total == 0:
         raise InputError(Path(pairs[0][0]).parent if pairs else out_dir,
@@ -268,7 +291,7 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
                 "jd": t["jd"].to_numpy(float), "label": t["label"].to_numpy(np.int64),
                 "class_name": t["class_name"].astype(str).to_numpy(), "split": split,
                 "alert_index": alert_index[rows].astype(np.int64), "n_alerts": n_alerts[rows].astype(np.int64),
-                "source": np.full(len(t), Path(pairs[shard][0]).name)}
+                "source": np.full(len(t), sources[shard])}
         writer.write_shard(shard, start, {"stamps": x, "features": f}, meta)
         start += len(t)
     train = np.concatenate(feats_train) if feats_train else np.zeros((0, len(FEATURES)), np.float32)
