@@ -96,6 +96,9 @@ def test_objects_combine_their_alerts():
     assert obj.loc["a", "p_X"] == pytest.approx(pa) and obj.loc["a", "class"] == "Y"
     assert obj.loc["a", "class_first_alert"] == "Y" and obj.loc["a", "n_alerts"] == 2  # the first by jd
     assert obj.loc["c", "class"] == "" and obj.loc["c", "n_predicted"] == 0
+    twice = pd.concat([alerts, alerts.iloc[[0]]], ignore_index=True).assign(candid=[1, 2, 3, 4, 1])
+    again = per_object(twice, ["X", "Y"]).set_index("objectId")  # the same alert in two inputs counts once
+    assert again.loc["a", "p_X"] == pytest.approx(pa) and again.loc["a", "n_alerts"] == 2
 
 
 def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):

@@ -71,9 +71,14 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
 
 
 def per_object(alerts, classes):
-    """One row per objectId: the normalised product of its alerts' probabilities, the first alert's, counts."""
+    """One row per objectId: the normalised product of its alerts' probabilities, the first alert's, counts.
+
+    An alert found in several inputs (the same ``candid``) counts once.
+    """
     import pandas as pd
 
+    if "candid" in alerts:
+        alerts = alerts.drop_duplicates("candid")
     cols = [f"p_{c}" for c in classes]
     rows = []
     for oid, g in alerts.sort_values("jd").groupby("objectId", sort=True):
