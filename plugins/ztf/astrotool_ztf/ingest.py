@@ -56,8 +56,9 @@ REQUIRED = ("objectId", "candidate", *STAMPS.values())
 
 SCHEMA_MAJORS = (1, 2, 3, 4)
 """Major versions of the ZTF alert schema read (``schemavsn`` 1.x to 4.x). Alerts before 2.0 carry no
-``schemavsn``: the version is the ``version`` of the schema written into the Avro file. Schema 1.1 to 1.4
-alerts have JPEG stamps, which are reported as bad (1.1 has no ``objectId`` either and is refused)."""
+``schemavsn``: the version is the ``version`` of the schema written into the Avro file. Early 1.x alerts have
+JPEG stamps (the schema documents JPEG up to 1.6, FITS from 1.8), which are reported as bad; 1.1 has no
+``objectId`` either and is refused."""
 
 RENAMED = {"sgscore": "sgscore1", "sgmag": "sgmag1", "srmag": "srmag1", "simag": "simag1", "szmag": "szmag1"}
 """``candidate`` fields renamed by schema 1.8, which added the second and third nearest PS1 sources:
