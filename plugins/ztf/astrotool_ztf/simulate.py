@@ -328,12 +328,13 @@ def _metadata(rng, plan: dict, k: int, difference: np.ndarray, cfg: dict) -> dic
     mag = zp - 2.5 * math.log10(size)
     quasar = cls == "AGN" and plan["host"] is None
     point = cls in ("VS", "asteroid") or (cls == "SN" and plan["host"] is None) or kind == "dipole" or quasar
-    # nearest PS1 sources: the host or the star itself (PS1's score 0.5 where it has none), then neighbours
+    # nearest PS1 sources: the host or the star itself (PS1's score 0.5 where it has none), then neighbours;
+    # PS1's star/galaxy score calls most quasars stars (Tachibana & Miller 2018), a little less surely
     if cls in ("AGN", "SN") and plan["host"] is not None:
         d1, sg1 = math.hypot(*plan["offset"]) + abs(rng.normal(0, 0.1)), rng.uniform(0.0, 0.3)
     elif cls == "VS" or quasar or kind in ("dipole", "psf_ring"):
         d1 = abs(rng.normal(0, 0.3))
-        sg1 = 0.5 if rng.uniform() < 0.15 else rng.uniform(0.5, 1.0) if quasar else rng.uniform(0.9, 1.0)
+        sg1 = 0.5 if rng.uniform() < 0.15 else rng.uniform(0.8, 1.0) if quasar else rng.uniform(0.9, 1.0)
     else:
         d1, sg1 = rng.uniform(2.0, 30.0), rng.uniform(0.0, 1.0)
     d2, d3 = sorted(rng.uniform(d1, 30.0, 2))
