@@ -111,6 +111,25 @@ def test_convolution_matches_scipy_for_odd_psf(cube):
 
 
 # --------------------------------------------------------------------------- least squares
+def test_few_objects_of_a_crop_size_go_to_the_next_instead_of_making_its_matrices(bank):
+    from astrotool_dre.convolve import bank_sizes, crop_sizes
+
+    rng = np.random.default_rng(5)
+    ks = rng.integers(0, GRID.nmodels, 12)
+    data, masks = _mock(bank, ks, rng.uniform(300, 3000, 12), seed=5)
+    sizes = crop_sizes(masks, GRID.center, bank_sizes(BOX))
+    assert len(set(sizes.tolist())) >= 2
+    fresh = ModelBank(bank.stamps, GRID, bank.backend)
+    res = fit_objects(fresh, data, 1.0, masks, batch_size=2)  # full batches at every size
+    assert [s for s in bank_sizes(BOX) if fresh.cached(s)] == [sizes.max()]  # one crop's matrices made
+    ready = ModelBank(bank.stamps, GRID, bank.backend)
+    for s in set(sizes.tolist()):
+        ready.matrices(int(s))  # ready matrices are used: each object on its own crop
+    each = fit_objects(ready, data, 1.0, masks, batch_size=2)
+    assert np.allclose(res.chi2, each.chi2, rtol=1e-5, atol=1e-5 * np.nanmax(each.swd2))
+    assert np.allclose(res.flux, each.flux, rtol=1e-5)
+
+
 def test_batched_least_squares_equals_linalg(bank):
     rng = np.random.default_rng(3)
     n = 9

@@ -297,6 +297,10 @@ class ModelBank:
             self._cache[size] = mats
         return mats
 
+    def cached(self, size: int) -> bool:
+        """Whether the matrices of a crop are ready (:meth:`matrices` costs nothing then)."""
+        return size in self._cache
+
     def _bytes(self) -> int:
         return sum(2 * m.shape[0] * m.shape[1] * (4 if self.dtype == "float32" else 8)
                    for m, _ in self._cache.values())
