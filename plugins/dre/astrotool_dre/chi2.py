@@ -65,13 +65,12 @@ __docformat__ = "numpy"
 
 __all__ = ["chi2_batch", "FitResult", "fit_objects", "dre_fit_reference"]
 
-
-
 PREP_OBJECTS = 64
 """Making a crop's matrices (copying the crop of every model and squaring it) costs about as much as fitting
 this many objects on that crop (measured on 2 CPU cores: ~70 ms against ~0.7 ms per object at 48 px). Objects
 of a crop size go up to the next size when fitting them there costs less than that, which matters when the
 PSF groups are small (each group has its own bank)."""
+
 
 def chi2_batch(m, m2, d, w, backend, local_sky: bool = False):
     """Least-squares flux and chi-square of every model for a batch (the GEMM kernel).

@@ -173,7 +173,7 @@ def _sky(sky_mag: float) -> float:
     return _flux(sky_mag) * PIXEL_SCALE ** 2
 
 
-def _psf_noise(seeing: float, depth: float, sky_mag: float = SKY_MAG, transparency: float = 1.0) -> float:
+def _psf_noise(seeing: float, depth: float, sky_mag: float, transparency: float) -> float:
     """1σ of a PSF-fit flux in the difference image [science ADU] at a seeing FWHM [arcsec] (sky-limited):
     the science image's noise and the template's, scaled to the science image, over the noise-equivalent
     area of the Moffat PSF, π α² (2β - 1) / (β - 1)² (4.35 FWHM² at β = 2.5; a Gaussian's is 2.27 FWHM²)."""
