@@ -144,7 +144,7 @@ def test_simulate_on_a_full_disk_names_the_tile(small_disk, astro):
 
 def test_varying_psf_and_sky_gradient_are_drawn_where_stated(tmp_path):
     from astrotool_dre.psf import psf_fwhm
-    from astrotool_dre.simulate import psf_fwhm_at
+    from astrotool_dre.simulate import psf_fwhm_at, sky_level_at
 
     cfg = SimulateConfig(size=512, n_galaxies=0, n_stars=12, psf_fwhm=(2.0, 4.0), sky_gradient=0.5,
                          star_snr=(2000.0, 3000.0), edge=30.0, min_separation=40.0)
@@ -156,6 +156,10 @@ def test_varying_psf_and_sky_gradient_are_drawn_where_stated(tmp_path):
     # the sky: 0.75 x 300 at the left edge, 1.25 x 300 at the right (medians of star-free columns)
     assert np.median(img[:, :8]) == pytest.approx(225.0, rel=0.02)
     assert np.median(img[:, -8:]) == pytest.approx(375.0, rel=0.02)
+    # the header's SKYLEVEL and SKYGRAD give the sky that was drawn, column by column
+    hdr = fits.getheader(out["tile"])
+    residual = img - sky_level_at(np.arange(1.0, 513.0), 512, hdr["SKYLEVEL"], hdr["SKYGRAD"])[None, :]
+    assert abs(np.median(residual[:, :64])) < 0.5 and abs(np.median(residual[:, -64:])) < 0.5
     for _, s in truth.iterrows():  # each star's measured FWHM is that of the (pixelated) PSF at its position
         x, y = int(round(s["X"])) - 1, int(round(s["Y"])) - 1
         stamp = img[y - 12:y + 13, x - 12:x + 13]

@@ -76,7 +76,7 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["simulate_tile", "galaxy_profile", "draw_psf", "moffat_profile", "psf_fwhm_at"]
+__all__ = ["simulate_tile", "galaxy_profile", "draw_psf", "moffat_profile", "psf_fwhm_at", "sky_level_at"]
 
 
 def psf_fwhm_at(fwhm, size: int, x, y):
@@ -195,6 +195,27 @@ def _kron_aperture(stamp: np.ndarray, rho: np.ndarray, a_c: float):
     a_ap = max(2.5 * r1, 3.5 * a_c / 1.8)
     inside = rho <= a_ap
     return float(stamp[inside].sum()), int(inside.sum())
+
+
+def sky_level_at(x, size: int, sky_level: float, sky_gradient: float = 0.0):
+    """Mean sky of a simulated tile at 1-based column ``x``.
+
+    Parameters
+    ----------
+    x : float or numpy.ndarray
+        Column, 1-based [px].
+    size : int
+        Tile side [px].
+    sky_level, sky_gradient : float
+        The header's ``SKYLEVEL`` [BUNIT per px] and ``SKYGRAD`` (the rise from the
+        left edge to the right one, a fraction of ``sky_level``).
+
+    Returns
+    -------
+    float or numpy.ndarray
+        ``sky_level * (1 + sky_gradient * ((x - 1) / (size - 1) - 1/2))`` [BUNIT per px].
+    """
+    return sky_level * (1.0 + sky_gradient * ((x - 1.0) / max(size - 1, 1) - 0.5))
 
 
 def _flux_for_snr(snr: float, frac: float, npix: int, var_sky: float, gain_eff: float) -> float:
@@ -350,7 +371,7 @@ def simulate_tile(
     fwhm_centre = float(psf_fwhm_at(psf_fwhm, size, (size + 1) / 2.0, (size + 1) / 2.0))
 
     def sky_at(x):  # mean sky at 1-based column x, ADU per pixel
-        return sky_level * (1.0 + sky_gradient * ((x - 1.0) / max(size - 1, 1) - 0.5))
+        return sky_level_at(x, size, sky_level, sky_gradient)
 
     def var_sky_at(x):  # sky + read noise variance, ADU^2 per pixel
         return (sky_at(x) * gain + read_noise**2) / gain**2
