@@ -489,14 +489,18 @@ def test_a_tar_archive_of_single_alert_files_is_one_table_and_bad_members_are_re
     members = {"night/a0.avro": files[0], "night/a1.avro.gz": gzip.compress(files[1]),
                "night/broken.avro": files[2][:len(files[2]) // 2], "night/README.txt": b"ZTF public alerts",
                "night/a2.avro": files[2], "night/a3.avro": files[3]}
+    corrupt = bytearray(gzip.compress(files[0]))
+    corrupt[20:40] = bytes(b ^ 0xFF for b in corrupt[20:40])  # a gzipped member whose deflate data is corrupt
+    members["night/corrupt.avro.gz"] = bytes(corrupt)
     tar = _tar(tmp_path / "ztf_public_20180601.tar.gz", members)
     r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", tar)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout[r.stdout.index("{"):])["outputs"][0]
     assert out["format"] == "tar.gz" and out["alerts"].endswith("ztf_public_20180601_alerts.parquet")
-    assert out["n_alerts"] == 4 and out["n_members_skipped"] == 1
+    assert out["n_alerts"] == 4 and out["n_members_skipped"] == 2
     assert "night/broken.avro: truncated or corrupt Avro data" in out["members_skipped"]
-    assert "1 archive member(s) that are not readable alerts left out: night/broken.avro" in r.stderr
+    assert "night/corrupt.avro.gz: cannot read: " in out["members_skipped"]
+    assert "2 archive member(s) that are not readable alerts left out: night/broken.avro" in r.stderr
     table = pq.read_table(out["alerts"]).to_pydict()
     assert table["candid"] == [a["candid"] for a in alerts]  # archive order
     stamps = read_stamps(out["stamps"])

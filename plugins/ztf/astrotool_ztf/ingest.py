@@ -32,6 +32,7 @@ import gzip
 import io
 import json
 import math
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -468,7 +469,7 @@ def iter_tar(path, batch_size: int, skipped: list):
                     except InputError as exc:
                         skipped.append((member.name, exc.problem))
                         continue
-                    except (OSError, EOFError) as exc:
+                    except (OSError, EOFError, zlib.error) as exc:  # a cut or corrupt gzipped member
                         skipped.append((member.name, f"cannot read: {exc}"))
                         continue
                     n += len(records)
