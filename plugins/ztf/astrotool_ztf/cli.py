@@ -375,8 +375,8 @@ def evaluate(
 
 @app.command()
 def predict(
-    inputs: List[str] = typer.Argument(..., help="Alert files (.avro, .avro.gz, .parquet, .tar[.gz]) or folders, or names of "
-                                                 "ingested tables in ztf/alerts."),
+    inputs: List[str] = typer.Argument(..., help="Alert files (.avro, .avro.gz, .parquet, .tar[.gz]) or folders, "
+                                                 "or names of ingested tables in ztf/alerts."),
     model: str = typer.Option(..., "--model", help="Model name or folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Output stem in ztf/predictions (default: the model's)."),
     autoencoder: Optional[str] = typer.Option(None, "--autoencoder", help="An autoencoder (name or folder): its "

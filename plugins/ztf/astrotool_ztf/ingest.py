@@ -892,7 +892,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                 add_parquet_metadata(tmp_alerts, astropy_parquet_metadata(
                     schema, meta={"provenance": record, "astrotool": facts}, lengths=lengths))
             stats = {"n_alerts": n, "n_objects": len(objects), "n_stamps_resized": n_resized,
-                     "n_stamps_bad": n_bad, "n_unknown_schema": n_unknown, "unknown_schemas": ", ".join(sorted(unknown)),
+                     "n_stamps_bad": n_bad, "n_unknown_schema": n_unknown,
+                     "unknown_schemas": ", ".join(sorted(unknown)),
                      "schema_versions": ", ".join(sorted(versions, key=version_key)),
                      "n_members_skipped": len(skipped_members),
                      "members_skipped": "; ".join(f"{m}: {why}" for m, why in skipped_members[:5])
