@@ -21,6 +21,12 @@ import numpy as np
 
 __docformat__ = "numpy"
 
+MEDIAN_ABS_DIFF = 0.6744897501960817 * math.sqrt(2.0)
+"""Median of ``|a - b|`` for independent unit normals ``a``, ``b``."""
+
+MEDIAN_ABS_CURVATURE = 0.6744897501960817 * math.sqrt(6.0)
+"""Median of ``|a - 2 b + c|`` for independent unit normals ``a``, ``b``, ``c``."""
+
 
 def runs(flags: np.ndarray) -> np.ndarray:
     """``(k, 2)`` start/stop (exclusive) of the runs of True in a 1-D boolean array."""
@@ -104,10 +110,15 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
 
     ``depth / sigma_w``: the box depth of :func:`describe` (median flux of a band
     around the event minus the mean inside) over the scatter of the curve's
-    means in consecutive blocks of the event's length ``w`` (1.4826 MAD, the
-    events masked). Binning at the event's own length keeps red noise in
-    ``sigma_w`` (Pont et al. 2006), so an hours-long granulation or activity
-    wiggle scores low where a white-noise S/N would score it high.
+    means in consecutive blocks of the event's length ``w``, measured from the
+    second differences of neighbouring block means, ``median |m[i-1] - 2 m[i] +
+    m[i+1]| / (0.6745 sqrt(6))`` (blocks that hold an event or less than half
+    their samples left out). Binning
+    at the event's own length keeps red noise in ``sigma_w`` (Pont et al. 2006),
+    so an hours-long granulation or activity wiggle scores low where a
+    white-noise S/N would score it high; differencing neighbours keeps out the
+    variability slower than a few blocks (rotation, drifts: their slope and
+    their steps), which says nothing about whether a dip of length ``w`` is real.
 
     Parameters
     ----------
@@ -119,7 +130,7 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(k,)`` S/N; NaN where the curve is too short for three blocks.
+        ``(k,)`` S/N; NaN where fewer than three triples of neighbouring blocks are left.
     """
     x = np.asarray(flux, np.float64)
     ev = np.asarray(events, int).reshape(-1, 2)
@@ -134,10 +145,11 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
             continue
         blocks = np.where(free[:m], x[:m], np.nan).reshape(-1, w)
         full = np.isfinite(blocks).sum(axis=1) >= 0.5 * w
-        if full.sum() < 3:
+        means = np.nanmean(np.where(full[:, None], blocks, 0.0), axis=1)
+        triples = full[2:] & full[1:-1] & full[:-2]
+        if triples.sum() < 3:
             continue
-        means = np.nanmean(blocks[full], axis=1)
-        sigma = 1.4826 * np.median(np.abs(means - np.median(means)))
+        sigma = np.median(np.abs(np.diff(means, 2)[triples])) / MEDIAN_ABS_CURVATURE
         out[j] = box_depth(x, a, b) / sigma if sigma > 0 else np.nan
     return out
 
