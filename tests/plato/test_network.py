@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from astrotool.cli import main  # noqa: E402
 from astrotool_plato import simulate as sim  # noqa: E402
 from astrotool_plato.config import SimulateConfig  # noqa: E402
-from astrotool_plato.model import TransitNet, granularity, loss_function, pad_to  # noqa: E402
+from astrotool_plato.model import TransitNet, granularity, loss_function, normalise, pad_to  # noqa: E402
 
 EASY = ["--set", "plato.simulate.duration_hours=[1.5,3]", "--set", "plato.simulate.depth_ppm=[2000,5000]",
         "--set", "plato.simulate.noise_ppm=300", "--set", "plato.simulate.transit_fraction=0.6"]
@@ -242,6 +242,33 @@ def test_optimizers_and_epoch_schedules_follow_torch():
         lr_schedule(TrainConfig(scheduler="StepLR"), 1)
     with pytest.raises(ConfigError, match="does not take gama"):
         lr_schedule(TrainConfig(scheduler="ExponentialLR", scheduler_kwargs={"gamma": 0.9, "gama": 1}), 1)
+
+
+def test_hour_scale_noise_scales_a_red_noise_curve_and_leaves_white_noise_and_steps_alone():
+    g = torch.Generator().manual_seed(11)
+    n, block, white, red = 144 * 2000, 144, 1e-4, 1e-3
+    x = white * torch.randn(1, 1, n, generator=g, dtype=torch.float64)
+    # white noise: both scales measure the same sigma
+    assert normalise(x, block).std().item() == pytest.approx(normalise(x, 1).std().item(), rel=0.04)
+    assert normalise(x, 1).std().item() == pytest.approx(1.0, rel=0.02)
+    # red noise constant over each block: the block means scatter by sqrt(red^2 + white^2 / block), so the
+    # scale is sqrt(block * red^2 + white^2), 12x the block's own rms where the point-to-point noise sees white
+    steps = red * torch.randn(1, 1, n // block, generator=g, dtype=torch.float64).repeat_interleave(block, dim=-1)
+    y = x + steps
+    expected = math.sqrt(block * red**2 + white**2)
+    ratio = (y - y.mean()) / normalise(y, block)
+    assert ratio.median().item() == pytest.approx(expected, rel=0.06)
+    assert (y - y.mean()).std().item() / normalise(y, 1).std().item() < 3 * white
+    # one flux step of 50x the white noise moves the scale by < 1 % (a median of block differences)
+    def scale(v):
+        return ((v - v.mean()).std() / normalise(v, block).std()).item()
+
+    assert scale(x + 5e-3 * (torch.arange(n) > n // 2)) == pytest.approx(scale(x), rel=0.01)
+    # too few blocks: the point-to-point noise alone
+    short = x[..., :block * 8]
+    torch.testing.assert_close(normalise(short, block), normalise(short, 1))
+    with pytest.raises(ValueError, match="noise_bin >= 1"):
+        TransitNet(noise_bin=0)
 
 
 def test_pooling_choice_changes_the_network_and_bad_names_are_refused():

@@ -17,7 +17,12 @@ independent of the flux scale and cheap at PLATO's cadence:
 
 1. each curve (and channel) is centred on its mean and divided by its
    point-to-point noise, ``sqrt(pi) / 2 * mean(|diff(x)|)`` (the standard
-   deviation of white noise; a mean, not a median, so ONNX exports it);
+   deviation of white noise), or, with ``noise_bin > 1``, by the larger of that
+   and the same scatter measured between means of ``noise_bin`` samples and
+   scaled back by ``sqrt(noise_bin)`` (:func:`normalise`): equal for white
+   noise, larger where red noise (granulation, activity) dominates on that time
+   scale, so a bright star's hour-long wiggles enter the network as they do for
+   a faint star's;
 2. ``bin`` consecutive samples are averaged (25 s x 16 = 400 s: a 2-h transit
    still spans 18 bins, and the network needs a receptive field 16 times shorter);
 3. values are soft-clipped, ``c * asinh(x / c)`` with ``c =`` :data:`SOFT_CLIP`,
@@ -39,6 +44,8 @@ import math
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from astrotool_plato.events import MEDIAN_ABS_DIFF
 
 __docformat__ = "numpy"
 
@@ -85,16 +92,30 @@ def minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - lo) / (x.amax(dim=-1, keepdim=True) - lo + 1e-12)
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """Centre each row on its mean and scale it by its point-to-point noise (white-noise sigma).
+MIN_NOISE_BLOCKS = 16
+"""Fewer block means than this and :func:`normalise` keeps the point-to-point noise alone."""
+
+
+def normalise(x: torch.Tensor, noise_bin: int = 1) -> torch.Tensor:
+    """Centre each row on its mean and scale it by its noise on the shortest or on a longer time scale.
 
     Parameters
     ----------
     x : torch.Tensor
-        ``(..., length)`` relative flux.
+        ``(batch, channels, length)`` relative flux.
+    noise_bin : int
+        1: the point-to-point noise ``sqrt(pi) / 2 * mean(|diff(x)|)`` (white-noise sigma). Larger: the
+        maximum of that and ``sqrt(noise_bin) * median(|diff(m)|) / (0.6745 sqrt(2))``, ``m`` the means of
+        consecutive ``noise_bin`` samples -- the white-noise sigma again for white noise, larger where red
+        noise dominates on that time scale. The median ignores the few block differences a step, an
+        eclipse or a transit makes.
     """
     x = x - x.mean(dim=-1, keepdim=True)
     sigma = (math.sqrt(math.pi) / 2.0) * (x[..., 1:] - x[..., :-1]).abs().mean(dim=-1, keepdim=True)
+    if noise_bin > 1 and x.shape[-1] // noise_bin >= MIN_NOISE_BLOCKS:
+        m = F.avg_pool1d(x, noise_bin)
+        slow = (m[..., 1:] - m[..., :-1]).abs().median(dim=-1, keepdim=True).values
+        sigma = torch.maximum(sigma, slow * (math.sqrt(noise_bin) / MEDIAN_ABS_DIFF))
     return x / (sigma + 1e-12)
 
 
@@ -128,23 +149,26 @@ class TransitNet(nn.Module):
         or ``minmax`` (:func:`minmax`, Panopticon's, for its converted weights).
     bn_eps : float
         BatchNorm's epsilon (:data:`BN_EPS`; torch's 1e-5 for Panopticon's weights).
+    noise_bin : int
+        Samples per block of the longer-time-scale noise the input is also scaled by (:func:`normalise`;
+        1: the point-to-point noise only, as models trained before this option).
     """
 
     def __init__(self, decoder: str = "unet3p", in_channels: int = 1, width: int = 8, depth: int = 5,
                  kernel_size: int = 9, dilation: int = 1, dropout: float = 0.05, bin: int = 16, pool: str = "avg",
-                 scaling: str = "noise", bn_eps: float = BN_EPS):
+                 scaling: str = "noise", bn_eps: float = BN_EPS, noise_bin: int = 1):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         if kernel_size % 2 == 0 or kernel_size < 1:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-        if depth < 2 or width < 1 or bin < 1 or in_channels < 1:
-            raise ValueError("depth >= 2, width >= 1, bin >= 1 and in_channels >= 1 are needed")
+        if depth < 2 or width < 1 or bin < 1 or in_channels < 1 or noise_bin < 1:
+            raise ValueError("depth >= 2, width >= 1, bin >= 1, in_channels >= 1 and noise_bin >= 1 are needed")
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
         if scaling not in ("noise", "minmax"):
             raise ValueError(f"scaling must be 'noise' or 'minmax', got {scaling!r}")
-        self.scaling = scaling
+        self.scaling, self.noise_bin = scaling, int(noise_bin)
         self.decoder, self.depth, self.bin, self.in_channels = decoder, depth, bin, in_channels
         self._pool = F.avg_pool1d if pool == "avg" else F.max_pool1d
         k, d = kernel_size, dilation
@@ -184,7 +208,7 @@ class TransitNet(nn.Module):
             if self.bin > 1:
                 h = F.avg_pool1d(h, self.bin)
         else:
-            h = normalise(x.float())
+            h = normalise(x.float(), self.noise_bin)
             if self.bin > 1:
                 h = F.avg_pool1d(h, self.bin)
             h = SOFT_CLIP * torch.asinh(h / SOFT_CLIP)

@@ -29,7 +29,7 @@ RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "model", "seed
 
 NO_DATASET = "run `astro plato prepare` first"
 
-ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin", "pool")
+ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin", "pool", "noise_bin")
 
 
 def resume_settings(ds, cfg, seed: int) -> dict:
@@ -267,7 +267,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
     """
     from astrotool.ml import commands as mc
 
-    from astrotool_plato import MODELS, NAME, PREPARED, REPORTS
+    from astrotool_plato import NAME, PREPARED, REPORTS
     from astrotool_plato.prepare import PreparedDataset
 
     t = cfg.train
