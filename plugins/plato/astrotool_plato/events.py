@@ -113,12 +113,12 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
     means in consecutive blocks of the event's length ``w``, measured from the
     second differences of neighbouring block means, ``median |m[i-1] - 2 m[i] +
     m[i+1]| / (0.6745 sqrt(6))`` (blocks that hold an event or less than half
-    their samples left out). Binning
-    at the event's own length keeps red noise in ``sigma_w`` (Pont et al. 2006),
-    so an hours-long granulation or activity wiggle scores low where a
-    white-noise S/N would score it high; differencing neighbours keeps out the
-    variability slower than a few blocks (rotation, drifts: their slope and
-    their steps), which says nothing about whether a dip of length ``w`` is real.
+    their samples left out). Binning at the event's own length keeps red noise
+    in ``sigma_w`` (Pont et al. 2006), so an hours-long granulation or activity
+    wiggle scores low where a white-noise S/N would score it high; differencing
+    neighbours keeps out the variability slower than a few blocks (rotation,
+    drifts: their slope and their steps), which says nothing about whether a
+    dip of length ``w`` is real.
 
     Parameters
     ----------
