@@ -21,9 +21,6 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-MEDIAN_ABS_DIFF = 0.6744897501960817 * math.sqrt(2.0)
-"""Median of ``|a - b|`` for independent unit normals ``a``, ``b``."""
-
 MEDIAN_ABS_CURVATURE = 0.6744897501960817 * math.sqrt(6.0)
 """Median of ``|a - 2 b + c|`` for independent unit normals ``a``, ``b``, ``c``."""
 
@@ -141,8 +138,6 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
     for j, (a, b) in enumerate(ev):
         w = max(int(b - a), 1)
         m = (x.size // w) * w
-        if m < 3 * w:
-            continue
         blocks = np.where(free[:m], x[:m], np.nan).reshape(-1, w)
         full = np.isfinite(blocks).sum(axis=1) >= 0.5 * w
         means = np.nanmean(np.where(full[:, None], blocks, 0.0), axis=1)

@@ -45,8 +45,6 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from astrotool_plato.events import MEDIAN_ABS_DIFF
-
 __docformat__ = "numpy"
 
 ARCHITECTURE = "plato_transit_net"
@@ -91,6 +89,9 @@ def minmax(x: torch.Tensor) -> torch.Tensor:
     lo = x.amin(dim=-1, keepdim=True)
     return (x - lo) / (x.amax(dim=-1, keepdim=True) - lo + 1e-12)
 
+
+MEDIAN_ABS_DIFF = 0.6744897501960817 * math.sqrt(2.0)
+"""Median of ``|a - b|`` for independent unit normals ``a``, ``b``."""
 
 MIN_NOISE_BLOCKS = 16
 """Fewer block means than this and :func:`normalise` keeps the point-to-point noise alone."""
