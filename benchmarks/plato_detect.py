@@ -21,7 +21,8 @@ Prints, all measured in this run:
     transits recovered at the operating threshold (false alarms on at most 1 %
     of transit-free curves), false alarms per day, recovery against depth,
     S/N (per transit) and planet radius, the share of transits deeper than
-    180 ppm recovered (Panopticon: all); the same at the quiet operating
+    180 ppm recovered (Panopticon: all), the share of transits whose true box
+    reaches the vetting S/N (detectable) and the recovery among them; the same at the quiet operating
     threshold (false alarms on at most 1 % of the curves with neither a transit
     nor a binary) with the share of binaries flagged; events are vetted at
     S/N >= 7.1 against the curve's scatter binned at their length (the
@@ -194,9 +195,14 @@ def main(argv=None) -> int:
           f"nor binary): recovery {qo['recovery']:.3f}, false alarms on {qo['false_alarm_curve_fraction_quiet']:.1%} "
           f"of them, {qo['binary_curves_flagged']:.1%} of {full['binary_curves']} binaries flagged; deeper than "
           f"180 ppm {qo['recovery_deeper_than_180ppm']:.3f}")
-    print("    quiet: recovery by S/N per transit: " + ", ".join(
-        f"{r['low']:g}-{r['high'] if r['high'] is not None else 'inf'}: {r['recovery']:.2f} ({r['transits']})"
-        for r in qo["by_snr"]))
+    for key, what in (("by_snr", "white-noise S/N per transit"), ("by_box_snr", "S/N of the true box, red noise in")):
+        print(f"    quiet: recovery by {what}: " + ", ".join(
+            f"{r['low']:g}-{r['high'] if r['high'] is not None else 'inf'}: {r['recovery']:.2f} ({r['transits']})"
+            for r in qo[key]))
+    print(f"    detectable (the true box reaches S/N {MIN_SNR:g}): {qo['detectable_transits']} of {full['transits']} "
+          f"transits ({qo['detectable_transits'] / max(full['transits'], 1):.3f}); recovered among them "
+          f"{qo['recovery_of_detectable']:.3f} at the quiet threshold, {op['recovery_of_detectable']:.3f} at the "
+          "operating threshold")
     k5 = full["thresholds"].index(0.5) if 0.5 in full["thresholds"] else None
     if k5 is not None:
         print(f"    at threshold 0.5: recovery {full['recovery'][k5]:.3f}, false alarms on "
@@ -279,6 +285,8 @@ def main(argv=None) -> int:
     print(json.dumps({"recovery": op["recovery"], "far_curves": op["false_alarm_curve_fraction"],
                       "quiet_recovery": qo["recovery"], "quiet_far": qo["false_alarm_curve_fraction_quiet"],
                       "binaries_flagged_quiet": qo["binary_curves_flagged"],
+                      "detectable_share": qo["detectable_transits"] / max(full["transits"], 1),
+                      "quiet_recovery_of_detectable": qo["recovery_of_detectable"],
                       "deeper_180": op["recovery_deeper_than_180ppm"], "bls_recovery": b["recovery"],
                       "bls_far_curves": b["false_alarm_curve_fraction"], "network_s": sp["network_s"],
                       "bls_s": sp["bls_s"], "ratio": sp["ratio"]}))

@@ -23,7 +23,12 @@ binary either (false alarms from noise, variability and systematics), and
 ``binary_curves_flagged`` says how many binaries a threshold lets through.
 
 S/N in the recovery table is each transit's own, ``snr / sqrt(n_transits)``
-(the label's ``snr`` is that of all transits of the curve together).
+(the label's ``snr`` is that of all transits of the curve together): white
+noise only. ``box_snr`` is what vetting would measure on the transit's true
+box (:func:`astrotool_plato.events.event_snr`, red noise included); a transit
+whose ``box_snr`` reaches ``min_snr`` (or cannot be measured) is *detectable*,
+and ``recovery_of_detectable`` separates what the network misses from what the
+data hide.
 """
 
 from __future__ import annotations
@@ -99,15 +104,15 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     report : dict
         JSON-ready scores (module docstring).
     transits : list of dict
-        One row per true transit: curve id, twin, depth, S/N, duration, and
-        whether it was recovered at the operating threshold.
+        One row per true transit: curve id, twin, depth, S/N, box S/N, duration,
+        and whether it was recovered at the operating threshold.
     """
     import torch
 
     from astrotool.ml.metrics import threshold_counts, threshold_sweep
     from astrotool.ml.predict import predict
 
-    from astrotool_plato.events import find_events, match, vetted
+    from astrotool_plato.events import event_snr, find_events, match, vetted
     from astrotool_plato.labels import PLANET
 
     from astrotool.errors import InputError
@@ -166,6 +171,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                 fa[row, k] = int(m.false_alarm.sum())
                 fa_ecl[k] += int(m.on_eclipse.sum())
                 tp_events[k] += int((~m.false_alarm).sum())
+            box_snr = event_snr(x, matches[0].true)
             for j, (a, b) in enumerate(matches[0].true):
                 hits.append(np.array([m.recovered[j] for m in matches]))
                 per_transit.append({"id": str(meta["id"][i]), "twin": bool(meta["twin"][i]),
@@ -173,7 +179,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                                     "snr": float(meta["snr"][i]) / math.sqrt(n_tr[i]),
                                     "duration": float(meta["duration"][i]), "kind": str(meta["kind"][i]),
                                     "period": float(meta["period"][i]), "radius": radius[i],
-                                    "start": int(a), "stop": int(b)})
+                                    "box_snr": float(box_snr[j]), "start": int(a), "stop": int(b)})
             row += 1
 
     pred = predict(model, batches(), device=device, key="flux", on_batch=on_batch, keep=False)
@@ -199,9 +205,10 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
 
     def operating(k: int, meets: bool) -> dict:
         """The scores at threshold number ``k``."""
-        depth, period = (np.array([r[c] for r in per_transit]) for c in ("depth", "period"))
+        depth, period, box = (np.array([r[c] for r in per_transit]) for c in ("depth", "period", "box_snr"))
         h = hit[:, k] if n_true else np.zeros(0, bool)
         single = np.isnan(period)
+        detectable = ~(box < events.min_snr) if events.min_snr > 0 else np.ones(n_true, bool)
         return {"threshold": float(thr[k]), "far_target": far_target, "meets_target": meets,
                 "recovery": frac(recovered[k], n_true),
                 "false_alarm_curve_fraction": float(curve_far[k]),
@@ -209,8 +216,10 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                 "binary_curves_flagged": frac((fa[binary, k] > 0).sum(), binary.sum()),
                 "false_alarms_per_day": float(fa_total[k] / days),
                 "recovery_deeper_than_180ppm": frac(h[depth > 180].sum(), (depth > 180).sum()),
+                "detectable_transits": int(detectable.sum()),
+                "recovery_of_detectable": frac(h[detectable].sum(), detectable.sum()),
                 **{f"by_{c}": _binned(np.array([r[c] for r in per_transit]), h, edges) for c, edges in (
-                    ("depth", DEPTH_BINS), ("snr", SNR_BINS), ("duration", DURATION_BINS))},
+                    ("depth", DEPTH_BINS), ("snr", SNR_BINS), ("box_snr", SNR_BINS), ("duration", DURATION_BINS))},
                 "single_transits": {"transits": int(single.sum()), "recovered": int(h[single].sum()),
                                     "recovery": frac(h[single].sum(), single.sum())},
                 "by_period": _binned(period, h, PERIOD_BINS),
@@ -300,8 +309,8 @@ def eval_command(ctx, cfg, runtime) -> dict:
              "png": out / f"{stem}_eval.png"}
     write_json_atomic(paths["json"], report)
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "duration", "period", "radius",
-                                           "start", "stop", "recovered"])
+        w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "box_snr", "duration", "period",
+                                           "radius", "start", "stop", "recovered"])
         w.writeheader()
         w.writerows(transits)
     plot_report(report, paths["png"])
@@ -312,6 +321,7 @@ def eval_command(ctx, cfg, runtime) -> dict:
                "recovery": op["recovery"], "false_alarm_curve_fraction": op["false_alarm_curve_fraction"],
                "false_alarms_per_day": op["false_alarms_per_day"],
                "recovery_deeper_than_180ppm": op["recovery_deeper_than_180ppm"],
+               "recovery_of_detectable": op["recovery_of_detectable"],
                "binary_curves_flagged": op["binary_curves_flagged"],
                "quiet_operating_threshold": report["operating_quiet"]["threshold"],
                "quiet_recovery": report["operating_quiet"]["recovery"],
