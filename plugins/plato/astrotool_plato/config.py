@@ -207,6 +207,9 @@ class TrainConfig(Section):
                                                            "of shallow transits) or max (Panopticon's)")
     noise_bin: int = Field(144, ge=1, description="input samples per block of the slower noise the network also "
                                                   "scales by (144 = 1 h at 25 s; 1 = point-to-point noise only)")
+    trend_window: int = Field(6912, ge=0, description="input samples of the running median the network subtracts "
+                                                      "first (6912 = 2 d at 25 s: flux steps, rotation, drifts); "
+                                                      "0 = none")
     loss: Literal["bce", "dice", "focal", "bce+dice"] = Field("bce+dice", description="training loss")
     pos_weight: float = Field(1.0, gt=0, description="weight of in-transit samples in the BCE and focal terms")
     focal_gamma: float = Field(2.0, ge=0, description="focusing exponent of the focal loss")
@@ -245,9 +248,9 @@ class EventsConfig(Section):
     merge_gap_hours: float = Field(1.0, ge=0, description="events closer than this are one event [h] "
                                                          "(Panopticon: 1200 samples of 60 s = 20 h)")
     min_duration_hours: float = Field(0.25, ge=0, description="shorter events are dropped [h]")
-    min_snr: float = Field(7.1, ge=0, description="events whose depth over the curve's scatter binned at the "
+    min_snr: float = Field(0.0, ge=0, description="events whose depth over the curve's scatter binned at the "
                                                   "event's length (red noise included) is below this are dropped "
-                                                  "(7.1: Kepler's detection threshold); 0: keep every event")
+                                                  "(e.g. 7.1, Kepler's detection threshold); 0: keep every event")
 
 
 class EvalConfig(Section):

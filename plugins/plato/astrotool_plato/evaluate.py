@@ -26,7 +26,7 @@ S/N in the recovery table is each transit's own, ``snr / sqrt(n_transits)``
 (the label's ``snr`` is that of all transits of the curve together): white
 noise only. ``box_snr`` is what vetting would measure on the transit's true
 box (:func:`astrotool_plato.events.event_snr`, red noise included); a transit
-whose ``box_snr`` reaches ``min_snr`` (or cannot be measured) is *detectable*,
+whose ``box_snr`` reaches :data:`DETECTABLE_SNR` (or cannot be measured) is *detectable*,
 and ``recovery_of_detectable`` separates what the network misses from what the
 data hide.
 """
@@ -50,6 +50,8 @@ RADIUS_BINS = (0.0, 1.25, 2.0, 4.0, 6.0, 15.0, math.inf)
 """Planet-radius bins [R_earth]: Earths, super-Earths, sub-Neptunes, Neptunes, giants, beyond."""
 PERIOD_BINS = (0.0, 5.0, 15.0, math.inf)
 """Period bins [d] of periodic transits (single transits are counted apart, ``period`` NaN)."""
+DETECTABLE_SNR = 7.1
+"""A transit whose own box reaches this S/N against the curve's red noise is *detectable* (Kepler's threshold)."""
 FAR_TARGET = 0.01
 """The false-alarm fraction of transit-free curves the operating threshold keeps under."""
 
@@ -208,7 +210,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         depth, period, box = (np.array([r[c] for r in per_transit]) for c in ("depth", "period", "box_snr"))
         h = hit[:, k] if n_true else np.zeros(0, bool)
         single = np.isnan(period)
-        detectable = ~(box < events.min_snr) if events.min_snr > 0 else np.ones(n_true, bool)
+        detectable = ~(box < DETECTABLE_SNR)
         return {"threshold": float(thr[k]), "far_target": far_target, "meets_target": meets,
                 "recovery": frac(recovered[k], n_true),
                 "false_alarm_curve_fraction": float(curve_far[k]),

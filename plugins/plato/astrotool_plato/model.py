@@ -15,7 +15,11 @@ Every convolution block is Dropout1d -> Conv1d (reflect padding, no bias) ->
 BatchNorm -> ReLU, as in Panopticon. The network's own first steps make it
 independent of the flux scale and cheap at PLATO's cadence:
 
-1. each curve (and channel) is centred on its mean and divided by its
+1. with ``trend_window > 0``, each curve's running median over that many
+   samples is subtracted (:func:`remove_trend`): left in, an aperture-mask
+   update's flux step sets the level the network compares dips with, and the
+   transits after a step of a few hundred ppm go unseen;
+2. each curve (and channel) is centred on its mean and divided by its
    point-to-point noise, ``sqrt(pi) / 2 * mean(|diff(x)|)`` (the standard
    deviation of white noise), or, with ``noise_bin > 1``, by the larger of that
    and the same scatter measured between means of ``noise_bin`` samples and
@@ -23,9 +27,9 @@ independent of the flux scale and cheap at PLATO's cadence:
    noise, larger where red noise (granulation, activity) dominates on that time
    scale, so a bright star's hour-long wiggles enter the network as they do for
    a faint star's;
-2. ``bin`` consecutive samples are averaged (25 s x 16 = 400 s: a 2-h transit
+3. ``bin`` consecutive samples are averaged (25 s x 16 = 400 s: a 2-h transit
    still spans 18 bins, and the network needs a receptive field 16 times shorter);
-3. values are soft-clipped, ``c * asinh(x / c)`` with ``c =`` :data:`SOFT_CLIP`,
+4. values are soft-clipped, ``c * asinh(x / c)`` with ``c =`` :data:`SOFT_CLIP`,
    so deep binary eclipses and outliers do not swamp the batch statistics.
 
 The logits come back at the input cadence (each bin's logit repeated), so the
@@ -97,6 +101,29 @@ MIN_NOISE_BLOCKS = 16
 """Fewer block means than this and :func:`normalise` keeps the point-to-point noise alone."""
 
 
+def remove_trend(x: torch.Tensor, bin: int, window: int) -> torch.Tensor:
+    """Subtract each row's running median over ``window`` samples, taken over means of ``bin`` samples.
+
+    A median keeps a flux step's edge sharp, so the step leaves the curve with the
+    trend (rotation, drifts, aperture-mask updates), while a transit or an eclipse
+    shorter than half the window stays nearly at full depth.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(batch, channels, length)`` relative flux, ``length`` divisible by ``bin``.
+    bin : int
+        Samples per mean.
+    window : int
+        Samples in the running median (rounded to an odd number of means; ends repeated).
+    """
+    coarse = F.avg_pool1d(x, bin) if bin > 1 else x
+    half = max(window // (2 * bin), 1)
+    padded = F.pad(coarse, (half, half), mode="replicate")
+    trend = padded.unfold(-1, 2 * half + 1, 1).median(dim=-1).values
+    return x - (trend.repeat_interleave(bin, dim=-1) if bin > 1 else trend)
+
+
 def normalise(x: torch.Tensor, noise_bin: int = 1) -> torch.Tensor:
     """Centre each row on its mean and scale it by its noise on the shortest or on a longer time scale.
 
@@ -153,11 +180,15 @@ class TransitNet(nn.Module):
     noise_bin : int
         Samples per block of the longer-time-scale noise the input is also scaled by (:func:`normalise`;
         1: the point-to-point noise only, as models trained before this option).
+    trend_window : int
+        Samples of the running median subtracted first (:func:`remove_trend`; 0: none, as models trained
+        before this option).
     """
 
     def __init__(self, decoder: str = "unet3p", in_channels: int = 1, width: int = 8, depth: int = 5,
                  kernel_size: int = 9, dilation: int = 1, dropout: float = 0.05, bin: int = 16, pool: str = "avg",
-                 scaling: str = "noise", bn_eps: float = BN_EPS, noise_bin: int = 1):
+                 scaling: str = "noise", bn_eps: float = BN_EPS, noise_bin: int = 1,
+                 trend_window: int = 0):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
@@ -169,7 +200,9 @@ class TransitNet(nn.Module):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
         if scaling not in ("noise", "minmax"):
             raise ValueError(f"scaling must be 'noise' or 'minmax', got {scaling!r}")
-        self.scaling, self.noise_bin = scaling, int(noise_bin)
+        if trend_window < 0:
+            raise ValueError(f"trend_window must be 0 (none) or positive, got {trend_window}")
+        self.scaling, self.noise_bin, self.trend_window = scaling, int(noise_bin), int(trend_window)
         self.decoder, self.depth, self.bin, self.in_channels = decoder, depth, bin, in_channels
         self._pool = F.avg_pool1d if pool == "avg" else F.max_pool1d
         k, d = kernel_size, dilation
@@ -209,7 +242,10 @@ class TransitNet(nn.Module):
             if self.bin > 1:
                 h = F.avg_pool1d(h, self.bin)
         else:
-            h = normalise(x.float(), self.noise_bin)
+            h = x.float()
+            if self.trend_window:
+                h = remove_trend(h, self.bin, self.trend_window)
+            h = normalise(h, self.noise_bin)
             if self.bin > 1:
                 h = F.avg_pool1d(h, self.bin)
             h = SOFT_CLIP * torch.asinh(h / SOFT_CLIP)

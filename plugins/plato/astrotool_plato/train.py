@@ -29,7 +29,8 @@ RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "model", "seed
 
 NO_DATASET = "run `astro plato prepare` first"
 
-ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin", "pool", "noise_bin")
+ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin", "pool", "noise_bin",
+             "trend_window")
 
 
 def resume_settings(ds, cfg, seed: int) -> dict:
