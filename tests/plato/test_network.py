@@ -292,13 +292,13 @@ def test_trend_removal_takes_out_steps_and_rotation_and_keeps_a_twelve_hour_tran
         return torch.tensor([y[a:a + chunk].median().item() for a in range(0, n - chunk + 1, chunk)
                              if not any(lo <= a < hi for lo, hi in skip)])
 
-    y = remove_trend((noise + transit + steps)[None, None], 16, 2 * day)[0, 0]
+    y = remove_trend((noise + transit + steps)[None, None], 2 * day)[0, 0]
     for at, size in ((40000, 1e-3), (60000, 8e-4)):
         assert abs(y[at:at + chunk].median().item()) < 0.2 * size
         assert abs(y[at - chunk:at].median().item()) < 0.2 * size
     assert levels(y, [(40000 - 3 * chunk, 40000 + 2 * chunk), (60000 - 3 * chunk, 60000 + 2 * chunk),
                       (20000 - chunk, 21728)]).abs().max().item() < 1e-4
-    y = remove_trend((noise + transit + rotation)[None, None], 16, 2 * day)[0, 0]
+    y = remove_trend((noise + transit + rotation)[None, None], 2 * day)[0, 0]
     assert levels(y, [(20000 - day, 21728 + day)]).abs().max().item() < 1.2e-4
     assert levels(y, [(20000 - chunk, 21728)]).abs().max().item() < 2e-4
     depth = 0.5 * (y[19000:20000].median() + y[21728:22728].median()) - y[20000:21728].median()

@@ -101,27 +101,36 @@ MIN_NOISE_BLOCKS = 16
 """Fewer block means than this and :func:`normalise` keeps the point-to-point noise alone."""
 
 
-def remove_trend(x: torch.Tensor, bin: int, window: int) -> torch.Tensor:
-    """Subtract each row's running median over ``window`` samples, taken over means of ``bin`` samples.
+TREND_MEANS = 432
+"""Means per running-median window of :func:`remove_trend`, whatever its length."""
 
-    A median keeps a flux step's edge sharp, so the step leaves the curve with the
-    trend (rotation, drifts, aperture-mask updates), while a transit or an eclipse
-    shorter than half the window stays nearly at full depth.
+
+def remove_trend(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Subtract each row's running median over ``window`` samples.
+
+    The median runs over means of ``max(window // TREND_MEANS, 1)`` samples (16
+    for 6912), so its cost does not grow with the window. A median keeps a flux
+    step's edge sharp, so the step leaves the curve with the trend (rotation,
+    drifts, aperture-mask updates), while a transit or an eclipse shorter than
+    half the window stays nearly at full depth.
 
     Parameters
     ----------
     x : torch.Tensor
-        ``(batch, channels, length)`` relative flux, ``length`` divisible by ``bin``.
-    bin : int
-        Samples per mean.
+        ``(batch, channels, length)`` relative flux.
     window : int
-        Samples in the running median (rounded to an odd number of means; ends repeated).
+        Samples in the running median (ends repeated).
+
+    Returns
+    -------
+    torch.Tensor
+        ``x`` minus the running median, same shape.
     """
-    coarse = F.avg_pool1d(x, bin) if bin > 1 else x
-    half = max(window // (2 * bin), 1)
-    padded = F.pad(coarse, (half, half), mode="replicate")
-    trend = padded.unfold(-1, 2 * half + 1, 1).median(dim=-1).values
-    return x - (trend.repeat_interleave(bin, dim=-1) if bin > 1 else trend)
+    step = max(window // TREND_MEANS, 1)
+    coarse = F.avg_pool1d(x, step, ceil_mode=True) if step > 1 else x
+    half = max(window // (2 * step), 1)
+    trend = F.pad(coarse, (half, half), mode="replicate").unfold(-1, 2 * half + 1, 1).median(dim=-1).values
+    return x - trend.repeat_interleave(step, dim=-1)[..., :x.shape[-1]]
 
 
 def normalise(x: torch.Tensor, noise_bin: int = 1) -> torch.Tensor:
@@ -244,7 +253,7 @@ class TransitNet(nn.Module):
         else:
             h = x.float()
             if self.trend_window:
-                h = remove_trend(h, self.bin, self.trend_window)
+                h = remove_trend(h, self.trend_window)
             h = normalise(h, self.noise_bin)
             if self.bin > 1:
                 h = F.avg_pool1d(h, self.bin)
