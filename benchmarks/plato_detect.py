@@ -25,9 +25,11 @@ Prints, all measured in this run:
     reaches S/N 7.1 against the red noise (detectable) and the recovery among
     them; the same at the quiet operating threshold (false alarms on at most
     1 % of the curves with neither a transit nor a binary) with the share of
-    binaries flagged; every event kept (the default), and scored once more
-    with the events vetted at S/N >= 7.1 against the curve's scatter binned at
-    their length;
+    binaries flagged; every event kept but those that the binary test
+    (odd/even depths, a secondary eclipse half-way; ``binary_snr`` 5, the
+    default) finds a binary's, scored once more with the events vetted at
+    S/N >= 7.1 against the curve's scatter binned at their length, and once
+    without the binary test;
 (c) wotan (biweight) + astropy BLS on the first ``--bls-curves`` hold-out
     curves, scored the same way at its S/N threshold, and the network on the
     same curves;
@@ -219,6 +221,17 @@ def main(argv=None) -> int:
               f"{v['recovery']:.3f} ({far:.1%} of {what} curves flagged, {v['binary_curves_flagged']:.1%} of binaries; "
               f"deeper than 180 ppm {v['recovery_deeper_than_180ppm']:.3f})")
 
+    run("eval no binary test", "eval", "--model", "net", "--dataset", hn, "--split", "all", "--name",
+        f"{hn}_no_binary_test", "--binary-snr", 0)
+    nob = json.loads((ws / "plato" / "reports" / f"{hn}_no_binary_test_eval.json").read_text())
+    for key, what in (("operating", "transit-free"), ("operating_quiet", "quiet")):
+        v = nob[key]
+        far = v["false_alarm_curve_fraction" if key == "operating" else "false_alarm_curve_fraction_quiet"]
+        print(f"    without the binary test (--binary-snr 0), {what} operating threshold {v['threshold']:.3f}: "
+              f"recovery {v['recovery']:.3f} ({far:.1%} of {what} curves flagged, {v['binary_curves_flagged']:.1%} "
+              f"of binaries; transit-free curves flagged {v['false_alarm_curve_fraction']:.1%}; deeper than 180 "
+              f"ppm {v['recovery_deeper_than_180ppm']:.3f})")
+
     print(f"(c) {BASELINE} on the first {sizes['bls_curves']} hold-out curves")
     from astrotool_plato.bls import evaluate_bls
     from astrotool_plato.config import BlsConfig
@@ -278,7 +291,9 @@ def main(argv=None) -> int:
     out = {"sizes": sizes, "seed": a.seed, "train": fit, "holdout": {k: v for k, v in full.items()
                                                                      if k not in ("pointwise",)},
            "holdout_head": {"network": hop, "bls": b},
-           "vetted": {k: vet[k] for k in ("operating", "operating_quiet")}, "speed": sp, "panopticon": panopticon,
+           "vetted": {k: vet[k] for k in ("operating", "operating_quiet")},
+           "no_binary_test": {k: nob[k] for k in ("operating", "operating_quiet")}, "speed": sp,
+           "panopticon": panopticon,
            "eval_summary": rep, "head_summary": head, "times": run.times}
     if a.json_out:
         a.json_out.write_text(json.dumps(out, indent=2, default=float))

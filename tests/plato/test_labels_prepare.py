@@ -390,3 +390,77 @@ def test_event_snr_is_the_depth_over_the_scatter_binned_at_the_event_length():
     short = np.array([[100, 250]])
     assert np.isnan(event_snr(x[:300], short))[0]                     # fewer than three blocks: unknown
     np.testing.assert_array_equal(vetted(short, x[:300], 5.0), short)  # ... and kept, not silently dropped
+
+
+def _boxes(x, centres, w, depth):
+    for c in centres:
+        x[c - w // 2:c + w // 2] -= depth
+    return np.array([[c - w // 2, c + w // 2] for c in centres])
+
+
+def test_binary_tests_find_a_secondary_eclipse_and_unequal_alternate_depths_but_pass_a_planet():
+    from astrotool_plato.events import HALF_PERIOD_SNR, binary_tests, vetted
+
+    n, w, period, noise = 40_000, 200, 4000, 1e-3
+    box_error = noise * np.sqrt(1 / w + np.pi / (4 * w))      # mean of w samples minus the median of 2w (band = w)
+    primaries, secondaries = 1000 + period * np.arange(10), 3000 + period * np.arange(10)
+    for seed in (1, 2, 3):
+        rng = np.random.default_rng(seed)
+        binary = rng.standard_normal(n) * noise
+        prim = _boxes(binary, primaries, w, 1e-3)
+        sec = _boxes(binary, secondaries, w, 5e-4)
+        # the network flags the primaries only: a secondary half-way, shallower than them
+        t = binary_tests(binary, prim)
+        assert t.period == pytest.approx(period, abs=1)
+        # (the error comes from the depths' own scatter, 17 degrees of freedom: +-25 % from seed to seed)
+        assert t.secondary == pytest.approx(5e-4 / (box_error / np.sqrt(10)), rel=0.4)        # 16.7
+        assert t.primary_minus_secondary == pytest.approx(5e-4 / (box_error * np.sqrt(0.2)), rel=0.4)  # 11.8
+        assert t.odd_even < 4 and t.binary(7.1)
+        # ... or primaries and secondaries: alternate depths differ
+        both = np.sort(np.vstack([prim, sec]), axis=0)
+        t = binary_tests(binary, both)
+        assert t.period == pytest.approx(period / 2, abs=1)
+        assert t.odd_even == pytest.approx(5e-4 / (box_error * np.sqrt(0.2)), rel=0.4) and t.binary(7.1)
+        assert vetted(both, binary, 0.0, 7.1).shape == (0, 2)
+        # a false alarm off the binary's ephemeris neither hides it nor goes with it
+        stray = np.array([[2400, 2600]])
+        assert binary_tests(binary, np.vstack([prim, stray])).period == pytest.approx(period, abs=1)
+        np.testing.assert_array_equal(vetted(np.vstack([prim, stray]), binary, 0.0, 7.1), stray)
+        # a planet: equal depths, nothing half-way
+        planet = rng.standard_normal(n) * noise
+        transits = _boxes(planet, primaries, w, 6e-4)
+        t = binary_tests(planet, transits)
+        assert t.odd_even < 4 and t.secondary < 4 and not t.binary(3.0)
+        np.testing.assert_array_equal(vetted(transits, planet, 0.0, 7.1), transits)
+        # ... whose every other transit was missed: the dip half-way is as deep as the events, so the period is
+        # halved, and there the planet passes
+        t = binary_tests(planet, transits[::2])
+        assert t.period == pytest.approx(period, abs=1)
+        assert t.odd_even < 4 and t.secondary < 4 and not t.binary(7.1)
+        np.testing.assert_array_equal(vetted(transits[::2], planet, 0.0, 7.1), transits[::2])
+        # a binary whose network missed every other primary: halved, its secondary shows
+        t = binary_tests(binary, prim[::2])
+        assert t.period == pytest.approx(period, abs=1) and t.binary(7.1)
+        # ... or two of three: half-way between the events (1.5 orbits) lies a secondary, shallower than the
+        # events, so the period stays (4 cycles: the difference is 500 / (box_error sqrt(1/4 + 1/3)) ~ 7)
+        t = binary_tests(binary, prim[::3])
+        assert t.period == pytest.approx(3 * period, abs=2)
+        assert t.secondary > 7.1 and t.primary_minus_secondary > HALF_PERIOD_SNR
+    assert np.isnan(binary_tests(planet, transits[:1]).odd_even)                 # one event: nothing to test
+    short = binary_tests(planet[:560], np.array([[20, 220], [340, 540]]))       # too short for any scatter
+    assert np.isnan(short.odd_even) and np.isnan(short.primary_minus_secondary)
+    np.testing.assert_array_equal(vetted(transits[:1], planet, 0.0, 7.1), transits[:1])
+
+
+def test_binary_tests_measure_eclipses_closer_than_their_length_apart():
+    """A 0.7-d binary with 5-h eclipses: the flux band either side shrinks to fit between the eclipses."""
+    from astrotool_plato.events import binary_tests
+
+    rng = np.random.default_rng(5)
+    n, w, period = 38_400, 720, 2400                             # eclipses 720 samples long, 480 samples apart
+    x = rng.standard_normal(n) * 1e-3
+    prim = _boxes(x, 600 + period * np.arange(16), w, 2e-2)
+    _boxes(x, 1800 + period * np.arange(16), w, 1e-2)
+    t = binary_tests(x, prim)
+    assert t.period == pytest.approx(period, abs=1)
+    assert t.secondary > 100 and t.primary_minus_secondary > 100

@@ -588,3 +588,47 @@ def test_eval_tells_a_transit_hidden_in_red_noise_from_one_the_network_missed(tm
     assert [(r["low"], r["recovered"], r["transits"]) for r in op["by_box_snr"]] == [(0.0, 0, 1), (50.0, 1, 1)]
     unvetted = everything["operating"]
     assert unvetted["recovery"] == 1.0 and unvetted["detectable_transits"] == 1
+
+
+def test_eval_drops_a_binarys_repeating_eclipses_but_keeps_a_periodic_planets_transits(tmp_path):
+    """A background binary (2-d period, 2-h eclipses of 1,500 and 700 ppm) and a planet (2-d period, 2-h
+    transits of 1,500 ppm) in 100 ppm white noise, both seen by a model that flags every dip below
+    1,000 ppm: the binary's primaries, with a secondary half-way (S/N ~ 190), are dropped by the binary
+    test at 7.1; the planet's equal transits with nothing half-way are kept."""
+    from astrotool_plato.config import EventsConfig, PrepareConfig
+    from astrotool_plato.evaluate import evaluate
+    from astrotool_plato.labels import event_windows, mask, write_label_rows
+    from astrotool_plato.lightcurves import write_curves
+    from astrotool_plato.prepare import PreparedDataset, prepare
+    from astrotool_plato.simulate import eclipse_deficit
+
+    class Dips(torch.nn.Module):
+        granularity = 1
+        in_channels = 1
+
+        def forward(self, x):
+            return -4000.0 * x - 4.0          # p > 0.5 below -1,000 ppm
+
+    n = 32768
+    t = np.arange(n) * 25.0 / 86400.0
+    rng = np.random.default_rng(21)
+    binary = {"id": "binary", "has_transit": False, "eclipse": "beb", "eclipse_t0": 1.0, "eclipse_period": 2.0,
+              "eclipse_duration": 2.0, "eclipse_depth": 1500.0, "eclipse_secondary": 700.0}
+    planet = {"id": "planet", "has_transit": True, "t0": 1.0, "period": 2.0, "duration": 2.0, "depth": 1500.0,
+              "snr": 100.0, "n_transits": 5, "planet_radius": 4.0}
+    transit = np.where(mask(t, event_windows(planet, t[0], t[-1])) == 1, 1.5e-3, 0.0)
+    curves = {"binary": 1 - eclipse_deficit(t, 1.0, 2.0, 1500.0, 700.0, 2.0, 0.9) + rng.normal(0, 1e-4, n),
+              "planet": 1 - transit + rng.normal(0, 1e-4, n)}
+    raw, labels = tmp_path / "raw", tmp_path / "labels"
+    write_curves(raw / "x_lightcurves.parquet", [(k, t, f, 1e-4) for k, f in curves.items()],
+                 {"ids": list(curves)}, "test")
+    write_label_rows(labels / "x_labels.parquet", [{**r, "file": "x_lightcurves.parquet"} for r in (binary, planet)],
+                     "test")
+    prepare(PrepareConfig(split=(1.0, 0.0, 0.0)), 0, [], raw, labels, tmp_path / "prepared")
+    with PreparedDataset(tmp_path / "prepared" / "quarters") as ds:
+        kept, _ = evaluate(Dips(), ds, "all", [0.5], EventsConfig(binary_snr=0.0))
+        tested, _ = evaluate(Dips(), ds, "all", [0.5], EventsConfig(binary_snr=7.1))
+    assert kept["binary_curves"] == 1 and kept["transits"] == 5
+    assert kept["binary_curves_flagged"] == [1.0] and kept["recovery"] == [1.0]
+    assert tested["binary_curves_flagged"] == [0.0] and tested["recovery"] == [1.0]
+    assert tested["events"]["binary_snr"] == 7.1

@@ -220,6 +220,9 @@ def eval_(
     min_duration_hours: Optional[float] = typer.Option(None, "--min-duration", help="shorter events are dropped [h]"),
     min_snr: Optional[float] = typer.Option(None, "--min-snr", help="drop events below this S/N against the "
                                                                     "scatter binned at their length (0: keep all)"),
+    binary_snr: Optional[float] = typer.Option(None, "--binary-snr", help="drop a curve's repeating events whose "
+                                                                          "odd/even or secondary-eclipse test "
+                                                                          "reaches this S/N (0: no test)"),
     report: Optional[str] = typer.Option(None, "--name", help="report name (plato/reports/<name>_eval.json)"),
     device: mc.Device = None,
 ) -> None:
@@ -238,7 +241,7 @@ def eval_(
     cfg = plato_config(ctx, {"eval.model": model, "eval.dataset": dataset, "eval.split": split,
                              "eval.report": report, "events.merge_gap_hours": merge_gap_hours,
                              "events.min_duration_hours": min_duration_hours,
-                             "events.min_snr": min_snr})
+                             "events.min_snr": min_snr, "events.binary_snr": binary_snr})
     eval_command(ctx, cfg, mc.runtime(ctx, device=device))
 
 
@@ -252,6 +255,9 @@ def detect(
     merge_gap_hours: Optional[float] = typer.Option(None, "--merge-gap", help="events closer than this are one [h]"),
     min_snr: Optional[float] = typer.Option(None, "--min-snr", help="drop events below this S/N against the "
                                                                     "scatter binned at their length (0: keep all)"),
+    binary_snr: Optional[float] = typer.Option(None, "--binary-snr", help="drop a curve's repeating events whose "
+                                                                          "odd/even or secondary-eclipse test "
+                                                                          "reaches this S/N (0: no test)"),
     time_column: Optional[str] = typer.Option(None, "--time-column", help="time column (default: time, TIME, ...)"),
     flux_column: Optional[str] = typer.Option(None, "--flux-column",
                                               help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...)"),
@@ -270,7 +276,7 @@ def detect(
     ctx = current()
     cfg = plato_config(ctx, {"detect.model": model, "detect.name": name, "events.threshold": threshold,
                              "events.merge_gap_hours": merge_gap_hours, "events.min_snr": min_snr,
-                             "detect.time_column": time_column,
+                             "events.binary_snr": binary_snr, "detect.time_column": time_column,
                              "detect.flux_column": flux_column, "detect.time_unit": time_unit})
     detect_command(ctx, cfg, files, mc.runtime(ctx, device=device))
 

@@ -55,6 +55,7 @@ class DetectItem:
     time_unit: str = "d"
     batch_size: int = 4
     device: str = "cpu"
+    binary_snr: float = 0.0
 
 
 def _model(model_dir: str):
@@ -88,7 +89,7 @@ def model_channels(model) -> str:
 
 def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge_gap_hours: float,
                   min_duration_hours: float, batch_size: int = 4, device: str = "cpu",
-                  min_snr: float = 0.0) -> dict:
+                  min_snr: float = 0.0, binary_snr: float = 0.0) -> dict:
     """Events of several curves with one model.
 
     Parameters
@@ -104,6 +105,8 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     device : str
     min_snr : float
         Events below this S/N against the binned scatter are dropped (:func:`astrotool_plato.events.vetted`).
+    binary_snr : float
+        A curve's repeating events that are an eclipsing binary's at this S/N are dropped (0: no test).
 
     Returns
     -------
@@ -152,7 +155,7 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
             t, x, filled, _, n = grid[cid]
             x = x[-1] if x.ndim == 2 else x   # the co-added flux
             prob = 1.0 / (1.0 + np.exp(-logits[row, :n]))
-            ev = vetted(find_events(prob, threshold, merge, min_len), x, min_snr)
+            ev = vetted(find_events(prob, threshold, merge, min_len), x, min_snr, binary_snr)
             out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
                         "flux": x, "filled": filled, "seconds": pred.seconds / len(ids)}
     return out
@@ -165,7 +168,7 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
     meta, model = _model(item.model_dir)
     curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model))
     res = search_curves(curves, model, model_cadence(meta), item.threshold, item.merge_gap_hours,
-                        item.min_duration_hours, item.batch_size, item.device, item.min_snr)
+                        item.min_duration_hours, item.batch_size, item.device, item.min_snr, item.binary_snr)
     name = Path(item.path).name
     cols = ("t_mid", "duration", "depth", "snr", "peak_probability")
     rows = [{"file": name, "id": cid, **{k: e[k] for k in cols}}
@@ -210,7 +213,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         raise AstroError("give at least one light-curve file")
     device = runtime.accelerator
     items = [DetectItem(str(Path(f)), str(mdir), ev.threshold, ev.merge_gap_hours, ev.min_duration_hours,
-                        ev.min_snr, d.time_column, d.flux_column, d.time_unit, d.batch_size, device) for f in files]
+                        ev.min_snr, d.time_column, d.flux_column, d.time_unit, d.batch_size, device,
+                        binary_snr=ev.binary_snr) for f in files]
     since = len(ctx.failures)
     results = ctx.map(detect_file, items, "detect", keys=[Path(f).name for f in files])
     rows = [r for _, res in results for r in res["rows"]]

@@ -166,7 +166,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                                                (np.add(counts[k], v).tolist() if isinstance(v, list) else
                                                 counts[k] + v)) for k, v in c.items()}
         for p, y, i, x in zip(prob, lab, np.asarray(batch["index"]), np.asarray(batch["coadd"])):
-            matches = [match(vetted(find_events(p, t, merge, min_len), x, events.min_snr), y) for t in thr]
+            matches = [match(vetted(find_events(p, t, merge, min_len), x, events.min_snr, events.binary_snr), y)
+                       for t in thr]
             has_transit[row] = len(matches[0].true) > 0
             binary[row] = kind[i] in ("eb", "beb")
             for k, m in enumerate(matches):
@@ -231,7 +232,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         "split": split, "curves": int(len(idx)), "transit_free_curves": int(free.sum()), "transits": int(n_true),
         "length": ds.length, "cadence_s": cadence, "days": days,
         "events": {"merge_gap_hours": events.merge_gap_hours, "min_duration_hours": events.min_duration_hours,
-                   "min_snr": events.min_snr},
+                   "min_snr": events.min_snr, "binary_snr": events.binary_snr},
         "thresholds": thr.tolist(),
         "recovery": [frac(r, n_true) for r in recovered],
         "false_alarms": fa_total.tolist(),

@@ -9,7 +9,11 @@ a binary's eclipse.
 
 An event can also be vetted by its S/N against the curve's own noise binned at
 the event's length (:func:`event_snr`, :func:`vetted`): red noise that the
-network mistakes for a transit scores low there.
+network mistakes for a transit scores low there. And the events of one curve
+that repeat can be vetted as an eclipsing binary's (:func:`binary_tests`):
+alternate events of unequal depth (primary and secondary eclipses), or a
+shallower dip half-way between them (a secondary eclipse), which a planet
+does not make.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ __docformat__ = "numpy"
 
 MEDIAN_ABS_CURVATURE = 0.6744897501960817 * math.sqrt(6.0)
 """Median of ``|a - 2 b + c|`` for independent unit normals ``a``, ``b``, ``c``."""
+HALF_PERIOD_SNR = 3.0
+""":func:`binary_tests`: a dip half-way between the events at this S/N, and not shallower than they are at
+it, says the events' period is half the one their spacing gave (missed events), and the tests are taken
+again there."""
 
 
 def runs(flags: np.ndarray) -> np.ndarray:
@@ -136,34 +144,202 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
         free[a:b] = False
     out = np.full(len(ev), np.nan)
     for j, (a, b) in enumerate(ev):
-        w = max(int(b - a), 1)
-        m = (x.size // w) * w
-        blocks = np.where(free[:m], x[:m], np.nan).reshape(-1, w)
-        full = np.isfinite(blocks).sum(axis=1) >= 0.5 * w
-        means = np.nanmean(np.where(full[:, None], blocks, 0.0), axis=1)
-        triples = full[2:] & full[1:-1] & full[:-2]
-        if triples.sum() < 3:
-            continue
-        sigma = np.median(np.abs(np.diff(means, 2)[triples])) / MEDIAN_ABS_CURVATURE
-        out[j] = box_depth(x, a, b) / sigma if sigma > 0 else np.nan
+        sigma = _block_sigma(x, free, max(int(b - a), 1))
+        if sigma > 0:
+            out[j] = box_depth(x, a, b) / sigma
     return out
 
 
-def box_depth(flux: np.ndarray, start: int, stop: int) -> float:
-    """Box depth of samples ``start:stop``: the median of a band of ``max(stop - start, 8)`` samples on either
-    side minus the mean inside (relative flux; NaN without a band)."""
-    band = max(int(stop - start), 8)
+def box_depth(flux: np.ndarray, start: int, stop: int, band: int | None = None) -> float:
+    """Box depth of samples ``start:stop``: the median of a band of ``band`` samples (default ``max(stop - start,
+    8)``) on either side minus the mean inside (relative flux; NaN without a band)."""
+    band = max(int(stop - start), 8) if band is None else int(band)
     around = np.r_[flux[max(0, start - band):start], flux[stop:stop + band]]
     return float(np.median(around)) - float(np.mean(flux[start:stop])) if around.size else math.nan
 
 
-def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float) -> np.ndarray:
-    """The events whose :func:`event_snr` reaches ``min_snr`` (all of them when ``min_snr <= 0``); an event whose
-    S/N cannot be measured (NaN: a curve shorter than three event lengths, or without scatter) is kept."""
+def _block_sigma(x: np.ndarray, free: np.ndarray, w: int) -> float:
+    """Scatter of the means of consecutive ``w``-sample blocks of ``x`` where ``free`` (:func:`event_snr`); NaN
+    with fewer than three triples of neighbouring blocks at least half free."""
+    m = (x.size // w) * w
+    blocks = np.where(free[:m], x[:m], np.nan).reshape(-1, w)
+    full = np.isfinite(blocks).sum(axis=1) >= 0.5 * w
+    means = np.nanmean(np.where(full[:, None], blocks, 0.0), axis=1)
+    triples = full[2:] & full[1:-1] & full[:-2]
+    if triples.sum() < 3:
+        return math.nan
+    return float(np.median(np.abs(np.diff(means, 2)[triples])) / MEDIAN_ABS_CURVATURE)
+
+
+@dataclass
+class BinaryTests:
+    """Eclipsing-binary tests of the repeating events of one curve (:func:`binary_tests`); NaN: not measurable.
+
+    Attributes
+    ----------
+    odd_even : float
+        ``|mean depth of odd cycles - mean depth of even cycles|`` over its error (S/N).
+    secondary : float
+        Mean depth half-way between the cycles over its error (S/N).
+    primary_minus_secondary : float
+        ``(mean depth on the cycles - mean depth half-way)`` over its error (S/N): a dip
+        half-way as deep as the events says the period is half, not that the events are a binary's.
+    period : float
+        The events' period [samples].
+    phase_zero : float
+        Mid-sample of cycle 0.
+    width : int
+        Box length of the depths [samples]: the events' median length.
+    """
+
+    odd_even: float = math.nan
+    secondary: float = math.nan
+    primary_minus_secondary: float = math.nan
+    period: float = math.nan
+    phase_zero: float = math.nan
+    width: int = 0
+
+    def binary(self, min_snr: float) -> bool:
+        """Whether the events are a binary's at ``min_snr``: odd and even depths differ, or a secondary eclipse
+        (a dip half-way, significantly shallower than the events) shows."""
+        return bool(self.odd_even >= min_snr or (self.secondary >= min_snr
+                                                 and self.primary_minus_secondary >= min_snr))
+
+
+def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
+    """Odd/even and secondary-eclipse tests of a curve's events (Kepler's data-validation tests, single curve).
+
+    The period is the one that puts the most events on one ephemeris (within
+    half an event length), the longest such one, among the spacings of
+    neighbouring events (grouped within 5 %, each group's median), refined by
+    a least-squares fit of the events' mid-samples against their cycle
+    numbers; while the dip half-way is no shallower than the events
+    (:data:`HALF_PERIOD_SNR`), the period is halved. Box depths of the events'
+    median length are measured at every cycle of the curve (events or not)
+    and half-way between cycles, against a band of flux either side no wider
+    than half the room between an eclipse and the next secondary. The errors
+    come from the scatter of those depths around their group means (odd,
+    even, half-way) when at least four degrees of freedom are left, else from
+    the curve's scatter binned at the event length (:func:`event_snr`). A
+    circular orbit is assumed: an eccentric binary's secondary is not at half
+    phase.
+
+    Parameters
+    ----------
+    flux : numpy.ndarray
+        Relative flux per sample, 1-D, on a uniform time grid.
+    events : numpy.ndarray
+        ``(k, 2)`` start/stop sample indices; fewer than two events (or none
+        further apart than an event's length) cannot be tested.
+
+    Returns
+    -------
+    BinaryTests
+    """
+    x = np.asarray(flux, np.float64)
+    ev = np.asarray(events, int).reshape(-1, 2)
+    if len(ev) < 2:
+        return BinaryTests()
+    mids = np.sort(ev.mean(axis=1))
+    w = max(int(np.median(ev[:, 1] - ev[:, 0])), 1)
+    spacing = np.sort(np.diff(mids))
+    spacing = spacing[spacing > w]
+    if not spacing.size:
+        return BinaryTests()
+    groups = np.split(spacing, np.flatnonzero(spacing[1:] > 1.05 * spacing[:-1]) + 1)
+    best = (0, 0.0, 0.0)                                   # events on the ephemeris, period, anchor
+    for p in (float(np.median(g)) for g in groups):
+        r = (mids[None, :] - mids[:, None]) / p            # row: anchored on one event
+        hits = (np.abs(r - np.round(r)) * p <= w / 2).sum(axis=1)
+        j = int(np.argmax(hits))
+        if (hits[j], p) > best[:2]:
+            best = (int(hits[j]), p, float(mids[j]))
+    _, period, t0 = best
+    for _ in range(2):
+        r = (mids - t0) / period
+        on = np.abs(r - np.round(r)) * period <= w
+        cycle = np.round(r[on])
+        if len(np.unique(cycle)) < 2:
+            break
+        t0, period = (float(v) for v in np.linalg.lstsq(np.stack([np.ones_like(cycle), cycle], 1), mids[on],
+                                                        rcond=None)[0])
+    free = np.ones(x.size, bool)
+    for a, b in ev:
+        free[a:b] = False
+    out = _depth_tests(x, free, w, period, t0)
+    while out.secondary >= HALF_PERIOD_SNR and out.primary_minus_secondary < HALF_PERIOD_SNR \
+            and period / 2 > 2 * w:                      # the dip half-way is one of the events': half the period
+        period /= 2
+        out = _depth_tests(x, free, w, period, t0)
+    return out
+
+
+def _depth_tests(x: np.ndarray, free: np.ndarray, w: int, period: float, t0: float) -> BinaryTests:
+    """:class:`BinaryTests` of the ``w``-sample boxes on the ephemeris ``t0 + k period`` and half-way."""
+    cycles = np.arange(math.floor(-t0 / period), math.ceil((x.size - t0) / period) + 1)
+    band = int(np.clip((period / 2 - w) / 2, 8, w))
+
+    def depths(centres: np.ndarray) -> np.ndarray:
+        starts = np.round(centres - w / 2).astype(int)
+        return np.array([box_depth(x, a, a + w, band) if band <= a <= x.size - w - band else np.nan
+                         for a in starts])
+
+    main, half = depths(t0 + cycles * period), depths(t0 + (cycles + 0.5) * period)
+    odd = (cycles % 2 == 1) & np.isfinite(main)
+    even = (cycles % 2 == 0) & np.isfinite(main)
+    groups = [g for g in (main[odd], main[even], half[np.isfinite(half)]) if g.size]
+    dof = sum(g.size for g in groups) - len(groups)
+    if dof >= 4:
+        sigma = math.sqrt(sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / dof)
+    else:
+        sigma = _block_sigma(x, free, w)
+    out = BinaryTests(period=period, phase_zero=t0, width=w)
+    if not sigma > 0:
+        return out
+    on, off = main[np.isfinite(main)], half[np.isfinite(half)]
+    if odd.any() and even.any():
+        out.odd_even = abs(main[odd].mean() - main[even].mean()) / (sigma * math.sqrt(1 / odd.sum() + 1 / even.sum()))
+    if off.size:
+        out.secondary = off.mean() / (sigma / math.sqrt(off.size))
+    if off.size and on.size:
+        out.primary_minus_secondary = (on.mean() - off.mean()) / (sigma * math.sqrt(1 / on.size + 1 / off.size))
+    return out
+
+
+def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float, binary_snr: float = 0.0) -> np.ndarray:
+    """The events kept by vetting.
+
+    Parameters
+    ----------
+    events : numpy.ndarray
+        ``(k, 2)`` start/stop sample indices.
+    flux : numpy.ndarray
+        Relative flux per sample.
+    min_snr : float
+        Events whose :func:`event_snr` is below it are dropped (none when ``<= 0``); an
+        event whose S/N cannot be measured (NaN: a curve shorter than three event
+        lengths, or without scatter) is kept.
+    binary_snr : float
+        When the remaining events are a binary's at this S/N (:func:`binary_tests`),
+        those on its cycles or half-way between them are dropped (none when ``<= 0``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(j, 2)`` the kept events.
+    """
     events = np.asarray(events, int).reshape(-1, 2)
-    if min_snr <= 0 or not len(events):
-        return events
-    return events[~(event_snr(flux, events) < min_snr)]
+    if min_snr > 0 and len(events):
+        events = events[~(event_snr(flux, events) < min_snr)]
+    if binary_snr > 0 and len(events) >= 2:
+        t = binary_tests(flux, events)
+        if t.binary(binary_snr):                          # drop what lies on its eclipses (+- an eclipse length)
+            k = np.arange(math.floor(-2 * t.phase_zero / t.period) - 1, math.ceil(2 * (len(flux) - t.phase_zero)
+                                                                                    / t.period) + 2)
+            centres = t.phase_zero + k * t.period / 2
+            eclipses = np.stack([centres - t.width, centres + t.width], axis=1)
+            events = events[~overlaps(events, eclipses).any(axis=1)]
+    return events
 
 
 def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: float, cadence_s: float) -> list[dict]:
