@@ -121,6 +121,23 @@ def _speed(model_dir: Path, repeat: int = 5) -> dict:
             "bls_search_s": r["seconds_search"], "ratio": bls / net}
 
 
+def _scored_again(run, ws: Path, hn: str, suffix: str, label: str, *options) -> dict:
+    """``plato eval`` of the hold-out once more with other event ``options``; prints and returns both operating
+    points."""
+    run(f"eval {suffix}", "eval", "--model", "net", "--dataset", hn, "--split", "all", "--name", f"{hn}_{suffix}",
+        *options)
+    rep = json.loads((ws / "plato" / "reports" / f"{hn}_{suffix}_eval.json").read_text())
+    for key, what in (("operating", "transit-free"), ("operating_quiet", "quiet")):
+        v = rep[key]
+        flagged = f"{v['false_alarm_curve_fraction']:.1%} of transit-free curves flagged"
+        if key == "operating_quiet":
+            flagged = f"{v['false_alarm_curve_fraction_quiet']:.1%} of quiet curves, " + flagged
+        print(f"    {label}, {what} operating threshold {v['threshold']:.3f}: recovery {v['recovery']:.3f} "
+              f"({flagged}, {v['binary_curves_flagged']:.1%} of binaries; deeper than 180 ppm "
+              f"{v['recovery_deeper_than_180ppm']:.3f})")
+    return {k: rep[k] for k in ("operating", "operating_quiet")}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes")
@@ -211,26 +228,8 @@ def main(argv=None) -> int:
               f"{full['false_alarm_curve_fraction'][k5]:.3%} of transit-free curves, "
               f"Panopticon's FP/(TP+FP) {full['false_alarm_event_fraction'][k5]:.3f}")
     print(f"    point-wise best IoU {full['pointwise']['best']['iou']:.3f} at {full['pointwise']['best']['threshold']}")
-    run("eval vetted", "eval", "--model", "net", "--dataset", hn, "--split", "all", "--name", f"{hn}_vetted",
-        "--min-snr", VETTING_SNR)
-    vet = json.loads((ws / "plato" / "reports" / f"{hn}_vetted_eval.json").read_text())
-    for key, what in (("operating", "transit-free"), ("operating_quiet", "quiet")):
-        v = vet[key]
-        far = v["false_alarm_curve_fraction" if key == "operating" else "false_alarm_curve_fraction_quiet"]
-        print(f"    events vetted at S/N {VETTING_SNR:g}, {what} operating threshold {v['threshold']:.3f}: recovery "
-              f"{v['recovery']:.3f} ({far:.1%} of {what} curves flagged, {v['binary_curves_flagged']:.1%} of binaries; "
-              f"deeper than 180 ppm {v['recovery_deeper_than_180ppm']:.3f})")
-
-    run("eval no binary test", "eval", "--model", "net", "--dataset", hn, "--split", "all", "--name",
-        f"{hn}_no_binary_test", "--binary-snr", 0)
-    nob = json.loads((ws / "plato" / "reports" / f"{hn}_no_binary_test_eval.json").read_text())
-    for key, what in (("operating", "transit-free"), ("operating_quiet", "quiet")):
-        v = nob[key]
-        far = v["false_alarm_curve_fraction" if key == "operating" else "false_alarm_curve_fraction_quiet"]
-        print(f"    without the binary test (--binary-snr 0), {what} operating threshold {v['threshold']:.3f}: "
-              f"recovery {v['recovery']:.3f} ({far:.1%} of {what} curves flagged, {v['binary_curves_flagged']:.1%} "
-              f"of binaries; transit-free curves flagged {v['false_alarm_curve_fraction']:.1%}; deeper than 180 "
-              f"ppm {v['recovery_deeper_than_180ppm']:.3f})")
+    vet = _scored_again(run, ws, hn, "vetted", f"events vetted at S/N {VETTING_SNR:g}", "--min-snr", VETTING_SNR)
+    nob = _scored_again(run, ws, hn, "no_binary_test", "without the binary test (--binary-snr 0)", "--binary-snr", 0)
 
     print(f"(c) {BASELINE} on the first {sizes['bls_curves']} hold-out curves")
     from astrotool_plato.bls import evaluate_bls
@@ -291,8 +290,7 @@ def main(argv=None) -> int:
     out = {"sizes": sizes, "seed": a.seed, "train": fit, "holdout": {k: v for k, v in full.items()
                                                                      if k not in ("pointwise",)},
            "holdout_head": {"network": hop, "bls": b},
-           "vetted": {k: vet[k] for k in ("operating", "operating_quiet")},
-           "no_binary_test": {k: nob[k] for k in ("operating", "operating_quiet")}, "speed": sp,
+           "vetted": vet, "no_binary_test": nob, "speed": sp,
            "panopticon": panopticon,
            "eval_summary": rep, "head_summary": head, "times": run.times}
     if a.json_out:

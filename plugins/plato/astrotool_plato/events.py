@@ -214,10 +214,11 @@ def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
     neighbouring events (grouped within 5 %, each group's median), refined by
     a least-squares fit of the events' mid-samples against their cycle
     numbers; while the dip half-way is no shallower than the events
-    (:data:`HALF_PERIOD_SNR`), the period is halved. Box depths of the events'
-    median length are measured at every cycle of the curve (events or not)
-    and half-way between cycles, against a band of flux either side no wider
-    than half the room between an eclipse and the next secondary. The errors
+    (:data:`HALF_PERIOD_SNR`), the period is halved, down to two event
+    lengths. Box depths of the events' median length are measured at every
+    cycle of the curve (events or not) and half-way between cycles, against a
+    band of flux either side no wider than half the room between an eclipse
+    and the next secondary. The errors
     come from the scatter of those depths around their group means (odd,
     even, half-way) when at least four degrees of freedom are left, else from
     the curve's scatter binned at the event length (:func:`event_snr`). A
