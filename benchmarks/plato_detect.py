@@ -41,7 +41,7 @@ Prints, all measured in this run:
     batch 1) against wotan + BLS on the same quarter, and their ratio
     (goal >= 100x; Panopticon's released models measured 0.40 s (A) and 0.68 s (B) here).
 
-Run: ``python benchmarks/plato_detect.py [--train-curves 640] [--holdout-curves 200] [--epochs 30]
+Run: ``python benchmarks/plato_detect.py [--train-curves 640] [--holdout-curves 400] [--epochs 30]
 [--bls-curves 20] [--keep DIR]``; ``--quick`` is a smoke run of about two minutes (too small to judge).
 """
 
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
-    sizes = {"train_curves": 640, "holdout_curves": 200, "epochs": 30, "bls_curves": 20, "train_days": 10.0}
+    sizes = {"train_curves": 640, "holdout_curves": 400, "epochs": 30, "bls_curves": 20, "train_days": 10.0}
     if a.quick:
         sizes.update(QUICK)
     for k in sizes:
