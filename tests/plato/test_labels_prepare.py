@@ -464,3 +464,21 @@ def test_binary_tests_measure_eclipses_closer_than_their_length_apart():
     t = binary_tests(x, prim)
     assert t.period == pytest.approx(period, abs=1)
     assert t.secondary > 100 and t.primary_minus_secondary > 100
+
+
+def test_a_stray_event_just_after_a_transit_does_not_make_a_planet_a_short_period_binary():
+    """A short spacing's window covers much of the phase and catches most events by chance; the period must
+    be scored beyond that chance count, or a stray event 1.5 event lengths after one transit wins and
+    every transit of the planet is dropped as a binary's."""
+    from astrotool_plato.events import binary_tests, vetted
+
+    n, w, period = 40_000, 200, 2400
+    x = np.random.default_rng(0).standard_normal(n) * 1e-4
+    transits = _boxes(x, 500 + period * np.arange(16), w, 1e-3)
+    stray = 500 + 3 * period + 300
+    x[stray - 100:stray + 100] -= 5e-4
+    events = np.sort(np.vstack([transits, [[stray - 100, stray + 100]]]), axis=0)
+    t = binary_tests(x, events)
+    assert t.period == pytest.approx(period, rel=0.01)
+    assert not t.binary(5.0)
+    assert len(vetted(events, x, 0.0, 5.0)) == len(events)

@@ -210,7 +210,8 @@ def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
     """Odd/even and secondary-eclipse tests of a curve's events (Kepler's data-validation tests, single curve).
 
     The period is the one that puts the most events on one ephemeris (within
-    half an event length), the longest such one, among the spacings of
+    half an event length) beyond the number a period's window catches by chance (the
+    other events times the event length over the period), the longest such one, among the spacings of
     neighbouring events (grouped within 5 %, each group's median), refined by
     a least-squares fit of the events' mid-samples against their cycle
     numbers; while the dip half-way is no shallower than the events
@@ -248,13 +249,16 @@ def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
     if not spacing.size:
         return BinaryTests()
     groups = np.split(spacing, np.flatnonzero(spacing[1:] > 1.05 * spacing[:-1]) + 1)
-    best = (0, 0.0, 0.0)                                   # events on the ephemeris, period, anchor
+    # events on the ephemeris beyond the chance count (a short period's window of w covers w/p of
+    # the phase, so it catches most events by chance), period, anchor
+    best = (-math.inf, 0.0, 0.0)
     for p in (float(np.median(g)) for g in groups):
         r = (mids[None, :] - mids[:, None]) / p            # row: anchored on one event
         hits = (np.abs(r - np.round(r)) * p <= w / 2).sum(axis=1)
         j = int(np.argmax(hits))
-        if (hits[j], p) > best[:2]:
-            best = (int(hits[j]), p, float(mids[j]))
+        excess = hits[j] - (mids.size - 1) * min(w / p, 1.0)
+        if (excess, p) > best[:2]:
+            best = (excess, p, float(mids[j]))
     _, period, t0 = best
     for _ in range(2):
         r = (mids - t0) / period
