@@ -438,6 +438,7 @@ def test_eval_bins_recovery_by_depth_snr_duration_period_and_radius(trained, cap
 
 
 def test_detect_batches_curves_and_names_one_too_short(trained, tmp_path, capsys):
+    from astrotool_plato.config import EventsConfig
     from astrotool_plato.detect import search_curves
     from astrotool_plato.evaluate import load_model
     from astrotool.context import Context
@@ -446,12 +447,13 @@ def test_detect_batches_curves_and_names_one_too_short(trained, tmp_path, capsys
     time, flux, params = _fresh_curves(4)
     _, ckpt, model = load_model(Context.create(trained), "quarters_unet3p", "")
     curves = {p.id: (time, f.astype(np.float64)) for f, p in zip(flux, params)}
-    together = search_curves(curves, model, 25.0, 0.5, 1.0, 0.25, batch_size=4)
+    events = EventsConfig()
+    together = search_curves(curves, model, 25.0, events, batch_size=4)
     for cid, c in curves.items():     # batched or alone: the same probabilities
-        alone = search_curves({cid: c}, model, 25.0, 0.5, 1.0, 0.25, batch_size=1)[cid]
+        alone = search_curves({cid: c}, model, 25.0, events, batch_size=1)[cid]
         np.testing.assert_allclose(together[cid]["probability"], alone["probability"], atol=1e-5)
     with pytest.raises(InputError, match="short: .*too short for this model"):
-        search_curves({"short": (time[:40], flux[0][:40].astype(np.float64))}, model, 25.0, 0.5, 1.0, 0.25)
+        search_curves({"short": (time[:40], flux[0][:40].astype(np.float64))}, model, 25.0, events)
 
 
 def test_camera_group_channels_train_detect_and_refuse_a_co_added_set(tmp_path, capsys):

@@ -64,7 +64,7 @@ def run(ctx, epochs: int = 12) -> list[str]:
                            noise_ppm=300.0, transit_fraction=1.0)
     time, flux, params = sim.simulate_curves([0], 77, fresh)
     found = search_curves({"fresh": (time, flux[0].astype(np.float64))}, model, ckpt.meta["cadence_s"],
-                          events.threshold, events.merge_gap_hours, events.min_duration_hours)["fresh"]["events"]
+                          events)["fresh"]["events"]
     p = params[0]
     lines.append(f"plato: a fresh curve with a {p.depth:.0f} ppm, {p.duration:.1f} h transit at t0 = {p.t0:.3f} d: "
                  + ("; ".join(f"event at {e['t_mid']:.3f} d, {e['duration']:.1f} h, {e['depth']:.0f} ppm, "

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool_plato.config import EventsConfig
+
 __docformat__ = "numpy"
 
 EVENT_COLUMNS = {
@@ -46,16 +48,12 @@ class DetectItem:
 
     path: str
     model_dir: str
-    threshold: float
-    merge_gap_hours: float
-    min_duration_hours: float
-    min_snr: float = 0.0
+    events: EventsConfig
     time_column: str = ""
     flux_column: str = ""
     time_unit: str = "d"
     batch_size: int = 4
     device: str = "cpu"
-    binary_snr: float = 0.0
 
 
 def _model(model_dir: str):
@@ -87,9 +85,8 @@ def model_channels(model) -> str:
     return channels_of(getattr(model, "in_channels", 1))
 
 
-def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge_gap_hours: float,
-                  min_duration_hours: float, batch_size: int = 4, device: str = "cpu",
-                  min_snr: float = 0.0, binary_snr: float = 0.0) -> dict:
+def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, batch_size: int = 4,
+                  device: str = "cpu") -> dict:
     """Events of several curves with one model.
 
     Parameters
@@ -99,14 +96,10 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     model : astrotool_plato.model.TransitNet
     cadence_s : float
         The model's cadence [s]; curves are interpolated onto it.
-    threshold, merge_gap_hours, min_duration_hours : float
-        Event settings (:class:`astrotool_plato.config.EventsConfig`).
+    events : astrotool_plato.config.EventsConfig
+        Threshold, merge gap, minimum duration and vetting (:func:`astrotool_plato.events.vetted`).
     batch_size : int
     device : str
-    min_snr : float
-        Events below this S/N against the binned scatter are dropped (:func:`astrotool_plato.events.vetted`).
-    binary_snr : float
-        A curve's repeating events that are an eclipsing binary's at this S/N are dropped (0: no test).
 
     Returns
     -------
@@ -130,8 +123,8 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
     from astrotool_plato.model import pad_to
 
     step = cadence_s / 86400.0
-    merge = int(round(merge_gap_hours * 3600.0 / cadence_s))
-    min_len = max(1, int(round(min_duration_hours * 3600.0 / cadence_s)))
+    merge = int(round(events.merge_gap_hours * 3600.0 / cadence_s))
+    min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence_s)))
     grid = {}
     for cid, (time, flux) in curves.items():
         t, f = uniform(time, flux, step)
@@ -155,7 +148,7 @@ def search_curves(curves: dict, model, cadence_s: float, threshold: float, merge
             t, x, filled, _, n = grid[cid]
             x = x[-1] if x.ndim == 2 else x   # the co-added flux
             prob = 1.0 / (1.0 + np.exp(-logits[row, :n]))
-            ev = vetted(find_events(prob, threshold, merge, min_len), x, min_snr, binary_snr)
+            ev = vetted(find_events(prob, events.threshold, merge, min_len), x, events.min_snr, events.binary_snr)
             out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
                         "flux": x, "filled": filled, "seconds": pred.seconds / len(ids)}
     return out
@@ -167,8 +160,7 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
 
     meta, model = _model(item.model_dir)
     curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model))
-    res = search_curves(curves, model, model_cadence(meta), item.threshold, item.merge_gap_hours,
-                        item.min_duration_hours, item.batch_size, item.device, item.min_snr, item.binary_snr)
+    res = search_curves(curves, model, model_cadence(meta), item.events, item.batch_size, item.device)
     name = Path(item.path).name
     cols = ("t_mid", "duration", "depth", "snr", "peak_probability")
     rows = [{"file": name, "id": cid, **{k: e[k] for k in cols}}
@@ -212,9 +204,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     if not files:
         raise AstroError("give at least one light-curve file")
     device = runtime.accelerator
-    items = [DetectItem(str(Path(f)), str(mdir), ev.threshold, ev.merge_gap_hours, ev.min_duration_hours,
-                        ev.min_snr, d.time_column, d.flux_column, d.time_unit, d.batch_size, device,
-                        binary_snr=ev.binary_snr) for f in files]
+    items = [DetectItem(str(Path(f)), str(mdir), ev, d.time_column, d.flux_column, d.time_unit, d.batch_size, device)
+             for f in files]
     since = len(ctx.failures)
     results = ctx.map(detect_file, items, "detect", keys=[Path(f).name for f in files])
     rows = [r for _, res in results for r in res["rows"]]

@@ -141,8 +141,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
         t, fl = cache[f][cid]
         prob, events = None, ()
         if model is not None:
-            res = search_curves({cid: (t, fl)}, model, model_cadence(meta), ev.threshold, ev.merge_gap_hours,
-                                ev.min_duration_hours, min_snr=ev.min_snr, binary_snr=ev.binary_snr)[cid]
+            res = search_curves({cid: (t, fl)}, model, model_cadence(meta), ev)[cid]
             t, x, prob, events = res["time"], res["flux"], res["probability"], res["events"]
         else:
             t, fl = uniform(t, fl)
