@@ -30,7 +30,18 @@ MEDIAN_ABS_CURVATURE = 0.6744897501960817 * math.sqrt(6.0)
 HALF_PERIOD_SNR = 3.0
 """:func:`binary_tests`: a dip half-way between the events at this S/N, and not shallower than they are at
 it, says the events' period is half the one their spacing gave (missed events), and the tests are taken
-again there."""
+again there (the S/N as they are, not read through :func:`t_threshold`)."""
+
+
+def t_threshold(snr: float, dof: float) -> float:
+    """The Student-t statistic with ``dof`` degrees of freedom that is as improbable as a normal one of ``snr``
+    (the same upper tail); ``snr`` itself for infinite ``dof``. An S/N whose error was estimated from a few
+    values has heavier tails: with 4 degrees of freedom a normal 5 is a t of 57."""
+    if not math.isfinite(dof):
+        return float(snr)
+    from scipy.special import ndtr, stdtrit
+
+    return float(stdtrit(dof, ndtr(snr)))
 
 
 def runs(flags: np.ndarray) -> np.ndarray:
@@ -190,6 +201,9 @@ class BinaryTests:
         Mid-sample of cycle 0.
     width : int
         Box length of the depths [samples]: the events' median length.
+    dof : float
+        Degrees of freedom of the errors: the depths' number less their three group means, or infinite where
+        the error came from the curve's binned scatter.
     """
 
     odd_even: float = math.nan
@@ -198,12 +212,22 @@ class BinaryTests:
     period: float = math.nan
     phase_zero: float = math.nan
     width: int = 0
+    dof: float = math.inf
+
+    def significant(self, snr: float, min_snr: float) -> bool:
+        """Whether one of the S/N above reaches ``min_snr`` read as a normal S/N: through the Student-t
+        distribution of :attr:`dof` degrees of freedom (:func:`t_threshold`); never where it is NaN."""
+        return bool(snr >= t_threshold(min_snr, self.dof))
+
+    def secondary_eclipse(self, min_snr: float) -> bool:
+        """Whether a dip half-way between the events, significantly shallower than they are, shows at
+        ``min_snr``."""
+        return self.significant(self.secondary, min_snr) and self.significant(self.primary_minus_secondary, min_snr)
 
     def binary(self, min_snr: float) -> bool:
         """Whether the events are a binary's at ``min_snr``: odd and even depths differ, or a secondary eclipse
-        (a dip half-way, significantly shallower than the events) shows."""
-        return bool(self.odd_even >= min_snr or (self.secondary >= min_snr
-                                                 and self.primary_minus_secondary >= min_snr))
+        shows."""
+        return self.significant(self.odd_even, min_snr) or self.secondary_eclipse(min_snr)
 
 
 def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
@@ -221,8 +245,10 @@ def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
     band of flux either side no wider than half the room between an eclipse
     and the next secondary. The errors
     come from the scatter of those depths around their group means (odd,
-    even, half-way) when at least four degrees of freedom are left, else from
-    the curve's scatter binned at the event length (:func:`event_snr`). A
+    even, half-way) when at least four degrees of freedom are left (the S/N are then
+    Student-t statistics, and :meth:`BinaryTests.binary` reads them through that
+    distribution), else from the curve's scatter binned at the event length
+    (:func:`event_snr`) times ``sqrt(1 + pi w / (4 band))`` for the band's median. A
     circular orbit is assumed: an eccentric binary's secondary is not at half
     phase.
 
@@ -296,9 +322,9 @@ def _depth_tests(x: np.ndarray, free: np.ndarray, w: int, period: float, t0: flo
     dof = sum(g.size for g in groups) - len(groups)
     if dof >= 4:
         sigma = math.sqrt(sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / dof)
-    else:
-        sigma = _block_sigma(x, free, w)
-    out = BinaryTests(period=period, phase_zero=t0, width=w)
+    else:   # a box depth is a mean of w samples less a median of 2 band: (1 + pi w / (4 band)) its variance
+        sigma, dof = _block_sigma(x, free, w) * math.sqrt(1.0 + math.pi * w / (4.0 * band)), math.inf
+    out = BinaryTests(period=period, phase_zero=t0, width=w, dof=dof)
     if not sigma > 0:
         return out
     on, off = main[np.isfinite(main)], half[np.isfinite(half)]
@@ -326,7 +352,8 @@ def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float, binary_snr: flo
         lengths, or without scatter) is kept.
     binary_snr : float
         When the remaining events are a binary's at this S/N (:func:`binary_tests`),
-        those on its cycles or half-way between them are dropped (none when ``<= 0``).
+        those whose mid-sample lies within an event length of its cycles are dropped,
+        and of its half-cycles where a secondary eclipse showed (none when ``<= 0``).
 
     Returns
     -------
@@ -339,11 +366,9 @@ def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float, binary_snr: flo
     if binary_snr > 0 and len(events) >= 2:
         t = binary_tests(flux, events)
         if t.binary(binary_snr):                          # drop what lies on its eclipses (+- an eclipse length)
-            k = np.arange(math.floor(-2 * t.phase_zero / t.period) - 1, math.ceil(2 * (len(flux) - t.phase_zero)
-                                                                                    / t.period) + 2)
-            centres = t.phase_zero + k * t.period / 2
-            eclipses = np.stack([centres - t.width, centres + t.width], axis=1)
-            events = events[~overlaps(events, eclipses).any(axis=1)]
+            step = t.period / 2 if t.secondary_eclipse(binary_snr) else t.period
+            r = (events.mean(axis=1) - t.phase_zero) / step
+            events = events[np.abs(r - np.round(r)) * step > t.width]
     return events
 
 
