@@ -189,7 +189,9 @@ class BinaryTests:
     Attributes
     ----------
     odd_even : float
-        ``|mean depth of odd cycles - mean depth of even cycles|`` over its error (S/N).
+        ``|mean depth of odd cycles - mean depth of even cycles|`` over its error (S/N); NaN unless the curve
+        holds two cycles of each (one of each is two dips of unequal depth: a transit and a false alarm
+        are, too).
     secondary : float
         Mean depth half-way between the cycles over its error (S/N).
     primary_minus_secondary : float
@@ -328,7 +330,7 @@ def _depth_tests(x: np.ndarray, free: np.ndarray, w: int, period: float, t0: flo
     if not sigma > 0:
         return out
     on, off = main[np.isfinite(main)], half[np.isfinite(half)]
-    if odd.any() and even.any():
+    if odd.sum() >= 2 and even.sum() >= 2:     # one depth of each is two dips, not alternate eclipses
         out.odd_even = abs(main[odd].mean() - main[even].mean()) / (sigma * math.sqrt(1 / odd.sum() + 1 / even.sum()))
     if off.size:
         out.secondary = off.mean() / (sigma / math.sqrt(off.size))
