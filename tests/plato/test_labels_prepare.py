@@ -528,8 +528,8 @@ def test_a_binary_found_by_alternate_depths_keeps_a_transit_a_quarter_cycle_away
 
 
 def test_a_transit_and_one_false_alarm_are_not_a_binary_s_alternate_eclipses():
-    """Two events of unequal depth are one odd and one even cycle of their spacing: that is no odd/even test,
-    and the transit must stay."""
+    """Two events always make a period, and two of unequal depth are one odd and one even cycle of it: that
+    is no odd/even test, and the transit must stay. A third event on the same ephemeris makes it one."""
     from astrotool_plato.events import binary_tests, vetted
 
     n, w = 120_000, 400
@@ -538,9 +538,9 @@ def test_a_transit_and_one_false_alarm_are_not_a_binary_s_alternate_eclipses():
     t = binary_tests(x, events)
     assert np.isnan(t.odd_even) and not t.binary(3.0)
     np.testing.assert_array_equal(vetted(events, x, 0.0, 3.0), events)
-    # with two cycles of each the alternate depths are tested
+    # primary, secondary, primary: three cycles of the events' spacing, the alternate depths are tested
     x = np.random.default_rng(18).standard_normal(n) * 3e-4
-    eclipses = np.vstack([_boxes(x, 10_000 + 50_000 * np.arange(3), w, 7e-4),
-                          _boxes(x, 35_000 + 50_000 * np.arange(2), w, 2e-4)])
+    eclipses = np.vstack([_boxes(x, [20_000, 72_000], w, 7e-4), _boxes(x, [46_000], w, 2e-4)])
     t = binary_tests(x, np.sort(eclipses, axis=0))
-    assert t.odd_even > 5 and t.binary(3.0)
+    assert t.period == pytest.approx(26_000, abs=2) and t.odd_even > 5 and t.binary(3.0)
+    assert vetted(np.sort(eclipses, axis=0), x, 0.0, 3.0).shape == (0, 2)

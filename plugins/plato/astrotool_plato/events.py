@@ -189,9 +189,9 @@ class BinaryTests:
     Attributes
     ----------
     odd_even : float
-        ``|mean depth of odd cycles - mean depth of even cycles|`` over its error (S/N); NaN unless the curve
-        holds two cycles of each (one of each is two dips of unequal depth: a transit and a false alarm
-        are, too).
+        ``|mean depth of odd cycles - mean depth of even cycles|`` over its error (S/N); NaN unless events lie
+        on three cycles or more (two events always make a period, and their depths differ for a transit and
+        a false alarm too).
     secondary : float
         Mean depth half-way between the cycles over its error (S/N).
     primary_minus_secondary : float
@@ -304,6 +304,9 @@ def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
             and period / 2 > 2 * w:                      # the dip half-way is one of the events': half the period
         period /= 2
         out = _depth_tests(x, free, w, period, t0)
+    r = (mids - t0) / period
+    if np.unique(np.round(r[np.abs(r - np.round(r)) * period <= w])).size < 3:
+        out.odd_even = math.nan   # two events always make a period: that their depths differ says nothing
     return out
 
 
@@ -330,7 +333,7 @@ def _depth_tests(x: np.ndarray, free: np.ndarray, w: int, period: float, t0: flo
     if not sigma > 0:
         return out
     on, off = main[np.isfinite(main)], half[np.isfinite(half)]
-    if odd.sum() >= 2 and even.sum() >= 2:     # one depth of each is two dips, not alternate eclipses
+    if odd.any() and even.any():
         out.odd_even = abs(main[odd].mean() - main[even].mean()) / (sigma * math.sqrt(1 / odd.sum() + 1 / even.sum()))
     if off.size:
         out.secondary = off.mean() / (sigma / math.sqrt(off.size))
