@@ -26,7 +26,7 @@ Prints, all measured in this run:
     them; the same at the quiet operating threshold (false alarms on at most
     1 % of the curves with neither a transit nor a binary) with the share of
     binaries flagged; every event kept but those that the binary test
-    (odd/even depths, a secondary eclipse half-way; ``binary_snr`` 5, the
+    (odd/even depths, a secondary eclipse half-way; ``binary_snr`` 3, the
     default) finds a binary's, scored once more with the events vetted at
     S/N >= 7.1 against the curve's scatter binned at their length, and once
     without the binary test;

@@ -251,10 +251,11 @@ class EventsConfig(Section):
     min_snr: float = Field(0.0, ge=0, description="events whose depth over the curve's scatter binned at the "
                                                   "event's length (red noise included) is below this are dropped "
                                                   "(e.g. 7.1, Kepler's detection threshold); 0: keep every event")
-    binary_snr: float = Field(5.0, ge=0, description="a curve's repeating events whose odd and even depths differ, "
+    binary_snr: float = Field(3.0, ge=0, description="a curve's repeating events whose odd and even depths differ, "
                                                      "or with a shallower dip half-way between them (a secondary "
-                                                     "eclipse), at this S/N are an eclipsing binary's and are "
-                                                     "dropped; 0: no binary test")
+                                                     "eclipse), at this S/N (a normal one's tail: the error's "
+                                                     "degrees of freedom are allowed for) are an eclipsing binary's "
+                                                     "and are dropped; 0: no binary test")
 
 
 class EvalConfig(Section):
