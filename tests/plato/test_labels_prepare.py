@@ -494,6 +494,7 @@ def test_binary_tests_read_their_s_n_through_the_error_s_degrees_of_freedom():
 
     assert t_threshold(5.0, np.inf) == 5.0
     assert stats.t.sf(t_threshold(5.0, 4), 4) == pytest.approx(stats.norm.sf(5.0), rel=1e-6)   # a t of 57
+    assert stats.t.sf(t_threshold(10.0, 30), 30) == pytest.approx(stats.norm.sf(10.0), rel=1e-6)  # not inf
     n, w = 18_000, 200
     few, binned = [], []
     for seed in range(600):

@@ -41,7 +41,7 @@ def t_threshold(snr: float, dof: float) -> float:
         return float(snr)
     from scipy.special import ndtr, stdtrit
 
-    return float(stdtrit(dof, ndtr(snr)))
+    return -float(stdtrit(dof, ndtr(-snr)))   # the lower tail: ndtr(snr) rounds to 1 above 8.3
 
 
 def runs(flags: np.ndarray) -> np.ndarray:
