@@ -44,6 +44,14 @@ def t_threshold(snr: float, dof: float) -> float:
     return -float(stdtrit(dof, ndtr(-snr)))   # the lower tail: ndtr(snr) rounds to 1 above 8.3
 
 
+def _cycles(times: np.ndarray, t0: float, period: float) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest cycle number of each time on the ephemeris ``t0 + k period``, and the distance to it
+    (the units of ``times``, e.g. samples)."""
+    r = (np.asarray(times, np.float64) - t0) / period
+    k = np.round(r)
+    return k, np.abs(r - k) * period
+
+
 def runs(flags: np.ndarray) -> np.ndarray:
     """``(k, 2)`` start/stop (exclusive) of the runs of True in a 1-D boolean array."""
     f = np.concatenate([[False], np.asarray(flags, bool), [False]])
@@ -281,17 +289,17 @@ def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
     # the phase, so it catches most events by chance), period, anchor
     best = (-math.inf, 0.0, 0.0)
     for p in (float(np.median(g)) for g in groups):
-        r = (mids[None, :] - mids[:, None]) / p            # row: anchored on one event
-        hits = (np.abs(r - np.round(r)) * p <= w / 2).sum(axis=1)
+        _, off = _cycles(mids[None, :] - mids[:, None], 0.0, p)    # row: anchored on one event
+        hits = (off <= w / 2).sum(axis=1)
         j = int(np.argmax(hits))
         excess = hits[j] - (mids.size - 1) * min(w / p, 1.0)
         if (excess, p) > best[:2]:
             best = (excess, p, float(mids[j]))
     _, period, t0 = best
     for _ in range(2):
-        r = (mids - t0) / period
-        on = np.abs(r - np.round(r)) * period <= w
-        cycle = np.round(r[on])
+        k, off = _cycles(mids, t0, period)
+        on = off <= w
+        cycle = k[on]
         if len(np.unique(cycle)) < 2:
             break
         t0, period = (float(v) for v in np.linalg.lstsq(np.stack([np.ones_like(cycle), cycle], 1), mids[on],
@@ -304,8 +312,8 @@ def binary_tests(flux: np.ndarray, events: np.ndarray) -> BinaryTests:
             and period / 2 > 2 * w:                      # the dip half-way is one of the events': half the period
         period /= 2
         out = _depth_tests(x, free, w, period, t0)
-    r = (mids - t0) / period
-    if np.unique(np.round(r[np.abs(r - np.round(r)) * period <= w])).size < 3:
+    k, off = _cycles(mids, t0, period)
+    if np.unique(k[off <= w]).size < 3:
         out.odd_even = math.nan   # two events always make a period: that their depths differ says nothing
     return out
 
@@ -372,8 +380,8 @@ def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float, binary_snr: flo
         t = binary_tests(flux, events)
         if t.binary(binary_snr):                          # drop what lies on its eclipses (+- an eclipse length)
             step = t.period / 2 if t.secondary_eclipse(binary_snr) else t.period
-            r = (events.mean(axis=1) - t.phase_zero) / step
-            events = events[np.abs(r - np.round(r)) * step > t.width]
+            _, off = _cycles(events.mean(axis=1), t.phase_zero, step)
+            events = events[off > t.width]
     return events
 
 
