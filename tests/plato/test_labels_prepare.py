@@ -487,7 +487,7 @@ def test_a_stray_event_just_after_a_transit_does_not_make_a_planet_a_short_perio
 def test_binary_tests_read_their_s_n_through_the_error_s_degrees_of_freedom():
     """A planet's depths on white noise: where the error comes from a few depths (4 degrees of freedom) the S/N
     is a Student-t statistic and is read through that distribution; where it comes from the binned scatter
-    (2 transits, fewer degrees of freedom) it is a unit normal, the band's median included."""
+    (2 transits, fewer degrees of freedom) it is a t of about 20 degrees of freedom, the band's median included."""
     from scipy import stats
 
     from astrotool_plato.events import binary_tests, t_threshold
@@ -508,8 +508,24 @@ def test_binary_tests_read_their_s_n_through_the_error_s_degrees_of_freedom():
     # one-sided 2 sigma: 2.3 % (+-0.6 % for 600 draws); 5.8 % when a t of 4 degrees is read as a normal
     assert 0.012 < above.mean() < 0.038 and (secondary >= 2.0).mean() > 0.045
     secondary, dof, _ = (np.array(v, float) for v in zip(*binned))
-    assert np.isinf(dof).all()
+    assert ((dof > 19) & (dof < 22)).all()     # 0.25 per triple of 200-sample blocks free of the two transits
     assert 0.88 < np.nanstd(secondary) < 1.12 and abs(np.nanmean(secondary)) < 0.15   # 1.34 times wider without the median's share
+
+
+def test_the_binned_scatter_s_degrees_of_freedom_per_triple_of_blocks():
+    """The binned scatter is a median of |second differences| of block means: its relative spread on white
+    noise gives its degrees of freedom, 1 / (2 (sd / mean)^2), which :data:`BLOCK_DOF_PER_TRIPLE` states (one
+    per triple would make the binary test fire several times too often on few-eclipse curves)."""
+    from astrotool_plato.events import BLOCK_DOF_PER_TRIPLE, _block_sigma
+
+    rng = np.random.default_rng(21)
+    n, w = 3000, 40
+    est = [_block_sigma(rng.standard_normal(n), np.ones(n, bool), w) for _ in range(400)]
+    sigma, triples = (np.array(v, float) for v in zip(*est))
+    assert set(triples) == {n // w - 2}
+    assert np.mean(sigma) * np.sqrt(w) == pytest.approx(1.0, abs=0.03)
+    dof = 1.0 / (2.0 * (sigma.std() / sigma.mean()) ** 2)
+    assert 0.8 < dof / (BLOCK_DOF_PER_TRIPLE * triples[0]) < 1.25
 
 
 def test_a_binary_found_by_alternate_depths_keeps_a_transit_a_quarter_cycle_away():
