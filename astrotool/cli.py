@@ -12,7 +12,9 @@ imported only when it runs, not for ``astro lens --help``.
 
 Exit codes: 0 success; 1 some items failed (a table of failures is printed);
 2 usage, configuration or input error (one clear message, no traceback unless
-``--traceback``); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+``--traceback``), also when items failed and every one of them on bad input (the
+others finished; the table names each file and its problem); 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -424,9 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         set_current(ctx)
         result = group.main(args=rest, prog_name="astro", standalone_mode=False)
         code = result if isinstance(result, int) else 0
-        if ctx.failures:
+        if ctx.failures:   # the others finished; 2 where every failure was bad input
             _print_failures(ctx.failures)
-            status, code = "failed items", 1
+            status, code = "failed items", 2 if all(f.exit_code == 2 for f in ctx.failures) else 1
     except AstroError as exc:
         code, status, error = exc.exit_code, "error", str(exc)
         if opts.traceback or opts.verbose >= 2:

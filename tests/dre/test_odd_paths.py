@@ -74,7 +74,7 @@ def test_a_tile_name_that_is_not_utf8_is_processed_and_named_printably(tile, tmp
         f.write(b"not a FITS file")
     strict = {"PYTHONIOENCODING": "utf-8:strict"}  # as on a terminal of a UTF-8 locale
     r = astro("-w", ws, "dre", "detect", "--engine", "photutils", env=strict)
-    assert r.returncode == 1, r.stderr  # the broken tile failed, the others were detected
+    assert r.returncode == 2, r.stderr  # the broken tile failed on bad input, the others were detected
     assert "bad_\\xff\t" in r.stdout and "good\t" in r.stdout and "Traceback" not in r.stderr
     assert "broken_\\xfe\t" in r.stderr and "broken_\\xfe.fits" in r.stderr  # the failure table names it
     record = json.loads(next((ws / "runs").glob("*/run.json")).read_text())

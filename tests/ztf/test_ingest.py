@@ -331,7 +331,7 @@ def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
     bad.write_bytes(avro.read_bytes()[:500])
     code = main(["-w", str(tmp_path / "ws"), "--json", "ztf", "ingest", str(tmp_path / "in")])
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 2   # bad input, and the rest ingested
     assert "broken.avro" in captured.err  # (a path that does not exist is a usage error: test_odd_inputs)
     result = json.loads(captured.out)
     assert result["ingested"] == 2 and result["alerts"] == 8
@@ -341,7 +341,7 @@ def test_cli_ingest_reports_bad_file_and_ingests_the_rest(tmp_path, capsys):
     # a rerun keeps the finished pairs (result and mtimes) and reports the bad file again
     code = main(["-w", str(tmp_path / "ws"), "--json", "ztf", "ingest", str(tmp_path / "in")])
     captured = capsys.readouterr()
-    assert code == 1 and "broken.avro" in captured.err
+    assert code == 2 and "broken.avro" in captured.err
     again = json.loads(captured.out)
     assert (again["ingested"], again["kept"], again["alerts"]) == (0, 2, 8)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
