@@ -148,6 +148,31 @@ def test_prepare_reads_gappy_nan_curves_and_names_bad_inputs(tmp_path, capsys):
         read_curves(tmp_path / "nan.ftr")
 
 
+def test_light_curve_files_that_are_not_fluxes_are_named_with_their_problem(tmp_path):
+    """Each of these came out as a bare ValueError (exit 1), a missing column, or astropy's 100-line format
+    table."""
+    from astrotool.errors import InputError
+    from astrotool_plato.lightcurves import read_curves
+
+    t = np.arange(3000) * 25.0 / 86400.0
+    (tmp_path / "zeros.csv").write_text("time,flux\n" + "".join(f"{a},0\n" for a in t))
+    (tmp_path / "relative.csv").write_text("time,flux\n" + "".join(f"{a},{-1e-4 * (i % 3)}\n" for i, a in enumerate(t)))
+    (tmp_path / "empty_flux.csv").write_text("time,flux\n" + "".join(f"{a},\n" for a in t))
+    (tmp_path / "text.fits").write_text("not a FITS file")
+    (tmp_path / "text.parquet").write_text("not Parquet")
+    (tmp_path / "back.csv").write_text("time,flux\n0.5,1\n0.25,1\n")
+    for name, problem in (("zeros.csv", "the median flux is 0: not a flux level"),
+                          ("relative.csv", "the median flux is -0.0001: not a flux level"),
+                          ("empty_flux.csv", "the flux is NaN or infinite everywhere"),
+                          ("text.fits", "unreadable light curve (OSError: "),
+                          ("text.parquet", "unreadable light curve (ArrowInvalid: "),
+                          ("back.csv", "time is not increasing: sample 1 (0.25) follows 0.5")):
+        with pytest.raises(InputError) as err:
+            read_curves(tmp_path / name)
+        assert f"{tmp_path / name}: {problem}" in str(err.value), str(err.value)
+        assert "--overwrite" not in str(err.value) and len(str(err.value).replace(str(tmp_path), "")) < 250
+
+
 def test_simulated_curves_keep_their_depth_in_the_prepared_flux(tmp_path):
     _simulate(tmp_path, n=12, extra=["--set", "plato.simulate.noise_ppm=0", "--set", "plato.simulate.granulation_ppm=0",
                                      "--set", "plato.simulate.rotation_fraction=0"])

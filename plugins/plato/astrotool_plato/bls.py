@@ -25,7 +25,7 @@ import numpy as np
 __docformat__ = "numpy"
 
 
-def bls_search(time: np.ndarray, x: np.ndarray, cfg) -> dict:
+def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve") -> dict:
     """Detrend and search one curve.
 
     Parameters
@@ -35,6 +35,8 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg) -> dict:
     x : numpy.ndarray
         Relative flux (finite).
     cfg : astrotool_plato.config.BlsConfig
+    where : str
+        The curve's name in errors (its file).
 
     Returns
     -------
@@ -46,8 +48,13 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg) -> dict:
     from astropy.timeseries import BoxLeastSquares
     from wotan import flatten
 
+    from astrotool.errors import InputError
     from astrotool_plato.lightcurves import noise_sigma
 
+    shortest = min(cfg.durations_hours)
+    if (time[-1] - time[0]) * 24.0 < shortest or time.size < 3 * cfg.bin:
+        raise InputError(where, f"a curve of {time.size} samples over {(time[-1] - time[0]) * 24.0:.2f} h is too "
+                                f"short for BLS: no box of the shortest trial duration ({shortest:g} h) fits")
     t0 = _time.perf_counter()
     flat = flatten(time, 1.0 + x, method="biweight", window_length=cfg.window_days, edge_cutoff=0.0,
                    break_tolerance=0.5)
@@ -159,11 +166,11 @@ def bls_command(ctx, cfg, files) -> dict:
     b = cfg.bls
     rows = []
     for f in files:
-        for cid, (t, fl) in read_curves(f, cfg.detect.time_column, cfg.detect.flux_column,
-                                        cfg.detect.time_unit).items():
+        curves = read_curves(f, cfg.detect.time_column, cfg.detect.flux_column, cfg.detect.time_unit)
+        for cid, (t, fl) in curves.items():
             tu, fu = uniform(t, fl)
             x, _ = relative_flux(fu)
-            r = bls_search(tu, x, b)
+            r = bls_search(tu, x, b, f"{f}: {cid}" if len(curves) > 1 else str(f))
             rows.append({"file": Path(f).name, "id": cid, **{k: v for k, v in r.items() if k != "transits"},
                          "n_transits": len(r["transits"])})
         ctx.record.add_input(f)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
+
+TimeColumn = Annotated[Optional[str], typer.Option("--time-column", help="time column (default: time, TIME, ...)")]
+FluxColumn = Annotated[Optional[str], typer.Option("--flux-column",
+                                                   help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...)")]
+TimeUnit = Annotated[Optional[str], typer.Option("--time-unit", help="d | s (unit of the time column)")]
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -258,10 +263,9 @@ def detect(
     binary_snr: Optional[float] = typer.Option(None, "--binary-snr", help="drop a curve's repeating events whose "
                                                                           "odd/even or secondary-eclipse test "
                                                                           "reaches this S/N (0: no test)"),
-    time_column: Optional[str] = typer.Option(None, "--time-column", help="time column (default: time, TIME, ...)"),
-    flux_column: Optional[str] = typer.Option(None, "--flux-column",
-                                              help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...)"),
-    time_unit: Optional[str] = typer.Option(None, "--time-unit", help="d | s (unit of the time column)"),
+    time_column: TimeColumn = None,
+    flux_column: FluxColumn = None,
+    time_unit: TimeUnit = None,
     device: mc.Device = None,
 ) -> None:
     """Find single transits in light-curve files: an event table (mid-time, duration, depth, S/N, peak probability).
@@ -287,6 +291,9 @@ def bls(
     window_days: Optional[float] = typer.Option(None, "--window", help="wotan biweight window [d]"),
     snr_threshold: Optional[float] = typer.Option(None, "--snr", help="box S/N above which the best peak is a "
                                                                       "detection"),
+    time_column: TimeColumn = None,
+    flux_column: FluxColumn = None,
+    time_unit: TimeUnit = None,
 ) -> None:
     """The classical baseline on the same files: wotan biweight detrending, then astropy's Box Least Squares.
 
@@ -297,7 +304,9 @@ def bls(
     from astrotool_plato.bls import bls_command
 
     ctx = current()
-    cfg = plato_config(ctx, {"bls.window_days": window_days, "bls.snr_threshold": snr_threshold})
+    cfg = plato_config(ctx, {"bls.window_days": window_days, "bls.snr_threshold": snr_threshold,
+                             "detect.time_column": time_column, "detect.flux_column": flux_column,
+                             "detect.time_unit": time_unit})
     bls_command(ctx, cfg, files)
 
 

@@ -119,9 +119,11 @@ def _table(path: Path) -> dict[str, np.ndarray]:
     name = path.name.lower()
     try:
         if name.endswith((".fits", ".fit", ".fits.gz")):
+            from astropy.io import fits
             from astropy.table import Table
 
-            t = Table.read(path, hdu=1)
+            with fits.open(path) as hdul:   # its own error for a file that is not FITS (not astropy's format list)
+                t = Table.read(hdul, hdu=1)
             return {c: np.asarray(t[c].filled(np.nan) if hasattr(t[c], "filled") else t[c], dtype=np.float64)
                     for c in t.colnames if t[c].ndim == 1 and t[c].dtype.kind in "fiu"}
         import pyarrow as pa
@@ -138,9 +140,10 @@ def _table(path: Path) -> dict[str, np.ndarray]:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-        return {c: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                for c in table.column_names
-                if pa.types.is_integer(table.schema.field(c).type) or pa.types.is_floating(table.schema.field(c).type)}
+        kinds = {c: table.schema.field(c).type for c in table.column_names}
+        return {c: (np.full(table.num_rows, np.nan) if pa.types.is_null(k)   # a CSV column with no value at all
+                    else table.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
+                for c, k in kinds.items() if pa.types.is_null(k) or pa.types.is_integer(k) or pa.types.is_floating(k)}
     except InputError:
         raise
     except Exception as exc:  # unreadable or not the format its name says
@@ -160,7 +163,8 @@ def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, 
 
 
 def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
-    """Refuse a curve a model cannot read: unequal lengths, times not increasing, no finite flux.
+    """Refuse a curve a model cannot read: unequal lengths, times not increasing, no finite flux, a median
+    flux not above 0 (relative flux is flux over its median).
 
     Raises
     ------
@@ -175,11 +179,16 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
     step = np.diff(time)
     if (step <= 0).any():
         k = int(np.flatnonzero(step <= 0)[0])
-        raise InputError(where, f"time is not increasing: sample {k + 1} ({time[k + 1]!r}) follows {time[k]!r}")
+        raise InputError(where, f"time is not increasing: sample {k + 1} ({time[k + 1]:.10g}) follows "
+                                f"{time[k]:.10g}")
     for c, row in enumerate(np.atleast_2d(flux)):
+        channel = f" in channel {c} of {flux.shape[0]}" if flux.ndim == 2 else ""
         if not np.isfinite(row).any():
-            raise InputError(where, "the flux is NaN or infinite everywhere" +
-                             (f" in channel {c} of {flux.shape[0]}" if flux.ndim == 2 else ""))
+            raise InputError(where, f"the flux is NaN or infinite everywhere{channel}")
+        level = float(np.median(row[np.isfinite(row)]))
+        if level <= 0:
+            raise InputError(where, f"the median flux is {level:g}{channel}: not a flux level (a relative flux "
+                                    "about 0 needs 1 added)")
 
 
 def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: str = "d",
@@ -205,17 +214,21 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     ------
     astrotool.errors.InputError
         Missing file or column (camera groups included), unreadable file, time
-        not increasing, all-NaN flux.
+        not increasing, all-NaN flux, a median flux not above 0.
     """
     if channels not in CHANNELS:
         raise ValueError(f"channels: {channels!r} is not one of {CHANNELS}")
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "no such light-curve file")
+        raise InputError(path, "is a folder, not a light-curve file" if path.is_dir() else "no such light-curve file")
     if path.name.endswith(".parquet"):
         from astrotool.io.tables import parquet_metadata
 
-        if "ids" in (parquet_metadata(path) or {}):  # the simulator's multi-curve layout
+        try:
+            meta = parquet_metadata(path)
+        except InputError:   # not Parquet: _table names the problem
+            meta = {}
+        if "ids" in meta:  # the simulator's multi-curve layout
             from astrotool_plato.simulate import read_lightcurves
 
             curves = {cid: (t, f.astype(np.float64)) for cid, (t, f, _) in read_lightcurves(path, channels).items()}
