@@ -166,8 +166,20 @@ def test_detect_names_a_bad_file_and_still_writes_the_good_ones(trained, tmp_pat
     capsys.readouterr()
     assert main(["-w", str(trained), "plato", "detect", str(good), str(bad), "--name", "mixed"]) == 2
     err = capsys.readouterr().err
-    assert "bad.csv" in err and "time is not increasing" in err and "1 of 2 file(s) failed" in err
+    assert "bad.csv" in err and "time is not increasing" in err and "1 item(s) failed" in err
     assert (trained / "plato/runs/mixed/mixed_events.csv").read_text().startswith("file,id,t_mid")
+    table = (trained / "plato/runs/mixed/mixed_events.csv").read_text()
+    # the same run name on other files: the table of good.csv and bad.csv is kept, not replaced
+    other = tmp_path / "other.csv"
+    other.write_bytes(good.read_bytes())
+    assert main(["-w", str(trained), "plato", "detect", str(other), "--name", "mixed"]) == 2
+    assert "mixed_events.parquet: holds the events of another set of files (bad.csv, good.csv)" \
+        in capsys.readouterr().err
+    assert (trained / "plato/runs/mixed/mixed_events.csv").read_text() == table
+    assert main(["-w", str(trained), "--overwrite", "plato", "detect", str(other), "--name", "mixed"]) == 0
+    from astrotool.io.tables import parquet_metadata
+
+    assert parquet_metadata(trained / "plato/runs/mixed/mixed_events.parquet")["files"] == [str(other.resolve())]
 
 
 def test_bls_baseline_finds_a_deep_transit():
@@ -183,6 +195,29 @@ def test_bls_baseline_finds_a_deep_transit():
     assert r["detected"] and 200 < r["snr"] < 320
     assert min(abs(c - params[0].t0) for c in r["transits"]) < 0.05
     assert r["depth"] == pytest.approx(3000.0, rel=0.3)
+
+
+def test_bls_reads_named_columns_and_refuses_a_curve_too_short(tmp_path, capsys):
+    """bls told users to name columns with --time-column, which it did not have; a 5-row file ended in
+    numpy warnings and astropy's ValueError (exit 1)."""
+    cfg = SimulateConfig(n_curves=1, duration_days=2.0, noise_ppm=200.0, granulation_ppm=0.0,
+                         rotation_fraction=0.0, transit_fraction=1.0, depth_ppm=(3000.0, 3000.0),
+                         duration_hours=(3.0, 3.0), eb_fraction=0, beb_fraction=0)
+    time, flux, _ = sim.simulate_curves([0], 5, cfg)
+    named = tmp_path / "named.csv"
+    np.savetxt(named, np.c_[time, flux[0]], delimiter=",", header="bjd,sap", comments="")
+    short = tmp_path / "short.csv"
+    np.savetxt(short, np.c_[time[:5], flux[0, :5]], delimiter=",", header="time,flux", comments="")
+    ws = ["-w", str(tmp_path / "ws"), "--json", "plato", "bls"]
+    capsys.readouterr()
+    assert main([*ws, str(named)]) == 2
+    assert "named.csv: no time column" in capsys.readouterr().err
+    assert main([*ws, str(named), "--time-column", "bjd", "--flux-column", "sap", "--snr", "20"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["curves_searched"]
+    assert row["detected"] and row["n_transits"] >= 1 and row["depth"] == pytest.approx(3000.0, rel=0.3)
+    assert main([*ws, str(short)]) == 2
+    err = capsys.readouterr().err
+    assert f"{short}: a curve of 5 samples over 0.03 h is too short for BLS" in err and "Warning" not in err
 
 
 def test_demo_step_trains_and_finds_the_fresh_transit(tmp_path):

@@ -170,8 +170,9 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
                                      for cid, r in res.items()}}
 
 
-def write_events(rows: list[dict], path, command: str = "plato detect") -> Path:
-    """The event table as Parquet (units and descriptions) and the same rows as CSV beside it."""
+def write_events(rows: list[dict], path, command: str = "plato detect", files=()) -> Path:
+    """The event table as Parquet (units and descriptions; ``files``, the light curves searched, in its
+    metadata) and the same rows as CSV beside it."""
     import csv
 
     import pyarrow as pa
@@ -182,7 +183,7 @@ def write_events(rows: list[dict], path, command: str = "plato detect") -> Path:
     fields = [pa.field(k, pa.string() if k in ("file", "id") else pa.float64(),
                        metadata={"unit": u, "description": d}) for k, (u, d) in EVENT_COLUMNS.items()]
     table = pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in fields}, schema=pa.schema(fields))
-    write_parquet(table, path, command=command)
+    write_parquet(table, path, metadata={"files": [str(f) for f in files]} if files else None, command=command)
     with atomic_path(Path(path).with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(EVENT_COLUMNS))
         w.writeheader()
@@ -206,15 +207,25 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     device = runtime.accelerator
     items = [DetectItem(str(Path(f)), str(mdir), ev, d.time_column, d.flux_column, d.time_unit, d.batch_size, device)
              for f in files]
-    since = len(ctx.failures)
+    name = d.name or mdir.name
+    out = ctx.workspace.stage(NAME, RUNS) / name / f"{name}_events.parquet"
+    searched = sorted(str(Path(f).resolve()) for f in files)
+    if out.exists() and not ctx.overwrite:
+        from astrotool.io.tables import parquet_metadata
+
+        before = parquet_metadata(out).get("files")
+        if before is not None and sorted(before) != searched:
+            other = sorted(set(before) - set(searched)) or sorted(before)
+            raise AstroError(f"{out}: holds the events of another set of files "
+                             f"({', '.join(Path(f).name for f in other[:3])}"
+                             f"{', ...' if len(other) > 3 else ''}); give this run another --name, or --overwrite "
+                             "to replace them")
     results = ctx.map(detect_file, items, "detect", keys=[Path(f).name for f in files])
     rows = [r for _, res in results for r in res["rows"]]
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
-    name = d.name or mdir.name
-    out = ctx.workspace.stage(NAME, RUNS) / name / f"{name}_events.parquet"
     if results:
-        write_events(rows, out)
+        write_events(rows, out, files=searched)
         ctx.record.add_output(out)
         ctx.record.add_output(out.with_suffix(".csv"))
     for f in files:
@@ -233,6 +244,4 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
                             [[r["file"], r["id"], f"{r['t_mid']:.4f}", f"{r['duration']:.2f}", f"{r['depth']:.0f}",
                               f"{r['peak_probability']:.3f}"] for r in shown])
         ctx.emit(summary)
-    if ctx.failures[since:] and all(f.exit_code == 2 for f in ctx.failures[since:]):
-        ctx.raise_failures(since, len(files), "file")
     return summary
