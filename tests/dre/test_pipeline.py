@@ -108,7 +108,7 @@ def test_missing_psf_truncated_cuts_and_bad_cube(astro, tmp_path):
     cuts = ws / "dre/cuts/sim_000_cuts.h5"
     cuts.write_bytes(cuts.read_bytes()[: cuts.stat().st_size // 3])
     r = astro("-w", ws, "dre", "fit")
-    assert r.returncode == 1 and f"{cuts}: not a readable HDF5 file" in r.stderr, r.stderr
+    assert r.returncode == 2 and f"{cuts}: not a readable HDF5 file" in r.stderr, r.stderr
     assert not (ws / "dre/summary/sim_000_dre.parquet").exists()
     assert not [p for p in (ws / "dre/chi").iterdir()]  # nothing half-written
     from astropy.io import fits
