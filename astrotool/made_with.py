@@ -114,6 +114,47 @@ def write(path: str | os.PathLike, rec: Mapping) -> Path:
     return write_json_atomic(sidecar(path), {"schema": SCHEMA, **rec})
 
 
+def file_checksum(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> str | None:
+    """What identifies an input file's content, for a settings record: ``"sha256 <16 hex>, <size> B"``.
+
+    With ``cache`` (a JSON file), the checksum is read once and kept there with the file's size,
+    modification and change times, inode and device; while those stay, the kept value is returned
+    without reading the file (inputs of hundreds of MB checked on every rerun). A file whose content was
+    replaced keeps none of them (its change time cannot be set back, as its modification time can); a
+    copied workspace reads each file once more and finds the same checksum.
+
+    Returns
+    -------
+    str or None
+        None when the file does not exist.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+    try:
+        kept = json.loads(Path(cache).read_text(encoding="utf-8")) if cache else {}
+    except (OSError, ValueError):
+        kept = {}
+    if isinstance(kept, dict) and kept.get("stat") == key and isinstance(kept.get("checksum"), str):
+        return kept["checksum"]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    checksum = f"sha256 {h.hexdigest()[:16]}, {st.st_size} B"
+    if cache:
+        from astrotool.workspace import write_json_atomic
+
+        try:
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(cache, {"stat": key, "checksum": checksum})
+        except OSError:   # a read-only workspace: read again next time
+            pass
+    return checksum
+
+
 _MISSING = object()
 
 

@@ -98,3 +98,26 @@ def test_import_is_light():
 
     code = "import sys, astrotool.made_with; print(sorted(m for m in ('numpy', 'astropy', 'torch') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_file_checksum_follows_the_content_and_reads_a_kept_one_only_while_the_file_stays(tmp_path):
+    import json
+    import os
+    import shutil
+
+    from astrotool.made_with import file_checksum
+
+    a, cache = tmp_path / "a.fits", tmp_path / "out" / ".a.json"
+    a.write_bytes(b"x" * 1000)
+    first = file_checksum(a, cache)
+    assert first.startswith("sha256 ") and first.endswith(", 1000 B") and file_checksum(tmp_path / "none") is None
+    assert json.loads(cache.read_text())["checksum"] == first
+    kept = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**kept, "checksum": "kept"}))   # while the file stays, the kept value is read
+    assert file_checksum(a, cache) == "kept"
+    st = a.stat()
+    a.write_bytes(b"y" * 1000)                                    # same size, time set back: read again
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_checksum(a, cache) not in ("kept", first)
+    shutil.copy2(a, tmp_path / "b.fits")                          # a copy: the same content, the same checksum
+    assert file_checksum(tmp_path / "b.fits") == file_checksum(a)

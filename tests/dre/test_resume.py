@@ -52,7 +52,7 @@ def _stamps(ws, *globs):
     """Inode and modification time of each file but the tile checksums' cache (a copied workspace reads its
     tiles once more and writes it)."""
     return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for g in globs for p in (ws / "dre").glob(g)
-            if p.is_file() and p.name != ".tile_identity.json"}
+            if p.is_file() and p.name != ".tile_checksum.json"}
 
 
 @pytest.mark.parametrize("args, key", [

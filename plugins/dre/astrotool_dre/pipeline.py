@@ -119,49 +119,9 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
         old = made_with.read(paths.outputs(up)[0])
         inputs[up] = made.get(up) or (old or {}).get("hash")
     if stage == "detect":  # the tile itself: a tile simulated again or replaced invalidates the chain
-        inputs["tile"] = file_identity(paths.tile, paths.sextracted / ".tile_identity.json")
+        inputs["tile"] = made_with.file_checksum(paths.tile, paths.sextracted / ".tile_checksum.json")
     settings["inputs"] = inputs
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT)
-
-
-def file_identity(path, cache=None) -> str | None:
-    """What identifies a file's content: ``"sha256 <16 hex digits>, <size> B"``; None when absent.
-
-    The checksum is read once and kept in ``cache`` (a JSON file) with the file's size, modification and
-    change times, inode and device: while those stay, the kept checksum is returned without reading the
-    file again (survey tiles are hundreds of MB and every tile of a run is checked before any work starts).
-    A file whose content was replaced keeps none of them (its change time cannot be set back, as its
-    modification time can); a workspace copied elsewhere reads each tile once more and finds the same
-    checksum.
-    """
-    import hashlib
-    import json
-
-    from astrotool.workspace import write_json_atomic
-
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return None
-    key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
-    try:
-        kept = json.loads(Path(cache).read_text(encoding="utf-8")) if cache else {}
-    except (OSError, ValueError):
-        kept = {}
-    if isinstance(kept, dict) and kept.get("stat") == key and isinstance(kept.get("identity"), str):
-        return kept["identity"]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    identity = f"sha256 {h.hexdigest()[:16]}, {st.st_size} B"
-    if cache:
-        try:
-            Path(cache).parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(cache, {"stat": key, "identity": identity})
-        except OSError:   # a read-only workspace: read again next time
-            pass
-    return identity
 
 
 def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool,
