@@ -167,6 +167,23 @@ def test_outputs_are_kept_unless_overwrite(tmp_path):
         ingest(avro, tmp_path / "o")
 
 
+def test_an_input_replaced_under_its_name_is_not_answered_with_the_old_alerts(tmp_path):
+    """Outputs were kept by name: other alerts in a file of the same name (replaced, or another folder's)
+    came back as the old table, exit 0 (ztf predict too, which ingests through here)."""
+    _, avro, _ = make_synthetic(tmp_path)
+    first = ingest(avro, tmp_path / "o")
+    st = avro.stat()
+    synthetic.write_avro(avro, synthetic.make_alerts(4, seed=4, small_stamp=1))
+    os.utime(avro, ns=(st.st_atime_ns, st.st_mtime_ns))        # even with its time set back
+    with pytest.raises(AstroError, match=r"syn_stamps.h5: exists but was made with other settings:\n  input: "
+                                         r'"sha256 [0-9a-f]{16}, \d+ B" -> "sha256 [0-9a-f]{16}, \d+ B"'):
+        ingest(avro, tmp_path / "o")
+    assert pq.read_table(first.alerts)["objectId"].to_pylist() == [a["objectId"] for a in
+                                                                   synthetic.make_alerts(4, seed=3, small_stamp=1)]
+    again = ingest(avro, tmp_path / "o", overwrite=True)
+    assert not again.skipped and ingest(avro, tmp_path / "o").skipped
+
+
 def test_truncated_avro_raises_input_error_naming_the_file(tmp_path):
     _, avro, _ = make_synthetic(tmp_path)
     data = avro.read_bytes()

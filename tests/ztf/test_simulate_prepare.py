@@ -168,8 +168,15 @@ def test_prepare_writes_a_set_and_refuses_a_bad_table(tmp_path, astro):
     assert kept.returncode == 0 and json.loads(kept.stdout)["kept"]
     changed = astro("--json", "-w", ws, "--seed", 4, "ztf", "prepare", "--crop", "21")
     assert changed.returncode == 2 and "crop" in changed.stderr
-    # an alert table without the label column
+    # the same alert table's name, other alerts (simulated again): refused, not the old set kept
     src = ws / "ztf" / "alerts" / "sim_0000_alerts.parquet"
+    table = pd.read_parquet(src)
+    table.assign(magpsf=table["magpsf"] + 0.5).to_parquet(src)
+    other = astro("--json", "-w", ws, "--seed", 4, "--set", "ztf.prepare.val_per_class=2", "--set",
+                  "ztf.prepare.test_per_class=2", "ztf", "prepare", "--crop", "33")
+    assert other.returncode == 2 and "inputs.sim_0000_alerts.parquet: " in other.stderr, other.stderr
+    table.to_parquet(src)
+    # an alert table without the label column
     pd.read_parquet(src).drop(columns=["class"]).to_parquet(ws / "ztf" / "alerts" / "nolabel_alerts.parquet")
     (ws / "ztf" / "stamps" / "nolabel_stamps.h5").write_bytes((ws / "ztf" / "stamps" / "sim_0000_stamps.h5").read_bytes())
     bad = astro("--json", "-w", ws, "ztf", "prepare", "nolabel", "--name", "other")

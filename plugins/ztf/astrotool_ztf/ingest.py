@@ -782,7 +782,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     InputError
         Unreadable, truncated or non-alert input; nothing is written then.
     AstroError
-        The kept outputs were ingested with another ``stamp_size`` or ``keep_history``.
+        The kept outputs were ingested with another ``stamp_size`` or ``keep_history``, or from a file of
+        another content (its checksum, :func:`astrotool.made_with.file_checksum`).
     """
     import h5py
     import pyarrow as pa
@@ -790,7 +791,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
 
     from astrotool.io.hdf5 import compression_kwargs, open_h5
     from astrotool.io.tables import add_parquet_metadata, astropy_parquet_metadata, string_lengths
-    from astrotool.made_with import SettingsChanged, changes
+    from astrotool.made_with import SettingsChanged, changes, file_checksum
     from astrotool.provenance import hdf5_attrs, parquet_metadata, provenance
     from astrotool.workspace import atomic_path, is_done
 
@@ -808,14 +809,18 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                                                       "n_members_skipped", "members_skipped")
                          if k in h5.attrs})
             kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
+            source = h5.attrs.get("input_checksum")
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
         kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in kept.items()}
         changed = changes({"ztf": {"ingest": kept}}, {"ztf": {"ingest": {k: getattr(cfg, k) for k in kept}}})
+        if source is not None:   # the same name, other alerts: a file replaced, or another folder's
+            changed += changes({"input": str(source)}, {"input": file_checksum(path)})
         if changed:
             raise SettingsChanged(stamps_path, changed)
         return IngestResult(**names, **info, skipped=True)
 
     fmt = sniff_format(path)
+    checksum = file_checksum(path)
     size, keep_history = cfg.stamp_size, cfg.keep_history
     skipped_members: list[tuple[str, str]] = []
     if fmt.startswith("tar"):
@@ -900,7 +905,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                                         + ("; ..." if len(skipped_members) > 5 else "")}
             h5.attrs.update(hdf5_attrs(record))
             h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
-                             "stamp_size": size, "keep_history": keep_history, **stats})
+                             "stamp_size": size, "keep_history": keep_history, "input_checksum": checksum, **stats})
     return IngestResult(**names, format=fmt, **stats, skipped=False)
 
 

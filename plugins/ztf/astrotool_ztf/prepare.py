@@ -238,15 +238,15 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
 
     import pandas as pd
 
-    from astrotool.made_with import SettingsChanged, changes
+    from astrotool.made_with import SettingsChanged, changes, file_checksum
     from astrotool.ml.data import MANIFEST_SUFFIX, DatasetWriter
 
     from astrotool_ztf.simulate import CLASSES
 
     out_dir = Path(out_dir)
     classes = list(cfg.classes or CLASSES)
-    settings = {"ztf": {"prepare": dataset_settings(cfg)}, "seed": int(seed),
-                "inputs": sorted(Path(a).name for a, _ in pairs)}
+    settings = {"ztf": {"prepare": dataset_settings(cfg)}, "seed": int(seed),   # inputs: each alert table's checksum
+                "inputs": {Path(a).name: file_checksum(a) for a, _ in sorted(pairs)}}
     if any(out_dir.glob(f"*{MANIFEST_SUFFIX}")) and not overwrite:
         old = StampDataset(out_dir)
         changed = changes(old.attrs.get("settings", {}), settings)
