@@ -436,6 +436,7 @@ class ArrayDataset:
             self.arrays = {k: (tuple(int(s) for s in v["shape"]), np.dtype(v["dtype"]))
                            for k, v in m["arrays"].items()}
             self.shards = [(self.root / s["file"], int(s["start"]), int(s["stop"])) for s in m["shards"]]
+            contents = [s.get("sha256") for s in m["shards"]]
             self._table = self.root / m["metadata"]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(mp, f"malformed dataset manifest ({type(exc).__name__}: {exc})") from None
@@ -447,10 +448,10 @@ class ArrayDataset:
             expect = stop
         if expect != self.n:
             raise InputError(mp, f"shards hold {expect} samples, the manifest says n = {self.n}")
-        for p, start, stop in self.shards:
+        for (p, start, stop), want in zip(self.shards, contents):
             if not p.is_file():
                 raise InputError(p, "shard listed in the manifest is missing")
-            got_start, got_stop, arrays, _ = _shard_header(p)
+            got_start, got_stop, arrays, got = _shard_header(p)
             if (got_start, got_stop) != (start, stop):
                 raise InputError(p, f"holds samples [{got_start}, {got_stop}), the manifest says [{start}, {stop})")
             for k, (shape, dtype) in self.arrays.items():
@@ -459,6 +460,9 @@ class ArrayDataset:
                 if arrays[k] != (shape, dtype):
                     raise InputError(p, f"array {k!r} is {arrays[k][1]} {arrays[k][0]} per {self.SAMPLE_WORD}, "
                                         f"the manifest says {dtype} {shape}")
+            if want and got and want != got:
+                raise InputError(p, f"its content ({CONTENT_ATTR} {got}) is not the manifest's ({want}): the shard "
+                                    "was replaced after the set was written; write the set again")
         self.shard_paths = [p for p, _, _ in self.shards]
         self._starts = np.array([s for _, s, _ in self.shards], dtype=np.int64)
         self._handles: OrderedDict = OrderedDict()

@@ -75,6 +75,20 @@ def test_round_trip_arrays_metadata_and_manifest(tmp_path):
         ds.read([23])
 
 
+def test_a_shard_replaced_by_another_set_s_is_refused(tmp_path):
+    """Another set's shard of the same samples [start, stop) copied over one of this set's: it was read as
+    this set's (and a measurement kept), though its content digest is not the manifest's."""
+    import shutil
+
+    _write(tmp_path / "a", seed=0)
+    _write(tmp_path / "b", seed=1)
+    shutil.copyfile(tmp_path / "b/shard00001_cubes.h5", tmp_path / "a/shard00001_cubes.h5")
+    with pytest.raises(InputError, match=r"shard00001_cubes.h5: its content \(content_sha256 [0-9a-f]{16}\) is not "
+                                         r"the manifest's \([0-9a-f]{16}\): the shard was replaced"):
+        ArrayDataset(tmp_path / "a")
+    assert ArrayDataset(tmp_path / "b").n == 23
+
+
 def test_writer_refuses_bad_input_and_finalize_needs_every_shard(tmp_path):
     w = DatasetWriter(str(tmp_path), "w")
     with pytest.raises(ValueError, match="holds 2 samples, expected 3"):
