@@ -67,7 +67,8 @@ def test_writer_refuses_nan_and_overflow_naming_the_map(tmp_path):
     m[2, 3, 4] = np.nan
     with pytest.raises(AstroError, match=f"{NAMES[2]}.*NaN"):
         w.write(NAMES, m)
-    assert not list((tmp_path / "run").glob("*.npy"))  # the batch is checked before any map is written
+    # the batch is checked before any map is written; no folder passes for a run (score listed it)
+    assert not (tmp_path / "run").exists()
     m = maps()
     m[1, 0, 0] = 70000.0
     with pytest.raises(AstroError, match=f"{NAMES[1]}.*beyond float16"):
@@ -308,3 +309,12 @@ def test_a_folder_map_rewritten_after_its_prediction_is_predicted_again(trained,
     code, out, err = run(capsys, *args)
     assert code == 0 and (json.loads(out)["computed"], json.loads(out)["kept"]) == (1, 2), err
     assert not np.array_equal(np.load(out_dir / "f1.npy"), before)
+    # another map copied over an input with its own, older time (cp -p, tar x, rsync -a): it was kept
+    before = np.load(out_dir / "f2.npy")
+    np.save(folder / "f2.npy", eps[6])
+    os.utime(folder / "f2.npy", ns=(1, 1))
+    code, out, err = run(capsys, *args)
+    assert code == 0 and (json.loads(out)["computed"], json.loads(out)["kept"]) == (1, 2), err
+    assert not np.array_equal(np.load(out_dir / "f2.npy"), before)
+    code, out, err = run(capsys, *args)
+    assert code == 0 and json.loads(out)["computed"] == 0, err

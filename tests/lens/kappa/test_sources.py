@@ -210,6 +210,8 @@ def test_bad_tarballs(tmp_path, capsys):
     cut.write_bytes(raw[: len(raw) // 2])
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", cut)
     assert code == 2 and "cut.tar.gz" in err and "truncated" in err
+    # neither left an empty set folder behind, which later errors listed as a dataset
+    assert not (ws / "lens/kappa/data/bad").exists() and not (ws / "lens/kappa/data/cut").exists()
 
 
 @pytest.mark.parametrize("fault,msg", [("shape", r"shape \(32, 32\), expected \(3, S, S\)"),

@@ -92,7 +92,8 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
 
     from astrotool_lens.kappa.model import model_inputs
 
-    todo = set(writer.missing(maps.names, getattr(maps, "files", None)))
+    files = getattr(maps, "files", None)
+    todo = set(writer.missing(maps.names, files))
     where = maps.describe()
 
     def batches():
@@ -107,7 +108,7 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
             yield model_inputs(eps, meta, source=where), names
 
     return predict(runner, batches(), batch_size=batch_size, device=device,
-                   on_batch=lambda batch, out: writer.write(batch[1], out), keep=False)
+                   on_batch=lambda batch, out: writer.write(batch[1], out, files), keep=False)
 
 
 def predict_command(ctx, cfg, inputs: str, runtime) -> dict:

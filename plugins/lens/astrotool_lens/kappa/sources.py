@@ -822,6 +822,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
                 "split": [float(x) for x in d.split], "shard_size": int(d.shard_size),
                 "drop_unpaired": bool(d.drop_unpaired)}
     clear = _check_settings(out, settings, ctx.overwrite)
+    made = not out.exists()   # removed again if nothing but the staged maps went in (a bad tarball)
     if mode == "tarballs":
         out.mkdir(parents=True, exist_ok=True)
         stage = _TarStage(out / ".staging")
@@ -829,6 +830,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
             stage.fill(roots)
         except BaseException:
             stage.remove()
+            _remove_if_empty(out, made)
             raise
         eps_at, kap_at = stage.where["epsilon"], stage.where["kappa"]
         any_kappa = bool(kap_at)
@@ -886,6 +888,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
     finally:
         if stage is not None:
             stage.remove()
+        _remove_if_empty(out, made)
     seconds = time.perf_counter() - t0
     summary = {"name": name, "path": str(out), "n": len(names), "splits": n_split, "size": size,
                "input_only": not any_kappa, "unpaired": {k: {"n": len(v), "names": v[:20]} for k, v in unpaired.items()},
@@ -939,6 +942,12 @@ def _check_settings(out: Path, settings: dict, overwrite: bool) -> bool:
                              "--name or --overwrite")
         return True
     return False
+
+
+def _remove_if_empty(folder: Path, made: bool) -> None:
+    """Remove ``folder`` if this run made it and it is empty: a failed run leaves no set that is not one."""
+    if made and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _start_output(out: Path, settings: dict, clear: bool) -> None:

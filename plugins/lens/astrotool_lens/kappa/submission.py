@@ -15,8 +15,11 @@ the file to upload.
 
 Re-running into an existing folder: made with the same ``made_by``, the
 finished maps are kept and only the missing ones are computed
-(:meth:`PredictionWriter.missing`); made otherwise, the run is refused (exit 2,
-naming each changed key) unless ``overwrite``, which clears the folder first.
+(:meth:`PredictionWriter.missing`), and those whose input file is not the one
+they were made from (its size and modification time, kept for each map in the
+hidden ``.inputs.jsonl``: a file copied over it with its older time too); made
+otherwise, the run is refused (exit 2, naming each changed key) unless
+``overwrite``, which clears the folder first.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ __docformat__ = "numpy"
 __all__ = ["FLOAT16_MAX", "INFO_FILE", "PredictionWriter", "read_info"]
 
 INFO_FILE = "prediction.json"
+INPUTS_FILE = ".inputs.jsonl"
+"""One JSON line per map written from an input file: ``{"name", "size", "mtime_ns"}`` of that file (appended;
+the last line of a name holds)."""
 FORMAT = "astrotool-kappa-predictions"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 """65504: the largest finite float16; larger values would be stored as infinity."""
@@ -84,8 +90,6 @@ class PredictionWriter:
     """
 
     def __init__(self, folder: str | Path, made_by: dict, overwrite: bool = False):
-        from astrotool.workspace import write_json_atomic
-
         self.folder = Path(folder)
         self.made_by = json.loads(json.dumps(made_by, default=str))
         self.zip_path = self.folder.with_name(self.folder.name + ".zip")
@@ -95,11 +99,21 @@ class PredictionWriter:
             self._clear()
         else:
             self._check_existing()
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.info_path = self.folder / INFO_FILE
+        self.written = 0
+        self._started = False
+
+    def _start(self) -> None:
+        """Make the folder and its ``prediction.json`` (not complete) with the first map written or at the
+        end: a run that fails before writing any leaves no folder that would pass for a run."""
+        from astrotool.workspace import write_json_atomic
+
+        if self._started:
+            return
+        self._started = True
+        self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.info_path, {"format": FORMAT, "run": self.folder.name, "made_by": self.made_by,
                                            "complete": False})
-        self.written = 0
 
     # ------------------------------------------------------------ existing folders
 
@@ -132,17 +146,37 @@ class PredictionWriter:
         """Names of the maps already in the folder."""
         return {p.stem for p in self.folder.glob("*.npy") if not p.name.startswith(".")}
 
+    def _stamps(self) -> dict[str, list[int]]:
+        """``{name: [size, mtime_ns]}`` of the input files the maps were made from (:data:`INPUTS_FILE`)."""
+        out = {}
+        try:
+            lines = (self.folder / INPUTS_FILE).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                out[str(rec["name"])] = [int(rec["size"]), int(rec["mtime_ns"])]
+            except (ValueError, KeyError, TypeError):   # a line cut short by an interruption
+                continue
+        return out
+
     def missing(self, names: Iterable[str], inputs: dict | None = None) -> list[str]:
         """The names among ``names`` (order kept) that have no map yet, or (with ``inputs``, name -> input
-        file) whose input file is newer than its map: what is left to compute."""
+        file) whose input file is not the one its map was made from (another size or modification time;
+        maps written before these were kept: an input newer than its map): what is left to compute."""
         have = self.done()
+        stamps = self._stamps() if inputs is not None else {}
         out = []
         for n in map(str, names):
             if n not in have:
                 out.append(n)
-            elif inputs is not None and n in inputs and \
-                    os.stat(inputs[n]).st_mtime_ns > os.stat(self.path(n)).st_mtime_ns:
-                out.append(n)  # the input was rewritten after its prediction
+            elif inputs is not None and n in inputs:
+                st = os.stat(inputs[n])
+                made = stamps.get(n)
+                if made is None and st.st_mtime_ns > os.stat(self.path(n)).st_mtime_ns or \
+                        made is not None and made != [st.st_size, st.st_mtime_ns]:
+                    out.append(n)  # the input was rewritten, or another file copied over it, since its map
         return out
 
     # ------------------------------------------------------------ writing
@@ -174,8 +208,9 @@ class PredictionWriter:
                              "nothing written for it")
         return a.astype(np.float16)
 
-    def write(self, names: Sequence[str], maps: np.ndarray) -> list[Path]:
-        """Write maps ``(n, S, S)`` as ``<name>.npy`` float16, each atomically.
+    def write(self, names: Sequence[str], maps: np.ndarray, inputs: dict | None = None) -> list[Path]:
+        """Write maps ``(n, S, S)`` as ``<name>.npy`` float16, each atomically; with ``inputs`` (name -> input
+        file), keep each input's size and modification time for :meth:`missing`.
 
         All maps of the batch are checked before any is written.
         """
@@ -183,6 +218,7 @@ class PredictionWriter:
 
         names = [str(n) for n in names]
         h = self.check(names, maps)
+        self._start()
         paths = []
         for name, m in zip(names, h):
             p = self.path(name)
@@ -191,6 +227,14 @@ class PredictionWriter:
                     np.save(fh, np.ascontiguousarray(m), allow_pickle=False)
             paths.append(p)
         self.written += len(paths)
+        if inputs:
+            lines = []
+            for name in names:
+                if name in inputs:
+                    st = os.stat(inputs[name])
+                    lines.append(json.dumps({"name": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}) + "\n")
+            with open(self.folder / INPUTS_FILE, "a", encoding="utf-8") as fh:
+                fh.writelines(lines)
         return paths
 
     # ------------------------------------------------------------ finishing
@@ -229,6 +273,7 @@ class PredictionWriter:
         n = self.made_by.get("n")
         if n is not None and len(files) != int(n):
             raise AstroError(f"{self.folder}: holds {len(files)} maps, the run has {n}; not finished")
+        self._start()
         zpath = None
         if zip:
             with atomic_path(self.zip_path) as tmp:
