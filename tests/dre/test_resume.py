@@ -185,6 +185,13 @@ def test_a_shard_records_only_its_own_tiles(astro, ws):
     assert r.returncode == 0, r.stderr
     rec = json.loads(max((ws / "runs").glob("*-dre-detect/run.json")).read_text())
     assert rec["inputs"] == [str(tile.with_name("sim_001.fits"))] and rec["shard"] == "1/2"
+    # a shard needs the whole model cube: it built only its share of the slabs and failed (exit 1)
+    for cube in (ws / "dre/models").glob("*.fits"):
+        cube.unlink()
+    r = astro("-w", ws, "--shard", "1/2", "dre", "run", "--no-mosaics")
+    assert r.returncode == 0 and "this shard builds the whole model cube" in r.stderr, r.stderr
+    assert sorted(p.name for p in (ws / "dre/summary").glob("*.parquet")) == ["sim_000_dre.parquet",
+                                                                              "sim_001_dre.parquet"]
 
 
 def test_mosaics_of_a_fit_made_on_another_grid_are_refused(ws, astro):

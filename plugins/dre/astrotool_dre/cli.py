@@ -76,11 +76,23 @@ def ensure_cube(ctx, cfg, overwrite: bool = False) -> Path:
     """The model cube for ``[dre.models]``, built (slabs through the executor) if not cached.
 
     The cube is content-addressed (its name is the hash of ``[dre.models]``), so another stage's
-    ``--overwrite`` reuses it; only ``astro dre models --overwrite`` builds it again.
+    ``--overwrite`` reuses it; only ``astro dre models --overwrite`` builds it again. Every slab is built
+    under ``--shard`` too (a shard needs the whole cube; written atomically, shards that build it at once
+    leave one whole file): build it once with ``astro dre models`` before a Slurm array.
     """
-    from astrotool_dre.pipeline import model_cube
+    import dataclasses
 
-    path, built = model_cube(ctx.workspace.root, cfg.models, ctx.map, overwrite=overwrite)
+    from astrotool_dre.pipeline import cube_path, model_cube
+
+    whole = dataclasses.replace(ctx.executor_options, shard=None)
+    if ctx.executor_options.shard is not None and (overwrite or not cube_path(ctx.workspace.root, cfg.models).exists()):
+        ctx.log.warning("--shard: this shard builds the whole model cube; build it once with `astro dre models` "
+                        "before the array")
+
+    def mapper(fn, items, desc, keys=None):
+        return ctx.map(fn, items, desc, keys=keys, options=whole)
+
+    path, built = model_cube(ctx.workspace.root, cfg.models, mapper, overwrite=overwrite)
     if built:
         ctx.record.add_output(path)
     return path
