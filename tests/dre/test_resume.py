@@ -101,7 +101,17 @@ def test_another_cube_is_another_setting(astro, ws):
     other = ws / "their_cube.fits"
     os.link(cube, other)                                   # the same bytes under another name, no copy
     r = astro("-w", ws, "dre", "fit", "--cube", other)
-    assert r.returncode == 2 and f'cube: "{cube.name}" -> "their_cube.fits"' in r.stderr, r.stderr
+    assert r.returncode == 2 and f'cube: "{cube.name}" -> "their_cube.fits (sha256 ' in r.stderr, r.stderr
+    # their cube rewritten under its name (a grid of other radii): the fit on the old one is not kept
+    r = astro("-w", ws, "--overwrite", "dre", "fit", "--cube", other)
+    assert r.returncode == 0, r.stderr
+    os.unlink(other)
+    shutil.copyfile(cube, other)
+    with open(other, "r+b") as f:                          # same size, other pixels
+        f.seek(-100_000, 2)
+        f.write(b"\x01" * 1000)
+    r = astro("-w", ws, "dre", "fit", "--cube", other)
+    assert r.returncode == 2 and 'cube: "their_cube.fits (sha256 ' in r.stderr and "skipped" not in r.stdout, r.stderr
 
 
 def test_changed_upstream_stage_refuses_downstream(astro, ws):
@@ -196,5 +206,45 @@ def test_a_shard_records_only_its_own_tiles(astro, ws):
 
 def test_mosaics_of_a_fit_made_on_another_grid_are_refused(ws, astro):
     r = astro("-w", ws, "--set", "dre.models.nlogh=15", "dre", "mosaics")
-    assert r.returncode != 0 and "sim_000_chi.h5: was fit on another model grid (NLOGH = 21" in r.stderr, r.stderr
+    assert r.returncode == 2 and "sim_000_chi.h5: out of date; `astro dre fit` made it" in r.stderr, r.stderr
+    assert "dre.models.nlogh: 21 -> 15" in r.stderr and "building the model cube" not in r.stderr, r.stderr
     assert not list((ws / "dre" / "mosaics").glob("*/*.fits"))
+
+
+def test_mosaics_never_draw_new_cuts_or_settings_with_an_old_fit(ws, astro):
+    """The mosaics' record held only their own and the grid's settings: cuts cut again after the fit, or
+    the fit's recentring changed, were drawn with the old fit (with --overwrite) or kept as done."""
+    r = astro("-w", ws, "--set", "dre.cuts.dilate=6", "--overwrite", "dre", "cuts")
+    assert r.returncode == 0, r.stderr
+    for extra in ([], ["--overwrite"]):
+        r = astro("-w", ws, "--set", "dre.cuts.dilate=6", *extra, "dre", "mosaics")
+        assert r.returncode == 2 and "sim_000_chi.h5: out of date" in r.stderr and "inputs.cuts: " in r.stderr, \
+            r.stderr
+    r = astro("-w", ws, "--set", "dre.cuts.dilate=6", "dre", "fit")   # what the message asks: the fit again
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    r = astro("-w", ws, "--set", "dre.cuts.dilate=6", "--overwrite", "dre", "fit")
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, "--set", "dre.cuts.dilate=6", "dre", "mosaics")
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, "--set", "dre.fit.recentre=false", "--overwrite", "dre", "mosaics")
+    assert r.returncode == 2 and "dre.fit.recentre: true -> false" in r.stderr, r.stderr
+
+
+def test_mosaics_name_a_damaged_fit_and_replace_their_old_pictures(ws, astro):
+    r = astro("-w", ws, "dre", "mosaics")
+    assert r.returncode == 0, r.stderr
+    folder = ws / "dre/mosaics/sim_000"
+    (folder / "sim_000_99_mosaic.png").write_bytes(b"an earlier fit's")
+    r = astro("-w", ws, "--set", "dre.mosaics.max_objects=1", "dre", "mosaics")
+    assert r.returncode == 0, r.stderr
+    assert len(list(folder.glob("*_mosaic.fits"))) == 1 and not (folder / "sim_000_99_mosaic.png").exists()
+    summary = ws / "dre/summary/sim_000_dre.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(summary).drop(["N_IDX"]), summary)
+    r = astro("-w", ws, "--overwrite", "dre", "mosaics")
+    assert r.returncode == 2 and f"{summary}: missing column(s) N_IDX" in r.stderr, r.stderr
+    chi = ws / "dre/chi/sim_000_chi.h5"
+    chi.write_bytes(chi.read_bytes()[:3000])
+    r = astro("-w", ws, "--overwrite", "dre", "mosaics")
+    assert r.returncode == 2 and f"{chi}: not a readable HDF5 file" in r.stderr, r.stderr

@@ -36,7 +36,7 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
                 desc: str | None = None) -> list[dict]:
     from astrotool import console
     from astrotool.errors import AstroError
-    from astrotool_dre.pipeline import TilePaths, check_upstream, run_tiles, tiles_in
+    from astrotool_dre.pipeline import TilePaths, check_tiles, check_upstream, cube_path, run_tiles, tiles_in
     from astrotool_dre.stages import FOLDERS
 
     ctx = current()
@@ -52,7 +52,11 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         from astrotool.backends import get_backend
 
         get_backend(cfg.fit.backend, cfg.fit.device)
-    if cube is None and ("fit" in stages or "mosaics" in stages):
+    modelled = "fit" in stages or "mosaics" in stages
+    # every refusal before the cube is built (minutes for the default grid)
+    check_tiles(todo, ws.root, stages, cfg, overwrite=ctx.overwrite,
+                cube=(cube or cube_path(ws.root, cfg.models)) if modelled else None)
+    if cube is None and modelled:
         cube = ensure_cube(ctx, cfg)
     for t in ctx.shard_of(todo):
         ctx.record.add_input(t)
@@ -212,7 +216,7 @@ def _check_cube(cube: Path | None) -> None:
 
 @app.command()
 def mosaics(tiles: list[str] = TILES, cube: Path = typer.Option(None, help="The model cube used by fit.")):
-    """Write data | segment | model | residual mosaics per object (FITS and PNG)."""
+    """Write data | mask | model | residual mosaics per object (FITS and PNG); earlier ones of the tile go."""
     _run_stages(("mosaics",), tiles, {}, cube=cube)
 
 

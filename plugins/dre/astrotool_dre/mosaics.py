@@ -32,6 +32,8 @@ MOSAIC_KEYS = {
     "CHI2_NU": "chi-square per degree of freedom",
 }
 """Header keywords of a mosaic FITS file (the summary's values for the object) and their comments."""
+SUMMARY_COLUMNS = ["NAME", "N_IDX", "E_IDX", "T_IDX", "R_IDX", "FLUX_GRID", *MOSAIC_KEYS]
+"""Columns of the summary the mosaics read."""
 
 
 def object_panels(data: np.ndarray, mask: np.ndarray, model: np.ndarray) -> np.ndarray:
@@ -48,11 +50,10 @@ def check_same_grid(chi_path, grid) -> None:
     astrotool.errors.InputError
         ``chi_path`` (the fit's χ² file) records other grid axes than ``grid``'s.
     """
-    import h5py
-
     from astrotool.errors import InputError
+    from astrotool.io.hdf5 import open_h5
 
-    with h5py.File(chi_path, "r", locking=False) as f:
+    with open_h5(chi_path) as f:   # a truncated file is named, not a bare OSError
         made = {k: f.attrs[k] for k in grid.header_cards() if k in f.attrs}
     other = {k: v for k, v in made.items() if not np.isclose(float(v), float(grid.header_cards()[k]))}
     if other:
@@ -87,20 +88,22 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     cuts, psf, cube, grid, header = load_inputs(paths, cube_file)
     check_same_grid(paths.chi, grid)
     unit = data_unit(header)
-    table = read_parquet(paths.summary).to_pandas().set_index("NAME")
+    table = read_parquet(paths.summary, SUMMARY_COLUMNS).to_pandas().set_index("NAME")
     data, _, mask = prepare_stamps(cuts, grid.center, fit.recentre)
     names = [n for n in cuts.names if n in table.index]
     if cfg.max_objects:
         names = names[: cfg.max_objects]
     out = paths.mosaics
     out.mkdir(parents=True, exist_ok=True)
+    for old in [out / ".done", *out.glob(f"{paths.stem}_*_mosaic.fits"), *out.glob(f"{paths.stem}_*_mosaic.png")]:
+        old.unlink(missing_ok=True)   # an earlier fit's or setting's mosaics would pass for this one's
     index = {n: i for i, n in enumerate(cuts.names)}
     idx = table.loc[names, ["N_IDX", "E_IDX", "T_IDX", "R_IDX"]].to_numpy(int) if names else np.zeros((0, 4), int)
     x, y = object_positions(cuts, psf)
     models = [convolve_cube(cube[tuple(i)][None], psf.at(x[index[n]], y[index[n]]), remove_pixel=fit.psf_has_pixel)[0]
               for n, i in zip(names, idx)]
     record = provenance("dre mosaics")
-    history = fits_history(record) + ["data | mask*mean | model | residual"]
+    history = fits_history(record) + ["panels: data | mask x mean(data in mask) | model | data - model"]
     written = 0
     for name, model in zip(names, models):
         row = table.loc[name]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from astrotool import console, made_with
-from astrotool.errors import InputError
+from astrotool.errors import AstroError, InputError
 from astrotool.names import printable
 
 if TYPE_CHECKING:
@@ -92,6 +92,9 @@ RECOMPUTE = frozenset({"mosaics"})
 #: Settings that do not change a stage's outputs.
 NOT_OUTPUT = ("dre.detect.nthreads", "dre.detect.timeout", "dre.psf.timeout", "dre.fit.backend", "dre.fit.device",
               "dre.fit.batch_size")
+#: Settings (dotted-key prefixes) of another stage's record that a stage uses too: that stage's outputs must
+#: have been made with the same values (the mosaics draw the fit's grid models, centred and convolved as it was).
+USES = {"mosaics": ("cube", "dre.models.", "dre.fit.recentre", "dre.fit.psf_has_pixel")}
 #: The stages whose outputs each stage reads; their records' hashes are part of its own.
 UPSTREAM = {"detect": (), "psf": ("detect",), "cuts": ("detect",), "fit": ("cuts", "psf"), "mosaics": ("fit",)}
 
@@ -101,9 +104,9 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
 
     Its section of ``[dre]``, keyed as ``--set`` spells it (``dre.fit.statistic``); for ``fit`` and
     ``mosaics`` also ``[dre.models]`` and the file name of the ``cube`` they use (ours is named by the
-    hash of its settings); the stage's version; and the record hashes of the stages it reads
-    (``inputs.<stage>``): from ``made`` (stages of this run, ``{stage: hash}``) or from their outputs'
-    records.
+    hash of its settings; a cube given with ``--cube`` also by its checksum); the stage's version; and the
+    record hashes of the stages it reads (``inputs.<stage>``): from ``made`` (stages of this run,
+    ``{stage: hash}``) or from their outputs' records.
     """
     from astrotool import made_with
 
@@ -113,6 +116,10 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     settings = {"dre": dre}  # keys as --set spells them: dre.fit.statistic
     if stage in ("fit", "mosaics"):
         settings["cube"] = Path(cube).name if cube else None
+        models = paths.chi.parent.parent / "models"
+        if cube and Path(cube).resolve() != cube_path(models.parent.parent, cfg.models).resolve():
+            # a cube of the user's (--cube): its name does not say what it holds
+            settings["cube"] += f" ({made_with.file_checksum(cube, models / f'.{Path(cube).name}.checksum.json')})"
     made = made or {}
     inputs = {}
     for up in UPSTREAM[stage]:
@@ -126,18 +133,50 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
 
 def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool,
                 cube=None) -> None:
-    """Before any work: refuse (exit 2) when a finished output of these stages was made with other settings."""
+    """Before any work: refuse (exit 2) when a finished output of these stages was made with other settings,
+    or when a stage they read and do not run now is out of date: made from inputs made again since (cuts
+    cut again after the fit: the mosaics would draw the new cuts with the old fit; a tile replaced after
+    its detection), or with other values of the settings the stages run now use too (:data:`USES`).
+    """
     from astrotool import made_with
 
-    checks = []
+    order = list(STAGE_VERSIONS)
+    needed = set(stages)
+    for stage in reversed(order):
+        if stage in needed:
+            needed.update(UPSTREAM[stage])
+    used = tuple(k for stage in stages for k in USES.get(stage, ()))
+    checks, stale = [], []
     for t in tiles:
         paths = TilePaths(root, printable(Path(t).stem))
         paths.tile = Path(t)
         made: dict = {}
-        for stage in stages:
-            rec = stage_record(paths, stage, cfg, made, cube)
-            made[stage] = rec["hash"]
-            checks.append((paths.outputs(stage), rec, stage in RECOMPUTE))
+        for stage in [s for s in order if s in needed]:
+            if stage in stages:
+                rec = stage_record(paths, stage, cfg, made, cube)
+                made[stage] = rec["hash"]
+                checks.append((paths.outputs(stage), rec, stage in RECOMPUTE))
+                continue
+            old = made_with.read(paths.outputs(stage)[0])
+            if old is None:   # made before records were kept: nothing to compare
+                continue
+            made[stage] = old.get("hash")
+            now = {f"inputs.{up}": made.get(up) for up in UPSTREAM[stage] if made.get(up) is not None}
+            if stage == "detect":
+                now["inputs.tile"] = made_with.file_checksum(paths.tile, paths.sextracted / ".tile_checksum.json")
+            if any(k.startswith(u) for k in old["settings"] for u in used):
+                ours = stage_record(paths, stage, cfg, made, cube)["settings"]
+                now.update({k: v for k, v in ours.items() if k.startswith(used)})
+            then = {k: old["settings"].get(k) for k in now}
+            if then != now:
+                stale.append((paths.outputs(stage)[0], stage, made_with.changes(then, now)))
+    if stale:
+        path, stage, changed = stale[0]
+        more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
+        lines = "\n".join(f"  {c}" for c in changed)
+        raise AstroError(f"{printable(str(path))}: out of date{more}; `astro dre {stage}` made it from other "
+                         f"inputs, or with other settings than the ones this run uses too:\n{lines}\n"
+                         f"run `astro dre {stage}` again first (--overwrite)")
     made_with.check_all(checks, overwrite=overwrite)
 
 
@@ -231,8 +270,8 @@ class TileItem:
 
 def run_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, mapper, *, overwrite: bool,
               cube: Path | None, desc: str) -> list[dict]:
-    """Run ``stages`` over ``tiles`` through ``mapper``; one summary dict per finished tile."""
-    check_tiles(tiles, root, tuple(stages), cfg, overwrite=overwrite, cube=cube)
+    """Run ``stages`` over ``tiles`` through ``mapper``; one summary dict per finished tile (the caller has
+    checked them first: :func:`check_tiles`)."""
     items = [TileItem(Path(t), Path(root), tuple(stages), cfg, overwrite, cube, desc) for t in tiles]
     return [r for _, r in mapper(process_tile, items, desc=desc, keys=[printable(Path(t).stem) for t in tiles])]
 
