@@ -247,9 +247,13 @@ class Context:
     def workspace(self):
         """The :class:`astrotool.workspace.Workspace`; using it makes the run record a ``run.json``."""
         if self._workspace is None:
+            from astrotool.errors import InputError
             from astrotool.workspace import Workspace
 
-            self._workspace = Workspace(self.workspace_root)
+            root = Path(self.workspace_root)
+            if root.exists() and not root.is_dir():
+                raise InputError(root, "exists and is not a folder; give the workspace another path (-w)")
+            self._workspace = Workspace(root)
             self._workspace.root.mkdir(parents=True, exist_ok=True)
         return self._workspace
 

@@ -43,6 +43,10 @@ def test_init_and_status(astro, toy, tmp_path):
     r = astro("-w", ws, "status", "--json", pythonpath=toy)
     s = json.loads(r.stdout)
     assert s["initialised"] and s["stages"]["toy"] == {"out": 1, "logs": 0}
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    r = astro("-w", f, "init", pythonpath=toy)           # was a FileExistsError, exit 1
+    assert r.returncode == 2 and f"{f}: exists and is not a folder" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_run_record_lists_the_files_written(astro, toy, tmp_path):

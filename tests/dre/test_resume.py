@@ -248,3 +248,17 @@ def test_mosaics_name_a_damaged_fit_and_replace_their_old_pictures(ws, astro):
     chi.write_bytes(chi.read_bytes()[:3000])
     r = astro("-w", ws, "--overwrite", "dre", "mosaics")
     assert r.returncode == 2 and f"{chi}: not a readable HDF5 file" in r.stderr, r.stderr
+
+
+def test_a_truncated_cube_is_named_not_reported_as_the_cube(ws, astro):
+    """`dre models` printed the path of a cube cut short by an interrupted copy, exit 0."""
+    (cube,) = (ws / "dre/models").glob("*.fits")
+    size = cube.stat().st_size
+    with open(cube, "r+b") as f:
+        f.truncate(size // 2)
+    r = astro("-w", ws, "dre", "models")
+    assert r.returncode == 2 and f"{cube}: truncated: {size // 2} bytes, its header needs {size}" in r.stderr, \
+        r.stderr
+    assert "astro dre models --overwrite" in r.stderr
+    r = astro("-w", ws, "--overwrite", "dre", "models")
+    assert r.returncode == 0 and cube.stat().st_size == size, r.stderr

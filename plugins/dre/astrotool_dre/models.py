@@ -512,6 +512,26 @@ def _card(header, key, path, kind):
     return value
 
 
+def cube_problem(path: str | os.PathLike) -> str | None:
+    """What makes a cached cube file unusable, read from its header and size alone (a cube of 2 GB is not
+    read): not FITS, or shorter than its header says (an interrupted copy); None when it is whole."""
+    import warnings
+
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings():   # astropy's own "may have been truncated": said below, once
+            warnings.simplefilter("ignore")
+            header = fits.getheader(path)
+    except (OSError, ValueError) as exc:
+        return f"not a FITS file ({exc})"
+    dims = [int(header.get(f"NAXIS{i + 1}", 0)) for i in range(int(header.get("NAXIS", 0)))]
+    data = abs(int(header.get("BITPIX", 8))) // 8 * int(np.prod(dims)) if dims else 0
+    need = len(header.tostring()) + -(-data // 2880) * 2880   # FITS pads the data to 2880-byte blocks
+    size = os.stat(path).st_size
+    return f"truncated: {size} bytes, its header needs {need}" if size < need else None
+
+
 def read_cube(path: str | os.PathLike, dtype=np.float32) -> tuple[np.ndarray, ModelGrid]:
     """Read a model cube written by :func:`write_cube` or by DRE.
 

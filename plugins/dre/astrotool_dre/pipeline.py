@@ -245,6 +245,11 @@ def model_cube(root, cfg: ModelsConfig, mapper, *, overwrite: bool = False) -> t
 
     path = cube_path(root, cfg)
     if path.exists() and not overwrite:
+        from astrotool_dre.models import cube_problem
+
+        problem = cube_problem(path)
+        if problem:
+            raise InputError(path, f"{problem}; build it again with `astro dre models --overwrite`")
         return path, False
     grid = grid_from_config(cfg)
     logging.getLogger("astro").info("building the model cube: %d models of %d² px -> %s", grid.nmodels,
