@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from astrotool.workspace import Workspace, atomic_path, write_text_atomic
+from astrotool.workspace import atomic_path, write_text_atomic
 
 
 def test_atomic_path_renames_on_success(tmp_path):
