@@ -798,6 +798,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     path, alerts_path, stamps_path = Path(path), Path(alerts_path), Path(stamps_path)
     names = {"input": printable(path), "alerts": printable(alerts_path), "stamps": printable(stamps_path)}
     stat_keys = ("format", "n_alerts", "n_objects", "n_stamps_resized", "n_stamps_bad")
+    cache = stamps_path.with_name(f".{stamps_path.stem}.input_checksum.json")   # the input read once
     if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite):
         with open_h5(stamps_path) as h5:
             missing = [k for k in stat_keys if k not in h5.attrs]
@@ -814,13 +815,12 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
         kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in kept.items()}
         changed = changes({"ztf": {"ingest": kept}}, {"ztf": {"ingest": {k: getattr(cfg, k) for k in kept}}})
         if source is not None:   # the same name, other alerts: a file replaced, or another folder's
-            changed += changes({"input": str(source)}, {"input": file_checksum(path)})
+            changed += changes({"input": str(source)}, {"input": file_checksum(path, cache)})
         if changed:
             raise SettingsChanged(stamps_path, changed)
         return IngestResult(**names, **info, skipped=True)
 
     fmt = sniff_format(path)
-    checksum = file_checksum(path)
     size, keep_history = cfg.stamp_size, cfg.keep_history
     skipped_members: list[tuple[str, str]] = []
     if fmt.startswith("tar"):
@@ -903,6 +903,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                      "n_members_skipped": len(skipped_members),
                      "members_skipped": "; ".join(f"{m}: {why}" for m, why in skipped_members[:5])
                                         + ("; ..." if len(skipped_members) > 5 else "")}
+            checksum = file_checksum(path, cache)   # once it was read whole: no cache left by a failure
             h5.attrs.update(hdf5_attrs(record))
             h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
                              "stamp_size": size, "keep_history": keep_history, "input_checksum": checksum, **stats})

@@ -246,10 +246,14 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     out_dir = Path(out_dir)
     classes = list(cfg.classes or CLASSES)
     settings = {"ztf": {"prepare": dataset_settings(cfg)}, "seed": int(seed),   # inputs: each alert table's checksum
-                "inputs": {Path(a).name: file_checksum(a) for a, _ in sorted(pairs)}}
+                "inputs": {Path(a).name: file_checksum(a, Path(a).with_name(f".{Path(a).name}.checksum.json"))
+                           for a, _ in sorted(pairs)}}
     if any(out_dir.glob(f"*{MANIFEST_SUFFIX}")) and not overwrite:
         old = StampDataset(out_dir)
-        changed = changes(old.attrs.get("settings", {}), settings)
+        before = dict(old.attrs.get("settings", {}))
+        if isinstance(before.get("inputs"), list) and before["inputs"] == sorted(settings["inputs"]):
+            before["inputs"] = settings["inputs"]   # a set prepared before checksums were kept: by name
+        changed = changes(before, settings)
         if changed:
             raise SettingsChanged(old.manifest_path, changed)
         return {"dataset": str(out_dir), "kept": True, "n": old.n}
