@@ -126,7 +126,7 @@ def file_checksum(path: str | os.PathLike, cache: str | os.PathLike | None = Non
     Returns
     -------
     str or None
-        None when the file does not exist.
+        None when the file does not exist or cannot be read.
     """
     try:
         st = os.stat(path)
@@ -140,9 +140,12 @@ def file_checksum(path: str | os.PathLike, cache: str | os.PathLike | None = Non
     if isinstance(kept, dict) and kept.get("stat") == key and isinstance(kept.get("checksum"), str):
         return kept["checksum"]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    except OSError:   # unreadable: the stage that reads it names the problem
+        return None
     checksum = f"sha256 {h.hexdigest()[:16]}, {st.st_size} B"
     if cache:
         from astrotool.workspace import write_json_atomic

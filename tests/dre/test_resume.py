@@ -262,3 +262,22 @@ def test_a_truncated_cube_is_named_not_reported_as_the_cube(ws, astro):
     assert "astro dre models --overwrite" in r.stderr
     r = astro("-w", ws, "--overwrite", "dre", "models")
     assert r.returncode == 0 and cube.stat().st_size == size, r.stderr
+
+
+def test_a_detection_recorded_before_tile_checksums_keeps_its_tile_while_it_is_unchanged(ws):
+    """Workspaces from before the checksums recorded the tile by size and modification time: they are kept
+    while those match, not all refused (a refit of every tile)."""
+    import datetime as dt
+
+    from astrotool import made_with
+    from astrotool_dre.pipeline import TilePaths, tile_identity
+
+    paths = TilePaths(ws, "sim_000")
+    st = paths.tile.stat()
+    when = dt.datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, tz=dt.timezone.utc)
+    legacy = f"{st.st_size} B, modified {when.isoformat(timespec='microseconds')}"
+    rec = made_with.read(paths.cat)
+    made_with.write(paths.cat, {**rec, "settings": {**rec["settings"], "inputs.tile": legacy}})
+    assert tile_identity(paths) == legacy
+    os.utime(paths.tile, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+    assert tile_identity(paths).startswith("sha256 ")

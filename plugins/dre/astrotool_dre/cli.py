@@ -54,7 +54,7 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         get_backend(cfg.fit.backend, cfg.fit.device)
     modelled = "fit" in stages or "mosaics" in stages
     # every refusal before the cube is built (minutes for the default grid)
-    check_tiles(todo, ws.root, stages, cfg, overwrite=ctx.overwrite,
+    check_tiles(ctx.shard_of(todo), ws.root, stages, cfg, overwrite=ctx.overwrite,
                 cube=(cube or cube_path(ws.root, cfg.models)) if modelled else None)
     if cube is None and modelled:
         cube = ensure_cube(ctx, cfg)
@@ -217,6 +217,7 @@ def _check_cube(cube: Path | None) -> None:
 @app.command()
 def mosaics(tiles: list[str] = TILES, cube: Path = typer.Option(None, help="The model cube used by fit.")):
     """Write data | mask | model | residual mosaics per object (FITS and PNG); earlier ones of the tile go."""
+    _check_cube(cube)
     _run_stages(("mosaics",), tiles, {}, cube=cube)
 
 

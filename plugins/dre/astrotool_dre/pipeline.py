@@ -126,9 +126,27 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
         old = made_with.read(paths.outputs(up)[0])
         inputs[up] = made.get(up) or (old or {}).get("hash")
     if stage == "detect":  # the tile itself: a tile simulated again or replaced invalidates the chain
-        inputs["tile"] = made_with.file_checksum(paths.tile, paths.sextracted / ".tile_checksum.json")
+        inputs["tile"] = tile_identity(paths)
     settings["inputs"] = inputs
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT)
+
+
+def tile_identity(paths: TilePaths) -> str | None:
+    """The tile's identity in detect's record: its checksum (:func:`astrotool.made_with.file_checksum`); a
+    detection recorded before checksums were kept (``"<size> B, modified <UTC time>"``) keeps that identity
+    while the tile's size and modification time still match it."""
+    import datetime as dt
+
+    old = (made_with.read(paths.outputs("detect")[0]) or {}).get("settings", {}).get("inputs.tile")
+    if isinstance(old, str) and ", modified " in old:
+        try:
+            st = paths.tile.stat()
+        except OSError:
+            return None
+        when = dt.datetime.fromtimestamp(st.st_mtime_ns // 1000 / 1e6, tz=dt.timezone.utc)
+        if old == f"{st.st_size} B, modified {when.isoformat(timespec='microseconds')}":
+            return old
+    return made_with.file_checksum(paths.tile, paths.sextracted / ".tile_checksum.json")
 
 
 def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool,
@@ -163,7 +181,7 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             made[stage] = old.get("hash")
             now = {f"inputs.{up}": made.get(up) for up in UPSTREAM[stage] if made.get(up) is not None}
             if stage == "detect":
-                now["inputs.tile"] = made_with.file_checksum(paths.tile, paths.sextracted / ".tile_checksum.json")
+                now["inputs.tile"] = tile_identity(paths)
             if any(k.startswith(u) for k in old["settings"] for u in used):
                 ours = stage_record(paths, stage, cfg, made, cube)["settings"]
                 now.update({k: v for k, v in ours.items() if k.startswith(used)})
