@@ -528,7 +528,7 @@ def test_camera_group_channels_train_detect_and_refuse_a_co_added_set(tmp_path, 
     # a file without group columns, and a co-added set, are refused by name
     csv = tmp_path / "coadd.csv"
     np.savetxt(csv, np.c_[time, flux[0, 4]], delimiter=",", header="time,flux", comments="")
-    assert main(["-w", str(tmp_path), "plato", "detect", str(csv), "--model", "groups"]) == 2
+    assert main(["-w", str(tmp_path), "plato", "detect", str(csv), "--model", "groups", "--name", "coadd"]) == 2
     assert "coadd.csv" in (err := capsys.readouterr().err) and "no camera-group columns" in err
     assert main([*base, "prepare", "--name", "single"]) == 0
     assert main(["-w", str(tmp_path), "plato", "eval", "--model", "groups", "--dataset", "single"]) == 2

@@ -51,10 +51,11 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve") -> di
     from astrotool.errors import InputError
     from astrotool_plato.lightcurves import noise_sigma
 
-    shortest = min(cfg.durations_hours)
-    if (time[-1] - time[0]) * 24.0 < shortest or time.size < 3 * cfg.bin:
-        raise InputError(where, f"a curve of {time.size} samples over {(time[-1] - time[0]) * 24.0:.2f} h is too "
-                                f"short for BLS: no box of the shortest trial duration ({shortest:g} h) fits")
+    shortest, hours = min(cfg.durations_hours), (time[-1] - time[0]) * 24.0
+    if hours < shortest or time.size < 3 * cfg.bin:
+        why = (f"no box of the shortest trial duration ({shortest:g} h) fits" if hours < shortest else
+               f"binned by {cfg.bin}, fewer than 3 samples are left")
+        raise InputError(where, f"a curve of {time.size} samples over {hours:.2f} h is too short for BLS: {why}")
     t0 = _time.perf_counter()
     flat = flatten(time, 1.0 + x, method="biweight", window_length=cfg.window_days, edge_cutoff=0.0,
                    break_tolerance=0.5)

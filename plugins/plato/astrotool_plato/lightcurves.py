@@ -237,15 +237,17 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             return curves
     cols = _table(path)
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time")
+    valued = [c for c in cols if np.isfinite(cols[c]).any()]   # a column with no value is no one's flux
     if not flux_column and not any(c in cols for c in FLUX_COLUMNS) and path.suffix in (".ftr", ".feather"):
-        flux_column = [c for c in cols if c != tc][-1] if len(cols) > 1 else ""
+        rest = [c for c in valued if c != tc]
+        flux_column = rest[-1] if rest else ""
     fc = _pick(cols, flux_column, FLUX_COLUMNS, path, "flux")
     time = cols[tc] / (86400.0 if time_unit == "s" else 1.0)
     flux = cols[fc]
     if channels == "groups":
         names = group_columns(cols)
         if not names and path.suffix in (".ftr", ".feather"):  # Panopticon: the columns between time and co-add
-            names = [c for c in cols if c not in (tc, fc)]
+            names = [c for c in valued if c not in (tc, fc)]
         if not names:
             raise InputError(path, f"no camera-group columns ({GROUP_PREFIX}1, {GROUP_PREFIX}2, ...; numeric "
                                    f"columns: {', '.join(cols)}); the model reads channels = \"groups\"")
