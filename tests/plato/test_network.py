@@ -173,8 +173,9 @@ def test_detect_names_a_bad_file_and_still_writes_the_good_ones(trained, tmp_pat
     other = tmp_path / "other.csv"
     other.write_bytes(good.read_bytes())
     assert main(["-w", str(trained), "plato", "detect", str(other), "--name", "mixed"]) == 2
-    assert "mixed_events.parquet: holds the events of another set of files (bad.csv, good.csv)" \
-        in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "mixed_events.parquet: exists but was made with other settings:" in err
+    assert "files searched: bad.csv, good.csv -> other.csv" in err and "--overwrite" in err
     assert (trained / "plato/runs/mixed/mixed_events.csv").read_text() == table
     assert main(["-w", str(trained), "--overwrite", "plato", "detect", str(other), "--name", "mixed"]) == 0
     from astrotool.io.tables import parquet_metadata

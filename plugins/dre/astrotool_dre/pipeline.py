@@ -54,7 +54,8 @@ class TilePaths:
     """
 
     def __init__(self, root, stem: str):
-        d = Path(root) / "dre"
+        self.root = Path(root)
+        d = self.root / "dre"
         self.stem = stem
         self.tile = d / "tiles" / f"{stem}.fits"
         self.sextracted = d / "sextracted" / stem
@@ -116,10 +117,9 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     settings = {"dre": dre}  # keys as --set spells them: dre.fit.statistic
     if stage in ("fit", "mosaics"):
         settings["cube"] = Path(cube).name if cube else None
-        models = paths.chi.parent.parent / "models"
-        if cube and Path(cube).resolve() != cube_path(models.parent.parent, cfg.models).resolve():
-            # a cube of the user's (--cube): its name does not say what it holds
-            settings["cube"] += f" ({made_with.file_checksum(cube, models / f'.{Path(cube).name}.checksum.json')})"
+        ours = cube_path(paths.root, cfg.models)
+        if cube and Path(cube).resolve() != ours.resolve():   # a cube of the user's: its name says not what it holds
+            settings["cube"] += f" ({made_with.file_checksum(cube, ours.with_name(f'.{Path(cube).name}.checksum.json'))})"
     made = made or {}
     inputs = {}
     for up in UPSTREAM[stage]:

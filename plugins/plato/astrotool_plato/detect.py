@@ -213,13 +213,15 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     if out.exists() and not ctx.overwrite:
         from astrotool.io.tables import parquet_metadata
 
+        from astrotool.made_with import SettingsChanged
+
         before = parquet_metadata(out).get("files")
         if before is not None and sorted(before) != searched:
-            other = sorted(set(before) - set(searched)) or sorted(before)
-            raise AstroError(f"{out}: holds the events of another set of files "
-                             f"({', '.join(Path(f).name for f in other[:3])}"
-                             f"{', ...' if len(other) > 3 else ''}); give this run another --name, or --overwrite "
-                             "to replace them")
+            def few(paths):
+                return ", ".join(Path(f).name for f in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+            raise SettingsChanged(out, [f"files searched: {few(sorted(before))} -> {few(searched)}"],
+                                  hint="give this run another --name, or use --overwrite to replace its events")
     results = ctx.map(detect_file, items, "detect", keys=[Path(f).name for f in files])
     rows = [r for _, res in results for r in res["rows"]]
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
