@@ -50,8 +50,8 @@ def read_toml(path: str | os.PathLike) -> dict:
     """Read a TOML file; syntax errors become :class:`ConfigError` naming the file."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
+        return tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
     except tomllib.TOMLDecodeError as exc:
@@ -319,15 +319,16 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
     layers, models = defaults_layers(registry)
     problems: list[str] = []
 
-    def file_layer(path: Path) -> None:
+    def file_layer(path: Path, named_by: str = "") -> None:
         try:
             layers.append((str(path), read_toml(path)))
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            problems.extend(named_by + p for p in exc.problems)
 
     user = user_config_path()
-    if user is not None and user.is_file():
-        file_layer(user)
+    named = bool(os.environ.get("ASTRO_CONFIG"))  # a file named by $ASTRO_CONFIG must be there (a typo would
+    if user is not None and (named or user.is_file()):  # run on the defaults); the XDG file is optional
+        file_layer(user, "$ASTRO_CONFIG: " if named else "")
     if workspace is not None:
         wfile = Path(workspace) / "astro.toml"
         if wfile.is_file():

@@ -247,13 +247,9 @@ class Context:
     def workspace(self):
         """The :class:`astrotool.workspace.Workspace`; using it makes the run record a ``run.json``."""
         if self._workspace is None:
-            from astrotool.errors import InputError
             from astrotool.workspace import Workspace
 
-            root = Path(self.workspace_root)
-            if root.exists() and not root.is_dir():
-                raise InputError(root, "exists and is not a folder; give the workspace another path (-w)")
-            self._workspace = Workspace(root)
+            self._workspace = Workspace(self.workspace_root)  # refuses a path that is a file
             self._workspace.root.mkdir(parents=True, exist_ok=True)
         return self._workspace
 
@@ -281,6 +277,7 @@ class Context:
         record = self.record
         with contextlib.suppress(Exception):
             record.config = self.config.resolved()
+            record.config["core"]["executor"] = self.executor_options.kind  # as run (`-j N` alone: process)
         if self.failures:
             from astrotool.names import printable
 
@@ -298,8 +295,11 @@ class Context:
 
         core = self.core
         kind = core.executor
-        if kind == "serial" and self.options.executor is None and self.options.jobs not in (None, 1):
-            kind = "process"  # `-j N` alone asks for N workers: a serial executor would ignore it
+        if kind == "serial" and self.options.executor is None:  # a serial executor would ignore either flag:
+            if self.options.scheduler:
+                kind = "dask"  # `--scheduler ADDRESS` alone asks for that Dask cluster
+            elif self.options.jobs not in (None, 1):
+                kind = "process"  # `-j N` alone asks for N workers
         return ExecutorOptions(kind=kind, jobs=core.jobs, scheduler=core.scheduler or None,
                                shard=parse_shard(self.options.shard))
 

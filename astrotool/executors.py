@@ -49,6 +49,9 @@ __docformat__ = "numpy"
 KINDS = ("serial", "process", "dask")
 
 STOP_GRACE_S = 5.0
+#: Seconds to reach a ``--scheduler`` and hear it answer as a Dask scheduler (a peer that is
+#: something else, such as the dashboard's port, may accept the connection and never answer).
+CONNECT_TIMEOUT_S = 30.0
 """Seconds a worker gets to remove its temporary file and exit after SIGTERM before it is killed [s]."""
 
 
@@ -501,6 +504,35 @@ def _stop_pool(pool) -> None:
         manager.join(STOP_GRACE_S)
 
 
+def _connect(client_class, address: str):
+    """A Dask ``Client`` of the scheduler at ``address``, or :class:`AstroError` within
+    :data:`CONNECT_TIMEOUT_S` (the handshake has no time limit of its own, so it runs in a daemon
+    thread that the process may leave behind)."""
+    box: dict = {}
+
+    def connect() -> None:
+        try:
+            box["client"] = client_class(address, timeout=f"{CONNECT_TIMEOUT_S:g}s")
+        except Exception as exc:  # noqa: BLE001 - refused, unreachable, not Dask, a malformed address
+            box["error"] = exc
+
+    thread = threading.Thread(target=connect, name="astro-dask-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S + 5.0)
+    if "client" in box:
+        return box["client"]
+    exc = box.get("error")
+    if exc is None:
+        why = f"no Dask answer within {CONNECT_TIMEOUT_S:g} s (is it the scheduler's port, 8786 by default?)"
+    elif isinstance(exc, (ValueError, TypeError)):
+        why = f"not a scheduler address ({exc}); give tcp://HOST:PORT"
+    elif isinstance(exc, (OSError, TimeoutError)):
+        why = f"cannot connect: {exc}"
+    else:
+        why = f"cannot connect: it does not answer as a Dask scheduler ({type(exc).__name__})"
+    raise AstroError(f"--scheduler {address}: {why}")
+
+
 def _run_dask(fn, tasks, options: ExecutorOptions, advance) -> dict:
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -513,10 +545,7 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance) -> dict:
 
     cluster = None
     if options.scheduler:
-        try:
-            client = Client(options.scheduler, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise AstroError(f"--scheduler {options.scheduler}: cannot connect: {exc}") from None
+        client = _connect(Client, options.scheduler)
     else:
         cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
                                processes=True, dashboard_address=None, silence_logs=logging.WARNING)

@@ -288,10 +288,19 @@ class Workspace:
     stages : dict[str, list[str]], optional
         Stage folders per plugin, e.g. ``{"dre": ["tiles", "cuts"]}``; by default
         those that the installed plugins declare.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        When ``root`` exists and is not a folder.
     """
 
     def __init__(self, root: str | os.PathLike, stages: dict[str, list[str]] | None = None):
         self.root = Path(root).expanduser().resolve()
+        if self.root.exists() and not self.root.is_dir():
+            from astrotool.errors import InputError
+
+            raise InputError(self.root, "exists and is not a folder; give the workspace another path (-w)")
         self._stages = stages
 
     @property

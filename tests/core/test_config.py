@@ -71,6 +71,15 @@ def test_unknown_section_and_missing_cfg(astro, toy, tmp_path):
     assert r.returncode == 2 and "missing.toml: file not found" in r.stderr
 
 
+def test_a_user_file_named_by_astro_config_must_exist(astro, toy, tmp_path):
+    r = astro("config", "show", pythonpath=toy, env={"ASTRO_CONFIG": str(tmp_path / "typo.tmol")})
+    assert r.returncode == 2 and f"$ASTRO_CONFIG: {tmp_path / 'typo.tmol'}: file not found" in r.stderr
+    bom = tmp_path / "bom.toml"  # saved by an editor that writes a byte-order mark
+    bom.write_bytes("\ufeff[toy]\ncount = 3\n".encode("utf-8"))
+    r = astro("--cfg", bom, "config", "show", "toy", "--json", pythonpath=toy)
+    assert r.returncode == 0 and json.loads(r.stdout)["toy"]["count"] == 3, r.stderr
+
+
 def test_validate_and_schema(astro, toy, tmp_path):
     good = write(tmp_path / "good.toml", '[toy]\ncount = 1\n[core]\nexecutor = "process"\n')
     bad = write(tmp_path / "bad.toml", '[core]\nexecutor = "mpi"\n')

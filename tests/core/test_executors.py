@@ -123,6 +123,61 @@ def test_jobs_flag_alone_selects_the_process_pool(tmp_path):
     assert kind(jobs=1) == "serial"
     assert kind(jobs=2, executor="serial") == "serial"
     assert kind(jobs=2, executor="dask") == "dask"
+    assert kind(scheduler="tcp://h:8786") == "dask"
+    assert kind(scheduler="tcp://h:8786", executor="serial") == "serial"
+
+
+def test_run_record_names_the_executor_that_ran(astro, toy, tmp_path):
+    assert astro("-w", tmp_path, "-j", "2", "toy", "run", "--count", "2", pythonpath=toy).returncode == 0
+    (record,) = (tmp_path / "runs").glob("*/run.json")
+    assert json.loads(record.read_text())["config"]["core"]["executor"] == "process"
+
+
+def test_a_malformed_scheduler_address_is_refused():
+    from distributed import Client
+
+    from astrotool import executors
+
+    with pytest.raises(AstroError, match="--scheduler notanaddress: not a scheduler address .*tcp://HOST:PORT"):
+        executors._connect(Client, "notanaddress")
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"])
+def test_a_scheduler_that_is_not_dask_is_refused_in_bounded_time(monkeypatch, answer):
+    """A peer that accepts and never answers (a dashboard port) or answers HTTP is refused within the
+    connect limit, naming the address, instead of hanging or crashing on what it read."""
+    import socket
+    import threading
+
+    from distributed import Client
+
+    from astrotool import executors
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    peers = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            peers.append(conn)
+            if answer:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1.0)
+    address = "tcp://127.0.0.1:%d" % server.getsockname()[1]
+    try:
+        with pytest.raises(AstroError, match=f"--scheduler {address}: "):
+            executors._connect(Client, address)
+    finally:
+        server.close()
+        for conn in peers:
+            conn.close()
 
 
 def test_process_workers_share_the_cores(monkeypatch):
