@@ -403,7 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts, rest = split_global_options(argv)
     except UsageProblem as exc:
-        sys.stderr.write(f"Usage: astro [OPTIONS] COMMAND [ARGS]...\nError: {exc}\n")
+        if _json_log_format(argv):
+            from astrotool import console
+
+            console.setup("json")
+            console.report_error(str(exc), exit_code=2)
+        else:
+            sys.stderr.write(f"Usage: astro [OPTIONS] COMMAND [ARGS]...\nError: {exc}\n")
         return 2
     if "--version" in rest[:1]:
         sys.stdout.write(_version_text() + "\n")
@@ -510,6 +516,15 @@ def _interrupt_in_chain(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _json_log_format(argv: list[str]) -> bool:
+    """Whether ``argv`` (or ``$ASTRO_CORE__LOG_FORMAT``) asks for JSON log lines, for an error met
+    before the global options could be read."""
+    for i, word in enumerate(argv):
+        if word == "--log-format" and argv[i + 1:i + 2] == ["json"] or word == "--log-format=json":
+            return True
+    return os.environ.get("ASTRO_CORE__LOG_FORMAT") == "json"
+
+
 def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     """Click usage errors -> 2; anything else -> 1 with a one-line message."""
     from typer.exceptions import Abort, Exit, TyperException
@@ -520,7 +535,12 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
         sys.stderr.write("Aborted.\n")
         return 130, "interrupted"
     if isinstance(exc, TyperException) and hasattr(exc, "show"):
-        exc.show()
+        from astrotool import console
+
+        if console.log_format() == "json" and hasattr(exc, "format_message"):
+            console.report_error(exc.format_message(), exit_code=exc.exit_code)  # stderr holds JSON lines only
+        else:
+            exc.show()
         return exc.exit_code, "error"
     if isinstance(exc, BrokenPipeError):
         return 0, "ok"

@@ -169,10 +169,14 @@ class Config:
         return f"[{name}]: unknown section (known: {', '.join(sorted(self._model_targets))})"
 
     def _source_of(self, dotted: str) -> str:
-        if dotted in self.sources:
-            return self.sources[dotted]
+        """The layer that set ``dotted``: for an item of a list (``methods.0``) the list's, for a
+        check of a whole table the first of its keys that a user's layer set."""
+        parts = dotted.split(".")
+        for key in [dotted, *(".".join(parts[:n]) for n in range(len(parts) - 1, 1, -1))]:
+            if key in self.sources:
+                return self.sources[key]
         hits = [s for k, s in self.sources.items() if k.startswith(dotted + ".")]
-        return hits[0] if hits else DEFAULTS
+        return next((s for s in hits if not s.startswith(DEFAULTS)), hits[0] if hits else DEFAULTS)
 
     def _validate_section(self, section: str, values: dict) -> list[str]:
         from pydantic import ValidationError
@@ -186,7 +190,10 @@ class Config:
                 if dotted in keys and any(_UNION_MEMBER.search(str(p)) for p in err["loc"]):
                     continue  # each member of a union reports the same value: its first problem says it
                 keys.add(dotted)
-                given = "" if err["type"] in ("missing", "extra_forbidden") or value is _NONE else f" (got {value!r})"
+                shown = err["type"] in ("missing", "extra_forbidden") or value is _NONE or re.search(r"\bgot\b", msg)
+                given = "" if shown else f" (got {value!r})"  # a validator's own message may show the value
+                if err["type"] == "string_type" and value is not _NONE:  # a TOML date or number, read as such
+                    given += "; quote a string (--set KEY='\"...\"', or in TOML KEY = \"...\")"
                 out.append(f"{self._source_of(dotted)}: {dotted}: {msg}{given}")
             return out
         return []

@@ -67,6 +67,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(obj, default=str)
 
 
+def log_format() -> str:
+    """The format of stderr's lines in force: ``rich``, ``plain`` or ``json``."""
+    return _state.fmt
+
+
 def _show_tracebacks() -> bool:
     return logging.getLogger(LOGGER_NAME).level <= logging.DEBUG
 

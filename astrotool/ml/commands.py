@@ -61,8 +61,8 @@ from astrotool.errors import AstroError, InputError
 
 __docformat__ = "numpy"
 
-__all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "checkpoint_files", "dataset_identity",
-           "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
+__all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "check_trained_on", "checkpoint_files",
+           "dataset_identity", "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
            "report_throughput", "run_seed", "runtime", "runtime_flags"]
 
 T = TypeVar("T")
@@ -239,6 +239,37 @@ def dataset_identity(ds) -> dict[str, Any]:
     manifest = {k: v for k, v in ds.manifest.items() if k != "provenance"}
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"name": ds.name, "n": int(ds.n), "manifest_sha256": digest}
+
+
+def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path) -> None:
+    """Refuse to score a model on a dataset of its training set's name that was made again since.
+
+    A set re-made under the same name (another seed or other settings) splits its samples
+    anew, so its test split can hold the model's own training samples: scores on it are not
+    a hold-out's. A set of another name, or a model that recorded no dataset, passes.
+
+    Parameters
+    ----------
+    trained : dict or None
+        The model's recorded :func:`dataset_identity` (``settings["dataset"]`` of its checkpoint).
+    ds : astrotool.ml.data.ArrayDataset
+        The dataset about to be scored.
+    model : str or path-like
+        The model's name or folder, for the message.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Same name, other manifest.
+    """
+    if not isinstance(trained, dict) or trained.get("name") != ds.name or "manifest_sha256" not in trained:
+        return
+    now = dataset_identity(ds)["manifest_sha256"]
+    if now != trained["manifest_sha256"]:
+        raise InputError(ds.root, f"was made again since {Path(model).name} was trained on it (manifest "
+                         f"{trained['manifest_sha256']} -> {now}): its splits may hold the model's training "
+                         "samples; train the model again on it (--overwrite), or prepare the new set under "
+                         "another name")
 
 
 def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True,

@@ -29,7 +29,7 @@ from astrotool.errors import AstroError
 
 __docformat__ = "numpy"
 
-__all__ = ["METADATA_KEY", "ParityError", "check_parity", "export_onnx", "onnx_metadata"]
+__all__ = ["METADATA_KEY", "ParityError", "check_parity", "export_onnx", "onnx_metadata", "onnx_opsets"]
 
 METADATA_KEY = "astrotool"
 """Key of the JSON metadata in the ONNX file's ``metadata_props``."""
@@ -132,6 +132,14 @@ def check_parity(onnx_path: str | Path, model, inputs, tol: float = 1e-5,
     return diff
 
 
+def onnx_opsets() -> tuple[int, int]:
+    """The ONNX opsets this torch's exporter writes (``dynamo=False``), lowest and highest."""
+    from torch.onnx import _constants
+
+    return _constants.ONNX_MIN_OPSET, getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
+                                              _constants.ONNX_MAX_OPSET)
+
+
 def export_onnx(model, inputs, out_path: str | Path, *, input_name: str | Sequence[str] = "input",
                 output_names: Sequence[str] = ("output",), opset: int = 17, tol: float = 1e-5,
                 metadata: dict | None = None, trace_samples: int = 2,
@@ -201,6 +209,9 @@ def export_onnx(model, inputs, out_path: str | Path, *, input_name: str | Sequen
             raise ValueError(f"dynamic_axes: {k!r} is neither an input ({', '.join(names_in)}) nor an output "
                              f"({', '.join(names)})")
         axes[k] = {**axes[k], **{int(a): str(label) for a, label in extra.items()}}
+    low, high = onnx_opsets()
+    if not low <= opset <= high:
+        raise AstroError(f"--opset {opset}: this torch exports ONNX opsets {low} to {high}")
     was_training = model.training
     # traced and compared on the CPU, in float32 (a GPU's TF32 convolutions would fail a 1e-5 parity)
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))

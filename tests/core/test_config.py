@@ -127,6 +127,14 @@ def test_negative_seed_from_any_layer_is_refused(astro, tmp_path):
     # a check of the whole table is put on its key, with that key's value, not the table's
     (["plato", "simulate", "--cadence", "0.0001"],
      "command-line option --cadence: plato.simulate.cadence_s: 10.0 d at 0.0001 s is 8.64e+09 samples"),
+    # an item of a list is blamed on the list's layer, a check of a table on the key a user set (was "defaults")
+    (["lens", "measure", "--methods", "FOO"], "command-line option --methods: lens.measure.methods.0: Input should be"),
+    (["--set", "lens.train.split=[0.5,0.5]", "lens", "train"], "--set: lens.train.split.2: Field required"),
+    (["lens", "generate", "--n", "5", "--ring"], "command-line option --n: lens.generate: ring pairs need an even n"),
+    # a validator's message that shows the value is not followed by the value again
+    (["--set", "plato.simulate.name=2024-01-01", "plato", "simulate"],
+     "--set: plato.simulate.name: Input should be a valid string (got datetime.date(2024, 1, 1)); quote a string"),
+    (["lens", "train", "--device", "gpu"], "accelerator must be one of auto, cpu, cuda, mps or cuda:N (got 'gpu')\n"),
 ])
 def test_a_bad_value_is_blamed_on_its_option_once(astro, tmp_path, args, line):
     r = astro("-w", tmp_path / "ws", *args)

@@ -3,6 +3,8 @@
 import json
 import re
 
+import pytest
+
 ANSI = re.compile(r"\x1b\[")
 
 
@@ -26,6 +28,21 @@ def test_json_log_format(astro, toy, tmp_path):
     assert any(rec["level"] == "ERROR" and "item 1 is bad" in rec["message"] for rec in records)
     prog = [rec for rec in records if rec.get("event") == "progress"]
     assert prog and prog[-1]["done"] == 2 and prog[-1]["total"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1", "status"], "option --seed: expected an integer >= 0"),  # a global option's value
+    (["--bogus-option", "status"], "No such option: --bogus-option"),          # click's usage errors
+    (["toy", "run", "--count", "abc"], "Invalid value for '--count'"),
+    (["nosuch"], "No such command 'nosuch'"),
+])
+def test_usage_errors_are_json_lines_with_json_log_format(astro, toy, tmp_path, args, message):
+    """stderr holds JSON lines only under --log-format json: usage errors were printed as text."""
+    r = astro("-w", tmp_path, "--log-format", "json", *args, pythonpath=toy)
+    assert r.returncode == 2
+    (line,) = r.stderr.splitlines()
+    record = json.loads(line)
+    assert message in record["message"] and record["exit_code"] == 2 and record["level"] == "ERROR"
 
 
 def test_quiet_hides_progress_but_not_errors(astro, toy, tmp_path):

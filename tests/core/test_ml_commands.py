@@ -117,6 +117,22 @@ def test_dataset_identity_follows_the_content_not_the_provenance():
         assert other["manifest_sha256"] != ident["manifest_sha256"]
 
 
+def test_check_trained_on_refuses_a_set_made_again_under_its_name():
+    from types import SimpleNamespace
+
+    manifest = {"kind": "toy", "shards": [{"file": "s0.h5"}], "base_seed": 7}
+    ds = SimpleNamespace(name="a", n=10, manifest=manifest, root="/w/toy/data/a")
+    trained = mc.dataset_identity(ds)
+    mc.check_trained_on(trained, ds, "a_net")                       # the set it was trained on
+    mc.check_trained_on(None, ds, "a_net")                          # a model that recorded no set
+    other_name = SimpleNamespace(**{**vars(ds), "name": "b", "manifest": {**manifest, "base_seed": 8}})
+    mc.check_trained_on(trained, other_name, "a_net")               # another set: a hold-out of its own
+    again = SimpleNamespace(**{**vars(ds), "manifest": {**manifest, "base_seed": 8}})
+    with pytest.raises(InputError, match=r"^/w/toy/data/a: was made again since a_net was trained on it "
+                                         r"\(manifest [0-9a-f]{16} -> [0-9a-f]{16}\).*--overwrite"):
+        mc.check_trained_on(trained, again, "models/a_net")
+
+
 def test_open_dataset_by_name_or_path_and_recorded(ctx, tmp_path):
     stage = ctx.workspace.stage("toy", "data")
     (stage / "set1").mkdir()

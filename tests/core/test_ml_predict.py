@@ -153,6 +153,18 @@ def test_onnx_cuda_refused_without_the_provider(tmp_path):
     assert predict(tmp_path / "m.onnx", x, device="auto").device == "CPUExecutionProvider"
 
 
+def test_an_opset_this_torch_cannot_write_is_one_line(tmp_path, capfd):
+    """torch printed its whole IR graph, then a RuntimeError (exit 1), for an opset above its range."""
+    from astrotool.ml.export import onnx_opsets
+
+    low, high = onnx_opsets()
+    net, x = tiny_cnn(), stamps(4)
+    for opset in (low - 1, high + 1):
+        with pytest.raises(AstroError, match=f"--opset {opset}: this torch exports ONNX opsets {low} to {high}"):
+            export_onnx(net, x, tmp_path / "m.onnx", opset=opset)
+    assert not list(tmp_path.iterdir()) and "graph(" not in capfd.readouterr().out
+
+
 class SignBranch(nn.Module):
     """A data-dependent Python branch: tracing freezes the branch of the example batch."""
 
