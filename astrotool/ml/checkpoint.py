@@ -41,6 +41,9 @@ META_FILE = "model.json"
 STATE_TENSORS_FILE = "training_state.safetensors"
 STATE_META_FILE = "training_state.json"
 LAST_DIR = "last"
+SET_ASIDE_DIR = ".replaced"
+"""Where ``--overwrite`` keeps a model folder's previous checkpoint until the new run's first
+epoch is saved (:func:`set_aside`)."""
 FORMAT = "astrotool-checkpoint"
 FORMAT_VERSION = 1
 
@@ -370,3 +373,47 @@ def load_training_state(directory: str | Path, optimizer) -> dict:
     except (ValueError, KeyError, RuntimeError) as exc:
         raise InputError(path, f"optimizer state does not fit this model ({exc})") from None
     return dict(meta.get("loop", {}))
+
+
+def set_aside(directory: str | Path, names: Iterable[str]) -> None:
+    """Move ``names`` of a model folder into ``<directory>/.replaced/`` for a training run that
+    replaces them: its first saved epoch discards them (:func:`discard_set_aside`); a run that
+    ends before that puts them back (:func:`restore_set_aside`, also at the process's exit).
+    So an interrupted ``--overwrite`` keeps the previous model."""
+    import atexit
+    import shutil
+
+    d = Path(directory)
+    aside = d / SET_ASIDE_DIR
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for n in names:
+        if (d / n).exists() or (d / n).is_symlink():
+            (d / n).rename(aside / n)
+    atexit.register(restore_set_aside, d)
+
+
+def restore_set_aside(directory: str | Path) -> bool:
+    """Put back what :func:`set_aside` moved when no new checkpoint took its place; return whether
+    anything was put back. A leftover beside a new checkpoint is removed."""
+    import shutil
+
+    d = Path(directory)
+    aside = d / SET_ASIDE_DIR
+    if not aside.is_dir():
+        return False
+    restored = False
+    if not any((d / n).exists() for n in (WEIGHTS_FILE, META_FILE, LAST_DIR)):
+        for p in aside.iterdir():
+            if not (d / p.name).exists():
+                p.rename(d / p.name)
+                restored = True
+    shutil.rmtree(aside, ignore_errors=True)
+    return restored
+
+
+def discard_set_aside(directory: str | Path) -> None:
+    """Delete what :func:`set_aside` kept: the new run has saved an epoch."""
+    import shutil
+
+    shutil.rmtree(Path(directory) / SET_ASIDE_DIR, ignore_errors=True)

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -281,8 +280,10 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
     directory : path-like
         The model folder.
     overwrite : bool
-        ``--overwrite``: delete the checkpoint, its ``last/`` state and its
-        ONNX export, and train from scratch.
+        ``--overwrite``: train from scratch, replacing the checkpoint, its
+        ``last/`` state and its ONNX export. They are set aside
+        (:func:`astrotool.ml.checkpoint.set_aside`) until the new run's first
+        epoch is saved, so an interrupted run keeps the previous model.
     resume : bool
         Continue from ``last/`` when it is there.
     clear : bool
@@ -308,16 +309,19 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         but the model was trained with other settings (each differing key
         named, old -> new).
     """
-    from astrotool.ml.checkpoint import LAST_DIR, META_FILE, STATE_META_FILE, WEIGHTS_FILE
+    from astrotool.ml.checkpoint import LAST_DIR, META_FILE, STATE_META_FILE, WEIGHTS_FILE, restore_set_aside, set_aside
 
     d = Path(directory)
     names = (WEIGHTS_FILE, META_FILE, LAST_DIR, "model.onnx")
+    if clear and restore_set_aside(d):  # an earlier --overwrite that saved no epoch (killed with SIGKILL)
+        import logging
+
+        logging.getLogger("astro").warning("%s: put back the model that an interrupted --overwrite had set aside", d)
     if not any((d / n).exists() for n in names):
         return "new"
     if overwrite:
-        for n in names if clear else ():
-            p = d / n
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        if clear:  # kept aside until the new run's first epoch is saved: an interrupted run loses nothing
+            set_aside(d, names)
         return "restart"
     if resume and (d / LAST_DIR / STATE_META_FILE).is_file():
         from astrotool.ml.training import check_resume_settings

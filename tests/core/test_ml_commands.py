@@ -56,7 +56,15 @@ def test_prepare_training_new_resume_refuse_restart(tmp_path):
     assert str(d) in str(e.value)
     assert (d / "model.safetensors").exists()  # refused: nothing deleted
     assert mc.prepare_training(d, overwrite=True, resume=True) == "restart"
-    assert sorted(p.name for p in d.iterdir()) == []  # checkpoint, last/ and the stale export are gone
+    assert sorted(p.name for p in d.iterdir()) == [".replaced"]  # checkpoint, last/ and the export set aside
+    assert sorted(p.name for p in (d / ".replaced").iterdir()) == ["last", "model.json", "model.onnx",
+                                                                   "model.safetensors"]
+    (d / ".replaced" / "model.onnx").unlink()
+    # no epoch was saved: the next run (or this one's exit) puts the previous model back
+    assert mc.prepare_training(d, overwrite=False, resume=True) == "resume"
+    assert sorted(p.name for p in d.iterdir()) == ["last", "model.json", "model.safetensors"]
+    mc.prepare_training(d, overwrite=True, resume=True)
+    (d / ".replaced").rename(tmp_path / "gone")
     _checkpoint(d)
     assert mc.prepare_training(d, overwrite=True, resume=True, clear=False) == "restart"  # not rank 0
     assert (d / "model.json").exists() and (d / "last").is_dir()
@@ -65,6 +73,20 @@ def test_prepare_training_new_resume_refuse_restart(tmp_path):
     _checkpoint(d, last=False)
     with pytest.raises(AstroError, match="without a resumable state"):
         mc.prepare_training(d, overwrite=False, resume=True)
+
+
+def test_an_interrupted_overwrite_keeps_the_previous_model(tmp_path):
+    """``train --overwrite`` stopped before its first epoch left an empty model folder."""
+    import subprocess
+    import sys
+
+    d = _checkpoint(tmp_path / "m")
+    script = ("import sys; from astrotool.ml import commands as mc; "
+              f"mc.prepare_training({str(d)!r}, overwrite=True, resume=True); sys.exit('stopped in epoch 0')")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 1 and "stopped in epoch 0" in r.stderr
+    assert sorted(p.name for p in d.iterdir()) == ["last", "model.json", "model.safetensors"]
+    assert (d / "model.safetensors").read_bytes() == b"w"
 
 
 def _settings_checkpoint(folder, settings):
@@ -92,7 +114,7 @@ def test_prepare_training_refuses_a_resume_with_other_settings(tmp_path):
     assert (d / "last" / "training_state.json").exists()  # refused: nothing deleted
     # --overwrite starts afresh whatever the settings were
     assert mc.prepare_training(d, overwrite=True, resume=True, settings=changed) == "restart"
-    assert not d.exists() or not any(d.iterdir())
+    assert [p.name for p in d.iterdir()] == [".replaced"]  # until the new run's first epoch is saved
     # a model that recorded no settings is not resumed with some; without settings nothing is compared
     d2 = _settings_checkpoint(tmp_path / "old", None)
     with pytest.raises(AstroError, match="records no training settings to compare.*--overwrite"):

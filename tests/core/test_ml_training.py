@@ -225,6 +225,17 @@ def test_resume_false_starts_over(tmp_path):
     assert r.resumed_from is None and r.epochs_run == 2
 
 
+def test_the_model_an_overwrite_set_aside_goes_with_the_first_saved_epoch(tmp_path):
+    from astrotool.ml.commands import prepare_training
+
+    ckpt = tmp_path / "c"
+    _train(ckpt, 1)
+    assert prepare_training(ckpt, overwrite=True, resume=True) == "restart"
+    assert (ckpt / ".replaced" / "model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+    _, _, r = _train(ckpt, 2, resume=False)
+    assert r.epochs_run == 2 and not (ckpt / ".replaced").exists() and (ckpt / "model.safetensors").is_file()
+
+
 # ----------------------------------------------------------------------------- split_batch
 
 
