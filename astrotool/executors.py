@@ -49,10 +49,10 @@ __docformat__ = "numpy"
 KINDS = ("serial", "process", "dask")
 
 STOP_GRACE_S = 5.0
-#: Seconds to reach a ``--scheduler`` and hear it answer as a Dask scheduler (a peer that is
-#: something else, such as the dashboard's port, may accept the connection and never answer).
-CONNECT_TIMEOUT_S = 30.0
 """Seconds a worker gets to remove its temporary file and exit after SIGTERM before it is killed [s]."""
+CONNECT_TIMEOUT_S = 30.0
+"""Seconds to reach a ``--scheduler`` and hear it answer as a Dask scheduler [s] (a peer that is something
+else, such as the dashboard's port, may accept the connection and never answer)."""
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,10 @@ def parse_shard(text: str | None, environ: Mapping[str, str] | None = None) -> t
     (``environ``, default ``os.environ``). An array that is not one evenly stepped
     range (a resubmitted subset) is refused: its count is not the number of shares.
     """
-    if text in (None, ""):
+    if text is None:
         return None
+    if not str(text).strip():  # `--shard "$TASK"` with TASK unset: every task would run every item
+        raise AstroError("--shard: empty; expected i/N (e.g. 0/4) or auto")
     if str(text).strip().lower() == "auto":
         return _auto_shard(os.environ if environ is None else environ)
     try:

@@ -158,6 +158,10 @@ def read_meta(directory: str | Path) -> dict:
     """
     meta_path = _resolve_dir(directory) / META_FILE
     if not meta_path.is_file():
+        if (meta_path.parent / SET_ASIDE_DIR / META_FILE).is_file():
+            raise InputError(meta_path, f"no checkpoint here: an interrupted train --overwrite set it aside in "
+                                        f"{SET_ASIDE_DIR}/; run the same train command again (without "
+                                        "--overwrite: it puts the model back and resumes)")
         raise InputError(meta_path, "no checkpoint here (model.json is missing)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -387,10 +391,10 @@ def set_aside(directory: str | Path, names: Iterable[str]) -> None:
     aside = d / SET_ASIDE_DIR
     shutil.rmtree(aside, ignore_errors=True)
     aside.mkdir()
+    atexit.register(restore_set_aside, d)  # first: a move that fails half-way is put back too
     for n in names:
         if (d / n).exists() or (d / n).is_symlink():
             (d / n).rename(aside / n)
-    atexit.register(restore_set_aside, d)
 
 
 def restore_set_aside(directory: str | Path) -> bool:
@@ -410,6 +414,17 @@ def restore_set_aside(directory: str | Path) -> bool:
                 restored = True
     shutil.rmtree(aside, ignore_errors=True)
     return restored
+
+
+def wait_for_restore(directory: str | Path, timeout: float = 60.0) -> None:
+    """Wait (at most ``timeout`` seconds) for another process of the same training run, rank 0, to
+    :func:`restore_set_aside` a model folder's ``.replaced/``."""
+    import time
+
+    aside = Path(directory) / SET_ASIDE_DIR
+    deadline = time.monotonic() + timeout
+    while aside.is_dir() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def discard_set_aside(directory: str | Path) -> None:

@@ -241,11 +241,12 @@ def dataset_identity(ds) -> dict[str, Any]:
 
 
 def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path) -> None:
-    """Refuse to score a model on a dataset of its training set's name that was made again since.
+    """Refuse to score a model on a dataset that has its training set's name but not its content.
 
     A set re-made under the same name (another seed or other settings) splits its samples
     anew, so its test split can hold the model's own training samples: scores on it are not
-    a hold-out's. A set of another name, or a model that recorded no dataset, passes.
+    a hold-out's. Which split a set of the same name holds cannot be told, so it is refused
+    too; a set of another name, or a model that recorded no dataset, passes.
 
     Parameters
     ----------
@@ -265,10 +266,10 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path) -> N
         return
     now = dataset_identity(ds)["manifest_sha256"]
     if now != trained["manifest_sha256"]:
-        raise InputError(ds.root, f"was made again since {Path(model).name} was trained on it (manifest "
-                         f"{trained['manifest_sha256']} -> {now}): its splits may hold the model's training "
-                         "samples; train the model again on it (--overwrite), or prepare the new set under "
-                         "another name")
+        raise InputError(ds.root, f"not the set {Path(model).name} was trained on, though it has its name "
+                         f"(manifest {trained['manifest_sha256']} -> {now}: made again since, or another set): its "
+                         "splits may hold the model's training samples; train the model on it (--overwrite), "
+                         "or give this set another name")
 
 
 def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True,
@@ -309,7 +310,8 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         but the model was trained with other settings (each differing key
         named, old -> new).
     """
-    from astrotool.ml.checkpoint import LAST_DIR, META_FILE, STATE_META_FILE, WEIGHTS_FILE, restore_set_aside, set_aside
+    from astrotool.ml.checkpoint import (LAST_DIR, META_FILE, STATE_META_FILE, WEIGHTS_FILE, restore_set_aside,
+                                         set_aside, wait_for_restore)
 
     d = Path(directory)
     names = (WEIGHTS_FILE, META_FILE, LAST_DIR, "model.onnx")
@@ -317,6 +319,8 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         import logging
 
         logging.getLogger("astro").warning("%s: put back the model that an interrupted --overwrite had set aside", d)
+    elif not clear and not overwrite:
+        wait_for_restore(d)  # rank 0 puts it back: every rank then decides on the same files
     if not any((d / n).exists() for n in names):
         return "new"
     if overwrite:

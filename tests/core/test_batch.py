@@ -191,6 +191,9 @@ def test_shard_auto_from_the_slurm_array():
     assert parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_COUNT": "16",
                                 "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "30",
                                 "SLURM_ARRAY_TASK_STEP": "2"}) == (3, 16)
+    for empty in ("", "  "):  # `--shard "$TASK"` with TASK unset ran every item in every task
+        with pytest.raises(AstroError, match="--shard: empty; expected i/N"):
+            parse_shard(empty)
     with pytest.raises(AstroError, match="--shard auto: not in a Slurm job array"):
         parse_shard("auto", {})
     # a resubmitted subset (--array=3,17) cannot say which shares it is: refused, not guessed

@@ -89,6 +89,27 @@ def test_an_interrupted_overwrite_keeps_the_previous_model(tmp_path):
     assert (d / "model.safetensors").read_bytes() == b"w"
 
 
+def test_other_ranks_decide_after_rank_0_put_an_interrupted_overwrite_back(tmp_path):
+    """Rank 1 saw an empty folder ("new") while rank 0 put the model back and resumed: the ranks
+    disagreed and waited for each other at the next barrier."""
+    import threading
+    import time
+
+    from astrotool.ml.checkpoint import set_aside
+
+    d = _checkpoint(tmp_path / "m")
+    set_aside(d, ["model.safetensors", "model.json", "last"])     # as a killed --overwrite left it
+    answers = []
+    rank1 = threading.Thread(target=lambda: answers.append(mc.prepare_training(d, overwrite=False, resume=True,
+                                                                               clear=False)))
+    rank1.start()
+    time.sleep(0.3)
+    assert answers == []                                           # waits for rank 0
+    assert mc.prepare_training(d, overwrite=False, resume=True) == "resume"   # rank 0 puts it back
+    rank1.join(10)
+    assert answers == ["resume"]
+
+
 def _settings_checkpoint(folder, settings):
     """A model folder whose last/ was trained with ``settings`` (None: recorded none, as older models)."""
     _checkpoint(folder)
@@ -150,8 +171,8 @@ def test_check_trained_on_refuses_a_set_made_again_under_its_name():
     other_name = SimpleNamespace(**{**vars(ds), "name": "b", "manifest": {**manifest, "base_seed": 8}})
     mc.check_trained_on(trained, other_name, "a_net")               # another set: a hold-out of its own
     again = SimpleNamespace(**{**vars(ds), "manifest": {**manifest, "base_seed": 8}})
-    with pytest.raises(InputError, match=r"^/w/toy/data/a: was made again since a_net was trained on it "
-                                         r"\(manifest [0-9a-f]{16} -> [0-9a-f]{16}\).*--overwrite"):
+    with pytest.raises(InputError, match=r"^/w/toy/data/a: not the set a_net was trained on, though it has its "
+                                         r"name \(manifest [0-9a-f]{16} -> [0-9a-f]{16}: .*--overwrite"):
         mc.check_trained_on(trained, again, "models/a_net")
 
 
