@@ -40,6 +40,7 @@ def _model_dir(ctx, name: str, default_dataset: str) -> Path:
 
 
 _NO_DATASET = "run `astro lens generate` first"
+CLASSICAL_NEEDS_PSF = "each classical estimator"   # who needs a PSF stamp per galaxy (read_inputs' message)
 
 
 @app.command()
@@ -114,10 +115,11 @@ def measure(
 
     Failures are counted per method (and stored as NaN with a flag and message), never fatal.
     An existing table is kept only when it was measured on these very stamps with the same
-    conversion, guesses and methods; otherwise the stamps are measured again.
+    conversion, guesses and methods; otherwise the stamps are measured again, for the methods
+    asked and those the table held (measured alike), so another method adds columns.
     """
     from astrotool_lens.data import ShearDataset
-    from astrotool_lens.measure import measure_dataset, measure_inputs, table_problem
+    from astrotool_lens.measure import measure_dataset, measure_inputs, methods_to_measure, table_problem
     from astrotool_lens.predict import is_dataset, read_inputs
 
     ctx = current()
@@ -131,15 +133,15 @@ def measure(
                                                       ShearDataset, _NO_DATASET))
             name, label = src.name, {"dataset": src.name}
 
-            def run(out):
-                return measure_dataset(src, m, out, mapper=ctx.map)
+            def run(out, cfg):
+                return measure_dataset(src, cfg, out, mapper=ctx.map)
         else:
-            src = read_inputs(inputs, True, psf, shear_stage=shear_stage)
+            src = read_inputs(inputs, CLASSICAL_NEEDS_PSF, psf, shear_stage=shear_stage)
             ctx.record.add_input(inputs)
             name, label = src.stem, {"input": str(inputs)}
 
-            def run(out):
-                return measure_inputs(src, m, out, mapper=ctx.map)
+            def run(out, cfg):
+                return measure_inputs(src, cfg, out, mapper=ctx.map)
         out = ctx.workspace.stage("lens", "predictions") / f"{m.output or name}_hsm.parquet"
         problem = table_problem(out, src, m)
         if problem is None and not ctx.overwrite:
@@ -150,7 +152,8 @@ def measure(
             return
         if out.exists() and problem:
             ctx.log.info("measuring %s again: %s", out.name, problem)
-        res = run(out)
+        # the table's own methods too, when it was measured on these stamps alike (--overwrite: only those asked)
+        res = run(out, m if ctx.overwrite else m.model_copy(update={"methods": methods_to_measure(out, src, m)}))
     mc.record(ctx, outputs=[out])
     for meth, k in res["failed"].items():
         if k:
@@ -229,7 +232,8 @@ def evaluate(
     """RMSE, MAE, m and c (with errors) and GREAT3 Q for the CNN and the HSM estimators side by side.
 
     Writes lens/reports/<dataset>_<model>_metrics.json and PNG plots (estimate vs truth,
-    bias vs S/N and size); --json prints the full metrics.
+    bias vs S/N and size), and the CNN's estimates of the evaluated stamps in
+    lens/predictions/<dataset>_<model>_<test|all>.parquet; --json prints the full metrics.
     """
     from astrotool.console import json_results
 
@@ -293,7 +297,8 @@ def validate(
     inputs: str = typer.Argument(..., help="constant-shear set with true shears: dataset name/folder, LensNet "
                                            "data.json (with g1, g2) or its folder"),
     model: str = typer.Option(None, "--model", help="estimator: a trained model (name or folder)"),
-    method: str = typer.Option(None, "--method", help="estimator: REGAUSS | KSB | BJ | LINEAR | METACAL | ANACAL"),
+    method: str = typer.Option(None, "--method", case_sensitive=False,  # the choice core makes of the Literal
+                               help="estimator: REGAUSS | KSB | BJ | LINEAR | METACAL | ANACAL (any case)"),
     calibration: str = typer.Option(None, "--calibration",
                                     help="JSON with m1, m2, c1, c2 (default: the model's own calibration)"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy"),
@@ -336,6 +341,19 @@ def validate(
                                                    f"{v.method} has its own")
     shear_stage = ctx.workspace.stage("lens", "shear")
     cal = read_calibration(v.calibration) if v.calibration else None
+
+    def truth_fields(truth, origin):
+        """The constant-shear field per stamp; checked before any stamp is measured or predicted."""
+        if not truth:
+            raise InputError(origin or inputs, "no true shears: validate needs a dataset or a data.json with g1, g2 "
+                                               "per entry")
+        field = shear_fields(truth["g1"], truth["g2"])
+        n_fields = len(np.unique(field))
+        if n_fields < 3:
+            raise InputError(origin or inputs, f"{n_fields} constant-shear field(s); m and c need at least 3 (ring "
+                                               "pairs or fields of one shear each)")
+        return field
+
     if v.model:
         from astrotool_lens.model import calibration_in_use, load_estimator
         from astrotool_lens.predict import predict_table
@@ -347,6 +365,7 @@ def validate(
         inp = read_inputs(inputs, metacal or int(meta["architecture"]["kwargs"]["in_channels"]) == 2, psf,
                           shear_stage=shear_stage)
         truth, stem, origin = inp.truth, inp.stem, inp.origin
+        field = truth_fields(truth, origin)
         if metacal:         # shear_from_response once the fields are known
             from astrotool_lens.response import model_response
 
@@ -373,21 +392,15 @@ def validate(
             with mc.open_dataset(ctx, "lens", "shear", inputs, ShearDataset, _NO_DATASET) as src:
                 truth = {"g1": np.asarray(src.truth["g1"], float), "g2": np.asarray(src.truth["g2"], float)}
                 stem, origin = src.name, src.root
+                field = truth_fields(truth, origin)
                 table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
                                       cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log)
         else:
-            src = read_inputs(inputs, True, psf, shear_stage=shear_stage)
+            src = read_inputs(inputs, CLASSICAL_NEEDS_PSF, psf, shear_stage=shear_stage)
             truth, stem, origin = src.truth, src.stem, src.origin
+            field = truth_fields(truth, origin)
             table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
                                   cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log)
-    if not truth:
-        raise InputError(origin or inputs, "no true shears: validate needs a dataset or a data.json with g1, g2 "
-                                           "per entry")
-    field = shear_fields(truth["g1"], truth["g2"])
-    n_fields = len(np.unique(field))
-    if n_fields < 3:
-        raise InputError(origin or inputs, f"{n_fields} constant-shear field(s); m and c need at least 3 (ring "
-                                           "pairs or fields of one shear each)")
     if not v.model:
         raw = table_estimates(table, np.arange(len(field)), [v.method], field)[v.method]
     elif v.response == "metacal":

@@ -331,6 +331,13 @@ class MeasureConfig(_Model):
     output: FileNameOrEmpty = Field("", description="output stem: lens/predictions/<output>_hsm.parquet (default: "
                                                     "the dataset's or input's name)")
 
+    @field_validator("methods")
+    @classmethod
+    def _some(cls, v):
+        if not v:
+            raise ValueError("give at least one method")
+        return v
+
 
 class TrainConfig(_Model):
     """``astro lens train``: CNN shear estimator."""

@@ -20,7 +20,10 @@ from astrotool.ml.data import resolve_dataset as _resolve
 
 __docformat__ = "numpy"
 
-__all__ = ["MANIFEST_SUFFIX", "ShearDataset", "resolve_dataset"]
+__all__ = ["MANIFEST_SUFFIX", "SHEAR_COLUMNS", "ShearDataset", "resolve_dataset"]
+
+SHEAR_COLUMNS = ("g1", "g2")
+"""Truth columns every command needs (the true shear of each stamp)."""
 
 
 class ShearDataset(ArrayDataset):
@@ -57,8 +60,19 @@ class ShearDataset(ArrayDataset):
 
     @property
     def truth(self) -> dict[str, np.ndarray]:
-        """Truth columns (numpy arrays ordered by stamp index)."""
+        """Truth columns (numpy arrays ordered by stamp index).
+
+        Raises
+        ------
+        astrotool.errors.InputError
+            The truth table lacks :data:`SHEAR_COLUMNS` (``missing column(s) g1``).
+        """
+        self.truth_columns(SHEAR_COLUMNS)
         return self.metadata()
+
+    def truth_columns(self, names) -> dict[str, np.ndarray]:
+        """Some truth columns; a missing one raises InputError naming the truth table."""
+        return self.metadata(list(names))
 
     def load_stamps(self, indices: np.ndarray | None = None, psf: bool = True,
                     check_finite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:

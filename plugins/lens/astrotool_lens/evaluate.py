@@ -24,7 +24,7 @@ Metrics (per component i = 1, 2)
 
 Report
 ------
-``<dataset>_<model>_metrics.json`` holds the metrics, the binned biases (``binned``:
+``<dataset>_<model>_metrics.json`` (in ``lens/reports``) holds the metrics, the binned biases (``binned``:
 m and c per S/N and size bin, also when a plot would have a single point and is
 therefore not drawn) and ``notes``: what a reader must not miss, such as a
 calibration that makes a bias worse on the evaluated fields
@@ -244,8 +244,13 @@ def evaluation_indices(ds, meta: dict, split: str) -> tuple[np.ndarray, str]:
     """Stamp indices to evaluate and the name of the subset."""
     from astrotool.errors import InputError
 
-    tr = meta.get("training", {})
-    same = tr.get("dataset") == ds.name and Path(tr.get("dataset_path", "")).resolve() == ds.root.resolve()
+    from astrotool.ml.commands import dataset_identity
+
+    tr, trained = meta.get("training", {}), (meta.get("settings") or {}).get("dataset") or {}
+    if "manifest_sha256" in trained:  # its content: a moved or copied workspace keeps its test split
+        same = trained.get("name") == ds.name and trained["manifest_sha256"] == dataset_identity(ds)["manifest_sha256"]
+    else:
+        same = tr.get("dataset") == ds.name and Path(tr.get("dataset_path", "")).resolve() == ds.root.resolve()
     if split == "all" or (split == "auto" and not same):
         return np.arange(ds.n), "all"
     if not same:
@@ -316,25 +321,15 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None):
     these stamps and settings that lacks a method is measured again with its
     methods and the wanted ones, so that nothing it held is lost.
     """
-    from astrotool.errors import InputError
-    from astrotool.io.tables import parquet_metadata, read_parquet
-    from astrotool_lens.config import METHODS
-    from astrotool_lens.measure import measure_dataset, measure_inputs, table_problem
+    from astrotool.io.tables import read_parquet
+    from astrotool_lens.measure import measure_dataset, measure_inputs, methods_to_measure, table_problem
 
     problem = table_problem(path, ds, cfg)
     if problem:
-        have: list[str] = []
-        if path.is_file():
-            try:
-                have = list(parquet_metadata(path).get("methods") or [])
-            except InputError:
-                pass
-            if table_problem(path, ds, cfg.model_copy(update={"methods": have})) is not None:
-                have = []          # another dataset or other settings: keep none of it
         name = getattr(ds, "stem", None) or ds.name
         if log:
             log.info("measuring %s on %s (HSM): %s", ", ".join(cfg.methods), name, problem)
-        wanted = [m for m in METHODS if m in set(cfg.methods) | set(have)]
+        wanted = methods_to_measure(path, ds, cfg)
         run = measure_inputs if hasattr(ds, "gal") else measure_dataset
         run(ds, cfg.model_copy(update={"methods": wanted}), path, mapper=mapper)
     return read_parquet(path)
@@ -361,15 +356,24 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     measure_cfg : MeasureConfig, optional
         HSM settings when the classical estimators must be measured (default: the section's defaults).
 
+    Raises
+    ------
+    astrotool.errors.InputError
+        ``ds`` bears the name of the model's training set but was made again since
+        (:func:`astrotool.ml.commands.check_trained_on`), or its truth table lacks a column.
+
     Returns
     -------
     dict
-        ``dataset, model, subset, n, estimators {name: metrics}, plots, report, predictions``.
+        ``dataset, model, subset, n, estimators {name: metrics}, plots, report, predictions``
+        (the CNN's estimates of the evaluated stamps, ``<predictions>/<dataset>_<model>_<subset>.parquet``,
+        ``subset`` ``test`` or ``all``: a ``lens predict`` table is never replaced).
     """
     import pyarrow as pa
 
     from astrotool.io.figures import plot_pred_vs_true
     from astrotool.io.tables import write_parquet
+    from astrotool.ml.commands import check_trained_on
     from astrotool.workspace import write_json_atomic
     from astrotool_lens.config import MeasureConfig
     from astrotool_lens.model import apply_calibration, calibration_in_use, load_estimator, predict_array
@@ -378,8 +382,10 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     model_dir = Path(model_dir)
     model, meta = load_estimator(model_dir)
+    check_trained_on((meta.get("settings") or {}).get("dataset"), ds, model_dir)   # its training set, drawn anew
     idx, subset = evaluation_indices(ds, meta, cfg.split)
     truth = ds.truth
+    ds.truth_columns(("snr", "hlr"))     # binned below: a missing column is named before the model runs
     g1, g2 = np.asarray(truth["g1"])[idx], np.asarray(truth["g2"])[idx]
     fields_all = fields_of(ds)
     if fields_all is None and ds.manifest.get("ring"):
@@ -395,7 +401,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     calibration = calibration_in_use(model, meta, cfg.calibrated)
     pred = apply_calibration(model, raw) if calibration else raw
     mname = model_dir.name
-    pred_path = Path(predictions_dir) / f"{ds.name}_{mname}.parquet"
+    pred_path = Path(predictions_dir) / f"{ds.name}_{mname}_{subset}.parquet"   # not predict's <dataset>_<model>
     write_parquet(pa.table({"index": idx, "g1": pred[:, 0], "g2": pred[:, 1], "raw_g1": raw[:, 0],
                             "raw_g2": raw[:, 1], "true_g1": g1, "true_g2": g2}), pred_path,
                   metadata={"dataset": ds.name, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize,

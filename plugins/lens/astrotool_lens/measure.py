@@ -333,6 +333,26 @@ def table_problem(path: str | Path, dataset, cfg: MeasureConfig) -> str | None:
     return "; ".join(problems) or None
 
 
+def methods_to_measure(path: str | Path, source, cfg: MeasureConfig) -> list[str]:
+    """The methods to measure for ``cfg`` into the table at ``path``: ``cfg.methods`` and those the table holds
+    when it was measured on these stamps with these settings (so that measuring another method keeps them),
+    in :data:`~astrotool_lens.config.METHODS` order."""
+    from astrotool.errors import InputError
+    from astrotool.io.tables import parquet_metadata
+
+    from astrotool_lens.config import METHODS
+
+    have: list[str] = []
+    if Path(path).is_file():
+        try:
+            have = list(parquet_metadata(path).get("methods") or [])
+        except InputError:
+            pass
+        if table_problem(path, source, cfg.model_copy(update={"methods": have})) is not None:
+            have = []  # another dataset or other settings: keep none of it
+    return [m for m in METHODS if m in set(cfg.methods) | set(have)]
+
+
 def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable,
                     metadata: dict | None = None) -> dict:
     """Measure a generated dataset and write one Parquet table.

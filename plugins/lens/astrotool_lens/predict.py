@@ -97,9 +97,15 @@ def _lensnet_fits(folder: Path, name: str) -> Path:
     return p
 
 
-def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = None,
+def read_inputs(path: str | Path, need_psf: bool | str, psf_file: str | Path | None = None,
                 shear_stage: Path | None = None) -> Inputs:
-    """Load stamps from any accepted input (see module docs)."""
+    """Load stamps from any accepted input (see module docs).
+
+    ``need_psf``: refuse stamps without a PSF stamp per galaxy; a string says who needs
+    it in the message (True: ``"the model"``).
+    """
+    who = need_psf if isinstance(need_psf, str) else "the model"
+    need_psf = bool(need_psf)
     path = Path(path).expanduser()
     single_psf = read_fits_image(psf_file) if psf_file else None
     if single_psf is not None and single_psf.ndim != 2:
@@ -110,12 +116,12 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
             inp.psf = np.broadcast_to(_same_shape(single_psf, inp.gal, Path(psf_file), Path(inp.origin or path)),
                                       inp.gal.shape).copy()
         if need_psf and inp.psf is None:
-            raise InputError(inp.origin or path, "the model needs a PSF stamp per galaxy: give psf_N.fits files, "
+            raise InputError(inp.origin or path, f"{who} needs a PSF stamp per galaxy: give psf_N.fits files, "
                                                  "a data.json with psf entries, or --psf FILE")
         return inp
 
     if path.is_file() and path.suffix.lower() == ".json":
-        return with_single_psf(_read_data_json(path, need_psf and single_psf is None))
+        return with_single_psf(_read_data_json(path, need_psf and single_psf is None, who))
     if path.is_file():
         if not is_fits(path):
             raise InputError(path, "expected a FITS file, a folder of FITS files, a data.json or a dataset")
@@ -207,7 +213,7 @@ def _natural_key(p: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
-def _read_data_json(path: Path, need_psf: bool) -> Inputs:
+def _read_data_json(path: Path, need_psf: bool, who: str = "the model") -> Inputs:
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -231,7 +237,7 @@ def _read_data_json(path: Path, need_psf: bool) -> Inputs:
         names.append(gp.name)
         if need_psf:
             if "psf" not in e:
-                raise InputError(path, f"entry {k} has no 'psf' but the model needs one")
+                raise InputError(path, f"entry {k} has no 'psf' but {who} needs one")
             pp = _lensnet_fits(folder, str(e["psf"]))
             if not pp.is_file():
                 raise InputError(pp, f"listed in {path} (entry {k}) but missing")

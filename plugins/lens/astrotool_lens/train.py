@@ -26,7 +26,7 @@ import numpy as np
 from astrotool.seeding import derive_seed
 
 from astrotool_lens.config import TrainConfig
-from astrotool_lens.data import ShearDataset
+from astrotool_lens.data import SHEAR_COLUMNS, ShearDataset
 from astrotool_lens.model import ARCHITECTURE, D4_SIGNS, NOISE_FRAME, d4_transform
 
 __docformat__ = "numpy"
@@ -110,6 +110,8 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     model_dir = Path(model_dir)
     rt = runtime if runtime is not None else Runtime()
     rt.launch()  # several processes: start the others before anything is written
+    tcols = TARGET_COLUMNS[cfg.target]
+    ds.truth_columns(dict.fromkeys((*SHEAR_COLUMNS, *tcols, "field")))   # a missing column: refused before any change
     settings = resume_settings(ds, cfg, seed)
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                               settings=settings)
@@ -131,8 +133,8 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
         raise InputError(ds.root, f"too few shear fields ({len(np.unique(ds.truth['field']))}) "
                                   "to split into training and validation")
     x = dataset_inputs(ds, cfg.use_psf)
-    tcols = TARGET_COLUMNS[cfg.target]
-    y = np.stack([np.asarray(ds.truth[c], dtype=np.float32) for c in tcols], axis=1)
+    target = ds.truth_columns(tcols)
+    y = np.stack([np.asarray(target[c], dtype=np.float32) for c in tcols], axis=1)
 
     kwargs = {"in_channels": x.shape[1], "stamp_size": ds.stamp_size, "width": cfg.width,
               "blocks": cfg.blocks, "hidden": cfg.hidden, "normalisation": cfg.normalisation,

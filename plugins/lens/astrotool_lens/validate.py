@@ -50,7 +50,8 @@ def read_calibration(path: str | Path) -> dict:
     Raises
     ------
     astrotool.errors.InputError
-        Missing or unreadable file, or none of those places holds four numbers.
+        Missing or unreadable file, none of those places holds four numbers, or they are
+        not finite, or m1 or m2 is -1 (no calibrated shear).
     """
     from astrotool.errors import InputError
 
@@ -64,7 +65,13 @@ def read_calibration(path: str | Path) -> dict:
     places = (obj, obj.get("calibration"), obj.get("raw")) if isinstance(obj, dict) else ()
     for place in places:
         if isinstance(place, dict) and all(isinstance(place.get(k), (int, float)) for k in BIAS_KEYS):
-            return {k: float(place[k]) for k in BIAS_KEYS} | {"source": str(path)}
+            cal = {k: float(place[k]) for k in BIAS_KEYS}
+            for k, v in cal.items():
+                if not np.isfinite(v):
+                    raise InputError(path, f"{k} = {v} is not a finite number")
+                if k[0] == "m" and v == -1:
+                    raise InputError(path, f"{k} = -1 makes the calibrated shear (g - c) / (1 + m) undefined")
+            return cal | {"source": str(path)}
     raise InputError(path, "holds no calibration: expected numbers m1, m2, c1, c2 (at the top level, under "
                            "'calibration' or under 'raw')")
 

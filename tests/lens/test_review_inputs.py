@@ -1,0 +1,153 @@
+"""Bad input found in review: one clear message and exit 2, before any work; nothing replaced."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from astrotool.cli import main
+
+
+def run(capsys, ws, *args):
+    code = main(["--json", "-q", "-w", str(ws), *(str(a) for a in args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A workspace with dataset g (40 stamps), fields f3 (4 fields) and model m (one epoch on g)."""
+
+    ws = tmp_path_factory.mktemp("review") / "ws"
+    base = ["-q", "-w", str(ws)]
+    assert main([*base, "lens", "generate", "--name", "g", "--n", "40", "--shard-size", "20",
+                 "--stamp-size", "24"]) == 0
+    assert main([*base, "lens", "generate", "--preset", "fields", "--name", "f3", "--n", "40",
+                 "--field-size", "10", "--stamp-size", "24", "--shard-size", "40"]) == 0
+    assert main([*base, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "g", "--model", "m",
+                 "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu"]) == 0
+    return ws
+
+
+@pytest.fixture(scope="module")
+def no_g1(ws):
+    """f3 with column g1 dropped from its truth table (the dataset is otherwise complete)."""
+    path = ws / "lens" / "shear" / "f3" / "f3_truth.parquet"
+    pq.write_table(pq.read_table(path).drop(["g1"]), path)
+    return path
+
+
+@pytest.mark.parametrize("args", [
+    ("lens", "predict", "f3", "--model", "m"),
+    ("lens", "calibrate", "--model", "m", "--dataset", "f3"),
+    ("lens", "validate", "f3", "--method", "REGAUSS"),
+    ("lens", "validate", "f3", "--model", "m"),
+    ("lens", "evaluate", "--model", "m", "--dataset", "f3", "--no-plots", "--classical", ""),
+    ("lens", "train", "--dataset", "f3", "--model", "m_f3", "--epochs", "1", "--width", "4", "--device", "cpu"),
+])
+def test_truth_without_g1_is_named(ws, no_g1, capsys, args):
+    code, _, err = run(capsys, ws, *args)
+    assert code == 2, err
+    assert str(no_g1) in err and "missing column(s) g1" in err and "KeyError" not in err
+
+
+def test_evaluate_keeps_the_prediction_table(ws, capsys):
+    code, out, err = run(capsys, ws, "lens", "predict", "g", "--model", "m")
+    assert code == 0, err
+    full = json.loads(out)["output"]
+    code, out, err = run(capsys, ws, "lens", "evaluate", "--model", "m", "--no-plots", "--classical", "")
+    assert code == 0, err
+    mine = json.loads(out)["predictions"]
+    assert mine != full and mine.endswith("g_m_test.parquet")
+    assert pq.read_table(full).num_rows == 40
+    assert pq.read_table(mine).num_rows == json.loads(out)["n"] < 40
+
+
+def test_measure_needs_a_method(ws, capsys):
+    code, _, err = run(capsys, ws, "lens", "measure", "--dataset", "g", "--methods", "")
+    assert code == 2 and "--methods" in err and "give at least one method" in err
+
+
+def test_calibration_with_m_minus_one(ws, tmp_path, capsys):
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"m1": 0.0, "m2": -1, "c1": 0.0, "c2": 0.0}))
+    code, _, err = run(capsys, ws, "lens", "validate", "g", "--model", "m", "--calibration", cal)
+    assert code == 2 and str(cal) in err and "m2 = -1" in err
+
+
+def test_method_any_case(ws, capsys, monkeypatch):
+    """--method regauss is REGAUSS, as --methods regauss is (measuring stubbed: only the parsing counts)."""
+    import astrotool_lens.evaluate as ev
+
+    from astrotool.errors import AstroError
+
+    seen = []
+
+    def stub(ds, path, cfg, mapper, log=None):
+        seen.append(list(cfg.methods))
+        raise AstroError("stub: stop here")
+
+    monkeypatch.setattr(ev, "hsm_estimates", stub)
+    run(capsys, ws, "lens", "validate", "g", "--method", "regauss")
+    assert seen == [["REGAUSS"]]
+
+
+def test_validate_without_truth_says_so_before_measuring(ws, tmp_path, capsys, monkeypatch):
+    import astrotool_lens.evaluate as ev
+
+    code, _, err = run(capsys, ws, "lens", "generate", "--name", "lj", "--n", "6", "--shard-size", "6",
+                       "--stamp-size", "24", "--format", "lensnet")
+    assert code == 0, err
+    folder = ws / "lens" / "shear" / "lj" / "lensnet"
+    data = json.loads((folder / "data.json").read_text())
+    for e in data:
+        e.pop("g1", None)
+    (folder / "data.json").write_text(json.dumps(data))
+    monkeypatch.setattr(ev, "hsm_estimates", lambda *a, **k: pytest.fail("measured before checking the truth"))
+    code, _, err = run(capsys, ws, "lens", "validate", folder, "--method", "REGAUSS")
+    assert code == 2 and "no true shears" in err
+
+
+def test_missing_psf_message_names_no_model(ws, tmp_path, capsys):
+    import numpy as np
+    from astropy.io import fits
+
+    fits.writeto(tmp_path / "gal_0.fits", np.ones((24, 24), np.float32))
+    code, _, err = run(capsys, ws, "lens", "validate", tmp_path / "gal_0.fits", "--method", "REGAUSS")
+    assert code == 2 and "each classical estimator needs a PSF stamp per galaxy" in err
+    assert "the model needs" not in err
+
+
+def test_evaluate_refuses_a_remade_training_set(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    gen = ["lens", "generate", "--name", "r", "--n", "40", "--shard-size", "40", "--stamp-size", "24"]
+    assert run(capsys, ws, *gen)[0] == 0
+    code, _, err = run(capsys, ws, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "r", "--model",
+                       "rm", "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu")
+    assert code == 0, err
+    assert run(capsys, ws, "--seed", "99", "--overwrite", *gen)[0] == 0
+    code, _, err = run(capsys, ws, "lens", "evaluate", "--model", "rm", "--no-plots", "--classical", "")
+    assert code == 2 and "not the set rm was trained on" in err
+
+
+def test_measuring_another_method_keeps_the_table_s_methods(tmp_path, capsys):
+    """`measure --methods LINEAR` after REGAUSS rewrote the table with LINEAR alone."""
+    from astrotool.io.tables import parquet_metadata
+
+    ws = tmp_path / "ws"
+    assert run(capsys, ws, "lens", "generate", "--name", "t", "--n", "8", "--shard-size", "8",
+               "--stamp-size", "24")[0] == 0
+    table = ws / "lens" / "predictions" / "t_hsm.parquet"
+    for methods, kept in (("REGAUSS", ["REGAUSS"]), ("LINEAR", ["REGAUSS", "LINEAR"]),
+                          ("REGAUSS", ["REGAUSS", "LINEAR"])):   # the last: a subset, the table is kept
+        code, out, err = run(capsys, ws, "lens", "measure", "--dataset", "t", "--methods", methods)
+        assert code == 0, err
+        assert parquet_metadata(table)["methods"] == kept
+    names = pq.read_schema(table).names
+    assert "regauss_g1" in names and "linear_g1" in names
+    # another conversion: the old numbers are not kept under the new setting
+    code, out, err = run(capsys, ws, "lens", "measure", "--dataset", "t", "--methods", "LINEAR",
+                         "--conversion", "responsivity")
+    assert code == 0 and parquet_metadata(table)["methods"] == ["LINEAR"]
