@@ -438,9 +438,27 @@ def test_panopticon_weights_convert_and_compute_what_panopticon_computes(tmp_pat
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
     torch.save({"epoch": 3, "state": state}, tmp_path / "wrapped.pt")
     assert main(["-w", str(tmp_path), "plato", "convert-weights", str(tmp_path / "module.pt"), "--name", "m"]) == 2
-    assert "not loadable as plain weights with weights_only=True" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "module.pt: holds pickled code (torch.nn.modules.linear.Linear)" in err and "\x1b" not in err
     assert main(["-w", str(tmp_path), "plato", "convert-weights", str(tmp_path / "wrapped.pt"), "--name", "w"]) == 2
     assert "not a plain state dict (names -> tensors): it holds a dict of dict, int" in capsys.readouterr().err
+    # a missing key is named; empty, garbage and folder "weights", bad options and names: exit 2, nothing written
+    torch.save({k: v for k, v in state.items() if k != "dec2.norm.running_var"}, tmp_path / "short.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "garbage.pt").write_text("garbage")
+    for args, msg in (([tmp_path / "short.pt"], "Missing key(s) in state_dict: \"fuse.1.2.running_var\""),
+                      ([tmp_path / "empty.pt"], "empty.pt: empty file: not a PyTorch weights file"),
+                      ([tmp_path / "garbage.pt"], "garbage.pt: not a PyTorch file"),
+                      ([tmp_path], f"{tmp_path.name}: is a folder, not a weights file"),
+                      ([pt, "--cadence", "0"], "--cadence: must be a positive number"),
+                      ([pt, "--cadence", "nan"], "--cadence: must be a positive number"),
+                      ([pt, "--dilation", "0"], "--dilation: must be 1 or more")):
+        assert main(["-w", str(tmp_path), "plato", "convert-weights", *map(str, args), "--name", "bad"]) == 2, args
+        assert msg in capsys.readouterr().err
+    for name in ("../../../escape", ""):
+        assert main(["-w", str(tmp_path), "plato", "convert-weights", str(pt), "--name", name]) == 2
+        assert "--name" in capsys.readouterr().err
+    assert not (tmp_path / "plato/models/bad").exists() and not (tmp_path.parent / "escape").exists()
 
 
 def _panopticon_keys(f):

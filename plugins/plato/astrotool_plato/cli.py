@@ -53,7 +53,8 @@ def simulate(
     plato/labels/NAME_labels.parquet (id, has_transit, t0 in days, duration in h,
     depth in ppm, period in days, ...). Curve i is seeded from (--seed, i), so the
     output does not depend on --executor, --jobs or --shard. Existing files are
-    kept (the run resumes) unless --overwrite.
+    kept (the run resumes) unless --overwrite; files of an earlier layout (other
+    --chunk-size) are named in a warning, and removed with --overwrite.
     """
     from astrotool.context import current
     from astrotool_plato import LABELS, RAW, NAME
@@ -76,15 +77,29 @@ def simulate(
         ctx.record.add_output(path)
     if res.kept:
         ctx.log.info("kept %d existing file(s) (use --overwrite to recompute)", len(res.kept))
-    if res.stale:
-        ctx.log.warning("%s holds %d file(s) of an earlier layout of %r (other --n-curves or --chunk-size) "
-                        "that the new labels do not list: %s", lc_dir, len(res.stale), cfg.name,
-                        ", ".join(res.stale[:5]))
+    stale_layout(ctx, lc_dir, cfg.name, res.stale, "--n-curves or --chunk-size")
     ctx.emit({
         "curves": cfg.n_curves, "with_transit": sum(p.has_transit for p in res.params),
         "samples_per_curve": sim.n_samples(cfg), "seed": ctx.seed, "lightcurves_written": res.written,
         "lightcurves_kept": res.kept, "labels": res.labels, "labels_written": res.labels_written,
     })
+
+
+def stale_layout(ctx, folder: Path, name: str, stale, options: str) -> None:
+    """Files of ``name`` in ``folder`` from an earlier layout that the new labels do not list: removed with
+    --overwrite (the new files are written by then), else named in a warning (``prepare`` refuses the curves
+    they repeat)."""
+    if not stale:
+        return
+    if ctx.overwrite:
+        for f in stale:
+            (Path(folder) / f).unlink(missing_ok=True)
+        ctx.log.info("removed %d file(s) of an earlier layout of %r (--overwrite): %s", len(stale), name,
+                     ", ".join(stale[:5]))
+        return
+    ctx.log.warning("%s holds %d file(s) of an earlier layout of %r (other %s) that the new labels do not "
+                    "list: %s; `prepare` refuses the curves they repeat -- delete them, or rerun with --overwrite "
+                    "to remove them", folder, len(stale), name, options, ", ".join(stale[:5]))
 
 
 def plato_config(ctx, flags: dict):
@@ -139,7 +154,8 @@ def prepare(
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment",
                                            help="add each curve's time-reversed twin about its spline trend"),
     filter_inf: bool = typer.Option(False, "--filter-inf",
-                                    help="drop curves with NaN/inf flux (default: interpolate over them)"),
+                                    help="drop curves whose samples hold NaN/inf flux (default: interpolate "
+                                         "over them); gaps (missing samples) are interpolated either way"),
     channels: Optional[str] = typer.Option(None, "--channels",
                                            help="network input: coadd (the co-added flux) or groups (the camera "
                                                 "groups, then the co-added flux)"),
@@ -318,8 +334,10 @@ def config_import(
     """Translate a Panopticon configuration into astrotool's, key by key, with a comment per key.
 
     Paths and data-loader workers have no counterpart and are listed as
-    comments; an unknown optimizer or scheduler name is refused (exit 2). Use
-    the result with --cfg FILE, or append it to the workspace's astro.toml.
+    comments; an unknown optimizer or scheduler name, a key Panopticon does not
+    have, a value of the wrong type and [fraction]s not summing to 1 are
+    refused (exit 2) naming the key. Use the result with --cfg FILE, or append
+    it to the workspace's astro.toml.
     """
     from astrotool.context import current
     from astrotool.errors import AstroError
@@ -362,14 +380,15 @@ def import_panopticon(
     folder: str = typer.Argument(..., help="Panopticon's data folder (<dir with '-'>/simNNNNN_QK.ftr and "
                                            "config/Complete_Parameters.ftr)"),
     name: str = typer.Option("panopticon", "--name", help="stem of the files written"),
-    chunk_size: int = typer.Option(64, "--chunk-size", help="curves per Parquet file"),
+    chunk_size: int = typer.Option(64, "--chunk-size", min=1, help="curves per Parquet file"),
 ) -> None:
     """Read Panopticon's light curves and parameters into plato/raw/ and plato/labels/.
 
     Each quarter file becomes a curve `simNNNNN_QK` (co-added flux; times on one
     axis per simulation); its transit and binary parameters become label rows,
     so `prepare`, `eval`, `detect` and `plot` work on Panopticon's data as on
-    simulated curves.
+    simulated curves. Files of NAME from an earlier --chunk-size are named in a
+    warning (prepare refuses the curves they repeat); --overwrite removes them.
     """
     from astrotool.context import current
     from astrotool.errors import InputError
@@ -377,11 +396,14 @@ def import_panopticon(
     from astrotool_plato.labels import write_label_rows
     from astrotool_plato.lightcurves import noise_sigma, write_curves
     from astrotool_plato.panopticon import read_layout
+    from astrotool.names import check_name
+    from astrotool_plato.simulate import layout_files
 
     import numpy as np
 
     ctx = current()
     ws = ctx.workspace
+    check_name(name, "--name")
     curves, labels = read_layout(folder)
     ids = list(curves)
     channels = {len(np.atleast_2d(f)) for _, f in curves.values()}
@@ -403,6 +425,8 @@ def import_panopticon(
         written.append(str(path))
         ctx.record.add_output(path)
     lab = write_label_rows(ws.stage(NAME, LABELS) / f"{name}_labels.parquet", rows, "plato import-panopticon")
+    stale_layout(ctx, ws.stage(NAME, RAW), name,
+                 [p.name for p in layout_files(ws.stage(NAME, RAW), name) if str(p) not in written], "--chunk-size")
     ctx.record.add_input(Path(folder).resolve())
     ctx.record.add_output(lab)
     ctx.emit({"curves": len(ids), "with_transit": sum(r["has_transit"] for r in rows),
@@ -421,25 +445,53 @@ def export_panopticon(
     groups' fluxes where the files have them, the co-added flux) in
     FOLDER/astrotool-export/, and FOLDER/config/Complete_Parameters.ftr
     (times, periods, durations in days, depth as a fraction; curve_id names the
-    source curve).
+    source curve). A rerun with other sources is refused unless --overwrite,
+    which deletes the earlier export's files first.
     """
     from astrotool.context import current
     from astrotool_plato import LABELS, NAME, RAW
     from astrotool_plato.labels import read_label_tables
     from astrotool_plato.lightcurves import group_columns, read_curves
-    from astrotool_plato.panopticon import write_layout
+    from astrotool import made_with as mw
+    from astrotool.errors import AstroError, InputError
+    from astrotool_plato.panopticon import EXPORT_DIR, PARAMS_FILE, write_layout
 
     import pyarrow.parquet as pq
 
     ctx = current()
     ws = ctx.workspace
     files = [Path(s) for s in sources] if sources else sorted(ws.stage(NAME, RAW).glob("*_lightcurves.parquet"))
+    for p in (Path(folder), Path(folder) / EXPORT_DIR, Path(folder) / PARAMS_FILE.parent):
+        if p.exists() and not p.is_dir():
+            raise InputError(p, "exists and is not a folder; give the export another folder")
     curves = {}
     for f in files:
-        has_groups = f.suffix == ".parquet" and f.is_file() and group_columns(pq.read_schema(f).names)
+        try:
+            has_groups = f.suffix == ".parquet" and f.is_file() and group_columns(pq.read_schema(f).names)
+        except Exception as exc:  # ArrowInvalid, OSError: not Parquet
+            raise InputError(f, f"not a readable Parquet file ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200]})") from None
         curves.update(read_curves(f, channels="groups" if has_groups else "coadd"))
         ctx.record.add_input(f)
-    out = write_layout(folder, curves, read_label_tables(ws.stage(NAME, LABELS)))
+    labels = read_label_tables(ws.stage(NAME, LABELS))
+    pfile = Path(folder) / PARAMS_FILE
+    rec = mw.record({"sources": [str(f.resolve()) for f in files], "curves": mw.digest({"ids": list(curves)})})
+    old = sorted((Path(folder) / EXPORT_DIR).glob("sim*_Q*.ftr")) + ([pfile] if pfile.exists() else [])
+    if old and not ctx.overwrite:
+        made = mw.read(pfile)
+        if made is None:
+            raise AstroError(f"{folder}: holds an export ({len(old)} file(s)) made before its sources were "
+                             "recorded; use --overwrite to replace it")
+        if made.get("hash") != rec["hash"]:
+            raise mw.SettingsChanged(pfile, mw.changes(made["settings"], rec["settings"]),
+                                     "use --overwrite to replace the export (its files are deleted first)")
+    elif old:
+        for p in old:
+            p.unlink()
+        mw.sidecar(pfile).unlink(missing_ok=True)
+        ctx.log.info("removed the earlier export in %s (%d file(s), --overwrite)", folder, len(old))
+    out = write_layout(folder, curves, labels)
+    mw.write(pfile, rec)
     for p in out:
         ctx.record.add_output(p)
     ctx.emit({"curves": len(curves), "folder": str(folder), "parameters": str(out[-1])})
@@ -458,12 +510,20 @@ def convert_weights(
     a .pt that is not a plain state dict is refused (exit 2). The checkpoint is
     model.safetensors + model.json in plato/models/<name>/.
     """
+    import math
+
     from astrotool.context import current
-    from astrotool.errors import AstroError
+    from astrotool.errors import AstroError, InputError
+    from astrotool.names import check_name
     from astrotool_plato import MODELS, NAME
     from astrotool_plato.panopticon import convert_weights as run
 
     ctx = current()
+    check_name(name, "--name")
+    if not (math.isfinite(cadence) and cadence > 0):
+        raise InputError("--cadence", f"must be a positive number of seconds, got {cadence:g}")
+    if dilation < 1:
+        raise InputError("--dilation", f"must be 1 or more, got {dilation}")
     out = ctx.workspace.stage(NAME, MODELS) / name
     if out.exists() and not ctx.overwrite:
         raise AstroError(f"{out}: exists; use --overwrite to replace it")

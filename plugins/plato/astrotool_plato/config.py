@@ -162,7 +162,8 @@ class PrepareConfig(Section):
                                                      "coarser, e.g. 60 for Panopticon's models); 0 = the curve's own")
     bad_values: Literal["interpolate", "drop"] = Field(
         "interpolate", description="NaN/inf samples: interpolate linearly over them (counted per curve), or "
-                                   "drop the curve (--filter-inf)")
+                                   "drop the curve (--filter-inf); gaps (grid points with no sample) are "
+                                   "interpolated either way")
     channels: Literal["coadd", "groups"] = Field(
         "coadd", description="network input: the co-added flux (1 channel), or the camera groups' fluxes and then "
                              "the co-added flux (groups + 1 channels; Panopticon's Feather columns, or flux_g1 ...)")
@@ -176,15 +177,16 @@ class PrepareConfig(Section):
                                                                       "(Panopticon's [bounds]); transit-free curves "
                                                                       "are kept")
     split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions of "
-                                                                            "the curves (a twin stays with its curve)")
+                                                                            "the curves, summing to 1 (a twin stays "
+                                                                            "with its curve)")
     shard_size: int = Field(256, ge=1, description="curves per HDF5 shard")
     seed: Seed | None = Field(None, description="seed of the split (default: core.seed)")
 
     @model_validator(mode="after")
     def _check(self) -> "PrepareConfig":
         check_ordered("depth_bounds", self.depth_bounds)
-        if sum(self.split) <= 0 or min(self.split) < 0 or self.split[0] <= 0:
-            raise ValueError(f"split: fractions must be non-negative with a positive training share, "
+        if min(self.split) < 0 or self.split[0] <= 0 or abs(sum(self.split) - 1.0) > 1e-6:
+            raise ValueError(f"split: fractions must be non-negative, sum to 1 and give training a share, "
                              f"got {list(self.split)}")
         return self
 
@@ -267,10 +269,21 @@ class EvalConfig(Section):
     thresholds: list[float] = Field(default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 20)]
                                     + [0.98, 0.99, 0.995, 0.999],
                                     description="threshold grid (Panopticon's 0.05, 0.10, ..., 0.95, then 0.98 to "
-                                                "0.999 so that a 1 % false-alarm point can be found)")
+                                                "0.999 so that a 1 % false-alarm point can be found); "
+                                                "each in (0, 1), as plato.events.threshold",
+                                    min_length=1)
     batch_size: int = Field(8, ge=1)
     report: FileNameOrEmpty = Field("", description="report name: plato/reports/<report>_eval.json "
                                                     "(default: <model>_<dataset>_<split>)")
+
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvalConfig":
+        out = [t for t in self.thresholds if not 0 < t < 1]
+        if out:
+            raise ValueError(f"thresholds: each must lie in (0, 1) (probabilities, as plato.events.threshold), "
+                             f"got {', '.join(f'{t:g}' for t in out)}")
+        return self
 
 
 class DetectConfig(Section):

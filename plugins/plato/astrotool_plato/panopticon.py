@@ -6,7 +6,8 @@ configuration that does the same, one line per key, each with a comment naming
 the Panopticon key it came from. Keys with no counterpart are kept as comments
 saying why (paths: astrotool uses its workspace; ``[dataloader]`` workers:
 astrotool streams from HDF5 shards itself). An unknown optimizer or scheduler
-name, or a value of the wrong type, is refused with the key named.
+name, a key Panopticon does not have (:data:`KNOWN`), a value of the wrong type,
+or ``[fraction]`` not summing to 1 is refused with the key named.
 
 =============================  ==========================================
 Panopticon                     astrotool
@@ -45,6 +46,23 @@ DECODERS = {"Panopticon_U3P": "unet3p", "Panopticon_U": "unet", "Panopticon_UPP"
 LOSSES = {"BCELoss": "bce", "BCEWithLogitsLoss": "bce", "DiceLoss": "dice", "Dice": "dice"}
 
 
+KNOWN = {
+    "": ("path_data", "path_prepared", "path_output", "seed", "training_epochs", "base_model", "export_sets",
+         "model", "fraction", "dataloader", "dataloaders", "optimizer", "scheduler", "bounds"),
+    "fraction": ("train", "valid", "test"),
+    "optimizer": ("name", "kwargs"),
+    "scheduler": ("name", "use", "kwargs"),
+    "model": ("name", "loss", "activation", "general", "convolution", "trans_conv"),
+    "model.general": ("channels_in", "channels_out", "init_features", "drop_rate"),
+    "model.convolution": ("kernel_size", "dilation", "padding", "padding_mode", "bias"),
+}
+"""Panopticon's keys (its ``config/default.toml``) per table; any other key is refused, naming it. ``[bounds]``
+and ``[model.trans_conv]`` take any key (noted as not translated)."""
+LOADER_KEYS = ("batch_size", "shuffle", "num_workers", "drop_last", "prefetch_factor", "persistent_workers",
+               "pin_memory", "pin_memory_device", "timeout", "in_order", "multiprocessing_context")
+"""``torch.utils.data.DataLoader`` keyword arguments a ``[dataloader.*]`` table may hold."""
+
+
 def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -63,7 +81,8 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
     Raises
     ------
     astrotool.errors.InputError
-        An unknown optimizer, scheduler, model or loss name, or a value of the wrong type.
+        An unknown optimizer, scheduler, model or loss name, an unknown key, a value of the wrong type, or
+        fractions not summing to 1.
     """
     from astrotool_plato.config import OPTIMIZERS, SCHEDULERS
 
@@ -77,6 +96,36 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             bad(key, f"expected a number, got {v!r}")
         return kind(v)
+
+    def table(key, v):
+        if not isinstance(v, dict):
+            bad(key, f"expected a table [{key}], got {v!r}")
+        return v
+
+    def known(key, tab, keys):
+        unknown = sorted(set(tab) - set(keys))
+        if unknown:
+            where = f"[{key}] " if key else ""
+            bad(key or "top level", f"unknown key(s) {where}{', '.join(unknown)} (Panopticon's keys here: "
+                                    f"{', '.join(sorted(keys))})")
+
+    known("", pan, KNOWN[""])
+    for key in ("fraction", "dataloader", "dataloaders", "optimizer", "scheduler", "model", "bounds"):
+        if key in pan:
+            table(key, pan[key])
+            if key in KNOWN:
+                known(key, pan[key], KNOWN[key])
+    for key in ("general", "convolution", "trans_conv"):
+        if key in pan.get("model", {}):
+            table(f"model.{key}", pan["model"][key])
+            if f"model.{key}" in KNOWN:
+                known(f"model.{key}", pan["model"][key], KNOWN[f"model.{key}"])
+    for sec in ("dataloader", "dataloaders"):
+        for key, v in pan.get(sec, {}).items():
+            known(f"{sec}.{key}", table(f"{sec}.{key}", v), LOADER_KEYS)
+    for sec in ("optimizer", "scheduler"):
+        if "kwargs" in pan.get(sec, {}):
+            table(f"{sec}.kwargs", pan[sec]["kwargs"])
 
     paths = [k for k in ("path_data", "path_prepared", "path_output") if k in pan]
     if paths:
@@ -94,6 +143,10 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
     if frac:
         tr, va = num("fraction.train", frac.get("train", 0.8)), num("fraction.valid", frac.get("valid", 0.2))
         te = num("fraction.test", frac["test"]) if "test" in frac else max(0.0, round(1.0 - tr - va, 10))
+        if min(tr, va, te) < 0 or abs(tr + va + te - 1.0) > 1e-6:
+            bad("fraction", f"train, valid{', test' if 'test' in frac else ''} = {tr:g}, {va:g}"
+                            f"{f', {te:g}' if 'test' in frac else ''}: the fractions must be non-negative and sum "
+                            "to 1")
         out["plato.prepare"]["split"] = ([tr, va, te], "[fraction] train, valid, test")
     loader = pan.get("dataloader", pan.get("dataloaders", {}))
     train_loader = loader.get("train", {}) if isinstance(loader, dict) else {}
@@ -139,7 +192,7 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
                                        "[model.general] init_features")
     if "drop_rate" in gen:
         out["plato.train"]["dropout"] = (num("model.general.drop_rate", gen["drop_rate"]), "[model.general] drop_rate")
-    if int(gen.get("channels_in", 1)) != 1:
+    if num("model.general.channels_in", gen.get("channels_in", 1), int) != 1:
         notes.append(f"[model.general] channels_in = {gen['channels_in']}: only the co-added flux (1 channel) "
                      "is read so far")
     conv = model.get("convolution", {})
@@ -155,10 +208,13 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
     if conv.keys() - {"kernel_size", "dilation"} or "trans_conv" in model:
         notes.append("[model.convolution] padding, padding_mode, bias and [model.trans_conv]: fixed here ('same' "
                      "reflect padding, no bias before BatchNorm, linear upsampling)")
-    out["plato.train"]["bin"] = (1, "Panopticon feeds every sample to the network (astrotool's default bins 4)")
+    out["plato.train"]["bin"] = (1, "Panopticon feeds every sample to the network (astrotool's default bins 16)")
     bounds = pan.get("bounds", {})
     if "transit_depth" in bounds:
-        lo, hi = (num("bounds.transit_depth", v) for v in bounds["transit_depth"])
+        pair = bounds["transit_depth"]
+        if not isinstance(pair, list) or len(pair) != 2:
+            bad("bounds.transit_depth", f"expected [low, high], got {pair!r}")
+        lo, hi = (num("bounds.transit_depth", v) for v in pair)
         out["plato.prepare"]["depth_bounds"] = ([lo * 1e6, hi * 1e6], "[bounds] transit_depth, fraction -> ppm")
     for key in set(bounds) - {"transit_depth"}:
         notes.append(f"[bounds] {key}: not a label column here; no curve is left out for it")
@@ -186,10 +242,18 @@ def import_config(path, source_name: str | None = None) -> str:
     out, notes = translate(pan, str(path))
     plato = {sec.split(".", 1)[1]: {k: v for k, (v, _) in keys.items()} for sec, keys in out.items()
              if sec.startswith("plato.")}
+    from pydantic import ValidationError
+
     try:
         PlatoConfig.model_validate(plato)
-    except ValueError as exc:
-        raise InputError(path, f"translates to settings astrotool refuses: {exc}") from None
+    except ValidationError as exc:
+        def origin(loc):
+            sec, key = f"plato.{loc[0]}" if loc else "", str(loc[1]) if len(loc) > 1 else ""
+            return out.get(sec, {}).get(key, (None, ".".join(map(str, loc))))[1]
+        problems = "; ".join(f"{origin(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                             + (f" (got {e['input']!r})" if e["type"] != "value_error" else "")
+                             for e in exc.errors())
+        raise InputError(path, f"translates to settings astrotool refuses: {problems}") from None
     lines = [f"# astrotool configuration translated from Panopticon's {source_name or path.name}", ""]
     for sec, keys in out.items():
         if not keys:
@@ -265,14 +329,20 @@ def read_layout(folder) -> tuple[dict, dict]:
     Raises
     ------
     astrotool.errors.InputError
-        No quarter files, no parameter table, a simulation missing from it, a
-        file name that is not ``simNNNNN_QK.ftr``.
+        No such folder, no quarter files, no parameter table or one lacking a
+        column of :data:`PARAM_COLUMNS`, a simulation missing from it, a file
+        name that is not ``simNNNNN_QK.ftr``, a non-numeric column, times not
+        increasing.
     """
     import re
 
     import pyarrow.feather as feather
 
+    from astrotool_plato.lightcurves import check_curve
+
     folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "no such folder" if not folder.exists() else "not a folder")
     files = sorted(folder.glob("*-*/sim*_Q*.ftr"))
     if not files:
         raise InputError(folder, "no Panopticon quarter files (<dir with '-'>/simNNNNN_QK.ftr)")
@@ -280,9 +350,14 @@ def read_layout(folder) -> tuple[dict, dict]:
     if not pfile.is_file():
         raise InputError(pfile, "missing: Panopticon's parameter table")
     try:
-        params = feather.read_table(pfile).to_pylist()
+        ptable = feather.read_table(pfile)
     except Exception as exc:  # unreadable Feather
         raise InputError(pfile, f"unreadable ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in PARAM_COLUMNS if c not in ptable.column_names]
+    if missing:
+        raise InputError(pfile, f"no column {', '.join(missing)} (Panopticon's parameter table has "
+                                f"{', '.join(PARAM_COLUMNS)})")
+    params = ptable.to_pylist()
     by_sim = {int(p["index_sim"]): p for p in params if p.get("index_sim") is not None}
     curves, labels = {}, {}
     for f in files:
@@ -299,15 +374,24 @@ def read_layout(folder) -> tuple[dict, dict]:
         if table.num_columns < 2:
             raise InputError(f, f"{table.num_columns} column(s); expected time, camera groups, co-added flux")
         cid = f.stem
-        t = table.column(0).to_numpy(zero_copy_only=False).astype(np.float64) / SEC_DAY + quarter_start(sim, q)
-        flux = np.vstack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                          for c in range(1, table.num_columns)])
+        try:
+            t = table.column(0).to_numpy(zero_copy_only=False).astype(np.float64) / SEC_DAY + quarter_start(sim, q)
+            flux = np.vstack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                              for c in range(1, table.num_columns)])
+        except (TypeError, ValueError) as exc:
+            raise InputError(f, f"a column that is not numeric ({str(exc).splitlines()[0][:120]}); expected time "
+                                "[s], camera groups, co-added flux") from None
+        check_curve(t, flux[0] if len(flux) == 1 else flux, str(f))
         curves[cid] = (t, flux[0] if len(flux) == 1 else flux)
         labels[cid] = {"id": cid, **label_row(by_sim[sim], q)}
     return curves, labels
 
 
-def write_layout(folder, curves: dict, labels: dict, subdir: str = "astrotool-export") -> list[Path]:
+EXPORT_DIR = "astrotool-export"
+"""The subfolder of ``export-panopticon``'s quarter files (Panopticon reads ``<path_data>/<dir with '-'>/``)."""
+
+
+def write_layout(folder, curves: dict, labels: dict, subdir: str = EXPORT_DIR) -> list[Path]:
     """Write curves in Panopticon's layout: one ``simNNNNN_Q1.ftr`` per curve and ``config/Complete_Parameters.ftr``.
 
     Curves are numbered in the order given; the time column is in seconds from
@@ -405,19 +489,35 @@ def load_state_dict_file(path) -> dict:
     Raises
     ------
     astrotool.errors.InputError
-        Unreadable, not loadable without executing code (a pickled model), or
-        not a mapping of names to tensors.
+        Missing, a folder, empty, not a PyTorch file, not loadable without
+        executing code (a pickled model), or not a mapping of names to tensors.
     """
+    import re
+    import zipfile
+
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(path, "no such weights file")
+    if not path.is_file():
+        raise InputError(path, "is a folder, not a weights file (.pt)" if path.is_dir() else "not a regular file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file: not a PyTorch weights file")
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":   # torch.save: a zip archive (a pickle before 1.6)
+        raise InputError(path, "not a PyTorch file (torch.save writes a zip archive)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for pickled modules, RuntimeError for other files
-        raise InputError(path, f"not loadable as plain weights with weights_only=True ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:200]}); save model.state_dict(), not the model") from None
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise InputError(path, f"holds pickled code ({found.group(1)}), e.g. a whole model: loading it would run "
+                                   "that code; save model.state_dict(), not the model") from None
+        raise InputError(path, f"not a PyTorch weights file that loads with weights_only=True "
+                               f"({type(exc).__name__}: {' '.join(text.split())[:200]})") from None
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         kind = type(obj).__name__ if not isinstance(obj, dict) else \
             "a dict of " + ", ".join(sorted({type(v).__name__ for v in obj.values()})) if obj else "an empty dict"
@@ -458,9 +558,13 @@ def convert_weights(path, out_dir, cadence_s: float = PANOPTICON_CADENCE_S, dila
     model = make_model(**kwargs)
     try:
         model.load_state_dict(rename_u3p(state), strict=True)
-    except (KeyError, RuntimeError) as exc:
+    except KeyError as exc:
+        raise InputError(path, f"does not fit Panopticon_U3P (width {width}, kernel {kernel}): key {exc} is not "
+                               "one of its") from None
+    except RuntimeError as exc:   # "Error(s) in loading state_dict ...:\n\tMissing key(s) ...: ...": its details
+        details = " ".join(str(exc).split(":", 1)[-1].split())
         raise InputError(path, f"does not fit Panopticon_U3P (width {width}, kernel {kernel}): "
-                               f"{str(exc).splitlines()[0][:300]}") from None
+                               f"{details[:400]}") from None
     meta = {"architecture": {"name": ARCHITECTURE, "kwargs": kwargs}, "cadence_s": float(cadence_s),
             "inputs": "relative flux, (n, length) float32, at the model's cadence",
             "outputs": "logit per sample that the sample is in a planet transit, (n, length)",

@@ -2,9 +2,10 @@
 
 Each curve is put on a uniform time grid (gaps become NaN), cut to ``length``
 samples from its start, turned into relative flux ``flux / median - 1`` with
-its NaN/inf samples interpolated over (or the curve dropped: ``bad_values =
-"drop"``, Panopticon's ``--filter_inf``, which in Panopticon never fired since
-NaNs were zeroed first), and labelled per sample (:mod:`astrotool_plato.labels`).
+its NaN/inf samples interpolated over (or the curve dropped when its own samples
+hold NaN/inf: ``bad_values = "drop"``, Panopticon's ``--filter_inf``, which in
+Panopticon never fired since NaNs were zeroed first; gaps are interpolated
+either way), and labelled per sample (:mod:`astrotool_plato.labels`).
 
 ``augment`` adds each curve's *twin*: the residual about a smoothing-spline
 trend reversed in time, ``twin = flip(x - trend) + trend``, with its labels
@@ -149,9 +150,28 @@ def _inputs(sources, raw_dir: Path) -> list[Path]:
     return out
 
 
-def _identity(files: list[Path], labels: dict) -> dict:
+def _label_hashes(labels_dir) -> dict[str, tuple[str, str]]:
+    """``{raw file name: (label table name, its simulation content hash)}`` for the label tables that record
+    both the files of their curves and the hash."""
+    import pyarrow.parquet as pq
+
+    from astrotool.io.tables import parquet_metadata
+
+    out = {}
+    for path in sorted(Path(labels_dir).glob("*_labels.parquet")):
+        h = parquet_metadata(path).get("content_hash")
+        if h and "file" in pq.read_schema(path).names:
+            for name in set(pq.read_table(path, columns=["file"]).column("file").to_pylist()):
+                out[str(name)] = (path.name, h)
+    return out
+
+
+def _identity(files: list[Path], labels: dict, made: dict | None = None) -> dict:
     """What the inputs are, for the settings record: per file, the simulation's content hash where known (else
-    the size), and the SHA-256 of its curves' label rows, so a relabelled curve is prepared again."""
+    the size), and the SHA-256 of its curves' label rows, so a relabelled curve is prepared again.
+
+    ``made``: :func:`_label_hashes`; a file simulated with other settings than the label table of its
+    curves (some shards of a job array simulated again with --overwrite) is refused."""
     import hashlib
 
     from astrotool.io.tables import parquet_metadata
@@ -161,7 +181,16 @@ def _identity(files: list[Path], labels: dict) -> dict:
         rows.setdefault(str(labels[cid].get("file")), []).append(labels[cid])
     out = {}
     for f in files:
-        facts = parquet_metadata(f) if f.name.endswith(".parquet") else {}
+        try:
+            facts = parquet_metadata(f) if f.name.endswith(".parquet") else {}
+        except InputError as exc:   # an input: --overwrite does not mend it (the core's hint is for outputs)
+            raise InputError(f, exc.problem.replace("; delete it or use --overwrite", "; an input of prepare: "
+                                                    "make it again, or leave it out")) from None
+        table, h = (made or {}).get(f.name, (None, None))
+        if h and facts.get("content_hash") and facts["content_hash"] != h:
+            raise InputError(f, f"simulated with other settings than the labels in {table} (some shards simulated "
+                                "again?): simulate every shard with the same settings, or all at once with "
+                                "--overwrite")
         out[f.name] = {"content": facts.get("content_hash") or os.path.getsize(f),
                        "labels": hashlib.sha256(repr(rows.get(f.name, [])).encode()).hexdigest()[:16]}
     return out
@@ -179,13 +208,15 @@ def prepare_curve(time: np.ndarray, flux: np.ndarray, row: dict, cfg, length: in
     from astrotool_plato.labels import event_windows, mask
     from astrotool_plato.lightcurves import relative_flux, uniform
 
+    raw_time, raw_flux = time, flux
     time, flux = uniform(time, flux, cfg.cadence_s / 86400.0 if cfg.cadence_s else None)
     if time.size < length:
         return f"{time.size} samples, shorter than length {length}"
     time, flux = time[:length], flux[..., :length]
-    bad = int((~np.isfinite(flux)).sum())
     if not np.isfinite(flux).any(axis=-1).all():
         return "no finite flux in the kept samples" + (" of a channel" if flux.ndim == 2 else "")
+    # drop: NaN/inf in the curve's own samples; the grid's gap points (no sample) are always interpolated
+    bad = int((~np.isfinite(raw_flux[..., raw_time <= time[-1]])).sum())
     if bad and cfg.bad_values == "drop":
         return f"{bad} NaN/inf sample(s) (bad_values = drop)"
     x, filled = relative_flux(flux)
@@ -232,7 +263,9 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `astro plato simulate` first")
     folder = Path(out_root) / cfg.name
     settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}),
-                "inputs": _identity(files, labels)}
+                "inputs": _identity(files, labels, _label_hashes(labels_dir))}
+    if cfg.bad_values == "drop":   # gaps are interpolated now, no longer dropped: older sets are made again
+        settings["drop"] = "NaN/inf samples of the curve, not its gaps"
     rec = mw.record(settings, seed=seed, version=VERSION)
     manifest = folder / f"{cfg.name}_dataset.json"
     if mw.keep([manifest], rec, overwrite=overwrite):
@@ -242,16 +275,31 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     # first pass: ids and grid lengths only, one file in memory at a time
     cadence = cfg.cadence_s / 86400.0 if cfg.cadence_s else None
     ids_l, sizes, src = [], [], []
+    seen: dict[str, Path] = {}
+    seen_files: set[Path] = set()
     for f in files:
+        if f.resolve() in seen_files:
+            raise InputError(f, "given twice")
+        seen_files.add(f.resolve())
         for cid, (t, _) in read_curves(f, channels=cfg.channels).items():
             if cid not in labels:
                 raise InputError(f, f"curve {cid!r} has no row in the label tables of {labels_dir}")
+            if cid in seen:
+                listed = labels[cid].get("file")
+                old = seen[cid] if listed == f.name else f if listed == seen[cid].name else None
+                raise InputError(f, f"curve {cid!r} is also in {seen[cid]}; a curve may be in one file only"
+                                    + (f" (the label tables list it in {listed}: {old.name} is of an earlier "
+                                       "layout; delete it)" if old else ""))
+            seen[cid] = f
             ids_l.append(cid)
             sizes.append(grid_size(t, cadence))
             src.append(f)
     if not ids_l:
         raise AstroError("no light curves in " + ", ".join(map(str, files)))
     length = cfg.length or (min(sizes) // GRANULE) * GRANULE
+    if cfg.length and length < GRANULE:
+        raise InputError("--length", f"{cfg.length} samples; at least {GRANULE} are needed (0: the shortest "
+                                     "curve's length)")
     if length < GRANULE:
         raise InputError(src[int(np.argmin(sizes))], f"the shortest curve has {min(sizes)} samples"
                          f"{f' at {cfg.cadence_s:g} s' if cfg.cadence_s else ''}; at least {GRANULE} are needed")

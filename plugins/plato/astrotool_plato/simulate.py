@@ -631,6 +631,20 @@ def chunk_stem(name: str, start: int, stop: int) -> str:
     return f"{name}{start:06d}-{stop - 1:06d}"
 
 
+def layout_files(folder, name: str) -> list[Path]:
+    """The chunk files of ``name`` in ``folder`` (``<name>NNNNNN-NNNNNN_lightcurves.parquet``), of any layout."""
+    import glob
+    import re
+
+    pattern = re.compile(re.escape(name) + r"(\d{6,})-(\d{6,})_lightcurves\.parquet")
+
+    def ours(path):   # <name>2000000-000005 is another name's (<name>2) file, not a chunk of <name>
+        m = pattern.fullmatch(path.name)
+        return bool(m) and int(m[1]) <= int(m[2]) and f"{int(m[1]):06d}-{int(m[2]):06d}" == f"{m[1]}-{m[2]}"
+
+    return sorted(p for p in Path(folder).glob(f"{glob.escape(name)}*_lightcurves.parquet") if ours(p))
+
+
 def chunks(n_curves: int, chunk_size: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` covering ``range(n_curves)`` in blocks of ``chunk_size``."""
     return [(s, min(s + chunk_size, n_curves)) for s in range(0, n_curves, chunk_size)]
@@ -1021,8 +1035,7 @@ def simulate(cfg: SimulateConfig, seed: int, lightcurves_dir, labels_dir, mapper
     items = [ChunkItem(a, b, seed, cfg, str(lightcurves_dir / f), overwrite) for (a, b), f in zip(blocks, files)]
     done = tuple(r for _, r in mapper(simulate_chunk, items, desc="simulate light curves", keys=stems))
     listed = set(files)
-    stale = tuple(sorted(p.name for p in lightcurves_dir.glob(f"{cfg.name}[0-9]*_lightcurves.parquet")
-                         if p.name not in listed))
+    stale = tuple(p.name for p in layout_files(lightcurves_dir, cfg.name) if p.name not in listed)
     # the chunks' own parameters: a PSLS curve's S/N comes from its own noise, not from the draw
     computed = {p.index: p for r in done for p in r.params}
     params = tuple(computed.get(i) or draw_params(i, seed, cfg) for i in range(cfg.n_curves))

@@ -42,13 +42,25 @@ def resume_settings(ds, cfg, seed: int) -> dict:
             "dataset": dataset_identity(ds)}
 
 
+def dataset_record(root, model_dir) -> str:
+    """``training.dataset_path`` of model.json: the prepared set's folder relative to the model folder when both
+    lie in one workspace (``plato/prepared/<set>``, ``plato/models/<model>``), so that a copied or moved
+    workspace scores its own data; else the absolute path."""
+    import os
+
+    root, mdir = Path(root).resolve(), Path(model_dir).resolve()
+    if len(mdir.parents) > 2 and root.is_relative_to(mdir.parents[2]):
+        return os.path.relpath(root, mdir)
+    return str(root)
+
+
 def make_optimizer(cfg, params):
     """The ``torch.optim`` optimizer named by ``cfg.optimizer`` with ``lr``, ``weight_decay`` and ``optimizer_kwargs``.
 
     Raises
     ------
     astrotool.errors.ConfigError
-        Keyword arguments the optimizer does not take.
+        Keyword arguments the optimizer does not take, or values it refuses.
     """
     import torch
 
@@ -58,7 +70,7 @@ def make_optimizer(cfg, params):
     kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, **cfg.optimizer_kwargs}
     try:
         return cls(params, **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:   # TypeError: an unknown keyword; ValueError: a value torch refuses
         raise ConfigError([f"plato.train.optimizer_kwargs: {cfg.optimizer} refuses {cfg.optimizer_kwargs} ({exc})"]) \
             from None
 
@@ -226,7 +238,8 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
         "channels": ds.channels,
         "outputs": "logit per sample that the sample is in a planet transit, (n, length)",
         "cadence_s": cadence,
-        "training": {"dataset": ds.name, "dataset_path": str(ds.root), "length": ds.length, "seed": int(seed),
+        "training": {"dataset": ds.name, "dataset_path": dataset_record(ds.root, model_dir), "length": ds.length,
+                     "seed": int(seed),
                      "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "loss": cfg.loss,
                      "monitor": "val_loss", "device": str(rt.device), "precision": rt.precision,
                      "processes": rt.world_size},

@@ -1,0 +1,238 @@
+"""Bad input and reruns: one clear message (exit 2), nothing lost, no stale results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from astrotool.cli import main
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A tiny workspace: 6 simulated curves in two files, prepared, a width-2 network trained one epoch."""
+    ws = tmp_path_factory.mktemp("plato_small")
+    base = ["-w", str(ws), "-q", "plato"]
+    assert main([*base, "simulate", "-n", "6", "--days", "2", "--chunk-size", "3"]) == 0
+    assert main([*base, "prepare"]) == 0
+    assert main([*base, "train", "--epochs", "1", "--width", "2", "--batch-size", "2"]) == 0
+    return ws
+
+
+def _copy(small, tmp_path, name="w"):
+    shutil.copytree(small, tmp_path / name)
+    return tmp_path / name
+
+
+def test_eval_refuses_a_set_prepared_again_since_training(small, tmp_path, capsys):
+    ws = _copy(small, tmp_path)
+    assert main(["-w", str(ws), "-q", "--overwrite", "--seed", "11", "plato", "prepare"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws), "plato", "eval", "--model", "quarters_unet3p"]) == 2
+    assert "not the set quarters_unet3p was trained on" in capsys.readouterr().err
+
+
+def test_eval_in_a_copied_workspace_scores_the_copy_s_data(small, tmp_path, capsys):
+    ws = _copy(small, tmp_path, "copy")
+    meta = json.loads((ws / "plato/models/quarters_unet3p/model.json").read_text())
+    assert not meta["training"]["dataset_path"].startswith("/")      # relative to the model folder
+    meta["training"]["dataset_path"] = str(small / "plato/prepared/quarters")   # an older, absolute record
+    (ws / "plato/models/quarters_unet3p/model.json").write_text(json.dumps(meta))
+    for w in (ws, small):
+        capsys.readouterr()
+        assert main(["-w", str(w), "--json", "plato", "eval"]) == 0
+        assert json.loads(capsys.readouterr().out)["dataset"] == "quarters"
+    runs = sorted((ws / "runs").glob("*-plato-eval"))
+    record = (runs[-1] / "run.json").read_text()
+    assert str(ws / "plato/prepared/quarters") in record and str(small / "plato/prepared") not in record
+
+
+@pytest.fixture
+def pan(small, tmp_path):
+    """Panopticon's layout of the small workspace's curves."""
+    assert main(["-w", str(small), "-q", "--overwrite", "plato", "export-panopticon", str(tmp_path / "pan")]) == 0
+    return tmp_path / "pan"
+
+
+def test_import_panopticon_refuses_bad_folders_names_sizes_and_columns(pan, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    ws = tmp_path / "w"
+    for args, msg in ((["nosuchdir"], "nosuchdir: no such folder"),
+                      ([str(pan), "--chunk-size", "0"], "--chunk-size"),
+                      ([str(pan), "--chunk-size", "-1"], "--chunk-size"),
+                      ([str(pan), "--name", "../x"], "--name: '../x' is not a valid name")):
+        capsys.readouterr()
+        assert main(["-w", str(ws), "plato", "import-panopticon", *args]) == 2, args
+        assert msg in capsys.readouterr().err
+    assert not list(ws.glob("plato/raw/*")) and not list(tmp_path.glob("x*"))
+    pfile = pan / "config/Complete_Parameters.ftr"
+    table = feather.read_table(pfile)
+    feather.write_feather(table.drop_columns(["transit_t0"]), pfile)
+    assert main(["-w", str(ws), "plato", "import-panopticon", str(pan)]) == 2
+    assert "Complete_Parameters.ftr: no column transit_t0" in capsys.readouterr().err
+    feather.write_feather(table, pfile)
+    q = sorted((pan / "astrotool-export").glob("*.ftr"))[0]
+    good = feather.read_table(q)
+    feather.write_feather(pa.table({"time": good["time"], "coadd": ["x"] * good.num_rows}), q)
+    assert main(["-w", str(ws), "plato", "import-panopticon", str(pan)]) == 2
+    assert f"{q.name}: a column that is not numeric" in capsys.readouterr().err
+    feather.write_feather(pa.table({"time": good["time"].to_numpy()[::-1].copy(), "coadd": good["coadd"]}), q)
+    assert main(["-w", str(ws), "plato", "import-panopticon", str(pan)]) == 2
+    assert f"{q.name}: time is not increasing" in capsys.readouterr().err
+
+
+def test_another_chunk_layout_is_named_removed_with_overwrite_and_prepare_refuses_repeated_curves(tmp_path, capsys):
+    ws = tmp_path / "w"
+    sim = ["-w", str(ws), "plato", "simulate", "-n", "4", "--days", "1"]
+    assert main([*sim, "--chunk-size", "1"]) == 0
+    assert main([*sim, "--chunk-size", "2"]) == 0
+    assert "holds 4 file(s) of an earlier layout" in capsys.readouterr().err
+    raw = sorted((ws / "plato/raw").glob("*.parquet"))
+    assert len(raw) == 6                                           # nothing deleted without --overwrite
+    assert main(["-w", str(ws), "plato", "prepare"]) == 2
+    err = capsys.readouterr().err
+    assert "curve 'sim000000' is also in" in err and "sim000000-000000_lightcurves.parquet is of an earlier" in err
+    one = str(raw[0])
+    assert main(["-w", str(ws), "plato", "prepare", "--name", "dup", one, one]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert main(["-w", str(ws), "--overwrite", *sim[2:], "--chunk-size", "2"]) == 0
+    assert sorted(p.name for p in (ws / "plato/raw").glob("*.parquet")) == [
+        "sim000000-000001_lightcurves.parquet", "sim000002-000003_lightcurves.parquet"]
+
+
+def test_import_panopticon_in_another_chunk_layout_names_the_old_files(pan, tmp_path, capsys):
+    ws = tmp_path / "w"
+    assert main(["-w", str(ws), "-q", "plato", "import-panopticon", str(pan), "--name", "pan"]) == 0
+    assert main(["-w", str(ws), "plato", "import-panopticon", str(pan), "--name", "pan", "--chunk-size", "2"]) == 0
+    assert "holds 1 file(s) of an earlier layout of 'pan'" in capsys.readouterr().err
+    assert main(["-w", str(ws), "plato", "prepare"]) == 2
+    assert "pan000000-000005_lightcurves.parquet is of an earlier layout" in capsys.readouterr().err
+    assert main(["-w", str(ws), "-q", "--overwrite", "plato", "import-panopticon", str(pan), "--name", "pan",
+                 "--chunk-size", "2"]) == 0
+    assert len(list((ws / "plato/raw").glob("pan*"))) == 3
+    assert main(["-w", str(ws), "-q", "plato", "prepare"]) == 0
+
+
+def test_export_panopticon_refuses_other_sources_and_replaces_the_whole_export_with_overwrite(small, tmp_path,
+                                                                                              capsys):
+    ws, out = _copy(small, tmp_path), tmp_path / "exp"
+    raw = sorted((ws / "plato/raw").glob("*.parquet"))
+    assert main(["-w", str(ws), "-q", "plato", "export-panopticon", str(out)]) == 0
+    assert main(["-w", str(ws), "-q", "plato", "export-panopticon", str(out)]) == 0       # same sources: fine
+    capsys.readouterr()
+    assert main(["-w", str(ws), "plato", "export-panopticon", str(out), "--source", str(raw[0])]) == 2
+    assert "Complete_Parameters.ftr: exists but was made with other settings" in capsys.readouterr().err
+    assert len(list((out / "astrotool-export").glob("*.ftr"))) == 6                      # untouched
+    assert main(["-w", str(ws), "-q", "--overwrite", "plato", "export-panopticon", str(out),
+                 "--source", str(raw[0])]) == 0
+    assert len(list((out / "astrotool-export").glob("*.ftr"))) == 3                      # no stale curves
+    (tmp_path / "garbage.parquet").write_text("garbage")
+    (tmp_path / "afile").write_text("")
+    for args, msg in (([str(tmp_path / "e2"), "--source", str(tmp_path / "garbage.parquet")],
+                       "garbage.parquet: not a readable Parquet file"),
+                      ([str(tmp_path / "afile")], "afile: exists and is not a folder")):
+        assert main(["-w", str(ws), "plato", "export-panopticon", *args]) == 2
+        assert msg in capsys.readouterr().err
+    raw[1].write_text("corrupt")
+    assert main(["-w", str(ws), "plato", "export-panopticon", str(tmp_path / "e3")]) == 2
+    assert f"{raw[1].name}: not a readable Parquet file" in capsys.readouterr().err
+
+
+PAN_TOML = """seed = 101
+training_epochs = 20
+[model.general]
+init_features = 8
+[fraction]
+train = 0.85
+valid = 0.15
+[dataloader.train]
+batch_size = 45
+[bounds]
+transit_depth = [50e-6, 1.0]
+"""
+
+
+@pytest.mark.parametrize("old, new, msg", [
+    ("seed = 101", "seed = 101\ntypo_key = 1", "unknown key(s) typo_key"),
+    ("batch_size = 45", "bach_size = 45", "unknown key(s) [dataloader.train] bach_size"),
+    ("init_features = 8", "init_featurs = 8", "unknown key(s) [model.general] init_featurs"),
+    ("valid = 0.15", "valid = 0.3", "fraction: train, valid = 0.85, 0.3: the fractions must be non-negative and sum"),
+    ("seed = 101", "seed = 101\nfraction = 0.8", "fraction: expected a table [fraction], got 0.8"),
+    ("init_features = 8", 'channels_in = "two"', "model.general.channels_in: expected a number, got 'two'"),
+    ("transit_depth = [50e-6, 1.0]", "transit_depth = 0.01", "bounds.transit_depth: expected [low, high]"),
+    ("training_epochs = 20", "training_epochs = -3", "training_epochs: Input should be greater than or equal to 1"),
+])
+def test_config_import_names_unknown_keys_bad_fractions_and_types(tmp_path, capsys, old, new, msg):
+    src = tmp_path / "pan.toml"
+    src.write_text(PAN_TOML)
+    assert main(["plato", "config", "import", str(src)]) == 0
+    assert "astrotool's default bins 16" in capsys.readouterr().out
+    src.write_text(PAN_TOML.replace(old, new) if "fraction = 0.8" not in new else
+                   PAN_TOML.replace("[fraction]\ntrain = 0.85\nvalid = 0.15\n", "").replace(old, new))
+    assert main(["plato", "config", "import", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1 and "pydantic.dev" not in err
+
+
+def test_prepare_train_and_eval_name_bad_options_and_inputs(small, tmp_path, capsys):
+    ws = _copy(small, tmp_path)
+    bad = tmp_path / "bad_lightcurves.parquet"
+    good = sorted((ws / "plato/raw").glob("*.parquet"))[0].read_bytes()
+    bad.write_bytes(good[:len(good) // 2])
+    for args, msg in (
+            (["prepare", "--name", "z", str(bad)], "bad_lightcurves.parquet: not a readable Parquet file"),
+            (["prepare", "--name", "z", "--length", "100"], "--length: 100 samples; at least 256 are needed"),
+            (["--set", "plato.prepare.split=[0.5,0.2,0.2]", "prepare", "--name", "z"], "split: fractions must be "
+                                                                                         "non-negative, sum to 1"),
+            (["--set", "plato.eval.thresholds=[]", "eval"], "plato.eval.thresholds"),
+            (["--set", "plato.eval.thresholds=[0.5,1.5]", "eval"], "thresholds: each must lie in (0, 1)"),
+            (["--set", "plato.train.optimizer_kwargs={eps=-1}", "train", "--model", "o", "--width", "2"],
+             "plato.train.optimizer_kwargs: AdamW refuses {'eps': -1.0} (Invalid epsilon value")):
+        capsys.readouterr()
+        assert main(["-w", str(ws), "plato", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert msg in err and "--overwrite" not in err, err
+    assert not (ws / "plato/prepared/z").exists() and not (ws / "plato/models/o/model.json").exists()
+
+
+def test_filter_inf_keeps_gappy_curves_and_drops_those_with_nan_samples(tmp_path, capsys):
+    from astrotool_plato.config import PrepareConfig
+    from astrotool_plato.prepare import PreparedDataset, prepare_curve
+
+    ws = tmp_path / "w"
+    assert main(["-w", str(ws), "-q", "--set", "plato.simulate.gaps=true", "plato", "simulate", "-n", "3",
+                 "--days", "6", "--set", "plato.simulate.duration_hours=[1,3]"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws), "--json", "plato", "prepare", "--filter-inf"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["curves"] == 3 and out["dropped"] == {}
+    assert np.asarray(PreparedDataset(ws / "plato/prepared/quarters").metadata(["filled"])["filled"]).min() > 0
+    t = np.delete(np.arange(1024) * 25.0 / 86400.0, np.s_[100:150])      # a gap
+    f = np.ones(t.size)
+    cfg = PrepareConfig(bad_values="drop")
+    assert isinstance(prepare_curve(t, f, {}, cfg, 512), dict)
+    f[10] = np.nan
+    assert prepare_curve(t, f, {}, cfg, 512) == "1 NaN/inf sample(s) (bad_values = drop)"
+    assert isinstance(prepare_curve(t, f, {}, PrepareConfig(), 512), dict)
+
+
+def test_prepare_refuses_shards_simulated_with_other_settings(tmp_path, capsys):
+    """One shard of an array simulated again with --overwrite and another noise: its labels replaced every
+    curve's, and prepare mixed 600 and 700 ppm curves under 700 ppm labels (exit 0)."""
+    sim = ["-w", str(tmp_path), "-q", "plato", "simulate", "-n", "4", "--days", "1", "--chunk-size", "2"]
+    for i in (0, 1):
+        assert main(["--shard", f"{i}/2", *sim]) == 0
+    assert main(["--shard", "1/2", "--overwrite", *sim, "--noise-ppm", "700"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "plato", "prepare"]) == 2
+    err = capsys.readouterr().err
+    assert "sim000000-000001_lightcurves.parquet: simulated with other settings than the labels in " \
+           "sim_labels.parquet" in err
+    assert not (tmp_path / "plato" / "prepared" / "quarters").exists()
