@@ -66,6 +66,7 @@ def test_autoencoder_shapes_loss_and_clustering_accuracy():
         StampAutoencoder(crop=33)
     # two clusters, one holding a stray label: 3 of 4 counted right
     assert clustering_accuracy(np.array([[0.0], [0.1], [10.0], [10.1]]), np.array([0, 0, 1, 0]), 2) == 0.75
+    assert np.isnan(clustering_accuracy(np.array([[0.0], [0.1], [10.0]]), np.array([0, 1, 1]), 3))  # was 1.0
 
 
 def test_entropy_regularised_loss_on_hand_made_logits():

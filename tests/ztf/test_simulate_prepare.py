@@ -98,9 +98,13 @@ def test_simulate_ingests_keeps_and_refuses_changed_settings(tmp_path, astro):
     stamps = read_stamps(ws / "ztf" / "stamps" / "sim_0000_stamps.h5")
     edge = table["stamps_resized"].to_numpy()[: len(stamps["candid"])]
     assert edge.any() and np.isnan(stamps["science"][edge]).any() and not np.isnan(stamps["science"][~edge]).any()
-    again = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "--set",
+    fewer = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "--set",
                   "ztf.simulate.edge_fraction=0.25", "ztf", "simulate", "-n", 6)
-    assert again.returncode == 0 and json.loads(again.stdout)["kept"] == 1
+    assert fewer.returncode == 2 and "--overwrite" in fewer.stderr  # removing files needs --overwrite
+    assert (ws / "ztf" / "alerts" / "sim_0001_alerts.parquet").exists()
+    again = astro("--json", "-w", ws, "--seed", 2, "--overwrite", "--set", "ztf.simulate.objects_per_file=6", "--set",
+                  "ztf.simulate.edge_fraction=0.25", "ztf", "simulate", "-n", 6)
+    assert again.returncode == 0 and json.loads(again.stdout)["files"] == 1
     assert not (ws / "ztf" / "alerts" / "sim_0001_alerts.parquet").exists()  # a smaller run leaves no extra file
     bad = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "ztf", "simulate", "-n", 6)
     assert bad.returncode == 2 and "edge_fraction" in bad.stderr and "--overwrite" in bad.stderr

@@ -35,15 +35,14 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
 
     from astrotool_ztf.model import AUTOENCODER, StampAutoencoder, autoencoder_loss
     from astrotool_ztf.prepare import first_alerts
-    from astrotool_ztf.train import start_training, train_indices
+    from astrotool_ztf.train import check_splits, start_training, train_indices
 
     model_dir = Path(model_dir)
     if int(ds.attrs["crop"]) != 21:
         raise InputError(ds.root, f"the autoencoder takes 21 px stamps; this set has {ds.attrs['crop']} px "
                                   "(prepare --crop 21)")
     tr_idx, va_idx = train_indices(ds, "all"), first_alerts(ds, "val")
-    if len(tr_idx) == 0 or len(va_idx) == 0:
-        raise InputError(ds.root, f"{len(tr_idx)} training and {len(va_idx)} validation alerts")
+    check_splits(ds, len(tr_idx), len(va_idx))
     train, val = _stamps(ds, tr_idx), _stamps(ds, va_idx)
     rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
     kwargs = {"in_channels": CHANNELS, "latent": cfg.latent, "variational": cfg.arch == "vae", "crop": 21}
@@ -91,12 +90,17 @@ def latents(model_dir, ds, split: str) -> dict:
     each object of ``split``."""
     import torch
 
+    from astrotool.errors import InputError
     from astrotool.ml.checkpoint import build_model, load_checkpoint
 
     from astrotool_ztf.model import AUTOENCODER, REGISTRY
     from astrotool_ztf.prepare import first_alerts
 
-    model = build_model(load_checkpoint(model_dir, AUTOENCODER), REGISTRY).eval()
+    ckpt = load_checkpoint(model_dir, AUTOENCODER)
+    if int(ds.attrs["crop"]) != int(ckpt.meta.get("crop", 21)):
+        raise InputError(Path(model_dir) / "model.json", f"trained with crop {ckpt.meta.get('crop', 21)}; the set "
+                                                         f"{ds.name} has {ds.attrs['crop']}")
+    model = build_model(ckpt, REGISTRY).eval()
     idx = np.sort(first_alerts(ds, split))
     x = _stamps(ds, idx)
     mus, errs = [], []
@@ -114,22 +118,39 @@ def latents(model_dir, ds, split: str) -> dict:
 
 def clustering_accuracy(latent: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> float:
     """Astorga et al.'s clustering accuracy: k-means clusters of the latents, each counted as its most common
-    class, ``(1/N) sum_c max_class n(c, class)``."""
+    class, ``(1/N) sum_c max_class n(c, class)``; NaN unless there are more objects than clusters (with
+    as many clusters as objects every object is a cluster of its own, and the figure is 1 whatever the
+    latents)."""
     from sklearn.cluster import KMeans
 
-    if len(labels) == 0:
+    if len(labels) <= k:
         return float("nan")
-    clusters = KMeans(n_clusters=min(k, len(labels)), n_init=10, random_state=seed).fit_predict(latent)
+    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(latent)
     return float(sum(np.bincount(labels[clusters == c]).max() for c in np.unique(clusters)) / len(labels))
+
+
+def check_metric(metric: str) -> None:
+    """Refuse a ``ztf.embed.metric`` that UMAP does not know (before any work)."""
+    from umap.distances import named_distances
+
+    from astrotool.errors import ConfigError
+
+    if metric not in named_distances:
+        raise ConfigError([f"ztf.embed.metric: {metric!r} is not a UMAP metric (one of "
+                           f"{', '.join(sorted(named_distances))})"])
 
 
 def umap_embedding(latent: np.ndarray, n_neighbors: int, min_dist: float, metric: str, seed: int) -> np.ndarray:
     """Two-dimensional UMAP of the (standardised) latents."""
+    import warnings
+
     import umap
 
     z = (latent - latent.mean(0)) / np.where(latent.std(0) > 0, latent.std(0), 1.0)
-    return umap.UMAP(n_neighbors=min(n_neighbors, len(z) - 1), min_dist=min_dist, metric=metric,
-                     random_state=seed).fit_transform(z)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
+        return umap.UMAP(n_neighbors=min(n_neighbors, len(z) - 1), min_dist=min_dist, metric=metric,
+                         random_state=seed).fit_transform(z)
 
 
 def plot_embedding(path, xy: np.ndarray, class_names, title: str) -> Path:

@@ -102,8 +102,11 @@ def simulate(
     each into ztf/alerts/ and ztf/stamps/ as `astro ztf ingest` does. Object i
     is drawn from the seed (core.seed, i): the same alerts for any --jobs.
     Files made with the same settings are kept; other settings are refused
-    unless --overwrite.
+    unless --overwrite. Under --shard I/N a task draws and ingests its share of
+    the files.
     """
+    import dataclasses
+    import functools
     import time
 
     from astrotool.context import current
@@ -120,17 +123,23 @@ def simulate(
     items = plan_files(sim.name, folder, ctx.seed, sim.model_dump(mode="json"), ctx.overwrite)
     # files made with other settings: refused before anything is drawn
     made_with.check_all([([i.path], file_record(i), False) for i in items], overwrite=ctx.overwrite)
-    for path in stale_files(sim.name, [folder, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)], len(items)):
+    stale = stale_files(sim.name, [folder, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)], len(items))
+    if stale and not ctx.overwrite:  # fewer objects: the extra files go only with --overwrite
+        raise made_with.SettingsChanged(stale[0], [f"ztf.simulate.n_objects: {sim.n_objects} objects fill "
+                                                   f"{len(items)} file(s); the files of an earlier run with more "
+                                                   "objects exist"],
+                                        hint="use --overwrite to remove them")
+    for path in stale:
         ctx.log.info("removing %s (an earlier run with more objects)", path)
         path.unlink()
     t0 = time.perf_counter()
-    done = [r for _, r in ctx.map(simulate_item, ctx.shard_of(items), desc="simulate alerts",
-                                  keys=[i.path for i in ctx.shard_of(items)])]
-    t_sim = time.perf_counter() - t0
+    done = [r for _, r in ctx.map(simulate_item, items, desc="simulate alerts", keys=[i.path for i in items])]
+    t_sim = time.perf_counter() - t0  # ctx.map ran this shard's files: they are ingested here, all of them
+    own_files = functools.partial(ctx.map, options=dataclasses.replace(ctx.executor_options, shard=None))
     written = [p for p, new in done if new]
-    results = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, ctx.map, True)
+    results = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files, True)
     results += ingest_files([p for p, new in done if not new], ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS),
-                            cfg.ingest, ctx.map, ctx.overwrite)
+                            cfg.ingest, own_files, ctx.overwrite)
     for p in written:
         ctx.record.add_output(p)
     for r in results:
@@ -278,8 +287,9 @@ def evaluate(
     """Score classifiers on the first alert of each object of a split: accuracy, macro-F1, per-class recall,
     confusion matrix, calibration error before and after temperature scaling.
 
-    With several models (one per seed) the result adds the mean and standard
-    deviation of each figure. Writes ztf/reports/<model>_<split>_evaluate.json,
+    With several models the result adds the mean and standard deviation of each
+    figure over each group of models trained alike but for the seed (`summary`,
+    the group's models in `of`). Writes ztf/reports/<model>_<split>_evaluate.json,
     _confusion.png (normalised) and _reliability.png.
     """
     from astrotool.context import current
@@ -290,7 +300,7 @@ def evaluate(
     from astrotool.workspace import write_json_atomic
     from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
     from astrotool_ztf.autoencoder import clustering_accuracy, latents
-    from astrotool_ztf.evaluate import evaluate_model, summarise, write_figures
+    from astrotool_ztf.evaluate import evaluate_model, seed_groups, summarise, write_figures
     from astrotool_ztf.model import AUTOENCODER, TEMPORAL
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.temporal import gain_table
@@ -301,26 +311,36 @@ def evaluate(
         raise InputError("--split", f"expected train, val or test, not {split!r}")
     cfg = ctx.section(NAME, {"train.dataset": dataset}).train
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
+    base = mc.model_dir(ctx, NAME, baseline, "--baseline") if baseline else None
+    if base is not None and not (base / "model.json").is_file():
+        raise InputError("--baseline", f"{baseline!r}: no trained model ({base / 'model.json'} does not exist)")
     if models:
         dirs = [mc.model_dir(ctx, NAME, m) for m in models]
+        twice = sorted({d.name for d in dirs if [e.resolve() for e in dirs].count(d.resolve()) > 1})
+        if twice:
+            raise InputError("--model", f"{', '.join(twice)} given more than once (each model is scored once)")
     else:
         root = ctx.workspace.stage(NAME, MODELS)
         dirs = sorted(p for p in root.glob(f"{ds.name}_*") if (p / "model.json").is_file())
         if not dirs:
             raise InputError(root, f"no model of the set {ds.name!r} (train one, or name it with --model)")
+    for d in dirs:  # before any work: a set re-made since a model's training is no hold-out for it
+        mc.check_trained_on(read_meta(d).get("settings", {}).get("dataset"), ds, d)
     reports = ctx.workspace.stage(NAME, REPORTS)
+
     def arch_of(d):
         return read_meta(d)["architecture"]["name"]
 
     autoencoders = [d for d in dirs if arch_of(d) == AUTOENCODER]
+    ae_rows, tables = [], {}  # shown beside the classifiers' results when the set has both
     if autoencoders:
-        ae_rows = []
         with ds:
             for d in autoencoders:
                 lat = latents(d, ds, split)
+                acc = clustering_accuracy(lat["latent"], lat["label"], 10)
                 row = {"model": d.name, "split": split, "n": int(len(lat["label"])),
                        "reconstruction_mse": float(np.mean(lat["recon_error"])),
-                       "clustering_accuracy_k10": clustering_accuracy(lat["latent"], lat["label"], 10),
+                       "clustering_accuracy_k10": None if np.isnan(acc) else acc,  # null: 10 objects or fewer
                        "reconstruction_mse_by_class": {c: float(np.mean(lat["recon_error"][lat["class_name"] == c]))
                                                        for c in sorted(set(lat["class_name"]))}}
                 out = reports / f"{d.name}_{split}_evaluate.json"
@@ -333,10 +353,9 @@ def evaluate(
             return
     temporal = [d for d in dirs if arch_of(d) == TEMPORAL]
     if temporal:
-        base = mc.model_dir(ctx, NAME, baseline) if baseline else ctx.workspace.stage(NAME, MODELS) / \
-            f"{ds.name}_classifier"
-        base = base if (base / "model.json").is_file() else None
-        tables = {}
+        if base is None:
+            base = ctx.workspace.stage(NAME, MODELS) / f"{ds.name}_classifier"
+            base = base if (base / "model.json").is_file() else None
         with ds:
             for d in temporal:
                 tables[d.name] = gain_table(ds, d, split, baseline_dir=base)
@@ -368,9 +387,13 @@ def evaluate(
                                                           r["classification"]["recall"])},
              "ece_before": round(r["calibration_before"]["ece"], 4), "ece_after": round(r["calibration_after"]["ece"], 4),
              "temperature": round(r["temperature"], 3)} for r in results]
-    ctx.emit({"split": split, "dataset": ds.name, "models": rows, "summary": summarise(results)}
+    by_name = {r["model"]: r for r in results}  # mean ± std only over seeds of one configuration
+    summaries = [{**summarise([by_name[d.name] for d in group]), "of": [d.name for d in group]}
+                 for group in seed_groups(dirs) if len(group) > 1]
+    others = {**({"autoencoders": ae_rows} if ae_rows else {}), **({"temporal": tables} if tables else {})}
+    ctx.emit({"split": split, "dataset": ds.name, "models": rows, "summary": summaries, **others}
              if len(results) > 1 else {**rows[0], "split": split, "dataset": ds.name,
-                                       "confusion_png": results[0]["confusion_png"]})
+                                       "confusion_png": results[0]["confusion_png"], **others})
 
 
 @app.command()
@@ -401,6 +424,7 @@ def predict(
     from astrotool.context import current
     from astrotool.errors import InputError
     from astrotool.io.tables import write_parquet
+    from astrotool.names import check_name
     from astrotool.workspace import atomic_path
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
     from astrotool_ztf.classify import load_classifier
@@ -408,6 +432,10 @@ def predict(
     from astrotool_ztf.predict import per_object, predict_file
 
     ctx = current()
+    if name is not None:
+        check_name(name, "--name")
+    if batch_size < 1:
+        raise InputError("--batch-size", f"must be at least 1, not {batch_size}")
     ws = ctx.workspace
     alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
     mdir = mc.model_dir(ctx, NAME, model)
@@ -424,17 +452,24 @@ def predict(
     pairs = []
     files = [p for p in inputs if Path(p).exists()]
     names = [p for p in inputs if not Path(p).exists()]
+    n_failed = 0
     if files:
-        for r in ingest_files(expand_inputs([Path(p) for p in files]), alerts_dir, stamps_dir, ctx.section(NAME).ingest,
-                              ctx.map, ctx.overwrite):
-            pairs.append((Path(r.alerts), Path(r.stamps)))
+        once: dict = {}  # a file named twice (or in a folder named too) is read once
+        for f in expand_inputs([Path(p) for p in files]):
+            once.setdefault(f.resolve(), f)
+        expanded = list(once.values())
+        done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, ctx.overwrite)
+        n_failed = len(expanded) - len(done)
+        pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
     for n in names:
         a, s = alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5"
         if not a.exists():
             raise InputError(n, "neither a file nor an ingested alert table in ztf/alerts")
         pairs.append((a, s))
+    pairs = list(dict.fromkeys(pairs))  # an input named twice counts once
     if not pairs:
-        raise InputError(", ".join(inputs), "no alert file could be read")
+        raise InputError(", ".join(inputs), f"no alert file could be ingested: {n_failed} failed (the errors "
+                                            "above say why)")
     t0 = time.perf_counter()
     parts, rates = [], []
     for a, s in pairs:
@@ -504,16 +539,19 @@ def embed(
 
     from astrotool.context import current
     from astrotool.io.tables import write_parquet
+    from astrotool.ml.checkpoint import read_meta
     from astrotool_ztf import EMBEDDINGS, NAME, PREPARED
-    from astrotool_ztf.autoencoder import latents, plot_embedding, umap_embedding
+    from astrotool_ztf.autoencoder import check_metric, latents, plot_embedding, umap_embedding
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.train import NO_DATASET
 
     ctx = current()
     cfg = ctx.section(NAME, {"train.dataset": dataset, "embed.split": split})
     e = cfg.embed
+    check_metric(e.metric)
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.train.dataset, StampDataset, NO_DATASET)
     mdir = mc.model_dir(ctx, NAME, model)
+    mc.check_trained_on(read_meta(mdir).get("settings", {}).get("dataset"), ds, mdir)
     ctx.record.add_input(mdir / "model.json")
     with ds:
         lat = latents(mdir, ds, e.split)

@@ -7,11 +7,11 @@ Packaged defaults are in ``astrotool_ztf/defaults.toml``; override them in a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from astrotool.section import Section
+from astrotool.section import FileName, FileNameOrEmpty, Section, Seed, check_odd, check_ordered
 
 __docformat__ = "numpy"
 
@@ -31,10 +31,10 @@ class IngestConfig(Section):
 class SimulateConfig(Section):
     """``[ztf.simulate]``: labelled alerts drawn with GalSim (:mod:`astrotool_ztf.simulate`)."""
 
-    name: str = Field("sim", description="file stem: ztf/simulated/<name>_NNNN.parquet, then ingested")
+    name: FileName = Field("sim", description="file stem: ztf/simulated/<name>_NNNN.parquet, then ingested")
     n_objects: int = Field(500, ge=1, description="objects (an AGN, SN or VS has several alerts)")
     objects_per_file: int = Field(250, ge=1, description="objects per alert file (one executor item each)")
-    class_fractions: dict[Literal["AGN", "SN", "VS", "asteroid", "bogus"], float] = Field(
+    class_fractions: dict[Literal["AGN", "SN", "VS", "asteroid", "bogus"], Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: {"AGN": 0.2, "SN": 0.2, "VS": 0.2, "asteroid": 0.2, "bogus": 0.2},
         description="share of the objects in each class (normalised)")
     alerts_per_object: tuple[int, int] = Field((1, 5), description="[min, max] alerts of an AGN, SN or VS "
@@ -45,11 +45,23 @@ class SimulateConfig(Section):
     edge_fraction: float = Field(0.02, ge=0, le=0.25, description="share of alerts cut at a CCD edge (x4 for bogus)")
     stamp_size: int = Field(63, ge=15, le=127, description="stamp side [px]")
 
+    @model_validator(mode="after")
+    def _check(self) -> "SimulateConfig":
+        check_ordered("alerts_per_object", self.alerts_per_object)
+        check_ordered("seeing_fwhm", self.seeing_fwhm)
+        if self.alerts_per_object[0] < 1:
+            raise ValueError("alerts_per_object: an object has at least 1 alert")
+        if self.seeing_fwhm[0] <= 0:
+            raise ValueError("seeing_fwhm: a FWHM must be > 0")
+        if not sum(self.class_fractions.values()) > 0:
+            raise ValueError("class_fractions: at least one class needs a share > 0")
+        return self
+
 
 class PrepareConfig(Section):
     """``[ztf.prepare]``: the training set (:mod:`astrotool_ztf.prepare`)."""
 
-    name: str = Field("sim", description="dataset folder: ztf/prepared/<name>")
+    name: FileName = Field("sim", description="dataset folder: ztf/prepared/<name>")
     inputs: list[str] = Field(["sim_*"], description="alert tables in ztf/alerts: names (NAME of "
                                                      "NAME_alerts.parquet) or glob patterns")
     crop: Literal[21, 33, 45, 63] = Field(21, description="stamp side after the centre crop [px]")
@@ -67,13 +79,13 @@ class TrainConfig(Section):
     """``[ztf.train]``: the stamp classifier (:mod:`astrotool_ztf.model`, :mod:`astrotool_ztf.train`)."""
 
     dataset: str = Field("sim", description="prepared set name or folder (ztf/prepared/<dataset>)")
-    model: str = Field("", description="model name: ztf/models/<model>/ (default: <dataset>_<arch>, with "
+    model: FileNameOrEmpty = Field("", description="model name: ztf/models/<model>/ (default: <dataset>_<arch>, with "
                                        "_seed<k> for each of several seeds)")
     arch: Literal["classifier", "temporal", "ae", "vae", "probe"] = Field(
         "classifier", description="what to train: the ALeRCE stamp classifier (first alert), the temporal model "
                                   "(1 to max_alerts alerts), Astorga's (variational) autoencoder, or a probe "
                                   "on a trained autoencoder's frozen latents")
-    seeds: list[int] = Field(default_factory=list, description="train one model per seed (default: core.seed)")
+    seeds: list[Seed] = Field(default_factory=list, description="train one model per seed (default: core.seed)")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=2, description="alerts per optimiser step (ALeRCE: 64)")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate (ALeRCE: 1e-3)")
@@ -94,6 +106,13 @@ class TrainConfig(Section):
     hidden: int = Field(64, ge=1, description="temporal: GRU state size")
     patience: int = Field(5, ge=0, description="early-stopping patience [epochs]; 0 = off")
     resume: bool = Field(True, description="continue from the last checkpoint")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        check_odd("kernel", self.kernel)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: each seed once, got {self.seeds}")
+        return self
 
 
 class EmbedConfig(Section):

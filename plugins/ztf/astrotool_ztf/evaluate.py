@@ -56,6 +56,22 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15) -> dict
             "alerts_per_s": round(float(pred.samples_per_s), 1)}
 
 
+def seed_groups(model_dirs) -> list[list]:
+    """``model_dirs`` grouped by what they were trained with but the seed (architecture, settings, set):
+    the groups whose scores :func:`summarise` may average, in the order first met."""
+    import json
+
+    from astrotool.ml.checkpoint import read_meta
+
+    groups: dict[str, list] = {}
+    for d in model_dirs:
+        meta = read_meta(d)
+        settings = {k: v for k, v in (meta.get("settings") or {}).items() if k != "seed"}
+        key = json.dumps([meta["architecture"]["name"], settings], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(d)
+    return list(groups.values())
+
+
 def summarise(results: list[dict]) -> dict:
     """Mean and standard deviation over models of accuracy, macro-F1, ECE and per-class recall."""
     def stat(values):

@@ -20,13 +20,11 @@ __docformat__ = "numpy"
 
 def alert_inputs(alerts_path, stamps_path, meta: dict):
     """The table, model inputs and a usable-row mask of one ingested alert file (checkpoint's preprocessing)."""
-    import pandas as pd
-
     from astrotool.errors import InputError
     from astrotool_ztf.ingest import read_stamps
-    from astrotool_ztf.prepare import crop_centre, features, normalise_stamps, standardise
+    from astrotool_ztf.prepare import crop_centre, features, normalise_stamps, read_alert_table, standardise
 
-    table = pd.read_parquet(alerts_path)
+    table = read_alert_table(alerts_path)
     stamps = read_stamps(stamps_path)
     if len(stamps["candid"]) != len(table) or not np.array_equal(stamps["candid"], table["candid"].to_numpy()):
         raise InputError(stamps_path, f"does not hold the stamps of {Path(alerts_path).name} in its order "

@@ -53,6 +53,9 @@ CLIP = {"sgscore1": (-1, None), "sgscore2": (-1, None), "sgscore3": (-1, None), 
         "ncovhist": (None, 3000), "chinr": (-1, 15), "sharpnr": (-1, 1.5), "non_detections": (None, 2000)}
 """ALeRCE's clipping limits ``(low, high)`` (None: that side unclipped)."""
 
+DERIVED = ("ecl_lat", "ecl_long", "gal_lat", "gal_long", "non_detections", "isdiffpos")
+"""Features computed from other columns (``isdiffpos``: positive when missing)."""
+
 CHANNELS = ("science", "template", "difference", "nan_mask")
 
 
@@ -153,6 +156,33 @@ def assign_splits(objects, labels, n_val: int, n_test: int, seed: int, holdout: 
     return out
 
 
+REQUIRED = ("objectId", "candid", "jd", *(f for f in FEATURES if f not in DERIVED), "ncovhist")
+"""Columns an alert table must hold (those of :data:`FEATURES` not derived, and what they are derived from)."""
+
+
+def read_alert_table(alerts_path):
+    """An ingested alert table (pandas), refused with the file named when it cannot be read, lacks
+    :data:`REQUIRED` columns or holds a feature column that is not numeric."""
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        table = pd.read_parquet(alerts_path)
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(alerts_path, f"not a readable alert table ({e}); ingest it again") from None
+    missing = [c for c in REQUIRED if c not in table]
+    if missing:
+        raise InputError(alerts_path, f"no column {', '.join(missing)} (an alert table of `astro ztf ingest` "
+                                      "holds them)")
+    for c in FEATURES:
+        if c in table and c != "isdiffpos" and not pd.api.types.is_numeric_dtype(table[c]):
+            try:
+                table[c].to_numpy(dtype=float, na_value=np.nan)
+            except (TypeError, ValueError) as e:
+                raise InputError(alerts_path, f"column {c!r} is not numeric ({e})") from None
+    return table
+
+
 def read_labelled(alerts_path, stamps_path, label_column: str, label_map: dict, classes) -> tuple:
     """An alert table and its stamps, restricted to alerts with a known class.
 
@@ -163,11 +193,9 @@ def read_labelled(alerts_path, stamps_path, label_column: str, label_map: dict, 
     stamps : dict of numpy.ndarray
         ``science``, ``template``, ``difference`` of those rows.
     """
-    import pandas as pd
-
     from astrotool_ztf.ingest import read_stamps
 
-    table = pd.read_parquet(alerts_path)
+    table = read_alert_table(alerts_path)
     if label_column not in table:
         raise InputError(alerts_path, f"no label column {label_column!r} (columns: {', '.join(table.columns[:15])}"
                                       f"{', ...' if len(table.columns) > 15 else ''}); set ztf.prepare.label_column")
@@ -233,13 +261,13 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     astrotool.made_with.SettingsChanged
         The set exists, made with other settings or inputs, and ``overwrite`` is False.
     """
+    import os
     import shutil
-    import warnings
 
     import pandas as pd
 
     from astrotool.made_with import SettingsChanged, changes, file_checksum
-    from astrotool.ml.data import MANIFEST_SUFFIX, DatasetWriter
+    from astrotool.ml.data import MANIFEST_SUFFIX
 
     from astrotool_ztf.simulate import CLASSES
 
@@ -279,9 +307,40 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     order = allt.sort_values(["objectId", "jd"], kind="stable")
     alert_index = order.groupby("objectId").cumcount().reindex(allt.index).to_numpy()
     n_alerts = allt.groupby("objectId")["objectId"].transform("size").to_numpy()
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    writer = DatasetWriter(str(out_dir), out_dir.name, shard_product="stamps", table_product="alerts", kind=KIND,
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")  # the old set stays until the new is complete
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        manifest = _write_set(tmp, out_dir.name, tables, stamp_sets, sources, split_of, alert_index, n_alerts,
+                              classes, cfg, settings)
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        if out_dir.exists():
+            out_dir.rename(old)
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            if old.exists():  # the old set comes back
+                old.rename(out_dir)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    counts = pd.crosstab(pd.Series([split_of[str(o)] for o in allt["objectId"]], name="split"),
+                         allt["class_name"])
+    if log is not None:
+        log.info("prepared %d alerts of %d objects -> %s", manifest["n"], allt["objectId"].nunique(), out_dir)
+    return {"dataset": str(out_dir), "kept": False, "n": manifest["n"], "objects": int(allt["objectId"].nunique()),
+            "alerts_per_split_and_class": {s: {c: int(v) for c, v in row.items()} for s, row in counts.iterrows()}}
+
+
+def _write_set(folder, name, tables, stamp_sets, sources, split_of, alert_index, n_alerts, classes, cfg,
+               settings) -> dict:
+    """Write the shards, table and manifest of a prepared set into ``folder``; its manifest."""
+    import warnings
+
+    from astrotool.ml.data import DatasetWriter
+
+    out_dir = Path(folder).parent / name  # for messages
+    writer = DatasetWriter(str(folder), name, shard_product="stamps", table_product="alerts", kind=KIND,
                            compression=cfg.compression, command="ztf prepare")
     start = 0
     feats_train = []
@@ -312,12 +371,7 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         "classes": classes, "features": list(FEATURES), "channels": list(CHANNELS), "crop": cfg.crop,
         "feature_mean": [float(v) for v in mean], "feature_std": [float(v) for v in std],
         "clip": {k: list(v) for k, v in CLIP.items()}, "settings": settings})
-    counts = pd.crosstab(pd.Series([split_of[str(o)] for o in allt["objectId"]], name="split"),
-                         allt["class_name"])
-    if log is not None:
-        log.info("prepared %d alerts of %d objects -> %s", manifest["n"], allt["objectId"].nunique(), out_dir)
-    return {"dataset": str(out_dir), "kept": False, "n": manifest["n"], "objects": int(allt["objectId"].nunique()),
-            "alerts_per_split_and_class": {s: {c: int(v) for c, v in row.items()} for s, row in counts.iterrows()}}
+    return manifest
 
 
 def standardise(features_raw: np.ndarray, mean, std) -> np.ndarray:

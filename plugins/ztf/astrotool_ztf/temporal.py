@@ -75,17 +75,14 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
     """Train (or resume) the temporal classifier; arguments as :func:`astrotool_ztf.train.train_classifier`."""
     import torch
 
-    from astrotool.errors import InputError
     from astrotool.ml.training import epoch_rng, fit
 
     from astrotool_ztf.model import TEMPORAL, TemporalClassifier, entropy_regularised_loss
-    from astrotool_ztf.train import balanced_order, start_training
+    from astrotool_ztf.train import balanced_order, check_splits, start_training
 
     model_dir = Path(model_dir)
     train, val = sequences(ds, "train", cfg.max_alerts), sequences(ds, "val", cfg.max_alerts)
-    if len(train["label"]) == 0 or len(val["label"]) == 0:
-        raise InputError(ds.root, f"{len(train['label'])} training and {len(val['label'])} validation objects: "
-                                  "both splits must hold objects")
+    check_splits(ds, len(train["label"]), len(val["label"]), "objects")
     rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
     kwargs = {"in_channels": int(ds.arrays["stamps"][0][0]), "n_features": len(ds.feature_names),
               "n_classes": len(ds.classes), "crop": int(ds.attrs["crop"]), "kernel": cfg.kernel,

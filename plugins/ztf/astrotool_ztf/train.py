@@ -64,9 +64,25 @@ def load_split(ds, indices: np.ndarray, stats: dict | None = None) -> dict:
             "label": np.asarray(meta["label"])[np.sort(indices)].astype(np.int64)}
 
 
-def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime):
+def check_splits(ds, n_train: int, n_val: int, word: str = "alerts") -> None:
+    """Refuse a set whose training or validation split is empty, naming the cause (a hold-out set, too
+    few objects)."""
+    from astrotool.errors import InputError
+
+    if n_train and n_val:
+        return
+    holdout = ds.attrs.get("settings", {}).get("ztf", {}).get("prepare", {}).get("holdout")
+    why = ("it is a hold-out set (prepared with ztf.prepare.holdout = true: every object in the test split, to "
+           "score models on); train on a set prepared without holdout" if holdout else
+           "simulate or ingest more, or lower ztf.prepare.val_per_class")
+    raise InputError(ds.root, f"{n_train} training and {n_val} validation {word}: both splits must hold objects "
+                              f"({why})")
+
+
+def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime, extra: dict | None = None):
     """The runtime launched, the existing model folder resumed, restarted or refused (the settings a resume
-    must share: every key but :data:`RESUMABLE`, the seed, the set's identity), and the seed set."""
+    must share: every key but :data:`RESUMABLE`, the seed, the set's identity and ``extra``), and the seed
+    set."""
     from astrotool.ml.commands import dataset_identity, prepare_training
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import seed_everything
@@ -74,7 +90,7 @@ def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime):
     rt = runtime if runtime is not None else Runtime()
     rt.launch()
     settings = {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
-                "dataset": dataset_identity(ds)}
+                "dataset": dataset_identity(ds), **(extra or {})}
     prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
     if rt.world_size > 1:
         rt.fabric.barrier("ztf-train-prepared")
@@ -113,7 +129,6 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     """
     import torch
 
-    from astrotool.errors import InputError
     from astrotool.ml.training import epoch_rng, fit
 
     from astrotool_ztf.model import ARCHITECTURE, PROBE, StampClassifier, entropy_regularised_loss
@@ -121,14 +136,14 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
 
     model_dir = Path(model_dir)
     tr_idx, va_idx = train_indices(ds, cfg.train_alerts), first_alerts(ds, "val")
-    if len(tr_idx) == 0 or len(va_idx) == 0:
-        raise InputError(ds.root, f"{len(tr_idx)} training and {len(va_idx)} validation alerts: both splits must "
-                                  "hold objects (simulate or ingest more, or lower ztf.prepare.val_per_class)")
+    check_splits(ds, len(tr_idx), len(va_idx))
     train, val = load_split(ds, tr_idx), load_split(ds, va_idx)
-    rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
+    encoder = load_encoder(cfg, model_dir) if cfg.arch == "probe" else None
+    rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime,  # a probe: its encoder's weights
+                                  {"encoder_weights_sha256": encoder.meta.get("weights_sha256")} if encoder else None)
     n_feat = len(ds.feature_names) if cfg.use_features else 0
-    if cfg.arch == "probe":  # a head on a trained autoencoder's frozen latents
-        arch, (model, kwargs) = PROBE, probe_model(cfg, ds, n_feat, model_dir)
+    if encoder is not None:  # a head on a trained autoencoder's frozen latents
+        arch, (model, kwargs) = PROBE, probe_model(cfg, ds, n_feat, encoder)
     else:
         kwargs = {"in_channels": int(ds.arrays["stamps"][0][0]), "n_features": n_feat,
                   "n_classes": len(ds.classes), "crop": int(ds.attrs["crop"]), "kernel": cfg.kernel,
@@ -210,18 +225,24 @@ def store_temperature(model_dir, val: dict) -> float:
     return t
 
 
-def probe_model(cfg, ds, n_features: int, model_dir):
-    """The probe on the autoencoder ``cfg.encoder`` (a model folder; its weights loaded and frozen) and its
-    architecture arguments."""
+def load_encoder(cfg, model_dir):
+    """The checkpoint of the autoencoder ``cfg.encoder`` (a model name or folder) a probe sits on."""
     from astrotool.errors import InputError
     from astrotool.ml.checkpoint import load_checkpoint
 
-    from astrotool_ztf.model import AUTOENCODER, ProbeClassifier
+    from astrotool_ztf.model import AUTOENCODER
 
     if not cfg.encoder:
         raise InputError("ztf.train.encoder", "a probe needs a trained autoencoder (--encoder NAME)")
     enc_dir = Path(cfg.encoder) if Path(cfg.encoder).is_dir() else Path(model_dir).parent / cfg.encoder
-    ckpt = load_checkpoint(enc_dir, AUTOENCODER)
+    return load_checkpoint(enc_dir, AUTOENCODER)
+
+
+def probe_model(cfg, ds, n_features: int, ckpt):
+    """The probe on the autoencoder checkpoint ``ckpt`` (:func:`load_encoder`; its weights loaded and frozen)
+    and its architecture arguments."""
+    from astrotool_ztf.model import ProbeClassifier
+
     kwargs = {"encoder_kwargs": ckpt.meta["architecture"]["kwargs"], "n_features": n_features,
               "n_classes": len(ds.classes), "hidden": cfg.probe_hidden}
     model = ProbeClassifier(**kwargs)
