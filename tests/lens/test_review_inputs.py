@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -151,3 +152,14 @@ def test_measuring_another_method_keeps_the_table_s_methods(tmp_path, capsys):
     code, out, err = run(capsys, ws, "lens", "measure", "--dataset", "t", "--methods", "LINEAR",
                          "--conversion", "responsivity")
     assert code == 0 and parquet_metadata(table)["methods"] == ["LINEAR"]
+
+
+def test_each_shard_records_the_files_it_wrote(tmp_path, capsys):
+    """Each --shard task listed every shard file on disk (other tasks' too) and not the manifest."""
+    ws = tmp_path / "ws"
+    for i in (0, 1):
+        assert run(capsys, ws, "--shard", f"{i}/2", "lens", "generate", "--name", "t", "--n", "8",
+                   "--shard-size", "4", "--stamp-size", "16")[0] == 0
+    records = [json.loads(p.read_text()) for p in sorted((ws / "runs").glob("*/run.json"))]
+    outputs = [sorted(Path(o).name for o in r["outputs"]) for r in records]
+    assert outputs == [["shard00000_stamps.h5"], ["shard00001_stamps.h5", "t_dataset.json", "t_truth.parquet"]]

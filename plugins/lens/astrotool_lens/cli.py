@@ -77,7 +77,7 @@ def generate(
     out = ctx.workspace.stage("lens", "shear") / g.dataset_name
     seed = g.seed if g.seed is not None else ctx.seed
     res = generate_dataset(g, out, seed, mapper=ctx.map, overwrite=ctx.overwrite)
-    for p in sorted(out.glob("shard*_stamps.h5")):
+    for p in res["written"]:  # this process's files (a --shard task lists its own shards)
         ctx.record.add_output(p)
     summary = {"dataset": g.dataset_name, "path": str(out), "n": g.n, "shards": res["shards"],
                "drawn_shards": res["drawn"], "skipped_shards": res["skipped"], "missing_shards": res["missing"],
@@ -87,7 +87,6 @@ def generate(
                         "(re-run the same command to finish)", res["missing"], res["shards"])
     else:
         summary["truth"] = str(out / res["manifest"]["metadata"])
-        ctx.record.add_output(summary["truth"])
         if g.format == "lensnet":
             summary["lensnet"] = str(out / "lensnet" / "data.json")
     ctx.emit(summary)

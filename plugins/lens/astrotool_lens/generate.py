@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from astrotool.ml.data import DatasetWriter
+from astrotool.ml.data import MANIFEST_SUFFIX, DatasetWriter
 from astrotool_lens.config import GenerateConfig, bounds
 from astrotool_lens.data import ShearDataset
 from astrotool_lens.shear import compose_shear, e_to_g, g_to_e
@@ -625,7 +625,9 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
     Returns
     -------
     dict
-        ``{"manifest": dict or None, "drawn": int, "skipped": int, "missing": int, "shards": int}``;
+        ``{"manifest": dict or None, "drawn": int, "skipped": int, "missing": int, "shards": int,
+        "written": [paths]}`` (``written``: the shards this run drew, then the truth table and the
+        manifest when this run finished the dataset);
         the manifest is None while shards are missing: shards neither finished by this run nor
         by an earlier one with these settings (``--shard`` runs, failures). A run that draws
         nothing keeps the existing manifest (:func:`finished_manifest`).
@@ -637,13 +639,17 @@ def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, m
     results = [r for _, r in mapper(generate_shard, tasks, desc=f"generate {cfg.dataset_name}",
                                     keys=[f"shard{t.shard:05d}" for t in tasks])]
     drawn = sum(1 for r in results if not r["skipped"])
+    written = [str(t.writer.shard_path(t.shard)) for t in tasks
+               if any(r["shard"] == t.shard and not r["skipped"] for r in results)]
     ran = {r["shard"] for r in results}
     # a shard this run did not finish counts when an earlier run (another --shard) finished it with
     # these settings
     missing = sum(1 for t in tasks if t.shard not in ran and not shard_done(t))
     manifest = None
     if not missing:
-        manifest = (None if drawn or overwrite else finished_manifest(cfg, out_dir, base_seed, len(tasks))) \
-            or finalize_dataset(cfg, out_dir, base_seed, len(tasks), command)
+        manifest = None if drawn or overwrite else finished_manifest(cfg, out_dir, base_seed, len(tasks))
+        if manifest is None:
+            manifest = finalize_dataset(cfg, out_dir, base_seed, len(tasks), command)
+            written += [str(out_dir / manifest["metadata"]), str(out_dir / f"{cfg.dataset_name}{MANIFEST_SUFFIX}")]
     return {"manifest": manifest, "drawn": drawn, "skipped": len(results) - drawn, "missing": missing,
-            "shards": len(tasks)}
+            "shards": len(tasks), "written": written}
