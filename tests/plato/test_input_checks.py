@@ -236,3 +236,13 @@ def test_prepare_refuses_shards_simulated_with_other_settings(tmp_path, capsys):
     assert "sim000000-000001_lightcurves.parquet: simulated with other settings than the labels in " \
            "sim_labels.parquet" in err
     assert not (tmp_path / "plato" / "prepared" / "quarters").exists()
+
+
+def test_prepare_records_the_files_it_read(tmp_path):
+    base = ["-w", str(tmp_path), "-q", "plato"]
+    assert main([*base, "simulate", "-n", "4", "--days", "1", "--chunk-size", "2"]) == 0
+    assert main([*base, "prepare"]) == 0
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*prepare*/run.json")]
+    assert [p.rsplit("/", 2)[-2:] for p in record["inputs"]] == [
+        ["raw", "sim000000-000001_lightcurves.parquet"], ["raw", "sim000002-000003_lightcurves.parquet"],
+        ["labels", "sim_labels.parquet"]]   # were none

@@ -130,7 +130,9 @@ def _kind(row: dict) -> str:
     return "planet" if row.get("has_transit") else (row.get("eclipse") or "none")
 
 
-def _inputs(sources, raw_dir: Path) -> list[Path]:
+def input_files(sources, raw_dir: Path) -> list[Path]:
+    """The light-curve files ``prepare`` reads: ``sources`` (files, names in ``raw_dir`` or folders), or every
+    ``*_lightcurves.parquet`` of ``raw_dir``."""
     if not sources:
         files = sorted(raw_dir.glob("*_lightcurves.parquet"))
         if not files:
@@ -257,7 +259,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     from astrotool_plato.labels import read_label_tables
     from astrotool_plato.lightcurves import grid_size, read_curves
 
-    files = _inputs(sources, Path(raw_dir))
+    files = input_files(sources, Path(raw_dir))
     labels = read_label_tables(labels_dir)
     if not labels:
         raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `astro plato simulate` first")
