@@ -246,7 +246,8 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path) -> N
     A set re-made under the same name (another seed or other settings) splits its samples
     anew, so its test split can hold the model's own training samples: scores on it are not
     a hold-out's. Which split a set of the same name holds cannot be told, so it is refused
-    too; a set of another name, or a model that recorded no dataset, passes.
+    too; a set of another name, or a model that recorded no dataset, passes. Callers scoring
+    every sample (a split ``all``) need no check.
 
     Parameters
     ----------

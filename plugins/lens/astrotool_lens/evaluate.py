@@ -359,7 +359,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     Raises
     ------
     astrotool.errors.InputError
-        ``ds`` bears the name of the model's training set but was made again since
+        ``ds`` bears the name of the model's training set but was made again since (unless ``split`` is all)
         (:func:`astrotool.ml.commands.check_trained_on`), or its truth table lacks a column.
 
     Returns
@@ -382,7 +382,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     model_dir = Path(model_dir)
     model, meta = load_estimator(model_dir)
-    check_trained_on((meta.get("settings") or {}).get("dataset"), ds, model_dir)   # its training set, drawn anew
+    if cfg.split != "all":  # a split of its training set drawn anew is no hold-out; all is all
+        check_trained_on((meta.get("settings") or {}).get("dataset"), ds, model_dir)
     idx, subset = evaluation_indices(ds, meta, cfg.split)
     truth = ds.truth
     ds.truth_columns(("snr", "hlr"))     # binned below: a missing column is named before the model runs

@@ -321,7 +321,8 @@ def eval_command(ctx, cfg, runtime) -> dict:
     dataset = e.dataset or trained_dataset(ctx.workspace, mdir, ckpt.meta) or cfg.train.dataset
     ds = mc.open_dataset(ctx, NAME, PREPARED, dataset, PreparedDataset, NO_DATASET)
     with ds:
-        mc.check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, mdir)
+        if e.split != "all":  # a split of a set re-made since training is no hold-out; all is all
+            mc.check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, mdir)
         report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.accelerator,
                                     model_cadence_s=ckpt.meta.get("cadence_s"))
     report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)
