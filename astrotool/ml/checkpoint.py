@@ -160,8 +160,7 @@ def read_meta(directory: str | Path) -> dict:
     if not meta_path.is_file():
         if (meta_path.parent / SET_ASIDE_DIR / META_FILE).is_file():
             raise InputError(meta_path, f"no checkpoint here: an interrupted train --overwrite set it aside in "
-                                        f"{SET_ASIDE_DIR}/; run the same train command again (without "
-                                        "--overwrite: it puts the model back and resumes)")
+                                        f"{SET_ASIDE_DIR}/; any train command of this model puts it back first")
         raise InputError(meta_path, "no checkpoint here (model.json is missing)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -398,20 +397,31 @@ def set_aside(directory: str | Path, names: Iterable[str]) -> None:
 
 
 def restore_set_aside(directory: str | Path) -> bool:
-    """Put back what :func:`set_aside` moved when no new checkpoint took its place; return whether
-    anything was put back. A leftover beside a new checkpoint is removed."""
+    """Put back what :func:`set_aside` moved unless a new model took its place; return whether anything
+    was put back.
+
+    A new model is a ``model.json`` saved beside a set-aside one: then the set-aside files go. Else
+    every set-aside file comes back, replacing what the unfinished run left under its name (a
+    ``last/`` without a model, when no epoch improved), and a move that stopped half-way is undone.
+    """
     import shutil
 
     d = Path(directory)
     aside = d / SET_ASIDE_DIR
     if not aside.is_dir():
         return False
+    if (aside / META_FILE).exists() and (d / META_FILE).exists():
+        shutil.rmtree(aside, ignore_errors=True)
+        return False
     restored = False
-    if not any((d / n).exists() for n in (WEIGHTS_FILE, META_FILE, LAST_DIR)):
-        for p in aside.iterdir():
-            if not (d / p.name).exists():
-                p.rename(d / p.name)
-                restored = True
+    for p in sorted(aside.iterdir()):
+        top = d / p.name
+        if top.is_dir() and not top.is_symlink():
+            shutil.rmtree(top)
+        elif top.exists() or top.is_symlink():
+            top.unlink()
+        p.rename(top)
+        restored = True
     shutil.rmtree(aside, ignore_errors=True)
     return restored
 
@@ -428,7 +438,9 @@ def wait_for_restore(directory: str | Path, timeout: float = 60.0) -> None:
 
 
 def discard_set_aside(directory: str | Path) -> None:
-    """Delete what :func:`set_aside` kept: the new run has saved an epoch."""
+    """Delete what :func:`set_aside` kept once the new run has saved a model (``model.json``; an epoch that
+    did not improve saves only ``last/``)."""
     import shutil
 
-    shutil.rmtree(Path(directory) / SET_ASIDE_DIR, ignore_errors=True)
+    if (Path(directory) / META_FILE).is_file():
+        shutil.rmtree(Path(directory) / SET_ASIDE_DIR, ignore_errors=True)

@@ -240,7 +240,7 @@ def dataset_identity(ds) -> dict[str, Any]:
     return {"name": ds.name, "n": int(ds.n), "manifest_sha256": digest}
 
 
-def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path) -> None:
+def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint: str = "") -> None:
     """Refuse to score a model on a dataset that has its training set's name but not its content.
 
     A set re-made under the same name (another seed or other settings) splits its samples
@@ -257,6 +257,8 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path) -> N
         The dataset about to be scored.
     model : str or path-like
         The model's name or folder, for the message.
+    hint : str
+        Another way out the caller offers, e.g. ``"--split all to score every sample"``.
 
     Raises
     ------
@@ -270,7 +272,7 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path) -> N
         raise InputError(ds.root, f"not the set {Path(model).name} was trained on, though it has its name "
                          f"(manifest {trained['manifest_sha256']} -> {now}: made again since, or another set): its "
                          "splits may hold the model's training samples; train the model on it (--overwrite), "
-                         "or give this set another name")
+                         "or give this set another name" + (f", or {hint}" if hint else ""))
 
 
 def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True,

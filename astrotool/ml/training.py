@@ -642,7 +642,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         if zero:
             _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved,
                         history, stopper, stopped, epoch, epochs, scaler)
-            ck.discard_set_aside(ckpt_dir)  # the model an --overwrite replaces (prepare_training)
+            ck.discard_set_aside(ckpt_dir)  # the model an --overwrite replaces, once a new one is saved
         if world > 1:
             fabric.barrier("astrotool-fit-epoch")
         result.epochs_run += 1

@@ -89,6 +89,44 @@ def test_an_interrupted_overwrite_keeps_the_previous_model(tmp_path):
     assert (d / "model.safetensors").read_bytes() == b"w"
 
 
+def test_a_set_aside_model_comes_back_unless_a_new_model_was_saved(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from astrotool.ml.checkpoint import discard_set_aside, restore_set_aside, set_aside
+
+    names = ["model.safetensors", "model.json", "last"]
+    # the new run's epochs never improved (NaN validation loss): only its last/ exists, the old model is kept
+    d = _checkpoint(tmp_path / "nan")
+    set_aside(d, names)
+    (d / "last").mkdir()
+    (d / "last" / "training_state.json").write_text("{}")
+    discard_set_aside(d)                                 # after an epoch that saved no model.json: nothing goes
+    assert restore_set_aside(d)
+    assert sorted(p.name for p in d.iterdir()) == ["last", "model.json", "model.safetensors"]
+    assert (d / "model.safetensors").read_bytes() == b"w" and "loop" in (d / "last" / "training_state.json").read_text()
+    # a move that stopped half-way (model.json could not be moved): the weights come back
+    d = _checkpoint(tmp_path / "half")
+    real = Path.rename
+
+    def rename(self, target):
+        if self.name == "model.json":
+            raise OSError("device busy")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError):
+        set_aside(d, names)
+    monkeypatch.setattr(Path, "rename", real)
+    assert restore_set_aside(d)
+    assert sorted(p.name for p in d.iterdir()) == ["last", "model.json", "model.safetensors"]
+    # a new model saved: the old one goes
+    d = _checkpoint(tmp_path / "new")
+    set_aside(d, names)
+    (d / "model.json").write_text('{"new": 1}')
+    discard_set_aside(d)
+    assert not (d / ".replaced").exists() and not restore_set_aside(d)
+
+
 def test_other_ranks_decide_after_rank_0_put_an_interrupted_overwrite_back(tmp_path):
     """Rank 1 saw an empty folder ("new") while rank 0 put the model back and resumed: the ranks
     disagreed and waited for each other at the next barrier."""

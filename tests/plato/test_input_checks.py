@@ -34,7 +34,9 @@ def test_eval_refuses_a_set_prepared_again_since_training(small, tmp_path, capsy
     assert main(["-w", str(ws), "-q", "--overwrite", "--seed", "11", "plato", "prepare"]) == 0
     capsys.readouterr()
     assert main(["-w", str(ws), "plato", "eval", "--model", "quarters_unet3p"]) == 2
-    assert "not the set quarters_unet3p was trained on" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not the set quarters_unet3p was trained on" in err and "--split all" in err
+    assert main(["-w", str(ws), "-q", "plato", "eval", "--model", "quarters_unet3p", "--split", "all"]) == 0
 
 
 def test_eval_in_a_copied_workspace_scores_the_copy_s_data(small, tmp_path, capsys):

@@ -383,7 +383,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     model_dir = Path(model_dir)
     model, meta = load_estimator(model_dir)
     if cfg.split != "all":  # a split of its training set drawn anew is no hold-out; all is all
-        check_trained_on((meta.get("settings") or {}).get("dataset"), ds, model_dir)
+        check_trained_on((meta.get("settings") or {}).get("dataset"), ds, model_dir,
+                         "--split all to score every stamp, training ones included")
     idx, subset = evaluation_indices(ds, meta, cfg.split)
     truth = ds.truth
     ds.truth_columns(("snr", "hlr"))     # binned below: a missing column is named before the model runs

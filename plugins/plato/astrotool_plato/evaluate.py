@@ -301,7 +301,7 @@ def trained_dataset(ws, mdir, meta: dict) -> str:
         return str((Path(mdir) / path).resolve())
     if name and (ws.stage(NAME, PREPARED) / name).is_dir():
         return str(ws.stage(NAME, PREPARED) / name)
-    return path or name or ""
+    return (path if path and Path(path).is_absolute() else name) or ""  # a relative path left: the name
 
 
 def eval_command(ctx, cfg, runtime) -> dict:
@@ -322,7 +322,8 @@ def eval_command(ctx, cfg, runtime) -> dict:
     ds = mc.open_dataset(ctx, NAME, PREPARED, dataset, PreparedDataset, NO_DATASET)
     with ds:
         if e.split != "all":  # a split of a set re-made since training is no hold-out; all is all
-            mc.check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, mdir)
+            mc.check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, mdir,
+                                "--split all to score every curve, training ones included")
         report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.accelerator,
                                     model_cadence_s=ckpt.meta.get("cadence_s"))
     report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)

@@ -266,7 +266,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     folder = Path(out_root) / cfg.name
     settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}),
                 "inputs": _identity(files, labels, _label_hashes(labels_dir))}
-    if cfg.bad_values == "drop":   # gaps are interpolated now, no longer dropped: older sets are made again
+    if cfg.bad_values == "drop":   # gaps are interpolated now, no longer dropped: older sets count as other settings
         settings["drop"] = "NaN/inf samples of the curve, not its gaps"
     rec = mw.record(settings, seed=seed, version=VERSION)
     manifest = folder / f"{cfg.name}_dataset.json"

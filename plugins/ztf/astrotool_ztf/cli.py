@@ -129,9 +129,9 @@ def simulate(
                                                    f"{len(items)} file(s); the files of an earlier run with more "
                                                    "objects exist"],
                                         hint="use --overwrite to remove them")
-    for path in stale:
+    for path in stale:  # every task of an array removes them: one of them first
         ctx.log.info("removing %s (an earlier run with more objects)", path)
-        path.unlink()
+        path.unlink(missing_ok=True)
     t0 = time.perf_counter()
     done = [r for _, r in ctx.map(simulate_item, items, desc="simulate alerts", keys=[i.path for i in items])]
     t_sim = time.perf_counter() - t0  # ctx.map ran this shard's files: they are ingested here, all of them
@@ -324,8 +324,8 @@ def evaluate(
         dirs = sorted(p for p in root.glob(f"{ds.name}_*") if (p / "model.json").is_file())
         if not dirs:
             raise InputError(root, f"no model of the set {ds.name!r} (train one, or name it with --model)")
-    for d in dirs:  # before any work: a set re-made since a model's training is no hold-out for it
-        mc.check_trained_on(read_meta(d).get("settings", {}).get("dataset"), ds, d)
+    for d in [*dirs, *([base] if base is not None else [])]:  # before any work: a set re-made since a
+        mc.check_trained_on(read_meta(d).get("settings", {}).get("dataset"), ds, d)  # model's training is no hold-out
     reports = ctx.workspace.stage(NAME, REPORTS)
 
     def arch_of(d):
