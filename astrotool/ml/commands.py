@@ -61,7 +61,7 @@ from astrotool.errors import AstroError, InputError
 __docformat__ = "numpy"
 
 __all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "check_trained_on", "checkpoint_files",
-           "dataset_identity", "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
+           "dataset_identity", "trained_dataset", "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
            "report_throughput", "run_seed", "runtime", "runtime_flags"]
 
 T = TypeVar("T")
@@ -238,6 +238,22 @@ def dataset_identity(ds) -> dict[str, Any]:
     manifest = {k: v for k, v in ds.manifest.items() if k != "provenance"}
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"name": ds.name, "n": int(ds.n), "manifest_sha256": digest}
+
+
+def trained_dataset(stage: str | Path, model: str | Path, training: dict[str, Any]) -> str:
+    """The dataset a model was trained on, as :func:`open_dataset` takes it, found in this workspace.
+
+    ``training``'s ``dataset_path`` relative to the model folder ``model`` when it still resolves;
+    else the set of the recorded ``dataset`` name in the workspace's ``stage`` folder (a copied or
+    moved workspace scores its own copy, not the original's); else the recorded absolute path; ""
+    when nothing is recorded.
+    """
+    path, name = training.get("dataset_path"), training.get("dataset")
+    if path and not Path(path).is_absolute() and (Path(model) / path).is_dir():
+        return str((Path(model) / path).resolve())
+    if name and (Path(stage) / name).is_dir():
+        return str(Path(stage) / name)
+    return (path if path and Path(path).is_absolute() else name) or ""
 
 
 def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint: str = "") -> None:

@@ -214,6 +214,19 @@ def test_check_trained_on_refuses_a_set_made_again_under_its_name():
         mc.check_trained_on(trained, again, "models/a_net")
 
 
+def test_trained_dataset_is_found_in_this_workspace(tmp_path):
+    stage, model = tmp_path / "ws" / "toy" / "data", tmp_path / "ws" / "toy" / "models" / "m"
+    (stage / "a").mkdir(parents=True)
+    model.mkdir(parents=True)
+    assert mc.trained_dataset(stage, model, {"dataset_path": "../../data/a", "dataset": "a"}) == str(stage / "a")
+    # an absolute record of another (the original) workspace gives way to the set of its name here
+    assert mc.trained_dataset(stage, model, {"dataset_path": "/elsewhere/toy/data/a", "dataset": "a"}) == \
+        str(stage / "a")
+    assert mc.trained_dataset(stage, model, {"dataset_path": "/elsewhere/b", "dataset": "b"}) == "/elsewhere/b"
+    assert mc.trained_dataset(stage, model, {"dataset_path": "../../data/b", "dataset": "b"}) == "b"
+    assert mc.trained_dataset(stage, model, {}) == ""
+
+
 def test_open_dataset_by_name_or_path_and_recorded(ctx, tmp_path):
     stage = ctx.workspace.stage("toy", "data")
     (stage / "set1").mkdir()

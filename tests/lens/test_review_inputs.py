@@ -151,6 +151,8 @@ def test_measuring_another_method_keeps_the_table_s_methods(tmp_path, capsys):
         assert parquet_metadata(table)["methods"] == kept
     names = pq.read_schema(table).names
     assert "regauss_g1" in names and "linear_g1" in names
+    assert run(capsys, ws, "--overwrite", "lens", "measure", "--dataset", "t", "--methods", "REGAUSS")[0] == 0
+    assert parquet_metadata(table)["methods"] == ["REGAUSS", "LINEAR"]   # measured again, LINEAR too
     # another conversion: the old numbers are not kept under the new setting
     code, out, err = run(capsys, ws, "lens", "measure", "--dataset", "t", "--methods", "LINEAR",
                          "--conversion", "responsivity")
@@ -166,3 +168,16 @@ def test_each_shard_records_the_files_it_wrote(tmp_path, capsys):
     records = [json.loads(p.read_text()) for p in sorted((ws / "runs").glob("*/run.json"))]
     outputs = [sorted(Path(o).name for o in r["outputs"]) for r in records]
     assert outputs == [["shard00000_stamps.h5"], ["shard00001_stamps.h5", "t_dataset.json", "t_truth.parquet"]]
+
+
+def test_evaluate_in_a_copied_workspace_scores_the_copy_s_set(ws, tmp_path, capsys):
+    """The model's absolute dataset_path sent a copied workspace's evaluate to the original's stamps."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(ws, copy)
+    shutil.rmtree(copy / "runs")
+    code, out, err = run(capsys, copy, "lens", "evaluate", "--model", "m", "--no-plots", "--classical", "")
+    assert code == 0, err
+    (record,) = [json.loads(p.read_text()) for p in (copy / "runs").glob("*/run.json")]
+    assert str(copy / "lens" / "shear" / "g") in record["inputs"] and not any(str(ws) in i for i in record["inputs"])

@@ -151,8 +151,8 @@ def measure(
             return
         if out.exists() and problem:
             ctx.log.info("measuring %s again: %s", out.name, problem)
-        # the table's own methods too, when it was measured on these stamps alike (--overwrite: only those asked)
-        res = run(out, m if ctx.overwrite else m.model_copy(update={"methods": methods_to_measure(out, src, m)}))
+        # the table's own methods too, when it was measured on these stamps alike (also with --overwrite)
+        res = run(out, m.model_copy(update={"methods": methods_to_measure(out, src, m)}))
     mc.record(ctx, outputs=[out])
     for meth, k in res["failed"].items():
         if k:
@@ -248,7 +248,7 @@ def evaluate(
     e = cfg.evaluate
     mdir = _model_dir(ctx, e.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     _, meta = load_estimator(mdir)
-    ds_name = e.dataset or meta["training"].get("dataset_path") or meta["training"]["dataset"]
+    ds_name = e.dataset or mc.trained_dataset(ctx.workspace.stage("lens", "shear"), mdir, meta["training"])
     with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET) as ds:
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
                           ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log)

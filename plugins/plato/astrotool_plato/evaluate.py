@@ -286,24 +286,6 @@ def plot_report(report: dict, path) -> Path:
     return Path(path)
 
 
-def trained_dataset(ws, mdir, meta: dict) -> str:
-    """The prepared set a model was trained on, in the workspace ``ws``.
-
-    A relative ``dataset_path`` is resolved from the model folder ``mdir``; an absolute one
-    (older checkpoints) gives way to the set of the same name in ``ws`` when there
-    is one, so that a copied workspace scores its own data. "" when none is recorded.
-    """
-    from astrotool_plato import NAME, PREPARED
-
-    training = meta.get("training") or {}
-    path, name = training.get("dataset_path"), training.get("dataset")
-    if path and not Path(path).is_absolute() and (Path(mdir) / path).is_dir():
-        return str((Path(mdir) / path).resolve())
-    if name and (ws.stage(NAME, PREPARED) / name).is_dir():
-        return str(ws.stage(NAME, PREPARED) / name)
-    return (path if path and Path(path).is_absolute() else name) or ""  # a relative path left: the name
-
-
 def eval_command(ctx, cfg, runtime) -> dict:
     """``astro plato eval``: score a model, write ``<report>_eval.json``, ``_transits.csv`` and ``_eval.png``."""
     import csv
@@ -318,7 +300,8 @@ def eval_command(ctx, cfg, runtime) -> dict:
 
     e = cfg.eval
     mdir, ckpt, model = load_model(ctx, e.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
-    dataset = e.dataset or trained_dataset(ctx.workspace, mdir, ckpt.meta) or cfg.train.dataset
+    dataset = e.dataset or mc.trained_dataset(ctx.workspace.stage(NAME, PREPARED), mdir,
+                                              ckpt.meta.get("training") or {}) or cfg.train.dataset
     ds = mc.open_dataset(ctx, NAME, PREPARED, dataset, PreparedDataset, NO_DATASET)
     with ds:
         if e.split != "all":  # a split of a set re-made since training is no hold-out; all is all
