@@ -171,12 +171,14 @@ class Config:
     def _source_of(self, dotted: str) -> str:
         """The layer that set ``dotted``: for an item of a list (``methods.0``) the list's, for a
         check of a whole table the first of its keys that a user's layer set."""
+        hits = [s for k, s in self.sources.items() if k.startswith(dotted + ".")]
+        if hits:  # a table (a section's own entry names only the file that declared it)
+            return next((s for s in hits if not s.startswith(DEFAULTS)), hits[0])
         parts = dotted.split(".")
         for key in [dotted, *(".".join(parts[:n]) for n in range(len(parts) - 1, 1, -1))]:
             if key in self.sources:
                 return self.sources[key]
-        hits = [s for k, s in self.sources.items() if k.startswith(dotted + ".")]
-        return next((s for s in hits if not s.startswith(DEFAULTS)), hits[0] if hits else DEFAULTS)
+        return DEFAULTS
 
     def _validate_section(self, section: str, values: dict) -> list[str]:
         from pydantic import ValidationError

@@ -292,15 +292,18 @@ class Workspace:
     Raises
     ------
     astrotool.errors.InputError
-        When ``root`` exists and is not a folder.
+        When ``root``, or the first of its parents that exists, is not a folder.
     """
 
     def __init__(self, root: str | os.PathLike, stages: dict[str, list[str]] | None = None):
         self.root = Path(root).expanduser().resolve()
-        if self.root.exists() and not self.root.is_dir():
-            from astrotool.errors import InputError
+        for p in (self.root, *self.root.parents):  # the first that exists must be a folder
+            if p.exists():
+                if not p.is_dir():
+                    from astrotool.errors import InputError
 
-            raise InputError(self.root, "exists and is not a folder; give the workspace another path (-w)")
+                    raise InputError(p, "exists and is not a folder; give the workspace another path (-w)")
+                break
         self._stages = stages
 
     @property

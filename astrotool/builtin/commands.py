@@ -213,10 +213,14 @@ def demo(
     if directory is None:
         directory = Path(parent.options.workspace) if parent.options.workspace else \
             Path(f"astro-demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
-    directory = directory.expanduser().resolve()
+    directory = Workspace(directory).root  # refuses a path that is, or lies under, a file
     if directory.exists() and any(p.name not in ("runs",) for p in directory.iterdir()) and not parent.overwrite:
         raise AstroError(f"{directory}: not empty; the demo needs a fresh workspace (or use --overwrite)")
-    steps = [(p, s) for p, s in get_registry().demo_steps() if not only or s.name in only]
+    every = get_registry().demo_steps()
+    unknown = sorted(set(only or ()) - {s.name for _, s in every})
+    if unknown:
+        raise AstroError(f"--only {', '.join(unknown)}: no such demo (known: {', '.join(s.name for _, s in every)})")
+    steps = [(p, s) for p, s in every if not only or s.name in only]
     if not steps:
         raise AstroError("no demo steps: install a plugin (astrotool-dre, -lens, -plato, -ztf)")
     opts = parent.options

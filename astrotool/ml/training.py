@@ -612,7 +612,10 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
             else:
                 value = loss.detach()
             if not torch.isfinite(value):
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch}, step {step}")
+                from astrotool.errors import AstroError
+
+                raise AstroError(f"training diverged: non-finite training loss at epoch {epoch}, step {step}; "
+                                 "lower the learning rate (--lr)")
             fabric.backward(loss)
             if clip_grad_norm:
                 fabric.clip_gradients(wrapped, fopt, max_norm=clip_grad_norm)

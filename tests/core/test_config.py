@@ -131,6 +131,7 @@ def test_negative_seed_from_any_layer_is_refused(astro, tmp_path):
     (["lens", "measure", "--methods", "FOO"], "command-line option --methods: lens.measure.methods.0: Input should be"),
     (["--set", "lens.train.split=[0.5,0.5]", "lens", "train"], "--set: lens.train.split.2: Field required"),
     (["lens", "generate", "--n", "5", "--ring"], "command-line option --n: lens.generate: ring pairs need an even n"),
+    (["--set", "dre.models.boxsize=96", "dre", "cuts"], "--set: dre: cuts.size (128) must equal models.boxsize (96)"),
     # a validator's message that shows the value is not followed by the value again
     (["--set", "plato.simulate.name=2024-01-01", "plato", "simulate"],
      "--set: plato.simulate.name: Input should be a valid string (got datetime.date(2024, 1, 1)); quote a string"),

@@ -477,7 +477,9 @@ def test_nonfinite_loss_raises(tmp_path):
 
     model = _model()
     x, y = _data()
-    with pytest.raises(FloatingPointError, match="epoch 0, step 0"):
+    from astrotool.errors import AstroError
+
+    with pytest.raises(AstroError, match="training diverged: non-finite training loss at epoch 0, step 0; lower"):
         fit(model, torch.optim.SGD(model.parameters(), lr=0.1), batches=lambda e: [(x, y)],
             loss_fn=lambda m, b: m(b[0]).sum() * float("nan"), validate=lambda m: {"val_loss": 0.0}, epochs=1,
             checkpoint_dir=tmp_path, meta={"architecture": {"name": "tiny", "kwargs": {}}})

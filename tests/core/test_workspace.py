@@ -47,9 +47,12 @@ def test_init_and_status(astro, toy, tmp_path):
     f.write_text("x")
     r = astro("-w", f, "init", pythonpath=toy)           # was a FileExistsError, exit 1
     assert r.returncode == 2 and f"{f}: exists and is not a folder" in r.stderr and "Traceback" not in r.stderr
-    for args in (["init", f], ["-w", f, "status"]):  # the folder as init's argument; status read it as empty
+    for args in (["init", f], ["-w", f, "status"],  # the folder as init's argument; status read it as empty
+                 ["init", f / "sub"], ["demo", f, "--only", "toy"]):  # NotADirectoryError, exit 1
         r = astro(*args, pythonpath=toy)
-        assert r.returncode == 2 and f"{f}: exists and is not a folder" in r.stderr, args
+        assert r.returncode == 2 and f"{f}: exists and is not a folder" in r.stderr, (args, r.stderr)
+    r = astro("demo", tmp_path / "d", "--only", "nosuch", pythonpath=toy)
+    assert r.returncode == 2 and "--only nosuch: no such demo (known: " in r.stderr, r.stderr
 
 
 def test_run_record_lists_the_files_written(astro, toy, tmp_path):

@@ -133,6 +133,12 @@ def test_filter_option_parsing():
             parse_filters([bad])
 
 
+def test_a_reversed_filter_in_the_configuration_is_refused(astro, tmp_path):
+    """`--set dre.cuts.filters=[["FLUX_RADIUS",20,2]]` cut 0 objects, exit 0 (the option refused it)."""
+    r = astro("-w", tmp_path, "--set", 'dre.cuts.filters=[["FLUX_RADIUS",20,2]]', "dre", "cuts")
+    assert r.returncode == 2 and "--set: dre.cuts.filters: FLUX_RADIUS [20, 2]: MIN must be below MAX" in r.stderr
+
+
 def test_torch_backend_gives_the_numpy_answer(astro, tmp_path):
     pytest.importorskip("torch")
     ws = _simulate(astro, tmp_path)

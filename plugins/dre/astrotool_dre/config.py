@@ -177,6 +177,13 @@ class CutsConfig(Section):
     centre_block: int = Field(4, ge=0, description="central block forced into the mask [px]")
     neighbour_grow: int = Field(2, ge=0, description="grow neighbours' segments before masking them out [px]")
 
+    @model_validator(mode="after")
+    def _filters_are_ranges(self) -> "CutsConfig":
+        for column, lo, hi in self.filters:  # as `--filter` checks: MIN above MAX keeps no object
+            if not lo < hi:
+                raise ValueError(f"filters: {column} [{lo:g}, {hi:g}]: MIN must be below MAX")
+        return self
+
 
 class ModelsConfig(Section):
     """``astro dre models``: the Sérsic model grid (axis value i = start + i*step)."""
