@@ -437,11 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             status, code = "failed items", 2 if all(f.exit_code == 2 for f in ctx.failures) else 1
     except AstroError as exc:
         code, status, error = exc.exit_code, "error", str(exc)
-        if opts.traceback or opts.verbose >= 2:
-            import traceback
-
-            traceback.print_exc()
-        console.report_error(str(exc), exit_code=code)
+        console.report_error(str(exc), exit_code=code, **_traceback(opts))
         if ctx is not None and ctx.failures:
             _print_failures(ctx.failures)
     except (KeyboardInterrupt, Exception) as exc:
@@ -516,6 +512,22 @@ def _interrupt_in_chain(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _traceback(opts: GlobalOptions) -> dict:
+    """With ``--traceback`` (or ``-vv``), the exception being handled: printed now, or under
+    ``--log-format json`` returned as the ``traceback`` key of the error's JSON line (stderr holds
+    JSON lines only)."""
+    if not (opts.traceback or opts.verbose >= 2):
+        return {}
+    import traceback
+
+    from astrotool import console
+
+    if console.log_format() == "json":
+        return {"traceback": traceback.format_exc()}
+    traceback.print_exc()
+    return {}
+
+
 def _json_log_format(argv: list[str]) -> bool:
     """Whether ``argv`` (or ``$ASTRO_CORE__LOG_FORMAT``) asks for JSON log lines, for an error met
     before the global options could be read."""
@@ -552,11 +564,8 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     if failure is not None:
         console.report_error(str(failure), exit_code=failure.exit_code)
         return failure.exit_code, "error"
-    if opts.traceback or opts.verbose >= 2:
-        import traceback
-
-        traceback.print_exc()
-    console.report_error(f"{type(exc).__name__}: {exc}", "(run again with --traceback for details)", exit_code=1)
+    console.report_error(f"{type(exc).__name__}: {exc}", "(run again with --traceback for details)", exit_code=1,
+                         **_traceback(opts))
     return 1, "error"
 
 

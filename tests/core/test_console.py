@@ -45,6 +45,17 @@ def test_usage_errors_are_json_lines_with_json_log_format(astro, toy, tmp_path, 
     assert message in record["message"] and record["exit_code"] == 2 and record["level"] == "ERROR"
 
 
+def test_traceback_goes_into_the_json_line(astro, toy, tmp_path):
+    """--traceback under --log-format json printed the raw traceback before the JSON line."""
+    (tmp_path / "f").write_text("x")
+    r = astro("--log-format", "json", "--traceback", "init", tmp_path / "f" / "sub", pythonpath=toy)
+    assert r.returncode == 2
+    (line,) = r.stderr.splitlines()
+    record = json.loads(line)
+    assert "exists and is not a folder" in record["message"] and "Traceback (most recent call last)" in \
+        record["traceback"]
+
+
 def test_quiet_hides_progress_but_not_errors(astro, toy, tmp_path):
     r = astro("-q", "toy", "run", "--count", "2", "--fail", "0", "-w", tmp_path, "--progress-interval", "0.01",
               pythonpath=toy)
