@@ -186,6 +186,7 @@ class Context:
         self._config = None
         self._workspace = None
         self._record = None
+        self._said_scheduler = False
         self.log = logging.getLogger("astro")
 
     @classmethod
@@ -358,6 +359,10 @@ class Context:
         from astrotool.names import printable
 
         options = options or self.executor_options
+        if self.options.scheduler and options.kind != "dask" and not self._said_scheduler:
+            self._said_scheduler = True
+            self.log.warning("--scheduler %s is not used: the %s executor runs the items (--executor dask "
+                             "sends them there)", self.options.scheduler, options.kind)
         keys = [str(k) for k in (keys if keys is not None else items)]
         n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
         with console.progress(n, desc) as advance:

@@ -127,6 +127,13 @@ def test_jobs_flag_alone_selects_the_process_pool(tmp_path):
     assert kind(scheduler="tcp://h:8786", executor="serial") == "serial"
 
 
+def test_a_scheduler_another_executor_ignores_is_said(astro, toy, tmp_path):
+    r = astro("-w", tmp_path, "--executor", "process", "-j", "2", "--scheduler", "tcp://h:8786", "toy", "run",
+              "--count", "2", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("--scheduler tcp://h:8786 is not used: the process executor runs the items") == 1
+
+
 def test_run_record_names_the_executor_that_ran(astro, toy, tmp_path):
     assert astro("-w", tmp_path, "-j", "2", "toy", "run", "--count", "2", pythonpath=toy).returncode == 0
     (record,) = (tmp_path / "runs").glob("*/run.json")
