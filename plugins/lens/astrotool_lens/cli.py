@@ -135,7 +135,7 @@ def measure(
             def run(out, cfg):
                 return measure_dataset(src, cfg, out, mapper=ctx.map)
         else:
-            src = read_inputs(inputs, CLASSICAL_NEEDS_PSF, psf, shear_stage=shear_stage)
+            src = read_inputs(inputs, True, psf, shear_stage=shear_stage, who=CLASSICAL_NEEDS_PSF)
             ctx.record.add_input(inputs)
             name, label = src.stem, {"input": str(inputs)}
 
@@ -395,7 +395,7 @@ def validate(
                 table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
                                       cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log)
         else:
-            src = read_inputs(inputs, CLASSICAL_NEEDS_PSF, psf, shear_stage=shear_stage)
+            src = read_inputs(inputs, True, psf, shear_stage=shear_stage, who=CLASSICAL_NEEDS_PSF)
             truth, stem, origin = src.truth, src.stem, src.origin
             field = truth_fields(truth, origin)
             table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",

@@ -97,15 +97,12 @@ def _lensnet_fits(folder: Path, name: str) -> Path:
     return p
 
 
-def read_inputs(path: str | Path, need_psf: bool | str, psf_file: str | Path | None = None,
-                shear_stage: Path | None = None) -> Inputs:
+def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = None,
+                shear_stage: Path | None = None, who: str = "the model") -> Inputs:
     """Load stamps from any accepted input (see module docs).
 
-    ``need_psf``: refuse stamps without a PSF stamp per galaxy; a string says who needs
-    it in the message (True: ``"the model"``).
+    ``need_psf``: refuse stamps without a PSF stamp per galaxy, saying that ``who`` needs it.
     """
-    who = need_psf if isinstance(need_psf, str) else "the model"
-    need_psf = bool(need_psf)
     path = Path(path).expanduser()
     single_psf = read_fits_image(psf_file) if psf_file else None
     if single_psf is not None and single_psf.ndim != 2:

@@ -187,10 +187,7 @@ def prepare(
         ctx.log.info("%s is up to date (same settings and inputs); --overwrite makes it again", res["path"])
     else:
         ctx.record.add_output(res["path"])
-    from astrotool_plato.prepare import input_files
-
-    for f in [*input_files(sources or [], ws.stage(NAME, RAW)),
-              *sorted(ws.stage(NAME, LABELS).glob("*_labels.parquet"))]:
+    for f in res.pop("inputs"):
         ctx.record.add_input(f)
     ctx.emit(res)
 

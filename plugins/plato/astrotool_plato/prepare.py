@@ -251,7 +251,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     Returns
     -------
     dict
-        Summary: path, curves, twins, dropped (reasons), split sizes, kinds, length, kept.
+        Summary: path, curves, twins, dropped (reasons), split sizes, kinds, length, kept, and
+        ``inputs``: the light-curve files and label tables read.
     """
     from astrotool import made_with as mw
     from astrotool.ml.data import group_split
@@ -261,6 +262,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
 
     files = input_files(sources, Path(raw_dir))
     labels = read_label_tables(labels_dir)
+    read = [str(f) for f in [*files, *sorted(Path(labels_dir).glob("*_labels.parquet"))]]
     if not labels:
         raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `astro plato simulate` first")
     folder = Path(out_root) / cfg.name
@@ -272,7 +274,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     manifest = folder / f"{cfg.name}_dataset.json"
     if mw.keep([manifest], rec, overwrite=overwrite):
         ds = PreparedDataset(folder)
-        return {"path": str(folder), "kept": True, "curves": ds.n, "length": ds.length}
+        return {"path": str(folder), "kept": True, "curves": ds.n, "length": ds.length, "inputs": read}
 
     # first pass: ids and grid lengths only, one file in memory at a time
     cadence = cfg.cadence_s / 86400.0 if cfg.cadence_s else None
@@ -387,7 +389,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     meta = ds.metadata(["split", "twin", "kind"])
     split = np.asarray(meta["split"]).astype(str)
     kind = np.asarray(meta["kind"]).astype(str)
-    return {"path": str(folder), "kept": False, "curves": int((~np.asarray(meta["twin"])).sum()),
+    return {"path": str(folder), "kept": False, "inputs": read, "curves": int((~np.asarray(meta["twin"])).sum()),
             "twins": int(np.asarray(meta["twin"]).sum()), "length": length, "dropped": dropped,
             "splits": {s: int((split == s).sum()) for s in SPLITS},
             "kinds": {k: int((kind == k).sum()) for k in sorted(set(kind))}}
