@@ -85,15 +85,26 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     folder : path-like
         A folder outputs are written to.
     """
-    pattern = re.compile(r"\..+\.partial-" + re.escape(_host()) + r"-(\d+)-[0-9a-f]{8}")
+    import shutil
+
+    pattern = re.compile(r"\.(.+)\.(partial|replaced)-" + re.escape(_host()) + r"-(\d+)-[0-9a-f]{8}")
     removed = []
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
             m = pattern.match(entry.name)
-            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-                with contextlib.suppress(OSError):
+            if not m or int(m.group(3)) == os.getpid() or _alive(int(m.group(3))):
+                continue
+            with contextlib.suppress(OSError):
+                if m.group(2) == "replaced":  # a folder set aside by atomic_dir, whose swap never finished
+                    final = Path(folder) / m.group(1)
+                    if not final.exists():
+                        os.rename(entry.path, final)  # the only copy: it comes back
+                        continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
                     os.unlink(entry.path)
-                    removed.append(Path(entry.path))
+                removed.append(Path(entry.path))
     return removed
 
 
@@ -231,6 +242,64 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _LIVE_TEMPS.pop(tmp, None)
         with contextlib.suppress(OSError):  # gone, or a read-only folder (EROFS): never hide the real error
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a folder atomically: yield a temporary folder, swap it in on success.
+
+    The previous folder at ``path`` (a data set being re-made) stays whole until the new
+    one is complete, and comes back if the swap fails; a writer killed mid-swap leaves it
+    set aside under a name that the next write to the parent folder restores
+    (:func:`remove_stale_temps`).
+
+    Parameters
+    ----------
+    path : path-like
+        The final folder. Its parent is created if needed.
+
+    Yields
+    ------
+    pathlib.Path
+        An empty temporary folder beside ``path`` to fill. On normal exit it replaces
+        ``path``; on an exception (or Ctrl-C) it is removed and ``path`` is untouched.
+
+    Raises
+    ------
+    astrotool.errors.WriteError
+        The disk is full, or the parent folder cannot be written: the message names ``path``.
+    """
+    import shutil
+
+    path = Path(path)
+    tmp = temp_sibling(path).with_suffix("") if path.suffix else temp_sibling(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in _SWEPT:
+            _SWEPT.add(path.parent)
+            remove_stale_temps(path.parent)
+        tmp.mkdir()
+        yield tmp
+        aside = path.with_name(tmp.name.replace(".partial-", ".replaced-", 1))
+        moved = False
+        try:
+            if path.exists():
+                os.rename(path, aside)
+                moved = True
+            os.rename(tmp, path)
+        except BaseException:
+            if moved and not path.exists():
+                os.rename(aside, path)  # the old folder comes back
+            raise
+        if moved:
+            shutil.rmtree(aside, ignore_errors=True)
+    except Exception as exc:
+        failure = write_failure(exc, path)
+        if failure is None:
+            raise
+        raise failure from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

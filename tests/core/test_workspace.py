@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from astrotool.workspace import atomic_path, write_text_atomic
+from astrotool.workspace import atomic_dir, atomic_path, remove_stale_temps, write_text_atomic
 
 
 def test_atomic_path_renames_on_success(tmp_path):
@@ -30,6 +30,47 @@ def test_atomic_path_keeps_old_file_on_error(tmp_path):
             raise RuntimeError("writer crashed")
     assert out.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_dir_swaps_in_the_new_folder_and_keeps_the_old_on_error(tmp_path):
+    out = tmp_path / "sets" / "mini"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (out / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("second")
+        raise RuntimeError("writer failed")
+    assert (out / "a.txt").read_text() == "first"      # the old set stays whole
+    with atomic_dir(out) as tmp:
+        (tmp / "b.txt").write_text("third")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]   # replaced, not merged
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mini"]   # no temporary or set-aside folder left
+
+
+def test_a_folder_set_aside_by_a_killed_swap_comes_back(tmp_path):
+    """A writer killed between setting the old folder aside and renaming the new one in
+    leaves the only copy hidden: the next write to that folder puts it back."""
+    code = ("import os, sys\n"
+            "from pathlib import Path\n"
+            "from astrotool.workspace import atomic_dir\n"
+            "out = Path(sys.argv[1])\n"
+            "real = os.rename\n"
+            "def rename(a, b):\n"
+            "    real(a, b)\n"
+            "    if '.replaced-' in str(b): os._exit(9)   # killed right after setting the old set aside\n"
+            "os.rename = rename\n"
+            "with atomic_dir(out) as tmp:\n"
+            "    (tmp / 'new.txt').write_text('new')\n")
+    out = tmp_path / "mini"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)])
+    assert proc.returncode == 9 and not out.exists()
+    hidden = sorted(p.name for p in tmp_path.iterdir())
+    assert any(".replaced-" in n for n in hidden) and any(".partial-" in n for n in hidden)
+    remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini"]
+    assert (out / "old.txt").read_text() == "old"
 
 
 def test_init_and_status(astro, toy, tmp_path):

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from astrotool.errors import AstroError, InputError
 from astrotool.ml.data import SPLITS, ArrayDataset, DatasetWriter
+from astrotool.workspace import atomic_dir
 
 __docformat__ = "numpy"
 
@@ -318,40 +318,39 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     for name, idx in zip(SPLITS, group_split(ids, cfg.split, seed, strata=strata)):
         split_of[idx] = name
 
-    tmp = folder.with_name(f".{cfg.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    writer = DatasetWriter(str(tmp), cfg.name, shard_product="curves", table_product="curves", kind=KIND,
-                           command=COMMAND)
-    dropped: dict[str, str] = {}
-    buf: dict[str, list] = {"flux": [], "label": [], **{c: [] for c in METADATA}}
-    n_done = shard = 0
+    with atomic_dir(folder) as tmp:  # the old set stays until the new is complete
+        writer = DatasetWriter(str(tmp), cfg.name, shard_product="curves", table_product="curves", kind=KIND,
+                               command=COMMAND)
+        dropped: dict[str, str] = {}
+        buf: dict[str, list] = {"flux": [], "label": [], **{c: [] for c in METADATA}}
+        n_done = shard = 0
 
-    def flush():
-        nonlocal n_done, shard
-        if not buf["flux"]:
-            return
-        meta = {c: np.asarray(buf[c]) for c in METADATA}
-        writer.write_shard(shard, n_done, {"flux": np.stack(buf["flux"]), "label": np.stack(buf["label"])}, meta)
-        n_done += len(buf["flux"])
-        shard += 1
-        for v in buf.values():
-            v.clear()
+        def flush():
+            nonlocal n_done, shard
+            if not buf["flux"]:
+                return
+            meta = {c: np.asarray(buf[c]) for c in METADATA}
+            writer.write_shard(shard, n_done, {"flux": np.stack(buf["flux"]), "label": np.stack(buf["label"])}, meta)
+            n_done += len(buf["flux"])
+            shard += 1
+            for v in buf.values():
+                v.clear()
 
-    def add(cid, file, row, sample, x, lab, is_twin):
-        buf["flux"].append(x)
-        buf["label"].append(lab)
-        values = {"id": cid, "twin": is_twin, "split": split_of_id[cid], "kind": _kind(row),
-                  "depth": _num(row.get("depth")), "duration": _num(row.get("duration")), "snr": _num(row.get("snr")),
-                  "n_transits": int(row.get("n_transits") or 0), "period": _num(row.get("period")),
-                  "radius": _num(row.get("planet_radius")),
-                  "eclipse_depth": _num(row.get("eclipse_depth")),
-                  "t_start": sample["t_start"], "cadence": sample["cadence"], "filled": sample["filled"],
-                  "file": file}
-        for c in METADATA:
-            buf[c].append(values[c])
+        def add(cid, file, row, sample, x, lab, is_twin):
+            buf["flux"].append(x)
+            buf["label"].append(lab)
+            values = {"id": cid, "twin": is_twin, "split": split_of_id[cid], "kind": _kind(row),
+                      "depth": _num(row.get("depth")), "duration": _num(row.get("duration")),
+                      "snr": _num(row.get("snr")),
+                      "n_transits": int(row.get("n_transits") or 0), "period": _num(row.get("period")),
+                      "radius": _num(row.get("planet_radius")),
+                      "eclipse_depth": _num(row.get("eclipse_depth")),
+                      "t_start": sample["t_start"], "cadence": sample["cadence"], "filled": sample["filled"],
+                      "file": file}
+            for c in METADATA:
+                buf[c].append(values[c])
 
-    split_of_id = dict(zip(ids, split_of))
-    try:
+        split_of_id = dict(zip(ids, split_of))
         for cid, file, t, fl in ((cid, f.name, t, fl) for f in files  # second pass: file by file
                                  for cid, (t, fl) in read_curves(f, channels=cfg.channels).items()):
             row = labels[cid]
@@ -374,13 +373,6 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                              "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:5]))
         writer.finalize(shard, attrs={"length": length, "settings": rec["settings"],
                                       "classes": ["continuum", "planet", "eclipse"], "dropped": dropped})
-        old = folder.with_name(f".{cfg.name}.old-{os.getpid()}")
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     mw.write(manifest, rec)
     if dropped and log:
         log.warning("left out %d curve(s): %s", len(dropped),

@@ -28,7 +28,6 @@ import contextlib
 import io
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from astrotool.errors import AstroError
+from astrotool.workspace import atomic_dir
 
 __docformat__ = "numpy"
 
@@ -90,9 +90,7 @@ def data_dir(configured: str = "") -> Path:
                              f"({proc.stderr.strip()[-300:] or 'no file'}); fetch it by hand with "
                              f"`pip download psls=={ver} --no-deps --no-binary :all:`, unpack it and set "
                              "plato.simulate.psls_data to its folder")
-        staging = cache.with_name(cache.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        with tarfile.open(sdists[0]) as tar:
+        with atomic_dir(cache) as staging, tarfile.open(sdists[0]) as tar:
             top = tar.getnames()[0].split("/")[0]
             members = [m for m in tar.getmembers() if m.isfile() and ".." not in m.name.split("/") and
                        any(m.name == f"{top}/{f}" or m.name.startswith(f"{top}/{f}/") for f in DATA_FILES)]
@@ -102,8 +100,6 @@ def data_dir(configured: str = "") -> Path:
             # filter (Python >= 3.11.4) also refuses links and absolute paths where it exists
             safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(staging, members=members, **safe)
-        shutil.rmtree(cache, ignore_errors=True)
-        staging.rename(cache)
     return cache
 
 

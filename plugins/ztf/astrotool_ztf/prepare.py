@@ -38,6 +38,7 @@ import numpy as np
 
 from astrotool.errors import InputError
 from astrotool.ml.data import ArrayDataset
+from astrotool.workspace import atomic_dir
 
 __docformat__ = "numpy"
 
@@ -261,9 +262,6 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     astrotool.made_with.SettingsChanged
         The set exists, made with other settings or inputs, and ``overwrite`` is False.
     """
-    import os
-    import shutil
-
     import pandas as pd
 
     from astrotool.made_with import SettingsChanged, changes, file_checksum
@@ -307,23 +305,9 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     order = allt.sort_values(["objectId", "jd"], kind="stable")
     alert_index = order.groupby("objectId").cumcount().reindex(allt.index).to_numpy()
     n_alerts = allt.groupby("objectId")["objectId"].transform("size").to_numpy()
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")  # the old set stays until the new is complete
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out_dir) as tmp:  # the old set stays until the new is complete
         manifest = _write_set(tmp, out_dir.name, tables, stamp_sets, sources, split_of, alert_index, n_alerts,
                               classes, cfg, settings)
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        if out_dir.exists():
-            out_dir.rename(old)
-        try:
-            tmp.rename(out_dir)
-        except OSError:
-            if old.exists():  # the old set comes back
-                old.rename(out_dir)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     counts = pd.crosstab(pd.Series([split_of[str(o)] for o in allt["objectId"]], name="split"),
                          allt["class_name"])
     if log is not None:
