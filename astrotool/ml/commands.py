@@ -240,6 +240,38 @@ def dataset_identity(ds) -> dict[str, Any]:
     return {"name": ds.name, "n": int(ds.n), "manifest_sha256": digest}
 
 
+RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "model", "seed"})
+"""Training keys a resumed run may change in every plugin: more ``epochs`` or ``patience`` train
+on; ``dataset`` and ``seed`` are compared as the data set's identity and the seed in use; ``model``
+names the folder. Where the run happens (the ``[ml]`` section) is never compared."""
+
+
+def resume_settings(cfg, seed: int, ds, resumable: Iterable[str] = (), **extra: Any) -> dict[str, Any]:
+    """What a resumed training run must share with the run it continues (``meta["settings"]``).
+
+    Parameters
+    ----------
+    cfg : pydantic.BaseModel
+        The plugin's training section; every key is compared (a key added later too)
+        but :data:`RESUMABLE` and ``resumable``.
+    seed : int
+        The seed in use.
+    ds : astrotool.ml.data.ArrayDataset
+        The training set, compared by :func:`dataset_identity`.
+    resumable : iterable of str
+        The plugin's own keys a resumed run may change (e.g. ``threads``).
+    **extra
+        More settings to compare (e.g. a probe's encoder).
+
+    Returns
+    -------
+    dict
+        JSON-ready settings, for :func:`prepare_training` and :func:`astrotool.ml.training.fit`.
+    """
+    return {**cfg.model_dump(mode="json", exclude=set(RESUMABLE) | set(resumable)), "seed": int(seed),
+            "dataset": dataset_identity(ds), **extra}
+
+
 def trained_dataset(stage: str | Path, model: str | Path, training: dict[str, Any]) -> str:
     """The dataset a model was trained on, as :func:`open_dataset` takes it, found in this workspace.
 

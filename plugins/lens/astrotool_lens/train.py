@@ -11,8 +11,8 @@ The loop, checkpoints, early stopping and resume come from
 or several GPUs, Slurm nodes, mixed precision: the ``[ml]`` section); what an
 existing model folder means (resume, restart, refuse) from
 :func:`astrotool.ml.commands.prepare_training`. A resume must use the
-settings the model was trained with (:func:`resume_settings`: all of
-:class:`TrainConfig` but :data:`RESUMABLE`, the seed and the dataset);
+settings the model was trained with (:func:`astrotool.ml.commands.resume_settings`: all of
+:class:`TrainConfig` but the keys a resume may change, the seed and the dataset);
 otherwise training is refused before the stamps are read.
 """
 
@@ -33,23 +33,9 @@ __docformat__ = "numpy"
 
 TARGET_COLUMNS = {"ellipticity": ("obs_g1", "obs_g2"), "shear": ("g1", "g2")}
 
-RESUMABLE = frozenset({"epochs", "patience", "resume", "threads", "dataset", "model", "seed"})
-""":class:`TrainConfig` keys a resumed run may change: more epochs or patience train on, threads
-change how it runs (where it runs is the ``[ml]`` section, not compared); ``dataset`` and ``seed`` are compared
-as the dataset's identity and the seed in use, ``model`` names the folder."""
-
-
-def resume_settings(ds: ShearDataset, cfg: TrainConfig, seed: int) -> dict:
-    """What a resumed run must share with the run it continues (``meta["settings"]``).
-
-    Every :class:`TrainConfig` key but :data:`RESUMABLE` (a key added later
-    is compared too), the seed in use and the dataset's identity
-    (:func:`astrotool.ml.commands.dataset_identity`).
-    """
-    from astrotool.ml.commands import dataset_identity
-
-    return {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
-            "dataset": dataset_identity(ds)}
+RESUMABLE = frozenset({"threads"})
+""":class:`TrainConfig` keys a resumed run may change besides the shared
+:data:`astrotool.ml.commands.RESUMABLE`: threads change how it runs, not what it learns."""
 
 
 def dataset_inputs(ds: ShearDataset, use_psf: bool, indices=None) -> np.ndarray:
@@ -98,11 +84,11 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     astrotool.errors.AstroError
         A model is already in ``model_dir`` and neither ``overwrite`` nor
         ``cfg.resume`` (with a resumable ``last/``) applies, or it was
-        trained with other settings (:func:`resume_settings`).
+        trained with other settings (:func:`astrotool.ml.commands.resume_settings`).
     """
     import torch
 
-    from astrotool.ml.commands import prepare_training, warn_schedule_change
+    from astrotool.ml.commands import prepare_training, resume_settings, warn_schedule_change
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything
     from astrotool_lens.model import make_estimator
@@ -112,7 +98,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     rt.launch()  # several processes: start the others before anything is written
     tcols = TARGET_COLUMNS[cfg.target]
     ds.truth_columns(dict.fromkeys((*SHEAR_COLUMNS, *tcols, "field")))   # a missing column: refused before any change
-    settings = resume_settings(ds, cfg, seed)
+    settings = resume_settings(cfg, seed, ds, resumable=RESUMABLE)
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                               settings=settings)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:

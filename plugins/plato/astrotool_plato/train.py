@@ -10,7 +10,7 @@ alarms per curve (``val_false_alarms``) of :mod:`astrotool_plato.events`.
 
 The loop, checkpoints (every epoch: ``last/``; the best: the model folder),
 resume, devices, DDP and precision come from :func:`astrotool.ml.training.fit`;
-a resume must use the same settings (:func:`resume_settings`), others are
+a resume must use the same settings (:func:`astrotool.ml.commands.resume_settings`), others are
 refused naming the keys.
 """
 
@@ -24,22 +24,10 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "model", "seed"})
-""":class:`~astrotool_plato.config.TrainConfig` keys a resumed run may change."""
-
 NO_DATASET = "run `astro plato prepare` first"
 
 ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin", "pool", "noise_bin",
              "trend_window")
-
-
-def resume_settings(ds, cfg, seed: int) -> dict:
-    """What a resumed run must share with the run it continues: every key but :data:`RESUMABLE`, the seed
-    and the data set's identity."""
-    from astrotool.ml.commands import dataset_identity
-
-    return {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
-            "dataset": dataset_identity(ds)}
 
 
 def dataset_record(root, model_dir) -> str:
@@ -163,7 +151,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     import torch
 
     from astrotool.errors import InputError
-    from astrotool.ml.commands import prepare_training
+    from astrotool.ml.commands import prepare_training, resume_settings
     from astrotool.ml.data import CHUNK_BYTES, EpochBatchSampler
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import fit, seed_everything
@@ -188,7 +176,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
 
     rt = runtime if runtime is not None else Runtime()
     rt.launch()
-    settings = resume_settings(ds, cfg, seed)
+    settings = resume_settings(cfg, seed, ds)
     prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
     if rt.world_size > 1:
         rt.fabric.barrier("plato-train-prepared")

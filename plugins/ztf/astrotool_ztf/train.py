@@ -22,8 +22,9 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "name", "seeds", "model"})
-""":class:`~astrotool_ztf.config.TrainConfig` keys a resumed run may change."""
+RESUMABLE = frozenset({"name", "seeds"})
+""":class:`~astrotool_ztf.config.TrainConfig` keys a resumed run may change besides the shared
+:data:`astrotool.ml.commands.RESUMABLE`: ``name`` and ``seeds`` choose the model folders."""
 
 NO_DATASET = "run `astro ztf prepare` first"
 
@@ -81,16 +82,16 @@ def check_splits(ds, n_train: int, n_val: int, word: str = "alerts") -> None:
 
 def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime, extra: dict | None = None):
     """The runtime launched, the existing model folder resumed, restarted or refused (the settings a resume
-    must share: every key but :data:`RESUMABLE`, the seed, the set's identity and ``extra``), and the seed
+    must share: :func:`astrotool.ml.commands.resume_settings` with ``extra``; every key but those a resume may
+    change, the seed, the set's identity and ``extra``), and the seed
     set."""
-    from astrotool.ml.commands import dataset_identity, prepare_training
+    from astrotool.ml.commands import prepare_training, resume_settings
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import seed_everything
 
     rt = runtime if runtime is not None else Runtime()
     rt.launch()
-    settings = {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
-                "dataset": dataset_identity(ds), **(extra or {})}
+    settings = resume_settings(cfg, seed, ds, resumable=RESUMABLE, **(extra or {}))
     prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
     if rt.world_size > 1:
         rt.fabric.barrier("ztf-train-prepared")

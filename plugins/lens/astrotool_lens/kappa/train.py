@@ -19,7 +19,7 @@ The loop, checkpoints, early stopping and resume come from
 :func:`astrotool.ml.training.fit` (Lightning Fabric: ``--device``,
 ``--precision``, ``--devices``); what an existing model folder means from
 :func:`astrotool.ml.commands.prepare_training`: a resume must use the same
-settings (:func:`resume_settings`), others are refused naming the keys.
+settings (:func:`astrotool.ml.commands.resume_settings`), others are refused naming the keys.
 """
 
 from __future__ import annotations
@@ -32,29 +32,12 @@ import numpy as np
 
 __docformat__ = "numpy"
 
-__all__ = ["RESUMABLE", "NO_DATASET", "resume_settings", "train_unet", "train_command"]
-
-RESUMABLE = frozenset({"epochs", "patience", "resume", "dataset", "model", "seed"})
-""":class:`TrainConfig` keys a resumed run may change (more epochs or patience train on); ``dataset`` and
-``seed`` are compared as the data set's identity and the seed in use, ``model`` names the folder."""
+__all__ = ["NO_DATASET", "train_unet", "train_command"]
 
 NO_DATASET = "run `astro lens kappa data` first"
 
 STATS_MAPS = 2048
 """At most this many training maps (evenly spaced over the split) set the normalisation constants."""
-
-
-def resume_settings(ds, cfg, seed: int) -> dict:
-    """What a resumed run must share with the run it continues (``meta["settings"]``).
-
-    Every :class:`~astrotool_lens.kappa.config.TrainConfig` key but
-    :data:`RESUMABLE` (a key added later is compared too), the seed in use and
-    the data set's identity (:func:`astrotool.ml.commands.dataset_identity`).
-    """
-    from astrotool.ml.commands import dataset_identity
-
-    return {**cfg.model_dump(mode="json", exclude=set(RESUMABLE)), "seed": int(seed),
-            "dataset": dataset_identity(ds)}
 
 
 def _stats(ds, idx: np.ndarray, spec: dict, batch: int = 64) -> dict:
@@ -139,7 +122,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     import torch
 
     from astrotool.errors import InputError
-    from astrotool.ml.commands import prepare_training, warn_schedule_change
+    from astrotool.ml.commands import prepare_training, resume_settings, warn_schedule_change
     from astrotool.ml.data import CHUNK_BYTES, EpochBatchSampler
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything
@@ -166,7 +149,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
 
     rt = runtime if runtime is not None else Runtime()
     rt.launch()
-    settings = resume_settings(ds, cfg, seed)
+    settings = resume_settings(cfg, seed, ds)
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                               settings=settings)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
