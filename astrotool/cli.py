@@ -478,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+_UNRAISABLE_HOOKED = False
+
+
 def _catch_stop_signals() -> dict:
     """Make SIGTERM and SIGINT stop the command: the workers get SIGTERM at once
     (:func:`astrotool.executors.request_stop`) and ``KeyboardInterrupt`` unwinds this
@@ -494,6 +497,17 @@ def _catch_stop_signals() -> dict:
     previous = {}
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         return previous
+    global _UNRAISABLE_HOOKED
+    if not _UNRAISABLE_HOOKED:  # once per process (the hook does nothing without a stop request)
+        _UNRAISABLE_HOOKED = True
+
+        def unraisable(args, _previous=sys.unraisablehook):
+            if isinstance(args.exc_value, KeyboardInterrupt) and executors.stop_requested() is not None:
+                executors.stop_swallowed()  # raised again shortly, where the command runs; not printed
+            else:
+                _previous(args)
+
+        sys.unraisablehook = unraisable
     for signum in (signal.SIGTERM, signal.SIGINT):
         if signum == signal.SIGINT and signal.getsignal(signum) is not signal.default_int_handler:
             continue

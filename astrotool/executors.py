@@ -254,7 +254,7 @@ def _call(fn: Callable, item: Any, seed: int, key: str):
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-_STOP: dict = {"signum": None, "deferred": False}
+_STOP: dict = {"signum": None, "deferred": False, "again": False}
 _POOLS: list = []  # process pools running now, whose workers a stop request signals
 
 
@@ -270,9 +270,24 @@ def request_stop(signum: int) -> bool:
     first = _STOP["signum"] is None
     if first:
         _STOP["signum"] = signum
+    again, _STOP["again"] = _STOP["again"], False
     for pool in list(_POOLS):
         _signal_workers(pool, signal.SIGTERM)
-    return first and not _STOP["deferred"]
+    return (first or again) and not _STOP["deferred"]
+
+
+def stop_swallowed() -> None:
+    """The stop request's ``KeyboardInterrupt`` was swallowed (it was raised inside a ``__del__`` or a
+    weakref callback, where Python only prints "Exception ignored"): send the signal again in a
+    moment, so that it is raised where the command is running, not at the end of the work item."""
+    import threading
+
+    if _STOP["signum"] is None or _STOP["deferred"]:
+        return
+    _STOP["again"] = True
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), _STOP["signum"]))
+    timer.daemon = True
+    timer.start()
 
 
 def stop_requested() -> int | None:
@@ -287,7 +302,7 @@ def defer_stop(defer: bool = True) -> None:
 
 def reset_stop() -> None:
     """Forget any stop request (a new command in the same process)."""
-    _STOP.update(signum=None, deferred=False)
+    _STOP.update(signum=None, deferred=False, again=False)
 
 
 def stop_interrupt(signum: int | None) -> KeyboardInterrupt:

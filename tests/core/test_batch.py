@@ -146,11 +146,26 @@ def test_sigterm_swallowed_by_a_finaliser_still_stops_the_run(tmp_path):
                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     _, err = p.communicate(timeout=60)
-    assert "Exception ignored" in err  # the hazard happened
+    assert Path(f"{out}.hazard").exists()  # the hazard happened
+    assert "Exception ignored" not in err  # the swallowed stop is not printed as an error: it is raised again
     assert p.returncode == 143, err
     assert len(list(out.iterdir())) < 10 and not [f for f in out.iterdir() if f.name.startswith(".")]
     rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
     assert (rec["status"], rec["exit_code"]) == ("terminated", 143)
+
+
+def test_a_swallowed_stop_interrupts_the_running_item_not_the_next_boundary(tmp_path):
+    """One long item (a whole tile in dre): the stop swallowed by a finaliser used to wait for the item
+    to finish (Ctrl-C during `dre run` of one tile ran on to the end); it stops the item."""
+    out = tmp_path / "toy" / "out"
+    p = subprocess.Popen([sys.executable, str(HERE / "_swallowed.py"), str(out), "-w", str(tmp_path),
+                          "toy", "run", "--count", "3", "--slow", "4"],
+                         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    _, err = p.communicate(timeout=60)
+    assert Path(f"{out}.hazard").exists() and p.returncode == 143, err
+    # the hazard lands while item 0 is written (its temporary file is there): item 0 stops, unfinished
+    assert list(out.iterdir()) == []
 
 
 def test_usable_cores_smallest_of_affinity_cgroup_and_slurm(tmp_path):
