@@ -161,7 +161,7 @@ def _concat(parts: list) -> Any:
     if not parts:
         return np.zeros((0,), np.float32)
     if isinstance(parts[0], tuple):
-        return tuple(cat([p[k] for p in parts]) for k in range(len(parts[0])))
+        return tuple(None if parts[0][k] is None else cat([p[k] for p in parts]) for k in range(len(parts[0])))
     if isinstance(parts[0], dict):
         return {k: cat([p[k] for p in parts]) for k in parts[0]}
     return cat(parts)
@@ -282,6 +282,8 @@ def _predict_torch(model, batches, device, precision, batch_size, keys, on_batch
     model.eval()
 
     def to_numpy(t):
+        if t is None:  # an output the model leaves out (an autoencoder's log-variance): None throughout
+            return None
         if t.dtype in (torch.float16, torch.bfloat16):
             t = t.float()
         return t.detach().cpu().numpy()

@@ -109,6 +109,17 @@ def test_multi_output_model_and_empty_input():
     assert empty.outputs.shape == (0, 3) and empty.n == 0 and np.isnan(empty.samples_per_s)
 
 
+def test_an_output_the_model_leaves_out_stays_none():
+    """An autoencoder without a variance returns (reconstruction, mean, None)."""
+    class WithNone(nn.Module):
+        def forward(self, x):
+            return x * 2, x.mean(dim=(1, 2, 3)), None
+
+    x = stamps(5)
+    recon, mean, none = predict(WithNone(), x, batch_size=2).outputs
+    assert none is None and np.allclose(recon, 2 * x) and mean.shape == (5,)
+
+
 def test_mixed_precision_is_close_but_not_identical():
     net, x = tiny_cnn(), stamps(16)
     ref = predict(net, x).outputs

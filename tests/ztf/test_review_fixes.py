@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -223,3 +224,30 @@ def test_simulate_shards_together_draw_what_one_run_draws(tmp_path, astro):
         assert len(one) == 3 and sorted(p.name for p in (tmp_path / "shards" / "ztf" / stage).glob("sim_*")) == one
     a, b = (pd.read_parquet(tmp_path / w / "ztf" / "alerts" / "sim_0002_alerts.parquet") for w in ("one", "shards"))
     assert a["candid"].tolist() == b["candid"].tolist()
+
+
+def test_commands_that_run_a_model_honour_the_ml_accelerator_of_the_configuration(tws, astro):
+    """``ml.accelerator`` set in a configuration file: predict, evaluate and embed ran on the CPU regardless."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: the refusal shows the setting was read")
+    cfg = tws / "gpu.toml"
+    cfg.write_text('[ml]\naccelerator = "cuda"\n')
+    for cmd in (("predict", "sim_0000", "--model", "sim_classifier"), ("evaluate", "--model", "sim_classifier"),
+                ("evaluate", "--model", "sim_vae"), ("embed", "--model", "sim_vae")):
+        r = astro("-w", tws, "--seed", 1, "--cfg", cfg, "ztf", *cmd)
+        assert r.returncode == 2 and "CUDA was asked for" in r.stderr, (cmd, r.stderr[-400:])
+        assert astro("-w", tws, "--seed", 1, "--cfg", cfg, "ztf", *cmd, "--device", "cpu").returncode == 0
+
+
+def test_the_anomaly_score_of_predict_is_the_reconstruction_error_of_embed(tws, astro):
+    r = astro("-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier", "--autoencoder", "sim_vae")
+    assert r.returncode == 0, r.stderr
+    alerts = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    assert alerts["recon_error"].notna().all() and (alerts["recon_error"] > 0).all()
+    assert astro("-w", tws, "--seed", 1, "ztf", "embed", "--model", "sim_vae", "--split", "test").returncode == 0
+    emb = pd.read_parquet(next((tws / "ztf" / "embeddings").glob("sim_vae_test*.parquet")))
+    both = emb.merge(alerts.sort_values("jd").drop_duplicates("objectId"), on="objectId", suffixes=("_e", "_p"))
+    assert len(both) > 0
+    np.testing.assert_allclose(both["recon_error_e"], both["recon_error_p"], rtol=1e-5)

@@ -85,11 +85,37 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
             "device": str(rt.device)}
 
 
-def latents(model_dir, ds, split: str) -> dict:
-    """Latent means, per-alert reconstruction error (mean squared, per pixel) and labels of the first alert of
-    each object of ``split``."""
-    import torch
+def encode(model, stamps: np.ndarray, device: str | None = None, batch_size: int = 256):
+    """Latent means and mean squared reconstruction error per pixel of each stamp.
 
+    Parameters
+    ----------
+    model : astrotool_ztf.model.StampAutoencoder
+    stamps : numpy.ndarray
+        ``(N, 3, S, S)`` float32 science, reference and difference stamps, as the autoencoder was trained on.
+    device : str, optional
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (default: CPU).
+    batch_size : int
+        Stamps per forward pass.
+
+    Returns
+    -------
+    latent : numpy.ndarray
+        ``(N, latent)`` float32.
+    error : numpy.ndarray
+        ``(N,)`` float32, in the stamps' normalised units squared.
+    """
+    from astrotool.ml.predict import predict
+
+    if not len(stamps):
+        return np.zeros((0, model.latent), np.float32), np.zeros(0, np.float32)
+    recon, mu, _ = predict(model, stamps, batch_size=batch_size, device=device or "cpu").outputs
+    return mu, ((recon.astype(np.float32) - stamps) ** 2).mean(axis=(1, 2, 3))
+
+
+def latents(model_dir, ds, split: str, device: str | None = None) -> dict:
+    """Latent means, per-alert reconstruction error (mean squared, per pixel) and labels of the first alert of
+    each object of ``split``, computed on ``device`` (``auto``, ``cpu``, ``cuda:N``...; default CPU)."""
     from astrotool.errors import InputError
     from astrotool.ml.checkpoint import build_model, load_checkpoint
 
@@ -102,17 +128,9 @@ def latents(model_dir, ds, split: str) -> dict:
                                                          f"{ds.name} has {ds.attrs['crop']}")
     model = build_model(ckpt, REGISTRY).eval()
     idx = np.sort(first_alerts(ds, split))
-    x = _stamps(ds, idx)
-    mus, errs = [], []
-    with torch.no_grad():
-        for i in range(0, len(x), 256):
-            b = torch.from_numpy(x[i:i + 256])
-            recon, mu, _ = model(b)
-            mus.append(mu.numpy())
-            errs.append(((recon - b) ** 2).mean(dim=(1, 2, 3)).numpy())
+    mu, err = encode(model, _stamps(ds, idx), device)
     meta = ds.metadata(["objectId", "label", "class_name"])
-    return {"latent": np.concatenate(mus) if mus else np.zeros((0, model.latent)),
-            "recon_error": np.concatenate(errs) if errs else np.zeros(0), "label": meta["label"][idx],
+    return {"latent": mu, "recon_error": err, "label": meta["label"][idx],
             "class_name": meta["class_name"][idx], "objectId": meta["objectId"][idx]}
 
 

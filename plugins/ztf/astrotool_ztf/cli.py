@@ -283,6 +283,7 @@ def evaluate(
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Temporal models: the single-alert "
                                                                     "classifier to compare with (default: "
                                                                     "<dataset>_classifier when it exists)."),
+    device: mc.Device = None,
 ) -> None:
     """Score classifiers on the first alert of each object of a split: accuracy, macro-F1, per-class recall,
     confusion matrix, calibration error before and after temperature scaling.
@@ -310,6 +311,7 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise InputError("--split", f"expected train, val or test, not {split!r}")
     cfg = ctx.section(NAME, {"train.dataset": dataset}).train
+    dev = mc.runtime(ctx, device=device).accelerator
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
     base = mc.model_dir(ctx, NAME, baseline, "--baseline") if baseline else None
     if base is not None and not (base / "model.json").is_file():
@@ -336,7 +338,7 @@ def evaluate(
     if autoencoders:
         with ds:
             for d in autoencoders:
-                lat = latents(d, ds, split)
+                lat = latents(d, ds, split, device=dev)
                 acc = clustering_accuracy(lat["latent"], lat["label"], 10)
                 row = {"model": d.name, "split": split, "n": int(len(lat["label"])),
                        "reconstruction_mse": float(np.mean(lat["recon_error"])),
@@ -358,7 +360,7 @@ def evaluate(
             base = base if (base / "model.json").is_file() else None
         with ds:
             for d in temporal:
-                tables[d.name] = gain_table(ds, d, split, baseline_dir=base)
+                tables[d.name] = gain_table(ds, d, split, baseline_dir=base, device=dev)
                 out = reports / f"{d.name}_{split}_temporal.json"
                 write_json_atomic(out, {"model": d.name, "baseline": base.name if base else None, "split": split,
                                         "by_alerts": tables[d.name]})
@@ -371,7 +373,7 @@ def evaluate(
     with ds:
         for d in dirs:
             ctx.record.add_input(d / "model.json")
-            r = evaluate_model(ds, d, split)
+            r = evaluate_model(ds, d, split, device=dev)
             r.update(write_figures(r, reports))
             out = reports / f"{r['model']}_{split}_evaluate.json"
             write_json_atomic(out, r)
@@ -436,6 +438,7 @@ def predict(
         check_name(name, "--name")
     if batch_size < 1:
         raise InputError("--batch-size", f"must be at least 1, not {batch_size}")
+    dev = mc.runtime(ctx, device=device).accelerator  # the option, else ml.accelerator
     ws = ctx.workspace
     alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
     mdir = mc.model_dir(ctx, NAME, model)
@@ -474,7 +477,7 @@ def predict(
     parts, rates = [], []
     for a, s in pairs:
         ctx.record.add_input(a)
-        df, rate = predict_file(a, s, net, meta, batch_size, None if device is None else device, autoencoder=ae)
+        df, rate = predict_file(a, s, net, meta, batch_size, dev, autoencoder=ae)
         parts.append(df)
         if rate:
             rates.append(rate)
@@ -532,6 +535,7 @@ def embed(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: "
                                                                   "ztf.train.dataset)."),
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test (first alerts)."),
+    device: mc.Device = None,
 ) -> None:
     """Map an autoencoder's latents to 2-D with UMAP: ztf/embeddings/<model>_<split>.parquet (latents, UMAP
     coordinates, class, reconstruction error per alert) and a PNG coloured by class."""
@@ -549,12 +553,13 @@ def embed(
     cfg = ctx.section(NAME, {"train.dataset": dataset, "embed.split": split})
     e = cfg.embed
     check_metric(e.metric)
+    dev = mc.runtime(ctx, device=device).accelerator
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.train.dataset, StampDataset, NO_DATASET)
     mdir = mc.model_dir(ctx, NAME, model)
     mc.check_trained_on(read_meta(mdir).get("settings", {}).get("dataset"), ds, mdir)
     ctx.record.add_input(mdir / "model.json")
     with ds:
-        lat = latents(mdir, ds, e.split)
+        lat = latents(mdir, ds, e.split, device=dev)
     xy = umap_embedding(lat["latent"], e.n_neighbors, e.min_dist, e.metric, ctx.seed)
     table = pd.DataFrame({"objectId": lat["objectId"], "class": lat["class_name"], "umap_1": xy[:, 0],
                           "umap_2": xy[:, 1], "recon_error": lat["recon_error"]})

@@ -20,8 +20,19 @@ __docformat__ = "numpy"
 SUMMARY_KEYS = ("accuracy", "macro_f1", "ece_before", "ece_after")
 
 
-def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15) -> dict:
+def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device: str | None = None) -> dict:
     """Metrics of one model on ``split`` (module docstring).
+
+    Parameters
+    ----------
+    ds : astrotool_ztf.prepare.StampDataset
+    model_dir : path-like
+        The classifier's folder.
+    split : {"train", "val", "test"}
+    n_bins : int
+        Confidence bins of the calibration error.
+    device : str, optional
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (default: CPU).
 
     Returns
     -------
@@ -42,11 +53,12 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15) -> dict
     idx, part = split_inputs(ds, split, meta)
     if len(idx) == 0:
         raise InputError(ds.root, f"no object in the {split!r} split")
-    logits, pred = run_logits(model, part["stamps"], part["features"])
+    logits, pred = run_logits(model, part["stamps"], part["features"], device=device or "cpu")
     t = meta.get("temperature")
     if t is None:  # a model trained before temperatures were stored: fit it on val now
         _, val = split_inputs(ds, "val", meta)
-        t = fit_temperature(run_logits(model, val["stamps"], val["features"])[0], val["label"])
+        t = fit_temperature(run_logits(model, val["stamps"], val["features"], device=device or "cpu")[0],
+                            val["label"])
     y = part["label"]
     probs = softmax(logits, t)
     return {"model": Path(model_dir).name, "path": str(model_dir), "split": split, "n": int(len(y)),

@@ -64,7 +64,7 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
     out["p_max"] = np.nanmax(np.where(np.isfinite(probs), probs, -1), axis=1).clip(0, None)
     out.loc[~usable, "p_max"] = np.nan
     if autoencoder is not None:
-        out["recon_error"] = reconstruction_error(autoencoder, x, usable)
+        out["recon_error"] = reconstruction_error(autoencoder, x, usable, device)
     return out, rate
 
 
@@ -97,19 +97,15 @@ def per_object(alerts, classes):
     return pd.DataFrame(rows)
 
 
-def reconstruction_error(autoencoder, stamps: np.ndarray, usable: np.ndarray) -> np.ndarray:
+def reconstruction_error(autoencoder, stamps: np.ndarray, usable: np.ndarray, device: str | None = None) -> np.ndarray:
     """Mean squared reconstruction error per pixel of each stamp ``(N, 4, 21, 21)`` (NaN where not usable)."""
-    import torch
-
     from astrotool.errors import InputError
+
+    from astrotool_ztf.autoencoder import encode
 
     if stamps.shape[-1] != 21:
         raise InputError("--autoencoder", f"the autoencoder takes 21 px stamps; the classifier's are {stamps.shape[-1]}")
     err = np.full(len(stamps), np.nan)
     rows = np.flatnonzero(usable)
-    with torch.no_grad():
-        for i in range(0, len(rows), 256):
-            b = torch.from_numpy(stamps[rows[i:i + 256], :3])
-            recon, _, _ = autoencoder(b)
-            err[rows[i:i + 256]] = ((recon - b) ** 2).mean(dim=(1, 2, 3)).numpy()
+    err[rows] = encode(autoencoder, stamps[rows, :3], device)[1]
     return err

@@ -140,13 +140,14 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
             "device": str(rt.device)}
 
 
-def gain_table(ds, model_dir, split: str = "test", ks=(1, 2, 3, 5), baseline_dir=None) -> list[dict]:
+def gain_table(ds, model_dir, split: str = "test", ks=(1, 2, 3, 5), baseline_dir=None,
+               device: str | None = None) -> list[dict]:
     """Accuracy of the temporal model given each object's first ``k`` alerts, on the objects of ``split``
-    with at least ``k`` alerts, next to the single-alert classifier (``baseline_dir``) on their first alert.
+    with at least ``k`` alerts, next to the single-alert classifier (``baseline_dir``) on their first alert;
+    both run on ``device`` (``auto``, ``cpu``, ``cuda:N``...; default CPU).
     """
-    import torch
-
     from astrotool.ml.checkpoint import build_model, load_checkpoint
+    from astrotool.ml.predict import predict
 
     from astrotool_ztf.classify import load_classifier, run_logits
     from astrotool_ztf.model import REGISTRY, TEMPORAL
@@ -161,7 +162,7 @@ def gain_table(ds, model_dir, split: str = "test", ks=(1, 2, 3, 5), baseline_dir
         net, bmeta = load_classifier(baseline_dir)
         part = load_split(ds, seq["first"], bmeta)
         order = np.argsort(np.argsort(seq["first"]))  # load_split reads in sorted order
-        base = run_logits(net, part["stamps"], part["features"])[0].argmax(1)[order]
+        base = run_logits(net, part["stamps"], part["features"], device=device or "cpu")[0].argmax(1)[order]
     rows = []
     for k in ks:
         if k > seq["stamps"].shape[1]:
@@ -169,13 +170,9 @@ def gain_table(ds, model_dir, split: str = "test", ks=(1, 2, 3, 5), baseline_dir
         objs = np.flatnonzero(seq["lengths"] >= k)
         if not len(objs):
             continue
-        pred = []
-        with torch.no_grad():
-            for i in range(0, len(objs), 128):
-                rows_k = objs[i:i + 128]
-                x, f, dt, n, _ = _take(seq, rows_k, np.full(len(rows_k), k))
-                pred.append(model(x, f, dt, n).argmax(1).numpy())
-        pred = np.concatenate(pred)
+        batches = ((_take(seq, objs[i:i + 128], np.full(len(objs[i:i + 128]), k))[:4],)  # ((x, f, dt, n),)
+                   for i in range(0, len(objs), 128))
+        pred = predict(model, batches, device=device or "cpu").outputs.argmax(1)
         y = seq["label"][objs]
         row = {"alerts": k, "objects": int(len(objs)), "temporal_accuracy": float(np.mean(pred == y))}
         if base is not None:
