@@ -49,7 +49,8 @@ docs: $(STAMP)
 	$(PY) docs/build.py
 
 bench: $(STAMP)
-	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@failed=""; for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || failed="$$failed $$b"; done; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf $(DEMO_DIR) docs/_build .pytest_cache

@@ -24,7 +24,8 @@ Prints, all measured in this run:
 Every figure is the best of ``--rounds`` interleaved rounds, so that foreign load on
 shared CPUs affects the ceiling, the batched fit and the baseline alike.
 
-Run: ``python benchmarks/dre_fit.py [--objects 1024] [--dre-objects 32] [--rounds 3]``.
+Run: ``python benchmarks/dre_fit.py [--objects 1024] [--dre-objects 32] [--rounds 3]``; ``--quick`` is a smoke run
+(DRE's grid only, a few hundred objects: too small to judge).
 """
 
 from __future__ import annotations
@@ -135,7 +136,11 @@ def main(argv=None):
     ap.add_argument("--gain", type=float, default=4.0)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is kept)")
     ap.add_argument("--psf-groups", type=int, default=8, help="PSF groups of (e)")
+    ap.add_argument("--quick", action="store_true", help="smoke-run sizes: --objects 128 --dre-objects 4 --rounds 1 "
+                                                         "--psf-groups 4, and (e) on DRE's grid only (no 2 GB cube)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.objects, args.dre_objects, args.rounds, args.psf_groups = 128, 4, 1, 4
 
     print(f"# dre fit benchmark  (numpy {np.__version__}, {os.cpu_count()} CPUs visible; "
           f"load average {os.getloadavg()[0]:.2f} at start: other processes share these CPUs)")
@@ -244,14 +249,18 @@ def main(argv=None):
     del bank, tbank, conv, conv_k
     vary_cost(cube, grid, data, rms, mask, args, "DRE's n = 4 grid")
     del cube
-    from astrotool_dre.config import ModelsConfig
+    if args.quick:
+        print("(e) on the default grid: skipped (--quick)")
+    else:
+        from astrotool_dre.config import ModelsConfig
 
-    big = MO.grid_from_config(ModelsConfig())
-    vary_cost(MO.build_cube(big, Context().map), big, data, rms, mask, args,
-              f"the default grid, n = {big.index[0]:g}-{big.index[-1]:g}")
+        big = MO.grid_from_config(ModelsConfig())
+        vary_cost(MO.build_cube(big, Context().map), big, data, rms, mask, args,
+                  f"the default grid, n = {big.index[0]:g}-{big.index[-1]:g}")
 
     ok = ops_main >= 350 and ops_main / ceiling >= 0.5 and ops_main / ops_ref >= 20
-    print(f"goals (>= 350 obj/s, >= 0.5 of ceiling, >= 20x DRE): {'met' if ok else 'NOT met'}")
+    print(f"goals (>= 350 obj/s, >= 0.5 of ceiling, >= 20x DRE): {'met' if ok else 'NOT met'}"
+          + (" (--quick: sizes too small to judge)" if args.quick else ""))
     return 0
 
 

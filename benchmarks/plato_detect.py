@@ -42,7 +42,7 @@ Prints, all measured in this run:
     (goal >= 100x; Panopticon's released models measured 0.40 s (A) and 0.68 s (B) here).
 
 Run: ``python benchmarks/plato_detect.py [--train-curves 640] [--holdout-curves 400] [--epochs 30]
-[--bls-curves 20] [--keep DIR]``; ``--quick`` is a smoke run of about two minutes (too small to judge).
+[--bls-curves 20] [--keep DIR]``; ``--quick`` is a smoke run of about five minutes on 2 cores (too small to judge).
 """
 
 from __future__ import annotations

@@ -185,6 +185,7 @@ def run_cli(workspace: Path, jobs: int, n_curves: int, chunk: int, seed: int) ->
 
 def same_outputs(a: Path, b: Path) -> int:
     """Assert that two workspaces hold the same plato files with the same content; return the file count."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     files_a = sorted(p.relative_to(a) for p in (a / "plato").rglob("*.parquet"))
@@ -194,9 +195,15 @@ def same_outputs(a: Path, b: Path) -> int:
         ta, tb = pq.read_table(a / rel), pq.read_table(b / rel)
         pa_, pb = (json.loads(t.schema.metadata[b"astrotool"]) for t in (ta, tb))
         assert pa_ == pb, f"{rel}: the simulation's metadata differs"
+        assert ta.column_names == tb.column_names and ta.num_rows == tb.num_rows, f"{rel}: other columns or rows"
         for name in ta.column_names:       # NaN-aware (labels hold NaN for curves without transit)
-            np.testing.assert_array_equal(ta[name].to_numpy(zero_copy_only=False),
-                                          tb[name].to_numpy(zero_copy_only=False), err_msg=str(rel))
+            if pa.types.is_list(ta.schema.field(name).type) or pa.types.is_large_list(ta.schema.field(name).type):
+                for i, (x, y) in enumerate(zip(ta[name].to_pylist(), tb[name].to_pylist())):  # row by row
+                    np.testing.assert_array_equal(np.asarray(x, dtype=float), np.asarray(y, dtype=float),
+                                                  err_msg=f"{rel}: {name}[{i}]")
+            else:
+                np.testing.assert_array_equal(ta[name].to_numpy(zero_copy_only=False),
+                                              tb[name].to_numpy(zero_copy_only=False), err_msg=str(rel))
     return len(files_a)
 
 

@@ -49,7 +49,6 @@ SIMBAD_CLASS = {
 """SIMBAD main type (Fink's ``cdsxmatch``) -> class; other types (stars without known variability, radio, IR,
 "Unknown", "Fail") are left out."""
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf"
 
 
 def astro(ws, *args, sets=(), seed=None) -> dict:
@@ -161,8 +160,14 @@ def main() -> int:
           f"{rates['torch'][0]:.0f} alerts/s, ONNX Runtime {rates['onnxruntime'][0]:.0f} alerts/s "
           f"({rates['onnxruntime'][0] / rates['torch'][0]:.2f}x); max |difference| {diff:.1e}")
 
-    real = SHARED / "fink_simbad_part2.parquet"
-    if real.exists():
+    from astrotool_ztf.demo import shared_ztf_data
+
+    shared = shared_ztf_data()  # $ASTRO_SHARED_DATA/ztf or ../shared/data/ztf
+    real = shared / "fink_simbad_part2.parquet" if shared is not None else None
+    if real is None or not real.exists():
+        print("\nreal Fink alerts with SIMBAD types: fink_simbad_part2.parquet not found (set ASTRO_SHARED_DATA); "
+              "skipped")
+    else:
         import pandas as pd
 
         out = astro(ws, "ztf", "predict", real, "--model", models[0], "--name", "fink")
