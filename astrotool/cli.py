@@ -432,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         set_current(ctx)
         result = group.main(args=rest, prog_name="astro", standalone_mode=False)
         code = result if isinstance(result, int) else 0
+        if opts.shard is not None and not ctx.shard_used and code == 0 and not {"-h", "--help"} & set(rest):
+            ctx.log.warning("--shard %s was not used: `%s` does not split its work into shards, so this task did "
+                            "all of it (run it once, not in an array)", opts.shard, ctx.command)
         if ctx.failures:   # the others finished; 2 where every failure was bad input
             _print_failures(ctx.failures)
             status, code = "failed items", 2 if all(f.exit_code == 2 for f in ctx.failures) else 1

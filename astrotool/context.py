@@ -114,7 +114,8 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
                  "N", int, _whole_number, "an integer >= 0", config_key="core.jobs"),
     GlobalOption(("--scheduler",), "scheduler", "Dask scheduler address (default: a local cluster).", "ADDRESS",
                  config_key="core.scheduler"),
-    GlobalOption(("--shard",), "shard", "Run only shard I of N (I/N), for Slurm arrays; auto: this array task's.",
+    GlobalOption(("--shard",), "shard", "Run only shard I of N (I/N, I from 0 to N-1), for Slurm arrays; auto: "
+                 "this array task's.",
                  "I/N|auto"),
     GlobalOption(("--seed",), "seed", "Base random seed (an integer >= 0).", "N", int, _whole_number,
                  "an integer >= 0", config_key="core.seed"),
@@ -187,6 +188,7 @@ class Context:
         self._workspace = None
         self._record = None
         self._said_scheduler = False
+        self.shard_used = False  # whether the command split its items by --shard (map, shard_of)
         self.log = logging.getLogger("astro")
 
     @classmethod
@@ -309,6 +311,7 @@ class Context:
         as its inputs, in the order :meth:`map` takes them."""
         from astrotool.executors import select_shard
 
+        self.shard_used = True
         return [items[i] for i in select_shard(items, self.executor_options.shard)]
 
     def map(self, fn: Callable[[Any, int], Any], items: Sequence[Any], desc: str,
@@ -359,6 +362,7 @@ class Context:
         from astrotool.names import printable
 
         options = options or self.executor_options
+        self.shard_used = True
         if self.options.scheduler and options.kind != "dask" and not self._said_scheduler:
             self._said_scheduler = True
             self.log.warning("--scheduler %s is not used: the %s executor runs the items (--executor dask "

@@ -22,6 +22,7 @@ def init(directory: Path = typer.Argument(None, help="Workspace folder (default:
     from astrotool.workspace import Workspace
 
     ctx = current()
+    ctx.config  # a bad --cfg file or --set is refused before anything is created
     ws = Workspace(directory) if directory else ctx.workspace
     created = ws.init()
     ctx.log.info("workspace %s: created %d item(s)", ws.root, len(created))
@@ -39,6 +40,7 @@ def status():
     from astrotool.workspace import Workspace
 
     ctx = current()
+    ctx.config  # a broken astro.toml, --cfg file or --set is reported here as in every command
     ws = Workspace(ctx.workspace_root)
     counts = ws.status()
     runs_dir = ws.root / "runs"

@@ -115,6 +115,28 @@ def test_status_lists_only_stage_folders_that_commands_write(tmp_path):
                                   "predictions"}
 
 
+def test_status_and_init_report_a_bad_configuration_as_every_command_does(tmp_path):
+    """They used to exit 0 on an unknown key or a bad value (the docs say every command exits 2)."""
+    ws = tmp_path / "ws"
+    assert _astro("-w", ws, "init").returncode == 0
+    for args in (("--set", "core.executer=process", "status"), ("--set", "core.jobs=-1", "init")):
+        r = _astro("-w", ws, *args)
+        assert r.returncode == 2 and args[1].split("=")[0] in r.stderr, r.stderr
+    (ws / "astro.toml").write_text("[core]\nexecuter = 'process'\n")
+    r = _astro("-w", ws, "status")
+    assert r.returncode == 2 and "astro.toml" in r.stderr and "core.executer" in r.stderr
+    assert not (tmp_path / "new").exists() and _astro("-w", tmp_path / "new", "--set", "core.jobs=-1",
+                                                        "init").returncode == 2
+    assert not (tmp_path / "new").exists()  # refused before anything was created
+
+
+def test_a_shard_that_the_command_does_not_use_is_said(tmp_path):
+    """Commands without items (train, export, status...) ran everything under --shard, silently."""
+    r = _astro("-w", tmp_path, "--shard", "1/2", "status")
+    assert r.returncode == 0 and "--shard 1/2 was not used: `status` does not split its work" in r.stderr
+    assert "not used" not in _astro("-w", tmp_path, "--shard", "1/2", "status", "--help").stderr
+
+
 def _astro(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "astrotool", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env={"ASTRO_CONFIG": "/dev/null", "PATH": "/usr/bin:/bin"}, timeout=120)
