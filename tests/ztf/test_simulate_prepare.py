@@ -95,6 +95,9 @@ def test_simulate_ingests_keeps_and_refuses_changed_settings(tmp_path, astro):
     assert out["files"] == 2 and out["written"] == 2 and out["objects"] == 12
     table = pd.concat(pd.read_parquet(p) for p in sorted((ws / "ztf" / "alerts").glob("sim_*_alerts.parquet")))
     assert set(table["class"]) <= set(CLASSES) and len(table) == out["alerts"]
+    from astrotool.io.tables import parquet_provenance
+
+    assert parquet_provenance(ws / "ztf" / "simulated" / "sim_0000.parquet")["command"] == "ztf simulate"
     stamps = read_stamps(ws / "ztf" / "stamps" / "sim_0000_stamps.h5")
     edge = table["stamps_resized"].to_numpy()[: len(stamps["candid"])]
     assert edge.any() and np.isnan(stamps["science"][edge]).any() and not np.isnan(stamps["science"][~edge]).any()

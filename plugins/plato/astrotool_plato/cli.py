@@ -11,10 +11,13 @@ from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
 
-TimeColumn = Annotated[Optional[str], typer.Option("--time-column", help="time column (default: time, TIME, ...)")]
+TimeColumn = Annotated[Optional[str], typer.Option("--time-column", help="time column (default: time, TIME, ...) "
+                                                                           "(sets plato.detect.time_column)")]
 FluxColumn = Annotated[Optional[str], typer.Option("--flux-column",
-                                                   help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...)")]
-TimeUnit = Annotated[Optional[str], typer.Option("--time-unit", help="d | s (unit of the time column)")]
+                                                   help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...) "
+                                                        "(sets plato.detect.flux_column)")]
+TimeUnit = Annotated[Optional[str], typer.Option("--time-unit", help="d | s (unit of the time column) "
+                                                                     "(sets plato.detect.time_unit)")]
 
 app = typer.Typer(no_args_is_help=True)
 

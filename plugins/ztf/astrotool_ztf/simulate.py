@@ -434,17 +434,15 @@ def simulate_item(item: SimItem, seed: int) -> tuple[str, bool]:
     Returns the path and whether it was written (False: kept, made with the same settings).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from astrotool import made_with
-    from astrotool.workspace import atomic_path
+    from astrotool.io.tables import write_parquet
 
     rec = file_record(item)
     if made_with.keep([item.path], rec, overwrite=item.overwrite):
         return item.path, False
     alerts = simulate_objects(item.start, item.stop, item.base_seed, item.config)
-    with atomic_path(Path(item.path)) as tmp:
-        pq.write_table(pa.Table.from_pylist(alerts), tmp, compression="zstd")
+    write_parquet(pa.Table.from_pylist(alerts), item.path, command="ztf simulate")  # with its provenance
     made_with.write(item.path, rec)
     return item.path, True
 
