@@ -270,3 +270,60 @@ def test_baseline_command_wiener_and_errors(workspace, capsys):
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "inputs", "--method", "ks",
                        "--split", "train")
     assert code == 2 and "no maps in split 'train'" in err
+
+
+def test_baseline_overwrite_keeps_the_finished_run_when_the_new_one_fails(workspace, capsys):
+    ws, eps, kappa = workspace
+    bad = eps.copy()
+    bad[20, 0, 5, 5] = np.nan   # a test map
+    write_set(ws / "lens" / "kappa" / "data", "badtest", bad, kappa, ["train"] * 16 + ["val"] * 2 + ["test"] * 6)
+    pred = ws / "lens" / "kappa" / "predictions"
+    args = ("-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "badtest", "--method", "ks", "--name", "keep")
+    code, out, err = run(capsys, *args, "--split", "val")
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in (pred / "keep").iterdir()}
+    zip_before = (pred / "keep.zip").read_bytes()
+    code, out, err = run(capsys, "--overwrite", *args, "--split", "test")
+    assert code == 2 and "NaN" in err and "kept as it was" in err, err
+    assert {p.name: p.read_bytes() for p in (pred / "keep").iterdir()} == before
+    assert (pred / "keep.zip").read_bytes() == zip_before
+    assert not [p for p in pred.iterdir() if p.name.startswith(".keep")]
+
+
+def test_baseline_under_shard_computes_its_share_and_the_last_task_completes_the_run(workspace, capsys):
+    ws, eps, kappa = workspace
+    pred = ws / "lens" / "kappa" / "predictions"
+    args = ("lens", "kappa", "baseline", "--dataset", "tiny", "--method", "ks", "--name", "shk")
+    code, out, err = run(capsys, "-w", ws, "--shard", "0/2", *args)
+    assert code == 0, err
+    res = json.loads(out)
+    assert (res["computed"], res["missing"], res["shard"], res["zip"]) == (3, 3, "0/2", None)
+    assert "3 of 6 maps missing" in err
+    assert not json.loads((pred / "shk" / "prediction.json").read_text())["complete"]
+    assert not (pred / "shk.zip").exists()
+    code, out, err = run(capsys, "-w", ws, "--shard", "1/2", *args)
+    assert code == 0, err
+    res = json.loads(out)
+    assert (res["computed"], res["missing"]) == (3, 0) and res["zip"]
+    assert json.loads((pred / "shk" / "prediction.json").read_text())["complete"]
+    assert len(list((pred / "shk").glob("*.npy"))) == 6
+    code, _, err = run(capsys, "-w", ws, "--overwrite", "--shard", "1/2", *args)
+    assert code == 2 and "--shard" in err
+
+
+def test_messages_name_the_folder_given_and_the_commands_own_option(workspace, capsys, tmp_path, monkeypatch):
+    ws, eps, kappa = workspace
+    (tmp_path / "datathon" / "train" / "EPSILON").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "-w", ws, "lens", "kappa", "baseline", "--dataset", "./datathon/train", "--method", "ks")
+    assert code == 2 and "./datathon/train: a folder, not a packed data set" in err, err
+    assert "astro lens kappa data ./datathon/train" in err and "lens/kappa/data/datathon" not in err
+    code, _, err = run(capsys, "-w", ws, "lens", "kappa", "baseline", "--dataset", "./datathon/nothere", "--method",
+                       "ks")
+    assert code == 2 and "./datathon/nothere: no such folder" in err, err
+    code, _, err = run(capsys, "-w", ws, "lens", "kappa", "baseline", "--dataset", "tiny", "--method", "wiener",
+                       "--train-dataset", "./datathon/train")
+    assert code == 2 and "then give --train-dataset NAME" in err, err
+    write_set(ws / "lens" / "kappa" / "data", "inonly", eps[:4], None, ["test"] * 4)
+    code, _, err = run(capsys, "-w", ws, "lens", "kappa", "baseline", "--dataset", "inonly", "--method", "wiener")
+    assert code == 2 and "--train-dataset NAME" in err and "--set" not in err, err

@@ -58,7 +58,13 @@ def test_writer_resume_keeps_finished_maps_and_refuses_other_settings(tmp_path):
     with pytest.raises(AstroError, match="split: \"test\" -> \"all\""):
         PredictionWriter(run, {**MADE_BY, "split": "all"})
     fresh = PredictionWriter(run, {**MADE_BY, "settings": {"sigma": 3.0}}, overwrite=True)
-    assert fresh.missing(NAMES) == NAMES and not list(run.glob("*.npy"))
+    assert fresh.missing(NAMES) == NAMES
+    assert len(list(run.glob("*.npy"))) == 3   # the old run stays until the new one is complete
+    fresh.write(NAMES, maps(4, seed=1))
+    fresh.finish()
+    assert json.loads((run / INFO_FILE).read_text())["made_by"]["settings"] == {"sigma": 3.0}
+    assert np.array_equal(np.load(run / f"{NAMES[0]}.npy"), maps(4, seed=1)[0].astype(np.float16))
+    assert not [p for p in run.parent.iterdir() if p.name.startswith(".")]   # no temporary folder left
 
 
 def test_writer_refuses_nan_and_overflow_naming_the_map(tmp_path):
@@ -107,7 +113,10 @@ def test_writer_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "run" / "notes.txt").write_text("mine")
     with pytest.raises(AstroError, match="no prediction.json"):
         PredictionWriter(tmp_path / "run", MADE_BY)
-    PredictionWriter(tmp_path / "run", MADE_BY, overwrite=True)
+    w = PredictionWriter(tmp_path / "run", MADE_BY, overwrite=True)
+    assert (tmp_path / "run" / "notes.txt").exists()   # replaced only once the new run is complete
+    w.write(NAMES, maps())
+    w.finish()
     assert not (tmp_path / "run" / "notes.txt").exists()
 
 
@@ -318,3 +327,82 @@ def test_a_folder_map_rewritten_after_its_prediction_is_predicted_again(trained,
     assert not np.array_equal(np.load(out_dir / "f2.npy"), before)
     code, out, err = run(capsys, *args)
     assert code == 0 and json.loads(out)["computed"] == 0, err
+
+
+def test_overwrite_keeps_the_finished_run_until_the_new_one_is_complete(trained, capsys, tmp_path):
+    ws, eps = trained
+    folder = tmp_path / "ow" / "EPSILON"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        np.save(folder / f"o{i}.npy", eps[i])
+    args = ("-w", ws, "-q", "lens", "kappa", "predict", folder.parent, "--model", "tiny_unet", "--output", "orun",
+            "--batch-size", 2)
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    out_dir = ws / "lens" / "kappa" / "predictions" / "orun"
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    zip_before = (out_dir.parent / "orun.zip").read_bytes()
+    bad = eps[3].copy()
+    bad[1, 2, 2] = np.nan
+    np.save(folder / "o3.npy", bad)
+    code, _, err = run(capsys, "--overwrite", *args)
+    assert code == 2 and "o3" in err and "NaN" in err and "kept as it was" in err, err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before     # the finished run, whole
+    assert (out_dir.parent / "orun.zip").read_bytes() == zip_before
+    assert json.loads((out_dir / INFO_FILE).read_text())["complete"]
+    assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".orun")]  # no temporary folder
+
+
+def test_a_failed_rerun_on_a_changed_input_leaves_no_complete_run_with_a_stale_map(trained, capsys, tmp_path):
+    import os
+
+    ws, eps = trained
+    folder = tmp_path / "st" / "EPSILON"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        np.save(folder / f"s{i}.npy", eps[i])
+    args = ("-w", ws, "-q", "lens", "kappa", "predict", folder.parent, "--model", "tiny_unet", "--output", "srun")
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    out_dir = ws / "lens" / "kappa" / "predictions" / "srun"
+    bad = eps[2].copy()
+    bad[0, 1, 1] = np.nan
+    np.save(folder / "s2.npy", bad)
+    t = os.stat(out_dir / "s2.npy").st_mtime_ns + 10**9
+    os.utime(folder / "s2.npy", ns=(t, t))
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "s2" in err and "NaN" in err and "marked not complete" in err, err
+    info = json.loads((out_dir / INFO_FILE).read_text())
+    assert info["complete"] is False
+    assert not (out_dir / "s2.npy").exists() and not (out_dir.parent / "srun.zip").exists()
+    assert sorted(p.stem for p in out_dir.glob("*.npy")) == ["s0", "s1", "s3"]   # the others stay
+    np.save(folder / "s2.npy", eps[2])
+    code, out, err = run(capsys, *args)
+    assert code == 0 and (json.loads(out)["computed"], json.loads(out)["kept"]) == (1, 3), err
+
+
+def test_predict_under_shard_computes_its_share_and_the_last_task_completes_the_run(trained, capsys):
+    ws, _ = trained
+    pred = ws / "lens" / "kappa" / "predictions"
+    args = ("lens", "kappa", "predict", "tiny", "--model", "tiny_unet", "--output", "shp")
+    code, out, err = run(capsys, "-w", ws, "-q", "--shard", "1/2", *args)
+    assert code == 0, err
+    res = json.loads(out)
+    assert (res["computed"], res["missing"], res["zip"]) == (3, 3, None)
+    assert not json.loads((pred / "shp" / INFO_FILE).read_text())["complete"]
+    code, out, err = run(capsys, "-w", ws, "-q", "--shard", "0/2", *args)
+    assert code == 0, err
+    res = json.loads(out)
+    assert (res["computed"], res["missing"]) == (3, 0) and res["zip"]
+    assert json.loads((pred / "shp" / INFO_FILE).read_text())["complete"]
+
+
+def test_export_opset_range_is_the_one_the_command_accepts(trained, capsys):
+    from astrotool.ml.export import onnx_opsets
+
+    ws, _ = trained
+    high = onnx_opsets()[1]
+    code, _, err = run(capsys, "-w", ws, "lens", "kappa", "export", "--model", "tiny_unet", "--opset", 99)
+    assert code == 2 and f"opsets 11 to {high}" in err, err
+    code, _, err = run(capsys, "-w", ws, "lens", "kappa", "export", "--model", "tiny_unet", "--opset", 9)
+    assert code == 2 and "greater than or equal to 11" in err, err

@@ -331,6 +331,25 @@ def test_simulate_command_layout_resume_and_refusals(tmp_path, capsys):
     assert json.loads((root / "simulate_settings.json").read_text())["n_gal"] == 10
 
 
+def test_a_deleted_or_cut_map_redraws_its_chunk(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    sim = ["-w", ws, "-q", "--seed", 5, "lens", "kappa", "simulate", "--size", 32, "--name", "s", "-n", 6,
+           "--chunk-size", 3]
+    assert run(capsys, *sim)[0] == 0
+    root = _set(ws, "s")
+    first = {k: p.read_bytes() for k, p in _files(root).items()}
+    (root / "KAPPA" / "00004.npy").unlink()
+    code, out, err = run(capsys, *sim)
+    assert code == 0, err
+    assert (json.loads(out)["new"], json.loads(out)["skipped"]) == (3, 3)
+    assert {k: p.read_bytes() for k, p in _files(root).items()} == first   # the same maps again
+    (root / "EPSILON" / "00001.npy").write_bytes(first["EPSILON/00001.npy"][:100])   # cut short
+    code, out, err = run(capsys, *sim)
+    assert code == 0, err
+    assert (json.loads(out)["new"], json.loads(out)["skipped"]) == (3, 3)
+    assert {k: p.read_bytes() for k, p in _files(root).items()} == first
+
+
 def test_a_failed_chunk_keeps_the_finished_ones(tmp_path, capsys):
     # a measurement error of 2e4 puts an empty pixel's Delta-epsilon (10 x 2e4) beyond float16:
     # exactly the maps with an empty pixel fail
@@ -390,12 +409,26 @@ def test_data_repacks_a_redrawn_set_and_refuses_an_unfinished_one(tmp_path, caps
 
 @pytest.mark.parametrize("bad, message", [({"z_lens": (1.2, 1.5)}, "behind the sources"),
                                           ({"log10_mass": (15.0, 14.0)}, "lower bound 15.0 > upper bound 14.0"),
-                                          ({"sigma_e": 3.0}, "less than 1")])
+                                          ({"sigma_e": 3.0}, "less than 1"),
+                                          ({"n_gal": 1e9}, "less than or equal to 10000"),
+                                          ({"size": 8192}, "less than or equal to 2048"),
+                                          ({"size": 2048, "n_gal": 100}, "1.68e.07 galaxies per map")])
 def test_unphysical_settings_are_refused(bad, message):
     import pydantic
 
     with pytest.raises(pydantic.ValidationError, match=message):
         SimulateConfig(**bad)
+
+
+def test_settings_that_would_not_fit_in_memory_are_refused_naming_the_key(tmp_path, capsys):
+    import pydantic
+
+    SimulateConfig(size=2048)   # the largest side, with the default density
+    cfg = SimulateConfig(n_gal=9000)
+    with pytest.raises(pydantic.ValidationError, match="galaxies per map"):
+        cfg.size = 1024   # set after the density: checked too
+    code, _, err = run(capsys, "-w", tmp_path / "ws", "lens", "kappa", "simulate", "--n-gal", "1e9", "-n", 2)
+    assert code == 2 and "lens.kappa.simulate.n_gal" in err and "--n-gal" in err
 
 
 def test_overwrite_draws_again_and_is_refused_with_shard(tmp_path, capsys):
@@ -421,3 +454,19 @@ def test_a_slurm_array_task_records_its_resolved_shard(tmp_path, capsys, monkeyp
     assert code == 0, err
     assert json.loads(out)["shard"] == "1/4" and json.loads(out)["new"] == 1
     assert len(list((_set(ws, "s") / "KAPPA").glob("*.npy"))) == 1  # the map of chunk 1 only
+
+
+def test_the_last_shard_task_to_finish_writes_the_truth_table(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    sim = ["lens", "kappa", "simulate", "--name", "s", "-n", 4, "--size", 32, "--chunk-size", 1]
+    code, out, err = run(capsys, "-w", ws, "--shard", "0/2", *sim)
+    assert code == 0, err
+    assert (json.loads(out)["new"], json.loads(out)["missing"]) == (2, 2) and "2 of 4 maps missing" in err
+    assert not (_set(ws, "s") / "truth.parquet").exists()
+    code, out, err = run(capsys, "-w", ws, "-q", "--shard", "1/2", *sim)
+    assert code == 0, err
+    res = json.loads(out)
+    assert (res["n"], res["new"], res["skipped"], res["missing"], res["shard"]) == (4, 2, 0, 0, "1/2")
+    assert (_set(ws, "s") / "truth.parquet").exists()
+    _check_set(_set(ws, "s"), SimulateConfig(size=32), 4, json.loads(
+        (_set(ws, "s") / "simulate_settings.json").read_text())["seed"])

@@ -287,3 +287,80 @@ def test_a_bare_name_is_the_workspace_set_before_a_folder_of_the_current_directo
     assert open_maps("demo", "epsilon", _Ctx(ws)).describe().startswith("data set")
     make_root(tmp_path / "demo", NAMES[6:9], kappa=False)
     assert len(open_maps("./demo", "epsilon", _Ctx(ws))) == 3  # a path stays a path
+
+
+@pytest.mark.parametrize("as_tar", [False, True])
+def test_data_under_shard_packs_each_tasks_shards_and_indexes_when_all_exist(tmp_path, capsys, as_tar):
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "set", NAMES[:20])
+    source = make_tar(root, tmp_path / "set.tar.gz") if as_tar else root
+    out_dir = ws / "lens" / "kappa" / "data" / "shd"
+    args = ("lens", "kappa", "data", source, "--name", "shd", "--shard-size", 5)
+    code, out, err = run(capsys, "-w", ws, "--shard", "0/2", *args)
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["missing_shards"] == 2 and s["shards"] == 4 and s["shard"] == "0/2"
+    assert "2 of 4 shards missing" in err
+    assert sorted(p.name for p in out_dir.glob("shard*_arrays.h5")) == ["shard00000_arrays.h5",
+                                                                         "shard00002_arrays.h5"]
+    assert not list(out_dir.glob("*_dataset.json")) and not list(out_dir.glob(".staging*"))
+    code, out, err = run(capsys, "-w", ws, "--shard", "1/2", *args)
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["missing_shards"] == 0 and s["n"] == 20
+    assert list(_packed(ws, "shd").names) == sorted(NAMES[:20])
+    code, _, err = run(capsys, "-w", ws, "--overwrite", "--shard", "1/2", *args)
+    assert code == 2 and "--shard" in err
+
+
+def test_extra_files_in_the_layout_are_reported_and_dotfiles_ignored(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "set", NAMES[:6])
+    (root / "EPSILON" / "README.txt").write_text("notes")
+    (root / "EPSILON" / "00003b.npz").write_bytes(b"PK")
+    (root / "EPSILON" / "sub").mkdir()
+    (root / "KAPPA" / ".DS_Store").write_bytes(b"\0")
+    code, out, err = run(capsys, "-w", ws, "lens", "kappa", "data", root)
+    assert code == 0, err
+    assert "3 entries that are not .npy map files" in err and "00003b.npz, README.txt, sub/" in err, err
+    assert ".DS_Store" not in err and str(root / "KAPPA") not in err
+    assert json.loads(out)["n"] == 6
+    code, out, err = run(capsys, "-w", ws, "lens", "kappa", "score", root / "KAPPA", "--truth", root, "--no-plots")
+    assert code == 0 and "3 entries" not in err, err   # KAPPA/ holds only a dotfile besides the maps
+    (root / "KAPPA" / "old").mkdir()
+    code, out, err = run(capsys, "-w", ws, "lens", "kappa", "score", root / "KAPPA", "--truth", root, "--no-plots")
+    assert code == 0 and "1 entry that is not a .npy map file" in err and "old/" in err, err
+
+
+def test_a_text_or_object_file_named_npy_is_refused_without_numpys_advice(tmp_path):
+    from astrotool_lens.kappa.sources import load_npy
+
+    txt = tmp_path / "t.npy"
+    txt.write_text("some notes, not an array\n")
+    with pytest.raises(InputError) as exc:
+        load_npy(txt, txt)
+    msg = str(exc.value)
+    assert "not a .npy array file" in msg and "allow_pickle" not in msg and "trust" not in msg
+    with pytest.raises(InputError, match="not a .npy array file"):
+        load_npy(txt.read_bytes(), "x.tar.gz:EPSILON/t.npy")
+    obj = tmp_path / "o.npy"
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError) as exc:
+        load_npy(obj, obj)
+    assert "pickled Python objects, refused" in str(exc.value) and "allow_pickle" not in str(exc.value)
+
+
+def test_extra_members_of_a_tarball_layout_are_reported(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "set", NAMES[:4])
+    (root / "EPSILON" / "README.txt").write_text("notes")
+    (root / "KAPPA" / ".DS_Store").write_bytes(b"\0")
+    tar = tmp_path / "t.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        for p in sorted(root.rglob("*")):
+            tf.add(p, arcname=f"top/{p.relative_to(root)}", recursive=False)
+    code, out, err = run(capsys, "-w", ws, "lens", "kappa", "data", tar)
+    assert code == 0, err
+    assert "1 member that is not a .npy map" in err and "top/EPSILON/README.txt" in err and ".DS_Store" not in err
+    code, out, err = run(capsys, "-w", ws, "lens", "kappa", "score", root / "KAPPA", "--truth", tar, "--no-plots")
+    assert code == 0 and err.count("top/EPSILON/README.txt") == 1, err

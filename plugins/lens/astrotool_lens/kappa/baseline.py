@@ -76,11 +76,11 @@ def _train_kappa_batches(ds, batch: int = BATCH):
     """Stream the training split's kappa maps (float64) of a KappaDataset."""
     if not ds.has_kappa:
         raise InputError(ds.root, "holds no kappa maps (an input-only set): the Wiener and mean baselines need a "
-                                  "training split with kappa (--set lens.kappa.baseline.train_dataset=NAME)")
+                                  "training split with kappa (give one with --train-dataset NAME)")
     idx = ds.split_indices("train")
     if not idx.size:
         raise InputError(ds.root, "has no training maps: the Wiener and mean baselines estimate from them "
-                                  "(--set lens.kappa.baseline.train_dataset=NAME)")
+                                  "(give another data set with --train-dataset NAME)")
     for b in ds.iter_batches(batch, names=["kappa"], indices=idx, check_finite=True):
         yield b["kappa"].astype(np.float64)
 
@@ -272,12 +272,12 @@ def baseline_command(ctx, cfg) -> dict:
     """
     from astrotool.ml import commands as mc
 
-    from astrotool_lens.kappa.data import KappaDataset
-    from astrotool_lens.kappa.submission import PredictionWriter
+    from astrotool_lens.kappa.data import open_packed
+    from astrotool_lens.kappa.submission import PredictionWriter, finish_run, shard_names
 
     b = cfg.baseline
     hint = "pack one with `astro lens kappa data`"
-    ds = mc.open_dataset(ctx, "lens", "kappa/data", b.dataset, KappaDataset, hint=hint)
+    ds = open_packed(ctx, b.dataset, "--dataset", hint=hint)
     idx = ds.split_indices(b.split)
     if not idx.size:
         raise InputError(ds.root, f"has no maps in split {b.split!r}")
@@ -289,8 +289,7 @@ def baseline_command(ctx, cfg) -> dict:
     if b.method == "ks":
         settings = {"sigma": float(b.sigma)}
     elif b.method in ("wiener", "mean"):
-        train = mc.open_dataset(ctx, "lens", "kappa/data", b.train_dataset, KappaDataset, hint=hint) \
-            if b.train_dataset else ds
+        train = open_packed(ctx, b.train_dataset, "--train-dataset", hint=hint) if b.train_dataset else ds
         if train.size != ds.size:
             raise InputError(train.root, f"maps are {train.size}x{train.size}, the data set's {ds.size}x{ds.size}")
         settings = {"train": mc.dataset_identity(train)}
@@ -308,37 +307,41 @@ def baseline_command(ctx, cfg) -> dict:
     folder = ctx.workspace.stage("lens", "kappa/predictions") / run
     made_by = {"method": b.method, "settings": settings, "source": mc.dataset_identity(ds), "split": b.split,
                "n": int(idx.size), "size": ds.size}
-    writer = PredictionWriter(folder, made_by, overwrite=ctx.overwrite)
-    todo = set(writer.missing(names))
-    sel = np.array([i for i, nm in zip(idx, names) if nm in todo], dtype=np.int64)
-    noise, b_power = [], []
-    t0 = time.perf_counter()
-    with ctx.progress(int(sel.size), f"{b.method} {run}") as advance:
-        if b.method in ("zero", "mean"):  # the inputs play no part: names only
-            for a in range(0, sel.size, BATCH):
-                part = sel[a:a + BATCH]
-                kap, _ = reconstruct(np.zeros((len(part), 3, ds.size, ds.size), np.float32), b.method, mean=mean)
-                writer.write(all_names[part], kap)
-                advance(len(part))
-        else:
-            for batch in ds.iter_batches(BATCH, names=["epsilon"], indices=sel, check_finite=True):
-                kap, extra = reconstruct(batch["epsilon"], b.method, b.sigma, signal_2d)
-                if extra:
-                    noise.append(extra["noise"] * extra["fill"])
-                    b_power.append(extra["b_power"])
-                writer.write(all_names[batch["index"]], kap)
-                advance(len(batch["index"]))
-    seconds = time.perf_counter() - t0
-    rate = round(sel.size / seconds, 1) if sel.size and seconds > 0 else None
-    if noise:
-        fn, bp = np.concatenate(noise), np.concatenate(b_power)
-        extra_summary["noise_power_mean"] = float(fn.mean())
-        extra_summary["noise_b_ratio"] = float(bp.mean() / fn.mean()) if fn.mean() > 0 else None
-    summary = {"method": b.method, "dataset": ds.name, "split": b.split, "n": int(idx.size),
-               "computed": int(sel.size), "kept": int(idx.size - sel.size), "maps_per_s": rate,
-               **({"sigma": float(b.sigma)} if b.method == "ks" else {})}
-    stored = {k: v for k, v in extra_summary.items() if k != "signal_power"}
-    res = writer.finish(zip=b.zip, summary={**summary, **extra_summary})
+    only = shard_names(ctx, names)   # under --shard, this task's share
+    share = int(idx.size) if only is None else len(only)
+    with PredictionWriter(folder, made_by, overwrite=ctx.overwrite) as writer:  # an error keeps an old run
+        todo = [n for n in writer.missing(names) if only is None or n in only]
+        writer.begin(todo)   # a finished run about to change is no longer complete
+        todo = set(todo)
+        sel = np.array([i for i, nm in zip(idx, names) if nm in todo], dtype=np.int64)
+        noise, b_power = [], []
+        t0 = time.perf_counter()
+        with ctx.progress(int(sel.size), f"{b.method} {run}") as advance:
+            if b.method in ("zero", "mean"):  # the inputs play no part: names only
+                for a in range(0, sel.size, BATCH):
+                    part = sel[a:a + BATCH]
+                    kap, _ = reconstruct(np.zeros((len(part), 3, ds.size, ds.size), np.float32), b.method, mean=mean)
+                    writer.write(all_names[part], kap)
+                    advance(len(part))
+            else:
+                for batch in ds.iter_batches(BATCH, names=["epsilon"], indices=sel, check_finite=True):
+                    kap, extra = reconstruct(batch["epsilon"], b.method, b.sigma, signal_2d)
+                    if extra:
+                        noise.append(extra["noise"] * extra["fill"])
+                        b_power.append(extra["b_power"])
+                    writer.write(all_names[batch["index"]], kap)
+                    advance(len(batch["index"]))
+        seconds = time.perf_counter() - t0
+        rate = round(sel.size / seconds, 1) if sel.size and seconds > 0 else None
+        if noise:
+            fn, bp = np.concatenate(noise), np.concatenate(b_power)
+            extra_summary["noise_power_mean"] = float(fn.mean())
+            extra_summary["noise_b_ratio"] = float(bp.mean() / fn.mean()) if fn.mean() > 0 else None
+        summary = {"method": b.method, "dataset": ds.name, "split": b.split, "n": int(idx.size),
+                   "computed": int(sel.size), "kept": int(share - sel.size), "maps_per_s": rate,
+                   **({"sigma": float(b.sigma)} if b.method == "ks" else {})}
+        stored = {k: v for k, v in extra_summary.items() if k != "signal_power"}
+        res = finish_run(ctx, writer, names, None, b.zip, {**summary, **extra_summary})
     mc.record(ctx, outputs=[p for p in (res["output"], res["zip"]) if p])
     out = {**summary, **stored, **res}
     ctx.emit(out)

@@ -17,6 +17,16 @@ __docformat__ = "numpy"
 
 Pair = tuple[float, float]
 
+MIN_OPSET = 11
+"""Oldest ONNX opset ``export`` writes."""
+
+MAX_N_GAL = 10_000.0
+"""Largest ``n_gal`` accepted [galaxies/arcmin^2]: a hundred times the deepest surveys'."""
+
+MAX_GALAXIES_PER_MAP = 10_000_000
+"""Largest mean number of galaxies per map (``n_gal * pixel_scale^2 * size^2``) accepted: each is held in memory
+while its map is drawn, about 150 bytes apiece (1.5 GB per map at this limit, per worker)."""
+
 
 class _Model(Section):
     """@public The base of every table here: unknown keys are errors, assigned values are validated too."""
@@ -30,6 +40,17 @@ def _ordered(v, info):
     return v
 
 
+def _check_galaxies(n_gal: float, pixel_scale: float, size: int) -> None:
+    """Refuse more than :data:`MAX_GALAXIES_PER_MAP` galaxies per map (n_gal [1/arcmin^2], pixel_scale
+    [arcmin/pixel], size [pixels])."""
+    per_map = n_gal * pixel_scale**2 * size**2
+    if per_map > MAX_GALAXIES_PER_MAP:
+        raise ValueError(f"n_gal = {n_gal:g} galaxies/arcmin^2 on {size}x{size} pixels of {pixel_scale:g} arcmin "
+                         f"gives {per_map:.3g} galaxies per map, more than {MAX_GALAXIES_PER_MAP:.0e} (about "
+                         f"{per_map * 150 / 1e9:.3g} GB of memory per map while it is drawn); lower n_gal, "
+                         "pixel_scale or size")
+
+
 class SimulateConfig(_Model):
     """``astro lens kappa simulate``: (epsilon, kappa) pairs in the Datathon layout.
 
@@ -39,7 +60,9 @@ class SimulateConfig(_Model):
 
     name: FileName = Field("sims", description="set name: folder lens/kappa/sims/<name>/ with EPSILON/ and KAPPA/")
     n: int = Field(1000, ge=1, description="number of maps")
-    size: int = Field(128, ge=16, description="map side [pixels] (the Datathon's is 128)")
+    size: int = Field(128, ge=16, le=2048, description="map side [pixels] (the Datathon's is 128; at most 2048: "
+                                                      "each map is drawn on a grid of twice the side, about 3 GB "
+                                                      "of memory per worker at 2048)")
     pixel_scale: float = Field(0.2, gt=0, description="[arcmin/pixel]")
     z_lens: Pair = Field((0.2, 0.5), description="cluster redshift, uniform in [lo, hi]")
     z_source: float = Field(1.0, gt=0, description="source-galaxy redshift (one sheet)")
@@ -56,7 +79,9 @@ class SimulateConfig(_Model):
     grf_slope: float = Field(-2.5, description="its power spectrum P(k) ~ k^slope")
     grf_cutoff: float = Field(0.25, gt=0, description="exp(-(k / cutoff)^2) cutoff of that spectrum [cycles/pixel]")
     kappa_max: float = Field(0.9, gt=0, lt=1, description="kappa is capped here (strong-lensing cores)")
-    n_gal: float = Field(30.0, gt=0, description="source galaxies per arcmin^2 (Poisson per pixel)")
+    n_gal: float = Field(30.0, gt=0, le=MAX_N_GAL, description="source galaxies per arcmin^2 (Poisson per pixel; "
+                                                                "surveys reach about 30 from the ground, 100 from "
+                                                                "space)")
     sigma_e: float = Field(0.26, ge=0, lt=1, description="intrinsic ellipticity dispersion per component "
                                                          "(|e| < 1; observed about 0.26)")
     sigma_meas: float = Field(0.1, ge=0, description="measurement error per galaxy and component")
@@ -65,11 +90,20 @@ class SimulateConfig(_Model):
 
     check_ranges = field_validator("z_lens", "log10_mass", "log10_mass_sub")(_ordered)
 
+    @field_validator("n_gal")
+    @classmethod
+    def _galaxies_fit_in_memory(cls, v, info):
+        size, scale = info.data.get("size"), info.data.get("pixel_scale")
+        if size is not None and scale is not None:   # else reported as their own errors
+            _check_galaxies(v, scale, size)
+        return v
+
     @model_validator(mode="after")
     def _lens_before_source(self):
         if self.z_lens[0] < 0 or self.z_lens[1] >= self.z_source:
             raise ValueError(f"z_lens {list(self.z_lens)} must lie in [0, z_source = {self.z_source}): a lens at or "
                              "behind the sources would have a negative critical density")
+        _check_galaxies(self.n_gal, self.pixel_scale, self.size)   # also when size or pixel_scale is set later
         return self
 
 
@@ -158,7 +192,8 @@ class ScoreConfig(_Model):
     examples: int = Field(3, ge=0, le=10, description="example maps (truth, prediction, residual) in the plots")
     batch_size: int = Field(64, ge=1, description="maps read at a time (memory ~ batch x runs maps)")
     report: FileNameOrEmpty = Field("", description="report name: lens/kappa/reports/<report>_score.json (default: the "
-                                        "prediction folder's name; several: <first>_vs_<n>)")
+                                        "prediction folder's name; several: <first>_vs_<n>, n the number of "
+                                        "the other runs)")
 
 
 class ExportConfig(_Model):
@@ -166,7 +201,8 @@ class ExportConfig(_Model):
 
     model: str = Field("", description="model name or folder (default: lens.kappa.predict's model, else "
                                        "lens.kappa.train's)")
-    opset: int = Field(17, ge=11)
+    opset: int = Field(17, ge=MIN_OPSET, description=f"ONNX opset version (at least {MIN_OPSET}; at most the newest "
+                                                     "this torch exports)")
     parity_tol: float = Field(1e-5, gt=0, description="max |torch - onnxruntime| accepted")
     parity_samples: int = Field(8, ge=1)
 

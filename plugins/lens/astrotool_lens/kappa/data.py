@@ -15,6 +15,9 @@ is also the name of its prediction file) and ``split`` (``train``, ``val`` or
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from astrotool.ml.data import ArrayDataset
@@ -44,3 +47,41 @@ class KappaDataset(ArrayDataset):
     def names(self) -> np.ndarray:
         """The map names, in sample order."""
         return np.asarray(self.metadata(["name"])["name"]).astype(str)
+
+
+def open_packed(ctx, spec: str, option: str = "--dataset", hint: str = "pack one with `astro lens kappa data`"):
+    """The packed set ``spec`` names (a name under ``lens/kappa/data/`` or a set's folder), recorded as an input.
+
+    A folder given that is not a packed set (a Datathon root, a simulated set) is named as given and refused
+    with the command that packs it, instead of the lookup's path under ``lens/kappa/data/``.
+
+    Parameters
+    ----------
+    ctx : astrotool.context.Context
+    spec : str
+        ``--dataset`` (or ``option``) as given.
+    option : str
+        The option, for messages.
+    hint : str
+        What to do when there is no set of that name.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No such set, or a folder that is not a packed set.
+    """
+    from astrotool.errors import InputError
+    from astrotool.ml import commands as mc
+    from astrotool.ml.data import MANIFEST_SUFFIX
+
+    text = str(spec or "")
+    p = Path(text).expanduser()
+    is_path = os.sep in text or "/" in text or text in (".", "..")
+    named = bool(text) and not is_path and (ctx.workspace.stage("lens", "kappa/data", create=False) / text).is_dir()
+    if text and not named and p.is_dir() and not any(p.glob(f"*{MANIFEST_SUFFIX}")):
+        raise InputError(text, f"a folder, not a packed data set (no *{MANIFEST_SUFFIX} manifest): pack it first "
+                               f"with `astro lens kappa data {text} --name NAME`, then give {option} NAME")
+    if is_path and not p.exists():
+        raise InputError(text, f"no such folder ({option} takes a packed data set's name under lens/kappa/data, "
+                               "or its folder)")
+    return mc.open_dataset(ctx, "lens", "kappa/data", text, KappaDataset, hint=hint)

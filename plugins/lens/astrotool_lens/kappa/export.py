@@ -75,7 +75,8 @@ def export_command(ctx, cfg, onnx: bool = True, output: str | None = None) -> di
     Raises
     ------
     astrotool.errors.AstroError
-        ``--no-onnx``; onnxruntime differs from torch by more than
+        ``--no-onnx``; an ``--opset`` outside the range accepted (from 11 to
+        the newest this torch writes); onnxruntime differs from torch by more than
         ``parity_tol`` (nothing written).
     astrotool.errors.InputError
         No such model.
@@ -89,6 +90,14 @@ def export_command(ctx, cfg, onnx: bool = True, output: str | None = None) -> di
     x = cfg.export
     if not onnx:
         raise AstroError("nothing to export: --onnx is the only format")
+    from astrotool.ml.export import onnx_opsets
+
+    from astrotool_lens.kappa.config import MIN_OPSET
+
+    low, high = onnx_opsets()
+    low = max(low, MIN_OPSET)
+    if not low <= x.opset <= high:   # the range this command accepts, not the exporter's alone
+        raise AstroError(f"--opset {x.opset}: this command exports ONNX opsets {low} to {high} (with this torch)")
     name = x.model or default_model(cfg)
     mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models")
     model, meta = load_unet(mdir)

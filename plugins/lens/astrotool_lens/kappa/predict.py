@@ -66,7 +66,8 @@ def check_onnx(path: str | Path, meta: dict) -> None:
                                "run `astro lens kappa export` again")
 
 
-def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str | None = None):
+def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str | None = None,
+                 only: set | None = None):
     """Predict the maps of a MapSet the writer does not hold yet, writing each batch as it comes.
 
     Parameters
@@ -81,6 +82,8 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
     batch_size : int
         Maps per forward pass (the source's batches, less the maps already written).
     device : str, optional
+    only : set of str, optional
+        Predict only these names (a ``--shard`` task's share); default all.
 
     Returns
     -------
@@ -93,7 +96,9 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
     from astrotool_lens.kappa.model import model_inputs
 
     files = getattr(maps, "files", None)
-    todo = set(writer.missing(maps.names, files))
+    todo = [n for n in writer.missing(maps.names, files) if only is None or n in only]
+    writer.begin(todo)   # a finished run about to change is no longer complete (stale maps removed)
+    todo = set(todo)
     where = maps.describe()
 
     def batches():
@@ -146,7 +151,7 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
 
     from astrotool_lens.kappa.model import ARCHITECTURE, load_unet
     from astrotool_lens.kappa.sources import PackedMaps, open_maps
-    from astrotool_lens.kappa.submission import PredictionWriter
+    from astrotool_lens.kappa.submission import PredictionWriter, finish_run, shard_names
 
     p = cfg.predict
     mdir = mc.model_dir(ctx, "lens", default_model(cfg), stage="kappa/models")
@@ -167,17 +172,20 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
                "source": maps.fingerprint(), "n": len(maps)}
     if isinstance(maps, PackedMaps):  # the split means nothing for folders and tarballs
         made_by["split"] = p.split
-    writer = PredictionWriter(folder, made_by, overwrite=ctx.overwrite)
-    kept = len(maps) - len(writer.missing(maps.names, getattr(maps, "files", None)))
-    t0 = time.perf_counter()
-    pred = predict_maps(runner, maps, meta, writer, p.batch_size, runtime.accelerator)
-    seconds = time.perf_counter() - t0
-    rate = mc.report_throughput(ctx, pred, "maps") if pred.n else {"samples_per_s": None, "engine": pred.engine,
-                                                                   "device": pred.device}
-    summary = {"input": str(inputs), "model": mdir.name, "n": len(maps), "computed": int(pred.n), "kept": kept,
-               **rate, "maps_per_s": round(pred.n / seconds, 1) if pred.n and seconds > 0 else None,
-               "batch_size": p.batch_size}
-    res = writer.finish(zip=p.zip, summary=summary)
+    only = shard_names(ctx, maps.names)   # under --shard, this task's share
+    files = getattr(maps, "files", None)
+    with PredictionWriter(folder, made_by, overwrite=ctx.overwrite) as writer:  # an error keeps an old run
+        share = maps.names if only is None else [n for n in maps.names if n in only]
+        kept = len(share) - len([n for n in writer.missing(maps.names, files) if only is None or n in only])
+        t0 = time.perf_counter()
+        pred = predict_maps(runner, maps, meta, writer, p.batch_size, runtime.accelerator, only=only)
+        seconds = time.perf_counter() - t0
+        rate = mc.report_throughput(ctx, pred, "maps") if pred.n else {"samples_per_s": None, "engine": pred.engine,
+                                                                       "device": pred.device}
+        summary = {"input": str(inputs), "model": mdir.name, "n": len(maps), "computed": int(pred.n), "kept": kept,
+                   **rate, "maps_per_s": round(pred.n / seconds, 1) if pred.n and seconds > 0 else None,
+                   "batch_size": p.batch_size}
+        res = finish_run(ctx, writer, maps.names, files, p.zip, summary)
     mc.record(ctx, inputs=[runner if p.engine == "onnxruntime" else mdir],
               outputs=[x for x in (res["output"], res["zip"]) if x])
     out = {**summary, **res}

@@ -355,7 +355,10 @@ def simulate_chunk(item: SimChunk, seed: int) -> dict:
 
     Each map is written atomically as float16 ``EPSILON/<id>.npy`` and
     ``KAPPA/<id>.npy``; the chunk's truth rows go to ``.chunks/<first>-<last id>.json``
-    last, which marks the chunk done.
+    last, which marks the chunk done. A marked chunk is kept only when each of
+    its map files is there with the size of its array (:func:`_chunk_complete`);
+    otherwise (a map deleted or cut short) the whole chunk is drawn again, to
+    the same maps.
 
     Returns
     -------
@@ -366,7 +369,7 @@ def simulate_chunk(item: SimChunk, seed: int) -> dict:
 
     out = Path(item.out)
     done = _chunk_file(item)
-    if done.is_file():
+    if done.is_file() and _chunk_complete(item):
         return {"skipped": True, "n": len(item.ids)}
     eps, kap, rows = simulate_maps(item.cfg, item.ids, item.seed)
     for k, i in enumerate(item.ids):
@@ -379,6 +382,29 @@ def simulate_chunk(item: SimChunk, seed: int) -> dict:
                 np.save(tmp, a16)
     write_json_atomic(done, rows)
     return {"skipped": False, "n": len(item.ids)}
+
+
+def _npy_size(shape: tuple) -> int:
+    """Bytes of a float16 ``.npy`` file of ``shape`` as :func:`numpy.save` writes it (header included)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(shape, np.float16))
+    return buf.tell()
+
+
+def _chunk_complete(item: SimChunk) -> bool:
+    """Whether every map file of the chunk exists with the size of its float16 array."""
+    out, s = Path(item.out), item.cfg.size
+    want = {"EPSILON": _npy_size((3, s, s)), "KAPPA": _npy_size((s, s))}
+    for i in item.ids:
+        for sub, size in want.items():
+            try:
+                if (out / sub / f"{map_name(i)}.npy").stat().st_size != size:
+                    return False
+            except OSError:
+                return False
+    return True
 
 
 def _chunk_file(item: SimChunk) -> Path:
@@ -470,12 +496,21 @@ def simulate_command(ctx, cfg) -> dict:
     results = ctx.map(simulate_chunk, items, "simulate kappa maps", keys=[map_name(it.ids[0]) for it in items])
     ctx.raise_failures(before, len(items), "chunk")
     skipped = sum(r["n"] for _, r in results if r["skipped"])
-    if ctx.executor_options.shard:  # one Slurm task of several: the truth table is written by a full run
-        summary = {"name": sc.name, "path": str(out), "n": sum(r["n"] for _, r in results), "new": sum(
-            r["n"] for _, r in results if not r["skipped"]), "skipped": skipped,
-            "shard": "{}/{}".format(*ctx.executor_options.shard)}  # as resolved (--shard auto: this task's)
-        ctx.emit(summary)
-        return summary
+    new = sum(r["n"] for _, r in results if not r["skipped"])
+    shard = ctx.executor_options.shard
+    if shard:  # one Slurm task of several: the task that finds every chunk finished writes the truth table
+        ran = {key for key, _ in results}
+        missing = [it for it in items if map_name(it.ids[0]) not in ran and
+                   not (_chunk_file(it).is_file() and _chunk_complete(it))]
+        if missing:
+            summary = {"name": sc.name, "path": str(out), "n": sum(r["n"] for _, r in results), "new": new,
+                       "skipped": skipped, "missing": sum(len(it.ids) for it in missing),
+                       "shard": "{}/{}".format(*shard)}  # as resolved (--shard auto: this task's)
+            ctx.log.warning("%d of %d maps missing (other --shard tasks): %s is written once all exist (the last "
+                            "task to finish writes it; or re-run the same command)", summary["missing"], sc.n,
+                            TRUTH_FILE)
+            ctx.emit(summary)
+            return summary
     rows = []
     for it in items:
         rows.extend(json.loads(_chunk_file(it).read_text()))
@@ -488,11 +523,12 @@ def simulate_command(ctx, cfg) -> dict:
     write_parquet(table, out / TRUTH_FILE, metadata={"settings": settings, "n": len(rows)},
                   command="lens kappa simulate", units=TRUTH_UNITS, descriptions=TRUTH_DESCRIPTIONS)
     seconds = time.perf_counter() - t0
-    new = len(rows) - skipped
     summary = {"name": sc.name, "path": str(out), "n": len(rows), "added": len(rows) - held, "new": new,
                "skipped": skipped, "size": sc.size,
                "seed": seed, "kappa_range": [round(min(table["kappa_min"]), 4), round(max(table["kappa_max"]), 4)],
                "seconds": round(seconds, 3), "maps_per_s": round(new / seconds, 1) if seconds > 0 and new else None}
+    if shard:
+        summary.update(missing=0, shard="{}/{}".format(*shard))
     mc.record(ctx, outputs=[out / TRUTH_FILE, out / SETTINGS_FILE])
     ctx.emit(summary)
     return summary

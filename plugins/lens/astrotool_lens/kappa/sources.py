@@ -114,10 +114,51 @@ def load_npy(source, where) -> np.ndarray:
         f = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
         arr = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError, TypeError, SyntaxError, zlib.error) as exc:
+        if "pickle" in str(exc):   # numpy's text advises loading unsafely: never relayed
+            if _head(source, 6) == b"\x93NUMPY":
+                raise InputError(where, "a .npy file of pickled Python objects, refused (a map is an array of "
+                                        "floats)") from None
+            raise InputError(where, "not a .npy array file (no .npy header: a text file, a pickle or another "
+                                    "format under the .npy name)") from None
         raise InputError(where, f"not a readable .npy file ({type(exc).__name__}: {exc})") from None
     if not isinstance(arr, np.ndarray):
         raise InputError(where, "not a .npy array (an .npz archive?)")
     return arr
+
+
+def extra_entries(folder) -> list[str]:
+    """The entries of a Datathon layout folder (``EPSILON/``, ``KAPPA/``) that are not ``.npy`` map files:
+    other files, ``.npy`` names that are folders, subfolders; sorted. Hidden entries (dotfiles such as
+    ``.DS_Store``) are left out."""
+    out = []
+    for p in Path(folder).iterdir():
+        if p.name.startswith("."):
+            continue
+        if not (p.suffix == ".npy" and p.is_file()):
+            out.append(p.name + ("/" if p.is_dir() else ""))
+    return sorted(out)
+
+
+def warn_extra(folder) -> list[str]:
+    """Warn (log) about :func:`extra_entries` of ``folder``, naming up to five and the count; return them."""
+    import logging
+
+    extra = extra_entries(folder)
+    if extra:
+        what = "entry that is not a .npy map file" if len(extra) == 1 else "entries that are not .npy map files"
+        logging.getLogger("astro").warning("%s: %d %s, skipped: %s", folder, len(extra), what, few(extra))
+    return extra
+
+
+def _head(source, n: int) -> bytes:
+    """The first ``n`` bytes of a file (path) or of bytes; ``b""`` when unreadable."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:n])
+    try:
+        with open(source, "rb") as fh:
+            return fh.read(n)
+    except (OSError, TypeError):
+        return b""
 
 
 def _stack(maps: list[np.ndarray], kind: str, size: int) -> np.ndarray:
@@ -179,14 +220,19 @@ class FolderMaps:
     kind : {"epsilon", "kappa"}
     label : str, optional
         How :meth:`describe` names the set (default: the folder).
+    report_extra : bool
+        Warn about entries that are not ``.npy`` files (:func:`warn_extra`): for
+        the Datathon layout's ``EPSILON/`` and ``KAPPA/``.
     """
 
-    def __init__(self, folder, kind: str, label: str | None = None):
+    def __init__(self, folder, kind: str, label: str | None = None, report_extra: bool = False):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
         self.folder = Path(folder)
         self.kind = kind
         self.label = label
+        if report_extra:
+            warn_extra(self.folder)
         self.files = {p.stem: p for p in sorted(self.folder.glob("*.npy")) if p.is_file()}
         if not self.files:
             raise InputError(self.folder, f"no .npy maps ({kind} maps expected)")
@@ -258,7 +304,25 @@ def _member_kind(member_name: str) -> tuple[str | None, str] | None:
     return kind, stem
 
 
-def stream_tar(path, want=None) -> Iterator[tuple[str | None, str, str, bytes | None]]:
+def _extra_member(member_name: str) -> bool:
+    """Whether a tarball member sits in an ``EPSILON/`` or ``KAPPA/`` folder without being a ``.npy`` map
+    (hidden names, such as macOS's ``._*`` and ``.DS_Store``, are not counted)."""
+    parts = member_name.replace("\\", "/").split("/")
+    return (len(parts) > 1 and parts[-2].upper() in KINDS.values() and not parts[-1].startswith(".")
+            and not parts[-1].lower().endswith(".npy"))
+
+
+def warn_extra_members(tarball, names: Sequence[str]) -> None:
+    """Warn (log) about the members :func:`_extra_member` found, naming up to five and the count."""
+    import logging
+
+    if names:
+        what = "member that is not a .npy map" if len(names) == 1 else "members that are not .npy maps"
+        logging.getLogger("astro").warning("%s: %d %s in EPSILON/ or KAPPA/, skipped: %s", tarball, len(names),
+                                           what, few(sorted(names)))
+
+
+def stream_tar(path, want=None, extra: list | None = None) -> Iterator[tuple[str | None, str, str, bytes | None]]:
     """One streaming pass (``tarfile`` ``"r|*"``) over a tarball's ``.npy`` members.
 
     Parameters
@@ -267,6 +331,9 @@ def stream_tar(path, want=None) -> Iterator[tuple[str | None, str, str, bytes | 
     want : callable, optional
         ``want(kind, stem, member_name) -> bool``: read this member's bytes
         (default: none, an index pass -- which still decompresses the whole stream).
+    extra : list, optional
+        Receives the names of the members in an ``EPSILON/`` or ``KAPPA/``
+        folder that are not ``.npy`` maps (skipped).
 
     Yields
     ------
@@ -284,6 +351,8 @@ def stream_tar(path, want=None) -> Iterator[tuple[str | None, str, str, bytes | 
         with tarfile.open(path, mode="r|*") as tf:
             for m in tf:
                 last = m.name
+                if extra is not None and _extra_member(m.name.rstrip("/")):
+                    extra.append(m.name + ("/" if m.isdir() else ""))
                 if not m.isfile():
                     continue
                 mk = _member_kind(m.name)
@@ -327,7 +396,9 @@ class TarMaps:
         for t in self.tarballs:
             if not t.is_file():
                 raise InputError(t, "no such tarball")
-            members = [(k, s, mn) for k, s, mn, _ in stream_tar(t)]
+            extra: list = []
+            members = [(k, s, mn) for k, s, mn, _ in stream_tar(t, extra=extra)]
+            warn_extra_members(t, extra)
             flat = not any(k is not None for k, _, _ in members)
             self.flat[t] = flat
             for k, s, mn in members:
@@ -511,7 +582,7 @@ def _open_folder(p: Path, kind: str, split: str, label: str | None = None):
     _check_finished_simulation(p)
     sub = _layout_dir(p, kind)
     if sub is not None:
-        return FolderMaps(sub, kind, label=f"{label or 'folder ' + str(p)} ({sub.name}/)")
+        return FolderMaps(sub, kind, label=f"{label or 'folder ' + str(p)} ({sub.name}/)", report_extra=True)
     if any(p.glob("*.npy")):
         return FolderMaps(p, kind, label=label)
     tars = sorted(x for x in p.iterdir() if x.is_file() and is_tarball(x))
@@ -773,7 +844,11 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
     dict
         The emitted summary: name, path, n, splits (counts), unpaired
         (``{"epsilon_only": [...], "kappa_only": [...]}``, dropped), size, input_only,
-        shards, skipped_shards, seconds, maps_per_s.
+        shards, skipped_shards, missing_shards, seconds, maps_per_s; under
+        ``--shard`` also ``shard``. A ``--shard`` task packs only its own shards
+        (every N-th); the index (metadata table and manifest) is written by the
+        task that finds every shard finished, the others warn how many are
+        missing and exit 0.
 
     Raises
     ------
@@ -782,7 +857,8 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
         a duplicate name, a corrupt or truncated tarball.
     astrotool.errors.AstroError
         Unpaired maps without ``drop_unpaired``; an existing set made from other
-        inputs or settings (the keys named) without ``--overwrite``.
+        inputs or settings (the keys named) without ``--overwrite``;
+        ``--overwrite`` with ``--shard``.
     """
     import json
     import time
@@ -811,7 +887,8 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
             for dst, folder in ((eps_at, e), (kap_at, k)):
                 if folder is None:
                     continue
-                for p in sorted(folder.glob("*.npy")):
+                warn_extra(folder)
+                for p in sorted(p for p in folder.glob("*.npy") if p.is_file()):
                     if p.stem in dst:
                         raise InputError(p, f"duplicate map name {p.stem!r} (also {dst[p.stem]})")
                     dst[p.stem] = str(p)
@@ -821,11 +898,16 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
     settings = {"sources": [str(Path(s).expanduser().resolve()) for s in described], "seed": seed,
                 "split": [float(x) for x in d.split], "shard_size": int(d.shard_size),
                 "drop_unpaired": bool(d.drop_unpaired)}
+    shard = ctx.executor_options.shard
+    if ctx.overwrite and shard:
+        raise AstroError("--overwrite with --shard: every task would clear the shards the others pack; pack the "
+                         "set again under another --name, or remove it once before the array job")
     clear = _check_settings(out, settings, ctx.overwrite)
     made = not out.exists()   # removed again if nothing but the staged maps went in (a bad tarball)
     if mode == "tarballs":
         out.mkdir(parents=True, exist_ok=True)
-        stage = _TarStage(out / ".staging")
+        # one staging folder per --shard task: the tasks of an array job run at once
+        stage = _TarStage(out / (".staging" + (f"-{shard[0]}of{shard[1]}" if shard else "")))
         try:
             stage.fill(roots)
         except BaseException:
@@ -873,18 +955,25 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
             results = ctx.map(pack_shard, items, "pack kappa maps", keys=keys)
             ctx.raise_failures(before, len(items), "shard")
             skipped = sum(1 for _, r in results if r["skipped"])
-        else:
-            skipped = stage.pack(writer, names, splits, any_kappa, ss, key)
+            ran = {r["shard"] for _, r in results}
+            missing = sum(1 for it in items if it.shard not in ran and
+                          _shard_settings(writer, it.shard, it.start, it.start + len(it.names)) != it.settings)
+        else:   # under --shard, this task's shards (each task stages the tarballs: they stream only whole)
+            mine = set(ctx.shard_of(list(range(len(starts)))))
+            skipped = stage.pack(writer, names, splits, any_kappa, ss, key, only=mine)
+            missing = sum(1 for k, a in enumerate(starts) if k not in mine and
+                          _shard_settings(writer, k, a, min(a + ss, len(names))) != key)
         n_split = {s: int((splits == s).sum()) for s in SPLIT_NAMES}
         unpaired = {"epsilon_only": eps_only, "kappa_only": kap_only}
-        manifest = writer.finalize(len(starts), attrs={
-            "size": size, "seed": seed, "split_fractions": [float(x) for x in d.split], "splits": n_split,
-            "sources": settings["sources"], "source_kind": mode, "input_only": not any_kappa,
-            "dropped_unpaired": {k: len(v) for k, v in unpaired.items()}, "settings": full})
-        # another settings file from a differently-sized earlier attempt: drop stale shards beyond the set
-        for p in sorted(out.glob("shard*_arrays.h5")):
-            if p.name not in {s["file"] for s in manifest["shards"]}:
-                p.unlink()
+        if not missing:
+            manifest = writer.finalize(len(starts), attrs={
+                "size": size, "seed": seed, "split_fractions": [float(x) for x in d.split], "splits": n_split,
+                "sources": settings["sources"], "source_kind": mode, "input_only": not any_kappa,
+                "dropped_unpaired": {k: len(v) for k, v in unpaired.items()}, "settings": full})
+            # another settings file from a differently-sized earlier attempt: drop stale shards beyond the set
+            for p in sorted(out.glob("shard*_arrays.h5")):
+                if p.name not in {s["file"] for s in manifest["shards"]}:
+                    p.unlink()
     finally:
         if stage is not None:
             stage.remove()
@@ -892,10 +981,19 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
     seconds = time.perf_counter() - t0
     summary = {"name": name, "path": str(out), "n": len(names), "splits": n_split, "size": size,
                "input_only": not any_kappa, "unpaired": {k: {"n": len(v), "names": v[:20]} for k, v in unpaired.items()},
-               "shards": len(starts), "skipped_shards": skipped, "seconds": round(seconds, 3),
-               "maps_per_s": round(len(names) / seconds, 1) if seconds > 0 else None}
+               "shards": len(starts), "skipped_shards": skipped, "missing_shards": missing,
+               "seconds": round(seconds, 3), "maps_per_s": round(len(names) / seconds, 1) if seconds > 0 else None}
+    if shard:
+        summary["shard"] = "{}/{}".format(*shard)   # as resolved (--shard auto: this array task's)
     from astrotool.ml import commands as mc
 
+    if missing:   # other --shard tasks have not finished theirs: the last one to finish writes the index
+        ctx.log.warning("%d of %d shards missing (other --shard tasks): the index is written once all exist (the "
+                        "last task to finish writes it; or re-run the same command)", missing, len(starts))
+        mc.record(ctx, inputs=[Path(s) for s in settings["sources"]],
+                  outputs=[writer.shard_path(k) for k in range(len(starts)) if writer.shard_path(k).exists()])
+        ctx.emit(summary)
+        return summary
     mc.record(ctx, inputs=[Path(s) for s in settings["sources"]], outputs=[writer.manifest_path])
     ctx.emit(summary)
     return summary
@@ -936,7 +1034,7 @@ def _check_settings(out: Path, settings: dict, overwrite: bool) -> bool:
             raise AstroError(f"{out}: made with other inputs or settings ({'; '.join(changed)}); "
                              "use another --name or --overwrite")
         return bool(changed)
-    if out.is_dir() and any(p.name != ".staging" for p in out.iterdir()):
+    if out.is_dir() and any(not p.name.startswith(".staging") for p in out.iterdir()):
         if not overwrite:
             raise AstroError(f"{out}: exists and was not made by this command's settings record; use another "
                              "--name or --overwrite")
@@ -958,7 +1056,7 @@ def _start_output(out: Path, settings: dict, clear: bool) -> None:
 
     if clear and out.is_dir():
         for p in out.iterdir():
-            if p.name != ".staging":
+            if not p.name.startswith(".staging"):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SETTINGS_FILE, settings)
@@ -996,7 +1094,8 @@ class _TarStage:
                 if not Path(t).is_file():
                     raise InputError(t, "no such tarball")
                 has_layout = None
-                for kind, stem, mn, data in stream_tar(t, lambda k, s, mn: k is not None):
+                extra: list = []
+                for kind, stem, mn, data in stream_tar(t, lambda k, s, mn: k is not None, extra=extra):
                     if kind is None:
                         continue
                     where = f"{t}:{mn}"
@@ -1012,6 +1111,7 @@ class _TarStage:
                     has_layout = True
                 if not has_layout:
                     raise InputError(t, "no EPSILON/*.npy or KAPPA/*.npy members (not a Datathon tarball)")
+                warn_extra_members(t, extra)
         finally:
             for f in fh.values():
                 f.close()
@@ -1028,11 +1128,15 @@ class _TarStage:
             out[k] = np.frombuffer(buf, np.float16).reshape(shape)
         return out
 
-    def pack(self, writer, names: list[str], splits: np.ndarray, with_kappa: bool, ss: int, key: str) -> int:
-        """Write the shards (skipping finished ones of the same settings); return how many were skipped."""
+    def pack(self, writer, names: list[str], splits: np.ndarray, with_kappa: bool, ss: int, key: str,
+             only: set | None = None) -> int:
+        """Write the shards (those in ``only``, default all; skipping finished ones of the same settings);
+        return how many were skipped."""
         skipped = 0
         with open(self._file("epsilon"), "rb") as fe, open(self._file("kappa"), "rb") as fk:
             for k, a in enumerate(range(0, len(names), ss)):
+                if only is not None and k not in only:
+                    continue
                 chunk = names[a:a + ss]
                 item = PackShard(k, a, tuple(chunk), (), None, tuple(splits[a:a + ss]), self.size, writer, key)
                 if _shard_settings(writer, k, a, a + len(chunk)) == key:

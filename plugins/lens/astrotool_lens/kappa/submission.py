@@ -19,14 +19,21 @@ finished maps are kept and only the missing ones are computed
 they were made from (its size and modification time, kept for each map in the
 hidden ``.inputs.jsonl``: a file copied over it with its older time too); made
 otherwise, the run is refused (exit 2, naming each changed key) unless
-``overwrite``, which clears the folder first.
+``overwrite``. With ``overwrite`` the new run is written into a temporary
+folder beside the old one (:func:`astrotool.workspace.atomic_dir`) and swapped
+in by :meth:`PredictionWriter.finish`: the old run (and its zip) stays whole
+until the new one is complete, and a run that fails keeps it unchanged.
+
+Before a rerun recomputes maps of a finished run (maps deleted, or inputs
+rewritten since), :meth:`PredictionWriter.begin` marks the run not complete and
+removes the stale maps and the zip, so a run that then fails is never left
+marked complete with a stale map.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,7 +43,7 @@ from astrotool.errors import AstroError, InputError
 
 __docformat__ = "numpy"
 
-__all__ = ["FLOAT16_MAX", "INFO_FILE", "PredictionWriter", "read_info"]
+__all__ = ["FLOAT16_MAX", "INFO_FILE", "PredictionWriter", "finish_run", "read_info", "shard_names"]
 
 INFO_FILE = "prediction.json"
 INPUTS_FILE = ".inputs.jsonl"
@@ -80,7 +87,9 @@ class PredictionWriter:
         ``source``, ``split``, ``n``. Compared key by key with an existing
         run's.
     overwrite : bool
-        Clear an existing folder (and its zip) first.
+        Replace an existing run: the new one is written into a temporary folder
+        and swapped in by :meth:`finish` (the old run stays until then, and is
+        kept unchanged when the new one fails: :meth:`abort`).
 
     Raises
     ------
@@ -95,13 +104,52 @@ class PredictionWriter:
         self.zip_path = self.folder.with_name(self.folder.name + ".zip")
         if self.folder.exists() and not self.folder.is_dir():
             raise InputError(self.folder, "exists and is not a folder")
+        self.work = self.folder
+        """Where the maps are written: ``folder``, or with ``overwrite`` the temporary folder swapped in by
+        :meth:`finish`."""
+        self._swap = None
+        self._invalidated: list[str] = []   # stale maps removed by begin()
         if overwrite:
-            self._clear()
+            from astrotool.workspace import atomic_dir
+
+            self._swap = atomic_dir(self.folder)
+            self.work = self._swap.__enter__()
         else:
             self._check_existing()
-        self.info_path = self.folder / INFO_FILE
+        self.info_path = self.work / INFO_FILE
         self.written = 0
         self._started = False
+
+    def __enter__(self) -> "PredictionWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self.abort(exc)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Give up an ``overwrite`` run: remove its temporary folder, keeping the old run as it was.
+
+        ``exc`` (the error that stops the run), an :class:`~astrotool.errors.AstroError`,
+        gets a note that the old run is kept; without ``overwrite``, that the run
+        is marked not complete when :meth:`begin` removed stale maps.
+        """
+        if self._swap is None:
+            if self._invalidated and isinstance(exc, AstroError) and exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"{exc.args[0]}; {self.folder} is marked not complete (the maps of "
+                            f"{len(self._invalidated)} rewritten input(s) and the zip removed): a rerun finishes it",
+                            *exc.args[1:])
+            return
+        swap, self._swap = self._swap, None
+        err = exc if exc is not None else AstroError("aborted")
+        try:
+            swap.__exit__(type(err), err, err.__traceback__)
+        except BaseException as raised:
+            if raised is not err:
+                raise
+        if isinstance(exc, AstroError) and self.folder.is_dir() and exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{exc.args[0]}; the previous run {self.folder} is kept as it was (--overwrite replaces "
+                        "it only once the new run is complete)", *exc.args[1:])
 
     def _start(self) -> None:
         """Make the folder and its ``prediction.json`` (not complete) with the first map written or at the
@@ -111,16 +159,11 @@ class PredictionWriter:
         if self._started:
             return
         self._started = True
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.info_path, {"format": FORMAT, "run": self.folder.name, "made_by": self.made_by,
                                            "complete": False})
 
     # ------------------------------------------------------------ existing folders
-
-    def _clear(self) -> None:
-        if self.folder.is_dir():
-            shutil.rmtree(self.folder)
-        self.zip_path.unlink(missing_ok=True)
 
     def _check_existing(self) -> None:
         from astrotool.ml.training import settings_changes
@@ -139,18 +182,18 @@ class PredictionWriter:
                              "to replace it, or another --name")
 
     def path(self, name: str) -> Path:
-        """The file of map ``name``."""
-        return self.folder / f"{name}.npy"
+        """The file of map ``name`` (in the temporary folder of an ``overwrite`` run until :meth:`finish`)."""
+        return self.work / f"{name}.npy"
 
     def done(self) -> set[str]:
         """Names of the maps already in the folder."""
-        return {p.stem for p in self.folder.glob("*.npy") if not p.name.startswith(".")}
+        return {p.stem for p in self.work.glob("*.npy") if not p.name.startswith(".")}
 
     def _stamps(self) -> dict[str, list[int]]:
         """``{name: [size, mtime_ns]}`` of the input files the maps were made from (:data:`INPUTS_FILE`)."""
         out = {}
         try:
-            lines = (self.folder / INPUTS_FILE).read_text(encoding="utf-8").splitlines()
+            lines = (self.work / INPUTS_FILE).read_text(encoding="utf-8").splitlines()
         except OSError:
             return out
         for line in lines:
@@ -204,7 +247,8 @@ class PredictionWriter:
             m = flat[i]
             what = "NaN" if np.isnan(m).any() else "infinite" if np.isinf(m).any() else \
                 f"beyond float16's range (|x| up to {float(np.abs(m).max()):.6g} > {FLOAT16_MAX:g})"
-            raise AstroError(f"{self.path(names[i])}: the predicted map {names[i]!r} holds {what} values; "
+            where = self.folder / f"{names[i]}.npy"   # the final path, also while an overwrite is staged
+            raise AstroError(f"{where}: the predicted map {names[i]!r} holds {what} values; "
                              "nothing written for it")
         return a.astype(np.float16)
 
@@ -233,15 +277,45 @@ class PredictionWriter:
                 if name in inputs:
                     st = os.stat(inputs[name])
                     lines.append(json.dumps({"name": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}) + "\n")
-            with open(self.folder / INPUTS_FILE, "a", encoding="utf-8") as fh:
+            with open(self.work / INPUTS_FILE, "a", encoding="utf-8") as fh:
                 fh.writelines(lines)
         return paths
 
+    def begin(self, todo: Sequence[str]) -> None:
+        """Before computing the maps ``todo`` (from :meth:`missing`): when any is already in the folder (its
+        input rewritten since) or the run was marked complete, remove those stale maps and the zip and mark the
+        run not complete, so a rerun that fails is never left looking finished with a stale map."""
+        from astrotool.workspace import write_json_atomic
+
+        todo = [str(n) for n in todo]
+        if not todo or not (self.work / INFO_FILE).is_file():
+            return
+        stale = [n for n in todo if self.path(n).exists()]
+        info = read_info(self.work)
+        if not stale and not (info or {}).get("complete"):
+            return
+        write_json_atomic(self.info_path, {"format": FORMAT, "run": self.folder.name, "made_by": self.made_by,
+                                           "complete": False})
+        self._started = True
+        if self._swap is None:
+            self.zip_path.unlink(missing_ok=True)
+        for n in stale:
+            self.path(n).unlink(missing_ok=True)
+        self._invalidated = stale
+
     # ------------------------------------------------------------ finishing
+
+    def _swap_in(self) -> None:
+        """Put an ``overwrite`` run's folder in place of the old one (nothing to do otherwise)."""
+        if self._swap is not None:
+            swap, self._swap = self._swap, None
+            swap.__exit__(None, None, None)
+            self.work = self.folder
+            self.info_path = self.folder / INFO_FILE
 
     def files(self) -> list[Path]:
         """The run's ``.npy`` files, sorted by name."""
-        return sorted((p for p in self.folder.glob("*.npy") if not p.name.startswith(".")), key=lambda p: p.name)
+        return sorted((p for p in self.work.glob("*.npy") if not p.name.startswith(".")), key=lambda p: p.name)
 
     def finish(self, zip: bool = True, summary: dict | None = None) -> dict:
         """Mark the run complete (``prediction.json``) and write ``<run>.zip``.
@@ -274,16 +348,63 @@ class PredictionWriter:
         if n is not None and len(files) != int(n):
             raise AstroError(f"{self.folder}: holds {len(files)} maps, the run has {n}; not finished")
         self._start()
+        info = {"format": FORMAT, "run": self.folder.name, "made_by": self.made_by, "complete": True,
+                "maps": len(files), "zip": str(self.zip_path) if zip else None, "summary": summary or {}}
+        staged = self._swap is not None
+        if staged:   # inside the temporary folder: it is complete once swapped in
+            write_json_atomic(self.info_path, info)
         zpath = None
         if zip:
-            with atomic_path(self.zip_path) as tmp:
+            with atomic_path(self.zip_path) as tmp:   # renamed into place only after the folder's swap
                 with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
                     for p in files:
                         zf.write(p, arcname=p.name)
+                self._swap_in()
             zpath = self.zip_path
         else:
+            self._swap_in()
             self.zip_path.unlink(missing_ok=True)
-        info = {"format": FORMAT, "run": self.folder.name, "made_by": self.made_by, "complete": True,
-                "maps": len(files), "zip": str(zpath) if zpath else None, "summary": summary or {}}
-        write_json_atomic(self.info_path, info)
+        if not staged:   # after the zip: a run marked complete has its zip
+            write_json_atomic(self.info_path, info)
         return {"output": str(self.folder), "zip": str(zpath) if zpath else None, "n": len(files)}
+
+
+def shard_names(ctx, names: Sequence[str]) -> set[str] | None:
+    """The map names this ``--shard`` task computes (every N-th of ``names``); None without ``--shard``.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        ``--overwrite`` with ``--shard``: every task would replace the run the others write into.
+    """
+    shard = ctx.executor_options.shard
+    if not shard:
+        return None
+    if ctx.overwrite:
+        raise AstroError("--overwrite with --shard: every task would replace the run the others write into; "
+                         "write the run under another --name, or remove it once before the array job")
+    return set(ctx.shard_of([str(n) for n in names]))
+
+
+def finish_run(ctx, writer: PredictionWriter, names: Sequence[str], inputs: dict | None, zip: bool,
+               summary: dict) -> dict:
+    """Finish a run (:meth:`PredictionWriter.finish`), or under ``--shard`` while maps of other tasks are
+    missing, leave it not complete with a warning (the last task to finish completes it and writes the zip).
+
+    Returns
+    -------
+    dict
+        :meth:`PredictionWriter.finish`'s result; under ``--shard`` also ``shard`` (``"I/N"``) and
+        ``missing`` (maps no task has written yet; then ``zip`` is None).
+    """
+    shard = ctx.executor_options.shard
+    if not shard:
+        return writer.finish(zip=zip, summary=summary)
+    left = writer.missing(names, inputs)
+    extra = {"shard": "{}/{}".format(*shard), "missing": len(left)}
+    if not left:
+        return {**writer.finish(zip=zip, summary=summary), **extra}
+    writer._start()
+    ctx.log.warning("%d of %d maps missing (other --shard tasks): %s is completed, and its zip written, by the "
+                    "last task to finish (or re-run the same command)", len(left), len(names), writer.folder)
+    return {"output": str(writer.folder), "zip": None, "n": len(writer.files()), **extra}

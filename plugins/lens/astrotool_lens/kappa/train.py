@@ -262,13 +262,13 @@ def train_command(ctx, cfg, runtime) -> dict | None:
     """
     from astrotool.ml import commands as mc
 
-    from astrotool_lens.kappa.data import KappaDataset
+    from astrotool_lens.kappa.data import open_packed
 
     t = cfg.train
     runtime.launch()  # several processes: the copies start here; they write no record and show no progress
     if not runtime.is_global_zero:
         ctx.mark_copy()
-    ds = mc.open_dataset(ctx, "lens", "kappa/data", t.dataset, KappaDataset, NO_DATASET)
+    ds = open_packed(ctx, t.dataset, "--dataset", NO_DATASET)
     mdir = mc.model_dir(ctx, "lens", t.model or f"{ds.name}_unet", stage="kappa/models")
     progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                 if runtime.is_global_zero else contextlib.nullcontext(None))
