@@ -258,7 +258,7 @@ def test_group_split_tiny_group_counts():
 # ---------------------------------------------------------------------------- lookup
 
 
-def test_resolve_dataset_by_name_or_path(tmp_path):
+def test_resolve_dataset_by_name_or_path(tmp_path, monkeypatch):
     stage = tmp_path / "stage"
     _write(stage / "alpha")
     (stage / "beta").mkdir()
@@ -268,6 +268,11 @@ def test_resolve_dataset_by_name_or_path(tmp_path):
         resolve_dataset(stage, "gamma")
     with pytest.raises(InputError, match="run the simulator first"):
         resolve_dataset(tmp_path / "empty", "x", hint="run the simulator first")
+    (tmp_path / "raw" / "maps").mkdir(parents=True)   # a folder given by a relative path, not a dataset:
+    monkeypatch.chdir(tmp_path)                        # named as given, not as a name under the stage
+    with pytest.raises(InputError) as err:
+        resolve_dataset(stage, "./raw/maps", hint="pack it first")
+    assert str(err.value).startswith("raw/maps: not a finished dataset") and "pack it first" in str(err.value)
 
 
 # ---------------------------------------------------------------------------- torch
