@@ -244,6 +244,40 @@ def export_onnx(model, inputs, out_path: str | Path, *, input_name: str | Sequen
     return {"path": str(out_path), "max_abs_diff": diff, "tol": tol, "samples": int(len(arrays[0])), "opset": opset}
 
 
+def check_onnx_weights(path: str | Path, meta: dict, command: str) -> dict:
+    """The metadata of an ONNX export, refused unless it was exported from the checkpoint's weights.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.onnx`` file.
+    meta : dict
+        The checkpoint's ``model.json`` (its ``weights_sha256``).
+    command : str
+        The command that exports it, named in the messages (e.g. ``"astro lens export"``).
+
+    Returns
+    -------
+    dict
+        :func:`onnx_metadata`.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No such file (export it first), or its metadata names other weights (the checkpoint
+        was retrained or calibrated since).
+    """
+    from astrotool.errors import InputError
+
+    if not Path(path).is_file():
+        raise InputError(path, f"no such ONNX file (run `{command}` first)")
+    info = onnx_metadata(path)
+    if info.get("weights_sha256") != meta.get("weights_sha256"):
+        raise InputError(path, "exported from other weights than the checkpoint beside it (retrained or "
+                               f"calibrated since); run `{command}` again")
+    return info
+
+
 def onnx_metadata(path: str | Path) -> dict:
     """The JSON metadata that :func:`export_onnx` stored in an ONNX file ({} if none).
 

@@ -28,7 +28,6 @@ the network cannot prefer a direction (no additive bias of its own making).
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 
@@ -396,15 +395,9 @@ def check_onnx(path, meta: dict, symmetrize: bool, calibrated: bool) -> dict:
         calibration than asked for.
     """
     from astrotool.errors import InputError
-    from astrotool.ml.export import onnx_metadata
+    from astrotool.ml.export import check_onnx_weights
 
-    if not Path(path).is_file():
-        raise InputError(path, "no such ONNX file (run `astro lens export` first)")
-    info = onnx_metadata(path)
-    if info.get("weights_sha256") != meta.get("weights_sha256"):
-        raise InputError(path, "exported from other weights than the checkpoint beside it "
-                               "(retrained or calibrated since); run `astro lens export` again")
-    onnx = info.get("onnx", {})
+    onnx = check_onnx_weights(path, meta, "astro lens export").get("onnx", {})
     has_calibration = meta.get("calibration") is not None
     if bool(onnx.get("symmetrize")) != bool(symmetrize) or bool(onnx.get("calibrated")) != (calibrated and
                                                                                              has_calibration):

@@ -55,15 +55,9 @@ def check_onnx(path: str | Path, meta: dict) -> None:
     astrotool.errors.InputError
         No such file (export it first), or its metadata names other weights.
     """
-    from astrotool.ml.export import onnx_metadata
+    from astrotool.ml.export import check_onnx_weights
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such ONNX file (run `astro lens kappa export` first)")
-    info = onnx_metadata(path)
-    if info.get("weights_sha256") != meta.get("weights_sha256"):
-        raise InputError(path, "exported from other weights than the checkpoint beside it (retrained since); "
-                               "run `astro lens kappa export` again")
+    check_onnx_weights(path, meta, "astro lens kappa export")
 
 
 def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str | None = None,
