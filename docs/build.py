@@ -3,7 +3,7 @@
 One pdoc run renders, so that cross-links work between all of them:
 
 - the guide: ``docs/*.md`` (overview, quickstart, configuration, workspace,
-  batch jobs, the ML layer, lens mass maps, writing a plugin) and the CLI reference generated
+  batch jobs, the ML layer, one page per plugin, writing a plugin) and the CLI reference generated
   from the real command tree (:mod:`clidoc`, beside this file), as the pages of
   a generated package ``guide``;
 - the API of the core package ``astrotool`` and of every installed plugin
@@ -45,6 +45,7 @@ PAGES = [  # (docs/<name>.md or the generated reference, title), in navigation o
     ("workspace", "Workspace"),
     ("batch", "Batch jobs"),
     ("ml", "The ML layer"),
+    ("dre", "DRE: galaxy morphology"),
     ("lens", "Lens: shear estimators"),
     ("lens_kappa", "Lens: mass maps"),
     ("plato", "PLATO: single transits"),

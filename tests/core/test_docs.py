@@ -17,7 +17,8 @@ from astrotool.plugins import ENTRY_POINT_GROUP, find_entry_points, set_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-GUIDES = ["index", "quickstart", "configuration", "workspace", "batch", "ml", "lens", "lens_kappa", "plato", "ztf", "plugins"]
+GUIDES = ["index", "quickstart", "configuration", "workspace", "batch", "ml", "dre", "lens", "lens_kappa", "plato", "ztf",
+          "plugins"]
 
 
 def _load(name: str):

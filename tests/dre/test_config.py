@@ -21,6 +21,10 @@ from astrotool_dre.config import DreConfig
     ({"fit": {"error_floor": {"LOGR": -0.1}}}, "greater than or equal to 0"),
     ({"fit": {"error_floor": {"RADIUS": 0.1}}}, "RADIUS"),
     ({"simulate": {"sersic_n": [1.0, 2.0, 4.0]}}, "a uniform range is [min, max], got 3 values"),
+    ({"models": {"dlogh": 0}}, "dlogh = 0 with nlogh = 21"),
+    ({"models": {"daxrat": 0.0}}, "daxrat = 0 with naxrat = 10"),
+    ({"models": {"dposang": 0}}, "dposang = 0 with nposang = 13"),
+    ({"models": {"dindex": 0}}, "dindex = 0 with nindex = 12"),
 ])
 def test_bad_settings_are_refused(bad, message):
     with pytest.raises(pydantic.ValidationError) as exc:
@@ -32,6 +36,13 @@ def test_defaults_and_matching_sizes_are_accepted():
     cfg = DreConfig.model_validate({"cuts": {"size": 64}, "models": {"boxsize": 64}, "detect": {"gain": "cps"}})
     assert cfg.cuts.size == cfg.models.boxsize == 64
     assert DreConfig().simulate.psf_size % 2 == 1
+    assert DreConfig.model_validate({"models": {"dindex": 0, "nindex": 1}}).models.nindex == 1  # DRE's grid
+
+
+def test_a_zero_grid_step_is_a_config_error_naming_the_key(astro, tmp_path):
+    r = astro("-w", str(tmp_path / "ws"), "--set", "dre.models.dlogh=0", "dre", "models")
+    assert r.returncode == 2
+    assert "dlogh = 0" in r.stderr and "--set" in r.stderr
 
 
 def test_default_grid_covers_every_index():

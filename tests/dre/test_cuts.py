@@ -123,7 +123,7 @@ def test_filters_and_margin(products):
     assert not (d / "f2_cuts.h5").exists()
 
 
-def test_cuts_with_nan_in_the_tile_are_rejected(products, tmp_path):
+def test_cuts_with_nan_in_the_tile_are_rejected(products, tmp_path, caplog):
     d, out, det = products
     base = read_cuts(_cut(det, tmp_path / "b_cuts.h5", tile=out["tile"], max_stellarity=1.0)["cuts"])
     k = 0
@@ -132,8 +132,10 @@ def test_cuts_with_nan_in_the_tile_are_rejected(products, tmp_path):
     data[y - 3:y, x - 3:x] = np.nan
     holed = tmp_path / "holed.fits"
     fits.PrimaryHDU(data, header=fits.getheader(out["tile"])).writeto(holed)
-    r = _cut(det, tmp_path / "h_cuts.h5", tile=holed, max_stellarity=1.0)
+    with caplog.at_level("WARNING", logger="astro.dre"):
+        r = _cut(det, tmp_path / "h_cuts.h5", tile=holed, max_stellarity=1.0)
     assert r["n_rejected_nan"] >= 1
+    assert f"{holed}: {r['n_rejected_nan']} of {r['n_selected']} selected object(s) not cut" in caplog.text
     assert base.names[k] not in read_cuts(r["cuts"]).names
 
 
@@ -187,3 +189,18 @@ def test_numbers_of_cuts_without_attributes_come_from_their_names(products, tmp_
     bare.names[0] = "galaxy"
     with pytest.raises(InputError, match="'galaxy' has no NUMBER attribute"):
         object_numbers(bare, path)
+
+
+def test_a_catalogue_without_class_star_is_refused(products, tmp_path):
+    """The stellarity cut cannot be skipped silently (it would keep the stars): refused as psf and fit do."""
+    d, out, det = products
+    cat = tmp_path / "nostar_cat.fits"
+    with fits.open(det["cat"]) as h:
+        i = h.index_of("LDAC_OBJECTS")
+        cols = [c for c in h[i].columns if c.name != "CLASS_STAR"]
+        h[i] = fits.BinTableHDU.from_columns(cols, header=h[i].header, name="LDAC_OBJECTS")
+        h.writeto(cat)
+    p = {**det, "cat": cat}
+    with pytest.raises(InputError, match="nostar_cat.fits.*CLASS_STAR missing from the catalogue"):
+        _cut(p, tmp_path / "s_cuts.h5", tile=out["tile"])
+    assert not (tmp_path / "s_cuts.h5").exists()

@@ -208,3 +208,59 @@ def test_bad_tiles_raise_input_error_naming_the_file(tmp_path, engine):
             detect_tile(path, out, DetectConfig(engine=engine, detect_thresh=50.0))
         assert str(path) in str(exc.value)
         assert _no_outputs(out), list(out.iterdir())
+
+
+def _compressed_copies(tile_path, folder):
+    """The tile as ``.fits.gz`` (gzip of the file) and ``.fits.fz`` (an empty primary + CompImageHDU)."""
+    import gzip
+
+    folder.mkdir(exist_ok=True)
+    gz = folder / "gz_tile.fits.gz"
+    gz.write_bytes(gzip.compress(open(tile_path, "rb").read()))
+    fz = folder / "fz_tile.fits.fz"
+    with fits.open(tile_path) as h:
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(h[0].data.astype(np.float32), header=h[0].header,
+                                                           quantize_level=64.0)]).writeto(fz)
+    return gz, fz
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_compressed_tiles_are_detected_and_named_by_their_stem(tile, detected, tmp_path, engine):
+    from astrotool_dre.detect_sextractor import is_compressed
+
+    d, out = tile
+    gz, fz = _compressed_copies(out["tile"], tmp_path)
+    assert is_compressed(gz) and is_compressed(fz) and not is_compressed(out["tile"])
+    n_plain = len(read_catalog(detected["photutils"]["cat"]))
+    for path, stem in ((gz, "gz_tile"), (fz, "fz_tile")):
+        res = detect_tile(path, tmp_path / stem, DetectConfig(engine=engine))
+        assert res["engine"] == engine and res["cat"] == str(tmp_path / stem / f"{stem}_cat.fits")
+        assert abs(res["n_sources"] - n_plain) <= 0.2 * n_plain
+        assert not list((tmp_path / stem).glob(".sex-*"))
+
+
+def test_tile_suffixes_and_stems(tmp_path):
+    from astrotool_dre.pipeline import tiles_in
+    from astrotool_dre.tiles import tile_stem
+
+    assert [tile_stem(n) for n in ("a.fits", "b.fits.gz", "c.fits.fz", "d.fit", "e.FITS")] == list("abcde")
+    folder = tmp_path / "dre" / "tiles"
+    folder.mkdir(parents=True)
+    for n in ("a.fits", "b.fits.gz", "c.fits.fz", "d.fit", ".hidden.fits", "notes.txt"):
+        (folder / n).write_bytes(b"")
+    assert [p.name for p in tiles_in(tmp_path)] == ["a.fits", "b.fits.gz", "c.fits.fz", "d.fit"]
+    assert [p.name for p in tiles_in(tmp_path, ["c", "b"])] == ["c.fits.fz", "b.fits.gz"]
+    (folder / "a.fits.fz").write_bytes(b"")
+    with pytest.raises(InputError, match="same name"):
+        tiles_in(tmp_path)
+
+
+def test_engine_auto_records_the_engine_that_ran(tile, tmp_path):
+    from astrotool_dre.detect import engine_of
+
+    d, out = tile
+    res = detect_tile(out["tile"], tmp_path, DetectConfig(engine="auto"))
+    assert res["engine"] == ("sextractor" if HAVE_SEX else "photutils")
+    assert engine_of(res["cat"]) == res["engine"]
+    assert len(read_catalog(res["cat"], require=CATALOG_COLUMNS)) == res["n_sources"]
+    assert engine_of(tmp_path / "missing.fits") == "unknown"

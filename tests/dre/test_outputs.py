@@ -113,3 +113,43 @@ def test_mosaic_png_stretch_shows_faint_galaxies_with_a_colour_bar(tmp_path, mon
     assert (shown[core].mean() - shown[sky].mean()) / noise > min_contrast
     assert noise < 0.12 and 0.1 < shown[sky].mean() < 0.6
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "adu"   # the colour bar, in data units
+
+
+def test_summary_has_the_tile_and_true_column_descriptions(ws):
+    """TILE lets summaries of several tiles be stacked (NAME repeats across tiles); the grid parameters say
+    how the fit found them for the settings used; NPIX is an area."""
+    t = Table.read(ws / "dre/summary/sim_000_dre.parquet", format="parquet")
+    assert list(t.colnames[:2]) == ["TILE", "NAME"] and set(t["TILE"]) == {"sim_000"}
+    assert "mosaics <TILE>_<NAME>" in t["TILE"].description
+    assert t["INDEX"].description == "Sersic index (a grid value: not in dre.fit.subgrid_axes)"
+    assert t["LOGR"].description.endswith("(between grid values)")
+    assert t["NPIX"].unit == u.pix ** 2 and "area" in t["NPIX"].description
+    assert t.meta["astrotool"]["tile"] == "sim_000"
+
+
+def test_a_single_valued_grid_axis_is_described_as_fixed():
+    from astrotool_dre.config import FitConfig, ModelsConfig
+    from astrotool_dre.fit_stage import summary_columns
+    from astrotool_dre.models import grid_from_config
+
+    grid = grid_from_config(ModelsConfig(index0=4.0, dindex=0.0, nindex=1))
+    _, d = summary_columns(["INDEX", "INDEX_ERR", "AX_RATIO", "AX_RATIO_ERR", "NPIX"], "", FitConfig(), grid)
+    assert d["INDEX"] == "Sersic index, fixed: the grid's only value (4)"
+    assert d["INDEX_ERR"].startswith("1-sigma error of INDEX: NaN, as the grid has one INDEX value (4)")
+    assert d["AX_RATIO"] == "axis ratio b/a (between grid values)" and d["AX_RATIO_ERR"] == "1-sigma error of AX_RATIO"
+    _, d = summary_columns(["AX_RATIO"], "", FitConfig(subgrid=False), grid)
+    assert d["AX_RATIO"] == "axis ratio b/a (a grid value: dre.fit.subgrid = false)"
+
+
+def test_the_engines_that_ran_are_recorded(ws):
+    """Provenance names the engines that ran, not the setting ("auto")."""
+    import json
+
+    t = Table.read(ws / "dre/summary/sim_000_dre.parquet", format="parquet")
+    assert t.meta["astrotool"]["detect_engine"] == "photutils" and t.meta["astrotool"]["psf_engine"] == "photutils"
+    header = fits.getheader(ws / "dre/summary/sim_000_dre.fits", "DRE_SUMMARY")
+    assert header["DETENG"] == "photutils" and header["PSFENG"] == "photutils"
+    (run,) = [p for p in (ws / "runs").glob("*-dre-run/run.json")]
+    (tile,) = json.loads(run.read_text())["tiles"]
+    assert tile["tile"] == "sim_000" and tile["detect_engine"] == "photutils" and tile["psf_engine"] == "photutils"
+    assert "Moffat" in tile["psf"]

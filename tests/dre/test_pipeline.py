@@ -224,3 +224,39 @@ def test_blended_galaxies_recovered_with_and_without_the_neighbour_step(astro, t
     # objects without a blend are fit once: the same numbers either way (to float32 rounding: the
     # models are convolved over the whole stamp in one mode, over the largest crop in the other)
     assert np.allclose(sub["LOGR_FIT"][~blend], mask["LOGR_FIT"][~blend], rtol=0, atol=1e-4)
+
+
+def test_tiles_that_are_no_image_stop_before_the_model_cube_and_leave_nothing(astro, tmp_path):
+    from astropy.io import fits
+
+    table = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="A", format="E", array=np.zeros(3))])]).writeto(table)
+    full = tmp_path / "full.fits"
+    fits.PrimaryHDU(np.ones((512, 512), np.float32)).writeto(full)
+    trunc = tmp_path / "trunc.fits"
+    trunc.write_bytes(full.read_bytes()[:100_000])
+    ws = tmp_path / "ws"
+    r = astro("-w", ws, "dre", "run", table)
+    assert r.returncode == 2 and f"{table}: no 2-D image" in r.stderr, r.stderr
+    assert "building the model cube" not in r.stderr
+    assert not list((ws / "dre").rglob("*.fits")) and not list((ws / "dre").rglob(".tile_checksum.json"))
+    nan = tmp_path / "nan.fits"   # an image (passes the check before the cube) that fails as an item
+    fits.PrimaryHDU(np.full((64, 64), np.nan, np.float32)).writeto(nan)
+    r = astro("-w", ws, "dre", "detect", trunc, nan)
+    assert r.returncode == 2 and f"{trunc}: truncated" in r.stderr and f"{nan}: every pixel" in r.stderr, r.stderr
+    assert "WARNING: File may have been truncated" not in r.stderr
+    assert not list((ws / "dre").rglob(".tile_checksum.json"))
+
+
+def test_a_tile_without_zero_point_is_named_in_a_warning(astro, tmp_path):
+    from astropy.io import fits
+
+    ws = _simulate(astro, tmp_path / "ws")
+    tile = ws / "dre/tiles/sim_000.fits"
+    with fits.open(tile, mode="update") as h:
+        for k in ("MAGZP", "ZP", "MAGZPT"):
+            h[0].header.remove(k, ignore_missing=True)
+    r = astro("-w", ws, "dre", "detect")
+    assert r.returncode == 0, r.stderr
+    assert f"{tile}: no zero-point keyword" in r.stderr and "ZP = 30" in r.stderr, r.stderr

@@ -193,3 +193,21 @@ def test_varying_psfex_format_roundtrip_and_bad_polynomial(tmp_path):
         h[1].header["POLDEG1"] = 2
     with pytest.raises(InputError, match="degree 2 does not match its 3 components"):
         read_psf_model(path)
+
+
+@pytest.mark.parametrize("engine", ["psfex", "photutils"])
+def test_stage_fwhm_is_the_summarys_measure_and_a_lowered_degree_is_logged(tile, engine, caplog):
+    """The FWHM build_psf reports is the fit's PSF_FWHM measure (a Moffat fit of the PSF the fit uses), not
+    PSFEx's header value; too few stars for ``var_degrees`` = 2 lowers the degree, said once."""
+    if engine == "psfex" and not HAVE_PSFEX:
+        pytest.skip("psfex not installed")
+    d, out, det = tile
+    with caplog.at_level("WARNING", logger="astro.dre"):
+        r = build_psf(det["photutils"]["cat"], d / f"deg_{engine}.psf", PsfConfig(engine=engine, var_degrees=2))
+    assert r["engine"] == engine and r["degree"] < 2
+    model = read_psf_model(r["psf"])
+    assert model.degree == r["degree"]
+    (members, image), = group_by_psf(model, [256.0], [256.0])   # what the fit's PSF_FWHM is measured on
+    assert r["fwhm"] == pytest.approx(psf_fwhm(image), rel=1e-6)
+    lowered = [m for m in caplog.messages if "variation degree was lowered" in m]
+    assert len(lowered) == 1 and f"var_degrees = 2 to {r['degree']}" in lowered[0] and engine in lowered[0]

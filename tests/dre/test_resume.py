@@ -281,3 +281,22 @@ def test_a_detection_recorded_before_tile_checksums_keeps_its_tile_while_it_is_u
     assert tile_identity(paths) == legacy
     os.utime(paths.tile, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
     assert tile_identity(paths).startswith("sha256 ")
+
+
+def test_mosaics_after_a_fit_with_another_cube_ask_for_that_cube(astro, ws):
+    """After `dre fit --cube X`, `dre mosaics` tells the user to pass the same --cube, not to fit again."""
+    (cube,) = (ws / "dre/models").glob("*.fits")
+    other = ws / "their_cube.fits"
+    os.link(cube, other)
+    r = astro("-w", ws, "--overwrite", "dre", "fit", "--cube", other)
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, "dre", "mosaics")
+    assert r.returncode == 2, r.stderr
+    assert "pass the same `--cube .../their_cube.fits` to `astro dre mosaics`" in r.stderr, r.stderr
+    assert "run astro dre fit again first" not in r.stderr.replace("`", "")
+    r = astro("-w", ws, "dre", "mosaics", "--cube", other)
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, "--overwrite", "dre", "fit")       # back on the workspace's cube
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, "dre", "mosaics", "--cube", other)
+    assert r.returncode == 2 and "leave out --cube" in r.stderr, r.stderr

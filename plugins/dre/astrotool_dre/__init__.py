@@ -7,8 +7,9 @@ grid of PSF-convolved Sérsic models by least squares, in batches, on CPU or GPU
 and write a morphology catalogue.
 
 Workspace folders: ``dre/{tiles,sextracted,psf,cuts,models,chi,summary,mosaics}``.
-File names follow DRE: ``<stem>_cat.fits``, ``_nb.fits``, ``_rms.fits``,
-``_seg.fits``, ``<stem>.psf``, ``<stem>_cuts.h5``, ``<stem>_chi.h5``.
+File names follow DRE; for the tile ``sim_000.fits``: ``sim_000_cat.fits``,
+``sim_000_nb.fits``, ``sim_000_rms.fits``, ``sim_000_seg.fits``, ``sim_000.psf``,
+``sim_000_cuts.h5``, ``sim_000_chi.h5``.
 
 This module only registers hooks; nothing heavy is imported here.
 """

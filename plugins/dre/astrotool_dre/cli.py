@@ -20,7 +20,8 @@ __docformat__ = "numpy"
 
 app = typer.Typer(no_args_is_help=True)
 
-TILES = typer.Argument(None, help="Tiles (paths or names in dre/tiles); default: every dre/tiles/*.fits.")
+TILES = typer.Argument(None, help="Tiles (paths or names in dre/tiles); default: every dre/tiles/*.fits "
+                                   "(.fits.gz, .fits.fz, .fit too).")
 
 
 @app.callback()
@@ -36,8 +37,10 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
                 desc: str | None = None) -> list[dict]:
     from astrotool import console
     from astrotool.errors import AstroError
-    from astrotool_dre.pipeline import TilePaths, check_tiles, check_upstream, cube_path, run_tiles, tiles_in
+    from astrotool_dre.pipeline import (TilePaths, check_tile_files, check_tiles, check_upstream, cube_path,
+                                        run_tiles, tiles_in)
     from astrotool_dre.stages import FOLDERS
+    from astrotool_dre.tiles import TILE_SUFFIXES
 
     ctx = current()
     cfg = _section(ctx, flags)
@@ -46,8 +49,11 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         ws.stage("dre", name)
     todo = tiles_in(ws.root, tiles)
     if not todo:
-        raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles (*.fits); run `astro dre simulate` or copy tiles there")
+        raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles ({', '.join('*' + e for e in TILE_SUFFIXES)}); "
+                         "run `astro dre simulate` or copy tiles there")
     check_upstream(todo, ws.root, stages)
+    if "detect" in stages:  # a run whose every tile is no image stops before the model cube is built
+        check_tile_files(ctx.shard_of(todo))
     if "fit" in stages:  # an impossible backend/device is one usage error, not one failure per tile
         from astrotool.backends import get_backend
 
@@ -71,6 +77,7 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
             for p in TilePaths(ws.root, r["tile"]).outputs(stage):
                 if p.exists():
                     ctx.record.add_output(p)
+    ctx.record.extra["tiles"] = results   # each stage's line and facts (the engines that ran) in run.json
     cols = ["tile", *stages]
     console.print_table(f"astro dre {'/'.join(stages)}", cols, [[r.get(c, "") for c in cols] for r in results])
     return results

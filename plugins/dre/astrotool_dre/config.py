@@ -203,6 +203,15 @@ class ModelsConfig(Section):
     boxsize: int = Field(128, ge=16, description="[px]")
     supersample: int = Field(4, ge=1, description="sub-pixels per pixel side away from the centre")
 
+    @model_validator(mode="after")
+    def _steps_move(self) -> "ModelsConfig":
+        for axis in ("index", "axrat", "posang", "logh"):  # a step of 0 repeats one model: a grid of twins
+            step, count = getattr(self, f"d{axis}"), getattr(self, f"n{axis}")
+            if step == 0 and count > 1:
+                raise ValueError(f"d{axis} = 0 with n{axis} = {count}: every grid value would be the same; "
+                                 f"give d{axis} > 0, or n{axis} = 1 for a single value")
+        return self
+
 
 class FitConfig(Section):
     """``astro dre fit``: least-squares flux and χ² of every model, in batches."""

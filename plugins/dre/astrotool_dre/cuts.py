@@ -146,12 +146,14 @@ def make_cuts(
     Returns
     -------
     dict
-        ``{"cuts": path, "n_cuts", "n_selected", "n_rejected_nan"}``.
+        ``{"cuts": path, "n_cuts", "n_selected", "n_rejected_nan"}``; objects rejected for non-finite
+        pixels (``n_rejected_nan``) are also named in a warning, with the tile.
 
     Raises
     ------
     astrotool.errors.InputError
-        Unreadable input, images of different shapes, unknown filter column.
+        Unreadable input, a catalogue without ``NUMBER``, ``X_IMAGE``, ``Y_IMAGE`` or
+        ``CLASS_STAR``, images of different shapes, unknown filter column.
     """
     import h5py
     from astropy.nddata import Cutout2D
@@ -168,7 +170,7 @@ def make_cuts(
     neighbour_grow = cfg.neighbour_grow
     comp = compression_kwargs(compression)
     cat_path = Path(cat)
-    table = read_catalog(cat_path, vignet=False, require=("NUMBER", "X_IMAGE", "Y_IMAGE"))
+    table = read_catalog(cat_path, vignet=False, require=("NUMBER", "X_IMAGE", "Y_IMAGE", "CLASS_STAR"))
     images = {}
     for key, p in (("tile", tile), ("nb", nb), ("rms", rms), ("seg", seg)):
         data, header, ext = read_image(p, check_content=False)
@@ -188,8 +190,7 @@ def make_cuts(
     x = np.asarray(table["X_IMAGE"], dtype=float)
     y = np.asarray(table["Y_IMAGE"], dtype=float)
     sel = (x > margin) & (x < nx - margin) & (y > margin) & (y < ny - margin)
-    if "CLASS_STAR" in table.colnames:
-        sel &= np.asarray(table["CLASS_STAR"], dtype=float) < max_stellarity
+    sel &= np.asarray(table["CLASS_STAR"], dtype=float) < max_stellarity
     for spec in filters:
         col, lo, hi = spec
         if col not in table.colnames:
@@ -269,6 +270,12 @@ def make_cuts(
                 n_cut += 1
             f.attrs["n_cuts"] = n_cut
             f.attrs["n_rejected_nan"] = n_nan
+    if n_nan:
+        import logging
+
+        logging.getLogger("astro.dre").warning(
+            "%s: %d of %d selected object(s) not cut: their %d px cut holds NaN/infinite pixels of the tile "
+            "or reaches past its edge", printable(str(images["tile"][0])), n_nan, int(sel.sum()), size)
     return {"cuts": str(out_h5), "n_cuts": n_cut, "n_selected": int(sel.sum()), "n_rejected_nan": n_nan}
 
 

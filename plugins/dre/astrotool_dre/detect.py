@@ -13,7 +13,8 @@ names, into the folder given (by convention ``<workspace>/dre/sextracted/<stem>/
 ``<stem>_seg.fits``
     The segmentation map (``SEGMENTATION``), int32, 0 = sky, else ``NUMBER``.
 
-``engine = "auto"`` uses SExtractor when it is installed. Both engines detect on
+``engine = "auto"`` uses SExtractor when it is installed; the catalogue's primary
+header says which ran (``DRE_ENG``, :func:`engine_of`). Both engines detect on
 the image smoothed by the same Gaussian filter (:func:`detection_kernel`).
 """
 
@@ -34,7 +35,21 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["detect_tile", "detection_kernel"]
+__all__ = ["detect_tile", "detection_kernel", "ENGINE_KEY", "engine_of"]
+
+ENGINE_KEY = "DRE_ENG"
+"""Primary-header keyword of the catalogue and the PSF file: the engine that made it."""
+
+
+def engine_of(path: str | os.PathLike) -> str:
+    """The engine that made a catalogue or PSF file (:data:`ENGINE_KEY`); ``"unknown"`` for files made
+    before it was recorded, or by other tools (DRE's own)."""
+    from astropy.io import fits
+
+    try:
+        return str(fits.getval(path, ENGINE_KEY, ext=0))
+    except (OSError, KeyError, IndexError):
+        return "unknown"
 
 
 def detection_kernel(fwhm: float) -> np.ndarray:
@@ -82,7 +97,8 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     tile = Path(tile)
     stem = stem or tile_stem(tile)
     data, header, ext = read_image(tile)
-    settings = dict(gain=resolve_gain(header, cfg.gain, tile), zp=resolve_zero_point(header, cfg.zero_point),
+    settings = dict(gain=resolve_gain(header, cfg.gain, tile),
+                    zp=resolve_zero_point(header, cfg.zero_point, tile, "dre.detect.zero_point"),
                     satur_level=cfg.satur_level if cfg.satur_level is not None
                     else float(header.get("SATURATE", 1e20)),  # SExtractor rejects 1e30
                     kernel=detection_kernel(cfg.filter_fwhm))
@@ -105,5 +121,8 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
         if n == 0:
             raise InputError(tile, f"no sources detected above {cfg.detect_thresh} sigma "
                                    f"(min area {cfg.detect_minarea} px)")
+        from astropy.io import fits
+
+        fits.setval(tmp["cat"], ENGINE_KEY, value=use, comment="detection engine that ran", ext=0)
     return {**{k: str(v) for k, v in paths.items()}, "engine": use, "n_sources": int(n),
             "seeing_fwhm": seeing}

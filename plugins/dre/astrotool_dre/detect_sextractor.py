@@ -4,7 +4,8 @@ Runs ``source-extractor`` (or ``sex``) with our own configuration, parameter
 and filter files written to a private temporary folder, through an argument
 list. It runs in that folder and every file it reads or writes is named there
 by a plain relative name (the tile, weight and flag images and the
-network file are linked in): SExtractor splits names at commas and its
+network file are linked in; a compressed tile, ``.fits.gz`` or ``.fits.fz``, is
+written there uncompressed, as SExtractor reads neither): SExtractor splits names at commas and its
 configuration files at spaces, so the real paths may hold both, and any
 character. DRE's outputs are forced:
 ``-CATALOG_TYPE FITS_LDAC`` and ``-CHECKIMAGE_TYPE
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["find_sextractor", "find_nnw", "run_sextractor"]
+__all__ = ["find_sextractor", "find_nnw", "is_compressed", "run_sextractor"]
 
 
 def find_sextractor() -> str | None:
@@ -70,6 +71,18 @@ def find_nnw(binary: str | None = None) -> Path | None:
         if f.is_file():
             return f
     return None
+
+
+def is_compressed(path: str | os.PathLike) -> bool:
+    """Whether a FITS file is compressed as a whole (gzip, bzip2, zip) or holds a tile-compressed image
+    (``ZIMAGE = T``, astropy's ``CompImageHDU``): what SExtractor cannot read."""
+    from astropy.io import fits
+
+    with open(path, "rb") as f:
+        if f.read(6) != b"SIMPLE":   # gzip, bzip2, zip...: not a plain FITS stream
+            return True
+    with fits.open(path, memmap=False, disable_image_compression=True) as hdul:
+        return any(h.header.get("ZIMAGE", False) for h in hdul)
 
 
 def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: np.ndarray, nnw: Path | None, gain: float,
@@ -178,6 +191,9 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             weight_image = td / "weight.fits"
             fits.PrimaryHDU((~bad).astype(np.float32)).writeto(weight_image)
             weight_type = "MAP_WEIGHT"
+        elif is_compressed(tile):
+            # SExtractor reads neither gzip nor tile compression ("Unknown TFORM"): the image, uncompressed
+            fits.PrimaryHDU(data.astype(np.float32), header=image_header(header)).writeto(image)
         else:
             os.symlink(os.path.abspath(tile), image)
         wargs = []

@@ -17,7 +17,8 @@ Outputs (DRE's layout):
   statistic of every model;
 - ``dre/summary/<stem>_dre.parquet`` and ``.fits``: best-fit parameters, their
   uncertainties, edge flags, flux and magnitude, joined to the detection
-  catalogue (``NUMBER``, ``X_IMAGE``, ``Y_IMAGE``, ``CLASS_STAR``, ...).
+  catalogue (``NUMBER``, ``X_IMAGE``, ``Y_IMAGE``, ``CLASS_STAR``, ...); each row is named by ``TILE``
+  (the tile's stem) and ``NAME`` (``EXT_NUMBER``_``NUMBER``), so several tiles' summaries stack.
 
 Summary conventions: ``LOGR`` = log10 of the major-axis half-light radius in
 pixels; ``ANGLE`` = degrees counter-clockwise from +x, in [0, 180); ``FLUX`` in
@@ -42,32 +43,35 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-SUMMARY_FIRST = ["NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX",
-                 "MAG", "CHI2", "CHI2_NU"]
+SUMMARY_FIRST = ["TILE", "NAME", "NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR",
+                 "FLUX", "MAG", "CHI2", "CHI2_NU"]
 
 SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "ANGLE_GRID": "deg", "PSF_FWHM": "pix", "MAG": "mag",
-                 "MAG_ERR": "mag", "NPIX": "pix"}
+                 "MAG_ERR": "mag", "NPIX": "pix2"}
 """astropy units of the fit columns of the summary (``FLUX*`` are in the tile's ``BUNIT``; the catalogue's
 columns keep :data:`astrotool_dre.catalog.CATALOG_UNITS`; ``LOGR`` is log10 of pixels, so it has none)."""
 
 SUMMARY_DESCRIPTIONS = {
-    "NAME": "object name EXT_NUMBER_NUMBER", "INDEX": "Sersic index (between grid values)",
-    "AX_RATIO": "axis ratio b/a (between grid values)",
+    "TILE": "tile of the object: its file name without .fits/.fits.gz/.fits.fz/.fit (TILE, NAME is unique "
+            "across tiles; mosaics <TILE>_<NAME>)",
+    "NAME": "object name EXT_NUMBER_NUMBER (unique within its TILE)", "INDEX": "Sersic index",
+    "AX_RATIO": "axis ratio b/a",
     "ANGLE": "major axis, degrees counter-clockwise from image +x, in [0, 180) (not east of north)",
-    "LOGR": "log10 of the major-axis half-light radius in pixels (between grid values)",
+    "LOGR": "log10 of the major-axis half-light radius in pixels",
     "INDEX_GRID": "Sersic index of the best grid model", "AX_RATIO_GRID": "axis ratio of the best grid model",
     "ANGLE_GRID": "major axis of the best grid model, degrees CCW from image +x",
     "LOGR_GRID": "log10 major-axis half-light radius of the best grid model, pixels",
     "FLUX": "total flux of the best model, in the tile's data units (BUNIT)",
     "FLUX_GRID": "total flux at the grid minimum (BUNIT)", "FLUX_ERR": "1-sigma error of FLUX (BUNIT)",
     "MAG": "MAGZP - 2.5 log10(FLUX)", "CHI2": "fit statistic at the minimum",
-    "CHI2_NU": "chi-square per degree of freedom", "NPIX": "pixels in the fit mask",
+    "CHI2_NU": "chi-square per degree of freedom", "NPIX": "area of the fit mask (number of pixels)",
     "FIT_FLAGS": "fit flag bits (astrotool_dre.estimate.FLAG_BITS)",
     "STAR": "unresolved (radius on the grid's lower edge) or CLASS_STAR >= star_stellarity",
     "PSF_FWHM": "FWHM of the PSF the object was fit with, pixels (Moffat fit)",
     "BLEND": "neighbours' light reached the fit mask (chi-square > 1): fit again with it subtracted",
 }
-"""One-line descriptions of the summary columns (FITS ``TCOMMn``), beside the catalogue's."""
+"""One-line descriptions of the summary columns (FITS ``TCOMMn``), beside the catalogue's; those of the
+grid parameters and their errors are completed for the fit's settings (:func:`summary_columns`)."""
 
 GRID_AXES = {"N": "INDEX", "E": "AX_RATIO", "T": "ANGLE", "R": "LOGR"}
 """Grid axis of each ``<letter>_IDX`` column."""
@@ -136,7 +140,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     if len(cuts) == 0:
         raise InputError(paths.cuts, "no objects to fit (no cut passed the selection)")
     gain = resolve_gain(header, cfg.gain, paths.tile)
-    zp = resolve_zero_point(header, cfg.zero_point)
+    zp = resolve_zero_point(header, cfg.zero_point, paths.tile, "dre.fit.zero_point")
     be = get_backend(cfg.backend, cfg.device)
     data, rms, mask = prepare_stamps(cuts, grid.center, cfg.recentre)
     x, y = object_positions(cuts, psf)
@@ -170,7 +174,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     cols["BLEND"] = blended
     table = summary_table(cuts, cols, paths, cfg)  # before any output: a bad catalogue leaves nothing behind
     write_chi(paths.chi, cuts.names, res.cubes(grid), grid, cfg, paths)
-    write_summary(table, paths, cfg, zp, gain, be, flux_unit=data_unit(header))
+    write_summary(table, paths, cfg, zp, gain, be, flux_unit=data_unit(header), grid=grid)
     n_edge = int(np.sum(table["LOGR_EDGE_LO"]) + np.sum(table["LOGR_EDGE_HI"]))
     banks = f", {len(groups)} PSF groups" if len(groups) > 1 else ""
     return (f"{len(table)} objects fit ({cfg.statistic}, {be.name} on {be.device}{banks}); "
@@ -389,6 +393,7 @@ def summary_table(cuts, cols: dict, paths, cfg: FitConfig):
     fit = Table({k: np.asarray(v) for k, v in cols.items()})
     fit["EXT_NUMBER"], fit["NUMBER"] = object_numbers(cuts, paths.cuts)
     fit["NAME"] = np.asarray(cuts.names, dtype=str)
+    fit["TILE"] = np.full(len(fit), paths.stem)
     cat = read_catalog(paths.cat, vignet=False)
     cat["NUMBER"] = np.asarray(cat["NUMBER"]).astype(np.int64)
     cat["EXT_NUMBER"] = np.asarray(cat["EXT_NUMBER"]).astype(np.int64)
@@ -403,7 +408,7 @@ def summary_table(cuts, cols: dict, paths, cfg: FitConfig):
     return table[order + [c for c in table.colnames if c not in order]]
 
 
-def summary_columns(colnames, flux_unit: str = "") -> tuple[dict, dict]:
+def summary_columns(colnames, flux_unit: str = "", cfg: FitConfig | None = None, grid=None) -> tuple[dict, dict]:
     """Units and descriptions of summary columns (``<name>_CAT``: the catalogue's column ``<name>``).
 
     Parameters
@@ -412,6 +417,11 @@ def summary_columns(colnames, flux_unit: str = "") -> tuple[dict, dict]:
         The summary's columns.
     flux_unit : str
         The tile's data unit (:func:`astrotool_dre.catalog.data_unit`), for the flux columns.
+    cfg : astrotool_dre.config.FitConfig, optional
+        The fit's settings: whether each of ``INDEX``, ``AX_RATIO``, ``ANGLE``, ``LOGR`` was refined
+        between grid values (``subgrid``, ``subgrid_axes``) or kept its grid value.
+    grid : astrotool_dre.models.Grid, optional
+        The model grid: an axis with a single value has a fixed parameter and a NaN ``_ERR``.
 
     Returns
     -------
@@ -430,32 +440,61 @@ def summary_columns(colnames, flux_unit: str = "") -> tuple[dict, dict]:
                 or (f"1-sigma error of {base[:-4]}" if base.endswith("_ERR") else None)
                 or (f"minimum on the {'lower' if side == 'LO' else 'upper'} grid edge of {what}" if what else None)
                 or (f"grid index of the best {GRID_AXES[base[0]]}" if base[1:] == "_IDX" else None))
+        if text and c == base and (cfg is not None or grid is not None):
+            text = _grid_words(base, text, cfg, grid)
         if text:
             descriptions[c] = text + (" (detection catalogue)" if c.endswith("_CAT") else "")
     return units, descriptions
 
 
-def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux_unit: str = "") -> None:
+def _grid_words(name: str, text: str, cfg: FitConfig | None, grid) -> str:
+    """``text`` of a grid parameter or its error completed with how the fit found it (see
+    :func:`summary_columns`)."""
+    param = name[:-4] if name.endswith("_ERR") else name
+    if param not in GRID_AXES.values():
+        return text
+    ax = list(GRID_AXES.values()).index(param)
+    if grid is not None and grid.shape[ax] == 1:
+        value = grid.axes()[param][0]
+        if name.endswith("_ERR"):
+            return f"{text}: NaN, as the grid has one {param} value ({value:g}): nothing to measure it from"
+        return f"{text}, fixed: the grid's only value ({value:g})"
+    if name.endswith("_ERR") or cfg is None:
+        return text
+    if cfg.subgrid and param in cfg.subgrid_axes:
+        return f"{text} (between grid values)"
+    why = "dre.fit.subgrid = false" if not cfg.subgrid else "not in dre.fit.subgrid_axes"
+    return f"{text} (a grid value: {why})"
+
+
+def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux_unit: str = "",
+                  grid=None) -> None:
     """The summary as Parquet and as a FITS table, with units, descriptions and provenance.
 
     The FITS table's header holds ``MAGZP`` [mag], ``GAIN`` [e-/data unit], ``BUNIT``,
-    ``FITSTAT`` (the statistic) and the provenance keywords (``DATE``, ``CREATOR``, ``ASTROVER``);
+    ``FITSTAT`` (the statistic), ``DETENG`` and ``PSFENG`` (the detection and PSF engines that ran,
+    :func:`astrotool_dre.detect.engine_of`) and the provenance keywords (``DATE``, ``CREATOR``, ``ASTROVER``);
     the Parquet file the same facts in its ``astrotool`` metadata.
     """
     from astrotool.io.tables import write_fits_table, write_parquet
 
+    from astrotool_dre.detect import engine_of
+
     meta = {"command": "dre fit", "statistic": cfg.statistic, "zero_point": zp, "gain": gain,
-            "backend": be.name, "device": str(be.device), "cuts": printable(paths.cuts), "psf": printable(paths.psf)}
+            "backend": be.name, "device": str(be.device), "cuts": printable(paths.cuts), "psf": printable(paths.psf),
+            "tile": paths.stem, "detect_engine": engine_of(paths.cat), "psf_engine": engine_of(paths.psf)}
     for c in table.colnames:  # multidimensional catalogue columns do not go to Parquet
         if table[c].ndim > 1:
             table.remove_column(c)
-    units, descriptions = summary_columns(table.colnames, flux_unit)
+    units, descriptions = summary_columns(table.colnames, flux_unit, cfg, grid)
     for c in table.colnames:  # the catalogue's own TUNITs (SExtractor's) are replaced by valid astropy units
         table[c].unit = units[c] or None
     keywords = {"MAGZP": (zp, "[mag] zero point: MAG = MAGZP - 2.5 log10(FLUX)"),
                 "GAIN": (gain, "[e-/data unit] gain used for the source noise"),
                 "BUNIT": (flux_unit, "data unit of the tile and of FLUX"),
-                "FITSTAT": (cfg.statistic, "fit statistic: chi2 or dre")}
+                "FITSTAT": (cfg.statistic, "fit statistic: chi2 or dre"),
+                "DETENG": (meta["detect_engine"], "detection engine that ran"),
+                "PSFENG": (meta["psf_engine"], "PSF engine that ran")}
     write_parquet(table, paths.summary, metadata=meta, command="dre fit", descriptions=descriptions)
     write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY", command="dre fit",
                      descriptions=descriptions, keywords=keywords,

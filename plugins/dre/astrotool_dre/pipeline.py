@@ -10,9 +10,9 @@ process, in a worker process or on a Dask worker; the mapper given (such as
 
 Paths in a workspace (DRE's names)::
 
-    dre/tiles/<stem>.fits
+    dre/tiles/<stem>.fits        (or .fits.gz, .fits.fz, .fit: :data:`astrotool_dre.tiles.TILE_SUFFIXES`)
     dre/sextracted/<stem>/<stem>_{cat,nb,rms,seg}.fits
-    dre/psf/<stem>.psf
+    dre/psf/                     sim_000.psf for the tile sim_000.fits
     dre/cuts/<stem>_cuts.h5
     dre/models/<cube>.fits
     dre/chi/<stem>_chi.h5
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from astrotool import console, made_with
 from astrotool.errors import AstroError, InputError
 from astrotool.names import printable
+from astrotool_dre.tiles import TILE_SUFFIXES, tile_files, tile_stem
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DreConfig, ModelsConfig, SimulateConfig
@@ -50,7 +51,7 @@ class TilePaths:
     root : path-like
         Workspace root.
     stem : str
-        Tile name without ``.fits``.
+        Tile name without its suffix (:func:`astrotool_dre.tiles.tile_stem`).
     """
 
     def __init__(self, root, stem: str):
@@ -166,7 +167,7 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
     used = tuple(k for stage in stages for k in USES.get(stage, ()))
     checks, stale = [], []
     for t in tiles:
-        paths = TilePaths(root, printable(Path(t).stem))
+        paths = TilePaths(root, tile_stem(t))
         paths.tile = Path(t)
         made: dict = {}
         for stage in [s for s in order if s in needed]:
@@ -187,10 +188,18 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
                 now.update({k: v for k, v in ours.items() if k.startswith(used)})
             then = {k: old["settings"].get(k) for k in now}
             if then != now:
-                stale.append((paths.outputs(stage)[0], stage, made_with.changes(then, now)))
+                stale.append((paths.outputs(stage)[0], stage, made_with.changes(then, now), then, now))
     if stale:
-        path, stage, changed = stale[0]
+        path, stage, changed, then, now = stale[0]
         more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
+        if [c.split(":")[0] for c in changed] == ["cube"]:   # only the cube differs: name the one the fit used
+            used_cube = str(then.get("cube") or "").split(" (")[0]
+            ours = used_cube.startswith("sersic_") and " (" not in str(then.get("cube"))
+            hint = ("leave out --cube: it used the workspace's own cube (dre/models)" if ours
+                    else f"pass the same `--cube .../{used_cube}` to `astro dre {' '.join(stages)}`")
+            raise AstroError(f"{printable(str(path))}{more}: `astro dre {stage}` used the model cube "
+                             f"{used_cube}, not {str(now.get('cube')).split(' (')[0]}; {hint} "
+                             f"(or fit again with this one: `astro dre {stage} --overwrite`)")
         lines = "\n".join(f"  {c}" for c in changed)
         raise AstroError(f"{printable(str(path))}: out of date{more}; `astro dre {stage}` made it from other "
                          f"inputs, or with other settings than the ones this run uses too:\n{lines}\n"
@@ -205,7 +214,7 @@ def check_upstream(tiles: list[Path], root, stages: tuple[str, ...]) -> None:
         for up in UPSTREAM[stage]:
             if up in stages:
                 continue
-            missing = [p for t in tiles for p in TilePaths(root, printable(Path(t).stem)).outputs(up)[:1]
+            missing = [p for t in tiles for p in TilePaths(root, tile_stem(t)).outputs(up)[:1]
                        if not p.exists()]
             if missing:
                 more = f" (and {len(missing) - 1} more tiles)" if len(missing) > 1 else ""
@@ -213,14 +222,16 @@ def check_upstream(tiles: list[Path], root, stages: tuple[str, ...]) -> None:
 
 
 def tiles_in(root, names: list[str] | None = None) -> list[Path]:
-    """The tiles to process: ``names`` (paths or stems) or every ``dre/tiles/*.fits``."""
+    """The tiles to process: ``names`` (paths or stems) or every tile in ``dre/tiles``
+    (:func:`astrotool_dre.tiles.tile_files`)."""
     folder = Path(root) / "dre" / "tiles"
     if names:
         out = []
         for n in names:
             p = Path(n)
-            if not p.suffix and ((folder / f"{n}.fits").exists() or not p.is_dir()):   # a stem; else a folder
-                p = folder / f"{n}.fits"
+            named = [q for q in (folder / f"{n}{ext}" for ext in TILE_SUFFIXES) if q.exists()]
+            if not p.suffix and (named or not p.is_dir()):   # a stem: its tile in dre/tiles; else a folder
+                p = named[0] if named else folder / f"{n}.fits"
             if p.is_dir():
                 raise InputError(p, "is a folder, not a FITS tile")
             if not p.exists():
@@ -229,18 +240,41 @@ def tiles_in(root, names: list[str] | None = None) -> list[Path]:
                 out.append(p.resolve())
         _check_stems(out)
         return out
-    return sorted(p for p in folder.glob("*.fits") if not p.name.startswith(".") and not p.is_dir())
+    out = tile_files(folder)
+    _check_stems(out)
+    return out
 
 
 def _check_stems(tiles: list[Path]) -> None:
-    """Two tiles whose outputs would share a name (``a/x.fits`` and ``b/x.fits``): refuse, naming both."""
+    """Two tiles whose outputs would share a name (``a/x.fits`` and ``b/x.fits``, ``x.fits`` and
+    ``x.fits.fz``): refuse, naming both."""
     seen: dict[str, Path] = {}
     for t in tiles:
-        stem = printable(t.stem)
+        stem = tile_stem(t)
         if stem in seen:
             raise InputError(t, f"has the same name as {seen[stem]}; their outputs would overwrite each other "
                                 f"(dre/*/{stem}*); rename one of them")
         seen[stem] = t
+
+
+def check_tile_files(tiles: list[Path]) -> None:
+    """Before the model cube is built: when no tile is a FITS file with one 2-D image (headers only,
+    :func:`astrotool_dre.tiles.check_tile`), refuse (exit 2) with the first one's problem; tiles that
+    fail among good ones fail alone later, as items."""
+    from astrotool_dre.tiles import check_tile
+
+    problems = []
+    for t in tiles:
+        try:
+            check_tile(t)
+        except InputError as exc:
+            problems.append(exc)
+        else:
+            return
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more tiles, none usable)" if len(problems) > 1 else ""
+        raise InputError(first.path, first.problem + more)
 
 
 # ----------------------------------------------------------------------------- models
@@ -296,12 +330,14 @@ def run_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, 
     """Run ``stages`` over ``tiles`` through ``mapper``; one summary dict per finished tile (the caller has
     checked them first: :func:`check_tiles`)."""
     items = [TileItem(Path(t), Path(root), tuple(stages), cfg, overwrite, cube, desc) for t in tiles]
-    return [r for _, r in mapper(process_tile, items, desc=desc, keys=[printable(Path(t).stem) for t in tiles])]
+    return [r for _, r in mapper(process_tile, items, desc=desc, keys=[tile_stem(t) for t in tiles])]
 
 
 def process_tile(item: TileItem, seed: int) -> dict:
-    """Executor function: run the item's stages for its tile; return ``{"tile", <stage>, <stage>_s}``."""
-    paths = TilePaths(item.root, printable(item.tile.stem))  # outputs of a tile whose name is not UTF-8: \xNN
+    """Executor function: run the item's stages for its tile; return ``{"tile", <stage>, <stage>_s}``
+    (the stage's one line and seconds) and the facts a stage adds, such as ``detect_engine``, the
+    engine that ran."""
+    paths = TilePaths(item.root, tile_stem(item.tile))  # outputs of a tile whose name is not UTF-8: \xNN
     paths.tile = item.tile
     summary = {"tile": paths.stem}
     made: dict = {}
@@ -314,25 +350,39 @@ def process_tile(item: TileItem, seed: int) -> dict:
             summary[stage] = "skipped (done)"
             continue
         t0 = time.perf_counter()
-        summary[stage] = STAGE_FUNCTIONS[stage](paths, item.cfg, item.cube)
+        try:
+            out = STAGE_FUNCTIONS[stage](paths, item.cfg, item.cube)
+        except BaseException:
+            if stage == "detect" and not paths.done("detect"):   # nothing of a failed tile stays behind
+                (paths.sextracted / ".tile_checksum.json").unlink(missing_ok=True)
+                try:
+                    paths.sextracted.rmdir()
+                except OSError:  # not empty (an earlier detection's files) or not there
+                    pass
+            raise
+        summary[stage], facts = out if isinstance(out, tuple) else (out, {})
+        summary.update({f"{stage}_{k}": v for k, v in facts.items()})
         made_with.write(outputs[0], rec)
         summary[f"{stage}_s"] = round(time.perf_counter() - t0, 2)
     return summary
 
 
-def _detect(paths: TilePaths, cfg: DreConfig, cube) -> str:
+def _detect(paths: TilePaths, cfg: DreConfig, cube) -> tuple[str, dict]:
     from astrotool_dre.detect import detect_tile
 
     out = detect_tile(paths.tile, paths.sextracted, cfg.detect, stem=paths.stem)
-    return f"{out['n_sources']} sources ({out['engine']})"
+    return f"{out['n_sources']} sources ({out['engine']})", {"engine": out["engine"]}
 
 
-def _psf(paths: TilePaths, cfg: DreConfig, cube) -> str:
+def _psf(paths: TilePaths, cfg: DreConfig, cube) -> tuple[str, dict]:
     from astrotool_dre.psf import build_psf
 
     _require(paths.cat, "detect")
     out = build_psf(paths.cat, paths.psf, cfg.psf, nb_path=paths.nb, seg_path=paths.seg)
-    return f"{out['engine']} from {out['n_stars']} stars, FWHM {out['fwhm']:.2f} px"
+    varies = f", degree {out['degree']}" if out["degree"] else ""
+    return (f"{out['engine']} from {out['n_stars']} stars, FWHM {out['fwhm']:.2f} px (Moffat fit, as the "
+            f"summary's PSF_FWHM){varies}", {"engine": out["engine"], "fwhm": round(out["fwhm"], 4),
+                                              "degree": out["degree"]})
 
 
 def _cuts(paths: TilePaths, cfg: DreConfig, cube) -> str:
@@ -341,7 +391,8 @@ def _cuts(paths: TilePaths, cfg: DreConfig, cube) -> str:
     for p in (paths.cat, paths.nb, paths.rms, paths.seg):
         _require(p, "detect")
     out = make_cuts(paths.cat, paths.nb, paths.rms, paths.seg, paths.tile, paths.cuts, cfg.cuts)
-    return f"{out['n_cuts']} cuts"
+    dropped = f" ({out['n_rejected_nan']} dropped: NaN/inf pixels or off the tile)" if out["n_rejected_nan"] else ""
+    return f"{out['n_cuts']} cuts{dropped}"
 
 
 def _fit(paths: TilePaths, cfg: DreConfig, cube) -> str:

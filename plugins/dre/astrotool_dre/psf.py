@@ -10,8 +10,9 @@ Engines
     ``var_degrees`` (0 = one PSF per tile), ``CHECKPLOT_TYPE NONE`` and
     ``CHECKIMAGE_TYPE NONE``. Before it runs, the catalogue is reduced to star
     candidates (``CLASS_STAR >= min_stellarity``) when at least ``min_stars``
-    remain, so that PSFEx cannot build its PSF from galaxies. PSFEx names its
-    output ``<cat>.psf``; it is moved to ``out_path``.
+    remain, so that PSFEx cannot build its PSF from galaxies. PSFEx reads the
+    catalogue as ``cat.fits`` in a private folder and names its output
+    ``cat.psf``; that file is moved to ``out_path``.
 ``photutils``
     ``EPSFBuilder(oversampling=1, smoothing_kernel=None)`` (the default
     oversampling of 4 and the quartic smoothing kernel are wrong for a PSF
@@ -187,7 +188,7 @@ def group_by_psf(model: PsfModel, x, y, tolerance: float = 0.04, max_groups: int
 
 
 def read_psf_model(path: str | os.PathLike) -> PsfModel:
-    """Read a PSFEx ``.psf`` file (any ``PSFVAR_DEGREES``) or a FITS image as a :class:`PsfModel`.
+    """Read a PSF file in PSFEx's format (any ``PSFVAR_DEGREES``) or a FITS image as a :class:`PsfModel`.
 
     Raises
     ------
@@ -259,7 +260,7 @@ def read_psf(path: str | os.PathLike) -> np.ndarray:
     Parameters
     ----------
     path : path-like
-        PSFEx ``.psf`` file (first ``PSF_MASK`` table HDU whose ``ACCEPTED``
+        PSF file in PSFEx's format (first ``PSF_MASK`` table HDU whose ``ACCEPTED``
         is not 0), or a FITS file whose first 2-D image is the PSF.
 
     Returns
@@ -422,7 +423,7 @@ def build_psf(
     nb_path: str | os.PathLike | None = None,
     seg_path: str | os.PathLike | None = None,
 ) -> dict:
-    """Build the tile's PSF from its stars and write ``out_path`` (``<stem>.psf``).
+    """Build the tile's PSF from its stars and write ``out_path`` (the tile ``sim_000.fits``: ``sim_000.psf``).
 
     Parameters
     ----------
@@ -449,7 +450,10 @@ def build_psf(
     Returns
     -------
     dict
-        ``{"psf": path, "engine", "n_stars", "fwhm"}`` (FWHM in pixels).
+        ``{"psf": path, "engine", "n_stars", "fwhm", "degree"}``: the engine that ran, the stars it
+        used, the FWHM [px] of the PSF at the stars' centre measured as the summary's ``PSF_FWHM``
+        (:func:`psf_fwhm`, a Moffat fit; PSFEx's own ``PSF_FWHM`` header value differs), and the
+        degree of its variation (below ``var_degrees`` when there were too few stars: logged).
 
     Raises
     ------
@@ -468,13 +472,28 @@ def build_psf(
     cat_path = Path(cat_path)
     cat = read_catalog(cat_path, vignet=binary is None, require=PSF_COLUMNS)
     out_path = Path(out_path)
+    engine = "psfex" if binary else "photutils"
     with atomic_path(out_path) as tmp:
         if binary:
-            n, fwhm = _run_psfex(binary, cat_path, cat, tmp, cfg)
+            n = _run_psfex(binary, cat_path, cat, tmp, cfg)
         else:
-            n, fwhm = _run_epsf(cat_path, cat, tmp, cfg, nb_path=nb_path, seg_path=seg_path)
-    return {"psf": str(out_path), "engine": "psfex" if binary else "photutils", "n_stars": int(n),
-            "fwhm": float(fwhm)}
+            n = _run_epsf(cat_path, cat, tmp, cfg, nb_path=nb_path, seg_path=seg_path)
+        from astropy.io import fits
+
+        from astrotool_dre.detect import ENGINE_KEY
+
+        fits.setval(tmp, ENGINE_KEY, value=engine, comment="PSF engine that ran", ext=0)
+        model = read_psf_model(tmp)
+        fwhm = psf_fwhm(model.at(*model.zero))  # the fit's measure (its PSF_FWHM), at the stars' centre
+    if model.degree < cfg.var_degrees:
+        import logging
+
+        logging.getLogger("astro.dre").warning(
+            "%s: %s: the PSF's variation degree was lowered from dre.psf.var_degrees = %d to %d "
+            "(%d stars; at least 5 per polynomial term are needed)", printable(str(cat_path)), engine,
+            cfg.var_degrees, model.degree, n)
+    return {"psf": str(out_path), "engine": engine, "n_stars": int(n), "fwhm": float(fwhm),
+            "degree": int(model.degree)}
 
 
 def degree_for(n_stars: int, degree: int) -> int:
@@ -564,9 +583,7 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
                 raise InputError(cat_path, f"PSFEx found no usable star: {tail}")
             raise RuntimeError(f"psfex failed (exit {proc.returncode}): {tail}")
         with fits.open(out, mode="update") as h:
-            hdr = h[1].header
-            n = int(hdr.get("ACCEPTED", 0))
-            fwhm = float(hdr.get("PSF_FWHM", np.nan))
+            n = int(h[1].header.get("ACCEPTED", 0))
             for line in fits_history(command="dre psf") + [
                     f"psfex, PSF_SAMPLING 1, PSFVAR_DEGREES {var_degrees}",
                     f"from {printable(cat_path.name, ascii_only=True)}: {int(stars.sum())} star candidates"]:
@@ -574,7 +591,7 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
         if n == 0:
             raise InputError(cat_path, "PSFEx accepted no star; no PSF can be built")
         shutil.move(str(out), str(tmp))
-    return n, fwhm
+    return n
 
 
 def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
@@ -651,4 +668,4 @@ def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
         f"from {printable(Path(cat_path).name, ascii_only=True)}: {len(star_list)} stars, size {size}",
         f"degree {degree} in X_IMAGE, Y_IMAGE" + (f" through {len(zones)} zone ePSFs" if degree else ""),
     ])
-    return len(star_list), fwhm
+    return len(star_list)

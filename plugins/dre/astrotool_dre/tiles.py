@@ -1,6 +1,8 @@
 """A tile's image and header: reading it, its gain and zero point, its products' names.
 
-A tile is a FITS file holding one 2-D image (in any HDU). Its header gives the
+A tile is a FITS file holding one 2-D image (in any HDU, tile-compressed or not), named
+``*.fits``, ``*.fits.gz``, ``*.fits.fz`` or ``*.fit`` (:data:`TILE_SUFFIXES`); its
+products are named by its stem, the name without that suffix. Its header gives the
 gain (``GAIN``, e- per ADU; times ``EXPTIME`` for images in ADU/s) and the
 magnitude zero point (``MAGZP``, ``MAGZPT``, ``MAGZERO``, ``ZEROPT``, ``ZP``,
 ``PHOTZP`` or ``MAG_ZP``, else :data:`DEFAULT_ZERO_POINT`).
@@ -21,7 +23,10 @@ __docformat__ = "numpy"
 
 __all__ = [
     "DEFAULT_ZERO_POINT",
+    "TILE_SUFFIXES",
     "tile_stem",
+    "tile_files",
+    "check_tile",
     "output_paths",
     "read_image",
     "image_header",
@@ -33,9 +38,13 @@ DEFAULT_ZERO_POINT = 30.0  # [mag], when neither the configuration nor the heade
 
 _ZP_KEYS = ("MAGZP", "MAGZPT", "MAGZERO", "ZEROPT", "ZP", "PHOTZP", "MAG_ZP")
 
+#: The names of tiles found in a folder (``dre/tiles``); compressed ones are read as they are.
+TILE_SUFFIXES = (".fits", ".fits.gz", ".fits.fz", ".fit")
+
 
 def tile_stem(path: str | os.PathLike) -> str:
-    """File name of a tile without its FITS extension (``.fits``, ``.fit``, ``.fts``, ``.gz``).
+    """File name of a tile without its FITS extension (``.fits``, ``.fit``, ``.fts``, each possibly
+    followed by ``.gz``, ``.fz`` or ``.bz2``).
 
     Bytes of a name that are not UTF-8 are written ``\\xNN``
     (:func:`astrotool.names.printable`): outputs are named, and name their
@@ -53,10 +62,73 @@ def tile_stem(path: str | os.PathLike) -> str:
     return Path(name).stem
 
 
+def tile_files(folder: str | os.PathLike) -> list[Path]:
+    """The tiles in ``folder``: its files named ``*`` + one of :data:`TILE_SUFFIXES` (hidden ones left
+    out), sorted by name."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.name.lower().endswith(TILE_SUFFIXES)
+                  and not p.name.startswith(".") and not p.is_dir()) if folder.is_dir() else []
+
+
 def output_paths(outdir: str | os.PathLike, stem: str) -> dict[str, Path]:
     """DRE's names of the detection products of tile ``stem`` in ``outdir``."""
     outdir = Path(outdir)
     return {k: outdir / f"{stem}_{k}.fits" for k in ("cat", "nb", "rms", "seg")}
+
+
+def _open_image(hdul, path: Path) -> int:
+    """HDU index of the single 2-D image of an open FITS file (headers only); InputError otherwise."""
+    from astrotool.errors import InputError
+
+    found = [i for i, hdu in enumerate(hdul) if hdu.is_image and hdu.header.get("NAXIS", 0) == 2]
+    if not found:
+        raise InputError(path, "no 2-D image in this FITS file")
+    if len(found) > 1:
+        raise InputError(path, f"{len(found)} image extensions (HDUs {found}); split it into one file per image")
+    return found[0]
+
+
+def _fits_problem(exc: Exception, caught) -> str:
+    """The words for a FITS file astropy could not read: truncated (astropy's own warning, which the
+    caller silenced) or the exception."""
+    for w in caught:
+        if "truncated" in str(w.message):
+            return f"truncated ({w.message})"
+    return f"not a readable FITS file ({type(exc).__name__}: {exc})"
+
+
+def check_tile(path: str | os.PathLike) -> int:
+    """Check from its headers alone that ``path`` is a FITS file with one 2-D image (cheap: no pixels read).
+
+    Returns
+    -------
+    int
+        The HDU index of the image.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Missing, unreadable, no or several 2-D images.
+    """
+    import warnings
+
+    from astropy.io import fits
+
+    from astrotool.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+                return _open_image(hdul, path)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(path, _fits_problem(exc, caught)) from None
+
 
 def read_image(path: str | os.PathLike, *, check_content: bool = True):
     """Read the single 2-D image of a FITS file, with checks.
@@ -64,7 +136,7 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
     Parameters
     ----------
     path : path-like
-        FITS file.
+        FITS file (plain, gzip-compressed or tile-compressed).
     check_content : bool
         Reject images that are all NaN or constant.
 
@@ -79,8 +151,10 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
     Raises
     ------
     astrotool.errors.InputError
-        Missing, unreadable, no or several 2-D images, all non-finite, blank.
+        Missing, unreadable, truncated, no or several 2-D images, all non-finite, blank.
     """
+    import warnings
+
     from astropy.io import fits
 
     from astrotool.errors import InputError
@@ -88,25 +162,18 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            found = []
-            for i, hdu in enumerate(hdul):
-                if hdu.is_image and hdu.header.get("NAXIS", 0) == 2:
-                    found.append(i)
-            if not found:
-                raise InputError(path, "no 2-D image in this FITS file")
-            if len(found) > 1:
-                raise InputError(
-                    path, f"{len(found)} image extensions (HDUs {found}); split it into one file per image"
-                )
-            ext = found[0]
-            data = np.asarray(hdul[ext].data, dtype=np.float64)
-            header = hdul[ext].header.copy()
-    except InputError:
-        raise
-    except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
-        raise InputError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from None
+    # astropy's "File may have been truncated" warning is silenced: the message below says it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                ext = _open_image(hdul, path)
+                data = np.asarray(hdul[ext].data, dtype=np.float64)
+                header = hdul[ext].header.copy()
+        except InputError:
+            raise
+        except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
+            raise InputError(path, _fits_problem(exc, caught)) from None
     if check_content:
         finite = np.isfinite(data)
         if not finite.any():
@@ -159,8 +226,12 @@ def resolve_gain(header, gain, path) -> float:
         g *= float(t)
     return g
 
-def resolve_zero_point(header, zero_point) -> float:
-    """Magnitude zero point [mag]: the configured one, else the header's MAGZP/ZP..., else 30."""
+def resolve_zero_point(header, zero_point, path=None, key: str = "zero_point") -> float:
+    """Magnitude zero point [mag]: the configured one, else the header's MAGZP/ZP..., else 30.
+
+    With ``path`` (the tile), falling back to :data:`DEFAULT_ZERO_POINT` logs a warning naming the
+    tile, the zero point used and ``key`` (the setting that gives one).
+    """
     if zero_point is not None:
         return float(zero_point)
     for k in _ZP_KEYS:
@@ -169,4 +240,12 @@ def resolve_zero_point(header, zero_point) -> float:
                 return float(header[k])
             except (TypeError, ValueError):
                 continue
+    if path is not None:
+        import logging
+
+        from astrotool.names import printable
+
+        logging.getLogger("astro.dre").warning(
+            "%s: no zero-point keyword (%s) in the header; magnitudes use ZP = %g (set %s)",
+            printable(str(path)), ", ".join(_ZP_KEYS), DEFAULT_ZERO_POINT, key)
     return DEFAULT_ZERO_POINT
