@@ -5,9 +5,10 @@ with its file and dotted key instead of being silently ignored. Import it only
 from configuration modules (it imports pydantic).
 """
 
+import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from astrotool.names import name_problem
@@ -36,6 +37,18 @@ FileNameOrEmpty = Annotated[str, AfterValidator(lambda v: v and _file_name(v))]
 
 Seed = Annotated[int, Field(ge=0)]
 """A random seed: an integer >= 0 (numpy refuses negative seeds), as ``core.seed``."""
+
+
+def _array_device(value) -> str:
+    device = str(value).strip().lower()
+    if device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device):
+        return device
+    raise PydanticCustomError("device", "expected auto, cpu, cuda or cuda:N (got '{value}')", {"value": str(value)})
+
+
+ArrayDevice = Annotated[str, BeforeValidator(_array_device)]
+"""Where an array backend runs (:func:`astrotool.backends.get_backend`): ``auto``, ``cpu``, ``cuda`` or
+``cuda:N``, one GPU of several; any case."""
 
 
 def check_ordered(name: str, pair) -> None:

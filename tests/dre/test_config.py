@@ -52,3 +52,12 @@ def test_default_grid_covers_every_index():
     grid = grid_from_config(ModelsConfig())
     assert grid.index[0] == 0.5 and grid.index[-1] == pytest.approx(6.0) and np.all(np.diff(grid.index) == 0.5)
     assert grid.shape == (12, 10, 13, 21)
+
+
+def test_the_fit_device_may_name_one_gpu_of_several(astro, tmp_path):
+    """``cuda:N`` was refused by the configuration, though the backends take it (a GPU of a multi-GPU node)."""
+    assert DreConfig(fit={"device": "CUDA:1"}).fit.device == "cuda:1"
+    with pytest.raises(pydantic.ValidationError, match="expected auto, cpu, cuda or cuda:N"):
+        DreConfig(fit={"device": "gpu"})
+    r = astro("-w", tmp_path, "--set", 'dre.fit.device="cuda:1"', "config", "show", "dre")
+    assert r.returncode == 0 and 'device = "cuda:1"' in r.stdout

@@ -198,7 +198,7 @@ def models():
 def fit(tiles: list[str] = TILES,
         statistic: str = typer.Option(None, help="chi2: weighted least squares; dre: DRE's original statistic."),
         backend: str = typer.Option(None, help="Array backend."),
-        device: str = typer.Option(None, help="Device of the backend."),
+        device: str = typer.Option(None, help="Device of the backend: auto | cpu | cuda | cuda:N."),
         batch_size: int = typer.Option(None, help="Objects per matrix product."),
         cube: Path = typer.Option(None, help="Use this model cube (ours or DRE's) instead of dre/models."),
         gain: str = typer.Option(None, help="Source-noise gain: counts | cps | a number.")):
@@ -241,7 +241,7 @@ def run(tiles: list[str] = TILES,
         cuts__compression: str = typer.Option(None, "--compression", help="Compression of the cuts HDF5."),
         fit__statistic: str = typer.Option(None, "--statistic", help="Fit statistic (dre.fit.statistic)."),
         fit__backend: str = typer.Option(None, "--backend", help="Array backend of the fit."),
-        fit__device: str = typer.Option(None, "--device", help="Device of the fit."),
+        fit__device: str = typer.Option(None, "--device", help="Device of the fit: auto | cpu | cuda | cuda:N."),
         fit__batch_size: int = typer.Option(None, "--batch-size", help="Objects per matrix product."),
         cube: Path = typer.Option(None, help="Use this model cube (ours or DRE's) instead of dre/models.")):
     """The whole chain (detect → psf → cuts → fit → mosaics) over every tile, resumable.

@@ -25,7 +25,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, NonNegativeFloat, PositiveFloat, ValidationInfo, model_validator
 
-from astrotool.section import FileName, Section, check_odd, check_ordered
+from astrotool.section import ArrayDevice, FileName, Section, check_odd, check_ordered
 
 __docformat__ = "numpy"
 
@@ -218,7 +218,7 @@ class FitConfig(Section):
 
     statistic: Literal["chi2", "dre"] = Field("chi2", description="'chi2': weighted least squares; 'dre': DRE's original")
     backend: Literal["auto", "numpy", "torch", "cupy"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: ArrayDevice = Field("auto", description="auto | cpu | cuda | cuda:N (a GPU of several)")
     batch_size: int = Field(64, ge=1, description="objects per matrix product")
     gain: Gain = Field("counts", description="source-noise gain: 'counts' header GAIN, 'cps' GAIN*EXPTIME, or a number")
     reweight: int = Field(1, ge=0, description="passes re-weighting with the best model's source noise")
