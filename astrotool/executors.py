@@ -254,7 +254,7 @@ def _call(fn: Callable, item: Any, seed: int, key: str):
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-_STOP: dict = {"signum": None, "deferred": False, "again": False}
+_STOP: dict = {"signum": None, "deferred": False, "again": False, "timer": None}
 _POOLS: list = []  # process pools running now, whose workers a stop request signals
 
 
@@ -270,7 +270,9 @@ def request_stop(signum: int) -> bool:
     first = _STOP["signum"] is None
     if first:
         _STOP["signum"] = signum
-    again, _STOP["again"] = _STOP["again"], False
+    again = _STOP["again"]
+    if again:
+        _cancel_resend()
     for pool in list(_POOLS):
         _signal_workers(pool, signal.SIGTERM)
     return (first or again) and not _STOP["deferred"]
@@ -284,10 +286,27 @@ def stop_swallowed() -> None:
 
     if _STOP["signum"] is None or _STOP["deferred"]:
         return
+    _cancel_resend()
     _STOP["again"] = True
-    timer = threading.Timer(0.05, os.kill, (os.getpid(), _STOP["signum"]))
+    timer = threading.Timer(0.05, _resend, (_STOP["signum"],))
     timer.daemon = True
+    _STOP["timer"] = timer
     timer.start()
+
+
+def _resend(signum: int) -> None:
+    """Send the swallowed stop signal again, unless the stop was raised meanwhile or the command is
+    finishing (:func:`defer_stop`) or over (:func:`reset_stop`)."""
+    if _STOP["again"] and not _STOP["deferred"] and _STOP["signum"] == signum:
+        os.kill(os.getpid(), signum)
+
+
+def _cancel_resend() -> None:
+    """Forget a pending :func:`_resend`: the stop is being raised, or the command is finishing."""
+    _STOP["again"] = False
+    timer, _STOP["timer"] = _STOP["timer"], None
+    if timer is not None:
+        timer.cancel()
 
 
 def stop_requested() -> int | None:
@@ -298,11 +317,14 @@ def stop_requested() -> int | None:
 def defer_stop(defer: bool = True) -> None:
     """While deferred, :func:`request_stop` only records (the command is writing its record)."""
     _STOP["deferred"] = defer
+    if defer:
+        _cancel_resend()
 
 
 def reset_stop() -> None:
     """Forget any stop request (a new command in the same process)."""
-    _STOP.update(signum=None, deferred=False, again=False)
+    _cancel_resend()
+    _STOP.update(signum=None, deferred=False)
 
 
 def stop_interrupt(signum: int | None) -> KeyboardInterrupt:
@@ -313,6 +335,7 @@ def stop_interrupt(signum: int | None) -> KeyboardInterrupt:
 def _check_stop() -> None:
     """Raise the stop request's ``KeyboardInterrupt`` (its own may have been swallowed by a ``__del__``)."""
     if _STOP["signum"] is not None and not _STOP["deferred"]:
+        _cancel_resend()  # raised here: a pending resend would interrupt the unwinding
         raise stop_interrupt(_STOP["signum"])
 
 

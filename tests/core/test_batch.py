@@ -168,6 +168,31 @@ def test_a_swallowed_stop_interrupts_the_running_item_not_the_next_boundary(tmp_
     assert list(out.iterdir()) == []
 
 
+def test_a_resent_stop_never_outlives_its_command(tmp_path):
+    """The swallowed stop's resend was never cancelled: a command ending within its delay was followed by
+    a SIGTERM that killed the process, or stopped the next command run in the same process."""
+    code = ("import signal, sys, time\n"
+            "import _swallowed\n"
+            "from astrotool import cli, executors\n"
+            "prev = cli._catch_stop_signals()\n"
+            "executors.request_stop(signal.SIGTERM)  # its KeyboardInterrupt lands in a __del__ ...\n"
+            "executors.stop_swallowed()              # ... is swallowed, and a resend is scheduled\n"
+            "executors.defer_stop()                  # the command finishes at once (main's finally)\n"
+            "for s, h in prev.items(): signal.signal(s, h)\n"
+            "executors.reset_stop()\n"
+            "time.sleep(0.3)\n"
+            "print('survived', flush=True)\n"
+            "_swallowed.OUT = sys.argv[1] + '/a/toy/out'\n"
+            "sys.setprofile(_swallowed._hook)\n"
+            "first = cli.main(['-w', sys.argv[1] + '/a', 'toy', 'run', '--count', '1'])\n"
+            "second = cli.main(['-w', sys.argv[1] + '/b', 'toy', 'run', '--count', '3', '--slow', '0.1'])\n"
+            "print('codes', first, second, flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert "survived" in r.stdout and r.returncode == 0, (r.stdout, r.stderr[-500:])
+    assert "codes 143 0" in r.stdout, r.stdout
+
+
 def test_usable_cores_smallest_of_affinity_cgroup_and_slurm(tmp_path):
     affinity = len(os.sched_getaffinity(0))
     cpu_max = tmp_path / "cpu.max"
