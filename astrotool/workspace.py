@@ -281,18 +281,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         tmp.mkdir()
         yield tmp
         aside = path.with_name(tmp.name.replace(".partial-", ".replaced-", 1))
-        moved = False
         try:
             if path.exists():
                 os.rename(path, aside)
-                moved = True
             os.rename(tmp, path)
         except BaseException:
-            if moved and not path.exists():
-                os.rename(aside, path)  # the old folder comes back
+            if aside.exists() and not path.exists():
+                os.rename(aside, path)  # the old folder comes back (also when a signal came mid-rename)
             raise
-        if moved:
-            shutil.rmtree(aside, ignore_errors=True)
+        if aside.exists():  # under the temporary name (free again) before it is deleted: only a whole
+            os.rename(aside, tmp)  # folder set aside ever carries .replaced-, which a sweep puts back
     except Exception as exc:
         failure = write_failure(exc, path)
         if failure is None:

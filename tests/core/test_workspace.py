@@ -73,6 +73,34 @@ def test_a_folder_set_aside_by_a_killed_swap_comes_back(tmp_path):
     assert (out / "old.txt").read_text() == "old"
 
 
+def test_an_old_folder_half_deleted_by_a_killed_writer_is_never_put_back(tmp_path):
+    """Killed while deleting the replaced folder: what is left of it must not pass for a whole set."""
+    code = ("import os, shutil, sys\n"
+            "from pathlib import Path\n"
+            "from astrotool.workspace import atomic_dir\n"
+            "real = shutil.rmtree\n"
+            "def rmtree(p, *a, **k):\n"
+            "    files = sorted(Path(p).iterdir()) if Path(p).is_dir() else []\n"
+            "    if any(f.name.startswith('old') for f in files):   # the old set, being deleted\n"
+            "        files[0].unlink()\n"
+            "        os._exit(9)\n"
+            "    return real(p, *a, **k)\n"
+            "shutil.rmtree = rmtree\n"
+            "with atomic_dir(Path(sys.argv[1])) as tmp:\n"
+            "    (tmp / 'new.txt').write_text('new')\n")
+    out = tmp_path / "mini"
+    out.mkdir()
+    for i in range(3):
+        (out / f"old{i}.txt").write_text("old")
+    assert subprocess.run([sys.executable, "-c", code, str(out)]).returncode == 9
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]   # the new set is in place
+    import shutil
+
+    shutil.rmtree(out)          # the user removes it: a sweep must not bring back the half-deleted old one
+    remove_stale_temps(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_init_and_status(astro, toy, tmp_path):
     ws = tmp_path / "ws"
     r = astro("-w", ws, "init", pythonpath=toy)
