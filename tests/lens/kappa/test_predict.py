@@ -406,3 +406,33 @@ def test_export_opset_range_is_the_one_the_command_accepts(trained, capsys):
     assert code == 2 and f"opsets 11 to {high}" in err, err
     code, _, err = run(capsys, "-w", ws, "lens", "kappa", "export", "--model", "tiny_unet", "--opset", 9)
     assert code == 2 and "greater than or equal to 11" in err, err
+
+
+def test_an_overwrite_interrupted_while_the_old_run_is_deleted_is_not_marked_complete(tmp_path, monkeypatch):
+    """prediction.json said complete while the zip beside it still held the old run's maps."""
+    import shutil
+
+    folder = tmp_path / "run"
+
+    def run(value, overwrite):
+        with PredictionWriter(folder, {"model": {"name": f"m{value}"}, "n": 2}, overwrite=overwrite) as w:
+            w.write(["a", "b"], np.full((2, 4, 4), value, np.float32))
+            w.finish(zip=True)
+
+    run(1.0, False)
+    real = shutil.rmtree
+
+    def rmtree(p, *a, **k):   # Ctrl-C while the replaced run (maps of value 1) is being deleted
+        if (tmp_path / p).is_dir() and any(float(np.load(f)[0, 0]) == 1.0 for f in (tmp_path / p).glob("*.npy")):
+            raise KeyboardInterrupt
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        run(2.0, True)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    info = json.loads((folder / INFO_FILE).read_text())
+    with zipfile.ZipFile(tmp_path / "run.zip") as z:
+        zipped = float(np.load(z.open("a.npy"))[0, 0])
+    assert float(np.load(folder / "a.npy")[0, 0]) == 2.0   # the new run is in place ...
+    assert not info["complete"] or zipped == 2.0           # ... and marked complete only with its own zip

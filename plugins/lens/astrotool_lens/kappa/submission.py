@@ -350,9 +350,6 @@ class PredictionWriter:
         self._start()
         info = {"format": FORMAT, "run": self.folder.name, "made_by": self.made_by, "complete": True,
                 "maps": len(files), "zip": str(self.zip_path) if zip else None, "summary": summary or {}}
-        staged = self._swap is not None
-        if staged:   # inside the temporary folder: it is complete once swapped in
-            write_json_atomic(self.info_path, info)
         zpath = None
         if zip:
             with atomic_path(self.zip_path) as tmp:   # renamed into place only after the folder's swap
@@ -364,8 +361,7 @@ class PredictionWriter:
         else:
             self._swap_in()
             self.zip_path.unlink(missing_ok=True)
-        if not staged:   # after the zip: a run marked complete has its zip
-            write_json_atomic(self.info_path, info)
+        write_json_atomic(self.info_path, info)   # last, in the final folder: a run marked complete has its zip
         return {"output": str(self.folder), "zip": str(zpath) if zpath else None, "n": len(files)}
 
 
@@ -404,7 +400,8 @@ def finish_run(ctx, writer: PredictionWriter, names: Sequence[str], inputs: dict
     extra = {"shard": "{}/{}".format(*shard), "missing": len(left)}
     if not left:
         return {**writer.finish(zip=zip, summary=summary), **extra}
-    writer._start()
+    if not writer.info_path.exists():  # never over another task's prediction.json (it may have completed the run)
+        writer._start()
     ctx.log.warning("%d of %d maps missing (other --shard tasks): %s is completed, and its zip written, by the "
                     "last task to finish (or re-run the same command)", len(left), len(names), writer.folder)
     return {"output": str(writer.folder), "zip": None, "n": len(writer.files()), **extra}
