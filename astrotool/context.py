@@ -362,7 +362,7 @@ class Context:
         from astrotool.names import printable
 
         options = options or self.executor_options
-        self.shard_used = True
+        self.shard_used |= options.shard is not None   # not for a helper job run whole (options given)
         if self.options.scheduler and options.kind != "dask" and not self._said_scheduler:
             self._said_scheduler = True
             self.log.warning("--scheduler %s is not used: the %s executor runs the items (--executor dask "

@@ -21,8 +21,12 @@ def init(directory: Path = typer.Argument(None, help="Workspace folder (default:
     """Create a workspace: astro.toml, runs/ and every plugin's stage folders."""
     from astrotool.workspace import Workspace
 
+    from astrotool import config
+
     ctx = current()
-    ctx.config  # a bad --cfg file or --set is refused before anything is created
+    # a bad --cfg file, --set or astro.toml of the workspace made is refused before anything is created
+    config.load(workspace=Path(directory).expanduser().resolve() if directory else ctx.workspace_root,
+                cfg_files=ctx.options.cfg, sets=ctx.options.set, flags=ctx.options.config_flags())
     ws = Workspace(directory) if directory else ctx.workspace
     created = ws.init()
     ctx.log.info("workspace %s: created %d item(s)", ws.root, len(created))

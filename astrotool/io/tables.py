@@ -26,7 +26,7 @@ __docformat__ = "numpy"
 
 
 def write_parquet(table, path: str | Path, metadata: dict | None = None, command: str = "",
-                  units: dict | None = None, descriptions: dict | None = None) -> Path:
+                  units: dict | None = None, descriptions: dict | None = None, compression: str = "snappy") -> Path:
     """Write a table to Parquet atomically, with its provenance, ``metadata``, units and descriptions.
 
     Parameters
@@ -46,6 +46,8 @@ def write_parquet(table, path: str | Path, metadata: dict | None = None, command
     units, descriptions : dict, optional
         Column name -> astropy unit string / one-line description (an astropy
         Table's own column units and descriptions are used too).
+    compression : str
+        Parquet codec (``"snappy"``, ``"zstd"``...).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -72,7 +74,7 @@ def write_parquet(table, path: str | Path, metadata: dict | None = None, command
     meta.update(astropy_parquet_metadata(table.schema, units, descriptions, table_meta, string_lengths(table)))
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression=compression)
     return Path(path)
 
 

@@ -937,7 +937,9 @@ def resolve_dataset(stage_dir: str | os.PathLike, name_or_path: str, cls: type[A
     candidate = stage_dir / name_or_path
     if candidate.is_dir():
         return cls(candidate)
-    if p.is_dir():  # a folder given as a path that holds no finished dataset: named as given
+    looks_like_path = p.is_absolute() or "/" in name_or_path or os.sep in name_or_path or \
+        name_or_path.startswith((".", "~"))
+    if looks_like_path and p.is_dir():  # a folder given as a path that holds no finished dataset: named as given
         raise InputError(p, f"not a finished dataset (no *{MANIFEST_SUFFIX}): {hint}")
     have = sorted(d.name for d in stage_dir.iterdir() if d.is_dir()) if stage_dir.is_dir() else []
     raise InputError(candidate, f"no dataset named {name_or_path!r} "

@@ -128,6 +128,8 @@ def test_status_and_init_report_a_bad_configuration_as_every_command_does(tmp_pa
     assert not (tmp_path / "new").exists() and _astro("-w", tmp_path / "new", "--set", "core.jobs=-1",
                                                         "init").returncode == 2
     assert not (tmp_path / "new").exists()  # refused before anything was created
+    r = _astro("-w", ws, "init", tmp_path / "other")   # init DIR checks DIR's configuration, not -w's
+    assert r.returncode == 0 and (tmp_path / "other" / "astro.toml").exists(), r.stderr
 
 
 def test_a_shard_that_the_command_does_not_use_is_said(tmp_path):

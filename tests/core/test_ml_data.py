@@ -273,6 +273,8 @@ def test_resolve_dataset_by_name_or_path(tmp_path, monkeypatch):
     with pytest.raises(InputError) as err:
         resolve_dataset(stage, "./raw/maps", hint="pack it first")
     assert str(err.value).startswith("raw/maps: not a finished dataset") and "pack it first" in str(err.value)
+    with pytest.raises(InputError, match="no dataset named 'raw' \\(available: alpha, beta\\)"):
+        resolve_dataset(stage, "raw")   # a bare name is a name, even when the current folder holds one like it
 
 
 # ---------------------------------------------------------------------------- torch

@@ -373,7 +373,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                              "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:5]))
         writer.finalize(shard, attrs={"length": length, "settings": rec["settings"],
                                       "classes": ["continuum", "planet", "eclipse"], "dropped": dropped})
-    mw.write(manifest, rec)
+        mw.write(tmp / manifest.name, rec)  # inside the set: swapped in with it, never a set without its record
     if dropped and log:
         log.warning("left out %d curve(s): %s", len(dropped),
                     "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:5]))
