@@ -14,6 +14,7 @@ Gain (``gain``): ``"counts"`` uses the header ``GAIN`` (image in ADU),
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -97,6 +98,31 @@ def _fits_problem(exc: Exception, caught) -> str:
     return f"not a readable FITS file ({type(exc).__name__}: {exc})"
 
 
+@contextlib.contextmanager
+def _opened(path: Path, **kwargs):
+    """``fits.open(path)`` for reading (no memory map): missing, unreadable or truncated files (astropy's own
+    "File may have been truncated" warning silenced, as the message says it) raise InputError naming the file,
+    also when the ``with`` body reads what is not there."""
+    import warnings
+
+    from astropy.io import fits
+
+    from astrotool.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(path, memmap=False, **kwargs) as hdul:
+                yield hdul
+        except InputError:
+            raise
+        except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
+            raise InputError(path, _fits_problem(exc, caught)) from None
+
+
 def check_tile(path: str | os.PathLike) -> int:
     """Check from its headers alone that ``path`` is a FITS file with one 2-D image (cheap: no pixels read).
 
@@ -110,24 +136,8 @@ def check_tile(path: str | os.PathLike) -> int:
     astrotool.errors.InputError
         Missing, unreadable, no or several 2-D images.
     """
-    import warnings
-
-    from astropy.io import fits
-
-    from astrotool.errors import InputError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                return _open_image(hdul, path)
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(path, _fits_problem(exc, caught)) from None
+    with _opened(path, lazy_load_hdus=False) as hdul:
+        return _open_image(hdul, Path(path))
 
 
 def read_image(path: str | os.PathLike, *, check_content: bool = True):
@@ -153,27 +163,13 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
     astrotool.errors.InputError
         Missing, unreadable, truncated, no or several 2-D images, all non-finite, blank.
     """
-    import warnings
-
-    from astropy.io import fits
-
     from astrotool.errors import InputError
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    # astropy's "File may have been truncated" warning is silenced: the message below says it
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with fits.open(path, memmap=False) as hdul:
-                ext = _open_image(hdul, path)
-                data = np.asarray(hdul[ext].data, dtype=np.float64)
-                header = hdul[ext].header.copy()
-        except InputError:
-            raise
-        except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on junk
-            raise InputError(path, _fits_problem(exc, caught)) from None
+    with _opened(path) as hdul:
+        ext = _open_image(hdul, path)
+        data = np.asarray(hdul[ext].data, dtype=np.float64)
+        header = hdul[ext].header.copy()
     if check_content:
         finite = np.isfinite(data)
         if not finite.any():
@@ -182,6 +178,7 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
         if vals.min() == vals.max():
             raise InputError(path, f"blank image: every finite pixel equals {vals.min():g}; no sources")
     return data, header, ext
+
 
 def image_header(header):
     """Copy of a tile header keeping WCS and photometric keys (for check images)."""
@@ -195,6 +192,7 @@ def image_header(header):
             continue
         out.append(card)
     return out
+
 
 def resolve_gain(header, gain, path) -> float:
     """Effective gain (e- per image unit): "counts", "cps" or a number."""
