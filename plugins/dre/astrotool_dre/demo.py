@@ -9,8 +9,9 @@ def run(ctx) -> list[str]:
     from astrotool_dre.stages import TILE_STAGES
     from astrotool_dre.truth import workspace_recovery
 
-    ctx.options.set = list(ctx.options.set) + [
-        "dre.simulate.ntiles=1", "dre.simulate.size=768", "dre.simulate.n_galaxies=15", "dre.simulate.n_stars=20"]
+    ctx.options.set = list(ctx.options.set) + [  # the demo tile's PSF is constant, and so is the one fitted
+        "dre.simulate.ntiles=1", "dre.simulate.size=768", "dre.simulate.n_galaxies=15", "dre.simulate.n_stars=20",
+        "dre.psf.var_degrees=0"]
     ctx._config = None
     cli.simulate(None, None, None, None, None)
     results = cli._run_stages(TILE_STAGES, None, {}, desc="dre run")
