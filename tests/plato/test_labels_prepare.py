@@ -164,7 +164,7 @@ def test_light_curve_files_that_are_not_fluxes_are_named_with_their_problem(tmp_
     for name, problem in (("zeros.csv", "the median flux is 0: not a flux level"),
                           ("relative.csv", "the median flux is -0.0001: not a flux level"),
                           ("empty_flux.csv", "the flux is NaN or infinite everywhere"),
-                          ("text.fits", "unreadable light curve (OSError: "),
+                          ("text.fits", "not a readable FITS file (no valid FITS header)"),
                           ("text.parquet", "unreadable light curve (ArrowInvalid: "),
                           ("back.csv", "time is not increasing: sample 1 (0.25) follows 0.5")):
         with pytest.raises(InputError) as err:

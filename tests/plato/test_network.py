@@ -688,3 +688,62 @@ def test_eval_drops_a_binarys_repeating_eclipses_but_keeps_a_periodic_planets_tr
     assert kept["binary_curves_flagged"] == [1.0] and kept["recovery"] == [1.0]
     assert tested["binary_curves_flagged"] == [0.0] and tested["recovery"] == [1.0]
     assert tested["events"]["binary_snr"] == 7.1
+
+
+def test_detect_drops_quality_flagged_cadences_refuses_wrong_time_units_and_prints_the_snr(trained, tmp_path,
+                                                                                          capsys):
+    """A TESS file's flagged cadences (QUALITY = 1024, half the flux) became the event and hid the transit; its
+    NaN TIME rows refused the file; seconds read as days were killed for memory, days read as seconds ended in
+    an IndexError (exit 1); the printed table had no S/N."""
+    from astropy.io import fits
+
+    time, flux, params = _fresh_curves()
+    k = next(i for i, p in enumerate(params) if p.has_transit)
+    t, f, p = time + 1500.0, flux[k].astype(np.float64), params[k]
+    bad = np.abs(time - (p.t0 + 0.3 if p.t0 < 0.5 else p.t0 - 0.3)) < 0.02      # 58 min, away from the transit
+    q = np.where(bad, 1024, 0).astype(np.int32)
+    f = np.where(bad, 0.5, f)
+    tt = t.copy()
+    tt[[5, 6, 7]] = np.nan
+    path = tmp_path / "tess.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
+        fits.Column("TIME", "D", array=tt, unit="BTJD"), fits.Column("PDCSAP_FLUX", "E", array=f * 1e3, unit="e-/s"),
+        fits.Column("QUALITY", "J", array=q)])]).writeto(path)
+    base = ["-w", str(trained), "--overwrite", "plato", "detect", "--name", "tess"]
+    capsys.readouterr()
+    assert main([*base, str(path)]) == 0
+    cap = capsys.readouterr()
+    assert f"dropped {int(bad.sum())} of {t.size} cadence(s) flagged in QUALITY" in cap.err
+    assert "dropped 3 row(s) whose time is NaN" in cap.err and "UnitsWarning" not in cap.err
+    header = next(line for line in cap.out.splitlines() if line.startswith("file"))
+    assert header.split("\t") == ["file", "id", "t_mid [d]", "duration [h]", "depth [ppm]", "S/N", "peak p"]
+    assert main(["-w", str(trained), "--json", "--overwrite", "plato", "detect", "--name", "tess", str(path)]) == 0
+    events = json.loads(capsys.readouterr().out)["events"]
+    assert any(abs(e["t_mid"] - 1500.0 - p.t0) < 0.05 for e in events)
+    assert not any(abs(e["t_mid"] - t[bad].mean()) < 0.05 for e in events)
+    assert main(["-w", str(trained), "--json", "--overwrite", "plato", "detect", "--name", "tess", str(path),
+                 "--quality", "keep"]) == 0
+    kept = json.loads(capsys.readouterr().out)["events"]
+    assert any(abs(e["t_mid"] - t[bad].mean()) < 0.05 for e in kept)     # the flagged stretch, when kept
+    secs, days = tmp_path / "secs.csv", tmp_path / "days.csv"
+    np.savetxt(secs, np.c_[time * 86400.0, flux[k]], delimiter=",", header="time,flux", comments="")
+    np.savetxt(days, np.c_[time, flux[k]], delimiter=",", header="time,flux", comments="")
+    assert main([*base, str(secs)]) == 2
+    assert "secs.csv: the curve spans" in (err := capsys.readouterr().err) and "use --time-unit s" in err
+    assert main([*base, str(days), "--time-unit", "s"]) == 2
+    assert "days.csv: the curve spans" in (err := capsys.readouterr().err) and "leave out --time-unit s" in err
+
+
+def test_plot_takes_a_light_curve_file_and_names_what_works_for_an_unknown_id(trained, tmp_path, capsys):
+    """`plot deep` and `plot in/deep.csv` said "no such curve id", after an unrelated warning about a missing
+    default model."""
+    time, flux, params = _fresh_curves(1)
+    path = tmp_path / "mine.csv"
+    np.savetxt(path, np.c_[time, flux[0]], delimiter=",", header="time,flux", comments="")
+    capsys.readouterr()
+    assert main(["-w", str(trained), "--json", "plato", "plot", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["plots"] == 1 and (trained / "plato/reports/plots/mine.png").exists()
+    empty = tmp_path / "empty"
+    assert main(["-w", str(empty), "plato", "plot", "mine"]) == 2
+    err = capsys.readouterr().err
+    assert "mine: no such curve id" in err and "plot last" in err and "no model to overlay" not in err

@@ -8,7 +8,11 @@ about three times the longest transit to keep), averaged over ``bin`` samples
 as the curve admits a single transit) and the trial durations. The best peak
 counts as a detection when its box S/N (depth over its error, from the
 scatter of the detrended curve) reaches ``snr_threshold``; its transits
-inside the curve are the events. The signal detection efficiency ``SDE =
+inside the curve are the events. At the best period, the duration and
+mid-time are then refined on a finer grid (:func:`refine_peak`: the trial
+durations are a factor of two apart, so a 3-h transit read as 4 h took a
+biased depth and a mid-time half an hour off); that time is counted in the
+search's. The signal detection efficiency ``SDE =
 (max - mean) / std`` of the power spectrum is reported too; it is the usual
 statistic for periodic signals but stays low for a single transit, whose
 power is spread over every period longer than the gap to an edge. Detrending and search are timed apart, so the
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time as _time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,18 +83,57 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve") -> di
     res = model.autopower(durations, objective="snr", minimum_period=cfg.min_period_days,
                           maximum_period=max(cfg.min_period_days * 1.01, cfg.max_period_fraction * span),
                           frequency_factor=1.0 / cfg.oversample)
-    t2 = _time.perf_counter()
     power = np.asarray(res.power, float)
     k = int(np.argmax(power))
     std = float(power.std())
     sde = float((power[k] - power.mean()) / std) if std > 0 else 0.0
-    period, mid, dur = float(res.period[k]), float(res.transit_time[k]), float(res.duration[k])
+    period = float(res.period[k])
+    best = refine_peak(model, period, float(res.duration[k]), durations, tb)
+    t2 = _time.perf_counter()
+    mid, dur, depth, snr = best
     first = mid - math.floor((mid - time[0] + 0.5 * dur) / period) * period
     transits = [float(c) for c in np.arange(first, time[-1] + 0.5 * dur, period)]
-    snr = float(res.depth_snr[k])
-    return {"period": period, "t0": mid, "duration": dur * 24.0, "depth": float(res.depth[k]) * 1e6, "snr": snr,
+    return {"period": period, "t0": mid, "duration": dur * 24.0, "depth": depth * 1e6, "snr": snr,
             "sde": sde, "detected": snr >= cfg.snr_threshold, "transits": transits,
             "seconds_detrend": t1 - t0, "seconds_search": t2 - t1}
+
+
+REFINE_DURATIONS = 25
+"""Durations :func:`refine_peak` tries at the best period."""
+REFINE_OVERSAMPLE = 30
+"""Mid-times per duration :func:`refine_peak` tries (astropy's search: 10)."""
+
+
+def refine_peak(model, period: float, duration: float, trials: np.ndarray, time: np.ndarray) -> tuple:
+    """The best box at one period on a finer grid than the search's: :data:`REFINE_DURATIONS` durations spaced
+    evenly in logarithm between the trial durations either side of the search's best (half and twice it at the
+    ends of the grid; at least two samples, below the period), and :data:`REFINE_OVERSAMPLE` mid-times per
+    duration.
+
+    Parameters
+    ----------
+    model : astropy.timeseries.BoxLeastSquares
+    period, duration : float
+        The search's best period and duration [d].
+    trials : numpy.ndarray
+        The search's trial durations [d].
+    time : numpy.ndarray
+        The searched (binned) times [d].
+
+    Returns
+    -------
+    tuple of float
+        ``(t0 [d], duration [d], depth [relative flux], depth S/N)``.
+    """
+    trials = np.sort(np.asarray(trials, float))
+    lower, upper = trials[trials < duration], trials[trials > duration]
+    lo = lower[-1] if lower.size else 0.5 * duration
+    hi = upper[0] if upper.size else 2.0 * duration
+    step = float(np.median(np.diff(time))) if time.size > 1 else 0.0
+    lo, hi = max(lo, 2.0 * step, 1e-6), min(hi, 0.99 * period)
+    grid = np.unique(np.r_[np.geomspace(lo, hi, REFINE_DURATIONS) if hi > lo else [], duration])
+    r = model.power(np.array([period]), grid, objective="snr", oversample=REFINE_OVERSAMPLE)
+    return float(r.transit_time[0]), float(r.duration[0]), float(r.depth[0]), float(r.depth_snr[0])
 
 
 def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
@@ -155,26 +199,73 @@ def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class BlsItem:
+    """One light-curve file for :func:`bls_file`."""
+
+    path: str
+    cfg: object   # astrotool_plato.config.BlsConfig
+    time_column: str = ""
+    flux_column: str = ""
+    time_unit: str = "d"
+    quality: str = "drop"
+
+
+def bls_file(item: BlsItem, seed: int = 0) -> dict:
+    """BLS on every curve of one file (an executor item): its table rows and the notes for the log.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The file cannot be read, its time axis is in another unit than the one given
+        (:func:`astrotool_plato.lightcurves.check_time_scale`; a median step longer
+        than the shortest trial duration), or a curve is too short.
+    """
+    from pathlib import Path
+
+    from astrotool.errors import InputError
+
+    from astrotool_plato.lightcurves import check_time_scale, read_curves, relative_flux, uniform
+
+    notes: list[str] = []
+    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, quality=item.quality,
+                         notes=notes)
+    rows = []
+    for cid, (t, fl) in curves.items():
+        where = f"{item.path}: {cid}" if len(curves) > 1 else item.path
+        check_time_scale(t, None, where, item.time_unit)
+        step_h, shortest = float(np.median(np.diff(t))) * 24.0, min(item.cfg.durations_hours)
+        if step_h >= shortest:
+            hint = "; is the time in seconds? use --time-unit s" if item.time_unit == "d" else ""
+            raise InputError(where, f"a median time step of {step_h:.4g} h, not shorter than the shortest trial "
+                                    f"duration ({shortest:g} h){hint}")
+        tu, fu = uniform(t, fl)
+        x, _ = relative_flux(fu)
+        r = bls_search(tu, x, item.cfg, where)
+        rows.append({"file": Path(item.path).name, "id": cid, **{k: v for k, v in r.items() if k != "transits"},
+                     "n_transits": len(r["transits"])})
+    return {"rows": rows, "notes": notes}
+
+
 def bls_command(ctx, cfg, files) -> dict:
-    """``astro plato bls FILE...``: BLS on light-curve files; a table of the best peak per curve."""
+    """``astro plato bls FILE...``: BLS on light-curve files, one executor item per file; a table of the best
+    peak per curve (a file that fails is named in the failures table, the others finish)."""
     from pathlib import Path
 
     from astrotool import console
     from astrotool.console import json_results
 
-    from astrotool_plato.lightcurves import read_curves, relative_flux, uniform
+    from astrotool_plato.detect import item_keys
 
-    b = cfg.bls
-    rows = []
+    b, d = cfg.bls, cfg.detect
+    items = [BlsItem(str(Path(f)), b, d.time_column, d.flux_column, d.time_unit, d.quality) for f in files]
+    results = ctx.map(bls_file, items, "bls", keys=item_keys(files))
+    rows = [r for _, res in results for r in res["rows"]]
+    for _, res in results:
+        for note in res["notes"]:
+            ctx.log.info("%s", note)
     for f in files:
-        curves = read_curves(f, cfg.detect.time_column, cfg.detect.flux_column, cfg.detect.time_unit)
-        for cid, (t, fl) in curves.items():
-            tu, fu = uniform(t, fl)
-            x, _ = relative_flux(fu)
-            r = bls_search(tu, x, b, f"{f}: {cid}" if len(curves) > 1 else str(f))
-            rows.append({"file": Path(f).name, "id": cid, **{k: v for k, v in r.items() if k != "transits"},
-                         "n_transits": len(r["transits"])})
-        ctx.record.add_input(f)
+        ctx.record.add_input(Path(f).resolve())
     if not json_results():
         console.print_table(f"BLS: {sum(r['detected'] for r in rows)} of {len(rows)} curve(s) above S/N "
                             f"{b.snr_threshold:g}", ["file", "id", "S/N", "SDE", "period [d]", "t0 [d]", "duration [h]",

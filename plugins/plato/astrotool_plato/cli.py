@@ -18,6 +18,9 @@ FluxColumn = Annotated[Optional[str], typer.Option("--flux-column",
                                                         "(sets plato.detect.flux_column)")]
 TimeUnit = Annotated[Optional[str], typer.Option("--time-unit", help="d | s (unit of the time column) "
                                                                      "(sets plato.detect.time_unit)")]
+Quality = Annotated[Optional[str], typer.Option("--quality", help="drop | keep the cadences flagged in a QUALITY "
+                                                                  "or SAP_QUALITY column (default: drop) "
+                                                                  "(sets plato.detect.quality)")]
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -287,13 +290,16 @@ def detect(
     time_column: TimeColumn = None,
     flux_column: FluxColumn = None,
     time_unit: TimeUnit = None,
+    quality: Quality = None,
     device: mc.Device = None,
 ) -> None:
     """Find single transits in light-curve files: an event table (mid-time, duration, depth, S/N, peak probability).
 
-    Curves are interpolated onto the model's cadence; files are searched in
-    parallel (--jobs, --executor); a file that cannot be read is named with its
-    problem and the others still run. Writes plato/runs/<name>/<name>_events.parquet and .csv.
+    Cadences flagged in a QUALITY or SAP_QUALITY column and rows without a finite
+    time are dropped (--quality keep keeps the flagged ones). Curves are
+    interpolated onto the model's cadence; files are searched in parallel
+    (--jobs, --executor); a file that cannot be read, or whose time is in another
+    unit than --time-unit, is named with its problem and the others still run. Writes plato/runs/<name>/<name>_events.parquet and .csv.
     """
     from astrotool.context import current
     from astrotool_plato.detect import detect_command
@@ -302,7 +308,8 @@ def detect(
     cfg = plato_config(ctx, {"detect.model": model, "detect.name": name, "events.threshold": threshold,
                              "events.merge_gap_hours": merge_gap_hours, "events.min_snr": min_snr,
                              "events.binary_snr": binary_snr, "detect.time_column": time_column,
-                             "detect.flux_column": flux_column, "detect.time_unit": time_unit})
+                             "detect.flux_column": flux_column, "detect.time_unit": time_unit,
+                             "detect.quality": quality})
     detect_command(ctx, cfg, files, mc.runtime(ctx, device=device))
 
 
@@ -315,11 +322,15 @@ def bls(
     time_column: TimeColumn = None,
     flux_column: FluxColumn = None,
     time_unit: TimeUnit = None,
+    quality: Quality = None,
 ) -> None:
     """The classical baseline on the same files: wotan biweight detrending, then astropy's Box Least Squares.
 
-    Prints the best peak per curve (S/N, SDE, period, t0, duration, depth) and the
-    seconds spent detrending and searching, for a fair comparison with detect.
+    Prints the best peak per curve (S/N, SDE, period, t0, duration, depth; duration and
+    t0 refined on a finer grid at the best period) and the seconds spent detrending
+    and searching, for a fair comparison with detect. Files are searched in parallel
+    (--jobs, --executor); a file that cannot be read is named with its problem and
+    the others still run.
     """
     from astrotool.context import current
     from astrotool_plato.bls import bls_command
@@ -327,7 +338,7 @@ def bls(
     ctx = current()
     cfg = plato_config(ctx, {"bls.window_days": window_days, "bls.snr_threshold": snr_threshold,
                              "detect.time_column": time_column, "detect.flux_column": flux_column,
-                             "detect.time_unit": time_unit})
+                             "detect.time_unit": time_unit, "detect.quality": quality})
     bls_command(ctx, cfg, files)
 
 
@@ -363,20 +374,28 @@ def config_import(
 
 @app.command()
 def plot(
-    ids: List[str] = typer.Argument(..., help="curve ids, `all`, or `last` (the curves with events in the latest "
-                                              "detect run)"),
+    ids: List[str] = typer.Argument(..., help="curve ids, light-curve files, `all`, or `last` (the curves with "
+                                              "events in the latest detect run)"),
     model: Optional[str] = typer.Option(None, "--model", help="model whose probabilities are overlaid"),
     use_model: bool = typer.Option(True, "--model-overlay/--no-model", help="overlay a model's probabilities"),
+    time_column: TimeColumn = None,
+    flux_column: FluxColumn = None,
+    time_unit: TimeUnit = None,
+    quality: Quality = None,
 ) -> None:
-    """Plot light curves with their true transits and eclipses shaded and a model's probabilities below.
+    """Plot light curves and a model's probabilities below, with the events it detected shaded red.
 
+    Curves are simulated curve ids (their true transits and eclipses shaded green
+    and orange), light-curve files (read as detect reads them), `all`, or `last`.
     One PNG per curve in plato/reports/plots/<id>.png.
     """
     from astrotool.context import current
     from astrotool_plato.plot import plot_command
 
     ctx = current()
-    cfg = plato_config(ctx, {"detect.model": model})
+    cfg = plato_config(ctx, {"detect.model": model, "detect.time_column": time_column,
+                             "detect.flux_column": flux_column, "detect.time_unit": time_unit,
+                             "detect.quality": quality})
     plot_command(ctx, cfg, ids, use_model)
 
 

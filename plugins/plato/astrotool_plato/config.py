@@ -295,6 +295,9 @@ class DetectConfig(Section):
     flux_column: str = Field("", description="flux column (default: the first of flux, PDCSAP_FLUX, SAP_FLUX, "
                                              "FLUX, coadd, the last numeric column)")
     time_unit: Literal["d", "s"] = Field("d", description="unit of the time column")
+    quality: Literal["drop", "keep"] = Field("drop", description="cadences flagged non-zero in a QUALITY or "
+                                                                 "SAP_QUALITY column (TESS, Kepler): drop or keep "
+                                                                 "(detect, bls and plot)")
     batch_size: int = Field(4, ge=1, description="curves per forward pass")
 
 

@@ -1,7 +1,9 @@
 """``astro plato detect``: single transits in light-curve files, as an event table.
 
 Each curve (:func:`astrotool_plato.lightcurves.read_curves`: the simulator's
-Parquet, Feather, Parquet, CSV or FITS) is put on a uniform grid at the model's
+Parquet, Feather, Parquet, CSV or FITS; quality-flagged cadences and rows
+without a finite time dropped; a time axis in another unit than the one given
+refused by :func:`astrotool_plato.lightcurves.check_time_scale`) is put on a uniform grid at the model's
 cadence (linear interpolation; gaps are filled and counted), turned into
 relative flux, padded by reflection to the network's granularity, and its
 per-sample probabilities are cut into events (:mod:`astrotool_plato.events`,
@@ -11,7 +13,7 @@ with its problem and the others still run.
 
 The table ``plato/runs/<name>/<name>_events.parquet`` (and ``.csv``) has one row
 per event: ``file``, ``id``, ``t_mid`` [d], ``duration`` [h], ``depth`` [ppm],
-``peak_probability``, and curves without an event are listed in the summary.
+``snr``, ``peak_probability`` (:data:`EVENT_COLUMNS`), and curves without an event are listed in the summary.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ EVENT_COLUMNS = {
     "file": ("", "light-curve file"),
     "id": ("", "curve identifier (the file stem for one-curve files)"),
     "t_mid": ("d", "probability-weighted mid-time of the event, in the file's time frame"),
-    "duration": ("h", "time above the threshold"),
-    "depth": ("1e-06", "box depth estimate [ppm]: median flux around the event minus the mean inside"),
-    "snr": ("", "depth over the curve's scatter binned at the event's length (red noise included)"),
+    "duration": ("h", "time above the threshold (longer than the transit: the probability spreads past its edges)"),
+    "depth": ("1e-06", "depth [ppm]: median flux around the event minus the mean over the middle half of the "
+                       "event"),
+    "snr": ("", "box S/N of the whole event: its mean deficit over the curve's scatter binned at the event's "
+                "length (red noise included)"),
     "peak_probability": ("", "highest transit probability in the event"),
 }
 
@@ -52,6 +56,7 @@ class DetectItem:
     time_column: str = ""
     flux_column: str = ""
     time_unit: str = "d"
+    quality: str = "drop"
     batch_size: int = 4
     device: str = "cpu"
 
@@ -119,7 +124,7 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
     from astrotool.ml.predict import predict
 
     from astrotool_plato.events import describe, find_events, vetted
-    from astrotool_plato.lightcurves import relative_flux, uniform
+    from astrotool_plato.lightcurves import check_time_scale, relative_flux, uniform
     from astrotool_plato.model import pad_to
 
     step = cadence_s / 86400.0
@@ -127,6 +132,7 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
     min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence_s)))
     grid = {}
     for cid, (time, flux) in curves.items():
+        check_time_scale(time, step, cid)
         t, f = uniform(time, flux, step)
         x, filled = relative_flux(f)
         n, n_in = (x.shape[0] if x.ndim == 2 else 1), getattr(model, "in_channels", 1)
@@ -156,18 +162,42 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
 
 def detect_file(item: DetectItem, seed: int = 0) -> dict:
     """Search one file (an executor item); returns its event rows and per-curve facts."""
-    from astrotool_plato.lightcurves import read_curves
+    from astrotool_plato.lightcurves import check_time_scale, read_curves
 
     meta, model = _model(item.model_dir)
-    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model))
+    notes: list[str] = []
+    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model),
+                         item.quality, notes)
+    for cid, (t, _) in curves.items():   # before resampling, naming the file
+        check_time_scale(t, model_cadence(meta) / 86400.0, f"{item.path}: {cid}" if len(curves) > 1 else item.path,
+                         item.time_unit)
     res = search_curves(curves, model, model_cadence(meta), item.events, item.batch_size, item.device)
     name = Path(item.path).name
     cols = ("t_mid", "duration", "depth", "snr", "peak_probability")
     rows = [{"file": name, "id": cid, **{k: e[k] for k in cols}}
             for cid, r in res.items() for e in r["events"]]
-    return {"rows": rows, "curves": {cid: {"events": len(r["events"]), "filled": r["filled"],
+    return {"rows": rows, "notes": notes, "curves": {cid: {"events": len(r["events"]), "filled": r["filled"],
                                            "samples": int(r["time"].size), "seconds": r["seconds"]}
                                      for cid, r in res.items()}}
+
+
+def item_keys(files) -> list[str]:
+    """Executor keys of light-curve files: their names, or the paths as given where two names are alike.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        A file given twice.
+    """
+    from astrotool.errors import InputError
+
+    seen: dict = {}
+    for f in files:
+        if Path(f).resolve() in seen:
+            raise InputError(f, "given twice")
+        seen[Path(f).resolve()] = f
+    names = [Path(f).name for f in files]
+    return names if len(set(names)) == len(names) else [str(f) for f in files]
 
 
 def write_events(rows: list[dict], path, command: str = "plato detect", files=()) -> Path:
@@ -205,8 +235,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     if not files:
         raise AstroError("give at least one light-curve file")
     device = runtime.accelerator
-    items = [DetectItem(str(Path(f)), str(mdir), ev, d.time_column, d.flux_column, d.time_unit, d.batch_size, device)
-             for f in files]
+    items = [DetectItem(str(Path(f)), str(mdir), ev, d.time_column, d.flux_column, d.time_unit, d.quality,
+                        d.batch_size, device) for f in files]
     name = d.name or mdir.name
     out = ctx.workspace.stage(NAME, RUNS) / name / f"{name}_events.parquet"
     searched = sorted(str(Path(f).resolve()) for f in files)
@@ -222,8 +252,11 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
 
             raise SettingsChanged(out, [f"files searched: {few(sorted(before))} -> {few(searched)}"],
                                   hint="give this run another --name, or use --overwrite to replace its events")
-    results = ctx.map(detect_file, items, "detect", keys=[Path(f).name for f in files])
+    results = ctx.map(detect_file, items, "detect", keys=item_keys(files))
     rows = [r for _, res in results for r in res["rows"]]
+    for _, res in results:
+        for note in res["notes"]:
+            ctx.log.info("%s", note)
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
     if results:
@@ -242,8 +275,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     else:
         shown = rows[:MAX_SHOWN]
         console.print_table(f"{len(rows)} event(s)" + (f", the first {MAX_SHOWN}" if len(rows) > MAX_SHOWN else ""),
-                            ["file", "id", "t_mid [d]", "duration [h]", "depth [ppm]", "peak p"],
+                            ["file", "id", "t_mid [d]", "duration [h]", "depth [ppm]", "S/N", "peak p"],
                             [[r["file"], r["id"], f"{r['t_mid']:.4f}", f"{r['duration']:.2f}", f"{r['depth']:.0f}",
-                              f"{r['peak_probability']:.3f}"] for r in shown])
+                              f"{r['snr']:.1f}", f"{r['peak_probability']:.3f}"] for r in shown])
         ctx.emit(summary)
     return summary

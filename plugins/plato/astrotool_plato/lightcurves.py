@@ -9,8 +9,11 @@
 * FITS binary tables (TESS/Kepler style: ``TIME``, ``PDCSAP_FLUX`` or ``SAP_FLUX``).
 
 Every curve comes back as ``(time [d], flux)`` with the problems a network
-would silently learn from refused by name: a missing column, times that are not
-increasing, a curve whose flux is all NaN.
+would silently learn from refused by name: a missing or non-numeric column,
+times that are not increasing, a curve whose flux is all NaN. Rows without a
+finite time and cadences flagged in a ``QUALITY`` column are dropped (the
+latter unless ``quality = "keep"``). :func:`check_time_scale` refuses, before
+resampling, a time axis in another unit than the one given.
 
 Channels: ``flux`` is the co-added flux, shape ``(n,)``, or with
 ``channels="groups"`` the camera groups' fluxes and then the co-added flux,
@@ -33,6 +36,15 @@ __docformat__ = "numpy"
 
 TIME_COLUMNS = ("time", "TIME", "t", "BJD", "BTJD")
 FLUX_COLUMNS = ("flux", "PDCSAP_FLUX", "SAP_FLUX", "FLUX", "coadd")
+QUALITY_COLUMNS = ("QUALITY", "SAP_QUALITY")
+"""Quality flags of TESS/Kepler light curves: a cadence with a non-zero flag (momentum dump, cosmic ray,
+scattered light, ...) is dropped unless ``quality = "keep"``."""
+QUALITY = ("drop", "keep")
+MAX_SAMPLES = 10 * 126_720
+"""The most samples a curve may need on its search grid: ten PLATO quarters at 25 s. More says the time is in
+another unit than the one given (seconds read as days)."""
+MIN_STEP_S = 0.01
+"""The shortest median time step a light curve may have [s]: shorter says days read as seconds."""
 GROUP_PREFIX = "flux_g"
 """Camera-group flux columns are ``flux_g1``, ``flux_g2``, ..."""
 CHANNELS = ("coadd", "groups")
@@ -114,18 +126,49 @@ def write_curves(path, rows, facts: dict, command: str, seed: int | None = None,
     return Path(path)
 
 
-def _table(path: Path) -> dict[str, np.ndarray]:
-    """The numeric columns of a one-curve table file, in file order."""
+def _non_numeric(values) -> tuple[int, str] | None:
+    """The first entry of a column that is not a number: ``(row, text)``, rows counted from 1 (the header not
+    counted); None when every entry reads as a number or is empty."""
+    for k, v in enumerate(values):
+        if v is None:
+            continue
+        if isinstance(v, bytes):
+            v = v.decode(errors="replace")
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return k + 1, str(v)
+    return None
+
+
+def _table(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """The numeric columns of a one-curve table file, in file order, and its other 1-D columns (their values, for
+    :func:`_pick`'s message about a column that is not numeric)."""
     name = path.name.lower()
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file, not a light curve")
     try:
         if name.endswith((".fits", ".fit", ".fits.gz")):
+            import warnings
+
             from astropy.io import fits
             from astropy.table import Table
+            from astropy.units import UnitsWarning
 
-            with fits.open(path) as hdul:   # its own error for a file that is not FITS (not astropy's format list)
+            try:
+                hdul = fits.open(path)   # its own error for a file that is not FITS (not astropy's format list)
+            except (OSError, ValueError):
+                raise InputError(path, "not a readable FITS file (no valid FITS header)") from None
+            with hdul, warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnitsWarning)   # TESS's 'e-/s', Kepler's 'BJD - 2454833'
+                if len(hdul) < 2 or not isinstance(hdul[1], (fits.BinTableHDU, fits.TableHDU)):
+                    raise InputError(path, "no table in extension 1 (a TESS/Kepler light curve has TIME and "
+                                           "PDCSAP_FLUX there)")
                 t = Table.read(hdul, hdu=1)
-            return {c: np.asarray(t[c].filled(np.nan) if hasattr(t[c], "filled") else t[c], dtype=np.float64)
-                    for c in t.colnames if t[c].ndim == 1 and t[c].dtype.kind in "fiu"}
+            cols = {c: t[c] for c in t.colnames if t[c].ndim == 1}
+            return ({c: np.asarray(v.filled(np.nan) if hasattr(v, "filled") else v, dtype=np.float64)
+                     for c, v in cols.items() if v.dtype.kind in "fiu"},
+                    {c: np.asarray(v) for c, v in cols.items() if v.dtype.kind not in "fiu"})
         import pyarrow as pa
 
         if name.endswith((".ftr", ".feather")):
@@ -141,23 +184,39 @@ def _table(path: Path) -> dict[str, np.ndarray]:
 
             table = pq.read_table(path)
         kinds = {c: table.schema.field(c).type for c in table.column_names}
-        return {c: (np.full(table.num_rows, np.nan) if pa.types.is_null(k)   # a CSV column with no value at all
-                    else table.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
-                for c, k in kinds.items() if pa.types.is_null(k) or pa.types.is_integer(k) or pa.types.is_floating(k)}
+        numeric = {c for c, k in kinds.items() if pa.types.is_null(k) or pa.types.is_integer(k)
+                   or pa.types.is_floating(k)}
+        return ({c: (np.full(table.num_rows, np.nan) if pa.types.is_null(k)   # a CSV column with no value at all
+                     else table.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
+                 for c, k in kinds.items() if c in numeric},
+                {c: table.column(c) for c in kinds if c not in numeric})
     except InputError:
         raise
     except Exception as exc:  # unreadable or not the format its name says
         raise InputError(path, f"unreadable light curve ({type(exc).__name__}: {exc})") from None
 
 
-def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, what: str) -> str:
+def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, what: str,
+          others: Mapping | None = None) -> str:
+    others = others or {}
+
+    def not_numeric(c: str):
+        bad = _non_numeric(others[c].to_pylist() if hasattr(others[c], "to_pylist") else others[c])
+        where = f" (row {bad[0]}: {bad[1]!r})" if bad else ""
+        return InputError(path, f"column {c!r} is not numeric{where}")
+
     if wanted:
+        if wanted in others:
+            raise not_numeric(wanted)
         if wanted not in columns:
             raise InputError(path, f"no numeric {what} column {wanted!r} (numeric columns: {', '.join(columns)})")
         return wanted
     for c in defaults:
         if c in columns:
             return c
+    for c in defaults:   # none numeric: the first that is there but holds text
+        if c in others:
+            raise not_numeric(c)
     raise InputError(path, f"no {what} column (looked for {', '.join(defaults)}; numeric columns: "
                            f"{', '.join(columns) or 'none'}); name it with --{what}-column")
 
@@ -171,7 +230,10 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
     astrotool.errors.InputError
         Naming ``where`` (a file, or ``file: curve``) and the problem.
     """
-    if time.ndim != 1 or flux.ndim not in (1, 2) or flux.shape[-1:] != time.shape or time.size < 2:
+    if time.ndim == 1 and flux.shape[-1:] == time.shape and time.size < 2:
+        raise InputError(where, f"{time.size} sample{'s' if time.size != 1 else ''}; a light curve needs at "
+                                "least 2")
+    if time.ndim != 1 or flux.ndim not in (1, 2) or flux.shape[-1:] != time.shape:
         raise InputError(where, f"time must be 1-D of length >= 2 and flux end in the same length, got "
                                 f"{time.shape} and {flux.shape}")
     if not np.isfinite(time).all():
@@ -192,7 +254,7 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
 
 
 def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: str = "d",
-                channels: str = "coadd") -> dict[str, tuple]:
+                channels: str = "coadd", quality: str = "drop", notes: list | None = None) -> dict[str, tuple]:
     """Every light curve of a file, as ``{id: (time [d], flux)}``.
 
     Parameters
@@ -209,15 +271,25 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     channels : {"coadd", "groups"}
         The co-added flux only, shape ``(n,)``, or the camera groups then the
         co-added flux, shape ``(groups + 1, n)`` (module docstring).
+    quality : {"drop", "keep"}
+        A one-curve table's rows whose :data:`QUALITY_COLUMNS` flag is non-zero
+        are dropped, or kept.
+    notes : list, optional
+        Receives a line per change made to the file's rows (flagged cadences
+        dropped, rows without a finite time dropped), for the log.
 
     Raises
     ------
     astrotool.errors.InputError
-        Missing file or column (camera groups included), unreadable file, time
-        not increasing, all-NaN flux, a median flux not above 0.
+        Missing file or column (camera groups included), a column that is not
+        numeric, unreadable file, time not increasing, all-NaN flux, a median
+        flux not above 0.
     """
     if channels not in CHANNELS:
         raise ValueError(f"channels: {channels!r} is not one of {CHANNELS}")
+    if quality not in QUALITY:
+        raise ValueError(f"quality: {quality!r} is not one of {QUALITY}")
+    notes = [] if notes is None else notes
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "is a folder, not a light-curve file" if path.is_dir() else "no such light-curve file")
@@ -235,25 +307,84 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             for cid, (t, f) in curves.items():
                 check_curve(t, f, f"{path}: {cid}")
             return curves
-    cols = _table(path)
-    tc = _pick(cols, time_column, TIME_COLUMNS, path, "time")
+    cols, others = _table(path)
+    tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
     valued = [c for c in cols if np.isfinite(cols[c]).any()]   # a column with no value is no one's flux
+    quality_column = next((c for c in QUALITY_COLUMNS if c in cols), "")
     if not flux_column and not any(c in cols for c in FLUX_COLUMNS) and path.suffix in (".ftr", ".feather"):
-        rest = [c for c in valued if c != tc]
+        rest = [c for c in valued if c not in (tc, quality_column)]
         flux_column = rest[-1] if rest else ""
-    fc = _pick(cols, flux_column, FLUX_COLUMNS, path, "flux")
+    fc = _pick(cols, flux_column, FLUX_COLUMNS, path, "flux", others)
     time = cols[tc] / (86400.0 if time_unit == "s" else 1.0)
     flux = cols[fc]
     if channels == "groups":
         names = group_columns(cols)
         if not names and path.suffix in (".ftr", ".feather"):  # Panopticon: the columns between time and co-add
-            names = [c for c in valued if c not in (tc, fc)]
+            names = [c for c in valued if c not in (tc, fc, quality_column)]
         if not names:
             raise InputError(path, f"no camera-group columns ({GROUP_PREFIX}1, {GROUP_PREFIX}2, ...; numeric "
                                    f"columns: {', '.join(cols)}); the model reads channels = \"groups\"")
         flux = np.vstack([cols[c] for c in names] + [flux])
+    keep = np.ones(time.size, bool)
+    if quality_column and quality == "drop":
+        flag = cols[quality_column]
+        flagged = np.isfinite(flag) & (flag != 0)
+        if flagged.any():
+            keep &= ~flagged
+            notes.append(f"{path.name}: dropped {int(flagged.sum())} of {time.size} cadence(s) flagged in "
+                         f"{quality_column} (plato.detect.quality = \"keep\" keeps them)")
+    no_time = ~np.isfinite(time)
+    if no_time.any():
+        keep &= ~no_time
+        notes.append(f"{path.name}: dropped {int(no_time.sum())} row(s) whose time is NaN or infinite")
+    if not keep.all():
+        time, flux = time[keep], flux[..., keep]
     check_curve(time, flux, str(path))
     return {path.name.split(".")[0]: (time, flux)}
+
+
+def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit: str = "d") -> int:
+    """Refuse, before resampling, a curve whose time axis is in another unit than the one given.
+
+    Parameters
+    ----------
+    time : numpy.ndarray
+        Increasing times [d].
+    step : float or None
+        Step of the grid the curve goes on [d]; None: its median step.
+    where : str
+        The file (or ``file: curve``) named in the error.
+    time_unit : {"d", "s"}
+        The unit the time column was read in (for the hint).
+
+    Returns
+    -------
+    int
+        Samples of that grid (:func:`grid_size`).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The grid would need more than :data:`MAX_SAMPLES` samples (seconds read as
+        days), fewer than 2, or the median step is below :data:`MIN_STEP_S` (days
+        read as seconds).
+    """
+    native = float(np.median(np.diff(time)))
+    step = native if step is None else float(step)
+    span = float(time[-1] - time[0])
+    n = grid_size(time, step)
+    if n > MAX_SAMPLES:
+        hint = ("is the time in seconds? use --time-unit s" if time_unit == "d" else
+                "is the time column a time, in seconds?")
+        raise InputError(where, f"the curve spans {span:.6g} d: on a {step * 86400.0:g}-s grid that is {n:,} "
+                                f"samples, more than {MAX_SAMPLES:,} (ten PLATO quarters); {hint}")
+    if native * 86400.0 < MIN_STEP_S or n < 2:
+        hint = ("is the time in days? leave out --time-unit s" if time_unit == "s" else
+                "is the time column a time, in days?")
+        grid = f" ({n} sample on a {step * 86400.0:g}-s grid)" if n < 2 else ""
+        raise InputError(where, f"the curve spans {span * 86400.0:.3g} s at a median step of "
+                                f"{native * 86400.0:.3g} s{grid}; {hint}")
+    return n
 
 
 def _on_grid(time: np.ndarray, step: float) -> bool:

@@ -1,11 +1,13 @@
 """``astro plato plot``: a light curve with its labels and a model's probabilities overlaid.
 
 One PNG per curve in ``plato/reports/plots/<id>.png``: the flux (every sample
-in grey, 30-min means in black) with the true transits (green) and binary
-eclipses (orange) shaded, and below it the transit probability with the
-threshold and the detected events. Curves are named by id (simulated curves,
-found through the label tables), ``all`` of them, or ``last``: the curves in
-which the latest ``astro plato detect`` run found events.
+in grey, 30-min means in black) with, for simulated curves, the true transits
+(green) and binary eclipses (orange) shaded, and below it the transit
+probability with the threshold and the events the model detected (red). Curves
+are named by id (simulated curves, found through the label tables), by a
+light-curve file's path (every curve in it, read as ``detect`` reads it), ``all``
+of them, or ``last``: the curves in which the latest ``astro plato detect`` run
+found events.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def plot_curve(path, time, flux, label=None, prob=None, events=(), threshold: fl
         if label is not None:
             for cls, colour, name in ((PLANET, "tab:green", "transit"), (ECLIPSE, "tab:orange", "eclipse")):
                 for k, (a, b) in enumerate(runs(np.asarray(label) == cls)):
-                    ax.axvspan(time[a], time[b - 1], color=colour, alpha=0.25, label=name if k == 0 else None)
+                    ax.axvspan(time[a], time[b - 1], color=colour, alpha=0.25,
+                               label=f"true {name}" if k == 0 else None)
         lo, hi = np.nanpercentile(ppm, [0.5, 99.5])
         ax.set_ylim(lo - 0.3 * (hi - lo), hi + 0.2 * (hi - lo))
         ax.set_ylabel("relative flux [ppm]")
@@ -67,10 +70,13 @@ def plot_curve(path, time, flux, label=None, prob=None, events=(), threshold: fl
             ax2 = axes[1, 0]
             ax2.plot(time, prob, "-", color="tab:blue", lw=0.8)
             ax2.axhline(threshold, color="0.5", ls=":")
-            for e in events:
+            for k, e in enumerate(events):
                 half = 0.5 * e["duration"] / 24.0
-                ax2.axvspan(e["t_mid"] - half, e["t_mid"] + half, color="tab:red", alpha=0.2)
+                ax2.axvspan(e["t_mid"] - half, e["t_mid"] + half, color="tab:red", alpha=0.2,
+                            label="detected event" if k == 0 else None)
             ax2.set_ylim(-0.02, 1.02)
+            if len(events):
+                ax2.legend(loc="upper left", fontsize=8)
             ax2.set_ylabel("transit probability")
         axes[-1, 0].set_xlabel("time [d]")
     return Path(path)
@@ -99,13 +105,30 @@ def _latest_detect(ws) -> tuple[list[Path], dict[str, set]]:
 
 
 def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
-    """``astro plato plot ID...|all|last``: one PNG per curve (module docstring); returns the paths."""
+    """``astro plato plot ID...|FILE...|all|last``: one PNG per curve (module docstring); returns the paths."""
     from astrotool_plato import LABELS, NAME, RAW, REPORTS
     from astrotool_plato.detect import model_cadence, model_channels, search_curves
     from astrotool_plato.labels import event_windows, mask, read_label_tables
-    from astrotool_plato.lightcurves import read_curves, relative_flux, uniform
+    from astrotool_plato.lightcurves import check_time_scale, read_curves, relative_flux, uniform
 
     ws = ctx.workspace
+    labels = read_label_tables(ws.stage(NAME, LABELS))
+    todo: list[tuple[Path, str | None]] = []   # (file, id or None for every curve of the file)
+    if ids == ["last"]:
+        files, with_events = _latest_detect(ws)
+        todo = [(f, cid) for f in files for cid in sorted(with_events.get(f.name, ()))]
+    elif ids == ["all"]:
+        todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
+    else:
+        for cid in ids:
+            if cid in labels:
+                todo.append((ws.stage(NAME, RAW) / labels[cid]["file"], cid))
+            elif Path(cid).is_file():                     # a light-curve file: every curve in it
+                todo.append((Path(cid), None))
+            else:
+                raise AstroError(f"{cid}: no such curve id in the label tables of {ws.stage(NAME, LABELS)}, nor a "
+                                 "light-curve file; give a file's path, or run `astro plato plot last` after "
+                                 "`astro plato detect FILE...` to plot the curves it found events in")
     model = meta = None
     if use_model:
         from astrotool_plato.evaluate import load_model
@@ -118,37 +141,31 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             if cfg.detect.model or cfg.train.model:
                 raise
             ctx.log.warning("no model to overlay (%s); plotting the curves alone (--no-model to silence)", exc)
-    labels = read_label_tables(ws.stage(NAME, LABELS))
-    todo: list[tuple[Path, str | None]] = []   # (file, id or None for every curve of the file)
-    if ids == ["last"]:
-        files, with_events = _latest_detect(ws)
-        todo = [(f, cid) for f in files for cid in sorted(with_events.get(f.name, ()))]
-    elif ids == ["all"]:
-        todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
-    else:
-        for cid in ids:
-            if cid not in labels:
-                raise AstroError(f"{cid}: no such curve id in the label tables of {ws.stage(NAME, LABELS)}")
-            todo.append((ws.stage(NAME, RAW) / labels[cid]["file"], cid))
     out_dir = ws.stage(NAME, REPORTS) / "plots"
     written = []
     cache: dict[Path, dict] = {}
     ev = cfg.events
-    for f, cid in todo:
+    d = cfg.detect
+    for f, wanted in todo:
         if f not in cache:
-            cache[f] = read_curves(f, cfg.detect.time_column, cfg.detect.flux_column, cfg.detect.time_unit,
-                                   model_channels(model))
-        t, fl = cache[f][cid]
-        prob, events = None, ()
-        if model is not None:
-            res = search_curves({cid: (t, fl)}, model, model_cadence(meta), ev)[cid]
-            t, x, prob, events = res["time"], res["flux"], res["probability"], res["events"]
-        else:
-            t, fl = uniform(t, fl)
-            x, _ = relative_flux(fl)
-        lab = mask(t, event_windows(labels[cid], float(t[0]), float(t[-1]))) if cid in labels else None
-        written.append(str(plot_curve(out_dir / f"{cid}.png", t, x, lab, prob, events, ev.threshold,
-                                      title=f"{cid} ({f.name})")))
-        ctx.record.add_output(written[-1])
+            notes: list[str] = []
+            cache[f] = read_curves(f, d.time_column, d.flux_column, d.time_unit, model_channels(model), d.quality,
+                                   notes)
+            for note in notes:
+                ctx.log.info("%s", note)
+        for cid in ([wanted] if wanted is not None else list(cache[f])):
+            t, fl = cache[f][cid]
+            prob, events = None, ()
+            if model is not None:
+                res = search_curves({cid: (t, fl)}, model, model_cadence(meta), ev)[cid]
+                t, x, prob, events = res["time"], res["flux"], res["probability"], res["events"]
+            else:
+                check_time_scale(t, None, str(f), d.time_unit)
+                t, fl = uniform(t, fl)
+                x, _ = relative_flux(fl)
+            lab = mask(t, event_windows(labels[cid], float(t[0]), float(t[-1]))) if cid in labels else None
+            written.append(str(plot_curve(out_dir / f"{cid}.png", t, x, lab, prob, events, ev.threshold,
+                                          title=f"{cid} ({f.name})")))
+            ctx.record.add_output(written[-1])
     ctx.emit({"plots": len(written), "folder": str(out_dir), "files": written[:20]})
     return {"plots": written}

@@ -1,0 +1,180 @@
+"""Users' light curves in ``detect``, ``bls`` and ``plot``: TESS/Kepler quality flags and NaN times, time units,
+messages about bad files, short-curve S/N, event depth, BLS's refined peak, BLS over several files."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from astrotool.cli import main
+from astrotool.errors import InputError
+
+
+def _curve(days=1.0, cadence_s=25.0, t0=0.5, hours=3.0, depth=3000e-6, noise=300e-6, seed=1, start=0.0):
+    rng = np.random.default_rng(seed)
+    t = start + np.arange(0.0, days, cadence_s / 86400.0)
+    f = 1.0 + rng.normal(0.0, noise, t.size)
+    if t0 is not None:
+        f[np.abs(t - start - t0) < hours / 48.0] -= depth
+    return t, f
+
+
+def _tess(path, t, f, quality=None, unit="e-/s", time_unit="BTJD", nan_times=()):
+    from astropy.io import fits
+
+    t = t.copy()
+    t[list(nan_times)] = np.nan
+    cols = [fits.Column("TIME", "D", array=t, unit=time_unit),
+            fits.Column("PDCSAP_FLUX", "E", array=f * 1000.0, unit=unit)]
+    if quality is not None:
+        cols.append(fits.Column("QUALITY", "J", array=quality))
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="LIGHTCURVE")]).writeto(path)
+    return path
+
+
+def test_quality_flagged_cadences_and_nan_times_are_dropped_and_counted_without_units_warnings(tmp_path):
+    """A TESS file's QUALITY column was ignored (a flagged half-flux stretch became the event), its NaN TIME rows
+    refused the file, and astropy printed a UnitsWarning for 'e-/s' and 'BJD - 2454833'."""
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=1.5, cadence_s=120.0, t0=0.6, start=1500.0)
+    q = np.zeros(t.size, np.int32)
+    q[100:110] = 1024
+    f[100:110] = 0.5
+    path = _tess(tmp_path / "tess.fits", t, f, q, nan_times=range(500, 505))
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (time, flux), = read_curves(path, notes=notes).values()
+    assert not [w for w in caught if "did not parse" in str(w.message)]
+    assert time.size == t.size - 15 and np.isfinite(time).all() and flux.min() > 0.9
+    assert notes == ['tess.fits: dropped 10 of 1080 cadence(s) flagged in QUALITY (plato.detect.quality = "keep" '
+                     'keeps them)', "tess.fits: dropped 5 row(s) whose time is NaN or infinite"]
+    (time, flux), = read_curves(path, quality="keep").values()
+    assert time.size == t.size - 5 and flux.min() == pytest.approx(500.0)
+    k = _tess(tmp_path / "kepler.fits", t, f, unit="e-/s", time_unit="BJD - 2454833")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_curves(k)
+    assert not [w for w in caught if "did not parse" in str(w.message)]
+    t[7] = t[5]                                            # finite but repeated times are still refused
+    with pytest.raises(InputError, match="time is not increasing"):
+        read_curves(_tess(tmp_path / "dup.fits", t, f))
+
+
+def test_bad_files_get_a_user_message(tmp_path):
+    import pandas as pd
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve()
+    text = pd.DataFrame({"time": t, "flux": f.astype(str)})
+    text.loc[5, "flux"] = "abc"
+    text.to_csv(tmp_path / "strflux.csv", index=False)
+    pd.DataFrame({"time": [0.0], "flux": [1.0]}).to_csv(tmp_path / "onerow.csv", index=False)
+    (tmp_path / "garbage.fits").write_text("hello not fits")
+    (tmp_path / "empty.csv").write_text("")
+    for name, msg in (("strflux.csv", "column 'flux' is not numeric (row 6: 'abc')"),
+                      ("empty.csv", "empty file, not a light curve"),
+                      ("onerow.csv", "1 sample; a light curve needs at least 2"),
+                      ("garbage.fits", "not a readable FITS file")):
+        with pytest.raises(InputError) as exc:
+            read_curves(tmp_path / name)
+        assert msg in str(exc.value) and "ignore_missing_simple" not in str(exc.value), str(exc.value)
+    with pytest.raises(InputError, match="column 'flux' is not numeric"):
+        read_curves(tmp_path / "strflux.csv", flux_column="flux")
+
+
+def test_time_in_the_wrong_unit_is_refused_before_resampling():
+    """Seconds read as days made detect interpolate 300 million samples (killed for memory) and bls raise a
+    MemoryError; days read as seconds ended in an IndexError."""
+    from astrotool_plato.lightcurves import MAX_SAMPLES, check_time_scale
+
+    t, _ = _curve()
+    assert check_time_scale(t, 25.0 / 86400.0, "c.csv") == t.size
+    with pytest.raises(InputError, match=r"c.csv: the curve spans 86375 d: on a 25-s grid that is 298,512,00[01] "
+                                         r"samples, more than 1,267,200 .*is the time in seconds\? use --time-unit s"):
+        check_time_scale(t * 86400.0, 25.0 / 86400.0, "c.csv")
+    with pytest.raises(InputError, match=r"c.csv: the curve spans 1 s .*is the time in days\? leave out --time-unit"):
+        check_time_scale(t / 86400.0, 25.0 / 86400.0, "c.csv", "s")
+    with pytest.raises(InputError, match="is the time in days"):
+        check_time_scale(t / 86400.0, None, "c.csv", "s")             # bls: the curve's own grid
+    quarter = np.arange(MAX_SAMPLES) * 25.0 / 86400.0
+    assert check_time_scale(quarter, 25.0 / 86400.0, "q") == MAX_SAMPLES
+
+
+def test_bls_runs_every_file_and_names_the_bad_ones(tmp_path, capsys):
+    """One bad file aborted the batch with no results for the good ones; seconds read as days gave a
+    MemoryError (exit 1)."""
+    import pandas as pd
+
+    t, f = _curve(days=2.0, t0=1.2)
+    pd.DataFrame({"time": t, "flux": f}).to_csv(tmp_path / "good.csv", index=False)
+    pd.DataFrame({"time": t * 86400.0, "flux": f}).to_csv(tmp_path / "secs.csv", index=False)
+    (tmp_path / "garbage.fits").write_text("hello not fits")
+    files = [str(tmp_path / n) for n in ("garbage.fits", "good.csv", "secs.csv")]
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path / "ws"), "--json", "plato", "bls", *files]) == 2
+    cap = capsys.readouterr()
+    (row,) = json.loads(cap.out)["curves_searched"]
+    assert row["file"] == "good.csv" and row["detected"] and abs(row["t0"] - 1.2) < 0.02
+    assert "2 item(s) failed" in cap.err and "garbage.fits: not a readable FITS file" in cap.err
+    assert "secs.csv: a median time step of 600 h" in cap.err and "use --time-unit s" in cap.err
+    assert main(["-w", str(tmp_path / "ws"), "--json", "plato", "bls", files[2], "--time-unit", "s"]) == 0
+    assert json.loads(capsys.readouterr().out)["detected"] == 1
+
+
+def test_bls_refines_the_duration_and_mid_time_between_the_trial_durations():
+    """Trial durations a factor of two apart read a 3-h transit as 4 h, its mid-time half an hour off."""
+    from astrotool_plato.bls import bls_search
+    from astrotool_plato.config import BlsConfig
+
+    for seed in (1, 2, 3):
+        t, f = _curve(days=3.0, t0=1.3, hours=3.0, depth=2000e-6, seed=seed)
+        r = bls_search(t, f - 1.0, BlsConfig(durations_hours=[1.0, 2.0, 4.0, 8.0]))
+        assert r["detected"] and r["duration"] == pytest.approx(3.0, abs=0.3)
+        assert abs(r["t0"] - 1.3) * 24 * 60 < 8.0                       # minutes
+        assert r["depth"] == pytest.approx(2000.0, rel=0.08)
+
+
+def test_event_snr_is_stable_on_a_short_curve_and_unchanged_on_a_quarter():
+    """On a 1-d curve the S/N of one signal came out 129-565 over noise seeds (white noise: ~180): the scatter
+    was a median over 3 triples of blocks."""
+    from astrotool_plato.events import MIN_TRIPLES, _block_sigma, box_depth, event_snr
+
+    snr = []
+    n = 3456                                                            # 1 d at 25 s
+    for seed in range(20):
+        x = np.random.default_rng(seed).normal(0.0, 300e-6, n)
+        x[1548:1908] -= 3000e-6                                          # 2.5 h
+        snr.append(event_snr(x, np.array([[1528, 1928]]))[0])
+    white = 3000e-6 * 360 / 400 / (300e-6 / math.sqrt(400))
+    assert min(snr) > 0.8 * white and max(snr) < 1.2 * white, (min(snr), max(snr), white)
+    x = np.random.default_rng(0).normal(0.0, 300e-6, 126_720)           # a quarter: the blocks' scatter alone
+    ev = np.array([[50_000, 51_008]])
+    free = np.ones(x.size, bool)
+    free[50_000:51_008] = False
+    sigma, triples = _block_sigma(x, free, 1008)
+    assert triples >= MIN_TRIPLES
+    assert event_snr(x, ev)[0] == box_depth(x, 50_000, 51_008) / sigma
+
+
+def test_event_depth_comes_from_the_middle_of_the_event():
+    """The depth was the mean over the whole above-threshold span, which runs past the transit's edges: 7-15 %
+    low."""
+    from astrotool_plato.events import describe
+
+    x = np.random.default_rng(4).normal(0.0, 100e-6, 3456)
+    x[1500:1932] -= 3000e-6                                              # 3 h at 25 s
+    prob = np.zeros(x.size)
+    prob[1440:1992] = 0.9                                               # 25 min past either edge
+    (row,) = describe(prob, x, np.array([[1440, 1992]]), 0.0, 25.0)
+    assert row["depth"] == pytest.approx(3000.0, rel=0.03)
+    assert row["t_mid"] == pytest.approx(1715.5 * 25 / 86400)
+    assert row["duration"] == pytest.approx(552 * 25 / 3600)            # still the time above the threshold
+    (one,) = describe(np.full(4, 0.9), x[:4], np.array([[1, 2]]), 0.0, 25.0)   # a one-sample event keeps its sample
+    assert math.isfinite(one["depth"])
