@@ -747,3 +747,8 @@ def test_plot_takes_a_light_curve_file_and_names_what_works_for_an_unknown_id(tr
     assert main(["-w", str(empty), "plato", "plot", "mine"]) == 2
     err = capsys.readouterr().err
     assert "mine: no such curve id" in err and "plot last" in err and "no model to overlay" not in err
+    other = tmp_path / "b" / "mine.csv"     # another file of the same name: its plot would replace the first's
+    other.parent.mkdir()
+    other.write_bytes(path.read_bytes())
+    assert main(["-w", str(trained), "plato", "plot", str(path), str(other)]) == 2
+    assert "has the name of a curve plotted already" in capsys.readouterr().err

@@ -105,6 +105,10 @@ def test_time_in_the_wrong_unit_is_refused_before_resampling():
         check_time_scale(t / 86400.0, None, "c.csv", "s")             # bls: the curve's own grid
     quarter = np.arange(MAX_SAMPLES) * 25.0 / 86400.0
     assert check_time_scale(quarter, 25.0 / 86400.0, "q") == MAX_SAMPLES
+    kepler = np.arange(0.0, 372.0, 29.4 / 1440.0)   # Kepler Q1-4 at long cadence: too long, in the right unit
+    with pytest.raises(InputError, match="split the curve") as err:
+        check_time_scale(kepler, 25.0 / 86400.0, "kepler.fits")
+    assert "seconds" not in str(err.value)
 
 
 def test_bls_runs_every_file_and_names_the_bad_ones(tmp_path, capsys):
@@ -141,26 +145,21 @@ def test_bls_refines_the_duration_and_mid_time_between_the_trial_durations():
         assert r["depth"] == pytest.approx(2000.0, rel=0.08)
 
 
-def test_event_snr_is_stable_on_a_short_curve_and_unchanged_on_a_quarter():
-    """On a 1-d curve the S/N of one signal came out 129-565 over noise seeds (white noise: ~180): the scatter
-    was a median over 3 triples of blocks."""
-    from astrotool_plato.events import MIN_TRIPLES, _block_sigma, box_depth, event_snr
+def test_bls_on_a_curve_with_a_wide_gap_keeps_an_honest_snr(tmp_path):
+    """A gap filled with a straight line has no point-to-point noise: the noise estimate went to ~0 and pure
+    noise was "detected" at S/N ~1e9. The search runs on the measured samples only."""
+    import pandas as pd
 
-    snr = []
-    n = 3456                                                            # 1 d at 25 s
-    for seed in range(20):
-        x = np.random.default_rng(seed).normal(0.0, 300e-6, n)
-        x[1548:1908] -= 3000e-6                                          # 2.5 h
-        snr.append(event_snr(x, np.array([[1528, 1928]]))[0])
-    white = 3000e-6 * 360 / 400 / (300e-6 / math.sqrt(400))
-    assert min(snr) > 0.8 * white and max(snr) < 1.2 * white, (min(snr), max(snr), white)
-    x = np.random.default_rng(0).normal(0.0, 300e-6, 126_720)           # a quarter: the blocks' scatter alone
-    ev = np.array([[50_000, 51_008]])
-    free = np.ones(x.size, bool)
-    free[50_000:51_008] = False
-    sigma, triples = _block_sigma(x, free, 1008)
-    assert triples >= MIN_TRIPLES
-    assert event_snr(x, ev)[0] == box_depth(x, 50_000, 51_008) / sigma
+    from astrotool_plato.bls import BlsItem, bls_file
+    from astrotool_plato.config import BlsConfig
+
+    rng = np.random.default_rng(3)
+    t = np.r_[np.arange(0.0, 5.0, 120 / 86400), np.arange(20.0, 27.0, 120 / 86400)]   # days 5-20 missing
+    f = 1.0 + rng.normal(0.0, 300e-6, t.size)
+    path = tmp_path / "gappy.csv"
+    pd.DataFrame({"time": t, "flux": f}).to_csv(path, index=False)
+    (row,) = bls_file(BlsItem(str(path), BlsConfig()))["rows"]
+    assert row["snr"] < 20 and not row["detected"], row
 
 
 def test_event_depth_comes_from_the_middle_of_the_event():

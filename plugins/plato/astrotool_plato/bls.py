@@ -12,7 +12,8 @@ inside the curve are the events. At the best period, the duration and
 mid-time are then refined on a finer grid (:func:`refine_peak`: the trial
 durations are a factor of two apart, so a 3-h transit read as 4 h took a
 biased depth and a mid-time half an hour off); that time is counted in the
-search's. The signal detection efficiency ``SDE =
+search's. The S/N and the detection stay the search's, so the threshold keeps
+its meaning. The signal detection efficiency ``SDE =
 (max - mean) / std`` of the power spectrum is reported too; it is the usual
 statistic for periodic signals but stays low for a single transit, whose
 power is spread over every period longer than the gap to an edge. Detrending and search are timed apart, so the
@@ -88,9 +89,12 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve") -> di
     std = float(power.std())
     sde = float((power[k] - power.mean()) / std) if std > 0 else 0.0
     period = float(res.period[k])
-    best = refine_peak(model, period, float(res.duration[k]), durations, tb)
+    snr = float(res.depth_snr[k])  # the search's: the statistic the threshold was set on, whatever the refinement
+    mid, dur, depth = float(res.transit_time[k]), float(res.duration[k]), float(res.depth[k])
+    r_mid, r_dur, r_depth, r_snr = refine_peak(model, period, dur, durations, tb)
+    if r_snr >= snr:  # the refined box describes the peak better: its mid-time, duration and depth
+        mid, dur, depth = r_mid, r_dur, r_depth
     t2 = _time.perf_counter()
-    mid, dur, depth, snr = best
     first = mid - math.floor((mid - time[0] + 0.5 * dur) / period) * period
     transits = [float(c) for c in np.arange(first, time[-1] + 0.5 * dur, period)]
     return {"period": period, "t0": mid, "duration": dur * 24.0, "depth": depth * 1e6, "snr": snr,
@@ -106,9 +110,10 @@ REFINE_OVERSAMPLE = 30
 
 def refine_peak(model, period: float, duration: float, trials: np.ndarray, time: np.ndarray) -> tuple:
     """The best box at one period on a finer grid than the search's: :data:`REFINE_DURATIONS` durations spaced
-    evenly in logarithm between the trial durations either side of the search's best (half and twice it at the
-    ends of the grid; at least two samples, below the period), and :data:`REFINE_OVERSAMPLE` mid-times per
-    duration.
+    evenly in logarithm between the trial durations either side of the search's best (never outside the trial
+    durations; at least two samples, below the period), and :data:`REFINE_OVERSAMPLE` mid-times per duration.
+    :func:`bls_search` keeps the search's S/N (and detection) and takes this box's mid-time, duration and depth
+    when its S/N is at least the search's.
 
     Parameters
     ----------
@@ -127,8 +132,8 @@ def refine_peak(model, period: float, duration: float, trials: np.ndarray, time:
     """
     trials = np.sort(np.asarray(trials, float))
     lower, upper = trials[trials < duration], trials[trials > duration]
-    lo = lower[-1] if lower.size else 0.5 * duration
-    hi = upper[0] if upper.size else 2.0 * duration
+    lo = lower[-1] if lower.size else trials[0]     # within the search's range of durations
+    hi = upper[0] if upper.size else trials[-1]
     step = float(np.median(np.diff(time))) if time.size > 1 else 0.0
     lo, hi = max(lo, 2.0 * step, 1e-6), min(hi, 0.99 * period)
     grid = np.unique(np.r_[np.geomspace(lo, hi, REFINE_DURATIONS) if hi > lo else [], duration])
@@ -240,8 +245,9 @@ def bls_file(item: BlsItem, seed: int = 0) -> dict:
             raise InputError(where, f"a median time step of {step_h:.4g} h, not shorter than the shortest trial "
                                     f"duration ({shortest:g} h){hint}")
         tu, fu = uniform(t, fl)
+        real = np.isfinite(fu)  # the measured samples: a gap filled with a line has no noise, and took dy to 0
         x, _ = relative_flux(fu)
-        r = bls_search(tu, x, item.cfg, where)
+        r = bls_search(tu[real], x[real], item.cfg, where)
         rows.append({"file": Path(item.path).name, "id": cid, **{k: v for k, v in r.items() if k != "transits"},
                      "n_transits": len(r["transits"])})
     return {"rows": rows, "notes": notes}

@@ -31,10 +31,6 @@ BLOCK_DOF_PER_TRIPLE = 0.25
 """Degrees of freedom of :func:`_block_sigma`'s scatter per triple of blocks it used: ``1 / (2 (sd/mean)^2)`` of
 the estimate on white noise is 0.24-0.26 per triple (73-298 triples, 2,000 draws each). A median of absolute
 values keeps 37 % of a variance's information, and neighbouring second differences share blocks."""
-MIN_TRIPLES = 20
-""":func:`event_snr`: on a curve of fewer than this many triples of neighbouring blocks (shorter than 22 event
-lengths), the white-noise scatter at the event's length stands in for the missing ones; the median of a few
-second differences alone spread a 1-day curve's S/N over a factor of four."""
 HALF_PERIOD_SNR = 3.0
 """:func:`binary_tests`: a dip half-way between the events at this S/N, and not shallower than they are at
 it, says the events' period is half the one their spacing gave (missed events), and the tests are taken
@@ -140,29 +136,17 @@ def match(predicted: np.ndarray, label: np.ndarray, planet: int = 1, eclipse: in
 def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
     """S/N of each event against the curve's own noise on the event's time scale.
 
-    ``depth / sigma_w``: the box depth of the whole event (:func:`box_depth`:
-    median flux of a band around the event minus the mean inside) over the
-    scatter of the curve's means in consecutive blocks of the event's length
-    ``w``, measured from the second differences of neighbouring block means,
-    ``median |m[i-1] - 2 m[i] + m[i+1]| / (0.6745 sqrt(6))`` (blocks that hold an
-    event or less than half their samples left out). Binning at the event's own
-    length keeps red noise in ``sigma_w`` (Pont et al. 2006), so an hours-long
-    granulation or activity wiggle scores low where a white-noise S/N would
-    score it high; differencing neighbours keeps out the variability slower
-    than a few blocks (rotation, drifts: their slope and their steps), which
-    says nothing about whether a dip of length ``w`` is real.
-
-    On a curve of fewer than ``N + 2`` blocks (``N`` = :data:`MIN_TRIPLES`:
-    shorter than 22 event lengths), whose ``n`` >= 3 usable triples of blocks
-    make that median unstable, the white-noise scatter at the event's length,
-    ``s_w = sigma / sqrt(w)`` (``sigma`` the point-to-point noise of the samples
-    outside the events, :func:`astrotool_plato.lightcurves.noise_sigma`), stands
-    in for the missing triples, in logarithm: ``sigma_w = s_w (b / s_w)^((n / N)^2)``
-    with ``b`` the blocks' scatter (a few blocks'
-    scatter has heavy tails: one deviant block sets three second differences;
-    on a 1-day curve with a 2.5-h event, 3 triples, the S/N of one signal over
-    30 noise draws spread 49-2,296 from the blocks alone and 167-190 so).
-    Longer curves (a PLATO quarter and events up to 40 h) take ``b`` alone.
+    ``depth / sigma_w``: the box depth of :func:`describe` (median flux of a band
+    around the event minus the mean inside) over the scatter of the curve's
+    means in consecutive blocks of the event's length ``w``, measured from the
+    second differences of neighbouring block means, ``median |m[i-1] - 2 m[i] +
+    m[i+1]| / (0.6745 sqrt(6))`` (blocks that hold an event or less than half
+    their samples left out). Binning at the event's own length keeps red noise
+    in ``sigma_w`` (Pont et al. 2006), so an hours-long granulation or activity
+    wiggle scores low where a white-noise S/N would score it high; differencing
+    neighbours keeps out the variability slower than a few blocks (rotation,
+    drifts: their slope and their steps), which says nothing about whether a
+    dip of length ``w`` is real.
 
     Parameters
     ----------
@@ -176,25 +160,14 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
     numpy.ndarray
         ``(k,)`` S/N; NaN where fewer than three triples of neighbouring blocks are left.
     """
-    from astrotool_plato.lightcurves import noise_sigma
-
     x = np.asarray(flux, np.float64)
     ev = np.asarray(events, int).reshape(-1, 2)
     free = np.ones(x.size, bool)
     for a, b in ev:
         free[a:b] = False
     out = np.full(len(ev), np.nan)
-    white = math.nan
     for j, (a, b) in enumerate(ev):
-        w = max(int(b - a), 1)
-        sigma, n = _block_sigma(x, free, w)
-        if n >= 3 and x.size // w < MIN_TRIPLES + 2:       # a curve of fewer than 22 blocks
-            if not math.isfinite(white):
-                rest = x[free] if free.sum() >= 3 else x
-                white = noise_sigma(rest[np.isfinite(rest)])
-            s_w = white / math.sqrt(w)
-            if sigma > 0 and s_w > 0:
-                sigma = s_w * (sigma / s_w) ** ((n / MIN_TRIPLES) ** 2)
+        sigma, _ = _block_sigma(x, free, max(int(b - a), 1))
         if sigma > 0:
             out[j] = box_depth(x, a, b) / sigma
     return out

@@ -374,8 +374,11 @@ def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit
     span = float(time[-1] - time[0])
     n = grid_size(time, step)
     if n > MAX_SAMPLES:
-        hint = ("is the time in seconds? use --time-unit s" if time_unit == "d" else
-                "is the time column a time, in seconds?")
+        if native < 0.5:  # a real cadence (Kepler's 29.4 min, TESS's 2 min): a long curve, not a unit mistake
+            hint = "split the curve into pieces of at most ten quarters"
+        else:   # a median step of half a day or more: seconds read as days
+            hint = ("is the time in seconds? use --time-unit s" if time_unit == "d" else
+                    "is the time column a time, in seconds?")
         raise InputError(where, f"the curve spans {span:.6g} d: on a {step * 86400.0:g}-s grid that is {n:,} "
                                 f"samples, more than {MAX_SAMPLES:,} (ten PLATO quarters); {hint}")
     if native * 86400.0 < MIN_STEP_S or n < 2:

@@ -163,9 +163,13 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
                 check_time_scale(t, None, str(f), d.time_unit)
                 t, fl = uniform(t, fl)
                 x, _ = relative_flux(fl)
-            lab = mask(t, event_windows(labels[cid], float(t[0]), float(t[-1]))) if cid in labels else None
-            written.append(str(plot_curve(out_dir / f"{cid}.png", t, x, lab, prob, events, ev.threshold,
-                                          title=f"{cid} ({f.name})")))
+            simulated = cid in labels and Path(f).resolve() == (ws.stage(NAME, RAW) / labels[cid]["file"]).resolve()
+            lab = mask(t, event_windows(labels[cid], float(t[0]), float(t[-1]))) if simulated else None  # the truth
+            out = out_dir / f"{cid}.png"
+            if str(out) in written:
+                raise AstroError(f"{f}: its curve {cid!r} has the name of a curve plotted already "
+                                 f"({out.name}); plot the two files apart, or rename one")
+            written.append(str(plot_curve(out, t, x, lab, prob, events, ev.threshold, title=f"{cid} ({f.name})")))
             ctx.record.add_output(written[-1])
     ctx.emit({"plots": len(written), "folder": str(out_dir), "files": written[:20]})
     return {"plots": written}
