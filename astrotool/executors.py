@@ -282,8 +282,6 @@ def stop_swallowed() -> None:
     """The stop request's ``KeyboardInterrupt`` was swallowed (it was raised inside a ``__del__`` or a
     weakref callback, where Python only prints "Exception ignored"): send the signal again in a
     moment, so that it is raised where the command is running, not at the end of the work item."""
-    import threading
-
     if _STOP["signum"] is None or _STOP["deferred"]:
         return
     _cancel_resend()
@@ -294,17 +292,22 @@ def stop_swallowed() -> None:
     timer.start()
 
 
+_RESEND_LOCK = threading.RLock()  # re-entrant: a signal handler in the main thread may cancel while it holds it
+
+
 def _resend(signum: int) -> None:
     """Send the swallowed stop signal again, unless the stop was raised meanwhile or the command is
     finishing (:func:`defer_stop`) or over (:func:`reset_stop`)."""
-    if _STOP["again"] and not _STOP["deferred"] and _STOP["signum"] == signum:
-        os.kill(os.getpid(), signum)
+    with _RESEND_LOCK:  # checked and sent as one step: a cancel cannot fall between them
+        if _STOP["again"] and not _STOP["deferred"] and _STOP["signum"] == signum:
+            os.kill(os.getpid(), signum)
 
 
 def _cancel_resend() -> None:
     """Forget a pending :func:`_resend`: the stop is being raised, or the command is finishing."""
-    _STOP["again"] = False
-    timer, _STOP["timer"] = _STOP["timer"], None
+    with _RESEND_LOCK:
+        _STOP["again"] = False
+        timer, _STOP["timer"] = _STOP["timer"], None
     if timer is not None:
         timer.cancel()
 
