@@ -31,7 +31,7 @@ import numpy as np
 __docformat__ = "numpy"
 
 
-def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve") -> dict:
+def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refine: bool = True) -> dict:
     """Detrend and search one curve.
 
     Parameters
@@ -43,6 +43,9 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve") -> di
     cfg : astrotool_plato.config.BlsConfig
     where : str
         The curve's name in errors (its file).
+    refine : bool
+        Refine the best peak's mid-time, duration and depth (:func:`refine_peak`); off where
+        a prepared split is scored (:func:`evaluate_bls`), as the documented operating points were.
 
     Returns
     -------
@@ -91,9 +94,10 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve") -> di
     period = float(res.period[k])
     snr = float(res.depth_snr[k])  # the search's: the statistic the threshold was set on, whatever the refinement
     mid, dur, depth = float(res.transit_time[k]), float(res.duration[k]), float(res.depth[k])
-    r_mid, r_dur, r_depth, r_snr = refine_peak(model, period, dur, durations, tb)
-    if r_snr >= snr:  # the refined box describes the peak better: its mid-time, duration and depth
-        mid, dur, depth = r_mid, r_dur, r_depth
+    if refine:
+        r_mid, r_dur, r_depth, r_snr = refine_peak(model, period, dur, durations, tb)
+        if r_snr >= snr:  # the refined box describes the peak better: its mid-time, duration and depth
+            mid, dur, depth = r_mid, r_dur, r_depth
     t2 = _time.perf_counter()
     first = mid - math.floor((mid - time[0] + 0.5 * dur) / period) * period
     transits = [float(c) for c in np.arange(first, time[-1] + 0.5 * dur, period)]
@@ -176,7 +180,7 @@ def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
         for x, lab, i in zip(b["flux"], b["label"], b["index"]):
             cad = float(meta["cadence"][i]) / 86400.0
             t = float(meta["t_start"][i]) + cad * np.arange(x.size)
-            r = bls_search(t, x.astype(np.float64), cfg)
+            r = bls_search(t, x.astype(np.float64), cfg, refine=False)  # scored as the published operating points
             seconds += r["seconds_detrend"] + r["seconds_search"]
             half = 0.5 * r["duration"] / 24.0
             ev = np.array([[max(0, int(math.floor((c - half - t[0]) / cad))),

@@ -129,6 +129,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
                 raise AstroError(f"{cid}: no such curve id in the label tables of {ws.stage(NAME, LABELS)}, nor a "
                                  "light-curve file; give a file's path, or run `astro plato plot last` after "
                                  "`astro plato detect FILE...` to plot the curves it found events in")
+    todo = list(dict.fromkeys((Path(f), cid) for f, cid in todo))   # a curve asked for twice is drawn once
     model = meta = None
     if use_model:
         from astrotool_plato.evaluate import load_model
@@ -154,6 +155,8 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             for note in notes:
                 ctx.log.info("%s", note)
         for cid in ([wanted] if wanted is not None else list(cache[f])):
+            if cid not in cache[f]:   # `last`: an id of another file of the same name
+                continue
             t, fl = cache[f][cid]
             prob, events = None, ()
             if model is not None:
