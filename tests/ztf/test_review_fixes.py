@@ -27,11 +27,16 @@ def prepared(tmp_path_factory):
     return ws
 
 
+def _copy(workspace, tmp_path):
+    """A copy of a module's workspace that one test may change."""
+    shutil.copytree(workspace, tmp_path / "ws")
+    return tmp_path / "ws"
+
+
 @pytest.fixture
 def ws(prepared, tmp_path):
     """A copy of the prepared workspace the test may change."""
-    shutil.copytree(prepared, tmp_path / "ws")
-    return tmp_path / "ws"
+    return _copy(prepared, tmp_path)
 
 
 def _error(r):
@@ -113,8 +118,7 @@ def trained(prepared, tmp_path_factory):
 @pytest.fixture
 def tws(trained, tmp_path):
     """A copy of the trained workspace the test may change."""
-    shutil.copytree(trained, tmp_path / "ws")
-    return tmp_path / "ws"
+    return _copy(trained, tmp_path)
 
 
 def test_a_probe_refuses_to_resume_on_a_retrained_encoder(tws, astro):
