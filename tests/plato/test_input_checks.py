@@ -170,6 +170,12 @@ transit_depth = [50e-6, 1.0]
     ("init_features = 8", 'channels_in = "two"', "model.general.channels_in: expected a number, got 'two'"),
     ("transit_depth = [50e-6, 1.0]", "transit_depth = 0.01", "bounds.transit_depth: expected [low, high]"),
     ("training_epochs = 20", "training_epochs = -3", "training_epochs: Input should be greater than or equal to 1"),
+    ("[bounds]", '[scheduler]\nname = "ExponentialLR"\nuse = true\n[scheduler.kwargs]\ngama = 0.9\n[bounds]',
+     "scheduler.kwargs: ExponentialLR needs 'gamma'"),
+    ("[bounds]", '[scheduler]\nname = "CosineAnnealingLR"\nuse = true\n[bounds]',
+     "scheduler.kwargs: CosineAnnealingLR needs 'T_max'"),
+    ("[bounds]", '[optimizer]\nname = "Adam"\n[optimizer.kwargs]\nmomentum = 0.9\n[bounds]',
+     "optimizer.kwargs: Adam refuses {'momentum': 0.9}"),
 ])
 def test_config_import_names_unknown_keys_bad_fractions_and_types(tmp_path, capsys, old, new, msg):
     src = tmp_path / "pan.toml"
@@ -248,3 +254,40 @@ def test_prepare_records_the_files_it_read(tmp_path):
     assert [p.rsplit("/", 2)[-2:] for p in record["inputs"]] == [
         ["raw", "sim000000-000001_lightcurves.parquet"], ["raw", "sim000002-000003_lightcurves.parquet"],
         ["labels", "sim_labels.parquet"]]   # were none
+
+
+def test_a_panopticon_split_without_test_share_points_eval_to_the_validation_curves(tmp_path, capsys):
+    from astrotool_plato.evaluate import evaluate
+    from astrotool_plato.prepare import PreparedDataset
+
+    src = tmp_path / "pan.toml"
+    src.write_text(PAN_TOML)
+    assert main(["plato", "config", "import", str(src)]) == 0
+    assert "(no test curves: `eval --split val` scores the validation ones)" in capsys.readouterr().out
+    ws = tmp_path / "w"
+    assert main(["-w", str(ws), "-q", "plato", "simulate", "-n", "4", "--days", "1"]) == 0
+    assert main(["-w", str(ws), "-q", "--set", "plato.prepare.split=[0.5,0.5,0]", "plato", "prepare"]) == 0
+    with pytest.raises(Exception, match=r"the 'test' split holds no curves .*--split val"):
+        evaluate(None, PreparedDataset(ws / "plato/prepared/quarters"), "test", [0.5], None, 1, None)
+
+
+def test_fewer_curves_simulated_again_leave_files_prepare_refuses_as_the_warning_says(tmp_path, capsys):
+    ws = tmp_path / "w"
+    sim = ["-w", str(ws), "plato", "simulate", "--days", "1", "--chunk-size", "2"]
+    assert main([*sim, "-n", "4"]) == 0
+    assert main([*sim, "-n", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "sim000002-000003_lightcurves.parquet" in err and "or have no label row" in err
+    assert main(["-w", str(ws), "plato", "prepare"]) == 2
+    assert "curve 'sim000002' has no row in the label tables" in capsys.readouterr().err
+
+
+def test_eval_writes_strict_json_with_null_for_undefined_scores(small, tmp_path, capsys):
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
+
+    ws = _copy(small, tmp_path)
+    capsys.readouterr()
+    assert main(["-w", str(ws), "--json", "plato", "eval", "--split", "all", "--name", "r"]) == 0
+    out = strict(capsys.readouterr().out)
+    assert strict((ws / "plato/reports/r_eval.json").read_text())["curves"] == out["curves"]

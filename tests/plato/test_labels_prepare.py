@@ -295,6 +295,7 @@ def test_panopticon_layout_round_trip_keeps_curves_and_labels(tmp_path, capsys):
     for f in (b / "plato/raw").glob("*_lightcurves.parquet"):
         back.update(read_curves(f))
     ra, rb = lab.read_label_tables(a / "plato/labels"), lab.read_label_tables(b / "plato/labels")
+    assert sum(r["n_transits"] > 1 for r in ra.values()) >= 2
     for k, (cid, (t, f)) in enumerate(orig.items()):
         tb, fb = back[f"sim{k:05d}_Q1"]
         np.testing.assert_allclose(tb, t, atol=1e-9)
@@ -302,6 +303,7 @@ def test_panopticon_layout_round_trip_keeps_curves_and_labels(tmp_path, capsys):
         ma = lab.mask(t, lab.event_windows(ra[cid], t[0], t[-1]))
         mb = lab.mask(tb, lab.event_windows(rb[f"sim{k:05d}_Q1"], tb[0], tb[-1]))
         np.testing.assert_array_equal(ma == lab.PLANET, mb == lab.PLANET)
+        assert rb[f"sim{k:05d}_Q1"]["n_transits"] == ra[cid]["n_transits"]   # as the simulator counts them
         assert np.all(mb[ma == lab.ECLIPSE] == lab.ECLIPSE)   # every eclipse; secondaries of unknown depth too
     # quarter 2 starts one quarter after quarter 1 (below simulation 6700, old PlatoSim: 90 - 1.5 d);
     # a missing parameter table is named
@@ -586,3 +588,73 @@ def test_a_transit_and_one_false_alarm_are_not_a_binary_s_alternate_eclipses():
     t = binary_tests(x, np.sort(eclipses, axis=0))
     assert t.period == pytest.approx(26_000, abs=2) and t.odd_even > 5 and t.binary(3.0)
     assert vetted(np.sort(eclipses, axis=0), x, 0.0, 3.0).shape == (0, 2)
+
+
+def _labels_by_id(folder):
+    ds = PreparedDataset(folder)
+    meta = ds.metadata(["id", "cadence"])
+    labels = ds.read(np.arange(ds.n), ["label"])["label"]
+    return dict(zip(np.asarray(meta["id"]).astype(str), labels)), np.asarray(meta["cadence"], float)
+
+
+def test_prepare_reads_panopticon_feather_in_seconds_and_refuses_them_read_as_days(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _simulate(a, n=6, extra=["--set", "plato.simulate.transit_fraction=1"])
+    assert main(["-w", str(a), "-q", "plato", "export-panopticon", str(tmp_path / "pan")]) == 0
+    assert main(["-w", str(b), "-q", "plato", "import-panopticon", str(tmp_path / "pan")]) == 0
+    ftr = sorted(str(p) for p in (tmp_path / "pan" / "astrotool-export").glob("*.ftr"))
+    base = ["-w", str(b), "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare"]
+    capsys.readouterr()
+    assert main([*base, "--name", "f", *ftr]) == 2                   # seconds read as days: 25-d steps
+    err = capsys.readouterr().err
+    assert "sim00000_Q1.ftr: a median time step of 600 h" in err and "use --time-unit s" in err
+    assert main([*base, "--name", "f", *ftr, "--time-unit", "s"]) == 0
+    assert main([*base, "--name", "p"]) == 0                         # the same curves, imported
+    got, cadence = _labels_by_id(b / "plato/prepared/f")
+    want, _ = _labels_by_id(b / "plato/prepared/p")
+    assert np.allclose(cadence, 25.0) and sorted(got) == sorted(want)
+    assert all((got[k] == lab.PLANET).sum() > 0 and np.array_equal(got[k], want[k]) for k in want)
+    # a folder is read for its Feather files too; one without light curves is named with what was looked for
+    assert main([*base, "--name", "g", str(tmp_path / "pan" / "astrotool-export"), "--time-unit", "s"]) == 0
+    assert _labels_by_id(b / "plato/prepared/g")[0].keys() == got.keys()
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main([*base, "--name", "h", str(tmp_path / "empty")]) == 2
+    assert "empty: a folder with no light-curve files (looked for *_lightcurves.parquet, *.ftr)" in \
+        capsys.readouterr().err
+
+
+def test_prepare_takes_detect_s_column_options_and_sees_a_feather_file_rewritten_at_the_same_size(tmp_path,
+                                                                                                    capsys):
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _simulate(a, n=2)
+    assert main(["-w", str(a), "-q", "plato", "export-panopticon", str(tmp_path / "pan")]) == 0
+    assert main(["-w", str(b), "-q", "plato", "import-panopticon", str(tmp_path / "pan")]) == 0
+    q = tmp_path / "pan" / "astrotool-export" / "sim00000_Q1.ftr"
+    table = feather.read_table(q)
+    only = tmp_path / "sim00000_Q1.ftr"
+    feather.write_feather(pa.table({"time": table["time"]}), only)
+    base = ["-w", str(b), "-q", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare", "--time-unit", "s"]
+    capsys.readouterr()
+    assert main([*base, "--name", "o", str(only)]) == 2
+    assert "no flux column" in capsys.readouterr().err
+    renamed = tmp_path / "renamed" / "sim00000_Q1.ftr"
+    renamed.parent.mkdir()
+    feather.write_feather(pa.table({"secs": table["time"], "bright": table["coadd"]}), renamed,
+                          compression="uncompressed")
+    opts = ["--name", "r", str(renamed), "--time-column", "secs", "--flux-column", "bright"]
+    assert main([*base, *opts]) == 0
+    x = PreparedDataset(b / "plato/prepared/r").read(np.arange(1), ["flux"])["flux"][0].copy()
+    size = renamed.stat().st_size
+    flux = table["coadd"].to_numpy().copy()
+    flux[:100] *= 1.5                                                # same size, other content
+    feather.write_feather(pa.table({"secs": table["time"], "bright": flux}), renamed, compression="uncompressed")
+    assert renamed.stat().st_size == size
+    capsys.readouterr()
+    assert main([*base, *opts]) == 2                                 # never kept
+    assert "sim00000_Q1.ftr.content" in capsys.readouterr().err
+    assert main(["-w", str(b), "-q", "--overwrite", *base[3:], *opts]) == 0
+    assert not np.array_equal(PreparedDataset(b / "plato/prepared/r").read(np.arange(1), ["flux"])["flux"][0], x)

@@ -93,8 +93,8 @@ def simulate(
 
 def stale_layout(ctx, folder: Path, name: str, stale, options: str) -> None:
     """Files of ``name`` in ``folder`` from an earlier layout that the new labels do not list: removed with
-    --overwrite (the new files are written by then), else named in a warning (``prepare`` refuses the curves
-    they repeat)."""
+    --overwrite (the new files are written by then), else named in a warning (``prepare`` refuses them: their
+    curves are in the new files too, or have no label row)."""
     if not stale:
         return
     if ctx.overwrite:
@@ -104,8 +104,9 @@ def stale_layout(ctx, folder: Path, name: str, stale, options: str) -> None:
                      ", ".join(stale[:5]))
         return
     ctx.log.warning("%s holds %d file(s) of an earlier layout of %r (other %s) that the new labels do not "
-                    "list: %s; `prepare` refuses the curves they repeat -- delete them, or rerun with --overwrite "
-                    "to remove them", folder, len(stale), name, options, ", ".join(stale[:5]))
+                    "list: %s; `prepare` refuses them (their curves are in the new files too, or have no label "
+                    "row) -- delete them, or rerun with --overwrite to remove them", folder, len(stale), name, options,
+                    ", ".join(stale[:5]))
 
 
 def plato_config(ctx, flags: dict):
@@ -153,8 +154,9 @@ def labels() -> None:
 
 @app.command()
 def prepare(
-    sources: List[str] = typer.Argument(None, help="light-curve files or folders (default: every "
-                                                   "*_lightcurves.parquet in plato/raw/)"),
+    sources: List[str] = typer.Argument(None, help="light-curve files, or folders (their *_lightcurves.parquet "
+                                                   "and *.ftr files) (default: every *_lightcurves.parquet in "
+                                                   "plato/raw/)"),
     name: Optional[str] = typer.Option(None, "--name", help="data set name (plato/prepared/<name>/)"),
     length: Optional[int] = typer.Option(None, "--length", help="samples kept per curve (0: the shortest curve's)"),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment",
@@ -168,13 +170,20 @@ def prepare(
     spline_k: Optional[int] = typer.Option(None, "--spline-k", help="degree of the trend spline"),
     spline_s: Optional[float] = typer.Option(None, "--spline-s", help="spline smoothing [m sigma^2]"),
     spline_stride: Optional[int] = typer.Option(None, "--spline-stride", help="fit the trend to every n-th sample"),
+    time_column: TimeColumn = None,
+    flux_column: FluxColumn = None,
+    time_unit: TimeUnit = None,
 ) -> None:
     """Pack light curves and per-sample labels into a training set with fixed splits.
 
     Uniform time grid, fixed length, relative flux with NaN/inf interpolated
     (or the curve dropped: --filter-inf), labels per sample, and with --augment
-    each curve's time-reversed twin (kept in the same split). A rerun with the
-    same settings and inputs keeps the set; other settings are refused (exit 2)
+    each curve's time-reversed twin (kept in the same split). Every curve needs
+    a row in the label tables of plato/labels/ (simulate, import-panopticon).
+    Feather, CSV and FITS tables are read with detect's --time-column,
+    --flux-column and --time-unit: Panopticon's Feather files (export-panopticon's
+    too) need --time-unit s; a time axis in another unit is refused (exit 2). A rerun with the same
+    settings and inputs keeps the set; other settings are refused (exit 2)
     unless --overwrite.
     """
     from astrotool.context import current
@@ -185,10 +194,14 @@ def prepare(
     cfg = plato_config(ctx, {"prepare.name": name, "prepare.length": length, "prepare.augment": augment,
                              "prepare.bad_values": "drop" if filter_inf else None, "prepare.channels": channels,
                              "prepare.spline_k": spline_k,
-                             "prepare.spline_s": spline_s, "prepare.spline_stride": spline_stride}).prepare
+                             "prepare.spline_s": spline_s, "prepare.spline_stride": spline_stride,
+                             "detect.time_column": time_column, "detect.flux_column": flux_column,
+                             "detect.time_unit": time_unit})
+    d, cfg = cfg.detect, cfg.prepare
     ws = ctx.workspace
     res = run(cfg, cfg.seed if cfg.seed is not None else ctx.seed, sources or [], ws.stage(NAME, RAW),
-              ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log)
+              ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log,
+              reader={"time_column": d.time_column, "flux_column": d.flux_column, "time_unit": d.time_unit})
     if res["kept"]:
         ctx.log.info("%s is up to date (same settings and inputs); --overwrite makes it again", res["path"])
     else:
@@ -412,7 +425,7 @@ def import_panopticon(
     axis per simulation); its transit and binary parameters become label rows,
     so `prepare`, `eval`, `detect` and `plot` work on Panopticon's data as on
     simulated curves. Files of NAME from an earlier --chunk-size are named in a
-    warning (prepare refuses the curves they repeat); --overwrite removes them.
+    warning (prepare refuses them); --overwrite removes them.
     """
     from astrotool.context import current
     from astrotool.errors import InputError

@@ -122,7 +122,9 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     thr = np.asarray(sorted(thresholds), float)
     idx = ds.split_indices(split)
     if not len(idx):
-        raise InputError(ds.root, f"the {split!r} split holds no curves")
+        others = " or ".join(f"--split {s}" for s in ("val", "test", "all") if s != split)
+        raise InputError(ds.root, f"the {split!r} split holds no curves (plato.prepare.split gives it no share?); "
+                                  f"score another: {others}")
     meta = ds.metadata()
     cadence = float(np.median(np.asarray(meta["cadence"], float)[idx]))
     if model_cadence_s and abs(cadence / model_cadence_s - 1.0) > 0.01:

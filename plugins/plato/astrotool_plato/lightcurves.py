@@ -43,6 +43,9 @@ QUALITY = ("drop", "keep")
 MAX_SAMPLES = 10 * 126_720
 """The most samples a curve may need on its search grid: ten PLATO quarters at 25 s. More says the time is in
 another unit than the one given (seconds read as days)."""
+MAX_STEP_D = 0.5
+"""The longest median time step a light curve to be labelled may have [d] (``prepare``): longer says seconds read
+as days (Panopticon's 25-s Feather files read in days have 25-d steps)."""
 MIN_STEP_S = 0.01
 """The shortest median time step a light curve may have [s]: shorter says days read as seconds."""
 GROUP_PREFIX = "flux_g"
@@ -343,7 +346,8 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     return {path.name.split(".")[0]: (time, flux)}
 
 
-def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit: str = "d") -> int:
+def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit: str = "d",
+                     max_step: float | None = None) -> int:
     """Refuse, before resampling, a curve whose time axis is in another unit than the one given.
 
     Parameters
@@ -356,6 +360,8 @@ def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit
         The file (or ``file: curve``) named in the error.
     time_unit : {"d", "s"}
         The unit the time column was read in (for the hint).
+    max_step : float, optional
+        The longest median step a curve may have [d] (``prepare``: :data:`MAX_STEP_D`).
 
     Returns
     -------
@@ -365,22 +371,25 @@ def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit
     Raises
     ------
     astrotool.errors.InputError
-        The grid would need more than :data:`MAX_SAMPLES` samples (seconds read as
-        days), fewer than 2, or the median step is below :data:`MIN_STEP_S` (days
-        read as seconds).
+        The grid would need more than :data:`MAX_SAMPLES` samples, or the median
+        step is longer than ``max_step`` (seconds read as days), the grid has fewer
+        than 2 samples, or the median step is below :data:`MIN_STEP_S` (days read
+        as seconds).
     """
     native = float(np.median(np.diff(time)))
     step = native if step is None else float(step)
     span = float(time[-1] - time[0])
     n = grid_size(time, step)
+    seconds = ("is the time in seconds? use --time-unit s" if time_unit == "d" else
+               "is the time column a time, in seconds?")
     if n > MAX_SAMPLES:
-        if native < 0.5:  # a real cadence (Kepler's 29.4 min, TESS's 2 min): a long curve, not a unit mistake
-            hint = "split the curve into pieces of at most ten quarters"
-        else:   # a median step of half a day or more: seconds read as days
-            hint = ("is the time in seconds? use --time-unit s" if time_unit == "d" else
-                    "is the time column a time, in seconds?")
+        # a real cadence (Kepler's 29.4 min, TESS's 2 min): a long curve; a step of half a day or more: seconds
+        hint = "split the curve into pieces of at most ten quarters" if native < MAX_STEP_D else seconds
         raise InputError(where, f"the curve spans {span:.6g} d: on a {step * 86400.0:g}-s grid that is {n:,} "
                                 f"samples, more than {MAX_SAMPLES:,} (ten PLATO quarters); {hint}")
+    if max_step is not None and native > max_step:
+        raise InputError(where, f"a median time step of {native * 24.0:.4g} h, longer than {max_step * 24.0:g} h; "
+                                f"{seconds}")
     if native * 86400.0 < MIN_STEP_S or n < 2:
         hint = ("is the time in days? leave out --time-unit s" if time_unit == "s" else
                 "is the time column a time, in days?")

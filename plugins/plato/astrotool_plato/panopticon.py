@@ -147,7 +147,8 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
             bad("fraction", f"train, valid{', test' if 'test' in frac else ''} = {tr:g}, {va:g}"
                             f"{f', {te:g}' if 'test' in frac else ''}: the fractions must be non-negative and sum "
                             "to 1")
-        out["plato.prepare"]["split"] = ([tr, va, te], "[fraction] train, valid, test")
+        out["plato.prepare"]["split"] = ([tr, va, te], "[fraction] train, valid, test" + (
+            "" if te else " (no test curves: `eval --split val` scores the validation ones)"))
     loader = pan.get("dataloader", pan.get("dataloaders", {}))
     train_loader = loader.get("train", {}) if isinstance(loader, dict) else {}
     if "batch_size" in train_loader:
@@ -228,9 +229,15 @@ def import_config(path, source_name: str | None = None) -> str:
     ------
     astrotool.errors.InputError
         Unreadable TOML, or a key :func:`translate` refuses, or a translated
-        value the ``[plato]`` section does not accept.
+        value the ``[plato]`` section (or ``train``'s optimizer and scheduler)
+        does not accept.
     """
+    import torch
+
+    from astrotool.errors import ConfigError
+
     from astrotool_plato.config import PlatoConfig
+    from astrotool_plato.train import lr_schedule, make_optimizer
 
     path = Path(path)
     try:
@@ -245,7 +252,7 @@ def import_config(path, source_name: str | None = None) -> str:
     from pydantic import ValidationError
 
     try:
-        PlatoConfig.model_validate(plato)
+        train = PlatoConfig.model_validate(plato).train
     except ValidationError as exc:
         def origin(loc):
             sec, key = f"plato.{loc[0]}" if loc else "", str(loc[1]) if len(loc) > 1 else ""
@@ -254,6 +261,12 @@ def import_config(path, source_name: str | None = None) -> str:
                              + (f" (got {e['input']!r})" if e["type"] != "value_error" else "")
                              for e in exc.errors())
         raise InputError(path, f"translates to settings astrotool refuses: {problems}") from None
+    for key, check in (("optimizer.kwargs", lambda: make_optimizer(train, [torch.nn.Parameter(torch.zeros(1))])),
+                       ("scheduler.kwargs", lambda: lr_schedule(train, 1))):   # what `train` refuses
+        try:
+            check()
+        except ConfigError as exc:
+            raise InputError(path, f"{key}: {exc.problems[0].split(': ', 1)[1]}") from None
     lines = [f"# astrotool configuration translated from Panopticon's {source_name or path.name}", ""]
     for sec, keys in out.items():
         if not keys:
@@ -324,7 +337,7 @@ def read_layout(folder) -> tuple[dict, dict]:
     curves : dict
         ``{"simNNNNN_QK": (time [d], co-added flux)}``.
     labels : dict
-        ``{"simNNNNN_QK": label-table row}``.
+        ``{"simNNNNN_QK": label-table row}``, with the transits (whole or partial) in the quarter.
 
     Raises
     ------
@@ -338,6 +351,7 @@ def read_layout(folder) -> tuple[dict, dict]:
 
     import pyarrow.feather as feather
 
+    from astrotool_plato.labels import PLANET, event_windows
     from astrotool_plato.lightcurves import check_curve
 
     folder = Path(folder)
@@ -383,7 +397,9 @@ def read_layout(folder) -> tuple[dict, dict]:
                                 "[s], camera groups, co-added flux") from None
         check_curve(t, flux[0] if len(flux) == 1 else flux, str(f))
         curves[cid] = (t, flux[0] if len(flux) == 1 else flux)
-        labels[cid] = {"id": cid, **label_row(by_sim[sim], q)}
+        row = label_row(by_sim[sim], q)
+        row["n_transits"] = sum(k == PLANET for _, _, k in event_windows(row, t[0], t[-1]))  # whole or partial
+        labels[cid] = {"id": cid, **row}
     return curves, labels
 
 

@@ -30,7 +30,6 @@ are refused (exit 2) unless ``--overwrite``.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +129,14 @@ def _kind(row: dict) -> str:
     return "planet" if row.get("has_transit") else (row.get("eclipse") or "none")
 
 
+FOLDER_PATTERNS = ("*_lightcurves.parquet", "*.ftr")
+"""The files ``prepare`` reads from a folder: the simulator's (and ``import-panopticon``'s) Parquet, and Feather
+(Panopticon's ``simNNNNN_QK.ftr``, ``export-panopticon``'s)."""
+
+
 def input_files(sources, raw_dir: Path) -> list[Path]:
-    """The light-curve files ``prepare`` reads: ``sources`` (files, names in ``raw_dir`` or folders), or every
-    ``*_lightcurves.parquet`` of ``raw_dir``."""
+    """The light-curve files ``prepare`` reads: ``sources`` (files, names in ``raw_dir`` or folders: their
+    :data:`FOLDER_PATTERNS` files), or every ``*_lightcurves.parquet`` of ``raw_dir``."""
     if not sources:
         files = sorted(raw_dir.glob("*_lightcurves.parquet"))
         if not files:
@@ -144,7 +148,10 @@ def input_files(sources, raw_dir: Path) -> list[Path]:
         if not p.exists() and (raw_dir / s).exists():
             p = raw_dir / s
         if p.is_dir():
-            out += sorted(p.glob("*_lightcurves.parquet"))
+            found = sorted(f for pattern in FOLDER_PATTERNS for f in p.glob(pattern))
+            if not found:
+                raise InputError(p, f"a folder with no light-curve files (looked for {', '.join(FOLDER_PATTERNS)})")
+            out += found
         elif p.is_file():
             out.append(p)
         else:
@@ -170,13 +177,14 @@ def _label_hashes(labels_dir) -> dict[str, tuple[str, str]]:
 
 def _identity(files: list[Path], labels: dict, made: dict | None = None) -> dict:
     """What the inputs are, for the settings record: per file, the simulation's content hash where known (else
-    the size), and the SHA-256 of its curves' label rows, so a relabelled curve is prepared again.
+    the SHA-256 of the file), and the SHA-256 of its curves' label rows, so a relabelled curve is prepared again.
 
     ``made``: :func:`_label_hashes`; a file simulated with other settings than the label table of its
     curves (some shards of a job array simulated again with --overwrite) is refused."""
     import hashlib
 
     from astrotool.io.tables import parquet_metadata
+    from astrotool.made_with import file_checksum
 
     rows: dict[str, list] = {}
     for cid in sorted(labels):
@@ -193,7 +201,7 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None) -> dict
             raise InputError(f, f"simulated with other settings than the labels in {table} (some shards simulated "
                                 "again?): simulate every shard with the same settings, or all at once with "
                                 "--overwrite")
-        out[f.name] = {"content": facts.get("content_hash") or os.path.getsize(f),
+        out[f.name] = {"content": facts.get("content_hash") or file_checksum(f),
                        "labels": hashlib.sha256(repr(rows.get(f.name, [])).encode()).hexdigest()[:16]}
     return out
 
@@ -232,7 +240,8 @@ def prepare_curve(time: np.ndarray, flux: np.ndarray, row: dict, cfg, length: in
     return out
 
 
-def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: bool = False, log=None) -> dict:
+def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: bool = False, log=None,
+            reader: dict | None = None) -> dict:
     """Build (or keep) the prepared set ``out_root / cfg.name``.
 
     Parameters
@@ -247,6 +256,10 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     overwrite : bool
         Replace a set made with other settings.
     log : logging.Logger, optional
+    reader : dict, optional
+        ``time_column``, ``flux_column``, ``time_unit`` of one-curve tables
+        (:func:`astrotool_plato.lightcurves.read_curves`); a time axis in another
+        unit is refused (:func:`astrotool_plato.lightcurves.check_time_scale`).
 
     Returns
     -------
@@ -258,8 +271,9 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     from astrotool.ml.data import group_split
 
     from astrotool_plato.labels import read_label_tables
-    from astrotool_plato.lightcurves import grid_size, read_curves
+    from astrotool_plato.lightcurves import MAX_STEP_D, check_time_scale, read_curves
 
+    reader = {k: v for k, v in (reader or {}).items() if v and (k, v) != ("time_unit", "d")}  # defaults: unrecorded
     files = input_files(sources, Path(raw_dir))
     labels = read_label_tables(labels_dir)
     read = [str(f) for f in [*files, *sorted(Path(labels_dir).glob("*_labels.parquet"))]]
@@ -270,6 +284,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                 "inputs": _identity(files, labels, _label_hashes(labels_dir))}
     if cfg.bad_values == "drop":   # gaps are interpolated now, no longer dropped: older sets count as other settings
         settings["drop"] = "NaN/inf samples of the curve, not its gaps"
+    if reader:
+        settings["reader"] = reader
     rec = mw.record(settings, seed=seed, version=VERSION)
     manifest = folder / f"{cfg.name}_dataset.json"
     if mw.keep([manifest], rec, overwrite=overwrite):
@@ -285,7 +301,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         if f.resolve() in seen_files:
             raise InputError(f, "given twice")
         seen_files.add(f.resolve())
-        for cid, (t, _) in read_curves(f, channels=cfg.channels).items():
+        curves = read_curves(f, **reader, channels=cfg.channels)
+        for cid, (t, _) in curves.items():
             if cid not in labels:
                 raise InputError(f, f"curve {cid!r} has no row in the label tables of {labels_dir}")
             if cid in seen:
@@ -296,7 +313,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                                        "layout; delete it)" if old else ""))
             seen[cid] = f
             ids_l.append(cid)
-            sizes.append(grid_size(t, cadence))
+            sizes.append(check_time_scale(t, cadence, f"{f}: {cid}" if len(curves) > 1 else str(f),
+                                          reader.get("time_unit", "d"), MAX_STEP_D))
             src.append(f)
     if not ids_l:
         raise AstroError("no light curves in " + ", ".join(map(str, files)))
@@ -352,7 +370,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
 
         split_of_id = dict(zip(ids, split_of))
         for cid, file, t, fl in ((cid, f.name, t, fl) for f in files  # second pass: file by file
-                                 for cid, (t, fl) in read_curves(f, channels=cfg.channels).items()):
+                                 for cid, (t, fl) in read_curves(f, **reader, channels=cfg.channels).items()):
             row = labels[cid]
             lo, hi = cfg.depth_bounds
             if row.get("has_transit") and not lo <= float(row["depth"]) < hi:
