@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             remove_live_temps()
             terminated = str(interrupt) == "terminated"
             code, status = (143, "terminated") if terminated else (130, "interrupted")
-            sys.stderr.write(f"\n{status}: partial outputs removed; re-run the same command to resume.\n")
+            _report_stop(status, code)
         else:
             code, status = _handle_other(exc, opts)
             error = f"{type(exc).__name__}: {exc}"
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
 
             remove_live_temps()
             code, status = (143, "terminated") if executors.stop_requested() == signal.SIGTERM else (130, "interrupted")
-            sys.stderr.write(f"\n{status}: partial outputs removed; re-run the same command to resume.\n")
+            _report_stop(status, code)
         if ctx is not None:
             try:
                 ctx.finish(status, code, error)
@@ -479,6 +479,18 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, handler)
         executors.reset_stop()
     return code
+
+
+def _report_stop(status: str, code: int) -> None:
+    """Say the command was stopped (``status``: ``interrupted`` or ``terminated``): a line of text, or under
+    ``--log-format json`` one JSON line with ``exit_code`` (stderr holds JSON lines only)."""
+    from astrotool import console
+
+    message = f"{status}: partial outputs removed; re-run the same command to resume."
+    if console.log_format() == "json":
+        console.report_error(message, exit_code=code, status=status)
+    else:
+        sys.stderr.write(f"\n{message}\n")
 
 
 _UNRAISABLE_HOOKED = False

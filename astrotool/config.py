@@ -22,6 +22,7 @@ its dotted key, and the command exits with code 2.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import os
 import re
@@ -166,7 +167,8 @@ class Config:
             if owners:
                 return f"{name}: a key of [{owners[0]}], not a section; put it under [{owners[0]}]"
             return f"{name}: a key outside every section; put it under one of [{'], ['.join(sorted(self._model_targets))}]"
-        return f"[{name}]: unknown section (known: {', '.join(sorted(self._model_targets))})"
+        return f"[{name}]: unknown section{_did_you_mean(name, self._model_targets)} " \
+               f"(known: {', '.join(sorted(self._model_targets))})"
 
     def _source_of(self, dotted: str) -> str:
         """The layer that set ``dotted``: for an item of a list (``methods.0``) the list's, for a
@@ -196,6 +198,9 @@ class Config:
                 given = "" if shown else f" (got {value!r})"  # a validator's own message may show the value
                 if err["type"] == "string_type" and value is not _NONE:  # a TOML date or number, read as such
                     given += "; quote a string (--set KEY='\"...\"', or in TOML KEY = \"...\")"
+                if err["type"] == "extra_forbidden":
+                    *table, key = dotted.split(".")[1:]
+                    given += _did_you_mean(key, _keys_of(self.model_class(section), table))
                 out.append(f"{self._source_of(dotted)}: {dotted}: {msg}{given}")
             return out
         return []
@@ -231,6 +236,22 @@ class Config:
     def resolved(self) -> dict:
         """Every section after validation, as plain JSON-ready dicts."""
         return {name: json.loads(model.model_dump_json()) for name, model in sorted(self.validated.items())}
+
+
+def _did_you_mean(name: str, known) -> str:
+    """``"; did you mean 'executor'?"`` for the one of ``known`` closest to a misspelt ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _keys_of(model, table: list[str]) -> list[str]:
+    """The keys of ``model``'s (nested) table ``table``, e.g. ``[]`` for the section's own (none when unknown)."""
+    for name in table:
+        field = model.model_fields.get(name)
+        model = field.annotation if field is not None else None
+        if not hasattr(model, "model_fields"):
+            return []
+    return list(model.model_fields)
 
 
 _NONE = object()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -42,6 +43,33 @@ def stderr_is_terminal() -> bool:
         return False
 
 
+def _finite(obj):
+    """``obj`` with each non-finite float (NaN, infinity; numpy's too) as ``None``, in nested dicts and lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_default(obj):
+    """A numpy scalar as its Python value, anything else JSON does not know as its text."""
+    if type(obj).__module__ == "numpy" and getattr(obj, "shape", None) == ():
+        return _finite(obj.item())
+    return str(obj)
+
+
+def to_json(obj, indent: int | None = None) -> str:
+    """Strict JSON text of ``obj``: non-finite floats as ``null`` (strict parsers reject ``NaN``),
+    numpy scalars as numbers, other unknown objects as their text.
+
+    Used for every JSON result, log line and file (:func:`astrotool.workspace.write_json_atomic`).
+    """
+    return json.dumps(_finite(obj), indent=indent, default=_json_default)
+
+
 class PlainFormatter(logging.Formatter):
     """``2026-11-23T12:00:00.123Z LEVEL message`` with no wrapping and no colour."""
 
@@ -64,7 +92,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         obj.update(getattr(record, "astro", {}) or {})
-        return json.dumps(obj, default=str)
+        return to_json(obj)
 
 
 def log_format() -> str:
@@ -281,7 +309,7 @@ def _cell(value) -> str:
     from astrotool.names import printable
 
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=str)
+        return to_json(value)
     return printable(str(value))
 
 
@@ -294,7 +322,7 @@ def emit(obj) -> None:
     values as compact JSON in their cell); other lists and text are printed as they are.
     """
     if _RESULTS["json"]:
-        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+        sys.stdout.write(to_json(obj, indent=2) + "\n")
         sys.stdout.flush()
         return
     if isinstance(obj, dict):
@@ -315,7 +343,7 @@ def _json_line(level: str, message: str, **extra) -> None:
     """One JSON object on a line of stderr, shaped like a log record of :class:`JsonFormatter`."""
     obj = {"time": datetime.now(timezone.utc).isoformat(), "level": level, "logger": LOGGER_NAME,
            "message": message, **extra}
-    sys.stderr.write(json.dumps(obj, default=str) + "\n")
+    sys.stderr.write(to_json(obj) + "\n")
     sys.stderr.flush()
 
 
@@ -354,7 +382,7 @@ def print_table(title: str, columns: list[str], rows: list[list], stream: str = 
     """
     out = sys.stdout if stream == "stdout" else sys.stderr
     if _RESULTS["json"] and stream == "stdout":
-        out.write(json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str) + "\n")
+        out.write(to_json([dict(zip(columns, r)) for r in rows], indent=2) + "\n")
         out.flush()
         return
     if stream == "stderr" and _state.fmt == "json":
@@ -362,13 +390,14 @@ def print_table(title: str, columns: list[str], rows: list[list], stream: str = 
         return
     if out.isatty() and _state.fmt != "json":
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=title or None)
+        table = Table(title=escape(title) or None)  # text as it is: `g[red]y.parquet` is a file name, not markup
         for c in columns:
-            table.add_column(c, overflow="fold")  # a path is shown whole, never cut with …
+            table.add_column(escape(c), overflow="fold")  # a path is shown whole, never cut with …
         for r in rows:
-            table.add_row(*[_cell(x) for x in r])
+            table.add_row(*[escape(_cell(x)) for x in r])
         Console(file=out, highlight=False).print(table)
     else:
         out.write((f"# {title}\n" if title else "") + "\t".join(columns) + "\n")

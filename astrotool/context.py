@@ -199,9 +199,21 @@ class Context:
     # -- configuration ---------------------------------------------------------------
     @property
     def workspace_root(self) -> Path:
-        """The workspace folder: ``-w``, else ``$ASTRO_WORKSPACE``, else the current folder."""
-        root = self.options.workspace or os.environ.get("ASTRO_WORKSPACE") or "."
-        return Path(root).expanduser().resolve()
+        """The workspace folder: ``-w``, else ``$ASTRO_WORKSPACE``, else the current folder.
+
+        Raises
+        ------
+        astrotool.errors.AstroError
+            ``-w ""`` or ``$ASTRO_WORKSPACE`` set but empty (a variable meant to be set, not the current folder).
+        """
+        given, name = self.options.workspace, "-w/--workspace"
+        if given is None:
+            given, name = os.environ.get("ASTRO_WORKSPACE"), "$ASTRO_WORKSPACE"
+        if given == "":
+            from astrotool.errors import AstroError
+
+            raise AstroError(f"{name}: empty; give a workspace folder (leave it out for the current folder)")
+        return Path(given or ".").expanduser().resolve()
 
     @property
     def config(self):
@@ -253,6 +265,9 @@ class Context:
             from astrotool.workspace import Workspace
 
             self._workspace = Workspace(self.workspace_root)  # refuses a path that is a file
+            if not self._workspace.root.is_dir() and self.command != "init":  # a typo in -w would go unseen
+                self.log.warning("workspace %s did not exist: created it (`astro init %s` also makes its stage "
+                                 "folders and astro.toml)", self._workspace.root, self._workspace.root)
             self._workspace.root.mkdir(parents=True, exist_ok=True)
         return self._workspace
 
@@ -358,7 +373,7 @@ class Context:
         list of (key, result)
         """
         from astrotool import console
-        from astrotool.executors import run_items
+        from astrotool.executors import connected, run_items
         from astrotool.names import printable
 
         options = options or self.executor_options
@@ -369,8 +384,8 @@ class Context:
                              "sends them there)", self.options.scheduler, options.kind)
         keys = [str(k) for k in (keys if keys is not None else items)]
         n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
-        with console.progress(n, desc) as advance:
-            results, failures = run_items(fn, items, keys, options, self.seed, advance)
+        with connected(options, n) as client, console.progress(n, desc) as advance:
+            results, failures = run_items(fn, items, keys, options, self.seed, advance, client)
             advance.set_failed(len(failures))
         for f in failures:
             self.log.error("%s: %s failed: %s", desc, printable(f.key), printable(f.error))

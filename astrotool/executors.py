@@ -31,6 +31,7 @@ exception was swallowed (a signal that lands in a ``__del__``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -39,7 +40,7 @@ import time
 import traceback
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from astrotool.errors import AstroError, WriteError
 from astrotool.seeding import derive_seed  # noqa: F401  (public here since the first release)
@@ -427,7 +428,8 @@ def _call_in_worker(fn: Callable, item: Any, seed: int, key: str):
 
 def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequence[str] | None = None,
               options: ExecutorOptions = ExecutorOptions(), base_seed: int = 0,
-              advance: Callable[[int], None] | None = None) -> tuple[list[tuple[str, Any]], list[Failure]]:
+              advance: Callable[[int], None] | None = None,
+              client=None) -> tuple[list[tuple[str, Any]], list[Failure]]:
     """Run ``fn(item, seed)`` for every item of this shard.
 
     Parameters
@@ -444,6 +446,8 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         The run's seed.
     advance : callable, optional
         Called with 1 after each finished item (progress).
+    client : distributed.Client, optional
+        The Dask client of ``--scheduler``, already connected (:func:`connected`); default: one made here.
 
     Returns
     -------
@@ -472,7 +476,7 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
     elif options.kind == "process":
         outcomes = _run_process(fn, tasks, options.workers, advance)
     else:
-        outcomes = _run_dask(fn, tasks, options, advance)
+        outcomes = _run_dask(fn, tasks, options, advance, client)
 
     results, failures = [], []
     for i, *_ in tasks:
@@ -555,6 +559,7 @@ def _connect(client_class, address: str):
 
     def connect() -> None:
         try:
+            _refused_at_once(address)
             box["client"] = client_class(address, timeout=f"{CONNECT_TIMEOUT_S:g}s")
         except Exception as exc:  # noqa: BLE001 - refused, unreachable, not Dask, a malformed address
             box["error"] = exc
@@ -576,22 +581,61 @@ def _connect(client_class, address: str):
     raise AstroError(f"--scheduler {address}: {why}")
 
 
-def _run_dask(fn, tasks, options: ExecutorOptions, advance) -> dict:
+def _refused_at_once(address: str) -> None:
+    """Raise ``ConnectionRefusedError`` at once where nothing listens at a ``tcp://HOST:PORT`` address
+    (Dask's own connect retries a refused connection until its time limit)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
     try:
-        from distributed import Client, LocalCluster, as_completed
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a malformed port: Dask's message says so
+        return
+    if parts.scheme == "tcp" and host and port:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+
+
+def _distributed():
+    """The ``distributed`` module, or :class:`AstroError` saying how to install it."""
+    try:
+        import distributed
     except ImportError:
         raise AstroError("--executor dask needs Dask distributed: pip install 'dask[distributed]'") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def connected(options: ExecutorOptions, n: int) -> Iterator:
+    """The Dask ``Client`` of ``--scheduler`` for a run of ``n`` items, or ``None`` (another executor, a
+    local cluster, no items): connecting before the progress starts, a wrong address is refused at once,
+    not after lines of ``0/n`` done."""
+    if options.kind != "dask" or not options.scheduler or not n:
+        yield None
+        return
+    client = _connect(_distributed().Client, options.scheduler)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict:
     import logging
 
-    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    _distributed()  # or AstroError: not installed
+    from distributed import Client, LocalCluster, as_completed
 
-    cluster = None
-    if options.scheduler:
+    # Dask's plain-text warnings (cancelled tasks and workers killed on a stop) would break --log-format json
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    cluster, own = None, client is None  # a client given is closed by who made it
+    if own and options.scheduler:
         client = _connect(Client, options.scheduler)
-    else:
+    elif own:
         cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
-                               processes=True, dashboard_address=None, silence_logs=logging.WARNING)
+                               processes=True, dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     outcomes = {}
     try:
@@ -607,7 +651,8 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance) -> dict:
                 client.cancel([f for f in futures if not f.done()])
             advance(1)
     finally:
-        client.close()
+        if own:
+            client.close()
         if cluster is not None:
             cluster.close()
     return outcomes

@@ -129,11 +129,12 @@ class Registry:
             self.info[name] = PluginInfo(name, "-", "-")
 
     def _load_entry_points(self) -> None:
-        seen = set()
         for ep in sorted(find_entry_points(ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in seen:
+            if ep.name in self.info:  # the first on the path wins; the other is listed, not lost
+                self.info[f"{ep.name} ({ep.distribution})"] = PluginInfo(
+                    ep.name, ep.distribution, ep.version, "broken",
+                    f"entry point {ep.name!r} also provided by {self.info[ep.name].distribution}")
                 continue
-            seen.add(ep.name)
             try:
                 module = load_target(ep.value)
                 self.pm.register(module, name=ep.name)

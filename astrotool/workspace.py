@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import secrets
@@ -309,7 +308,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically and return the path."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, default=str, sort_keys=False) + "\n")
+    from astrotool.console import to_json
+
+    return write_text_atomic(path, to_json(obj, indent=2) + "\n")
 
 
 def remove_live_temps() -> None:

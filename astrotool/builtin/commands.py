@@ -49,14 +49,26 @@ def status():
     counts = ws.status()
     runs_dir = ws.root / "runs"
     runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    last = _run_outcome(runs_dir / runs[-1]) if runs else None
     if console.json_results():
         ctx.emit({"workspace": str(ws.root), "initialised": ws.config_file.exists(), "stages": counts,
-                  "runs": len(runs), "last_run": runs[-1] if runs else None})
+                  "runs": len(runs), "last_run": runs[-1] if runs else None,
+                  "last_run_status": last and last[0], "last_run_exit_code": last and last[1]})
         return
     rows = [[plugin, stage, n] for plugin, stages in counts.items() for stage, n in stages.items()]
     console.print_table(f"workspace {ws.root}" + ("" if ws.config_file.exists() else " (not initialised: astro init)"),
                         ["plugin", "stage", "files"], rows)
-    typer.echo(f"runs: {len(runs)}" + (f" (last: {runs[-1]})" if runs else ""))
+    outcome = "no run.json: running, or killed" if last is None else f"{last[0]}, exit {last[1]}"
+    typer.echo(f"runs: {len(runs)}" + (f" (last: {runs[-1]} ({outcome}))" if runs else ""))
+
+
+def _run_outcome(run_dir) -> tuple[str, int] | None:
+    """``(status, exit_code)`` of a run from its ``run.json``; ``None`` while it has none (running, or killed)."""
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        return record["status"], record["exit_code"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------------------- config

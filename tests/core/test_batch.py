@@ -285,3 +285,21 @@ def test_run_record_names_real_files_and_program_versions(tmp_path, monkeypatch)
     assert got["versions"]["fakeprog"] == f"{bin_dir / 'fakeprog'}: FakeProg version 1.2.3 (2024-01-01)"
     assert got["versions"]["absent"] == "not found"
     assert "slurm" not in got and got["host"] == socket.gethostname()
+
+
+@pytest.mark.parametrize("executor", ["process", "dask"])
+def test_a_stop_under_json_log_format_is_a_json_line(tmp_path, executor):
+    """--log-format json promises JSON lines only on stderr: the stop notice was a line of text, and Dask's
+    workers printed plain warnings of their cancelled tasks."""
+    p, workers = _start_toy(tmp_path, "--log-format", "json", "--executor", executor)
+    try:
+        assert len(workers) >= 2, "the workers never started"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=20)
+        assert p.returncode == 143, err
+        records = [json.loads(line) for line in err.splitlines() if line.strip()]  # each line is JSON
+        assert records[-1]["exit_code"] == 143 and records[-1]["message"].startswith("terminated: partial outputs")
+    finally:
+        for pid in workers | {p.pid}:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -307,3 +307,25 @@ def test_root_help_shows_every_global_option(astro):
     for o in GLOBAL_OPTIONS:
         assert ", ".join(o.names) + (f" {o.metavar}" if o.metavar else "") in flat, o.names
         assert " ".join(o.help.split()) in flat, o.help
+
+
+def test_two_distributions_with_one_entry_point_name_both_listed(monkeypatch, tmp_path, capsys):
+    """The second distribution registering entry point 'dup' is listed as broken, not silently dropped."""
+    from astrotool.plugins import Registry, set_registry
+
+    for dist in ("first_dist-1.0", "second_dist-2.0"):
+        info = tmp_path / dist / f"{dist}.dist-info"
+        info.mkdir(parents=True)
+        (info / "entry_points.txt").write_text("[astrotool.plugins]\ndup = dupmod\n")
+    (tmp_path / "first_dist-1.0" / "dupmod.py").write_text("")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "first_dist-1.0"), str(tmp_path / "second_dist-2.0"), *sys.path])
+    monkeypatch.delitem(sys.modules, "dupmod", raising=False)
+    try:
+        set_registry(Registry())
+        code, out, err = _run(capsys, "plugins", "--json")
+        assert code == 0, err
+        rows = [row for row in json.loads(out) if row["name"] == "dup"]
+        assert [(r["distribution"], r["status"]) for r in rows] == [("first-dist", "ok"), ("second-dist", "broken")]
+        assert rows[1]["error"] == "entry point 'dup' also provided by first-dist"
+    finally:
+        set_registry(None)

@@ -153,3 +153,11 @@ def test_a_key_outside_its_section_names_the_section(astro, tmp_path):
     assert r.returncode == 2, r.stderr
     assert f"{cfg}: log_format: a key of [core], not a section; put it under [core]" in r.stderr, r.stderr
     assert f"{cfg}: foo: a key outside every section" in r.stderr, r.stderr
+
+
+def test_misspelt_key_or_section_suggests_the_known_one(astro, toy, tmp_path):
+    bad = write(tmp_path / "typo.toml", '[core]\nexecuter = "process"\n[toyy]\ncount = 1\n')
+    r = astro("-w", tmp_path, "--cfg", bad, "config", "show", pythonpath=toy)
+    assert r.returncode == 2
+    assert f"{bad}: core.executer: unknown key; did you mean 'executor'?" in r.stderr, r.stderr
+    assert f"{bad}: [toyy]: unknown section; did you mean 'toy'?" in r.stderr, r.stderr

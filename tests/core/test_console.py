@@ -113,3 +113,46 @@ def test_heartbeat_during_slow_item_final_line_once_failures_counted(astro, toy,
     finals = [ln for ln in lines if ln.startswith("4/4")]
     assert len(finals) == 1, r.stderr
     assert finals[0].startswith("4/4 done, 1 failed"), r.stderr
+
+
+def test_table_on_a_terminal_shows_brackets_as_text(monkeypatch):
+    """A file named ``g[red]y.parquet`` is shown as named, not as ``gy.parquet`` in red."""
+    import io
+
+    from astrotool import console
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    monkeypatch.setattr("sys.stdout", out)
+    console.print_table("[i]x[/i]", ["file"], [["g[red]y.parquet"]])
+    assert "g[red]y.parquet" in out.getvalue() and "[i]x[/i]" in out.getvalue()
+
+
+def _strict(text: str):
+    """``text`` parsed as strict JSON (``NaN`` and ``Infinity`` refused)."""
+    def refuse(word):
+        raise ValueError(f"not strict JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_results_and_json_files_are_strict_json(tmp_path, capsys):
+    """Non-finite floats (numpy's too, nested) are written as null; other objects as their text."""
+    import numpy as np
+
+    from astrotool import console
+    from astrotool.workspace import write_json_atomic
+
+    obj = {"a": float("nan"), "b": [np.float64("inf"), np.float32("-inf"), (1.5, np.float32(2.5))],
+           "c": {"d": np.nan}, "e": tmp_path}
+    want = {"a": None, "b": [None, None, [1.5, 2.5]], "c": {"d": None}, "e": str(tmp_path)}
+    console.set_json(True)
+    try:
+        console.emit(obj)
+    finally:
+        console.set_json(False)
+    assert _strict(capsys.readouterr().out) == want
+    assert _strict(write_json_atomic(tmp_path / "r.json", obj).read_text()) == want

@@ -226,3 +226,19 @@ def test_raise_failures_exit_code_is_2_only_when_every_failure_was_bad_input(tmp
     with pytest.raises(AstroError) as e:
         ctx.raise_failures(0, 2)
     assert e.value.exit_code == 1
+
+
+def test_a_scheduler_where_nothing_listens_is_refused_at_once(astro, toy, tmp_path):
+    """Nothing listening at --scheduler: refused within seconds, before any progress line (it was 30 s
+    of `0/3 (0%)` lines, then the error)."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        address = "tcp://127.0.0.1:%d" % s.getsockname()[1]
+    start = time.monotonic()
+    r = astro("-w", tmp_path, "--executor", "dask", "--scheduler", address, "--progress-interval", "0.1",
+              "--log-format", "plain", "toy", "run", "--count", "3", "--slow", "0.5", pythonpath=toy)
+    assert r.returncode == 2 and f"--scheduler {address}: cannot connect" in r.stderr, r.stderr
+    assert "0/3" not in r.stderr and time.monotonic() - start < 20, r.stderr

@@ -203,3 +203,32 @@ def test_interrupt_leaves_no_partial_file(toy, tmp_path, sig, code, executor):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["skipped"] == len(finished) and json.loads(r.stdout)["written"] == 6 - len(finished)
     assert [json.loads(f.read_text())["sq"] for f in sorted(out.iterdir())] == [0, 1, 4, 9, 16, 25]
+
+
+def test_status_shows_how_the_last_run_ended(astro, toy, tmp_path):
+    """`last: <run>` said nothing of a run that was terminated; its run.json does."""
+    last = tmp_path / "runs" / "20261201T000000Z-plato-simulate"
+    last.mkdir(parents=True)
+    (last / "run.json").write_text(json.dumps({"status": "terminated", "exit_code": 143}))
+    r = astro("-w", tmp_path, "status", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert "runs: 1 (last: 20261201T000000Z-plato-simulate (terminated, exit 143))" in r.stdout, r.stdout
+    s = json.loads(astro("-w", tmp_path, "status", "--json", pythonpath=toy).stdout)
+    assert (s["last_run_status"], s["last_run_exit_code"]) == ("terminated", 143)
+
+
+def test_empty_workspace_is_refused_and_a_missing_one_named_when_created(astro, toy, tmp_path):
+    """`-w ""` or an empty $ASTRO_WORKSPACE silently became the current folder; a -w folder that did
+    not exist was created without a word (a typo went unseen)."""
+    for args, env, name in [(["-w", ""], {}, "-w/--workspace"), ([], {"ASTRO_WORKSPACE": ""}, "$ASTRO_WORKSPACE")]:
+        r = astro(*args, "toy", "run", "--count", "1", cwd=tmp_path, env=env, pythonpath=toy)
+        assert r.returncode == 2 and f"Error: {name}: empty; give a workspace folder" in r.stderr, r.stderr
+        assert list(tmp_path.iterdir()) == []  # nothing written in the current folder
+    new = tmp_path / "new" / "ws"
+    r = astro("-w", new, "toy", "run", "--count", "1", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert f"workspace {new} did not exist: created it" in r.stderr and (new / "runs").is_dir()
+    r = astro("-w", new, "toy", "run", "--count", "1", pythonpath=toy)
+    assert r.returncode == 0 and "did not exist" not in r.stderr, r.stderr
+    r = astro("-w", tmp_path / "other", "init", pythonpath=toy)
+    assert r.returncode == 0 and "did not exist" not in r.stderr, r.stderr
