@@ -7,7 +7,7 @@ import pytest
 
 from astrotool import __version__
 from astrotool.context import Context, GlobalOptions, set_current
-from astrotool.provenance import fits_history, package_versions, provenance, versions
+from astrotool.provenance import fits_history, provenance, versions
 
 
 @pytest.fixture
