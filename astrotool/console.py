@@ -305,9 +305,12 @@ def json_results() -> bool:
 
 
 def _cell(value) -> str:
-    """A table cell: text as is (a file name that is not UTF-8 with ``\\xNN``), nested values as compact JSON."""
+    """A table cell: text as is (a file name that is not UTF-8 with ``\\xNN``), nested values as compact JSON,
+    ``None`` (no value) empty, as ``null`` is in JSON."""
     from astrotool.names import printable
 
+    if value is None:
+        return ""
     if isinstance(value, (dict, list, tuple)):
         return to_json(value)
     return printable(str(value))
@@ -390,14 +393,15 @@ def print_table(title: str, columns: list[str], rows: list[list], stream: str = 
         return
     if out.isatty() and _state.fmt != "json":
         from rich.console import Console
-        from rich.markup import escape
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=escape(title) or None)  # text as it is: `g[red]y.parquet` is a file name, not markup
+        # Text, not markup: `g[red]y.parquet` and a trailing backslash are shown as they are
+        table = Table(title=Text(title) if title else None)
         for c in columns:
-            table.add_column(escape(c), overflow="fold")  # a path is shown whole, never cut with …
+            table.add_column(Text(c), overflow="fold")  # a path is shown whole, never cut with …
         for r in rows:
-            table.add_row(*[escape(_cell(x)) for x in r])
+            table.add_row(*[Text(_cell(x)) for x in r])
         Console(file=out, highlight=False).print(table)
     else:
         out.write((f"# {title}\n" if title else "") + "\t".join(columns) + "\n")

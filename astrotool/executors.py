@@ -558,9 +558,11 @@ def _connect(client_class, address: str):
     box: dict = {}
 
     def connect() -> None:
+        start = time.monotonic()
         try:
             _refused_at_once(address)
-            box["client"] = client_class(address, timeout=f"{CONNECT_TIMEOUT_S:g}s")
+            left = max(1.0, CONNECT_TIMEOUT_S - (time.monotonic() - start))  # one time limit for both steps
+            box["client"] = client_class(address, timeout=f"{left:g}s")
         except Exception as exc:  # noqa: BLE001 - refused, unreachable, not Dask, a malformed address
             box["error"] = exc
 
@@ -582,12 +584,12 @@ def _connect(client_class, address: str):
 
 
 def _refused_at_once(address: str) -> None:
-    """Raise ``ConnectionRefusedError`` at once where nothing listens at a ``tcp://HOST:PORT`` address
-    (Dask's own connect retries a refused connection until its time limit)."""
+    """Raise ``ConnectionRefusedError`` at once where nothing listens at a ``tcp://HOST:PORT`` (or
+    ``HOST:PORT``) address (Dask's own connect retries a refused connection until its time limit)."""
     import socket
     from urllib.parse import urlsplit
 
-    parts = urlsplit(address)
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")  # Dask reads HOST:PORT as tcp
     try:
         host, port = parts.hostname, parts.port
     except ValueError:  # a malformed port: Dask's message says so
@@ -597,11 +599,18 @@ def _refused_at_once(address: str) -> None:
 
 
 def _distributed():
-    """The ``distributed`` module, or :class:`AstroError` saying how to install it."""
+    """The ``distributed`` module, its loggers quieted, or :class:`AstroError` saying how to install it."""
+    import logging
+
     try:
         import distributed
     except ImportError:
         raise AstroError("--executor dask needs Dask distributed: pip install 'dask[distributed]'") from None
+    # Dask's plain-text warnings (cancelled tasks and workers killed on a stop, a version mismatch on connecting)
+    # would break --log-format json; `distributed.client` has its own handler, so it is named too
+    for name in ("distributed", "distributed.client", "distributed.worker", "distributed.scheduler",
+                 "distributed.nanny"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     return distributed
 
 
@@ -625,10 +634,6 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
 
     _distributed()  # or AstroError: not installed
     from distributed import Client, LocalCluster, as_completed
-
-    # Dask's plain-text warnings (cancelled tasks and workers killed on a stop) would break --log-format json
-    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
     cluster, own = None, client is None  # a client given is closed by who made it
     if own and options.scheduler:

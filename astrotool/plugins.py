@@ -131,9 +131,12 @@ class Registry:
     def _load_entry_points(self) -> None:
         for ep in sorted(find_entry_points(ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in self.info:  # the first on the path wins; the other is listed, not lost
+                first = self.info[ep.name]
+                how = "loaded instead" if first.status == "ok" else "which failed to load"
                 self.info[f"{ep.name} ({ep.distribution})"] = PluginInfo(
                     ep.name, ep.distribution, ep.version, "broken",
-                    f"entry point {ep.name!r} also provided by {self.info[ep.name].distribution}")
+                    f"entry point {ep.name!r} also provided by {first.distribution} ({how}); "
+                    "uninstall one of them")
                 continue
             try:
                 module = load_target(ep.value)

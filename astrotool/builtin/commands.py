@@ -53,22 +53,28 @@ def status():
     if console.json_results():
         ctx.emit({"workspace": str(ws.root), "initialised": ws.config_file.exists(), "stages": counts,
                   "runs": len(runs), "last_run": runs[-1] if runs else None,
-                  "last_run_status": last and last[0], "last_run_exit_code": last and last[1]})
+                  "last_run_status": last[0] if isinstance(last, tuple) else last,
+                  "last_run_exit_code": last[1] if isinstance(last, tuple) else None})
         return
     rows = [[plugin, stage, n] for plugin, stages in counts.items() for stage, n in stages.items()]
     console.print_table(f"workspace {ws.root}" + ("" if ws.config_file.exists() else " (not initialised: astro init)"),
                         ["plugin", "stage", "files"], rows)
-    outcome = "no run.json: running, or killed" if last is None else f"{last[0]}, exit {last[1]}"
+    outcome = {None: "no run.json: running, or killed", "?": "run.json unreadable"}.get(last) or \
+        f"{last[0]}, exit {last[1]}"
     typer.echo(f"runs: {len(runs)}" + (f" (last: {runs[-1]} ({outcome}))" if runs else ""))
 
 
-def _run_outcome(run_dir) -> tuple[str, int] | None:
-    """``(status, exit_code)`` of a run from its ``run.json``; ``None`` while it has none (running, or killed)."""
+def _run_outcome(run_dir) -> tuple[str, int] | str | None:
+    """``(status, exit_code)`` of a run from its ``run.json``; ``None`` while it has none (running, or killed),
+    ``"?"`` for one that cannot be read or lacks them."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return None
     try:
-        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
         return record["status"], record["exit_code"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return "?"
 
 
 # ---------------------------------------------------------------------------- config

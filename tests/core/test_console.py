@@ -127,8 +127,9 @@ def test_table_on_a_terminal_shows_brackets_as_text(monkeypatch):
 
     out = Terminal()
     monkeypatch.setattr("sys.stdout", out)
-    console.print_table("[i]x[/i]", ["file"], [["g[red]y.parquet"]])
+    console.print_table("[i]x[/i]", ["file"], [["g[red]y.parquet"], ["C:\\dir\\"]])
     assert "g[red]y.parquet" in out.getvalue() and "[i]x[/i]" in out.getvalue()
+    assert "C:\\dir\\ " in out.getvalue() and "C:\\dir\\\\" not in out.getvalue()  # not doubled
 
 
 def _strict(text: str):
@@ -156,3 +157,12 @@ def test_results_and_json_files_are_strict_json(tmp_path, capsys):
         console.set_json(False)
     assert _strict(capsys.readouterr().out) == want
     assert _strict(write_json_atomic(tmp_path / "r.json", obj).read_text()) == want
+
+
+def test_a_missing_value_is_an_empty_cell_not_none(capsys):
+    """`calibration None` was printed for a value that is absent (JSON says null)."""
+    from astrotool import console
+
+    console.emit({"calibration": None, "n": 3})
+    console.emit([{"a": 1, "b": None}, {"a": 2}])
+    assert capsys.readouterr().out == "key\tvalue\ncalibration\t\nn\t3\na\tb\n1\t\n2\t\n"

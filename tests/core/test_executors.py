@@ -228,15 +228,16 @@ def test_raise_failures_exit_code_is_2_only_when_every_failure_was_bad_input(tmp
     assert e.value.exit_code == 1
 
 
-def test_a_scheduler_where_nothing_listens_is_refused_at_once(astro, toy, tmp_path):
-    """Nothing listening at --scheduler: refused within seconds, before any progress line (it was 30 s
-    of `0/3 (0%)` lines, then the error)."""
+@pytest.mark.parametrize("scheme", ["tcp://", ""])
+def test_a_scheduler_where_nothing_listens_is_refused_at_once(astro, toy, tmp_path, scheme):
+    """Nothing listening at --scheduler (given as tcp://HOST:PORT, or HOST:PORT as Dask also reads it):
+    refused within seconds, before any progress line (it was 30 s of `0/3 (0%)` lines, then the error)."""
     import socket
     import time
 
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
-        address = "tcp://127.0.0.1:%d" % s.getsockname()[1]
+        address = "%s127.0.0.1:%d" % (scheme, s.getsockname()[1])
     start = time.monotonic()
     r = astro("-w", tmp_path, "--executor", "dask", "--scheduler", address, "--progress-interval", "0.1",
               "--log-format", "plain", "toy", "run", "--count", "3", "--slow", "0.5", pythonpath=toy)

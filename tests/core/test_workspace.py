@@ -215,6 +215,11 @@ def test_status_shows_how_the_last_run_ended(astro, toy, tmp_path):
     assert "runs: 1 (last: 20261201T000000Z-plato-simulate (terminated, exit 143))" in r.stdout, r.stdout
     s = json.loads(astro("-w", tmp_path, "status", "--json", pythonpath=toy).stdout)
     assert (s["last_run_status"], s["last_run_exit_code"]) == ("terminated", 143)
+    (last / "run.json").write_text('{"status": "termin')  # cut short: not taken for a run still going
+    r = astro("-w", tmp_path, "status", pythonpath=toy)
+    assert r.returncode == 0 and "(run.json unreadable)" in r.stdout, r.stdout + r.stderr
+    s = json.loads(astro("-w", tmp_path, "status", "--json", pythonpath=toy).stdout)
+    assert (s["last_run_status"], s["last_run_exit_code"]) == ("?", None)
 
 
 def test_empty_workspace_is_refused_and_a_missing_one_named_when_created(astro, toy, tmp_path):
