@@ -289,7 +289,8 @@ class DatasetWriter:
 
     def finalize(self, n_shards: int, attrs: Mapping[str, Any] | None = None,
                  table_metadata: Mapping[str, Any] | None = None,
-                 before_manifest: Callable[[dict], None] | None = None) -> dict:
+                 before_manifest: Callable[[dict], None] | None = None,
+                 units: Mapping[str, str] | None = None, descriptions: Mapping[str, str] | None = None) -> dict:
         """Write the metadata table and then the manifest, once every shard exists.
 
         Parameters
@@ -304,6 +305,8 @@ class DatasetWriter:
             Called with the metadata columns after the table is written and
             before the manifest (an export that must exist when the set counts
             as complete).
+        units, descriptions : mapping, optional
+            Astropy unit strings and one-line descriptions of the table's columns.
 
         Returns
         -------
@@ -353,7 +356,7 @@ class DatasetWriter:
         cols = {"index": cols.pop("index"), **cols}
         write_parquet(pa.table(cols), self.table_path,
                       metadata={"dataset": self.name, "kind": self.kind, **(table_metadata or {})},
-                      command=self.command)
+                      command=self.command, units=units, descriptions=descriptions)
         if before_manifest is not None:
             before_manifest(cols)
         manifest = {

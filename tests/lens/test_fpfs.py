@@ -93,7 +93,10 @@ def test_measure_and_validate_commands(tmp_path, capsys):
     for c in ("e1", "e2", "r11", "r12", "r21", "r22", "g1", "g2", "flux", "flag", "error", "noise_sigma"):
         assert t[f"anacal_{c}"].description, c
     assert parquet_metadata(path)["settings"]["anacal_sigma"] == 1.8
-    code = main(["--json", "-w", str(ws), "-q", "lens", "validate", "f", "--method", "ANACAL"])
+    # the table of other settings is not replaced silently (exit 2); --overwrite measures it again
+    assert main(["-w", str(ws), "-q", "lens", "validate", "f", "--method", "ANACAL"]) == 2
+    assert "anacal_sigma 1.8 -> 2" in capsys.readouterr().err
+    code = main(["--json", "-w", str(ws), "-q", "--overwrite", "lens", "validate", "f", "--method", "ANACAL"])
     out = capsys.readouterr()
     assert code == 0, out.err
     rec = json.loads(out.out)

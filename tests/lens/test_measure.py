@@ -144,8 +144,8 @@ def test_measure_command_skips_only_a_valid_table_and_closes_the_dataset(tmp_pat
     assert closed == [6, 6, 6, 12]
     run("-w", ws, "-q", "--set", "lens.train.threads=1", "--set", "lens.train.blocks=2", "--set",
         "lens.train.hidden=8", "lens", "train", "--dataset", "c", "--epochs", 1, "--width", 4, "--batch-size", 6)
-    rep = run("-w", ws, "-q", "lens", "evaluate", "--model", "c_cnn", "--classical", "KSB", "--split", "all",
-              "--no-plots", "--no-symmetrize", "--json")
+    rep = run("-w", ws, "-q", "--set", "lens.measure.conversion=\"responsivity\"", "lens", "evaluate", "--model",
+              "c_cnn", "--classical", "KSB", "--split", "all", "--no-plots", "--no-symmetrize", "--json")
     assert closed == [6, 6, 6, 12, 12, 12] and rep["n"] == 12           # train and evaluate close theirs too
     records = [json.loads(p.read_text()) for p in (ws / "runs").glob("*measure*/run.json")]
     assert len(records) == 4                                           # the skipped run records its input too

@@ -147,8 +147,14 @@ def test_evaluate_measures_again_when_the_hsm_table_is_stale(tmp_path):
         r = evaluate(ds, mdir, ecfg, pred, rep, mapper=serial_map)
         assert r["n"] == n and r["estimators"]["KSB"] == pytest.approx(measured(ds), nan_ok=True)
         assert parquet_metadata(table)["identity"]["n"] == n
-    # other HSM settings: measured again with them
-    evaluate(ds, mdir, ecfg, pred, rep, mapper=serial_map, measure_cfg=MeasureConfig(guess_sig_gal=4.0))
+    # other HSM settings: the table of these stamps is not replaced silently; with overwrite, measured again
+    from astrotool.errors import AstroError
+
+    with pytest.raises(AstroError, match="guess_sig_gal 5 -> 4.*--overwrite"):
+        evaluate(ds, mdir, ecfg, pred, rep, mapper=serial_map, measure_cfg=MeasureConfig(guess_sig_gal=4.0))
+    assert parquet_metadata(table)["settings"]["guess_sig_gal"] == 5.0
+    evaluate(ds, mdir, ecfg, pred, rep, mapper=serial_map, measure_cfg=MeasureConfig(guess_sig_gal=4.0),
+             overwrite=True)
     assert parquet_metadata(table)["settings"]["guess_sig_gal"] == 4.0
     # a valid table that lacks an evaluated stamp is refused, naming it
     t, meta = read_parquet(table), parquet_metadata(table)

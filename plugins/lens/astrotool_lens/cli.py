@@ -34,12 +34,39 @@ def _split_list(text: str | None) -> list[str] | None:
     return [t.strip().upper() for t in text.split(",") if t.strip()]
 
 
-def _model_dir(ctx, name: str, default_dataset: str) -> Path:
-    """A model folder: an existing checkpoint path, else ``lens/models/<name>`` (default ``<dataset>_cnn``)."""
-    return mc.model_dir(ctx, "lens", name or f"{default_dataset}_cnn")
+def _model_dir(ctx, name: str, default_dataset: str, trained: bool = True) -> Path:
+    """A model folder: an existing checkpoint path, else ``lens/models/<name>`` (default ``<dataset>_cnn``).
+
+    With ``trained``, a default name (no ``--model``) whose folder holds no checkpoint is refused, saying
+    it was the default."""
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import META_FILE
+
+    path = mc.model_dir(ctx, "lens", name or f"{default_dataset}_cnn")
+    if trained and not name and not (path / META_FILE).is_file():
+        raise InputError("--model", f"no --model given, and the default {path.name!r} (<dataset>_cnn) has no "
+                                    f"checkpoint in {path.parent}: name a trained model with --model, or train "
+                                    "one with `astro lens train`")
+    return path
 
 
 _NO_DATASET = "run `astro lens generate` first"
+
+
+def _open_dataset(ctx, given: str | None, default: str):
+    """:func:`astrotool.ml.commands.open_dataset` of the dataset ``given``, else ``default``, whose
+    error then says that the name was the default (lens.generate's dataset)."""
+    from astrotool.errors import InputError
+
+    from astrotool_lens.data import ShearDataset
+
+    try:
+        return mc.open_dataset(ctx, "lens", "shear", given or default, ShearDataset, _NO_DATASET)
+    except InputError as exc:
+        if given or not default:
+            raise
+        raise InputError(exc.path, f"no --dataset given, and the default {default!r} (lens.generate's dataset) "
+                                   f"does not serve: {exc.problem}") from None
 CLASSICAL_NEEDS_PSF = "each classical estimator"   # who needs a PSF stamp per galaxy (read_inputs' message)
 
 
@@ -112,12 +139,12 @@ def measure(
     FITS files (gal_N.fits with its psf_N.fits) or a LensNet data.json; every galaxy needs a PSF
     stamp (psf_N.fits, the data.json's psf entries, or --psf).
 
-    Failures are counted per method (and stored as NaN with a flag and message), never fatal.
+    Failures are counted per method (and stored as NaN with a flag and message), never fatal;
+    when every stamp failed with every method the table is still written and the exit code is 2.
     An existing table is kept only when it was measured on these very stamps with the same
     conversion, guesses and methods; otherwise the stamps are measured again, for the methods
     asked and those the table held (measured alike), so another method adds columns.
     """
-    from astrotool_lens.data import ShearDataset
     from astrotool_lens.measure import measure_dataset, measure_inputs, methods_to_measure, table_problem
     from astrotool_lens.predict import is_dataset, read_inputs
 
@@ -128,8 +155,7 @@ def measure(
     shear_stage = ctx.workspace.stage("lens", "shear")
     with contextlib.ExitStack() as stack:
         if inputs is None or (psf is None and is_dataset(inputs, shear_stage)):
-            src = stack.enter_context(mc.open_dataset(ctx, "lens", "shear", inputs or m.dataset or cfg.dataset,
-                                                      ShearDataset, _NO_DATASET))
+            src = stack.enter_context(_open_dataset(ctx, inputs or m.dataset, cfg.dataset))
             name, label = src.name, {"dataset": src.name}
 
             def run(out, cfg):
@@ -153,11 +179,19 @@ def measure(
             ctx.log.info("measuring %s again: %s", out.name, problem)
         # the table's own methods too, when it was measured on these stamps alike (also with --overwrite)
         res = run(out, m.model_copy(update={"methods": methods_to_measure(out, src, m)}))
+    if res.get("missing_parts"):  # other --shard tasks' parts, or failed ones: kept, the table comes later
+        ctx.log.warning("%d of %d parts not measured yet: %s is written once all are (the last --shard task to "
+                        "finish writes it; or re-run the same command)", res["missing_parts"], res["parts"], out.name)
+        ctx.emit({**label, **res})
+        return
     mc.record(ctx, outputs=[out])
     for meth, k in res["failed"].items():
         if k:
             ctx.log.warning("%s: %d of %d stamps failed", meth, k, res["n"])
     ctx.emit({**label, **res})
+    if res["n"] and all(k == res["n"] for k in res["failed"].values()):   # nothing measured: the input is bad
+        ctx.log.error("every stamp failed with every method (the reasons are in %s, columns <method>_error)", out)
+        return 2
 
 
 @app.command()
@@ -187,7 +221,6 @@ def train(
     Where it trains comes from the [ml] section (--device, --precision, --devices,
     --num-nodes; several Slurm nodes: srun astro lens train ...).
     """
-    from astrotool_lens.data import ShearDataset
     from astrotool_lens.train import train_model
 
     ctx = current()
@@ -203,8 +236,8 @@ def train(
     rt.launch()  # several processes: the copies start here; they write no record and show no progress
     if not rt.is_global_zero:
         ctx.mark_copy()
-    ds = mc.open_dataset(ctx, "lens", "shear", t.dataset or cfg.dataset, ShearDataset, _NO_DATASET)
-    mdir = _model_dir(ctx, t.model, ds.name)
+    ds = _open_dataset(ctx, t.dataset, cfg.dataset)
+    mdir = _model_dir(ctx, t.model, ds.name, trained=False)
     progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                 if rt.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
@@ -230,14 +263,16 @@ def evaluate(
 ):
     """RMSE, MAE, m and c (with errors) and GREAT3 Q for the CNN and the HSM estimators side by side.
 
-    Writes lens/reports/<dataset>_<model>_metrics.json and PNG plots (estimate vs truth,
-    bias vs S/N and size), and the CNN's estimates of the evaluated stamps in
-    lens/predictions/<dataset>_<model>_<test|all>.parquet; --json prints the full metrics.
+    Writes lens/reports/<dataset>_<model>_metrics.json (--raw: <dataset>_<model>_raw_metrics.json) and
+    PNG plots of the same stem (estimate vs truth, bias vs S/N and size; --no-plots removes earlier
+    ones), and the CNN's estimates of the evaluated stamps in
+    lens/predictions/<dataset>_<model>_<test|all>.parquet. Prints one row of metrics per estimator
+    (tab-separated when piped); --json prints the full metrics.
     """
     from astrotool.console import json_results
 
     from astrotool_lens.data import ShearDataset
-    from astrotool_lens.evaluate import evaluate as run_eval, summary_lines
+    from astrotool_lens.evaluate import evaluate as run_eval, summary_rows
     from astrotool_lens.model import load_estimator
 
     ctx = current()
@@ -251,16 +286,17 @@ def evaluate(
     ds_name = e.dataset or mc.trained_dataset(ctx.workspace.stage("lens", "shear"), mdir, meta["training"])
     with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET) as ds:
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
-                          ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log)
+                          ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log,
+                          overwrite=ctx.overwrite)
     mc.record(ctx, inputs=[mdir], outputs=[report["report"], report["predictions"], *report["plots"]])
     if json_results():
         ctx.emit(report)
     else:
-        ctx.emit(f"{report['dataset']} ({report['subset']}, {report['n']} stamps, bias fit {report['bias_fit']}), "
-                 f"model {report['model']}")
-        for line in summary_lines(report):
-            ctx.emit(line)
-        ctx.emit(f"report: {report['report']}")
+        ctx.log.info("%s (%s, %d stamps, bias fit %s), model %s; report: %s", report["dataset"], report["subset"],
+                     report["n"], report["bias_fit"], report["model"], report["report"])
+        for note in report.get("notes", []):
+            ctx.log.warning("note: %s", note)
+        ctx.emit(summary_rows(report))   # one row per estimator: a table, tab-separated when piped
 
 
 @app.command()
@@ -348,6 +384,9 @@ def validate(
                                                "per entry")
         field = shear_fields(truth["g1"], truth["g2"])
         n_fields = len(np.unique(field))
+        if n_fields == len(field) > 1:   # as calibrate: a field of one stamp cancels no shape noise
+            raise InputError(origin or inputs, "every stamp has a shear of its own: validate needs constant-shear "
+                                               "fields (ring pairs, or --preset fields / --field-size N > 1)")
         if n_fields < 3:
             raise InputError(origin or inputs, f"{n_fields} constant-shear field(s); m and c need at least 3 (ring "
                                                "pairs or fields of one shear each)")
@@ -393,19 +432,24 @@ def validate(
                 stem, origin = src.name, src.root
                 field = truth_fields(truth, origin)
                 table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
-                                      cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log)
+                                      cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log,
+                                  ctx.overwrite)
         else:
             src = read_inputs(inputs, True, psf, shear_stage=shear_stage, who=CLASSICAL_NEEDS_PSF)
             truth, stem, origin = src.truth, src.stem, src.origin
             field = truth_fields(truth, origin)
             table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
-                                  cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log)
+                                  cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log,
+                                  ctx.overwrite)
     if not v.model:
         raw = table_estimates(table, np.arange(len(field)), [v.method], field)[v.method]
     elif v.response == "metacal":
         from astrotool_lens.metacal import shear_from_response
-        from astrotool_lens.response import PREFIX
+        from astrotool_lens.response import PREFIX, response_problem
 
+        problem = response_problem(response_cols)
+        if problem:
+            ctx.log.warning("%s: %s", estimator, problem)
         raw = shear_from_response(response_cols, field, prefix=PREFIX)
     report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field)
     out = ctx.workspace.stage("lens", "reports") / f"{stem}_{estimator}_validate.json"
@@ -494,7 +538,7 @@ def _predict_response(ctx, cfg, mdir, inp):
     from astrotool.ml.predict import Predictions
     from astrotool_lens.metacal import shear_from_response
     from astrotool_lens.predict import PREDICTION_COLUMNS
-    from astrotool_lens.response import DESCRIPTIONS, PREFIX, model_response
+    from astrotool_lens.response import DESCRIPTIONS, PREFIX, model_response, response_problem
 
     pc, m = cfg.predict, cfg.measure
     t0 = time.perf_counter()
@@ -502,6 +546,9 @@ def _predict_response(ctx, cfg, mdir, inp):
                           seed=m.metacal_seed, symmetrize=pc.symmetrize, batch_size=pc.batch_size,
                           desc=f"response {inp.stem}", source=inp.origin or inp.stem)
     pred = Predictions(None, len(inp.gal), time.perf_counter() - t0, "torch", "cpu")
+    problem = response_problem(resp)
+    if problem:
+        ctx.log.warning("%s: %s", mdir.name, problem)
     g1, g2 = shear_from_response(resp, prefix=PREFIX)
     cols = {"source": np.array(inp.source, dtype=str), "index": np.arange(len(g1)), "g1": g1, "g2": g2, **resp}
     if inp.truth:

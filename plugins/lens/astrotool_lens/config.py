@@ -284,13 +284,19 @@ class GenerateConfig(_Model):
                 data = _deep_merge(PRESETS[preset], data)
         return data
 
+    @field_validator("shear")
+    @classmethod
+    def _even_fields(cls, shear, info):
+        """A check of ``shear`` (not of the whole section), so an error names where field_size was set."""
+        shape = info.data.get("shape")
+        if shape is not None and shape.ring and shear.field_size > 1 and shear.field_size % 2:
+            raise ValueError(f"ring pairs need an even field_size, got {shear.field_size}")
+        return shear
+
     @model_validator(mode="after")
     def _consistent(self):
-        if self.shape.ring:
-            if self.n % 2:
-                raise ValueError("ring pairs need an even n")
-            if self.shear.field_size > 1 and self.shear.field_size % 2:
-                raise ValueError("ring pairs need an even shear.field_size")
+        if self.shape.ring and self.n % 2:
+            raise ValueError("ring pairs need an even n")
         return self
 
     @property

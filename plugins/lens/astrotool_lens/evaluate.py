@@ -24,7 +24,8 @@ Metrics (per component i = 1, 2)
 
 Report
 ------
-``<dataset>_<model>_metrics.json`` (in ``lens/reports``) holds the metrics, the binned biases (``binned``:
+``<dataset>_<model>_metrics.json`` (in ``lens/reports``; ``<dataset>_<model>_raw_metrics.json`` with
+``--raw``) holds the metrics, the binned biases (``binned``:
 m and c per S/N and size bin, also when a plot would have a single point and is
 therefore not drawn) and ``notes``: what a reader must not miss, such as a
 calibration that makes a bias worse on the evaluated fields
@@ -313,30 +314,46 @@ def table_estimates(table, rows, methods: Sequence[str], field=None) -> dict:
     return out
 
 
-def hsm_estimates(ds, path: Path, cfg, mapper, log=None):
+def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False):
     """The HSM table of ``ds`` for ``cfg`` (a pyarrow Table): the one at ``path`` if it serves, else measured.
 
     ``ds`` is a dataset, or stamps loaded by :func:`astrotool_lens.predict.read_inputs`
     (measured with :func:`~astrotool_lens.measure.measure_inputs`). A table of
-    these stamps and settings that lacks a method is measured again with its
+    these stamps that lacks a method is measured again with its
     methods and the wanted ones, so that nothing it held is lost.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        Exit code 2: the table was measured on these stamps with other settings (a ``lens measure`` of the
+        user's own) and ``overwrite`` is off; it is never replaced silently. Or items failed (exit code 1).
     """
+    from astrotool.errors import AstroError
     from astrotool.io.tables import read_parquet
-    from astrotool_lens.measure import measure_dataset, measure_inputs, methods_to_measure, table_problem
+    from astrotool_lens.measure import (measure_dataset, measure_inputs, methods_to_measure, replaced_settings,
+                                        table_problem)
 
     problem = table_problem(path, ds, cfg)
     if problem:
         name = getattr(ds, "stem", None) or ds.name
+        wanted = cfg.model_copy(update={"methods": methods_to_measure(path, ds, cfg)})
+        changes = [] if overwrite else replaced_settings(path, ds, wanted)
+        if changes:
+            raise AstroError(f"{path}: measured on these stamps with other settings ({'; '.join(changes)}), which "
+                             "measuring it again would replace: give its settings (--set lens.measure.KEY=VALUE) "
+                             "or --overwrite to measure it again with these", exit_code=2)
         if log:
-            log.info("measuring %s on %s (HSM): %s", ", ".join(cfg.methods), name, problem)
-        wanted = methods_to_measure(path, ds, cfg)
+            log.info("measuring %s on %s (HSM): %s", ", ".join(wanted.methods), name, problem)
         run = measure_inputs if hasattr(ds, "gal") else measure_dataset
-        run(ds, cfg.model_copy(update={"methods": wanted}), path, mapper=mapper)
+        res = run(ds, wanted, path, mapper=mapper)
+        if res.get("missing_parts"):
+            raise AstroError(f"{path}: {res['missing_parts']} of {res['parts']} parts not measured (failures or "
+                             "--shard; the measured ones are kept, a re-run resumes)", exit_code=1)
     return read_parquet(path)
 
 
 def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, *, mapper,
-             hsm_table: Path | None = None, measure_cfg=None, log=None) -> dict:
+             hsm_table: Path | None = None, measure_cfg=None, log=None, overwrite: bool = False) -> dict:
     """Score the CNN and the classical estimators on the same stamps.
 
     Parameters
@@ -355,6 +372,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
         :func:`astrotool_lens.measure.table_problem`).
     measure_cfg : MeasureConfig, optional
         HSM settings when the classical estimators must be measured (default: the section's defaults).
+    overwrite : bool
+        Measure a table of these stamps made with other settings again (:func:`hsm_estimates`).
 
     Raises
     ------
@@ -416,7 +435,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     if methods:
         hsm_path = Path(hsm_table) if hsm_table else Path(predictions_dir) / f"{ds.name}_hsm.parquet"
         t = hsm_estimates(ds, hsm_path, (measure_cfg or MeasureConfig()).model_copy(update={"methods": methods}),
-                          mapper, log)
+                          mapper, log, overwrite)
         rows = table_rows(t.column("index").to_numpy(), idx)
         if (rows < 0).any():
             from astrotool.errors import InputError
@@ -428,7 +447,10 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     results = {name: estimator_metrics(g1, g2, e1, e2, field, cfg.q_sigma2_min) for name, (e1, e2) in estimates.items()}
     plots = []
-    stem = f"{ds.name}_{mname}"
+    stem = f"{ds.name}_{mname}" + ("" if cfg.calibrated else "_raw")    # --raw: a report of its own
+    if not cfg.plots:   # an earlier run's figures would sit beside a report they do not show
+        for name in ("pred-vs-true", "bias-vs-snr", "bias-vs-hlr"):
+            (Path(reports_dir) / f"{stem}_{name}.png").unlink(missing_ok=True)
     if cfg.plots:
         rd = Path(reports_dir)
         title = f"{ds.name} ({subset}, {len(idx)} stamps), model {mname}"
@@ -458,6 +480,19 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     write_json_atomic(report_path, report)
     report["report"] = str(report_path)
     return report
+
+
+SUMMARY_KEYS = ("rmse_g1", "rmse_g2", "m1", "m1_err", "m2", "m2_err", "c1", "c1_err", "c2", "c2_err", "q", "n_failed")
+"""The metrics of each estimator ``astro lens evaluate`` prints (all of them: ``--json``)."""
+
+
+def summary_rows(report: dict) -> list[dict]:
+    """One record per estimator (``estimator`` and :data:`SUMMARY_KEYS`, 4 significant digits), the table
+    ``astro lens evaluate`` prints."""
+    def num(v):
+        return float(f"{v:.4g}") if isinstance(v, float) else v
+
+    return [{"estimator": name, **{k: num(r.get(k)) for k in SUMMARY_KEYS}} for name, r in report["estimators"].items()]
 
 
 def summary_lines(report: dict, names: Sequence[str] | None = None) -> list[str]:

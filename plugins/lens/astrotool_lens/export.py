@@ -68,7 +68,9 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
     parity_samples : int
         Stamps compared.
     tol : float
-        Largest accepted absolute difference in (g1, g2).
+        Largest accepted absolute difference in the raw (g1, g2); with a calibration in the graph,
+        ``tol / |1 + m|`` of the calibrated outputs, which amplify the raw ones' float noise so
+        (:func:`parity_tolerance`).
     calibrated : bool
         Include the checkpoint's calibration (``astro lens calibrate``) in the graph.
 
@@ -87,6 +89,14 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
     model, x, out_path, kwargs = export_plan(model_dir, out_path, opset, symmetrize, parity_samples, tol, calibrated)
     res = export_checked_onnx(model, x, out_path, **kwargs)
     return {**res, **{k: kwargs["metadata"]["onnx"][k] for k in ("symmetrize", "calibrated")}}
+
+
+def parity_tolerance(tol: float, calibration: dict | None) -> float:
+    """The parity tolerance of outputs ``(g - c) / (1 + m)``: ``tol`` of raw ones divided by the smallest
+    ``|1 + m_i|`` (below 1: a calibration that shrinks differences leaves ``tol`` as it is)."""
+    if not calibration:
+        return tol
+    return tol / min(1.0, *(abs(1.0 + float(calibration[k])) for k in ("m1", "m2")))
 
 
 def export_plan(model_dir: str | Path, out_path: str | Path | None = None, opset: int = 17,
@@ -113,6 +123,6 @@ def export_plan(model_dir: str | Path, out_path: str | Path | None = None, opset
     out_path = Path(out_path) if out_path else model_dir / "model.onnx"
     info = {"symmetrize": symmetrize, "calibrated": bool(calibration),
             "input": "stamps (n, C, S, S) raw float32", "output": "g (n, 2) reduced shear"}
-    kwargs = {"input_name": "stamps", "output_names": ["g"], "opset": opset, "tol": tol,
+    kwargs = {"input_name": "stamps", "output_names": ["g"], "opset": opset, "tol": parity_tolerance(tol, calibration),
               "metadata": {**meta, "onnx": info}}
     return model, parity_inputs(meta, parity_samples), out_path, kwargs

@@ -383,6 +383,43 @@ def draw_stamps(cfg: GenerateConfig, base_seed: int, start: int, stop: int,
 
 UNITS = "gal: counts per pixel (noise added); psf: unit flux; sizes arcsec; offsets pixels"
 
+TRUTH_DESCRIPTIONS = {
+    "index": "stamp number in the dataset",
+    "field": "constant-shear field (stamps of one field share g1, g2)",
+    "pair": "ring pair (the stamp itself without --ring)",
+    "ring_member": "0 the first of a ring pair, 1 its copy rotated by 90 degrees (0 without --ring)",
+    "g1": "applied reduced shear g1 (shear, not distortion)",
+    "g2": "applied reduced shear g2 (shear, not distortion)",
+    "int_g1": "intrinsic ellipticity before shearing, reduced-shear convention |g| = (a-b)/(a+b), component 1",
+    "int_g2": "intrinsic ellipticity before shearing, reduced-shear convention |g| = (a-b)/(a+b), component 2",
+    "obs_g1": "intrinsic ellipticity composed with the shear (reduced-shear convention), component 1",
+    "obs_g2": "intrinsic ellipticity composed with the shear (reduced-shear convention), component 2",
+    "profile": "galaxy profile: exponential, sersic or bulge+disk",
+    "hlr": "half-light radius of the galaxy (of the disk for bulge+disk)",
+    "flux": "total galaxy flux, scaled with the noise for Poisson noise",
+    "sersic_n": "Sersic index (1 exponential; 4 the bulge of bulge+disk)",
+    "bulge_fraction": "flux fraction of the bulge (0 unless bulge+disk)",
+    "bulge_hlr": "half-light radius of the bulge (0 unless bulge+disk)",
+    "psf_fwhm": "PSF full width at half maximum",
+    "psf_hlr": "PSF half-light radius",
+    "psf_g1": "PSF ellipticity, reduced-shear convention, component 1",
+    "psf_g2": "PSF ellipticity, reduced-shear convention, component 2",
+    "dx": "offset of the galaxy centre from the stamp centre, x",
+    "dy": "offset of the galaxy centre from the stamp centre, y",
+    "snr": "target signal-to-noise ratio (inf without noise)",
+    "noise_var": "pixel noise variance (0 without noise)",
+    "noise_seed": "seed of the stamp's noise",
+    "psf_profile": "PSF profile: moffat, kolmogorov or gaussian",
+    "psf_beta": "Moffat beta of the PSF",
+    "psf_trunc": "Moffat truncation radius of the PSF in units of its FWHM (0 none)",
+    "noise_kind": "pixel noise: none, gaussian or poisson",
+}
+"""One-line description of each truth-table column (:data:`TRUTH_COLUMNS`)."""
+
+TRUTH_UNITS = {"hlr": "arcsec", "bulge_hlr": "arcsec", "psf_fwhm": "arcsec", "psf_hlr": "arcsec", "dx": "pix",
+               "dy": "pix", "flux": "ct", "noise_var": "ct2"}
+"""Astropy units of the truth-table columns that have one (the others are dimensionless or labels)."""
+
 
 def dataset_writer(cfg: GenerateConfig, out_dir: str | Path, command: str = "lens generate") -> DatasetWriter:
     """The :class:`astrotool.ml.data.DatasetWriter` of a shear dataset.
@@ -521,10 +558,9 @@ def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shard
             "conventions": "reduced shear g; PSF ellipticity g; offsets in pixels; sizes in arcsec"}
     attrs = {"stamp_size": cfg.stamp_size, "pixel_scale": cfg.pixel_scale, "base_seed": int(base_seed),
              "field_size": cfg.effective_field_size, "ring": cfg.shape.ring, "config": conf}
-    manifest = dataset_writer(cfg, out_dir, command).finalize(
-        n_shards, attrs=attrs, table_metadata=meta,
+    return dataset_writer(cfg, out_dir, command).finalize(
+        n_shards, attrs=attrs, table_metadata=meta, units=TRUTH_UNITS, descriptions=TRUTH_DESCRIPTIONS,
         before_manifest=lensnet_json if cfg.format == "lensnet" else None)
-    return manifest
 
 
 def finished_manifest(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shards: int) -> dict | None:

@@ -32,6 +32,10 @@ SHA-256 of its manifest, :func:`astrotool.ml.commands.dataset_identity`);
 for ``lens measure`` (skip or measure again) and ``lens evaluate`` (reuse or
 measure again).
 
+Each executor item keeps its columns in a part file beside the table until every item is measured
+(:func:`_part_file`), so ``--shard`` tasks each measure their share and the last one (or a re-run)
+writes the table.
+
 Besides datasets (:func:`measure_dataset`, parallel over shards), stamps read by
 :func:`astrotool_lens.predict.read_inputs` -- FITS files, folders of them, LensNet
 ``data.json`` -- are measured by :func:`measure_inputs` into the same table, whose
@@ -153,6 +157,23 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
     return out
 
 
+def hsm_descriptions(methods: Sequence[str]) -> dict[str, str]:
+    """One-line description of each column :func:`measure_arrays` writes for the HSM ``methods`` (all
+    dimensionless: shears, distortions and resolution factors)."""
+    out = {}
+    for m in methods:
+        if m not in E_TYPE:
+            continue
+        k, how = m.lower(), ("distortion e = (a^2-b^2)/(a^2+b^2), PSF-corrected" if E_TYPE[m]
+                             else "2g/(1+|g|^2) of KSB's shear estimate")
+        for i in (1, 2):
+            out[f"{k}_g{i}"] = f"{m} reduced-shear estimate g{i} (shear, not distortion; see the table's conversion)"
+            out[f"{k}_e{i}"] = f"{m} {how}, component {i}"
+        out.update({f"{k}_resolution": f"{m} resolution factor R2 (0 unresolved, 1 far larger than the PSF)",
+                    f"{k}_flag": "0 measured, 1 failed", f"{k}_error": "why it failed"})
+    return out
+
+
 def apply_responsivity(table: dict, methods: Sequence[str]) -> dict[str, float]:
     """Replace ``m_g1, m_g2`` of e-type methods by e / R, R = 2 (1 - e_rms^2), in place.
 
@@ -188,19 +209,63 @@ class MeasureTask:
     guess_sig_gal: float
     guess_sig_psf: float
     options: dict = field(default_factory=dict)   # METACAL's and ANACAL's settings (estimator_options)
+    part: str = ""   # the file keeping this item's columns until the table is written (:func:`_part_file`)
+
+
+def _parts_dir(out_path: str | Path) -> Path:
+    """``.<table>.parts/`` beside the table: each measured item's columns, kept until the table is written."""
+    out_path = Path(out_path)
+    return out_path.with_name(f".{out_path.name}.parts")
+
+
+def _part_file(out_path: str | Path, key: str, cfg: MeasureConfig, identity: dict) -> str:
+    """The part file of item ``key``; its name holds a digest of the methods, settings and stamps, so a part
+    of other settings or stamps is never taken."""
+    import hashlib
+    import json
+
+    what = {"methods": list(cfg.methods), "settings": hsm_settings(cfg), "identity": _content(identity)}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return str(_parts_dir(out_path) / f"{key}_{digest}.npz")
+
+
+def _read_part(path: str) -> dict | None:
+    """The columns of a finished part file (None: none, or unreadable)."""
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _write_part(path: str, cols: dict) -> None:
+    """Write an item's columns atomically (:func:`astrotool.workspace.atomic_path`)."""
+    from astrotool.workspace import atomic_path
+
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: (v.astype(str) if v.dtype == object else v) for k, v in cols.items()})
 
 
 def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
-    """Measure every stamp of one shard file (executor item; ``seed`` unused)."""
+    """Measure every stamp of one shard file (executor item; ``seed`` unused); a finished part is read back."""
     from astrotool.errors import InputError
     from astrotool.ml.data import read_shard_arrays
 
+    done = _read_part(task.part)
+    if done is not None:
+        return done
     stamps = read_shard_arrays(task.path, ("gal", "psf"))
     if len(stamps["gal"]) != task.stop - task.start:
         raise InputError(task.path, f"holds {len(stamps['gal'])} stamps, the manifest says {task.stop - task.start}")
     out = measure_arrays(stamps["gal"], stamps["psf"], task.methods, task.pixel_scale, task.guess_sig_gal,
                          task.guess_sig_psf, start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.stop)
+    _write_part(task.part, out)
     return out
 
 
@@ -323,19 +388,41 @@ def table_problem(path: str | Path, dataset, cfg: MeasureConfig) -> str | None:
         what = "another dataset" if "manifest_sha256" in new else "other stamps"
         problems.append(f"measured on {what} (n {old.get('n')} -> {new['n']}, created "
                         f"{old.get('created_utc')} -> {new.get('created_utc')})")
-    have = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-    for k, want in hsm_settings(cfg).items():
-        if have.get(k) != want:
-            problems.append(f"{k} {_fmt(have.get(k))} -> {_fmt(want)}")
+    problems += _settings_changes(meta, cfg)
     lacking = [m for m in cfg.methods if m not in set(meta.get("methods") or [])]
     if lacking:
         problems.append(f"lacks {', '.join(lacking)}")
     return "; ".join(problems) or None
 
 
+def _settings_changes(meta: dict, cfg: MeasureConfig) -> list[str]:
+    """``"key old -> new"`` for each :func:`hsm_settings` of ``cfg`` that a table's metadata records otherwise."""
+    have = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    return [f"{k} {_fmt(have.get(k))} -> {_fmt(want)}" for k, want in hsm_settings(cfg).items() if have.get(k) != want]
+
+
+def replaced_settings(path: str | Path, source, cfg: MeasureConfig) -> list[str]:
+    """What measuring the table at ``path`` again with ``cfg`` would replace: its settings that differ
+    (``"conversion responsivity -> exact"``) when it was measured on these very stamps; empty when there is
+    no readable table, it is of other stamps (out of date) or of the same settings."""
+    from astrotool.errors import InputError
+    from astrotool.io.tables import parquet_metadata
+
+    if not Path(path).is_file():
+        return []
+    try:
+        meta = parquet_metadata(path)
+    except InputError:
+        return []
+    old = meta.get("identity")
+    if not isinstance(old, dict) or _content(old) != _content(input_identity(source)):
+        return []
+    return _settings_changes(meta, cfg)
+
+
 def methods_to_measure(path: str | Path, source, cfg: MeasureConfig) -> list[str]:
     """The methods to measure for ``cfg`` into the table at ``path``: ``cfg.methods`` and those the table holds
-    when it was measured on these stamps with these settings (so that measuring another method keeps them),
+    (measured again alike, with ``cfg``'s settings, so that a table never loses a method),
     in :data:`~astrotool_lens.config.METHODS` order."""
     from astrotool.errors import InputError
     from astrotool.io.tables import parquet_metadata
@@ -344,12 +431,10 @@ def methods_to_measure(path: str | Path, source, cfg: MeasureConfig) -> list[str
 
     have: list[str] = []
     if Path(path).is_file():
-        try:
+        try:  # measured again with these settings (on these stamps), so the table keeps every method it held
             have = list(parquet_metadata(path).get("methods") or [])
         except InputError:
             pass
-        if table_problem(path, source, cfg.model_copy(update={"methods": have})) is not None:
-            have = []  # another dataset or other settings: keep none of it
     return [m for m in METHODS if m in set(cfg.methods) | set(have)]
 
 
@@ -377,18 +462,22 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     Returns
     -------
     dict
-        Per-method counts ``{"n": ..., "failed": {method: count}, "responsivity": {...}}``.
+        Per-method counts ``{"n": ..., "failed": {method: count}, "responsivity": {...}, "path": ...}``; while
+        items are unmeasured (other ``--shard`` tasks, failures: each item's columns are kept in a part file
+        until every one exists) no table is written and the dict is
+        ``{"n": 0, "missing_parts": k, "parts": n, "path": ..., "written": False}``.
     """
     if not callable(mapper):
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
     require_packages(cfg)
-    methods = list(cfg.methods)
+    methods, identity = list(cfg.methods), dataset_identity(dataset)
     tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, cfg.guess_sig_gal,
-                         cfg.guess_sig_psf, estimator_options(cfg))
+                         cfg.guess_sig_psf, estimator_options(cfg),
+                         _part_file(out_path, Path(path).stem, cfg, identity))
              for path, start, stop in dataset.shards]
-    results = mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
-    return _write_table(results, len(tasks), cfg, out_path, {"dataset": dataset.name, **(metadata or {})},
-                        dataset_identity(dataset))
+    mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
+    return _write_table([t.part for t in tasks], cfg, out_path, {"dataset": dataset.name, **(metadata or {})},
+                        identity)
 
 
 STAMPS_PER_ITEM = 500
@@ -412,13 +501,18 @@ class StampsTask:
     guess_sig_gal: float
     guess_sig_psf: float
     options: dict = field(default_factory=dict)   # estimator_options
+    part: str = ""   # as :class:`MeasureTask`'s
 
 
 def measure_stamps(task: StampsTask, seed: int | None = None) -> dict:
-    """Measure one :class:`StampsTask` (executor item; ``seed`` unused)."""
+    """Measure one :class:`StampsTask` (executor item; ``seed`` unused); a finished part is read back."""
+    done = _read_part(task.part)
+    if done is not None:
+        return done
     out = measure_arrays(task.gal, task.psf, task.methods, task.pixel_scale, task.guess_sig_gal, task.guess_sig_psf,
                          start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.start + len(task.gal))
+    _write_part(task.part, out)
     return out
 
 
@@ -453,32 +547,40 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
         raise TypeError("measure_inputs: mapper is required (e.g. astrotool.context.Context.map)")
     require_packages(cfg)
     methods, n = tuple(cfg.methods), len(inp.gal)
-    options = estimator_options(cfg)
+    options, identity = estimator_options(cfg), stamps_identity(inp)
     tasks = [StampsTask(inp.gal[a:a + STAMPS_PER_ITEM], inp.psf[a:a + STAMPS_PER_ITEM], a, methods, float(pixel_scale),
-                        cfg.guess_sig_gal, cfg.guess_sig_psf, options) for a in range(0, n, STAMPS_PER_ITEM)]
-    results = mapper(measure_stamps, tasks, desc=f"measure {inp.stem}",
-                     keys=[f"stamps{t.start:06d}" for t in tasks])
+                        cfg.guess_sig_gal, cfg.guess_sig_psf, options,
+                        _part_file(out_path, f"stamps{a:06d}", cfg, identity)) for a in range(0, n, STAMPS_PER_ITEM)]
+    mapper(measure_stamps, tasks, desc=f"measure {inp.stem}", keys=[f"stamps{t.start:06d}" for t in tasks])
     extra = {"source": np.asarray(inp.source, dtype=str)}
     if inp.truth:
         extra.update(true_g1=np.asarray(inp.truth["g1"], float), true_g2=np.asarray(inp.truth["g2"], float))
-    return _write_table(results, len(tasks), cfg, out_path,
-                        {"input": str(inp.origin or inp.stem), **(metadata or {})}, stamps_identity(inp), extra)
+    return _write_table([t.part for t in tasks], cfg, out_path,
+                        {"input": str(inp.origin or inp.stem), **(metadata or {})}, identity, extra)
 
 
-def _write_table(results: list, n_items: int, cfg: MeasureConfig, out_path: str | Path, facts: dict,
+def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, facts: dict,
                  identity: dict, extra: dict | None = None) -> dict:
-    """Join the items' columns in index order, convert, write the Parquet table (all items or nothing)."""
+    """Join the items' columns in index order, convert, write the Parquet table (all items or nothing).
+
+    Items this run did not measure (other ``--shard`` tasks, failures) are read from their part files
+    (:func:`_part_file`); while one is missing no table is written and ``missing_parts`` says how many
+    (the last task to finish, or a re-run, writes it). The part files are removed once it is written.
+    """
+    import shutil
+
     import pyarrow as pa
 
     from astrotool.io.tables import write_parquet
 
     methods, conversion = list(cfg.methods), cfg.conversion
-    if len(results) != n_items:
-        from astrotool.errors import AstroError
-
-        raise AstroError(f"{out_path}: {len(results)} of {n_items} parts measured (failures or --shard); "
-                         "the table is written only when every part is measured", exit_code=1)
-    cols = [r for _, r in results]
+    cols = []
+    for part in parts:
+        done = _read_part(part)
+        if done is None:
+            return {"n": 0, "missing_parts": sum(1 for p in parts if _read_part(p) is None), "parts": len(parts),
+                    "path": str(out_path), "written": False}
+        cols.append(done)
     table = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
     order = np.argsort(table["index"], kind="stable")
     table = {k: v[order] for k, v in table.items()}
@@ -495,6 +597,9 @@ def _write_table(results: list, n_items: int, cfg: MeasureConfig, out_path: str 
     from astrotool_lens.fpfs import DESCRIPTIONS as FPFS
     from astrotool_lens.metacal import DESCRIPTIONS as METACAL
 
+    described = {"index": "row of the stamp in the dataset or input", **hsm_descriptions(methods), **METACAL, **FPFS,
+                 **_input_columns()}
     write_parquet(pa.table(ordered), out_path, metadata=meta,
-                  descriptions={k: v for k, v in {**METACAL, **FPFS, **_input_columns()}.items() if k in ordered})
+                  descriptions={k: v for k, v in described.items() if k in ordered})
+    shutil.rmtree(_parts_dir(out_path), ignore_errors=True)
     return {"n": int(len(ordered["index"])), "failed": failed, "responsivity": resp, "path": str(out_path)}

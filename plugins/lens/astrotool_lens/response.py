@@ -185,3 +185,21 @@ def model_response(model_dir: str | Path, gal: np.ndarray, psf: np.ndarray, *, m
         raise AstroError(f"{desc}: {len(tasks) - len(results)} of {len(tasks)} parts failed", exit_code=1)
     order = np.argsort(np.concatenate([r["index"] for r in results]), kind="stable")
     return {k: np.concatenate([r[k] for r in results])[order] for k in results[0] if k != "index"}
+
+
+MIN_RESPONSE = 0.05
+"""Below this mean diagonal response (or negative) the shears <R>^-1 e are not to be trusted."""
+
+
+def response_problem(cols: dict, prefix: str = PREFIX) -> str | None:
+    """Why the mean response of ``cols`` (:func:`model_response`'s columns) is implausible: ``<R11>`` or ``<R22>``
+    below :data:`MIN_RESPONSE` or negative, which blows ``<R>^-1 e`` up (None: it is plausible)."""
+    means = {}
+    for c in ("r11", "r22"):
+        v = np.asarray(cols[f"{prefix}_{c}"], float)
+        means[c] = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+    if all(np.isfinite(r) and r >= MIN_RESPONSE for r in means.values()):
+        return None
+    return (f"the model's mean shear response <R11> = {means['r11']:.3g}, <R22> = {means['r22']:.3g} is implausible "
+            f"(below {MIN_RESPONSE:g} or negative: the model hardly responds to shear), so <R>^-1 e and the biases "
+            "fitted on it are not to be trusted")

@@ -443,12 +443,49 @@ def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> int:
         if held > n:
             raise AstroError(f"{out}: holds {held} maps, more than -n {n}; use --overwrite to draw {n}, or "
                              "another --name")
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and not _own_layout(out):
         raise AstroError(f"{out}: exists without a {SETTINGS_FILE} of this command; use another --name or "
                          "--overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(f, settings)
+    if f.is_file():
+        write_json_atomic(f, settings)
+        return held
+    old = _claim_settings(f, settings)   # --shard tasks starting together: one writes it, the others compare
+    changes = settings_changes(old, settings) if old is not None else []
+    if changes:
+        raise AstroError(f"{out}: another task is simulating it with other settings ({'; '.join(changes)}); use "
+                         "another --name")
     return held
+
+
+def _own_layout(out: Path) -> bool:
+    """Whether a folder without a settings record holds only what ``simulate`` writes there (``KAPPA/``,
+    ``EPSILON/``, ``.chunks/``, the truth table, hidden partial files): another task of the same command
+    (``--shard``) that has just begun, or an interrupted one."""
+    own = {"KAPPA", "EPSILON", _CHUNKS, TRUTH_FILE}
+    return all(p.name in own or p.name.startswith(".") for p in out.iterdir())
+
+
+def _claim_settings(f: Path, settings: dict) -> dict | None:
+    """Write the settings record ``f`` unless one exists, atomically and exclusively (a hard link of a
+    written temporary file); return the record another task wrote first (None: this one wrote it)."""
+    import json
+    import os
+
+    from astrotool.workspace import temp_sibling, write_json_atomic
+
+    tmp = temp_sibling(f)
+    try:
+        write_json_atomic(tmp, settings)
+        try:
+            os.link(tmp, f)
+        except FileExistsError:
+            return json.loads(f.read_text())
+        except OSError:   # no hard links on this file system: a plain atomic write
+            os.replace(tmp, f)
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def simulate_command(ctx, cfg) -> dict:

@@ -1,0 +1,25 @@
+"""Two --shard tasks starting together on a fresh kappa set must not refuse each other's folder."""
+
+from __future__ import annotations
+
+import json
+
+from astrotool.cli import main
+
+
+def test_a_fresh_set_holding_only_another_tasks_layout_is_taken(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    (ws / "lens" / "kappa" / "sims" / "krace" / "KAPPA").mkdir(parents=True)   # task 1 got here first
+    code = main(["--json", "-w", str(ws), "-q", "--shard", "0/2", "lens", "kappa", "simulate", "--size", "32",
+                 "--name", "krace", "-n", "4", "--chunk-size", "2"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["missing"] == 2
+
+
+def test_a_folder_of_other_files_is_still_refused(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    (ws / "lens" / "kappa" / "sims" / "other").mkdir(parents=True)
+    (ws / "lens" / "kappa" / "sims" / "other" / "notes.txt").write_text("mine")
+    code = main(["-w", str(ws), "-q", "lens", "kappa", "simulate", "--size", "32", "--name", "other", "-n", "2"])
+    assert code == 2 and "exists without" in capsys.readouterr().err
