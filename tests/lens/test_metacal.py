@@ -10,7 +10,6 @@ import pytest
 from astrotool_lens.metacal import (ensemble_shear, metacal_arrays, metacal_stamp, response_from_shapes,
                                     second_order_terms, shear_from_response)
 
-from .conftest import easy_config, serial_map
 
 galsim = pytest.importorskip("galsim")
 

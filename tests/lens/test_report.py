@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from astrotool_lens.evaluate import binned_bias, estimator_metrics, summary_lines
 

@@ -9,7 +9,7 @@ layout), ``data/`` (packed data sets), ``models/``, ``predictions/`` (one
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import typer
 
