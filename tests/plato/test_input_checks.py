@@ -171,7 +171,11 @@ transit_depth = [50e-6, 1.0]
     ("transit_depth = [50e-6, 1.0]", "transit_depth = 0.01", "bounds.transit_depth: expected [low, high]"),
     ("training_epochs = 20", "training_epochs = -3", "training_epochs: Input should be greater than or equal to 1"),
     ("[bounds]", '[scheduler]\nname = "ExponentialLR"\nuse = true\n[scheduler.kwargs]\ngama = 0.9\n[bounds]',
-     "scheduler.kwargs: ExponentialLR needs 'gamma'"),
+     "scheduler.kwargs: ExponentialLR needs 'gamma' (unknown: gama; it takes gamma)"),
+    ("[bounds]", '[scheduler]\nname = "MultiStepLR"\nuse = true\n[scheduler.kwargs]\nmilestones = 5\n[bounds]',
+     "scheduler.kwargs: MultiStepLR refuses {'milestones': 5"),
+    ("[bounds]", '[scheduler]\nname = "StepLR"\nuse = true\n[scheduler.kwargs]\nstep_size = 0\n[bounds]',
+     "scheduler.kwargs: StepLR refuses {'step_size': 0"),
     ("[bounds]", '[scheduler]\nname = "CosineAnnealingLR"\nuse = true\n[bounds]',
      "scheduler.kwargs: CosineAnnealingLR needs 'T_max'"),
     ("[bounds]", '[optimizer]\nname = "Adam"\n[optimizer.kwargs]\nmomentum = 0.9\n[bounds]',
@@ -291,3 +295,13 @@ def test_eval_writes_strict_json_with_null_for_undefined_scores(small, tmp_path,
     assert main(["-w", str(ws), "--json", "plato", "eval", "--split", "all", "--name", "r"]) == 0
     out = strict(capsys.readouterr().out)
     assert strict((ws / "plato/reports/r_eval.json").read_text())["curves"] == out["curves"]
+
+
+def test_detect_s_reader_settings_do_not_invalidate_a_set_of_simulated_curves(tmp_path, capsys):
+    ws = tmp_path / "w"
+    assert main(["-w", str(ws), "-q", "plato", "simulate", "-n", "4", "--days", "1"]) == 0
+    assert main(["-w", str(ws), "-q", "plato", "prepare"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws), "--set", 'plato.detect.flux_column="PDCSAP_FLUX"', "--set",
+                 'plato.detect.time_unit="s"', "plato", "prepare"]) == 0   # not read with them: kept
+    assert "is up to date" in capsys.readouterr().err

@@ -658,3 +658,48 @@ def test_prepare_takes_detect_s_column_options_and_sees_a_feather_file_rewritten
     assert "sim00000_Q1.ftr.content" in capsys.readouterr().err
     assert main(["-w", str(b), "-q", "--overwrite", *base[3:], *opts]) == 0
     assert not np.array_equal(PreparedDataset(b / "plato/prepared/r").read(np.arange(1), ["flux"])["flux"][0], x)
+
+
+def test_prepare_puts_a_later_panopticon_quarter_on_its_simulation_s_time_axis_as_the_import_does(tmp_path, capsys):
+    a, b, pan = tmp_path / "a", tmp_path / "b", tmp_path / "pan"
+    _simulate(a, n=4, extra=["--set", "plato.simulate.transit_fraction=1"])
+    assert main(["-w", str(a), "-q", "plato", "export-panopticon", str(pan)]) == 0
+    import pyarrow.feather as feather
+
+    from astrotool_plato.panopticon import PARAMS_FILE, quarter_start
+
+    for f in (pan / "astrotool-export").glob("*_Q1.ftr"):            # quarter 2: its time counts from 88.5 d on
+        f.rename(f.with_name(f.name.replace("_Q1", "_Q2")))
+    params = feather.read_table(pan / PARAMS_FILE).to_pandas()       # its transits there
+    params["transit_t0"] += [quarter_start(k, 2) for k in params["index_sim"]]
+    feather.write_feather(params, pan / PARAMS_FILE)
+    assert main(["-w", str(b), "-q", "plato", "import-panopticon", str(pan)]) == 0
+    base = ["-w", str(b), "-q", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare"]
+    assert main([*base, "--name", "f", str(pan / "astrotool-export"), "--time-unit", "s"]) == 0
+    assert main([*base, "--name", "p"]) == 0
+    got, want = _labels_by_id(b / "plato/prepared/f")[0], _labels_by_id(b / "plato/prepared/p")[0]
+    assert sorted(got) == sorted(want) == [f"sim{k:05d}_Q2" for k in range(4)]
+    assert all((want[k] == lab.PLANET).sum() > 0 and np.array_equal(got[k], want[k]) for k in want)
+    t_start = [PreparedDataset(b / f"plato/prepared/{n}").metadata(["t_start"])["t_start"] for n in "fp"]
+    np.testing.assert_allclose(t_start[0], t_start[1])
+
+
+def test_a_kept_set_reads_no_unchanged_feather_input_whole_again(tmp_path, capsys, monkeypatch):
+    from astrotool import made_with
+
+    a, b, pan = tmp_path / "a", tmp_path / "b", tmp_path / "pan"
+    _simulate(a, n=2)
+    assert main(["-w", str(a), "-q", "plato", "export-panopticon", str(pan)]) == 0
+    assert main(["-w", str(b), "-q", "plato", "import-panopticon", str(pan)]) == 0
+    args = ["-w", str(b), "-q", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare", "--name", "f",
+            str(pan / "astrotool-export"), "--time-unit", "s"]
+    assert main(args) == 0
+    assert (b / "plato/prepared/.f_checksums/sim00000_Q1.ftr.json").is_file()
+
+    def no_read(*a, **k):
+        raise AssertionError("an unchanged input read whole again")
+
+    monkeypatch.setattr(made_with, "open", no_read, raising=False)
+    capsys.readouterr()
+    assert main(args[:2] + args[3:]) == 0
+    assert "is up to date" in capsys.readouterr().err

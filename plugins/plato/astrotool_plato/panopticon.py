@@ -301,6 +301,23 @@ def quarter_start(index_sim: int, quarter: int) -> float:
     return (quarter - 1) * (Q_LENGTH_OLD_DAYS if index_sim < OLD_BELOW else Q_LENGTH_DAYS)
 
 
+def quarter_of(path) -> tuple[int, int] | None:
+    """``(index_sim, quarter)`` of a Panopticon quarter file ``simNNNNN_QK.ftr``; None for another name."""
+    import re
+
+    m = re.fullmatch(r"sim(\d+)_Q(\d+)\.ftr", Path(path).name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def quarter_offset(path) -> float:
+    """What puts the time of a Panopticon quarter file (from its quarter's start) on its simulation's axis [d].
+
+    :func:`quarter_start` for ``simNNNNN_QK.ftr`` (:func:`read_layout`, ``prepare``), 0 for another name.
+    """
+    sq = quarter_of(path)
+    return quarter_start(*sq) if sq else 0.0
+
+
 def _f(v) -> float:
     try:
         return float(v)
@@ -347,8 +364,6 @@ def read_layout(folder) -> tuple[dict, dict]:
         name that is not ``simNNNNN_QK.ftr``, a non-numeric column, times not
         increasing.
     """
-    import re
-
     import pyarrow.feather as feather
 
     from astrotool_plato.labels import PLANET, event_windows
@@ -375,10 +390,9 @@ def read_layout(folder) -> tuple[dict, dict]:
     by_sim = {int(p["index_sim"]): p for p in params if p.get("index_sim") is not None}
     curves, labels = {}, {}
     for f in files:
-        m = re.fullmatch(r"sim(\d+)_Q(\d+)\.ftr", f.name)
-        if not m:
+        if not quarter_of(f):
             raise InputError(f, "not a Panopticon quarter file name (simNNNNN_QK.ftr)")
-        sim, q = int(m.group(1)), int(m.group(2))
+        sim, q = quarter_of(f)
         if sim not in by_sim:
             raise InputError(f, f"simulation {sim} has no row in {pfile}")
         try:
@@ -389,7 +403,7 @@ def read_layout(folder) -> tuple[dict, dict]:
             raise InputError(f, f"{table.num_columns} column(s); expected time, camera groups, co-added flux")
         cid = f.stem
         try:
-            t = table.column(0).to_numpy(zero_copy_only=False).astype(np.float64) / SEC_DAY + quarter_start(sim, q)
+            t = table.column(0).to_numpy(zero_copy_only=False).astype(np.float64) / SEC_DAY + quarter_offset(f)
             flux = np.vstack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
                               for c in range(1, table.num_columns)])
         except (TypeError, ValueError) as exc:

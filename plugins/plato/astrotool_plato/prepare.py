@@ -175,16 +175,22 @@ def _label_hashes(labels_dir) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _identity(files: list[Path], labels: dict, made: dict | None = None) -> dict:
+def _identity(files: list[Path], labels: dict, made: dict | None = None, reader: dict | None = None,
+              cache: Path | None = None) -> dict:
     """What the inputs are, for the settings record: per file, the simulation's content hash where known (else
     the SHA-256 of the file), and the SHA-256 of its curves' label rows, so a relabelled curve is prepared again.
 
     ``made``: :func:`_label_hashes`; a file simulated with other settings than the label table of its
-    curves (some shards of a job array simulated again with --overwrite) is refused."""
+    curves (some shards of a job array simulated again with --overwrite) is refused. ``reader``: the options
+    of :func:`_read`, recorded for the one-curve tables read with them (not the simulator's Parquet), with a
+    Panopticon quarter's time offset. ``cache``: a folder keeping the SHA-256s
+    (:func:`astrotool.made_with.file_checksum`), so a rerun reads no unchanged file whole."""
     import hashlib
 
     from astrotool.io.tables import parquet_metadata
     from astrotool.made_with import file_checksum
+
+    from astrotool_plato.panopticon import quarter_offset
 
     rows: dict[str, list] = {}
     for cid in sorted(labels):
@@ -201,9 +207,25 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None) -> dict
             raise InputError(f, f"simulated with other settings than the labels in {table} (some shards simulated "
                                 "again?): simulate every shard with the same settings, or all at once with "
                                 "--overwrite")
-        out[f.name] = {"content": facts.get("content_hash") or file_checksum(f),
+        kept = cache / f"{f.name}.json" if cache else None
+        out[f.name] = {"content": facts.get("content_hash") or file_checksum(f, kept),
                        "labels": hashlib.sha256(repr(rows.get(f.name, [])).encode()).hexdigest()[:16]}
+        if "ids" not in facts:   # a one-curve table: read with the reader's options
+            out[f.name].update(reader or {})
+            if quarter_offset(f):
+                out[f.name]["time_offset_d"] = quarter_offset(f)
     return out
+
+
+def _read(f: Path, reader: dict, channels: str) -> dict:
+    """The curves of ``f`` (:func:`astrotool_plato.lightcurves.read_curves` with ``reader``'s options), a
+    Panopticon quarter's time put on its simulation's axis as ``import-panopticon`` does
+    (:func:`astrotool_plato.panopticon.quarter_offset`)."""
+    from astrotool_plato.lightcurves import read_curves
+    from astrotool_plato.panopticon import quarter_offset
+
+    shift = quarter_offset(f)
+    return {cid: (t + shift, fl) for cid, (t, fl) in read_curves(f, **reader, channels=channels).items()}
 
 
 def prepare_curve(time: np.ndarray, flux: np.ndarray, row: dict, cfg, length: int):
@@ -271,7 +293,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     from astrotool.ml.data import group_split
 
     from astrotool_plato.labels import read_label_tables
-    from astrotool_plato.lightcurves import MAX_STEP_D, check_time_scale, read_curves
+    from astrotool_plato.lightcurves import MAX_STEP_D, check_time_scale
 
     reader = {k: v for k, v in (reader or {}).items() if v and (k, v) != ("time_unit", "d")}  # defaults: unrecorded
     files = input_files(sources, Path(raw_dir))
@@ -281,11 +303,10 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `astro plato simulate` first")
     folder = Path(out_root) / cfg.name
     settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}),
-                "inputs": _identity(files, labels, _label_hashes(labels_dir))}
+                "inputs": _identity(files, labels, _label_hashes(labels_dir), reader,
+                                    Path(out_root) / f".{cfg.name}_checksums")}
     if cfg.bad_values == "drop":   # gaps are interpolated now, no longer dropped: older sets count as other settings
         settings["drop"] = "NaN/inf samples of the curve, not its gaps"
-    if reader:
-        settings["reader"] = reader
     rec = mw.record(settings, seed=seed, version=VERSION)
     manifest = folder / f"{cfg.name}_dataset.json"
     if mw.keep([manifest], rec, overwrite=overwrite):
@@ -301,7 +322,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         if f.resolve() in seen_files:
             raise InputError(f, "given twice")
         seen_files.add(f.resolve())
-        curves = read_curves(f, **reader, channels=cfg.channels)
+        curves = _read(f, reader, cfg.channels)
         for cid, (t, _) in curves.items():
             if cid not in labels:
                 raise InputError(f, f"curve {cid!r} has no row in the label tables of {labels_dir}")
@@ -370,7 +391,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
 
         split_of_id = dict(zip(ids, split_of))
         for cid, file, t, fl in ((cid, f.name, t, fl) for f in files  # second pass: file by file
-                                 for cid, (t, fl) in read_curves(f, **reader, channels=cfg.channels).items()):
+                                 for cid, (t, fl) in _read(f, reader, cfg.channels).items()):
             row = labels[cid]
             lo, hi = cfg.depth_bounds
             if row.get("has_transit") and not lo <= float(row["depth"]) < hi:

@@ -63,6 +63,12 @@ def make_optimizer(cfg, params):
             from None
 
 
+SCHEDULER_KEYS = {"ExponentialLR": ("gamma",), "StepLR": ("step_size", "gamma"), "MultiStepLR": ("milestones", "gamma"),
+                  "LinearLR": ("start_factor", "end_factor", "total_iters"), "ConstantLR": ("factor", "total_iters"),
+                  "CosineAnnealingLR": ("T_max", "eta_min")}
+"""The keyword arguments :func:`lr_schedule` reads per scheduler."""
+
+
 def lr_schedule(cfg, steps_per_epoch: int):
     """``lr_factor(step)`` of the epoch-wise schedule ``cfg.scheduler`` (None without one).
 
@@ -72,6 +78,11 @@ def lr_schedule(cfg, steps_per_epoch: int):
     total_iters)``, ``ConstantLR(factor, total_iters)``,
     ``CosineAnnealingLR(T_max, eta_min)`` (``eta_min`` in the units of the
     learning rate).
+
+    Raises
+    ------
+    astrotool.errors.ConfigError
+        A missing or unknown keyword argument, or a value the schedule cannot use.
     """
     from astrotool.errors import ConfigError
 
@@ -97,8 +108,14 @@ def lr_schedule(cfg, steps_per_epoch: int):
         else:  # CosineAnnealingLR
             t_max, eta = float(k.pop("T_max")), float(k.pop("eta_min", 0.0)) / cfg.lr
             f = lambda e: eta + (1 - eta) * (1 + math.cos(math.pi * e / t_max)) / 2  # noqa: E731
+        f(1)   # a zero step_size, total_iters or T_max fails here, not in the first epoch
     except KeyError as exc:
-        raise ConfigError([f"plato.train.scheduler_kwargs: {name} needs {exc.args[0]!r}"]) from None
+        unknown = sorted(set(cfg.scheduler_kwargs) - set(SCHEDULER_KEYS[name]))
+        also = f" (unknown: {', '.join(unknown)}; it takes {', '.join(SCHEDULER_KEYS[name])})" if unknown else ""
+        raise ConfigError([f"plato.train.scheduler_kwargs: {name} needs {exc.args[0]!r}{also}"]) from None
+    except (TypeError, ValueError, ArithmeticError) as exc:   # a value of the wrong kind: milestones = 5
+        raise ConfigError([f"plato.train.scheduler_kwargs: {name} refuses {cfg.scheduler_kwargs} "
+                           f"({type(exc).__name__}: {exc})"]) from None
     if k:
         raise ConfigError([f"plato.train.scheduler_kwargs: {name} does not take {', '.join(sorted(k))}"])
     return lambda step: f(step // max(steps_per_epoch, 1))
