@@ -268,9 +268,11 @@ def classification_metrics(pred, target, num_classes: int | None = None, class_n
         class, column = predicted class, counts). Per-class recall is NaN for a
         class with no true sample, precision NaN for a class never predicted, F1
         NaN for a class absent from both. The macro averages are over the
-        classes where the per-class value is defined: macro-F1 is torchmetrics'
-        ``average="macro"`` (which skips classes absent from both) and
-        macro-recall is the balanced accuracy.
+        classes present in the targets or the predictions: macro-F1 is
+        torchmetrics' ``average="macro"`` (which skips classes absent from
+        both), macro-recall is the balanced accuracy, and macro-precision counts
+        a class that has samples but is never predicted as precision 0 (as
+        scikit-learn's ``zero_division=0``; its per-class ``precision`` stays NaN).
 
     Raises
     ------
@@ -304,7 +306,8 @@ def classification_metrics(pred, target, num_classes: int | None = None, class_n
     out.update(
         accuracy=float(multiclass_accuracy(tp_, ty, num_classes=k, average="micro")),
         macro_f1=float(multiclass_f1_score(tp_, ty, num_classes=k, average="macro")),
-        macro_recall=_nanmean(recall), macro_precision=_nanmean(precision),
+        macro_recall=_nanmean(recall), macro_precision=_nanmean(np.where((predicted == 0) & (support > 0), 0.0,
+                                                                          precision)),
         recall=_floats(recall), precision=_floats(precision), f1=_floats(f1),
         support=[int(s) for s in support], confusion=cm.tolist(),
     )

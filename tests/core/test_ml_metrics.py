@@ -119,6 +119,16 @@ def test_probabilities_give_the_same_answer_and_bad_rows_drop():
     assert r["macro_f1"] == pytest.approx(59 / 90, abs=1e-6)
 
 
+def test_macro_precision_counts_a_never_predicted_class_as_zero():
+    """A class with samples that is never predicted has undefined precision: it counts as 0 in the mean
+    (scikit-learn's zero_division=0), not left out; a class absent from targets and predictions is left out."""
+    # class 0: precision 2/4; class 1: 1/2; class 2 (2 samples) never predicted; class 3 absent from both
+    r = M.classification_metrics([0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 2, 2], num_classes=4)
+    assert same(r["precision"], [0.5, 0.5, nan, nan])
+    assert r["macro_precision"] == pytest.approx((0.5 + 0.5 + 0.0) / 3, abs=1e-12)
+    assert r["macro_recall"] == pytest.approx((1.0 + 0.5 + 0.0) / 3, abs=1e-12)
+
+
 def test_empty_and_never_predicted_classes():
     # a fourth class that nobody has: its recall, precision and F1 are undefined; the macro averages skip it
     r = M.classification_metrics(PRED, TARGET, num_classes=4)
@@ -129,7 +139,7 @@ def test_empty_and_never_predicted_classes():
     # class 0: precision 2/4, recall 1, F1 2/3 -> macro-F1 (2/3 + 0)/2 = 1/3
     r = M.classification_metrics([0, 0, 0, 0], [0, 0, 1, 1], num_classes=2)
     assert same(r["recall"], [1.0, 0.0]) and same(r["precision"], [0.5, nan]) and same(r["f1"], [2 / 3, 0.0])
-    assert r["macro_f1"] == pytest.approx(1 / 3, abs=1e-6) and r["macro_precision"] == pytest.approx(0.5)
+    assert r["macro_f1"] == pytest.approx(1 / 3, abs=1e-6) and r["macro_precision"] == pytest.approx(0.25)
     e = M.classification_metrics(np.zeros((0, 3)), [])
     assert e["n"] == 0 and math.isnan(e["macro_f1"]) and e["confusion"] == [[0] * 3] * 3
 

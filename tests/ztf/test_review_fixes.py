@@ -168,7 +168,8 @@ def test_predict_counts_an_input_named_twice_once(tws, tmp_path, astro):
     from astrotool_ztf import synthetic
 
     src = synthetic.write_avro(tmp_path / "in" / "night.avro", synthetic.make_alerts(3))
-    r = astro("--json", "-w", tws, "ztf", "predict", src, src, src.parent, "--model", "sim_classifier")
+    r = astro("--json", "-w", tws, "ztf", "predict", src, src, src.parent, "--model", "sim_classifier",
+              "--name", "night")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["alerts"] == 3
 
@@ -255,3 +256,146 @@ def test_the_anomaly_score_of_predict_is_the_reconstruction_error_of_embed(tws, 
     both = emb.merge(alerts.sort_values("jd").drop_duplicates("objectId"), on="objectId", suffixes=("_e", "_p"))
     assert len(both) > 0
     np.testing.assert_allclose(both["recon_error_e"], both["recon_error_p"], rtol=1e-5)
+
+
+def _unfinish(mdir, done=2, epochs=5):
+    """``mdir``'s model.json as an interrupted ``train`` leaves it: ``done`` of ``epochs`` epochs, no temperature."""
+    path = mdir / "model.json"
+    meta = json.loads(path.read_text())
+    meta.pop("temperature", None)
+    meta["training_progress"] = {"epochs_done": done, "epochs": epochs, "step": 10, "stopped_early": False}
+    path.write_text(json.dumps(meta))
+
+
+def test_an_unfinished_checkpoint_is_refused_by_predict_export_and_evaluate(tws, astro):
+    """predict and export used T = 1 and evaluate fitted T on the fly for an interrupted training."""
+    _unfinish(tws / "ztf" / "models" / "sim_classifier")
+    for cmd in (("predict", "sim_0000", "--model", "sim_classifier"), ("export", "--model", "sim_classifier"),
+                ("evaluate", "--model", "sim_classifier")):
+        err = _error(astro("-w", tws, "--seed", 1, "ztf", *cmd))
+        assert "trained 2 of 5 epochs" in err and "again to resume" in err, cmd
+    assert not list((tws / "ztf" / "predictions").glob("*"))
+    assert not (tws / "ztf" / "models" / "sim_classifier" / "model.onnx").exists()
+
+
+def test_evaluate_reports_name_the_dataset(tws, astro):
+    """A second evaluate on another set overwrote the first one's report, which did not name its set."""
+    assert astro("-w", tws, "--seed", 1, *SMALL, "ztf", "prepare", "--name", "other").returncode == 0
+    for extra in ((), ("--dataset", "other")):
+        r = astro("-w", tws, "--seed", 1, "ztf", "evaluate", "--model", "sim_classifier", *extra)
+        assert r.returncode == 0, r.stderr
+    reports = tws / "ztf" / "reports"
+    for ds in ("sim", "other"):
+        assert json.loads((reports / f"sim_classifier_{ds}_test_evaluate.json").read_text())["dataset"] == ds
+        assert (reports / f"sim_classifier_{ds}_test_confusion.png").is_file()
+        assert (reports / f"sim_classifier_{ds}_test_reliability.png").is_file()
+
+
+def test_predict_refuses_to_replace_predictions_of_other_inputs(tws, tmp_path, astro):
+    """predict B after predict A with the same model replaced A's predictions without a word."""
+    from astrotool_ztf import synthetic
+
+    other = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(3))
+    run = ("-w", tws, "ztf", "predict")
+    out = tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet"
+    assert astro(*run, "sim_0000", "--model", "sim_classifier").returncode == 0
+    first = pd.read_parquet(out)
+    assert astro(*run, "sim_0000", "--model", "sim_classifier").returncode == 0  # the same inputs: made alike
+    pd.testing.assert_frame_equal(pd.read_parquet(out), first)
+    err = _error(astro(*run, other, "--model", "sim_classifier"))
+    assert "sim_classifier_alerts.parquet" in err and "--overwrite" in err and "--name" in err
+    pd.testing.assert_frame_equal(pd.read_parquet(out), first)
+    assert astro(*run, other, "--model", "sim_classifier", "--name", "b").returncode == 0
+    assert astro("-w", tws, "--overwrite", "ztf", "predict", other, "--model", "sim_classifier").returncode == 0
+    assert set(pd.read_parquet(out)["source"]) == {"night_alerts.parquet"}
+
+
+def test_predict_keeps_an_alert_found_in_two_inputs_once(tws, tmp_path, astro):
+    from astrotool_ztf import synthetic
+
+    alerts = synthetic.make_alerts(3)
+    a = synthetic.write_avro(tmp_path / "tar" / "night.avro", alerts)
+    b = synthetic.write_avro(tmp_path / "folder" / "again.avro", alerts)
+    r = astro("--json", "-w", tws, "ztf", "predict", a, b.parent, "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["alerts"] == 3 and out["repeated"] == 3 and "kept once" in r.stderr
+    table = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    assert len(table) == table["candid"].nunique() == 3
+
+
+def test_evaluate_of_every_model_leaves_out_those_that_do_not_fit_the_set(tws, astro):
+    """After the set was made again, evaluate with no --model refused for the old models and scored nothing."""
+    assert astro("-w", tws, "--seed", 2, *SMALL, "--overwrite", "ztf", "prepare").returncode == 0
+    assert astro("-w", tws, "--seed", 2, "ztf", "train", "--epochs", 1, "--model", "sim_new").returncode == 0
+    r = astro("--json", "-w", tws, "--seed", 2, "ztf", "evaluate")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == "sim_new"
+    assert "left out sim_classifier" in r.stderr and "left out sim_vae" in r.stderr
+    err = _error(astro("-w", tws, "--seed", 2, "ztf", "evaluate", "--model", "sim_classifier"))
+    assert "not the set" in err
+
+
+def test_temporal_evaluate_falls_back_to_a_seed_baseline_and_reports_every_k(tws, astro):
+    """With only <dataset>_classifier_seedN the baseline was left out silently; k stopped at (1, 2, 3, 5)."""
+    models = tws / "ztf" / "models"
+    assert astro("-w", tws, "--seed", 1, "ztf", "train", "--arch", "temporal", "--epochs", 1).returncode == 0
+    shutil.copytree(models / "sim_classifier", models / "sim_classifier_seed7")
+    shutil.move(models / "sim_classifier", models / "sim_classifier_seed12")
+    r = astro("--json", "-w", tws, "--seed", 1, "ztf", "evaluate", "--model", "sim_temporal")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tws / "ztf" / "reports" / "sim_temporal_sim_test_temporal.json").read_text())
+    assert report["baseline"] == "sim_classifier_seed7" and report["dataset"] == "sim"
+    with StampDataset(tws / "ztf" / "prepared" / "sim") as ds:
+        meta = ds.metadata(["split", "n_alerts"])
+    longest = int(np.max(meta["n_alerts"][meta["split"] == "test"]))
+    assert [row["alerts"] for row in report["by_alerts"]] == list(range(1, min(longest, 5) + 1))
+    assert all("gain" in row for row in report["by_alerts"])
+    shutil.rmtree(models / "sim_classifier_seed7")
+    shutil.rmtree(models / "sim_classifier_seed12")
+    r = astro("-w", tws, "--seed", 1, "ztf", "evaluate", "--model", "sim_temporal")
+    assert r.returncode == 0 and "--baseline" in r.stderr
+
+
+def test_the_seed_spread_is_the_sample_standard_deviation():
+    """Two seeds at 0.1458 and 0.2083 gave a std of 0.03125 (ddof = 0)."""
+    from astrotool_ztf.evaluate import summarise
+
+    def result(acc, sn):
+        return {"classification": {"class_names": ["AGN", "SN"], "accuracy": acc, "macro_f1": acc,
+                                   "recall": [acc, sn]},
+                "calibration_before": {"ece": 0.1}, "calibration_after": {"ece": 0.1}}
+
+    out = summarise([result(0.1458, 0.5), result(0.2083, float("nan"))])  # SN: one finite value
+    assert out["accuracy"]["std"] == pytest.approx(0.0625 / np.sqrt(2), abs=1e-12)
+    assert out["recall"]["SN"]["std"] == 0.0 and out["ece_after"]["std"] == 0.0
+
+
+def test_a_crop_larger_than_the_stamps_is_an_input_error_and_full_cutouts_are_not_flagged(ws, tmp_path, astro):
+    """crop 63 of 45 px stamps was a ValueError with a traceback hint; --stamp-size 45 flagged every alert
+    stamps_resized, which means a stamp cut at a CCD edge."""
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(3))
+    assert astro("-w", ws, "ztf", "ingest", "--stamp-size", 45, src).returncode == 0
+    assert not pd.read_parquet(ws / "ztf" / "alerts" / "night_alerts.parquet")["stamps_resized"].any()
+    err = _error(astro("-w", ws, "--set", "ztf.prepare.crop=63", "ztf", "prepare", "night", "--name", "n"))
+    assert "night_stamps.h5" in err and "ztf.prepare.crop" in err and "--traceback" not in err
+    assert not (ws / "ztf" / "prepared" / "n").exists()
+
+
+def test_a_label_map_to_an_unknown_class_is_refused_naming_the_key(tmp_path, astro):
+    err = _error(astro("-w", tmp_path / "ws", "--set", 'ztf.prepare.label_map.QSO="Quasar"', "ztf", "prepare"))
+    assert "ztf.prepare.label_map" in err and "'Quasar'" in err and "AGN, SN, VS, asteroid, bogus" in err
+
+
+def test_prepare_says_when_a_small_class_caps_val_and_test(ws, astro):
+    r = astro("-w", ws, "--seed", 1, "ztf", "prepare", "--name", "capped")
+    assert r.returncode == 0, r.stderr
+    assert "test and val hold at most a third each" in r.stderr and "test_per_class 100" in r.stderr
+
+
+def test_an_empty_folder_is_no_file(tmp_path, astro):
+    (tmp_path / "empty").mkdir()
+    r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", tmp_path / "empty")
+    assert json.loads(r.stdout)["files"] == 0 and "holds no .avro" in r.stderr

@@ -29,6 +29,30 @@ def load_classifier(model_dir):
     return model, ckpt.meta
 
 
+def check_finished(meta: dict, model_dir) -> None:
+    """Refuse a checkpoint whose training was interrupted (fewer epochs done than asked, not stopped early)."""
+    from astrotool.errors import InputError
+
+    progress = meta.get("training_progress") or {}
+    done, epochs = progress.get("epochs_done"), progress.get("epochs")
+    if done is not None and epochs is not None and done < epochs and not progress.get("stopped_early"):
+        raise InputError(Path(model_dir) / "model.json", f"training unfinished: trained {done} of {epochs} epochs; "
+                                                          "run `astro ztf train` again to resume")
+
+
+def temperature(meta: dict, model_dir) -> float:
+    """The calibration temperature stored by ``astro ztf train``: the one rule of ``evaluate``, ``predict``
+    and ``export``; an unfinished checkpoint, or one without a temperature, is refused (exit 2)."""
+    from astrotool.errors import InputError
+
+    check_finished(meta, model_dir)
+    if meta.get("temperature") is None:
+        raise InputError(Path(model_dir) / "model.json", "no calibration temperature stored (training stopped "
+                                                          "before it was fitted, or an older checkpoint); run "
+                                                          "`astro ztf train` again to fit it")
+    return float(meta["temperature"])
+
+
 def run_logits(model, stamps: np.ndarray, features: np.ndarray, batch_size: int = 256, device: str | None = None):
     """Logits ``(N, n_classes)`` and the :class:`astrotool.ml.predict.Predictions` (throughput)."""
     from astrotool.ml.predict import predict

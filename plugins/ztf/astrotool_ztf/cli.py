@@ -67,8 +67,8 @@ def ingest(
         ctx.record.add_output(r.alerts)
         ctx.record.add_output(r.stamps)
         if r.n_stamps_resized:
-            ctx.log.warning("%s: %d alert(s) with stamps other than %dx%d (NaN-padded or cropped)",
-                            r.input, r.n_stamps_resized, cfg.stamp_size, cfg.stamp_size)
+            ctx.log.warning("%s: %d alert(s) with stamps cut at a CCD edge (not 63x63; NaN-padded): "
+                            "stamps_resized", r.input, r.n_stamps_resized)
         if r.n_stamps_bad:
             ctx.log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
         if r.n_members_skipped:
@@ -82,7 +82,7 @@ def ingest(
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
     fresh = sum(r.n_alerts for r in done if not r.skipped)
     versions = {v for r in done for v in r.schema_versions.split(", ") if v}
-    ctx.emit({"files": len(files), "ingested": len(done) - skipped, "kept": skipped,
+    ctx.emit({"files": sum(f.is_file() for f in files), "ingested": len(done) - skipped, "kept": skipped,
               "alerts": sum(r.n_alerts for r in done),
               "schema_versions": ", ".join(sorted(versions, key=version_key)),
               "alerts_per_s": round(fresh / seconds, 1) if fresh and seconds > 0 else None,
@@ -282,16 +282,19 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="train | val | test."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Temporal models: the single-alert "
                                                                     "classifier to compare with (default: "
-                                                                    "<dataset>_classifier when it exists)."),
+                                                                    "<dataset>_classifier, else the lowest "
+                                                                    "<dataset>_classifier_seedN)."),
     device: mc.Device = None,
 ) -> None:
     """Score classifiers on the first alert of each object of a split: accuracy, macro-F1, per-class recall,
     confusion matrix, calibration error before and after temperature scaling.
 
-    With several models the result adds the mean and standard deviation of each
-    figure over each group of models trained alike but for the seed (`summary`,
-    the group's models in `of`). Writes ztf/reports/<model>_<split>_evaluate.json,
-    _confusion.png (normalised) and _reliability.png.
+    With several models the result adds the mean and sample standard deviation
+    (ddof = 1) of each figure over each group of models trained alike but for the
+    seed (`summary`, the group's models in `of`). Without --model, the models of
+    the set that do not fit it are left out with a warning. Writes
+    ztf/reports/<model>_<dataset>_<split>_evaluate.json, _confusion.png
+    (normalised) and _reliability.png. An unfinished checkpoint is refused.
     """
     from astrotool.context import current
     import numpy as np
@@ -301,8 +304,9 @@ def evaluate(
     from astrotool.workspace import write_json_atomic
     from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
     from astrotool_ztf.autoencoder import clustering_accuracy, latents
-    from astrotool_ztf.evaluate import evaluate_model, seed_groups, summarise, write_figures
-    from astrotool_ztf.model import AUTOENCODER, TEMPORAL
+    from astrotool_ztf.classify import check_finished, temperature
+    from astrotool_ztf.evaluate import default_baseline, evaluate_model, seed_groups, summarise, write_figures
+    from astrotool_ztf.model import AUTOENCODER, CLASSIFIERS, TEMPORAL
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.temporal import gain_table
     from astrotool_ztf.train import NO_DATASET
@@ -326,9 +330,30 @@ def evaluate(
         dirs = sorted(p for p in root.glob(f"{ds.name}_*") if (p / "model.json").is_file())
         if not dirs:
             raise InputError(root, f"no model of the set {ds.name!r} (train one, or name it with --model)")
-    for d in [*dirs, *([base] if base is not None else [])]:  # before any work: a set re-made since a
-        mc.check_trained_on(read_meta(d).get("settings", {}).get("dataset"), ds, d)  # model's training is no hold-out
+
+    def check(d):  # before any work: a set re-made since a model's training is no hold-out; an unfinished model
+        meta = read_meta(d)  # is not scored, nor a classifier without its temperature (as predict and export)
+        mc.check_trained_on(meta.get("settings", {}).get("dataset"), ds, d)
+        (temperature if meta["architecture"]["name"] in CLASSIFIERS else check_finished)(meta, d)
+
+    def fits(d):  # the implicit models and baseline: one that does not fit is left out, with a warning
+        try:
+            check(d)
+            return True
+        except InputError as e:
+            ctx.log.warning("left out %s: %s", d.name, e.problem)
+            return False
+
+    for d in dirs if models else []:
+        check(d)
+    if base is not None:
+        check(base)
+    if not models:
+        dirs = [d for d in dirs if fits(d)]
+        if not dirs:
+            raise InputError(ds.root, f"no model of the set {ds.name!r} fits it (the warnings above say why)")
     reports = ctx.workspace.stage(NAME, REPORTS)
+    stem = f"{ds.name}_{split}"  # reports: <model>_<dataset>_<split>_...
 
     def arch_of(d):
         return read_meta(d)["architecture"]["name"]
@@ -345,8 +370,8 @@ def evaluate(
                        "clustering_accuracy_k10": None if np.isnan(acc) else acc,  # null: 10 objects or fewer
                        "reconstruction_mse_by_class": {c: float(np.mean(lat["recon_error"][lat["class_name"] == c]))
                                                        for c in sorted(set(lat["class_name"]))}}
-                out = reports / f"{d.name}_{split}_evaluate.json"
-                write_json_atomic(out, row)
+                out = reports / f"{d.name}_{stem}_evaluate.json"
+                write_json_atomic(out, {**row, "dataset": ds.name})
                 ctx.record.add_output(out)
                 ae_rows.append(row)
         dirs = [d for d in dirs if d not in autoencoders]
@@ -356,14 +381,19 @@ def evaluate(
     temporal = [d for d in dirs if arch_of(d) == TEMPORAL]
     if temporal:
         if base is None:
-            base = ctx.workspace.stage(NAME, MODELS) / f"{ds.name}_classifier"
-            base = base if (base / "model.json").is_file() else None
+            base = default_baseline(ctx.workspace.stage(NAME, MODELS), ds.name)
+            base = base if base is not None and fits(base) else None
+            if base is None:
+                ctx.log.warning("no single-alert classifier of the set %r to compare with (%s_classifier or "
+                                "%s_classifier_seedN); pass --baseline", ds.name, ds.name, ds.name)
+            else:
+                ctx.log.info("baseline: %s", base.name)
         with ds:
             for d in temporal:
                 tables[d.name] = gain_table(ds, d, split, baseline_dir=base, device=dev)
-                out = reports / f"{d.name}_{split}_temporal.json"
-                write_json_atomic(out, {"model": d.name, "baseline": base.name if base else None, "split": split,
-                                        "by_alerts": tables[d.name]})
+                out = reports / f"{d.name}_{stem}_temporal.json"
+                write_json_atomic(out, {"model": d.name, "baseline": base.name if base else None,
+                                        "dataset": ds.name, "split": split, "by_alerts": tables[d.name]})
                 ctx.record.add_output(out)
         dirs = [d for d in dirs if d not in temporal]
         if not dirs:
@@ -375,7 +405,7 @@ def evaluate(
             ctx.record.add_input(d / "model.json")
             r = evaluate_model(ds, d, split, device=dev)
             r.update(write_figures(r, reports))
-            out = reports / f"{r['model']}_{split}_evaluate.json"
+            out = reports / f"{r['model']}_{stem}_evaluate.json"
             write_json_atomic(out, r)
             ctx.record.add_output(out)
             results.append(r)
@@ -416,7 +446,9 @@ def predict(
     kept). Writes ztf/predictions/NAME_alerts.parquet (p_<class>, class, p_max
     per alert; recon_error with --autoencoder) and NAME_objects.parquet (per
     objectId: the normalised product of its alerts' probabilities, and the first
-    alert's class), and CSV copies.
+    alert's class), and CSV copies. An alert in several inputs (same candid) is
+    kept once. Predictions of other inputs or another model under NAME are
+    refused unless --overwrite. An unfinished checkpoint is refused.
     """
     import time
 
@@ -429,7 +461,8 @@ def predict(
     from astrotool.names import check_name
     from astrotool.workspace import atomic_path
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
-    from astrotool_ztf.classify import load_classifier
+    from astrotool import made_with
+    from astrotool_ztf.classify import load_classifier, temperature
     from astrotool_ztf.ingest import expand_inputs, ingest_files
     from astrotool_ztf.predict import per_object, predict_file
 
@@ -443,6 +476,7 @@ def predict(
     alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
     mdir = mc.model_dir(ctx, NAME, model)
     net, meta = load_classifier(mdir)
+    temperature(meta, mdir)  # an unfinished checkpoint is refused before any work
     ctx.record.add_input(mdir / "model.json")
     ae = None
     if autoencoder:
@@ -450,7 +484,8 @@ def predict(
         from astrotool_ztf.model import AUTOENCODER, REGISTRY
 
         ae_dir = mc.model_dir(ctx, NAME, autoencoder, "--autoencoder")
-        ae = build_model(load_checkpoint(ae_dir, AUTOENCODER), REGISTRY).eval()
+        ae_ckpt = load_checkpoint(ae_dir, AUTOENCODER)
+        ae, ae_meta = build_model(ae_ckpt, REGISTRY).eval(), ae_ckpt.meta
         ctx.record.add_input(ae_dir / "model.json")
     pairs = []
     files = [p for p in inputs if Path(p).exists()]
@@ -473,6 +508,18 @@ def predict(
     if not pairs:
         raise InputError(", ".join(inputs), f"no alert file could be ingested: {n_failed} failed (the errors "
                                             "above say why)")
+    stem = name or mdir.name
+    out_dir = ws.stage(NAME, PREDICTIONS)
+    rec = made_with.record({"model": mdir.name, "model_weights": meta.get("weights_sha256"),
+                            "autoencoder": ae_dir.name if ae is not None else None,
+                            "autoencoder_weights": ae_meta.get("weights_sha256") if ae is not None else None,
+                            "inputs": {a.name: made_with.file_checksum(a, a.with_name(f".{a.name}.checksum.json"))
+                                       for a, _ in sorted(pairs)}})
+    try:  # the same inputs and model: made again alike; others: refused unless --overwrite
+        made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False)
+    except made_with.SettingsChanged as e:
+        raise made_with.SettingsChanged(e.path, e.changed, hint="made from other inputs or another model; use "
+                                                                "--overwrite to replace it, or --name") from None
     t0 = time.perf_counter()
     parts, rates = [], []
     for a, s in pairs:
@@ -482,9 +529,11 @@ def predict(
         if rate:
             rates.append(rate)
     alerts = pd.concat(parts, ignore_index=True)
+    n_repeated = len(alerts) - alerts["candid"].nunique()
+    if n_repeated:  # the same alert in several inputs (a nightly archive and a broker dump): kept once
+        alerts = alerts.drop_duplicates("candid", ignore_index=True)
+        ctx.log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
     objects = per_object(alerts, list(meta["classes"]))
-    stem = name or mdir.name
-    out_dir = ws.stage(NAME, PREDICTIONS)
     outputs = []
     for table, kind in ((alerts, "alerts"), (objects, "objects")):
         path = write_parquet(table, out_dir / f"{stem}_{kind}.parquet", command="ztf predict",
@@ -492,12 +541,13 @@ def predict(
         with atomic_path(out_dir / f"{stem}_{kind}.csv") as tmp:
             table.to_csv(tmp, index=False)
         outputs += [path, out_dir / f"{stem}_{kind}.csv"]
+    made_with.write(outputs[0], rec)
     for p in outputs:
         ctx.record.add_output(p)
     n_bad = int(alerts["class"].eq("").sum())
     if n_bad:
         ctx.log.warning("%d alert(s) with no usable stamp: no prediction", n_bad)
-    ctx.emit({"alerts": len(alerts), "objects": len(objects), "no_prediction": n_bad,
+    ctx.emit({"alerts": len(alerts), "objects": len(objects), "no_prediction": n_bad, "repeated": n_repeated,
               "alerts_per_s": round(len(alerts) / (time.perf_counter() - t0), 1),
               "model_alerts_per_s": round(float(np.mean(rates)), 1) if rates else None,
               "classes": alerts["class"].value_counts().to_dict(),
@@ -514,12 +564,12 @@ def export(
     and softmax included); written only when ONNX Runtime matches torch to 1e-5 on validation alerts."""
     from astrotool.context import current
     from astrotool_ztf import NAME
-    from astrotool_ztf.classify import calibrated_module, export_inputs, load_classifier
+    from astrotool_ztf.classify import calibrated_module, export_inputs, load_classifier, temperature
 
     ctx = current()
     mdir = mc.model_dir(ctx, NAME, model)
     net, meta = load_classifier(mdir)
-    t = float(meta.get("temperature") or 1.0)
+    t = temperature(meta, mdir)
     out = Path(output) if output else mdir / "model.onnx"
     res = mc.export_checked(ctx, calibrated_module(net, t), export_inputs(meta), out, sources=[mdir], opset=opset,
                             output_names=("probabilities",),

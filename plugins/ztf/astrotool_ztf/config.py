@@ -74,6 +74,17 @@ class PrepareConfig(Section):
     holdout: bool = Field(False, description="every object in the test split (a set to score models on)")
     compression: Literal["none", "low", "medium", "high"] = "low"
 
+    @model_validator(mode="after")
+    def _check(self) -> "PrepareConfig":
+        from astrotool_ztf.simulate import CLASSES
+
+        classes = self.classes or list(CLASSES)
+        bad = sorted({v for v in self.label_map.values() if v not in classes})
+        if bad:
+            raise ValueError(f"label_map: {', '.join(map(repr, bad))} is not a class; the classes are "
+                             f"{', '.join(classes)} (ztf.prepare.classes)")
+        return self
+
 
 class TrainConfig(Section):
     """``[ztf.train]``: the stamp classifier (:mod:`astrotool_ztf.model`, :mod:`astrotool_ztf.train`)."""

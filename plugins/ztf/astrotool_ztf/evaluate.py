@@ -4,8 +4,8 @@ For each model, on the first alert of every object of the split (the
 single-alert task of ALeRCE): accuracy, macro-F1, per-class recall and
 precision, the confusion matrix, and the expected calibration error before and
 after temperature scaling (the temperature fitted on the validation split,
-:mod:`astrotool_ztf.classify`). Over several models: the mean and standard
-deviation of each figure. Figures: the normalised confusion matrix and the
+:mod:`astrotool_ztf.classify`). Over several models: the mean and sample standard
+deviation (ddof = 1) of each figure. Figures: the normalised confusion matrix and the
 reliability diagram (after scaling) of each model.
 """
 
@@ -45,8 +45,8 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device:
     from astrotool.errors import InputError
     from astrotool.ml.metrics import calibration_metrics, classification_metrics
 
-    from astrotool_ztf.classify import (check_compatible, fit_temperature, load_classifier, run_logits,
-                                        softmax, split_inputs)
+    from astrotool_ztf.classify import (check_compatible, load_classifier, run_logits, softmax, split_inputs,
+                                        temperature)
 
     model, meta = load_classifier(model_dir)
     check_compatible(meta, ds, model_dir)
@@ -54,18 +54,29 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device:
     if len(idx) == 0:
         raise InputError(ds.root, f"no object in the {split!r} split")
     logits, pred = run_logits(model, part["stamps"], part["features"], device=device or "cpu")
-    t = meta.get("temperature")
-    if t is None:  # a model trained before temperatures were stored: fit it on val now
-        _, val = split_inputs(ds, "val", meta)
-        t = fit_temperature(run_logits(model, val["stamps"], val["features"], device=device or "cpu")[0],
-                            val["label"])
+    t = temperature(meta, model_dir)
     y = part["label"]
     probs = softmax(logits, t)
-    return {"model": Path(model_dir).name, "path": str(model_dir), "split": split, "n": int(len(y)),
+    return {"model": Path(model_dir).name, "path": str(model_dir), "dataset": ds.name, "split": split,
+            "n": int(len(y)),
             "temperature": float(t), "classification": classification_metrics(probs, y, class_names=ds.classes),
             "calibration_before": calibration_metrics(softmax(logits), y, n_bins),
             "calibration_after": calibration_metrics(probs, y, n_bins),
             "alerts_per_s": round(float(pred.samples_per_s), 1)}
+
+
+def default_baseline(models: Path, dataset: str) -> Path | None:
+    """The single-alert classifier temporal models of ``dataset`` are compared with by default:
+    ``<dataset>_classifier``, else ``<dataset>_classifier_seedN`` of the lowest seed (None: neither)."""
+    import re
+
+    plain = models / f"{dataset}_classifier"
+    if (plain / "model.json").is_file():
+        return plain
+    seeds = [(int(m.group(1)), p) for p in models.glob(f"{dataset}_classifier_seed*")
+             if (m := re.fullmatch(re.escape(dataset) + r"_classifier_seed(\d+)", p.name))
+             and (p / "model.json").is_file()]
+    return min(seeds)[1] if seeds else None
 
 
 def seed_groups(model_dirs) -> list[list]:
@@ -85,10 +96,12 @@ def seed_groups(model_dirs) -> list[list]:
 
 
 def summarise(results: list[dict]) -> dict:
-    """Mean and standard deviation over models of accuracy, macro-F1, ECE and per-class recall."""
+    """Mean and sample standard deviation (ddof = 1) over models of accuracy, macro-F1, ECE and per-class
+    recall."""
     def stat(values):
         v = np.asarray(values, float)
-        return {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)) if len(v) > 1 else 0.0}
+        return {"mean": float(np.nanmean(v)),
+                "std": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0}
 
     names = results[0]["classification"]["class_names"]
     per = {"accuracy": [r["classification"]["accuracy"] for r in results],
@@ -107,7 +120,7 @@ def write_figures(result: dict, reports: Path) -> dict:
     from astrotool.io.figures import plot_confusion, plot_reliability
 
     c = result["classification"]
-    name = f"{result['model']}_{result['split']}"
+    name = f"{result['model']}_{result['dataset']}_{result['split']}"
     cm = plot_confusion(reports / f"{name}_confusion.png", c["confusion"], c["class_names"], normalize=True,
                         title=f"{result['model']}: {result['split']} (accuracy {c['accuracy']:.3f})")
     rel = plot_reliability(reports / f"{name}_reliability.png", result["calibration_after"],

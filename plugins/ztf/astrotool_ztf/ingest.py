@@ -46,6 +46,9 @@ from astrotool_ztf.config import IngestConfig
 
 __docformat__ = "numpy"
 
+CUTOUT = 63
+"""Side of ZTF's cutouts [pixels]; a smaller one was cut at a CCD edge (``stamps_resized``)."""
+
 STAMPS = {"science": "cutoutScience", "template": "cutoutTemplate", "difference": "cutoutDifference"}
 """Stamp dataset name -> alert field."""
 
@@ -283,7 +286,8 @@ def decode_stamp(data, size: int) -> tuple[np.ndarray, str]:
         and NaN-padded; a larger one is centre-cropped; a missing or undecodable
         stamp is all NaN.
     status : {"ok", "resized", "missing", "bad"}
-        What happened.
+        What happened: ``resized`` for a cutout other than ZTF's :data:`CUTOUT` x :data:`CUTOUT` (cut at a
+        CCD edge), whatever ``size``; a full cutout cropped or padded to ``size`` is ``ok``.
     """
     out = np.full((size, size), np.nan, dtype=np.float32)
     if data is None or len(data) == 0:
@@ -302,7 +306,7 @@ def decode_stamp(data, size: int) -> tuple[np.ndarray, str]:
     sy, sx = (h - ch) // 2, (w - cw) // 2          # crop origin in the input
     oy, ox = (size - ch) // 2, (size - cw) // 2    # paste origin in the output
     out[oy:oy + ch, ox:ox + cw] = image[sy:sy + ch, sx:sx + cw]
-    return out, ("ok" if (h, w) == (size, size) else "resized")
+    return out, ("ok" if (h, w) == (CUTOUT, CUTOUT) else "resized")
 
 
 def _astropy_image(raw: bytes) -> np.ndarray | None:
@@ -664,7 +668,7 @@ def _alert_schema(extras: dict | None, keep_history: bool, metadata: dict):
     fields += [pa.field("n_prv_candidates", pa.int32()), pa.field("n_prv_detections", pa.int32()),
                pa.field("stamps_ok", pa.bool_(), metadata={"description": "all three stamps decoded"}),
                pa.field("stamps_resized", pa.bool_(),
-                        metadata={"description": "a stamp was not size x size: NaN-padded or cropped"})]
+                        metadata={"description": "a stamp was not ZTF's 63 x 63 cutout (cut at a CCD edge)"})]
     if keep_history:
         fields.append(pa.field("prv_candidates", pa.string()))
     for name, col in (extras or {}).items():

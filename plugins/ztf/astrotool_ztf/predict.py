@@ -54,7 +54,7 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
     rate = None
     if usable.any():
         logits, pred = run_logits(model, x[usable], f[usable], batch_size, device)
-        probs[usable] = softmax(logits, float(meta.get("temperature") or 1.0))
+        probs[usable] = softmax(logits, float(meta["temperature"]))
         rate = float(pred.samples_per_s)
     out = pd.DataFrame({"objectId": table["objectId"].astype(str), "candid": table["candid"].to_numpy(np.int64),
                         "jd": table["jd"].to_numpy(float), "source": Path(alerts_path).name})

@@ -184,6 +184,21 @@ def read_alert_table(alerts_path):
     return table
 
 
+def check_crop(pairs, crop: int) -> None:
+    """Refuse, before any work, stamp files whose stamps are smaller than ``crop`` (``ztf.prepare.crop``)."""
+    from astrotool.io.hdf5 import open_h5
+
+    for _, stamps_path in pairs:
+        if not Path(stamps_path).is_file():
+            continue  # read_labelled names it
+        with open_h5(stamps_path) as h5:
+            side = int(h5["science"].shape[-1])
+        if crop > side:
+            raise InputError(stamps_path, f"stamps of {side} px cannot be cropped to {crop} px "
+                                          f"(ztf.prepare.crop = {crop}); set ztf.prepare.crop to {side} or less, "
+                                          "or ingest again with a larger --stamp-size")
+
+
 def read_labelled(alerts_path, stamps_path, label_column: str, label_map: dict, classes) -> tuple:
     """An alert table and its stamps, restricted to alerts with a known class.
 
@@ -283,6 +298,7 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         if changed:
             raise SettingsChanged(old.manifest_path, changed)
         return {"dataset": str(out_dir), "kept": True, "n": old.n}
+    check_crop(pairs, cfg.crop)
     tables, stamp_sets = [], []
     for alerts_path, stamps_path in pairs:  # every input read before the old set is removed
         t, s = read_labelled(alerts_path, stamps_path, cfg.label_column, cfg.label_map, classes)
@@ -301,6 +317,12 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     allt = pd.concat(tables, ignore_index=True)
     split_of = assign_splits(allt["objectId"], allt["label"], cfg.val_per_class, cfg.test_per_class, seed,
                              cfg.holdout)
+    if log is not None and not cfg.holdout:  # a small class: test and val capped at a third of its objects each
+        for c, n in allt.drop_duplicates("objectId")["class_name"].value_counts().sort_index().items():
+            if n // 3 < max(cfg.test_per_class, cfg.val_per_class):
+                log.info("class %s has %d object(s): test and val hold at most a third each (%d and %d, not "
+                         "test_per_class %d and val_per_class %d)", c, n, min(cfg.test_per_class, n // 3),
+                         min(cfg.val_per_class, n // 3), cfg.test_per_class, cfg.val_per_class)
     # order of each object's alerts in time, over every input
     order = allt.sort_values(["objectId", "jd"], kind="stable")
     alert_index = order.groupby("objectId").cumcount().reindex(allt.index).to_numpy()

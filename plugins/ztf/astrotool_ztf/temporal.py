@@ -140,11 +140,12 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
             "device": str(rt.device)}
 
 
-def gain_table(ds, model_dir, split: str = "test", ks=(1, 2, 3, 5), baseline_dir=None,
+def gain_table(ds, model_dir, split: str = "test", ks=None, baseline_dir=None,
                device: str | None = None) -> list[dict]:
     """Accuracy of the temporal model given each object's first ``k`` alerts, on the objects of ``split``
     with at least ``k`` alerts, next to the single-alert classifier (``baseline_dir``) on their first alert;
-    both run on ``device`` (``auto``, ``cpu``, ``cuda:N``...; default CPU).
+    both run on ``device`` (``auto``, ``cpu``, ``cuda:N``...; default CPU). ``ks`` default: every ``k`` from 1
+    to the model's ``max_alerts`` (those no object reaches are left out).
     """
     from astrotool.ml.checkpoint import build_model, load_checkpoint
     from astrotool.ml.predict import predict
@@ -164,7 +165,7 @@ def gain_table(ds, model_dir, split: str = "test", ks=(1, 2, 3, 5), baseline_dir
         order = np.argsort(np.argsort(seq["first"]))  # load_split reads in sorted order
         base = run_logits(net, part["stamps"], part["features"], device=device or "cpu")[0].argmax(1)[order]
     rows = []
-    for k in ks:
+    for k in ks or range(1, int(meta["max_alerts"]) + 1):
         if k > seq["stamps"].shape[1]:
             continue
         objs = np.flatnonzero(seq["lengths"] >= k)

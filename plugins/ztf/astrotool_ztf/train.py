@@ -199,6 +199,9 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     temperature = None
     if rt.is_global_zero:
         temperature = store_temperature(model_dir, val)
+        if log is not None and not 0.0501 < temperature < 19.99:  # fit_temperature searches [0.05, 20]
+            log.warning("%s: temperature at its bound %.3g (fitted within [0.05, 20]): the model is barely "
+                        "trained, its probabilities are not calibrated", model_dir.name, temperature)
     best = result.best_metrics
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
