@@ -132,11 +132,13 @@ class Registry:
         for ep in sorted(find_entry_points(ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in self.info:  # the first on the path wins; the other is listed, not lost
                 first = self.info[ep.name]
-                how = "loaded instead" if first.status == "ok" else "which failed to load"
+                if ep.name == "core":
+                    why = "'core' is astrotool's own plugin: rename this entry point"
+                else:
+                    why = (f"also provided by {first.distribution}"
+                           f"{'' if first.status == 'ok' else ', which failed to load'}; uninstall one of them")
                 self.info[f"{ep.name} ({ep.distribution})"] = PluginInfo(
-                    ep.name, ep.distribution, ep.version, "broken",
-                    f"entry point {ep.name!r} also provided by {first.distribution} ({how}); "
-                    "uninstall one of them")
+                    ep.name, ep.distribution, ep.version, "broken", f"entry point {ep.name!r} {why}")
                 continue
             try:
                 module = load_target(ep.value)

@@ -59,8 +59,8 @@ def status():
     rows = [[plugin, stage, n] for plugin, stages in counts.items() for stage, n in stages.items()]
     console.print_table(f"workspace {ws.root}" + ("" if ws.config_file.exists() else " (not initialised: astro init)"),
                         ["plugin", "stage", "files"], rows)
-    outcome = {None: "no run.json: running, or killed", "?": "run.json unreadable"}.get(last) or \
-        f"{last[0]}, exit {last[1]}"
+    outcome = ("no run.json: running, or killed" if last is None else "run.json unreadable" if last == "?" else
+               f"{last[0]}, exit {last[1]}")
     typer.echo(f"runs: {len(runs)}" + (f" (last: {runs[-1]} ({outcome}))" if runs else ""))
 
 

@@ -326,6 +326,6 @@ def test_two_distributions_with_one_entry_point_name_both_listed(monkeypatch, tm
         assert code == 0, err
         rows = [row for row in json.loads(out) if row["name"] == "dup"]
         assert [(r["distribution"], r["status"]) for r in rows] == [("first-dist", "ok"), ("second-dist", "broken")]
-        assert rows[1]["error"] == "entry point 'dup' also provided by first-dist (loaded instead); uninstall one of them"
+        assert rows[1]["error"] == "entry point 'dup' also provided by first-dist; uninstall one of them"
     finally:
         set_registry(None)

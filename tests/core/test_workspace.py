@@ -220,6 +220,9 @@ def test_status_shows_how_the_last_run_ended(astro, toy, tmp_path):
     assert r.returncode == 0 and "(run.json unreadable)" in r.stdout, r.stdout + r.stderr
     s = json.loads(astro("-w", tmp_path, "status", "--json", pythonpath=toy).stdout)
     assert (s["last_run_status"], s["last_run_exit_code"]) == ("?", None)
+    (last / "run.json").write_text(json.dumps({"status": ["edited", "by hand"], "exit_code": 0}))
+    r = astro("-w", tmp_path, "status", pythonpath=toy)
+    assert r.returncode == 0 and "(['edited', 'by hand'], exit 0)" in r.stdout, r.stdout + r.stderr
 
 
 def test_empty_workspace_is_refused_and_a_missing_one_named_when_created(astro, toy, tmp_path):
