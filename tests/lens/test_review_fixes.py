@@ -119,6 +119,10 @@ def test_evaluate_prints_a_table_and_names_raw_reports_apart(ws, capsys):
     assert (reports / "s2_s2_cnn_pred-vs-true.png").is_file()
     _run(capsys, ws, *ev, "--raw")
     assert (reports / "s2_s2_cnn_raw_metrics.json").is_file() and (reports / "s2_s2_cnn_metrics.json").is_file()
+    preds = ws / "lens" / "predictions"    # the calibrated predictions stay those its report points at
+    report = json.loads((reports / "s2_s2_cnn_metrics.json").read_text())
+    assert report["predictions"] == str(preds / "s2_s2_cnn_all.parquet")
+    assert (preds / "s2_s2_cnn_all_raw.parquet").is_file()
     _run(capsys, ws, *ev, "--no-plots")
     assert not list(reports.glob("s2_s2_cnn_[pb]*-vs-*.png"))         # no stale figures beside the new report
     assert (reports / "s2_s2_cnn_raw_pred-vs-true.png").is_file()      # the --raw report keeps its own

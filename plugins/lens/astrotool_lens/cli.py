@@ -142,10 +142,14 @@ def measure(
     Failures are counted per method (and stored as NaN with a flag and message), never fatal;
     when every stamp failed with every method the table is still written and the exit code is 2.
     An existing table is kept only when it was measured on these very stamps with the same
-    conversion, guesses and methods; otherwise the stamps are measured again, for the methods
-    asked and those the table held (measured alike), so another method adds columns.
+    conversion, guesses and methods. A method it lacks is measured alone and added to it when all
+    its methods were measured with these settings; otherwise (other settings, or --overwrite) the
+    stamps are measured again for the methods asked and those the table held, so it never loses
+    one. A table of other stamps (a dataset drawn again) is replaced by the methods asked.
+    --overwrite without --shard also discards part files an earlier run left.
     """
-    from astrotool_lens.measure import measure_dataset, measure_inputs, methods_to_measure, table_problem
+    from astrotool_lens.measure import (discard_parts, measure_dataset, measure_inputs, methods_to_add,
+                                        methods_to_measure, table_problem)
     from astrotool_lens.predict import is_dataset, read_inputs
 
     ctx = current()
@@ -158,15 +162,15 @@ def measure(
             src = stack.enter_context(_open_dataset(ctx, inputs or m.dataset, cfg.dataset))
             name, label = src.name, {"dataset": src.name}
 
-            def run(out, cfg):
-                return measure_dataset(src, cfg, out, mapper=ctx.map)
+            def run(out, cfg, add=False):
+                return measure_dataset(src, cfg, out, mapper=ctx.map, add=add)
         else:
             src = read_inputs(inputs, True, psf, shear_stage=shear_stage, who=CLASSICAL_NEEDS_PSF)
             ctx.record.add_input(inputs)
             name, label = src.stem, {"input": str(inputs)}
 
-            def run(out, cfg):
-                return measure_inputs(src, cfg, out, mapper=ctx.map)
+            def run(out, cfg, add=False):
+                return measure_inputs(src, cfg, out, mapper=ctx.map, add=add)
         out = ctx.workspace.stage("lens", "predictions") / f"{m.output or name}_hsm.parquet"
         problem = table_problem(out, src, m)
         if problem is None and not ctx.overwrite:
@@ -175,10 +179,21 @@ def measure(
             ctx.log.info("%s exists (use --overwrite to measure again)", out)
             ctx.emit({**label, "path": str(out), "skipped": True, "failed": parquet_metadata(out).get("failed")})
             return
-        if out.exists() and problem:
-            ctx.log.info("measuring %s again: %s", out.name, problem)
-        # the table's own methods too, when it was measured on these stamps alike (also with --overwrite)
-        res = run(out, m.model_copy(update={"methods": methods_to_measure(out, src, m)}))
+        if ctx.overwrite and ctx.executor_options.shard is None:   # not an interrupted run's parts
+            discard_parts(out)
+        add = None if ctx.overwrite else methods_to_add(out, src, m)
+        if add:   # these stamps, these settings: only the methods it lacks, joined into it
+            ctx.log.info("adding %s to %s", ", ".join(add), out.name)
+            res = run(out, m.model_copy(update={"methods": add}), add=True)
+        else:
+            if out.exists() and problem:
+                ctx.log.info("measuring %s again: %s", out.name, problem)
+            # with the table's own methods, when it was measured on these stamps (also with --overwrite)
+            res = run(out, m.model_copy(update={"methods": methods_to_measure(out, src, m)}))
+    if res.get("written_by_another_task"):   # it read the parts first: nothing is missing
+        ctx.log.info("%s was written by another task", out.name)
+        ctx.emit({**label, **res})
+        return
     if res.get("missing_parts"):  # other --shard tasks' parts, or failed ones: kept, the table comes later
         ctx.log.warning("%d of %d parts not measured yet: %s is written once all are (the last --shard task to "
                         "finish writes it; or re-run the same command)", res["missing_parts"], res["parts"], out.name)
@@ -190,8 +205,10 @@ def measure(
             ctx.log.warning("%s: %d of %d stamps failed", meth, k, res["n"])
     ctx.emit({**label, **res})
     if res["n"] and all(k == res["n"] for k in res["failed"].values()):   # nothing measured: the input is bad
-        ctx.log.error("every stamp failed with every method (the reasons are in %s, columns <method>_error)", out)
-        return 2
+        from astrotool.errors import AstroError
+
+        raise AstroError(f"every stamp failed with every method (the reasons are in {out}, columns "
+                         "<method>_error)", exit_code=2)
 
 
 @app.command()
@@ -266,8 +283,8 @@ def evaluate(
     Writes lens/reports/<dataset>_<model>_metrics.json (--raw: <dataset>_<model>_raw_metrics.json) and
     PNG plots of the same stem (estimate vs truth, bias vs S/N and size; --no-plots removes earlier
     ones), and the CNN's estimates of the evaluated stamps in
-    lens/predictions/<dataset>_<model>_<test|all>.parquet. Prints one row of metrics per estimator
-    (tab-separated when piped); --json prints the full metrics.
+    lens/predictions/<dataset>_<model>_<test|all>.parquet (--raw: ..._<test|all>_raw.parquet).
+    Prints one row of metrics per estimator (tab-separated when piped); --json prints the full metrics.
     """
     from astrotool.console import json_results
 

@@ -318,9 +318,10 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
     """The HSM table of ``ds`` for ``cfg`` (a pyarrow Table): the one at ``path`` if it serves, else measured.
 
     ``ds`` is a dataset, or stamps loaded by :func:`astrotool_lens.predict.read_inputs`
-    (measured with :func:`~astrotool_lens.measure.measure_inputs`). A table of
-    these stamps that lacks a method is measured again with its
-    methods and the wanted ones, so that nothing it held is lost.
+    (measured with :func:`~astrotool_lens.measure.measure_inputs`). Only the settings of ``cfg.methods``
+    are compared: a method the table lacks is measured alone and joined into it, and a held method not
+    asked for keeps its own settings (:func:`~astrotool_lens.measure.methods_to_add`). With ``overwrite``
+    the table is measured again with its methods and the wanted ones, so that nothing it held is lost.
 
     Raises
     ------
@@ -330,22 +331,25 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
     """
     from astrotool.errors import AstroError
     from astrotool.io.tables import read_parquet
-    from astrotool_lens.measure import (measure_dataset, measure_inputs, methods_to_measure, replaced_settings,
-                                        table_problem)
+    from astrotool_lens.measure import (discard_parts, measure_dataset, measure_inputs, methods_to_add,
+                                        methods_to_measure, replaced_settings, table_problem)
 
     problem = table_problem(path, ds, cfg)
     if problem:
         name = getattr(ds, "stem", None) or ds.name
-        wanted = cfg.model_copy(update={"methods": methods_to_measure(path, ds, cfg)})
-        changes = [] if overwrite else replaced_settings(path, ds, wanted)
+        if overwrite:
+            discard_parts(path)
+        changes = [] if overwrite else replaced_settings(path, ds, cfg)
         if changes:
             raise AstroError(f"{path}: measured on these stamps with other settings ({'; '.join(changes)}), which "
                              "measuring it again would replace: give its settings (--set lens.measure.KEY=VALUE) "
                              "or --overwrite to measure it again with these", exit_code=2)
+        add = None if overwrite else methods_to_add(path, ds, cfg, every_method=False)
+        wanted = cfg.model_copy(update={"methods": add or methods_to_measure(path, ds, cfg)})
         if log:
             log.info("measuring %s on %s (HSM): %s", ", ".join(wanted.methods), name, problem)
         run = measure_inputs if hasattr(ds, "gal") else measure_dataset
-        res = run(ds, wanted, path, mapper=mapper)
+        res = run(ds, wanted, path, mapper=mapper, add=bool(add))
         if res.get("missing_parts"):
             raise AstroError(f"{path}: {res['missing_parts']} of {res['parts']} parts not measured (failures or "
                              "--shard; the measured ones are kept, a re-run resumes)", exit_code=1)
@@ -422,7 +426,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     calibration = calibration_in_use(model, meta, cfg.calibrated)
     pred = apply_calibration(model, raw) if calibration else raw
     mname = model_dir.name
-    pred_path = Path(predictions_dir) / f"{ds.name}_{mname}_{subset}.parquet"   # not predict's <dataset>_<model>
+    # not predict's <dataset>_<model>; --raw apart, so the calibrated run's report still points at its own
+    pred_path = Path(predictions_dir) / f"{ds.name}_{mname}_{subset}{'' if cfg.calibrated else '_raw'}.parquet"
     write_parquet(pa.table({"index": idx, "g1": pred[:, 0], "g2": pred[:, 1], "raw_g1": raw[:, 0],
                             "raw_g2": raw[:, 1], "true_g1": g1, "true_g2": g2}), pred_path,
                   metadata={"dataset": ds.name, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize,

@@ -36,6 +36,10 @@ Each executor item keeps its columns in a part file beside the table until every
 (:func:`_part_file`), so ``--shard`` tasks each measure their share and the last one (or a re-run)
 writes the table.
 
+A method the table lacks is measured alone and joined into it (``add``) when the table was measured on
+these stamps with the same settings (:func:`methods_to_add`); otherwise the stamps are measured again with
+the methods the table held as well (:func:`methods_to_measure`).
+
 Besides datasets (:func:`measure_dataset`, parallel over shards), stamps read by
 :func:`astrotool_lens.predict.read_inputs` -- FITS files, folders of them, LensNet
 ``data.json`` -- are measured by :func:`measure_inputs` into the same table, whose
@@ -219,14 +223,30 @@ def _parts_dir(out_path: str | Path) -> Path:
 
 
 def _part_file(out_path: str | Path, key: str, cfg: MeasureConfig, identity: dict) -> str:
-    """The part file of item ``key``; its name holds a digest of the methods, settings and stamps, so a part
-    of other settings or stamps is never taken."""
+    """The part file of item ``key``; its name holds a digest of the methods, settings, stamps and code versions
+    (astrotool_lens, galsim), so a part of other settings, stamps or code is never taken."""
     import hashlib
     import json
+    from importlib.metadata import PackageNotFoundError, version
 
-    what = {"methods": list(cfg.methods), "settings": hsm_settings(cfg), "identity": _content(identity)}
+    import astrotool_lens
+
+    try:
+        galsim = version("galsim")
+    except PackageNotFoundError:
+        galsim = None
+    what = {"methods": list(cfg.methods), "settings": hsm_settings(cfg), "identity": _content(identity),
+            "versions": [astrotool_lens.__version__, galsim]}
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return str(_parts_dir(out_path) / f"{key}_{digest}.npz")
+
+
+def discard_parts(out_path: str | Path) -> None:
+    """Remove every part file of the table at ``out_path`` (``--overwrite`` without ``--shard``: an earlier
+    run's parts are not taken)."""
+    import shutil
+
+    shutil.rmtree(_parts_dir(out_path), ignore_errors=True)
 
 
 def _read_part(path: str) -> dict | None:
@@ -252,13 +272,13 @@ def _write_part(path: str, cols: dict) -> None:
 
 
 def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
-    """Measure every stamp of one shard file (executor item; ``seed`` unused); a finished part is read back."""
+    """Measure every stamp of one shard file into its part file (executor item; ``seed`` unused); a finished
+    part is kept. Returns ``{"part": path, "n": stamps}``: the columns stay on disk."""
     from astrotool.errors import InputError
     from astrotool.ml.data import read_shard_arrays
 
-    done = _read_part(task.part)
-    if done is not None:
-        return done
+    if task.part and Path(task.part).is_file():
+        return {"part": task.part, "n": task.stop - task.start}
     stamps = read_shard_arrays(task.path, ("gal", "psf"))
     if len(stamps["gal"]) != task.stop - task.start:
         raise InputError(task.path, f"holds {len(stamps['gal'])} stamps, the manifest says {task.stop - task.start}")
@@ -266,7 +286,7 @@ def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
                          task.guess_sig_psf, start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.stop)
     _write_part(task.part, out)
-    return out
+    return {"part": task.part, "n": task.stop - task.start}
 
 
 def estimator_options(cfg: MeasureConfig) -> dict:
@@ -403,43 +423,72 @@ def _settings_changes(meta: dict, cfg: MeasureConfig) -> list[str]:
 
 def replaced_settings(path: str | Path, source, cfg: MeasureConfig) -> list[str]:
     """What measuring the table at ``path`` again with ``cfg`` would replace: its settings that differ
-    (``"conversion responsivity -> exact"``) when it was measured on these very stamps; empty when there is
-    no readable table, it is of other stamps (out of date) or of the same settings."""
+    (``"conversion responsivity -> exact"``) for the methods of ``cfg`` it holds (and the shared ones) when it
+    was measured on these very stamps; empty when there is no readable table, it is of other stamps (out of
+    date) or of the same settings."""
+    meta = _held(path, source)
+    if meta is None:
+        return []
+    have = set(meta.get("methods") or [])   # a method it lacks has no settings there to replace
+    return _settings_changes(meta, cfg.model_copy(update={"methods": [m for m in cfg.methods if m in have]}))
+
+
+def _held(path: str | Path, source) -> dict | None:
+    """The metadata of the table at ``path`` when it was measured on these very stamps (None: no readable
+    table, or one of other stamps)."""
     from astrotool.errors import InputError
     from astrotool.io.tables import parquet_metadata
 
     if not Path(path).is_file():
-        return []
+        return None
     try:
         meta = parquet_metadata(path)
     except InputError:
-        return []
+        return None
     old = meta.get("identity")
-    if not isinstance(old, dict) or _content(old) != _content(input_identity(source)):
-        return []
-    return _settings_changes(meta, cfg)
+    return meta if isinstance(old, dict) and _content(old) == _content(input_identity(source)) else None
 
 
 def methods_to_measure(path: str | Path, source, cfg: MeasureConfig) -> list[str]:
-    """The methods to measure for ``cfg`` into the table at ``path``: ``cfg.methods`` and those the table holds
-    (measured again alike, with ``cfg``'s settings, so that a table never loses a method),
-    in :data:`~astrotool_lens.config.METHODS` order."""
-    from astrotool.errors import InputError
-    from astrotool.io.tables import parquet_metadata
-
+    """The methods to measure for ``cfg`` into the table at ``path``: ``cfg.methods`` and, when the table was
+    measured on these very stamps, those it holds (measured again alike, with ``cfg``'s settings, so that a
+    table never loses a method), in :data:`~astrotool_lens.config.METHODS` order. A table of other stamps is
+    out of date: its methods are not measured again."""
     from astrotool_lens.config import METHODS
 
-    have: list[str] = []
-    if Path(path).is_file():
-        try:  # measured again with these settings (on these stamps), so the table keeps every method it held
-            have = list(parquet_metadata(path).get("methods") or [])
-        except InputError:
-            pass
+    meta = _held(path, source)
+    have = list(meta.get("methods") or []) if meta else []
     return [m for m in METHODS if m in set(cfg.methods) | set(have)]
 
 
+def methods_to_add(path: str | Path, source, cfg: MeasureConfig, every_method: bool = True) -> list[str] | None:
+    """The methods of ``cfg`` that the table at ``path`` lacks, to measure alone and join into it (``add`` of
+    :func:`measure_dataset`), when it was measured on these very stamps with ``cfg``'s settings.
+
+    Parameters
+    ----------
+    every_method : bool
+        Compare the settings of every method the table holds (``lens measure``: a table is of one set of
+        settings), else only those of ``cfg.methods`` (``evaluate``, ``validate``: a held method not asked
+        for keeps its own, e.g. ``metacal_seed``).
+
+    Returns
+    -------
+    list of str or None
+        None: no such table, one of other stamps, or of other settings (measure it again).
+    """
+    meta = _held(path, source)
+    if meta is None:
+        return None
+    have = list(meta.get("methods") or [])
+    kept = have if every_method else [m for m in cfg.methods if m in have]
+    if _settings_changes(meta, cfg.model_copy(update={"methods": kept})):
+        return None
+    return [m for m in cfg.methods if m not in have]
+
+
 def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable,
-                    metadata: dict | None = None) -> dict:
+                    metadata: dict | None = None, add: bool = False) -> dict:
     """Measure a generated dataset and write one Parquet table.
 
     Parameters
@@ -458,6 +507,9 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
         More facts for the table's metadata, beside ``methods``, ``settings``
         (:func:`hsm_settings`) and ``identity`` (:func:`dataset_identity`),
         which :func:`table_problem` checks.
+    add : bool
+        Join the columns of ``cfg.methods`` into the table at ``out_path`` (measured on these stamps with
+        these settings, :func:`methods_to_add`), keeping its other methods.
 
     Returns
     -------
@@ -465,7 +517,9 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
         Per-method counts ``{"n": ..., "failed": {method: count}, "responsivity": {...}, "path": ...}``; while
         items are unmeasured (other ``--shard`` tasks, failures: each item's columns are kept in a part file
         until every one exists) no table is written and the dict is
-        ``{"n": 0, "missing_parts": k, "parts": n, "path": ..., "written": False}``.
+        ``{"n": 0, "missing_parts": k, "parts": n, "path": ..., "written": False}``; when another task has
+        meanwhile written a table that serves, ``{"n": 0, "path": ..., "written": False,
+        "written_by_another_task": True}``.
     """
     if not callable(mapper):
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
@@ -477,7 +531,7 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
              for path, start, stop in dataset.shards]
     mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
     return _write_table([t.part for t in tasks], cfg, out_path, {"dataset": dataset.name, **(metadata or {})},
-                        identity)
+                        identity, dataset, add=add)
 
 
 STAMPS_PER_ITEM = 500
@@ -505,19 +559,19 @@ class StampsTask:
 
 
 def measure_stamps(task: StampsTask, seed: int | None = None) -> dict:
-    """Measure one :class:`StampsTask` (executor item; ``seed`` unused); a finished part is read back."""
-    done = _read_part(task.part)
-    if done is not None:
-        return done
+    """Measure one :class:`StampsTask` into its part file (executor item; ``seed`` unused), as
+    :func:`measure_shard`."""
+    if task.part and Path(task.part).is_file():
+        return {"part": task.part, "n": len(task.gal)}
     out = measure_arrays(task.gal, task.psf, task.methods, task.pixel_scale, task.guess_sig_gal, task.guess_sig_psf,
                          start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.start + len(task.gal))
     _write_part(task.part, out)
-    return out
+    return {"part": task.part, "n": len(task.gal)}
 
 
 def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable, pixel_scale: float = 1.0,
-                   metadata: dict | None = None) -> dict:
+                   metadata: dict | None = None, add: bool = False) -> dict:
     """Measure stamps loaded by :func:`astrotool_lens.predict.read_inputs` (FITS files, folders, LensNet
     ``data.json``) and write one Parquet table, as :func:`measure_dataset` does for a dataset.
 
@@ -537,6 +591,8 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
         [arcsec / pixel] (labels the images; HSM works in pixels).
     metadata : dict, optional
         More facts for the table's metadata.
+    add : bool
+        As for :func:`measure_dataset`.
 
     Returns
     -------
@@ -556,36 +612,40 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
     if inp.truth:
         extra.update(true_g1=np.asarray(inp.truth["g1"], float), true_g2=np.asarray(inp.truth["g2"], float))
     return _write_table([t.part for t in tasks], cfg, out_path,
-                        {"input": str(inp.origin or inp.stem), **(metadata or {})}, identity, extra)
+                        {"input": str(inp.origin or inp.stem), **(metadata or {})}, identity, inp, extra, add)
 
 
-def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, facts: dict,
-                 identity: dict, extra: dict | None = None) -> dict:
+def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, facts: dict, identity: dict,
+                 source, extra: dict | None = None, add: bool = False) -> dict:
     """Join the items' columns in index order, convert, write the Parquet table (all items or nothing).
 
     Items this run did not measure (other ``--shard`` tasks, failures) are read from their part files
     (:func:`_part_file`); while one is missing no table is written and ``missing_parts`` says how many
-    (the last task to finish, or a re-run, writes it). The part files are removed once it is written.
+    (the last task to finish, or a re-run, writes it), unless another task has meanwhile written a table
+    that serves ``source`` (``written_by_another_task``). This run's part files are removed once it is
+    written (other runs' are kept). With ``add`` the columns are joined by ``index`` into the table at
+    ``out_path``, whose methods, settings and counts are kept beside the new ones.
     """
-    import shutil
-
     import pyarrow as pa
 
-    from astrotool.io.tables import write_parquet
+    from astrotool.io.tables import parquet_metadata, read_parquet, write_parquet
 
     methods, conversion = list(cfg.methods), cfg.conversion
     cols = []
     for part in parts:
         done = _read_part(part)
         if done is None:
-            return {"n": 0, "missing_parts": sum(1 for p in parts if _read_part(p) is None), "parts": len(parts),
+            Path(part).unlink(missing_ok=True)   # unreadable (written atomically, so broken): measured again
+            if table_problem(out_path, source, cfg) is None:   # another task read them first and wrote it
+                return {"n": 0, "path": str(out_path), "written": False, "written_by_another_task": True}
+            return {"n": 0, "missing_parts": sum(1 for p in parts if not Path(p).is_file()), "parts": len(parts),
                     "path": str(out_path), "written": False}
         cols.append(done)
     table = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
     order = np.argsort(table["index"], kind="stable")
     table = {k: v[order] for k, v in table.items()}
     resp = apply_responsivity(table, methods) if conversion == "responsivity" else {}
-    from astrotool_lens.config import RESPONSE_METHODS
+    from astrotool_lens.config import METHODS, RESPONSE_METHODS
     from astrotool_lens.metacal import shear_from_response
 
     for m in (m for m in methods if m in RESPONSE_METHODS):  # the response averaged over the whole table
@@ -594,6 +654,19 @@ def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, fac
     meta = {**facts, "methods": list(methods), "conversion": conversion, "responsivity": resp, "failed": failed,
             "settings": hsm_settings(cfg), "identity": identity}
     ordered = {"index": table.pop("index"), **(extra or {}), **table}
+    if add:   # the held table's columns first, then the new methods' (same stamps, same index order)
+        old, held = read_parquet(out_path), parquet_metadata(out_path)
+        if not np.array_equal(old.column("index").to_numpy(), ordered["index"]):
+            from astrotool.errors import InputError
+
+            raise InputError(out_path, "its rows are not those of the stamps measured (use --overwrite)")
+        have = set(held.get("methods") or []) | set(methods)
+        ordered = {**{c: old.column(c).to_numpy(zero_copy_only=False) for c in old.column_names},
+                   **{k: v for k, v in ordered.items() if k not in old.column_names}}
+        methods = [m for m in METHODS if m in have]
+        meta = {**meta, "methods": methods, "responsivity": {**(held.get("responsivity") or {}), **resp},
+                "failed": {**(held.get("failed") or {}), **failed},
+                "settings": {**(held.get("settings") or {}), **meta["settings"]}}
     from astrotool_lens.fpfs import DESCRIPTIONS as FPFS
     from astrotool_lens.metacal import DESCRIPTIONS as METACAL
 
@@ -601,5 +674,11 @@ def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, fac
                  **_input_columns()}
     write_parquet(pa.table(ordered), out_path, metadata=meta,
                   descriptions={k: v for k, v in described.items() if k in ordered})
-    shutil.rmtree(_parts_dir(out_path), ignore_errors=True)
-    return {"n": int(len(ordered["index"])), "failed": failed, "responsivity": resp, "path": str(out_path)}
+    for part in parts:   # this run's parts only: another run's (other methods, --shard) are still needed
+        Path(part).unlink(missing_ok=True)
+    try:
+        _parts_dir(out_path).rmdir()
+    except OSError:
+        pass
+    return {"n": int(len(ordered["index"])), "failed": meta["failed"], "responsivity": meta["responsivity"],
+            "path": str(out_path)}

@@ -200,6 +200,10 @@ def response_problem(cols: dict, prefix: str = PREFIX) -> str | None:
         means[c] = float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
     if all(np.isfinite(r) and r >= MIN_RESPONSE for r in means.values()):
         return None
-    return (f"the model's mean shear response <R11> = {means['r11']:.3g}, <R22> = {means['r22']:.3g} is implausible "
+    lacking = [c.upper() for c, r in means.items() if not np.isfinite(r)]
+    if lacking:
+        return (f"no stamp has a finite response ({', '.join(lacking)}), so <R>^-1 e and the biases fitted on it "
+                "are undefined")
+    return (f"the model's mean shear response <R11> = {means['r11']:.4g}, <R22> = {means['r22']:.4g} is implausible "
             f"(below {MIN_RESPONSE:g} or negative: the model hardly responds to shear), so <R>^-1 e and the biases "
             "fitted on it are not to be trusted")

@@ -23,3 +23,21 @@ def test_a_folder_of_other_files_is_still_refused(tmp_path, capsys):
     (ws / "lens" / "kappa" / "sims" / "other" / "notes.txt").write_text("mine")
     code = main(["-w", str(ws), "-q", "lens", "kappa", "simulate", "--size", "32", "--name", "other", "-n", "2"])
     assert code == 2 and "exists without" in capsys.readouterr().err
+
+
+def test_a_record_claimed_by_another_task_in_between_is_compared(tmp_path, capsys, monkeypatch):
+    from astrotool_lens.kappa import simulate
+
+    ws = tmp_path / "ws"
+    out = ws / "lens" / "kappa" / "sims" / "kr2"
+    (out / "KAPPA").mkdir(parents=True)
+    real = simulate._own_layout
+
+    def claimed(folder):   # another task writes its record right after this one looked
+        (folder / simulate.SETTINGS_FILE).write_text(json.dumps({"size": 64, "seed": 99}))
+        return real(folder)
+
+    monkeypatch.setattr(simulate, "_own_layout", claimed)
+    code = main(["-w", str(ws), "-q", "lens", "kappa", "simulate", "--size", "32", "--name", "kr2", "-n", "2"])
+    assert code == 2 and "another task" in capsys.readouterr().err
+    assert json.loads((out / simulate.SETTINGS_FILE).read_text())["seed"] == 99

@@ -430,7 +430,8 @@ def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> int:
     if overwrite and out.is_dir():
         shutil.rmtree(out)
     held = len(list((out / "KAPPA").glob("*.npy"))) if (out / "KAPPA").is_dir() else 0
-    if f.is_file():
+    existed = f.is_file()   # looked at once: a record claimed by another task after this is compared below
+    if existed:
         try:
             old = json.loads(f.read_text())
         except (OSError, ValueError) as exc:
@@ -447,7 +448,7 @@ def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> int:
         raise AstroError(f"{out}: exists without a {SETTINGS_FILE} of this command; use another --name or "
                          "--overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    if f.is_file():
+    if existed:   # compared above
         write_json_atomic(f, settings)
         return held
     old = _claim_settings(f, settings)   # --shard tasks starting together: one writes it, the others compare
@@ -460,9 +461,9 @@ def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> int:
 
 def _own_layout(out: Path) -> bool:
     """Whether a folder without a settings record holds only what ``simulate`` writes there (``KAPPA/``,
-    ``EPSILON/``, ``.chunks/``, the truth table, hidden partial files): another task of the same command
-    (``--shard``) that has just begun, or an interrupted one."""
-    own = {"KAPPA", "EPSILON", _CHUNKS, TRUTH_FILE}
+    ``EPSILON/``, ``.chunks/``, the truth table, hidden partial files, the record another task has just
+    claimed): another task of the same command (``--shard``) that has just begun, or an interrupted one."""
+    own = {"KAPPA", "EPSILON", _CHUNKS, TRUTH_FILE, SETTINGS_FILE}
     return all(p.name in own or p.name.startswith(".") for p in out.iterdir())
 
 

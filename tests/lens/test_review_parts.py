@@ -1,0 +1,194 @@
+"""Reviewers' defects: which methods a table keeps, part files of --shard measuring, raw predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+GEN = ["lens", "generate", "--preset", "shearnet", "--stamp-size", 24, "--shard-size", 4,
+       "--set", "lens.generate.galaxy.hlr=[0.5, 0.8]", "--set", "lens.generate.galaxy.hlr_unit=\"arcsec\"",
+       "--set", "lens.generate.psf.fwhm=0.6"]
+
+
+def _run(capsys, ws, *args, code=0):
+    from astrotool.cli import main
+
+    rc = main(["--json", "-w", str(ws), "-q", *(str(a) for a in args)])
+    out = capsys.readouterr()
+    assert rc == code, out.err
+    return (json.loads(out.out) if out.out.strip() else None), out.err
+
+
+@pytest.fixture
+def ws(tmp_path, capsys):
+    _run(capsys, tmp_path, *GEN, "--name", "s2", "-n", 8)
+    return tmp_path
+
+
+def _mapper(fn, items, desc=None, keys=None):
+    return [(k, fn(t)) for k, t in zip(keys, items)]
+
+
+def _spy(monkeypatch):
+    """Record the methods each measure_arrays call is given (the executor runs items in this process)."""
+    import astrotool_lens.measure as measure
+
+    seen, real = [], measure.measure_arrays
+
+    def spy(gal, psf, methods, *a, **k):
+        seen.append(tuple(methods))
+        return real(gal, psf, methods, *a, **k)
+
+    monkeypatch.setattr(measure, "measure_arrays", spy)
+    return seen
+
+
+def test_a_table_of_another_dataset_does_not_bring_its_methods(ws, capsys):
+    from astrotool.io.tables import parquet_metadata
+
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "REGAUSS,BJ")
+    _run(capsys, ws, "--overwrite", *GEN, "--name", "s2", "-n", 12)          # the dataset drawn again
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert parquet_metadata(ws / "lens" / "predictions" / "s2_hsm.parquet")["methods"] == ["KSB"]
+
+
+def test_another_method_of_the_same_settings_is_measured_alone_and_joined(ws, capsys, monkeypatch):
+    from astrotool.io.tables import parquet_metadata, read_parquet
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "REGAUSS")
+    before = read_parquet(table).column("regauss_g1").to_numpy()
+    seen = _spy(monkeypatch)
+    _run(capsys, ws, "--executor", "serial", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert seen and set(seen) == {("KSB",)}
+    t, meta = read_parquet(table), parquet_metadata(table)
+    assert meta["methods"] == ["REGAUSS", "KSB"] and set(meta["failed"]) == {"REGAUSS", "KSB"}
+    np.testing.assert_array_equal(t.column("regauss_g1").to_numpy(), before)
+    assert t.column("index").to_pylist() == list(range(8)) and "ksb_g1" in t.column_names
+
+
+def test_evaluate_compares_only_the_settings_of_the_methods_asked(ws, capsys):
+    from astrotool.io.tables import parquet_metadata
+
+    from astrotool_lens.config import MeasureConfig
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.evaluate import hsm_estimates
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    _run(capsys, ws, "--set", "lens.measure.metacal_seed=5", "lens", "measure", "--dataset", "s2", "--methods",
+         "METACAL")
+    with ShearDataset(ws / "lens" / "shear" / "s2") as ds:     # metacal_seed 0, but METACAL is not asked for
+        t = hsm_estimates(ds, table, MeasureConfig(methods=["KSB"]), _mapper)
+    meta = parquet_metadata(table)
+    assert meta["methods"] == ["KSB", "METACAL"] and meta["settings"]["metacal_seed"] == 5
+    assert "ksb_g1" in t.column_names and "metacal_e1" in t.column_names
+
+
+def test_overwrite_does_not_take_an_earlier_runs_parts(ws, capsys):
+    from astrotool.io.tables import read_parquet
+
+    _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    (part,) = (ws / "lens" / "predictions" / ".s2_hsm.parquet.parts").glob("*.npz")
+    with np.load(part) as z:
+        cols = {k: z[k] for k in z.files}
+    cols["ksb_g1"] = np.full_like(cols["ksb_g1"], 0.42)     # what an interrupted older run left
+    np.savez(part, **cols)
+    _run(capsys, ws, "--overwrite", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert not np.any(read_parquet(ws / "lens" / "predictions" / "s2_hsm.parquet").column("ksb_g1").to_numpy()
+                      == 0.42)
+
+
+def test_a_part_names_the_code_version(monkeypatch):
+    import astrotool_lens
+    from astrotool_lens.config import MeasureConfig
+    from astrotool_lens.measure import _part_file
+
+    one = _part_file("t.parquet", "k", MeasureConfig(), {"n": 1})
+    monkeypatch.setattr(astrotool_lens, "__version__", "99.0")
+    assert _part_file("t.parquet", "k", MeasureConfig(), {"n": 1}) != one
+
+
+def test_writing_the_table_keeps_other_runs_parts_and_items_return_little(ws):
+    from astrotool_lens.config import MeasureConfig
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.measure import measure_dataset
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    parts = table.with_name(".s2_hsm.parquet.parts")
+    parts.mkdir(parents=True)
+    (parts / "shard000000_0123456789abcdef.npz").write_bytes(b"another run's")
+    results = []
+
+    def mapper(fn, items, desc=None, keys=None):
+        results.extend(fn(t) for t in items)
+        return list(zip(keys, results))
+
+    with ShearDataset(ws / "lens" / "shear" / "s2") as ds:
+        res = measure_dataset(ds, MeasureConfig(methods=["KSB"]), table, mapper=mapper)
+    assert res["n"] == 8 and (parts / "shard000000_0123456789abcdef.npz").is_file()
+    assert [sorted(r) for r in results] == [["n", "part"]] * 2
+
+
+def test_parts_taken_by_another_task_that_wrote_the_table_are_no_warning(ws):
+    from astrotool_lens.config import MeasureConfig
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.measure import measure_dataset
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    cfg = MeasureConfig(methods=["KSB"])
+    with ShearDataset(ws / "lens" / "shear" / "s2") as ds:
+        def mapper(fn, items, desc=None, keys=None):   # another task finishes first and writes the table
+            out = _mapper(fn, items, desc, keys)
+            measure_dataset(ds, cfg, table, mapper=_mapper)
+            return out
+
+        res = measure_dataset(ds, cfg, table, mapper=mapper)
+    assert not res.get("missing_parts") and res["written_by_another_task"] and table.is_file()
+
+
+def test_a_table_where_every_stamp_failed_is_recorded_as_an_error(tmp_path, capsys):
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.zeros((3, 24, 24), np.float32)).writeto(tmp_path / "blank.fits")
+    psf = np.zeros((24, 24), np.float32)
+    psf[10:14, 10:14] = 1.0
+    fits.PrimaryHDU(psf).writeto(tmp_path / "psf.fits")
+    _, err = _run(capsys, tmp_path, "lens", "measure", tmp_path / "blank.fits", "--psf", tmp_path / "psf.fits",
+                  "--name", "x1", "--methods", "KSB", code=2)
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
+    assert record["status"] == "error" and record["exit_code"] == 2 and "every stamp failed" in err
+
+
+def test_a_response_without_finite_values_is_named_so():
+    from astrotool_lens.response import response_problem
+
+    none = {"response_r11": np.array([np.nan, np.nan]), "response_r22": np.array([np.nan, np.nan])}
+    assert "no stamp has a finite response" in response_problem(none)
+    near = {"response_r11": np.array([0.04996, 0.04996]), "response_r22": np.array([0.7, 0.8])}
+    assert "0.04996" in response_problem(near)
+
+
+def test_an_unreadable_part_is_counted_missing_and_measured_again(ws, capsys):
+    _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    (part,) = (ws / "lens" / "predictions" / ".s2_hsm.parquet.parts").glob("*.npz")
+    part.write_bytes(b"broken")
+    res, _ = _run(capsys, ws, "--shard", "1/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert res["missing_parts"] == 1 and not part.exists()
+    res, _ = _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert res["n"] == 8
+
+
+def test_evaluate_adds_a_method_with_settings_of_its_own(ws, capsys):
+    from astrotool.io.tables import parquet_metadata
+
+    from astrotool_lens.config import MeasureConfig
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.evaluate import hsm_estimates
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    with ShearDataset(ws / "lens" / "shear" / "s2") as ds:     # the table has no metacal_* settings yet
+        hsm_estimates(ds, table, MeasureConfig(methods=["KSB", "METACAL"]), _mapper)
+    assert parquet_metadata(table)["methods"] == ["KSB", "METACAL"]
