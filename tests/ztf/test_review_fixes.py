@@ -399,3 +399,120 @@ def test_an_empty_folder_is_no_file(tmp_path, astro):
     (tmp_path / "empty").mkdir()
     r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", tmp_path / "empty")
     assert json.loads(r.stdout)["files"] == 0 and "holds no .avro" in r.stderr
+
+
+def test_predict_again_after_the_inputs_were_ingested_again_is_made_alike(tws, tmp_path, astro):
+    """The record held the alert table's checksum, provenance time included: ingesting the same file again
+    (or predict --overwrite, which re-ingested it) made a plain rerun refused."""
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(3))
+    run = ("-w", tws, "ztf", "predict", src, "--model", "sim_classifier")
+    table = tws / "ztf" / "alerts" / "night_alerts.parquet"
+    assert astro(*run).returncode == 0
+    assert astro("-w", tws, "--overwrite", "ztf", "ingest", src).returncode == 0
+    r = astro(*run)
+    assert r.returncode == 0, r.stderr
+    ingested = table.stat().st_mtime_ns
+    assert astro("-w", tws, "--overwrite", *run[2:]).returncode == 0  # replaces the predictions only
+    assert table.stat().st_mtime_ns == ingested
+    r = astro(*run)
+    assert r.returncode == 0, r.stderr
+
+
+def _finished_after(mdir, done, epochs):
+    """Make ``mdir`` a checkpoint interrupted after ``done`` of ``epochs`` epochs (best and ``last/``)."""
+    for path in (mdir / "model.json", mdir / "last" / "model.json"):
+        meta = json.loads(path.read_text())
+        meta["training_progress"] = {**meta["training_progress"], "epochs_done": done, "epochs": epochs,
+                                     "finished": False}  # fit writes no flag: an interrupted run's progress
+        path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("arch, model, cmd", [("classifier", "sim_classifier", ("predict", "sim_0000")),
+                                              ("vae", "sim_vae", ("evaluate",))])
+def test_a_resume_with_no_epoch_left_finishes_the_checkpoint(tws, astro, arch, model, cmd):
+    """Resumed with --epochs 1 after 1 of 3: no epoch ran, train exited 0 and the model was refused forever."""
+    _finished_after(tws / "ztf" / "models" / model, 1, 3)
+    assert "trained 1 of 3" in _error(astro("-w", tws, "--seed", 1, "ztf", *cmd, "--model", model))
+    r = astro("-w", tws, "--seed", 1, "ztf", "train", "--arch", arch, "--epochs", 1)
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", tws, "--seed", 1, "ztf", *cmd, "--model", model)
+    assert r.returncode == 0, r.stderr
+
+
+def _edit_meta(mdir, **changes):
+    path = mdir / "model.json"
+    meta = json.loads(path.read_text())
+    for key, value in changes.items():
+        *parents, last = key.split("__")
+        node = meta
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    path.write_text(json.dumps(meta))
+
+
+def test_evaluate_of_every_model_leaves_out_other_crops_and_other_sets_models(tws, astro):
+    """A model of the set with another crop aborted evaluate; sim_c33_classifier (trained on sim_c33) was
+    scored as a model of sim."""
+    models = tws / "ztf" / "models"
+    shutil.copytree(models / "sim_classifier", models / "sim_odd")
+    _edit_meta(models / "sim_odd", crop=33)
+    shutil.copytree(models / "sim_classifier", models / "sim_c33_classifier")
+    _edit_meta(models / "sim_c33_classifier", settings__dataset__name="sim_c33")
+    r = astro("--json", "-w", tws, "--seed", 1, "ztf", "evaluate")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == "sim_classifier"
+    assert "left out sim_odd" in r.stderr and "crop" in r.stderr and "sim_c33_classifier" not in r.stderr
+
+
+def test_the_default_baseline_is_the_first_candidate_that_fits_warned_about_once(tws, astro):
+    models = tws / "ztf" / "models"
+    assert astro("-w", tws, "--seed", 1, "ztf", "train", "--arch", "temporal", "--epochs", 1).returncode == 0
+    shutil.copytree(models / "sim_classifier", models / "sim_classifier_seed7")
+    _unfinish(models / "sim_classifier")
+    r = astro("-w", tws, "--seed", 1, "ztf", "evaluate")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tws / "ztf" / "reports" / "sim_temporal_sim_test_temporal.json").read_text())
+    assert report["baseline"] == "sim_classifier_seed7"
+    assert r.stderr.count("left out sim_classifier:") == 1
+
+
+def test_a_label_map_to_a_class_left_out_of_a_reduced_list_is_accepted():
+    """A SIMBAD map shared with classes ["SN", "AGN"] mapped RRLyr to VS: every command was refused."""
+    from astrotool_ztf.config import PrepareConfig
+
+    PrepareConfig(classes=["SN", "AGN"], label_map={"RRLyr": "VS", "QSO": "AGN"})
+    PrepareConfig(classes=["SN", "KN"], label_map={"KN": "KN"})
+    with pytest.raises(ValueError, match="'Quasar'"):
+        PrepareConfig(classes=["SN", "AGN"], label_map={"QSO": "Quasar"})
+
+
+def test_predict_keeps_the_copy_of_a_repeated_alert_that_has_a_prediction(tws, tmp_path, astro):
+    import copy
+
+    from astrotool_ztf import synthetic
+
+    alerts = synthetic.make_alerts(3)
+    bare = copy.deepcopy(alerts)  # the first alert without stamps: no prediction from this copy
+    bare[0]["cutoutScience"] = bare[0]["cutoutTemplate"] = bare[0]["cutoutDifference"] = None
+    first = synthetic.write_avro(tmp_path / "a" / "bare.avro", bare)
+    second = synthetic.write_avro(tmp_path / "b" / "full.avro", alerts)
+    r = astro("--json", "-w", tws, "ztf", "predict", first, second, "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["alerts"] == 3 and out["repeated"] == 3 and out["no_prediction"] == 0
+
+
+def test_a_stamps_file_without_science_stamps_is_an_input_error(tmp_path):
+    import h5py
+
+    from astrotool.errors import InputError
+    from astrotool_ztf.prepare import check_crop
+
+    path = tmp_path / "x_stamps.h5"
+    with h5py.File(path, "w") as h5:
+        h5["candid"] = np.arange(3)
+    with pytest.raises(InputError, match="science"):
+        check_crop([(tmp_path / "x_alerts.parquet", path)], 21)

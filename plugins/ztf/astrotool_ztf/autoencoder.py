@@ -33,6 +33,7 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
     from astrotool.errors import InputError
     from astrotool.ml.training import epoch_rng, fit
 
+    from astrotool_ztf.classify import mark_finished
     from astrotool_ztf.model import AUTOENCODER, StampAutoencoder, autoencoder_loss
     from astrotool_ztf.prepare import first_alerts
     from astrotool_ztf.train import check_splits, start_training, train_indices
@@ -75,6 +76,8 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
                  validate=validate, epochs=cfg.epochs, checkpoint_dir=model_dir, meta=meta, seed=seed,
                  monitor="val_loss", patience=cfg.patience, resume=cfg.resume and not overwrite,
                  on_epoch=on_epoch, log=log, runtime=rt)
+    if rt.is_global_zero:
+        mark_finished(model_dir)
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
             "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,

@@ -35,9 +35,27 @@ def check_finished(meta: dict, model_dir) -> None:
 
     progress = meta.get("training_progress") or {}
     done, epochs = progress.get("epochs_done"), progress.get("epochs")
-    if done is not None and epochs is not None and done < epochs and not progress.get("stopped_early"):
+    if (done is not None and epochs is not None and done < epochs and not progress.get("stopped_early")
+            and not progress.get("finished")):
         raise InputError(Path(model_dir) / "model.json", f"training unfinished: trained {done} of {epochs} epochs; "
                                                           "run `astro ztf train` again to resume")
+
+
+def mark_finished(model_dir) -> None:
+    """Record in the best checkpoint that a training returned (``training_progress.finished``), also one
+    resumed with no epoch left to run, for :func:`check_finished`."""
+    import json
+
+    from astrotool.workspace import write_json_atomic
+
+    path = Path(model_dir) / "model.json"
+    if not path.is_file():
+        return
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    progress = meta.get("training_progress")
+    if isinstance(progress, dict) and not progress.get("finished"):
+        meta["training_progress"] = {**progress, "finished": True}
+        write_json_atomic(path, meta)
 
 
 def temperature(meta: dict, model_dir) -> float:
@@ -97,14 +115,15 @@ def split_inputs(ds, split: str, meta: dict):
     return idx, load_split(ds, idx, meta)
 
 
-def check_compatible(meta: dict, ds, model_dir) -> None:
-    """Refuse a model trained on other classes, features or crop than the set holds."""
+def check_compatible(meta: dict, ds, model_dir, keys=("classes", "crop")) -> None:
+    """Refuse a model trained on other classes or crop (``keys``) than the set holds."""
     from astrotool.errors import InputError
 
-    for key, have in (("classes", ds.classes), ("crop", int(ds.attrs["crop"]))):
-        if meta.get(key) != have:
+    have = {"classes": ds.classes, "crop": int(ds.attrs["crop"])}
+    for key in keys:
+        if meta.get(key) != have[key]:
             raise InputError(Path(model_dir) / "model.json",
-                             f"trained with {key} {meta.get(key)!r}; the set {ds.name} has {have!r}")
+                             f"trained with {key} {meta.get(key)!r}; the set {ds.name} has {have[key]!r}")
 
 
 def calibrated_module(model, temperature: float):

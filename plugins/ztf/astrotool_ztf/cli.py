@@ -67,8 +67,8 @@ def ingest(
         ctx.record.add_output(r.alerts)
         ctx.record.add_output(r.stamps)
         if r.n_stamps_resized:
-            ctx.log.warning("%s: %d alert(s) with stamps cut at a CCD edge (not 63x63; NaN-padded): "
-                            "stamps_resized", r.input, r.n_stamps_resized)
+            ctx.log.warning("%s: %d alert(s) with stamps cut at a CCD edge (not 63x63; NaN-padded or cropped to "
+                            "%d px): stamps_resized", r.input, r.n_stamps_resized, cfg.stamp_size)
         if r.n_stamps_bad:
             ctx.log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
         if r.n_members_skipped:
@@ -292,7 +292,8 @@ def evaluate(
     With several models the result adds the mean and sample standard deviation
     (ddof = 1) of each figure over each group of models trained alike but for the
     seed (`summary`, the group's models in `of`). Without --model, the models of
-    the set that do not fit it are left out with a warning. Writes
+    the set (<dataset>_*, trained on a set of that name) that do not fit it are
+    left out with a warning. Writes
     ztf/reports/<model>_<dataset>_<split>_evaluate.json, _confusion.png
     (normalised) and _reliability.png. An unfinished checkpoint is refused.
     """
@@ -304,8 +305,8 @@ def evaluate(
     from astrotool.workspace import write_json_atomic
     from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
     from astrotool_ztf.autoencoder import clustering_accuracy, latents
-    from astrotool_ztf.classify import check_finished, temperature
-    from astrotool_ztf.evaluate import default_baseline, evaluate_model, seed_groups, summarise, write_figures
+    from astrotool_ztf.classify import check_compatible, check_finished, temperature
+    from astrotool_ztf.evaluate import baseline_candidates, evaluate_model, seed_groups, summarise, write_figures
     from astrotool_ztf.model import AUTOENCODER, CLASSIFIERS, TEMPORAL
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.temporal import gain_table
@@ -326,23 +327,35 @@ def evaluate(
         if twice:
             raise InputError("--model", f"{', '.join(twice)} given more than once (each model is scored once)")
     else:
+        def trained_on(d):  # the name of the set a model recorded it was trained on (None: none recorded)
+            meta = read_meta(d)
+            ident = meta.get("settings", {}).get("dataset")
+            return ident.get("name") if isinstance(ident, dict) else meta.get("training", {}).get("dataset")
+
         root = ctx.workspace.stage(NAME, MODELS)
-        dirs = sorted(p for p in root.glob(f"{ds.name}_*") if (p / "model.json").is_file())
+        dirs = sorted(p for p in root.glob(f"{ds.name}_*") if (p / "model.json").is_file()
+                      and trained_on(p) in (None, ds.name))  # not sim_c33_* of the set sim_c33
         if not dirs:
             raise InputError(root, f"no model of the set {ds.name!r} (train one, or name it with --model)")
 
     def check(d):  # before any work: a set re-made since a model's training is no hold-out; an unfinished model
-        meta = read_meta(d)  # is not scored, nor a classifier without its temperature (as predict and export)
-        mc.check_trained_on(meta.get("settings", {}).get("dataset"), ds, d)
-        (temperature if meta["architecture"]["name"] in CLASSIFIERS else check_finished)(meta, d)
+        meta = read_meta(d)  # is not scored, nor a classifier without its temperature (as predict and export),
+        mc.check_trained_on(meta.get("settings", {}).get("dataset"), ds, d)  # nor one of other classes or crop
+        arch = meta["architecture"]["name"]
+        (temperature if arch in CLASSIFIERS else check_finished)(meta, d)
+        check_compatible(meta, ds, d, ("crop",) if arch == AUTOENCODER else ("classes", "crop"))
 
-    def fits(d):  # the implicit models and baseline: one that does not fit is left out, with a warning
-        try:
-            check(d)
-            return True
-        except InputError as e:
-            ctx.log.warning("left out %s: %s", d.name, e.problem)
-            return False
+    verdicts: dict = {}
+
+    def fits(d):  # the implicit models and baseline: one that does not fit is left out, warned about once
+        if d not in verdicts:
+            try:
+                check(d)
+                verdicts[d] = True
+            except InputError as e:
+                ctx.log.warning("left out %s: %s", d.name, e.problem)
+                verdicts[d] = False
+        return verdicts[d]
 
     for d in dirs if models else []:
         check(d)
@@ -381,8 +394,8 @@ def evaluate(
     temporal = [d for d in dirs if arch_of(d) == TEMPORAL]
     if temporal:
         if base is None:
-            base = default_baseline(ctx.workspace.stage(NAME, MODELS), ds.name)
-            base = base if base is not None and fits(base) else None
+            base = next((b for b in baseline_candidates(ctx.workspace.stage(NAME, MODELS), ds.name) if fits(b)),
+                        None)
             if base is None:
                 ctx.log.warning("no single-alert classifier of the set %r to compare with (%s_classifier or "
                                 "%s_classifier_seedN); pass --baseline", ds.name, ds.name, ds.name)
@@ -443,12 +456,14 @@ def predict(
     """Calibrated class probabilities of alerts, per alert and per objectId.
 
     Alert files are ingested first (as `astro ztf ingest`; finished outputs are
-    kept). Writes ztf/predictions/NAME_alerts.parquet (p_<class>, class, p_max
-    per alert; recon_error with --autoencoder) and NAME_objects.parquet (per
+    kept, also with --overwrite: `astro ztf ingest --overwrite` ingests again).
+    Writes ztf/predictions/NAME_alerts.parquet (p_<class>, class, p_max per
+    alert; recon_error with --autoencoder) and NAME_objects.parquet (per
     objectId: the normalised product of its alerts' probabilities, and the first
     alert's class), and CSV copies. An alert in several inputs (same candid) is
-    kept once. Predictions of other inputs or another model under NAME are
-    refused unless --overwrite. An unfinished checkpoint is refused.
+    kept once, a copy with a prediction if any. Predictions of other inputs
+    (other alerts or stamp size) or another model under NAME are refused unless
+    --overwrite, which replaces them. An unfinished checkpoint is refused.
     """
     import time
 
@@ -464,7 +479,7 @@ def predict(
     from astrotool import made_with
     from astrotool_ztf.classify import load_classifier, temperature
     from astrotool_ztf.ingest import expand_inputs, ingest_files
-    from astrotool_ztf.predict import per_object, predict_file
+    from astrotool_ztf.predict import input_identity, per_object, predict_file
 
     ctx = current()
     if name is not None:
@@ -496,7 +511,8 @@ def predict(
         for f in expand_inputs([Path(p) for p in files]):
             once.setdefault(f.resolve(), f)
         expanded = list(once.values())
-        done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, ctx.overwrite)
+        # finished outputs are kept: --overwrite replaces the predictions, not the ingested tables
+        done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, False)
         n_failed = len(expanded) - len(done)
         pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
     for n in names:
@@ -513,8 +529,7 @@ def predict(
     rec = made_with.record({"model": mdir.name, "model_weights": meta.get("weights_sha256"),
                             "autoencoder": ae_dir.name if ae is not None else None,
                             "autoencoder_weights": ae_meta.get("weights_sha256") if ae is not None else None,
-                            "inputs": {a.name: made_with.file_checksum(a, a.with_name(f".{a.name}.checksum.json"))
-                                       for a, _ in sorted(pairs)}})
+                            "inputs": {a.name: input_identity(a, s) for a, s in sorted(pairs)}})
     try:  # the same inputs and model: made again alike; others: refused unless --overwrite
         made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False)
     except made_with.SettingsChanged as e:
@@ -530,8 +545,9 @@ def predict(
             rates.append(rate)
     alerts = pd.concat(parts, ignore_index=True)
     n_repeated = len(alerts) - alerts["candid"].nunique()
-    if n_repeated:  # the same alert in several inputs (a nightly archive and a broker dump): kept once
-        alerts = alerts.drop_duplicates("candid", ignore_index=True)
+    if n_repeated:  # the same alert in several inputs (a nightly archive and a broker dump): kept once,
+        first = alerts["class"].eq("").sort_values(kind="stable").index  # a copy with a prediction first
+        alerts = alerts.loc[first].drop_duplicates("candid").sort_index().reset_index(drop=True)
         ctx.log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
     objects = per_object(alerts, list(meta["classes"]))
     outputs = []

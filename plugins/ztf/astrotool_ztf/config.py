@@ -78,11 +78,11 @@ class PrepareConfig(Section):
     def _check(self) -> "PrepareConfig":
         from astrotool_ztf.simulate import CLASSES
 
-        classes = self.classes or list(CLASSES)
-        bad = sorted({v for v in self.label_map.values() if v not in classes})
+        known = list(dict.fromkeys([*self.classes, *CLASSES]))  # a value of another class list: left out
+        bad = sorted({v for v in self.label_map.values() if v not in known})
         if bad:
             raise ValueError(f"label_map: {', '.join(map(repr, bad))} is not a class; the classes are "
-                             f"{', '.join(classes)} (ztf.prepare.classes)")
+                             f"{', '.join(known)} (ztf.prepare.classes and the default ones)")
         return self
 
 

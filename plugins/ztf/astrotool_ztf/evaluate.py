@@ -65,18 +65,14 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device:
             "alerts_per_s": round(float(pred.samples_per_s), 1)}
 
 
-def default_baseline(models: Path, dataset: str) -> Path | None:
-    """The single-alert classifier temporal models of ``dataset`` are compared with by default:
-    ``<dataset>_classifier``, else ``<dataset>_classifier_seedN`` of the lowest seed (None: neither)."""
+def baseline_candidates(models: Path, dataset: str) -> list[Path]:
+    """The single-alert classifiers temporal models of ``dataset`` are compared with by default, in the order
+    tried: ``<dataset>_classifier``, then ``<dataset>_classifier_seedN`` by seed."""
     import re
 
-    plain = models / f"{dataset}_classifier"
-    if (plain / "model.json").is_file():
-        return plain
-    seeds = [(int(m.group(1)), p) for p in models.glob(f"{dataset}_classifier_seed*")
-             if (m := re.fullmatch(re.escape(dataset) + r"_classifier_seed(\d+)", p.name))
-             and (p / "model.json").is_file()]
-    return min(seeds)[1] if seeds else None
+    seeds = sorted((int(m.group(1)), p) for p in models.glob(f"{dataset}_classifier_seed*")
+                   if (m := re.fullmatch(re.escape(dataset) + r"_classifier_seed(\d+)", p.name)))
+    return [p for p in [models / f"{dataset}_classifier", *(p for _, p in seeds)] if (p / "model.json").is_file()]
 
 
 def seed_groups(model_dirs) -> list[list]:

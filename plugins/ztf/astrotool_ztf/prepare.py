@@ -192,6 +192,8 @@ def check_crop(pairs, crop: int) -> None:
         if not Path(stamps_path).is_file():
             continue  # read_labelled names it
         with open_h5(stamps_path) as h5:
+            if "science" not in h5:
+                raise InputError(stamps_path, "not a stamps file of ztf ingest: no 'science' stamps (ingest again)")
             side = int(h5["science"].shape[-1])
         if crop > side:
             raise InputError(stamps_path, f"stamps of {side} px cannot be cropped to {crop} px "

@@ -77,6 +77,7 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
 
     from astrotool.ml.training import epoch_rng, fit
 
+    from astrotool_ztf.classify import mark_finished
     from astrotool_ztf.model import TEMPORAL, TemporalClassifier, entropy_regularised_loss
     from astrotool_ztf.train import balanced_order, check_splits, start_training
 
@@ -128,6 +129,8 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
                  resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
+    if rt.is_global_zero:
+        mark_finished(model_dir)
     best = result.best_metrics
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),

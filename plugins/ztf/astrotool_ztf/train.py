@@ -132,6 +132,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
 
     from astrotool.ml.training import epoch_rng, fit
 
+    from astrotool_ztf.classify import mark_finished
     from astrotool_ztf.model import ARCHITECTURE, PROBE, StampClassifier, entropy_regularised_loss
     from astrotool_ztf.prepare import first_alerts
 
@@ -198,6 +199,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
                  resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
     temperature = None
     if rt.is_global_zero:
+        mark_finished(model_dir)
         temperature = store_temperature(model_dir, val)
         if log is not None and not 0.0501 < temperature < 19.99:  # fit_temperature searches [0.05, 20]
             log.warning("%s: temperature at its bound %.3g (fitted within [0.05, 20]): the model is barely "
