@@ -424,14 +424,16 @@ class Workspace:
         return created
 
     def status(self) -> dict[str, dict[str, int]]:
-        """Number of files per stage folder, ``{plugin: {stage: count}}`` (missing = 0)."""
+        """Number of files per stage folder, ``{plugin: {stage: count}}`` (missing = 0); hidden files and
+        the files of hidden folders (caches, parts kept until an output is complete) are not counted."""
         out: dict[str, dict[str, int]] = {}
         for plugin, names in self.stages.items():
             out[plugin] = {}
             for name in names:
                 folder = self.root / plugin / name
                 out[plugin][name] = (
-                    sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+                    sum(1 for p in folder.rglob("*") if p.is_file()
+                        and not any(part.startswith(".") for part in p.relative_to(folder).parts))
                     if folder.is_dir()
                     else 0
                 )

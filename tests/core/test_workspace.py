@@ -109,6 +109,8 @@ def test_init_and_status(astro, toy, tmp_path):
     for stage in ["dre/tiles", "dre/cuts", "toy/out", "toy/logs", "ztf/alerts", "plato/raw"]:
         assert (ws / stage).is_dir(), stage
     (ws / "toy" / "out" / "x.json").write_text("{}")
+    (ws / "toy" / "out" / ".x.parts").mkdir()   # a hidden folder's files (parts, caches) are no outputs
+    (ws / "toy" / "out" / ".x.parts" / "item0.npz").write_text("")
     r = astro("-w", ws, "status", "--json", pythonpath=toy)
     s = json.loads(r.stdout)
     assert s["initialised"] and s["stages"]["toy"] == {"out": 1, "logs": 0}
