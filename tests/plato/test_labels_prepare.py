@@ -703,3 +703,28 @@ def test_a_kept_set_reads_no_unchanged_feather_input_whole_again(tmp_path, capsy
     capsys.readouterr()
     assert main(args[:2] + args[3:]) == 0
     assert "is up to date" in capsys.readouterr().err
+
+
+def test_a_user_file_named_like_a_panopticon_quarter_outside_its_layout_is_not_shifted(tmp_path, capsys):
+    import shutil
+
+    from astrotool_plato.panopticon import quarter_offset, quarter_start
+
+    a, b, pan = tmp_path / "a", tmp_path / "b", tmp_path / "pan"
+    _simulate(a, n=2)
+    assert main(["-w", str(a), "-q", "plato", "export-panopticon", str(pan)]) == 0
+    for f in (pan / "astrotool-export").glob("*_Q1.ftr"):
+        f.rename(f.with_name(f.name.replace("_Q1", "_Q2")))
+    assert main(["-w", str(b), "-q", "plato", "import-panopticon", str(pan)]) == 0
+    quarter = pan / "astrotool-export" / "sim00001_Q2.ftr"
+    mine, dashed = tmp_path / "mine" / quarter.name, tmp_path / "my-curves" / quarter.name   # no config/ beside
+    for f in (mine, dashed):
+        f.parent.mkdir()
+        shutil.copy(quarter, f)
+    assert quarter_offset(quarter) == quarter_start(1, 2) > 0
+    assert quarter_offset(mine) == quarter_offset(dashed) == 0.0
+    base = ["-w", str(b), "-q", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare", "--time-unit", "s"]
+    assert main([*base, "--name", "p", str(quarter)]) == 0
+    assert main([*base, "--name", "m", str(mine)]) == 0
+    t_start = [PreparedDataset(b / f"plato/prepared/{n}").metadata(["t_start"])["t_start"] for n in "pm"]
+    np.testing.assert_allclose(t_start[1], t_start[0] - quarter_start(1, 2))

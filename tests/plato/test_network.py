@@ -278,6 +278,14 @@ def test_optimizers_and_epoch_schedules_follow_torch():
         lr_schedule(TrainConfig(scheduler="StepLR"), 1)
     with pytest.raises(ConfigError, match="does not take gama"):
         lr_schedule(TrainConfig(scheduler="ExponentialLR", scheduler_kwargs={"gamma": 0.9, "gama": 1}), 1)
+    for name, kw, key in (("StepLR", {"step_size": -1}, "step_size"), ("StepLR", {"step_size": 1.5}, "step_size"),
+                          ("CosineAnnealingLR", {"T_max": -2}, "T_max"), ("MultiStepLR", {"milestones": [0]}, "milestones"),
+                          ("MultiStepLR", {"milestones": [2, 1.5]}, "milestones"),
+                          ("ConstantLR", {"total_iters": 2.7}, "total_iters"), ("StepLR", {"step_size": 1, "gamma": 0},
+                                                                                   "gamma")):
+        with pytest.raises(ConfigError, match=f"{name} refuses .*ValueError: {key} must be"):
+            lr_schedule(TrainConfig(scheduler=name, scheduler_kwargs=kw), 1)
+    assert lr_schedule(TrainConfig(scheduler="StepLR", scheduler_kwargs={"step_size": 2.0}), 1)(2) == pytest.approx(0.1)
 
 
 def test_hour_scale_noise_scales_a_red_noise_curve_and_leaves_white_noise_and_steps_alone():

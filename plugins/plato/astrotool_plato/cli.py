@@ -182,8 +182,8 @@ def prepare(
     a row in the label tables of plato/labels/ (simulate, import-panopticon).
     Feather, CSV and FITS tables are read with detect's --time-column,
     --flux-column and --time-unit: Panopticon's Feather files (export-panopticon's
-    too) need --time-unit s, and a quarter K > 1 is put on its simulation's time
-    axis as import-panopticon does; a time axis in another unit is refused (exit 2). A rerun with the same
+    too) need --time-unit s, and a quarter K > 1 in Panopticon's layout is put on its
+    simulation's time axis as import-panopticon does; a time axis in another unit is refused (exit 2). A rerun with the same
     settings and inputs keeps the set; other settings are refused (exit 2)
     unless --overwrite.
     """

@@ -309,13 +309,21 @@ def quarter_of(path) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def in_layout(path) -> bool:
+    """Whether ``path`` lies where :func:`read_layout` looks for quarter files: ``<folder>/<dir with '-'>/``
+    with ``<folder>/config/Complete_Parameters.ftr``."""
+    d = Path(path).absolute().parent
+    return "-" in d.name and (d.parent / PARAMS_FILE).is_file()
+
+
 def quarter_offset(path) -> float:
     """What puts the time of a Panopticon quarter file (from its quarter's start) on its simulation's axis [d].
 
-    :func:`quarter_start` for ``simNNNNN_QK.ftr`` (:func:`read_layout`, ``prepare``), 0 for another name.
+    :func:`quarter_start` for ``simNNNNN_QK.ftr`` in Panopticon's layout (:func:`in_layout`; :func:`read_layout`,
+    ``prepare``), 0 for another name or a file elsewhere (a user's table named so keeps its own times).
     """
     sq = quarter_of(path)
-    return quarter_start(*sq) if sq else 0.0
+    return quarter_start(*sq) if sq and in_layout(path) else 0.0
 
 
 def _f(v) -> float:

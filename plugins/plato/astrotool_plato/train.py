@@ -82,33 +82,51 @@ def lr_schedule(cfg, steps_per_epoch: int):
     Raises
     ------
     astrotool.errors.ConfigError
-        A missing or unknown keyword argument, or a value the schedule cannot use.
+        A missing or unknown keyword argument, or a value the schedule cannot use: ``step_size``,
+        ``T_max``, ``total_iters`` and each of ``milestones`` must be whole numbers >= 1, ``gamma``,
+        ``factor`` and ``start_factor`` > 0.
     """
     from astrotool.errors import ConfigError
 
     name, k = cfg.scheduler, dict(cfg.scheduler_kwargs)
     if not name:
         return None
+
+    def whole(key, v):   # a count of epochs, as torch takes it: an integer >= 1 (a TOML 2 reads as 2.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1 or v != math.floor(v):
+            raise ValueError(f"{key} must be a whole number >= 1, not {v!r}")
+        return int(v)
+
+    def positive(key, v):
+        if isinstance(v, bool) or not float(v) > 0:
+            raise ValueError(f"{key} must be > 0, not {v!r}")
+        return float(v)
+
     try:
         if name == "ExponentialLR":
-            g = float(k.pop("gamma"))
+            g = positive("gamma", k.pop("gamma"))
             f = lambda e: g ** e  # noqa: E731
         elif name == "StepLR":
-            size, g = int(k.pop("step_size")), float(k.pop("gamma", 0.1))
+            size, g = whole("step_size", k.pop("step_size")), positive("gamma", k.pop("gamma", 0.1))
             f = lambda e: g ** (e // size)  # noqa: E731
         elif name == "MultiStepLR":
-            miles, g = sorted(int(m) for m in k.pop("milestones")), float(k.pop("gamma", 0.1))
+            miles, g = list(k.pop("milestones")), positive("gamma", k.pop("gamma", 0.1))
+            if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and m >= 1 and m == math.floor(m)
+                       for m in miles):
+                raise ValueError(f"milestones must be whole numbers >= 1, not {cfg.scheduler_kwargs['milestones']!r}")
+            miles = sorted(int(m) for m in miles)
             f = lambda e: g ** sum(e >= m for m in miles)  # noqa: E731
         elif name == "LinearLR":
-            a, b, n = float(k.pop("start_factor", 1 / 3)), float(k.pop("end_factor", 1.0)), int(k.pop("total_iters", 5))
+            a, b = positive("start_factor", k.pop("start_factor", 1 / 3)), float(k.pop("end_factor", 1.0))
+            n = whole("total_iters", k.pop("total_iters", 5))
             f = lambda e: a + (b - a) * min(e, n) / n  # noqa: E731
         elif name == "ConstantLR":
-            c, n = float(k.pop("factor", 1 / 3)), int(k.pop("total_iters", 5))
+            c, n = positive("factor", k.pop("factor", 1 / 3)), whole("total_iters", k.pop("total_iters", 5))
             f = lambda e: c if e < n else 1.0  # noqa: E731
         else:  # CosineAnnealingLR
-            t_max, eta = float(k.pop("T_max")), float(k.pop("eta_min", 0.0)) / cfg.lr
+            t_max, eta = whole("T_max", k.pop("T_max")), float(k.pop("eta_min", 0.0)) / cfg.lr
             f = lambda e: eta + (1 - eta) * (1 + math.cos(math.pi * e / t_max)) / 2  # noqa: E731
-        f(1)   # a zero step_size, total_iters or T_max fails here, not in the first epoch
+        f(1)   # a value of the wrong kind that slipped through fails here, not in the first epoch
     except KeyError as exc:
         unknown = sorted(set(cfg.scheduler_kwargs) - set(SCHEDULER_KEYS[name]))
         also = f" (unknown: {', '.join(unknown)}; it takes {', '.join(SCHEDULER_KEYS[name])})" if unknown else ""
