@@ -192,3 +192,115 @@ def test_evaluate_adds_a_method_with_settings_of_its_own(ws, capsys):
     with ShearDataset(ws / "lens" / "shear" / "s2") as ds:     # the table has no metacal_* settings yet
         hsm_estimates(ds, table, MeasureConfig(methods=["KSB", "METACAL"]), _mapper)
     assert parquet_metadata(table)["methods"] == ["KSB", "METACAL"]
+
+
+def _failing(monkeypatch, start=4, methods=None):
+    """measure_arrays raising for the item starting at ``start`` (the executor runs items in this process);
+    with ``methods``, instead every stamp of those methods flagged failed."""
+    import astrotool_lens.measure as measure
+
+    real = measure.measure_arrays
+
+    def fake(gal, psf, meths, *a, **k):
+        if methods is None and k.get("start") == start:
+            raise RuntimeError("this item fails")
+        out = real(gal, psf, meths, *a, **k)
+        for m in methods or ():
+            if m in meths:
+                out[f"{m.lower()}_flag"][:] = 1
+        return out
+
+    monkeypatch.setattr(measure, "measure_arrays", fake)
+
+
+def test_overwrite_with_a_failing_item_reports_the_missing_part(ws, capsys, monkeypatch):
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    _failing(monkeypatch)
+    res, _ = _run(capsys, ws, "--executor", "serial", "--overwrite", "lens", "measure", "--dataset", "s2",
+                  "--methods", "KSB", code=1)
+    assert not res.get("written_by_another_task") and res["missing_parts"] == 1 and res["parts"] == 2
+
+
+def test_overwrite_under_shard_is_written_by_the_last_task(ws, capsys):
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    old = table.stat().st_mtime_ns
+    res, _ = _run(capsys, ws, "--overwrite", "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods",
+                  "KSB")
+    assert not res.get("written_by_another_task") and res["missing_parts"] == 1
+    res, _ = _run(capsys, ws, "--overwrite", "--shard", "1/2", "lens", "measure", "--dataset", "s2", "--methods",
+                  "KSB")
+    assert res["n"] == 8 and table.stat().st_mtime_ns != old
+    assert not table.with_name(".s2_hsm.parquet.parts").exists()
+
+
+def test_writing_the_table_removes_parts_older_than_the_run_and_keeps_fresh_ones(ws):
+    import os
+    import time
+
+    from astrotool_lens.config import MeasureConfig
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.measure import measure_dataset
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    parts = table.with_name(".s2_hsm.parquet.parts")
+    parts.mkdir(parents=True)
+    stale = parts / "shard000000_0123456789abcdef.npz"        # another method set's, an older code's
+    stale.write_bytes(b"an old run's")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    fresh = parts / "shard000001_fedcba9876543210.npz"        # a concurrent --shard task's, written meanwhile
+
+    def mapper(fn, items, desc=None, keys=None):
+        fresh.write_bytes(b"a concurrent task's")
+        return _mapper(fn, items, desc, keys)
+
+    with ShearDataset(ws / "lens" / "shear" / "s2") as ds:
+        res = measure_dataset(ds, MeasureConfig(methods=["KSB"]), table, mapper=mapper)
+    assert res["n"] == 8 and not stale.exists() and fresh.is_file()
+    assert sorted(p.name for p in parts.iterdir()) == [fresh.name]
+
+
+def test_a_task_whose_table_another_wrote_leaves_no_parts(ws):
+    from astrotool_lens.config import MeasureConfig
+    from astrotool_lens.data import ShearDataset
+    from astrotool_lens.measure import measure_dataset
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    cfg = MeasureConfig(methods=["KSB"])
+    with ShearDataset(ws / "lens" / "shear" / "s2") as ds:
+        def mapper(fn, items, desc=None, keys=None):   # another task writes the table, then this one's item ends
+            out = _mapper(fn, items, desc, keys)
+            measure_dataset(ds, cfg, table, mapper=_mapper)
+            fn(items[1])
+            return out
+
+        res = measure_dataset(ds, cfg, table, mapper=mapper)
+    assert res["written_by_another_task"] and not table.with_name(".s2_hsm.parquet.parts").exists()
+
+
+def test_a_part_names_the_measuring_code_and_packages(monkeypatch):
+    import importlib.metadata
+
+    import astrotool_lens.measure as measure
+    from astrotool_lens.config import MeasureConfig
+
+    one = measure._part_file("t.parquet", "k", MeasureConfig(), {"n": 1})
+    monkeypatch.setattr(measure, "MEASURE_VERSION", measure.MEASURE_VERSION + 1)
+    two = measure._part_file("t.parquet", "k", MeasureConfig(), {"n": 1})
+    assert two != one
+    real = importlib.metadata.version
+    for pkg in ("anacal", "ngmix"):
+        monkeypatch.setattr(importlib.metadata, "version", lambda name, p=pkg: "9.9" if name == p else real(name))
+        assert measure._part_file("t.parquet", "k", MeasureConfig(), {"n": 1}) not in (one, two)
+
+
+def test_adding_a_method_warns_only_of_its_own_failures(ws, capsys, monkeypatch):
+    from astrotool.io.tables import parquet_metadata
+
+    _failing(monkeypatch, methods=["REGAUSS"])
+    _, err = _run(capsys, ws, "--executor", "serial", "lens", "measure", "--dataset", "s2", "--methods", "REGAUSS,KSB")
+    assert "REGAUSS: 8 of 8 stamps failed" in err
+    res, err = _run(capsys, ws, "--executor", "serial", "lens", "measure", "--dataset", "s2", "--methods", "BJ")
+    assert "REGAUSS" not in err and res["measured"] == ["BJ"]
+    meta = parquet_metadata(ws / "lens" / "predictions" / "s2_hsm.parquet")
+    assert meta["failed"]["REGAUSS"] == 8 and set(meta["failed"]) == {"REGAUSS", "KSB", "BJ"}

@@ -48,6 +48,7 @@ identity is then the SHA-256 of the pixels (:func:`stamps_identity`).
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,11 @@ from astrotool_lens.shear import e_to_g, g_to_e
 __docformat__ = "numpy"
 
 E_TYPE = {"REGAUSS": True, "BJ": True, "LINEAR": True, "KSB": False}
+
+MEASURE_VERSION = 1
+"""Version of the measuring code (this module, :mod:`~astrotool_lens.metacal`, :mod:`~astrotool_lens.fpfs`):
+bump it whenever a change makes the same stamps and settings give other numbers, so that part files measured
+by the older code (:func:`_part_file`, whose digest holds it) are never taken."""
 
 
 def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pixel_scale: float = 1.0,
@@ -222,21 +228,31 @@ def _parts_dir(out_path: str | Path) -> Path:
     return out_path.with_name(f".{out_path.name}.parts")
 
 
-def _part_file(out_path: str | Path, key: str, cfg: MeasureConfig, identity: dict) -> str:
-    """The part file of item ``key``; its name holds a digest of the methods, settings, stamps and code versions
-    (astrotool_lens, galsim), so a part of other settings, stamps or code is never taken."""
-    import hashlib
-    import json
+def _code_versions() -> dict:
+    """What the measured numbers depend on besides methods, settings and stamps: :data:`MEASURE_VERSION`,
+    astrotool_lens's version and those of the packages doing the measuring (galsim; anacal and ngmix when
+    installed, else None)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import astrotool_lens
 
-    try:
-        galsim = version("galsim")
-    except PackageNotFoundError:
-        galsim = None
+    out = {"measure": MEASURE_VERSION, "astrotool_lens": astrotool_lens.__version__}
+    for pkg in ("galsim", "anacal", "ngmix"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _part_file(out_path: str | Path, key: str, cfg: MeasureConfig, identity: dict) -> str:
+    """The part file of item ``key``; its name holds a digest of the methods, settings, stamps and code versions
+    (:func:`_code_versions`), so a part of other settings, stamps or code is never taken."""
+    import hashlib
+    import json
+
     what = {"methods": list(cfg.methods), "settings": hsm_settings(cfg), "identity": _content(identity),
-            "versions": [astrotool_lens.__version__, galsim]}
+            "versions": _code_versions()}
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return str(_parts_dir(out_path) / f"{key}_{digest}.npz")
 
@@ -247,6 +263,43 @@ def discard_parts(out_path: str | Path) -> None:
     import shutil
 
     shutil.rmtree(_parts_dir(out_path), ignore_errors=True)
+
+
+def _table_stamp(path: str | Path) -> tuple | None:
+    """What tells one written version of the table at ``path`` from another (inode, mtime, size; None: none),
+    taken before measuring, so that a table written meanwhile by another task is told from the one there
+    before (which ``--overwrite`` replaces)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+STALE_PART_S = 1.0
+"""A part file of other methods, settings, stamps or code is removed when a table is written only if it
+was last written more than this many seconds before the run began (:func:`_remove_parts`)."""
+
+
+def _remove_parts(out_path: str | Path, parts: list[str], started: float) -> None:
+    """Remove this run's ``parts`` and every other part file of the table at ``out_path`` last written before
+    this run began (``started``, :func:`time.time`, less :data:`STALE_PART_S`): parts of other methods,
+    settings or code versions, failed runs' and those left behind by a run that another task's table made
+    needless. A part written since this run began -- a concurrent ``--shard`` task's, whatever its
+    command -- is kept, as is the folder while it holds one."""
+    for part in parts:
+        Path(part).unlink(missing_ok=True)
+    folder = _parts_dir(out_path)
+    for part in folder.glob("*.npz") if folder.is_dir() else ():
+        try:
+            if part.stat().st_mtime < started - STALE_PART_S:
+                part.unlink(missing_ok=True)
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _read_part(path: str) -> dict | None:
@@ -514,7 +567,9 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     Returns
     -------
     dict
-        Per-method counts ``{"n": ..., "failed": {method: count}, "responsivity": {...}, "path": ...}``; while
+        Per-method counts ``{"n": ..., "failed": {method: count}, "responsivity": {...}, "path": ...,
+        "measured": [method, ...]}`` (``failed`` and ``responsivity`` as in the table's metadata: with ``add``
+        the held methods' too; ``measured``: the methods this run measured); while
         items are unmeasured (other ``--shard`` tasks, failures: each item's columns are kept in a part file
         until every one exists) no table is written and the dict is
         ``{"n": 0, "missing_parts": k, "parts": n, "path": ..., "written": False}``; when another task has
@@ -524,6 +579,7 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     if not callable(mapper):
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
     require_packages(cfg)
+    started, before = time.time(), _table_stamp(out_path)
     methods, identity = list(cfg.methods), dataset_identity(dataset)
     tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, cfg.guess_sig_gal,
                          cfg.guess_sig_psf, estimator_options(cfg),
@@ -531,7 +587,7 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
              for path, start, stop in dataset.shards]
     mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
     return _write_table([t.part for t in tasks], cfg, out_path, {"dataset": dataset.name, **(metadata or {})},
-                        identity, dataset, add=add)
+                        identity, dataset, add=add, started=started, before=before)
 
 
 STAMPS_PER_ITEM = 500
@@ -602,6 +658,7 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
     if not callable(mapper):
         raise TypeError("measure_inputs: mapper is required (e.g. astrotool.context.Context.map)")
     require_packages(cfg)
+    started, before = time.time(), _table_stamp(out_path)
     methods, n = tuple(cfg.methods), len(inp.gal)
     options, identity = estimator_options(cfg), stamps_identity(inp)
     tasks = [StampsTask(inp.gal[a:a + STAMPS_PER_ITEM], inp.psf[a:a + STAMPS_PER_ITEM], a, methods, float(pixel_scale),
@@ -612,19 +669,23 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
     if inp.truth:
         extra.update(true_g1=np.asarray(inp.truth["g1"], float), true_g2=np.asarray(inp.truth["g2"], float))
     return _write_table([t.part for t in tasks], cfg, out_path,
-                        {"input": str(inp.origin or inp.stem), **(metadata or {})}, identity, inp, extra, add)
+                        {"input": str(inp.origin or inp.stem), **(metadata or {})}, identity, inp, extra, add,
+                        started=started, before=before)
 
 
 def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, facts: dict, identity: dict,
-                 source, extra: dict | None = None, add: bool = False) -> dict:
+                 source, extra: dict | None = None, add: bool = False, *, started: float,
+                 before: tuple | None) -> dict:
     """Join the items' columns in index order, convert, write the Parquet table (all items or nothing).
 
     Items this run did not measure (other ``--shard`` tasks, failures) are read from their part files
     (:func:`_part_file`); while one is missing no table is written and ``missing_parts`` says how many
-    (the last task to finish, or a re-run, writes it), unless another task has meanwhile written a table
-    that serves ``source`` (``written_by_another_task``). This run's part files are removed once it is
-    written (other runs' are kept). With ``add`` the columns are joined by ``index`` into the table at
-    ``out_path``, whose methods, settings and counts are kept beside the new ones.
+    (the last task to finish, or a re-run, writes it), unless another task has written a table that serves
+    ``source`` since this run began (``written_by_another_task``: the table is no longer ``before``, its
+    :func:`_table_stamp` when the run began, so the table that ``--overwrite`` replaces never counts).
+    Once a table is written (here or by that task) the part files are removed by :func:`_remove_parts`:
+    this run's, and others' written before it began. With ``add`` the columns are joined by ``index`` into
+    the table at ``out_path``, whose methods, settings and counts are kept beside the new ones.
     """
     import pyarrow as pa
 
@@ -636,7 +697,8 @@ def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, fac
         done = _read_part(part)
         if done is None:
             Path(part).unlink(missing_ok=True)   # unreadable (written atomically, so broken): measured again
-            if table_problem(out_path, source, cfg) is None:   # another task read them first and wrote it
+            if _table_stamp(out_path) != before and table_problem(out_path, source, cfg) is None:
+                _remove_parts(out_path, parts, started)   # another task read them first and wrote it
                 return {"n": 0, "path": str(out_path), "written": False, "written_by_another_task": True}
             return {"n": 0, "missing_parts": sum(1 for p in parts if not Path(p).is_file()), "parts": len(parts),
                     "path": str(out_path), "written": False}
@@ -674,11 +736,6 @@ def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, fac
                  **_input_columns()}
     write_parquet(pa.table(ordered), out_path, metadata=meta,
                   descriptions={k: v for k, v in described.items() if k in ordered})
-    for part in parts:   # this run's parts only: another run's (other methods, --shard) are still needed
-        Path(part).unlink(missing_ok=True)
-    try:
-        _parts_dir(out_path).rmdir()
-    except OSError:
-        pass
+    _remove_parts(out_path, parts, started)
     return {"n": int(len(ordered["index"])), "failed": meta["failed"], "responsivity": meta["responsivity"],
-            "path": str(out_path)}
+            "path": str(out_path), "measured": list(cfg.methods)}
