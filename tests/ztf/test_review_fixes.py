@@ -516,3 +516,62 @@ def test_a_stamps_file_without_science_stamps_is_an_input_error(tmp_path):
         h5["candid"] = np.arange(3)
     with pytest.raises(InputError, match="science"):
         check_crop([(tmp_path / "x_alerts.parquet", path)], 21)
+
+
+def test_evaluate_of_every_model_leaves_out_an_unreadable_model_folder(tws, astro):
+    """trained_on() read model.json outside fits(): one unreadable folder of the set stopped evaluate, and
+    ``"settings": null`` crashed with AttributeError."""
+    models = tws / "ztf" / "models"
+    (models / "sim_junk").mkdir()
+    (models / "sim_junk" / "model.json").write_text("not json")
+    shutil.copytree(models / "sim_classifier", models / "sim_nullset")
+    _edit_meta(models / "sim_nullset", settings=None)
+    r = astro("--json", "-w", tws, "--seed", 1, "ztf", "evaluate")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "left out sim_junk" in r.stderr
+    assert "sim_classifier" in r.stdout
+
+
+@pytest.mark.parametrize("arch, model", [("classifier", "sim_classifier"), ("vae", "sim_vae")])
+def test_a_later_interrupted_run_unmarks_a_finished_checkpoint(tws, astro, monkeypatch, arch, model):
+    """train --epochs 3 stopped after epoch 1; train --epochs 1 (nothing to run) marked it finished; train
+    --epochs 3 again, interrupted in an epoch that did not improve (the best checkpoint untouched): the best
+    model.json still said finished, and evaluate scored a model whose training was cut short."""
+    import astrotool.ml.training as training
+    from astrotool_ztf.autoencoder import train_autoencoder
+    from astrotool_ztf.config import TrainConfig
+    from astrotool_ztf.train import train_classifier
+
+    mdir = tws / "ztf" / "models" / model
+    _finished_after(mdir, 1, 3)
+    assert astro("-w", tws, "--seed", 1, "ztf", "train", "--arch", arch, "--epochs", 1).returncode == 0
+    assert json.loads((mdir / "model.json").read_text())["training_progress"]["finished"] is True
+
+    def interrupted(*args, **kwargs):  # stopped during epoch 2, before any checkpoint of it was written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "fit", interrupted)
+    trainer = train_autoencoder if arch == "vae" else train_classifier
+    with StampDataset(tws / "ztf" / "prepared" / "sim") as ds, pytest.raises(KeyboardInterrupt):
+        trainer(ds, TrainConfig(arch=arch, epochs=3), mdir, seed=1)
+    assert "finished" not in json.loads((mdir / "model.json").read_text())["training_progress"]
+    cmd = ("evaluate",) if arch == "vae" else ("predict", "sim_0000")
+    assert "trained 1 of 3" in _error(astro("-w", tws, "--seed", 1, "ztf", *cmd, "--model", model))
+    assert astro("-w", tws, "--seed", 1, "ztf", "train", "--arch", arch, "--epochs", 1).returncode == 0
+    assert astro("-w", tws, "--seed", 1, "ztf", *cmd, "--model", model).returncode == 0
+
+
+def test_predict_of_a_changed_input_says_to_ingest_it_again(tws, tmp_path, astro):
+    """predict --overwrite no longer re-ingests: its refusal of a changed input said only 'use --overwrite'."""
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(3))
+    run = ("-w", tws, "ztf", "predict", src, "--model", "sim_classifier")
+    assert astro(*run).returncode == 0
+    synthetic.write_avro(src, synthetic.make_alerts(4))
+    for r in (astro(*run), astro("-w", tws, "--overwrite", *run[2:])):
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert f"astro ztf ingest --overwrite {src}" in r.stderr
+    assert astro("-w", tws, "--overwrite", "ztf", "ingest", src).returncode == 0
+    r = astro("-w", tws, "--overwrite", *run[2:])
+    assert r.returncode == 0, r.stderr

@@ -58,6 +58,29 @@ def mark_finished(model_dir) -> None:
         write_json_atomic(path, meta)
 
 
+def mark_unfinished(model_dir, epochs: int) -> None:
+    """Remove ``training_progress.finished`` from the best checkpoint before a training that may run an epoch
+    (its best checkpoint has fewer than ``epochs`` done): an interrupted run whose epochs did not improve leaves
+    that checkpoint as it was, and :func:`check_finished` must then refuse it. A run with nothing left marks it
+    finished again when it returns (:func:`mark_finished`)."""
+    import json
+
+    from astrotool.workspace import write_json_atomic
+
+    path = Path(model_dir) / "model.json"
+    if not path.is_file():
+        return
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return  # not a checkpoint fit can resume from: it refuses or replaces it
+    progress = meta.get("training_progress") if isinstance(meta, dict) else None
+    if (isinstance(progress, dict) and "finished" in progress
+            and not (isinstance(progress.get("epochs_done"), int) and progress["epochs_done"] >= epochs)):
+        meta["training_progress"] = {k: v for k, v in progress.items() if k != "finished"}
+        write_json_atomic(path, meta)
+
+
 def temperature(meta: dict, model_dir) -> float:
     """The calibration temperature stored by ``astro ztf train``: the one rule of ``evaluate``, ``predict``
     and ``export``; an unfinished checkpoint, or one without a temperature, is refused (exit 2)."""

@@ -327,10 +327,14 @@ def evaluate(
         if twice:
             raise InputError("--model", f"{', '.join(twice)} given more than once (each model is scored once)")
     else:
-        def trained_on(d):  # the name of the set a model recorded it was trained on (None: none recorded)
-            meta = read_meta(d)
-            ident = meta.get("settings", {}).get("dataset")
-            return ident.get("name") if isinstance(ident, dict) else meta.get("training", {}).get("dataset")
+        def trained_on(d):  # the name of the set a model recorded it was trained on (None: none recorded;
+            try:  # False: unreadable, left out with a warning as fits() does)
+                meta = read_meta(d)
+            except InputError as e:
+                ctx.log.warning("left out %s: %s", d.name, e.problem)
+                return False
+            ident = (meta.get("settings") or {}).get("dataset")
+            return ident.get("name") if isinstance(ident, dict) else (meta.get("training") or {}).get("dataset")
 
         root = ctx.workspace.stage(NAME, MODELS)
         dirs = sorted(p for p in root.glob(f"{ds.name}_*") if (p / "model.json").is_file()
@@ -340,7 +344,7 @@ def evaluate(
 
     def check(d):  # before any work: a set re-made since a model's training is no hold-out; an unfinished model
         meta = read_meta(d)  # is not scored, nor a classifier without its temperature (as predict and export),
-        mc.check_trained_on(meta.get("settings", {}).get("dataset"), ds, d)  # nor one of other classes or crop
+        mc.check_trained_on((meta.get("settings") or {}).get("dataset"), ds, d)  # nor one of other classes or crop
         arch = meta["architecture"]["name"]
         (temperature if arch in CLASSIFIERS else check_finished)(meta, d)
         check_compatible(meta, ds, d, ("crop",) if arch == AUTOENCODER else ("classes", "crop"))
@@ -465,6 +469,7 @@ def predict(
     (other alerts or stamp size) or another model under NAME are refused unless
     --overwrite, which replaces them. An unfinished checkpoint is refused.
     """
+    import shlex
     import time
 
     import numpy as np
@@ -473,12 +478,12 @@ def predict(
     from astrotool.context import current
     from astrotool.errors import InputError
     from astrotool.io.tables import write_parquet
-    from astrotool.names import check_name
+    from astrotool.names import check_name, printable
     from astrotool.workspace import atomic_path
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
     from astrotool import made_with
     from astrotool_ztf.classify import load_classifier, temperature
-    from astrotool_ztf.ingest import expand_inputs, ingest_files
+    from astrotool_ztf.ingest import expand_inputs, ingest_files, unique_names
     from astrotool_ztf.predict import input_identity, per_object, predict_file
 
     ctx = current()
@@ -512,8 +517,15 @@ def predict(
             once.setdefault(f.resolve(), f)
         expanded = list(once.values())
         # finished outputs are kept: --overwrite replaces the predictions, not the ingested tables
+        since = len(ctx.failures)
         done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, False)
         n_failed = len(expanded) - len(done)
+        changed = {f.key for f in ctx.failures[since:] if "made with other settings" in f.error}
+        if changed:  # an input file replaced, or other ingest settings: predict --overwrite does not ingest again
+            by_name = dict(zip(unique_names(expanded), expanded))
+            again = " ".join(shlex.quote(str(by_name.get(k, k))) for k in sorted(changed))
+            ctx.log.warning("run `astro ztf ingest --overwrite %s` first (predict --overwrite replaces only the "
+                            "predictions)", printable(again))
         pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
     for n in names:
         a, s = alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5"
@@ -622,7 +634,7 @@ def embed(
     dev = mc.runtime(ctx, device=device).accelerator
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.train.dataset, StampDataset, NO_DATASET)
     mdir = mc.model_dir(ctx, NAME, model)
-    mc.check_trained_on(read_meta(mdir).get("settings", {}).get("dataset"), ds, mdir)
+    mc.check_trained_on((read_meta(mdir).get("settings") or {}).get("dataset"), ds, mdir)
     ctx.record.add_input(mdir / "model.json")
     with ds:
         lat = latents(mdir, ds, e.split, device=dev)

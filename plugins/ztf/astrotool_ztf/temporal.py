@@ -77,7 +77,7 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
 
     from astrotool.ml.training import epoch_rng, fit
 
-    from astrotool_ztf.classify import mark_finished
+    from astrotool_ztf.classify import mark_finished, mark_unfinished
     from astrotool_ztf.model import TEMPORAL, TemporalClassifier, entropy_regularised_loss
     from astrotool_ztf.train import balanced_order, check_splits, start_training
 
@@ -126,6 +126,8 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
                      "n_train": int(len(train["label"])), "n_val": int(len(val["label"])), "monitor": "val_loss",
                      "device": str(rt.device), "precision": rt.precision, "processes": rt.world_size},
     }
+    if rt.is_global_zero:  # a run cut short below leaves no 'finished' of an earlier one
+        mark_unfinished(model_dir, cfg.epochs)
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
                  resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
