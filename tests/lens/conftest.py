@@ -69,3 +69,21 @@ def trained_model(easy_dataset, tmp_path_factory):
     mdir = easy_dataset.root.parent.parent / "models" / "easy_cnn"
     summary = train_model(easy_dataset, cfg, mdir, seed=5)
     return mdir, summary
+
+
+TINY_GEN = ["lens", "generate", "--preset", "shearnet", "--stamp-size", 24, "--shard-size", 4,
+            "--set", "lens.generate.galaxy.hlr=[0.5, 0.8]", "--set", "lens.generate.galaxy.hlr_unit=\"arcsec\"",
+            "--set", "lens.generate.psf.fwhm=0.6"]
+"""``astro lens generate`` of small, quick stamps (add ``--name`` and ``-n``)."""
+
+
+def run_json(capsys, ws, *args, code=0):
+    """``astro --json -w ws -q ARGS``: the printed result (None if empty) and stderr; asserts the exit code."""
+    import json
+
+    from astrotool.cli import main
+
+    rc = main(["--json", "-w", str(ws), "-q", *(str(a) for a in args)])
+    out = capsys.readouterr()
+    assert rc == code, out.err
+    return (json.loads(out.out) if out.out.strip() else None), out.err

@@ -7,22 +7,12 @@ import json
 import numpy as np
 import pytest
 
-GEN = ["lens", "generate", "--preset", "shearnet", "--stamp-size", 24, "--shard-size", 4,
-       "--set", "lens.generate.galaxy.hlr=[0.5, 0.8]", "--set", "lens.generate.galaxy.hlr_unit=\"arcsec\"",
-       "--set", "lens.generate.psf.fwhm=0.6"]
-
-
-def _run(capsys, ws, *args, code=0):
-    from astrotool.cli import main
-
-    rc = main(["--json", "-w", str(ws), "-q", *(str(a) for a in args)])
-    out = capsys.readouterr()
-    assert rc == code, out.err
-    return (json.loads(out.out) if out.out.strip() else None), out.err
+from .conftest import TINY_GEN as GEN, run_json as _run
 
 
 @pytest.fixture
 def ws(tmp_path, capsys):
+    """A workspace holding the 8-stamp set ``s2`` (two shards of 4)."""
     _run(capsys, tmp_path, *GEN, "--name", "s2", "-n", 8)
     return tmp_path
 
