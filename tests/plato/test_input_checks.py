@@ -183,7 +183,7 @@ transit_depth = [50e-6, 1.0]
     ("[bounds]", '[scheduler]\nname = "CosineAnnealingLR"\nuse = true\n[scheduler.kwargs]\nT_max = -2\n[bounds]',
      "(ValueError: T_max must be a whole number >= 1, not -2.0)"),
     ("[bounds]", '[scheduler]\nname = "MultiStepLR"\nuse = true\n[scheduler.kwargs]\nmilestones = [1.5]\n[bounds]',
-     "(ValueError: milestones must be whole numbers >= 1, not [1.5])"),
+     "(ValueError: milestones must be a whole number >= 1, not 1.5)"),
     ("[bounds]", '[scheduler]\nname = "LinearLR"\nuse = true\n[scheduler.kwargs]\ntotal_iters = 2.7\n[bounds]',
      "(ValueError: total_iters must be a whole number >= 1, not 2.7)"),
     ("[bounds]", '[scheduler]\nname = "ExponentialLR"\nuse = true\n[scheduler.kwargs]\ngamma = -0.5\n[bounds]',

@@ -148,8 +148,7 @@ def measure(
     one. A table of other stamps (a dataset drawn again) is replaced by the methods asked.
     --overwrite without --shard also discards part files an earlier run left.
     """
-    from astrotool_lens.measure import (discard_parts, measure_dataset, measure_inputs, methods_to_add,
-                                        methods_to_measure, table_problem)
+    from astrotool_lens.measure import discard_parts, measure_dataset, measure_inputs, measure_plan, table_problem
     from astrotool_lens.predict import is_dataset, read_inputs
 
     ctx = current()
@@ -181,15 +180,12 @@ def measure(
             return
         if ctx.overwrite and ctx.executor_options.shard is None:   # not an interrupted run's parts
             discard_parts(out)
-        add = None if ctx.overwrite else methods_to_add(out, src, m)
+        wanted, add = measure_plan(out, src, m, ctx.overwrite)
         if add:   # these stamps, these settings: only the methods it lacks, joined into it
-            ctx.log.info("adding %s to %s", ", ".join(add), out.name)
-            res = run(out, m.model_copy(update={"methods": add}), add=True)
-        else:
-            if out.exists() and problem:
-                ctx.log.info("measuring %s again: %s", out.name, problem)
-            # with the table's own methods, when it was measured on these stamps (also with --overwrite)
-            res = run(out, m.model_copy(update={"methods": methods_to_measure(out, src, m)}))
+            ctx.log.info("adding %s to %s", ", ".join(wanted.methods), out.name)
+        elif out.exists() and problem:
+            ctx.log.info("measuring %s again: %s", out.name, problem)
+        res = run(out, wanted, add=add)
     if res.get("written_by_another_task"):   # it read the parts first: nothing is missing
         ctx.log.info("%s was written by another task", out.name)
         ctx.emit({**label, **res})

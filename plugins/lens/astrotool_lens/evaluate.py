@@ -331,8 +331,8 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
     """
     from astrotool.errors import AstroError
     from astrotool.io.tables import read_parquet
-    from astrotool_lens.measure import (discard_parts, measure_dataset, measure_inputs, methods_to_add,
-                                        methods_to_measure, replaced_settings, table_problem)
+    from astrotool_lens.measure import (discard_parts, measure_dataset, measure_inputs, measure_plan,
+                                        replaced_settings, table_problem)
 
     problem = table_problem(path, ds, cfg)
     if problem:
@@ -344,12 +344,11 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
             raise AstroError(f"{path}: measured on these stamps with other settings ({'; '.join(changes)}), which "
                              "measuring it again would replace: give its settings (--set lens.measure.KEY=VALUE) "
                              "or --overwrite to measure it again with these", exit_code=2)
-        add = None if overwrite else methods_to_add(path, ds, cfg, every_method=False)
-        wanted = cfg.model_copy(update={"methods": add or methods_to_measure(path, ds, cfg)})
+        wanted, add = measure_plan(path, ds, cfg, overwrite, every_method=False)
         if log:
             log.info("measuring %s on %s (HSM): %s", ", ".join(wanted.methods), name, problem)
         run = measure_inputs if hasattr(ds, "gal") else measure_dataset
-        res = run(ds, wanted, path, mapper=mapper, add=bool(add))
+        res = run(ds, wanted, path, mapper=mapper, add=add)
         if res.get("missing_parts"):
             raise AstroError(f"{path}: {res['missing_parts']} of {res['parts']} parts not measured (failures or "
                              "--shard; the measured ones are kept, a re-run resumes)", exit_code=1)
@@ -498,18 +497,3 @@ def summary_rows(report: dict) -> list[dict]:
         return float(f"{v:.4g}") if isinstance(v, float) else v
 
     return [{"estimator": name, **{k: num(r.get(k)) for k in SUMMARY_KEYS}} for name, r in report["estimators"].items()]
-
-
-def summary_lines(report: dict, names: Sequence[str] | None = None) -> list[str]:
-    """Human-readable lines: RMSE, m, c and Q per estimator, then the report's notes."""
-    lines = []
-    for name, r in report["estimators"].items():
-        if names and name not in names:
-            continue
-        lines.append(
-            f"{name:8s} RMSE g1 {r['rmse_g1']:.4f} g2 {r['rmse_g2']:.4f} | "
-            f"m1 {r['m1']:+.4f}±{r['m1_err']:.4f} m2 {r['m2']:+.4f}±{r['m2_err']:.4f} | "
-            f"c1 {r['c1']:+.5f}±{r['c1_err']:.5f} c2 {r['c2']:+.5f}±{r['c2_err']:.5f} | "
-            f"Q {r['q']:.0f}" + (f" | failed {r['n_failed']}" if r["n_failed"] else "")
-        )
-    return lines + [f"note: {n}" for n in report.get("notes", [])]

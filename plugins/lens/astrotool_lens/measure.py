@@ -540,6 +540,15 @@ def methods_to_add(path: str | Path, source, cfg: MeasureConfig, every_method: b
     return [m for m in cfg.methods if m not in have]
 
 
+def measure_plan(path: str | Path, source, cfg: MeasureConfig, overwrite: bool,
+                 every_method: bool = True) -> tuple[MeasureConfig, bool]:
+    """What to measure into the table at ``path``: ``(cfg with its methods, add)``. Only the methods it lacks,
+    joined in (``add``), when it holds these stamps with these settings (:func:`methods_to_add`); else
+    ``cfg.methods`` and the methods it held (:func:`methods_to_measure`); everything asked with ``overwrite``."""
+    add = None if overwrite else methods_to_add(path, source, cfg, every_method)
+    return cfg.model_copy(update={"methods": add or methods_to_measure(path, source, cfg)}), bool(add)
+
+
 def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable,
                     metadata: dict | None = None, add: bool = False) -> dict:
     """Measure a generated dataset and write one Parquet table.

@@ -110,11 +110,8 @@ def lr_schedule(cfg, steps_per_epoch: int):
             size, g = whole("step_size", k.pop("step_size")), positive("gamma", k.pop("gamma", 0.1))
             f = lambda e: g ** (e // size)  # noqa: E731
         elif name == "MultiStepLR":
-            miles, g = list(k.pop("milestones")), positive("gamma", k.pop("gamma", 0.1))
-            if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and m >= 1 and m == math.floor(m)
-                       for m in miles):
-                raise ValueError(f"milestones must be whole numbers >= 1, not {cfg.scheduler_kwargs['milestones']!r}")
-            miles = sorted(int(m) for m in miles)
+            miles = sorted(whole("milestones", m) for m in k.pop("milestones"))
+            g = positive("gamma", k.pop("gamma", 0.1))
             f = lambda e: g ** sum(e >= m for m in miles)  # noqa: E731
         elif name == "LinearLR":
             a, b = positive("start_factor", k.pop("start_factor", 1 / 3)), float(k.pop("end_factor", 1.0))

@@ -58,6 +58,19 @@ def mark_finished(model_dir) -> None:
         write_json_atomic(path, meta)
 
 
+def fit_to_the_end(model, opt, *, epochs: int, checkpoint_dir, runtime, **kwargs):
+    """:func:`astrotool.ml.training.fit` with the best checkpoint marked unfinished before (when an epoch may
+    run: :func:`mark_unfinished`) and finished once it returns (:func:`mark_finished`), on rank 0."""
+    from astrotool.ml.training import fit
+
+    if runtime.is_global_zero:  # a run cut short leaves no 'finished' of an earlier one
+        mark_unfinished(checkpoint_dir, epochs)
+    result = fit(model, opt, epochs=epochs, checkpoint_dir=checkpoint_dir, runtime=runtime, **kwargs)
+    if runtime.is_global_zero:
+        mark_finished(checkpoint_dir)
+    return result
+
+
 def mark_unfinished(model_dir, epochs: int) -> None:
     """Remove ``training_progress.finished`` from the best checkpoint before a training that may run an epoch
     (its best checkpoint has fewer than ``epochs`` done): an interrupted run whose epochs did not improve leaves
