@@ -93,11 +93,11 @@ def test_overwrite_does_not_take_an_earlier_runs_parts(ws, capsys):
 def test_a_part_names_the_code_version(monkeypatch):
     import astrotool_lens
     from astrotool_lens.config import MeasureConfig
-    from astrotool_lens.measure import _part_file
+    from astrotool_lens.measure import _part_digest
 
-    one = _part_file("t.parquet", "k", MeasureConfig(), {"n": 1})
+    one = _part_digest(MeasureConfig(), {"n": 1})
     monkeypatch.setattr(astrotool_lens, "__version__", "99.0")
-    assert _part_file("t.parquet", "k", MeasureConfig(), {"n": 1}) != one
+    assert _part_digest(MeasureConfig(), {"n": 1}) != one
 
 
 def test_writing_the_table_keeps_other_runs_parts_and_items_return_little(ws):
@@ -274,14 +274,14 @@ def test_a_part_names_the_measuring_code_and_packages(monkeypatch):
     import astrotool_lens.measure as measure
     from astrotool_lens.config import MeasureConfig
 
-    one = measure._part_file("t.parquet", "k", MeasureConfig(), {"n": 1})
+    one = measure._part_digest(MeasureConfig(), {"n": 1})
     monkeypatch.setattr(measure, "MEASURE_VERSION", measure.MEASURE_VERSION + 1)
-    two = measure._part_file("t.parquet", "k", MeasureConfig(), {"n": 1})
+    two = measure._part_digest(MeasureConfig(), {"n": 1})
     assert two != one
     real = importlib.metadata.version
     for pkg in ("anacal", "ngmix"):
         monkeypatch.setattr(importlib.metadata, "version", lambda name, p=pkg: "9.9" if name == p else real(name))
-        assert measure._part_file("t.parquet", "k", MeasureConfig(), {"n": 1}) not in (one, two)
+        assert measure._part_digest(MeasureConfig(), {"n": 1}) not in (one, two)
 
 
 def test_adding_a_method_warns_only_of_its_own_failures(ws, capsys, monkeypatch):

@@ -228,32 +228,24 @@ def _parts_dir(out_path: str | Path) -> Path:
     return out_path.with_name(f".{out_path.name}.parts")
 
 
-def _code_versions() -> dict:
-    """What the measured numbers depend on besides methods, settings and stamps: :data:`MEASURE_VERSION`,
-    astrotool_lens's version and those of the packages doing the measuring (galsim; anacal and ngmix when
-    installed, else None)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import astrotool_lens
-
-    out = {"measure": MEASURE_VERSION, "astrotool_lens": astrotool_lens.__version__}
-    for pkg in ("galsim", "anacal", "ngmix"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _part_file(out_path: str | Path, key: str, cfg: MeasureConfig, identity: dict) -> str:
-    """The part file of item ``key``; its name holds a digest of the methods, settings, stamps and code versions
-    (:func:`_code_versions`), so a part of other settings, stamps or code is never taken."""
+def _part_digest(cfg: MeasureConfig, identity: dict) -> str:
+    """The digest in the part files' names (:func:`_part_file`) of one run: methods, settings, stamps and what
+    the numbers depend on besides (:data:`MEASURE_VERSION`, astrotool_lens's version, galsim's, anacal's and
+    ngmix's), so a part of other settings, stamps or code is never taken. Computed once per run."""
     import hashlib
     import json
 
+    import astrotool_lens
+    from astrotool.provenance import package_versions
+
     what = {"methods": list(cfg.methods), "settings": hsm_settings(cfg), "identity": _content(identity),
-            "versions": _code_versions()}
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            "versions": {"measure": MEASURE_VERSION, "astrotool_lens": astrotool_lens.__version__,
+                         **package_versions(("galsim", "anacal", "ngmix"))}}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _part_file(out_path: str | Path, key: str, digest: str) -> str:
+    """The part file of item ``key`` of a run whose :func:`_part_digest` is ``digest``."""
     return str(_parts_dir(out_path) / f"{key}_{digest}.npz")
 
 
@@ -590,9 +582,10 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     require_packages(cfg)
     started, before = time.time(), _table_stamp(out_path)
     methods, identity = list(cfg.methods), dataset_identity(dataset)
+    digest = _part_digest(cfg, identity)
     tasks = [MeasureTask(str(path), start, stop, tuple(methods), dataset.pixel_scale, cfg.guess_sig_gal,
                          cfg.guess_sig_psf, estimator_options(cfg),
-                         _part_file(out_path, Path(path).stem, cfg, identity))
+                         _part_file(out_path, Path(path).stem, digest))
              for path, start, stop in dataset.shards]
     mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
     return _write_table([t.part for t in tasks], cfg, out_path, {"dataset": dataset.name, **(metadata or {})},
@@ -670,9 +663,10 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
     started, before = time.time(), _table_stamp(out_path)
     methods, n = tuple(cfg.methods), len(inp.gal)
     options, identity = estimator_options(cfg), stamps_identity(inp)
+    digest = _part_digest(cfg, identity)
     tasks = [StampsTask(inp.gal[a:a + STAMPS_PER_ITEM], inp.psf[a:a + STAMPS_PER_ITEM], a, methods, float(pixel_scale),
                         cfg.guess_sig_gal, cfg.guess_sig_psf, options,
-                        _part_file(out_path, f"stamps{a:06d}", cfg, identity)) for a in range(0, n, STAMPS_PER_ITEM)]
+                        _part_file(out_path, f"stamps{a:06d}", digest)) for a in range(0, n, STAMPS_PER_ITEM)]
     mapper(measure_stamps, tasks, desc=f"measure {inp.stem}", keys=[f"stamps{t.start:06d}" for t in tasks])
     extra = {"source": np.asarray(inp.source, dtype=str)}
     if inp.truth:
