@@ -346,6 +346,15 @@ def is_done(path: str | os.PathLike, overwrite: bool = False, made_with: dict | 
     return mw.keep([path], made_with, overwrite=overwrite, recompute=recompute)
 
 
+def _count_visible_files(folder: Path) -> int:
+    """Files under ``folder`` (0 if it is missing), hidden files and hidden folders not walked into."""
+    n = 0
+    for _, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        n += sum(1 for f in files if not f.startswith("."))
+    return n
+
+
 class Workspace:
     """A workspace folder.
 
@@ -431,12 +440,7 @@ class Workspace:
             out[plugin] = {}
             for name in names:
                 folder = self.root / plugin / name
-                out[plugin][name] = (
-                    sum(1 for p in folder.rglob("*") if p.is_file()
-                        and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-                    if folder.is_dir()
-                    else 0
-                )
+                out[plugin][name] = _count_visible_files(folder)
         return out
 
     def new_run_dir(self, command: str, started: float | None = None) -> Path:

@@ -140,3 +140,13 @@ def test_the_parity_tolerance_follows_the_calibration_amplification():
     assert parity_tolerance(1e-5, None) == 1e-5
     assert parity_tolerance(1e-5, {"m1": 0.02, "m2": 0.01}) == 1e-5         # shrinks differences: tol as is
     assert abs(parity_tolerance(1e-5, {"m1": -0.999, "m2": 0.0}) - 1e-2) < 1e-9
+
+
+def test_a_calibration_with_1_plus_m_zero_is_refused_at_export():
+    """m = -1 divided by zero (a ZeroDivisionError traceback)."""
+    from astrotool.errors import AstroError
+    from astrotool_lens.export import parity_tolerance
+
+    with pytest.raises(AstroError, match="make 1 \\+ m zero") as e:
+        parity_tolerance(1e-5, {"m1": -1.0, "m2": 0.0})
+    assert e.value.exit_code == 2

@@ -273,6 +273,7 @@ def test_prepare_records_the_files_it_read(tmp_path):
 
 
 def test_a_panopticon_split_without_test_share_points_eval_to_the_validation_curves(tmp_path, capsys):
+    from astrotool.errors import InputError
     from astrotool_plato.evaluate import evaluate
     from astrotool_plato.prepare import PreparedDataset
 
@@ -283,7 +284,7 @@ def test_a_panopticon_split_without_test_share_points_eval_to_the_validation_cur
     ws = tmp_path / "w"
     assert main(["-w", str(ws), "-q", "plato", "simulate", "-n", "4", "--days", "1"]) == 0
     assert main(["-w", str(ws), "-q", "--set", "plato.prepare.split=[0.5,0.5,0]", "plato", "prepare"]) == 0
-    with pytest.raises(Exception, match=r"the 'test' split holds no curves .*--split val"):
+    with pytest.raises(InputError, match=r"the 'test' split holds no curves .*--split val"):
         evaluate(None, PreparedDataset(ws / "plato/prepared/quarters"), "test", [0.5], None, 1, None)
 
 

@@ -728,3 +728,13 @@ def test_a_user_file_named_like_a_panopticon_quarter_outside_its_layout_is_not_s
     assert main([*base, "--name", "m", str(mine)]) == 0
     t_start = [PreparedDataset(b / f"plato/prepared/{n}").metadata(["t_start"])["t_start"] for n in "pm"]
     np.testing.assert_allclose(t_start[1], t_start[0] - quarter_start(1, 2))
+
+
+def test_a_folder_given_to_prepare_yields_no_panopticon_parameter_table(tmp_path):
+    """`prepare pan/config/` read Complete_Parameters.ftr as a light curve."""
+    from astrotool_plato.panopticon import PARAMS_FILE
+    from astrotool_plato.prepare import input_files
+
+    (tmp_path / PARAMS_FILE.name).write_bytes(b"")
+    (tmp_path / "sim00001_Q1.ftr").write_bytes(b"")
+    assert [f.name for f in input_files([str(tmp_path)], tmp_path / "raw")] == ["sim00001_Q1.ftr"]

@@ -197,7 +197,7 @@ def measure(
         return
     mc.record(ctx, outputs=[out])
     for meth, k in res["failed"].items():   # the table's counts: with add, a held method's were warned of before
-        if k and meth in res.get("measured", res["failed"]):
+        if k and meth in res["measured"]:
             ctx.log.warning("%s: %d of %d stamps failed", meth, k, res["n"])
     ctx.emit({**label, **res})
     if res["n"] and all(k == res["n"] for k in res["failed"].values()):   # nothing measured: the input is bad

@@ -455,7 +455,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     if not cfg.plots:   # an earlier run's figures would sit beside a report they do not show
         for name in ("pred-vs-true", "bias-vs-snr", "bias-vs-hlr"):
             (Path(reports_dir) / f"{stem}_{name}.png").unlink(missing_ok=True)
-    if cfg.plots:
+    else:
         rd = Path(reports_dir)
         title = f"{ds.name} ({subset}, {len(idx)} stamps), model {mname}"
         lim = float(np.nanmax(np.abs(np.concatenate([g1, g2])))) * 1.3 or 0.1   # one range for g1 and g2

@@ -96,7 +96,13 @@ def parity_tolerance(tol: float, calibration: dict | None) -> float:
     ``|1 + m_i|`` (below 1: a calibration that shrinks differences leaves ``tol`` as it is)."""
     if not calibration:
         return tol
-    return tol / min(1.0, *(abs(1.0 + float(calibration[k])) for k in ("m1", "m2")))
+    scale = min(1.0, *(abs(1.0 + float(calibration[k])) for k in ("m1", "m2")))
+    if not scale > 1e-6:   # (g - c) / (1 + m) with m = -1: no calibrated output at all
+        from astrotool.errors import AstroError
+
+        raise AstroError(f"the calibration's m1, m2 = {calibration['m1']:g}, {calibration['m2']:g} make 1 + m zero: "
+                         "calibrate again, or export with --raw", exit_code=2)
+    return tol / scale
 
 
 def export_plan(model_dir: str | Path, out_path: str | Path | None = None, opset: int = 17,

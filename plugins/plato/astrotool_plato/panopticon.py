@@ -266,7 +266,7 @@ def import_config(path, source_name: str | None = None) -> str:
         try:
             check()
         except ConfigError as exc:
-            raise InputError(path, f"{key}: {exc.problems[0].split(': ', 1)[1]}") from None
+            raise InputError(path, f"{key}: {exc.problems[0].partition(': ')[2] or exc.problems[0]}") from None
     lines = [f"# astrotool configuration translated from Panopticon's {source_name or path.name}", ""]
     for sec, keys in out.items():
         if not keys:

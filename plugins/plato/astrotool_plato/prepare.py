@@ -137,6 +137,8 @@ FOLDER_PATTERNS = ("*_lightcurves.parquet", "*.ftr")
 def input_files(sources, raw_dir: Path) -> list[Path]:
     """The light-curve files ``prepare`` reads: ``sources`` (files, names in ``raw_dir`` or folders: their
     :data:`FOLDER_PATTERNS` files), or every ``*_lightcurves.parquet`` of ``raw_dir``."""
+    from astrotool_plato.panopticon import PARAMS_FILE
+
     if not sources:
         files = sorted(raw_dir.glob("*_lightcurves.parquet"))
         if not files:
@@ -148,7 +150,8 @@ def input_files(sources, raw_dir: Path) -> list[Path]:
         if not p.exists() and (raw_dir / s).exists():
             p = raw_dir / s
         if p.is_dir():
-            found = sorted(f for pattern in FOLDER_PATTERNS for f in p.glob(pattern))
+            found = sorted(f for pattern in FOLDER_PATTERNS for f in p.glob(pattern)
+                           if f.name != PARAMS_FILE.name)   # Panopticon's parameter table is no light curve
             if not found:
                 raise InputError(p, f"a folder with no light-curve files (looked for {', '.join(FOLDER_PATTERNS)})")
             out += found

@@ -41,57 +41,42 @@ def check_finished(meta: dict, model_dir) -> None:
                                                           "run `astro ztf train` again to resume")
 
 
-def mark_finished(model_dir) -> None:
-    """Record in the best checkpoint that a training returned (``training_progress.finished``), also one
-    resumed with no epoch left to run, for :func:`check_finished`."""
+def mark_finished(model_dir, finished: bool = True, epochs: int | None = None) -> None:
+    """Set (``finished``) or remove ``training_progress.finished`` in the best checkpoint, for
+    :func:`check_finished`. Set when a training returns, also one resumed with no epoch left to run; removed
+    before a training that may run an epoch (the best checkpoint has fewer than ``epochs`` done), since an
+    interrupted run whose epochs did not improve leaves that checkpoint as it was. An unreadable
+    ``model.json`` is left alone: ``fit`` and :func:`check_finished` name it."""
     import json
 
     from astrotool.workspace import write_json_atomic
 
     path = Path(model_dir) / "model.json"
-    if not path.is_file():
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    progress = meta.get("training_progress")
-    if isinstance(progress, dict) and not progress.get("finished"):
-        meta["training_progress"] = {**progress, "finished": True}
-        write_json_atomic(path, meta)
+    progress = meta.get("training_progress") if isinstance(meta, dict) else None
+    if not isinstance(progress, dict) or bool(progress.get("finished")) == finished:
+        return
+    if not finished and isinstance(progress.get("epochs_done"), int) and progress["epochs_done"] >= epochs:
+        return   # no epoch can run: the mark stays
+    meta["training_progress"] = {**{k: v for k, v in progress.items() if k != "finished"},
+                                 **({"finished": True} if finished else {})}
+    write_json_atomic(path, meta)
 
 
 def fit_to_the_end(model, opt, *, epochs: int, checkpoint_dir, runtime, **kwargs):
     """:func:`astrotool.ml.training.fit` with the best checkpoint marked unfinished before (when an epoch may
-    run: :func:`mark_unfinished`) and finished once it returns (:func:`mark_finished`), on rank 0."""
+    run) and finished once it returns (:func:`mark_finished`), on rank 0."""
     from astrotool.ml.training import fit
 
     if runtime.is_global_zero:  # a run cut short leaves no 'finished' of an earlier one
-        mark_unfinished(checkpoint_dir, epochs)
+        mark_finished(checkpoint_dir, False, epochs)
     result = fit(model, opt, epochs=epochs, checkpoint_dir=checkpoint_dir, runtime=runtime, **kwargs)
     if runtime.is_global_zero:
         mark_finished(checkpoint_dir)
     return result
-
-
-def mark_unfinished(model_dir, epochs: int) -> None:
-    """Remove ``training_progress.finished`` from the best checkpoint before a training that may run an epoch
-    (its best checkpoint has fewer than ``epochs`` done): an interrupted run whose epochs did not improve leaves
-    that checkpoint as it was, and :func:`check_finished` must then refuse it. A run with nothing left marks it
-    finished again when it returns (:func:`mark_finished`)."""
-    import json
-
-    from astrotool.workspace import write_json_atomic
-
-    path = Path(model_dir) / "model.json"
-    if not path.is_file():
-        return
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return  # not a checkpoint fit can resume from: it refuses or replaces it
-    progress = meta.get("training_progress") if isinstance(meta, dict) else None
-    if (isinstance(progress, dict) and "finished" in progress
-            and not (isinstance(progress.get("epochs_done"), int) and progress["epochs_done"] >= epochs)):
-        meta["training_progress"] = {k: v for k, v in progress.items() if k != "finished"}
-        write_json_atomic(path, meta)
 
 
 def temperature(meta: dict, model_dir) -> float:
@@ -130,13 +115,17 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
     return float(-np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-300, None))))
 
 
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+"""The range :func:`fit_temperature` searches."""
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature in [0.05, 20] that minimises the NLL of ``labels`` (1 for no samples)."""
+    """The temperature in :data:`TEMPERATURE_BOUNDS` that minimises the NLL of ``labels`` (1 for no samples)."""
     from scipy.optimize import minimize_scalar
 
     if len(labels) == 0:
         return 1.0
-    res = minimize_scalar(lambda t: nll(logits, labels, float(np.exp(t))), bounds=(np.log(0.05), np.log(20.0)),
+    res = minimize_scalar(lambda t: nll(logits, labels, float(np.exp(t))), bounds=tuple(np.log(TEMPERATURE_BOUNDS)),
                           method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
 

@@ -132,7 +132,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
 
     from astrotool.ml.training import epoch_rng
 
-    from astrotool_ztf.classify import fit_to_the_end
+    from astrotool_ztf.classify import TEMPERATURE_BOUNDS, fit_to_the_end
     from astrotool_ztf.model import ARCHITECTURE, PROBE, StampClassifier, entropy_regularised_loss
     from astrotool_ztf.prepare import first_alerts
 
@@ -200,9 +200,10 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     temperature = None
     if rt.is_global_zero:
         temperature = store_temperature(model_dir, val)
-        if log is not None and not 0.0501 < temperature < 19.99:  # fit_temperature searches [0.05, 20]
-            log.warning("%s: temperature at its bound %.3g (fitted within [0.05, 20]): the model is barely "
-                        "trained, its probabilities are not calibrated", model_dir.name, temperature)
+        lo, hi = TEMPERATURE_BOUNDS
+        if log is not None and not 1.002 * lo < temperature < 0.9995 * hi:  # at a bound of the search
+            log.warning("%s: temperature at its bound %.3g (fitted within [%g, %g]): the model is barely "
+                        "trained, its probabilities are not calibrated", model_dir.name, temperature, lo, hi)
     best = result.best_metrics
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
