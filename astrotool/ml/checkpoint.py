@@ -148,13 +148,20 @@ class Checkpoint:
         return dict(self.meta["architecture"].get("kwargs", {}))
 
 
-def read_meta(directory: str | Path) -> dict:
-    """Read and check ``model.json`` of a checkpoint folder.
+def read_meta(directory: str | Path, expect_architecture: str | Iterable[str] | None = None) -> dict:
+    """Read and check ``model.json`` of a checkpoint folder (no weights are read).
+
+    Parameters
+    ----------
+    directory : path-like
+        Checkpoint folder, or its ``model.json`` / ``model.safetensors``.
+    expect_architecture : str or iterable of str, optional
+        Accepted architecture names; another one raises InputError.
 
     Raises
     ------
     astrotool.errors.InputError
-        Missing or unreadable file, or not an astrotool checkpoint.
+        Missing or unreadable file, not an astrotool checkpoint, or an unexpected architecture.
     """
     meta_path = _resolve_dir(directory) / META_FILE
     if not meta_path.is_file():
@@ -176,6 +183,11 @@ def read_meta(directory: str | Path) -> dict:
     arch = meta.get("architecture")
     if not isinstance(arch, dict) or "name" not in arch:
         raise InputError(meta_path, "no architecture recorded")
+    if expect_architecture is not None:
+        allowed = [expect_architecture] if isinstance(expect_architecture, str) else list(expect_architecture)
+        if arch["name"] not in allowed:
+            raise InputError(meta_path, f"checkpoint of another model: architecture {arch['name']!r}, expected "
+                                        f"{' or '.join(map(repr, allowed))}")
     return meta
 
 
@@ -211,17 +223,7 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     directory = _resolve_dir(directory)
-    meta = read_meta(directory)
-    name = meta["architecture"]["name"]
-    if expect_architecture is not None:
-        allowed = (
-            [expect_architecture] if isinstance(expect_architecture, str) else list(expect_architecture)
-        )
-        if name not in allowed:
-            raise InputError(
-                directory / META_FILE,
-                f"checkpoint of another model: architecture {name!r}, expected {' or '.join(map(repr, allowed))}",
-            )
+    meta = read_meta(directory, expect_architecture)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(weights, "weights file is missing")
@@ -232,6 +234,49 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(weights, f"corrupt safetensors file ({exc})") from None
     return Checkpoint(path=directory, meta=meta, state_dict=state)
+
+
+def unfinished(meta: Mapping[str, Any]) -> str | None:
+    """Why a checkpoint's training did not run to its end, or None when it did.
+
+    :func:`astrotool.ml.training.fit` marks ``training_progress.finished``:
+    false in the best checkpoint while a run that may train an epoch is under
+    way (an interrupted run whose epochs did not improve leaves that
+    checkpoint as an earlier run wrote it), true once every asked epoch ran or
+    early stopping ended it. Checkpoints without the mark are judged by their
+    epoch counts.
+
+    Returns
+    -------
+    str or None
+        e.g. ``"trained 2 of 5 epochs"``.
+
+    Examples
+    --------
+    >>> unfinished({"training_progress": {"epochs_done": 2, "epochs": 5, "stopped_early": False}})
+    'trained 2 of 5 epochs'
+    >>> unfinished({"training_progress": {"epochs_done": 2, "epochs": 5, "stopped_early": True}}) is None
+    True
+    """
+    progress = meta.get("training_progress")
+    if not isinstance(progress, Mapping) or progress.get("finished") is True:
+        return None
+    done, epochs = progress.get("epochs_done"), progress.get("epochs")
+    counted = isinstance(done, int) and isinstance(epochs, int)
+    if progress.get("finished") is False or (counted and done < epochs and not progress.get("stopped_early")):
+        return f"trained {done} of {epochs} epochs" if counted else "training interrupted"
+    return None
+
+
+def warn_unfinished(ckpt: Checkpoint, command: str) -> None:
+    """Log a warning when ``ckpt``'s training did not run to its end (:func:`unfinished`): its best epoch so
+    far is what the caller uses. ``command`` resumes the training, e.g. ``"astro plato train"``."""
+    why = unfinished(ckpt.meta)
+    if why:
+        import logging
+
+        logging.getLogger("astro").warning("%s: training unfinished (%s); its best epoch so far is used; run `%s` "
+                                           "again to resume", ckpt.path, why, command)
 
 
 def build_model(ckpt: Checkpoint, registry: Mapping[str, Callable[..., Any]]):

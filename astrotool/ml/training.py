@@ -435,7 +435,8 @@ def fit(
         writes.
     meta : mapping
         Checkpoint metadata (see :func:`astrotool.ml.checkpoint.save_checkpoint`);
-        ``metrics``, ``training_progress`` and (unless given) ``runtime``
+        ``metrics``, ``training_progress`` (with the ``finished`` mark that
+        :func:`astrotool.ml.checkpoint.unfinished` reads) and (unless given) ``runtime``
         (processes, device type, precision) are filled in here. Its
         ``settings`` (:data:`SETTINGS_KEY`, a JSON-serialisable dict) are
         stored and, on resume, must equal the stored ones
@@ -590,6 +591,10 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
     result = FitResult(history=history, resumed_from=resumed_from, checkpoint=ckpt_dir, world_size=world,
                        is_global_zero=zero)
     epoch = start_epoch
+    if zero:  # until an epoch of this run ends, the best checkpoint is one of an unfinished training; with no
+        #  epoch left to run (a resume asking no more), the training is finished as it stands
+        _update_best_meta(ckpt_dir, {"epochs": epochs, "finished": False} if epoch < epochs and not stopped
+                          else {"finished": True})
     while epoch < epochs and not stopped:
         torch.manual_seed(derive_seed(seed, "epoch", epoch, "rank", rank))
         wrapped.train()
@@ -641,7 +646,8 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         history.append(entry)
         improved = stopper.step(val[monitor], epoch)
         stopped = stopper.should_stop
-        progress = {"epochs_done": epoch + 1, "epochs": epochs, "step": step, "stopped_early": stopped}
+        progress = {"epochs_done": epoch + 1, "epochs": epochs, "step": step, "stopped_early": stopped,
+                    "finished": stopped or epoch + 1 >= epochs}
         if zero:
             _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved,
                         history, stopper, stopped, epoch, epochs, scaler)
@@ -704,8 +710,9 @@ def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, pro
         _update_best_meta(ckpt_dir, progress, history, best)
 
 
-def _update_best_meta(ckpt_dir: Path, progress: dict, history: list, best: dict) -> None:
-    """Refresh ``training_progress`` and ``history`` in the best checkpoint's JSON."""
+def _update_best_meta(ckpt_dir: Path, progress: dict, history: list | None = None, best: dict | None = None) -> None:
+    """Refresh ``training_progress`` (the keys of ``progress``), ``history`` and ``best_epoch`` (when given) in
+    the best checkpoint's JSON; an unreadable one is left to the command that reads it to name."""
     import json
 
     from astrotool.ml import checkpoint as ck
@@ -714,8 +721,15 @@ def _update_best_meta(ckpt_dir: Path, progress: dict, history: list, best: dict)
     path = ckpt_dir / ck.META_FILE
     if not path.is_file():
         return
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    meta["training_progress"] = progress
-    meta["history"] = history
-    meta["best_epoch"] = best.get("epoch")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(meta, dict):
+        return
+    old = meta.get("training_progress")
+    meta["training_progress"] = {**(old if isinstance(old, dict) else {}), **progress}
+    if history is not None:
+        meta["history"] = history
+        meta["best_epoch"] = best.get("epoch")
     write_json_atomic(path, meta)

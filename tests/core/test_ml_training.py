@@ -43,11 +43,11 @@ def _model():
 
 
 def _train(ckpt, epochs, *, runtime=None, rows_seen=None, resume=True, half=False, optim="adamw", patience=5,
-           settings=None, val_losses=None):
+           settings=None, val_losses=None, stop_in_epoch=None):
     """Train the tiny model; ``half`` keeps only the first half of every batch (a rank without all-reduce).
 
     ``settings``: ``meta["settings"]``; ``val_losses``: the validation loss of each epoch (by epoch number)
-    instead of the measured one.
+    instead of the measured one; ``stop_in_epoch``: Ctrl-C after the first batch of that epoch.
     """
     from astrotool.ml.training import epoch_rng, fit
 
@@ -64,6 +64,8 @@ def _train(ckpt, epochs, *, runtime=None, rows_seen=None, resume=True, half=Fals
             idx = order[i:i + BATCH]
             if half:
                 idx = idx[: len(idx) // 2]
+            if epoch == stop_in_epoch and i > 0:
+                raise KeyboardInterrupt
             yield x[idx], y[idx]
 
     def loss_fn(m, batch):
@@ -217,6 +219,31 @@ def test_raised_patience_continues_a_run_that_stopped_early(tmp_path):
     assert r_full.epochs_run == 5 and r_full.best_epoch == 3
     a, b = _weights(full), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a), _max_diff(a, b)
+
+
+def test_an_interrupted_training_is_marked_unfinished_until_a_run_ends(tmp_path, caplog):
+    """A later run cut short in an epoch that did not improve left the best checkpoint as the finished run
+    before it wrote it: the model was used as one whose training ran to its end."""
+    from astrotool.ml.checkpoint import load_checkpoint, read_meta, unfinished, warn_unfinished
+
+    losses = [1.0, 0.5, 0.9, 0.9, 0.9]
+    ckpt = tmp_path / "c"
+    _train(ckpt, 2, val_losses=losses)
+    assert read_meta(ckpt)["training_progress"]["finished"] is True and unfinished(read_meta(ckpt)) is None
+    with pytest.raises(KeyboardInterrupt):
+        _train(ckpt, 4, val_losses=losses, stop_in_epoch=3)  # epoch 2 ran, did not improve; stopped in epoch 3
+    assert read_meta(ckpt)["best_epoch"] == 1
+    assert unfinished(read_meta(ckpt)) == "trained 2 of 4 epochs"
+    with caplog.at_level("WARNING", logger="astro"):
+        warn_unfinished(load_checkpoint(ckpt), "astro toy train")
+    assert "training unfinished (trained 2 of 4 epochs)" in caplog.text and "astro toy train" in caplog.text
+    _, _, r = _train(ckpt, 2, val_losses=losses)  # asks no more epochs: finished as it stands
+    assert r.epochs_run == 0 and unfinished(read_meta(ckpt)) is None
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "d", 3, stop_in_epoch=1)  # cut short in its first run, after one saved epoch
+    assert unfinished(read_meta(tmp_path / "d")) == "trained 1 of 3 epochs"
+    _, _, r = _train(tmp_path / "d", 3)
+    assert r.epochs_run == 2 and unfinished(read_meta(tmp_path / "d")) is None
 
 
 def test_resume_false_starts_over(tmp_path):

@@ -760,3 +760,25 @@ def test_plot_takes_a_light_curve_file_and_names_what_works_for_an_unknown_id(tr
     other.write_bytes(path.read_bytes())
     assert main(["-w", str(trained), "plato", "plot", str(path), str(other)]) == 2
     assert "has the name of a curve plotted already" in capsys.readouterr().err
+
+
+def test_eval_and_detect_warn_about_a_model_whose_training_was_cut_short(trained, tmp_path, capsys):
+    """A model whose training was interrupted was scored and used without a word."""
+    import shutil
+
+    src = trained / "plato/models/quarters_unet3p"
+    mdir = tmp_path / "cut"
+    shutil.copytree(src, mdir)
+    meta = json.loads((mdir / "model.json").read_text())
+    meta["training_progress"] = {**meta["training_progress"], "epochs_done": 3, "epochs": 8, "finished": False}
+    (mdir / "model.json").write_text(json.dumps(meta))
+    time, flux, params = _fresh_curves(1)
+    curve = tmp_path / "one.csv"
+    np.savetxt(curve, np.c_[time, flux[0]], delimiter=",", header="time,flux", comments="")
+    capsys.readouterr()
+    for cmd in (["eval", "--split", "all"], ["detect", str(curve), "--name", "cut"]):
+        assert main(["-w", str(trained), "plato", *cmd, "--model", str(mdir)]) == 0
+        err = capsys.readouterr().err
+        assert "training unfinished (trained 3 of 8 epochs)" in err and "astro plato train" in err, cmd
+    assert main(["-w", str(trained), "plato", "eval", "--split", "all"]) == 0
+    assert "unfinished" not in capsys.readouterr().err

@@ -532,35 +532,6 @@ def test_evaluate_of_every_model_leaves_out_an_unreadable_model_folder(tws, astr
     assert "sim_classifier" in r.stdout
 
 
-@pytest.mark.parametrize("arch, model", [("classifier", "sim_classifier"), ("vae", "sim_vae")])
-def test_a_later_interrupted_run_unmarks_a_finished_checkpoint(tws, astro, monkeypatch, arch, model):
-    """train --epochs 3 stopped after epoch 1; train --epochs 1 (nothing to run) marked it finished; train
-    --epochs 3 again, interrupted in an epoch that did not improve (the best checkpoint untouched): the best
-    model.json still said finished, and evaluate scored a model whose training was cut short."""
-    import astrotool.ml.training as training
-    from astrotool_ztf.autoencoder import train_autoencoder
-    from astrotool_ztf.config import TrainConfig
-    from astrotool_ztf.train import train_classifier
-
-    mdir = tws / "ztf" / "models" / model
-    _finished_after(mdir, 1, 3)
-    assert astro("-w", tws, "--seed", 1, "ztf", "train", "--arch", arch, "--epochs", 1).returncode == 0
-    assert json.loads((mdir / "model.json").read_text())["training_progress"]["finished"] is True
-
-    def interrupted(*args, **kwargs):  # stopped during epoch 2, before any checkpoint of it was written
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "fit", interrupted)
-    trainer = train_autoencoder if arch == "vae" else train_classifier
-    with StampDataset(tws / "ztf" / "prepared" / "sim") as ds, pytest.raises(KeyboardInterrupt):
-        trainer(ds, TrainConfig(arch=arch, epochs=3), mdir, seed=1)
-    assert "finished" not in json.loads((mdir / "model.json").read_text())["training_progress"]
-    cmd = ("evaluate",) if arch == "vae" else ("predict", "sim_0000")
-    assert "trained 1 of 3" in _error(astro("-w", tws, "--seed", 1, "ztf", *cmd, "--model", model))
-    assert astro("-w", tws, "--seed", 1, "ztf", "train", "--arch", arch, "--epochs", 1).returncode == 0
-    assert astro("-w", tws, "--seed", 1, "ztf", *cmd, "--model", model).returncode == 0
-
-
 def test_predict_of_a_changed_input_says_to_ingest_it_again(tws, tmp_path, astro):
     """predict --overwrite no longer re-ingests: its refusal of a changed input said only 'use --overwrite'."""
     from astrotool_ztf import synthetic

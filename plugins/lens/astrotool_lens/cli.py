@@ -286,7 +286,8 @@ def evaluate(
 
     from astrotool_lens.data import ShearDataset
     from astrotool_lens.evaluate import evaluate as run_eval, summary_rows
-    from astrotool_lens.model import load_estimator
+    from astrotool.ml.checkpoint import read_meta
+    from astrotool_lens.model import ARCHITECTURE
 
     ctx = current()
     cls = _split_list(classical) if classical is not None else None
@@ -295,7 +296,7 @@ def evaluate(
                                "evaluate.calibrated": calibrated, "evaluate.plots": plots})
     e = cfg.evaluate
     mdir = _model_dir(ctx, e.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
-    _, meta = load_estimator(mdir)
+    meta = read_meta(mdir, ARCHITECTURE)  # evaluate loads the weights
     ds_name = e.dataset or mc.trained_dataset(ctx.workspace.stage("lens", "shear"), mdir, meta["training"])
     with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET) as ds:
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),

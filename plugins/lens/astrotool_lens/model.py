@@ -287,9 +287,10 @@ def load_estimator(path, device: str = "cpu"):
     astrotool.errors.InputError
         Not a checkpoint, another model's checkpoint, or corrupt weights.
     """
-    from astrotool.ml.checkpoint import build_model, load_checkpoint
+    from astrotool.ml.checkpoint import build_model, load_checkpoint, warn_unfinished
 
     ckpt = load_checkpoint(path, expect_architecture=ARCHITECTURE)
+    warn_unfinished(ckpt, "astro lens train")
     model = build_model(ckpt, REGISTRY).to(device)
     return model, ckpt.meta
 

@@ -70,11 +70,12 @@ def _model(model_dir: str):
 
 @functools.lru_cache(maxsize=2)
 def _load(model_dir: str, stamp: int):
-    from astrotool.ml.checkpoint import build_model, load_checkpoint
+    from astrotool.ml.checkpoint import build_model, load_checkpoint, warn_unfinished
 
     from astrotool_plato.model import ARCHITECTURE, make_model
 
     ckpt = load_checkpoint(model_dir, ARCHITECTURE)
+    warn_unfinished(ckpt, "astro plato train")
     return ckpt.meta, build_model(ckpt, {ARCHITECTURE: make_model})
 
 

@@ -59,13 +59,14 @@ FAR_TARGET = 0.01
 def load_model(ctx, name: str, default: str):
     """The checkpoint folder and the torch model of ``--model`` (a name under plato/models or a folder)."""
     from astrotool.ml import commands as mc
-    from astrotool.ml.checkpoint import build_model, load_checkpoint
+    from astrotool.ml.checkpoint import build_model, load_checkpoint, warn_unfinished
 
     from astrotool_plato import NAME
     from astrotool_plato.model import ARCHITECTURE, make_model
 
     mdir = mc.model_dir(ctx, NAME, name or default)
     ckpt = load_checkpoint(mdir, ARCHITECTURE)
+    warn_unfinished(ckpt, "astro plato train")
     return mdir, ckpt, build_model(ckpt, {ARCHITECTURE: make_model})
 
 

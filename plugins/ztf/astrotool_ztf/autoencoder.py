@@ -31,9 +31,8 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
     import torch
 
     from astrotool.errors import InputError
-    from astrotool.ml.training import epoch_rng
+    from astrotool.ml.training import epoch_rng, fit
 
-    from astrotool_ztf.classify import fit_to_the_end
     from astrotool_ztf.model import AUTOENCODER, StampAutoencoder, autoencoder_loss
     from astrotool_ztf.prepare import first_alerts
     from astrotool_ztf.train import check_splits, start_training, train_indices
@@ -72,10 +71,10 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
                      "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "monitor": "val_loss",
                      "device": str(rt.device), "precision": rt.precision, "processes": rt.world_size},
     }
-    result = fit_to_the_end(model, opt, batches=batches, loss_fn=lambda m, b: autoencoder_loss(m, b, cfg.kl_beta),
-                            validate=validate, epochs=cfg.epochs, checkpoint_dir=model_dir, meta=meta, seed=seed,
-                            monitor="val_loss", patience=cfg.patience, resume=cfg.resume and not overwrite,
-                            on_epoch=on_epoch, log=log, runtime=rt)
+    result = fit(model, opt, batches=batches, loss_fn=lambda m, b: autoencoder_loss(m, b, cfg.kl_beta),
+                 validate=validate, epochs=cfg.epochs, checkpoint_dir=model_dir, meta=meta, seed=seed,
+                 monitor="val_loss", patience=cfg.patience, resume=cfg.resume and not overwrite,
+                 on_epoch=on_epoch, log=log, runtime=rt)
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
             "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,

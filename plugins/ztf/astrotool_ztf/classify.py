@@ -30,53 +30,15 @@ def load_classifier(model_dir):
 
 
 def check_finished(meta: dict, model_dir) -> None:
-    """Refuse a checkpoint whose training was interrupted (fewer epochs done than asked, not stopped early)."""
+    """Refuse a checkpoint whose training did not run to its end
+    (:func:`astrotool.ml.checkpoint.unfinished`): its temperature, if any, is not the final model's."""
     from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import unfinished
 
-    progress = meta.get("training_progress") or {}
-    done, epochs = progress.get("epochs_done"), progress.get("epochs")
-    if (done is not None and epochs is not None and done < epochs and not progress.get("stopped_early")
-            and not progress.get("finished")):
-        raise InputError(Path(model_dir) / "model.json", f"training unfinished: trained {done} of {epochs} epochs; "
+    why = unfinished(meta)
+    if why:
+        raise InputError(Path(model_dir) / "model.json", f"training unfinished: {why}; "
                                                           "run `astro ztf train` again to resume")
-
-
-def mark_finished(model_dir, finished: bool = True, epochs: int | None = None) -> None:
-    """Set (``finished``) or remove ``training_progress.finished`` in the best checkpoint, for
-    :func:`check_finished`. Set when a training returns, also one resumed with no epoch left to run; removed
-    before a training that may run an epoch (the best checkpoint has fewer than ``epochs`` done), since an
-    interrupted run whose epochs did not improve leaves that checkpoint as it was. An unreadable
-    ``model.json`` is left alone: ``fit`` and :func:`check_finished` name it."""
-    import json
-
-    from astrotool.workspace import write_json_atomic
-
-    path = Path(model_dir) / "model.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    progress = meta.get("training_progress") if isinstance(meta, dict) else None
-    if not isinstance(progress, dict) or bool(progress.get("finished")) == finished:
-        return
-    if not finished and isinstance(progress.get("epochs_done"), int) and progress["epochs_done"] >= epochs:
-        return   # no epoch can run: the mark stays
-    meta["training_progress"] = {**{k: v for k, v in progress.items() if k != "finished"},
-                                 **({"finished": True} if finished else {})}
-    write_json_atomic(path, meta)
-
-
-def fit_to_the_end(model, opt, *, epochs: int, checkpoint_dir, runtime, **kwargs):
-    """:func:`astrotool.ml.training.fit` with the best checkpoint marked unfinished before (when an epoch may
-    run) and finished once it returns (:func:`mark_finished`), on rank 0."""
-    from astrotool.ml.training import fit
-
-    if runtime.is_global_zero:  # a run cut short leaves no 'finished' of an earlier one
-        mark_finished(checkpoint_dir, False, epochs)
-    result = fit(model, opt, epochs=epochs, checkpoint_dir=checkpoint_dir, runtime=runtime, **kwargs)
-    if runtime.is_global_zero:
-        mark_finished(checkpoint_dir)
-    return result
 
 
 def temperature(meta: dict, model_dir) -> float:

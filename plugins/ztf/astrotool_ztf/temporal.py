@@ -75,9 +75,8 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
     """Train (or resume) the temporal classifier; arguments as :func:`astrotool_ztf.train.train_classifier`."""
     import torch
 
-    from astrotool.ml.training import epoch_rng
+    from astrotool.ml.training import epoch_rng, fit
 
-    from astrotool_ztf.classify import fit_to_the_end
     from astrotool_ztf.model import TEMPORAL, TemporalClassifier, entropy_regularised_loss
     from astrotool_ztf.train import balanced_order, check_splits, start_training
 
@@ -126,9 +125,9 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
                      "n_train": int(len(train["label"])), "n_val": int(len(val["label"])), "monitor": "val_loss",
                      "device": str(rt.device), "precision": rt.precision, "processes": rt.world_size},
     }
-    result = fit_to_the_end(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
-                            checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
-                            resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
+    result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
+                 checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
+                 resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),

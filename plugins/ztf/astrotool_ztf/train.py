@@ -130,9 +130,9 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     """
     import torch
 
-    from astrotool.ml.training import epoch_rng
+    from astrotool.ml.training import epoch_rng, fit
 
-    from astrotool_ztf.classify import TEMPERATURE_BOUNDS, fit_to_the_end
+    from astrotool_ztf.classify import TEMPERATURE_BOUNDS
     from astrotool_ztf.model import ARCHITECTURE, PROBE, StampClassifier, entropy_regularised_loss
     from astrotool_ztf.prepare import first_alerts
 
@@ -194,9 +194,9 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
                      "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "monitor": "val_loss",
                      "device": str(rt.device), "precision": rt.precision, "processes": rt.world_size},
     }
-    result = fit_to_the_end(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
-                            checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
-                            resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
+    result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
+                 checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
+                 resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
     temperature = None
     if rt.is_global_zero:
         temperature = store_temperature(model_dir, val)
