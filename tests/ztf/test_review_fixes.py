@@ -95,7 +95,11 @@ def test_names_that_leave_their_folder_are_refused(tmp_path, astro, args):
                                         (("ztf", "train", "--seeds", "0,0"), "seeds"),
                                         (("ztf", "train", "--seeds=-1"), "seeds"),
                                         (("--set", 'ztf.embed.metric="bogus"', "ztf", "embed", "--model", "m"),
-                                         "metric")])
+                                         "metric"),
+                                        (("ztf", "evaluate", "--split", "all"), "split"),
+                                        (("--set", "ztf.predict.batch_size=0", "ztf", "predict", "x", "--model",
+                                          "m"), "ztf.predict.batch_size"),
+                                        (("ztf", "export", "--model", "m", "--opset", "3"), "opset")])
 def test_bad_train_and_embed_settings_are_refused(tmp_path, astro, args, word):
     err = _error(astro("-w", tmp_path / "ws", *args))
     assert word in err
@@ -276,6 +280,21 @@ def test_an_unfinished_checkpoint_is_refused_by_predict_export_and_evaluate(tws,
         assert "trained 2 of 5 epochs" in err and "again to resume" in err, cmd
     assert not list((tws / "ztf" / "predictions").glob("*"))
     assert not (tws / "ztf" / "models" / "sim_classifier" / "model.onnx").exists()
+
+
+def test_evaluate_predict_and_export_read_their_configuration_tables(tws, tmp_path, astro):
+    """evaluate's split, predict's batch size and export's opset were options only, with no [ztf.<command>]."""
+    cfg = tmp_path / "node.toml"
+    cfg.write_text("[ztf.evaluate]\nsplit = \"val\"\n[ztf.predict]\nbatch_size = 7\n[ztf.export]\nopset = 18\n")
+    r = astro("--json", "-w", tws, "--cfg", cfg, "--seed", 1, "ztf", "evaluate", "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["split"] == "val"
+    assert (tws / "ztf" / "reports" / "sim_classifier_sim_val_evaluate.json").is_file()
+    r = astro("--json", "-w", tws, "--cfg", cfg, "ztf", "export", "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    import onnx
+
+    assert onnx.load(str(tws / "ztf" / "models" / "sim_classifier" / "model.onnx")).opset_import[0].version == 18
 
 
 def test_evaluate_reports_name_the_dataset(tws, astro):

@@ -279,7 +279,7 @@ def evaluate(
                                                            "Default: every model of --dataset."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: "
                                                                   "ztf.train.dataset)."),
-    split: str = typer.Option("test", "--split", help="train | val | test."),
+    split: Optional[str] = typer.Option(None, "--split", help="train | val | test (first alerts)."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Temporal models: the single-alert "
                                                                     "classifier to compare with (default: "
                                                                     "<dataset>_classifier, else the lowest "
@@ -313,9 +313,8 @@ def evaluate(
     from astrotool_ztf.train import NO_DATASET
 
     ctx = current()
-    if split not in ("train", "val", "test"):
-        raise InputError("--split", f"expected train, val or test, not {split!r}")
-    cfg = ctx.section(NAME, {"train.dataset": dataset}).train
+    sections = ctx.section(NAME, {"train.dataset": dataset, "evaluate.split": split})
+    cfg, split = sections.train, sections.evaluate.split
     dev = mc.runtime(ctx, device=device).accelerator
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
     base = mc.model_dir(ctx, NAME, baseline, "--baseline") if baseline else None
@@ -454,7 +453,7 @@ def predict(
     autoencoder: Optional[str] = typer.Option(None, "--autoencoder", help="An autoencoder (name or folder): its "
                                                                           "reconstruction error as an anomaly "
                                                                           "score per alert."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Alerts per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Alerts per forward pass."),
     device: mc.Device = None,
 ) -> None:
     """Calibrated class probabilities of alerts, per alert and per objectId.
@@ -489,8 +488,7 @@ def predict(
     ctx = current()
     if name is not None:
         check_name(name, "--name")
-    if batch_size < 1:
-        raise InputError("--batch-size", f"must be at least 1, not {batch_size}")
+    batch_size = ctx.section(NAME, {"predict.batch_size": batch_size}).predict.batch_size
     dev = mc.runtime(ctx, device=device).accelerator  # the option, else ml.accelerator
     ws = ctx.workspace
     alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
@@ -586,7 +584,7 @@ def predict(
 def export(
     model: str = typer.Option(..., "--model", help="Model name or folder."),
     output: Optional[str] = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset version."),
 ) -> None:
     """Export a classifier to ONNX: inputs stamps and features, output calibrated probabilities (temperature
     and softmax included); written only when ONNX Runtime matches torch to 1e-5 on validation alerts."""
@@ -595,6 +593,7 @@ def export(
     from astrotool_ztf.classify import calibrated_module, export_inputs, load_classifier, temperature
 
     ctx = current()
+    opset = ctx.section(NAME, {"export.opset": opset}).export.opset
     mdir = mc.model_dir(ctx, NAME, model)
     net, meta = load_classifier(mdir)
     t = temperature(meta, mdir)

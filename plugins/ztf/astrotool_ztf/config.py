@@ -135,6 +135,24 @@ class EmbedConfig(Section):
     metric: str = Field("euclidean", description="UMAP metric")
 
 
+class EvaluateConfig(Section):
+    """``[ztf.evaluate]``: what ``astro ztf evaluate`` scores."""
+
+    split: Literal["train", "val", "test"] = Field("test", description="the split scored (first alerts)")
+
+
+class PredictConfig(Section):
+    """``[ztf.predict]``: how ``astro ztf predict`` runs."""
+
+    batch_size: int = Field(256, ge=1, description="alerts per forward pass")
+
+
+class ExportConfig(Section):
+    """``[ztf.export]``: the ONNX file ``astro ztf export`` writes."""
+
+    opset: int = Field(17, ge=7, description="ONNX opset version")
+
+
 class ZtfConfig(Section):
     """``[ztf]``: the ZTF plugin."""
 
@@ -144,3 +162,6 @@ class ZtfConfig(Section):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
