@@ -1,7 +1,8 @@
-"""``astro doctor`` checks of the lens plugin."""
+"""``astro doctor`` checks of the lens plugin (built on :func:`astrotool.doctor.module_check`)."""
 
 from __future__ import annotations
 
+from astrotool.doctor import module_check
 from astrotool.hookspecs import CheckResult
 
 __docformat__ = "numpy"
@@ -9,29 +10,18 @@ __docformat__ = "numpy"
 
 def check_galsim() -> CheckResult:
     """GalSim importable (simulations and HSM estimators)."""
-    try:
-        import galsim
-    except Exception as exc:  # noqa: BLE001
-        return CheckResult("galsim", False, f"{type(exc).__name__}: {exc}", "pip install galsim", required=True)
-    return CheckResult("galsim", True, galsim.__version__)
+    return module_check("galsim", "pip install galsim", required=True)
 
 
 def check_torch() -> CheckResult:
-    """torch importable, with the devices it sees."""
-    try:
-        import torch
-    except Exception as exc:  # noqa: BLE001
-        return CheckResult("torch (lens)", False, f"{type(exc).__name__}: {exc}", "pip install 'torch>=2.4'",
-                           required=True)
-    dev = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu only"
-    return CheckResult("torch (lens)", True, f"{torch.__version__}, {dev}")
+    """torch importable (the CNN); its devices are in the core's ``torch`` rows."""
+    return module_check("torch", "pip install 'torch>=2.4'", required=True, label="torch (lens)")
 
 
 def check_onnx() -> CheckResult:
-    """onnx + onnxruntime for `astro lens export`."""
-    try:
-        import onnx
-        import onnxruntime
-    except Exception as exc:  # noqa: BLE001
-        return CheckResult("onnxruntime", False, f"{type(exc).__name__}: {exc}", "pip install onnx onnxruntime")
-    return CheckResult("onnxruntime", True, f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
+    """onnx + onnxruntime for `astro lens export` and ``--engine onnxruntime``."""
+    onnx = module_check("onnx", "pip install onnx onnxruntime", label="onnxruntime")
+    if not onnx.ok:
+        return onnx
+    ort = module_check("onnxruntime", "pip install onnxruntime", label="onnxruntime")
+    return ort if not ort.ok else CheckResult("onnxruntime", True, f"onnx {onnx.detail}, onnxruntime {ort.detail}")
