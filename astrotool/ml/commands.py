@@ -392,10 +392,13 @@ def warn_schedule_change(directory: str | Path, epochs: int, log) -> None:
     """Warn that a resumed cosine schedule now spans ``epochs`` instead of the epochs it was started with.
 
     The learning rate of the resumed epochs follows the new curve, so the
-    weights differ from those of ``epochs`` epochs trained in one go.
+    weights differ from those of ``epochs`` epochs trained in one go. Silent
+    when no epoch will run (``epochs`` at most the epochs already done).
     """
     from astrotool.ml.checkpoint import LAST_DIR, read_meta
 
+    if epochs <= epochs_done(directory):
+        return
     before = read_meta(Path(directory) / LAST_DIR).get("hyperparameters", {}).get("epochs")
     if before is not None and before != epochs:
         log.warning("the cosine learning-rate schedule now spans %d epochs instead of %d: the resumed epochs "

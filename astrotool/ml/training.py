@@ -278,6 +278,12 @@ class FitResult:
     world_size: int = 1
     is_global_zero: bool = True
 
+    @property
+    def best_epoch_number(self) -> int | None:
+        """The best epoch counted from 1, as the log's ``epoch i/n`` lines and the commands' summaries count
+        (``best_epoch`` and the history's ``epoch`` count from 0); None before any epoch."""
+        return None if self.best_epoch is None else self.best_epoch + 1
+
 
 # ----------------------------------------------------------------------------- batches across ranks
 

@@ -386,3 +386,24 @@ def test_warn_schedule_change_names_both_epoch_counts(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="test-schedule"):
         warn_schedule_change(tmp_path, 8, log)
     assert "spans 8 epochs instead of 5" in caplog.text
+
+
+def test_warn_schedule_change_is_silent_when_no_epoch_will_run(tmp_path, caplog):
+    import json
+    import logging
+
+    from astrotool.ml.checkpoint import FORMAT, LAST_DIR, META_FILE, STATE_META_FILE
+    from astrotool.ml.commands import warn_schedule_change
+
+    (tmp_path / LAST_DIR).mkdir()
+    meta = {"format": FORMAT, "architecture": {"name": "toy"}, "hyperparameters": {"epochs": 2}}
+    (tmp_path / LAST_DIR / META_FILE).write_text(json.dumps(meta))
+    (tmp_path / LAST_DIR / STATE_META_FILE).write_text(json.dumps({"loop": {"epochs_done": 2}}))
+    log = logging.getLogger("test-schedule-done")
+    with caplog.at_level(logging.WARNING, logger="test-schedule-done"):
+        warn_schedule_change(tmp_path, 1, log)   # 2 done, 1 asked for: nothing trains
+        warn_schedule_change(tmp_path, 2, log)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="test-schedule-done"):
+        warn_schedule_change(tmp_path, 3, log)
+    assert "spans 3 epochs instead of 2" in caplog.text

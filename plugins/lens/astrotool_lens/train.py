@@ -200,7 +200,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     best = result.best_metrics
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
-        "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,  # 1-based, as logged
+        "best_epoch": result.best_epoch_number,
         "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
         "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"),
         "val_rmse_g1": best.get("val_rmse_g1"), "val_rmse_g2": best.get("val_rmse_g2"),

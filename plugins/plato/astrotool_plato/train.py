@@ -273,7 +273,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
-        "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+        "best_epoch": result.best_epoch_number,
         "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
         "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"),
         "val_recall": best.get("val_recall"), "val_false_alarms": best.get("val_false_alarms"),

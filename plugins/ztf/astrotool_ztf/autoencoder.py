@@ -77,7 +77,7 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
                  on_epoch=on_epoch, log=log, runtime=rt)
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
-            "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+            "best_epoch": result.best_epoch_number,
             "epochs_run": result.epochs_run, "val_loss": result.best_metrics.get("val_loss"),
             "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
             "parameters": int(sum(p.numel() for p in model.parameters())),

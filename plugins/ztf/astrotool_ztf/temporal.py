@@ -131,7 +131,7 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
     best = result.best_metrics
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
-            "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+            "best_epoch": result.best_epoch_number,
             "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
             "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy"),
             "n_train": int(len(train["label"])), "n_val": int(len(val["label"])),

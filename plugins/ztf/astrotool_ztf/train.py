@@ -208,7 +208,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
-        "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
+        "best_epoch": result.best_epoch_number,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
         "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy"), "temperature": temperature,
         "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),

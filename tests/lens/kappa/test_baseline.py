@@ -327,3 +327,32 @@ def test_messages_name_the_folder_given_and_the_commands_own_option(workspace, c
     write_set(ws / "lens" / "kappa" / "data", "inonly", eps[:4], None, ["test"] * 4)
     code, _, err = run(capsys, "-w", ws, "lens", "kappa", "baseline", "--dataset", "inonly", "--method", "wiener")
     assert code == 2 and "--train-dataset NAME" in err and "--set" not in err, err
+
+
+def test_wiener_refuses_maps_without_any_error_and_names_the_map(workspace, capsys):
+    ws, eps, kappa = workspace
+    free = np.array(eps, np.float32)
+    free[:, 2] = 0.0          # noise-free ellipticities: no pixel with de > 0
+    write_set(ws / "lens" / "kappa" / "data", "free", free, kappa, ["train"] * 16 + ["val"] * 2 + ["test"] * 6)
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "free", "--method",
+                         "wiener")
+    assert code == 2 and out == ""
+    assert "map '00018_00126'" in err and "no pixel with Δε > 0" in err and "use --method ks" in err
+    assert "free" in err
+    # an all-empty map (epsilon 0 everywhere) is no such case: its Wiener map is 0, like its KS map
+    empty = np.array(eps, np.float32)
+    empty[18] = 0.0
+    write_set(ws / "lens" / "kappa" / "data", "holes", empty, kappa, ["train"] * 16 + ["val"] * 2 + ["test"] * 6)
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "holes", "--method",
+                         "wiener")
+    assert code == 0, err
+    assert not np.load(ws / "lens" / "kappa" / "predictions" / "holes_wiener" / "00018_00126.npy").any()
+
+
+@pytest.mark.parametrize("method", ["wiener", "zero", "mean"])
+def test_sigma_with_another_method_is_refused(workspace, capsys, method):
+    ws = workspace[0]
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "tiny", "--method",
+                         method, "--sigma", 2)
+    assert code == 2 and "--sigma applies to --method ks only" in err
+    assert not (ws / "lens" / "kappa" / "predictions" / f"tiny_{method}").exists()

@@ -247,3 +247,28 @@ def test_metric_table_columns_means_and_streamed_json():
                                                      "c": {"wmape": None, "dicee": 0.25, "chi2": 4.0}},
                                             "mean": {"wmape": 2.0, "dicee": 0.375, "chi2": 3.0}},
                                      "empty": {}}, "ranking": None, "k": [0.5, None]}
+
+
+def test_the_wmape_note_states_the_all_zeros_score_of_this_truth(tmp_path, capsys):
+    """Pixels with |kappa| below delta = 1e-5 lift the all-zeros map's WMAPE far above 1: the note says the value."""
+    t = fields(2, 3).astype(np.float64)
+    t[:, :4, :4] = -1.2e-7            # float16 subnormals: |1 - delta/kappa| ~ 85 there
+    t = t.astype(np.float16)
+    truth = write_run(tmp_path / "truth", dict(zip(NAMES[:2], t)))
+    floor = float(np.mean([M.wmape(np.zeros((S, S)), m) for m in t]))
+    assert floor > 2
+    ws = tmp_path / "ws"
+    write_run(ws / "lens" / "kappa" / "predictions" / "zeros", {n: np.zeros((S, S)) for n in NAMES[:2]})
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "zeros", "--truth", truth, "--no-plots")
+    assert code == 0, err
+    note = next(x for x in out.splitlines() if x.startswith("note:"))
+    assert f"all-zeros map's ({floor:.3f} on this truth)" in note and "about 1" not in note
+
+
+def test_a_prediction_of_another_size_than_its_truth_says_so(tmp_path, capsys, truth_root):
+    ws = tmp_path / "ws"
+    maps = {n: np.zeros((S, S)) for n in NAMES}
+    maps[NAMES[0]] = np.zeros((16, 16))
+    write_run(ws / "lens" / "kappa" / "predictions" / "small", maps)
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "small", "--truth", truth_root)
+    assert code == 2 and f"{NAMES[0]}.npy: shape (16, 16), expected (32, 32) like its true map" in err

@@ -364,3 +364,30 @@ def test_extra_members_of_a_tarball_layout_are_reported(tmp_path, capsys):
     assert "1 member that is not a .npy map" in err and "top/EPSILON/README.txt" in err and ".DS_Store" not in err
     code, out, err = run(capsys, "-w", ws, "lens", "kappa", "score", root / "KAPPA", "--truth", tar, "--no-plots")
     assert code == 0 and err.count("top/EPSILON/README.txt") == 1, err
+
+
+def test_a_complex_map_is_named_complex():
+    from astrotool.errors import InputError
+    from astrotool_lens.kappa.sources import check_map
+
+    with pytest.raises(InputError, match=r"e\.npy: complex dtype complex64 \(shape \(32, 32\)\), expected real"):
+        check_map(np.zeros((32, 32), np.complex64), "epsilon", "e.npy")
+    with pytest.raises(InputError, match=r"shape \(16, 16\), expected \(32, 32\) like its true map"):
+        check_map(np.zeros((16, 16), np.float16), "kappa", "k.npy", 32, like="its true map")
+
+
+def test_an_empty_split_is_warned_about_with_the_key_to_change(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "few", NAMES[:10])
+    code, out, err = run(capsys, "-w", ws, "lens", "kappa", "data", root, "--set",
+                         "lens.kappa.data.split=[0.6,0.4,0.0001]", "--set", "lens.kappa.data.seed=1")
+    assert code == 0, err
+    assert json.loads(out)["splits"]["test"] == 0 and json.loads(out)["splits"]["val"] > 0
+    assert "split 'test' holds no map" in err and "lens.kappa.data.split" in err
+    assert "split 'val'" not in err and "split 'train'" not in err
+    # a fraction of 0 asks for an empty split; an input-only set is all test: no warning
+    for sub, args in (("zero", ["--set", "lens.kappa.data.split=[0.6,0.4,0]"]), ("inputs", [])):
+        code, out, err = run(capsys, "-w", ws, "lens", "kappa", "data", make_root(tmp_path / sub, NAMES[:10],
+                             kappa=not args), *args)
+        assert code == 0, err
+        assert "holds no map" not in err

@@ -192,6 +192,10 @@ def test_train_resume_refuse_and_load(tmp_path, capsys):
     assert code == 0, err
     res = json.loads(out)
     assert res["resumed_from"] == 1 and res["epochs_run"] == 1 and res["epochs_total"] == 2
+    # the summary's best_epoch counts from 1 as the log does; model.json's and the history's from 0
+    meta = json.loads((mdir / "model.json").read_text())
+    assert res["best_epoch"] == meta["best_epoch"] + 1 in (1, 2)
+    assert res["val_loss"] == next(h["val_loss"] for h in meta["history"] if h["epoch"] == meta["best_epoch"])
     # another width: refused, naming the key, the model left as it was
     before = (mdir / "model.safetensors").read_bytes()
     code, out, err = _run(capsys, *base[:-8], "--width", 8, "--depth", 2, "--batch-size", 8, "--device", "cpu",

@@ -24,7 +24,11 @@ Methods (``[lens.kappa.baseline] method``):
       (``astro lens kappa simulate`` writes 10 times one galaxy's error there).
       The KS kernel has unit modulus per mode (``p1^2 + p2^2 = 1``; less on
       the Nyquist lines of an even grid, where ``p2`` is 0), so the KS E
-      map's noise power equals that of one ellipticity component;
+      map's noise power equals that of one ellipticity component. A map
+      with ellipticities but no pixel with ``de > 0`` (noise-free data, or
+      errors not given) is refused (exit 2, naming it): its noise power is
+      unknown, and ``N = 0`` would make the filter ``1 / f``, unsmoothed
+      KS; use ``--method ks`` for such data;
     * ``f`` -- the fraction of pixels with galaxies: empty pixels hold
       ``epsilon = 0``, which scales the signal of the KS map by about ``f``
       and its noise power by ``f``; for ``f = 1`` this is the textbook
@@ -38,7 +42,8 @@ Methods (``[lens.kappa.baseline] method``):
     the summary gives ``noise_b_ratio``: the mean power of the KS B-mode map
     (pure noise for a lens) over ``f N``, about 1 when ``de`` is right.
 ``zero``
-    All zeros (WMAPE's floor: a prediction ``c kappa`` scores ``|1 - c|``).
+    All zeros (WMAPE's floor: a prediction ``c kappa``, ``c != 0``, scores
+    ``|1 - c|``; the zeros map about 1 where every ``|kappa| >> 1e-5``).
 ``mean``
     The pixel-wise mean of the training split's kappa maps.
 
@@ -224,8 +229,9 @@ def reconstruct(epsilon: np.ndarray, method: str, sigma: float = 0.0, signal_2d:
     -------
     kappa : numpy.ndarray, shape (n, S, S), float64
     extra : dict
-        For ``wiener``: ``noise``, ``fill`` and ``b_power`` (mean KS B-mode
-        power) per map.
+        For ``wiener``: ``noise``, ``fill``, ``b_power`` (mean KS B-mode
+        power) and ``no_noise`` (True for a map with ellipticities but no
+        pixel with ``de > 0``: its noise power is unknown, its map 0) per map.
     """
     from astrotool_lens.kappa.maps import kaiser_squires
 
@@ -242,7 +248,8 @@ def reconstruct(epsilon: np.ndarray, method: str, sigma: float = 0.0, signal_2d:
         noise, fill = wiener_noise(eps)
         w = wiener_filter(signal_2d, noise, fill)
         out = np.fft.ifft2(np.fft.fft2(ke) * w).real
-        return out, {"noise": noise, "fill": fill, "b_power": (kb * kb).mean(axis=(-2, -1))}
+        no_noise = (fill == 0) & eps[:, :2].any(axis=(1, 2, 3))
+        return out, {"noise": noise, "fill": fill, "b_power": (kb * kb).mean(axis=(-2, -1)), "no_noise": no_noise}
     raise ValueError(f"unknown method {method!r} (ks, wiener, zero, mean)")
 
 
@@ -266,7 +273,8 @@ def baseline_command(ctx, cfg) -> dict:
     ------
     astrotool.errors.InputError
         No such data set, an empty split, bad maps (NaN named with the shard
-        and map), a Wiener/mean baseline without training kappa.
+        and map), a Wiener/mean baseline without training kappa, a Wiener
+        baseline of a map with ellipticities but no pixel with ``de > 0``.
     astrotool.errors.AstroError
         The run folder was made with other settings (without ``--overwrite``).
     """
@@ -326,6 +334,11 @@ def baseline_command(ctx, cfg) -> dict:
             else:
                 for batch in ds.iter_batches(BATCH, names=["epsilon"], indices=sel, check_finite=True):
                     kap, extra = reconstruct(batch["epsilon"], b.method, b.sigma, signal_2d)
+                    if extra and extra["no_noise"].any():
+                        name = str(all_names[batch["index"][np.argmax(extra["no_noise"])]])
+                        raise InputError(ds.root, f"map {name!r}: no pixel with Δε > 0: cannot estimate the noise "
+                                                  "power of the Wiener filter (noise-free or missing errors); use "
+                                                  "--method ks")
                     if extra:
                         noise.append(extra["noise"] * extra["fill"])
                         b_power.append(extra["b_power"])

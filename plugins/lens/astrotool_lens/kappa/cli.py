@@ -82,7 +82,8 @@ def data(
 def baseline(
     dataset: str = typer.Option(None, "--dataset", help="data set name or folder"),
     method: str = typer.Option(None, "--method", help="ks | wiener | zero | mean"),
-    sigma: float = typer.Option(None, "--sigma", help="Gaussian smoothing of the KS map [pixels]"),
+    sigma: float = typer.Option(None, "--sigma", help="Gaussian smoothing of the KS map [pixels]; with --method ks "
+                                                      "only"),
     split: str = typer.Option(None, "--split", help="train | val | test | all"),
     output: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
     old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
@@ -106,6 +107,10 @@ def baseline(
     cfg = kappa_config(ctx, {"baseline.dataset": dataset, "baseline.method": method, "baseline.sigma": sigma,
                        "baseline.split": split, "baseline.output": output or old_output, "baseline.train_dataset": train_dataset,
                        "baseline.zip": zip_})
+    if sigma is not None and cfg.baseline.method != "ks":
+        from astrotool.errors import AstroError
+
+        raise AstroError(f"--sigma applies to --method ks only (the method is {cfg.baseline.method!r})")
     baseline_command(ctx, cfg)
 
 
@@ -199,7 +204,7 @@ def score(
     Pairs .npy files by name with the truth (a prediction without a true map is
     refused, exit 2, naming it; so is a true map without a prediction, unless
     the truth is a data set or --partial); per map and mean, each run next to
-    the WMAPE of the all-zeros map (the floor: c*kappa scores |1-c|). Several
+    the WMAPE of the all-zeros map on that truth (the floor: c*kappa scores |1-c| for c != 0). Several
     folders are also ranked (Borda and Copeland). With the input ellipticities
     at hand (a data set or a folder with EPSILON/), the predicted kappa is
     pushed back to shear and compared with them (chi2 per pixel). Report and

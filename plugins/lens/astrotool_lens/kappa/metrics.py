@@ -13,8 +13,10 @@ boundary mode and dtype, the peak finder's arguments) it is followed, and the
 docstring says so.
 
 Beware: WMAPE rewards shrinking a prediction toward zero. A prediction
-``c * kappa`` scores ``|1 - c|``, so the all-zeros map scores about 1.00 on any
-set, better than most real reconstructions. Report it next to that floor
+``c * kappa`` (``c != 0``) scores ``|1 - c|``, and the all-zeros map scores
+about 1.00 where every ``|kappa| >> 1e-5`` (the zero replacement: pixels with
+``|kappa| <~ 1e-5`` lift it, without bound), often better than real
+reconstructions. Report it next to that floor
 (:func:`wmape` of ``zeros_like(true)``) and never select a model on it alone.
 
 The extras (:func:`mse`, :func:`pearson`, :func:`ssim`, :func:`power_ratio`,
@@ -103,9 +105,9 @@ def wmape(pred, true, delta: float = DELTA) -> float:
     Returns
     -------
     float
-        A fraction (1.0 = 100%). ``c * T`` scores ``|1 - c|`` and all zeros
-        score ``1 - delta * sum(W/|T|)/sum(W)``, about 1, on a truth without
-        exact zeros.
+        A fraction (1.0 = 100%). ``c * T`` (``c != 0``) scores ``|1 - c|``
+        and all zeros score ``sum(W |1 - delta/T|)/sum(W)`` on a truth without
+        exact zeros: about 1 only where every ``|T| >> delta``.
     """
     p, t = _pair(pred, true)
     t = np.where(t == 0.0, delta, t)

@@ -37,7 +37,8 @@ data set with epsilon, a folder with ``EPSILON/``), ``chi2`` of
 :func:`~astrotool_lens.kappa.metrics.consistency`. Means over the maps (NaN
 values left out). Next to every run: the WMAPE of the all-zeros map on the
 same truth (``wmape_zeros``), the floor any WMAPE must be read against (a
-prediction ``c kappa`` scores ``|1 - c|``); with epsilon, the truth's own
+prediction ``c kappa``, ``c != 0``, scores ``|1 - c|``; the zeros map about 1
+only where every ``|kappa| >> 1e-5``, far more with pixels near 0); with epsilon, the truth's own
 ``chi2`` (``truth_chi2``, about 1 when ``de`` is the noise level) and the
 input's B- and E-mode RMS. Several runs are ranked by Borda count and
 Copeland's method (:func:`~astrotool_lens.kappa.metrics.rank`), on the three
@@ -210,7 +211,7 @@ def _load_prediction(run, name: str, size: int) -> np.ndarray:
     from astrotool_lens.kappa.sources import check_map, load_npy
 
     path = run.files[name]
-    return check_map(load_npy(path, path), "kappa", path, size)
+    return check_map(load_npy(path, path), "kappa", path, size, like="its true map")
 
 
 def _clean(x):
@@ -580,8 +581,9 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
             line += f", chi2 {m['chi2']:.3f} (truth {m['truth_chi2']:.3f})"
         ctx.emit(line)
     if any(out_runs[r]["mean"]["wmape"] >= floor["wmape_zeros"] for r in labels):
-        ctx.emit("note: WMAPE at or above the all-zeros map's is normal (c*kappa scores |1-c|, shrinking toward 0 "
-                 "wins): judge by DICEE, DPEAKS and r, never by WMAPE alone")
+        ctx.emit(f"note: WMAPE at or above the all-zeros map's ({floor['wmape_zeros']:.3f} on this truth) is normal "
+                 "(shrinking toward 0 wins: c*kappa scores |1-c| for c != 0): judge by DICEE, DPEAKS and r, never by "
+                 "WMAPE alone")
     if ranking:
         ctx.emit(_rank_line("WMAPE, DICEE, DPEAKS", ranking["competition"]))
         ctx.emit(_rank_line("all scores", ranking["all"]))

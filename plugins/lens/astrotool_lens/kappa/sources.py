@@ -57,7 +57,7 @@ _EXPECT = {"epsilon": "(3, S, S)", "kappa": "(S, S)"}
 # ============================================================================ one map
 
 
-def check_map(arr, kind: str, where, size: int | None = None) -> np.ndarray:
+def check_map(arr, kind: str, where, size: int | None = None, like: str = "the other maps of its set") -> np.ndarray:
     """Check one map; return it unchanged.
 
     Parameters
@@ -70,7 +70,9 @@ def check_map(arr, kind: str, where, size: int | None = None) -> np.ndarray:
     where : str or path-like
         What the message names: the file, or ``<tarball>:<member>``.
     size : int, optional
-        The side ``S`` the map must have (the other maps of its set).
+        The side ``S`` the map must have [pixels].
+    like : str
+        What ``size`` comes from, for the message (default: the other maps of its set).
 
     Returns
     -------
@@ -80,7 +82,7 @@ def check_map(arr, kind: str, where, size: int | None = None) -> np.ndarray:
     Raises
     ------
     astrotool.errors.InputError
-        Wrong shape (or a side under 8 pixels, or not ``size``), a non-floating
+        A complex dtype, wrong shape (or a side under 8 pixels, or not ``size``), a non-floating
         dtype, NaN or infinite values -- e.g. ``"shape (128, 128), expected (3, S, S)"``,
         ``"dtype int64"``, ``"3 NaN values"``.
     """
@@ -88,6 +90,10 @@ def check_map(arr, kind: str, where, size: int | None = None) -> np.ndarray:
         raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
     arr = np.asarray(arr)
     shape = tuple(arr.shape)
+    if arr.dtype.kind == "c":
+        planes = "; e1, e2, de as three planes" if kind == "epsilon" else ""
+        raise InputError(where, f"complex dtype {arr.dtype} (shape {shape}), expected real floating point "
+                                f"{_EXPECT[kind]} ({kind} map{planes})")
     ok = (len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2]) if kind == "epsilon" else \
         (len(shape) == 2 and shape[0] == shape[1])
     if not ok:
@@ -96,7 +102,7 @@ def check_map(arr, kind: str, where, size: int | None = None) -> np.ndarray:
         raise InputError(where, f"shape {shape}: a map side must be at least {MIN_SIZE} pixels")
     if size is not None and shape[-1] != size:
         want = (3, size, size) if kind == "epsilon" else (size, size)
-        raise InputError(where, f"shape {shape}, expected {want} like the other maps of its set")
+        raise InputError(where, f"shape {shape}, expected {want} like {like}")
     if arr.dtype.kind != "f":
         raise InputError(where, f"dtype {arr.dtype}, expected floating point (float16 as stored, float32 or float64)")
     if not np.isfinite(arr).all():
@@ -964,6 +970,11 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
             missing = sum(1 for k, a in enumerate(starts) if k not in mine and
                           _shard_settings(writer, k, a, min(a + ss, len(names))) != key)
         n_split = {s: int((splits == s).sum()) for s in SPLIT_NAMES}
+        for s, frac in zip(SPLIT_NAMES, d.split):
+            if any_kappa and frac > 0 and not n_split[s]:   # an input-only set is all test by design
+                ctx.log.warning("split %r holds no map (%d maps, fractions %s): repack with other fractions, "
+                                "e.g. --set lens.kappa.data.split=[0.6,0.2,0.2]", s, len(names),
+                                [float(x) for x in d.split])
         unpaired = {"epsilon_only": eps_only, "kappa_only": kap_only}
         if not missing:
             manifest = writer.finalize(len(starts), attrs={

@@ -107,8 +107,9 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     Returns
     -------
     dict
-        Summary: best epoch and its validation metrics, epochs run, sizes,
-        mean seconds per epoch, path.
+        Summary: ``best_epoch`` (counted from 1, as the log's "epoch i/n";
+        model.json's and the history's count from 0) and its validation
+        metrics, epochs run, sizes, mean seconds per epoch, path.
 
     Raises
     ------
@@ -145,7 +146,8 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
         train_idx = np.sort(rng.choice(train_idx, cfg.max_samples, replace=False))
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise InputError(ds.root, f"{len(train_idx)} training and {len(val_idx)} validation maps: both splits "
-                                  "must hold maps (repack with `astro lens kappa data` and other split fractions)")
+                                  "must hold maps (repack with `astro lens kappa data` and other split "
+                                  "fractions, e.g. --set lens.kappa.data.split=[0.6,0.2,0.2])")
 
     rt = runtime if runtime is not None else Runtime()
     rt.launch()
@@ -234,7 +236,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
-        "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,  # 1-based, as logged
+        "best_epoch": result.best_epoch_number,
         "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
         "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"), "val_mse": best.get("val_mse"),
         "val_pearson": best.get("val_pearson"), "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
