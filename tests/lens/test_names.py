@@ -80,9 +80,9 @@ def test_train_model_is_one_folder_name(trained, capsys, how):
 
 
 @pytest.mark.parametrize("how, named", [
-    ("option", "command-line option --name: lens.predict.output"),
-    ("old option", "lens.predict.output"),
-    ("cfg", "bad.toml: lens.predict.output"),
+    ("option", "command-line option --name: lens.predict.name"),
+    ("old option", "lens.predict.name"),
+    ("cfg", "bad.toml: lens.predict.name"),
 ])
 def test_predict_output_is_one_file_name(trained, capsys, tmp_path, how, named):
     from astropy.io import fits
@@ -91,7 +91,7 @@ def test_predict_output_is_one_file_name(trained, capsys, tmp_path, how, named):
     stamp = tmp_path / "stamp.fits"
     fits.PrimaryHDU(np.ones((16, 16), np.float32)).writeto(stamp)
     given = {"option": ["--name", "../../../x"], "old option": ["--output", "../../../x"],
-             "cfg": ["--cfg", cfg_file(tmp_path, "predict", "output", "../../../x")] if how == "cfg" else []}[how]
+             "cfg": ["--cfg", cfg_file(tmp_path, "predict", "name", "../../../x")] if how == "cfg" else []}[how]
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "predict", stamp, "--model", "m", *given)
     assert code == 2, err
     assert named in err and "not a valid name" in err and "Traceback" not in err
@@ -105,10 +105,10 @@ def test_predict_output_is_one_file_name(trained, capsys, tmp_path, how, named):
 @pytest.mark.parametrize("command, key", [
     (["kappa", "simulate"], "lens.kappa.simulate.name"),
     (["kappa", "data", "x"], "lens.kappa.data.name"),
-    (["kappa", "baseline", "--dataset", "x"], "lens.kappa.baseline.output"),
+    (["kappa", "baseline", "--dataset", "x"], "lens.kappa.baseline.name"),
     (["kappa", "train", "--dataset", "x"], "lens.kappa.train.model"),
-    (["kappa", "predict", "x"], "lens.kappa.predict.output"),
-    (["kappa", "score", "x"], "lens.kappa.score.report"),
+    (["kappa", "predict", "x"], "lens.kappa.predict.name"),
+    (["kappa", "score", "x"], "lens.kappa.score.name"),
 ])
 def test_kappa_names_use_the_same_check(tmp_path, ws, capsys, command, key):
     code, _, err = run(capsys, "-w", ws, "-q", "--set", f"{key}=../../x", "lens", *command)

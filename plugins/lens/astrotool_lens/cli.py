@@ -127,7 +127,7 @@ def measure(
     methods: str = typer.Option(None, "--methods", help="comma list of REGAUSS,KSB,BJ,LINEAR,METACAL,ANACAL"),
     conversion: str = typer.Option(None, "--conversion", help="exact | responsivity (distortion -> shear)"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (instead of psf_N.fits)"),
-    output: str = typer.Option(None, "--name", help="output stem in lens/predictions (default: the input's)"),
+    name: str = typer.Option(None, "--name", help="output stem in lens/predictions (default: the input's)"),
 ):
     """Measure every stamp with GalSim HSM, metacalibration or FPFS into lens/predictions/<name>_hsm.parquet.
 
@@ -153,24 +153,24 @@ def measure(
 
     ctx = current()
     cfg = ctx.section("lens", {"measure.dataset": dataset, "measure.methods": _split_list(methods),
-                               "measure.conversion": conversion, "measure.output": output})
+                               "measure.conversion": conversion, "measure.name": name})
     m = cfg.measure
     shear_stage = ctx.workspace.stage("lens", "shear")
     with contextlib.ExitStack() as stack:
         if inputs is None or (psf is None and is_dataset(inputs, shear_stage)):
             src = stack.enter_context(_open_dataset(ctx, inputs or m.dataset, cfg.dataset))
-            name, label = src.name, {"dataset": src.name}
+            stem, label = src.name, {"dataset": src.name}
 
             def run(out, cfg, add=False):
                 return measure_dataset(src, cfg, out, mapper=ctx.map, add=add)
         else:
             src = read_inputs(inputs, True, psf, shear_stage=shear_stage, who=CLASSICAL_NEEDS_PSF)
             ctx.record.add_input(inputs)
-            name, label = src.stem, {"input": str(inputs)}
+            stem, label = src.stem, {"input": str(inputs)}
 
             def run(out, cfg, add=False):
                 return measure_inputs(src, cfg, out, mapper=ctx.map, add=add)
-        out = ctx.workspace.stage("lens", "predictions") / f"{m.output or name}_hsm.parquet"
+        out = ctx.workspace.stage("lens", "predictions") / f"{m.name or stem}_hsm.parquet"
         problem = table_problem(out, src, m)
         if problem is None and not ctx.overwrite:
             from astrotool.io.tables import parquet_metadata
@@ -480,7 +480,7 @@ def predict(
     inputs: str = typer.Argument(..., help="FITS file, folder of FITS, LensNet data.json, or dataset name/folder"),
     model: str = typer.Option(None, "--model", help="model name or folder"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (PSF-channel models)"),
-    output: str = typer.Option(None, "--name", help="output stem in lens/predictions (default: the input's)"),
+    name: str = typer.Option(None, "--name", help="output stem in lens/predictions (default: the input's)"),
     old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
@@ -505,7 +505,7 @@ def predict(
     from astrotool_lens.predict import PREDICTION_COLUMNS, predict_table, read_inputs
 
     ctx = current()
-    cfg = ctx.section("lens", {"predict.model": model, "predict.output": output or old_output,
+    cfg = ctx.section("lens", {"predict.model": model, "predict.name": name or old_output,
                                "predict.symmetrize": symmetrize,
                                "predict.calibrated": calibrated, "predict.engine": engine,
                                "predict.response": response, "predict.batch_size": batch_size})
@@ -529,7 +529,7 @@ def predict(
     else:
         cols, pred = predict_table(runner, meta, inp, pc.batch_size, pc.symmetrize, pc.calibrated, rt.accelerator)
         calibration, suffix = calibration_in_use(est, meta, pc.calibrated), ""
-    out = ctx.workspace.stage("lens", "predictions") / f"{pc.output or inp.stem}_{mdir.name}{suffix}.parquet"
+    out = ctx.workspace.stage("lens", "predictions") / f"{pc.name or inp.stem}_{mdir.name}{suffix}.parquet"
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
                                                  "response": pc.response, "engine": pred.engine},

@@ -334,7 +334,7 @@ class MeasureConfig(_Model):
                                                      "M00 (e = M22 / (M00 + C0))")
     anacal_seed: Seed = Field(0, description="ANACAL: seed of the pure-noise images that remove the noise bias "
                                              "(per stamp: (seed, index))")
-    output: FileNameOrEmpty = Field("", description="output stem: lens/predictions/<output>_hsm.parquet (default: "
+    name: FileNameOrEmpty = Field("", description="output stem: lens/predictions/<name>_hsm.parquet (default: "
                                                     "the dataset's or input's name)")
 
     @field_validator("methods")
@@ -424,7 +424,7 @@ class PredictConfig(_Model):
     engine: Literal["torch", "onnxruntime"] = Field(
         "torch", description="torch, or onnxruntime on <model>/model.onnx (astro lens export; its symmetrize and "
                              "calibrated must match these)")
-    output: FileNameOrEmpty = Field("", description="output stem (default: from the input's name)")
+    name: FileNameOrEmpty = Field("", description="output stem (default: from the input's name)")
 
 
 class ExportConfig(_Model):

@@ -311,7 +311,7 @@ def baseline_command(ctx, cfg) -> dict:
         else:
             mean, n_train = mean_map(_train_kappa_batches(train))
         extra_summary["train_maps"] = n_train
-    run = b.output or default_run_name(ds.name, b.method, b.sigma)
+    run = b.name or default_run_name(ds.name, b.method, b.sigma)
     folder = ctx.workspace.stage("lens", "kappa/predictions") / run
     made_by = {"method": b.method, "settings": settings, "source": mc.dataset_identity(ds), "split": b.split,
                "n": int(idx.size), "size": ds.size}

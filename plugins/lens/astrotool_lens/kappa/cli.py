@@ -85,7 +85,7 @@ def baseline(
     sigma: float = typer.Option(None, "--sigma", help="Gaussian smoothing of the KS map [pixels]; with --method ks "
                                                       "only"),
     split: str = typer.Option(None, "--split", help="train | val | test | all"),
-    output: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
+    name: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
     old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
     train_dataset: str = typer.Option(None, "--train-dataset",
                                       help="data set whose training split gives the Wiener spectrum and the mean "
@@ -105,7 +105,7 @@ def baseline(
 
     ctx = current()
     cfg = kappa_config(ctx, {"baseline.dataset": dataset, "baseline.method": method, "baseline.sigma": sigma,
-                       "baseline.split": split, "baseline.output": output or old_output, "baseline.train_dataset": train_dataset,
+                       "baseline.split": split, "baseline.name": name or old_output, "baseline.train_dataset": train_dataset,
                        "baseline.zip": zip_})
     if sigma is not None and cfg.baseline.method != "ks":
         from astrotool.errors import AstroError
@@ -164,7 +164,7 @@ def predict(
     inputs: str = typer.Argument(..., help="data set name or folder, a folder with EPSILON/ or of .npy, "
                                            "or a Datathon *.tar.gz"),
     model: str = typer.Option(None, "--model", help="model name or folder"),
-    output: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
+    name: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
     old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
     split: str = typer.Option(None, "--split", help="for a data set: train | val | test | all"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps per forward pass"),
@@ -180,7 +180,7 @@ def predict(
     from astrotool_lens.kappa.predict import predict_command
 
     ctx = current()
-    cfg = kappa_config(ctx, {"predict.model": model, "predict.output": output or old_output, "predict.split": split,
+    cfg = kappa_config(ctx, {"predict.model": model, "predict.name": name or old_output, "predict.split": split,
                        "predict.batch_size": batch_size, "predict.engine": engine, "predict.zip": zip_})
     predict_command(ctx, cfg, inputs, mc.runtime(ctx, device=device))
 
@@ -196,7 +196,7 @@ def score(
                                  help="a folder truth may hold maps without a prediction"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps read at a time"),
     plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
-    report: str = typer.Option(None, "--name", help="report name (lens/kappa/reports/<name>_score.json)"),
+    name: str = typer.Option(None, "--name", help="report name (lens/kappa/reports/<name>_score.json)"),
     old_report: str = typer.Option(None, "--report", hidden=True, help="old spelling of --name"),
 ):
     """Score predicted kappa maps: WMAPE, DICEE, DPEAKS (the Datathon's), and MSE, Pearson r, SSIM, spectra, peaks.
@@ -217,7 +217,7 @@ def score(
 
     ctx = current()
     cfg = kappa_config(ctx, {"score.truth": truth, "score.split": split, "score.partial": partial,
-                       "score.batch_size": batch_size, "score.plots": plots, "score.report": report or old_report})
+                       "score.batch_size": batch_size, "score.plots": plots, "score.name": name or old_report})
     score_command(ctx, cfg, predictions, as_json=json_results())
 
 

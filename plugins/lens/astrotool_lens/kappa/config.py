@@ -128,9 +128,9 @@ class BaselineConfig(_Model):
     split: Literal["train", "val", "test", "all"] = Field("test", description="maps to reconstruct")
     train_dataset: str = Field("", description="data set whose training split gives the Wiener signal spectrum and "
                                                "the mean map (default: the data set itself)")
-    output: FileNameOrEmpty = Field("", description="run name: lens/kappa/predictions/<output>/ "
-                                                                    "(default: <dataset>_<method>, ks: <dataset>_ks<sigma>)")
-    zip: bool = Field(True, description="also write <output>.zip, the submission layout")
+    name: FileNameOrEmpty = Field("", description="run name: lens/kappa/predictions/<name>/ "
+                                                  "(default: <dataset>_<method>, ks: <dataset>_ks<sigma>)")
+    zip: bool = Field(True, description="also write <name>.zip, the submission layout")
 
 
 class TrainConfig(_Model):
@@ -172,11 +172,11 @@ class PredictConfig(_Model):
     """``astro lens kappa predict``: one float16 ``.npy`` per input name, and a zip."""
 
     model: str = Field("", description="model name or folder (default: lens.kappa.train's model)")
-    output: FileNameOrEmpty = Field("", description="run name: lens/kappa/predictions/<output>/ (default: <input>_<model>)")
+    name: FileNameOrEmpty = Field("", description="run name: lens/kappa/predictions/<name>/ (default: <input>_<model>)")
     split: Literal["train", "val", "test", "all"] = Field("test", description="for a data set input: maps to predict")
     batch_size: int = Field(16, ge=1, description="maps per forward pass")
     engine: Literal["torch", "onnxruntime"] = "torch"
-    zip: bool = Field(True, description="also write <output>.zip, the submission layout")
+    zip: bool = Field(True, description="also write <name>.zip, the submission layout")
 
 
 class ScoreConfig(_Model):
@@ -191,7 +191,7 @@ class ScoreConfig(_Model):
     plots: bool = True
     examples: int = Field(3, ge=0, le=10, description="example maps (truth, prediction, residual) in the plots")
     batch_size: int = Field(64, ge=1, description="maps read at a time (memory ~ batch x runs maps)")
-    report: FileNameOrEmpty = Field("", description="report name: lens/kappa/reports/<report>_score.json (default: the "
+    name: FileNameOrEmpty = Field("", description="report name: lens/kappa/reports/<name>_score.json (default: the "
                                         "prediction folder's name; several: <first>_vs_<n>, n the number of "
                                         "the other runs)")
 

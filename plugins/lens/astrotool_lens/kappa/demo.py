@@ -83,10 +83,10 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
 
     t1 = time.perf_counter()
     _quiet(baseline_command, ctx, kappa({"baseline.dataset": NAME, "baseline.method": "ks", "baseline.sigma": 2.0,
-                                         "baseline.split": "test", "baseline.output": ks}))
+                                         "baseline.split": "test", "baseline.name": ks}))
     _quiet(baseline_command, ctx, kappa({"baseline.dataset": NAME, "baseline.method": "wiener",
                                          "baseline.train_dataset": NAME, "baseline.split": "test",
-                                         "baseline.output": wiener}))
+                                         "baseline.name": wiener}))
     t_base = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -95,13 +95,13 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     t_train = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    pred, _ = _quiet(predict_command, ctx, kappa({"predict.model": unet, "predict.output": unet,
+    pred, _ = _quiet(predict_command, ctx, kappa({"predict.model": unet, "predict.name": unet,
                                                   "predict.split": "test"}), NAME, mc.runtime(ctx))
     exp, _ = _quiet(export_command, ctx, kappa({"export.model": unet}), onnx=True)
     t_pred = time.perf_counter() - t3
 
     _, scored = _quiet(score_command, ctx, kappa({"score.truth": NAME, "score.split": "test",
-                                                  "score.report": f"{NAME}_test"}), [ks, wiener, unet])
+                                                  "score.name": f"{NAME}_test"}), [ks, wiener, unet])
 
     splits = data.get("splits", {})
     lines = [

@@ -158,7 +158,7 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     else:
         runner, meta = load_unet(mdir)
     maps = open_maps(inputs, "epsilon", ctx, split=p.split)
-    run = p.output or default_run_name(inputs, mdir.name)
+    run = p.name or default_run_name(inputs, mdir.name)
     folder = ctx.workspace.stage("lens", "kappa/predictions") / run
     made_by = {"model": {"name": mdir.name, "weights_sha256": meta.get("weights_sha256"),
                          "architecture": meta.get("architecture")},

@@ -528,7 +528,7 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
         ranking = {"competition": M.rank(means, M.HIGHER_IS_BETTER, metrics=M.COMPETITION),
                    "all": M.rank(means, M.HIGHER_IS_BETTER, metrics=RANKED)}
 
-    report = s.report or _report_name(labels)
+    report = s.name or _report_name(labels)
     rdir = ctx.workspace.stage("lens", "kappa/reports")
     path = rdir / f"{report}_score.json"
     plots: list[Path] = []
