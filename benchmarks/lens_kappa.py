@@ -25,8 +25,8 @@ a temporary workspace:
    The WMAPE trap: WMAPE rewards shrinking the prediction toward zero (c*kappa
    scores |1 - c|, the all-zeros map about 1.00 on any set), so WMAPE is
    printed next to that floor and nothing here is selected on it.
-3. **Throughput**: ``predict`` (torch, and onnxruntime after ``export
-   --onnx``) and ``score`` on the hold-out, in maps/s on the CPUs at hand (the
+3. **Throughput**: ``predict`` (torch, and onnxruntime after
+   ``export``) and ``score`` on the hold-out, in maps/s on the CPUs at hand (the
    commands' own maps_per_s and n / wall time of the whole process, start-up
    included).
 4. **Streaming memory**: folders of N = 20,000 and N = 2,000 (EPSILON, KAPPA)
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
         # ---------------------------------------------------------------- 3. throughput
         print("[3/4] throughput on the hold-out (predict torch / onnxruntime, score), "
               f"{os.cpu_count()} CPUs", flush=True)
-        ex = run("export", "export", "--model", "unet", "--onnx")
+        ex = run("export", "export", "--model", "unet")
         out["export"] = ex
         thr = {}
         for engine in ("torch", "onnxruntime"):

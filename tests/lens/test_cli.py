@@ -84,7 +84,7 @@ def test_lens_pipeline(tmp_path, capsys):
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "predict", ds / "lensnet" / "data.json", "--model", "cli_cnn",
                        "--engine", "onnxruntime", "--output", "onnx")
     assert code == 2 and "model.onnx: no such ONNX file" in err
-    code, out, err = run(capsys, "-w", ws, "-q", "lens", "export", "--onnx", "--model", "cli_cnn")
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "export", "--model", "cli_cnn")
     assert code == 0, err
     ex = json.loads(out)
     assert ex["max_abs_diff"] <= 1e-5 and ex["path"] == str(ws / "lens" / "models" / "cli_cnn" / "model.onnx")

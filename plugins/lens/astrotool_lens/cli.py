@@ -579,22 +579,18 @@ def _predict_response(ctx, cfg, mdir, inp):
 @app.command()
 def export(
     model: str = typer.Option(None, "--model", help="model name or folder"),
-    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write model.onnx (the only format so far)"),
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
     opset: int = typer.Option(None, "--opset", help="ONNX opset version"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="include 8-fold averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="include the model's calibration"),
 ):
     """Export a trained model to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
-    from astrotool.errors import AstroError
     from astrotool_lens.export import export_plan
 
     ctx = current()
     cfg = ctx.section("lens", {"export.model": model, "export.opset": opset, "export.symmetrize": symmetrize,
                                "export.calibrated": calibrated})
     x = cfg.export
-    if not onnx:
-        raise AstroError("nothing to export: --onnx is the only format")
     mdir = _model_dir(ctx, x.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     est, stamps, out, kwargs = export_plan(mdir, output, x.opset, x.symmetrize, x.parity_samples, x.parity_tol,
                                            x.calibrated)

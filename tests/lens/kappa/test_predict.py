@@ -231,8 +231,6 @@ def test_predict_and_export_end_to_end(trained, capsys):
                        "--split", "val", "--output", "tiny_tiny_unet")
     assert code == 2 and 'split: "test" -> "val"' in err
 
-    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "export", "--model", "tiny_unet", "--no-onnx")
-    assert code == 2 and "--onnx is the only format" in err
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "predict", "tiny", "--model", "nope")
     assert code == 2
 

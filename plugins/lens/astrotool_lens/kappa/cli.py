@@ -224,7 +224,6 @@ def score(
 @app.command()
 def export(
     model: str = typer.Option(None, "--model", help="model name or folder"),
-    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write model.onnx (the only format so far)"),
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
     opset: int = typer.Option(None, "--opset", help="ONNX opset version"),
 ):
@@ -233,4 +232,4 @@ def export(
 
     ctx = current()
     cfg = kappa_config(ctx, {"export.model": model, "export.opset": opset})
-    export_command(ctx, cfg, onnx=onnx, output=output)
+    export_command(ctx, cfg, output=output)

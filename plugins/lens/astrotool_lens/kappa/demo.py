@@ -97,7 +97,7 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     t3 = time.perf_counter()
     pred, _ = _quiet(predict_command, ctx, kappa({"predict.model": unet, "predict.name": unet,
                                                   "predict.split": "test"}), NAME, mc.runtime(ctx))
-    exp, _ = _quiet(export_command, ctx, kappa({"export.model": unet}), onnx=True)
+    exp, _ = _quiet(export_command, ctx, kappa({"export.model": unet}))
     t_pred = time.perf_counter() - t3
 
     _, scored = _quiet(score_command, ctx, kappa({"score.truth": NAME, "score.split": "test",

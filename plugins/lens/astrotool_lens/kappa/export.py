@@ -54,7 +54,7 @@ def parity_epsilon(meta: dict, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
     return np.concatenate([e, de], axis=1).astype(np.float32), "random fields"
 
 
-def export_command(ctx, cfg, onnx: bool = True, output: str | None = None) -> dict:
+def export_command(ctx, cfg, output: str | None = None) -> dict:
     """``astro lens kappa export``: write ``<model>/model.onnx`` (or ``output``) after the parity check.
 
     Parameters
@@ -62,8 +62,6 @@ def export_command(ctx, cfg, onnx: bool = True, output: str | None = None) -> di
     ctx : astrotool.context.Context
     cfg : astrotool_lens.kappa.config.KappaConfig
         ``cfg.export`` is read (and ``cfg.train`` for the default model).
-    onnx : bool
-        The only format; ``False`` is refused.
     output : str, optional
         The ONNX path (default ``<model>/model.onnx``).
 
@@ -75,7 +73,7 @@ def export_command(ctx, cfg, onnx: bool = True, output: str | None = None) -> di
     Raises
     ------
     astrotool.errors.AstroError
-        ``--no-onnx``; an ``--opset`` outside the range accepted (from 11 to
+        An ``--opset`` outside the range accepted (from 11 to
         the newest this torch writes); onnxruntime differs from torch by more than
         ``parity_tol`` (nothing written).
     astrotool.errors.InputError
@@ -88,8 +86,6 @@ def export_command(ctx, cfg, onnx: bool = True, output: str | None = None) -> di
     from astrotool_lens.kappa.predict import default_model
 
     x = cfg.export
-    if not onnx:
-        raise AstroError("nothing to export: --onnx is the only format")
     from astrotool.ml.export import onnx_opsets
 
     from astrotool_lens.kappa.config import MIN_OPSET
