@@ -402,7 +402,7 @@ def test_event_snr_is_the_depth_over_the_scatter_binned_at_the_event_length():
     x = rng.standard_normal(n) * sigma
     x[10_000:10_000 + w] -= 5e-4                     # white-noise S/N: 5e-4 / (1e-3 / sqrt(200)) = 7.07
     events = np.array([[10_000, 10_000 + w]])
-    assert event_snr(x, events)[0] == pytest.approx(7.07, abs=1.2)
+    assert event_snr(x, events, found=False)[0] == pytest.approx(7.07, abs=1.2)   # a known box
     # variability slower than the event (a 3,000 ppm rotation over the whole curve) leaves its S/N alone
     spotted = x + 3e-3 * np.sin(2 * np.pi * np.arange(n) / n)
     assert event_snr(spotted, events)[0] == pytest.approx(event_snr(x, events)[0], rel=0.1)

@@ -782,3 +782,76 @@ def test_eval_and_detect_warn_about_a_model_whose_training_was_cut_short(trained
         assert "training unfinished (trained 3 of 8 epochs)" in err and "astro plato train" in err, cmd
     assert main(["-w", str(trained), "plato", "eval", "--split", "all"]) == 0
     assert "unfinished" not in capsys.readouterr().err
+
+
+def _three_files(tmp_path):
+    time, flux, params = _fresh_curves(3)
+    files = []
+    for k, f in enumerate(flux):
+        path = tmp_path / f"c{k}.csv"
+        np.savetxt(path, np.c_[time, f], delimiter=",", header="time,flux", comments="")
+        files.append(str(path))
+    return files
+
+
+def test_detect_shards_keep_their_events_and_the_last_writes_the_table(trained, tmp_path, capsys):
+    """Each --shard task wrote the whole table: the second replaced the first's events."""
+    from astrotool.io.tables import parquet_metadata, read_parquet
+
+    files = _three_files(tmp_path)
+    base = ["-w", str(trained), "--json"]
+    capsys.readouterr()
+    assert main([*base, "plato", "detect", *files, "--name", "whole"]) == 0
+    capsys.readouterr()
+    whole = read_parquet(trained / "plato/runs/whole/whole_events.parquet").to_pylist()
+    assert len({r["file"] for r in whole}) >= 2                           # events in two files at least
+    assert main([*base, "--shard", "0/2", "plato", "detect", *files, "--name", "sh"]) == 0
+    assert json.loads(capsys.readouterr().out)["table"] is None          # c1.csv is not searched yet
+    assert not (trained / "plato/runs/sh/sh_events.parquet").exists()
+    assert main([*base, "--shard", "1/2", "plato", "detect", *files, "--name", "sh"]) == 0
+    table = trained / "plato/runs/sh/sh_events.parquet"
+    assert read_parquet(table).to_pylist() == whole
+    meta = parquet_metadata(table)
+    assert meta["files"] == sorted(meta["searched"]) == sorted(str(type(table)(f).resolve()) for f in files)
+
+
+def test_detect_refuses_another_model_or_event_settings_under_one_name(trained, tmp_path, capsys):
+    import shutil
+
+    files = _three_files(tmp_path)[:1]
+    base = ["-w", str(trained), "plato", "detect", *files, "--name", "settings"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main([*base, "--threshold", "0.7", "--min-snr", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "settings_events.parquet: exists but was made with other settings" in err
+    assert "events.threshold: 0.5 -> 0.7" in err and "events.min_snr: 0.0 -> 3.0" in err
+    model = next((trained / "plato/models").glob("*/model.safetensors")).parent
+    shutil.copytree(model, trained / "plato/models/copy", dirs_exist_ok=True)
+    assert main([*base, "--model", "copy"]) == 2
+    assert "model:" in capsys.readouterr().err
+    assert main(["-w", str(trained), "--overwrite", "plato", "detect", *files, "--name", "settings",
+                 "--threshold", "0.7"]) == 0
+
+
+def test_plot_last_uses_the_model_and_threshold_of_the_detect_run_and_tells_same_named_files_apart(trained,
+                                                                                                   tmp_path, capsys):
+    import shutil
+
+    model = next((trained / "plato/models").glob("*/model.safetensors")).parent
+    shutil.copytree(model, trained / "plato/models/other", dirs_exist_ok=True)
+    raw = next((trained / "plato/raw").glob("*_lightcurves.parquet"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(raw, tmp_path / "a" / "same.parquet")
+    shutil.copy(raw, tmp_path / "b" / "same.parquet")
+    files = [str(tmp_path / "a" / "same.parquet"), str(tmp_path / "b" / "same.parquet")]
+    capsys.readouterr()
+    assert main(["-w", str(trained), "--json", "plato", "detect", *files, "--name", "same", "--model", "other",
+                 "--threshold", "0.6"]) == 0
+    rows = json.loads(capsys.readouterr().out)["events"]
+    assert {r["file"] for r in rows} == set(files)                      # the paths as given: the names collide
+    n_curves = len({(r["file"], r["id"]) for r in rows})
+    assert main(["-w", str(trained), "--json", "plato", "plot", "last"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "other" and out["threshold"] == 0.6 and out["plots"] == n_curves > 0

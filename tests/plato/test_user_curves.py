@@ -177,3 +177,63 @@ def test_event_depth_comes_from_the_middle_of_the_event():
     assert row["duration"] == pytest.approx(552 * 25 / 3600)            # still the time above the threshold
     (one,) = describe(np.full(4, 0.9), x[:4], np.array([[1, 2]]), 0.0, 25.0)   # a one-sample event keeps its sample
     assert math.isfinite(one["depth"])
+
+
+def test_a_short_event_inside_a_transit_still_gets_the_transit_depth():
+    """The reference band sat right beside the event: an event a third of the transit's length read its band
+    inside the transit (336 ppm for a 2000 ppm transit)."""
+    from astrotool_plato.events import central_depth, event_snr
+
+    x = np.random.default_rng(5).normal(0.0, 100e-6, 3456)
+    x[1500:1932] -= 2000e-6                                              # 3 h at 25 s
+    assert central_depth(x, 1641, 1791) * 1e6 == pytest.approx(2000.0, rel=0.2)
+    long_ = event_snr(x, np.array([[1500, 1932]]))[0]
+    assert event_snr(x, np.array([[1641, 1791]]))[0] > 0.3 * long_      # not collapsed
+
+
+def test_reported_snr_does_not_depend_on_min_snr():
+    """describe measured the noise with only the kept events masked: a dropped dip inflated it."""
+    from astrotool_plato.config import EventsConfig
+    from astrotool_plato.detect import curve_events
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(0.0, 100e-6, 6000)
+    x[1000:1200] -= 3000e-6                                              # a transit
+    x[4000:4200] -= 20e-6                                                # a shallow dip
+    prob = np.zeros(x.size)
+    prob[1000:1200] = prob[4000:4200] = 0.9
+    every = curve_events(prob, x, 0.0, 25.0, EventsConfig(min_snr=0.0, binary_snr=0.0))
+    kept = curve_events(prob, x, 0.0, 25.0, EventsConfig(min_snr=10.0, binary_snr=0.0))
+    assert len(every) == 2 and len(kept) == 1
+    assert kept[0]["snr"] == every[0]["snr"]
+
+
+def test_a_flux_in_ppm_about_zero_is_refused_with_a_hint(tmp_path):
+    """flux = (f - 1) 1e6 + 100 has a positive median and gave depths of 2.4e7 ppm."""
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve()
+    path = tmp_path / "ppm.csv"
+    np.savetxt(path, np.c_[t, (f - 1.0) * 1e6 + 100.0], delimiter=",", header="time,flux", comments="")
+    with pytest.raises(InputError, match=r"ppm.csv.*not a flux level.*ppm: divide by 1e6 and add 1"):
+        read_curves(path)
+    np.savetxt(path, np.c_[t, (f - 1.0) * 1e6], delimiter=",", header="time,flux", comments="")
+    with pytest.raises(InputError, match=r"ppm: divide by 1e6 and add 1"):
+        read_curves(path)
+    np.savetxt(path, np.c_[t, f * 1e4], delimiter=",", header="time,flux", comments="")
+    assert read_curves(path)["ppm"][1].size == t.size                   # a flux level in e-/s is read
+
+
+def test_bls_bins_in_time_by_time_stamps():
+    """BLS averaged every 4 samples whatever the cadence (30-min curves into 2 h) and across gaps."""
+    from astrotool_plato.bls import bin_in_time
+
+    step = 25.0 / 86400.0
+    t = np.r_[np.arange(8), np.arange(20, 23)] * step                      # a gap after sample 7
+    f = np.arange(t.size, dtype=float)
+    tb, fb = bin_in_time(t, f, 4 * step)
+    np.testing.assert_allclose(fb, [1.5, 5.5, 9.0])                      # 0-3, 4-7, 8-10: nothing across the gap
+    np.testing.assert_allclose(tb, np.array([1.5, 5.5, 21.0]) * step)
+    coarse = np.arange(10) / 48.0                                         # 30 min: already coarser than 100 s
+    tb, fb = bin_in_time(coarse, np.ones(10), 100.0 / 86400.0)
+    assert tb is coarse and fb.size == 10

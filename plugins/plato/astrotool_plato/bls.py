@@ -1,8 +1,8 @@
 """``astro plato bls``: the classical baseline, wotan detrending then astropy's Box Least Squares.
 
 Each curve is detrended with wotan's time-windowed biweight (``window_days``,
-about three times the longest transit to keep), averaged over ``bin`` samples
-(as the network does), and searched with
+about three times the longest transit to keep), averaged in bins of ``bin_seconds``
+by time stamp (:func:`bin_in_time`; not at all when the cadence is coarser), and searched with
 :class:`astropy.timeseries.BoxLeastSquares` over periods from
 ``min_period_days`` to ``max_period_fraction`` of the curve (a period as long
 as the curve admits a single transit) and the trial durations. The best peak
@@ -61,20 +61,17 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
     from astrotool_plato.lightcurves import noise_sigma
 
     shortest, hours = min(cfg.durations_hours), (time[-1] - time[0]) * 24.0
-    if hours < shortest or time.size < 3 * cfg.bin:
+    width = cfg.bin_seconds / 86400.0
+    if hours < shortest or bin_in_time(time, time, width)[0].size < 3:
         why = (f"no box of the shortest trial duration ({shortest:g} h) fits" if hours < shortest else
-               f"binned by {cfg.bin}, fewer than 3 samples are left")
+               f"binned in {cfg.bin_seconds:g} s, fewer than 3 samples are left")
         raise InputError(where, f"a curve of {time.size} samples over {hours:.2f} h is too short for BLS: {why}")
     t0 = _time.perf_counter()
     flat = flatten(time, 1.0 + x, method="biweight", window_length=cfg.window_days, edge_cutoff=0.0,
                    break_tolerance=0.5)
     t1 = _time.perf_counter()
     good = np.isfinite(flat)
-    tb, fb = time[good], flat[good]
-    if cfg.bin > 1:
-        n = (tb.size // cfg.bin) * cfg.bin
-        tb = tb[:n].reshape(-1, cfg.bin).mean(axis=1)
-        fb = fb[:n].reshape(-1, cfg.bin).mean(axis=1)
+    tb, fb = bin_in_time(time[good], flat[good], width)
     span = float(tb[-1] - tb[0])
     durations = np.asarray(cfg.durations_hours, float) / 24.0
     durations = durations[durations < cfg.min_period_days]  # BLS needs every duration below the shortest period
@@ -104,6 +101,25 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
     return {"period": period, "t0": mid, "duration": dur * 24.0, "depth": depth * 1e6, "snr": snr,
             "sde": sde, "detected": snr >= cfg.snr_threshold, "transits": transits,
             "seconds_detrend": t1 - t0, "seconds_search": t2 - t1}
+
+
+def bin_in_time(time: np.ndarray, flux: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Means of the samples in consecutive bins of ``width`` [d] from the first time stamp (by time stamp, so
+    no bin spans a gap longer than itself); bins with fewer than half the samples a full one holds are left out.
+    Unchanged when the median step is already at least ``width``.
+
+    Returns
+    -------
+    time, flux : numpy.ndarray
+        Mean time [d] and mean flux per bin.
+    """
+    step = float(np.median(np.diff(time))) if time.size > 1 else width
+    if step >= width:
+        return time, flux
+    k = np.floor((time - time[0]) / width).astype(np.int64)
+    n = np.bincount(k)
+    full = n >= 0.5 * width / step
+    return (np.bincount(k, time)[full] / n[full]), (np.bincount(k, flux)[full] / n[full])
 
 
 REFINE_DURATIONS = 25

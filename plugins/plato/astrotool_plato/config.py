@@ -314,7 +314,9 @@ class BlsConfig(Section):
     oversample: int = Field(1, ge=1, description="period-grid oversampling (1: astropy's autoperiod grid)")
     snr_threshold: float = Field(9.0, gt=0, description="box S/N (depth / its error) above which the best peak "
                                                         "counts as a detection")
-    bin: int = Field(4, ge=1, description="samples averaged before the search (as the network's bin)")
+    bin_seconds: float = Field(100.0, ge=0, description="the flux is averaged in bins of this length [s] before "
+                                                        "the search (100: 4 samples at 25 s); a curve whose "
+                                                        "cadence is as long or longer is not binned")
 
 
 class PlatoConfig(Section):

@@ -59,6 +59,8 @@ class DetectItem:
     quality: str = "drop"
     batch_size: int = 4
     device: str = "cpu"
+    key: str = ""    # the file's name in the table (:func:`item_keys`)
+    part: str = ""   # where its rows wait for the other items' (:func:`detect_file`)
 
 
 def _model(model_dir: str):
@@ -89,6 +91,30 @@ def model_channels(model) -> str:
     from astrotool_plato.lightcurves import channels_of
 
     return channels_of(getattr(model, "in_channels", 1))
+
+
+def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: float, events: EventsConfig) -> list:
+    """The event rows of one curve (:func:`astrotool_plato.events.describe`): runs above the threshold, vetted
+    (:func:`astrotool_plato.events.vetted`); each S/N is measured once with every event found masked, so it is
+    the value the vetting saw whatever ``min_snr`` dropped.
+
+    Parameters
+    ----------
+    prob, x : numpy.ndarray
+        Probability and relative flux per sample, on a uniform grid.
+    t_start : float
+        Time of sample 0 [d].
+    cadence_s : float
+        Sampling interval [s].
+    events : astrotool_plato.config.EventsConfig
+    """
+    from astrotool_plato.events import describe, find_events, vetted
+
+    merge = int(round(events.merge_gap_hours * 3600.0 / cadence_s))
+    min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence_s)))
+    found = find_events(prob, events.threshold, merge, min_len)
+    kept = vetted(found, x, events.min_snr, events.binary_snr)
+    return describe(prob, x, kept, t_start, cadence_s, masked=found)
 
 
 def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, batch_size: int = 4,
@@ -124,13 +150,10 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
     from astrotool.errors import InputError
     from astrotool.ml.predict import predict
 
-    from astrotool_plato.events import describe, find_events, vetted
     from astrotool_plato.lightcurves import check_time_scale, relative_flux, uniform
     from astrotool_plato.model import pad_to
 
     step = cadence_s / 86400.0
-    merge = int(round(events.merge_gap_hours * 3600.0 / cadence_s))
-    min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence_s)))
     grid = {}
     for cid, (time, flux) in curves.items():
         check_time_scale(time, step, cid)
@@ -155,16 +178,22 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
             t, x, filled, _, n = grid[cid]
             x = x[-1] if x.ndim == 2 else x   # the co-added flux
             prob = 1.0 / (1.0 + np.exp(-logits[row, :n]))
-            ev = vetted(find_events(prob, events.threshold, merge, min_len), x, events.min_snr, events.binary_snr)
-            out[cid] = {"events": describe(prob, x, ev, float(t[0]), cadence_s), "probability": prob, "time": t,
+            out[cid] = {"events": curve_events(prob, x, float(t[0]), cadence_s, events), "probability": prob, "time": t,
                         "flux": x, "filled": filled, "seconds": pred.seconds / len(ids)}
     return out
 
 
 def detect_file(item: DetectItem, seed: int = 0) -> dict:
-    """Search one file (an executor item); returns its event rows and per-curve facts."""
+    """Search one file (an executor item): its event rows and per-curve facts, also kept in ``item.part``
+    (JSON) until the table is written; a part already there is read instead (a rerun, another --shard task)."""
+    import json
+
+    from astrotool.workspace import atomic_path
+
     from astrotool_plato.lightcurves import check_time_scale, read_curves
 
+    if item.part and Path(item.part).is_file():
+        return json.loads(Path(item.part).read_text())
     meta, model = _model(item.model_dir)
     notes: list[str] = []
     curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model),
@@ -173,13 +202,29 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
         check_time_scale(t, model_cadence(meta) / 86400.0, f"{item.path}: {cid}" if len(curves) > 1 else item.path,
                          item.time_unit)
     res = search_curves(curves, model, model_cadence(meta), item.events, item.batch_size, item.device)
-    name = Path(item.path).name
     cols = ("t_mid", "duration", "depth", "snr", "peak_probability")
-    rows = [{"file": name, "id": cid, **{k: e[k] for k in cols}}
+    rows = [{"file": item.key or Path(item.path).name, "id": cid, **{k: e[k] for k in cols}}
             for cid, r in res.items() for e in r["events"]]
-    return {"rows": rows, "notes": notes, "curves": {cid: {"events": len(r["events"]), "filled": r["filled"],
-                                           "samples": int(r["time"].size), "seconds": r["seconds"]}
-                                     for cid, r in res.items()}}
+    out = {"rows": rows, "notes": notes, "curves": {cid: {"events": len(r["events"]), "filled": r["filled"],
+                                                          "samples": int(r["time"].size), "seconds": r["seconds"]}
+                                                    for cid, r in res.items()}}
+    if item.part:
+        Path(item.part).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(item.part) as tmp:
+            Path(tmp).write_text(json.dumps(out))
+    return out
+
+
+def detect_settings(model_dir, events: EventsConfig, detect) -> dict:
+    """What makes an event table (kept in its metadata; a rerun under its name with others is refused): the
+    model's folder and weights (:func:`astrotool.made_with.file_checksum`), ``[plato.events]`` and how the
+    files are read."""
+    from astrotool import made_with as mw
+    from astrotool.ml.checkpoint import WEIGHTS_FILE
+
+    return {"model": str(Path(model_dir).resolve()), "weights": mw.file_checksum(Path(model_dir) / WEIGHTS_FILE),
+            "events": events.model_dump(mode="json"),
+            "reader": {k: getattr(detect, k) for k in ("time_column", "flux_column", "time_unit", "quality")}}
 
 
 def item_keys(files) -> list[str]:
@@ -201,9 +246,10 @@ def item_keys(files) -> list[str]:
     return names if len(set(names)) == len(names) else [str(f) for f in files]
 
 
-def write_events(rows: list[dict], path, command: str = "plato detect", files=()) -> Path:
-    """The event table as Parquet (units and descriptions; ``files``, the light curves searched, in its
-    metadata) and the same rows as CSV beside it."""
+def write_events(rows: list[dict], path, command: str = "plato detect", files=(),
+                 metadata: dict | None = None) -> Path:
+    """The event table as Parquet (units and descriptions; ``files``, the light curves searched, and
+    ``metadata`` in its metadata) and the same rows as CSV beside it."""
     import csv
 
     import pyarrow as pa
@@ -214,7 +260,8 @@ def write_events(rows: list[dict], path, command: str = "plato detect", files=()
     fields = [pa.field(k, pa.string() if k in ("file", "id") else pa.float64(),
                        metadata={"unit": u, "description": d}) for k, (u, d) in EVENT_COLUMNS.items()]
     table = pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in fields}, schema=pa.schema(fields))
-    write_parquet(table, path, metadata={"files": [str(f) for f in files]} if files else None, command=command)
+    meta = {**({"files": [str(f) for f in files]} if files else {}), **(metadata or {})}
+    write_parquet(table, path, metadata=meta or None, command=command)
     with atomic_path(Path(path).with_suffix(".csv")) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(EVENT_COLUMNS))
         w.writeheader()
@@ -222,9 +269,19 @@ def write_events(rows: list[dict], path, command: str = "plato detect", files=()
     return Path(path)
 
 
+def _few(paths) -> str:
+    return ", ".join(Path(f).name for f in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+
 def detect_command(ctx, cfg, files, runtime) -> dict:
-    """``astro plato detect FILE...``: search every file, write the event table, print the events."""
+    """``astro plato detect FILE...``: search every file, write the event table, print the events.
+
+    Each file's rows wait in a part file (``plato/runs/<name>/.parts/``) until every file is searched or has
+    failed in this run, so ``--shard`` tasks each search their share and the last one writes the table."""
+    import json
+
     from astrotool import console
+    from astrotool import made_with as mw
     from astrotool.console import json_results
     from astrotool.errors import AstroError
 
@@ -235,42 +292,70 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     mdir, _ckpt, _model_ = load_model(ctx, d.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
     if not files:
         raise AstroError("give at least one light-curve file")
-    device = runtime.accelerator
-    items = [DetectItem(str(Path(f)), str(mdir), ev, d.time_column, d.flux_column, d.time_unit, d.quality,
-                        d.batch_size, device) for f in files]
     name = d.name or mdir.name
     out = ctx.workspace.stage(NAME, RUNS) / name / f"{name}_events.parquet"
     searched = sorted(str(Path(f).resolve()) for f in files)
+    settings = detect_settings(mdir, ev, d)
     if out.exists() and not ctx.overwrite:
         from astrotool.io.tables import parquet_metadata
 
-        from astrotool.made_with import SettingsChanged
-
-        before = parquet_metadata(out).get("files")
-        if before is not None and sorted(before) != searched:
-            def few(paths):
-                return ", ".join(Path(f).name for f in paths[:3]) + (", ..." if len(paths) > 3 else "")
-
-            raise SettingsChanged(out, [f"files searched: {few(sorted(before))} -> {few(searched)}"],
-                                  hint="give this run another --name, or use --overwrite to replace its events")
-    results = ctx.map(detect_file, items, "detect", keys=item_keys(files))
+        before = parquet_metadata(out)
+        changed = mw.changes(before["settings"], settings) if "settings" in before else []
+        if before.get("files") is not None and sorted(before["files"]) != searched:
+            changed.insert(0, f"files searched: {_few(sorted(before['files']))} -> {_few(searched)}")
+        if changed:
+            raise mw.SettingsChanged(out, changed,
+                                     hint="give this run another --name, or use --overwrite to replace its events")
+    keys = item_keys(files)
+    parts = out.parent / ".parts"
+    run_id = mw.digest(mw.flatten({"settings": settings, "files": searched}))
+    items = [DetectItem(str(Path(f)), str(mdir), ev, d.time_column, d.flux_column, d.time_unit, d.quality,
+                        d.batch_size, runtime.accelerator, k, str(parts / f"{run_id}-{mw.digest({'key': k})}.json"))
+             for f, k in zip(files, keys)]
+    if ctx.overwrite and ctx.executor_options.shard is None:   # search again, not from an earlier run's parts
+        for it in items:
+            Path(it.part).unlink(missing_ok=True)
+    since = len(ctx.failures)
+    results = ctx.map(detect_file, items, "detect", keys=keys)
+    failed = {f.key for f in ctx.failures[since:]}
     rows = [r for _, res in results for r in res["rows"]]
     for _, res in results:
         for note in res["notes"]:
             ctx.log.info("%s", note)
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
-    if results:
-        write_events(rows, out, files=searched)
+    waiting = [it for it in items if it.key not in failed and not Path(it.part).is_file()]
+    done = [it for it in items if Path(it.part).is_file()]
+    table = None
+    if waiting:
+        ctx.log.info("%d of %d file(s) searched (the other --shard tasks search the rest); the task that finishes "
+                     "last writes %s", len(done), len(items), out)
+    elif done:
+        try:
+            table = [r for it in done for r in json.loads(Path(it.part).read_text())["rows"]]
+        except FileNotFoundError:  # a task that finished at the same time wrote the table and took the parts
+            ctx.log.info("%s was written by another task", out)
+    if table is not None:
+        write_events(table, out, files=searched, metadata={
+            "settings": settings, "searched": [str(Path(it.path).resolve()) for it in done],
+            "file_keys": {it.key: str(Path(it.path).resolve()) for it in done}})
         ctx.record.add_output(out)
         ctx.record.add_output(out.with_suffix(".csv"))
-    for f in files:
+        for it in done:
+            Path(it.part).unlink(missing_ok=True)
+        try:
+            parts.rmdir()
+        except OSError:
+            pass
+    mine = ctx.shard_of(files)
+    for f in mine:
         ctx.record.add_input(Path(f).resolve())
+    written = table is not None
     seconds = sum(c["seconds"] for c in curves.values())
-    summary = {"model": mdir.name, "files": len(files), "curves": len(curves), "events": len(rows),
+    summary = {"model": mdir.name, "files": len(mine), "curves": len(curves), "events": len(rows),
                "curves_with_events": sum(1 for c in curves.values() if c["events"]),
                "seconds_per_curve": round(seconds / len(curves), 4) if curves else None,
-               "table": str(out) if results else None}
+               "table": str(out) if written else None}
     if json_results():
         ctx.emit({**summary, "events": rows})
     else:

@@ -177,7 +177,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                 fa[row, k] = int(m.false_alarm.sum())
                 fa_ecl[k] += int(m.on_eclipse.sum())
                 tp_events[k] += int((~m.false_alarm).sum())
-            box_snr = event_snr(x, matches[0].true)
+            box_snr = event_snr(x, matches[0].true, found=False)
             for j, (a, b) in enumerate(matches[0].true):
                 hits.append(np.array([m.recovered[j] for m in matches]))
                 per_transit.append({"id": str(meta["id"][i]), "twin": bool(meta["twin"][i]),

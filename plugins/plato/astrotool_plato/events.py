@@ -133,11 +133,13 @@ def match(predicted: np.ndarray, label: np.ndarray, planet: int = 1, eclipse: in
                  predicted=np.asarray(predicted).reshape(-1, 2), false_alarm=fa, on_eclipse=on_ecl)
 
 
-def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
+def event_snr(flux: np.ndarray, events: np.ndarray, masked: np.ndarray | None = None,
+              found: bool = True) -> np.ndarray:
     """S/N of each event against the curve's own noise on the event's time scale.
 
-    ``depth / sigma_w``: the box depth of :func:`describe` (median flux of a band
-    around the event minus the mean inside) over the scatter of the curve's
+    ``depth / sigma_w``: the box depth (:func:`box_depth`: the median flux of a band
+    either side, for an event found a gap of the event's length away, minus the mean inside) over the
+    scatter of the curve's
     means in consecutive blocks of the event's length ``w``, measured from the
     second differences of neighbouring block means, ``median |m[i-1] - 2 m[i] +
     m[i+1]| / (0.6745 sqrt(6))`` (blocks that hold an event or less than half
@@ -154,6 +156,12 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
         Relative flux per sample, 1-D.
     events : numpy.ndarray
         ``(k, 2)`` start/stop sample indices (:func:`find_events`).
+    masked : numpy.ndarray, optional
+        ``(j, 2)`` the events left out of the scatter (default: ``events``); every event found before
+        vetting, so that an event's S/N does not depend on which others the vetting dropped.
+    found : bool
+        Events found in the probabilities, which may be cut short inside a longer transit: the band
+        keeps a gap of the event's length from it. False for known transit boxes (the band touches them).
 
     Returns
     -------
@@ -163,37 +171,42 @@ def event_snr(flux: np.ndarray, events: np.ndarray) -> np.ndarray:
     x = np.asarray(flux, np.float64)
     ev = np.asarray(events, int).reshape(-1, 2)
     free = np.ones(x.size, bool)
-    for a, b in ev:
+    for a, b in (ev if masked is None else np.asarray(masked, int).reshape(-1, 2)):
         free[a:b] = False
     out = np.full(len(ev), np.nan)
     for j, (a, b) in enumerate(ev):
         sigma, _ = _block_sigma(x, free, max(int(b - a), 1))
         if sigma > 0:
-            out[j] = box_depth(x, a, b) / sigma
+            out[j] = box_depth(x, a, b, gap=int(b - a) if found else 0) / sigma
     return out
 
 
-def box_depth(flux: np.ndarray, start: int, stop: int, band: int | None = None) -> float:
-    """Box depth of samples ``start:stop``: the median of a band of ``band`` samples (default ``max(stop - start,
-    8)``) on either side minus the mean inside (relative flux; NaN without a band)."""
+def reference_level(flux: np.ndarray, start: int, stop: int, band: int | None = None, gap: int = 0) -> float:
+    """Median of a band of ``band`` samples (default ``max(stop - start, 8)``) on either side of samples
+    ``start:stop``, ``gap`` samples away from them (relative flux; NaN without a band)."""
     band = max(int(stop - start), 8) if band is None else int(band)
-    around = np.r_[flux[max(0, start - band):start], flux[stop:stop + band]]
-    return float(np.median(around)) - float(np.mean(flux[start:stop])) if around.size else math.nan
+    around = np.r_[flux[max(0, start - gap - band):max(0, start - gap)], flux[stop + gap:stop + gap + band]]
+    return float(np.median(around)) if around.size else math.nan
+
+
+def box_depth(flux: np.ndarray, start: int, stop: int, band: int | None = None, gap: int = 0) -> float:
+    """Box depth of samples ``start:stop``: :func:`reference_level` (a band of ``band`` samples either side,
+    ``gap`` samples away) minus the mean inside (relative flux; NaN without a band)."""
+    return reference_level(flux, start, stop, band, gap) - float(np.mean(flux[start:stop]))
 
 
 def central_depth(flux: np.ndarray, start: int, stop: int, mid: float | None = None) -> float:
-    """Depth of the event ``start:stop`` from its middle: the median of :func:`box_depth`'s band around the whole
-    event minus the mean of the middle half of the event's samples (at least one), centred on the sample ``mid``
-    (default: the event's centre) and kept inside it (relative flux; NaN without a band)."""
+    """Depth of the event ``start:stop`` from its middle: :func:`reference_level` a gap of the event's own length
+    away from it (an event cut short by a high threshold lies inside a longer transit, whose flux then stays out of
+    the band) minus the mean of the middle half of the event's samples (at least one), centred on the sample
+    ``mid`` (default: the event's centre) and kept inside it (relative flux; NaN without a band)."""
     n = int(stop - start)
-    band = max(n, 8)
-    around = np.r_[flux[max(0, start - band):start], flux[stop:stop + band]]
-    if not around.size or n < 1:
+    if n < 1:
         return math.nan
     half = max(n // 2, 1)
     mid = 0.5 * (start + stop - 1) if mid is None else float(mid)
     a = int(np.clip(round(mid - 0.5 * (half - 1)), start, stop - half))
-    return float(np.median(around)) - float(np.mean(flux[a:a + half]))
+    return reference_level(flux, start, stop, gap=n) - float(np.mean(flux[a:a + half]))
 
 
 def _block_sigma(x: np.ndarray, free: np.ndarray, w: int) -> tuple[float, int]:
@@ -408,7 +421,8 @@ def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float, binary_snr: flo
     return events
 
 
-def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: float, cadence_s: float) -> list[dict]:
+def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: float, cadence_s: float,
+             masked: np.ndarray | None = None) -> list[dict]:
     """The event table rows of one curve.
 
     Parameters
@@ -421,6 +435,9 @@ def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: fl
         Time of sample 0 [d].
     cadence_s : float
         Sampling interval [s].
+    masked : numpy.ndarray, optional
+        The events left out of the noise of the S/N (:func:`event_snr`; default: ``events``): every
+        event found, before vetting.
 
     Returns
     -------
@@ -435,7 +452,7 @@ def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: fl
     """
     dt = cadence_s / 86400.0
     out = []
-    snr = event_snr(flux, events)
+    snr = event_snr(flux, events, masked)
     for (a, b), s in zip(np.asarray(events, int).reshape(-1, 2), snr):
         p = prob[a:b].astype(np.float64)
         idx = np.arange(a, b)

@@ -48,6 +48,11 @@ MAX_STEP_D = 0.5
 as days (Panopticon's 25-s Feather files read in days have 25-d steps)."""
 MIN_STEP_S = 0.01
 """The shortest median time step a light curve may have [s]: shorter says days read as seconds."""
+MAX_NONPOSITIVE = 0.01
+"""The largest fraction of a curve's flux values that may be 0 or below (:func:`check_curve`)."""
+MAX_SCATTER = 0.2
+"""The largest robust scatter (1.4826 MAD) of a curve's flux, as a fraction of its median: more says a flux about 0
+(relative flux, ppm) with an offset, not a flux level (:func:`check_curve`)."""
 GROUP_PREFIX = "flux_g"
 """Camera-group flux columns are ``flux_g1``, ``flux_g2``, ..."""
 CHANNELS = ("coadd", "groups")
@@ -225,8 +230,10 @@ def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, 
 
 
 def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
-    """Refuse a curve a model cannot read: unequal lengths, times not increasing, no finite flux, a median
-    flux not above 0 (relative flux is flux over its median).
+    """Refuse a curve a model cannot read: unequal lengths, times not increasing, no finite flux, a flux that is
+    not a level (relative flux is flux over its median): a median not above 0, more than
+    :data:`MAX_NONPOSITIVE` of the values at or below 0, or a robust scatter above :data:`MAX_SCATTER` of the
+    median.
 
     Raises
     ------
@@ -250,10 +257,14 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
         channel = f" in channel {c} of {flux.shape[0]}" if flux.ndim == 2 else ""
         if not np.isfinite(row).any():
             raise InputError(where, f"the flux is NaN or infinite everywhere{channel}")
-        level = float(np.median(row[np.isfinite(row)]))
-        if level <= 0:
-            raise InputError(where, f"the median flux is {level:g}{channel}: not a flux level (a relative flux "
-                                    "about 0 needs 1 added)")
+        good = row[np.isfinite(row)]
+        level = float(np.median(good))
+        scatter = 1.4826 * float(np.median(np.abs(good - level)))
+        low = float(np.mean(good <= 0))
+        if level <= 0 or low > MAX_NONPOSITIVE or scatter > MAX_SCATTER * level:
+            raise InputError(where, f"the median flux is {level:g}{channel}: not a flux level ({100 * low:.3g} % "
+                                    f"of the values <= 0, robust scatter {scatter:.3g}; relative flux about 0: add "
+                                    "1; ppm: divide by 1e6 and add 1)")
 
 
 def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: str = "d",
@@ -285,8 +296,8 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     ------
     astrotool.errors.InputError
         Missing file or column (camera groups included), a column that is not
-        numeric, unreadable file, time not increasing, all-NaN flux, a median
-        flux not above 0.
+        numeric, unreadable file, time not increasing, all-NaN flux, a flux
+        that is not a level (:func:`check_curve`).
     """
     if channels not in CHANNELS:
         raise ValueError(f"channels: {channels!r} is not one of {CHANNELS}")

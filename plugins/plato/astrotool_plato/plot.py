@@ -7,7 +7,7 @@ probability with the threshold and the events the model detected (red). Curves
 are named by id (simulated curves, found through the label tables), by a
 light-curve file's path (every curve in it, read as ``detect`` reads it), ``all``
 of them, or ``last``: the curves in which the latest ``astro plato detect`` run
-found events.
+found events, drawn with that run's model, ``[plato.events]`` and reader settings.
 """
 
 from __future__ import annotations
@@ -82,8 +82,12 @@ def plot_curve(path, time, flux, label=None, prob=None, events=(), threshold: fl
     return Path(path)
 
 
-def _latest_detect(ws) -> tuple[list[Path], dict[str, set]]:
-    """The input files of the latest ``plato detect`` run and, per file name, the ids with events."""
+def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
+    """The curves with events of the latest ``plato detect`` run, as ``(file, id)``, and the settings its
+    table was made with (:func:`astrotool_plato.detect.detect_settings`; ``{}`` for a table of an earlier
+    version, whose rows are matched to the run's inputs by file name)."""
+    from astrotool.io.tables import parquet_metadata, read_parquet
+
     runs_dir = ws.root / "runs"
     for run in sorted(runs_dir.glob("*-plato-detect"), reverse=True) if runs_dir.is_dir() else []:
         try:
@@ -93,14 +97,17 @@ def _latest_detect(ws) -> tuple[list[Path], dict[str, set]]:
         if rec.get("status") != "ok":
             continue
         tables = [Path(p) for p in rec.get("outputs", []) if str(p).endswith("_events.parquet")]
-        with_events: dict[str, set] = {}
-        from astrotool.io.tables import read_parquet
-
-        for t in tables:
-            if t.exists():
-                for r in read_parquet(t, columns=["file", "id"]).to_pylist():
-                    with_events.setdefault(r["file"], set()).add(r["id"])
-        return [Path(p) for p in rec.get("inputs", [])], with_events
+        todo, settings = [], {}
+        for t in (t for t in tables if t.exists()):
+            meta = parquet_metadata(t)
+            settings = meta.get("settings", settings)
+            by_name = {Path(p).name: Path(p) for p in rec.get("inputs", [])}
+            where = {k: Path(p) for k, p in meta.get("file_keys", {}).items()}
+            for r in read_parquet(t, columns=["file", "id"]).to_pylist():
+                f = where.get(r["file"], by_name.get(r["file"]))
+                if f is not None:
+                    todo.append((f, r["id"]))
+        return todo, settings
     raise AstroError(f"{runs_dir}: no finished `astro plato detect` run to plot")
 
 
@@ -114,9 +121,13 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     ws = ctx.workspace
     labels = read_label_tables(ws.stage(NAME, LABELS))
     todo: list[tuple[Path, str | None]] = []   # (file, id or None for every curve of the file)
-    if ids == ["last"]:
-        files, with_events = _latest_detect(ws)
-        todo = [(f, cid) for f in files for cid in sorted(with_events.get(f.name, ()))]
+    ev, d, model_name = cfg.events, cfg.detect, cfg.detect.model or cfg.train.model
+    if ids == ["last"]:   # drawn with the model, event and reader settings of that run
+        from astrotool_plato.config import EventsConfig
+
+        todo, made = _latest_detect(ws)
+        if made:
+            ev, d, model_name = EventsConfig(**made["events"]), d.model_copy(update=made["reader"]), made["model"]
     elif ids == ["all"]:
         todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
     else:
@@ -135,18 +146,15 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
         from astrotool_plato.evaluate import load_model
 
         try:
-            mdir, ckpt, model = load_model(ctx, cfg.detect.model or cfg.train.model,
-                                           f"{cfg.train.dataset}_{cfg.train.decoder}")
+            mdir, ckpt, model = load_model(ctx, model_name, f"{cfg.train.dataset}_{cfg.train.decoder}")
             meta = ckpt.meta
         except AstroError as exc:
-            if cfg.detect.model or cfg.train.model:
+            if model_name:
                 raise
             ctx.log.warning("no model to overlay (%s); plotting the curves alone (--no-model to silence)", exc)
     out_dir = ws.stage(NAME, REPORTS) / "plots"
     written = []
     cache: dict[Path, dict] = {}
-    ev = cfg.events
-    d = cfg.detect
     for f, wanted in todo:
         if f not in cache:
             notes: list[str] = []
@@ -169,10 +177,14 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             simulated = cid in labels and Path(f).resolve() == (ws.stage(NAME, RAW) / labels[cid]["file"]).resolve()
             lab = mask(t, event_windows(labels[cid], float(t[0]), float(t[-1]))) if simulated else None  # the truth
             out = out_dir / f"{cid}.png"
+            if str(out) in written and ids == ["last"]:   # files of the same name that `detect` told apart
+                out = out_dir / f"{cid}-{len(written)}.png"
             if str(out) in written:
                 raise AstroError(f"{f}: its curve {cid!r} has the name of a curve plotted already "
                                  f"({out.name}); plot the two files apart, or rename one")
             written.append(str(plot_curve(out, t, x, lab, prob, events, ev.threshold, title=f"{cid} ({f.name})")))
             ctx.record.add_output(written[-1])
-    ctx.emit({"plots": len(written), "folder": str(out_dir), "files": written[:20]})
+    ctx.emit({"plots": len(written), "folder": str(out_dir), "files": written[:20],
+              **({"more_files": len(written) - 20} if len(written) > 20 else {}),
+              "model": mdir.name if model is not None else None, "threshold": ev.threshold})
     return {"plots": written}
