@@ -92,10 +92,11 @@ def test_bad_tiles_fail_alone_with_clear_messages(astro, tmp_path):
     fits.PrimaryHDU(rng.normal(100, 5, (300, 300)).astype(np.float32), header=good).writeto(tiles / "empty.fits")
     r = astro("-w", ws, "dre", "run", "--no-mosaics")
     assert r.returncode == 2   # every failure was bad input; the good tile finished
-    assert "2 item(s) failed" in r.stderr
+    assert "1 item(s) failed" in r.stderr
     assert f"{tiles / 'nan.fits'}: " in r.stderr and f"{tiles / 'empty.fits'}: no sources detected" in r.stderr
     assert "Traceback" not in r.stderr
     assert (ws / "dre/summary/sim_000_dre.parquet").is_file()  # the good tile finished
+    assert pd.read_parquet(ws / "dre/summary/empty_dre.parquet").empty  # a tile of no source is a result
 
 
 def test_missing_psf_truncated_cuts_and_bad_cube(astro, tmp_path):

@@ -171,6 +171,9 @@ def test_two_tiles_with_one_name_are_refused(astro, ws, tmp_path):
     r = astro("-w", ws, "dre", "detect", tile, other)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert str(other) in r.stderr and "same name" in r.stderr and "internal" not in r.stderr, r.stderr
+    r = astro("-w", ws, "dre", "detect", "--overwrite", other)   # alone: its outputs are the workspace tile's
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert str(other) in r.stderr and "same name" in r.stderr and str(tile) in r.stderr, r.stderr
     folder = tmp_path / "x.fits"
     folder.mkdir()
     r = astro("-w", ws, "dre", "detect", folder)

@@ -28,7 +28,8 @@ from astrotool_dre.stellarity import size_stellarity, stellar_locus
 
 __docformat__ = "numpy"
 
-__all__ = ["CATALOG_COLUMNS", "CATALOG_UNITS", "CATALOG_DESCRIPTIONS", "FLUX_COLUMNS", "data_unit",
+__all__ = ["CATALOG_COLUMNS", "CATALOG_UNITS", "CATALOG_DESCRIPTIONS", "FLUX_COLUMNS", "data_unit", "astropy_unit", "tunit",
+           "empty_catalog",
            "read_catalog", "write_ldac", "add_size_stellarity"]
 
 #: astropy units of the catalogue columns; the flux columns of :data:`FLUX_COLUMNS` are in the
@@ -71,17 +72,46 @@ CATALOG_COLUMNS = [
 ]
 
 
+def empty_catalog(vignet_size: int):
+    """A catalogue of no source: :data:`CATALOG_COLUMNS` and ``VIGNET`` (``vignet_size`` px square),
+    with the photutils engine's types."""
+    from astropy.table import Table
+
+    ints = {"NUMBER": np.int32, "ISOAREA_IMAGE": np.int32, "FLAGS": np.int16}
+    doubles = ("X_IMAGE", "Y_IMAGE", "XWIN_IMAGE", "YWIN_IMAGE", "ALPHA_J2000", "DELTA_J2000", "CLASS_STAR")
+    t = Table()
+    for c in CATALOG_COLUMNS:
+        t[c] = np.zeros(0, dtype=ints.get(c, np.float64 if c in doubles else np.float32))
+    t["VIGNET"] = np.zeros((0, vignet_size, vignet_size), dtype=np.float32)
+    return t
+
+
 def data_unit(header) -> str:
-    """The tile's pixel unit as an astropy unit string (``"adu"``), from ``BUNIT``; ``""`` if none or unknown."""
+    """The tile's pixel unit: its ``BUNIT`` as written (``"ADU"``, ``"e-/s/px"``); ``""`` if none."""
+    return str(header.get("BUNIT", "") or "").strip()
+
+
+def astropy_unit(text: str, fmt: str | None = None) -> str:
+    """``text`` as an astropy unit string (in format ``fmt``, e.g. ``"fits"``); ``""`` if astropy cannot
+    parse or write it there. Silent: no astropy warning."""
+    import warnings
+
     from astropy import units as u
 
-    try:
-        return u.Unit(str(header.get("BUNIT", "")).strip(), format="fits").to_string() if header.get("BUNIT") else ""
-    except ValueError:
-        try:
-            return u.Unit(str(header["BUNIT"]).strip().lower()).to_string()  # "ADU", "ADU/s"
-        except ValueError:
-            return ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in (text, text.lower()):   # "ADU", "ADU/s"
+            try:
+                unit = u.Unit(t, format=fmt, parse_strict="raise")
+                return unit.to_string(fmt) if fmt else unit.to_string()
+            except (ValueError, TypeError):
+                continue
+    return ""
+
+
+def tunit(text: str) -> str:
+    """The ``TUNITn`` of a unit: astropy's FITS spelling (``"ADU"``: ``"adu"``), else ``text`` as written."""
+    return astropy_unit(text, "fits") or text
 
 
 def read_catalog(path: str | os.PathLike, *, vignet: bool = True, require=()):
@@ -140,16 +170,12 @@ def read_catalog(path: str | os.PathLike, *, vignet: bool = True, require=()):
 
 def write_ldac(path, table, image_header, primary_history, ext: int, sex_keys: dict | None = None) -> None:
     """Write ``table`` as a FITS_LDAC catalogue (``image_header`` goes to ``LDAC_IMHEAD``), with the
-    columns' units (:data:`CATALOG_UNITS`; flux columns in the tile's ``BUNIT``) as ``TUNITn``."""
+    columns' units (:data:`CATALOG_UNITS`; flux columns: the tile's ``BUNIT``, :func:`tunit`) as ``TUNITn``."""
     from astropy.io import fits
     from astropy.table import Table
 
     table = Table(table, copy=False)
     flux_unit = data_unit(image_header)
-    for c in table.colnames:
-        unit = flux_unit if c in FLUX_COLUMNS else CATALOG_UNITS.get(c)
-        if unit:
-            table[c].unit = unit
 
     image_header = image_header.copy()
     for k, v in (sex_keys or {}).items():
@@ -161,6 +187,10 @@ def write_ldac(path, table, image_header, primary_history, ext: int, sex_keys: d
         prim.header.add_history(line)
     objects = fits.BinTableHDU(table)
     objects.name = "LDAC_OBJECTS"
+    for i, c in enumerate(table.colnames, start=1):   # set as text: BUNIT may be no unit astropy knows
+        unit = tunit(flux_unit) if c in FLUX_COLUMNS else CATALOG_UNITS.get(c)
+        if unit:
+            objects.header[f"TUNIT{i}"] = unit
     fits.HDUList([prim, _header_cards_hdu(image_header), objects]).writeto(path)
     _pad_imhead_with_spaces(path)
 

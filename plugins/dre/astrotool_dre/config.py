@@ -140,12 +140,20 @@ class DetectConfig(Section):
     vignet_size: OddSide = Field(35, ge=9, description="VIGNET side for PSFEx [px]")
     seeing_fwhm: Union[float, None] = Field(None, description="[arcsec]; None: measured in a first pass")
     satur_level: Union[float, None] = None
-    weight_image: Union[str, None] = None
-    weight_type: str = "MAP_WEIGHT"
+    weight_image: Union[str, None] = Field(None, description="each tile's weight map (SExtractor engine only): "
+                                           "a file name with {stem}, beside the tile, e.g. 'weights/{stem}_wht.fits'")
+    weight_type: str = Field("MAP_WEIGHT", description="SExtractor WEIGHT_TYPE of the weight maps")
     flag_image: Union[str, None] = None
     sextractor_args: dict[str, str] = Field(default_factory=dict, description="extra -KEY value pairs")
     nthreads: int = Field(1, ge=0)
     timeout: float = Field(600.0, gt=0, description="[s]")
+
+    @model_validator(mode="after")
+    def _one_weight_map_per_tile(self) -> "DetectConfig":
+        if self.weight_image is not None and "{stem}" not in self.weight_image:
+            raise ValueError(f"weight_image {self.weight_image!r}: name each tile's weight map with {{stem}}, "
+                             "the tile's name without suffix (e.g. 'weights/{stem}_wht.fits', beside the tile)")
+        return self
 
 
 class PsfConfig(Section):

@@ -20,6 +20,7 @@ the image smoothed by the same Gaussian filter (:func:`detection_kernel`).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from contextlib import ExitStack
@@ -28,7 +29,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from astrotool_dre.tiles import output_paths, read_image, resolve_gain, resolve_zero_point, tile_stem
+from astrotool.names import printable
+from astrotool_dre.catalog import astropy_unit, data_unit
+from astrotool_dre.tiles import (celestial_wcs, check_weight, output_paths, read_image, resolve_gain,
+                                 resolve_zero_point, tile_stem, weight_path)
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DetectConfig
@@ -84,7 +88,9 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     Raises
     ------
     astrotool.errors.InputError
-        Unreadable tile, all-NaN or blank tile, no source detected, no gain.
+        Unreadable tile, all-NaN or blank tile, no gain; a weight map (``weight_image``) missing, of
+        another shape, or given to the photutils engine. A tile with no source gets an empty
+        catalogue (same columns) and a warning.
     astrotool.errors.AstroError
         ``engine = "sextractor"`` and SExtractor is not installed.
     """
@@ -107,6 +113,13 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
         raise AstroError("engine 'sextractor': neither 'source-extractor' nor 'sex' is on PATH "
                          "(install source-extractor, or use engine 'photutils' or 'auto')")
     use = "sextractor" if binary else "photutils"
+    weight = None
+    if cfg.weight_image and not binary:
+        raise InputError(weight_path(tile, cfg.weight_image), "a weight map (dre.detect.weight_image) needs the "
+                         "SExtractor engine; the photutils engine does not read it (install source-extractor, "
+                         "or unset dre.detect.weight_image)")
+    if cfg.weight_image:
+        weight = check_weight(tile, cfg.weight_image, data.shape)
     history = fits_history(command="dre detect")
 
     paths = output_paths(outdir, stem)
@@ -115,13 +128,22 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
         # the catalogue is entered first so that it is renamed last: it marks the stage done
         tmp = {k: stack.enter_context(atomic_path(paths[k])) for k in ("cat", "nb", "rms", "seg")}
         if binary:
-            n, seeing = run_sextractor(binary, tile, data, header, ext, tmp, cfg, history=history, **settings)
+            n, seeing = run_sextractor(binary, tile, data, header, ext, tmp, cfg, weight=weight, history=history,
+                                       **settings)
         else:
             n, seeing = run_photutils(tile, data, header, ext, tmp, cfg, history=history, **settings), None
-        if n == 0:
-            raise InputError(tile, f"no sources detected above {cfg.detect_thresh} sigma "
-                                   f"(min area {cfg.detect_minarea} px)")
         from astropy.io import fits
+
+        log = logging.getLogger("astro.dre")
+        if n == 0:
+            log.warning("%s: no sources detected above %g sigma (min area %d px); its catalogue is empty",
+                        printable(str(tile)), cfg.detect_thresh, cfg.detect_minarea)
+        bunit = data_unit(header)
+        if bunit and not astropy_unit(bunit, "fits"):
+            log.warning("%s: BUNIT %r is not a FITS unit astropy can read; kept as written (the flux columns' "
+                        "TUNITn)", printable(str(tile)), bunit)
+        if celestial_wcs(header) is None:
+            log.warning("%s: no celestial WCS: RA/Dec left empty", printable(str(tile)))
 
         fits.setval(tmp["cat"], ENGINE_KEY, value=use, comment="detection engine that ran", ext=0)
     return {**{k: str(v) for k, v in paths.items()}, "engine": use, "n_sources": int(n),

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from astrotool.names import printable
-from astrotool_dre.catalog import write_ldac
+from astrotool_dre.catalog import empty_catalog, write_ldac
 from astrotool_dre.stellarity import size_stellarity, stellar_locus
-from astrotool_dre.tiles import image_header
+from astrotool_dre.tiles import celestial_wcs, image_header
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DetectConfig
@@ -42,7 +42,6 @@ def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: Dete
     import warnings
 
     from astropy.io import fits
-    from astropy.table import Table
     from photutils.background import Background2D, SExtractorBackground
     from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
     from photutils.utils import calc_total_error
@@ -69,7 +68,7 @@ def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: Dete
     if segm0 is None:
         n = 0
         seg = np.zeros(data.shape, dtype=np.int32)
-        table = Table()
+        table = empty_catalog(cfg.vignet_size)
     else:
         try:
             import skimage.segmentation  # noqa: F401  (photutils' deblending needs its watershed)
@@ -107,26 +106,25 @@ def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: Dete
         for line in hist:
             h.add_history(line)
         fits.PrimaryHDU(arr, header=h).writeto(tmp[k])
-    if n:
-        good = ~bad
-        sex_keys = {
-            "SEXVERS": ("astrotool-dre photutils", "Extraction software"),
-            "SEXBKGND": (float(np.median(background[good])), "Median background level"),
-            "SEXBKDEV": (float(np.median(rms[good])), "Median background RMS"),
-            "SEXTHLD": (float(cfg.detect_thresh * np.median(rms[good])), "Extraction threshold"),
-            "SEXNFIN": (int(n), "Number of sources"),
-            "SEXGAIN": (float(gain), "Gain used (e-/unit)"),
-            "SEXPXSCL": (1.0, "Pixel scale used for measurements"),
-            "SEXMINAR": (int(cfg.detect_minarea), "Minimum detection area (px)"),
-            "SEXAPED1": (float(cfg.phot_aperture), "Aperture #1 diameter (px)"),
-            "SEXSATLV": (float(min(satur_level, 1e20)), "Saturation level"),
-            "SEXMGZPT": (float(zp), "Zero-point used for magnitudes"),
-            "SEXBKGSX": (int(cfg.back_size), "Background mesh width (px)"),
-            "SEXBKGSY": (int(cfg.back_size), "Background mesh height (px)"),
-            "SEXBKGFX": (int(cfg.back_filtersize), "Background filter width"),
-            "SEXBKGFY": (int(cfg.back_filtersize), "Background filter height"),
-        }
-        write_ldac(tmp["cat"], table, header, hist, ext, sex_keys)
+    good = ~bad
+    sex_keys = {
+        "SEXVERS": ("astrotool-dre photutils", "Extraction software"),
+        "SEXBKGND": (float(np.median(background[good])), "Median background level"),
+        "SEXBKDEV": (float(np.median(rms[good])), "Median background RMS"),
+        "SEXTHLD": (float(cfg.detect_thresh * np.median(rms[good])), "Extraction threshold"),
+        "SEXNFIN": (int(n), "Number of sources"),
+        "SEXGAIN": (float(gain), "Gain used (e-/unit)"),
+        "SEXPXSCL": (1.0, "Pixel scale used for measurements"),
+        "SEXMINAR": (int(cfg.detect_minarea), "Minimum detection area (px)"),
+        "SEXAPED1": (float(cfg.phot_aperture), "Aperture #1 diameter (px)"),
+        "SEXSATLV": (float(min(satur_level, 1e20)), "Saturation level"),
+        "SEXMGZPT": (float(zp), "Zero-point used for magnitudes"),
+        "SEXBKGSX": (int(cfg.back_size), "Background mesh width (px)"),
+        "SEXBKGSY": (int(cfg.back_size), "Background mesh height (px)"),
+        "SEXBKGFX": (int(cfg.back_filtersize), "Background filter width"),
+        "SEXBKGFY": (int(cfg.back_filtersize), "Background filter height"),
+    }
+    write_ldac(tmp["cat"], table, header, hist, ext, sex_keys)
     return n
 
 
@@ -178,14 +176,9 @@ def _photutils_table(cat, data, nb, seg, seg0, background, header, *, zp, phot_a
     class_star = size_stellarity(r50, snr, r_star)
 
     ra = dec = np.full(len(labels), np.nan)
-    try:
-        from astropy.wcs import WCS
-
-        w = WCS(header)
-        if w.has_celestial:
-            ra, dec = w.celestial.all_pix2world(x0, y0, 0)
-    except Exception:
-        pass
+    wcs = celestial_wcs(header)
+    if wcs is not None and len(labels):
+        ra, dec = wcs.all_pix2world(x0, y0, 0)
     ix = np.clip(np.round(x0).astype(int), 0, nx - 1)
     iy = np.clip(np.round(y0).astype(int), 0, ny - 1)
 

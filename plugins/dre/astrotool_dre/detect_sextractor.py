@@ -4,8 +4,9 @@ Runs ``source-extractor`` (or ``sex``) with our own configuration, parameter
 and filter files written to a private temporary folder, through an argument
 list. It runs in that folder and every file it reads or writes is named there
 by a plain relative name (the tile, weight and flag images and the
-network file are linked in; a compressed tile, ``.fits.gz`` or ``.fits.fz``, is
-written there uncompressed, as SExtractor reads neither): SExtractor splits names at commas and its
+network file are linked in; a compressed tile, ``.fits.gz`` or ``.fits.fz``, or one whose
+image is not in the primary HDU, is written there uncompressed and alone, as SExtractor reads neither
+compression and would read every image of the file): SExtractor splits names at commas and its
 configuration files at spaces, so the real paths may hold both, and any
 character. DRE's outputs are forced:
 ``-CATALOG_TYPE FITS_LDAC`` and ``-CHECKIMAGE_TYPE
@@ -32,7 +33,7 @@ import numpy as np
 from astrotool.names import printable
 from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity
 from astrotool_dre.stellarity import stellar_locus
-from astrotool_dre.tiles import image_header
+from astrotool_dre.tiles import celestial_wcs, image_header
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DetectConfig
@@ -143,7 +144,8 @@ def _run(args, cwd, timeout, what):
 
 
 def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *,
-                   gain: float, zp: float, satur_level: float, kernel: np.ndarray, history: list[str]):
+                   gain: float, zp: float, satur_level: float, kernel: np.ndarray, history: list[str],
+                   weight: Path | None = None):
     """Detect with SExtractor; write the four products to the paths in ``tmp``.
 
     Parameters
@@ -162,6 +164,8 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         The detection filter.
     history : list of str
         Provenance lines for the products' ``HISTORY``.
+    weight : pathlib.Path, optional
+        The tile's weight map (checked: :func:`astrotool_dre.tiles.check_weight`), of ``cfg.weight_type``.
 
     Returns
     -------
@@ -171,10 +175,8 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
     from astropy.io import fits
     from astropy.table import Table
 
-    from astrotool.errors import InputError
-
     nnw = find_nnw(binary)
-    weight_image, weight_type, flag_image = cfg.weight_image, cfg.weight_type, cfg.flag_image
+    weight_image, weight_type, flag_image = weight, cfg.weight_type, cfg.flag_image
     seeing_fwhm = cfg.seeing_fwhm
     common = dict(kernel=kernel, gain=gain, zp=zp, satur_level=satur_level)
     with tempfile.TemporaryDirectory(prefix=".sex-", dir=Path(tmp["cat"]).parent) as td:
@@ -191,8 +193,9 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             weight_image = td / "weight.fits"
             fits.PrimaryHDU((~bad).astype(np.float32)).writeto(weight_image)
             weight_type = "MAP_WEIGHT"
-        elif is_compressed(tile):
-            # SExtractor reads neither gzip nor tile compression ("Unknown TFORM"): the image, uncompressed
+        elif ext != 0 or is_compressed(tile):
+            # SExtractor reads neither gzip nor tile compression ("Unknown TFORM"), and would read every
+            # image of a file with several (SCI, WHT...): the tile's image alone, uncompressed
             fits.PrimaryHDU(data.astype(np.float32), header=image_header(header)).writeto(image)
         else:
             os.symlink(os.path.abspath(tile), image)
@@ -219,11 +222,8 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
                  + wargs + xargs, td, cfg.timeout, "source-extractor (pass 1)")
             with fits.open(td / "pass1.cat") as h:
                 t1 = Table(h["LDAC_OBJECTS"].data)
-            if len(t1) == 0:
-                raise InputError(tile, f"no sources detected above {cfg.detect_thresh} sigma "
-                                       f"(min area {cfg.detect_minarea} px)")
             snr1 = np.asarray(t1["FLUX_AUTO"]) / np.maximum(np.asarray(t1["FLUXERR_AUTO"]), 1e-30)
-            r_star = stellar_locus(t1["FLUX_RADIUS"], snr1, t1["FLAGS"], t1["ELONGATION"])
+            r_star = stellar_locus(t1["FLUX_RADIUS"], snr1, t1["FLAGS"], t1["ELONGATION"]) if len(t1) else None
             if r_star is not None:
                 sel = np.abs(np.log(np.asarray(t1["FLUX_RADIUS"]) / r_star)) < math.log1p(0.05)
                 sel &= snr1 >= 20
@@ -252,11 +252,17 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             h[0].header["DRE_EXT"] = (ext, "HDU index of the image in the tile")
             for line in hist:
                 h[0].header.add_history(line)
-            n = len(h["LDAC_OBJECTS"].data) if h["LDAC_OBJECTS"].data is not None else 0
+            objects = h["LDAC_OBJECTS"].data
+            n = len(objects) if objects is not None else 0
+            if n and celestial_wcs(header) is None:   # SExtractor writes 0.0 deg
+                objects["ALPHA_J2000"] = np.nan
+                objects["DELTA_J2000"] = np.nan
         if nnw is None and n:
             add_size_stellarity(names["cat"])
         for k in ("nb", "rms", "seg"):
             with fits.open(names[k], mode="update") as h:
+                if k != "seg" and bad.any():   # masked pixels stay NaN, as the photutils engine leaves them
+                    h[0].data[bad] = np.nan
                 for line in hist:
                     h[0].header.add_history(line)
         for k in names:

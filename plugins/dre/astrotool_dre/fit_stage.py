@@ -30,6 +30,7 @@ or ``CLASS_STAR >= dre.fit.star_stellarity`` (0.8).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,15 +79,15 @@ GRID_AXES = {"N": "INDEX", "E": "AX_RATIO", "T": "ANGLE", "R": "LOGR"}
 
 
 def load_inputs(paths, cube_file):
-    """Read cuts, PSF model (:class:`astrotool_dre.psf.PsfModel`), cube and the tile header; check they fit
-    together."""
+    """Read cuts, PSF model (:class:`astrotool_dre.psf.PsfModel`; None when there is no cut), cube and the
+    tile header; check they fit together."""
     from astrotool_dre.cuts import read_cuts
     from astrotool_dre.models import read_cube
     from astrotool_dre.psf import read_psf_model
     from astrotool_dre.tiles import read_image
 
     cuts = read_cuts(paths.cuts)
-    psf = read_psf_model(paths.psf)
+    psf = read_psf_model(paths.psf) if len(cuts) else None   # a tile with no source has a PSF of no star
     cube, grid = read_cube(cube_file)
     if len(cuts) and cuts.obj.shape[-1] != grid.boxsize:
         raise InputError(cube_file, f"BOXSIZE {grid.boxsize} does not match the {cuts.obj.shape[-1]}-px cuts "
@@ -138,13 +139,16 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
 
     cuts, psf, cube, grid, header = load_inputs(paths, cube_file)
     if len(cuts) == 0:
-        raise InputError(paths.cuts, "no objects to fit (no cut passed the selection)")
+        logging.getLogger("astro.dre").warning("%s: no objects to fit (no cut passed the selection); its summary "
+                                               "is empty", printable(str(paths.tile)))
     gain = resolve_gain(header, cfg.gain, paths.tile)
     zp = resolve_zero_point(header, cfg.zero_point, paths.tile, "dre.fit.zero_point")
     be = get_backend(cfg.backend, cfg.device)
     data, rms, mask = prepare_stamps(cuts, grid.center, cfg.recentre)
-    x, y = object_positions(cuts, psf)
-    groups = split_large(group_by_psf(psf, x, y, cfg.psf_tolerance, cfg.max_psf_groups), mask, grid)
+    groups = []   # no cut: an empty summary
+    if len(cuts):
+        x, y = object_positions(cuts, psf)
+        groups = split_large(group_by_psf(psf, x, y, cfg.psf_tolerance, cfg.max_psf_groups), mask, grid)
     blended = np.zeros(len(cuts), bool)
     if cfg.neighbours == "subtract" and len(cuts) > 1 and "CUT_XMIN" in cuts.attrs:
         # every object's best model (with the mean PSF when it varies: one bank instead of one per group),
@@ -400,7 +404,10 @@ def summary_table(cuts, cols: dict, paths, cfg: FitConfig):
     dup = [c for c in cat.colnames if c in fit.colnames and c not in ("NUMBER", "EXT_NUMBER")]
     for c in dup:
         cat.rename_column(c, f"{c}_CAT")
-    table = join(fit, cat, keys=["EXT_NUMBER", "NUMBER"], join_type="left")
+    if len(fit):
+        table = join(fit, cat, keys=["EXT_NUMBER", "NUMBER"], join_type="left")
+    else:   # astropy joins no empty table: the same columns, no row
+        table = Table([fit[c] for c in fit.colnames] + [cat[c][:0] for c in cat.colnames if c not in fit.colnames])
     table.sort(["EXT_NUMBER", "NUMBER"])
     stellarity = np.asarray(table["CLASS_STAR"], float) if "CLASS_STAR" in table.colnames else np.zeros(len(table))
     table["STAR"] = np.asarray(table["LOGR_EDGE_LO"], bool) | (stellarity >= cfg.star_stellarity)
@@ -476,8 +483,10 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
     :func:`astrotool_dre.detect.engine_of`) and the provenance keywords (``DATE``, ``CREATOR``, ``ASTROVER``);
     the Parquet file the same facts in its ``astrotool`` metadata.
     """
-    from astrotool.io.tables import write_fits_table, write_parquet
+    from astropy.io import fits
 
+    from astrotool.io.tables import write_fits_table, write_parquet
+    from astrotool_dre.catalog import astropy_unit, tunit
     from astrotool_dre.detect import engine_of
 
     meta = {"command": "dre fit", "statistic": cfg.statistic, "zero_point": zp, "gain": gain,
@@ -487,18 +496,28 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
         if table[c].ndim > 1:
             table.remove_column(c)
     units, descriptions = summary_columns(table.colnames, flux_unit, cfg, grid)
+    flux = [c for c in table.colnames if units[c] == flux_unit and flux_unit]
     for c in table.colnames:  # the catalogue's own TUNITs (SExtractor's) are replaced by valid astropy units
-        table[c].unit = units[c] or None
+        table[c].unit = None if c in flux else (units[c] or None)
+    # the flux columns: TUNITn set below (BUNIT as written when astropy cannot spell it), as astropy reads
+    # BUNIT in Parquet (none when it cannot)
+    parquet_units = {c: astropy_unit(flux_unit) for c in flux if astropy_unit(flux_unit)}
     keywords = {"MAGZP": (zp, "[mag] zero point: MAG = MAGZP - 2.5 log10(FLUX)"),
                 "GAIN": (gain, "[e-/data unit] gain used for the source noise"),
                 "BUNIT": (flux_unit, "data unit of the tile and of FLUX"),
                 "FITSTAT": (cfg.statistic, "fit statistic: chi2 or dre"),
                 "DETENG": (meta["detect_engine"], "detection engine that ran"),
                 "PSFENG": (meta["psf_engine"], "PSF engine that ran")}
-    write_parquet(table, paths.summary, metadata=meta, command="dre fit", descriptions=descriptions)
+    write_parquet(table, paths.summary, metadata={**meta, "bunit": flux_unit}, command="dre fit",
+                  descriptions=descriptions, units=parquet_units)
     write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY", command="dre fit",
                      descriptions=descriptions, keywords=keywords,
                      history=[f"{k}={v}" for k, v in meta.items()])
+    if flux:
+        with fits.open(paths.summary_fits, mode="update") as h:
+            for c in flux:
+                h["DRE_SUMMARY"].header.insert(f"TFORM{table.colnames.index(c) + 1}",
+                                               (f"TUNIT{table.colnames.index(c) + 1}", tunit(flux_unit)), after=True)
 
 
 def recentre(obj: np.ndarray, rms: np.ndarray, mask: np.ndarray, nbr: np.ndarray, dx: float, dy: float):

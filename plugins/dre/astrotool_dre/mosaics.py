@@ -99,7 +99,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
         old.unlink(missing_ok=True)   # an earlier fit's or setting's mosaics would pass for this one's
     index = {n: i for i, n in enumerate(cuts.names)}
     idx = table.loc[names, ["N_IDX", "E_IDX", "T_IDX", "R_IDX"]].to_numpy(int) if names else np.zeros((0, 4), int)
-    x, y = object_positions(cuts, psf)
+    x, y = object_positions(cuts, psf) if names else ((), ())   # no object: no PSF either
     models = [convolve_cube(cube[tuple(i)][None], psf.at(x[index[n]], y[index[n]]), remove_pixel=fit.psf_has_pixel)[0]
               for n, i in zip(names, idx)]
     record = provenance("dre mosaics")
@@ -127,7 +127,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
         written += 1
     with atomic_path(out / ".done") as tmp:
         tmp.write_text(f"{written}\n")
-    return f"{written} mosaics"
+    return f"{written} mosaic{'' if written == 1 else 's'}"
 
 
 def save_png(panels: np.ndarray, path, title: str, unit: str = "") -> None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from astrotool import console, made_with
 from astrotool.errors import AstroError, InputError
 from astrotool.names import printable
-from astrotool_dre.tiles import TILE_SUFFIXES, tile_files, tile_stem
+from astrotool_dre.tiles import TILE_SUFFIXES, tile_files, tile_stem, weight_path
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DreConfig, ModelsConfig, SimulateConfig
@@ -128,6 +128,9 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
         inputs[up] = made.get(up) or (old or {}).get("hash")
     if stage == "detect":  # the tile itself: a tile simulated again or replaced invalidates the chain
         inputs["tile"] = tile_identity(paths)
+        if cfg.detect.weight_image:   # and its weight map (missing: refused by the detection)
+            inputs["weight"] = made_with.file_checksum(weight_path(paths.tile, cfg.detect.weight_image),
+                                                       paths.sextracted / ".weight_checksum.json")
     settings["inputs"] = inputs
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT)
 
@@ -183,6 +186,8 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             now = {f"inputs.{up}": made.get(up) for up in UPSTREAM[stage] if made.get(up) is not None}
             if stage == "detect":
                 now["inputs.tile"] = tile_identity(paths)
+                if "inputs.weight" in old["settings"] and cfg.detect.weight_image:
+                    now["inputs.weight"] = stage_record(paths, stage, cfg, made, cube)["settings"].get("inputs.weight")
             if any(k.startswith(u) for k in old["settings"] for u in used):
                 ours = stage_record(paths, stage, cfg, made, cube)["settings"]
                 now.update({k: v for k, v in ours.items() if k.startswith(used)})
@@ -238,20 +243,21 @@ def tiles_in(root, names: list[str] | None = None) -> list[Path]:
                 raise InputError(p, "tile not found")
             if p.resolve() not in out:  # a tile named twice runs once
                 out.append(p.resolve())
-        _check_stems(out)
+        _check_stems(out, tile_files(folder))
         return out
     out = tile_files(folder)
     _check_stems(out)
     return out
 
 
-def _check_stems(tiles: list[Path]) -> None:
+def _check_stems(tiles: list[Path], others: list[Path] = ()) -> None:
     """Two tiles whose outputs would share a name (``a/x.fits`` and ``b/x.fits``, ``x.fits`` and
-    ``x.fits.fz``): refuse, naming both."""
-    seen: dict[str, Path] = {}
+    ``x.fits.fz``): refuse, naming both. ``others``: the workspace's tiles (``dre/tiles``), whose outputs
+    a tile named from elsewhere must not take either."""
+    seen: dict[str, Path] = {tile_stem(o): o for o in others}
     for t in tiles:
         stem = tile_stem(t)
-        if stem in seen:
+        if stem in seen and Path(seen[stem]).resolve() != Path(t).resolve():
             raise InputError(t, f"has the same name as {seen[stem]}; their outputs would overwrite each other "
                                 f"(dre/*/{stem}*); rename one of them")
         seen[stem] = t
@@ -354,7 +360,8 @@ def process_tile(item: TileItem, seed: int) -> dict:
             out = STAGE_FUNCTIONS[stage](paths, item.cfg, item.cube)
         except BaseException:
             if stage == "detect" and not paths.done("detect"):   # nothing of a failed tile stays behind
-                (paths.sextracted / ".tile_checksum.json").unlink(missing_ok=True)
+                for cache in (".tile_checksum.json", ".weight_checksum.json"):
+                    (paths.sextracted / cache).unlink(missing_ok=True)
                 try:
                     paths.sextracted.rmdir()
                 except OSError:  # not empty (an earlier detection's files) or not there
@@ -379,6 +386,8 @@ def _psf(paths: TilePaths, cfg: DreConfig, cube) -> tuple[str, dict]:
 
     _require(paths.cat, "detect")
     out = build_psf(paths.cat, paths.psf, cfg.psf, nb_path=paths.nb, seg_path=paths.seg)
+    if out["n_stars"] == 0:
+        return "no PSF: no source detected", {"engine": out["engine"], "fwhm": None, "degree": 0}
     varies = f", degree {out['degree']}" if out["degree"] else ""
     return (f"{out['engine']} from {out['n_stars']} stars, FWHM {out['fwhm']:.2f} px (Moffat fit, as the "
             f"summary's PSF_FWHM){varies}", {"engine": out["engine"], "fwhm": round(out["fwhm"], 4),

@@ -9,8 +9,9 @@ Engines
     without resampling), ``PSF_SIZE`` ``size``, ``PSFVAR_DEGREES``
     ``var_degrees`` (0 = one PSF per tile), ``CHECKPLOT_TYPE NONE`` and
     ``CHECKIMAGE_TYPE NONE``. Before it runs, the catalogue is reduced to star
-    candidates (``CLASS_STAR >= min_stellarity``) when at least ``min_stars``
-    remain, so that PSFEx cannot build its PSF from galaxies. PSFEx reads the
+    candidates (``CLASS_STAR >= min_stellarity``, ``FLAGS < 4``), so that PSFEx
+    cannot build its PSF from galaxies; fewer than ``min_stars`` candidates, or
+    fewer than ``min_stars`` stars accepted by PSFEx, fail the tile (InputError). PSFEx reads the
     catalogue as ``cat.fits`` in a private folder and names its output
     ``cat.psf``; that file is moved to ``out_path``.
 ``photutils``
@@ -458,7 +459,8 @@ def build_psf(
     Raises
     ------
     astrotool.errors.InputError
-        Unreadable catalogue or images, or too few usable stars.
+        Unreadable catalogue or images, or too few usable stars. An empty catalogue (a tile with
+        no source) gets a PSF file of no star (``ACCEPTED = 0``, engine ``"none"``) and a warning.
     """
     from astrotool.workspace import atomic_path
     from astrotool_dre.catalog import read_catalog
@@ -473,6 +475,15 @@ def build_psf(
     cat = read_catalog(cat_path, vignet=binary is None, require=PSF_COLUMNS)
     out_path = Path(out_path)
     engine = "psfex" if binary else "photutils"
+    if len(cat) == 0:   # a tile with no source: nothing to fit, so no PSF is needed
+        import logging
+
+        logging.getLogger("astro.dre").warning("%s: the catalogue is empty; no PSF built (ACCEPTED = 0)",
+                                               printable(str(cat_path)))
+        with atomic_path(out_path) as tmp:
+            write_psfex_format(tmp, np.zeros((cfg.size, cfg.size)), n_loaded=0, n_accepted=0, fwhm=0.0,
+                               history=["empty catalogue: no PSF"])
+        return {"psf": str(out_path), "engine": "none", "n_stars": 0, "fwhm": float("nan"), "degree": 0}
     with atomic_path(out_path) as tmp:
         if binary:
             n = _run_psfex(binary, cat_path, cat, tmp, cfg)
@@ -525,18 +536,18 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
         src = td / "cat.fits"
         stars = np.asarray(cat["CLASS_STAR"], dtype=float) >= min_stellarity
         stars &= np.asarray(cat["FLAGS"]) < 4
+        if stars.sum() < min_stars:
+            raise InputError(cat_path, f"only {int(stars.sum())} usable PSF star candidates (need {min_stars}): "
+                                       f"CLASS_STAR >= {min_stellarity}, FLAGS < 4")
         var_degrees = degree_for(int(stars.sum()), cfg.var_degrees)
-        if stars.sum() >= min_stars:
-            # keep only star candidates: PSFEx must not build the PSF from galaxies
-            # the other HDUs are written back untouched: a round trip through astropy's
-            # string columns would pad LDAC_IMHEAD's cards with NULs, which crashes PSFEx
-            with fits.open(cat_path, memmap=False) as h:
-                hdus = list(h)
-                k = next(i for i, hdu in enumerate(hdus) if hdu.name == "LDAC_OBJECTS")
-                hdus[k] = fits.BinTableHDU(hdus[k].data[stars], header=hdus[k].header)
-                fits.HDUList(hdus).writeto(src)
-        else:
-            os.symlink(os.path.abspath(cat_path), src)
+        # keep only star candidates: PSFEx must not build the PSF from galaxies
+        # the other HDUs are written back untouched: a round trip through astropy's
+        # string columns would pad LDAC_IMHEAD's cards with NULs, which crashes PSFEx
+        with fits.open(cat_path, memmap=False) as h:
+            hdus = list(h)
+            k = next(i for i, hdu in enumerate(hdus) if hdu.name == "LDAC_OBJECTS")
+            hdus[k] = fits.BinTableHDU(hdus[k].data[stars], header=hdus[k].header)
+            fits.HDUList(hdus).writeto(src)
         conf = {
             "BASIS_TYPE": "PIXEL_AUTO",
             "PSF_SAMPLING": 1.0,
@@ -588,8 +599,9 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
                     f"psfex, PSF_SAMPLING 1, PSFVAR_DEGREES {var_degrees}",
                     f"from {printable(cat_path.name, ascii_only=True)}: {int(stars.sum())} star candidates"]:
                 h[0].header.add_history(line)
-        if n == 0:
-            raise InputError(cat_path, "PSFEx accepted no star; no PSF can be built")
+        if n < min_stars:
+            raise InputError(cat_path, f"only {n} usable PSF stars (need {min_stars}): PSFEx accepted {n} of "
+                                       f"{int(stars.sum())} candidates")
         shutil.move(str(out), str(tmp))
     return n
 

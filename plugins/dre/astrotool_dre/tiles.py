@@ -1,6 +1,7 @@
 """A tile's image and header: reading it, its gain and zero point, its products' names.
 
-A tile is a FITS file holding one 2-D image (in any HDU, tile-compressed or not), named
+A tile is a FITS file holding one 2-D image (in any HDU, tile-compressed or not; of several, the one
+with ``EXTNAME = 'SCI'``), named
 ``*.fits``, ``*.fits.gz``, ``*.fits.fz`` or ``*.fit`` (:data:`TILE_SUFFIXES`); its
 products are named by its stem, the name without that suffix. Its header gives the
 gain (``GAIN``, e- per ADU; times ``EXPTIME`` for images in ADU/s) and the
@@ -33,6 +34,9 @@ __all__ = [
     "image_header",
     "resolve_gain",
     "resolve_zero_point",
+    "celestial_wcs",
+    "weight_path",
+    "check_weight",
 ]
 
 DEFAULT_ZERO_POINT = 30.0  # [mag], when neither the configuration nor the header gives one
@@ -78,14 +82,19 @@ def output_paths(outdir: str | os.PathLike, stem: str) -> dict[str, Path]:
 
 
 def _open_image(hdul, path: Path) -> int:
-    """HDU index of the single 2-D image of an open FITS file (headers only); InputError otherwise."""
+    """HDU index of the single 2-D image of an open FITS file, or of the one named ``SCI`` among several
+    (headers only); InputError otherwise."""
     from astrotool.errors import InputError
 
     found = [i for i, hdu in enumerate(hdul) if hdu.is_image and hdu.header.get("NAXIS", 0) == 2]
     if not found:
         raise InputError(path, "no 2-D image in this FITS file")
+    sci = [i for i in found if str(hdul[i].header.get("EXTNAME", "")).strip().upper() == "SCI"]
+    if len(found) > 1 and len(sci) == 1:   # a science image beside its weight, context... maps
+        return sci[0]
     if len(found) > 1:
-        raise InputError(path, f"{len(found)} image extensions (HDUs {found}); split it into one file per image")
+        raise InputError(path, f"{len(found)} image extensions (HDUs {found}) and none named SCI; split it into "
+                               "one file per image")
     return found[0]
 
 
@@ -95,6 +104,8 @@ def _fits_problem(exc: Exception, caught) -> str:
     for w in caught:
         if "truncated" in str(w.message):
             return f"truncated ({w.message})"
+    if "SIMPLE" in str(exc):   # astropy's words suggest ignore_missing_simple=True
+        return "not a FITS file (it does not begin with a SIMPLE card)"
     return f"not a readable FITS file ({type(exc).__name__}: {exc})"
 
 
@@ -194,6 +205,10 @@ def image_header(header):
     return out
 
 
+_GIVE_GAIN = ("give the gain as a number [e-/image unit]: --gain, or the settings dre.detect.gain and "
+              "dre.fit.gain (--set dre.detect.gain=2.0)")
+
+
 def resolve_gain(header, gain, path) -> float:
     """Effective gain (e- per image unit): "counts", "cps" or a number."""
     from astrotool.errors import InputError
@@ -210,17 +225,17 @@ def resolve_gain(header, gain, path) -> float:
         keys = [k for k in header.keys() if "GAIN" in k]
         g = header.get(keys[0]) if keys else None
     if g is None:
-        raise InputError(path, f"no GAIN keyword in the header (gain={mode!r}); give the gain as a number")
+        raise InputError(path, f"no GAIN keyword in the header (gain={mode!r}); {_GIVE_GAIN}")
     try:
         g = float(g)
     except (TypeError, ValueError):
         g = float("nan")
     if not g > 0:
-        raise InputError(path, f"header GAIN {header.get('GAIN')!r} is not a positive number; give the gain as a number")
+        raise InputError(path, f"header GAIN {header.get('GAIN')!r} is not a positive number; {_GIVE_GAIN}")
     if mode == "cps":
         t = header.get("EXPTIME")
         if t is None:
-            raise InputError(path, "no EXPTIME keyword in the header (gain='cps'); give the gain as a number")
+            raise InputError(path, f"no EXPTIME keyword in the header (gain='cps'); {_GIVE_GAIN}")
         g *= float(t)
     return g
 
@@ -247,3 +262,50 @@ def resolve_zero_point(header, zero_point, path=None, key: str = "zero_point") -
             "%s: no zero-point keyword (%s) in the header; magnitudes use ZP = %g (set %s)",
             printable(str(path)), ", ".join(_ZP_KEYS), DEFAULT_ZERO_POINT, key)
     return DEFAULT_ZERO_POINT
+
+
+def celestial_wcs(header):
+    """The header's celestial WCS (``astropy.wcs.WCS``), or None when it has none or cannot be read."""
+    import warnings
+
+    from astropy.wcs import WCS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w = WCS(header)
+    except Exception:
+        return None
+    return w.celestial if w.has_celestial else None
+
+
+def weight_path(tile: str | os.PathLike, pattern: str) -> Path:
+    """The weight map of ``tile``: ``pattern`` (``dre.detect.weight_image``) with ``{stem}`` replaced by
+    the tile's stem, relative to the tile's folder (``weights/{stem}_wht.fits``: ``weights/sim_000_wht.fits``)."""
+    tile = Path(tile)
+    return tile.parent / pattern.replace("{stem}", tile_stem(tile))
+
+
+def check_weight(tile: str | os.PathLike, pattern: str, shape: tuple[int, int]) -> Path:
+    """The weight map of ``tile`` (:func:`weight_path`), checked from its header: it exists, is a FITS file
+    with one 2-D image, of the tile's ``shape`` (ny, nx).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Missing, unreadable, or another shape; naming the weight map (and the tile).
+    """
+    from astrotool.errors import InputError
+    from astrotool.names import printable
+
+    path = weight_path(tile, pattern)
+    if not path.is_file():
+        raise InputError(path, f"weight map not found (dre.detect.weight_image = {pattern!r} for the tile "
+                               f"{printable(str(tile))})")
+    with _opened(path) as hdul:
+        h = hdul[_open_image(hdul, path)].header
+        wshape = (int(h["NAXIS2"]), int(h["NAXIS1"]))
+    if wshape != tuple(shape):
+        raise InputError(path, f"weight map of shape {wshape} differs from the tile {printable(str(tile))}'s "
+                               f"{tuple(shape)}")
+    return path

@@ -1,0 +1,283 @@
+"""Valid tiles at the edges: no WCS, an odd BUNIT, nothing to detect, no stars, weight maps, bad names."""
+
+import logging
+import warnings
+
+import numpy as np
+import pytest
+
+fits = pytest.importorskip("astropy.io.fits")
+pytest.importorskip("photutils")
+
+from astrotool.errors import InputError  # noqa: E402
+from astrotool_dre.catalog import CATALOG_COLUMNS, read_catalog  # noqa: E402
+from astrotool_dre.config import DetectConfig, PsfConfig, SimulateConfig  # noqa: E402
+from astrotool_dre.detect import detect_tile  # noqa: E402
+from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
+from astrotool_dre.psf import build_psf, find_psfex  # noqa: E402
+from astrotool_dre.simulate import simulate_tile  # noqa: E402
+
+HAVE_SEX = find_sextractor() is not None
+ENGINES = [
+    pytest.param("sextractor", marks=pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")),
+    "photutils",
+]
+
+
+@pytest.fixture(scope="module")
+def tile(tmp_path_factory):
+    d = tmp_path_factory.mktemp("edge")
+    out = simulate_tile(d / "tile.fits", d / "truth.parquet", SimulateConfig(
+        size=256, n_galaxies=3, n_stars=6, edge=40.0, min_separation=20.0), seed=3)
+    return d, out["tile"]
+
+
+def _variant(tile, path, data=None, drop=(), **keys):
+    """A copy of ``tile`` at ``path``, header keys ``drop`` removed and ``keys`` set."""
+    with fits.open(tile) as h:
+        header = h[0].header.copy()
+        image = h[0].data if data is None else data
+    for k in drop:
+        header.remove(k, ignore_missing=True, remove_all=True)
+    header.update(keys)
+    fits.PrimaryHDU(image, header=header).writeto(path)
+    return path
+
+
+WCS_KEYS = ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2",
+            "CDELT1", "CDELT2", "CUNIT1", "CUNIT2", "RADESYS", "EQUINOX", "PC1_1", "PC1_2", "PC2_1", "PC2_2")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tile_without_wcs_gets_empty_radec_and_one_warning(tile, tmp_path, engine, caplog):
+    d, t = tile
+    nowcs = _variant(t, tmp_path / "nowcs.fits", drop=WCS_KEYS)
+    with caplog.at_level(logging.WARNING, logger="astro"):
+        r = detect_tile(nowcs, tmp_path / engine, DetectConfig(engine=engine))
+    cat = read_catalog(r["cat"])
+    assert len(cat) > 3
+    assert np.isnan(np.asarray(cat["ALPHA_J2000"], float)).all()
+    assert np.isnan(np.asarray(cat["DELTA_J2000"], float)).all()
+    hits = [m for m in caplog.messages if "no celestial WCS" in m]
+    assert len(hits) == 1 and "nowcs.fits" in hits[0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tile_with_wcs_keeps_radec(tile, tmp_path, engine):
+    d, t = tile
+    cat = read_catalog(detect_tile(t, tmp_path / engine, DetectConfig(engine=engine))["cat"])
+    assert np.isfinite(np.asarray(cat["ALPHA_J2000"], float)).all()
+
+
+@pytest.mark.parametrize("bunit", ["e-/s/px", "nanomaggy"])
+def test_bunit_astropy_cannot_write_is_kept_verbatim(tile, tmp_path, bunit, caplog):
+    d, t = tile
+    odd = _variant(t, tmp_path / "odd.fits", BUNIT=bunit)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="astro"):
+        warnings.simplefilter("always")
+        r = detect_tile(odd, tmp_path / "out", DetectConfig(engine="photutils"))
+    assert not [w for w in caught if "nit" in str(w.message)], [str(w.message) for w in caught]
+    header = fits.getheader(r["cat"], "LDAC_OBJECTS")
+    col = {header[f"TTYPE{i}"]: i for i in range(1, header["TFIELDS"] + 1)}
+    assert header[f"TUNIT{col['FLUX_AUTO']}"] == bunit and header[f"TUNIT{col['FLUXERR_AUTO']}"] == bunit
+    assert header[f"TUNIT{col['X_IMAGE']}"] == "pix"
+    assert len([m for m in caplog.messages if bunit in m and "BUNIT" in m]) == 1
+
+
+def test_masked_pixels_stay_nan_in_the_background_subtracted_image(tile, tmp_path):
+    if not HAVE_SEX:
+        pytest.skip("source-extractor not installed")
+    d, t = tile
+    data = fits.getdata(t).astype(np.float32)
+    data[10:20, 30:60] = np.nan
+    holed = _variant(t, tmp_path / "holed.fits", data=data)
+    r = detect_tile(holed, tmp_path / "out", DetectConfig(engine="sextractor"))
+    nb = fits.getdata(r["nb"])
+    assert np.isnan(nb[10:20, 30:60]).all()
+    assert np.isfinite(nb[100:120, 100:120]).all()
+
+
+@pytest.mark.skipif(not (HAVE_SEX and find_psfex() is not None), reason="psfex or source-extractor not installed")
+def test_psfex_with_too_few_star_candidates_fails_at_the_psf_stage(tile, tmp_path):
+    d, t = tile
+    r = detect_tile(t, tmp_path / "det", DetectConfig(engine="sextractor"))
+    out = tmp_path / "x.psf"
+    with pytest.raises(InputError, match=r"only \d+ usable PSF star candidates \(need 500\)") as exc:
+        build_psf(r["cat"], out, PsfConfig(engine="psfex", min_stars=500))
+    assert r["cat"] in str(exc.value)
+    assert not out.exists()
+
+
+def test_non_fits_file_says_so_in_our_words(tmp_path):
+    junk = tmp_path / "junk.fits"
+    junk.write_bytes(b"this is not a FITS file" * 200)
+    with pytest.raises(InputError, match="not a FITS file") as exc:
+        detect_tile(junk, tmp_path / "out", DetectConfig(engine="photutils"))
+    assert "ignore_missing_simple" not in str(exc.value)
+
+
+def test_missing_gain_names_the_settings_that_give_it(tile, tmp_path):
+    d, t = tile
+    nogain = _variant(t, tmp_path / "nogain.fits", drop=("GAIN",))
+    with pytest.raises(InputError, match=r"--gain.*dre\.detect\.gain"):
+        detect_tile(nogain, tmp_path / "out", DetectConfig(engine="photutils"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pure_noise_tile_gives_an_empty_catalogue_and_a_warning(tmp_path, engine, caplog):
+    hdr = fits.Header({"GAIN": 2.0, "EXPTIME": 10.0, "BUNIT": "ADU"})
+    noise = tmp_path / "noise.fits"
+    fits.PrimaryHDU(np.random.default_rng(1).normal(100, 5, (192, 192)).astype(np.float32),
+                    header=hdr).writeto(noise)
+    with caplog.at_level(logging.WARNING, logger="astro"):
+        r = detect_tile(noise, tmp_path / "out", DetectConfig(engine=engine, detect_thresh=50.0))
+    assert r["n_sources"] == 0
+    cat = read_catalog(r["cat"])
+    assert len(cat) == 0 and set(CATALOG_COLUMNS) - {"CLASS_STAR"} <= set(cat.colnames)
+    assert any("no sources detected" in m and "noise.fits" in m for m in caplog.messages)
+
+
+GRID = ["--set", "dre.models.naxrat=3", "--set", "dre.models.axrat0=0.4", "--set", "dre.models.daxrat=0.3",
+        "--set", "dre.models.nposang=4", "--set", "dre.models.dposang=45.0", "--set", "dre.models.nlogh=6",
+        "--set", "dre.models.dlogh=0.3"]
+
+
+def _read_summary(ws, stem):
+    from astropy.table import Table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # astropy reading a TUNIT it does not know
+        return (Table.read(ws / f"dre/summary/{stem}_dre.fits", hdu="DRE_SUMMARY"),
+                Table.read(ws / f"dre/summary/{stem}_dre.parquet", format="parquet"))
+
+
+@pytest.mark.parametrize("engine, psf_engine", [
+    pytest.param("sextractor", "psfex", marks=pytest.mark.skipif(not (HAVE_SEX and find_psfex()),
+                                                                  reason="source-extractor or psfex not installed")),
+    ("photutils", "photutils")])
+def test_a_tile_with_nothing_to_fit_gives_empty_outputs_and_reruns_skip(astro, tmp_path, engine, psf_engine):
+    ws = tmp_path / "ws"
+    (ws / "dre/tiles").mkdir(parents=True)
+    hdr = fits.Header({"GAIN": 2.0, "EXPTIME": 10.0, "BUNIT": "ADU", "MAGZP": 30.0})
+    fits.PrimaryHDU(np.random.default_rng(1).normal(100, 5, (256, 256)).astype(np.float32),
+                    header=hdr).writeto(ws / "dre/tiles/noise.fits")
+    eng = ["--set", f'dre.detect.engine="{engine}"', "--set", f'dre.psf.engine="{psf_engine}"',
+           "--set", "dre.detect.detect_thresh=50.0"]
+    r = astro("-w", ws, *GRID, *eng, "dre", "run")
+    assert r.returncode == 0, r.stderr
+    assert "no sources detected" in r.stderr and "noise.fits" in r.stderr
+    fits_t, pq_t = _read_summary(ws, "noise")
+    assert len(fits_t) == 0 and len(pq_t) == 0
+    assert {"FLUX", "MAG", "LOGR", "INDEX", "X_IMAGE"} <= set(fits_t.colnames)
+    assert {"FLUX", "MAG", "LOGR"} <= set(pq_t.colnames)
+    r = astro("-w", ws, *GRID, *eng, "dre", "run")
+    assert r.returncode == 0, r.stderr
+    assert "skipped (done)" in r.stdout + r.stderr
+
+
+def test_a_tile_whose_cuts_select_nothing_gives_an_empty_summary(astro, tmp_path):
+    ws = tmp_path / "ws"
+    r = astro("-w", ws, "--set", "dre.simulate.size=256", "--set", "dre.simulate.n_galaxies=2", "--set",
+              "dre.simulate.n_stars=8", "--set", "dre.simulate.edge=40.0", "--set", "dre.simulate.min_separation=20.0",
+              "dre", "simulate", "-n", 1)
+    assert r.returncode == 0, r.stderr
+    fits.setval(ws / "dre/tiles/sim_000.fits", "BUNIT", value="e-/s/px")   # a unit astropy cannot read
+    eng = ["--set", 'dre.detect.engine="photutils"', "--set", 'dre.psf.engine="photutils"',
+           "--set", "dre.cuts.margin=200.0"]
+    r = astro("-w", ws, *GRID, *eng, "dre", "run")
+    assert r.returncode == 0, r.stderr
+    assert "no objects to fit" in r.stderr and "UnitsWarning" not in r.stderr
+    assert r.stderr.count("BUNIT 'e-/s/px'") == 1
+    fits_t, pq_t = _read_summary(ws, "sim_000")
+    assert len(fits_t) == 0 and len(pq_t) == 0 and "FLUX" in fits_t.colnames
+    header = fits.getheader(ws / "dre/summary/sim_000_dre.fits", "DRE_SUMMARY")
+    col = {header[f"TTYPE{i}"]: i for i in range(1, header["TFIELDS"] + 1)}
+    assert header["BUNIT"] == "e-/s/px"
+    assert header[f"TUNIT{col['FLUX']}"] == "e-/s/px" and header[f"TUNIT{col['FLUX_ERR']}"] == "e-/s/px"
+
+
+WEIGHTS = "weights/{stem}_wht.fits"
+
+
+def _weight(tile, data):
+    """Write the weight map of ``tile`` where :data:`WEIGHTS` puts it."""
+    path = tile.parent / WEIGHTS.format(stem=tile.name[:-len(".fits")])
+    path.parent.mkdir(exist_ok=True)
+    path.unlink(missing_ok=True)
+    fits.PrimaryHDU(np.asarray(data, np.float32)).writeto(path)
+    return path
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_weight_map_of_each_tile_is_used(tile, tmp_path):
+    d, t = tile
+    w = np.ones(fits.getdata(t).shape)
+    w[:, :128] = 0.0   # the left half carries no weight: nothing is detected there
+    tile2 = _variant(t, tmp_path / "wtile.fits")
+    _weight(tile2, w)
+    r = detect_tile(tile2, tmp_path / "out", DetectConfig(engine="sextractor", weight_image=WEIGHTS))
+    x = np.asarray(read_catalog(r["cat"])["X_IMAGE"], float)
+    assert len(x) >= 3 and (x > 120).all()
+
+
+def test_bad_weight_maps_are_refused_naming_the_files(tile, tmp_path):
+    d, t = tile
+    tile2 = _variant(t, tmp_path / "wtile.fits")
+    cfg = dict(weight_image=WEIGHTS)
+    missing = tmp_path / "weights/wtile_wht.fits"
+    with pytest.raises(InputError, match="weight map not found") as exc:
+        detect_tile(tile2, tmp_path / "out", DetectConfig(engine="sextractor" if HAVE_SEX else "photutils", **cfg))
+    assert str(missing) in str(exc.value)
+    _weight(tile2, np.ones((100, 120)))
+    if HAVE_SEX:
+        with pytest.raises(InputError, match=r"shape \(100, 120\) differs from .*\(256, 256\)") as exc:
+            detect_tile(tile2, tmp_path / "out", DetectConfig(engine="sextractor", **cfg))
+        assert str(missing) in str(exc.value) and str(tile2) in str(exc.value)
+    with pytest.raises(InputError, match="SExtractor") as exc:
+        detect_tile(tile2, tmp_path / "out", DetectConfig(engine="photutils", **cfg))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_weight_map_setting_needs_the_stem():
+    with pytest.raises(ValueError, match=r"\{stem\}"):
+        DetectConfig(weight_image="weights.fits")
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_a_changed_weight_map_is_not_reused(astro, tile, tmp_path):
+    d, t = tile
+    ws = tmp_path / "ws"
+    (ws / "dre/tiles").mkdir(parents=True)
+    tile2 = _variant(t, ws / "dre/tiles/w.fits")
+    _weight(tile2, np.ones((256, 256)))
+    args = ["-w", ws, "--set", f'dre.detect.weight_image="{WEIGHTS}"', "--set", 'dre.detect.engine="sextractor"',
+            "dre", "detect"]
+    r = astro(*args)
+    assert r.returncode == 0, r.stderr
+    assert "skipped (done)" in astro(*args).stdout
+    w = np.ones((256, 256))
+    w[:, :128] = 0.0
+    _weight(tile2, w)
+    r = astro(*args)
+    assert r.returncode == 2 and "inputs.weight" in r.stderr, (r.stdout, r.stderr)
+
+
+def test_the_sci_hdu_of_a_file_with_several_images_is_the_tile(tile, tmp_path):
+    from astrotool_dre.tiles import check_tile, read_image
+
+    d, t = tile
+    with fits.open(t) as h:
+        data, header = h[0].data, h[0].header
+    path = tmp_path / "sciwht.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data[::-1].copy(), name="WHT"),
+                  fits.ImageHDU(data, header=header, name="SCI")]).writeto(path)
+    assert check_tile(path) == 2
+    np.testing.assert_array_equal(read_image(path)[0], data)
+    for engine in ["photutils"] + (["sextractor"] if HAVE_SEX else []):   # the SCI image alone is detected
+        plain = read_catalog(detect_tile(t, tmp_path / f"plain_{engine}", DetectConfig(engine=engine))["cat"])
+        cat = read_catalog(detect_tile(path, tmp_path / engine, DetectConfig(engine=engine))["cat"])
+        assert len(cat) == len(plain) and (cat["EXT_NUMBER"] == 2).all()
+    two = tmp_path / "two.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data), fits.ImageHDU(data)]).writeto(two)
+    with pytest.raises(InputError, match="image extensions"):
+        check_tile(two)
