@@ -944,7 +944,11 @@ def resolve_dataset(stage_dir: str | os.PathLike, name_or_path: str, cls: type[A
         name_or_path.startswith((".", "~"))
     if looks_like_path and p.is_dir():  # a folder given as a path that holds no finished dataset: named as given
         raise InputError(p, f"not a finished dataset (no *{MANIFEST_SUFFIX}): {hint}")
-    have = sorted(d.name for d in stage_dir.iterdir() if d.is_dir() and not d.name.startswith(".")) \
+    folders = sorted(d for d in stage_dir.iterdir() if d.is_dir() and not d.name.startswith(".")) \
         if stage_dir.is_dir() else []   # a hidden folder (a cache) is no dataset
-    raise InputError(candidate, f"no dataset named {name_or_path!r} "
-                                f"({'available: ' + ', '.join(have) if have else hint})")
+    have = [d.name for d in folders if any(d.glob(f"*{MANIFEST_SUFFIX}"))]
+    unfinished = [d.name for d in folders if d.name not in have]
+    told = [f"available: {', '.join(have)}" if have else hint]
+    if unfinished:   # a pack that failed or is still running is named apart: it cannot be opened
+        told.append(f"unfinished (no manifest): {', '.join(unfinished)}")
+    raise InputError(candidate, f"no dataset named {name_or_path!r} ({'; '.join(told)})")

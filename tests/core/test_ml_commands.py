@@ -230,6 +230,7 @@ def test_trained_dataset_is_found_in_this_workspace(tmp_path):
 def test_open_dataset_by_name_or_path_and_recorded(ctx, tmp_path):
     stage = ctx.workspace.stage("toy", "data")
     (stage / "set1").mkdir()
+    (stage / "set1" / "set1_dataset.json").write_text("{}")
     other = tmp_path / "elsewhere" / "set2"
     other.mkdir(parents=True)
     (other / "set2_dataset.json").write_text("{}")

@@ -264,8 +264,12 @@ def test_resolve_dataset_by_name_or_path(tmp_path, monkeypatch):
     (stage / "beta").mkdir()
     assert resolve_dataset(stage, "alpha").name == "toy"
     assert resolve_dataset(tmp_path / "elsewhere", str(stage / "alpha")).n == 23
-    with pytest.raises(InputError, match="no dataset named 'gamma' \\(available: alpha, beta\\)"):
+    with pytest.raises(InputError, match="no dataset named 'gamma' \\(available: alpha; unfinished \\(no "
+                                         "manifest\\): beta\\)"):   # beta cannot be opened: not listed as one
         resolve_dataset(stage, "gamma")
+    (tmp_path / "failed" / "beta").mkdir(parents=True)   # only an unfinished one: the hint, then its name
+    with pytest.raises(InputError, match="\\(pack one; unfinished \\(no manifest\\): beta\\)"):
+        resolve_dataset(tmp_path / "failed", "gamma", hint="pack one")
     with pytest.raises(InputError, match="run the simulator first"):
         resolve_dataset(tmp_path / "empty", "x", hint="run the simulator first")
     (tmp_path / "raw" / "maps").mkdir(parents=True)   # a folder given by a relative path, not a dataset:
@@ -273,7 +277,7 @@ def test_resolve_dataset_by_name_or_path(tmp_path, monkeypatch):
     with pytest.raises(InputError) as err:
         resolve_dataset(stage, "./raw/maps", hint="pack it first")
     assert str(err.value).startswith("raw/maps: not a finished dataset") and "pack it first" in str(err.value)
-    with pytest.raises(InputError, match="no dataset named 'raw' \\(available: alpha, beta\\)"):
+    with pytest.raises(InputError, match="no dataset named 'raw' \\(available: alpha;"):
         resolve_dataset(stage, "raw")   # a bare name is a name, even when the current folder holds one like it
 
 
