@@ -17,7 +17,7 @@ Prints, all measured in this run:
     the systematics table with aperture-mask updates (flux steps inside the
     quarter) and 20-min gaps, with the same kinds of transits and binaries
     injected, a third of the planets periodic; (``--holdout-backend builtin``:
-    super-Lorentzian granulation, spots up to 5000 ppm); ``plato eval`` on all of it:
+    super-Lorentzian granulation, spots up to 5000 ppm); ``plato evaluate`` on all of it:
     transits recovered at the operating threshold (false alarms on at most 1 %
     of transit-free curves), false alarms per day, recovery against depth,
     S/N (per transit) and planet radius, the share of transits deeper than
@@ -122,11 +122,11 @@ def _speed(model_dir: Path, repeat: int = 5) -> dict:
 
 
 def _scored_again(run, ws: Path, hn: str, suffix: str, label: str, *options) -> dict:
-    """``plato eval`` of the hold-out once more with other event ``options``; prints and returns both operating
+    """``plato evaluate`` of the hold-out once more with other event ``options``; prints and returns both operating
     points."""
-    run(f"eval {suffix}", "eval", "--model", "net", "--dataset", hn, "--split", "all", "--name", f"{hn}_{suffix}",
+    run(f"evaluate {suffix}", "evaluate", "--model", "net", "--dataset", hn, "--split", "all", "--name", f"{hn}_{suffix}",
         *options)
-    rep = json.loads((ws / "plato" / "reports" / f"{hn}_{suffix}_eval.json").read_text())
+    rep = json.loads((ws / "plato" / "reports" / f"{hn}_{suffix}_evaluate.json").read_text())
     for key, what in (("operating", "transit-free"), ("operating_quiet", "quiet")):
         v = rep[key]
         flagged = f"{v['false_alarm_curve_fraction']:.1%} of transit-free curves flagged"
@@ -198,8 +198,8 @@ def main(argv=None) -> int:
     run("prepare holdout", "prepare", *hold_files, "--name", hn, "--length", QUARTER, seed=a.seed + 1)
     run("prepare holdout head", "prepare", hold_files[0], "--name", f"{hn}_head", "--length", QUARTER,
         seed=a.seed + 1)
-    rep = run("eval", "eval", "--model", "net", "--dataset", hn, "--split", "all", "--name", hn)
-    full = json.loads((ws / "plato" / "reports" / f"{hn}_eval.json").read_text())
+    rep = run("evaluate", "evaluate", "--model", "net", "--dataset", hn, "--split", "all", "--name", hn)
+    full = json.loads((ws / "plato" / "reports" / f"{hn}_evaluate.json").read_text())
     op = full["operating"]
     print(f"    {full['curves']} curves, {full['transits']} transits, {full['transit_free_curves']} transit-free")
     print(f"    operating threshold {op['threshold']:.2f}: recovery {op['recovery']:.3f}, false alarms on "
@@ -236,9 +236,9 @@ def main(argv=None) -> int:
     from astrotool_plato.config import BlsConfig
     from astrotool_plato.prepare import PreparedDataset
 
-    head = run("eval head", "eval", "--model", "net", "--dataset", f"{hn}_head", "--split", "all", "--name",
+    head = run("evaluate head", "evaluate", "--model", "net", "--dataset", f"{hn}_head", "--split", "all", "--name",
                f"{hn}_head")
-    hfull = json.loads((ws / "plato" / "reports" / f"{hn}_head_eval.json").read_text())
+    hfull = json.loads((ws / "plato" / "reports" / f"{hn}_head_evaluate.json").read_text())
     with PreparedDataset(ws / "plato" / "prepared" / f"{hn}_head") as ds:
         t = time.perf_counter()
         b = evaluate_bls(ds, "all", BlsConfig())
@@ -268,9 +268,9 @@ def main(argv=None) -> int:
                 print(f"    {src}: missing, skipped")
                 continue
             run(f"convert {m}", "convert-weights", src, "--name", f"panopticon-{m}", overwrite=True)
-            run(f"eval {m}", "eval", "--model", f"panopticon-{m}", "--dataset", f"{hn}60", "--split", "all",
+            run(f"evaluate {m}", "evaluate", "--model", f"panopticon-{m}", "--dataset", f"{hn}60", "--split", "all",
                 "--name", f"{hn}60_{m}")
-            r = json.loads((ws / "plato" / "reports" / f"{hn}60_{m}_eval.json").read_text())
+            r = json.loads((ws / "plato" / "reports" / f"{hn}60_{m}_evaluate.json").read_text())
             po = r["operating"]
             k5 = r["thresholds"].index(0.5)
             panopticon[m] = {"operating": po, "recovery_0.5": r["recovery"][k5],

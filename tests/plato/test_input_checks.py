@@ -33,10 +33,10 @@ def test_eval_refuses_a_set_prepared_again_since_training(small, tmp_path, capsy
     ws = _copy(small, tmp_path)
     assert main(["-w", str(ws), "-q", "--overwrite", "--seed", "11", "plato", "prepare"]) == 0
     capsys.readouterr()
-    assert main(["-w", str(ws), "plato", "eval", "--model", "quarters_unet3p"]) == 2
+    assert main(["-w", str(ws), "plato", "evaluate", "--model", "quarters_unet3p"]) == 2
     err = capsys.readouterr().err
     assert "not the set quarters_unet3p was trained on" in err and "--split all" in err
-    assert main(["-w", str(ws), "-q", "plato", "eval", "--model", "quarters_unet3p", "--split", "all"]) == 0
+    assert main(["-w", str(ws), "-q", "plato", "evaluate", "--model", "quarters_unet3p", "--split", "all"]) == 0
 
 
 def test_eval_in_a_copied_workspace_scores_the_copy_s_data(small, tmp_path, capsys):
@@ -47,9 +47,9 @@ def test_eval_in_a_copied_workspace_scores_the_copy_s_data(small, tmp_path, caps
     (ws / "plato/models/quarters_unet3p/model.json").write_text(json.dumps(meta))
     for w in (ws, small):
         capsys.readouterr()
-        assert main(["-w", str(w), "--json", "plato", "eval"]) == 0
+        assert main(["-w", str(w), "--json", "plato", "evaluate"]) == 0
         assert json.loads(capsys.readouterr().out)["dataset"] == "quarters"
-    runs = sorted((ws / "runs").glob("*-plato-eval"))
+    runs = sorted((ws / "runs").glob("*-plato-evaluate"))
     record = (runs[-1] / "run.json").read_text()
     assert str(ws / "plato/prepared/quarters") in record and str(small / "plato/prepared") not in record
 
@@ -215,8 +215,8 @@ def test_prepare_train_and_eval_name_bad_options_and_inputs(small, tmp_path, cap
             (["prepare", "--name", "z", "--length", "100"], "--length: 100 samples; at least 256 are needed"),
             (["--set", "plato.prepare.split=[0.5,0.2,0.2]", "prepare", "--name", "z"], "split: fractions must be "
                                                                                          "non-negative, sum to 1"),
-            (["--set", "plato.eval.thresholds=[]", "eval"], "plato.eval.thresholds"),
-            (["--set", "plato.eval.thresholds=[0.5,1.5]", "eval"], "thresholds: each must lie in (0, 1)"),
+            (["--set", "plato.evaluate.thresholds=[]", "eval"], "plato.evaluate.thresholds"),
+            (["--set", "plato.evaluate.thresholds=[0.5,1.5]", "eval"], "thresholds: each must lie in (0, 1)"),
             (["--set", "plato.train.optimizer_kwargs={eps=-1}", "train", "--model", "o", "--width", "2"],
              "plato.train.optimizer_kwargs: AdamW refuses {'eps': -1.0} (Invalid epsilon value")):
         capsys.readouterr()
@@ -280,7 +280,7 @@ def test_a_panopticon_split_without_test_share_points_eval_to_the_validation_cur
     src = tmp_path / "pan.toml"
     src.write_text(PAN_TOML)
     assert main(["plato", "config", "import", str(src)]) == 0
-    assert "(no test curves: `eval --split val` scores the validation ones)" in capsys.readouterr().out
+    assert "(no test curves: `evaluate --split val` scores the validation ones)" in capsys.readouterr().out
     ws = tmp_path / "w"
     assert main(["-w", str(ws), "-q", "plato", "simulate", "-n", "4", "--days", "1"]) == 0
     assert main(["-w", str(ws), "-q", "--set", "plato.prepare.split=[0.5,0.5,0]", "plato", "prepare"]) == 0
@@ -305,9 +305,26 @@ def test_eval_writes_strict_json_with_null_for_undefined_scores(small, tmp_path,
 
     ws = _copy(small, tmp_path)
     capsys.readouterr()
-    assert main(["-w", str(ws), "--json", "plato", "eval", "--split", "all", "--name", "r"]) == 0
+    assert main(["-w", str(ws), "--json", "plato", "evaluate", "--split", "all", "--name", "r"]) == 0
     out = strict(capsys.readouterr().out)
-    assert strict((ws / "plato/reports/r_eval.json").read_text())["curves"] == out["curves"]
+    assert strict((ws / "plato/reports/r_evaluate.json").read_text())["curves"] == out["curves"]
+
+
+def test_evaluate_is_named_as_in_the_other_plugins_and_eval_still_runs_hidden(small, tmp_path, capsys):
+    ws = _copy(small, tmp_path)
+    capsys.readouterr()
+    assert main(["-w", str(ws), "-q", "--set", "plato.evaluate.name=viaset", "plato", "evaluate",
+                 "--split", "all"]) == 0
+    reports = ws / "plato/reports"
+    assert (reports / "viaset_evaluate.json").is_file() and (reports / "viaset_evaluate.png").is_file()
+    assert (reports / "viaset_transits.csv").is_file()
+    assert main(["-w", str(ws), "-q", "plato", "evaluate", "--split", "all", "--name", "old"]) == 0   # old scripts
+    assert (reports / "old_evaluate.json").is_file()
+    assert not list(reports.glob("*_eval.*"))
+    capsys.readouterr()
+    assert main(["plato", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "evaluate" in text and " eval " not in text
 
 
 def test_detect_s_reader_settings_do_not_invalidate_a_set_of_simulated_curves(tmp_path, capsys):

@@ -1,5 +1,5 @@
 """The segmentation network: shapes and invariances, the transit shape against batman, a short training run
-that finds deep transits at their known times, ``eval``, ``detect`` and ``bls`` on files."""
+that finds deep transits at their known times, ``evaluate``, ``detect`` and ``bls`` on files."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_eval_scores_the_split_and_counts_every_labelled_transit(trained, capsys
     from astrotool_plato.prepare import PreparedDataset
 
     capsys.readouterr()
-    assert main(["-w", str(trained), "--json", "plato", "eval", "--split", "all"]) == 0
+    assert main(["-w", str(trained), "--json", "plato", "evaluate", "--split", "all"]) == 0
     rep = json.loads(capsys.readouterr().out)
     ds = PreparedDataset(trained / "plato/prepared/quarters")
     labels = ds.read(np.arange(ds.n), ["label"])["label"]
@@ -144,7 +144,7 @@ def test_eval_scores_the_split_and_counts_every_labelled_transit(trained, capsys
     assert rep["recovery"][9] >= 0.85                          # threshold 0.5
     assert rep["pointwise"]["best"]["iou"] > 0.6
     assert rep["operating"]["false_alarm_curve_fraction"] <= 0.01 or not rep["operating"]["meets_target"]
-    assert (trained / "plato/reports/quarters_unet3p_quarters_all_eval.png").exists()
+    assert (trained / "plato/reports/quarters_unet3p_quarters_all_evaluate.png").exists()
 
 
 def test_train_resumes_with_more_epochs_and_refuses_other_settings(trained, capsys):
@@ -206,14 +206,14 @@ def test_bls_reads_named_columns_and_refuses_a_curve_too_short(tmp_path, capsys)
                          duration_hours=(3.0, 3.0), eb_fraction=0, beb_fraction=0)
     time, flux, _ = sim.simulate_curves([0], 5, cfg)
     named = tmp_path / "named.csv"
-    np.savetxt(named, np.c_[time, flux[0]], delimiter=",", header="bjd,sap", comments="")
+    np.savetxt(named, np.c_[time, flux[0]], delimiter=",", header="obs_time,sap", comments="")
     short = tmp_path / "short.csv"
     np.savetxt(short, np.c_[time[:5], flux[0, :5]], delimiter=",", header="time,flux", comments="")
     ws = ["-w", str(tmp_path / "ws"), "--json", "plato", "bls"]
     capsys.readouterr()
     assert main([*ws, str(named)]) == 2
     assert "named.csv: no time column" in capsys.readouterr().err
-    assert main([*ws, str(named), "--time-column", "bjd", "--flux-column", "sap", "--snr", "20"]) == 0
+    assert main([*ws, str(named), "--time-column", "obs_time", "--flux-column", "sap", "--snr", "20"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["curves_searched"]
     assert row["detected"] and row["n_transits"] >= 1 and row["depth"] == pytest.approx(3000.0, rel=0.3)
     assert main([*ws, str(short)]) == 2
@@ -368,14 +368,14 @@ def test_eval_pads_any_length_and_refuses_another_cadence(trained, capsys):
     raw = sorted((trained / "plato/raw").glob("sim*_lightcurves.parquet"))
     assert main([*base, "prepare", *map(str, raw), "--name", "odd", "--length", "3300"]) == 0
     capsys.readouterr()
-    assert main([*base, "eval", "--dataset", "odd", "--split", "all", "--name", "odd"]) == 0
+    assert main([*base, "evaluate", "--dataset", "odd", "--split", "all", "--name", "odd"]) == 0
     assert json.loads(capsys.readouterr().out)["length"] == 3300
     assert main([*base, "simulate", "-n", "6", "--days", "1", "--cadence", "50", "--name", "slow", *EASY]) == 0
     slow = sorted((trained / "plato/raw").glob("slow*_lightcurves.parquet"))
     capsys.readouterr()
     assert main(["-w", str(trained), "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare", *map(str, slow),
                  "--name", "slow"]) == 0
-    assert main(["-w", str(trained), "plato", "eval", "--dataset", "slow", "--split", "all"]) == 2
+    assert main(["-w", str(trained), "plato", "evaluate", "--dataset", "slow", "--split", "all"]) == 2
     assert "sampled every 50 s; the model was trained on 25 s" in capsys.readouterr().err
 
 
@@ -486,7 +486,7 @@ def _panopticon_keys(f):
 
 def test_eval_bins_recovery_by_depth_snr_duration_period_and_radius(trained, capsys):
     capsys.readouterr()
-    assert main(["-w", str(trained), "--json", "plato", "eval", "--split", "all", "--name", "bins"]) == 0
+    assert main(["-w", str(trained), "--json", "plato", "evaluate", "--split", "all", "--name", "bins"]) == 0
     op = json.loads(capsys.readouterr().out)["operating"]
     n = sum(r["transits"] for r in op["by_depth"])
     for key in ("by_snr", "by_box_snr", "by_duration", "by_radius"):
@@ -516,6 +516,10 @@ def test_detect_batches_curves_and_names_one_too_short(trained, tmp_path, capsys
         np.testing.assert_allclose(together[cid]["probability"], alone["probability"], atol=1e-5)
     with pytest.raises(InputError, match="short: .*too short for this model"):
         search_curves({"short": (time[:40], flux[0][:40].astype(np.float64))}, model, 25.0, events)
+    sparse = (time[:60:10], flux[0][:60:10].astype(np.float64))   # 6 samples at 250 s: 51 on the model's grid
+    with pytest.raises(InputError, match=r"^/data/short\.csv: a curve of 6 samples over 0\.35 h is too short for "
+                                         r"this model at 25 s \(it needs over .* h\)$"):
+        search_curves({"short": sparse}, model, 25.0, events, names={"short": "/data/short.csv"})
 
 
 def test_camera_group_channels_train_detect_and_refuse_a_co_added_set(tmp_path, capsys):
@@ -558,7 +562,7 @@ def test_camera_group_channels_train_detect_and_refuse_a_co_added_set(tmp_path, 
     assert main(["-w", str(tmp_path), "plato", "detect", str(csv), "--model", "groups", "--name", "coadd"]) == 2
     assert "coadd.csv" in (err := capsys.readouterr().err) and "no camera-group columns" in err
     assert main([*base, "prepare", "--name", "single"]) == 0
-    assert main(["-w", str(tmp_path), "plato", "eval", "--model", "groups", "--dataset", "single"]) == 2
+    assert main(["-w", str(tmp_path), "plato", "evaluate", "--model", "groups", "--dataset", "single"]) == 2
     assert "curves of 1 flux channel(s) (coadd); the model reads 5" in capsys.readouterr().err
 
 
@@ -604,6 +608,11 @@ def test_eval_counts_false_alarms_on_binaries_apart_and_bins_each_transit_by_its
     assert transits[0]["snr"] == 10.0 and op["by_snr"] == [{"low": 10.0, "high": 15.0, "transits": 1,
                                                             "recovered": 1, "recovery": 1.0}]
     assert op["by_radius"][0]["low"] == 2.0
+    assert not rep["operating"]["recovers_nothing"]
+    # a model that flags nothing meets any false-alarm target: the report says it found nothing there
+    rep, _ = evaluate(Dips(), ds, "all", [0.9999], EventsConfig())
+    op = rep["operating"]
+    assert op["meets_target"] and op["recovery"] == 0.0 and op["recovers_nothing"]
 
 
 def test_eval_tells_a_transit_hidden_in_red_noise_from_one_the_network_missed(tmp_path):
@@ -776,11 +785,11 @@ def test_eval_and_detect_warn_about_a_model_whose_training_was_cut_short(trained
     curve = tmp_path / "one.csv"
     np.savetxt(curve, np.c_[time, flux[0]], delimiter=",", header="time,flux", comments="")
     capsys.readouterr()
-    for cmd in (["eval", "--split", "all"], ["detect", str(curve), "--name", "cut"]):
+    for cmd in (["evaluate", "--split", "all"], ["detect", str(curve), "--name", "cut"]):
         assert main(["-w", str(trained), "plato", *cmd, "--model", str(mdir)]) == 0
         err = capsys.readouterr().err
         assert "training unfinished (trained 3 of 8 epochs)" in err and "astro plato train" in err, cmd
-    assert main(["-w", str(trained), "plato", "eval", "--split", "all"]) == 0
+    assert main(["-w", str(trained), "plato", "evaluate", "--split", "all"]) == 0
     assert "unfinished" not in capsys.readouterr().err
 
 

@@ -237,3 +237,27 @@ def test_bls_bins_in_time_by_time_stamps():
     coarse = np.arange(10) / 48.0                                         # 30 min: already coarser than 100 s
     tb, fb = bin_in_time(coarse, np.ones(10), 100.0 / 86400.0)
     assert tb is coarse and fb.size == 10
+
+
+def test_time_and_flux_columns_are_found_whatever_their_case(tmp_path):
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve()
+    path = tmp_path / "lower.csv"
+    np.savetxt(path, np.c_[t, f, f], delimiter=",", header="bjd,pdcsap_flux,other", comments="")
+    ((time, flux),) = read_curves(path).values()
+    np.testing.assert_allclose(time, t)
+    np.testing.assert_allclose(flux, f)
+
+
+@pytest.mark.parametrize("setting, days", [("plato.bls.min_period_days=3", 2.0),
+                                           ("plato.bls.max_period_fraction=0.1", 2.0),
+                                           ("plato.bls.min_period_days=0.6", 0.5)])
+def test_bls_refuses_an_empty_period_range_naming_the_file(tmp_path, capsys, setting, days):
+    t, f = _curve(days=days, t0=0.25)
+    path = tmp_path / "c.csv"
+    np.savetxt(path, np.c_[t, f], delimiter=",", header="time,flux", comments="")
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path / "ws"), "--set", setting, "plato", "bls", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: " in err and "no trial period" in err and "min_period_days" in err, err

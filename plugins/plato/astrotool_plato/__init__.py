@@ -5,7 +5,7 @@ granulation-like red noise, spots, white noise, single (or periodic) transits
 and eclipsing binaries of known times, plus their label table; ``labels``
 writes per-sample masks; ``prepare`` packs curves into a training set (NaN
 handling, time-reversed twins, splits by curve); ``train`` fits a 1-D U-Net 3+
-(or U-Net) that gives every sample a transit probability; ``eval`` scores it
+(or U-Net) that gives every sample a transit probability; ``evaluate`` scores it
 point by point and event by event; ``detect`` finds events in Feather, Parquet,
 CSV or FITS light curves; ``bls`` runs the classical wotan + BLS baseline.
 

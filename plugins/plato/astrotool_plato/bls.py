@@ -53,6 +53,12 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
         ``period`` [d], ``t0`` [d], ``duration`` [h], ``depth`` [ppm], ``snr``,
         ``sde``, ``detected`` (S/N >= threshold), ``transits`` (mid-times inside the
         curve [d]), ``seconds_detrend``, ``seconds_search``.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The curve is too short for the shortest trial duration or the binning, or its period range is empty
+        (``min_period_days`` not below ``max_period_fraction`` x its length [d]).
     """
     from astropy.timeseries import BoxLeastSquares
     from wotan import flatten
@@ -66,6 +72,12 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
         why = (f"no box of the shortest trial duration ({shortest:g} h) fits" if hours < shortest else
                f"binned in {cfg.bin_seconds:g} s, fewer than 3 samples are left")
         raise InputError(where, f"a curve of {time.size} samples over {hours:.2f} h is too short for BLS: {why}")
+    longest = cfg.max_period_fraction * hours / 24.0
+    if cfg.min_period_days >= longest:
+        raise InputError(where, f"no trial period: min_period_days = {cfg.min_period_days:g} d is not below the "
+                                f"longest period, max_period_fraction x the curve's {hours / 24.0:.3g} d = "
+                                f"{longest:.3g} d; lower plato.bls.min_period_days or raise "
+                                "plato.bls.max_period_fraction")
     t0 = _time.perf_counter()
     flat = flatten(time, 1.0 + x, method="biweight", window_length=cfg.window_days, edge_cutoff=0.0,
                    break_tolerance=0.5)
@@ -162,7 +174,7 @@ def refine_peak(model, period: float, duration: float, trials: np.ndarray, time:
 
 
 def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
-    """BLS on a prepared split, scored like ``astro plato eval``.
+    """BLS on a prepared split, scored like ``astro plato evaluate``.
 
     Each curve's best peak is matched once (its transits inside the curve are
     the events); a threshold on its box S/N then decides which peaks count, so
@@ -184,7 +196,7 @@ def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
         overlaps no transit); ``operating``: the lowest S/N threshold with at
         most ``far_target`` of transit-free curves flagged, and the recovery
         there; ``operating_quiet``: the same over the transit-free curves without
-        a binary (as ``astro plato eval``); ``seconds_per_curve`` (detrend + search).
+        a binary (as ``astro plato evaluate``); ``seconds_per_curve`` (detrend + search).
     """
     from astrotool_plato.events import match
 

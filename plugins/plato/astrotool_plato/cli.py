@@ -124,32 +124,32 @@ def labels() -> None:
     Columns id, time [d], label (0 continuum, 1 planet transit, 2 binary
     eclipse), on each curve's own time axis, from the label tables in
     plato/labels/. `prepare` labels curves itself; these files are for
-    inspection and other tools.
+    inspection and other tools. Files are executor items (--jobs, --executor,
+    --shard); a file that fails is named and the others are still written.
     """
     from astrotool.context import current
     from astrotool_plato import LABELS, NAME, RAW
-    from astrotool_plato.labels import read_label_tables, write_masks
-    from astrotool_plato.lightcurves import read_curves
+    from astrotool_plato.labels import MasksItem, masks_file, read_label_tables
 
     ctx = current()
     ws = ctx.workspace
-    rows = read_label_tables(ws.stage(NAME, LABELS))
+    read_label_tables(ws.stage(NAME, LABELS))   # a bad label table stops the command before any item runs
     files = sorted(ws.stage(NAME, RAW).glob("*_lightcurves.parquet"))
     if not files:
         from astrotool.errors import AstroError
 
         raise AstroError(f"{ws.stage(NAME, RAW)}: no *_lightcurves.parquet; run `astro plato simulate` first")
-    totals: dict[str, int] = {}
-    written = []
-    for f in files:
-        out = ws.stage(NAME, LABELS) / f.name.replace("_lightcurves.parquet", "_masks.parquet")
-        counts = write_masks(out, {k: (t, fl) for k, (t, fl) in read_curves(f).items()}, rows)
-        for k, v in counts.items():
-            totals[k] = totals.get(k, 0) + v
+    items = [MasksItem(str(f), str(ws.stage(NAME, LABELS) / f.name.replace("_lightcurves.parquet", "_masks.parquet")),
+                       str(ws.stage(NAME, LABELS))) for f in files]
+    results = ctx.map(masks_file, items, "labels", keys=[f.name for f in files])
+    for f in ctx.shard_of(files):
         ctx.record.add_input(f)
-        ctx.record.add_output(out)
-        written.append(str(out))
-    ctx.emit({"files": written, "samples": totals})
+    totals: dict[str, int] = {}
+    for _, res in results:
+        for k, v in res["samples"].items():
+            totals[k] = totals.get(k, 0) + v
+        ctx.record.add_output(res["out"])
+    ctx.emit({"files": [res["out"] for _, res in results], "samples": totals})
 
 
 @app.command()
@@ -254,8 +254,8 @@ def train(
                                        num_nodes=num_nodes))
 
 
-@app.command("eval")
-def eval_(
+@app.command("evaluate")
+def evaluate(
     model: Optional[str] = typer.Option(None, "--model", help="model name or folder"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="prepared data set (default: the model's)"),
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test | all"),
@@ -266,7 +266,7 @@ def eval_(
     binary_snr: Optional[float] = typer.Option(None, "--binary-snr", help="drop a curve's repeating events whose "
                                                                           "odd/even or secondary-eclipse test "
                                                                           "reaches this S/N (0: no test)"),
-    report: Optional[str] = typer.Option(None, "--name", help="report name (plato/reports/<name>_eval.json)"),
+    name: Optional[str] = typer.Option(None, "--name", help="report name (plato/reports/<name>_evaluate.json)"),
     device: mc.Device = None,
 ) -> None:
     """Score a model on a prepared split: point-wise and event-level, over a threshold grid.
@@ -274,18 +274,22 @@ def eval_(
     Transits recovered, false alarms per curve and per day, the fraction of
     transit-free curves with a false alarm, Panopticon's FP/(TP+FP); the
     operating threshold (false alarms on at most 1 % of transit-free curves)
-    with recovery against depth, S/N, duration and period. Writes plato/reports/<name>_eval.json,
-    _transits.csv (one row per transit) and _eval.png; --json prints the report.
+    with recovery against depth, S/N, duration and period. Writes plato/reports/<name>_evaluate.json,
+    _transits.csv (one row per transit) and _evaluate.png; --json prints the report.
+    `eval` is the old, hidden name of this command.
     """
     from astrotool.context import current
-    from astrotool_plato.evaluate import eval_command
+    from astrotool_plato.evaluate import evaluate_command
 
     ctx = current()
-    cfg = plato_config(ctx, {"eval.model": model, "eval.dataset": dataset, "eval.split": split,
-                             "eval.report": report, "events.merge_gap_hours": merge_gap_hours,
+    cfg = plato_config(ctx, {"evaluate.model": model, "evaluate.dataset": dataset, "evaluate.split": split,
+                             "evaluate.name": name, "events.merge_gap_hours": merge_gap_hours,
                              "events.min_duration_hours": min_duration_hours,
                              "events.min_snr": min_snr, "events.binary_snr": binary_snr})
-    eval_command(ctx, cfg, mc.runtime(ctx, device=device))
+    evaluate_command(ctx, cfg, mc.runtime(ctx, device=device))
+
+
+app.command("eval", hidden=True)(evaluate)   # the old name, for scripts written before `evaluate`
 
 
 @app.command()
@@ -401,7 +405,9 @@ def plot(
 
     Curves are simulated curve ids (their true transits and eclipses shaded green
     and orange), light-curve files (read as detect reads them), `all`, or `last`.
-    One PNG per curve in plato/reports/plots/<id>.png.
+    One PNG per curve in plato/reports/plots/<id>.png. Files are executor items
+    (--jobs, --executor, --shard); a file that fails is named and the others are
+    still drawn.
     """
     from astrotool.context import current
     from astrotool_plato.plot import plot_command
@@ -424,9 +430,10 @@ def import_panopticon(
 
     Each quarter file becomes a curve `simNNNNN_QK` (co-added flux; times on one
     axis per simulation); its transit and binary parameters become label rows,
-    so `prepare`, `eval`, `detect` and `plot` work on Panopticon's data as on
+    so `prepare`, `evaluate`, `detect` and `plot` work on Panopticon's data as on
     simulated curves. Files of NAME from an earlier --chunk-size are named in a
-    warning (prepare refuses them); --overwrite removes them.
+    warning (prepare refuses them); --overwrite removes them. Not split by
+    --shard: the camera-group check and the one label table need every quarter.
     """
     from astrotool.context import current
     from astrotool.errors import InputError
@@ -484,7 +491,9 @@ def export_panopticon(
     FOLDER/astrotool-export/, and FOLDER/config/Complete_Parameters.ftr
     (times, periods, durations in days, depth as a fraction; curve_id names the
     source curve). A rerun with other sources is refused unless --overwrite,
-    which deletes the earlier export's files first.
+    which deletes the earlier export's files first. Not split by --shard: the
+    curves are numbered simNNNNN across every source and the one parameter
+    table lists them all.
     """
     from astrotool.context import current
     from astrotool_plato import LABELS, NAME, RAW
@@ -542,7 +551,7 @@ def convert_weights(
     cadence: float = typer.Option(60.0, "--cadence", help="the cadence the weights were trained at [s]"),
     dilation: int = typer.Option(1, "--dilation", help="the convolutions' dilation (not in the weights)"),
 ) -> None:
-    """Convert Panopticon's released U-Net 3+ weights into a checkpoint that detect and eval run.
+    """Convert Panopticon's released U-Net 3+ weights into a checkpoint that detect and evaluate run.
 
     The file is loaded with torch.load(weights_only=True) only (no code runs);
     a .pt that is not a plain state dict is refused (exit 2). The checkpoint is

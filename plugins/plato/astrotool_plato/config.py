@@ -244,7 +244,7 @@ class TrainConfig(Section):
 
 
 class EventsConfig(Section):
-    """``[plato.events]``: how per-sample probabilities become events (``eval`` and ``detect``)."""
+    """``[plato.events]``: how per-sample probabilities become events (``evaluate`` and ``detect``)."""
 
     threshold: float = Field(0.5, gt=0, lt=1, description="probability above which a sample is in an event")
     merge_gap_hours: float = Field(1.0, ge=0, description="events closer than this are one event [h] "
@@ -260,8 +260,8 @@ class EventsConfig(Section):
                                                      "and are dropped; 0: no binary test")
 
 
-class EvalConfig(Section):
-    """``[plato.eval]``: point-wise and event-level scores of a model on a prepared split."""
+class EvaluateConfig(Section):
+    """``[plato.evaluate]``: point-wise and event-level scores of a model on a prepared split."""
 
     model: str = Field("", description="model name or folder (default: plato.train's model)")
     dataset: str = Field("", description="prepared data set (default: the model's)")
@@ -273,12 +273,12 @@ class EvalConfig(Section):
                                                 "each in (0, 1), as plato.events.threshold",
                                     min_length=1)
     batch_size: int = Field(8, ge=1)
-    report: FileNameOrEmpty = Field("", description="report name: plato/reports/<report>_eval.json "
+    name: FileNameOrEmpty = Field("", description="report name: plato/reports/<name>_evaluate.json "
                                                     "(default: <model>_<dataset>_<split>)")
 
 
     @model_validator(mode="after")
-    def _check(self) -> "EvalConfig":
+    def _check(self) -> "EvaluateConfig":
         out = [t for t in self.thresholds if not 0 < t < 1]
         if out:
             raise ValueError(f"thresholds: each must lie in (0, 1) (probabilities, as plato.events.threshold), "
@@ -291,7 +291,8 @@ class DetectConfig(Section):
 
     model: str = Field("", description="model name or folder (default: plato.train's model)")
     name: FileNameOrEmpty = Field("", description="run name: plato/runs/<name>/ (default: <model>)")
-    time_column: str = Field("", description="time column (default: the first of time, TIME, t, BJD, BTJD)")
+    time_column: str = Field("", description="time column (default: the first of time, TIME, t, BJD, "
+                                                "BTJD, in any case)")
     flux_column: str = Field("", description="flux column (default: the first of flux, PDCSAP_FLUX, SAP_FLUX, "
                                              "FLUX, coadd, the last numeric column)")
     time_unit: Literal["d", "s"] = Field("d", description="unit of the time column")
@@ -327,6 +328,6 @@ class PlatoConfig(Section):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     bls: BlsConfig = Field(default_factory=BlsConfig)

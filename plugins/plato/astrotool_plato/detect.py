@@ -118,7 +118,7 @@ def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: flo
 
 
 def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, batch_size: int = 4,
-                  device: str = "cpu") -> dict:
+                  device: str = "cpu", names: dict | None = None) -> dict:
     """Events of several curves with one model.
 
     Parameters
@@ -132,6 +132,8 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
         Threshold, merge gap, minimum duration and vetting (:func:`astrotool_plato.events.vetted`).
     batch_size : int
     device : str
+    names : dict, optional
+        ``{id: name in errors}`` (its file); default: the id.
 
     Returns
     -------
@@ -143,7 +145,7 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
     Raises
     ------
     astrotool.errors.InputError
-        A curve shorter than the network's granularity.
+        A curve too short for the network's granularity, named with its own sample count and span.
     """
     import torch
 
@@ -164,8 +166,12 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
             raise InputError(cid, f"{n} flux channel(s); the model reads {n_in}")
         try:
             grid[cid] = (t, x, filled, *pad_to(x.astype(np.float32), model.granularity))
-        except ValueError as exc:
-            raise InputError(cid, f"{exc} at {cadence_s:g} s") from None
+        except ValueError:
+            need = model.granularity // 2 * cadence_s / 3600.0   # reflection pads less than the curve's length
+            raise InputError((names or {}).get(cid, cid), f"a curve of {np.asarray(time).size} samples over "
+                                                          f"{(time[-1] - time[0]) * 24.0:.2f} h is too short for "
+                                                          f"this model at {cadence_s:g} s (it needs over "
+                                                          f"{need:.2f} h)") from None
     by_length: dict[int, list] = {}   # curves of one padded length run in batches of batch_size
     for cid, (_, _, _, xp, _) in grid.items():
         by_length.setdefault(xp.size, []).append(cid)
@@ -201,7 +207,8 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
     for cid, (t, _) in curves.items():   # before resampling, naming the file
         check_time_scale(t, model_cadence(meta) / 86400.0, f"{item.path}: {cid}" if len(curves) > 1 else item.path,
                          item.time_unit)
-    res = search_curves(curves, model, model_cadence(meta), item.events, item.batch_size, item.device)
+    res = search_curves(curves, model, model_cadence(meta), item.events, item.batch_size, item.device,
+                        {cid: f"{item.path}: {cid}" if len(curves) > 1 else item.path for cid in curves})
     cols = ("t_mid", "duration", "depth", "snr", "peak_probability")
     rows = [{"file": item.key or Path(item.path).name, "id": cid, **{k: e[k] for k in cols}}
             for cid, r in res.items() for e in r["events"]]

@@ -1,4 +1,4 @@
-"""``astro plato eval``: point-wise and event-level scores of a model on a prepared split.
+"""``astro plato evaluate``: point-wise and event-level scores of a model on a prepared split.
 
 For every threshold of the grid:
 
@@ -14,7 +14,9 @@ The *operating threshold* is the lowest threshold whose false-alarm fraction of
 transit-free curves is at most ``far_target`` (1 %: Panopticon's "90 % at 1 %
 FAR"), the recovery is also given against depth, S/N, duration, period
 (single transits apart) and planet radius there, and the best
-point-wise IoU threshold is reported beside it.
+point-wise IoU threshold is reported beside it. Where no transit reaches it
+(an untrained model meets any false-alarm target by finding nothing), the
+operating point's ``recovers_nothing`` is true and the command warns.
 
 A binary's eclipse of planet-like depth is a false alarm here, although one
 eclipse cannot be told from a transit by its shape alone. So a second operating
@@ -216,6 +218,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         single = np.isnan(period)
         detectable = ~(box < DETECTABLE_SNR)
         return {"threshold": float(thr[k]), "far_target": far_target, "meets_target": meets,
+                "recovers_nothing": bool(n_true) and not recovered[k],   # the target met by finding nothing
                 "recovery": frac(recovered[k], n_true),
                 "false_alarm_curve_fraction": float(curve_far[k]),
                 "false_alarm_curve_fraction_quiet": float(quiet_far[k]),
@@ -289,8 +292,9 @@ def plot_report(report: dict, path) -> Path:
     return Path(path)
 
 
-def eval_command(ctx, cfg, runtime) -> dict:
-    """``astro plato eval``: score a model, write ``<report>_eval.json``, ``_transits.csv`` and ``_eval.png``."""
+def evaluate_command(ctx, cfg, runtime) -> dict:
+    """``astro plato evaluate``: score a model, write ``<name>_evaluate.json``, ``_transits.csv`` and
+    ``_evaluate.png``."""
     import csv
 
     from astrotool.console import json_results
@@ -301,7 +305,7 @@ def eval_command(ctx, cfg, runtime) -> dict:
     from astrotool_plato.prepare import PreparedDataset
     from astrotool_plato.train import NO_DATASET
 
-    e = cfg.eval
+    e = cfg.evaluate
     mdir, ckpt, model = load_model(ctx, e.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
     dataset = e.dataset or mc.trained_dataset(ctx.workspace.stage(NAME, PREPARED), mdir,
                                               ckpt.meta.get("training") or {}) or cfg.train.dataset
@@ -313,10 +317,10 @@ def eval_command(ctx, cfg, runtime) -> dict:
         report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.accelerator,
                                     model_cadence_s=ckpt.meta.get("cadence_s"))
     report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)
-    stem = e.report or f"{mdir.name}_{ds.name}_{e.split}"
+    stem = e.name or f"{mdir.name}_{ds.name}_{e.split}"
     out = ctx.workspace.stage(NAME, REPORTS)
-    paths = {"json": out / f"{stem}_eval.json", "csv": out / f"{stem}_transits.csv",
-             "png": out / f"{stem}_eval.png"}
+    paths = {"json": out / f"{stem}_evaluate.json", "csv": out / f"{stem}_transits.csv",
+             "png": out / f"{stem}_evaluate.png"}
     write_json_atomic(paths["json"], report)
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "box_snr", "duration", "period",
@@ -326,9 +330,15 @@ def eval_command(ctx, cfg, runtime) -> dict:
     plot_report(report, paths["png"])
     mc.record(ctx, inputs=[mdir, ds.root], outputs=paths.values())
     op = report["operating"]
+    for key, what in (("operating", "operating"), ("operating_quiet", "quiet operating")):
+        if report[key]["recovers_nothing"]:
+            ctx.log.warning("no transit reaches the %s threshold %g (recovery 0 of %d): its false-alarm target is "
+                            "met by finding nothing; the model may be untrained, or the split too hard",
+                            what, report[key]["threshold"], report["transits"])
     summary = {"model": mdir.name, "dataset": ds.name, "split": e.split, "curves": report["curves"],
                "transits": report["transits"], "operating_threshold": op["threshold"],
-               "recovery": op["recovery"], "false_alarm_curve_fraction": op["false_alarm_curve_fraction"],
+               "recovery": op["recovery"], "recovers_nothing": op["recovers_nothing"],
+               "false_alarm_curve_fraction": op["false_alarm_curve_fraction"],
                "false_alarms_per_day": op["false_alarms_per_day"],
                "recovery_deeper_than_180ppm": op["recovery_deeper_than_180ppm"],
                "recovery_of_detectable": op["recovery_of_detectable"],

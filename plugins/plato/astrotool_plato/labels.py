@@ -15,6 +15,7 @@ real time stamps rather than on ``linspace(t0, tN, N)``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -181,3 +182,36 @@ def write_masks(path, curves: Mapping[str, tuple], labels: Mapping[str, dict], c
                                              "time": np.asarray(time, np.float64), "label": m}, schema=schema),
                                    row_group_size=max(1, len(time)))
     return counts
+
+
+@dataclass(frozen=True)
+class MasksItem:
+    """Executor item of ``astro plato labels``: the masks of one light-curve file.
+
+    Attributes
+    ----------
+    path : str
+        The simulator's ``<stem>_lightcurves.parquet``.
+    out : str
+        Its ``<stem>_masks.parquet``.
+    labels_dir : str
+        Folder of the label tables (``plato/labels/``).
+    """
+
+    path: str
+    out: str
+    labels_dir: str
+
+
+def masks_file(item: MasksItem, seed: int = 0) -> dict:
+    """Write the masks of one file (:func:`write_masks`); ``seed`` is not used.
+
+    Returns
+    -------
+    dict
+        ``{"out": path written, "samples": samples per class}``.
+    """
+    from astrotool_plato.lightcurves import read_curves
+
+    counts = write_masks(item.out, read_curves(item.path), read_label_tables(item.labels_dir))
+    return {"out": item.out, "samples": counts}

@@ -219,12 +219,19 @@ def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, 
         if wanted not in columns:
             raise InputError(path, f"no numeric {what} column {wanted!r} (numeric columns: {', '.join(columns)})")
         return wanted
-    for c in defaults:
-        if c in columns:
-            return c
-    for c in defaults:   # none numeric: the first that is there but holds text
-        if c in others:
-            raise not_numeric(c)
+    def found(names) -> str | None:   # the first default present, its case as written first (bjd as BJD)
+        by_case = {}
+        for c in names:
+            by_case.setdefault(c.lower(), c)
+        for c in defaults:
+            if c in names or c.lower() in by_case:
+                return c if c in names else by_case[c.lower()]
+        return None
+
+    if (c := found(columns)) is not None:
+        return c
+    if (c := found(others)) is not None:   # none numeric: the first that is there but holds text
+        raise not_numeric(c)
     raise InputError(path, f"no {what} column (looked for {', '.join(defaults)}; numeric columns: "
                            f"{', '.join(columns) or 'none'}); name it with --{what}-column")
 
@@ -278,7 +285,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
         Parquet, CSV or FITS table (its id is the file stem).
     time_column, flux_column : str
         Column names (default: the first of :data:`TIME_COLUMNS` and
-        :data:`FLUX_COLUMNS` present; for Feather without those, the last
+        :data:`FLUX_COLUMNS` present, in any case: ``bjd`` as ``BJD``; for Feather without those, the last
         numeric column is Panopticon's co-added flux).
     time_unit : {"d", "s"}
         Unit of a one-curve table's time column (Panopticon's Feather files: ``s``).

@@ -148,7 +148,7 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
                             f"{f', {te:g}' if 'test' in frac else ''}: the fractions must be non-negative and sum "
                             "to 1")
         out["plato.prepare"]["split"] = ([tr, va, te], "[fraction] train, valid, test" + (
-            "" if te else " (no test curves: `eval --split val` scores the validation ones)"))
+            "" if te else " (no test curves: `evaluate --split val` scores the validation ones)"))
     loader = pan.get("dataloader", pan.get("dataloaders", {}))
     train_loader = loader.get("train", {}) if isinstance(loader, dict) else {}
     if "batch_size" in train_loader:
@@ -564,13 +564,13 @@ def load_state_dict_file(path) -> dict:
 
 
 def convert_weights(path, out_dir, cadence_s: float = PANOPTICON_CADENCE_S, dilation: int = 1) -> dict:
-    """Convert Panopticon's released U-Net 3+ weights into a checkpoint ``detect`` and ``eval`` run.
+    """Convert Panopticon's released U-Net 3+ weights into a checkpoint ``detect`` and ``evaluate`` run.
 
     The architecture is read from the tensors' shapes (``init_features`` from the
     first convolution, the kernel size from its width); the model keeps
     Panopticon's min-max input scaling, max pooling, every sample (no bin) and
     BatchNorm epsilon 1e-5, so it computes what Panopticon computed (its sigmoid
-    is applied by ``detect``/``eval``).
+    is applied by ``detect``/``evaluate``).
 
     Returns
     -------

@@ -13,11 +13,13 @@ found events, drawn with that run's model, ``[plato.events]`` and reader setting
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from astrotool.errors import AstroError
+from astrotool_plato.config import EventsConfig
 
 __docformat__ = "numpy"
 
@@ -111,12 +113,75 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
     raise AstroError(f"{runs_dir}: no finished `astro plato detect` run to plot")
 
 
+@dataclass(frozen=True)
+class PlotItem:
+    """Executor item of ``astro plato plot``: the curves of one light-curve file to draw.
+
+    Attributes
+    ----------
+    path : str
+        The light-curve file.
+    curves : tuple
+        ``(id, output PNG, label-table row or None)`` per curve: the row of a simulated curve shades its truth.
+    model_dir : str
+        Model whose probabilities are drawn ("" for none).
+    events : astrotool_plato.config.EventsConfig
+    time_column, flux_column, time_unit, quality : str
+        How the file is read (``[plato.detect]``).
+    """
+
+    path: str
+    curves: tuple
+    model_dir: str
+    events: EventsConfig
+    time_column: str = ""
+    flux_column: str = ""
+    time_unit: str = "d"
+    quality: str = "drop"
+
+
+def plot_file(item: PlotItem, seed: int = 0) -> dict:
+    """Draw the curves of one file (:func:`plot_curve`); ``seed`` is not used.
+
+    Returns
+    -------
+    dict
+        ``{"plots": [PNG paths], "notes": [what the reader dropped]}``.
+    """
+    from astrotool_plato.detect import _model, model_cadence, model_channels, search_curves
+    from astrotool_plato.labels import event_windows, mask
+    from astrotool_plato.lightcurves import check_time_scale, read_curves, relative_flux, uniform
+
+    meta, model = _model(item.model_dir) if item.model_dir else (None, None)
+    notes: list[str] = []
+    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model),
+                         item.quality, notes)
+    written = []
+    for cid, out, row in item.curves:
+        if cid not in curves:   # `last`: an id of another file of the same name
+            continue
+        t, fl = curves[cid]
+        prob, events = None, ()
+        if model is not None:
+            res = search_curves({cid: (t, fl)}, model, model_cadence(meta), item.events,
+                                names={cid: f"{item.path}: {cid}" if len(curves) > 1 else item.path})[cid]
+            t, x, prob, events = res["time"], res["flux"], res["probability"], res["events"]
+        else:
+            check_time_scale(t, None, item.path, item.time_unit)
+            t, fl = uniform(t, fl)
+            x, _ = relative_flux(fl)
+        lab = mask(t, event_windows(row, float(t[0]), float(t[-1]))) if row is not None else None  # the truth
+        written.append(str(plot_curve(out, t, x, lab, prob, events, item.events.threshold,
+                                      title=f"{cid} ({Path(item.path).name})")))
+    return {"plots": written, "notes": notes}
+
+
 def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     """``astro plato plot ID...|FILE...|all|last``: one PNG per curve (module docstring); returns the paths."""
     from astrotool_plato import LABELS, NAME, RAW, REPORTS
-    from astrotool_plato.detect import model_cadence, model_channels, search_curves
-    from astrotool_plato.labels import event_windows, mask, read_label_tables
-    from astrotool_plato.lightcurves import check_time_scale, read_curves, relative_flux, uniform
+    from astrotool_plato.detect import item_keys, model_channels
+    from astrotool_plato.labels import read_label_tables
+    from astrotool_plato.lightcurves import read_curves
 
     ws = ctx.workspace
     labels = read_label_tables(ws.stage(NAME, LABELS))
@@ -141,49 +206,44 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
                                  "light-curve file; give a file's path, or run `astro plato plot last` after "
                                  "`astro plato detect FILE...` to plot the curves it found events in")
     todo = list(dict.fromkeys((Path(f), cid) for f, cid in todo))   # a curve asked for twice is drawn once
-    model = meta = None
+    model = None
     if use_model:
         from astrotool_plato.evaluate import load_model
 
         try:
-            mdir, ckpt, model = load_model(ctx, model_name, f"{cfg.train.dataset}_{cfg.train.decoder}")
-            meta = ckpt.meta
+            mdir, _ckpt, model = load_model(ctx, model_name, f"{cfg.train.dataset}_{cfg.train.decoder}")
         except AstroError as exc:
             if model_name:
                 raise
             ctx.log.warning("no model to overlay (%s); plotting the curves alone (--no-model to silence)", exc)
     out_dir = ws.stage(NAME, REPORTS) / "plots"
-    written = []
-    cache: dict[Path, dict] = {}
+    by_file: dict[Path, list] = {}   # file -> [(id, output, label row of a simulated curve or None)]
+    planned: set[str] = set()
     for f, wanted in todo:
-        if f not in cache:
-            notes: list[str] = []
-            cache[f] = read_curves(f, d.time_column, d.flux_column, d.time_unit, model_channels(model), d.quality,
-                                   notes)
-            for note in notes:
-                ctx.log.info("%s", note)
-        for cid in ([wanted] if wanted is not None else list(cache[f])):
-            if cid not in cache[f]:   # `last`: an id of another file of the same name
-                continue
-            t, fl = cache[f][cid]
-            prob, events = None, ()
-            if model is not None:
-                res = search_curves({cid: (t, fl)}, model, model_cadence(meta), ev)[cid]
-                t, x, prob, events = res["time"], res["flux"], res["probability"], res["events"]
-            else:
-                check_time_scale(t, None, str(f), d.time_unit)
-                t, fl = uniform(t, fl)
-                x, _ = relative_flux(fl)
-            simulated = cid in labels and Path(f).resolve() == (ws.stage(NAME, RAW) / labels[cid]["file"]).resolve()
-            lab = mask(t, event_windows(labels[cid], float(t[0]), float(t[-1]))) if simulated else None  # the truth
+        cids = [wanted] if wanted is not None else list(read_curves(f, d.time_column, d.flux_column, d.time_unit,
+                                                                    model_channels(model), d.quality))
+        for cid in cids:
             out = out_dir / f"{cid}.png"
-            if str(out) in written and ids == ["last"]:   # files of the same name that `detect` told apart
-                out = out_dir / f"{cid}-{len(written)}.png"
-            if str(out) in written:
+            if str(out) in planned and ids == ["last"]:   # files of the same name that `detect` told apart
+                out = out_dir / f"{cid}-{len(planned)}.png"
+            if str(out) in planned:
                 raise AstroError(f"{f}: its curve {cid!r} has the name of a curve plotted already "
                                  f"({out.name}); plot the two files apart, or rename one")
-            written.append(str(plot_curve(out, t, x, lab, prob, events, ev.threshold, title=f"{cid} ({f.name})")))
-            ctx.record.add_output(written[-1])
+            planned.add(str(out))
+            simulated = cid in labels and f.resolve() == (ws.stage(NAME, RAW) / labels[cid]["file"]).resolve()
+            by_file.setdefault(f, []).append((cid, str(out), labels[cid] if simulated else None))
+    files = list(by_file)
+    items = [PlotItem(str(f), tuple(by_file[f]), str(mdir) if model is not None else "", ev, d.time_column,
+                      d.flux_column, d.time_unit, d.quality) for f in files]
+    results = ctx.map(plot_file, items, "plot", keys=item_keys(files))
+    for f in ctx.shard_of(files):
+        ctx.record.add_input(f.resolve())
+    written = [p for _, res in results for p in res["plots"]]
+    for _, res in results:
+        for note in res["notes"]:
+            ctx.log.info("%s", note)
+    for p in written:
+        ctx.record.add_output(p)
     ctx.emit({"plots": len(written), "folder": str(out_dir), "files": written[:20],
               **({"more_files": len(written) - 20} if len(written) > 20 else {}),
               "model": mdir.name if model is not None else None, "threshold": ev.threshold})
