@@ -200,7 +200,10 @@ class Config:
                     given += "; quote a string (--set KEY='\"...\"', or in TOML KEY = \"...\")"
                 if err["type"] == "extra_forbidden":
                     *table, key = dotted.split(".")[1:]
-                    given += _did_you_mean(key, _keys_of(self.model_class(section), table))
+                    model = _table_model(self.model_class(section), table)
+                    renamed = getattr(model, "renamed_keys", {}).get(key)
+                    given += (f"; renamed to {renamed!r}" if renamed else
+                              _did_you_mean(key, list(model.model_fields) if model is not None else []))
                 out.append(f"{self._source_of(dotted)}: {dotted}: {msg}{given}")
             return out
         return []
@@ -244,14 +247,14 @@ def _did_you_mean(name: str, known) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _keys_of(model, table: list[str]) -> list[str]:
-    """The keys of ``model``'s (nested) table ``table``, e.g. ``[]`` for the section's own (none when unknown)."""
+def _table_model(model, table: list[str]):
+    """The model of ``model``'s (nested) table ``table`` (``[]``: the section's own), or None when unknown."""
     for name in table:
         field = model.model_fields.get(name)
         model = field.annotation if field is not None else None
         if not hasattr(model, "model_fields"):
-            return []
-    return list(model.model_fields)
+            return None
+    return model
 
 
 _NONE = object()

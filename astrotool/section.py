@@ -6,7 +6,7 @@ from configuration modules (it imports pydantic).
 """
 
 import re
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -17,9 +17,14 @@ __docformat__ = "numpy"
 
 
 class Section(BaseModel):
-    """A configuration table: unknown keys are errors, and so are ``inf`` and ``nan`` for a number."""
+    """A configuration table: unknown keys are errors, and so are ``inf`` and ``nan`` for a number.
+
+    ``renamed_keys`` maps a key (or table) of an earlier release to what replaced it, so that a
+    configuration file still using it is told the new name (it stays an error: nothing is read from it).
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    renamed_keys: ClassVar[dict[str, str]] = {}
 
 
 def _file_name(value: str) -> str:

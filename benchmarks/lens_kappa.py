@@ -23,8 +23,8 @@ a temporary workspace:
    a win or a loss.
 
    The WMAPE trap: WMAPE rewards shrinking the prediction toward zero (c*kappa
-   scores |1 - c|, the all-zeros map about 1.00 on any set), so WMAPE is
-   printed next to that floor and nothing here is selected on it.
+   scores |1 - c| for c != 0), so WMAPE is printed next to the all-zeros map's
+   score on the same truth and nothing here is selected on it.
 3. **Throughput**: ``predict`` (torch, and onnxruntime after
    ``export``) and ``score`` on the hold-out, in maps/s on the CPUs at hand (the
    commands' own maps_per_s and n / wall time of the whole process, start-up

@@ -268,15 +268,16 @@ def unfinished(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-def warn_unfinished(ckpt: Checkpoint, command: str) -> None:
-    """Log a warning when ``ckpt``'s training did not run to its end (:func:`unfinished`): its best epoch so
-    far is what the caller uses. ``command`` resumes the training, e.g. ``"astro plato train"``."""
-    why = unfinished(ckpt.meta)
+def warn_unfinished(meta: Mapping[str, Any], directory: str | Path, command: str) -> None:
+    """Log a warning when the training of the checkpoint in ``directory`` (its ``meta``) did not run to its end
+    (:func:`unfinished`): its best epoch so far is what the caller uses. ``command`` resumes the training,
+    e.g. ``"astro plato train"``."""
+    why = unfinished(meta)
     if why:
         import logging
 
         logging.getLogger("astro").warning("%s: training unfinished (%s); its best epoch so far is used; run `%s` "
-                                           "again to resume", ckpt.path, why, command)
+                                           "again to resume", directory, why, command)
 
 
 def build_model(ckpt: Checkpoint, registry: Mapping[str, Callable[..., Any]]):

@@ -225,8 +225,14 @@ def export_onnx(model, inputs, out_path: str | Path, *, input_name: str | Sequen
         with atomic_path(out_path) as tmp:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=names_in, output_names=names, dynamic_axes=axes)
+                from torch.onnx.errors import UnsupportedOperatorError
+
+                try:
+                    torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset,
+                                      input_names=names_in, output_names=names, dynamic_axes=axes)
+                except UnsupportedOperatorError as exc:  # an operator newer than the opset
+                    raise AstroError(f"--opset {opset}: the model needs an operator this opset lacks ({exc}); "
+                                     f"use a newer opset (up to {high})") from None
             proto = onnx.load(str(tmp))
             try:
                 onnx.checker.check_model(proto)

@@ -599,8 +599,8 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
     epoch = start_epoch
     if zero:  # until an epoch of this run ends, the best checkpoint is one of an unfinished training; with no
         #  epoch left to run (a resume asking no more), the training is finished as it stands
-        _update_best_meta(ckpt_dir, {"epochs": epochs, "finished": False} if epoch < epochs and not stopped
-                          else {"finished": True})
+        _update_best_meta(ckpt_dir, {"epochs_done": epoch, "epochs": epochs, "finished": False}
+                          if epoch < epochs and not stopped else {"finished": True})
     while epoch < epochs and not stopped:
         torch.manual_seed(derive_seed(seed, "epoch", epoch, "rank", rank))
         wrapped.train()
@@ -711,9 +711,7 @@ def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, pro
                if scaler is not None else {}),
         },
     )
-    if improved or epoch + 1 >= epochs or stopped:
-        # keep the best checkpoint's progress/history current
-        _update_best_meta(ckpt_dir, progress, history, best)
+    _update_best_meta(ckpt_dir, progress, history, best)  # the best checkpoint's progress and history: current
 
 
 def _update_best_meta(ckpt_dir: Path, progress: dict, history: list | None = None, best: dict | None = None) -> None:

@@ -176,6 +176,21 @@ def test_an_opset_this_torch_cannot_write_is_one_line(tmp_path, capfd):
     assert not list(tmp_path.iterdir()) and "graph(" not in capfd.readouterr().out
 
 
+class Flipped(nn.Module):
+    """torch.flip: an operator ONNX has from opset 10 only."""
+
+    def forward(self, x):
+        return torch.flip(x, dims=(-1,)).flatten(1).sum(dim=1, keepdim=True)
+
+
+def test_an_operator_the_opset_lacks_is_one_clear_error(tmp_path):
+    """ztf export --opset 9 ended in torch's UnsupportedOperatorError (exit 1, a traceback under -vv)."""
+    with pytest.raises(AstroError, match="--opset 9: the model needs an operator this opset lacks"):
+        export_onnx(Flipped(), stamps(4), tmp_path / "m.onnx", opset=9)
+    assert not list(tmp_path.iterdir())
+    assert export_onnx(Flipped(), stamps(4), tmp_path / "m.onnx", opset=10)["opset"] == 10
+
+
 class SignBranch(nn.Module):
     """A data-dependent Python branch: tracing freezes the branch of the example batch."""
 

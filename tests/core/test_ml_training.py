@@ -233,11 +233,17 @@ def test_an_interrupted_training_is_marked_unfinished_until_a_run_ends(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         _train(ckpt, 4, val_losses=losses, stop_in_epoch=3)  # epoch 2 ran, did not improve; stopped in epoch 3
     assert read_meta(ckpt)["best_epoch"] == 1
-    assert unfinished(read_meta(ckpt)) == "trained 2 of 4 epochs"
+    assert unfinished(read_meta(ckpt)) == "trained 3 of 4 epochs"   # epochs 0-2 done
     with caplog.at_level("WARNING", logger="astro"):
-        warn_unfinished(load_checkpoint(ckpt), "astro toy train")
-    assert "training unfinished (trained 2 of 4 epochs)" in caplog.text and "astro toy train" in caplog.text
-    _, _, r = _train(ckpt, 2, val_losses=losses)  # asks no more epochs: finished as it stands
+        warn_unfinished(load_checkpoint(ckpt).meta, ckpt, "astro toy train")
+    assert "training unfinished (trained 3 of 4 epochs)" in caplog.text and "astro toy train" in caplog.text
+    with pytest.raises(KeyboardInterrupt):   # epochs 2 and 3 run without improving, stopped in epoch 4
+        _train(ckpt, 6, val_losses=[*losses, 0.9], stop_in_epoch=4)
+    assert unfinished(read_meta(ckpt)) == "trained 4 of 6 epochs" and read_meta(ckpt)["best_epoch"] == 1
+    with pytest.raises(KeyboardInterrupt):   # started afresh over it (the Python API's resume=False)
+        _train(ckpt, 3, resume=False, stop_in_epoch=0)
+    assert unfinished(read_meta(ckpt)) == "trained 0 of 3 epochs"
+    _, _, r = _train(ckpt, 2, val_losses=losses)  # asks no more epochs than last/ holds: finished as it stands
     assert r.epochs_run == 0 and unfinished(read_meta(ckpt)) is None
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "d", 3, stop_in_epoch=1)  # cut short in its first run, after one saved epoch

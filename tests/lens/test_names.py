@@ -121,3 +121,13 @@ def test_kappa_names_use_the_same_check(tmp_path, ws, capsys, command, key):
 def test_a_negative_plugin_seed_is_refused_like_core_seed(astro, tmp_path, key):
     r = astro("-w", tmp_path, "--set", f"{key}=-1", "config", "show")
     assert r.returncode == 2 and f"{key}: Input should be greater than or equal to 0 (got -1)" in r.stderr, r.stderr
+
+
+def test_a_key_of_an_earlier_release_is_told_its_new_name(capsys, tmp_path):
+    """output/report became name: an old --cfg file failed with 'unknown key' and no word of the new one."""
+    old = tmp_path / "old.toml"
+    old.write_text('[lens.predict]\noutput = "x"\n[lens.kappa.score]\nreport = "y"\n')
+    code, _, err = run(capsys, "-w", tmp_path / "ws", "--cfg", old, "config", "show", "lens")
+    assert code == 2
+    assert f"{old}: lens.predict.output: unknown key; renamed to 'name'" in err, err
+    assert f"{old}: lens.kappa.score.report: unknown key; renamed to 'name'" in err, err

@@ -444,8 +444,17 @@ def _finished_after(mdir, done, epochs):
     for path in (mdir / "model.json", mdir / "last" / "model.json"):
         meta = json.loads(path.read_text())
         meta["training_progress"] = {**meta["training_progress"], "epochs_done": done, "epochs": epochs,
-                                     "finished": False}  # fit writes no flag: an interrupted run's progress
+                                     "finished": False}  # as fit leaves an interrupted run's progress
         path.write_text(json.dumps(meta))
+
+
+def test_embed_and_a_probe_refuse_an_autoencoder_cut_short(tws, astro):
+    """evaluate refused an unfinished autoencoder; embed and a probe on it used it without a word."""
+    _finished_after(tws / "ztf" / "models" / "sim_vae", 1, 3)
+    for cmd in (("embed", "--model", "sim_vae"), ("train", "--arch", "probe", "--encoder", "sim_vae", "--epochs", 1)):
+        err = _error(astro("-w", tws, "--seed", 1, "ztf", *cmd))
+        assert "trained 1 of 3 epochs" in err and "again to resume" in err, cmd
+    assert not list((tws / "ztf" / "embeddings").glob("*")) if (tws / "ztf" / "embeddings").exists() else True
 
 
 @pytest.mark.parametrize("arch, model, cmd", [("classifier", "sim_classifier", ("predict", "sim_0000")),

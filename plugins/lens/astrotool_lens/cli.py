@@ -581,6 +581,8 @@ def export(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
     opset: int = typer.Option(None, "--opset", help="ONNX opset version"),
+    _onnx: bool = typer.Option(False, "--onnx", hidden=True, help="accepted from older scripts: ONNX is the only "
+                                                                   "format"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="include 8-fold averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="include the model's calibration"),
 ):

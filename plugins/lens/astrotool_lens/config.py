@@ -313,6 +313,8 @@ class GenerateConfig(_Model):
 class MeasureConfig(_Model):
     """``astro lens measure``: GalSim HSM shear estimators."""
 
+    renamed_keys = {"output": "name"}
+
     dataset: str = Field("", description="dataset name or folder (default: lens.generate's dataset)")
     methods: list[Method] = Field(default_factory=lambda: list(HSM_METHODS),
                                   description="REGAUSS, KSB, BJ, LINEAR (GalSim HSM), METACAL (metacalibration), "
@@ -412,6 +414,8 @@ class EvaluateConfig(_Model):
 
 class PredictConfig(_Model):
     """``astro lens predict``."""
+
+    renamed_keys = {"output": "name"}
 
     model: str = Field("", description="model name or folder (default: lens.train's model)")
     batch_size: int = Field(32, ge=1, description="stamps per forward pass")

@@ -290,7 +290,7 @@ def load_estimator(path, device: str = "cpu"):
     from astrotool.ml.checkpoint import build_model, load_checkpoint, warn_unfinished
 
     ckpt = load_checkpoint(path, expect_architecture=ARCHITECTURE)
-    warn_unfinished(ckpt, "astro lens train")
+    warn_unfinished(ckpt.meta, ckpt.path, "astro lens train")
     model = build_model(ckpt, REGISTRY).to(device)
     return model, ckpt.meta
 

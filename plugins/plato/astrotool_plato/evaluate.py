@@ -68,7 +68,7 @@ def load_model(ctx, name: str, default: str):
 
     mdir = mc.model_dir(ctx, NAME, name or default)
     ckpt = load_checkpoint(mdir, ARCHITECTURE)
-    warn_unfinished(ckpt, "astro plato train")
+    warn_unfinished(ckpt.meta, ckpt.path, "astro plato train")
     return mdir, ckpt, build_model(ckpt, {ARCHITECTURE: make_model})
 
 

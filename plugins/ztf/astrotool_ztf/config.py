@@ -150,7 +150,7 @@ class PredictConfig(Section):
 class ExportConfig(Section):
     """``[ztf.export]``: the ONNX file ``astro ztf export`` writes."""
 
-    opset: int = Field(17, ge=7, description="ONNX opset version")
+    opset: int = Field(17, ge=11, description="ONNX opset version (at least 11)")
 
 
 class ZtfConfig(Section):

@@ -236,12 +236,15 @@ def load_encoder(cfg, model_dir):
     from astrotool.errors import InputError
     from astrotool.ml.checkpoint import load_checkpoint
 
+    from astrotool_ztf.classify import check_finished
     from astrotool_ztf.model import AUTOENCODER
 
     if not cfg.encoder:
         raise InputError("ztf.train.encoder", "a probe needs a trained autoencoder (--encoder NAME)")
     enc_dir = Path(cfg.encoder) if Path(cfg.encoder).is_dir() else Path(model_dir).parent / cfg.encoder
-    return load_checkpoint(enc_dir, AUTOENCODER)
+    ckpt = load_checkpoint(enc_dir, AUTOENCODER)
+    check_finished(ckpt.meta, enc_dir)   # as evaluate: an autoencoder cut short is not built on
+    return ckpt
 
 
 def probe_model(cfg, ds, n_features: int, ckpt):

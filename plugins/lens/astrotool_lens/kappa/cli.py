@@ -226,6 +226,8 @@ def export(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
     opset: int = typer.Option(None, "--opset", help="ONNX opset version"),
+    _onnx: bool = typer.Option(False, "--onnx", hidden=True, help="accepted from older scripts: ONNX is the only "
+                                                                   "format"),
 ):
     """Export a trained U-Net to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
     from astrotool_lens.kappa.export import export_command

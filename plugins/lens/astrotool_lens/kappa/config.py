@@ -121,6 +121,8 @@ class DataConfig(_Model):
 class BaselineConfig(_Model):
     """``astro lens kappa baseline``: classical reconstructions."""
 
+    renamed_keys = {"output": "name"}
+
     dataset: str = Field("", description="data set name or folder")
     method: Literal["ks", "wiener", "zero", "mean"] = Field(
         "ks", description="ks: Kaiser-Squires; wiener: Wiener filter; zero: all-zeros map; mean: training-mean map")
@@ -171,6 +173,8 @@ class TrainConfig(_Model):
 class PredictConfig(_Model):
     """``astro lens kappa predict``: one float16 ``.npy`` per input name, and a zip."""
 
+    renamed_keys = {"output": "name"}
+
     model: str = Field("", description="model name or folder (default: lens.kappa.train's model)")
     name: FileNameOrEmpty = Field("", description="run name: lens/kappa/predictions/<name>/ (default: <input>_<model>)")
     split: Literal["train", "val", "test", "all"] = Field("test", description="for a data set input: maps to predict")
@@ -181,6 +185,8 @@ class PredictConfig(_Model):
 
 class ScoreConfig(_Model):
     """``astro lens kappa score``: the Datathon metrics and more (:mod:`astrotool_lens.kappa.score`)."""
+
+    renamed_keys = {"report": "name"}
 
     truth: str = Field("", description="true kappa: a data set, a simulated set, a folder of .npy, a folder with "
                                        "KAPPA/ (and EPSILON/ for the consistency check), or *.tar.gz")

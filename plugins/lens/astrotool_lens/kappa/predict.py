@@ -141,7 +141,7 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     """
     from astrotool.ml import commands as mc
 
-    from astrotool.ml.checkpoint import META_FILE, read_meta
+    from astrotool.ml.checkpoint import META_FILE, read_meta, warn_unfinished
 
     from astrotool_lens.kappa.model import ARCHITECTURE, load_unet
     from astrotool_lens.kappa.sources import PackedMaps, open_maps
@@ -150,9 +150,10 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     p = cfg.predict
     mdir = mc.model_dir(ctx, "lens", default_model(cfg), stage="kappa/models")
     if p.engine == "onnxruntime":  # torch is not needed (nor imported): the export's weights are checked
-        meta = read_meta(mdir)
-        if meta["architecture"]["name"] != ARCHITECTURE or "inputs" not in meta:
-            raise InputError(mdir / META_FILE, f"not a kappa U-Net ({meta['architecture']['name']!r})")
+        meta = read_meta(mdir, ARCHITECTURE)
+        if "inputs" not in meta:
+            raise InputError(mdir / META_FILE, "no 'inputs' entry (which channels the model takes)")
+        warn_unfinished(meta, mdir, "astro lens kappa train")
         runner = mdir / "model.onnx"
         check_onnx(runner, meta)
     else:
