@@ -9,7 +9,7 @@ import pytest
 fits = pytest.importorskip("astropy.io.fits")
 pytest.importorskip("photutils")
 
-from astrotool.errors import InputError  # noqa: E402
+from astrotool.errors import AstroError, InputError  # noqa: E402
 from astrotool_dre.catalog import CATALOG_COLUMNS, read_catalog  # noqa: E402
 from astrotool_dre.config import DetectConfig, PsfConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
@@ -233,7 +233,7 @@ def test_bad_weight_maps_are_refused_naming_the_files(tile, tmp_path):
         with pytest.raises(InputError, match=r"shape \(100, 120\) differs from .*\(256, 256\)") as exc:
             detect_tile(tile2, tmp_path / "out", DetectConfig(engine="sextractor", **cfg))
         assert str(missing) in str(exc.value) and str(tile2) in str(exc.value)
-    with pytest.raises(InputError, match="SExtractor") as exc:
+    with pytest.raises(AstroError, match="needs source-extractor; engine 'photutils'"):
         detect_tile(tile2, tmp_path / "out", DetectConfig(engine="photutils", **cfg))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -281,3 +281,126 @@ def test_the_sci_hdu_of_a_file_with_several_images_is_the_tile(tile, tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data), fits.ImageHDU(data)]).writeto(two)
     with pytest.raises(InputError, match="image extensions"):
         check_tile(two)
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_empty_catalogue_without_the_network_has_every_column_and_an_empty_psf(tmp_path, monkeypatch):
+    import astrotool_dre.detect_sextractor as dse
+    from astrotool_dre.detect import engine_of
+
+    monkeypatch.setattr(dse, "find_nnw", lambda binary=None: None)
+    noise = tmp_path / "noise.fits"
+    fits.PrimaryHDU(np.random.default_rng(1).normal(100, 5, (192, 192)).astype(np.float32),
+                    header=fits.Header({"GAIN": 2.0})).writeto(noise)
+    r = detect_tile(noise, tmp_path / "out", DetectConfig(engine="sextractor", detect_thresh=50.0))
+    assert r["n_sources"] == 0
+    assert set(CATALOG_COLUMNS) <= set(read_catalog(r["cat"]).colnames)
+    psf = build_psf(r["cat"], tmp_path / "noise.psf", PsfConfig(engine="photutils"))
+    assert psf["engine"] == "none" and engine_of(psf["psf"]) == "none"
+    history = str(fits.getheader(psf["psf"], 0).get("HISTORY", ""))
+    assert "dre psf" in history and "empty catalogue" in str(fits.getheader(psf["psf"], 1).get("HISTORY", "")) + history
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+@pytest.mark.parametrize("kind", ["fz", "hdu1"])
+def test_a_compressed_weight_map_or_one_in_an_extension_is_read(tile, tmp_path, kind):
+    d, t = tile
+    w = np.ones(fits.getdata(t).shape, np.float32)
+    w[:, :128] = 0.0
+    tile2 = _variant(t, tmp_path / "wtile.fits")
+    (tmp_path / "weights").mkdir()
+    if kind == "fz":
+        pattern = "weights/{stem}_wht.fits.fz"
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(w)]).writeto(tmp_path / "weights/wtile_wht.fits.fz")
+    else:
+        pattern = "weights/{stem}_wht.fits"
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(w, name="WHT")]).writeto(tmp_path / "weights/wtile_wht.fits")
+    r = detect_tile(tile2, tmp_path / "out", DetectConfig(engine="sextractor", weight_image=pattern))
+    x = np.asarray(read_catalog(r["cat"])["X_IMAGE"], float)
+    assert len(x) >= 3 and (x > 120).all()
+
+
+def test_a_weight_map_without_sextractor_is_refused_once_before_any_work(astro, tile, tmp_path):
+    d, t = tile
+    ws = tmp_path / "ws"
+    (ws / "dre/tiles").mkdir(parents=True)
+    for name in ("a", "b"):
+        _weight(_variant(t, ws / f"dre/tiles/{name}.fits"), np.ones((256, 256)))
+    key = ["--set", f'dre.detect.weight_image="{WEIGHTS}"']
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    r = astro("-w", ws, *key, "dre", "detect", env={"PATH": str(bare)})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert ("dre.detect.weight_image needs source-extractor; engine 'auto' found none on PATH (install it, "
+            "or unset the key)") in r.stderr
+    assert r.stderr.count("weight_image") == 1 and not list((ws / "dre").glob("sextracted/*/*_cat.fits"))
+    r = astro("-w", ws, *key, "--set", 'dre.detect.engine="photutils"', "dre", "detect")
+    assert r.returncode == 2 and "engine 'photutils'" in r.stderr and r.stderr.count("weight_image") == 1
+
+
+def test_two_sci_images_are_refused_in_those_words(tile, tmp_path):
+    from astrotool_dre.tiles import check_tile
+
+    d, t = tile
+    data = fits.getdata(t)
+    path = tmp_path / "hst.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI", ver=1),
+                  fits.ImageHDU(data, name="SCI", ver=2)]).writeto(path)
+    with pytest.raises(InputError, match="2 images named SCI") as exc:
+        check_tile(path)
+    assert "none named SCI" not in str(exc.value)
+
+
+def test_weight_maps_beside_the_tiles_are_not_tiles(tmp_path):
+    from astrotool_dre.pipeline import tiles_in
+
+    folder = tmp_path / "dre" / "tiles"
+    folder.mkdir(parents=True)
+    for n in ("hole.fits", "hole_wht.fits", "other.fits.gz", "other_wht.fits"):
+        (folder / n).write_bytes(b"")
+    assert [p.name for p in tiles_in(tmp_path, weight_image="{stem}_wht.fits")] == ["hole.fits", "other.fits.gz"]
+    assert len(tiles_in(tmp_path)) == 4
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_a_changed_weight_map_refuses_a_later_stage(astro, tile, tmp_path):
+    d, t = tile
+    ws = tmp_path / "ws"
+    (ws / "dre/tiles").mkdir(parents=True)
+    tile2 = _variant(t, ws / "dre/tiles/w.fits")
+    _weight(tile2, np.ones((256, 256)))
+    key = ["-w", ws, "--set", f'dre.detect.weight_image="{WEIGHTS}"', "--set", 'dre.detect.engine="sextractor"']
+    r = astro(*key, "dre", "detect")
+    assert r.returncode == 0, r.stderr
+    w = np.ones((256, 256))
+    w[:, :128] = 0.0
+    _weight(tile2, w)
+    r = astro(*key, "--set", 'dre.psf.engine="photutils"', "dre", "psf")
+    assert r.returncode == 2 and "inputs.weight" in r.stderr and "dre detect" in r.stderr, (r.stdout, r.stderr)
+    assert not (ws / "dre/psf").exists() or not list((ws / "dre/psf").rglob("*.psf"))
+
+
+@pytest.mark.skipif(not (HAVE_SEX and find_psfex() is not None), reason="psfex or source-extractor not installed")
+def test_psfex_accepting_fewer_than_min_stars_fails_the_tile(tile, tmp_path):
+    d, t = tile
+    r = detect_tile(t, tmp_path / "det", DetectConfig(engine="sextractor"))
+    cat = read_catalog(r["cat"])
+    cfg = PsfConfig(engine="psfex")
+    n = int(((np.asarray(cat["CLASS_STAR"]) >= cfg.min_stellarity) & (np.asarray(cat["FLAGS"]) < 4)).sum())
+    out = tmp_path / "x.psf"
+    with pytest.raises(InputError, match=rf"PSFEx accepted \d+ of {n} candidates") as exc:
+        build_psf(r["cat"], out, PsfConfig(engine="psfex", min_stars=n, psfex_args={"SAMPLE_MINSN": "1000"}))
+    assert r["cat"] in str(exc.value) and not out.exists()
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_nan_pixels_carry_no_weight_beside_a_weight_map(tile, tmp_path):
+    d, t = tile
+    data = fits.getdata(t).astype(np.float32)
+    data[:, :128] = np.nan
+    holed = _variant(t, tmp_path / "holed.fits", data=data)
+    _weight(holed, np.ones(data.shape))
+    r = detect_tile(holed, tmp_path / "out", DetectConfig(engine="sextractor", weight_image=WEIGHTS))
+    x = np.asarray(read_catalog(r["cat"])["X_IMAGE"], float)
+    assert len(x) >= 3 and (x > 120).all()
+    assert np.isnan(fits.getdata(r["nb"])[:, :128]).all()

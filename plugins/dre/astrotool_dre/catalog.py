@@ -29,6 +29,7 @@ from astrotool_dre.stellarity import size_stellarity, stellar_locus
 __docformat__ = "numpy"
 
 __all__ = ["CATALOG_COLUMNS", "CATALOG_UNITS", "CATALOG_DESCRIPTIONS", "FLUX_COLUMNS", "data_unit", "astropy_unit", "tunit",
+           "set_tunits",
            "empty_catalog",
            "read_catalog", "write_ldac", "add_size_stellarity"]
 
@@ -114,6 +115,20 @@ def tunit(text: str) -> str:
     return astropy_unit(text, "fits") or text
 
 
+def set_tunits(header, colnames, units: dict) -> None:
+    """Set the ``TUNITn`` of a table HDU's ``header`` (before it is written) as text, after ``TFORMn``:
+    ``units`` maps column names to unit strings as written (BUNIT may be no unit astropy knows, and
+    astropy would warn or drop it); columns without one are left as they are."""
+    for i, c in enumerate(colnames, start=1):
+        unit = units.get(c)
+        if not unit:
+            continue
+        if f"TUNIT{i}" in header:
+            header[f"TUNIT{i}"] = unit
+        else:
+            header.insert(f"TFORM{i}", (f"TUNIT{i}", unit), after=True)
+
+
 def read_catalog(path: str | os.PathLike, *, vignet: bool = True, require=()):
     """Read a FITS_LDAC catalogue (every ``LDAC_OBJECTS`` HDU, stacked).
 
@@ -187,10 +202,8 @@ def write_ldac(path, table, image_header, primary_history, ext: int, sex_keys: d
         prim.header.add_history(line)
     objects = fits.BinTableHDU(table)
     objects.name = "LDAC_OBJECTS"
-    for i, c in enumerate(table.colnames, start=1):   # set as text: BUNIT may be no unit astropy knows
-        unit = tunit(flux_unit) if c in FLUX_COLUMNS else CATALOG_UNITS.get(c)
-        if unit:
-            objects.header[f"TUNIT{i}"] = unit
+    set_tunits(objects.header, table.colnames,
+               {c: tunit(flux_unit) if c in FLUX_COLUMNS else CATALOG_UNITS.get(c) for c in table.colnames})
     fits.HDUList([prim, _header_cards_hdu(image_header), objects]).writeto(path)
     _pad_imhead_with_spaces(path)
 

@@ -47,11 +47,15 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
     ws = ctx.workspace
     for name in FOLDERS:
         ws.stage("dre", name)
-    todo = tiles_in(ws.root, tiles)
+    todo = tiles_in(ws.root, tiles, weight_image=cfg.detect.weight_image)
     if not todo:
         raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles ({', '.join('*' + e for e in TILE_SUFFIXES)}); "
                          "run `astro dre simulate` or copy tiles there")
     check_upstream(todo, ws.root, stages)
+    if "detect" in stages:  # an engine that cannot run is one usage error, not one failure per tile
+        from astrotool_dre.detect import sextractor_for
+
+        sextractor_for(cfg.detect)
     if "detect" in stages:  # a run whose every tile is no image stops before the model cube is built
         check_tile_files(ctx.shard_of(todo))
     if "fit" in stages:  # an impossible backend/device is one usage error, not one failure per tile

@@ -152,7 +152,8 @@ class DetectConfig(Section):
     def _one_weight_map_per_tile(self) -> "DetectConfig":
         if self.weight_image is not None and "{stem}" not in self.weight_image:
             raise ValueError(f"weight_image {self.weight_image!r}: name each tile's weight map with {{stem}}, "
-                             "the tile's name without suffix (e.g. 'weights/{stem}_wht.fits', beside the tile)")
+                             "the tile's name without suffix (e.g. 'weights/{stem}_wht.fits', beside the tile); for one map "
+                             "shared by all tiles, link it once per tile under those names")
         return self
 
 

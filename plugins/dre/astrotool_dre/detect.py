@@ -32,14 +32,14 @@ import numpy as np
 from astrotool.names import printable
 from astrotool_dre.catalog import astropy_unit, data_unit
 from astrotool_dre.tiles import (celestial_wcs, check_weight, output_paths, read_image, resolve_gain,
-                                 resolve_zero_point, tile_stem, weight_path)
+                                 resolve_zero_point, tile_stem)
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DetectConfig
 
 __docformat__ = "numpy"
 
-__all__ = ["detect_tile", "detection_kernel", "ENGINE_KEY", "engine_of"]
+__all__ = ["detect_tile", "sextractor_for", "detection_kernel", "ENGINE_KEY", "engine_of"]
 
 ENGINE_KEY = "DRE_ENG"
 """Primary-header keyword of the catalogue and the PSF file: the engine that made it."""
@@ -65,6 +65,30 @@ def detection_kernel(fwhm: float) -> np.ndarray:
     return k / k.sum()
 
 
+def sextractor_for(cfg: DetectConfig) -> str | None:
+    """The SExtractor executable the detection runs (:func:`~astrotool_dre.detect_sextractor.find_sextractor`),
+    or None for photutils; checked once before any tile (exit 2).
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        ``engine = "sextractor"`` and SExtractor is not installed; a weight map (``weight_image``) and the
+        photutils engine, chosen or the one ``"auto"`` found.
+    """
+    from astrotool.errors import AstroError
+    from astrotool_dre.detect_sextractor import find_sextractor
+
+    binary = find_sextractor() if cfg.engine in ("auto", "sextractor") else None
+    if cfg.engine == "sextractor" and binary is None:
+        raise AstroError("engine 'sextractor': neither 'source-extractor' nor 'sex' is on PATH "
+                         "(install source-extractor, or use engine 'photutils' or 'auto')")
+    if cfg.weight_image and binary is None:
+        why = ("engine 'auto' found none on PATH (install it, or unset the key)" if cfg.engine == "auto" else
+               f"engine {cfg.engine!r} does not read it (use engine 'sextractor' or 'auto', or unset the key)")
+        raise AstroError(f"dre.detect.weight_image needs source-extractor; {why}")
+    return binary
+
+
 def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectConfig, *, stem: str | None = None) -> dict:
     """Detect and measure the sources of one tile; write DRE's four products.
 
@@ -88,17 +112,16 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     Raises
     ------
     astrotool.errors.InputError
-        Unreadable tile, all-NaN or blank tile, no gain; a weight map (``weight_image``) missing, of
-        another shape, or given to the photutils engine. A tile with no source gets an empty
+        Unreadable tile, all-NaN or blank tile, no gain; a weight map (``weight_image``) missing or of
+        another shape. A tile with no source gets an empty
         catalogue (same columns) and a warning.
     astrotool.errors.AstroError
-        ``engine = "sextractor"`` and SExtractor is not installed.
+        The engine cannot run (:func:`sextractor_for`).
     """
-    from astrotool.errors import AstroError, InputError
     from astrotool.provenance import fits_history
     from astrotool.workspace import atomic_path
     from astrotool_dre.detect_photutils import run_photutils
-    from astrotool_dre.detect_sextractor import find_sextractor, run_sextractor
+    from astrotool_dre.detect_sextractor import run_sextractor
 
     tile = Path(tile)
     stem = stem or tile_stem(tile)
@@ -108,16 +131,9 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
                     satur_level=cfg.satur_level if cfg.satur_level is not None
                     else float(header.get("SATURATE", 1e20)),  # SExtractor rejects 1e30
                     kernel=detection_kernel(cfg.filter_fwhm))
-    binary = find_sextractor() if cfg.engine in ("auto", "sextractor") else None
-    if cfg.engine == "sextractor" and binary is None:
-        raise AstroError("engine 'sextractor': neither 'source-extractor' nor 'sex' is on PATH "
-                         "(install source-extractor, or use engine 'photutils' or 'auto')")
+    binary = sextractor_for(cfg)
     use = "sextractor" if binary else "photutils"
     weight = None
-    if cfg.weight_image and not binary:
-        raise InputError(weight_path(tile, cfg.weight_image), "a weight map (dre.detect.weight_image) needs the "
-                         "SExtractor engine; the photutils engine does not read it (install source-extractor, "
-                         "or unset dre.detect.weight_image)")
     if cfg.weight_image:
         weight = check_weight(tile, cfg.weight_image, data.shape)
     history = fits_history(command="dre detect")

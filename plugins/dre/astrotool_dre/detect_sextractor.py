@@ -4,7 +4,7 @@ Runs ``source-extractor`` (or ``sex``) with our own configuration, parameter
 and filter files written to a private temporary folder, through an argument
 list. It runs in that folder and every file it reads or writes is named there
 by a plain relative name (the tile, weight and flag images and the
-network file are linked in; a compressed tile, ``.fits.gz`` or ``.fits.fz``, or one whose
+network file are linked in; a compressed tile or weight map, ``.fits.gz`` or ``.fits.fz``, or one whose
 image is not in the primary HDU, is written there uncompressed and alone, as SExtractor reads neither
 compression and would read every image of the file): SExtractor splits names at commas and its
 configuration files at spaces, so the real paths may hold both, and any
@@ -132,6 +132,25 @@ def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: n
     return "dre.sex"
 
 
+def _put_image(src: Path, dest: Path, data=None, header=None, ext: int | None = None) -> None:
+    """Put the image of ``src`` (``data``, ``header``, HDU ``ext``; read when not given) at ``dest`` for
+    SExtractor: a link when it is the file's primary HDU, uncompressed; else that image alone, uncompressed
+    (SExtractor reads neither gzip nor tile compression, "Unknown TFORM", and would read every image of a
+    file with several: SCI, WHT...)."""
+    from astropy.io import fits
+
+    from astrotool_dre.tiles import check_tile, read_image
+
+    if ext is None:
+        ext = check_tile(src)
+    if ext == 0 and not is_compressed(src):
+        os.symlink(os.path.abspath(src), dest)
+        return
+    if data is None:
+        data, header, _ = read_image(src, check_content=False)
+    fits.PrimaryHDU(data.astype(np.float32), header=image_header(header)).writeto(dest)
+
+
 def _run(args, cwd, timeout, what):
     try:
         proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
@@ -193,18 +212,14 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             weight_image = td / "weight.fits"
             fits.PrimaryHDU((~bad).astype(np.float32)).writeto(weight_image)
             weight_type = "MAP_WEIGHT"
-        elif ext != 0 or is_compressed(tile):
-            # SExtractor reads neither gzip nor tile compression ("Unknown TFORM"), and would read every
-            # image of a file with several (SCI, WHT...): the tile's image alone, uncompressed
-            fits.PrimaryHDU(data.astype(np.float32), header=image_header(header)).writeto(image)
         else:
-            os.symlink(os.path.abspath(tile), image)
+            _put_image(tile, image, data, header, ext)
         wargs = []
         if weight_image is not None:
             wimg = Path(weight_image)
             if wimg.parent != td:
                 wimg = td / "weight_in.fits"
-                os.symlink(os.path.abspath(weight_image), wimg)
+                _put_image(weight_image, wimg)
             wargs += ["-WEIGHT_TYPE", weight_type, "-WEIGHT_IMAGE", wimg.name]
         if flag_image is not None:
             fimg = td / "flag.fits"
@@ -257,7 +272,7 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             if n and celestial_wcs(header) is None:   # SExtractor writes 0.0 deg
                 objects["ALPHA_J2000"] = np.nan
                 objects["DELTA_J2000"] = np.nan
-        if nnw is None and n:
+        if nnw is None:   # also for no source: every catalogue has the same columns
             add_size_stellarity(names["cat"])
         for k in ("nb", "rms", "seg"):
             with fits.open(names[k], mode="update") as h:

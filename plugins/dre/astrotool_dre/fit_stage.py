@@ -486,7 +486,8 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
     from astropy.io import fits
 
     from astrotool.io.tables import write_fits_table, write_parquet
-    from astrotool_dre.catalog import astropy_unit, tunit
+    from astrotool.workspace import atomic_path
+    from astrotool_dre.catalog import astropy_unit, set_tunits, tunit
     from astrotool_dre.detect import engine_of
 
     meta = {"command": "dre fit", "statistic": cfg.statistic, "zero_point": zp, "gain": gain,
@@ -510,14 +511,13 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
                 "PSFENG": (meta["psf_engine"], "PSF engine that ran")}
     write_parquet(table, paths.summary, metadata={**meta, "bunit": flux_unit}, command="dre fit",
                   descriptions=descriptions, units=parquet_units)
-    write_fits_table(table, paths.summary_fits, extname="DRE_SUMMARY", command="dre fit",
-                     descriptions=descriptions, keywords=keywords,
-                     history=[f"{k}={v}" for k, v in meta.items()])
-    if flux:
-        with fits.open(paths.summary_fits, mode="update") as h:
-            for c in flux:
-                h["DRE_SUMMARY"].header.insert(f"TFORM{table.colnames.index(c) + 1}",
-                                               (f"TUNIT{table.colnames.index(c) + 1}", tunit(flux_unit)), after=True)
+    with atomic_path(paths.summary_fits) as tmp:   # the flux columns' TUNITn set before it is renamed
+        write_fits_table(table, tmp, extname="DRE_SUMMARY", command="dre fit",
+                         descriptions=descriptions, keywords=keywords,
+                         history=[f"{k}={v}" for k, v in meta.items()])
+        if flux:
+            with fits.open(tmp, mode="update") as h:
+                set_tunits(h["DRE_SUMMARY"].header, table.colnames, {c: tunit(flux_unit) for c in flux})
 
 
 def recentre(obj: np.ndarray, rms: np.ndarray, mask: np.ndarray, nbr: np.ndarray, dx: float, dy: float):

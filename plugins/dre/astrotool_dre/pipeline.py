@@ -226,9 +226,9 @@ def check_upstream(tiles: list[Path], root, stages: tuple[str, ...]) -> None:
                 raise InputError(missing[0], f"missing{more}; run `astro dre {up}` first")
 
 
-def tiles_in(root, names: list[str] | None = None) -> list[Path]:
+def tiles_in(root, names: list[str] | None = None, weight_image: str | None = None) -> list[Path]:
     """The tiles to process: ``names`` (paths or stems) or every tile in ``dre/tiles``
-    (:func:`astrotool_dre.tiles.tile_files`)."""
+    (:func:`astrotool_dre.tiles.tile_files`: the weight maps of ``weight_image`` there are no tiles)."""
     folder = Path(root) / "dre" / "tiles"
     if names:
         out = []
@@ -243,9 +243,9 @@ def tiles_in(root, names: list[str] | None = None) -> list[Path]:
                 raise InputError(p, "tile not found")
             if p.resolve() not in out:  # a tile named twice runs once
                 out.append(p.resolve())
-        _check_stems(out, tile_files(folder))
+        _check_stems(out, tile_files(folder, weight_image))
         return out
-    out = tile_files(folder)
+    out = tile_files(folder, weight_image)
     _check_stems(out)
     return out
 

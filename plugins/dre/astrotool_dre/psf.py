@@ -480,9 +480,15 @@ def build_psf(
 
         logging.getLogger("astro.dre").warning("%s: the catalogue is empty; no PSF built (ACCEPTED = 0)",
                                                printable(str(cat_path)))
+        from astropy.io import fits
+
+        from astrotool_dre.detect import ENGINE_KEY
+
         with atomic_path(out_path) as tmp:
-            write_psfex_format(tmp, np.zeros((cfg.size, cfg.size)), n_loaded=0, n_accepted=0, fwhm=0.0,
-                               history=["empty catalogue: no PSF"])
+            write_psfex_format(tmp, np.zeros((cfg.size, cfg.size)), n_loaded=0, n_accepted=0, fwhm=0.0, history=[
+                *fits_history(command="dre psf"),
+                f"from {printable(cat_path.name, ascii_only=True)}: empty catalogue, no PSF"])
+            fits.setval(tmp, ENGINE_KEY, value="none", comment="PSF engine that ran", ext=0)
         return {"psf": str(out_path), "engine": "none", "n_stars": 0, "fwhm": float("nan"), "degree": 0}
     with atomic_path(out_path) as tmp:
         if binary:

@@ -67,12 +67,17 @@ def tile_stem(path: str | os.PathLike) -> str:
     return Path(name).stem
 
 
-def tile_files(folder: str | os.PathLike) -> list[Path]:
+def tile_files(folder: str | os.PathLike, weight_image: str | None = None) -> list[Path]:
     """The tiles in ``folder``: its files named ``*`` + one of :data:`TILE_SUFFIXES` (hidden ones left
-    out), sorted by name."""
+    out), sorted by name; with ``weight_image`` (``dre.detect.weight_image``), the tiles' weight maps
+    (:func:`weight_path`) left out too."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.name.lower().endswith(TILE_SUFFIXES)
-                  and not p.name.startswith(".") and not p.is_dir()) if folder.is_dir() else []
+    found = sorted(p for p in folder.iterdir() if p.name.lower().endswith(TILE_SUFFIXES)
+                   and not p.name.startswith(".") and not p.is_dir()) if folder.is_dir() else []
+    if weight_image:
+        weights = {os.path.normpath(weight_path(p, weight_image)) for p in found}
+        found = [p for p in found if os.path.normpath(p) not in weights]
+    return found
 
 
 def output_paths(outdir: str | os.PathLike, stem: str) -> dict[str, Path]:
@@ -92,6 +97,8 @@ def _open_image(hdul, path: Path) -> int:
     sci = [i for i in found if str(hdul[i].header.get("EXTNAME", "")).strip().upper() == "SCI"]
     if len(found) > 1 and len(sci) == 1:   # a science image beside its weight, context... maps
         return sci[0]
+    if len(sci) > 1:   # HST's SCI,1 and SCI,2: one image per chip
+        raise InputError(path, f"{len(sci)} images named SCI (HDUs {sci}); split it into one file per image")
     if len(found) > 1:
         raise InputError(path, f"{len(found)} image extensions (HDUs {found}) and none named SCI; split it into "
                                "one file per image")
