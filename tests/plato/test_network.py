@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -822,6 +823,92 @@ def test_detect_shards_keep_their_events_and_the_last_writes_the_table(trained, 
     assert read_parquet(table).to_pylist() == whole
     meta = parquet_metadata(table)
     assert meta["files"] == sorted(meta["searched"]) == sorted(str(type(table)(f).resolve()) for f in files)
+
+
+def test_a_file_failing_in_one_shard_task_leaves_a_table_of_the_others_and_a_rerun_completes_it(trained,
+                                                                                                 tmp_path, capsys):
+    """A file that failed in a task other than the last: the last waited for its part forever (no table); a
+    rerun of the failed file's task found every other part deleted and never wrote the table."""
+    from astrotool.io.tables import parquet_metadata, read_parquet
+
+    files = _three_files(tmp_path)
+    good = Path(files[0]).read_bytes()
+    Path(files[0]).write_text("time,flux\n0.0,1.0\n0.001,1.0\n0.002,1.0\n")     # too short: fails
+    base = ["-w", str(trained), "--json"]
+    capsys.readouterr()
+    assert main([*base, "--shard", "0/2", "plato", "detect", *files, "--name", "fail"]) == 2   # c0 and c2
+    capsys.readouterr()
+    assert main([*base, "--shard", "1/2", "plato", "detect", *files, "--name", "fail"]) == 0   # c1: the last
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["table"] is not None
+    assert "lists 2 of 3 file(s)" in cap.err and "c0.csv" in cap.err and "too short" in cap.err
+    table = trained / "plato/runs/fail/fail_events.parquet"
+    meta = parquet_metadata(table)
+    assert sorted(meta["searched"]) == sorted(str(Path(f).resolve()) for f in files[1:])
+    assert meta["files"] == sorted(str(Path(f).resolve()) for f in files)
+    Path(files[0]).write_bytes(good)                                      # fixed: its task run again
+    assert main([*base, "--shard", "0/2", "plato", "detect", *files, "--name", "fail"]) == 0
+    capsys.readouterr()
+    assert sorted(parquet_metadata(table)["searched"]) == sorted(str(Path(f).resolve()) for f in files)
+    assert main([*base, "plato", "detect", *files, "--name", "fail_whole"]) == 0
+    capsys.readouterr()
+    assert read_parquet(table).to_pylist() == read_parquet(
+        trained / "plato/runs/fail_whole/fail_whole_events.parquet").to_pylist()
+    assert not (table.parent / ".parts").exists()
+
+
+def test_detect_searches_an_edited_file_again_and_overwrite_replaces_a_shards_parts(trained, tmp_path, capsys):
+    """A part of an interrupted run was reused after its file was edited; --overwrite with --shard reused
+    the task's parts too."""
+    from astrotool.io.tables import read_parquet
+
+    files = _three_files(tmp_path)
+    base = ["-w", str(trained), "--json"]
+    capsys.readouterr()
+    assert main([*base, "--shard", "0/2", "plato", "detect", *files, "--name", "edit"]) == 0   # parts of c0, c2
+    parts = trained / "plato/runs/edit/.parts"
+    before = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
+    assert len(before) == 2
+    assert main([*base, "--overwrite", "--shard", "0/2", "plato", "detect", *files, "--name", "edit"]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
+    assert after.keys() == before.keys() and all(after[k] > before[k] for k in before)   # searched again
+    Path(files[0]).write_bytes(Path(files[1]).read_bytes() + b"\n")      # c0 edited: now c1's curve
+    assert main([*base, "plato", "detect", *files, "--name", "edit"]) == 0
+    capsys.readouterr()
+    rows = read_parquet(trained / "plato/runs/edit/edit_events.parquet").to_pylist()
+    c0 = [{**r, "file": None, "id": None} for r in rows if r["file"] == "c0.csv"]
+    c1 = [{**r, "file": None, "id": None} for r in rows if r["file"] == "c1.csv"]
+    assert c0 == c1 and c1
+
+
+def test_plot_last_skips_a_shard_task_that_wrote_no_table_and_warns_about_changed_weights(trained, tmp_path,
+                                                                                           capsys):
+    """`plot last` took the latest detect run, a --shard task without the table among its outputs: it plotted
+    nothing (exit 0); weights retrained since the run were used without a word."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = next((trained / "plato/models").glob("*/model.safetensors")).parent
+    mdir = trained / "plato/models/retrained"
+    shutil.copytree(model, mdir, dirs_exist_ok=True)
+    files = _three_files(tmp_path)
+    base = ["-w", str(trained), "--json"]
+    for shard in ("0/2", "1/2", "1/2"):            # the last writes no table: c0's and c2's parts are gone
+        assert main([*base, "--shard", shard, "plato", "detect", *files, "--name", "plotlast", "--model",
+                     "retrained"]) == 0
+    capsys.readouterr()
+    assert main([*base, "plato", "plot", "last"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["plots"] > 0 and "weights" not in cap.err
+    weights = mdir / "model.safetensors"
+    save_file({k: v * 1.01 for k, v in load_file(weights).items()}, weights)     # trained again
+    meta = json.loads((mdir / "model.json").read_text())
+    meta["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (mdir / "model.json").write_text(json.dumps(meta))
+    assert main([*base, "plato", "plot", "last"]) == 0
+    assert "retrained: its weights changed since" in capsys.readouterr().err
 
 
 def test_detect_refuses_another_model_or_event_settings_under_one_name(trained, tmp_path, capsys):

@@ -191,6 +191,22 @@ def test_a_short_event_inside_a_transit_still_gets_the_transit_depth():
     assert event_snr(x, np.array([[1641, 1791]]))[0] > 0.3 * long_      # not collapsed
 
 
+def test_an_event_of_a_third_of_the_curve_still_gets_a_depth():
+    """Both bands a gap of the event's length away lay off the curve's ends: the depth was NaN."""
+    from astrotool_plato.events import box_depth, central_depth, describe, reference_level
+
+    x = np.random.default_rng(8).normal(0.0, 100e-6, 3000)
+    x[1000:2000] -= 2000e-6
+    assert central_depth(x, 1000, 2000) * 1e6 == pytest.approx(2000.0, rel=0.1)
+    assert box_depth(x, 1000, 2000, gap=1000) * 1e6 == pytest.approx(2000.0, rel=0.1)
+    (row,) = describe(np.where(np.arange(3000) // 1000 == 1, 0.9, 0.0), x, np.array([[1000, 2000]]), 0.0, 25.0)
+    assert row["depth"] == pytest.approx(2000.0, rel=0.1)
+    y = x.copy()
+    y[:1000] -= 2000e-6                                                 # an event at the start: one band
+    assert central_depth(y, 0, 2000) * 1e6 == pytest.approx(2000.0, rel=0.1)
+    assert reference_level(x[:10], 2, 8, gap=6) == pytest.approx(np.median(x[[0, 1, 8, 9]]))   # no room: gap 0
+
+
 def test_reported_snr_does_not_depend_on_min_snr():
     """describe measured the noise with only the kept events masked: a dropped dip inflated it."""
     from astrotool_plato.config import EventsConfig
@@ -215,13 +231,37 @@ def test_a_flux_in_ppm_about_zero_is_refused_with_a_hint(tmp_path):
     t, f = _curve()
     path = tmp_path / "ppm.csv"
     np.savetxt(path, np.c_[t, (f - 1.0) * 1e6 + 100.0], delimiter=",", header="time,flux", comments="")
-    with pytest.raises(InputError, match=r"ppm.csv.*not a flux level.*ppm: divide by 1e6 and add 1"):
+    with pytest.raises(InputError, match=r"ppm.csv: 4\d.\d % of the flux values are at or below 0 \(at most 25 %\): "
+                                         r"not a flux level; ppm about 0: divide by 1e6 and add 1"):
         read_curves(path)
     np.savetxt(path, np.c_[t, (f - 1.0) * 1e6], delimiter=",", header="time,flux", comments="")
-    with pytest.raises(InputError, match=r"ppm: divide by 1e6 and add 1"):
+    with pytest.raises(InputError, match=r"ppm about 0: divide by 1e6 and add 1"):
         read_curves(path)
     np.savetxt(path, np.c_[t, f * 1e4], delimiter=",", header="time,flux", comments="")
     assert read_curves(path)["ppm"][1].size == t.size                   # a flux level in e-/s is read
+
+
+def test_real_curves_that_vary_much_are_read_and_each_refusal_names_its_check(tmp_path):
+    """A contact binary (+-23 %), a faint star (30 % noise per cadence) and a curve with 2 % of its cadences
+    over-subtracted below 0 were refused as "not a flux level", with a hint to divide ppm by 1e6."""
+    from astrotool_plato.lightcurves import read_curves
+
+    t, _ = _curve(t0=None)
+    rng = np.random.default_rng(7)
+    binary = 1000.0 * (1.0 + 0.23 * np.sin(2 * np.pi * t / 0.3))
+    faint = 50.0 * (1.0 + rng.normal(0.0, 0.3, t.size))
+    negative = np.full(t.size, 20.0) + rng.normal(0.0, 1.0, t.size)
+    negative[rng.choice(t.size, t.size // 50, replace=False)] = -5.0
+    for name, flux in (("binary", binary), ("faint", faint), ("negative", negative)):
+        path = tmp_path / f"{name}.csv"
+        np.savetxt(path, np.c_[t, flux], delimiter=",", header="time,flux", comments="")
+        assert read_curves(path)[name][1].size == t.size
+    path = tmp_path / "mostly.csv"
+    np.savetxt(path, np.c_[t, np.where(np.arange(t.size) % 5 < 3, 100.0, -1.0)], delimiter=",",
+               header="time,flux", comments="")
+    with pytest.raises(InputError, match=r"mostly.csv: 40 % of the flux values are at or below 0 \(at most 25 "
+                                         r"%\): not a flux level$"):
+        read_curves(path)
 
 
 def test_bls_bins_in_time_by_time_stamps():
@@ -237,6 +277,20 @@ def test_bls_bins_in_time_by_time_stamps():
     coarse = np.arange(10) / 48.0                                         # 30 min: already coarser than 100 s
     tb, fb = bin_in_time(coarse, np.ones(10), 100.0 / 86400.0)
     assert tb is coarse and fb.size == 10
+
+
+def test_bls_bins_hold_whole_samples_at_large_time_offsets():
+    """At 25 s every fourth sample fell on a 100-s bin edge, and rounding of times near BJD 2460000 decided its
+    side: 962 of 1000 bins held 3 or 5 samples."""
+    from astrotool_plato.bls import bin_in_time
+
+    step, width = 25.0 / 86400.0, 100.0 / 86400.0
+    for t0 in (2460000.123, 1500.0, 0.0):
+        t = t0 + np.arange(4000) * step
+        tb, fb = bin_in_time(t, np.arange(4000.0), width)
+        np.testing.assert_allclose(fb, np.arange(1000) * 4 + 1.5)          # four samples each
+    t = np.arange(100) * 60.0 / 86400.0                                    # 60 s: under two samples a bin
+    assert bin_in_time(t, t, width)[0] is t
 
 
 def test_time_and_flux_columns_are_found_whatever_their_case(tmp_path):

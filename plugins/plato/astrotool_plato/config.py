@@ -317,7 +317,7 @@ class BlsConfig(Section):
                                                         "counts as a detection")
     bin_seconds: float = Field(100.0, ge=0, description="the flux is averaged in bins of this length [s] before "
                                                         "the search (100: 4 samples at 25 s); a curve whose "
-                                                        "cadence is as long or longer is not binned")
+                                                        "cadence is over half as long is not binned")
 
 
 class PlatoConfig(Section):

@@ -77,7 +77,7 @@ def _load(model_dir: str, stamp: int):
     from astrotool_plato.model import ARCHITECTURE, make_model
 
     ckpt = load_checkpoint(model_dir, ARCHITECTURE)
-    warn_unfinished(ckpt, "astro plato train")
+    warn_unfinished(ckpt.meta, ckpt.path, "astro plato train")
     return ckpt.meta, build_model(ckpt, {ARCHITECTURE: make_model})
 
 
@@ -276,16 +276,39 @@ def write_events(rows: list[dict], path, command: str = "plato detect", files=()
     return Path(path)
 
 
-def _few(paths) -> str:
-    return ", ".join(Path(f).name for f in paths[:3]) + (", ..." if len(paths) > 3 else "")
+def _stamp(path) -> dict:
+    """Size and modification time of a file (in its part's name: an edited file is searched again)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return {}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _failed_mark(item: DetectItem) -> Path:
+    """Beside an item's part: its error, when it failed (the item counts as finished)."""
+    return Path(item.part).with_suffix(".failed")
+
+
+def _files_change(before: list, now: list) -> str:
+    """``files searched: a.csv, b.csv -> a.csv, c.csv``: names, or the paths when the names are alike."""
+    def few(paths, name=True):
+        return ", ".join(Path(f).name if name else str(f) for f in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+    alike = few(before) == few(now)
+    return f"files searched: {few(before, not alike)} -> {few(now, not alike)}"
 
 
 def detect_command(ctx, cfg, files, runtime) -> dict:
     """``astro plato detect FILE...``: search every file, write the event table, print the events.
 
-    Each file's rows wait in a part file (``plato/runs/<name>/.parts/``) until every file is searched or has
-    failed in this run, so ``--shard`` tasks each search their share and the last one writes the table."""
+    Each file's rows wait in a part file (``plato/runs/<name>/.parts/``, named by the run and the file's size
+    and modification time) until every file is searched or has failed (a ``.failed`` part beside, holding the
+    error), so ``--shard`` tasks each search their share and the last one writes the table; the parts stay
+    while a file has failed (a rerun of its task completes the table) and go once the table holds every
+    file."""
     import json
+    import shutil
 
     from astrotool import console
     from astrotool import made_with as mw
@@ -309,7 +332,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         before = parquet_metadata(out)
         changed = mw.changes(before["settings"], settings) if "settings" in before else []
         if before.get("files") is not None and sorted(before["files"]) != searched:
-            changed.insert(0, f"files searched: {_few(sorted(before['files']))} -> {_few(searched)}")
+            changed.insert(0, _files_change(sorted(before["files"]), searched))
         if changed:
             raise mw.SettingsChanged(out, changed,
                                      hint="give this run another --name, or use --overwrite to replace its events")
@@ -317,43 +340,56 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     parts = out.parent / ".parts"
     run_id = mw.digest(mw.flatten({"settings": settings, "files": searched}))
     items = [DetectItem(str(Path(f)), str(mdir), ev, d.time_column, d.flux_column, d.time_unit, d.quality,
-                        d.batch_size, runtime.accelerator, k, str(parts / f"{run_id}-{mw.digest({'key': k})}.json"))
+                        d.batch_size, runtime.accelerator, k,
+                        str(parts / f"{run_id}-{mw.digest({'key': k, **_stamp(f)})}.json"))
              for f, k in zip(files, keys)]
-    if ctx.overwrite and ctx.executor_options.shard is None:   # search again, not from an earlier run's parts
-        for it in items:
+    mine_items = ctx.shard_of(items)
+    if ctx.overwrite:   # search again, not from an earlier run's parts
+        for it in mine_items:
             Path(it.part).unlink(missing_ok=True)
+            _failed_mark(it).unlink(missing_ok=True)
     since = len(ctx.failures)
     results = ctx.map(detect_file, items, "detect", keys=keys)
-    failed = {f.key for f in ctx.failures[since:]}
+    errors = {f.key: f.error for f in ctx.failures[since:]}
+    for it in mine_items:   # a failed file counts as finished for the other tasks; a rerun that searches it
+        if it.key in errors:   # adds it to the table
+            parts.mkdir(parents=True, exist_ok=True)
+            _failed_mark(it).write_text(errors[it.key])
+        else:
+            _failed_mark(it).unlink(missing_ok=True)
     rows = [r for _, res in results for r in res["rows"]]
     for _, res in results:
         for note in res["notes"]:
             ctx.log.info("%s", note)
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
-    waiting = [it for it in items if it.key not in failed and not Path(it.part).is_file()]
-    done = [it for it in items if Path(it.part).is_file()]
+    found, failed, waiting = {}, {}, []   # one pass: a part gone meanwhile (another task wrote the table) waits
+    for it in items:
+        try:
+            found[it.key] = json.loads(Path(it.part).read_text())["rows"]
+        except FileNotFoundError:
+            try:
+                failed[it.key] = _failed_mark(it).read_text()
+            except FileNotFoundError:
+                waiting.append(it)
     table = None
     if waiting:
         ctx.log.info("%d of %d file(s) searched (the other --shard tasks search the rest); the task that finishes "
-                     "last writes %s", len(done), len(items), out)
-    elif done:
-        try:
-            table = [r for it in done for r in json.loads(Path(it.part).read_text())["rows"]]
-        except FileNotFoundError:  # a task that finished at the same time wrote the table and took the parts
-            ctx.log.info("%s was written by another task", out)
-    if table is not None:
+                     "last writes %s", len(items) - len(waiting), len(items), out)
+    elif found:
+        done = [it for it in items if it.key in found]
+        table = [r for it in done for r in found[it.key]]
         write_events(table, out, files=searched, metadata={
             "settings": settings, "searched": [str(Path(it.path).resolve()) for it in done],
             "file_keys": {it.key: str(Path(it.path).resolve()) for it in done}})
         ctx.record.add_output(out)
         ctx.record.add_output(out.with_suffix(".csv"))
-        for it in done:
-            Path(it.part).unlink(missing_ok=True)
-        try:
-            parts.rmdir()
-        except OSError:
-            pass
+        if failed:   # the parts stay: a rerun of the failed files' tasks writes the whole table
+            ctx.log.warning("%s lists %d of %d file(s); failed: %s; rerun the task(s) that search them (the "
+                            "others' events are kept)", out, len(done), len(items),
+                            "; ".join(f"{k}: {e}" for k, e in failed.items()))
+        else:   # every file is in the table: no part is needed any more (nor those of earlier runs)
+            shutil.rmtree(parts, ignore_errors=True)
     mine = ctx.shard_of(files)
     for f in mine:
         ctx.record.add_input(Path(f).resolve())

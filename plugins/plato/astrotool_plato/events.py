@@ -181,10 +181,18 @@ def event_snr(flux: np.ndarray, events: np.ndarray, masked: np.ndarray | None = 
     return out
 
 
+MIN_BAND = 8
+"""The fewest samples of a reference band :func:`reference_level` shrinks its gap to keep."""
+
+
 def reference_level(flux: np.ndarray, start: int, stop: int, band: int | None = None, gap: int = 0) -> float:
     """Median of a band of ``band`` samples (default ``max(stop - start, 8)``) on either side of samples
-    ``start:stop``, ``gap`` samples away from them (relative flux; NaN without a band)."""
-    band = max(int(stop - start), 8) if band is None else int(band)
+    ``start:stop``, ``gap`` samples away from them (relative flux; NaN without a band). Where the curve's ends
+    leave no band of :data:`MIN_BAND` samples (or ``band``, if fewer) at that gap on either side (an event of
+    a third of the curve), the gap shrinks until one fits, to 0 where none does."""
+    band = max(int(stop - start), MIN_BAND) if band is None else int(band)
+    room = max(int(start), flux.size - int(stop))   # samples beyond the event on its roomier side
+    gap = min(int(gap), max(room - min(band, MIN_BAND), 0))
     around = np.r_[flux[max(0, start - gap - band):max(0, start - gap)], flux[stop + gap:stop + gap + band]]
     return float(np.median(around)) if around.size else math.nan
 
@@ -197,9 +205,10 @@ def box_depth(flux: np.ndarray, start: int, stop: int, band: int | None = None, 
 
 def central_depth(flux: np.ndarray, start: int, stop: int, mid: float | None = None) -> float:
     """Depth of the event ``start:stop`` from its middle: :func:`reference_level` a gap of the event's own length
-    away from it (an event cut short by a high threshold lies inside a longer transit, whose flux then stays out of
-    the band) minus the mean of the middle half of the event's samples (at least one), centred on the sample
-    ``mid`` (default: the event's centre) and kept inside it (relative flux; NaN without a band)."""
+    away from it (less where the curve's ends leave no room; an event cut short by a high threshold lies inside
+    a longer transit, whose flux then stays out of the band) minus the mean of the middle half of the event's
+    samples (at least one), centred on the sample ``mid`` (default: the event's centre) and kept inside it
+    (relative flux; NaN without a band)."""
     n = int(stop - start)
     if n < 1:
         return math.nan
@@ -444,10 +453,12 @@ def describe(prob: np.ndarray, flux: np.ndarray, events: np.ndarray, t_start: fl
     list of dict
         ``t_mid`` [d] (probability-weighted), ``duration`` [h] (the time above
         the threshold: the probability spreads past a transit's edges, so it
-        runs longer than the transit), ``depth`` [ppm] (median flux of a band
-        around the event minus the mean flux over the middle half of the event,
-        centred on ``t_mid``, at least one sample: the full span's mean would
-        take in the edges), ``snr`` (:func:`event_snr`, of the whole event),
+        runs longer than the transit), ``depth`` [ppm] (:func:`central_depth`: the
+        median flux of a band either side of the event, a gap of the event's length
+        away (less where the curve's ends leave no room, :func:`reference_level`),
+        minus the mean flux over the middle half of the event, centred on ``t_mid``,
+        at least one sample: the full span's mean would take in the edges), ``snr``
+        (:func:`event_snr`, of the whole event),
         ``peak_probability``, ``start``/``stop`` samples.
     """
     dt = cadence_s / 86400.0

@@ -48,11 +48,13 @@ MAX_STEP_D = 0.5
 as days (Panopticon's 25-s Feather files read in days have 25-d steps)."""
 MIN_STEP_S = 0.01
 """The shortest median time step a light curve may have [s]: shorter says days read as seconds."""
-MAX_NONPOSITIVE = 0.01
-"""The largest fraction of a curve's flux values that may be 0 or below (:func:`check_curve`)."""
-MAX_SCATTER = 0.2
+MAX_NONPOSITIVE = 0.25
+"""The largest fraction of a curve's flux values that may be 0 or below (:func:`check_curve`; a few
+over-subtracted cadences of a faint star are)."""
+MAX_SCATTER = 0.5
 """The largest robust scatter (1.4826 MAD) of a curve's flux, as a fraction of its median: more says a flux about 0
-(relative flux, ppm) with an offset, not a flux level (:func:`check_curve`)."""
+(relative flux, ppm) with an offset, not a flux level (:func:`check_curve`; a contact binary's +-23 % or a faint
+star's 30 % noise per cadence are read)."""
 GROUP_PREFIX = "flux_g"
 """Camera-group flux columns are ``flux_g1``, ``flux_g2``, ..."""
 CHANNELS = ("coadd", "groups")
@@ -240,7 +242,8 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
     """Refuse a curve a model cannot read: unequal lengths, times not increasing, no finite flux, a flux that is
     not a level (relative flux is flux over its median): a median not above 0, more than
     :data:`MAX_NONPOSITIVE` of the values at or below 0, or a robust scatter above :data:`MAX_SCATTER` of the
-    median.
+    median; each named as such, with a hint to add 1 (or divide by 1e6 first) only where the values lie about 0
+    (the median within three robust scatters of it).
 
     Raises
     ------
@@ -268,10 +271,16 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
         level = float(np.median(good))
         scatter = 1.4826 * float(np.median(np.abs(good - level)))
         low = float(np.mean(good <= 0))
-        if level <= 0 or low > MAX_NONPOSITIVE or scatter > MAX_SCATTER * level:
-            raise InputError(where, f"the median flux is {level:g}{channel}: not a flux level ({100 * low:.3g} % "
-                                    f"of the values <= 0, robust scatter {scatter:.3g}; relative flux about 0: add "
-                                    "1; ppm: divide by 1e6 and add 1)")
+        problem = (f"the median flux{channel} is {level:g}" if level <= 0 else
+                   f"{100 * low:.3g} % of the flux values{channel} are at or below 0 (at most "
+                   f"{100 * MAX_NONPOSITIVE:g} %)" if low > MAX_NONPOSITIVE else
+                   f"the robust scatter of the flux{channel}, {scatter:.3g}, is over {MAX_SCATTER:g} of its median "
+                   f"{level:.3g}" if scatter > MAX_SCATTER * level else "")
+        if problem:
+            hint = ""
+            if scatter > 0 and abs(level) <= 3.0 * scatter:   # values about 0, spread as ppm or as relative flux
+                hint = "; ppm about 0: divide by 1e6 and add 1" if scatter >= 1 else "; relative flux about 0: add 1"
+            raise InputError(where, f"{problem}: not a flux level{hint}")
 
 
 def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: str = "d",

@@ -6,8 +6,9 @@ in grey, 30-min means in black) with, for simulated curves, the true transits
 probability with the threshold and the events the model detected (red). Curves
 are named by id (simulated curves, found through the label tables), by a
 light-curve file's path (every curve in it, read as ``detect`` reads it), ``all``
-of them, or ``last``: the curves in which the latest ``astro plato detect`` run
-found events, drawn with that run's model, ``[plato.events]`` and reader settings.
+of them, or ``last``: the curves in which the latest ``astro plato detect`` run that wrote an event table
+found events, drawn with that run's model, ``[plato.events]`` and reader settings (a warning when the model's
+weights changed since).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def plot_curve(path, time, flux, label=None, prob=None, events=(), threshold: fl
 
 
 def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
-    """The curves with events of the latest ``plato detect`` run, as ``(file, id)``, and the settings its
+    """The curves with events of the latest ``plato detect`` run that wrote an event table, as ``(file, id)``,
+    and the settings its
     table was made with (:func:`astrotool_plato.detect.detect_settings`; ``{}`` for a table of an earlier
     version, whose rows are matched to the run's inputs by file name)."""
     from astrotool.io.tables import parquet_metadata, read_parquet
@@ -99,8 +101,11 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
         if rec.get("status") != "ok":
             continue
         tables = [Path(p) for p in rec.get("outputs", []) if str(p).endswith("_events.parquet")]
+        tables = [t for t in tables if t.exists()]
+        if not tables:   # a --shard task that left the table to another
+            continue
         todo, settings = [], {}
-        for t in (t for t in tables if t.exists()):
+        for t in tables:
             meta = parquet_metadata(t)
             settings = meta.get("settings", settings)
             by_name = {Path(p).name: Path(p) for p in rec.get("inputs", [])}
@@ -111,6 +116,18 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
                     todo.append((f, r["id"]))
         return todo, settings
     raise AstroError(f"{runs_dir}: no finished `astro plato detect` run to plot")
+
+
+def _warn_changed_weights(ctx, made: dict) -> None:
+    """Warn when the detect run's model has other weights now than the checksum its table keeps."""
+    from astrotool import made_with as mw
+    from astrotool.ml.checkpoint import WEIGHTS_FILE
+
+    weights = Path(made["model"]) / WEIGHTS_FILE
+    if made.get("weights") and weights.is_file() and mw.file_checksum(weights) != made["weights"]:
+        ctx.log.warning("%s: its weights changed since the detect run (the table's checksum differs); the "
+                        "probabilities drawn are the current weights', not those that found the events",
+                        made["model"])
 
 
 @dataclass(frozen=True)
@@ -193,6 +210,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
         todo, made = _latest_detect(ws)
         if made:
             ev, d, model_name = EventsConfig(**made["events"]), d.model_copy(update=made["reader"]), made["model"]
+            _warn_changed_weights(ctx, made)
     elif ids == ["all"]:
         todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
     else:
