@@ -115,3 +115,24 @@ def test_a_bad_file_exits_2_naming_it(tmp_path, capsys):
     code, res, err = _run(capsys, *base, folder)
     assert code == 0 and res["n"] == 10, err
     assert "true_g1" not in _columns(ws / "lens" / "predictions" / "lensnet_hsm.parquet")   # no data.json, no truth
+
+
+def test_a_folder_reads_gzipped_fts_and_names_the_files_it_leaves_out(tmp_path, capsys):
+    """gal_3.fts.gz was skipped without a word, as was any file not named as FITS."""
+    import gzip
+    import shutil
+
+    ds = _dataset(tmp_path / "ws", n=4)
+    folder = ds / "lensnet"
+    for stem in ("gal_3", "psf_3"):   # the last galaxy and its PSF as gzipped .fts
+        with open(folder / f"{stem}.fits", "rb") as src, gzip.open(folder / f"{stem}.fts.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        (folder / f"{stem}.fits").unlink()
+    (folder / "notes.txt").write_text("observing log\n")
+    code = main(["-w", str(tmp_path / "ws"), "--json", "lens", "measure", str(folder), "--methods", "KSB",
+                 "--name", "gz"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert json.loads(cap.out)["n"] == 4
+    assert "1 file(s) not named as FITS left out: notes.txt" in cap.err
+    assert "gal_3.fts.gz" in set(_columns(tmp_path / "ws" / "lens" / "predictions" / "gz_hsm.parquet")["source"])

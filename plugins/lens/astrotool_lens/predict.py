@@ -40,7 +40,7 @@ PREDICTION_COLUMNS = {
 }
 """One-line descriptions of the prediction tables' columns (all dimensionless)."""
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 
 
 @dataclass
@@ -136,6 +136,13 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
                                       {"g1": np.asarray(t["g1"]), "g2": np.asarray(t["g2"])}, ds.root))
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.is_file() and is_fits(p)), key=_natural_key)
+        others = sorted(p.name for p in path.iterdir() if p.is_file() and not is_fits(p) and p.name != "data.json"
+                        and not p.name.startswith("."))
+        if others:   # notes, logs, catalogues: not stamps, but named, so that a misnamed stamp is seen
+            import logging
+
+            logging.getLogger("astro").info("%s: %d file(s) not named as FITS left out: %s", path, len(others),
+                                            ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
         psf_files = {p.name[4:]: p for p in files if p.name.lower().startswith("psf_")}
         gal_files = [p for p in files if not p.name.lower().startswith("psf_")]
         if not gal_files:
