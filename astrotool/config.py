@@ -202,7 +202,8 @@ class Config:
                     *table, key = dotted.split(".")[1:]
                     model = _table_model(self.model_class(section), table)
                     renamed = getattr(model, "renamed_keys", {}).get(key)
-                    given += (f"; renamed to {renamed!r}" if renamed else
+                    new, _, why = (renamed or "").partition(" ")   # "new_key (what changed)"
+                    given += (f"; renamed to {new!r}{' ' + why if why else ''}" if renamed else
                               _did_you_mean(key, list(model.model_fields) if model is not None else []))
                 out.append(f"{self._source_of(dotted)}: {dotted}: {msg}{given}")
             return out

@@ -19,8 +19,9 @@ __docformat__ = "numpy"
 class Section(BaseModel):
     """A configuration table: unknown keys are errors, and so are ``inf`` and ``nan`` for a number.
 
-    ``renamed_keys`` maps a key (or table) of an earlier release to what replaced it, so that a
-    configuration file still using it is told the new name (it stays an error: nothing is read from it).
+    ``renamed_keys`` maps a key (or table) of an earlier release to what replaced it (``"new_key"``, or
+    ``"new_key (what else changed)"``), so that a configuration file still using it is told the new name
+    (it stays an error: nothing is read from it).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -335,3 +335,13 @@ def test_detect_s_reader_settings_do_not_invalidate_a_set_of_simulated_curves(tm
     assert main(["-w", str(ws), "--set", 'plato.detect.flux_column="PDCSAP_FLUX"', "--set",
                  'plato.detect.time_unit="s"', "plato", "prepare"]) == 0   # not read with them: kept
     assert "is up to date" in capsys.readouterr().err
+
+
+def test_keys_of_an_earlier_release_are_told_their_new_names(tmp_path, capsys):
+    """[plato.eval], its report and [plato.bls] bin were renamed: an old file said only 'unknown key'."""
+    old = tmp_path / "old.toml"
+    old.write_text('[plato.eval]\nreport = "x"\n[plato.bls]\nbin = 4\n')
+    assert main(["-w", str(tmp_path / "ws"), "--cfg", str(old), "config", "show", "plato"]) == 2
+    err = capsys.readouterr().err
+    assert "plato.eval: unknown key; renamed to 'evaluate'" in err
+    assert "plato.bls.bin: unknown key; renamed to 'bin_seconds' (a length in seconds" in err

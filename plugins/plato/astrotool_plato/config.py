@@ -263,6 +263,8 @@ class EventsConfig(Section):
 class EvaluateConfig(Section):
     """``[plato.evaluate]``: point-wise and event-level scores of a model on a prepared split."""
 
+    renamed_keys = {"report": "name"}
+
     model: str = Field("", description="model name or folder (default: plato.train's model)")
     dataset: str = Field("", description="prepared data set (default: the model's)")
     split: Literal["train", "val", "test", "all"] = Field("test")
@@ -305,6 +307,8 @@ class DetectConfig(Section):
 class BlsConfig(Section):
     """``[plato.bls]``: the classical baseline, wotan detrending then astropy's Box Least Squares."""
 
+    renamed_keys = {"bin": "bin_seconds (a length in seconds, no longer a number of samples)"}
+
     window_days: float = Field(0.75, gt=0, description="biweight window of wotan [d]: about 3x the longest "
                                                        "transit kept")
     durations_hours: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 12.0],
@@ -322,6 +326,8 @@ class BlsConfig(Section):
 
 class PlatoConfig(Section):
     """``[plato]``: the PLATO plugin."""
+
+    renamed_keys = {"eval": "evaluate"}
 
 
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
