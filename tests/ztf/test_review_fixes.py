@@ -222,7 +222,7 @@ def test_evaluate_averages_only_seeds_of_one_configuration(tmp_path):
 
 def test_simulate_shards_together_draw_what_one_run_draws(tmp_path, astro):
     """Shards 1/3 and 2/3 drew nothing (their files were sharded twice) and exited 0."""
-    sim = ("--set", "ztf.simulate.objects_per_file=4", "--set", "ztf.simulate.stamp_size=21", "ztf", "simulate",
+    sim = ("--set", "ztf.simulate.chunk_size=4", "--set", "ztf.simulate.stamp_size=21", "ztf", "simulate",
            "-n", 12)
     assert astro("-w", tmp_path / "one", "--seed", 3, *sim).returncode == 0
     for i in range(3):

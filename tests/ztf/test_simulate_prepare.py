@@ -13,7 +13,7 @@ from astrotool_ztf.simulate import CLASSES, PIXEL_SCALE, simulate_objects
 
 CFG = {"stamp_size": 63, "class_fractions": {c: 1.0 for c in CLASSES}, "alerts_per_object": (1, 3),
        "seeing_fwhm": (1.5, 3.0), "template_depth": 16.0, "psf_mismatch": 0.02, "edge_fraction": 0.0,
-       "objects_per_file": 10, "n_objects": 10, "name": "t"}
+       "chunk_size": 10, "n_objects": 10, "name": "t"}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_objects_do_not_depend_on_how_they_are_split(alerts):
 
 def test_simulate_ingests_keeps_and_refuses_changed_settings(tmp_path, astro):
     ws = tmp_path / "ws"
-    r = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "--set",
+    r = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.chunk_size=6", "--set",
               "ztf.simulate.edge_fraction=0.25", "ztf", "simulate", "-n", 12)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -101,15 +101,15 @@ def test_simulate_ingests_keeps_and_refuses_changed_settings(tmp_path, astro):
     stamps = read_stamps(ws / "ztf" / "stamps" / "sim_0000_stamps.h5")
     edge = table["stamps_resized"].to_numpy()[: len(stamps["candid"])]
     assert edge.any() and np.isnan(stamps["science"][edge]).any() and not np.isnan(stamps["science"][~edge]).any()
-    fewer = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "--set",
+    fewer = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.chunk_size=6", "--set",
                   "ztf.simulate.edge_fraction=0.25", "ztf", "simulate", "-n", 6)
     assert fewer.returncode == 2 and "--overwrite" in fewer.stderr  # removing files needs --overwrite
     assert (ws / "ztf" / "alerts" / "sim_0001_alerts.parquet").exists()
-    again = astro("--json", "-w", ws, "--seed", 2, "--overwrite", "--set", "ztf.simulate.objects_per_file=6", "--set",
+    again = astro("--json", "-w", ws, "--seed", 2, "--overwrite", "--set", "ztf.simulate.chunk_size=6", "--set",
                   "ztf.simulate.edge_fraction=0.25", "ztf", "simulate", "-n", 6)
     assert again.returncode == 0 and json.loads(again.stdout)["files"] == 1
     assert not (ws / "ztf" / "alerts" / "sim_0001_alerts.parquet").exists()  # a smaller run leaves no extra file
-    bad = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.objects_per_file=6", "ztf", "simulate", "-n", 6)
+    bad = astro("--json", "-w", ws, "--seed", 2, "--set", "ztf.simulate.chunk_size=6", "ztf", "simulate", "-n", 6)
     assert bad.returncode == 2 and "edge_fraction" in bad.stderr and "--overwrite" in bad.stderr
 
 

@@ -31,9 +31,11 @@ class IngestConfig(Section):
 class SimulateConfig(Section):
     """``[ztf.simulate]``: labelled alerts drawn with GalSim (:mod:`astrotool_ztf.simulate`)."""
 
+    renamed_keys = {"objects_per_file": "chunk_size"}
+
     name: FileName = Field("sim", description="file stem: ztf/simulated/<name>_NNNN.parquet, then ingested")
     n_objects: int = Field(500, ge=1, description="objects (an AGN, SN or VS has several alerts)")
-    objects_per_file: int = Field(250, ge=1, description="objects per alert file (one executor item each)")
+    chunk_size: int = Field(250, ge=1, description="objects per alert file (one executor item each)")
     class_fractions: dict[Literal["AGN", "SN", "VS", "asteroid", "bogus"], Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: {"AGN": 0.2, "SN": 0.2, "VS": 0.2, "asteroid": 0.2, "bogus": 0.2},
         description="share of the objects in each class (normalised)")

@@ -81,7 +81,7 @@ def run(ctx, sample_dir="auto", n_objects: int = 200, epochs: int = 4) -> list[s
             lines.append(f"ztf: {Path(r.input).name}: {r.n_alerts} alert(s) of {r.n_objects} object(s){extra} -> "
                          f"{Path(r.alerts).relative_to(ws.root)}, {Path(r.stamps).relative_to(ws.root)}")
     # a tiny classifier on simulated alerts, then the samples classified
-    sim = cfg.simulate.model_copy(update={"name": "demo", "n_objects": n_objects, "objects_per_file": 100,
+    sim = cfg.simulate.model_copy(update={"name": "demo", "n_objects": n_objects, "chunk_size": 100,
                                          "alerts_per_object": (1, 2)})
     items = plan_files(sim.name, ws.stage(NAME, SIMULATED), 2024, sim.model_dump(mode="json"), overwrite=True)
     written = [r[0] for _, r in ctx.map(simulate_item, items, desc="simulate alerts", keys=[i.path for i in items])]

@@ -448,8 +448,8 @@ def simulate_item(item: SimItem, seed: int) -> tuple[str, bool]:
 
 
 def plan_files(name: str, folder: Path, base_seed: int, cfg: dict, overwrite: bool = False) -> list[SimItem]:
-    """The executor items: ``<folder>/<name>_NNNN.parquet``, ``objects_per_file`` objects each."""
-    n, per = cfg["n_objects"], cfg["objects_per_file"]
+    """The executor items: ``<folder>/<name>_NNNN.parquet``, ``chunk_size`` objects each."""
+    n, per = cfg["n_objects"], cfg["chunk_size"]
     return [SimItem(str(folder / f"{name}_{k:04d}.parquet"), s, min(s + per, n), base_seed, cfg, overwrite)
             for k, s in enumerate(range(0, n, per))]
 
