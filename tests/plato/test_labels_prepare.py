@@ -750,7 +750,7 @@ def _run_json(capsys, argv) -> dict:
     return json.loads(out)
 
 
-@pytest.mark.parametrize("command", [["labels"], ["plot", "all", "--no-model"]])
+@pytest.mark.parametrize("command", [["labels"], ["plot", "all", "--no-model-overlay"]])
 def test_labels_and_plot_run_per_file_through_the_executor_shards_and_jobs(tmp_path, capsys, command):
     """Each file is an executor item: --shard 0/2 and 1/2 cover every file once, -j 2 writes what serial does."""
     import io

@@ -246,7 +246,7 @@ def test_plot_draws_named_curves_and_those_of_the_last_detect_run(trained, capsy
     assert "nosuchcurve: no such curve id" in capsys.readouterr().err
     assert main(["-w", str(trained), "--json", "plato", "detect", str(raw), "--name", "forplot"]) == 0
     n_with = json.loads(capsys.readouterr().out)["curves_with_events"]
-    assert main(["-w", str(trained), "--json", "plato", "plot", "last", "--no-model"]) == 0
+    assert main(["-w", str(trained), "--json", "plato", "plot", "last", "--no-model-overlay"]) == 0
     assert json.loads(capsys.readouterr().out)["plots"] == n_with > 0
 
 

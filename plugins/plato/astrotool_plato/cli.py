@@ -161,9 +161,10 @@ def prepare(
     length: Optional[int] = typer.Option(None, "--length", help="samples kept per curve (0: the shortest curve's)"),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment",
                                            help="add each curve's time-reversed twin about its spline trend"),
-    filter_inf: bool = typer.Option(False, "--filter-inf",
-                                    help="drop curves whose samples hold NaN/inf flux (default: interpolate "
-                                         "over them); gaps (missing samples) are interpolated either way"),
+    filter_inf: Optional[bool] = typer.Option(None, "--filter-inf/--interpolate-inf",
+                                              help="drop curves whose samples hold NaN/inf flux, or interpolate "
+                                                   "over them (plato.prepare.bad_values); gaps (missing samples) "
+                                                   "are interpolated either way"),
     channels: Optional[str] = typer.Option(None, "--channels",
                                            help="network input: coadd (the co-added flux) or groups (the camera "
                                                 "groups, then the co-added flux)"),
@@ -193,7 +194,7 @@ def prepare(
 
     ctx = current()
     cfg = plato_config(ctx, {"prepare.name": name, "prepare.length": length, "prepare.augment": augment,
-                             "prepare.bad_values": "drop" if filter_inf else None, "prepare.channels": channels,
+                             "prepare.bad_values": None if filter_inf is None else "drop" if filter_inf else "interpolate", "prepare.channels": channels,
                              "prepare.spline_k": spline_k,
                              "prepare.spline_s": spline_s, "prepare.spline_stride": spline_stride,
                              "detect.time_column": time_column, "detect.flux_column": flux_column,
@@ -395,7 +396,7 @@ def plot(
     ids: List[str] = typer.Argument(..., help="curve ids, light-curve files, `all`, or `last` (the curves with "
                                               "events in the latest detect run)"),
     model: Optional[str] = typer.Option(None, "--model", help="model whose probabilities are overlaid"),
-    use_model: bool = typer.Option(True, "--model-overlay/--no-model", help="overlay a model's probabilities"),
+    use_model: bool = typer.Option(True, "--model-overlay/--no-model-overlay", help="overlay a model's probabilities"),
     time_column: TimeColumn = None,
     flux_column: FluxColumn = None,
     time_unit: TimeUnit = None,

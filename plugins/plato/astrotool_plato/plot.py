@@ -233,7 +233,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
         except AstroError as exc:
             if model_name:
                 raise
-            ctx.log.warning("no model to overlay (%s); plotting the curves alone (--no-model to silence)", exc)
+            ctx.log.warning("no model to overlay (%s); plotting the curves alone (--no-model-overlay to silence)", exc)
     out_dir = ws.stage(NAME, REPORTS) / "plots"
     by_file: dict[Path, list] = {}   # file -> [(id, output, label row of a simulated curve or None)]
     planned: set[str] = set()
