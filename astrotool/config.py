@@ -140,6 +140,7 @@ class Config:
         self.sources = sources
         self._model_targets = models
         self.validated: dict[str, Any] = {}
+        self._renames_told: set[str] = set()
 
     def model_class(self, section: str):
         """The pydantic model class of ``section``."""
@@ -182,9 +183,37 @@ class Config:
                 return self.sources[key]
         return DEFAULTS
 
+    def _renamed(self, model, values: dict, dotted: str) -> dict:
+        """``values`` with the keys of an earlier release that were only renamed (``renamed_keys`` of the
+        models, a new name without a note) moved to their new names, each told once in a warning naming
+        where it was set; a key whose meaning changed stays, for validation to refuse."""
+        values = dict(values)
+        for old, new in getattr(model, "renamed_keys", {}).items():
+            if " " in new or old not in values:
+                continue
+            if isinstance(values.get(new), dict) and isinstance(values[old], dict):   # a table: merged
+                values[new] = {**values[new], **values.pop(old)}
+            elif new not in values or self._source_of(f"{dotted}.{new}").startswith(DEFAULTS):  # not both set
+                values[new] = values.pop(old)
+            else:
+                continue
+            for key in [k for k in self.sources if k == f"{dotted}.{old}" or k.startswith(f"{dotted}.{old}.")]:
+                self.sources[f"{dotted}.{new}{key[len(dotted) + len(old) + 1:]}"] = self.sources[key]
+            if f"{dotted}.{old}" not in self._renames_told:
+                self._renames_told.add(f"{dotted}.{old}")
+                import logging
+
+                logging.getLogger("astro").warning("%s: %s.%s: renamed to %r; read as %s.%s (rename it there)",
+                                                   self._source_of(f"{dotted}.{old}"), dotted, old, new, dotted, new)
+        for name, field in getattr(model, "model_fields", {}).items():
+            if isinstance(values.get(name), dict) and hasattr(field.annotation, "model_fields"):
+                values[name] = self._renamed(field.annotation, values[name], f"{dotted}.{name}")
+        return values
+
     def _validate_section(self, section: str, values: dict) -> list[str]:
         from pydantic import ValidationError
 
+        values = self._renamed(self.model_class(section), values, section)
         try:
             self.validated[section] = self.model_class(section).model_validate(values)
         except ValidationError as exc:

@@ -44,6 +44,13 @@ FileNameOrEmpty = Annotated[str, AfterValidator(lambda v: v and _file_name(v))]
 Seed = Annotated[int, Field(ge=0)]
 """A random seed: an integer >= 0 (numpy refuses negative seeds), as ``core.seed``."""
 
+MIN_ONNX_OPSET = 11
+"""The oldest ONNX opset an export writes (older ones lack operators the models use, e.g. ``Flip``)."""
+
+OnnxOpset = Annotated[int, Field(ge=MIN_ONNX_OPSET, description=f"ONNX opset version (at least {MIN_ONNX_OPSET}; "
+                                                                "at most the newest this torch exports)")]
+"""The ``opset`` key of every ``export`` table."""
+
 
 def _array_device(value) -> str:
     device = str(value).strip().lower()

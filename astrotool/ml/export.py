@@ -209,9 +209,12 @@ def export_onnx(model, inputs, out_path: str | Path, *, input_name: str | Sequen
             raise ValueError(f"dynamic_axes: {k!r} is neither an input ({', '.join(names_in)}) nor an output "
                              f"({', '.join(names)})")
         axes[k] = {**axes[k], **{int(a): str(label) for a, label in extra.items()}}
+    from astrotool.section import MIN_ONNX_OPSET
+
     low, high = onnx_opsets()
+    low = max(low, MIN_ONNX_OPSET)
     if not low <= opset <= high:
-        raise AstroError(f"--opset {opset}: this torch exports ONNX opsets {low} to {high}")
+        raise AstroError(f"--opset {opset}: this command exports ONNX opsets {low} to {high} (with this torch)")
     was_training = model.training
     # traced and compared on the CPU, in float32 (a GPU's TF32 convolutions would fail a 1e-5 parity)
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))

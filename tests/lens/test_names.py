@@ -123,11 +123,17 @@ def test_a_negative_plugin_seed_is_refused_like_core_seed(astro, tmp_path, key):
     assert r.returncode == 2 and f"{key}: Input should be greater than or equal to 0 (got -1)" in r.stderr, r.stderr
 
 
-def test_a_key_of_an_earlier_release_is_told_its_new_name(capsys, tmp_path):
+def test_a_key_of_an_earlier_release_is_read_under_its_new_name_with_a_warning(capsys, tmp_path):
     """output/report became name: an old --cfg file failed with 'unknown key' and no word of the new one."""
     old = tmp_path / "old.toml"
     old.write_text('[lens.predict]\noutput = "x"\n[lens.kappa.score]\nreport = "y"\n')
-    code, _, err = run(capsys, "-w", tmp_path / "ws", "--cfg", old, "config", "show", "lens")
-    assert code == 2
-    assert f"{old}: lens.predict.output: unknown key; renamed to 'name'" in err, err
-    assert f"{old}: lens.kappa.score.report: unknown key; renamed to 'name'" in err, err
+    code, out, err = run(capsys, "-w", tmp_path / "ws", "--cfg", old, "config", "show", "lens")
+    assert code == 0, err
+    assert f"{old}: lens.predict.output: renamed to 'name'; read as lens.predict.name" in err, err
+    assert f"{old}: lens.kappa.score.report: renamed to 'name'" in err, err
+    shown = json.loads(out)
+    assert shown["lens"]["predict"]["name"] == "x" and shown["lens"]["kappa"]["score"]["name"] == "y"
+    both = tmp_path / "both.toml"   # the old key beside the new one: which to read is not guessed
+    both.write_text('[lens.predict]\noutput = "x"\nname = "z"\n')
+    code, _, err = run(capsys, "-w", tmp_path / "ws", "--cfg", both, "config", "show", "lens")
+    assert code == 2 and f"{both}: lens.predict.output: unknown key; renamed to 'name'" in err, err

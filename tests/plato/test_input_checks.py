@@ -337,11 +337,30 @@ def test_detect_s_reader_settings_do_not_invalidate_a_set_of_simulated_curves(tm
     assert "is up to date" in capsys.readouterr().err
 
 
-def test_keys_of_an_earlier_release_are_told_their_new_names(tmp_path, capsys):
-    """[plato.eval], its report and [plato.bls] bin were renamed: an old file said only 'unknown key'."""
+def test_keys_of_an_earlier_release_are_read_or_told_their_new_names(tmp_path, capsys):
+    """[plato.eval] and its report were renamed (read under the new names, with a warning); [plato.bls] bin
+    became bin_seconds, a length in seconds (refused, naming it): an old file said only 'unknown key'."""
     old = tmp_path / "old.toml"
-    old.write_text('[plato.eval]\nreport = "x"\n[plato.bls]\nbin = 4\n')
+    old.write_text('[plato.eval]\nname = "x"\nreport = "r"\n')
+    assert main(["-w", str(tmp_path / "ws"), "--json", "--cfg", str(old), "config", "show", "plato"]) == 2
+    assert "plato.evaluate.report: unknown key; renamed to 'name'" in capsys.readouterr().err  # both set
+    old.write_text('[plato.eval]\nreport = "r"\nsplit = "val"\n')
+    assert main(["-w", str(tmp_path / "ws"), "--json", "--cfg", str(old), "config", "show", "plato"]) == 0
+    cap = capsys.readouterr()
+    assert "plato.eval: renamed to 'evaluate'" in cap.err and "plato.evaluate.report: renamed to 'name'" in cap.err
+    shown = json.loads(cap.out)["plato"]["evaluate"]
+    assert shown["name"] == "r" and shown["split"] == "val" and shown["thresholds"]   # the defaults kept
+    old.write_text('[plato.bls]\nbin = 4\n')
     assert main(["-w", str(tmp_path / "ws"), "--cfg", str(old), "config", "show", "plato"]) == 2
-    err = capsys.readouterr().err
-    assert "plato.eval: unknown key; renamed to 'evaluate'" in err
-    assert "plato.bls.bin: unknown key; renamed to 'bin_seconds' (a length in seconds" in err
+    assert "plato.bls.bin: unknown key; renamed to 'bin_seconds' (a length in seconds" in capsys.readouterr().err
+
+
+def test_the_hidden_eval_alias_is_recorded_as_evaluate(small, tmp_path):
+    """Runs through `eval` were recorded as runs/*-plato-eval, beside evaluate's *-plato-evaluate."""
+    ws = _copy(small, tmp_path)
+    before = set((ws / "runs").glob("*-plato-evaluate"))
+    assert main(["-w", str(ws), "-q", "plato", "eval", "--split", "all", "--name", "old"]) == 0   # old scripts
+    assert (ws / "plato/reports/old_evaluate.json").is_file()
+    assert not list((ws / "runs").glob("*-plato-eval"))
+    new = set((ws / "runs").glob("*-plato-evaluate")) - before
+    assert len(new) == 1 and json.loads((new.pop() / "run.json").read_text())["command"] == "plato evaluate"

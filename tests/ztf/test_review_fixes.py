@@ -451,7 +451,8 @@ def _finished_after(mdir, done, epochs):
 def test_embed_and_a_probe_refuse_an_autoencoder_cut_short(tws, astro):
     """evaluate refused an unfinished autoencoder; embed and a probe on it used it without a word."""
     _finished_after(tws / "ztf" / "models" / "sim_vae", 1, 3)
-    for cmd in (("embed", "--model", "sim_vae"), ("train", "--arch", "probe", "--encoder", "sim_vae", "--epochs", 1)):
+    for cmd in (("embed", "--model", "sim_vae"), ("train", "--arch", "probe", "--encoder", "sim_vae", "--epochs", 1),
+                ("predict", "sim_0000", "--model", "sim_classifier", "--autoencoder", "sim_vae")):
         err = _error(astro("-w", tws, "--seed", 1, "ztf", *cmd))
         assert "trained 1 of 3 epochs" in err and "again to resume" in err, cmd
     assert not list((tws / "ztf" / "embeddings").glob("*")) if (tws / "ztf" / "embeddings").exists() else True

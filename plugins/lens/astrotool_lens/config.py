@@ -49,7 +49,7 @@ from typing import Literal, Union
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from astrotool.section import FileNameOrEmpty, Section, Seed
+from astrotool.section import FileNameOrEmpty, OnnxOpset, Section, Seed
 from astrotool_lens.kappa.config import KappaConfig
 
 __docformat__ = "numpy"
@@ -435,7 +435,7 @@ class ExportConfig(_Model):
     """``astro lens export``."""
 
     model: str = Field("", description="model name or folder (default: lens.train's model)")
-    opset: int = Field(17, ge=11)
+    opset: OnnxOpset = 17
     symmetrize: bool = Field(True, description="include the 8-fold symmetrisation in the exported graph")
     calibrated: bool = Field(True, description="include the model's calibration in the exported graph")
     parity_tol: float = Field(1e-5, gt=0, description="max |torch - onnxruntime| accepted")

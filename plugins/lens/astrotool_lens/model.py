@@ -272,8 +272,9 @@ def make_estimator(**kwargs):
 REGISTRY = {ARCHITECTURE: make_estimator}
 
 
-def load_estimator(path, device: str = "cpu"):
-    """Load a trained estimator from a checkpoint folder.
+def load_estimator(path, device: str = "cpu", warn: bool = True):
+    """Load a trained estimator from a checkpoint folder (``warn``: about a training cut short,
+    :func:`astrotool.ml.checkpoint.warn_unfinished`).
 
     Returns
     -------
@@ -290,7 +291,8 @@ def load_estimator(path, device: str = "cpu"):
     from astrotool.ml.checkpoint import build_model, load_checkpoint, warn_unfinished
 
     ckpt = load_checkpoint(path, expect_architecture=ARCHITECTURE)
-    warn_unfinished(ckpt.meta, ckpt.path, "astro lens train")
+    if warn:
+        warn_unfinished(ckpt.meta, ckpt.path, "astro lens train")
     model = build_model(ckpt, REGISTRY).to(device)
     return model, ckpt.meta
 

@@ -67,10 +67,11 @@ class ResponseTask:
 
 @functools.lru_cache(maxsize=2)
 def _estimator(model_dir: str, weights_mtime: float):
-    """The model of ``model_dir``, loaded once per process (the mtime keys a retrained one apart)."""
+    """The model of ``model_dir``, loaded once per process (the mtime keys a retrained one apart); the command
+    that uses it has warned about a training cut short already."""
     from astrotool_lens.model import load_estimator
 
-    return load_estimator(model_dir)
+    return load_estimator(model_dir, warn=False)
 
 
 def response_stamps(task: ResponseTask, seed: int | None = None) -> dict:

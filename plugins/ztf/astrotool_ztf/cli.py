@@ -481,7 +481,7 @@ def predict(
     from astrotool.workspace import atomic_path
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
     from astrotool import made_with
-    from astrotool_ztf.classify import load_classifier, temperature
+    from astrotool_ztf.classify import check_finished, load_classifier, temperature
     from astrotool_ztf.ingest import expand_inputs, ingest_files, unique_names
     from astrotool_ztf.predict import input_identity, per_object, predict_file
 
@@ -503,6 +503,7 @@ def predict(
 
         ae_dir = mc.model_dir(ctx, NAME, autoencoder, "--autoencoder")
         ae_ckpt = load_checkpoint(ae_dir, AUTOENCODER)
+        check_finished(ae_ckpt.meta, ae_dir)   # as embed and evaluate: an autoencoder cut short is not used
         ae, ae_meta = build_model(ae_ckpt, REGISTRY).eval(), ae_ckpt.meta
         ctx.record.add_input(ae_dir / "model.json")
     pairs = []

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from astrotool.section import FileName, FileNameOrEmpty, Section, Seed, check_odd, check_ordered
+from astrotool.section import FileName, FileNameOrEmpty, OnnxOpset, Section, Seed, check_odd, check_ordered
 
 __docformat__ = "numpy"
 
@@ -152,7 +152,7 @@ class PredictConfig(Section):
 class ExportConfig(Section):
     """``[ztf.export]``: the ONNX file ``astro ztf export`` writes."""
 
-    opset: int = Field(17, ge=11, description="ONNX opset version (at least 11)")
+    opset: OnnxOpset = 17
 
 
 class ZtfConfig(Section):

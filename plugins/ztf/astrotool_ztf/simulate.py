@@ -93,7 +93,7 @@ MOFFAT_BETA = 2.5
 SIMULATE_VERSION = 2
 """Version of the drawing: a file made by another version is made again only with ``--overwrite``."""
 
-LAYOUT = ("name", "n_objects")
+LAYOUT = ("name", "n_objects", "chunk_size")
 """Settings that do not change a file's alerts (its objects are named by their indices)."""
 
 

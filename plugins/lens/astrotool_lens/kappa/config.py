@@ -11,14 +11,11 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from astrotool.section import FileName, FileNameOrEmpty, Section, Seed
+from astrotool.section import FileName, FileNameOrEmpty, OnnxOpset, Section, Seed
 
 __docformat__ = "numpy"
 
 Pair = tuple[float, float]
-
-MIN_OPSET = 11
-"""Oldest ONNX opset ``export`` writes."""
 
 MAX_N_GAL = 10_000.0
 """Largest ``n_gal`` accepted [galaxies/arcmin^2]: a hundred times the deepest surveys'."""
@@ -207,8 +204,7 @@ class ExportConfig(_Model):
 
     model: str = Field("", description="model name or folder (default: lens.kappa.predict's model, else "
                                        "lens.kappa.train's)")
-    opset: int = Field(17, ge=MIN_OPSET, description=f"ONNX opset version (at least {MIN_OPSET}; at most the newest "
-                                                     "this torch exports)")
+    opset: OnnxOpset = 17
     parity_tol: float = Field(1e-5, gt=0, description="max |torch - onnxruntime| accepted")
     parity_samples: int = Field(8, ge=1)
 

@@ -79,21 +79,12 @@ def export_command(ctx, cfg, output: str | None = None) -> dict:
     astrotool.errors.InputError
         No such model.
     """
-    from astrotool.errors import AstroError
     from astrotool.ml import commands as mc
 
     from astrotool_lens.kappa.model import load_unet, model_inputs
     from astrotool_lens.kappa.predict import default_model
 
     x = cfg.export
-    from astrotool.ml.export import onnx_opsets
-
-    from astrotool_lens.kappa.config import MIN_OPSET
-
-    low, high = onnx_opsets()
-    low = max(low, MIN_OPSET)
-    if not low <= x.opset <= high:   # the range this command accepts, not the exporter's alone
-        raise AstroError(f"--opset {x.opset}: this command exports ONNX opsets {low} to {high} (with this torch)")
     name = x.model or default_model(cfg)
     mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models")
     model, meta = load_unet(mdir)
