@@ -225,9 +225,13 @@ def test_bad_weight_maps_are_refused_naming_the_files(tile, tmp_path):
     tile2 = _variant(t, tmp_path / "wtile.fits")
     cfg = dict(weight_image=WEIGHTS)
     missing = tmp_path / "weights/wtile_wht.fits"
-    with pytest.raises(InputError, match="weight map not found") as exc:
-        detect_tile(tile2, tmp_path / "out", DetectConfig(engine="sextractor" if HAVE_SEX else "photutils", **cfg))
-    assert str(missing) in str(exc.value)
+    if HAVE_SEX:   # without SExtractor the engine is refused before the weight map is looked for
+        with pytest.raises(InputError, match="weight map not found") as exc:
+            detect_tile(tile2, tmp_path / "out", DetectConfig(engine="sextractor", **cfg))
+        assert str(missing) in str(exc.value)
+    else:
+        with pytest.raises(AstroError, match="needs source-extractor; engine 'photutils'"):
+            detect_tile(tile2, tmp_path / "out", DetectConfig(engine="photutils", **cfg))
     _weight(tile2, np.ones((100, 120)))
     if HAVE_SEX:
         with pytest.raises(InputError, match=r"shape \(100, 120\) differs from .*\(256, 256\)") as exc:
@@ -238,13 +242,36 @@ def test_bad_weight_maps_are_refused_naming_the_files(tile, tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_a_tile_as_its_own_weight_map_is_refused(astro, tile, tmp_path):
+    """``weight_image = "{stem}.fits"``: the tile stays a tile (not "no tiles"), and is refused as its own
+    weight map, named on the command line or not."""
+    from astrotool_dre.tiles import check_weight, tile_files
+
+    d, t = tile
+    ws = tmp_path / "ws"
+    (ws / "dre/tiles").mkdir(parents=True)
+    tile2 = _variant(t, ws / "dre/tiles/sim_000.fits")
+    for pattern in ("{stem}.fits", "./{stem}.fits", "../tiles/{stem}.fits"):
+        assert tile_files(ws / "dre/tiles", pattern) == [tile2]
+        with pytest.raises(InputError, match=r"its own weight map: .*dre\.detect\.weight_image") as exc:
+            check_weight(tile2, pattern, (256, 256))
+        assert str(tile2) in str(exc.value)
+    setting = ["--set", 'dre.detect.weight_image="{stem}.fits"', "--set", 'dre.detect.engine="sextractor"']
+    for names in ([], ["sim_000"], [str(tile2)]):
+        r = astro("-w", ws, *setting, "dre", "detect", *names)
+        assert r.returncode == 2, r.stderr
+        assert "its own weight map" in r.stderr and "dre.detect.weight_image" in r.stderr, r.stderr
+        assert "no tiles" not in r.stderr
+    assert not (ws / "dre/sextracted").exists() or not any((ws / "dre/sextracted").glob("*.fits"))
+
+
 def test_weight_map_setting_needs_the_stem():
     with pytest.raises(ValueError, match=r"\{stem\}"):
         DetectConfig(weight_image="weights.fits")
 
 
 @pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
-def test_a_changed_weight_map_is_not_reused(astro, tile, tmp_path):
+def test_a_changed_weight_map_is_not_reused(astro, tile, tmp_path, monkeypatch):
     d, t = tile
     ws = tmp_path / "ws"
     (ws / "dre/tiles").mkdir(parents=True)
@@ -260,6 +287,22 @@ def test_a_changed_weight_map_is_not_reused(astro, tile, tmp_path):
     _weight(tile2, w)
     r = astro(*args)
     assert r.returncode == 2 and "inputs.weight" in r.stderr, (r.stdout, r.stderr)
+    # a later stage compares the weight map's checksum, not a whole detect record built again
+    from astrotool_dre import pipeline
+    from astrotool_dre.config import DreConfig
+
+    real = pipeline.stage_record
+
+    def no_detect_record(paths, stage, *a, **kw):
+        assert stage != "detect", "the detect record was built again to read inputs.weight"
+        return real(paths, stage, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "stage_record", no_detect_record)
+    cfg = DreConfig(detect={"weight_image": WEIGHTS, "engine": "sextractor"})
+    with pytest.raises(AstroError, match=r"inputs\.weight"):
+        pipeline.check_tiles([tile2], ws, ("psf",), cfg, overwrite=False)
+    _weight(tile2, np.ones((256, 256)))   # the weight map it was detected with again: nothing is out of date
+    pipeline.check_tiles([tile2], ws, ("psf",), cfg, overwrite=False)
 
 
 def test_the_sci_hdu_of_a_file_with_several_images_is_the_tile(tile, tmp_path):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from astrotool import console, made_with
 from astrotool.errors import AstroError, InputError
 from astrotool.names import printable
-from astrotool_dre.tiles import TILE_SUFFIXES, tile_files, tile_stem, weight_path
+from astrotool_dre.tiles import TILE_SUFFIXES, check_own_weight, tile_files, tile_stem, weight_path
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DreConfig, ModelsConfig, SimulateConfig
@@ -129,10 +129,17 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     if stage == "detect":  # the tile itself: a tile simulated again or replaced invalidates the chain
         inputs["tile"] = tile_identity(paths)
         if cfg.detect.weight_image:   # and its weight map (missing: refused by the detection)
-            inputs["weight"] = made_with.file_checksum(weight_path(paths.tile, cfg.detect.weight_image),
-                                                       paths.sextracted / ".weight_checksum.json")
+            inputs["weight"] = weight_checksum(paths, cfg.detect.weight_image)
     settings["inputs"] = inputs
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT)
+
+
+def weight_checksum(paths: TilePaths, weight_image: str) -> str:
+    """The checksum of the tile's weight map (``dre.detect.weight_image``) in detect's record
+    (``inputs.weight``): :func:`astrotool.made_with.file_checksum`, cached in ``dre/sextracted``."""
+    from astrotool import made_with
+
+    return made_with.file_checksum(weight_path(paths.tile, weight_image), paths.sextracted / ".weight_checksum.json")
 
 
 def tile_identity(paths: TilePaths) -> str | None:
@@ -187,7 +194,7 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             if stage == "detect":
                 now["inputs.tile"] = tile_identity(paths)
                 if "inputs.weight" in old["settings"] and cfg.detect.weight_image:
-                    now["inputs.weight"] = stage_record(paths, stage, cfg, made, cube)["settings"].get("inputs.weight")
+                    now["inputs.weight"] = weight_checksum(paths, cfg.detect.weight_image)
             if any(k.startswith(u) for k in old["settings"] for u in used):
                 ours = stage_record(paths, stage, cfg, made, cube)["settings"]
                 now.update({k: v for k, v in ours.items() if k.startswith(used)})
@@ -244,9 +251,11 @@ def tiles_in(root, names: list[str] | None = None, weight_image: str | None = No
             if p.resolve() not in out:  # a tile named twice runs once
                 out.append(p.resolve())
         _check_stems(out, tile_files(folder, weight_image))
-        return out
-    out = tile_files(folder, weight_image)
-    _check_stems(out)
+    else:
+        out = tile_files(folder, weight_image)
+        _check_stems(out)
+    for t in out:   # a tile is no weight map of its own (exit 2, before any work)
+        check_own_weight(t, weight_image)
     return out
 
 

@@ -37,6 +37,8 @@ __all__ = [
     "celestial_wcs",
     "weight_path",
     "check_weight",
+    "is_own_weight",
+    "check_own_weight",
 ]
 
 DEFAULT_ZERO_POINT = 30.0  # [mag], when neither the configuration nor the header gives one
@@ -70,14 +72,39 @@ def tile_stem(path: str | os.PathLike) -> str:
 def tile_files(folder: str | os.PathLike, weight_image: str | None = None) -> list[Path]:
     """The tiles in ``folder``: its files named ``*`` + one of :data:`TILE_SUFFIXES` (hidden ones left
     out), sorted by name; with ``weight_image`` (``dre.detect.weight_image``), the tiles' weight maps
-    (:func:`weight_path`) left out too."""
+    (:func:`weight_path`) left out too, though never a tile for being its own weight map (refused:
+    :func:`check_own_weight`)."""
     folder = Path(folder)
     found = sorted(p for p in folder.iterdir() if p.name.lower().endswith(TILE_SUFFIXES)
                    and not p.name.startswith(".") and not p.is_dir()) if folder.is_dir() else []
-    if weight_image:
-        weights = {os.path.normpath(weight_path(p, weight_image)) for p in found}
+    if weight_image:   # a tile that is its own weight map stays a tile (refused: check_own_weight)
+        weights = {os.path.normpath(weight_path(p, weight_image)) for p in found
+                   if not is_own_weight(p, weight_image)}
         found = [p for p in found if os.path.normpath(p) not in weights]
     return found
+
+
+def is_own_weight(tile: str | os.PathLike, pattern: str) -> bool:
+    """Whether ``pattern`` (``dre.detect.weight_image``) makes ``tile`` its own weight map
+    (:func:`weight_path`): the same path (``{stem}.fits``, ``./{stem}.fits``) or the same file (a link)."""
+    tile, weight = Path(tile), weight_path(tile, pattern)
+    if os.path.normpath(os.path.abspath(weight)) == os.path.normpath(os.path.abspath(tile)):
+        return True
+    try:
+        return os.path.samefile(weight, tile)
+    except OSError:   # either missing
+        return False
+
+
+def check_own_weight(tile: str | os.PathLike, pattern: str | None) -> None:
+    """Refuse (InputError, exit 2) a ``tile`` that ``pattern`` (``dre.detect.weight_image``) makes its own
+    weight map (:func:`is_own_weight`)."""
+    from astrotool.errors import InputError
+
+    if pattern and is_own_weight(tile, pattern):
+        raise InputError(tile, f"is its own weight map: dre.detect.weight_image = {pattern!r} names the tile "
+                               "itself; name the tiles' weight maps (such as 'weights/{stem}_wht.fits'), "
+                               "or unset the key")
 
 
 def output_paths(outdir: str | os.PathLike, stem: str) -> dict[str, Path]:
@@ -305,6 +332,7 @@ def check_weight(tile: str | os.PathLike, pattern: str, shape: tuple[int, int]) 
     from astrotool.errors import InputError
     from astrotool.names import printable
 
+    check_own_weight(tile, pattern)
     path = weight_path(tile, pattern)
     if not path.is_file():
         raise InputError(path, f"weight map not found (dre.detect.weight_image = {pattern!r} for the tile "
