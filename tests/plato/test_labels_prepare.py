@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import numpy as np
 import pytest
 
@@ -772,3 +773,35 @@ def test_labels_and_plot_run_per_file_through_the_executor_shards_and_jobs(tmp_p
             assert pq.read_table(f).equals(pq.read_table(io.BytesIO(serial[f])))
         else:
             assert Path(f).read_bytes() == serial[f]
+
+
+def test_labels_reads_the_label_tables_once_and_hands_each_file_its_rows(tmp_path, capsys, monkeypatch):
+    """Every item read every label table again (reads grew with the square of the file count)."""
+    from astrotool_plato import labels as lab
+
+    ws = tmp_path / "w"
+    assert main(["-w", str(ws), "-q", "plato", "simulate", "-n", "3", "--days", "1", "--chunk-size", "1"]) == 0
+    reads = []
+    real = lab.read_label_tables
+    monkeypatch.setattr(lab, "read_label_tables", lambda folder: reads.append(folder) or real(folder))
+    out = _run_json(capsys, ["-w", str(ws), "--json", "plato", "labels"])
+    assert len(out["files"]) == 3 and len(reads) == 1
+    item = lab.MasksItem(str(next((ws / "plato/raw").glob("*_lightcurves.parquet"))), str(tmp_path / "m.parquet"),
+                         ())
+    with pytest.raises(InputError, match="no label row"):           # its rows travel in the item
+        lab.masks_file(item)
+
+
+def test_plot_s_old_no_model_option_still_works_hidden(tmp_path, capsys):
+    """`--no-model` was renamed `--no-model-overlay`; scripts using it failed with "No such option"."""
+    ws = tmp_path / "w"
+    assert main(["-w", str(ws), "-q", "plato", "simulate", "-n", "1", "--days", "1"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws), "plato", "plot", "all", "--no-model"]) == 0
+    err = capsys.readouterr().err
+    assert "no model to overlay" not in err and list((ws / "plato/reports/plots").glob("*.png"))
+    assert main(["-w", str(ws), "plato", "plot", "all", "--overwrite"]) == 0   # the default: overlay one if any
+    assert "no model to overlay" in capsys.readouterr().err
+    assert main(["plato", "plot", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--no-model-overlay" in text and not re.search(r"--no-model(?!-)", text)

@@ -315,3 +315,38 @@ def test_bls_refuses_an_empty_period_range_naming_the_file(tmp_path, capsys, set
     assert main(["-w", str(tmp_path / "ws"), "--set", setting, "plato", "bls", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: " in err and "no trial period" in err and "min_period_days" in err, err
+
+
+def test_bls_bins_leave_out_samples_with_nan_times():
+    """A NaN time stamp made the bin index negative: ValueError from numpy's bincount."""
+    from astrotool_plato.bls import bin_in_time
+
+    step = 25.0 / 86400.0
+    t = np.arange(12) * step
+    f = np.arange(12.0)
+    t[[0, 5]] = np.nan                                                    # the first one too
+    tb, fb = bin_in_time(t, f, 4 * step)
+    assert np.isfinite(tb).all() and np.isfinite(fb).all()
+    np.testing.assert_allclose(fb, [2.5, 7.0, 10.0])   # from the first finite time: 1-4, 6-8, 9-11 (0, 5 left out)
+    coarse = np.r_[np.nan, np.arange(9) / 48.0]                           # unchanged but for the NaN time
+    tb, fb = bin_in_time(coarse, np.ones(10), 100.0 / 86400.0)
+    assert np.isfinite(tb).all() and fb.size == 9
+
+
+def test_a_faint_star_in_electrons_names_only_the_failed_check_and_ppm_gets_the_hint():
+    """A faint star in e-/s (median 50, scatter 40) was told "ppm about 0: divide by 1e6 and add 1"."""
+    from astrotool_plato.lightcurves import check_curve
+
+    rng = np.random.default_rng(3)
+    t = np.arange(4000) * 25.0 / 86400.0
+    faint = 50.0 + rng.normal(0.0, 40.0, t.size)
+    with pytest.raises(InputError) as exc:
+        check_curve(t, faint, "faint.csv")
+    msg = str(exc.value)
+    assert "scatter" in msg and msg.endswith("not a flux level") and "ppm" not in msg and "add 1" not in msg
+    ppm = rng.normal(0.0, 300.0, t.size)                                  # relative flux in ppm about 0
+    with pytest.raises(InputError, match=r"not a flux level; ppm about 0: divide by 1e6 and add 1$"):
+        check_curve(t, ppm, "ppm.csv")
+    rel = rng.normal(0.0, 1e-3, t.size)                                   # relative flux about 0
+    with pytest.raises(InputError, match=r"not a flux level; relative flux about 0: add 1$"):
+        check_curve(t, rel, "rel.csv")

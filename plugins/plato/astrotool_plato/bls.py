@@ -120,15 +120,19 @@ def bin_in_time(time: np.ndarray, flux: np.ndarray, width: float) -> tuple[np.nd
     no bin spans a gap longer than itself); bins with fewer than half the samples a full one holds are left out.
     The bin edges lie half a median step early, so a sample due on an edge (every fourth at 25 s in 100 s) is
     not put on either side by rounding of large times. Unchanged when the median step is over half ``width``
-    (under two samples a bin).
+    (under two samples a bin). Samples with a NaN or infinite time stamp are left out (the median step is that
+    of the finite ones).
 
     Returns
     -------
     time, flux : numpy.ndarray
         Mean time [d] and mean flux per bin.
     """
+    ok = np.isfinite(time)
+    if not ok.all():
+        time, flux = time[ok], flux[ok]
     step = float(np.median(np.diff(time))) if time.size > 1 else width
-    if width < 2.0 * step:
+    if width < 2.0 * step or time.size == 0:
         return time, flux
     k = np.floor((time - time[0]) / width + 0.5 * step / width).astype(np.int64)
     n = np.bincount(k)

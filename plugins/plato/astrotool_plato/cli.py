@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -129,18 +130,18 @@ def labels() -> None:
     """
     from astrotool.context import current
     from astrotool_plato import LABELS, NAME, RAW
-    from astrotool_plato.labels import MasksItem, masks_file, read_label_tables
+    from astrotool_plato.labels import MasksItem, masks_file, read_label_tables, rows_by_file
 
     ctx = current()
     ws = ctx.workspace
-    read_label_tables(ws.stage(NAME, LABELS))   # a bad label table stops the command before any item runs
+    rows = rows_by_file(read_label_tables(ws.stage(NAME, LABELS)))   # read once; a bad table stops the command
     files = sorted(ws.stage(NAME, RAW).glob("*_lightcurves.parquet"))
     if not files:
         from astrotool.errors import AstroError
 
         raise AstroError(f"{ws.stage(NAME, RAW)}: no *_lightcurves.parquet; run `astro plato simulate` first")
     items = [MasksItem(str(f), str(ws.stage(NAME, LABELS) / f.name.replace("_lightcurves.parquet", "_masks.parquet")),
-                       str(ws.stage(NAME, LABELS))) for f in files]
+                       rows.get(f.name, rows[None])) for f in files]
     results = ctx.map(masks_file, items, "labels", keys=[f.name for f in files])
     for f in ctx.shard_of(files):
         ctx.record.add_input(f)
@@ -290,7 +291,16 @@ def evaluate(
     evaluate_command(ctx, cfg, mc.runtime(ctx, device=device))
 
 
-app.command("eval", hidden=True)(evaluate)   # the old name, for scripts written before `evaluate`
+@app.command("eval", hidden=True)
+@functools.wraps(evaluate)
+def eval_alias(**options) -> None:   # evaluate's old name, for old scripts; recorded as evaluate, not eval
+    from astrotool.context import current
+
+    ctx = current()
+    words = ctx.command.split(" ")
+    if words[-1:] == ["eval"]:   # the core names the run from the command line's words
+        ctx.command = " ".join([*words[:-1], "evaluate"])
+    evaluate(**options)
 
 
 @app.command()
@@ -397,6 +407,7 @@ def plot(
                                               "events in the latest detect run)"),
     model: Optional[str] = typer.Option(None, "--model", help="model whose probabilities are overlaid"),
     use_model: bool = typer.Option(True, "--model-overlay/--no-model-overlay", help="overlay a model's probabilities"),
+    no_model: bool = typer.Option(False, "--no-model", hidden=True),   # the old name of --no-model-overlay
     time_column: TimeColumn = None,
     flux_column: FluxColumn = None,
     time_unit: TimeUnit = None,
@@ -417,7 +428,7 @@ def plot(
     cfg = plato_config(ctx, {"detect.model": model, "detect.time_column": time_column,
                              "detect.flux_column": flux_column, "detect.time_unit": time_unit,
                              "detect.quality": quality})
-    plot_command(ctx, cfg, ids, use_model)
+    plot_command(ctx, cfg, ids, use_model and not no_model)
 
 
 @app.command("import-panopticon")

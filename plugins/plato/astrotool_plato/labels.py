@@ -194,24 +194,42 @@ class MasksItem:
         The simulator's ``<stem>_lightcurves.parquet``.
     out : str
         Its ``<stem>_masks.parquet``.
-    labels_dir : str
-        Folder of the label tables (``plato/labels/``).
+    rows : tuple
+        The label-table rows of its curves (:func:`rows_by_file`; read once, by the command).
     """
 
     path: str
     out: str
-    labels_dir: str
+    rows: tuple
+
+
+def rows_by_file(labels: Mapping[str, dict]) -> dict:
+    """Label rows grouped by the light-curve file they name (``row["file"]``): ``{file name: (row, ...)}``.
+    Rows that name no file are put in every group, and alone under the key ``None`` (for files no row names)."""
+    groups: dict = {}
+    for r in labels.values():
+        groups.setdefault(r.get("file"), []).append(r)
+    loose = groups.pop(None, [])
+    return {**{k: tuple(v) + tuple(loose) for k, v in groups.items()}, None: tuple(loose)}
 
 
 def masks_file(item: MasksItem, seed: int = 0) -> dict:
-    """Write the masks of one file (:func:`write_masks`); ``seed`` is not used.
+    """Write the masks of one file (:func:`write_masks`) from the rows in ``item``; ``seed`` is not used.
 
     Returns
     -------
     dict
         ``{"out": path written, "samples": samples per class}``.
     """
+    from astrotool.errors import InputError
     from astrotool_plato.lightcurves import read_curves
 
-    counts = write_masks(item.out, read_curves(item.path), read_label_tables(item.labels_dir))
+    curves, rows = read_curves(item.path), {r["id"]: r for r in item.rows}
+    missing = [c for c in curves if c not in rows]
+    if missing:
+        raise InputError(item.path, f"no label row for curve(s) {', '.join(missing[:5])} names this file: its label "
+                                    "table is not in plato/labels/, or the file is of an earlier layout (the "
+                                    "curves moved to other files; simulate or import-panopticon with "
+                                    "--overwrite removes it)")
+    counts = write_masks(item.out, curves, rows)
     return {"out": item.out, "samples": counts}

@@ -55,6 +55,9 @@ MAX_SCATTER = 0.5
 """The largest robust scatter (1.4826 MAD) of a curve's flux, as a fraction of its median: more says a flux about 0
 (relative flux, ppm) with an offset, not a flux level (:func:`check_curve`; a contact binary's +-23 % or a faint
 star's 30 % noise per cadence are read)."""
+PPM_SCATTER = 100.0
+"""The smallest robust scatter of values about 0 that :func:`check_curve` calls ppm (a relative flux in ppm spreads
+over hundreds); under it, and over 1, the values may be a faint star's e-/s, and no unit is suggested."""
 GROUP_PREFIX = "flux_g"
 """Camera-group flux columns are ``flux_g1``, ``flux_g2``, ..."""
 CHANNELS = ("coadd", "groups")
@@ -242,8 +245,9 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
     """Refuse a curve a model cannot read: unequal lengths, times not increasing, no finite flux, a flux that is
     not a level (relative flux is flux over its median): a median not above 0, more than
     :data:`MAX_NONPOSITIVE` of the values at or below 0, or a robust scatter above :data:`MAX_SCATTER` of the
-    median; each named as such, with a hint to add 1 (or divide by 1e6 first) only where the values lie about 0
-    (the median within three robust scatters of it).
+    median; each named as such, with a hint only where the values lie about 0 (the median within three robust
+    scatters of it): to add 1 where the scatter is under 1 (relative flux), to divide by 1e6 first where it is at
+    least :data:`PPM_SCATTER` (ppm); none in between (a faint star in e-/s: median 50, scatter 40).
 
     Raises
     ------
@@ -278,8 +282,9 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
                    f"{level:.3g}" if scatter > MAX_SCATTER * level else "")
         if problem:
             hint = ""
-            if scatter > 0 and abs(level) <= 3.0 * scatter:   # values about 0, spread as ppm or as relative flux
-                hint = "; ppm about 0: divide by 1e6 and add 1" if scatter >= 1 else "; relative flux about 0: add 1"
+            if 0 < scatter and abs(level) <= 3.0 * scatter:   # values about 0, spread as ppm or as relative flux
+                hint = ("; ppm about 0: divide by 1e6 and add 1" if scatter >= PPM_SCATTER else
+                        "; relative flux about 0: add 1" if scatter < 1 else "")   # else a faint star, in e-/s
             raise InputError(where, f"{problem}: not a flux level{hint}")
 
 

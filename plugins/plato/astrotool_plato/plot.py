@@ -205,8 +205,6 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     todo: list[tuple[Path, str | None]] = []   # (file, id or None for every curve of the file)
     ev, d, model_name = cfg.events, cfg.detect, cfg.detect.model or cfg.train.model
     if ids == ["last"]:   # drawn with the model, event and reader settings of that run
-        from astrotool_plato.config import EventsConfig
-
         todo, made = _latest_detect(ws)
         if made:
             ev, d, model_name = EventsConfig(**made["events"]), d.model_copy(update=made["reader"]), made["model"]
