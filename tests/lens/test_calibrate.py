@@ -144,3 +144,18 @@ def test_calibrate_command(model_copy, easy_fields, tmp_path, capsys):
     assert json.loads(out.out)["n_fields"] == 6
     code = main(["-w", str(tmp_path / "ws"), "-q", "lens", "calibrate", "--model", str(model_copy)])
     assert code == 2 and "--dataset" in capsys.readouterr().err
+
+
+def test_a_model_cut_short_is_used_with_a_warning_and_export_takes_the_old_onnx_flag(model_copy, tmp_path, capsys):
+    """lens used a model whose training was interrupted without a word; `export --onnx` of older scripts
+    failed once the flag was dropped."""
+    from astrotool.cli import main
+
+    meta = json.loads((model_copy / "model.json").read_text())
+    meta["training_progress"] = {**meta["training_progress"], "epochs_done": 3, "epochs": 15, "finished": False}
+    (model_copy / "model.json").write_text(json.dumps(meta))
+    code = main(["-w", str(tmp_path / "ws"), "--json", "lens", "export", "--onnx", "--model", str(model_copy)])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "training unfinished (trained 3 of 15 epochs)" in cap.err and "astro lens train" in cap.err
+    assert json.loads(cap.out)["path"] == str(model_copy / "model.onnx")
