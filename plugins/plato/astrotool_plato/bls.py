@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from astrotool_plato.lightcurves import CurveReader
+
 __docformat__ = "numpy"
 
 
@@ -248,10 +250,7 @@ class BlsItem:
 
     path: str
     cfg: object   # astrotool_plato.config.BlsConfig
-    time_column: str = ""
-    flux_column: str = ""
-    time_unit: str = "d"
-    quality: str = "drop"
+    reader: CurveReader = CurveReader()
 
 
 def bls_file(item: BlsItem, seed: int = 0) -> dict:
@@ -268,18 +267,17 @@ def bls_file(item: BlsItem, seed: int = 0) -> dict:
 
     from astrotool.errors import InputError
 
-    from astrotool_plato.lightcurves import check_time_scale, read_curves, relative_flux, uniform
+    from astrotool_plato.lightcurves import check_time_scale, relative_flux, uniform
 
     notes: list[str] = []
-    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, quality=item.quality,
-                         notes=notes)
+    curves = item.reader.read(item.path, notes=notes)
     rows = []
     for cid, (t, fl) in curves.items():
         where = f"{item.path}: {cid}" if len(curves) > 1 else item.path
-        check_time_scale(t, None, where, item.time_unit)
+        check_time_scale(t, None, where, item.reader.time_unit)
         step_h, shortest = float(np.median(np.diff(t))) * 24.0, min(item.cfg.durations_hours)
         if step_h >= shortest:
-            hint = "; is the time in seconds? use --time-unit s" if item.time_unit == "d" else ""
+            hint = "; is the time in seconds? use --time-unit s" if item.reader.time_unit == "d" else ""
             raise InputError(where, f"a median time step of {step_h:.4g} h, not shorter than the shortest trial "
                                     f"duration ({shortest:g} h){hint}")
         tu, fu = uniform(t, fl)
@@ -302,7 +300,7 @@ def bls_command(ctx, cfg, files) -> dict:
     from astrotool_plato.detect import item_keys
 
     b, d = cfg.bls, cfg.detect
-    items = [BlsItem(str(Path(f)), b, d.time_column, d.flux_column, d.time_unit, d.quality) for f in files]
+    items = [BlsItem(str(Path(f)), b, CurveReader.of(d)) for f in files]
     results = ctx.map(bls_file, items, "bls", keys=item_keys(files))
     rows = [r for _, res in results for r in res["rows"]]
     for _, res in results:

@@ -19,12 +19,14 @@ per event: ``file``, ``id``, ``t_mid`` [d], ``duration`` [h], ``depth`` [ppm],
 from __future__ import annotations
 
 import functools
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from astrotool_plato.config import EventsConfig
+from astrotool_plato.lightcurves import CurveReader
 
 __docformat__ = "numpy"
 
@@ -53,10 +55,7 @@ class DetectItem:
     path: str
     model_dir: str
     events: EventsConfig
-    time_column: str = ""
-    flux_column: str = ""
-    time_unit: str = "d"
-    quality: str = "drop"
+    reader: CurveReader = CurveReader()
     batch_size: int = 4
     device: str = "cpu"
     key: str = ""    # the file's name in the table (:func:`item_keys`)
@@ -196,17 +195,16 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
 
     from astrotool.workspace import atomic_path
 
-    from astrotool_plato.lightcurves import check_time_scale, read_curves
+    from astrotool_plato.lightcurves import check_time_scale
 
     if item.part and Path(item.part).is_file():
         return json.loads(Path(item.part).read_text())
     meta, model = _model(item.model_dir)
     notes: list[str] = []
-    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model),
-                         item.quality, notes)
+    curves = item.reader.read(item.path, model_channels(model), notes)
     for cid, (t, _) in curves.items():   # before resampling, naming the file
         check_time_scale(t, model_cadence(meta) / 86400.0, f"{item.path}: {cid}" if len(curves) > 1 else item.path,
-                         item.time_unit)
+                         item.reader.time_unit)
     res = search_curves(curves, model, model_cadence(meta), item.events, item.batch_size, item.device,
                         {cid: f"{item.path}: {cid}" if len(curves) > 1 else item.path for cid in curves})
     cols = ("t_mid", "duration", "depth", "snr", "peak_probability")
@@ -231,7 +229,7 @@ def detect_settings(model_dir, events: EventsConfig, detect) -> dict:
 
     return {"model": str(Path(model_dir).resolve()), "weights": mw.file_checksum(Path(model_dir) / WEIGHTS_FILE),
             "events": events.model_dump(mode="json"),
-            "reader": {k: getattr(detect, k) for k in ("time_column", "flux_column", "time_unit", "quality")}}
+            "reader": dataclasses.asdict(CurveReader.of(detect))}
 
 
 def item_keys(files) -> list[str]:
@@ -339,8 +337,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     keys = item_keys(files)
     parts = out.parent / ".parts"
     run_id = mw.digest(mw.flatten({"settings": settings, "files": searched}))
-    items = [DetectItem(str(Path(f)), str(mdir), ev, d.time_column, d.flux_column, d.time_unit, d.quality,
-                        d.batch_size, runtime.accelerator, k,
+    items = [DetectItem(str(Path(f)), str(mdir), ev, CurveReader.of(d), d.batch_size, runtime.accelerator, k,
                         str(parts / f"{run_id}-{mw.digest({'key': k, **_stamp(f)})}.json"))
              for f, k in zip(files, keys)]
     mine_items = ctx.shard_of(items)

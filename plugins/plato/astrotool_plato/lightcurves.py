@@ -25,6 +25,7 @@ channel alike.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -286,6 +287,26 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
                 hint = ("; ppm about 0: divide by 1e6 and add 1" if scatter >= PPM_SCATTER else
                         "; relative flux about 0: add 1" if scatter < 1 else "")   # else a faint star, in e-/s
             raise InputError(where, f"{problem}: not a flux level{hint}")
+
+
+@dataclass(frozen=True)
+class CurveReader:
+    """How a user's light-curve file is read (``[plato.detect]``): the columns, the time unit (``d`` or
+    ``s``) and what to do with flagged cadences; one value for the items of detect, plot and bls."""
+
+    time_column: str = ""
+    flux_column: str = ""
+    time_unit: str = "d"
+    quality: str = "drop"
+
+    @classmethod
+    def of(cls, cfg) -> "CurveReader":
+        """The reader of a ``[plato.detect]`` table."""
+        return cls(cfg.time_column, cfg.flux_column, cfg.time_unit, cfg.quality)
+
+    def read(self, path, channels: str = "coadd", notes: list | None = None) -> dict[str, tuple]:
+        """:func:`read_curves` of ``path`` with these settings."""
+        return read_curves(path, self.time_column, self.flux_column, self.time_unit, channels, self.quality, notes)
 
 
 def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: str = "d",

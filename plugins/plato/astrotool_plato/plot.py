@@ -21,6 +21,7 @@ import numpy as np
 
 from astrotool.errors import AstroError
 from astrotool_plato.config import EventsConfig
+from astrotool_plato.lightcurves import CurveReader
 
 __docformat__ = "numpy"
 
@@ -143,7 +144,7 @@ class PlotItem:
     model_dir : str
         Model whose probabilities are drawn ("" for none).
     events : astrotool_plato.config.EventsConfig
-    time_column, flux_column, time_unit, quality : str
+    reader : astrotool_plato.lightcurves.CurveReader
         How the file is read (``[plato.detect]``).
     """
 
@@ -151,10 +152,7 @@ class PlotItem:
     curves: tuple
     model_dir: str
     events: EventsConfig
-    time_column: str = ""
-    flux_column: str = ""
-    time_unit: str = "d"
-    quality: str = "drop"
+    reader: CurveReader = CurveReader()
 
 
 def plot_file(item: PlotItem, seed: int = 0) -> dict:
@@ -167,12 +165,11 @@ def plot_file(item: PlotItem, seed: int = 0) -> dict:
     """
     from astrotool_plato.detect import _model, model_cadence, model_channels, search_curves
     from astrotool_plato.labels import event_windows, mask
-    from astrotool_plato.lightcurves import check_time_scale, read_curves, relative_flux, uniform
+    from astrotool_plato.lightcurves import check_time_scale, relative_flux, uniform
 
     meta, model = _model(item.model_dir) if item.model_dir else (None, None)
     notes: list[str] = []
-    curves = read_curves(item.path, item.time_column, item.flux_column, item.time_unit, model_channels(model),
-                         item.quality, notes)
+    curves = item.reader.read(item.path, model_channels(model), notes)
     written = []
     for cid, out, row in item.curves:
         if cid not in curves:   # `last`: an id of another file of the same name
@@ -184,7 +181,7 @@ def plot_file(item: PlotItem, seed: int = 0) -> dict:
                                 names={cid: f"{item.path}: {cid}" if len(curves) > 1 else item.path})[cid]
             t, x, prob, events = res["time"], res["flux"], res["probability"], res["events"]
         else:
-            check_time_scale(t, None, item.path, item.time_unit)
+            check_time_scale(t, None, item.path, item.reader.time_unit)
             t, fl = uniform(t, fl)
             x, _ = relative_flux(fl)
         lab = mask(t, event_windows(row, float(t[0]), float(t[-1]))) if row is not None else None  # the truth
@@ -198,7 +195,6 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     from astrotool_plato import LABELS, NAME, RAW, REPORTS
     from astrotool_plato.detect import item_keys, model_channels
     from astrotool_plato.labels import read_label_tables
-    from astrotool_plato.lightcurves import read_curves
 
     ws = ctx.workspace
     labels = read_label_tables(ws.stage(NAME, LABELS))
@@ -236,8 +232,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     by_file: dict[Path, list] = {}   # file -> [(id, output, label row of a simulated curve or None)]
     planned: set[str] = set()
     for f, wanted in todo:
-        cids = [wanted] if wanted is not None else list(read_curves(f, d.time_column, d.flux_column, d.time_unit,
-                                                                    model_channels(model), d.quality))
+        cids = [wanted] if wanted is not None else list(CurveReader.of(d).read(f, model_channels(model)))
         for cid in cids:
             out = out_dir / f"{cid}.png"
             if str(out) in planned and ids == ["last"]:   # files of the same name that `detect` told apart
@@ -249,8 +244,8 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             simulated = cid in labels and f.resolve() == (ws.stage(NAME, RAW) / labels[cid]["file"]).resolve()
             by_file.setdefault(f, []).append((cid, str(out), labels[cid] if simulated else None))
     files = list(by_file)
-    items = [PlotItem(str(f), tuple(by_file[f]), str(mdir) if model is not None else "", ev, d.time_column,
-                      d.flux_column, d.time_unit, d.quality) for f in files]
+    items = [PlotItem(str(f), tuple(by_file[f]), str(mdir) if model is not None else "", ev, CurveReader.of(d))
+             for f in files]
     results = ctx.map(plot_file, items, "plot", keys=item_keys(files))
     for f in ctx.shard_of(files):
         ctx.record.add_input(f.resolve())
