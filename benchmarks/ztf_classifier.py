@@ -89,13 +89,12 @@ def main() -> int:
     t0 = time.perf_counter()
     trained = astro(ws, "ztf", "train", "--dataset", "train", "--seeds", args.seeds, "--epochs", args.epochs,
                     sets=[("ztf.train.train_alerts", '"first"'), ("ztf.train.group", f'"{args.group}"')])
-    trained = trained if isinstance(trained, list) else [trained]
     print(f"trained {len(trained)} classifier(s) ({args.group}, first alerts, {trained[0]['n_train']} training "
           f"alerts, {trained[0]['parameters']} parameters) in {time.perf_counter() - t0:.0f} s; best epochs "
           f"{[t['best_epoch'] for t in trained]}, validation accuracy {[round(t['val_accuracy'], 3) for t in trained]}")
     models = [t["model"] for t in trained]
     ev = astro(ws, "ztf", "evaluate", "--dataset", "holdout", *[a for m in models for a in ("--model", m)])
-    rows = ev["models"] if "models" in ev else [ev]
+    rows = ev["models"]
     import numpy as np
 
     def spread(v):  # the sample standard deviation (ddof = 1), as evaluate's summary
@@ -116,9 +115,10 @@ def main() -> int:
 
     # the temporal model: one model for 1..5 alerts, against the single-alert classifier on the same objects
     t0 = time.perf_counter()
-    tm = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "temporal", "--epochs", args.epochs,
-               sets=[("ztf.train.group", f'"{args.group}"')], seed=int(args.seeds.split(",")[0]))
-    gain = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", tm["model"], "--baseline", models[0])
+    [tm] = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "temporal", "--epochs", args.epochs,
+                 sets=[("ztf.train.group", f'"{args.group}"')], seed=int(args.seeds.split(",")[0]))
+    gain = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", tm["model"],
+                 "--baseline", models[0])["temporal"][tm["model"]]
     print(f"\ntemporal model ({tm['parameters']} parameters, best epoch {tm['best_epoch']}, "
           f"{time.perf_counter() - t0:.0f} s) on the hold-out objects with at least k alerts:")
     for row in gain:
@@ -127,11 +127,11 @@ def main() -> int:
 
     # the autoencoder (no labels), a probe on its latents, and the UMAP of the hold-out's latents
     t0 = time.perf_counter()
-    ae = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "vae", "--epochs", args.epochs, seed=8101)
-    ae_ev = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", ae["model"])
-    probe = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "probe", "--encoder", ae["model"], "--epochs",
-                  args.epochs, seed=8101)
-    probe_ev = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", probe["model"])
+    [ae] = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "vae", "--epochs", args.epochs, seed=8101)
+    [ae_ev] = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", ae["model"])["autoencoders"]
+    [probe] = astro(ws, "ztf", "train", "--dataset", "train", "--arch", "probe", "--encoder", ae["model"],
+                    "--epochs", args.epochs, seed=8101)
+    [probe_ev] = astro(ws, "ztf", "evaluate", "--dataset", "holdout", "--model", probe["model"])["models"]
     emb = astro(ws, "ztf", "embed", "--dataset", "holdout", "--model", ae["model"])
     print(f"\nvariational autoencoder (latent 21, {ae['parameters']} parameters, {time.perf_counter() - t0:.0f} s with "
           f"the probe): hold-out reconstruction error {ae_ev['reconstruction_mse']:.4f} per pixel "

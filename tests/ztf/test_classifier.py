@@ -112,13 +112,15 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
     r = astro("--json", "-w", ws, "--seed", 5, "--set", 'ztf.train.group="c4"', "--set", "ztf.train.dropout=0.2",
               "ztf", "train", "--epochs", 8, "--patience", 0, "--lr", 0.002)
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    [out] = json.loads(r.stdout)   # a list whatever the number of models trained
     assert out["val_accuracy"] >= 0.6 and out["temperature"] > 0  # chance: 0.2
     model_json = json.loads((ws / "ztf" / "models" / "sim_classifier" / "model.json").read_text())
     assert model_json["temperature"] == pytest.approx(out["temperature"]) and len(model_json["feature_mean"]) == 23
     ev = astro("--json", "-w", ws, "ztf", "evaluate")
     assert ev.returncode == 0, ev.stderr
-    e = json.loads(ev.stdout)
+    doc = json.loads(ev.stdout)
+    assert doc["split"] == "test" and doc["summary"] == [] and doc["autoencoders"] == [] and doc["temporal"] == {}
+    [e] = doc["models"]
     assert e["n"] == 30 and e["accuracy"] >= 0.5 and e["ece_after"] <= e["ece_before"] + 0.05
     assert Path(e["confusion_png"]).stat().st_size > 0
     # predict: simulated packets, plus the real sample alerts when present
@@ -142,11 +144,13 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
                "--epochs", 2, "--patience", 0)
     assert tr.returncode == 0, tr.stderr
     gain = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_temporal").stdout)
+    assert gain["models"] == [] and gain["autoencoders"] == []
+    gain = gain["temporal"]["sim_temporal"]
     assert [row["alerts"] for row in gain] == [1, 2] and gain[0]["objects"] == 30
     assert all(0 <= row["temporal_accuracy"] <= 1 and "single_alert_accuracy" in row for row in gain)
     # the autoencoder: reconstruction error, clustering accuracy, and the UMAP of its latents
     assert astro("-w", ws, "--seed", 5, "ztf", "train", "--arch", "ae", "--epochs", 2).returncode == 0
-    ae = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_ae").stdout)
+    [ae] = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_ae").stdout)["autoencoders"]
     assert ae["n"] == 30 and 0 < ae["reconstruction_mse"] < 0.2 and 0.2 <= ae["clustering_accuracy_k10"] <= 1
     em = astro("--json", "-w", ws, "ztf", "embed", "--model", "sim_ae")
     assert em.returncode == 0, em.stderr
@@ -159,7 +163,7 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
     assert no_encoder.returncode == 2 and "--encoder" in no_encoder.stderr
     assert astro("-w", ws, "--seed", 5, "ztf", "train", "--arch", "probe", "--encoder", "sim_ae", "--epochs",
                  3).returncode == 0
-    probe = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_probe").stdout)
+    [probe] = json.loads(astro("--json", "-w", ws, "ztf", "evaluate", "--model", "sim_probe").stdout)["models"]
     assert probe["n"] == 30 and 0 <= probe["accuracy"] <= 1
     enc = json.loads((ws / "ztf" / "models" / "sim_ae" / "model.json").read_text())
     assert enc["weights_sha256"] == ae_weights  # the probe left its encoder as it was

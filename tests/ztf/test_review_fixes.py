@@ -160,8 +160,12 @@ def test_evaluate_shows_every_kind_of_model_of_the_set(tws, astro):
     r = astro("--json", "-w", tws, "--seed", 1, "ztf", "evaluate")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["model"] == "sim_classifier" and [a["model"] for a in out["autoencoders"]] == ["sim_vae"]
+    assert [m["model"] for m in out["models"]] == ["sim_classifier"]
+    assert [a["model"] for a in out["autoencoders"]] == ["sim_vae"]
     assert out["autoencoders"][0]["reconstruction_mse"] > 0
+    text = astro("-w", tws, "--seed", 1, "ztf", "evaluate").stdout.splitlines()   # piped: tab-separated
+    assert text.count("key\tvalue") == 2   # one classifier, one autoencoder: a key/value table each
+    assert "model\tsim_vae" in text and any(line.startswith("reconstruction_mse\t") for line in text)
 
 
 def test_predict_counts_an_input_named_twice_once(tws, tmp_path, astro):
@@ -349,7 +353,7 @@ def test_evaluate_of_every_model_leaves_out_those_that_do_not_fit_the_set(tws, a
     assert astro("-w", tws, "--seed", 2, "ztf", "train", "--epochs", 1, "--model", "sim_new").returncode == 0
     r = astro("--json", "-w", tws, "--seed", 2, "ztf", "evaluate")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["model"] == "sim_new"
+    assert [m["model"] for m in json.loads(r.stdout)["models"]] == ["sim_new"]
     assert "left out sim_classifier" in r.stderr and "left out sim_vae" in r.stderr
     err = _error(astro("-w", tws, "--seed", 2, "ztf", "evaluate", "--model", "sim_classifier"))
     assert "not the set" in err
@@ -492,7 +496,7 @@ def test_evaluate_of_every_model_leaves_out_other_crops_and_other_sets_models(tw
     _edit_meta(models / "sim_c33_classifier", settings__dataset__name="sim_c33")
     r = astro("--json", "-w", tws, "--seed", 1, "ztf", "evaluate")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["model"] == "sim_classifier"
+    assert [m["model"] for m in json.loads(r.stdout)["models"]] == ["sim_classifier"]
     assert "left out sim_odd" in r.stderr and "crop" in r.stderr and "sim_c33_classifier" not in r.stderr
 
 

@@ -231,6 +231,7 @@ def train(
     """
     import contextlib
 
+    from astrotool.console import json_results
     from astrotool.context import current
     from astrotool.errors import ConfigError
     from astrotool_ztf import NAME, PREPARED, REPORTS
@@ -269,8 +270,8 @@ def train(
                 mc.record(ctx, outputs=mc.checkpoint_files(mdir))
                 plot = mc.history_figure(ctx, mdir, ctx.workspace.stage(NAME, REPORTS) / f"{mdir.name}_history.png")
                 summaries.append({**res, "history_plot": str(plot) if plot else None})
-    if rt.is_global_zero:
-        ctx.emit(summaries[0] if len(summaries) == 1 else summaries)
+    if rt.is_global_zero:   # --json: a list, one summary per model, however many were trained
+        ctx.emit(summaries if json_results() or len(summaries) > 1 else summaries[0])
 
 
 @app.command()
@@ -289,14 +290,17 @@ def evaluate(
     """Score classifiers on the first alert of each object of a split: accuracy, macro-F1, per-class recall,
     confusion matrix, calibration error before and after temperature scaling.
 
-    With several models the result adds the mean and sample standard deviation
-    (ddof = 1) of each figure over each group of models trained alike but for the
-    seed (`summary`, the group's models in `of`). Without --model, the models of
+    With --json the result is one object whatever was scored: `split`, `dataset`,
+    `models` (a row per classifier), `summary` (the mean and sample standard
+    deviation, ddof = 1, of each figure over each group of models trained alike
+    but for the seed, the group's models in `of`), `autoencoders` (a row per
+    autoencoder) and `temporal` (per temporal model, a row per number of alerts). Without --model, the models of
     the set (<dataset>_*, trained on a set of that name) that do not fit it are
     left out with a warning. Writes
     ztf/reports/<model>_<dataset>_<split>_evaluate.json, _confusion.png
     (normalised) and _reliability.png. An unfinished checkpoint is refused.
     """
+    from astrotool.console import json_results
     from astrotool.context import current
     import numpy as np
 
@@ -391,9 +395,6 @@ def evaluate(
                 ctx.record.add_output(out)
                 ae_rows.append(row)
         dirs = [d for d in dirs if d not in autoencoders]
-        if not dirs:
-            ctx.emit(ae_rows[0] if len(ae_rows) == 1 else ae_rows)
-            return
     temporal = [d for d in dirs if arch_of(d) == TEMPORAL]
     if temporal:
         if base is None:
@@ -412,9 +413,6 @@ def evaluate(
                                         "dataset": ds.name, "split": split, "by_alerts": tables[d.name]})
                 ctx.record.add_output(out)
         dirs = [d for d in dirs if d not in temporal]
-        if not dirs:
-            ctx.emit(tables[temporal[0].name] if len(temporal) == 1 else tables)
-            return
     results = []
     with ds:
         for d in dirs:
@@ -434,14 +432,20 @@ def evaluate(
              **{f"recall_{c}": round(v, 3) for c, v in zip(r["classification"]["class_names"],
                                                           r["classification"]["recall"])},
              "ece_before": round(r["calibration_before"]["ece"], 4), "ece_after": round(r["calibration_after"]["ece"], 4),
-             "temperature": round(r["temperature"], 3)} for r in results]
+             "temperature": round(r["temperature"], 3), "confusion_png": r["confusion_png"]} for r in results]
     by_name = {r["model"]: r for r in results}  # mean ± std only over seeds of one configuration
     summaries = [{**summarise([by_name[d.name] for d in group]), "of": [d.name for d in group]}
                  for group in seed_groups(dirs) if len(group) > 1]
-    others = {**({"autoencoders": ae_rows} if ae_rows else {}), **({"temporal": tables} if tables else {})}
-    ctx.emit({"split": split, "dataset": ds.name, "models": rows, "summary": summaries, **others}
-             if len(results) > 1 else {**rows[0], "split": split, "dataset": ds.name,
-                                       "confusion_png": results[0]["confusion_png"], **others})
+    if json_results():   # one shape whatever models were scored
+        ctx.emit({"split": split, "dataset": ds.name, "models": rows, "summary": summaries,
+                  "autoencoders": ae_rows, "temporal": tables})
+        return
+    for shown in (rows, ae_rows, *([{"model": m, **row} for row in t] for m, t in tables.items())):
+        if shown:   # one model: a key/value table; several: one row each
+            ctx.emit(shown[0] if len(shown) == 1 else shown)
+    for group in summaries:
+        ctx.log.info("%s: %s", ", ".join(group["of"]), ", ".join(
+            f"{k} {group[k]['mean']:.3f} ± {group[k]['std']:.3f}" for k in ("accuracy", "macro_f1", "ece_after")))
 
 
 @app.command()
