@@ -186,19 +186,19 @@ def main(argv=None) -> int:
         out["holdout_differs"] = differ
 
         runs = {"U-Net": "h_unet"}
-        run("predict unet", "predict", "holdout", "--model", "unet", "--split", "all", "--output", "h_unet",
+        run("predict unet", "predict", "holdout", "--model", "unet", "--split", "all", "--name", "h_unet",
             "--no-zip")
         for s in KS_SIGMAS:
             runs[f"KS {s} px"] = f"h_ks{s}"
             run(f"ks{s}", "baseline", "--dataset", "holdout", "--method", "ks", "--sigma", s, "--split", "all",
-                "--output", f"h_ks{s}", "--no-zip")
+                "--name", f"h_ks{s}", "--no-zip")
         for label, method in (("Wiener", "wiener"), ("training mean", "mean"), ("all-zeros", "zero")):
             runs[label] = f"h_{method}"
             extra = ["--train-dataset", "train"] if method in ("wiener", "mean") else []
             run(method, "baseline", "--dataset", "holdout", "--method", method, "--split", "all",
-                "--output", f"h_{method}", *extra, "--no-zip")
+                "--name", f"h_{method}", *extra, "--no-zip")
         sc = run("score all", "score", *runs.values(), "--truth", "holdout", "--split", "all", "--json",
-                 "--no-plots", "--report", "holdout_all")
+                 "--no-plots", "--name", "holdout_all")
         means = {label: sc["runs"][r]["mean"] for label, r in runs.items()}
         n_scored = {label: len(sc["runs"][r]["maps"]) for label, r in runs.items()}
         if len(set(n_scored.values())) != 1 or n_scored["U-Net"] != size["holdout_n"]:
@@ -259,12 +259,12 @@ def main(argv=None) -> int:
         thr = {}
         for engine in ("torch", "onnxruntime"):
             p = run(f"predict {engine}", "predict", "holdout", "--model", "unet", "--split", "all", "--engine",
-                    engine, "--device", "cpu", "--output", f"tp_{engine}", "--no-zip", overwrite=True)
+                    engine, "--device", "cpu", "--name", f"tp_{engine}", "--no-zip", overwrite=True)
             thr[f"predict {engine}"] = {"n": p["n"], "computed": p["computed"], "maps_per_s": p.get("maps_per_s"),
                                         "wall_s": run.times[f"predict {engine}"],
                                         "wall_maps_per_s": p["n"] / run.times[f"predict {engine}"]}
         run("score one", "score", "tp_onnxruntime", "--truth", "holdout", "--split", "all", "--no-plots",
-            "--report", "tp", parse=False)
+            "--name", "tp", parse=False)
         n = size["holdout_n"]
         reports = tmp / "lens" / "kappa" / "reports"
         own = json.loads((reports / "tp_score.json").read_text()).get("maps_per_s")
@@ -285,10 +285,10 @@ def main(argv=None) -> int:
             link_folder(sims / "holdout", folder, nn)
             print(f"    linked {nn} pairs in {time.perf_counter() - t:.1f} s", flush=True)
             pw, prss = run.peak(f"stream predict {nn}", "predict", folder, "--model", "unet", "--engine",
-                                "onnxruntime", "--device", "cpu", "--output", f"stream_{nn}", "--no-zip",
+                                "onnxruntime", "--device", "cpu", "--name", f"stream_{nn}", "--no-zip",
                                 log=tmp / f"stream_predict_{nn}.log")
             sw, srss = run.peak(f"stream score {nn}", "score", f"stream_{nn}", "--truth", folder, "--no-plots",
-                                "--report", f"stream_{nn}", log=tmp / f"stream_score_{nn}.log")
+                                "--name", f"stream_{nn}", log=tmp / f"stream_score_{nn}.log")
             own = json.loads((reports / f"stream_{nn}_score.json").read_text()).get("maps_per_s")
             mem[nn] = {"predict_rss_mb": prss, "predict_s": pw, "predict_maps_per_s": nn / pw,
                        "score_rss_mb": srss, "score_s": sw, "score_maps_per_s": nn / sw,

@@ -71,6 +71,8 @@ def test_json_form_per_map_and_mean_with_the_zeros_floor(tmp_path, capsys, truth
                          "--json", "--no-plots")
     assert code == 0, err
     doc = json.loads(out)
+    assert set(doc) == {"runs", "ranking"} and doc["ranking"] is None   # the shape of several runs'
+    doc = doc["runs"]["half"]
     assert set(doc) == {"maps", "mean"} and sorted(doc["maps"]) == NAMES
     one = doc["maps"][NAMES[0]]
     assert {"wmape", "dicee", "dpeaks", "mse", "pearson", "ssim", "chi2"} <= set(one)
@@ -146,7 +148,7 @@ def test_unpaired_names_exit_2_naming_them(tmp_path, capsys, truth_root):
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", missing, "--truth", truth_root,
                          "--no-plots", "--partial", "--json")
     assert code == 0, err
-    assert len(json.loads(out)["maps"]) == 5
+    assert len(json.loads(out)["runs"]["missing"]["maps"]) == 5
     assert json.loads((ws / "lens" / "kappa" / "reports" / "missing_score.json").read_text())["truth_unscored"] == 1
     # two runs over different maps are not ranked together
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", extra.parent / "missing", truth_root / "KAPPA",
@@ -194,7 +196,7 @@ def test_data_set_truth_scores_a_predicted_subset_with_its_epsilon(tmp_path, cap
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", pred, "--truth", "tiny", "--json",
                          "--no-plots")
     assert code == 0, err
-    doc = json.loads(out)
+    doc = json.loads(out)["runs"]["pred"]
     assert sorted(doc["maps"]) == ["m005", "m006", "m007"]
     assert doc["mean"]["wmape"] == 0.0 and doc["mean"]["dicee"] == 0.0
     # noiseless epsilon (float16-rounded): the true map's chi2 is tiny next to the zeros map's
@@ -218,7 +220,7 @@ def test_tarball_truth_is_streamed_and_paired_by_name(tmp_path, capsys, truth_ro
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", pred, "--truth", tgz, "--no-plots",
                          "--partial", "--json")
     assert code == 0, err
-    doc = json.loads(out)
+    doc = json.loads(out)["runs"]["pred"]
     assert sorted(doc["maps"]) == [n for n in NAMES if n != NAMES[1]]
     assert all(m["wmape"] == pytest.approx(1.0, abs=1e-12) for m in doc["maps"].values())  # 2 kappa: |1 - 2|
     assert "chi2" not in doc["mean"]  # no epsilon in a KAPPA-only tarball

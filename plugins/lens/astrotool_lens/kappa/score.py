@@ -567,7 +567,7 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
     if as_json:
         import sys
 
-        _write_json(sys.stdout, out_runs[labels[0]] if len(labels) == 1 else {"runs": out_runs, "ranking": ranking})
+        _write_json(sys.stdout, {"runs": out_runs, "ranking": ranking})   # one shape, one run or several
         sys.stdout.write("\n")
         sys.stdout.flush()
         return doc
