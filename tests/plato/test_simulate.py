@@ -449,3 +449,20 @@ def test_red_noise_component_adds_the_drawn_rms_on_the_drawn_timescale_and_nothi
     assert sim.draw_params(2, SEED, cfg).red_noise_ppm == 0.0
     with pytest.raises(ValueError, match="red_noise_ppm"):
         quiet_cfg(red_noise_ppm=(0.0, 100.0))
+
+
+def test_a_curve_file_of_other_settings_is_refused_before_any_work(tmp_path, astro):
+    """After ``--overwrite --shard 1/2`` with other settings, the labels held the new settings and only the
+    curve files of shard 0 the old ones: ``--shard 0/2`` failed item by item (exit 1) instead of stopping."""
+    ws = tmp_path / "ws"
+    args = ("-w", ws, "-q", "--seed", 3)
+    sim_ = ("plato", "simulate", "-n", 4, "--days", 1, "--chunk-size", 2)
+    assert astro(*args, *sim_).returncode == 0
+    assert astro(*args, "--overwrite", "--shard", "1/2", *sim_, "--noise-ppm", 500).returncode == 0
+    raw = ws / "plato" / "raw"
+    before = {p.name: p.stat().st_mtime_ns for p in raw.iterdir()}
+    r = astro(*args, "--shard", "0/2", *sim_, "--noise-ppm", 500)
+    assert r.returncode == 2, r.stderr
+    assert "sim000000-000001_lightcurves.parquet" in r.stderr and "plato.simulate.noise_ppm" in r.stderr
+    assert "failed" not in r.stderr   # refused up front, not item by item
+    assert {p.name: p.stat().st_mtime_ns for p in raw.iterdir()} == before

@@ -1027,12 +1027,14 @@ def simulate(cfg: SimulateConfig, seed: int, lightcurves_dir, labels_dir, mapper
     """
     lightcurves_dir, labels_dir = Path(lightcurves_dir), Path(labels_dir)
     labels_path = labels_dir / f"{cfg.name}_labels.parquet"
-    # labels need no flux: every shard writes the same complete table; check it first
-    check_existing(labels_path, seed, cfg, overwrite)
     blocks = chunks(cfg.n_curves, cfg.chunk_size)
     stems = [chunk_stem(cfg.name, a, b) for a, b in blocks]
     files = [f"{stem}_lightcurves.parquet" for stem in stems]
     items = [ChunkItem(a, b, seed, cfg, str(lightcurves_dir / f), overwrite) for (a, b), f in zip(blocks, files)]
+    # every output of the name, every shard's, before any work: the labels (every shard writes the same complete
+    # table) and each curve file (after an --overwrite of one shard the others' files still hold the old settings)
+    for path in (labels_path, *(it.path for it in items)):
+        check_existing(path, seed, cfg, overwrite)
     done = tuple(r for _, r in mapper(simulate_chunk, items, desc="simulate light curves", keys=stems))
     listed = set(files)
     stale = tuple(p.name for p in layout_files(lightcurves_dir, cfg.name) if p.name not in listed)
