@@ -25,6 +25,10 @@ from astrotool_dre.config import DreConfig
     ({"models": {"daxrat": 0.0}}, "daxrat = 0 with naxrat = 10"),
     ({"models": {"dposang": 0}}, "dposang = 0 with nposang = 13"),
     ({"models": {"dindex": 0}}, "dindex = 0 with nindex = 12"),
+    ({"models": {"dposang": 60}}, "posang0 + (nposang-1)*dposang = 720 deg: angles must lie in [0, 180)"),
+    ({"models": {"posang0": 15, "dposang": 30, "nposang": 12}}, "posang0 + (nposang-1)*dposang = 345 deg"),
+    ({"models": {"dposang": 15, "nposang": 13}}, "posang0 + (nposang-1)*dposang = 180 deg"),
+    ({"models": {"axrat0": 0.6}}, "axrat0 + (naxrat-1)*daxrat = 1.5: axis ratios must lie in (0, 1]"),
 ])
 def test_bad_settings_are_refused(bad, message):
     with pytest.raises(pydantic.ValidationError) as exc:
@@ -43,6 +47,17 @@ def test_a_zero_grid_step_is_a_config_error_naming_the_key(astro, tmp_path):
     r = astro("-w", str(tmp_path / "ws"), "--set", "dre.models.dlogh=0", "dre", "models")
     assert r.returncode == 2
     assert "dlogh = 0" in r.stderr and "--set" in r.stderr
+
+
+def test_a_grid_beyond_its_axis_range_is_a_config_error_naming_the_keys(astro, tmp_path):
+    """Angles reaching 180 deg crashed the cube build (KeyError, exit 1); axis ratios above 1 stopped with
+    ModelGrid's words, naming no key (exit 1)."""
+    for key, words in (("dre.models.dposang=60", "posang0 + (nposang-1)*dposang = 720 deg"),
+                       ("dre.models.axrat0=0.6", "axrat0 + (naxrat-1)*daxrat = 1.5")):
+        r = astro("-w", str(tmp_path / "ws"), "--set", key, "dre", "models")
+        assert r.returncode == 2 and words in r.stderr and "dre.models" in r.stderr, r.stderr
+    edge = DreConfig.model_validate({"models": {"axrat0": 0.1, "daxrat": 0.1, "naxrat": 10}}).models
+    assert edge.naxrat == 10   # 0.1 + 9 * 0.1 = 1.0000000000000002 is 1
 
 
 def test_default_grid_covers_every_index():

@@ -116,6 +116,18 @@ def test_non_fits_file_says_so_in_our_words(tmp_path):
     assert "ignore_missing_simple" not in str(exc.value)
 
 
+def test_a_tile_without_a_2d_image_says_what_each_hdu_holds(tmp_path):
+    from astrotool_dre.tiles import check_tile
+
+    path = tmp_path / "cube.fits"
+    fits.HDUList([fits.PrimaryHDU(np.zeros((3, 8, 8), np.float32)), fits.BinTableHDU.from_columns(
+        [fits.Column(name="A", format="E", array=np.zeros(2))])]).writeto(path)
+    with pytest.raises(InputError) as exc:
+        check_tile(path)
+    assert "HDU 0 is 3-D (3, 8, 8), HDU 1 is a table: give a 2-D image" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
 def test_missing_gain_names_the_settings_that_give_it(tile, tmp_path):
     d, t = tile
     nogain = _variant(t, tmp_path / "nogain.fits", drop=("GAIN",))

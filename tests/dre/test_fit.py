@@ -237,6 +237,18 @@ def test_local_sky_fits_a_constant_under_the_model(bank):
     assert np.argmin(sky.chi2[0]) == k
 
 
+def test_local_sky_of_the_best_model_is_kept_with_its_error(bank):
+    k = np.ravel_multi_index((0, 2, 1, 2), GRID.shape)
+    data, masks = _mock(bank, [k, k], [5000.0, 5000.0], rms=1.0, seed=3)
+    data[0] += 3.0
+    data[1] -= 2.0
+    res = fit_objects(bank, data, 1.0, masks, local_sky=True)
+    assert res.sky_err[0] > 0 and np.all(np.abs(res.sky - [3.0, -2.0]) < 5 * res.sky_err)
+    assert np.all(res.sky_err < 1.0)
+    plain = fit_objects(bank, data, 1.0, masks)
+    assert plain.sky is None and plain.sky_err is None
+
+
 def test_gain_term_reweighting_changes_weights(bank):
     ks = np.array([np.ravel_multi_index((0, 2, 1, 2), GRID.shape)])
     data, masks = _mock(bank, ks, [20000.0], gain=1.0, seed=5)

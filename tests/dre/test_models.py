@@ -114,6 +114,15 @@ def test_slab_uses_exact_mirrors():
                 assert np.allclose(slab[ia, ir], ref, rtol=1e-5, atol=1e-9)
 
 
+def test_slab_of_angles_beyond_180_draws_every_angle():
+    """The mirror of 240 deg is 120 deg, itself a mirror (of 60 deg): KeyError: 2."""
+    g = M.ModelGrid(naxrat=1, axrat0=0.5, nposang=5, dposang=60.0, nlogh=1, logh0=0.3, boxsize=16)
+    slab = M.build_slab(g, 0, 0)
+    for ia, angle in enumerate(g.posang):
+        ref = M.draw_model(4.0, 0.5, angle % 180.0, 0.3, boxsize=16)
+        assert np.allclose(slab[ia, 0], ref, rtol=1e-5, atol=1e-9), angle
+
+
 def test_cube_slabs_go_through_the_mapper(mapper):
     calls = []
 

@@ -303,3 +303,81 @@ def test_mosaics_after_a_fit_with_another_cube_ask_for_that_cube(astro, ws):
     assert r.returncode == 0, r.stderr
     r = astro("-w", ws, "dre", "mosaics", "--cube", other)
     assert r.returncode == 2 and "leave out --cube" in r.stderr, r.stderr
+
+
+def test_local_sky_is_ignored_by_the_dre_statistic_and_not_recorded(astro, ws):
+    """`local_sky = true` changes nothing with --statistic dre: it was recorded, so switching it forced
+    --overwrite, silently."""
+    r = astro("-w", ws, "--overwrite", "dre", "fit", "--statistic", "dre")
+    assert r.returncode == 0 and "local_sky" not in r.stderr, r.stderr
+    r = astro("-w", ws, "--set", "dre.fit.local_sky=true", "dre", "fit", "--statistic", "dre")
+    assert r.returncode == 0 and "skipped (done)" in r.stdout, r.stderr
+    assert r.stderr.count("dre.fit.local_sky") == 1 and "ignored" in r.stderr, r.stderr
+    rec = json.loads((ws / "dre/chi/.sim_000_chi.h5.made_with.json").read_text())
+    assert rec["settings"]["dre.fit.local_sky"] is False
+
+
+def test_the_local_sky_and_the_fit_settings_are_in_the_summary(astro, ws):
+    import numpy as np
+    from astropy import units as u
+    from astropy.io import fits
+    from astropy.table import Table
+
+    parquet, fits_file = ws / "dre/summary/sim_000_dre.parquet", ws / "dre/summary/sim_000_dre.fits"
+    t = Table.read(parquet)
+    assert "SKY" not in t.colnames and t.meta["astrotool"]["local_sky"] is False
+    r = astro("-w", ws, "--overwrite", "--set", "dre.fit.local_sky=true", "--set", "dre.fit.subgrid=false",
+              "dre", "fit")
+    assert r.returncode == 0 and "local_sky" not in r.stderr, r.stderr
+    t = Table.read(parquet)
+    assert t["SKY"].unit == u.adu and t["SKY_ERR"].unit == u.adu and "sky" in t["SKY"].description
+    fitted = (np.asarray(t["FIT_FLAGS"]) & 64) == 0
+    assert fitted.any() and np.isfinite(t["SKY"][fitted]).all() and (t["SKY_ERR"][fitted] > 0).all()
+    assert {k: t.meta["astrotool"][k] for k in ("local_sky", "subgrid", "neighbours")} == {
+        "local_sky": True, "subgrid": False, "neighbours": "subtract"}
+    header = fits.getheader(fits_file, "DRE_SUMMARY")
+    assert (header["LOCALSKY"], header["SUBGRID"], header["NEIGHBRS"]) == (True, False, "subtract")
+    col = {header[f"TTYPE{i}"]: i for i in range(1, header["TFIELDS"] + 1)}
+    assert header[f"TUNIT{col['SKY']}"] == "adu" and "sky" in header[f"TCOMM{col['SKY']}"]
+
+
+def test_a_fit_with_another_cube_records_that_cube_s_grid(astro, ws):
+    """The record held [dre.models] of the configuration, not the grid of the cube given with --cube."""
+    import dataclasses
+
+    from astrotool_dre.models import read_cube, write_cube
+
+    (cube,) = (ws / "dre/models").glob("*.fits")
+    c, grid = read_cube(cube)
+    other = ws / "small_cube.fits"
+    write_cube(other, c[:, :3, :4, :5], dataclasses.replace(grid, naxrat=3, nposang=4, nlogh=5))
+    r = astro("-w", ws, "--overwrite", "dre", "fit", "--cube", other)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((ws / "dre/chi/.sim_000_chi.h5.made_with.json").read_text())["settings"]
+    assert (rec["dre.models.naxrat"], rec["dre.models.nposang"], rec["dre.models.nlogh"]) == (3, 4, 5)
+    assert "dre.models.supersample" not in rec   # not known for a cube we did not draw
+    # the configuration's grid is not the one used: changing it changes nothing
+    r = astro("-w", ws, "--set", "dre.models.nlogh=15", "dre", "fit", "--cube", other)
+    assert r.returncode == 0 and "skipped (done)" in r.stdout, r.stderr
+    r = astro("-w", ws, "dre", "mosaics", "--cube", other)
+    assert r.returncode == 0, r.stderr
+
+
+def test_mosaics_name_the_object_its_index_and_the_fit_statistic(ws, monkeypatch):
+    """A --statistic dre mosaic could not be told from a chi2 one; nor which object it shows, from its header."""
+    from astropy.io import fits
+
+    from astrotool_dre import mosaics
+    from astrotool_dre.config import FitConfig, MosaicsConfig
+    from astrotool_dre.pipeline import TilePaths
+
+    titles = []
+    monkeypatch.setattr(mosaics, "save_png", lambda panels, path, title, unit="": titles.append(title))
+    (cube,) = (ws / "dre/models").glob("*.fits")
+    # the statistic the fit used (the summary's), not the one of the settings given
+    mosaics.tile_mosaics(TilePaths(ws, "sim_000"), MosaicsConfig(max_objects=1), FitConfig(statistic="dre"), cube)
+    (path,) = (ws / "dre/mosaics/sim_000").glob("*_mosaic.fits")
+    header = fits.getheader(path)
+    assert header["TILE"] == "sim_000" and header["NAME"] == path.name[len("sim_000_"):-len("_mosaic.fits")]
+    assert header["INDEX"] == 4.0 and header["FITSTAT"] == "chi2"
+    assert len(titles) == 1 and "chi2" in titles[0]

@@ -95,6 +95,8 @@ def chi2_batch(m, m2, d, w, backend, local_sky: bool = False):
         ``a_k`` in data units times the model's unit (total flux).
     swd2 : backend array, float64 ``(B,)``
         ``sum(w d^2)``.
+    sky : tuple of backend arrays, float64 ``(B, K)``, or None
+        With ``local_sky``: the sky of every model and its 1-sigma least-squares error [data units/px].
     """
     be = backend
     num = be.matmul(w * d, m.T)
@@ -113,7 +115,8 @@ def chi2_batch(m, m2, d, w, backend, local_sky: bool = False):
         a = be.where(ok, (sdm * sw - swd * swm) / det, 0.0)
         b = be.where(ok, (smm * swd - swm * sdm) / det, 0.0)
         chi2 = be.maximum(swd2[:, None] - a * sdm - b * swd, 0.0)
-        return be.astype(chi2, "float32"), be.astype(a, "float32"), swd2
+        b_err = be.where(ok, be.sqrt(be.maximum(smm, 0.0) / det), math.nan)
+        return be.astype(chi2, "float32"), be.astype(a, "float32"), swd2, (b, b_err)
     if bool(be.to_numpy(be.amin(den)) > 0):
         flux = num / den
     else:  # some model has no weighted pixel (or an object has an empty mask)
@@ -122,7 +125,7 @@ def chi2_batch(m, m2, d, w, backend, local_sky: bool = False):
     # sum(w d^2) - a sum(w d m): the subtraction in float64 (cancellation), then
     # clipped at 0 (float32 accumulation can leave a tiny negative for a perfect fit)
     chi2 = be.maximum(swd2[:, None] - be.astype(num * flux, "float64"), 0.0)
-    return be.astype(chi2, "float32"), flux, swd2
+    return be.astype(chi2, "float32"), flux, swd2, None
 
 
 def _box3(x, backend):
@@ -179,6 +182,9 @@ class FitResult:
         ``"chi2"`` or ``"dre"``.
     passes : int
         Weighting passes done.
+    sky, sky_err : numpy.ndarray, float64 ``(N,)``, or None
+        With a local sky: the sky under the object at its grid minimum and its 1-sigma least-squares
+        error [data units/px] (NaN when not fit); None without.
     """
 
     chi2: np.ndarray
@@ -189,6 +195,14 @@ class FitResult:
     statistic: str = "chi2"
     passes: int = 1
     meta: dict = field(default_factory=dict)
+    sky: np.ndarray | None = None
+    sky_err: np.ndarray | None = None
+
+    def put(self, rows, part: "FitResult", part_rows=slice(None)) -> None:
+        """Copy the per-object results ``part[part_rows]`` into ``self[rows]``."""
+        for name in ("chi2", "flux", "npix", "swd2", "crop", "sky", "sky_err"):
+            if getattr(self, name) is not None:
+                getattr(self, name)[rows] = getattr(part, name)[part_rows]
 
     def cubes(self, grid) -> np.ndarray:
         """Chi-square cubes in DRE layout ``(N, nindex, naxrat, nposang, nlogh)``."""
@@ -236,7 +250,7 @@ def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, 
     progress : callable, optional
         Called with the number of objects finished after each batch.
     local_sky : bool
-        Fit a constant sky with each model's flux (``statistic="chi2"`` only).
+        Fit a constant sky with each model's flux (``statistic="chi2"`` only; the result's ``sky``).
 
     Returns
     -------
@@ -254,6 +268,7 @@ def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, 
     if mask.shape != data.shape:
         raise ValueError(f"mask has shape {mask.shape}; expected {data.shape}")
     use_gain = gain is not None and math.isfinite(gain) and gain > 0 and statistic == "chi2"
+    local_sky = local_sky and statistic == "chi2"
     passes = 1 + (max(0, int(reweight)) if use_gain else 0)
 
     k = bank.nmodels
@@ -261,6 +276,7 @@ def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, 
     flux_out = np.full((n, k), np.nan, dtype=np.float32)
     npix_out = np.zeros(n, dtype=np.int64)
     swd2_out = np.full(n, np.nan)
+    sky_out = np.full((2, n), np.nan) if local_sky else None   # the sky and its error at the grid minimum
     sizes = crop_sizes(mask, bank.center, bank_sizes(b)) if crop else np.full(n, b)
     if n and sizes.max() > bank.side:
         raise ValueError(f"objects need {sizes.max()} px crops; the bank holds {bank.side} px models")
@@ -312,7 +328,7 @@ def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, 
                 for _ in range(passes):
                     sig2 = bg + be.maximum(srcc, 0.0) * (1.0 / gain) if use_gain else bg
                     w = be.where(vc, 1.0 / sig2, 0.0)
-                    chi, flux, swd2 = chi2_batch(m, m2, dc, w, be, local_sky=local_sky)
+                    chi, flux, swd2, sky = chi2_batch(m, m2, dc, w, be, local_sky=local_sky)
                     if use_gain:
                         best = be.argmin(be.where(be.isnan(chi), math.inf, chi), axis=1)
                         abest = be.astype(be.take_along_last(flux, best), bank.dtype)
@@ -329,11 +345,15 @@ def fit_objects(bank: ModelBank, data, rms, mask, *, gain: float | None = None, 
             npix_out[idx] = npix
             if swd2 is not None:
                 swd2_out[idx] = be.to_numpy(swd2)
+            if local_sky:
+                best = be.argmin(be.where(be.isnan(chi), math.inf, chi), axis=1)
+                sky_out[:, idx] = [np.where(empty, np.nan, be.to_numpy(be.take_along_last(v, best))) for v in sky]
             done += nb
             if progress is not None:
                 progress(done)
     return FitResult(chi2=chi2_out, flux=flux_out, npix=npix_out, swd2=swd2_out, crop=sizes,
-                     statistic=statistic, passes=passes if statistic == "chi2" else 1)
+                     statistic=statistic, passes=passes if statistic == "chi2" else 1,
+                     sky=None if sky_out is None else sky_out[0], sky_err=None if sky_out is None else sky_out[1])
 
 
 # --------------------------------------------------------------------------- DRE baseline

@@ -44,6 +44,10 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
 
     ctx = current()
     cfg = _section(ctx, flags)
+    if "fit" in stages and cfg.fit.local_sky and not cfg.fit.sky_fitted:   # once, and out of the fit's record
+        ctx.log.warning(f"dre.fit.local_sky = true is ignored with the statistic {cfg.fit.statistic!r}: "
+                        "only 'chi2' fits a local sky")
+        cfg = cfg.model_copy(update={"fit": cfg.fit.model_copy(update={"local_sky": False})})
     ws = ctx.workspace
     for name in FOLDERS:
         ws.stage("dre", name)

@@ -219,6 +219,14 @@ class ModelsConfig(Section):
             if step == 0 and count > 1:
                 raise ValueError(f"d{axis} = 0 with n{axis} = {count}: every grid value would be the same; "
                                  f"give d{axis} > 0, or n{axis} = 1 for a single value")
+        # the first value is checked by its field and the steps are >= 0: only the last can leave the range
+        # (the index and the radius have no upper bound)
+        last = {axis: getattr(self, f"{axis}0") + (getattr(self, f"n{axis}") - 1) * getattr(self, f"d{axis}")
+                for axis in ("axrat", "posang")}
+        if last["axrat"] > 1 + 1e-9:
+            raise ValueError(f"axrat0 + (naxrat-1)*daxrat = {last['axrat']:g}: axis ratios must lie in (0, 1]")
+        if last["posang"] >= 180 - 1e-9:
+            raise ValueError(f"posang0 + (nposang-1)*dposang = {last['posang']:g} deg: angles must lie in [0, 180)")
         return self
 
 
@@ -241,7 +249,8 @@ class FitConfig(Section):
     neighbours: Literal["mask", "subtract"] = Field("subtract", description="'mask': neighbours' segments are "
                                                     "left out; 'subtract': also their best models are subtracted "
                                                     "and the blended objects fit again")
-    local_sky: bool = Field(False, description="fit a constant sky under each object with its flux")
+    local_sky: bool = Field(False, description="fit a constant sky under each object with its flux (statistic "
+                            "'chi2' only: 'dre' ignores it; the summary's SKY, SKY_ERR)")
     psf_tolerance: float = Field(0.04, gt=0, description="objects whose PSFs differ by at most this (relative L2; "
                                  "0.04 ~ 0.1 px of FWHM at 3 px) share one convolved model bank")
     max_psf_groups: int = Field(8, ge=1, description="at most this many banks per tile (the tolerance grows)")
@@ -253,6 +262,11 @@ class FitConfig(Section):
     error_floor: dict[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR", "FLUX"], NonNegativeFloat] = Field(
         default_factory=dict, description="added in quadrature to the errors (INDEX, AX_RATIO, ANGLE [deg], "
         "LOGR [dex]; FLUX relative); unset keys: astrotool_dre.estimate.ERROR_FLOOR")
+
+    @property
+    def sky_fitted(self) -> bool:
+        """Whether a local sky is fit: ``local_sky`` with the statistic ``chi2`` (``dre`` ignores it)."""
+        return self.local_sky and self.statistic == "chi2"
 
 
 class MosaicsConfig(Section):

@@ -47,6 +47,9 @@ __docformat__ = "numpy"
 SUMMARY_FIRST = ["TILE", "NAME", "NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR",
                  "FLUX", "MAG", "CHI2", "CHI2_NU"]
 
+SKY_COLUMNS = ("SKY", "SKY_ERR")
+"""Columns of the local sky (``dre.fit.local_sky`` with the statistic ``chi2`` only), in the tile's ``BUNIT``."""
+
 SUMMARY_UNITS = {"ANGLE": "deg", "ANGLE_ERR": "deg", "ANGLE_GRID": "deg", "PSF_FWHM": "pix", "MAG": "mag",
                  "MAG_ERR": "mag", "NPIX": "pix2"}
 """astropy units of the fit columns of the summary (``FLUX*`` are in the tile's ``BUNIT``; the catalogue's
@@ -70,6 +73,8 @@ SUMMARY_DESCRIPTIONS = {
     "STAR": "unresolved (radius on the grid's lower edge) or CLASS_STAR >= star_stellarity",
     "PSF_FWHM": "FWHM of the PSF the object was fit with, pixels (Moffat fit)",
     "BLEND": "neighbours' light reached the fit mask (chi-square > 1): fit again with it subtracted",
+    "SKY": "constant sky fit under the object with the best grid model, per pixel (BUNIT)",
+    "SKY_ERR": "1-sigma least-squares error of SKY at the best grid model's shape (BUNIT)",
 }
 """One-line descriptions of the summary columns (FITS ``TCOMMn``), beside the catalogue's; those of the
 grid parameters and their errors are completed for the fit's settings (:func:`summary_columns`)."""
@@ -163,8 +168,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
             part, _ = fit_groups(groups, cube, data - light, rms, mask, grid, cfg, be, gain,
                                  only=None if len(groups) > 1 else blended)
             redo = np.ones(len(cuts), bool) if len(groups) > 1 else blended
-            for name in ("chi2", "flux", "npix", "swd2", "crop"):
-                getattr(res, name)[redo] = getattr(part, name)[redo]
+            res.put(redo, part, redo)
     else:
         res, _ = fit_groups(groups, cube, data, rms, mask, grid, cfg, be, gain)
     del cube
@@ -176,6 +180,8 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
         psf_fwhm_px[members] = psf_fwhm(image)
     cols["PSF_FWHM"] = psf_fwhm_px
     cols["BLEND"] = blended
+    if res.sky is not None:
+        cols["SKY"], cols["SKY_ERR"] = res.sky, res.sky_err
     table = summary_table(cuts, cols, paths, cfg)  # before any output: a bad catalogue leaves nothing behind
     write_chi(paths.chi, cuts.names, res.cubes(grid), grid, cfg, paths)
     write_summary(table, paths, cfg, zp, gain, be, flux_unit=data_unit(header), grid=grid)
@@ -219,7 +225,8 @@ def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, on
     n, k, b = len(data), grid.nmodels, grid.boxsize
     res = FitResult(chi2=np.full((n, k), np.nan, np.float32), flux=np.full((n, k), np.nan, np.float32),
                     npix=np.zeros(n, np.int64), swd2=np.full(n, np.nan), crop=np.zeros(n, np.int64),
-                    statistic=cfg.statistic)
+                    statistic=cfg.statistic, sky=np.full(n, np.nan) if cfg.sky_fitted else None,
+                    sky_err=np.full(n, np.nan) if cfg.sky_fitted else None)
     models = np.zeros((n, b, b), np.float32)
     todo = []
     for members, image in groups:
@@ -239,9 +246,8 @@ def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, on
             spectrum, current = CubeSpectrum(cube, np.shape(image), be, crop=crop, keep=shared), key
         bank = ModelBank(spectrum.convolve(image, remove_pixel=cfg.psf_has_pixel), grid, be)
         part = fit_objects(bank, data[members], rms[members], mask[members], gain=gain, reweight=cfg.reweight,
-                           statistic=cfg.statistic, batch_size=cfg.batch_size, local_sky=cfg.local_sky)
-        for name in ("chi2", "flux", "npix", "swd2", "crop"):
-            getattr(res, name)[members] = getattr(part, name)
+                           statistic=cfg.statistic, batch_size=cfg.batch_size, local_sky=cfg.sky_fitted)
+        res.put(members, part)
         res.passes = part.passes
         chi = np.where(np.isnan(part.chi2), np.inf, part.chi2)
         best = np.argmin(chi, axis=1)
@@ -440,7 +446,7 @@ def summary_columns(colnames, flux_unit: str = "", cfg: FitConfig | None = None,
     units, descriptions = {}, {}
     for c in colnames:
         base = c[:-4] if c.endswith("_CAT") else c
-        flux = base in FLUX_COLUMNS or base.startswith("FLUX") and base not in ("FLUX_RADIUS",)
+        flux = base in FLUX_COLUMNS + SKY_COLUMNS or base.startswith("FLUX") and base not in ("FLUX_RADIUS",)
         units[c] = flux_unit if flux else SUMMARY_UNITS.get(base, CATALOG_UNITS.get(base, ""))
         what, _, side = base.rpartition("_EDGE_")
         text = (SUMMARY_DESCRIPTIONS.get(base) or CATALOG_DESCRIPTIONS.get(base)
@@ -479,7 +485,8 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
     """The summary as Parquet and as a FITS table, with units, descriptions and provenance.
 
     The FITS table's header holds ``MAGZP`` [mag], ``GAIN`` [e-/data unit], ``BUNIT``,
-    ``FITSTAT`` (the statistic), ``DETENG`` and ``PSFENG`` (the detection and PSF engines that ran,
+    ``FITSTAT`` (the statistic), ``SUBGRID``, ``NEIGHBRS`` and ``LOCALSKY`` (``dre.fit.subgrid``,
+    ``neighbours`` and whether a local sky was fit), ``DETENG`` and ``PSFENG`` (the detection and PSF engines that ran,
     :func:`astrotool_dre.detect.engine_of`) and the provenance keywords (``DATE``, ``CREATOR``, ``ASTROVER``);
     the Parquet file the same facts in its ``astrotool`` metadata.
     """
@@ -490,7 +497,8 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
     from astrotool_dre.catalog import astropy_unit, set_tunits, tunit
     from astrotool_dre.detect import engine_of
 
-    meta = {"command": "dre fit", "statistic": cfg.statistic, "zero_point": zp, "gain": gain,
+    meta = {"command": "dre fit", "statistic": cfg.statistic, "subgrid": cfg.subgrid, "neighbours": cfg.neighbours,
+            "local_sky": cfg.sky_fitted, "zero_point": zp, "gain": gain,
             "backend": be.name, "device": str(be.device), "cuts": printable(paths.cuts), "psf": printable(paths.psf),
             "tile": paths.stem, "detect_engine": engine_of(paths.cat), "psf_engine": engine_of(paths.psf)}
     for c in table.colnames:  # multidimensional catalogue columns do not go to Parquet
@@ -507,6 +515,9 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
                 "GAIN": (gain, "[e-/data unit] gain used for the source noise"),
                 "BUNIT": (flux_unit, "data unit of the tile and of FLUX"),
                 "FITSTAT": (cfg.statistic, "fit statistic: chi2 or dre"),
+                "SUBGRID": (cfg.subgrid, "parameters refined between grid values"),
+                "NEIGHBRS": (cfg.neighbours, "neighbours: mask or subtract"),
+                "LOCALSKY": (cfg.sky_fitted, "a constant sky fit under each object (SKY)"),
                 "DETENG": (meta["detect_engine"], "detection engine that ran"),
                 "PSFENG": (meta["psf_engine"], "PSF engine that ran")}
     write_parquet(table, paths.summary, metadata={**meta, "bunit": flux_unit}, command="dre fit",

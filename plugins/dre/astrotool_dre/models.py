@@ -69,6 +69,7 @@ __all__ = [
     "draw_model",
     "write_cube",
     "read_cube",
+    "read_cube_grid",
     "cube_to_mosaic",
     "mosaic_to_cube",
 ]
@@ -316,8 +317,8 @@ def build_slab(grid: ModelGrid, i_index: int, i_q: int, supersample: int = 4,
                window: int = 5, dtype=np.float32) -> np.ndarray:
     """Models for one (Sérsic index, axis ratio) pair: every angle and radius.
 
-    Angles that mirror an earlier one (-angle mod 180) are obtained by flipping
-    rows, and a circular slab (q = 1) is drawn once.
+    Angles that mirror an earlier drawn one (-angle mod 180) are obtained by
+    flipping rows, and a circular slab (q = 1) is drawn once.
 
     Parameters
     ----------
@@ -354,7 +355,7 @@ def build_slab(grid: ModelGrid, i_index: int, i_q: int, supersample: int = 4,
             out[i] = out[0]  # circular: every angle gives the same model
             continue
         j = _mirror_partner(posang, i)
-        if j is not None:
+        if j in drawn:   # not when j is itself a mirror (angles beyond 180 deg)
             full = drawn.pop(j)[:, ::-1, :]  # y -> -y about the centre row: angle -> -angle
         else:
             full = _models_one_angle(n, q, posang[i], logr, b, supersample, window, consts)
@@ -571,6 +572,49 @@ def read_cube(path: str | os.PathLike, dtype=np.float32) -> tuple[np.ndarray, Mo
     except (OSError, ValueError, TypeError) as exc:
         raise InputError(path, f"cannot read the model cube as FITS ({exc})") from None
 
+    grid = _grid_from_header(header, path)
+    b = grid.boxsize
+    ni, nq, na, nr = grid.shape
+    allowed = [(ni, nq, na * b, nr * b)] + ([(nq, na * b, nr * b)] if ni == 1 else [])
+    if tuple(data.shape) not in allowed:
+        raise InputError(path, f"model cube data shape {data.shape} does not match the header "
+                               f"(expected {allowed[-1]} from BOXSIZE/NINDEX/NAXRAT/NPOSANG/NLOGH)")
+    if not np.isfinite(data).all():
+        raise InputError(path, "model cube data contain NaN or infinite values")
+    cube = mosaic_to_cube(data.astype(dtype, copy=False), ni, nq, na, nr, b)
+    return np.ascontiguousarray(cube), grid
+
+
+def read_cube_grid(path: str | os.PathLike) -> ModelGrid:
+    """The grid of a model cube (ours or DRE's), from its header alone.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Unreadable file, missing or invalid header key; the message names the file and the key.
+    """
+    from astropy.io import fits
+
+    from astrotool.errors import InputError
+
+    try:
+        with fits.open(path) as hdul:
+            hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0)), None)
+            if hdu is None:
+                raise InputError(path, "no image data (expected a model-cube stamp mosaic)")
+            header = hdu.header.copy()
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(path, f"cannot read the model cube as FITS ({exc})") from None
+    return _grid_from_header(header, path)
+
+
+def _grid_from_header(header, path) -> ModelGrid:
+    """The :class:`ModelGrid` of a cube's header (DRE's, without ``NINDEX``: n = 4); InputError naming
+    the key otherwise."""
+    from astrotool.errors import InputError
+
     vals: dict[str, float | int] = {"BOXSIZE": _card(header, "BOXSIZE", path, int)}
     for axis, nkey, dkey, key0 in _AXES:
         if axis == "INDEX" and nkey not in header:
@@ -583,20 +627,10 @@ def read_cube(path: str | os.PathLike, dtype=np.float32) -> tuple[np.ndarray, Mo
             raise InputError(path, f"model cube header key {nkey} must be >= 1, not {vals[nkey]}")
     if vals["BOXSIZE"] < 1:
         raise InputError(path, f"model cube header key BOXSIZE must be >= 1, not {vals['BOXSIZE']}")
-    b = vals["BOXSIZE"]
-    ni, nq, na, nr = vals["NINDEX"], vals["NAXRAT"], vals["NPOSANG"], vals["NLOGH"]
-    allowed = [(ni, nq, na * b, nr * b)] + ([(nq, na * b, nr * b)] if ni == 1 else [])
-    if tuple(data.shape) not in allowed:
-        raise InputError(path, f"model cube data shape {data.shape} does not match the header "
-                               f"(expected {allowed[-1]} from BOXSIZE/NINDEX/NAXRAT/NPOSANG/NLOGH)")
-    if not np.isfinite(data).all():
-        raise InputError(path, "model cube data contain NaN or infinite values")
     try:
-        grid = ModelGrid(index0=vals["INDEX0"], dindex=vals["DINDEX"], nindex=ni,
-                         axrat0=vals["AXRAT0"], daxrat=vals["DAXRAT"], naxrat=nq,
-                         posang0=vals["POSANG0"], dposang=vals["DPOSANG"], nposang=na,
-                         logh0=vals["LOGH0"], dlogh=vals["DLOGH"], nlogh=nr, boxsize=b)
+        return ModelGrid(index0=vals["INDEX0"], dindex=vals["DINDEX"], nindex=vals["NINDEX"],
+                         axrat0=vals["AXRAT0"], daxrat=vals["DAXRAT"], naxrat=vals["NAXRAT"],
+                         posang0=vals["POSANG0"], dposang=vals["DPOSANG"], nposang=vals["NPOSANG"],
+                         logh0=vals["LOGH0"], dlogh=vals["DLOGH"], nlogh=vals["NLOGH"], boxsize=vals["BOXSIZE"])
     except ValueError as exc:
         raise InputError(path, f"model cube header describes an invalid grid ({exc})") from None
-    cube = mosaic_to_cube(data.astype(dtype, copy=False), ni, nq, na, nr, b)
-    return np.ascontiguousarray(cube), grid

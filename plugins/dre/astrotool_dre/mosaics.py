@@ -7,9 +7,11 @@ colour scale for looking at many objects quickly: an ``astropy.visualization``
 asinh stretch whose limits come from the object's data (zscale, so faint
 outskirts show) and a colour bar in the tile's data unit.
 
-The header and the PNG title give the fit as ``AX_RATIO``, ``ANGLE`` (degrees
-counter-clockwise from the image +x axis, in [0, 180): an angle on the pixel
-grid, not a position angle east of north), ``LOGR`` and ``CHI2_NU``.
+The header names the object (``TILE``, ``NAME``) and the fit statistic that
+made it (``FITSTAT``, from the summary) and gives the fit as ``INDEX``,
+``AX_RATIO``, ``ANGLE`` (degrees counter-clockwise from the image +x axis, in
+[0, 180): an angle on the pixel grid, not a position angle east of north),
+``LOGR``, ``FLUX`` and ``CHI2_NU``; the PNG title gives the same but ``FLUX``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __docformat__ = "numpy"
 
 
 MOSAIC_KEYS = {
+    "INDEX": "Sersic index of the best model",
     "AX_RATIO": "axis ratio b/a of the best model",
     "ANGLE": "[deg] major axis, CCW from image +x, [0, 180)",
     "LOGR": "log10 major-axis half-light radius [pix]",
@@ -78,7 +81,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     """
     from astropy.io import fits
 
-    from astrotool.io.tables import read_parquet
+    from astrotool.io.tables import parquet_metadata, read_parquet
     from astrotool.provenance import fits_history, fits_keywords, provenance
     from astrotool_dre.catalog import data_unit
     from astrotool.workspace import atomic_path
@@ -89,6 +92,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     check_same_grid(paths.chi, grid)
     unit = data_unit(header)
     table = read_parquet(paths.summary, SUMMARY_COLUMNS).to_pandas().set_index("NAME")
+    statistic = parquet_metadata(paths.summary).get("statistic", "")   # the fit's, whatever the settings now
     data, _, mask = prepare_stamps(cuts, grid.center, fit.recentre)
     names = [n for n in cuts.names if n in table.index]
     if cfg.max_objects:
@@ -111,6 +115,9 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
         panels = object_panels(data[i], mask[i], model * float(row["FLUX_GRID"]))
         stem = out / f"{paths.stem}_{name}_mosaic"
         hdu = fits.PrimaryHDU(panels)
+        hdu.header["TILE"] = (paths.stem, "tile of the object (summary TILE)")
+        hdu.header["NAME"] = (name, "object EXT_NUMBER_NUMBER (summary NAME)")
+        hdu.header["FITSTAT"] = (statistic, "fit statistic: chi2 or dre")
         for key, comment in MOSAIC_KEYS.items():
             hdu.header[key] = (float(row[key]), comment)
         hdu.header["BUNIT"] = (unit, "data unit of the tile")
@@ -122,8 +129,9 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
             hdu.writeto(tmp)
         if cfg.png:
             save_png(panels, stem.with_suffix(".png"),
-                     f"{paths.stem} {name}: q={row['AX_RATIO']:.2f}  ANGLE={row['ANGLE']:.0f}° (CCW from +x)  "
-                     f"logR={row['LOGR']:.2f}  χ²ν={row['CHI2_NU']:.2f}", unit=unit)
+                     f"{paths.stem} {name} ({statistic}): n={row['INDEX']:.2f}  q={row['AX_RATIO']:.2f}  "
+                     f"ANGLE={row['ANGLE']:.0f}° (CCW from +x)  logR={row['LOGR']:.2f}  χ²ν={row['CHI2_NU']:.2f}",
+                     unit=unit)
         written += 1
     with atomic_path(out / ".done") as tmp:
         tmp.write_text(f"{written}\n")

@@ -105,22 +105,25 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     """The settings record of one tile's ``stage`` (:func:`astrotool.made_with.record`).
 
     Its section of ``[dre]``, keyed as ``--set`` spells it (``dre.fit.statistic``); for ``fit`` and
-    ``mosaics`` also ``[dre.models]`` and the file name of the ``cube`` they use (ours is named by the
-    hash of its settings; a cube given with ``--cube`` also by its checksum); the stage's version; and the
+    ``mosaics`` also the grid and the file name of the ``cube`` they use (ours: ``[dre.models]``, and
+    the file is named by the hash of its settings; a cube given with ``--cube``: the grid its header
+    describes, and the file also by its checksum); the stage's version; and the
     record hashes of the stages it reads (``inputs.<stage>``): from ``made`` (stages of this run,
     ``{stage: hash}``) or from their outputs' records.
     """
     from astrotool import made_with
 
+    from astrotool_dre.models import read_cube_grid
+
     dre = {stage: getattr(cfg, stage).model_dump(mode="json")}
-    if stage in ("fit", "mosaics"):
-        dre["models"] = cfg.models.model_dump(mode="json")
     settings = {"dre": dre}  # keys as --set spells them: dre.fit.statistic
     if stage in ("fit", "mosaics"):
+        dre["models"] = cfg.models.model_dump(mode="json")
         settings["cube"] = Path(cube).name if cube else None
         ours = cube_path(paths.root, cfg.models)
         if cube and Path(cube).resolve() != ours.resolve():   # a cube of the user's: its name says not what it holds
             settings["cube"] += f" ({made_with.file_checksum(cube, ours.with_name(f'.{Path(cube).name}.checksum.json'))})"
+            dre["models"] = {k.lower(): v for k, v in read_cube_grid(cube).header_cards().items()}
     made = made or {}
     inputs = {}
     for up in UPSTREAM[stage]:
@@ -204,7 +207,11 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
     if stale:
         path, stage, changed, then, now = stale[0]
         more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
-        if [c.split(":")[0] for c in changed] == ["cube"]:   # only the cube differs: name the one the fit used
+        keys = {c.split(":")[0] for c in changed}
+        foreign = any(" (" in str(rec.get("cube")) for rec in (then, now))   # a --cube's grid is its own
+        grid = {k for k in keys if k.startswith("dre.models.")} if foreign else set()
+        if "cube" in keys and keys - grid == {"cube"}:
+            # only the cube (and so the grid) differs: name the one the fit used
             used_cube = str(then.get("cube") or "").split(" (")[0]
             ours = used_cube.startswith("sersic_") and " (" not in str(then.get("cube"))
             hint = ("leave out --cube: it used the workspace's own cube (dre/models)" if ours

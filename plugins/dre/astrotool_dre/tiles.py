@@ -120,7 +120,7 @@ def _open_image(hdul, path: Path) -> int:
 
     found = [i for i, hdu in enumerate(hdul) if hdu.is_image and hdu.header.get("NAXIS", 0) == 2]
     if not found:
-        raise InputError(path, "no 2-D image in this FITS file")
+        raise InputError(path, f"no 2-D image: {', '.join(_hdu_contents(hdul))}: give a 2-D image")
     sci = [i for i in found if str(hdul[i].header.get("EXTNAME", "")).strip().upper() == "SCI"]
     if len(found) > 1 and len(sci) == 1:   # a science image beside its weight, context... maps
         return sci[0]
@@ -130,6 +130,17 @@ def _open_image(hdul, path: Path) -> int:
         raise InputError(path, f"{len(found)} image extensions (HDUs {found}) and none named SCI; split it into "
                                "one file per image")
     return found[0]
+
+
+def _hdu_contents(hdul) -> list[str]:
+    """What each HDU of an open FITS file holds, in words: ``HDU 0 is 3-D (3, 512, 512)`` (numpy order),
+    ``HDU 1 is a table``, ``HDU 0 is empty`` (headers only)."""
+    out = []
+    for i, hdu in enumerate(hdul):
+        naxis = int(hdu.header.get("NAXIS", 0)) if hdu.is_image else 0
+        shape = tuple(int(hdu.header.get(f"NAXIS{k}", 0)) for k in range(naxis, 0, -1))
+        out.append(f"HDU {i} is {'a table' if not hdu.is_image else f'{naxis}-D {shape}' if naxis else 'empty'}")
+    return out
 
 
 def _fits_problem(exc: Exception, caught) -> str:
