@@ -125,11 +125,16 @@ def test_true_psf_is_unit_sum_moffat():
         draw_psf(3.5, 3.0, 24)
 
 
-def test_impossible_packing_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="could not place"):
+def test_impossible_packing_is_a_clear_error(tmp_path, astro):
+    from astrotool.errors import AstroError
+
+    with pytest.raises(AstroError, match="could not place"):
         simulate_tile(tmp_path / "x.fits", tmp_path / "x.parquet", SimulateConfig(size=256, n_galaxies=30, n_stars=0),
                       seed=1)
     assert not (tmp_path / "x.fits").exists()
+    # settings that cannot be met are the user's to change: exit 2 (a failed item was exit 1), naming them
+    r = astro("-w", tmp_path / "ws", "dre", "simulate", "-n", 1, "--size", 256, "--n-galaxies", 30, "--n-stars", 0)
+    assert r.returncode == 2 and "--n-galaxies" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_simulate_on_a_full_disk_names_the_tile(small_disk, astro):

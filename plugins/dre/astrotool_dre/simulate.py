@@ -233,9 +233,12 @@ def _place(rng, n, extents, size, edge, min_sep, placed, max_tries=20000):
     ``max(min_sep, extent_i + extent_j)``. ``placed`` is a list of
     ``(x, y, extent)`` already on the tile; it is extended in place.
     """
+    from astrotool.errors import AstroError   # settings that cannot be met: exit 2, as a bad value is
+
     lo, hi = edge + 2.0, size - edge - 2.0
     if hi <= lo:
-        raise ValueError(f"tile size {size} leaves no room inside an edge of {edge} px")
+        raise AstroError(f"dre.simulate: a {size} px tile leaves no room inside an edge of {edge:g} px: lower "
+                         "dre.simulate.edge or raise --size")
     out = []
     for k in range(n):
         for _ in range(max_tries):
@@ -250,9 +253,10 @@ def _place(rng, n, extents, size, edge, min_sep, placed, max_tries=20000):
                 out.append((x, y))
                 break
         else:
-            raise ValueError(
-                f"could not place object {k + 1} of {n} isolated on a {size}x{size} tile "
-                f"(edge {edge} px, min separation {min_sep} px): lower the counts or sizes"
+            raise AstroError(
+                f"dre.simulate: could not place object {k + 1} of {n} apart on a {size}x{size} tile (edge "
+                f"{edge:g} px, min_separation {min_sep:g} px, isolation in half-light radii): lower --n-galaxies, "
+                "--n-stars, edge, min_separation or isolation, or raise --size"
             )
     return out
 
