@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         opts, rest = split_global_options(argv)
+        _check_shard(opts, rest)
     except UsageProblem as exc:
         if _json_log_format(argv):
             from astrotool import console
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         console.set_json(opts.json)
         console.setup(opts.log_format or os.environ.get("ASTRO_CORE__LOG_FORMAT", "auto"),
                       verbosity=opts.verbose, quiet=opts.quiet,
-                      interval=opts.progress_interval or float(os.environ.get("ASTRO_CORE__PROGRESS_INTERVAL", 10.0)))
+                      interval=opts.progress_interval or _env_interval())
         app = build_app()
         group = app._astro_group
         ctx = Context(opts, _command_path(rest, group), ["astro", *argv])
@@ -481,13 +482,42 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _env_interval() -> float:
+    """``$ASTRO_CORE__PROGRESS_INTERVAL`` for the logger set up before the configuration is read (10 s when
+    unset or not a number: the configuration reports a bad value)."""
+    try:
+        return max(0.1, float(os.environ.get("ASTRO_CORE__PROGRESS_INTERVAL", 10.0)))
+    except ValueError:
+        return 10.0
+
+
+def _check_shard(opts: GlobalOptions, rest: list[str]) -> None:
+    """Refuse a malformed ``--shard`` (or ``auto`` outside a Slurm job array) before anything is created or run.
+
+    Raises
+    ------
+    UsageProblem
+        The value is not ``I/N`` with ``0 <= I < N``, or ``auto`` lacks the array's variables.
+    """
+    if opts.shard is None or {"-h", "--help"} & set(rest):
+        return
+    from astrotool.errors import AstroError
+    from astrotool.executors import parse_shard
+
+    try:
+        parse_shard(opts.shard)
+    except AstroError as exc:
+        raise UsageProblem(str(exc)) from None
+
+
 def _report_stop(status: str, code: int) -> None:
-    """Say the command was stopped (``status``: ``interrupted`` or ``terminated``): a line of text, or under
-    ``--log-format json`` one JSON line with ``exit_code`` (stderr holds JSON lines only)."""
+    """Say the command was stopped (``status``: ``interrupted`` or ``terminated``): a line of text on a
+    terminal, an ``ERROR`` log line with ``--log-format plain``, or under ``--log-format json`` one JSON line
+    with ``exit_code`` (stderr holds JSON lines only)."""
     from astrotool import console
 
     message = f"{status}: partial outputs removed; re-run the same command to resume."
-    if console.log_format() == "json":
+    if console.log_format() in ("json", "plain"):
         console.report_error(message, exit_code=code, status=status)
     else:
         sys.stderr.write(f"\n{message}\n")

@@ -198,3 +198,19 @@ def _apply(param, field, value) -> None:
     shown = _shown(param, value)
     if shown is not None and param.show_default in (False, None, True):
         param.show_default = shown
+        _bare_default(param)
+
+
+def _bare_default(param) -> None:
+    """Show the configured default as ``[default: 16]``: Click and Typer put a text ``show_default`` in
+    parentheses (``[default: (16)]``), as for a description of the default."""
+    original = getattr(param, "_get_default_string", None)
+    if original is None:
+        return
+
+    def default_string(*, ctx, show_default_is_str, default_value):
+        if show_default_is_str:
+            return str(param.show_default)
+        return original(ctx=ctx, show_default_is_str=show_default_is_str, default_value=default_value)
+
+    param._get_default_string = default_string

@@ -70,15 +70,25 @@ def to_json(obj, indent: int | None = None) -> str:
     return json.dumps(_finite(obj), indent=indent, default=_json_default)
 
 
+def timestamp(posix: float | None = None) -> str:
+    """The UTC time of log lines, plain and JSON alike: ``2026-11-23T12:00:00.123Z`` (milliseconds)."""
+    when = datetime.fromtimestamp(time.time() if posix is None else posix, timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _plain_line(level: str, message: str) -> str:
+    """A line as :class:`PlainFormatter` writes it, stamped now."""
+    return f"{timestamp()} {level:<7} {message}"
+
+
 class PlainFormatter(logging.Formatter):
     """``2026-11-23T12:00:00.123Z LEVEL message`` with no wrapping and no colour."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         msg = record.getMessage()
         if record.exc_info and _show_tracebacks():
             msg += "\n" + self.formatException(record.exc_info)
-        return f"{ts}Z {record.levelname:<7} {msg}"
+        return f"{timestamp(record.created)} {record.levelname:<7} {msg}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,7 +96,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         obj = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "time": timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -269,11 +279,16 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
                 line()
 
     def heartbeat() -> None:  # a line every interval even while one long item runs
-        while not stop.wait(min(_state.interval, 1.0)):  # checked at least every second
+        due = start + _state.interval
+        while not stop.wait(max(0.0, due - time.monotonic())):  # wakes when the next line is due
             with lock:  # all done: the final line follows, a heartbeat would say it twice
-                if time.monotonic() - state["last"] >= _state.interval and not (total and state["done"] >= total):
-                    state["last"] = time.monotonic()
+                now = time.monotonic()
+                if now - state["last"] >= _state.interval and not (total and state["done"] >= total):
+                    state["last"] = now
                     line()
+                due = state["last"] + _state.interval
+                if due <= now:  # all done, the final line to come: no busy wait
+                    due = now + _state.interval
 
     def set_failed(n: int) -> None:
         state["failed"] = int(n)
@@ -316,6 +331,19 @@ def _cell(value) -> str:
     return printable(str(value))
 
 
+def _one_line(text: str) -> str:
+    """A tab-separated cell: the lines of a multi-line message joined with ``"; "`` (after a line ending in
+    ``:`` with a space), stripped of their indentation; tabs as spaces."""
+    text = text.replace("\t", " ")
+    if "\n" not in text and "\r" not in text:
+        return text
+    out = ""
+    for part in (ln.strip() for ln in text.splitlines()):
+        if part:
+            out += (" " if out.endswith(":") else "; " if out else "") + part
+    return out
+
+
 def emit(obj) -> None:
     """Write a result to stdout.
 
@@ -344,17 +372,22 @@ def emit(obj) -> None:
 
 def _json_line(level: str, message: str, **extra) -> None:
     """One JSON object on a line of stderr, shaped like a log record of :class:`JsonFormatter`."""
-    obj = {"time": datetime.now(timezone.utc).isoformat(), "level": level, "logger": LOGGER_NAME,
+    obj = {"time": timestamp(), "level": level, "logger": LOGGER_NAME,
            "message": message, **extra}
     sys.stderr.write(to_json(obj) + "\n")
     sys.stderr.flush()
 
 
 def report_error(message: str, hint: str = "", **extra) -> None:
-    """The command's final error on stderr: ``Error: <message>`` (and ``hint`` on the next line), or
-    one JSON line with ``--log-format json`` (``exit_code`` and other ``extra`` keys beside it)."""
+    """The command's final error on stderr: ``Error: <message>`` (and ``hint`` on the next line) on a
+    terminal, an ``ERROR`` log line (``hint`` after the message) with ``--log-format plain``, or one JSON
+    line with ``--log-format json`` (``exit_code`` and other ``extra`` keys beside it)."""
     if _state.fmt == "json":
         _json_line("ERROR", message, **({"hint": hint} if hint else {}), **extra)
+        return
+    if _state.fmt == "plain":
+        sys.stderr.write(_plain_line("ERROR", message + (f" {hint}" if hint else "")) + "\n")
+        sys.stderr.flush()
         return
     sys.stderr.write(f"Error: {message}\n" + (f"{hint}\n" if hint else ""))
     sys.stderr.flush()
@@ -406,5 +439,5 @@ def print_table(title: str, columns: list[str], rows: list[list], stream: str = 
     else:
         out.write((f"# {title}\n" if title else "") + "\t".join(columns) + "\n")
         for r in rows:
-            out.write("\t".join(_cell(x).replace("\t", " ").replace("\n", " ") for x in r) + "\n")
+            out.write("\t".join(_one_line(_cell(x)) for x in r) + "\n")
         out.flush()

@@ -24,10 +24,14 @@ def _whole_number(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:
-    """A number of seconds > 0 (``--progress-interval``)."""
+MIN_PROGRESS_INTERVAL_S = 0.1
+"""The shortest ``--progress-interval`` [s]: shorter ones would flood a batch log with progress lines."""
+
+
+def _progress_seconds(text: str) -> float:
+    """A number of seconds >= :data:`MIN_PROGRESS_INTERVAL_S` (``--progress-interval``)."""
     value = float(text)
-    if not value > 0:
+    if not value >= MIN_PROGRESS_INTERVAL_S:
         raise ValueError
     return value
 
@@ -123,7 +127,7 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption(("--json",), "json", "Print results as JSON (default: a table on a terminal, tab-separated "
                  "text when piped).", type=bool),
     GlobalOption(("--progress-interval",), "progress_interval", "Seconds between progress lines off a terminal.",
-                 "SECONDS", float, _positive_seconds, "a number of seconds > 0",
+                 "SECONDS", float, _progress_seconds, f"a number of seconds >= {MIN_PROGRESS_INTERVAL_S:g}",
                  config_key="core.progress_interval"),
 )
 """The global options, once: the command line's pre-parser
@@ -300,6 +304,10 @@ class Context:
             from astrotool.names import printable
 
             record.extra["failures"] = [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]
+        with contextlib.suppress(Exception):  # the workers `-j 0` (or the default) came to; not for a remote cluster
+            run = self.executor_options
+            if not (run.kind == "dask" and run.scheduler):
+                record.extra["jobs_resolved"] = 1 if run.kind == "serial" else run.workers
         with contextlib.suppress(Exception):  # the shard as resolved (--shard auto: this array task's)
             if (shard := self.executor_options.shard) is not None:
                 record.extra["shard"] = "{}/{}".format(*shard)
@@ -321,6 +329,13 @@ class Context:
         return ExecutorOptions(kind=kind, jobs=core.jobs, scheduler=core.scheduler or None,
                                shard=parse_shard(self.options.shard))
 
+    def _scheduler_name(self) -> str:
+        """How errors name the scheduler address: ``--scheduler``, or the configuration key and its source."""
+        if self.options.scheduler:
+            return "--scheduler"
+        source = self.config.sources.get("core.scheduler", "")
+        return f"core.scheduler ({source})" if source else "core.scheduler"
+
     def shard_of(self, items: Sequence[Any]) -> list[Any]:
         """The ``items`` this process runs under ``--shard`` (all of them without): the ones to record
         as its inputs, in the order :meth:`map` takes them."""
@@ -330,7 +345,8 @@ class Context:
         return [items[i] for i in select_shard(items, self.executor_options.shard)]
 
     def map(self, fn: Callable[[Any, int], Any], items: Sequence[Any], desc: str,
-            keys: Sequence[str] | None = None, options=None) -> list[tuple[str, Any]]:
+            keys: Sequence[str] | None = None, options=None,
+            outputs: Callable[[Any], Any] | None = None) -> list[tuple[str, Any]]:
         """Run ``fn(item, seed)`` over ``items`` with the run's executor and progress.
 
         Failures are logged, kept in :attr:`failures` (reported as a table and exit
@@ -367,6 +383,10 @@ class Context:
             Stable item identities (seeds derive from them).
         options : ExecutorOptions, optional
             Override the run's executor options (e.g. serial for a tiny job).
+        outputs : callable, optional
+            ``outputs(result) -> iterable of paths``: the files an item wrote, recorded in
+            ``run.json`` as the item finishes (in this process, whatever the executor), so a
+            stopped run's record lists what finished. A path added again later is recorded once.
 
         Returns
         -------
@@ -384,8 +404,12 @@ class Context:
                              "sends them there)", self.options.scheduler, options.kind)
         keys = [str(k) for k in (keys if keys is not None else items)]
         n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
-        with connected(options, n) as client, console.progress(n, desc) as advance:
-            results, failures = run_items(fn, items, keys, options, self.seed, advance, client)
+        def done(key: str, result: Any) -> None:   # an item's files, recorded as it finishes
+            for path in outputs(result) or ():
+                self.record.add_output(path)
+        with connected(options, n, self._scheduler_name()) as client, console.progress(n, desc) as advance:
+            results, failures = run_items(fn, items, keys, options, self.seed, advance, client,
+                                          done if outputs is not None else None)
             advance.set_failed(len(failures))
         for f in failures:
             self.log.error("%s: %s failed: %s", desc, printable(f.key), printable(f.error))

@@ -429,7 +429,8 @@ def _call_in_worker(fn: Callable, item: Any, seed: int, key: str):
 def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequence[str] | None = None,
               options: ExecutorOptions = ExecutorOptions(), base_seed: int = 0,
               advance: Callable[[int], None] | None = None,
-              client=None) -> tuple[list[tuple[str, Any]], list[Failure]]:
+              client=None, done: Callable[[str, Any], None] | None = None
+              ) -> tuple[list[tuple[str, Any]], list[Failure]]:
     """Run ``fn(item, seed)`` for every item of this shard.
 
     Parameters
@@ -448,6 +449,8 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         Called with 1 after each finished item (progress).
     client : distributed.Client, optional
         The Dask client of ``--scheduler``, already connected (:func:`connected`); default: one made here.
+    done : callable, optional
+        Called in this process with ``(key, result)`` as each item succeeds (before ``advance``).
 
     Returns
     -------
@@ -461,7 +464,7 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         raise AstroError("internal: item keys must be unique")
     chosen = select_shard(keys, options.shard)
     tasks = [(i, items[i], derive_seed(base_seed, keys[i]), keys[i]) for i in chosen]
-    advance = advance or (lambda n=1: None)
+    advance = _reporting(advance or (lambda n=1: None), done)
     outcomes: dict[int, tuple[str, Any]] = {}
     _check_stop()
 
@@ -471,7 +474,7 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
             outcomes[i] = ("error", _cancelled(key, full)) if full else _call(fn, item, seed, key)
             if outcomes[i][0] == "error" and outcomes[i][1].full_disk:
                 full = outcomes[i][1]
-            advance(1)
+            advance(1, key, outcomes[i])
             _check_stop()
     elif options.kind == "process":
         outcomes = _run_process(fn, tasks, options.workers, advance)
@@ -483,6 +486,16 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         status, value = outcomes[i]
         (results.append((keys[i], value)) if status == "ok" else failures.append(value))
     return results, failures
+
+
+def _reporting(advance: Callable, done: Callable | None) -> Callable:
+    """``advance(1, key, outcome)``: ``done(key, result)`` for a success, then the progress ``advance(1)``."""
+    def step(n: int = 1, key: str | None = None, outcome: tuple | None = None) -> None:
+        if done is not None and outcome is not None and outcome[0] == "ok":
+            done(key, outcome[1])
+        advance(n)
+
+    return step
 
 
 def _run_process(fn, tasks, workers: int, advance) -> dict:
@@ -505,7 +518,7 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
                 full = outcomes[i][1]
                 for other in futures:  # the queued items; the running ones finish (or fail) on their own
                     other.cancel()
-            advance(1)
+            advance(1, key, outcomes[i])
     except BaseException:
         _stop_pool(pool)
         raise
@@ -551,7 +564,7 @@ def _stop_pool(pool) -> None:
         manager.join(STOP_GRACE_S)
 
 
-def _connect(client_class, address: str):
+def _connect(client_class, address: str, name: str = "--scheduler"):
     """A Dask ``Client`` of the scheduler at ``address``, or :class:`AstroError` within
     :data:`CONNECT_TIMEOUT_S` (the handshake has no time limit of its own, so it runs in a daemon
     thread that the process may leave behind)."""
@@ -580,7 +593,7 @@ def _connect(client_class, address: str):
         why = f"cannot connect: {exc}"
     else:
         why = f"cannot connect: it does not answer as a Dask scheduler ({type(exc).__name__})"
-    raise AstroError(f"--scheduler {address}: {why}")
+    raise AstroError(f"{name} {address}: {why}" if name == "--scheduler" else f"{name}: {address}: {why}")
 
 
 def _refused_at_once(address: str) -> None:
@@ -615,18 +628,53 @@ def _distributed():
 
 
 @contextlib.contextmanager
-def connected(options: ExecutorOptions, n: int) -> Iterator:
+def connected(options: ExecutorOptions, n: int, name: str = "--scheduler") -> Iterator:
     """The Dask ``Client`` of ``--scheduler`` for a run of ``n`` items, or ``None`` (another executor, a
     local cluster, no items): connecting before the progress starts, a wrong address is refused at once,
-    not after lines of ``0/n`` done."""
+    not after lines of ``0/n`` done. ``name`` says where the address came from in errors (``--scheduler``,
+    or ``core.scheduler (cluster.toml)``)."""
     if options.kind != "dask" or not options.scheduler or not n:
         yield None
         return
-    client = _connect(_distributed().Client, options.scheduler)
+    client = _connect(_distributed().Client, options.scheduler, name)
     try:
         yield client
     finally:
         client.close()
+
+
+def _quiet_dask_shutdown() -> None:
+    """Silence the loggers of Dask, Tornado and asyncio for the rest of this process: a cluster stopped while it
+    starts leaves tasks whose errors ("Nanny failed to start") are printed when they are collected."""
+    import logging
+
+    for name in ("distributed", "asyncio", "tornado"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.CRITICAL + 1)
+        logger.propagate = False
+        for handler in list(logger.handlers):  # Dask's own handlers (silence_logs) would still print
+            handler.setLevel(logging.CRITICAL + 1)
+
+
+def _ignore_sigint() -> None:
+    """In a local cluster's worker process: leave Ctrl-C to the command (sent to the whole process group, it
+    made each worker print tracebacks); the command stops the cluster."""
+    import signal as _signal
+
+    with contextlib.suppress(ValueError):  # not the worker's main thread
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+
+
+def _close_starting_clusters(clusters) -> None:
+    """Close, quietly, the local ``clusters`` a stop interrupted while they started (a half-made one too), so
+    that Dask's exit handler does not print its tracebacks (``AssertionError: Status.init``) on stderr."""
+    from distributed.deploy.spec import SpecCluster
+
+    _quiet_dask_shutdown()
+    for c in clusters:
+        with contextlib.suppress(BaseException):  # a half-started cluster may fail to close
+            c.close(timeout=STOP_GRACE_S)
+        SpecCluster._instances.discard(c)  # Dask's atexit handler would close it again, loudly
 
 
 def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict:
@@ -639,9 +687,17 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
     if own and options.scheduler:
         client = _connect(Client, options.scheduler)
     elif own:
-        cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
-                               processes=True, dashboard_address=None, silence_logs=logging.ERROR)
-        client = Client(cluster)
+        from distributed.deploy.spec import SpecCluster
+
+        before = set(SpecCluster._instances)  # the caller's own clusters, left alone
+        try:
+            cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
+                                   processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(cluster)
+            client.run(_ignore_sigint)
+        except KeyboardInterrupt:  # a stop while the cluster starts
+            _close_starting_clusters((set(SpecCluster._instances) | {cluster}) - before - {None})
+            raise
     outcomes = {}
     try:
         futures = {client.submit(_call, fn, item, seed, key, key=f"astro-{key}-{seed}", pure=False): (i, key)
@@ -654,7 +710,7 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
             if full is None and outcomes[i][0] == "error" and outcomes[i][1].full_disk:
                 full = outcomes[i][1]
                 client.cancel([f for f in futures if not f.done()])
-            advance(1)
+            advance(1, key, outcomes[i])
     finally:
         if own:
             client.close()

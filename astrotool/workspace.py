@@ -479,6 +479,7 @@ class RunRecord:
         self.config = config
         self.inputs: list[str] = []
         self.outputs: list[str] = []
+        self._recorded: set[str] = set()  # the outputs, for add_output's check
         self.extra: dict = {}
         self.programs: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.started = started or time.time()  # POSIX time the command started
@@ -492,14 +493,18 @@ class RunRecord:
         """Record an output file.
 
         A hidden marker file (``.done``) that marks a folder finished stands for
-        that folder's products: its visible files are recorded instead.
+        that folder's products: its visible files are recorded instead. A path
+        already recorded is not recorded again.
         """
         path = Path(path)
         if path.name.startswith(".") and path.is_file():
-            self.outputs += [str(p) for p in sorted(path.parent.iterdir())
-                             if p.is_file() and not p.name.startswith(".")]
+            paths = [str(p) for p in sorted(path.parent.iterdir()) if p.is_file() and not p.name.startswith(".")]
         else:
-            self.outputs.append(str(path))
+            paths = [str(path)]
+        for text in paths:
+            if text not in self._recorded:
+                self._recorded.add(text)
+                self.outputs.append(text)
 
     def add_program(self, label: str, names: tuple[str, ...] | list[str],
                     version_args: tuple[str, ...] = ("--version",)) -> None:

@@ -17,13 +17,16 @@ init_app = typer.Typer()
 
 
 @init_app.command("init")
-def init(directory: Path = typer.Argument(None, help="Workspace folder (default: -w, $ASTRO_WORKSPACE or the current folder).")):
+def init(directory: Path = typer.Argument(None, help="Workspace folder (default: -w, $ASTRO_WORKSPACE or the current folder); given, it wins over -w.")):
     """Create a workspace: astro.toml, runs/ and every plugin's stage folders."""
     from astrotool.workspace import Workspace
 
     from astrotool import config
 
     ctx = current()
+    if directory and ctx.options.workspace is not None and \
+            Path(directory).expanduser().resolve() != ctx.workspace_root:
+        ctx.log.warning("-w %s is not used: `astro init DIR` creates DIR (%s)", ctx.options.workspace, directory)
     # a bad --cfg file, --set or astro.toml of the workspace made is refused before anything is created
     config.load(workspace=Path(directory).expanduser().resolve() if directory else ctx.workspace_root,
                 cfg_files=ctx.options.cfg, sets=ctx.options.set, flags=ctx.options.config_flags())
@@ -43,9 +46,13 @@ def status():
     from astrotool import console
     from astrotool.workspace import Workspace
 
+    from astrotool.errors import AstroError
+
     ctx = current()
     ctx.config  # a broken astro.toml, --cfg file or --set is reported here as in every command
     ws = Workspace(ctx.workspace_root)
+    if not ws.root.is_dir():  # a typo in -w or $ASTRO_WORKSPACE would show a table of zeros
+        raise AstroError(f"workspace {ws.root} does not exist (`astro init {ws.root}` creates it)")
     counts = ws.status()
     runs_dir = ws.root / "runs"
     runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []

@@ -24,8 +24,8 @@ class CoreConfig(Section):
     """Base random seed (>= 0: numpy refuses negative seeds); item seeds derive from it and the item key."""
     log_format: Literal["auto", "rich", "plain", "json"] = "auto"
     """Log format on stderr."""
-    progress_interval: float = Field(10.0, gt=0)
-    """Seconds between progress lines when stderr is not a terminal."""
+    progress_interval: float = Field(10.0, ge=0.1)
+    """Seconds between progress lines when stderr is not a terminal (at least 0.1)."""
 
 
 class MLConfig(Section):

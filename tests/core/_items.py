@@ -16,3 +16,16 @@ def thread_setting(item, seed):
     import os
 
     return os.environ.get("OMP_NUM_THREADS")
+
+
+def touch(item, seed):
+    """Write ``<folder>/<name>.txt`` and return its path; ``item = (folder, name)``. The item named ``stop``
+    raises ``KeyboardInterrupt`` (a stop in the middle of a run)."""
+    from pathlib import Path
+
+    folder, name = item
+    if name == "stop":
+        raise KeyboardInterrupt("terminated")
+    path = Path(folder, f"{name}.txt")
+    path.write_text(name)
+    return str(path)

@@ -282,7 +282,7 @@ def test_global_options_are_taken_out_anywhere():
     (["--seed=1.5"], "option --seed: expected an integer >= 0, got '1.5'"),
     (["--jobs", "-1"], "option --jobs: expected an integer >= 0, got '-1'"),
     (["-j", "two"], "option --jobs: expected an integer >= 0, got 'two'"),
-    (["--progress-interval", "0"], "option --progress-interval: expected a number of seconds > 0, got '0'"),
+    (["--progress-interval", "0"], "option --progress-interval: expected a number of seconds >= 0.1, got '0'"),
     (["--shard"], "option --shard requires a value"),
 ])
 def test_bad_global_option_values_are_usage_errors(astro, args, message):

@@ -92,11 +92,11 @@ def _help(*args, cwd=None):
 
 def test_help_shows_choices_and_the_configured_default(tmp_path):
     text = _help("dre", "fit")
-    assert "--statistic <chi2|dre>" in text and "[default: (chi2)]" in text
+    assert "--statistic <chi2|dre>" in text and "[default: chi2]" in text
     (tmp_path / "astro.toml").write_text('[dre.fit]\nstatistic = "dre"\nbatch_size = 7\n')
     text = _help("-w", str(tmp_path), "dre", "fit")
     assert "--statistic <chi2|dre>" in text
-    assert "[default: (dre)]" in text and "[default: (7)]" in text  # the workspace's astro.toml, not a copy
+    assert "[default: dre]" in text and "[default: 7]" in text  # the workspace's astro.toml, not a copy
 
 
 def test_status_lists_only_stage_folders_that_commands_write(tmp_path):

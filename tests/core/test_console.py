@@ -22,7 +22,7 @@ def test_plain_logs_and_progress_lines_in_batch_logs(astro, toy, tmp_path):
 
 def test_json_log_format(astro, toy, tmp_path):
     r = astro("toy", "run", "--count", "2", "--fail", "1", "-w", tmp_path, "--log-format", "json",
-              "--progress-interval", "0.01", pythonpath=toy)
+              "--progress-interval", "0.1", pythonpath=toy)
     assert r.returncode == 1
     records = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith("{")]
     assert any(rec["level"] == "ERROR" and "item 1 is bad" in rec["message"] for rec in records)
@@ -57,7 +57,7 @@ def test_traceback_goes_into_the_json_line(astro, toy, tmp_path):
 
 
 def test_quiet_hides_progress_but_not_errors(astro, toy, tmp_path):
-    r = astro("-q", "toy", "run", "--count", "2", "--fail", "0", "-w", tmp_path, "--progress-interval", "0.01",
+    r = astro("-q", "toy", "run", "--count", "2", "--fail", "0", "-w", tmp_path, "--progress-interval", "0.1",
               pythonpath=toy)
     assert r.returncode == 1
     assert "squares: 1/2" not in r.stderr and "squares: 2/2" not in r.stderr

@@ -232,7 +232,7 @@ def test_empty_workspace_is_refused_and_a_missing_one_named_when_created(astro, 
     not exist was created without a word (a typo went unseen)."""
     for args, env, name in [(["-w", ""], {}, "-w/--workspace"), ([], {"ASTRO_WORKSPACE": ""}, "$ASTRO_WORKSPACE")]:
         r = astro(*args, "toy", "run", "--count", "1", cwd=tmp_path, env=env, pythonpath=toy)
-        assert r.returncode == 2 and f"Error: {name}: empty; give a workspace folder" in r.stderr, r.stderr
+        assert r.returncode == 2 and f" ERROR   {name}: empty; give a workspace folder" in r.stderr, r.stderr
         assert list(tmp_path.iterdir()) == []  # nothing written in the current folder
     new = tmp_path / "new" / "ws"
     r = astro("-w", new, "toy", "run", "--count", "1", pythonpath=toy)
