@@ -28,13 +28,24 @@ def test_wrong_size_image(trained_model, tmp_path):
 
 
 def test_nan_pixels(trained_model, tmp_path):
+    """A stamp with a NaN pixel gets NaN shear and a flag; the others are predicted."""
     model, meta = load_estimator(trained_model[0])
     arr = np.ones((2, 24, 24))
     arr[1, 3, 3] = np.nan
     p = _fits(tmp_path / "cube.fits", arr)
-    with pytest.raises(InputError, match="NaN") as e:
-        predict_table(model, meta, read_inputs(p, need_psf=False))
-    assert "cube.fits" in str(e.value)
+    cols, _ = predict_table(model, meta, read_inputs(p, need_psf=False))
+    assert cols["flag"].tolist() == [0, 1] and cols["error"][1] == "NaN or infinite pixels"
+    assert np.isfinite(cols["g1"][0]) and np.isnan(cols["g1"][1])
+
+
+def test_nan_pixels_refused_for_calibration(trained_model):
+    from astrotool_lens.model import check_stamps
+
+    _, meta = load_estimator(trained_model[0])
+    x = np.ones((2, 1, 24, 24), np.float32)
+    x[1, 0, 3, 3] = np.nan
+    with pytest.raises(InputError, match="training and calibration need finite pixels"):
+        check_stamps(x, meta, "cube.fits")
 
 
 def test_data_json_pointing_to_missing_files(tmp_path):

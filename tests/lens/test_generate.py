@@ -148,9 +148,10 @@ def test_other_settings_are_refused_and_overwrite_replaces(tmp_path):
     first = easy_config("d", n=30, shard_size=10)
     generate_dataset(first, out, 1, serial_map)
     other = easy_config("d", n=20, shard_size=10, noise={"kind": "gaussian", "snr": 50.0})
-    with pytest.raises(AstroError, match=r"drawn with other settings is here \(n: 30 -> 20; noise\.snr: 500\.0 -> 50\.0\)"):
+    with pytest.raises(AstroError, match=r"made with other settings:\n  lens\.generate\.n: 30 -> 20\n"
+                                         r"  lens\.generate\.noise\.snr: 500\.0 -> 50\.0\nuse --overwrite"):
         generate_dataset(other, out, 1, serial_map)
-    with pytest.raises(AstroError, match="seed: 1 -> 2"):
+    with pytest.raises(AstroError, match="lens.generate.seed: 1 -> 2"):
         generate_dataset(first, out, 2, serial_map)
     assert ShearDataset(out).n == 30                                   # refused: nothing touched
 

@@ -9,6 +9,7 @@ table; the flags below override single keys. Outputs go to the workspace's
 from __future__ import annotations
 
 import contextlib
+import functools
 
 from pathlib import Path
 
@@ -103,14 +104,18 @@ def generate(
     g = cfg.generate
     out = ctx.workspace.stage("lens", "shear") / g.dataset_name
     seed = g.seed if g.seed is not None else ctx.seed
-    res = generate_dataset(g, out, seed, mapper=ctx.map, overwrite=ctx.overwrite)
+    res = generate_dataset(g, out, seed, overwrite=ctx.overwrite,   # each shard in run.json as it is drawn
+                           mapper=functools.partial(ctx.map, outputs=lambda r: [] if r["skipped"] else [r["path"]]))
     for p in res["written"]:  # this process's files (a --shard task lists its own shards)
         ctx.record.add_output(p)
     summary = {"dataset": g.dataset_name, "path": str(out), "n": g.n, "shards": res["shards"],
                "drawn_shards": res["drawn"], "skipped_shards": res["skipped"], "missing_shards": res["missing"],
                "stamp_size": g.stamp_size, "pixel_scale": g.pixel_scale, "seed": seed}
-    if res["manifest"] is None:
-        ctx.log.warning("%d of %d shards missing: the truth table is written once all exist "
+    if res["manifest"] is None and ctx.executor_options.shard is not None:   # a task of an array
+        ctx.log.info("%d of %d shards not drawn yet (the other --shard tasks draw the rest); the task that "
+                     "finishes last writes the truth table", res["missing"], res["shards"])
+    elif res["manifest"] is None:
+        ctx.log.warning("%d of %d shards missing (failed): the truth table is written once all exist "
                         "(re-run the same command to finish)", res["missing"], res["shards"])
     else:
         summary["truth"] = str(out / res["manifest"]["metadata"])
@@ -156,10 +161,16 @@ def measure(
                                "measure.conversion": conversion, "measure.name": name})
     m = cfg.measure
     shear_stage = ctx.workspace.stage("lens", "shear")
+    if inputs is not None and dataset is not None and inputs != dataset and not (
+            Path(inputs).expanduser().resolve() == Path(dataset).expanduser().resolve()
+            or (shear_stage / inputs).resolve() == (shear_stage / dataset).resolve()):
+        from astrotool.errors import InputError
+
+        raise InputError("--dataset", f"{dataset!r} given with the input {inputs!r}: name one of them")
     with contextlib.ExitStack() as stack:
         if inputs is None or (psf is None and is_dataset(inputs, shear_stage)):
             src = stack.enter_context(_open_dataset(ctx, inputs or m.dataset, cfg.dataset))
-            stem, label = src.name, {"dataset": src.name}
+            stem, label = src.stem, {"dataset": src.stem}
 
             def run(out, cfg, add=False):
                 return measure_dataset(src, cfg, out, mapper=ctx.map, add=add)
@@ -188,6 +199,12 @@ def measure(
         res = run(out, wanted, add=add)
     if res.get("written_by_another_task"):   # it read the parts first: nothing is missing
         ctx.log.info("%s was written by another task", out.name)
+        ctx.emit({**label, **res})
+        return
+    shard = ctx.executor_options.shard
+    if res.get("missing_parts") and shard is not None and shard[0] >= res["parts"]:   # no item fell to it
+        ctx.log.info("--shard %d/%d had nothing to do: the input has %d part(s), measured by the other --shard "
+                     "tasks; the last to finish writes %s", shard[0], shard[1], res["parts"], out.name)
         ctx.emit({**label, **res})
         return
     if res.get("missing_parts"):  # other --shard tasks' parts, or failed ones: kept, the table comes later
@@ -250,7 +267,7 @@ def train(
     if not rt.is_global_zero:
         ctx.mark_copy()
     ds = _open_dataset(ctx, t.dataset, cfg.dataset)
-    mdir = _model_dir(ctx, t.model, ds.name, trained=False)
+    mdir = _model_dir(ctx, t.model, ds.stem, trained=False)
     progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                 if rt.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
@@ -301,15 +318,21 @@ def evaluate(
     with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET) as ds:
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
                           ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log,
-                          overwrite=ctx.overwrite)
+                          overwrite=ctx.overwrite, explicit_calibrated=calibrated is True)
     mc.record(ctx, inputs=[mdir], outputs=[report["report"], report["predictions"], *report["plots"]])
+    for note in report.get("notes", []):   # a plot left out is information; the others a reader must not miss
+        (ctx.log.info if " not plotted: " in note else ctx.log.warning)("note: %s", note)
     if json_results():
         ctx.emit(report)
     else:
         ctx.log.info("%s (%s, %d stamps, bias fit %s), model %s; report: %s", report["dataset"], report["subset"],
                      report["n"], report["bias_fit"], report["model"], report["report"])
-        for note in report.get("notes", []):
-            ctx.log.warning("note: %s", note)
+        if report.get("field_means") and len(next(iter(report["field_means"].values()))) < 3:   # no m, c
+            for est_name, rows in report["field_means"].items():
+                for r in rows:
+                    ctx.log.info("%s, field g1 %+.4f g2 %+.4f (%d stamps): g1 %+.5f ± %.5f, g2 %+.5f ± %.5f",
+                                 est_name, r["true_g1"], r["true_g2"], r["n"], r["g1"], r["g1_err"], r["g2"],
+                                 r["g2_err"])
         ctx.emit(summary_rows(report))   # one row per estimator: a table, tab-separated when piped
 
 
@@ -430,7 +453,7 @@ def validate(
             cols, _ = predict_table(est, meta, inp, v.batch_size, v.symmetrize, calibrated=False,
                                     device=mc.runtime(ctx).accelerator)
             raw = (cols["g1"], cols["g2"])
-            own = calibration_in_use(est, meta, True)
+            own = calibration_in_use(est, meta, True, v.symmetrize, model_name=mdir.name)
             if cal is None and own is not None:
                 cal = {k: float(own[k]) for k in ("m1", "m2", "c1", "c2")} | {"source": str(mdir / "model.json")}
         ctx.record.add_input(mdir)
@@ -443,7 +466,7 @@ def validate(
 
             with mc.open_dataset(ctx, "lens", "shear", inputs, ShearDataset, _NO_DATASET) as src:
                 truth = {"g1": np.asarray(src.truth["g1"], float), "g2": np.asarray(src.truth["g2"], float)}
-                stem, origin = src.name, src.root
+                stem, origin = src.stem, src.root
                 field = truth_fields(truth, origin)
                 table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
                                       cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log,
@@ -492,10 +515,15 @@ def predict(
 ):
     """Predict (g1, g2) for stamps; writes lens/predictions/<name>_<model>.parquet and reports stamps/s.
 
+    --no-symmetrize adds _nosym and --raw _raw to the name, so a run in another mode keeps the
+    default run's table. Stamps with NaN/inf pixels or blank ones get NaN shear, flag 1 and the
+    reason in column error; a calibration is applied only in the symmetrize mode it was fitted in.
+
     With --response metacal the model measures metacalibration's ellipticities (as `validate
     --response metacal` does): g = <R>^-1 e with the response averaged over the whole input, to
     second order, the per-stamp e, R and D next to it, in <name>_<model>_metacal.parquet.
     """
+    import numpy as np
     import pyarrow as pa
 
     from astrotool.errors import InputError
@@ -517,19 +545,28 @@ def predict(
     mdir = _model_dir(ctx, pc.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     est, meta = load_estimator(mdir)
     runner = est
+    calibration = None if metacal else calibration_in_use(est, meta, pc.calibrated, pc.symmetrize,
+                                                          explicit=calibrated is True, model_name=mdir.name)
     if pc.engine == "onnxruntime":
         runner = mdir / "model.onnx"
-        check_onnx(runner, meta, pc.symmetrize, pc.calibrated)
+        check_onnx(runner, meta, pc.symmetrize, calibration is not None)
     need_psf = metacal or int(meta["architecture"]["kwargs"]["in_channels"]) == 2
     inp = read_inputs(inputs, need_psf, psf, shear_stage=ctx.workspace.stage("lens", "shear"))
     descriptions = PREDICTION_COLUMNS
     if metacal:
         cols, pred, descriptions = _predict_response(ctx, cfg, mdir, inp)
-        calibration, suffix = None, "_metacal"
+        suffix = "_metacal"
     else:
-        cols, pred = predict_table(runner, meta, inp, pc.batch_size, pc.symmetrize, pc.calibrated, rt.accelerator)
-        calibration, suffix = calibration_in_use(est, meta, pc.calibrated), ""
-    out = ctx.workspace.stage("lens", "predictions") / f"{pc.name or inp.stem}_{mdir.name}{suffix}.parquet"
+        cols, pred = predict_table(runner, meta, inp, pc.batch_size, pc.symmetrize, calibration is not None,
+                                   rt.accelerator)
+        suffix = ""
+        bad = np.flatnonzero(cols["flag"])
+        if len(bad):
+            ctx.log.warning("%d of %d stamps not predicted (NaN, flag 1): %s (first: #%d); see column error",
+                            len(bad), len(cols["flag"]), ", ".join(sorted(set(cols["error"][bad]))), int(bad[0]))
+    # a mode of its own names a table of its own (as evaluate's --raw): runs in other modes never replace it
+    mode = ("" if pc.symmetrize else "_nosym") + ("" if pc.calibrated or metacal else "_raw")
+    out = ctx.workspace.stage("lens", "predictions") / f"{pc.name or inp.stem}_{mdir.name}{mode}{suffix}.parquet"
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
                                                  "response": pc.response, "engine": pred.engine},
@@ -595,6 +632,6 @@ def export(
     x = cfg.export
     mdir = _model_dir(ctx, x.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     est, stamps, out, kwargs = export_plan(mdir, output, x.opset, x.symmetrize, x.parity_samples, x.parity_tol,
-                                           x.calibrated)
+                                           x.calibrated, explicit=calibrated is True)
     res = mc.export_checked(ctx, est, stamps, out, sources=[mdir], **kwargs)
     ctx.emit({**res, **{k: kwargs["metadata"]["onnx"][k] for k in ("symmetrize", "calibrated")}})

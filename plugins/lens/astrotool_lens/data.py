@@ -55,6 +55,13 @@ class ShearDataset(ArrayDataset):
             raise InputError(self.manifest_path, f"gal stamps are {self.arrays.get('gal', ((),))[0]} pixels, "
                                                  f"stamp_size says {self.stamp_size}")
 
+    @property
+    def stem(self) -> str:
+        """The dataset's folder name: the stem of every output made from it (``<stem>_hsm.parquet``,
+        ``<stem>_<model>_metrics.json``); a copied dataset folder names its own outputs, although its
+        manifest keeps the name it was generated with (:attr:`name`)."""
+        return self.root.name
+
     def __repr__(self) -> str:
         return f"ShearDataset({str(self.root)!r}, n={self.n}, stamp={self.stamp_size})"
 

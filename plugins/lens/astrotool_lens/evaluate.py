@@ -27,7 +27,9 @@ Report
 ``<dataset>_<model>_metrics.json`` (in ``lens/reports``; ``<dataset>_<model>_raw_metrics.json`` with
 ``--raw``) holds the metrics, the binned biases (``binned``:
 m and c per S/N and size bin, also when a plot would have a single point and is
-therefore not drawn) and ``notes``: what a reader must not miss, such as a
+therefore not drawn), ``field_means`` (with at most :data:`MAX_FIELD_MEANS` distinct true shears:
+per estimator and field, the mean estimated shear ± standard error, :func:`shear_field_means`;
+with fewer than 3 fields m and c are NaN and a note says so) and ``notes``: what a reader must not miss, such as a
 calibration that makes a bias worse on the evaluated fields
 (:func:`calibration_notes`); ``astro lens evaluate`` prints the notes too.
 """
@@ -47,6 +49,8 @@ __docformat__ = "numpy"
 GREAT3_ETA = 1.232
 GREAT3_M_FID = 2e-3
 GREAT3_C_FID = 2e-4
+MAX_FIELD_MEANS = 20
+"""With at most this many distinct true shears, the report lists each one's mean estimate (``field_means``)."""
 
 
 def field_means(g_true, g_est, field=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,6 +102,41 @@ def fit_bias(g_true, g_est, field=None) -> dict:
     else:
         m_err = c_err = float("nan")
     return {"m": m, "m_err": m_err, "c": c, "c_err": c_err, "n_fields": n}
+
+
+def shear_field_means(g1_true, g2_true, est1, est2) -> list[dict]:
+    """Mean estimated shear ± its standard error per constant true shear (finite estimates only).
+
+    Parameters
+    ----------
+    g1_true, g2_true : array-like
+        True reduced shear per stamp (dimensionless); stamps with the same (g1, g2) form one field.
+    est1, est2 : array-like
+        Estimated shear per stamp (dimensionless; NaN: failed).
+
+    Returns
+    -------
+    list of dict
+        Per field, in order of the sorted true shears: ``true_g1, true_g2, n`` (finite estimates),
+        ``g1, g1_err, g2, g2_err`` (mean and standard error s / sqrt(n); the error is NaN for n < 2).
+    """
+    from astrotool_lens.validate import shear_fields
+
+    g1_true, g2_true = np.asarray(g1_true, float), np.asarray(g2_true, float)
+    est1, est2 = np.asarray(est1, float), np.asarray(est2, float)
+    field = shear_fields(g1_true, g2_true)
+    ok = np.isfinite(est1) & np.isfinite(est2)
+    out = []
+    for f in np.unique(field):
+        sel = (field == f) & ok
+        row = {"true_g1": float(g1_true[field == f][0]), "true_g2": float(g2_true[field == f][0]),
+               "n": int(sel.sum())}
+        for k, e in (("g1", est1), ("g2", est2)):
+            v = e[sel]
+            row[k] = float(v.mean()) if len(v) else float("nan")
+            row[f"{k}_err"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+        out.append(row)
+    return out
 
 
 def great3_q(m1: float, m2: float, c1: float, c2: float, sigma2_min: float = 4.0) -> float:
@@ -346,7 +385,8 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
                              "or --overwrite to measure it again with these", exit_code=2)
         wanted, add = measure_plan(path, ds, cfg, overwrite, every_method=False)
         if log:
-            log.info("measuring %s on %s (HSM): %s", ", ".join(wanted.methods), name, problem)
+            log.info("measuring %s on %s (the table %s: %s)", ", ".join(wanted.methods), name,
+                     "gains it" if add else "is measured again", problem)
         run = measure_inputs if hasattr(ds, "gal") else measure_dataset
         res = run(ds, wanted, path, mapper=mapper, add=add)
         if res.get("missing_parts"):
@@ -356,7 +396,8 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
 
 
 def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, *, mapper,
-             hsm_table: Path | None = None, measure_cfg=None, log=None, overwrite: bool = False) -> dict:
+             hsm_table: Path | None = None, measure_cfg=None, log=None, overwrite: bool = False,
+             explicit_calibrated: bool = False) -> dict:
     """Score the CNN and the classical estimators on the same stamps.
 
     Parameters
@@ -377,6 +418,9 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
         HSM settings when the classical estimators must be measured (default: the section's defaults).
     overwrite : bool
         Measure a table of these stamps made with other settings again (:func:`hsm_estimates`).
+    explicit_calibrated : bool
+        ``--calibrated`` was given: a calibration fitted in the other symmetrize mode is refused, not
+        skipped with a warning (:func:`astrotool_lens.model.calibration_in_use`).
 
     Raises
     ------
@@ -417,19 +461,22 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     field = None if fields_all is None else fields_all[idx]
 
     use_psf = bool(meta["training"].get("use_psf"))
-    x = dataset_inputs(ds, use_psf, idx)
-    from astrotool_lens.model import check_stamps
+    x = dataset_inputs(ds, use_psf, idx, check_finite=False)
+    from astrotool_lens.model import check_stamps, stamp_problems
 
-    x = check_stamps(x, meta, ds.root)
+    x = check_stamps(x, meta, ds.root, per_stamp=True)   # a bad stamp: NaN, flagged, counted in n_failed
     raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False).astype(float)
-    calibration = calibration_in_use(model, meta, cfg.calibrated)
+    error = stamp_problems(x)
+    calibration = calibration_in_use(model, meta, cfg.calibrated, cfg.symmetrize, explicit=explicit_calibrated,
+                                     model_name=model_dir.name)
     pred = apply_calibration(model, raw) if calibration else raw
     mname = model_dir.name
     # not predict's <dataset>_<model>; --raw apart, so the calibrated run's report still points at its own
-    pred_path = Path(predictions_dir) / f"{ds.name}_{mname}_{subset}{'' if cfg.calibrated else '_raw'}.parquet"
+    pred_path = Path(predictions_dir) / f"{ds.stem}_{mname}_{subset}{'' if cfg.calibrated else '_raw'}.parquet"
     write_parquet(pa.table({"index": idx, "g1": pred[:, 0], "g2": pred[:, 1], "raw_g1": raw[:, 0],
-                            "raw_g2": raw[:, 1], "true_g1": g1, "true_g2": g2}), pred_path,
-                  metadata={"dataset": ds.name, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize,
+                            "raw_g2": raw[:, 1], "true_g1": g1, "true_g2": g2,
+                            "flag": (error != "").astype(np.int8), "error": error}), pred_path,
+                  metadata={"dataset": ds.stem, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize,
                             "calibration": calibration}, descriptions=PREDICTION_COLUMNS)
 
     estimates = {"CNN": (pred[:, 0], pred[:, 1])}
@@ -437,7 +484,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
         estimates["CNN raw"] = (raw[:, 0], raw[:, 1])
     methods = list(cfg.classical)
     if methods:
-        hsm_path = Path(hsm_table) if hsm_table else Path(predictions_dir) / f"{ds.name}_hsm.parquet"
+        hsm_path = Path(hsm_table) if hsm_table else Path(predictions_dir) / f"{ds.stem}_hsm.parquet"
         t = hsm_estimates(ds, hsm_path, (measure_cfg or MeasureConfig()).model_copy(update={"methods": methods}),
                           mapper, log, overwrite)
         rows = table_rows(t.column("index").to_numpy(), idx)
@@ -451,13 +498,13 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     results = {name: estimator_metrics(g1, g2, e1, e2, field, cfg.q_sigma2_min) for name, (e1, e2) in estimates.items()}
     plots = []
-    stem = f"{ds.name}_{mname}" + ("" if cfg.calibrated else "_raw")    # --raw: a report of its own
+    stem = f"{ds.stem}_{mname}" + ("" if cfg.calibrated else "_raw")    # --raw: a report of its own
     if not cfg.plots:   # an earlier run's figures would sit beside a report they do not show
         for name in ("pred-vs-true", "bias-vs-snr", "bias-vs-hlr"):
             (Path(reports_dir) / f"{stem}_{name}.png").unlink(missing_ok=True)
     else:
         rd = Path(reports_dir)
-        title = f"{ds.name} ({subset}, {len(idx)} stamps), model {mname}"
+        title = f"{ds.stem} ({subset}, {len(idx)} stamps), model {mname}"
         lim = float(np.nanmax(np.abs(np.concatenate([g1, g2])))) * 1.3 or 0.1   # one range for g1 and g2
         plots.append(str(plot_pred_vs_true(rd / f"{stem}_pred-vs-true.png", (g1, g2), estimates, labels=("g1", "g2"),
                                            title=title, lim=lim, symmetric=True)))
@@ -473,12 +520,19 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
                              f"(values in the report's binned.{col})")
             else:
                 plots.append(str(plot))
+    n_shears = len(np.unique(np.stack([g1, g2], axis=1), axis=0))
+    field_means = None
+    if n_shears <= MAX_FIELD_MEANS:   # few fields: each one's mean is what a constant-shear test reads
+        field_means = {name: shear_field_means(g1, g2, e1, e2) for name, (e1, e2) in estimates.items()}
+    if n_shears < 3:
+        notes.insert(0, f"{n_shears} constant-shear field(s); m and c need at least 3 (ring pairs or fields of "
+                        "one shear each): see each field's mean shear ± standard error (field_means)")
     report = {
-        "dataset": ds.name, "model": mname, "subset": subset, "n": int(len(idx)),
+        "dataset": ds.stem, "model": mname, "subset": subset, "n": int(len(idx)),
         "target": meta["training"].get("target"), "symmetrize": cfg.symmetrize,
         "bias_fit": "per constant-shear field" if field is not None else "per stamp",
         "calibration": calibration,
-        "estimators": results, "binned": binned, "notes": notes, "plots": plots, "predictions": str(pred_path),
+        "estimators": results, "field_means": field_means, "binned": binned, "notes": notes, "plots": plots, "predictions": str(pred_path),
     }
     report_path = Path(reports_dir) / f"{stem}_metrics.json"
     write_json_atomic(report_path, report)

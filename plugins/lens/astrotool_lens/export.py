@@ -106,8 +106,12 @@ def parity_tolerance(tol: float, calibration: dict | None) -> float:
 
 
 def export_plan(model_dir: str | Path, out_path: str | Path | None = None, opset: int = 17,
-                symmetrize: bool = True, parity_samples: int = 64, tol: float = 1e-5, calibrated: bool = True):
+                symmetrize: bool = True, parity_samples: int = 64, tol: float = 1e-5, calibrated: bool = True,
+                explicit: bool = False):
     """What :func:`export_onnx` hands to :func:`astrotool.ml.export.export_onnx`.
+
+    The calibration goes into the graph only in the symmetrize mode it was fitted in; ``explicit``
+    (``--calibrated`` given) refuses the other mode instead of exporting raw with a warning.
 
     Returns
     -------
@@ -123,9 +127,10 @@ def export_plan(model_dir: str | Path, out_path: str | Path | None = None, opset
 
     model_dir = Path(model_dir)
     model, meta = load_estimator(model_dir)
+    calibration = calibration_in_use(model, meta, calibrated, symmetrize, explicit=explicit,
+                                     model_name=model_dir.name)   # only in the mode it was fitted in
     model.symmetrize = symmetrize
-    model.calibrated = calibrated
-    calibration = calibration_in_use(model, meta, calibrated)
+    model.calibrated = calibration is not None
     out_path = Path(out_path) if out_path else model_dir / "model.onnx"
     info = {"symmetrize": symmetrize, "calibrated": bool(calibration),
             "input": "stamps (n, C, S, S) raw float32", "output": "g (n, 2) reduced shear"}

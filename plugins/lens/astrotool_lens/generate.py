@@ -505,7 +505,7 @@ def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
     Returns
     -------
     dict
-        ``{"shard": int, "skipped": bool}``.
+        ``{"shard": int, "skipped": bool, "path": str}`` (the shard file).
     """
     if not task.overwrite and shard_done(task):
         return {"shard": task.shard, "skipped": True}
@@ -516,7 +516,7 @@ def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
     task.writer.write_shard(task.shard, task.start, {"gal": gal, "psf": psf}, truth,
                             attrs={"config": task.config, "base_seed": task.base_seed,
                                    "pixel_scale": cfg.pixel_scale, "units": UNITS})
-    return {"shard": task.shard, "skipped": False}
+    return {"shard": task.shard, "skipped": False, "path": str(task.writer.shard_path(task.shard))}
 
 
 def plan_shards(cfg: GenerateConfig, out_dir: Path, base_seed: int, overwrite: bool = False,
@@ -597,17 +597,18 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
 
     Raises
     ------
-    astrotool.errors.AstroError
-        A readable shard in ``out_dir`` was drawn with other settings.
+    astrotool.made_with.SettingsChanged
+        A readable shard in ``out_dir`` was drawn with other settings (exit 2; each changed key
+        named as ``--set`` spells it, ``lens.generate.noise.snr: 200.0 -> 50.0``).
     """
-    from astrotool.errors import AstroError
-    from astrotool.made_with import changes
+    from astrotool.made_with import SettingsChanged, changes
 
     out_dir = Path(out_dir)
     writer = dataset_writer(cfg, out_dir)
     shards = sorted(out_dir.glob(f"shard*_{writer.shard_product}.h5")) if out_dir.is_dir() else []
     if overwrite:
         writer.manifest_path.unlink(missing_ok=True)
+        writer.table_path.unlink(missing_ok=True)   # the old stamps' truth: written again once all shards are
         keep = {writer.shard_path(k) for k in range(-(-cfg.n // cfg.shard_size))}
         for p in shards:
             if p not in keep:
@@ -633,11 +634,16 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
             continue  # unreadable or unfinished: generate_shard draws it again
         old_cfg, old_seed = drawn
         # the seed used (the option's value, or core.seed), then the configured value if only that differs
-        changed = (changes({**old_cfg, "seed": old_seed}, {**new_cfg, "seed": int(base_seed)})
-                   or changes(old_cfg, new_cfg))
+        changed = (changes(_as_set({**old_cfg, "seed": old_seed}), _as_set({**new_cfg, "seed": int(base_seed)}))
+                   or changes(_as_set(old_cfg), _as_set(new_cfg)))
         if changed:
-            raise AstroError(f"{out_dir}: a dataset drawn with other settings is here ({'; '.join(changed)}); "
-                             "use --overwrite to replace it or --name for a new one")
+            raise SettingsChanged(out_dir, changed, "use --overwrite to replace it, or --name for a new dataset")
+
+
+def _as_set(settings: dict) -> dict:
+    """``settings`` under ``lens.generate``, so that :func:`astrotool.made_with.changes` names each key as
+    ``--set`` spells it."""
+    return {"lens": {"generate": settings}}
 
 
 def generate_dataset(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, mapper: Callable,

@@ -453,8 +453,9 @@ def table_problem(path: str | Path, dataset, cfg: MeasureConfig) -> str | None:
         what = "another dataset" if "manifest_sha256" in new else "other stamps"
         problems.append(f"measured on {what} (n {old.get('n')} -> {new['n']}, created "
                         f"{old.get('created_utc')} -> {new.get('created_utc')})")
-    problems += _settings_changes(meta, cfg)
-    lacking = [m for m in cfg.methods if m not in set(meta.get("methods") or [])]
+    held = set(meta.get("methods") or [])   # a method it lacks is named as lacking, its settings are no change
+    problems += _settings_changes(meta, cfg.model_copy(update={"methods": [m for m in cfg.methods if m in held]}))
+    lacking = [m for m in cfg.methods if m not in held]
     if lacking:
         problems.append(f"lacks {', '.join(lacking)}")
     return "; ".join(problems) or None
@@ -587,8 +588,8 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
                          cfg.guess_sig_psf, estimator_options(cfg),
                          _part_file(out_path, Path(path).stem, digest))
              for path, start, stop in dataset.shards]
-    mapper(measure_shard, tasks, desc=f"measure {dataset.name}", keys=[Path(t.path).stem for t in tasks])
-    return _write_table([t.part for t in tasks], cfg, out_path, {"dataset": dataset.name, **(metadata or {})},
+    mapper(measure_shard, tasks, desc=f"measure {dataset.stem}", keys=[Path(t.path).stem for t in tasks])
+    return _write_table([t.part for t in tasks], cfg, out_path, {"dataset": dataset.stem, **(metadata or {})},
                         identity, dataset, add=add, started=started, before=before)
 
 
@@ -660,6 +661,12 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
     if not callable(mapper):
         raise TypeError("measure_inputs: mapper is required (e.g. astrotool.context.Context.map)")
     require_packages(cfg)
+    h, w = np.shape(inp.gal)[-2:]
+    if "ANACAL" in cfg.methods and h != w:   # FPFS's shapelets are square: every stamp would fail alone
+        from astrotool.errors import InputError
+
+        raise InputError(inp.origin or inp.stem, f"ANACAL (FPFS) needs square stamps; these are {h}x{w} pixels "
+                                                 "(cut square stamps, or leave ANACAL out of --methods)")
     started, before = time.time(), _table_stamp(out_path)
     methods, n = tuple(cfg.methods), len(inp.gal)
     options, identity = estimator_options(cfg), stamps_identity(inp)

@@ -297,13 +297,43 @@ def load_estimator(path, device: str = "cpu", warn: bool = True):
     return model, ckpt.meta
 
 
-def check_stamps(x: np.ndarray, meta_or_model, source) -> np.ndarray:
+def stamp_problems(x: np.ndarray) -> np.ndarray:
+    """Why each raw stamp cannot be predicted on, ``""`` when it can.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        (n, C, S, S) raw stamps [counts / pixel].
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) str: ``"NaN or infinite pixels"``, ``"blank stamp"`` (every galaxy pixel 0: the
+        ``stamp_rms`` normalisation would divide 0 by 0), ``"blank PSF stamp"``, or ``""``.
+    """
+    x = np.asarray(x)
+    out = np.full(len(x), "", dtype=object)
+    finite = np.isfinite(x).all(axis=(1, 2, 3))
+    blank = ~np.any(x != 0, axis=(2, 3))            # (n, C): a channel of zeros
+    out[blank[:, 1:].any(axis=1)] = "blank PSF stamp" if x.shape[1] > 1 else ""
+    out[blank[:, 0]] = "blank stamp"
+    out[~finite] = "NaN or infinite pixels"
+    return out.astype(str)
+
+
+def check_stamps(x: np.ndarray, meta_or_model, source, per_stamp: bool = False) -> np.ndarray:
     """Validate raw stamps for a model: shape (n, C, S, S), finite pixels.
+
+    Parameters
+    ----------
+    per_stamp : bool
+        Leave NaN/inf pixels to :func:`predict_stamps` (NaN shear for those stamps, flagged)
+        instead of refusing the input; training and calibration refuse them.
 
     Raises
     ------
     astrotool.errors.InputError
-        Naming ``source`` when the size or channel count is wrong or pixels are NaN/inf.
+        Naming ``source`` when the size or channel count is wrong or (unless ``per_stamp``) pixels are NaN/inf.
     """
     from astrotool.errors import InputError
 
@@ -320,15 +350,61 @@ def check_stamps(x: np.ndarray, meta_or_model, source) -> np.ndarray:
         raise InputError(source, f"{x.shape[1]} channel(s) given; the model expects {c} "
                                  f"({'galaxy + PSF' if c == 2 else 'galaxy only'})")
     finite = np.isfinite(x).all(axis=(1, 2, 3))
-    if not finite.all():
+    if not per_stamp and not finite.all():
         raise InputError(source, f"NaN or infinite pixels in {int((~finite).sum())} stamp(s) "
-                                 f"(first: #{int(np.flatnonzero(~finite)[0])})")
+                                 f"(first: #{int(np.flatnonzero(~finite)[0])}); training and calibration need "
+                                 "finite pixels (predict and evaluate flag such stamps)")
     return x.astype(np.float32, copy=False)
 
 
-def calibration_in_use(model, meta: dict, calibrated: bool = True) -> dict | None:
-    """The checkpoint's calibration record when ``calibrated`` applies one, else None."""
-    return meta.get("calibration") if calibrated and model.has_calibration else None
+def _mode(symmetrize: bool) -> str:
+    return "--symmetrize" if symmetrize else "--no-symmetrize"
+
+
+def calibration_in_use(model, meta: dict, calibrated: bool = True, symmetrize: bool | None = None, *,
+                       explicit: bool = False, model_name: str | None = None) -> dict | None:
+    """The checkpoint's calibration record when ``calibrated`` applies one, else None.
+
+    A calibration is only applied in the symmetrize mode it was fitted in (``model.json``:
+    ``calibration.symmetrize``; a record without it is applied in either mode).
+
+    Parameters
+    ----------
+    model : ShearEstimator
+    meta : dict
+        ``model.json``.
+    calibrated : bool
+        Apply the calibration (``--calibrated``, the default).
+    symmetrize : bool, optional
+        The mode the estimates are made in; None: not checked.
+    explicit : bool
+        ``--calibrated`` was asked for explicitly: a calibration of the other mode is refused
+        (exit 2) instead of skipped with a warning.
+    model_name : str, optional
+        For the messages (default ``meta["name"]`` or "the model").
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        ``explicit`` and the calibration was fitted in the other mode.
+    """
+    record = meta.get("calibration") if calibrated and model.has_calibration else None
+    if record is None or symmetrize is None or record.get("symmetrize") is None \
+            or bool(record["symmetrize"]) == bool(symmetrize):
+        return record
+    name = model_name or meta.get("name") or "the model"
+    fitted, now = _mode(bool(record["symmetrize"])), _mode(bool(symmetrize))
+    how = f"`astro lens calibrate --model {name} --dataset ... {now}` (it replaces the {fitted} one)"
+    if explicit:
+        from astrotool.errors import InputError
+
+        raise InputError("--calibrated", f"the calibration of {name} was fitted with {fitted} and is not valid "
+                                         f"with {now}: use {fitted}, --raw, or calibrate in this mode with {how}")
+    import logging
+
+    logging.getLogger("astro").warning("%s: calibration fitted with %s, not applied with %s: estimates are raw "
+                                       "(calibrate in this mode with %s)", name, fitted, now, how)
+    return None
 
 
 def apply_calibration(model, g: np.ndarray) -> np.ndarray:
@@ -368,17 +444,30 @@ def predict_stamps(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool 
     Returns
     -------
     astrotool.ml.predict.Predictions
-        ``outputs`` (n, 2) shear estimates (g1, g2), and the throughput.
+        ``outputs`` (n, 2) shear estimates (g1, g2), and the throughput. A stamp with NaN/inf
+        pixels or a blank one (:func:`stamp_problems`) is not run: its row is NaN.
     """
+    import dataclasses
+
     from astrotool.ml.predict import predict
 
+    x = np.asarray(x)
+    good = stamp_problems(x) == ""
+    part = x if good.all() else np.ascontiguousarray(x[good])
     if not hasattr(model, "net"):  # an ONNX export
-        return predict(model, x, batch_size=batch_size, device=None if device is None else str(device),
-                       precision=precision)
-    device = device or next(model.parameters()).device
-    fast = inference_copy(model)
-    fast.symmetrize, fast.calibrated = symmetrize, calibrated
-    return predict(fast, x, batch_size=batch_size, device=str(device), precision=precision)
+        run = predict(model, part, batch_size=batch_size, device=None if device is None else str(device),
+                      precision=precision)
+    else:
+        device = device or next(model.parameters()).device
+        fast = inference_copy(model)
+        fast.symmetrize, fast.calibrated = symmetrize, calibrated
+        run = predict(fast, part, batch_size=batch_size, device=str(device), precision=precision)
+    if good.all():
+        return run
+    outputs = np.full((len(x), 2), np.nan, dtype=np.float32)
+    if good.any():
+        outputs[good] = np.asarray(run.outputs).reshape(-1, 2)
+    return dataclasses.replace(run, outputs=outputs)
 
 
 def predict_array(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool = True,

@@ -37,6 +37,8 @@ PREDICTION_COLUMNS = {
     "g2": "estimated reduced shear g2 (after the model's calibration where it is applied)",
     "raw_g1": "estimated reduced shear g1 before calibration", "raw_g2": "estimated reduced shear g2 before calibration",
     "true_g1": "true reduced shear g1 of the stamp", "true_g2": "true reduced shear g2 of the stamp",
+    "flag": "0 predicted, 1 not (g1, g2 NaN): NaN/inf pixels or a blank stamp",
+    "error": "why the stamp was not predicted (empty when it was)",
 }
 """One-line descriptions of the prediction tables' columns (all dimensionless)."""
 
@@ -130,9 +132,9 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
         from astrotool_lens.data import resolve_dataset
 
         ds = resolve_dataset(shear_stage or path.parent, str(path))
-        gal, psf = ds.load_stamps(psf=need_psf)
+        gal, psf = ds.load_stamps(psf=need_psf, check_finite=False)   # a bad stamp is flagged by who reads it
         t = ds.truth
-        return with_single_psf(Inputs(gal, psf, [f"{ds.name}#{i}" for i in range(ds.n)], ds.name,
+        return with_single_psf(Inputs(gal, psf, [f"{ds.stem}#{i}" for i in range(ds.n)], ds.stem,
                                       {"g1": np.asarray(t["g1"]), "g2": np.asarray(t["g2"])}, ds.root))
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.is_file() and is_fits(p)), key=_natural_key)
@@ -165,7 +167,19 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
         gal = np.concatenate(gals)
         psf = np.concatenate(psfs) if psfs else None
         return with_single_psf(Inputs(gal, psf, names, _stem(path.name), _folder_truth(path, names), origin=path))
-    raise InputError(path, "no such file, folder or dataset")
+    raise InputError(path, "no such file, folder or dataset" + _datasets_here(shear_stage))
+
+
+def _datasets_here(shear_stage: Path | None) -> str:
+    """``" (datasets in lens/shear: a, b)"``: the names a mistyped dataset name may have meant."""
+    from astrotool_lens.data import MANIFEST_SUFFIX
+
+    if shear_stage is None or not Path(shear_stage).is_dir():
+        return ""
+    have = sorted(d.name for d in Path(shear_stage).iterdir()
+                  if d.is_dir() and not d.name.startswith(".") and any(d.glob(f"*{MANIFEST_SUFFIX}")))
+    return f" (datasets in {shear_stage}: {', '.join(have)})" if have else \
+        f" (no dataset in {shear_stage}: run `astro lens generate` first)"
 
 
 def is_dataset(path: str | Path, shear_stage: Path | None = None) -> bool:
@@ -271,19 +285,23 @@ def predict_table(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetri
     Returns
     -------
     cols : dict
-        Table columns ``source, index, g1, g2`` (and ``true_g1, true_g2`` when known).
+        Table columns ``source, index, g1, g2, flag, error`` (and ``true_g1, true_g2`` when known);
+        a stamp with NaN/inf pixels or a blank one has NaN shear, ``flag`` 1 and the reason in ``error``
+        (:func:`astrotool_lens.model.stamp_problems`).
     pred : astrotool.ml.predict.Predictions
         The run (throughput, engine, device).
     """
-    from astrotool_lens.model import check_stamps, predict_stamps
+    from astrotool_lens.model import check_stamps, predict_stamps, stamp_problems
 
     x = inp.gal[:, None] if inp.psf is None or meta["architecture"]["kwargs"]["in_channels"] == 1 \
         else np.stack([inp.gal, inp.psf], axis=1)
-    x = check_stamps(x, meta, inp.origin or inp.stem)
+    x = check_stamps(x, meta, inp.origin or inp.stem, per_stamp=True)
     run = predict_stamps(model, x, batch_size, symmetrize, calibrated, device)
     pred = run.outputs
+    error = stamp_problems(x)
     cols = {"source": np.array(inp.source, dtype=str), "index": np.arange(len(pred)),
-            "g1": pred[:, 0].astype(float), "g2": pred[:, 1].astype(float)}
+            "g1": pred[:, 0].astype(float), "g2": pred[:, 1].astype(float),
+            "flag": (error != "").astype(np.int8), "error": error}
     if inp.truth:
         cols["true_g1"] = np.asarray(inp.truth["g1"], float)
         cols["true_g2"] = np.asarray(inp.truth["g2"], float)

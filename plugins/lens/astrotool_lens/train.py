@@ -38,12 +38,24 @@ RESUMABLE = frozenset({"threads"})
 :data:`astrotool.ml.commands.RESUMABLE`: threads change how it runs, not what it learns."""
 
 
-def dataset_inputs(ds: ShearDataset, use_psf: bool, indices=None) -> np.ndarray:
-    """Raw model inputs (n, C, S, S) float32: galaxy, and PSF as channel 1 if ``use_psf``."""
-    gal, psf = ds.load_stamps(indices, psf=use_psf)
+def dataset_inputs(ds: ShearDataset, use_psf: bool, indices=None, check_finite: bool = True) -> np.ndarray:
+    """Raw model inputs (n, C, S, S) float32: galaxy, and PSF as channel 1 if ``use_psf``
+    (``check_finite``: refuse NaN/inf pixels, naming the shard)."""
+    gal, psf = ds.load_stamps(indices, psf=use_psf, check_finite=check_finite)
     if use_psf:
         return np.ascontiguousarray(np.stack([gal, psf], axis=1))
     return np.ascontiguousarray(gal[:, None])
+
+
+def _calibration_of(model_dir: Path) -> dict | None:
+    """The calibration record of the checkpoint in ``model_dir`` (``model.json``), None when it has none."""
+    import json
+
+    try:
+        cal = json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8")).get("calibration")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return cal if isinstance(cal, dict) else None
 
 
 def _loss(kind: str):
@@ -99,6 +111,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     tcols = TARGET_COLUMNS[cfg.target]
     ds.truth_columns(dict.fromkeys((*SHEAR_COLUMNS, *tcols, "field")))   # a missing column: refused before any change
     settings = resume_settings(cfg, seed, ds, resumable=RESUMABLE)
+    old_calibration = _calibration_of(model_dir)   # new weights: the calibration of the old ones goes
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                               settings=settings)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
@@ -198,6 +211,9 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
                  patience=cfg.patience, lr_factor=lr_factor, resume=cfg.resume and not overwrite,
                  on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
+    if old_calibration and log and rt.is_global_zero:
+        log.warning("%s: calibration discarded (fitted on %s for the old weights); run `astro lens calibrate` "
+                    "again", model_dir.name, old_calibration.get("dataset"))
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
         "best_epoch": result.best_epoch_number,
