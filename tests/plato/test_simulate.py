@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -466,3 +467,31 @@ def test_a_curve_file_of_other_settings_is_refused_before_any_work(tmp_path, ast
     assert "sim000000-000001_lightcurves.parquet" in r.stderr and "plato.simulate.noise_ppm" in r.stderr
     assert "failed" not in r.stderr   # refused up front, not item by item
     assert {p.name: p.stat().st_mtime_ns for p in raw.iterdir()} == before
+
+
+def test_a_stopped_run_records_the_curve_files_it_finished(tmp_path):
+    """A SIGTERM'd simulate kept its finished files, but run.json listed no outputs (they were added after
+    every item had run)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ws = tmp_path / "ws"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASTRO_", "SLURM_"))}
+    env["ASTRO_CONFIG"] = os.devnull
+    p = subprocess.Popen([sys.executable, "-m", "astrotool", "-w", str(ws), "-q", "--seed", "4", "plato", "simulate",
+                          "-n", "200", "--days", "4", "--chunk-size", "1"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    raw = ws / "plato" / "raw"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(raw.glob("*_lightcurves.parquet"))) < 2:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    [record] = [json.loads(f.read_text()) for f in (ws / "runs").glob("*/run.json")]
+    listed = {Path(o["path"] if isinstance(o, dict) else o).name for o in record["outputs"]}
+    kept = {f.name for f in raw.glob("*_lightcurves.parquet")}
+    assert record["status"] == "terminated" and len(kept) >= 2 and listed == kept

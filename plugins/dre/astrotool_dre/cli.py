@@ -10,6 +10,7 @@ settings refused (exit 2) unless ``--overwrite`` (``astrotool.made_with``).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import typer
@@ -78,8 +79,11 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         ctx.record.add_program("source-extractor", ["source-extractor", "sex"])
     if "psf" in stages and cfg.psf.engine != "photutils":
         ctx.record.add_program("psfex", ["psfex"])
-    results = run_tiles(todo, ws.root, stages, cfg, ctx.map, overwrite=ctx.overwrite, cube=cube,
-                        desc=desc or " → ".join(stages))
+    def written(r):   # a tile's outputs, in run.json as the tile finishes
+        return [p for stage in stages for p in TilePaths(ws.root, r["tile"]).outputs(stage) if p.exists()]
+
+    results = run_tiles(todo, ws.root, stages, cfg, functools.partial(ctx.map, outputs=written),
+                        overwrite=ctx.overwrite, cube=cube, desc=desc or " → ".join(stages))
     for r in results:
         for stage in stages:
             for p in TilePaths(ws.root, r["tile"]).outputs(stage):
@@ -139,7 +143,8 @@ def simulate(
     names = [f"{s.prefix}_{i:03d}" for i in range(s.ntiles)]
     items = [SimulateItem(tiles / f"{n}.fits", truth, s, ctx.overwrite, ctx.seed) for n in names]
     check_simulate(items, overwrite=ctx.overwrite)
-    results = ctx.map(simulate_item, items, desc="simulate tiles", keys=names)
+    results = ctx.map(simulate_item, items, desc="simulate tiles", keys=names,
+                      outputs=lambda r: [] if r == "skipped (done)" else [r, truth / f"{Path(r).stem}_truth.parquet"])
     for key, _ in results:
         ctx.record.add_output(tiles / f"{key}.fits")
         ctx.record.add_output(truth / f"{key}_truth.parquet")

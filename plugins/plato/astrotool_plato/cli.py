@@ -79,7 +79,8 @@ def simulate(
     lc_dir = ws.stage(NAME, RAW)
     ctx.log.info("simulating %d light curves of %.3g d at %g s (%d samples each), %d per file, seed %d",
                  cfg.n_curves, cfg.duration_days, cfg.cadence_s, sim.n_samples(cfg), cfg.chunk_size, ctx.seed)
-    res = sim.simulate(cfg, ctx.seed, lc_dir, ws.stage(NAME, LABELS), ctx.map, ctx.overwrite)
+    res = sim.simulate(cfg, ctx.seed, lc_dir, ws.stage(NAME, LABELS),   # each file in run.json as it is written
+                       functools.partial(ctx.map, outputs=lambda r: [r.path] if r.written else []), ctx.overwrite)
     for path in res.written + ([res.labels] if res.labels_written else []):
         ctx.record.add_output(path)
     if res.kept:
@@ -142,7 +143,7 @@ def labels() -> None:
         raise AstroError(f"{ws.stage(NAME, RAW)}: no *_lightcurves.parquet; run `astro plato simulate` first")
     items = [MasksItem(str(f), str(ws.stage(NAME, LABELS) / f.name.replace("_lightcurves.parquet", "_masks.parquet")),
                        rows.get(f.name, rows[None])) for f in files]
-    results = ctx.map(masks_file, items, "labels", keys=[f.name for f in files])
+    results = ctx.map(masks_file, items, "labels", keys=[f.name for f in files], outputs=lambda r: [r["out"]])
     for f in ctx.shard_of(files):
         ctx.record.add_input(f)
     totals: dict[str, int] = {}

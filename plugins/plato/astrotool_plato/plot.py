@@ -246,7 +246,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     files = list(by_file)
     items = [PlotItem(str(f), tuple(by_file[f]), str(mdir) if model is not None else "", ev, CurveReader.of(d))
              for f in files]
-    results = ctx.map(plot_file, items, "plot", keys=item_keys(files))
+    results = ctx.map(plot_file, items, "plot", keys=item_keys(files), outputs=lambda r: r["plots"])
     for f in ctx.shard_of(files):
         ctx.record.add_input(f.resolve())
     written = [p for _, res in results for p in res["plots"]]
