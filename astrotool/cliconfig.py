@@ -149,7 +149,7 @@ def _shown(param, value) -> str | None:
             return (param.opts if value else param.secondary_opts)[0]
         return "on" if value else "off"
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value) if value else "''"
+        return ",".join(str(v) for v in value) if value else None
     if value == "":
         return None
     return str(value)

@@ -160,7 +160,8 @@ def open_dataset(ctx, plugin: str, stage: str, name_or_path: str, cls: Callable[
     return ds
 
 
-def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str = "models") -> Path:
+def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str = "models", *,
+              trained: bool = False) -> Path:
     """The folder of a model: an existing checkpoint folder given by path, else ``<plugin>/<stage>/<name>``.
 
     Parameters
@@ -174,12 +175,16 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str =
         How the user gave the name, for messages.
     stage : str
         The stage folder of the plugin's models (``"kappa/models"`` for ``astro lens kappa``).
+    trained : bool
+        The model must exist (evaluate, predict, export...): a name without a checkpoint is refused,
+        listing the models of the stage folder, as a missing dataset is.
 
     Raises
     ------
     astrotool.errors.InputError
         An empty name, or a name that is neither a checkpoint folder nor a
-        valid name (a path separator, a leading dot, spaces...).
+        valid name (a path separator, a leading dot, spaces...); with ``trained``, a name without a
+        checkpoint.
     """
     from astrotool.ml.checkpoint import META_FILE
     from astrotool.names import ALLOWED, name_problem, printable
@@ -196,6 +201,10 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str =
     if not plain:
         raise InputError(option, f"{printable(name)!r} is neither a checkpoint folder (no {META_FILE} there) nor a "
                                  f"model name ({ALLOWED})")
+    if trained:
+        known = sorted(d.name for d in stage_dir.iterdir() if (d / META_FILE).is_file())
+        raise InputError(option, f"no trained model named {name!r} in {stage_dir} (available: "
+                                 f"{', '.join(known) or 'none'})")
     return stage_dir / name
 
 
@@ -317,7 +326,7 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint
         return
     now = dataset_identity(ds)["manifest_sha256"]
     if now != trained["manifest_sha256"]:
-        raise InputError(ds.root, f"not the set {Path(model).name} was trained on, though it has its name "
+        raise InputError(ds.root, f"not the set that model {Path(model).name} was trained on, though it has its name "
                          f"(manifest {trained['manifest_sha256']} -> {now}: made again since, or another set): its "
                          "splits may hold the model's training samples; train the model on it (--overwrite), "
                          "or give this set another name" + (f", or {hint}" if hint else ""))

@@ -42,6 +42,13 @@ def test_model_names_are_file_stems(ctx, tmp_path):
     _checkpoint(models / "net")
     assert mc.model_dir(ctx, "toy", "net") == models / "net"
     assert mc.checkpoint_files(models / "net") == [models / "net" / "model.safetensors", models / "net" / "model.json"]
+    # a model that must exist: a missing name is refused listing the trained ones (it only said
+    # "no checkpoint here" once loaded, and not which models there are)
+    assert mc.model_dir(ctx, "toy", "net", trained=True) == models / "net"
+    (models / "half").mkdir()   # a folder without a checkpoint is no model
+    with pytest.raises(InputError, match=r"no trained model named 'nte' in .*\(available: net\)"):
+        mc.model_dir(ctx, "toy", "nte", trained=True)
+    assert mc.model_dir(ctx, "toy", "nte") == models / "nte"   # training makes it
 
 
 def test_prepare_training_new_resume_refuse_restart(tmp_path):
@@ -209,7 +216,7 @@ def test_check_trained_on_refuses_a_set_made_again_under_its_name():
     other_name = SimpleNamespace(**{**vars(ds), "name": "b", "manifest": {**manifest, "base_seed": 8}})
     mc.check_trained_on(trained, other_name, "a_net")               # another set: a hold-out of its own
     again = SimpleNamespace(**{**vars(ds), "manifest": {**manifest, "base_seed": 8}})
-    with pytest.raises(InputError, match=r"^/w/toy/data/a: not the set a_net was trained on, though it has its "
+    with pytest.raises(InputError, match=r"^/w/toy/data/a: not the set that model a_net was trained on, though it has its "
                                          r"name \(manifest [0-9a-f]{16} -> [0-9a-f]{16}: .*--overwrite"):
         mc.check_trained_on(trained, again, "models/a_net")
 

@@ -127,7 +127,7 @@ def test_evaluate_refuses_a_remade_training_set(tmp_path, capsys):
     assert code == 0, err
     assert run(capsys, ws, "--seed", "99", "--overwrite", *gen)[0] == 0
     code, _, err = run(capsys, ws, "lens", "evaluate", "--model", "rm", "--no-plots", "--classical", "")
-    assert code == 2 and "not the set rm was trained on" in err and "--split all" in err
+    assert code == 2 and "not the set that model rm was trained on" in err and "--split all" in err
     code, out, err = run(capsys, ws, "lens", "evaluate", "--model", "rm", "--no-plots", "--classical", "",
                          "--split", "all")   # every stamp asked for: scored
     assert code == 0 and json.loads(out)["n"] == 40, err

@@ -35,7 +35,7 @@ def test_eval_refuses_a_set_prepared_again_since_training(small, tmp_path, capsy
     capsys.readouterr()
     assert main(["-w", str(ws), "plato", "evaluate", "--model", "quarters_unet3p"]) == 2
     err = capsys.readouterr().err
-    assert "not the set quarters_unet3p was trained on" in err and "--split all" in err
+    assert "not the set that model quarters_unet3p was trained on" in err and "--split all" in err
     assert main(["-w", str(ws), "-q", "plato", "evaluate", "--model", "quarters_unet3p", "--split", "all"]) == 0
 
 

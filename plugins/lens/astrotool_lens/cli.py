@@ -48,7 +48,7 @@ def _model_dir(ctx, name: str, default_dataset: str, trained: bool = True) -> Pa
         raise InputError("--model", f"no --model given, and the default {path.name!r} (<dataset>_cnn) has no "
                                     f"checkpoint in {path.parent}: name a trained model with --model, or train "
                                     "one with `astro lens train`")
-    return path
+    return mc.model_dir(ctx, "lens", name, trained=True) if trained and name else path
 
 
 _NO_DATASET = "run `astro lens generate` first"

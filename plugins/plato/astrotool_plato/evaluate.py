@@ -66,7 +66,7 @@ def load_model(ctx, name: str, default: str):
     from astrotool_plato import NAME
     from astrotool_plato.model import ARCHITECTURE, make_model
 
-    mdir = mc.model_dir(ctx, NAME, name or default)
+    mdir = mc.model_dir(ctx, NAME, name or default, trained=True)
     ckpt = load_checkpoint(mdir, ARCHITECTURE)
     warn_unfinished(ckpt.meta, ckpt.path, "astro plato train")
     return mdir, ckpt, build_model(ckpt, {ARCHITECTURE: make_model})

@@ -86,7 +86,7 @@ def export_command(ctx, cfg, output: str | None = None) -> dict:
 
     x = cfg.export
     name = x.model or default_model(cfg)
-    mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models")
+    mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models", trained=True)
     model, meta = load_unet(mdir)
     eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx))
     stack = model_inputs(eps, meta, source=origin)

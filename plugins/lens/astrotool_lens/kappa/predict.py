@@ -148,7 +148,7 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     from astrotool_lens.kappa.submission import PredictionWriter, finish_run, shard_names
 
     p = cfg.predict
-    mdir = mc.model_dir(ctx, "lens", default_model(cfg), stage="kappa/models")
+    mdir = mc.model_dir(ctx, "lens", default_model(cfg), stage="kappa/models", trained=True)
     if p.engine == "onnxruntime":  # torch is not needed (nor imported): the export's weights are checked
         meta = read_meta(mdir, ARCHITECTURE)
         if "inputs" not in meta:
