@@ -441,11 +441,18 @@ class Context:
                          "failed; the finished ones stay, a rerun resumes)", exit_code=code)
 
     # -- output ------------------------------------------------------------------------
-    @staticmethod
-    def emit(obj) -> None:
-        """Print a result on stdout (JSON for dicts and lists)."""
+    def emit(self, obj) -> None:
+        """Print a result on stdout (JSON for dicts and lists).
+
+        With ``--json``, a result (dict) of a run whose items failed also lists them under ``failures``
+        (``[{"item": key, "error": message}]``), as ``run.json`` does: stdout alone says what is missing.
+        """
         from astrotool import console
 
+        if self.failures and isinstance(obj, dict) and "failures" not in obj and console.json_results():
+            from astrotool.names import printable
+
+            obj = {**obj, "failures": [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]}
         console.emit(obj)
 
     @staticmethod

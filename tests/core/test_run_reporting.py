@@ -182,3 +182,13 @@ def test_a_stop_while_a_local_dask_cluster_starts_is_quiet(tmp_path):
         # after the record and the stop notice are written (not seen with the `astro` script): not yet understood
         assert p.returncode in (143, -signal.SIGINT), err
         assert all(line.startswith("{") for line in err.splitlines() if line.strip()), err
+
+
+def test_json_results_list_the_failed_items(astro, toy, tmp_path):
+    """--json printed the finished items' counts only: a script reading stdout could not tell what failed."""
+    r = astro("-w", tmp_path, "--json", "toy", "run", "--count", "3", "--fail", "1", pythonpath=toy)
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["done"] == 2 and [f["item"] for f in out["failures"]] == ["item1"] and out["failures"][0]["error"]
+    ok = json.loads(astro("-w", tmp_path / "b", "--json", "toy", "run", "--count", "2", pythonpath=toy).stdout)
+    assert "failures" not in ok
