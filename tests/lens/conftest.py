@@ -87,3 +87,18 @@ def run_json(capsys, ws, *args, code=0):
     out = capsys.readouterr()
     assert rc == code, out.err
     return (json.loads(out.out) if out.out.strip() else None), out.err
+
+
+def review_workspace(ws, n_g: int, g_shard: int, n_f3: int, field_size: int):
+    """A workspace with dataset g (``n_g`` stamps in shards of ``g_shard``), fields f3 (``n_f3`` stamps in
+    fields of ``field_size``) and model m (one epoch on g): 24-px stamps; returns ``ws``."""
+    from astrotool.cli import main
+
+    base = ["-q", "-w", str(ws)]
+    assert main([*base, "lens", "generate", "--name", "g", "--n", str(n_g), "--shard-size", str(g_shard),
+                 "--stamp-size", "24"]) == 0
+    assert main([*base, "lens", "generate", "--preset", "fields", "--name", "f3", "--n", str(n_f3),
+                 "--field-size", str(field_size), "--stamp-size", "24", "--shard-size", str(n_f3)]) == 0
+    assert main([*base, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "g", "--model", "m",
+                 "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu"]) == 0
+    return ws

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from astrotool.cli import main
+from .conftest import review_workspace
 
 
 def run(capsys, ws, *args):
@@ -20,16 +21,7 @@ def run(capsys, ws, *args):
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A workspace with dataset g (40 stamps), fields f3 (4 fields) and model m (one epoch on g)."""
-
-    ws = tmp_path_factory.mktemp("review") / "ws"
-    base = ["-q", "-w", str(ws)]
-    assert main([*base, "lens", "generate", "--name", "g", "--n", "40", "--shard-size", "20",
-                 "--stamp-size", "24"]) == 0
-    assert main([*base, "lens", "generate", "--preset", "fields", "--name", "f3", "--n", "40",
-                 "--field-size", "10", "--stamp-size", "24", "--shard-size", "40"]) == 0
-    assert main([*base, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "g", "--model", "m",
-                 "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu"]) == 0
-    return ws
+    return review_workspace(tmp_path_factory.mktemp("review") / "ws", 40, 20, 40, 10)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from astrotool.cli import main
+from .conftest import review_workspace
 
 
 def run(capsys, ws, *args):
@@ -20,15 +21,7 @@ def run(capsys, ws, *args):
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A workspace with dataset g (16 stamps), fields f3 (3 fields of 8) and model m (one epoch on g)."""
-    ws = tmp_path_factory.mktemp("shear_review") / "ws"
-    base = ["-q", "-w", str(ws)]
-    assert main([*base, "lens", "generate", "--name", "g", "--n", "16", "--shard-size", "16",
-                 "--stamp-size", "24"]) == 0
-    assert main([*base, "lens", "generate", "--preset", "fields", "--name", "f3", "--n", "24",
-                 "--field-size", "8", "--stamp-size", "24", "--shard-size", "24"]) == 0
-    assert main([*base, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "g", "--model", "m",
-                 "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu"]) == 0
-    return ws
+    return review_workspace(tmp_path_factory.mktemp("shear_review") / "ws", 16, 16, 24, 8)
 
 
 @pytest.fixture(scope="module")
