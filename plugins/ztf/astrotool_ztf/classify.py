@@ -18,11 +18,27 @@ __docformat__ = "numpy"
 
 
 def load_classifier(model_dir):
-    """The checkpoint's model (eval mode, CPU) and its metadata."""
-    from astrotool.ml.checkpoint import build_model, load_checkpoint
+    """The checkpoint's model (eval mode, CPU) and its metadata.
 
-    from astrotool_ztf.model import CLASSIFIERS, REGISTRY
+    Raises
+    ------
+    astrotool.errors.InputError
+        A temporal model (scored by ``astro ztf evaluate`` only) or an autoencoder, said plainly.
+    """
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import build_model, load_checkpoint, read_meta
 
+    from astrotool_ztf.model import AUTOENCODER, CLASSIFIERS, REGISTRY, TEMPORAL
+
+    arch = (read_meta(model_dir).get("architecture") or {}).get("name")
+    if arch == TEMPORAL:
+        raise InputError(Path(model_dir).name, "a temporal model (train --arch temporal): temporal models are "
+                                               "scored by `astro ztf evaluate` only; predict and export take a "
+                                               "single-alert classifier or a probe")
+    if arch == AUTOENCODER:
+        raise InputError(Path(model_dir).name, "an autoencoder (train --arch ae|vae), not a classifier: score it "
+                                               "with `astro ztf evaluate` or `embed`, use it in `predict "
+                                               "--autoencoder`, or train a probe on it (--arch probe --encoder)")
     ckpt = load_checkpoint(model_dir, CLASSIFIERS)
     model = build_model(ckpt, REGISTRY)
     model.eval()
@@ -102,6 +118,10 @@ def split_inputs(ds, split: str, meta: dict):
     return idx, load_split(ds, idx, meta)
 
 
+def _short(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def check_compatible(meta: dict, ds, model_dir, keys=("classes", "crop")) -> None:
     """Refuse a model trained on other classes or crop (``keys``) than the set holds."""
     from astrotool.errors import InputError
@@ -110,7 +130,8 @@ def check_compatible(meta: dict, ds, model_dir, keys=("classes", "crop")) -> Non
     for key in keys:
         if meta.get(key) != have[key]:
             raise InputError(Path(model_dir) / "model.json",
-                             f"trained with {key} {meta.get(key)!r}; the set {ds.name} has {have[key]!r}")
+                             f"trained with {key} {meta.get(key)!r}; the set {ds.name} has {have[key]!r} "
+                             f"({key} {_short(meta.get(key))} -> {_short(have[key])})")
 
 
 def calibrated_module(model, temperature: float):

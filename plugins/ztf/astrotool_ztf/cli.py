@@ -14,6 +14,14 @@ __docformat__ = "numpy"
 app = typer.Typer(no_args_is_help=True)
 
 
+def _model(ctx, name: str, option: str = "--model") -> Path:
+    """:func:`astrotool.ml.commands.model_dir` of a model that must exist; a missing one is refused listing
+    the models of the workspace (as a missing dataset is)."""
+    from astrotool_ztf import NAME
+
+    return mc.model_dir(ctx, NAME, name, option, trained=True)
+
+
 @app.callback()
 def main() -> None:
     """ZTF alerts: ingest Avro/Parquet alert packets into an alert table and 63x63 stamp cubes, or simulate
@@ -42,9 +50,11 @@ def ingest(
     single-alert .avro files (ZTF's nightly archives) is one input. Folders are
     searched for .avro, .avro.gz, .parquet and .tar[.gz] files. A bad file (or
     archive member) is reported and the others are still ingested. Existing
-    outputs are kept unless --overwrite.
+    outputs are kept unless --overwrite; outputs made with other settings are
+    refused before any work. Inputs of one call sharing a name get their parent
+    folders prefixed; a file ingested before keeps its name, and a new file never
+    takes the name of another file's outputs.
     """
-    import time
     from dataclasses import asdict
 
     from astrotool.context import current
@@ -58,9 +68,7 @@ def ingest(
     files = expand_inputs(paths)
     for f in ctx.shard_of(files):
         ctx.record.add_input(f)
-    t0 = time.perf_counter()
     done = ingest_files(files, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg, ctx.map, ctx.overwrite)
-    seconds = time.perf_counter() - t0
     for r in done:
         if r.skipped:
             continue
@@ -80,12 +88,14 @@ def ingest(
     skipped = sum(r.skipped for r in done)
     if skipped:
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
-    fresh = sum(r.n_alerts for r in done if not r.skipped)
+    timed = sum(r.n_alerts for r in done if r.seconds > 0)   # failed files left out; kept ones as when made
+    seconds = sum(r.seconds for r in done if r.seconds > 0)
     versions = {v for r in done for v in r.schema_versions.split(", ") if v}
-    ctx.emit({"files": sum(f.is_file() for f in files), "ingested": len(done) - skipped, "kept": skipped,
+    ctx.emit({"files": sum(f.is_file() for f in ctx.shard_of(files)), "ingested": len(done) - skipped,
+              "kept": skipped,
               "alerts": sum(r.n_alerts for r in done),
               "schema_versions": ", ".join(sorted(versions, key=version_key)),
-              "alerts_per_s": round(fresh / seconds, 1) if fresh and seconds > 0 else None,
+              "alerts_per_s": round(timed / seconds, 1) if timed and seconds > 0 else None,
               "outputs": [asdict(r) for r in done]})
 
 
@@ -241,6 +251,8 @@ def train(
     from astrotool_ztf.train import NO_DATASET, train_classifier
 
     ctx = current()
+    if encoder and (arch or ctx.section(NAME).train.arch) != "probe":
+        raise ConfigError(["--encoder: used only with --arch probe (a probe on the autoencoder's latents)"])
     try:
         seed_list = [int(v) for v in seeds.split(",")] if seeds else None
     except ValueError:
@@ -321,11 +333,11 @@ def evaluate(
     cfg, split = sections.train, sections.evaluate.split
     dev = mc.runtime(ctx, device=device).accelerator
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
-    base = mc.model_dir(ctx, NAME, baseline, "--baseline") if baseline else None
+    base = _model(ctx, baseline, "--baseline") if baseline else None
     if base is not None and not (base / "model.json").is_file():
         raise InputError("--baseline", f"{baseline!r}: no trained model ({base / 'model.json'} does not exist)")
     if models:
-        dirs = [mc.model_dir(ctx, NAME, m) for m in models]
+        dirs = [_model(ctx, m) for m in models]
         twice = sorted({d.name for d in dirs if [e.resolve() for e in dirs].count(d.resolve()) > 1})
         if twice:
             raise InputError("--model", f"{', '.join(twice)} given more than once (each model is scored once)")
@@ -347,10 +359,10 @@ def evaluate(
 
     def check(d):  # before any work: a set re-made since a model's training is no hold-out; an unfinished model
         meta = read_meta(d)  # is not scored, nor a classifier without its temperature (as predict and export),
-        mc.check_trained_on((meta.get("settings") or {}).get("dataset"), ds, d)  # nor one of other classes or crop
-        arch = meta["architecture"]["name"]
-        (temperature if arch in CLASSIFIERS else check_finished)(meta, d)
+        arch = meta["architecture"]["name"]  # nor one of other classes or crop (said first: "crop 21 -> 33")
         check_compatible(meta, ds, d, ("crop",) if arch == AUTOENCODER else ("classes", "crop"))
+        mc.check_trained_on((meta.get("settings") or {}).get("dataset"), ds, d)
+        (temperature if arch in CLASSIFIERS else check_finished)(meta, d)
 
     verdicts: dict = {}
 
@@ -472,7 +484,6 @@ def predict(
     (other alerts or stamp size) or another model under NAME are refused unless
     --overwrite, which replaces them. An unfinished checkpoint is refused.
     """
-    import shlex
     import time
 
     import numpy as np
@@ -481,12 +492,12 @@ def predict(
     from astrotool.context import current
     from astrotool.errors import InputError
     from astrotool.io.tables import write_parquet
-    from astrotool.names import check_name, printable
+    from astrotool.names import check_name
     from astrotool.workspace import atomic_path
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
     from astrotool import made_with
     from astrotool_ztf.classify import check_finished, load_classifier, temperature
-    from astrotool_ztf.ingest import expand_inputs, ingest_files, unique_names
+    from astrotool_ztf.ingest import expand_inputs, ingest_files
     from astrotool_ztf.predict import input_identity, per_object, predict_file
 
     ctx = current()
@@ -496,7 +507,7 @@ def predict(
     dev = mc.runtime(ctx, device=device).accelerator  # the option, else ml.accelerator
     ws = ctx.workspace
     alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
-    mdir = mc.model_dir(ctx, NAME, model)
+    mdir = _model(ctx, model)
     net, meta = load_classifier(mdir)
     temperature(meta, mdir)  # an unfinished checkpoint is refused before any work
     ctx.record.add_input(mdir / "model.json")
@@ -505,7 +516,7 @@ def predict(
         from astrotool.ml.checkpoint import build_model, load_checkpoint
         from astrotool_ztf.model import AUTOENCODER, REGISTRY
 
-        ae_dir = mc.model_dir(ctx, NAME, autoencoder, "--autoencoder")
+        ae_dir = _model(ctx, autoencoder, "--autoencoder")
         ae_ckpt = load_checkpoint(ae_dir, AUTOENCODER)
         check_finished(ae_ckpt.meta, ae_dir)   # as embed and evaluate: an autoencoder cut short is not used
         ae, ae_meta = build_model(ae_ckpt, REGISTRY).eval(), ae_ckpt.meta
@@ -520,15 +531,12 @@ def predict(
             once.setdefault(f.resolve(), f)
         expanded = list(once.values())
         # finished outputs are kept: --overwrite replaces the predictions, not the ingested tables
-        since = len(ctx.failures)
-        done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, False)
+        # an input file replaced, or other ingest settings: refused before any work (predict --overwrite
+        # does not ingest again)
+        done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, False,
+                            hint="run `astro ztf ingest --overwrite {files}` first (predict --overwrite replaces "
+                                 "only the predictions)")
         n_failed = len(expanded) - len(done)
-        changed = {f.key for f in ctx.failures[since:] if "made with other settings" in f.error}
-        if changed:  # an input file replaced, or other ingest settings: predict --overwrite does not ingest again
-            by_name = dict(zip(unique_names(expanded), expanded))
-            again = " ".join(shlex.quote(str(by_name.get(k, k))) for k in sorted(changed))
-            ctx.log.warning("run `astro ztf ingest --overwrite %s` first (predict --overwrite replaces only the "
-                            "predictions)", printable(again))
         pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
     for n in names:
         a, s = alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5"
@@ -599,7 +607,7 @@ def export(
 
     ctx = current()
     opset = ctx.section(NAME, {"export.opset": opset}).export.opset
-    mdir = mc.model_dir(ctx, NAME, model)
+    mdir = _model(ctx, model)
     net, meta = load_classifier(mdir)
     t = temperature(meta, mdir)
     out = Path(output) if output else mdir / "model.onnx"
@@ -619,15 +627,21 @@ def embed(
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test (first alerts)."),
     device: mc.Device = None,
 ) -> None:
-    """Map an autoencoder's latents to 2-D with UMAP: ztf/embeddings/<model>_<split>.parquet (latents, UMAP
-    coordinates, class, reconstruction error per alert) and a PNG coloured by class."""
+    """Map an autoencoder's latents to 2-D with UMAP: ztf/embeddings/<model>_<dataset>_<split>.parquet (latents,
+    UMAP coordinates, class, reconstruction error per alert) and a PNG coloured by class.
+
+    An embedding made with the same model, set and [ztf.embed] settings is
+    kept; other settings are refused unless --overwrite.
+    """
     import pandas as pd
 
+    from astrotool import made_with
     from astrotool.context import current
     from astrotool.io.tables import write_parquet
     from astrotool.ml.checkpoint import read_meta
     from astrotool_ztf import EMBEDDINGS, NAME, PREPARED
     from astrotool_ztf.autoencoder import check_metric, latents, plot_embedding, umap_embedding
+    from astrotool_ztf.classify import check_compatible
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.train import NO_DATASET
 
@@ -637,9 +651,20 @@ def embed(
     check_metric(e.metric)
     dev = mc.runtime(ctx, device=device).accelerator
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.train.dataset, StampDataset, NO_DATASET)
-    mdir = mc.model_dir(ctx, NAME, model)
+    mdir = _model(ctx, model)
+    check_compatible(read_meta(mdir), ds, mdir, ("crop",))   # "crop 21 -> 33" rather than the manifest
     mc.check_trained_on((read_meta(mdir).get("settings") or {}).get("dataset"), ds, mdir)
     ctx.record.add_input(mdir / "model.json")
+    out_dir = ctx.workspace.stage(NAME, EMBEDDINGS)
+    stem = f"{mdir.name}_{ds.name}_{e.split}"   # as evaluate's reports: <model>_<dataset>_<split>
+    outputs = [out_dir / f"{stem}.parquet", out_dir / f"{stem}.png"]
+    rec = made_with.record({"model": mdir.name, "model_weights": read_meta(mdir).get("weights_sha256"),
+                            "dataset": mc.dataset_identity(ds), "ztf": {"embed": e.model_dump(mode="json")}},
+                           seed=ctx.seed)
+    if made_with.keep(outputs, rec, overwrite=ctx.overwrite, warn=False):
+        ctx.log.info("%s: skipped (done): made with the same settings", outputs[0].name)
+        ctx.emit({"embedding": "skipped (done)", "parquet": str(outputs[0]), "png": str(outputs[1])})
+        return
     with ds:
         lat = latents(mdir, ds, e.split, device=dev)
     xy = umap_embedding(lat["latent"], e.n_neighbors, e.min_dist, e.metric, ctx.seed)
@@ -647,11 +672,11 @@ def embed(
                           "umap_2": xy[:, 1], "recon_error": lat["recon_error"]})
     for j in range(lat["latent"].shape[1]):
         table[f"z{j}"] = lat["latent"][:, j]
-    out_dir = ctx.workspace.stage(NAME, EMBEDDINGS)
-    path = write_parquet(table, out_dir / f"{mdir.name}_{e.split}.parquet", command="ztf embed",
-                         metadata={"model": str(mdir), "umap": e.model_dump(mode="json")})
-    png = plot_embedding(out_dir / f"{mdir.name}_{e.split}.png", xy, lat["class_name"],
-                         f"{mdir.name}: UMAP of the latents ({e.split}, {len(xy)} alerts)")
+    path = write_parquet(table, outputs[0], command="ztf embed",
+                         metadata={"model": str(mdir), "dataset": ds.name, "umap": e.model_dump(mode="json")})
+    png = plot_embedding(outputs[1], xy, lat["class_name"],
+                         f"{mdir.name}: UMAP of the latents ({ds.name}, {e.split}, {len(xy)} alerts)")
+    made_with.write(path, rec)
     ctx.record.add_output(path)
     ctx.record.add_output(png)
     ctx.emit({"alerts": len(table), "latent": int(lat["latent"].shape[1]), "parquet": str(path), "png": str(png)})

@@ -21,11 +21,17 @@ class IngestConfig(Section):
 
 
     stamp_size: int = Field(63, ge=3, le=255,
-                            description="stamp side [pixels]; smaller stamps are NaN-padded, larger ones centre-cropped")
+                            description="stamp side [pixels], odd (a centre pixel); smaller stamps are NaN-padded, "
+                                        "larger ones centre-cropped")
     compression: Literal["none", "low", "medium", "high"] = Field(
         "low", description="HDF5 compression of the stamps: none, lzf, gzip 4, gzip 9")
     batch_size: int = Field(500, ge=1, description="alerts decoded and written at a time (memory bound)")
     keep_history: bool = Field(True, description="keep prv_candidates (jd, fid, magpsf, ...) as a JSON text column")
+
+    @model_validator(mode="after")
+    def _check(self) -> "IngestConfig":
+        check_odd("stamp_size", self.stamp_size)   # prepare crops at the centre pixel
+        return self
 
 
 class SimulateConfig(Section):
@@ -43,7 +49,8 @@ class SimulateConfig(Section):
                                                                  "(asteroids and bogus have one)")
     seeing_fwhm: tuple[float, float] = Field((1.5, 3.0), description="[min, max] PSF FWHM of an epoch [arcsec]")
     template_depth: float = Field(16.0, gt=0, description="template exposures co-added (its noise / sqrt of this)")
-    psf_mismatch: float = Field(0.02, ge=0, description="relative FWHM error of the template-to-science PSF match")
+    psf_mismatch: float = Field(0.02, ge=0, le=0.1, description="relative FWHM error of the template-to-science "
+                                "PSF match (x6 for psf_ring bogus; the factor is kept within [0.5, 2])")
     edge_fraction: float = Field(0.02, ge=0, le=0.25, description="share of alerts cut at a CCD edge (x4 for bogus)")
     stamp_size: int = Field(63, ge=15, le=127, description="stamp side [px]")
 

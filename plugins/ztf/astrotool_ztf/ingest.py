@@ -32,6 +32,7 @@ import gzip
 import io
 import json
 import math
+import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -222,6 +223,83 @@ def unique_names(paths) -> list[str]:
         return names
     raise AstroError(f"several inputs would write the same outputs ({', '.join(dupes[:3])}); "
                      "ingest them in separate workspaces or rename them")
+
+
+def _candidates(path: Path) -> list[str]:
+    """The names ``path`` may take: its stem, then with one, two or three parent folders prefixed."""
+    stem = output_name(path)
+    parents = path.resolve().parent.parts
+    return list(dict.fromkeys([stem, *(name_from("_".join(parents[-d:]) + "_" + stem, "alerts")
+                                       for d in (1, 2, 3) if len(parents) > d)]))
+
+
+def _ingested_from(stamps: Path) -> str | None:
+    """The input recorded in an existing stamps file (``source``); None when there is no such file, ``""``
+    when it does not say (unreadable or not ingested here: its own check reports it)."""
+    import h5py
+
+    if not stamps.exists():
+        return None
+    try:
+        with h5py.File(stamps, "r") as h5:
+            source = h5.attrs.get("source", "")
+    except (OSError, ValueError):
+        return ""
+    return source.decode() if isinstance(source, bytes) else str(source)
+
+
+def output_names(paths, stamps_dir) -> list[str]:
+    """Output stems of ``paths`` that do not change between runs and never take another file's outputs.
+
+    A file ingested before keeps the name it was given (its path is recorded in the stamps file).
+    A new file is named by :func:`unique_names` (its stem, with parent folders prefixed where inputs
+    of the same call clash); where that name is taken by another file's outputs, the next one with
+    more parent folders is used.
+
+    Parameters
+    ----------
+    paths : list of path-like
+        Input files.
+    stamps_dir : path-like
+        The stamps stage folder (``ztf/stamps``).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    AstroError
+        A new file whose every name is taken by other files, naming them.
+    """
+    paths = [Path(p) for p in paths]
+    fresh = unique_names(paths)
+    seen: dict[str, str | None] = {}
+
+    def source(name: str) -> str | None:
+        if name not in seen:
+            seen[name] = _ingested_from(Path(stamps_dir) / f"{name}_stamps.h5")
+        return seen[name]
+
+    names: list[str | None] = [None] * len(paths)
+    for i, p in enumerate(paths):   # ingested before: the same name
+        me = printable(p.resolve())
+        names[i] = next((c for c in _candidates(p) if source(c) == me), None)
+    taken = {n for n in names if n}
+    for i, p in enumerate(paths):
+        if names[i] is not None:
+            continue
+        cands = _candidates(p)
+        start = cands.index(fresh[i]) if fresh[i] in cands else 0
+        names[i] = next((c for c in [fresh[i], *cands[start + 1:]] if c not in taken and not source(c)), None)
+        if names[i] is None:
+            others = sorted({source(c) for c in cands if source(c)} | {printable(q) for q, n in zip(paths, names)
+                                                                        if n in cands and q != p})
+            raise AstroError(f"{printable(p)}: every output name it may take ({', '.join(cands)}) holds another "
+                             f"file's alerts ({'; '.join(others)}); rename the file (or its folder) or ingest it "
+                             "into another workspace")
+        taken.add(names[i])
+    return names
 
 
 # -- stamps ------------------------------------------------------------------------------------
@@ -749,6 +827,8 @@ class IngestResult:
         Members of a tar archive that are not readable alert files, left out.
     members_skipped : str
         The first five of them with their reasons, ``"; "``-separated.
+    seconds : float
+        Time spent reading and writing this input [s] (of the run that made the outputs; 0 when unknown).
     """
 
     input: str
@@ -765,6 +845,70 @@ class IngestResult:
     schema_versions: str = ""
     n_members_skipped: int = 0
     members_skipped: str = ""
+    seconds: float = 0.0
+
+
+def _checksum_cache(stamps_path: Path) -> Path:
+    return stamps_path.with_name(f".{stamps_path.stem}.input_checksum.json")
+
+
+def _changes(path, kept: dict, source, cfg: IngestConfig, cache) -> list[str]:
+    """``key: old -> new`` for the settings and the input a kept stamps file was made with."""
+    from astrotool.made_with import changes, file_checksum
+
+    kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in kept.items()}
+    changed = changes({"ztf": {"ingest": kept}}, {"ztf": {"ingest": {k: getattr(cfg, k) for k in kept}}})
+    if source is not None:   # the same name, other alerts: a file replaced
+        changed += changes({"input": str(source)}, {"input": file_checksum(path, cache)})
+    return changed
+
+
+def check_kept(items, hint: str | None = None) -> None:
+    """Refuse before any work when a kept output was made with other settings or from other content.
+
+    Parameters
+    ----------
+    items : iterable of IngestItem
+        Items whose finished outputs would be kept (those of ``overwrite`` items are not checked).
+    hint : str, optional
+        What to do instead (default: made_with's ``--overwrite``); ``{files}`` in it becomes the inputs refused.
+
+    Raises
+    ------
+    SettingsChanged, AstroError
+        One error naming every such output (at most five listed), exit 2.
+    """
+    import h5py
+
+    from astrotool.made_with import SettingsChanged
+
+    import shlex
+
+    refused, inputs = [], []
+    for it in items:
+        stamps = Path(it.stamps_path)
+        if it.overwrite or not (stamps.exists() and Path(it.alerts_path).exists()):
+            continue
+        try:
+            with h5py.File(stamps, "r") as h5:
+                kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
+                source = h5.attrs.get("input_checksum")
+        except (OSError, ValueError):   # an unreadable output: its item reports it
+            continue
+        changed = _changes(it.path, kept, source, it.cfg, _checksum_cache(stamps))
+        if changed:
+            refused.append(SettingsChanged(stamps, changed))
+            inputs.append(printable(shlex.quote(str(it.path))))
+    if hint and refused:
+        hint = hint.replace("{files}", " ".join(inputs))
+        refused = [SettingsChanged(e.path, e.changed, hint) for e in refused]
+    if len(refused) == 1:
+        raise refused[0]
+    if refused:
+        body = "\n".join(str(e).rsplit("\n", 1)[0] for e in refused[:5])
+        more = f"\n(and {len(refused) - 5} more)" if len(refused) > 5 else ""
+        raise AstroError(f"{len(refused)} outputs exist but were made with other settings:\n{body}{more}\n"
+                         + (hint or "use --overwrite to make them again with the new settings"))
 
 
 def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bool) -> IngestResult:
@@ -795,14 +939,14 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
 
     from astrotool.io.hdf5 import compression_kwargs, open_h5
     from astrotool.io.tables import add_parquet_metadata, astropy_parquet_metadata, string_lengths
-    from astrotool.made_with import SettingsChanged, changes, file_checksum
+    from astrotool.made_with import SettingsChanged, file_checksum
     from astrotool.provenance import hdf5_attrs, parquet_metadata, provenance
     from astrotool.workspace import atomic_path, is_done
 
     path, alerts_path, stamps_path = Path(path), Path(alerts_path), Path(stamps_path)
     names = {"input": printable(path), "alerts": printable(alerts_path), "stamps": printable(stamps_path)}
     stat_keys = ("format", "n_alerts", "n_objects", "n_stamps_resized", "n_stamps_bad")
-    cache = stamps_path.with_name(f".{stamps_path.stem}.input_checksum.json")   # the input read once
+    cache = _checksum_cache(stamps_path)   # the input read once
     if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite):
         with open_h5(stamps_path) as h5:
             missing = [k for k in stat_keys if k not in h5.attrs]
@@ -811,19 +955,17 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                                               "(use --overwrite)")
             info = {k: h5.attrs[k] for k in stat_keys}
             info.update({k: h5.attrs[k] for k in ("n_unknown_schema", "unknown_schemas", "schema_versions",
-                                                      "n_members_skipped", "members_skipped")
+                                                      "n_members_skipped", "members_skipped", "seconds")
                          if k in h5.attrs})
             kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
             source = h5.attrs.get("input_checksum")
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
-        kept = {k: (v.item() if hasattr(v, "item") else v) for k, v in kept.items()}
-        changed = changes({"ztf": {"ingest": kept}}, {"ztf": {"ingest": {k: getattr(cfg, k) for k in kept}}})
-        if source is not None:   # the same name, other alerts: a file replaced, or another folder's
-            changed += changes({"input": str(source)}, {"input": file_checksum(path, cache)})
+        changed = _changes(path, kept, source, cfg, cache)
         if changed:
             raise SettingsChanged(stamps_path, changed)
         return IngestResult(**names, **info, skipped=True)
 
+    t0 = time.perf_counter()
     fmt = sniff_format(path)
     size, keep_history = cfg.stamp_size, cfg.keep_history
     skipped_members: list[tuple[str, str]] = []
@@ -908,6 +1050,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                      "members_skipped": "; ".join(f"{m}: {why}" for m, why in skipped_members[:5])
                                         + ("; ..." if len(skipped_members) > 5 else "")}
             checksum = file_checksum(path, cache)   # once it was read whole: no cache left by a failure
+            stats["seconds"] = round(time.perf_counter() - t0, 4)
             h5.attrs.update(hdf5_attrs(record))
             h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
                              "stamp_size": size, "keep_history": keep_history, "input_checksum": checksum, **stats})
@@ -938,13 +1081,13 @@ def ingest_item(item: IngestItem, seed: int) -> IngestResult:
 
 
 def ingest_files(files, alerts_dir, stamps_dir, cfg: IngestConfig, mapper: Callable,
-                 overwrite: bool) -> list[IngestResult]:
+                 overwrite: bool, hint: str | None = None) -> list[IngestResult]:
     """Ingest alert files into ``alerts_dir`` and ``stamps_dir``, one executor item per file.
 
     Parameters
     ----------
     files : list of path-like
-        Alert files (see :func:`expand_inputs`); outputs are named by :func:`unique_names`.
+        Alert files (see :func:`expand_inputs`); outputs are named by :func:`output_names`.
     alerts_dir, stamps_dir : path-like
         Stage folders of the alert tables and of the stamp files.
     cfg : IngestConfig
@@ -955,14 +1098,22 @@ def ingest_files(files, alerts_dir, stamps_dir, cfg: IngestConfig, mapper: Calla
         leaves it out.
     overwrite : bool
         Recompute finished outputs.
+    hint : str, optional
+        What to do when a kept output was made with other settings (:func:`check_kept`).
 
     Returns
     -------
     list of IngestResult
         One per file that was ingested or kept, in input order.
+
+    Raises
+    ------
+    SettingsChanged, AstroError
+        Before any work: kept outputs made with other settings or from other content.
     """
     files = [Path(f) for f in files]
-    names = unique_names(files)
+    names = output_names(files, stamps_dir)
     items = [IngestItem(str(f), str(Path(alerts_dir) / f"{n}_alerts.parquet"),
                         str(Path(stamps_dir) / f"{n}_stamps.h5"), cfg, overwrite) for f, n in zip(files, names)]
+    check_kept(items, hint)
     return [r for _, r in mapper(ingest_item, items, desc="ingest alert files", keys=names)]

@@ -42,6 +42,9 @@ from astrotool.workspace import atomic_dir
 
 __docformat__ = "numpy"
 
+CROPS = (21, 33, 45, 63)
+"""The crops ``ztf.prepare.crop`` allows [px]."""
+
 KIND = "ztf-stamps"
 
 FEATURES = ("sgscore1", "sgscore2", "sgscore3", "distpsnr1", "distpsnr2", "distpsnr3", "isdiffpos", "fwhm",
@@ -196,9 +199,11 @@ def check_crop(pairs, crop: int) -> None:
                 raise InputError(stamps_path, "not a stamps file of ztf ingest: no 'science' stamps (ingest again)")
             side = int(h5["science"].shape[-1])
         if crop > side:
+            fits = [c for c in CROPS if c <= side]
+            instead = f"set ztf.prepare.crop to {fits[-1]}, or " if fits else ""
             raise InputError(stamps_path, f"stamps of {side} px cannot be cropped to {crop} px "
-                                          f"(ztf.prepare.crop = {crop}); set ztf.prepare.crop to {side} or less, "
-                                          "or ingest again with a larger --stamp-size")
+                                          f"(ztf.prepare.crop = {crop}); {instead}ingest again with a "
+                                          f"--stamp-size of at least {crop}")
 
 
 def read_labelled(alerts_path, stamps_path, label_column: str, label_map: dict, classes) -> tuple:

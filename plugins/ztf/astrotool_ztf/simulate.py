@@ -255,6 +255,31 @@ def _object_plan(rng, cls: str, cfg: dict) -> dict | None:
     return plan
 
 
+MISMATCH_RANGE = (0.5, 2.0)
+"""Limits of the factor of a matched template's FWHM (1 + N(0, mismatch)): a near-zero or negative width
+would make GalSim ask for an FFT of many GB."""
+
+
+def matched_fwhm(rng, seeing: float, mismatch: float) -> float:
+    """FWHM of the template as matched to the science PSF [arcsec].
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws the relative error.
+    seeing : float
+        The science FWHM [arcsec].
+    mismatch : float
+        Standard deviation of the relative error.
+
+    Returns
+    -------
+    float
+        ``seeing * (1 + N(0, mismatch))``, the factor clipped to :data:`MISMATCH_RANGE`.
+    """
+    return float(seeing * np.clip(1.0 + rng.normal(0, mismatch), *MISMATCH_RANGE))
+
+
 def _epoch(rng, plan: dict, k: int, cfg: dict, size: int):
     """Science, template and difference stamps [ADU] of epoch ``k``."""
     import galsim
@@ -264,7 +289,7 @@ def _epoch(rng, plan: dict, k: int, cfg: dict, size: int):
     psf_s = _psf(seeing, *rng.normal(0, 0.02, 2))
     psf_t = _psf(max(cfg["seeing_fwhm"][0] * 0.9, seeing * rng.uniform(0.7, 0.95)))
     mismatch = cfg["psf_mismatch"] * (6.0 if kind == "psf_ring" else 1.0)
-    psf_m = _psf(seeing * (1.0 + rng.normal(0, mismatch)))  # the template as matched to the science PSF
+    psf_m = _psf(matched_fwhm(rng, seeing, mismatch))  # the template as matched to the science PSF
     t = plan["transparency"][k]
     sky_s, sky_t = _sky(plan["sky_mag"][k]), _sky(SKY_MAG)
     # the cutout is centred on the candidate: the host lies at minus its offset
