@@ -467,6 +467,9 @@ def test_a_curve_file_of_other_settings_is_refused_before_any_work(tmp_path, ast
     assert "sim000000-000001_lightcurves.parquet" in r.stderr and "plato.simulate.noise_ppm" in r.stderr
     assert "failed" not in r.stderr   # refused up front, not item by item
     assert {p.name: p.stat().st_mtime_ns for p in raw.iterdir()} == before
+    # only this task's files are checked: shard 0's old (here also unreadable) file does not stop shard 1
+    (raw / "sim000000-000001_lightcurves.parquet").write_bytes(b"PAR1")
+    assert astro(*args, "--shard", "1/2", *sim_, "--noise-ppm", 500).returncode == 0
 
 
 def test_a_stopped_run_records_the_curve_files_it_finished(tmp_path):

@@ -80,7 +80,8 @@ def simulate(
     ctx.log.info("simulating %d light curves of %.3g d at %g s (%d samples each), %d per file, seed %d",
                  cfg.n_curves, cfg.duration_days, cfg.cadence_s, sim.n_samples(cfg), cfg.chunk_size, ctx.seed)
     res = sim.simulate(cfg, ctx.seed, lc_dir, ws.stage(NAME, LABELS),   # each file in run.json as it is written
-                       functools.partial(ctx.map, outputs=lambda r: [r.path] if r.written else []), ctx.overwrite)
+                       functools.partial(ctx.map, outputs=lambda r: [r.path] if r.written else []), ctx.overwrite,
+                       ctx.shard_of)
     for path in res.written + ([res.labels] if res.labels_written else []):
         ctx.record.add_output(path)
     if res.kept:

@@ -1002,7 +1002,7 @@ class Simulation:
 
 
 def simulate(cfg: SimulateConfig, seed: int, lightcurves_dir, labels_dir, mapper: Callable,
-             overwrite: bool) -> Simulation:
+             overwrite: bool, shard_of: Callable | None = None) -> Simulation:
     """Simulate ``cfg.n_curves`` curves into chunk files and write their label table.
 
     Parameters
@@ -1019,6 +1019,9 @@ def simulate(cfg: SimulateConfig, seed: int, lightcurves_dir, labels_dir, mapper
         over :class:`ChunkItem` items).
     overwrite : bool
         Recompute finished files.
+    shard_of : callable, optional
+        ``shard_of(items)``: the items ``mapper`` runs in this task (:meth:`astrotool.context.Context.shard_of`;
+        default: all), whose files are checked before any work.
 
     Raises
     ------
@@ -1031,9 +1034,9 @@ def simulate(cfg: SimulateConfig, seed: int, lightcurves_dir, labels_dir, mapper
     stems = [chunk_stem(cfg.name, a, b) for a, b in blocks]
     files = [f"{stem}_lightcurves.parquet" for stem in stems]
     items = [ChunkItem(a, b, seed, cfg, str(lightcurves_dir / f), overwrite) for (a, b), f in zip(blocks, files)]
-    # every output of the name, every shard's, before any work: the labels (every shard writes the same complete
-    # table) and each curve file (after an --overwrite of one shard the others' files still hold the old settings)
-    for path in (labels_path, *(it.path for it in items)):
+    # before any work: the labels (every shard writes the same complete table) and each curve file this task
+    # makes or keeps (after an --overwrite of one shard the others' files still hold the old settings)
+    for path in (labels_path, *(it.path for it in (shard_of or list)(items))):
         check_existing(path, seed, cfg, overwrite)
     done = tuple(r for _, r in mapper(simulate_chunk, items, desc="simulate light curves", keys=stems))
     listed = set(files)
