@@ -452,12 +452,23 @@ def evaluate(
         ctx.emit({"split": split, "dataset": ds.name, "models": rows, "summary": summaries,
                   "autoencoders": ae_rows, "temporal": tables})
         return
-    for shown in (rows, ae_rows, *([{"model": m, **row} for row in t] for m, t in tables.items())):
-        if shown:   # one model: a key/value table; several: one row each
-            ctx.emit(shown[0] if len(shown) == 1 else shown)
-    for group in summaries:
-        ctx.log.info("%s: %s", ", ".join(group["of"]), ", ".join(
-            f"{k} {group[k]['mean']:.3f} ± {group[k]['std']:.3f}" for k in ("accuracy", "macro_f1", "ece_after")))
+    from astrotool.console import print_table
+
+    def table(title, records):   # one titled table per kind (a `# title` line before each when piped)
+        if records:
+            columns = list(dict.fromkeys(k for r in records for k in r))
+            print_table(title, columns, [[r.get(c) for c in columns] for r in records])
+
+    table(f"classifiers on {ds.name} {split}", rows)
+    table(f"seed groups on {ds.name} {split}: mean ± std (ddof = 1)",
+          [{"models": ", ".join(g["of"]), **{k: f"{g[k]['mean']:.4f} ± {g[k]['std']:.4f}" for k in
+                                             ("accuracy", "macro_f1", "ece_before", "ece_after")}} for g in summaries])
+    table(f"autoencoders on {ds.name} {split}", ae_rows)
+    for m, t in tables.items():
+        table(f"temporal model {m} on {ds.name} {split}: objects with at least k alerts", t)
+    if not (rows or ae_rows or any(tables.values())):
+        ctx.log.warning("nothing scored: the %s split of %s holds no object the models could be scored on",
+                        split, ds.name)
 
 
 @app.command()
