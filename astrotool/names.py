@@ -87,7 +87,9 @@ def name_problem(text: str) -> str | None:
     if len(text) > MAX_LENGTH:
         return f"is {len(text)} characters long (at most {MAX_LENGTH})"
     if not _NAME.fullmatch(text):
-        bad = next(c for c in text if not (c.isascii() and (c.isalnum() or c in "_.-")))
+        bad = next((c for c in text if not (c.isascii() and (c.isalnum() or c in "_.-"))), None)
+        if bad is None:   # every character is allowed; the first is not a letter or digit (e.g. '_')
+            return f"starts with {text[0]!r}: must start with a letter or digit; allowed: {ALLOWED}"
         return f"contains {bad!r}; allowed: {ALLOWED}"
     return None
 

@@ -110,3 +110,11 @@ def test_a_name_made_from_any_text_is_valid(text, name):
 def test_a_negative_seed_is_a_configuration_error(astro, tmp_path, key):
     r = astro("-w", tmp_path, "--set", f"{key}=-1", "config", "show")
     assert r.returncode == 2 and f"{key}: Input should be greater than or equal to 0 (got -1)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name", ["_hsm", "_m_metrics", "_"])
+def test_a_name_starting_with_an_underscore_says_so(name):
+    # every character is allowed, only the first is not: no bare StopIteration, one clear usage error
+    with pytest.raises(AstroError) as exc:
+        check_name(name, "--name")
+    assert exc.value.exit_code == 2 and "must start with a letter or digit" in str(exc.value)

@@ -43,8 +43,10 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
     Returns
     -------
     dict
-        ``model, dataset, n, n_fields, m1, m1_err, m2, m2_err, c1, c1_err, c2,
-        c2_err, previous`` (the calibration it replaces, or None).
+        ``model, dataset`` (its manifest's name), ``dataset_folder`` (the folder calibrated on),
+        ``dataset_path, n`` (stamps fitted), ``n_flagged`` (blank stamps, not predicted nor fitted),
+        ``n_fields, m1, m1_err, m2, m2_err, c1, c1_err, c2, c2_err, previous`` (the calibration it
+        replaces, or None).
 
     Raises
     ------
@@ -74,8 +76,14 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
     raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False)
     truth = ds.truth
     fits = [fit_bias(np.asarray(truth[f"g{i}"]), raw[:, i - 1].astype(float), field) for i in (1, 2)]
-    result = {"model": model_dir.name, "dataset": ds.name, "dataset_path": str(ds.root), "n": int(len(x)),
+    used = np.isfinite(raw).all(axis=1)   # a blank stamp is not run (NaN) and not fitted
+    result = {"model": model_dir.name, "dataset": ds.name, "dataset_folder": ds.stem,
+              "dataset_path": str(ds.root.resolve()), "n": int(used.sum()), "n_flagged": int((~used).sum()),
               "n_fields": int(n_fields), "symmetrize": cfg.symmetrize}
+    if not used.any():
+        raise InputError(ds.root, f"none of the {len(x)} stamps could be predicted (blank stamps): nothing to fit")
+    if log and not used.all():
+        log.warning("%d of %d stamps not predicted (blank): left out of the fit", int((~used).sum()), len(x))
     for i, f in zip((1, 2), fits):
         result.update({f"m{i}": f["m"], f"m{i}_err": f["m_err"], f"c{i}": f["c"], f"c{i}_err": f["c_err"]})
     worst = max(abs(result["m1"]), abs(result["m2"]))
@@ -95,5 +103,5 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
         log.warning("%s predates this calibration; run `astro lens export` again", stale)
     if log:
         log.info("calibration of %s on %s (%d fields): m1 %+.2e m2 %+.2e c1 %+.1e c2 %+.1e", model_dir.name,
-                 ds.name, n_fields, result["m1"], result["m2"], result["c1"], result["c2"])
+                 ds.stem, n_fields, result["m1"], result["m2"], result["c1"], result["c2"])
     return {**result, "previous": previous}

@@ -68,6 +68,25 @@ def _open_dataset(ctx, given: str | None, default: str):
             raise
         raise InputError(exc.path, f"no --dataset given, and the default {default!r} (lens.generate's dataset) "
                                    f"does not serve: {exc.problem}") from None
+
+
+def _dataset_root(text: str, shear_stage: Path) -> Path | None:
+    """The resolved folder of the dataset ``text`` names, found as :func:`astrotool.ml.data.resolve_dataset`
+    finds it (a folder holding a manifest, else a name under ``lens/shear``); None when it names none."""
+    from astrotool.ml.data import MANIFEST_SUFFIX
+
+    for p in (Path(text).expanduser(), shear_stage / text):
+        if p.is_dir() and any(p.glob(f"*{MANIFEST_SUFFIX}")):
+            return p.resolve()
+    return None
+
+
+def _same_dataset(a: str, b: str, shear_stage: Path) -> bool:
+    """Whether ``a`` and ``b`` name one dataset (a name and a relative or absolute path of its folder)."""
+    root = _dataset_root(a, shear_stage)
+    return root is not None and root == _dataset_root(b, shear_stage)
+
+
 CLASSICAL_NEEDS_PSF = "each classical estimator"   # who needs a PSF stamp per galaxy (read_inputs' message)
 
 
@@ -163,7 +182,8 @@ def measure(
     shear_stage = ctx.workspace.stage("lens", "shear")
     if inputs is not None and dataset is not None and inputs != dataset and not (
             Path(inputs).expanduser().resolve() == Path(dataset).expanduser().resolve()
-            or (shear_stage / inputs).resolve() == (shear_stage / dataset).resolve()):
+            or (shear_stage / inputs).resolve() == (shear_stage / dataset).resolve()
+            or _same_dataset(inputs, dataset, shear_stage)):
         from astrotool.errors import InputError
 
         raise InputError("--dataset", f"{dataset!r} given with the input {inputs!r}: name one of them")
@@ -293,10 +313,12 @@ def evaluate(
 ):
     """RMSE, MAE, m and c (with errors) and GREAT3 Q for the CNN and the HSM estimators side by side.
 
-    Writes lens/reports/<dataset>_<model>_metrics.json (--raw: <dataset>_<model>_raw_metrics.json) and
-    PNG plots of the same stem (estimate vs truth, bias vs S/N and size; --no-plots removes earlier
-    ones), and the CNN's estimates of the evaluated stamps in
-    lens/predictions/<dataset>_<model>_<test|all>.parquet (--raw: ..._<test|all>_raw.parquet).
+    Writes lens/reports/<dataset>_<model>_metrics.json and PNG plots of the same stem (estimate vs
+    truth, bias vs S/N and size; --no-plots removes earlier ones), and the CNN's estimates of the
+    evaluated stamps in lens/predictions/<dataset>_<model>_<test|all>.parquet; as predict's,
+    --no-symmetrize adds _nosym and --raw _raw to both (<dataset>_<model>_nosym_raw_metrics.json).
+    Without --dataset it scores the dataset folder the model was trained on. Exit code 2 when no
+    stamp could be predicted (every one NaN or blank).
     Prints one row of metrics per estimator (tab-separated when piped); --json prints the full metrics.
     """
     from astrotool.console import json_results
@@ -314,7 +336,9 @@ def evaluate(
     e = cfg.evaluate
     mdir = _model_dir(ctx, e.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     meta = read_meta(mdir, ARCHITECTURE)  # evaluate loads the weights
-    ds_name = e.dataset or mc.trained_dataset(ctx.workspace.stage("lens", "shear"), mdir, meta["training"])
+    tr = meta["training"]   # the folder trained on (a copy's own), not its manifest's name
+    ds_name = e.dataset or mc.trained_dataset(ctx.workspace.stage("lens", "shear"), mdir,
+                                              {**tr, "dataset": tr.get("dataset_folder") or tr.get("dataset")})
     with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET) as ds:
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
                           ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log,
@@ -327,8 +351,8 @@ def evaluate(
     else:
         ctx.log.info("%s (%s, %d stamps, bias fit %s), model %s; report: %s", report["dataset"], report["subset"],
                      report["n"], report["bias_fit"], report["model"], report["report"])
-        if report.get("field_means") and len(next(iter(report["field_means"].values()))) < 3:   # no m, c
-            for est_name, rows in report["field_means"].items():
+        for est_name, rows in (report.get("field_means") or {}).items():
+            if report["estimators"][est_name]["n_fields"] < 3:   # no m, c: each field's mean is the result
                 for r in rows:
                     ctx.log.info("%s, field g1 %+.4f g2 %+.4f (%d stamps): g1 %+.5f ± %.5f, g2 %+.5f ± %.5f",
                                  est_name, r["true_g1"], r["true_g2"], r["n"], r["g1"], r["g1_err"], r["g2"],
@@ -517,7 +541,9 @@ def predict(
 
     --no-symmetrize adds _nosym and --raw _raw to the name, so a run in another mode keeps the
     default run's table. Stamps with NaN/inf pixels or blank ones get NaN shear, flag 1 and the
-    reason in column error; a calibration is applied only in the symmetrize mode it was fitted in.
+    reason in column error (counted in n_flagged); when no stamp could be predicted the table is
+    still written and the exit code is 2. A calibration is applied only in the symmetrize mode it
+    was fitted in.
 
     With --response metacal the model measures metacalibration's ellipticities (as `validate
     --response metacal` does): g = <R>^-1 e with the response averaged over the whole input, to
@@ -530,7 +556,7 @@ def predict(
     from astrotool.io.tables import write_parquet
     from astrotool_lens.evaluate import rmse
     from astrotool_lens.model import calibration_in_use, check_onnx, load_estimator
-    from astrotool_lens.predict import PREDICTION_COLUMNS, predict_table, read_inputs
+    from astrotool_lens.predict import PREDICTION_COLUMNS, flagged_message, predict_table, read_inputs
 
     ctx = current()
     cfg = ctx.section("lens", {"predict.model": model, "predict.name": name or old_output,
@@ -561,9 +587,8 @@ def predict(
                                    rt.accelerator)
         suffix = ""
         bad = np.flatnonzero(cols["flag"])
-        if len(bad):
-            ctx.log.warning("%d of %d stamps not predicted (NaN, flag 1): %s (first: #%d); see column error",
-                            len(bad), len(cols["flag"]), ", ".join(sorted(set(cols["error"][bad]))), int(bad[0]))
+        if 0 < len(bad) < len(cols["flag"]):
+            ctx.log.warning("%s", flagged_message(cols["error"]))
     # a mode of its own names a table of its own (as evaluate's --raw): runs in other modes never replace it
     mode = ("" if pc.symmetrize else "_nosym") + ("" if pc.calibrated or metacal else "_raw")
     out = ctx.workspace.stage("lens", "predictions") / f"{pc.name or inp.stem}_{mdir.name}{mode}{suffix}.parquet"
@@ -573,9 +598,17 @@ def predict(
                   descriptions=descriptions)
     mc.record(ctx, inputs=[inputs, runner if pc.engine == "onnxruntime" else mdir], outputs=[out])
     summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
+    if not metacal:
+        summary["n_flagged"] = int(np.count_nonzero(cols["flag"]))
     if "true_g1" in cols:
         summary["rmse_g1"] = rmse(cols["g1"], cols["true_g1"])
         summary["rmse_g2"] = rmse(cols["g2"], cols["true_g2"])
+    if not metacal and len(cols["flag"]) and summary["n_flagged"] == len(cols["flag"]):   # nothing predicted
+        from astrotool.errors import AstroError
+
+        ctx.emit(summary)
+        raise AstroError(f"{inputs}: no stamp could be predicted ({flagged_message(cols['error'], counts_only=True)}"
+                         f"; written with NaN and flag 1 to {out})", exit_code=2)
     summary.update(mc.report_throughput(ctx, pred, "stamps"))
     ctx.emit(summary)
 

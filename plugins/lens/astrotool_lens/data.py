@@ -59,8 +59,9 @@ class ShearDataset(ArrayDataset):
     def stem(self) -> str:
         """The dataset's folder name: the stem of every output made from it (``<stem>_hsm.parquet``,
         ``<stem>_<model>_metrics.json``); a copied dataset folder names its own outputs, although its
-        manifest keeps the name it was generated with (:attr:`name`)."""
-        return self.root.name
+        manifest keeps the name it was generated with (:attr:`name`). The resolved folder's name, so
+        that ``--dataset .`` (or ``lens/shear/g/``) is named ``g``, never ``""``."""
+        return self.root.resolve().name
 
     def __repr__(self) -> str:
         return f"ShearDataset({str(self.root)!r}, n={self.n}, stamp={self.stamp_size})"

@@ -465,19 +465,34 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     from astrotool_lens.model import check_stamps, stamp_problems
 
     x = check_stamps(x, meta, ds.root, per_stamp=True)   # a bad stamp: NaN, flagged, counted in n_failed
-    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False).astype(float)
-    error = stamp_problems(x)
+    error = stamp_problems(x)    # once: predict_array skips these stamps
+    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False, problems=error).astype(float)
     calibration = calibration_in_use(model, meta, cfg.calibrated, cfg.symmetrize, explicit=explicit_calibrated,
                                      model_name=model_dir.name)
     pred = apply_calibration(model, raw) if calibration else raw
     mname = model_dir.name
-    # not predict's <dataset>_<model>; --raw apart, so the calibrated run's report still points at its own
-    pred_path = Path(predictions_dir) / f"{ds.stem}_{mname}_{subset}{'' if cfg.calibrated else '_raw'}.parquet"
+    # predict's suffixes: --no-symmetrize adds _nosym, --raw _raw, so that a run in another mode replaces
+    # neither the default run's report nor its table (not predict's <dataset>_<model>: the subset is named)
+    mode = ("" if cfg.symmetrize else "_nosym") + ("" if cfg.calibrated else "_raw")
+    pred_path = Path(predictions_dir) / f"{ds.stem}_{mname}_{subset}{mode}.parquet"
     write_parquet(pa.table({"index": idx, "g1": pred[:, 0], "g2": pred[:, 1], "raw_g1": raw[:, 0],
                             "raw_g2": raw[:, 1], "true_g1": g1, "true_g2": g2,
                             "flag": (error != "").astype(np.int8), "error": error}), pred_path,
                   metadata={"dataset": ds.stem, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize,
                             "calibration": calibration}, descriptions=PREDICTION_COLUMNS)
+    n_flagged = int(np.count_nonzero(error != ""))
+    if n_flagged == len(error) and len(error):   # nothing to score: the input is bad
+        from astrotool.errors import AstroError
+        from astrotool_lens.predict import flagged_message
+
+        raise AstroError(f"{ds.root}: no stamp of the {len(error)} evaluated could be predicted "
+                         f"({flagged_message(error, counts_only=True)}; written with NaN and flag 1 to {pred_path})",
+                         exit_code=2)
+    if n_flagged and log:
+        from astrotool_lens.predict import flagged_message
+
+        log.warning("%s: %s", ds.stem, flagged_message(error).replace("see column error",
+                                                                      f"see column error of {pred_path.name}"))
 
     estimates = {"CNN": (pred[:, 0], pred[:, 1])}
     if calibration:
@@ -498,7 +513,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     results = {name: estimator_metrics(g1, g2, e1, e2, field, cfg.q_sigma2_min) for name, (e1, e2) in estimates.items()}
     plots = []
-    stem = f"{ds.stem}_{mname}" + ("" if cfg.calibrated else "_raw")    # --raw: a report of its own
+    stem = f"{ds.stem}_{mname}{mode}"    # --no-symmetrize, --raw: a report of its own
     if not cfg.plots:   # an earlier run's figures would sit beside a report they do not show
         for name in ("pred-vs-true", "bias-vs-snr", "bias-vs-hlr"):
             (Path(reports_dir) / f"{stem}_{name}.png").unlink(missing_ok=True)
@@ -524,9 +539,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     field_means = None
     if n_shears <= MAX_FIELD_MEANS:   # few fields: each one's mean is what a constant-shear test reads
         field_means = {name: shear_field_means(g1, g2, e1, e2) for name, (e1, e2) in estimates.items()}
-    if n_shears < 3:
-        notes.insert(0, f"{n_shears} constant-shear field(s); m and c need at least 3 (ring pairs or fields of "
-                        "one shear each): see each field's mean shear ± standard error (field_means)")
+    notes[:0] = few_fields_notes(results, field is not None)
     report = {
         "dataset": ds.stem, "model": mname, "subset": subset, "n": int(len(idx)),
         "target": meta["training"].get("target"), "symmetrize": cfg.symmetrize,
@@ -538,6 +551,22 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     write_json_atomic(report_path, report)
     report["report"] = str(report_path)
     return report
+
+
+def few_fields_notes(results: dict, fields: bool = True) -> list[str]:
+    """A note per number of fields below 3 that estimators fitted m and c on (``n_fields``: the fields, or the
+    stamps of a per-stamp fit, that still have an estimate), naming the estimators when not all share it."""
+    groups: dict[int, list[str]] = {}
+    for name, r in results.items():
+        if r["n_fields"] < 3:
+            groups.setdefault(int(r["n_fields"]), []).append(name)
+    unit = "constant-shear field(s)" if fields else "stamp(s) with a shear of its own"
+    notes = []
+    for n, names in sorted(groups.items()):
+        who = "" if len(names) == len(results) else f" ({', '.join(names)})"
+        notes.append(f"{n} {unit}{who}; m and c need at least 3 with estimates (ring pairs or fields of one "
+                     "shear each): see each field's mean shear ± standard error (field_means)")
+    return notes
 
 
 SUMMARY_KEYS = ("rmse_g1", "rmse_g2", "m1", "m1_err", "m2", "m2_err", "c1", "c1_err", "c2", "c2_err", "q", "n_failed")

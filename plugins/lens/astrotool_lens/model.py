@@ -419,7 +419,7 @@ def calibrate_estimates(g: np.ndarray, m, c) -> np.ndarray:
 
 
 def predict_stamps(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool = True,
-                   calibrated: bool = True, device=None, precision: str = "32"):
+                   calibrated: bool = True, device=None, precision: str = "32", problems=None):
     """Run the estimator on raw stamps through :func:`astrotool.ml.predict.predict`.
 
     Parameters
@@ -440,21 +440,31 @@ def predict_stamps(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool 
         Default: the model's device (torch), the CPU (ONNX Runtime).
     precision : {"32", "bf16-mixed", "16-mixed"}
         Autocast (torch only).
+    problems : numpy.ndarray, optional
+        :func:`stamp_problems` of ``x``, when the caller has them already (default: computed here).
 
     Returns
     -------
     astrotool.ml.predict.Predictions
-        ``outputs`` (n, 2) shear estimates (g1, g2), and the throughput. A stamp with NaN/inf
-        pixels or a blank one (:func:`stamp_problems`) is not run: its row is NaN.
+        ``outputs`` (n, 2) shear estimates (g1, g2), and the throughput (``n``: the stamps run). A
+        stamp with NaN/inf pixels or a blank one (:func:`stamp_problems`) is not run: its row is NaN.
     """
     import dataclasses
 
-    from astrotool.ml.predict import predict
+    from astrotool.ml.predict import Predictions, predict
 
     x = np.asarray(x)
-    good = stamp_problems(x) == ""
-    part = x if good.all() else np.ascontiguousarray(x[good])
-    if not hasattr(model, "net"):  # an ONNX export
+    good = (stamp_problems(x) if problems is None else np.asarray(problems)) == ""
+    if good.all():
+        part = x
+    else:   # batches of the good stamps only: no copy of the whole array
+        keep = np.flatnonzero(good)
+        part = (np.ascontiguousarray(x[keep[i:i + batch_size]]) for i in range(0, len(keep), batch_size))
+    onnx = not hasattr(model, "net")
+    if not good.any():   # nothing to run
+        run = Predictions(np.zeros((0, 2), np.float32), 0, 0.0, "onnxruntime" if onnx else "torch",
+                          "cpu" if device is None else str(device), precision, batch_size)
+    elif onnx:  # an ONNX export
         run = predict(model, part, batch_size=batch_size, device=None if device is None else str(device),
                       precision=precision)
     else:
@@ -467,13 +477,13 @@ def predict_stamps(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool 
     outputs = np.full((len(x), 2), np.nan, dtype=np.float32)
     if good.any():
         outputs[good] = np.asarray(run.outputs).reshape(-1, 2)
-    return dataclasses.replace(run, outputs=outputs)
+    return dataclasses.replace(run, outputs=outputs, batch_size=batch_size)
 
 
 def predict_array(model, x: np.ndarray, batch_size: int = 32, symmetrize: bool = True,
-                  calibrated: bool = True, device=None) -> np.ndarray:
+                  calibrated: bool = True, device=None, problems=None) -> np.ndarray:
     """(n, 2) shear estimates (g1, g2) of raw stamps; see :func:`predict_stamps`."""
-    return predict_stamps(model, x, batch_size, symmetrize, calibrated, device).outputs
+    return predict_stamps(model, x, batch_size, symmetrize, calibrated, device, problems=problems).outputs
 
 
 def check_onnx(path, meta: dict, symmetrize: bool, calibrated: bool) -> dict:

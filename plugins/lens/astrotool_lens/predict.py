@@ -267,6 +267,23 @@ def _read_data_json(path: Path, need_psf: bool, who: str = "the model") -> Input
                   _stem(path.parent.name or path.stem), truth, origin=path)
 
 
+def flagged_message(error, counts_only: bool = False) -> str:
+    """What :func:`predict_table`'s ``error`` column says of the stamps not predicted.
+
+    ``"2 of 4 stamps not predicted (NaN, flag 1): 1 NaN or infinite pixels, 1 blank stamp (first: #1); see
+    column error"``; ``counts_only``: ``"1 NaN or infinite pixels, 1 blank stamp"``.
+    """
+    from collections import Counter
+
+    error = np.asarray(error, dtype=str)
+    bad = np.flatnonzero(error != "")
+    counts = ", ".join(f"{k} {reason}" for reason, k in sorted(Counter(error[bad].tolist()).items()))
+    if counts_only:
+        return counts
+    first = f" (first: #{int(bad[0])})" if len(bad) else ""
+    return f"{len(bad)} of {len(error)} stamps not predicted (NaN, flag 1): {counts}{first}; see column error"
+
+
 def predict_table(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetrize: bool = True,
                   calibrated: bool = True, device=None):
     """Predict (g1, g2) for loaded inputs.
@@ -296,9 +313,9 @@ def predict_table(model, meta: dict, inp: Inputs, batch_size: int = 32, symmetri
     x = inp.gal[:, None] if inp.psf is None or meta["architecture"]["kwargs"]["in_channels"] == 1 \
         else np.stack([inp.gal, inp.psf], axis=1)
     x = check_stamps(x, meta, inp.origin or inp.stem, per_stamp=True)
-    run = predict_stamps(model, x, batch_size, symmetrize, calibrated, device)
+    error = stamp_problems(x)    # once: predict_stamps skips these stamps, the table names why
+    run = predict_stamps(model, x, batch_size, symmetrize, calibrated, device, problems=error)
     pred = run.outputs
-    error = stamp_problems(x)
     cols = {"source": np.array(inp.source, dtype=str), "index": np.arange(len(pred)),
             "g1": pred[:, 0].astype(float), "g2": pred[:, 1].astype(float),
             "flag": (error != "").astype(np.int8), "error": error}

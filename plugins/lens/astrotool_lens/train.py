@@ -198,7 +198,10 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
                           "target_scale": target_scale.tolist(), **noise,
                           "note": "input_scale/target_scale are also buffers in the weights"},
         "training": {
-            "dataset": ds.name, "dataset_path": str(ds.root), "target": cfg.target, "target_columns": list(tcols),
+            # dataset: the manifest's name; dataset_folder: the folder trained on (a copy's own), the default
+            # dataset of `lens evaluate`
+            "dataset": ds.name, "dataset_folder": ds.stem, "dataset_path": str(ds.root.resolve()),
+            "target": cfg.target, "target_columns": list(tcols),
             "outputs": ["g1", "g2"], "use_psf": cfg.use_psf, "stamp_size": ds.stamp_size,
             "pixel_scale": ds.pixel_scale, "seed": int(seed), "split": list(cfg.split),
             "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
@@ -215,7 +218,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
         log.warning("%s: calibration discarded (fitted on %s for the old weights); run `astro lens calibrate` "
                     "again", model_dir.name, old_calibration.get("dataset"))
     return {
-        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.stem,
         "best_epoch": result.best_epoch_number,
         "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
         "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"),
