@@ -404,10 +404,11 @@ def main(argv: list[str] | None = None) -> int:
         opts, rest = split_global_options(argv)
         _check_shard(opts, rest)
     except UsageProblem as exc:
-        if _json_log_format(argv):
+        fmt = _early_log_format(argv)
+        if fmt in ("json", "plain"):  # stderr holds log lines only, this error too
             from astrotool import console
 
-            console.setup("json")
+            console.setup(fmt)
             console.report_error(str(exc), exit_code=2)
         else:
             sys.stderr.write(f"Usage: astro [OPTIONS] COMMAND [ARGS]...\nError: {exc}\n")
@@ -596,6 +597,23 @@ def _json_log_format(argv: list[str]) -> bool:
     return os.environ.get("ASTRO_CORE__LOG_FORMAT") == "json"
 
 
+def _early_log_format(argv: list[str]) -> str:
+    """The format of stderr's lines for an error met before the global options could be read: ``json`` or
+    ``plain`` as ``--log-format`` (or ``$ASTRO_CORE__LOG_FORMAT``) asks, ``auto`` resolved as
+    :func:`astrotool.console.setup` does (``plain`` when stderr is not a terminal), else ``rich``."""
+    from astrotool import console
+
+    fmt = "json" if _json_log_format(argv) else os.environ.get("ASTRO_CORE__LOG_FORMAT", "auto")
+    for i, word in enumerate(argv):
+        if word == "--log-format" and i + 1 < len(argv):
+            fmt = argv[i + 1]
+        elif word.startswith("--log-format="):
+            fmt = word.split("=", 1)[1]
+    if fmt not in ("json", "plain", "rich"):
+        fmt = "rich" if console.stderr_is_terminal() else "plain"
+    return fmt
+
+
 def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     """Click usage errors -> 2; anything else -> 1 with a one-line message."""
     from typer.exceptions import Abort, Exit, TyperException
@@ -608,8 +626,11 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     if isinstance(exc, TyperException) and hasattr(exc, "show"):
         from astrotool import console
 
-        if console.log_format() == "json" and hasattr(exc, "format_message"):
-            console.report_error(exc.format_message(), exit_code=exc.exit_code)  # stderr holds JSON lines only
+        fmt = console.log_format()
+        if hasattr(exc, "format_message") and (fmt == "json" or fmt == "plain" and type(exc).__name__ !=
+                                               "NoArgsIsHelpError"):  # a bare `astro` shows its help as text
+            # stderr holds log lines only (JSON lines with json): a usage error is one ERROR line too
+            console.report_error(exc.format_message(), exit_code=exc.exit_code)
         else:
             exc.show()
         return exc.exit_code, "error"

@@ -192,6 +192,7 @@ class Context:
         self._workspace = None
         self._record = None
         self._said_scheduler = False
+        self.jobs_started: int | None = None  # the most workers a map started (None: no map started any)
         self.shard_used = False  # whether the command split its items by --shard (map, shard_of)
         self.log = logging.getLogger("astro")
 
@@ -304,10 +305,8 @@ class Context:
             from astrotool.names import printable
 
             record.extra["failures"] = [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]
-        with contextlib.suppress(Exception):  # the workers `-j 0` (or the default) came to; not for a remote cluster
-            run = self.executor_options
-            if not (run.kind == "dask" and run.scheduler):
-                record.extra["jobs_resolved"] = 1 if run.kind == "serial" else run.workers
+        if self.jobs_started is not None:  # the workers the maps started; none: no map ran (or a remote cluster)
+            record.extra["jobs_resolved"] = self.jobs_started
         with contextlib.suppress(Exception):  # the shard as resolved (--shard auto: this array task's)
             if (shard := self.executor_options.shard) is not None:
                 record.extra["shard"] = "{}/{}".format(*shard)
@@ -405,11 +404,17 @@ class Context:
         keys = [str(k) for k in (keys if keys is not None else items)]
         n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
         def done(key: str, result: Any) -> None:   # an item's files, recorded as it finishes
-            for path in outputs(result) or ():
-                self.record.add_output(path)
+            try:
+                for path in outputs(result) or ():
+                    self.record.add_output(path)
+            except Exception as exc:  # noqa: BLE001 - a recording problem is not the item's failure
+                self.log.warning("%s: %s: its outputs could not be recorded in run.json: %s: %s", desc,
+                                 printable(key), type(exc).__name__, printable(str(exc)))
+        def started(workers: int) -> None:   # the number of workers this map started (the most of all maps)
+            self.jobs_started = max(self.jobs_started or 0, workers)
         with connected(options, n, self._scheduler_name()) as client, console.progress(n, desc) as advance:
             results, failures = run_items(fn, items, keys, options, self.seed, advance, client,
-                                          done if outputs is not None else None)
+                                          done if outputs is not None else None, started)
             advance.set_failed(len(failures))
         for f in failures:
             self.log.error("%s: %s failed: %s", desc, printable(f.key), printable(f.error))

@@ -429,7 +429,8 @@ def _call_in_worker(fn: Callable, item: Any, seed: int, key: str):
 def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequence[str] | None = None,
               options: ExecutorOptions = ExecutorOptions(), base_seed: int = 0,
               advance: Callable[[int], None] | None = None,
-              client=None, done: Callable[[str, Any], None] | None = None
+              client=None, done: Callable[[str, Any], None] | None = None,
+              started: Callable[[int], None] | None = None
               ) -> tuple[list[tuple[str, Any]], list[Failure]]:
     """Run ``fn(item, seed)`` for every item of this shard.
 
@@ -451,6 +452,10 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         The Dask client of ``--scheduler``, already connected (:func:`connected`); default: one made here.
     done : callable, optional
         Called in this process with ``(key, result)`` as each item succeeds (before ``advance``).
+    started : callable, optional
+        Called with the number of workers about to run the items (1 for serial; ``min(workers, items)``
+        for a process pool or a local Dask cluster); not called without items or for a ``--scheduler``
+        cluster (its workers are not started here).
 
     Returns
     -------
@@ -467,6 +472,8 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
     advance = _reporting(advance or (lambda n=1: None), done)
     outcomes: dict[int, tuple[str, Any]] = {}
     _check_stop()
+    if started is not None and tasks and not (options.kind == "dask" and (options.scheduler or client)):
+        started(1 if options.kind == "serial" else min(options.workers, len(tasks)))
 
     if options.kind == "serial" or not tasks:
         full = None  # the failure that found the disk full: the items after it are not started
@@ -507,6 +514,8 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
     pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                initargs=(max(1, usable_cores() // n), os.getpid()))
     _POOLS.append(pool)
+    futures: dict = {}
+    reported: set = set()  # the items whose outcome went through advance
     try:
         futures = {pool.submit(_call_in_worker, fn, item, seed, key): (i, key) for i, item, seed, key in tasks}
         full = None
@@ -519,8 +528,13 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
                 for other in futures:  # the queued items; the running ones finish (or fail) on their own
                     other.cancel()
             advance(1, key, outcomes[i])
+            reported.add(i)
     except BaseException:
+        # a stop: the items that finished (their files are kept) are reported first, so that
+        # `done` records them; then again once the workers have ended (one may finish meanwhile)
+        _report_finished(futures, reported, advance, lambda f: f.result(timeout=0))
         _stop_pool(pool)
+        _report_finished(futures, reported, advance, lambda f: f.result(timeout=0))
         raise
     finally:
         _POOLS.remove(pool)
@@ -536,6 +550,25 @@ def _outcome(fut, key: str, full: Failure | None) -> tuple[str, Any]:
         return fut.result()
     except Exception as exc:  # a worker died (e.g. killed for memory)
         return "error", Failure(key, f"worker failed: {_format_error(exc)}")
+
+
+def _report_finished(futures: dict, reported: set, advance: Callable, result: Callable) -> None:
+    """On a stop: pass the futures that finished with success and were not reported yet through ``advance``
+    (its ``done`` records their outputs). ``result(future)`` fetches a finished future's outcome. Nothing
+    here raises but a second stop, which :func:`request_stop` does not raise."""
+    for fut, (i, key) in list(futures.items()):
+        if i in reported:
+            continue
+        try:
+            if not fut.done() or fut.cancelled():
+                continue
+            outcome = result(fut)
+        except Exception:  # noqa: BLE001 - failed, cancelled, lost with its worker: nothing was kept
+            continue
+        if isinstance(outcome, tuple) and outcome and outcome[0] == "ok":
+            reported.add(i)
+            with contextlib.suppress(Exception):
+                advance(1, key, outcome)
 
 
 def _stop_pool(pool) -> None:
@@ -699,6 +732,8 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
             _close_starting_clusters((set(SpecCluster._instances) | {cluster}) - before - {None})
             raise
     outcomes = {}
+    futures: dict = {}
+    reported: set = set()  # the items whose outcome went through advance
     try:
         futures = {client.submit(_call, fn, item, seed, key, key=f"astro-{key}-{seed}", pure=False): (i, key)
                    for i, item, seed, key in tasks}
@@ -711,6 +746,12 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
                 full = outcomes[i][1]
                 client.cancel([f for f in futures if not f.done()])
             advance(1, key, outcomes[i])
+            reported.add(i)
+    except BaseException:
+        # a stop: the items that finished (their files are kept) are reported before the cluster closes
+        _report_finished(futures, reported, advance,
+                         lambda f: f.result(timeout=STOP_GRACE_S) if f.status == "finished" else None)
+        raise
     finally:
         if own:
             client.close()

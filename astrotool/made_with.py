@@ -56,7 +56,8 @@ def flatten(settings: Mapping, prefix: str = "") -> dict:
     return out
 
 
-def record(settings: Mapping, *, seed: int | None = None, version: int = 1, ignore: Iterable[str] = ()) -> dict:
+def record(settings: Mapping, *, seed: int | None = None, version: int = 1, ignore: Iterable[str] = (),
+           made_by: str | None = None) -> dict:
     """The settings record of one output.
 
     Parameters
@@ -70,12 +71,15 @@ def record(settings: Mapping, *, seed: int | None = None, version: int = 1, igno
         The stage's algorithm version; bump it when the same settings give other outputs.
     ignore : iterable of str
         Dotted keys that do not change the output (threads, timeouts, how many items).
+    made_by : str, optional
+        What makes the output, for the message of a ``version`` change (``"astrotool-dre fit stage"``);
+        kept beside the settings, not in them or the hash.
 
     Returns
     -------
     dict
-        ``{"settings": {dotted key: value}, "hash": str}``; ``seed`` and ``version``
-        are among the settings.
+        ``{"settings": {dotted key: value}, "hash": str}`` (and ``made_by`` when given); ``seed`` and
+        ``version`` are among the settings.
     """
     skip = set(ignore)
     flat = {k: v for k, v in flatten(settings).items() if k not in skip}
@@ -83,7 +87,7 @@ def record(settings: Mapping, *, seed: int | None = None, version: int = 1, igno
         flat["seed"] = int(seed)
     flat["version"] = int(version)
     flat = dict(sorted(flat.items()))
-    return {"settings": flat, "hash": digest(flat)}
+    return {"settings": flat, "hash": digest(flat), **({"made_by": made_by} if made_by else {})}
 
 
 def digest(settings: Mapping) -> str:
@@ -210,6 +214,36 @@ class SettingsChanged(AstroError):
         super().__init__(f"{printable(str(path))}: exists but was made with other settings:\n{lines}\n{hint}")
 
 
+class VersionChanged(SettingsChanged):
+    """An output exists but was made by another version of the code that makes it (exit 2): the same
+    settings give other outputs now.
+
+    Parameters
+    ----------
+    path : path-like
+        The output.
+    old, new : int
+        The version that made it and the version now.
+    made_by : str
+        What makes it (``"astrotool-dre fit stage"``).
+    changed : list of str
+        The other recorded differences (``key: old -> new``), if any.
+    """
+
+    def __init__(self, path, old, new, made_by: str, changed: list[str] = ()):
+        from astrotool.names import printable
+
+        self.path = str(path)
+        self.changed = [f"version: {old} -> {new}", *changed]
+        newer = isinstance(old, int) and isinstance(new, int) and old > new
+        what = f"{'a newer' if newer else 'an older'} {made_by} (version {old}; this one is {new})"
+        others = "".join(f"\n  {c}" for c in changed)
+        if others:
+            others = "\nits record also differs in (settings the new version may record otherwise):" + others
+        AstroError.__init__(self, f"{printable(str(path))}: exists but was made by {what}, whose outputs this "
+                                  f"version does not reuse{others}\nuse --overwrite to make it again with this version")
+
+
 def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool = False,
          recompute: bool = False, warn: bool = True) -> bool:
     """Whether finished ``outputs`` can be kept for a rerun with the settings ``rec``.
@@ -250,6 +284,11 @@ def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool 
         return True
     if recompute:
         return False
+    before, now = old["settings"].get("version", _MISSING), rec["settings"].get("version", _MISSING)
+    if before != now:  # another version of the code: the keys it records may differ for that reason alone
+        others = [c for c in changes(old["settings"], rec["settings"]) if not c.startswith("version: ")]
+        raise VersionChanged(outputs[0], _show(before) if before is _MISSING else before, now,
+                             rec.get("made_by") or "astrotool", others)
     raise SettingsChanged(outputs[0], changes(old["settings"], rec["settings"]))
 
 
@@ -268,5 +307,11 @@ def check_all(checks: Iterable[tuple[Iterable, Mapping, bool]], *, overwrite: bo
         raise refused[0]
     body = "\n".join(str(e).rsplit("\n", 1)[0] for e in refused[:5])
     more = f"\n(and {len(refused) - 5} more)" if len(refused) > 5 else ""
-    raise AstroError(f"{len(refused)} outputs exist but were made with other settings:\n{body}{more}\n"
+    if all(isinstance(e, VersionChanged) for e in refused):
+        raise AstroError(f"{len(refused)} outputs exist but were made by another version:\n{body}{more}\n"
+                         "use --overwrite to make them again with this version")
+    raise AstroError(f"{len(refused)} outputs exist but were made with other settings or by another version:"
+                     f"\n{body}{more}\nuse --overwrite to make them again with the new settings"
+                     if any(isinstance(e, VersionChanged) for e in refused) else
+                     f"{len(refused)} outputs exist but were made with other settings:\n{body}{more}\n"
                      "use --overwrite to make them again with the new settings")

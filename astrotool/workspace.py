@@ -502,9 +502,9 @@ class RunRecord:
         else:
             paths = [str(path)]
         for text in paths:
-            if text not in self._recorded:
-                self._recorded.add(text)
+            if text not in self._recorded:  # listed before it is marked: an interrupt between them cannot drop it
                 self.outputs.append(text)
+                self._recorded.add(text)
 
     def add_program(self, label: str, names: tuple[str, ...] | list[str],
                     version_args: tuple[str, ...] = ("--version",)) -> None:

@@ -153,7 +153,7 @@ def test_results_are_tsv_when_piped_and_json_with_the_global_json(tmp_path):
     assert r.stdout.splitlines()[1] == "tile\tresult"
     r = _astro("-w", tmp_path, "dre", "simulate", "-n", 1, "--size", 256, "--n-galaxies", 1, "--n-stars", 1, "--json")
     assert r.returncode == 0, r.stderr
-    assert [row["tile"] for row in json.loads(r.stdout)] == ["sim_000"]
+    assert [row["tile"] for row in json.loads(r.stdout)["tiles"]] == ["sim_000"]  # dre: {"tiles": [...]}
     r = _astro("--json", "plugins")
     assert r.returncode == 0, r.stderr
     assert {p["name"] for p in json.loads(r.stdout)} >= {"core", "dre", "lens", "plato", "ztf"}

@@ -121,3 +121,22 @@ def test_file_checksum_follows_the_content_and_reads_a_kept_one_only_while_the_f
     assert file_checksum(a, cache) not in ("kept", first)
     shutil.copy2(a, tmp_path / "b.fits")                          # a copy: the same content, the same checksum
     assert file_checksum(tmp_path / "b.fits") == file_checksum(a)
+
+
+def test_a_version_only_change_says_an_older_version_made_it(tmp_path):
+    """A bumped stage version was refused as `version: 1 -> 2` among settings the user never changed."""
+    out = tmp_path / "a.h5"
+    out.write_text("x")
+    made_with.write(out, made_with.record({"x": 1}, version=1))
+    new = made_with.record({"x": 1}, version=2, made_by="astrotool-dre fit stage")
+    with pytest.raises(made_with.SettingsChanged) as err:
+        made_with.keep([out], new)
+    msg = str(err.value)
+    assert "made by an older astrotool-dre fit stage (version 1; this one is 2)" in msg, msg
+    assert msg.endswith("use --overwrite to make it again with this version") and "->" not in msg, msg
+    assert not made_with.keep([out], new, recompute=True)  # a stage that remakes its outputs does so
+    with pytest.raises(AstroError, match="2 outputs exist but were made by another version"):
+        other = tmp_path / "b.h5"
+        other.write_text("x")
+        made_with.write(other, made_with.record({"x": 1}, version=1))
+        made_with.check_all([([out], new, False), ([other], new, False)])

@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from astrotool import console
 from astrotool.context import Context
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _items import touch  # noqa: E402
+from _items import draw, touch  # noqa: E402
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -131,14 +132,24 @@ def test_a_scheduler_from_a_config_file_is_named_as_such(astro, toy, tmp_path):
     assert "core.scheduler" in r.stderr and "cluster.toml" in r.stderr and "--scheduler" not in r.stderr, r.stderr
 
 
-def test_run_record_has_the_resolved_number_of_jobs(tmp_path):
-    from astrotool.executors import usable_cores
-
-    ctx = Context.create(tmp_path, executor="process", jobs=0)
+def test_run_record_has_the_number_of_workers_started(tmp_path):
+    """jobs_resolved was the configured worker count: the pool starts min(workers, items), and a command
+    that ran no map (train) started none."""
+    ctx = Context.create(tmp_path / "a", executor="process", jobs=0)
     ctx.record
     ctx.finish("ok", 0)
-    rec = _record(tmp_path)
-    assert rec["config"]["core"]["jobs"] == 0 and rec["jobs_resolved"] == usable_cores()
+    assert "jobs_resolved" not in _record(tmp_path / "a")
+    ctx = Context.create(tmp_path / "b", executor="process", jobs=8)
+    ctx.record
+    ctx.map(draw, ["x"], "draw")
+    ctx.finish("ok", 0)
+    rec = _record(tmp_path / "b")
+    assert rec["config"]["core"]["jobs"] == 8 and rec["jobs_resolved"] == 1
+    ctx = Context.create(tmp_path / "c")
+    ctx.record
+    ctx.map(draw, ["x", "y"], "draw")
+    ctx.finish("ok", 0)
+    assert _record(tmp_path / "c")["jobs_resolved"] == 1
 
 
 def test_init_says_which_folder_wins(astro, toy, tmp_path):
@@ -192,3 +203,101 @@ def test_json_results_list_the_failed_items(astro, toy, tmp_path):
     assert out["done"] == 2 and [f["item"] for f in out["failures"]] == ["item1"] and out["failures"][0]["error"]
     ok = json.loads(astro("-w", tmp_path / "b", "--json", "toy", "run", "--count", "2", pythonpath=toy).stdout)
     assert "failures" not in ok
+
+
+@pytest.mark.parametrize("kind", ["process", "dask"])
+def test_a_stopped_parallel_run_records_every_file_it_keeps(tmp_path, kind):
+    """With -j 2 a stop shut the pool down without reporting the items already finished: their files were
+    kept but missing from run.json's outputs. Here the stop comes while the second item is finished but
+    not yet reported."""
+    from astrotool import executors
+
+    ctx = Context.create(tmp_path / "ws", executor=kind, jobs=2)
+    items = [(str(tmp_path), n) for n in ("a", "b")]
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+
+    def outputs(path):
+        if executors.stop_requested() is None:  # the first item to finish: wait for the other, then stop
+            deadline = time.time() + 10
+            while not all(f.exists() for f in files) and time.time() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.5)  # its result reaches this process
+            executors.request_stop(signal.SIGTERM)
+        return [path]
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ctx.map(touch, items, "touch", keys=[n for _, n in items], outputs=outputs)
+    finally:
+        executors.reset_stop()
+    ctx.finish("terminated", 143)
+    kept = sorted(str(p) for p in tmp_path.glob("*.txt"))
+    assert kept == [str(f) for f in files]
+    assert sorted(_record(tmp_path / "ws")["outputs"]) == kept
+
+
+def test_a_failing_outputs_function_is_a_warning_not_a_failed_run(tmp_path, capsys):
+    ctx = Context.create(tmp_path / "ws")
+    items = [(str(tmp_path), n) for n in ("a", "b")]
+
+    def outputs(path):
+        if path.endswith("a.txt"):
+            raise OSError("cannot list it")
+        return [path]
+
+    results = ctx.map(touch, items, "touch", keys=["a", "b"], outputs=outputs)
+    assert len(results) == 2 and not ctx.failures
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "could not be recorded" in err and "cannot list it" in err, err
+    assert ctx.record.outputs == [str(tmp_path / "b.txt")]
+
+
+def test_an_interrupt_inside_add_output_does_not_lose_the_path(tmp_path):
+    """add_output marked a path recorded before listing it: an interrupt between the two dropped it for good."""
+    from astrotool.workspace import RunRecord, Workspace
+
+    class Interrupting(set):
+        def add(self, item):
+            raise KeyboardInterrupt("terminated")
+
+    rec = RunRecord(Workspace(tmp_path), "x", [], {})
+    rec._recorded = Interrupting()
+    with pytest.raises(KeyboardInterrupt):
+        rec.add_output(tmp_path / "a.txt")
+    assert rec.outputs == [str(tmp_path / "a.txt")]
+
+
+@pytest.mark.parametrize("args", [["--shard", "9/4", "status"], ["status", "--nope"], ["nosuchcmd"]])
+def test_usage_errors_are_log_lines_under_plain(astro, tmp_path, args):
+    """Usage errors printed click's `Usage: …` / `Error: …` text under --log-format plain (and auto off a
+    terminal), among log lines; json was already JSON lines."""
+    r = astro("-w", tmp_path, "--log-format", "plain", *args)
+    assert r.returncode == 2 and re.fullmatch(STAMP + r" ERROR   \S.*\n", r.stderr), r.stderr
+    r = astro("-w", tmp_path, "--log-format", "json", *args)
+    assert r.returncode == 2 and [json.loads(x)["exit_code"] for x in r.stderr.splitlines()] == [2], r.stderr
+
+
+def test_usage_errors_keep_clicks_look_on_a_terminal(tmp_path):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASTRO_", "SLURM_"))}
+    env.update(ASTRO_CONFIG=os.devnull, TERM="xterm", NO_COLOR="1")
+    master, slave = os.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(tmp_path), "status", "--nope"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=slave, timeout=60)
+        os.close(slave)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(master)
+    text = err.decode(errors="replace")
+    assert r.returncode == 2 and "Usage:" in text and "No such option: --nope" in text and " ERROR " not in text, text

@@ -408,3 +408,17 @@ def test_recentre_shifts_data_rms_and_masks_together():
     assert not n[0, 1] and np.allclose(r, 2.0)
     same = recentre(obj, rms, mask, nbr, dx=5e-4, dy=0.0)  # below 1e-3 px: nothing moves
     assert all(a is b for a, b in zip(same, (obj, rms, mask, nbr)))
+
+
+def test_a_degenerate_local_sky_fit_reports_no_sky():
+    """A 1-pixel mask cannot separate the sky from the flux (det = 0): it reported SKY = 0 with SKY_ERR = NaN."""
+    from astrotool_dre.chi2 import chi2_batch
+
+    be = get_backend("numpy", "cpu")
+    m = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], np.float32)
+    d = np.array([[5.0, 7.0, 9.0], [5.0, 7.0, 9.0]], np.float32)
+    w = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]], np.float32)  # object 0: one pixel
+    chi2, flux, _, (sky, sky_err) = chi2_batch(m, m * m, d, w, be, local_sky=True)
+    assert np.all(np.isnan(sky[0])) and np.all(np.isnan(sky_err[0]))
+    assert np.all(np.isfinite(chi2[0])) and chi2[0] == pytest.approx([25.0, 25.0])  # b = 0 in the chi2
+    assert sky[1] == pytest.approx([3.0, 11.0]) and np.all(np.isfinite(sky_err[1]))

@@ -381,3 +381,21 @@ def test_mosaics_name_the_object_its_index_and_the_fit_statistic(ws, monkeypatch
     assert header["TILE"] == "sim_000" and header["NAME"] == path.name[len("sim_000_"):-len("_mosaic.fits")]
     assert header["INDEX"] == 4.0 and header["FITSTAT"] == "chi2"
     assert len(titles) == 1 and "chi2" in titles[0]
+
+
+def test_a_fit_of_an_older_stage_version_is_refused_naming_it(astro, ws):
+    """Fits made before the fit stage changed its record (the cube's grid, local_sky, SKY in the summary) were
+    refused with keys the user never changed; now they are refused as made by an older astrotool-dre."""
+    from astrotool import made_with
+    from astrotool_dre.pipeline import STAGE_VERSIONS
+
+    assert STAGE_VERSIONS["fit"] >= 2 and STAGE_VERSIONS["mosaics"] >= 2
+    side = ws / "dre/chi/.sim_000_chi.h5.made_with.json"
+    rec = json.loads(side.read_text())
+    rec["settings"]["version"] = 1
+    rec["hash"] = made_with.digest(rec["settings"])
+    side.write_text(json.dumps(rec))
+    r = astro("-w", ws, "dre", "fit")
+    assert r.returncode == 2, r.stderr
+    assert f"made by an older astrotool-dre fit stage (version 1; this one is {STAGE_VERSIONS['fit']})" in r.stderr
+    assert "--overwrite" in r.stderr and "version: 1 ->" not in r.stderr, r.stderr

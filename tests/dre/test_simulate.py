@@ -186,3 +186,40 @@ def test_index_choice_draws_only_the_given_values(tmp_path):
     out = simulate_tile(tmp_path / "n.fits", tmp_path / "n.parquet", cfg, seed=4)
     n = pq.read_table(out["truth"]).column("INDEX").to_numpy()
     assert set(n) == {1.0, 4.0}
+
+
+def test_json_result_lists_the_failed_tiles(tmp_path, astro):
+    """dre printed its per-tile result as a bare JSON list under --json: the failed tiles were not on stdout."""
+    import json
+
+    r = astro("-w", tmp_path / "ws", "--json", "dre", "simulate", "-n", 1, "--size", 256, "--n-galaxies", 30,
+              "--n-stars", 0)
+    assert r.returncode == 2, r.stderr
+    out = json.loads(r.stdout)
+    assert out["tiles"] == [] and [f["item"] for f in out["failures"]] == ["sim_000"], out
+    assert "could not place" in out["failures"][0]["error"]
+
+
+def test_an_edge_leaving_no_room_is_a_configuration_error(tmp_path, astro):
+    """It did not depend on the draw but failed every tile alone (three identical failure rows)."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="no room inside an edge"):
+        SimulateConfig(size=256, edge=130.0)
+    ws = tmp_path / "ws"
+    r = astro("-w", ws, "dre", "simulate", "-n", 3, "--size", 256, "--set", "dre.simulate.edge=130")
+    assert r.returncode == 2 and "dre.simulate.edge" in r.stderr and "dre.simulate.size" in r.stderr, r.stderr
+    assert "failed" not in r.stderr and not (ws / "dre").exists(), r.stderr
+
+
+def test_the_packing_message_names_every_setting_one_way(tmp_path):
+    from astrotool.errors import AstroError
+
+    with pytest.raises(AstroError) as err:
+        simulate_tile(tmp_path / "x.fits", tmp_path / "x.parquet", SimulateConfig(size=256, n_galaxies=30, n_stars=0),
+                      seed=1)
+    msg = str(err.value)
+    for name in ("--n-galaxies", "--n-stars", "--size", "dre.simulate.edge", "dre.simulate.min_separation",
+                 "dre.simulate.isolation"):
+        assert name in msg, msg
+    assert " edge," not in msg and " isolation," not in msg and "(edge " not in msg, msg

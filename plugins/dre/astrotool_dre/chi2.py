@@ -96,7 +96,8 @@ def chi2_batch(m, m2, d, w, backend, local_sky: bool = False):
     swd2 : backend array, float64 ``(B,)``
         ``sum(w d^2)``.
     sky : tuple of backend arrays, float64 ``(B, K)``, or None
-        With ``local_sky``: the sky of every model and its 1-sigma least-squares error [data units/px].
+        With ``local_sky``: the sky of every model and its 1-sigma least-squares error [data units/px];
+        both NaN where the fit is degenerate (the 2x2 system has no unique solution, e.g. one pixel).
     """
     be = backend
     num = be.matmul(w * d, m.T)
@@ -116,7 +117,9 @@ def chi2_batch(m, m2, d, w, backend, local_sky: bool = False):
         b = be.where(ok, (smm * swd - swm * sdm) / det, 0.0)
         chi2 = be.maximum(swd2[:, None] - a * sdm - b * swd, 0.0)
         b_err = be.where(ok, be.sqrt(be.maximum(smm, 0.0) / det), math.nan)
-        return be.astype(chi2, "float32"), be.astype(a, "float32"), swd2, (b, b_err)
+        # a degenerate fit (det <= 0: one pixel, or a model flat over the mask) has no sky of its own: b = 0
+        # above keeps its chi2 that of the flux alone, but the sky it reports is NaN, as its error is
+        return be.astype(chi2, "float32"), be.astype(a, "float32"), swd2, (be.where(ok, b, math.nan), b_err)
     if bool(be.to_numpy(be.amin(den)) > 0):
         flux = num / den
     else:  # some model has no weighted pixel (or an object has an empty mask)

@@ -36,7 +36,6 @@ def _section(ctx, flags: dict):
 
 def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, cube: Path | None = None,
                 desc: str | None = None) -> list[dict]:
-    from astrotool import console
     from astrotool.errors import AstroError
     from astrotool_dre.pipeline import (TilePaths, check_tile_files, check_tiles, check_upstream, cube_path,
                                         run_tiles, tiles_in)
@@ -91,8 +90,19 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
                     ctx.record.add_output(p)
     ctx.record.extra["tiles"] = results   # each stage's line and facts (the engines that ran) in run.json
     cols = ["tile", *stages]
-    console.print_table(f"astro dre {'/'.join(stages)}", cols, [[r.get(c, "") for c in cols] for r in results])
+    _print_tiles(ctx, f"astro dre {'/'.join(stages)}", cols, [[r.get(c, "") for c in cols] for r in results])
     return results
+
+
+def _print_tiles(ctx, title: str, columns: list[str], rows: list[list]) -> None:
+    """The per-tile result: a table, or with ``--json`` the object ``{"tiles": [{column: value}],
+    "failures": [{"item", "error"}]}`` (``failures`` only when tiles failed, through ``ctx.emit``)."""
+    from astrotool import console
+
+    if console.json_results():
+        ctx.emit({"tiles": [dict(zip(columns, r)) for r in rows]})
+    else:
+        console.print_table(title, columns, rows)
 
 
 def ensure_cube(ctx, cfg, overwrite: bool = False) -> Path:
@@ -130,7 +140,6 @@ def simulate(
     prefix: str = typer.Option(None, help="Tile names <prefix>_<i>.fits."),
 ):
     """Simulate survey-like tiles (GalSim Sérsic galaxies and stars, known PSF, sky, noise) with a truth table."""
-    from astrotool import console
     from astrotool_dre.pipeline import SimulateItem, check_simulate, simulate_item
 
     ctx = current()
@@ -148,7 +157,7 @@ def simulate(
     for key, _ in results:
         ctx.record.add_output(tiles / f"{key}.fits")
         ctx.record.add_output(truth / f"{key}_truth.parquet")
-    console.print_table("astro dre simulate", ["tile", "result"], [[k, r] for k, r in results])
+    _print_tiles(ctx, "astro dre simulate", ["tile", "result"], [[k, r] for k, r in results])
 
 
 @app.command()

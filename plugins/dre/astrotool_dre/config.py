@@ -119,6 +119,10 @@ class SimulateConfig(Section):
             raise ValueError("q_range: axis ratios must lie in (0, 1]")
         if min(self.galaxy_snr[0], self.star_snr[0]) <= 0:
             raise ValueError("galaxy_snr, star_snr: S/N must be > 0")
+        if self.size - self.edge - 2.0 <= self.edge + 2.0:  # as simulate's placement: 2 px more on each side
+            raise ValueError(f"edge: a {self.size} px tile leaves no room inside an edge of {self.edge:g} px "
+                             f"(the edge must be below {self.size / 2 - 2:g} px): lower dre.simulate.edge or raise "
+                             "dre.simulate.size (--size)")
         return self
 
 

@@ -87,8 +87,11 @@ class TilePaths:
 
 
 # ----------------------------------------------------------------------------- what made an output
-#: Bump a stage's number when the same settings give other outputs.
-STAGE_VERSIONS = {"detect": 1, "psf": 1, "cuts": 1, "fit": 1, "mosaics": 1}
+#: Bump a stage's number when the same settings give other outputs (or its record holds other keys for them).
+#: fit 2: the summary has SKY/SKY_ERR and more header cards, a --cube fit records the cube's grid, local_sky
+#: with the dre statistic is recorded as used (false); mosaics 2: TILE, NAME, INDEX, FITSTAT in their headers.
+#: An output of an older version is refused (fit: --overwrite remakes it) or made again (mosaics: RECOMPUTE).
+STAGE_VERSIONS = {"detect": 1, "psf": 1, "cuts": 1, "fit": 2, "mosaics": 2}
 #: Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2).
 RECOMPUTE = frozenset({"mosaics"})
 #: Settings that do not change a stage's outputs.
@@ -134,7 +137,8 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
         if cfg.detect.weight_image:   # and its weight map (missing: refused by the detection)
             inputs["weight"] = weight_checksum(paths, cfg.detect.weight_image)
     settings["inputs"] = inputs
-    return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT)
+    return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT,
+                            made_by=f"astrotool-dre {stage} stage")
 
 
 def weight_checksum(paths: TilePaths, weight_image: str) -> str:

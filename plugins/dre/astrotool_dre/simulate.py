@@ -238,7 +238,7 @@ def _place(rng, n, extents, size, edge, min_sep, placed, max_tries=20000):
     lo, hi = edge + 2.0, size - edge - 2.0
     if hi <= lo:
         raise AstroError(f"dre.simulate: a {size} px tile leaves no room inside an edge of {edge:g} px: lower "
-                         "dre.simulate.edge or raise --size")
+                         "dre.simulate.edge or raise --size (dre.simulate.size)")
     out = []
     for k in range(n):
         for _ in range(max_tries):
@@ -254,9 +254,10 @@ def _place(rng, n, extents, size, edge, min_sep, placed, max_tries=20000):
                 break
         else:
             raise AstroError(
-                f"dre.simulate: could not place object {k + 1} of {n} apart on a {size}x{size} tile (edge "
-                f"{edge:g} px, min_separation {min_sep:g} px, isolation in half-light radii): lower --n-galaxies, "
-                "--n-stars, edge, min_separation or isolation, or raise --size"
+                f"dre.simulate: could not place object {k + 1} of {n} apart on a {size}x{size} tile "
+                f"(dre.simulate.edge {edge:g} px, dre.simulate.min_separation {min_sep:g} px, galaxies "
+                "dre.simulate.isolation half-light radii apart): lower --n-galaxies, --n-stars, dre.simulate.edge, "
+                "dre.simulate.min_separation or dre.simulate.isolation, or raise --size"
             )
     return out
 
