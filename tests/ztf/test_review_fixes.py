@@ -581,3 +581,22 @@ def test_predict_of_a_changed_input_says_to_ingest_it_again(tws, tmp_path, astro
     assert astro("-w", tws, "--overwrite", "ztf", "ingest", src).returncode == 0
     r = astro("-w", tws, "--overwrite", *run[2:])
     assert r.returncode == 0, r.stderr
+
+
+def test_predict_of_a_moved_input_is_made_again_alike(tws, tmp_path, astro):
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "in" / "night.avro", synthetic.make_alerts(3))
+    run = ("-w", tws, "ztf", "predict", "--model", "sim_classifier", "--name", "moved")
+    assert astro(*run, src).returncode == 0
+    moved = tmp_path / "elsewhere" / "in"
+    moved.parent.mkdir()
+    src.parent.rename(moved)   # the same alerts in a folder moved: the same input
+    r = astro(*run, moved / "night.avro")
+    assert r.returncode == 0, r.stderr
+    assert not list((tws / "ztf" / "alerts").glob("*_night_alerts.parquet"))
+    (moved / "night.avro").rename(moved / "renamed.avro")   # another table of the same alerts: the same input
+    r = astro(*run, moved / "renamed.avro")
+    assert r.returncode == 0, r.stderr
+    assert (tws / "ztf" / "alerts" / "renamed_alerts.parquet").exists()
+

@@ -179,13 +179,119 @@ def test_a_wrong_model_name_lists_the_models(vae_ws, astro):
     assert "nosuch" in err and "available" in err and "sim_vae" in err
 
 
-def test_alerts_per_s_is_reported_on_a_rerun_that_kept_everything(tmp_path, astro):
+def test_alerts_per_s_is_the_rate_of_the_files_ingested_in_this_run(tmp_path, astro):
     import json
 
-    run = ("--json", "-w", tmp_path / "ws", "ztf", "ingest", AVRO[0])
-    first = json.loads(astro(*run).stdout)
-    again = json.loads(astro(*run).stdout)
-    assert again["kept"] == 1 and again["alerts_per_s"] == first["alerts_per_s"] > 0
+    import h5py
+
+    ws = tmp_path / "ws"
+    first = json.loads(astro("--json", "-w", ws, "ztf", "ingest", AVRO[0]).stdout)
+    assert first["ingested"] == 1 and first["alerts_per_s"] > 0
+    again = json.loads(astro("--json", "-w", ws, "ztf", "ingest", AVRO[0]).stdout)
+    assert again["kept"] == 1 and again["alerts_per_s"] is None   # nothing ingested: no rate of this run
+    with h5py.File(ws / "ztf" / "stamps" / f"{AVRO[0].name[:-5]}_stamps.h5", "r+") as h5:
+        h5.attrs["seconds"] = 1e6   # an earlier run's time, which is not this run's
+    fink = SHARED / "fink_alerts.parquet"
+    out = json.loads(astro("--json", "-w", ws, "ztf", "ingest", AVRO[0], fink).stdout)
+    new = next(o for o in out["outputs"] if not o["skipped"])
+    assert out["kept"] == 1 and out["ingested"] == 1
+    assert out["alerts_per_s"] >= new["n_alerts"] / 60   # the new file over this run's wall clock
+
+
+def _sim(ws, astro, *args):
+    import json
+
+    r = astro("--json", "-w", ws, *args, "ztf", "simulate", "-n", 12)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_copied_workspace_simulates_into_its_own_tables(tmp_path, astro):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    wsp, wsd, wsc = tmp_path / "wsp", tmp_path / "wsd", tmp_path / "wsc"
+    _sim(wsp, astro, "--seed", 1)
+    shutil.copytree(wsp, wsd)
+    shutil.copytree(wsp, wsc)
+    tables = sorted(p.name for p in (wsp / "ztf" / "alerts").glob("*.parquet"))
+    assert all(t.startswith("sim_") for t in tables)
+    out = _sim(wsd, astro, "--seed", 2, "--overwrite")   # new alerts in the copy: into sim_NNNN
+    assert sorted(__import__("pathlib").Path(t).name for t in out["alert_tables"]) == tables
+    assert sorted(p.name for p in (wsd / "ztf" / "alerts").glob("*.parquet")) == tables
+    for t in tables:   # the tables prepare reads (sim_*) hold the new alerts
+        stem = t[: -len("_alerts.parquet")]
+        new = pq.read_table(wsd / "ztf" / "simulated" / f"{stem}.parquet", columns=["candid"])["candid"]
+        assert pq.read_table(wsd / "ztf" / "alerts" / t, columns=["candid"])["candid"].to_pylist() == new.to_pylist()
+    assert _source(wsd, "sim_0000") == "ztf/simulated/sim_0000.parquet"   # recorded inside the workspace
+    again = _sim(wsc, astro, "--seed", 1)   # a plain rerun in a copy: everything kept, nothing doubled
+    assert again["written"] == 0
+    assert sorted(p.name for p in (wsc / "ztf" / "alerts").glob("*.parquet")) == tables
+
+
+def test_a_moved_input_keeps_its_name(tmp_path, astro):
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "0.avro").write_bytes(AVRO[0].read_bytes())
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", src / "0.avro").returncode == 0
+    moved = tmp_path / "elsewhere" / "night"
+    moved.parent.mkdir()
+    src.rename(moved)
+    r = astro("--json", "-w", ws, "ztf", "ingest", moved / "0.avro")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kept"] == 1
+    assert [p.name for p in (ws / "ztf" / "alerts").glob("*.parquet")] == ["0_alerts.parquet"]
+
+
+def test_a_shard_is_not_refused_over_another_shards_outputs(tmp_path, astro):
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        (src / f"{i}.avro").write_bytes(AVRO[i % 2].read_bytes())
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "--shard", "0/2", "ztf", "ingest", src, "--stamp-size", 31).returncode == 0
+    r = astro("--json", "-w", ws, "--shard", "1/2", "ztf", "ingest", src)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ingested"] == 2
+    err = _error(astro("-w", ws, "--shard", "0/2", "ztf", "ingest", src))   # its own kept outputs still are
+    assert "ztf.ingest.stamp_size: 31 -> 63" in err
+
+
+def test_an_unreadable_or_incomplete_output_is_never_taken_by_another_file(tmp_path, astro):
+    c1, c2 = _two_files_of_one_name(tmp_path)
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", c1).returncode == 0
+    stamps, alerts = ws / "ztf" / "stamps" / "a_stamps.h5", ws / "ztf" / "alerts" / "a_alerts.parquet"
+    stamps.write_bytes(b"not an HDF5 file")
+    r = astro("-w", ws, "ztf", "ingest", c2)
+    assert r.returncode == 0, r.stderr
+    assert stamps.read_bytes() == b"not an HDF5 file" and (ws / "ztf" / "alerts" / "c2_a_alerts.parquet").exists()
+    # an alert table whose stamps file is missing: its name is taken too
+    shutil = __import__("shutil")
+    shutil.rmtree(ws / "ztf" / "stamps")
+    before = alerts.read_bytes()
+    (ws / "ztf" / "alerts" / "c2_a_alerts.parquet").unlink()
+    r = astro("-w", ws, "ztf", "ingest", c2)
+    assert r.returncode == 0, r.stderr
+    assert alerts.read_bytes() == before and (ws / "ztf" / "alerts" / "c2_a_alerts.parquet").exists()
+
+
+def test_a_file_named_twice_is_ingested_once(tmp_path, astro):
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "0.avro").write_bytes(AVRO[0].read_bytes())
+    r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", src / "0.avro", src / ".." / "in" / "0.avro", src)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ingested"] == 1
+    assert [p.name for p in (tmp_path / "ws" / "ztf" / "alerts").glob("*.parquet")] == ["0_alerts.parquet"]
 
 
 def test_a_set_made_again_with_another_crop_names_the_crop(vae_ws, tmp_path, astro):

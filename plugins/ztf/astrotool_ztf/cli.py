@@ -52,9 +52,11 @@ def ingest(
     archive member) is reported and the others are still ingested. Existing
     outputs are kept unless --overwrite; outputs made with other settings are
     refused before any work. Inputs of one call sharing a name get their parent
-    folders prefixed; a file ingested before keeps its name, and a new file never
-    takes the name of another file's outputs.
+    folders prefixed; a file ingested before keeps its name (also moved or copied:
+    the same content), and a new file never takes the name of another file's
+    outputs. A file named twice is ingested once.
     """
+    import time
     from dataclasses import asdict
 
     from astrotool.context import current
@@ -68,7 +70,10 @@ def ingest(
     files = expand_inputs(paths)
     for f in ctx.shard_of(files):
         ctx.record.add_input(f)
-    done = ingest_files(files, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg, ctx.map, ctx.overwrite)
+    t0 = time.perf_counter()
+    done = ingest_files(files, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg, ctx.map, ctx.overwrite,
+                        shard_of=ctx.shard_of)
+    seconds = time.perf_counter() - t0   # wall clock: the rate of this run, whatever --jobs
     for r in done:
         if r.skipped:
             continue
@@ -88,14 +93,13 @@ def ingest(
     skipped = sum(r.skipped for r in done)
     if skipped:
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
-    timed = sum(r.n_alerts for r in done if r.seconds > 0)   # failed files left out; kept ones as when made
-    seconds = sum(r.seconds for r in done if r.seconds > 0)
+    fresh = sum(r.n_alerts for r in done if not r.skipped)   # failed and kept files left out
     versions = {v for r in done for v in r.schema_versions.split(", ") if v}
     ctx.emit({"files": sum(f.is_file() for f in ctx.shard_of(files)), "ingested": len(done) - skipped,
               "kept": skipped,
               "alerts": sum(r.n_alerts for r in done),
               "schema_versions": ", ".join(sorted(versions, key=version_key)),
-              "alerts_per_s": round(timed / seconds, 1) if timed and seconds > 0 else None,
+              "alerts_per_s": round(fresh / seconds, 1) if fresh and seconds > 0 else None,
               "outputs": [asdict(r) for r in done]})
 
 
@@ -121,7 +125,7 @@ def simulate(
 
     from astrotool.context import current
     from astrotool_ztf import ALERTS, NAME, SIMULATED, STAMPS
-    from astrotool_ztf.ingest import ingest_files
+    from astrotool_ztf.ingest import ingest_files, output_name
     from astrotool import made_with
     from astrotool_ztf.simulate import file_record, plan_files, simulate_item, stale_files
 
@@ -147,9 +151,13 @@ def simulate(
     t_sim = time.perf_counter() - t0  # ctx.map ran this shard's files: they are ingested here, all of them
     own_files = functools.partial(ctx.map, options=dataclasses.replace(ctx.executor_options, shard=None))
     written = [p for p, new in done if new]
-    results = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files, True)
-    results += ingest_files([p for p, new in done if not new], ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS),
-                            cfg.ingest, own_files, ctx.overwrite)
+    # NAME_NNNN: unique by construction, named as they are (not by ingest's clash rules: in a copied
+    # workspace the recorded inputs are elsewhere, and NAME_NNNN must still be these files' tables)
+    kept = [p for p, new in done if not new]
+    results = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files, True,
+                           names=[output_name(p) for p in written])
+    results += ingest_files(kept, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files,
+                            ctx.overwrite, names=[output_name(p) for p in kept])
     for p in written:
         ctx.record.add_output(p)
     for r in results:
@@ -448,9 +456,14 @@ def evaluate(
     by_name = {r["model"]: r for r in results}  # mean ± std only over seeds of one configuration
     summaries = [{**summarise([by_name[d.name] for d in group]), "of": [d.name for d in group]}
                  for group in seed_groups(dirs) if len(group) > 1]
+    warnings = []
+    if not (rows or ae_rows or any(tables.values())):
+        warnings.append(f"nothing scored: the {split} split of {ds.name} holds no object the models could be "
+                        "scored on")
+        ctx.log.warning("%s", warnings[0])
     if json_results():   # one shape whatever models were scored
         ctx.emit({"split": split, "dataset": ds.name, "models": rows, "summary": summaries,
-                  "autoencoders": ae_rows, "temporal": tables})
+                  "autoencoders": ae_rows, "temporal": tables, "warnings": warnings})
         return
     from astrotool.console import print_table
 
@@ -466,9 +479,6 @@ def evaluate(
     table(f"autoencoders on {ds.name} {split}", ae_rows)
     for m, t in tables.items():
         table(f"temporal model {m} on {ds.name} {split}: objects with at least k alerts", t)
-    if not (rows or ae_rows or any(tables.values())):
-        ctx.log.warning("nothing scored: the %s split of %s holds no object the models could be scored on",
-                        split, ds.name)
 
 
 @app.command()
@@ -545,7 +555,7 @@ def predict(
         # an input file replaced, or other ingest settings: refused before any work (predict --overwrite
         # does not ingest again)
         done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, False,
-                            hint="run `astro ztf ingest --overwrite {files}` first (predict --overwrite replaces "
+                            shard_of=ctx.shard_of, hint="run `astro ztf ingest --overwrite {files}` first (predict --overwrite replaces "
                                  "only the predictions)")
         n_failed = len(expanded) - len(done)
         pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
@@ -563,7 +573,8 @@ def predict(
     rec = made_with.record({"model": mdir.name, "model_weights": meta.get("weights_sha256"),
                             "autoencoder": ae_dir.name if ae is not None else None,
                             "autoencoder_weights": ae_meta.get("weights_sha256") if ae is not None else None,
-                            "inputs": {a.name: input_identity(a, s) for a, s in sorted(pairs)}})
+                            # an input is its alerts (candid) and stamp side, whatever its table is named
+                            "inputs": sorted(str(input_identity(a, s)) for a, s in pairs)})
     try:  # the same inputs and model: made again alike; others: refused unless --overwrite
         made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False)
     except made_with.SettingsChanged as e:

@@ -53,7 +53,7 @@ def run(ctx, sample_dir="auto", n_objects: int = 200, epochs: int = 4) -> list[s
 
     from astrotool_ztf import ALERTS, MODELS, NAME, PREPARED, SIMULATED, STAMPS, synthetic
     from astrotool_ztf.classify import load_classifier
-    from astrotool_ztf.ingest import expand_inputs, ingest_files
+    from astrotool_ztf.ingest import expand_inputs, ingest_files, output_name
     from astrotool_ztf.predict import per_object, predict_file
     from astrotool_ztf.prepare import StampDataset, prepare_dataset
     from astrotool_ztf.simulate import plan_files, simulate_item
@@ -85,7 +85,8 @@ def run(ctx, sample_dir="auto", n_objects: int = 200, epochs: int = 4) -> list[s
                                          "alerts_per_object": (1, 2)})
     items = plan_files(sim.name, ws.stage(NAME, SIMULATED), 2024, sim.model_dump(mode="json"), overwrite=True)
     written = [r[0] for _, r in ctx.map(simulate_item, items, desc="simulate alerts", keys=[i.path for i in items])]
-    made = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, ctx.map, overwrite=True)
+    made = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, ctx.map, overwrite=True,
+                        names=[output_name(p) for p in written])   # demo_NNNN: unique by construction
     lines.append(f"ztf: simulated {sum(r.n_alerts for r in made)} alerts of {n_objects} objects (AGN, SN, VS, "
                  f"asteroid, bogus) with GalSim -> ztf/simulated/demo_*.parquet")
     prep = cfg.prepare.model_copy(update={"name": "demo", "val_per_class": 6, "test_per_class": 0})

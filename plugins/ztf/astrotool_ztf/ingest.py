@@ -185,7 +185,8 @@ def expand_inputs(paths) -> list[Path]:
     """Input files from files and folders (folders are searched recursively for alert files).
 
     A folder without alert files is returned as given, so that reading it
-    reports the error with the other items' results.
+    reports the error with the other items' results. A file named twice (also through another path to
+    it, or in a folder named too) is returned once, where it first appears.
 
     Raises
     ------
@@ -202,7 +203,10 @@ def expand_inputs(paths) -> list[Path]:
             out.extend(found if found else [p])
         else:
             out.append(p)
-    return out
+    once: dict = {}   # a file named twice (in/0.avro in/../in/0.avro, or in a folder named too) is read once
+    for f in out:
+        once.setdefault(f.resolve(), f)
+    return list(once.values())
 
 
 def unique_names(paths) -> list[str]:
@@ -233,28 +237,47 @@ def _candidates(path: Path) -> list[str]:
                                        for d in (1, 2, 3) if len(parents) > d)]))
 
 
-def _ingested_from(stamps: Path) -> str | None:
-    """The input recorded in an existing stamps file (``source``); None when there is no such file, ``""``
-    when it does not say (unreadable or not ingested here: its own check reports it)."""
+def recorded_source(path, stamps_dir) -> str:
+    """How an input is recorded (``source``): its path relative to the workspace when it lies inside it
+    (``ztf/simulated/sim_0000.parquet``: a copied or moved workspace still knows its files), else its
+    absolute path."""
+    path = Path(path).resolve()
+    root = Path(stamps_dir).resolve().parent.parent   # <workspace>/ztf/stamps
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return printable(path)
+
+
+def _ingested_from(stamps: Path) -> tuple[str, str | None] | None:
+    """The input recorded in an existing stamps file (``source``) and its checksum (``input_checksum``);
+    None when there is no such file, ``("", None)`` when it does not say (unreadable, not ingested here,
+    or an alert table without its stamps file: a name taken all the same)."""
     import h5py
 
     if not stamps.exists():
-        return None
+        alerts = stamps.parent.parent / "alerts" / (stamps.name[: -len("_stamps.h5")] + "_alerts.parquet")
+        return ("", None) if alerts.exists() else None
     try:
         with h5py.File(stamps, "r") as h5:
             source = h5.attrs.get("source", "")
+            checksum = h5.attrs.get("input_checksum")
     except (OSError, ValueError):
-        return ""
-    return source.decode() if isinstance(source, bytes) else str(source)
+        return ("", None)
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else (None if v is None else str(v))
+    return text(source) or "", text(checksum)
 
 
 def output_names(paths, stamps_dir) -> list[str]:
     """Output stems of ``paths`` that do not change between runs and never take another file's outputs.
 
-    A file ingested before keeps the name it was given (its path is recorded in the stamps file).
-    A new file is named by :func:`unique_names` (its stem, with parent folders prefixed where inputs
+    A file ingested before keeps the name it was given: its path is recorded in the stamps file
+    (relative to the workspace for a file inside it), and a file whose content is that of the recorded
+    input (its checksum: the file moved, or the workspace copied) is the same file. A new file is named by :func:`unique_names` (its stem, with parent folders prefixed where inputs
     of the same call clash); where that name is taken by another file's outputs, the next one with
-    more parent folders is used.
+    more parent folders is used; a name is taken by any existing output, an unreadable stamps file or an
+    alert table without its stamps file included.
 
     Parameters
     ----------
@@ -272,29 +295,45 @@ def output_names(paths, stamps_dir) -> list[str]:
     AstroError
         A new file whose every name is taken by other files, naming them.
     """
+    from astrotool.made_with import file_checksum
+
     paths = [Path(p) for p in paths]
     fresh = unique_names(paths)
-    seen: dict[str, str | None] = {}
+    seen: dict[str, tuple[str, str | None] | None] = {}
 
-    def source(name: str) -> str | None:
+    def made(name: str) -> tuple[str, str | None] | None:
         if name not in seen:
             seen[name] = _ingested_from(Path(stamps_dir) / f"{name}_stamps.h5")
         return seen[name]
 
+    def source(name: str) -> str | None:
+        return None if made(name) is None else made(name)[0]
+
     names: list[str | None] = [None] * len(paths)
-    for i, p in enumerate(paths):   # ingested before: the same name
-        me = printable(p.resolve())
-        names[i] = next((c for c in _candidates(p) if source(c) == me), None)
+    for i, p in enumerate(paths):   # ingested before from this path: the same name
+        mine = {recorded_source(p, stamps_dir), printable(p.resolve())}
+        names[i] = next((c for c in _candidates(p) if source(c) in mine), None)
     taken = {n for n in names if n}
+    for i, p in enumerate(paths):   # ingested before from elsewhere (moved or copied): the same content
+        if names[i] is not None:
+            continue
+        for c in _candidates(p):
+            if c in taken or not made(c) or not made(c)[1]:
+                continue
+            if file_checksum(p, _checksum_cache(Path(stamps_dir) / f"{c}_stamps.h5")) == made(c)[1]:
+                names[i] = c
+                taken.add(c)
+                break
     for i, p in enumerate(paths):
         if names[i] is not None:
             continue
         cands = _candidates(p)
         start = cands.index(fresh[i]) if fresh[i] in cands else 0
-        names[i] = next((c for c in [fresh[i], *cands[start + 1:]] if c not in taken and not source(c)), None)
+        names[i] = next((c for c in [fresh[i], *cands[start + 1:]] if c not in taken and made(c) is None), None)
         if names[i] is None:
-            others = sorted({source(c) for c in cands if source(c)} | {printable(q) for q, n in zip(paths, names)
-                                                                        if n in cands and q != p})
+            others = sorted({source(c) or f"{c}: unreadable or incomplete outputs" for c in cands
+                             if made(c) is not None}
+                            | {printable(q) for q, n in zip(paths, names) if n in cands and q != p})
             raise AstroError(f"{printable(p)}: every output name it may take ({', '.join(cands)}) holds another "
                              f"file's alerts ({'; '.join(others)}); rename the file (or its folder) or ingest it "
                              "into another workspace")
@@ -769,10 +808,12 @@ COMMAND = "ztf ingest"
 """The command named in the provenance record of the files written here."""
 
 
-def _facts(path, fmt: str, stamps_name: str) -> dict:
+def _facts(path, fmt: str, stamps_path: Path) -> dict:
     """What an alert table holds, stored under its ``astrotool`` key (the versions, time and command
-    line are in the core provenance record beside it, see :mod:`astrotool.provenance`)."""
-    return {"source": printable(Path(path).resolve()), "format": fmt, "stamps_file": stamps_name,
+    line are in the core provenance record beside it, see :mod:`astrotool.provenance`); ``source`` is
+    :func:`recorded_source`."""
+    return {"source": recorded_source(path, Path(stamps_path).parent), "format": fmt,
+            "stamps_file": Path(stamps_path).name,
             "stamps_order": "row i of this table is index i of every dataset of the stamps file"}
 
 
@@ -974,7 +1015,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     else:
         batches = (iter_parquet if fmt == "parquet" else iter_avro)(path, cfg.batch_size)
     comp = compression_kwargs(cfg.compression)
-    facts = _facts(path, fmt, stamps_path.name)
+    facts = _facts(path, fmt, stamps_path)
     record = provenance(COMMAND, config=cfg.model_dump(mode="json"))
     metadata = {"astrotool": json.dumps(facts), **parquet_metadata(record)}
     n = n_resized = n_bad = n_unknown = 0
@@ -1081,7 +1122,8 @@ def ingest_item(item: IngestItem, seed: int) -> IngestResult:
 
 
 def ingest_files(files, alerts_dir, stamps_dir, cfg: IngestConfig, mapper: Callable,
-                 overwrite: bool, hint: str | None = None) -> list[IngestResult]:
+                 overwrite: bool, hint: str | None = None, names: list[str] | None = None,
+                 shard_of: Callable | None = None) -> list[IngestResult]:
     """Ingest alert files into ``alerts_dir`` and ``stamps_dir``, one executor item per file.
 
     Parameters
@@ -1100,6 +1142,13 @@ def ingest_files(files, alerts_dir, stamps_dir, cfg: IngestConfig, mapper: Calla
         Recompute finished outputs.
     hint : str, optional
         What to do when a kept output was made with other settings (:func:`check_kept`).
+    names : list of str, optional
+        The output stems, one per file (``simulate``: its stems are unique by construction); default
+        :func:`output_names`.
+    shard_of : callable, optional
+        ``shard_of(items) -> items`` the ones ``mapper`` runs (``--shard``,
+        :meth:`astrotool.context.Context.shard_of`): only their kept outputs are checked up front;
+        the names are given over the whole list.
 
     Returns
     -------
@@ -1112,8 +1161,8 @@ def ingest_files(files, alerts_dir, stamps_dir, cfg: IngestConfig, mapper: Calla
         Before any work: kept outputs made with other settings or from other content.
     """
     files = [Path(f) for f in files]
-    names = output_names(files, stamps_dir)
+    names = output_names(files, stamps_dir) if names is None else list(names)
     items = [IngestItem(str(f), str(Path(alerts_dir) / f"{n}_alerts.parquet"),
                         str(Path(stamps_dir) / f"{n}_stamps.h5"), cfg, overwrite) for f, n in zip(files, names)]
-    check_kept(items, hint)
+    check_kept(shard_of(items) if shard_of else items, hint)
     return [r for _, r in mapper(ingest_item, items, desc="ingest alert files", keys=names)]
