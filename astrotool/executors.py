@@ -517,7 +517,8 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
     futures: dict = {}
     reported: set = set()  # the items whose outcome went through advance
     try:
-        futures = {pool.submit(_call_in_worker, fn, item, seed, key): (i, key) for i, item, seed, key in tasks}
+        for i, item, seed, key in tasks:   # filled as submitted: a stop meanwhile still sees what finished
+            futures[pool.submit(_call_in_worker, fn, item, seed, key)] = (i, key)
         full = None
         for fut in as_completed(futures):
             _check_stop()
@@ -727,7 +728,8 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
             cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
                                    processes=True, dashboard_address=None, silence_logs=logging.ERROR)
             client = Client(cluster)
-            client.run(_ignore_sigint)
+            with contextlib.suppress(Exception):   # best effort: a worker that cannot is still used
+                client.run(_ignore_sigint)
         except KeyboardInterrupt:  # a stop while the cluster starts
             _close_starting_clusters((set(SpecCluster._instances) | {cluster}) - before - {None})
             raise
@@ -735,8 +737,8 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
     futures: dict = {}
     reported: set = set()  # the items whose outcome went through advance
     try:
-        futures = {client.submit(_call, fn, item, seed, key, key=f"astro-{key}-{seed}", pure=False): (i, key)
-                   for i, item, seed, key in tasks}
+        for i, item, seed, key in tasks:   # filled as submitted, as in the process pool
+            futures[client.submit(_call, fn, item, seed, key, key=f"astro-{key}-{seed}", pure=False)] = (i, key)
         full = None
         for fut in as_completed(list(futures)):
             _check_stop()

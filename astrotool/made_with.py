@@ -288,7 +288,7 @@ def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool 
     if before != now:  # another version of the code: the keys it records may differ for that reason alone
         others = [c for c in changes(old["settings"], rec["settings"]) if not c.startswith("version: ")]
         raise VersionChanged(outputs[0], _show(before) if before is _MISSING else before, now,
-                             rec.get("made_by") or "astrotool", others)
+                             rec.get("made_by") or "version of the code that makes it", others)
     raise SettingsChanged(outputs[0], changes(old["settings"], rec["settings"]))
 
 

@@ -78,16 +78,15 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         ctx.record.add_program("source-extractor", ["source-extractor", "sex"])
     if "psf" in stages and cfg.psf.engine != "photutils":
         ctx.record.add_program("psfex", ["psfex"])
+
     def written(r):   # a tile's outputs, in run.json as the tile finishes
         return [p for stage in stages for p in TilePaths(ws.root, r["tile"]).outputs(stage) if p.exists()]
 
     results = run_tiles(todo, ws.root, stages, cfg, functools.partial(ctx.map, outputs=written),
                         overwrite=ctx.overwrite, cube=cube, desc=desc or " → ".join(stages))
     for r in results:
-        for stage in stages:
-            for p in TilePaths(ws.root, r["tile"]).outputs(stage):
-                if p.exists():
-                    ctx.record.add_output(p)
+        for p in written(r):
+            ctx.record.add_output(p)
     ctx.record.extra["tiles"] = results   # each stage's line and facts (the engines that ran) in run.json
     cols = ["tile", *stages]
     _print_tiles(ctx, f"astro dre {'/'.join(stages)}", cols, [[r.get(c, "") for c in cols] for r in results])
