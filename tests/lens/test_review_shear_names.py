@@ -95,6 +95,11 @@ def test_calibrate_records_the_folder_and_counts_only_the_stamps_used(ws, capsys
     assert res["n"] == 23 and res["n_flagged"] == 1 and res["dataset_folder"] == "f3blank"
     cal = json.loads((mdir / "model.json").read_text())["calibration"]
     assert cal["dataset_folder"] == "f3blank" and cal["n"] == 23
+    # a whole field blank: 2 fields left with estimates, too few (the fit ran through 2 points, n_fields 3)
+    _copy(ws, "f3", "f3field", lambda gal, field: gal.__setitem__(field == field[0], 0.0))
+    code, _, err = run(capsys, ws, "--set", "lens.calibrate.max_abs_m=1e6", "lens", "calibrate", "--model", "mcb",
+                       "--dataset", "f3field")
+    assert code == 2 and "2 of 3 constant-shear fields" in err, err
 
 
 @pytest.mark.parametrize("how, reason", [("nan", "24 NaN or infinite pixels"), ("blank", "24 blank stamp")])

@@ -82,6 +82,11 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
               "n_fields": int(n_fields), "symmetrize": cfg.symmetrize}
     if not used.any():
         raise InputError(ds.root, f"none of the {len(x)} stamps could be predicted (blank stamps): nothing to fit")
+    fitted = min(f["n_fields"] for f in fits)   # fields left with estimates once blank stamps are out
+    if fitted < 3:
+        raise InputError(ds.root, f"{fitted} of {n_fields} constant-shear fields hold stamps that could be "
+                                  "predicted (the others are blank); calibration needs at least 3")
+    result["n_fields"] = int(fitted)
     if log and not used.all():
         log.warning("%d of %d stamps not predicted (blank): left out of the fit", int((~used).sum()), len(x))
     for i, f in zip((1, 2), fits):
