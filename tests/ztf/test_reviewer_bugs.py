@@ -247,6 +247,24 @@ def test_a_moved_input_keeps_its_name(tmp_path, astro):
     assert [p.name for p in (ws / "ztf" / "alerts").glob("*.parquet")] == ["0_alerts.parquet"]
 
 
+def test_a_copy_beside_its_original_gets_one_name_whatever_the_command_line(tmp_path, astro):
+    """A copy ingested alone took its original's name by content, and with its original on the command line
+    another: the same file under two names in two runs."""
+    import json
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "x.avro").write_bytes(AVRO[0].read_bytes())
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", tmp_path / "a" / "x.avro").returncode == 0
+    assert astro("-w", ws, "ztf", "ingest", tmp_path / "b" / "x.avro").returncode == 0
+    names = sorted(p.name for p in (ws / "ztf" / "alerts").glob("*.parquet"))
+    assert names == ["b_x_alerts.parquet", "x_alerts.parquet"]   # the original is still there: a file of its own
+    r = astro("--json", "-w", ws, "ztf", "ingest", tmp_path / "a" / "x.avro", tmp_path / "b" / "x.avro")
+    assert r.returncode == 0 and json.loads(r.stdout)["kept"] == 2, r.stderr
+    assert sorted(p.name for p in (ws / "ztf" / "alerts").glob("*.parquet")) == names
+
+
 def test_a_shard_is_not_refused_over_another_shards_outputs(tmp_path, astro):
     import json
 

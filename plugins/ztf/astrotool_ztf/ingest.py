@@ -273,8 +273,10 @@ def output_names(paths, stamps_dir) -> list[str]:
     """Output stems of ``paths`` that do not change between runs and never take another file's outputs.
 
     A file ingested before keeps the name it was given: its path is recorded in the stamps file
-    (relative to the workspace for a file inside it), and a file whose content is that of the recorded
-    input (its checksum: the file moved, or the workspace copied) is the same file. A new file is named by :func:`unique_names` (its stem, with parent folders prefixed where inputs
+    (relative to the workspace for a file inside it), and a file whose content is that of a recorded
+    input that is no longer there (its checksum: the file moved, or the workspace was copied) is the same
+    file; a copy beside a recorded input that still exists is a file of its own, whatever else the
+    command line holds. A new file is named by :func:`unique_names` (its stem, with parent folders prefixed where inputs
     of the same call clash); where that name is taken by another file's outputs, the next one with
     more parent folders is used; a name is taken by any existing output, an unreadable stamps file or an
     alert table without its stamps file included.
@@ -314,11 +316,16 @@ def output_names(paths, stamps_dir) -> list[str]:
         mine = {recorded_source(p, stamps_dir), printable(p.resolve())}
         names[i] = next((c for c in _candidates(p) if source(c) in mine), None)
     taken = {n for n in names if n}
+    root = Path(stamps_dir).resolve().parent.parent   # <workspace>/ztf/stamps: relative sources start there
+
+    def gone(name: str) -> bool:   # the recorded input is no longer where it was (moved, or a copied workspace)
+        return not (root / made(name)[0]).exists()   # an absolute source stays absolute under the join
+
     for i, p in enumerate(paths):   # ingested before from elsewhere (moved or copied): the same content
         if names[i] is not None:
             continue
         for c in _candidates(p):
-            if c in taken or not made(c) or not made(c)[1]:
+            if c in taken or not made(c) or not made(c)[1] or not gone(c):
                 continue
             if file_checksum(p, _checksum_cache(Path(stamps_dir) / f"{c}_stamps.h5")) == made(c)[1]:
                 names[i] = c
