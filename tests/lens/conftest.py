@@ -102,3 +102,12 @@ def review_workspace(ws, n_g: int, g_shard: int, n_f3: int, field_size: int):
     assert main([*base, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "g", "--model", "m",
                  "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu"]) == 0
     return ws
+
+
+def run_cli(capsys, *args):
+    """``astro --json ARGS`` in this process: (exit code, stdout, stderr)."""
+    from astrotool.cli import main
+
+    code = main(["--json", *(str(a) for a in args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -6,16 +6,13 @@ import json
 
 import pyarrow.parquet as pq
 
-from astrotool.cli import main
+from .conftest import run_cli
 
 TINY = ["--set", "lens.generate.galaxy.hlr=[0.5, 0.8]", "--set", "lens.generate.galaxy.hlr_unit=\"arcsec\"",
         "--set", "lens.generate.psf.fwhm=0.6"]
 
 
-def run(capsys, *args):
-    code = main(["--json", *(str(a) for a in args)])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_cli
 
 
 def test_lens_pipeline(tmp_path, capsys):

@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 
 from astrotool.cli import main
+from .conftest import run_cli
 
 TINY = ["--preset", "shearnet", "--stamp-size", 16, "--pixel-scale", 0.3, "-n", 32, "--shard-size", 32,
         "--set", "lens.generate.galaxy.hlr=[0.5, 0.8]", "--set", "lens.generate.galaxy.hlr_unit=\"arcsec\"",
         "--set", "lens.generate.psf.fwhm=0.6"]
 
 
-def run(capsys, *args):
-    code = main(["--json", *(str(a) for a in args)])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = run_cli
 
 
 def files_outside(tmp_path, ws) -> list[str]:

@@ -8,14 +8,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from astrotool.cli import main
-from .conftest import review_workspace
+from .conftest import review_workspace, run_cli
 
 
 def run(capsys, ws, *args):
-    code = main(["--json", "-q", "-w", str(ws), *(str(a) for a in args)])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, "-q", "-w", ws, *args)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 
 from astrotool.cli import main
-from .conftest import review_workspace
+from .conftest import review_workspace, run_cli
 
 
 def run(capsys, ws, *args):
-    code = main(["--json", "-w", str(ws), *(str(a) for a in args)])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, "-w", ws, *args)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 
 from astrotool.cli import main
-from .conftest import review_workspace
+from .conftest import review_workspace, run_cli
 
 
 def run(capsys, ws, *args):
-    code = main(["--json", "-w", str(ws), *(str(a) for a in args)])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, "-w", ws, *args)
 
 
 TRAIN = ["--set", "lens.train.threads=1", "lens", "train", "--epochs", "1", "--width", "4", "--batch-size", "8",
