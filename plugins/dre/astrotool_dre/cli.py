@@ -139,7 +139,7 @@ def simulate(
     prefix: str = typer.Option(None, help="Tile names <prefix>_<i>.fits."),
 ):
     """Simulate survey-like tiles (GalSim Sérsic galaxies and stars, known PSF, sky, noise) with a truth table."""
-    from astrotool_dre.pipeline import SimulateItem, check_simulate, simulate_item
+    from astrotool_dre.pipeline import SimulateItem, check_simulate, simulate_item, simulate_outputs
 
     ctx = current()
     cfg = _section(ctx, {"simulate.ntiles": ntiles, "simulate.size": size, "simulate.n_galaxies": n_galaxies,
@@ -151,11 +151,13 @@ def simulate(
     names = [f"{s.prefix}_{i:03d}" for i in range(s.ntiles)]
     items = [SimulateItem(tiles / f"{n}.fits", truth, s, ctx.overwrite, ctx.seed) for n in names]
     check_simulate(items, overwrite=ctx.overwrite)
+    drawn = {str(it.path): it for it in items}   # simulate_item returns the path of a tile it drew
+    by_name = dict(zip(names, items))
     results = ctx.map(simulate_item, items, desc="simulate tiles", keys=names,
-                      outputs=lambda r: [] if r == "skipped (done)" else [r, truth / f"{Path(r).stem}_truth.parquet"])
-    for key, _ in results:
-        ctx.record.add_output(tiles / f"{key}.fits")
-        ctx.record.add_output(truth / f"{key}_truth.parquet")
+                      outputs=lambda r: simulate_outputs(drawn[r]) if r in drawn else [])
+    for key, _ in results:   # the kept tiles too
+        for path in simulate_outputs(by_name[key]):
+            ctx.record.add_output(path)
     _print_tiles(ctx, "astro dre simulate", ["tile", "result"], [[k, r] for k, r in results])
 
 
