@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -169,6 +170,15 @@ def main(argv=None) -> int:
         if getattr(a, k) is not None:
             sizes[k] = getattr(a, k)
     ws = a.keep or Path(tempfile.mkdtemp(prefix="plato_detect_"))
+    try:
+        return run_benchmark(a, sizes, ws)
+    finally:   # a temporary workspace goes (--keep DIR keeps it)
+        if a.keep is None:
+            shutil.rmtree(ws, ignore_errors=True)
+
+
+def run_benchmark(a, sizes: dict, ws: Path) -> int:
+    """Parts (a)-(d) in workspace ``ws``; prints the tables and returns the exit code."""
     run = CliRunner(ws, a.jobs, prefix=("plato",), verbose=a.verbose)
     hold_days = QUARTER * 25.0 / 86400.0
     hn = "hold" if tuple(a.holdout_magnitude) == (9.0, 13.0) else "holdv{:g}to{:g}".format(*a.holdout_magnitude)

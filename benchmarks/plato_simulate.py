@@ -175,6 +175,7 @@ def run_cli(workspace: Path, jobs: int, n_curves: int, chunk: int, seed: int) ->
     cmd = [astro, "-q", "-w", str(workspace), *executor, "--seed", str(seed),
            "plato", "simulate", "-n", str(n_curves), "--chunk-size", str(chunk)]
     env = dict(os.environ, ASTRO_CONFIG=os.devnull)
+    subprocess.run([astro, "-q", "init", str(workspace)], check=True, stdout=subprocess.DEVNULL, env=env)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
@@ -215,7 +216,7 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-curves", type=int, default=6, help="curves computed by the baseline in (b)")
     ap.add_argument("--cli-curves", type=int, default=256, help="curves of each CLI run in (c)")
     ap.add_argument("--cli-repeat", type=int, default=2, help="runs of each CLI variant (best is kept)")
-    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--seed", type=int, default=7321, help="used by no test")
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes: " + ", ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     args = ap.parse_args(argv)
