@@ -121,8 +121,13 @@ def test_several_runs_ranked_text_lines_and_plots(tmp_path, capsys, truth_root):
     assert {p.split("/")[-1] for p in rep["plots"]} == {"three_examples.png", "three_hist.png", "three_power.png"}
     ratio = np.array(rep["runs"] and rep["power"]["ratio"]["exact"], dtype=float)
     assert np.allclose(ratio[np.isfinite(ratio)], 1.0)
-    # the same report again without plots: the earlier figures go, they would not be this report's
+    # the same report again without plots: the earlier figures go, they would not be this report's (other runs:
+    # only with --overwrite)
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "exact", "zeros", "--truth", truth_root,
+                       "--report", "three", "--no-plots")
+    assert code == 2 and "runs.noisy" in err and "--overwrite" in err
+    code, _, err = run(capsys, "-w", ws, "-q", "--overwrite", "lens", "kappa", "score", "exact", "zeros",
+                       "--truth", truth_root,
                        "--report", "three", "--no-plots")
     assert code == 0, err
     assert not list(rdir.glob("three_*.png"))

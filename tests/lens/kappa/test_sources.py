@@ -116,14 +116,14 @@ def test_folder_and_tar_map_sets(tmp_path, monkeypatch):
         open_maps(tmp_path / "eps_only", "kappa", ctx)
 
 
-def test_splits_depend_on_seed_and_name_only():
+def test_splits_depend_on_seed_and_names_only():
     names = [f"m{i:04d}" for i in range(3000)]
     a = split_of(7, names, (0.8, 0.1, 0.1))
     assert list(a) == list(split_of(7, names, (0.8, 0.1, 0.1)))
+    # adding maps moves only maps next to a split boundary: about as many as were added, at most
     more = split_of(7, names + [f"x{i}" for i in range(500)], (0.8, 0.1, 0.1))
-    assert list(more[:3000]) == list(a)
-    frac = [np.mean(a == s) for s in ("train", "val", "test")]
-    assert abs(frac[0] - 0.8) < 0.03 and abs(frac[1] - 0.1) < 0.02 and abs(frac[2] - 0.1) < 0.02
+    assert (more[:3000] != a).sum() <= 500 + 3
+    assert [int((a == s).sum()) for s in ("train", "val", "test")] == [2400, 300, 300]   # exact counts
     assert list(split_of(8, names, (0.8, 0.1, 0.1))) != list(a)
 
 
@@ -168,10 +168,10 @@ def test_pack_pairs_by_name_and_unpaired(tmp_path, capsys):
     assert m.names == sorted(m.names) and len(m) == s["splits"]["train"]
     names, arr = next(m.iter_batches(5))
     assert arr.dtype == np.float32 and np.array_equal(arr[0], np.load(root / "KAPPA" / f"{names[0]}.npy"))
-    # splits of a name do not move when maps are added
+    # one map fewer moves at most one other map (one next to a split boundary)
     su = dict(zip(_packed(ws, "u").names, _packed(ws, "u").metadata(["split"])["split"]))
     sa = dict(zip(ds.names, ds.metadata(["split"])["split"]))
-    assert all(sa[n] == su[n] for n in su)
+    assert sum(sa[n] != su[n] for n in su) <= 1
 
 
 def test_tarball_packs_like_folder(tmp_path, capsys):
@@ -378,7 +378,7 @@ def test_a_complex_map_is_named_complex():
 
 def test_an_empty_split_is_warned_about_with_the_key_to_change(tmp_path, capsys):
     ws = tmp_path / "ws"
-    root = make_root(tmp_path / "few", NAMES[:10])
+    root = make_root(tmp_path / "few", NAMES[:2])   # from 3 maps on, no split of positive fraction is empty
     code, out, err = run(capsys, "-w", ws, "lens", "kappa", "data", root, "--set",
                          "lens.kappa.data.split=[0.6,0.4,0.0001]", "--set", "lens.kappa.data.seed=1")
     assert code == 0, err

@@ -166,7 +166,8 @@ def predict(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     name: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
     old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
-    split: str = typer.Option(None, "--split", help="for a data set: train | val | test | all"),
+    split: str = typer.Option(None, "--split", help="for a data set: train | val | test | all (refused for a "
+                                                    "folder or tarball, which has no splits)"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps per forward pass"),
     engine: str = typer.Option(None, "--engine", help="torch | onnxruntime (runs <model>/model.onnx)"),
     zip_: bool = typer.Option(None, "--zip/--no-zip", help="also write <name>.zip (the submission layout)"),
@@ -182,7 +183,7 @@ def predict(
     ctx = current()
     cfg = kappa_config(ctx, {"predict.model": model, "predict.name": name or old_output, "predict.split": split,
                        "predict.batch_size": batch_size, "predict.engine": engine, "predict.zip": zip_})
-    predict_command(ctx, cfg, inputs, mc.runtime(ctx, device=device))
+    predict_command(ctx, cfg, inputs, mc.runtime(ctx, device=device), split_given=split is not None)
 
 
 @app.command()
@@ -191,7 +192,8 @@ def score(
                                                       "lens/kappa/predictions work too)"),
     truth: str = typer.Option(None, "--truth", help="true kappa: a data set, a folder with KAPPA/ (and EPSILON/), "
                                                     "a folder of .npy, or *.tar.gz"),
-    split: str = typer.Option(None, "--split", help="for a data set truth: train | val | test | all"),
+    split: str = typer.Option(None, "--split", help="for a data set truth: train | val | test | all (refused for "
+                                                    "a folder or tarball, which has no splits)"),
     partial: bool = typer.Option(None, "--partial/--complete",
                                  help="a folder truth may hold maps without a prediction"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps read at a time"),
@@ -218,7 +220,7 @@ def score(
     ctx = current()
     cfg = kappa_config(ctx, {"score.truth": truth, "score.split": split, "score.partial": partial,
                        "score.batch_size": batch_size, "score.plots": plots, "score.name": name or old_report})
-    score_command(ctx, cfg, predictions, as_json=json_results())
+    score_command(ctx, cfg, predictions, as_json=json_results(), split_given=split is not None)
 
 
 @app.command()

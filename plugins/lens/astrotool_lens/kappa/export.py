@@ -8,7 +8,8 @@ input stack ``(n, C, S, S)`` float32 (e1, e2, de and the extra channels that
 can check that the file belongs to the checkpoint's weights). Export, parity
 check and atomic write are :func:`astrotool.ml.commands.export_checked`'s; the
 parity inputs are the input stacks of the training set's epsilon maps when that
-set is still there, else of random fields of the model's map size.
+set is still there, else of random fields of the model's map size (with a
+warning naming the set and why it was not used).
 """
 
 from __future__ import annotations
@@ -22,30 +23,57 @@ __docformat__ = "numpy"
 __all__ = ["export_command", "parity_epsilon"]
 
 
-def parity_epsilon(meta: dict, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None) -> tuple[np.ndarray, str]:
     """Epsilon maps ``(n, 3, S, S)`` float32 for the parity check, and where they come from.
 
     The first ``n`` maps of the training data set (``meta["training"]["dataset_path"]``)
     when it can still be read and has the model's map size; else random
     fields: Gaussian e1, e2 of standard deviation 0.3 plus a smooth component,
     and de uniform in [0.05, 0.3].
+
+    Parameters
+    ----------
+    meta : dict
+        The model's ``model.json``.
+    n : int
+        Number of maps.
+    seed : int
+        Seed of the random fields.
+    log : logging.Logger, optional
+        Warned when the model names a training set that cannot be used (gone,
+        unreadable, another map size, non-finite maps), saying that random
+        fields are used instead.
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        The maps and their origin: the data set's folder or ``"random fields"``.
     """
     from astrotool.seeding import derive_seed
 
     tr = meta.get("training", {}) or {}
     size = int(tr.get("size") or meta.get("inputs", {}).get("size") or 128)
     path = tr.get("dataset_path")
-    if path and Path(path).is_dir():
+    why = None
+    if path and not Path(path).is_dir():
+        why = "is gone"
+    elif path:
         try:
             from astrotool_lens.kappa.data import KappaDataset
 
             with KappaDataset(path) as ds:
-                if ds.size == size and ds.n:
+                if ds.size != size or not ds.n:
+                    why = f"holds {ds.n} maps of side {ds.size}, not the model's {size}"
+                else:
                     eps = ds.read(np.arange(min(n, ds.n)), ["epsilon"])["epsilon"].astype(np.float32)
                     if np.isfinite(eps).all():
                         return eps, str(ds.root)
-        except Exception:  # noqa: BLE001 - an unreadable set: fall back to random fields
-            pass
+                    why = "holds NaN or infinite epsilon values"
+        except Exception as exc:  # noqa: BLE001 - an unreadable set: fall back to random fields
+            why = f"cannot be read ({type(exc).__name__}: {exc})"
+    if why and log is not None:
+        log.warning("the model's training data set %s %s: the ONNX parity check runs on random fields of the "
+                    "model's map size instead", path, why)
     rng = np.random.default_rng(derive_seed(seed, "kappa_parity"))
     from astrotool_lens.kappa.maps import smooth
 
@@ -88,7 +116,7 @@ def export_command(ctx, cfg, output: str | None = None) -> dict:
     name = x.model or default_model(cfg)
     mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models", trained=True)
     model, meta = load_unet(mdir)
-    eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx))
+    eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx), log=ctx.log)
     stack = model_inputs(eps, meta, source=origin)
     out = Path(output).expanduser() if output else mdir / "model.onnx"
     info = {"input": "stack (n, C, S, S) float32: " + ", ".join(meta["inputs"]["channels"]),

@@ -110,7 +110,7 @@ def predict_maps(runner, maps, meta: dict, writer, batch_size: int, device: str 
                    on_batch=lambda batch, out: writer.write(batch[1], out, files), keep=False)
 
 
-def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
+def predict_command(ctx, cfg, inputs: str, runtime, split_given: bool = False) -> dict:
     """``astro lens kappa predict``: one float16 ``.npy`` per input map, and the zip.
 
     Parameters
@@ -122,6 +122,9 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
         Anything :func:`astrotool_lens.kappa.sources.open_maps` accepts.
     runtime : astrotool.ml.fabric.Runtime
         Its ``accelerator`` is the device (predictions in 32-bit).
+    split_given : bool
+        ``--split`` was given on the command line: refused (exit 2) for inputs
+        without splits (folders, tarballs), whose maps are all predicted.
 
     Returns
     -------
@@ -134,7 +137,8 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
     ------
     astrotool.errors.InputError
         No such model or input, bad maps (the file named; maps already
-        written stay), an ONNX file of other weights.
+        written stay), an ONNX file of other weights, ``split_given`` for inputs
+        without splits.
     astrotool.errors.AstroError
         The run folder was made by another model or on other inputs (without
         ``--overwrite``).
@@ -158,7 +162,7 @@ def predict_command(ctx, cfg, inputs: str, runtime) -> dict:
         check_onnx(runner, meta)
     else:
         runner, meta = load_unet(mdir)
-    maps = open_maps(inputs, "epsilon", ctx, split=p.split)
+    maps = open_maps(inputs, "epsilon", ctx, split=p.split, split_given=split_given)
     run = p.name or default_run_name(inputs, mdir.name)
     folder = ctx.workspace.stage("lens", "kappa/predictions") / run
     made_by = {"model": {"name": mdir.name, "weights_sha256": meta.get("weights_sha256"),

@@ -62,7 +62,7 @@ from typing import Sequence
 
 import numpy as np
 
-from astrotool.errors import InputError
+from astrotool.errors import AstroError, InputError
 from astrotool_lens.kappa.sources import few
 
 __docformat__ = "numpy"
@@ -455,13 +455,69 @@ def _report_name(labels: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".") or "kappa"
 
 
+def report_settings(truth, runs: dict, s) -> dict:
+    """What a score report is made from, for the "made with other settings" check of a rerun.
+
+    Parameters
+    ----------
+    truth : MapSet
+        The true maps (:func:`astrotool_lens.kappa.sources.open_maps`).
+    runs : dict
+        Run label -> prediction run (its ``folder``).
+    s : astrotool_lens.kappa.config.ScoreConfig
+        ``split`` and ``partial`` are read.
+
+    Returns
+    -------
+    dict
+        ``truth`` (what it is), ``truth_identity`` (SHA-256, 16 hex digits, of its
+        fingerprint: map names, files or data set identity), ``split``, ``partial`` and ``runs`` (label ->
+        folder). The predictions' contents are left out: scoring a run again
+        after predicting it again is what a rerun is for.
+    """
+    import hashlib
+
+    fp = json.dumps(truth.fingerprint(), sort_keys=True, default=str)
+    return {"truth": truth.describe(), "truth_identity": hashlib.sha256(fp.encode()).hexdigest()[:16],
+            "split": s.split, "partial": bool(s.partial), "runs": {r: str(runs[r].folder) for r in runs}}
+
+
+def _check_report(path: Path, settings: dict, overwrite: bool) -> None:
+    """Refuse to replace a report made with other settings (naming the keys) unless ``overwrite``.
+
+    A report written before reports held ``settings`` is compared on what it
+    holds: ``truth``, ``split`` and each run's ``source``.
+    """
+    from astrotool.ml.training import settings_changes
+
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict):
+        raise AstroError(f"{path}: exists and is not a score report this command can read; use another --name "
+                         "or --overwrite")
+    if isinstance(old.get("settings"), dict):
+        changed = settings_changes(old["settings"], settings)
+    else:
+        runs = old.get("runs") if isinstance(old.get("runs"), dict) else {}
+        changed = settings_changes({"truth": old.get("truth"), "split": old.get("split"),
+                                    "runs": {r: (v or {}).get("source") for r, v in runs.items()}},
+                                   {k: settings[k] for k in ("truth", "split", "runs")})
+    if changed:
+        raise AstroError(f"{path}: a score report made with other settings ({'; '.join(changed)}); use another "
+                         "--name or --overwrite")
+
+
 def _rank_line(title: str, r: dict) -> str:
     b = ", ".join(f"{k} {v:g}" for k, v in r["borda"].items())
     c = ", ".join(f"{k} {v:+d}" for k, v in r["copeland"].items())
     return f"ranking on {title}: Borda {b}; Copeland {c}"
 
 
-def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -> dict:
+def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, split_given: bool = False) -> dict:
     """``astro lens kappa score``: score prediction folders against the truth, rank them, write the report.
 
     Parameters
@@ -475,16 +531,24 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
         Print ``{"maps": {name: {...}}, "mean": {...}}`` (one run) or
         ``{"runs": {run: that}, "ranking": {...}}`` (several) instead of one
         line per run.
+    split_given : bool
+        ``--split`` was given on the command line: refused (exit 2) for a truth
+        without splits (a folder, a tarball).
 
     Returns
     -------
     dict
-        The report written to ``lens/kappa/reports/<report>_score.json``.
+        The report written to ``lens/kappa/reports/<report>_score.json``; its
+        ``settings`` (:func:`report_settings`) say what it was made from.
 
     Raises
     ------
     astrotool.errors.InputError
-        No truth given, unknown sources, unpaired names, a bad map (named).
+        No truth given, unknown sources, unpaired names, a bad map (named),
+        ``split_given`` for a truth without splits.
+    astrotool.errors.AstroError
+        A report of that name made with other settings (other truth, split,
+        ``--partial`` or prediction runs; the keys named), without ``--overwrite``.
     """
     from astrotool.ml import commands as mc
     from astrotool.workspace import atomic_path
@@ -500,11 +564,16 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
         raise InputError("--truth", "no true maps given: --truth <data set | folder with KAPPA/ | folder of .npy | "
                                     "*.tar.gz> (or [lens.kappa.score] truth)")
     runs = open_predictions(ctx, predictions)
-    truth = open_maps(s.truth, "kappa", ctx, split=s.split)
+    truth = open_maps(s.truth, "kappa", ctx, split=s.split, split_given=split_given)
     for label, run in runs.items():
         info = read_info(run.folder) or read_info(run.folder.parent)
         if info is not None and not info.get("complete", True):
             ctx.log.warning("prediction run %s is not complete (its prediction.json says so)", label)
+    report = s.name or _report_name(list(runs))
+    rdir = ctx.workspace.stage("lens", "kappa/reports")
+    path = rdir / f"{report}_score.json"
+    settings = report_settings(truth, runs, s)
+    _check_report(path, settings, ctx.overwrite)   # before any work: a refused run costs nothing
     names, unscored = pair_names(truth, runs, s.partial)
     eps = _epsilon_for(truth, names, ctx.log)
     labels = list(runs)
@@ -528,9 +597,6 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
         ranking = {"competition": M.rank(means, M.HIGHER_IS_BETTER, metrics=M.COMPETITION),
                    "all": M.rank(means, M.HIGHER_IS_BETTER, metrics=RANKED)}
 
-    report = s.name or _report_name(labels)
-    rdir = ctx.workspace.stage("lens", "kappa/reports")
-    path = rdir / f"{report}_score.json"
     plots: list[Path] = []
     if s.plots:
         if res["examples"]:
@@ -558,7 +624,7 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False) -
     doc = {"truth": truth.describe(), "split": s.split, "n": n, "truth_unscored": unscored,
            "consistency": eps is not None, "maps_per_s": rate,
            "runs": {r: {"source": str(runs[r].folder), **out_runs[r]} for r in labels},
-           "ranking": ranking, "power": power, "plots": [str(p) for p in plots]}
+           "ranking": ranking, "power": power, "plots": [str(p) for p in plots], "settings": settings}
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         _write_json(fh, doc)
         fh.write("\n")

@@ -19,8 +19,8 @@ passes :func:`check_map`, so a bad file gives :class:`astrotool.errors.InputErro
 (exit 2) naming it (a tarball member as ``<tarball>:<member>``).
 
 :func:`data_command` (``astro lens kappa data``) pairs EPSILON and KAPPA maps by
-name, assigns each name a split that depends only on the seed and the name, and
-packs a :class:`astrotool_lens.kappa.data.KappaDataset`.
+name, assigns the splits (:func:`split_of`: exact counts, deterministic in the seed and
+the names) and packs a :class:`astrotool_lens.kappa.data.KappaDataset`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from astrotool.errors import AstroError, InputError
 __docformat__ = "numpy"
 
 __all__ = ["KINDS", "MapSet", "FolderMaps", "TarMaps", "PackedMaps", "check_map", "load_npy", "open_maps",
-           "is_tarball", "stream_tar", "split_of", "PackShard", "pack_shard", "data_command"]
+           "is_tarball", "stream_tar", "split_of", "split_counts", "PackShard", "pack_shard", "data_command"]
 
 KINDS = {"epsilon": "EPSILON", "kappa": "KAPPA"}
 """Map kind -> the Datathon folder holding it."""
@@ -578,13 +578,27 @@ def _layout_dir(root: Path, kind: str) -> Path | None:
     return subs[KINDS[kind]]
 
 
-def _open_folder(p: Path, kind: str, split: str, label: str | None = None):
+def _refuse_split(spec, what: str, split: str, split_given: bool) -> None:
+    """Refuse a ``--split`` given for a source without splits (it would be ignored: every map is used).
+
+    ``--split all`` asks for every map, which such a source gives: accepted.
+    """
+    if split_given and split != "all":
+        raise InputError(spec, f"--split {split} applies to data sets (packed with `astro lens kappa data`, which "
+                               f"hold train/val/test splits); this is {what}, which has no splits: leave --split "
+                               "out (all its maps are used) or pack it into a data set first")
+
+
+def _open_folder(p: Path, kind: str, split: str, label: str | None = None, split_given: bool = False,
+                 spec=None):
     from astrotool.ml.data import MANIFEST_SUFFIX
 
     from astrotool_lens.kappa.data import KappaDataset
 
     if any(p.glob(f"*{MANIFEST_SUFFIX}")):
         return PackedMaps(KappaDataset(p), kind, split)
+    what = f"the {label}" if label else f"a folder ({p})"
+    _refuse_split(p if spec is None else spec, what, split, split_given)
     _check_finished_simulation(p)
     sub = _layout_dir(p, kind)
     if sub is not None:
@@ -596,6 +610,17 @@ def _open_folder(p: Path, kind: str, split: str, label: str | None = None):
         return TarMaps(tars, kind)
     raise InputError(p, "holds no maps: no data set manifest, no EPSILON/ or KAPPA/ folder, no .npy files, "
                         "no *.tar.gz")
+
+
+def _data_set_names(ctx) -> tuple[list[str], list[str]]:
+    """The workspace's data sets: ``(finished, unfinished)`` names (unfinished: no manifest written yet)."""
+    from astrotool.ml.data import MANIFEST_SUFFIX
+
+    d = ctx.workspace.stage("lens", "kappa/data", create=False)
+    finished, unfinished = [], []
+    for n in _stage_names(ctx, "data"):
+        (finished if any((d / n).glob(f"*{MANIFEST_SUFFIX}")) else unfinished).append(n)
+    return finished, unfinished
 
 
 def _stage_names(ctx, stage: str) -> list[str]:
@@ -619,7 +644,7 @@ def _named_set(ctx, text: str, stages=(("data", "data set"), ("sims", "simulated
     return None
 
 
-def open_maps(spec, kind: str, ctx, split: str = "all"):
+def open_maps(spec, kind: str, ctx, split: str = "all", split_given: bool = False):
     """The :class:`MapSet` a command-line source names.
 
     ``spec`` is tried as, in order: a bare name (no path separator) in the
@@ -639,6 +664,11 @@ def open_maps(spec, kind: str, ctx, split: str = "all"):
         Its workspace resolves names.
     split : {"train", "val", "test", "all"}
         For a packed data set; other sources give all their maps.
+    split_given : bool
+        ``split`` was asked for explicitly (``--split`` on the command line): a
+        source without splits (a folder, a simulated set, a prediction run, a
+        tarball) is then refused unless ``split`` is ``"all"``, instead of
+        silently giving all its maps.
 
     Returns
     -------
@@ -648,39 +678,50 @@ def open_maps(spec, kind: str, ctx, split: str = "all"):
     Raises
     ------
     astrotool.errors.InputError
-        Nothing matches (the message lists the workspace's data sets, simulated
-        sets and prediction runs), or the source holds no maps of ``kind``.
+        Nothing matches (a path -- with a ``/`` or starting with ``.`` or ``~``
+        -- is said not to exist; a bare name gets the workspace's data sets,
+        unfinished data sets, simulated sets and prediction runs listed), the
+        source holds no maps of ``kind``, or ``split_given`` for a source without
+        splits.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
     if isinstance(spec, (list, tuple)):
         if len(spec) == 1:
-            return open_maps(spec[0], kind, ctx, split)
+            return open_maps(spec[0], kind, ctx, split, split_given)
         paths = [Path(s).expanduser() for s in spec]
         bad = [str(s) for s in paths if not is_tarball(s)]
         if bad:
             raise InputError(bad[0], "several sources must all be tarballs (*.tar.gz); pack folders with "
                                      "`astro lens kappa data` to combine them")
+        _refuse_split(", ".join(map(str, paths)), "a set of tarballs", split, split_given)
         return TarMaps(paths, kind)
     text = str(spec)
     named = _named_set(ctx, text)
     if named is not None:
-        return _open_folder(named[0], kind, split, label=f"{named[1]} {text}")
+        return _open_folder(named[0], kind, split, label=f"{named[1]} {text}", split_given=split_given, spec=text)
     p = Path(text).expanduser()
     if not p.exists() and any(c in text for c in "*?["):
         hits = sorted(Path(h) for h in glob.glob(str(p)))
         if not hits:
             raise InputError(text, "the pattern matches no file")
-        return open_maps(hits, kind, ctx, split)
+        return open_maps(hits, kind, ctx, split, split_given)
     if p.is_file():
         if is_tarball(p):
+            _refuse_split(text, "a tarball", split, split_given)
             return TarMaps([p], kind)
         raise InputError(p, "not a map source (expected a folder, a data set name or a *.tar.gz)")
     if p.is_dir():
-        return _open_folder(p, kind, split)
+        return _open_folder(p, kind, split, split_given=split_given, spec=text)
+    if "/" in text or os.sep in text or text.startswith((".", "~")):
+        raise InputError(text, "no such file or folder (the path does not exist)")
+    finished, unfinished = _data_set_names(ctx)
     listing = "; ".join(f"{what}: {', '.join(names) if names else '(none)'}" for what, names in (
-        ("data sets", _stage_names(ctx, "data")), ("simulated sets", _stage_names(ctx, "sims")),
+        ("data sets", finished), ("simulated sets", _stage_names(ctx, "sims")),
         ("prediction runs", _stage_names(ctx, "predictions"))))
+    if unfinished:
+        listing += f"; unfinished data sets (no index yet: run their `astro lens kappa data` again): " \
+                   f"{', '.join(unfinished)}"
     raise InputError(text, f"no such file or folder, and no data set, simulated set or prediction run of that "
                            f"name in the workspace ({listing})")
 
@@ -691,27 +732,106 @@ def open_maps(spec, kind: str, ctx, split: str = "all"):
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def split_of(seed: int, names: Sequence[str], fractions: Sequence[float]) -> np.ndarray:
-    """The split of each name: a function of ``(seed, name)`` alone.
+SPLIT_METHOD = "ranked-v2"
+"""How :func:`split_of` assigns splits, recorded in a packed set's settings: a set packed by another method
+(``per-name-v1``, a cut of each name's own number, the method before) is refused on a rerun without
+``--overwrite`` instead of being mixed with shards split the new way."""
 
-    ``derive_seed(seed, "kappa-split", name)`` gives a uniform number in
-    ``[0, 1)``, cut at the cumulative (normalised) ``fractions``; adding or
-    removing maps never moves the others (which
-    :func:`astrotool.ml.data.group_split`, a shuffle of all groups, would).
+
+def split_counts(n: int, fractions: Sequence[float]) -> np.ndarray:
+    """How many of ``n`` maps each split gets: as close to ``fractions`` as whole maps allow.
+
+    Largest remainders of ``n * fraction`` (normalised fractions; ties to the
+    earlier split), then every split of positive fraction that got no map takes
+    one from the split holding most, as long as that one keeps a map: with
+    ``n >= 3`` (or as many maps as positive fractions) no such split is empty.
+
+    Parameters
+    ----------
+    n : int
+        The number of maps.
+    fractions : sequence of 3 float
+        Train, validation, test fractions (non-negative, positive sum).
+
+    Returns
+    -------
+    numpy.ndarray of int
+        ``(n_train, n_val, n_test)``, summing to ``n``.
+
+    Examples
+    --------
+    >>> split_counts(20, (0.8, 0.1, 0.1)).tolist()
+    [16, 2, 2]
+    >>> split_counts(3, (0.8, 0.1, 0.1)).tolist()
+    [1, 1, 1]
+    >>> split_counts(10, (0.6, 0.4, 0.0)).tolist()
+    [6, 4, 0]
+    """
+    frac = _fractions(fractions)
+    ideal = n * frac / frac.sum()
+    counts = np.floor(ideal).astype(int)
+    rest = ideal - counts
+    for k in sorted(range(3), key=lambda i: (-rest[i], i))[: n - int(counts.sum())]:
+        counts[k] += 1
+    for k in range(3):   # an empty split of positive fraction: one map from the fullest split that can spare it
+        if frac[k] > 0 and counts[k] == 0:
+            donor = int(np.argmax(counts))
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[k] += 1
+    return counts
+
+
+def _fractions(fractions: Sequence[float]) -> np.ndarray:
+    frac = np.asarray(fractions, dtype=float)
+    if frac.shape != (3,) or not np.isfinite(frac).all() or (frac < 0).any() or frac.sum() <= 0:
+        raise AstroError("lens.kappa.data.split: three non-negative fractions with a positive sum, got "
+                         f"{list(fractions)}")
+    return frac
+
+
+def split_of(seed: int, names: Sequence[str], fractions: Sequence[float]) -> np.ndarray:
+    """The split of each name: as close to ``fractions`` as whole maps allow, deterministic in ``(seed, names)``.
+
+    Each name gets a number ``derive_seed(seed, "kappa-split", name)`` (a function
+    of the seed and the name alone); the names in the order of these numbers
+    fill ``train``, then ``val``, then ``test``, with :func:`split_counts` maps
+    each. So the counts are exact (16/2/2 for 20 maps at 80/10/10 %; no split of
+    positive fraction is empty from 3 maps on), the same names and seed always
+    give the same splits (whatever order the names come in), and adding or
+    removing maps moves only maps whose numbers lie next to a split boundary,
+    about as many as were added or removed (an independent cut per name, the
+    method before -- ``per-name-v1`` --, never moved a map but left small sets
+    far off the fractions, e.g. 19/0/1 for 20 maps).
+
+    Parameters
+    ----------
+    seed : int
+    names : sequence of str
+        The map names (unique).
+    fractions : sequence of 3 float
+        Train, validation, test fractions (non-negative, positive sum; normalised).
 
     Returns
     -------
     numpy.ndarray of str
-        ``"train"``, ``"val"`` or ``"test"`` per name.
-    """
-    from astrotool.seeding import MAX_SEED, derive_seed
+        ``"train"``, ``"val"`` or ``"test"`` per name, in the order of ``names``.
 
-    frac = np.asarray(fractions, dtype=float)
-    if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
-        raise AstroError(f"lens.kappa.data.split: three non-negative fractions with a positive sum, got {list(fractions)}")
-    cuts = np.cumsum(frac / frac.sum())[:2]
-    u = np.array([derive_seed(int(seed), "kappa-split", str(n)) / (MAX_SEED + 1.0) for n in names], dtype=float)
-    return np.asarray(SPLIT_NAMES, dtype=object)[np.searchsorted(cuts, u, side="right")].astype(str)
+    Raises
+    ------
+    astrotool.errors.AstroError
+        Fractions that are not three non-negative numbers with a positive sum.
+    """
+    from astrotool.seeding import derive_seed
+
+    frac = _fractions(fractions)
+    names = [str(n) for n in names]
+    keys = [derive_seed(int(seed), "kappa-split", n) for n in names]
+    order = sorted(range(len(names)), key=lambda i: (keys[i], names[i]))
+    counts = split_counts(len(names), frac)
+    out = np.empty(len(names), dtype=object)
+    out[order] = np.repeat(np.asarray(SPLIT_NAMES, dtype=object), counts)
+    return out.astype(str)
 
 
 # ============================================================================ packing
@@ -902,7 +1022,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
     else:
         described = [str(t) for t in roots]
     settings = {"sources": [str(Path(s).expanduser().resolve()) for s in described], "seed": seed,
-                "split": [float(x) for x in d.split], "shard_size": int(d.shard_size),
+                "split": [float(x) for x in d.split], "split_method": SPLIT_METHOD, "shard_size": int(d.shard_size),
                 "drop_unpaired": bool(d.drop_unpaired)}
     shard = ctx.executor_options.shard
     if ctx.overwrite and shard:
