@@ -53,7 +53,8 @@ Typical ``train`` in a plugin (see :mod:`astrotool.ml.commands` for the command 
                  validate=lambda m: {"val_loss": ...}, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, seed=seed, patience=cfg.patience, runtime=runtime,
                  meta={"architecture": {"name": "my_net", "kwargs": kwargs},
-                       "normalisation": {...}, "training": {...}})
+                       "normalisation": {...}, "training": {...},
+                       "settings": {"lr": cfg.lr, "seed": seed, ...}})  # a resume must share them
 
 and its ``predict``::
 

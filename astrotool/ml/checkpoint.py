@@ -16,7 +16,13 @@ A resumable training run also keeps ``last/`` inside the checkpoint folder: the
 last epoch's model in the same format plus ``training_state.safetensors`` /
 ``training_state.json`` (optimizer moments, epoch, early stopping, history).
 
-All writes are atomic (:func:`astrotool.workspace.atomic_path`). Every problem
+All writes are atomic (:func:`astrotool.workspace.atomic_path`), and so are the
+sets of files: a checkpoint's pair is written into ``.model.new/`` and then
+moved into place (weights first, ``model.json`` last), and readers take a pair
+whose move a stop cut short from there; a new ``last/`` is written whole into
+``.last.new/`` and swapped in by renames (:func:`save_last`, :func:`resolve_last`),
+so a stop at any instant, even a hard kill, leaves a complete previous or new
+set. Every problem
 found while loading is raised as :class:`astrotool.errors.InputError` naming
 the file.
 """
@@ -41,6 +47,14 @@ META_FILE = "model.json"
 STATE_TENSORS_FILE = "training_state.safetensors"
 STATE_META_FILE = "training_state.json"
 LAST_DIR = "last"
+LAST_NEW_DIR = ".last.new"
+"""Where :func:`save_last` writes the next ``last/`` before swapping it in."""
+LAST_OLD_DIR = ".last.old"
+"""Where :func:`save_last` moves the previous ``last/`` during the swap."""
+STAGE_DIR = ".model.new"
+"""Where :func:`save_checkpoint` writes a checkpoint's two files before moving them into place."""
+TRAINING_NAMES = ("model.safetensors", "model.json", STAGE_DIR, LAST_DIR, LAST_NEW_DIR, LAST_OLD_DIR)
+"""What a training run writes in a model folder (an ``--overwrite`` sets them aside)."""
 SET_ASIDE_DIR = ".replaced"
 """Where ``--overwrite`` keeps a model folder's previous checkpoint until the new run's first
 epoch is saved (:func:`set_aside`)."""
@@ -103,7 +117,11 @@ def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Pa
         raise ValueError("checkpoint meta needs architecture = {'name': ..., 'kwargs': {...}}")
     state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    weights = directory / WEIGHTS_FILE
+    settle_checkpoint(directory)
+    stage = directory / STAGE_DIR  # the pair is written here, then moved into place (settle_checkpoint)
+    _rmtree(stage)
+    stage.mkdir()
+    weights = stage / WEIGHTS_FILE
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "architecture": str(arch["name"])})
         _default_mode(tmp)
@@ -115,8 +133,46 @@ def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Pa
         "created_utc": datetime.now(timezone.utc).isoformat(),
     }
     full.setdefault("versions", versions(("torch", "safetensors")))
-    write_json_atomic(directory / META_FILE, full)
+    write_json_atomic(stage / META_FILE, full)  # the pair is complete: from here on it is the checkpoint
+    settle_checkpoint(directory)
     return directory
+
+
+def _rename(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (a file replaces a file; a folder needs ``dst`` absent)."""
+    import os
+
+    os.replace(src, dst)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _staged(directory: Path) -> Path | None:
+    """The ``.model.new/`` of a checkpoint folder when it holds a complete pair (or what is left of one whose
+    move into place was cut short: its ``model.json``, maybe without the weights); else None."""
+    stage = directory / STAGE_DIR
+    return stage if (stage / META_FILE).is_file() else None
+
+
+def settle_checkpoint(directory: str | Path) -> None:
+    """Finish moving a checkpoint pair from ``.model.new/`` into place, or drop an incomplete one.
+
+    :func:`save_checkpoint` does this itself; a stop between its moves leaves
+    it to the next writer (readers take the pair from ``.model.new/``
+    meanwhile, :func:`read_meta`).
+    """
+    directory = Path(directory)
+    stage = directory / STAGE_DIR
+    if _staged(directory) is not None:
+        if (stage / WEIGHTS_FILE).is_file():
+            _rename(stage / WEIGHTS_FILE, directory / WEIGHTS_FILE)
+        _rename(stage / META_FILE, directory / META_FILE)
+    if stage.exists():
+        _rmtree(stage)
 
 
 @dataclass
@@ -163,7 +219,8 @@ def read_meta(directory: str | Path, expect_architecture: str | Iterable[str] | 
     astrotool.errors.InputError
         Missing or unreadable file, not an astrotool checkpoint, or an unexpected architecture.
     """
-    meta_path = _resolve_dir(directory) / META_FILE
+    directory = _resolve_dir(directory)
+    meta_path = (_staged(directory) or directory) / META_FILE
     if not meta_path.is_file():
         if (meta_path.parent / SET_ASIDE_DIR / META_FILE).is_file():
             raise InputError(meta_path, f"no checkpoint here: an interrupted train --overwrite set it aside in "
@@ -224,7 +281,9 @@ def load_checkpoint(
 
     directory = _resolve_dir(directory)
     meta = read_meta(directory, expect_architecture)
-    weights = directory / WEIGHTS_FILE
+    stage = _staged(directory)  # a pair whose move into place a stop cut short (settle_checkpoint)
+    weights = stage / WEIGHTS_FILE if stage is not None and (stage / WEIGHTS_FILE).is_file() else \
+        directory / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(weights, "weights file is missing")
     if verify_hash and meta.get("weights_sha256") and _sha256(weights) != meta["weights_sha256"]:
@@ -424,6 +483,65 @@ def load_training_state(directory: str | Path, optimizer) -> dict:
     return dict(meta.get("loop", {}))
 
 
+def _complete_last(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole last-epoch set (:func:`save_last` writes ``training_state.json`` last)."""
+    return (folder / STATE_META_FILE).is_file() and ((folder / META_FILE).is_file()
+                                                     or (folder / STAGE_DIR / META_FILE).is_file())
+
+
+def resolve_last(checkpoint_dir: str | Path) -> Path:
+    """The folder holding the complete last-epoch state of a model folder: ``last/``, or after a stop during
+    :func:`save_last`'s swap its ``.last.new/`` or ``.last.old/``; ``last/`` when there is none (nothing to
+    resume). Changes nothing on disk."""
+    d = Path(checkpoint_dir)
+    if (d / LAST_DIR).exists():
+        return d / LAST_DIR
+    for name in (LAST_NEW_DIR, LAST_OLD_DIR):  # between the two renames of the swap: the new set is whole
+        if _complete_last(d / name):
+            return d / name
+    return d / LAST_DIR
+
+
+def recover_last(checkpoint_dir: str | Path) -> Path:
+    """Finish or undo a :func:`save_last` swap that a stop cut short, so that ``last/`` holds the complete
+    set :func:`resolve_last` names, and remove what is left of the swap. Returns ``<checkpoint_dir>/last``."""
+    d = Path(checkpoint_dir)
+    src = resolve_last(d)
+    if src.name != LAST_DIR:
+        _rename(src, d / LAST_DIR)
+    for name in (LAST_NEW_DIR, LAST_OLD_DIR):
+        if (d / name).exists():
+            _rmtree(d / name)
+    return d / LAST_DIR
+
+
+def save_last(checkpoint_dir: str | Path, model, meta: Mapping[str, Any], optimizer,
+              state: Mapping[str, Any]) -> Path:
+    """Replace ``<checkpoint_dir>/last/`` with the model and training state of a new epoch, as one set.
+
+    The set (:func:`save_checkpoint` and :func:`save_training_state`) is
+    written into ``.last.new/``; then ``last/`` becomes ``.last.old/``,
+    ``.last.new/`` becomes ``last/`` and ``.last.old/`` is removed. A stop at
+    any point, a hard kill included, leaves either the previous set or the
+    new one whole, which :func:`resolve_last` finds and the next save settles
+    (:func:`recover_last`).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<checkpoint_dir>/last``.
+    """
+    d = Path(checkpoint_dir)
+    last, new, old = recover_last(d), d / LAST_NEW_DIR, d / LAST_OLD_DIR
+    save_checkpoint(new, model, meta)
+    save_training_state(new, optimizer, state)
+    if last.exists():
+        _rename(last, old)
+    _rename(new, last)
+    _rmtree(old)
+    return last
+
+
 def set_aside(directory: str | Path, names: Iterable[str]) -> None:
     """Move ``names`` of a model folder into ``<directory>/.replaced/`` for a training run that
     replaces them: its first saved epoch discards them (:func:`discard_set_aside`); a run that
@@ -456,10 +574,12 @@ def restore_set_aside(directory: str | Path) -> bool:
     aside = d / SET_ASIDE_DIR
     if not aside.is_dir():
         return False
+    settle_checkpoint(d)  # a new model whose move into place was cut short is a new model
     if (aside / META_FILE).exists() and (d / META_FILE).exists():
         shutil.rmtree(aside, ignore_errors=True)
         return False
     restored = False
+    kept = {p.name for p in aside.iterdir()}
     for p in sorted(aside.iterdir()):
         top = d / p.name
         if top.is_dir() and not top.is_symlink():
@@ -468,6 +588,9 @@ def restore_set_aside(directory: str | Path) -> bool:
             top.unlink()
         p.rename(top)
         restored = True
+    for name in (LAST_NEW_DIR, LAST_OLD_DIR):  # the unfinished run's, unless just put back
+        if restored and name not in kept and (d / name).exists():
+            shutil.rmtree(d / name, ignore_errors=True)
     shutil.rmtree(aside, ignore_errors=True)
     return restored
 

@@ -23,7 +23,11 @@ existing model, seeds, reports progress, fills the run record, exposes the
   samples/s in the log and the command's result; an ONNX export with its
   parity check, recorded.
 
-Typical ``train`` command::
+Typical ``train`` command, as the ztf and plato plugins write it (one process
+or several: every process runs the command, rank 0 alone clears, reports and
+records)::
+
+    import contextlib
 
     from astrotool.ml import commands as mc
 
@@ -32,17 +36,26 @@ Typical ``train`` command::
               device: mc.Device = None, precision: mc.Precision = None,
               devices: mc.Devices = None, num_nodes: mc.NumNodes = None):
         ctx = current()
-        cfg = ctx.section("myplugin", {"train.dataset": dataset, "train.model": model})
+        cfg = ctx.section("myplugin", {"train.dataset": dataset, "train.model": model}).train
         rt = mc.runtime(ctx, device=device, precision=precision, devices=devices, num_nodes=num_nodes)
-        ds = mc.open_dataset(ctx, "myplugin", "data", cfg.train.dataset, MyDataset)  # an ArrayDataset
-        mdir = mc.model_dir(ctx, "myplugin", cfg.train.model or f"{ds.name}_net")
-        settings = {**cfg.train.model_dump(mode="json", exclude={"epochs", "resume", "dataset", "model"}),
-                    "dataset": mc.dataset_identity(ds)}  # also meta["settings"] of fit()
-        mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.train.resume, settings=settings)
-        with mc.epoch_progress(ctx, cfg.train.epochs, f"train {mdir.name}", mdir) as on_epoch:
-            result = train_model(ds, cfg.train, mdir, mc.run_seed(ctx, cfg.train.seed), runtime=rt,
-                                 on_epoch=on_epoch)
-        mc.record(ctx, outputs=mc.checkpoint_files(mdir))
+        rt.launch()                                       # the processes start here (ml.strategy ddp)
+        if not rt.is_global_zero:
+            ctx.mark_copy()                               # rank 0 alone writes the run record
+        ds = mc.open_dataset(ctx, "myplugin", "data", cfg.dataset, MyDataset)  # an ArrayDataset
+        mdir = mc.model_dir(ctx, "myplugin", cfg.model or f"{ds.name}_net")
+        seed = mc.run_seed(ctx, cfg.seed)
+        settings = mc.resume_settings(cfg, seed, ds)      # every key but RESUMABLE, the seed, the set's identity
+        mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.resume, clear=rt.is_global_zero,
+                            settings=settings)            # every rank decides, rank 0 alone clears
+        if rt.world_size > 1:
+            rt.fabric.barrier("myplugin-train-prepared")  # no rank reads the folder before rank 0 cleared it
+        progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
+                    if rt.is_global_zero else contextlib.nullcontext(None))
+        with progress as on_epoch:
+            result = train_model(ds, cfg, mdir, seed, runtime=rt, on_epoch=on_epoch,
+                                 settings=settings)       # fit(..., meta={..., "settings": settings})
+        if rt.is_global_zero:
+            mc.record(ctx, outputs=mc.checkpoint_files(mdir))
 
 Nothing heavy is imported at module level (typer only).
 """
@@ -62,7 +75,7 @@ __docformat__ = "numpy"
 
 __all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "check_trained_on", "checkpoint_files",
            "dataset_identity", "trained_dataset", "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
-           "report_throughput", "run_seed", "runtime", "runtime_flags"]
+           "report_throughput", "resume_settings", "run_seed", "runtime", "runtime_flags"]
 
 T = TypeVar("T")
 
@@ -217,9 +230,9 @@ def checkpoint_files(directory: str | Path) -> list[Path]:
 
 def epochs_done(directory: str | Path) -> int:
     """Epochs recorded in ``<directory>/last/`` (0 when there is no resumable state)."""
-    from astrotool.ml.checkpoint import LAST_DIR, STATE_META_FILE
+    from astrotool.ml.checkpoint import STATE_META_FILE, resolve_last
 
-    path = Path(directory) / LAST_DIR / STATE_META_FILE
+    path = resolve_last(directory) / STATE_META_FILE
     try:
         return int(json.loads(path.read_text(encoding="utf-8"))["loop"]["epochs_done"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -354,7 +367,8 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         This run's settings, the ``meta["settings"]`` it gives
         :func:`astrotool.ml.training.fit`: a resume is refused, before any
         work, unless they equal those ``last/`` was trained with
-        (:func:`astrotool.ml.training.check_resume_settings`).
+        (:func:`astrotool.ml.training.check_resume_settings`). None: not
+        checked here (``fit`` refuses a resume without settings).
 
     Returns
     -------
@@ -370,27 +384,31 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         but the model was trained with other settings (each differing key
         named, old -> new).
     """
-    from astrotool.ml.checkpoint import (LAST_DIR, META_FILE, STATE_META_FILE, WEIGHTS_FILE, restore_set_aside,
-                                         set_aside, wait_for_restore)
+    from astrotool.ml.checkpoint import (LAST_DIR, STATE_META_FILE, TRAINING_NAMES, recover_last, resolve_last,
+                                         restore_set_aside, set_aside, settle_checkpoint, wait_for_restore)
 
     d = Path(directory)
-    names = (WEIGHTS_FILE, META_FILE, LAST_DIR, "model.onnx")
+    names = (*TRAINING_NAMES, "model.onnx")
     if clear and restore_set_aside(d):  # an earlier --overwrite that saved no epoch (killed with SIGKILL)
         import logging
 
         logging.getLogger("astro").warning("%s: put back the model that an interrupted --overwrite had set aside", d)
     elif not clear and not overwrite:
         wait_for_restore(d)  # rank 0 puts it back: every rank then decides on the same files
+    if clear and d.is_dir():  # a save that a stop cut short: its complete set takes its place
+        settle_checkpoint(d)
+        recover_last(d)
     if not any((d / n).exists() for n in names):
         return "new"
     if overwrite:
         if clear:  # kept aside until the new run's first epoch is saved: an interrupted run loses nothing
             set_aside(d, names)
         return "restart"
-    if resume and (d / LAST_DIR / STATE_META_FILE).is_file():
+    if resume and (resolve_last(d) / STATE_META_FILE).is_file():
         from astrotool.ml.training import check_resume_settings
 
-        check_resume_settings(d, settings)
+        if settings is not None:  # without them fit refuses the resume
+            check_resume_settings(d, settings)
         return "resume"
     why = "and --no-resume was asked for" if not resume else f"without a resumable state ({LAST_DIR}/)"
     raise AstroError(f"{d}: a model is already here {why}; use --overwrite to train it again from scratch "
@@ -404,11 +422,11 @@ def warn_schedule_change(directory: str | Path, epochs: int, log) -> None:
     weights differ from those of ``epochs`` epochs trained in one go. Silent
     when no epoch will run (``epochs`` at most the epochs already done).
     """
-    from astrotool.ml.checkpoint import LAST_DIR, read_meta
+    from astrotool.ml.checkpoint import read_meta, resolve_last
 
     if epochs <= epochs_done(directory):
         return
-    before = read_meta(Path(directory) / LAST_DIR).get("hyperparameters", {}).get("epochs")
+    before = read_meta(resolve_last(directory)).get("hyperparameters", {}).get("epochs")
     if before is not None and before != epochs:
         log.warning("the cosine learning-rate schedule now spans %d epochs instead of %d: the resumed epochs "
                     "follow the new curve (not the same weights as %d epochs in one go)", epochs, before, epochs)

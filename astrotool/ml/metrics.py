@@ -3,8 +3,12 @@
 Every function accepts numpy arrays, sequences or torch tensors (any device)
 and returns Python ``float``/``int``/``list``/``dict`` values. The numbers come
 from `torchmetrics <https://lightning.ai/docs/torchmetrics>`_ (imported inside
-the functions, with float64 inputs) wherever it has the metric; the few pieces
-written here are said so in their docstrings.
+the functions, with float64 inputs) wherever it has the metric, in float64:
+tensors of any float type (bfloat16 under ``bf16-mixed`` too) are converted,
+classification and segmentation ratios are computed here from torchmetrics'
+confusion counts (its own ratios are float32), and only the binned curves
+(``thresholds`` a number or a list) stay float32; the few pieces written here
+are said so in their docstrings.
 
 Conventions
 -----------
@@ -34,6 +38,7 @@ curves: :func:`pr_curve`, :func:`roc_curve`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -55,7 +60,10 @@ NAN = float("nan")
 def _array(x, name: str) -> np.ndarray:
     """``x`` as a numpy array (a torch tensor is detached and moved to the CPU)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.is_floating_point():  # numpy has no bfloat16: what validate() gets under bf16-mixed
+            x = x.double()
+        x = x.numpy()
     a = np.asarray(x)
     if a.dtype == object:
         raise ValueError(f"{name}: expected numbers, got objects")
@@ -239,6 +247,17 @@ def _class_inputs(pred, target, num_classes: int | None, threshold: float, class
     return labels, _labels(y[ok], "target", num_classes), scores, num_classes, int((~ok).sum())
 
 
+def _per_class(cm: np.ndarray):
+    """Per-class recall, precision and F1 (float64, NaN where undefined), support and predicted counts of a
+    confusion matrix (rows: true class): torchmetrics' ``average="none"`` ratios, computed here in float64
+    from its counts (its own come in float32)."""
+    cm = np.asarray(cm, np.int64)
+    diag, support, predicted = np.diag(cm).astype(float), cm.sum(axis=1), cm.sum(axis=0)
+    recall, precision = _ratio(diag, support), _ratio(diag, predicted)
+    f1 = _ratio(2 * diag, support + predicted)
+    return recall, precision, f1, support, predicted
+
+
 def classification_metrics(pred, target, num_classes: int | None = None, class_names: Sequence[str] | None = None,
                            threshold: float = 0.5) -> dict:
     """Accuracy, macro-F1, per-class recall/precision/F1 and the confusion matrix.
@@ -289,23 +308,14 @@ def classification_metrics(pred, target, num_classes: int | None = None, class_n
         out.update(accuracy=NAN, macro_f1=NAN, macro_recall=NAN, macro_precision=NAN, recall=nan_k,
                    precision=nan_k, f1=nan_k, support=[0] * k, confusion=[[0] * k for _ in range(k)])
         return out
-    from torchmetrics.functional.classification import (multiclass_accuracy, multiclass_confusion_matrix,
-                                                        multiclass_f1_score, multiclass_precision,
-                                                        multiclass_recall)
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
 
     tp_, ty = _t(labels, "int64"), _t(y, "int64")
     cm = multiclass_confusion_matrix(tp_, ty, num_classes=k).numpy().astype(np.int64)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    kw = {"num_classes": k, "average": "none"}
-    recall = multiclass_recall(tp_, ty, **kw).numpy().astype(float)
-    precision = multiclass_precision(tp_, ty, **kw).numpy().astype(float)
-    f1 = multiclass_f1_score(tp_, ty, **kw).numpy().astype(float)
-    recall[support == 0] = np.nan
-    precision[predicted == 0] = np.nan
-    f1[(support == 0) & (predicted == 0)] = np.nan
+    recall, precision, f1, support, predicted = _per_class(cm)
     out.update(
-        accuracy=float(multiclass_accuracy(tp_, ty, num_classes=k, average="micro")),
-        macro_f1=float(multiclass_f1_score(tp_, ty, num_classes=k, average="macro")),
+        accuracy=float(np.trace(cm) / n),
+        macro_f1=_nanmean(f1),
         macro_recall=_nanmean(recall), macro_precision=_nanmean(np.where((predicted == 0) & (support > 0), 0.0,
                                                                           precision)),
         recall=_floats(recall), precision=_floats(precision), f1=_floats(f1),
@@ -422,13 +432,12 @@ def segmentation_metrics(pred, target, num_classes: int | None = None, threshold
         out = {"n": int(y.size), "n_dropped": int((~ok).sum()), "iou": NAN, "dice": NAN, "tp": 0, "fp": 0, "fn": 0}
         if not y.size:
             return out
-        from torchmetrics.functional.classification import binary_f1_score, binary_jaccard_index, binary_stat_scores
+        from torchmetrics.functional.classification import binary_stat_scores
 
         tp, fp, _tn, fn, _ = (int(v) for v in binary_stat_scores(_t(lab, "int64"), _t(y, "int64")))
         out.update(tp=tp, fp=fp, fn=fn)
-        if tp + fp + fn:
-            out.update(iou=float(binary_jaccard_index(_t(lab, "int64"), _t(y, "int64"))),
-                       dice=float(binary_f1_score(_t(lab, "int64"), _t(y, "int64"))))
+        if tp + fp + fn:  # torchmetrics' Jaccard index and F1, in float64 from its counts
+            out.update(iou=tp / (tp + fp + fn), dice=2 * tp / (2 * tp + fp + fn))
         return out
 
     if p.shape == y.shape:
@@ -450,14 +459,11 @@ def segmentation_metrics(pred, target, num_classes: int | None = None, threshold
     if not y.size:
         out.update(iou=[NAN] * k, dice=[NAN] * k, support=[0] * k, mean_iou=NAN, mean_dice=NAN)
         return out
-    from torchmetrics.functional.classification import multiclass_f1_score, multiclass_jaccard_index
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-    tl, ty = _t(lab, "int64"), _t(y, "int64")
-    iou = multiclass_jaccard_index(tl, ty, num_classes=k, average="none").numpy().astype(float)
-    dice = multiclass_f1_score(tl, ty, num_classes=k, average="none").numpy().astype(float)
-    support, predicted = np.bincount(y, minlength=k), np.bincount(lab, minlength=k)
-    absent = (support == 0) & (predicted == 0)
-    iou[absent] = dice[absent] = np.nan
+    cm = multiclass_confusion_matrix(_t(lab, "int64"), _t(y, "int64"), num_classes=k).numpy().astype(np.int64)
+    _, _, dice, support, predicted = _per_class(cm)  # NaN for a class absent from both
+    iou = _ratio(np.diag(cm), support + predicted - np.diag(cm))
     out.update(iou=_floats(iou), dice=_floats(dice), support=[int(s) for s in support],
                mean_iou=_nanmean(iou), mean_dice=_nanmean(dice))
     return out
@@ -567,6 +573,20 @@ def _binary_scores(scores, target) -> tuple[np.ndarray, np.ndarray, int]:
     return s, _labels(y[ok], "target", 2), int((~ok).sum())
 
 
+@contextlib.contextmanager
+def _float64():
+    """torch's default float type float64 for a while: torchmetrics' exact curves then count in float64 (its
+    binned ones, from a confusion matrix per threshold, stay float32)."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def _thresholds(thresholds):
     if thresholds is None or isinstance(thresholds, (int, np.integer)):
         return thresholds
@@ -608,9 +628,10 @@ def pr_curve(scores, target, thresholds: int | Sequence[float] | None = None) ->
     from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
 
     ts, ty, th = _t(s), _t(y, "int64"), _thresholds(thresholds)
-    prec, rec, thr = binary_precision_recall_curve(ts, ty, thresholds=th)
-    out.update(precision=_floats(prec), recall=_floats(rec), thresholds=_floats(thr),
-               average_precision=float(binary_average_precision(ts, ty, thresholds=th)))
+    with _float64():
+        prec, rec, thr = binary_precision_recall_curve(ts, ty, thresholds=th)
+        ap = binary_average_precision(ts, ty, thresholds=th)
+    out.update(precision=_floats(prec), recall=_floats(rec), thresholds=_floats(thr), average_precision=float(ap))
     return out
 
 
@@ -638,7 +659,8 @@ def roc_curve(scores, target, thresholds: int | Sequence[float] | None = None) -
     from torchmetrics.functional.classification import binary_auroc, binary_roc
 
     ts, ty, th = _t(s), _t(y, "int64"), _thresholds(thresholds)
-    fpr, tpr, thr = binary_roc(ts, ty, thresholds=th)
-    out.update(fpr=_floats(fpr), tpr=_floats(tpr), thresholds=_floats(thr),
-               auroc=float(binary_auroc(ts, ty, thresholds=th)))
+    with _float64():
+        fpr, tpr, thr = binary_roc(ts, ty, thresholds=th)
+        auroc = binary_auroc(ts, ty, thresholds=th)
+    out.update(fpr=_floats(fpr), tpr=_floats(tpr), thresholds=_floats(thr), auroc=float(auroc))
     return out

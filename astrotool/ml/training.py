@@ -9,7 +9,10 @@ torch's generator is re-seeded from ``(seed, epoch)`` at the start of every
 epoch, so a run interrupted after epoch *k* and resumed gives the same weights
 as an uninterrupted one (on the same device and thread count). A resume
 is refused when the run's settings (``meta["settings"]``) differ from those
-the checkpoint was trained with (:func:`check_resume_settings`).
+the checkpoint was trained with, or either side has none
+(:func:`check_resume_settings`). ``last/`` is saved as one set
+(:func:`astrotool.ml.checkpoint.save_last`): a stop while it is written loses
+at most that epoch.
 
 The loop runs through Lightning Fabric: ``fit(..., runtime=Runtime.from_config(
 cfg.ml))`` trains on the CPU, one or several GPUs (DDP) or several Slurm nodes,
@@ -181,7 +184,8 @@ def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     return changes(old, new)
 
 
-def check_resume_settings(checkpoint_dir: str | Path, settings: Mapping[str, Any] | None) -> None:
+def check_resume_settings(checkpoint_dir: str | Path, settings: Mapping[str, Any] | None,
+                          last_dir: str | Path | None = None) -> None:
     """Refuse to resume ``<checkpoint_dir>/last/`` with settings other than those it was trained with.
 
     Parameters
@@ -194,24 +198,31 @@ def check_resume_settings(checkpoint_dir: str | Path, settings: Mapping[str, Any
         schedule, target, dataset identity, seed, split, augmentation...).
         Leave out what may change between a run and its resumption (the
         number of epochs, early-stopping patience, device, precision,
-        processes, threads). None: nothing is checked.
+        processes, threads). None is refused: without settings a resume
+        could not tell whether it continues the same training.
+    last_dir : path-like, optional
+        The folder of the last-epoch state, when not ``last/``
+        (:func:`astrotool.ml.checkpoint.resolve_last` of ``checkpoint_dir``
+        by default).
 
     Raises
     ------
     astrotool.errors.AstroError
         (exit code 2) The settings differ (each differing key named, old ->
-        new), or the checkpoint records none.
+        new), or this run or the checkpoint has none.
     astrotool.errors.InputError
         ``last/model.json`` is missing or unreadable.
     """
-    if settings is None:
-        return
     from astrotool.errors import AstroError
     from astrotool.ml import checkpoint as ck
 
     d = Path(checkpoint_dir)
-    old = ck.read_meta(d / ck.LAST_DIR).get(SETTINGS_KEY)
     hint = "use --overwrite to train it again from scratch or another --model name"
+    if settings is None:
+        raise AstroError(f"{d}: cannot resume the model here without this run's settings to compare with those "
+                         f"it was trained with (fit's meta[{SETTINGS_KEY!r}]); give them, pass resume=False "
+                         f"to train from scratch, or {hint}")
+    old = ck.read_meta(Path(last_dir) if last_dir is not None else ck.resolve_last(d)).get(SETTINGS_KEY)
     if not isinstance(old, Mapping):
         raise AstroError(f"{d}: the model here records no training settings to compare this run's with; {hint}")
     changes = settings_changes(old, settings)
@@ -446,7 +457,7 @@ def fit(
         (processes, device type, precision) are filled in here. Its
         ``settings`` (:data:`SETTINGS_KEY`, a JSON-serialisable dict) are
         stored and, on resume, must equal the stored ones
-        (:func:`check_resume_settings`).
+        (:func:`check_resume_settings`); a resume without them is refused.
     seed : int
         Base seed for per-epoch torch seeding (:func:`derive_seed` of seed,
         epoch and rank).
@@ -515,7 +526,7 @@ def _fit_spawned(fabric, model, optimizer, args) -> FitResult:
         raise AstroError(f"ml.strategy {name}: the model, batches, loss and "
                          f"validation must be picklable to start processes ({exc}); use strategy ddp, which "
                          "re-runs the command instead") from None
-    last_dir = Path(args["checkpoint_dir"]) / ck.LAST_DIR
+    last_dir = ck.resolve_last(args["checkpoint_dir"])
     if (last_dir / ck.STATE_META_FILE).is_file():
         last = ck.load_checkpoint(last_dir)
         model.load_state_dict(last.state_dict, strict=True)
@@ -543,7 +554,12 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
     on_epoch = on_epoch if zero else None
 
     ckpt_dir = Path(checkpoint_dir)
-    last_dir = ckpt_dir / ck.LAST_DIR
+    if zero:  # a save that a stop cut short: its complete set takes its place, before any rank reads it
+        ck.settle_checkpoint(ckpt_dir)
+        ck.recover_last(ckpt_dir)
+    if world > 1:
+        fabric.barrier("astrotool-fit-recover")
+    last_dir = ck.resolve_last(ckpt_dir)
     stopper = EarlyStopping(patience=patience, min_delta=min_delta, mode=mode)
     history: list[dict] = []
     start_epoch, step, resumed_from, stopped = 0, 0, None, False
@@ -559,7 +575,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
                                     "precision": runtime.precision if runtime is not None else None}}
 
     if resume and (last_dir / ck.STATE_META_FILE).is_file():
-        check_resume_settings(ckpt_dir, meta.get(SETTINGS_KEY))
+        check_resume_settings(ckpt_dir, meta.get(SETTINGS_KEY), last_dir)
         last = ck.load_checkpoint(last_dir, expect_architecture=meta["architecture"]["name"])
         try:
             module.load_state_dict(last.state_dict, strict=True)
@@ -599,8 +615,11 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
     epoch = start_epoch
     if zero:  # until an epoch of this run ends, the best checkpoint is one of an unfinished training; with no
         #  epoch left to run (a resume asking no more), the training is finished as it stands
-        _update_best_meta(ckpt_dir, {"epochs_done": epoch, "epochs": epochs, "finished": False}
-                          if epoch < epochs and not stopped else {"finished": True})
+        if epoch < epochs and not stopped:
+            _update_best_meta(ckpt_dir, {"epochs_done": epoch, "epochs": epochs, "finished": False})
+        else:  # with the history too: a stop after last/ was saved may have left the best one's behind
+            best = next((h for h in history if h["epoch"] == stopper.best_epoch), None)
+            _update_best_meta(ckpt_dir, {"finished": True}, history if best else None, best)
     while epoch < epochs and not stopped:
         torch.manual_seed(derive_seed(seed, "epoch", epoch, "rank", rank))
         wrapped.train()
@@ -634,6 +653,11 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
             total += float(value)
             count += 1
             step += 1
+        if not count:
+            from astrotool.errors import AstroError
+
+            raise AstroError(f"no training batches: batches({epoch}) yielded nothing at epoch {epoch} (an empty "
+                             "training set, or a batch size and drop_last that leave no batch?)")
         wrapped.eval()
         with torch.no_grad(), fabric.autocast():
             val = {k: float(v) for k, v in validate(module).items()}
@@ -644,7 +668,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         entry = {
             "epoch": epoch,
             "step": step,
-            "train_loss": total / max(count, 1),
+            "train_loss": total / count,
             **val,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - t0, 3),
@@ -684,7 +708,8 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
 
 def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved, history,
                 stopper, stopped, epoch, epochs, scaler=None) -> None:
-    """Rank 0's writes after an epoch: the best checkpoint (if improved) and ``last/``."""
+    """Rank 0's writes after an epoch: the best checkpoint (if improved) and ``last/``, each a set that a stop
+    leaves whole (:func:`astrotool.ml.checkpoint.save_last`)."""
     from astrotool.ml import checkpoint as ck
 
     if improved:
@@ -694,11 +719,10 @@ def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, pro
             {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress},
         )
     best = next((h for h in history if h["epoch"] == stopper.best_epoch), entry)
-    ck.save_checkpoint(
-        last_dir, module, {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress}
-    )
-    ck.save_training_state(
-        last_dir,
+    ck.save_last(  # one set, swapped in whole: a stop (even a hard kill) anywhere here leaves a resumable last/
+        ckpt_dir,
+        module,
+        {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress},
         optimizer,
         {
             "epochs_done": epoch + 1,
@@ -722,6 +746,7 @@ def _update_best_meta(ckpt_dir: Path, progress: dict, history: list | None = Non
     from astrotool.ml import checkpoint as ck
     from astrotool.workspace import write_json_atomic
 
+    ck.settle_checkpoint(ckpt_dir)  # a pair a stop left in .model.new/: moved into place before its JSON changes
     path = ckpt_dir / ck.META_FILE
     if not path.is_file():
         return
@@ -733,7 +758,7 @@ def _update_best_meta(ckpt_dir: Path, progress: dict, history: list | None = Non
         return
     old = meta.get("training_progress")
     meta["training_progress"] = {**(old if isinstance(old, dict) else {}), **progress}
-    if history is not None:
+    if history is not None and (meta.get("metrics") or {}).get("epoch") == best.get("epoch"):  # its weights' epoch
         meta["history"] = history
         meta["best_epoch"] = best.get("epoch")
     write_json_atomic(path, meta)

@@ -415,3 +415,23 @@ def test_warn_schedule_change_is_silent_when_no_epoch_will_run(tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="test-schedule-done"):
         warn_schedule_change(tmp_path, 3, log)
     assert "spans 3 epochs instead of 2" in caplog.text
+
+
+def test_an_overwrite_sets_aside_what_a_stopped_save_left_too(tmp_path):
+    """A complete ``.last.old/`` beside a model (a save stopped between its renames) is the old run's: an
+    --overwrite sets it aside with the rest, else the new run would resume it."""
+    from astrotool.ml.checkpoint import LAST_NEW_DIR, LAST_OLD_DIR, resolve_last, restore_set_aside
+
+    d = _checkpoint(tmp_path / "m")
+    (d / "last").rename(d / LAST_OLD_DIR)
+    (d / LAST_OLD_DIR / "model.json").write_text("{}")
+    assert mc.epochs_done(d) == 2
+    assert mc.prepare_training(d, overwrite=True, resume=True, clear=False) == "restart"   # rank 1: sees a model
+    assert mc.prepare_training(d, overwrite=True, resume=True) == "restart"
+    assert sorted(p.name for p in d.iterdir()) == [".replaced"]
+    assert resolve_last(d) == d / "last" and mc.epochs_done(d) == 0
+    # the new run stopped while saving its first epoch: the old model comes back, the new run's half set goes
+    (d / LAST_NEW_DIR).mkdir()
+    assert restore_set_aside(d)
+    assert sorted(p.name for p in d.iterdir()) == ["last", "model.json", "model.safetensors"]
+    assert mc.epochs_done(d) == 2

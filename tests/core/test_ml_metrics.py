@@ -378,3 +378,39 @@ def test_importing_metrics_stays_light():
     code = "import sys, astrotool.ml.metrics; print(any(m in sys.modules for m in ('torch', 'torchmetrics')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
+
+
+# ============================================================================ dtypes
+
+
+def test_bfloat16_tensors_as_validate_gets_them_under_bf16_mixed():
+    out = torch.tensor([0.5, 1.5, 2.0, 0.0], dtype=torch.bfloat16)
+    r = M.regression_metrics(out, torch.zeros(4))
+    assert r["n"] == 4 and r["mae"] == 1.0
+    c = M.classification_metrics(torch.tensor([0.25, 0.75], dtype=torch.bfloat16), torch.tensor([0, 1]))
+    assert c["accuracy"] == 1.0
+    roc = M.roc_curve(torch.tensor([0.25, 0.75, 0.5], dtype=torch.bfloat16), torch.tensor([0, 1, 0]))
+    assert roc["auroc"] == 1.0
+
+
+def test_ratios_are_float64_exact():
+    # 13 of 20 right: 0.65 exactly in float64 (float32 gives 0.6499999761581421)
+    y = np.array([1] * 10 + [0] * 10)
+    p = np.array([1] * 7 + [0] * 3 + [0] * 6 + [1] * 4, float)
+    c = M.classification_metrics(p, y)
+    assert c["accuracy"] == 13 / 20
+    assert c["recall"] == [6 / 10, 7 / 10] and c["precision"] == [6 / 9, 7 / 11]
+    assert c["macro_f1"] == (2 * 6 / 19 + 2 * 7 / 21) / 2
+    s = M.segmentation_metrics(p.astype(bool), y.astype(bool))
+    assert s["iou"] == 7 / 14 and s["dice"] == 14 / 21
+    s3 = M.segmentation_metrics(p.astype(int), y, num_classes=3)
+    assert s3["iou"][:2] == [6 / 13, 7 / 14] and math.isnan(s3["iou"][2])
+    # AUROC 1 - (discordant pairs)/(10*10); scores 0.1 .. 2.0
+    scores = np.arange(1, 21) / 20
+    scores[[0, 19]] = scores[[19, 0]]  # one positive drops to the bottom, one negative rises to the top
+    roc = M.roc_curve(scores, y[::-1])
+    pos, neg = scores[y[::-1] == 1], scores[y[::-1] == 0]
+    assert roc["auroc"] == (pos[:, None] > neg[None, :]).mean()
+    pr = M.pr_curve(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1]))
+    assert pr["average_precision"] == (1 + 2 / 3) / 2
+    assert torch.get_default_dtype() == torch.float32  # put back

@@ -42,11 +42,14 @@ def _model():
     return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 
 
+_SETTINGS = {"lr": 0.01, "seed": 3}
+
+
 def _train(ckpt, epochs, *, runtime=None, rows_seen=None, resume=True, half=False, optim="adamw", patience=5,
-           settings=None, val_losses=None, stop_in_epoch=None):
+           settings=_SETTINGS, val_losses=None, stop_in_epoch=None):
     """Train the tiny model; ``half`` keeps only the first half of every batch (a rank without all-reduce).
 
-    ``settings``: ``meta["settings"]``; ``val_losses``: the validation loss of each epoch (by epoch number)
+    ``settings``: ``meta["settings"]`` (None: none); ``val_losses``: the validation loss of each epoch (by epoch number)
     instead of the measured one; ``stop_in_epoch``: Ctrl-C after the first batch of that epoch.
     """
     from astrotool.ml.training import epoch_rng, fit
@@ -185,11 +188,14 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert json.loads((tmp_path / "cut" / "last" / ck.STATE_META_FILE).read_text())["loop"]["epochs_done"] == 2
     with pytest.raises(AstroError, match=r"lr: 0.01 -> 0.5"):
         check_resume_settings(tmp_path / "cut", {**settings, "lr": 0.5})
-    # settings given now, none recorded then: refused; none given: nothing compared
-    _train(tmp_path / "bare", 1)
+    # settings given now, none recorded then: refused; none given now: refused too (it kept the old lr silently)
+    _train(tmp_path / "bare", 1, settings=None)
     with pytest.raises(AstroError, match="records no training settings"):
         _train(tmp_path / "bare", 2, settings=settings)
-    assert _train(tmp_path / "bare", 2)[2].resumed_from == 1
+    with pytest.raises(AstroError, match="cannot resume the model here without this run's settings") as e:
+        _train(tmp_path / "cut", 5, settings=None)
+    assert e.value.exit_code == 2 and "resume=False" in str(e.value)
+    assert json.loads((tmp_path / "cut" / "last" / ck.STATE_META_FILE).read_text())["loop"]["epochs_done"] == 2
     # without resume the run starts over (the caller cleared the folder: prepare_training --overwrite)
     _, _, r = _train(tmp_path / "cut", 1, settings=other, resume=False)
     assert r.resumed_from is None and r.epochs_run == 1
@@ -250,6 +256,117 @@ def test_an_interrupted_training_is_marked_unfinished_until_a_run_ends(tmp_path,
     assert unfinished(read_meta(tmp_path / "d")) == "trained 1 of 3 epochs"
     _, _, r = _train(tmp_path / "d", 3)
     assert r.epochs_run == 2 and unfinished(read_meta(tmp_path / "d")) is None
+
+
+def test_a_stop_anywhere_while_saving_an_epoch_resumes_to_identical_weights(tmp_path, monkeypatch):
+    """SIGTERM (KeyboardInterrupt) before any write, rename or removal of epoch 3's checkpoints: the folder
+    still resumes, from epoch 2 or 3, to the weights and best checkpoint of a run never stopped."""
+    import shutil
+
+    import astrotool.workspace as ws
+    from astrotool.ml import checkpoint as ck
+    from astrotool.ml import training as tr
+
+    losses = [3.0, 2.0, 1.0]  # every epoch is a new best: both the best checkpoint and last/ are written
+    full, _, _ = _train(tmp_path / "full", 3, val_losses=losses)
+    best_full = ck.load_checkpoint(tmp_path / "full").state_dict
+    _train(tmp_path / "two", 2, val_losses=losses)
+    state = {"armed": False, "n": 0, "stop_at": 0}
+    real_save = tr._save_epoch
+
+    def save_epoch(*args, **kw):
+        state["armed"] = args[12] == 2  # epoch (0-based) 2
+        return real_save(*args, **kw)
+
+    def counted(fn):
+        def wrapper(*args, **kw):
+            if state["armed"]:
+                state["n"] += 1
+                if state["n"] == state["stop_at"]:
+                    raise KeyboardInterrupt("terminated")
+            return fn(*args, **kw)
+        return wrapper
+
+    monkeypatch.setattr(tr, "_save_epoch", save_epoch)
+    for mod, name in ((ck, "write_json_atomic"), (ck, "atomic_path"), (ck, "_rename"), (ck, "_rmtree"),
+                      (ws, "write_json_atomic")):
+        if hasattr(mod, name):
+            monkeypatch.setattr(mod, name, counted(getattr(mod, name)))
+    resumed_from = set()
+    for stop_at in range(1, 60):
+        d = tmp_path / f"cut{stop_at}"
+        shutil.copytree(tmp_path / "two", d)
+        state.update(armed=False, n=0, stop_at=stop_at)
+        try:
+            _train(d, 3, val_losses=losses)
+        except KeyboardInterrupt:
+            pass
+        else:
+            break
+        state.update(stop_at=0)
+        resumed, _, r = _train(d, 3, val_losses=losses)
+        resumed_from.add(r.resumed_from)
+        a, b = _weights(full), _weights(resumed)
+        assert all(torch.equal(a[k], b[k]) for k in a), (stop_at, _max_diff(a, b))
+        best = ck.load_checkpoint(d)
+        assert all(torch.equal(best_full[k], best.state_dict[k]) for k in best_full), stop_at
+        assert best.meta["training_progress"]["finished"] is True and best.meta["best_epoch"] == 2
+        assert sorted(p.name for p in d.iterdir()) == ["last", "model.json", "model.safetensors"], (stop_at, r.resumed_from, sorted(p.name for p in (d / ".last.new").iterdir()))
+    assert stop_at > 5 and resumed_from == {2, 3}
+
+
+def test_a_hard_kill_between_the_renames_of_last_resumes(tmp_path):
+    """What os._exit between the two renames of the swap leaves: no last/, the new and old sets beside it."""
+    from astrotool.ml import checkpoint as ck
+    from astrotool.ml import commands as mc
+
+    full, _, _ = _train(tmp_path / "full", 3)
+    _train(tmp_path / "a", 2)
+    _train(tmp_path / "b", 3)
+    d = tmp_path / "a"
+    (d / "last").rename(d / ck.LAST_OLD_DIR)
+    (tmp_path / "b" / "last").rename(d / ck.LAST_NEW_DIR)
+    assert mc.epochs_done(d) == 3 and ck.resolve_last(d) == d / ck.LAST_NEW_DIR
+    assert mc.prepare_training(d, overwrite=False, resume=True, settings=_SETTINGS) == "resume"
+    assert sorted(p.name for p in d.iterdir()) == ["last", "model.json", "model.safetensors"]
+    _, _, r = _train(d, 3)
+    assert r.resumed_from == 3 and r.epochs_run == 0
+    # an incomplete new set (killed while writing it) beside the old one, without last/: the old one
+    _train(tmp_path / "c", 2)
+    c = tmp_path / "c"
+    (c / "last").rename(c / ck.LAST_OLD_DIR)
+    (c / ck.LAST_NEW_DIR).mkdir()
+    (c / ck.LAST_NEW_DIR / ck.WEIGHTS_FILE).write_bytes(b"half")
+    resumed, _, r = _train(c, 3)
+    assert r.resumed_from == 2 and sorted(p.name for p in c.iterdir()) == ["last", "model.json", "model.safetensors"]
+    assert all(torch.equal(v, _weights(full)[k]) for k, v in _weights(resumed).items())
+
+
+def test_a_checkpoint_pair_whose_move_a_stop_cut_short_loads(tmp_path):
+    """The weights moved into place, model.json not yet: readers take the staged model.json."""
+    from astrotool.ml import checkpoint as ck
+
+    _train(tmp_path / "a", 1)
+    _train(tmp_path / "b", 2)
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / ck.STAGE_DIR).mkdir()
+    (b / ck.META_FILE).rename(a / ck.STAGE_DIR / ck.META_FILE)
+    (b / ck.WEIGHTS_FILE).rename(a / ck.WEIGHTS_FILE)
+    ckpt = ck.load_checkpoint(a)
+    assert ckpt.meta["training_progress"]["epochs_done"] == 2
+    ck.settle_checkpoint(a)
+    assert not (a / ck.STAGE_DIR).exists() and ck.load_checkpoint(a).meta == ckpt.meta
+
+
+def test_an_epoch_without_batches_raises(tmp_path):
+    from astrotool.ml.training import fit
+
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(AstroError, match="no training batches"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), batches=lambda e: iter(()),
+            loss_fn=lambda m, b: m(b).mean(), validate=lambda m: {"val_loss": 1.0}, epochs=2,
+            checkpoint_dir=tmp_path / "m", meta={"architecture": {"name": "x", "kwargs": {}}})
+    assert not (tmp_path / "m" / "last").exists()
 
 
 def test_resume_false_starts_over(tmp_path):
