@@ -118,6 +118,42 @@ def env_layer(environ: dict[str, str] | None = None) -> tuple[dict, dict[str, st
     return tree, names
 
 
+_ENV_TYPOS_TOLD: set[str] = set()
+
+
+def env_typos(environ: dict[str, str] | None, sections) -> list[str]:
+    """Warnings for ``ASTRO_*`` variables that look like a key of ``sections`` spelled with a single
+    ``_`` after the section (``ASTRO_CORE_JOBS``, meant as ``ASTRO_CORE__JOBS``), which would be ignored.
+
+    Other ``ASTRO_*`` variables (``ASTRO_CONFIG``, ``ASTRO_WORKSPACE``, a plugin's own) are not
+    named: only a name whose first word is a section is.
+
+    Parameters
+    ----------
+    environ : dict or None
+        The environment (default ``os.environ``).
+    sections : collection of str
+        The configuration sections, e.g. ``{"core", "dre"}``.
+
+    Returns
+    -------
+    list of str
+        One warning per such variable.
+    """
+    environ = os.environ if environ is None else environ
+    out = []
+    for name in environ:
+        rest = name[len(ENV_PREFIX):]
+        if not name.startswith(ENV_PREFIX) or "__" in rest:
+            continue
+        section, sep, key = rest.partition("_")
+        if sep and key and section.lower() in sections:
+            out.append(f"${name} is not read: a configuration key is set by "
+                       f"${ENV_PREFIX}{section}__{key} ({section.lower()}.{key.lower()}; "
+                       "two underscores after the section and between nested keys)")
+    return out
+
+
 def set_layer(assignments: list[str]) -> dict:
     """Parse ``--set section.key=value`` assignments into a nested dict."""
     tree: dict = {}
@@ -135,10 +171,12 @@ class Config:
     Use :func:`load` to build one.
     """
 
-    def __init__(self, data: dict, sources: dict[str, str], models: dict[str, str]):
+    def __init__(self, data: dict, sources: dict[str, str], models: dict[str, str],
+                 packaged: "Packaged | None" = None):
         self.data = data
         self.sources = sources
         self._model_targets = models
+        self._packaged = packaged
         self.validated: dict[str, Any] = {}
         self._renames_told: set[str] = set()
 
@@ -151,15 +189,31 @@ class Config:
     def validate(self) -> "Config":
         """Validate every section; raise :class:`ConfigError` listing every problem."""
         problems = []
-        for section in self.data:
-            if section not in self._model_targets:
-                src = self._source_of(section)
-                problems.append(f"{src}: {self._unknown_section(section)}")
-        for section in self._model_targets:
-            problems += self._validate_section(section, self.data.get(section, {}))
+        for section in list(self._model_targets):
+            ours = self._packaged is not None and section in self._packaged.values
+            try:
+                found, crash = self._validate_section(section, self.data.get(section, {})), None
+            except Exception as exc:  # the model cannot be imported, or raised while validating
+                found, crash = [], exc
+            if (found or crash) and ours:
+                why = self._packaged.check(section)
+                if why:  # the plugin's own defaults are wrong: its plugin is broken, not the user's config
+                    self._packaged.mark_broken(section, why)
+                    self._model_targets.pop(section, None)
+                    continue
+            if crash is not None:
+                raise crash
+            problems += found
+        problems[:0] = [f"{self._source_of(section)}: {self._unknown_section(section)}" for section in self.data
+                        if section not in self._model_targets and section not in self.broken]
         if problems:
             raise ConfigError(problems)
         return self
+
+    @property
+    def broken(self) -> dict[str, str]:
+        """``{section: why}`` for the sections left out because their plugin's defaults are unusable."""
+        return self._packaged.broken if self._packaged is not None else {}
 
     def _unknown_section(self, name: str) -> str:
         """Why ``name`` is not a section, and the section whose key it is when one has it (``log_format``)."""
@@ -249,6 +303,11 @@ class Config:
             ``{"sub.key": value}`` from command-line flags; ``None`` values are
             ignored (the flag was not given).
         """
+        if name in self.broken:
+            from astrotool.errors import AstroError
+
+            plugin = self._packaged.owners.get(name, name)
+            raise AstroError(f"plugin {plugin!r} is broken: {self.broken[name]} (see `astro plugins`)")
         flags = {k: v for k, v in (flags or {}).items() if v is not None}
         if not flags:
             if name not in self.validated:
@@ -337,24 +396,101 @@ def _option_source(dotted: str, sections: set[str]) -> str:
     return "command-line option"
 
 
-def defaults_layers(registry=None) -> tuple[list[tuple[str, dict]], dict[str, str]]:
-    """Packaged defaults of every section and the model target of each."""
-    from importlib import resources
+class Packaged:
+    """The packaged defaults of every configuration section, read once.
 
-    from astrotool.plugins import get_registry
+    A section whose ``defaults.toml`` cannot be found, read or parsed marks its
+    plugin broken (``astro plugins`` says why) and is left out, so that one
+    plugin's packaging mistake never stops the other plugins' commands.
 
-    registry = registry or get_registry()
-    layers, models = [], {}
-    for _plugin, sec in registry.config_sections():
-        package, _, resource = sec.defaults.partition(":")
-        text = resources.files(package).joinpath(resource).read_text(encoding="utf-8")
+    Attributes
+    ----------
+    layers : list of (str, dict)
+        ``(layer name, {section: values})`` for each readable section.
+    models : dict
+        ``{section: "module:Model"}`` for each readable section.
+    owners : dict
+        ``{section: plugin}`` for every registered section.
+    broken : dict
+        ``{section: why}`` for the sections left out.
+    """
+
+    def __init__(self, registry=None):
+        """Read the defaults of every section ``registry`` (default: the process's) registers."""
+        from importlib import resources
+
+        from astrotool.plugins import get_registry
+
+        self.registry = registry or get_registry()
+        self.layers: list[tuple[str, dict]] = []
+        self.models: dict[str, str] = {}
+        self.owners: dict[str, str] = {}
+        self.broken: dict[str, str] = {}
+        self.values: dict[str, dict] = {}
+        for plugin, sec in self.registry.config_sections():
+            self.owners[sec.name] = plugin
+            package, _, resource = sec.defaults.partition(":")
+            where = f"{package}/{resource}"
+            try:
+                text = resources.files(package).joinpath(resource).read_text(encoding="utf-8")
+                data = tomllib.loads(text)
+                values = data.get(sec.name, {})
+                if not isinstance(values, dict):
+                    raise ValueError(f"{sec.name} is a key, not the table [{sec.name}]")
+            except tomllib.TOMLDecodeError as exc:
+                self.mark_broken(sec.name, f"packaged defaults {where}: TOML syntax error: {exc}")
+                continue
+            except Exception as exc:  # missing file, missing package, undecodable text
+                self.mark_broken(sec.name, f"packaged defaults {where}: cannot read: {type(exc).__name__}: {exc}")
+                continue
+            self.layers.append((f"{DEFAULTS} ({where})", {sec.name: values}))
+            self.models[sec.name] = sec.model
+            self.values[sec.name] = values
+
+    def mark_broken(self, section: str, why: str) -> None:
+        """Leave ``section`` out and mark the plugin that registered it broken, saying why."""
+        why = f"config section [{section}]: {why}"
+        self.broken[section] = why
+        self.models.pop(section, None)
+        self.layers = [(n, d) for n, d in self.layers if section not in d]
+        self.registry.mark_broken(self.owners.get(section, ""), why)
+
+    def check(self, section: str) -> str:
+        """Why the packaged defaults of ``section`` are unusable on their own (``""`` when they are).
+
+        The model must import and accept the defaults; a required key the defaults leave to the
+        user (a ``missing`` error) is not the plugin's fault.
+        """
+        from pydantic import ValidationError
+
+        from astrotool.plugins import load_target
+
         try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"{package}/{resource}: TOML syntax error: {exc}"]) from None
-        layers.append((f"{DEFAULTS} ({package}/{resource})", {sec.name: data.get(sec.name, {})}))
-        models[sec.name] = sec.model
-    return layers, models
+            model = load_target(self.models[section])
+            model.model_validate(self.values.get(section, {}))
+        except ValidationError as exc:
+            bad = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors() if e["type"] != "missing"]
+            return f"packaged defaults are invalid: {'; '.join(bad)}" if bad else ""
+        except Exception as exc:
+            return f"model {self.models[section]} cannot be loaded: {type(exc).__name__}: {exc}"
+        return ""
+
+    def check_all(self) -> None:
+        """Check every section's defaults against its model, marking the broken ones (``astro plugins``)."""
+        for section in list(self.models):
+            why = self.check(section)
+            if why:
+                self.mark_broken(section, why)
+
+
+def defaults_layers(registry=None) -> tuple[list[tuple[str, dict]], dict[str, str]]:
+    """Packaged defaults of every section and the model target of each.
+
+    A section whose defaults cannot be read is left out and its plugin marked broken
+    (see :class:`Packaged`).
+    """
+    packaged = Packaged(registry)
+    return packaged.layers, packaged.models
 
 
 def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None = None,
@@ -379,7 +515,8 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
     validate : bool
         Validate every section (raising :class:`ConfigError`).
     """
-    layers, models = defaults_layers(registry)
+    packaged = Packaged(registry)
+    layers, models = list(packaged.layers), packaged.models
     problems: list[str] = []
 
     def file_layer(path: Path, named_by: str = "") -> None:
@@ -406,6 +543,12 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
     for name, layer in layers:
         _merge(data, layer, name, sources)
     env_tree, env_names = env_layer(environ)
+    for warning in env_typos(environ, set(models) | set(packaged.broken)):
+        if warning not in _ENV_TYPOS_TOLD:  # told once, however often the configuration is loaded
+            _ENV_TYPOS_TOLD.add(warning)
+            import logging
+
+            logging.getLogger("astro").warning("%s", warning)
     _merge(data, env_tree, "env", sources)
     sources.update({k: v for k, v in env_names.items()})
     for k in list(sources):
@@ -417,7 +560,7 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
         if v is not None:
             _set_dotted(flag_tree, k, v)
     _merge(data, flag_tree, "command-line option", sources)
-    config = Config(data, sources, models)
+    config = Config(data, sources, models, packaged)
     return config.validate() if validate else config
 
 
@@ -428,10 +571,11 @@ def validate_file(path: str | os.PathLike, registry=None) -> Config:
 
 def schema(registry=None) -> dict:
     """JSON Schema of the whole configuration, one property per section."""
-    _, models = defaults_layers(registry)
+    packaged = Packaged(registry)
+    packaged.check_all()
     from astrotool.plugins import load_target
 
-    props = {name: load_target(target).model_json_schema() for name, target in sorted(models.items())}
+    props = {name: load_target(target).model_json_schema() for name, target in sorted(packaged.models.items())}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "astrotool configuration",
             "type": "object", "properties": props, "additionalProperties": False}
 

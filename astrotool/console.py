@@ -400,13 +400,33 @@ def _stdout_is_terminal() -> bool:
         return False
 
 
+def stdout_is_terminal() -> bool:
+    """Whether results go to a terminal: a command may shorten a long table there (saying so in its
+    title), never when piped, where every row is printed."""
+    return _stdout_is_terminal()
+
+
+def note(text: str) -> None:
+    """Print a line about a result on stdout (a count, a summary such as ``runs: 3``).
+
+    On a terminal it is printed as it is; piped, it is a ``# `` comment line, as a table's
+    title is, so that piped output is tab-separated rows and ``#`` lines only
+    (``grep -v '^#'`` leaves the data). With ``--json`` nothing is printed: the result says it.
+    """
+    if _RESULTS["json"]:
+        return
+    sys.stdout.write((text if _stdout_is_terminal() else f"# {text}") + "\n")
+    sys.stdout.flush()
+
+
 def print_table(title: str, columns: list[str], rows: list[list], stream: str = "stdout") -> None:
     """Print a table: rich on a terminal, tab-separated text otherwise, JSON with ``--json``.
 
     Parameters
     ----------
     title : str
-        Table title (a ``# title`` line before tab-separated text).
+        Table title (a ``# title`` comment line before tab-separated text). Piped, every row
+        is printed: a caller that shows only some rows on a terminal should pass them all.
     columns : list of str
         Column headings.
     rows : list of list

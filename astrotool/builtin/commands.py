@@ -68,7 +68,7 @@ def status():
                         ["plugin", "stage", "files"], rows)
     outcome = ("no run.json: running, or killed" if last is None else "run.json unreadable" if last == "?" else
                f"{last[0]}, exit {last[1]}")
-    typer.echo(f"runs: {len(runs)}" + (f" (last: {runs[-1]} ({outcome}))" if runs else ""))
+    console.note(f"runs: {len(runs)}" + (f" (last: {runs[-1]} ({outcome}))" if runs else ""))
 
 
 def _run_outcome(run_dir) -> tuple[str, int] | str | None:
@@ -179,7 +179,9 @@ def plugins():
 
     registry = get_registry()
     mount_all(build_app()._astro_group)  # commands that cannot mount mark their plugin broken
-    registry.config_sections()
+    from astrotool.config import Packaged
+
+    Packaged(registry).check_all()  # so do defaults.toml files that are missing or that their model refuses
     infos = list(registry.info.values())
     console.print_table("plugins", ["name", "distribution", "version", "status", "error"],
                         [[i.name, i.distribution, i.version, i.status, i.error] for i in infos])
@@ -199,6 +201,9 @@ def doctor():
     from astrotool.plugins import get_registry, load_target
 
     registry = get_registry()
+    from astrotool.config import Packaged
+
+    Packaged(registry).check_all()  # a plugin whose defaults.toml is missing or invalid is listed as broken
     results: list[tuple[str, CheckResult]] = []
     done: set[str] = set()
     for plugin, check in registry.doctor_checks():
@@ -210,6 +215,9 @@ def doctor():
         except Exception as exc:
             out = CheckResult(check.name, False, f"check failed: {type(exc).__name__}: {exc}")
         for r in out if isinstance(out, list) else [out]:
+            if not isinstance(r, CheckResult):  # a plugin's mistake is its check's failure, not doctor's crash
+                r = CheckResult(check.name, False, f"check {check.target} returned {type(r).__name__}, "
+                                                   "not a CheckResult", f"report it to plugin {plugin!r}")
             results.append((plugin, r))
     for info in registry.broken():
         results.append((info.name, CheckResult(f"plugin {info.name}", False, info.error,
@@ -232,7 +240,8 @@ demo_app = typer.Typer()
 @demo_app.command("demo")
 def demo(
     directory: Path = typer.Argument(None, help="Fresh workspace folder (default: ./astro-demo-<utc>)."),
-    only: list[str] = typer.Option(None, "--only", help="Run only these plugins' steps."),
+    only: list[str] = typer.Option(None, "--only", metavar="NAME[,NAME...]",
+                                   help="Run only these demo steps (a comma list, or the option repeated)."),
 ):
     """Run every plugin's demo step in a fresh workspace and summarise what it produced."""
     from astrotool.context import Context, set_current
@@ -248,6 +257,7 @@ def demo(
     if directory.exists() and any(p.name not in ("runs",) for p in directory.iterdir()) and not parent.overwrite:
         raise AstroError(f"{directory}: not empty; the demo needs a fresh workspace (or use --overwrite)")
     every = get_registry().demo_steps()
+    only = [name.strip() for entry in only or () for name in entry.split(",") if name.strip()]
     unknown = sorted(set(only or ()) - {s.name for _, s in every})
     if unknown:
         raise AstroError(f"--only {', '.join(unknown)}: no such demo (known: {', '.join(s.name for _, s in every)})")
@@ -267,11 +277,12 @@ def demo(
             ctx.log.info("demo: %s — %s", step.name, step.help)
             t0 = time.time()
             try:
-                lines = load_target(step.target)(ctx) or []
-            except AstroError as exc:
+                lines = _demo_lines(load_target(step.target)(ctx))
+            except Exception as exc:  # one step's failure is reported; the other plugins' steps still run
                 failed.append(step.name)
-                lines = [f"FAILED: {exc}"]
-                ctx.log.error("demo %s failed: %s", step.name, exc)
+                why = str(exc) if isinstance(exc, AstroError) else f"{type(exc).__name__}: {exc}"
+                lines = [f"FAILED: {why}"]
+                ctx.log.error("demo %s failed: %s", step.name, why)
             summary.append((step.name, time.time() - t0, lines))
         ctx.record  # the demo is recorded in its workspace
     finally:
@@ -291,3 +302,21 @@ def demo(
             typer.echo(f"  {line}")
     if failed:
         raise AstroError(f"demo steps failed: {', '.join(failed)}", exit_code=1)
+
+
+def _demo_lines(out) -> list[str]:
+    """The summary lines a demo step returned: a list (or other iterable) of lines; a single
+    string is one line, ``None`` none.
+
+    Raises
+    ------
+    TypeError
+        The step returned something else (its step is then reported as failed).
+    """
+    if out is None:
+        return []
+    if isinstance(out, str):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [str(line) for line in out]
+    raise TypeError(f"a demo step returns a list of lines, not {type(out).__name__}")

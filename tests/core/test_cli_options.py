@@ -212,3 +212,49 @@ def test_dre_run_passes_its_stages_options_on(tmp_path):
     assert (dre["cuts"]["compression"], dre["cuts"]["margin"]) == ("none", 10.0)
     assert (dre["fit"]["statistic"], dre["fit"]["batch_size"]) == ("dre", 5)
     assert dre["detect"]["gain"] == dre["fit"]["gain"] == "cps"
+
+
+@pytest.fixture
+def sloppy(monkeypatch, toy):
+    """A fresh registry with the core and ``sloppyplug`` (a wrong doctor check, failing demo steps)."""
+    import importlib
+
+    from astrotool.plugins import Registry
+
+    monkeypatch.syspath_prepend(str(toy[0]))
+    set_registry(Registry(entry_points=False, extra=[importlib.import_module("sloppyplug")]))
+    yield
+    set_registry(None)
+
+
+def test_demo_step_raising_is_reported_and_the_others_run(sloppy, tmp_path, capsys):
+    from astrotool.cli import main
+
+    assert main(["demo", str(tmp_path / "d")]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: ZeroDivisionError: division by zero in the demo" in captured.out
+    assert "[after]" in captured.out and "after ran" in captured.out
+    assert "  one whole line\n" in captured.out  # a str is one line, not one character a line
+    assert "demo steps failed: crash" in captured.err
+
+
+def test_demo_only_takes_a_comma_list(sloppy, tmp_path, capsys):
+    from astrotool.cli import main
+
+    assert main(["--json", "demo", str(tmp_path / "d"), "--only", "text,after"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in out["steps"]] == ["text", "after"]
+    assert out["steps"][0]["lines"] == ["one whole line"]
+
+
+def test_doctor_check_returning_the_wrong_type_is_a_failed_check(sloppy, capsys):
+    from astrotool.cli import main
+
+    assert main(["--json", "doctor"]) == 0
+    import json
+
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["sloppy-check"]["ok"] is False and rows["sloppy-check"]["plugin"] == "sloppyplug"
+    assert "returned bool, not a CheckResult" in rows["sloppy-check"]["detail"]

@@ -161,3 +161,55 @@ def test_misspelt_key_or_section_suggests_the_known_one(astro, toy, tmp_path):
     assert r.returncode == 2
     assert f"{bad}: core.executer: unknown key; did you mean 'executor'?" in r.stderr, r.stderr
     assert f"{bad}: [toyy]: unknown section; did you mean 'toy'?" in r.stderr, r.stderr
+
+
+def test_a_plugin_with_missing_or_invalid_defaults_is_broken_and_others_work(astro, toy, tmp_path):
+    """One plugin's missing ``defaults.toml`` (or a value its model refuses) marks that plugin
+    broken, with the reason, instead of stopping every other plugin's commands."""
+    path = [toy[0], toy[0] / "baddefaults"]
+    r = astro("plugins", "--json", pythonpath=path)
+    assert r.returncode == 0, r.stderr
+    rows = {p["name"]: p for p in json.loads(r.stdout)}
+    assert rows["nodefaults"]["status"] == "broken"
+    assert "nodefaultsplug/defaults.toml: cannot read: FileNotFoundError" in rows["nodefaults"]["error"]
+    assert rows["badvalue"]["status"] == "broken"
+    assert "[badvalue]: packaged defaults are invalid: factor" in rows["badvalue"]["error"]
+    assert rows["toy"]["status"] == "ok"
+    # every other command still works, a user's [badvalue] table included (the broken section is left out)
+    user = write(tmp_path / "user.toml", "[badvalue]\nfactor = 1.0\n")
+    r = astro("-w", tmp_path, "--json", "toy", "show", pythonpath=path, env={"ASTRO_CONFIG": str(user)})
+    assert r.returncode == 0, r.stderr
+    r = astro("config", "show", "--json", pythonpath=path)
+    assert r.returncode == 0, r.stderr
+    assert "toy" in json.loads(r.stdout) and "badvalue" not in json.loads(r.stdout)
+    # a bad value the user gives is still the user's error
+    r = astro("--set", "toy.count=x", "config", "show", pythonpath=path)
+    assert r.returncode == 2 and "toy.count" in r.stderr
+
+
+def test_section_of_a_broken_plugin_says_so(toy, monkeypatch):
+    monkeypatch.syspath_prepend(str(toy[0]))
+    monkeypatch.syspath_prepend(str(toy[0] / "baddefaults"))
+    import importlib
+
+    from astrotool.errors import AstroError
+    from astrotool.plugins import Registry
+
+    registry = Registry(entry_points=False, extra=[importlib.import_module("toyplug"),
+                                                   importlib.import_module("nodefaultsplug")])
+    cfg = config.load(environ={}, registry=registry)
+    assert cfg.section("toy").count == 3
+    with pytest.raises(AstroError, match="plugin 'nodefaultsplug' is broken: config section"):
+        cfg.section("nodefaults")
+    assert registry.info["nodefaultsplug"].status == "broken"
+
+
+def test_a_variable_with_one_underscore_after_a_section_is_named(astro, toy, tmp_path):
+    """``ASTRO_CORE_JOBS=3`` (meant as ``ASTRO_CORE__JOBS``) was ignored without a word."""
+    env = {"ASTRO_CORE_JOBS": "3", "ASTRO_SHARED_DATA": "/x", "ASTRO_WORKSPACE": str(tmp_path),
+           "ASTRO_NO_PLUGINS": "0", "ASTRO_TOY__COUNT": "4"}
+    assert config.env_typos(env, {"core", "toy"}) == [
+        "$ASTRO_CORE_JOBS is not read: a configuration key is set by $ASTRO_CORE__JOBS (core.jobs; "
+        "two underscores after the section and between nested keys)"]
+    r = astro("config", "show", "core", pythonpath=toy, env={"ASTRO_CORE_JOBS": "3"})
+    assert r.returncode == 0 and "$ASTRO_CORE_JOBS is not read" in r.stderr, r.stderr

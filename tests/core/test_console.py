@@ -166,3 +166,21 @@ def test_a_missing_value_is_an_empty_cell_not_none(capsys):
     console.emit({"calibration": None, "n": 3})
     console.emit([{"a": 1, "b": None}, {"a": 2}])
     assert capsys.readouterr().out == "key\tvalue\ncalibration\t\nn\t3\na\tb\n1\t\n2\t\n"
+
+
+def test_piped_status_is_tab_separated_rows_and_comment_lines(tmp_path, capsys):
+    """Piped, ``astro status`` printed a bare ``runs: N`` line among its tab-separated rows."""
+    from astrotool.cli import main
+    from astrotool.plugins import Registry, set_registry
+
+    set_registry(Registry(entry_points=False))
+    try:
+        assert main(["init", str(tmp_path)]) == 0
+        capsys.readouterr()
+        assert main(["-w", str(tmp_path), "status"]) == 0
+    finally:
+        set_registry(None)
+    lines = capsys.readouterr().out.splitlines()
+    data = [ln for ln in lines if not ln.startswith("#")]
+    assert data[0] == "plugin\tstage\tfiles" and all(ln.count("\t") == 2 for ln in data), lines
+    assert any(ln.startswith("# runs: ") for ln in lines), lines
