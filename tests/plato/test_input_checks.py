@@ -226,6 +226,17 @@ def test_prepare_train_and_eval_name_bad_options_and_inputs(small, tmp_path, cap
     assert not (ws / "plato/prepared/z").exists() and not (ws / "plato/models/o/model.json").exists()
 
 
+def test_prepare_warns_of_a_length_train_cannot_take(small, tmp_path, capsys):
+    ws = _copy(small, tmp_path)
+    capsys.readouterr()
+    assert main(["-w", str(ws), "plato", "prepare", "--name", "z", "--length", "1000"]) == 0
+    err = capsys.readouterr().err
+    assert "--length 1000: `train` (plato.train.bin = 16, depth = 5) needs a multiple of bin * 2**(depth-1) = 256" \
+        in err and "for training use 768 or 1024" in err
+    assert main(["-w", str(ws), "plato", "prepare", "--name", "y", "--length", "1024"]) == 0
+    assert "needs a multiple" not in capsys.readouterr().err
+
+
 def test_filter_inf_keeps_gappy_curves_and_drops_those_with_nan_samples(tmp_path, capsys):
     from astrotool_plato.config import PrepareConfig
     from astrotool_plato.prepare import PreparedDataset, prepare_curve
@@ -308,6 +319,22 @@ def test_eval_writes_strict_json_with_null_for_undefined_scores(small, tmp_path,
     assert main(["-w", str(ws), "--json", "plato", "evaluate", "--split", "all", "--name", "r"]) == 0
     out = strict(capsys.readouterr().out)
     assert strict((ws / "plato/reports/r_evaluate.json").read_text())["curves"] == out["curves"]
+
+
+def test_evaluate_refuses_to_replace_a_report_made_with_other_settings(small, tmp_path, capsys):
+    ws = _copy(small, tmp_path)
+    base = ["-w", str(ws), "-q", "plato", "evaluate", "--split", "all", "--name", "r"]
+    assert main(base) == 0
+    assert main(base) == 0                                        # the same settings: made again
+    report = ws / "plato/reports/r_evaluate.json"
+    before = report.read_text()
+    capsys.readouterr()
+    assert main([*base, "--min-snr", "500"]) == 2
+    err = capsys.readouterr().err
+    assert "r_evaluate.json: exists but was made with other settings" in err and "events.min_snr" in err
+    assert "use --overwrite" in err and report.read_text() == before
+    assert main(["-w", str(ws), "-q", "--overwrite", *base[3:], "--min-snr", "500"]) == 0
+    assert json.loads(report.read_text())["events"]["min_snr"] == 500
 
 
 def test_evaluate_is_named_as_in_the_other_plugins_and_eval_still_runs_hidden(small, tmp_path, capsys):

@@ -136,7 +136,7 @@ def test_prepare_reads_gappy_nan_curves_and_names_bad_inputs(tmp_path, capsys):
     feather.write_feather(pa.table({"time": t, "flux": np.full(t.size, np.nan)}), tmp_path / "nan.ftr")
     capsys.readouterr()
     assert main(["-w", str(tmp_path), "plato", "prepare", str(tmp_path / "reversed.ftr")]) == 2
-    assert "reversed.ftr: time is not increasing: sample 1" in capsys.readouterr().err
+    assert "reversed.ftr: time is not increasing: row 2" in capsys.readouterr().err
     from astrotool.errors import InputError
     from astrotool_plato.lightcurves import read_curves
 
@@ -167,7 +167,7 @@ def test_light_curve_files_that_are_not_fluxes_are_named_with_their_problem(tmp_
                           ("empty_flux.csv", "the flux is NaN or infinite everywhere"),
                           ("text.fits", "not a readable FITS file (no valid FITS header)"),
                           ("text.parquet", "unreadable light curve (ArrowInvalid: "),
-                          ("back.csv", "time is not increasing: sample 1 (0.25) follows 0.5")):
+                          ("back.csv", "time is not increasing: row 2 (0.25) follows row 1 (0.5), counting from 1")):
         with pytest.raises(InputError) as err:
             read_curves(tmp_path / name)
         assert f"{tmp_path / name}: {problem}" in str(err.value), str(err.value)
@@ -261,6 +261,28 @@ def test_panopticon_toml_imports_line_for_line_and_bad_names_are_refused(tmp_pat
         assert main(["plato", "config", "import", str(src)]) == 2
         assert msg in capsys.readouterr().err
     assert main(["plato", "config", "import", str(tmp_path / "astro.toml"), "-o", str(tmp_path / "astro.toml")]) == 2
+
+
+def test_panopticon_scheduler_use_must_be_a_boolean_and_kwargs_are_checked_without_it(tmp_path, capsys):
+    src = tmp_path / "panopticon.toml"
+    for use in ('"false"', '"yes"', "1"):
+        src.write_text(PANOPTICON.replace("use = true", f"use = {use}"))
+        capsys.readouterr()
+        assert main(["plato", "config", "import", str(src)]) == 2, use
+        assert "scheduler.use: expected true or false" in capsys.readouterr().err
+    no_use = PANOPTICON.replace("use = true\n", "")
+    assert no_use != PANOPTICON
+    src.write_text(no_use.replace("gamma", "gama"))          # a typo is refused though the scheduler is off
+    capsys.readouterr()
+    assert main(["plato", "config", "import", str(src)]) == 2
+    assert "scheduler.kwargs: ExponentialLR needs 'gamma' (unknown: gama" in capsys.readouterr().err
+    src.write_text(PANOPTICON.replace("use = true", "use = false").replace("gamma", "gama"))
+    assert main(["plato", "config", "import", str(src)]) == 2
+    src.write_text(no_use)
+    capsys.readouterr()
+    assert main(["plato", "config", "import", str(src)]) == 0
+    got = capsys.readouterr()
+    assert "[scheduler] use: missing" in got.err and 'scheduler = ""' in got.out
 
 
 def test_prepare_leaves_out_curves_outside_the_depth_bounds(tmp_path, capsys):
@@ -805,3 +827,10 @@ def test_plot_s_old_no_model_option_still_works_hidden(tmp_path, capsys):
     assert main(["plato", "plot", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--no-model-overlay" in text and not re.search(r"--no-model(?!-)", text)
+
+
+def test_dropped_curve_lists_say_how_many_more_there_are():
+    from astrotool_plato.prepare import _listed
+
+    assert _listed({f"c{k}": "NaN" for k in range(7)}) == "c0: NaN; c1: NaN; c2: NaN; c3: NaN; c4: NaN; and 2 more"
+    assert _listed({"c0": "NaN"}) == "c0: NaN"

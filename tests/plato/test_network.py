@@ -616,6 +616,80 @@ def test_eval_counts_false_alarms_on_binaries_apart_and_bins_each_transit_by_its
     assert op["meets_target"] and op["recovery"] == 0.0 and op["recovers_nothing"]
 
 
+def test_eval_without_transit_free_curves_reports_no_operating_point(tmp_path, capsys):
+    """Every curve holds a transit: the false-alarm fraction is NaN, so there is no operating threshold (not
+    the lowest one with recovery 1)."""
+    from astrotool_plato.config import EventsConfig, PrepareConfig
+    from astrotool_plato.evaluate import evaluate
+    from astrotool_plato.labels import write_label_rows
+    from astrotool_plato.lightcurves import write_curves
+    from astrotool_plato.prepare import PreparedDataset, prepare
+
+    class Dips(torch.nn.Module):
+        granularity = 1
+        in_channels = 1
+
+        def forward(self, x):
+            return -4000.0 * x - 2.0
+
+    t = np.arange(1024) * 25.0 / 86400.0
+    box = (np.abs(t - t[500]) < 1.0 / 24).astype(float) * 2e-3
+    row = {"has_transit": True, "t0": float(t[500]), "duration": 2.0, "depth": 2000.0, "snr": 20.0,
+           "n_transits": 1, "planet_radius": 3.0}
+    raw, labels = tmp_path / "raw", tmp_path / "labels"
+    write_curves(raw / "x_lightcurves.parquet", [(k, t, 1 - box, 1e-4) for k in ("a", "b")], {"ids": ["a", "b"]},
+                 "test")
+    write_label_rows(labels / "x_labels.parquet", [{**row, "id": k, "file": "x_lightcurves.parquet"}
+                                                    for k in ("a", "b")], "test")
+    prepare(PrepareConfig(split=(1.0, 0.0, 0.0)), 0, [], raw, labels, tmp_path / "prepared")
+    ds = PreparedDataset(tmp_path / "prepared" / "quarters")
+    rep, transits = evaluate(Dips(), ds, "all", [0.05, 0.5], EventsConfig())
+    assert rep["transit_free_curves"] == 0 and rep["transits"] == 2
+    for key in ("operating", "operating_quiet"):
+        op = rep[key]
+        assert "no transit-free curve" in op["undefined"] and op["meets_target"] is None
+        assert math.isnan(op["threshold"]) and math.isnan(op["recovery"])
+        assert all(math.isnan(r["recovery"]) for r in op["by_depth"])
+    assert all(r["recovered"] is None for r in transits)
+    assert rep["recovery"] == [1.0, 1.0]         # the sweep itself is still measured
+
+
+def test_prepare_warns_of_a_split_emptied_by_dropped_curves_and_eval_names_them(tmp_path, caplog):
+    import logging
+
+    from astrotool.errors import InputError
+    from astrotool_plato.config import EventsConfig, PrepareConfig
+    from astrotool_plato.evaluate import evaluate
+    from astrotool_plato.labels import write_label_rows
+    from astrotool_plato.lightcurves import write_curves
+    from astrotool_plato.prepare import PreparedDataset, prepare
+
+    t = np.arange(512) * 25.0 / 86400.0
+    ids = [f"c{k}" for k in range(4)]
+    raw, labels, out = tmp_path / "raw", tmp_path / "labels", tmp_path / "prepared"
+    write_label_rows(labels / "x_labels.parquet", [{"id": k, "file": "x_lightcurves.parquet"} for k in ids], "test")
+
+    def run(nan_ids, bad_values):
+        flux = {k: np.ones(t.size) for k in ids}
+        for k in nan_ids:
+            flux[k][7] = np.nan
+        write_curves(raw / "x_lightcurves.parquet", [(k, t, f, 1e-4) for k, f in flux.items()], {"ids": ids}, "t")
+        cfg = PrepareConfig(split=(0.5, 0.25, 0.25), bad_values=bad_values)
+        return prepare(cfg, 3, [], raw, labels, out, overwrite=True, log=logging.getLogger("astro"))
+
+    run([], "interpolate")
+    meta = PreparedDataset(out / "quarters").metadata(["id", "split"])
+    test_ids = [str(c) for c, s in zip(meta["id"], meta["split"]) if str(s) == "test"]
+    assert len(test_ids) == 1
+    with caplog.at_level(logging.WARNING, logger="astro"):
+        summary = run(test_ids, "drop")
+    assert summary["splits"]["test"] == 0 and summary["empty_splits"] == {"test": test_ids}
+    assert "the 'test' split (share 0.25 of plato.prepare.split) is empty" in caplog.text
+    assert f"{test_ids[0]}: 1 NaN/inf sample(s)" in caplog.text
+    with pytest.raises(InputError, match=f"all left out by `prepare` \\({test_ids[0]}: 1 NaN/inf"):
+        evaluate(torch.nn.Identity(), PreparedDataset(out / "quarters"), "test", [0.5], EventsConfig())
+
+
 def test_eval_tells_a_transit_hidden_in_red_noise_from_one_the_network_missed(tmp_path):
     """Two 2,000 ppm, 1-h transits on 9.5-d curves, both flagged by a model that sees every dip below
     1,000 ppm: one in 200 ppm white noise (true-box S/N 2000 sqrt(144) / 200 = 120; the block-scatter
@@ -642,10 +716,11 @@ def test_eval_tells_a_transit_hidden_in_red_noise_from_one_the_network_missed(tm
     box[a:a + w] = 2e-3
     rng = np.random.default_rng(12)
     curves = {"white": 1 - box + rng.normal(0.0, 2e-4, n),
-              "wiggle": 1 - box + 5e-4 * np.sin(np.pi * np.arange(n) / w) + rng.normal(0.0, 1e-5, n)}
+              "wiggle": 1 - box + 5e-4 * np.sin(np.pi * np.arange(n) / w) + rng.normal(0.0, 1e-5, n),
+              "flat": 1 + rng.normal(0.0, 1e-5, n)}          # transit-free: the operating point is defined
     mid = float(t[a] + w * 12.5 / 86400.0)
     rows = [{"id": k, "has_transit": True, "t0": mid, "duration": 1.0, "depth": 2000.0, "snr": 50.0,
-             "n_transits": 1, "planet_radius": 3.0} for k in curves]
+             "n_transits": 1, "planet_radius": 3.0} for k in curves if k != "flat"] + [{"id": "flat"}]
     raw, labels = tmp_path / "raw", tmp_path / "labels"
     write_curves(raw / "x_lightcurves.parquet", [(k, t, f, 2e-4) for k, f in curves.items()],
                  {"ids": list(curves)}, "test")
@@ -790,7 +865,7 @@ def test_eval_and_detect_warn_about_a_model_whose_training_was_cut_short(trained
         assert main(["-w", str(trained), "plato", *cmd, "--model", str(mdir)]) == 0
         err = capsys.readouterr().err
         assert "training unfinished (trained 3 of 8 epochs)" in err and "astro plato train" in err, cmd
-    assert main(["-w", str(trained), "plato", "evaluate", "--split", "all"]) == 0
+    assert main(["-w", str(trained), "plato", "evaluate", "--split", "all", "--name", "finished"]) == 0
     assert "unfinished" not in capsys.readouterr().err
 
 
@@ -951,3 +1026,27 @@ def test_plot_last_uses_the_model_and_threshold_of_the_detect_run_and_tells_same
     assert main(["-w", str(trained), "--json", "plato", "plot", "last"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "other" and out["threshold"] == 0.6 and out["plots"] == n_curves > 0
+
+
+def test_piped_detect_prints_every_event_row(trained, tmp_path, capsys, monkeypatch):
+    """A terminal shows the first MAX_SHOWN events; piped output (here: captured) is never cut."""
+    import pyarrow.parquet as pq
+
+    from astrotool_plato import detect as detect_mod
+
+    monkeypatch.setattr(detect_mod, "MAX_SHOWN", 1)
+    time, flux, params = _fresh_curves()
+    files = []
+    for f, p in zip(flux, params):
+        path = tmp_path / f"{p.id}.csv"
+        np.savetxt(path, np.c_[time, f], delimiter=",", header="time,flux", comments="")
+        files.append(str(path))
+    capsys.readouterr()
+    assert main(["-w", str(trained), "plato", "detect", *files, "--name", "piped"]) == 0
+    out = capsys.readouterr().out
+    n = pq.read_table(trained / "plato/runs/piped/piped_events.parquet").num_rows
+    assert n >= 2
+    assert f"# {n} event(s)\n" in out and "the first" not in out
+    rows = [line for line in out.splitlines() if line.endswith(tuple("0123456789")) and "\t" in line
+            and line.split("\t")[0].endswith(".csv")]
+    assert len(rows) == n

@@ -498,3 +498,12 @@ def test_a_stopped_run_records_the_curve_files_it_finished(tmp_path):
     listed = {Path(o["path"] if isinstance(o, dict) else o).name for o in record["outputs"]}
     kept = {f.name for f in raw.glob("*_lightcurves.parquet")}
     assert record["status"] == "terminated" and len(kept) >= 2 and listed == kept
+
+
+def test_too_short_days_blame_days_not_the_default_transit_durations(tmp_path, capsys):
+    from astrotool.cli import main
+
+    assert main(["-w", str(tmp_path), "plato", "simulate", "-n", "2", "--days", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "command-line option --days: plato.simulate.duration_days: a 0.2 d light curve cannot hold" in err
+    assert "defaults" not in err

@@ -78,7 +78,7 @@ def test_bad_files_get_a_user_message(tmp_path):
     pd.DataFrame({"time": [0.0], "flux": [1.0]}).to_csv(tmp_path / "onerow.csv", index=False)
     (tmp_path / "garbage.fits").write_text("hello not fits")
     (tmp_path / "empty.csv").write_text("")
-    for name, msg in (("strflux.csv", "column 'flux' is not numeric (row 6: 'abc')"),
+    for name, msg in (("strflux.csv", "column 'flux' is not numeric (row 6, counting from 1: 'abc')"),
                       ("empty.csv", "empty file, not a light curve"),
                       ("onerow.csv", "1 sample; a light curve needs at least 2"),
                       ("garbage.fits", "not a readable FITS file")):
@@ -350,3 +350,57 @@ def test_a_faint_star_in_electrons_names_only_the_failed_check_and_ppm_gets_the_
     rel = rng.normal(0.0, 1e-3, t.size)                                   # relative flux about 0
     with pytest.raises(InputError, match=r"not a flux level; relative flux about 0: add 1$"):
         check_curve(t, rel, "rel.csv")
+
+
+def test_plot_last_takes_the_latest_detect_run_with_an_event_table_whatever_its_status(tmp_path):
+    import pyarrow as pa
+
+    from astrotool.io.tables import write_parquet
+    from astrotool.workspace import Workspace
+    from astrotool_plato.plot import _latest_detect
+
+    runs = tmp_path / "runs"
+    curve = tmp_path / "a.csv"
+    curve.write_text("time,flux\n")
+
+    def detect_run(stamp, status, name):
+        table = None
+        if name:
+            table = tmp_path / f"{name}_events.parquet"
+            write_parquet(pa.table({"file": ["k"], "id": [name]}), table,
+                          metadata={"settings": {}, "file_keys": {"k": str(curve)}})
+        (runs / f"{stamp}-plato-detect").mkdir(parents=True)
+        (runs / f"{stamp}-plato-detect/run.json").write_text(json.dumps(
+            {"status": status, "inputs": [str(curve)], "outputs": [str(table)] if table else []}))
+
+    detect_run("20260101T000000Z", "ok", "old")
+    detect_run("20260102T000000Z", "failed items", "new")     # one file failed: the others' table was written
+    detect_run("20260103T000000Z", "error", None)             # wrote nothing
+    todo, _ = _latest_detect(Workspace(tmp_path))
+    assert todo == [(curve, "new")]
+
+
+def test_rows_are_counted_from_1_in_every_message_and_float32_times_get_a_hint(tmp_path):
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=0.2)
+    back = t.copy()
+    back[100] = back[50]                                     # time[100]: the 101st row
+    text = f.astype(str)
+    text[5] = "abc"                                          # flux[5]: the 6th row
+    feather.write_feather(pa.table({"time": back, "flux": f}), tmp_path / "back.ftr")
+    feather.write_feather(pa.table({"time": t, "flux": text}), tmp_path / "text.ftr")
+    bjd = (2460000.0 + t).astype(np.float32)                 # steps of 0.25 d: repeated times
+    feather.write_feather(pa.table({"time": bjd, "flux": f}), tmp_path / "f32.ftr")
+    for name, msg in (("back.ftr", "time is not increasing: row 101 ("),
+                      ("text.ftr", "(row 6, counting from 1: 'abc')"),
+                      ("f32.ftr", "time is float32, too coarse for BJD; store it as float64")):
+        with pytest.raises(InputError) as exc:
+            read_curves(tmp_path / name)
+        assert msg in str(exc.value), str(exc.value)
+    with pytest.raises(InputError) as exc:
+        read_curves(tmp_path / "back.ftr")
+    assert "float32" not in str(exc.value)

@@ -187,13 +187,15 @@ def prepare(
     Feather, CSV and FITS tables are read with detect's --time-column,
     --flux-column and --time-unit: Panopticon's Feather files (export-panopticon's
     too) need --time-unit s, and a quarter K > 1 in Panopticon's layout is put on its
-    simulation's time axis as import-panopticon does; a time axis in another unit is refused (exit 2). A rerun with the same
+    simulation's time axis as import-panopticon does; a time axis in another unit is refused (exit 2). A
+    --length that the configured network cannot train on (not a multiple of plato.train's
+    bin * 2**(depth-1)) is warned about (evaluate and detect pad it). A rerun with the same
     settings and inputs keeps the set; other settings are refused (exit 2)
     unless --overwrite.
     """
     from astrotool.context import current
     from astrotool_plato import LABELS, NAME, PREPARED, RAW
-    from astrotool_plato.prepare import prepare as run
+    from astrotool_plato.prepare import GRANULE, prepare as run
 
     ctx = current()
     cfg = plato_config(ctx, {"prepare.name": name, "prepare.length": length, "prepare.augment": augment,
@@ -202,7 +204,14 @@ def prepare(
                              "prepare.spline_s": spline_s, "prepare.spline_stride": spline_stride,
                              "detect.time_column": time_column, "detect.flux_column": flux_column,
                              "detect.time_unit": time_unit})
-    d, cfg = cfg.detect, cfg.prepare
+    d, t, cfg = cfg.detect, cfg.train, cfg.prepare
+    g = t.bin * 2 ** (t.depth - 1)   # what `train` will need the length to be divisible by
+    if cfg.length >= GRANULE and cfg.length % g:   # a shorter one is refused as too short by `prepare`
+        lo, hi = (cfg.length // g) * g, (cfg.length // g + 1) * g
+        ctx.log.warning("--length %d: `train` (plato.train.bin = %d, depth = %d) needs a multiple of "
+                        "bin * 2**(depth-1) = %d and will refuse this set (`evaluate` and `detect` pad it); for "
+                        "training use %s (0: the shortest curve's length, a multiple of 256)", cfg.length, t.bin,
+                        t.depth, g, f"{lo} or {hi}" if lo else str(hi))
     ws = ctx.workspace
     res = run(cfg, cfg.seed if cfg.seed is not None else ctx.seed, sources or [], ws.stage(NAME, RAW),
               ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log,
@@ -228,7 +237,8 @@ def train(
     loss: Optional[str] = typer.Option(None, "--loss", help="bce | dice | focal | bce+dice"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="training epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="curves per optimiser step"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (AdamW)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (of plato.train.optimizer, AdamW by "
+                                                          "default)"),
     patience: Optional[int] = typer.Option(None, "--patience", help="early-stopping patience [epochs]; 0 = off"),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
     device: mc.Device = None,
@@ -382,9 +392,12 @@ def config_import(
 
     Paths and data-loader workers have no counterpart and are listed as
     comments; an unknown optimizer or scheduler name, a key Panopticon does not
-    have, a value of the wrong type and [fraction]s not summing to 1 are
-    refused (exit 2) naming the key. Use the result with --cfg FILE, or append
-    it to the workspace's astro.toml.
+    have, a value of the wrong type (a [scheduler] use that is not true or
+    false included) and [fraction]s not summing to 1 are refused (exit 2)
+    naming the key; [scheduler.kwargs] are checked whenever a scheduler is
+    named, and a [scheduler] without use is translated as off, with a
+    warning. Use the result with --cfg FILE, or append it to the workspace's
+    astro.toml.
     """
     from astrotool.context import current
     from astrotool.errors import AstroError
@@ -445,8 +458,9 @@ def import_panopticon(
     Each quarter file becomes a curve `simNNNNN_QK` (co-added flux; times on one
     axis per simulation); its transit and binary parameters become label rows,
     so `prepare`, `evaluate`, `detect` and `plot` work on Panopticon's data as on
-    simulated curves. Files of NAME from an earlier --chunk-size are named in a
-    warning (prepare refuses them); --overwrite removes them. Not split by
+    simulated curves. Files of NAME from an earlier import (another --chunk-size,
+    or a source folder with more quarters) are named in a warning (prepare
+    refuses them); --overwrite removes them. Not split by
     --shard: the camera-group check and the one label table need every quarter.
     """
     from astrotool.context import current
@@ -485,7 +499,8 @@ def import_panopticon(
         ctx.record.add_output(path)
     lab = write_label_rows(ws.stage(NAME, LABELS) / f"{name}_labels.parquet", rows, "plato import-panopticon")
     stale_layout(ctx, ws.stage(NAME, RAW), name,
-                 [p.name for p in layout_files(ws.stage(NAME, RAW), name) if str(p) not in written], "--chunk-size")
+                 [p.name for p in layout_files(ws.stage(NAME, RAW), name) if str(p) not in written],
+                 "source folder (fewer quarters) or --chunk-size")
     ctx.record.add_input(Path(folder).resolve())
     ctx.record.add_output(lab)
     ctx.emit({"curves": len(ids), "with_transit": sum(r["has_transit"] for r in rows),

@@ -137,6 +137,13 @@ class SimulateConfig(Section):
         if self.duration_hours[0] <= 0 or self.period_days[0] <= 0 or self.rotation_period_days[0] <= 0:
             raise ValueError("durations and periods must be positive")
         if self.duration_hours[1] / 24.0 >= self.duration_days:
+            # blamed on duration_days (--days) while duration_hours is left at its default: the curve was shortened
+            if tuple(self.duration_hours) == tuple(type(self).model_fields["duration_hours"].get_default(
+                    call_default_factory=True)):
+                raise ValueError(f"duration_days: a {self.duration_days} d light curve cannot hold the longest "
+                                 f"transit of duration_hours ({self.duration_hours[1]} h); lengthen it (more than "
+                                 f"{self.duration_hours[1] / 24.0:g} d) or lower duration_hours, e.g. --set "
+                                 "plato.simulate.duration_hours=[1,3]")
             raise ValueError(f"duration_hours: the longest transit ({self.duration_hours[1]} h) "
                              f"does not fit in a {self.duration_days} d light curve; "
                              "lower it, e.g. --set plato.simulate.duration_hours=[1,3]")

@@ -399,8 +399,10 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     if json_results():
         ctx.emit({**summary, "events": rows})
     else:
-        shown = rows[:MAX_SHOWN]
-        console.print_table(f"{len(rows)} event(s)" + (f", the first {MAX_SHOWN}" if len(rows) > MAX_SHOWN else ""),
+        # a terminal shows the first MAX_SHOWN (the table file has them all); piped, every row is printed
+        cut = console.stdout_is_terminal() and len(rows) > MAX_SHOWN
+        shown = rows[:MAX_SHOWN] if cut else rows
+        console.print_table(f"{len(rows)} event(s)" + (f", the first {MAX_SHOWN}" if cut else ""),
                             ["file", "id", "t_mid [d]", "duration [h]", "depth [ppm]", "S/N", "peak p"],
                             [[r["file"], r["id"], f"{r['t_mid']:.4f}", f"{r['duration']:.2f}", f"{r['depth']:.0f}",
                               f"{r['snr']:.1f}", f"{r['peak_probability']:.3f}"] for r in shown])

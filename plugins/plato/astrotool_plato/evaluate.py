@@ -16,7 +16,11 @@ FAR"), the recovery is also given against depth, S/N, duration, period
 (single transits apart) and planet radius there, and the best
 point-wise IoU threshold is reported beside it. Where no transit reaches it
 (an untrained model meets any false-alarm target by finding nothing), the
-operating point's ``recovers_nothing`` is true and the command warns.
+operating point's ``recovers_nothing`` is true and the command warns. Where the
+split holds no transit-free curve, the false-alarm fraction cannot be measured
+and the operating point is undefined: its ``undefined`` names the cause, its
+threshold and scores are NaN (``null`` in JSON), ``meets_target`` and each
+transit's ``recovered`` are None, and the command warns.
 
 A binary's eclipse of planet-like depth is a false alarm here, although one
 eclipse cannot be told from a transit by its shape alone. So a second operating
@@ -72,14 +76,17 @@ def load_model(ctx, name: str, default: str):
     return mdir, ckpt, build_model(ckpt, {ARCHITECTURE: make_model})
 
 
-def _binned(values: np.ndarray, hit: np.ndarray, edges) -> list[dict]:
+def _binned(values: np.ndarray, hit: np.ndarray | None, edges) -> list[dict]:
+    """Transits and recovery per bin of ``values``; ``hit`` None (no operating point): recovered None, recovery
+    NaN."""
     out = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (values >= lo) & (values < hi)
         n = int(sel.sum())
         if n:
             out.append({"low": lo, "high": None if math.isinf(hi) else hi, "transits": n,
-                        "recovered": int(hit[sel].sum()), "recovery": float(hit[sel].mean())})
+                        "recovered": None if hit is None else int(hit[sel].sum()),
+                        "recovery": math.nan if hit is None else float(hit[sel].mean())})
     return out
 
 
@@ -126,8 +133,19 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     idx = ds.split_indices(split)
     if not len(idx):
         others = " or ".join(f"--split {s}" for s in ("val", "test", "all") if s != split)
-        raise InputError(ds.root, f"the {split!r} split holds no curves (plato.prepare.split gives it no share?); "
-                                  f"score another: {others}")
+        attrs = getattr(ds, "attrs", {}) or {}
+        lost = (attrs.get("empty_splits") or {}).get(split)
+        dropped = attrs.get("dropped") or {}
+        if lost:
+            why = (f"its {len(lost)} curve(s) were all left out by `prepare` ({', '.join(lost[:5])}"
+                   f"{f' and {len(lost) - 5} more' if len(lost) > 5 else ''}: "
+                   f"{dropped.get(lost[0], 'dropped')}{'; ...' if len(lost) > 1 else ''})")
+        elif dropped:   # a set of an earlier version: which split the dropped curves were drawn for is unknown
+            why = (f"plato.prepare.split gives it no share, or `prepare` left out its curves among the "
+                   f"{len(dropped)} it dropped")
+        else:
+            why = "plato.prepare.split gives it no share"
+        raise InputError(ds.root, f"the {split!r} split holds no curves ({why}); score another: {others}")
     meta = ds.metadata()
     cadence = float(np.median(np.asarray(meta["cadence"], float)[idx]))
     if model_cadence_s and abs(cadence / model_cadence_s - 1.0) > 0.01:
@@ -206,19 +224,34 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     ok_quiet = np.flatnonzero(quiet_far <= far_target) if quiet.any() else np.arange(thr.size)
     k_quiet = int(ok_quiet[0]) if ok_quiet.size else thr.size - 1
     for r, h in zip(per_transit, hit):
-        r["recovered"] = bool(h[k_op])
+        r["recovered"] = bool(h[k_op]) if free.any() else None
 
     def frac(a, b):
         return float(a / b) if b else math.nan
 
-    def operating(k: int, meets: bool) -> dict:
-        """The scores at threshold number ``k``."""
+    def operating(k: int, meets: bool, undefined: str | None = None) -> dict:
+        """The scores at threshold number ``k``; with ``undefined`` (why there is no operating point), the same
+        keys with NaN scores."""
         depth, period, box = (np.array([r[c] for r in per_transit]) for c in ("depth", "period", "box_snr"))
-        h = hit[:, k] if n_true else np.zeros(0, bool)
         single = np.isnan(period)
         detectable = ~(box < DETECTABLE_SNR)
+        if undefined:
+            nan = math.nan
+            return {"threshold": nan, "far_target": far_target, "meets_target": None, "recovers_nothing": False,
+                    "undefined": undefined, "recovery": nan, "false_alarm_curve_fraction": nan,
+                    "false_alarm_curve_fraction_quiet": nan, "binary_curves_flagged": nan,
+                    "false_alarms_per_day": nan, "recovery_deeper_than_180ppm": nan,
+                    "detectable_transits": int(detectable.sum()), "recovery_of_detectable": nan,
+                    **{f"by_{c}": _binned(np.array([r[c] for r in per_transit]), None, edges) for c, edges in (
+                        ("depth", DEPTH_BINS), ("snr", SNR_BINS), ("box_snr", SNR_BINS),
+                        ("duration", DURATION_BINS))},
+                    "single_transits": {"transits": int(single.sum()), "recovered": None, "recovery": nan},
+                    "by_period": _binned(period, None, PERIOD_BINS),
+                    "by_radius": _binned(np.array([r["radius"] for r in per_transit]), None, RADIUS_BINS)}
+        h = hit[:, k] if n_true else np.zeros(0, bool)
         return {"threshold": float(thr[k]), "far_target": far_target, "meets_target": meets,
                 "recovers_nothing": bool(n_true) and not recovered[k],   # the target met by finding nothing
+                "undefined": None,
                 "recovery": frac(recovered[k], n_true),
                 "false_alarm_curve_fraction": float(curve_far[k]),
                 "false_alarm_curve_fraction_quiet": float(quiet_far[k]),
@@ -251,8 +284,12 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         "false_alarm_curve_fraction_quiet": [float(v) for v in quiet_far],
         "binary_curves_flagged": [frac((fa[binary, k] > 0).sum(), binary.sum()) for k in range(thr.size)],
         "quiet_curves": int(quiet.sum()), "binary_curves": int(binary.sum()),
-        "operating": operating(k_op, bool(ok.size) or not free.any()),
-        "operating_quiet": operating(k_quiet, bool(ok_quiet.size) or not quiet.any()),
+        "operating": operating(k_op, bool(ok.size), None if free.any() else
+                               f"no transit-free curve among the {len(idx)} of split {split!r}: the false-alarm "
+                               "fraction, and so the threshold that keeps it under the target, cannot be measured"),
+        "operating_quiet": operating(k_quiet, bool(ok_quiet.size), None if quiet.any() else
+                                     f"no transit-free curve without a binary among the {len(idx)} of split "
+                                     f"{split!r}: the quiet false-alarm fraction cannot be measured"),
         "inference": pred.summary(),
     }
     return report, per_transit
@@ -272,7 +309,8 @@ def plot_report(report: dict, path) -> Path:
                 label="transit-free curves with a false alarm")
         ax.plot(report["thresholds"], report["false_alarm_curve_fraction_quiet"], "^--",
                 label="... of those without a binary")
-        ax.axvline(op["threshold"], color="0.5", ls=":")
+        if math.isfinite(op["threshold"]):
+            ax.axvline(op["threshold"], color="0.5", ls=":")
         ax.set_xlabel("threshold")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
@@ -282,7 +320,8 @@ def plot_report(report: dict, path) -> Path:
             labels = [f"{r['low']:g}-{r['high']:g}" if r["high"] is not None else f">{r['low']:g}" for r in rows]
             ax.bar(range(len(rows)), [r["recovery"] for r in rows], color="C0")
             for i, r in enumerate(rows):
-                ax.text(i, r["recovery"] + 0.02, str(r["transits"]), ha="center", fontsize=7)
+                ax.text(i, (r["recovery"] if math.isfinite(r["recovery"]) else 0.0) + 0.02, str(r["transits"]),
+                        ha="center", fontsize=7)
             ax.set_xticks(range(len(rows)), labels, rotation=30, fontsize=8)
             ax.set_ylim(0, 1.1)
             ax.set_xlabel(unit)
@@ -292,11 +331,30 @@ def plot_report(report: dict, path) -> Path:
     return Path(path)
 
 
+def report_settings(mdir, ds, e, events) -> dict:
+    """What makes an evaluate report (its settings record): the model's folder and weights, the prepared set's
+    folder and settings record, the split, the threshold grid, the false-alarm target and ``[plato.events]``
+    (but its ``threshold``: the grid is swept)."""
+    from astrotool import made_with as mw
+    from astrotool.ml.checkpoint import WEIGHTS_FILE
+
+    made = mw.read(Path(ds.root) / f"{ds.name}_dataset.json") or {}
+    return {"model": str(Path(mdir).resolve()), "weights": mw.file_checksum(Path(mdir) / WEIGHTS_FILE),
+            "dataset": str(Path(ds.root).resolve()), "dataset_settings": made.get("hash"), "split": e.split,
+            "thresholds": sorted(float(v) for v in e.thresholds), "far_target": FAR_TARGET,
+            "events": events.model_dump(mode="json", exclude={"threshold"})}
+
+
 def evaluate_command(ctx, cfg, runtime) -> dict:
     """``astro plato evaluate``: score a model, write ``<name>_evaluate.json``, ``_transits.csv`` and
-    ``_evaluate.png``."""
+    ``_evaluate.png``.
+
+    A report of that name made with other settings (:func:`report_settings`) is refused (exit 2) unless
+    ``--overwrite``; one made with the same settings is made again.
+    """
     import csv
 
+    from astrotool import made_with as mw
     from astrotool.console import json_results
     from astrotool.ml import commands as mc
     from astrotool.workspace import atomic_path, write_json_atomic
@@ -310,6 +368,18 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
     dataset = e.dataset or mc.trained_dataset(ctx.workspace.stage(NAME, PREPARED), mdir,
                                               ckpt.meta.get("training") or {}) or cfg.train.dataset
     ds = mc.open_dataset(ctx, NAME, PREPARED, dataset, PreparedDataset, NO_DATASET)
+    stem = e.name or f"{mdir.name}_{ds.name}_{e.split}"
+    out = ctx.workspace.stage(NAME, REPORTS)
+    paths = {"json": out / f"{stem}_evaluate.json", "csv": out / f"{stem}_transits.csv",
+             "png": out / f"{stem}_evaluate.png"}
+    rec = mw.record(report_settings(mdir, ds, e, cfg.events))
+    try:   # refused before the work; the same settings: made again
+        mw.keep([paths["json"]], rec, overwrite=ctx.overwrite, warn=False)
+    except mw.SettingsChanged as exc:
+        if isinstance(exc, mw.VersionChanged):
+            raise
+        raise mw.SettingsChanged(exc.path, exc.changed, hint="give this report another --name, or use "
+                                                             "--overwrite to replace it") from None
     with ds:
         if e.split != "all":  # a split of a set re-made since training is no hold-out; all is all
             mc.check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, mdir,
@@ -317,10 +387,6 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
         report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.accelerator,
                                     model_cadence_s=ckpt.meta.get("cadence_s"))
     report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)
-    stem = e.name or f"{mdir.name}_{ds.name}_{e.split}"
-    out = ctx.workspace.stage(NAME, REPORTS)
-    paths = {"json": out / f"{stem}_evaluate.json", "csv": out / f"{stem}_transits.csv",
-             "png": out / f"{stem}_evaluate.png"}
     write_json_atomic(paths["json"], report)
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "box_snr", "duration", "period",
@@ -328,9 +394,14 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
         w.writeheader()
         w.writerows(transits)
     plot_report(report, paths["png"])
+    mw.write(paths["json"], rec)   # after the report is complete
     mc.record(ctx, inputs=[mdir, ds.root], outputs=paths.values())
     op = report["operating"]
     for key, what in (("operating", "operating"), ("operating_quiet", "quiet operating")):
+        if report[key]["undefined"]:
+            ctx.log.warning("the %s point is undefined (threshold and recovery NaN): %s; score a split with "
+                            "transit-free curves (--split all, or simulate with plato.simulate.transit_fraction "
+                            "< 1)", what, report[key]["undefined"])
         if report[key]["recovers_nothing"]:
             ctx.log.warning("no transit reaches the %s threshold %g (recovery 0 of %d): its false-alarm target is "
                             "met by finding nothing; the model may be untrained, or the split too hard",

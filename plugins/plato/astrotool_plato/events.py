@@ -406,8 +406,9 @@ def vetted(events: np.ndarray, flux: np.ndarray, min_snr: float, binary_snr: flo
         Relative flux per sample.
     min_snr : float
         Events whose :func:`event_snr` is below it are dropped (none when ``<= 0``); an
-        event whose S/N cannot be measured (NaN: a curve shorter than three event
-        lengths, or without scatter) is kept.
+        event whose S/N cannot be measured (NaN: fewer than three triples of neighbouring
+        event-length blocks free of events, i.e. about five event lengths besides the
+        events, or no scatter; :func:`event_snr`) is kept.
     binary_snr : float
         When the remaining events are a binary's at this S/N (:func:`binary_tests`),
         those whose mid-sample lies within an event length of its cycles are dropped,

@@ -216,7 +216,7 @@ def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, 
 
     def not_numeric(c: str):
         bad = _non_numeric(others[c].to_pylist() if hasattr(others[c], "to_pylist") else others[c])
-        where = f" (row {bad[0]}: {bad[1]!r})" if bad else ""
+        where = f" (row {bad[0]}, counting from 1: {bad[1]!r})" if bad else ""
         return InputError(path, f"column {c!r} is not numeric{where}")
 
     if wanted:
@@ -242,13 +242,27 @@ def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, 
                            f"{', '.join(columns) or 'none'}); name it with --{what}-column")
 
 
-def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
+def check_curve(time: np.ndarray, flux: np.ndarray, where: str, rows: np.ndarray | None = None) -> None:
     """Refuse a curve a model cannot read: unequal lengths, times not increasing, no finite flux, a flux that is
     not a level (relative flux is flux over its median): a median not above 0, more than
     :data:`MAX_NONPOSITIVE` of the values at or below 0, or a robust scatter above :data:`MAX_SCATTER` of the
     median; each named as such, with a hint only where the values lie about 0 (the median within three robust
     scatters of it): to add 1 where the scatter is under 1 (relative flux), to divide by 1e6 first where it is at
     least :data:`PPM_SCATTER` (ppm); none in between (a faint star in e-/s: median 50, scatter 40).
+
+    Times that do not increase are named by their row in the file (``rows``) or sample of the curve,
+    counting from 1 (as a non-numeric value's row is), with a hint where the times are float32 values too
+    coarse for their size (BJD in float32 steps by 0.25 d).
+
+    Parameters
+    ----------
+    time, flux : numpy.ndarray
+        The curve: time 1-D, flux ``(n,)`` or ``(channels, n)``.
+    where : str
+        What the messages name (a file, or ``file: curve``).
+    rows : numpy.ndarray, optional
+        The file row (counting from 1, the header not counted) of each sample, where rows were dropped
+        before (flagged cadences, NaN times); default: sample ``k`` is row ``k + 1``.
 
     Raises
     ------
@@ -266,8 +280,15 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str) -> None:
     step = np.diff(time)
     if (step <= 0).any():
         k = int(np.flatnonzero(step <= 0)[0])
-        raise InputError(where, f"time is not increasing: sample {k + 1} ({time[k + 1]:.10g}) follows "
-                                f"{time[k]:.10g}")
+        word, at = ("row", np.asarray(rows)) if rows is not None else ("sample", np.arange(1, time.size + 1))
+        hint = ""
+        big = float(np.abs(time).max())
+        if np.array_equal(time.astype(np.float32).astype(np.float64), time) and big >= 2.0 ** 16:
+            hint = (f"; the times are all float32 values, whose step at {big:.10g} is "
+                    f"{float(np.spacing(np.float32(big))):g}: time is float32, too coarse for BJD; store it as "
+                    "float64")
+        raise InputError(where, f"time is not increasing: {word} {int(at[k + 1])} ({time[k + 1]:.10g}) follows "
+                                f"{word} {int(at[k])} ({time[k]:.10g}), counting from 1{hint}")
     for c, row in enumerate(np.atleast_2d(flux)):
         channel = f" in channel {c} of {flux.shape[0]}" if flux.ndim == 2 else ""
         if not np.isfinite(row).any():
@@ -393,9 +414,10 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     if no_time.any():
         keep &= ~no_time
         notes.append(f"{path.name}: dropped {int(no_time.sum())} row(s) whose time is NaN or infinite")
+    rows = np.flatnonzero(keep) + 1   # file rows counted from 1, the header not counted
     if not keep.all():
         time, flux = time[keep], flux[..., keep]
-    check_curve(time, flux, str(path))
+    check_curve(time, flux, str(path), rows)
     return {path.name.split(".")[0]: (time, flux)}
 
 

@@ -75,19 +75,29 @@ def _toml_value(v) -> str:
     return repr(v)
 
 
-def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[str]]:
+def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None = None) -> tuple[dict, list[str]]:
     """Panopticon settings -> ``({section: {key: (value, comment)}}, notes)``.
+
+    Parameters
+    ----------
+    pan : dict
+        The parsed Panopticon TOML.
+    source : str
+        The file named in errors.
+    warnings : list, optional
+        Receives what the translation changed silently otherwise (``[scheduler]`` without ``use``: off).
 
     Raises
     ------
     astrotool.errors.InputError
-        An unknown optimizer, scheduler, model or loss name, an unknown key, a value of the wrong type, or
-        fractions not summing to 1.
+        An unknown optimizer, scheduler, model or loss name, an unknown key, a value of the wrong type (``[scheduler]
+        use`` not a boolean included), or fractions not summing to 1.
     """
     from astrotool_plato.config import OPTIMIZERS, SCHEDULERS
 
     out: dict[str, dict] = {"core": {}, "plato.prepare": {}, "plato.train": {}}
     notes: list[str] = []
+    warnings = [] if warnings is None else warnings
 
     def bad(key, msg):
         raise InputError(source, f"{key}: {msg}")
@@ -175,8 +185,15 @@ def translate(pan: dict, source: str = "panopticon.toml") -> tuple[dict, list[st
         if name and name not in SCHEDULERS:
             bad("scheduler.name", f"unknown or unsupported scheduler {name!r} (expected one of "
                                   f"{', '.join(s for s in SCHEDULERS if s)})")
+        if "use" in sch and not isinstance(sch["use"], bool):
+            bad("scheduler.use", f"expected true or false, got {sch['use']!r}")
         used = bool(sch.get("use", False))
-        out["plato.train"]["scheduler"] = (name if used else "", f"[scheduler] name, use = {str(used).lower()}")
+        if "use" not in sch and name:
+            warnings.append(f"[scheduler] use: missing, so the scheduler {name!r} is off (Panopticon reads "
+                            "`use` without a default and stops at the first epoch's end; its default.toml has "
+                            "use = false); add use = true to turn it on")
+        out["plato.train"]["scheduler"] = (name if used else "", f"[scheduler] name, use = {str(used).lower()}"
+                                           + ("" if "use" in sch else " (use missing)"))
         out["plato.train"]["scheduler_kwargs"] = (dict(sch.get("kwargs", {})) if used else {}, "[scheduler.kwargs]")
     model = pan.get("model", {})
     if "name" in model:
@@ -230,7 +247,10 @@ def import_config(path, source_name: str | None = None) -> str:
     astrotool.errors.InputError
         Unreadable TOML, or a key :func:`translate` refuses, or a translated
         value the ``[plato]`` section (or ``train``'s optimizer and scheduler)
-        does not accept.
+        does not accept. The scheduler's kwargs are checked whenever
+        ``[scheduler] name`` is given, as Panopticon builds the scheduler even
+        with ``use = false``; a ``[scheduler]`` without ``use`` is translated as
+        off, with a warning (logged and written as a comment).
     """
     import torch
 
@@ -246,7 +266,8 @@ def import_config(path, source_name: str | None = None) -> str:
         raise InputError(path, f"unreadable ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, f"not valid TOML ({exc})") from None
-    out, notes = translate(pan, str(path))
+    warnings: list[str] = []
+    out, notes = translate(pan, str(path), warnings)
     plato = {sec.split(".", 1)[1]: {k: v for k, (v, _) in keys.items()} for sec, keys in out.items()
              if sec.startswith("plato.")}
     from pydantic import ValidationError
@@ -261,13 +282,29 @@ def import_config(path, source_name: str | None = None) -> str:
                              + (f" (got {e['input']!r})" if e["type"] != "value_error" else "")
                              for e in exc.errors())
         raise InputError(path, f"translates to settings astrotool refuses: {problems}") from None
+    sch = pan.get("scheduler", {})
+    sched = train
+    if sch.get("name") and not train.scheduler:
+        # Panopticon builds its scheduler (name, kwargs) whether `use` is true or not: check the kwargs either way,
+        # as `train` would read them
+        try:
+            sched = type(train).model_validate({**train.model_dump(), "scheduler": sch["name"],
+                                                "scheduler_kwargs": dict(sch.get("kwargs", {}))})
+        except ValidationError as exc:
+            raise InputError(path, "scheduler.kwargs: " + "; ".join(
+                e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
     for key, check in (("optimizer.kwargs", lambda: make_optimizer(train, [torch.nn.Parameter(torch.zeros(1))])),
-                       ("scheduler.kwargs", lambda: lr_schedule(train, 1))):   # what `train` refuses
+                       ("scheduler.kwargs", lambda: lr_schedule(sched, 1))):   # what `train` refuses
         try:
             check()
         except ConfigError as exc:
             raise InputError(path, f"{key}: {exc.problems[0].partition(': ')[2] or exc.problems[0]}") from None
+    import logging
+
+    for w in warnings:
+        logging.getLogger("astro").warning("%s: %s", path, w)
     lines = [f"# astrotool configuration translated from Panopticon's {source_name or path.name}", ""]
+    lines += [f"# WARNING: {w}" for w in warnings] + ([""] if warnings else [])
     for sec, keys in out.items():
         if not keys:
             continue

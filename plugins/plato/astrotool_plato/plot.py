@@ -90,7 +90,11 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
     """The curves with events of the latest ``plato detect`` run that wrote an event table, as ``(file, id)``,
     and the settings its
     table was made with (:func:`astrotool_plato.detect.detect_settings`; ``{}`` for a table of an earlier
-    version, whose rows are matched to the run's inputs by file name)."""
+    version, whose rows are matched to the run's inputs by file name).
+
+    The run's status does not matter: a run with failed items (status "failed items") still wrote the table of
+    the curves it read; a run that wrote none (a ``--shard`` task that left it to another, or one that stopped
+    early) is passed over."""
     from astrotool.io.tables import parquet_metadata, read_parquet
 
     runs_dir = ws.root / "runs"
@@ -98,8 +102,6 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
         try:
             rec = json.loads((run / "run.json").read_text())
         except (OSError, ValueError):
-            continue
-        if rec.get("status") != "ok":
             continue
         tables = [Path(p) for p in rec.get("outputs", []) if str(p).endswith("_events.parquet")]
         tables = [t for t in tables if t.exists()]
@@ -116,7 +118,7 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
                 if f is not None:
                     todo.append((f, r["id"]))
         return todo, settings
-    raise AstroError(f"{runs_dir}: no finished `astro plato detect` run to plot")
+    raise AstroError(f"{runs_dir}: no `astro plato detect` run that wrote an event table, to plot")
 
 
 def _warn_changed_weights(ctx, made: dict) -> None:

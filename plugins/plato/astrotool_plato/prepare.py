@@ -289,8 +289,10 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     Returns
     -------
     dict
-        Summary: path, curves, twins, dropped (reasons), split sizes, kinds, length, kept, and
-        ``inputs``: the light-curve files and label tables read.
+        Summary: path, curves, twins, dropped (reasons), split sizes, kinds, length, kept,
+        ``empty_splits`` (a split with a positive share whose curves were all dropped: its curve ids; also
+        in the set's attributes, and warned about) and ``inputs``: the light-curve files and label tables
+        read.
     """
     from astrotool import made_with as mw
     from astrotool.ml.data import group_split
@@ -411,22 +413,36 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                 flush()
         flush()
         if n_done == 0:
-            raise AstroError("every light curve was dropped: " +
-                             "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:5]))
+            raise AstroError(f"every light curve was dropped: {_listed(dropped)}")
+        # the splits were drawn before the drops: one may have lost all its curves
+        kept = {split_of_id[c] for c in ids if c not in dropped}
+        empty_splits = {name: [c for c in ids if split_of_id[c] == name]
+                        for name, share in zip(SPLITS, cfg.split) if share > 0 and name not in kept}
         writer.finalize(shard, attrs={"length": length, "settings": rec["settings"],
-                                      "classes": ["continuum", "planet", "eclipse"], "dropped": dropped})
+                                      "classes": ["continuum", "planet", "eclipse"], "dropped": dropped,
+                                      "empty_splits": empty_splits})
         mw.write(tmp / manifest.name, rec)  # inside the set: swapped in with it, never a set without its record
     if dropped and log:
-        log.warning("left out %d curve(s): %s", len(dropped),
-                    "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:5]))
+        log.warning("left out %d curve(s): %s", len(dropped), _listed(dropped))
+    for name, lost in empty_splits.items() if log else ():
+        log.warning("the %r split (share %g of plato.prepare.split) is empty: its %d curve(s) were all left out "
+                    "(%s); `evaluate --split %s` has nothing to score (prepare more curves, or another seed or "
+                    "split)", name, cfg.split[SPLITS.index(name)], len(lost),
+                    _listed({c: dropped[c] for c in lost}), name)
     ds = PreparedDataset(folder)
     meta = ds.metadata(["split", "twin", "kind"])
     split = np.asarray(meta["split"]).astype(str)
     kind = np.asarray(meta["kind"]).astype(str)
     return {"path": str(folder), "kept": False, "inputs": read, "curves": int((~np.asarray(meta["twin"])).sum()),
             "twins": int(np.asarray(meta["twin"]).sum()), "length": length, "dropped": dropped,
-            "splits": {s: int((split == s).sum()) for s in SPLITS},
+            "splits": {s: int((split == s).sum()) for s in SPLITS}, "empty_splits": empty_splits,
             "kinds": {k: int((kind == k).sum()) for k in sorted(set(kind))}}
+
+
+def _listed(dropped: dict, most: int = 5) -> str:
+    """``"id: reason; ..."`` for the first ``most`` curves of ``dropped``, then how many more."""
+    text = "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:most])
+    return text + (f"; and {len(dropped) - most} more" if len(dropped) > most else "")
 
 
 def _num(v) -> float:
