@@ -392,7 +392,7 @@ class Context:
         list of (key, result)
         """
         from astrotool import console
-        from astrotool.executors import connected, run_items
+        from astrotool.executors import connected, failure_line, run_items
         from astrotool.names import printable
 
         options = options or self.executor_options
@@ -417,7 +417,10 @@ class Context:
                                           done if outputs is not None else None, started)
             advance.set_failed(len(failures))
         for f in failures:
-            self.log.error("%s: %s failed: %s", desc, printable(f.key), printable(f.error))
+            if failure_line(f.key, f.error) == f.error:   # the error names the item already
+                self.log.error("%s: failed: %s", desc, printable(f.error))
+            else:
+                self.log.error("%s: %s failed: %s", desc, printable(f.key), printable(f.error))
             if self.options.traceback and f.traceback:
                 self.log.error(f.traceback)
         self.failures.extend(failures)

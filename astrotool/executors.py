@@ -230,6 +230,15 @@ class Failure:
     """The item could not write its output for lack of space (ENOSPC, EDQUOT): the batch cancels the queued items."""
 
 
+def failure_line(key: str, error: str) -> str:
+    """``"<key>: <error>"``, or the error alone when it already begins with the item (``"a.ftr: the flux is NaN"``
+    for the item ``a.ftr``, also when the error names it by a longer path), so no message names a file twice."""
+    head = error.split(": ", 1)[0]
+    if head == key or head.replace("\\", "/").endswith("/" + key):
+        return error
+    return f"{key}: {error}"
+
+
 def _cancelled(key: str, cause: Failure) -> Failure:
     """The failure of an item cancelled (not started, or its result dropped) because ``cause`` found the disk full."""
     return Failure(key, f"cancelled: the disk is full (see {cause.key})", exit_code=1)

@@ -243,3 +243,12 @@ def test_a_scheduler_where_nothing_listens_is_refused_at_once(astro, toy, tmp_pa
               "--log-format", "plain", "toy", "run", "--count", "3", "--slow", "0.5", pythonpath=toy)
     assert r.returncode == 2 and f"--scheduler {address}: cannot connect" in r.stderr, r.stderr
     assert "0/3" not in r.stderr and time.monotonic() - start < 20, r.stderr
+
+
+def test_failure_line_names_the_item_once():
+    from astrotool.executors import failure_line
+
+    assert failure_line("a.ftr", "a.ftr: the flux is NaN") == "a.ftr: the flux is NaN"
+    assert failure_line("a.ftr", "/data/q1/a.ftr: the flux is NaN") == "/data/q1/a.ftr: the flux is NaN"
+    assert failure_line("a.ftr", "ValueError: bad") == "a.ftr: ValueError: bad"
+    assert failure_line("a.ftr", "/data/ba.ftr: other file") == "a.ftr: /data/ba.ftr: other file"

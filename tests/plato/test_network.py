@@ -168,6 +168,8 @@ def test_detect_names_a_bad_file_and_still_writes_the_good_ones(trained, tmp_pat
     assert main(["-w", str(trained), "plato", "detect", str(good), str(bad), "--name", "mixed"]) == 2
     err = capsys.readouterr().err
     assert "bad.csv" in err and "time is not increasing" in err and "1 item(s) failed" in err
+    failed_lines = [line for line in err.splitlines() if "time is not increasing" in line and "failed" in line]
+    assert failed_lines and all(line.count("bad.csv") == 1 for line in failed_lines), err   # named once
     assert (trained / "plato/runs/mixed/mixed_events.csv").read_text().startswith("file,id,t_mid")
     table = (trained / "plato/runs/mixed/mixed_events.csv").read_text()
     # the same run name on other files: the table of good.csv and bad.csv is kept, not replaced

@@ -346,6 +346,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
             Path(it.part).unlink(missing_ok=True)
             _failed_mark(it).unlink(missing_ok=True)
     since = len(ctx.failures)
+    from astrotool.executors import failure_line
+
     results = ctx.map(detect_file, items, "detect", keys=keys)
     errors = {f.key: f.error for f in ctx.failures[since:]}
     for it in mine_items:   # a failed file counts as finished for the other tasks; a rerun that searches it
@@ -384,7 +386,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         if failed:   # the parts stay: a rerun of the failed files' tasks writes the whole table
             ctx.log.warning("%s lists %d of %d file(s); failed: %s; rerun the task(s) that search them (the "
                             "others' events are kept)", out, len(done), len(items),
-                            "; ".join(f"{k}: {e}" for k, e in failed.items()))
+                            "; ".join(failure_line(k, e) for k, e in failed.items()))
         else:   # every file is in the table: no part is needed any more (nor those of earlier runs)
             shutil.rmtree(parts, ignore_errors=True)
     mine = ctx.shard_of(files)
