@@ -165,6 +165,9 @@ def test_twenty_simulated_maps_pack_into_16_2_2_and_the_split_method_is_recorded
     (ws / "lens" / "kappa" / "data" / "s" / "data_settings.json").write_text(json.dumps(settings))
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--name", "s")
     assert code == 2 and "split_method" in err and "--overwrite" in err
+    # the refusal says why: the split method changed in this version; --overwrite (or, under --shard, removing
+    # the set once) packs it again
+    assert "earlier version" in err and "per-name-v1" in err and "ranked-v2" in err and "--shard" in err
 
 
 # ---------------------------------------------------------------- 3. score report with other settings
@@ -235,3 +238,104 @@ def test_a_path_that_does_not_exist_is_said_to_be_one(tmp_path):
         assert "of that name" not in str(exc.value)
     with pytest.raises(InputError, match=r"data sets: \(none\);.*unfinished data sets.*: half"):
         open_maps("nonexist", "epsilon", ctx)
+
+
+# ---------------------------------------------------------------- follow-up review
+
+
+def test_a_score_rerun_is_the_same_whatever_the_spelling_of_its_paths(tmp_path, capsys, monkeypatch):
+    """A bare name, a relative path and an absolute path of the same truth or run are one setting."""
+    monkeypatch.chdir(tmp_path)
+    root = make_root(tmp_path / "truth", NAMES[:4])
+    assert run(capsys, "-w", "ws", "-q", "lens", "kappa", "data", root, "--name", "d")[0] == 0
+    pdir = Path("ws") / "lens" / "kappa" / "predictions" / "p"
+    pdir.mkdir(parents=True)
+    for n in NAMES[:4]:
+        np.save(pdir / f"{n}.npy", np.load(root / "KAPPA" / f"{n}.npy") * np.float16(0.5))
+    report = tmp_path / "ws" / "lens" / "kappa" / "reports" / "r_score.json"
+    base = ["-w", "ws", "-q", "lens", "kappa", "score", "--no-plots", "--name", "r"]
+    # a data set truth: bare name, relative path, absolute path; the run likewise
+    assert run(capsys, *base, "p", "--truth", "d")[0] == 0
+    for pred, truth in ((pdir, "d"), ("p", "ws/lens/kappa/data/d"), (tmp_path / pdir, tmp_path / "ws/lens/kappa/data/d")):
+        code, out, err = run(capsys, *base, pred, "--truth", truth)
+        assert code == 0, (pred, truth, err)
+    settings = json.loads(report.read_text())["settings"]
+    assert settings["truth_paths"] == [str((tmp_path / "ws/lens/kappa/data/d").resolve())]
+    assert settings["runs"] == {"p": str((tmp_path / pdir).resolve())}
+    # a folder truth: relative vs absolute
+    assert run(capsys, "--overwrite", *base, "p", "--truth", "truth")[0] == 0
+    code, out, err = run(capsys, *base, "p", "--truth", tmp_path / "truth")
+    assert code == 0, err
+    # another folder of the same maps is still another truth
+    import shutil
+
+    shutil.copytree(root, tmp_path / "copy")
+    code, out, err = run(capsys, *base, "p", "--truth", "copy")
+    assert code == 2 and "truth_paths" in err
+
+
+def test_a_configured_split_for_a_folder_truth_is_recorded_as_all(tmp_path, capsys):
+    """A config split is a default for data sets: not refused for a folder, and the report says "all"."""
+    ws = tmp_path / "ws"
+    root = make_root(tmp_path / "truth", NAMES[:4])
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for n in NAMES[:4]:
+        np.save(pred / f"{n}.npy", np.load(root / "KAPPA" / f"{n}.npy"))
+    report = ws / "lens" / "kappa" / "reports" / "pred_score.json"
+    base = ["lens", "kappa", "score", pred, "--truth", root, "--no-plots"]
+    code, out, err = run(capsys, "-w", ws, "-q", "--set", "lens.kappa.score.split=val", *base)
+    assert code == 0, err
+    doc = json.loads(report.read_text())
+    assert doc["split"] == "all" and doc["settings"]["split"] == "all"
+    # the same scoring without the configured split: the same settings, rewritten
+    code, out, err = run(capsys, "-w", ws, "-q", *base)
+    assert code == 0, err
+    # a report of the version before (the configured split recorded, no truth_paths): compared on the truth's
+    # identity, --partial and the runs resolved, so the same scoring is not refused
+    doc = json.loads(report.read_text())
+    del doc["settings"]["truth_paths"]
+    doc["settings"].update(split="val", truth=f"folder {root}")
+    report.write_text(json.dumps(doc))
+    code, out, err = run(capsys, "-w", ws, "-q", *base)
+    assert code == 0, err
+    assert "truth_paths" in json.loads(report.read_text())["settings"]
+
+
+def test_split_on_an_unfinished_data_set_says_it_is_unfinished(tmp_path):
+    from astrotool_lens.kappa.sources import open_maps
+
+    ws = tmp_path / "ws"
+    half = ws / "lens" / "kappa" / "data" / "half"   # a --shard array job still packing: settings, shards, no index
+    half.mkdir(parents=True)
+    (half / "data_settings.json").write_text("{}")
+    (half / "shard00000_arrays.h5").write_bytes(b"")
+    ctx = _Ctx(ws)
+    for spec, kw in (("half", {"split": "test", "split_given": True}), ("half", {}),
+                     (str(half), {"split": "val", "split_given": True})):
+        with pytest.raises(InputError, match="unfinished data set") as exc:
+            open_maps(spec, "kappa", ctx, **kw)
+        assert "no splits" not in str(exc.value) and "lens kappa data" in str(exc.value)
+
+
+def test_parity_warning_for_an_empty_training_set_says_it_is_empty(tmp_path, caplog, monkeypatch):
+    import astrotool_lens.kappa.data as kdata
+    from astrotool_lens.kappa.export import parity_epsilon
+
+    class Empty:
+        def __init__(self, path):
+            self.root, self.n, self.size = Path(path), 0, 16
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(kdata, "KappaDataset", Empty)
+    (tmp_path / "e").mkdir()
+    log = logging.getLogger("astro.test_kappa_review")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        eps, origin = parity_epsilon({"training": {"size": 16, "dataset_path": str(tmp_path / "e")}}, 1, 0, log=log)
+    assert origin == "random fields"
+    assert "holds no maps" in caplog.text and "not the model's" not in caplog.text

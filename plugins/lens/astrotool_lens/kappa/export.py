@@ -41,7 +41,7 @@ def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None) -> tuple[np.ndar
         Seed of the random fields.
     log : logging.Logger, optional
         Warned when the model names a training set that cannot be used (gone,
-        unreadable, another map size, non-finite maps), saying that random
+        unreadable, empty, another map size, non-finite maps), saying that random
         fields are used instead.
 
     Returns
@@ -62,8 +62,10 @@ def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None) -> tuple[np.ndar
             from astrotool_lens.kappa.data import KappaDataset
 
             with KappaDataset(path) as ds:
-                if ds.size != size or not ds.n:
-                    why = f"holds {ds.n} maps of side {ds.size}, not the model's {size}"
+                if not ds.n:
+                    why = "holds no maps"
+                elif ds.size != size:
+                    why = f"holds maps of side {ds.size}, not the model's {size}"
                 else:
                     eps = ds.read(np.arange(min(n, ds.n)), ["epsilon"])["epsilon"].astype(np.float32)
                     if np.isfinite(eps).all():

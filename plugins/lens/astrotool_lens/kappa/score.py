@@ -455,6 +455,35 @@ def _report_name(labels: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base).lstrip(".") or "kappa"
 
 
+def applied_split(truth) -> str:
+    """The split a truth's maps were taken from: its own for a packed data set, ``"all"`` for any other source.
+
+    A folder, a simulated set, a prediction run or a tarball has no splits: every
+    map is used whatever ``[lens.kappa.score] split`` says (a config default
+    meant for data sets), so ``"all"`` is what the report records.
+    """
+    from astrotool_lens.kappa.sources import PackedMaps
+
+    return truth.split if isinstance(truth, PackedMaps) else "all"
+
+
+def truth_paths(truth) -> list[Path]:
+    """The files or folder a truth was read from, as given (a data set's root, the tarballs, the map folder)."""
+    from astrotool_lens.kappa.sources import FolderMaps, PackedMaps, TarMaps
+
+    if isinstance(truth, PackedMaps):
+        return [Path(truth.ds.root)]
+    if isinstance(truth, TarMaps):
+        return list(truth.tarballs)
+    if isinstance(truth, FolderMaps):
+        return [truth.folder]
+    return []
+
+
+def _resolved(p) -> str:
+    return str(Path(p).expanduser().resolve())
+
+
 def report_settings(truth, runs: dict, s) -> dict:
     """What a score report is made from, for the "made with other settings" check of a rerun.
 
@@ -465,28 +494,55 @@ def report_settings(truth, runs: dict, s) -> dict:
     runs : dict
         Run label -> prediction run (its ``folder``).
     s : astrotool_lens.kappa.config.ScoreConfig
-        ``split`` and ``partial`` are read.
+        ``partial`` is read (the split is the one applied: :func:`applied_split`).
 
     Returns
     -------
     dict
-        ``truth`` (what it is), ``truth_identity`` (SHA-256, 16 hex digits, of its
-        fingerprint: map names, files or data set identity), ``split``, ``partial`` and ``runs`` (label ->
+        ``truth`` (what it is, for reading: not compared), ``truth_paths`` (its
+        files or folder, resolved absolute paths: a set named by a bare name, a
+        relative path or an absolute one is the same set), ``truth_identity``
+        (SHA-256, 16 hex digits, of its fingerprint: map names, files or data
+        set identity and split), ``split`` (the split applied: ``"all"`` for a
+        source without splits), ``partial`` and ``runs`` (label -> resolved
         folder). The predictions' contents are left out: scoring a run again
         after predicting it again is what a rerun is for.
     """
     import hashlib
 
     fp = json.dumps(truth.fingerprint(), sort_keys=True, default=str)
-    return {"truth": truth.describe(), "truth_identity": hashlib.sha256(fp.encode()).hexdigest()[:16],
-            "split": s.split, "partial": bool(s.partial), "runs": {r: str(runs[r].folder) for r in runs}}
+    return {"truth": truth.describe(), "truth_paths": [_resolved(p) for p in truth_paths(truth)],
+            "truth_identity": hashlib.sha256(fp.encode()).hexdigest()[:16],
+            "split": applied_split(truth), "partial": bool(s.partial),
+            "runs": {r: _resolved(runs[r].folder) for r in runs}}
 
 
-def _check_report(path: Path, settings: dict, overwrite: bool) -> None:
+def _compared(old: dict, new: dict) -> tuple[dict, dict]:
+    """The parts of two settings records that must match: all but ``truth`` (a description, spelled as typed).
+
+    A record written before ``truth_paths`` (its runs as typed, its split as
+    configured even where it was not applied) is compared on its
+    ``truth_identity`` (which holds a data set's split), ``partial`` and its
+    runs resolved.
+    """
+    new = {k: v for k, v in new.items() if k != "truth"}
+    old = {k: v for k, v in old.items() if k != "truth"}
+    if "truth_paths" not in old:
+        keep = ("truth_identity", "partial", "runs")
+        old = {k: old[k] for k in keep if k in old}
+        if isinstance(old.get("runs"), dict):
+            old["runs"] = {r: _resolved(v) if isinstance(v, str) else v for r, v in old["runs"].items()}
+        new = {k: new[k] for k in keep}
+    return old, new
+
+
+def _check_report(path: Path, settings: dict, overwrite: bool, shown: dict | None = None) -> None:
     """Refuse to replace a report made with other settings (naming the keys) unless ``overwrite``.
 
-    A report written before reports held ``settings`` is compared on what it
-    holds: ``truth``, ``split`` and each run's ``source``.
+    Paths are compared resolved (:func:`report_settings`). A report written
+    before reports held ``settings`` is compared on what it holds: ``truth``,
+    ``split`` and each run's ``source``, against ``shown`` (the same keys as
+    this run writes them; default: taken from ``settings``).
     """
     from astrotool.ml.training import settings_changes
 
@@ -500,12 +556,13 @@ def _check_report(path: Path, settings: dict, overwrite: bool) -> None:
         raise AstroError(f"{path}: exists and is not a score report this command can read; use another --name "
                          "or --overwrite")
     if isinstance(old.get("settings"), dict):
-        changed = settings_changes(old["settings"], settings)
+        changed = settings_changes(*_compared(old["settings"], settings))
     else:
         runs = old.get("runs") if isinstance(old.get("runs"), dict) else {}
+        if shown is None:
+            shown = {k: settings[k] for k in ("truth", "split", "runs")}
         changed = settings_changes({"truth": old.get("truth"), "split": old.get("split"),
-                                    "runs": {r: (v or {}).get("source") for r, v in runs.items()}},
-                                   {k: settings[k] for k in ("truth", "split", "runs")})
+                                    "runs": {r: (v or {}).get("source") for r, v in runs.items()}}, shown)
     if changed:
         raise AstroError(f"{path}: a score report made with other settings ({'; '.join(changed)}); use another "
                          "--name or --overwrite")
@@ -554,7 +611,7 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, s
     from astrotool.workspace import atomic_path
 
     from astrotool_lens.kappa import metrics as M
-    from astrotool_lens.kappa.sources import FolderMaps, PackedMaps, TarMaps, open_maps
+    from astrotool_lens.kappa.sources import open_maps
     from astrotool_lens.kappa.submission import read_info
 
     s = cfg.score
@@ -573,7 +630,9 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, s
     rdir = ctx.workspace.stage("lens", "kappa/reports")
     path = rdir / f"{report}_score.json"
     settings = report_settings(truth, runs, s)
-    _check_report(path, settings, ctx.overwrite)   # before any work: a refused run costs nothing
+    split = settings["split"]   # the split applied: "all" for a truth without splits, whatever the config says
+    shown = {"truth": truth.describe(), "split": split, "runs": {r: str(runs[r].folder) for r in runs}}
+    _check_report(path, settings, ctx.overwrite, shown)   # before any work: a refused run costs nothing
     names, unscored = pair_names(truth, runs, s.partial)
     eps = _epsilon_for(truth, names, ctx.log)
     labels = list(runs)
@@ -613,15 +672,8 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, s
         pp, pt = res["spectra"][r]
         with np.errstate(divide="ignore", invalid="ignore"):
             power["ratio"][r] = (pp / pt).tolist()
-    if isinstance(truth, PackedMaps):
-        truth_inputs = [truth.ds.root]
-    elif isinstance(truth, TarMaps):
-        truth_inputs = list(truth.tarballs)
-    elif isinstance(truth, FolderMaps):
-        truth_inputs = [truth.folder]
-    else:
-        truth_inputs = []
-    doc = {"truth": truth.describe(), "split": s.split, "n": n, "truth_unscored": unscored,
+    truth_inputs = truth_paths(truth)
+    doc = {"truth": truth.describe(), "split": split, "n": n, "truth_unscored": unscored,
            "consistency": eps is not None, "maps_per_s": rate,
            "runs": {r: {"source": str(runs[r].folder), **out_runs[r]} for r in labels},
            "ranking": ranking, "power": power, "plots": [str(p) for p in plots], "settings": settings}

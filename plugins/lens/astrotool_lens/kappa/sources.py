@@ -597,6 +597,11 @@ def _open_folder(p: Path, kind: str, split: str, label: str | None = None, split
 
     if any(p.glob(f"*{MANIFEST_SUFFIX}")):
         return PackedMaps(KappaDataset(p), kind, split)
+    if (p / SETTINGS_FILE).is_file():   # before the split refusal: this one has splits once finished
+        raise InputError(p if spec is None else spec,
+                         f"an unfinished data set ({p}): `astro lens kappa data` has not packed all its shards yet "
+                         "(no index written; under --shard, other array tasks may still be packing): wait for them "
+                         "or run the same `astro lens kappa data` command again to finish it")
     what = f"the {label}" if label else f"a folder ({p})"
     _refuse_split(p if spec is None else spec, what, split, split_given)
     _check_finished_simulation(p)
@@ -680,7 +685,9 @@ def open_maps(spec, kind: str, ctx, split: str = "all", split_given: bool = Fals
     astrotool.errors.InputError
         Nothing matches (a path -- with a ``/`` or starting with ``.`` or ``~``
         -- is said not to exist; a bare name gets the workspace's data sets,
-        unfinished data sets, simulated sets and prediction runs listed), the
+        unfinished data sets, simulated sets and prediction runs listed), an
+        unfinished data set (its ``data`` run, e.g. a ``--shard`` array job, has
+        written no index yet; said so with or without ``split_given``), the
         source holds no maps of ``kind``, or ``split_given`` for a source without
         splits.
     """
@@ -1162,8 +1169,14 @@ def _check_settings(out: Path, settings: dict, overwrite: bool) -> bool:
 
         changed = settings_changes(old, settings)
         if changed and not overwrite:
+            hint = ""
+            if old.get("split_method") != settings.get("split_method"):
+                hint = (f" (packed by an earlier version: the split method changed in this version, "
+                        f"{old.get('split_method') or 'per-name-v1'!s} -> {settings.get('split_method')}, so maps "
+                        "would change splits and its shards are not mixed with new ones; --overwrite packs it "
+                        "again, or under --shard remove the set once before the array job)")
             raise AstroError(f"{out}: made with other inputs or settings ({'; '.join(changed)}); "
-                             "use another --name or --overwrite")
+                             f"use another --name or --overwrite{hint}")
         return bool(changed)
     if out.is_dir() and any(not p.name.startswith(".staging") for p in out.iterdir()):
         if not overwrite:
