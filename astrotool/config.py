@@ -97,6 +97,9 @@ def _merge(base: dict, layer: dict, source: str, sources: dict[str, str], prefix
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             _merge(base[k], v, source, sources, key + ".")
         else:
+            if isinstance(base.get(k), dict):  # a table replaced by a value: its keys' sources go with it
+                for sub in [s for s in sources if s.startswith(key + ".")]:
+                    del sources[sub]
             base[k] = copy.deepcopy(v)
             if isinstance(v, dict):
                 for sub in _flatten(v, key + "."):
@@ -121,19 +124,23 @@ def env_layer(environ: dict[str, str] | None = None) -> tuple[dict, dict[str, st
 _ENV_TYPOS_TOLD: set[str] = set()
 
 
-def env_typos(environ: dict[str, str] | None, sections) -> list[str]:
-    """Warnings for ``ASTRO_*`` variables that look like a key of ``sections`` spelled with a single
-    ``_`` after the section (``ASTRO_CORE_JOBS``, meant as ``ASTRO_CORE__JOBS``), which would be ignored.
+def env_typos(environ: dict[str, str] | None, known) -> list[str]:
+    """Warnings for ``ASTRO_*`` variables that spell a key of a section with single ``_`` after the
+    section or between nested keys (``ASTRO_CORE_JOBS``, meant as ``ASTRO_CORE__JOBS``;
+    ``ASTRO_DRE_FIT_BATCH_SIZE``, meant as ``ASTRO_DRE__FIT__BATCH_SIZE``), which would be ignored.
 
-    Other ``ASTRO_*`` variables (``ASTRO_CONFIG``, ``ASTRO_WORKSPACE``, a plugin's own) are not
-    named: only a name whose first word is a section is.
+    A variable is named only when some reading of its ``_`` as separators gives a section and a
+    key path of that section (``ASTRO_ZTF_TOKEN`` is not named: ztf has no key ``token``), so other
+    ``ASTRO_*`` variables (``ASTRO_CONFIG``, ``ASTRO_WORKSPACE``, a plugin's own) never are.
 
     Parameters
     ----------
     environ : dict or None
         The environment (default ``os.environ``).
-    sections : collection of str
-        The configuration sections, e.g. ``{"core", "dre"}``.
+    known : mapping or callable
+        ``{section: keys}`` (or ``section -> keys``, ``None`` for no such section), where ``keys``
+        is the section's keys as a nested dict (a table's value a dict of its keys, a value's anything
+        else), e.g. ``{"core": {"jobs": None}, "dre": {"fit": {"batch_size": None}}}``.
 
     Returns
     -------
@@ -141,17 +148,55 @@ def env_typos(environ: dict[str, str] | None, sections) -> list[str]:
         One warning per such variable.
     """
     environ = os.environ if environ is None else environ
+    lookup = known.get if isinstance(known, dict) else known if callable(known) else \
+        (lambda section: {} if section in known else None)  # names alone: no key is known, none is named
     out = []
     for name in environ:
         rest = name[len(ENV_PREFIX):]
-        if not name.startswith(ENV_PREFIX) or "__" in rest:
+        if not name.startswith(ENV_PREFIX) or "__" in rest or "_" not in rest.strip("_"):
             continue
-        section, sep, key = rest.partition("_")
-        if sep and key and section.lower() in sections:
-            out.append(f"${name} is not read: a configuration key is set by "
-                       f"${ENV_PREFIX}{section}__{key} ({section.lower()}.{key.lower()}; "
-                       "two underscores after the section and between nested keys)")
+        words = rest.lower().split("_")
+        for i in range(1, len(words)):
+            section = "_".join(words[:i])
+            keys = lookup(section)
+            path = _key_path(keys, words[i:]) if isinstance(keys, dict) else None
+            if path:
+                out.append(f"${name} is not read: a configuration key is set by "
+                           f"${ENV_PREFIX}{section.upper()}__{'__'.join(k.upper() for k in path)} "
+                           f"({section}.{'.'.join(path)}; "
+                           "two underscores after the section and between nested keys)")
+                break
     return out
+
+
+def _key_path(keys: dict, words: list[str]) -> list[str] | None:
+    """The key path of nested ``keys`` that ``words`` spell when joined by ``_`` or split between
+    tables (``["fit", "batch", "size"]`` -> ``["fit", "batch_size"]``), else ``None``."""
+    for j in range(1, len(words) + 1):
+        key = "_".join(words[:j])
+        if key not in keys:
+            continue
+        if j == len(words):
+            return [key]
+        if isinstance(keys[key], dict):
+            sub = _key_path(keys[key], words[j:])
+            if sub:
+                return [key, *sub]
+    return None
+
+
+def _known_keys(model, values) -> dict:
+    """The keys of a section (or table) as a nested dict: its model's fields and its packaged defaults'
+    keys (a table's value the dict of its keys, a value's ``None``)."""
+    fields = getattr(model, "model_fields", None) or {}
+    tables = {name: f.annotation for name, f in fields.items() if hasattr(f.annotation, "model_fields")}
+    keys: dict = {name: _known_keys(tables[name], {}) if name in tables else None for name in fields}
+    for name, value in (values if isinstance(values, dict) else {}).items():
+        if isinstance(value, dict):
+            keys[name] = _known_keys(tables.get(name), value)
+        else:
+            keys.setdefault(name, None)
+    return keys
 
 
 def set_layer(assignments: list[str]) -> dict:
@@ -187,15 +232,20 @@ class Config:
         return load_target(self._model_targets[section])
 
     def validate(self) -> "Config":
-        """Validate every section; raise :class:`ConfigError` listing every problem."""
+        """Validate every section; raise :class:`ConfigError` listing every problem.
+
+        A section that fails where every problem comes from its packaged defaults, and whose
+        defaults fail on their own in a way no user setting fixes (:meth:`Packaged.check`), marks
+        its plugin broken and is left out; any problem a user's layer set is reported as the user's.
+        """
         problems = []
         for section in list(self._model_targets):
             ours = self._packaged is not None and section in self._packaged.values
             try:
-                found, crash = self._validate_section(section, self.data.get(section, {})), None
+                found, crash = self._problems(section, self.data.get(section, {})), None
             except Exception as exc:  # the model cannot be imported, or raised while validating
                 found, crash = [], exc
-            if (found or crash) and ours:
+            if ours and (crash is not None or (found and all(src.startswith(DEFAULTS) for src, _ in found))):
                 why = self._packaged.check(section)
                 if why:  # the plugin's own defaults are wrong: its plugin is broken, not the user's config
                     self._packaged.mark_broken(section, why)
@@ -203,7 +253,7 @@ class Config:
                     continue
             if crash is not None:
                 raise crash
-            problems += found
+            problems += [f"{src}: {line}" for src, line in found]
         problems[:0] = [f"{self._source_of(section)}: {self._unknown_section(section)}" for section in self.data
                         if section not in self._model_targets and section not in self.broken]
         if problems:
@@ -237,7 +287,7 @@ class Config:
                 return self.sources[key]
         return DEFAULTS
 
-    def _renamed(self, model, values: dict, dotted: str) -> dict:
+    def _renamed(self, model, values: dict, dotted: str, tell: bool = True) -> dict:
         """``values`` with the keys of an earlier release that were only renamed (``renamed_keys`` of the
         models, a new name without a note) moved to their new names, each told once in a warning naming
         where it was set; a key whose meaning changed stays, for validation to refuse."""
@@ -253,7 +303,7 @@ class Config:
                 continue
             for key in [k for k in self.sources if k == f"{dotted}.{old}" or k.startswith(f"{dotted}.{old}.")]:
                 self.sources[f"{dotted}.{new}{key[len(dotted) + len(old) + 1:]}"] = self.sources[key]
-            if f"{dotted}.{old}" not in self._renames_told:
+            if tell and f"{dotted}.{old}" not in self._renames_told:
                 self._renames_told.add(f"{dotted}.{old}")
                 import logging
 
@@ -261,12 +311,21 @@ class Config:
                                                    self._source_of(f"{dotted}.{old}"), dotted, old, new, dotted, new)
         for name, field in getattr(model, "model_fields", {}).items():
             if isinstance(values.get(name), dict) and hasattr(field.annotation, "model_fields"):
-                values[name] = self._renamed(field.annotation, values[name], f"{dotted}.{name}")
+                values[name] = self._renamed(field.annotation, values[name], f"{dotted}.{name}", tell)
         return values
 
     def _validate_section(self, section: str, values: dict) -> list[str]:
+        """``"source: key: problem"`` for each problem of ``values`` as section ``section`` (none: valid)."""
+        return [f"{src}: {line}" for src, line in self._problems(section, values)]
+
+    def _problems(self, section: str, values: dict) -> list[tuple[str, str]]:
+        """``(source, "key: problem")`` for each problem of ``values`` as section ``section``; when there are
+        none, its model is stored in :attr:`validated`."""
         from pydantic import ValidationError
 
+        if not isinstance(values, dict):  # `dre = 5`: a value where the section's table belongs
+            return [(self._source_of(section), f"[{section}] must be a table (got {values!r}); "
+                                               f"put its keys under a [{section}] line")]
         values = self._renamed(self.model_class(section), values, section)
         try:
             self.validated[section] = self.model_class(section).model_validate(values)
@@ -288,7 +347,7 @@ class Config:
                     new, _, why = (renamed or "").partition(" ")   # "new_key (what changed)"
                     given += (f"; renamed to {new!r}{' ' + why if why else ''}" if renamed else
                               _did_you_mean(key, list(model.model_fields) if model is not None else []))
-                out.append(f"{self._source_of(dotted)}: {dotted}: {msg}{given}")
+                out.append((self._source_of(dotted), f"{dotted}: {msg}{given}"))
             return out
         return []
 
@@ -427,8 +486,10 @@ class Packaged:
         self.owners: dict[str, str] = {}
         self.broken: dict[str, str] = {}
         self.values: dict[str, dict] = {}
+        self.targets: dict[str, str] = {}
         for plugin, sec in self.registry.config_sections():
             self.owners[sec.name] = plugin
+            self.targets[sec.name] = sec.model
             package, _, resource = sec.defaults.partition(":")
             where = f"{package}/{resource}"
             try:
@@ -456,23 +517,31 @@ class Packaged:
         self.registry.mark_broken(self.owners.get(section, ""), why)
 
     def check(self, section: str) -> str:
-        """Why the packaged defaults of ``section`` are unusable on their own (``""`` when they are).
+        """Why the packaged defaults of ``section`` are unusable whatever the user sets (``""`` when
+        they are usable).
 
-        The model must import and accept the defaults; a required key the defaults leave to the
-        user (a ``missing`` error) is not the plugin's fault.
+        The model must import, and accept the defaults, read as in validation (keys that were only
+        renamed under their new names). What the defaults leave to the user is not the plugin's
+        fault: a required key (a ``missing`` error) or a check of a whole table (a model's
+        validator, e.g. "set catalog or url" while the defaults leave both empty).
         """
         from pydantic import ValidationError
 
         from astrotool.plugins import load_target
 
+        target = self.models[section]
         try:
-            model = load_target(self.models[section])
-            model.model_validate(self.values.get(section, {}))
-        except ValidationError as exc:
-            bad = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors() if e["type"] != "missing"]
-            return f"packaged defaults are invalid: {'; '.join(bad)}" if bad else ""
+            model = load_target(target)
         except Exception as exc:
-            return f"model {self.models[section]} cannot be loaded: {type(exc).__name__}: {exc}"
+            return f"model {target} cannot be loaded: {type(exc).__name__}: {exc}"
+        try:
+            values = Config({}, {}, {})._renamed(model, self.values.get(section, {}), section, tell=False)
+            model.model_validate(values)
+        except ValidationError as exc:
+            bad = [_packaged_error(e) for e in exc.errors() if not _left_to_the_user(e)]
+            return f"packaged defaults are invalid: {'; '.join(bad)}" if bad else ""
+        except Exception as exc:  # a validator's own bug, met on the packaged defaults
+            return f"model {target} raised on the packaged defaults: {type(exc).__name__}: {exc}"
         return ""
 
     def check_all(self) -> None:
@@ -481,6 +550,19 @@ class Packaged:
             why = self.check(section)
             if why:
                 self.mark_broken(section, why)
+
+
+def _left_to_the_user(err: dict) -> bool:
+    """Whether an error of the packaged defaults alone is the user's to fix: a required key the defaults
+    leave out, or a check of a whole table (what the user must set, e.g. one of two keys)."""
+    return err["type"] == "missing" or (isinstance(err.get("input"), dict) and
+                                        err["type"] in ("value_error", "assertion_error", "assertion"))
+
+
+def _packaged_error(err: dict) -> str:
+    """``key: message`` of an error of the packaged defaults; the message alone for the whole section."""
+    key = ".".join(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p)))
+    return f"{key}: {err['msg']}" if key else err["msg"]
 
 
 def defaults_layers(registry=None) -> tuple[list[tuple[str, dict]], dict[str, str]]:
@@ -543,7 +625,23 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
     for name, layer in layers:
         _merge(data, layer, name, sources)
     env_tree, env_names = env_layer(environ)
-    for warning in env_typos(environ, set(models) | set(packaged.broken)):
+    keys_of: dict[str, dict | None] = {}
+
+    def section_keys(section: str) -> dict | None:
+        """The keys of ``section`` (``None``: no such section), read only for a variable that may name one."""
+        if section not in keys_of:
+            keys_of[section] = None
+            if section in packaged.owners:
+                from astrotool.plugins import load_target
+
+                try:
+                    model = load_target(packaged.targets[section])
+                except Exception:  # a broken plugin's model: its defaults' keys still count
+                    model = None
+                keys_of[section] = _known_keys(model, packaged.values.get(section, {}))
+        return keys_of[section]
+
+    for warning in env_typos(environ, section_keys):
         if warning not in _ENV_TYPOS_TOLD:  # told once, however often the configuration is loaded
             _ENV_TYPOS_TOLD.add(warning)
             import logging

@@ -258,3 +258,23 @@ def test_doctor_check_returning_the_wrong_type_is_a_failed_check(sloppy, capsys)
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["sloppy-check"]["ok"] is False and rows["sloppy-check"]["plugin"] == "sloppyplug"
     assert "returned bool, not a CheckResult" in rows["sloppy-check"]["detail"]
+
+
+@pytest.mark.parametrize("flag", ["--traceback", "-vv"])
+def test_demo_step_raising_shows_its_traceback_with_traceback(sloppy, tmp_path, capsys, flag):
+    from astrotool.cli import main
+
+    assert main([flag, "demo", str(tmp_path / "d"), "--only", "crash"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and 'in crash\n    raise ZeroDivisionError' in err, err
+    assert main(["demo", str(tmp_path / "e"), "--only", "crash"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("only", [",", "", " , "])
+def test_demo_only_naming_no_step_is_refused(sloppy, tmp_path, capsys, only):
+    from astrotool.cli import main
+
+    assert main(["demo", str(tmp_path / "d"), "--only", only]) == 2
+    assert "no demo named" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -208,8 +208,116 @@ def test_a_variable_with_one_underscore_after_a_section_is_named(astro, toy, tmp
     """``ASTRO_CORE_JOBS=3`` (meant as ``ASTRO_CORE__JOBS``) was ignored without a word."""
     env = {"ASTRO_CORE_JOBS": "3", "ASTRO_SHARED_DATA": "/x", "ASTRO_WORKSPACE": str(tmp_path),
            "ASTRO_NO_PLUGINS": "0", "ASTRO_TOY__COUNT": "4"}
-    assert config.env_typos(env, {"core", "toy"}) == [
+    assert config.env_typos(env, {"core": {"jobs": None}, "toy": {"count": None}}) == [
         "$ASTRO_CORE_JOBS is not read: a configuration key is set by $ASTRO_CORE__JOBS (core.jobs; "
         "two underscores after the section and between nested keys)"]
     r = astro("config", "show", "core", pythonpath=toy, env={"ASTRO_CORE_JOBS": "3"})
     assert r.returncode == 0 and "$ASTRO_CORE_JOBS is not read" in r.stderr, r.stderr
+
+
+def _registry(toy, monkeypatch, *modules):
+    """A fresh registry with the core and the toy plugins ``modules`` (from ``toyplugins/userfaults``)."""
+    import importlib
+
+    from astrotool.plugins import Registry
+
+    monkeypatch.syspath_prepend(str(toy[0]))
+    monkeypatch.syspath_prepend(str(toy[0] / "userfaults"))
+    return Registry(entry_points=False, extra=[importlib.import_module(m) for m in modules])
+
+
+def test_a_users_error_is_not_blamed_on_defaults_that_leave_a_key_to_the_user(toy, monkeypatch, tmp_path):
+    """``reqplug``'s model needs ``catalog`` or ``url``, which its defaults leave empty: a user's bad
+    ``count`` was dropped and the plugin marked broken (the command went on, exit 0)."""
+    from astrotool.errors import AstroError
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    write(ws / "astro.toml", '[req]\ncatalog = "a.fits"\ncount = "x"\n')
+    registry = _registry(toy, monkeypatch, "reqplug")
+    with pytest.raises(ConfigError, match=r"astro.toml: req.count: Input should be a valid integer"):
+        config.load(workspace=ws, environ={}, registry=registry)
+    assert registry.info["reqplug"].status != "broken"
+    with pytest.raises(ConfigError, match=r"--set: req.count"):   # the model's own check is left to later
+        config.load(environ={}, sets=["req.count=x"], registry=_registry(toy, monkeypatch, "reqplug"))
+    cfg = config.load(environ={}, sets=["req.catalog='a.fits'"], registry=_registry(toy, monkeypatch, "reqplug"))
+    assert cfg.section("req").catalog == "a.fits" and not cfg.broken
+    packaged = config.Packaged(_registry(toy, monkeypatch, "reqplug"))
+    assert packaged.check("req") == ""  # "set catalog or url" is the user's to do
+    with pytest.raises(AstroError, match="set catalog or url"):  # said as the user's, not a broken plugin
+        config.load(environ={}, registry=_registry(toy, monkeypatch, "reqplug"))
+
+
+def test_defaults_using_a_renamed_key_are_read_as_in_validation(toy, monkeypatch, caplog):
+    """``renplug``'s defaults use ``thresh``, renamed ``threshold``: ``--set ren.count=x`` marked the
+    plugin broken ("unknown key thresh") and lost the user's error."""
+    registry = _registry(toy, monkeypatch, "renplug")
+    with pytest.raises(ConfigError, match=r"--set: ren.count: Input should be a valid integer"):
+        config.load(environ={}, sets=["ren.count=x"], registry=registry)
+    assert registry.info["renplug"].status != "broken"
+    cfg = config.load(environ={}, registry=_registry(toy, monkeypatch, "renplug"))
+    assert cfg.section("ren").threshold == 0.5 and not cfg.broken
+    assert config.Packaged(_registry(toy, monkeypatch, "renplug")).check("ren") == ""
+
+
+def test_a_model_that_raises_on_its_defaults_is_not_said_to_fail_to_load(toy, monkeypatch):
+    """A validator raising ``KeyError`` was reported as "model ... cannot be loaded"."""
+    cfg = config.load(environ={}, registry=_registry(toy, monkeypatch, "crashplug", "toyplug"))
+    assert cfg.section("toy").count == 3
+    why = cfg.broken["crash"]
+    assert "cannot be loaded" not in why and "KeyError" in why and "packaged defaults" in why, why
+    registry = _registry(toy, monkeypatch, "toyplug")
+    packaged = config.Packaged(registry)
+    packaged.models["toy"] = "toyplug.config:NoSuchModel"
+    assert "model toyplug.config:NoSuchModel cannot be loaded" in packaged.check("toy")
+    # an error of the whole section is said without an empty key (was ": Value error, ...")
+    assert config._packaged_error({"loc": (), "msg": "Value error, bad", "type": "x"}) == "Value error, bad"
+    assert config._packaged_error({"loc": ("inner", "factor"), "msg": "bad", "type": "x"}) == "inner.factor: bad"
+
+
+def test_a_section_given_as_a_value_is_a_config_error(astro, tmp_path):
+    """``dre = 5`` in astro.toml crashed (TypeError, exit 1); ``--set dre.cuts=5`` was blamed on the defaults."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    write(ws / "astro.toml", "dre = 5\n")
+    r = astro("-w", ws, "config", "show", "core")
+    assert r.returncode == 2, r.stderr
+    assert f"{ws / 'astro.toml'}: [dre] must be a table" in r.stderr and "TypeError" not in r.stderr, r.stderr
+    r = astro("-w", tmp_path, "--set", "dre.cuts=5", "config", "show", "core")
+    assert r.returncode == 2 and "--set: dre.cuts: Input should be a valid dictionary" in r.stderr, r.stderr
+
+
+def test_validate_says_which_sections_of_broken_plugins_it_did_not_check(astro, toy, tmp_path):
+    path = [toy[0], toy[0] / "baddefaults"]
+    f = write(tmp_path / "f.toml", '[nodefaults]\nfactor = "not a number"\n[toy]\ncount = 1\n')
+    r = astro("config", "validate", f, pythonpath=path)
+    assert r.returncode == 0, r.stderr
+    assert f"{f}: OK\n" not in r.stdout and "not checked" in r.stdout, r.stdout
+    assert "[nodefaults] not checked: plugin 'nodefaults' is broken: config section [nodefaults]" in r.stderr, r.stderr
+    r = astro("--json", "config", "validate", f, pythonpath=path)
+    assert "[nodefaults]" in json.loads(r.stdout)[0]["not_checked"]["nodefaults"]
+
+
+def test_show_of_a_broken_plugins_section_says_it_is_broken(astro, toy):
+    r = astro("config", "show", "badvalue", pythonpath=[toy[0], toy[0] / "baddefaults"])
+    assert r.returncode == 2 and "unknown section" not in r.stderr, r.stderr
+    assert "plugin 'badvalue' is broken: config section [badvalue]: packaged defaults are invalid: factor" in r.stderr
+
+
+def test_a_variable_is_named_only_when_it_spells_a_key(astro, toy):
+    """``ASTRO_ZTF_TOKEN`` (no key ztf.token) was named; ``ASTRO_DRE_FIT_BATCH_SIZE`` was told to be
+    ``ASTRO_DRE__FIT_BATCH_SIZE`` (still not a key) instead of ``ASTRO_DRE__FIT__BATCH_SIZE``."""
+    known = {"core": {"jobs": None}, "dre": {"fit": {"batch_size": None, "gain": None}},
+             "ztf": {"model": {"width": None}}, "my_plug": {"n_max": None}}
+    env = {"ASTRO_ZTF_TOKEN": "abc", "ASTRO_DRE_FIT_BATCH_SIZE": "64", "ASTRO_DRE_FIT_BATCH": "1",
+           "ASTRO_MY_PLUG_N_MAX": "2", "ASTRO_ZTF_MODEL": "x"}
+    assert config.env_typos(env, known) == [
+        "$ASTRO_DRE_FIT_BATCH_SIZE is not read: a configuration key is set by $ASTRO_DRE__FIT__BATCH_SIZE "
+        "(dre.fit.batch_size; two underscores after the section and between nested keys)",
+        "$ASTRO_MY_PLUG_N_MAX is not read: a configuration key is set by $ASTRO_MY_PLUG__N_MAX "
+        "(my_plug.n_max; two underscores after the section and between nested keys)",
+        "$ASTRO_ZTF_MODEL is not read: a configuration key is set by $ASTRO_ZTF__MODEL "
+        "(ztf.model; two underscores after the section and between nested keys)"]
+    r = astro("config", "show", "core", env={"ASTRO_ZTF_TOKEN": "abc", "ASTRO_DRE_FIT_BATCH_SIZE": "64"})
+    assert r.returncode == 0, r.stderr
+    assert "ASTRO_ZTF_TOKEN" not in r.stderr and "$ASTRO_DRE__FIT__BATCH_SIZE (dre.fit.batch_size" in r.stderr, r.stderr
