@@ -29,12 +29,13 @@ the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from astrotool.errors import InputError
 from astrotool.provenance import versions
@@ -117,25 +118,53 @@ def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Pa
         raise ValueError("checkpoint meta needs architecture = {'name': ..., 'kwargs': {...}}")
     state = model.state_dict() if hasattr(model, "state_dict") else dict(model)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    settle_checkpoint(directory)
-    stage = directory / STAGE_DIR  # the pair is written here, then moved into place (settle_checkpoint)
-    _rmtree(stage)
-    stage.mkdir()
-    weights = stage / WEIGHTS_FILE
-    with atomic_path(weights) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "architecture": str(arch["name"])})
-        _default_mode(tmp)
-    full = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        **{k: v for k, v in meta.items() if k not in ("format", "format_version")},
-        "weights_sha256": _sha256(weights),
-        "created_utc": datetime.now(timezone.utc).isoformat(),
-    }
-    full.setdefault("versions", versions(("torch", "safetensors")))
-    write_json_atomic(stage / META_FILE, full)  # the pair is complete: from here on it is the checkpoint
-    settle_checkpoint(directory)
+    with _saving(directory):  # a reader's settle_staged leaves the stage to this save meanwhile
+        _settle(directory)
+        stage = directory / STAGE_DIR  # the pair is written here, then moved into place (settle_checkpoint)
+        _rmtree(stage)
+        stage.mkdir()
+        weights = stage / WEIGHTS_FILE
+        with atomic_path(weights) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "architecture": str(arch["name"])})
+            _default_mode(tmp)
+        full = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **{k: v for k, v in meta.items() if k not in ("format", "format_version")},
+            "weights_sha256": _sha256(weights),
+            "created_utc": datetime.now(timezone.utc).isoformat(),
+        }
+        full.setdefault("versions", versions(("torch", "safetensors")))
+        write_json_atomic(stage / META_FILE, full)  # the pair is complete: from here on it is the checkpoint
+        _settle(directory)
     return directory
+
+
+@contextlib.contextmanager
+def _saving(directory: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the model folder's lock (``flock`` on the folder itself; no file is added) while its pair is
+    staged and moved: :func:`save_checkpoint` and :func:`settle_checkpoint` wait for it, :func:`settle_staged`
+    (``wait=False``) does not, and yields False when another process (or thread) holds it. Where ``fcntl`` is
+    missing (Windows) nothing is locked and True is yielded. A killed holder's lock is released by the system."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield True
+        return
+    import os
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:  # a file system without locks (some network mounts): as without fcntl
+            pass
+        yield True  # closing the descriptor releases the lock
+    finally:
+        os.close(fd)
 
 
 def _rename(src: Path, dst: Path) -> None:
@@ -163,9 +192,43 @@ def settle_checkpoint(directory: str | Path) -> None:
 
     :func:`save_checkpoint` does this itself; a stop between its moves leaves
     it to the next writer (readers take the pair from ``.model.new/``
-    meanwhile, :func:`read_meta`).
+    meanwhile, :func:`read_meta`; :func:`settle_staged` settles it for
+    readers that open the two files themselves). Waits for a
+    :func:`save_checkpoint` of the folder under way in another process.
     """
     directory = Path(directory)
+    if not (directory / STAGE_DIR).exists():
+        return
+    with _saving(directory):
+        _settle(directory)
+
+
+def settle_staged(directory: str | Path) -> bool:
+    """Settle a pair that a stopped :func:`save_checkpoint` left in ``.model.new/``, for a reader, so that
+    ``model.json`` and ``model.safetensors`` of the folder are that pair; return whether it settled one.
+
+    Safe beside a training run writing the folder: it acts only when it gets the folder's lock at once (no
+    :func:`save_checkpoint` under way; one that starts later waits for it) and the stage holds the pair's
+    ``model.json`` (written last, so the pair is complete). A stage without it (a save under way elsewhere,
+    or one a stop cut short) is left as it is: the next training run drops it. Where no lock can be taken
+    (no ``fcntl``), only a complete pair is moved, and a save starting at that instant could collide with
+    it (the rename that loses raises). A folder the caller may not change is left as it is (False).
+    """
+    directory = Path(directory)
+    if _staged(directory) is None:
+        return False
+    try:
+        with _saving(directory, wait=False) as held:
+            if not held or _staged(directory) is None:
+                return False
+            _settle(directory)
+            return True
+    except OSError:  # a folder the reader may not change (read-only, another user's): read_meta and
+        return False  # load_checkpoint take the staged pair as it is
+
+
+def _settle(directory: Path) -> None:
+    """:func:`settle_checkpoint`'s work, with the folder's lock held by the caller."""
     stage = directory / STAGE_DIR
     if _staged(directory) is not None:
         if (stage / WEIGHTS_FILE).is_file():
@@ -496,7 +559,11 @@ def resolve_last(checkpoint_dir: str | Path) -> Path:
     d = Path(checkpoint_dir)
     if (d / LAST_DIR).exists():
         return d / LAST_DIR
-    for name in (LAST_NEW_DIR, LAST_OLD_DIR):  # between the two renames of the swap: the new set is whole
+    # between save_last's two renames: .last.new/ is whole (it is renamed only once complete). .last.old/
+    # is not reached by save_last's own order (it exists only beside a whole .last.new/ or, after the second
+    # rename, beside the new last/); it is a fallback for a folder whose .last.new/ went otherwise (removed by hand, a filesystem that
+    # lost the order of the renames in a crash), harmless when unused
+    for name in (LAST_NEW_DIR, LAST_OLD_DIR):
         if _complete_last(d / name):
             return d / name
     return d / LAST_DIR
@@ -603,6 +670,19 @@ def wait_for_restore(directory: str | Path, timeout: float = 60.0) -> None:
     aside = Path(directory) / SET_ASIDE_DIR
     deadline = time.monotonic() + timeout
     while aside.is_dir() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def wait_for_repair(directory: str | Path, timeout: float = 60.0) -> None:
+    """Wait (at most ``timeout`` seconds) for another process of the same training run, rank 0, to settle
+    what a stopped save left in a model folder (:func:`settle_checkpoint`, :func:`recover_last`): until no
+    ``.model.new/``, ``.last.new/`` or ``.last.old/`` is left. Rank 0 creates none of them before the
+    training's first barrier, so once they are gone the folder is the repaired one."""
+    import time
+
+    d = Path(directory)
+    deadline = time.monotonic() + timeout
+    while any((d / n).exists() for n in (STAGE_DIR, LAST_NEW_DIR, LAST_OLD_DIR)) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

@@ -190,7 +190,10 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str =
         The stage folder of the plugin's models (``"kappa/models"`` for ``astro lens kappa``).
     trained : bool
         The model must exist (evaluate, predict, export...): a name without a checkpoint is refused,
-        listing the models of the stage folder, as a missing dataset is.
+        listing the models of the stage folder, as a missing dataset is. A checkpoint pair that a stop
+        left in the folder's ``.model.new/`` is first moved into place
+        (:func:`astrotool.ml.checkpoint.settle_staged`: only a complete pair, and not while a training run
+        is saving one), so ``model.json`` and ``model.safetensors`` there are the latest pair.
 
     Raises
     ------
@@ -199,16 +202,20 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str =
         valid name (a path separator, a leading dot, spaces...); with ``trained``, a name without a
         checkpoint.
     """
-    from astrotool.ml.checkpoint import META_FILE
+    from astrotool.ml.checkpoint import META_FILE, settle_staged
     from astrotool.names import ALLOWED, name_problem, printable
 
     if not name:
         raise InputError(option, "no model name given")
     stage_dir = ctx.workspace.stage(plugin, stage)
     plain = name_problem(name) is None
+    p = Path(name).expanduser()
+    if trained:  # a pair a stopped save left in .model.new/ goes into place first: the plugins open the files
+        for folder in ((stage_dir / name,) if plain else ()) + (p,):
+            if folder.is_dir():
+                settle_staged(folder)
     if plain and (stage_dir / name / META_FILE).is_file():
         return stage_dir / name
-    p = Path(name).expanduser()
     if (p / META_FILE).is_file():
         return p
     if not plain:
@@ -362,7 +369,10 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         Continue from ``last/`` when it is there.
     clear : bool
         Delete for a restart. With several training processes every process
-        decides (they all refuse alike) and only rank 0 clears.
+        decides (they all refuse alike) and only rank 0 clears; it also settles
+        what a stopped save left, and the others (``clear=False``) wait for that
+        (:func:`astrotool.ml.checkpoint.wait_for_repair`, at most a minute)
+        before they decide.
     settings : dict, optional
         This run's settings, the ``meta["settings"]`` it gives
         :func:`astrotool.ml.training.fit`: a resume is refused, before any
@@ -385,7 +395,8 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         named, old -> new).
     """
     from astrotool.ml.checkpoint import (LAST_DIR, STATE_META_FILE, TRAINING_NAMES, recover_last, resolve_last,
-                                         restore_set_aside, set_aside, settle_checkpoint, wait_for_restore)
+                                         restore_set_aside, set_aside, settle_checkpoint, wait_for_repair,
+                                         wait_for_restore)
 
     d = Path(directory)
     names = (*TRAINING_NAMES, "model.onnx")
@@ -395,9 +406,12 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         logging.getLogger("astro").warning("%s: put back the model that an interrupted --overwrite had set aside", d)
     elif not clear and not overwrite:
         wait_for_restore(d)  # rank 0 puts it back: every rank then decides on the same files
-    if clear and d.is_dir():  # a save that a stop cut short: its complete set takes its place
-        settle_checkpoint(d)
-        recover_last(d)
+    if clear:
+        if d.is_dir():  # a save that a stop cut short: its complete set takes its place
+            settle_checkpoint(d)
+            recover_last(d)
+    elif not overwrite:  # ... which rank 0 does: the other ranks decide once it is done, on the same files
+        wait_for_repair(d)  # (--overwrite trains from scratch whatever they see: no need to wait)
     if not any((d / n).exists() for n in names):
         return "new"
     if overwrite:
@@ -411,8 +425,23 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
             check_resume_settings(d, settings)
         return "resume"
     why = "and --no-resume was asked for" if not resume else f"without a resumable state ({LAST_DIR}/)"
+    if resume and _first_epoch_only(d):
+        why += (": a stop during the first epoch's save (after the best checkpoint, before its "
+                f"{LAST_DIR}/) left nothing to resume from")
     raise AstroError(f"{d}: a model is already here {why}; use --overwrite to train it again from scratch "
                      "or another --model name")
+
+
+def _first_epoch_only(directory: Path) -> bool:
+    """Whether the model folder's checkpoint is of a run's first epoch and no ``last/`` was saved: what a stop
+    between the two writes of the first epoch's save leaves (later epochs always have a ``last/``)."""
+    from astrotool.ml.checkpoint import read_meta
+
+    try:
+        progress = read_meta(directory).get("training_progress") or {}
+    except AstroError:
+        return False
+    return isinstance(progress, dict) and progress.get("epochs_done") == 1
 
 
 def warn_schedule_change(directory: str | Path, epochs: int, log) -> None:

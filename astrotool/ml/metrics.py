@@ -6,9 +6,11 @@ from `torchmetrics <https://lightning.ai/docs/torchmetrics>`_ (imported inside
 the functions, with float64 inputs) wherever it has the metric, in float64:
 tensors of any float type (bfloat16 under ``bf16-mixed`` too) are converted,
 classification and segmentation ratios are computed here from torchmetrics'
-confusion counts (its own ratios are float32), and only the binned curves
-(``thresholds`` a number or a list) stay float32; the few pieces written here
-are said so in their docstrings.
+confusion counts (its own ratios are float32), the exact threshold curves are
+counted here with torchmetrics' recipe (its counts are float32, torch's default
+float type, which is never changed here: it is the whole process's), and only
+the binned curves (``thresholds`` a number or a list) stay float32; the few
+pieces written here are said so in their docstrings.
 
 Conventions
 -----------
@@ -38,7 +40,6 @@ curves: :func:`pr_curve`, :func:`roc_curve`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Sequence
 
@@ -573,18 +574,23 @@ def _binary_scores(scores, target) -> tuple[np.ndarray, np.ndarray, int]:
     return s, _labels(y[ok], "target", 2), int((~ok).sum())
 
 
-@contextlib.contextmanager
-def _float64():
-    """torch's default float type float64 for a while: torchmetrics' exact curves then count in float64 (its
-    binned ones, from a confusion matrix per threshold, stay float32)."""
+def _exact_curve(s: np.ndarray, y: np.ndarray):
+    """The counts of an exact curve, as torchmetrics' ``_binary_clf_curve`` makes them (that one counts in
+    torch's default float type, float32, and has no float64 option): per distinct score from the highest
+    down, the false and true positives of ``score >= threshold`` as float64 tensors (counted as int64),
+    and those thresholds. Written here."""
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # the last sample of each distinct score
+    tps = np.cumsum(y, dtype=np.int64)[last]
+    fps = last + 1 - tps
+    return _t(fps), _t(tps), _t(s[last])
+
+
+def _trapz(y, x) -> float:
     import torch
 
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
+    return float(torch.trapz(y, x))
 
 
 def _thresholds(thresholds):
@@ -627,10 +633,18 @@ def pr_curve(scores, target, thresholds: int | Sequence[float] | None = None) ->
         return out
     from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
 
+    if thresholds is None:  # exact: counted here, ratios in float64 (torchmetrics' recipe, end point appended)
+        import torch
+
+        fps, tps, thr = _exact_curve(s, y)
+        prec = torch.cat([(tps / (tps + fps)).flip(0), torch.ones(1, dtype=torch.float64)])
+        rec = torch.cat([(tps / tps[-1]).flip(0), torch.zeros(1, dtype=torch.float64)])
+        out.update(precision=_floats(prec), recall=_floats(rec), thresholds=_floats(thr.flip(0)),
+                   average_precision=float(-torch.sum((rec[1:] - rec[:-1]) * prec[:-1])))
+        return out
     ts, ty, th = _t(s), _t(y, "int64"), _thresholds(thresholds)
-    with _float64():
-        prec, rec, thr = binary_precision_recall_curve(ts, ty, thresholds=th)
-        ap = binary_average_precision(ts, ty, thresholds=th)
+    prec, rec, thr = binary_precision_recall_curve(ts, ty, thresholds=th)
+    ap = binary_average_precision(ts, ty, thresholds=th)
     out.update(precision=_floats(prec), recall=_floats(rec), thresholds=_floats(thr), average_precision=float(ap))
     return out
 
@@ -658,9 +672,17 @@ def roc_curve(scores, target, thresholds: int | Sequence[float] | None = None) -
         return out
     from torchmetrics.functional.classification import binary_auroc, binary_roc
 
+    if thresholds is None:  # exact: counted here, ratios in float64 (torchmetrics' recipe, from (0, 0) at 1)
+        import torch
+
+        zero = torch.zeros(1, dtype=torch.float64)
+        fps, tps, thr = _exact_curve(s, y)
+        fpr, tpr = torch.cat([zero, fps]) / fps[-1], torch.cat([zero, tps]) / tps[-1]
+        out.update(fpr=_floats(fpr), tpr=_floats(tpr), thresholds=_floats(torch.cat([zero + 1, thr])),
+                   auroc=_trapz(tpr, fpr))
+        return out
     ts, ty, th = _t(s), _t(y, "int64"), _thresholds(thresholds)
-    with _float64():
-        fpr, tpr, thr = binary_roc(ts, ty, thresholds=th)
-        auroc = binary_auroc(ts, ty, thresholds=th)
+    fpr, tpr, thr = binary_roc(ts, ty, thresholds=th)
+    auroc = binary_auroc(ts, ty, thresholds=th)
     out.update(fpr=_floats(fpr), tpr=_floats(tpr), thresholds=_floats(thr), auroc=float(auroc))
     return out

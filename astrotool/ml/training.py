@@ -12,7 +12,9 @@ is refused when the run's settings (``meta["settings"]``) differ from those
 the checkpoint was trained with, or either side has none
 (:func:`check_resume_settings`). ``last/`` is saved as one set
 (:func:`astrotool.ml.checkpoint.save_last`): a stop while it is written loses
-at most that epoch.
+at most that epoch (in the first epoch, a stop after the best checkpoint and
+before ``last/`` leaves nothing to resume: :func:`astrotool.ml.commands.prepare_training`
+refuses it, saying so).
 
 The loop runs through Lightning Fabric: ``fit(..., runtime=Runtime.from_config(
 cfg.ml))`` trains on the CPU, one or several GPUs (DDP) or several Slurm nodes,
@@ -719,7 +721,8 @@ def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, pro
             {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress},
         )
     best = next((h for h in history if h["epoch"] == stopper.best_epoch), entry)
-    ck.save_last(  # one set, swapped in whole: a stop (even a hard kill) anywhere here leaves a resumable last/
+    ck.save_last(  # one set, swapped in whole: a stop (even a hard kill) anywhere here leaves a whole last/, the
+        #  previous epoch's or this one's (none in the first epoch: its model.json alone, which needs --overwrite)
         ckpt_dir,
         module,
         {**meta, "metrics": {**entry, "monitor": monitor}, "training_progress": progress},

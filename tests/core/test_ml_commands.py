@@ -435,3 +435,143 @@ def test_an_overwrite_sets_aside_what_a_stopped_save_left_too(tmp_path):
     assert restore_set_aside(d)
     assert sorted(p.name for p in d.iterdir()) == ["last", "model.json", "model.safetensors"]
     assert mc.epochs_done(d) == 2
+
+
+def _real_pair(folder, value, epochs_done=1):
+    """A checkpoint pair written by save_checkpoint, weights all ``value``."""
+    import torch
+
+    from astrotool.ml.checkpoint import save_checkpoint
+
+    m = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.fill_(float(value))
+    meta = {"architecture": {"name": "lin", "kwargs": {}}, "metrics": {"epoch": value},
+            "training_progress": {"epochs_done": epochs_done, "epochs": 3, "finished": False},
+            "settings": {"lr": 1}}
+    return save_checkpoint(folder, m, meta), m, meta
+
+
+@pytest.mark.parametrize("left", ["stage", "swap"])
+def test_other_ranks_decide_after_rank_0_settled_a_stopped_save(tmp_path, left):
+    """Rank 1 looked at the folder before rank 0 settled what a stopped save left (an incomplete
+    .model.new/, or last/ between save_last's renames) and refused while rank 0 went on: the ranks
+    disagreed and rank 0 waited at the barrier until the collective timeout."""
+    import threading
+    import time
+
+    import torch
+
+    from astrotool.ml import checkpoint as ck
+
+    d = tmp_path / "m"
+    if left == "stage":   # the first epoch stopped while its best checkpoint's weights were staged
+        (d / ".model.new").mkdir(parents=True)
+        (d / ".model.new" / "model.safetensors").write_bytes(b"x" * 100)
+    else:                 # stopped between save_last's renames: last/ -> .last.old/ done, .last.new/ -> last/ not
+        _, m, meta = _real_pair(d, 1)
+        o = torch.optim.Adam(m.parameters())
+        ck.save_last(d, m, meta, o, {"epochs_done": 1})
+        ck.save_checkpoint(d / ".last.new", m, meta)
+        ck.save_training_state(d / ".last.new", o, {"epochs_done": 2})
+        (d / "last").rename(d / ".last.old")
+    answers = []
+
+    def rank1():
+        try:
+            answers.append(mc.prepare_training(d, overwrite=False, resume=True, clear=False, settings={"lr": 1}))
+        except AstroError as exc:
+            answers.append(exc)
+
+    t = threading.Thread(target=rank1)
+    t.start()                                                      # rank 1 first
+    time.sleep(0.3)
+    assert answers == []                                           # waits for rank 0's repair
+    rank0 = mc.prepare_training(d, overwrite=False, resume=True, clear=True, settings={"lr": 1})
+    t.join(10)
+    assert answers == [rank0] == (["new"] if left == "stage" else ["resume"])
+
+
+def test_a_trained_model_dir_settles_a_pair_a_stopped_save_left_staged(ctx):
+    """Plugins open <model>/model.json and model.safetensors themselves: a pair left in .model.new/ by a
+    save that a kill cut short was missed (the previous pair, or none after the first epoch)."""
+    import shutil
+
+    from astrotool.ml.checkpoint import _saving, load_checkpoint
+
+    models = ctx.workspace.root / "toy" / "models"
+    d, _, _ = _real_pair(models / "net", 1)
+    new, _, _ = _real_pair(ctx.workspace.root / "elsewhere", 2, epochs_done=2)
+    (d / ".model.new").mkdir()
+    shutil.copy(new / "model.safetensors", d / ".model.new")
+    # a save under way (another process or thread holds the folder): nothing is moved
+    shutil.copy(new / "model.json", d / ".model.new")
+    with _saving(d):
+        import threading
+
+        t = threading.Thread(target=mc.model_dir, args=(ctx, "toy", "net"), kwargs={"trained": True})
+        t.start()
+        t.join(10)
+    assert (d / ".model.new" / "model.json").is_file() and json.loads((d / "model.json").read_text())["metrics"] \
+        == {"epoch": 1}
+    # a staged pair without its model.json (written last: a save under way, or cut short) is left alone
+    (d / ".model.new" / "model.json").unlink()
+    assert mc.model_dir(ctx, "toy", "net", trained=True) == d
+    assert (d / ".model.new" / "model.safetensors").is_file()
+    assert json.loads((d / "model.json").read_text())["metrics"] == {"epoch": 1}
+    # complete and nobody saving: moved into place, so the folder's two files are the new pair
+    shutil.copy(new / "model.json", d / ".model.new")
+    assert mc.model_dir(ctx, "toy", "net", trained=True) == d
+    assert not (d / ".model.new").exists()
+    assert json.loads((d / "model.json").read_text())["metrics"] == {"epoch": 2}
+    assert (d / "model.safetensors").read_bytes() == (new / "model.safetensors").read_bytes()
+    assert float(load_checkpoint(d).state_dict["weight"].flatten()[0]) == 2.0
+    # the first epoch's pair, all staged: the model is found (it was "no trained model named ...")
+    first = models / "first"
+    (first / ".model.new").mkdir(parents=True)
+    for f in ("model.safetensors", "model.json"):
+        shutil.copy(new / f, first / ".model.new")
+    assert mc.model_dir(ctx, "toy", "first", trained=True) == first
+    assert (first / "model.json").is_file() and not (first / ".model.new").exists()
+    # by path too
+    other = ctx.workspace.root / "by_path"
+    (other / ".model.new").mkdir(parents=True)
+    for f in ("model.safetensors", "model.json"):
+        shutil.copy(new / f, other / ".model.new")
+    assert mc.model_dir(ctx, "toy", str(other), trained=True) == other and (other / "model.json").is_file()
+
+
+def test_a_stop_during_the_first_epochs_save_is_named_in_the_refusal(tmp_path):
+    """The first epoch's best checkpoint was saved, its last/ not: nothing to resume from; the message
+    said only "without a resumable state"."""
+    from astrotool.ml.checkpoint import LAST_NEW_DIR
+
+    d, _, _ = _real_pair(tmp_path / "m", 1, epochs_done=1)
+    (d / LAST_NEW_DIR).mkdir()                        # last/ was being written
+    with pytest.raises(AstroError, match=r"a stop during the first epoch's save .* use --overwrite"):
+        mc.prepare_training(d, overwrite=False, resume=True, settings={"lr": 1})
+    assert not (d / LAST_NEW_DIR).exists()
+    d2, _, _ = _real_pair(tmp_path / "m2", 1, epochs_done=3)   # later epochs: no such claim
+    with pytest.raises(AstroError, match="without a resumable state") as e:
+        mc.prepare_training(d2, overwrite=False, resume=True)
+    assert "first epoch" not in str(e.value)
+
+
+def test_a_staged_pair_in_a_folder_the_reader_cannot_change_is_read_where_it_is(tmp_path, monkeypatch):
+    import shutil
+
+    from astrotool.ml import checkpoint as ck
+
+    d, _, _ = _real_pair(tmp_path / "m", 1)
+    new, _, _ = _real_pair(tmp_path / "new", 2)
+    (d / ".model.new").mkdir()
+    for f in ("model.safetensors", "model.json"):
+        shutil.copy(new / f, d / ".model.new")
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(ck, "_rename", refuse)
+    assert ck.settle_staged(d) is False
+    assert float(ck.load_checkpoint(d).state_dict["weight"].flatten()[0]) == 2.0

@@ -414,3 +414,37 @@ def test_ratios_are_float64_exact():
     pr = M.pr_curve(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1]))
     assert pr["average_precision"] == (1 + 2 / 3) / 2
     assert torch.get_default_dtype() == torch.float32  # put back
+
+
+def test_exact_curves_leave_torchs_default_dtype_alone(monkeypatch):
+    """roc_curve and pr_curve set torch's default dtype to float64 for a while: it is the process's, so
+    another thread's tensors were float64 meanwhile."""
+    calls = []
+    monkeypatch.setattr(torch, "set_default_dtype", lambda d: calls.append(d))
+    rng = np.random.default_rng(0)
+    s, y = rng.random(50), np.r_[np.zeros(25, int), np.ones(25, int)]
+    for f in (M.roc_curve, M.pr_curve):
+        f(s, y)
+        f(s, y, thresholds=5)
+    assert calls == []
+
+
+def test_exact_curves_match_torchmetrics_and_sklearn():
+    from torchmetrics.functional.classification import binary_average_precision, binary_auroc, binary_roc
+
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        n = int(rng.integers(2, 120))
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        s = rng.random(n) if trial % 2 else np.round(rng.random(n), 1)   # ties too
+        roc, pr = M.roc_curve(s, y), M.pr_curve(s, y)
+        fpr, tpr, thr = binary_roc(torch.tensor(s), torch.tensor(y))
+        assert np.allclose(roc["fpr"], fpr.double()) and np.allclose(roc["tpr"], tpr.double())
+        assert np.allclose(roc["thresholds"], thr.double())
+        assert roc["auroc"] == pytest.approx(float(binary_auroc(torch.tensor(s), torch.tensor(y))), abs=1e-6)
+        assert roc["auroc"] == pytest.approx(sklearn.roc_auc_score(y, s), abs=1e-15)
+        assert pr["average_precision"] == pytest.approx(float(binary_average_precision(torch.tensor(s),
+                                                                                       torch.tensor(y))), abs=1e-6)
+        assert pr["average_precision"] == pytest.approx(sklearn.average_precision_score(y, s), abs=1e-15)
