@@ -223,6 +223,9 @@ class Config:
         self._model_targets = models
         self._packaged = packaged
         self.validated: dict[str, Any] = {}
+        self.needs: dict[str, str] = {}
+        """``{section: what to set}`` for the sections left out because their defaults leave a setting to the
+        user that no layer of the user's gives (only that section's commands stop, see :meth:`section`)."""
         self._renames_told: set[str] = set()
 
     def model_class(self, section: str):
@@ -234,9 +237,12 @@ class Config:
     def validate(self) -> "Config":
         """Validate every section; raise :class:`ConfigError` listing every problem.
 
-        A section that fails where every problem comes from its packaged defaults, and whose
-        defaults fail on their own in a way no user setting fixes (:meth:`Packaged.check`), marks
-        its plugin broken and is left out; any problem a user's layer set is reported as the user's.
+        A section that fails where every problem comes from its packaged defaults (the user set nothing
+        that fails) is left out, so that every other section's commands work: when its defaults are wrong
+        (:meth:`Packaged.check`) its plugin is marked broken; when they only leave a setting to the user
+        (a required key, or a check of a whole table the defaults leave empty), the section is listed in
+        :attr:`needs` and :meth:`section` refuses it with that check's message. Any problem a user's
+        layer set is reported as the user's.
         """
         problems = []
         for section in list(self._model_targets):
@@ -250,6 +256,9 @@ class Config:
                 if why:  # the plugin's own defaults are wrong: its plugin is broken, not the user's config
                     self._packaged.mark_broken(section, why)
                     self._model_targets.pop(section, None)
+                    continue
+                if crash is None:  # a setting left to the user, who set nothing here: only this section stops
+                    self.needs[section] = "; ".join(line for _, line in found)
                     continue
             if crash is not None:
                 raise crash
@@ -291,24 +300,36 @@ class Config:
         """``values`` with the keys of an earlier release that were only renamed (``renamed_keys`` of the
         models, a new name without a note) moved to their new names, each told once in a warning naming
         where it was set; a key whose meaning changed stays, for validation to refuse."""
+        import logging
+
         values = dict(values)
         for old, new in getattr(model, "renamed_keys", {}).items():
             if " " in new or old not in values:
                 continue
+            where = self._source_of(f"{dotted}.{old}")
+            packaged = where.startswith(DEFAULTS)  # the plugin's defaults still use the old name: not the user's
+            new_packaged = new not in values or self._source_of(f"{dotted}.{new}").startswith(DEFAULTS)
             if isinstance(values.get(new), dict) and isinstance(values[old], dict):   # a table: merged
-                values[new] = {**values[new], **values.pop(old)}
-            elif new not in values or self._source_of(f"{dotted}.{new}").startswith(DEFAULTS):  # not both set
+                values[new] = ({**values.pop(old), **values[new]} if packaged and not new_packaged else
+                               {**values[new], **values.pop(old)})
+            elif packaged and not new_packaged:  # the user set the new name: it wins over the packaged old one
+                values.pop(old)
+                continue
+            elif new_packaged:  # not both set
                 values[new] = values.pop(old)
             else:
                 continue
             for key in [k for k in self.sources if k == f"{dotted}.{old}" or k.startswith(f"{dotted}.{old}.")]:
-                self.sources[f"{dotted}.{new}{key[len(dotted) + len(old) + 1:]}"] = self.sources[key]
-            if tell and f"{dotted}.{old}" not in self._renames_told:
+                moved = f"{dotted}.{new}{key[len(dotted) + len(old) + 1:]}"
+                if not packaged or moved not in self.sources:  # a user's value keeps its own source
+                    self.sources[moved] = self.sources[key]
+            if packaged:  # the plugin's to rename in its defaults.toml, not something the user can do
+                logging.getLogger("astro").debug("%s: %s.%s: renamed to %r; read as %s.%s",
+                                                 where, dotted, old, new, dotted, new)
+            elif tell and f"{dotted}.{old}" not in self._renames_told:
                 self._renames_told.add(f"{dotted}.{old}")
-                import logging
-
                 logging.getLogger("astro").warning("%s: %s.%s: renamed to %r; read as %s.%s (rename it there)",
-                                                   self._source_of(f"{dotted}.{old}"), dotted, old, new, dotted, new)
+                                                   where, dotted, old, new, dotted, new)
         for name, field in getattr(model, "model_fields", {}).items():
             if isinstance(values.get(name), dict) and hasattr(field.annotation, "model_fields"):
                 values[name] = self._renamed(field.annotation, values[name], f"{dotted}.{name}", tell)
@@ -368,6 +389,8 @@ class Config:
             plugin = self._packaged.owners.get(name, name)
             raise AstroError(f"plugin {plugin!r} is broken: {self.broken[name]} (see `astro plugins`)")
         flags = {k: v for k, v in (flags or {}).items() if v is not None}
+        if name in self.needs and not flags:
+            raise ConfigError([self.needs_setting(name)])
         if not flags:
             if name not in self.validated:
                 problems = self._validate_section(name, self.data.get(name, {}))
@@ -383,6 +406,11 @@ class Config:
             raise ConfigError(problems)
         self.data[name] = values
         return self.validated[name]
+
+    def needs_setting(self, name: str) -> str:
+        """What section ``name`` (one of :attr:`needs`) needs the user to set, as one problem line."""
+        return (f"[{name}] needs a setting: {self.needs[name]} (set it in your configuration file, "
+                f"astro.toml, $ASTRO_{name.upper()}__<KEY> or --set {name}.<key>=...)")
 
     def resolved(self) -> dict:
         """Every section after validation, as plain JSON-ready dicts."""
@@ -552,11 +580,17 @@ class Packaged:
                 self.mark_broken(section, why)
 
 
+_EMPTY = ("", None, [], {})
+
+
 def _left_to_the_user(err: dict) -> bool:
     """Whether an error of the packaged defaults alone is the user's to fix: a required key the defaults
-    leave out, or a check of a whole table (what the user must set, e.g. one of two keys)."""
-    return err["type"] == "missing" or (isinstance(err.get("input"), dict) and
-                                        err["type"] in ("value_error", "assertion_error", "assertion"))
+    leave out, or a check of a whole table that the defaults leave a key of empty (``""``, ``[]``...: what
+    the user must set, e.g. one of two keys). A table check failing on a table the defaults fill
+    (``path = "foo"`` where the check wants ``{stem}``) is the defaults' own mistake."""
+    table = err.get("input")
+    return err["type"] == "missing" or (isinstance(table, dict) and any(v in _EMPTY for v in table.values())
+                                        and err["type"] in ("value_error", "assertion_error", "assertion"))
 
 
 def _packaged_error(err: dict) -> str:

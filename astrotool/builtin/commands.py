@@ -112,11 +112,17 @@ def config_show(
     cfg = ctx.config
     data = cfg.resolved()
     if section:
-        if section in cfg.broken:  # its plugin's defaults are unusable: say so, as every command of it does
+        if section in cfg.broken or section in cfg.needs:  # say why it is left out, as its commands do
             cfg.section(section)
         if section not in data:
             raise AstroError(f"config show: unknown section {section!r} (known: {', '.join(data)})")
         data = {section: data[section]}
+    else:  # a section left out is named, not silently missing
+        for name, why in sorted(cfg.broken.items()):
+            ctx.log.warning("[%s] not shown: plugin %r is broken: %s (see `astro plugins`)", name,
+                            cfg._packaged.owners.get(name, name), why)
+        for name in sorted(cfg.needs):
+            ctx.log.warning("not shown: %s", cfg.needs_setting(name))
     if sources:
         flat = _flatten(data)
         rows = {k: {"value": v, "source": cfg.sources.get(k, "defaults")} for k, v in flat.items()}

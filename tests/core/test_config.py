@@ -229,8 +229,6 @@ def _registry(toy, monkeypatch, *modules):
 def test_a_users_error_is_not_blamed_on_defaults_that_leave_a_key_to_the_user(toy, monkeypatch, tmp_path):
     """``reqplug``'s model needs ``catalog`` or ``url``, which its defaults leave empty: a user's bad
     ``count`` was dropped and the plugin marked broken (the command went on, exit 0)."""
-    from astrotool.errors import AstroError
-
     ws = tmp_path / "ws"
     ws.mkdir()
     write(ws / "astro.toml", '[req]\ncatalog = "a.fits"\ncount = "x"\n')
@@ -244,8 +242,13 @@ def test_a_users_error_is_not_blamed_on_defaults_that_leave_a_key_to_the_user(to
     assert cfg.section("req").catalog == "a.fits" and not cfg.broken
     packaged = config.Packaged(_registry(toy, monkeypatch, "reqplug"))
     assert packaged.check("req") == ""  # "set catalog or url" is the user's to do
-    with pytest.raises(AstroError, match="set catalog or url"):  # said as the user's, not a broken plugin
-        config.load(environ={}, registry=_registry(toy, monkeypatch, "reqplug"))
+    cfg = config.load(environ={}, registry=_registry(toy, monkeypatch, "reqplug"))  # only [req] stops
+    with pytest.raises(ConfigError, match=r"\[req\] needs a setting: req: set catalog or url"):
+        cfg.section("req")   # said as the user's to set, not a broken plugin
+    with pytest.raises(ConfigError, match=r"req: set catalog or url"):   # a command's flag that does not set it
+        cfg.section("req", {"count": 5})
+    assert cfg.section("req", {"url": "http://x"}).url == "http://x"   # one that does
+    assert not cfg.broken and cfg.section("core").jobs == 0
 
 
 def test_defaults_using_a_renamed_key_are_read_as_in_validation(toy, monkeypatch, caplog):
@@ -321,3 +324,77 @@ def test_a_variable_is_named_only_when_it_spells_a_key(astro, toy):
     r = astro("config", "show", "core", env={"ASTRO_ZTF_TOKEN": "abc", "ASTRO_DRE_FIT_BATCH_SIZE": "64"})
     assert r.returncode == 0, r.stderr
     assert "ASTRO_ZTF_TOKEN" not in r.stderr and "$ASTRO_DRE__FIT__BATCH_SIZE (dre.fit.batch_size" in r.stderr, r.stderr
+
+
+def test_defaults_using_a_renamed_key_give_way_to_the_users_new_name(astro, toy, monkeypatch, caplog):
+    """``renplug``'s defaults use ``thresh`` (now ``threshold``): a user's ``threshold`` failed every command
+    ("defaults: ren.thresh: unknown key"), and with nothing set every command told the user to rename
+    a key in the plugin's packaged file."""
+    import logging
+
+    path = [toy[0], toy[0] / "userfaults"]
+    for how in [{"args": ["--set", "ren.threshold=0.7"]}, {"env": {"ASTRO_REN__THRESHOLD": "0.7"}}]:
+        r = astro(*how.get("args", []), "--json", "config", "show", "ren", "--sources", pythonpath=path,
+                  env={"ASTRO_CONFIG": "/dev/null", **how.get("env", {})})
+        assert r.returncode == 0, r.stderr
+        row = json.loads(r.stdout)["ren.threshold"]
+        assert row["value"] == 0.7 and not row["source"].startswith("defaults"), row
+        assert "thresh" not in r.stderr, r.stderr
+    r = astro("config", "show", "ren", pythonpath=path, env={"ASTRO_CONFIG": "/dev/null"})
+    assert r.returncode == 0 and "threshold = 0.5" in r.stdout and "renamed" not in r.stderr, r.stderr
+    with caplog.at_level(logging.WARNING, logger="astro"):   # a user's old name is still told, once
+        cfg = config.load(environ={}, sets=["ren.thresh=0.2"], registry=_registry(toy, monkeypatch, "renplug"))
+    assert cfg.section("ren").threshold == 0.2 and cfg.sources["ren.threshold"] == "--set"
+    assert "--set: ren.thresh: renamed to 'threshold'" in caplog.text
+
+
+def test_defaults_failing_their_own_table_check_break_only_their_plugin(astro, toy, tmp_path):
+    """``stemplug``'s defaults fail its own check of ``[stem.out]`` (a path without ``{stem}``): every
+    command failed while ``astro plugins`` said ok. ``reqplug``'s defaults leave ``catalog``/``url`` to
+    the user: with neither set, every command failed too. Now only their own commands stop (exit 2)."""
+    path = [toy[0], toy[0] / "userfaults"]
+    env = {"ASTRO_CONFIG": "/dev/null"}
+    r = astro("-w", tmp_path, "--json", "toy", "show", pythonpath=path, env=env)
+    assert r.returncode == 0, r.stderr
+    r = astro("stem", "show", pythonpath=path, env=env)
+    assert r.returncode == 2, r.stderr
+    assert ("plugin 'stem' is broken: config section [stem]: packaged defaults are invalid: out: "
+            "Value error, path 'out': name each file with {stem}") in r.stderr, r.stderr
+    r = astro("req", "show", pythonpath=path, env=env)
+    assert r.returncode == 2 and "[req] needs a setting: req: set catalog or url" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = astro("--set", "req.catalog=a.fits", "req", "show", pythonpath=path, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["catalog"] == "a.fits", r.stderr
+    r = astro("--set", "stem.out.path={stem}.fits", "stem", "show", pythonpath=path, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["out"]["path"] == "{stem}.fits", r.stderr
+    r = astro("plugins", "--json", pythonpath=path, env=env)
+    rows = {p["name"]: p for p in json.loads(r.stdout)}
+    assert rows["stem"]["status"] == "broken" and "name each file with {stem}" in rows["stem"]["error"]
+    assert rows["req"]["status"] == "ok" and rows["toy"]["status"] == "ok"
+    # a user's error in the section is still the user's, reported as such
+    r = astro("--set", "stem.out.path=out2", "toy", "show", pythonpath=path, env=env)
+    assert r.returncode == 2 and "--set: stem.out: path 'out2': name each file with {stem}" in r.stderr, r.stderr
+    # `config show` names the sections it leaves out
+    r = astro("config", "show", pythonpath=path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "[stem] not shown: plugin 'stem' is broken" in r.stderr, r.stderr
+    assert "not shown: [req] needs a setting" in r.stderr, r.stderr
+    assert "[toy]" in r.stdout and "[stem]" not in r.stdout and "[req]" not in r.stdout
+
+
+def test_a_table_check_is_left_to_the_user_only_when_the_defaults_leave_a_key_empty():
+    check = {"type": "value_error", "loc": (), "msg": "Value error, x"}
+    assert config._left_to_the_user({**check, "input": {"catalog": "", "url": ""}})
+    assert config._left_to_the_user({**check, "input": {"paths": []}})
+    assert not config._left_to_the_user({**check, "loc": ("out",), "input": {"path": "out"}})
+    assert config._left_to_the_user({"type": "missing", "loc": ("catalog",), "input": {}})
+    assert not config._left_to_the_user({"type": "float_parsing", "loc": ("f",), "input": "two"})
+
+
+@pytest.mark.parametrize("key,allowed", [("dre.simulate.preset", "'isolated' or 'crowded'"),
+                                         ("lens.generate.preset", "'lensnet', 'shearnet'")])
+def test_a_preset_that_is_not_a_name_is_a_config_error(astro, tmp_path, key, allowed):
+    """``--set dre.simulate.preset=[1]`` crashed (TypeError: unhashable type: 'list', exit 1)."""
+    r = astro("-w", tmp_path, "--set", f"{key}=[1]", "config", "show", "core")
+    assert r.returncode == 2, r.stderr
+    assert f"--set: {key}: Input should be {allowed}" in r.stderr and "TypeError" not in r.stderr, r.stderr

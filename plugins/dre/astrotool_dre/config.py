@@ -95,7 +95,8 @@ class SimulateConfig(Section):
     @classmethod
     def _apply_preset(cls, data):
         if isinstance(data, dict):
-            preset = SIMULATE_PRESETS.get(data.get("preset", "isolated"), {})
+            name = data.get("preset", "isolated")  # a value that is no name (a list) is refused by the field
+            preset = SIMULATE_PRESETS.get(name, {}) if isinstance(name, str) else {}
             data = {**copy.deepcopy(preset), **data}
         return data
 

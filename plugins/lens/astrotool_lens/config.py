@@ -280,7 +280,7 @@ class GenerateConfig(_Model):
     def _apply_preset(cls, data):
         if isinstance(data, dict):
             preset = data.get("preset", "lensnet")
-            if preset in PRESETS:
+            if isinstance(preset, str) and preset in PRESETS:  # a value that is no name is refused by the field
                 data = _deep_merge(PRESETS[preset], data)
         return data
 

@@ -4,7 +4,13 @@ Its defaults alone fail the model's check of the whole table: that is the user's
 plugin's fault, so a user's other error (``count = "x"``) must still be reported as the user's.
 """
 
-from astrotool.hookspecs import ConfigSection, hookimpl
+from astrotool.hookspecs import CommandSpec, ConfigSection, hookimpl
+
+
+@hookimpl
+def astro_commands():
+    """``astro req show``."""
+    return [CommandSpec("req", "reqplug.cli:app", "Show [req].")]
 
 
 @hookimpl
