@@ -80,6 +80,40 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _save_tensors(tensors: Mapping[str, Any], path: Path, metadata: Mapping[str, str]) -> None:
+    """Write ``tensors`` with :func:`safetensors.torch.save_file`, then make the file's bytes depend on
+    the tensors and ``metadata`` alone.
+
+    safetensors writes the ``__metadata__`` keys of the header in the order of a Rust ``HashMap``, which
+    changes from process to process, so the same tensors saved twice gave files with different bytes
+    (and checksums: a retrained model with identical weights looked changed to a settings record). The
+    header (8-byte little-endian length, then JSON) is re-emitted here with the metadata keys sorted: the
+    same keys and values with the same separators, so its length and the tensor data are unchanged and
+    the file is still one safetensors reads. Tensor entries keep safetensors' own (deterministic) order.
+    """
+    from safetensors.torch import save_file
+
+    save_file(dict(tensors), str(path), metadata=dict(metadata))
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(n)
+        header = json.loads(raw)
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict) or list(meta) == sorted(meta):
+            return
+        header["__metadata__"] = {k: meta[k] for k in sorted(meta)}
+        body = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(body) <= n:  # the usual case: same length (the header's padding is spaces)
+            fh.seek(8)
+            fh.write(body + b" " * (n - len(body)))
+            return
+        data = fh.read()  # pragma: no cover - safetensors writes its JSON unlike json.dumps: write it anew
+        body += b" " * (-len(body) % 8)  # data offsets count from the end of the header: they stay
+        fh.seek(0)
+        fh.write(len(body).to_bytes(8, "little") + body + data)
+        fh.truncate()
+
+
 def _resolve_dir(path: str | Path) -> Path:
     """Accept a checkpoint folder or the path of one of its two files."""
     path = Path(path)
@@ -109,8 +143,6 @@ def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Pa
     pathlib.Path
         The checkpoint folder.
     """
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     arch = meta.get("architecture")
@@ -125,7 +157,7 @@ def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Pa
         stage.mkdir()
         weights = stage / WEIGHTS_FILE
         with atomic_path(weights) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "architecture": str(arch["name"])})
+            _save_tensors(tensors, tmp, {"format": FORMAT, "architecture": str(arch["name"])})
             _default_mode(tmp)
         full = {
             "format": FORMAT,
@@ -497,14 +529,12 @@ def save_training_state(directory: str | Path, optimizer, state: Mapping[str, An
     state : mapping
         JSON-serialisable loop state (epoch, step, early stopping, history...).
     """
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors, opt_meta = flatten_optimizer_state(optimizer.state_dict())
     path = directory / STATE_TENSORS_FILE
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        _save_tensors(tensors, tmp, {"format": FORMAT})
         _default_mode(tmp)
     write_json_atomic(
         directory / STATE_META_FILE,

@@ -192,6 +192,7 @@ transit_depth = [50e-6, 1.0]
      "(ValueError: factor must be > 0, not 0.0)"),
     ("[bounds]", '[optimizer]\nname = "Adam"\n[optimizer.kwargs]\nmomentum = 0.9\n[bounds]',
      "optimizer.kwargs: Adam refuses {'momentum': 0.9}"),
+    ("[bounds]", '[scheduler]\nuse = true\n[bounds]', "scheduler.name: missing while use = true"),
 ])
 def test_config_import_names_unknown_keys_bad_fractions_and_types(tmp_path, capsys, old, new, msg):
     src = tmp_path / "pan.toml"

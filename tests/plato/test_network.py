@@ -618,7 +618,7 @@ def test_eval_counts_false_alarms_on_binaries_apart_and_bins_each_transit_by_its
     assert op["meets_target"] and op["recovery"] == 0.0 and op["recovers_nothing"]
 
 
-def test_eval_without_transit_free_curves_reports_no_operating_point(tmp_path, capsys):
+def test_eval_without_transit_free_curves_reports_no_operating_point(tmp_path, capsys, monkeypatch):
     """Every curve holds a transit: the false-alarm fraction is NaN, so there is no operating threshold (not
     the lowest one with recovery 1)."""
     from astrotool_plato.config import EventsConfig, PrepareConfig
@@ -654,6 +654,21 @@ def test_eval_without_transit_free_curves_reports_no_operating_point(tmp_path, c
         assert all(math.isnan(r["recovery"]) for r in op["by_depth"])
     assert all(r["recovered"] is None for r in transits)
     assert rep["recovery"] == [1.0, 1.0]         # the sweep itself is still measured
+    import matplotlib.figure
+
+    from astrotool.errors import InputError
+    from astrotool_plato.evaluate import plot_report
+
+    titles = []
+    real = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", lambda self, t, **kw: (titles.append(t),
+                                                                                       real(self, t, **kw))[1])
+    plot_report(rep, tmp_path / "r.png")   # the title says why there is no operating point, not "nan"
+    assert "operating point undefined: no transit-free curve among the 2 of split 'all'" in titles[0]
+    assert "nan" not in titles[0]
+    with pytest.raises(InputError) as exc:   # val and test are both empty: only --split all is suggested
+        evaluate(Dips(), ds, "val", [0.5], EventsConfig())
+    assert str(exc.value).endswith("score another: --split all") and "--split test" not in str(exc.value)
 
 
 def test_prepare_warns_of_a_split_emptied_by_dropped_curves_and_eval_names_them(tmp_path, caplog):
@@ -1052,3 +1067,27 @@ def test_piped_detect_prints_every_event_row(trained, tmp_path, capsys, monkeypa
     rows = [line for line in out.splitlines() if line.endswith(tuple("0123456789")) and "\t" in line
             and line.split("\t")[0].endswith(".csv")]
     assert len(rows) == n
+
+
+def test_a_copied_workspace_makes_the_same_evaluate_and_detect_records(trained, tmp_path, capsys):
+    """Records name the model, the set and searched files relative to the workspace: a copy reruns them
+    without --overwrite (and a moved one too)."""
+    import shutil
+
+    ws = tmp_path / "a"
+    shutil.copytree(trained, ws, ignore=shutil.ignore_patterns("reports", "runs"))
+    (ws / "in").mkdir()
+    files = _three_files(ws / "in")[:1]
+    assert main(["-w", str(ws), "-q", "plato", "evaluate", "--split", "all", "--name", "cp"]) == 0
+    assert main(["-w", str(ws), "-q", "plato", "detect", *files, "--name", "cp"]) == 0
+    copy = tmp_path / "b"
+    shutil.copytree(ws, copy)
+    capsys.readouterr()
+    assert main(["-w", str(copy), "-q", "plato", "evaluate", "--split", "all", "--name", "cp"]) == 0
+    assert main(["-w", str(copy), "-q", "plato", "detect", str(copy / "in" / Path(files[0]).name),
+                 "--name", "cp"]) == 0, capsys.readouterr().err
+    from astrotool import made_with as mw
+
+    rec = mw.read(copy / "plato/reports/cp_evaluate.json")
+    assert rec["settings"]["model"] == "plato/models/quarters_unet3p"
+    assert rec["settings"]["dataset"] == "plato/prepared/quarters"

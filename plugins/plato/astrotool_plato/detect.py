@@ -220,14 +220,17 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
     return out
 
 
-def detect_settings(model_dir, events: EventsConfig, detect) -> dict:
+def detect_settings(model_dir, events: EventsConfig, detect, root=None) -> dict:
     """What makes an event table (kept in its metadata; a rerun under its name with others is refused): the
-    model's folder and weights (:func:`astrotool.made_with.file_checksum`), ``[plato.events]`` and how the
-    files are read."""
+    model's folder (relative to the workspace ``root`` when inside it,
+    :func:`astrotool_plato.evaluate.workspace_path`) and weights (:func:`astrotool.made_with.file_checksum`),
+    ``[plato.events]`` and how the files are read."""
     from astrotool import made_with as mw
     from astrotool.ml.checkpoint import WEIGHTS_FILE
 
-    return {"model": str(Path(model_dir).resolve()), "weights": mw.file_checksum(Path(model_dir) / WEIGHTS_FILE),
+    from astrotool_plato.evaluate import workspace_path
+
+    return {"model": workspace_path(model_dir, root), "weights": mw.file_checksum(Path(model_dir) / WEIGHTS_FILE),
             "events": events.model_dump(mode="json"),
             "reader": dataclasses.asdict(CurveReader.of(detect))}
 
@@ -314,7 +317,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     from astrotool.errors import AstroError
 
     from astrotool_plato import NAME, RUNS
-    from astrotool_plato.evaluate import load_model
+    from astrotool_plato.evaluate import load_model, workspace_path
 
     d, ev = cfg.detect, cfg.events
     mdir, _ckpt, _model_ = load_model(ctx, d.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
@@ -322,15 +325,20 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         raise AstroError("give at least one light-curve file")
     name = d.name or mdir.name
     out = ctx.workspace.stage(NAME, RUNS) / name / f"{name}_events.parquet"
-    searched = sorted(str(Path(f).resolve()) for f in files)
-    settings = detect_settings(mdir, ev, d)
+    root = ctx.workspace.root   # files and model inside the workspace: named relative to it (a copy's rerun)
+    searched = sorted(workspace_path(f, root) for f in files)
+    settings = detect_settings(mdir, ev, d, root)
     if out.exists() and not ctx.overwrite:
         from astrotool.io.tables import parquet_metadata
 
         before = parquet_metadata(out)
-        changed = mw.changes(before["settings"], settings) if "settings" in before else []
-        if before.get("files") is not None and sorted(before["files"]) != searched:
-            changed.insert(0, _files_change(sorted(before["files"]), searched))
+        old = dict(before.get("settings") or {})
+        if old.get("model") == workspace_path(mdir):   # a table of an earlier version: absolute paths
+            old["model"] = settings["model"]
+        was = sorted(workspace_path(f, root) if Path(f).is_absolute() else f for f in before.get("files") or [])
+        changed = mw.changes(old, settings) if "settings" in before else []
+        if before.get("files") is not None and was != searched:
+            changed.insert(0, _files_change(was, searched))
         if changed:
             raise mw.SettingsChanged(out, changed,
                                      hint="give this run another --name, or use --overwrite to replace its events")

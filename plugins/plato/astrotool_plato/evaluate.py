@@ -132,8 +132,9 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     thr = np.asarray(sorted(thresholds), float)
     idx = ds.split_indices(split)
     if not len(idx):
-        others = " or ".join(f"--split {s}" for s in ("val", "test", "all") if s != split)
         attrs = getattr(ds, "attrs", {}) or {}
+        others = " or ".join(f"--split {s}" for s in ("val", "test", "all")   # not another empty one
+                             if s != split and len(ds.split_indices(s)))
         lost = (attrs.get("empty_splits") or {}).get(split)
         dropped = attrs.get("dropped") or {}
         if lost:
@@ -145,7 +146,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                    f"{len(dropped)} it dropped")
         else:
             why = "plato.prepare.split gives it no share"
-        raise InputError(ds.root, f"the {split!r} split holds no curves ({why}); score another: {others}")
+        raise InputError(ds.root, f"the {split!r} split holds no curves ({why})"
+                                  + (f"; score another: {others}" if others else ""))
     meta = ds.metadata()
     cadence = float(np.median(np.asarray(meta["cadence"], float)[idx]))
     if model_cadence_s and abs(cadence / model_cadence_s - 1.0) > 0.01:
@@ -325,22 +327,39 @@ def plot_report(report: dict, path) -> Path:
             ax.set_xticks(range(len(rows)), labels, rotation=30, fontsize=8)
             ax.set_ylim(0, 1.1)
             ax.set_xlabel(unit)
-            ax.set_ylabel(f"recovered at threshold {op['threshold']:g}")
-        fig.suptitle(f"{report['split']}: {report['transits']} transits in {report['curves']} curves; "
-                     f"recovery {op['recovery']:.3f} at {op['false_alarm_curve_fraction']:.3f} FAR per curve")
+            ax.set_ylabel("recovered (operating point undefined)" if op.get("undefined")
+                          else f"recovered at threshold {op['threshold']:g}")
+        if op.get("undefined"):   # its cause up to the explanation: "no transit-free curve among the 12 of ..."
+            score = f"operating point undefined: {op['undefined'].split(':')[0]}"
+        else:
+            score = f"recovery {op['recovery']:.3f} at {op['false_alarm_curve_fraction']:.3f} FAR per curve"
+        fig.suptitle(f"{report['split']}: {report['transits']} transits in {report['curves']} curves; {score}")
     return Path(path)
 
 
-def report_settings(mdir, ds, e, events) -> dict:
+def workspace_path(path, root=None) -> str:
+    """How a settings record names a folder: relative to the workspace ``root`` when it lies inside it
+    (``plato/models/m``: a copied or moved workspace makes the same record), else its absolute path."""
+    path = Path(path).resolve()
+    if root is not None:
+        try:
+            return path.relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def report_settings(mdir, ds, e, events, root=None) -> dict:
     """What makes an evaluate report (its settings record): the model's folder and weights, the prepared set's
     folder and settings record, the split, the threshold grid, the false-alarm target and ``[plato.events]``
-    (but its ``threshold``: the grid is swept)."""
+    (but its ``threshold``: the grid is swept). The folders are named relative to the workspace ``root``
+    (:func:`workspace_path`): a copied workspace scores its copy with the same record."""
     from astrotool import made_with as mw
     from astrotool.ml.checkpoint import WEIGHTS_FILE
 
     made = mw.read(Path(ds.root) / f"{ds.name}_dataset.json") or {}
-    return {"model": str(Path(mdir).resolve()), "weights": mw.file_checksum(Path(mdir) / WEIGHTS_FILE),
-            "dataset": str(Path(ds.root).resolve()), "dataset_settings": made.get("hash"), "split": e.split,
+    return {"model": workspace_path(mdir, root), "weights": mw.file_checksum(Path(mdir) / WEIGHTS_FILE),
+            "dataset": workspace_path(ds.root, root), "dataset_settings": made.get("hash"), "split": e.split,
             "thresholds": sorted(float(v) for v in e.thresholds), "far_target": FAR_TARGET,
             "events": events.model_dump(mode="json", exclude={"threshold"})}
 
@@ -372,9 +391,13 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
     out = ctx.workspace.stage(NAME, REPORTS)
     paths = {"json": out / f"{stem}_evaluate.json", "csv": out / f"{stem}_transits.csv",
              "png": out / f"{stem}_evaluate.png"}
-    rec = mw.record(report_settings(mdir, ds, e, cfg.events))
-    try:   # refused before the work; the same settings: made again
-        mw.keep([paths["json"]], rec, overwrite=ctx.overwrite, warn=False)
+    rec = mw.record(report_settings(mdir, ds, e, cfg.events, ctx.workspace.root))
+    before = (mw.read(paths["json"]) or {}).get("settings") or {}
+    legacy = before.get("model") == workspace_path(mdir) and before.get("dataset") == workspace_path(ds.root)
+    try:   # refused before the work; the same settings: made again (a record of an earlier version, with
+        # absolute paths, is compared in its own form when they are this model's and set's)
+        mw.keep([paths["json"]], mw.record(report_settings(mdir, ds, e, cfg.events)) if legacy else rec,
+                overwrite=ctx.overwrite, warn=False)
     except mw.SettingsChanged as exc:
         if isinstance(exc, mw.VersionChanged):
             raise
@@ -400,8 +423,8 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
     for key, what in (("operating", "operating"), ("operating_quiet", "quiet operating")):
         if report[key]["undefined"]:
             ctx.log.warning("the %s point is undefined (threshold and recovery NaN): %s; score a split with "
-                            "transit-free curves (--split all, or simulate with plato.simulate.transit_fraction "
-                            "< 1)", what, report[key]["undefined"])
+                            "transit-free curves (%ssimulate with plato.simulate.transit_fraction < 1)", what,
+                            report[key]["undefined"], "" if e.split == "all" else "--split all, or ")
         if report[key]["recovers_nothing"]:
             ctx.log.warning("no transit reaches the %s threshold %g (recovery 0 of %d): its false-alarm target is "
                             "met by finding nothing; the model may be untrained, or the split too hard",

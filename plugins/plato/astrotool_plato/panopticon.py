@@ -188,6 +188,9 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
         if "use" in sch and not isinstance(sch["use"], bool):
             bad("scheduler.use", f"expected true or false, got {sch['use']!r}")
         used = bool(sch.get("use", False))
+        if used and not name:   # Panopticon would look up a scheduler named "" and stop
+            bad("scheduler.name", "missing while use = true: name the scheduler (one of "
+                                  f"{', '.join(s for s in SCHEDULERS if s)}) or set use = false")
         if "use" not in sch and name:
             warnings.append(f"[scheduler] use: missing, so the scheduler {name!r} is off (Panopticon reads "
                             "`use` without a default and stops at the first epoch's end; its default.toml has "

@@ -126,7 +126,7 @@ def _warn_changed_weights(ctx, made: dict) -> None:
     from astrotool import made_with as mw
     from astrotool.ml.checkpoint import WEIGHTS_FILE
 
-    weights = Path(made["model"]) / WEIGHTS_FILE
+    weights = Path(made["_model_dir"] if "_model_dir" in made else made["model"]) / WEIGHTS_FILE
     if made.get("weights") and weights.is_file() and mw.file_checksum(weights) != made["weights"]:
         ctx.log.warning("%s: its weights changed since the detect run (the table's checksum differs); the "
                         "probabilities drawn are the current weights', not those that found the events",
@@ -205,8 +205,9 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     if ids == ["last"]:   # drawn with the model, event and reader settings of that run
         todo, made = _latest_detect(ws)
         if made:
-            ev, d, model_name = EventsConfig(**made["events"]), d.model_copy(update=made["reader"]), made["model"]
-            _warn_changed_weights(ctx, made)
+            model_name = str(ws.root / made["model"])   # relative to the workspace, or absolute
+            ev, d = EventsConfig(**made["events"]), d.model_copy(update=made["reader"])
+            _warn_changed_weights(ctx, {**made, "_model_dir": model_name})
     elif ids == ["all"]:
         todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
     else:
