@@ -44,31 +44,26 @@ def make_tar(root: Path, tar: Path):
     return tar
 
 
-class _WS:
-    def __init__(self, root):
-        self.root = Path(root)
-
-    def stage(self, plugin, name, create=True):
-        return self.root / plugin / name
-
-
-class _Ctx:
-    def __init__(self, root):
-        self.workspace = _WS(root)
-
-
 NAMES = [f"m{i:03d}" for i in range(20)]
+
+
+def perfect_predictions(root: Path, pred: Path, names) -> Path:
+    """A prediction folder holding the true KAPPA maps of ``names``."""
+    pred.mkdir()
+    for n in names:
+        np.save(pred / f"{n}.npy", np.load(root / "KAPPA" / f"{n}.npy"))
+    return pred
 
 
 # ---------------------------------------------------------------- 1. --split on sources without splits
 
 
-def test_split_given_for_a_folder_or_tarball_is_refused_naming_it(tmp_path):
+def test_split_given_for_a_folder_or_tarball_is_refused_naming_it(tmp_path, map_ctx):
     from astrotool_lens.kappa.sources import FolderMaps, TarMaps, open_maps
 
     root = make_root(tmp_path / "train", NAMES[:4])
     tar = make_tar(root, tmp_path / "train.tar.gz")
-    ctx = _Ctx(tmp_path / "ws")
+    ctx = map_ctx(tmp_path / "ws")
     for spec in (root, tar):
         with pytest.raises(InputError, match=r"--split val applies to data sets.*no splits") as exc:
             open_maps(str(spec), "epsilon", ctx, split="val", split_given=True)
@@ -81,10 +76,7 @@ def test_split_given_for_a_folder_or_tarball_is_refused_naming_it(tmp_path):
 def test_score_split_for_a_folder_truth_exits_2(tmp_path, capsys):
     ws = tmp_path / "ws"
     root = make_root(tmp_path / "truth", NAMES[:4])
-    pred = tmp_path / "pred"
-    pred.mkdir()
-    for n in NAMES[:2]:
-        np.save(pred / f"{n}.npy", np.load(root / "KAPPA" / f"{n}.npy"))
+    pred = perfect_predictions(root, tmp_path / "pred", NAMES[:2])
     base = ["-w", ws, "-q", "lens", "kappa", "score", pred, "--truth", root, "--partial", "--no-plots"]
     code, out, err = run(capsys, *base, "--split", "test")
     assert code == 2 and "--split test applies to data sets" in err and str(root) in err
@@ -226,12 +218,12 @@ def test_parity_inputs_fall_back_to_random_fields_with_a_warning(tmp_path, caplo
 # ---------------------------------------------------------------- 7. messages for inputs that do not exist
 
 
-def test_a_path_that_does_not_exist_is_said_to_be_one(tmp_path):
+def test_a_path_that_does_not_exist_is_said_to_be_one(tmp_path, map_ctx):
     from astrotool_lens.kappa.sources import open_maps
 
     ws = tmp_path / "ws"
     (ws / "lens" / "kappa" / "data" / "half").mkdir(parents=True)   # an unfinished data set: no manifest
-    ctx = _Ctx(ws)
+    ctx = map_ctx(ws)
     for spec in ("./nonexist", "a/b", "~/nonexist_kappa_review"):
         with pytest.raises(InputError, match="the path does not exist") as exc:
             open_maps(spec, "epsilon", ctx)
@@ -278,10 +270,7 @@ def test_a_configured_split_for_a_folder_truth_is_recorded_as_all(tmp_path, caps
     """A config split is a default for data sets: not refused for a folder, and the report says "all"."""
     ws = tmp_path / "ws"
     root = make_root(tmp_path / "truth", NAMES[:4])
-    pred = tmp_path / "pred"
-    pred.mkdir()
-    for n in NAMES[:4]:
-        np.save(pred / f"{n}.npy", np.load(root / "KAPPA" / f"{n}.npy"))
+    pred = perfect_predictions(root, tmp_path / "pred", NAMES[:4])
     report = ws / "lens" / "kappa" / "reports" / "pred_score.json"
     base = ["lens", "kappa", "score", pred, "--truth", root, "--no-plots"]
     code, out, err = run(capsys, "-w", ws, "-q", "--set", "lens.kappa.score.split=val", *base)
@@ -302,7 +291,7 @@ def test_a_configured_split_for_a_folder_truth_is_recorded_as_all(tmp_path, caps
     assert "truth_paths" in json.loads(report.read_text())["settings"]
 
 
-def test_split_on_an_unfinished_data_set_says_it_is_unfinished(tmp_path):
+def test_split_on_an_unfinished_data_set_says_it_is_unfinished(tmp_path, map_ctx):
     from astrotool_lens.kappa.sources import open_maps
 
     ws = tmp_path / "ws"
@@ -310,7 +299,7 @@ def test_split_on_an_unfinished_data_set_says_it_is_unfinished(tmp_path):
     half.mkdir(parents=True)
     (half / "data_settings.json").write_text("{}")
     (half / "shard00000_arrays.h5").write_bytes(b"")
-    ctx = _Ctx(ws)
+    ctx = map_ctx(ws)
     for spec, kw in (("half", {"split": "test", "split_given": True}), ("half", {}),
                      (str(half), {"split": "val", "split_given": True})):
         with pytest.raises(InputError, match="unfinished data set") as exc:

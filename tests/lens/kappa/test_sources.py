@@ -54,19 +54,6 @@ def make_tar(root: Path, tar: Path, top="part1", seed=1, bad_member=None):
 NAMES = [f"{i:05d}_{j:05d}" for i, j in zip(range(0, 60, 2), range(100, 130))]
 
 
-class _WS:
-    def __init__(self, root):
-        self.root = Path(root)
-
-    def stage(self, plugin, name, create=True):
-        return self.root / plugin / name
-
-
-class _Ctx:
-    def __init__(self, root):
-        self.workspace = _WS(root)
-
-
 def test_check_map_messages():
     ok = np.zeros((3, S, S), np.float16)
     assert check_map(ok, "epsilon", "a.npy") is ok
@@ -85,10 +72,10 @@ def test_check_map_messages():
         check_map(np.zeros((64, 64)), "kappa", "k.npy", size=32)
 
 
-def test_folder_and_tar_map_sets(tmp_path, monkeypatch):
+def test_folder_and_tar_map_sets(tmp_path, monkeypatch, map_ctx):
     root = make_root(tmp_path / "set", NAMES[:10])
     tar = make_tar(root, tmp_path / "set.tar.gz")
-    ctx = _Ctx(tmp_path / "ws")
+    ctx = map_ctx(tmp_path / "ws")
     f = open_maps(root, "kappa", ctx)
     assert f.names == sorted(NAMES[:10]) and f.size == S and len(f) == 10
     # batches in name order, float32, and each file loaded only when its batch is built
@@ -133,7 +120,7 @@ def _packed(ws, name):
     return KappaDataset(ws / "lens" / "kappa" / "data" / name)
 
 
-def test_pack_pairs_by_name_and_unpaired(tmp_path, capsys):
+def test_pack_pairs_by_name_and_unpaired(tmp_path, capsys, map_ctx):
     ws = tmp_path / "ws"
     root = make_root(tmp_path / "set", NAMES)
     # listing orders differ: KAPPA files written in another order do not matter; rename to shuffle inode order
@@ -163,7 +150,7 @@ def test_pack_pairs_by_name_and_unpaired(tmp_path, capsys):
     assert s["n"] == 29 and s["unpaired"]["epsilon_only"]["names"] == [NAMES[3]]
     assert s["unpaired"]["kappa_only"]["names"] == ["zz_extra"]
     # the packed set is a map source by name and split
-    ctx = _Ctx(ws)
+    ctx = map_ctx(ws)
     m = open_maps("u", "kappa", ctx, split="train")
     assert m.names == sorted(m.names) and len(m) == s["splits"]["train"]
     names, arr = next(m.iter_batches(5))
@@ -260,23 +247,24 @@ def test_pairing_ignores_listing_order(tmp_path, capsys, monkeypatch):
         assert np.array_equal(kap[k], np.load(root / "KAPPA" / f"{n}.npy"))
 
 
-def test_sim_name_and_duplicate_across_tarballs(tmp_path, capsys):
+def test_sim_name_and_duplicate_across_tarballs(tmp_path, capsys, map_ctx):
     ws = tmp_path / "ws"
     make_root(ws / "lens" / "kappa" / "sims" / "mysim", NAMES[:6])
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", "mysim")
     assert code == 0, err
     assert json.loads(out)["name"] == "mysim" and json.loads(out)["n"] == 6
-    assert open_maps("mysim", "epsilon", _Ctx(ws)).describe().startswith("data set")  # the packed set comes first
+    assert open_maps("mysim", "epsilon", map_ctx(ws)).describe().startswith("data set")  # the packed set comes first
     root = make_root(tmp_path / "set", NAMES[:4])
     a = make_tar(root, tmp_path / "a.tar.gz", top="a")
     b = make_tar(root, tmp_path / "b.tar.gz", top="b")
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", a, b, "--name", "ab")
     assert code == 2 and "duplicate map name" in err and "a.tar.gz:a/" in err and "b.tar.gz:b/" in err
     with pytest.raises(InputError, match="duplicate map name"):
-        open_maps([a, b], "kappa", _Ctx(ws))
+        open_maps([a, b], "kappa", map_ctx(ws))
 
 
-def test_a_bare_name_is_the_workspace_set_before_a_folder_of_the_current_directory(tmp_path, capsys, monkeypatch):
+def test_a_bare_name_is_the_workspace_set_before_a_folder_of_the_current_directory(tmp_path, capsys, monkeypatch,
+                                                                                    map_ctx):
     ws = tmp_path / "ws"
     make_root(ws / "lens" / "kappa" / "sims" / "demo", NAMES[:6])
     monkeypatch.chdir(tmp_path)
@@ -284,9 +272,9 @@ def test_a_bare_name_is_the_workspace_set_before_a_folder_of_the_current_directo
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", "demo")
     assert code == 0, err
     assert json.loads(out)["n"] == 6
-    assert open_maps("demo", "epsilon", _Ctx(ws)).describe().startswith("data set")
+    assert open_maps("demo", "epsilon", map_ctx(ws)).describe().startswith("data set")
     make_root(tmp_path / "demo", NAMES[6:9], kappa=False)
-    assert len(open_maps("./demo", "epsilon", _Ctx(ws))) == 3  # a path stays a path
+    assert len(open_maps("./demo", "epsilon", map_ctx(ws))) == 3  # a path stays a path
 
 
 @pytest.mark.parametrize("as_tar", [False, True])
