@@ -400,8 +400,9 @@ def test_demo_ingests_the_shared_sample_alerts(tmp_path):
     assert rows == {"2019_01_10_739260766315010006_alerts.parquet": 1, "472263571115115000_alerts.parquet": 1,
                     "fink_alerts_alerts.parquet": 51, "fink_simbad_part2_alerts.parquet": 67}
     # the last line: every sample alert classified by the demo's classifier
-    counts = ast.literal_eval(lines[-1].split("classified: ")[1].split(" (")[0])
-    assert sum(counts.values()) == 120 and (tmp_path / "demo/ztf/models/demo_classifier/model.json").is_file()
+    n_alerts = int(lines[-1].split("ztf: the ")[1].split(" sample alerts")[0])
+    counts = ast.literal_eval(lines[-1].split("alerts per class: ")[1].split(" (")[0])
+    assert n_alerts == sum(counts.values()) == 120 and (tmp_path / "demo/ztf/models/demo_classifier/model.json").is_file()
 
 
 def test_demo_without_shared_data_uses_synthetic_alerts(tmp_path):
