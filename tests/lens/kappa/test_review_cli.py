@@ -202,12 +202,14 @@ def test_a_score_report_of_another_truth_is_refused_without_overwrite(tmp_path, 
 def test_parity_inputs_fall_back_to_random_fields_with_a_warning(tmp_path, caplog):
     from astrotool_lens.kappa.export import parity_epsilon
 
-    meta = {"training": {"size": 16, "dataset_path": str(tmp_path / "gone")}}
+    meta = {"training": {"size": 16, "dataset_path": str(tmp_path / "train_set")}}
     log = logging.getLogger("astro.test_kappa_review")
     with caplog.at_level(logging.WARNING, logger=log.name):
         eps, origin = parity_epsilon(meta, 2, 0, log=log)
     assert origin == "random fields" and eps.shape == (2, 3, 16, 16)
-    assert "gone" in caplog.text and "random fields" in caplog.text
+    # the warning names the set, why it is not used and what is used instead
+    assert str(tmp_path / "train_set") in caplog.text and "is gone" in caplog.text
+    assert "ONNX parity check runs on random fields" in caplog.text
     # no training set named: random fields, nothing to warn about
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=log.name):
@@ -252,8 +254,9 @@ def test_a_score_rerun_is_the_same_whatever_the_spelling_of_its_paths(tmp_path, 
         code, out, err = run(capsys, *base, pred, "--truth", truth)
         assert code == 0, (pred, truth, err)
     settings = json.loads(report.read_text())["settings"]
-    assert settings["truth_paths"] == [str((tmp_path / "ws/lens/kappa/data/d").resolve())]
-    assert settings["runs"] == {"p": str((tmp_path / pdir).resolve())}
+    # inside the workspace: relative to its root
+    assert settings["truth_paths"] == ["lens/kappa/data/d"]
+    assert settings["runs"] == {"p": "lens/kappa/predictions/p"}
     # a folder truth: relative vs absolute
     assert run(capsys, "--overwrite", *base, "p", "--truth", "truth")[0] == 0
     code, out, err = run(capsys, *base, "p", "--truth", tmp_path / "truth")
@@ -263,6 +266,34 @@ def test_a_score_rerun_is_the_same_whatever_the_spelling_of_its_paths(tmp_path, 
 
     shutil.copytree(root, tmp_path / "copy")
     code, out, err = run(capsys, *base, "p", "--truth", "copy")
+    assert code == 2 and "truth_paths" in err
+
+
+def test_a_score_rerun_in_a_copied_workspace_is_the_same(tmp_path, capsys):
+    """Paths inside the workspace are recorded relative to its root, so a copied or moved workspace reruns;
+    a truth outside it keeps its absolute path."""
+    import shutil
+
+    root = make_root(tmp_path / "truth", NAMES[:4])
+    ws1 = tmp_path / "ws1"
+    assert run(capsys, "-w", ws1, "-q", "lens", "kappa", "data", root, "--name", "d")[0] == 0
+    (ws1 / "lens" / "kappa" / "predictions").mkdir(parents=True, exist_ok=True)
+    perfect_predictions(root, ws1 / "lens" / "kappa" / "predictions" / "p", NAMES[:4])
+    base = ["lens", "kappa", "score", "p", "--no-plots"]
+    assert run(capsys, "-w", ws1, "-q", *base, "--truth", "d", "--name", "in")[0] == 0
+    assert run(capsys, "-w", ws1, "-q", *base, "--truth", root, "--name", "out")[0] == 0
+    ws2 = tmp_path / "ws2"
+    shutil.copytree(ws1, ws2)
+    for name, truth in (("in", "d"), ("out", root)):
+        code, out, err = run(capsys, "-w", ws2, "-q", *base, "--truth", truth, "--name", name)
+        assert code == 0, (name, err)
+    settings = json.loads((ws2 / "lens" / "kappa" / "reports" / "in_score.json").read_text())["settings"]
+    assert settings["truth_paths"] == ["lens/kappa/data/d"] and settings["runs"] == {"p": "lens/kappa/predictions/p"}
+    settings = json.loads((ws2 / "lens" / "kappa" / "reports" / "out_score.json").read_text())["settings"]
+    assert settings["truth_paths"] == [str((root / "KAPPA").resolve())]
+    # the copy's own data set is not the first workspace's: named by its absolute path, it is another truth
+    code, out, err = run(capsys, "-w", ws2, "-q", *base, "--truth", ws1 / "lens" / "kappa" / "data" / "d",
+                         "--name", "in")
     assert code == 2 and "truth_paths" in err
 
 
@@ -280,15 +311,6 @@ def test_a_configured_split_for_a_folder_truth_is_recorded_as_all(tmp_path, caps
     # the same scoring without the configured split: the same settings, rewritten
     code, out, err = run(capsys, "-w", ws, "-q", *base)
     assert code == 0, err
-    # a report of the version before (the configured split recorded, no truth_paths): compared on the truth's
-    # identity, --partial and the runs resolved, so the same scoring is not refused
-    doc = json.loads(report.read_text())
-    del doc["settings"]["truth_paths"]
-    doc["settings"].update(split="val", truth=f"folder {root}")
-    report.write_text(json.dumps(doc))
-    code, out, err = run(capsys, "-w", ws, "-q", *base)
-    assert code == 0, err
-    assert "truth_paths" in json.loads(report.read_text())["settings"]
 
 
 def test_split_on_an_unfinished_data_set_says_it_is_unfinished(tmp_path, map_ctx):

@@ -480,11 +480,19 @@ def truth_paths(truth) -> list[Path]:
     return []
 
 
-def _resolved(p) -> str:
-    return str(Path(p).expanduser().resolve())
+def _workspace_path(p, root=None) -> str:
+    """How a settings record names a path: resolved, then relative to the workspace ``root`` when it lies
+    inside it (``lens/kappa/data/d``: a copied or moved workspace makes the same record), else absolute."""
+    path = Path(p).expanduser().resolve()
+    if root is not None:
+        try:
+            return path.relative_to(Path(root).expanduser().resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
 
 
-def report_settings(truth, runs: dict, s) -> dict:
+def report_settings(truth, runs: dict, s, root=None) -> dict:
     """What a score report is made from, for the "made with other settings" check of a rerun.
 
     Parameters
@@ -495,54 +503,48 @@ def report_settings(truth, runs: dict, s) -> dict:
         Run label -> prediction run (its ``folder``).
     s : astrotool_lens.kappa.config.ScoreConfig
         ``partial`` is read (the split is the one applied: :func:`applied_split`).
+    root : path, optional
+        The workspace's root: paths inside it are recorded relative to it.
 
     Returns
     -------
     dict
         ``truth`` (what it is, for reading: not compared), ``truth_paths`` (its
-        files or folder, resolved absolute paths: a set named by a bare name, a
-        relative path or an absolute one is the same set), ``truth_identity``
+        files or folder, resolved, then relative to the workspace ``root`` when
+        inside it, else absolute: a set named by a bare name, a relative path or
+        an absolute one is the same set, and a copied or moved workspace makes
+        the same record), ``truth_identity``
         (SHA-256, 16 hex digits, of its fingerprint: map names, files or data
         set identity and split), ``split`` (the split applied: ``"all"`` for a
-        source without splits), ``partial`` and ``runs`` (label -> resolved
-        folder). The predictions' contents are left out: scoring a run again
-        after predicting it again is what a rerun is for.
+        source without splits), ``partial`` and ``runs`` (label -> folder,
+        recorded as the truth's paths are). The predictions' contents are left
+        out: scoring a run again after predicting it again is what a rerun is
+        for.
     """
     import hashlib
 
     fp = json.dumps(truth.fingerprint(), sort_keys=True, default=str)
-    return {"truth": truth.describe(), "truth_paths": [_resolved(p) for p in truth_paths(truth)],
+    return {"truth": truth.describe(), "truth_paths": [_workspace_path(p, root) for p in truth_paths(truth)],
             "truth_identity": hashlib.sha256(fp.encode()).hexdigest()[:16],
             "split": applied_split(truth), "partial": bool(s.partial),
-            "runs": {r: _resolved(runs[r].folder) for r in runs}}
+            "runs": {r: _workspace_path(runs[r].folder, root) for r in runs}}
 
 
 def _compared(old: dict, new: dict) -> tuple[dict, dict]:
-    """The parts of two settings records that must match: all but ``truth`` (a description, spelled as typed).
-
-    A record written before ``truth_paths`` (its runs as typed, its split as
-    configured even where it was not applied) is compared on its
-    ``truth_identity`` (which holds a data set's split), ``partial`` and its
-    runs resolved.
-    """
+    """The parts of two settings records that must match: all but ``truth`` (a description, spelled as typed)."""
     new = {k: v for k, v in new.items() if k != "truth"}
     old = {k: v for k, v in old.items() if k != "truth"}
-    if "truth_paths" not in old:
-        keep = ("truth_identity", "partial", "runs")
-        old = {k: old[k] for k in keep if k in old}
-        if isinstance(old.get("runs"), dict):
-            old["runs"] = {r: _resolved(v) if isinstance(v, str) else v for r, v in old["runs"].items()}
-        new = {k: new[k] for k in keep}
     return old, new
 
 
 def _check_report(path: Path, settings: dict, overwrite: bool, shown: dict | None = None) -> None:
     """Refuse to replace a report made with other settings (naming the keys) unless ``overwrite``.
 
-    Paths are compared resolved (:func:`report_settings`). A report written
-    before reports held ``settings`` is compared on what it holds: ``truth``,
-    ``split`` and each run's ``source``, against ``shown`` (the same keys as
-    this run writes them; default: taken from ``settings``).
+    Paths are compared resolved, those inside the workspace relative to its root
+    (:func:`report_settings`). A report written before reports held
+    ``settings`` is compared on what it holds: ``truth``, ``split`` and each
+    run's ``source``, against ``shown`` (the same keys as this run writes them;
+    default: taken from ``settings``).
     """
     from astrotool.ml.training import settings_changes
 
@@ -629,7 +631,7 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, s
     report = s.name or _report_name(list(runs))
     rdir = ctx.workspace.stage("lens", "kappa/reports")
     path = rdir / f"{report}_score.json"
-    settings = report_settings(truth, runs, s)
+    settings = report_settings(truth, runs, s, root=ctx.workspace.root)
     split = settings["split"]   # the split applied: "all" for a truth without splits, whatever the config says
     shown = {"truth": truth.describe(), "split": split, "runs": {r: str(runs[r].folder) for r in runs}}
     _check_report(path, settings, ctx.overwrite, shown)   # before any work: a refused run costs nothing
