@@ -417,10 +417,7 @@ class Context:
                                           done if outputs is not None else None, started)
             advance.set_failed(len(failures))
         for f in failures:
-            if failure_line(f.key, f.error) == f.error:   # the error names the item already
-                self.log.error("%s: failed: %s", desc, printable(f.error))
-            else:
-                self.log.error("%s: %s failed: %s", desc, printable(f.key), printable(f.error))
+            self.log.error("%s: failed: %s", desc, printable(failure_line(f.key, f.error)))
             if self.options.traceback and f.traceback:
                 self.log.error(f.traceback)
         self.failures.extend(failures)

@@ -327,8 +327,8 @@ def demo(
 
 
 def _demo_lines(out) -> list[str]:
-    """The summary lines a demo step returned: a list (or other iterable) of lines; a single
-    string is one line, ``None`` none.
+    """The summary lines a demo step returned: a list or tuple of lines; a single string is one
+    line, ``None`` none.
 
     Raises
     ------

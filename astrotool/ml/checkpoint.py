@@ -176,12 +176,14 @@ def save_checkpoint(directory: str | Path, model, meta: Mapping[str, Any]) -> Pa
 def _saving(directory: Path, wait: bool = True) -> Iterator[bool]:
     """Hold the model folder's lock (``flock`` on the folder itself; no file is added) while its pair is
     staged and moved: :func:`save_checkpoint` and :func:`settle_checkpoint` wait for it, :func:`settle_staged`
-    (``wait=False``) does not, and yields False when another process (or thread) holds it. Where ``fcntl`` is
-    missing (Windows) nothing is locked and True is yielded. A killed holder's lock is released by the system."""
+    (``wait=False``) does not, and yields False when another process (or thread) holds it. Where no lock can
+    be taken (no ``fcntl`` on Windows, a network mount that refuses ``flock``) a saver goes on unlocked (True)
+    and a reader is told no (False): it never moves a pair it cannot lock out of a save. A killed holder's lock
+    is released by the system."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield True
+        yield wait
         return
     import os
 
@@ -193,7 +195,8 @@ def _saving(directory: Path, wait: bool = True) -> Iterator[bool]:
             yield False
             return
         except OSError:  # a file system without locks (some network mounts): as without fcntl
-            pass
+            yield wait
+            return
         yield True  # closing the descriptor releases the lock
     finally:
         os.close(fd)
@@ -243,8 +246,8 @@ def settle_staged(directory: str | Path) -> bool:
     :func:`save_checkpoint` under way; one that starts later waits for it) and the stage holds the pair's
     ``model.json`` (written last, so the pair is complete). A stage without it (a save under way elsewhere,
     or one a stop cut short) is left as it is: the next training run drops it. Where no lock can be taken
-    (no ``fcntl``), only a complete pair is moved, and a save starting at that instant could collide with
-    it (the rename that loses raises). A folder the caller may not change is left as it is (False).
+    (no ``fcntl``, a mount that refuses ``flock``) nothing is moved (False): the next training run settles
+    it. A folder the caller may not change is left as it is (False).
     """
     directory = Path(directory)
     if _staged(directory) is None:

@@ -211,9 +211,12 @@ def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str =
     plain = name_problem(name) is None
     p = Path(name).expanduser()
     if trained:  # a pair a stopped save left in .model.new/ goes into place first: the plugins open the files
-        for folder in ((stage_dir / name,) if plain else ()) + (p,):
-            if folder.is_dir():
-                settle_staged(folder)
+        # the workspace's model when it is one, else the folder named (never both: a folder of that name in
+        # the current directory is not the model's)
+        if plain and (stage_dir / name).is_dir():
+            settle_staged(stage_dir / name)
+        elif p.is_dir():
+            settle_staged(p)
     if plain and (stage_dir / name / META_FILE).is_file():
         return stage_dir / name
     if (p / META_FILE).is_file():

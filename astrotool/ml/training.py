@@ -681,7 +681,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         progress = {"epochs_done": epoch + 1, "epochs": epochs, "step": step, "stopped_early": stopped,
                     "finished": stopped or epoch + 1 >= epochs}
         if zero:
-            _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved,
+            _save_epoch(ckpt_dir, module, optimizer, meta, entry, monitor, progress, improved,
                         history, stopper, stopped, epoch, epochs, scaler)
             ck.discard_set_aside(ckpt_dir)  # the model an --overwrite replaces, once a new one is saved
         if world > 1:
@@ -708,7 +708,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
     return result
 
 
-def _save_epoch(ckpt_dir, last_dir, module, optimizer, meta, entry, monitor, progress, improved, history,
+def _save_epoch(ckpt_dir, module, optimizer, meta, entry, monitor, progress, improved, history,
                 stopper, stopped, epoch, epochs, scaler=None) -> None:
     """Rank 0's writes after an epoch: the best checkpoint (if improved) and ``last/``, each a set that a stop
     leaves whole (:func:`astrotool.ml.checkpoint.save_last`)."""

@@ -61,7 +61,7 @@ def test_quiet_hides_progress_but_not_errors(astro, toy, tmp_path):
               pythonpath=toy)
     assert r.returncode == 1
     assert "squares: 1/2" not in r.stderr and "squares: 2/2" not in r.stderr
-    assert "item0 failed: ValueError: item 0 is bad" in r.stderr
+    assert "failed: item0: ValueError: item 0 is bad" in r.stderr
 
 
 def test_bad_log_format_is_usage_error(astro):

@@ -275,7 +275,7 @@ def test_a_stop_anywhere_while_saving_an_epoch_resumes_to_identical_weights(tmp_
     real_save = tr._save_epoch
 
     def save_epoch(*args, **kw):
-        state["armed"] = args[12] == 2  # epoch (0-based) 2
+        state["armed"] = args[11] == 2  # epoch (0-based) 2: _save_epoch(ckpt_dir, module, ..., epoch, epochs)
         return real_save(*args, **kw)
 
     def counted(fn):
