@@ -233,7 +233,14 @@ def test_prepare_warns_of_a_length_train_cannot_take(small, tmp_path, capsys):
     assert main(["-w", str(ws), "plato", "prepare", "--name", "z", "--length", "1000"]) == 0
     err = capsys.readouterr().err
     assert "--length 1000: `train` (plato.train.bin = 16, depth = 5) needs a multiple of bin * 2**(depth-1) = 256" \
-        in err and "for training use 768 or 1024" in err
+        in err and "for training use 768 or 1024 or 0 (the shortest curve's length, a multiple of 256 and so of " \
+        "256)" in err, err
+    # another granularity, 512: every number of the message is its own, and 0 (a multiple of 256) is no advice
+    assert main(["-w", str(ws), "--set", "plato.train.depth=6", "plato", "prepare", "--name", "x", "--length",
+                 "1000"]) == 0
+    err = capsys.readouterr().err
+    assert "depth = 6) needs a multiple of bin * 2**(depth-1) = 512" in err and "for training use 512 or 1024; " \
+        "not 0 (the shortest curve's length, a multiple of 256, of 512 only by chance)" in err, err
     assert main(["-w", str(ws), "plato", "prepare", "--name", "y", "--length", "1024"]) == 0
     assert "needs a multiple" not in capsys.readouterr().err
 

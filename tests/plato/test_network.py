@@ -158,6 +158,42 @@ def test_train_resumes_with_more_epochs_and_refuses_other_settings(trained, caps
     assert "batch_size" in capsys.readouterr().err
 
 
+def test_a_retrained_model_is_evaluated_again_under_the_same_report_name(trained, tmp_path, capsys, monkeypatch):
+    """The report's settings record held the weights' checksum: retrain (or train on), then evaluate, was refused
+    (exit 2) on the default report name, though evaluate reuses nothing."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(trained, ws)
+    base = ["-w", str(ws), "-q", "plato"]
+    record = ws / "plato/reports/.quarters_unet3p_quarters_all_evaluate.json.made_with.json"
+    assert main([*base, "evaluate", "--split", "all"]) == 0
+    weights = ws / "plato/models/quarters_unet3p/model.safetensors"
+    before = weights.read_bytes()
+    assert main(["-w", str(ws), "-q", "--seed", "4", "plato", "train", "--epochs", "2", *SMALL, "--overwrite"]) == 0
+    assert weights.read_bytes() != before
+    capsys.readouterr()
+    assert main([*base, "evaluate", "--split", "all"]) == 0, capsys.readouterr().err
+    assert "weights" not in json.loads(record.read_text())["settings"]
+    # an option that changes the report is still refused on that name
+    assert main(["-w", str(ws), "--set", "plato.evaluate.thresholds=[0.3,0.5]", "plato", "evaluate", "--split",
+                 "all"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    # the record is written with the report, before the plot: a failing plot leaves no new report beside the old
+    # record (a rerun with the new settings was refused)
+    import astrotool_plato.evaluate as ev
+
+    def broken(*a, **k):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(ev, "plot_report", broken)
+    new = ["-w", str(ws), "--set", "plato.evaluate.thresholds=[0.3,0.5]", "plato", "evaluate", "--split", "all"]
+    assert main([*new, "--overwrite"]) != 0
+    assert json.loads(record.read_text())["settings"]["thresholds"] == [0.3, 0.5]
+    monkeypatch.undo()
+    assert main(new) == 0, capsys.readouterr().err
+
+
 def test_detect_names_a_bad_file_and_still_writes_the_good_ones(trained, tmp_path, capsys):
     time, flux, params = _fresh_curves(2)
     good = tmp_path / "good.csv"
@@ -882,7 +918,8 @@ def test_eval_and_detect_warn_about_a_model_whose_training_was_cut_short(trained
         assert main(["-w", str(trained), "plato", *cmd, "--model", str(mdir)]) == 0
         err = capsys.readouterr().err
         assert "training unfinished (trained 3 of 8 epochs)" in err and "astro plato train" in err, cmd
-    assert main(["-w", str(trained), "plato", "evaluate", "--split", "all", "--name", "finished"]) == 0
+    assert main(["-w", str(trained), "plato", "evaluate", "--split", "all"]) == 0   # the default name: a model
+    # trained on (by the resume test) is scored again, not refused
     assert "unfinished" not in capsys.readouterr().err
 
 

@@ -404,3 +404,30 @@ def test_rows_are_counted_from_1_in_every_message_and_float32_times_get_a_hint(t
     with pytest.raises(InputError) as exc:
         read_curves(tmp_path / "back.ftr")
     assert "float32" not in str(exc.value)
+
+
+def test_whole_number_float64_times_with_a_repeated_row_get_no_float32_hint(tmp_path):
+    """Whole-number float64 times (seconds of a 25 s grid) are float32 values too, but not float32 data: a
+    repeated row is named without the float32 hint; a float32 BJD column (its dtype as stored) gets it; with
+    the stored dtype unknown, whole-number times get none."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from astrotool_plato.lightcurves import check_curve, read_curves
+
+    t = np.arange(0.0, 200000.0, 25.0)
+    t = np.insert(t, 4001, t[4000])                          # a duplicated row: rows 4001 and 4002
+    f = 1.0 + np.random.default_rng(3).normal(0.0, 300e-6, t.size)
+    feather.write_feather(pa.table({"time": t, "flux": f}), tmp_path / "dup.ftr")
+    bjd = (2460000.0 + _curve(days=0.2)[0]).astype(np.float32)
+    feather.write_feather(pa.table({"time": bjd, "flux": np.ones(bjd.size)}), tmp_path / "f32.ftr")
+    with pytest.raises(InputError) as exc:
+        read_curves(tmp_path / "dup.ftr")
+    assert "time is not increasing: row 4002 (" in str(exc.value), str(exc.value)
+    assert "float32" not in str(exc.value), str(exc.value)
+    with pytest.raises(InputError) as exc:
+        check_curve(t, f, "dup")                             # stored dtype unknown: whole numbers, no hint
+    assert "float32" not in str(exc.value), str(exc.value)
+    with pytest.raises(InputError) as exc:
+        read_curves(tmp_path / "f32.ftr")
+    assert "time is float32, too coarse for BJD" in str(exc.value), str(exc.value)

@@ -205,13 +205,19 @@ def prepare(
                              "detect.time_column": time_column, "detect.flux_column": flux_column,
                              "detect.time_unit": time_unit})
     d, t, cfg = cfg.detect, cfg.train, cfg.prepare
-    g = t.bin * 2 ** (t.depth - 1)   # what `train` will need the length to be divisible by
-    if cfg.length >= GRANULE and cfg.length % g:   # a shorter one is refused as too short by `prepare`
-        lo, hi = (cfg.length // g) * g, (cfg.length // g + 1) * g
-        ctx.log.warning("--length %d: `train` (plato.train.bin = %d, depth = %d) needs a multiple of "
-                        "bin * 2**(depth-1) = %d and will refuse this set (`evaluate` and `detect` pad it); for "
-                        "training use %s (0: the shortest curve's length, a multiple of 256)", cfg.length, t.bin,
-                        t.depth, g, f"{lo} or {hi}" if lo else str(hi))
+    if cfg.length >= GRANULE:   # a shorter one is refused as too short by `prepare`; the default 0 imports no torch
+        from astrotool_plato.model import granularity
+
+        g = granularity(t.bin, t.depth)   # what `train` will need the length to be divisible by
+        if cfg.length % g:
+            lo, hi = (cfg.length // g) * g, (cfg.length // g + 1) * g
+            zero = (f" or 0 (the shortest curve's length, a multiple of {GRANULE} and so of {g})"
+                    if GRANULE % g == 0 else
+                    f"; not 0 (the shortest curve's length, a multiple of {GRANULE}, of {g} only by chance)")
+            ctx.log.warning("--length %d: `train` (plato.train.bin = %d, depth = %d) needs a multiple of "
+                            "bin * 2**(depth-1) = %d and will refuse this set (`evaluate` and `detect` pad it); "
+                            "for training use %s%s", cfg.length, t.bin, t.depth, g,
+                            f"{lo} or {hi}" if lo else str(hi), zero)
     ws = ctx.workspace
     res = run(cfg, cfg.seed if cfg.seed is not None else ctx.seed, sources or [], ws.stage(NAME, RAW),
               ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log,

@@ -350,16 +350,16 @@ def workspace_path(path, root=None) -> str:
 
 
 def report_settings(mdir, ds, e, events, root=None) -> dict:
-    """What makes an evaluate report (its settings record): the model's folder and weights, the prepared set's
-    folder and settings record, the split, the threshold grid, the false-alarm target and ``[plato.events]``
-    (but its ``threshold``: the grid is swept). The folders are named relative to the workspace ``root``
-    (:func:`workspace_path`): a copied workspace scores its copy with the same record."""
+    """What makes an evaluate report (its settings record): the model's folder, the prepared set's folder and
+    settings record, the split, the threshold grid, the false-alarm target and ``[plato.events]`` (but its
+    ``threshold``: the grid is swept). The folders are named relative to the workspace ``root``
+    (:func:`workspace_path`): a copied workspace scores its copy with the same record. Not the model's weights:
+    evaluate reuses nothing, so a model retrained (or trained on) in its folder is scored again under the same
+    report name."""
     from astrotool import made_with as mw
-    from astrotool.ml.checkpoint import WEIGHTS_FILE
 
     made = mw.read(Path(ds.root) / f"{ds.name}_dataset.json") or {}
-    return {"model": workspace_path(mdir, root), "weights": mw.file_checksum(Path(mdir) / WEIGHTS_FILE),
-            "dataset": workspace_path(ds.root, root), "dataset_settings": made.get("hash"), "split": e.split,
+    return {"model": workspace_path(mdir, root), "dataset": workspace_path(ds.root, root), "dataset_settings": made.get("hash"), "split": e.split,
             "thresholds": sorted(float(v) for v in e.thresholds), "far_target": FAR_TARGET,
             "events": events.model_dump(mode="json", exclude={"threshold"})}
 
@@ -392,12 +392,8 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
     paths = {"json": out / f"{stem}_evaluate.json", "csv": out / f"{stem}_transits.csv",
              "png": out / f"{stem}_evaluate.png"}
     rec = mw.record(report_settings(mdir, ds, e, cfg.events, ctx.workspace.root))
-    before = (mw.read(paths["json"]) or {}).get("settings") or {}
-    legacy = before.get("model") == workspace_path(mdir) and before.get("dataset") == workspace_path(ds.root)
-    try:   # refused before the work; the same settings: made again (a record of an earlier version, with
-        # absolute paths, is compared in its own form when they are this model's and set's)
-        mw.keep([paths["json"]], mw.record(report_settings(mdir, ds, e, cfg.events)) if legacy else rec,
-                overwrite=ctx.overwrite, warn=False)
+    try:   # refused before the work; the same settings: made again
+        mw.keep([paths["json"]], rec, overwrite=ctx.overwrite, warn=False)
     except mw.SettingsChanged as exc:
         if isinstance(exc, mw.VersionChanged):
             raise
@@ -411,13 +407,14 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
                                     model_cadence_s=ckpt.meta.get("cadence_s"))
     report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)
     write_json_atomic(paths["json"], report)
+    mw.write(paths["json"], rec)   # with the report, before the table and plot: a failing plot leaves no new
+    # report beside an old record
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "box_snr", "duration", "period",
                                            "radius", "start", "stop", "recovered"])
         w.writeheader()
         w.writerows(transits)
     plot_report(report, paths["png"])
-    mw.write(paths["json"], rec)   # after the report is complete
     mc.record(ctx, inputs=[mdir, ds.root], outputs=paths.values())
     op = report["operating"]
     for key, what in (("operating", "operating"), ("operating_quiet", "quiet operating")):

@@ -155,9 +155,10 @@ def _non_numeric(values) -> tuple[int, str] | None:
     return None
 
 
-def _table(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """The numeric columns of a one-curve table file, in file order, and its other 1-D columns (their values, for
-    :func:`_pick`'s message about a column that is not numeric)."""
+def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]]:
+    """The numeric columns of a one-curve table file, in file order (as float64), its other 1-D columns (their
+    values, for :func:`_pick`'s message about a column that is not numeric), and each numeric column's dtype as
+    stored (float32 times get :func:`check_curve`'s hint)."""
     name = path.name.lower()
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, not a light curve")
@@ -182,7 +183,8 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             cols = {c: t[c] for c in t.colnames if t[c].ndim == 1}
             return ({c: np.asarray(v.filled(np.nan) if hasattr(v, "filled") else v, dtype=np.float64)
                      for c, v in cols.items() if v.dtype.kind in "fiu"},
-                    {c: np.asarray(v) for c, v in cols.items() if v.dtype.kind not in "fiu"})
+                    {c: np.asarray(v) for c, v in cols.items() if v.dtype.kind not in "fiu"},
+                    {c: np.dtype(v.dtype.newbyteorder("=")) for c, v in cols.items() if v.dtype.kind in "fiu"})
         import pyarrow as pa
 
         if name.endswith((".ftr", ".feather")):
@@ -203,7 +205,9 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         return ({c: (np.full(table.num_rows, np.nan) if pa.types.is_null(k)   # a CSV column with no value at all
                      else table.column(c).to_numpy(zero_copy_only=False).astype(np.float64))
                  for c, k in kinds.items() if c in numeric},
-                {c: table.column(c) for c in kinds if c not in numeric})
+                {c: table.column(c) for c in kinds if c not in numeric},
+                {c: np.dtype(np.float64) if pa.types.is_null(k) else np.dtype(k.to_pandas_dtype())
+                 for c, k in kinds.items() if c in numeric})
     except InputError:
         raise
     except Exception as exc:  # unreadable or not the format its name says
@@ -242,7 +246,8 @@ def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, 
                            f"{', '.join(columns) or 'none'}); name it with --{what}-column")
 
 
-def check_curve(time: np.ndarray, flux: np.ndarray, where: str, rows: np.ndarray | None = None) -> None:
+def check_curve(time: np.ndarray, flux: np.ndarray, where: str, rows: np.ndarray | None = None,
+                time_dtype=None) -> None:
     """Refuse a curve a model cannot read: unequal lengths, times not increasing, no finite flux, a flux that is
     not a level (relative flux is flux over its median): a median not above 0, more than
     :data:`MAX_NONPOSITIVE` of the values at or below 0, or a robust scatter above :data:`MAX_SCATTER` of the
@@ -252,7 +257,9 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str, rows: np.ndarray
 
     Times that do not increase are named by their row in the file (``rows``) or sample of the curve,
     counting from 1 (as a non-numeric value's row is), with a hint where the times are float32 values too
-    coarse for their size (BJD in float32 steps by 0.25 d).
+    coarse for their size (BJD in float32 steps by 0.25 d): where the column was stored as float32
+    (``time_dtype``), or, its stored dtype unknown, where they are all float32 values and not all whole
+    numbers (whole-number float64 times, seconds of a grid, are float32 values too).
 
     Parameters
     ----------
@@ -263,6 +270,8 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str, rows: np.ndarray
     rows : numpy.ndarray, optional
         The file row (counting from 1, the header not counted) of each sample, where rows were dropped
         before (flagged cadences, NaN times); default: sample ``k`` is row ``k + 1``.
+    time_dtype : numpy.dtype, optional
+        The time column's dtype as stored in the file (``time`` itself is float64); default: unknown.
 
     Raises
     ------
@@ -283,7 +292,12 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str, rows: np.ndarray
         word, at = ("row", np.asarray(rows)) if rows is not None else ("sample", np.arange(1, time.size + 1))
         hint = ""
         big = float(np.abs(time).max())
-        if np.array_equal(time.astype(np.float32).astype(np.float64), time) and big >= 2.0 ** 16:
+        if time_dtype is not None:
+            single = np.dtype(time_dtype) == np.float32
+        else:   # unknown: float32 values, not all whole numbers (float64 whole seconds are float32 values too)
+            single = (np.array_equal(time.astype(np.float32).astype(np.float64), time)
+                      and not np.array_equal(np.round(time), time))
+        if single and big >= 2.0 ** 16:
             hint = (f"; the times are all float32 values, whose step at {big:.10g} is "
                     f"{float(np.spacing(np.float32(big))):g}: time is float32, too coarse for BJD; store it as "
                     "float64")
@@ -384,7 +398,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             for cid, (t, f) in curves.items():
                 check_curve(t, f, f"{path}: {cid}")
             return curves
-    cols, others = _table(path)
+    cols, others, stored = _table(path)
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
     valued = [c for c in cols if np.isfinite(cols[c]).any()]   # a column with no value is no one's flux
     quality_column = next((c for c in QUALITY_COLUMNS if c in cols), "")
@@ -417,7 +431,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     rows = np.flatnonzero(keep) + 1   # file rows counted from 1, the header not counted
     if not keep.all():
         time, flux = time[keep], flux[..., keep]
-    check_curve(time, flux, str(path), rows)
+    check_curve(time, flux, str(path), rows, stored[tc])
     return {path.name.split(".")[0]: (time, flux)}
 
 
