@@ -118,6 +118,31 @@ def write(path: str | os.PathLike, rec: Mapping) -> Path:
     return write_json_atomic(sidecar(path), {"schema": SCHEMA, **rec})
 
 
+def record_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """How a settings record names a file or folder: resolved, and relative to the workspace ``root``
+    when it lies inside it (``plato/models/m``: a copied or moved workspace makes the same record),
+    else absolute.
+
+    Parameters
+    ----------
+    path : path-like
+    root : path-like, optional
+        The workspace root; none: always absolute.
+
+    Returns
+    -------
+    str
+        A POSIX relative path, or an absolute one.
+    """
+    path = Path(path).expanduser().resolve()
+    if root is not None:
+        try:
+            return path.relative_to(Path(root).expanduser().resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
 def file_checksum(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> str | None:
     """What identifies an input file's content, for a settings record: ``"sha256 <16 hex>, <size> B"``.
 

@@ -140,3 +140,14 @@ def test_a_version_only_change_says_an_older_version_made_it(tmp_path):
         other.write_text("x")
         made_with.write(other, made_with.record({"x": 1}, version=1))
         made_with.check_all([([out], new, False), ([other], new, False)])
+
+
+def test_record_path_is_relative_inside_the_workspace_and_absolute_outside(tmp_path, monkeypatch):
+    from astrotool.made_with import record_path
+
+    ws = tmp_path / "ws"
+    (ws / "plato" / "models" / "m").mkdir(parents=True)
+    monkeypatch.chdir(ws)
+    assert record_path("plato/models/m", ws) == record_path(ws / "plato/models/m/../m", ".") == "plato/models/m"
+    assert record_path(tmp_path / "other", ws) == str((tmp_path / "other").resolve())
+    assert record_path("plato", None) == str((ws / "plato").resolve())

@@ -223,14 +223,12 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
 def detect_settings(model_dir, events: EventsConfig, detect, root=None) -> dict:
     """What makes an event table (kept in its metadata; a rerun under its name with others is refused): the
     model's folder (relative to the workspace ``root`` when inside it,
-    :func:`astrotool_plato.evaluate.workspace_path`) and weights (:func:`astrotool.made_with.file_checksum`),
+    :func:`astrotool.made_with.record_path`) and weights (:func:`astrotool.made_with.file_checksum`),
     ``[plato.events]`` and how the files are read."""
     from astrotool import made_with as mw
     from astrotool.ml.checkpoint import WEIGHTS_FILE
 
-    from astrotool_plato.evaluate import workspace_path
-
-    return {"model": workspace_path(model_dir, root), "weights": mw.file_checksum(Path(model_dir) / WEIGHTS_FILE),
+    return {"model": mw.record_path(model_dir, root), "weights": mw.file_checksum(Path(model_dir) / WEIGHTS_FILE),
             "events": events.model_dump(mode="json"),
             "reader": dataclasses.asdict(CurveReader.of(detect))}
 
@@ -317,7 +315,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     from astrotool.errors import AstroError
 
     from astrotool_plato import NAME, RUNS
-    from astrotool_plato.evaluate import load_model, workspace_path
+    from astrotool_plato.evaluate import load_model
 
     d, ev = cfg.detect, cfg.events
     mdir, _ckpt, _model_ = load_model(ctx, d.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
@@ -326,16 +324,16 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     name = d.name or mdir.name
     out = ctx.workspace.stage(NAME, RUNS) / name / f"{name}_events.parquet"
     root = ctx.workspace.root   # files and model inside the workspace: named relative to it (a copy's rerun)
-    searched = sorted(workspace_path(f, root) for f in files)
+    searched = sorted(mw.record_path(f, root) for f in files)
     settings = detect_settings(mdir, ev, d, root)
     if out.exists() and not ctx.overwrite:
         from astrotool.io.tables import parquet_metadata
 
         before = parquet_metadata(out)
         old = dict(before.get("settings") or {})
-        if old.get("model") == workspace_path(mdir):   # a table of an earlier version: absolute paths
+        if old.get("model") == mw.record_path(mdir):   # a table of an earlier version: absolute paths
             old["model"] = settings["model"]
-        was = sorted(workspace_path(f, root) if Path(f).is_absolute() else f for f in before.get("files") or [])
+        was = sorted(mw.record_path(f, root) if Path(f).is_absolute() else f for f in before.get("files") or [])
         changed = mw.changes(old, settings) if "settings" in before else []
         if before.get("files") is not None and was != searched:
             changed.insert(0, _files_change(was, searched))

@@ -337,29 +337,18 @@ def plot_report(report: dict, path) -> Path:
     return Path(path)
 
 
-def workspace_path(path, root=None) -> str:
-    """How a settings record names a folder: relative to the workspace ``root`` when it lies inside it
-    (``plato/models/m``: a copied or moved workspace makes the same record), else its absolute path."""
-    path = Path(path).resolve()
-    if root is not None:
-        try:
-            return path.relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
-            pass
-    return str(path)
-
-
 def report_settings(mdir, ds, e, events, root=None) -> dict:
     """What makes an evaluate report (its settings record): the model's folder, the prepared set's folder and
     settings record, the split, the threshold grid, the false-alarm target and ``[plato.events]`` (but its
     ``threshold``: the grid is swept). The folders are named relative to the workspace ``root``
-    (:func:`workspace_path`): a copied workspace scores its copy with the same record. Not the model's weights:
+    (:func:`astrotool.made_with.record_path`): a copied workspace scores its copy with the same record. Not the model's weights:
     evaluate reuses nothing, so a model retrained (or trained on) in its folder is scored again under the same
     report name."""
     from astrotool import made_with as mw
 
     made = mw.read(Path(ds.root) / f"{ds.name}_dataset.json") or {}
-    return {"model": workspace_path(mdir, root), "dataset": workspace_path(ds.root, root), "dataset_settings": made.get("hash"), "split": e.split,
+    return {"model": mw.record_path(mdir, root), "dataset": mw.record_path(ds.root, root),
+            "dataset_settings": made.get("hash"), "split": e.split,
             "thresholds": sorted(float(v) for v in e.thresholds), "far_target": FAR_TARGET,
             "events": events.model_dump(mode="json", exclude={"threshold"})}
 

@@ -241,12 +241,10 @@ def recorded_source(path, stamps_dir) -> str:
     """How an input is recorded (``source``): its path relative to the workspace when it lies inside it
     (``ztf/simulated/sim_0000.parquet``: a copied or moved workspace still knows its files), else its
     absolute path."""
-    path = Path(path).resolve()
-    root = Path(stamps_dir).resolve().parent.parent   # <workspace>/ztf/stamps
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return printable(path)
+    from astrotool.made_with import record_path
+
+    named = record_path(path, Path(stamps_dir).resolve().parent.parent)   # <workspace>/ztf/stamps
+    return printable(Path(named)) if Path(named).is_absolute() else named
 
 
 def _ingested_from(stamps: Path) -> tuple[str, str | None] | None:

@@ -62,6 +62,7 @@ from typing import Sequence
 
 import numpy as np
 
+from astrotool import made_with as mw
 from astrotool.errors import AstroError, InputError
 from astrotool_lens.kappa.sources import few
 
@@ -480,18 +481,6 @@ def truth_paths(truth) -> list[Path]:
     return []
 
 
-def _workspace_path(p, root=None) -> str:
-    """How a settings record names a path: resolved, then relative to the workspace ``root`` when it lies
-    inside it (``lens/kappa/data/d``: a copied or moved workspace makes the same record), else absolute."""
-    path = Path(p).expanduser().resolve()
-    if root is not None:
-        try:
-            return path.relative_to(Path(root).expanduser().resolve()).as_posix()
-        except ValueError:
-            pass
-    return str(path)
-
-
 def report_settings(truth, runs: dict, s, root=None) -> dict:
     """What a score report is made from, for the "made with other settings" check of a rerun.
 
@@ -524,10 +513,10 @@ def report_settings(truth, runs: dict, s, root=None) -> dict:
     import hashlib
 
     fp = json.dumps(truth.fingerprint(), sort_keys=True, default=str)
-    return {"truth": truth.describe(), "truth_paths": [_workspace_path(p, root) for p in truth_paths(truth)],
+    return {"truth": truth.describe(), "truth_paths": [mw.record_path(p, root) for p in truth_paths(truth)],
             "truth_identity": hashlib.sha256(fp.encode()).hexdigest()[:16],
             "split": applied_split(truth), "partial": bool(s.partial),
-            "runs": {r: _workspace_path(runs[r].folder, root) for r in runs}}
+            "runs": {r: mw.record_path(runs[r].folder, root) for r in runs}}
 
 
 def _compared(old: dict, new: dict) -> tuple[dict, dict]:
