@@ -487,7 +487,9 @@ def _env_interval() -> float:
     """``$ASTRO_CORE__PROGRESS_INTERVAL`` for the logger set up before the configuration is read (10 s when
     unset or not a number: the configuration reports a bad value)."""
     try:
-        return max(0.1, float(os.environ.get("ASTRO_CORE__PROGRESS_INTERVAL", 10.0)))
+        from astrotool.context import MIN_PROGRESS_INTERVAL_S
+
+        return max(MIN_PROGRESS_INTERVAL_S, float(os.environ.get("ASTRO_CORE__PROGRESS_INTERVAL", 10.0)))
     except ValueError:
         return 10.0
 
@@ -588,22 +590,13 @@ def _traceback(opts: GlobalOptions) -> dict:
     return {}
 
 
-def _json_log_format(argv: list[str]) -> bool:
-    """Whether ``argv`` (or ``$ASTRO_CORE__LOG_FORMAT``) asks for JSON log lines, for an error met
-    before the global options could be read."""
-    for i, word in enumerate(argv):
-        if word == "--log-format" and argv[i + 1:i + 2] == ["json"] or word == "--log-format=json":
-            return True
-    return os.environ.get("ASTRO_CORE__LOG_FORMAT") == "json"
-
-
 def _early_log_format(argv: list[str]) -> str:
     """The format of stderr's lines for an error met before the global options could be read: ``json`` or
     ``plain`` as ``--log-format`` (or ``$ASTRO_CORE__LOG_FORMAT``) asks, ``auto`` resolved as
     :func:`astrotool.console.setup` does (``plain`` when stderr is not a terminal), else ``rich``."""
     from astrotool import console
 
-    fmt = "json" if _json_log_format(argv) else os.environ.get("ASTRO_CORE__LOG_FORMAT", "auto")
+    fmt = os.environ.get("ASTRO_CORE__LOG_FORMAT", "auto")
     for i, word in enumerate(argv):
         if word == "--log-format" and i + 1 < len(argv):
             fmt = argv[i + 1]

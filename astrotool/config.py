@@ -148,8 +148,7 @@ def env_typos(environ: dict[str, str] | None, known) -> list[str]:
         One warning per such variable.
     """
     environ = os.environ if environ is None else environ
-    lookup = known.get if isinstance(known, dict) else known if callable(known) else \
-        (lambda section: {} if section in known else None)  # names alone: no key is known, none is named
+    lookup = known.get if isinstance(known, dict) else known
     out = []
     for name in environ:
         rest = name[len(ENV_PREFIX):]

@@ -302,9 +302,7 @@ class Context:
             record.config = self.config.resolved()
             record.config["core"]["executor"] = self.executor_options.kind  # as run (`-j N` alone: process)
         if self.failures:
-            from astrotool.names import printable
-
-            record.extra["failures"] = [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]
+            record.extra["failures"] = self._failure_rows()
         if self.jobs_started is not None:  # the workers the maps started; none: no map ran (or a remote cluster)
             record.extra["jobs_resolved"] = self.jobs_started
         with contextlib.suppress(Exception):  # the shard as resolved (--shard auto: this array task's)
@@ -455,10 +453,14 @@ class Context:
         from astrotool import console
 
         if self.failures and isinstance(obj, dict) and "failures" not in obj and console.json_results():
-            from astrotool.names import printable
-
-            obj = {**obj, "failures": [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]}
+            obj = {**obj, "failures": self._failure_rows()}
         console.emit(obj)
+
+    def _failure_rows(self) -> list[dict]:
+        """The failed items as ``run.json`` and ``--json`` results list them: ``[{"item", "error"}]``."""
+        from astrotool.names import printable
+
+        return [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]
 
     @staticmethod
     def progress(total: int | None, desc: str):

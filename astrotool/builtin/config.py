@@ -5,6 +5,7 @@ from typing import Literal, Union
 
 from pydantic import Field, field_validator
 
+from astrotool.context import MIN_PROGRESS_INTERVAL_S
 from astrotool.section import Section, Seed
 
 __docformat__ = "numpy"
@@ -24,7 +25,7 @@ class CoreConfig(Section):
     """Base random seed (>= 0: numpy refuses negative seeds); item seeds derive from it and the item key."""
     log_format: Literal["auto", "rich", "plain", "json"] = "auto"
     """Log format on stderr."""
-    progress_interval: float = Field(10.0, ge=0.1)
+    progress_interval: float = Field(10.0, ge=MIN_PROGRESS_INTERVAL_S)
     """Seconds between progress lines when stderr is not a terminal (at least 0.1)."""
 
 

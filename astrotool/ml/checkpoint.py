@@ -698,12 +698,7 @@ def restore_set_aside(directory: str | Path) -> bool:
 def wait_for_restore(directory: str | Path, timeout: float = 60.0) -> None:
     """Wait (at most ``timeout`` seconds) for another process of the same training run, rank 0, to
     :func:`restore_set_aside` a model folder's ``.replaced/``."""
-    import time
-
-    aside = Path(directory) / SET_ASIDE_DIR
-    deadline = time.monotonic() + timeout
-    while aside.is_dir() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_while_any(Path(directory), (SET_ASIDE_DIR,), timeout)
 
 
 def wait_for_repair(directory: str | Path, timeout: float = 60.0) -> None:
@@ -711,11 +706,15 @@ def wait_for_repair(directory: str | Path, timeout: float = 60.0) -> None:
     what a stopped save left in a model folder (:func:`settle_checkpoint`, :func:`recover_last`): until no
     ``.model.new/``, ``.last.new/`` or ``.last.old/`` is left. Rank 0 creates none of them before the
     training's first barrier, so once they are gone the folder is the repaired one."""
+    _wait_while_any(Path(directory), (STAGE_DIR, LAST_NEW_DIR, LAST_OLD_DIR), timeout)
+
+
+def _wait_while_any(directory: Path, names, timeout: float) -> None:
+    """Poll (every 0.05 s, at most ``timeout`` seconds) while any of ``directory``'s entries ``names`` exists."""
     import time
 
-    d = Path(directory)
     deadline = time.monotonic() + timeout
-    while any((d / n).exists() for n in (STAGE_DIR, LAST_NEW_DIR, LAST_OLD_DIR)) and time.monotonic() < deadline:
+    while any((directory / n).exists() for n in names) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

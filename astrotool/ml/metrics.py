@@ -631,8 +631,6 @@ def pr_curve(scores, target, thresholds: int | Sequence[float] | None = None) ->
            "thresholds": [], "average_precision": NAN}
     if not npos:
         return out
-    from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
-
     if thresholds is None:  # exact: counted here, ratios in float64 (torchmetrics' recipe, end point appended)
         import torch
 
@@ -642,6 +640,8 @@ def pr_curve(scores, target, thresholds: int | Sequence[float] | None = None) ->
         out.update(precision=_floats(prec), recall=_floats(rec), thresholds=_floats(thr.flip(0)),
                    average_precision=float(-torch.sum((rec[1:] - rec[:-1]) * prec[:-1])))
         return out
+    from torchmetrics.functional.classification import binary_average_precision, binary_precision_recall_curve
+
     ts, ty, th = _t(s), _t(y, "int64"), _thresholds(thresholds)
     prec, rec, thr = binary_precision_recall_curve(ts, ty, thresholds=th)
     ap = binary_average_precision(ts, ty, thresholds=th)
@@ -670,8 +670,6 @@ def roc_curve(scores, target, thresholds: int | Sequence[float] | None = None) -
            "auroc": NAN}
     if npos == 0 or npos == y.size:
         return out
-    from torchmetrics.functional.classification import binary_auroc, binary_roc
-
     if thresholds is None:  # exact: counted here, ratios in float64 (torchmetrics' recipe, from (0, 0) at 1)
         import torch
 
@@ -681,6 +679,8 @@ def roc_curve(scores, target, thresholds: int | Sequence[float] | None = None) -
         out.update(fpr=_floats(fpr), tpr=_floats(tpr), thresholds=_floats(torch.cat([zero + 1, thr])),
                    auroc=_trapz(tpr, fpr))
         return out
+    from torchmetrics.functional.classification import binary_auroc, binary_roc
+
     ts, ty, th = _t(s), _t(y, "int64"), _thresholds(thresholds)
     fpr, tpr, thr = binary_roc(ts, ty, thresholds=th)
     auroc = binary_auroc(ts, ty, thresholds=th)

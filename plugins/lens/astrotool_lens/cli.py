@@ -125,7 +125,7 @@ def generate(
     seed = g.seed if g.seed is not None else ctx.seed
     res = generate_dataset(g, out, seed, overwrite=ctx.overwrite,   # each shard in run.json as it is drawn
                            mapper=functools.partial(ctx.map, outputs=lambda r: [] if r["skipped"] else [r["path"]]))
-    for p in res["written"]:  # this process's files (a --shard task lists its own shards)
+    for p in res["written"]:  # the truth table and manifest too (the shards are listed already: kept once)
         ctx.record.add_output(p)
     summary = {"dataset": g.dataset_name, "path": str(out), "n": g.n, "shards": res["shards"],
                "drawn_shards": res["drawn"], "skipped_shards": res["skipped"], "missing_shards": res["missing"],
