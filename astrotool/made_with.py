@@ -270,7 +270,7 @@ class VersionChanged(SettingsChanged):
 
 
 def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool = False,
-         recompute: bool = False, warn: bool = True) -> bool:
+         recompute: bool = False, warn: bool = True, hint: str | None = None) -> bool:
     """Whether finished ``outputs`` can be kept for a rerun with the settings ``rec``.
 
     Parameters
@@ -285,6 +285,8 @@ def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool 
         The stage may make its outputs again when the settings changed (instead of refusing).
     warn : bool
         Log a warning for outputs that have no record.
+    hint : str, optional
+        What a refusal says to do (default: ``--overwrite``), e.g. another ``--name``.
 
     Returns
     -------
@@ -314,20 +316,35 @@ def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool 
         others = [c for c in changes(old["settings"], rec["settings"]) if not c.startswith("version: ")]
         raise VersionChanged(outputs[0], _show(before) if before is _MISSING else before, now,
                              rec.get("made_by") or "version of the code that makes it", others)
-    raise SettingsChanged(outputs[0], changes(old["settings"], rec["settings"]))
+    raise SettingsChanged(outputs[0], changes(old["settings"], rec["settings"]), *((hint,) if hint else ()))
 
 
-def check_all(checks: Iterable[tuple[Iterable, Mapping, bool]], *, overwrite: bool = False) -> None:
+def check_all(checks: Iterable[tuple[Iterable, Mapping, bool]], *, overwrite: bool = False,
+              hint: str | None = None) -> None:
     """Refuse before any work: :func:`keep` for each ``(outputs, record, recompute)``; one error naming
-    every output made with other settings (at most five listed), exit 2."""
+    every output made with other settings (at most five listed), exit 2 (:func:`refuse`)."""
     refused: list[SettingsChanged] = []
     for outputs, rec, recompute in checks:
         try:
             keep(outputs, rec, overwrite=overwrite, recompute=recompute, warn=False)
         except SettingsChanged as exc:
             refused.append(exc)
+    refuse(refused, hint)
+
+
+def refuse(refused: list[SettingsChanged], hint: str | None = None) -> None:
+    """Raise one error for the outputs ``refused`` (none: return): the one, or a list of at most five.
+
+    Parameters
+    ----------
+    refused : list of SettingsChanged
+    hint : str, optional
+        What to do instead of ``--overwrite`` (outputs made by another version keep their own advice).
+    """
     if not refused:
         return
+    if hint:
+        refused = [e if isinstance(e, VersionChanged) else SettingsChanged(e.path, e.changed, hint) for e in refused]
     if len(refused) == 1:
         raise refused[0]
     body = "\n".join(str(e).rsplit("\n", 1)[0] for e in refused[:5])
@@ -339,4 +356,4 @@ def check_all(checks: Iterable[tuple[Iterable, Mapping, bool]], *, overwrite: bo
                      f"\n{body}{more}\nuse --overwrite to make them again with the new settings"
                      if any(isinstance(e, VersionChanged) for e in refused) else
                      f"{len(refused)} outputs exist but were made with other settings:\n{body}{more}\n"
-                     "use --overwrite to make them again with the new settings")
+                     + (hint or "use --overwrite to make them again with the new settings"))

@@ -381,13 +381,9 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
     paths = {"json": out / f"{stem}_evaluate.json", "csv": out / f"{stem}_transits.csv",
              "png": out / f"{stem}_evaluate.png"}
     rec = mw.record(report_settings(mdir, ds, e, cfg.events, ctx.workspace.root))
-    try:   # refused before the work; the same settings: made again
-        mw.keep([paths["json"]], rec, overwrite=ctx.overwrite, warn=False)
-    except mw.SettingsChanged as exc:
-        if isinstance(exc, mw.VersionChanged):
-            raise
-        raise mw.SettingsChanged(exc.path, exc.changed, hint="give this report another --name, or use "
-                                                             "--overwrite to replace it") from None
+    # refused before the work; the same settings: made again
+    mw.keep([paths["json"]], rec, overwrite=ctx.overwrite, warn=False,
+            hint="give this report another --name, or use --overwrite to replace it")
     with ds:
         if e.split != "all":  # a split of a set re-made since training is no hold-out; all is all
             mc.check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, mdir,

@@ -121,12 +121,13 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
     raise AstroError(f"{runs_dir}: no `astro plato detect` run that wrote an event table, to plot")
 
 
-def _warn_changed_weights(ctx, made: dict) -> None:
-    """Warn when the detect run's model has other weights now than the checksum its table keeps."""
+def _warn_changed_weights(ctx, made: dict, model_dir) -> None:
+    """Warn when the detect run's model (``model_dir``) has other weights now than the checksum its table
+    keeps (``made``: the table's settings)."""
     from astrotool import made_with as mw
     from astrotool.ml.checkpoint import WEIGHTS_FILE
 
-    weights = Path(made["_model_dir"] if "_model_dir" in made else made["model"]) / WEIGHTS_FILE
+    weights = Path(model_dir) / WEIGHTS_FILE
     if made.get("weights") and weights.is_file() and mw.file_checksum(weights) != made["weights"]:
         ctx.log.warning("%s: its weights changed since the detect run (the table's checksum differs); the "
                         "probabilities drawn are the current weights', not those that found the events",
@@ -207,7 +208,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
         if made:
             model_name = str(ws.root / made["model"])   # relative to the workspace, or absolute
             ev, d = EventsConfig(**made["events"]), d.model_copy(update=made["reader"])
-            _warn_changed_weights(ctx, {**made, "_model_dir": model_name})
+            _warn_changed_weights(ctx, made, model_name)
     elif ids == ["all"]:
         todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
     else:

@@ -341,9 +341,7 @@ def evaluate(
     cfg, split = sections.train, sections.evaluate.split
     dev = mc.runtime(ctx, device=device).accelerator
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
-    base = _model(ctx, baseline, "--baseline") if baseline else None
-    if base is not None and not (base / "model.json").is_file():
-        raise InputError("--baseline", f"{baseline!r}: no trained model ({base / 'model.json'} does not exist)")
+    base = _model(ctx, baseline, "--baseline") if baseline else None   # a trained model, or InputError
     if models:
         dirs = [_model(ctx, m) for m in models]
         twice = sorted({d.name for d in dirs if [e.resolve() for e in dirs].count(d.resolve()) > 1})

@@ -924,11 +924,11 @@ def check_kept(items, hint: str | None = None) -> None:
     SettingsChanged, AstroError
         One error naming every such output (at most five listed), exit 2.
     """
+    import shlex
+
     import h5py
 
-    from astrotool.made_with import SettingsChanged
-
-    import shlex
+    from astrotool.made_with import SettingsChanged, refuse
 
     refused, inputs = [], []
     for it in items:
@@ -945,16 +945,7 @@ def check_kept(items, hint: str | None = None) -> None:
         if changed:
             refused.append(SettingsChanged(stamps, changed))
             inputs.append(printable(shlex.quote(str(it.path))))
-    if hint and refused:
-        hint = hint.replace("{files}", " ".join(inputs))
-        refused = [SettingsChanged(e.path, e.changed, hint) for e in refused]
-    if len(refused) == 1:
-        raise refused[0]
-    if refused:
-        body = "\n".join(str(e).rsplit("\n", 1)[0] for e in refused[:5])
-        more = f"\n(and {len(refused) - 5} more)" if len(refused) > 5 else ""
-        raise AstroError(f"{len(refused)} outputs exist but were made with other settings:\n{body}{more}\n"
-                         + (hint or "use --overwrite to make them again with the new settings"))
+    refuse(refused, hint and hint.replace("{files}", " ".join(inputs)))
 
 
 def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bool) -> IngestResult:
