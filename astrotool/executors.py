@@ -733,6 +733,9 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
         from distributed.deploy.spec import SpecCluster
 
         before = set(SpecCluster._instances)  # the caller's own clusters, left alone
+        # a worker process quiets its log handlers only while it runs: closing, it printed Dask's INFO lines
+        # ("Received 'close-stream'") after the command's last line; its loggers start at ERROR instead
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
         try:
             cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
                                    processes=True, dashboard_address=None, silence_logs=logging.ERROR)

@@ -29,3 +29,10 @@ def touch(item, seed):
     path = Path(folder, f"{name}.txt")
     path.write_text(name)
     return str(path)
+
+
+def dask_log_level(item, seed):
+    """The level below which a Dask worker's ``distributed`` loggers print nothing."""
+    import logging
+
+    return logging.getLogger("distributed.core").getEffectiveLevel()

@@ -50,6 +50,18 @@ def test_identical_results_across_executors_and_shards():
     assert other != serial
 
 
+def test_local_dask_workers_print_only_errors():
+    """A local cluster's worker restores its log handlers when it closes, and then printed (1 CI run in
+    about 40) Dask's plain-text INFO line "Received 'close-stream'" after the command's last JSON line; its
+    loggers now start at ERROR."""
+    import logging
+
+    from _items import dask_log_level
+
+    got, f = run_items(dask_log_level, ["a", "b"], options=ExecutorOptions("dask", jobs=2))
+    assert not f and {v for _, v in got} == {logging.ERROR}
+
+
 @pytest.mark.parametrize("kind", ["serial", "process"])
 def test_one_failing_item_others_finish(kind):
     items = ["a", "bad", "c"]
