@@ -514,12 +514,23 @@ def _reporting(advance: Callable, done: Callable | None) -> Callable:
     return step
 
 
+def _quiet_resource_tracker() -> None:
+    """Before worker processes start: multiprocessing's resource tracker, a process that reads
+    ``$PYTHONWARNINGS`` when it starts, warned of "leaked semaphore objects" (which it removes itself) when a
+    stop ended a run while its workers started, after the command's last line (breaking --log-format json)."""
+    rule = "ignore::UserWarning:multiprocessing.resource_tracker"
+    given = os.environ.get("PYTHONWARNINGS", "")
+    if rule not in given.split(","):
+        os.environ["PYTHONWARNINGS"] = f"{given},{rule}" if given else rule
+
+
 def _run_process(fn, tasks, workers: int, advance) -> dict:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     outcomes = {}
     n = min(workers, len(tasks))
+    _quiet_resource_tracker()
     pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                initargs=(max(1, usable_cores() // n), os.getpid()))
     _POOLS.append(pool)
@@ -736,6 +747,7 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
         # a worker process quiets its log handlers only while it runs: closing, it printed Dask's INFO lines
         # ("Received 'close-stream'") after the command's last line; its loggers start at ERROR instead
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+        _quiet_resource_tracker()
         try:
             cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
                                    processes=True, dashboard_address=None, silence_logs=logging.ERROR)

@@ -1,7 +1,10 @@
 """Executors: identical results across serial, process pool, Dask and shards; failures."""
 
 import json
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +51,26 @@ def test_identical_results_across_executors_and_shards():
     assert sorted(sharded) == sorted(serial)
     other, _ = run_items(draw, ITEMS, base_seed=6)
     assert other != serial
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_resource_trackers_leak_warning_is_quiet_once_workers_may_start(quiet):
+    """A stop while a local cluster started left a semaphore to multiprocessing's resource tracker, whose
+    warning came after the command's last JSON line (1 run in about 10 of a stop test)."""
+    import subprocess
+
+    code = ("import os; from astrotool.executors import _quiet_resource_tracker as q; "
+            f"q() if {quiet} else None; from multiprocessing import resource_tracker as rt; "
+            "rt.register('/mp-astro-test-leak', 'semaphore'); os._exit(0)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    with tempfile.TemporaryFile("w+") as err:   # the tracker writes after the process ended: no pipe to wait on
+        subprocess.run([sys.executable, "-c", code], stderr=err, env=env, check=True)
+        deadline = time.time() + 10
+        while time.time() < deadline and not quiet and "leaked semaphore" not in (err.seek(0) or err.read()):
+            time.sleep(0.05)
+        time.sleep(0.5 if quiet else 0)
+        err.seek(0)
+        assert ("leaked semaphore" in err.read()) is not quiet
 
 
 def test_local_dask_workers_print_only_errors():
