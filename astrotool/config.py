@@ -226,6 +226,7 @@ class Config:
         """``{section: what to set}`` for the sections left out because their defaults leave a setting to the
         user that no layer of the user's gives (only that section's commands stop, see :meth:`section`)."""
         self._renames_told: set[str] = set()
+        self._moved: dict[str, tuple[str, str]] = {}   # a new key given its source by a renamed one: (old, source)
 
     def model_class(self, section: str):
         """The pydantic model class of ``section``."""
@@ -307,12 +308,15 @@ class Config:
                 continue
             where = self._source_of(f"{dotted}.{old}")
             packaged = where.startswith(DEFAULTS)  # the plugin's defaults still use the old name: not the user's
-            new_packaged = new not in values or self._source_of(f"{dotted}.{new}").startswith(DEFAULTS)
+            new_source = self._source_of(f"{dotted}.{new}")
+            # the new key's source was this old key's, moved here when this section was read before
+            new_packaged = (new not in values or new_source.startswith(DEFAULTS)
+                            or self._moved.get(f"{dotted}.{new}") == (f"{dotted}.{old}", new_source))
             if isinstance(values.get(new), dict) and isinstance(values[old], dict):   # a table: merged
                 values[new] = ({**values.pop(old), **values[new]} if packaged and not new_packaged else
                                {**values[new], **values.pop(old)})
-            elif packaged and not new_packaged:  # the user set the new name: it wins over the packaged old one
-                values.pop(old)
+            elif (packaged or new_source.startswith(OPTION_SOURCE)) and not new_packaged:
+                values.pop(old)   # the user set the new name (a command's option: over a file's old name too)
                 continue
             elif new_packaged:  # not both set
                 values[new] = values.pop(old)
@@ -322,6 +326,7 @@ class Config:
                 moved = f"{dotted}.{new}{key[len(dotted) + len(old) + 1:]}"
                 if not packaged or moved not in self.sources:  # a user's value keeps its own source
                     self.sources[moved] = self.sources[key]
+                    self._moved[moved] = (key, self.sources[key])
             if packaged:  # the plugin's to rename in its defaults.toml, not something the user can do
                 logging.getLogger("astro").debug("%s: %s.%s: renamed to %r; read as %s.%s",
                                                  where, dotted, old, new, dotted, new)
@@ -460,6 +465,10 @@ def _explain(section: str, err: dict) -> tuple[str, str, object]:
     return ".".join([section, *parts]), msg, value
 
 
+#: How a value set by a command's own option is named in messages (``command-line option --name``).
+OPTION_SOURCE = "command-line option"
+
+
 def _option_source(dotted: str, sections: set[str]) -> str:
     """How a key set by a flag of the running command is named: ``command-line option --name``
     (``command-line option`` outside a command, or when no option of the command sets it)."""
@@ -478,8 +487,8 @@ def _option_source(dotted: str, sections: set[str]) -> str:
         path = " ".join(reversed(words))
         for param in cctx.command.params:
             if getattr(param, "opts", None) and dotted in option_keys(path, param, sections):
-                return f"command-line option {param.opts[-1]}"
-    return "command-line option"
+                return f"{OPTION_SOURCE} {param.opts[-1]}"
+    return OPTION_SOURCE
 
 
 class Packaged:
@@ -690,7 +699,7 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
     for k, v in (flags or {}).items():
         if v is not None:
             _set_dotted(flag_tree, k, v)
-    _merge(data, flag_tree, "command-line option", sources)
+    _merge(data, flag_tree, OPTION_SOURCE, sources)
     config = Config(data, sources, models, packaged)
     return config.validate() if validate else config
 

@@ -130,7 +130,7 @@ def test_negative_seed_from_any_layer_is_refused(astro, tmp_path):
     # an item of a list is blamed on the list's layer, a check of a table on the key a user set (was "defaults")
     (["lens", "measure", "--methods", "FOO"], "command-line option --methods: lens.measure.methods.0: Input should be"),
     (["--set", "lens.train.split=[0.5,0.5]", "lens", "train"], "--set: lens.train.split.2: Field required"),
-    (["lens", "generate", "--n", "5", "--ring"], "command-line option --n: lens.generate: ring pairs need an even n"),
+    (["lens", "generate", "--n-stamps", "5", "--ring"], "command-line option --n-stamps: lens.generate: ring pairs need an even n_stamps"),
     (["--set", "dre.models.boxsize=96", "dre", "cuts"], "--set: dre: cuts.size (128) must equal models.boxsize (96)"),
     # a validator's message that shows the value is not followed by the value again
     (["--set", "plato.simulate.name=2024-01-01", "plato", "simulate"],
@@ -261,6 +261,23 @@ def test_defaults_using_a_renamed_key_are_read_as_in_validation(toy, monkeypatch
     cfg = config.load(environ={}, registry=_registry(toy, monkeypatch, "renplug"))
     assert cfg.section("ren").threshold == 0.5 and not cfg.broken
     assert config.Packaged(_registry(toy, monkeypatch, "renplug")).check("ren") == ""
+
+
+def test_a_users_renamed_key_is_read_again_under_a_commands_flags(toy, monkeypatch, tmp_path):
+    """A user's ``name`` (now ``label``, which the defaults set) was read once; a command's flags validate the
+    section again, and that second reading saw two user settings, refusing "name: unknown key"."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    write(ws / "astro.toml", '[toy]\nname = "old"\n')
+    cfg = config.load(workspace=ws, environ={}, registry=_registry(toy, monkeypatch, "toyplug"))
+    assert cfg.section("toy").label == "old"
+    got = cfg.section("toy", {"count": 5})
+    assert (got.label, got.count) == ("old", 5)
+    assert cfg.section("toy", {"count": 6}).label == "old"   # and again
+    assert cfg.section("toy", {"label": "flag"}).label == "flag"   # a command's option wins over the file
+    write(ws / "astro.toml", '[toy]\nname = "old"\nlabel = "new"\n')   # both given by the user: refused
+    with pytest.raises(ConfigError, match=r"toy.name: unknown key; renamed to 'label'"):
+        config.load(workspace=ws, environ={}, registry=_registry(toy, monkeypatch, "toyplug"))
 
 
 def test_a_model_that_raises_on_its_defaults_is_not_said_to_fail_to_load(toy, monkeypatch):

@@ -21,6 +21,8 @@ class Inner(Section):
 class ToyConfig(Section):
     """Settings of ``astro toy`` (unknown keys are errors naming the file and key)."""
 
+    renamed_keys = {"name": "label"}   # as if ``label`` was called ``name`` in an earlier release
+
     count: int = Field(3, ge=0)
     """How many numbers ``astro toy run`` squares."""
     label: str = "default"
