@@ -288,6 +288,23 @@ def test_plot_draws_named_curves_and_those_of_the_last_detect_run(trained, capsy
     assert json.loads(capsys.readouterr().out)["plots"] == n_with > 0
 
 
+def test_plot_last_follows_a_moved_workspace(trained, tmp_path, capsys):
+    """run.json names the detect run's table by its absolute path: in a workspace copied from a cluster (and
+    the original gone) `plot last` found no table. Paths under the recorded workspace are read under this one."""
+    import shutil
+
+    there = tmp_path / "cluster"
+    shutil.copytree(trained, there)
+    raw = next((there / "plato/raw").glob("*_lightcurves.parquet"))
+    assert main(["-w", str(there), "--json", "plato", "detect", str(raw), "--name", "moved"]) == 0
+    n_with = json.loads(capsys.readouterr().out)["curves_with_events"]
+    here = tmp_path / "laptop"
+    shutil.copytree(there, here)
+    shutil.rmtree(there)
+    assert main(["-w", str(here), "--json", "plato", "plot", "last", "--no-model-overlay"]) == 0
+    assert json.loads(capsys.readouterr().out)["plots"] == n_with > 0
+
+
 def test_optimizers_and_epoch_schedules_follow_torch():
     from astrotool.errors import ConfigError
     from astrotool_plato.config import TrainConfig

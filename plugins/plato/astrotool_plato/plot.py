@@ -103,7 +103,8 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
             rec = json.loads((run / "run.json").read_text())
         except (OSError, ValueError):
             continue
-        tables = [Path(p) for p in rec.get("outputs", []) if str(p).endswith("_events.parquet")]
+        here = _in_this_workspace(rec.get("workspace"), ws.root)
+        tables = [here(p) for p in rec.get("outputs", []) if str(p).endswith("_events.parquet")]
         tables = [t for t in tables if t.exists()]
         if not tables:   # a --shard task that left the table to another
             continue
@@ -111,14 +112,26 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
         for t in tables:
             meta = parquet_metadata(t)
             settings = meta.get("settings", settings)
-            by_name = {Path(p).name: Path(p) for p in rec.get("inputs", [])}
-            where = {k: Path(p) for k, p in meta.get("file_keys", {}).items()}
+            by_name = {Path(p).name: here(p) for p in rec.get("inputs", [])}
+            where = {k: here(p) for k, p in meta.get("file_keys", {}).items()}
             for r in read_parquet(t, columns=["file", "id"]).to_pylist():
                 f = where.get(r["file"], by_name.get(r["file"]))
                 if f is not None:
                     todo.append((f, r["id"]))
         return todo, settings
     raise AstroError(f"{runs_dir}: no `astro plato detect` run that wrote an event table, to plot")
+
+
+def _in_this_workspace(recorded: str | None, root: Path):
+    """``path -> Path``: a path a run recorded under its workspace ``recorded`` read under ``root`` (the
+    workspace moved or copied since: its run.json keeps absolute paths); any other path as it is."""
+    def here(path) -> Path:
+        try:
+            return Path(root) / Path(path).relative_to(recorded) if recorded else Path(path)
+        except ValueError:   # outside the recorded workspace: the user's own file
+            return Path(path)
+
+    return here
 
 
 def _warn_changed_weights(ctx, made: dict, model_dir) -> None:
