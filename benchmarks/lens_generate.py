@@ -72,7 +72,7 @@ def candidate(n: int, jobs: int, out_dir: Path, seed: int = SEED) -> Path:
     from astrotool_lens.config import GenerateConfig
     from astrotool_lens.generate import generate_dataset
 
-    cfg = GenerateConfig.model_validate({"preset": "lensnet", "name": "bench", "n": n,
+    cfg = GenerateConfig.model_validate({"preset": "lensnet", "name": "bench", "n_stamps": n,
                                          "shard_size": max(50, math.ceil(n / (4 * jobs)))})
     opts = ExecutorOptions(kind="serial" if jobs == 1 else "process", jobs=jobs)
 

@@ -376,7 +376,7 @@ def reference_sections(markdown: str) -> dict[str, str]:
 
 def missing_from_reference(markdown: str, root=None) -> list[str]:
     """What the reference lacks: command paths without a section, and options
-    (``"astro dre fit --ntiles"``) not named in their command's section.
+    (``"astro dre fit --n-tiles"``) not named in their command's section.
 
     Also checks that every spelling of every global option
     (:data:`astrotool.context.GLOBAL_OPTIONS`) is in the ``astro`` section. An empty list means the reference is complete.

@@ -9,7 +9,7 @@ from astrotool_dre.config import DreConfig
 
 @pytest.mark.parametrize("bad, message", [
     ({"simulate": {"psf_size": 40}}, "psf_size must be odd"),
-    ({"simulate": {"prefix": "../escaped"}}, "not a valid name: contains the path separator"),
+    ({"simulate": {"name": "../escaped"}}, "not a valid name: contains the path separator"),
     ({"simulate": {"q_range": [0.5, 1.5]}}, "axis ratios must lie in (0, 1]"),
     ({"simulate": {"galaxy_snr": [0, 100]}}, "S/N must be > 0"),
     ({"simulate": {"logr_range": [1.0, 0.5]}}, "logr_range: lower bound 1.0 is above upper bound 0.5"),

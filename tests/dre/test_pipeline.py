@@ -12,8 +12,8 @@ SMALL = ["--set", "dre.simulate.size=640", "--set", "dre.simulate.n_galaxies=10"
          "dre.simulate.n_stars=14", "--set", "dre.simulate.min_separation=20"]
 
 
-def _simulate(astro, ws, ntiles=1, extra=()):
-    r = astro("-w", ws, *SMALL, *extra, "dre", "simulate", "-n", ntiles)
+def _simulate(astro, ws, n_tiles=1, extra=()):
+    r = astro("-w", ws, *SMALL, *extra, "dre", "simulate", "-n", n_tiles)
     assert r.returncode == 0, r.stderr
     return ws
 
@@ -180,7 +180,7 @@ def test_tile_items_run_the_same_in_worker_processes(astro, tmp_path):
 
     from astropy.io import fits
 
-    ws = _simulate(astro, tmp_path / "serial", ntiles=2)
+    ws = _simulate(astro, tmp_path / "serial", n_tiles=2)
     par = tmp_path / "process"
     shutil.copytree(ws / "dre" / "tiles", par / "dre" / "tiles")
     assert astro("-w", ws, "dre", "detect").returncode == 0

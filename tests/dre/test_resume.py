@@ -10,7 +10,7 @@ import pytest
 #: The smallest tile the simulator allows, few objects: one chain in a few seconds.
 TOML = """
 [dre.simulate]
-ntiles = 1
+n_tiles = 1
 size = 256
 n_galaxies = 3
 n_stars = 8

@@ -140,7 +140,7 @@ def test_impossible_packing_is_a_clear_error(tmp_path, astro):
 def test_simulate_on_a_full_disk_names_the_tile(small_disk, astro):
     """astropy reports a full disk as 'Not enough space on disk: …' with no errno: it came out raw, three times."""
     ws = small_disk / "ws"
-    r = astro("-w", ws, "dre", "simulate", "--ntiles", 3)
+    r = astro("-w", ws, "dre", "simulate", "--n-tiles", 3)
     assert r.returncode == 1, r.stderr[-2000:]
     assert f"no space left on device writing {ws / 'dre/tiles/sim_000.fits'}" in r.stderr, r.stderr[-2000:]
     assert "cancelled: the disk is full (see sim_000)" in r.stderr and "Not enough space" not in r.stderr
@@ -198,6 +198,21 @@ def test_json_result_lists_the_failed_tiles(tmp_path, astro):
     out = json.loads(r.stdout)
     assert out["tiles"] == [] and [f["item"] for f in out["failures"]] == ["sim_000"], out
     assert "could not place" in out["failures"][0]["error"]
+
+
+def test_the_keys_of_an_earlier_release_are_read_under_their_new_names(tmp_path, astro):
+    """``ntiles`` and ``prefix`` became ``n_tiles`` and ``name``, as the count and the output stem are called in
+    the other plugins: a configuration file still using them is read, with a warning naming the file."""
+    import json
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "astro.toml").write_text('[dre.simulate]\nntiles = 2\nprefix = "old"\n')
+    r = astro("-w", ws, "--json", "dre", "simulate", "--size", 256, "--n-galaxies", 30, "--n-stars", 0)
+    assert r.returncode == 2, r.stderr   # nothing drawn: the packing cannot be met (fast)
+    assert [f["item"] for f in json.loads(r.stdout)["failures"]] == ["old_000", "old_001"]
+    assert f"{ws / 'astro.toml'}: dre.simulate.ntiles: renamed to 'n_tiles'" in r.stderr, r.stderr
+    assert "dre.simulate.prefix: renamed to 'name'" in r.stderr, r.stderr
 
 
 def test_an_edge_leaving_no_room_is_a_configuration_error(tmp_path, astro):

@@ -13,7 +13,7 @@ def easy_config(name: str = "easy", n: int = 800, **over):
     from astrotool_lens.config import GenerateConfig
 
     data = {
-        "preset": "shearnet", "name": name, "n": n, "shard_size": 400, "stamp_size": 24, "pixel_scale": 0.2,
+        "preset": "shearnet", "name": name, "n_stamps": n, "shard_size": 400, "stamp_size": 24, "pixel_scale": 0.2,
         "offset_radius": 0.5,
         "galaxy": {"profile": "exponential", "hlr": [0.5, 0.8], "hlr_unit": "arcsec"},
         "psf": {"profile": "gaussian", "fwhm": 0.6},
@@ -95,9 +95,9 @@ def review_workspace(ws, n_g: int, g_shard: int, n_f3: int, field_size: int):
     from astrotool.cli import main
 
     base = ["-q", "-w", str(ws)]
-    assert main([*base, "lens", "generate", "--name", "g", "--n", str(n_g), "--shard-size", str(g_shard),
+    assert main([*base, "lens", "generate", "--name", "g", "--n-stamps", str(n_g), "--shard-size", str(g_shard),
                  "--stamp-size", "24"]) == 0
-    assert main([*base, "lens", "generate", "--preset", "fields", "--name", "f3", "--n", str(n_f3),
+    assert main([*base, "lens", "generate", "--preset", "fields", "--name", "f3", "--n-stamps", str(n_f3),
                  "--field-size", str(field_size), "--stamp-size", "24", "--shard-size", str(n_f3)]) == 0
     assert main([*base, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "g", "--model", "m",
                  "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu"]) == 0

@@ -17,7 +17,7 @@ from .conftest import easy_config, serial_map
 
 def test_pixels_do_not_depend_on_chunking():
     """Stamp i is seeded by (seed, i): one chunk or three chunks give identical pixels and truth."""
-    cfg = GenerateConfig.model_validate({"preset": "lensnet", "n": 10})
+    cfg = GenerateConfig.model_validate({"preset": "lensnet", "n_stamps": 10})
     gal, psf, truth = draw_stamps(cfg, 3, 0, 10)
     parts = [draw_stamps(cfg, 3, a, b) for a, b in ((0, 4), (4, 7), (7, 10))]
     assert np.array_equal(np.concatenate([p[0] for p in parts]), gal)
@@ -49,7 +49,7 @@ def test_ring_pairs_cancel_intrinsic_ellipticity():
     """Ring partners have opposite intrinsic shapes; with no shear, noise, offset or PSF
     anisotropy the partner stamp is the 90-degree rotation of the first."""
     cfg = GenerateConfig.model_validate({
-        "preset": "lensnet", "n": 8, "offset_radius": 0.0,
+        "preset": "lensnet", "n_stamps": 8, "offset_radius": 0.0,
         "shape": {"ring": True}, "shear": {"g1": 0.0, "g2": 0.0},
         "psf": {"g1": 0.0, "g2": 0.0}, "noise": {"kind": "none"},
     })
@@ -61,7 +61,7 @@ def test_ring_pairs_cancel_intrinsic_ellipticity():
         assert not np.allclose(gal[k], gal[k + 1], atol=1e-3 * gal[k].max())
         assert np.allclose(np.rot90(gal[k]), gal[k + 1], atol=1e-5 * gal[k].max())
     # with a shear, the pair mean of the lensed ellipticity recovers g far better than one galaxy
-    cfg2 = GenerateConfig.model_validate({"preset": "fields", "n": 400, "shear": {"field_size": 400}})
+    cfg2 = GenerateConfig.model_validate({"preset": "fields", "n_stamps": 400, "shear": {"field_size": 400}})
     _, _, t2 = draw_stamps(cfg2, 2, 0, 400)
     g1 = t2["g1"][0]
     assert np.all(t2["g1"] == g1)
@@ -72,7 +72,7 @@ def test_ring_pairs_cancel_intrinsic_ellipticity():
 
 def test_gaussian_noise_reaches_target_snr():
     """Gaussian noise: sigma^2 = sum(I^2)/snr^2, measured from the noisy minus the noiseless stamp."""
-    base = {"preset": "lensnet", "n": 40}
+    base = {"preset": "lensnet", "n_stamps": 40}
     noisy = GenerateConfig.model_validate({**base, "noise": {"kind": "gaussian", "snr": 50.0}})
     clean = GenerateConfig.model_validate({**base, "noise": {"kind": "none"}})
     gn, _, tn = draw_stamps(noisy, 5, 0, 40)
@@ -87,7 +87,7 @@ def test_gaussian_noise_reaches_target_snr():
 
 
 def test_fields_share_shear_and_psf():
-    cfg = GenerateConfig.model_validate({"preset": "fields", "n": 40, "shear": {"field_size": 10}})
+    cfg = GenerateConfig.model_validate({"preset": "fields", "n_stamps": 40, "shear": {"field_size": 10}})
     _, psf, t = draw_stamps(cfg, 1, 0, 40)
     for f in range(4):
         sel = t["field"] == f
@@ -99,7 +99,7 @@ def test_fields_share_shear_and_psf():
 def test_profiles_and_conventions():
     """Every profile draws; e <-> g conversions and shear composition are consistent."""
     for prof in ("sersic", "bulge+disk"):
-        cfg = GenerateConfig.model_validate({"preset": "lensnet", "n": 3, "galaxy": {"profile": prof},
+        cfg = GenerateConfig.model_validate({"preset": "lensnet", "n_stamps": 3, "galaxy": {"profile": prof},
                                              "noise": {"kind": "none"}})
         gal, _, t = draw_stamps(cfg, 1, 0, 3)
         assert np.isfinite(gal).all() and (gal.sum(axis=(1, 2)) > 0.9).all()
@@ -140,6 +140,27 @@ def test_lensnet_format_and_resume(tmp_path):
     assert np.array_equal(before, after)
 
 
+def test_a_dataset_recorded_with_an_earlier_key_name_is_kept(tmp_path):
+    """``n`` became ``n_stamps``: shards and a manifest that record ``n`` are the same dataset, not one drawn
+    with other settings (refused: ``lens.generate.n: 20 -> (absent)``)."""
+    import h5py
+
+    out = tmp_path / "d"
+    cfg = easy_config("d", n=20, shard_size=10)
+    generate_dataset(cfg, out, 1, serial_map)
+    for shard in sorted(out.glob("shard*_stamps.h5")):   # as an earlier release wrote them
+        with h5py.File(shard, "r+") as h5:
+            conf = json.loads(h5.attrs["config"])
+            conf["n"] = conf.pop("n_stamps")
+            h5.attrs["config"] = json.dumps(conf)
+    manifest = out / "d_dataset.json"
+    m = json.loads(manifest.read_text())
+    m["config"]["n"] = m["config"].pop("n_stamps")
+    manifest.write_text(json.dumps(m))
+    again = generate_dataset(cfg, out, 1, serial_map)
+    assert (again["drawn"], again["skipped"]) == (0, 2)
+
+
 def test_other_settings_are_refused_and_overwrite_replaces(tmp_path):
     from astrotool.errors import AstroError
     from astrotool_lens.data import ShearDataset
@@ -148,7 +169,7 @@ def test_other_settings_are_refused_and_overwrite_replaces(tmp_path):
     first = easy_config("d", n=30, shard_size=10)
     generate_dataset(first, out, 1, serial_map)
     other = easy_config("d", n=20, shard_size=10, noise={"kind": "gaussian", "snr": 50.0})
-    with pytest.raises(AstroError, match=r"made with other settings:\n  lens\.generate\.n: 30 -> 20\n"
+    with pytest.raises(AstroError, match=r"made with other settings:\n  lens\.generate\.n_stamps: 30 -> 20\n"
                                          r"  lens\.generate\.noise\.snr: 500\.0 -> 50\.0\nuse --overwrite"):
         generate_dataset(other, out, 1, serial_map)
     with pytest.raises(AstroError, match="lens.generate.seed: 1 -> 2"):
@@ -204,7 +225,7 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValidationError):
         GenerateConfig.model_validate({"galaxy": {"size": 1.0}})       # unknown key
     with pytest.raises(ValidationError, match="even"):
-        GenerateConfig.model_validate({"n": 11, "shape": {"ring": True}})
+        GenerateConfig.model_validate({"n_stamps": 11, "shape": {"ring": True}})
     # a preset is merged under explicit keys
     c = GenerateConfig.model_validate({"preset": "shearnet", "noise": {"snr": 20.0}})
     assert c.noise.snr == 20.0 and c.noise.kind == "gaussian" and c.stamp_size == 48
@@ -299,7 +320,7 @@ def test_cli_reports_a_failed_redraw_as_a_failed_item(tmp_path, capsys, monkeypa
 
 def test_wide_preset_draws_every_choice_within_its_ranges():
     """``wide``: per stamp a PSF profile, Moffat beta and truncation, noise kind, S/N and Sersic index."""
-    cfg = GenerateConfig.model_validate({"preset": "wide", "n": 120})
+    cfg = GenerateConfig.model_validate({"preset": "wide", "n_stamps": 120})
     gal, psf, t = draw_stamps(cfg, 3, 0, 120)[:3]
     assert np.isfinite(gal).all() and np.isfinite(psf).all() and (psf.sum(axis=(1, 2)) > 0).all()
     assert set(t["psf_profile"]) == {"moffat", "kolmogorov", "gaussian"}
@@ -324,8 +345,8 @@ def test_wide_preset_draws_every_choice_within_its_ranges():
 
 def test_mixing_draws_from_streams_of_its_own():
     """A mix that can only draw the plain values gives the plain pixels: the other presets are unchanged by it."""
-    plain = GenerateConfig.model_validate({"preset": "lensnet", "n": 6})
-    mixed = GenerateConfig.model_validate({"preset": "lensnet", "n": 6, "psf": {"profiles": ["moffat"],
+    plain = GenerateConfig.model_validate({"preset": "lensnet", "n_stamps": 6})
+    mixed = GenerateConfig.model_validate({"preset": "lensnet", "n_stamps": 6, "psf": {"profiles": ["moffat"],
                                            "beta": [3.0, 3.0]}, "noise": {"kinds": ["poisson"]}})
     a, b = draw_stamps(plain, 5, 0, 6), draw_stamps(mixed, 5, 0, 6)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
@@ -343,6 +364,6 @@ def test_old_presets_draw_what_they_drew_before_wide(preset, g1, int_g1, gal_sum
     """Shears, shapes and pixel sums of the first stamps at seed 2024, recorded before the ``wide`` preset's
     mixing was added (Poisson stamps hold whole counts): the older presets' datasets are unchanged by it."""
     over = {"shear": {"field_size": 2}} if preset == "fields" else {}
-    gal, _, t = draw_stamps(GenerateConfig.model_validate({"preset": preset, "n": 2, **over}), 2024, 0, 2)
+    gal, _, t = draw_stamps(GenerateConfig.model_validate({"preset": preset, "n_stamps": 2, **over}), 2024, 0, 2)
     assert np.allclose(t["g1"], g1, rtol=0, atol=1e-12) and np.allclose(t["int_g1"], int_g1, rtol=0, atol=1e-12)
     assert np.allclose(gal.astype(np.float64).sum(axis=(1, 2)), gal_sums, rtol=1e-6, atol=0)

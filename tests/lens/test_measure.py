@@ -13,7 +13,7 @@ from .conftest import easy_config, serial_map
 
 def _known_shear_stamps(n=4):
     cfg = GenerateConfig.model_validate({
-        "preset": "lensnet", "n": n, "shape": {"kind": "none"}, "shear": {"g1": 0.05, "g2": -0.03},
+        "preset": "lensnet", "n_stamps": n, "shape": {"kind": "none"}, "shear": {"g1": 0.05, "g2": -0.03},
         "psf": {"g1": 0.0, "g2": 0.0}, "noise": {"kind": "none"},
     })
     return draw_stamps(cfg, 2, 0, n)

@@ -75,7 +75,7 @@ def test_a_default_model_or_dataset_that_does_not_exist_is_named_as_the_default(
 
 
 def test_an_odd_field_size_of_ring_pairs_blames_field_size(tmp_path, capsys):
-    _, err = _run(capsys, tmp_path, "lens", "generate", "--preset", "fields", "--n", 250, "--name", "fs2",
+    _, err = _run(capsys, tmp_path, "lens", "generate", "--preset", "fields", "--n-stamps", 250, "--name", "fs2",
                   "--field-size", 25, code=2)
     assert "command-line option --field-size" in err and "--preset" not in err
 

@@ -70,7 +70,7 @@ def test_calibration_with_m_minus_one(ws, tmp_path, capsys):
 def test_method_any_case(ws, capsys):
     """--method regauss is REGAUSS, as --methods regauss is (it was refused, exit 2)."""
     reports = []
-    assert run(capsys, ws, "lens", "generate", "--preset", "fields", "--name", "f4", "--n", "40", "--field-size", "10",
+    assert run(capsys, ws, "lens", "generate", "--preset", "fields", "--name", "f4", "--n-stamps", "40", "--field-size", "10",
                "--stamp-size", "24", "--shard-size", "40")[0] == 0      # constant-shear fields (f3 loses g1 here)
     for method in ("regauss", "REGAUSS"):
         code, out, err = run(capsys, ws, "lens", "validate", "f4", "--method", method)
@@ -84,7 +84,7 @@ def test_method_any_case(ws, capsys):
 def test_validate_without_truth_says_so_before_measuring(ws, tmp_path, capsys, monkeypatch):
     import astrotool_lens.evaluate as ev
 
-    code, _, err = run(capsys, ws, "lens", "generate", "--name", "lj", "--n", "6", "--shard-size", "6",
+    code, _, err = run(capsys, ws, "lens", "generate", "--name", "lj", "--n-stamps", "6", "--shard-size", "6",
                        "--stamp-size", "24", "--format", "lensnet")
     assert code == 0, err
     folder = ws / "lens" / "shear" / "lj" / "lensnet"
@@ -109,7 +109,7 @@ def test_missing_psf_message_names_no_model(ws, tmp_path, capsys):
 
 def test_evaluate_refuses_a_remade_training_set(tmp_path, capsys):
     ws = tmp_path / "ws"
-    gen = ["lens", "generate", "--name", "r", "--n", "40", "--shard-size", "40", "--stamp-size", "24"]
+    gen = ["lens", "generate", "--name", "r", "--n-stamps", "40", "--shard-size", "40", "--stamp-size", "24"]
     assert run(capsys, ws, *gen)[0] == 0
     code, _, err = run(capsys, ws, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "r", "--model",
                        "rm", "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu")
@@ -127,7 +127,7 @@ def test_measuring_another_method_keeps_the_table_s_methods(tmp_path, capsys):
     from astrotool.io.tables import parquet_metadata
 
     ws = tmp_path / "ws"
-    assert run(capsys, ws, "lens", "generate", "--name", "t", "--n", "8", "--shard-size", "8",
+    assert run(capsys, ws, "lens", "generate", "--name", "t", "--n-stamps", "8", "--shard-size", "8",
                "--stamp-size", "24")[0] == 0
     table = ws / "lens" / "predictions" / "t_hsm.parquet"
     for methods, kept in (("REGAUSS", ["REGAUSS"]), ("LINEAR", ["REGAUSS", "LINEAR"]),
@@ -150,7 +150,7 @@ def test_each_shard_records_the_files_it_wrote(tmp_path, capsys):
     """Each --shard task listed every shard file on disk (other tasks' too) and not the manifest."""
     ws = tmp_path / "ws"
     for i in (0, 1):
-        assert run(capsys, ws, "--shard", f"{i}/2", "lens", "generate", "--name", "t", "--n", "8",
+        assert run(capsys, ws, "--shard", f"{i}/2", "lens", "generate", "--name", "t", "--n-stamps", "8",
                    "--shard-size", "4", "--stamp-size", "16")[0] == 0
     records = [json.loads(p.read_text()) for p in sorted((ws / "runs").glob("*/run.json"))]
     outputs = [sorted(Path(o).name for o in r["outputs"]) for r in records]

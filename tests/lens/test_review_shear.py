@@ -123,7 +123,7 @@ def test_a_blank_stamp_gives_nan_not_a_finite_shear(ws):
 
 
 def test_evaluate_on_one_constant_shear_field_explains_and_gives_field_means(ws, capsys):
-    assert main(["-q", "-w", str(ws), "lens", "generate", "--preset", "fields", "--name", "f1", "--n", "8",
+    assert main(["-q", "-w", str(ws), "lens", "generate", "--preset", "fields", "--name", "f1", "--n-stamps", "8",
                  "--field-size", "8", "--stamp-size", "24", "--shard-size", "8"]) == 0
     capsys.readouterr()
     code, out, err = run(capsys, ws, "lens", "evaluate", "--model", "m", "--dataset", "f1", "--split", "all",
@@ -157,7 +157,7 @@ def test_generate_names_changed_settings_as_set_spells_them(tmp_path, capsys):
     code, _, err = run(capsys, tmp_path, "-q", *TINY_GEN, "--name", "x", "-n", "12", "--snr", "50")
     assert code == 2
     assert "exists but was made with other settings:\n" in err
-    assert "  lens.generate.n: 8 -> 12\n" in err and "  lens.generate.noise.snr:" in err and "--overwrite" in err
+    assert "  lens.generate.n_stamps: 8 -> 12\n" in err and "  lens.generate.noise.snr:" in err and "--overwrite" in err
 
 
 def test_an_overwrite_shard_task_removes_the_old_truth_and_names_the_other_tasks(tmp_path, capsys):

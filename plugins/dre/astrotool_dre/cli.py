@@ -132,23 +132,23 @@ def ensure_cube(ctx, cfg, overwrite: bool = False) -> Path:
 
 @app.command()
 def simulate(
-    ntiles: int = typer.Option(None, "--ntiles", "-n", help="Number of tiles."),
+    n_tiles: int = typer.Option(None, "-n", "--n-tiles", help="Number of tiles."),
     size: int = typer.Option(None, help="Tile side [px]."),
     n_galaxies: int = typer.Option(None, help="Galaxies per tile."),
     n_stars: int = typer.Option(None, help="Stars per tile."),
-    prefix: str = typer.Option(None, help="Tile names <prefix>_<i>.fits."),
+    name: str = typer.Option(None, "--name", help="Tile names <name>_<i>.fits."),
 ):
     """Simulate survey-like tiles (GalSim Sérsic galaxies and stars, known PSF, sky, noise) with a truth table."""
     from astrotool_dre.pipeline import SimulateItem, check_simulate, simulate_item, simulate_outputs
 
     ctx = current()
-    cfg = _section(ctx, {"simulate.ntiles": ntiles, "simulate.size": size, "simulate.n_galaxies": n_galaxies,
-                         "simulate.n_stars": n_stars, "simulate.prefix": prefix})
+    cfg = _section(ctx, {"simulate.n_tiles": n_tiles, "simulate.size": size, "simulate.n_galaxies": n_galaxies,
+                         "simulate.n_stars": n_stars, "simulate.name": name})
     s = cfg.simulate
     tiles = ctx.workspace.stage("dre", "tiles")
     truth = tiles / "truth"
     truth.mkdir(exist_ok=True)
-    names = [f"{s.prefix}_{i:03d}" for i in range(s.ntiles)]
+    names = [f"{s.name}_{i:03d}" for i in range(s.n_tiles)]
     items = [SimulateItem(tiles / f"{n}.fits", truth, s, ctx.overwrite, ctx.seed) for n in names]
     check_simulate(items, overwrite=ctx.overwrite)
     drawn = {str(it.path): it for it in items}   # simulate_item returns the path of a tile it drew

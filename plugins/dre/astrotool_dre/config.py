@@ -56,10 +56,12 @@ SIMULATE_PRESETS: dict[str, dict] = {
 class SimulateConfig(Section):
     """``astro dre simulate``: survey-like tiles with known galaxies and stars."""
 
+    renamed_keys = {"ntiles": "n_tiles", "prefix": "name"}
+
     preset: Literal["isolated", "crowded"] = Field("isolated", description="tile parameters merged under the given "
                                                    "keys (module docstring)")
-    ntiles: int = Field(2, ge=1, description="number of tiles")
-    prefix: FileName = Field("sim", description="tile names: <prefix>_<i:03d>.fits")
+    n_tiles: int = Field(2, ge=1, description="number of tiles")
+    name: FileName = Field("sim", description="tile names: <name>_<i:03d>.fits")
     size: int = Field(1024, ge=256, description="tile side [px]")
     n_galaxies: int = Field(40, ge=0, description="galaxies per tile")
     n_stars: int = Field(30, ge=0, description="stars per tile (the PSF is built from them)")

@@ -10,7 +10,7 @@ def run(ctx) -> list[str]:
     from astrotool_dre.truth import workspace_recovery
 
     ctx.options.set = list(ctx.options.set) + [  # the demo tile's PSF is constant, and so is the one fitted
-        "dre.simulate.ntiles=1", "dre.simulate.size=768", "dre.simulate.n_galaxies=15", "dre.simulate.n_stars=20",
+        "dre.simulate.n_tiles=1", "dre.simulate.size=768", "dre.simulate.n_galaxies=15", "dre.simulate.n_stars=20",
         "dre.psf.var_degrees=0"]
     ctx._config = None
     cli.simulate(None, None, None, None, None)

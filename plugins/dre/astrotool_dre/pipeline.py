@@ -461,7 +461,7 @@ class SimulateItem:
 
 SIMULATE_VERSION = 2  # bump when the same settings and seed draw other tiles (2: PSF_FWHM in the truth)
 #: ``[dre.simulate]`` keys that say how many tiles and how they are named, not what a tile holds.
-SIMULATE_LAYOUT = ("dre.simulate.ntiles", "dre.simulate.prefix")
+SIMULATE_LAYOUT = ("dre.simulate.n_tiles", "dre.simulate.name")
 
 
 def simulate_outputs(item: SimulateItem) -> list[Path]:

@@ -289,7 +289,7 @@ def simulate_tile(
         Output truth table (Parquet), one row per object; see the module
         docstring for the columns' conventions.
     cfg : astrotool_dre.config.SimulateConfig
-        The ``[dre.simulate]`` section (``ntiles`` and ``prefix`` are not used here):
+        The ``[dre.simulate]`` section (``n_tiles`` and ``name`` are not used here):
 
         size : int
             Tile side, pixels.

@@ -94,7 +94,7 @@ CLASSICAL_NEEDS_PSF = "each classical estimator"   # who needs a PSF stamp per g
 def generate(
     preset: str = typer.Option(None, "--preset", help="lensnet | shearnet | fields | wide | custom"),
     name: str = typer.Option(None, "--name", help="dataset name (folder lens/shear/<name>)"),
-    n: int = typer.Option(None, "-n", "--n", help="number of stamps"),
+    n_stamps: int = typer.Option(None, "-n", "--n-stamps", help="number of stamps"),
     shard_size: int = typer.Option(None, "--shard-size", help="stamps per HDF5 shard"),
     format: str = typer.Option(None, "--format", help="hdf5 | lensnet (adds gal_N.fits, psf_N.fits, data.json)"),
     stamp_size: int = typer.Option(None, "--stamp-size", help="stamp side [pixels]"),
@@ -115,7 +115,7 @@ def generate(
 
     ctx = current()
     cfg = ctx.section("lens", {
-        "generate.preset": preset, "generate.name": name, "generate.n": n, "generate.shard_size": shard_size,
+        "generate.preset": preset, "generate.name": name, "generate.n_stamps": n_stamps, "generate.shard_size": shard_size,
         "generate.format": format, "generate.stamp_size": stamp_size, "generate.pixel_scale": pixel_scale,
         "generate.noise.snr": noise__snr, "generate.noise.kind": noise__kind, "generate.shape.ring": shape__ring,
         "generate.shear.field_size": shear__field_size, "generate.compression": compression,
@@ -127,7 +127,7 @@ def generate(
                            mapper=functools.partial(ctx.map, outputs=lambda r: [] if r["skipped"] else [r["path"]]))
     for p in res["written"]:  # the truth table and manifest too (the shards are listed already: kept once)
         ctx.record.add_output(p)
-    summary = {"dataset": g.dataset_name, "path": str(out), "n": g.n, "shards": res["shards"],
+    summary = {"dataset": g.dataset_name, "path": str(out), "n": g.n_stamps, "shards": res["shards"],
                "drawn_shards": res["drawn"], "skipped_shards": res["skipped"], "missing_shards": res["missing"],
                "stamp_size": g.stamp_size, "pixel_scale": g.pixel_scale, "seed": seed}
     if res["manifest"] is None and ctx.executor_options.shard is not None:   # a task of an array

@@ -257,10 +257,12 @@ def _deep_merge(base: dict, top: dict) -> dict:
 class GenerateConfig(_Model):
     """``astro lens generate``: sheared galaxy stamps."""
 
+    renamed_keys = {"n": "n_stamps"}
+
     preset: Literal["lensnet", "shearnet", "fields", "wide", "custom"] = Field(
         "lensnet", description="physical parameters merged under the given keys (see module docs)")
     name: FileNameOrEmpty = Field("", description="dataset name (folder lens/shear/<name>); default: the preset's name")
-    n: int = Field(10000, ge=1, description="number of stamps")
+    n_stamps: int = Field(10000, ge=1, description="number of stamps")
     shard_size: int = Field(1000, ge=1, description="stamps per HDF5 shard (the unit of parallel work and of resuming)")
     seed: Seed | None = Field(None, description="base seed (default: core.seed); stamp i uses a seed derived from (seed, i)")
     stamp_size: int = Field(40, ge=8, le=512, description="stamp side [pixels]")
@@ -295,8 +297,8 @@ class GenerateConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.shape.ring and self.n % 2:
-            raise ValueError("ring pairs need an even n")
+        if self.shape.ring and self.n_stamps % 2:
+            raise ValueError("ring pairs need an even n_stamps")
         return self
 
     @property

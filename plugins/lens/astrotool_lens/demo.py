@@ -19,7 +19,7 @@ def demo_generate_config(name: str, n: int, field_size: int = 1, g_max: float = 
     from astrotool_lens.config import GenerateConfig
 
     return GenerateConfig.model_validate({
-        "preset": "custom", "name": name, "n": n, "shard_size": max(100, n // 4), "stamp_size": 32,
+        "preset": "custom", "name": name, "n_stamps": n, "shard_size": max(100, n // 4), "stamp_size": 32,
         "pixel_scale": 0.2, "offset_radius": 0.5,
         "galaxy": {"profile": "exponential", "hlr": [0.5, 0.9], "hlr_unit": "arcsec"},
         "shape": {"kind": "gaussian", "sigma": 0.2, "max": 0.6, "convention": "e", "ring": ring},

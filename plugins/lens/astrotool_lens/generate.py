@@ -476,9 +476,15 @@ def _drawn_settings(path: Path) -> tuple[dict, int] | None:
 
     try:
         with open_h5(path) as h5:
-            return json.loads(h5.attrs["config"]), int(h5.attrs["base_seed"])
-    except (InputError, KeyError, ValueError, TypeError):
+            return _current_keys(json.loads(h5.attrs["config"])), int(h5.attrs["base_seed"])
+    except (InputError, KeyError, ValueError, TypeError, AttributeError):
         return None
+
+
+def _current_keys(settings: dict) -> dict:
+    """``settings`` as recorded (a shard's, a manifest's), keys an earlier release named otherwise
+    (``GenerateConfig.renamed_keys``) under their current names."""
+    return {GenerateConfig.renamed_keys.get(k, k): v for k, v in settings.items()}
 
 
 def shard_done(task: ShardTask) -> bool:
@@ -525,8 +531,8 @@ def plan_shards(cfg: GenerateConfig, out_dir: Path, base_seed: int, overwrite: b
     conf = cfg.model_dump(mode="json")
     writer = dataset_writer(cfg, out_dir, command)
     lensnet = str(Path(out_dir) / "lensnet") if cfg.format == "lensnet" else None
-    return [ShardTask(k, start, min(cfg.n, start + cfg.shard_size), writer, conf, int(base_seed), overwrite, lensnet)
-            for k, start in enumerate(range(0, cfg.n, cfg.shard_size))]
+    return [ShardTask(k, start, min(cfg.n_stamps, start + cfg.shard_size), writer, conf, int(base_seed), overwrite, lensnet)
+            for k, start in enumerate(range(0, cfg.n_stamps, cfg.shard_size))]
 
 
 def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shards: int,
@@ -574,10 +580,10 @@ def finished_manifest(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shar
     writer = dataset_writer(cfg, out_dir)
     try:
         m = json.loads(writer.manifest_path.read_text(encoding="utf-8"))
-        plan = [(writer.shard_path(k).name, start, min(cfg.n, start + cfg.shard_size))
-                for k, start in enumerate(range(0, cfg.n, cfg.shard_size))]
-        same = (m["config"] == cfg.model_dump(mode="json") and int(m["base_seed"]) == int(base_seed)
-                and int(m["n"]) == cfg.n and len(plan) == n_shards
+        plan = [(writer.shard_path(k).name, start, min(cfg.n_stamps, start + cfg.shard_size))
+                for k, start in enumerate(range(0, cfg.n_stamps, cfg.shard_size))]
+        same = (_current_keys(m["config"]) == cfg.model_dump(mode="json") and int(m["base_seed"]) == int(base_seed)
+                and int(m["n"]) == cfg.n_stamps and len(plan) == n_shards
                 and [(s["file"], int(s["start"]), int(s["stop"])) for s in m["shards"]] == plan)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -609,7 +615,7 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
     if overwrite:
         writer.manifest_path.unlink(missing_ok=True)
         writer.table_path.unlink(missing_ok=True)   # the old stamps' truth: written again once all shards are
-        keep = {writer.shard_path(k) for k in range(-(-cfg.n // cfg.shard_size))}
+        keep = {writer.shard_path(k) for k in range(-(-cfg.n_stamps // cfg.shard_size))}
         for p in shards:
             if p not in keep:
                 p.unlink()
@@ -624,7 +630,7 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
             (lensnet / "data.json").unlink(missing_ok=True)
             for p in lensnet.glob("*_*.fits"):
                 index = p.stem.split("_", 1)[1]
-                if not index.isdigit() or int(index) >= cfg.n:
+                if not index.isdigit() or int(index) >= cfg.n_stamps:
                     p.unlink()
         return
     new_cfg = cfg.model_dump(mode="json")

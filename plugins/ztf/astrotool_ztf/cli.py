@@ -105,7 +105,7 @@ def ingest(
 
 @app.command()
 def simulate(
-    n_objects: Optional[int] = typer.Option(None, "-n", "--objects", help="Objects to draw (AGN, SN and VS have "
+    n_objects: Optional[int] = typer.Option(None, "-n", "--n-objects", help="Objects to draw (AGN, SN and VS have "
                                                                           "several alerts)."),
     name: Optional[str] = typer.Option(None, "--name", help="File stem (default: ztf.simulate.name)."),
 ) -> None:

@@ -35,7 +35,7 @@ def kappa_config(ctx, flags: dict):
 @app.command()
 def simulate(
     name: str = typer.Option(None, "--name", help="set name (folder lens/kappa/sims/<name>)"),
-    n: int = typer.Option(None, "-n", "--n", help="number of maps"),
+    n_maps: int = typer.Option(None, "-n", "--n-maps", help="number of maps"),
     size: int = typer.Option(None, "--size", help="map side [pixels]"),
     n_gal: float = typer.Option(None, "--n-gal", help="source galaxies per arcmin^2"),
     chunk_size: int = typer.Option(None, "--chunk-size", help="maps per parallel work item"),
@@ -51,7 +51,7 @@ def simulate(
     from astrotool_lens.kappa.simulate import simulate_command
 
     ctx = current()
-    cfg = kappa_config(ctx, {"simulate.name": name, "simulate.n": n, "simulate.size": size, "simulate.n_gal": n_gal,
+    cfg = kappa_config(ctx, {"simulate.name": name, "simulate.n_maps": n_maps, "simulate.size": size, "simulate.n_gal": n_gal,
                        "simulate.chunk_size": chunk_size})
     simulate_command(ctx, cfg)
 

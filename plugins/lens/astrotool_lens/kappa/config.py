@@ -55,8 +55,10 @@ class SimulateConfig(_Model):
     :mod:`astrotool_lens.kappa.simulate`.
     """
 
+    renamed_keys = {"n": "n_maps"}
+
     name: FileName = Field("sims", description="set name: folder lens/kappa/sims/<name>/ with EPSILON/ and KAPPA/")
-    n: int = Field(1000, ge=1, description="number of maps")
+    n_maps: int = Field(1000, ge=1, description="number of maps")
     size: int = Field(128, ge=16, le=2048, description="map side [pixels] (the Datathon's is 128; at most 2048: "
                                                       "each map is drawn on a grid of twice the side, about 3 GB "
                                                       "of memory per worker at 2048)")

@@ -77,7 +77,7 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
 
     ks, wiener, unet = f"{NAME}_ks2", f"{NAME}_wiener", f"{NAME}_unet"
     t0 = time.perf_counter()
-    sim, _ = _quiet(simulate_command, ctx, kappa({"simulate.name": NAME, "simulate.n": n, "simulate.size": size}))
+    sim, _ = _quiet(simulate_command, ctx, kappa({"simulate.name": NAME, "simulate.n_maps": n, "simulate.size": size}))
     data, _ = _quiet(data_command, ctx, kappa({"data.name": NAME}), [NAME])
     t_sim = time.perf_counter() - t0
 

@@ -65,7 +65,7 @@ digits); ``truth.parquet`` (per map: :data:`TRUTH_COLUMNS`, written last) and
 an interrupted run is resumed only with the same ones) inside the set's folder.
 Maps are written in chunks of ``chunk_size`` (one work item each); a finished
 chunk leaves ``.chunks/<first id>-<last id>.json`` with its truth rows, so a rerun skips it,
-and a larger ``n`` adds maps (a last chunk that was shorter is drawn again, to the same bytes).
+and a larger ``n_maps`` adds maps (a last chunk that was shorter is drawn again, to the same bytes).
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ SETTINGS_FILE = "simulate_settings.json"
 TRUTH_FILE = "truth.parquet"
 _CHUNKS = ".chunks"
 # parameters that do not change a map: how many, how they are grouped, the set's name
-_NOT_SETTINGS = ("name", "n", "chunk_size", "seed")
+_NOT_SETTINGS = ("name", "n_maps", "chunk_size", "seed")
 
 
 def map_name(i: int) -> str:
@@ -526,10 +526,10 @@ def simulate_command(ctx, cfg) -> dict:
     if ctx.overwrite and ctx.executor_options.shard:
         raise AstroError("--overwrite with --shard: every task would clear the maps the others draw; draw the set "
                          "again under another --name, or remove it once before the array job")
-    held = _prepare_folder(out, settings, sc.n, ctx.overwrite)
+    held = _prepare_folder(out, settings, sc.n_maps, ctx.overwrite)
     (out / TRUTH_FILE).unlink(missing_ok=True)  # rewritten below for the set as it now is
     step = int(sc.chunk_size)
-    items = [SimChunk(str(out), tuple(range(a, min(a + step, sc.n))), seed, sc) for a in range(0, sc.n, step)]
+    items = [SimChunk(str(out), tuple(range(a, min(a + step, sc.n_maps))), seed, sc) for a in range(0, sc.n_maps, step)]
     before = len(ctx.failures)
     results = ctx.map(simulate_chunk, items, "simulate kappa maps", keys=[map_name(it.ids[0]) for it in items])
     ctx.raise_failures(before, len(items), "chunk")
@@ -545,7 +545,7 @@ def simulate_command(ctx, cfg) -> dict:
                        "skipped": skipped, "missing": sum(len(it.ids) for it in missing),
                        "shard": "{}/{}".format(*shard)}  # as resolved (--shard auto: this task's)
             ctx.log.warning("%d of %d maps missing (other --shard tasks): %s is written once all exist (the last "
-                            "task to finish writes it; or re-run the same command)", summary["missing"], sc.n,
+                            "task to finish writes it; or re-run the same command)", summary["missing"], sc.n_maps,
                             TRUTH_FILE)
             ctx.emit(summary)
             return summary
