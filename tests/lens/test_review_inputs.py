@@ -70,8 +70,9 @@ def test_calibration_with_m_minus_one(ws, tmp_path, capsys):
 def test_method_any_case(ws, capsys):
     """--method regauss is REGAUSS, as --methods regauss is (it was refused, exit 2)."""
     reports = []
-    assert run(capsys, ws, "lens", "generate", "--preset", "fields", "--name", "f4", "--n-stamps", "40", "--field-size", "10",
-               "--stamp-size", "24", "--shard-size", "40")[0] == 0      # constant-shear fields (f3 loses g1 here)
+    # constant-shear fields (f3 loses g1 here)
+    assert run(capsys, ws, "lens", "generate", "--preset", "fields", "--name", "f4", "--n-stamps", "40",
+               "--field-size", "10", "--stamp-size", "24", "--shard-size", "40")[0] == 0
     for method in ("regauss", "REGAUSS"):
         code, out, err = run(capsys, ws, "lens", "validate", "f4", "--method", method)
         assert code == 0, err

@@ -115,7 +115,8 @@ def generate(
 
     ctx = current()
     cfg = ctx.section("lens", {
-        "generate.preset": preset, "generate.name": name, "generate.n_stamps": n_stamps, "generate.shard_size": shard_size,
+        "generate.preset": preset, "generate.name": name, "generate.n_stamps": n_stamps,
+        "generate.shard_size": shard_size,
         "generate.format": format, "generate.stamp_size": stamp_size, "generate.pixel_scale": pixel_scale,
         "generate.noise.snr": noise__snr, "generate.noise.kind": noise__kind, "generate.shape.ring": shape__ring,
         "generate.shear.field_size": shear__field_size, "generate.compression": compression,

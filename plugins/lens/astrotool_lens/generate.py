@@ -531,7 +531,8 @@ def plan_shards(cfg: GenerateConfig, out_dir: Path, base_seed: int, overwrite: b
     conf = cfg.model_dump(mode="json")
     writer = dataset_writer(cfg, out_dir, command)
     lensnet = str(Path(out_dir) / "lensnet") if cfg.format == "lensnet" else None
-    return [ShardTask(k, start, min(cfg.n_stamps, start + cfg.shard_size), writer, conf, int(base_seed), overwrite, lensnet)
+    return [ShardTask(k, start, min(cfg.n_stamps, start + cfg.shard_size), writer, conf, int(base_seed), overwrite,
+                      lensnet)
             for k, start in enumerate(range(0, cfg.n_stamps, cfg.shard_size))]
 
 

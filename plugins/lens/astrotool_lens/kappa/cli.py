@@ -51,8 +51,8 @@ def simulate(
     from astrotool_lens.kappa.simulate import simulate_command
 
     ctx = current()
-    cfg = kappa_config(ctx, {"simulate.name": name, "simulate.n_maps": n_maps, "simulate.size": size, "simulate.n_gal": n_gal,
-                       "simulate.chunk_size": chunk_size})
+    cfg = kappa_config(ctx, {"simulate.name": name, "simulate.n_maps": n_maps, "simulate.size": size,
+                             "simulate.n_gal": n_gal, "simulate.chunk_size": chunk_size})
     simulate_command(ctx, cfg)
 
 
