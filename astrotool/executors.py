@@ -32,9 +32,11 @@ exception was swallowed (a signal that lands in a ``__del__``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -380,11 +382,24 @@ def _worker_term(signum, frame):
         raise KeyboardInterrupt("terminated")
 
 
+def _worker_unraisable(args, previous: Callable) -> None:
+    """A worker's ``sys.unraisablehook``: its stop's ``KeyboardInterrupt`` raised inside a ``__del__`` or a weakref
+    callback (where Python only prints "Exception ignored" and the item went on, the worker then taking the
+    next one) is not printed but raised again in a moment, where the item runs; other errors go to ``previous``."""
+    global _UNWINDING
+    if not (isinstance(args.exc_value, KeyboardInterrupt) and _UNWINDING):
+        previous(args)
+        return
+    _UNWINDING = False
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
+
+
 def _set_parent_death_signal(signum: int) -> None:
     """Linux: have the kernel send ``signum`` to this process when its parent dies."""
     import ctypes
     import ctypes.util
-    import sys
 
     if not sys.platform.startswith("linux"):
         return
@@ -416,6 +431,7 @@ def _worker_init(threads: int = 1, parent: int | None = None) -> None:
         os.environ.setdefault(var, str(threads))
     signal.signal(signal.SIGTERM, _worker_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.unraisablehook = functools.partial(_worker_unraisable, previous=sys.unraisablehook)
     if parent is not None:
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before the line above
@@ -745,12 +761,14 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
 
         before = set(SpecCluster._instances)  # the caller's own clusters, left alone
         # a worker process quiets its log handlers only while it runs: closing, it printed Dask's INFO lines
-        # ("Received 'close-stream'") after the command's last line; its loggers start at ERROR instead
+        # ("Received 'close-stream'") after the command's last line; its loggers start at ERROR instead.
+        # The scheduler's HTTP server (dashboard_address None still starts it, on 8787) takes a free port:
+        # 8787 taken by another user's cluster gave a plain-text "Port 8787 is already in use" warning
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
         _quiet_resource_tracker()
         try:
             cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
-                                   processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+                                   processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
             client = Client(cluster)
             with contextlib.suppress(Exception):   # best effort: a worker that cannot is still used
                 client.run(_ignore_sigint)

@@ -36,3 +36,24 @@ def dask_log_level(item, seed):
     import logging
 
     return logging.getLogger("distributed.core").getEffectiveLevel()
+
+
+def swallow_stop(item, seed):
+    """Write ``<item>.started``; a SIGTERM to the worker then lands in a ``__del__``, where Python swallows its
+    ``KeyboardInterrupt`` (as in a library's finaliser); then 2 s of work and ``<item>.finished``."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    Path(item + ".started").touch()
+
+    class Finaliser:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)   # the worker's handler runs here
+
+    Finaliser()
+    time.sleep(2)
+    Path(item + ".finished").touch()
+    return item

@@ -73,6 +73,44 @@ def test_the_resource_trackers_leak_warning_is_quiet_once_workers_may_start(quie
         assert ("leaked semaphore" in err.read()) is not quiet
 
 
+def test_a_workers_stop_swallowed_by_a_finaliser_still_ends_its_item(tmp_path, capfd):
+    """A SIGTERM landing in a ``__del__`` of the item (a library's finaliser) raised a KeyboardInterrupt that Python
+    swallowed ("Exception ignored", in plain text): the worker finished the item and went on to the next."""
+    from _items import swallow_stop
+
+    item = str(tmp_path / "a")
+    results, failures = run_items(swallow_stop, [item], options=ExecutorOptions("process", jobs=2))
+    assert Path(item + ".started").exists() and not Path(item + ".finished").exists()
+    assert not results and [f.key for f in failures] == [item]
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_a_local_cluster_is_quiet_when_dasks_usual_port_is_taken(capfd):
+    """Another cluster on the node holding port 8787 gave Dask's plain-text "Port 8787 is already in use"
+    warning on stderr, breaking --log-format json."""
+    import socket
+    import warnings
+
+    from _items import draw
+
+    holder = socket.socket()
+    try:
+        holder.bind(("", 8787))
+        holder.listen()
+    except OSError:
+        holder.close()
+        pytest.skip("port 8787 is in use here already")
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            got, f = run_items(draw, ["a", "b"], options=ExecutorOptions("dask", jobs=2))
+    finally:
+        holder.close()
+    assert not f and len(got) == 2
+    assert not [w for w in seen if "already in use" in str(w.message)]
+    assert "already in use" not in capfd.readouterr().err
+
+
 def test_local_dask_workers_print_only_errors():
     """A local cluster's worker restores its log handlers when it closes, and then printed (1 CI run in
     about 40) Dask's plain-text INFO line "Received 'close-stream'" after the command's last JSON line; its
