@@ -261,3 +261,83 @@ def test_engine_auto_records_the_engine_that_ran(tile, tmp_path):
     assert engine_of(res["cat"]) == res["engine"]
     assert len(read_catalog(res["cat"], require=CATALOG_COLUMNS)) == res["n_sources"]
     assert engine_of(tmp_path / "missing.fits") == "unknown"
+
+
+@pytest.fixture(scope="module")
+def sip_tile(tmp_path_factory):
+    """A small simulated tile whose TAN WCS gets a SIP distortion (up to a few px at the corners)."""
+    d = tmp_path_factory.mktemp("sip")
+    out = simulate_tile(d / "sip.fits", d / "sip.parquet", SimulateConfig(
+        size=256, n_galaxies=2, n_stars=8, logr_range=(0.3, 0.7), edge=20.0), seed=11)
+    with fits.open(out["tile"], mode="update") as h:
+        hdr = h[0].header
+        hdr["CTYPE1"], hdr["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
+        hdr["A_ORDER"] = hdr["B_ORDER"] = 2
+        for k in ("A_2_0", "A_1_1", "A_0_2", "B_2_0", "B_1_1", "B_0_2"):
+            hdr[k] = 0.0
+        hdr["A_2_0"], hdr["A_1_1"], hdr["B_0_2"] = 2e-4, 1e-4, 2e-4
+    return out["tile"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sky_coordinates_follow_the_full_wcs_sip_included(sip_tile, tmp_path, engine):
+    from astropy.wcs import WCS
+
+    res = detect_tile(sip_tile, tmp_path, DetectConfig(engine=engine, seeing_fwhm=3.0))
+    cat = read_catalog(res["cat"])
+    assert len(cat) >= 5
+    w = WCS(fits.getheader(sip_tile))
+    assert w.sip is not None
+    ra, dec = w.all_pix2world(np.asarray(cat["X_IMAGE"], float), np.asarray(cat["Y_IMAGE"], float), 1)
+    sep = np.hypot((np.asarray(cat["ALPHA_J2000"]) - ra) * np.cos(np.radians(dec)),
+                   np.asarray(cat["DELTA_J2000"]) - dec) * 3600.0
+    assert np.max(sep) < 0.01, sep
+
+
+def test_sky_coordinates_of_galactic_axes_are_equatorial_j2000():
+    """ALPHA_J2000/DELTA_J2000 of a tile with GLON/GLAT axes: FK5 J2000, as SExtractor converts them."""
+    from astropy.coordinates import SkyCoord
+
+    from astrotool_dre.tiles import sky_coordinates
+
+    h = fits.Header({"NAXIS": 2, "NAXIS1": 100, "NAXIS2": 100, "CTYPE1": "GLON-TAN", "CTYPE2": "GLAT-TAN",
+                     "CRVAL1": 30.0, "CRVAL2": 5.0, "CRPIX1": 50.5, "CRPIX2": 50.5, "CDELT1": -1e-4, "CDELT2": 1e-4})
+    ra, dec = sky_coordinates(h, [50.5, 1.0], [50.5, 100.0])
+    want = SkyCoord([30.0, 30.0 + 49.5e-4 / np.cos(np.radians(5.0))], [5.0, 5.0 + 49.5e-4], unit="deg",
+                    frame="galactic").fk5
+    assert np.allclose(ra[:1], want.ra.deg[:1], atol=1e-9) and np.allclose(dec[:1], want.dec.deg[:1], atol=1e-9)
+    assert abs(ra[1] - want.ra.deg[1]) * 3600 < 1.0 and abs(dec[1] - want.dec.deg[1]) * 3600 < 1.0  # TAN, ~0.5'
+    assert ra[0] != 30.0 and 0 <= ra[0] < 360
+
+
+def test_cps_gain_needs_a_positive_exposure_time():
+    for bad in (0.0, -5.0, "N/A"):
+        with pytest.raises(InputError, match=r"t\.fits: header EXPTIME .* is not a positive number"):
+            resolve_gain(fits.Header({"GAIN": 2.0, "EXPTIME": bad}), "cps", "t.fits")
+    assert resolve_gain(fits.Header({"GAIN": 2.0, "EXPTIME": 0.0}), "counts", "t.fits") == 2.0
+
+
+def test_gain_from_another_keyword_is_logged_once_per_tile(tmp_path, caplog):
+    import logging
+
+    h = fits.Header({"CCDGAIN": 1.5})
+    path = tmp_path / "ccd.fits"
+    with caplog.at_level(logging.INFO, logger="astro.dre"):
+        assert resolve_gain(h, "counts", path) == 1.5
+        assert resolve_gain(h, "counts", path) == 1.5   # the fit stage of the same tile
+    lines = [r.getMessage() for r in caplog.records if "CCDGAIN" in r.getMessage()]
+    assert len(lines) == 1 and str(path) in lines[0], lines
+
+
+def test_missing_zero_point_is_warned_once_per_tile(tmp_path, caplog):
+    import logging
+
+    path = tmp_path / "nozp.fits"
+    with caplog.at_level(logging.WARNING, logger="astro.dre"):
+        # detect, then fit of the same tile (astro dre run): one warning, naming both settings
+        assert resolve_zero_point(fits.Header(), None, path, "dre.detect.zero_point for MAG_AUTO, "
+                                  "dre.fit.zero_point for MAG") == 30.0
+        assert resolve_zero_point(fits.Header(), None, path, "dre.fit.zero_point") == 30.0
+    lines = [r.getMessage() for r in caplog.records if "no zero-point keyword" in r.getMessage()]
+    assert len(lines) == 1 and str(path) in lines[0], lines
+    assert "dre.detect.zero_point" in lines[0] and "dre.fit.zero_point" in lines[0]

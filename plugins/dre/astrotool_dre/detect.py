@@ -112,7 +112,8 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     Raises
     ------
     astrotool.errors.InputError
-        Unreadable tile, all-NaN or blank tile, no gain; a weight map (``weight_image``) missing or of
+        Unreadable tile, all-NaN or blank tile, no gain (or a header GAIN, EXPTIME for "cps", that is not
+        a positive number); a weight map (``weight_image``) missing or of
         another shape. A tile with no source gets an empty
         catalogue (same columns) and a warning.
     astrotool.errors.AstroError
@@ -127,7 +128,8 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     stem = stem or tile_stem(tile)
     data, header, ext = read_image(tile)
     settings = dict(gain=resolve_gain(header, cfg.gain, tile),
-                    zp=resolve_zero_point(header, cfg.zero_point, tile, "dre.detect.zero_point"),
+                    zp=resolve_zero_point(header, cfg.zero_point, tile,   # the fit's warning of the tile is not repeated
+                                          "dre.detect.zero_point for MAG_AUTO, dre.fit.zero_point for MAG"),
                     satur_level=cfg.satur_level if cfg.satur_level is not None
                     else float(header.get("SATURATE", 1e20)),  # SExtractor rejects 1e30
                     kernel=detection_kernel(cfg.filter_fwhm))

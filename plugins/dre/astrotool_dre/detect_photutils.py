@@ -22,7 +22,7 @@ import numpy as np
 from astrotool.names import printable
 from astrotool_dre.catalog import empty_catalog, write_ldac
 from astrotool_dre.stellarity import size_stellarity, stellar_locus
-from astrotool_dre.tiles import celestial_wcs, image_header
+from astrotool_dre.tiles import image_header, sky_coordinates
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DetectConfig
@@ -175,10 +175,7 @@ def _photutils_table(cat, data, nb, seg, seg0, background, header, *, zp, phot_a
     r_star = stellar_locus(r50, snr, flags, arr("elongation"))
     class_star = size_stellarity(r50, snr, r_star)
 
-    ra = dec = np.full(len(labels), np.nan)
-    wcs = celestial_wcs(header)
-    if wcs is not None and len(labels):
-        ra, dec = wcs.all_pix2world(x0, y0, 0)
+    ra, dec = sky_coordinates(header, x0 + 1.0, y0 + 1.0)   # the catalogue's 1-based X_IMAGE, Y_IMAGE
     ix = np.clip(np.round(x0).astype(int), 0, nx - 1)
     iy = np.clip(np.round(y0).astype(int), 0, ny - 1)
 

@@ -13,6 +13,9 @@ character. DRE's outputs are forced:
 -BACKGROUND,BACKGROUND_RMS,SEGMENTATION``. ``PIXEL_SCALE`` is 1, so
 ``SEEING_FWHM`` is in pixels; when not given it is measured by a first,
 catalogue-only pass (the median ``FWHM_IMAGE`` of the stellar locus).
+``ALPHA_J2000``, ``DELTA_J2000`` are computed again from ``X_IMAGE``, ``Y_IMAGE`` with the tile's full
+astropy WCS (:func:`astrotool_dre.tiles.sky_coordinates`, as the photutils engine): SExtractor's own
+leaves a SIP distortion out.
 ``CLASS_STAR`` comes from SExtractor's neural network (``default.nnw``,
 searched for under ``share/source-extractor``); if that file cannot be found
 the size-based stellarity (:mod:`astrotool_dre.stellarity`) is used instead.
@@ -33,7 +36,7 @@ import numpy as np
 from astrotool.names import printable
 from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity
 from astrotool_dre.stellarity import stellar_locus
-from astrotool_dre.tiles import celestial_wcs, image_header
+from astrotool_dre.tiles import image_header, sky_coordinates
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DetectConfig
@@ -269,9 +272,9 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
                 h[0].header.add_history(line)
             objects = h["LDAC_OBJECTS"].data
             n = len(objects) if objects is not None else 0
-            if n and celestial_wcs(header) is None:   # SExtractor writes 0.0 deg
-                objects["ALPHA_J2000"] = np.nan
-                objects["DELTA_J2000"] = np.nan
+            if n:   # SExtractor's own WCS leaves SIP out (and writes 0.0 deg without one): astropy's, as photutils
+                objects["ALPHA_J2000"], objects["DELTA_J2000"] = sky_coordinates(
+                    header, objects["X_IMAGE"], objects["Y_IMAGE"])
         if nnw is None:   # also for no source: every catalogue has the same columns
             add_size_stellarity(names["cat"])
         for k in ("nb", "rms", "seg"):

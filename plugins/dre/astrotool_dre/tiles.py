@@ -16,6 +16,7 @@ Gain (``gain``): ``"counts"`` uses the header ``GAIN`` (image in ADU),
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +36,7 @@ __all__ = [
     "resolve_gain",
     "resolve_zero_point",
     "celestial_wcs",
+    "sky_coordinates",
     "weight_path",
     "check_weight",
     "is_own_weight",
@@ -254,10 +256,63 @@ _GIVE_GAIN = ("give the gain as a number [e-/image unit]: --gain, or the setting
               "dre.fit.gain (--set dre.detect.gain=2.0)")
 
 
-def resolve_gain(header, gain, path) -> float:
-    """Effective gain (e- per image unit): "counts", "cps" or a number."""
+_NOTED: set[tuple[str, str]] = set()   # (tile, what) already logged by _note_once
+
+
+def _note_once(path, what: str, level: int, msg: str, *args) -> None:
+    """Log ``msg % args`` on the ``astro.dre`` logger once per tile (``path``) and ``what`` in this process:
+    the detect and fit stages of one tile (``astro dre run``) read the same header and would say it twice."""
+    key = (os.path.abspath(os.fspath(path)), what)
+    if key in _NOTED:
+        return
+    _NOTED.add(key)
+    logging.getLogger("astro.dre").log(level, msg, *args)
+
+
+def _positive_key(header, key: str, path, mode: str) -> float:
+    """The header's ``key`` as a positive number, which gain ``mode`` needs.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The key is missing, not a number, or not above 0; naming the tile ``path`` and the key.
+    """
     from astrotool.errors import InputError
 
+    value = header.get(key)
+    if value is None:
+        raise InputError(path, f"no {key} keyword in the header (gain={mode!r}); {_GIVE_GAIN}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0:   # also NaN
+        raise InputError(path, f"header {key} {value!r} is not a positive number (gain={mode!r}); {_GIVE_GAIN}")
+    return number
+
+
+def resolve_gain(header, gain, path) -> float:
+    """Effective gain [e- per image unit].
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The tile's header.
+    gain : str or float
+        ``"counts"`` (header ``GAIN`` [e-/ADU]), ``"cps"`` (``GAIN * EXPTIME`` [e-/(ADU/s)]) or a number
+        [e-/image unit], used as is.
+    path : path-like
+        The tile, named in errors and in the note that a keyword other than ``GAIN`` gave the gain (the
+        first whose name contains ``GAIN``, such as ``CCDGAIN``; logged once per tile).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No gain keyword, or ``GAIN`` (``EXPTIME`` for ``"cps"``) not a positive number; naming the tile
+        and the key.
+    ValueError
+        ``gain`` is none of these.
+    """
     try:
         return float(gain)
     except (TypeError, ValueError):
@@ -265,30 +320,28 @@ def resolve_gain(header, gain, path) -> float:
     mode = str(gain).lower()
     if mode not in ("counts", "cps"):
         raise ValueError(f"gain must be 'counts', 'cps' or a number, got {gain!r}")
-    g = header.get("GAIN")
-    if g is None:
+    key = "GAIN"
+    if key not in header:
         keys = [k for k in header.keys() if "GAIN" in k]
-        g = header.get(keys[0]) if keys else None
-    if g is None:
-        raise InputError(path, f"no GAIN keyword in the header (gain={mode!r}); {_GIVE_GAIN}")
-    try:
-        g = float(g)
-    except (TypeError, ValueError):
-        g = float("nan")
-    if not g > 0:
-        raise InputError(path, f"header GAIN {header.get('GAIN')!r} is not a positive number; {_GIVE_GAIN}")
+        key = keys[0] if keys else key
+    g = _positive_key(header, key, path, mode)
+    if key != "GAIN":
+        from astrotool.names import printable
+
+        _note_once(path, "gain_key", logging.WARNING,
+                   "%s: no GAIN keyword in the header; the gain is its %s = %g, which may be the wrong one "
+                   "(%s)", printable(str(path)), key, g, _GIVE_GAIN)
     if mode == "cps":
-        t = header.get("EXPTIME")
-        if t is None:
-            raise InputError(path, f"no EXPTIME keyword in the header (gain='cps'); {_GIVE_GAIN}")
-        g *= float(t)
+        g *= _positive_key(header, "EXPTIME", path, mode)
     return g
+
 
 def resolve_zero_point(header, zero_point, path=None, key: str = "zero_point") -> float:
     """Magnitude zero point [mag]: the configured one, else the header's MAGZP/ZP..., else 30.
 
     With ``path`` (the tile), falling back to :data:`DEFAULT_ZERO_POINT` logs a warning naming the
-    tile, the zero point used and ``key`` (the setting that gives one).
+    tile, the zero point used and ``key`` (the setting, or settings, that give one), once per tile in
+    this process: ``astro dre run`` warns at detection only (which names both stages' keys).
     """
     if zero_point is not None:
         return float(zero_point)
@@ -299,14 +352,43 @@ def resolve_zero_point(header, zero_point, path=None, key: str = "zero_point") -
             except (TypeError, ValueError):
                 continue
     if path is not None:
-        import logging
-
         from astrotool.names import printable
 
-        logging.getLogger("astro.dre").warning(
-            "%s: no zero-point keyword (%s) in the header; magnitudes use ZP = %g (set %s)",
-            printable(str(path)), ", ".join(_ZP_KEYS), DEFAULT_ZERO_POINT, key)
+        _note_once(path, "zero_point", logging.WARNING,
+                   "%s: no zero-point keyword (%s) in the header; magnitudes use ZP = %g (set %s)",
+                   printable(str(path)), ", ".join(_ZP_KEYS), DEFAULT_ZERO_POINT, key)
     return DEFAULT_ZERO_POINT
+
+
+def sky_coordinates(header, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Sky coordinates of pixel positions, from the header's full celestial WCS (:func:`celestial_wcs`;
+    SIP distortion included: astropy's ``all_pix2world``). Both detection engines use it.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The tile's header.
+    x, y : array-like
+        Pixel positions [px], 1-based (FITS' and SExtractor's ``X_IMAGE``: the first pixel's centre is 1).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Right ascension and declination [deg], float64: in the WCS's own equatorial frame, else (galactic
+        or ecliptic axes) FK5 J2000, as SExtractor's ``ALPHA_J2000``; NaN when the header has no celestial WCS.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    wcs = celestial_wcs(header)
+    if wcs is None or x.size == 0:
+        return np.full(x.shape, np.nan), np.full(x.shape, np.nan)
+    if wcs.wcs.lngtyp != "RA":
+        from astropy.coordinates import FK5
+
+        sky = wcs.pixel_to_world(x - 1.0, y - 1.0).transform_to(FK5(equinox="J2000"))
+        return np.asarray(sky.ra.deg, dtype=np.float64), np.asarray(sky.dec.deg, dtype=np.float64)
+    lon, lat = wcs.all_pix2world(x, y, 1)
+    return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
 
 
 def celestial_wcs(header):
