@@ -185,7 +185,7 @@ def _auto_shard(environ: Mapping[str, str]) -> tuple[int, int]:
     if (last - first) // step + 1 != count or (task - first) % step or not 0 <= i < count:
         raise AstroError(f"--shard auto: the array (indices {first}-{last}, {count} tasks) is not one range "
                          "of equal steps, e.g. a resubmitted subset (--array=3,17); give --shard I/N with the "
-                         "full count (--shard $SLURM_ARRAY_TASK_ID/32)")
+                         "full count of the first submission (--shard $SLURM_ARRAY_TASK_ID/N)")
     return i, count
 
 
