@@ -600,3 +600,14 @@ def test_predict_of_a_moved_input_is_made_again_alike(tws, tmp_path, astro):
     assert r.returncode == 0, r.stderr
     assert (tws / "ztf" / "alerts" / "renamed_alerts.parquet").exists()
 
+
+
+def test_an_autoencoder_on_an_empty_split_is_refused_as_a_classifier_is(tws, astro):
+    assert astro("-w", tws, "--seed", 1, "--set", "ztf.prepare.val_per_class=0", "--set",
+                 "ztf.prepare.test_per_class=2", "ztf", "prepare", "--name", "noval").returncode == 0
+    for model in ("sim_classifier", "sim_vae"):
+        r = astro("-w", tws, "ztf", "evaluate", "--dataset", "noval", "--split", "val", "--model", model)
+        err = _error(r)
+        assert "no object in the 'val' split" in err and "noval" in err, (model, err)
+        assert "RuntimeWarning" not in err and "Mean of empty slice" not in err
+        assert not list((tws / "ztf" / "reports").glob(f"{model}_noval_val*"))

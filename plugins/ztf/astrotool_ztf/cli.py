@@ -399,7 +399,11 @@ def evaluate(
     autoencoders = [d for d in dirs if arch_of(d) == AUTOENCODER]
     ae_rows, tables = [], {}  # shown beside the classifiers' results when the set has both
     if autoencoders:
+        from astrotool_ztf.prepare import first_alerts
+
         with ds:
+            if not len(first_alerts(ds, split)):   # as a classifier: refused, no report, no mean of nothing
+                raise InputError(ds.root, f"no object in the {split!r} split")
             for d in autoencoders:
                 lat = latents(d, ds, split, device=dev)
                 acc = clustering_accuracy(lat["latent"], lat["label"], 10)

@@ -110,10 +110,11 @@ HISTORY_UNITS = {"jd": "d", "magpsf": "mag", "sigmapsf": "mag", "diffmaglim": "m
 UNITS = {"jd": "d", "magpsf": "mag", "sigmapsf": "mag", "diffmaglim": "mag", "ra": "deg", "dec": "deg",
          "magap": "mag", "sigmagap": "mag", "magnr": "mag", "sigmagnr": "mag", "distnr": "pixel",
          "fwhm": "pixel", "distpsnr1": "arcsec", "distpsnr2": "arcsec", "distpsnr3": "arcsec",
-         "ssdistnr": "arcmin", "ssmagnr": "mag", "neargaia": "arcsec", "neargaiabright": "arcsec",
+         "ssdistnr": "arcsec", "ssmagnr": "mag", "neargaia": "arcsec", "neargaiabright": "arcsec",
          "maggaia": "mag", "jdstarthist": "d", "jdendhist": "d", "srmag1": "mag", "magzpsci": "mag",
-         "xpos": "pixel", "ypos": "pixel", "mindtoedge": "pixel"}
-"""astropy units of the alert-table columns (times are Julian dates, in days)."""
+         "xpos": "pixel", "ypos": "pixel", "mindtoedge": "pixel", "sky": "adu"}
+"""astropy units of the alert-table columns (times are Julian dates, in days), as the docs of ZTF's alert
+schema give them (``[arcsec]``, ``[pixels]``, ``[DN]``: ``adu``, as the stamps)."""
 
 DESCRIPTIONS = {
     "objectId": "ZTF object identifier", "candid": "alert (candidate) identifier",
@@ -391,8 +392,29 @@ def _simple_image(raw: bytes) -> np.ndarray | None:
     return image
 
 
-def decode_stamp(data, size: int) -> tuple[np.ndarray, str]:
-    """Decode one cutout into a ``size × size`` float32 image.
+def _candidate_index(n: int, pos) -> int | None:
+    """Index of the candidate's pixel along one axis of a cutout ``n`` pixels long, from its position on the
+    CCD quadrant image (``xpos`` or ``ypos``, 1-based [pixels]); None when that does not say.
+
+    A ZTF cutout is :data:`CUTOUT` pixels long, centred on the candidate; at a CCD edge it is cut on one
+    side only, the candidate staying ``CUTOUT // 2`` pixels from the side that is kept whole. ``pos`` below
+    ``CUTOUT // 2 + 1`` means the low side was cut (the cutout starts at the image's first pixel), so the
+    candidate is ``CUTOUT // 2`` pixels from the cutout's high end; otherwise the high side was cut and the
+    candidate is at ``CUTOUT // 2``.
+    """
+    half = CUTOUT // 2
+    try:
+        pos = float(pos)
+    except (TypeError, ValueError):
+        return None
+    if n >= CUTOUT or not math.isfinite(pos):
+        return None
+    index = n - 1 - half if pos < half + 1 else half
+    return index if 0 <= index < n else None
+
+
+def decode_stamp(data, size: int, xpos=None, ypos=None) -> tuple[np.ndarray, str]:
+    """Decode one cutout into a ``size × size`` float32 image, the candidate on its centre pixel.
 
     Parameters
     ----------
@@ -400,13 +422,19 @@ def decode_stamp(data, size: int) -> tuple[np.ndarray, str]:
         ``stampData``: gzip-compressed (or plain) FITS.
     size : int
         Output side [pixels].
+    xpos, ypos : float, optional
+        The candidate's position on the CCD quadrant image (``candidate.xpos``/``ypos``, 1-based
+        [pixels]; FITS row 0 of the cutout is its lowest ``y``). They tell which side of a cutout narrower
+        than :data:`CUTOUT` was cut at a CCD edge (:func:`_candidate_index`); missing or NaN: the cutout
+        is centred as if cut evenly.
 
     Returns
     -------
     image : numpy.ndarray
-        float32 ``(size, size)``, native byte order. A smaller image is centred
-        and NaN-padded; a larger one is centre-cropped; a missing or undecodable
-        stamp is all NaN.
+        float32 ``(size, size)``, native byte order, the candidate's pixel at ``(size // 2, size // 2)``:
+        an edge cutout (narrower than :data:`CUTOUT`) is placed by ``xpos``/``ypos``; otherwise a
+        smaller image is centred and a larger one centre-cropped. NaN where the cutout has no pixel; a
+        missing or undecodable stamp is all NaN.
     status : {"ok", "resized", "missing", "bad"}
         What happened: ``resized`` for a cutout other than ZTF's :data:`CUTOUT` x :data:`CUTOUT` (cut at a
         CCD edge), whatever ``size``; a full cutout cropped or padded to ``size`` is ``ok``.
@@ -424,10 +452,17 @@ def decode_stamp(data, size: int) -> tuple[np.ndarray, str]:
         if image is None:
             return out, "bad"
     h, w = image.shape
-    ch, cw = min(h, size), min(w, size)
-    sy, sx = (h - ch) // 2, (w - cw) // 2          # crop origin in the input
-    oy, ox = (size - ch) // 2, (size - cw) // 2    # paste origin in the output
-    out[oy:oy + ch, ox:ox + cw] = image[sy:sy + ch, sx:sx + cw]
+    c = size // 2
+
+    def centre(n: int, pos) -> int:   # the candidate's index in the cutout; the evenly cut one by default
+        index = _candidate_index(n, pos)
+        return index if index is not None else c - (size - n) // 2 if n <= size else c + (n - size) // 2
+
+    py, px = centre(h, ypos), centre(w, xpos)
+    oy0, oy1 = max(0, c - py), min(size, c + h - py)   # output rows and columns that have a cutout pixel
+    ox0, ox1 = max(0, c - px), min(size, c + w - px)
+    if oy1 > oy0 and ox1 > ox0:
+        out[oy0:oy1, ox0:ox1] = image[oy0 - c + py:oy1 - c + py, ox0 - c + px:ox1 - c + px]
     return out, ("ok" if (h, w) == (CUTOUT, CUTOUT) else "resized")
 
 
@@ -772,7 +807,7 @@ def convert_batch(path, records: list[dict], size: int, keep_history: bool):
         for kind, field in STAMPS.items():
             cutout = rec.get(field)
             data = cutout.get("stampData") if isinstance(cutout, dict) else cutout
-            stamps[kind][i], status = decode_stamp(data, size)
+            stamps[kind][i], status = decode_stamp(data, size, cand.get("xpos"), cand.get("ypos"))
             statuses.append(status)
         columns["stamps_ok"].append(all(s in ("ok", "resized") for s in statuses))
         columns["stamps_resized"].append(any(s == "resized" for s in statuses))
@@ -811,6 +846,23 @@ def _label_columns(extras: dict | None) -> dict:
 
 COMMAND = "ztf ingest"
 """The command named in the provenance record of the files written here."""
+
+INGEST_VERSION = 2
+"""Version of the stamps ingest writes (the stamps file's ``ingest_version`` attribute; a file without one is
+version 1). A kept stamps file of another version is refused (use ``--overwrite``): 2 places an edge cutout by
+``xpos``/``ypos``, which version 1 centred as if cut evenly."""
+
+
+def _version_changed(stamps_path, attrs):
+    """:class:`astrotool.made_with.VersionChanged` when the stamps file of HDF5 attributes ``attrs`` was
+    written by another :data:`INGEST_VERSION`, else None."""
+    from astrotool.made_with import VersionChanged
+
+    old = attrs.get("ingest_version", 1)
+    old = old.item() if hasattr(old, "item") else old
+    if old == INGEST_VERSION:
+        return None
+    return VersionChanged(stamps_path, old, INGEST_VERSION, COMMAND)
 
 
 def _facts(path, fmt: str, stamps_path: Path) -> dict:
@@ -939,7 +991,12 @@ def check_kept(items, hint: str | None = None) -> None:
             with h5py.File(stamps, "r") as h5:
                 kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
                 source = h5.attrs.get("input_checksum")
+                stale = _version_changed(stamps, h5.attrs)
         except (OSError, ValueError):   # an unreadable output: its item reports it
+            continue
+        if stale is not None:
+            refused.append(stale)
+            inputs.append(printable(shlex.quote(str(it.path))))
             continue
         changed = _changes(it.path, kept, source, it.cfg, _checksum_cache(stamps))
         if changed:
@@ -996,6 +1053,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                          if k in h5.attrs})
             kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
             source = h5.attrs.get("input_checksum")
+            stale = _version_changed(stamps_path, h5.attrs)
+        if stale is not None:
+            raise stale
         info = {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
         changed = _changes(path, kept, source, cfg, cache)
         if changed:
@@ -1090,7 +1150,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
             stats["seconds"] = round(time.perf_counter() - t0, 4)
             h5.attrs.update(hdf5_attrs(record))
             h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
-                             "stamp_size": size, "keep_history": keep_history, "input_checksum": checksum, **stats})
+                             "stamp_size": size, "keep_history": keep_history, "input_checksum": checksum,
+                             "ingest_version": INGEST_VERSION, **stats})
     return IngestResult(**names, format=fmt, **stats, skipped=False)
 
 

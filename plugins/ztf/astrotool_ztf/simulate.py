@@ -32,8 +32,9 @@ convolved to the science PSF, with a small PSF mismatch (relative FWHM error,
   cosmic ray, a bad column, or a strong PSF-mismatch ring; one alert.
 
 Field stars are added to every stamp. A fraction ``edge_fraction`` of the
-alerts are cut at a CCD edge (a stamp narrower than 63 px, as real edge
-cutouts), which ingest pads with NaN.
+alerts are cut at a CCD edge on one side (a stamp narrower than 63 px, as real edge
+cutouts), with ``xpos``/``ypos`` on the quadrant consistent with that side; ingest places the
+candidate on the centre pixel from them and pads with NaN.
 
 The metadata are drawn with the images: ``magpsf``/``sigmapsf`` from the
 difference flux and the noise, ``diffmaglim``, ``isdiffpos``, ``fwhm``,
@@ -90,8 +91,9 @@ READ_NOISE = 10.0
 
 MOFFAT_BETA = 2.5
 
-SIMULATE_VERSION = 2
-"""Version of the drawing: a file made by another version is made again only with ``--overwrite``."""
+SIMULATE_VERSION = 3
+"""Version of the drawing: a file made by another version is made again only with ``--overwrite`` (3: the
+candidate's ``xpos``/``ypos`` follow the side an edge stamp is cut on, which keeps the candidate's pixel)."""
 
 LAYOUT = ("name", "n_objects", "chunk_size")
 """Settings that do not change a file's alerts (its objects are named by their indices)."""
@@ -392,9 +394,41 @@ def _metadata(rng, plan: dict, k: int, difference: np.ndarray, cfg: dict) -> dic
     }
 
 
+QUADRANT = (3072, 3080)
+"""Columns (x) and rows (y) of a ZTF CCD quadrant image [pixels], where ``xpos``/``ypos`` lie."""
+
+
 def _edge_cut(image: np.ndarray, side: int, keep: int) -> np.ndarray:
-    """The stamp as cut at a CCD edge: ``keep`` columns or rows on one side."""
+    """The stamp as cut at a CCD edge: ``keep`` rows or columns kept, from the low end (``side`` 0 rows,
+    2 columns: the high side was cut) or the high end (1 rows, 3 columns: the low side was cut)."""
     return {0: image[:keep], 1: image[-keep:], 2: image[:, :keep], 3: image[:, -keep:]}[side]
+
+
+def _position(rng, size: int, side: int | None, keep: int) -> tuple[float | None, float | None]:
+    """``(xpos, ypos)`` of the candidate on the CCD quadrant (1-based [pixels]) consistent with the cut.
+
+    The candidate sits on pixel ``size // 2`` of the uncut stamp. A stamp cut on its low side (``side`` 1,
+    3) starts at the quadrant's first row or column, so the candidate is at ``1 + size // 2 - (size - keep)``;
+    cut on its high side (0, 2) it is ``keep - 1 - size // 2`` pixels from the quadrant's last one; an uncut
+    axis lies anywhere a full cutout fits. That is the geometry of ZTF's cutouts, which ingest reads back
+    (:func:`astrotool_ztf.ingest.decode_stamp`); stamps of another side than its 63 pixels get ``None``
+    (ingest then centres them).
+    """
+    from astrotool_ztf.ingest import CUTOUT
+
+    if size != CUTOUT:
+        return None, None
+    c = size // 2
+    pos = []
+    for n, low, high in ((QUADRANT[0], 3, 2), (QUADRANT[1], 1, 0)):
+        frac = float(rng.uniform(-0.45, 0.45))   # the centroid within the candidate's pixel
+        if side == low:
+            pos.append(1 + c - (size - keep) + frac)
+        elif side == high:
+            pos.append(n - (keep - 1 - c) + frac)
+        else:
+            pos.append(float(rng.integers(c + 1, n - c + 1)) + frac)
+    return pos[0], pos[1]
 
 
 def simulate_objects(start: int, stop: int, base_seed: int, cfg: dict) -> list[dict]:
@@ -427,9 +461,13 @@ def simulate_objects(start: int, stop: int, base_seed: int, cfg: dict) -> list[d
             cand = _metadata(rng, plan, k, diff, cfg)
             candid = (base_seed % 10 ** 6) * 10 ** 12 + i * 100 + k
             cand["candid"] = candid
+            side = keep = None
             if rng.uniform() < cfg["edge_fraction"] * (4.0 if cls == "bogus" else 1.0):
-                side, keep = int(rng.integers(0, 4)), int(rng.integers(size // 2, size - 5))
+                # the candidate's row and column stay in the stamp (size // 2 + 1 kept at least)
+                side, keep = int(rng.integers(0, 4)), int(rng.integers(size // 2 + 1, size - 5))
                 sci, tmpl, diff = (_edge_cut(a, side, keep) for a in (sci, tmpl, diff))
+            # a generator of its own: the other draws do not move
+            cand["xpos"], cand["ypos"] = _position(np.random.default_rng([base_seed, i, k, 1]), size, side, keep)
             alerts.append({
                 "schemavsn": "3.3", "publisher": "astrotool ztf simulate", "objectId": object_id, "candid": candid,
                 "candidate": cand,
