@@ -367,3 +367,63 @@ def test_old_presets_draw_what_they_drew_before_wide(preset, g1, int_g1, gal_sum
     gal, _, t = draw_stamps(GenerateConfig.model_validate({"preset": preset, "n_stamps": 2, **over}), 2024, 0, 2)
     assert np.allclose(t["g1"], g1, rtol=0, atol=1e-12) and np.allclose(t["int_g1"], int_g1, rtol=0, atol=1e-12)
     assert np.allclose(gal.astype(np.float64).sum(axis=(1, 2)), gal_sums, rtol=1e-6, atol=0)
+
+
+def test_the_seed_used_decides_a_rerun_whether_configured_or_given(tmp_path):
+    """``lens.generate.seed=1`` and ``--seed 1`` draw the same pixels: either way round a rerun keeps the
+    dataset (nothing redrawn, manifest kept); another seed used is refused, named as ``--set`` spells it."""
+    from astrotool.errors import AstroError
+
+    out = tmp_path / "s1"
+    configured = easy_config("s1", n=20, shard_size=10, seed=1)
+    given = easy_config("s1", n=20, shard_size=10)
+    generate_dataset(configured, out, 1, serial_map)
+    manifest = (out / "s1_dataset.json").read_text()
+    again = generate_dataset(given, out, 1, serial_map)
+    assert (again["drawn"], again["skipped"]) == (0, 2) and again["manifest"] is not None
+    assert (out / "s1_dataset.json").read_text() == manifest
+    back = generate_dataset(configured, out, 1, serial_map)
+    assert (back["drawn"], back["skipped"]) == (0, 2)
+    with pytest.raises(AstroError, match=r"lens\.generate\.seed: 1 -> 2\nuse --overwrite"):
+        generate_dataset(given, out, 2, serial_map)
+    out2 = tmp_path / "s2"
+    generate_dataset(given, out2, 1, serial_map)
+    again = generate_dataset(configured, out2, 1, serial_map)
+    assert (again["drawn"], again["skipped"]) == (0, 2)
+    with pytest.raises(AstroError, match=r"lens\.generate\.seed: 1 -> 2\nuse --overwrite"):
+        generate_dataset(easy_config("s1", n=20, shard_size=10, seed=2), out2, 2, serial_map)
+
+
+@pytest.mark.parametrize("where", ["fits", "shard"])
+def test_an_interrupted_lensnet_shard_leaves_none_of_its_fits_files(tmp_path, monkeypatch, where):
+    """Interrupted while writing its FITS files (or its HDF5 shard after them), a shard leaves no
+    ``gal_i``/``psf_i`` of its own in ``lensnet/``: that folder holds the finished shards' stamps only."""
+    from astropy.io import fits
+
+    from astrotool.ml.data import DatasetWriter
+
+    cfg = easy_config("ln", n=30, shard_size=10, format="lensnet")
+    out = tmp_path / "ln"
+    calls = {"fits": 0, "shard": 0}
+    real_writeto, real_write_shard = fits.PrimaryHDU.writeto, DatasetWriter.write_shard
+
+    def writeto(self, *args, **kwargs):
+        calls["fits"] += 1
+        if where == "fits" and calls["fits"] == 45:                     # midway through the third shard
+            raise KeyboardInterrupt("terminated")
+        return real_writeto(self, *args, **kwargs)
+
+    def write_shard(self, shard, *args, **kwargs):
+        if where == "shard" and shard == 2:
+            raise KeyboardInterrupt("terminated")
+        return real_write_shard(self, shard, *args, **kwargs)
+
+    monkeypatch.setattr(fits.PrimaryHDU, "writeto", writeto)
+    monkeypatch.setattr(DatasetWriter, "write_shard", write_shard)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(cfg, out, 1, serial_map)
+    left = sorted(p.name for p in (out / "lensnet").iterdir())
+    assert left == sorted(f"{p}_{i}.fits" for i in range(20) for p in ("gal", "psf"))
+    monkeypatch.undo()
+    r = generate_dataset(cfg, out, 1, serial_map)                      # the rerun finishes it
+    assert (r["drawn"], r["skipped"]) == (1, 2) and len(json.loads((out / "lensnet" / "data.json").read_text())) == 30

@@ -161,3 +161,24 @@ def test_evaluate_measures_again_when_the_hsm_table_is_stale(tmp_path):
     write_parquet(t.slice(1), table, metadata=meta)
     with pytest.raises(InputError, match=r"e_hsm\.parquet.*no row for 1 of the 6 evaluated stamps \(stamp 0\)"):
         evaluate(ds, mdir, ecfg, pred, rep, mapper=serial_map, measure_cfg=MeasureConfig(guess_sig_gal=4.0))
+
+
+def test_field_means_error_of_ring_pairs_is_that_of_the_pair_means():
+    """A ring pair's two stamps cancel its intrinsic shape: the standard error of a field's mean shear comes
+    from the pair means (s / sqrt(n_pairs)), not from the stamps, whose scatter is the shape noise."""
+    from astrotool_lens.evaluate import shear_field_means
+
+    rng = np.random.default_rng(3)
+    n_pairs = 500
+    shape = np.repeat(rng.normal(0, 0.25, n_pairs), 2) * np.tile([1.0, -1.0], n_pairs)   # rotated partner
+    noise = rng.normal(0, 0.01, 2 * n_pairs)
+    g1, g2 = np.full(2 * n_pairs, 0.02), np.zeros(2 * n_pairs)
+    est1, est2 = g1 + shape + noise, g2 - shape + noise
+    pair = np.arange(2 * n_pairs) // 2
+    (row,) = shear_field_means(g1, g2, est1, est2, pair=pair)
+    pair_err = (noise.reshape(-1, 2).mean(1)).std(ddof=1) / np.sqrt(n_pairs)
+    assert row["n"] == 2 * n_pairs and row["n_pairs"] == n_pairs
+    assert row["g1"] == pytest.approx(est1.mean()) and row["g1_err"] == pytest.approx(pair_err, rel=1e-6)
+    assert row["g2_err"] == pytest.approx(pair_err, rel=1e-6)
+    (single,) = shear_field_means(g1, g2, est1, est2)                   # no pairs: the per-stamp error
+    assert single["g1_err"] == pytest.approx(est1.std(ddof=1) / np.sqrt(2 * n_pairs)) and "n_pairs" not in single

@@ -104,3 +104,21 @@ def test_evaluate_reports_the_single_snr_bin_and_a_harmful_calibration(tmp_path)
     assert any(n.startswith("bias vs S/N not plotted") for n in notes)
     assert any(n.startswith("calibration makes c1 worse on the evaluated stamps") for n in notes), notes
     assert len(report["binned"]["snr"]["CNN"]) == 1 and len(report["binned"]["hlr"]["CNN"]) == 3
+
+
+def test_a_bias_that_grows_within_one_sigma_gets_no_note_as_the_doc_says():
+    """The rule of ``calibration_notes``, and docs/lens.md stating it: a note only when |bias| grows by more
+    than the calibrated value's 1-sigma error (by any amount when that error is NaN)."""
+    from pathlib import Path
+
+    from astrotool_lens.evaluate import calibration_notes
+
+    def results(raw_m, cal_m, err):
+        zero = {"m2": 0.0, "c1": 0.0, "c2": 0.0, "m2_err": 0.0, "c1_err": 0.0, "c2_err": 0.0}
+        return {"CNN": {**zero, "m1": cal_m, "m1_err": err}, "CNN raw": {**zero, "m1": raw_m, "m1_err": err}}
+
+    assert calibration_notes(results(0.001, 0.003, 0.005), "test") == []             # worse, within 1 sigma
+    assert len(calibration_notes(results(0.001, 0.003, 0.001), "test")) == 1          # worse by 2 sigma
+    assert len(calibration_notes(results(0.001, 0.003, float("nan")), "test")) == 1   # no error: any growth
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "lens.md").read_text(encoding="utf-8").split())
+    assert "larger by more than the calibrated value's 1-sigma error" in doc

@@ -100,7 +100,7 @@ def test_calibrate_records_the_folder_and_counts_only_the_stamps_used(ws, capsys
     assert code == 2 and "2 of 3 constant-shear fields" in err, err
 
 
-@pytest.mark.parametrize("how, reason", [("nan", "24 NaN or infinite pixels"), ("blank", "24 blank stamp")])
+@pytest.mark.parametrize("how, reason", [("nan", "24 NaN or infinite pixels"), ("blank", "24 blank stamps")])
 def test_predict_and_evaluate_exit_2_when_every_stamp_is_flagged(ws, capsys, how, reason):
     def edit(gal, field):
         gal[...] = np.nan if how == "nan" else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,23 @@ def test_validate_a_model_with_and_without_its_calibration(tmp_path, capsys):
     code, js, err = _run(capsys, *base, ds / "lensnet" / "data.json")
     assert code == 0, err
     assert js["m1_raw"] == pytest.approx(raw["m1_raw"], abs=1e-9) and js["transfers"] is True
+
+
+def test_validate_keeps_the_no_symmetrize_report_apart_and_records_its_mode(tmp_path, capsys):
+    """As predict and evaluate: --no-symmetrize writes <input>_<model>_nosym_validate.json, and each report
+    records its mode (``symmetrize``); a classical method has none."""
+    ws = tmp_path / "ws"
+    _fields(ws, fmt="lensnet")
+    code, _, err = _run(capsys, "-w", ws, "-q", "--set", "lens.train.threads=1", "--set", "lens.train.blocks=2",
+                        "--set", "lens.train.hidden=8", "lens", "train", "--dataset", "v", "--epochs", 1,
+                        "--width", 4, "--batch-size", 8, "--model", "c")
+    assert code == 0, err
+    reports = {}
+    for mode in ("--symmetrize", "--no-symmetrize"):
+        code, res, err = _run(capsys, "-w", ws, "-q", "lens", "validate", "v", "--model", "c", mode)
+        assert code == 0, err
+        reports[mode] = res["report"]
+    assert reports["--symmetrize"].endswith("v_c_validate.json")
+    assert reports["--no-symmetrize"].endswith("v_c_nosym_validate.json")
+    assert json.loads(Path(reports["--symmetrize"]).read_text())["symmetrize"] is True
+    assert json.loads(Path(reports["--no-symmetrize"]).read_text())["symmetrize"] is False

@@ -241,7 +241,8 @@ def measure(
     if res["n"] and all(k == res["n"] for k in res["failed"].values()):   # nothing measured: the input is bad
         from astrotool.errors import AstroError
 
-        raise AstroError(f"every stamp failed with every method (the reasons are in {out}, columns "
+        where = getattr(src, "root", None) or getattr(src, "origin", None) or inputs   # the dataset, the file
+        raise AstroError(f"{where}: every stamp failed with every method (the reasons are in {out}, columns "
                          "<method>_error)", exit_code=2)
 
 
@@ -414,7 +415,8 @@ def validate(
     (measured as `measure` does, its table kept in lens/predictions). m and c are fitted on the raw estimates and on
     the calibrated ones; the calibration transfers when every calibrated |m_i| < max_abs_m and
     |c_i| < max_abs_c, or each is within --sigmas errors of 0. Writes
-    lens/reports/<input>_<estimator>_validate.json.
+    lens/reports/<input>_<estimator>_validate.json (a model with --no-symmetrize:
+    <input>_<model>_nosym_validate.json; the report records symmetrize).
     """
     import numpy as np
 
@@ -514,8 +516,9 @@ def validate(
             ctx.log.warning("%s: %s", estimator, problem)
         raw = shear_from_response(response_cols, field, prefix=PREFIX)
     report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field)
-    out = ctx.workspace.stage("lens", "reports") / f"{stem}_{estimator}_validate.json"
-    report = {"input": str(inputs), "estimator": estimator, **report, "report": str(out)}
+    sym = v.symmetrize if v.model else None   # a model's mode; predict's and evaluate's _nosym: a report of its own
+    out = ctx.workspace.stage("lens", "reports") / f"{stem}_{estimator}{'_nosym' if sym is False else ''}_validate.json"
+    report = {"input": str(inputs), "estimator": estimator, "symmetrize": sym, **report, "report": str(out)}
     write_json_atomic(out, report)
     mc.record(ctx, inputs=[inputs], outputs=[out])
     if not report["transfers"] and report["transfers"] is not None:

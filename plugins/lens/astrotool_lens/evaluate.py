@@ -28,7 +28,8 @@ Report
 ``--raw``) holds the metrics, the binned biases (``binned``:
 m and c per S/N and size bin, also when a plot would have a single point and is
 therefore not drawn), ``field_means`` (with at most :data:`MAX_FIELD_MEANS` distinct true shears:
-per estimator and field, the mean estimated shear ± standard error, :func:`shear_field_means`;
+per estimator and field, the mean estimated shear ± standard error (of the pair means with ring pairs),
+:func:`shear_field_means`;
 with fewer than 3 fields m and c are NaN and a note says so) and ``notes``: what a reader must not miss, such as a
 calibration that makes a bias worse on the evaluated fields
 (:func:`calibration_notes`); ``astro lens evaluate`` prints the notes too.
@@ -104,7 +105,7 @@ def fit_bias(g_true, g_est, field=None) -> dict:
     return {"m": m, "m_err": m_err, "c": c, "c_err": c_err, "n_fields": n}
 
 
-def shear_field_means(g1_true, g2_true, est1, est2) -> list[dict]:
+def shear_field_means(g1_true, g2_true, est1, est2, pair=None) -> list[dict]:
     """Mean estimated shear ± its standard error per constant true shear (finite estimates only).
 
     Parameters
@@ -113,12 +114,16 @@ def shear_field_means(g1_true, g2_true, est1, est2) -> list[dict]:
         True reduced shear per stamp (dimensionless); stamps with the same (g1, g2) form one field.
     est1, est2 : array-like
         Estimated shear per stamp (dimensionless; NaN: failed).
+    pair : array-like, optional
+        Ring pair of each stamp (the truth's ``pair``) when the dataset has ring pairs: a pair's two stamps
+        cancel its intrinsic shape, so they are not independent and the error comes from the pair means.
 
     Returns
     -------
     list of dict
         Per field, in order of the sorted true shears: ``true_g1, true_g2, n`` (finite estimates),
-        ``g1, g1_err, g2, g2_err`` (mean and standard error s / sqrt(n); the error is NaN for n < 2).
+        ``g1, g1_err, g2, g2_err`` (mean of the stamps and standard error s / sqrt(n); with ``pair``,
+        s and n those of the pair means, and ``n_pairs``; the error is NaN for n < 2).
     """
     from astrotool_lens.validate import shear_fields
 
@@ -131,10 +136,15 @@ def shear_field_means(g1_true, g2_true, est1, est2) -> list[dict]:
         sel = (field == f) & ok
         row = {"true_g1": float(g1_true[field == f][0]), "true_g2": float(g2_true[field == f][0]),
                "n": int(sel.sum())}
+        if pair is not None:
+            _, inv = np.unique(np.asarray(pair)[sel], return_inverse=True)
+            cnt = np.bincount(inv).astype(float)
+            row["n_pairs"] = len(cnt)
         for k, e in (("g1", est1), ("g2", est2)):
             v = e[sel]
             row[k] = float(v.mean()) if len(v) else float("nan")
-            row[f"{k}_err"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+            u = v if pair is None else np.bincount(inv, v) / cnt     # the independent units: stamps or pairs
+            row[f"{k}_err"] = float(u.std(ddof=1) / math.sqrt(len(u))) if len(u) > 1 else float("nan")
         out.append(row)
     return out
 
@@ -538,7 +548,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     n_shears = len(np.unique(np.stack([g1, g2], axis=1), axis=0))
     field_means = None
     if n_shears <= MAX_FIELD_MEANS:   # few fields: each one's mean is what a constant-shear test reads
-        field_means = {name: shear_field_means(g1, g2, e1, e2) for name, (e1, e2) in estimates.items()}
+        pair = np.asarray(truth["pair"])[idx] if ds.manifest.get("ring") else None   # errors of the pair means
+        field_means = {name: shear_field_means(g1, g2, e1, e2, pair) for name, (e1, e2) in estimates.items()}
     notes[:0] = few_fields_notes(results, field is not None)
     report = {
         "dataset": ds.stem, "model": mname, "subset": subset, "n": int(len(idx)),

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -449,7 +450,9 @@ class ShardTask:
         return self.writer.shard_path(self.shard)
 
 
-def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base_seed: int) -> None:
+def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base_seed: int, stack) -> None:
+    """Write the stamps' ``gal_i.fits``/``psf_i.fits`` under temporary names, each renamed to its own
+    when ``stack`` (a :class:`contextlib.ExitStack`) closes without an exception, removed otherwise."""
     from astropy.io import fits
 
     from astrotool.provenance import fits_history
@@ -459,16 +462,21 @@ def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base
     folder.mkdir(parents=True, exist_ok=True)
     for k, idx in enumerate(truth["index"]):
         for prefix, arr in (("gal", gal[k]), ("psf", psf[k])):
-            out = folder / f"{prefix}_{int(idx)}.fits"
-            with atomic_path(out) as tmp:
-                hdu = fits.PrimaryHDU(arr)
-                for line in history:
-                    hdu.header.add_history(line)
-                hdu.writeto(tmp)
+            tmp = stack.enter_context(atomic_path(folder / f"{prefix}_{int(idx)}.fits"))
+            hdu = fits.PrimaryHDU(arr)
+            for line in history:
+                hdu.header.add_history(line)
+            hdu.writeto(tmp)
+
+
+def _lensnet_paths(task: ShardTask) -> list[Path]:
+    """The LensNet files of a shard's stamps."""
+    return [Path(task.lensnet_dir) / f"{p}_{i}.fits" for i in range(task.start, task.stop) for p in ("gal", "psf")]
 
 
 def _drawn_settings(path: Path) -> tuple[dict, int] | None:
-    """``(config, base_seed)`` a shard file was drawn with; None when unreadable or unfinished."""
+    """``(config, base_seed)`` a shard file was drawn with (its ``seed`` the base seed used:
+    :func:`_seeded`); None when unreadable or unfinished."""
     import json
 
     from astrotool.errors import InputError
@@ -476,7 +484,8 @@ def _drawn_settings(path: Path) -> tuple[dict, int] | None:
 
     try:
         with open_h5(path) as h5:
-            return _current_keys(json.loads(h5.attrs["config"])), int(h5.attrs["base_seed"])
+            seed = int(h5.attrs["base_seed"])
+            return _seeded(_current_keys(json.loads(h5.attrs["config"])), seed), seed
     except (InputError, KeyError, ValueError, TypeError, AttributeError):
         return None
 
@@ -487,15 +496,20 @@ def _current_keys(settings: dict) -> dict:
     return {GenerateConfig.renamed_keys.get(k, k): v for k, v in settings.items()}
 
 
+def _seeded(settings: dict, base_seed: int) -> dict:
+    """``settings`` with ``seed`` the base seed actually used: ``lens.generate.seed=1`` and ``--seed 1``
+    draw the same pixels, so they are the same settings (the one rule of what is recorded and compared)."""
+    return {**settings, "seed": int(base_seed)}
+
+
 def shard_done(task: ShardTask) -> bool:
     """Whether the task's shard exists with exactly its stamps, drawn with its settings (and its
     LensNet files when the format asks for them): the one test of a finished shard."""
     if task.writer.finished_shard(task.shard, task.start, task.stop) is None:
         return False
-    if _drawn_settings(task.writer.shard_path(task.shard)) != (task.config, task.base_seed):
+    if _drawn_settings(task.writer.shard_path(task.shard)) != (_seeded(task.config, task.base_seed), task.base_seed):
         return False
-    return not task.lensnet_dir or all((Path(task.lensnet_dir) / f"{p}_{i}.fits").is_file()
-                                       for i in range(task.start, task.stop) for p in ("gal", "psf"))
+    return not task.lensnet_dir or all(p.is_file() for p in _lensnet_paths(task))
 
 
 def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
@@ -517,18 +531,27 @@ def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
         return {"shard": task.shard, "skipped": True}
     cfg = GenerateConfig.model_validate(task.config)
     gal, psf, truth = draw_stamps(cfg, task.base_seed, task.start, task.stop)
-    if task.lensnet_dir:
-        _write_lensnet_files(Path(task.lensnet_dir), gal, psf, truth, task.writer.command, task.base_seed)
-    task.writer.write_shard(task.shard, task.start, {"gal": gal, "psf": psf}, truth,
-                            attrs={"config": task.config, "base_seed": task.base_seed,
-                                   "pixel_scale": cfg.pixel_scale, "units": UNITS})
+    try:
+        # like the HDF5 shard, its LensNet files appear whole or not at all: written under temporary
+        # names, renamed once the shard is written; an interrupted shard leaves none (not even earlier ones)
+        with ExitStack() as stack:
+            if task.lensnet_dir:
+                _write_lensnet_files(Path(task.lensnet_dir), gal, psf, truth, task.writer.command, task.base_seed,
+                                     stack)
+            task.writer.write_shard(task.shard, task.start, {"gal": gal, "psf": psf}, truth,
+                                    attrs={"config": task.config, "base_seed": task.base_seed,
+                                           "pixel_scale": cfg.pixel_scale, "units": UNITS})
+    except BaseException:
+        for p in _lensnet_paths(task) if task.lensnet_dir else []:
+            p.unlink(missing_ok=True)
+        raise
     return {"shard": task.shard, "skipped": False, "path": str(task.writer.shard_path(task.shard))}
 
 
 def plan_shards(cfg: GenerateConfig, out_dir: Path, base_seed: int, overwrite: bool = False,
                 command: str = "lens generate") -> list[ShardTask]:
     """The shard tasks of a dataset."""
-    conf = cfg.model_dump(mode="json")
+    conf = _seeded(cfg.model_dump(mode="json"), base_seed)
     writer = dataset_writer(cfg, out_dir, command)
     lensnet = str(Path(out_dir) / "lensnet") if cfg.format == "lensnet" else None
     return [ShardTask(k, start, min(cfg.n_stamps, start + cfg.shard_size), writer, conf, int(base_seed), overwrite,
@@ -549,7 +572,7 @@ def finalize_dataset(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shard
     """
     from astrotool.workspace import write_json_atomic
 
-    conf = cfg.model_dump(mode="json")
+    conf = _seeded(cfg.model_dump(mode="json"), base_seed)
 
     def lensnet_json(cols: dict) -> None:
         pe1, pe2 = g_to_e(cols["psf_g1"], cols["psf_g2"])
@@ -583,7 +606,7 @@ def finished_manifest(cfg: GenerateConfig, out_dir: Path, base_seed: int, n_shar
         m = json.loads(writer.manifest_path.read_text(encoding="utf-8"))
         plan = [(writer.shard_path(k).name, start, min(cfg.n_stamps, start + cfg.shard_size))
                 for k, start in enumerate(range(0, cfg.n_stamps, cfg.shard_size))]
-        same = (_current_keys(m["config"]) == cfg.model_dump(mode="json") and int(m["base_seed"]) == int(base_seed)
+        same = (_seeded(_current_keys(m["config"]), m["base_seed"]) == _seeded(cfg.model_dump(mode="json"), base_seed)
                 and int(m["n"]) == cfg.n_stamps and len(plan) == n_shards
                 and [(s["file"], int(s["start"]), int(s["stop"])) for s in m["shards"]] == plan)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
@@ -634,15 +657,13 @@ def check_existing(cfg: GenerateConfig, out_dir: str | Path, base_seed: int, ove
                 if not index.isdigit() or int(index) >= cfg.n_stamps:
                     p.unlink()
         return
-    new_cfg = cfg.model_dump(mode="json")
+    new_cfg = _seeded(cfg.model_dump(mode="json"), base_seed)
     for p in shards:
         drawn = _drawn_settings(p)
         if drawn is None:
             continue  # unreadable or unfinished: generate_shard draws it again
-        old_cfg, old_seed = drawn
-        # the seed used (the option's value, or core.seed), then the configured value if only that differs
-        changed = (changes(_as_set({**old_cfg, "seed": old_seed}), _as_set({**new_cfg, "seed": int(base_seed)}))
-                   or changes(_as_set(old_cfg), _as_set(new_cfg)))
+        # the seed compared is the one used (lens.generate.seed, else --seed / core.seed): _seeded
+        changed = changes(_as_set(drawn[0]), _as_set(new_cfg))
         if changed:
             raise SettingsChanged(out_dir, changed, "use --overwrite to replace it, or --name for a new dataset")
 

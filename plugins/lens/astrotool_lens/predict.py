@@ -271,13 +271,14 @@ def flagged_message(error, counts_only: bool = False) -> str:
     """What :func:`predict_table`'s ``error`` column says of the stamps not predicted.
 
     ``"2 of 4 stamps not predicted (NaN, flag 1): 1 NaN or infinite pixels, 1 blank stamp (first: #1); see
-    column error"``; ``counts_only``: ``"1 NaN or infinite pixels, 1 blank stamp"``.
+    column error"``, ``"... 4 blank stamps ..."``; ``counts_only``: ``"1 NaN or infinite pixels, 1 blank stamp"``.
     """
     from collections import Counter
 
     error = np.asarray(error, dtype=str)
     bad = np.flatnonzero(error != "")
-    counts = ", ".join(f"{k} {reason}" for reason, k in sorted(Counter(error[bad].tolist()).items()))
+    counts = ", ".join(f"{k} {reason}{'s' if k != 1 and reason.endswith('stamp') else ''}"   # 4 blank stamps
+                       for reason, k in sorted(Counter(error[bad].tolist()).items()))
     if counts_only:
         return counts
     first = f" (first: #{int(bad[0])})" if len(bad) else ""
