@@ -316,6 +316,19 @@ def test_evaluate_reports_name_the_dataset(tws, astro):
         assert (reports / f"sim_classifier_{ds}_test_reliability.png").is_file()
 
 
+def test_evaluate_json_carries_the_reports_values_unrounded(tws, astro):
+    """--json rows held the table's rounded values (temperature 0.11 where the report and model.json say
+    0.1104...): a script reading them got other numbers than the report."""
+    r = astro("-w", tws, "--json", "ztf", "evaluate", "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    [row] = json.loads(r.stdout)["models"]
+    report = json.loads((tws / "ztf/reports/sim_classifier_sim_test_evaluate.json").read_text())
+    assert row["temperature"] == report["temperature"] and row["accuracy"] == report["classification"]["accuracy"]
+    assert row["ece_after"] == report["calibration_after"]["ece"]
+    shown = astro("-w", tws, "ztf", "evaluate", "--model", "sim_classifier")   # the table: 4 decimals
+    assert shown.returncode == 0 and f"{round(report['temperature'], 4)}" in shown.stdout, shown.stdout
+
+
 def test_predict_refuses_to_replace_predictions_of_other_inputs(tws, tmp_path, astro):
     """predict B after predict A with the same model replaced A's predictions without a word."""
     from astrotool_ztf import synthetic

@@ -449,12 +449,11 @@ def evaluate(
             ctx.log.info("%s: accuracy %.3f, macro-F1 %.3f, ECE %.3f -> %.3f (T = %.2f) on %d alerts", r["model"],
                          c["accuracy"], c["macro_f1"], r["calibration_before"]["ece"], r["calibration_after"]["ece"],
                          r["temperature"], r["n"])
-    rows = [{"model": r["model"], "n": r["n"], "accuracy": round(r["classification"]["accuracy"], 4),
-             "macro_f1": round(r["classification"]["macro_f1"], 4),
-             **{f"recall_{c}": round(v, 3) for c, v in zip(r["classification"]["class_names"],
-                                                          r["classification"]["recall"])},
-             "ece_before": round(r["calibration_before"]["ece"], 4), "ece_after": round(r["calibration_after"]["ece"], 4),
-             "temperature": round(r["temperature"], 3), "confusion_png": r["confusion_png"]} for r in results]
+    rows = [{"model": r["model"], "n": r["n"], "accuracy": r["classification"]["accuracy"],   # as computed: --json
+             "macro_f1": r["classification"]["macro_f1"],
+             **{f"recall_{c}": v for c, v in zip(r["classification"]["class_names"], r["classification"]["recall"])},
+             "ece_before": r["calibration_before"]["ece"], "ece_after": r["calibration_after"]["ece"],
+             "temperature": r["temperature"], "confusion_png": r["confusion_png"]} for r in results]
     by_name = {r["model"]: r for r in results}  # mean ± std only over seeds of one configuration
     summaries = [{**summarise([by_name[d.name] for d in group]), "of": [d.name for d in group]}
                  for group in seed_groups(dirs) if len(group) > 1]
@@ -474,7 +473,8 @@ def evaluate(
             columns = list(dict.fromkeys(k for r in records for k in r))
             print_table(title, columns, [[r.get(c) for c in columns] for r in records])
 
-    table(f"classifiers on {ds.name} {split}", rows)
+    table(f"classifiers on {ds.name} {split}",   # 4 decimals shown
+          [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
     table(f"seed groups on {ds.name} {split}: mean ± std (ddof = 1)",
           [{"models": ", ".join(g["of"]), **{k: f"{g[k]['mean']:.4f} ± {g[k]['std']:.4f}" for k in
                                              ("accuracy", "macro_f1", "ece_before", "ece_after")}} for g in summaries])
