@@ -313,8 +313,11 @@ class Config:
             new_packaged = (new not in values or new_source.startswith(DEFAULTS)
                             or self._moved.get(f"{dotted}.{new}") == (f"{dotted}.{old}", new_source))
             if isinstance(values.get(new), dict) and isinstance(values[old], dict):   # a table: merged
-                values[new] = ({**values.pop(old), **values[new]} if packaged and not new_packaged else
-                               {**values[new], **values.pop(old)})
+                old_table, new_table = values.pop(old), values[new]
+                values[new] = ({**old_table, **new_table} if packaged and not new_packaged else
+                               {**new_table, **old_table})
+                values[new].update({k: v for k, v in new_table.items()   # a command's option wins, as for a key
+                                    if self._source_of(f"{dotted}.{new}.{k}").startswith(OPTION_SOURCE)})
             elif (packaged or new_source.startswith(OPTION_SOURCE)) and not new_packaged:
                 values.pop(old)   # the user set the new name (a command's option: over a file's old name too)
                 continue
@@ -324,6 +327,8 @@ class Config:
                 continue
             for key in [k for k in self.sources if k == f"{dotted}.{old}" or k.startswith(f"{dotted}.{old}.")]:
                 moved = f"{dotted}.{new}{key[len(dotted) + len(old) + 1:]}"
+                if self.sources.get(moved, "").startswith(OPTION_SOURCE):   # a command's option: it stays
+                    continue
                 if not packaged or moved not in self.sources:  # a user's value keeps its own source
                     self.sources[moved] = self.sources[key]
                     self._moved[moved] = (key, self.sources[key])

@@ -184,8 +184,9 @@ def _auto_shard(environ: Mapping[str, str]) -> tuple[int, int]:
     i = (task - first) // step
     if (last - first) // step + 1 != count or (task - first) % step or not 0 <= i < count:
         raise AstroError(f"--shard auto: the array (indices {first}-{last}, {count} tasks) is not one range "
-                         "of equal steps, e.g. a resubmitted subset (--array=3,17); give --shard I/N with the "
-                         "full count of the first submission (--shard $SLURM_ARRAY_TASK_ID/N)")
+                         "of equal steps, e.g. a resubmitted subset (--array=3,17); give --shard I/N as the first "
+                         "submission numbered its tasks: N its task count, I = (task id - its first index) / its "
+                         "step (--shard $SLURM_ARRAY_TASK_ID/N for an array 0-(N-1))")
     return i, count
 
 
@@ -761,14 +762,17 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
 
         before = set(SpecCluster._instances)  # the caller's own clusters, left alone
         # a worker process quiets its log handlers only while it runs: closing, it printed Dask's INFO lines
-        # ("Received 'close-stream'") after the command's last line; its loggers start at ERROR instead.
-        # The scheduler's HTTP server (dashboard_address None still starts it, on 8787) takes a free port:
-        # 8787 taken by another user's cluster gave a plain-text "Port 8787 is already in use" warning
+        # ("Received 'close-stream'") after the command's last line; its `distributed` loggers start at ERROR
+        # instead (distributed.client and distributed.gc keep Dask's own WARNING).
+        # The scheduler's HTTP server (dashboard_address None still starts it, on 8787) takes a free port of
+        # this host only, with no dashboard: 8787 taken by another user's cluster gave a plain-text "Port 8787
+        # is already in use" warning
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
         _quiet_resource_tracker()
         try:
             cluster = LocalCluster(n_workers=min(options.workers, len(tasks)), threads_per_worker=1,
-                                   processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+                                   processes=True, dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
+                                   scheduler_kwargs={"dashboard": False})
             client = Client(cluster)
             with contextlib.suppress(Exception):   # best effort: a worker that cannot is still used
                 client.run(_ignore_sigint)

@@ -61,14 +61,15 @@ def test_the_resource_trackers_leak_warning_is_quiet_once_workers_may_start(quie
 
     code = ("import os; from astrotool.executors import _quiet_resource_tracker as q; "
             f"q() if {quiet} else None; from multiprocessing import resource_tracker as rt; "
-            "rt.register('/mp-astro-test-leak', 'semaphore'); os._exit(0)")
+            "rt.register('/mp-astro-test-leak', 'semaphore'); print(rt._resource_tracker._pid, flush=True); "
+            "os._exit(0)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     with tempfile.TemporaryFile("w+") as err:   # the tracker writes after the process ended: no pipe to wait on
-        subprocess.run([sys.executable, "-c", code], stderr=err, env=env, check=True)
-        deadline = time.time() + 10
-        while time.time() < deadline and not quiet and "leaked semaphore" not in (err.seek(0) or err.read()):
+        tracker = int(subprocess.run([sys.executable, "-c", code], stderr=err, env=env, check=True,
+                                     capture_output=False, stdout=subprocess.PIPE, text=True).stdout)
+        deadline = time.time() + 20
+        while time.time() < deadline and os.path.exists(f"/proc/{tracker}"):   # it warns as it ends
             time.sleep(0.05)
-        time.sleep(0.5 if quiet else 0)
         err.seek(0)
         assert ("leaked semaphore" in err.read()) is not quiet
 

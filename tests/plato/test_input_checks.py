@@ -390,6 +390,20 @@ def test_keys_of_an_earlier_release_are_read_or_told_their_new_names(tmp_path, c
     assert "plato.bls.bin: unknown key; renamed to 'bin_seconds' (a length in seconds" in capsys.readouterr().err
 
 
+def test_a_commands_option_wins_over_a_files_renamed_table(tmp_path):
+    """``[plato.eval] split = "val"`` in a file and the command's own option for evaluate.split: the file's old
+    table was merged over the option (the run used "val")."""
+    from astrotool import config
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "astro.toml").write_text('[plato.eval]\nsplit = "val"\nname = "r"\n')
+    cfg = config.load(workspace=ws, environ={})
+    assert cfg.section("plato").evaluate.split == "val"
+    got = cfg.section("plato", {"evaluate.split": "train"}).evaluate
+    assert (got.split, got.name) == ("train", "r")
+
+
 def test_the_hidden_eval_alias_is_recorded_as_evaluate(small, tmp_path):
     """Runs through `eval` were recorded as runs/*-plato-eval, beside evaluate's *-plato-evaluate."""
     ws = _copy(small, tmp_path)

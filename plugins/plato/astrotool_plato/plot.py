@@ -123,13 +123,14 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
 
 
 def _in_this_workspace(recorded: str | None, root: Path):
-    """``path -> Path``: a path a run recorded under its workspace ``recorded`` read under ``root`` (the
-    workspace moved or copied since: its run.json keeps absolute paths); any other path as it is."""
+    """``path -> Path``: a path a run recorded under its workspace ``recorded`` read under ``root`` when it
+    exists there (the workspace moved or copied since: its run.json keeps absolute paths); else as recorded."""
     def here(path) -> Path:
         try:
-            return Path(root) / Path(path).relative_to(recorded) if recorded else Path(path)
+            moved = Path(root) / Path(path).relative_to(recorded) if recorded else Path(path)
         except ValueError:   # outside the recorded workspace: the user's own file
             return Path(path)
+        return moved if moved.exists() else Path(path)
 
     return here
 
