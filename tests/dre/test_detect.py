@@ -310,6 +310,26 @@ def test_sky_coordinates_of_galactic_axes_are_equatorial_j2000():
     assert ra[0] != 30.0 and 0 <= ra[0] < 360
 
 
+def test_sky_coordinates_of_fk4_and_of_swapped_axes_are_fk5_j2000():
+    """A B1950 (FK4) header gave B1950 values under ALPHA_J2000 (SExtractor converts them: 0.6 deg apart
+    here), and DEC--TAN/RA---TAN axes came out as (Dec, RA)."""
+    from astropy.coordinates import FK4, FK5, SkyCoord
+
+    from astrotool_dre.tiles import sky_coordinates
+
+    base = {"NAXIS": 2, "NAXIS1": 100, "NAXIS2": 100, "CRPIX1": 50.5, "CRPIX2": 50.5}
+    fk4 = fits.Header({**base, "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.0, "CRVAL2": -30.0,
+                       "CDELT1": -1e-4, "CDELT2": 1e-4, "RADESYS": "FK4", "EQUINOX": 1950.0})
+    ra, dec = sky_coordinates(fk4, [50.5], [50.5])
+    want = SkyCoord(150.0, -30.0, unit="deg", frame=FK4(equinox="B1950")).transform_to(FK5(equinox="J2000"))
+    assert abs(ra[0] - want.ra.deg) * 3600 < 0.01 and abs(dec[0] - want.dec.deg) * 3600 < 0.01
+    assert abs(ra[0] - 150.0) > 0.4
+    swapped = fits.Header({**base, "CTYPE1": "DEC--TAN", "CTYPE2": "RA---TAN", "CRVAL1": -30.0, "CRVAL2": 150.0,
+                           "CDELT1": 1e-4, "CDELT2": 1e-4, "RADESYS": "ICRS"})
+    ra, dec = sky_coordinates(swapped, [50.5], [50.5])
+    assert ra[0] == pytest.approx(150.0, abs=1e-9) and dec[0] == pytest.approx(-30.0, abs=1e-9)
+
+
 def test_cps_gain_needs_a_positive_exposure_time():
     for bad in (0.0, -5.0, "N/A"):
         with pytest.raises(InputError, match=r"t\.fits: header EXPTIME .* is not a positive number"):

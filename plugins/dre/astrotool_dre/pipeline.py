@@ -89,9 +89,10 @@ class TilePaths:
 # ----------------------------------------------------------------------------- what made an output
 #: Bump a stage's number when the same settings give other outputs (or its record holds other keys for them).
 #: fit 2: the summary has SKY/SKY_ERR and more header cards, a --cube fit records the cube's grid, local_sky
-#: with the dre statistic is recorded as used (false); mosaics 2: TILE, NAME, INDEX, FITSTAT in their headers.
+#: with the dre statistic is recorded as used (false); mosaics 2: TILE, NAME, INDEX, FITSTAT in their headers;
+#: detect 2: ALPHA_J2000/DELTA_J2000 from the full astropy WCS (SIP; FK5 J2000 whatever the header's frame).
 #: An output of an older version is refused (fit: --overwrite remakes it) or made again (mosaics: RECOMPUTE).
-STAGE_VERSIONS = {"detect": 1, "psf": 1, "cuts": 1, "fit": 2, "mosaics": 2}
+STAGE_VERSIONS = {"detect": 2, "psf": 1, "cuts": 1, "fit": 2, "mosaics": 2}
 #: Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2).
 RECOMPUTE = frozenset({"mosaics"})
 #: Settings that do not change a stage's outputs.

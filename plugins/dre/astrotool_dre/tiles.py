@@ -374,21 +374,23 @@ def sky_coordinates(header, x, y) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
-        Right ascension and declination [deg], float64: in the WCS's own equatorial frame, else (galactic
-        or ecliptic axes) FK5 J2000, as SExtractor's ``ALPHA_J2000``; NaN when the header has no celestial WCS.
+        Right ascension and declination [deg], float64, as SExtractor's ``ALPHA_J2000``, ``DELTA_J2000``:
+        ICRS or FK5 J2000 as the header says, any other frame (FK4 B1950, galactic, ecliptic axes, in either
+        order) transformed to FK5 J2000; NaN when the header has no celestial WCS.
     """
+    from astropy.coordinates import FK5
+
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     wcs = celestial_wcs(header)
     if wcs is None or x.size == 0:
         return np.full(x.shape, np.nan), np.full(x.shape, np.nan)
-    if wcs.wcs.lngtyp != "RA":
-        from astropy.coordinates import FK5
-
-        sky = wcs.pixel_to_world(x - 1.0, y - 1.0).transform_to(FK5(equinox="J2000"))
-        return np.asarray(sky.ra.deg, dtype=np.float64), np.asarray(sky.dec.deg, dtype=np.float64)
-    lon, lat = wcs.all_pix2world(x, y, 1)
-    return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    sky = wcs.pixel_to_world(x - 1.0, y - 1.0)   # astropy's 0-based pixels; SIP included
+    frame = sky.frame
+    if not (frame.name == "icrs" or (frame.name == "fk5" and abs(frame.equinox.jyear - 2000.0) < 1e-9)):
+        sky = sky.transform_to(FK5(equinox="J2000"))
+    return (np.asarray(sky.spherical.lon.deg, dtype=np.float64),
+            np.asarray(sky.spherical.lat.deg, dtype=np.float64))
 
 
 def celestial_wcs(header):
