@@ -126,6 +126,26 @@ def test_stamps_of_an_older_ingest_are_refused_not_kept(tmp_path):
     assert not ingest_file(src, a, s, IngestConfig(), True).skipped
 
 
+
+def test_prepare_and_predict_refuse_stamps_of_an_older_ingest(tmp_path):
+    """Only ingest refused them: prepare and predict read stamps placed the old way without a word."""
+    from astrotool.errors import InputError
+    from astrotool_ztf import synthetic
+    from astrotool_ztf.ingest import read_stamps
+    from astrotool_ztf.predict import input_identity
+
+    src = synthetic.write_avro(tmp_path / "in.avro", synthetic.make_alerts(2))
+    a, s = tmp_path / "a_alerts.parquet", tmp_path / "a_stamps.h5"
+    ingest_file(src, a, s, IngestConfig(), False)
+    now = input_identity(a, s)
+    assert len(read_stamps(s)["candid"]) == 2
+    with h5py.File(s, "a") as h5:
+        del h5.attrs["ingest_version"]                       # as version 1 wrote it
+    with pytest.raises(InputError, match=r"a_stamps\.h5: .*version: 1 -> 2.*astro ztf ingest --overwrite"):
+        read_stamps(s)
+    assert input_identity(a, s) != now                       # predictions of the old stamps are not kept
+
+
 @needs_shared
 def test_units_follow_the_schema_in_the_shared_avro_files():
     import fastavro

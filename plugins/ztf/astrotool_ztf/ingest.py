@@ -1163,10 +1163,22 @@ def read_stamps(path) -> dict[str, np.ndarray]:
     dict
         ``science``, ``template``, ``difference`` (float32 ``(N, s, s)``),
         ``candid`` (int64) and ``objectId`` (str).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The file was written by another :data:`INGEST_VERSION` (its stamps are placed otherwise): to ingest
+        again with ``astro ztf ingest --overwrite``.
     """
+    from astrotool.errors import InputError
     from astrotool.io.hdf5 import open_h5
 
     with open_h5(path) as h5:
+        stale = _version_changed(path, h5.attrs)
+        if stale is not None:
+            raise InputError(path, f"stamps of another ztf ingest ({stale.changed[0]}), whose stamps this "
+                                   "version does not read: ingest their alerts again with `astro ztf ingest "
+                                   "--overwrite`")
         out = {k: h5[k][...] for k in STAMPS}
         out["candid"] = h5["candid"][...]
         out["objectId"] = np.array([s.decode() if isinstance(s, bytes) else s for s in h5["objectId"][...]])

@@ -38,8 +38,9 @@ def alert_inputs(alerts_path, stamps_path, meta: dict):
 
 
 def input_identity(alerts_path, stamps_path) -> str | None:
-    """What identifies an ingested input for predict's record: its alerts (``candid``) and stamp side, not
-    when it was ingested (None: unreadable, :func:`predict_file` names the problem)."""
+    """What identifies an ingested input for predict's record: its alerts (``candid``), stamp side and the
+    ingest version that placed the stamps, not when it was ingested (None: unreadable, :func:`predict_file`
+    names the problem)."""
     import hashlib
 
     import pyarrow.parquet as pq
@@ -50,10 +51,11 @@ def input_identity(alerts_path, stamps_path) -> str | None:
         candid = pq.read_table(alerts_path, columns=["candid"])["candid"].to_numpy().astype("<i8")
         with open_h5(stamps_path) as h5:
             side = h5.attrs.get("stamp_size")
+            version = int(h5.attrs.get("ingest_version", 1))
     except Exception:  # noqa: BLE001 - any unreadable input is reported by predict_file
         return None
     return (f"candid sha256 {hashlib.sha256(candid.tobytes()).hexdigest()[:16]}, {len(candid)} alerts, "
-            f"stamps {side} px")
+            f"stamps {side} px, ingest version {version}")
 
 
 def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 256, device: str | None = None,

@@ -289,11 +289,13 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     from astrotool.made_with import SettingsChanged, changes, file_checksum
     from astrotool.ml.data import MANIFEST_SUFFIX
 
+    from astrotool_ztf.ingest import INGEST_VERSION
     from astrotool_ztf.simulate import CLASSES
 
     out_dir = Path(out_dir)
     classes = list(cfg.classes or CLASSES)
-    settings = {"ztf": {"prepare": dataset_settings(cfg)}, "seed": int(seed),   # inputs: each alert table's checksum
+    # inputs: each alert table's checksum; ingest_version: how the stamps read were placed (a set of older ones)
+    settings = {"ztf": {"prepare": dataset_settings(cfg)}, "seed": int(seed), "ingest_version": INGEST_VERSION,
                 "inputs": {Path(a).name: file_checksum(a, Path(a).with_name(f".{Path(a).name}.checksum.json"))
                            for a, _ in sorted(pairs)}}
     if any(out_dir.glob(f"*{MANIFEST_SUFFIX}")) and not overwrite:
