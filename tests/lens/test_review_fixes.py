@@ -153,19 +153,6 @@ def test_a_calibration_with_1_plus_m_zero_is_refused_at_export():
     assert e.value.exit_code == 2
 
 
-def test_measure_names_the_input_when_every_stamp_failed(tmp_path, capsys):
-    import numpy as np
-    from astropy.io import fits
-
-    fits.PrimaryHDU(np.zeros((2, 24, 24), np.float32)).writeto(tmp_path / "blank.fits")
-    psf = np.zeros((24, 24), np.float32)
-    psf[10:14, 10:14] = 1.0
-    fits.PrimaryHDU(psf).writeto(tmp_path / "psf40.fits")
-    _, err = _run(capsys, tmp_path, "lens", "measure", tmp_path / "blank.fits", "--psf", tmp_path / "psf40.fits",
-                  "--methods", "KSB", code=2)
-    assert f"{tmp_path / 'blank.fits'}: every stamp failed with every method" in err
-
-
 def test_flagged_stamps_are_counted_in_the_plural():
     from astrotool_lens.predict import flagged_message
 

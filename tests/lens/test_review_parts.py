@@ -149,6 +149,7 @@ def test_a_table_where_every_stamp_failed_is_recorded_as_an_error(tmp_path, caps
                   "--name", "x1", "--methods", "KSB", code=2)
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
     assert record["status"] == "error" and record["exit_code"] == 2 and "every stamp failed" in err
+    assert f"{tmp_path / 'blank.fits'}: every stamp failed with every method" in err   # the input named
 
 
 def test_a_response_without_finite_values_is_named_so():
