@@ -607,6 +607,22 @@ def _early_log_format(argv: list[str]) -> str:
     return fmt
 
 
+def _tell_renamed_option(exc) -> None:
+    """Name the new option in click's "No such option" for an option of an earlier release (``--prefix``:
+    "renamed --name"), from the ``renamed_keys`` of the command's configuration table."""
+    if type(exc).__name__ != "NoSuchOption" or getattr(exc, "ctx", None) is None:
+        return
+    from astrotool.config import renamed_option
+
+    try:
+        new = renamed_option(exc.ctx.command_path.split()[1:], exc.option_name)
+    except Exception:  # a hint only: never hide the usage error
+        return
+    if new is not None:
+        exc.message = f"No such option: {exc.option_name} (renamed {new})"
+        exc.possibilities = None
+
+
 def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     """Click usage errors -> 2; anything else -> 1 with a one-line message."""
     from typer.exceptions import Abort, Exit, TyperException
@@ -618,6 +634,8 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
         return 130, "interrupted"
     if isinstance(exc, TyperException) and hasattr(exc, "show"):
         from astrotool import console
+
+        _tell_renamed_option(exc)
 
         fmt = console.log_format()
         if hasattr(exc, "format_message") and (fmt == "json" or fmt == "plain" and type(exc).__name__ !=

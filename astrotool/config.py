@@ -426,6 +426,25 @@ class Config:
         return {name: json.loads(model.model_dump_json()) for name, model in sorted(self.validated.items())}
 
 
+def renamed_option(command: list[str], option: str, registry=None) -> str | None:
+    """The option that replaced ``option`` of the command ``command`` (``["dre", "simulate"]``), from the
+    ``renamed_keys`` of its table (``dre.simulate``; an option is its key with ``-`` for ``_``), or None.
+
+    >>> renamed_option(["dre", "simulate"], "--prefix")  # doctest: +SKIP
+    '--name'
+    """
+    from astrotool.plugins import load_target
+
+    if not command or not option.startswith("--"):
+        return None
+    target = Packaged(registry).models.get(command[0])
+    model = _table_model(load_target(target), command[1:]) if target else None
+    for old, new in getattr(model, "renamed_keys", {}).items():
+        if "--" + old.replace("_", "-") == option:
+            return "--" + new.split(" ")[0].replace("_", "-")
+    return None
+
+
 def _did_you_mean(name: str, known) -> str:
     """``"; did you mean 'executor'?"`` for the one of ``known`` closest to a misspelt ``name``, else ``""``."""
     close = difflib.get_close_matches(name, list(known), n=1)

@@ -213,6 +213,8 @@ def test_the_keys_of_an_earlier_release_are_read_under_their_new_names(tmp_path,
     assert [f["item"] for f in json.loads(r.stdout)["failures"]] == ["old_000", "old_001"]
     assert f"{ws / 'astro.toml'}: dre.simulate.ntiles: renamed to 'n_tiles'" in r.stderr, r.stderr
     assert "dre.simulate.prefix: renamed to 'name'" in r.stderr, r.stderr
+    r = astro("-w", ws, "dre", "simulate", "--prefix", "x")   # the old option: the new one is named
+    assert r.returncode == 2 and "No such option: --prefix (renamed --name)" in r.stderr, r.stderr
 
 
 def test_an_edge_leaving_no_room_is_a_configuration_error(tmp_path, astro):
