@@ -248,6 +248,10 @@ def test_unique_names_disambiguate_with_parent_folders(tmp_path):
     assert unique_names(deep) == ["a_x_n_1", "b_x_n_1", "2"]
     with pytest.raises(AstroError, match="same outputs"):
         unique_names([tmp_path / "a/x/y/z/1.avro", tmp_path / "b/x/y/z/1.avro"])
+    # one folder, one stem, two formats: no parent tells them apart; both files are named (neither was)
+    with pytest.raises(InputError) as err:
+        unique_names([tmp_path / "n/0.avro", tmp_path / "n/0.parquet", tmp_path / "m/1.avro"])
+    assert err.value.exit_code == 2 and err.value.path == f"{tmp_path / 'n/0.avro'} and {tmp_path / 'n/0.parquet'}"
 
 
 def test_gzipped_avro_and_folder_inputs(tmp_path):

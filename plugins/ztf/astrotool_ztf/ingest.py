@@ -226,7 +226,9 @@ def unique_names(paths) -> list[str]:
     dupes = sorted(n for n, k in Counter(names).items() if k > 1)
     if not dupes:  # the third parent folder told them apart
         return names
-    raise AstroError(f"several inputs would write the same outputs ({', '.join(dupes[:3])}); "
+    clash = [printable(p) for p, n in zip(paths, names) if n == dupes[0]]
+    raise InputError(" and ".join(clash), f"would write the same outputs ({dupes[0]}_*)"
+                     f"{f' ({len(dupes)} such clashes)' if len(dupes) > 1 else ''}; "
                      "ingest them in separate workspaces or rename them")
 
 
