@@ -401,6 +401,9 @@ class Context:
                              "sends them there)", self.options.scheduler, options.kind)
         keys = [str(k) for k in (keys if keys is not None else items)]
         n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
+        if options.shard and not n and keys:
+            self.log.info("--shard %d/%d had nothing to do in %s: its %d item(s) fall to the other --shard tasks",
+                          options.shard[0], options.shard[1], desc, len(keys))
         def done(key: str, result: Any) -> None:   # an item's files, recorded as it finishes
             try:
                 for path in outputs(result) or ():

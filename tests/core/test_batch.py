@@ -261,6 +261,17 @@ def test_shard_auto_on_the_command_line(astro, toy, tmp_path):
     assert r.returncode == 2 and "--shard auto: not in a Slurm job array" in r.stderr, r.stderr
 
 
+def test_a_shard_task_that_gets_no_item_says_so(astro, toy, tmp_path):
+    """A task of a larger array than there are items ran nothing and said nothing (lens generate, plato
+    simulate): the core's map says it, once, for every plugin."""
+    r = astro("-w", tmp_path, "--shard", "3/4", "toy", "run", "--count", "2", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("--shard 3/4 had nothing to do in ") == 1, r.stderr
+    assert "its 2 item(s) fall to the other --shard tasks" in r.stderr, r.stderr
+    r = astro("-w", tmp_path, "--shard", "1/4", "toy", "run", "--count", "2", pythonpath=toy)
+    assert r.returncode == 0 and "nothing to do" not in r.stderr, r.stderr
+
+
 def test_run_record_names_real_files_and_program_versions(tmp_path, monkeypatch):
     """A hidden ``.done`` marker stands for its folder's products; a program's version line is recorded."""
     from astrotool.workspace import RunRecord, Workspace

@@ -228,6 +228,7 @@ def test_a_measure_shard_task_without_items_says_it_had_nothing_to_do(ws, capsys
                        "--name", "gsh")
     assert code == 0, err
     assert "--shard 5/8 had nothing to do" in err and "WARNING" not in err
+    assert err.count("had nothing to do") == 1, err   # said once (the core's map), not again by measure
 
 
 def test_evaluate_notes_a_plot_left_out_as_information(ws, capsys):
