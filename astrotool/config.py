@@ -286,10 +286,14 @@ class Config:
 
     def _source_of(self, dotted: str) -> str:
         """The layer that set ``dotted``: for an item of a list (``methods.0``) the list's, for a
-        check of a whole table the first of its keys that a user's layer set."""
+        check of a whole table the highest of the user's layers that set one of its keys (a command's option,
+        then ``--set``, then the environment, then a file), its first such key's."""
         hits = [s for k, s in self.sources.items() if k.startswith(dotted + ".")]
         if hits:  # a table (a section's own entry names only the file that declared it)
-            return next((s for s in hits if not s.startswith(DEFAULTS)), hits[0])
+            def rank(source: str) -> int:
+                return (4 if source.startswith(OPTION_SOURCE) else 3 if source == "--set" else
+                        2 if source.startswith("$") else 0 if source.startswith(DEFAULTS) else 1)
+            return max(hits, key=rank)   # the first of the highest
         parts = dotted.split(".")
         for key in [dotted, *(".".join(parts[:n]) for n in range(len(parts) - 1, 1, -1))]:
             if key in self.sources:

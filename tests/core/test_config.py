@@ -146,6 +146,15 @@ def test_a_bad_value_is_blamed_on_its_option_once(astro, tmp_path, args, line):
     assert not (tmp_path / "ws" / "lens").exists() and not (tmp_path / "ws" / "plato").exists()
 
 
+def test_a_check_of_a_whole_table_is_blamed_on_the_highest_layer_that_set_one_of_its_keys(astro, tmp_path):
+    """A file setting dposang and --set setting nposang: the angle-range check was blamed on the file
+    (its key came first), though --set overrides it and made the range too long."""
+    cfg = tmp_path / "small.toml"
+    cfg.write_text("[dre.models]\nposang0 = 0\ndposang = 40\n")
+    r = astro("-w", tmp_path / "ws", "--cfg", cfg, "--set", "dre.models.nposang=6", "config", "show", "dre")
+    assert r.returncode == 2 and "  --set: dre.models: posang0 + (nposang-1)*dposang = 200 deg" in r.stderr, r.stderr
+
+
 def test_a_key_outside_its_section_names_the_section(astro, tmp_path):
     """``log_format = "json"`` at the top of a file was an 'unknown section [log_format]'."""
     cfg = tmp_path / "machine.toml"
