@@ -299,8 +299,7 @@ class Context:
             return None
         record = self.record
         with contextlib.suppress(Exception):
-            record.config = self.config.resolved()
-            record.config["core"]["executor"] = self.executor_options.kind  # as run (`-j N` alone: process)
+            record.config = self.resolved_config()
         if self.failures:
             record.extra["failures"] = self._failure_rows()
         if self.jobs_started is not None:  # the workers the maps started; none: no map ran (or a remote cluster)
@@ -309,6 +308,21 @@ class Context:
             if (shard := self.executor_options.shard) is not None:
                 record.extra["shard"] = "{}/{}".format(*shard)
         return record.finish(status, exit_code, error)
+
+    def resolved_config(self) -> dict:
+        """The configuration as the command uses it: :meth:`Config.resolved` with ``core.executor`` as run
+        (``-j N`` or ``--scheduler`` alone choose the process or Dask executor over a serial one)."""
+        data = self.config.resolved()
+        if "core" in data:
+            data["core"]["executor"] = self.executor_options.kind
+        return data
+
+    def executor_source(self) -> str | None:
+        """Where ``core.executor`` came from when :meth:`resolved_config` changed it (the option alone
+        that chose it), else None."""
+        if self.executor_options.kind == self.core.executor:
+            return None
+        return "--scheduler alone" if self.options.scheduler else f"-j {self.options.jobs} alone"
 
     # -- execution -----------------------------------------------------------------------
     @property

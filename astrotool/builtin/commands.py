@@ -110,7 +110,7 @@ def config_show(
     ctx = current()
     as_json = json_results()
     cfg = ctx.config
-    data = cfg.resolved()
+    data = ctx.resolved_config()   # core.executor as a command runs it (`-j 2` alone: process)
     if section:
         if section in cfg.broken or section in cfg.needs:  # say why it is left out, as its commands do
             cfg.section(section)
@@ -126,6 +126,8 @@ def config_show(
     if sources:
         flat = _flatten(data)
         rows = {k: {"value": v, "source": cfg.sources.get(k, "defaults")} for k, v in flat.items()}
+        if "core.executor" in rows and ctx.executor_source():
+            rows["core.executor"]["source"] = ctx.executor_source()
         if as_json:
             ctx.emit(rows)
         else:

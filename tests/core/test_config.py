@@ -425,3 +425,16 @@ def test_a_preset_that_is_not_a_name_is_a_config_error(astro, tmp_path, key, all
     r = astro("-w", tmp_path, "--set", f"{key}=[1]", "config", "show", "core")
     assert r.returncode == 2, r.stderr
     assert f"--set: {key}: Input should be {allowed}" in r.stderr and "TypeError" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args, kind, source", [
+    (["-j", "2"], "process", "-j 2 alone"), (["--scheduler", "tcp://127.0.0.1:1"], "dask", "--scheduler alone"),
+    (["--executor", "serial", "-j", "2"], "serial", "command-line option"), ([], "serial", "defaults")])
+def test_config_show_gives_the_executor_a_command_runs(capsys, tmp_path, args, kind, source):
+    """``-j 2 config show`` said ``executor = "serial"  # defaults`` where a command with ``-j 2`` runs the
+    process executor (and records it in run.json)."""
+    from astrotool.cli import main
+
+    assert main(["-w", str(tmp_path), *args, "--json", "config", "show", "core", "--sources"]) == 0
+    row = json.loads(capsys.readouterr().out)["core.executor"]
+    assert row["value"] == kind and row["source"].startswith(source), row
