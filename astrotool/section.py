@@ -24,7 +24,7 @@ class Section(BaseModel):
     (it stays an error: nothing is read from it).
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
     renamed_keys: ClassVar[dict[str, str]] = {}
 
 

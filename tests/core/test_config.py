@@ -91,6 +91,9 @@ def test_validate_and_schema(astro, toy, tmp_path):
     s = json.loads(r.stdout)
     assert {"core", "toy"} <= set(s["properties"])
     assert s["properties"]["toy"]["properties"]["mode"]["enum"] == ["fast", "slow"]
+    # a key documented by its attribute's docstring (as plugins.md shows) has that description (had none)
+    assert s["properties"]["toy"]["properties"]["count"]["description"] == "How many numbers ``astro toy run`` squares."
+    assert s["properties"]["core"]["properties"]["jobs"]["description"].startswith("Worker processes")
 
 
 def test_show_toml_round_trips(astro, toy, tmp_path):
