@@ -84,7 +84,7 @@ T = TypeVar("T")
 Device = Annotated[Optional[str], typer.Option(
     "--device", help="auto | cpu | cuda | cuda:N | mps (sets ml.accelerator)")]
 Precision = Annotated[Optional[str], typer.Option(
-    "--precision", help="32 | bf16-mixed | 16-mixed (sets ml.precision)")]
+    "--precision", help="32-true | bf16-mixed | 16-mixed (sets ml.precision)")]
 Devices = Annotated[Optional[str], typer.Option(
     "--devices", help="processes per node, one device each: N or auto (sets ml.devices)")]
 NumNodes = Annotated[Optional[int], typer.Option(
@@ -135,7 +135,8 @@ def runtime(ctx, device: str | None = None, precision: str | None = None, device
     """
     from astrotool.ml.fabric import Runtime
 
-    return Runtime.from_config(ctx.section("ml", runtime_flags(device, precision, devices, num_nodes)))
+    return Runtime.from_config(ctx.section("ml", runtime_flags(device, precision, devices, num_nodes)),
+                               accelerator_option="--device" if device is not None else "ml.accelerator")
 
 
 # ---------------------------------------------------------------- datasets and model folders

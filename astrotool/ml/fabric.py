@@ -119,6 +119,8 @@ class Runtime:
     sync_batchnorm: bool = False
     num_workers: int = 0
     _fabric: Any = field(default=None, init=False, repr=False, compare=False)
+    accelerator_option: str = field(default="ml.accelerator", repr=False, compare=False, kw_only=True)
+    """How messages name the accelerator setting (``--device`` where the command's option gave it)."""
 
     def __post_init__(self):
         acc = str(self.accelerator).lower()
@@ -155,6 +157,8 @@ class Runtime:
         """
         names = [f.name for f in fields(cls) if f.init]
         unknown = set(overrides) - set(names)
+        if isinstance(ml, Mapping):   # a misspelt key would silently leave its setting at the default
+            unknown |= set(ml) - set(names)
         if unknown:
             raise TypeError(f"Runtime.from_config: unknown setting(s) {', '.join(sorted(unknown))}")
         values = {n: _setting(ml, n, f.default) for n, f in ((f.name, f) for f in fields(cls) if f.init)}
@@ -174,11 +178,11 @@ class Runtime:
     def _accelerator_and_devices(self) -> tuple[str, Any]:
         from astrotool.backends import resolve_device
 
-        device = resolve_device(self.accelerator, "torch", auto_mps=True, option="ml.accelerator")
+        device = resolve_device(self.accelerator, "torch", auto_mps=True, option=self.accelerator_option)
         kind, _, index = device.partition(":")
         if index:  # a named GPU: exactly that one
             if self.devices not in (1, "auto"):
-                raise AstroError(f"ml.accelerator {device}: names one GPU, but ml.devices is {self.devices}")
+                raise AstroError(f"{self.accelerator_option} {device}: names one GPU, but ml.devices is {self.devices}")
             return kind, [int(index)]
         if kind == "cpu" and self.devices == "auto":
             return kind, 1

@@ -318,6 +318,26 @@ def test_runtime_options_map_onto_the_ml_section(tmp_path):
         mc.runtime(ctx, devices="0,1")
 
 
+def test_a_device_error_names_the_setting_the_user_gave(tmp_path):
+    """``train --device cuda`` on a CPU-only machine said "ml.accelerator cuda: ... use ml.accelerator cpu"."""
+    import torch
+
+    from astrotool.context import Context
+    from astrotool.errors import AstroError
+    from astrotool.ml.fabric import Runtime
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    ctx = Context.create(tmp_path / "ws")
+    with pytest.raises(AstroError, match=r"^--device cuda: .*use --device cpu"):
+        mc.runtime(ctx, device="cuda")._accelerator_and_devices()
+    ctx = Context.create(tmp_path / "ws", set=["ml.accelerator=cuda"])
+    with pytest.raises(AstroError, match=r"^ml.accelerator cuda: "):
+        mc.runtime(ctx)._accelerator_and_devices()
+    with pytest.raises(TypeError, match="acelerator"):   # a misspelt key of a mapping was ignored
+        Runtime.from_config({"acelerator": "cpu"})
+
+
 def test_runtime_options_are_declared_once_as_typer_options():
     import typer
     from typer.testing import CliRunner
