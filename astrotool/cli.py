@@ -363,13 +363,20 @@ def mount_all(group) -> list[tuple[str, str]]:
     return problems
 
 
-def _version_text() -> str:
+def _versions() -> dict:
+    """``{"astro": version, "plugins": {name: {"distribution", "version", "status"}}}`` (``--json --version``)."""
     from astrotool.plugins import get_registry
 
-    lines = [f"astro {__version__} (astrotool-core)"]
-    for info in get_registry().info.values():
-        if info.name != "core":
-            lines.append(f"  {info.name}: {info.distribution} {info.version}" + (" (broken)" if info.status != "ok" else ""))
+    return {"astro": __version__, "plugins": {i.name: {"distribution": i.distribution, "version": i.version,
+                                                       "status": i.status}
+                                              for i in get_registry().info.values() if i.name != "core"}}
+
+
+def _version_text() -> str:
+    versions = _versions()
+    lines = [f"astro {versions['astro']} (astrotool-core)"]
+    for name, p in versions["plugins"].items():
+        lines.append(f"  {name}: {p['distribution']} {p['version']}" + (" (broken)" if p["status"] != "ok" else ""))
     return "\n".join(lines)
 
 
@@ -414,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"Usage: astro [OPTIONS] COMMAND [ARGS]...\nError: {exc}\n")
         return 2
     if "--version" in rest[:1]:
-        sys.stdout.write(_version_text() + "\n")
+        import json
+
+        sys.stdout.write((json.dumps(_versions()) if opts.json else _version_text()) + "\n")
         return 0
 
     ctx = None

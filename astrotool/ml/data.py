@@ -190,6 +190,11 @@ class DatasetWriter:
     compression: str = "medium"
     command: str = ""
 
+    def __post_init__(self):
+        from astrotool.names import check_name
+
+        check_name(self.name, "dataset name")   # one folder's file names: never a path outside it
+
     @property
     def folder(self) -> Path:
         return Path(self.root)

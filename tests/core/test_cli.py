@@ -207,6 +207,9 @@ def test_version_lists_plugins(astro):
     assert r.stdout.startswith("astro ")
     for name in ["dre", "lens", "plato", "ztf"]:
         assert f"{name}: astrotool-{name}" in r.stdout
+    r = astro("--json", "--version")   # was the text above: --json makes every result JSON
+    versions = json.loads(r.stdout)
+    assert r.returncode == 0 and versions["astro"] and versions["plugins"]["dre"]["distribution"] == "astrotool-dre"
 
 
 def test_unknown_command_is_usage_error(astro):

@@ -90,6 +90,8 @@ def test_a_shard_replaced_by_another_set_s_is_refused(tmp_path):
 
 
 def test_writer_refuses_bad_input_and_finalize_needs_every_shard(tmp_path):
+    with pytest.raises(AstroError, match="dataset name"):   # wrote ../evil_dataset.json outside the folder
+        DatasetWriter(str(tmp_path / "set"), "../evil")
     w = DatasetWriter(str(tmp_path), "w")
     with pytest.raises(ValueError, match="holds 2 samples, expected 3"):
         w.write_shard(0, 0, {"a": np.zeros((3, 2)), "b": np.zeros((2, 2))})
