@@ -380,10 +380,31 @@ class Config:
                     renamed = getattr(model, "renamed_keys", {}).get(key)
                     new, _, why = (renamed or "").partition(" ")   # "new_key (what changed)"
                     given += (f"; renamed to {new!r}{' ' + why if why else ''}" if renamed else
-                              _did_you_mean(key, list(model.model_fields) if model is not None else []))
+                              _did_you_mean(key, list(model.model_fields) if model is not None else [])
+                              or self._key_elsewhere(key, section))
                 out.append((self._source_of(dotted), f"{dotted}: {msg}{given}"))
             return out
         return []
+
+    def _key_elsewhere(self, key: str, section: str) -> str:
+        """``"; it is a key of [dre.fit]"`` for a key put in the wrong table: the tables that have a key of
+        that name (``section``'s own where it has one; up to three), else ``""``."""
+        found: list[str] = []
+
+        def walk(model, dotted: str) -> None:
+            for name, field in getattr(model, "model_fields", {}).items():
+                if name == key:
+                    found.append(dotted)
+                if hasattr(field.annotation, "model_fields") and dotted.count(".") < 3:
+                    walk(field.annotation, f"{dotted}.{name}")
+
+        for name in sorted(self._model_targets):
+            try:
+                walk(self.model_class(name), name)
+            except Exception:  # a model that cannot be imported: reported on its own
+                continue
+        found = [t for t in found if t.split(".")[0] == section] or found   # the section's own, where it has one
+        return f"; it is a key of [{'], ['.join(found[:3])}]" if found else ""
 
     def section(self, name: str, flags: dict[str, Any] | None = None):
         """The validated model of section ``name``, with explicit flag values applied.

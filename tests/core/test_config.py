@@ -176,6 +176,17 @@ def test_misspelt_key_or_section_suggests_the_known_one(astro, toy, tmp_path):
     assert f"{bad}: [toyy]: unknown section; did you mean 'toy'?" in r.stderr, r.stderr
 
 
+def test_a_key_in_the_wrong_table_names_the_table_that_has_it(astro, tmp_path):
+    """``[dre] batch_size`` and ``[dre] jobs`` were a bare "unknown key"."""
+    bad = write(tmp_path / "w.toml", "[dre]\nbatch_size = 3\njobs = 4\nzzz = 1\n[lens]\nboxsize = 3\n")
+    r = astro("-w", tmp_path, "--cfg", bad, "config", "show", "core")
+    assert r.returncode == 2
+    assert f"{bad}: dre.batch_size: unknown key; it is a key of [dre.fit]\n" in r.stderr, r.stderr  # its own first
+    assert f"{bad}: dre.jobs: unknown key; it is a key of [core]\n" in r.stderr, r.stderr
+    assert f"{bad}: lens.boxsize: unknown key; it is a key of [dre.models]\n" in r.stderr, r.stderr
+    assert f"{bad}: dre.zzz: unknown key\n" in r.stderr, r.stderr
+
+
 def test_a_plugin_with_missing_or_invalid_defaults_is_broken_and_others_work(astro, toy, tmp_path):
     """One plugin's missing ``defaults.toml`` (or a value its model refuses) marks that plugin
     broken, with the reason, instead of stopping every other plugin's commands."""
