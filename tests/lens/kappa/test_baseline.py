@@ -356,3 +356,19 @@ def test_sigma_with_another_method_is_refused(workspace, capsys, method):
                          method, "--sigma", 2)
     assert code == 2 and "--sigma applies to --method ks only" in err
     assert not (ws / "lens" / "kappa" / "predictions" / f"tiny_{method}").exists()
+
+
+def test_an_input_only_train_dataset_is_said_to_be_one(workspace, capsys):
+    """--train-dataset naming an input-only set was told to "give one with --train-dataset NAME"."""
+    ws, eps, _ = workspace
+    write_set(ws / "lens" / "kappa" / "data", "dt_in", eps[:4], None, ["test"] * 4)
+    for method in ("mean", "wiener"):
+        code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "tiny", "--method",
+                           method, "--train-dataset", "dt_in")
+        msg = " ".join(err.split())
+        assert code == 2 and "dt_in" in msg and "holds no kappa maps" in msg, err
+        assert "given with --train-dataset was packed from inputs alone" in msg, err
+        assert "give one with --train-dataset NAME" not in msg, err
+    # without --train-dataset, an input-only --dataset is still pointed to the option
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "dt_in", "--method", "mean")
+    assert code == 2 and "give one with --train-dataset NAME" in " ".join(err.split()), err

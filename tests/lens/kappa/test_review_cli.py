@@ -350,3 +350,58 @@ def test_parity_warning_for_an_empty_training_set_says_it_is_empty(tmp_path, cap
         eps, origin = parity_epsilon({"training": {"size": 16, "dataset_path": str(tmp_path / "e")}}, 1, 0, log=log)
     assert origin == "random fields"
     assert "holds no maps" in caplog.text and "not the model's" not in caplog.text
+
+
+# ---------------------------------------------------------------- review of copied workspaces and messages
+
+
+def test_export_in_a_copied_workspace_reads_the_copy_s_training_set(trained, tmp_path, capsys, caplog):
+    """model.json kept the training set's absolute path: a copied workspace's export read the original's set,
+    and with the copy's set removed it still read the original's, with no warning."""
+    import shutil
+
+    ws, _ = trained
+    meta = json.loads((ws / "lens" / "kappa" / "models" / "u" / "model.json").read_text())
+    assert meta["training"]["dataset_path"] == "lens/kappa/data/tiny"     # workspace-relative
+    copy = tmp_path / "copy"
+    shutil.copytree(ws, copy, ignore=shutil.ignore_patterns("runs", "predictions", "*.onnx"))
+    base = ["-w", copy, "--json", "--set", "lens.kappa.export.parity_samples=2", "lens", "kappa", "export",
+            "--model", "u"]
+    code, out, err = run(capsys, *base)
+    assert code == 0, err
+    assert json.loads(out)["parity_inputs"] == str((copy / "lens" / "kappa" / "data" / "tiny").resolve())
+    shutil.rmtree(copy / "lens" / "kappa" / "data" / "tiny")
+    code, out, err = run(capsys, "--overwrite", *base)
+    assert code == 0, err
+    assert json.loads(out)["parity_inputs"] == "random fields"
+    assert str(copy / "lens" / "kappa" / "data" / "tiny") in err + caplog.text and "is gone" in err + caplog.text
+
+
+def test_parity_inputs_of_an_old_model_json_with_an_absolute_path(trained, tmp_path, caplog):
+    from astrotool_lens.kappa.export import parity_epsilon
+
+    ws, _ = trained
+    tiny = (ws / "lens" / "kappa" / "data" / "tiny").resolve()
+    old = {"training": {"size": S, "dataset_path": str(tiny)}}
+    eps, origin = parity_epsilon(old, 2, 0, root=tmp_path / "elsewhere")       # an absolute path: read as is
+    assert origin == str(tiny) and eps.shape == (2, 3, S, S)
+    log = logging.getLogger("astro.test_kappa_review")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        _, origin = parity_epsilon({"training": {"size": S, "dataset_path": str(tmp_path / "gone")}}, 1, 0,
+                                   log=log, root=ws)
+    assert origin == "random fields" and "is gone" in caplog.text and str(tmp_path / "gone") in caplog.text
+
+
+def test_train_help_lists_the_precision_default_among_its_choices(capsys, monkeypatch):
+    """--precision listed ``32 | bf16-mixed | 16-mixed`` but showed ``[default: 32-true]``."""
+    import re
+
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setenv("TERMINAL_WIDTH", "300")
+    for cmd in (("lens", "kappa", "train"), ("lens", "train")):
+        with contextlib.suppress(SystemExit):
+            main([*cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        m = re.search(r"--precision <str> (.+?) \(sets ml\.precision\) \[default: ([\w-]+)\]", text)
+        assert m, text
+        assert m.group(2) in [c.strip() for c in m.group(1).split("|")], m.group(0)

@@ -470,3 +470,22 @@ def test_the_last_shard_task_to_finish_writes_the_truth_table(tmp_path, capsys):
     assert (_set(ws, "s") / "truth.parquet").exists()
     _check_set(_set(ws, "s"), SimulateConfig(size=32), 4, json.loads(
         (_set(ws, "s") / "simulate_settings.json").read_text())["seed"])
+
+
+def test_truth_table_units_and_descriptions_are_in_its_metadata(tmp_path, capsys):
+    """mean_n_gal (galaxies per pixel) had no unit in truth.parquet's metadata."""
+    from astropy import units as u
+    from astropy.table import Table
+
+    from astrotool.io.tables import parquet_metadata
+
+    ws = tmp_path / "ws"
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "simulate", "--name", "s", "-n", 2, "--size", 16)
+    assert code == 0, err
+    t = Table.read(_set(ws, "s") / "truth.parquet")
+    assert t.colnames == [*sim.TRUTH_COLUMNS, "name"]
+    assert t["sigma_crit"].unit == u.solMass / u.Mpc ** 2 and t["x"].unit == t["y"].unit == u.pix
+    assert t["mean_n_gal"].unit == 1 / u.pix
+    assert all(t[c].unit is None for c in ("kappa_min", "kappa_max", "z_lens", "n_halos", "log10_mass"))
+    assert {c: t[c].description for c in t.colnames} == sim.TRUTH_DESCRIPTIONS
+    assert parquet_metadata(_set(ws, "s") / "truth.parquet")["n"] == 2

@@ -77,15 +77,24 @@ def default_run_name(dataset: str, method: str, sigma: float = 0.0) -> str:
 # ---------------------------------------------------------------- training statistics
 
 
-def _train_kappa_batches(ds, batch: int = BATCH):
-    """Stream the training split's kappa maps (float64) of a KappaDataset."""
+def _train_kappa_batches(ds, batch: int = BATCH, given: bool = False):
+    """Stream the training split's kappa maps (float64) of a KappaDataset.
+
+    ``given``: ``ds`` was named by ``--train-dataset`` (the refusals then say what is wrong with that set
+    instead of suggesting the option).
+    """
     if not ds.has_kappa:
+        fix = ("the set given with --train-dataset was packed from inputs alone: give it a set packed with "
+               "kappa maps (from a simulated set or a folder with KAPPA/)" if given
+               else "give one with --train-dataset NAME")
         raise InputError(ds.root, "holds no kappa maps (an input-only set): the Wiener and mean baselines need a "
-                                  "training split with kappa (give one with --train-dataset NAME)")
+                                  f"training split with kappa ({fix})")
     idx = ds.split_indices("train")
     if not idx.size:
-        raise InputError(ds.root, "has no training maps: the Wiener and mean baselines estimate from them "
-                                  "(give another data set with --train-dataset NAME)")
+        fix = ("the set given with --train-dataset has an empty train split: give it another set, or repack "
+               "this one with a training fraction (lens.kappa.data.split)" if given
+               else "give another data set with --train-dataset NAME")
+        raise InputError(ds.root, f"has no training maps: the Wiener and mean baselines estimate from them ({fix})")
     for b in ds.iter_batches(batch, names=["kappa"], indices=idx, check_finite=True):
         yield b["kappa"].astype(np.float64)
 
@@ -303,13 +312,13 @@ def baseline_command(ctx, cfg) -> dict:
         settings = {"train": mc.dataset_identity(train)}
         if b.method == "wiener":
             n_bins = ds.size // 2
-            k, p, n_train = signal_power(_train_kappa_batches(train), n_bins)
+            k, p, n_train = signal_power(_train_kappa_batches(train, given=bool(b.train_dataset)), n_bins)
             signal_2d = signal_power_2d(k, p, (ds.size, ds.size))
             settings["n_bins"] = n_bins
             extra_summary["signal_power"] = {"k": [round(float(x), 6) for x in k],
                                              "power": [None if not np.isfinite(x) else float(x) for x in p]}
         else:
-            mean, n_train = mean_map(_train_kappa_batches(train))
+            mean, n_train = mean_map(_train_kappa_batches(train, given=bool(b.train_dataset)))
         extra_summary["train_maps"] = n_train
     run = b.name or default_run_name(ds.name, b.method, b.sigma)
     folder = ctx.workspace.stage("lens", "kappa/predictions") / run

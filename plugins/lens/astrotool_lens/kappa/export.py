@@ -23,11 +23,14 @@ __docformat__ = "numpy"
 __all__ = ["export_command", "parity_epsilon"]
 
 
-def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None) -> tuple[np.ndarray, str]:
+def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None,
+                   root: str | Path | None = None) -> tuple[np.ndarray, str]:
     """Epsilon maps ``(n, 3, S, S)`` float32 for the parity check, and where they come from.
 
-    The first ``n`` maps of the training data set (``meta["training"]["dataset_path"]``)
-    when it can still be read and has the model's map size; else random
+    The first ``n`` maps of the training data set (``meta["training"]["dataset_path"]``:
+    relative to the workspace ``root`` as :func:`astrotool.made_with.record_path` records
+    a set inside the workspace, so a copied workspace reads its own copy; or absolute, as
+    older models recorded it) when it can still be read and has the model's map size; else random
     fields: Gaussian e1, e2 of standard deviation 0.3 plus a smooth component,
     and de uniform in [0.05, 0.3].
 
@@ -43,6 +46,9 @@ def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None) -> tuple[np.ndar
         Warned when the model names a training set that cannot be used (gone,
         unreadable, empty, another map size, non-finite maps), saying that random
         fields are used instead.
+    root : path-like, optional
+        The workspace root a relative ``dataset_path`` is read under (default: the
+        current folder).
 
     Returns
     -------
@@ -54,6 +60,8 @@ def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None) -> tuple[np.ndar
     tr = meta.get("training", {}) or {}
     size = int(tr.get("size") or meta.get("inputs", {}).get("size") or 128)
     path = tr.get("dataset_path")
+    if path and root is not None and not Path(path).expanduser().is_absolute():
+        path = str(Path(root) / path)
     why = None
     if path and not Path(path).is_dir():
         why = "is gone"
@@ -118,7 +126,8 @@ def export_command(ctx, cfg, output: str | None = None) -> dict:
     name = x.model or default_model(cfg)
     mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models", trained=True)
     model, meta = load_unet(mdir)
-    eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx), log=ctx.log)
+    eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx), log=ctx.log,
+                                 root=ctx.workspace.root)
     stack = model_inputs(eps, meta, source=origin)
     out = Path(output).expanduser() if output else mdir / "model.onnx"
     info = {"input": "stack (n, C, S, S) float32: " + ", ".join(meta["inputs"]["channels"]),

@@ -93,17 +93,17 @@ TRUTH_COLUMNS = (
 )
 """Columns of the truth table: ``sigma_crit`` in Msun/Mpc^2, ``log10_mass`` of the
 main halo's M200c/Msun, ``x, y`` its centre in field pixels (x = last axis),
-``mean_n_gal`` the mean number of galaxies per pixel."""
+``mean_n_gal`` the mean number of galaxies per pixel (not per arcmin^2)."""
 
-TRUTH_UNITS = {"sigma_crit": "solMass / Mpc2", "x": "pix", "y": "pix"}
-"""Units of the truth table's columns (the others are counts or dimensionless)."""
+TRUTH_UNITS = {"sigma_crit": "solMass / Mpc2", "x": "pix", "y": "pix", "mean_n_gal": "1 / pix"}
+"""Units of the truth table's columns (the others are counts, labels or dimensionless)."""
 
 TRUTH_DESCRIPTIONS = {
     "id": "map number", "name": "map file stem", "seed": "seed the map was drawn with", "z_lens": "lens redshift",
     "sigma_crit": "critical surface density", "log10_mass": "log10(M200c / Msun) of the main halo",
     "concentration": "NFW concentration of the main halo", "x": "main halo centre, last axis",
     "y": "main halo centre, first axis", "n_halos": "haloes in the field", "kappa_min": "smallest convergence",
-    "kappa_max": "largest convergence", "mean_n_gal": "mean number of galaxies per pixel",
+    "kappa_max": "largest convergence", "mean_n_gal": "mean number of galaxies per pixel of the field",
 }
 """One-line descriptions of the truth table's columns."""
 

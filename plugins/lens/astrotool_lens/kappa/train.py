@@ -84,7 +84,7 @@ def _pearson(p: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = False, log=None, on_epoch=None,
-               runtime=None) -> dict:
+               runtime=None, root: str | Path | None = None) -> dict:
     """Train (or resume training) the kappa U-Net.
 
     Parameters
@@ -103,6 +103,10 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
         Called with each epoch's history entry.
     runtime : astrotool.ml.fabric.Runtime, optional
         Where and how to train (default: the ``[ml]`` defaults).
+    root : path-like, optional
+        The workspace root: ``model.json`` records the set's folder relative to it when the set lies
+        inside it (:func:`astrotool.made_with.record_path`; a copied or moved workspace reads its own
+        copy), else absolute. None: absolute.
 
     Returns
     -------
@@ -122,6 +126,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     """
     import torch
 
+    from astrotool import made_with as mw
     from astrotool.errors import InputError
     from astrotool.ml.commands import prepare_training, resume_settings, warn_schedule_change
     from astrotool.ml.data import CHUNK_BYTES, EpochBatchSampler
@@ -223,7 +228,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
         "normalisation": {**stats, "note": "input_shift/input_scale/target_shift/target_scale are also buffers "
                                            "in the weights"},
         "training": {
-            "dataset": ds.name, "dataset_path": str(ds.root), "size": size, "seed": int(seed),
+            "dataset": ds.name, "dataset_path": mw.record_path(ds.root, root), "size": size, "seed": int(seed),
             "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "loss": cfg.loss, "monitor": "val_loss",
             "device": str(device), "precision": rt.precision, "processes": rt.world_size,
         },
@@ -276,7 +281,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
                 if runtime.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_unet(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
-                         on_epoch=on_epoch, runtime=runtime)
+                         on_epoch=on_epoch, runtime=runtime, root=ctx.workspace.root)
     if not runtime.is_global_zero:
         return
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
