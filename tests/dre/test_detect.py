@@ -121,6 +121,44 @@ def test_engines_agree_on_positions_and_fluxes(detected):
     assert np.median(fb / fa) == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_theta_range_kron_radius_minimum_and_flux_units_are_sextractors(detected, engine):
+    """THETA_IMAGE in (-90, 90], KRON_RADIUS the scaled k r1 (at least 3.5 = PHOT_AUTOPARAMS' minimum) and
+    the flux columns' TUNITn the tile's BUNIT as the summary writes it ('ADU': 'adu'), for both engines."""
+    cat = read_catalog(detected[engine]["cat"])
+    theta = np.asarray(cat["THETA_IMAGE"], float)
+    assert len(theta) and np.all((theta > -90) & (theta <= 90)), theta
+    kron = np.asarray(cat["KRON_RADIUS"], float)
+    assert np.nanmin(kron) == pytest.approx(3.5, rel=1e-6)
+    h = fits.getheader(detected[engine]["cat"], "LDAC_OBJECTS")
+    units = {h[f"TTYPE{i}"]: h.get(f"TUNIT{i}") for i in range(1, h["TFIELDS"] + 1)}
+    assert {c: units[c] for c in ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUX_MAX", "BACKGROUND")} == dict.fromkeys(
+        ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUX_MAX", "BACKGROUND"), "adu")
+
+
+def test_photutils_theta_is_wrapped_as_sextractors():
+    from astrotool_dre.detect_photutils import sextractor_theta
+
+    got = sextractor_theta([0.0, 90.0, 90.5, 179.0, 180.0, 270.0, 359.0, -90.0, -135.0, -1e-14, 1e-14])
+    assert got == pytest.approx([0.0, 90.0, -89.5, -1.0, 0.0, 90.0, -1.0, 90.0, 45.0, 0.0, 0.0], abs=1e-9)
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")
+def test_engines_agree_on_theta_and_kron_radius(detected):
+    """The same quantity in both engines: THETA_IMAGE (elongated sources) and KRON_RADIUS (median ratio ~1;
+    it was 0.4: photutils' unscaled radius)."""
+    a, b = (read_catalog(detected[e]["cat"]) for e in ("sextractor", "photutils"))
+    idx = _match(b, {"X": np.asarray(a["X_IMAGE"]), "Y": np.asarray(a["Y_IMAGE"])}, radius=1.0)
+    ok = idx >= 0
+    ta, tb = np.asarray(a["THETA_IMAGE"], float)[ok], np.asarray(b["THETA_IMAGE"], float)[idx[ok]]
+    elong = np.asarray(a["ELONGATION"], float)[ok] > 1.3
+    assert elong.sum() >= 3
+    dtheta = np.abs((ta - tb + 90.0) % 180.0 - 90.0)   # an axis near +-90 may be written either way
+    assert np.all(dtheta[elong] < 15), (ta[elong], tb[elong])
+    ka, kb = np.asarray(a["KRON_RADIUS"], float)[ok], np.asarray(b["KRON_RADIUS"], float)[idx[ok]]
+    assert np.median(kb / ka) == pytest.approx(1.0, abs=0.1)
+
+
 @pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")
 def test_sextractor_gain_modes(tmp_path):
     out = simulate_tile(tmp_path / "c.fits", tmp_path / "c.parquet", SimulateConfig(

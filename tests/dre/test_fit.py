@@ -422,3 +422,26 @@ def test_a_degenerate_local_sky_fit_reports_no_sky():
     assert np.all(np.isnan(sky[0])) and np.all(np.isnan(sky_err[0]))
     assert np.all(np.isfinite(chi2[0])) and chi2[0] == pytest.approx([25.0, 25.0])  # b = 0 in the chi2
     assert sky[1] == pytest.approx([3.0, 11.0]) and np.all(np.isfinite(sky_err[1]))
+
+
+@pytest.mark.parametrize("truth", [172.0, 165.0, 176.0, 4.0, 155.0])
+def test_periodic_angle_is_refined_across_the_wrap_around(truth):
+    """Known answer: chi2 exactly quadratic in grid steps (the angle periodic, 6 x 30 deg), the true angle
+    between the last grid angle (150) and 180, or just above 0. The vertex lies below index 0 when the
+    grid minimum is at 0 deg: it is refined across the wrap (it was held at 0.000, FIT_FLAGS 0)."""
+    grid = M.ModelGrid(naxrat=5, axrat0=0.3, daxrat=0.1, nposang=6, dposang=30.0,
+                       nlogh=7, logh0=0.1, dlogh=0.115, boxsize=BOX)
+    assert grid.angle_periodic
+    u = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in grid.shape), indexing="ij"), -1)
+
+    def fit(angle):
+        da = (u[..., 2] - angle / 30.0 + 3.0) % 6.0 - 3.0
+        dq, dr = u[..., 1] - 1.6, u[..., 3] - 3.4
+        chi = 50.0 * dq ** 2 + 20.0 * dr ** 2 + 40.0 * da ** 2 + 10.0 * da * dq
+        return best_parameters(chi.reshape(1, -1), grid, np.full((1, chi.size), 100.0), np.array([10 ** 6]))
+
+    out, inside = fit(truth), fit(75.0)   # the same object away from the wrap
+    assert out["ANGLE"][0] == pytest.approx(truth, abs=1e-6)
+    assert out["AX_RATIO"][0] == pytest.approx(0.3 + 1.6 * 0.1, abs=1e-9)
+    assert out["LOGR"][0] == pytest.approx(0.1 + 3.4 * 0.115, abs=1e-9)
+    assert out["ANGLE_ERR"][0] == pytest.approx(inside["ANGLE_ERR"][0], rel=1e-9) and out["FIT_FLAGS"][0] == 0

@@ -211,3 +211,20 @@ def test_stage_fwhm_is_the_summarys_measure_and_a_lowered_degree_is_logged(tile,
     assert r["fwhm"] == pytest.approx(psf_fwhm(image), rel=1e-6)
     lowered = [m for m in caplog.messages if "variation degree was lowered" in m]
     assert len(lowered) == 1 and f"var_degrees = 2 to {r['degree']}" in lowered[0] and engine in lowered[0]
+
+
+def test_photutils_degree_lowered_by_its_zones_says_so_and_names_the_tile(tmp_path, caplog):
+    """Enough stars for 5 per polynomial term, too few in a zone: the warning gives that cause (it gave
+    the term count, which was met) and names the tile, not its catalogue."""
+    out = simulate_tile(tmp_path / "tile.fits", tmp_path / "truth.parquet", SimulateConfig(
+        size=400, n_galaxies=2, n_stars=50, logr_range=(0.3, 0.8)), seed=3)
+    det = detect_tile(out["tile"], tmp_path / "det", DetectConfig(engine="photutils"))
+    with caplog.at_level("WARNING", logger="astro.dre"):
+        r = build_psf(det["cat"], tmp_path / "zones.psf", PsfConfig(engine="photutils", var_degrees=2, min_stars=12),
+                      tile=out["tile"])
+    assert r["n_stars"] >= 30 and r["degree"] == 0   # 30 stars: 5 per term of degree 2
+    lowered = [m for m in caplog.messages if "variation degree was lowered" in m]
+    assert len(lowered) == 1, caplog.messages
+    msg = lowered[0]
+    assert msg.startswith(f"{out['tile']}: photutils:") and "_cat.fits" not in msg, msg
+    assert "term" not in msg and "zones holds" in msg and "dre.psf.min_stars = 12" in msg, msg

@@ -399,3 +399,29 @@ def test_a_fit_of_an_older_stage_version_is_refused_naming_it(astro, ws):
     assert r.returncode == 2, r.stderr
     assert f"made by an older astrotool-dre fit stage (version 1; this one is {STAGE_VERSIONS['fit']})" in r.stderr
     assert "--overwrite" in r.stderr and "version: 1 ->" not in r.stderr, r.stderr
+
+
+def test_run_keeps_what_the_single_stage_commands_made_with_the_engine_auto_finds(astro, ws):
+    """``dre detect --engine sextractor`` (and ``dre psf --engine psfex``) record the engine that ran, as
+    ``dre run`` with ``engine = "auto"`` does when it finds it: the run keeps their outputs (it refused them,
+    ``dre.detect.engine: "sextractor" -> "auto"``); another engine is still refused."""
+    from astrotool_dre.detect_sextractor import find_sextractor
+    from astrotool_dre.psf import find_psfex
+
+    detect = "sextractor" if find_sextractor() else "photutils"
+    psf = "psfex" if find_psfex() else "photutils"
+    for cmd in (["dre", "detect", "--engine", detect], ["dre", "psf", "--engine", psf], ["dre", "cuts"],
+                ["dre", "fit"]):
+        r = astro("-w", ws, "--overwrite", *cmd)
+        assert r.returncode == 0, (cmd, r.stderr)
+        if cmd[1] == "psf":   # the degree that was built, for either engine (8 stars: 0)
+            assert "degree 0" in r.stdout, r.stdout
+    before = _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*")
+    r = astro("-w", ws, "dre", "run", "--no-mosaics")
+    assert r.returncode == 0 and r.stdout.count("skipped (done)") == 4, (r.stdout, r.stderr)
+    assert _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*") == before
+    other = "photutils" if detect == "sextractor" else None
+    if other:
+        r = astro("-w", ws, "dre", "run", "--no-mosaics", "--detect-engine", other)
+        assert r.returncode == 2 and f'dre.detect.engine: "{detect}" -> "{other}"' in r.stderr, r.stderr
+        assert _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*") == before

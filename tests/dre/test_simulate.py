@@ -240,3 +240,20 @@ def test_the_packing_message_names_every_setting_one_way(tmp_path):
                  "dre.simulate.isolation"):
         assert name in msg, msg
     assert " edge," not in msg and " isolation," not in msg and "(edge " not in msg, msg
+
+
+@pytest.mark.parametrize("units, flux_unit", [("counts", "adu"), ("cps", "adu / s")])
+def test_truth_table_has_units_and_descriptions_as_the_summary(tmp_path, units, flux_unit):
+    """The truth table carries astropy units and column descriptions (as the summary does): every column
+    described; positions, angles, magnitudes and PSF sizes with their units, the fluxes in the tile's BUNIT."""
+    from astropy import units as u
+    from astropy.table import Table
+
+    out = simulate_tile(tmp_path / "u.fits", tmp_path / "u.parquet", SimulateConfig(
+        size=256, n_galaxies=1, n_stars=1, units=units, exptime=100.0), seed=2)
+    t = Table.read(out["truth"])
+    assert all(t[c].description for c in t.colnames), {c: t[c].description for c in t.colnames}
+    want = {"X": "pix", "Y": "pix", "RA": "deg", "DEC": "deg", "ANGLE": "deg", "MAG": "mag", "PSF_FWHM": "pix",
+            "FLUX": flux_unit, "FLUX_DRAWN": flux_unit}
+    assert {c: t[c].unit for c in want} == {c: u.Unit(v) for c, v in want.items()}
+    assert all(t[c].unit is None for c in ("ID", "KIND", "INDEX", "LOGR", "AX_RATIO", "SNR"))

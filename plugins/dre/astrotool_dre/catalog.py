@@ -29,7 +29,7 @@ from astrotool_dre.stellarity import size_stellarity, stellar_locus
 __docformat__ = "numpy"
 
 __all__ = ["CATALOG_COLUMNS", "CATALOG_UNITS", "CATALOG_DESCRIPTIONS", "FLUX_COLUMNS", "data_unit", "astropy_unit", "tunit",
-           "set_tunits",
+           "set_tunits", "set_flux_tunits",
            "empty_catalog",
            "read_catalog", "write_ldac", "add_size_stellarity"]
 
@@ -54,7 +54,7 @@ CATALOG_DESCRIPTIONS = {
     "FLUXERR_AUTO": "1-sigma error of FLUX_AUTO", "MAGERR_AUTO": "1-sigma error of MAG_AUTO",
     "FLUX_APER": "flux in the phot_aperture circular aperture", "FLUXERR_APER": "1-sigma error of FLUX_APER",
     "FLUX_RADIUS": "half-light radius",
-    "FWHM_IMAGE": "FWHM assuming a Gaussian core", "KRON_RADIUS": "Kron radius in units of A_IMAGE, B_IMAGE",
+    "FWHM_IMAGE": "FWHM assuming a Gaussian core", "KRON_RADIUS": "Kron radius k r1 (k = 2.5, at least 3.5) in units of A_IMAGE, B_IMAGE",
     "A_IMAGE": "semi-major axis rms", "B_IMAGE": "semi-minor axis rms",
     "THETA_IMAGE": "position angle, degrees counter-clockwise from +x, in (-90, 90]",
     "ELONGATION": "A_IMAGE / B_IMAGE", "ELLIPTICITY": "1 - B_IMAGE / A_IMAGE", "ISOAREA_IMAGE": "isophotal area",
@@ -71,6 +71,28 @@ CATALOG_COLUMNS = [
     "ELONGATION", "ELLIPTICITY", "ISOAREA_IMAGE", "FLUX_MAX", "BACKGROUND", "SNR_WIN",
     "CLASS_STAR", "FLAGS",
 ]
+
+
+def set_flux_tunits(path, flux_unit: str) -> None:
+    """Set the ``TUNITn`` of the flux columns (:data:`FLUX_COLUMNS`) of an LDAC catalogue's
+    ``LDAC_OBJECTS``, in place, to the tile's data unit as :func:`write_ldac` and the summary write it
+    (:func:`tunit`: BUNIT ``"ADU"`` is ``"adu"``; SExtractor writes ``"count"`` whatever the unit).
+
+    Parameters
+    ----------
+    path : path-like
+        The catalogue (``<stem>_cat.fits``).
+    flux_unit : str
+        The tile's ``BUNIT`` as written (:func:`data_unit`); ``""``: the file is left as it is.
+    """
+    from astropy.io import fits
+
+    if not flux_unit:
+        return
+    with fits.open(path, mode="update") as h:
+        for hdu in h:
+            if hdu.name == "LDAC_OBJECTS":
+                set_tunits(hdu.header, hdu.columns.names, {c: tunit(flux_unit) for c in FLUX_COLUMNS})
 
 
 def empty_catalog(vignet_size: int):

@@ -6,7 +6,9 @@ estimator), detection on the image smoothed by the detection filter at
 connected pixels, deblending (``deblend_nthresh`` levels, contrast
 ``deblend_mincont``) and ``SourceCatalog``. It writes SExtractor's products and
 columns: ``FLUX_AUTO`` is the Kron flux (factor 2.5), ``CLASS_STAR`` the
-size-based stellarity (:mod:`astrotool_dre.stellarity`), ``FLAGS`` sets 2
+size-based stellarity (:mod:`astrotool_dre.stellarity`), ``THETA_IMAGE`` is wrapped
+to SExtractor's (-90, 90] deg, ``KRON_RADIUS`` is SExtractor's quantity (the
+scaled radius k r1 in units of ``A_IMAGE``, at least 3.5: :data:`KRON_PARAMS`), ``FLAGS`` sets 2
 (deblended), 4 (a pixel at or above ``SATURATE``) and 8 (touches the frame
 edge), and ``VIGNET`` holds cut-outs of the background-subtracted image for PSFEx.
 """
@@ -29,7 +31,28 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["run_photutils"]
+__all__ = ["run_photutils", "KRON_PARAMS", "sextractor_theta"]
+
+KRON_PARAMS = (2.5, 1.4, 0.0)
+"""photutils' ``kron_params``: SExtractor's ``PHOT_AUTOPARAMS 2.5, 3.5`` (factor k = 2.5; minimum
+radius 3.5 = 2.5 x 1.4, in units of ``A_IMAGE``, ``B_IMAGE``); no minimum circular radius [px]."""
+
+
+def sextractor_theta(theta):
+    """Position angles [deg] wrapped to SExtractor's ``THETA_IMAGE`` range (-90, 90].
+
+    Parameters
+    ----------
+    theta : array-like
+        Angles [deg, counter-clockwise from +x], any range (photutils' ``orientation``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The same axis directions [deg] in (-90, 90] (an axis is the same at theta and theta + 180).
+    """
+    theta = 90.0 - np.mod(90.0 - np.asarray(theta, dtype=np.float64), 180.0)
+    return np.where(theta <= -90.0, theta + 180.0, theta)   # np.mod rounds a tiny negative up to 180
 
 
 def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *, gain: float, zp: float,
@@ -90,7 +113,7 @@ def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: Dete
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cat = SourceCatalog(nb_filled, segm, convolved_data=conv, error=err,
-                                mask=bad if bad.any() else None, kron_params=(2.5, 1.4, 0.0))
+                                mask=bad if bad.any() else None, kron_params=KRON_PARAMS)
             table = _photutils_table(cat, data, nb, seg, np.asarray(segm0.data), background, header,
                                      zp=zp, phot_aperture=cfg.phot_aperture, vignet_size=cfg.vignet_size,
                                      satur_level=satur_level)
@@ -149,7 +172,7 @@ def _photutils_table(cat, data, nb, seg, seg0, background, header, *, zp, phot_a
     r50 = np.asarray(getattr(cat.flux_radius(0.5), "value", cat.flux_radius(0.5)), dtype=np.float64)
     a = arr("semimajor_axis", "semimajor_sigma")
     b = arr("semiminor_axis", "semiminor_sigma")
-    theta = arr("orientation")
+    theta = sextractor_theta(arr("orientation"))   # photutils: (-180, 180] or [0, 360)
     labels = np.asarray(cat.labels, dtype=np.int32)
     ny, nx = data.shape
 
@@ -196,10 +219,12 @@ def _photutils_table(cat, data, nb, seg, seg0, background, header, *, zp, phot_a
     t["FLUXERR_APER"] = ap_err.astype(f32)
     t["FLUX_RADIUS"] = r50.astype(f32)
     t["FWHM_IMAGE"] = arr("fwhm").astype(f32)
-    t["KRON_RADIUS"] = arr("kron_radius").astype(f32)
+    # photutils' kron_radius is unscaled (r1, at least 1.4); SExtractor's KRON_RADIUS is k r1 (at least 3.5)
+    t["KRON_RADIUS"] = (KRON_PARAMS[0] * arr("kron_radius")).astype(f32)
     t["A_IMAGE"] = a.astype(f32)
     t["B_IMAGE"] = b.astype(f32)
-    t["THETA_IMAGE"] = theta.astype(f32)
+    theta32 = theta.astype(f32)
+    t["THETA_IMAGE"] = np.where(theta32 <= -90.0, f32(90.0), theta32)   # -89.99999999 rounds to -90
     t["ELONGATION"] = arr("elongation").astype(f32)
     t["ELLIPTICITY"] = arr("ellipticity").astype(f32)
     t["ISOAREA_IMAGE"] = arr("area").astype(np.int32)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from astrotool.names import printable
-from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity
+from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity, data_unit, set_flux_tunits
 from astrotool_dre.stellarity import stellar_locus
 from astrotool_dre.tiles import image_header, sky_coordinates
 
@@ -277,6 +277,7 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
                     header, objects["X_IMAGE"], objects["Y_IMAGE"])
         if nnw is None:   # also for no source: every catalogue has the same columns
             add_size_stellarity(names["cat"])
+        set_flux_tunits(names["cat"], data_unit(header))
         for k in ("nb", "rms", "seg"):
             with fits.open(names[k], mode="update") as h:
                 if k != "seg" and bad.any():   # masked pixels stay NaN, as the photutils engine leaves them

@@ -19,7 +19,8 @@ $\hat x = -H^{-1} g$ (within 1.5 steps of the window centre and on the grid) is
 the estimate and $C = 2 s H^{-1}$ its covariance, $s = \max(1, \chi^2_\nu)$:
 the errors are marginal over the correlated axes (Sérsic index and radius above
 all). An axis whose minimum is on a grid edge is held there (the truth may lie
-beyond the grid). When this fails, the angle axis is held at its grid value too
+beyond the grid); the periodic angle axis has no edge: its vertex may lie across
+0°/180° (below index 0 or above the last), and is wrapped into [0, 180). When this fails, the angle axis is held at its grid value too
 (its error from the $\Delta\chi^2 = 1$ profile) and the rest refined; failing
 that, each axis whose curvature is positive is refined on its own (a parabola
 through three grid points); an object for which nothing works keeps the grid
@@ -209,7 +210,7 @@ def _refine(chi_s, flux, ii, grid, scale, be, usable, axes=(0, 1, 2, 3)):
     rel = (ii - centre)[:, active]  # the grid minimum in window coordinates
     # every axis with its correlations, less those whose minimum is on a grid edge (the truth may
     # lie beyond); then without the angle as well (held at the grid). A vertex must stay on the grid.
-    lo = np.zeros(d)
+    lo = np.array([-np.inf if periodic[a] else 0.0 for a in active])   # a periodic axis wraps both ways
     hi = np.array([np.inf if periodic[a] else shape[a] - 1.0 for a in active])
     edge = np.zeros((nobj, d), bool)
     for j, a in enumerate(active):

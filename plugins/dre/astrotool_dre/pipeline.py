@@ -92,7 +92,11 @@ class TilePaths:
 #: with the dre statistic is recorded as used (false); mosaics 2: TILE, NAME, INDEX, FITSTAT in their headers;
 #: detect 2: ALPHA_J2000/DELTA_J2000 from the full astropy WCS (SIP; FK5 J2000 whatever the header's frame).
 #: An output of an older version is refused (fit: --overwrite remakes it) or made again (mosaics: RECOMPUTE).
-STAGE_VERSIONS = {"detect": 2, "psf": 1, "cuts": 1, "fit": 2, "mosaics": 2}
+#: detect 3: photutils' THETA_IMAGE in (-90, 90] and KRON_RADIUS scaled as SExtractor's (k r1), SExtractor's flux
+#: columns' TUNITn the tile's BUNIT (as photutils' and the summary's), the record's engine the one that runs.
+#: psf 2: the record's engine is the one that runs ("auto" resolved: :func:`engine_that_runs`).
+#: fit 3: ANGLE refined across the periodic axis's wrap (a vertex below 0 deg was held at the grid).
+STAGE_VERSIONS = {"detect": 3, "psf": 2, "cuts": 1, "fit": 3, "mosaics": 2}
 #: Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2).
 RECOMPUTE = frozenset({"mosaics"})
 #: Settings that do not change a stage's outputs.
@@ -120,6 +124,8 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     from astrotool_dre.models import read_cube_grid
 
     dre = {stage: getattr(cfg, stage).model_dump(mode="json")}
+    if stage in ("detect", "psf"):   # what runs, not the word: "auto" and the engine it finds make the same outputs
+        dre[stage]["engine"] = engine_that_runs(stage, getattr(cfg, stage).engine)
     settings = {"dre": dre}  # keys as --set spells them: dre.fit.statistic
     if stage in ("fit", "mosaics"):
         dre["models"] = cfg.models.model_dump(mode="json")
@@ -140,6 +146,34 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     settings["inputs"] = inputs
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT,
                             made_by=f"astrotool-dre {stage} stage")
+
+
+def engine_that_runs(stage: str, engine: str) -> str:
+    """The engine ``stage`` (``"detect"`` or ``"psf"``) runs when configured with ``engine``, as its record
+    keeps it (``dre.detect.engine``, ``dre.psf.engine``): ``"auto"`` resolved as the stage resolves it
+    (SExtractor, PSFEx when on PATH), so that ``auto`` and the engine it finds make the same record.
+
+    Parameters
+    ----------
+    stage : str
+        ``"detect"`` or ``"psf"``.
+    engine : str
+        The configured engine: ``"auto"``, ``"photutils"``, ``"sextractor"`` (detect) or ``"psfex"`` (psf).
+
+    Returns
+    -------
+    str
+        The engine that runs (a named engine that is not installed stays as named: its stage refuses it).
+    """
+    if engine != "auto":
+        return engine
+    if stage == "detect":
+        from astrotool_dre.detect_sextractor import find_sextractor
+
+        return "sextractor" if find_sextractor() else "photutils"
+    from astrotool_dre.psf import find_psfex
+
+    return "psfex" if find_psfex() else "photutils"
 
 
 def weight_checksum(paths: TilePaths, weight_image: str) -> str:
@@ -406,12 +440,11 @@ def _psf(paths: TilePaths, cfg: DreConfig, cube) -> tuple[str, dict]:
     from astrotool_dre.psf import build_psf
 
     _require(paths.cat, "detect")
-    out = build_psf(paths.cat, paths.psf, cfg.psf, nb_path=paths.nb, seg_path=paths.seg)
+    out = build_psf(paths.cat, paths.psf, cfg.psf, nb_path=paths.nb, seg_path=paths.seg, tile=paths.tile)
     if out["n_stars"] == 0:
         return "no PSF: no source detected", {"engine": out["engine"], "fwhm": None, "degree": 0}
-    varies = f", degree {out['degree']}" if out["degree"] else ""
     return (f"{out['engine']} from {out['n_stars']} stars, FWHM {out['fwhm']:.2f} px (Moffat fit, as the "
-            f"summary's PSF_FWHM){varies}", {"engine": out["engine"], "fwhm": round(out["fwhm"], 4),
+            f"summary's PSF_FWHM), degree {out['degree']}", {"engine": out["engine"], "fwhm": round(out["fwhm"], 4),
                                               "degree": out["degree"]})
 
 
@@ -460,7 +493,8 @@ class SimulateItem:
     base_seed: int | None = None  # the run's --seed, recorded with the tile (its own seed derives from it)
 
 
-SIMULATE_VERSION = 2  # bump when the same settings and seed draw other tiles (2: PSF_FWHM in the truth)
+SIMULATE_VERSION = 2  # bump when the same settings and seed draw other tiles (2: PSF_FWHM in the truth;
+#                       a truth table without units, of an earlier release, holds the same values: kept)
 #: ``[dre.simulate]`` keys that say how many tiles and how they are named, not what a tile holds.
 SIMULATE_LAYOUT = ("dre.simulate.n_tiles", "dre.simulate.name")
 

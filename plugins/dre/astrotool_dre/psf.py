@@ -38,8 +38,9 @@ monomials ``c_k = X^i Y^j`` (i + j <= d, ordered j-major: 1, X, X², Y, XY, Y²)
 stars itself (``PSFVAR_DEGREES``). photutils builds one ePSF per zone of a
 (d + 1) x (d + 1) grid over the stars and fits the same polynomial through the
 zone ePSFs pixel by pixel (weighted by their star counts), written in PSFEx's
-layout; a zone with fewer than ``min_stars`` stars lowers the degree. Either
-way the degree is lowered until there are at least 5 stars per component.
+layout; the degree is lowered while a zone has fewer than ``min_stars`` stars
+(the warning says so, with the emptiest zone's count). Either way the degree is
+lowered until there are at least 5 stars per component.
 :func:`read_psf_model` reads both (:class:`PsfModel`, ``at(x, y)``).
 
 :func:`read_psf` returns the order-0 component of a PSFEx file (or a plain
@@ -423,6 +424,7 @@ def build_psf(
     *,
     nb_path: str | os.PathLike | None = None,
     seg_path: str | os.PathLike | None = None,
+    tile: str | os.PathLike | None = None,
 ) -> dict:
     """Build the tile's PSF from its stars and write ``out_path`` (the tile ``sim_000.fits``: ``sim_000.psf``).
 
@@ -447,6 +449,8 @@ def build_psf(
     nb_path, seg_path : path-like, optional
         Background-subtracted image and segmentation map (photutils engine);
         default: ``<stem>_nb.fits`` / ``<stem>_seg.fits`` beside the catalogue.
+    tile : path-like, optional
+        The tile, as the warning of a lowered degree names it (default: the catalogue).
 
     Returns
     -------
@@ -492,9 +496,9 @@ def build_psf(
         return {"psf": str(out_path), "engine": "none", "n_stars": 0, "fwhm": float("nan"), "degree": 0}
     with atomic_path(out_path) as tmp:
         if binary:
-            n = _run_psfex(binary, cat_path, cat, tmp, cfg)
+            n, why = _run_psfex(binary, cat_path, cat, tmp, cfg)
         else:
-            n = _run_epsf(cat_path, cat, tmp, cfg, nb_path=nb_path, seg_path=seg_path)
+            n, why = _run_epsf(cat_path, cat, tmp, cfg, nb_path=nb_path, seg_path=seg_path)
         from astropy.io import fits
 
         from astrotool_dre.detect import ENGINE_KEY
@@ -506,11 +510,19 @@ def build_psf(
         import logging
 
         logging.getLogger("astro.dre").warning(
-            "%s: %s: the PSF's variation degree was lowered from dre.psf.var_degrees = %d to %d "
-            "(%d stars; at least 5 per polynomial term are needed)", printable(str(cat_path)), engine,
-            cfg.var_degrees, model.degree, n)
+            "%s: %s: the PSF's variation degree was lowered from dre.psf.var_degrees = %d to %d (%s)",
+            printable(str(tile if tile is not None else cat_path)), engine, cfg.var_degrees, model.degree,
+            why or f"{n} stars")
     return {"psf": str(out_path), "engine": engine, "n_stars": int(n), "fwhm": float(fwhm),
             "degree": int(model.degree)}
+
+
+def lowered_for_terms(n_stars: int, degree: int) -> str:
+    """Why :func:`degree_for` lowers ``degree`` for ``n_stars`` stars (``""``: it does not)."""
+    if degree_for(n_stars, degree) == degree:
+        return ""
+    return (f"{n_stars} stars: degree {degree} has {len(poly_terms(degree))} polynomial terms and needs at least 5 "
+            "stars per term")
 
 
 def degree_for(n_stars: int, degree: int) -> int:
@@ -546,6 +558,7 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
             raise InputError(cat_path, f"only {int(stars.sum())} usable PSF star candidates (need {min_stars}): "
                                        f"CLASS_STAR >= {min_stellarity}, FLAGS < 4")
         var_degrees = degree_for(int(stars.sum()), cfg.var_degrees)
+        why = lowered_for_terms(int(stars.sum()), cfg.var_degrees)
         # keep only star candidates: PSFEx must not build the PSF from galaxies
         # the other HDUs are written back untouched: a round trip through astropy's
         # string columns would pad LDAC_IMHEAD's cards with NULs, which crashes PSFEx
@@ -609,7 +622,7 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
             raise InputError(cat_path, f"only {n} usable PSF stars (need {min_stars}): PSFEx accepted {n} of "
                                        f"{int(stars.sum())} candidates")
         shutil.move(str(out), str(tmp))
-    return n
+    return n, why
 
 
 def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
@@ -661,13 +674,17 @@ def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
     xs = np.asarray(cat["X_IMAGE"], float)[ok]
     ys = np.asarray(cat["Y_IMAGE"], float)[ok]
     degree, zones = degree_for(len(star_list), cfg.var_degrees), None
+    why = [lowered_for_terms(len(star_list), cfg.var_degrees)] if degree < cfg.var_degrees else []
     while degree > 0:  # (d + 1)^2 zones over the stars, each with min_stars stars at least
         m = degree + 1
         ix = np.minimum(((xs - xs.min()) / max(np.ptp(xs), 1e-9) * m).astype(int), m - 1)
         iy = np.minimum(((ys - ys.min()) / max(np.ptp(ys), 1e-9) * m).astype(int), m - 1)
         zones = [np.flatnonzero((ix == a) & (iy == b)) for b in range(m) for a in range(m)]
-        if min(len(z) for z in zones) >= min_stars:
+        fewest = min(len(z) for z in zones)
+        if fewest >= min_stars:
             break
+        why.append(f"degree {degree}: the emptiest of its {m} x {m} zones holds {fewest} of the {len(star_list)} "
+                   f"stars, fewer than dre.psf.min_stars = {min_stars}")
         degree -= 1
     arr = epsf_of(np.arange(len(star_list)))
     model = None
@@ -686,4 +703,4 @@ def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
         f"from {printable(Path(cat_path).name, ascii_only=True)}: {len(star_list)} stars, size {size}",
         f"degree {degree} in X_IMAGE, Y_IMAGE" + (f" through {len(zones)} zone ePSFs" if degree else ""),
     ])
-    return len(star_list)
+    return len(star_list), "; ".join(why)

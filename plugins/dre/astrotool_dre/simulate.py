@@ -79,6 +79,26 @@ __docformat__ = "numpy"
 __all__ = ["simulate_tile", "galaxy_profile", "draw_psf", "moffat_profile", "psf_fwhm_at", "sky_level_at"]
 
 
+TRUTH_UNITS = {"X": "pix", "Y": "pix", "RA": "deg", "DEC": "deg", "ANGLE": "deg", "MAG": "mag", "PSF_FWHM": "pix"}
+"""astropy units of the truth table's columns (``FLUX``, ``FLUX_DRAWN``: the tile's ``BUNIT``; ``LOGR`` is
+log10 of pixels and has none, as the summary's)."""
+
+TRUTH_DESCRIPTIONS = {
+    "ID": "object number in the tile (1-based)", "KIND": "galaxy or star",
+    "X": "true centre x (1-based, FITS convention)", "Y": "true centre y (1-based, FITS convention)",
+    "RA": "right ascension of X, Y (the tile's WCS)", "DEC": "declination of X, Y (the tile's WCS)",
+    "INDEX": "Sersic index (NaN for stars)",
+    "LOGR": "log10 of the major-axis half-light radius in pixels (NaN for stars)",
+    "AX_RATIO": "axis ratio b/a (NaN for stars)",
+    "ANGLE": "major axis, degrees counter-clockwise from image +x, in [0, 180) (NaN for stars)",
+    "FLUX": "total flux of the untruncated profile, in the tile's data units (BUNIT)",
+    "FLUX_DRAWN": "flux added to the tile (finite stamp, clipped at the edges), BUNIT",
+    "MAG": "MAGZP - 2.5 log10(FLUX)", "SNR": "aperture S/N of the noiseless object in a Kron-like ellipse",
+    "PSF_FWHM": "FWHM of the true PSF at the object's position, pixels",
+}
+"""One-line descriptions of the truth table's columns (see the module's conventions)."""
+
+
 def psf_fwhm_at(fwhm, size: int, x, y):
     """FWHM of the simulated PSF at 1-based pixel position(s) ``(x, y)``, pixels.
 
@@ -537,7 +557,11 @@ def simulate_tile(
         "SNR": np.asarray(cols[8], dtype=np.float64),
         "PSF_FWHM": np.asarray(cols[9], dtype=np.float64),
     })
-    write_parquet(table, path_truth, command="dre simulate", metadata={
+    from astrotool_dre.catalog import astropy_unit
+
+    flux_unit = astropy_unit(hdr["BUNIT"])   # as the summary's flux columns (write_summary)
+    units = {**TRUTH_UNITS, **({"FLUX": flux_unit, "FLUX_DRAWN": flux_unit} if flux_unit else {})}
+    write_parquet(table, path_truth, command="dre simulate", units=units, descriptions=TRUTH_DESCRIPTIONS, metadata={
         "tile": Path(path_fits).name, "params": params,
         "conventions": "X,Y 1-based FITS pixels; LOGR log10 major-axis half-light radius (px); "
                        "ANGLE deg CCW from +x in [0,180); FLUX total, image units; MAG = MAGZP - 2.5 log10 FLUX"})
