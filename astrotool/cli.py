@@ -618,17 +618,27 @@ def _early_log_format(argv: list[str]) -> str:
 
 def _tell_renamed_option(exc) -> None:
     """Name the new option in click's "No such option" for an option of an earlier release (``--prefix``:
-    "renamed --name"), from the ``renamed_keys`` of the command's configuration table."""
+    "renamed --name"): the command's configuration table's ``renamed_keys`` give the new key, and the
+    command's option that sets it (:func:`astrotool.cliconfig.option_keys`) is named; nothing is added where
+    the command has none."""
     if type(exc).__name__ != "NoSuchOption" or getattr(exc, "ctx", None) is None:
         return
-    from astrotool.config import renamed_option
+    from astrotool.cliconfig import option_keys
+    from astrotool.config import Packaged, renamed_key_of_option
 
     try:
-        new = renamed_option(exc.ctx.command_path.split()[1:], exc.option_name)
+        path = exc.ctx.command_path.split()[1:]
+        found = renamed_key_of_option(path, exc.option_name)
+        if found is None:
+            return
+        key, note = found
+        sections = set(Packaged().models)
+        new = next((max(p.opts, key=len) for p in exc.ctx.command.params
+                    if getattr(p, "opts", None) and key in option_keys(" ".join(path), p, sections)), None)
     except Exception:  # a hint only: never hide the usage error
         return
     if new is not None:
-        exc.message = f"No such option: {exc.option_name} (renamed {new})"
+        exc.message = f"No such option: {exc.option_name} (renamed {new}{' ' + note if note else ''})"
         exc.possibilities = None
 
 

@@ -451,13 +451,11 @@ class Config:
         return {name: json.loads(model.model_dump_json()) for name, model in sorted(self.validated.items())}
 
 
-def renamed_option(command: list[str], option: str, registry=None) -> str | None:
-    """The option that replaced ``option`` of the command ``command`` (``["dre", "simulate"]``), from the
-    ``renamed_keys`` of its table (``dre.simulate``; an option is its key with ``-`` for ``_``), or None.
-
-    >>> renamed_option(["dre", "simulate"], "--prefix")  # doctest: +SKIP
-    '--name'
-    """
+def renamed_key_of_option(command: list[str], option: str, registry=None) -> tuple[str, str] | None:
+    """``(new dotted key, what else changed)`` for ``option`` of the command ``command`` (``["dre",
+    "simulate"]``) when it spells a key its table (``dre.simulate``) lists in ``renamed_keys`` (an
+    option is its key with ``-`` for ``_``), else None. Whether the command has an option for the new
+    key is the caller's to check."""
     from astrotool.plugins import load_target
 
     if not command or not option.startswith("--"):
@@ -466,7 +464,8 @@ def renamed_option(command: list[str], option: str, registry=None) -> str | None
     model = _table_model(load_target(target), command[1:]) if target else None
     for old, new in getattr(model, "renamed_keys", {}).items():
         if "--" + old.replace("_", "-") == option:
-            return "--" + new.split(" ")[0].replace("_", "-")
+            key, _, note = new.partition(" ")
+            return ".".join([*command, key]), note
     return None
 
 

@@ -333,3 +333,22 @@ def test_two_distributions_with_one_entry_point_name_both_listed(monkeypatch, tm
         assert rows[1]["error"] == "entry point 'dup' also provided by first-dist; uninstall one of them"
     finally:
         set_registry(None)
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["lens", "generate", "--n", "3"], "(renamed --n-stamps)"), (["lens", "kappa", "simulate", "--n", "3"],
+                                                                 "(renamed --n-maps)"),
+    (["lens", "measure", "--output", "x"], "(renamed --name)"),
+    # a renamed key the command has no option for, or a renamed table: no hint (was "renamed --bin-seconds",
+    # "renamed --chunk-size", "renamed --evaluate": options that do not exist)
+    (["plato", "bls", "--bin", "5"], None), (["ztf", "simulate", "--objects-per-file", "3"], None),
+    (["plato", "--eval", "x"], None), (["lens", "generate", "--nope", "3"], None)])
+def test_an_option_of_an_earlier_release_names_its_new_option(capsys, tmp_path, args, hint):
+    """``--n`` stopped with click's "No such option" and an unrelated "Possible options: --name, --ring,
+    --snr"; the command's table's renamed key names the command's option for the new key, if it has one."""
+    from astrotool.cli import main
+
+    code = main(["-w", str(tmp_path / "ws"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and f"No such option: {args[-2]}" in err, err
+    assert (hint in err and "Possible" not in err) if hint else "renamed" not in err, err

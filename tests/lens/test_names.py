@@ -136,13 +136,3 @@ def test_a_key_of_an_earlier_release_is_read_under_its_new_name_with_a_warning(c
     code, _, err = run(capsys, "-w", tmp_path / "ws", "--cfg", both, "config", "show", "lens")
     assert code == 2 and f"{both}: lens.predict.output: unknown key; renamed to 'name'" in err, err
 
-
-@pytest.mark.parametrize("command, old, new", [
-    (["lens", "generate"], "--n", "--n-stamps"), (["lens", "kappa", "simulate"], "--n", "--n-maps")])
-def test_an_option_of_an_earlier_release_names_its_new_name(capsys, tmp_path, command, old, new):
-    """``--n`` stopped with click's "No such option" and an unrelated "Possible options: --name, --ring,
-    --snr"; the command's table's renamed key names the new option."""
-    code, _, err = run(capsys, "-w", tmp_path / "ws", *command, old, "3")
-    assert code == 2 and f"No such option: {old} (renamed {new})" in err and "Possible" not in err, err
-    code, _, err = run(capsys, "-w", tmp_path / "ws", *command, "--nope", "3")  # no renamed key: click's words
-    assert code == 2 and "No such option: --nope" in err and "renamed" not in err, err
