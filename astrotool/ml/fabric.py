@@ -158,10 +158,11 @@ class Runtime:
         names = [f.name for f in fields(cls) if f.init]
         unknown = set(overrides) - set(names)
         if isinstance(ml, Mapping):   # a misspelt key would silently leave its setting at the default
-            unknown |= set(ml) - set(names)
+            unknown |= set(ml) - set(names) | {"accelerator_option"} & set(ml)   # how messages name it: not a setting
         if unknown:
             raise TypeError(f"Runtime.from_config: unknown setting(s) {', '.join(sorted(unknown))}")
-        values = {n: _setting(ml, n, f.default) for n, f in ((f.name, f) for f in fields(cls) if f.init)}
+        values = {n: _setting(ml, n, f.default) for n, f in ((f.name, f) for f in fields(cls) if f.init)
+                  if n != "accelerator_option"}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

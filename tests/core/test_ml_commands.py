@@ -336,6 +336,8 @@ def test_a_device_error_names_the_setting_the_user_gave(tmp_path):
         mc.runtime(ctx)._accelerator_and_devices()
     with pytest.raises(TypeError, match="acelerator"):   # a misspelt key of a mapping was ignored
         Runtime.from_config({"acelerator": "cpu"})
+    with pytest.raises(TypeError, match="accelerator_option"):   # how messages name it, not a setting
+        Runtime.from_config({"accelerator": "cpu", "accelerator_option": "xx"})
 
 
 def test_runtime_options_are_declared_once_as_typer_options():
