@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -88,6 +89,30 @@ def test_import_panopticon_refuses_bad_folders_names_sizes_and_columns(pan, tmp_
     feather.write_feather(pa.table({"time": good["time"].to_numpy()[::-1].copy(), "coadd": good["coadd"]}), q)
     assert main(["-w", str(ws), "plato", "import-panopticon", str(pan)]) == 2
     assert f"{q.name}: time is not increasing" in capsys.readouterr().err
+
+
+def test_import_panopticon_names_the_folder_to_pass_when_the_quarter_files_lie_elsewhere(tmp_path):
+    """Given the export's own folder, it said 'no Panopticon quarter files (<dir with '-'>/simNNNNN_QK.ftr)'
+    though that folder holds sim00000_Q1.ftr."""
+    from astrotool.errors import InputError
+    from astrotool_plato.panopticon import read_layout
+
+    sims = tmp_path / "exp" / "astrotool-export"
+    sims.mkdir(parents=True)
+    (sims / "sim00000_Q1.ftr").write_bytes(b"")
+    (tmp_path / "exp" / "config").mkdir()
+    (tmp_path / "exp" / "config" / "Complete_Parameters.ftr").write_bytes(b"")
+    for given, hint in ((sims, f"lie in this folder itself; pass the folder above it, {tmp_path / 'exp'} (which "
+                               "holds config/Complete_Parameters.ftr too)"),
+                        (tmp_path, f"they lie one level down; pass {tmp_path / 'exp'}")):
+        with pytest.raises(InputError, match="no Panopticon quarter files") as exc:
+            read_layout(given)
+        assert hint in str(exc.value), str(exc.value)
+    plain = tmp_path / "plain" / "data"
+    plain.mkdir(parents=True)
+    (plain / "sim00001_Q2.ftr").write_bytes(b"")
+    with pytest.raises(InputError, match=re.escape(f"{plain} holds quarter files, but its name has no '-'")):
+        read_layout(plain.parent)
 
 
 def test_another_chunk_layout_is_named_removed_with_overwrite_and_prepare_refuses_repeated_curves(tmp_path, capsys):
@@ -233,8 +258,13 @@ def test_prepare_warns_of_a_length_train_cannot_take(small, tmp_path, capsys):
     assert main(["-w", str(ws), "plato", "prepare", "--name", "z", "--length", "1000"]) == 0
     err = capsys.readouterr().err
     assert "--length 1000: `train` (plato.train.bin = 16, depth = 5) needs a multiple of bin * 2**(depth-1) = 256" \
-        in err and "for training use 768 or 1024 or 0 (the shortest curve's length, a multiple of 256 and so of " \
-        "256)" in err, err
+        in err and "for training use 768 or 1024 or 0 (the shortest curve's length, rounded down to a multiple of " \
+        "256)" in err and "and so of 256" not in err, err
+    # a finer granularity, 128 (depth 4): 0 is a multiple of it as of 256
+    assert main(["-w", str(ws), "--set", "plato.train.depth=4", "plato", "prepare", "--name", "v", "--length",
+                 "1000"]) == 0
+    assert "use 896 or 1024 or 0 (the shortest curve's length, rounded down to a multiple of 256 and so of 128)" \
+        in capsys.readouterr().err
     # another granularity, 512: every number of the message is its own, and 0 (a multiple of 256) is no advice
     assert main(["-w", str(ws), "--set", "plato.train.depth=6", "plato", "prepare", "--name", "x", "--length",
                  "1000"]) == 0

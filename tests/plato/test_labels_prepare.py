@@ -297,6 +297,38 @@ def test_prepare_leaves_out_curves_outside_the_depth_bounds(tmp_path, capsys):
     assert np.all(np.isnan(depth) | (depth >= 300)) and ds.n + len(out["dropped"]) == 16
 
 
+def test_a_depth_bound_above_a_depth_of_one_is_refused_and_a_training_split_without_transit_is_warned_of(
+        tmp_path, capsys):
+    """[bounds] transit_depth = [50, 2000] (ppm written for a fraction) became depth_bounds [5e7, 2e9] ppm: exit 0,
+    and prepare then dropped every planet without a word about the training split left with no transit."""
+    with pytest.raises(ValueError, match=r"depth_bounds: upper bound 2e\+09 ppm is above 1e6 ppm"):
+        PrepareConfig(depth_bounds=(5e7, 2e9))
+    assert PrepareConfig(depth_bounds=(50.0, 1e6)).depth_bounds == (50.0, 1e6)
+    src = tmp_path / "pan.toml"
+    src.write_text("[bounds]\ntransit_depth = [50, 2000]\n")
+    capsys.readouterr()
+    assert main(["plato", "config", "import", str(src), "-o", str(tmp_path / "imp.toml")]) == 2
+    assert "bounds.transit_depth = [50, 2000]: upper bound 2e+09 ppm is above 1e6 ppm" in capsys.readouterr().err
+    assert not (tmp_path / "imp.toml").exists()
+    _simulate(tmp_path, n=8)
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "--set", "plato.prepare.depth_bounds=[1e5,1e6]", "plato", "prepare"]) == 0
+    assert "the 'train' split holds no transit" in capsys.readouterr().err
+    assert main(["-w", str(tmp_path), "--overwrite", "plato", "prepare"]) == 0
+    assert "holds no transit" not in capsys.readouterr().err
+
+
+def test_the_prepared_cadence_is_the_grid_step_not_a_difference_of_day_stamps():
+    """evaluate reported cadence_s 25.00000000000071 (and days 142.22222222222626): the median difference of
+    time stamps in days, times 86400."""
+    t = np.arange(1024) * (25.0 / 86400.0)
+    assert np.median(np.diff(t)) * 86400.0 != 25.0   # the rounding the cadence must not carry
+    f = np.ones(t.size)
+    assert prepare_curve(t, f, {}, PrepareConfig(), 512)["cadence"] == 25.0
+    assert prepare_curve(t, f, {}, PrepareConfig(cadence_s=50.0), 256)["cadence"] == 50.0
+    assert prepare_curve(t * 1.000001, f, {}, PrepareConfig(), 512)["cadence"] == 25.000025
+
+
 def test_panopticon_layout_round_trip_keeps_curves_and_labels(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.feather as feather

@@ -274,6 +274,19 @@ def test_demo_step_trains_and_finds_the_fresh_transit(tmp_path):
     assert any(abs(t - t0) < 0.03 for t in found), lines[-1]
 
 
+def test_demo_step_logs_each_epoch_as_plato_train_does(tmp_path, capfd):
+    """The demo's plato step trained 12 epochs (~135 s) without one log line: train_model was called without
+    the log and per-epoch callback of `astro plato train`."""
+    from astrotool.context import Context
+    from astrotool_plato.demo import run
+
+    run(Context.create(tmp_path), epochs=2)
+    err = capfd.readouterr().err
+    epochs = [line.split("INFO", 1)[1].split() for line in err.splitlines() if " INFO    epoch " in line]
+    assert [e[1] for e in epochs] == ["1/2", "2/2"] and all("val_loss" in e for e in epochs), err
+    assert "train demo: 2/2 done" in err
+
+
 def test_plot_draws_named_curves_and_those_of_the_last_detect_run(trained, capsys):
     raw = next((trained / "plato/raw").glob("*_lightcurves.parquet"))
     capsys.readouterr()

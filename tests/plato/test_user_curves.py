@@ -431,3 +431,28 @@ def test_whole_number_float64_times_with_a_repeated_row_get_no_float32_hint(tmp_
     with pytest.raises(InputError) as exc:
         read_curves(tmp_path / "f32.ftr")
     assert "time is float32, too coarse for BJD" in str(exc.value), str(exc.value)
+
+
+def test_a_feather_flux_column_taken_by_position_is_named_in_the_log_once_for_files_alike(tmp_path, capsys):
+    """With columns time, foo, `foo` was taken as the flux (the last-column rule) and no log line named it."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=2.0, t0=1.2)
+    for name in ("a", "b"):
+        feather.write_feather(pa.table({"time": t, "foo": f}), tmp_path / f"{name}.ftr")
+    feather.write_feather(pa.table({"time": t, "flux": f}), tmp_path / "named.ftr")
+    notes = []
+    read_curves(tmp_path / "a.ftr", notes=notes)
+    assert notes == ["a.ftr: flux column 'foo' (none of flux, PDCSAP_FLUX, SAP_FLUX, FLUX, coadd: a Feather file's "
+                     "last numeric column; --flux-column names another)"]
+    read_curves(tmp_path / "named.ftr", notes=notes)
+    read_curves(tmp_path / "a.ftr", flux_column="foo", notes=notes)
+    assert len(notes) == 1
+    capsys.readouterr()
+    files = [str(tmp_path / n) for n in ("a.ftr", "b.ftr", "named.ftr")]
+    assert main(["-w", str(tmp_path / "ws"), "plato", "bls", *files]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "flux column" in line]
+    assert len(err) == 1 and "INFO" in err[0] and "2 files (a.ftr, ...): flux column 'foo'" in err[0], err

@@ -298,14 +298,13 @@ def bls_command(ctx, cfg, files) -> dict:
     from astrotool.console import json_results
 
     from astrotool_plato.detect import item_keys
+    from astrotool_plato.lightcurves import log_notes
 
     b, d = cfg.bls, cfg.detect
     items = [BlsItem(str(Path(f)), b, CurveReader.of(d)) for f in files]
     results = ctx.map(bls_file, items, "bls", keys=item_keys(files))
     rows = [r for _, res in results for r in res["rows"]]
-    for _, res in results:
-        for note in res["notes"]:
-            ctx.log.info("%s", note)
+    log_notes(ctx.log, [note for _, res in results for note in res["notes"]])
     for f in files:
         ctx.record.add_input(Path(f).resolve())
     if not json_results():

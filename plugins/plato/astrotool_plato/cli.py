@@ -211,7 +211,8 @@ def prepare(
         g = granularity(t.bin, t.depth)   # what `train` will need the length to be divisible by
         if cfg.length % g:
             lo, hi = (cfg.length // g) * g, (cfg.length // g + 1) * g
-            zero = (f" or 0 (the shortest curve's length, a multiple of {GRANULE} and so of {g})"
+            zero = (f" or 0 (the shortest curve's length, rounded down to a multiple of {GRANULE}"
+                    + (f" and so of {g})" if g != GRANULE else ")")
                     if GRANULE % g == 0 else
                     f"; not 0 (the shortest curve's length, a multiple of {GRANULE}, of {g} only by chance)")
             ctx.log.warning("--length %d: `train` (plato.train.bin = %d, depth = %d) needs a multiple of "

@@ -28,6 +28,8 @@ def run(ctx, epochs: int = 12) -> list[str]:
     """
     import numpy as np
 
+    from astrotool.ml import commands as mc
+
     from astrotool_plato import LABELS, MODELS, NAME as PLUGIN, PREPARED, RAW
     from astrotool_plato import simulate as sim
     from astrotool_plato.config import EventsConfig, PrepareConfig, SimulateConfig, TrainConfig
@@ -49,8 +51,10 @@ def run(ctx, epochs: int = 12) -> list[str]:
     lines.append(f"plato: prepared {prep['curves']} curves of {prep['length']} samples, splits {prep['splits']}")
     tcfg = TrainConfig(dataset=NAME, width=4, depth=4, epochs=epochs, lr=3e-3, batch_size=4)
     events = EventsConfig()
-    with PreparedDataset(prep["path"]) as ds:
-        fit = train_model(ds, tcfg, events, ws.stage(PLUGIN, MODELS) / NAME, 2024, overwrite=True)
+    # the epoch lines and progress of `astro plato train` (train_command): the same log and callback
+    with PreparedDataset(prep["path"]) as ds, mc.epoch_progress(ctx, epochs, f"train {NAME}") as on_epoch:
+        fit = train_model(ds, tcfg, events, ws.stage(PLUGIN, MODELS) / NAME, 2024, overwrite=True, log=ctx.log,
+                          on_epoch=on_epoch)
         lines.append(f"plato: trained a {fit['parameters']}-parameter U-Net 3+ for {fit['epochs_run']} epochs "
                      f"({fit['seconds_per_epoch']} s each): validation recall {fit['val_recall']:.2f}, "
                      f"{fit['val_false_alarms']:.2f} false alarms per curve")

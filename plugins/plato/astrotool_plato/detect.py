@@ -316,6 +316,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
 
     from astrotool_plato import NAME, RUNS
     from astrotool_plato.evaluate import load_model
+    from astrotool_plato.lightcurves import log_notes
 
     d, ev = cfg.detect, cfg.events
     mdir, _ckpt, _model_ = load_model(ctx, d.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
@@ -363,9 +364,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         else:
             _failed_mark(it).unlink(missing_ok=True)
     rows = [r for _, res in results for r in res["rows"]]
-    for _, res in results:
-        for note in res["notes"]:
-            ctx.log.info("%s", note)
+    log_notes(ctx.log, [note for _, res in results for note in res["notes"]])
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
     found, failed, waiting = {}, {}, []   # one pass: a part gone meanwhile (another task wrote the table) waits

@@ -367,7 +367,9 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
         are dropped, or kept.
     notes : list, optional
         Receives a line per change made to the file's rows (flagged cadences
-        dropped, rows without a finite time dropped), for the log.
+        dropped, rows without a finite time dropped), and the flux column taken
+        when it is not one of :data:`FLUX_COLUMNS`, for the log
+        (:func:`log_notes`).
 
     Raises
     ------
@@ -405,6 +407,9 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     if not flux_column and not any(c in cols for c in FLUX_COLUMNS) and path.suffix in (".ftr", ".feather"):
         rest = [c for c in valued if c not in (tc, quality_column)]
         flux_column = rest[-1] if rest else ""
+        if flux_column:   # chosen by position: say which, as a column of another meaning may be last
+            notes.append(f"{path.name}: flux column {flux_column!r} (none of {', '.join(FLUX_COLUMNS)}: a "
+                         "Feather file's last numeric column; --flux-column names another)")
     fc = _pick(cols, flux_column, FLUX_COLUMNS, path, "flux", others)
     time = cols[tc] / (86400.0 if time_unit == "s" else 1.0)
     flux = cols[fc]
@@ -433,6 +438,20 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
         time, flux = time[keep], flux[..., keep]
     check_curve(time, flux, str(path), rows, stored[tc])
     return {path.name.split(".")[0]: (time, flux)}
+
+
+def log_notes(log, notes) -> None:
+    """Log :func:`read_curves`' notes (INFO), each ``"<file>: <text>"``; a text that several files share is
+    logged once, with the number of files and the first of them."""
+    by_text: dict[str, list[str]] = {}
+    for note in notes:
+        name, sep, text = note.partition(": ")
+        by_text.setdefault(text if sep else note, []).append(name if sep else "")
+    for text, names in by_text.items():
+        if len(names) == 1:
+            log.info("%s", f"{names[0]}: {text}" if names[0] else text)
+        else:
+            log.info("%d files (%s, ...): %s", len(names), names[0], text)
 
 
 def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit: str = "d",

@@ -242,6 +242,11 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
     return out, notes
 
 
+PAN_KEYS = {("plato.prepare", "depth_bounds"): "bounds.transit_depth", ("plato.prepare", "split"): "fraction"}
+"""The Panopticon key a translated setting comes from, for the messages of the ``[plato]`` sections' own checks
+(which name the astrotool key)."""
+
+
 def import_config(path, source_name: str | None = None) -> str:
     """The astrotool TOML text for a Panopticon configuration file (validated against ``[plato]``).
 
@@ -278,12 +283,18 @@ def import_config(path, source_name: str | None = None) -> str:
     try:
         train = PlatoConfig.model_validate(plato).train
     except ValidationError as exc:
-        def origin(loc):
+        def problem(e):
+            loc, msg = e["loc"], e["msg"].removeprefix("Value error, ")
             sec, key = f"plato.{loc[0]}" if loc else "", str(loc[1]) if len(loc) > 1 else ""
-            return out.get(sec, {}).get(key, (None, ".".join(map(str, loc))))[1]
-        problems = "; ".join(f"{origin(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                             + (f" (got {e['input']!r})" if e["type"] != "value_error" else "")
-                             for e in exc.errors())
+            name, sep, rest = msg.partition(": ")
+            if not key and sep and (sec, name) in PAN_KEYS:   # a section's check, naming its key: the Panopticon key
+                value = pan
+                for part in PAN_KEYS[sec, name].split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                return f"{PAN_KEYS[sec, name]} = {_toml_value(value)}: {rest}"
+            where = out.get(sec, {}).get(key, (None, ".".join(map(str, loc))))[1]
+            return f"{where}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "value_error" else "")
+        problems = "; ".join(problem(e) for e in exc.errors())
         raise InputError(path, f"translates to settings astrotool refuses: {problems}") from None
     sch = pan.get("scheduler", {})
     sched = train
@@ -390,6 +401,25 @@ def label_row(p: dict, quarter: int) -> dict:
     return row
 
 
+def _layout_hint(folder: Path) -> str:
+    """Where quarter files lie near ``folder``, outside the layout ``<folder>/<dir with '-'>/simNNNNN_QK.ftr``:
+    the folder to pass instead, or the subfolder to rename."""
+    if next(folder.glob("sim*_Q*.ftr"), None) is not None:
+        if "-" in folder.name:
+            return (f": the quarter files lie in this folder itself; pass the folder above it, {folder.parent}"
+                    + (f" (which holds {PARAMS_FILE} too)" if (folder.parent / PARAMS_FILE).is_file() else ""))
+        return (f": the quarter files lie in this folder itself; Panopticon's layout has them in a subfolder whose "
+                f"name has a '-' (move them to {folder / 'sims-1'}, or rename this folder with a '-' and pass "
+                f"{folder.parent})")
+    deeper = next(folder.glob("*/*-*/sim*_Q*.ftr"), None)
+    if deeper is not None:
+        return f": they lie one level down; pass {deeper.parent.parent}"
+    plain = next(folder.glob("*/sim*_Q*.ftr"), None)
+    if plain is not None:
+        return f": {plain.parent} holds quarter files, but its name has no '-'; rename it with a '-'"
+    return ""
+
+
 def read_layout(folder) -> tuple[dict, dict]:
     """Panopticon's data folder: ``<folder>/<dir with '-'>/simNNNNN_QK.ftr`` and ``config/Complete_Parameters.ftr``.
 
@@ -422,7 +452,7 @@ def read_layout(folder) -> tuple[dict, dict]:
         raise InputError(folder, "no such folder" if not folder.exists() else "not a folder")
     files = sorted(folder.glob("*-*/sim*_Q*.ftr"))
     if not files:
-        raise InputError(folder, "no Panopticon quarter files (<dir with '-'>/simNNNNN_QK.ftr)")
+        raise InputError(folder, "no Panopticon quarter files (<dir with '-'>/simNNNNN_QK.ftr)" + _layout_hint(folder))
     pfile = folder / PARAMS_FILE
     if not pfile.is_file():
         raise InputError(pfile, "missing: Panopticon's parameter table")

@@ -212,6 +212,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     from astrotool_plato import LABELS, NAME, RAW, REPORTS
     from astrotool_plato.detect import item_keys, model_channels
     from astrotool_plato.labels import read_label_tables
+    from astrotool_plato.lightcurves import log_notes
 
     ws = ctx.workspace
     labels = read_label_tables(ws.stage(NAME, LABELS))
@@ -268,9 +269,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     for f in ctx.shard_of(files):
         ctx.record.add_input(f.resolve())
     written = [p for _, res in results for p in res["plots"]]
-    for _, res in results:
-        for note in res["notes"]:
-            ctx.log.info("%s", note)
+    log_notes(ctx.log, [note for _, res in results for note in res["notes"]])
     for p in written:
         ctx.record.add_output(p)
     ctx.emit({"plots": len(written), "folder": str(out_dir), "files": written[:20],

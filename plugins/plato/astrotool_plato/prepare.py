@@ -51,7 +51,8 @@ METADATA = ("id", "twin", "split", "kind", "depth", "duration", "snr", "n_transi
             "eclipse_depth", "t_start", "cadence", "filled", "file")
 """Per-curve columns: curve id, twin (bool), split, kind, transit depth [ppm], duration [h], S/N (of all
 transits), transits in the curve, period [d], planet radius [R_earth], eclipse depth [ppm], first time stamp
-[d], cadence [s], samples interpolated over, source file."""
+[d], cadence [s], grid points interpolated over (the NaN/inf samples of a curve on a uniform grid; else the
+points of its gaps), source file."""
 
 
 class PreparedDataset(ArrayDataset):
@@ -220,15 +221,16 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None, reader:
     return out
 
 
-def _read(f: Path, reader: dict, channels: str) -> dict:
+def _read(f: Path, reader: dict, channels: str, notes: list | None = None) -> dict:
     """The curves of ``f`` (:func:`astrotool_plato.lightcurves.read_curves` with ``reader``'s options), a
     Panopticon quarter's time put on its simulation's axis as ``import-panopticon`` does
-    (:func:`astrotool_plato.panopticon.quarter_offset`)."""
+    (:func:`astrotool_plato.panopticon.quarter_offset`); the reader's notes go to ``notes``."""
     from astrotool_plato.lightcurves import read_curves
     from astrotool_plato.panopticon import quarter_offset
 
     shift = quarter_offset(f)
-    return {cid: (t + shift, fl) for cid, (t, fl) in read_curves(f, **reader, channels=channels).items()}
+    return {cid: (t + shift, fl) for cid, (t, fl) in read_curves(f, **reader, channels=channels,
+                                                                               notes=notes).items()}
 
 
 def prepare_curve(time: np.ndarray, flux: np.ndarray, row: dict, cfg, length: int):
@@ -256,8 +258,11 @@ def prepare_curve(time: np.ndarray, flux: np.ndarray, row: dict, cfg, length: in
         return f"{bad} NaN/inf sample(s) (bad_values = drop)"
     x, filled = relative_flux(flux)
     label = mask(time, event_windows(row, float(time[0]), float(time[-1])))
+    # the grid's step [s]: the one asked for, or the median step of times in days, whose float64 rounding
+    # (~1e-16 d of a time stamp) shows in seconds (25.00000000000071): to the microsecond
+    cadence = float(cfg.cadence_s) if cfg.cadence_s else round(float(np.median(np.diff(time))) * 86400.0, 6)
     out = {"flux": x.astype(np.float32), "label": label, "t_start": float(time[0]),
-           "cadence": float(np.median(np.diff(time)) * 86400.0), "filled": filled}
+           "cadence": cadence, "filled": filled}
     if cfg.augment:  # every channel about the co-added flux's trend: the twins' mean stays the co-added twin
         trend = spline_trend(x[-1] if x.ndim == 2 else x, label, cfg.spline_k, cfg.spline_s, cfg.spline_stride)
         out["twin"] = twin(x, trend).astype(np.float32)
@@ -297,8 +302,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     from astrotool import made_with as mw
     from astrotool.ml.data import group_split
 
-    from astrotool_plato.labels import read_label_tables
-    from astrotool_plato.lightcurves import MAX_STEP_D, check_time_scale
+    from astrotool_plato.labels import PLANET, read_label_tables
+    from astrotool_plato.lightcurves import MAX_STEP_D, check_time_scale, log_notes
 
     reader = {k: v for k, v in (reader or {}).items() if v and (k, v) != ("time_unit", "d")}  # defaults: unrecorded
     files = input_files(sources, Path(raw_dir))
@@ -323,11 +328,12 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     ids_l, sizes, src = [], [], []
     seen: dict[str, Path] = {}
     seen_files: set[Path] = set()
+    notes: list[str] = []   # what the reader chose or dropped, logged once (first pass)
     for f in files:
         if f.resolve() in seen_files:
             raise InputError(f, "given twice")
         seen_files.add(f.resolve())
-        curves = _read(f, reader, cfg.channels)
+        curves = _read(f, reader, cfg.channels, notes)
         for cid, (t, _) in curves.items():
             if cid not in labels:
                 raise InputError(f, f"curve {cid!r} has no row in the label tables of {labels_dir}")
@@ -342,6 +348,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
             sizes.append(check_time_scale(t, cadence, f"{f}: {cid}" if len(curves) > 1 else str(f),
                                           reader.get("time_unit", "d"), MAX_STEP_D))
             src.append(f)
+    if log:
+        log_notes(log, notes)
     if not ids_l:
         raise AstroError("no light curves in " + ", ".join(map(str, files)))
     length = cfg.length or (min(sizes) // GRANULE) * GRANULE
@@ -380,7 +388,11 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
             for v in buf.values():
                 v.clear()
 
+        train_transits = 0   # training curves with a sample labelled transit: none, and `train` learns no transit
+
         def add(cid, file, row, sample, x, lab, is_twin):
+            nonlocal train_transits
+            train_transits += int(split_of_id[cid] == "train" and bool((lab == PLANET).any()))
             buf["flux"].append(x)
             buf["label"].append(lab)
             values = {"id": cid, "twin": is_twin, "split": split_of_id[cid], "kind": _kind(row),
@@ -429,6 +441,15 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                     "(%s); `evaluate --split %s` has nothing to score (prepare more curves, or another seed or "
                     "split)", name, cfg.split[SPLITS.index(name)], len(lost),
                     _listed({c: dropped[c] for c in lost}), name)
+    if not train_transits and log:
+        planets = [c for c in ids if labels[c].get("has_transit")]
+        lost = [c for c in planets if c in dropped]
+        log.warning("the 'train' split holds no transit: none of its curves has a sample labelled transit, so "
+                    "`train` has no transit to learn%s", (
+                        f"; {len(lost)} of the {len(planets)} curve(s) with a transit were left out (listed "
+                        "above; see plato.prepare.depth_bounds, --filter-inf)" if lost else
+                        f" ({len(planets)} curve(s) with a transit among the {len(ids)}, none in the training "
+                        f"split's kept samples)"))
     ds = PreparedDataset(folder)
     meta = ds.metadata(["split", "twin", "kind"])
     split = np.asarray(meta["split"]).astype(str)
