@@ -251,7 +251,7 @@ class Config:
                 found, crash = self._problems(section, self.data.get(section, {})), None
             except Exception as exc:  # the model cannot be imported, or raised while validating
                 found, crash = [], exc
-            if ours and (crash is not None or (found and all(src.startswith(DEFAULTS) for src, _ in found))):
+            if ours and (crash is not None or (found and all(packaged_source(src) for src, _ in found))):
                 why = self._packaged.check(section)
                 if why:  # the plugin's own defaults are wrong: its plugin is broken, not the user's config
                     self._packaged.mark_broken(section, why)
@@ -292,7 +292,8 @@ class Config:
         if hits:  # a table (a section's own entry names only the file that declared it)
             def rank(source: str) -> int:
                 return (4 if source.startswith(OPTION_SOURCE) else 3 if source == "--set" else
-                        2 if source.startswith("$") else 0 if source.startswith(DEFAULTS) else 1)
+                        2 if source.startswith("$") or source == "environment" else
+                        0 if packaged_source(source) else 1)
             return max(hits, key=rank)   # the first of the highest
         parts = dotted.split(".")
         for key in [dotted, *(".".join(parts[:n]) for n in range(len(parts) - 1, 1, -1))]:
@@ -311,10 +312,10 @@ class Config:
             if " " in new or old not in values:
                 continue
             where = self._source_of(f"{dotted}.{old}")
-            packaged = where.startswith(DEFAULTS)  # the plugin's defaults still use the old name: not the user's
+            packaged = packaged_source(where)  # the plugin's defaults still use the old name: not the user's
             new_source = self._source_of(f"{dotted}.{new}")
             # the new key's source was this old key's, moved here when this section was read before
-            new_packaged = (new not in values or new_source.startswith(DEFAULTS)
+            new_packaged = (new not in values or packaged_source(new_source)
                             or self._moved.get(f"{dotted}.{new}") == (f"{dotted}.{old}", new_source))
             if isinstance(values.get(new), dict) and isinstance(values[old], dict):   # a table: merged
                 old_table, new_table = values.pop(old), values[new]
@@ -467,6 +468,12 @@ def renamed_key_of_option(command: list[str], option: str, registry=None) -> tup
             key, _, note = new.partition(" ")
             return ".".join([*command, key]), note
     return None
+
+
+def packaged_source(source: str) -> bool:
+    """Whether ``source`` (a layer's name, as :attr:`Config.sources` holds it) is a plugin's packaged
+    defaults (``defaults (pkg/defaults.toml)``), not a user's file that happens to be called ``defaults...``."""
+    return source == DEFAULTS or source.startswith(DEFAULTS + " (")
 
 
 def _did_you_mean(name: str, known) -> str:
@@ -740,8 +747,10 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
     _merge(data, env_tree, "env", sources)
     sources.update({k: v for k, v in env_names.items()})
     for k in list(sources):
-        if sources[k] == "env":
-            sources[k] = env_names.get(k, "environment")
+        if sources[k] == "env":   # a key of an inline table (ASTRO_DRE__MODELS='{...}'): its variable's name
+            parts = k.split(".")
+            sources[k] = next((env_names[p] for p in (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+                               if p in env_names), "environment")
     _merge(data, set_layer(sets or []), "--set", sources)
     flag_tree: dict = {}
     for k, v in (flags or {}).items():

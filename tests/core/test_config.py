@@ -156,6 +156,14 @@ def test_a_check_of_a_whole_table_is_blamed_on_the_highest_layer_that_set_one_of
     cfg.write_text("[dre.models]\nposang0 = 0\ndposang = 40\n")
     r = astro("-w", tmp_path / "ws", "--cfg", cfg, "--set", "dre.models.nposang=6", "config", "show", "dre")
     assert r.returncode == 2 and "  --set: dre.models: posang0 + (nposang-1)*dposang = 200 deg" in r.stderr, r.stderr
+    r = astro("-w", tmp_path / "ws", "--cfg", cfg, "config", "show", "dre",   # an inline table's keys: its variable
+              env={"ASTRO_DRE__MODELS": "{dposang = 40, nposang = 6}"})
+    assert r.returncode == 2 and "$ASTRO_DRE__MODELS: dre.models: posang0" in r.stderr, r.stderr
+    own = tmp_path / "defaults.toml"   # a user's file of that name is the user's, not the plugin's defaults
+    own.write_text("[dre.models]\nposang0 = 0\ndposang = 40\nnposang = 6\n")
+    r = astro("-w", tmp_path / "ws", "--cfg", own, "config", "show", "dre")
+    assert r.returncode == 2 and f"{own}: dre.models: posang0" in r.stderr and "needs a setting" not in r.stderr, \
+        r.stderr
 
 
 def test_a_key_outside_its_section_names_the_section(astro, tmp_path):
