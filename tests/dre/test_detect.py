@@ -136,6 +136,19 @@ def test_theta_range_kron_radius_minimum_and_flux_units_are_sextractors(detected
         ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUX_MAX", "BACKGROUND"), "adu")
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_tile_without_bunit_gives_flux_columns_no_unit_with_either_engine(tile, tmp_path, engine):
+    """Without BUNIT, SExtractor's catalogue said 'count' and photutils' nothing."""
+    d, out = tile
+    with fits.open(out["tile"]) as h:
+        del h[0].header["BUNIT"]
+        h.writeto(tmp_path / "nobunit.fits")
+    r = detect_tile(tmp_path / "nobunit.fits", tmp_path / engine, DetectConfig(engine=engine))
+    h = fits.getheader(r["cat"], "LDAC_OBJECTS")
+    units = {h[f"TTYPE{i}"]: h.get(f"TUNIT{i}") for i in range(1, h["TFIELDS"] + 1)}
+    assert [units[c] for c in ("FLUX_AUTO", "FLUX_MAX", "BACKGROUND")] == [None] * 3, units
+
+
 def test_photutils_theta_is_wrapped_as_sextractors():
     from astrotool_dre.detect_photutils import sextractor_theta
 

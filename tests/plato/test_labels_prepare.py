@@ -301,14 +301,16 @@ def test_a_depth_bound_above_a_depth_of_one_is_refused_and_a_training_split_with
         tmp_path, capsys):
     """[bounds] transit_depth = [50, 2000] (ppm written for a fraction) became depth_bounds [5e7, 2e9] ppm: exit 0,
     and prepare then dropped every planet without a word about the training split left with no transit."""
-    with pytest.raises(ValueError, match=r"depth_bounds: upper bound 2e\+09 ppm is above 1e6 ppm"):
+    with pytest.raises(ValueError, match=r"depth_bounds: lower bound 50000000.0 ppm is at or above 1e6 ppm"):
         PrepareConfig(depth_bounds=(5e7, 2e9))
     assert PrepareConfig(depth_bounds=(50.0, 1e6)).depth_bounds == (50.0, 1e6)
+    assert PrepareConfig(depth_bounds=(100.0, 1e7)).depth_bounds == (100.0, 1e7)   # no upper cut: harmless, kept
     src = tmp_path / "pan.toml"
     src.write_text("[bounds]\ntransit_depth = [50, 2000]\n")
     capsys.readouterr()
     assert main(["plato", "config", "import", str(src), "-o", str(tmp_path / "imp.toml")]) == 2
-    assert "bounds.transit_depth = [50, 2000]: upper bound 2e+09 ppm is above 1e6 ppm" in capsys.readouterr().err
+    assert "bounds.transit_depth = [50, 2000]: lower bound 50000000.0 ppm is at or above 1e6 ppm" in \
+        capsys.readouterr().err
     assert not (tmp_path / "imp.toml").exists()
     _simulate(tmp_path, n=8)
     capsys.readouterr()

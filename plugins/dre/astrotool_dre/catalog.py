@@ -83,16 +83,21 @@ def set_flux_tunits(path, flux_unit: str) -> None:
     path : path-like
         The catalogue (``<stem>_cat.fits``).
     flux_unit : str
-        The tile's ``BUNIT`` as written (:func:`data_unit`); ``""``: the file is left as it is.
+        The tile's ``BUNIT`` as written (:func:`data_unit`); ``""`` (no ``BUNIT``): no unit, as photutils'
+        catalogue has none then (SExtractor's ``"count"`` is removed).
     """
     from astropy.io import fits
 
-    if not flux_unit:
-        return
     with fits.open(path, mode="update") as h:
         for hdu in h:
-            if hdu.name == "LDAC_OBJECTS":
+            if hdu.name != "LDAC_OBJECTS":
+                continue
+            if flux_unit:
                 set_tunits(hdu.header, hdu.columns.names, {c: tunit(flux_unit) for c in FLUX_COLUMNS})
+                continue
+            for i, c in enumerate(hdu.columns.names, start=1):
+                if c in FLUX_COLUMNS:
+                    hdu.header.remove(f"TUNIT{i}", ignore_missing=True)
 
 
 def empty_catalog(vignet_size: int):

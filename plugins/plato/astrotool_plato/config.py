@@ -180,8 +180,8 @@ class PrepareConfig(Section):
                                                    "noise variance), the spline's expected chi^2")
     spline_stride: int = Field(10, ge=1, description="fit the trend to every stride-th sample (Panopticon: 10)")
     depth_bounds: tuple[float, float] = Field((0.0, 1e6), description="curves whose transit depth [ppm] lies "
-                                                                      "outside [low, high) are left out; high "
-                                                                      "at most 1e6 (a depth of 1) "
+                                                                      "outside [low, high) are left out; low "
+                                                                      "below 1e6 (a depth of 1) "
                                                                       "(Panopticon's [bounds]); transit-free curves "
                                                                       "are kept")
     split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions of "
@@ -193,9 +193,10 @@ class PrepareConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> "PrepareConfig":
         check_ordered("depth_bounds", self.depth_bounds)
-        if self.depth_bounds[1] > 1e6:   # a fraction read as ppm, or ppm given as ppm x 1e6: no transit would pass
-            raise ValueError(f"depth_bounds: upper bound {self.depth_bounds[1]:g} ppm is above 1e6 ppm, a depth "
-                             "of 1 (the whole flux): the bounds are in ppm, a fraction times 1e6 (Panopticon's "
+        if self.depth_bounds[0] >= 1e6:   # ppm given for a fraction (x 1e6 again): no transit could pass
+            raise ValueError(f"depth_bounds: lower bound {self.depth_bounds[0]!r} ppm is at or above 1e6 ppm, a "
+                             "depth of 1 (the whole flux), so no transit is kept: the bounds are in ppm, a fraction "
+                             "times 1e6 (Panopticon's "
                              "[bounds] transit_depth = [50e-6, 1.0] is [50, 1e6] ppm)")
         if min(self.split) < 0 or self.split[0] <= 0 or abs(sum(self.split) - 1.0) > 1e-6:
             raise ValueError(f"split: fractions must be non-negative, sum to 1 and give training a share, "
