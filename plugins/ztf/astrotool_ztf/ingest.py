@@ -227,7 +227,8 @@ def unique_names(paths) -> list[str]:
     if not dupes:  # the third parent folder told them apart
         return names
     clash = [printable(p) for p, n in zip(paths, names) if n == dupes[0]]
-    raise InputError(" and ".join(clash), f"would write the same outputs ({dupes[0]}_*)"
+    raise InputError(" and ".join(clash), f"would write the same outputs ({output_name(clash[0])}_*, "
+                     "with no parent folder to tell them apart)"
                      f"{f' ({len(dupes)} such clashes)' if len(dupes) > 1 else ''}; "
                      "ingest them in separate workspaces or rename them")
 
