@@ -425,3 +425,31 @@ def test_run_keeps_what_the_single_stage_commands_made_with_the_engine_auto_find
         r = astro("-w", ws, "dre", "run", "--no-mosaics", "--detect-engine", other)
         assert r.returncode == 2 and f'dre.detect.engine: "{detect}" -> "{other}"' in r.stderr, r.stderr
         assert _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*") == before
+
+
+def test_a_stage_reading_an_output_of_an_older_upstream_stage_version_is_refused_even_with_overwrite(astro, ws):
+    """After an upgrade (detect 2 -> 3, ...), `dre fit --overwrite` kept the version-2 catalogue and wrote a new
+    fit on it (old THETA_IMAGE, KRON_RADIUS in the summary): only the stored hashes of the stages it does not
+    run were compared, never their versions. Now it is refused, naming the detection and how to remake it."""
+    from astrotool import made_with
+    from astrotool_dre.pipeline import STAGE_VERSIONS, UPSTREAM, TilePaths
+
+    paths = TilePaths(ws, "sim_000")
+    made = {}
+    for stage, version in (("detect", 2), ("psf", 1), ("cuts", 1), ("fit", 2)):   # as an older release made them
+        rec = made_with.read(paths.outputs(stage)[0])
+        settings = {**rec["settings"], "version": version, **{f"inputs.{u}": made[u] for u in UPSTREAM[stage]}}
+        made[stage] = made_with.digest(settings)
+        made_with.write(paths.outputs(stage)[0], {**rec, "settings": settings, "hash": made[stage]})
+    before = _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*")
+    for overwrite in (["--overwrite"], []):
+        r = astro("-w", ws, *overwrite, "dre", "fit")
+        assert r.returncode == 2, (overwrite, r.stdout, r.stderr)
+        assert "sim_000_cat.fits" in r.stderr and (f"made by an older astrotool-dre detect stage (version 2; this "
+                                                   f"one is {STAGE_VERSIONS['detect']})") in r.stderr, r.stderr
+        assert "run `astro dre detect --overwrite` (or `astro dre run --overwrite`) first" in r.stderr, r.stderr
+        assert _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*") == before
+    r = astro("-w", ws, "--overwrite", "dre", "run", "--no-mosaics")
+    assert r.returncode == 0, r.stderr
+    assert {s: made_with.read(paths.outputs(s)[0])["settings"]["version"] for s in made} == \
+        {s: STAGE_VERSIONS[s] for s in made}

@@ -205,9 +205,11 @@ def tile_identity(paths: TilePaths) -> str | None:
 def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool,
                 cube=None) -> None:
     """Before any work: refuse (exit 2) when a finished output of these stages was made with other settings,
-    or when a stage they read and do not run now is out of date: made from inputs made again since (cuts
-    cut again after the fit: the mosaics would draw the new cuts with the old fit; a tile replaced after
-    its detection), or with other values of the settings the stages run now use too (:data:`USES`).
+    or when a stage they read and do not run now is out of date: made by another version of that stage
+    (:data:`STAGE_VERSIONS`; ``--overwrite`` of the stages run now does not remake it), from inputs made
+    again since (cuts cut again after the fit: the mosaics would draw the new cuts with the old fit; a tile
+    replaced after its detection), or with other values of the settings the stages run now use too
+    (:data:`USES`).
     """
     from astrotool import made_with
 
@@ -217,7 +219,7 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
         if stage in needed:
             needed.update(UPSTREAM[stage])
     used = tuple(k for stage in stages for k in USES.get(stage, ()))
-    checks, stale = [], []
+    checks, stale, older = [], [], []
     for t in tiles:
         paths = TilePaths(root, tile_stem(t))
         paths.tile = Path(t)
@@ -231,6 +233,9 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             old = made_with.read(paths.outputs(stage)[0])
             if old is None:   # made before records were kept: nothing to compare
                 continue
+            version = old["settings"].get("version")
+            if version != STAGE_VERSIONS[stage]:   # the stages run now would read an older stage's output
+                older.append((paths.outputs(stage)[0], stage, version))
             made[stage] = old.get("hash")
             now = {f"inputs.{up}": made.get(up) for up in UPSTREAM[stage] if made.get(up) is not None}
             if stage == "detect":
@@ -243,6 +248,16 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             then = {k: old["settings"].get(k) for k in now}
             if then != now:
                 stale.append((paths.outputs(stage)[0], stage, made_with.changes(then, now), then, now))
+    if older:
+        path, stage, version = older[0]
+        more = f" (and {len(older) - 1} more)" if len(older) > 1 else ""
+        # the message of an output made by another version (its last line, --overwrite, is not the advice here:
+        # --overwrite of the stages run now would keep the old output they read)
+        said = str(made_with.VersionChanged(f"{path}{more}", "(absent)" if version is None else version,
+                                            STAGE_VERSIONS[stage], f"astrotool-dre {stage} stage")).rsplit("\n", 1)[0]
+        reader = f"`astro dre {stages[0]}`" if len(stages) == 1 else "this run"
+        raise AstroError(f"{said}\n{reader} reads it: run `astro dre {stage} --overwrite` "
+                         "(or `astro dre run --overwrite`) first")
     if stale:
         path, stage, changed, then, now = stale[0]
         more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
