@@ -13,6 +13,9 @@ existing model, seeds, reports progress, fills the run record, exposes the
   resume from ``last/`` (when it was trained with the same settings), start
   again with ``--overwrite``, or refuse; :func:`dataset_identity` -- the
   dataset's part of those settings.
+* :func:`dataset_record` and :func:`trained_dataset` -- ``model.json``'s
+  ``training.dataset_path`` (relative to the model folder inside a workspace),
+  and the set it names, found in this workspace (a copy's own).
 * :func:`run_seed`, :func:`epoch_progress`, :func:`record` -- the run's seed,
   a progress bar advanced per epoch, and the run record's inputs/outputs.
 * :data:`Device`, :data:`Precision`, :data:`Devices`, :data:`NumNodes` and
@@ -74,7 +77,7 @@ from astrotool.errors import AstroError, InputError
 __docformat__ = "numpy"
 
 __all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "check_trained_on", "checkpoint_files",
-           "dataset_identity", "trained_dataset", "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
+           "dataset_identity", "dataset_record", "trained_dataset", "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
            "report_throughput", "resume_settings", "run_seed", "runtime", "runtime_flags"]
 
 T = TypeVar("T")
@@ -305,10 +308,40 @@ def resume_settings(cfg, seed: int, ds, resumable: Iterable[str] = (), **extra: 
             "dataset": dataset_identity(ds), **extra}
 
 
+def dataset_record(root: str | Path, model_dir: str | Path) -> str:
+    """``training.dataset_path`` of a model's ``model.json``: where its training set lies, as
+    :func:`trained_dataset` reads it back.
+
+    The set's folder relative to the model folder when both lie in one workspace -- under the
+    folder two levels above the model folder: the workspace for ``<plugin>/models/<model>``,
+    the plugin's folder for ``lens/kappa/models/<model>`` -- so that a copied or moved workspace
+    finds its own copy; else the set's absolute path.
+
+    Parameters
+    ----------
+    root : path-like
+        The training set's folder.
+    model_dir : path-like
+        The model folder ``model.json`` is written to.
+
+    Returns
+    -------
+    str
+        E.g. ``"../../prepared/quarters"``, or an absolute path.
+    """
+    import os
+
+    root, mdir = Path(root).resolve(), Path(model_dir).resolve()
+    if len(mdir.parents) > 2 and root.is_relative_to(mdir.parents[2]):
+        return os.path.relpath(root, mdir)
+    return str(root)
+
+
 def trained_dataset(stage: str | Path, model: str | Path, training: dict[str, Any]) -> str:
     """The dataset a model was trained on, as :func:`open_dataset` takes it, found in this workspace.
 
-    ``training``'s ``dataset_path`` relative to the model folder ``model`` when it still resolves;
+    ``training``'s ``dataset_path`` relative to the model folder ``model`` (as :func:`dataset_record`
+    writes it) when it still resolves;
     else the set of the recorded ``dataset`` name in the workspace's ``stage`` folder (a copied or
     moved workspace scores its own copy, not the original's); else the recorded absolute path; ""
     when nothing is recorded.

@@ -234,6 +234,29 @@ def test_trained_dataset_is_found_in_this_workspace(tmp_path):
     assert mc.trained_dataset(stage, model, {}) == ""
 
 
+def test_dataset_record_round_trips_through_trained_dataset(tmp_path):
+    import shutil
+
+    ws = tmp_path / "ws"
+    stage, model = ws / "toy" / "data", ws / "toy" / "models" / "m"
+    (stage / "a").mkdir(parents=True)
+    model.mkdir(parents=True)
+    rec = mc.dataset_record(stage / "a", model)
+    assert rec == "../../data/a"                                     # relative to the model folder
+    assert mc.trained_dataset(stage, model, {"dataset_path": rec, "dataset": "a"}) == str((stage / "a").resolve())
+    # a copied workspace reads its own copy, also with the original gone
+    shutil.copytree(ws, tmp_path / "copy")
+    shutil.rmtree(ws)
+    copy = tmp_path / "copy" / "toy"
+    assert mc.trained_dataset(copy / "data", copy / "models" / "m", {"dataset_path": rec, "dataset": "a"}) == \
+        str((copy / "data" / "a").resolve())
+    # a set outside the workspace: absolute, read as it is
+    (tmp_path / "outside").mkdir()
+    rec = mc.dataset_record(tmp_path / "outside", copy / "models" / "m")
+    assert rec == str((tmp_path / "outside").resolve())
+    assert mc.trained_dataset(copy / "data", copy / "models" / "m", {"dataset_path": rec, "dataset": "outside"}) == rec
+
+
 def test_open_dataset_by_name_or_path_and_recorded(ctx, tmp_path):
     stage = ctx.workspace.stage("toy", "data")
     (stage / "set1").mkdir()

@@ -30,18 +30,6 @@ ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", 
              "trend_window")
 
 
-def dataset_record(root, model_dir) -> str:
-    """``training.dataset_path`` of model.json: the prepared set's folder relative to the model folder when both
-    lie in one workspace (``plato/prepared/<set>``, ``plato/models/<model>``), so that a copied or moved
-    workspace scores its own data; else the absolute path."""
-    import os
-
-    root, mdir = Path(root).resolve(), Path(model_dir).resolve()
-    if len(mdir.parents) > 2 and root.is_relative_to(mdir.parents[2]):
-        return os.path.relpath(root, mdir)
-    return str(root)
-
-
 def make_optimizer(cfg, params):
     """The ``torch.optim`` optimizer named by ``cfg.optimizer`` with ``lr``, ``weight_decay`` and ``optimizer_kwargs``.
 
@@ -183,7 +171,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     import torch
 
     from astrotool.errors import InputError
-    from astrotool.ml.commands import prepare_training, resume_settings
+    from astrotool.ml.commands import dataset_record, prepare_training, resume_settings
     from astrotool.ml.data import CHUNK_BYTES, EpochBatchSampler
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import fit, seed_everything

@@ -362,7 +362,7 @@ def test_export_in_a_copied_workspace_reads_the_copy_s_training_set(trained, tmp
 
     ws, _ = trained
     meta = json.loads((ws / "lens" / "kappa" / "models" / "u" / "model.json").read_text())
-    assert meta["training"]["dataset_path"] == "lens/kappa/data/tiny"     # workspace-relative
+    assert meta["training"]["dataset_path"] == "../../data/tiny"     # relative to the model folder
     copy = tmp_path / "copy"
     shutil.copytree(ws, copy, ignore=shutil.ignore_patterns("runs", "predictions", "*.onnx"))
     base = ["-w", copy, "--json", "--set", "lens.kappa.export.parity_samples=2", "lens", "kappa", "export",
@@ -370,11 +370,21 @@ def test_export_in_a_copied_workspace_reads_the_copy_s_training_set(trained, tmp
     code, out, err = run(capsys, *base)
     assert code == 0, err
     assert json.loads(out)["parity_inputs"] == str((copy / "lens" / "kappa" / "data" / "tiny").resolve())
+    # a model.json of an earlier version (the original's absolute path): the copy's set of that name
+    mjson = copy / "lens" / "kappa" / "models" / "u" / "model.json"
+    old = json.loads(mjson.read_text())
+    old["training"]["dataset_path"] = str((ws / "lens" / "kappa" / "data" / "tiny").resolve())
+    mjson.write_text(json.dumps(old))
+    code, out, err = run(capsys, "--overwrite", *base)
+    assert code == 0, err
+    assert json.loads(out)["parity_inputs"] == str((copy / "lens" / "kappa" / "data" / "tiny").resolve())
+    mjson.write_text(json.dumps(meta))
     shutil.rmtree(copy / "lens" / "kappa" / "data" / "tiny")
     code, out, err = run(capsys, "--overwrite", *base)
     assert code == 0, err
     assert json.loads(out)["parity_inputs"] == "random fields"
-    assert str(copy / "lens" / "kappa" / "data" / "tiny") in err + caplog.text and "is gone" in err + caplog.text
+    gone = str((copy / "lens" / "kappa" / "data" / "tiny").resolve())   # named where it was looked for
+    assert gone in err + caplog.text and "is gone" in err + caplog.text
 
 
 def test_parity_inputs_of_an_old_model_json_with_an_absolute_path(trained, tmp_path, caplog):
@@ -382,13 +392,16 @@ def test_parity_inputs_of_an_old_model_json_with_an_absolute_path(trained, tmp_p
 
     ws, _ = trained
     tiny = (ws / "lens" / "kappa" / "data" / "tiny").resolve()
-    old = {"training": {"size": S, "dataset_path": str(tiny)}}
-    eps, origin = parity_epsilon(old, 2, 0, root=tmp_path / "elsewhere")       # an absolute path: read as is
+    elsewhere = tmp_path / "elsewhere" / "lens" / "kappa"
+    old = {"training": {"size": S, "dataset_path": str(tiny), "dataset": "tiny"}}
+    eps, origin = parity_epsilon(old, 2, 0, model=elsewhere / "models" / "u",
+                                 stage=elsewhere / "data")          # an absolute path, no copy here: read as is
     assert origin == str(tiny) and eps.shape == (2, 3, S, S)
     log = logging.getLogger("astro.test_kappa_review")
     with caplog.at_level(logging.WARNING, logger=log.name):
-        _, origin = parity_epsilon({"training": {"size": S, "dataset_path": str(tmp_path / "gone")}}, 1, 0,
-                                   log=log, root=ws)
+        gone = {"training": {"size": S, "dataset_path": str(tmp_path / "gone"), "dataset": "gone"}}
+        _, origin = parity_epsilon(gone, 1, 0, log=log, model=ws / "lens" / "kappa" / "models" / "u",
+                                   stage=ws / "lens" / "kappa" / "data")
     assert origin == "random fields" and "is gone" in caplog.text and str(tmp_path / "gone") in caplog.text
 
 

@@ -23,14 +23,15 @@ __docformat__ = "numpy"
 __all__ = ["export_command", "parity_epsilon"]
 
 
-def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None,
-                   root: str | Path | None = None) -> tuple[np.ndarray, str]:
+def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None, model: str | Path = ".",
+                   stage: str | Path = ".") -> tuple[np.ndarray, str]:
     """Epsilon maps ``(n, 3, S, S)`` float32 for the parity check, and where they come from.
 
-    The first ``n`` maps of the training data set (``meta["training"]["dataset_path"]``:
-    relative to the workspace ``root`` as :func:`astrotool.made_with.record_path` records
-    a set inside the workspace, so a copied workspace reads its own copy; or absolute, as
-    older models recorded it) when it can still be read and has the model's map size; else random
+    The first ``n`` maps of the training data set (found by :func:`astrotool.ml.commands.trained_dataset`:
+    ``meta["training"]["dataset_path"]`` relative to the model folder, as
+    :func:`astrotool.ml.commands.dataset_record` records a set inside the workspace; else the set of
+    the recorded name in ``stage``, so a copied workspace reads its own copy; else an absolute path,
+    as older models recorded it) when it can still be read and has the model's map size; else random
     fields: Gaussian e1, e2 of standard deviation 0.3 plus a smooth component,
     and de uniform in [0.05, 0.3].
 
@@ -46,26 +47,25 @@ def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None,
         Warned when the model names a training set that cannot be used (gone,
         unreadable, empty, another map size, non-finite maps), saying that random
         fields are used instead.
-    root : path-like, optional
-        The workspace root a relative ``dataset_path`` is read under (default: the
-        current folder).
+    model : path-like
+        The model folder a relative ``dataset_path`` is read under (default: the current folder).
+    stage : path-like
+        The folder of the workspace's packed data sets (``lens/kappa/data``) where the recorded
+        set name is looked for (default: the current folder).
 
     Returns
     -------
     (numpy.ndarray, str)
         The maps and their origin: the data set's folder or ``"random fields"``.
     """
+    from astrotool.ml.commands import trained_dataset
     from astrotool.seeding import derive_seed
 
     tr = meta.get("training", {}) or {}
     size = int(tr.get("size") or meta.get("inputs", {}).get("size") or 128)
-    path = tr.get("dataset_path")
-    if path and root is not None and not Path(path).expanduser().is_absolute():
-        path = str(Path(root) / path)
+    recorded, path = tr.get("dataset_path"), trained_dataset(stage, model, tr)
     why = None
-    if path and not Path(path).is_dir():
-        why = "is gone"
-    elif path:
+    if path and Path(path).is_dir():
         try:
             from astrotool_lens.kappa.data import KappaDataset
 
@@ -81,6 +81,10 @@ def parity_epsilon(meta: dict, n: int, seed: int = 0, log=None,
                     why = "holds NaN or infinite epsilon values"
         except Exception as exc:  # noqa: BLE001 - an unreadable set: fall back to random fields
             why = f"cannot be read ({type(exc).__name__}: {exc})"
+    elif path or recorded:   # named where it was looked for last: a relative record under the model folder
+        why = "is gone"
+        relative = recorded and not Path(recorded).is_absolute()
+        path = str((Path(model) / recorded).resolve()) if relative else recorded or path
     if why and log is not None:
         log.warning("the model's training data set %s %s: the ONNX parity check runs on random fields of the "
                     "model's map size instead", path, why)
@@ -126,8 +130,8 @@ def export_command(ctx, cfg, output: str | None = None) -> dict:
     name = x.model or default_model(cfg)
     mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models", trained=True)
     model, meta = load_unet(mdir)
-    eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx), log=ctx.log,
-                                 root=ctx.workspace.root)
+    eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx), log=ctx.log, model=mdir,
+                                 stage=ctx.workspace.stage("lens", "kappa/data", create=False))
     stack = model_inputs(eps, meta, source=origin)
     out = Path(output).expanduser() if output else mdir / "model.onnx"
     info = {"input": "stack (n, C, S, S) float32: " + ", ".join(meta["inputs"]["channels"]),

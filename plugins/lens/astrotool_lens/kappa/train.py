@@ -84,7 +84,7 @@ def _pearson(p: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = False, log=None, on_epoch=None,
-               runtime=None, root: str | Path | None = None) -> dict:
+               runtime=None) -> dict:
     """Train (or resume training) the kappa U-Net.
 
     Parameters
@@ -93,7 +93,9 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
         With kappa; its ``train`` split trains, its ``val`` split validates.
     cfg : astrotool_lens.kappa.config.TrainConfig
     model_dir : path-like
-        Checkpoint folder (``lens/kappa/models/<model>``).
+        Checkpoint folder (``lens/kappa/models/<model>``). ``model.json`` records the set's folder
+        relative to it (``../../data/<set>``, :func:`astrotool.ml.commands.dataset_record`: a copied
+        or moved workspace reads its own copy), absolute for a set outside the workspace's ``lens/``.
     seed : int
         Seeds the initial weights, the batch order and the augmentation.
     overwrite : bool
@@ -103,10 +105,6 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
         Called with each epoch's history entry.
     runtime : astrotool.ml.fabric.Runtime, optional
         Where and how to train (default: the ``[ml]`` defaults).
-    root : path-like, optional
-        The workspace root: ``model.json`` records the set's folder relative to it when the set lies
-        inside it (:func:`astrotool.made_with.record_path`; a copied or moved workspace reads its own
-        copy), else absolute. None: absolute.
 
     Returns
     -------
@@ -126,9 +124,9 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     """
     import torch
 
-    from astrotool import made_with as mw
     from astrotool.errors import InputError
-    from astrotool.ml.commands import prepare_training, resume_settings, warn_schedule_change
+    from astrotool.ml.commands import (dataset_record, prepare_training, resume_settings,
+                                       warn_schedule_change)
     from astrotool.ml.data import CHUNK_BYTES, EpochBatchSampler
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import cosine_schedule, epoch_rng, fit, seed_everything
@@ -228,7 +226,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
         "normalisation": {**stats, "note": "input_shift/input_scale/target_shift/target_scale are also buffers "
                                            "in the weights"},
         "training": {
-            "dataset": ds.name, "dataset_path": mw.record_path(ds.root, root), "size": size, "seed": int(seed),
+            "dataset": ds.name, "dataset_path": dataset_record(ds.root, model_dir), "size": size, "seed": int(seed),
             "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "loss": cfg.loss, "monitor": "val_loss",
             "device": str(device), "precision": rt.precision, "processes": rt.world_size,
         },
@@ -281,7 +279,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
                 if runtime.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_unet(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
-                         on_epoch=on_epoch, runtime=runtime, root=ctx.workspace.root)
+                         on_epoch=on_epoch, runtime=runtime)
     if not runtime.is_global_zero:
         return
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
