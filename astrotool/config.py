@@ -405,7 +405,8 @@ class Config:
             except Exception:  # a model that cannot be imported: reported on its own
                 continue
         found = [t for t in found if t.split(".")[0] == section] or found   # the section's own, where it has one
-        return f"; it is a key of [{'], ['.join(found[:3])}]" if found else ""
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        return f"; it is a key of [{'], ['.join(found[:3])}]{more}" if found else ""
 
     def section(self, name: str, flags: dict[str, Any] | None = None):
         """The validated model of section ``name``, with explicit flag values applied.

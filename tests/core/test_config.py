@@ -1,6 +1,7 @@
 """Layered configuration: order of layers, provenance, validation errors."""
 
 import json
+import re
 
 import pytest
 
@@ -193,6 +194,10 @@ def test_a_key_in_the_wrong_table_names_the_table_that_has_it(astro, tmp_path):
     assert f"{bad}: dre.jobs: unknown key; it is a key of [core]\n" in r.stderr, r.stderr
     assert f"{bad}: lens.boxsize: unknown key; it is a key of [dre.models]\n" in r.stderr, r.stderr
     assert f"{bad}: dre.zzz: unknown key\n" in r.stderr, r.stderr
+    bad.write_text("[ml]\nbatch_size = 3\n")   # a key of many tables: three named, the rest counted
+    r = astro("-w", tmp_path, "--cfg", bad, "config", "show", "core")
+    assert r.returncode == 2 and re.search(r"ml.batch_size: unknown key; it is a key of \[\w+\.\w+\], "
+                                           r"\[\w+\.\w+\], \[\w+\.\w+\] and \d+ more\n", r.stderr), r.stderr
 
 
 def test_a_plugin_with_missing_or_invalid_defaults_is_broken_and_others_work(astro, toy, tmp_path):
