@@ -1158,3 +1158,20 @@ def test_a_copied_workspace_makes_the_same_evaluate_and_detect_records(trained, 
     rec = mw.read(copy / "plato/reports/cp_evaluate.json")
     assert rec["settings"]["model"] == "plato/models/quarters_unet3p"
     assert rec["settings"]["dataset"] == "plato/prepared/quarters"
+
+
+def test_plot_last_numbers_the_plots_of_curves_of_one_id(trained, tmp_path, capsys):
+    """Three files of one name detected together: the second and third curves' plots were named by how many
+    plots were planned before them (``c-1.png``, ``c-2.png`` after one other), not the k-th of that id."""
+    import shutil
+
+    files = _three_files(tmp_path)
+    same = []
+    for k, f in enumerate(files):
+        (tmp_path / f"d{k}").mkdir()
+        same.append(str(shutil.copy(f, tmp_path / f"d{k}" / "c.csv")))
+    assert main(["-w", str(trained), "--json", "plato", "detect", *same, "--name", "sameid"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(trained), "--json", "plato", "plot", "last", "--no-model-overlay"]) == 0
+    names = sorted(Path(p).name for p in json.loads(capsys.readouterr().out)["files"])
+    assert len(names) >= 2 and names == sorted(["c.png", *(f"c-{k}.png" for k in range(2, len(names) + 1))]), names

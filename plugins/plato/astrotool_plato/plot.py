@@ -254,8 +254,10 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
         cids = [wanted] if wanted is not None else list(CurveReader.of(d).read(f, model_channels(model)))
         for cid in cids:
             out = out_dir / f"{cid}.png"
-            if str(out) in planned and ids == ["last"]:   # files of the same name that `detect` told apart
-                out = out_dir / f"{cid}-{len(planned)}.png"
+            k = 1
+            while str(out) in planned and ids == ["last"]:   # files of the same name that `detect` told apart:
+                k += 1                                        # the k-th curve of that id
+                out = out_dir / f"{cid}-{k}.png"
             if str(out) in planned:
                 raise AstroError(f"{f}: its curve {cid!r} has the name of a curve plotted already "
                                  f"({out.name}); plot the two files apart, or rename one")
