@@ -624,17 +624,16 @@ def _tell_renamed_option(exc) -> None:
     if type(exc).__name__ != "NoSuchOption" or getattr(exc, "ctx", None) is None:
         return
     from astrotool.cliconfig import option_keys
-    from astrotool.config import Packaged, renamed_key_of_option
+    from astrotool.config import renamed_key_of_option
 
     try:
         path = exc.ctx.command_path.split()[1:]
         found = renamed_key_of_option(path, exc.option_name)
         if found is None:
             return
-        key, note = found
-        sections = set(Packaged().models)
+        key, note = found   # found: path[0] is a section (its model has the table), no second read of the defaults
         new = next((max(p.opts, key=len) for p in exc.ctx.command.params
-                    if getattr(p, "opts", None) and key in option_keys(" ".join(path), p, sections)), None)
+                    if getattr(p, "opts", None) and key in option_keys(" ".join(path), p, {path[0]})), None)
     except Exception:  # a hint only: never hide the usage error
         return
     if new is not None:

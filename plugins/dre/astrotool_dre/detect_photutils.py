@@ -38,21 +38,23 @@ KRON_PARAMS = (2.5, 1.4, 0.0)
 radius 3.5 = 2.5 x 1.4, in units of ``A_IMAGE``, ``B_IMAGE``); no minimum circular radius [px]."""
 
 
-def sextractor_theta(theta):
+def sextractor_theta(theta, dtype=np.float64):
     """Position angles [deg] wrapped to SExtractor's ``THETA_IMAGE`` range (-90, 90].
 
     Parameters
     ----------
     theta : array-like
         Angles [deg, counter-clockwise from +x], any range (photutils' ``orientation``).
+    dtype : numpy dtype
+        Of the result: the range holds after the cast too (float32 rounds -89.99999999 to -90).
 
     Returns
     -------
     numpy.ndarray
         The same axis directions [deg] in (-90, 90] (an axis is the same at theta and theta + 180).
     """
-    theta = 90.0 - np.mod(90.0 - np.asarray(theta, dtype=np.float64), 180.0)
-    return np.where(theta <= -90.0, theta + 180.0, theta)   # np.mod rounds a tiny negative up to 180
+    theta = (90.0 - np.mod(90.0 - np.asarray(theta, dtype=np.float64), 180.0)).astype(dtype)
+    return np.where(theta <= -90.0, theta + dtype(180.0), theta)   # a tiny negative rounds to -90: it is 90
 
 
 def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *, gain: float, zp: float,
@@ -172,7 +174,7 @@ def _photutils_table(cat, data, nb, seg, seg0, background, header, *, zp, phot_a
     r50 = np.asarray(getattr(cat.flux_radius(0.5), "value", cat.flux_radius(0.5)), dtype=np.float64)
     a = arr("semimajor_axis", "semimajor_sigma")
     b = arr("semiminor_axis", "semiminor_sigma")
-    theta = sextractor_theta(arr("orientation"))   # photutils: (-180, 180] or [0, 360)
+    theta = sextractor_theta(arr("orientation"), np.float32)   # photutils: (-180, 180] or [0, 360)
     labels = np.asarray(cat.labels, dtype=np.int32)
     ny, nx = data.shape
 
@@ -223,8 +225,7 @@ def _photutils_table(cat, data, nb, seg, seg0, background, header, *, zp, phot_a
     t["KRON_RADIUS"] = (KRON_PARAMS[0] * arr("kron_radius")).astype(f32)
     t["A_IMAGE"] = a.astype(f32)
     t["B_IMAGE"] = b.astype(f32)
-    theta32 = theta.astype(f32)
-    t["THETA_IMAGE"] = np.where(theta32 <= -90.0, f32(90.0), theta32)   # -89.99999999 rounds to -90
+    t["THETA_IMAGE"] = theta
     t["ELONGATION"] = arr("elongation").astype(f32)
     t["ELLIPTICITY"] = arr("ellipticity").astype(f32)
     t["ISOAREA_IMAGE"] = arr("area").astype(np.int32)
