@@ -115,6 +115,15 @@ def test_profiles_and_conventions():
     assert np.allclose(compose_shear(0.3, -0.2, 0.1, 0.25), (s.g1, s.g2))
 
 
+def test_lensnet_stamps_carry_their_unit_and_pixel_scale(tmp_path):
+    from astropy.io import fits
+
+    generate_dataset(easy_config("lu", n=2, shard_size=2, format="lensnet"), tmp_path / "lu", 1, serial_map)
+    gal, psf = (fits.getheader(tmp_path / "lu" / "lensnet" / f"{p}_1.fits") for p in ("gal", "psf"))
+    assert gal["BUNIT"] == "ct" and psf["BUNIT"] == "" and gal["PIXSCALE"] == psf["PIXSCALE"] == 0.2
+    assert "arcsec/pixel" in gal.comments["PIXSCALE"]
+
+
 def test_lensnet_format_and_resume(tmp_path):
     from astrotool_lens.data import ShearDataset
 

@@ -130,6 +130,8 @@ def test_validate_with_the_response_of_a_model(trained_model, tmp_path, capsys):
 
     described = Table.read(path)
     assert all(described[c].description for c in described.colnames), described.colnames
+    assert {c: str(described[c].unit) for c in described.colnames if described[c].unit is not None} == {
+        f"{PREFIX}_noise_sigma": "ct"}
     meta = parquet_metadata(path)
     assert meta["response"] == "metacal" and meta["calibration"] is None
     code = main([*pred[1:], "--engine", "onnxruntime"])

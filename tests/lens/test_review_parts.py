@@ -295,3 +295,54 @@ def test_adding_a_method_warns_only_of_its_own_failures(ws, capsys, monkeypatch)
     assert "REGAUSS" not in err and res["measured"] == ["BJ"]
     meta = parquet_metadata(ws / "lens" / "predictions" / "s2_hsm.parquet")
     assert meta["failed"]["REGAUSS"] == 8 and set(meta["failed"]) == {"REGAUSS", "KSB", "BJ"}
+
+
+def _truncated_part(ws):
+    """The one part file of s2, cut to 200 bytes (a zip archive's start without its directory)."""
+    (part,) = (ws / "lens" / "predictions" / ".s2_hsm.parquet.parts").glob("*.npz")
+    part.write_bytes(part.read_bytes()[:200])
+    return part
+
+
+def test_a_truncated_part_of_another_task_is_named_and_measured_again(ws, capsys):
+    _run(capsys, ws, "--shard", "1/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    part = _truncated_part(ws)
+    res, err = _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert res["missing_parts"] == 1 and not part.exists()
+    assert f"{part}: unreadable part file (BadZipFile" in err
+    res, _ = _run(capsys, ws, "--shard", "1/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert res["n"] == 8 and not part.parent.exists()   # written, parts removed
+
+
+def test_a_tasks_own_truncated_part_is_measured_again_in_the_same_run(ws, capsys):
+    _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    part = _truncated_part(ws)
+    res, err = _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert res["n"] == 4 and res["missing_parts"] == 1 and part.stat().st_size > 200 and str(part) in err
+
+
+def test_a_shard_task_reports_the_stamps_it_measured(ws, capsys):
+    res, _ = _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert res["n"] == 4 and res["missing_parts"] == 1 and not res["written"]
+    res, _ = _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert res["n"] == 0 and res["missing_parts"] == 1      # its part kept: nothing measured this time
+
+
+def test_columns_in_counts_carry_their_unit(ws, capsys, monkeypatch):
+    from astropy.table import Table
+
+    import astrotool_lens.fpfs as fpfs
+
+    def fake_fpfs(gal, psf, *args):    # ANACAL's columns without anacal installed: what the table records
+        n = len(gal)
+        out = {f"anacal_{c}": np.full(n, 0.1) for c in ("g1", "g2", "e1", "e2", "r12", "r21", "flux", "noise_sigma")}
+        return {**out, "anacal_r11": np.ones(n), "anacal_r22": np.ones(n), "anacal_flag": np.zeros(n, np.int8),
+                "anacal_error": np.full(n, "")}
+
+    monkeypatch.setattr(fpfs, "fpfs_arrays", fake_fpfs)
+    monkeypatch.setattr(fpfs, "require_anacal", lambda: None)
+    _run(capsys, ws, "--executor", "serial", "lens", "measure", "--dataset", "s2", "--methods", "KSB,METACAL,ANACAL")
+    t = Table.read(ws / "lens" / "predictions" / "s2_hsm.parquet")
+    units = {c: str(t[c].unit) for c in t.colnames if t[c].unit is not None}
+    assert units == {"metacal_noise_sigma": "ct", "anacal_flux": "ct", "anacal_noise_sigma": "ct"}
+    assert not any("[counts" in t[c].description for c in units)

@@ -249,3 +249,12 @@ def test_export_applies_a_calibration_only_in_its_mode(cal_nosym):
     assert kw["metadata"]["onnx"]["calibrated"] is True
     with pytest.raises(InputError, match="fitted with --no-symmetrize"):
         export_plan(cal_nosym, symmetrize=True, parity_samples=2, explicit=True)
+
+
+def test_validate_response_metacal_says_the_stored_calibration_is_left_out(ws, cal_nosym, capsys):
+    code, out, err = run(capsys, ws, "lens", "validate", "f3", "--model", "mc", "--response", "metacal",
+                         "--no-symmetrize")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["calibration"] is None and rec["transfers"] is None
+    assert rec["verdict"].startswith("the stored calibration is not applied with --response metacal; the raw")

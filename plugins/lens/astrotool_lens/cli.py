@@ -371,6 +371,8 @@ def calibrate(
 
     Predictions, evaluation and ONNX export then return (g - c) / (1 + m). Check the
     calibration with `evaluate` on fields drawn with another seed; `--raw` skips it.
+    A fit with |m1| or |m2| above lens.calibrate.max_abs_m (default 0.1: the model does not
+    match the simulations) is refused (exit 2) and nothing is written.
     """
     from astrotool.errors import InputError
     from astrotool_lens.calibrate import calibrate_model
@@ -514,7 +516,10 @@ def validate(
         if problem:
             ctx.log.warning("%s: %s", estimator, problem)
         raw = shear_from_response(response_cols, field, prefix=PREFIX)
-    report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field)
+    uncalibrated = "no stored calibration"
+    if v.model and v.response == "metacal" and meta.get("calibration") is not None:
+        uncalibrated = "the stored calibration is not applied with --response metacal"
+    report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field, uncalibrated)
     sym = v.symmetrize if v.model else None   # a model's mode; predict's and evaluate's _nosym: a report of its own
     out = ctx.workspace.stage("lens", "reports") / f"{stem}_{estimator}{'_nosym' if sym is False else ''}_validate.json"
     report = {"input": str(inputs), "estimator": estimator, "symmetrize": sym, **report, "report": str(out)}
@@ -581,9 +586,9 @@ def predict(
         check_onnx(runner, meta, pc.symmetrize, calibration is not None)
     need_psf = metacal or int(meta["architecture"]["kwargs"]["in_channels"]) == 2
     inp = read_inputs(inputs, need_psf, psf, shear_stage=ctx.workspace.stage("lens", "shear"))
-    descriptions = PREDICTION_COLUMNS
+    descriptions, units = PREDICTION_COLUMNS, None
     if metacal:
-        cols, pred, descriptions = _predict_response(ctx, cfg, mdir, inp)
+        cols, pred, descriptions, units = _predict_response(ctx, cfg, mdir, inp)
         suffix = "_metacal"
     else:
         cols, pred = predict_table(runner, meta, inp, pc.batch_size, pc.symmetrize, calibration is not None,
@@ -598,7 +603,7 @@ def predict(
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
                                                  "response": pc.response, "engine": pred.engine},
-                  descriptions=descriptions)
+                  units=units, descriptions=descriptions)
     mc.record(ctx, inputs=[inputs, runner if pc.engine == "onnxruntime" else mdir], outputs=[out])
     summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
     if not metacal:
@@ -617,7 +622,8 @@ def predict(
 
 
 def _predict_response(ctx, cfg, mdir, inp):
-    """``predict --response metacal``: the table's columns, a Predictions record of the run, their descriptions."""
+    """``predict --response metacal``: the table's columns, a Predictions record of the run, their descriptions
+    and units."""
     import time
 
     import numpy as np
@@ -625,7 +631,7 @@ def _predict_response(ctx, cfg, mdir, inp):
     from astrotool.ml.predict import Predictions
     from astrotool_lens.metacal import shear_from_response
     from astrotool_lens.predict import PREDICTION_COLUMNS
-    from astrotool_lens.response import DESCRIPTIONS, PREFIX, model_response, response_problem
+    from astrotool_lens.response import DESCRIPTIONS, PREFIX, UNITS, model_response, response_problem
 
     pc, m = cfg.predict, cfg.measure
     t0 = time.perf_counter()
@@ -646,7 +652,7 @@ def _predict_response(ctx, cfg, mdir, inp):
                     "g2": "shear g2 = <R>^-1 e with the response averaged over the table, to second order",
                     **{f"{PREFIX}_{k}": v for k, v in DESCRIPTIONS.items()},
                     f"{PREFIX}_flag": "0 measured, 1 failed", f"{PREFIX}_error": "why it failed"}
-    return cols, pred, descriptions
+    return cols, pred, descriptions, {f"{PREFIX}_{k}": v for k, v in UNITS.items()}
 
 
 @app.command()

@@ -452,7 +452,8 @@ class CalibrateConfig(_Model):
                                          "you evaluate on); required")
     symmetrize: bool = Field(True, description="calibrate the 8-fold averaged estimate (as evaluate/predict use it)")
     batch_size: int = Field(32, ge=1, description="stamps per forward pass")
-    max_abs_m: float = Field(0.1, gt=0, description="refuse a calibration with |m| above this (a mismatched model)")
+    max_abs_m: float = Field(0.1, gt=0, description="refuse (exit 2, nothing written) a fit with |m1| or |m2| above "
+                                                     "this: the model does not match the simulations")
 
 
 class ValidateConfig(_Model):

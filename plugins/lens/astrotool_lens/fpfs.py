@@ -58,11 +58,15 @@ DESCRIPTIONS = {
     "anacal_r12": "analytic shear response de1/dg2",
     "anacal_r21": "analytic shear response de2/dg1",
     "anacal_r22": "analytic shear response de2/dg2",
-    "anacal_flux": "flux of the PSF-deconvolved galaxy in the FPFS Gaussian kernel, 2 pi sigma^2 M00 [counts]",
-    "anacal_noise_sigma": "noise sigma of the stamp's edge (0: none) [counts/pixel]",
+    "anacal_flux": "flux of the PSF-deconvolved galaxy in the FPFS Gaussian kernel, 2 pi sigma^2 M00",
+    "anacal_noise_sigma": "noise sigma of a pixel at the stamp's edge (0: none)",
     "anacal_flag": "0 measured, 1 failed",
     "anacal_error": "why it failed",
 }
+
+UNITS = {"anacal_flux": "ct", "anacal_noise_sigma": "ct"}
+"""Astropy units of the ANACAL columns that have one (as the truth table's ``flux``: counts; the others are
+dimensionless)."""
 
 
 def require_anacal():

@@ -450,9 +450,16 @@ class ShardTask:
         return self.writer.shard_path(self.shard)
 
 
-def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base_seed: int, stack) -> None:
+LENSNET_BUNIT = {"gal": ("ct", "counts per pixel (noise added)"),
+                 "psf": ("", "dimensionless: fraction of the unit-flux PSF per pixel")}
+"""``BUNIT`` value and comment of the LensNet ``gal_i.fits`` and ``psf_i.fits`` stamps (as :data:`UNITS`)."""
+
+
+def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base_seed: int, stack,
+                         pixel_scale: float) -> None:
     """Write the stamps' ``gal_i.fits``/``psf_i.fits`` under temporary names, each renamed to its own
-    when ``stack`` (a :class:`contextlib.ExitStack`) closes without an exception, removed otherwise."""
+    when ``stack`` (a :class:`contextlib.ExitStack`) closes without an exception, removed otherwise.
+    Each header holds ``BUNIT`` (:data:`LENSNET_BUNIT`) and ``PIXSCALE``, ``pixel_scale`` [arcsec / pixel]."""
     from astropy.io import fits
 
     from astrotool.provenance import fits_history
@@ -464,6 +471,8 @@ def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base
         for prefix, arr in (("gal", gal[k]), ("psf", psf[k])):
             tmp = stack.enter_context(atomic_path(folder / f"{prefix}_{int(idx)}.fits"))
             hdu = fits.PrimaryHDU(arr)
+            hdu.header["BUNIT"] = LENSNET_BUNIT[prefix]
+            hdu.header["PIXSCALE"] = (float(pixel_scale), "[arcsec/pixel] pixel scale")
             for line in history:
                 hdu.header.add_history(line)
             hdu.writeto(tmp)
@@ -537,7 +546,7 @@ def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
         with ExitStack() as stack:
             if task.lensnet_dir:
                 _write_lensnet_files(Path(task.lensnet_dir), gal, psf, truth, task.writer.command, task.base_seed,
-                                     stack)
+                                     stack, cfg.pixel_scale)
             task.writer.write_shard(task.shard, task.start, {"gal": gal, "psf": psf}, truth,
                                     attrs={"config": task.config, "base_seed": task.base_seed,
                                            "pixel_scale": cfg.pixel_scale, "units": UNITS})

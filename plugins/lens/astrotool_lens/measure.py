@@ -295,13 +295,20 @@ def _remove_parts(out_path: str | Path, parts: list[str], started: float) -> Non
 
 
 def _read_part(path: str) -> dict | None:
-    """The columns of a finished part file (None: none, or unreadable)."""
+    """The columns of a finished part file (None: none, or unreadable, with a warning naming it: a broken
+    part is measured again)."""
+    import logging
+    import zipfile
+    import zlib
+
     if not path or not Path(path).is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+        logging.getLogger("astro").warning("%s: unreadable part file (%s: %s), measured again", path,
+                                           type(exc).__name__, exc)
         return None
 
 
@@ -317,13 +324,14 @@ def _write_part(path: str, cols: dict) -> None:
 
 
 def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
-    """Measure every stamp of one shard file into its part file (executor item; ``seed`` unused); a finished
-    part is kept. Returns ``{"part": path, "n": stamps}``: the columns stay on disk."""
+    """Measure every stamp of one shard file into its part file (executor item; ``seed`` unused); a finished,
+    readable part is kept. Returns ``{"part": path, "n": stamps measured}`` (0: kept): the columns stay on
+    disk."""
     from astrotool.errors import InputError
     from astrotool.ml.data import read_shard_arrays
 
-    if task.part and Path(task.part).is_file():
-        return {"part": task.part, "n": task.stop - task.start}
+    if _read_part(task.part) is not None:
+        return {"part": task.part, "n": 0}
     stamps = read_shard_arrays(task.path, ("gal", "psf"))
     if len(stamps["gal"]) != task.stop - task.start:
         raise InputError(task.path, f"holds {len(stamps['gal'])} stamps, the manifest says {task.stop - task.start}")
@@ -574,9 +582,9 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
         the held methods' too; ``measured``: the methods this run measured); while
         items are unmeasured (other ``--shard`` tasks, failures: each item's columns are kept in a part file
         until every one exists) no table is written and the dict is
-        ``{"n": 0, "missing_parts": k, "parts": n, "path": ..., "written": False}``; when another task has
-        meanwhile written a table that serves, ``{"n": 0, "path": ..., "written": False,
-        "written_by_another_task": True}``.
+        ``{"n": m, "missing_parts": k, "parts": p, "path": ..., "written": False}``, ``m`` the stamps this run
+        measured (a part kept from an earlier run counts 0); when another task has meanwhile written a table
+        that serves, ``{"n": m, "path": ..., "written": False, "written_by_another_task": True}``.
     """
     if not callable(mapper):
         raise TypeError("measure_dataset: mapper is required (e.g. astrotool.context.Context.map)")
@@ -588,9 +596,10 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
                          cfg.guess_sig_psf, estimator_options(cfg),
                          _part_file(out_path, Path(path).stem, digest))
              for path, start, stop in dataset.shards]
-    mapper(measure_shard, tasks, desc=f"measure {dataset.stem}", keys=[Path(t.path).stem for t in tasks])
+    done = mapper(measure_shard, tasks, desc=f"measure {dataset.stem}", keys=[Path(t.path).stem for t in tasks])
     return _write_table([t.part for t in tasks], cfg, out_path, {"dataset": dataset.stem, **(metadata or {})},
-                        identity, dataset, add=add, started=started, before=before)
+                        identity, dataset, add=add, started=started, before=before,
+                        measured=sum(r["n"] for _, r in done))
 
 
 STAMPS_PER_ITEM = 500
@@ -620,8 +629,8 @@ class StampsTask:
 def measure_stamps(task: StampsTask, seed: int | None = None) -> dict:
     """Measure one :class:`StampsTask` into its part file (executor item; ``seed`` unused), as
     :func:`measure_shard`."""
-    if task.part and Path(task.part).is_file():
-        return {"part": task.part, "n": len(task.gal)}
+    if _read_part(task.part) is not None:
+        return {"part": task.part, "n": 0}
     out = measure_arrays(task.gal, task.psf, task.methods, task.pixel_scale, task.guess_sig_gal, task.guess_sig_psf,
                          start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.start + len(task.gal))
@@ -674,18 +683,18 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
     tasks = [StampsTask(inp.gal[a:a + STAMPS_PER_ITEM], inp.psf[a:a + STAMPS_PER_ITEM], a, methods, float(pixel_scale),
                         cfg.guess_sig_gal, cfg.guess_sig_psf, options,
                         _part_file(out_path, f"stamps{a:06d}", digest)) for a in range(0, n, STAMPS_PER_ITEM)]
-    mapper(measure_stamps, tasks, desc=f"measure {inp.stem}", keys=[f"stamps{t.start:06d}" for t in tasks])
+    done = mapper(measure_stamps, tasks, desc=f"measure {inp.stem}", keys=[f"stamps{t.start:06d}" for t in tasks])
     extra = {"source": np.asarray(inp.source, dtype=str)}
     if inp.truth:
         extra.update(true_g1=np.asarray(inp.truth["g1"], float), true_g2=np.asarray(inp.truth["g2"], float))
     return _write_table([t.part for t in tasks], cfg, out_path,
                         {"input": str(inp.origin or inp.stem), **(metadata or {})}, identity, inp, extra, add,
-                        started=started, before=before)
+                        started=started, before=before, measured=sum(r["n"] for _, r in done))
 
 
 def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, facts: dict, identity: dict,
                  source, extra: dict | None = None, add: bool = False, *, started: float,
-                 before: tuple | None) -> dict:
+                 before: tuple | None, measured: int = 0) -> dict:
     """Join the items' columns in index order, convert, write the Parquet table (all items or nothing).
 
     Items this run did not measure (other ``--shard`` tasks, failures) are read from their part files
@@ -695,7 +704,8 @@ def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, fac
     :func:`_table_stamp` when the run began, so the table that ``--overwrite`` replaces never counts).
     Once a table is written (here or by that task) the part files are removed by :func:`_remove_parts`:
     this run's, and others' written before it began. With ``add`` the columns are joined by ``index`` into
-    the table at ``out_path``, whose methods, settings and counts are kept beside the new ones.
+    the table at ``out_path``, whose methods, settings and counts are kept beside the new ones. When no table
+    is written, ``n`` is ``measured``: the stamps this run measured (its items' ``n``).
     """
     import pyarrow as pa
 
@@ -709,8 +719,8 @@ def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, fac
             Path(part).unlink(missing_ok=True)   # unreadable (written atomically, so broken): measured again
             if _table_stamp(out_path) != before and table_problem(out_path, source, cfg) is None:
                 _remove_parts(out_path, parts, started)   # another task read them first and wrote it
-                return {"n": 0, "path": str(out_path), "written": False, "written_by_another_task": True}
-            return {"n": 0, "missing_parts": sum(1 for p in parts if not Path(p).is_file()), "parts": len(parts),
+                return {"n": measured, "path": str(out_path), "written": False, "written_by_another_task": True}
+            return {"n": measured, "missing_parts": sum(1 for p in parts if not Path(p).is_file()), "parts": len(parts),
                     "path": str(out_path), "written": False}
         cols.append(done)
     table = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
@@ -739,12 +749,13 @@ def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, fac
         meta = {**meta, "methods": methods, "responsivity": {**(held.get("responsivity") or {}), **resp},
                 "failed": {**(held.get("failed") or {}), **failed},
                 "settings": {**(held.get("settings") or {}), **meta["settings"]}}
-    from astrotool_lens.fpfs import DESCRIPTIONS as FPFS
-    from astrotool_lens.metacal import DESCRIPTIONS as METACAL
+    from astrotool_lens import fpfs, metacal
 
-    described = {"index": "row of the stamp in the dataset or input", **hsm_descriptions(methods), **METACAL, **FPFS,
-                 **_input_columns()}
+    described = {"index": "row of the stamp in the dataset or input", **hsm_descriptions(methods),
+                 **metacal.DESCRIPTIONS, **fpfs.DESCRIPTIONS, **_input_columns()}
+    units = {**metacal.UNITS, **fpfs.UNITS}
     write_parquet(pa.table(ordered), out_path, metadata=meta,
+                  units={k: v for k, v in units.items() if k in ordered},
                   descriptions={k: v for k, v in described.items() if k in ordered})
     _remove_parts(out_path, parts, started)
     return {"n": int(len(ordered["index"])), "failed": meta["failed"], "responsivity": meta["responsivity"],

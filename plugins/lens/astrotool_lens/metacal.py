@@ -97,10 +97,14 @@ DESCRIPTIONS = {
     "metacal_d12": "second derivative d2e1/dg2^2 = (e1(+delta g2) + e1(-delta g2) - 2 e1) / delta^2",
     "metacal_d21": "second derivative d2e2/dg1^2 = (e2(+delta g1) + e2(-delta g1) - 2 e2) / delta^2",
     "metacal_d22": "second derivative d2e2/dg2^2 = (e2(+delta g2) + e2(-delta g2) - 2 e2) / delta^2",
-    "metacal_noise_sigma": "noise sigma of the stamp's edge, of the added rotated noise image (0: none) [counts/pixel]",
+    "metacal_noise_sigma": "noise sigma of a pixel at the stamp's edge, of the added rotated noise image (0: none)",
     "metacal_flag": "0 measured, 1 failed",
     "metacal_error": "why it failed",
 }
+
+UNITS = {"metacal_noise_sigma": "ct"}
+"""Astropy units of the METACAL columns that have one (as the truth table's ``flux``: counts; the others are
+dimensionless)."""
 
 
 def frame_sigma(stamp: np.ndarray, width: int = 2) -> float:

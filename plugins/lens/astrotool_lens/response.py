@@ -42,8 +42,12 @@ DESCRIPTIONS = {
     "d12": "second derivative d2e1/dg2^2",
     "d21": "second derivative d2e2/dg1^2",
     "d22": "second derivative d2e2/dg2^2",
-    "noise_sigma": "noise sigma of the stamp's edge, of the added rotated noise image (0: none) [counts/pixel]",
+    "noise_sigma": "noise sigma of a pixel at the stamp's edge, of the added rotated noise image (0: none)",
 }
+
+UNITS = {"noise_sigma": "ct"}
+"""Astropy units of the columns (of :data:`COLUMNS`, unprefixed) that have one: counts, as the truth table's
+``flux``; the others are dimensionless."""
 
 STAMPS_PER_ITEM = 500
 """Stamps per executor item (five images each go through the network)."""

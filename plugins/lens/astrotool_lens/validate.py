@@ -101,7 +101,8 @@ def verdict(fit: dict, max_abs_m: float, max_abs_c: float, sigmas: float) -> lis
     return off
 
 
-def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, cfg, field=None) -> dict:
+def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, cfg, field=None,
+                       uncalibrated: str = "no stored calibration") -> dict:
     """m and c of raw and calibrated estimates, and whether the calibration transfers.
 
     Parameters
@@ -116,6 +117,9 @@ def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, c
         ``max_abs_m``, ``max_abs_c``, ``sigmas``.
     field : array-like, optional
         Field per stamp (default: :func:`shear_fields`).
+    uncalibrated : str
+        Why ``calibration`` is None, the verdict's start (e.g. the stored calibration is left out with
+        ``--response metacal``).
 
     Returns
     -------
@@ -136,7 +140,7 @@ def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, c
     tol = f"|m| < {cfg.max_abs_m:g}, |c| < {cfg.max_abs_c:g} (or within {cfg.sigmas:g} sigma of 0)"
     if calibration is None:
         off = verdict(out["raw"], cfg.max_abs_m, cfg.max_abs_c, cfg.sigmas)
-        out.update(transfers=None, off=off, verdict="no stored calibration; the raw estimator "
+        out.update(transfers=None, off=off, verdict=f"{uncalibrated}; the raw estimator "
                    + (f"meets {tol}" if not off else "is off: " + "; ".join(off)))
         return out
     cal = calibrate_estimates(est, [calibration["m1"], calibration["m2"]], [calibration["c1"], calibration["c2"]])
