@@ -624,3 +624,114 @@ def test_an_autoencoder_on_an_empty_split_is_refused_as_a_classifier_is(tws, ast
         assert "no object in the 'val' split" in err and "noval" in err, (model, err)
         assert "RuntimeWarning" not in err and "Mean of empty slice" not in err
         assert not list((tws / "ztf" / "reports").glob(f"{model}_noval_val*"))
+
+
+def _main(capsys, *args):
+    """``astro ARGS`` in this process: the exit code, stdout and stderr."""
+    from astrotool.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_evaluate_json_warnings_name_every_model_left_out(tws, capsys):
+    """Models left out with a warning were only logged: the --json ``warnings`` stayed []."""
+    models = tws / "ztf" / "models"
+    shutil.copytree(models / "sim_classifier", models / "sim_odd")
+    _edit_meta(models / "sim_odd", crop=33)
+    (models / "sim_junk").mkdir()
+    (models / "sim_junk" / "model.json").write_text("not json")
+    code, out, err = _main(capsys, "--json", "-w", tws, "--seed", 1, "ztf", "evaluate")
+    assert code == 0, err
+    warnings = json.loads(out)["warnings"]
+    assert sorted(w.split(":")[0] for w in warnings) == ["left out sim_junk", "left out sim_odd"]
+    assert all(w in err for w in warnings)
+
+
+def test_a_probe_is_refused_on_an_encoder_trained_on_another_set_of_its_name(tws, capsys):
+    """A probe trained on the set made again used an autoencoder trained on the old one, whose training
+    samples may lie in the new val and test splits; evaluate scored such a probe."""
+    from astrotool.ml.commands import dataset_identity
+
+    ws = ("-w", tws, "--seed", 1)
+    code, _, err = _main(capsys, *ws, "ztf", "train", "--arch", "probe", "--encoder", "sim_vae", "--epochs", 1)
+    assert code == 0, err
+    code, _, err = _main(capsys, "-w", tws, "--seed", 2, *SMALL, "--overwrite", "ztf", "prepare")
+    assert code == 0, err
+    code, _, err = _main(capsys, *ws, "ztf", "train", "--arch", "probe", "--encoder", "sim_vae", "--epochs", 1,
+                         "--model", "new_probe")
+    assert code == 2 and "not the set that model sim_vae was trained on" in err, err
+    assert not (tws / "ztf" / "models" / "new_probe" / "model.json").exists()
+    # a probe trained on the new set with the old encoder (as before this check), with and without the
+    # encoder's set recorded
+    with StampDataset(tws / "ztf" / "prepared" / "sim") as ds:
+        _edit_meta(tws / "ztf" / "models" / "sim_probe", settings__dataset=dataset_identity(ds))
+    for recorded in (True, False):
+        if not recorded:
+            meta = json.loads((tws / "ztf" / "models" / "sim_probe" / "model.json").read_text())
+            meta.pop("encoder_dataset", None)
+            (tws / "ztf" / "models" / "sim_probe" / "model.json").write_text(json.dumps(meta))
+        code, _, err = _main(capsys, *ws, "ztf", "evaluate", "--model", "sim_probe")
+        assert code == 2 and "not the set that model sim_probe's encoder was trained on" in err, (recorded, err)
+
+
+def test_an_unfinished_checkpoint_names_the_command_that_resumes_it(tws, capsys):
+    """The hint said `astro ztf train`, which trains the default model (a classifier on sim), not this one."""
+    import shlex
+
+    from astrotool.ml.checkpoint import read_meta, unfinished
+
+    _finished_after(tws / "ztf" / "models" / "sim_vae", 1, 2)
+    code, _, err = _main(capsys, "-w", tws, "ztf", "embed", "--model", "sim_vae")
+    command = "astro --seed 1 ztf train --model sim_vae --epochs 2 --arch vae"
+    assert code == 2 and f"run `{command}` again to resume" in " ".join(err.split()), err
+    code, _, err = _main(capsys, "-w", tws, *shlex.split(command)[1:])   # resumes it to its end
+    assert code == 0, err
+    assert unfinished(read_meta(tws / "ztf" / "models" / "sim_vae")) is None
+
+
+def test_the_resume_command_names_the_seed_of_several_and_the_settings_that_are_not_the_defaults(tmp_path):
+    from astrotool_ztf.classify import train_command
+
+    meta = {"hyperparameters": {"dataset": "big", "arch": "probe", "encoder": "big_vae", "seeds": [0, 3],
+                                "epochs": 9, "lr": 0.002, "group": "c4", "patience": 0},
+            "training": {"seed": 3}, "training_progress": {"epochs_done": 1, "epochs": 6}}
+    assert train_command(meta, tmp_path / "intr_seed3") == (
+        "astro ztf train --model intr --seeds 3 --epochs 6 --dataset big --arch probe --lr 0.002 "
+        "--set ztf.train.group=c4 --encoder big_vae")
+
+
+def test_predictions_and_embeddings_carry_units_and_descriptions(tws, capsys):
+    """jd had no unit and p_*, p_max, recon_error, umap_*, z* no description."""
+    from astropy.table import Table
+
+    code, _, err = _main(capsys, "-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier",
+                         "--autoencoder", "sim_vae")
+    assert code == 0, err
+    alerts = Table.read(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    assert str(alerts["jd"].unit) == "d" and "Julian date" in alerts["jd"].description
+    for column in ("p_AGN", "p_max", "class", "recon_error"):
+        assert alerts[column].description, column
+    objects = Table.read(tws / "ztf" / "predictions" / "sim_classifier_objects.parquet")
+    assert all(objects[c].description for c in ("p_AGN", "class_first_alert", "n_alerts"))
+    code, out, err = _main(capsys, "--json", "-w", tws, "--seed", 1, "ztf", "embed", "--model", "sim_vae")
+    assert code == 0, err
+    embedding = Table.read(json.loads(out)["parquet"])
+    assert all(embedding[c].description for c in ("umap_1", "umap_2", "recon_error", "z0", "z20", "objectId"))
+
+
+def test_evaluate_text_tables_show_4_decimals_and_a_column_per_class(tws, capsys):
+    """Autoencoder and temporal rows printed full floats, and the per-class errors as one JSON cell."""
+    code, out, err = _main(capsys, "-w", tws, "--seed", 1, "ztf", "evaluate")
+    assert code == 0, err
+    lines = out.splitlines()
+    ae = lines.index("# autoencoders on sim test")
+    header, row = lines[ae + 1].split("\t"), lines[ae + 2].split("\t")
+    assert {"reconstruction_mse_AGN", "reconstruction_mse_bogus"} <= set(header) and "{" not in out
+    shown = dict(zip(header, row))
+    assert len(shown["reconstruction_mse"].partition(".")[2]) <= 4 and float(shown["reconstruction_mse_AGN"]) > 0
+    from astrotool_ztf.evaluate import shown_row   # temporal rows are shown alike
+
+    assert shown_row({"alerts": 2, "gain": 0.12008794397115707, "single_alert_accuracy": None}) == {
+        "alerts": 2, "gain": 0.1201, "single_alert_accuracy": None}

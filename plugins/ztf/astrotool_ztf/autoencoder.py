@@ -19,6 +19,16 @@ __docformat__ = "numpy"
 CHANNELS = 3
 """Channels the autoencoder reconstructs: science, template, difference (not the NaN mask)."""
 
+RECON_ERROR = "autoencoder's mean squared reconstruction error per pixel (stamps in [0, 1]): an anomaly score"
+"""Description of the ``recon_error`` column of ``embed`` and ``predict --autoencoder``."""
+
+
+def embedding_descriptions(n_latent: int) -> dict:
+    """Column descriptions of ``embed``'s table, whose latents are ``z0`` ... ``z<n_latent - 1>``."""
+    return {"class": "class of the object", "umap_1": "first UMAP coordinate of the latents",
+            "umap_2": "second UMAP coordinate of the latents", "recon_error": RECON_ERROR,
+            **{f"z{j}": f"latent {j} of the autoencoder (the encoder's mean)" for j in range(n_latent)}}
+
 
 def _stamps(ds, indices) -> np.ndarray:
     return ds.read(np.sort(indices), ["stamps"])["stamps"][:, :CHANNELS].astype(np.float32)

@@ -10,6 +10,7 @@ probabilities.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,45 @@ def check_finished(meta: dict, model_dir) -> None:
     why = unfinished(meta)
     if why:
         raise InputError(Path(model_dir) / "model.json", f"training unfinished: {why}; "
-                                                          "run `astro ztf train` again to resume")
+                                                          f"run `{train_command(meta, model_dir)}` again to resume")
+
+
+def train_command(meta: dict, model_dir) -> str:
+    """The ``astro ztf train`` command that resumes the model of ``meta`` in ``model_dir``.
+
+    It names the model (``--model <base> --seeds <seed>`` for one of several seeds, else ``--model <name>``
+    and the run's ``--seed``), the epochs asked for, and each setting a resume must share
+    (:func:`astrotool.ml.commands.resume_settings`) that ``model.json`` records away from its default: as its
+    option (``--dataset``, ``--arch``, ``--encoder``, ``--batch-size``, ``--lr``), else as ``--set``.
+    """
+    import shlex
+
+    from astrotool.ml.commands import RESUMABLE as SHARED_RESUMABLE
+
+    from astrotool_ztf.config import TrainConfig
+    from astrotool_ztf.train import RESUMABLE
+
+    name = Path(model_dir).name
+    settings = meta.get("hyperparameters")
+    if not isinstance(settings, dict):   # a checkpoint that recorded no settings
+        return f"astro ztf train --model {shlex.quote(name)}"
+    seed = (meta.get("training") or {}).get("seed")
+    epochs = (meta.get("training_progress") or {}).get("epochs", settings.get("epochs"))
+    if settings.get("seeds") and name.endswith(f"_seed{seed}"):
+        words = ["astro", "ztf", "train", "--model", name.removesuffix(f"_seed{seed}"), "--seeds", str(seed)]
+    else:
+        words = ["astro", *(["--seed", str(seed)] if seed is not None else []), "ztf", "train", "--model", name]
+    words += ["--epochs", str(epochs)]
+    defaults = TrainConfig().model_dump(mode="json")
+    options = {"dataset": "--dataset", "arch": "--arch", "encoder": "--encoder", "batch_size": "--batch-size",
+               "lr": "--lr"}
+    for key, default in defaults.items():
+        value = settings.get(key, default)
+        if value == default or (key in SHARED_RESUMABLE | RESUMABLE and key != "dataset"):
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        words += [options[key], text] if key in options else ["--set", f"ztf.train.{key}={text}"]
+    return shlex.join(words)
 
 
 def temperature(meta: dict, model_dir) -> float:
@@ -66,7 +105,7 @@ def temperature(meta: dict, model_dir) -> float:
     if meta.get("temperature") is None:
         raise InputError(Path(model_dir) / "model.json", "no calibration temperature stored (training stopped "
                                                           "before it was fitted, or an older checkpoint); run "
-                                                          "`astro ztf train` again to fit it")
+                                                          f"`{train_command(meta, model_dir)}` again to fit it")
     return float(meta["temperature"])
 
 

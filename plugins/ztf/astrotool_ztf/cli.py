@@ -330,13 +330,20 @@ def evaluate(
     from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
     from astrotool_ztf.autoencoder import clustering_accuracy, latents
     from astrotool_ztf.classify import check_compatible, check_finished, temperature
-    from astrotool_ztf.evaluate import baseline_candidates, evaluate_model, seed_groups, summarise, write_figures
-    from astrotool_ztf.model import AUTOENCODER, CLASSIFIERS, TEMPORAL
+    from astrotool_ztf.evaluate import (baseline_candidates, evaluate_model, seed_groups, shown_row, summarise,
+                                        write_figures)
+    from astrotool_ztf.model import AUTOENCODER, CLASSIFIERS, PROBE, TEMPORAL
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.temporal import gain_table
-    from astrotool_ztf.train import NO_DATASET
+    from astrotool_ztf.train import NO_DATASET, probe_encoder_dataset
 
     ctx = current()
+    warnings = []   # every warning, also in the --json result
+
+    def warn(message: str) -> None:
+        ctx.log.warning("%s", message)
+        warnings.append(message)
+
     sections = ctx.section(NAME, {"train.dataset": dataset, "evaluate.split": split})
     cfg, split = sections.train, sections.evaluate.split
     dev = mc.runtime(ctx, device=device).accelerator
@@ -352,7 +359,7 @@ def evaluate(
             try:  # False: unreadable, left out with a warning as fits() does)
                 meta = read_meta(d)
             except InputError as e:
-                ctx.log.warning("left out %s: %s", d.name, e.problem)
+                warn(f"left out {d.name}: {e.problem}")
                 return False
             ident = (meta.get("settings") or {}).get("dataset")
             return ident.get("name") if isinstance(ident, dict) else (meta.get("training") or {}).get("dataset")
@@ -368,6 +375,8 @@ def evaluate(
         arch = meta["architecture"]["name"]  # nor one of other classes or crop (said first: "crop 21 -> 33")
         check_compatible(meta, ds, d, ("crop",) if arch == AUTOENCODER else ("classes", "crop"))
         mc.check_trained_on((meta.get("settings") or {}).get("dataset"), ds, d)
+        if arch == PROBE:   # nor a probe whose encoder saw another set of this name
+            mc.check_trained_on(probe_encoder_dataset(meta, d), ds, f"{d.name}'s encoder")
         (temperature if arch in CLASSIFIERS else check_finished)(meta, d)
 
     verdicts: dict = {}
@@ -378,7 +387,7 @@ def evaluate(
                 check(d)
                 verdicts[d] = True
             except InputError as e:
-                ctx.log.warning("left out %s: %s", d.name, e.problem)
+                warn(f"left out {d.name}: {e.problem}")
                 verdicts[d] = False
         return verdicts[d]
 
@@ -423,8 +432,8 @@ def evaluate(
             base = next((b for b in baseline_candidates(ctx.workspace.stage(NAME, MODELS), ds.name) if fits(b)),
                         None)
             if base is None:
-                ctx.log.warning("no single-alert classifier of the set %r to compare with (%s_classifier or "
-                                "%s_classifier_seedN); pass --baseline", ds.name, ds.name, ds.name)
+                warn(f"no single-alert classifier of the set {ds.name!r} to compare with ({ds.name}_classifier "
+                     f"or {ds.name}_classifier_seedN); pass --baseline")
             else:
                 ctx.log.info("baseline: %s", base.name)
         with ds:
@@ -457,24 +466,21 @@ def evaluate(
     by_name = {r["model"]: r for r in results}  # mean ± std only over seeds of one configuration
     summaries = [{**summarise([by_name[d.name] for d in group]), "of": [d.name for d in group]}
                  for group in seed_groups(dirs) if len(group) > 1]
-    warnings = []
     if not (rows or ae_rows or any(tables.values())):
-        warnings.append(f"nothing scored: the {split} split of {ds.name} holds no object the models could be "
-                        "scored on")
-        ctx.log.warning("%s", warnings[0])
+        warn(f"nothing scored: the {split} split of {ds.name} holds no object the models could be scored on")
     if json_results():   # one shape whatever models were scored
         ctx.emit({"split": split, "dataset": ds.name, "models": rows, "summary": summaries,
                   "autoencoders": ae_rows, "temporal": tables, "warnings": warnings})
         return
     from astrotool.console import print_table
 
-    def table(title, records):   # one titled table per kind (a `# title` line before each when piped)
+    def table(title, records):   # one titled table per kind (a `# title` line before each when piped), 4 decimals
+        records = [shown_row(r) for r in records]
         if records:
             columns = list(dict.fromkeys(k for r in records for k in r))
             print_table(title, columns, [[r.get(c) for c in columns] for r in records])
 
-    table(f"classifiers on {ds.name} {split}",   # 4 decimals shown
-          [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+    table(f"classifiers on {ds.name} {split}", rows)
     table(f"seed groups on {ds.name} {split}: mean ± std (ddof = 1)",
           [{"models": ", ".join(g["of"]), **{k: f"{g[k]['mean']:.4f} ± {g[k]['std']:.4f}" for k in
                                              ("accuracy", "macro_f1", "ece_before", "ece_after")}} for g in summaries])
@@ -520,8 +526,9 @@ def predict(
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
     from astrotool import made_with
     from astrotool_ztf.classify import check_finished, load_classifier, temperature
-    from astrotool_ztf.ingest import expand_inputs, ingest_files
-    from astrotool_ztf.predict import input_identity, per_object, predict_file
+    from astrotool_ztf.ingest import column_metadata, expand_inputs, ingest_files
+    from astrotool_ztf.predict import (alert_descriptions, input_identity, object_descriptions, per_object,
+                                       predict_file)
 
     ctx = current()
     if name is not None:
@@ -598,9 +605,11 @@ def predict(
         ctx.log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
     objects = per_object(alerts, list(meta["classes"]))
     outputs = []
-    for table, kind in ((alerts, "alerts"), (objects, "objects")):
+    for table, kind, descriptions in ((alerts, "alerts", alert_descriptions(meta["classes"])),
+                                      (objects, "objects", object_descriptions(meta["classes"]))):
         path = write_parquet(table, out_dir / f"{stem}_{kind}.parquet", command="ztf predict",
-                             metadata={"model": str(mdir), "temperature": meta.get("temperature")})
+                             metadata={"model": str(mdir), "temperature": meta.get("temperature")},
+                             **column_metadata(table.columns, descriptions))
         with atomic_path(out_dir / f"{stem}_{kind}.csv") as tmp:
             table.to_csv(tmp, index=False)
         outputs += [path, out_dir / f"{stem}_{kind}.csv"]
@@ -664,8 +673,9 @@ def embed(
     from astrotool.io.tables import write_parquet
     from astrotool.ml.checkpoint import read_meta
     from astrotool_ztf import EMBEDDINGS, NAME, PREPARED
-    from astrotool_ztf.autoencoder import check_metric, latents, plot_embedding, umap_embedding
+    from astrotool_ztf.autoencoder import check_metric, embedding_descriptions, latents, plot_embedding, umap_embedding
     from astrotool_ztf.classify import check_compatible
+    from astrotool_ztf.ingest import column_metadata
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.train import NO_DATASET
 
@@ -697,7 +707,8 @@ def embed(
     for j in range(lat["latent"].shape[1]):
         table[f"z{j}"] = lat["latent"][:, j]
     path = write_parquet(table, outputs[0], command="ztf embed",
-                         metadata={"model": str(mdir), "dataset": ds.name, "umap": e.model_dump(mode="json")})
+                         metadata={"model": str(mdir), "dataset": ds.name, "umap": e.model_dump(mode="json")},
+                         **column_metadata(table.columns, embedding_descriptions(lat["latent"].shape[1])))
     png = plot_embedding(outputs[1], xy, lat["class_name"],
                          f"{mdir.name}: UMAP of the latents ({ds.name}, {e.split}, {len(xy)} alerts)")
     made_with.write(path, rec)

@@ -122,3 +122,19 @@ def write_figures(result: dict, reports: Path) -> dict:
     rel = plot_reliability(reports / f"{name}_reliability.png", result["calibration_after"],
                            title=f"{result['model']}, T = {result['temperature']:.2f}")
     return {"confusion_png": str(cm), "reliability_png": str(rel)}
+
+
+SHOWN_DECIMALS = 4
+"""Decimals of the figures in ``evaluate``'s text tables (``--json`` keeps full precision)."""
+
+
+def shown_row(row: dict) -> dict:
+    """A result row as ``evaluate``'s text tables show it: floats rounded to :data:`SHOWN_DECIMALS`, and a
+    per-class dict (``reconstruction_mse_by_class``) one column per class (``reconstruction_mse_<class>``)."""
+    shown = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            shown.update(shown_row({f"{key.removesuffix('_by_class')}_{k}": v for k, v in value.items()}))
+        else:
+            shown[key] = round(value, SHOWN_DECIMALS) if isinstance(value, float) else value
+    return shown

@@ -128,6 +128,15 @@ DESCRIPTIONS = {
 }
 """Column descriptions of the alert table (``TCOMM``-like; shown by astropy and TOPCAT)."""
 
+
+def column_metadata(columns, descriptions: dict | None = None) -> dict:
+    """``units`` and ``descriptions`` for :func:`astrotool.io.tables.write_parquet` of a table of ``columns``
+    derived from alerts (predictions, embeddings): the alert table's (:data:`UNITS`, :data:`DESCRIPTIONS`) of
+    the columns it shares with it, and ``descriptions`` (column -> description) of its own."""
+    known = {**DESCRIPTIONS, **(descriptions or {})}
+    return {"units": {c: UNITS[c] for c in columns if c in UNITS},
+            "descriptions": {c: known[c] for c in columns if c in known}}
+
 _INPUT_SUFFIXES = (".avro.gz", ".avro", ".parquet", ".parq", ".avro.gzip", ".tar.gz", ".tgz", ".tar")
 
 

@@ -18,6 +18,24 @@ import numpy as np
 __docformat__ = "numpy"
 
 
+def alert_descriptions(classes) -> dict:
+    """Column descriptions of predict's per-alert table of a model of ``classes``."""
+    from astrotool_ztf.autoencoder import RECON_ERROR
+
+    return {"source": "alert table the alert was read from",
+            **{f"p_{c}": f"calibrated probability of the class {c}" for c in classes},
+            "class": "most probable class ('': no prediction)", "p_max": "calibrated probability of that class",
+            "recon_error": RECON_ERROR}
+
+
+def object_descriptions(classes) -> dict:
+    """Column descriptions of predict's per-object table (:func:`per_object`) of a model of ``classes``."""
+    return {"n_alerts": "alerts of the object", "n_predicted": "of them with a prediction",
+            **{f"p_{c}": f"probability of the class {c}: normalised product of the alerts'" for c in classes},
+            "class": "most probable class ('': no prediction)",
+            "class_first_alert": "most probable class of the object's first alert"}
+
+
 def alert_inputs(alerts_path, stamps_path, meta: dict):
     """The table, model inputs and a usable-row mask of one ingested alert file (checkpoint's preprocessing)."""
     from astrotool.errors import InputError

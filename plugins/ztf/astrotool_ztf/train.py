@@ -140,7 +140,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     tr_idx, va_idx = train_indices(ds, cfg.train_alerts), first_alerts(ds, "val")
     check_splits(ds, len(tr_idx), len(va_idx))
     train, val = load_split(ds, tr_idx), load_split(ds, va_idx)
-    encoder = load_encoder(cfg, model_dir) if cfg.arch == "probe" else None
+    encoder = load_encoder(cfg, model_dir, ds) if cfg.arch == "probe" else None
     rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime,  # a probe: its encoder's weights
                                   {"encoder_weights_sha256": encoder.meta.get("weights_sha256")} if encoder else None)
     n_feat = len(ds.feature_names) if cfg.use_features else 0
@@ -187,6 +187,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
         "classes": ds.classes, "features": ds.feature_names if n_feat else [],
         "feature_mean": ds.attrs["feature_mean"], "feature_std": ds.attrs["feature_std"],
         "crop": int(ds.attrs["crop"]), "channels": ds.attrs["channels"],
+        **({"encoder_dataset": (encoder.meta.get("settings") or {}).get("dataset")} if encoder else {}),
         "inputs": "stamps (N, 4, crop, crop) float32: science, template, difference each scaled to [0, 1], NaN -> 0,"
                   " and the NaN mask; features (N, 23) z-scored with feature_mean / feature_std",
         "outputs": "logit per class, (N, n_classes)",
@@ -231,20 +232,55 @@ def store_temperature(model_dir, val: dict) -> float:
     return t
 
 
-def load_encoder(cfg, model_dir):
-    """The checkpoint of the autoencoder ``cfg.encoder`` (a model name or folder) a probe sits on."""
+def encoder_dir(encoder: str, models) -> Path:
+    """The folder of the autoencoder ``encoder`` (a model name, or a folder) a probe sits on; ``models``: the
+    folder of the models (``ztf/models``)."""
+    return Path(encoder) if Path(encoder).is_dir() else Path(models) / encoder
+
+
+def load_encoder(cfg, model_dir, ds):
+    """The checkpoint of the autoencoder ``cfg.encoder`` (a model name or folder) a probe on the set ``ds``
+    sits on.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No encoder named, an autoencoder cut short, or one trained on another set of ``ds``'s name (its
+        splits may hold the encoder's training samples: :func:`astrotool.ml.commands.check_trained_on`).
+    """
     from astrotool.errors import InputError
     from astrotool.ml.checkpoint import load_checkpoint
+    from astrotool.ml.commands import check_trained_on
 
     from astrotool_ztf.classify import check_finished
     from astrotool_ztf.model import AUTOENCODER
 
     if not cfg.encoder:
         raise InputError("ztf.train.encoder", "a probe needs a trained autoencoder (--encoder NAME)")
-    enc_dir = Path(cfg.encoder) if Path(cfg.encoder).is_dir() else Path(model_dir).parent / cfg.encoder
+    enc_dir = encoder_dir(cfg.encoder, Path(model_dir).parent)
     ckpt = load_checkpoint(enc_dir, AUTOENCODER)
     check_finished(ckpt.meta, enc_dir)   # as evaluate: an autoencoder cut short is not built on
+    # as embed and evaluate of the encoder: a set made again since may hold its training samples in val or test
+    check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, enc_dir)
     return ckpt
+
+
+def probe_encoder_dataset(meta: dict, model_dir) -> dict | None:
+    """The set the encoder of the probe of checkpoint metadata ``meta`` in ``model_dir`` was trained on: as
+    the probe recorded it, else (a probe saved before it was recorded) as its encoder's folder records it
+    while that holds the probe's encoder weights (None: not known)."""
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import read_meta
+
+    if "encoder_dataset" in meta:
+        return meta["encoder_dataset"]
+    encoder = (meta.get("hyperparameters") or {}).get("encoder")
+    try:
+        enc_meta = read_meta(encoder_dir(encoder, Path(model_dir).parent)) if encoder else {}
+    except InputError:   # the encoder's folder gone or unreadable
+        return None
+    same = enc_meta.get("weights_sha256") == (meta.get("settings") or {}).get("encoder_weights_sha256")
+    return (enc_meta.get("settings") or {}).get("dataset") if same else None
 
 
 def probe_model(cfg, ds, n_features: int, ckpt):
