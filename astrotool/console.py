@@ -254,9 +254,11 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
     def line(final: bool = False) -> None:
         done, failed, elapsed = state["done"], state["failed"], time.monotonic() - start
         rate = done / elapsed if elapsed > 0 else 0.0
+        # every line has the same keys; eta_s [s] is None where unknown (no total, no rate yet), 0 once all is done
         extra = {"event": "progress", "desc": desc, "done": done, "total": total, "failed": failed,
-                 "final": final, "elapsed_s": round(elapsed, 2), "rate_per_s": round(rate, 3)}
+                 "final": final, "elapsed_s": round(elapsed, 2), "rate_per_s": round(rate, 3), "eta_s": None}
         if final:
+            extra["eta_s"] = 0.0 if total and done >= total else None
             msg = f"{desc}: {done}/{total} done" if total else f"{desc}: {done} done"
             msg += f", {failed} failed" if failed else ""
             msg += f", {elapsed:.1f}s elapsed"

@@ -16,15 +16,18 @@ job arrays; ``--shard auto`` takes i and N from the array task's variables
 
 Each item's random seed is derived from the run's base seed and the item's key
 (:func:`derive_seed`), never from its position in a worker's queue, so results
-are identical whatever the executor, the number of jobs or the sharding.
+are identical whatever the executor, the number of jobs or the sharding (but for
+float rounding where the number of BLAS threads differs: see docs/batch.md).
 A failing item does not stop the others; its error is returned as a
-:class:`Failure`.
+:class:`Failure`. A pool worker that dies (killed for memory) fails the item it
+was running; a fresh pool runs the others (:func:`_run_process`).
 
 Stopping: process-pool workers die with their parent (``PR_SET_PDEATHSIG`` on
 Linux, and a thread that watches for a new parent pid elsewhere). On SIGTERM or
 Ctrl-C the command line calls :func:`request_stop`: running workers get SIGTERM
 (each removes the temporary file it was writing and exits; one that does not
-within :data:`STOP_GRACE_S` is killed), queued items are cancelled, and
+within :data:`STOP_GRACE_S` is killed; a local Dask cluster's workers stop their
+items alike, :func:`_dask_worker_term`), queued items are cancelled, and
 :func:`run_items` raises ``KeyboardInterrupt`` even when the signal's own
 exception was swallowed (a signal that lands in a ``__del__``).
 """
@@ -182,11 +185,18 @@ def _auto_shard(environ: Mapping[str, str]) -> tuple[int, int]:
     step = _slurm_int(environ, "SLURM_ARRAY_TASK_STEP", 1) or 1
     last = _slurm_int(environ, "SLURM_ARRAY_TASK_MAX", first + (count - 1) * step)
     i = (task - first) // step
-    if (last - first) // step + 1 != count or (task - first) % step or not 0 <= i < count:
-        raise AstroError(f"--shard auto: the array (indices {first}-{last}, {count} tasks) is not one range "
+    indices = f"indices {first}-{last}" + (f" in steps of {step}" if step != 1 else "")
+    if (last - first) // step + 1 != count:
+        raise AstroError(f"--shard auto: the array ({indices}, {count} tasks) is not one range "
                          "of equal steps, e.g. a resubmitted subset (--array=3,17); give --shard I/N as the first "
                          "submission numbered its tasks: N its task count, I = (task id - its first index) / its "
                          "step (--shard $SLURM_ARRAY_TASK_ID/N for an array 0-(N-1))")
+    if not first <= task <= last:
+        raise AstroError(f"--shard auto: SLURM_ARRAY_TASK_ID={task} is outside the array ({indices}); "
+                         "check the SLURM_ARRAY_TASK_* variables, or give --shard I/N")
+    if (task - first) % step:
+        raise AstroError(f"--shard auto: SLURM_ARRAY_TASK_ID={task} is not on the array's step ({indices}); "
+                         "check the SLURM_ARRAY_TASK_* variables, or give --shard I/N")
     return i, count
 
 
@@ -368,19 +378,52 @@ def _signal_workers(pool, signum: int) -> None:
             pass
 
 
-_IN_ITEM = False
+_STARTED = None  # in a pool worker: the pool's table of started items (item index -> worker pid)
+_ITEM_THREAD: int | None = None  # in a worker: the thread running an item (its ident); None while idle
 _UNWINDING = False
+_STOPPING = False  # in a local Dask worker: a stop (SIGTERM) arrived; it starts no further item
 
 
 def _worker_term(signum, frame):
-    """A worker's SIGTERM: inside an item, unwind (``atomic_path`` removes the temporary file) and exit; idle, exit.
-    A repeated SIGTERM does not interrupt the unwinding."""
+    """A pool worker's SIGTERM: inside an item, unwind (``atomic_path`` removes the temporary file) and exit; idle,
+    exit. A repeated SIGTERM does not interrupt the unwinding."""
     global _UNWINDING
-    if not _IN_ITEM:
+    if _ITEM_THREAD is None:
         os._exit(143)
     if not _UNWINDING:
         _UNWINDING = True
         raise KeyboardInterrupt("terminated")
+
+
+def _dask_worker_term(signum, frame):
+    """A local Dask worker's SIGTERM: as :func:`_worker_term`, the running item unwinds (its temporary file is
+    removed) and fails, but the worker stays up, starting no further item, so that the command can still fetch the
+    results it holds (items that finished); it exits :data:`STOP_GRACE_S` [s] later unless the command closed it.
+
+    The item runs in a thread of the worker, and a signal is handled in its main thread (Dask's event loop): the
+    ``KeyboardInterrupt`` is raised in the item's thread, at its next Python instruction."""
+    import ctypes
+
+    global _STOPPING, _UNWINDING
+    if not _STOPPING:
+        _STOPPING = True
+        timer = threading.Timer(STOP_GRACE_S, _dask_worker_exit)
+        timer.daemon = True
+        timer.start()
+    thread = _ITEM_THREAD
+    if thread is not None and not _UNWINDING:
+        _UNWINDING = True
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(KeyboardInterrupt))
+
+
+def _dask_worker_exit() -> None:
+    """End a stopped local Dask worker whose item did not unwind in time (a long call into C): remove the
+    temporary files it was writing, then exit."""
+    workspace = sys.modules.get("astrotool.workspace")  # imported where an item wrote through it
+    if workspace is not None:
+        with contextlib.suppress(Exception):
+            workspace.remove_live_temps()
+    os._exit(143)
 
 
 def _worker_unraisable(args, previous: Callable) -> None:
@@ -420,14 +463,17 @@ def _watch_parent(parent: int, interval: float = 0.5) -> None:
     os._exit(143)
 
 
-def _worker_init(threads: int = 1, parent: int | None = None) -> None:
+def _worker_init(threads: int = 1, parent: int | None = None, started=None) -> None:
     """Worker processes: they die with the parent ``parent`` (its pid); SIGTERM removes the
     temporary file being written and exits; SIGINT is left to the parent, which stops the pool.
+    ``started``: the pool's shared table where a worker writes its pid as it starts an item.
 
     Each worker gets ``threads`` OpenMP/BLAS threads (its share of the cores) unless
     the user set them: N workers each starting one thread per core oversubscribe
     the machine, and spinning OpenMP threads then slow GalSim down several-fold.
     """
+    global _STARTED
+    _STARTED = started
     for var in THREAD_VARIABLES:
         os.environ.setdefault(var, str(threads))
     signal.signal(signal.SIGTERM, _worker_term)
@@ -440,16 +486,45 @@ def _worker_init(threads: int = 1, parent: int | None = None) -> None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="astro-parent-watch").start()
 
 
-def _call_in_worker(fn: Callable, item: Any, seed: int, key: str):
-    """:func:`_call` in a pool worker; a stop (SIGTERM) ends the worker once the item has cleaned up."""
-    global _IN_ITEM
-    _IN_ITEM = True
+def _call_in_worker(fn: Callable, item: Any, seed: int, key: str, slot: int | None = None):
+    """:func:`_call` in a pool worker; a stop (SIGTERM) ends the worker once the item has cleaned up.
+    ``slot``: where this worker writes its pid in the pool's table of started items."""
+    global _ITEM_THREAD
+    if slot is not None and _STARTED is not None:
+        _STARTED[slot] = os.getpid()
+    _ITEM_THREAD = threading.get_ident()
     try:
         return _call(fn, item, seed, key)
     except KeyboardInterrupt:
         os._exit(143)
     finally:
-        _IN_ITEM = False
+        _ITEM_THREAD = None
+
+
+def _call_in_dask_worker(fn: Callable, item: Any, seed: int, key: str):
+    """:func:`_call` in a local Dask worker: a stop (SIGTERM, :func:`_dask_worker_term`) makes the running item and
+    any item that would start after it fail as ``terminated``, without ending the worker."""
+    global _ITEM_THREAD
+    _ITEM_THREAD = threading.get_ident()  # before the check: a stop from here on interrupts this item
+    try:
+        if _STOPPING:
+            raise KeyboardInterrupt("terminated")
+        return _call(fn, item, seed, key)
+    except KeyboardInterrupt:
+        return "error", Failure(key, "terminated")
+    finally:
+        _ITEM_THREAD = None
+
+
+def _dask_worker_init() -> int:
+    """In a local cluster's worker process (its main thread): leave Ctrl-C to the command (sent to the whole
+    process group, it made each worker print tracebacks), and stop the running item on SIGTERM as pool workers do
+    (:func:`_dask_worker_term`). Returns the worker's pid."""
+    with contextlib.suppress(ValueError):  # not the worker's main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _dask_worker_term)
+        sys.unraisablehook = functools.partial(_worker_unraisable, previous=sys.unraisablehook)
+    return os.getpid()
 
 
 def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequence[str] | None = None,
@@ -542,24 +617,83 @@ def _quiet_resource_tracker() -> None:
 
 
 def _run_process(fn, tasks, workers: int, advance) -> dict:
+    """Run ``tasks`` on a pool of ``workers`` processes. A worker that dies (killed for memory, a crash) breaks
+    the pool: the item it was running fails, the others not yet finished run on a fresh pool, unless the pool
+    that broke was itself a fresh one that finished no item (the workers keep dying: the items left fail)."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    outcomes = {}
+    outcomes: dict = {}
+    reported: set = set()  # the items whose outcome went through advance
     n = min(workers, len(tasks))
+    threads = max(1, usable_cores() // n)  # the same in every pool: the same BLAS sums
+    context = mp.get_context("spawn")
     _quiet_resource_tracker()
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                               initargs=(max(1, usable_cores() // n), os.getpid()))
+    todo, full, replaced = list(tasks), None, False
+    while todo:
+        started = context.RawArray("q", max(i for i, *_ in todo) + 1)  # item index -> pid of the worker that began it
+        pool = _pool(n, context, threads, started)
+        todo, full, finished = _run_pool(pool, fn, todo, advance, outcomes, reported, full, started)
+        if todo and full is not None:
+            _fail(todo, lambda key: _cancelled(key, full), outcomes, reported, advance)
+            todo = []
+        elif todo and replaced and not finished:
+            _fail(todo, lambda key: Failure(key, "not run: the worker processes died again before any item "
+                                                 "finished"), outcomes, reported, advance)
+            todo = []
+        replaced = True
+    return outcomes
+
+
+def _pool(n: int, context, threads: int, started):
+    """A pool of ``n`` spawned workers of ``threads`` BLAS threads each, writing to the table ``started``."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_worker_init,
+                               initargs=(threads, os.getpid(), started))
+
+
+def _fail(tasks, failure: Callable[[str], Failure], outcomes: dict, reported: set, advance: Callable) -> None:
+    """Record ``failure(key)`` as the outcome of each of ``tasks``."""
+    for i, _, _, key in tasks:
+        outcomes[i] = ("error", failure(key))
+        advance(1, key, outcomes[i])
+        reported.add(i)
+
+
+def _run_pool(pool, fn, tasks, advance, outcomes: dict, reported: set, full: Failure | None, started):
+    """Run ``tasks`` on ``pool`` until each has an outcome or the pool breaks (a worker died).
+
+    Returns
+    -------
+    left : list
+        The tasks to run again: not started, or stopped with the pool (not on the worker that died).
+    full : Failure or None
+        The failure that found the disk full, if any.
+    finished : int
+        The items whose result came back.
+    """
+    from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
     _POOLS.append(pool)
     futures: dict = {}
-    reported: set = set()  # the items whose outcome went through advance
+    lost, finished = [], 0
     try:
-        for i, item, seed, key in tasks:   # filled as submitted: a stop meanwhile still sees what finished
-            futures[pool.submit(_call_in_worker, fn, item, seed, key)] = (i, key)
-        full = None
+        for task in tasks:   # filled as submitted: a stop meanwhile still sees what finished
+            i, item, seed, key = task
+            try:
+                futures[pool.submit(_call_in_worker, fn, item, seed, key, i)] = (i, key)
+            except BrokenProcessPool:  # a worker died meanwhile
+                break
+        left = tasks[len(futures):]
+        by_index = {task[0]: task for task in tasks}
         for fut in as_completed(futures):
             _check_stop()
             i, key = futures[fut]
+            if not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool):
+                lost.append(by_index[i])
+                continue
+            finished += not fut.cancelled()
             outcomes[i] = _outcome(fut, key, full)
             if full is None and outcomes[i][0] == "error" and outcomes[i][1].full_disk:
                 full = outcomes[i][1]
@@ -567,6 +701,18 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
                     other.cancel()
             advance(1, key, outcomes[i])
             reported.add(i)
+        if lost or left:  # broken: the pool stops its other workers, whose items run again
+            workers = _workers(pool)
+            dead = _dead_workers(workers, killed=_stop_pool(pool))
+            for task in lost:
+                i, key = task[0], task[3]
+                if started[i] in dead:
+                    outcomes[i] = ("error", Failure(key, f"its worker process died ({dead[started[i]]})"))
+                    advance(1, key, outcomes[i])
+                    reported.add(i)
+                else:
+                    left.append(task)
+            left.sort(key=lambda task: task[0])
     except BaseException:
         # a stop: the items that finished (their files are kept) are reported first, so that
         # `done` records them; then again once the workers have ended (one may finish meanwhile)
@@ -577,7 +723,27 @@ def _run_process(fn, tasks, workers: int, advance) -> dict:
     finally:
         _POOLS.remove(pool)
     pool.shutdown(wait=True)
-    return outcomes
+    return left, full, finished
+
+
+def _dead_workers(workers: Sequence, killed: set[int]) -> dict[int, str]:
+    """The ``workers`` of a broken pool, ended, that died on their own: not by the SIGTERM with which the pool
+    stops the others, nor killed by :func:`_stop_pool` (pids ``killed``). Returns pid -> how
+    (``"killed by SIGKILL, e.g. out of memory"``)."""
+    dead = {}
+    for proc in workers:
+        code = proc.exitcode
+        if code is None or code in (143, -signal.SIGTERM) or proc.pid in killed:
+            continue
+        if code == -signal.SIGKILL:
+            dead[proc.pid] = "killed by SIGKILL, e.g. out of memory"
+        elif code < 0:
+            with contextlib.suppress(ValueError):
+                dead[proc.pid] = f"killed by {signal.Signals(-code).name}"
+            dead.setdefault(proc.pid, f"killed by signal {-code}")
+        else:
+            dead[proc.pid] = f"exit code {code}"
+    return dead
 
 
 def _outcome(fut, key: str, full: Failure | None) -> tuple[str, Any]:
@@ -586,22 +752,20 @@ def _outcome(fut, key: str, full: Failure | None) -> tuple[str, Any]:
         return "error", _cancelled(key, full)
     try:
         return fut.result()
-    except Exception as exc:  # a worker died (e.g. killed for memory)
+    except Exception as exc:  # a result that could not come back (e.g. not picklable), a Dask worker lost
         return "error", Failure(key, f"worker failed: {_format_error(exc)}")
 
 
 def _report_finished(futures: dict, reported: set, advance: Callable, result: Callable) -> None:
     """On a stop: pass the futures that finished with success and were not reported yet through ``advance``
-    (its ``done`` records their outputs). ``result(future)`` fetches a finished future's outcome. Nothing
-    here raises but a second stop, which :func:`request_stop` does not raise."""
+    (its ``done`` records their outputs). ``result(future)`` fetches a future's outcome, and raises or returns
+    ``None`` where it has none. Nothing here raises but a second stop, which :func:`request_stop` does not raise."""
     for fut, (i, key) in list(futures.items()):
         if i in reported:
             continue
         try:
-            if not fut.done() or fut.cancelled():
-                continue
             outcome = result(fut)
-        except Exception:  # noqa: BLE001 - failed, cancelled, lost with its worker: nothing was kept
+        except Exception:  # noqa: BLE001 - unfinished, failed, cancelled, lost with its worker: nothing was kept
             continue
         if isinstance(outcome, tuple) and outcome and outcome[0] == "ok":
             reported.add(i)
@@ -609,8 +773,10 @@ def _report_finished(futures: dict, reported: set, advance: Callable, result: Ca
                 advance(1, key, outcome)
 
 
-def _stop_pool(pool) -> None:
-    """Cancel the queued items, SIGTERM the workers and kill those still running after :data:`STOP_GRACE_S`."""
+def _stop_pool(pool) -> set[int]:
+    """Cancel the queued items, SIGTERM the workers and kill those still running after :data:`STOP_GRACE_S`;
+    return the pids of those it killed. Once it returns, the workers' exit codes are known (unless a worker
+    could not be joined in time)."""
     procs = _workers(pool)
     manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
@@ -631,8 +797,9 @@ def _stop_pool(pool) -> None:
             proc.kill()
         except OSError:
             pass
-    if manager is not None:  # it notices the ended workers, fails their futures and closes the queues
+    if manager is not None:  # it notices the ended workers, fails their futures, closes the queues, joins them
         manager.join(STOP_GRACE_S)
+    return {proc.pid for proc in running.values()}
 
 
 def _connect(client_class, address: str, name: str = "--scheduler"):
@@ -727,15 +894,6 @@ def _quiet_dask_shutdown() -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
-def _ignore_sigint() -> None:
-    """In a local cluster's worker process: leave Ctrl-C to the command (sent to the whole process group, it
-    made each worker print tracebacks); the command stops the cluster."""
-    import signal as _signal
-
-    with contextlib.suppress(ValueError):  # not the worker's main thread
-        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-
-
 def _close_starting_clusters(clusters) -> None:
     """Close, quietly, the local ``clusters`` a stop interrupted while they started (a half-made one too), so
     that Dask's exit handler does not print its tracebacks (``AssertionError: Status.init``) on stderr."""
@@ -755,6 +913,7 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
     from distributed import Client, LocalCluster, as_completed
 
     cluster, own = None, client is None  # a client given is closed by who made it
+    pids: list = []  # the local cluster's worker processes
     if own and options.scheduler:
         client = _connect(Client, options.scheduler)
     elif own:
@@ -775,16 +934,17 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
                                    scheduler_kwargs={"dashboard": False})
             client = Client(cluster)
             with contextlib.suppress(Exception):   # best effort: a worker that cannot is still used
-                client.run(_ignore_sigint)
+                pids = list(client.run(_dask_worker_init).values())
         except KeyboardInterrupt:  # a stop while the cluster starts
             _close_starting_clusters((set(SpecCluster._instances) | {cluster}) - before - {None})
             raise
     outcomes = {}
     futures: dict = {}
     reported: set = set()  # the items whose outcome went through advance
+    call = _call_in_dask_worker if cluster is not None else _call  # a --scheduler's workers are not astro's to stop
     try:
         for i, item, seed, key in tasks:   # filled as submitted, as in the process pool
-            futures[client.submit(_call, fn, item, seed, key, key=f"astro-{key}-{seed}", pure=False)] = (i, key)
+            futures[client.submit(call, fn, item, seed, key, key=f"astro-{key}-{seed}", pure=False)] = (i, key)
         full = None
         for fut in as_completed(list(futures)):
             _check_stop()
@@ -796,9 +956,7 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
             advance(1, key, outcomes[i])
             reported.add(i)
     except BaseException:
-        # a stop: the items that finished (their files are kept) are reported before the cluster closes
-        _report_finished(futures, reported, advance,
-                         lambda f: f.result(timeout=STOP_GRACE_S) if f.status == "finished" else None)
+        _stop_dask_items(client, futures, reported, advance, pids)
         raise
     finally:
         if own:
@@ -806,3 +964,37 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
         if cluster is not None:
             cluster.close()
     return outcomes
+
+
+def _stop_dask_items(client, futures: dict, reported: set, advance: Callable, pids: Sequence[int]) -> None:
+    """On a stop: SIGTERM the local cluster's workers ``pids`` (their running items remove their temporary files
+    and fail, :func:`_dask_worker_term`); report the items that finished, also those whose result the client has
+    not heard of yet (held by a worker); cancel the others, and wait for the workers' running items to end
+    (up to :data:`STOP_GRACE_S` [s]: one stuck in a long C call ends with its worker). Nothing here raises but a
+    second stop."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    held = set()
+    with contextlib.suppress(Exception):
+        held = {key for key, workers in client.who_has(list(futures)).items() if workers}
+    _report_finished(futures, reported, advance,
+                     lambda f: f.result(timeout=STOP_GRACE_S) if f.status == "finished" or f.key in held else None)
+    if not pids:  # a --scheduler's workers are not astro's to stop
+        return
+    with contextlib.suppress(Exception):
+        client.run(_no_restart, nanny=True)  # a worker that ends now (stuck in C) is not started again
+        client.cancel([f for f in futures if not f.done() and f.key not in held])
+        deadline = time.monotonic() + STOP_GRACE_S + 1
+        while any(client.run(_item_running, on_error="ignore").values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _item_running() -> bool:
+    """In a worker: whether an item is running (or unwinding)."""
+    return _ITEM_THREAD is not None
+
+
+def _no_restart(dask_worker) -> None:
+    """On a local cluster's nanny (``dask_worker``): do not start its worker again when it ends (a stop)."""
+    dask_worker.close_gracefully(reason="astro-stop")

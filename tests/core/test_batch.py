@@ -240,6 +240,14 @@ def test_shard_auto_from_the_slurm_array():
     with pytest.raises(AstroError, match="--shard auto.*--shard I/N"):
         parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "2",
                              "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "17"})
+    # a task id outside the array, or off its step, was called a resubmitted subset: each says what is wrong
+    with pytest.raises(AstroError, match=r"SLURM_ARRAY_TASK_ID=5 is outside the array \(indices 0-1\)"):
+        parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "2",
+                             "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1"})
+    with pytest.raises(AstroError, match=r"SLURM_ARRAY_TASK_ID=1 is not on the array's step \(indices 0-4 in steps "
+                                         r"of 2\)"):
+        parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "0",
+                             "SLURM_ARRAY_TASK_MAX": "4", "SLURM_ARRAY_TASK_STEP": "2"})
 
 
 def test_shard_auto_on_the_command_line(astro, toy, tmp_path):
@@ -314,3 +322,97 @@ def test_a_stop_under_json_log_format_is_a_json_line(tmp_path, executor):
         for pid in workers | {p.pid}:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_dead_worker_fails_only_its_item(monkeypatch):
+    """A worker killed outright (the out-of-memory killer's SIGKILL) broke the process pool: every item not yet
+    finished failed with "BrokenProcessPool", those never started too. Its item fails, named with the cause;
+    a fresh pool runs the others (the one the broken pool stopped on the other worker included)."""
+    from astrotool.executors import ExecutorOptions, run_items
+
+    monkeypatch.syspath_prepend(str(HERE))
+    from _worker_items import die
+    items = [("a", 0.5), ("die", 0.0), *[(f"q{k}", 0.05) for k in range(6)]]
+    results, failures = run_items(die, items, keys=[name for name, _ in items],
+                                  options=ExecutorOptions("process", jobs=2))
+    assert [(f.key, f.error) for f in failures] == [("die", "its worker process died (killed by SIGKILL, "
+                                                            "e.g. out of memory)")]
+    assert [key for key, _ in results] == ["a", *[f"q{k}" for k in range(6)]]
+
+
+def test_workers_that_keep_dying_end_the_retries(monkeypatch):
+    """Every item kills its worker: the fresh pool breaks before it finishes any item and is not replaced,
+    so the run ends (bounded), the items left failing as not run."""
+    from astrotool.executors import ExecutorOptions, run_items
+
+    monkeypatch.syspath_prepend(str(HERE))
+    from _worker_items import die
+    results, failures = run_items(die, [("die", 0.0)] * 6, keys=[f"d{k}" for k in range(6)],
+                                  options=ExecutorOptions("process", jobs=2))
+    assert not results and len(failures) == 6
+    died = [f.key for f in failures if f.error.startswith("its worker process died (killed by SIGKILL")]
+    not_run = [f.key for f in failures
+               if f.error == "not run: the worker processes died again before any item finished"]
+    assert 2 <= len(died) <= 4 and len(died) + len(not_run) == 6, failures
+
+
+@pytest.mark.parametrize("step", [0.05, 60.0])
+def test_sigterm_to_a_local_dask_jobs_process_group(tmp_path, step):
+    """Slurm's SIGTERM to the whole process group: local Dask workers died at once, leaving the temporary files
+    of their running items, and the results they held of items finished but not yet reported were lost (missing
+    from run.json's outputs). Now the running items remove their temporary files (one in a long call into C,
+    ``step`` 60 s, within STOP_GRACE_S) and every finished item is reported."""
+    code = ("import json, sys, time\n"
+            "from pathlib import Path\n"
+            "from astrotool import cli\n"
+            "from astrotool.executors import ExecutorOptions, run_items\n"
+            "from _worker_items import write_slowly\n"
+            "out, step = sys.argv[1], float(sys.argv[2])\n"
+            "recorded = []\n"
+            "def done(key, result):\n"
+            "    recorded.append(key)\n"
+            "    Path(out, 'recorded.json').write_text(json.dumps(recorded))\n"
+            "    if len(recorded) == 1:\n"
+            "        time.sleep(60)  # busy with the first result: the next ones finish, unreported\n"
+            "items = [(out, n, 60.0 if n.startswith('s') else 0.0, step) for n in ('q1', 'q2', 'q3', 's4', 's5')]\n"
+            "cli._catch_stop_signals()\n"
+            "try:\n"
+            "    run_items(write_slowly, items, keys=[i[1] for i in items], options=ExecutorOptions('dask', jobs=2),\n"
+            "              done=done)\n"
+            "except KeyboardInterrupt:\n"
+            "    sys.exit(143)\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", code, str(out), str(step)], env=_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    workers = set()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (
+                sum(f.name.startswith(".") for f in out.iterdir()) >= 2 and (out / "recorded.json").exists()):
+            time.sleep(0.02)
+        workers = _children(p.pid)
+        os.killpg(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=40)
+        assert p.returncode == 143, err
+        assert [f.name for f in out.iterdir() if f.name.startswith(".")] == []
+        written = {f.stem for f in out.glob("*.txt") if not f.name.startswith(".")}
+        assert len(written) >= 2  # the first item, reported, and at least one finished while it was
+        assert set(json.loads((out / "recorded.json").read_text())) == written
+        assert _wait_gone(workers) == set()
+    finally:
+        for pid in workers | {p.pid}:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_json_progress_lines_all_have_the_same_keys(astro, toy, tmp_path):
+    """The final progress line had no ``eta_s`` (the others had it, null when unknown): every line has the same
+    keys, the final one ``eta_s`` 0."""
+    r = astro("-w", tmp_path, "--log-format", "json", "--progress-interval", "0.1", "toy", "run", "--count", "3",
+              "--slow", "0.15", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stderr.splitlines()]
+    progress = [line for line in lines if line.get("event") == "progress"]
+    assert len(progress) >= 2 and progress[-1]["final"] and progress[-1]["eta_s"] == 0.0, progress
+    assert len({tuple(sorted(line)) for line in progress}) == 1, progress
