@@ -11,6 +11,8 @@ DEMO_DIR ?= demo-workspace
 # names the wheel index of the CPU build (unreachable: falls back to PyPI).
 TORCH       ?= auto
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# test workers (pytest-xdist): auto = one per CPU core, at most 4; TEST_JOBS=0 runs the suite in this process
+TEST_JOBS   ?= auto
 
 .PHONY: install demo test docs bench clean
 
@@ -43,7 +45,7 @@ demo: $(STAMP)
 	$(ASTRO) demo $(DEMO_DIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --maxprocesses=4
 
 docs: $(STAMP)
 	$(PY) docs/build.py

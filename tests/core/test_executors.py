@@ -98,9 +98,8 @@ def test_a_local_cluster_is_quiet_when_dasks_usual_port_is_taken(capfd):
     try:
         holder.bind(("", 8787))
         holder.listen()
-    except OSError:
+    except OSError:   # taken already (another cluster, another test worker): the case under test all the same
         holder.close()
-        pytest.skip("port 8787 is in use here already")
     try:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
