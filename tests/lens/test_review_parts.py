@@ -321,6 +321,18 @@ def test_a_tasks_own_truncated_part_is_measured_again_in_the_same_run(ws, capsys
     assert res["n"] == 4 and res["missing_parts"] == 1 and part.stat().st_size > 200 and str(part) in err
 
 
+def test_a_truncated_part_found_in_a_worker_process_is_named_by_the_command(ws, capsys):
+    """A worker's log is not the command's: its warning came out as plain text beside --log-format json."""
+    import json
+
+    _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    part = _truncated_part(ws)
+    res, err = _run(capsys, ws, "-j", "2", "--log-format", "json", "lens", "measure", "--dataset", "s2",
+                    "--methods", "KSB")
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert res["n"] == 8 and any(f"{part}: unreadable part file" in line.get("message", "") for line in lines)
+
+
 def test_a_shard_task_reports_the_stamps_it_measured(ws, capsys):
     res, _ = _run(capsys, ws, "--shard", "0/2", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
     assert res["n"] == 4 and res["missing_parts"] == 1 and not res["written"]

@@ -294,9 +294,10 @@ def _remove_parts(out_path: str | Path, parts: list[str], started: float) -> Non
         pass
 
 
-def _read_part(path: str) -> dict | None:
-    """The columns of a finished part file (None: none, or unreadable, with a warning naming it: a broken
-    part is measured again)."""
+def _read_part(path: str, problems: list | None = None) -> dict | None:
+    """The columns of a finished part file (None: none, or unreadable: a broken part is measured again, with a
+    warning naming it, logged here or, in an executor's worker whose log is not the command's, appended to
+    ``problems`` for the command to log: :func:`_log_problems`)."""
     import logging
     import zipfile
     import zlib
@@ -307,9 +308,23 @@ def _read_part(path: str) -> dict | None:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
-        logging.getLogger("astro").warning("%s: unreadable part file (%s: %s), measured again", path,
-                                           type(exc).__name__, exc)
+        problem = f"{path}: unreadable part file ({type(exc).__name__}: {exc}), measured again"
+        if problems is None:
+            logging.getLogger("astro").warning("%s", problem)
+        else:
+            problems.append(problem)
         return None
+
+
+def _log_problems(done) -> int:
+    """Log the warnings of the items' results ``done`` (``(key, result)`` pairs); return the stamps they
+    measured."""
+    import logging
+
+    for _, result in done:
+        for problem in result.get("warnings", ()):
+            logging.getLogger("astro").warning("%s", problem)
+    return sum(result["n"] for _, result in done)
 
 
 def _write_part(path: str, cols: dict) -> None:
@@ -325,12 +340,13 @@ def _write_part(path: str, cols: dict) -> None:
 
 def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
     """Measure every stamp of one shard file into its part file (executor item; ``seed`` unused); a finished,
-    readable part is kept. Returns ``{"part": path, "n": stamps measured}`` (0: kept): the columns stay on
-    disk."""
+    readable part is kept. Returns ``{"part": path, "n": stamps measured}`` (0: kept) and ``"warnings"``, an
+    unreadable part's (:func:`_read_part`): the columns stay on disk."""
     from astrotool.errors import InputError
     from astrotool.ml.data import read_shard_arrays
 
-    if _read_part(task.part) is not None:
+    problems: list = []
+    if _read_part(task.part, problems) is not None:
         return {"part": task.part, "n": 0}
     stamps = read_shard_arrays(task.path, ("gal", "psf"))
     if len(stamps["gal"]) != task.stop - task.start:
@@ -339,7 +355,7 @@ def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
                          task.guess_sig_psf, start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.stop)
     _write_part(task.part, out)
-    return {"part": task.part, "n": task.stop - task.start}
+    return {"part": task.part, "n": task.stop - task.start, "warnings": problems}
 
 
 def estimator_options(cfg: MeasureConfig) -> dict:
@@ -599,7 +615,7 @@ def measure_dataset(dataset, cfg: MeasureConfig, out_path: str | Path, *, mapper
     done = mapper(measure_shard, tasks, desc=f"measure {dataset.stem}", keys=[Path(t.path).stem for t in tasks])
     return _write_table([t.part for t in tasks], cfg, out_path, {"dataset": dataset.stem, **(metadata or {})},
                         identity, dataset, add=add, started=started, before=before,
-                        measured=sum(r["n"] for _, r in done))
+                        measured=_log_problems(done))
 
 
 STAMPS_PER_ITEM = 500
@@ -629,13 +645,14 @@ class StampsTask:
 def measure_stamps(task: StampsTask, seed: int | None = None) -> dict:
     """Measure one :class:`StampsTask` into its part file (executor item; ``seed`` unused), as
     :func:`measure_shard`."""
-    if _read_part(task.part) is not None:
+    problems: list = []
+    if _read_part(task.part, problems) is not None:
         return {"part": task.part, "n": 0}
     out = measure_arrays(task.gal, task.psf, task.methods, task.pixel_scale, task.guess_sig_gal, task.guess_sig_psf,
                          start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.start + len(task.gal))
     _write_part(task.part, out)
-    return {"part": task.part, "n": len(task.gal)}
+    return {"part": task.part, "n": len(task.gal), "warnings": problems}
 
 
 def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable, pixel_scale: float = 1.0,
@@ -689,7 +706,7 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
         extra.update(true_g1=np.asarray(inp.truth["g1"], float), true_g2=np.asarray(inp.truth["g2"], float))
     return _write_table([t.part for t in tasks], cfg, out_path,
                         {"input": str(inp.origin or inp.stem), **(metadata or {})}, identity, inp, extra, add,
-                        started=started, before=before, measured=sum(r["n"] for _, r in done))
+                        started=started, before=before, measured=_log_problems(done))
 
 
 def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, facts: dict, identity: dict,
