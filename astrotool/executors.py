@@ -735,7 +735,7 @@ def _dead_workers(workers: Sequence, killed: set[int]) -> dict[int, str]:
         code = proc.exitcode
         if code is None or code in (143, -signal.SIGTERM) or proc.pid in killed:
             continue
-        if code == -signal.SIGKILL:
+        if code == -getattr(signal, "SIGKILL", 9):
             dead[proc.pid] = "killed by SIGKILL, e.g. out of memory"
         elif code < 0:
             with contextlib.suppress(ValueError):
@@ -975,19 +975,29 @@ def _stop_dask_items(client, futures: dict, reported: set, advance: Callable, pi
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
+    if pids:  # first: a worker that ends meanwhile (stuck in C) is not started again to compute its results anew
+        with contextlib.suppress(Exception):
+            client.run(_no_restart, nanny=True)
+    held = _report_held(client, futures, reported, advance)
+    if not pids:  # a --scheduler's workers are not astro's to stop
+        return
+    with contextlib.suppress(Exception):
+        held |= _report_held(client, futures, reported, advance)  # those that finished while the first were fetched
+        client.cancel([f for f in futures if not f.done() and f.key not in held])
+        deadline = time.monotonic() + STOP_GRACE_S + 1
+        while any(client.run(_item_running, on_error="ignore").values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _report_held(client, futures: dict, reported: set, advance: Callable) -> set:
+    """Report the items that finished (:func:`_report_finished`), also those whose result the client has not
+    heard of yet (held by a worker); return the keys of those held."""
     held = set()
     with contextlib.suppress(Exception):
         held = {key for key, workers in client.who_has(list(futures)).items() if workers}
     _report_finished(futures, reported, advance,
                      lambda f: f.result(timeout=STOP_GRACE_S) if f.status == "finished" or f.key in held else None)
-    if not pids:  # a --scheduler's workers are not astro's to stop
-        return
-    with contextlib.suppress(Exception):
-        client.run(_no_restart, nanny=True)  # a worker that ends now (stuck in C) is not started again
-        client.cancel([f for f in futures if not f.done() and f.key not in held])
-        deadline = time.monotonic() + STOP_GRACE_S + 1
-        while any(client.run(_item_running, on_error="ignore").values()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    return held
 
 
 def _item_running() -> bool:

@@ -699,7 +699,7 @@ def test_the_resume_command_names_the_seed_of_several_and_the_settings_that_are_
             "training": {"seed": 3}, "training_progress": {"epochs_done": 1, "epochs": 6}}
     assert train_command(meta, tmp_path / "intr_seed3") == (
         "astro ztf train --model intr --seeds 3 --epochs 6 --dataset big --arch probe --lr 0.002 "
-        "--set ztf.train.group=c4 --encoder big_vae")
+        "--set ztf.train.group=c4 --encoder big_vae --patience 0")   # patience 0: early stopping off, kept off
 
 
 def test_predictions_and_embeddings_carry_units_and_descriptions(tws, capsys):

@@ -63,8 +63,9 @@ def train_command(meta: dict, model_dir) -> str:
 
     It names the model (``--model <base> --seeds <seed>`` for one of several seeds, else ``--model <name>``
     and the run's ``--seed``), the epochs asked for, and each setting a resume must share
-    (:func:`astrotool.ml.commands.resume_settings`) that ``model.json`` records away from its default: as its
-    option (``--dataset``, ``--arch``, ``--encoder``, ``--batch-size``, ``--lr``), else as ``--set``.
+    (:func:`astrotool.ml.commands.resume_settings`) that ``model.json`` records away from its default: and ``patience``
+    (a resumed run may change it, but would stop by another rule): as its option (``--dataset``, ``--arch``,
+    ``--encoder``, ``--batch-size``, ``--lr``, ``--patience``), else as ``--set``; defaults are the packaged ones.
     """
     import shlex
 
@@ -86,10 +87,10 @@ def train_command(meta: dict, model_dir) -> str:
     words += ["--epochs", str(epochs)]
     defaults = TrainConfig().model_dump(mode="json")
     options = {"dataset": "--dataset", "arch": "--arch", "encoder": "--encoder", "batch_size": "--batch-size",
-               "lr": "--lr"}
+               "lr": "--lr", "patience": "--patience"}
     for key, default in defaults.items():
         value = settings.get(key, default)
-        if value == default or (key in SHARED_RESUMABLE | RESUMABLE and key != "dataset"):
+        if value == default or (key in SHARED_RESUMABLE | RESUMABLE and key not in ("dataset", "patience")):
             continue
         text = value if isinstance(value, str) else json.dumps(value)
         words += [options[key], text] if key in options else ["--set", f"ztf.train.{key}={text}"]
