@@ -340,8 +340,8 @@ def _write_part(path: str, cols: dict) -> None:
 
 def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
     """Measure every stamp of one shard file into its part file (executor item; ``seed`` unused); a finished,
-    readable part is kept. Returns ``{"part": path, "n": stamps measured}`` (0: kept) and ``"warnings"``, an
-    unreadable part's (:func:`_read_part`): the columns stay on disk."""
+    readable part is kept. Returns ``{"part": path, "n": stamps measured}`` (0: kept), with ``"warnings"`` where
+    a part was unreadable (:func:`_read_part`): the columns stay on disk."""
     from astrotool.errors import InputError
     from astrotool.ml.data import read_shard_arrays
 
@@ -355,7 +355,7 @@ def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
                          task.guess_sig_psf, start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.stop)
     _write_part(task.part, out)
-    return {"part": task.part, "n": task.stop - task.start, "warnings": problems}
+    return {"part": task.part, "n": task.stop - task.start, **({"warnings": problems} if problems else {})}
 
 
 def estimator_options(cfg: MeasureConfig) -> dict:
@@ -652,7 +652,7 @@ def measure_stamps(task: StampsTask, seed: int | None = None) -> dict:
                          start=task.start, **task.options)
     out["index"] = np.arange(task.start, task.start + len(task.gal))
     _write_part(task.part, out)
-    return {"part": task.part, "n": len(task.gal), "warnings": problems}
+    return {"part": task.part, "n": len(task.gal), **({"warnings": problems} if problems else {})}
 
 
 def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Callable, pixel_scale: float = 1.0,
