@@ -294,10 +294,12 @@ def _remove_parts(out_path: str | Path, parts: list[str], started: float) -> Non
         pass
 
 
-def _read_part(path: str, problems: list | None = None) -> dict | None:
+def _read_part(path: str, problems: list | None = None, *, names_only: bool = False) -> dict | None:
     """The columns of a finished part file (None: none, or unreadable: a broken part is measured again, with a
     warning naming it, logged here or, in an executor's worker whose log is not the command's, appended to
-    ``problems`` for the command to log: :func:`_log_problems`)."""
+    ``problems`` for the command to log: :func:`_log_problems`). With ``names_only`` only the file's zip
+    directory is read (a part is written atomically, so a readable directory is a finished part) and the
+    columns' values are None."""
     import logging
     import zipfile
     import zlib
@@ -306,7 +308,7 @@ def _read_part(path: str, problems: list | None = None) -> dict | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: None if names_only else z[k] for k in z.files}
     except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
         problem = f"{path}: unreadable part file ({type(exc).__name__}: {exc}), measured again"
         if problems is None:
@@ -346,7 +348,7 @@ def measure_shard(task: MeasureTask, seed: int | None = None) -> dict:
     from astrotool.ml.data import read_shard_arrays
 
     problems: list = []
-    if _read_part(task.part, problems) is not None:
+    if _read_part(task.part, problems, names_only=True) is not None:
         return {"part": task.part, "n": 0}
     stamps = read_shard_arrays(task.path, ("gal", "psf"))
     if len(stamps["gal"]) != task.stop - task.start:
@@ -646,7 +648,7 @@ def measure_stamps(task: StampsTask, seed: int | None = None) -> dict:
     """Measure one :class:`StampsTask` into its part file (executor item; ``seed`` unused), as
     :func:`measure_shard`."""
     problems: list = []
-    if _read_part(task.part, problems) is not None:
+    if _read_part(task.part, problems, names_only=True) is not None:
         return {"part": task.part, "n": 0}
     out = measure_arrays(task.gal, task.psf, task.methods, task.pixel_scale, task.guess_sig_gal, task.guess_sig_psf,
                          start=task.start, **task.options)
