@@ -11,7 +11,7 @@ DEMO_DIR ?= demo-workspace
 # names the wheel index of the CPU build (unreachable: falls back to PyPI).
 TORCH       ?= auto
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-# test workers (pytest-xdist): auto = one per CPU core, at most 4; TEST_JOBS=0 runs the suite in this process
+# test workers (pytest-xdist): auto = one per physical CPU core (logical where psutil is missing), at most 4; TEST_JOBS=0 runs the suite in this process
 TEST_JOBS   ?= auto
 
 .PHONY: install demo test docs bench clean

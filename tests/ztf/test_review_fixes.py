@@ -695,11 +695,12 @@ def test_the_resume_command_names_the_seed_of_several_and_the_settings_that_are_
     from astrotool_ztf.classify import train_command
 
     meta = {"hyperparameters": {"dataset": "big", "arch": "probe", "encoder": "big_vae", "seeds": [0, 3],
-                                "epochs": 9, "lr": 0.002, "group": "c4", "patience": 0},
+                                "epochs": 9, "lr": 0.002, "group": "c4", "patience": 0, "batch_size": 32,
+                                "use_features": False},
             "training": {"seed": 3}, "training_progress": {"epochs_done": 1, "epochs": 6}}
     assert train_command(meta, tmp_path / "intr_seed3") == (
-        "astro ztf train --model intr --seeds 3 --epochs 6 --dataset big --arch probe --lr 0.002 "
-        "--set ztf.train.group=c4 --encoder big_vae --patience 0")   # patience 0: early stopping off, kept off
+        "astro ztf train --model intr --seeds 3 --epochs 6 --dataset big --arch probe --batch-size 32 --lr 0.002 "
+        "--set ztf.train.group=c4 --set ztf.train.use_features=false --encoder big_vae --patience 0")   # patience 0: early stopping off, kept off
 
 
 def test_predictions_and_embeddings_carry_units_and_descriptions(tws, capsys):

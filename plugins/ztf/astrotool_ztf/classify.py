@@ -64,12 +64,17 @@ def train_command(meta: dict, model_dir) -> str:
     It names the model (``--model <base> --seeds <seed>`` for one of several seeds, else ``--model <name>``
     and the run's ``--seed``), the epochs asked for, and each setting a resume must share
     (:func:`astrotool.ml.commands.resume_settings`) that ``model.json`` records away from its default: and ``patience``
-    (a resumed run may change it, but would stop by another rule): as its option (``--dataset``, ``--arch``,
-    ``--encoder``, ``--batch-size``, ``--lr``, ``--patience``), else as ``--set``; defaults are the packaged ones.
+    (a resumed run may change it, but would stop by another rule): as the option of ``astro ztf train`` that sets
+    it (:func:`astrotool.cliconfig.option_keys`) where the value is one word, else as ``--set``; defaults are the
+    packaged ones.
     """
     import shlex
 
+    import typer
+
+    from astrotool.cliconfig import option_keys
     from astrotool.ml.commands import RESUMABLE as SHARED_RESUMABLE
+    from astrotool_ztf.cli import app
 
     from astrotool_ztf.config import TrainConfig
     from astrotool_ztf.train import RESUMABLE
@@ -86,14 +91,16 @@ def train_command(meta: dict, model_dir) -> str:
         words = ["astro", *(["--seed", str(seed)] if seed is not None else []), "ztf", "train", "--model", name]
     words += ["--epochs", str(epochs)]
     defaults = TrainConfig().model_dump(mode="json")
-    options = {"dataset": "--dataset", "arch": "--arch", "encoder": "--encoder", "batch_size": "--batch-size",
-               "lr": "--lr", "patience": "--patience"}
+    command = typer.main.get_command(app).commands["train"]
+    options = {key: max(p.opts, key=len) for p in command.params if getattr(p, "opts", None) and not p.is_flag
+               for key in option_keys("ztf train", p, {"ztf"})}
     for key, default in defaults.items():
         value = settings.get(key, default)
         if value == default or (key in SHARED_RESUMABLE | RESUMABLE and key not in ("dataset", "patience")):
             continue
         text = value if isinstance(value, str) else json.dumps(value)
-        words += [options[key], text] if key in options else ["--set", f"ztf.train.{key}={text}"]
+        option = options.get(f"ztf.train.{key}") if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+        words += [option, text] if option else ["--set", f"ztf.train.{key}={text}"]
     return shlex.join(words)
 
 
