@@ -354,7 +354,8 @@ def trained_dataset(stage: str | Path, model: str | Path, training: dict[str, An
     return (path if path and Path(path).is_absolute() else name) or ""
 
 
-def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint: str = "") -> None:
+def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint: str = "",
+                     remedy: str = "train the model on it (--overwrite)") -> None:
     """Refuse to score a model on a dataset that has its training set's name but not its content.
 
     A set re-made under the same name (another seed or other settings) splits its samples
@@ -373,6 +374,8 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint
         The model's name or folder, for the message.
     hint : str
         Another way out the caller offers, e.g. ``"--split all to score every sample"``.
+    remedy : str
+        The first way out, where the model to train again is not the one scored (a probe's encoder).
 
     Raises
     ------
@@ -385,7 +388,7 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint
     if now != trained["manifest_sha256"]:
         raise InputError(ds.root, f"not the set that model {Path(model).name} was trained on, though it has its name "
                          f"(manifest {trained['manifest_sha256']} -> {now}: made again since, or another set): its "
-                         "splits may hold the model's training samples; train the model on it (--overwrite), "
+                         f"splits may hold the model's training samples; {remedy}, "
                          "or give this set another name" + (f", or {hint}" if hint else ""))
 
 

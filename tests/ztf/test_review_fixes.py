@@ -661,7 +661,9 @@ def test_a_probe_is_refused_on_an_encoder_trained_on_another_set_of_its_name(tws
     assert code == 0, err
     code, _, err = _main(capsys, *ws, "ztf", "train", "--arch", "probe", "--encoder", "sim_vae", "--epochs", 1,
                          "--model", "new_probe")
+    err = " ".join(err.split())
     assert code == 2 and "not the set that model sim_vae was trained on" in err, err
+    assert "train the autoencoder on it first (astro ztf train --model sim_vae --overwrite)" in err, err
     assert not (tws / "ztf" / "models" / "new_probe" / "model.json").exists()
     # a probe trained on the new set with the old encoder (as before this check), with and without the
     # encoder's set recorded
@@ -673,7 +675,9 @@ def test_a_probe_is_refused_on_an_encoder_trained_on_another_set_of_its_name(tws
             meta.pop("encoder_dataset", None)
             (tws / "ztf" / "models" / "sim_probe" / "model.json").write_text(json.dumps(meta))
         code, _, err = _main(capsys, *ws, "ztf", "evaluate", "--model", "sim_probe")
-        assert code == 2 and "not the set that model sim_probe's encoder was trained on" in err, (recorded, err)
+        err = " ".join(err.split())
+        assert code == 2 and "not the set that model sim_vae (the encoder of sim_probe) was trained on" in err, err
+        assert "train the autoencoder sim_vae on it (--overwrite), then the probe" in err, (recorded, err)
 
 
 def test_an_unfinished_checkpoint_names_the_command_that_resumes_it(tws, capsys):

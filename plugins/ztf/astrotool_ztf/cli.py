@@ -376,7 +376,9 @@ def evaluate(
         check_compatible(meta, ds, d, ("crop",) if arch == AUTOENCODER else ("classes", "crop"))
         mc.check_trained_on((meta.get("settings") or {}).get("dataset"), ds, d)
         if arch == PROBE:   # nor a probe whose encoder saw another set of this name
-            mc.check_trained_on(probe_encoder_dataset(meta, d), ds, f"{d.name}'s encoder")
+            encoder = (meta.get("hyperparameters") or {}).get("encoder") or "?"
+            mc.check_trained_on(probe_encoder_dataset(meta, d), ds, f"{encoder} (the encoder of {d.name})",
+                                remedy=f"train the autoencoder {encoder} on it (--overwrite), then the probe")
         (temperature if arch in CLASSIFIERS else check_finished)(meta, d)
 
     verdicts: dict = {}

@@ -261,7 +261,8 @@ def load_encoder(cfg, model_dir, ds):
     ckpt = load_checkpoint(enc_dir, AUTOENCODER)
     check_finished(ckpt.meta, enc_dir)   # as evaluate: an autoencoder cut short is not built on
     # as embed and evaluate of the encoder: a set made again since may hold its training samples in val or test
-    check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, enc_dir)
+    check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, enc_dir,
+                     remedy=f"train the autoencoder on it first (astro ztf train --model {enc_dir.name} --overwrite)")
     return ckpt
 
 
