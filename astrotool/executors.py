@@ -516,15 +516,41 @@ def _call_in_dask_worker(fn: Callable, item: Any, seed: int, key: str):
         _ITEM_THREAD = None
 
 
-def _dask_worker_init() -> int:
+def _dask_worker_init() -> None:
     """In a local cluster's worker process (its main thread): leave Ctrl-C to the command (sent to the whole
     process group, it made each worker print tracebacks), and stop the running item on SIGTERM as pool workers do
-    (:func:`_dask_worker_term`). Returns the worker's pid."""
+    (:func:`_dask_worker_term`)."""
     with contextlib.suppress(ValueError):  # not the worker's main thread
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _dask_worker_term)
         sys.unraisablehook = functools.partial(_worker_unraisable, previous=sys.unraisablehook)
-    return os.getpid()
+
+
+def _dask_worker_plugin():
+    """A Dask ``WorkerPlugin`` that runs :func:`_dask_worker_init` in each worker of a local cluster as it starts,
+    also in one that its nanny starts again (a worker killed for memory): one started by hand (``client.run``)
+    died on Slurm's SIGTERM with its temporary file left."""
+    from distributed import WorkerPlugin
+
+    class AstroStop(WorkerPlugin):
+        name = "astro-stop"
+
+        def setup(self, worker):
+            _dask_worker_init()
+
+    return AstroStop()
+
+
+def _local_worker_pids(cluster) -> list[int]:
+    """The pids of the worker processes of local cluster ``cluster`` now (one its nanny started again included;
+    the nannies run in this process)."""
+    pids = []
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        with contextlib.suppress(AttributeError):
+            pid = nanny.process.process.pid
+            if pid:
+                pids.append(pid)
+    return pids
 
 
 def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequence[str] | None = None,
@@ -913,7 +939,6 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
     from distributed import Client, LocalCluster, as_completed
 
     cluster, own = None, client is None  # a client given is closed by who made it
-    pids: list = []  # the local cluster's worker processes
     if own and options.scheduler:
         client = _connect(Client, options.scheduler)
     elif own:
@@ -934,13 +959,14 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
                                    scheduler_kwargs={"dashboard": False})
             client = Client(cluster)
             with contextlib.suppress(Exception):   # best effort: a worker that cannot is still used
-                pids = list(client.run(_dask_worker_init).values())
+                client.register_plugin(_dask_worker_plugin())
         except KeyboardInterrupt:  # a stop while the cluster starts
             _close_starting_clusters((set(SpecCluster._instances) | {cluster}) - before - {None})
             raise
     outcomes = {}
     futures: dict = {}
     reported: set = set()  # the items whose outcome went through advance
+    stack = contextlib.ExitStack()   # what a stop changes until the cluster is closed
     call = _call_in_dask_worker if cluster is not None else _call  # a --scheduler's workers are not astro's to stop
     try:
         for i, item, seed, key in tasks:   # filled as submitted, as in the process pool
@@ -956,13 +982,18 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
             advance(1, key, outcomes[i])
             reported.add(i)
     except BaseException:
-        _stop_dask_items(client, futures, reported, advance, pids)
+        if cluster is not None:   # the scheduler's "broadcast to <worker> failed" of workers that stop, in plain text
+            scheduler_log = logging.getLogger("distributed.scheduler")
+            stack.callback(scheduler_log.setLevel, scheduler_log.level)
+            scheduler_log.setLevel(logging.CRITICAL)
+        _stop_dask_items(client, futures, reported, advance, _local_worker_pids(cluster) if cluster else [])
         raise
     finally:
         if own:
             client.close()
         if cluster is not None:
             cluster.close()
+        stack.close()
     return outcomes
 
 

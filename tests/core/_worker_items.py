@@ -30,3 +30,14 @@ def write_slowly(item, seed):
             while time.monotonic() < end:
                 time.sleep(min(step, max(0.0, end - time.monotonic())))
     return name
+
+
+def die_once_then_write(item, seed):
+    """The item named ``die`` kills its worker the first time it runs (leaving ``<folder>/died``), as
+    :func:`die`; run again (Dask retries it on a fresh worker), and every other item, it is :func:`write_slowly`."""
+    folder, name = item[:2]
+    marker = Path(folder, "died")
+    if name == "die" and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_slowly(item, seed)

@@ -406,6 +406,46 @@ def test_sigterm_to_a_local_dask_jobs_process_group(tmp_path, step):
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_sigterm_reaches_a_dask_worker_its_nanny_started_again(tmp_path):
+    """A local Dask worker killed for memory is started again by its nanny. Its SIGTERM handler was set once, at
+    the cluster's start, so the new worker died at once on Slurm's SIGTERM to the process group and left the
+    temporary file of its running item. Now every worker, a restarted one too, removes it."""
+    code = ("import sys\n"
+            "from astrotool import cli\n"
+            "from astrotool.executors import ExecutorOptions, run_items\n"
+            "from _worker_items import die_once_then_write\n"
+            "out = sys.argv[1]\n"
+            "items = [(out, n, 60.0, 0.05) for n in ('die', 'w1', 'w2', 'w3')]\n"
+            "cli._catch_stop_signals()\n"
+            "try:\n"
+            "    run_items(die_once_then_write, items, keys=[i[1] for i in items], "
+            "options=ExecutorOptions('dask', jobs=2))\n"
+            "except KeyboardInterrupt:\n"
+            "    sys.exit(143)\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", code, str(out)], env=_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    workers = set()
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not (
+                (out / "died").exists() and sum(f.name.startswith(".") for f in out.iterdir()) >= 2):
+            time.sleep(0.05)
+        assert (out / "died").exists(), "no worker died"
+        workers = _children(p.pid)
+        assert int((out / "died").read_text()) not in workers   # a worker started again is among those writing
+        os.killpg(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=40)
+        assert p.returncode == 143, err
+        assert [f.name for f in out.iterdir() if f.name.startswith(".")] == []
+        assert _wait_gone(workers) == set()
+    finally:
+        for pid in workers | {p.pid}:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_json_progress_lines_all_have_the_same_keys(astro, toy, tmp_path):
     """The final progress line had no ``eta_s`` (the others had it, null when unknown): every line has the same
     keys, the final one ``eta_s`` 0."""
