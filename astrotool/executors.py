@@ -382,6 +382,7 @@ _STARTED = None  # in a pool worker: the pool's table of started items (item ind
 _ITEM_THREAD: int | None = None  # in a worker: the thread running an item (its ident); None while idle
 _UNWINDING = False
 _STOPPING = False  # in a local Dask worker: a stop (SIGTERM) arrived; it starts no further item
+_ITEM_LOCK = threading.RLock()  # in a local Dask worker: held to send the stop to the item's thread, or withdraw it
 
 
 def _worker_term(signum, frame):
@@ -410,10 +411,25 @@ def _dask_worker_term(signum, frame):
         timer = threading.Timer(STOP_GRACE_S, _dask_worker_exit)
         timer.daemon = True
         timer.start()
-    thread = _ITEM_THREAD
-    if thread is not None and not _UNWINDING:
-        _UNWINDING = True
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(KeyboardInterrupt))
+    with _ITEM_LOCK:   # reentrant: a second SIGTERM may interrupt this handler
+        thread = _ITEM_THREAD
+        if thread is not None and not _UNWINDING:
+            _UNWINDING = True
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(KeyboardInterrupt))
+
+
+def _end_dask_item() -> None:
+    """In a local Dask worker's item thread, as its item ends: no stop is sent to it from here on, and one sent
+    but not raised yet (the item returned first) is withdrawn: the item keeps its result, and the exception is
+    not raised later in Dask's code."""
+    import ctypes
+
+    global _ITEM_THREAD
+    withdraw, thread = ctypes.pythonapi.PyThreadState_SetAsyncExc, ctypes.c_ulong(threading.get_ident())
+    with _ITEM_LOCK:   # no call in here before the withdrawal: a pending exception is raised after a call
+        _ITEM_THREAD = None
+        if _UNWINDING:
+            withdraw(thread, None)
 
 
 def _dask_worker_exit() -> None:
@@ -507,13 +523,14 @@ def _call_in_dask_worker(fn: Callable, item: Any, seed: int, key: str):
     global _ITEM_THREAD
     _ITEM_THREAD = threading.get_ident()  # before the check: a stop from here on interrupts this item
     try:
-        if _STOPPING:
-            raise KeyboardInterrupt("terminated")
-        return _call(fn, item, seed, key)
-    except KeyboardInterrupt:
+        try:
+            if _STOPPING:
+                raise KeyboardInterrupt("terminated")
+            return _call(fn, item, seed, key)
+        finally:
+            _end_dask_item()
+    except KeyboardInterrupt:   # also a stop raised as the item ended, before it was withdrawn
         return "error", Failure(key, "terminated")
-    finally:
-        _ITEM_THREAD = None
 
 
 def _dask_worker_init() -> None:

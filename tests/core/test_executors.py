@@ -325,3 +325,41 @@ def test_failure_line_names_the_item_once():
     assert failure_line("a.ftr", "/data/q1/a.ftr: the flux is NaN") == "/data/q1/a.ftr: the flux is NaN"
     assert failure_line("a.ftr", "ValueError: bad") == "a.ftr: ValueError: bad"
     assert failure_line("a.ftr", "/data/ba.ftr: other file") == "a.ftr: /data/ba.ftr: other file"
+
+
+def test_a_stop_sent_as_a_dask_item_ends_is_withdrawn(monkeypatch):
+    """A local Dask worker's SIGTERM handler read the item's thread, the item returned, then the stop's
+    ``KeyboardInterrupt`` was sent to that thread: it was raised in Dask's code, outside any item (2 times in
+    3 s of stops sent in a loop). Here the handler runs exactly then: the item's thread has its result and
+    waits to end the item (the handler holds the lock); the stop sent is withdrawn."""
+    import signal
+    import threading
+
+    import astrotool.executors as ex
+
+    monkeypatch.setattr(ex, "_STOPPING", False)
+    monkeypatch.setattr(ex, "_UNWINDING", False)
+    monkeypatch.setattr(ex, "_dask_worker_exit", lambda: None)   # the worker stays up here
+    returned, seen = threading.Event(), {}
+
+    def item(value, seed):
+        returned.set()
+        return value
+
+    def dask_thread():
+        try:
+            seen["out"] = ex._call_in_dask_worker(item, 21, 0, "k")
+            seen["sum"] = sum(k for k in range(1000))   # a stop still pending is raised here
+        except BaseException as exc:
+            seen["landed"] = exc
+
+    with ex._ITEM_LOCK:
+        thread = threading.Thread(target=dask_thread)
+        thread.start()
+        assert returned.wait(10)
+        time.sleep(0.2)   # the item's thread reaches the lock
+        assert ex._ITEM_THREAD == thread.ident
+        ex._dask_worker_term(signal.SIGTERM, None)
+    thread.join(10)
+    assert ex._UNWINDING and "landed" not in seen, seen
+    assert seen["out"] == ("ok", 21), seen   # the item had finished: it keeps its result
