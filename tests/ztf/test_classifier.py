@@ -216,3 +216,25 @@ def test_alerts_with_all_nan_stamps_get_no_prediction_and_are_counted(tmp_path):
     assert np.allclose(df.drop(index=2)[[f"p_{c}" for c in meta["classes"]]].sum(axis=1), 1.0) and rate > 0
     obj = per_object(df, meta["classes"]).set_index("objectId")
     assert obj.loc[df["objectId"][2], "n_predicted"] == 0 and obj.loc[df["objectId"][2], "class"] == ""
+
+
+def test_umaps_compiled_code_is_kept_on_disk():
+    """Numba compiled UMAP's code afresh in every `ztf embed` (about 15 s on 2 cores): few of UMAP's functions
+    are marked ``cache=True``. Each one an embedding compiles now has its machine code in numba's cache
+    (those compiled as UMAP is imported, for the signature they name, are left as they are)."""
+    import sys
+
+    from numba.core.registry import CPUDispatcher
+
+    from astrotool_ztf.autoencoder import umap_embedding
+
+    xy = umap_embedding(np.random.default_rng(4).normal(size=(40, 21)), 15, 0.1, "euclidean", 3)
+    assert xy.shape == (40, 2) and np.isfinite(xy).all()
+    compiled = {obj for name, module in list(sys.modules.items()) if name.split(".")[0] == "umap"
+                for obj in vars(module).values()
+                if isinstance(obj, CPUDispatcher) and obj.signatures and obj._can_compile}
+    assert "_optimize_layout_euclidean_single_epoch" in {obj.py_func.__name__ for obj in compiled}
+    for obj in compiled:
+        cache = obj._cache
+        assert type(cache).__name__ == "FunctionCache", obj
+        assert list(Path(cache._cache_path).glob(f"*{obj.py_func.__name__}*.nbi")), obj
