@@ -30,6 +30,12 @@ def _share_the_cores_between_test_workers() -> None:
 _share_the_cores_between_test_workers()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``long`` run first, the others in their order: under pytest-xdist the workers then end
+    together, where a long test handed out last ran alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(autouse=True)
 def _isolate_config(monkeypatch, tmp_path_factory):
     """No user config file and no ASTRO_* variables leak into tests."""

@@ -18,6 +18,7 @@ def _simulate(astro, ws, n_tiles=1, extra=()):
     return ws
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("engine, psf_engine", [("sextractor", "psfex"), ("photutils", "photutils")])
 def test_chain_recovers_injected_galaxies(astro, tmp_path, engine, psf_engine):
     from astrotool_dre.detect_sextractor import find_sextractor
@@ -140,6 +141,7 @@ def test_a_reversed_filter_in_the_configuration_is_refused(astro, tmp_path):
     assert r.returncode == 2 and "--set: dre.cuts.filters: FLUX_RADIUS [20, 2]: MIN must be below MAX" in r.stderr
 
 
+@pytest.mark.long
 def test_torch_backend_gives_the_numpy_answer(astro, tmp_path):
     pytest.importorskip("torch")
     ws = _simulate(astro, tmp_path)
@@ -193,6 +195,7 @@ def test_tile_items_run_the_same_in_worker_processes(astro, tmp_path):
         assert len(a) >= 10 and a.tobytes() == b.tobytes()
 
 
+@pytest.mark.long
 def test_blended_galaxies_recovered_with_and_without_the_neighbour_step(astro, tmp_path):
     # random positions (isolation 0): the seed puts pairs of galaxies 18-40 px apart, wings overlapping
     sim = ["--set", "dre.simulate.size=512", "--set", "dre.simulate.n_galaxies=8", "--set", "dre.simulate.n_stars=14",

@@ -260,6 +260,7 @@ def test_bls_reads_named_columns_and_refuses_a_curve_too_short(tmp_path, capsys)
     assert f"{short}: a curve of 5 samples over 0.03 h is too short for BLS" in err and "Warning" not in err
 
 
+@pytest.mark.long
 def test_demo_step_trains_and_finds_the_fresh_transit(tmp_path):
     import re
 
@@ -591,6 +592,7 @@ def test_detect_batches_curves_and_names_one_too_short(trained, tmp_path, capsys
         search_curves({"short": sparse}, model, 25.0, events, names={"short": "/data/short.csv"})
 
 
+@pytest.mark.long
 def test_camera_group_channels_train_detect_and_refuse_a_co_added_set(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.feather as feather

@@ -102,6 +102,7 @@ def test_objects_combine_their_alerts():
     assert again.loc["a", "p_X"] == pytest.approx(pa) and again.loc["a", "n_alerts"] == 2
 
 
+@pytest.mark.long
 def test_train_evaluate_and_predict_end_to_end(tmp_path, astro):
     ws = tmp_path / "ws"
     assert astro("-w", ws, "--seed", 21, "--set", "ztf.simulate.alerts_per_object=[1,2]", "ztf", "simulate",
