@@ -233,6 +233,21 @@ class Runtime:
         """The torch.device of this process (after :meth:`launch` for several processes)."""
         return self.fabric.device
 
+    def inference_device(self, library: str = "torch") -> str:
+        """``accelerator``, for :func:`astrotool.ml.predict.predict` running on ``library`` (``"torch"`` or
+        ``"onnxruntime"``), checked first: a device that cannot run here is refused naming the setting as the user
+        gave it (``--device`` or ``ml.accelerator``), as for training.
+
+        Raises
+        ------
+        astrotool.errors.AstroError
+            The device cannot run here (exit code 2).
+        """
+        from astrotool.backends import resolve_device
+
+        resolve_device(self.accelerator, library, auto_mps=library == "torch", option=self.accelerator_option)
+        return self.accelerator
+
     @property
     def world_size(self) -> int:
         """Number of training processes."""

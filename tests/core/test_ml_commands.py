@@ -357,6 +357,12 @@ def test_a_device_error_names_the_setting_the_user_gave(tmp_path):
     ctx = Context.create(tmp_path / "ws", set=["ml.accelerator=cuda"])
     with pytest.raises(AstroError, match=r"^ml.accelerator cuda: "):
         mc.runtime(ctx)._accelerator_and_devices()
+    for library in ("torch", "onnxruntime"):   # inference names it alike (it said --device)
+        with pytest.raises(AstroError, match=r"^ml.accelerator cuda: "):
+            mc.runtime(ctx).inference_device(library)
+        with pytest.raises(AstroError, match=r"^--device cuda: "):
+            mc.runtime(ctx, device="cuda").inference_device(library)
+    assert mc.runtime(ctx, device="cpu").inference_device() == "cpu"
     with pytest.raises(TypeError, match="acelerator"):   # a misspelt key of a mapping was ignored
         Runtime.from_config({"acelerator": "cpu"})
     with pytest.raises(TypeError, match="accelerator_option"):   # how messages name it, not a setting

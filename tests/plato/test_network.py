@@ -1177,3 +1177,23 @@ def test_plot_last_numbers_the_plots_of_curves_of_one_id(trained, tmp_path, caps
     assert main(["-w", str(trained), "--json", "plato", "plot", "last", "--no-model-overlay"]) == 0
     names = sorted(Path(p).name for p in json.loads(capsys.readouterr().out)["files"])
     assert len(names) >= 2 and names == sorted(["c.png", *(f"c-{k}.png" for k in range(2, len(names) + 1))]), names
+
+
+def test_eval_and_detect_name_the_accelerator_setting_that_cannot_run(trained, tmp_path, capsys):
+    """``ml.accelerator = "cuda"`` in a configuration on a machine without a GPU: eval and detect said
+    "--device cuda: ... use --device cpu", an option the user had not given."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    time, flux, params = _fresh_curves(1)
+    path = tmp_path / "one.csv"
+    np.savetxt(path, np.c_[time, flux[0]], delimiter=",", header="time,flux", comments="")
+    for command in (["eval"], ["detect", str(path)]):
+        capsys.readouterr()
+        assert main(["-w", str(trained), "--set", "ml.accelerator=cuda", "plato", *command]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "ml.accelerator cuda: CUDA was asked for" in err and "use ml.accelerator cpu" in err, (command, err)
+        assert "--device" not in err, err
+        assert main(["-w", str(trained), "--set", "ml.accelerator=cuda", "plato", *command, "--device", "cpu",
+                     "--name", "cpu"]) == 0

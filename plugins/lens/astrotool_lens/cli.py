@@ -592,7 +592,7 @@ def predict(
         suffix = "_metacal"
     else:
         cols, pred = predict_table(runner, meta, inp, pc.batch_size, pc.symmetrize, calibration is not None,
-                                   rt.accelerator)
+                                   rt.inference_device(pc.engine))
         suffix = ""
         bad = np.flatnonzero(cols["flag"])
         if 0 < len(bad) < len(cols["flag"]):

@@ -388,7 +388,7 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
         if e.split != "all":  # a split of a set re-made since training is no hold-out; all is all
             mc.check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, mdir,
                                 "--split all to score every curve, training ones included")
-        report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.accelerator,
+        report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.inference_device(),
                                     model_cadence_s=ckpt.meta.get("cadence_s"))
     report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)
     write_json_atomic(paths["json"], report)

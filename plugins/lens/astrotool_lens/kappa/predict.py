@@ -177,7 +177,7 @@ def predict_command(ctx, cfg, inputs: str, runtime, split_given: bool = False) -
         share = maps.names if only is None else [n for n in maps.names if n in only]
         kept = len(share) - len([n for n in writer.missing(maps.names, files) if only is None or n in only])
         t0 = time.perf_counter()
-        pred = predict_maps(runner, maps, meta, writer, p.batch_size, runtime.accelerator, only=only)
+        pred = predict_maps(runner, maps, meta, writer, p.batch_size, runtime.inference_device(p.engine), only=only)
         seconds = time.perf_counter() - t0
         rate = mc.report_throughput(ctx, pred, "maps") if pred.n else {"samples_per_s": None, "engine": pred.engine,
                                                                        "device": pred.device}
