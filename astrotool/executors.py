@@ -529,7 +529,8 @@ def _call_in_dask_worker(fn: Callable, item: Any, seed: int, key: str):
             return _call(fn, item, seed, key)
         finally:
             _end_dask_item()
-    except KeyboardInterrupt:   # also a stop raised as the item ended, before it was withdrawn
+    except KeyboardInterrupt:   # also a stop raised as the item ended, before _end_dask_item withdrew it
+        _end_dask_item()
         return "error", Failure(key, "terminated")
 
 
@@ -1006,11 +1007,13 @@ def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict
         _stop_dask_items(client, futures, reported, advance, _local_worker_pids(cluster) if cluster else [])
         raise
     finally:
-        if own:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-        stack.close()
+        try:
+            if own:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            stack.close()
     return outcomes
 
 

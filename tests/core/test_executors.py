@@ -332,6 +332,7 @@ def test_a_stop_sent_as_a_dask_item_ends_is_withdrawn(monkeypatch):
     ``KeyboardInterrupt`` was sent to that thread: it was raised in Dask's code, outside any item (2 times in
     3 s of stops sent in a loop). Here the handler runs exactly then: the item's thread has its result and
     waits to end the item (the handler holds the lock); the stop sent is withdrawn."""
+    import inspect
     import signal
     import threading
 
@@ -353,11 +354,18 @@ def test_a_stop_sent_as_a_dask_item_ends_is_withdrawn(monkeypatch):
         except BaseException as exc:
             seen["landed"] = exc
 
+    lines, first = inspect.getsourcelines(ex._end_dask_item)
+    at_lock = first + next(k for k, line in enumerate(lines) if "with _ITEM_LOCK" in line)
     with ex._ITEM_LOCK:
         thread = threading.Thread(target=dask_thread)
         thread.start()
         assert returned.wait(10)
-        time.sleep(0.2)   # the item's thread reaches the lock
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:   # until the item's thread waits for the lock
+            frame = sys._current_frames().get(thread.ident)
+            if frame is not None and frame.f_code is ex._end_dask_item.__code__ and frame.f_lineno == at_lock:
+                break
+            time.sleep(0.01)
         assert ex._ITEM_THREAD == thread.ident
         ex._dask_worker_term(signal.SIGTERM, None)
     thread.join(10)

@@ -663,7 +663,8 @@ def test_a_probe_is_refused_on_an_encoder_trained_on_another_set_of_its_name(tws
                          "--model", "new_probe")
     err = " ".join(err.split())
     assert code == 2 and "not the set that model sim_vae was trained on" in err, err
-    assert "train the autoencoder on it first (astro ztf train --model sim_vae --overwrite)" in err, err
+    remedy = err.split("train the autoencoder on it first (`", 1)[1].split("`", 1)[0]
+    assert "ztf train --model sim_vae" in remedy and "--arch vae" in remedy and remedy.endswith(" --overwrite"), err
     assert not (tws / "ztf" / "models" / "new_probe" / "model.json").exists()
     # a probe trained on the new set with the old encoder (as before this check), with and without the
     # encoder's set recorded

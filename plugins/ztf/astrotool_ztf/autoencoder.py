@@ -174,7 +174,7 @@ def cache_umap_compilation() -> int:
     """Have numba keep the machine code it compiles for UMAP and pynndescent on disk, as it does for functions
     marked ``cache=True`` (few of theirs are): compiling took about 15 s of every ``ztf embed`` on 2 CPU cores,
     loading it takes 0.1 s. The cache is numba's: ``NUMBA_CACHE_DIR``, else beside the packages' files, else the
-    user's cache folder. Returns how many compiled functions were made to cache."""
+    user's cache folder. Returns how many of their jitted functions were switched to caching."""
     import importlib
     import sys
 
@@ -202,7 +202,7 @@ def umap_embedding(latent: np.ndarray, n_neighbors: int, min_dist: float, metric
     z = (latent - latent.mean(0)) / np.where(latent.std(0) > 0, latent.std(0), 1.0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
-        warnings.filterwarnings("ignore", category=NumbaWarning)   # a function numba cannot cache is compiled
+        warnings.filterwarnings("ignore", message="Cannot cache", category=NumbaWarning)   # compiled, not kept
         return umap.UMAP(n_neighbors=min(n_neighbors, len(z) - 1), min_dist=min_dist, metric=metric,
                          random_state=seed).fit_transform(z)
 

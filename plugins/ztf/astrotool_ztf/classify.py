@@ -65,8 +65,8 @@ def train_command(meta: dict, model_dir) -> str:
     and the run's ``--seed``), the epochs asked for, and each setting a resume must share
     (:func:`astrotool.ml.commands.resume_settings`) that ``model.json`` records away from its default: and ``patience``
     (a resumed run may change it, but would stop by another rule): as the option of ``astro ztf train`` that sets
-    it (:func:`astrotool.cliconfig.option_keys`) where the value is one word, else as ``--set``; defaults are the
-    packaged ones.
+    it (:func:`astrotool.cliconfig.option_keys`) where the value is a string or a number, else (a list, a flag) as
+    ``--set``; defaults are the packaged ones.
     """
     import shlex
 
@@ -92,14 +92,16 @@ def train_command(meta: dict, model_dir) -> str:
     words += ["--epochs", str(epochs)]
     defaults = TrainConfig().model_dump(mode="json")
     command = typer.main.get_command(app).commands["train"]
-    options = {key: max(p.opts, key=len) for p in command.params if getattr(p, "opts", None) and not p.is_flag
+    options = {key: max(p.opts, key=len) for p in command.params
+               if getattr(p, "opts", None) and not getattr(p, "is_flag", False)
                for key in option_keys("ztf train", p, {"ztf"})}
     for key, default in defaults.items():
         value = settings.get(key, default)
         if value == default or (key in SHARED_RESUMABLE | RESUMABLE and key not in ("dataset", "patience")):
             continue
         text = value if isinstance(value, str) else json.dumps(value)
-        option = options.get(f"ztf.train.{key}") if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+        scalar = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        option = options.get(f"ztf.train.{key}") if scalar else None
         words += [option, text] if option else ["--set", f"ztf.train.{key}={text}"]
     return shlex.join(words)
 

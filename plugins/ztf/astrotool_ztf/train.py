@@ -252,7 +252,7 @@ def load_encoder(cfg, model_dir, ds):
     from astrotool.ml.checkpoint import load_checkpoint
     from astrotool.ml.commands import check_trained_on
 
-    from astrotool_ztf.classify import check_finished
+    from astrotool_ztf.classify import check_finished, train_command
     from astrotool_ztf.model import AUTOENCODER
 
     if not cfg.encoder:
@@ -262,7 +262,7 @@ def load_encoder(cfg, model_dir, ds):
     check_finished(ckpt.meta, enc_dir)   # as evaluate: an autoencoder cut short is not built on
     # as embed and evaluate of the encoder: a set made again since may hold its training samples in val or test
     check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, enc_dir,
-                     remedy=f"train the autoencoder on it first (astro ztf train --model {enc_dir.name} --overwrite)")
+                     remedy=f"train the autoencoder on it first (`{train_command(ckpt.meta, enc_dir)} --overwrite`)")
     return ckpt
 
 
