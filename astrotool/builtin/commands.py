@@ -99,7 +99,7 @@ def _config():
 
 @config_app.command("show")
 def config_show(
-    section: str = typer.Argument(None, help="Only this section, e.g. dre."),
+    section: str = typer.Argument(None, help="Only this section or table, e.g. dre or dre.simulate."),
     sources: bool = typer.Option(False, "--sources", help="Show where each value came from."),
 ):
     """Print the resolved configuration (TOML, or JSON with --json)."""
@@ -112,11 +112,22 @@ def config_show(
     cfg = ctx.config
     data = ctx.resolved_config()   # core.executor as a command runs it (`-j 2` alone: process)
     if section:
-        if section in cfg.broken or section in cfg.needs:  # say why it is left out, as its commands do
-            cfg.section(section)
-        if section not in data:
-            raise AstroError(f"config show: unknown section {section!r} (known: {', '.join(data)})")
-        data = {section: data[section]}
+        top, *tables = section.split(".")
+        if top in cfg.broken or top in cfg.needs:  # say why it is left out, as its commands do
+            cfg.section(top)
+        if top not in data:
+            raise AstroError(f"config show: unknown section {top!r} (known: {', '.join(data)})")
+        shown = data[top]
+        for depth, name in enumerate(tables, start=1):   # a table of the section: [dre.simulate]
+            inner = sorted(k for k, v in shown.items() if isinstance(v, dict))
+            if name not in inner:
+                where = ".".join([top, *tables[:depth - 1]])
+                raise AstroError(f"config show: [{where}] has no table {name!r} (its tables: "
+                                 f"{', '.join(inner) or 'none'})")
+            shown = shown[name]
+        for name in reversed([top, *tables]):
+            shown = {name: shown}
+        data = shown
     else:  # a section left out is named, not silently missing
         for name, why in sorted(cfg.broken.items()):
             ctx.log.warning("[%s] not shown: plugin %r is broken: %s (see `astro plugins`)", name,

@@ -42,6 +42,17 @@ def test_layer_order_and_sources(astro, toy, tmp_path):
     assert json.loads(r.stdout)["done"] == 2
 
 
+def test_config_show_of_a_table_of_a_section(astro, toy, tmp_path):
+    """The docs name tables such as [dre.simulate]; `config show dre.simulate` said "unknown section"."""
+    r = astro("-w", tmp_path, "--set", "toy.inner.factor=2.5", "config", "show", "toy.inner", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "[toy.inner]" and "factor = 2.5" in r.stdout and "label" not in r.stdout
+    r = astro("-w", tmp_path, "config", "show", "toy.inner", "--json", "--sources", pythonpath=toy)
+    assert list(json.loads(r.stdout)) == ["toy.inner.factor"]
+    r = astro("-w", tmp_path, "config", "show", "toy.outer", pythonpath=toy)
+    assert r.returncode == 2 and "[toy] has no table 'outer' (its tables: inner)" in r.stderr, r.stderr
+
+
 def test_every_problem_listed_with_file_and_key(astro, toy, tmp_path):
     bad = write(tmp_path / "bad.toml", '[toy]\ncount = "ten"\nmode = "ultra"\ncolour = 1\n[core]\njobs = -1\n')
     r = astro("-w", tmp_path, "--cfg", bad, "toy", "show", pythonpath=toy)

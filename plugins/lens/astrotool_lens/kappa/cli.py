@@ -140,7 +140,8 @@ def train(
 
     Maps are streamed from the set batch by batch with random flips and quarter
     turns (spin-2 signs); the kept checkpoint is the epoch of lowest val_loss
-    (the training loss), with val_mse and val_pearson reported beside it.
+    (the training loss function on the val split), with val_mse and val_pearson
+    reported beside it.
     Re-running with the same settings resumes (more --epochs train on); other
     settings are refused (exit 2) naming them; --overwrite starts afresh. Where
     it trains comes from the [ml] section (--device, --precision, --devices,
