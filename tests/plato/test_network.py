@@ -1197,3 +1197,20 @@ def test_eval_and_detect_name_the_accelerator_setting_that_cannot_run(trained, t
         assert "--device" not in err, err
         assert main(["-w", str(trained), "--set", "ml.accelerator=cuda", "plato", *command, "--device", "cpu",
                      "--name", "cpu"]) == 0
+
+
+def test_evaluate_leaves_the_twins_of_an_augmented_set_out(trained, capsys):
+    """The README's `prepare --augment` set: evaluate scored each time-reversed twin as a curve of its own,
+    counting every transit twice. The twins are left out, and the counts are those of the curves."""
+    capsys.readouterr()
+    assert main(["-w", str(trained), "--seed", "3", "plato", "prepare", "--augment", "--name", "quarters_aug"]) == 0
+    reports = {}
+    for name in ("quarters", "quarters_aug"):
+        capsys.readouterr()
+        assert main(["-w", str(trained), "--json", "plato", "evaluate", "--dataset", name, "--split", "all",
+                     "--name", f"twins_{name}"]) == 0
+        reports[name] = json.loads(capsys.readouterr().out)
+    plain, aug = reports["quarters"], reports["quarters_aug"]
+    assert aug["twins_left_out"] == aug["curves"] == plain["curves"] and plain["twins_left_out"] == 0
+    assert aug["transits"] == plain["transits"] and aug["recovery"] == plain["recovery"]
+    assert aug["inference"]["batch_size"] == 8 and aug["inference"]["n"] == plain["curves"]

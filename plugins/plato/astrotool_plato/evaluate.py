@@ -149,6 +149,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         raise InputError(ds.root, f"the {split!r} split holds no curves ({why})"
                                   + (f"; score another: {others}" if others else ""))
     meta = ds.metadata()
+    twins = np.asarray(meta["twin"], bool)[idx]   # `prepare --augment`'s time-reversed copies: the same transits
+    idx = np.asarray(idx)[~twins]
     cadence = float(np.median(np.asarray(meta["cadence"], float)[idx]))
     if model_cadence_s and abs(cadence / model_cadence_s - 1.0) > 0.01:
         raise InputError(ds.root, f"curves sampled every {cadence:g} s; the model was trained on {model_cadence_s:g} s "
@@ -292,7 +294,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         "operating_quiet": operating(k_quiet, bool(ok_quiet.size), None if quiet.any() else
                                      f"no transit-free curve without a binary among the {len(idx)} of split "
                                      f"{split!r}: the quiet false-alarm fraction cannot be measured"),
-        "inference": pred.summary(),
+        "twins_left_out": int(twins.sum()),
+        "inference": {**pred.summary(), "batch_size": int(batch_size)},   # curves per batch, samples_per_s curves
     }
     return report, per_transit
 
