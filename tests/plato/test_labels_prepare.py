@@ -162,12 +162,16 @@ def test_light_curve_files_that_are_not_fluxes_are_named_with_their_problem(tmp_
     (tmp_path / "text.fits").write_text("not a FITS file")
     (tmp_path / "text.parquet").write_text("not Parquet")
     (tmp_path / "back.csv").write_text("time,flux\n0.5,1\n0.25,1\n")
+    (tmp_path / "bjd.csv").write_text("time,flux\n2460100.0287,1\n2460100.029,1\n2460100.0287,1\n")
+    (tmp_path / "notes.txt").write_text("time flux\n1 2\n")
     for name, problem in (("zeros.csv", "the median flux is 0: not a flux level"),
                           ("relative.csv", "the median flux is -0.0001: not a flux level"),
                           ("empty_flux.csv", "the flux is NaN or infinite everywhere"),
                           ("text.fits", "not a readable FITS file (no valid FITS header)"),
                           ("text.parquet", "unreadable light curve (ArrowInvalid: "),
-                          ("back.csv", "time is not increasing: row 2 (0.25) follows row 1 (0.5), counting from 1")):
+                          ("back.csv", "time is not increasing: row 2 (0.25) follows row 1 (0.5), counting from 1"),
+                          ("bjd.csv", "time is not increasing: row 3 (2460100.0287) follows row 2 (2460100.029)"),
+                          ("notes.txt", ".txt: not a light-curve format (.parquet, .ftr or .feather, .csv, .fits)")):
         with pytest.raises(InputError) as err:
             read_curves(tmp_path / name)
         assert f"{tmp_path / name}: {problem}" in str(err.value), str(err.value)

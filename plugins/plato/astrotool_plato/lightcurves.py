@@ -160,6 +160,9 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
     values, for :func:`_pick`'s message about a column that is not numeric), and each numeric column's dtype as
     stored (float32 times get :func:`check_curve`'s hint)."""
     name = path.name.lower()
+    if not name.endswith((".fits", ".fit", ".fits.gz", ".ftr", ".feather", ".csv", ".parquet", ".pq")):
+        raise InputError(path, f"{path.suffix or 'no extension'}: not a light-curve format (.parquet, .ftr or "
+                               ".feather, .csv, .fits)")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, not a light curve")
     try:
@@ -301,8 +304,8 @@ def check_curve(time: np.ndarray, flux: np.ndarray, where: str, rows: np.ndarray
             hint = (f"; the times are all float32 values, whose step at {big:.10g} is "
                     f"{float(np.spacing(np.float32(big))):g}: time is float32, too coarse for BJD; store it as "
                     "float64")
-        raise InputError(where, f"time is not increasing: {word} {int(at[k + 1])} ({time[k + 1]:.10g}) follows "
-                                f"{word} {int(at[k])} ({time[k]:.10g}), counting from 1{hint}")
+        raise InputError(where, f"time is not increasing: {word} {int(at[k + 1])} ({float(time[k + 1])!r}) follows "
+                                f"{word} {int(at[k])} ({float(time[k])!r}), counting from 1{hint}")
     for c, row in enumerate(np.atleast_2d(flux)):
         channel = f" in channel {c} of {flux.shape[0]}" if flux.ndim == 2 else ""
         if not np.isfinite(row).any():
