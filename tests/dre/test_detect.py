@@ -412,3 +412,37 @@ def test_missing_zero_point_is_warned_once_per_tile(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if "no zero-point keyword" in r.getMessage()]
     assert len(lines) == 1 and str(path) in lines[0], lines
     assert "dre.detect.zero_point" in lines[0] and "dre.fit.zero_point" in lines[0]
+
+
+@pytest.mark.parametrize("shape", [(1024, 1024), (1000, 700), (300, 600)])
+def test_photutils_background_follows_a_sky_gradient_to_the_edges(shape):
+    """photutils' own mesh filter and interpolation flattened a sloping sky towards the edges (off by up to 22 at
+    0.1 per px, noise 14), and left out the edge meshes a tile's side cuts short (off by 33). SExtractor follows
+    the slope; so does the photutils engine now."""
+    from astrotool_dre.detect_photutils import sky_maps
+
+    rng = np.random.default_rng(41)
+    ny, nx = shape
+    sky = 100.0 + 0.1 * np.arange(nx)[None, :] + 0.05 * np.arange(ny)[:, None]
+    data = sky + rng.normal(0.0, 14.0, shape)
+    background, rms = sky_maps("t.fits", data, np.zeros(shape, bool), 256, 3)
+    assert np.abs(background - sky).max() < 2.0   # the noise of a mesh's estimate: ~0.1-0.5
+    assert 13.5 < rms.min() and rms.max() < 17.5   # the noise 14, with the sky's own spread in a mesh (up to 8)
+
+
+def test_photutils_background_of_a_crowded_tile_and_of_a_blank_one():
+    """More than 10 % of every mesh sigma-clipped (a crowded field) made photutils refuse every mesh, a raw
+    ValueError (exit 1); the sky is measured from the pixels left. A tile with no sky gets one message, exit 2."""
+    from astrotool_dre.detect_photutils import sky_maps
+
+    rng = np.random.default_rng(42)
+    data = 300.0 + rng.normal(0.0, 14.0, (512, 512))
+    yy, xx = np.mgrid[:512, :512]
+    for y, x in rng.uniform(0, 512, (400, 2)):   # 400 sources of radius 6-7 px: ~15 % of the pixels
+        data[(yy - y) ** 2 + (xx - x) ** 2 < 40] += 500.0
+    background, _ = sky_maps("crowded.fits", data, np.zeros(data.shape, bool), 256, 3)
+    assert np.abs(background - 300.0).max() < 5.0
+    blank = np.full((512, 512), np.nan)
+    with pytest.raises(InputError, match=r"blank.fits.*no background mesh of 256 px holds sky.*dre.detect.back_size") as err:
+        sky_maps("blank.fits", blank, np.ones(blank.shape, bool), 256, 3)
+    assert err.value.exit_code == 2
