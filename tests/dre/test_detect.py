@@ -132,8 +132,8 @@ def test_theta_range_kron_radius_minimum_and_flux_units_are_sextractors(detected
     assert np.nanmin(kron) == pytest.approx(3.5, rel=1e-6)
     h = fits.getheader(detected[engine]["cat"], "LDAC_OBJECTS")
     units = {h[f"TTYPE{i}"]: h.get(f"TUNIT{i}") for i in range(1, h["TFIELDS"] + 1)}
-    assert {c: units[c] for c in ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUX_MAX", "BACKGROUND")} == dict.fromkeys(
-        ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUX_MAX", "BACKGROUND"), "adu")
+    in_data_units = ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUX_MAX", "BACKGROUND", "VIGNET")   # VIGNET: ct
+    assert {c: units[c] for c in in_data_units} == dict.fromkeys(in_data_units, "adu")   # from SExtractor, none else
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -146,7 +146,7 @@ def test_a_tile_without_bunit_gives_flux_columns_no_unit_with_either_engine(tile
     r = detect_tile(tmp_path / "nobunit.fits", tmp_path / engine, DetectConfig(engine=engine))
     h = fits.getheader(r["cat"], "LDAC_OBJECTS")
     units = {h[f"TTYPE{i}"]: h.get(f"TUNIT{i}") for i in range(1, h["TFIELDS"] + 1)}
-    assert [units[c] for c in ("FLUX_AUTO", "FLUX_MAX", "BACKGROUND")] == [None] * 3, units
+    assert [units[c] for c in ("FLUX_AUTO", "FLUX_MAX", "BACKGROUND", "VIGNET")] == [None] * 4, units
 
 
 def test_photutils_theta_is_wrapped_as_sextractors():

@@ -41,8 +41,8 @@ CATALOG_UNITS = {
     "A_IMAGE": "pix", "B_IMAGE": "pix", "THETA_IMAGE": "deg", "ISOAREA_IMAGE": "pix2",
 }
 
-#: Catalogue columns in the tile's data units.
-FLUX_COLUMNS = ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUXERR_APER", "FLUX_MAX", "BACKGROUND")
+#: Catalogue columns in the tile's data units (``VIGNET``: cut-outs of the background-subtracted tile).
+FLUX_COLUMNS = ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUXERR_APER", "FLUX_MAX", "BACKGROUND", "VIGNET")
 
 #: One-line descriptions of the catalogue columns (FITS ``TCOMMn``).
 CATALOG_DESCRIPTIONS = {
