@@ -443,3 +443,17 @@ def test_the_hidden_eval_alias_is_recorded_as_evaluate(small, tmp_path):
     assert not list((ws / "runs").glob("*-plato-eval"))
     new = set((ws / "runs").glob("*-plato-evaluate")) - before
     assert len(new) == 1 and json.loads((new.pop() / "run.json").read_text())["command"] == "plato evaluate"
+
+
+def test_event_options_show_their_configured_defaults_and_detect_takes_min_duration(capsys):
+    """`--help` of detect and evaluate showed no default for the event options (the README says it shows the
+    configured default of every option with a key), and detect had no --min-duration."""
+    for command in ("detect", "evaluate"):
+        capsys.readouterr()
+        assert main(["--set", "plato.events.merge_gap_hours=1.5", "--set", "plato.events.min_duration_hours=0.75",
+                     "plato", command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(sets plato.events.merge_gap_hours) [default: 1.5]" in text, text
+        assert "--min-duration <float> shorter events are dropped [h] (sets plato.events.min_duration_hours) " \
+               "[default: 0.75]" in text, text
+        assert "(sets plato.events.min_snr) [default:" in text and "(sets plato.events.binary_snr) [default:" in text

@@ -22,6 +22,19 @@ TimeUnit = Annotated[Optional[str], typer.Option("--time-unit", help="d | s (uni
 Quality = Annotated[Optional[str], typer.Option("--quality", help="drop | keep the cadences flagged in a QUALITY "
                                                                   "or SAP_QUALITY column (default: drop) "
                                                                   "(sets plato.detect.quality)")]
+Threshold = Annotated[Optional[float], typer.Option("--threshold", help="probability threshold of an event "
+                                                                       "(sets plato.events.threshold)")]
+MergeGap = Annotated[Optional[float], typer.Option("--merge-gap", help="events closer than this are one [h] "
+                                                                       "(sets plato.events.merge_gap_hours)")]
+MinDuration = Annotated[Optional[float], typer.Option("--min-duration", help="shorter events are dropped [h] "
+                                                                             "(sets plato.events.min_duration_hours)")]
+MinSnr = Annotated[Optional[float], typer.Option("--min-snr", help="drop events below this S/N against the scatter "
+                                                                   "binned at their length (0: keep all) "
+                                                                   "(sets plato.events.min_snr)")]
+BinarySnr = Annotated[Optional[float], typer.Option("--binary-snr", help="drop a curve's repeating events whose "
+                                                                         "odd/even or secondary-eclipse test reaches "
+                                                                         "this S/N (0: no test) "
+                                                                         "(sets plato.events.binary_snr)")]
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -280,13 +293,10 @@ def evaluate(
     model: Optional[str] = typer.Option(None, "--model", help="model name or folder"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="prepared data set (default: the model's)"),
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test | all"),
-    merge_gap_hours: Optional[float] = typer.Option(None, "--merge-gap", help="events closer than this are one [h]"),
-    min_duration_hours: Optional[float] = typer.Option(None, "--min-duration", help="shorter events are dropped [h]"),
-    min_snr: Optional[float] = typer.Option(None, "--min-snr", help="drop events below this S/N against the "
-                                                                    "scatter binned at their length (0: keep all)"),
-    binary_snr: Optional[float] = typer.Option(None, "--binary-snr", help="drop a curve's repeating events whose "
-                                                                          "odd/even or secondary-eclipse test "
-                                                                          "reaches this S/N (0: no test)"),
+    merge_gap_hours: MergeGap = None,
+    min_duration_hours: MinDuration = None,
+    min_snr: MinSnr = None,
+    binary_snr: BinarySnr = None,
     name: Optional[str] = typer.Option(None, "--name", help="report name (plato/reports/<name>_evaluate.json)"),
     device: mc.Device = None,
 ) -> None:
@@ -328,13 +338,11 @@ def detect(
                                                 "FITS tables"),
     model: Optional[str] = typer.Option(None, "--model", help="model name or folder"),
     name: Optional[str] = typer.Option(None, "--name", help="run name (plato/runs/<name>/; default: the model's)"),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="probability threshold of an event"),
-    merge_gap_hours: Optional[float] = typer.Option(None, "--merge-gap", help="events closer than this are one [h]"),
-    min_snr: Optional[float] = typer.Option(None, "--min-snr", help="drop events below this S/N against the "
-                                                                    "scatter binned at their length (0: keep all)"),
-    binary_snr: Optional[float] = typer.Option(None, "--binary-snr", help="drop a curve's repeating events whose "
-                                                                          "odd/even or secondary-eclipse test "
-                                                                          "reaches this S/N (0: no test)"),
+    threshold: Threshold = None,
+    merge_gap_hours: MergeGap = None,
+    min_duration_hours: MinDuration = None,
+    min_snr: MinSnr = None,
+    binary_snr: BinarySnr = None,
     time_column: TimeColumn = None,
     flux_column: FluxColumn = None,
     time_unit: TimeUnit = None,
@@ -355,6 +363,7 @@ def detect(
     ctx = current()
     cfg = plato_config(ctx, {"detect.model": model, "detect.name": name, "events.threshold": threshold,
                              "events.merge_gap_hours": merge_gap_hours, "events.min_snr": min_snr,
+                             "events.min_duration_hours": min_duration_hours,
                              "events.binary_snr": binary_snr, "detect.time_column": time_column,
                              "detect.flux_column": flux_column, "detect.time_unit": time_unit,
                              "detect.quality": quality})
