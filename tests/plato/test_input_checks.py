@@ -457,3 +457,10 @@ def test_event_options_show_their_configured_defaults_and_detect_takes_min_durat
         assert "--min-duration <float> shorter events are dropped [h] (sets plato.events.min_duration_hours) " \
                "[default: 0.75]" in text, text
         assert "(sets plato.events.min_snr) [default:" in text and "(sets plato.events.binary_snr) [default:" in text
+
+
+def test_plot_all_without_labelled_curves_is_refused(tmp_path, capsys):
+    """`plot all` in a workspace with no curves said `plots 0` and exited 0."""
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "plato", "plot", "all", "--no-model-overlay"]) == 2
+    assert "plato/labels: no labelled curves to plot; run `astro plato simulate`" in capsys.readouterr().err

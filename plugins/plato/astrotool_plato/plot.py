@@ -225,6 +225,9 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             ev, d = EventsConfig(**made["events"]), d.model_copy(update=made["reader"])
             _warn_changed_weights(ctx, made, model_name)
     elif ids == ["all"]:
+        if not labels:
+            raise AstroError(f"{ws.stage(NAME, LABELS)}: no labelled curves to plot; run `astro plato simulate` (it "
+                             "labels its curves), or give light-curve files")
         todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
     else:
         for cid in ids:
