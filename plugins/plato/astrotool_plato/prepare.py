@@ -321,7 +321,9 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     manifest = folder / f"{cfg.name}_dataset.json"
     if mw.keep([manifest], rec, overwrite=overwrite):
         ds = PreparedDataset(folder)
-        return {"path": str(folder), "kept": True, "curves": ds.n, "length": ds.length, "inputs": read}
+        twins = int(np.asarray(ds.metadata()["twin"], bool).sum())   # counted as a fresh run counts them
+        return {"path": str(folder), "kept": True, "curves": ds.n - twins, "twins": twins, "length": ds.length,
+                "inputs": read}
 
     # first pass: ids and grid lengths only, one file in memory at a time
     cadence = cfg.cadence_s / 86400.0 if cfg.cadence_s else None
