@@ -16,6 +16,7 @@ from astrotool_dre.config import DreConfig
     ({"simulate": {"sersic_n": [0.1, 4.0]}}, "sersic_n must lie in [0.3, 6.2]"),
     ({"psf": {"size": 24}}, "size must be odd"),
     ({"detect": {"vignet_size": 34}}, "vignet_size must be odd"),
+    ({"detect": {"back_filtersize": 2}}, "back_filtersize must be odd"),   # a median filter needs a centre
     ({"detect": {"gain": -2}}, "greater than 0"),
     ({"cuts": {"size": 64}}, "cuts.size (64) must equal models.boxsize (128)"),
     ({"fit": {"error_floor": {"LOGR": -0.1}}}, "greater than or equal to 0"),

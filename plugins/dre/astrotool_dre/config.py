@@ -142,7 +142,7 @@ class DetectConfig(Section):
     deblend_mincont: float = Field(0.005, ge=0, le=1)
     back_size: int = Field(256, ge=8, description="background mesh [px]; galaxies' wings must not raise it "
                            "(64 px took 5 % of the flux and 0.5 in n from de Vaucouleurs galaxies)")
-    back_filtersize: int = Field(3, ge=1, description="background filter [meshes]")
+    back_filtersize: OddSide = Field(3, ge=1, description="background filter [meshes], odd")
     phot_aperture: float = Field(10.0, gt=0, description="aperture diameter [px]")
     vignet_size: OddSide = Field(35, ge=9, description="VIGNET side for PSFEx [px]")
     seeing_fwhm: Union[float, None] = Field(None, description="[arcsec]; None: measured in a first pass")

@@ -1,8 +1,8 @@
 """The photutils detection engine (used when SExtractor is not installed).
 
-The background as SExtractor makes it (:func:`sky_maps`: SExtractor's estimator
-in meshes of ``back_size`` px, a median filter of ``back_filtersize`` meshes, a
-bicubic spline), detection on the image smoothed by the detection filter at
+The background after SExtractor's method (:func:`sky_maps`: SExtractor's
+estimator in meshes of ``back_size`` px, a median filter of ``back_filtersize``
+meshes, a cubic spline), detection on the image smoothed by the detection filter at
 ``detect_thresh`` times the background RMS with at least ``detect_minarea``
 connected pixels, deblending (``deblend_nthresh`` levels, contrast
 ``deblend_mincont``) and ``SourceCatalog``. It writes SExtractor's products and
@@ -82,35 +82,57 @@ def _spline_through_meshes(mesh: np.ndarray, box: int, shape: tuple[int, int]) -
     return out
 
 
-def _median_filter_meshes(mesh: np.ndarray, size: int, box: int, shape: tuple[int, int]) -> np.ndarray:
-    """A median filter over ``size`` x ``size`` meshes that leaves a plane (a sky gradient) as it is: it filters the
-    residuals from the least-squares plane through the meshes' centres (:func:`_mesh_centres`; ``box`` [px], the
-    image's ``shape``), the edge meshes repeated past the edges (a median of the meshes themselves bent a sloping
-    sky at the tile's edges and corners)."""
-    from scipy import ndimage
-
-    mesh = np.asarray(mesh, dtype=np.float64)
+def _mesh_plane(mesh: np.ndarray, box: int, shape: tuple[int, int], use: np.ndarray | None = None) -> np.ndarray:
+    """The least-squares plane through the values of the meshes ``use`` (all by default) at their centres
+    (:func:`_mesh_centres`; ``box`` [px], the image's ``shape``), at every mesh; their mean where fewer than 3."""
+    use = np.ones(mesh.shape, bool) if use is None else use
+    if use.sum() < 3:
+        return np.full(mesh.shape, float(np.mean(mesh[use])))
     yy, xx = np.meshgrid(_mesh_centres(mesh.shape[0], box, shape[0]), _mesh_centres(mesh.shape[1], box, shape[1]),
                          indexing="ij")
     design = np.c_[np.ones(mesh.size), xx.ravel(), yy.ravel()]
-    plane = (design @ np.linalg.lstsq(design, mesh.ravel(), rcond=None)[0]).reshape(mesh.shape)
+    coef = np.linalg.lstsq(design[use.ravel()], mesh.ravel()[use.ravel()], rcond=None)[0]
+    return (design @ coef).reshape(mesh.shape)
+
+
+def _median_filter_meshes(mesh: np.ndarray, size: int, box: int, shape: tuple[int, int]) -> np.ndarray:
+    """A median filter over ``size`` x ``size`` meshes that leaves a plane (a sky gradient) as it is: it filters the
+    residuals from the meshes' plane (:func:`_mesh_plane`), the edge meshes repeated past the edges (a median of
+    the meshes themselves bent a sloping sky at the tile's edges and corners)."""
+    from scipy import ndimage
+
+    mesh = np.asarray(mesh, dtype=np.float64)
+    plane = _mesh_plane(mesh, box, shape)
     return plane + ndimage.median_filter(mesh - plane, size=size, mode="nearest")
 
 
+def _mesh_coverage(bad: np.ndarray, box: int, meshes: tuple[int, int]) -> np.ndarray:
+    """The fraction of each mesh's pixels inside the image that are not ``bad``."""
+    ny, nx = bad.shape
+    inside = np.zeros((meshes[0] * box, meshes[1] * box), bool)
+    inside[:ny, :nx] = True
+    good = inside.copy()
+    good[:ny, :nx] = ~bad
+    count = inside.reshape(meshes[0], box, meshes[1], box).sum(axis=(1, 3))
+    return good.reshape(meshes[0], box, meshes[1], box).sum(axis=(1, 3)) / np.maximum(count, 1)
+
+
 def sky_maps(tile, data: np.ndarray, bad: np.ndarray, box: int, filter_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The background and its RMS [data units] as SExtractor makes them.
+    """The background and its RMS [data units], after SExtractor's method.
 
     photutils' ``Background2D`` gives SExtractor's estimator (2.5 median - 1.5 mean, sigma-clipped) in meshes of
-    ``box`` px (a mesh with no sky pixel is filled from the others). The meshes are median-filtered over
-    ``filter_size`` meshes (:func:`_median_filter_meshes`), and a bicubic spline through their centres gives each
-    pixel's value, continued past the outer centres. (photutils' own
-    filter and interpolation flattened a sky gradient towards the edges: on a 1024² tile sloping by 0.1 per px
-    the background was off by up to 22, where the noise was 14.)
+    ``box`` px, clipped pixels never ruling a mesh out. A mesh less than half of whose pixels are data (the rest
+    ``bad``: blank, NaN) is left out, as SExtractor's ``BACK_MINGOODFRAC`` 0.5 has it, and takes the value of the
+    other meshes' plane there (:func:`_mesh_plane`: a sky gradient goes on under a blank area). The meshes are median-filtered over ``filter_size`` meshes
+    (:func:`_median_filter_meshes`), and a cubic spline through their centres along each axis gives each pixel's
+    value, continued past the outer centres; the RMS stays within its meshes' range. (photutils' own filter and
+    interpolation flattened a sky gradient towards the edges: on a 1024² tile sloping by 0.1 per px the
+    background was off by up to 22, where the noise was 14.)
 
     Raises
     ------
     astrotool.errors.InputError
-        No mesh is usable (a tile almost all sources or blank pixels at this ``box``).
+        No mesh is at least half data.
     """
     import warnings
 
@@ -123,16 +145,20 @@ def sky_maps(tile, data: np.ndarray, bad: np.ndarray, box: int, filter_size: int
         try:
             bkg = Background2D(data, box_size=box, filter_size=1, exclude_percentile=100.0,
                                coverage_mask=bad if bad.any() else None, bkg_estimator=SExtractorBackground())
-        except ValueError as exc:
-            raise InputError(tile, f"no background mesh of {box} px holds sky pixels ({exc}); use a smaller "
-                                   "dre.detect.back_size") from None
-        meshes = (bkg.background_mesh, bkg.background_rms_mesh)
-    out = []
-    for mesh in meshes:
-        if filter_size > 1:
-            mesh = _median_filter_meshes(mesh, filter_size, box, data.shape)
-        out.append(_spline_through_meshes(mesh, box, data.shape))
-    return out[0], np.maximum(out[1], 0.0)
+        except ValueError:   # every pixel bad
+            thin = None
+        else:
+            level, rms = (np.asarray(m, dtype=np.float64) for m in (bkg.background_mesh, bkg.background_rms_mesh))
+            thin = _mesh_coverage(bad, box, level.shape) < 0.5
+    if thin is None or thin.all():
+        raise InputError(tile, f"no background mesh of {box} px is at least half data (the rest blank or NaN); "
+                               "use a smaller dre.detect.back_size")
+    if thin.any():
+        level, rms = (np.where(thin, _mesh_plane(m, box, data.shape, ~thin), m) for m in (level, rms))
+    if filter_size > 1:
+        level, rms = (_median_filter_meshes(m, filter_size, box, data.shape) for m in (level, rms))
+    background = _spline_through_meshes(level, box, data.shape)
+    return background, np.clip(_spline_through_meshes(rms, box, data.shape), rms.min(), rms.max())
 
 
 def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *, gain: float, zp: float,
