@@ -172,7 +172,8 @@ def test_light_curve_files_that_are_not_fluxes_are_named_with_their_problem(tmp_
                           ("text.parquet", "unreadable light curve (ArrowInvalid: "),
                           ("back.csv", "time is not increasing: row 2 (0.25) follows row 1 (0.5), counting from 1"),
                           ("bjd.csv", "time is not increasing: row 3 (2460100.0287) follows row 2 (2460100.029)"),
-                          ("notes.txt", ".txt: not a light-curve format (.parquet, .ftr or .feather, .csv, .fits)")):
+                          ("notes.txt", ".txt: not a light-curve format (.parquet, .ftr or .feather, .csv or .csv.gz, "
+                                        ".fits)")):
         with pytest.raises(InputError) as err:
             read_curves(tmp_path / name)
         assert f"{tmp_path / name}: {problem}" in str(err.value), str(err.value)
@@ -873,3 +874,19 @@ def test_dropped_curve_lists_say_how_many_more_there_are():
 
     assert _listed({f"c{k}": "NaN" for k in range(7)}) == "c0: NaN; c1: NaN; c2: NaN; c3: NaN; c4: NaN; and 2 more"
     assert _listed({"c0": "NaN"}) == "c0: NaN"
+
+
+def test_a_gzipped_csv_light_curve_reads_as_the_csv(tmp_path):
+    """Since files of other extensions are named as not light curves, a .csv.gz is read (pyarrow decompresses it)."""
+    import gzip
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t = np.arange(2000) * 25.0 / 86400.0
+    text = "time,flux\n" + "".join(f"{float(a)!r},{float(1.0 + 1e-4 * np.sin(a))!r}\n" for a in t)
+    (tmp_path / "c.csv").write_text(text)
+    (tmp_path / "c.csv.gz").write_bytes(gzip.compress(text.encode()))
+    plain, packed = (list(read_curves(tmp_path / name).values()) for name in ("c.csv", "c.csv.gz"))
+    assert len(plain) == len(packed) == 1 and len(plain[0][0]) == 2000
+    np.testing.assert_array_equal(plain[0][0], packed[0][0])   # time [d]
+    np.testing.assert_array_equal(plain[0][1], packed[0][1])   # flux

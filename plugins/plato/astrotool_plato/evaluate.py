@@ -151,6 +151,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     meta = ds.metadata()
     twins = np.asarray(meta["twin"], bool)[idx]   # `prepare --augment`'s time-reversed copies: the same transits
     idx = np.asarray(idx)[~twins]
+    if not len(idx):
+        raise InputError(ds.root, f"the {split!r} split holds only twins of `prepare --augment` (not scored)")
     cadence = float(np.median(np.asarray(meta["cadence"], float)[idx]))
     if model_cadence_s and abs(cadence / model_cadence_s - 1.0) > 0.01:
         raise InputError(ds.root, f"curves sampled every {cadence:g} s; the model was trained on {model_cadence_s:g} s "

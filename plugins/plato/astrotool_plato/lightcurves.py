@@ -160,9 +160,9 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
     values, for :func:`_pick`'s message about a column that is not numeric), and each numeric column's dtype as
     stored (float32 times get :func:`check_curve`'s hint)."""
     name = path.name.lower()
-    if not name.endswith((".fits", ".fit", ".fits.gz", ".ftr", ".feather", ".csv", ".parquet", ".pq")):
+    if not name.endswith((".fits", ".fit", ".fits.gz", ".ftr", ".feather", ".csv", ".csv.gz", ".parquet", ".pq")):
         raise InputError(path, f"{path.suffix or 'no extension'}: not a light-curve format (.parquet, .ftr or "
-                               ".feather, .csv, .fits)")
+                               ".feather, .csv or .csv.gz, .fits)")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, not a light curve")
     try:
@@ -194,7 +194,7 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
             import pyarrow.feather as feather
 
             table = feather.read_table(path)
-        elif name.endswith(".csv"):
+        elif name.endswith((".csv", ".csv.gz")):   # pyarrow reads the compression from the name
             import pyarrow.csv as pcsv
 
             table = pcsv.read_csv(path)
@@ -407,7 +407,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
     valued = [c for c in cols if np.isfinite(cols[c]).any()]   # a column with no value is no one's flux
     quality_column = next((c for c in QUALITY_COLUMNS if c in cols), "")
-    if not flux_column and not any(c in cols for c in FLUX_COLUMNS) and path.suffix in (".ftr", ".feather"):
+    if not flux_column and not any(c in cols for c in FLUX_COLUMNS) and path.suffix.lower() in (".ftr", ".feather"):
         rest = [c for c in valued if c not in (tc, quality_column)]
         flux_column = rest[-1] if rest else ""
         if flux_column:   # chosen by position: say which, as a column of another meaning may be last
@@ -418,7 +418,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     flux = cols[fc]
     if channels == "groups":
         names = group_columns(cols)
-        if not names and path.suffix in (".ftr", ".feather"):  # Panopticon: the columns between time and co-add
+        if not names and path.suffix.lower() in (".ftr", ".feather"):  # Panopticon: the columns between time and co-add
             names = [c for c in valued if c not in (tc, fc, quality_column)]
         if not names:
             raise InputError(path, f"no camera-group columns ({GROUP_PREFIX}1, {GROUP_PREFIX}2, ...; numeric "
