@@ -67,8 +67,8 @@ def _mesh_centres(meshes: int, box: int, n: int) -> np.ndarray:
 
 def _spline_through_meshes(mesh: np.ndarray, box: int, shape: tuple[int, int]) -> np.ndarray:
     """Expand a mesh of values at the centres of ``box``-px meshes (:func:`_mesh_centres`) to an image of
-    ``shape``: a cubic spline along each axis (linear for 2 or 3 meshes), continued past the outer centres by its
-    end polynomials."""
+    ``shape``: a cubic spline along each axis (linear for 2 or 3 meshes), continued past the outer centres along
+    its tangent there (its end cubics bent the noise of the edge meshes into the tile's edges)."""
     from scipy.interpolate import make_interp_spline
 
     out = np.asarray(mesh, dtype=np.float64)
@@ -78,7 +78,11 @@ def _spline_through_meshes(mesh: np.ndarray, box: int, shape: tuple[int, int]) -
             out = np.repeat(out, n, axis=axis)
             continue
         spline = make_interp_spline(centres, out, k=3 if len(centres) >= 4 else 1, axis=axis)
-        out = spline(np.arange(n), extrapolate=True)
+        x = np.arange(n, dtype=np.float64)
+        ends = np.clip(x, centres[0], centres[-1])
+        shape_out = [1] * out.ndim
+        shape_out[axis] = n
+        out = spline(ends) + spline.derivative()(ends) * (x - ends).reshape(shape_out)
     return out
 
 
