@@ -256,7 +256,7 @@ def train(
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.autoencoder import train_autoencoder
     from astrotool_ztf.temporal import train_temporal
-    from astrotool_ztf.train import NO_DATASET, train_classifier
+    from astrotool_ztf.train import NO_DATASET, require_encoder, train_classifier
 
     ctx = current()
     if encoder and (arch or ctx.section(NAME).train.arch) != "probe":
@@ -269,6 +269,7 @@ def train(
                              "train.seeds": seed_list, "train.encoder": encoder, "train.epochs": epochs,
                              "train.batch_size": batch_size,
                              "train.lr": lr, "train.patience": patience, "train.resume": resume}).train
+    require_encoder(cfg)
     rt = mc.runtime(ctx, device=device, precision=precision, devices=devices, num_nodes=num_nodes)
     rt.launch()
     if not rt.is_global_zero:

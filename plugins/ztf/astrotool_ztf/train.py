@@ -238,6 +238,15 @@ def encoder_dir(encoder: str, models) -> Path:
     return Path(encoder) if Path(encoder).is_dir() else Path(models) / encoder
 
 
+def require_encoder(cfg) -> None:
+    """Refuse a probe (``cfg.arch`` probe) with no ``cfg.encoder`` named: ``ztf train`` asks before loading
+    torch, so the refusal takes a fraction of a second, not the seconds Fabric's import takes."""
+    from astrotool.errors import InputError
+
+    if cfg.arch == "probe" and not cfg.encoder:
+        raise InputError("ztf.train.encoder", "a probe needs a trained autoencoder (--encoder NAME)")
+
+
 def load_encoder(cfg, model_dir, ds):
     """The checkpoint of the autoencoder ``cfg.encoder`` (a model name or folder) a probe on the set ``ds``
     sits on.
@@ -248,15 +257,13 @@ def load_encoder(cfg, model_dir, ds):
         No encoder named, an autoencoder cut short, or one trained on another set of ``ds``'s name (its
         splits may hold the encoder's training samples: :func:`astrotool.ml.commands.check_trained_on`).
     """
-    from astrotool.errors import InputError
     from astrotool.ml.checkpoint import load_checkpoint
     from astrotool.ml.commands import check_trained_on
 
     from astrotool_ztf.classify import check_finished, train_command
     from astrotool_ztf.model import AUTOENCODER
 
-    if not cfg.encoder:
-        raise InputError("ztf.train.encoder", "a probe needs a trained autoencoder (--encoder NAME)")
+    require_encoder(cfg)
     enc_dir = encoder_dir(cfg.encoder, Path(model_dir).parent)
     ckpt = load_checkpoint(enc_dir, AUTOENCODER)
     check_finished(ckpt.meta, enc_dir)   # as evaluate: an autoencoder cut short is not built on
