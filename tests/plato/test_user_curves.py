@@ -312,9 +312,11 @@ def test_bls_refuses_an_empty_period_range_naming_the_file(tmp_path, capsys, set
     path = tmp_path / "c.csv"
     np.savetxt(path, np.c_[t, f], delimiter=",", header="time,flux", comments="")
     capsys.readouterr()
-    assert main(["-w", str(tmp_path / "ws"), "--set", setting, "plato", "bls", str(path)]) == 2
-    err = capsys.readouterr().err
+    assert main(["-w", str(tmp_path / "ws"), "--json", "--set", setting, "plato", "bls", str(path)]) == 2
+    out, err = capsys.readouterr()
     assert f"{path}: " in err and "no trial period" in err and "min_period_days" in err, err
+    summary = json.loads(out)   # no curve searched: no time per curve (as detect), not 0.0 s
+    assert summary["curves"] == 0 and summary["seconds_per_curve"] is None, summary
 
 
 def test_bls_bins_leave_out_samples_with_nan_times():

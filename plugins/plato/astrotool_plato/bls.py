@@ -315,6 +315,7 @@ def bls_command(ctx, cfg, files) -> dict:
                               f"{r['duration']:.2f}", f"{r['depth']:.0f}",
                               f"{r['seconds_detrend'] + r['seconds_search']:.2f}"] for r in rows])
     summary = {"curves": len(rows), "detected": sum(r["detected"] for r in rows),
-               "seconds_per_curve": sum(r["seconds_detrend"] + r["seconds_search"] for r in rows) / max(len(rows), 1)}
+               "seconds_per_curve": (sum(r["seconds_detrend"] + r["seconds_search"] for r in rows) / len(rows)
+                                     if rows else None)}   # as detect: no curve searched, no time per curve
     ctx.emit({**summary, "curves_searched": rows} if json_results() else summary)
     return summary
