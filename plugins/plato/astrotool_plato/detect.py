@@ -344,7 +344,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     keys = item_keys(files)
     parts = out.parent / ".parts"
     run_id = mw.digest(mw.flatten({"settings": settings, "files": searched}))
-    items = [DetectItem(str(Path(f)), str(mdir), ev, CurveReader.of(d), d.batch_size, runtime.inference_device(), k,
+    device = runtime.inference_device()   # checked once for the run, not once per file
+    items = [DetectItem(str(Path(f)), str(mdir), ev, CurveReader.of(d), d.batch_size, device, k,
                         str(parts / f"{run_id}-{mw.digest({'key': k, **_stamp(f)})}.json"))
              for f, k in zip(files, keys)]
     mine_items = ctx.shard_of(items)
