@@ -198,7 +198,7 @@ transit_depth = [50e-6, 1.0]
     ("[bounds]", '[scheduler]\nname = "ExponentialLR"\nuse = true\n[scheduler.kwargs]\ngama = 0.9\n[bounds]',
      "scheduler.kwargs: ExponentialLR needs 'gamma' (unknown: gama; it takes gamma)"),
     ("[bounds]", '[scheduler]\nname = "MultiStepLR"\nuse = true\n[scheduler.kwargs]\nmilestones = 5\n[bounds]',
-     "scheduler.kwargs: MultiStepLR refuses {'milestones': 5"),
+     "scheduler.kwargs: MultiStepLR refuses {'milestones': 5.0} (ValueError: milestones must be a list of epochs"),
     ("[bounds]", '[scheduler]\nname = "StepLR"\nuse = true\n[scheduler.kwargs]\nstep_size = 0\n[bounds]',
      "scheduler.kwargs: StepLR refuses {'step_size': 0"),
     ("[bounds]", '[scheduler]\nname = "CosineAnnealingLR"\nuse = true\n[bounds]',

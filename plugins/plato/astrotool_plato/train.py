@@ -98,7 +98,10 @@ def lr_schedule(cfg, steps_per_epoch: int):
             size, g = whole("step_size", k.pop("step_size")), positive("gamma", k.pop("gamma", 0.1))
             f = lambda e: g ** (e // size)  # noqa: E731
         elif name == "MultiStepLR":
-            miles = sorted(whole("milestones", m) for m in k.pop("milestones"))
+            miles = k.pop("milestones")
+            if not isinstance(miles, (list, tuple)):   # milestones = 5: torch's "'float' object is not iterable"
+                raise ValueError(f"milestones must be a list of epochs (whole numbers >= 1, e.g. [10, 20]), not {miles!r}")
+            miles = sorted(whole("milestones", m) for m in miles)
             g = positive("gamma", k.pop("gamma", 0.1))
             f = lambda e: g ** sum(e >= m for m in miles)  # noqa: E731
         elif name == "LinearLR":
