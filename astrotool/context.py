@@ -425,11 +425,16 @@ class Context:
             except Exception as exc:  # noqa: BLE001 - a recording problem is not the item's failure
                 self.log.warning("%s: %s: its outputs could not be recorded in run.json: %s: %s", desc,
                                  printable(key), type(exc).__name__, printable(str(exc)))
+        def kept(key: str, paths: list) -> None:   # the files of an item a stop interrupted: they stay, whole
+            with contextlib.suppress(Exception):
+                for path in paths:
+                    self.record.add_output(path)
         def started(workers: int) -> None:   # the number of workers this map started (the most of all maps)
             self.jobs_started = max(self.jobs_started or 0, workers)
         with connected(options, n, self._scheduler_name()) as client, console.progress(n, desc) as advance:
             results, failures = run_items(fn, items, keys, options, self.seed, advance, client,
-                                          done if outputs is not None else None, started)
+                                          done if outputs is not None else None, started,
+                                          kept if outputs is not None else None)
             advance.set_failed(len(failures))
         for f in failures:
             self.log.error("%s: failed: %s", desc, printable(failure_line(f.key, f.error)))

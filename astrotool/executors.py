@@ -575,7 +575,8 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
               options: ExecutorOptions = ExecutorOptions(), base_seed: int = 0,
               advance: Callable[[int], None] | None = None,
               client=None, done: Callable[[str, Any], None] | None = None,
-              started: Callable[[int], None] | None = None
+              started: Callable[[int], None] | None = None,
+              kept: Callable[[str, list], None] | None = None
               ) -> tuple[list[tuple[str, Any]], list[Failure]]:
     """Run ``fn(item, seed)`` for every item of this shard.
 
@@ -601,6 +602,9 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         Called with the number of workers about to run the items (1 for serial; ``min(workers, items)``
         for a process pool or a local Dask cluster); not called without items or for a ``--scheduler``
         cluster (its workers are not started here).
+    kept : callable, optional
+        Serial executor: called with ``(key, paths)`` when a stop (``KeyboardInterrupt``) interrupts the item
+        ``key`` after it finished files (:func:`astrotool.workspace.atomic_path`): they stay on disk, whole.
 
     Returns
     -------
@@ -622,11 +626,19 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
 
     if options.kind == "serial" or not tasks:
         full = None  # the failure that found the disk full: the items after it are not started
+        from astrotool import workspace
+
         for i, item, seed, key in tasks:
-            outcomes[i] = ("error", _cancelled(key, full)) if full else _call(fn, item, seed, key)
-            if outcomes[i][0] == "error" and outcomes[i][1].full_disk:
-                full = outcomes[i][1]
-            advance(1, key, outcomes[i])
+            mark = workspace.committed_count()
+            try:
+                outcomes[i] = ("error", _cancelled(key, full)) if full else _call(fn, item, seed, key)
+                if outcomes[i][0] == "error" and outcomes[i][1].full_disk:
+                    full = outcomes[i][1]
+                advance(1, key, outcomes[i])
+            except KeyboardInterrupt:   # a stop after the item finished a file, before `done` recorded it
+                if kept is not None:
+                    kept(key, workspace.committed_since(mark))
+                raise
             _check_stop()
     elif options.kind == "process":
         outcomes = _run_process(fn, tasks, options.workers, advance)

@@ -36,6 +36,19 @@ _FAILED_TEMPS: set[str] = set()
 # the errors of those writes, kept with their frames: freeing HDF5 objects of a file that HDF5
 # failed to close crashes the process (segmentation fault), so they live until it exits
 _KEPT: list[BaseException] = []
+# the files atomic_path (and atomic_dir) finished in this process, in order: a stop that interrupts an item after it
+# finished a file keeps that file, and the run's record lists it (:func:`committed_since`)
+_COMMITTED: list[Path] = []
+
+
+def committed_count() -> int:
+    """How many files :func:`atomic_path` and :func:`atomic_dir` have finished in this process so far."""
+    return len(_COMMITTED)
+
+
+def committed_since(count: int) -> list[Path]:
+    """The files finished in this process since :func:`committed_count` returned ``count``."""
+    return list(_COMMITTED[count:])
 
 
 def _host() -> str:
@@ -229,6 +242,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: the writer produced no file for {path}")
         os.replace(tmp, path)
+        _COMMITTED.append(path)
     except Exception as exc:
         failure = write_failure(exc, path)
         if failure is None:
@@ -288,6 +302,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             if aside.exists() and not path.exists():
                 os.rename(aside, path)  # the old folder comes back (also when a signal came mid-rename)
             raise
+        _COMMITTED.append(path)
         if aside.exists():  # under the temporary name (free again) before it is deleted: only a whole
             os.rename(aside, tmp)  # folder set aside ever carries .replaced-, which a sweep puts back
     except Exception as exc:

@@ -371,3 +371,30 @@ def test_a_stop_sent_as_a_dask_item_ends_is_withdrawn(monkeypatch):
     thread.join(10)
     assert ex._UNWINDING and "landed" not in seen, seen
     assert seen["out"] == ("ok", 21), seen   # the item had finished: it keeps its result
+
+
+def _write_then_stop(item, seed):
+    """An item that finishes its file and is stopped before it returns (SIGTERM just after the rename)."""
+    from astrotool.workspace import write_text_atomic
+
+    write_text_atomic(item, "whole")
+    if Path(item).name == "b.txt":
+        raise KeyboardInterrupt("terminated")
+    return item
+
+
+def test_a_stop_after_an_item_finished_its_file_records_the_file(tmp_path):
+    """A stopped ``plato simulate`` kept a finished file that run.json did not list: the stop came after the
+    item's rename, before the run recorded the item's outputs."""
+    from astrotool.context import Context
+
+    ctx = Context.create(tmp_path / "ws", command="toy run")
+    files = [str(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt")]
+    with pytest.raises(KeyboardInterrupt):
+        ctx.map(_write_then_stop, files, "write", keys=["a", "b", "c"], outputs=lambda r: [r])
+    assert ctx.record.outputs == files[:2]   # b.txt is whole on disk: listed; c.txt never started
+    assert Path(files[1]).read_text() == "whole" and not Path(files[2]).exists()
+    kept = []   # run_items hands the interrupted item's finished files to `kept`, and only those
+    with pytest.raises(KeyboardInterrupt):
+        run_items(_write_then_stop, files, ["a", "b", "c"], kept=lambda key, paths: kept.append((key, paths)))
+    assert kept == [("b", [Path(files[1])])]
