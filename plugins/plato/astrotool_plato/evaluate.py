@@ -116,7 +116,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     report : dict
         JSON-ready scores (module docstring).
     transits : list of dict
-        One row per true transit: curve id, twin, depth, S/N, box S/N, duration,
+        One row per true transit (twins left out): curve id, depth, S/N, box S/N, duration,
         and whether it was recovered at the operating threshold.
     """
     import torch
@@ -206,8 +206,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
             box_snr = event_snr(x, matches[0].true, found=False)
             for j, (a, b) in enumerate(matches[0].true):
                 hits.append(np.array([m.recovered[j] for m in matches]))
-                per_transit.append({"id": str(meta["id"][i]), "twin": bool(meta["twin"][i]),
-                                    "depth": float(meta["depth"][i]),
+                per_transit.append({"id": str(meta["id"][i]), "depth": float(meta["depth"][i]),
                                     "snr": float(meta["snr"][i]) / math.sqrt(n_tr[i]),
                                     "duration": float(meta["duration"][i]), "kind": str(meta["kind"][i]),
                                     "period": float(meta["period"][i]), "radius": radius[i],
@@ -400,7 +399,7 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
     mw.write(paths["json"], rec)   # with the report, before the table and plot: a failing plot leaves no new
     # report beside an old record
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["id", "twin", "kind", "depth", "snr", "box_snr", "duration", "period",
+        w = csv.DictWriter(fh, fieldnames=["id", "kind", "depth", "snr", "box_snr", "duration", "period",
                                            "radius", "start", "stop", "recovered"])
         w.writeheader()
         w.writerows(transits)
