@@ -58,6 +58,45 @@ def run_astro(*args, cwd=None, env=None, pythonpath=None, timeout=300, input=Non
                           capture_output=True, text=True, timeout=timeout, input=input)
 
 
+def run_astro_here(*args, cwd=None, env=None):
+    """Run ``astro ARGS`` in this process (:func:`astrotool.cli.main`) and return a CompletedProcess (text), as
+    :func:`run_astro` does, without the seconds a new interpreter spends importing torch and Fabric.
+
+    For commands whose output all comes from this process: what worker processes print is not captured, and
+    a stop signal or an import check needs :func:`run_astro`. Python warnings are printed to the captured
+    stderr under a fresh interpreter's filters, not collected by pytest, so a test can see a command is quiet.
+    """
+    import contextlib
+    import io
+    import warnings
+
+    from astrotool.cli import main
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for k in [k for k in os.environ if k.startswith("ASTRO_") or k == "FORCE_COLOR"]:
+            del os.environ[k]
+        os.environ["ASTRO_CONFIG"] = os.devnull
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.resetwarnings()   # a fresh interpreter's filters (no -W, no PYTHONWARNINGS)
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = show
+            code = main([str(a) for a in args])
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["astro", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def astro():
     """The :func:`run_astro` helper."""

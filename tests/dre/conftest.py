@@ -31,10 +31,11 @@ DRE_GRID = {"ASTRO_DRE__MODELS__INDEX0": "4.0", "ASTRO_DRE__MODELS__DINDEX": "0.
 
 @pytest.fixture
 def astro():
-    """:func:`tests.conftest.run_astro` with :data:`DRE_GRID`."""
-    from tests.conftest import run_astro
+    """:func:`tests.conftest.run_astro_here` (``astro`` in the test's process: a new interpreter spent seconds
+    importing astropy, photutils and scipy) with :data:`DRE_GRID`."""
+    from tests.conftest import run_astro_here
 
     def run(*args, env=None, **kw):
-        return run_astro(*args, env={**DRE_GRID, **(env or {})}, **kw)
+        return run_astro_here(*args, env={**DRE_GRID, **(env or {})}, **kw)
 
     return run

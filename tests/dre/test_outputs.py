@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +10,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from astrotool import __version__
+
+from tests.conftest import run_astro_here
 
 SMALL = ["--set", "dre.simulate.size=400", "--set", "dre.simulate.n_galaxies=4", "--set", "dre.simulate.n_stars=12",
          "--set", "dre.simulate.min_separation=20"]
@@ -23,10 +22,7 @@ FAST = ["--set", 'dre.detect.engine="photutils"', "--set", 'dre.psf.engine="phot
 
 
 def astro(*args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTRO_")}
-    env["ASTRO_CONFIG"] = os.devnull
-    r = subprocess.run([sys.executable, "-m", "astrotool", *map(str, args)], env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = run_astro_here(*args)
     assert r.returncode == 0, r.stderr
     return r
 

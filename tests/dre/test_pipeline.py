@@ -8,6 +8,9 @@ import pytest
 
 from astrotool_dre.truth import workspace_recovery
 
+from tests.conftest import run_astro
+from tests.dre.conftest import DRE_GRID
+
 SMALL = ["--set", "dre.simulate.size=640", "--set", "dre.simulate.n_galaxies=10", "--set",
          "dre.simulate.n_stars=14", "--set", "dre.simulate.min_separation=20"]
 
@@ -186,7 +189,7 @@ def test_tile_items_run_the_same_in_worker_processes(astro, tmp_path):
     par = tmp_path / "process"
     shutil.copytree(ws / "dre" / "tiles", par / "dre" / "tiles")
     assert astro("-w", ws, "dre", "detect").returncode == 0
-    r = astro("-w", par, "--executor", "process", "-j", "2", "dre", "detect")
+    r = run_astro("-w", par, "--executor", "process", "-j", "2", "dre", "detect", env=DRE_GRID)  # workers' stderr
     assert r.returncode == 0, r.stderr
     for stem in ("sim_000", "sim_001"):  # the workers log each item's stage on the piped stderr
         assert f"INFO    detect: {stem} detect 1/1" in r.stderr, r.stderr

@@ -30,7 +30,7 @@ nindex = 1
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A workspace after ``dre simulate`` and ``dre run --no-mosaics`` with the defaults (chi2, seed 0)."""
-    from tests.conftest import run_astro
+    from tests.conftest import run_astro_here as run_astro
 
     ws = tmp_path_factory.mktemp("resume") / "ws"
     ws.mkdir()

@@ -18,7 +18,7 @@ SMALL = ("--set", "ztf.prepare.val_per_class=2", "--set", "ztf.prepare.test_per_
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A workspace with 40 simulated objects and the prepared set ``sim``."""
-    from tests.conftest import run_astro
+    from tests.conftest import run_astro_here as run_astro
 
     ws = tmp_path_factory.mktemp("ztf_review") / "ws"
     assert run_astro("-w", ws, "--seed", 1, "ztf", "simulate", "-n", 40).returncode == 0
@@ -108,7 +108,7 @@ def test_bad_train_and_embed_settings_are_refused(tmp_path, astro, args, word):
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory):
     """The prepared workspace with a classifier and a vae (one epoch each) and the set s33 (crop 33)."""
-    from tests.conftest import run_astro
+    from tests.conftest import run_astro_here as run_astro
 
     ws = tmp_path_factory.mktemp("ztf_review_trained") / "ws"
     shutil.copytree(prepared, ws)

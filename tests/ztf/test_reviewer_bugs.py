@@ -32,7 +32,7 @@ def test_the_matched_psf_width_stays_in_a_safe_range():
 @pytest.fixture(scope="module")
 def vae_ws(tmp_path_factory):
     """A workspace with 40 simulated objects, the prepared sets ``sim`` and ``real``, a VAE and one embedding."""
-    from tests.conftest import run_astro
+    from tests.conftest import run_astro_here as run_astro
 
     ws = tmp_path_factory.mktemp("ztf_embed") / "ws"
     small = ("--seed", 1, "--set", "ztf.prepare.val_per_class=2", "--set", "ztf.prepare.test_per_class=2")
