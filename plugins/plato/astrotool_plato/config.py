@@ -237,7 +237,7 @@ class TrainConfig(Section):
         default_factory=dict, description="other keyword arguments of the optimizer (e.g. betas, momentum)")
     scheduler: str = Field("", description="learning-rate schedule, stepped per epoch: "
                                            + ", ".join(s for s in SCHEDULERS if s) + ", or empty for none")
-    scheduler_kwargs: dict[str, float | list[float]] = Field(
+    scheduler_kwargs: dict[str, int | float | list[int | float]] = Field(
         default_factory=dict, description="its keyword arguments (e.g. gamma, step_size, T_max)")
     clip_grad_norm: float = Field(1.0, ge=0, description="gradient norm clipped to this (0: no clipping)")
     patience: int = Field(0, ge=0, description="early-stopping patience [epochs]; 0 = off")
@@ -253,6 +253,13 @@ class TrainConfig(Section):
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler: unknown or unsupported schedule {self.scheduler!r}; expected one of "
                              f"{', '.join(s for s in SCHEDULERS if s)} (ReduceLROnPlateau: use patience)")
+        if self.scheduler:   # checked here, where a bad value is named with the file that set it
+            from astrotool_plato.train import epoch_factor
+
+            try:
+                epoch_factor(self.scheduler, self.scheduler_kwargs, self.lr)
+            except ValueError as exc:
+                raise ValueError(f"scheduler_kwargs: {exc}") from None
         return self
 
 

@@ -57,37 +57,35 @@ SCHEDULER_KEYS = {"ExponentialLR": ("gamma",), "StepLR": ("step_size", "gamma"),
 """The keyword arguments :func:`lr_schedule` reads per scheduler."""
 
 
-def lr_schedule(cfg, steps_per_epoch: int):
-    """``lr_factor(step)`` of the epoch-wise schedule ``cfg.scheduler`` (None without one).
-
-    The factors are those of ``torch.optim.lr_scheduler`` stepped once per
-    epoch: ``ExponentialLR(gamma)``, ``StepLR(step_size, gamma)``,
-    ``MultiStepLR(milestones, gamma)``, ``LinearLR(start_factor, end_factor,
-    total_iters)``, ``ConstantLR(factor, total_iters)``,
-    ``CosineAnnealingLR(T_max, eta_min)`` (``eta_min`` in the units of the
-    learning rate).
+def epoch_factor(name: str, kwargs: dict, lr: float):
+    """``factor(epoch)`` of the learning-rate schedule ``name`` with keyword arguments ``kwargs`` (a
+    ``torch.optim.lr_scheduler`` class stepped once per epoch; ``lr``: the base learning rate, for
+    ``eta_min``): ``ExponentialLR(gamma)``, ``StepLR(step_size, gamma)``, ``MultiStepLR(milestones,
+    gamma)``, ``LinearLR(start_factor, end_factor, total_iters)``, ``ConstantLR(factor, total_iters)``,
+    ``CosineAnnealingLR(T_max, eta_min)`` (``eta_min`` in the units of the learning rate).
 
     Raises
     ------
-    astrotool.errors.ConfigError
+    ValueError
         A missing or unknown keyword argument, or a value the schedule cannot use: ``step_size``,
         ``T_max``, ``total_iters`` and each of ``milestones`` must be whole numbers >= 1, ``gamma``,
-        ``factor`` and ``start_factor`` > 0.
+        ``factor`` and ``start_factor`` > 0. ``[plato.train]`` checks its ``scheduler_kwargs`` with it.
     """
-    from astrotool.errors import ConfigError
+    k = dict(kwargs)
 
-    name, k = cfg.scheduler, dict(cfg.scheduler_kwargs)
-    if not name:
-        return None
-
-    def whole(key, v):   # a count of epochs, as torch takes it: an integer >= 1 (a TOML 2 reads as 2.0)
+    def whole(key, v):   # a count of epochs, as torch takes it: an integer >= 1 (a TOML 2.0 is taken as 2)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1 or v != math.floor(v):
             raise ValueError(f"{key} must be a whole number >= 1, not {v!r}")
         return int(v)
 
     def positive(key, v):
-        if isinstance(v, bool) or not float(v) > 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"{key} must be > 0, not {v!r}")
+        return float(v)
+
+    def number(key, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{key} must be a number, not {v!r}")
         return float(v)
 
     try:
@@ -105,25 +103,45 @@ def lr_schedule(cfg, steps_per_epoch: int):
             g = positive("gamma", k.pop("gamma", 0.1))
             f = lambda e: g ** sum(e >= m for m in miles)  # noqa: E731
         elif name == "LinearLR":
-            a, b = positive("start_factor", k.pop("start_factor", 1 / 3)), float(k.pop("end_factor", 1.0))
+            a, b = positive("start_factor", k.pop("start_factor", 1 / 3)), number("end_factor", k.pop("end_factor", 1.0))
             n = whole("total_iters", k.pop("total_iters", 5))
             f = lambda e: a + (b - a) * min(e, n) / n  # noqa: E731
         elif name == "ConstantLR":
             c, n = positive("factor", k.pop("factor", 1 / 3)), whole("total_iters", k.pop("total_iters", 5))
             f = lambda e: c if e < n else 1.0  # noqa: E731
-        else:  # CosineAnnealingLR
-            t_max, eta = whole("T_max", k.pop("T_max")), float(k.pop("eta_min", 0.0)) / cfg.lr
+        elif name == "CosineAnnealingLR":
+            t_max, eta = whole("T_max", k.pop("T_max")), number("eta_min", k.pop("eta_min", 0.0)) / lr
             f = lambda e: eta + (1 - eta) * (1 + math.cos(math.pi * e / t_max)) / 2  # noqa: E731
-        f(1)   # a value of the wrong kind that slipped through fails here, not in the first epoch
+        else:
+            raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULER_KEYS)}")
     except KeyError as exc:
-        unknown = sorted(set(cfg.scheduler_kwargs) - set(SCHEDULER_KEYS[name]))
+        unknown = sorted(set(kwargs) - set(SCHEDULER_KEYS[name]))
         also = f" (unknown: {', '.join(unknown)}; it takes {', '.join(SCHEDULER_KEYS[name])})" if unknown else ""
-        raise ConfigError([f"plato.train.scheduler_kwargs: {name} needs {exc.args[0]!r}{also}"]) from None
-    except (TypeError, ValueError, ArithmeticError) as exc:   # a value of the wrong kind: milestones = 5
-        raise ConfigError([f"plato.train.scheduler_kwargs: {name} refuses {cfg.scheduler_kwargs} "
-                           f"({type(exc).__name__}: {exc})"]) from None
+        raise ValueError(f"{name} needs {exc.args[0]!r}{also}") from None
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     if k:
-        raise ConfigError([f"plato.train.scheduler_kwargs: {name} does not take {', '.join(sorted(k))}"])
+        raise ValueError(f"{name} does not take {', '.join(sorted(k))} (it takes {', '.join(SCHEDULER_KEYS[name])})")
+    return f
+
+
+def lr_schedule(cfg, steps_per_epoch: int):
+    """``lr_factor(step)`` of the epoch-wise schedule ``cfg.scheduler`` (None without one): the factor of
+    :func:`epoch_factor` for the epoch of optimiser step ``step``.
+
+    Raises
+    ------
+    astrotool.errors.ConfigError
+        ``cfg.scheduler_kwargs`` the schedule cannot use (a ``[plato.train]`` section refuses them already).
+    """
+    from astrotool.errors import ConfigError
+
+    if not cfg.scheduler:
+        return None
+    try:
+        f = epoch_factor(cfg.scheduler, cfg.scheduler_kwargs, cfg.lr)
+    except ValueError as exc:
+        raise ConfigError([f"plato.train.scheduler_kwargs: {exc}"]) from None
     return lambda step: f(step // max(steps_per_epoch, 1))
 
 
