@@ -604,7 +604,9 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         cluster (its workers are not started here).
     kept : callable, optional
         Serial executor: called with ``(key, paths)`` when a stop (``KeyboardInterrupt``) interrupts the item
-        ``key`` after it finished files (:func:`astrotool.workspace.atomic_path`): they stay on disk, whole.
+        ``key`` after it finished output files (:func:`astrotool.workspace.atomic_path`,
+        :func:`astrotool.workspace.whole_outputs`): they stay on disk, whole. (A process-pool or Dask worker
+        that a stop ends reports nothing: its item's finished files stay on disk unlisted.)
 
     Returns
     -------
@@ -629,16 +631,20 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         from astrotool import workspace
 
         for i, item, seed, key in tasks:
-            mark = workspace.committed_count()
-            try:
-                outcomes[i] = ("error", _cancelled(key, full)) if full else _call(fn, item, seed, key)
-                if outcomes[i][0] == "error" and outcomes[i][1].full_disk:
-                    full = outcomes[i][1]
-                advance(1, key, outcomes[i])
-            except KeyboardInterrupt:   # a stop after the item finished a file, before `done` recorded it
-                if kept is not None:
-                    kept(key, workspace.committed_since(mark))
-                raise
+            with workspace.collect_finished() as finished:
+                try:
+                    outcomes[i] = ("error", _cancelled(key, full)) if full else _call(fn, item, seed, key)
+                    if outcomes[i][0] == "error" and outcomes[i][1].full_disk:
+                        full = outcomes[i][1]
+                    advance(1, key, outcomes[i])
+                except KeyboardInterrupt:   # a stop after the item finished a file, before `done` recorded it
+                    if kept is not None:
+                        defer_stop()   # a stop sent again does not cut the recording short
+                        try:
+                            kept(key, workspace.whole_outputs(finished))
+                        finally:
+                            defer_stop(False)
+                    raise
             _check_stop()
     elif options.kind == "process":
         outcomes = _run_process(fn, tasks, options.workers, advance)

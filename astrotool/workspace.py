@@ -36,19 +36,63 @@ _FAILED_TEMPS: set[str] = set()
 # the errors of those writes, kept with their frames: freeing HDF5 objects of a file that HDF5
 # failed to close crashes the process (segmentation fault), so they live until it exits
 _KEPT: list[BaseException] = []
-# the files atomic_path (and atomic_dir) finished in this process, in order: a stop that interrupts an item after it
-# finished a file keeps that file, and the run's record lists it (:func:`committed_since`)
-_COMMITTED: list[Path] = []
+# the files atomic_path and atomic_dir finish inside :func:`collect_finished` (a serial item), else None: a stop
+# that interrupts the item after it finished a file keeps the file, and the run's record lists it
+_FINISHED: list[Path] | None = None
 
 
-def committed_count() -> int:
-    """How many files :func:`atomic_path` and :func:`atomic_dir` have finished in this process so far."""
-    return len(_COMMITTED)
+@contextlib.contextmanager
+def collect_finished() -> Iterator[list[Path]]:
+    """Collect the paths that :func:`atomic_path` and :func:`atomic_dir` finish inside the block (in order);
+    a block inside another adds its paths to the outer one's as it ends."""
+    global _FINISHED
+    outer, _FINISHED = _FINISHED, []
+    inner = _FINISHED
+    try:
+        yield inner
+    finally:
+        _FINISHED = outer
+        if outer is not None:
+            outer.extend(inner)
 
 
-def committed_since(count: int) -> list[Path]:
-    """The files finished in this process since :func:`committed_count` returned ``count``."""
-    return list(_COMMITTED[count:])
+def whole_outputs(paths) -> list[Path]:
+    """The output files among ``paths`` finished by :func:`atomic_path` or :func:`atomic_dir`: those still there,
+    a folder as its files, leaving out hidden files (settings and checksum records, markers) and anything inside a
+    folder still being written (``.partial-``)."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if ".partial-" in str(path) or path.name.startswith("."):
+            continue
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file()
+                          and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        elif path.is_file():
+            out.append(path)
+    return list(dict.fromkeys(out))
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Hold SIGINT and SIGTERM (delivered as the block ends) while a finished file is renamed into place and
+    noted: a stop between the two would keep the file unlisted."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError, ValueError):   # no pthread_sigmask (Windows)
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _finished(path: Path) -> None:
+    if _FINISHED is not None:
+        _FINISHED.append(path)
 
 
 def _host() -> str:
@@ -241,8 +285,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: the writer produced no file for {path}")
-        os.replace(tmp, path)
-        _COMMITTED.append(path)
+        with _stop_signals_held():
+            os.replace(tmp, path)
+            _finished(path)
     except Exception as exc:
         failure = write_failure(exc, path)
         if failure is None:
@@ -295,14 +340,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         aside = path.with_name(tmp.name.replace(".partial-", ".replaced-", 1))
         try:
-            if path.exists():
-                os.rename(path, aside)
-            os.rename(tmp, path)
+            with _stop_signals_held():
+                if path.exists():
+                    os.rename(path, aside)
+                os.rename(tmp, path)
+                _finished(path)
         except BaseException:
             if aside.exists() and not path.exists():
                 os.rename(aside, path)  # the old folder comes back (also when a signal came mid-rename)
             raise
-        _COMMITTED.append(path)
         if aside.exists():  # under the temporary name (free again) before it is deleted: only a whole
             os.rename(aside, tmp)  # folder set aside ever carries .replaced-, which a sweep puts back
     except Exception as exc:

@@ -379,6 +379,7 @@ def _write_then_stop(item, seed):
 
     write_text_atomic(item, "whole")
     if Path(item).name == "b.txt":
+        write_text_atomic(Path(item).with_name(".b.made_with.json"), "{}")   # a hidden settings record
         raise KeyboardInterrupt("terminated")
     return item
 
@@ -390,9 +391,12 @@ def test_a_stop_after_an_item_finished_its_file_records_the_file(tmp_path):
 
     ctx = Context.create(tmp_path / "ws", command="toy run")
     files = [str(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt")]
+    (tmp_path / "old.txt").write_text("an earlier run's")
     with pytest.raises(KeyboardInterrupt):
         ctx.map(_write_then_stop, files, "write", keys=["a", "b", "c"], outputs=lambda r: [r])
-    assert ctx.record.outputs == files[:2]   # b.txt is whole on disk: listed; c.txt never started
+    # b.txt is whole on disk: listed; its hidden record is not an output (nor a marker that would list old.txt);
+    # c.txt never started
+    assert ctx.record.outputs == files[:2]
     assert Path(files[1]).read_text() == "whole" and not Path(files[2]).exists()
     kept = []   # run_items hands the interrupted item's finished files to `kept`, and only those
     with pytest.raises(KeyboardInterrupt):

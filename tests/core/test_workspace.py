@@ -242,3 +242,48 @@ def test_empty_workspace_is_refused_and_a_missing_one_named_when_created(astro, 
     assert r.returncode == 0 and "did not exist" not in r.stderr, r.stderr
     r = astro("-w", tmp_path / "other", "init", pythonpath=toy)
     assert r.returncode == 0 and "did not exist" not in r.stderr, r.stderr
+
+
+def test_whole_outputs_are_the_finished_visible_files_of_an_item(tmp_path):
+    """What a stopped item's record lists: files and folders it finished, a folder as its files; not hidden
+    records, not files of a folder it had not swapped in yet, not what is gone since."""
+    from astrotool.workspace import atomic_dir, collect_finished, whole_outputs, write_text_atomic
+
+    with collect_finished() as outer:
+        write_text_atomic(tmp_path / "a.txt", "a")
+        with collect_finished() as inner:
+            write_text_atomic(tmp_path / ".a.made_with.json", "{}")
+            with atomic_dir(tmp_path / "set") as tmp:
+                write_text_atomic(tmp / "part_0.npy", "x")      # inside a folder being written: not an output
+                write_text_atomic(tmp / ".done", "")
+        write_text_atomic(tmp_path / "gone.txt", "g")
+    (tmp_path / "gone.txt").unlink()
+    assert [p.name for p in inner] == [".a.made_with.json", "part_0.npy", ".done", "set"]
+    assert [p.name for p in outer] == ["a.txt", ".a.made_with.json", "part_0.npy", ".done", "set", "gone.txt"]
+    assert whole_outputs(outer) == [tmp_path / "a.txt", tmp_path / "set" / "part_0.npy"]
+    write_text_atomic(tmp_path / "b.txt", "b")   # outside any collection: not collected
+    assert [p.name for p in outer][-1] == "gone.txt"
+
+
+def test_a_stop_during_the_rename_is_handled_once_the_file_is_noted(tmp_path, monkeypatch):
+    """A SIGTERM that lands as a finished file is renamed into place is held until the file is noted: handled
+    between the two, the stopped item's record would miss the file."""
+    import os
+    import signal
+
+    from astrotool.workspace import collect_finished, write_text_atomic
+
+    seen, real = [], os.replace
+
+    def replace(src, dst):
+        real(src, dst)
+        os.kill(os.getpid(), signal.SIGTERM)   # the stop arrives mid-rename
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(list(finished)))
+    monkeypatch.setattr(os, "replace", replace)
+    try:
+        with collect_finished() as finished:
+            write_text_atomic(tmp_path / "a.txt", "a")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [[tmp_path / "a.txt"]]

@@ -236,7 +236,8 @@ def evaluate_bls(ds, split: str, cfg, far_target: float = 0.01) -> dict:
     candidates = sorted({s for s, *_ in hits + free_fa} | {cfg.snr_threshold})
     rec, far = scores(cfg.snr_threshold)
     out = {"split": split, "curves": int(len(idx)), "transits": len(hits), "snr_threshold": cfg.snr_threshold,
-           "recovery": rec, "false_alarm_curve_fraction": far, "seconds_per_curve": seconds / max(len(idx), 1)}
+           "recovery": rec, "false_alarm_curve_fraction": far,
+           "seconds_per_curve": seconds / len(idx) if len(idx) else None}
     for key, quiet in (("operating", False), ("operating_quiet", True)):
         op = next((c for c in candidates if not scores(c, quiet)[1] > far_target), math.inf)
         op_rec, op_far = scores(op, quiet)
