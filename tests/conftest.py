@@ -62,20 +62,36 @@ def run_astro_here(*args, cwd=None, env=None):
     """Run ``astro ARGS`` in this process (:func:`astrotool.cli.main`) and return a CompletedProcess (text), as
     :func:`run_astro` does, without the seconds a new interpreter spends importing torch and Fabric.
 
-    For commands whose output all comes from this process: what worker processes print is not captured, and
-    a stop signal or an import check needs :func:`run_astro`. Python warnings are printed to the captured
-    stderr under a fresh interpreter's filters, not collected by pytest, so a test can see a command is quiet.
+    For commands whose output all comes from this process: Python warnings (astropy's as astropy prints them),
+    "Exception ignored" messages and tracebacks of threads go to the captured stderr, under a fresh
+    interpreter's warning filters, not to pytest, so a test can see that a command is quiet. Use
+    :func:`run_astro` for what worker processes print, for what C libraries write to file descriptor 2, for
+    stop signals and imports, and for variables read only as an interpreter starts (``PYTHON*``, thread
+    counts), which ``env`` refuses here.
     """
     import contextlib
     import io
+    import threading
     import warnings
 
     from astrotool.cli import main
+    from astrotool.executors import THREAD_VARIABLES
+
+    early = sorted(k for k in env or {} if k.startswith("PYTHON") or k in THREAD_VARIABLES)
+    if early:
+        raise ValueError(f"{', '.join(early)}: read as an interpreter starts; use run_astro (a subprocess)")
 
     def show(message, category, filename, lineno, file=None, line=None):
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        astropy_log = getattr(sys.modules.get("astropy"), "log", None)
+        exceptions = sys.modules.get("astropy.utils.exceptions")
+        if exceptions is not None and isinstance(message, exceptions.AstropyWarning) and \
+                hasattr(astropy_log, "_showwarning"):   # "WARNING: ... [module]", astropy's own line
+            astropy_log._showwarning(message, category, filename, lineno)
+        else:
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_hooks = sys.unraisablehook, threading.excepthook
     out, err = io.StringIO(), io.StringIO()
     try:
         for k in [k for k in os.environ if k.startswith("ASTRO_") or k == "FORCE_COLOR"]:
@@ -89,8 +105,10 @@ def run_astro_here(*args, cwd=None, env=None):
             for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
                 warnings.simplefilter("ignore", category)
             warnings.showwarning = show
+            sys.unraisablehook, threading.excepthook = sys.__unraisablehook__, threading.__excepthook__
             code = main([str(a) for a in args])
     finally:
+        sys.unraisablehook, threading.excepthook = saved_hooks
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)

@@ -39,3 +39,15 @@ def astro():
         return run_astro_here(*args, env={**DRE_GRID, **(env or {})}, **kw)
 
     return run
+
+
+@pytest.fixture
+def astro_subprocess():
+    """:func:`tests.conftest.run_astro` (a new interpreter) with :data:`DRE_GRID`, for what only a process of
+    its own shows (variables read as it starts, what worker processes print)."""
+    from tests.conftest import run_astro
+
+    def run(*args, env=None, **kw):
+        return run_astro(*args, env={**DRE_GRID, **(env or {})}, **kw)
+
+    return run

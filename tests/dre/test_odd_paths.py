@@ -63,7 +63,7 @@ def test_psfex_reads_a_catalogue_in_a_folder_with_space_comma_and_accent(tile):
     _no_leftovers(d)
 
 
-def test_a_tile_name_that_is_not_utf8_is_processed_and_named_printably(tile, tmp_path, astro):
+def test_a_tile_name_that_is_not_utf8_is_processed_and_named_printably(tile, tmp_path, astro_subprocess):
     """It stopped the stage with a bare UnicodeEncodeError from the seed derivation, naming no file."""
     ws = tmp_path / "ws"
     tiles = ws / "dre" / "tiles"
@@ -73,7 +73,7 @@ def test_a_tile_name_that_is_not_utf8_is_processed_and_named_printably(tile, tmp
     with open(bytes(tiles) + b"/broken_\xfe.fits", "wb") as f:
         f.write(b"not a FITS file")
     strict = {"PYTHONIOENCODING": "utf-8:strict"}  # as on a terminal of a UTF-8 locale
-    r = astro("-w", ws, "dre", "detect", "--engine", "photutils", env=strict)
+    r = astro_subprocess("-w", ws, "dre", "detect", "--engine", "photutils", env=strict)
     assert r.returncode == 2, r.stderr  # the broken tile failed on bad input, the others were detected
     assert "bad_\\xff\t" in r.stdout and "good\t" in r.stdout and "Traceback" not in r.stderr
     assert "broken_\\xfe\t" in r.stderr and "broken_\\xfe.fits" in r.stderr  # the failure table names it
@@ -83,7 +83,7 @@ def test_a_tile_name_that_is_not_utf8_is_processed_and_named_printably(tile, tmp
     cat = ws / "dre" / "sextracted" / "bad_\\xff" / "bad_\\xff_cat.fits"
     assert len(fits.getdata(cat, "LDAC_OBJECTS")) == len(fits.getdata(ws / "dre/sextracted/good/good_cat.fits",
                                                                        "LDAC_OBJECTS"))
-    r = astro("-w", ws, "dre", "cuts", "good", os.fsdecode(bytes(tiles) + b"/bad_\xff.fits"), env=strict)
+    r = astro_subprocess("-w", ws, "dre", "cuts", "good", os.fsdecode(bytes(tiles) + b"/bad_\xff.fits"), env=strict)
     assert r.returncode == 0, r.stderr
     with h5py.File(ws / "dre" / "cuts" / "bad_\\xff_cuts.h5", "r") as f:
         assert f.attrs["tile"] == "bad_\\xff.fits"

@@ -9,3 +9,11 @@ from tests.conftest import run_astro_here
 def astro():
     """:func:`tests.conftest.run_astro_here`, in place of the subprocess of the top-level fixture."""
     return run_astro_here
+
+
+@pytest.fixture
+def astro_subprocess():
+    """:func:`tests.conftest.run_astro` (a new interpreter), for what only a process of its own shows."""
+    from tests.conftest import run_astro
+
+    return run_astro

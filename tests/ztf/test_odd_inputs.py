@@ -20,12 +20,13 @@ def test_a_missing_input_is_a_usage_error_naming_it(tmp_path, astro):
     assert not list((tmp_path / "ws").glob("ztf/alerts/*"))
 
 
-def test_a_file_name_that_is_not_utf8_is_ingested_and_named_printably(tmp_path, astro):
+def test_a_file_name_that_is_not_utf8_is_ingested_and_named_printably(tmp_path, astro_subprocess):
     """It failed with a bare UnicodeEncodeError (from writing the source path into the stamp file)."""
     src = tmp_path / "in"
     src.mkdir()
     synthetic.write_avro(os.fsdecode(bytes(src) + b"/night_\xff.avro"), synthetic.make_alerts(2))
-    r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", src, env={"PYTHONIOENCODING": "utf-8:strict"})
+    r = astro_subprocess("--json", "-w", tmp_path / "ws", "ztf", "ingest", src,
+                         env={"PYTHONIOENCODING": "utf-8:strict"})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["ingested"] == 1 and out["alerts"] == 2
