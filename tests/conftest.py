@@ -74,6 +74,7 @@ def run_astro_here(*args, cwd=None, env=None):
     import threading
     import warnings
 
+    from astrotool import config
     from astrotool.cli import main
     from astrotool.executors import THREAD_VARIABLES
 
@@ -90,6 +91,10 @@ def run_astro_here(*args, cwd=None, env=None):
         else:
             sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
+    config._ENV_TYPOS_TOLD.clear()   # told once per process: each command here is a process of its own
+    torch = sys.modules.get("torch")
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled()) if torch else None
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     saved_hooks = sys.unraisablehook, threading.excepthook
     out, err = io.StringIO(), io.StringIO()
@@ -109,6 +114,10 @@ def run_astro_here(*args, cwd=None, env=None):
             code = main([str(a) for a in args])
     finally:
         sys.unraisablehook, threading.excepthook = saved_hooks
+        torch = sys.modules.get("torch")
+        if torch is not None:   # training turns deterministic algorithms on for the rest of the process
+            enabled, warn_only = deterministic or (False, False)   # (torch imported by the command)
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)

@@ -33,9 +33,12 @@ DRE_GRID = {"ASTRO_DRE__MODELS__INDEX0": "4.0", "ASTRO_DRE__MODELS__DINDEX": "0.
 def astro():
     """:func:`tests.conftest.run_astro_here` (``astro`` in the test's process: a new interpreter spent seconds
     importing astropy, photutils and scipy) with :data:`DRE_GRID`."""
+    from astrotool_dre import tiles
+
     from tests.conftest import run_astro_here
 
     def run(*args, env=None, **kw):
+        tiles._NOTED.clear()   # a tile's header notes are logged once per process: here, once per command
         return run_astro_here(*args, env={**DRE_GRID, **(env or {})}, **kw)
 
     return run
