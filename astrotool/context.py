@@ -426,12 +426,12 @@ class Context:
                 self.log.warning("%s: %s: its outputs could not be recorded in run.json: %s: %s", desc,
                                  printable(key), type(exc).__name__, printable(str(exc)))
         def kept(key: str, paths: list) -> None:   # the files of an item a stop interrupted: they stay, whole
-            try:
-                for path in paths:
+            for path in paths:
+                try:
                     self.record.add_output(path)
-            except Exception as exc:  # noqa: BLE001 - the stop goes on
-                self.log.warning("%s: %s: its finished files could not be recorded in run.json: %s: %s", desc,
-                                 printable(key), type(exc).__name__, printable(str(exc)))
+                except Exception as exc:  # noqa: BLE001 - the stop goes on
+                    self.log.warning("%s: %s: %s could not be recorded in run.json: %s: %s", desc, printable(key),
+                                     printable(str(path)), type(exc).__name__, printable(str(exc)))
         def started(workers: int) -> None:   # the number of workers this map started (the most of all maps)
             self.jobs_started = max(self.jobs_started or 0, workers)
         with connected(options, n, self._scheduler_name()) as client, console.progress(n, desc) as advance:

@@ -639,11 +639,12 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
                     advance(1, key, outcomes[i])
                 except KeyboardInterrupt:   # a stop after the item finished a file, before `done` recorded it
                     if kept is not None:
+                        deferred = _STOP["deferred"]
                         defer_stop()   # a stop sent again does not cut the recording short
                         try:
                             kept(key, workspace.whole_outputs(finished))
                         finally:
-                            defer_stop(False)
+                            defer_stop(deferred)
                     raise
             _check_stop()
     elif options.kind == "process":

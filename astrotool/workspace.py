@@ -38,13 +38,14 @@ _FAILED_TEMPS: set[str] = set()
 _KEPT: list[BaseException] = []
 # the files atomic_path and atomic_dir finish inside :func:`collect_finished` (a serial item), else None: a stop
 # that interrupts the item after it finished a file keeps the file, and the run's record lists it
-_FINISHED: list[Path] | None = None
+_FINISHED: list[tuple[Path, int]] | None = None
 
 
 @contextlib.contextmanager
-def collect_finished() -> Iterator[list[Path]]:
-    """Collect the paths that :func:`atomic_path` and :func:`atomic_dir` finish inside the block (in order);
-    a block inside another adds its paths to the outer one's as it ends."""
+def collect_finished() -> Iterator[list[tuple[Path, int]]]:
+    """Collect what :func:`atomic_path` and :func:`atomic_dir` finish inside the block, in order: ``(path,
+    inode)``, noted just before the rename that puts the new file or folder (that inode) at ``path``. A block
+    inside another adds its entries to the outer one's as it ends."""
     global _FINISHED
     outer, _FINISHED = _FINISHED, []
     inner = _FINISHED
@@ -56,43 +57,31 @@ def collect_finished() -> Iterator[list[Path]]:
             outer.extend(inner)
 
 
-def whole_outputs(paths) -> list[Path]:
-    """The output files among ``paths`` finished by :func:`atomic_path` or :func:`atomic_dir`: those still there,
-    a folder as its files, leaving out hidden files (settings and checksum records, markers) and anything inside a
-    folder still being written (``.partial-``)."""
+def whole_outputs(finished) -> list[Path]:
+    """The output files among ``finished`` (:func:`collect_finished`'s entries): each path that holds what was
+    renamed there (a stop before the rename leaves the old file or nothing: not listed), a folder as its files,
+    leaving out hidden files (settings and checksum records, markers) and what is gone since."""
     out: list[Path] = []
-    for path in map(Path, paths):
-        if ".partial-" in str(path) or path.name.startswith("."):
+    for path, inode in finished:
+        path = Path(path)
+        try:
+            if path.name.startswith(".") or path.stat().st_ino != inode:
+                continue
+        except OSError:   # gone (a file of a folder that was never swapped in, or removed since)
             continue
         if path.is_dir():
             out += sorted(p for p in path.rglob("*") if p.is_file()
                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        elif path.is_file():
+        else:
             out.append(path)
     return list(dict.fromkeys(out))
 
 
-@contextlib.contextmanager
-def _stop_signals_held():
-    """Hold SIGINT and SIGTERM (delivered as the block ends) while a finished file is renamed into place and
-    noted: a stop between the two would keep the file unlisted."""
-    import signal
-
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, OSError, ValueError):   # no pthread_sigmask (Windows)
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _finished(path: Path) -> None:
+def _note_finished(path: Path, tmp: Path) -> None:
+    """Note that ``tmp`` is about to be renamed to ``path``, before the rename: a stop right after the rename
+    cannot leave it unnoted (:func:`whole_outputs` checks that the rename happened)."""
     if _FINISHED is not None:
-        _FINISHED.append(path)
+        _FINISHED.append((path, os.stat(tmp).st_ino))
 
 
 def _host() -> str:
@@ -285,9 +274,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: the writer produced no file for {path}")
-        with _stop_signals_held():
-            os.replace(tmp, path)
-            _finished(path)
+        _note_finished(path, tmp)
+        os.replace(tmp, path)
     except Exception as exc:
         failure = write_failure(exc, path)
         if failure is None:
@@ -339,12 +327,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         tmp.mkdir()
         yield tmp
         aside = path.with_name(tmp.name.replace(".partial-", ".replaced-", 1))
+        _note_finished(path, tmp)
         try:
-            with _stop_signals_held():
-                if path.exists():
-                    os.rename(path, aside)
-                os.rename(tmp, path)
-                _finished(path)
+            if path.exists():
+                os.rename(path, aside)
+            os.rename(tmp, path)
         except BaseException:
             if aside.exists() and not path.exists():
                 os.rename(aside, path)  # the old folder comes back (also when a signal came mid-rename)

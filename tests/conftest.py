@@ -75,6 +75,7 @@ def run_astro_here(*args, cwd=None, env=None):
     import warnings
 
     from astrotool import config
+    from astrotool import cli
     from astrotool.cli import main
     from astrotool.executors import THREAD_VARIABLES
 
@@ -86,12 +87,13 @@ def run_astro_here(*args, cwd=None, env=None):
         astropy_log = getattr(sys.modules.get("astropy"), "log", None)
         exceptions = sys.modules.get("astropy.utils.exceptions")
         if exceptions is not None and isinstance(message, exceptions.AstropyWarning) and \
-                hasattr(astropy_log, "_showwarning"):   # "WARNING: ... [module]", astropy's own line
+                astropy_log.warnings_logging_enabled():   # "WARNING: ... [module]", astropy's own line
             astropy_log._showwarning(message, category, filename, lineno)
         else:
             sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     config._ENV_TYPOS_TOLD.clear()   # told once per process: each command here is a process of its own
+    cli._UNRAISABLE_HOOKED = False   # its hook, set once per process, is taken off again below
     torch = sys.modules.get("torch")
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled()) if torch else None

@@ -258,32 +258,31 @@ def test_whole_outputs_are_the_finished_visible_files_of_an_item(tmp_path):
                 write_text_atomic(tmp / ".done", "")
         write_text_atomic(tmp_path / "gone.txt", "g")
     (tmp_path / "gone.txt").unlink()
-    assert [p.name for p in inner] == [".a.made_with.json", "part_0.npy", ".done", "set"]
-    assert [p.name for p in outer] == ["a.txt", ".a.made_with.json", "part_0.npy", ".done", "set", "gone.txt"]
+    assert [p.name for p, _ in inner] == [".a.made_with.json", "part_0.npy", ".done", "set"]
+    assert [p.name for p, _ in outer] == ["a.txt", ".a.made_with.json", "part_0.npy", ".done", "set", "gone.txt"]
     assert whole_outputs(outer) == [tmp_path / "a.txt", tmp_path / "set" / "part_0.npy"]
     write_text_atomic(tmp_path / "b.txt", "b")   # outside any collection: not collected
-    assert [p.name for p in outer][-1] == "gone.txt"
+    assert [p.name for p, _ in outer][-1] == "gone.txt"
 
 
-def test_a_stop_during_the_rename_is_handled_once_the_file_is_noted(tmp_path, monkeypatch):
-    """A SIGTERM that lands as a finished file is renamed into place is held until the file is noted: handled
-    between the two, the stopped item's record would miss the file."""
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_a_stop_at_the_rename_lists_the_file_only_once_it_is_in_place(tmp_path, monkeypatch, when):
+    """A stop (here a KeyboardInterrupt) just after a finished file's rename: the file is whole and listed.
+    Just before it: the earlier file stays at the path, and is not listed as this item's."""
     import os
-    import signal
 
-    from astrotool.workspace import collect_finished, write_text_atomic
+    from astrotool.workspace import collect_finished, whole_outputs, write_text_atomic
 
-    seen, real = [], os.replace
+    real = os.replace
 
     def replace(src, dst):
-        real(src, dst)
-        os.kill(os.getpid(), signal.SIGTERM)   # the stop arrives mid-rename
+        if when == "after":
+            real(src, dst)
+        raise KeyboardInterrupt("terminated")
 
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(list(finished)))
+    (tmp_path / "a.txt").write_text("an earlier run's")
     monkeypatch.setattr(os, "replace", replace)
-    try:
-        with collect_finished() as finished:
-            write_text_atomic(tmp_path / "a.txt", "a")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert seen == [[tmp_path / "a.txt"]]
+    with collect_finished() as finished, pytest.raises(KeyboardInterrupt):
+        write_text_atomic(tmp_path / "a.txt", "new")
+    assert whole_outputs(finished) == ([tmp_path / "a.txt"] if when == "after" else [])
+    assert (tmp_path / "a.txt").read_text() == ("new" if when == "after" else "an earlier run's")
