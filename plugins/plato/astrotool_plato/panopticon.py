@@ -304,7 +304,7 @@ def import_config(path, source_name: str | None = None) -> str:
         # as `train` would read them (the [plato.train] section checks them)
         try:
             type(train).model_validate({**train.model_dump(), "scheduler": sch["name"],
-                                                "scheduler_kwargs": dict(sch.get("kwargs", {}))})
+                                        "scheduler_kwargs": dict(sch.get("kwargs", {}))})
         except ValidationError as exc:
             raise InputError(path, "scheduler.kwargs: " + "; ".join(
                 e["msg"].removeprefix("Value error, ").removeprefix("scheduler_kwargs: ") for e in exc.errors())) from None

@@ -54,7 +54,7 @@ def make_optimizer(cfg, params):
 SCHEDULER_KEYS = {"ExponentialLR": ("gamma",), "StepLR": ("step_size", "gamma"), "MultiStepLR": ("milestones", "gamma"),
                   "LinearLR": ("start_factor", "end_factor", "total_iters"), "ConstantLR": ("factor", "total_iters"),
                   "CosineAnnealingLR": ("T_max", "eta_min")}
-"""The keyword arguments :func:`lr_schedule` reads per scheduler."""
+"""The keyword arguments :func:`epoch_factor` reads per scheduler."""
 
 
 def epoch_factor(name: str, kwargs: dict, lr: float):
