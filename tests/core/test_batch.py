@@ -113,6 +113,7 @@ def test_signal_stops_the_workers_at_once(tmp_path, sig, code, status):
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.long
 def test_sigterm_twenty_times_always_exits_143(tmp_path):
     """SIGTERM at varying moments of a process-pool run is never swallowed: 143 every time."""
     codes, problems = [], []

@@ -470,6 +470,7 @@ def _run_ddp(tmp_path, mode):
     return out
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("mode", ["fabric", "slurm"])
 def test_ddp_two_cpu_processes_equal_one_process(tmp_path, mode):
     from safetensors.torch import load_file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from .conftest import run_cli
 
@@ -134,6 +135,7 @@ def test_bad_config_key(tmp_path, capsys):
     assert code == 2 and "lens.generate.psf.fwhmx" in err and "unknown key" in err
 
 
+@pytest.mark.long
 def test_train_on_two_processes_keeps_one_record(tmp_path, capsys):
     """`lens train --devices 2` really starts a second (DDP, gloo) process, which writes nothing."""
     import subprocess

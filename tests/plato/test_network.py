@@ -1099,6 +1099,7 @@ def test_detect_refuses_another_model_or_event_settings_under_one_name(trained, 
                  "--threshold", "0.7"]) == 0
 
 
+@pytest.mark.long
 def test_plot_last_uses_the_model_and_threshold_of_the_detect_run_and_tells_same_named_files_apart(trained,
                                                                                                    tmp_path, capsys):
     import shutil
