@@ -236,6 +236,11 @@ class LazyCommand(TyperGroup):
             if extra.get("resilient_parsing") or getattr(parent, "resilient_parsing", False):
                 return super().make_context(info_name, args, parent=parent, **extra)  # shell completion
             raise
+        if not hasattr(real, "commands"):   # a command, not a group: the words after it are its arguments,
+            from astrotool import context   # not part of the name of its run (`astro init DIR` is `init`)
+
+            if context._CURRENT is not None:
+                context._CURRENT.command = self.path
         return real.make_context(info_name, args, parent=parent, **extra)
 
 

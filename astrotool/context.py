@@ -201,6 +201,14 @@ class Context:
         """A context for library use and tests, e.g. ``Context.create(tmp_path, set=["dre.x=1"])``."""
         return cls(GlobalOptions(workspace=str(workspace) if workspace else None, **options), command)
 
+    def use_workspace(self, path: str | os.PathLike) -> None:
+        """Make ``path`` the workspace of this command, as ``-w PATH`` would (``astro init DIR``): its
+        configuration (``astro.toml``) and its run record. Before the command has written anything."""
+        if self._record is not None:
+            raise RuntimeError("use_workspace: the run record has started already")
+        self.options.workspace = str(Path(path).expanduser().resolve())
+        self._workspace = self._config = None
+
     # -- configuration ---------------------------------------------------------------
     @property
     def workspace_root(self) -> Path:

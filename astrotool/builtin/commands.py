@@ -18,19 +18,14 @@ init_app = typer.Typer()
 
 @init_app.command("init")
 def init(directory: Path = typer.Argument(None, help="Workspace folder (default: -w, $ASTRO_WORKSPACE or the current folder); given, it wins over -w.")):
-    """Create a workspace: astro.toml, runs/ and every plugin's stage folders."""
-    from astrotool.workspace import Workspace
-
-    from astrotool import config
-
+    """Create a workspace: astro.toml, runs/ and every plugin's stage folders (and its run record)."""
     ctx = current()
-    if directory and ctx.options.workspace is not None and \
-            Path(directory).expanduser().resolve() != ctx.workspace_root:
-        ctx.log.warning("-w %s is not used: `astro init DIR` creates DIR (%s)", ctx.options.workspace, directory)
-    # a bad --cfg file, --set or astro.toml of the workspace made is refused before anything is created
-    config.load(workspace=Path(directory).expanduser().resolve() if directory else ctx.workspace_root,
-                cfg_files=ctx.options.cfg, sets=ctx.options.set, flags=ctx.options.config_flags())
-    ws = Workspace(directory) if directory else ctx.workspace
+    if directory:
+        if ctx.options.workspace is not None and Path(directory).expanduser().resolve() != ctx.workspace_root:
+            ctx.log.warning("-w %s is not used: `astro init DIR` creates DIR (%s)", ctx.options.workspace, directory)
+        ctx.use_workspace(directory)   # as -w DIR: its configuration, and its runs/ for the record
+    ctx.config   # a bad --cfg file, --set or astro.toml of the workspace made is refused before anything is created
+    ws = ctx.workspace
     created = ws.init()
     ctx.log.info("workspace %s: created %d item(s)", ws.root, len(created))
     ctx.emit(str(ws.root))

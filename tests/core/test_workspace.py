@@ -286,3 +286,17 @@ def test_a_stop_at_the_rename_lists_the_file_only_once_it_is_in_place(tmp_path, 
         write_text_atomic(tmp_path / "a.txt", "new")
     assert whole_outputs(finished) == ([tmp_path / "a.txt"] if when == "after" else [])
     assert (tmp_path / "a.txt").read_text() == ("new" if when == "after" else "an earlier run's")
+
+
+def test_init_dir_records_its_run_in_that_workspace(astro, tmp_path):
+    """`astro init DIR` wrote no run record (`astro -w DIR init` did): `astro status` then showed no run."""
+    import json
+
+    r = astro("init", tmp_path / "w1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "w1" / "runs").glob("*/run.json")]
+    assert record["status"] == "ok" and record["workspace"] == str(tmp_path / "w1")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "astro.toml").exists()   # not the current folder
+    r = astro("-w", tmp_path / "other", "init", tmp_path / "w2", cwd=tmp_path)   # DIR wins over -w, as said
+    assert r.returncode == 0 and "is not used" in r.stderr, r.stderr
+    assert list((tmp_path / "w2" / "runs").glob("*/run.json")) and not (tmp_path / "other").exists()
