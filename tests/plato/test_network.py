@@ -289,7 +289,7 @@ def test_demo_step_logs_each_epoch_as_plato_train_does(tmp_path, capfd):
 
 
 def test_plot_draws_named_curves_and_those_of_the_last_detect_run(trained, capsys):
-    raw = next((trained / "plato/raw").glob("*_lightcurves.parquet"))
+    raw = next((trained / "plato/raw").glob("sim*_lightcurves.parquet"))   # the fixture's, not another test's
     capsys.readouterr()
     assert main(["-w", str(trained), "--json", "plato", "plot", "sim000000", "sim000001"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -309,7 +309,7 @@ def test_plot_last_follows_a_moved_workspace(trained, tmp_path, capsys):
 
     there = tmp_path / "cluster"
     shutil.copytree(trained, there)
-    raw = next((there / "plato/raw").glob("*_lightcurves.parquet"))
+    raw = next((there / "plato/raw").glob("sim*_lightcurves.parquet"))   # the fixture's, not another test's
     assert main(["-w", str(there), "--json", "plato", "detect", str(raw), "--name", "moved"]) == 0
     n_with = json.loads(capsys.readouterr().out)["curves_with_events"]
     here = tmp_path / "laptop"
@@ -1106,7 +1106,7 @@ def test_plot_last_uses_the_model_and_threshold_of_the_detect_run_and_tells_same
 
     model = next((trained / "plato/models").glob("*/model.safetensors")).parent
     shutil.copytree(model, trained / "plato/models/other", dirs_exist_ok=True)
-    raw = next((trained / "plato/raw").glob("*_lightcurves.parquet"))
+    raw = next((trained / "plato/raw").glob("sim*_lightcurves.parquet"))   # the fixture's, not another test's
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     shutil.copy(raw, tmp_path / "a" / "same.parquet")
@@ -1212,7 +1212,10 @@ def test_evaluate_leaves_the_twins_of_an_augmented_set_out(trained, capsys):
     """The README's `prepare --augment` set: evaluate scored each time-reversed twin as a curve of its own,
     counting every transit twice. The twins are left out, and the counts are those of the curves."""
     capsys.readouterr()
-    assert main(["-w", str(trained), "--seed", "3", "plato", "prepare", "--augment", "--name", "quarters_aug"]) == 0
+    raw = sorted((trained / "plato/raw").glob("sim*_lightcurves.parquet"))   # those of `quarters` (other tests of
+    # this module add curves to the workspace)
+    assert main(["-w", str(trained), "--seed", "3", "plato", "prepare", *map(str, raw), "--augment",
+                 "--name", "quarters_aug"]) == 0
     reports = {}
     for name in ("quarters", "quarters_aug"):
         capsys.readouterr()
