@@ -40,6 +40,8 @@ FLUX_COLUMNS = ("flux", "PDCSAP_FLUX", "SAP_FLUX", "FLUX", "coadd")
 QUALITY_COLUMNS = ("QUALITY", "SAP_QUALITY")
 """Quality flags of TESS/Kepler light curves: a cadence with a non-zero flag (momentum dump, cosmic ray,
 scattered light, ...) is dropped unless ``quality = "keep"``."""
+FEATHER_SUFFIXES = (".ftr", ".feather")
+"""Feather files (Panopticon's format), in any case: a flux column not named is the last one."""
 QUALITY = ("drop", "keep")
 MAX_SAMPLES = 10 * 126_720
 """The most samples a curve may need on its search grid: ten PLATO quarters at 25 s. More says the time is in
@@ -160,7 +162,7 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
     values, for :func:`_pick`'s message about a column that is not numeric), and each numeric column's dtype as
     stored (float32 times get :func:`check_curve`'s hint)."""
     name = path.name.lower()
-    if not name.endswith((".fits", ".fit", ".fits.gz", ".ftr", ".feather", ".csv", ".csv.gz", ".parquet", ".pq")):
+    if not name.endswith((".fits", ".fit", ".fits.gz", *FEATHER_SUFFIXES, ".csv", ".csv.gz", ".parquet", ".pq")):
         raise InputError(path, f"{path.suffix or 'no extension'}: not a light-curve format (.parquet, .ftr or "
                                ".feather, .csv or .csv.gz, .fits)")
     if path.stat().st_size == 0:
@@ -190,7 +192,7 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
                     {c: np.dtype(v.dtype.newbyteorder("=")) for c, v in cols.items() if v.dtype.kind in "fiu"})
         import pyarrow as pa
 
-        if name.endswith((".ftr", ".feather")):
+        if name.endswith(FEATHER_SUFFIXES):
             import pyarrow.feather as feather
 
             table = feather.read_table(path)
@@ -407,7 +409,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
     valued = [c for c in cols if np.isfinite(cols[c]).any()]   # a column with no value is no one's flux
     quality_column = next((c for c in QUALITY_COLUMNS if c in cols), "")
-    if not flux_column and not any(c in cols for c in FLUX_COLUMNS) and path.suffix.lower() in (".ftr", ".feather"):
+    if not flux_column and not any(c in cols for c in FLUX_COLUMNS) and path.suffix.lower() in FEATHER_SUFFIXES:
         rest = [c for c in valued if c not in (tc, quality_column)]
         flux_column = rest[-1] if rest else ""
         if flux_column:   # chosen by position: say which, as a column of another meaning may be last
@@ -418,7 +420,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     flux = cols[fc]
     if channels == "groups":
         names = group_columns(cols)
-        if not names and path.suffix.lower() in (".ftr", ".feather"):  # Panopticon: the columns between time and co-add
+        if not names and path.suffix.lower() in FEATHER_SUFFIXES:  # Panopticon: the columns between time and co-add
             names = [c for c in valued if c not in (tc, fc, quality_column)]
         if not names:
             raise InputError(path, f"no camera-group columns ({GROUP_PREFIX}1, {GROUP_PREFIX}2, ...; numeric "
