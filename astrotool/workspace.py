@@ -64,10 +64,7 @@ def whole_outputs(finished) -> list[Path]:
     out: list[Path] = []
     for path, inode in finished:
         path = Path(path)
-        try:
-            if path.name.startswith(".") or path.stat().st_ino != inode:
-                continue
-        except OSError:   # gone (a file of a folder that was never swapped in, or removed since)
+        if path.name.startswith(".") or not _holds(path, inode):   # gone, replaced, or never renamed there
             continue
         if path.is_dir():
             out += sorted(p for p in path.rglob("*") if p.is_file()
@@ -319,6 +316,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     path = Path(path)
     tmp = temp_sibling(path).with_suffix("") if path.suffix else temp_sibling(path)
+    aside, new = None, None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.parent not in _SWEPT:
@@ -327,6 +325,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         tmp.mkdir()
         yield tmp
         aside = path.with_name(tmp.name.replace(".partial-", ".replaced-", 1))
+        new = os.stat(tmp).st_ino
         _note_finished(path, tmp)
         try:
             if path.exists():
@@ -344,7 +343,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             raise
         raise failure from exc
     finally:
+        if aside is not None and _holds(path, new):  # a stop came right after the swap: the old folder goes
+            with contextlib.suppress(OSError):
+                os.rename(aside, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _holds(path: Path, inode: int | None) -> bool:
+    """Whether ``path`` is the file or folder of ``inode`` (what a rename put there)."""
+    try:
+        return inode is not None and path.stat().st_ino == inode
+    except OSError:
+        return False
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

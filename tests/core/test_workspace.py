@@ -1,6 +1,7 @@
 """Workspace: atomic writes, init/status, run records, resume, interruption."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -71,6 +72,29 @@ def test_a_folder_set_aside_by_a_killed_swap_comes_back(tmp_path):
     remove_stale_temps(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mini"]
     assert (out / "old.txt").read_text() == "old"
+
+
+def test_a_stop_right_after_the_swap_leaves_no_set_aside_folder(tmp_path, monkeypatch):
+    """Ctrl-C just after the new folder is renamed in: the new one stays, the old one is not left behind
+    under a hidden name (until some later write swept it)."""
+    import astrotool.workspace as ws
+
+    real = os.rename
+
+    def rename(a, b):
+        real(a, b)
+        if Path(b) == out:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "mini"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    monkeypatch.setattr(ws.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    monkeypatch.setattr(ws.os, "rename", real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini"]
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
 
 
 def test_an_old_folder_half_deleted_by_a_killed_writer_is_never_put_back(tmp_path):
