@@ -257,9 +257,10 @@ def test_prepare_warns_of_a_length_train_cannot_take(small, tmp_path, capsys):
     capsys.readouterr()
     assert main(["-w", str(ws), "plato", "prepare", "--name", "z", "--length", "1000"]) == 0
     err = capsys.readouterr().err
-    assert "--length 1000: `train` (plato.train.bin = 16, depth = 5) needs a multiple of bin * 2**(depth-1) = 256" \
-        in err and "for training use 768 or 1024 or 0 (the shortest curve's length, rounded down to a multiple of " \
-        "256)" in err and "and so of 256" not in err, err
+    assert "--length 1000: `train` (plato.train.bin = 16, depth = 5, kernel_size = 9, dilation = 1) needs a " \
+        "multiple of bin * 2**(depth-1) = 256, at least 1280 (its deepest convolutions pad by reflection)" in err \
+        and "for training use 1280 or 0 (the shortest curve's length, rounded down to a multiple of 256)" in err \
+        and "and so of 256" not in err, err     # 768 and 1024 are multiples of 256, but too short
     # a finer granularity, 128 (depth 4): 0 is a multiple of it as of 256
     assert main(["-w", str(ws), "--set", "plato.train.depth=4", "plato", "prepare", "--name", "v", "--length",
                  "1000"]) == 0
@@ -269,9 +270,12 @@ def test_prepare_warns_of_a_length_train_cannot_take(small, tmp_path, capsys):
     assert main(["-w", str(ws), "--set", "plato.train.depth=6", "plato", "prepare", "--name", "x", "--length",
                  "1000"]) == 0
     err = capsys.readouterr().err
-    assert "depth = 6) needs a multiple of bin * 2**(depth-1) = 512" in err and "for training use 512 or 1024; " \
-        "not 0 (the shortest curve's length, a multiple of 256, of 512 only by chance)" in err, err
-    assert main(["-w", str(ws), "plato", "prepare", "--name", "y", "--length", "1024"]) == 0
+    assert "depth = 6, kernel_size = 9, dilation = 1) needs a multiple of bin * 2**(depth-1) = 512, at least 2560" \
+        in err and "for training use 2560; not 0 (the shortest curve's length, a multiple of 256, of 512 only by " \
+        "chance)" in err, err
+    assert main(["-w", str(ws), "plato", "prepare", "--name", "u", "--length", "1024"]) == 0   # a multiple, too short
+    assert "--length 1024: `train`" in capsys.readouterr().err
+    assert main(["-w", str(ws), "plato", "prepare", "--name", "y", "--length", "1280"]) == 0
     assert "needs a multiple" not in capsys.readouterr().err
 
 

@@ -596,8 +596,32 @@ def test_detect_batches_curves_and_names_one_too_short(trained, tmp_path, capsys
         search_curves({"short": (time[:40], flux[0][:40].astype(np.float64))}, model, 25.0, events)
     sparse = (time[:60:10], flux[0][:60:10].astype(np.float64))   # 6 samples at 250 s: 51 on the model's grid
     with pytest.raises(InputError, match=r"^/data/short\.csv: a curve of 6 samples over 0\.35 h is too short for "
-                                         r"this model at 25 s \(it needs over .* h\)$"):
+                                         r"this model at 25 s \(it needs at least .* h: \d+ samples\)$"):
         search_curves({"short": sparse}, model, 25.0, events, names={"short": "/data/short.csv"})
+
+
+def test_a_curve_too_short_for_the_deepest_convolutions_is_refused_not_crashed():
+    """Padded to the granularity, a 1-7 h curve passed the length check and crashed in torch (reflection
+    padding at the deepest level: "Padding size should be less than the corresponding input dimension")."""
+    import torch
+
+    from astrotool.errors import InputError
+    from astrotool_plato.config import EventsConfig
+    from astrotool_plato.detect import search_curves
+    from astrotool_plato.model import TransitNet, min_samples
+
+    model = TransitNet(width=2, depth=3, bin=4).eval()    # granularity 16; kernel 9 pads 4 at the deepest level
+    assert model.min_length == 80 and min_samples(model.granularity, model.min_length) == 65
+    with torch.no_grad():
+        model(torch.randn(1, 80))
+        with pytest.raises(RuntimeError, match="Padding size"):   # the bound is tight
+            model(torch.randn(1, 64))
+    rng = np.random.default_rng(3)
+    curve = (np.arange(65) * 25.0 / 86400.0, 1.0 + rng.normal(0.0, 1e-4, 65))
+    assert search_curves({"c": curve}, model, 25.0, EventsConfig())["c"]["probability"].size == 65
+    with pytest.raises(InputError, match=r"^c: a curve of 64 samples over 0\.44 h is too short for this model at "
+                                         r"25 s \(it needs at least 0\.44 h: 65 samples\)$"):
+        search_curves({"c": (curve[0][:64], curve[1][:64])}, model, 25.0, EventsConfig())
 
 
 @pytest.mark.long

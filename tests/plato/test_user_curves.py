@@ -458,3 +458,85 @@ def test_a_feather_flux_column_taken_by_position_is_named_in_the_log_once_for_fi
     assert main(["-w", str(tmp_path / "ws"), "plato", "bls", *files]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "flux column" in line]
     assert len(err) == 1 and "INFO" in err[0] and "2 files (a.ftr, ...): flux column 'foo'" in err[0], err
+
+
+def test_lightkurve_style_files_are_read_lowercase_quality_comments_delimiters_and_masked_flags(tmp_path):
+    """lightkurve writes `quality` in lower case (it was ignored: a flagged dip became a 36-sigma event); CSV
+    comment lines, tab- and space-separated (ECSV) files were refused; a Feather `Flux` column lost to the
+    last-column rule; a FITS flag column with TNULL made the file unreadable."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=1.5, cadence_s=120.0, t0=None, start=2000.0)
+    q = np.zeros(t.size, np.int32)
+    q[100:180] = 4
+    f[100:180] -= 0.004                                    # a flagged dip
+    rows = "\n".join(f"{a:.10f}\t{b:.10f}\t{c}" for a, b, c in zip(t, f, q))
+    (tmp_path / "lk.csv").write_text(f"# TIC 1\n# sector 1\n\ntime\tflux\tquality\n{rows}\n")
+    Table({"time": t, "flux": f, "quality": q}).write(tmp_path / "lk_ecsv.csv", format="ascii.ecsv")
+    (tmp_path / "semi.csv").write_text("time;flux\n" + "\n".join(f"{a:.10f};{b:.10f}" for a, b in zip(t, f)) + "\n")
+    for name in ("lk.csv", "lk_ecsv.csv"):
+        notes = []
+        ((time, flux),) = read_curves(tmp_path / name, notes=notes).values()
+        assert time.size == t.size - 80 and flux.min() > 0.997, name
+        assert notes == [f"{name}: dropped 80 of {t.size} cadence(s) flagged in quality "
+                         '(plato.detect.quality = "keep" keeps them)']
+    ((time, flux),) = read_curves(tmp_path / "semi.csv").values()
+    np.testing.assert_allclose(flux, f)
+    feather.write_feather(pa.table({"Time": t, "Flux": f, "Flux_Err": np.full(t.size, 3e-4)}), tmp_path / "c.ftr")
+    notes = []
+    ((time, flux),) = read_curves(tmp_path / "c.ftr", notes=notes).values()
+    np.testing.assert_allclose(flux, f)
+    assert notes == []
+    cols = [fits.Column("TIME", "D", array=t), fits.Column("PDCSAP_FLUX", "E", array=f),
+            fits.Column("QUALITY", "J", array=np.where(q > 0, q, -1), null=-1)]   # -1: no flag (TNULL)
+    fits.BinTableHDU.from_columns(cols).writeto(tmp_path / "tnull.fits")
+    ((time, flux),) = read_curves(tmp_path / "tnull.fits").values()
+    assert time.size == t.size - 80
+
+
+def test_a_file_whose_every_cadence_is_flagged_says_so_and_an_all_nan_flux_names_its_column(tmp_path):
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=0.5, cadence_s=120.0, t0=None, start=2000.0)
+    path = _tess(tmp_path / "flagged.fits", t, f, quality=np.full(t.size, 128, np.int32))
+    with pytest.raises(InputError, match=r"flagged\.fits: 0 samples; a light curve needs at least 2 \(dropped "
+                                         rf"{t.size} of {t.size} cadence\(s\) flagged in QUALITY "
+                                         r'\(plato.detect.quality = "keep" keeps them\)\)$'):
+        read_curves(path)
+    path = _tess(tmp_path / "nan.fits", t, np.full(t.size, np.nan))
+    with pytest.raises(InputError, match=r"nan\.fits: the flux is NaN or infinite everywhere "
+                                         r"\(flux column 'PDCSAP_FLUX'\)$"):
+        read_curves(path)
+    from astropy.io import fits
+
+    cols = [fits.Column("TIME", "D", array=t), fits.Column("PDCSAP_FLUX", "E", array=np.full(t.size, np.nan)),
+            fits.Column("SAP_FLUX", "E", array=f)]
+    fits.BinTableHDU.from_columns(cols).writeto(tmp_path / "sap.fits")
+    with pytest.raises(InputError, match=r"sap\.fits: the flux is NaN or infinite everywhere \(flux column "
+                                         r"'PDCSAP_FLUX'; --flux-column SAP_FLUX reads another\)$"):
+        read_curves(tmp_path / "sap.fits")
+
+
+def test_the_snr_of_an_event_beside_a_long_gap_uses_measured_samples_only():
+    """detect filled a 10-day gap with a straight line, which had no scatter: S/N of 1e15."""
+    from astrotool_plato.config import EventsConfig
+    from astrotool_plato.detect import curve_events
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(0.0, 300e-6, 24000)
+    x[3000:3300] -= 3000e-6
+    gap = np.zeros(x.size, bool)
+    gap[7000:17000] = True
+    x[gap] = np.interp(np.flatnonzero(gap), [6999, 17000], x[[6999, 17000]])   # as the grid fills it
+    prob = np.zeros(x.size)
+    prob[3000:3300] = 0.9
+    cfg = EventsConfig(min_snr=0.0, binary_snr=0.0)
+    (row,) = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
+    white = 3000e-6 / (300e-6 / math.sqrt(300))                      # 173: the transit's S/N in white noise
+    assert 0.6 * white < row["snr"] < 1.6 * white
+    assert row["depth"] == pytest.approx(3000.0, rel=0.1)

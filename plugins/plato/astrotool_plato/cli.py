@@ -202,7 +202,7 @@ def prepare(
     too) need --time-unit s, and a quarter K > 1 in Panopticon's layout is put on its
     simulation's time axis as import-panopticon does; a time axis in another unit is refused (exit 2). A
     --length that the configured network cannot train on (not a multiple of plato.train's
-    bin * 2**(depth-1)) is warned about (evaluate and detect pad it). A rerun with the same
+    bin * 2**(depth-1), or too short for its deepest convolutions) is warned about (evaluate and detect pad it). A rerun with the same
     settings and inputs keeps the set; other settings are refused (exit 2)
     unless --overwrite.
     """
@@ -219,19 +219,22 @@ def prepare(
                              "detect.time_unit": time_unit})
     d, t, cfg = cfg.detect, cfg.train, cfg.prepare
     if cfg.length >= GRANULE:   # a shorter one is refused as too short by `prepare`; the default 0 imports no torch
-        from astrotool_plato.model import granularity
+        from astrotool_plato.model import granularity, min_length
 
         g = granularity(t.bin, t.depth)   # what `train` will need the length to be divisible by
-        if cfg.length % g:
-            lo, hi = (cfg.length // g) * g, (cfg.length // g + 1) * g
+        shortest = min_length(t.bin, t.depth, t.kernel_size, t.dilation)   # a multiple of g
+        if cfg.length % g or cfg.length < shortest:
+            lo = (cfg.length // g) * g
+            use = [n for n in (lo, max(lo + g, shortest)) if n >= shortest and n != cfg.length]
             zero = (f" or 0 (the shortest curve's length, rounded down to a multiple of {GRANULE}"
                     + (f" and so of {g})" if g != GRANULE else ")")
                     if GRANULE % g == 0 else
                     f"; not 0 (the shortest curve's length, a multiple of {GRANULE}, of {g} only by chance)")
-            ctx.log.warning("--length %d: `train` (plato.train.bin = %d, depth = %d) needs a multiple of "
-                            "bin * 2**(depth-1) = %d and will refuse this set (`evaluate` and `detect` pad it); "
-                            "for training use %s%s", cfg.length, t.bin, t.depth, g,
-                            f"{lo} or {hi}" if lo else str(hi), zero)
+            ctx.log.warning("--length %d: `train` (plato.train.bin = %d, depth = %d, kernel_size = %d, dilation = "
+                            "%d) needs a multiple of bin * 2**(depth-1) = %d, at least %d (its deepest "
+                            "convolutions pad by reflection), and will refuse this set (`evaluate` and `detect` "
+                            "pad it); for training use %s%s", cfg.length, t.bin, t.depth, t.kernel_size,
+                            t.dilation, g, shortest, " or ".join(map(str, use)), zero)
     ws = ctx.workspace
     res = run(cfg, cfg.seed if cfg.seed is not None else ctx.seed, sources or [], ws.stage(NAME, RAW),
               ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log,

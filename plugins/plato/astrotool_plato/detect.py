@@ -92,7 +92,8 @@ def model_channels(model) -> str:
     return channels_of(getattr(model, "in_channels", 1))
 
 
-def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: float, events: EventsConfig) -> list:
+def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: float, events: EventsConfig,
+                 measured: np.ndarray | None = None) -> list:
     """The event rows of one curve (:func:`astrotool_plato.events.describe`): runs above the threshold, vetted
     (:func:`astrotool_plato.events.vetted`); each S/N is measured once with every event found masked, so it is
     the value the vetting saw whatever ``min_snr`` dropped.
@@ -106,9 +107,14 @@ def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: flo
     cadence_s : float
         Sampling interval [s].
     events : astrotool_plato.config.EventsConfig
+    measured : numpy.ndarray, optional
+        Per sample, whether it was measured (not a gap the grid filled): depths and S/N use those only
+        (a filled gap is a straight line, without noise). Default: all.
     """
     from astrotool_plato.events import describe, find_events, vetted
 
+    if measured is not None:
+        x = np.where(measured, x, np.nan)
     merge = int(round(events.merge_gap_hours * 3600.0 / cadence_s))
     min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence_s)))
     found = find_events(prob, events.threshold, merge, min_len)
@@ -152,25 +158,27 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
     from astrotool.ml.predict import predict
 
     from astrotool_plato.lightcurves import check_time_scale, relative_flux, uniform
-    from astrotool_plato.model import pad_to
+    from astrotool_plato.model import min_samples, pad_to
 
     step = cadence_s / 86400.0
-    grid = {}
+    grid, measured = {}, {}
     for cid, (time, flux) in curves.items():
         check_time_scale(time, step, cid)
         t, f = uniform(time, flux, step)
         x, filled = relative_flux(f)
+        measured[cid] = np.isfinite(f[-1] if f.ndim == 2 else f)
         n, n_in = (x.shape[0] if x.ndim == 2 else 1), getattr(model, "in_channels", 1)
         if n != n_in:   # e.g. a file of 2 camera groups for a model of 4
             raise InputError(cid, f"{n} flux channel(s); the model reads {n_in}")
         try:
-            grid[cid] = (t, x, filled, *pad_to(x.astype(np.float32), model.granularity))
-        except ValueError:
-            need = model.granularity // 2 * cadence_s / 3600.0   # reflection pads less than the curve's length
+            grid[cid] = (t, x, filled, *pad_to(x.astype(np.float32), model.granularity, model.min_length))
+        except ValueError:   # reflection pads less than the curve's length, and so do the deepest convolutions
+            k = min_samples(model.granularity, model.min_length)
             raise InputError((names or {}).get(cid, cid), f"a curve of {np.asarray(time).size} samples over "
                                                           f"{(time[-1] - time[0]) * 24.0:.2f} h is too short for "
-                                                          f"this model at {cadence_s:g} s (it needs over "
-                                                          f"{need:.2f} h)") from None
+                                                          f"this model at {cadence_s:g} s (it needs at least "
+                                                          f"{(k - 1) * cadence_s / 3600.0:.2f} h: {k} samples)"
+                                                          ) from None
     by_length: dict[int, list] = {}   # curves of one padded length run in batches of batch_size
     for cid, (_, _, _, xp, _) in grid.items():
         by_length.setdefault(xp.size, []).append(cid)
@@ -183,7 +191,8 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
             t, x, filled, _, n = grid[cid]
             x = x[-1] if x.ndim == 2 else x   # the co-added flux
             prob = 1.0 / (1.0 + np.exp(-logits[row, :n]))
-            out[cid] = {"events": curve_events(prob, x, float(t[0]), cadence_s, events), "probability": prob, "time": t,
+            out[cid] = {"events": curve_events(prob, x, float(t[0]), cadence_s, events, measured[cid]),
+                        "probability": prob, "time": t,
                         "flux": x, "filled": filled, "seconds": pred.seconds / len(ids)}
     return out
 

@@ -163,6 +163,12 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
         raise InputError(ds.root, f"curves of {ds.in_channels} flux channel(s) ({ds.channels}); the model reads "
                                   f"{model.in_channels} (prepare with plato.prepare.channels = "
                                   f"\"{model_channels(model)}\")")
+    from astrotool_plato.model import min_samples, pad_to
+
+    multiple, shortest = getattr(model, "granularity", 1), getattr(model, "min_length", 0)   # any callable too
+    if ds.length < min_samples(multiple, shortest):
+        raise InputError(ds.root, f"curves of {ds.length} samples; the model needs at least "
+                                  f"{min_samples(multiple, shortest)} (prepare longer curves)")
     merge = int(round(events.merge_gap_hours * 3600.0 / cadence))
     min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence)))
     radius = np.asarray(meta["radius"], float) if "radius" in meta else np.full(ds.n, np.nan)  # older sets: none
@@ -178,11 +184,9 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     binary = np.zeros(len(idx), bool)                 # transit-free curves with an eclipsing binary
     row = 0
 
-    from astrotool_plato.model import pad_to
-
     def batches():
         for b in ds.iter_batches(batch_size, ["flux", "label"], indices=idx):
-            x, _ = pad_to(b["flux"].astype(np.float32), getattr(model, "granularity", 1))
+            x, _ = pad_to(b["flux"].astype(np.float32), multiple, shortest)
             yield {"flux": torch.from_numpy(np.ascontiguousarray(x)), "label": b["label"], "index": b["index"],
                    "coadd": b["flux"][:, -1] if b["flux"].ndim == 3 else b["flux"]}
 

@@ -194,13 +194,20 @@ def reference_level(flux: np.ndarray, start: int, stop: int, band: int | None = 
     room = max(int(start), flux.size - int(stop))   # samples beyond the event on its roomier side
     gap = min(int(gap), max(room - min(band, MIN_BAND), 0))
     around = np.r_[flux[max(0, start - gap - band):max(0, start - gap)], flux[stop + gap:stop + gap + band]]
+    around = around[np.isfinite(around)]   # a gap's samples (NaN) are no level
     return float(np.median(around)) if around.size else math.nan
+
+
+def _mean(x: np.ndarray) -> float:
+    """Mean of the finite samples of ``x``; NaN if none."""
+    x = x[np.isfinite(x)]
+    return float(np.mean(x)) if x.size else math.nan
 
 
 def box_depth(flux: np.ndarray, start: int, stop: int, band: int | None = None, gap: int = 0) -> float:
     """Box depth of samples ``start:stop``: :func:`reference_level` (a band of ``band`` samples either side,
     ``gap`` samples away) minus the mean inside (relative flux; NaN without a band)."""
-    return reference_level(flux, start, stop, band, gap) - float(np.mean(flux[start:stop]))
+    return reference_level(flux, start, stop, band, gap) - _mean(flux[start:stop])
 
 
 def central_depth(flux: np.ndarray, start: int, stop: int, mid: float | None = None) -> float:
@@ -215,7 +222,7 @@ def central_depth(flux: np.ndarray, start: int, stop: int, mid: float | None = N
     half = max(n // 2, 1)
     mid = 0.5 * (start + stop - 1) if mid is None else float(mid)
     a = int(np.clip(round(mid - 0.5 * (half - 1)), start, stop - half))
-    return reference_level(flux, start, stop, gap=n) - float(np.mean(flux[a:a + half]))
+    return reference_level(flux, start, stop, gap=n) - _mean(flux[a:a + half])
 
 
 def _block_sigma(x: np.ndarray, free: np.ndarray, w: int) -> tuple[float, int]:

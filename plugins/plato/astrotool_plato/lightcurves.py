@@ -186,7 +186,7 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
                                            "PDCSAP_FLUX there)")
                 t = Table.read(hdul, hdu=1)
             cols = {c: t[c] for c in t.colnames if t[c].ndim == 1}
-            return ({c: np.asarray(v.filled(np.nan) if hasattr(v, "filled") else v, dtype=np.float64)
+            return ({c: (v.astype(np.float64).filled(np.nan) if hasattr(v, "filled") else np.asarray(v, np.float64))
                      for c, v in cols.items() if v.dtype.kind in "fiu"},
                     {c: np.asarray(v) for c, v in cols.items() if v.dtype.kind not in "fiu"},
                     {c: np.dtype(v.dtype.newbyteorder("=")) for c, v in cols.items() if v.dtype.kind in "fiu"})
@@ -199,7 +199,8 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
         elif name.endswith((".csv", ".csv.gz")):   # pyarrow reads the compression from the name
             import pyarrow.csv as pcsv
 
-            table = pcsv.read_csv(path)
+            skip, delimiter = _csv_layout(path)
+            table = pcsv.read_csv(path, pcsv.ReadOptions(skip_rows=skip), pcsv.ParseOptions(delimiter=delimiter))
         else:
             import pyarrow.parquet as pq
 
@@ -219,6 +220,33 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
         raise InputError(path, f"unreadable light curve ({type(exc).__name__}: {exc})") from None
 
 
+def _csv_layout(path: Path) -> tuple[int, str]:
+    """A CSV file's leading comment lines (``#``, as lightkurve and astropy's ECSV write them; blank lines
+    too) and its delimiter, read from its header line: comma, else tab, semicolon or space (ECSV)."""
+    import gzip
+
+    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rt", errors="replace") as f:
+        for skip in range(10_000):
+            line = f.readline(1 << 16)   # bounded: a binary file may hold no newline
+            if not line:
+                break
+            if line.strip() and not line.lstrip().startswith("#"):
+                return skip, next((d for d in (",", "\t", ";", " ") if d in line.strip()), ",")
+    return 0, ","
+
+
+def _first_present(names, defaults) -> str | None:
+    """The first of ``defaults`` among the column ``names``, in any case, as the file spells it (``bjd`` for
+    ``BJD``; an exact match first); None if none is there."""
+    by_case: dict[str, str] = {}
+    for c in names:
+        by_case.setdefault(c.lower(), c)
+    for c in defaults:
+        if c in names or c.lower() in by_case:
+            return c if c in names else by_case[c.lower()]
+    return None
+
+
 def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, what: str,
           others: Mapping | None = None) -> str:
     others = others or {}
@@ -234,18 +262,9 @@ def _pick(columns: Mapping[str, np.ndarray], wanted: str, defaults, path: Path, 
         if wanted not in columns:
             raise InputError(path, f"no numeric {what} column {wanted!r} (numeric columns: {', '.join(columns)})")
         return wanted
-    def found(names) -> str | None:   # the first default present, its case as written first (bjd as BJD)
-        by_case = {}
-        for c in names:
-            by_case.setdefault(c.lower(), c)
-        for c in defaults:
-            if c in names or c.lower() in by_case:
-                return c if c in names else by_case[c.lower()]
-        return None
-
-    if (c := found(columns)) is not None:
+    if (c := _first_present(columns, defaults)) is not None:
         return c
-    if (c := found(others)) is not None:   # none numeric: the first that is there but holds text
+    if (c := _first_present(others, defaults)) is not None:   # none numeric: the first that is there but holds text
         raise not_numeric(c)
     raise InputError(path, f"no {what} column (looked for {', '.join(defaults)}; numeric columns: "
                            f"{', '.join(columns) or 'none'}); name it with --{what}-column")
@@ -408,8 +427,9 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     cols, others, stored = _table(path)
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
     valued = [c for c in cols if np.isfinite(cols[c]).any()]   # a column with no value is no one's flux
-    quality_column = next((c for c in QUALITY_COLUMNS if c in cols), "")
-    if not flux_column and not any(c in cols for c in FLUX_COLUMNS) and path.suffix.lower() in FEATHER_SUFFIXES:
+    quality_column = _first_present(cols, QUALITY_COLUMNS) or ""   # lightkurve writes `quality`
+    if not flux_column and _first_present([*cols, *others], FLUX_COLUMNS) is None \
+            and path.suffix.lower() in FEATHER_SUFFIXES:
         rest = [c for c in valued if c not in (tc, quality_column)]
         flux_column = rest[-1] if rest else ""
         if flux_column:   # chosen by position: say which, as a column of another meaning may be last
@@ -426,22 +446,32 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             raise InputError(path, f"no camera-group columns ({GROUP_PREFIX}1, {GROUP_PREFIX}2, ...; numeric "
                                    f"columns: {', '.join(cols)}); the model reads channels = \"groups\"")
         flux = np.vstack([cols[c] for c in names] + [flux])
-    keep = np.ones(time.size, bool)
+    keep, dropped = np.ones(time.size, bool), []
     if quality_column and quality == "drop":
         flag = cols[quality_column]
         flagged = np.isfinite(flag) & (flag != 0)
         if flagged.any():
             keep &= ~flagged
-            notes.append(f"{path.name}: dropped {int(flagged.sum())} of {time.size} cadence(s) flagged in "
-                         f"{quality_column} (plato.detect.quality = \"keep\" keeps them)")
+            dropped.append(f"dropped {int(flagged.sum())} of {time.size} cadence(s) flagged in {quality_column} "
+                           "(plato.detect.quality = \"keep\" keeps them)")
     no_time = ~np.isfinite(time)
     if no_time.any():
         keep &= ~no_time
-        notes.append(f"{path.name}: dropped {int(no_time.sum())} row(s) whose time is NaN or infinite")
+        dropped.append(f"dropped {int(no_time.sum())} row(s) whose time is NaN or infinite")
+    notes += [f"{path.name}: {text}" for text in dropped]
     rows = np.flatnonzero(keep) + 1   # file rows counted from 1, the header not counted
     if not keep.all():
         time, flux = time[keep], flux[..., keep]
-    check_curve(time, flux, str(path), rows, stored[tc])
+    try:
+        check_curve(time, flux, str(path), rows, stored[tc])
+    except InputError as exc:   # say which column, and what was dropped before (all of it flagged?)
+        told = list(dropped)
+        if "NaN or infinite everywhere" in exc.problem:   # e.g. PDCSAP_FLUX, where SAP_FLUX holds values
+            other = [c for c in valued if c != fc and c.lower() in {n.lower() for n in FLUX_COLUMNS}]
+            told.insert(0, f"flux column {fc!r}" + (f"; --flux-column {other[0]} reads another" if other else ""))
+        if told:
+            raise InputError(path, f"{exc.problem} ({'; '.join(told)})") from None
+        raise
     return {path.name.split(".")[0]: (time, flux)}
 
 

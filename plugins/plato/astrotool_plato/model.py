@@ -71,6 +71,12 @@ def granularity(bin: int, depth: int) -> int:
     return int(bin) * 2 ** (int(depth) - 1)
 
 
+def min_length(bin: int, depth: int, kernel_size: int, dilation: int) -> int:
+    """The shortest input [samples]: the deepest level's convolutions pad by reflection, which needs more
+    samples there than the padding, ``dilation * (kernel_size // 2)``."""
+    return granularity(bin, depth) * (int(dilation) * (int(kernel_size) // 2) + 1)
+
+
 def _conv(cin: int, cout: int, kernel: int, dilation: int) -> nn.Conv1d:
     return nn.Conv1d(cin, cout, kernel, padding=dilation * (kernel // 2), dilation=dilation,
                      padding_mode="reflect", bias=False)
@@ -213,6 +219,7 @@ class TransitNet(nn.Module):
             raise ValueError(f"trend_window must be 0 (none) or positive, got {trend_window}")
         self.scaling, self.noise_bin, self.trend_window = scaling, int(noise_bin), int(trend_window)
         self.decoder, self.depth, self.bin, self.in_channels = decoder, depth, bin, in_channels
+        self.kernel_size, self.dilation = kernel_size, dilation
         self._pool = F.avg_pool1d if pool == "avg" else F.max_pool1d
         k, d = kernel_size, dilation
         ch = [width * 2**i for i in range(depth)]
@@ -241,6 +248,11 @@ class TransitNet(nn.Module):
     def granularity(self) -> int:
         """The input length must be divisible by this."""
         return granularity(self.bin, self.depth)
+
+    @property
+    def min_length(self) -> int:
+        """The shortest padded input [samples] (:func:`min_length`)."""
+        return min_length(self.bin, self.depth, self.kernel_size, self.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -299,16 +311,25 @@ def make_model(**kwargs) -> TransitNet:
     return TransitNet(**kwargs)
 
 
-def pad_to(flux, multiple: int):
-    """Pad the last axis of ``flux`` (numpy) by reflection to a multiple of ``multiple``; returns (padded, n)."""
+def min_samples(multiple: int, minimum: int = 0) -> int:
+    """The fewest samples :func:`pad_to` takes: more than half of ``multiple`` (reflection pads less than the
+    curve), and enough to be padded to ``minimum`` or beyond."""
+    return max(multiple // 2 + 1, -(-minimum // multiple) * multiple - multiple + 1)
+
+
+def pad_to(flux, multiple: int, minimum: int = 0):
+    """Pad the last axis of ``flux`` (numpy) by reflection to a multiple of ``multiple``; returns (padded, n).
+    ValueError where the padding would be longer than the curve or the padded curve shorter than ``minimum``
+    (:attr:`TransitNet.min_length`)."""
     import numpy as np
 
     n = flux.shape[-1]
+    if n < min_samples(multiple, minimum):
+        raise ValueError(f"a curve of {n} samples is too short for this model (it needs at least "
+                         f"{min_samples(multiple, minimum)})")
     extra = (-n) % multiple
     if extra == 0:
         return flux, n
-    if extra >= n:
-        raise ValueError(f"a curve of {n} samples is too short for this model (it needs at least {multiple})")
     pad = [(0, 0)] * (flux.ndim - 1) + [(0, extra)]
     return np.pad(flux, pad, mode="reflect"), n
 

@@ -199,7 +199,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     from astrotool.seeding import derive_seed
 
     from astrotool_plato.labels import PLANET
-    from astrotool_plato.model import ARCHITECTURE, granularity, loss_function, make_model
+    from astrotool_plato.model import ARCHITECTURE, granularity, loss_function, make_model, min_length
 
     model_dir = Path(model_dir)
     g = granularity(cfg.bin, cfg.depth)
@@ -207,6 +207,12 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
         raise InputError(ds.root, f"curves of {ds.length} samples; a network with bin {cfg.bin} and depth "
                                   f"{cfg.depth} needs a length divisible by bin * 2**(depth-1) = {g} "
                                   "(prepare again with another --length, or lower depth or bin)")
+    shortest = min_length(cfg.bin, cfg.depth, cfg.kernel_size, cfg.dilation)
+    if ds.length < shortest:
+        raise InputError(ds.root, f"curves of {ds.length} samples; a network with bin {cfg.bin}, depth "
+                                  f"{cfg.depth}, kernel_size {cfg.kernel_size} and dilation {cfg.dilation} needs "
+                                  f"at least {shortest} (its deepest level's convolutions pad by reflection: "
+                                  "prepare longer curves, or lower depth, bin or kernel_size)")
     train_idx, val_idx = ds.split_indices("train"), ds.split_indices("val")
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise InputError(ds.root, f"{len(train_idx)} training and {len(val_idx)} validation curves: both splits "
