@@ -204,6 +204,18 @@ def test_predict_says_why_no_input_could_be_ingested(tws, tmp_path, astro):
     assert "no alert file could be read" not in r.stderr and "astro ztf ingest --overwrite" in r.stderr
 
 
+def test_predict_refuses_stamps_smaller_than_the_model_s_crop_naming_the_stamp_file(tws, tmp_path, astro):
+    """A crop-21 model on 15-px stamps: a bare ValueError, exit 1, naming no file."""
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(2))
+    r = astro("-w", tmp_path / "small", "--set", "ztf.ingest.stamp_size=15", "ztf", "predict", src, "--model",
+              tws / "ztf/models/sim_classifier")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "night_stamps.h5: stamps of 15 px; the model crops 21 px (ingest again with ztf.ingest.stamp_size = 21 " \
+           "or more)" in r.stderr, r.stderr
+
+
 def test_evaluate_averages_only_seeds_of_one_configuration(tmp_path):
     """Every classifier of a set was averaged as if seeds: a probe and a model with another
     learning rate went into one 'mean ± std'."""

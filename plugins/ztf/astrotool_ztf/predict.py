@@ -47,7 +47,10 @@ def alert_inputs(alerts_path, stamps_path, meta: dict):
     if len(stamps["candid"]) != len(table) or not np.array_equal(stamps["candid"], table["candid"].to_numpy()):
         raise InputError(stamps_path, f"does not hold the stamps of {Path(alerts_path).name} in its order "
                                       "(ingest again)")
-    crop = int(meta["crop"])
+    crop, side = int(meta["crop"]), stamps["science"].shape[-1]
+    if crop > side:
+        raise InputError(stamps_path, f"stamps of {side} px; the model crops {crop} px (ingest again with "
+                                      f"ztf.ingest.stamp_size = {crop} or more)")
     raw = [crop_centre(stamps[k], crop) for k in ("science", "template", "difference")]
     usable = np.isfinite(np.stack(raw, axis=1)).any(axis=(1, 2, 3))  # alerts with at least one pixel
     x = normalise_stamps(*raw)
