@@ -62,6 +62,20 @@ def test_data_json_pointing_to_missing_files(tmp_path):
     assert "psf_0.fits" in str(e.value)
 
 
+def test_data_json_with_a_shear_that_is_not_a_number_names_the_entry(tmp_path):
+    """A null or text g1 gave a bare TypeError/ValueError (exit 1) naming no file."""
+    for k in range(2):
+        _fits(tmp_path / f"gal_{k}.fits", np.ones((24, 24)))
+    for bad, shown in ((None, "null"), ("abc", '"abc"'), (True, "true")):
+        (tmp_path / "data.json").write_text(json.dumps([{"galaxy": "gal_0.fits", "g1": 0.1, "g2": 0.0},
+                                                        {"galaxy": "gal_1.fits", "g1": bad, "g2": 0.1}]))
+        with pytest.raises(InputError, match=rf"data\.json: entry 1: g1 is not a finite number \({shown}\)$"):
+            read_inputs(tmp_path / "data.json", need_psf=False)
+    (tmp_path / "data.json").write_text(json.dumps([{"galaxy": "gal_0.fits", "g1": "0.1", "g2": 0},
+                                                    {"galaxy": "gal_1.fits", "g1": 0.0, "g2": -0.05}]))
+    np.testing.assert_array_equal(read_inputs(tmp_path / "data.json", need_psf=False).truth["g1"], [0.1, 0.0])
+
+
 def test_corrupt_and_non_fits(tmp_path):
     bad = tmp_path / "x.fits"
     bad.write_bytes(b"not a fits file at all" * 100)

@@ -262,9 +262,21 @@ def _read_data_json(path: Path, need_psf: bool, who: str = "the model") -> Input
             psfs.append(_same_shape(read_fits_image(pp), g, pp, gp))
     truth = {}
     if all("g1" in e and "g2" in e for e in entries):
-        truth = {"g1": np.array([float(e["g1"]) for e in entries]), "g2": np.array([float(e["g2"]) for e in entries])}
+        truth = {key: np.array([_shear_value(e[key], path, k, key) for k, e in enumerate(entries)])
+                 for key in ("g1", "g2")}
     return Inputs(np.stack(gals), np.stack(psfs) if psfs else None, names,
                   _stem(path.parent.name or path.stem), truth, origin=path)
+
+
+def _shear_value(value, path: Path, k: int, key: str) -> float:
+    """An entry's true shear ``g1``/``g2`` in a LensNet ``data.json`` (a number; InputError naming the entry)."""
+    try:
+        number = float("nan") if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise InputError(path, f"entry {k}: {key} is not a finite number ({json.dumps(value)})")
+    return number
 
 
 def flagged_message(error, counts_only: bool = False) -> str:
