@@ -202,6 +202,18 @@ def test_retraining_a_calibrated_model_says_its_calibration_is_discarded(ws, cal
     assert "calibration" not in json.loads((dst / "model.json").read_text())
 
 
+def test_a_resume_that_keeps_the_weights_keeps_the_calibration_and_says_nothing(ws, cal_nosym, capsys):
+    """Run again with nothing left to train, train said "calibration discarded" while it stayed, and applied."""
+    dst = ws / "lens" / "models" / "mkeep"
+    shutil.copytree(cal_nosym, dst)
+    before = json.loads((dst / "model.json").read_text())["calibration"]
+    code, _, err = run(capsys, ws, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "g", "--model",
+                       "mkeep", "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu")
+    assert code == 0, err
+    assert "calibration discarded" not in err
+    assert json.loads((dst / "model.json").read_text())["calibration"] == before
+
+
 def test_anacal_refuses_non_square_stamps_up_front(tmp_path, capsys):
     pytest.importorskip("anacal")
     from astropy.io import fits

@@ -214,7 +214,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
                  patience=cfg.patience, lr_factor=lr_factor, resume=cfg.resume and not overwrite,
                  on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
-    if old_calibration and log and rt.is_global_zero:
+    if old_calibration and _calibration_of(model_dir) is None and log and rt.is_global_zero:   # new best weights
         log.warning("%s: calibration discarded (fitted on %s for the old weights); run `astro lens calibrate` "
                     "again", model_dir.name, old_calibration.get("dataset"))
     return {
