@@ -26,6 +26,19 @@ def _ring_fields(m, c, n_fields=12, seed=3):
     return true, est
 
 
+def test_estimates_of_an_implausible_response_are_not_judged():
+    """`validate --response metacal` warned that the response was meaningless, then said the estimator "meets"
+    the tolerance, and the report kept only that."""
+    true, est = _ring_fields((0.0, 0.0), (0.0, 0.0))
+    rep = validate_estimates(true[:, 0], true[:, 1], (est[:, 0], est[:, 1]), None, ValidateConfig(),
+                             unjudged="the model's mean shear response <R11> = 5e-05 is implausible")
+    assert rep["verdict"] == ("no stored calibration; the raw estimator is not judged: the model's mean shear "
+                              "response <R11> = 5e-05 is implausible")
+    assert rep["response_problem"].endswith("is implausible") and rep["transfers"] is None
+    assert "meets" in validate_estimates(true[:, 0], true[:, 1], (est[:, 0], est[:, 1]), None,
+                                         ValidateConfig())["verdict"]
+
+
 def test_fit_returns_a_known_m_and_c():
     m, c = (0.031, -0.012), (4e-4, -7e-4)
     true, est = _ring_fields(m, c)

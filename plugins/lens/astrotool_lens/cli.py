@@ -506,6 +506,7 @@ def validate(
             table = hsm_estimates(src, ctx.workspace.stage("lens", "predictions") / f"{stem}_hsm.parquet",
                                   cfg.measure.model_copy(update={"methods": [v.method]}), ctx.map, ctx.log,
                                   ctx.overwrite)
+    problem = None   # a response that makes the biases meaningless: no verdict
     if not v.model:
         raw = table_estimates(table, np.arange(len(field)), [v.method], field)[v.method]
     elif v.response == "metacal":
@@ -519,7 +520,7 @@ def validate(
     uncalibrated = "no stored calibration"
     if v.model and v.response == "metacal" and meta.get("calibration") is not None:
         uncalibrated = "the stored calibration is not applied with --response metacal"
-    report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field, uncalibrated)
+    report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field, uncalibrated, problem)
     sym = v.symmetrize if v.model else None   # a model's mode; predict's and evaluate's _nosym: a report of its own
     out = ctx.workspace.stage("lens", "reports") / f"{stem}_{estimator}{'_nosym' if sym is False else ''}_validate.json"
     report = {"input": str(inputs), "estimator": estimator, "symmetrize": sym, **report, "report": str(out)}

@@ -102,7 +102,7 @@ def verdict(fit: dict, max_abs_m: float, max_abs_c: float, sigmas: float) -> lis
 
 
 def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, cfg, field=None,
-                       uncalibrated: str = "no stored calibration") -> dict:
+                       uncalibrated: str = "no stored calibration", unjudged: str | None = None) -> dict:
     """m and c of raw and calibrated estimates, and whether the calibration transfers.
 
     Parameters
@@ -120,6 +120,9 @@ def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, c
     uncalibrated : str
         Why ``calibration`` is None, the verdict's start (e.g. the stored calibration is left out with
         ``--response metacal``).
+    unjudged : str, optional
+        Why the raw estimates cannot be judged (:func:`astrotool_lens.response.response_problem`): the
+        verdict says so instead of whether they meet the tolerance; kept as ``response_problem``.
 
     Returns
     -------
@@ -141,7 +144,10 @@ def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, c
     if calibration is None:
         off = verdict(out["raw"], cfg.max_abs_m, cfg.max_abs_c, cfg.sigmas)
         out.update(transfers=None, off=off, verdict=f"{uncalibrated}; the raw estimator "
-                   + (f"meets {tol}" if not off else "is off: " + "; ".join(off)))
+                   + (f"is not judged: {unjudged}" if unjudged else f"meets {tol}" if not off else
+                      "is off: " + "; ".join(off)))
+        if unjudged:
+            out["response_problem"] = unjudged
         return out
     cal = calibrate_estimates(est, [calibration["m1"], calibration["m2"]], [calibration["c1"], calibration["c2"]])
     fit_cal = estimator_metrics(g1_true, g2_true, cal[:, 0], cal[:, 1], field)
