@@ -1,6 +1,7 @@
 """Exceptions that map to the command line's exit codes.
 
-Exit codes: 0 success, 1 some items failed, 2 usage, configuration or input error.
+Exit codes: 0 success, 1 some items failed, 2 usage, configuration or input error (also where items failed,
+each on bad input).
 """
 
 import errno as _errno
