@@ -194,6 +194,23 @@ def test_embed_is_quiet_and_a_holdout_set_is_named_as_why_it_cannot_train(tws, a
     assert "hold-out set" in err and "val_per_class" not in err
 
 
+def test_evaluate_warns_when_a_hold_out_set_holds_objects_the_model_trained_on(tws, astro):
+    """A hold-out set prepared from the training set's own alert tables was scored without a word: about
+    2/3 of its objects were the models' train and val objects."""
+    assert astro("-w", tws, "--seed", 1, "--set", "ztf.prepare.holdout=true", "ztf", "prepare",
+                 "--name", "ho").returncode == 0
+    r = astro("--json", "-w", tws, "ztf", "evaluate", "--model", "sim_classifier", "--dataset", "ho")
+    assert r.returncode == 0, r.stderr
+    (warning,) = [w for w in json.loads(r.stdout)["warnings"] if "optimistic" in w]
+    import re
+
+    k, n = map(int, re.match(r"sim_classifier: (\d+) of (\d+) objects of the 'test' split of ho were in the "
+                             r"training or validation split of the set it was trained on", warning).groups())
+    assert 0 < k < n and warning in r.stderr
+    r = astro("--json", "-w", tws, "ztf", "evaluate", "--model", "sim_classifier")   # its own set's test split
+    assert r.returncode == 0 and not [w for w in json.loads(r.stdout)["warnings"] if "optimistic" in w]
+
+
 def test_predict_says_why_no_input_could_be_ingested(tws, tmp_path, astro):
     from astrotool_ztf import synthetic
 

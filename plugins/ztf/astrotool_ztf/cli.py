@@ -295,6 +295,28 @@ def train(
         ctx.emit(summaries if json_results() or len(summaries) > 1 else summaries[0])
 
 
+def _seen_objects(ctx, meta: dict, ds, split: str) -> str | None:
+    """``"k of n"`` where a model trained on another prepared set of the workspace saw ``k`` of the ``n`` objects of
+    ``ds``'s ``split`` in its training or validation split (a set of the same name keeps them apart by
+    construction); None where it saw none, or its set is gone or unreadable."""
+    from astrotool.errors import AstroError
+    from astrotool_ztf import NAME, PREPARED
+    from astrotool_ztf.prepare import StampDataset
+
+    ident = (meta.get("settings") or {}).get("dataset")
+    name = ident.get("name") if isinstance(ident, dict) else (meta.get("training") or {}).get("dataset")
+    if not isinstance(name, str) or name == ds.name:
+        return None
+    try:
+        trained = StampDataset(ctx.workspace.stage(NAME, PREPARED) / name).metadata(["objectId", "split"])
+        scored = ds.metadata(["objectId", "split"])
+    except (AstroError, OSError, ValueError, KeyError):
+        return None
+    objects = set(scored["objectId"][scored["split"] == split].astype(str))
+    seen = objects & set(trained["objectId"][trained["split"] != "test"].astype(str))
+    return f"{len(seen)} of {len(objects)}" if seen else None
+
+
 @app.command()
 def evaluate(
     models: List[str] = typer.Option(None, "--model", help="Model name or folder; repeat for several (seeds). "
@@ -402,6 +424,11 @@ def evaluate(
         dirs = [d for d in dirs if fits(d)]
         if not dirs:
             raise InputError(ds.root, f"no model of the set {ds.name!r} fits it (the warnings above say why)")
+    for d in [*dirs, *([base] if base is not None else [])]:
+        seen = _seen_objects(ctx, read_meta(d), ds, split)
+        if seen:
+            warn(f"{d.name}: {seen} objects of the {split!r} split of {ds.name} were in the training or validation "
+                 "split of the set it was trained on: its scores here are optimistic")
     reports = ctx.workspace.stage(NAME, REPORTS)
     stem = f"{ds.name}_{split}"  # reports: <model>_<dataset>_<split>_...
 
