@@ -26,7 +26,8 @@ def ws(tmp_path_factory):
 def cal_nosym(ws):
     """Model m calibrated on f3 without symmetrisation, as ``mc``."""
     shutil.copytree(ws / "lens" / "models" / "m", ws / "lens" / "models" / "mc")
-    assert main(["-q", "-w", str(ws), "--set", "lens.calibrate.max_abs_m=1e6", "lens", "calibrate", "--model", "mc",
+    assert main(["-q", "-w", str(ws), "--set", "lens.calibrate.max_abs_m=1e6", "--set",
+                 "lens.calibrate.min_response_sigmas=0", "lens", "calibrate", "--model", "mc",
                  "--dataset", "f3", "--no-symmetrize"]) == 0
     return ws / "lens" / "models" / "mc"
 
@@ -212,6 +213,23 @@ def test_a_resume_that_keeps_the_weights_keeps_the_calibration_and_says_nothing(
     assert code == 0, err
     assert "calibration discarded" not in err
     assert json.loads((dst / "model.json").read_text())["calibration"] == before
+
+
+def test_calibrate_refuses_a_model_that_hardly_responds_to_shear(ws, capsys):
+    """With max_abs_m raised, calibrate stored m = -0.99995, and predict then divided by 1 + m = 5e-5."""
+    from astrotool_lens.calibrate import flat_response
+
+    fit = {"m1": -0.99995, "m1_err": 0.09, "m2": 0.02, "m2_err": 0.01}
+    assert flat_response(fit) == "1 + m1 = 5e-05 +- 0.09" and flat_response(fit, 0.0) is None
+    assert flat_response({**fit, "m1": -0.5}) is None and flat_response({**fit, "m2": -1.5}).endswith("+- 0.01")
+    dst = ws / "lens" / "models" / "mflat"
+    shutil.copytree(ws / "lens" / "models" / "m", dst)
+    before = (dst / "model.json").read_text()
+    code, _, err = run(capsys, ws, "--set", "lens.calibrate.max_abs_m=1e6", "lens", "calibrate", "--model", "mflat",
+                       "--dataset", "f3", "--no-symmetrize")
+    assert code == 2 and "not above lens.calibrate.min_response_sigmas = 3 errors: model 'mflat' hardly responds" \
+        in err and "nothing written" in err, err
+    assert (dst / "model.json").read_text() == before
 
 
 def test_anacal_refuses_non_square_stamps_up_front(tmp_path, capsys):

@@ -28,6 +28,15 @@ import numpy as np
 __docformat__ = "numpy"
 
 
+def flat_response(fit: dict, sigmas: float = 3.0) -> str | None:
+    """What makes a fitted calibration unusable (``"1 + m1 = 1.6e-05 +- 0.096"``): ``1 + m`` of a component not
+    above ``sigmas`` times its error (the calibrated shear ``(g - c) / (1 + m)`` then divides by noise, or flips
+    its sign); None where both are usable, or ``sigmas`` is 0."""
+    bad = [f"1 + m{i} = {1 + fit[f'm{i}']:.3g} +- {fit[f'm{i}_err']:.2g}" for i in (1, 2)
+           if sigmas and not 1 + fit[f"m{i}"] > sigmas * fit[f"m{i}_err"]]
+    return "; ".join(bad) or None
+
+
 def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
     """Measure m and c of a model on constant-shear fields and store them in its checkpoint.
 
@@ -95,6 +104,11 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
     if not np.isfinite(worst) or worst > cfg.max_abs_m:
         raise InputError(ds.root, f"fitted |m| = {worst:.3g} exceeds lens.calibrate.max_abs_m = {cfg.max_abs_m}: "
                                   f"model {model_dir.name!r} does not match these simulations; nothing written")
+    flat = flat_response(result, cfg.min_response_sigmas)
+    if flat:
+        raise InputError(ds.root, f"{flat}, not above lens.calibrate.min_response_sigmas = "
+                                  f"{cfg.min_response_sigmas:g} errors: model {model_dir.name!r} hardly responds to "
+                                  "shear, and dividing by 1 + m would blow its estimates up; nothing written")
     previous = meta.get("calibration")
     with torch.no_grad():
         model.calib_m.copy_(torch.tensor([result["m1"], result["m2"]], dtype=torch.float32))

@@ -454,6 +454,8 @@ class CalibrateConfig(_Model):
     batch_size: int = Field(32, ge=1, description="stamps per forward pass")
     max_abs_m: float = Field(0.1, gt=0, description="refuse (exit 2, nothing written) a fit with |m1| or |m2| above "
                                                      "this: the model does not match the simulations")
+    min_response_sigmas: float = Field(3.0, ge=0, description="refuse a fit whose 1 + m1 or 1 + m2 is not above "
+                                                              "this many times its error (0: no check)")
 
 
 class ValidateConfig(_Model):
