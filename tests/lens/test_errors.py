@@ -76,6 +76,25 @@ def test_data_json_with_a_shear_that_is_not_a_number_names_the_entry(tmp_path):
     np.testing.assert_array_equal(read_inputs(tmp_path / "data.json", need_psf=False).truth["g1"], [0.1, 0.0])
 
 
+def test_a_folder_pairs_galaxy_and_psf_stamps_whatever_their_fits_suffix(tmp_path):
+    """gal_10.fits.gz looked for psf_10.fits.gz only: psf_10.fits beside it was "no matching PSF file"."""
+    gal = np.ones((24, 24))
+    _fits(tmp_path / "gal_10.fits.gz", gal)
+    _fits(tmp_path / "psf_10.fits", 2 * gal)
+    _fits(tmp_path / "gal_2.FITS", 3 * gal)
+    _fits(tmp_path / "psf_2.fit.gz", 4 * gal)
+    inp = read_inputs(tmp_path, need_psf=True)
+    assert inp.source == ["gal_2.FITS", "gal_10.fits.gz"]
+    assert inp.psf[:, 0, 0].tolist() == [4.0, 2.0]
+    _fits(tmp_path / "psf_2.fits", 4 * gal)
+    with pytest.raises(InputError, match=r"psf_2\.f.*: two PSF files for one stamp: psf_2\.f"):
+        read_inputs(tmp_path, need_psf=True)
+    (tmp_path / "psf_2.fits").unlink()
+    (tmp_path / "psf_10.fits").unlink()
+    with pytest.raises(InputError, match=r"gal_10\.fits\.gz: no matching PSF file psf_10\.fits \(or \.fits\.gz"):
+        read_inputs(tmp_path, need_psf=True)
+
+
 def test_corrupt_and_non_fits(tmp_path):
     bad = tmp_path / "x.fits"
     bad.write_bytes(b"not a fits file at all" * 100)

@@ -57,6 +57,13 @@ class Inputs:
     origin: Path | None = None      # the input path (for error messages)
 
 
+def _fits_stem(name: str) -> str:
+    """``name`` less its FITS suffix (:data:`FITS_SUFFIXES`, any case): ``3.fits.gz`` -> ``3``."""
+    low = name.lower()
+    return name[:-len(next(s for s in sorted(FITS_SUFFIXES, key=len, reverse=True) if low.endswith(s)))] \
+        if is_fits(Path(name)) else name
+
+
 def is_fits(path: Path) -> bool:
     """Whether the file name has a FITS suffix."""
     name = path.name.lower()
@@ -145,7 +152,12 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
 
             logging.getLogger("astro").info("%s: %d file(s) not named as FITS left out: %s", path, len(others),
                                             ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
-        psf_files = {p.name[4:]: p for p in files if p.name.lower().startswith("psf_")}
+        psf_files = {}   # by the name after psf_ less its FITS suffix: psf_3.fits pairs with gal_3.fits.gz
+        for p in files:
+            if p.name.lower().startswith("psf_"):
+                if _fits_stem(p.name[4:]) in psf_files:
+                    raise InputError(p, f"two PSF files for one stamp: {psf_files[_fits_stem(p.name[4:])].name} too")
+                psf_files[_fits_stem(p.name[4:])] = p
         gal_files = [p for p in files if not p.name.lower().startswith("psf_")]
         if not gal_files:
             raise InputError(path, "no FITS files in this folder")
@@ -159,9 +171,9 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
             gals.append(stamps)
             names += [p.name] * len(stamps)
             if need_psf and single_psf is None:
-                key = p.name[4:] if p.name.lower().startswith("gal_") else p.name
+                key = _fits_stem(p.name[4:] if p.name.lower().startswith("gal_") else p.name)
                 if key not in psf_files:
-                    raise InputError(p, f"no matching PSF file psf_{key} in {path}")
+                    raise InputError(p, f"no matching PSF file psf_{key}.fits (or .fits.gz, ...) in {path}")
                 ps = _same_shape(read_fits_image(psf_files[key]), stamps, psf_files[key], p)
                 psfs.append(np.broadcast_to(ps, stamps.shape) if ps.ndim == 2 else ps)
         gal = np.concatenate(gals)
