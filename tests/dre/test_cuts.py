@@ -15,6 +15,7 @@ from astrotool_dre.catalog import read_catalog  # noqa: E402
 from astrotool_dre.config import CutsConfig, DetectConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.cuts import clean_mask, make_cuts, read_cuts  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
+from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
 from astrotool_dre.simulate import simulate_tile  # noqa: E402
 
 
@@ -204,3 +205,45 @@ def test_a_catalogue_without_class_star_is_refused(products, tmp_path):
     with pytest.raises(InputError, match="nostar_cat.fits.*CLASS_STAR missing from the catalogue"):
         _cut(p, tmp_path / "s_cuts.h5", tile=out["tile"])
     assert not (tmp_path / "s_cuts.h5").exists()
+
+
+def test_saturated_objects_are_not_cut(products, tmp_path, caplog):
+    """An object with FLAGS bit 4 is left out of the cuts, and counted, whatever the other selections."""
+    d, out, det = products
+    base = _cut(det, tmp_path / "b_cuts.h5", tile=out["tile"], max_stellarity=1.0)
+    names = read_cuts(base["cuts"]).names
+    cat = tmp_path / "sat_cat.fits"
+    shutil.copy(det["cat"], cat)
+    with fits.open(cat, mode="update") as h:
+        objects = h["LDAC_OBJECTS"].data
+        k = int(np.nonzero(objects["NUMBER"] == int(names[0].split("_")[1]))[0][0])
+        objects["FLAGS"][k] |= 4
+    with caplog.at_level("INFO", logger="astro.dre"):
+        r = make_cuts(cat, det["nb"], det["rms"], det["seg"], out["tile"], tmp_path / "s_cuts.h5",
+                      CutsConfig(max_stellarity=1.0))
+    assert read_cuts(r["cuts"]).names == names[1:]
+    assert r["n_saturated"] == 1 and r["n_cuts"] == base["n_cuts"] - 1
+    assert "1 saturated object(s) (FLAGS bit 4) not cut" in caplog.text
+
+
+@pytest.mark.parametrize("engine", [
+    pytest.param("sextractor", marks=pytest.mark.skipif(find_sextractor() is None, reason="source-extractor not installed")),
+    "photutils"])
+def test_an_object_above_the_header_saturate_is_flagged_and_not_cut(products, tmp_path, engine):
+    """SATURATE below the peak of an object the cuts select: either engine sets FLAGS bit 4, and it is not cut."""
+    d, out, det = products
+    data = fits.getdata(out["tile"])
+    base = read_cuts(_cut(det, tmp_path / "b_cuts.h5", tile=out["tile"], max_stellarity=1.0)["cuts"])
+    x, y = (np.round(base.attrs[c]).astype(int) - 1 for c in ("X_IMAGE", "Y_IMAGE"))
+    peaks = [data[j - 2:j + 3, i - 2:i + 3].max() for i, j in zip(x, y)]
+    k = int(np.argmax(peaks))
+    tile = tmp_path / "sat.fits"
+    fits.PrimaryHDU(data, header=fits.getheader(out["tile"])).writeto(tile)
+    fits.setval(tile, "SATURATE", value=0.9 * float(peaks[k]))
+    r = detect_tile(tile, tmp_path / engine, DetectConfig(engine=engine))
+    cat = read_catalog(r["cat"], vignet=False)
+    m = int(np.argmin(np.hypot(np.asarray(cat["X_IMAGE"]) - 1 - x[k], np.asarray(cat["Y_IMAGE"]) - 1 - y[k])))
+    assert cat["FLAGS"][m] & 4
+    c = make_cuts(r["cat"], r["nb"], r["rms"], r["seg"], tile, tmp_path / "sat_cuts.h5", CutsConfig(max_stellarity=1.0))
+    assert cat["NUMBER"][m] not in read_cuts(c["cuts"]).attrs["NUMBER"]
+    assert c["n_saturated"] >= 1

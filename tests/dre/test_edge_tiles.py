@@ -459,3 +459,111 @@ def test_nan_pixels_carry_no_weight_beside_a_weight_map(tile, tmp_path):
     x = np.asarray(read_catalog(r["cat"])["X_IMAGE"], float)
     assert len(x) >= 3 and (x > 120).all()
     assert np.isnan(fits.getdata(r["nb"])[:, :128]).all()
+
+
+def test_weight_nodata_marks_no_weight_and_bad_rms(tmp_path):
+    """Weight 0 or NaN (MAP_WEIGHT); an RMS or variance of 0, negative, infinite or huge: no data."""
+    from astrotool_dre.tiles import weight_nodata
+
+    path = tmp_path / "w.fits"
+    cases = {"MAP_WEIGHT": ([1.0, 0.5, 0.0, np.nan, -1.0, 1e-9], [0, 0, 1, 1, 1, 1]),
+             "MAP_RMS": ([12.5, 12.0, 0.0, np.inf, -3.0, 1e10], [0, 0, 1, 1, 1, 1]),
+             "MAP_VAR": ([156.0, 150.0, 0.0, np.inf, -3.0, 1e10], [0, 0, 1, 1, 1, 1])}
+    for kind, (values, nodata) in cases.items():
+        fits.PrimaryHDU(np.array([values, values], np.float32)).writeto(path, overwrite=True)
+        assert weight_nodata(path, kind).tolist() == [[bool(v) for v in nodata]] * 2, kind
+    assert weight_nodata(path, "BACKGROUND") is None
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+@pytest.mark.parametrize("kind, gap", [("MAP_WEIGHT", 0.0), ("MAP_RMS", 1e10)])
+def test_pixels_of_no_weight_are_no_data_as_nan_pixels_are(tile, tmp_path, kind, gap):
+    """A zero-filled chip gap of weight 0 (or of a huge RMS) is NaN in the products, and the cuts that cross it
+    are dropped, as those crossing a gap of NaN pixels are, not cut and fitted as data."""
+    from astrotool_dre.config import CutsConfig
+    from astrotool_dre.cuts import make_cuts, read_cuts
+
+    d, t = tile
+    data = fits.getdata(t).astype(np.float32)
+    band = slice(120, 126)
+    cuts = CutsConfig(size=64, margin=34.0, max_stellarity=1.0)
+    sky_rms = 1.4826 * float(np.median(np.abs(data - np.median(data))))
+    made = {}
+    for name in ("nan", "weight"):   # a gap of NaN pixels, no weight map; a zero-filled gap and its weight map
+        gapped = data.copy()
+        gapped[:, band] = np.nan if name == "nan" else 0.0
+        path = _variant(t, tmp_path / f"{name}.fits", data=gapped)
+        weights = {}
+        if name == "weight":
+            weight = np.full(data.shape, sky_rms if kind == "MAP_RMS" else 1.0)
+            weight[:, band] = gap
+            _weight(path, weight)
+            weights = dict(weight_image=WEIGHTS, weight_type=kind)
+        r = detect_tile(path, tmp_path / name, DetectConfig(engine="sextractor", **weights))
+        for k in ("nb", "rms"):
+            image = fits.getdata(r[k])
+            assert np.isnan(image[:, band]).all() and np.isfinite(image[:, :band.start]).all()
+        made[name] = make_cuts(r["cat"], r["nb"], r["rms"], r["seg"], path, tmp_path / f"{name}_cuts.h5", cuts)
+    assert made["weight"]["n_rejected_nan"] >= 1 and made["weight"]["n_cuts"] >= 1   # the test means something
+    c, c_nan = (read_cuts(made[name]["cuts"]) for name in ("weight", "nan"))
+    assert ((c.attrs["CUT_XMIN"] + cuts.size <= band.start) | (c.attrs["CUT_XMIN"] >= band.stop)).all()
+    assert sorted(c.attrs["CUT_XMIN"]) == sorted(c_nan.attrs["CUT_XMIN"])   # the same objects cut
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+@pytest.mark.parametrize("kind, value, words", [("MAP_WEIGHT", 0.0, "no pixel with positive weight"),
+                                                ("MAP_RMS", np.inf, "no pixel with finite positive RMS")])
+def test_a_weight_map_of_no_weight_anywhere_exits_2_naming_it(astro, tile, tmp_path, kind, value, words):
+    d, t = tile
+    ws = tmp_path / "ws"
+    (ws / "dre/tiles").mkdir(parents=True)
+    tile2 = _variant(t, ws / "dre/tiles/sim_000.fits")
+    wmap = _weight(tile2, np.full((256, 256), value))
+    r = astro("-w", ws, "--set", f'dre.detect.weight_image="{WEIGHTS}"', "--set", 'dre.detect.engine="sextractor"',
+              "--set", f'dre.detect.weight_type="{kind}"', "dre", "detect")
+    assert r.returncode == 2, r.stderr
+    assert f"{wmap}: weight map ({kind}) has {words}" in r.stderr
+    assert not any((ws / "dre/sextracted").rglob("*_cat.fits"))
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_a_negative_flux_radius_beside_a_zero_gap_gives_no_numpy_warning(tile, tmp_path):
+    """A star whose Kron aperture reaches into a zero-filled gap gets FLUX_RADIUS < 0 in SExtractor's first
+    pass (measuring the seeing): no RuntimeWarning from its logarithm."""
+    d, t = tile
+    data = fits.getdata(t).astype(np.float32)
+    data[:, 159:171] = 0.0   # 4 px right of the star at X_IMAGE 155.6
+    gapped = _variant(t, tmp_path / "gap.fits", data=data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detect_tile(gapped, tmp_path / "out", DetectConfig(engine="sextractor"))
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_int16_tile_with_blank_gives_no_astropy_warning(tile, tmp_path, engine):
+    """The products are floats: the tile's BLANK (and BZERO, BSCALE) are not copied onto them."""
+    from astrotool_dre.tiles import image_header
+
+    d, t = tile
+    data = np.round(fits.getdata(t)).astype(np.int16)
+    data[:, 120:126] = -32768
+    blank = _variant(t, tmp_path / "blank16.fits", data=data, BLANK=-32768)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = detect_tile(blank, tmp_path / engine, DetectConfig(engine=engine))
+    assert [str(w.message) for w in caught] == []
+    assert np.isnan(fits.getdata(r["nb"])[:, 120:126]).all()
+    assert not {"BLANK", "BZERO", "BSCALE"} & set(image_header(fits.Header({"BLANK": -1, "BZERO": 0, "BSCALE": 1})))
+
+
+def test_a_tile_smaller_than_a_cut_is_refused_before_any_work(astro, tile, tmp_path):
+    d, t = tile
+    ws = tmp_path / "ws"
+    (ws / "dre/tiles").mkdir(parents=True)
+    tiny = _variant(t, ws / "dre/tiles/tiny.fits", data=fits.getdata(t)[:100, :100])
+    r = astro("-w", ws, *GRID, "--set", 'dre.detect.engine="photutils"', "--set", 'dre.psf.engine="photutils"',
+              "dre", "run", "--no-mosaics")
+    assert r.returncode == 2, r.stderr
+    assert f"{tiny}: 100 x 100 px is smaller than a cut (dre.cuts.size = 128 px)" in r.stderr
+    assert not (ws / "dre/sextracted/tiny").exists() and not any((ws / "dre/models").glob("*.fits"))

@@ -37,8 +37,8 @@ def _section(ctx, flags: dict):
 def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, cube: Path | None = None,
                 desc: str | None = None) -> list[dict]:
     from astrotool.errors import AstroError
-    from astrotool_dre.pipeline import (TilePaths, check_tile_files, check_tiles, check_upstream, cube_path,
-                                        run_tiles, tiles_in)
+    from astrotool_dre.pipeline import (TilePaths, check_cut_rooms, check_tile_files, check_tiles, check_upstream,
+                                        cube_path, run_tiles, tiles_in)
     from astrotool_dre.stages import FOLDERS
     from astrotool_dre.tiles import TILE_SUFFIXES
 
@@ -62,6 +62,8 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         sextractor_for(cfg.detect)
     if "detect" in stages:  # a run whose every tile is no image stops before the model cube is built
         check_tile_files(ctx.shard_of(todo))
+    if "cuts" in stages:  # a tile smaller than a cut: refused before its detection and PSF, not after
+        check_cut_rooms(ctx.shard_of(todo), cfg)
     if "fit" in stages:  # an impossible backend/device is one usage error, not one failure per tile
         from astrotool.backends import get_backend
 

@@ -20,9 +20,13 @@ as in DRE.
 
 Selection (as DRE's ``make_cuts``): ``margin < X_IMAGE < NAXIS1 - margin`` and
 the same in y, ``CLASS_STAR < max_stellarity``, and ``MIN < COLUMN < MAX``
-for every ``(COLUMN, MIN, MAX)`` filter (strict). A cut is centred as DRE does,
-``Cutout2D(data, (X_IMAGE - 1, Y_IMAGE - 1), size)``, and rejected when the raw
-tile has a non-finite pixel inside it (or when it leaves the tile). For an even
+for every ``(COLUMN, MIN, MAX)`` filter (strict); unlike DRE, saturated objects
+(``FLAGS`` bit 4: :data:`SATURATED`) are left out. A cut is centred as DRE does,
+``Cutout2D(data, (X_IMAGE - 1, Y_IMAGE - 1), size)``, and rejected when it holds a
+pixel without data (or when it leaves the tile): non-finite in the raw tile, or in
+the background-subtracted image or RMS map, which the detect stage leaves NaN
+where the tile's weight map gives no weight (:mod:`astrotool_dre.detect`).
+A tile smaller than a cut is refused (:func:`check_cut_room`). For an even
 ``size`` astropy puts the cut's first pixel at ``ceil(X_IMAGE - 1 - size/2)``, so
 the object lies at ``X_CUT`` in (size/2 - 1, size/2] = (63, 64] for 128: on
 average half a pixel from pixel 64, where a model centred on the stamp's pixel
@@ -44,6 +48,7 @@ Compression: ``none|low|medium|high`` = no filter / lzf / gzip 4 / gzip 9.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +63,11 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["make_cuts", "read_cuts", "clean_mask", "Cuts"]
+__all__ = ["make_cuts", "read_cuts", "clean_mask", "check_cut_room", "Cuts", "SATURATED"]
+
+SATURATED = 4
+"""The ``FLAGS`` bit of a saturated object (SExtractor's; the photutils engine sets it for a pixel at or above
+``SATURATE``): such objects are not cut."""
 
 _ATTR_COLUMNS = ("CLASS_STAR", "FLUX_AUTO", "FLUX_RADIUS", "A_IMAGE", "B_IMAGE", "THETA_IMAGE", "MAG_AUTO")
 _TILE_KEYS = ("GAIN", "EXPTIME", "MAGZP", "BUNIT", "SATURATE", "SKYLEVEL", "RDNOISE")
@@ -116,6 +125,24 @@ def clean_mask(seg_cut: np.ndarray, number: int, *, dilate: int, centre_block: i
     return m, nbr
 
 
+def check_cut_room(tile: str | os.PathLike, shape: tuple[int, int], cfg: CutsConfig) -> None:
+    """Refuse a tile smaller than a cut: a side of its image (``shape``, (ny, nx) [px]) below ``cfg.size`` [px]
+    leaves no cut inside the tile (a cut that leaves it is dropped).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The tile is that small; naming it and the setting.
+    """
+    from astrotool.errors import InputError
+
+    ny, nx = shape
+    if min(nx, ny) < cfg.size:
+        raise InputError(tile, f"{nx} x {ny} px is smaller than a cut (dre.cuts.size = {cfg.size} px): no object "
+                               "can be cut from it; lower dre.cuts.size (and dre.models.boxsize, which equals it) "
+                               "or give larger tiles")
+
+
 def make_cuts(
     cat: str | os.PathLike,
     nb: str | os.PathLike,
@@ -137,8 +164,9 @@ def make_cuts(
         Output ``<stem>_cuts.h5`` (written atomically).
     cfg : astrotool_dre.config.CutsConfig
         The ``[dre.cuts]`` section: cut ``size`` [px]; objects closer than
-        ``margin`` [px] to an edge are skipped; ``CLASS_STAR < max_stellarity``
-        are kept (1.0 keeps everything, DRE's CLI default); extra ``filters``
+        ``margin`` [px] to an edge are skipped; saturated objects (``FLAGS`` bit
+        :data:`SATURATED`) are skipped; ``CLASS_STAR < max_stellarity``
+        are kept (1.0, DRE's CLI default, keeps all but CLASS_STAR = 1); extra ``filters``
         ``(COLUMN, MIN, MAX)`` keep ``MIN < value < MAX``; HDF5 ``compression``;
         mask cleaning ``dilate``, ``centre_block``, ``neighbour_grow`` (see
         :func:`clean_mask`).
@@ -146,8 +174,9 @@ def make_cuts(
     Returns
     -------
     dict
-        ``{"cuts": path, "n_cuts", "n_selected", "n_rejected_nan"}``; objects rejected for non-finite
-        pixels (``n_rejected_nan``) are also named in a warning, with the tile.
+        ``{"cuts": path, "n_cuts", "n_selected", "n_rejected_nan", "n_saturated"}``; objects rejected for
+        pixels without data (``n_rejected_nan``) are also counted in a warning, with the tile; saturated objects
+        left out (``n_saturated``, those the other selections kept) in an info line.
 
     Raises
     ------
@@ -197,6 +226,10 @@ def make_cuts(
             raise InputError(cat_path, f"filter column {col!r} is not in the catalogue")
         v = np.asarray(table[col], dtype=float)
         sel &= (float(lo) < v) & (v < float(hi))
+    saturated = np.zeros(len(table), bool)
+    if "FLAGS" in table.colnames:
+        saturated = sel & ((np.asarray(table["FLAGS"], dtype=np.int64) & SATURATED) != 0)
+        sel &= ~saturated
     ext_col = np.asarray(table["EXT_NUMBER"], dtype=int) if "EXT_NUMBER" in table.colnames else None
 
     n_nan = 0
@@ -237,10 +270,11 @@ def make_cuts(
                 except Exception:  # no overlap at all
                     n_nan += 1
                     continue
-                if not np.all(np.isfinite(c_tile.data)):
+                so, sc = c_tile.slices_original, c_tile.slices_cutout
+                if not (np.isfinite(c_tile.data).all() and np.isfinite(nb_data[so]).all()
+                        and np.isfinite(rms_data[so]).all()):   # no data: NaN, or no weight (detect)
                     n_nan += 1
                     continue
-                so, sc = c_tile.slices_original, c_tile.slices_cutout
                 obj = np.zeros((size, size), dtype=np.float32)
                 obj[sc] = nb_data[so]
                 rmsc = np.zeros((size, size), dtype=np.float32)
@@ -270,13 +304,17 @@ def make_cuts(
                 n_cut += 1
             f.attrs["n_cuts"] = n_cut
             f.attrs["n_rejected_nan"] = n_nan
+            f.attrs["n_saturated"] = int(saturated.sum())
+    log = logging.getLogger("astro.dre")
+    if saturated.any():
+        log.info("%s: %d saturated object(s) (FLAGS bit %d) not cut", printable(str(images["tile"][0])),
+                 int(saturated.sum()), SATURATED)
     if n_nan:
-        import logging
-
-        logging.getLogger("astro.dre").warning(
-            "%s: %d of %d selected object(s) not cut: their %d px cut holds NaN/infinite pixels of the tile "
-            "or reaches past its edge", printable(str(images["tile"][0])), n_nan, int(sel.sum()), size)
-    return {"cuts": str(out_h5), "n_cuts": n_cut, "n_selected": int(sel.sum()), "n_rejected_nan": n_nan}
+        log.warning("%s: %d of %d selected object(s) not cut: their %d px cut holds pixels without data (NaN/"
+                    "infinite in the tile, or of no weight in its weight map) or reaches past its edge",
+                    printable(str(images["tile"][0])), n_nan, int(sel.sum()), size)
+    return {"cuts": str(out_h5), "n_cuts": n_cut, "n_selected": int(sel.sum()), "n_rejected_nan": n_nan,
+            "n_saturated": int(saturated.sum())}
 
 
 @dataclass

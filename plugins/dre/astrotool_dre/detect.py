@@ -10,6 +10,10 @@ names, into the folder given (by convention ``<workspace>/dre/sextracted/<stem>/
     The image minus its background (SExtractor's ``-BACKGROUND``), float32.
 ``<stem>_rms.fits``
     The background RMS map (``BACKGROUND_RMS``), float32, image units.
+
+Both are NaN at the pixels that hold no data: NaN or infinite in the tile, or marked so by its weight map
+(:func:`astrotool_dre.tiles.weight_nodata`: weight 0, an infinite or huge RMS); the cuts stage drops a cut that
+holds such a pixel.
 ``<stem>_seg.fits``
     The segmentation map (``SEGMENTATION``), int32, 0 = sky, else ``NUMBER``.
 
@@ -32,7 +36,7 @@ import numpy as np
 from astrotool.names import printable
 from astrotool_dre.catalog import astropy_unit, data_unit
 from astrotool_dre.tiles import (celestial_wcs, check_weight, output_paths, read_image, resolve_gain,
-                                 resolve_zero_point, tile_stem)
+                                 resolve_zero_point, tile_stem, weight_nodata)
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DetectConfig
@@ -113,8 +117,8 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     ------
     astrotool.errors.InputError
         Unreadable tile, all-NaN or blank tile, no gain (or a header GAIN, EXPTIME for "cps", that is not
-        a positive number); a weight map (``weight_image``) missing or of
-        another shape. A tile with no source gets an empty
+        a positive number); a weight map (``weight_image``) missing, of
+        another shape, or with no pixel of positive weight. A tile with no source gets an empty
         catalogue (same columns) and a warning.
     astrotool.errors.AstroError
         The engine cannot run (:func:`sextractor_for`).
@@ -136,8 +140,12 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     binary = sextractor_for(cfg)
     use = "sextractor" if binary else "photutils"
     weight = None
+    nodata = ~np.isfinite(data)
     if cfg.weight_image:
         weight = check_weight(tile, cfg.weight_image, data.shape)
+        by_weight = weight_nodata(weight, cfg.weight_type)
+        if by_weight is not None:
+            nodata |= by_weight
     history = fits_history(command="dre detect")
 
     paths = output_paths(outdir, stem)
@@ -152,6 +160,10 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
             n, seeing = run_photutils(tile, data, header, ext, tmp, cfg, history=history, **settings), None
         from astropy.io import fits
 
+        if nodata.any():   # no data: NaN in both engines' products, as the cuts stage reads them
+            for k in ("nb", "rms"):
+                with fits.open(tmp[k], mode="update") as h:
+                    h[0].data[nodata] = np.nan
         log = logging.getLogger("astro.dre")
         if n == 0:
             log.warning("%s: no sources detected above %g sigma (min area %d px); its catalogue is empty",

@@ -243,7 +243,8 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             snr1 = np.asarray(t1["FLUX_AUTO"]) / np.maximum(np.asarray(t1["FLUXERR_AUTO"]), 1e-30)
             r_star = stellar_locus(t1["FLUX_RADIUS"], snr1, t1["FLAGS"], t1["ELONGATION"]) if len(t1) else None
             if r_star is not None:
-                sel = np.abs(np.log(np.asarray(t1["FLUX_RADIUS"]) / r_star)) < math.log1p(0.05)
+                with np.errstate(divide="ignore", invalid="ignore"):   # FLUX_RADIUS <= 0: not on the locus
+                    sel = np.abs(np.log(np.asarray(t1["FLUX_RADIUS"]) / r_star)) < math.log1p(0.05)
                 sel &= snr1 >= 20
                 seeing_fwhm = float(np.median(np.asarray(t1["FWHM_IMAGE"])[sel]))
             else:
@@ -279,9 +280,7 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             add_size_stellarity(names["cat"])
         set_flux_tunits(names["cat"], data_unit(header))
         for k in ("nb", "rms", "seg"):
-            with fits.open(names[k], mode="update") as h:
-                if k != "seg" and bad.any():   # masked pixels stay NaN, as the photutils engine leaves them
-                    h[0].data[bad] = np.nan
+            with fits.open(names[k], mode="update") as h:   # no-data pixels are made NaN by detect_tile
                 for line in hist:
                     h[0].header.add_history(line)
         for k in names:

@@ -96,7 +96,9 @@ class TilePaths:
 #: columns' TUNITn the tile's BUNIT (as photutils' and the summary's), the record's engine the one that runs.
 #: psf 2: the record's engine is the one that runs ("auto" resolved: :func:`engine_that_runs`).
 #: fit 3: ANGLE refined across the periodic axis's wrap (a vertex below 0 deg was held at the grid).
-STAGE_VERSIONS = {"detect": 3, "psf": 2, "cuts": 1, "fit": 3, "mosaics": 2}
+#: detect 4: pixels of no weight in the weight map are NaN in _nb, _rms; cuts 2: saturated objects (FLAGS bit 4)
+#: left out, cuts holding NaN in _nb or _rms dropped.
+STAGE_VERSIONS = {"detect": 4, "psf": 2, "cuts": 2, "fit": 3, "mosaics": 2}
 #: Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2).
 RECOMPUTE = frozenset({"mosaics"})
 #: Settings that do not change a stage's outputs.
@@ -353,6 +355,20 @@ def check_tile_files(tiles: list[Path]) -> None:
         raise InputError(first.path, first.problem + more)
 
 
+def check_cut_rooms(tiles: list[Path], cfg: DreConfig) -> None:
+    """Before any work: refuse (exit 2) a tile smaller than a cut (headers only,
+    :func:`astrotool_dre.cuts.check_cut_room`); tiles that cannot be read fail alone later, as items."""
+    from astrotool_dre.cuts import check_cut_room
+    from astrotool_dre.tiles import image_shape
+
+    for t in tiles:
+        try:
+            shape = image_shape(t)
+        except InputError:
+            continue
+        check_cut_room(t, shape, cfg.cuts)
+
+
 # ----------------------------------------------------------------------------- models
 def cube_path(root, cfg: ModelsConfig) -> Path:
     """Cache path of the cube for these grid settings: ``dre/models/sersic_<hash>.fits``."""
@@ -469,8 +485,9 @@ def _cuts(paths: TilePaths, cfg: DreConfig, cube) -> str:
     for p in (paths.cat, paths.nb, paths.rms, paths.seg):
         _require(p, "detect")
     out = make_cuts(paths.cat, paths.nb, paths.rms, paths.seg, paths.tile, paths.cuts, cfg.cuts)
-    dropped = f" ({out['n_rejected_nan']} dropped: NaN/inf pixels or off the tile)" if out["n_rejected_nan"] else ""
-    return f"{out['n_cuts']} cuts{dropped}"
+    notes = ([f"{out['n_saturated']} saturated left out"] if out["n_saturated"] else []) + (
+        [f"{out['n_rejected_nan']} dropped: pixels without data or off the tile"] if out["n_rejected_nan"] else [])
+    return f"{out['n_cuts']} cuts" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _fit(paths: TilePaths, cfg: DreConfig, cube) -> str:

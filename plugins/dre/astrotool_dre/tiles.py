@@ -30,6 +30,7 @@ __all__ = [
     "tile_stem",
     "tile_files",
     "check_tile",
+    "image_shape",
     "output_paths",
     "read_image",
     "image_header",
@@ -39,6 +40,8 @@ __all__ = [
     "sky_coordinates",
     "weight_path",
     "check_weight",
+    "weight_nodata",
+    "NODATA_WEIGHT",
     "is_own_weight",
     "check_own_weight",
 ]
@@ -198,6 +201,14 @@ def check_tile(path: str | os.PathLike) -> int:
         return _open_image(hdul, Path(path))
 
 
+def image_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """The shape (ny, nx) [px] of the single 2-D image of a FITS file, from its header (:func:`check_tile`'s
+    checks and errors)."""
+    with _opened(path, lazy_load_hdus=False) as hdul:
+        h = hdul[_open_image(hdul, Path(path))].header
+        return int(h["NAXIS2"]), int(h["NAXIS1"])
+
+
 def read_image(path: str | os.PathLike, *, check_content: bool = True):
     """Read the single 2-D image of a FITS file, with checks.
 
@@ -239,13 +250,14 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
 
 
 def image_header(header):
-    """Copy of a tile header keeping WCS and photometric keys (for check images)."""
+    """Copy of a tile header keeping WCS and photometric keys (for check images, written as floats: the
+    integer image's ``BZERO``, ``BSCALE`` and ``BLANK`` are left out)."""
     from astropy.io import fits
 
     out = fits.Header()
     for card in header.cards:
         if card.keyword in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO",
-                            "BSCALE", "XTENSION", "PCOUNT", "GCOUNT", "EXTNAME", "EXTVER", "HISTORY",
+                            "BSCALE", "BLANK", "XTENSION", "PCOUNT", "GCOUNT", "EXTNAME", "EXTVER", "HISTORY",
                             "COMMENT", ""):
             continue
         out.append(card)
@@ -432,10 +444,53 @@ def check_weight(tile: str | os.PathLike, pattern: str, shape: tuple[int, int]) 
     if not path.is_file():
         raise InputError(path, f"weight map not found (dre.detect.weight_image = {pattern!r} for the tile "
                                f"{printable(str(tile))})")
-    with _opened(path) as hdul:
-        h = hdul[_open_image(hdul, path)].header
-        wshape = (int(h["NAXIS2"]), int(h["NAXIS1"]))
+    wshape = image_shape(path)
     if wshape != tuple(shape):
         raise InputError(path, f"weight map of shape {wshape} differs from the tile {printable(str(tile))}'s "
                                f"{tuple(shape)}")
     return path
+
+
+#: A weight-map pixel whose inverse variance is at most this fraction of the map's median is no data [1].
+NODATA_WEIGHT = 1e-6
+
+_WEIGHT_WORDS = {"MAP_WEIGHT": "positive weight", "MAP_VAR": "finite positive variance",
+                 "MAP_RMS": "finite positive RMS"}
+
+
+def weight_nodata(path: str | os.PathLike, weight_type: str) -> np.ndarray | None:
+    """The pixels a weight map marks as holding no data (chip gaps, masked areas), which DRE treats as NaN
+    pixels of the tile.
+
+    Parameters
+    ----------
+    path : path-like
+        The weight map (checked: :func:`check_weight`).
+    weight_type : str
+        SExtractor's ``WEIGHT_TYPE`` (``dre.detect.weight_type``): the map's pixels are weights (inverse
+        variances, ``MAP_WEIGHT``), variances (``MAP_VAR``) or RMS (``MAP_RMS``) [image units].
+
+    Returns
+    -------
+    numpy.ndarray or None
+        bool, True where the inverse variance the map gives is not finite or at most :data:`NODATA_WEIGHT`
+        times its median over the pixels where it is positive (weight 0, an RMS of 0, infinite or huge);
+        None for another type (``BACKGROUND``, ``NONE``: no values are taken from the map).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        No pixel with a positive weight (a finite positive variance, RMS), naming the weight map.
+    """
+    from astrotool.errors import InputError
+
+    kind = str(weight_type).upper()
+    if kind not in _WEIGHT_WORDS:
+        return None
+    w, _, _ = read_image(path, check_content=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ivar = {"MAP_WEIGHT": w, "MAP_VAR": 1.0 / w, "MAP_RMS": np.sign(w) / (w * w)}[kind]   # a negative RMS: no data
+    ok = np.isfinite(ivar) & (ivar > 0)
+    if not ok.any():
+        raise InputError(path, f"weight map ({kind}) has no pixel with {_WEIGHT_WORDS[kind]}: nothing to detect")
+    return ~(ok & (ivar > NODATA_WEIGHT * np.median(ivar[ok])))
