@@ -332,6 +332,7 @@ def test_a_stop_sent_as_a_dask_item_ends_is_withdrawn(monkeypatch):
     ``KeyboardInterrupt`` was sent to that thread: it was raised in Dask's code, outside any item (2 times in
     3 s of stops sent in a loop). Here the handler runs exactly then: the item's thread has its result and
     waits to end the item (the handler holds the lock); the stop sent is withdrawn."""
+    import gc
     import inspect
     import signal
     import threading
@@ -356,19 +357,26 @@ def test_a_stop_sent_as_a_dask_item_ends_is_withdrawn(monkeypatch):
 
     lines, first = inspect.getsourcelines(ex._end_dask_item)
     at_lock = first + next(k for k, line in enumerate(lines) if "with _ITEM_LOCK" in line)
-    with ex._ITEM_LOCK:
-        thread = threading.Thread(target=dask_thread)
-        thread.start()
-        assert returned.wait(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:   # until the item's thread waits for the lock
-            frame = sys._current_frames().get(thread.ident)
-            if frame is not None and frame.f_code is ex._end_dask_item.__code__ and frame.f_lineno == at_lock:
-                break
-            time.sleep(0.01)
-        assert ex._ITEM_THREAD == thread.ident
-        ex._dask_worker_term(signal.SIGTERM, None)
-    thread.join(10)
+    # no garbage collection while the lock is held: a Dask client that an earlier test of this process left
+    # behind, collected here, waited for its event loop's thread to end, and the suite hung
+    gc.collect()
+    gc.disable()
+    try:
+        with ex._ITEM_LOCK:
+            thread = threading.Thread(target=dask_thread)
+            thread.start()
+            assert returned.wait(10)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:   # until the item's thread waits for the lock
+                frame = sys._current_frames().get(thread.ident)
+                if frame is not None and frame.f_code is ex._end_dask_item.__code__ and frame.f_lineno == at_lock:
+                    break
+                time.sleep(0.01)
+            assert ex._ITEM_THREAD == thread.ident
+            ex._dask_worker_term(signal.SIGTERM, None)
+        thread.join(10)
+    finally:
+        gc.enable()
     assert ex._UNWINDING and "landed" not in seen, seen
     assert seen["out"] == ("ok", 21), seen   # the item had finished: it keeps its result
 
