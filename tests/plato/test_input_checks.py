@@ -258,14 +258,16 @@ def test_prepare_warns_of_a_length_train_cannot_take(small, tmp_path, capsys):
     assert main(["-w", str(ws), "plato", "prepare", "--name", "z", "--length", "1000"]) == 0
     err = capsys.readouterr().err
     assert "--length 1000: `train` (plato.train.bin = 16, depth = 5, kernel_size = 9, dilation = 1) needs a " \
-        "multiple of bin * 2**(depth-1) = 256, at least 1280 (its deepest convolutions pad by reflection)" in err \
+        "multiple of bin * 2**(depth-1) = 256, at least 1280 (its deepest convolutions pad by reflection), and " \
+        "will refuse this set (nor can `evaluate` and `detect` pad it)" in err \
         and "for training use 1280 or 0 (the shortest curve's length, rounded down to a multiple of 256)" in err \
         and "and so of 256" not in err, err     # 768 and 1024 are multiples of 256, but too short
     # a finer granularity, 128 (depth 4): 0 is a multiple of it as of 256
     assert main(["-w", str(ws), "--set", "plato.train.depth=4", "plato", "prepare", "--name", "v", "--length",
                  "1000"]) == 0
+    err = capsys.readouterr().err
     assert "use 896 or 1024 or 0 (the shortest curve's length, rounded down to a multiple of 256 and so of 128)" \
-        in capsys.readouterr().err
+        in err and "will refuse this set (`evaluate` and `detect` pad it)" in err, err
     # another granularity, 512: every number of the message is its own, and 0 (a multiple of 256) is no advice
     assert main(["-w", str(ws), "--set", "plato.train.depth=6", "plato", "prepare", "--name", "x", "--length",
                  "1000"]) == 0

@@ -520,6 +520,13 @@ def test_a_file_whose_every_cadence_is_flagged_says_so_and_an_all_nan_flux_names
     with pytest.raises(InputError, match=r"sap\.fits: the flux is NaN or infinite everywhere \(flux column "
                                          r"'PDCSAP_FLUX'; --flux-column SAP_FLUX reads another\)$"):
         read_curves(tmp_path / "sap.fits")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"time": t, "flux_g1": np.full(t.size, np.nan), "flux_g2": f, "flux": f,
+                             "SAP_FLUX": f}), tmp_path / "groups.parquet")
+    with pytest.raises(InputError, match=r"everywhere in channel 0 of 3 \(flux column 'flux_g1'\)$"):
+        read_curves(tmp_path / "groups.parquet", channels="groups")   # the group's column, and no other hint
 
 
 def test_the_snr_of_an_event_beside_a_long_gap_uses_measured_samples_only():
@@ -540,3 +547,7 @@ def test_the_snr_of_an_event_beside_a_long_gap_uses_measured_samples_only():
     white = 3000e-6 / (300e-6 / math.sqrt(300))                      # 173: the transit's S/N in white noise
     assert 0.6 * white < row["snr"] < 1.6 * white
     assert row["depth"] == pytest.approx(3000.0, rel=0.1)
+    prob[10000:10300] = 0.9                                          # the network fires on the straight line
+    prob[6900:7100] = 0.9                                            # and across the gap's edge, half in it
+    rows = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
+    assert [r["start"] for r in rows] == [3000, 6900]                # the event inside the gap is none

@@ -219,7 +219,7 @@ def prepare(
                              "detect.time_unit": time_unit})
     d, t, cfg = cfg.detect, cfg.train, cfg.prepare
     if cfg.length >= GRANULE:   # a shorter one is refused as too short by `prepare`; the default 0 imports no torch
-        from astrotool_plato.model import granularity, min_length
+        from astrotool_plato.model import granularity, min_length, min_samples
 
         g = granularity(t.bin, t.depth)   # what `train` will need the length to be divisible by
         shortest = min_length(t.bin, t.depth, t.kernel_size, t.dilation)   # a multiple of g
@@ -230,11 +230,13 @@ def prepare(
                     + (f" and so of {g})" if g != GRANULE else ")")
                     if GRANULE % g == 0 else
                     f"; not 0 (the shortest curve's length, a multiple of {GRANULE}, of {g} only by chance)")
+            others = ("`evaluate` and `detect` pad it" if cfg.length >= min_samples(g, shortest) else
+                      "nor can `evaluate` and `detect` pad it")
             ctx.log.warning("--length %d: `train` (plato.train.bin = %d, depth = %d, kernel_size = %d, dilation = "
                             "%d) needs a multiple of bin * 2**(depth-1) = %d, at least %d (its deepest "
-                            "convolutions pad by reflection), and will refuse this set (`evaluate` and `detect` "
-                            "pad it); for training use %s%s", cfg.length, t.bin, t.depth, t.kernel_size,
-                            t.dilation, g, shortest, " or ".join(map(str, use)), zero)
+                            "convolutions pad by reflection), and will refuse this set (%s); for training use "
+                            "%s%s", cfg.length, t.bin, t.depth, t.kernel_size, t.dilation, g, shortest, others,
+                            " or ".join(map(str, use)), zero)
     ws = ctx.workspace
     res = run(cfg, cfg.seed if cfg.seed is not None else ctx.seed, sources or [], ws.stage(NAME, RAW),
               ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log,

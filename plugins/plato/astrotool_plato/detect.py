@@ -109,15 +109,17 @@ def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: flo
     events : astrotool_plato.config.EventsConfig
     measured : numpy.ndarray, optional
         Per sample, whether it was measured (not a gap the grid filled): depths and S/N use those only
-        (a filled gap is a straight line, without noise). Default: all.
+        (a filled gap is a straight line, without noise), and an event with fewer than half of its samples
+        measured is dropped (the network saw the straight line). Default: all.
     """
     from astrotool_plato.events import describe, find_events, vetted
 
-    if measured is not None:
-        x = np.where(measured, x, np.nan)
     merge = int(round(events.merge_gap_hours * 3600.0 / cadence_s))
     min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence_s)))
     found = find_events(prob, events.threshold, merge, min_len)
+    if measured is not None:
+        x = np.where(measured, x, np.nan)
+        found = found[[2 * measured[a:b].sum() >= b - a for a, b in found]] if len(found) else found
     kept = vetted(found, x, events.min_snr, events.binary_snr)
     return describe(prob, x, kept, t_start, cadence_s, masked=found)
 

@@ -458,7 +458,6 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     if no_time.any():
         keep &= ~no_time
         dropped.append(f"dropped {int(no_time.sum())} row(s) whose time is NaN or infinite")
-    notes += [f"{path.name}: {text}" for text in dropped]
     rows = np.flatnonzero(keep) + 1   # file rows counted from 1, the header not counted
     if not keep.all():
         time, flux = time[keep], flux[..., keep]
@@ -467,11 +466,15 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     except InputError as exc:   # say which column, and what was dropped before (all of it flagged?)
         told = list(dropped)
         if "NaN or infinite everywhere" in exc.problem:   # e.g. PDCSAP_FLUX, where SAP_FLUX holds values
+            columns = [*names, fc] if channels == "groups" else [fc]
+            bad = next((c for c, row in zip(columns, np.atleast_2d(flux)) if not np.isfinite(row).any()), fc)
             other = [c for c in valued if c != fc and c.lower() in {n.lower() for n in FLUX_COLUMNS}]
-            told.insert(0, f"flux column {fc!r}" + (f"; --flux-column {other[0]} reads another" if other else ""))
+            told.insert(0, f"flux column {bad!r}" + (f"; --flux-column {other[0]} reads another"
+                                                     if other and bad == fc else ""))
         if told:
             raise InputError(path, f"{exc.problem} ({'; '.join(told)})") from None
         raise
+    notes += [f"{path.name}: {text}" for text in dropped]   # a refused file says them in its error
     return {path.name.split(".")[0]: (time, flux)}
 
 
