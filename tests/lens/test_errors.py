@@ -89,6 +89,7 @@ def test_a_folder_pairs_galaxy_and_psf_stamps_whatever_their_fits_suffix(tmp_pat
     _fits(tmp_path / "psf_2.fits", 4 * gal)
     with pytest.raises(InputError, match=r"psf_2\.f.*: two PSF files for one stamp: psf_2\.f"):
         read_inputs(tmp_path, need_psf=True)
+    assert read_inputs(tmp_path, need_psf=False).psf is None   # no PSF read: none refused
     (tmp_path / "psf_2.fits").unlink()
     (tmp_path / "psf_10.fits").unlink()
     with pytest.raises(InputError, match=r"gal_10\.fits\.gz: no matching PSF file psf_10\.fits \(or \.fits\.gz"):

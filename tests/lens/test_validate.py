@@ -37,6 +37,10 @@ def test_estimates_of_an_implausible_response_are_not_judged():
     assert rep["response_problem"].endswith("is implausible") and rep["transfers"] is None
     assert "meets" in validate_estimates(true[:, 0], true[:, 1], (est[:, 0], est[:, 1]), None,
                                          ValidateConfig())["verdict"]
+    cal = {"m1": 0.0, "m2": 0.0, "c1": 0.0, "c2": 0.0}                 # with --calibration FILE: not judged either
+    rep = validate_estimates(true[:, 0], true[:, 1], (est[:, 0], est[:, 1]), cal, ValidateConfig(), unjudged="flat")
+    assert rep["verdict"] == "the calibration is not judged: flat" and rep["transfers"] is None
+    assert rep["response_problem"] == "flat" and rep["calibrated"] is not None
 
 
 def test_fit_returns_a_known_m_and_c():

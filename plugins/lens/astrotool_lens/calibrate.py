@@ -62,7 +62,8 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
     astrotool.errors.InputError
         The dataset has no constant-shear fields (or fewer than 3), or the
         fitted |m| exceeds ``cfg.max_abs_m`` (the model does not fit these
-        simulations; nothing is written).
+        simulations), or a fitted ``1 + m`` is not above ``cfg.min_response_sigmas`` errors
+        (:func:`flat_response`); nothing is written.
     """
     import torch
 

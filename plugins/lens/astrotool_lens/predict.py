@@ -153,7 +153,7 @@ def read_inputs(path: str | Path, need_psf: bool, psf_file: str | Path | None = 
             logging.getLogger("astro").info("%s: %d file(s) not named as FITS left out: %s", path, len(others),
                                             ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
         psf_files = {}   # by the name after psf_ less its FITS suffix: psf_3.fits pairs with gal_3.fits.gz
-        for p in files:
+        for p in files if need_psf and single_psf is None else []:
             if p.name.lower().startswith("psf_"):
                 if _fits_stem(p.name[4:]) in psf_files:
                     raise InputError(p, f"two PSF files for one stamp: {psf_files[_fits_stem(p.name[4:])].name} too")

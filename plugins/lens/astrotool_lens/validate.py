@@ -141,13 +141,13 @@ def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, c
            "raw": {k: fit_raw[k] for k in keep}, "calibration": calibration, "calibrated": None,
            "tolerance": {"max_abs_m": cfg.max_abs_m, "max_abs_c": cfg.max_abs_c, "sigmas": cfg.sigmas}}
     tol = f"|m| < {cfg.max_abs_m:g}, |c| < {cfg.max_abs_c:g} (or within {cfg.sigmas:g} sigma of 0)"
+    if unjudged:
+        out["response_problem"] = unjudged
     if calibration is None:
         off = verdict(out["raw"], cfg.max_abs_m, cfg.max_abs_c, cfg.sigmas)
         out.update(transfers=None, off=off, verdict=f"{uncalibrated}; the raw estimator "
                    + (f"is not judged: {unjudged}" if unjudged else f"meets {tol}" if not off else
                       "is off: " + "; ".join(off)))
-        if unjudged:
-            out["response_problem"] = unjudged
         return out
     cal = calibrate_estimates(est, [calibration["m1"], calibration["m2"]], [calibration["c1"], calibration["c2"]])
     fit_cal = estimator_metrics(g1_true, g2_true, cal[:, 0], cal[:, 1], field)
@@ -155,6 +155,8 @@ def validate_estimates(g1_true, g2_true, raw: tuple, calibration: dict | None, c
     off = verdict(out["calibrated"], cfg.max_abs_m, cfg.max_abs_c, cfg.sigmas)
     out.update(transfers=not off, off=off,
                verdict=f"transfers: calibrated {tol}" if not off else "does not transfer: " + "; ".join(off))
+    if unjudged:
+        out.update(transfers=None, verdict=f"the calibration is not judged: {unjudged}")
     return out
 
 
