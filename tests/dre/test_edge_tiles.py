@@ -567,3 +567,22 @@ def test_a_tile_smaller_than_a_cut_is_refused_before_any_work(astro, tile, tmp_p
     assert r.returncode == 2, r.stderr
     assert f"{tiny}: 100 x 100 px is smaller than a cut (dre.cuts.size = 128 px)" in r.stderr
     assert not (ws / "dre/sextracted/tiny").exists() and not any((ws / "dre/models").glob("*.fits"))
+
+
+def test_a_tile_smaller_than_a_cut_among_larger_ones_fails_alone(tile, tmp_path):
+    """One small edge tile of a survey refused the whole batch: it fails as its own item, before its detection."""
+    from astrotool_dre.config import DreConfig
+    from astrotool_dre.pipeline import TileItem, check_cut_rooms, process_tile
+
+    d, t = tile
+    (tmp_path / "tiles").mkdir()
+    tiny = _variant(t, tmp_path / "tiles/tiny.fits", data=fits.getdata(t)[:100, :100])
+    big = _variant(t, tmp_path / "tiles/big.fits")
+    cfg = DreConfig()
+    check_cut_rooms([tiny, big], cfg)                                   # not refused: big can be cut
+    with pytest.raises(InputError, match=r"tiny\.fits: 100 x 100 px is smaller than a cut .* \(and 1 more tiles, none larger\)$"):
+        check_cut_rooms([tiny, _variant(t, tmp_path / "tiles/tiny2.fits", data=fits.getdata(t)[:90, :200])], cfg)
+    item = TileItem(tiny, tmp_path / "ws", ("detect", "psf", "cuts"), cfg, False, None)
+    with pytest.raises(InputError, match=r"tiny\.fits: 100 x 100 px is smaller than a cut"):
+        process_tile(item, 0)
+    assert not (tmp_path / "ws/dre/sextracted/tiny").exists()

@@ -356,17 +356,25 @@ def check_tile_files(tiles: list[Path]) -> None:
 
 
 def check_cut_rooms(tiles: list[Path], cfg: DreConfig) -> None:
-    """Before any work: refuse (exit 2) a tile smaller than a cut (headers only,
-    :func:`astrotool_dre.cuts.check_cut_room`); tiles that cannot be read fail alone later, as items."""
+    """Before any work: when every tile is smaller than a cut (headers only,
+    :func:`astrotool_dre.cuts.check_cut_room`), refuse (exit 2) with the first one's problem; such a tile among
+    larger ones fails alone, as an item (:func:`process_tile`), and unreadable ones fail later."""
     from astrotool_dre.cuts import check_cut_room
     from astrotool_dre.tiles import image_shape
 
+    problems = []
     for t in tiles:
         try:
-            shape = image_shape(t)
-        except InputError:
-            continue
-        check_cut_room(t, shape, cfg.cuts)
+            check_cut_room(t, image_shape(t), cfg.cuts)
+        except InputError as exc:
+            if "smaller than a cut" not in exc.problem:   # unreadable: its own failure, later
+                return
+            problems.append(exc)
+        else:
+            return
+    if problems:
+        more = f" (and {len(problems) - 1} more tiles, none larger)" if len(problems) > 1 else ""
+        raise InputError(problems[0].path, problems[0].problem + more)
 
 
 # ----------------------------------------------------------------------------- models
@@ -431,6 +439,11 @@ def process_tile(item: TileItem, seed: int) -> dict:
     engine that ran."""
     paths = TilePaths(item.root, tile_stem(item.tile))  # outputs of a tile whose name is not UTF-8: \xNN
     paths.tile = item.tile
+    if "cuts" in item.stages:   # a tile smaller than a cut: refused before its detection and PSF, not after
+        from astrotool_dre.cuts import check_cut_room
+        from astrotool_dre.tiles import image_shape
+
+        check_cut_room(item.tile, image_shape(item.tile), item.cfg.cuts)
     summary = {"tile": paths.stem}
     made: dict = {}
     for i, stage in enumerate(item.stages, 1):
