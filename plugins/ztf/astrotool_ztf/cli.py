@@ -424,7 +424,7 @@ def evaluate(
         dirs = [d for d in dirs if fits(d)]
         if not dirs:
             raise InputError(ds.root, f"no model of the set {ds.name!r} fits it (the warnings above say why)")
-    for d in [*dirs, *([base] if base is not None else [])]:
+    for d in dict.fromkeys([*dirs, *([base] if base is not None else [])]):   # a model given twice: once
         seen = _seen_objects(ctx, read_meta(d), ds, split)
         if seen:
             warn(f"{d.name}: {seen} objects of the {split!r} split of {ds.name} were in the training or validation "
