@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -372,3 +373,22 @@ def test_an_input_only_train_dataset_is_said_to_be_one(workspace, capsys):
     # without --train-dataset, an input-only --dataset is still pointed to the option
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "dt_in", "--method", "mean")
     assert code == 2 and "give one with --train-dataset NAME" in " ".join(err.split()), err
+
+
+def test_score_refuses_a_run_predicted_from_the_data_set_before_it_was_packed_again(workspace, capsys):
+    """A data set packed anew under its name (another simulation) paired its new true maps by name with a run
+    predicted from the old ones, and scored them without a word."""
+    ws, eps, kappa = workspace
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "tiny", "--method", "ks")
+    assert code == 0, err
+    score = ["-w", ws, "-q", "lens", "kappa", "score", "tiny_ks2", "--truth", "tiny", "--no-plots"]
+    code, _, err = run(capsys, *score)
+    assert code == 0, err
+    rng = np.random.default_rng(5)
+    kappa = grf(24, 32, rng) + 0.02
+    shutil.rmtree(ws / "lens" / "kappa" / "data" / "tiny")
+    write_set(ws / "lens" / "kappa" / "data", "tiny", observe(kappa, 0.1, rng, fill=0.8), kappa,
+              ["train"] * 16 + ["val"] * 2 + ["test"] * 6)
+    code, _, err = run(capsys, *score, "--name", "again")
+    assert code == 2 and "tiny_ks2: run tiny_ks2 was predicted from the data set tiny as it was (manifest " in err
+    assert "predict again" in err and not (ws / "lens" / "kappa" / "reports" / "again_score.json").exists()

@@ -418,3 +418,11 @@ def test_train_help_lists_the_precision_default_among_its_choices(capsys, monkey
         m = re.search(r"--precision <str> (.+?) \(sets ml\.precision\) \[default: ([\w-]+)\]", text)
         assert m, text
         assert m.group(2) in [c.strip() for c in m.group(1).split("|")], m.group(0)
+
+
+def test_an_input_channel_named_twice_is_a_configuration_error(tmp_path, capsys):
+    """--extra-inputs ks,ks ran for 7 s, then stopped with a bare ValueError (exit 1)."""
+    code = main(["-w", str(tmp_path / "ws"), "lens", "kappa", "train", "--dataset", "none", "--extra-inputs",
+                 "ks,ks"])
+    err = capsys.readouterr().err
+    assert code == 2 and "lens.kappa.train.extra_inputs" in err and "each channel once, got ['ks', 'ks']" in err

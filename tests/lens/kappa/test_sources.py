@@ -308,6 +308,7 @@ def test_extra_files_in_the_layout_are_reported_and_dotfiles_ignored(tmp_path, c
     (root / "EPSILON" / "00003b.npz").write_bytes(b"PK")
     (root / "EPSILON" / "sub").mkdir()
     (root / "KAPPA" / ".DS_Store").write_bytes(b"\0")
+    (root / "EPSILON" / "._00001.npy").write_bytes(b"\0\5\26\7")   # macOS AppleDouble: no map (was read as one)
     code, out, err = run(capsys, "-w", ws, "lens", "kappa", "data", root)
     assert code == 0, err
     assert "3 entries that are not .npy map files" in err and "00003b.npz, README.txt, sub/" in err, err

@@ -170,6 +170,13 @@ class TrainConfig(_Model):
     resume: bool = Field(True, description="continue from <model>/last when the settings match")
     seed: Seed | None = Field(None, description="default: core.seed")
 
+    @field_validator("extra_inputs")
+    @classmethod
+    def _each_once(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"each channel once, got {v}")
+        return v
+
 
 class PredictConfig(_Model):
     """``astro lens kappa predict``: one float16 ``.npy`` per input name, and a zip."""

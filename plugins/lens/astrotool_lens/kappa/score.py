@@ -64,7 +64,7 @@ import numpy as np
 
 from astrotool import made_with as mw
 from astrotool.errors import AstroError, InputError
-from astrotool_lens.kappa.sources import few
+from astrotool_lens.kappa.sources import few, map_files
 
 __docformat__ = "numpy"
 
@@ -107,7 +107,7 @@ def open_predictions(ctx, specs: Sequence[str]) -> dict:
             raise InputError(text, "no such prediction folder, and no prediction run of that name in the workspace "
                                    f"(runs: {', '.join(have) if have else '(none)'})")
         label = p.resolve().name
-        if not any(p.glob("*.npy")):
+        if not map_files(p):
             sub = [d for d in p.iterdir() if d.is_dir() and d.name.upper() == "KAPPA"]
             if sub:
                 p = sub[0]
@@ -128,7 +128,7 @@ def _epsilon_for(truth, names: Sequence[str], log):
             eps = PackedMaps(truth.ds, "epsilon", truth.split)
     elif isinstance(truth, FolderMaps) and truth.folder.name.upper() == "KAPPA":
         sib = [d for d in truth.folder.parent.iterdir() if d.is_dir() and d.name.upper() == "EPSILON"]
-        if sib and any(sib[0].glob("*.npy")):
+        if sib and map_files(sib[0]):
             eps = FolderMaps(sib[0], "epsilon")
     if eps is None:
         return None
@@ -565,6 +565,24 @@ def _rank_line(title: str, r: dict) -> str:
     return f"ranking on {title}: Borda {b}; Copeland {c}"
 
 
+def _check_same_source(label: str, folder: Path, info: dict | None, truth) -> None:
+    """Refuse a prediction run made from a packed data set that has since been packed again under the same
+    name as the truth: its maps pair by name with true maps they were not predicted from."""
+    from astrotool.ml.commands import dataset_identity
+
+    from astrotool_lens.kappa.sources import PackedMaps
+
+    source = ((info or {}).get("made_by") or {}).get("source")
+    if not isinstance(truth, PackedMaps) or not isinstance(source, dict):
+        return
+    now = dataset_identity(truth.ds)
+    was = source.get("manifest_sha256")
+    if source.get("name") == now["name"] and was and was != now["manifest_sha256"]:
+        raise InputError(folder, f"run {label} was predicted from the data set {now['name']} as it was (manifest "
+                                 f"{was}); the truth {now['name']} is now {now['manifest_sha256']}: predict again "
+                                 "(astro lens kappa predict or baseline, --overwrite)")
+
+
 def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, split_given: bool = False) -> dict:
     """``astro lens kappa score``: score prediction folders against the truth, rank them, write the report.
 
@@ -617,6 +635,7 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, s
         info = read_info(run.folder) or read_info(run.folder.parent)
         if info is not None and not info.get("complete", True):
             ctx.log.warning("prediction run %s is not complete (its prediction.json says so)", label)
+        _check_same_source(label, run.folder, info, truth)
     report = s.name or _report_name(list(runs))
     rdir = ctx.workspace.stage("lens", "kappa/reports")
     path = rdir / f"{report}_score.json"

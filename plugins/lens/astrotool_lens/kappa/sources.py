@@ -132,6 +132,12 @@ def load_npy(source, where) -> np.ndarray:
     return arr
 
 
+def map_files(folder) -> list[Path]:
+    """The ``.npy`` map files of ``folder``, sorted; hidden ones (macOS ``._*`` copies, dotfiles) are left out,
+    as they are from tarballs."""
+    return sorted(p for p in Path(folder).glob("*.npy") if p.is_file() and not p.name.startswith("."))
+
+
 def extra_entries(folder) -> list[str]:
     """The entries of a Datathon layout folder (``EPSILON/``, ``KAPPA/``) that are not ``.npy`` map files:
     other files, ``.npy`` names that are folders, subfolders; sorted. Hidden entries (dotfiles such as
@@ -239,7 +245,7 @@ class FolderMaps:
         self.label = label
         if report_extra:
             warn_extra(self.folder)
-        self.files = {p.stem: p for p in sorted(self.folder.glob("*.npy")) if p.is_file()}
+        self.files = {p.stem: p for p in map_files(self.folder)}
         if not self.files:
             raise InputError(self.folder, f"no .npy maps ({kind} maps expected)")
         self.names = sorted(self.files)
@@ -608,7 +614,7 @@ def _open_folder(p: Path, kind: str, split: str, label: str | None = None, split
     sub = _layout_dir(p, kind)
     if sub is not None:
         return FolderMaps(sub, kind, label=f"{label or 'folder ' + str(p)} ({sub.name}/)", report_extra=True)
-    if any(p.glob("*.npy")):
+    if map_files(p):
         return FolderMaps(p, kind, label=label)
     tars = sorted(x for x in p.iterdir() if x.is_file() and is_tarball(x))
     if tars:
@@ -1021,7 +1027,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
                 if folder is None:
                     continue
                 warn_extra(folder)
-                for p in sorted(p for p in folder.glob("*.npy") if p.is_file()):
+                for p in map_files(folder):
                     if p.stem in dst:
                         raise InputError(p, f"duplicate map name {p.stem!r} (also {dst[p.stem]})")
                     dst[p.stem] = str(p)
