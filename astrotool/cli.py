@@ -82,8 +82,14 @@ def split_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
             rest += argv[i:]
             break
         name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if arg in ("-vv", "-vvv"):
-            values["verbose"] = values.get("verbose", 0) + len(arg) - 1
+        short = _BY_NAME.get(arg[:2]) if len(arg) > 2 and arg[1] != "-" and arg[0] == "-" else None
+        if short is not None and short.takes_value:   # -j2, -wDIR: the value attached, as getopt reads it
+            name, eq, inline = arg[:2], "=", arg[2:]
+        elif short is not None and all(getattr(_BY_NAME.get("-" + c), "takes_value", True) is False
+                                       for c in arg[1:]):   # -qv, -vv: flags bundled
+            for c in arg[1:]:
+                o = _BY_NAME["-" + c]
+                values[o.attr] = values.get(o.attr, 0) + 1 if o.count else True
             i += 1
             continue
         opt = _BY_NAME.get(name)

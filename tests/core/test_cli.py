@@ -281,7 +281,19 @@ def test_global_options_are_taken_out_anywhere():
                                    "core.scheduler": None, "core.seed": 7, "core.progress_interval": 0.5}
 
 
+def test_short_global_options_take_attached_values_and_bundle():
+    """``-j2``, ``-wDIR`` and ``-qv`` read as getopt reads them, before or after the sub-command (they were
+    ignored before it: a Slurm script's ``-w/scratch/run`` wrote into the submit folder)."""
+    from astrotool.cli import split_global_options
+    from astrotool.context import GlobalOptions
+
+    opts, rest = split_global_options(["-j2", "-w/scratch/run", "plato", "simulate", "-qv", "-n", "2", "-qn"])
+    assert opts == GlobalOptions(jobs=2, workspace="/scratch/run", quiet=True, verbose=1)
+    assert rest == ["plato", "simulate", "-n", "2", "-qn"]   # a bundle with a plugin's flag is the plugin's
+
+
 @pytest.mark.parametrize("args, message", [
+    (["-jtwo"], "option --jobs: expected an integer >= 0, got 'two'"),
     (["--seed", "-1"], "option --seed: expected an integer >= 0, got '-1'"),
     (["--seed=1.5"], "option --seed: expected an integer >= 0, got '1.5'"),
     (["--jobs", "-1"], "option --jobs: expected an integer >= 0, got '-1'"),
