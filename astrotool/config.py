@@ -42,7 +42,7 @@ def user_config_path() -> Path | None:
     """The user configuration file (may not exist); ``None`` when disabled."""
     explicit = os.environ.get("ASTRO_CONFIG")
     if explicit is not None:
-        return None if explicit in ("", os.devnull) else Path(explicit).expanduser()
+        return None if explicit in ("", os.devnull) else Path(explicit).expanduser()   # "": refused by load
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "astro" / "config.toml"
 
@@ -152,20 +152,34 @@ def env_typos(environ: dict[str, str] | None, known) -> list[str]:
     out = []
     for name in environ:
         rest = name[len(ENV_PREFIX):]
-        if not name.startswith(ENV_PREFIX) or "__" in rest or "_" not in rest.strip("_"):
+        if not name.startswith(ENV_PREFIX) or "_" not in rest.strip("_"):
             continue
-        words = rest.lower().split("_")
+        if "__" in rest:   # read as a key: named only when it is none, but a reading of its `_` is one
+            section, *parts = rest.lower().split("__")
+            if _is_key(lookup(section), parts):
+                continue
+        words = [w for w in rest.lower().split("_") if w]
         for i in range(1, len(words)):
             section = "_".join(words[:i])
             keys = lookup(section)
             path = _key_path(keys, words[i:]) if isinstance(keys, dict) else None
             if path:
-                out.append(f"${name} is not read: a configuration key is set by "
-                           f"${ENV_PREFIX}{section.upper()}__{'__'.join(k.upper() for k in path)} "
+                meant = f"${ENV_PREFIX}{section.upper()}__{'__'.join(k.upper() for k in path)}"
+                out.append(f"${name} is not read: a configuration key is set by {meant} "
                            f"({section}.{'.'.join(path)}; "
-                           "two underscores after the section and between nested keys)")
+                           "two underscores after the section and between nested keys)" if "__" not in rest else
+                           f"${name} names no configuration key; did you mean {meant} ({section}.{'.'.join(path)})?")
                 break
     return out
+
+
+def _is_key(keys, parts: list[str]) -> bool:
+    """Whether ``parts`` is a key path of nested ``keys`` (a table's keys a dict; a value's anything else)."""
+    for i, part in enumerate(parts):
+        if not isinstance(keys, dict) or part not in keys:
+            return False
+        keys = keys[part]
+    return True
 
 
 def _key_path(keys: dict, words: list[str]) -> list[str] | None:
@@ -227,6 +241,19 @@ class Config:
         user that no layer of the user's gives (only that section's commands stop, see :meth:`section`)."""
         self._renames_told: set[str] = set()
         self._moved: dict[str, tuple[str, str]] = {}   # a new key given its source by a renamed one: (old, source)
+
+    def unset_source(self, dotted: str) -> str:
+        """Where a key that no layer set takes its value from: ``"defaults"`` (its field's default), or a
+        preset its table chose (:meth:`astrotool.section.Section.preset_sources`)."""
+        top, *tables, key = dotted.split(".")
+        if top not in self._model_targets:
+            return DEFAULTS
+        values = self.data.get(top)
+        for name in tables:
+            values = values.get(name) if isinstance(values, dict) else None
+        model = _table_model(self.model_class(top), tables)
+        return (model.preset_sources(values) if model is not None and hasattr(model, "preset_sources")
+                and isinstance(values, dict) else {}).get(key, DEFAULTS)
 
     def model_class(self, section: str):
         """The pydantic model class of ``section``."""
@@ -479,8 +506,8 @@ def packaged_source(source: str) -> bool:
 
 def _did_you_mean(name: str, known) -> str:
     """``"; did you mean 'executor'?"`` for the one of ``known`` closest to a misspelt ``name``, else ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    close = difflib.get_close_matches(name, list(known), n=1) or [k for k in known if name in k.split("_")][:1]
+    return f"; did you mean {close[0]!r}?" if close else ""   # or a key it is a word of: days -> duration_days
 
 
 def _table_model(model, table: list[str]):
@@ -706,6 +733,9 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
             problems.extend(named_by + p for p in exc.problems)
 
     user = user_config_path()
+    if os.environ.get("ASTRO_CONFIG") == "":   # `export ASTRO_CONFIG=$CFG` with CFG unset: not "no file"
+        problems.append("$ASTRO_CONFIG is set but empty: name a file, /dev/null to read none, or unset it to "
+                        "read $XDG_CONFIG_HOME/astro/config.toml")
     named = bool(os.environ.get("ASTRO_CONFIG"))  # a file named by $ASTRO_CONFIG must be there (a typo would
     if user is not None and (named or user.is_file()):  # run on the defaults); the XDG file is optional
         file_layer(user, "$ASTRO_CONFIG: " if named else "")

@@ -6,9 +6,10 @@ from configuration modules (it imports pydantic).
 """
 
 import re
-from typing import Annotated, ClassVar
+from types import UnionType
+from typing import Annotated, ClassVar, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from astrotool.names import name_problem
@@ -26,6 +27,31 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
     renamed_keys: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def preset_sources(cls, values: dict) -> dict[str, str]:
+        """``{key: source}`` for the keys a preset chosen in ``values`` gives (``'preset "crowded"'``), for
+        ``astro config show --sources``; none here."""
+        return {}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value, info):
+        """``jobs = true`` is an error, not 1 (pydantic reads a boolean as a number): a slip such as
+        ``seed = true`` would silently run with seed 1."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields \
+                and _numbers_only(cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("bool_not_number", "expected a number, got a boolean")
+        return value
+
+
+def _numbers_only(annotation) -> bool:
+    """Whether a field's type takes numbers and nothing else (``int``, ``float``, ``int | None``)."""
+    members = [a for a in (get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,))
+               if a is not type(None)]
+    members = [get_args(a)[0] if get_origin(a) is Annotated else a for a in members]
+    return bool(members) and all(isinstance(a, type) and issubclass(a, (int, float)) and a is not bool
+                                 for a in members)
 
 
 def _file_name(value: str) -> str:

@@ -131,7 +131,7 @@ def config_show(
             ctx.log.warning("not shown: %s", cfg.needs_setting(name))
     if sources:
         flat = _flatten(data)
-        rows = {k: {"value": v, "source": cfg.sources.get(k, "defaults")} for k, v in flat.items()}
+        rows = {k: {"value": v, "source": cfg.sources.get(k) or cfg.unset_source(k)} for k, v in flat.items()}
         if "core.executor" in rows and ctx.executor_source():
             rows["core.executor"]["source"] = ctx.executor_source()
         if as_json:

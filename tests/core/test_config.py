@@ -83,9 +83,23 @@ def test_unknown_section_and_missing_cfg(astro, toy, tmp_path):
     assert r.returncode == 2 and "missing.toml: file not found" in r.stderr
 
 
+def test_a_boolean_is_not_a_number(astro, tmp_path):
+    """``jobs = true`` ran with 1 job and ``seed = false`` with seed 0 (pydantic reads booleans as numbers)."""
+    r = astro("--set", "core.jobs=true", "--set", "core.seed=false", "config", "show", "core")
+    assert r.returncode == 2, r.stderr
+    assert "core.jobs: expected a number, got a boolean" in r.stderr and "core.seed: expected a number" in r.stderr
+    (tmp_path / "f.toml").write_text("[core]\nprogress_interval = true\n")
+    r = astro("config", "validate", tmp_path / "f.toml")
+    assert r.returncode == 2 and "core.progress_interval: expected a number, got a boolean" in r.stderr, r.stderr
+    r = astro("--set", "core.jobs=2", "--set", "core.progress_interval=1", "config", "show", "core")
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_user_file_named_by_astro_config_must_exist(astro, toy, tmp_path):
     r = astro("config", "show", pythonpath=toy, env={"ASTRO_CONFIG": str(tmp_path / "typo.tmol")})
     assert r.returncode == 2 and f"$ASTRO_CONFIG: {tmp_path / 'typo.tmol'}: file not found" in r.stderr
+    r = astro("config", "show", pythonpath=toy, env={"ASTRO_CONFIG": ""})   # a batch script's unset variable
+    assert r.returncode == 2 and "$ASTRO_CONFIG is set but empty" in r.stderr, r.stderr
     bom = tmp_path / "bom.toml"  # saved by an editor that writes a byte-order mark
     bom.write_bytes("\ufeff[toy]\ncount = 3\n".encode("utf-8"))
     r = astro("--cfg", bom, "config", "show", "toy", "--json", pythonpath=toy)
@@ -194,6 +208,8 @@ def test_misspelt_key_or_section_suggests_the_known_one(astro, toy, tmp_path):
     assert r.returncode == 2
     assert f"{bad}: core.executer: unknown key; did you mean 'executor'?" in r.stderr, r.stderr
     assert f"{bad}: [toyy]: unknown section; did you mean 'toy'?" in r.stderr, r.stderr
+    r = astro("--set", "core.interval=2", "config", "show", "core")   # a word of the key: progress_interval
+    assert r.returncode == 2 and "core.interval: unknown key; did you mean 'progress_interval'?" in r.stderr, r.stderr
 
 
 def test_a_key_in_the_wrong_table_names_the_table_that_has_it(astro, tmp_path):
@@ -389,6 +405,17 @@ def test_a_variable_is_named_only_when_it_spells_a_key(astro, toy):
     r = astro("config", "show", "core", env={"ASTRO_ZTF_TOKEN": "abc", "ASTRO_DRE_FIT_BATCH_SIZE": "64"})
     assert r.returncode == 0, r.stderr
     assert "ASTRO_ZTF_TOKEN" not in r.stderr and "$ASTRO_DRE__FIT__BATCH_SIZE (dre.fit.batch_size" in r.stderr, r.stderr
+
+
+def test_a_variable_with_two_underscores_in_the_wrong_place_names_the_one_meant():
+    """``ASTRO_DRE__FIT_BATCH_SIZE`` and ``ASTRO_DRE_FIT__BATCH_SIZE`` failed as unknown keys or sections with no
+    word of ``ASTRO_DRE__FIT__BATCH_SIZE``; a right spelling, or another program's variable, is not named."""
+    known = {"dre": {"fit": {"batch_size": None}}, "core": {"jobs": None}}
+    env = {"ASTRO_DRE__FIT_BATCH_SIZE": "3", "ASTRO_DRE_FIT__BATCH_SIZE": "3", "ASTRO_DRE__FIT__BATCH_SIZE": "3",
+           "ASTRO_CORE__JOBS": "2", "ASTRO_FOO__BAR_BAZ": "1", "ASTRO_DRE__FIT": "{batch_size = 3}"}
+    meant = "did you mean $ASTRO_DRE__FIT__BATCH_SIZE (dre.fit.batch_size)?"
+    assert config.env_typos(env, known) == [f"$ASTRO_DRE__FIT_BATCH_SIZE names no configuration key; {meant}",
+                                            f"$ASTRO_DRE_FIT__BATCH_SIZE names no configuration key; {meant}"]
 
 
 def test_defaults_using_a_renamed_key_give_way_to_the_users_new_name(astro, toy, monkeypatch, caplog):

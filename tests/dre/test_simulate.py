@@ -180,6 +180,19 @@ def test_crowded_preset_and_index_choice():
         SimulateConfig(sersic_n=[1.0, 2.0, 4.0])
 
 
+def test_config_show_names_the_preset_as_the_source_of_its_values(astro):
+    """``config show --sources`` said ``n_stars = 80  # defaults`` for the crowded preset's values."""
+    import json
+
+    r = astro("--set", 'dre.simulate.preset="crowded"', "--set", "dre.simulate.n_stars=9", "--json", "config", "show",
+              "dre.simulate", "--sources")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows["dre.simulate.n_galaxies"] == {"value": 220, "source": 'preset "crowded" (dre.simulate.preset)'}
+    assert rows["dre.simulate.n_stars"] == {"value": 9, "source": "--set"}
+    assert rows["dre.simulate.psf_beta"]["source"] == "defaults"
+
+
 def test_index_choice_draws_only_the_given_values(tmp_path):
     cfg = SimulateConfig(size=512, n_galaxies=12, n_stars=0, sersic_n=[1.0, 4.0], sersic_dist="choice",
                          isolation=0.0, logr_range=(0.3, 0.6))

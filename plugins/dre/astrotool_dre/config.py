@@ -93,6 +93,13 @@ class SimulateConfig(Section):
     ra: float = Field(150.1, description="tile centre [deg]")
     dec: float = Field(2.2, description="tile centre [deg]")
 
+    @classmethod
+    def preset_sources(cls, values: dict) -> dict[str, str]:
+        """The keys the chosen preset gives (those no layer set), named by it."""
+        name = values.get("preset", "isolated")
+        preset = SIMULATE_PRESETS.get(name, {}) if isinstance(name, str) else {}
+        return {k: f'preset "{name}" (dre.simulate.preset)' for k in preset if k not in values}
+
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data):
