@@ -19,8 +19,12 @@ On a rerun, :func:`keep` decides, one rule for every stage:
 - the settings differ: refuse with exit 2, naming each changed key as
   ``key: old -> new`` and suggesting ``--overwrite`` -- or, for a stage that
   declares ``recompute=True`` (cheap, derived outputs), make them again;
-- outputs without a record (made before records were kept, or interrupted
-  between the output and its record): keep them, with a warning.
+- outputs without a record (stopped between the outputs and their record, or made
+  before records were kept): make them again; nothing says what made them.
+
+Outputs about to be made lose their old record first (:func:`keep` returning False
+removes it), so a stage stopped half-way through replacing them never leaves new
+outputs beside the record of the old ones.
 
 Only the standard library is imported here.
 """
@@ -270,7 +274,7 @@ class VersionChanged(SettingsChanged):
 
 
 def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool = False,
-         recompute: bool = False, warn: bool = True, hint: str | None = None) -> bool:
+         recompute: bool = False, warn: bool = True, hint: str | None = None, forget: bool = True) -> bool:
     """Whether finished ``outputs`` can be kept for a rerun with the settings ``rec``.
 
     Parameters
@@ -284,9 +288,12 @@ def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool 
     recompute : bool
         The stage may make its outputs again when the settings changed (instead of refusing).
     warn : bool
-        Log a warning for outputs that have no record.
+        Log a warning for outputs that have no record (they are made again).
     hint : str, optional
         What a refusal says to do (default: ``--overwrite``), e.g. another ``--name``.
+    forget : bool
+        When the outputs are to be made, remove their old record now (False: only check, as
+        :func:`check_all` does before any work).
 
     Returns
     -------
@@ -299,18 +306,24 @@ def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool 
         The outputs were made with other settings and the stage does not recompute.
     """
     outputs = [Path(p) for p in outputs]
-    if overwrite or not all(p.exists() for p in outputs):
+
+    def make() -> bool:
+        if forget:
+            sidecar(outputs[0]).unlink(missing_ok=True)
         return False
+
+    if overwrite or not all(p.exists() for p in outputs):
+        return make()
     old = read(outputs[0])
     if old is None:
         if warn:
-            logging.getLogger("astro").warning("%s: kept, but made before settings were recorded; "
-                                               "use --overwrite to make it again", outputs[0])
-        return True
+            logging.getLogger("astro").warning("%s: no record of the settings that made it (a run stopped "
+                                               "before writing it, or an older version): made again", outputs[0])
+        return make()
     if old.get("hash") == rec["hash"] or old["settings"] == rec["settings"]:
         return True
     if recompute:
-        return False
+        return make()
     before, now = old["settings"].get("version", _MISSING), rec["settings"].get("version", _MISSING)
     if before != now:  # another version of the code: the keys it records may differ for that reason alone
         others = [c for c in changes(old["settings"], rec["settings"]) if not c.startswith("version: ")]
@@ -326,7 +339,7 @@ def check_all(checks: Iterable[tuple[Iterable, Mapping, bool]], *, overwrite: bo
     refused: list[SettingsChanged] = []
     for outputs, rec, recompute in checks:
         try:
-            keep(outputs, rec, overwrite=overwrite, recompute=recompute, warn=False)
+            keep(outputs, rec, overwrite=overwrite, recompute=recompute, warn=False, forget=False)
         except SettingsChanged as exc:
             refused.append(exc)
     refuse(refused, hint)

@@ -43,6 +43,7 @@ def test_keep_skips_refuses_or_recomputes(tmp_path):
     _made(out, {"a": 1, "b": "x"}, seed=0)
     assert made_with.keep([out], made_with.record({"b": "x", "a": 1}, seed=0))
     assert not made_with.keep([out], made_with.record({"a": 1, "b": "x"}, seed=0), overwrite=True)
+    _made(out, {"a": 1, "b": "x"}, seed=0)                                   # made again
     other = made_with.record({"a": 2, "b": "x", "c": True}, seed=5)
     with pytest.raises(made_with.SettingsChanged) as err:
         made_with.keep([out], other)
@@ -54,11 +55,27 @@ def test_keep_skips_refuses_or_recomputes(tmp_path):
     assert not made_with.keep([out, tmp_path / "missing"], other)             # incomplete: make it
 
 
-def test_output_without_a_record_is_kept_with_a_warning(tmp_path, caplog):
+def test_output_without_a_record_is_made_again_with_a_warning(tmp_path, caplog):
     out = tmp_path / "old.fits"
-    out.write_text("made before records")
-    assert made_with.keep([out], made_with.record({"a": 1}))
-    assert "made before settings were recorded" in caplog.text
+    out.write_text("stopped before its record")
+    assert not made_with.keep([out], made_with.record({"a": 1}))
+    assert "no record of the settings that made it" in caplog.text
+
+
+def test_outputs_to_be_made_lose_their_old_record_first(tmp_path):
+    """A run stopped half-way through --overwrite must not leave new outputs beside the old record: the
+    next run with the old settings would keep them (``skipped (done)``)."""
+    out = tmp_path / "chi.h5"
+    _made(out, {"statistic": "chi2"})
+    chi2, dre = made_with.record({"statistic": "chi2"}), made_with.record({"statistic": "dre"})
+    made_with.check_all([([out], dre, False)], overwrite=True)   # the check before any work forgets nothing
+    assert made_with.read(out) is not None
+    assert not made_with.keep([out], dre, overwrite=True)
+    assert made_with.read(out) is None                              # stopped here: nothing to trust
+    assert not made_with.keep([out], chi2)                           # so the old settings make it again
+    _made(out, {"statistic": "mosaic"})
+    assert not made_with.keep([out], made_with.record({"statistic": "other"}), recompute=True)
+    assert made_with.read(out) is None
 
 
 def test_check_all_names_every_refused_output(tmp_path):
@@ -134,7 +151,7 @@ def test_a_version_only_change_says_an_older_version_made_it(tmp_path):
     msg = str(err.value)
     assert "made by an older astrotool-dre fit stage (version 1; this one is 2)" in msg, msg
     assert msg.endswith("use --overwrite to make it again with this version") and "->" not in msg, msg
-    assert not made_with.keep([out], new, recompute=True)  # a stage that remakes its outputs does so
+    assert not made_with.check_all([([out], new, True)])  # a stage that remakes its outputs does so
     with pytest.raises(AstroError, match="2 outputs exist but were made by another version"):
         other = tmp_path / "b.h5"
         other.write_text("x")

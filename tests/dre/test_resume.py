@@ -121,6 +121,33 @@ def test_changed_upstream_stage_refuses_downstream(astro, ws):
     assert r.returncode == 2 and "inputs.cuts: " in r.stderr, r.stderr
 
 
+def test_a_stage_reading_an_output_its_configuration_would_make_otherwise_says_so(astro, ws):
+    """``dre fit --set dre.cuts.margin=60`` refitted the cuts made with margin 40 in silence, and run.json kept
+    margin 60 for a summary that did not use it: now it warns, naming the key and how to remake the cuts."""
+    r = astro("-w", ws, "--set", "dre.cuts.margin=60.0", "--overwrite", "dre", "fit")
+    assert r.returncode == 0, r.stderr
+    assert "sim_000_cuts.h5: made with other [dre.cuts] settings than this configuration's:\n" \
+           "  dre.cuts.margin: 40.0 -> 60.0\n`astro dre fit` reads it as it was made; `astro dre cuts --overwrite`" \
+           in r.stderr, r.stderr
+    r = astro("-w", ws, "dre", "fit")
+    assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
+
+
+def test_the_workspace_cube_named_by_cube_is_the_one_the_fit_used(astro, ws):
+    """A fit made with the workspace's own cube, then ``--cube`` naming that very cube under other [dre.models]
+    settings: refused as "used the model cube sersic_X.fits, not sersic_X.fits; leave out --cube"."""
+    (cube,) = (ws / "dre/models").glob("sersic_*.fits")
+    r = astro("-w", ws, "--set", "dre.models.nlogh=20", "dre", "mosaics", "--cube", cube)
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, "--set", "dre.models.nlogh=20", "dre", "fit", "--cube", cube)
+    assert r.returncode == 0 and "skipped (done)" in r.stdout, r.stderr
+    (cube.parent / f".{cube.name}.made_with.json").unlink()   # a cube built before its record was kept
+    r = astro("-w", ws, "--set", "dre.models.nlogh=20", "dre", "mosaics", "--cube", cube)
+    assert r.returncode == 2 and f"used the workspace's cube {cube.name} as built by other [dre.models]" in r.stderr
+    r = astro("-w", ws, "dre", "models")   # with the settings that built it: it keeps them again
+    assert r.returncode == 0 and (cube.parent / f".{cube.name}.made_with.json").is_file(), r.stderr
+
+
 def test_mosaics_recompute_when_their_settings_change(astro, ws):
     r = astro("-w", ws, "--set", "dre.mosaics.png=false", "dre", "mosaics")
     assert r.returncode == 0, r.stderr

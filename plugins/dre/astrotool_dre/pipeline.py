@@ -133,7 +133,10 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
         dre["models"] = cfg.models.model_dump(mode="json")
         settings["cube"] = Path(cube).name if cube else None
         ours = cube_path(paths.root, cfg.models)
-        if cube and Path(cube).resolve() != ours.resolve():   # a cube of the user's: its name says not what it holds
+        built = workspace_cube_settings(cube, paths.root) if cube and Path(cube).resolve() != ours.resolve() else None
+        if built is not None:   # one of the workspace's own cubes, named: recorded as when [dre.models] built it
+            dre["models"] = built
+        elif cube and Path(cube).resolve() != ours.resolve():   # a cube of the user's: its name says not what it holds
             settings["cube"] += f" ({made_with.file_checksum(cube, ours.with_name(f'.{Path(cube).name}.checksum.json'))})"
             dre["models"] = {k.lower(): v for k, v in read_cube_grid(cube).header_cards().items()}
     made = made or {}
@@ -221,7 +224,7 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
         if stage in needed:
             needed.update(UPSTREAM[stage])
     used = tuple(k for stage in stages for k in USES.get(stage, ()))
-    checks, stale, older = [], [], []
+    checks, stale, older, drift = [], [], [], []
     for t in tiles:
         paths = TilePaths(root, tile_stem(t))
         paths.tile = Path(t)
@@ -244,12 +247,17 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
                 now["inputs.tile"] = tile_identity(paths)
                 if "inputs.weight" in old["settings"] and cfg.detect.weight_image:
                     now["inputs.weight"] = weight_checksum(paths, cfg.detect.weight_image)
+            ours = stage_record(paths, stage, cfg, made, cube)["settings"]
             if any(k.startswith(u) for k in old["settings"] for u in used):
-                ours = stage_record(paths, stage, cfg, made, cube)["settings"]
                 now.update({k: v for k, v in ours.items() if k.startswith(used)})
             then = {k: old["settings"].get(k) for k in now}
             if then != now:
                 stale.append((paths.outputs(stage)[0], stage, made_with.changes(then, now), then, now))
+            own = f"dre.{stage}."   # the stage's own settings: read as made, but not what this configuration says
+            mine = {k: v for k, v in ours.items() if k.startswith(own)}
+            theirs = {k: v for k, v in old["settings"].items() if k.startswith(own)}
+            if mine != theirs:
+                drift.append((paths.outputs(stage)[0], stage, made_with.changes(theirs, mine)))
     if older:
         path, stage, version = older[0]
         more = f" (and {len(older) - 1} more)" if len(older) > 1 else ""
@@ -270,6 +278,11 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             # only the cube (and so the grid) differs: name the one the fit used
             used_cube = str(then.get("cube") or "").split(" (")[0]
             ours = used_cube.startswith("sersic_") and " (" not in str(then.get("cube"))
+            if ours and used_cube == str(now.get("cube")).split(" (")[0]:   # named by --cube, built before its record
+                raise AstroError(f"{printable(str(path))}{more}: `astro dre {stage}` used the workspace's cube "
+                                 f"{used_cube} as built by other [dre.models] settings than this configuration's; "
+                                 "give those settings instead of --cube, or run `astro dre models` with them once "
+                                 "(it then keeps them beside the cube, and --cube naming it is enough)")
             hint = ("leave out --cube: it used the workspace's own cube (dre/models)" if ours
                     else f"pass the same `--cube .../{used_cube}` to `astro dre {' '.join(stages)}`")
             raise AstroError(f"{printable(str(path))}{more}: `astro dre {stage}` used the model cube "
@@ -279,6 +292,14 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
         raise AstroError(f"{printable(str(path))}: out of date{more}; `astro dre {stage}` made it from other "
                          f"inputs, or with other settings than the ones this run uses too:\n{lines}\n"
                          f"run `astro dre {stage}` again first (--overwrite)")
+    if drift:
+        path, stage, changed = drift[0]
+        more = f" (and {len(drift) - 1} more)" if len(drift) > 1 else ""
+        reader = f"`astro dre {stages[0]}`" if len(stages) == 1 else "this run"
+        logging.getLogger("astro.dre").warning(
+            "%s%s: made with other [dre.%s] settings than this configuration's:\n%s\n%s reads it as it was made; "
+            "`astro dre %s --overwrite` makes it with these", printable(str(path)), more, stage,
+            "\n".join(f"  {c}" for c in changed), reader, stage)
     made_with.check_all(checks, overwrite=overwrite)
 
 
@@ -384,6 +405,23 @@ def cube_path(root, cfg: ModelsConfig) -> Path:
     return Path(root) / "dre" / "models" / f"sersic_{hashlib.sha1(key.encode()).hexdigest()[:10]}.fits"
 
 
+def workspace_cube_settings(cube, root) -> dict | None:
+    """The ``[dre.models]`` settings that built ``cube``, when it is one of the workspace's own cubes
+    (``dre/models/sersic_<hash>.fits`` with the record :func:`model_cube` keeps beside it, whose hash it
+    bears); else None (a cube of the user's, or one built before the record was kept)."""
+    from astrotool_dre.config import ModelsConfig
+
+    cube = Path(cube).resolve()
+    if cube.parent != (Path(root) / "dre" / "models").resolve():
+        return None
+    rec = made_with.read(cube)
+    try:
+        models = ModelsConfig(**{k: v for k, v in rec["settings"].items() if k != "version"})
+    except (TypeError, ValueError):   # no record (None), or not one of a cube
+        return None
+    return models.model_dump(mode="json") if cube_path(root, models).resolve() == cube else None
+
+
 def model_cube(root, cfg: ModelsConfig, mapper, *, overwrite: bool = False) -> tuple[Path, bool]:
     """The model cube of ``[dre.models]``, built through ``mapper`` unless cached.
 
@@ -402,13 +440,25 @@ def model_cube(root, cfg: ModelsConfig, mapper, *, overwrite: bool = False) -> t
         problem = cube_problem(path)
         if problem:
             raise InputError(path, f"{problem}; build it again with `astro dre models --overwrite`")
+        if made_with.read(path) is None:   # built before its record was kept: its name is the hash of cfg
+            _keep_cube_record(path, cfg)
         return path, False
     grid = grid_from_config(cfg)
     logging.getLogger("astro").info("building the model cube: %d models of %d² px -> %s", grid.nmodels,
                                     grid.boxsize, path)
     cube = build_cube(grid, mapper, supersample=cfg.supersample)
     write_cube(path, cube, grid, history=fits_history(command="dre models", config=cfg.model_dump(mode="json")))
+    _keep_cube_record(path, cfg)
     return path, True
+
+
+def _keep_cube_record(path: Path, cfg: ModelsConfig) -> None:
+    """The settings that built a workspace cube, beside it: ``--cube`` naming it is then recorded as the fit
+    that built it recorded it (:func:`workspace_cube_settings`)."""
+    try:
+        made_with.write(path, made_with.record(cfg.model_dump(mode="json"), version=CUBE_VERSION))
+    except OSError:   # a read-only workspace: `--cube` naming it is then recorded as a cube of the user's
+        pass
 
 
 # ----------------------------------------------------------------------------- per tile
