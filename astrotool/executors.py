@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import signal
@@ -620,6 +621,11 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
         raise AstroError("internal: item keys must be unique")
     chosen = select_shard(keys, options.shard)
     tasks = [(i, items[i], derive_seed(base_seed, keys[i]), keys[i]) for i in chosen]
+    log = logging.getLogger("astro")
+    log.debug("%s executor: %d of %d item(s)%s, %s, base seed %d", options.kind, len(tasks), len(keys),
+              f" (shard {options.shard[0]}/{options.shard[1]})" if options.shard else "",
+              f"scheduler {options.scheduler}" if options.kind == "dask" and options.scheduler
+              else f"{1 if options.kind == 'serial' else options.workers} worker(s)", base_seed)
     advance = _reporting(advance or (lambda n=1: None), done)
     outcomes: dict[int, tuple[str, Any]] = {}
     _check_stop()
@@ -661,7 +667,13 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
 
 def _reporting(advance: Callable, done: Callable | None) -> Callable:
     """``advance(1, key, outcome)``: ``done(key, result)`` for a success, then the progress ``advance(1)``."""
+    t0 = time.perf_counter()
+
     def step(n: int = 1, key: str | None = None, outcome: tuple | None = None) -> None:
+        if outcome is not None:
+            logging.getLogger("astro").debug("item %s: %s, %.1f s after the first started", key,
+                                             "done" if outcome[0] == "ok" else f"failed: {outcome[1].error}",
+                                             time.perf_counter() - t0)
         if done is not None and outcome is not None and outcome[0] == "ok":
             done(key, outcome[1])
         advance(n)
@@ -914,8 +926,6 @@ def _refused_at_once(address: str) -> None:
 
 def _distributed():
     """The ``distributed`` module, its loggers quieted, or :class:`AstroError` saying how to install it."""
-    import logging
-
     try:
         import distributed
     except ImportError:
@@ -947,8 +957,6 @@ def connected(options: ExecutorOptions, n: int, name: str = "--scheduler") -> It
 def _quiet_dask_shutdown() -> None:
     """Silence the loggers of Dask, Tornado and asyncio for the rest of this process: a cluster stopped while it
     starts leaves tasks whose errors ("Nanny failed to start") are printed when they are collected."""
-    import logging
-
     for name in ("distributed", "asyncio", "tornado"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.CRITICAL + 1)
@@ -970,8 +978,6 @@ def _close_starting_clusters(clusters) -> None:
 
 
 def _run_dask(fn, tasks, options: ExecutorOptions, advance, client=None) -> dict:
-    import logging
-
     _distributed()  # or AstroError: not installed
     from distributed import Client, LocalCluster, as_completed
 

@@ -132,6 +132,18 @@ def test_one_failing_item_others_finish(kind):
     assert failures[0].error == "ValueError: this item is bad" and "Traceback" in failures[0].traceback
 
 
+def test_debug_messages_name_the_shard_and_each_item(caplog):
+    """``-v`` promised debug messages and gave none."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="astro"):
+        run_items(draw, list("abcde") + ["bad"], options=ExecutorOptions("serial", shard=(1, 2)), base_seed=4)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert lines[0] == "serial executor: 3 of 6 item(s) (shard 1/2), 1 worker(s), base seed 4", lines
+    assert [line.split(",")[0] for line in lines[1:]] == ["item b: done", "item d: done",
+                                                          "item bad: failed: ValueError: this item is bad"]
+
+
 def test_shard_selection_and_parsing():
     assert select_shard(list("abcdefg"), (1, 3)) == [1, 4]
     assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None

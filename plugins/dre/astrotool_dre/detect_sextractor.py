@@ -23,11 +23,14 @@ the size-based stellarity (:mod:`astrotool_dre.stellarity`) is used instead.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,10 +158,14 @@ def _put_image(src: Path, dest: Path, data=None, header=None, ext: int | None = 
 
 
 def _run(args, cwd, timeout, what):
+    log = logging.getLogger("astro")
+    log.debug("running %s in %s", shlex.join(str(a) for a in args), cwd)
+    t0 = time.perf_counter()
     try:
         proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{what} did not finish within {timeout:.0f} s") from None
+    log.debug("%s: exit %d after %.2f s", what, proc.returncode, time.perf_counter() - t0)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
         raise RuntimeError(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))

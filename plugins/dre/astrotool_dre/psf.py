@@ -49,11 +49,14 @@ FITS image), negatives clipped to 0, normalised to unit sum, as DRE does.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -598,10 +601,14 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
         args = [binary, src.name, "-c", "dre.psfex"]
         for k, v in extra.items():
             args += [f"-{str(k).lstrip('-').upper()}", str(v)]
+        log = logging.getLogger("astro")
+        log.debug("running %s in %s", shlex.join(args), td)
+        t0 = time.perf_counter()
         try:
             proc = subprocess.run(args, cwd=td, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"psfex did not finish within {timeout:.0f} s") from None
+        log.debug("psfex: exit %d after %.2f s", proc.returncode, time.perf_counter() - t0)
         out = td / "cat.psf"
         if proc.returncode != 0 or not out.is_file():
             tail_ = (proc.stderr or proc.stdout or "")
