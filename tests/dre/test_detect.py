@@ -185,6 +185,25 @@ def test_sextractor_gain_modes(tmp_path):
         assert r["seeing_fwhm"] == 3.0
 
 
+def test_a_rate_tile_read_as_counts_is_warned_about(caplog):
+    """A tile in ADU/s (``astro dre simulate`` with units="cps") run with the default gain 'counts' got a noise
+    model EXPTIME times too large (χ²ν 0.02–0.07, errors 2–4 times too large) without a word."""
+    import logging
+
+    from astrotool_dre.tiles import is_rate_unit
+
+    assert [is_rate_unit(u) for u in ("ADU/s", "electrons/sec", "e-/s/px", "ct s-1", "CPS")] == [True] * 5
+    assert not any(is_rate_unit(u) for u in ("ADU", "counts", "e-", "nanomaggy", "ADU/pixel", None))
+    rate = fits.Header({"GAIN": 2.0, "EXPTIME": 600.0, "BUNIT": "ADU/s"})
+    with caplog.at_level(logging.WARNING, logger="astro.dre"):
+        assert resolve_gain(rate, "counts", "rate_tile.fits") == 2.0
+        assert resolve_gain(rate, "counts", "rate_tile.fits") == 2.0   # said once per tile
+        assert resolve_gain(rate, "cps", "rate_tile2.fits") == 1200.0
+        assert resolve_gain(fits.Header({"GAIN": 2.0, "BUNIT": "ADU"}), "counts", "count_tile.fits") == 2.0
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("rate_tile.fits: BUNIT 'ADU/s' is a rate") and "--gain cps" in said[0]
+
+
 def test_gain_resolution():
     h = fits.Header({"GAIN": 2.0, "EXPTIME": 30.0})
     assert resolve_gain(h, "counts", "x") == 2.0

@@ -136,6 +136,10 @@ def test_a_single_valued_grid_axis_is_described_as_fixed():
     assert d["AX_RATIO"] == "axis ratio b/a (between grid values)" and d["AX_RATIO_ERR"] == "1-sigma error of AX_RATIO"
     _, d = summary_columns(["AX_RATIO"], "", FitConfig(subgrid=False), grid)
     assert d["AX_RATIO"] == "axis ratio b/a (a grid value: dre.fit.subgrid = false)"
+    two = grid_from_config(ModelsConfig(index0=1.0, dindex=3.0, nindex=2))   # INDEX asked for, but 2 values
+    _, d = summary_columns(["INDEX", "LOGR"], "", FitConfig(subgrid_axes=["INDEX", "LOGR"]), two)
+    assert d["INDEX"] == "Sersic index (a grid value: the grid has 2 INDEX values, too few to refine)", d
+    assert d["LOGR"].endswith("(between grid values)")
 
 
 def test_the_engines_that_ran_are_recorded(ws):

@@ -133,7 +133,8 @@ def test_filter_option_parsing():
     assert parse_filters(["FLUX_RADIUS,2,20", "MAG_AUTO 18 24.5"]) == [["FLUX_RADIUS", 2.0, 20.0],
                                                                      ["MAG_AUTO", 18.0, 24.5]]
     for bad, why in [("FLUX_RADIUS,2", "expected COLUMN,MIN,MAX"), ("X,a,3", "must be numbers"),
-                     ("X,5,1", "MIN must be below MAX")]:
+                     ("X,5,1", "MIN must be below MAX"), ("X,nan,5", "must be finite numbers"),
+                     ("X,0,inf", "must be finite numbers")]:
         with pytest.raises(AstroError, match=why):
             parse_filters([bad])
 

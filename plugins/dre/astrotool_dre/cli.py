@@ -192,6 +192,7 @@ def cuts(tiles: list[str] = TILES,
 
 def parse_filters(texts: list[str]) -> list[list]:
     """Parse ``--filter`` values ``"COLUMN,MIN,MAX"`` (or ``"COLUMN MIN MAX"``) into ``[[COLUMN, MIN, MAX]]``."""
+    import math
     import re
 
     from astrotool.errors import AstroError
@@ -205,6 +206,8 @@ def parse_filters(texts: list[str]) -> list[list]:
             lo, hi = float(parts[1]), float(parts[2])
         except ValueError:
             raise AstroError(f"--filter {text!r}: MIN and MAX must be numbers") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise AstroError(f"--filter {text!r}: MIN and MAX must be finite numbers (a wide range keeps all)")
         if not lo < hi:
             raise AstroError(f"--filter {text!r}: MIN must be below MAX")
         out.append([parts[0], lo, hi])

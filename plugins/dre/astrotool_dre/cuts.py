@@ -223,7 +223,8 @@ def make_cuts(
     for spec in filters:
         col, lo, hi = spec
         if col not in table.colnames:
-            raise InputError(cat_path, f"filter column {col!r} is not in the catalogue")
+            raise InputError(cat_path, f"filter column {col!r} is not among the catalogue's columns of one number "
+                                       f"per object: {', '.join(table.colnames)}")
         v = np.asarray(table[col], dtype=float)
         sel &= (float(lo) < v) & (v < float(hi))
     saturated = np.zeros(len(table), bool)

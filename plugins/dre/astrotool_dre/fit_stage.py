@@ -474,9 +474,11 @@ def _grid_words(name: str, text: str, cfg: FitConfig | None, grid) -> str:
         return f"{text}, fixed: the grid's only value ({value:g})"
     if name.endswith("_ERR") or cfg is None:
         return text
-    if cfg.subgrid and param in cfg.subgrid_axes:
+    few = grid is not None and grid.shape[ax] < 3
+    if cfg.subgrid and param in cfg.subgrid_axes and not few:
         return f"{text} (between grid values)"
-    why = "dre.fit.subgrid = false" if not cfg.subgrid else "not in dre.fit.subgrid_axes"
+    why = ("dre.fit.subgrid = false" if not cfg.subgrid else "not in dre.fit.subgrid_axes"
+           if param not in cfg.subgrid_axes else f"the grid has {grid.shape[ax]} {param} values, too few to refine")
     return f"{text} (a grid value: {why})"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -345,7 +346,22 @@ def resolve_gain(header, gain, path) -> float:
                    "(%s)", printable(str(path)), key, g, _GIVE_GAIN)
     if mode == "cps":
         g *= _positive_key(header, "EXPTIME", path, mode)
+    elif is_rate_unit(header.get("BUNIT")):
+        from astrotool.names import printable
+
+        _note_once(path, "gain_rate", logging.WARNING,
+                   "%s: BUNIT %r is a rate, but gain 'counts' reads the pixels as counts (GAIN = %g e-/ADU): the "
+                   "noise model is EXPTIME times too large; give --gain cps (GAIN x EXPTIME), or the gain as a "
+                   "number [e- per %s]", printable(str(path)), str(header.get("BUNIT")), g, str(header.get("BUNIT")))
     return g
+
+
+_RATE = re.compile(r"(/\s*s(ec(ond)?)?\b|\bs(ec)?\^?-1\b|\bs\*\*-1\b|^\s*cps\s*$)", re.IGNORECASE)
+
+
+def is_rate_unit(bunit) -> bool:
+    """Whether a ``BUNIT`` is a count rate (``ADU/s``, ``electrons/sec``, ``e-/s/px``, ``ct s-1``, ``CPS``)."""
+    return isinstance(bunit, str) and bool(_RATE.search(bunit))
 
 
 def resolve_zero_point(header, zero_point, path=None, key: str = "zero_point") -> float:
