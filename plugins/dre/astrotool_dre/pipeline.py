@@ -125,9 +125,7 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
 
     from astrotool_dre.models import read_cube_grid
 
-    dre = {stage: getattr(cfg, stage).model_dump(mode="json")}
-    if stage in ("detect", "psf"):   # what runs, not the word: "auto" and the engine it finds make the same outputs
-        dre[stage]["engine"] = engine_that_runs(stage, getattr(cfg, stage).engine)
+    dre = stage_settings(stage, cfg)
     settings = {"dre": dre}  # keys as --set spells them: dre.fit.statistic
     if stage in ("fit", "mosaics"):
         dre["models"] = cfg.models.model_dump(mode="json")
@@ -151,6 +149,15 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
     settings["inputs"] = inputs
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT,
                             made_by=f"astrotool-dre {stage} stage")
+
+
+def stage_settings(stage: str, cfg: DreConfig) -> dict:
+    """``{stage: its [dre.<stage>] values}`` as its record keeps them: the engine that runs, not the word ("auto"
+    and the engine it finds make the same outputs)."""
+    dre = {stage: getattr(cfg, stage).model_dump(mode="json")}
+    if stage in ("detect", "psf"):
+        dre[stage]["engine"] = engine_that_runs(stage, getattr(cfg, stage).engine)
+    return dre
 
 
 def engine_that_runs(stage: str, engine: str) -> str:
@@ -225,6 +232,7 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             needed.update(UPSTREAM[stage])
     used = tuple(k for stage in stages for k in USES.get(stage, ()))
     checks, stale, older, drift = [], [], [], []
+    configured: dict[str, dict] = {}   # a stage's own settings as this configuration gives them
     for t in tiles:
         paths = TilePaths(root, tile_stem(t))
         paths.tile = Path(t)
@@ -247,17 +255,19 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
                 now["inputs.tile"] = tile_identity(paths)
                 if "inputs.weight" in old["settings"] and cfg.detect.weight_image:
                     now["inputs.weight"] = weight_checksum(paths, cfg.detect.weight_image)
-            ours = stage_record(paths, stage, cfg, made, cube)["settings"]
             if any(k.startswith(u) for k in old["settings"] for u in used):
+                ours = stage_record(paths, stage, cfg, made, cube)["settings"]
                 now.update({k: v for k, v in ours.items() if k.startswith(used)})
             then = {k: old["settings"].get(k) for k in now}
             if then != now:
                 stale.append((paths.outputs(stage)[0], stage, made_with.changes(then, now), then, now))
-            own = f"dre.{stage}."   # the stage's own settings: read as made, but not what this configuration says
-            mine = {k: v for k, v in ours.items() if k.startswith(own)}
-            theirs = {k: v for k, v in old["settings"].items() if k.startswith(own)}
-            if mine != theirs:
-                drift.append((paths.outputs(stage)[0], stage, made_with.changes(theirs, mine)))
+            if stage not in configured:   # its own settings: read as made, but not what this configuration says
+                configured[stage] = made_with.flatten({"dre": stage_settings(stage, cfg)})
+                for k in NOT_OUTPUT:
+                    configured[stage].pop(k, None)
+            theirs = {k: v for k, v in old["settings"].items() if k.startswith(f"dre.{stage}.")}
+            if configured[stage] != theirs:
+                drift.append((paths.outputs(stage)[0], stage, made_with.changes(theirs, configured[stage])))
     if older:
         path, stage, version = older[0]
         more = f" (and {len(older) - 1} more)" if len(older) > 1 else ""
