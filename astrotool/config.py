@@ -410,7 +410,11 @@ class Config:
                     given += (f"; renamed to {new!r}{' ' + why if why else ''}" if renamed else
                               _did_you_mean(key, list(model.model_fields) if model is not None else [])
                               or self._key_elsewhere(key, section))
-                out.append((self._source_of(dotted), f"{dotted}: {msg}{given}"))
+                source = self._source_of(dotted)
+                table = ".".join([section, *(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p)))])
+                if dotted != table and packaged_source(source):   # a check of the table put on a key the user
+                    source = self._source_of(table)   # left alone: the layer that set one of its keys, not the defaults
+                out.append((source, f"{dotted}: {msg}{given}"))
             return out
         return []
 

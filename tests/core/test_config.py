@@ -175,6 +175,14 @@ def test_a_bad_value_is_blamed_on_its_option_once(astro, tmp_path, args, line):
     assert not (tmp_path / "ws" / "lens").exists() and not (tmp_path / "ws" / "plato").exists()
 
 
+def test_a_check_of_a_table_on_a_key_the_user_left_alone_blames_the_users_layer(astro, tmp_path):
+    """``--set plato.train.scheduler=StepLR`` was refused as ``defaults (...defaults.toml):
+    plato.train.scheduler_kwargs: StepLR needs 'step_size'``: the defaults never chose StepLR."""
+    r = astro("-w", tmp_path / "ws", "--set", "plato.train.scheduler=StepLR", "plato", "train")
+    assert r.returncode == 2, r.stderr
+    assert "--set: plato.train.scheduler_kwargs: StepLR needs 'step_size'" in r.stderr, r.stderr
+
+
 def test_a_check_of_a_whole_table_is_blamed_on_the_highest_layer_that_set_one_of_its_keys(astro, tmp_path):
     """A file setting dposang and --set setting nposang: the angle-range check was blamed on the file
     (its key came first), though --set overrides it and made the range too long."""
