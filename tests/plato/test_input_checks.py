@@ -218,6 +218,20 @@ transit_depth = [50e-6, 1.0]
     ("[bounds]", '[optimizer]\nname = "Adam"\n[optimizer.kwargs]\nmomentum = 0.9\n[bounds]',
      "optimizer.kwargs: Adam refuses {'momentum': 0.9}"),
     ("[bounds]", '[scheduler]\nuse = true\n[bounds]', "scheduler.name: missing while use = true"),
+    # whole numbers were truncated (1.9 -> 1), a negative seed passed to fail later, ppm bounds passed as fractions
+    ("seed = 101", "seed = 1.9", "seed: expected a whole number, got 1.9"),
+    ("seed = 101", "seed = -1", "seed: -1: astrotool takes a seed >= 0"),
+    ("training_epochs = 20", "training_epochs = 3.7", "training_epochs: expected a whole number, got 3.7"),
+    ("batch_size = 45", "batch_size = 2.5", "dataloader.train.batch_size: expected a whole number, got 2.5"),
+    ("[fraction]", "[model.convolution]\nkernel_size = 30.9\n[fraction]",
+     "model.convolution.kernel_size: expected a whole number, got 30.9"),
+    ("transit_depth = [50e-6, 1.0]", "transit_depth = [0, 900]",
+     "bounds.transit_depth: upper bound 900 is above 1: Panopticon's depths are fractions"),
+    ("[bounds]", "[dataloaders.train]\nbatch_size = 10\n[bounds]",
+     "dataloaders: given with [dataloader]: keep one of the two tables"),
+    ("[bounds]", '[scheduler]\nname = "ReduceLROnPlateau"\nuse = true\n[bounds]',
+     "scheduler.name: unknown or unsupported scheduler 'ReduceLROnPlateau' (expected one of ConstantLR, "
+     "CosineAnnealingLR, ExponentialLR, LinearLR, MultiStepLR, StepLR; ReduceLROnPlateau: use patience)"),
 ])
 def test_config_import_names_unknown_keys_bad_fractions_and_types(tmp_path, capsys, old, new, msg):
     src = tmp_path / "pan.toml"

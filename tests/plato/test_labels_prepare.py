@@ -315,7 +315,7 @@ def test_a_depth_bound_above_a_depth_of_one_is_refused_and_a_training_split_with
     src.write_text("[bounds]\ntransit_depth = [50, 2000]\n")
     capsys.readouterr()
     assert main(["plato", "config", "import", str(src), "-o", str(tmp_path / "imp.toml")]) == 2
-    assert "bounds.transit_depth = [50, 2000]: lower bound 50000000.0 ppm is at or above 1e6 ppm" in \
+    assert "bounds.transit_depth: upper bound 2000 is above 1: Panopticon's depths are fractions" in \
         capsys.readouterr().err
     assert not (tmp_path / "imp.toml").exists()
     _simulate(tmp_path, n=8)
@@ -803,6 +803,21 @@ def test_a_folder_given_to_prepare_yields_no_panopticon_parameter_table(tmp_path
     assert [f.name for f in input_files([str(tmp_path)], tmp_path / "raw")] == ["sim00001_Q1.ftr"]
 
 
+def test_prepare_given_panopticon_s_data_folder_names_its_quarter_folder_and_import_panopticon(tmp_path):
+    """`prepare pan` said only 'a folder with no light-curve files'."""
+    from astrotool_plato.panopticon import PARAMS_FILE
+    from astrotool_plato.prepare import input_files
+
+    (tmp_path / "pan" / "sims-1").mkdir(parents=True)
+    (tmp_path / "pan" / "sims-1" / "sim00001_Q1.ftr").write_bytes(b"")
+    (tmp_path / "pan" / PARAMS_FILE).parent.mkdir()
+    (tmp_path / "pan" / PARAMS_FILE).write_bytes(b"")
+    with pytest.raises(InputError, match=re.escape(
+            f"its subfolder {tmp_path / 'pan' / 'sims-1'} holds Panopticon quarter files: give it (with --time-unit "
+            f"s), or import Panopticon's layout with `astro plato import-panopticon {tmp_path / 'pan'}`")):
+        input_files([str(tmp_path / "pan")], tmp_path / "raw")
+
+
 
 def _run_json(capsys, argv) -> dict:
     capsys.readouterr()
@@ -890,3 +905,105 @@ def test_a_gzipped_csv_light_curve_reads_as_the_csv(tmp_path):
     assert len(plain) == len(packed) == 1 and len(plain[0][0]) == 2000
     np.testing.assert_array_equal(plain[0][0], packed[0][0])   # time [d]
     np.testing.assert_array_equal(plain[0][1], packed[0][1])   # flux
+
+
+def _pan_quarters(tmp_path, sims=6):
+    """Panopticon's layout of ``sims`` simulations of two quarters each (every Q1 holds a single transit, no Q2
+    does), imported into the workspace ``tmp_path / "b"``; returns the layout's folder."""
+    a, b, pan = tmp_path / "a", tmp_path / "b", tmp_path / "pan"
+    _simulate(a, n=2 * sims, extra=["--set", "plato.simulate.transit_fraction=1", "--set",
+                                    "plato.simulate.periodic_fraction=0"])
+    assert main(["-w", str(a), "-q", "plato", "export-panopticon", str(pan)]) == 0
+    for k in range(1, 2 * sims, 2):                                 # the odd curves: the even ones' 2nd quarters
+        (pan / "astrotool-export" / f"sim{k:05d}_Q1.ftr").rename(pan / "astrotool-export" / f"sim{k - 1:05d}_Q2.ftr")
+    assert main(["-w", str(b), "-q", "plato", "import-panopticon", str(pan), "--name", "pan"]) == 0
+    return pan
+
+
+def test_prepare_sees_a_panopticon_quarter_relabelled_in_its_parameter_table(tmp_path, capsys):
+    """The labels of a .ftr input were hashed as those of no curve: a changed parameter table kept the old set."""
+    import pyarrow.feather as feather
+
+    from astrotool_plato.panopticon import PARAMS_FILE
+
+    pan = _pan_quarters(tmp_path, sims=2)
+    b = tmp_path / "b"
+    args = ["-w", str(b), "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare", "--name", "direct",
+            "--time-unit", "s", str(pan / "astrotool-export")]
+    assert main(["-q", *args]) == 0
+    params = feather.read_table(pan / PARAMS_FILE).to_pandas()
+    params["transit_duration"] *= 1.5
+    feather.write_feather(params, pan / PARAMS_FILE)
+    assert main(["-w", str(b), "-q", "--overwrite", "plato", "import-panopticon", str(pan), "--name", "pan"]) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "sim00000_Q1.ftr.labels" in capsys.readouterr().err
+    assert main(["-q", "--overwrite", *args]) == 0
+    meta = PreparedDataset(b / "plato/prepared/direct").metadata(["id", "duration"])
+    want = dict(zip(params["curve_id"], params["transit_duration"] * 24.0))
+    assert dict(zip(np.asarray(meta["id"]).astype(str), meta["duration"]))["sim00000_Q1"] == \
+        pytest.approx(want["sim000000"])
+
+
+def test_prepare_keeps_the_quarters_of_a_panopticon_simulation_in_one_split_and_kinds_them_by_their_samples(
+        tmp_path, capsys):
+    """Quarters of one star went to different splits (train/test leak), and a quarter without the transit of its
+    simulation was a `planet`."""
+    _pan_quarters(tmp_path, sims=6)
+    b = tmp_path / "b"
+    capsys.readouterr()
+    assert main(["-w", str(b), "--json", "--set", "plato.prepare.split=[0.5,0.5,0]", "plato", "prepare"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kinds"] == {"none": 6, "planet": 6}
+    meta = PreparedDataset(b / "plato/prepared/quarters").metadata(["id", "split", "kind", "n_transits"])
+    ids, split, kind = (np.asarray(meta[c]).astype(str) for c in ("id", "split", "kind"))
+    assert all(kind[ids == f"sim{k:05d}_Q1"] == "planet" and kind[ids == f"sim{k:05d}_Q2"] == "none"
+               for k in range(0, 12, 2))
+    np.testing.assert_array_equal(meta["n_transits"], (kind == "planet").astype(int))
+    for k in range(0, 12, 2):
+        assert len(set(split[np.char.startswith(ids, f"sim{k:05d}_")])) == 1, k
+    assert set(split) == {"train", "val"}
+
+
+def test_prepare_kinds_counts_and_snr_follow_the_kept_samples(tmp_path, capsys):
+    """`--length` keeps a part of each curve: a transit beyond it made the curve a `planet` all the same."""
+    _simulate(tmp_path, n=12, days=2.0, extra=["--set", "plato.simulate.transit_fraction=1"])
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "--json", "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare",
+                 "--length", "512"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ds = PreparedDataset(tmp_path / "plato/prepared/quarters")
+    meta = ds.metadata(["id", "kind", "n_transits", "snr"])
+    label = ds.read(np.arange(ds.n), ["label"])["label"]
+    has = (label == lab.PLANET).any(axis=1)
+    assert 0 < has.sum() < ds.n                                     # some transits kept, some cut off
+    np.testing.assert_array_equal(np.asarray(meta["kind"]).astype(str) == "planet", has)
+    np.testing.assert_array_equal(np.asarray(meta["n_transits"]) > 0, has)
+    assert out["kinds"]["planet"] == has.sum()
+    rows = lab.read_label_tables(tmp_path / "plato/labels")
+    for cid, n, snr in zip(np.asarray(meta["id"]).astype(str), meta["n_transits"], meta["snr"]):
+        r = rows[cid]                                               # each transit's own S/N stays the label's
+        assert snr == pytest.approx(r["snr"] * np.sqrt(n / r["n_transits"]))
+
+
+def test_panopticon_toml_translates_channels_defaults_and_an_unused_scheduler_and_lists_what_it_leaves(tmp_path,
+                                                                                                      capsys):
+    """channels_in = 4 only got a stale note, activation and channels_out went unmentioned, a missing lr left
+    astrotool's 2e-3 (torch: 1e-3), and an unused ReduceLROnPlateau was refused."""
+    import tomllib
+
+    from astrotool_plato.config import PlatoConfig
+
+    src = tmp_path / "panopticon.toml"
+    src.write_text(PANOPTICON.replace("init_features = 8", "init_features = 8\nchannels_in = 4\nchannels_out = 1")
+                   .replace('loss = "BCELoss"', 'loss = "BCELoss"\nactivation = "sigmoid"')
+                   .replace("lr = 1e-3\n", "").replace('name = "ExponentialLR"\nuse = true\n[scheduler.kwargs]\n'
+                                                       'gamma = 0.9', 'name = "ReduceLROnPlateau"\nuse = false'))
+    assert main(["plato", "config", "import", str(src), "-o", str(tmp_path / "astro.toml")]) == 0
+    text = (tmp_path / "astro.toml").read_text()
+    cfg = PlatoConfig.model_validate(tomllib.loads(text)["plato"])
+    assert cfg.prepare.channels == "groups" and cfg.train.lr == 1e-3 and cfg.train.scheduler == ""
+    assert "lr (torch's default for Adam)" in text
+    for said in ("[model.general] channels_out = 1:", "[model] activation = 'sigmoid':",
+                 "[scheduler] name = 'ReduceLROnPlateau' and its kwargs: not used (use = false)"):
+        assert said in text, said

@@ -203,7 +203,7 @@ def recording_mapper(calls: list):
     return mapper
 
 
-def test_simulate_maps_frozen_chunk_items_and_writes_labels_of_every_curve(tmp_path):
+def test_simulate_maps_frozen_chunk_items_and_writes_labels_of_every_curve_made(tmp_path):
     cfg = quiet_cfg(n_curves=5, duration_days=0.5, duration_hours=(1.0, 3.0), transit_fraction=0.5,
                     chunk_size=2)
     calls = []
@@ -217,10 +217,10 @@ def test_simulate_maps_frozen_chunk_items_and_writes_labels_of_every_curve(tmp_p
     labels = pq.read_table(res.labels).to_pylist()
     assert [r["id"] for r in labels] == [f"sim{i:06d}" for i in range(5)]
     assert [r["file"] for r in labels] == [f"{k}_lightcurves.parquet" for k in keys for _ in range(2)][:5]
-    # a mapper that lost an item (a failed file) still gets labels for every curve
+    # a mapper that lost an item (a failed file): labels for the curves made only, none for a file not written
     lossy = sim.simulate(cfg, SEED, tmp_path / "lc2", tmp_path / "labels2",
                          lambda fn, items, desc, keys: [(keys[0], fn(items[0], 0))], overwrite=False)
-    assert len(lossy.chunks) == 1 and pq.read_metadata(lossy.labels).num_rows == 5
+    assert len(lossy.chunks) == 1 and pq.read_metadata(lossy.labels).num_rows == 2
 
 
 def test_labels_table_matches_parameters(tmp_path):
@@ -507,3 +507,40 @@ def test_too_short_days_blame_days_not_the_default_transit_durations(tmp_path, c
     err = capsys.readouterr().err
     assert "command-line option --days: plato.simulate.duration_days: a 0.2 d light curve cannot hold" in err
     assert "defaults" not in err
+
+
+def test_psls_without_systematics_runs_and_its_labels_hold_no_built_in_spots(tmp_path, capsys):
+    """`psls_systematics=` (documented: none) failed every curve in PSLS ('when Type=PLATO_SIMU, systematic errors
+    must also be activated'), and PSLS rows carried the built-in draw's spot modulation, never injected."""
+    pytest.importorskip("psls")
+    from astrotool.cli import main
+
+    assert sim.draw_params(0, 4242, SimulateConfig()).rotation_amplitude > 0   # drawn: would be listed
+    args = ["-w", str(tmp_path), "-q", "--seed", "4242", "plato", "simulate", "-n", "1", "--days", "1",
+            "--set", "plato.simulate.backend=psls", "--set", "plato.simulate.psls_systematics=",
+            "--set", "plato.simulate.magnitude=[10,10]"]
+    assert main(args) == 0
+    row = pq.read_table(tmp_path / "plato/labels/sim_labels.parquet").to_pylist()[0]
+    assert math.isnan(row["rotation_period"]) and row["rotation_amplitude"] == 0.0
+
+
+def test_a_failed_chunk_leaves_its_curves_out_of_the_label_table(tmp_path, capsys, monkeypatch):
+    """The label table listed the curves of a chunk that failed, in a file that does not exist."""
+    from astrotool.cli import main
+
+    real = sim.simulate_curves
+
+    def fail_first(indices, seed, cfg):
+        if 0 in indices:
+            raise RuntimeError("this chunk fails")
+        return real(indices, seed, cfg)
+
+    monkeypatch.setattr(sim, "simulate_curves", fail_first)
+    ws = ["-w", str(tmp_path), "-q", "plato", "simulate", "-n", "4", "--days", "1", "--chunk-size", "2"]
+    assert main(ws) == 1
+    assert "this chunk fails" in capsys.readouterr().err
+    table = pq.read_table(tmp_path / "plato/labels/sim_labels.parquet")
+    assert table.column("id").to_pylist() == ["sim000002", "sim000003"]
+    monkeypatch.setattr(sim, "simulate_curves", real)
+    assert main(ws) == 0                                  # the rerun makes the chunk and labels every curve
+    assert pq.read_table(tmp_path / "plato/labels/sim_labels.parquet").num_rows == 4

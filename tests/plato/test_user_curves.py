@@ -499,6 +499,21 @@ def test_lightkurve_style_files_are_read_lowercase_quality_comments_delimiters_a
     assert time.size == t.size - 80
 
 
+def test_a_csv_whose_header_is_its_last_comment_line_is_read(tmp_path):
+    """``# time,flux`` above the numbers (numpy's savetxt with its default comments, many scripts) was refused:
+    the first row of numbers became the header (``no time column``)."""
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=0.5, cadence_s=120.0, t0=None, start=2000.0)
+    np.savetxt(tmp_path / "np.csv", np.c_[t, f], delimiter=",", header="star 7\ntime,flux")   # "# star 7\n# time,flux"
+    ((time, flux),) = read_curves(tmp_path / "np.csv").values()
+    np.testing.assert_allclose(time, t)
+    np.testing.assert_allclose(flux, f)
+    np.savetxt(tmp_path / "numbers.csv", np.c_[t, f], delimiter=",", header="1,2")   # a comment of numbers: no header
+    with pytest.raises(InputError, match="no time column"):
+        read_curves(tmp_path / "numbers.csv")
+
+
 def test_a_file_whose_every_cadence_is_flagged_says_so_and_an_all_nan_flux_names_its_column(tmp_path):
     from astrotool_plato.lightcurves import read_curves
 

@@ -22,6 +22,8 @@ OPTIMIZERS = ("Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "AS
 
 SCHEDULERS = ("", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LinearLR", "MultiStepLR", "StepLR")
 """Learning-rate schedules by ``torch.optim.lr_scheduler`` name, stepped once per epoch ("" = none)."""
+SCHEDULER_HINT = "ReduceLROnPlateau: use patience"
+"""What to use for a schedule not in :data:`SCHEDULERS` (the one people ask for)."""
 
 MAX_SAMPLES = 10_000_000
 """The most samples one simulated light curve may have (8 bytes each, several arrays of them)."""
@@ -252,7 +254,7 @@ class TrainConfig(Section):
             raise ValueError(f"optimizer: unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler: unknown or unsupported schedule {self.scheduler!r}; expected one of "
-                             f"{', '.join(s for s in SCHEDULERS if s)} (ReduceLROnPlateau: use patience)")
+                             f"{', '.join(s for s in SCHEDULERS if s)} ({SCHEDULER_HINT})")
         if self.scheduler:   # checked here, where a bad value is named with the file that set it
             from astrotool_plato.train import epoch_factor
 

@@ -199,8 +199,9 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
         elif name.endswith((".csv", ".csv.gz")):   # pyarrow reads the compression from the name
             import pyarrow.csv as pcsv
 
-            skip, delimiter = _csv_layout(path)
-            table = pcsv.read_csv(path, pcsv.ReadOptions(skip_rows=skip), pcsv.ParseOptions(delimiter=delimiter))
+            skip, delimiter, names = _csv_layout(path)
+            table = pcsv.read_csv(path, pcsv.ReadOptions(skip_rows=skip, column_names=names),
+                                  pcsv.ParseOptions(delimiter=delimiter))
         else:
             import pyarrow.parquet as pq
 
@@ -220,19 +221,38 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
         raise InputError(path, f"unreadable light curve ({type(exc).__name__}: {exc})") from None
 
 
-def _csv_layout(path: Path) -> tuple[int, str]:
+def _csv_layout(path: Path) -> tuple[int, str, list[str] | None]:
     """A CSV file's leading comment lines (``#``, as lightkurve and astropy's ECSV write them; blank lines
-    too) and its delimiter, read from its header line: comma, else tab, semicolon or space (ECSV)."""
+    too), its delimiter, read from its header line: comma, else tab, semicolon or space (ECSV), and its column
+    names when its header is the last comment line (``# time,flux`` above numbers; else None: the first line)."""
     import gzip
 
+    last = ""
     with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rt", errors="replace") as f:
         for skip in range(10_000):
             line = f.readline(1 << 16)   # bounded: a binary file may hold no newline
             if not line:
                 break
             if line.strip() and not line.lstrip().startswith("#"):
-                return skip, next((d for d in (",", "\t", ";", " ") if d in line.strip()), ",")
-    return 0, ","
+                delimiter = next((d for d in (",", "\t", ";", " ") if d in line.strip()), ",")
+                fields, names = _fields(line, delimiter), _fields(last.lstrip().lstrip("#"), delimiter)
+                header = len(names) == len(fields) and not any(map(_number, names)) and all(map(_number, fields))
+                return skip, delimiter, names if header else None
+            last = line if line.strip() else last
+    return 0, ",", None
+
+
+def _fields(line: str, delimiter: str) -> list[str]:
+    """The fields of one CSV line (runs of spaces are one delimiter)."""
+    return line.split() if delimiter == " " else [f.strip() for f in line.strip().split(delimiter)]
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _first_present(names, defaults) -> str | None:
@@ -565,6 +585,12 @@ def grid_size(time: np.ndarray, cadence: float | None = None) -> int:
     return int(np.floor((time[-1] - time[0]) / step + 1e-9)) + 1
 
 
+def grid_times(time: np.ndarray, cadence: float | None = None) -> np.ndarray:
+    """The times of :func:`uniform`'s grid (``time`` itself where it is on that grid already), without the flux."""
+    step = float(np.median(np.diff(time))) if cadence is None else float(cadence)
+    return time if _on_grid(time, step) else time[0] + step * np.arange(grid_size(time, step))
+
+
 def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The curve on a uniform grid ``time[0] + k * cadence``; samples in gaps are NaN.
 
@@ -601,7 +627,7 @@ def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) ->
         num = np.convolve(np.where(good, flux, 0.0), kernel, mode="same")
         den = np.convolve(good.astype(float), kernel, mode="same")
         flux = np.where(den > 0, num / np.maximum(den, 1), np.nan)
-    grid = time[0] + step * np.arange(grid_size(time, step))
+    grid = grid_times(time, step)
     good = np.isfinite(flux)
     out = np.interp(grid, time[good], flux[good])
     k = np.clip(np.searchsorted(time, grid), 1, time.size - 1)

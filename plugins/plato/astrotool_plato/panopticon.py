@@ -6,8 +6,8 @@ configuration that does the same, one line per key, each with a comment naming
 the Panopticon key it came from. Keys with no counterpart are kept as comments
 saying why (paths: astrotool uses its workspace; ``[dataloader]`` workers:
 astrotool streams from HDF5 shards itself). An unknown optimizer or scheduler
-name, a key Panopticon does not have (:data:`KNOWN`), a value of the wrong type,
-or ``[fraction]`` not summing to 1 is refused with the key named.
+name, a key Panopticon does not have (:data:`KNOWN`), a value of the wrong type
+(a non-integer for an integer), or ``[fraction]`` not summing to 1 is refused with the key named.
 
 =============================  ==========================================
 Panopticon                     astrotool
@@ -20,7 +20,8 @@ Panopticon                     astrotool
 ``[scheduler] name, use, kwargs``  ``scheduler``, ``scheduler_kwargs``
 ``[model] name``               ``decoder``: U3P -> ``unet3p``, U -> ``unet``, UPP -> ``unetpp``
 ``[model] loss``               ``loss``: BCELoss/BCEWithLogitsLoss -> ``bce``, Dice -> ``dice``
-``[model.general]``            ``width`` (init_features), ``dropout`` (drop_rate)
+``[model.general]``            ``width`` (init_features), ``dropout`` (drop_rate), ``[plato.prepare] channels``
+                               (channels_in: 1 ``coadd``, more ``groups``)
 ``[model.convolution]``        ``kernel_size``, ``dilation`` (padding is "same", reflect)
 ``[bounds] transit_depth``     ``[plato.prepare] depth_bounds`` [ppm]
 =============================  ==========================================
@@ -90,10 +91,16 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
     Raises
     ------
     astrotool.errors.InputError
-        An unknown optimizer, scheduler, model or loss name, an unknown key, a value of the wrong type (``[scheduler]
-        use`` not a boolean included), or fractions not summing to 1.
+        An unknown optimizer, scheduler, model or loss name (a torch scheduler astrotool lacks: with ``use =
+        true``), an unknown key, a value of the wrong type (``[scheduler] use`` not a boolean, a non-integer for
+        an integer included), a negative seed, a depth bound above 1, both ``[dataloader]`` and
+        ``[dataloaders]``, or fractions not summing to 1.
     """
-    from astrotool_plato.config import OPTIMIZERS, SCHEDULERS
+    import inspect
+
+    import torch
+
+    from astrotool_plato.config import OPTIMIZERS, SCHEDULER_HINT, SCHEDULERS
 
     out: dict[str, dict] = {"core": {}, "plato.prepare": {}, "plato.train": {}}
     notes: list[str] = []
@@ -105,6 +112,8 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
     def num(key, v, kind=float):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             bad(key, f"expected a number, got {v!r}")
+        if kind is int and isinstance(v, float) and not v.is_integer():   # not rounded silently
+            bad(key, f"expected a whole number, got {v!r}")
         return kind(v)
 
     def table(key, v):
@@ -147,6 +156,8 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
         notes.append("export_sets: the splits are in the prepared set's table (column split)")
     if "seed" in pan:
         out["core"]["seed"] = (num("seed", pan["seed"], int), "seed")
+        if out["core"]["seed"][0] < 0:
+            bad("seed", f"{pan['seed']!r}: astrotool takes a seed >= 0 (numpy refuses negative seeds)")
     if "training_epochs" in pan:
         out["plato.train"]["epochs"] = (num("training_epochs", pan["training_epochs"], int), "training_epochs")
     frac = pan.get("fraction", {})
@@ -159,6 +170,8 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
                             "to 1")
         out["plato.prepare"]["split"] = ([tr, va, te], "[fraction] train, valid, test" + (
             "" if te else " (no test curves: `evaluate --split val` scores the validation ones)"))
+    if "dataloader" in pan and "dataloaders" in pan:
+        bad("dataloaders", "given with [dataloader]: keep one of the two tables")
     loader = pan.get("dataloader", pan.get("dataloaders", {}))
     train_loader = loader.get("train", {}) if isinstance(loader, dict) else {}
     if "batch_size" in train_loader:
@@ -174,20 +187,26 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
             bad("optimizer.name", f"unknown optimizer {name!r} (expected one of {', '.join(OPTIMIZERS)})")
         kw = dict(opt.get("kwargs", {}))
         out["plato.train"]["optimizer"] = (name, "[optimizer] name")
-        if "lr" in kw:
-            out["plato.train"]["lr"] = (num("optimizer.kwargs.lr", kw.pop("lr")), "[optimizer.kwargs] lr")
-        out["plato.train"]["weight_decay"] = (num("optimizer.kwargs.weight_decay", kw.pop("weight_decay", 0.0)),
-                                              "[optimizer.kwargs] weight_decay (torch's default 0)")
+        default = {k: p.default for k, p in inspect.signature(getattr(torch.optim, name)).parameters.items()
+                   if p.default is not inspect.Parameter.empty}
+        for key, own in (("lr", None), ("weight_decay", 0.0)):   # torch's default where not given, not astrotool's
+            value = kw.pop(key, default.get(key, own))
+            out["plato.train"][key] = (num(f"optimizer.kwargs.{key}", value), f"[optimizer.kwargs] {key}" + (
+                f" (torch's default for {name})" if key not in opt.get("kwargs", {}) and key in default else ""))
         out["plato.train"]["optimizer_kwargs"] = (kw, "[optimizer.kwargs], the rest")
     sch = pan.get("scheduler", {})
     if sch:
         name = sch.get("name", "")
-        if name and name not in SCHEDULERS:
-            bad("scheduler.name", f"unknown or unsupported scheduler {name!r} (expected one of "
-                                  f"{', '.join(s for s in SCHEDULERS if s)})")
         if "use" in sch and not isinstance(sch["use"], bool):
             bad("scheduler.use", f"expected true or false, got {sch['use']!r}")
         used = bool(sch.get("use", False))
+        if name and name not in SCHEDULERS:   # one of torch's that Panopticon builds but does not use: a note
+            if used or not isinstance(getattr(torch.optim.lr_scheduler, name, None), type):
+                bad("scheduler.name", f"unknown or unsupported scheduler {name!r} (expected one of "
+                                      f"{', '.join(s for s in SCHEDULERS if s)}; {SCHEDULER_HINT})")
+            notes.append(f"[scheduler] name = {name!r} and its kwargs: not used (use = false), and not translated "
+                         f"(astrotool has no {name}; {SCHEDULER_HINT})")
+            name = ""
         if used and not name:   # Panopticon would look up a scheduler named "" and stop
             bad("scheduler.name", "missing while use = true: name the scheduler (one of "
                                   f"{', '.join(s for s in SCHEDULERS if s)}) or set use = false")
@@ -213,9 +232,18 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
                                        "[model.general] init_features")
     if "drop_rate" in gen:
         out["plato.train"]["dropout"] = (num("model.general.drop_rate", gen["drop_rate"]), "[model.general] drop_rate")
-    if num("model.general.channels_in", gen.get("channels_in", 1), int) != 1:
-        notes.append(f"[model.general] channels_in = {gen['channels_in']}: only the co-added flux (1 channel) "
-                     "is read so far")
+    if "channels_in" in gen:
+        n = num("model.general.channels_in", gen["channels_in"], int)
+        if n < 1:
+            bad("model.general.channels_in", f"{n}: expected 1 (the co-added flux) or more (the camera groups)")
+        out["plato.prepare"]["channels"] = ("coadd" if n == 1 else "groups", "[model.general] channels_in" + (
+            "" if n == 1 else f" = {n}: every camera group of the files and the co-added flux (groups + 1 channels)"))
+    if "channels_out" in gen:
+        notes.append(f"[model.general] channels_out = {gen['channels_out']!r}: the network has one output, the "
+                     "transit logit per sample")
+    if "activation" in model:
+        notes.append(f"[model] activation = {model['activation']!r}: the network ends in logits; the sigmoid is in "
+                     "the loss, and in `detect` and `evaluate`")
     conv = model.get("convolution", {})
     if "kernel_size" in conv:
         k = num("model.convolution.kernel_size", conv["kernel_size"], int)
@@ -236,6 +264,9 @@ def translate(pan: dict, source: str = "panopticon.toml", warnings: list | None 
         if not isinstance(pair, list) or len(pair) != 2:
             bad("bounds.transit_depth", f"expected [low, high], got {pair!r}")
         lo, hi = (num("bounds.transit_depth", v) for v in pair)
+        if hi > 1:
+            bad("bounds.transit_depth", f"upper bound {hi:g} is above 1: Panopticon's depths are fractions (ppm "
+                                        "written for a fraction?)")
         out["plato.prepare"]["depth_bounds"] = ([lo * 1e6, hi * 1e6], "[bounds] transit_depth, fraction -> ppm")
     for key in set(bounds) - {"transit_depth"}:
         notes.append(f"[bounds] {key}: not a label column here; no curve is left out for it")
@@ -265,7 +296,7 @@ def import_config(path, source_name: str | None = None) -> str:
 
     from astrotool.errors import ConfigError
 
-    from astrotool_plato.config import PlatoConfig
+    from astrotool_plato.config import SCHEDULERS, PlatoConfig
     from astrotool_plato.train import make_optimizer
 
     path = Path(path)
@@ -299,7 +330,7 @@ def import_config(path, source_name: str | None = None) -> str:
         problems = "; ".join(problem(e) for e in exc.errors())
         raise InputError(path, f"translates to settings astrotool refuses: {problems}") from None
     sch = pan.get("scheduler", {})
-    if sch.get("name") and not train.scheduler:
+    if sch.get("name") in SCHEDULERS[1:] and not train.scheduler:   # (a name astrotool lacks: noted, unused)
         # Panopticon builds its scheduler (name, kwargs) whether `use` is true or not: check the kwargs either way,
         # as `train` would read them (the [plato.train] section checks them)
         try:
@@ -357,6 +388,15 @@ def quarter_of(path) -> tuple[int, int] | None:
 
     m = re.fullmatch(r"sim(\d+)_Q(\d+)\.ftr", Path(path).name)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def simulation_of(cid: str) -> str:
+    """The simulation a curve is of: ``simNNNNN`` for a Panopticon quarter ``simNNNNN_QK`` (its quarters hold the
+    same star and planet: ``prepare`` keeps them in one split), else the curve id itself."""
+    import re
+
+    m = re.fullmatch(r"(sim\d+)_Q\d+", str(cid))
+    return m.group(1) if m else str(cid)
 
 
 def in_layout(path) -> bool:
@@ -417,6 +457,18 @@ def _layout_hint(folder: Path) -> str:
     if plain is not None:
         return f": {plain.parent} holds quarter files, but its name has no '-'; rename it with a '-'"
     return ""
+
+
+def quarters_hint(folder: Path) -> str:
+    """For ``prepare`` given a folder with no light-curve files: its subfolders holding Panopticon quarter files
+    (the data folder of Panopticon's layout), to give instead or to import."""
+    found = sorted({f.parent for f in Path(folder).glob("*/sim*_Q*.ftr")})
+    if not found:
+        return ""
+    hint = f"; its subfolder {found[0]} holds Panopticon quarter files: give it (with --time-unit s)"
+    if in_layout(next(found[0].glob("sim*_Q*.ftr"))):
+        hint += f", or import Panopticon's layout with `astro plato import-panopticon {folder}`"
+    return hint + (f" ({len(found)} such subfolders)" if len(found) > 1 else "")
 
 
 def read_layout(folder) -> tuple[dict, dict]:

@@ -20,11 +20,13 @@ The set (:class:`PreparedDataset`, ``plato/prepared/<name>/``) holds per curve
 ``flux`` (float32 relative flux: ``(length,)``, or ``(groups + 1, length)``
 with ``channels = "groups"``, the camera groups then the co-added flux) and
 ``label`` (int8 class per sample), and the
-metadata columns listed in :data:`METADATA`. Splits are drawn by curve id,
-stratified by kind (planet, eb, beb, none), so a twin always lands with its
-curve. The set is written in a temporary folder and moved into place when
-complete; a rerun with the same settings and inputs keeps it, other settings
-are refused (exit 2) unless ``--overwrite``.
+metadata columns listed in :data:`METADATA`. Splits are drawn by simulation
+(:func:`astrotool_plato.panopticon.simulation_of`: a curve, or all quarters of
+one Panopticon simulation), stratified by kind (planet, eb, beb, none; of the
+samples kept), so a twin always lands with its curve. The set is written in a
+temporary folder and moved into place when complete; a rerun with the same
+settings and inputs keeps it, other settings are refused (exit 2) unless
+``--overwrite``.
 """
 
 from __future__ import annotations
@@ -38,21 +40,24 @@ from astrotool.errors import AstroError, InputError
 from astrotool.ml.data import SPLITS, ArrayDataset, DatasetWriter
 from astrotool.workspace import atomic_dir
 
+from astrotool_plato.labels import ECLIPSE, PLANET
+
 __docformat__ = "numpy"
 
 KIND = "plato-quarters"
 GRANULE = 256
 """The default length is a multiple of this (any model with ``bin * 2**(depth-1)`` dividing it accepts it)."""
 COMMAND = "plato prepare"
-VERSION = 1
-"""Version of the preparation; part of the settings record."""
+VERSION = 2
+"""Version of the preparation; part of the settings record. 2: a curve's kind, ``n_transits`` and ``snr`` are those
+of its kept samples, and the quarters of one Panopticon simulation share a split."""
 
 METADATA = ("id", "twin", "split", "kind", "depth", "duration", "snr", "n_transits", "period", "radius",
             "eclipse_depth", "t_start", "cadence", "filled", "file")
-"""Per-curve columns: curve id, twin (bool), split, kind, transit depth [ppm], duration [h], S/N (of all
-transits), transits in the curve, period [d], planet radius [R_earth], eclipse depth [ppm], first time stamp
-[d], cadence [s], grid points interpolated over (the NaN/inf samples of a curve on a uniform grid; else the
-points of its gaps), source file."""
+"""Per-curve columns: curve id, twin (bool), split, kind (of the kept samples), transit depth [ppm], duration [h],
+S/N (of the transits kept), transits (whole or partial) in the kept samples, period [d], planet radius [R_earth],
+eclipse depth [ppm], first time stamp [d], cadence [s], grid points interpolated over (the NaN/inf samples of a
+curve on a uniform grid; else the points of its gaps), source file."""
 
 
 class PreparedDataset(ArrayDataset):
@@ -126,8 +131,23 @@ def twin(x: np.ndarray, trend: np.ndarray) -> np.ndarray:
     return (x - trend)[..., ::-1] + trend
 
 
-def _kind(row: dict) -> str:
-    return "planet" if row.get("has_transit") else (row.get("eclipse") or "none")
+def _kind(row: dict, planet: bool, eclipse: bool) -> str:
+    """A curve's kind from what its kept samples hold: a transit (``planet``), an eclipse (``row``'s binary kind)."""
+    return "planet" if planet else (row.get("eclipse") or "none") if eclipse else "none"
+
+
+def _transits(label: np.ndarray) -> int:
+    """Transits (runs of samples labelled planet, whole or partial) in ``label``."""
+    return int(np.count_nonzero(np.diff((label == PLANET).astype(np.int8), prepend=0) == 1))
+
+
+def _first(time: np.ndarray, row: dict) -> tuple[int, int]:
+    """The first grid sample labelled planet and eclipse (``time.size`` for none): the kind of a curve cut to
+    any length."""
+    from astrotool_plato.labels import event_windows, mask
+
+    label = mask(time, event_windows(row, float(time[0]), float(time[-1])))
+    return tuple(int(np.argmax(label == c)) if (label == c).any() else time.size for c in (PLANET, ECLIPSE))
 
 
 FOLDER_PATTERNS = ("*_lightcurves.parquet", "*.ftr")
@@ -138,7 +158,7 @@ FOLDER_PATTERNS = ("*_lightcurves.parquet", "*.ftr")
 def input_files(sources, raw_dir: Path) -> list[Path]:
     """The light-curve files ``prepare`` reads: ``sources`` (files, names in ``raw_dir`` or folders: their
     :data:`FOLDER_PATTERNS` files), or every ``*_lightcurves.parquet`` of ``raw_dir``."""
-    from astrotool_plato.panopticon import PARAMS_FILE
+    from astrotool_plato.panopticon import PARAMS_FILE, quarters_hint
 
     if not sources:
         files = sorted(raw_dir.glob("*_lightcurves.parquet"))
@@ -154,7 +174,8 @@ def input_files(sources, raw_dir: Path) -> list[Path]:
             found = sorted(f for pattern in FOLDER_PATTERNS for f in p.glob(pattern)
                            if f.name != PARAMS_FILE.name)   # Panopticon's parameter table is no light curve
             if not found:
-                raise InputError(p, f"a folder with no light-curve files (looked for {', '.join(FOLDER_PATTERNS)})")
+                raise InputError(p, f"a folder with no light-curve files (looked for {', '.join(FOLDER_PATTERNS)})"
+                                    + quarters_hint(p))
             out += found
         elif p.is_file():
             out.append(p)
@@ -182,7 +203,9 @@ def _label_hashes(labels_dir) -> dict[str, tuple[str, str]]:
 def _identity(files: list[Path], labels: dict, made: dict | None = None, reader: dict | None = None,
               cache: Path | None = None) -> dict:
     """What the inputs are, for the settings record: per file, the simulation's content hash where known (else
-    the SHA-256 of the file), and the SHA-256 of its curves' label rows, so a relabelled curve is prepared again.
+    the SHA-256 of the file), and the SHA-256 of the label rows of its curves (those its metadata lists, or the
+    file's stem for a one-curve table: :func:`astrotool_plato.lightcurves.read_curves`), so a relabelled curve
+    is prepared again.
 
     ``made``: :func:`_label_hashes`; a file simulated with other settings than the label table of its
     curves (some shards of a job array simulated again with --overwrite) is refused. ``reader``: the options
@@ -196,9 +219,6 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None, reader:
 
     from astrotool_plato.panopticon import quarter_offset
 
-    rows: dict[str, list] = {}
-    for cid in sorted(labels):
-        rows.setdefault(str(labels[cid].get("file")), []).append(labels[cid])
     out = {}
     for f in files:
         try:
@@ -212,8 +232,9 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None, reader:
                                 "again?): simulate every shard with the same settings, or all at once with "
                                 "--overwrite")
         kept = cache / f"{f.name}.json" if cache else None
+        rows = [labels[i] for i in sorted(facts.get("ids") or [f.stem]) if i in labels]  # one-curve table: its stem
         out[f.name] = {"content": facts.get("content_hash") or file_checksum(f, kept),
-                       "labels": hashlib.sha256(repr(rows.get(f.name, [])).encode()).hexdigest()[:16]}
+                       "labels": hashlib.sha256(repr(rows).encode()).hexdigest()[:16]}
         if "ids" not in facts:   # a one-curve table: read with the reader's options
             out[f.name].update(reader or {})
             if quarter_offset(f):
@@ -302,8 +323,9 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     from astrotool import made_with as mw
     from astrotool.ml.data import group_split
 
-    from astrotool_plato.labels import PLANET, read_label_tables
-    from astrotool_plato.lightcurves import MAX_STEP_D, check_time_scale, log_notes
+    from astrotool_plato.labels import read_label_tables
+    from astrotool_plato.lightcurves import MAX_STEP_D, check_time_scale, grid_times, log_notes
+    from astrotool_plato.panopticon import simulation_of
 
     reader = {k: v for k, v in (reader or {}).items() if v and (k, v) != ("time_unit", "d")}  # defaults: unrecorded
     files = input_files(sources, Path(raw_dir))
@@ -327,7 +349,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
 
     # first pass: ids and grid lengths only, one file in memory at a time
     cadence = cfg.cadence_s / 86400.0 if cfg.cadence_s else None
-    ids_l, sizes, src = [], [], []
+    ids_l, sizes, src, firsts = [], [], [], []
     seen: dict[str, Path] = {}
     seen_files: set[Path] = set()
     notes: list[str] = []   # what the reader chose or dropped, logged once (first pass)
@@ -350,6 +372,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
             sizes.append(check_time_scale(t, cadence, f"{f}: {cid}" if len(curves) > 1 else str(f),
                                           reader.get("time_unit", "d"), MAX_STEP_D))
             src.append(f)
+            firsts.append(_first(grid_times(t, cadence), labels[cid]))
     if log:
         log_notes(log, notes)
     if not ids_l:
@@ -363,13 +386,19 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                          f"{f' at {cfg.cadence_s:g} s' if cfg.cadence_s else ''}; at least {GRANULE} are needed")
 
     ids = np.array(ids_l)
-    kinds = np.array([_kind(labels[c]) for c in ids])
+    kinds = np.array([_kind(labels[c], p < length, e < length) for c, (p, e) in zip(ids, firsts)])
     split_of = np.empty(len(ids), dtype=object)
-    # stratify by kind where every kind has a curve for every split; else by curve only
-    counts = {k: int((kinds == k).sum()) for k in np.unique(kinds)}
+    # by simulation (Panopticon's quarters of one star together), stratified by its kind (a transit in any of its
+    # kept quarters: planet; else an eclipse; else none) where every kind has a simulation for every split
+    groups = np.array([simulation_of(c) for c in ids])
+    rank = {"planet": 0, "none": 2}   # binaries: 1
+    kind_of: dict[str, str] = {}
+    for g, k in zip(groups, kinds):
+        kind_of[g] = min(kind_of.get(g, k), k, key=lambda x: rank.get(x, 1))
+    counts = {k: list(kind_of.values()).count(k) for k in set(kind_of.values())}
     n_sets = sum(1 for f in cfg.split if f > 0)
-    strata = kinds if min(counts.values()) >= n_sets else None
-    for name, idx in zip(SPLITS, group_split(ids, cfg.split, seed, strata=strata)):
+    strata = [kind_of[g] for g in groups] if min(counts.values()) >= n_sets else None
+    for name, idx in zip(SPLITS, group_split(groups, cfg.split, seed, strata=strata)):
         split_of[idx] = name
 
     with atomic_dir(folder) as tmp:  # the old set stays until the new is complete
@@ -397,10 +426,12 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
             train_transits += int(split_of_id[cid] == "train" and bool((lab == PLANET).any()))
             buf["flux"].append(x)
             buf["label"].append(lab)
-            values = {"id": cid, "twin": is_twin, "split": split_of_id[cid], "kind": _kind(row),
+            n_row, n_kept = int(row.get("n_transits") or 0), _transits(lab)   # the S/N of the transits kept
+            values = {"id": cid, "twin": is_twin, "split": split_of_id[cid],
+                      "kind": _kind(row, bool((lab == PLANET).any()), bool((lab == ECLIPSE).any())),
                       "depth": _num(row.get("depth")), "duration": _num(row.get("duration")),
-                      "snr": _num(row.get("snr")),
-                      "n_transits": int(row.get("n_transits") or 0), "period": _num(row.get("period")),
+                      "snr": _num(row.get("snr")) * (math.sqrt(n_kept / n_row) if n_row else 1.0),
+                      "n_transits": n_kept, "period": _num(row.get("period")),
                       "radius": _num(row.get("planet_radius")),
                       "eclipse_depth": _num(row.get("eclipse_depth")),
                       "t_start": sample["t_start"], "cadence": sample["cadence"], "filled": sample["filled"],
@@ -444,7 +475,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                     "split)", name, cfg.split[SPLITS.index(name)], len(lost),
                     _listed({c: dropped[c] for c in lost}), name)
     if not train_transits and log:
-        planets = [c for c in ids if labels[c].get("has_transit")]
+        planets = list(ids[kinds == "planet"])
         lost = [c for c in planets if c in dropped]
         log.warning("the 'train' split holds no transit: none of its curves has a sample labelled transit, so "
                     "`train` has no transit to learn%s", (

@@ -120,6 +120,8 @@ def _yaml(template: dict, data: Path, duration_days: float, cadence_s: float, ma
     ins["Systematics"]["Enable"] = int(bool(systematics))
     if systematics:
         ins["Systematics"]["Table"] = str(data / "systematics" / systematics)
+    else:   # PLATO_SIMU, the simulated curves' noise, needs their systematics: PSLS's noise table for the magnitude
+        ins["RandomNoise"]["Type"] = "PLATO_SCALING"
     c["Star"]["Mag"] = float(mag)
     c["Star"]["ModelDir"] = str(data / "models") + os.sep
     c["Oscillations"]["Enable"] = 0

@@ -503,6 +503,9 @@ def draw_params(index: int, seed: int, cfg: SimulateConfig) -> CurveParams:
     if cfg.red_noise_ppm[1] > 0:
         par.red_noise_ppm = _loguniform(rng, *cfg.red_noise_ppm)
         par.red_noise_hours = _loguniform(rng, *cfg.red_noise_hours)
+    if cfg.backend == "psls":   # drawn (the same stream either way) for the built-in model; PSLS's curves hold none
+        par.rotation_period, par.rotation_amplitude, par.noise_ppm = math.nan, 0.0, math.nan
+        par.step_time, par.step_ppm, par.red_noise_ppm, par.red_noise_hours = math.nan, 0.0, 0.0, math.nan
     return par
 
 
@@ -1039,11 +1042,14 @@ def simulate(cfg: SimulateConfig, seed: int, lightcurves_dir, labels_dir, mapper
     for path in (labels_path, *(it.path for it in (shard_of or list)(items))):
         check_existing(path, seed, cfg, overwrite)
     done = tuple(r for _, r in mapper(simulate_chunk, items, desc="simulate light curves", keys=stems))
+    failed = {it.path for it in (shard_of or list)(items)} - {r.path for r in done}   # reported by the mapper
     listed = set(files)
     stale = tuple(p.name for p in layout_files(lightcurves_dir, cfg.name) if p.name not in listed)
     # the chunks' own parameters: a PSLS curve's S/N comes from its own noise, not from the draw
     computed = {p.index: p for r in done for p in r.params}
     params = tuple(computed.get(i) or draw_params(i, seed, cfg) for i in range(cfg.n_curves))
     curve_files = [files[i // cfg.chunk_size] for i in range(cfg.n_curves)]
-    written = ensure_labels(labels_path, params, curve_files, seed, cfg, overwrite)
+    made = [i for i in range(cfg.n_curves) if str(lightcurves_dir / curve_files[i]) not in failed]  # no label
+    written = bool(made) and ensure_labels(labels_path, [params[i] for i in made], [curve_files[i] for i in made],
+                                           seed, cfg, overwrite)                          # for a curve not made
     return Simulation(done, params, str(labels_path), written, stale)
