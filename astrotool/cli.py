@@ -82,14 +82,12 @@ def split_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
             rest += argv[i:]
             break
         name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        short = _BY_NAME.get(arg[:2]) if len(arg) > 2 and arg[1] != "-" and arg[0] == "-" else None
-        if short is not None and short.takes_value:   # -j2, -wDIR: the value attached, as getopt reads it
-            name, eq, inline = arg[:2], "=", arg[2:]
-        elif short is not None and all(getattr(_BY_NAME.get("-" + c), "takes_value", True) is False
-                                       for c in arg[1:]):   # -qv, -vv: flags bundled
-            for c in arg[1:]:
-                o = _BY_NAME["-" + c]
-                values[o.attr] = values.get(o.attr, 0) + 1 if o.count else True
+        flags, attached = _short_bundle(arg)
+        for o in flags:   # -qv, -vv: flags bundled, as getopt reads them
+            values[o.attr] = values.get(o.attr, 0) + 1 if o.count else True
+        if attached is not None:   # -j2, -wDIR, -vj2: the value attached
+            name, eq, inline = attached
+        elif flags:
             i += 1
             continue
         opt = _BY_NAME.get(name)
@@ -117,6 +115,24 @@ def split_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
                 values[opt.attr] = value
         i += 1
     return GlobalOptions(**values), rest
+
+
+def _short_bundle(arg: str) -> tuple[list, tuple[str, str, str] | None]:
+    """A bundle of global short options (``-qv``, ``-j2``, ``-vj2``, ``-w/scratch``) read as getopt reads it: its
+    flags, and the option that takes the rest of the argument as its value (``("-j", "=", "2")``; ``("-j", "",
+    "")`` at its end: the next argument), if any;
+    ``([], None)`` for anything else (``-n2``, a plugin's option, is left to its command)."""
+    if len(arg) < 3 or arg[0] != "-" or arg[1] == "-":
+        return [], None
+    flags = []
+    for k, c in enumerate(arg[1:], start=1):
+        o = _BY_NAME.get("-" + c)
+        if o is None:
+            return [], None
+        if o.takes_value:
+            return flags, ("-" + c, "=", arg[k + 1:]) if k + 1 < len(arg) else ("-" + c, "", "")   # -qj 2
+        flags.append(o)
+    return flags, None
 
 
 def _plain_markup(cmd) -> None:
@@ -473,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             remove_live_temps()
             terminated = str(interrupt) == "terminated"
             code, status = (143, "terminated") if terminated else (130, "interrupted")
-            _report_stop(status, code)
+            _report_stop(status, code, opts.overwrite)
         else:
             code, status = _handle_other(exc, opts)
             error = f"{type(exc).__name__}: {exc}"
@@ -487,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
 
             remove_live_temps()
             code, status = (143, "terminated") if executors.stop_requested() == signal.SIGTERM else (130, "interrupted")
-            _report_stop(status, code)
+            _report_stop(status, code, opts.overwrite)
         if ctx is not None:
             try:
                 ctx.finish(status, code, error)
@@ -533,13 +549,15 @@ def _check_shard(opts: GlobalOptions, rest: list[str]) -> None:
         raise UsageProblem(str(exc)) from None
 
 
-def _report_stop(status: str, code: int) -> None:
+def _report_stop(status: str, code: int, overwrite: bool = False) -> None:
     """Say the command was stopped (``status``: ``interrupted`` or ``terminated``): a line of text on a
     terminal, an ``ERROR`` log line with ``--log-format plain``, or under ``--log-format json`` one JSON line
-    with ``exit_code`` (stderr holds JSON lines only)."""
+    with ``exit_code`` (stderr holds JSON lines only). After ``--overwrite``, the same command would start
+    again from nothing: resuming is the command without it."""
     from astrotool import console
 
-    message = f"{status}: partial outputs removed; re-run the same command to resume."
+    again = "re-run it without --overwrite to keep what it finished (with it, it starts again)" if overwrite else "re-run the same command to resume"
+    message = f"{status}: partial outputs removed; {again}."
     if console.log_format() in ("json", "plain"):
         console.report_error(message, exit_code=code, status=status)
     else:

@@ -206,6 +206,7 @@ class Runtime:
                                  "on the CPU use bf16-mixed or 32-true")
             fabric = _build_fabric(accelerator, devices, self.num_nodes, self.strategy, self.precision)
             _check_srun_tasks(fabric.world_size)
+            _check_nodes(fabric, self.num_nodes)
             if self.sync_batchnorm and fabric.world_size > 1 and accelerator != "cuda":
                 # refused here, in the process the user started: inside spawned ranks it became a traceback
                 raise AstroError(f"ml.sync_batchnorm: torch's SyncBatchNorm runs on CUDA GPUs only, not on "
@@ -305,6 +306,20 @@ def _check_srun_tasks(world_size: int) -> None:
         raise AstroError(f"ml.devices: srun started {tasks} tasks, but ml.devices x ml.num_nodes is 1, so each "
                          f"would train alone; set ml.devices = {per_node} (tasks per node) and ml.num_nodes = "
                          f"{nodes}, or run one task")
+
+
+def _check_nodes(fabric, num_nodes: int) -> None:
+    """Refuse several nodes where nothing started this process on them (no Slurm step, torchrun, or ``NODE_RANK``
+    and ``MASTER_ADDR`` set by hand): it would wait for the other nodes' processes for ever, in a C++ call that
+    Ctrl-C and SIGTERM cannot interrupt."""
+    import os
+
+    env = type(getattr(fabric.strategy, "cluster_environment", None)).__name__
+    if num_nodes > 1 and env == "LightningEnvironment" and not ("NODE_RANK" in os.environ
+                                                                and "MASTER_ADDR" in os.environ):
+        raise AstroError(f"ml.num_nodes = {num_nodes}, but this process was not started on several nodes (no Slurm "
+                         "step, torchrun, or NODE_RANK and MASTER_ADDR): start it with `srun` on that many nodes "
+                         "(see the docs: batch), or set ml.num_nodes = 1 (--num-nodes 1)")
 
 
 def is_multiprocessing(fabric) -> bool:

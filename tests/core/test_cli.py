@@ -290,6 +290,8 @@ def test_short_global_options_take_attached_values_and_bundle():
     opts, rest = split_global_options(["-j2", "-w/scratch/run", "plato", "simulate", "-qv", "-n", "2", "-qn"])
     assert opts == GlobalOptions(jobs=2, workspace="/scratch/run", quiet=True, verbose=1)
     assert rest == ["plato", "simulate", "-n", "2", "-qn"]   # a bundle with a plugin's flag is the plugin's
+    assert split_global_options(["-vj2", "x"]) == (GlobalOptions(verbose=1, jobs=2), ["x"])
+    assert split_global_options(["-qj", "3", "-vvv"]) == (GlobalOptions(quiet=True, jobs=3, verbose=3), [])
 
 
 @pytest.mark.parametrize("args, message", [

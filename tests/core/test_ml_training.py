@@ -575,6 +575,20 @@ def test_srun_tasks_training_alone_are_refused(monkeypatch):
     assert Runtime(accelerator="cpu").fabric.world_size == 1
 
 
+def test_several_nodes_that_nothing_started_are_refused(monkeypatch):
+    """``--num-nodes 2`` on a workstation waited for ever for the other node, deaf to Ctrl-C and SIGTERM."""
+    from astrotool.ml.fabric import Runtime
+
+    for k in [k for k in os.environ if k.startswith(("SLURM_", "TORCHELASTIC_", "GROUP_RANK"))] + ["NODE_RANK",
+                                                                                                 "MASTER_ADDR"]:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(AstroError, match=r"ml.num_nodes = 2, but this process was not started on several nodes"):
+        Runtime(accelerator="cpu", num_nodes=2).fabric
+    monkeypatch.setenv("NODE_RANK", "1")   # started by hand on each node
+    monkeypatch.setenv("MASTER_ADDR", "node0")
+    assert Runtime(accelerator="cpu", num_nodes=2).fabric.world_size == 2
+
+
 def test_devices_that_do_not_match_slurm_name_the_key(monkeypatch):
     from astrotool.errors import AstroError
     from astrotool.ml.fabric import Runtime

@@ -81,7 +81,14 @@ def test_plain_error_and_stop_notice_are_log_lines(astro, tmp_path, capsys):
     finally:
         console.setup("plain")
     err = capsys.readouterr().err
-    assert re.fullmatch(STAMP + r" ERROR   terminated: partial outputs removed; .*\n", err), repr(err)
+    assert re.fullmatch(STAMP + r" ERROR   terminated: partial outputs removed; re-run the same command to resume\.\n",
+                        err), repr(err)
+    try:   # after --overwrite, the same command starts again from nothing: resuming is the command without it
+        _report_stop("interrupted", 130, overwrite=True)
+    finally:
+        console.setup("plain")
+    assert capsys.readouterr().err.endswith("interrupted: partial outputs removed; re-run it without --overwrite to "
+                                            "keep what it finished (with it, it starts again).\n")
 
 
 def test_plain_and_json_timestamps_have_one_form():
