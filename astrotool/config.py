@@ -245,8 +245,8 @@ class Config:
     def unset_source(self, dotted: str) -> str:
         """Where a key that no layer set takes its value from: ``"defaults"`` (its field's default), or a
         preset its table chose (:meth:`astrotool.section.Section.preset_sources`)."""
-        top, *tables, key = dotted.split(".")
-        if top not in self._model_targets:
+        top, *tables, key = dotted.split(".") if "." in dotted else (dotted, "")
+        if top not in self._model_targets or not key:   # a section with no key: nothing of a preset
             return DEFAULTS
         values = self.data.get(top)
         for name in tables:
@@ -407,9 +407,10 @@ class Config:
                     model = _table_model(self.model_class(section), table)
                     renamed = getattr(model, "renamed_keys", {}).get(key)
                     new, _, why = (renamed or "").partition(" ")   # "new_key (what changed)"
+                    known = list(model.model_fields) if model is not None else []
                     given += (f"; renamed to {new!r}{' ' + why if why else ''}" if renamed else
-                              _did_you_mean(key, list(model.model_fields) if model is not None else [])
-                              or self._key_elsewhere(key, section))
+                              _did_you_mean(key, known) or self._key_elsewhere(key, section)
+                              or _did_you_mean(key, known, words=True))
                 source = self._source_of(dotted)
                 table = ".".join([section, *(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p)))])
                 if dotted != table and packaged_source(source):   # a check of the table put on a key the user
@@ -508,10 +509,11 @@ def packaged_source(source: str) -> bool:
     return source == DEFAULTS or source.startswith(DEFAULTS + " (")
 
 
-def _did_you_mean(name: str, known) -> str:
-    """``"; did you mean 'executor'?"`` for the one of ``known`` closest to a misspelt ``name``, else ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=1) or [k for k in known if name in k.split("_")][:1]
-    return f"; did you mean {close[0]!r}?" if close else ""   # or a key it is a word of: days -> duration_days
+def _did_you_mean(name: str, known, words: bool = False) -> str:
+    """``"; did you mean 'executor'?"`` for the one of ``known`` closest to a misspelt ``name``, else ``""``;
+    ``words``: the first of ``known`` that ``name`` is a ``_``-separated word of (``days``: ``duration_days``)."""
+    close = ([k for k in known if name in k.split("_")] if words else difflib.get_close_matches(name, list(known), n=1))
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _table_model(model, table: list[str]):

@@ -151,7 +151,7 @@ def test_a_version_only_change_says_an_older_version_made_it(tmp_path):
     msg = str(err.value)
     assert "made by an older astrotool-dre fit stage (version 1; this one is 2)" in msg, msg
     assert msg.endswith("use --overwrite to make it again with this version") and "->" not in msg, msg
-    assert not made_with.check_all([([out], new, True)])  # a stage that remakes its outputs does so
+    assert not made_with.keep([out], new, recompute=True, forget=False)  # a stage that remakes its outputs does so
     with pytest.raises(AstroError, match="2 outputs exist but were made by another version"):
         other = tmp_path / "b.h5"
         other.write_text("x")

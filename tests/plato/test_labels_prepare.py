@@ -121,6 +121,10 @@ def test_prepare_keeps_twins_in_their_split_and_refuses_changed_settings(tmp_pat
     assert main(["-w", str(tmp_path), "plato", "prepare"]) == 2
     assert "augment: true -> false" in capsys.readouterr().err
     assert PreparedDataset(tmp_path / "plato/prepared/quarters").n == 48
+    # an --overwrite that stops before the new set is complete keeps the old set with its record
+    assert main(["-w", str(tmp_path), "--overwrite", "plato", "prepare", "--augment", "--length", "100"]) == 2
+    assert main(["-w", str(tmp_path), "--json", "plato", "prepare", "--augment"]) == 0
+    assert json.loads(capsys.readouterr().out)["kept"]
 
 
 def test_prepare_reads_gappy_nan_curves_and_names_bad_inputs(tmp_path, capsys):
@@ -918,6 +922,22 @@ def _pan_quarters(tmp_path, sims=6):
         (pan / "astrotool-export" / f"sim{k:05d}_Q1.ftr").rename(pan / "astrotool-export" / f"sim{k - 1:05d}_Q2.ftr")
     assert main(["-w", str(b), "-q", "plato", "import-panopticon", str(pan), "--name", "pan"]) == 0
     return pan
+
+
+def test_a_one_curve_table_s_labels_are_found_by_its_curve_id_whatever_its_suffixes(tmp_path):
+    """``star2.csv.gz`` looked for its label rows under ``star2.csv`` (its stem), found none, and so a relabelled
+    curve kept a constant labels hash: its stale set was kept."""
+    import pandas as pd
+
+    from astrotool_plato.prepare import _identity
+
+    t = np.arange(0.0, 1.0, 25.0 / 86400.0)
+    for name in ("star.csv", "star2.csv.gz", "kic.123.csv"):
+        pd.DataFrame({"time": t, "flux": np.ones_like(t)}).to_csv(tmp_path / name, index=False)
+        cid = name.split(".")[0]
+        before = _identity([tmp_path / name], {cid: {"id": cid, "depth": 100.0}})
+        after = _identity([tmp_path / name], {cid: {"id": cid, "depth": 900.0}})
+        assert before[name]["labels"] != after[name]["labels"], name
 
 
 def test_prepare_sees_a_panopticon_quarter_relabelled_in_its_parameter_table(tmp_path, capsys):

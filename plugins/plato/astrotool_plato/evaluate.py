@@ -390,7 +390,7 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
              "png": out / f"{stem}_evaluate.png"}
     rec = mw.record(report_settings(mdir, ds, e, cfg.events, ctx.workspace.root))
     # refused before the work; the same settings: made again
-    mw.keep([paths["json"]], rec, overwrite=ctx.overwrite, warn=False,
+    mw.keep([paths["json"]], rec, overwrite=ctx.overwrite, warn=False, forget=False,
             hint="give this report another --name, or use --overwrite to replace it")
     with ds:
         if e.split != "all":  # a split of a set re-made since training is no hold-out; all is all

@@ -204,7 +204,7 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None, reader:
               cache: Path | None = None) -> dict:
     """What the inputs are, for the settings record: per file, the simulation's content hash where known (else
     the SHA-256 of the file), and the SHA-256 of the label rows of its curves (those its metadata lists, or the
-    file's stem for a one-curve table: :func:`astrotool_plato.lightcurves.read_curves`), so a relabelled curve
+    id of a one-curve table's curve: :func:`astrotool_plato.lightcurves.curve_id`), so a relabelled curve
     is prepared again.
 
     ``made``: :func:`_label_hashes`; a file simulated with other settings than the label table of its
@@ -217,6 +217,7 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None, reader:
     from astrotool.io.tables import parquet_metadata
     from astrotool.made_with import file_checksum
 
+    from astrotool_plato.lightcurves import curve_id
     from astrotool_plato.panopticon import quarter_offset
 
     out = {}
@@ -232,7 +233,7 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None, reader:
                                 "again?): simulate every shard with the same settings, or all at once with "
                                 "--overwrite")
         kept = cache / f"{f.name}.json" if cache else None
-        rows = [labels[i] for i in sorted(facts.get("ids") or [f.stem]) if i in labels]  # one-curve table: its stem
+        rows = [labels[i] for i in sorted(facts.get("ids") or [curve_id(f)]) if i in labels]
         out[f.name] = {"content": facts.get("content_hash") or file_checksum(f, kept),
                        "labels": hashlib.sha256(repr(rows).encode()).hexdigest()[:16]}
         if "ids" not in facts:   # a one-curve table: read with the reader's options
@@ -341,7 +342,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         settings["drop"] = "NaN/inf samples of the curve, not its gaps"
     rec = mw.record(settings, seed=seed, version=VERSION)
     manifest = folder / f"{cfg.name}_dataset.json"
-    if mw.keep([manifest], rec, overwrite=overwrite):
+    if mw.keep([manifest], rec, overwrite=overwrite, forget=False):   # the new set is swapped in with its record
         ds = PreparedDataset(folder)
         twins = int(np.asarray(ds.metadata()["twin"], bool).sum())   # counted as a fresh run counts them
         return {"path": str(folder), "kept": True, "curves": ds.n - twins, "twins": twins, "length": ds.length,

@@ -615,7 +615,7 @@ def predict(
                             # an input is its alerts (candid) and stamp side, whatever its table is named
                             "inputs": sorted(str(input_identity(a, s)) for a, s in pairs)})
     try:  # the same inputs and model: made again alike; others: refused unless --overwrite
-        made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False)
+        made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False, forget=False)
     except made_with.SettingsChanged as e:
         raise made_with.SettingsChanged(e.path, e.changed, hint="made from other inputs or another model; use "
                                                                 "--overwrite to replace it, or --name") from None
