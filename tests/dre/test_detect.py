@@ -200,8 +200,11 @@ def test_a_rate_tile_read_as_counts_is_warned_about(caplog):
         assert resolve_gain(rate, "counts", "rate_tile.fits") == 2.0   # said once per tile
         assert resolve_gain(rate, "cps", "rate_tile2.fits") == 1200.0
         assert resolve_gain(fits.Header({"GAIN": 2.0, "BUNIT": "ADU"}), "counts", "count_tile.fits") == 2.0
+        electrons = fits.Header({"GAIN": 2.0, "EXPTIME": 600.0, "BUNIT": "e-/s"})   # its gain is EXPTIME, not GAIN
+        assert resolve_gain(electrons, "counts", "e_tile.fits") == 2.0
     said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 1 and said[0].startswith("rate_tile.fits: BUNIT 'ADU/s' is a rate") and "--gain cps" in said[0]
+    assert len(said) == 2 and said[0].startswith("rate_tile.fits: BUNIT 'ADU/s' is a rate") and "--gain cps" in said[0]
+    assert said[1].endswith("its gain is the exposure time, not GAIN = 2: give it as a number (--gain 600.0)")
 
 
 def test_gain_resolution():

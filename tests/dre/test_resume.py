@@ -131,6 +131,17 @@ def test_a_stage_reading_an_output_its_configuration_would_make_otherwise_says_s
            in r.stderr, r.stderr
     r = astro("-w", ws, "dre", "fit")
     assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
+    # an option of the command that made the cuts is no setting of a later run: nothing to say
+    r = astro("-w", ws, "--overwrite", "dre", "cuts", "--filter", "FLUX_RADIUS,0.1,100")
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, "--overwrite", "dre", "fit")
+    assert r.returncode == 0 and "made with other" not in r.stderr, r.stderr
+    # nor is local_sky, which the dre statistic ignores (the fit records it off)
+    sets = ["--set", 'dre.fit.statistic="dre"', "--set", "dre.fit.local_sky=true"]
+    r = astro("-w", ws, *sets, "--overwrite", "dre", "fit")
+    assert r.returncode == 0, r.stderr
+    r = astro("-w", ws, *sets, "dre", "mosaics")
+    assert r.returncode == 0 and "made with other" not in r.stderr, r.stderr
 
 
 def test_the_workspace_cube_named_by_cube_is_the_one_the_fit_used(astro, ws):

@@ -70,8 +70,12 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         get_backend(cfg.fit.backend, cfg.fit.device)
     modelled = "fit" in stages or "mosaics" in stages
     # every refusal before the cube is built (minutes for the default grid)
+    from astrotool.config import OPTION_SOURCE, packaged_source
+
     check_tiles(ctx.shard_of(todo), ws.root, stages, cfg, overwrite=ctx.overwrite,
-                cube=(cube or cube_path(ws.root, cfg.models)) if modelled else None)
+                cube=(cube or cube_path(ws.root, cfg.models)) if modelled else None,
+                user_keys=frozenset(k for k, s in ctx.config.sources.items()
+                                    if not (packaged_source(s) or s.startswith(OPTION_SOURCE))))
     if cube is None and modelled:
         cube = ensure_cube(ctx, cfg)
     for t in ctx.shard_of(todo):

@@ -157,6 +157,8 @@ def stage_settings(stage: str, cfg: DreConfig) -> dict:
     dre = {stage: getattr(cfg, stage).model_dump(mode="json")}
     if stage in ("detect", "psf"):
         dre[stage]["engine"] = engine_that_runs(stage, getattr(cfg, stage).engine)
+    if stage == "fit":   # the dre statistic fits no sky, whatever local_sky says (as the fit runs it)
+        dre[stage]["local_sky"] = cfg.fit.sky_fitted
     return dre
 
 
@@ -215,13 +217,14 @@ def tile_identity(paths: TilePaths) -> str | None:
 
 
 def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig, *, overwrite: bool,
-                cube=None) -> None:
+                cube=None, user_keys: frozenset = frozenset()) -> None:
     """Before any work: refuse (exit 2) when a finished output of these stages was made with other settings,
     or when a stage they read and do not run now is out of date: made by another version of that stage
     (:data:`STAGE_VERSIONS`; ``--overwrite`` of the stages run now does not remake it), from inputs made
     again since (cuts cut again after the fit: the mosaics would draw the new cuts with the old fit; a tile
     replaced after its detection), or with other values of the settings the stages run now use too
-    (:data:`USES`).
+    (:data:`USES`). A stage read whose own settings among ``user_keys`` (dotted keys a layer of the user's set
+    in this run: a file, a variable, ``--set``) differ from its record is read as made, with a warning.
     """
     from astrotool import made_with
 
@@ -266,8 +269,9 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
                 for k in NOT_OUTPUT:
                     configured[stage].pop(k, None)
             theirs = {k: v for k, v in old["settings"].items() if k.startswith(f"dre.{stage}.")}
-            if configured[stage] != theirs:
-                drift.append((paths.outputs(stage)[0], stage, made_with.changes(theirs, configured[stage])))
+            changed = [c for c in made_with.changes(theirs, configured[stage]) if c.split(":")[0] in user_keys]
+            if changed:   # an option of an earlier command (dre cuts --filter) is no setting of this run's
+                drift.append((paths.outputs(stage)[0], stage, changed))
     if older:
         path, stage, version = older[0]
         more = f" (and {len(older) - 1} more)" if len(older) > 1 else ""

@@ -349,10 +349,14 @@ def resolve_gain(header, gain, path) -> float:
     elif is_rate_unit(header.get("BUNIT")):
         from astrotool.names import printable
 
-        _note_once(path, "gain_rate", logging.WARNING,
-                   "%s: BUNIT %r is a rate, but gain 'counts' reads the pixels as counts (GAIN = %g e-/ADU): the "
-                   "noise model is EXPTIME times too large; give --gain cps (GAIN x EXPTIME), or the gain as a "
-                   "number [e- per %s]", printable(str(path)), str(header.get("BUNIT")), g, str(header.get("BUNIT")))
+        bunit = str(header.get("BUNIT"))
+        if re.match(r"\s*(e-?|electrons?)\s*/", bunit, re.IGNORECASE):   # e-/s: its gain is the exposure time
+            advice = (f"its gain is the exposure time, not GAIN = {g:g}: give it as a number (--gain "
+                      f"{header.get('EXPTIME', 'EXPTIME')})")
+        else:
+            advice = "the noise model is EXPTIME times too large: give --gain cps (GAIN x EXPTIME)"
+        _note_once(path, "gain_rate", logging.WARNING, "%s: BUNIT %r is a rate, but gain 'counts' reads the pixels "
+                   "as counts; %s", printable(str(path)), bunit, advice)
     return g
 
 
