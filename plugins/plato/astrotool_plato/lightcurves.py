@@ -495,7 +495,12 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             raise InputError(path, f"{exc.problem} ({'; '.join(told)})") from None
         raise
     notes += [f"{path.name}: {text}" for text in dropped]   # a refused file says them in its error
-    return {path.name.split(".")[0]: (time, flux)}
+    return {curve_id(path): (time, flux)}
+
+
+def curve_id(path) -> str:
+    """The id of a one-curve table's curve: its file name up to the first dot (``star.csv.gz`` -> ``star``)."""
+    return Path(path).name.split(".")[0]
 
 
 def log_notes(log, notes) -> None:
