@@ -478,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             status, code = "failed items", 2 if all(f.exit_code == 2 for f in ctx.failures) else 1
     except AstroError as exc:
         code, status, error = exc.exit_code, "error", str(exc)
-        console.report_error(str(exc), exit_code=code, **_traceback(opts))
+        if not (ctx is not None and ctx.is_copy):   # every rank meets bad input alike: rank 0 says it
+            console.report_error(str(exc), exit_code=code, **_traceback(opts))
         if ctx is not None and ctx.failures:
             _print_failures(ctx.failures)
     except (KeyboardInterrupt, Exception) as exc:
@@ -489,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
             remove_live_temps()
             terminated = str(interrupt) == "terminated"
             code, status = (143, "terminated") if terminated else (130, "interrupted")
-            _report_stop(status, code, opts.overwrite)
+            if not (ctx is not None and ctx.is_copy):
+                _report_stop(status, code, opts.overwrite)
         else:
             code, status = _handle_other(exc, opts)
             error = f"{type(exc).__name__}: {exc}"
@@ -503,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
 
             remove_live_temps()
             code, status = (143, "terminated") if executors.stop_requested() == signal.SIGTERM else (130, "interrupted")
-            _report_stop(status, code, opts.overwrite)
+            if not (ctx is not None and ctx.is_copy):
+                _report_stop(status, code, opts.overwrite)
         if ctx is not None:
             try:
                 ctx.finish(status, code, error)

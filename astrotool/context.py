@@ -296,10 +296,14 @@ class Context:
     def mark_copy(self) -> None:
         """Declare this process a copy of the command (a training process of rank > 0).
 
-        One command run by several processes (DDP, ``srun``) keeps one record: a
-        copy writes no ``run.json``.
+        One command run by several processes (DDP, ``srun``) keeps one record and one voice: a
+        copy writes no ``run.json``, logs nothing below an error, and leaves the errors every process meets
+        alike (bad input, a stop) to rank 0 (:func:`astrotool.cli.main`).
         """
+        import logging
+
         self.is_copy = True
+        logging.getLogger("astro").setLevel(logging.ERROR)
 
     def finish(self, status: str, exit_code: int, error: str | None = None) -> Path | None:
         """Write ``run.json`` if the command used the workspace (and is not a copy); return its path."""

@@ -155,6 +155,12 @@ def test_train_on_two_processes_keeps_one_record(tmp_path, capsys):
     assert meta["training"]["processes"] == 2 and summary["epochs_total"] == 1
     records = [json.loads(p.read_text()) for p in (ws / "runs").glob("*/run.json")]
     assert sorted(r["command"] for r in records) == ["lens generate", "lens train"]
+    # other settings: refused once, by rank 0 (the copy met the same check and printed it too)
+    proc = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(ws), "--set", "lens.train.threads=1",
+                           "--set", "lens.train.blocks=1", "lens", "train", "--dataset", "ddp", "--epochs", "1",
+                           "--width", "8", "--batch-size", "16", "--device", "cpu", "--devices", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("other settings") == 1, proc.stderr
 
 
 def test_train_refuses_to_resume_with_other_settings(tmp_path, capsys, monkeypatch):
