@@ -144,6 +144,17 @@ def test_calibrate_command(model_copy, easy_fields, tmp_path, capsys):
     assert json.loads(out.out)["n_fields"] == 6
     code = main(["-w", str(tmp_path / "ws"), "-q", "lens", "calibrate", "--model", str(model_copy)])
     assert code == 2 and "--dataset" in capsys.readouterr().err
+    # it runs where --device says, as predict does (there was no --device: ml.accelerator=cuda ran on the CPU)
+    code = main(["-w", str(tmp_path / "ws"), "-q", "--json", "lens", "calibrate", "--model", str(model_copy),
+                 "--dataset", str(easy_fields.root), "--set", "lens.calibrate.max_abs_m=0.5", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        for how in (["--device", "cuda"], ["--set", "ml.accelerator=cuda"]):
+            for cmd in (["calibrate", "--dataset", str(easy_fields.root)], ["evaluate"]):
+                code = main(["-w", str(tmp_path / "ws"), "-q", "lens", *cmd, "--model", str(model_copy), *how])
+                assert code == 2 and "CUDA was asked for" in capsys.readouterr().err, (how, cmd)
 
 
 def test_a_model_cut_short_is_used_with_a_warning_and_export_takes_the_old_onnx_flag(model_copy, tmp_path, capsys):

@@ -37,7 +37,7 @@ def flat_response(fit: dict, sigmas: float = 3.0) -> str | None:
     return "; ".join(bad) or None
 
 
-def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
+def calibrate_model(ds, model_dir, cfg, log=None, device: str = "cpu") -> dict:
     """Measure m and c of a model on constant-shear fields and store them in its checkpoint.
 
     Parameters
@@ -48,6 +48,8 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
         Checkpoint folder; ``model.safetensors`` and ``model.json`` are rewritten.
     cfg : CalibrateConfig
     log : logging.Logger, optional
+    device : str
+        Where the CNN runs (``cpu``, ``cuda``, ``cuda:N``).
 
     Returns
     -------
@@ -74,7 +76,7 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
     from astrotool_lens.train import dataset_inputs
 
     model_dir = Path(model_dir)
-    model, meta = load_estimator(model_dir)
+    model, meta = load_estimator(model_dir, device=device)
     field = fields_of(ds)
     if field is None:
         raise InputError(ds.root, "calibration needs constant-shear fields; generate the dataset with "
@@ -83,7 +85,7 @@ def calibrate_model(ds, model_dir, cfg, log=None) -> dict:
     if n_fields < 3:
         raise InputError(ds.root, f"{n_fields} constant-shear field(s); calibration needs at least 3")
     x = check_stamps(dataset_inputs(ds, bool(meta["training"].get("use_psf"))), meta, ds.root)
-    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False)
+    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False, device=device)
     truth = ds.truth
     fits = [fit_bias(np.asarray(truth[f"g{i}"]), raw[:, i - 1].astype(float), field) for i in (1, 2)]
     used = np.isfinite(raw).all(axis=1)   # a blank stamp is not run (NaN) and not fitted

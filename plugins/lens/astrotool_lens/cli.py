@@ -311,6 +311,7 @@ def evaluate(
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
     plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
+    device: mc.Device = None,
 ):
     """RMSE, MAE, m and c (with errors) and GREAT3 Q for the CNN and the HSM estimators side by side.
 
@@ -335,6 +336,7 @@ def evaluate(
                                "evaluate.classical": cls, "evaluate.symmetrize": symmetrize,
                                "evaluate.calibrated": calibrated, "evaluate.plots": plots})
     e = cfg.evaluate
+    dev = _torch_device(ctx, device)   # a device that cannot run: refused before any work
     mdir = _model_dir(ctx, e.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     meta = read_meta(mdir, ARCHITECTURE)  # evaluate loads the weights
     tr = meta["training"]   # the folder trained on (a copy's own), not its manifest's name
@@ -343,7 +345,7 @@ def evaluate(
     with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET) as ds:
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
                           ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log,
-                          overwrite=ctx.overwrite, explicit_calibrated=calibrated is True)
+                          overwrite=ctx.overwrite, explicit_calibrated=calibrated is True, device=dev)
     mc.record(ctx, inputs=[mdir], outputs=[report["report"], report["predictions"], *report["plots"]])
     for note in report.get("notes", []):   # a plot left out is information; the others a reader must not miss
         (ctx.log.info if " not plotted: " in note else ctx.log.warning)("note: %s", note)
@@ -361,11 +363,21 @@ def evaluate(
         ctx.emit(summary_rows(report))   # one row per estimator: a table, tab-separated when piped
 
 
+def _torch_device(ctx, device) -> str:
+    """The torch device the CNN runs on for ``--device`` (or ``ml.accelerator``): ``cpu``, ``cuda``, ``cuda:N``
+    or ``mps``, ``auto`` resolved; one that cannot run here is refused (exit 2), naming the setting."""
+    from astrotool.backends import resolve_device
+
+    rt = mc.runtime(ctx, device=device)
+    return resolve_device(rt.inference_device("torch"), "torch", auto_mps=True, option=rt.accelerator_option)
+
+
 @app.command()
 def calibrate(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     dataset: str = typer.Option(None, "--dataset", help="constant-shear simulations (preset fields)"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
+    device: mc.Device = None,
 ):
     """Fit the CNN's multiplicative and additive bias (m, c) on constant-shear simulations and store it.
 
@@ -382,11 +394,12 @@ def calibrate(
     cfg = ctx.section("lens", {"calibrate.model": model, "calibrate.dataset": dataset,
                                "calibrate.symmetrize": symmetrize})
     c = cfg.calibrate
+    dev = _torch_device(ctx, device)
     mdir = _model_dir(ctx, c.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     if not c.dataset:
         raise InputError("lens.calibrate.dataset", "name the constant-shear simulations to calibrate on (--dataset)")
     with mc.open_dataset(ctx, "lens", "shear", c.dataset, ShearDataset, _NO_DATASET) as ds:
-        res = calibrate_model(ds, mdir, c, log=ctx.log)
+        res = calibrate_model(ds, mdir, c, log=ctx.log, device=dev)
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
     ctx.emit(res)
 

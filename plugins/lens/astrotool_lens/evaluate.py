@@ -407,7 +407,7 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
 
 def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, *, mapper,
              hsm_table: Path | None = None, measure_cfg=None, log=None, overwrite: bool = False,
-             explicit_calibrated: bool = False) -> dict:
+             explicit_calibrated: bool = False, device: str = "cpu") -> dict:
     """Score the CNN and the classical estimators on the same stamps.
 
     Parameters
@@ -431,6 +431,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     explicit_calibrated : bool
         ``--calibrated`` was given: a calibration fitted in the other symmetrize mode is refused, not
         skipped with a warning (:func:`astrotool_lens.model.calibration_in_use`).
+    device : str
+        Where the CNN runs (``cpu``, ``cuda``, ``cuda:N``; ``--device``, ``ml.accelerator``).
 
     Raises
     ------
@@ -457,7 +459,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     from astrotool_lens.train import dataset_inputs
 
     model_dir = Path(model_dir)
-    model, meta = load_estimator(model_dir)
+    model, meta = load_estimator(model_dir, device=device)
     if cfg.split != "all":  # a split of its training set drawn anew is no hold-out; all is all
         check_trained_on((meta.get("settings") or {}).get("dataset"), ds, model_dir,
                          "--split all to score every stamp, training ones included")
@@ -476,7 +478,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     x = check_stamps(x, meta, ds.root, per_stamp=True)   # a bad stamp: NaN, flagged, counted in n_failed
     error = stamp_problems(x)    # once: predict_array skips these stamps
-    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False, problems=error).astype(float)
+    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False, device=device,
+                        problems=error).astype(float)
     calibration = calibration_in_use(model, meta, cfg.calibrated, cfg.symmetrize, explicit=explicit_calibrated,
                                      model_name=model_dir.name)
     pred = apply_calibration(model, raw) if calibration else raw
