@@ -297,6 +297,16 @@ class FitResult:
         (``best_epoch`` and the history's ``epoch`` count from 0); None before any epoch."""
         return None if self.best_epoch is None else self.best_epoch + 1
 
+    @property
+    def summary(self) -> dict:
+        """What every ``train`` command reports of the run: ``best_epoch`` (from 1), ``epochs_run`` (in this
+        call), ``epochs_total`` (in the checkpoint), ``resumed_from`` (epochs done before; None: a new run),
+        ``stopped_early`` and ``seconds_per_epoch`` [s] (mean over this call's epochs; None without any)."""
+        ran = self.history[len(self.history) - self.epochs_run:] if self.epochs_run else []
+        return {"best_epoch": self.best_epoch_number, "epochs_run": self.epochs_run, "epochs_total": len(self.history),
+                "resumed_from": self.resumed_from, "stopped_early": self.stopped_early,
+                "seconds_per_epoch": round(sum(h["seconds"] for h in ran) / len(ran), 2) if ran else None}
+
 
 # ----------------------------------------------------------------------------- batches across ranks
 

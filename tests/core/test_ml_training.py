@@ -111,6 +111,12 @@ def test_resume_after_two_epochs_gives_identical_weights(tmp_path):
     assert json.loads((tmp_path / "cut" / "last" / ck.STATE_META_FILE).read_text())["loop"]["epochs_done"] == 2
     resumed, resumed_opt, r_res = _train(tmp_path / "cut", 5)
     assert (r_res.resumed_from, r_res.epochs_run, len(r_res.history)) == (2, 3, 5)
+    # what every train command reports (ztf's lacked epochs_total and resumed_from)
+    summary = r_res.summary
+    assert {k: summary[k] for k in ("epochs_run", "epochs_total", "resumed_from", "stopped_early")} == \
+        {"epochs_run": 3, "epochs_total": 5, "resumed_from": 2, "stopped_early": False}
+    assert summary["best_epoch"] == r_res.best_epoch + 1 and summary["seconds_per_epoch"] == round(
+        sum(h["seconds"] for h in r_res.history[2:]) / 3, 2)
     a, b = _weights(full), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a), _max_diff(a, b)
     for pa, pb in zip(full_opt.state.values(), resumed_opt.state.values()):

@@ -218,10 +218,8 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
         log.warning("%s: calibration discarded (fitted on %s for the old weights); run `astro lens calibrate` "
                     "again", model_dir.name, old_calibration.get("dataset"))
     return {
-        "model": model_dir.name, "path": str(model_dir), "dataset": ds.stem,
-        "best_epoch": result.best_epoch_number,
-        "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
-        "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"),
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.stem, **result.summary,
+        "val_loss": best.get("val_loss"),
         "val_rmse_g1": best.get("val_rmse_g1"), "val_rmse_g2": best.get("val_rmse_g2"),
         "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
         "device": str(device),

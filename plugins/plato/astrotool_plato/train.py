@@ -285,16 +285,12 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
                  clip_grad_norm=cfg.clip_grad_norm or None,
                  resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
-    ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
-        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
-        "best_epoch": result.best_epoch_number,
-        "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
-        "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"),
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, **result.summary,
+        "val_loss": best.get("val_loss"),
         "val_recall": best.get("val_recall"), "val_false_alarms": best.get("val_false_alarms"),
         "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "length": ds.length,
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in ran])), 2) if ran else None,
         "device": str(rt.device),
     }
 

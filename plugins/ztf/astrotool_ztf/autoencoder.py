@@ -85,13 +85,10 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
                  validate=validate, epochs=cfg.epochs, checkpoint_dir=model_dir, meta=meta, seed=seed,
                  monitor="val_loss", patience=cfg.patience, resume=cfg.resume and not overwrite,
                  on_epoch=on_epoch, log=log, runtime=rt)
-    ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
-            "best_epoch": result.best_epoch_number,
-            "epochs_run": result.epochs_run, "val_loss": result.best_metrics.get("val_loss"),
+            **result.summary, "val_loss": result.best_metrics.get("val_loss"),
             "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
             "parameters": int(sum(p.numel() for p in model.parameters())),
-            "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in ran])), 2) if ran else None,
             "device": str(rt.device)}
 
 

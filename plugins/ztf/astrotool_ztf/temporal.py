@@ -129,14 +129,11 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
                  resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
-    ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
-            "best_epoch": result.best_epoch_number,
-            "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+            **result.summary,
             "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy"),
             "n_train": int(len(train["label"])), "n_val": int(len(val["label"])),
             "parameters": int(sum(p.numel() for p in model.parameters())),
-            "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in ran])), 2) if ran else None,
             "device": str(rt.device)}
 
 

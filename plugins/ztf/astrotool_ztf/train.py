@@ -206,15 +206,11 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
             log.warning("%s: temperature at its bound %.3g (fitted within [%g, %g]): the model is barely "
                         "trained, its probabilities are not calibrated", model_dir.name, temperature, lo, hi)
     best = result.best_metrics
-    ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
-        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
-        "best_epoch": result.best_epoch_number,
-        "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed), **result.summary,
         "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy"), "temperature": temperature,
         "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in ran])), 2) if ran else None,
         "device": str(rt.device),
     }
 

@@ -236,15 +236,11 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
                  patience=cfg.patience, lr_factor=lr_factor, resume=cfg.resume and not overwrite,
                  on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
-    ran = result.history[len(result.history) - result.epochs_run:] if result.epochs_run else []
     return {
-        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name,
-        "best_epoch": result.best_epoch_number,
-        "epochs_run": result.epochs_run, "epochs_total": len(result.history), "resumed_from": result.resumed_from,
-        "stopped_early": result.stopped_early, "val_loss": best.get("val_loss"), "val_mse": best.get("val_mse"),
+        "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, **result.summary,
+        "val_loss": best.get("val_loss"), "val_mse": best.get("val_mse"),
         "val_pearson": best.get("val_pearson"), "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
         "size": size, "parameters": int(sum(p.numel() for p in model.parameters())),
-        "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in ran])), 2) if ran else None,
         "device": str(device),
     }
 
