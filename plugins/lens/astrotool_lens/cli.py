@@ -369,7 +369,7 @@ def _torch_device(ctx, device) -> str:
     from astrotool.backends import resolve_device
 
     rt = mc.runtime(ctx, device=device)
-    return resolve_device(rt.inference_device("torch"), "torch", auto_mps=True, option=rt.accelerator_option)
+    return resolve_device(rt.accelerator, "torch", auto_mps=True, option=rt.accelerator_option)
 
 
 @app.command()

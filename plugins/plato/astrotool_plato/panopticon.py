@@ -393,10 +393,8 @@ def quarter_of(path) -> tuple[int, int] | None:
 def simulation_of(cid: str) -> str:
     """The simulation a curve is of: ``simNNNNN`` for a Panopticon quarter ``simNNNNN_QK`` (its quarters hold the
     same star and planet: ``prepare`` keeps them in one split), else the curve id itself."""
-    import re
-
-    m = re.fullmatch(r"(sim\d+)_Q\d+", str(cid))
-    return m.group(1) if m else str(cid)
+    quarter = quarter_of(f"{cid}.ftr")   # the id of a quarter file is its name less .ftr
+    return f"sim{quarter[0]:05d}" if quarter else str(cid)
 
 
 def in_layout(path) -> bool:
