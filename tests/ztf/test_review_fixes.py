@@ -770,3 +770,31 @@ def test_evaluate_text_tables_show_4_decimals_and_a_column_per_class(tws, capsys
 
     assert shown_row({"alerts": 2, "gain": 0.12008794397115707, "single_alert_accuracy": None}) == {
         "alerts": 2, "gain": 0.1201, "single_alert_accuracy": None}
+
+
+def test_predict_runs_the_onnx_export_and_refuses_a_stale_one(tws, astro):
+    """`ztf export` wrote model.onnx that predict could not run; lens predict has had --engine onnxruntime."""
+    run = ("--json", "-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier")
+    mdir = tws / "ztf" / "models" / "sim_classifier"
+    err = _error(astro(*run, "--engine", "onnxruntime"))
+    assert "model.onnx" in err and "astro ztf export" in err   # not exported yet
+    assert astro("-w", tws, "ztf", "export", "--model", "sim_classifier").returncode == 0
+    r = astro(*run)
+    assert r.returncode == 0, r.stderr
+    torch_p = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    r = astro(*run, "--engine", "onnxruntime", "--name", "onnx")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["engine"] == "onnxruntime"
+    onnx_p = pd.read_parquet(tws / "ztf" / "predictions" / "onnx_alerts.parquet")
+    cols = [c for c in torch_p if c.startswith("p_")]
+    assert np.allclose(onnx_p[cols].to_numpy(float), torch_p[cols].to_numpy(float), atol=1e-5)
+    assert (onnx_p["class"] == torch_p["class"]).all()
+    # the same name with the other engine: another setting, refused unless --overwrite
+    err = _error(astro(*run, "--engine", "onnxruntime"))
+    assert "engine" in err and "--overwrite" in err
+    # a checkpoint whose temperature changed since the export: the export is refused, naming it
+    meta = json.loads((mdir / "model.json").read_text())
+    (mdir / "model.json").write_text(json.dumps({**meta, "temperature": meta["temperature"] * 2}))
+    err = _error(astro(*run, "--engine", "onnxruntime", "--name", "stale"))
+    assert "model.onnx" in err and "temperature" in err and "astro ztf export" in err
+    assert not (tws / "ztf" / "predictions" / "stale_alerts.parquet").exists()

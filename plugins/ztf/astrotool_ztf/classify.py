@@ -119,8 +119,30 @@ def temperature(meta: dict, model_dir) -> float:
     return float(meta["temperature"])
 
 
+def check_onnx(path, meta: dict) -> Path:
+    """``path``, the ONNX export of the classifier of ``meta`` (its ``model.json``), checked to hold the same
+    weights, temperature and classes.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Naming the file: missing (export it first), or exported from other weights or another temperature
+        (the model was trained again since).
+    """
+    from astrotool.errors import InputError
+    from astrotool.ml.export import check_onnx_weights
+
+    info = check_onnx_weights(path, meta, "astro ztf export")
+    if info.get("temperature") != meta.get("temperature") or list(info.get("classes", [])) != list(meta["classes"]):
+        raise InputError(path, f"exported with temperature {info.get('temperature')} and classes "
+                               f"{info.get('classes')}; the checkpoint has {meta.get('temperature')} and "
+                               f"{meta['classes']} (run `astro ztf export` again)")
+    return Path(path)
+
+
 def run_logits(model, stamps: np.ndarray, features: np.ndarray, batch_size: int = 256, device: str | None = None):
-    """Logits ``(N, n_classes)`` and the :class:`astrotool.ml.predict.Predictions` (throughput)."""
+    """Logits ``(N, n_classes)`` (probabilities from an ONNX export) and the
+    :class:`astrotool.ml.predict.Predictions` (throughput)."""
     from astrotool.ml.predict import predict
 
     pred = predict(model, {"stamps": stamps, "features": features}, key=("stamps", "features"),

@@ -529,6 +529,8 @@ def predict(
                                                                           "reconstruction error as an anomaly "
                                                                           "score per alert."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Alerts per forward pass."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="torch | onnxruntime (runs <model>/model.onnx "
+                                                                "from `astro ztf export`)."),
     device: mc.Device = None,
 ) -> None:
     """Calibrated class probabilities of alerts, per alert and per objectId.
@@ -542,6 +544,9 @@ def predict(
     kept once, a copy with a prediction if any. Predictions of other inputs
     (other alerts or stamp size) or another model under NAME are refused unless
     --overwrite, which replaces them. An unfinished checkpoint is refused.
+    With --engine onnxruntime the classifier runs from <model>/model.onnx,
+    refused unless exported from the checkpoint's weights and temperature
+    (the autoencoder, if any, runs with torch).
     """
     import time
 
@@ -563,14 +568,22 @@ def predict(
     ctx = current()
     if name is not None:
         check_name(name, "--name")
-    batch_size = ctx.section(NAME, {"predict.batch_size": batch_size}).predict.batch_size
-    dev = mc.runtime(ctx, device=device).accelerator  # the option, else ml.accelerator
+    pc = ctx.section(NAME, {"predict.batch_size": batch_size, "predict.engine": engine}).predict
+    batch_size = pc.batch_size
+    rt = mc.runtime(ctx, device=device)   # the option, else ml.accelerator
+    dev = rt.inference_device(pc.engine)  # a device this machine lacks: refused before any work
     ws = ctx.workspace
     alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
     mdir = _model(ctx, model)
     net, meta = load_classifier(mdir)
     temperature(meta, mdir)  # an unfinished checkpoint is refused before any work
     ctx.record.add_input(mdir / "model.json")
+    if pc.engine == "onnxruntime":
+        from astrotool_ztf.classify import check_onnx
+
+        net = check_onnx(mdir / "model.onnx", meta)
+        ctx.record.add_input(net)
+    ae_dev = rt.inference_device("torch") if autoencoder else None
     ae = None
     if autoencoder:
         from astrotool.ml.checkpoint import build_model, load_checkpoint
@@ -612,6 +625,7 @@ def predict(
     rec = made_with.record({"model": mdir.name, "model_weights": meta.get("weights_sha256"),
                             "autoencoder": ae_dir.name if ae is not None else None,
                             "autoencoder_weights": ae_meta.get("weights_sha256") if ae is not None else None,
+                            **({"engine": pc.engine} if pc.engine != "torch" else {}),
                             # an input is its alerts (candid) and stamp side, whatever its table is named
                             "inputs": sorted(str(input_identity(a, s)) for a, s in pairs)})
     try:  # the same inputs and model: made again alike; others: refused unless --overwrite
@@ -623,7 +637,7 @@ def predict(
     parts, rates = [], []
     for a, s in pairs:
         ctx.record.add_input(a)
-        df, rate = predict_file(a, s, net, meta, batch_size, dev, autoencoder=ae)
+        df, rate = predict_file(a, s, net, meta, batch_size, dev, autoencoder=ae, autoencoder_device=ae_dev)
         parts.append(df)
         if rate:
             rates.append(rate)
@@ -638,7 +652,8 @@ def predict(
     for table, kind, descriptions in ((alerts, "alerts", alert_descriptions(meta["classes"])),
                                       (objects, "objects", object_descriptions(meta["classes"]))):
         path = write_parquet(table, out_dir / f"{stem}_{kind}.parquet", command="ztf predict",
-                             metadata={"model": str(mdir), "temperature": meta.get("temperature")},
+                             metadata={"model": str(mdir), "temperature": meta.get("temperature"),
+                                       "engine": pc.engine},
                              **column_metadata(table.columns, descriptions))
         with atomic_path(out_dir / f"{stem}_{kind}.csv") as tmp:
             table.to_csv(tmp, index=False)
@@ -650,6 +665,7 @@ def predict(
     if n_bad:
         ctx.log.warning("%d alert(s) with no usable stamp: no prediction", n_bad)
     ctx.emit({"alerts": len(alerts), "objects": len(objects), "no_prediction": n_bad, "repeated": n_repeated,
+              "engine": pc.engine,
               "alerts_per_s": round(len(alerts) / (time.perf_counter() - t0), 1),
               "model_alerts_per_s": round(float(np.mean(rates)), 1) if rates else None,
               "classes": alerts["class"].value_counts().to_dict(),
@@ -678,7 +694,8 @@ def export(
                             output_names=("probabilities",),
                             metadata={"classes": meta["classes"], "features": meta["features"], "crop": meta["crop"],
                                       "temperature": t, "feature_mean": meta["feature_mean"],
-                                      "feature_std": meta["feature_std"]})
+                                      "feature_std": meta["feature_std"],
+                                      "weights_sha256": meta.get("weights_sha256")})
     ctx.emit({**res, "classes": meta["classes"], "temperature": t})
 
 

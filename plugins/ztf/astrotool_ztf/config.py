@@ -154,6 +154,9 @@ class PredictConfig(Section):
     """``[ztf.predict]``: how ``astro ztf predict`` runs."""
 
     batch_size: int = Field(256, ge=1, description="alerts per forward pass")
+    engine: Literal["torch", "onnxruntime"] = Field(
+        "torch", description="torch, or onnxruntime on <model>/model.onnx (astro ztf export of the same weights "
+                             "and temperature)")
 
 
 class ExportConfig(Section):

@@ -80,9 +80,11 @@ def input_identity(alerts_path, stamps_path) -> str | None:
 
 
 def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 256, device: str | None = None,
-                 autoencoder=None):
+                 autoencoder=None, autoencoder_device: str | None = None):
     """Per-alert predictions of one ingested file: a DataFrame and the alerts/s reached.
 
+    ``model`` is the torch classifier (its logits are divided by the checkpoint's temperature), or the path
+    of its ONNX export (``astro ztf export``: calibrated probabilities, temperature included).
     With an ``autoencoder`` (a :class:`~astrotool_ztf.model.StampAutoencoder`, 21 px stamps) the column
     ``recon_error`` holds its mean squared reconstruction error per pixel: an anomaly score.
     """
@@ -95,8 +97,9 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
     probs = np.full((len(table), len(classes)), np.nan)
     rate = None
     if usable.any():
-        logits, pred = run_logits(model, x[usable], f[usable], batch_size, device)
-        probs[usable] = softmax(logits, float(meta["temperature"]))
+        out, pred = run_logits(model, x[usable], f[usable], batch_size, device)
+        onnx = isinstance(model, (str, Path))   # the export's output: probabilities, temperature included
+        probs[usable] = out if onnx else softmax(out, float(meta["temperature"]))
         rate = float(pred.samples_per_s)
     out = pd.DataFrame({"objectId": table["objectId"].astype(str), "candid": table["candid"].to_numpy(np.int64),
                         "jd": table["jd"].to_numpy(float), "source": Path(alerts_path).name})
@@ -106,7 +109,7 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
     out["p_max"] = np.nanmax(np.where(np.isfinite(probs), probs, -1), axis=1).clip(0, None)
     out.loc[~usable, "p_max"] = np.nan
     if autoencoder is not None:
-        out["recon_error"] = reconstruction_error(autoencoder, x, usable, device)
+        out["recon_error"] = reconstruction_error(autoencoder, x, usable, autoencoder_device or device)
     return out, rate
 
 
