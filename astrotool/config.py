@@ -290,8 +290,9 @@ class Config:
             if crash is not None:
                 raise crash
             problems += [f"{src}: {line}" for src, line in found]
-        problems[:0] = [f"{self._source_of(section)}: {self._unknown_section(section)}" for section in self.data
-                        if section not in self._model_targets and section not in self.broken]
+        unknown = [s for s in self.data if s not in self._model_targets and s not in self.broken]
+        problems[:0] = [f"{self._source_of(s)}: {self._unknown_section(s)}" for s in unknown] + \
+            self._foreign_files(unknown)
         if problems:
             raise ConfigError(problems)
         return self
@@ -300,6 +301,19 @@ class Config:
     def broken(self) -> dict[str, str]:
         """``{section: why}`` for the sections left out because their plugin's defaults are unusable."""
         return self._packaged.broken if self._packaged is not None else {}
+
+    def _foreign_files(self, unknown: list[str]) -> list[str]:
+        """A line for each file whose unknown top-level names are another program's configuration that a
+        plugin translates (at least two of its keys), saying how to translate it."""
+        by_file: dict[str, set] = {}
+        for name in unknown:
+            by_file.setdefault(self._source_of(name), set()).add(name)
+        foreign = self._packaged.foreign if self._packaged is not None else []
+        lines = []
+        for src, names in by_file.items():
+            if not packaged_source(src) and not src.startswith(("--set", "$", OPTION_SOURCE)):
+                lines += [f"{src}: {tell.format(file=src)}" for keys, tell in foreign if len(names & keys) >= 2]
+        return lines
 
     def _unknown_section(self, name: str) -> str:
         """Why ``name`` is not a section, and the section whose key it is when one has it (``log_format``)."""
@@ -612,9 +626,13 @@ class Packaged:
         self.broken: dict[str, str] = {}
         self.values: dict[str, dict] = {}
         self.targets: dict[str, str] = {}
+        self.foreign: list[tuple[frozenset, str]] = []
+        """``(keys, what to tell)`` of other programs' configuration files that plugins translate."""
         for plugin, sec in self.registry.config_sections():
             self.owners[sec.name] = plugin
             self.targets[sec.name] = sec.model
+            if sec.foreign_keys and sec.importer:
+                self.foreign.append((frozenset(sec.foreign_keys), sec.importer))
             package, _, resource = sec.defaults.partition(":")
             where = f"{package}/{resource}"
             try:

@@ -72,11 +72,20 @@ class ConfigSection(NamedTuple):
         ``"module:Class"`` of a pydantic v2 model (``extra="forbid"``).
     defaults : str
         ``"package:resource.toml"`` holding the packaged defaults for this table.
+    foreign_keys : tuple of str, optional
+        Top-level keys and tables of another program's configuration file that a command of
+        this plugin translates (Panopticon's ``training_epochs``, ``[optimizer]``, ...).
+    importer : str, optional
+        What to tell a user who gave such a file as a configuration layer, ``{file}`` standing for
+        its path (e.g. ``"a Panopticon configuration: translate it with `astro plato config import
+        {file}`"``).
     """
 
     name: str
     model: str
     defaults: str
+    foreign_keys: tuple = ()
+    importer: str = ""
 
 
 class DoctorCheck(NamedTuple):

@@ -237,6 +237,19 @@ transit_depth = [50e-6, 1.0]
 """
 
 
+def test_a_panopticon_toml_given_to_cfg_is_refused_saying_how_to_translate_it(tmp_path, capsys):
+    """`--cfg panopticon.toml` listed unknown sections and keys, but not the command that reads the file."""
+    src = tmp_path / "panopticon.toml"
+    src.write_text(PANOPTICON)
+    assert main(["--cfg", str(src), "-w", str(tmp_path / "ws"), "plato", "train"]) == 2
+    err = capsys.readouterr().err
+    assert "[optimizer]: unknown section" in err and f"astro plato config import {src}" in err
+    # a user's file with one stray table is not taken for Panopticon's
+    (tmp_path / "mine.toml").write_text("[optimizer]\nname = 'Adam'\n")
+    assert main(["--cfg", str(tmp_path / "mine.toml"), "-w", str(tmp_path / "ws"), "plato", "train"]) == 2
+    assert "config import" not in capsys.readouterr().err
+
+
 def test_panopticon_toml_imports_line_for_line_and_bad_names_are_refused(tmp_path, capsys):
     import tomllib
 

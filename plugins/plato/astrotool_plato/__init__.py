@@ -24,6 +24,11 @@ RAW, LABELS, PREPARED, MODELS, RUNS, REPORTS = STAGES = (
     "raw", "labels", "prepared", "models", "runs", "reports")
 """Stage folders under ``<workspace>/plato/`` (those its commands write); code names them through these constants."""
 
+PANOPTICON_KEYS = ("path_data", "path_prepared", "path_output", "seed", "training_epochs", "base_model",
+                   "export_sets", "model", "fraction", "dataloader", "dataloaders", "optimizer", "scheduler",
+                   "bounds")
+"""The top-level keys and tables of Panopticon's configuration (its ``config/default.toml``)."""
+
 
 @hookimpl
 def astro_commands():
@@ -36,7 +41,9 @@ def astro_commands():
 def astro_config_sections():
     """Register the ``[plato]`` configuration section."""
     return [ConfigSection(name=NAME, model="astrotool_plato.config:PlatoConfig",
-                          defaults="astrotool_plato:defaults.toml")]
+                          defaults="astrotool_plato:defaults.toml", foreign_keys=PANOPTICON_KEYS,
+                          importer="a Panopticon configuration: translate it with `astro plato config import "
+                                   "{file}` and give the result to --cfg")]
 
 
 @hookimpl

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from astrotool.errors import InputError
+from astrotool_plato import PANOPTICON_KEYS
 
 __docformat__ = "numpy"
 
@@ -48,8 +49,7 @@ LOSSES = {"BCELoss": "bce", "BCEWithLogitsLoss": "bce", "DiceLoss": "dice", "Dic
 
 
 KNOWN = {
-    "": ("path_data", "path_prepared", "path_output", "seed", "training_epochs", "base_model", "export_sets",
-         "model", "fraction", "dataloader", "dataloaders", "optimizer", "scheduler", "bounds"),
+    "": PANOPTICON_KEYS,
     "fraction": ("train", "valid", "test"),
     "optimizer": ("name", "kwargs"),
     "scheduler": ("name", "use", "kwargs"),
