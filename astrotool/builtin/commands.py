@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -262,7 +263,8 @@ demo_app = typer.Typer()
 
 @demo_app.command("demo")
 def demo(
-    directory: Path = typer.Argument(None, help="Fresh workspace folder (default: ./astro-demo-<utc>)."),
+    directory: Path = typer.Argument(None, help="Fresh workspace folder (default: -w, else $ASTRO_WORKSPACE, else "
+                                                "./astro-demo-<utc>)."),
     only: list[str] = typer.Option(None, "--only", metavar="NAME[,NAME...]",
                                    help="Run only these demo steps (a comma list, or the option repeated)."),
 ):
@@ -273,8 +275,9 @@ def demo(
     from astrotool.workspace import Workspace
 
     parent = current()
-    if directory is None:
-        directory = Path(parent.options.workspace) if parent.options.workspace else \
+    if directory is None:   # -w or $ASTRO_WORKSPACE, as every command's workspace; else a new folder here
+        given = parent.options.workspace is not None or os.environ.get("ASTRO_WORKSPACE") is not None
+        directory = parent.workspace_root if given else \
             Path(f"astro-demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
     directory = Workspace(directory).root  # refuses a path that is, or lies under, a file
     if directory.exists() and any(p.name not in ("runs",) for p in directory.iterdir()) and not parent.overwrite:
@@ -294,6 +297,7 @@ def demo(
     opts.workspace = str(directory)
     ctx = Context(opts, "demo", parent.argv)
     ctx.failures = parent.failures
+    ctx.results_muted = True   # the commands a step runs print nothing: stdout holds the demo's summary alone
     set_current(ctx)
     Workspace(directory).init()
     summary, failed = [], []

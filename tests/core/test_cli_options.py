@@ -249,6 +249,19 @@ def test_demo_only_takes_a_comma_list(sloppy, tmp_path, capsys):
     assert out["steps"][0]["lines"] == ["one whole line"]
 
 
+def test_demo_runs_in_astro_workspace_as_every_command_does(sloppy, tmp_path, capsys, monkeypatch):
+    """`ASTRO_WORKSPACE=DIR astro demo` ran in a new ./astro-demo-<utc> beside the current folder."""
+    from astrotool.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASTRO_WORKSPACE", str(tmp_path / "env"))
+    assert main(["--json", "demo", "--only", "text"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["workspace"] == str(tmp_path / "env")
+    assert not list(tmp_path.glob("astro-demo-*"))
+
+
 def test_doctor_check_returning_the_wrong_type_is_a_failed_check(sloppy, capsys):
     from astrotool.cli import main
 

@@ -268,3 +268,26 @@ def test_a_tile_without_zero_point_is_named_in_a_warning(astro, tmp_path):
     r = astro("-w", ws, "dre", "detect")
     assert r.returncode == 0, r.stderr
     assert f"{tile}: no zero-point keyword" in r.stderr and "ZP = 30" in r.stderr, r.stderr
+
+
+@pytest.mark.long
+def test_demo_step_leaves_a_workspace_that_dre_run_continues(tmp_path, capsys):
+    """The demo set its tile and PSF settings in its own process only: `astro -w DEMO dre run` afterwards refused
+    the PSF (`dre.psf.var_degrees: 0 -> 2`), and the default grid of every index made a 2 GB cube."""
+    import tomllib
+
+    from astrotool.cli import main
+
+    ws = tmp_path / "demo"
+    assert main(["-w", str(ws), "--json", "demo", "--only", "dre"]) == 0
+    [step] = json.loads(capsys.readouterr().out)["steps"]
+    assert "recovery of 15/15" in step["lines"][-2] and str(ws / "astro.toml") in step["lines"][-1]
+    settings = tomllib.loads((ws / "astro.toml").read_text())["dre"]
+    assert settings["psf"] == {"var_degrees": 0} and settings["models"]["nindex"] == 1
+    [cube] = (ws / "dre" / "models").glob("sersic_*.fits")
+    assert cube.stat().st_size < 300e6
+    assert main(["-w", str(ws), "--json", "dre", "run"]) == 0
+    out = capsys.readouterr()
+    assert "made with other settings" not in out.err
+    [tile] = json.loads(out.out)["tiles"]
+    assert all(tile[k] == "skipped (done)" for k in ("detect", "psf", "cuts", "fit", "mosaics")), tile

@@ -2,6 +2,26 @@
 
 __docformat__ = "numpy"
 
+SETTINGS = """
+# astro demo: one small tile of de Vaucouleurs galaxies with a constant PSF, fitted with DRE's own model
+# grid (n = 4 only; the default grid of every index from 0.5 to 6 makes a 2 GB model cube and takes
+# minutes to build). Delete these tables for the defaults.
+[dre.simulate]
+n_tiles = 1
+size = 768
+n_galaxies = 15
+n_stars = 20
+
+[dre.psf]
+var_degrees = 0
+
+[dre.models]
+index0 = 4.0
+nindex = 1
+"""
+"""The demo's DRE settings, written into the workspace's ``astro.toml``: later commands in the demo workspace
+(``astro -w DIR dre run``) use them too."""
+
 
 def run(ctx) -> list[str]:
     """Simulate a small tile, run detect → psf → cuts → fit → mosaics, compare with the truth."""
@@ -9,9 +29,13 @@ def run(ctx) -> list[str]:
     from astrotool_dre.stages import TILE_STAGES
     from astrotool_dre.truth import workspace_recovery
 
-    ctx.options.set = list(ctx.options.set) + [  # the demo tile's PSF is constant, and so is the one fitted
-        "dre.simulate.n_tiles=1", "dre.simulate.size=768", "dre.simulate.n_galaxies=15", "dre.simulate.n_stars=20",
-        "dre.psf.var_degrees=0"]
+    from astrotool.workspace import atomic_path
+
+    toml = ctx.workspace.root / "astro.toml"
+    text = toml.read_text(encoding="utf-8") if toml.exists() else ""
+    if SETTINGS not in text:   # a demo run again with --overwrite finds them there
+        with atomic_path(toml) as tmp:
+            tmp.write_text(text + SETTINGS, encoding="utf-8")
     ctx._config = None
     cli.simulate(None, None, None, None, None)
     results = cli._run_stages(TILE_STAGES, None, {}, desc="dre run")
@@ -21,5 +45,6 @@ def run(ctx) -> list[str]:
         lines.append(f"recovery of {g['n_matched']}/{g['n_truth']} galaxies: LOGR within 0.115 dex "
                      f"{g['logr_frac']:.0%}, axis ratio within 0.1 {g['q_frac']:.0%}, angle within 15° "
                      f"{g['angle_frac']:.0%} (q<0.7), flux within 5 % {g['flux_frac']:.0%}")
-    lines.append(f"outputs in {ctx.workspace.root / 'dre'} (summary/*.parquet, mosaics/*/*.png)")
+    lines.append(f"outputs in {ctx.workspace.root / 'dre'} (summary/*.parquet, mosaics/*/*.png); the settings in "
+                 f"{toml}")
     return lines
