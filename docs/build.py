@@ -84,6 +84,53 @@ def rewrite_links(markdown: str, page: str) -> str:
     return re.sub(r"\]\(([\w-]+)\.md(#[\w-]+)?\)", repl, markdown)
 
 
+_TICKS = re.compile(r"`+")
+_FENCE = re.compile(r"\s*(```|~~~)")
+_BLOCK_START = re.compile(r"(\||#|[-*+] |\d+[.)] |>)")
+
+
+def _open_span(line: str) -> bool:
+    """Whether ``line`` ends inside a code span: a run of backticks not closed by a run of the same length."""
+    opened = None
+    for run in _TICKS.findall(line):
+        opened = run if opened is None else (None if run == opened else opened)
+    return opened is not None
+
+
+def join_code_spans(text: str) -> str:
+    """``text`` with each code span that a line break cuts (``\`astro lens`` / ``train\```) on one line.
+
+    pdoc's Markdown ends a code span at the end of its line: a span wrapped onto the next line paired
+    with the wrong backticks and ran the words around it together. The lines of a span are joined
+    with one space, as Markdown reads a soft line break; fenced code, table rows, headings and list
+    items are left as they are.
+    """
+    lines, out, fenced, i = text.split("\n"), [], False, 0
+    while i < len(lines):
+        line = lines[i]
+        if _FENCE.match(line):
+            fenced = not fenced
+        elif not fenced:
+            while _open_span(line) and i + 1 < len(lines):
+                nxt = lines[i + 1].strip()
+                if not nxt or _FENCE.match(nxt) or _BLOCK_START.match(nxt):
+                    break
+                line, i = f"{line.rstrip()} {nxt}", i + 1
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
+def stray_backticks(page: str) -> list[str]:
+    """The text around each backtick of a rendered page outside code, preformatted text, scripts and
+    pdoc's signatures and values (Python source): a code span the Markdown did not close."""
+    text = re.sub(r'<div class="(?:attr|signature)\b[^"]*">.*?</div>', " ", page, flags=re.S)
+    text = re.sub(r"<(pre|code|script|style|textarea)\b.*?</\1>", " ", text, flags=re.S | re.I)
+    text = re.sub(r"<[^>]+>", " ", text)
+    return [" ".join(html.unescape(text[max(0, m.start() - 40):m.end() + 40]).split())
+            for m in re.finditer("`", text)]
+
+
 def write_guide_package(src: Path, reference: str) -> None:
     """Write the ``guide`` package: one module per page, its docstring the page's Markdown."""
     pkg = src / GUIDE
@@ -150,7 +197,7 @@ def run_pdoc(modules: list[str], out: Path, store: MathStore, guide_titles: dict
 
     @functools.cache
     def convert_protecting_math(docstring: str, docformat: str, source_file):
-        return store.protect(escape_placeholders(convert(docstring, docformat, source_file)))
+        return store.protect(escape_placeholders(convert(join_code_spans(docstring), docformat, source_file)))
 
     pdoc.docstrings.convert = convert_protecting_math
     pdoc.render.configure(
@@ -204,6 +251,10 @@ def verify(out: Path, paths: list[str], store: MathStore) -> list[str]:
         if store.prefix in text:
             problems.append(f"{rel}: math placeholder left in the page")
         if path.suffix == ".html":
+            stray = stray_backticks(text)
+            if stray:
+                problems.append(f"{rel}: {len(stray)} backtick(s) outside code, a code span not closed: "
+                                f"...{stray[0]}...")
             ids = set(re.findall(r'\sid="([^"]+)"', text))
             broken = sorted({h for h in re.findall(r'href="#([^"$]+)"', text) if html.unescape(h) not in ids})
             if broken:
@@ -220,10 +271,13 @@ def verify(out: Path, paths: list[str], store: MathStore) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=BUILD / "html", help="output folder (default: docs/_build/html)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("``", "`"))
+    parser.add_argument("--out", type=Path, default=BUILD / "html",
+                        help="output folder (default: docs/_build/html; the CLI reference's Markdown goes beside "
+                             "it, as cli.md)")
     args = parser.parse_args(argv)
     t0 = time.time()
+    out = args.out.resolve()
 
     # 1. the CLI reference, from the real command tree with every plugin loaded
     load_problems: list[clidoc.LoadProblem] = []
@@ -231,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = clidoc.cli_reference_markdown(root)
     paths = clidoc.command_paths(root)
     missing = clidoc.missing_from_reference(reference, root)
-    BUILD.mkdir(exist_ok=True)
-    (BUILD / "cli.md").write_text(reference, encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "cli.md").write_text(reference, encoding="utf-8")
     errors = [f"CLI reference: missing {m}" for m in missing]
     notes = [f"command group `{p.path}` could not be loaded: {p.error}" for p in load_problems]
 
@@ -242,19 +296,22 @@ def main(argv: list[str] | None = None) -> int:
     notes += guide_warnings
 
     # 3. one pdoc run over the guide, the core and the plugins
-    src = BUILD / "src"
-    shutil.rmtree(src, ignore_errors=True)
+    import tempfile
+
+    src = Path(tempfile.mkdtemp(prefix="astro-docs-"))   # the guide as a package, for pdoc only
     write_guide_package(src, reference)
     sys.path.insert(0, str(src))
     plugins, plugin_problems = plugin_packages()
     notes += plugin_problems
-    out = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     store = MathStore()
     api = ["astrotool", *plugins]
     titles = {module_of(name): title for name, title in PAGES}
-    notes += [f"pdoc: {w}" for w in run_pdoc([GUIDE, *api], out, store, titles, api)]
+    try:
+        notes += [f"pdoc: {w}" for w in run_pdoc([GUIDE, *api], out, store, titles, api)]
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
 
     # 4. math to MathML, then check the result
     pages_with_math = finish_math(out, store)
