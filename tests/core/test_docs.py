@@ -233,6 +233,21 @@ def test_guide_links_become_html_links():
     assert build.rewrite_links("[x](other.md)", "index") == "[x](other.md)"
 
 
+def test_a_code_span_cut_by_a_line_break_is_rendered_whole():
+    """pdoc's Markdown ended a code span at the end of its line: "(`astro lens train`,\n`lens kappa\ntrain`)"
+    rendered as "(`astro lens train,lens kappa train`)" with the words run together."""
+    pytest.importorskip("pdoc")
+    build = _load("build")
+    text = "read by (`astro lens train`,\n`lens kappa\ntrain`) through `Runtime`\n\n``a\nb`` and `<file>`"
+    joined = build.join_code_spans(text)
+    assert "`lens kappa train`" in joined and "``a b``" in joined
+    assert build.join_code_spans("```\nx `y\nz\n```") == "```\nx `y\nz\n```"   # fenced code kept as it is
+    assert build.join_code_spans("a `x\n- item") == "a `x\n- item"           # a list item is not joined
+    html = _load("docmath").markdown_to_html(joined)
+    assert build.stray_backticks(html) == [] and "<code>lens kappa train</code>" in html
+    assert build.stray_backticks(_load("docmath").markdown_to_html(text))   # unjoined: the check finds the break
+
+
 def test_pdoc_renders_a_module_docstring_with_mathml(tmp_path, monkeypatch):
     pytest.importorskip("latex2mathml")
     pytest.importorskip("pdoc")
