@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from astrotool.errors import InputError
@@ -31,16 +32,45 @@ def compression_kwargs(level: str) -> dict:
         raise ValueError(f"compression: expected one of {', '.join(COMPRESSION)}, got {level!r}") from None
 
 
+def _damaged(exc: BaseException, tb) -> bool:
+    """Whether ``exc`` (raised through traceback ``tb``) is HDF5's report of content it cannot read (a bad
+    object header or heap, a chunk that does not decompress): raised inside h5py, not about an object that
+    does not exist, nor by the code reading the file."""
+    if not isinstance(exc, (OSError, KeyError, RuntimeError)) or "doesn't exist" in str(exc):
+        return False
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "h5py" in Path(tb.tb_frame.f_code.co_filename).parts
+
+
+@functools.cache
+def _checked_file():
+    import h5py
+
+    class CheckedFile(h5py.File):
+        """An ``h5py.File`` whose damaged content, met inside its ``with`` block, raises :class:`InputError`
+        naming the file (h5py's own ``KeyError``/``OSError`` name neither file nor object)."""
+
+        def __exit__(self, typ, exc, tb):
+            path = self.filename
+            super().__exit__(typ, exc, tb)
+            if exc is not None and _damaged(exc, tb):
+                raise InputError(path, f"unreadable HDF5 content (corrupt?): {exc}") from None
+            return False
+
+    return CheckedFile
+
+
 def open_h5(path: str | Path, mode: str = "r"):
-    """Open an HDF5 file for reading; a missing, truncated or non-HDF5 file raises
-    :class:`InputError` naming it."""
+    """Open an HDF5 file for reading; a missing, truncated or non-HDF5 file, or content that cannot be read
+    inside the ``with`` block (a damaged object header or chunk), raises :class:`InputError` naming it."""
     import h5py
 
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
     try:
-        return h5py.File(path, mode, locking=False)
+        return (_checked_file() if mode == "r" else h5py.File)(path, mode, locking=False)
     except OSError as exc:
         raise InputError(path, f"not a readable HDF5 file (truncated or corrupt?): {exc}") from None
 

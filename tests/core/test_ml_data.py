@@ -139,6 +139,9 @@ def test_finished_shard_tells_what_to_redraw(tmp_path):
     ("wrong_n", "toy_dataset.json", "the manifest says n = 99"),
     ("missing_shard", "shard00001_cubes.h5", "shard listed in the manifest is missing"),
     ("corrupt_shard", "shard00001_cubes.h5", "not a readable HDF5 file"),
+    # bytes damaged inside: h5py's bare KeyError/RuntimeError named neither file nor object (exit 1)
+    ("damaged_heap", "shard00001_cubes.h5", r"unreadable HDF5 content \(corrupt\?\)"),
+    ("damaged_group", "shard00001_cubes.h5", r"unreadable HDF5 content \(corrupt\?\)"),
     ("wrong_shape", "shard00001_cubes.h5",
      r"array 'img' is float32 \(3, 5, 4\) per sample, the manifest says float32 \(2, 5, 4\)"),
     ("no_manifest", "ds", "not a finished dataset"),
@@ -161,6 +164,11 @@ def test_damage_names_the_file(tmp_path, damage, culprit, message):
         shard.unlink()
     elif damage == "corrupt_shard":
         shard.write_bytes(shard.read_bytes()[:300])
+    elif damage.startswith("damaged_"):
+        data = bytearray(shard.read_bytes())
+        start = 300 if damage == "damaged_heap" else 1000
+        data[start:start + 400] = bytes((b * 7 + 13) % 256 for b in data[start:start + 400])
+        shard.write_bytes(bytes(data))
     elif damage == "wrong_shape":
         DatasetWriter(str(root), "toy", shard_product="cubes").write_shard(
             1, 10, {"img": np.zeros((10, 3, 5, 4), np.float32), "label": np.zeros(10, np.int16)})
