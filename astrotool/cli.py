@@ -19,6 +19,7 @@ others finished; the table names each file and its problem); 130 interrupted
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -511,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 ctx.finish(status, code, error)
             except Exception as exc:  # never hide the real outcome
-                sys.stderr.write(f"warning: could not write run.json: {exc}\n")
+                logging.getLogger("astro").warning("could not write run.json: %s", exc)
         set_current(None)
         from astrotool import console
 

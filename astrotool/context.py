@@ -279,11 +279,13 @@ class Context:
         if self._workspace is None:
             from astrotool.workspace import Workspace
 
-            self._workspace = Workspace(self.workspace_root)  # refuses a path that is a file
-            if not self._workspace.root.is_dir() and self.command != "init":  # a typo in -w would go unseen
-                self.log.warning("workspace %s did not exist: created it (`astro init %s` also makes its stage "
-                                 "folders and astro.toml)", self._workspace.root, self._workspace.root)
-            self._workspace.root.mkdir(parents=True, exist_ok=True)
+            ws = Workspace(self.workspace_root)  # refuses a path that is a file
+            if not ws.root.is_dir():
+                ws.create_root()
+                if self.command != "init":  # a typo in -w would go unseen
+                    self.log.warning("workspace %s did not exist: created it (`astro init %s` also makes its "
+                                     "stage folders and astro.toml)", ws.root, ws.root)
+            self._workspace = ws
         return self._workspace
 
     @property

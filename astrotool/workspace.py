@@ -470,10 +470,25 @@ class Workspace:
             path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def create_root(self) -> None:
+        """Create the workspace folder (and its parents).
+
+        Raises
+        ------
+        astrotool.errors.InputError
+            It cannot be created (no permission, a read-only or virtual file system), naming it.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from astrotool.errors import InputError
+
+            raise InputError(self.root, f"cannot create the workspace folder: {exc.strerror or exc}") from None
+
     def init(self) -> list[Path]:
         """Create ``astro.toml``, ``runs/`` and every stage folder; return what was created."""
         created = []
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.create_root()
         if not self.config_file.exists():
             write_text_atomic(
                 self.config_file,

@@ -324,3 +324,16 @@ def test_init_dir_records_its_run_in_that_workspace(astro, tmp_path):
     r = astro("-w", tmp_path / "other", "init", tmp_path / "w2", cwd=tmp_path)   # DIR wins over -w, as said
     assert r.returncode == 0 and "is not used" in r.stderr, r.stderr
     assert list((tmp_path / "w2" / "runs").glob("*/run.json")) and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("args", [("init", "/proc/astro-no-such/ws"), ("-w", "/proc/astro-no-such/ws", "plato", "simulate", "-n", "1")])
+def test_a_workspace_that_cannot_be_created_is_a_usage_error(astro, tmp_path, args):
+    """`astro init /proc/foo` ended with `FileNotFoundError` (exit 1) and a plain-text run.json warning, after
+    `-w` had logged "did not exist: created it"."""
+    r = astro("--log-format", "json", *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    import json
+
+    lines = [json.loads(line) for line in r.stderr.splitlines()]   # JSON lines only
+    assert [x["message"] for x in lines] == ["/proc/astro-no-such/ws: cannot create the workspace folder: "
+                                             "No such file or directory"]
