@@ -688,6 +688,8 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
         from astrotool import console
 
         _tell_renamed_option(exc)
+        if isinstance(getattr(exc, "message", None), str):   # typer checks choices through pydantic
+            exc.message = exc.message.replace("Value error, ", "")
 
         fmt = console.log_format()
         if hasattr(exc, "format_message") and (fmt == "json" or fmt == "plain" and type(exc).__name__ !=

@@ -555,9 +555,9 @@ def _explain(section: str, err: dict) -> tuple[str, str, object]:
     """
     parts = [str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p))]
     msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")   # pydantic's, not the check's
     value = err.get("input", _NONE)
     if isinstance(value, dict):
-        msg = msg.removeprefix("Value error, ")
         key = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(:| must)", msg)
         if key and key.group(1) in value:
             parts.append(key.group(1))
@@ -812,6 +812,11 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
         if v is not None:
             _set_dotted(flag_tree, k, v)
     _merge(data, flag_tree, OPTION_SOURCE, sources)
+    from astrotool.context import GLOBAL_OPTIONS
+
+    for option in GLOBAL_OPTIONS:   # --executor, -j/--jobs, --seed: named as the command line spelled them
+        if sources.get(option.config_key) == OPTION_SOURCE:
+            sources[option.config_key] = f"{OPTION_SOURCE} {option.names[-1]}"
     config = Config(data, sources, models, packaged)
     return config.validate() if validate else config
 

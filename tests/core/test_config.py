@@ -511,3 +511,15 @@ def test_config_show_gives_the_executor_a_command_runs(capsys, tmp_path, args, k
     assert main(["-w", str(tmp_path), *args, "--json", "config", "show", "core", "--sources"]) == 0
     row = json.loads(capsys.readouterr().out)["core.executor"]
     assert row["value"] == kind and row["source"].startswith(source), row
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "proces", "status"],
+     "command-line option --executor: core.executor: Input should be 'serial', 'process' or 'dask'"),
+    (["--set", "ml.devices=0", "config", "show", "core"], "--set: ml.devices: devices must be a positive integer"),
+    (["dre", "fit", "--statistic", "chi3"], "Invalid value for '--statistic': 'chi3' is not one of 'chi2', 'dre'"),
+])
+def test_bad_values_are_named_by_their_option_without_pydantic_s_prefix(astro, tmp_path, args, message):
+    """`--executor proces` was blamed on "command-line option" (which one?), and checks read "Value error, ..."."""
+    r = astro("-w", tmp_path, *args)
+    assert r.returncode == 2 and message in r.stderr and "Value error" not in r.stderr, r.stderr
