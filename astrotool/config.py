@@ -554,8 +554,7 @@ def _explain(section: str, err: dict) -> tuple[str, str, object]:
     put on that key, shown with that key's value rather than the whole table.
     """
     parts = [str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p))]
-    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")   # pydantic's, not the check's
+    msg = "unknown key" if err["type"] == "extra_forbidden" else _message(err)
     value = err.get("input", _NONE)
     if isinstance(value, dict):
         key = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(:| must)", msg)
@@ -708,10 +707,15 @@ def _left_to_the_user(err: dict) -> bool:
                                         and err["type"] in ("value_error", "assertion_error", "assertion"))
 
 
+def _message(err: dict) -> str:
+    """A pydantic error's message as the check said it, without pydantic's ``Value error, `` prefix."""
+    return err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
 def _packaged_error(err: dict) -> str:
     """``key: message`` of an error of the packaged defaults; the message alone for the whole section."""
     key = ".".join(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p)))
-    return f"{key}: {err['msg']}" if key else err["msg"]
+    return f"{key}: {_message(err)}" if key else _message(err)
 
 
 def defaults_layers(registry=None) -> tuple[list[tuple[str, dict]], dict[str, str]]:
