@@ -103,6 +103,7 @@ class _Config:
         self.layers, self.targets = defaults_layers()
         self._models: dict[str, Any] = {}
         self._values: dict[str, Any] = {}
+        self._told = False
 
     def model(self, section: str):
         if section not in self._models:
@@ -122,7 +123,14 @@ class _Config:
                 from astrotool.context import current
 
                 model = current().config.section(section)
-            except Exception:  # no run, or a configuration the command itself will report
+            except Exception as exc:  # no run, or a configuration the command itself will report
+                from astrotool.errors import AstroError
+
+                if isinstance(exc, AstroError) and not self._told:   # --help would show other defaults in silence
+                    import logging
+
+                    self._told = True
+                    logging.getLogger("astro").warning("%s\n(the defaults shown are the packaged ones)", exc)
                 try:
                     data = next(d[section] for _, d in self.layers if section in d)
                     model = self.model(section).model_validate(data)

@@ -366,3 +366,14 @@ def test_an_option_of_an_earlier_release_names_its_new_option(capsys, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and f"No such option: {args[-2]}" in err, err
     assert (hint in err and "Possible" not in err) if hint else "renamed" not in err, err
+
+
+def test_help_says_when_an_invalid_configuration_leaves_it_the_packaged_defaults(astro, tmp_path):
+    """With one bad value in astro.toml, `--help` showed the packaged default of every option in silence."""
+    (tmp_path / "astro.toml").write_text('[dre.simulate]\nn_tiles = 11\n[plato.prepare]\nbad_values = "filter"\n')
+    r = astro("-w", tmp_path, "dre", "simulate", "--help")
+    assert r.returncode == 0 and "[default: 2]" in r.stdout, r.stdout
+    assert "plato.prepare.bad_values" in r.stderr and "the defaults shown are the packaged ones" in r.stderr
+    (tmp_path / "astro.toml").write_text('[dre.simulate]\nn_tiles = 11\n')
+    r = astro("-w", tmp_path, "dre", "simulate", "--help")
+    assert r.returncode == 0 and "[default: 11]" in r.stdout and not r.stderr, r.stderr
