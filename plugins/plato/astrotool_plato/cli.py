@@ -339,8 +339,8 @@ def eval_alias(**options) -> None:   # evaluate's old name, for old scripts; rec
 
 @app.command()
 def detect(
-    files: List[str] = typer.Argument(..., help="light curves: the simulator's Parquet, Feather, Parquet, CSV or "
-                                                "FITS tables"),
+    files: List[str] = typer.Argument(..., help="light curves: the simulator's Parquet, or Feather, Parquet, "
+                                                "CSV or FITS tables"),
     model: Optional[str] = typer.Option(None, "--model", help="model name or folder"),
     name: Optional[str] = typer.Option(None, "--name", help="run name (plato/runs/<name>/; default: the model's)"),
     threshold: Threshold = None,

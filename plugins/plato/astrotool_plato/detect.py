@@ -1,7 +1,7 @@
 """``astro plato detect``: single transits in light-curve files, as an event table.
 
 Each curve (:func:`astrotool_plato.lightcurves.read_curves`: the simulator's
-Parquet, Feather, Parquet, CSV or FITS; quality-flagged cadences and rows
+Parquet, or Feather, Parquet, CSV or FITS tables; quality-flagged cadences and rows
 without a finite time dropped; a time axis in another unit than the one given
 refused by :func:`astrotool_plato.lightcurves.check_time_scale`) is put on a uniform grid at the model's
 cadence (linear interpolation; gaps are filled and counted), turned into
