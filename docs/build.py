@@ -121,14 +121,15 @@ def join_code_spans(text: str) -> str:
     return "\n".join(out)
 
 
-def stray_backticks(page: str) -> list[str]:
-    """The text around each backtick of a rendered page outside code, preformatted text, scripts and
-    pdoc's signatures and values (Python source): a code span the Markdown did not close."""
+def stray_markup(page: str) -> list[str]:
+    """The text around each backtick or dollar sign of a rendered page outside code, preformatted text,
+    scripts, math and pdoc's signatures and values (Python source): a code span the Markdown did not close,
+    or a formula left as LaTeX."""
     text = re.sub(r'<div class="(?:attr|signature)\b[^"]*">.*?</div>', " ", page, flags=re.S)
-    text = re.sub(r"<(pre|code|script|style|textarea)\b.*?</\1>", " ", text, flags=re.S | re.I)
+    text = re.sub(r"<(pre|code|script|style|textarea|math)\b.*?</\1>", " ", text, flags=re.S | re.I)
     text = re.sub(r"<[^>]+>", " ", text)
     return [" ".join(html.unescape(text[max(0, m.start() - 40):m.end() + 40]).split())
-            for m in re.finditer("`", text)]
+            for m in re.finditer(r"[`$]", text)]
 
 
 def write_guide_package(src: Path, reference: str) -> None:
@@ -251,10 +252,10 @@ def verify(out: Path, paths: list[str], store: MathStore) -> list[str]:
         if store.prefix in text:
             problems.append(f"{rel}: math placeholder left in the page")
         if path.suffix == ".html":
-            stray = stray_backticks(text)
+            stray = stray_markup(text)
             if stray:
-                problems.append(f"{rel}: {len(stray)} backtick(s) outside code, a code span not closed: "
-                                f"...{stray[0]}...")
+                problems.append(f"{rel}: {len(stray)} backtick(s) or dollar sign(s) outside code and math (a code "
+                                f"span not closed, a formula not rendered): ...{stray[0]}...")
             ids = set(re.findall(r'\sid="([^"]+)"', text))
             broken = sorted({h for h in re.findall(r'href="#([^"$]+)"', text) if html.unescape(h) not in ids})
             if broken:

@@ -244,8 +244,10 @@ def test_a_code_span_cut_by_a_line_break_is_rendered_whole():
     assert build.join_code_spans("```\nx `y\nz\n```") == "```\nx `y\nz\n```"   # fenced code kept as it is
     assert build.join_code_spans("a `x\n- item") == "a `x\n- item"           # a list item is not joined
     html = _load("docmath").markdown_to_html(joined)
-    assert build.stray_backticks(html) == [] and "<code>lens kappa train</code>" in html
-    assert build.stray_backticks(_load("docmath").markdown_to_html(text))   # unjoined: the check finds the break
+    assert build.stray_markup(html) == [] and "<code>lens kappa train</code>" in html
+    assert build.stray_markup(_load("docmath").markdown_to_html(text))   # unjoined: the check finds the break
+    assert build.stray_markup(_load("docmath").markdown_to_html("smoothing $s = $ `k` $\\times m$"))
+    assert not build.stray_markup(_load("docmath").markdown_to_html("smoothing $s = k m$ and `$HOME`"))
 
 
 def test_pdoc_renders_a_module_docstring_with_mathml(tmp_path, monkeypatch):
