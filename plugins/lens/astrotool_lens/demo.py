@@ -81,5 +81,6 @@ def run(ctx) -> list[str]:
             f"m1 {r['m1']:+.4f}±{r['m1_err']:.4f}  m2 {r['m2']:+.4f}±{r['m2_err']:.4f}  "
             f"c {r['c1']:+.5f}/{r['c2']:+.5f}"
             + (f"  ({r['n_failed']} failed)" if r["n_failed"] else ""))
+    lines += [f"lens: note: {note}" for note in rep.get("notes", [])]   # as `astro lens evaluate` prints them
     lines.append(f"lens: evaluated in {t_eval:.1f} s; report {rep['report']}")
     return lines

@@ -48,7 +48,8 @@ def run(ctx, epochs: int = 12) -> list[str]:
              + ", ".join(str(Path(p).relative_to(ws.root)) for p in res.written)]
     prep = prepare(PrepareConfig(name=NAME), 2024, [], ws.stage(PLUGIN, RAW), ws.stage(PLUGIN, LABELS),
                    ws.stage(PLUGIN, PREPARED), overwrite=True)
-    lines.append(f"plato: prepared {prep['curves']} curves of {prep['length']} samples, splits {prep['splits']}")
+    splits = ", ".join(f"{k} {v}" for k, v in prep["splits"].items())
+    lines.append(f"plato: prepared {prep['curves']} curves of {prep['length']} samples, splits: {splits}")
     tcfg = TrainConfig(dataset=NAME, width=4, depth=4, epochs=epochs, lr=3e-3, batch_size=4)
     events = EventsConfig()
     # the epoch lines and progress of `astro plato train` (train_command): the same log and callback

@@ -103,7 +103,7 @@ def run(ctx, sample_dir="auto", n_objects: int = 200, epochs: int = 4) -> list[s
     model, meta = load_classifier(mdir)
     preds = pd.concat([predict_file(r.alerts, r.stamps, model, meta)[0] for r in samples], ignore_index=True)
     objects = per_object(preds, list(meta["classes"]))
-    lines.append(f"ztf: the {len(preds)} sample alerts classified, alerts per class: "
-                 f"{preds['class'].value_counts().to_dict()} ({len(objects)} objects; a model trained on simulated "
-                 "stamps only)")
+    per_class = ", ".join(f"{c} {n}" for c, n in preds["class"].value_counts().items())
+    lines.append(f"ztf: the {len(preds)} sample alerts classified, alerts per class: {per_class} "
+                 f"({len(objects)} objects; a model trained on simulated stamps only)")
     return lines
