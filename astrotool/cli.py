@@ -136,9 +136,17 @@ def _short_bundle(arg: str) -> tuple[list, tuple[str, str, str] | None]:
     return flags, None
 
 
+COMMAND_EPILOG = ("Global options (-w DIR, --cfg FILE, --set KEY=VALUE, -q, -v, -j N, --executor, --shard, --seed, "
+                  "--overwrite, --json, ...) go before or after the sub-command; `astro --help` lists them.")
+"""The epilog of every command's help but the root's (which lists the global options)."""
+
+
 def _plain_markup(cmd) -> None:
-    """Help text is plain text everywhere: units like ``[px]`` must not be read as rich markup."""
+    """Help text is plain text everywhere (units like ``[px]`` must not be read as rich markup), and every
+    command's help ends by pointing to the global options."""
     cmd.rich_markup_mode = None
+    if not getattr(cmd, "epilog", None):
+        cmd.epilog = COMMAND_EPILOG
     for sub in getattr(cmd, "commands", {}).values():
         _plain_markup(sub)
 

@@ -377,3 +377,11 @@ def test_help_says_when_an_invalid_configuration_leaves_it_the_packaged_defaults
     (tmp_path / "astro.toml").write_text('[dre.simulate]\nn_tiles = 11\n')
     r = astro("-w", tmp_path, "dre", "simulate", "--help")
     assert r.returncode == 0 and "[default: 11]" in r.stdout and not r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", [("status",), ("config", "show"), ("dre", "fit")])
+def test_every_command_s_help_points_to_the_global_options(astro, command):
+    """`lens train --help` said "--overwrite starts afresh" without listing --overwrite or saying where it is."""
+    r = astro(*command, "--help")
+    assert r.returncode == 0 and "--overwrite, --json, ...) go before or after the sub-command" in \
+        " ".join(r.stdout.split()), r.stdout
