@@ -147,6 +147,12 @@ def _plain_markup(cmd) -> None:
     cmd.rich_markup_mode = None
     if not getattr(cmd, "epilog", None):
         cmd.epilog = COMMAND_EPILOG
+    for param in getattr(cmd, "params", []):   # an on/off pair shows its default as the option: --mosaics
+        pair = getattr(param, "secondary_opts", None) and getattr(param, "is_flag", False)
+        if pair and isinstance(param.default, bool) and param.show_default in (None, True):
+            from astrotool.cliconfig import show_default
+
+            show_default(param, (param.opts if param.default else param.secondary_opts)[0])
     for sub in getattr(cmd, "commands", {}).values():
         _plain_markup(sub)
 

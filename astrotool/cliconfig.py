@@ -205,13 +205,18 @@ def _apply(param, field, value) -> None:
         param.help = field.description[:1].upper() + field.description[1:]
     shown = _shown(param, value)
     if shown is not None and param.show_default in (False, None, True):
-        param.show_default = shown
-        _bare_default(param)
+        show_default(param, shown)
+
+
+def show_default(param, shown: str) -> None:
+    """Show ``shown`` as the default of option ``param``: ``[default: 16]``, ``[default: --use-psf]`` (Click
+    and Typer put a text ``show_default`` in parentheses, ``[default: (16)]``, as for a description)."""
+    param.show_default = shown
+    _bare_default(param)
 
 
 def _bare_default(param) -> None:
-    """Show the configured default as ``[default: 16]``: Click and Typer put a text ``show_default`` in
-    parentheses (``[default: (16)]``), as for a description of the default."""
+    """Make the text ``show_default`` of ``param`` show bare."""
     original = getattr(param, "_get_default_string", None)
     if original is None:
         return

@@ -385,3 +385,9 @@ def test_every_command_s_help_points_to_the_global_options(astro, command):
     r = astro(*command, "--help")
     assert r.returncode == 0 and "--overwrite, --json, ...) go before or after the sub-command" in \
         " ".join(r.stdout.split()), r.stdout
+
+
+def test_an_on_off_pair_shows_its_default_as_the_option_whether_configured_or_not(astro):
+    """`dre run --help` said `[default: mosaics]` beside the configured pairs' `[default: --use-psf]`."""
+    text = " ".join(astro("dre", "run", "--help").stdout.split())
+    assert "[default: --mosaics]" in text and "[default: mosaics]" not in text
