@@ -294,6 +294,14 @@ class RootGroup(TyperGroup):
             raise Interrupted(str(exc)) from exc
 
 
+def _completer(choices: list[str]):
+    """Shell completion of a global option's few values (``--executor``, ``--log-format``)."""
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return complete
+
+
 def _root_callback():
     """The root callback, its parameters made from :data:`GLOBAL_OPTIONS` (for the help
     and the reference only: the pre-parser has taken the global options away before
@@ -305,8 +313,10 @@ def _root_callback():
         False, "--version", help="Show the version of astrotool and its plugins."))]
     for o in GLOBAL_OPTIONS:
         kind = list[str] if o.repeatable else o.type
+        choices = o.metavar.split("|") if "|" in o.metavar and "/" not in o.metavar else None   # not I/N|auto
         option = typer.Option(None if o.repeatable else o.default, *o.names, help=o.help,
-                              count=o.count, metavar=o.metavar or None, show_default=False)
+                              count=o.count, metavar=o.metavar or None, show_default=False,
+                              autocompletion=_completer(choices) if choices else None)
         params.append(inspect.Parameter(o.attr, kw, annotation=kind, default=option))
 
     def root(**_):

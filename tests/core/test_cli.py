@@ -391,3 +391,11 @@ def test_an_on_off_pair_shows_its_default_as_the_option_whether_configured_or_no
     """`dre run --help` said `[default: mosaics]` beside the configured pairs' `[default: --use-psf]`."""
     text = " ".join(astro("dre", "run", "--help").stdout.split())
     assert "[default: --mosaics]" in text and "[default: mosaics]" not in text
+
+
+@pytest.mark.parametrize("words, expected", [("astro --executor ", ["serial", "process", "dask"]),
+                                             ("astro --log-format p", ["plain"])])
+def test_the_shell_completes_the_values_of_global_options(astro, words, expected):
+    """README: options that take one of a few values are completed by the shell; --executor was not."""
+    r = astro(env={"COMP_WORDS": words, "COMP_CWORD": "2", "_ASTRO_COMPLETE": "complete_bash"})
+    assert r.returncode == 0 and r.stdout.split() == expected, (r.stdout, r.stderr)
