@@ -294,6 +294,27 @@ class RootGroup(TyperGroup):
             raise Interrupted(str(exc)) from exc
 
 
+SYNONYMS = {"check": ("validate",), "lint": ("validate",), "verify": ("validate",), "list": ("show", "status"),
+            "ls": ("status",), "info": ("status", "show"), "run-all": ("run",)}
+"""Words a user may try for a command of another name (``astro config check``: ``validate``)."""
+
+
+def _synonym_hint(exc) -> str:
+    """A hint for a command not found that click's spelling suggestion misses: a synonym of a command of
+    that group (``check`` for ``validate``), or ``--help`` for ``help``."""
+    import re
+
+    m = re.match(r"No such command '(.+)'\.$", exc.message)
+    if m is None:
+        return ""
+    word = m.group(1)
+    if word == "help":
+        return " Use --help: `astro --help`, `astro COMMAND --help`."
+    names = getattr(getattr(getattr(exc, "ctx", None), "command", None), "commands", {})
+    found = [n for n in SYNONYMS.get(word, ()) if n in names]
+    return f" Did you mean {found[0]!r}?" if found else ""
+
+
 def _completer(choices: list[str]):
     """Shell completion of a global option's few values (``--executor``, ``--log-format``)."""
     def complete(incomplete: str) -> list[str]:
@@ -713,7 +734,7 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
 
         _tell_renamed_option(exc)
         if isinstance(getattr(exc, "message", None), str):   # typer checks choices through pydantic
-            exc.message = exc.message.replace("Value error, ", "")
+            exc.message = exc.message.replace("Value error, ", "") + _synonym_hint(exc)
 
         fmt = console.log_format()
         if hasattr(exc, "format_message") and (fmt == "json" or fmt == "plain" and type(exc).__name__ !=

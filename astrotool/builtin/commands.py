@@ -95,12 +95,13 @@ def _config():
 
 @config_app.command("show")
 def config_show(
-    section: str = typer.Argument(None, help="Only this section or table, e.g. dre or dre.simulate."),
+    section: str = typer.Argument(None, help="Only this section, table or key, e.g. dre, dre.simulate or "
+                                             "dre.fit.statistic."),
     sources: bool = typer.Option(False, "--sources", help="Show where each value came from."),
 ):
     """Print the resolved configuration (TOML, or JSON with --json)."""
     from astrotool.console import json_results
-    from astrotool.config import _flatten, to_toml
+    from astrotool.config import _did_you_mean, _flatten, to_toml
     from astrotool.errors import AstroError
 
     ctx = current()
@@ -112,14 +113,15 @@ def config_show(
         if top in cfg.broken or top in cfg.needs:  # say why it is left out, as its commands do
             cfg.section(top)
         if top not in data:
-            raise AstroError(f"config show: unknown section {top!r} (known: {', '.join(data)})")
+            raise AstroError(f"config show: unknown section {top!r}{_did_you_mean(top, data)} "
+                             f"(known: {', '.join(data)})")
         shown = data[top]
-        for depth, name in enumerate(tables, start=1):   # a table of the section: [dre.simulate]
+        for depth, name in enumerate(tables, start=1):   # a table of the section: [dre.simulate]; a key last
             inner = sorted(k for k, v in shown.items() if isinstance(v, dict))
-            if name not in inner:
+            if name not in inner and not (depth == len(tables) and name in shown):
                 where = ".".join([top, *tables[:depth - 1]])
-                raise AstroError(f"config show: [{where}] has no table {name!r} (its tables: "
-                                 f"{', '.join(inner) or 'none'})")
+                raise AstroError(f"config show: [{where}] has no table or key {name!r}{_did_you_mean(name, shown)} "
+                                 f"(its tables: {', '.join(inner) or 'none'})")
             shown = shown[name]
         for name in reversed([top, *tables]):
             shown = {name: shown}

@@ -399,3 +399,20 @@ def test_the_shell_completes_the_values_of_global_options(astro, words, expected
     """README: options that take one of a few values are completed by the shell; --executor was not."""
     r = astro(env={"COMP_WORDS": words, "COMP_CWORD": "2", "_ASTRO_COMPLETE": "complete_bash"})
     assert r.returncode == 0 and r.stdout.split() == expected, (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("config", "check", "x.toml"), "No such command 'check'. Did you mean 'validate'?"),
+    (("help",), "No such command 'help'. Use --help"),
+    (("config", "show", "dre.fti"), "[dre] has no table or key 'fti'; did you mean 'fit'?"),
+    (("config", "show", "dr"), "unknown section 'dr'; did you mean 'dre'?"),
+])
+def test_a_wrong_word_gets_the_right_one(astro, tmp_path, args, message):
+    r = astro("-w", tmp_path, *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_config_show_shows_one_key(astro, tmp_path):
+    """`config show dre.fit.statistic` said "[dre.fit] has no table 'statistic'"."""
+    r = astro("-w", tmp_path, "--set", 'dre.fit.statistic="dre"', "config", "show", "dre.fit.statistic", "--sources")
+    assert r.returncode == 0 and r.stdout.split() == ["dre.fit.statistic", "=", '"dre"', "#", "--set"], r.stdout
