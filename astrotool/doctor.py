@@ -53,6 +53,7 @@ def program_check(names: list[str], hint: str, version_args: tuple[str, ...] = (
 
 
 def check_python() -> CheckResult:
+    """Python 3.10 or newer (required)."""
     ok = sys.version_info >= (3, 10)
     return CheckResult("python", ok, sys.version.split()[0], "" if ok else "Python >= 3.10 is needed", True)
 
@@ -68,10 +69,12 @@ def check_h5py() -> CheckResult:
 
 
 def check_numpy() -> CheckResult:
+    """numpy (required)."""
     return module_check("numpy", "pip install numpy", required=True)
 
 
 def check_torch() -> list[CheckResult]:
+    """torch (for the ML plugins and ``--backend torch``) and the CUDA devices it sees."""
     res = module_check("torch", "pip install torch (CPU: pip install torch --index-url .../cpu)")
     if not res.ok:
         return [res]
@@ -86,6 +89,7 @@ def check_torch() -> list[CheckResult]:
 
 
 def check_cupy() -> CheckResult:
+    """cupy and the GPUs it sees, for ``--backend cupy``."""
     res = module_check("cupy", "pip install cupy-cuda12x (needs an NVIDIA GPU) for --backend cupy")
     if not res.ok:
         return res
@@ -99,4 +103,5 @@ def check_cupy() -> CheckResult:
 
 
 def check_dask() -> CheckResult:
+    """dask.distributed, for ``--executor dask``."""
     return module_check("distributed", "pip install 'dask[distributed]' for --executor dask", label="dask distributed")

@@ -23,7 +23,9 @@ __docformat__ = "numpy"
 
 PROJECT = "astrotool"
 hookspec = pluggy.HookspecMarker(PROJECT)
+"""Marks the hook specifications below (the core's side of the plugin contract)."""
 hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Marks a plugin's implementation of a hook: ``@hookimpl def astro_commands(): ...``."""
 """Decorator for hook implementations in plugins."""
 
 

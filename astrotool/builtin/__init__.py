@@ -10,6 +10,7 @@ _CMD = "astrotool.builtin.commands"
 
 @hookimpl
 def astro_commands():
+    """The core's commands: init, status, config, plugins, doctor, demo."""
     return [
         CommandSpec("init", f"{_CMD}:init_app", "Create a workspace: astro.toml, runs/ and every stage folder.", "Core"),
         CommandSpec("status", f"{_CMD}:status_app", "Show the workspace's stage folders and their file counts.", "Core"),
@@ -22,6 +23,7 @@ def astro_commands():
 
 @hookimpl
 def astro_config_sections():
+    """The ``[core]`` and ``[ml]`` sections."""
     return [
         ConfigSection("core", "astrotool.builtin.config:CoreConfig", "astrotool:defaults.toml"),
         ConfigSection("ml", "astrotool.builtin.config:MLConfig", "astrotool:defaults.toml"),
@@ -30,6 +32,7 @@ def astro_config_sections():
 
 @hookimpl
 def astro_doctor_checks():
+    """The core's checks: Python, numpy, torch (and its GPUs), cupy, dask."""
     d = "astrotool.doctor"
     return [
         DoctorCheck("python", f"{d}:check_python"),

@@ -86,12 +86,16 @@ T = TypeVar("T")
 
 Device = Annotated[Optional[str], typer.Option(
     "--device", help="auto | cpu | cuda | cuda:N | mps (sets ml.accelerator)")]
+"""The ``--device`` option of the commands that train or predict (``device: Device = None``)."""
 Precision = Annotated[Optional[str], typer.Option(
     "--precision", help="32-true | bf16-mixed | 16-mixed (sets ml.precision)")]
+"""The ``--precision`` option of the commands that train."""
 Devices = Annotated[Optional[str], typer.Option(
     "--devices", help="processes per node, one device each: N or auto (sets ml.devices)")]
+"""The ``--devices`` option of the commands that train (DDP)."""
 NumNodes = Annotated[Optional[int], typer.Option(
     "--num-nodes", help="machines taking part, e.g. srun --nodes (sets ml.num_nodes)")]
+"""The ``--num-nodes`` option of the commands that train (several Slurm nodes)."""
 
 RUNTIME_KEYS = {"device": "accelerator", "precision": "precision", "devices": "devices", "num_nodes": "num_nodes"}
 """Command-line option (Python name) -> key of the ``[ml]`` section."""
