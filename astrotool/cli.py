@@ -605,8 +605,8 @@ def _report_stop(status: str, code: int, overwrite: bool = False) -> None:
     again from nothing: resuming is the command without it."""
     from astrotool import console
 
-    again = ("re-run it without --overwrite to keep what it finished (with it, it starts again)" if overwrite
-             else "re-run the same command to resume")
+    again = ("re-run it without --overwrite to keep what it finished (outputs still made with other settings are "
+             "then refused), or with it to start again" if overwrite else "re-run the same command to resume")
     message = f"{status}: partial outputs removed; {again}."
     if console.log_format() in ("json", "plain"):
         console.report_error(message, exit_code=code, status=status)

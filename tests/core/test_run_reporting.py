@@ -88,7 +88,8 @@ def test_plain_error_and_stop_notice_are_log_lines(astro, tmp_path, capsys):
     finally:
         console.setup("plain")
     assert capsys.readouterr().err.endswith("interrupted: partial outputs removed; re-run it without --overwrite to "
-                                            "keep what it finished (with it, it starts again).\n")
+                                            "keep what it finished (outputs still made with other settings are "
+                                            "then refused), or with it to start again.\n")
 
 
 def test_plain_and_json_timestamps_have_one_form():
