@@ -103,7 +103,8 @@ class _Config:
         self.layers, self.targets = defaults_layers()
         self._models: dict[str, Any] = {}
         self._values: dict[str, Any] = {}
-        self._told = False
+        self.error: Exception | None = None
+        """Why the run's configuration could not be used (the defaults shown are then the packaged ones)."""
 
     def model(self, section: str):
         if section not in self._models:
@@ -126,11 +127,8 @@ class _Config:
             except Exception as exc:  # no run, or a configuration the command itself will report
                 from astrotool.errors import AstroError
 
-                if isinstance(exc, AstroError) and not self._told:   # --help would show other defaults in silence
-                    import logging
-
-                    self._told = True
-                    logging.getLogger("astro").warning("%s\n(the defaults shown are the packaged ones)", exc)
+                if isinstance(exc, AstroError):   # --help would show other defaults in silence
+                    self.error = exc
                 try:
                     data = next(d[section] for _, d in self.layers if section in d)
                     model = self.model(section).model_validate(data)
@@ -191,6 +189,20 @@ def describe_options(cmd, path: str) -> None:
             if field is not None and not hasattr(_unwrap(field.annotation), "model_fields"):  # a key, not a table
                 _apply(param, field, _value(cfg.values(section), rest))
                 break
+    if cfg.error is not None:   # said in the help itself (a command run is stopped by the error anyway)
+        note = f"\b\nThe configuration cannot be used, so the defaults shown are the packaged ones:\n{cfg.error}"
+        for command in _commands(cmd):
+            command.epilog = f"{note}\n\n{command.epilog}" if command.epilog else note
+
+
+def _commands(cmd):
+    """``cmd`` and its already mounted sub-commands."""
+    from astrotool.cli import LazyCommand
+
+    yield cmd
+    for sub in getattr(cmd, "commands", {}).values():
+        if not isinstance(sub, LazyCommand):
+            yield from _commands(sub)
 
 
 def _apply(param, field, value) -> None:
