@@ -137,10 +137,10 @@ def test_measure_command_skips_only_a_valid_table_and_closes_the_dataset(tmp_pat
     measure = ["-w", ws, "-q", "lens", "measure", "--dataset", "c", "--methods", "KSB"]
     assert run(*measure)["n"] == 6 and closed == [6]
     assert run(*measure)["skipped"] is True
-    assert run(*measure, "--conversion", "responsivity").get("skipped") is None        # other settings
+    assert run(*measure, "--conversion", "responsivity")["skipped"] is False       # other settings
     run(*gen, "-n", 12, "--overwrite")
     res = run(*measure, "--conversion", "responsivity")
-    assert res.get("skipped") is None and res["n"] == 12                               # another dataset
+    assert res["skipped"] is False and res["n"] == 12                                 # another dataset
     assert closed == [6, 6, 6, 12]
     run("-w", ws, "-q", "--set", "lens.train.threads=1", "--set", "lens.train.blocks=2", "--set",
         "lens.train.hidden=8", "lens", "train", "--dataset", "c", "--epochs", 1, "--width", 4, "--batch-size", 6)

@@ -65,12 +65,12 @@ def test_fits_folder_and_data_json_equal_the_dataset(tmp_path, capsys):
     code, again, _ = _run(capsys, *base, ds / "lensnet", "--name", "folder")
     assert code == 0 and again["skipped"] is True
     code, again, _ = _run(capsys, *base, ds / "lensnet", "--name", "folder", "--conversion", "responsivity")
-    assert code == 0 and again.get("skipped") is None
+    assert code == 0 and again["skipped"] is False
     from astropy.io import fits
 
     fits.PrimaryHDU(np.zeros((24, 24), np.float32) + 1.0).writeto(ds / "lensnet" / "gal_5.fits", overwrite=True)
     code, again, _ = _run(capsys, *base, ds / "lensnet", "--name", "folder", "--conversion", "responsivity")
-    assert code == 0 and again.get("skipped") is None
+    assert code == 0 and again["skipped"] is False
     from astrotool.io.tables import parquet_metadata
 
     ident = parquet_metadata(pred / "folder_hsm.parquet")["identity"]

@@ -140,7 +140,9 @@ def test_the_parity_tolerance_follows_the_calibration_amplification():
 
     assert parity_tolerance(1e-5, None) == 1e-5
     assert parity_tolerance(1e-5, {"m1": 0.02, "m2": 0.01}) == 1e-5         # shrinks differences: tol as is
-    assert abs(parity_tolerance(1e-5, {"m1": -0.999, "m2": 0.0}) - 1e-2) < 1e-9
+    assert abs(parity_tolerance(1e-5, {"m1": -0.5, "m2": 0.0}) - 2e-5) < 1e-12
+    # at most tol / lens.calibrate.min_response: below it the calibration is refused (test_review_round3)
+    assert abs(parity_tolerance(1e-5, {"m1": -0.999, "m2": 0.0}, min_response=0) - 1e-2) < 1e-9
 
 
 def test_a_calibration_with_1_plus_m_zero_is_refused_at_export():
@@ -148,9 +150,10 @@ def test_a_calibration_with_1_plus_m_zero_is_refused_at_export():
     from astrotool.errors import AstroError
     from astrotool_lens.export import parity_tolerance
 
-    with pytest.raises(AstroError, match="make 1 \\+ m zero") as e:
-        parity_tolerance(1e-5, {"m1": -1.0, "m2": 0.0})
-    assert e.value.exit_code == 2
+    for floor in (0.1, 0):   # with the floor lifted too
+        with pytest.raises(AstroError, match="1 \\+ m1, 1 \\+ m2 = 0, 1 are not all at least") as e:
+            parity_tolerance(1e-5, {"m1": -1.0, "m2": 0.0}, min_response=floor)
+        assert e.value.exit_code == 2
 
 
 def test_flagged_stamps_are_counted_in_the_plural():

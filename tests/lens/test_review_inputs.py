@@ -77,7 +77,7 @@ def test_method_any_case(ws, capsys):
         code, out, err = run(capsys, ws, "lens", "validate", "f4", "--method", method)
         assert code == 0, err
         report = json.loads(out)
-        assert report["estimator"] == "regauss" and report["n"] == 40
+        assert report["estimator"] == "REGAUSS" and report["n"] == 40
         reports.append(report)
     assert reports[0]["report"] == reports[1]["report"] and reports[0]["m1_raw"] == reports[1]["m1_raw"]
 

@@ -87,7 +87,8 @@ def test_calibrate_records_the_folder_and_counts_only_the_stamps_used(ws, capsys
     if not mdir.exists():
         shutil.copytree(ws / "lens" / "models" / "m", mdir)
     code, out, err = run(capsys, ws, "--set", "lens.calibrate.max_abs_m=1e6", "--set",
-                         "lens.calibrate.min_response_sigmas=0", "lens", "calibrate", "--model", "mcb",
+                         "lens.calibrate.min_response_sigmas=0", "--set",
+                         "lens.calibrate.min_response=0", "lens", "calibrate", "--model", "mcb",
                          "--dataset", "f3blank")
     assert code == 0, err
     res = json.loads(out)
@@ -97,7 +98,8 @@ def test_calibrate_records_the_folder_and_counts_only_the_stamps_used(ws, capsys
     # a whole field blank: 2 fields left with estimates, too few (the fit ran through 2 points, n_fields 3)
     _copy(ws, "f3", "f3field", lambda gal, field: gal.__setitem__(field == field[0], 0.0))
     code, _, err = run(capsys, ws, "--set", "lens.calibrate.max_abs_m=1e6", "--set",
-                       "lens.calibrate.min_response_sigmas=0", "lens", "calibrate", "--model", "mcb",
+                       "lens.calibrate.min_response_sigmas=0", "--set",
+                       "lens.calibrate.min_response=0", "lens", "calibrate", "--model", "mcb",
                        "--dataset", "f3field")
     assert code == 2 and "2 of 3 constant-shear fields" in err, err
 

@@ -92,7 +92,7 @@ def test_validate_command_end_to_end_with_an_hsm_method(tmp_path, capsys):
     base = ["-w", ws, "-q", "lens", "validate"]
     code, raw, err = _run(capsys, *base, "v", "--method", "KSB")
     assert code == 0, err
-    assert raw["n"] == 48 and raw["n_fields"] == 12 and raw["transfers"] is None and raw["estimator"] == "ksb"
+    assert raw["n"] == 48 and raw["n_fields"] == 12 and raw["transfers"] is None and raw["estimator"] == "KSB"
     report = ws / "lens" / "reports" / "v_ksb_validate.json"
     assert raw["report"] == str(report) and json.loads(report.read_text())["raw"]["m1"] == raw["m1_raw"]
     assert (ws / "lens" / "predictions" / "v_hsm.parquet").is_file()            # measured as `measure` does
@@ -158,7 +158,8 @@ def test_validate_a_model_with_and_without_its_calibration(tmp_path, capsys):
     assert code == 0, err
     assert raw["transfers"] is None and raw["calibration"] is None and "m1" not in raw
     code, _, err = _run(capsys, "-w", ws, "-q", "--set", "lens.calibrate.max_abs_m=10", "--set",
-                        "lens.calibrate.min_response_sigmas=0", "lens", "calibrate",
+                        "lens.calibrate.min_response_sigmas=0", "--set",
+                        "lens.calibrate.min_response=0", "lens", "calibrate",
                         "--model", "c", "--dataset", "v", "--no-symmetrize")
     assert code == 0, err
     code, cal, err = _run(capsys, *base, "v")

@@ -37,6 +37,18 @@ def flat_response(fit: dict, sigmas: float = 3.0) -> str | None:
     return "; ".join(bad) or None
 
 
+def low_response(fit: dict, floor: float = 0.1) -> str | None:
+    """What makes a fitted calibration unusable however precise it is (``"1 + m1 = 8.7e-05"``): ``1 + m`` of a
+    component below ``floor`` (the model hardly responds to shear, and ``(g - c) / (1 + m)`` multiplies its
+    output by ``1 / (1 + m)``); None where both reach it, or ``floor`` is 0."""
+    bad = [f"1 + m{i} = {1 + fit[f'm{i}']:.3g}" for i in (1, 2) if floor and not 1 + fit[f"m{i}"] >= floor]
+    return "; ".join(bad) or None
+
+
+def _mode(symmetrize: bool) -> str:
+    return "--symmetrize" if symmetrize else "--no-symmetrize"
+
+
 def calibrate_model(ds, model_dir, cfg, log=None, device: str = "cpu") -> dict:
     """Measure m and c of a model on constant-shear fields and store them in its checkpoint.
 
@@ -57,7 +69,7 @@ def calibrate_model(ds, model_dir, cfg, log=None, device: str = "cpu") -> dict:
         ``model, dataset`` (its manifest's name), ``dataset_folder`` (the folder calibrated on),
         ``dataset_path, n`` (stamps fitted), ``n_flagged`` (blank stamps, not predicted nor fitted),
         ``n_fields, m1, m1_err, m2, m2_err, c1, c1_err, c2, c2_err, previous`` (the calibration it
-        replaces, or None).
+        replaces, or None; one fitted in the other symmetrize mode is named in a warning).
 
     Raises
     ------
@@ -65,7 +77,7 @@ def calibrate_model(ds, model_dir, cfg, log=None, device: str = "cpu") -> dict:
         The dataset has no constant-shear fields (or fewer than 3), or the
         fitted |m| exceeds ``cfg.max_abs_m`` (the model does not fit these
         simulations), or a fitted ``1 + m`` is not above ``cfg.min_response_sigmas`` errors
-        (:func:`flat_response`); nothing is written.
+        (:func:`flat_response`) or is below ``cfg.min_response`` (:func:`low_response`); nothing is written.
     """
     import torch
 
@@ -112,7 +124,18 @@ def calibrate_model(ds, model_dir, cfg, log=None, device: str = "cpu") -> dict:
         raise InputError(ds.root, f"{flat}, not above lens.calibrate.min_response_sigmas = "
                                   f"{cfg.min_response_sigmas:g} errors: model {model_dir.name!r} hardly responds to "
                                   "shear, and dividing by 1 + m would blow its estimates up; nothing written")
+    low = low_response(result, cfg.min_response)
+    if low:
+        raise InputError(ds.root, f"{low}, below lens.calibrate.min_response = {cfg.min_response:g}: model "
+                                  f"{model_dir.name!r} hardly responds to shear, and dividing by 1 + m would blow "
+                                  "its estimates up; nothing written")
     previous = meta.get("calibration")
+    if previous and previous.get("symmetrize") != cfg.symmetrize and log:   # a model holds one calibration
+        was = _mode(previous["symmetrize"]) if previous.get("symmetrize") is not None else "no recorded mode"
+        log.warning("%s: this calibration (%s) replaces the one fitted with %s on %s: %s runs now give raw "
+                    "estimates (calibrate in that mode to have one there instead)", model_dir.name,
+                    _mode(cfg.symmetrize), was, previous.get("dataset_folder") or previous.get("dataset"),
+                    _mode(not cfg.symmetrize))
     with torch.no_grad():
         model.calib_m.copy_(torch.tensor([result["m1"], result["m2"]], dtype=torch.float32))
         model.calib_c.copy_(torch.tensor([result["c1"], result["c2"]], dtype=torch.float32))

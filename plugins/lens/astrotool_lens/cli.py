@@ -204,11 +204,15 @@ def measure(
                 return measure_inputs(src, cfg, out, mapper=ctx.map, add=add)
         out = ctx.workspace.stage("lens", "predictions") / f"{m.name or stem}_hsm.parquet"
         problem = table_problem(out, src, m)
-        if problem is None and not ctx.overwrite:
+        if problem is None and not ctx.overwrite:   # the summary of a fresh table, read from its metadata
             from astrotool.io.tables import parquet_metadata
 
-            ctx.log.info("%s exists (use --overwrite to measure again)", out)
-            ctx.emit({**label, "path": str(out), "skipped": True, "failed": parquet_metadata(out).get("failed")})
+            held = parquet_metadata(out)
+            ctx.shard_used = True   # nothing to split: no --shard task has anything to do (no "was not used")
+            ctx.log.info("%s is up to date: measured on these stamps with these settings and methods (--overwrite "
+                         "measures it again)", out)
+            ctx.emit({**label, "n": held["identity"]["n"], "failed": held.get("failed"),
+                      "responsivity": held.get("responsivity"), "path": str(out), "measured": [], "skipped": True})
             return
         if ctx.overwrite and ctx.executor_options.shard is None:   # not an interrupted run's parts
             discard_parts(out)
@@ -233,10 +237,19 @@ def measure(
         ctx.emit({**label, **res})
         return
     mc.record(ctx, outputs=[out])
-    for meth, k in res["failed"].items():   # the table's counts: with add, a held method's were warned of before
-        if k and meth in res["measured"]:
-            ctx.log.warning("%s: %d of %d stamps failed", meth, k, res["n"])
-    ctx.emit({**label, **res})
+    # the table's counts: with add, a held method's failures were warned of before
+    warned = [meth for meth, k in res["failed"].items() if k and meth in res["measured"]]
+    if warned:
+        from astrotool.io.tables import read_parquet
+        from astrotool_lens.predict import flagged_message
+
+        errors = read_parquet(out, columns=[f"{meth.lower()}_error" for meth in warned])
+        for meth in warned:   # the count of each reason, as predict gives them
+            col = f"{meth.lower()}_error"
+            ctx.log.warning("%s: %d of %d stamps failed: %s; see column %s of %s", meth, res["failed"][meth], res["n"],
+                            flagged_message(errors.column(col).to_numpy(zero_copy_only=False), counts_only=True),
+                            col, out.name)
+    ctx.emit({**label, **res, "skipped": False})
     if res["n"] and all(k == res["n"] for k in res["failed"].values()):   # nothing measured: the input is bad
         from astrotool.errors import AstroError
 
@@ -384,7 +397,9 @@ def calibrate(
     Predictions, evaluation and ONNX export then return (g - c) / (1 + m). Check the
     calibration with `evaluate` on fields drawn with another seed; `--raw` skips it.
     A fit with |m1| or |m2| above lens.calibrate.max_abs_m (default 0.1: the model does not
-    match the simulations) is refused (exit 2) and nothing is written.
+    match the simulations), or whose 1 + m1 or 1 + m2 is below lens.calibrate.min_response
+    (default 0.1) or within lens.calibrate.min_response_sigmas (3) errors of 0 (the model hardly
+    responds to shear), is refused (exit 2) and nothing is written.
     """
     from astrotool.errors import InputError
     from astrotool_lens.calibrate import calibrate_model
@@ -430,7 +445,9 @@ def validate(
     the calibrated ones; the calibration transfers when every calibrated |m_i| < max_abs_m and
     |c_i| < max_abs_c, or each is within --sigmas errors of 0. Writes
     lens/reports/<input>_<estimator>_validate.json (a model with --no-symmetrize:
-    <input>_<model>_nosym_validate.json; the report records symmetrize).
+    <input>_<model>_nosym_validate.json; the report records symmetrize); with --calibration FILE
+    _cal is added (<input>_<estimator>_cal_validate.json), so the report of the raw estimator or of
+    the model's own calibration is kept.
     """
     import numpy as np
 
@@ -501,7 +518,7 @@ def validate(
     else:
         from astrotool_lens.evaluate import hsm_estimates, table_estimates
 
-        estimator = v.method.lower()
+        estimator = v.method   # REGAUSS, as measure and evaluate name it (its report's file name: regauss)
         if psf is None and is_dataset(inputs, shear_stage):
             from astrotool_lens.data import ShearDataset
 
@@ -535,7 +552,9 @@ def validate(
         uncalibrated = "the stored calibration is not applied with --response metacal"
     report = validate_estimates(truth["g1"], truth["g2"], raw, cal, v, field, uncalibrated, problem)
     sym = v.symmetrize if v.model else None   # a model's mode; predict's and evaluate's _nosym: a report of its own
-    out = ctx.workspace.stage("lens", "reports") / f"{stem}_{estimator}{'_nosym' if sym is False else ''}_validate.json"
+    mode = ("_nosym" if sym is False else "") + ("_cal" if v.calibration else "")   # --calibration FILE: _cal
+    named = estimator if v.model else v.method.lower()
+    out = ctx.workspace.stage("lens", "reports") / f"{stem}_{named}{mode}_validate.json"
     report = {"input": str(inputs), "estimator": estimator, "symmetrize": sym, **report, "report": str(out)}
     write_json_atomic(out, report)
     mc.record(ctx, inputs=[inputs], outputs=[out])
@@ -561,11 +580,11 @@ def predict(
 ):
     """Predict (g1, g2) for stamps; writes lens/predictions/<name>_<model>.parquet and reports stamps/s.
 
-    --no-symmetrize adds _nosym and --raw _raw to the name, so a run in another mode keeps the
-    default run's table. Stamps with NaN/inf pixels or blank ones get NaN shear, flag 1 and the
-    reason in column error (counted in n_flagged); when no stamp could be predicted the table is
-    still written and the exit code is 2. A calibration is applied only in the symmetrize mode it
-    was fitted in.
+    --no-symmetrize adds _nosym, --raw _raw and --engine onnxruntime _onnx to the name, so a run in
+    another mode or engine keeps the default run's table. Stamps with NaN/inf pixels or blank ones
+    get NaN shear, flag 1 and the reason in column error (counted in n_flagged); when no stamp could
+    be predicted the table is still written and the exit code is 2. A calibration is applied only in
+    the symmetrize mode it was fitted in.
 
     With --response metacal the model measures metacalibration's ellipticities (as `validate
     --response metacal` does): g = <R>^-1 e with the response averaged over the whole input, to
@@ -611,8 +630,10 @@ def predict(
         bad = np.flatnonzero(cols["flag"])
         if 0 < len(bad) < len(cols["flag"]):
             ctx.log.warning("%s", flagged_message(cols["error"]))
-    # a mode of its own names a table of its own (as evaluate's --raw): runs in other modes never replace it
+    # a mode of its own names a table of its own (as evaluate's --raw): runs in other modes never replace it,
+    # nor does the ONNX export's run the torch model's (the two are compared side by side)
     mode = ("" if pc.symmetrize else "_nosym") + ("" if pc.calibrated or metacal else "_raw")
+    suffix += "_onnx" if pc.engine == "onnxruntime" else ""
     out = ctx.workspace.stage("lens", "predictions") / f"{pc.name or inp.stem}_{mdir.name}{mode}{suffix}.parquet"
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
@@ -679,7 +700,12 @@ def export(
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="include 8-fold averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="include the model's calibration"),
 ):
-    """Export a trained model to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
+    """Export a trained model to ONNX and check onnxruntime against torch (max |diff| <= parity_tol).
+
+    With the calibration in the graph the tolerance is parity_tol / (1 + m), at most
+    parity_tol / lens.calibrate.min_response: a stored calibration whose 1 + m1 or 1 + m2 is below
+    lens.calibrate.min_response is refused (exit 2; calibrate again, or --raw).
+    """
     from astrotool_lens.export import export_plan
 
     ctx = current()
@@ -688,6 +714,7 @@ def export(
     x = cfg.export
     mdir = _model_dir(ctx, x.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     est, stamps, out, kwargs = export_plan(mdir, output, x.opset, x.symmetrize, x.parity_samples, x.parity_tol,
-                                           x.calibrated, explicit=calibrated is True)
+                                           x.calibrated, explicit=calibrated is True,
+                                           min_response=cfg.calibrate.min_response)
     res = mc.export_checked(ctx, est, stamps, out, sources=[mdir], **kwargs)
     ctx.emit({**res, **{k: kwargs["metadata"]["onnx"][k] for k in ("symmetrize", "calibrated")}})

@@ -456,14 +456,17 @@ class CalibrateConfig(_Model):
                                                      "this: the model does not match the simulations")
     min_response_sigmas: float = Field(3.0, ge=0, description="refuse a fit whose 1 + m1 or 1 + m2 is not above "
                                                               "this many times its error (0: no check)")
+    min_response: float = Field(0.1, ge=0, lt=1, description="refuse a fit whose 1 + m1 or 1 + m2 is below this "
+                                                             "(a model that hardly responds to shear; 0: no check); "
+                                                             "export refuses such a stored calibration too")
 
 
 class ValidateConfig(_Model):
     """``astro lens validate``: m and c of an estimator on a constant-shear set, and whether a calibration transfers."""
 
     model: str = Field("", description="the estimator: a trained model (name or folder); or give method")
-    method: Literal["", Method] = Field(
-        "", description="the estimator: a classical method measured with lens measure's settings; or give model")
+    method: Method | None = Field(   # not Literal["", ...]: --method's choices would show an empty one
+        None, description="the estimator: a classical method measured with lens measure's settings; or give model")
     calibration: str = Field("", description="JSON file holding m1, m2, c1, c2 (a lens validate report, a model.json, "
                                              "a lens calibrate result); default: the model's own calibration")
     symmetrize: bool = Field(True, description="average the CNN over the 8 flips/rotations")
@@ -477,6 +480,12 @@ class ValidateConfig(_Model):
     max_abs_c: float = Field(5e-4, gt=0, description="... and every calibrated |c_i| below this (or within `sigmas` "
                                                     "errors of 0)")
     sigmas: float = Field(2.0, gt=0, description="how many fit errors from 0 still count as consistent with 0")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _empty_method(cls, value):
+        """``""`` (an older configuration's "no method") is no method."""
+        return None if value == "" else value
 
 
 class DemoConfig(_Model):

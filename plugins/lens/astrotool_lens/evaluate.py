@@ -363,6 +363,36 @@ def table_estimates(table, rows, methods: Sequence[str], field=None) -> dict:
     return out
 
 
+def check_hsm_table(ds, path: Path, cfg, overwrite: bool = False) -> str | None:
+    """Why the HSM table at ``path`` must be measured for ``cfg`` (None: it serves ``ds``), refusing first
+    what measuring it would refuse, so that a command can check before it does any other work.
+
+    Returns
+    -------
+    str or None
+        :func:`astrotool_lens.measure.table_problem`.
+
+    Raises
+    ------
+    astrotool.errors.AstroError
+        Exit code 2: the table was measured on these stamps with other settings for a method of ``cfg``
+        (:func:`astrotool_lens.measure.replaced_settings`) and ``overwrite`` is off, or a method's package
+        is missing (:func:`astrotool_lens.measure.require_packages`).
+    """
+    from astrotool.errors import AstroError
+    from astrotool_lens.measure import replaced_settings, require_packages, table_problem
+
+    problem = table_problem(path, ds, cfg)
+    if problem:
+        changes = [] if overwrite else replaced_settings(path, ds, cfg)
+        if changes:
+            raise AstroError(f"{path}: measured on these stamps with other settings ({'; '.join(changes)}), which "
+                             "measuring it again would replace: give its settings (--set lens.measure.KEY=VALUE) "
+                             "or --overwrite to measure it again with these", exit_code=2)
+        require_packages(cfg)
+    return problem
+
+
 def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False):
     """The HSM table of ``ds`` for ``cfg`` (a pyarrow Table): the one at ``path`` if it serves, else measured.
 
@@ -376,23 +406,18 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
     ------
     astrotool.errors.AstroError
         Exit code 2: the table was measured on these stamps with other settings (a ``lens measure`` of the
-        user's own) and ``overwrite`` is off; it is never replaced silently. Or items failed (exit code 1).
+        user's own) and ``overwrite`` is off; it is never replaced silently (:func:`check_hsm_table`). Or
+        items failed (exit code 1).
     """
     from astrotool.errors import AstroError
     from astrotool.io.tables import read_parquet
-    from astrotool_lens.measure import (discard_parts, measure_dataset, measure_inputs, measure_plan,
-                                        replaced_settings, table_problem)
+    from astrotool_lens.measure import discard_parts, measure_dataset, measure_inputs, measure_plan
 
-    problem = table_problem(path, ds, cfg)
+    problem = check_hsm_table(ds, path, cfg, overwrite)
     if problem:
         name = getattr(ds, "stem", None) or ds.name
         if overwrite:
             discard_parts(path)
-        changes = [] if overwrite else replaced_settings(path, ds, cfg)
-        if changes:
-            raise AstroError(f"{path}: measured on these stamps with other settings ({'; '.join(changes)}), which "
-                             "measuring it again would replace: give its settings (--set lens.measure.KEY=VALUE) "
-                             "or --overwrite to measure it again with these", exit_code=2)
         wanted, add = measure_plan(path, ds, cfg, overwrite, every_method=False)
         if log:
             log.info("measuring %s on %s (the table %s: %s)", ", ".join(wanted.methods), name,
@@ -439,6 +464,9 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     astrotool.errors.InputError
         ``ds`` bears the name of the model's training set but was made again since (unless ``split`` is all)
         (:func:`astrotool.ml.commands.check_trained_on`), or its truth table lacks a column.
+    astrotool.errors.AstroError
+        Exit code 2: the HSM table of ``cfg.classical`` cannot be measured again without ``overwrite``
+        (:func:`check_hsm_table`), refused before any stamp is predicted and with nothing written.
 
     Returns
     -------
@@ -471,6 +499,12 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     if fields_all is None and ds.manifest.get("ring"):
         fields_all = np.asarray(truth["pair"])
     field = None if fields_all is None else fields_all[idx]
+
+    methods = list(cfg.classical)
+    hsm_path = Path(hsm_table) if hsm_table else Path(predictions_dir) / f"{ds.stem}_hsm.parquet"
+    hsm_cfg = (measure_cfg or MeasureConfig()).model_copy(update={"methods": methods})
+    if methods:   # a table of other settings is refused before any stamp is predicted
+        check_hsm_table(ds, hsm_path, hsm_cfg, overwrite)
 
     use_psf = bool(meta["training"].get("use_psf"))
     x = dataset_inputs(ds, use_psf, idx, check_finite=False)
@@ -510,11 +544,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     estimates = {"CNN": (pred[:, 0], pred[:, 1])}
     if calibration:
         estimates["CNN raw"] = (raw[:, 0], raw[:, 1])
-    methods = list(cfg.classical)
     if methods:
-        hsm_path = Path(hsm_table) if hsm_table else Path(predictions_dir) / f"{ds.stem}_hsm.parquet"
-        t = hsm_estimates(ds, hsm_path, (measure_cfg or MeasureConfig()).model_copy(update={"methods": methods}),
-                          mapper, log, overwrite)
+        t = hsm_estimates(ds, hsm_path, hsm_cfg, mapper, log, overwrite)
         rows = table_rows(t.column("index").to_numpy(), idx)
         if (rows < 0).any():
             from astrotool.errors import InputError

@@ -53,7 +53,7 @@ def parity_inputs(meta: dict, n: int, seed: int = 0) -> np.ndarray:
 
 def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset: int = 17,
                 symmetrize: bool = True, parity_samples: int = 64, tol: float = 1e-5,
-                calibrated: bool = True) -> dict:
+                calibrated: bool = True, min_response: float = 0.1) -> dict:
     """Export a checkpoint to ONNX and compare onnxruntime with torch.
 
     Parameters
@@ -73,6 +73,8 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
         (:func:`parity_tolerance`).
     calibrated : bool
         Include the checkpoint's calibration (``astro lens calibrate``) in the graph.
+    min_response : float
+        A calibration whose ``1 + m1`` or ``1 + m2`` is below this is refused (``lens.calibrate.min_response``).
 
     Returns
     -------
@@ -86,32 +88,47 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None, opset
     """
     from astrotool.ml.export import export_onnx as export_checked_onnx
 
-    model, x, out_path, kwargs = export_plan(model_dir, out_path, opset, symmetrize, parity_samples, tol, calibrated)
+    model, x, out_path, kwargs = export_plan(model_dir, out_path, opset, symmetrize, parity_samples, tol, calibrated,
+                                             min_response=min_response)
     res = export_checked_onnx(model, x, out_path, **kwargs)
     return {**res, **{k: kwargs["metadata"]["onnx"][k] for k in ("symmetrize", "calibrated")}}
 
 
-def parity_tolerance(tol: float, calibration: dict | None) -> float:
+def parity_tolerance(tol: float, calibration: dict | None, min_response: float = 0.1,
+                     source: str | Path = "model.json") -> float:
     """The parity tolerance of outputs ``(g - c) / (1 + m)``: ``tol`` of raw ones divided by the smallest
-    ``|1 + m_i|`` (below 1: a calibration that shrinks differences leaves ``tol`` as it is)."""
+    ``|1 + m_i|`` (below 1: a calibration that shrinks differences leaves ``tol`` as it is), so at most
+    ``tol / min_response``.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        A ``|1 + m_i|`` below ``min_response`` (``lens.calibrate.min_response``, which ``calibrate`` refuses
+        since; a calibration stored before) or, with ``min_response`` 0, below 1e-6: the calibrated outputs
+        are the raw ones' float noise blown up, and so would be the tolerance. ``source`` (the model's
+        ``model.json``) is named.
+    """
     if not calibration:
         return tol
     scale = min(1.0, *(abs(1.0 + float(calibration[k])) for k in ("m1", "m2")))
-    if not scale > 1e-6:   # (g - c) / (1 + m) with m = -1: no calibrated output at all
-        from astrotool.errors import AstroError
+    if not scale >= max(min_response, 1e-6):
+        from astrotool.errors import InputError
 
-        raise AstroError(f"the calibration's m1, m2 = {calibration['m1']:g}, {calibration['m2']:g} make 1 + m zero: "
-                         "calibrate again, or export with --raw", exit_code=2)
+        raise InputError(source, f"its calibration's 1 + m1, 1 + m2 = {1 + calibration['m1']:.3g}, "
+                                 f"{1 + calibration['m2']:.3g} are not all at least lens.calibrate.min_response = "
+                                 f"{min_response:g} (a model that hardly responds to shear): calibrate again, or "
+                                 "export with --raw")
     return tol / scale
 
 
 def export_plan(model_dir: str | Path, out_path: str | Path | None = None, opset: int = 17,
                 symmetrize: bool = True, parity_samples: int = 64, tol: float = 1e-5, calibrated: bool = True,
-                explicit: bool = False):
+                explicit: bool = False, min_response: float = 0.1):
     """What :func:`export_onnx` hands to :func:`astrotool.ml.export.export_onnx`.
 
     The calibration goes into the graph only in the symmetrize mode it was fitted in; ``explicit``
-    (``--calibrated`` given) refuses the other mode instead of exporting raw with a warning.
+    (``--calibrated`` given) refuses the other mode instead of exporting raw with a warning; a calibration
+    whose ``1 + m`` is below ``min_response`` is refused (:func:`parity_tolerance`).
 
     Returns
     -------
@@ -134,6 +151,7 @@ def export_plan(model_dir: str | Path, out_path: str | Path | None = None, opset
     out_path = Path(out_path) if out_path else model_dir / "model.onnx"
     info = {"symmetrize": symmetrize, "calibrated": bool(calibration),
             "input": "stamps (n, C, S, S) raw float32", "output": "g (n, 2) reduced shear"}
-    kwargs = {"input_name": "stamps", "output_names": ["g"], "opset": opset, "tol": parity_tolerance(tol, calibration),
+    tol = parity_tolerance(tol, calibration, min_response, model_dir / "model.json")
+    kwargs = {"input_name": "stamps", "output_names": ["g"], "opset": opset, "tol": tol,
               "metadata": {**meta, "onnx": info}}
     return model, parity_inputs(meta, parity_samples), out_path, kwargs

@@ -141,6 +141,8 @@ def measure_arrays(gal: np.ndarray, psf: np.ndarray, methods: Sequence[str], pix
                 try:
                     if not np.isfinite(gal[i]).all():
                         raise ValueError("non-finite pixels")
+                    if not gal[i].any():   # METACAL's and ANACAL's words (GalSim: "Masked image is all 0's.")
+                        raise ValueError("blank stamp")
                     res = galsim.hsm.EstimateShear(gim, pim, shear_est=m, strict=False,
                                                    guess_sig_gal=guess_sig_gal, guess_sig_PSF=guess_sig_psf)
                     if res.error_message or res.correction_status != 0:
@@ -459,7 +461,8 @@ def table_problem(path: str | Path, dataset, cfg: MeasureConfig) -> str | None:
     Returns
     -------
     str or None
-        The reasons, e.g. ``"measured on another dataset (n 8 -> 12, ...)"``.
+        The reasons, e.g. ``"measured on another dataset (n 8 -> 12, manifest_sha256 ... -> ...)"``, naming
+        only what changed (``"measured on other stamps (stamps_sha256 3f0c... -> 9a1b...)"``).
     """
     from astrotool.errors import InputError
     from astrotool.io.tables import parquet_metadata
@@ -475,10 +478,11 @@ def table_problem(path: str | Path, dataset, cfg: MeasureConfig) -> str | None:
     problems = []
     if not isinstance(old, dict):
         problems.append("no record of the dataset it was measured on (an older table)")
-    elif _content(old) != _content(new):
+    elif _content(old) != _content(new):   # what changed, and when each was made where that is known
         what = "another dataset" if "manifest_sha256" in new else "other stamps"
-        problems.append(f"measured on {what} (n {old.get('n')} -> {new['n']}, created "
-                        f"{old.get('created_utc')} -> {new.get('created_utc')})")
+        changed = [k for k in (*_content(new), "created_utc") if old.get(k) != new.get(k)]
+        problems.append(f"measured on {what} ("
+                        + ", ".join(f"{k} {_fmt(old.get(k))} -> {_fmt(new.get(k))}" for k in changed) + ")")
     held = set(meta.get("methods") or [])   # a method it lacks is named as lacking, its settings are no change
     problems += _settings_changes(meta, cfg.model_copy(update={"methods": [m for m in cfg.methods if m in held]}))
     lacking = [m for m in cfg.methods if m not in held]
