@@ -218,7 +218,7 @@ def test_predict_says_why_no_input_could_be_ingested(tws, tmp_path, astro):
     assert astro("-w", tws, "ztf", "ingest", src).returncode == 0
     r = astro("-w", tws, "--set", "ztf.ingest.stamp_size=31", "ztf", "predict", src, "--model", "sim_classifier")
     assert r.returncode == 2 and "Traceback" not in r.stderr   # refused before any work (it was an item failure)
-    assert "no alert file could be read" not in r.stderr and "astro ztf ingest --overwrite" in r.stderr
+    assert "no alert file could be read" not in r.stderr and f"astro -w {tws} ztf ingest --overwrite" in r.stderr
 
 
 def test_predict_refuses_stamps_smaller_than_the_model_s_crop_naming_the_stamp_file(tws, tmp_path, astro):
@@ -462,10 +462,13 @@ def test_prepare_says_when_a_small_class_caps_val_and_test(ws, astro):
     assert "test and val hold at most a third each" in r.stderr and "test_per_class 100" in r.stderr
 
 
-def test_an_empty_folder_is_no_file(tmp_path, astro):
+def test_an_empty_folder_is_an_input_that_failed(tmp_path, astro):
+    """It was counted as no file while the progress line said "1/1 done, 1 failed"."""
     (tmp_path / "empty").mkdir()
     r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", tmp_path / "empty")
-    assert json.loads(r.stdout)["files"] == 0 and "holds no .avro" in r.stderr
+    out = json.loads(r.stdout)
+    assert (out["files"], out["ingested"], out["failed"]) == (1, 0, 1) and "holds no .avro" in r.stderr
+    assert "1/1 done, 1 failed" in r.stderr
 
 
 def test_predict_again_after_the_inputs_were_ingested_again_is_made_alike(tws, tmp_path, astro):
@@ -619,7 +622,7 @@ def test_predict_of_a_changed_input_says_to_ingest_it_again(tws, tmp_path, astro
     synthetic.write_avro(src, synthetic.make_alerts(4))
     for r in (astro(*run), astro("-w", tws, "--overwrite", *run[2:])):
         assert r.returncode != 0 and "Traceback" not in r.stderr
-        assert f"astro ztf ingest --overwrite {src}" in r.stderr
+        assert f"astro -w {tws} ztf ingest --overwrite {src}" in r.stderr
     assert astro("-w", tws, "--overwrite", "ztf", "ingest", src).returncode == 0
     r = astro("-w", tws, "--overwrite", *run[2:])
     assert r.returncode == 0, r.stderr
@@ -718,9 +721,9 @@ def test_an_unfinished_checkpoint_names_the_command_that_resumes_it(tws, capsys)
 
     _finished_after(tws / "ztf" / "models" / "sim_vae", 1, 2)
     code, _, err = _main(capsys, "-w", tws, "ztf", "embed", "--model", "sim_vae")
-    command = "astro --seed 1 ztf train --model sim_vae --epochs 2 --arch vae"
+    command = f"astro -w {tws} --seed 1 ztf train --model sim_vae --epochs 2 --arch vae"
     assert code == 2 and f"run `{command}` again to resume" in " ".join(err.split()), err
-    code, _, err = _main(capsys, "-w", tws, *shlex.split(command)[1:])   # resumes it to its end
+    code, _, err = _main(capsys, *shlex.split(command)[1:])   # resumes it to its end, as pasted
     assert code == 0, err
     assert unfinished(read_meta(tws / "ztf" / "models" / "sim_vae")) is None
 
@@ -777,7 +780,7 @@ def test_predict_runs_the_onnx_export_and_refuses_a_stale_one(tws, astro):
     run = ("--json", "-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier")
     mdir = tws / "ztf" / "models" / "sim_classifier"
     err = _error(astro(*run, "--engine", "onnxruntime"))
-    assert "model.onnx" in err and "astro ztf export" in err   # not exported yet
+    assert "model.onnx" in err and f"astro -w {tws} ztf export --model sim_classifier" in err   # not exported yet
     assert astro("-w", tws, "ztf", "export", "--model", "sim_classifier").returncode == 0
     r = astro(*run)
     assert r.returncode == 0, r.stderr
@@ -796,5 +799,5 @@ def test_predict_runs_the_onnx_export_and_refuses_a_stale_one(tws, astro):
     meta = json.loads((mdir / "model.json").read_text())
     (mdir / "model.json").write_text(json.dumps({**meta, "temperature": meta["temperature"] * 2}))
     err = _error(astro(*run, "--engine", "onnxruntime", "--name", "stale"))
-    assert "model.onnx" in err and "temperature" in err and "astro ztf export" in err
+    assert "model.onnx" in err and "temperature" in err and f"astro -w {tws} ztf export --model sim_classifier" in err
     assert not (tws / "ztf" / "predictions" / "stale_alerts.parquet").exists()

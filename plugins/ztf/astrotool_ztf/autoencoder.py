@@ -124,13 +124,13 @@ def latents(model_dir, ds, split: str, device: str | None = None) -> dict:
     """Latent means, per-alert reconstruction error (mean squared, per pixel) and labels of the first alert of
     each object of ``split``, computed on ``device`` (``auto``, ``cpu``, ``cuda:N``...; default CPU)."""
     from astrotool.errors import InputError
-    from astrotool.ml.checkpoint import build_model, load_checkpoint
+    from astrotool.ml.checkpoint import build_model
 
-    from astrotool_ztf.classify import check_finished
-    from astrotool_ztf.model import AUTOENCODER, REGISTRY
+    from astrotool_ztf.classify import check_finished, load_autoencoder
+    from astrotool_ztf.model import REGISTRY
     from astrotool_ztf.prepare import first_alerts
 
-    ckpt = load_checkpoint(model_dir, AUTOENCODER)
+    ckpt = load_autoencoder(model_dir)
     check_finished(ckpt.meta, model_dir)   # as evaluate: an autoencoder cut short is not embedded
     if int(ds.attrs["crop"]) != int(ckpt.meta.get("crop", 21)):
         raise InputError(Path(model_dir) / "model.json", f"trained with crop {ckpt.meta.get('crop', 21)}; the set "

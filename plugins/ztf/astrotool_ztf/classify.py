@@ -46,6 +46,31 @@ def load_classifier(model_dir):
     return model, ckpt.meta
 
 
+def load_autoencoder(model_dir):
+    """The checkpoint of the autoencoder in ``model_dir`` (``embed``, ``predict --autoencoder``, ``train --arch
+    probe --encoder``).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Another kind of model, said plainly (as :func:`load_classifier` says it of an autoencoder).
+    """
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import load_checkpoint, read_meta
+
+    from astrotool_ztf.model import AUTOENCODER, CLASSIFIERS, TEMPORAL
+
+    arch = (read_meta(model_dir).get("architecture") or {}).get("name")
+    if arch != AUTOENCODER:
+        kind = ("a temporal model (train --arch temporal)" if arch == TEMPORAL else
+                "a classifier (train --arch classifier or probe)" if arch in CLASSIFIERS else
+                f"a model of architecture {arch!r}")
+        raise InputError(Path(model_dir).name, f"{kind}, not an autoencoder: `embed`, `predict --autoencoder` and "
+                                               "`train --arch probe --encoder` take an autoencoder (train --arch "
+                                               "ae|vae)")
+    return load_checkpoint(model_dir, AUTOENCODER)
+
+
 def check_finished(meta: dict, model_dir) -> None:
     """Refuse a checkpoint whose training did not run to its end
     (:func:`astrotool.ml.checkpoint.unfinished`): its temperature, if any, is not the final model's."""
@@ -66,10 +91,8 @@ def train_command(meta: dict, model_dir) -> str:
     (:func:`astrotool.ml.commands.resume_settings`) that ``model.json`` records away from its default: and ``patience``
     (a resumed run may change it, but would stop by another rule): as the option of ``astro ztf train`` that sets
     it (:func:`astrotool.cliconfig.option_keys`) where the value is a string or a number, else (a list, a flag) as
-    ``--set``; defaults are the packaged ones.
+    ``--set``; defaults are the packaged ones. It names the workspace (:func:`astrotool_ztf.hints.astro_command`).
     """
-    import shlex
-
     import typer
 
     from astrotool.cliconfig import option_keys
@@ -77,18 +100,19 @@ def train_command(meta: dict, model_dir) -> str:
     from astrotool_ztf.cli import app
 
     from astrotool_ztf.config import TrainConfig
+    from astrotool_ztf.hints import astro_command
     from astrotool_ztf.train import RESUMABLE
 
     name = Path(model_dir).name
     settings = meta.get("hyperparameters")
     if not isinstance(settings, dict):   # a checkpoint that recorded no settings
-        return f"astro ztf train --model {shlex.quote(name)}"
+        return astro_command("ztf", "train", "--model", name)
     seed = (meta.get("training") or {}).get("seed")
     epochs = (meta.get("training_progress") or {}).get("epochs", settings.get("epochs"))
     if settings.get("seeds") and name.endswith(f"_seed{seed}"):
-        words = ["astro", "ztf", "train", "--model", name.removesuffix(f"_seed{seed}"), "--seeds", str(seed)]
+        words = ["ztf", "train", "--model", name.removesuffix(f"_seed{seed}"), "--seeds", str(seed)]
     else:
-        words = ["astro", *(["--seed", str(seed)] if seed is not None else []), "ztf", "train", "--model", name]
+        words = [*(["--seed", str(seed)] if seed is not None else []), "ztf", "train", "--model", name]
     words += ["--epochs", str(epochs)]
     defaults = TrainConfig().model_dump(mode="json")
     command = typer.main.get_command(app).commands["train"]
@@ -103,7 +127,7 @@ def train_command(meta: dict, model_dir) -> str:
         scalar = isinstance(value, (str, int, float)) and not isinstance(value, bool)
         option = options.get(f"ztf.train.{key}") if scalar else None
         words += [option, text] if option else ["--set", f"ztf.train.{key}={text}"]
-    return shlex.join(words)
+    return astro_command(*words)
 
 
 def temperature(meta: dict, model_dir) -> float:
@@ -119,9 +143,32 @@ def temperature(meta: dict, model_dir) -> float:
     return float(meta["temperature"])
 
 
-def check_onnx(path, meta: dict) -> Path:
-    """``path``, the ONNX export of the classifier of ``meta`` (its ``model.json``), checked to hold the same
-    weights, temperature and classes.
+def remove_stale_onnx(model_dir, log) -> None:
+    """Delete ``<model_dir>/model.onnx`` when it was not exported from the checkpoint's weights and temperature
+    (``train`` wrote new ones since), with a log line naming the command that exports it again."""
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import read_meta
+    from astrotool.ml.export import onnx_metadata
+    from astrotool_ztf.hints import astro_command, model_arg
+
+    path = Path(model_dir) / "model.onnx"
+    if not path.is_file():
+        return
+    meta = read_meta(model_dir)
+    try:
+        info = onnx_metadata(path)
+    except InputError:
+        info = {}
+    if info.get("weights_sha256") == meta.get("weights_sha256") and info.get("temperature") == meta.get("temperature"):
+        return
+    path.unlink()
+    log.info("%s: removed: exported from the weights before this training (run `%s` to export the new ones)",
+             path, astro_command("ztf", "export", "--model", model_arg(model_dir)))
+
+
+def check_onnx(path, meta: dict, model_dir) -> Path:
+    """``path``, the ONNX export of the classifier of ``meta`` (the ``model.json`` of ``model_dir``), checked to
+    hold the same weights, temperature and classes.
 
     Raises
     ------
@@ -131,12 +178,14 @@ def check_onnx(path, meta: dict) -> Path:
     """
     from astrotool.errors import InputError
     from astrotool.ml.export import check_onnx_weights
+    from astrotool_ztf.hints import astro_command, model_arg
 
-    info = check_onnx_weights(path, meta, "astro ztf export")
+    command = astro_command("ztf", "export", "--model", model_arg(model_dir))
+    info = check_onnx_weights(path, meta, command)
     if info.get("temperature") != meta.get("temperature") or list(info.get("classes", [])) != list(meta["classes"]):
         raise InputError(path, f"exported with temperature {info.get('temperature')} and classes "
                                f"{info.get('classes')}; the checkpoint has {meta.get('temperature')} and "
-                               f"{meta['classes']} (run `astro ztf export` again)")
+                               f"{meta['classes']} (run `{command}` again)")
     return Path(path)
 
 

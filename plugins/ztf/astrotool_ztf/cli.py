@@ -61,7 +61,7 @@ def ingest(
 
     from astrotool.context import current
     from astrotool_ztf import ALERTS, NAME, STAMPS
-    from astrotool_ztf.ingest import expand_inputs, ingest_files, version_key
+    from astrotool_ztf.ingest import expand_inputs, ingest_files, missing_note, version_key
 
     ctx = current()
     cfg = ctx.section(NAME, {"ingest.stamp_size": stamp_size, "ingest.compression": compression,
@@ -84,6 +84,8 @@ def ingest(
                             "%d px): stamps_resized", r.input, r.n_stamps_resized, cfg.stamp_size)
         if r.n_stamps_bad:
             ctx.log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
+        if r.missing_fields:
+            ctx.log.warning("%s: %s", r.input, missing_note(r.missing_fields.split(", ")))
         if r.n_members_skipped:
             ctx.log.warning("%s: %d archive member(s) that are not readable alerts left out: %s", r.input,
                             r.n_members_skipped, r.members_skipped)
@@ -95,8 +97,9 @@ def ingest(
         ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
     fresh = sum(r.n_alerts for r in done if not r.skipped)   # failed and kept files left out
     versions = {v for r in done for v in r.schema_versions.split(", ") if v}
-    ctx.emit({"files": sum(f.is_file() for f in ctx.shard_of(files)), "ingested": len(done) - skipped,
-              "kept": skipped,
+    mine = len(ctx.shard_of(files))   # every input of this task, a folder with no alert file included: as the
+    ctx.emit({"files": mine, "ingested": len(done) - skipped, "kept": skipped,   # progress line counts them
+              "failed": mine - len(done),
               "alerts": sum(r.n_alerts for r in done),
               "schema_versions": ", ".join(sorted(versions, key=version_key)),
               "alerts_per_s": round(fresh / seconds, 1) if fresh and seconds > 0 else None,
@@ -127,13 +130,15 @@ def simulate(
     from astrotool_ztf import ALERTS, NAME, SIMULATED, STAMPS
     from astrotool_ztf.ingest import ingest_files, output_name
     from astrotool import made_with
-    from astrotool_ztf.simulate import file_record, plan_files, simulate_item, stale_files
+    from astrotool_ztf.simulate import check_own_tables, file_record, plan_files, simulate_item, stale_files
 
     ctx = current()
     cfg = ctx.section(NAME, {"simulate.n_objects": n_objects, "simulate.name": name})
     sim = cfg.simulate
     ws = ctx.workspace
     folder = ws.stage(NAME, SIMULATED)
+    # an ingested table named NAME_NNNN is not simulate's to replace: refused before anything is drawn
+    check_own_tables(sim.name, folder, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS))
     items = plan_files(sim.name, folder, ctx.seed, sim.model_dump(mode="json"), ctx.overwrite)
     # files made with other settings: refused before anything is drawn
     made_with.check_all([([i.path], file_record(i), False) for i in items], overwrite=ctx.overwrite)
@@ -188,11 +193,9 @@ def prepare(
     made with the same settings is kept; other settings are refused unless
     --overwrite.
     """
-    import fnmatch
-
     from astrotool.context import current
-    from astrotool.errors import InputError
     from astrotool_ztf import ALERTS, NAME, PREPARED, STAMPS
+    from astrotool_ztf.ingest import alert_tables
     from astrotool_ztf.prepare import prepare_dataset
 
     ctx = current()
@@ -200,12 +203,8 @@ def prepare(
                              "prepare.inputs": list(tables) if tables else None}).prepare
     ws = ctx.workspace
     alerts_dir, stamps_dir = ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS)
-    have = sorted(p.name[: -len("_alerts.parquet")] for p in alerts_dir.glob("*_alerts.parquet"))
-    chosen = [n for n in have if any(fnmatch.fnmatchcase(n, pat) for pat in cfg.inputs)]
-    if not chosen:
-        raise InputError(alerts_dir, f"no alert table matches {', '.join(cfg.inputs)} "
-                                     f"({'have: ' + ', '.join(have[:10]) if have else 'run `astro ztf ingest` or `astro ztf simulate` first'})")
-    pairs = [(alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5") for n in chosen]
+    pairs = [(alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5")
+             for n in alert_tables(alerts_dir, cfg.inputs)]
     for a, s in pairs:
         ctx.record.add_input(a)
         ctx.record.add_input(s)
@@ -255,14 +254,15 @@ def train(
     from astrotool_ztf import NAME, PREPARED, REPORTS
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.autoencoder import train_autoencoder
+    from astrotool_ztf.classify import remove_stale_onnx
     from astrotool_ztf.temporal import train_temporal
-    from astrotool_ztf.train import NO_DATASET, require_encoder, train_classifier
+    from astrotool_ztf.train import no_dataset, require_encoder, train_classifier
 
     ctx = current()
     if encoder and (arch or ctx.section(NAME).train.arch) != "probe":
         raise ConfigError(["--encoder: used only with --arch probe (a probe on the autoencoder's latents)"])
     try:
-        seed_list = [int(v) for v in seeds.split(",")] if seeds else None
+        seed_list = [int(v) for v in seeds.split(",")] if seeds is not None else None   # "": refused
     except ValueError:
         raise ConfigError([f"--seeds: expected comma-separated integers, got {seeds!r}"]) from None
     cfg = ctx.section(NAME, {"train.dataset": dataset, "train.model": model, "train.arch": arch,
@@ -270,11 +270,13 @@ def train(
                              "train.batch_size": batch_size,
                              "train.lr": lr, "train.patience": patience, "train.resume": resume}).train
     require_encoder(cfg)
+    if cfg.arch == "probe":   # a name with no model: refused listing the models, as --model is
+        _model(ctx, cfg.encoder, "--encoder")
     rt = mc.runtime(ctx, device=device, precision=precision, devices=devices, num_nodes=num_nodes)
     rt.launch()
     if not rt.is_global_zero:
         ctx.mark_copy()
-    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
+    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, no_dataset())
     base = cfg.model or f"{ds.name}_{cfg.arch}"
     runs = [(s, f"{base}_seed{s}") for s in cfg.seeds] if cfg.seeds else [(mc.run_seed(ctx, None), base)]
     summaries = []
@@ -288,6 +290,7 @@ def train(
                            "vae": train_autoencoder}.get(cfg.arch, train_classifier)  # classifier, probe
                 res = trainer(ds, cfg, mdir, seed, overwrite=ctx.overwrite, log=ctx.log, on_epoch=on_epoch, runtime=rt)
             if rt.is_global_zero:
+                remove_stale_onnx(mdir, ctx.log)   # an export of the weights before: no longer this model
                 mc.record(ctx, outputs=mc.checkpoint_files(mdir))
                 plot = mc.history_figure(ctx, mdir, ctx.workspace.stage(NAME, REPORTS) / f"{mdir.name}_history.png")
                 summaries.append({**res, "history_plot": str(plot) if plot else None})
@@ -358,7 +361,7 @@ def evaluate(
     from astrotool_ztf.model import AUTOENCODER, CLASSIFIERS, PROBE, TEMPORAL
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.temporal import gain_table
-    from astrotool_ztf.train import NO_DATASET, probe_encoder_dataset
+    from astrotool_ztf.train import no_dataset, probe_encoder_dataset
 
     ctx = current()
     warnings = []   # every warning, also in the --json result
@@ -370,8 +373,12 @@ def evaluate(
     sections = ctx.section(NAME, {"train.dataset": dataset, "evaluate.split": split})
     cfg, split = sections.train, sections.evaluate.split
     dev = mc.runtime(ctx, device=device).accelerator
-    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, NO_DATASET)
+    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, no_dataset())
     base = _model(ctx, baseline, "--baseline") if baseline else None   # a trained model, or InputError
+    if base is not None and read_meta(base)["architecture"]["name"] not in CLASSIFIERS:
+        kind = "a temporal model" if read_meta(base)["architecture"]["name"] == TEMPORAL else "an autoencoder"
+        raise InputError("--baseline", f"{base.name} is {kind}, not a single-alert classifier: the baseline of a "
+                                       "temporal model is a classifier or a probe (train --arch classifier|probe)")
     if models:
         dirs = [_model(ctx, m) for m in models]
         twice = sorted({d.name for d in dirs if [e.resolve() for e in dirs].count(d.resolve()) > 1})
@@ -522,7 +529,7 @@ def evaluate(
 @app.command()
 def predict(
     inputs: List[str] = typer.Argument(..., help="Alert files (.avro, .avro.gz, .parquet, .tar[.gz]) or folders, "
-                                                 "or names of ingested tables in ztf/alerts."),
+                                                 "or names or glob patterns of ingested tables in ztf/alerts."),
     model: str = typer.Option(..., "--model", help="Model name or folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Output stem in ztf/predictions (default: the model's)."),
     autoencoder: Optional[str] = typer.Option(None, "--autoencoder", help="An autoencoder (name or folder): its "
@@ -537,12 +544,14 @@ def predict(
 
     Alert files are ingested first (as `astro ztf ingest`; finished outputs are
     kept, also with --overwrite: `astro ztf ingest --overwrite` ingests again).
+    Tables are named or matched by glob patterns, as in `astro ztf prepare`.
     Writes ztf/predictions/NAME_alerts.parquet (p_<class>, class, p_max per
-    alert; recon_error with --autoencoder) and NAME_objects.parquet (per
-    objectId: the normalised product of its alerts' probabilities, and the first
-    alert's class), and CSV copies. An alert in several inputs (same candid) is
-    kept once, a copy with a prediction if any. Predictions of other inputs
-    (other alerts or stamp size) or another model under NAME are refused unless
+    alert, stamps_ok: false where a stamp was blank; recon_error with
+    --autoencoder) and NAME_objects.parquet (per objectId: the normalised
+    product of its alerts' probabilities, and the first alert's class), and CSV
+    copies. An alert in several inputs (same candid) is kept once, a copy with a
+    prediction if any. Predictions of other inputs (other alerts or stamp size),
+    another model, autoencoder or engine under NAME are refused unless
     --overwrite, which replaces them. An unfinished checkpoint is refused.
     With --engine onnxruntime the classifier runs from <model>/model.onnx,
     refused unless exported from the checkpoint's weights and temperature
@@ -561,7 +570,9 @@ def predict(
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
     from astrotool import made_with
     from astrotool_ztf.classify import check_finished, load_classifier, temperature
-    from astrotool_ztf.ingest import column_metadata, expand_inputs, ingest_files
+    from astrotool_ztf.hints import astro_command
+    from astrotool_ztf.ingest import (FEATURE_FIELDS, alert_tables, column_metadata, expand_inputs, ingest_files,
+                                      missing_fields)
     from astrotool_ztf.predict import (alert_descriptions, input_identity, object_descriptions, per_object,
                                        predict_file)
 
@@ -581,16 +592,17 @@ def predict(
     if pc.engine == "onnxruntime":
         from astrotool_ztf.classify import check_onnx
 
-        net = check_onnx(mdir / "model.onnx", meta)
+        net = check_onnx(mdir / "model.onnx", meta, mdir)
         ctx.record.add_input(net)
     ae_dev = rt.inference_device("torch") if autoencoder else None
     ae = None
     if autoencoder:
-        from astrotool.ml.checkpoint import build_model, load_checkpoint
-        from astrotool_ztf.model import AUTOENCODER, REGISTRY
+        from astrotool.ml.checkpoint import build_model
+        from astrotool_ztf.classify import load_autoencoder
+        from astrotool_ztf.model import REGISTRY
 
         ae_dir = _model(ctx, autoencoder, "--autoencoder")
-        ae_ckpt = load_checkpoint(ae_dir, AUTOENCODER)
+        ae_ckpt = load_autoencoder(ae_dir)
         check_finished(ae_ckpt.meta, ae_dir)   # as embed and evaluate: an autoencoder cut short is not used
         ae, ae_meta = build_model(ae_ckpt, REGISTRY).eval(), ae_ckpt.meta
         ctx.record.add_input(ae_dir / "model.json")
@@ -607,15 +619,13 @@ def predict(
         # an input file replaced, or other ingest settings: refused before any work (predict --overwrite
         # does not ingest again)
         done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, False,
-                            shard_of=ctx.shard_of, hint="run `astro ztf ingest --overwrite {files}` first (predict --overwrite replaces "
-                                 "only the predictions)")
+                            shard_of=ctx.shard_of, hint=f"run `{astro_command('ztf', 'ingest', '--overwrite')} {{files}}` "
+                                                        "first (predict --overwrite replaces only the predictions)")
         n_failed = len(expanded) - len(done)
         pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
-    for n in names:
-        a, s = alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5"
-        if not a.exists():
-            raise InputError(n, "neither a file nor an ingested alert table in ztf/alerts")
-        pairs.append((a, s))
+    for n in alert_tables(alerts_dir, names, "neither a file nor the name or glob pattern of an alert table") \
+            if names else []:   # table names and patterns, as prepare takes them
+        pairs.append((alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5"))
     pairs = list(dict.fromkeys(pairs))  # an input named twice counts once
     if not pairs:
         raise InputError(", ".join(inputs), f"no alert file could be ingested: {n_failed} failed (the errors "
@@ -631,12 +641,18 @@ def predict(
     try:  # the same inputs and model: made again alike; others: refused unless --overwrite
         made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False, forget=False)
     except made_with.SettingsChanged as e:
-        raise made_with.SettingsChanged(e.path, e.changed, hint="made from other inputs or another model; use "
-                                                                "--overwrite to replace it, or --name") from None
+        raise made_with.SettingsChanged(e.path, e.changed, hint="made with other inputs, model, autoencoder or "
+                                                                "engine; use --overwrite to replace it, or --name"
+                                        ) from None
     t0 = time.perf_counter()
-    parts, rates = [], []
+    parts, rates, imputed = [], [], {}
     for a, s in pairs:
         ctx.record.add_input(a)
+        lacking = [f for f in missing_fields(s) if f in FEATURE_FIELDS]
+        if lacking:   # null columns: the features fall back to the clip floor or the training mean
+            imputed[Path(a).name] = lacking
+            ctx.log.warning("%s: its alerts have no feature field(s) %s: their predictions rest on filled-in "
+                            "values (the clip floor, else the training mean)", Path(a).name, ", ".join(lacking))
         df, rate = predict_file(a, s, net, meta, batch_size, dev, autoencoder=ae, autoencoder_device=ae_dev)
         parts.append(df)
         if rate:
@@ -664,8 +680,13 @@ def predict(
     n_bad = int(alerts["class"].eq("").sum())
     if n_bad:
         ctx.log.warning("%d alert(s) with no usable stamp: no prediction", n_bad)
-    ctx.emit({"alerts": len(alerts), "objects": len(objects), "no_prediction": n_bad, "repeated": n_repeated,
-              "engine": pc.engine,
+    n_partial = int((~alerts["stamps_ok"] & alerts["class"].ne("")).sum())
+    if n_partial:
+        ctx.log.warning("%d alert(s) with a missing or undecodable stamp predicted from the others (stamps_ok "
+                        "false in %s)", n_partial, outputs[0].name)
+    ctx.emit({"alerts": len(alerts), "objects": len(objects), "no_prediction": n_bad,
+              "incomplete_stamps": n_partial, "repeated": n_repeated,
+              "imputed_features": imputed, "engine": pc.engine,
               "alerts_per_s": round(len(alerts) / (time.perf_counter() - t0), 1),
               "model_alerts_per_s": round(float(np.mean(rates)), 1) if rates else None,
               "classes": alerts["class"].value_counts().to_dict(),
@@ -721,18 +742,19 @@ def embed(
     from astrotool.ml.checkpoint import read_meta
     from astrotool_ztf import EMBEDDINGS, NAME, PREPARED
     from astrotool_ztf.autoencoder import check_metric, embedding_descriptions, latents, plot_embedding, umap_embedding
-    from astrotool_ztf.classify import check_compatible
+    from astrotool_ztf.classify import check_compatible, load_autoencoder
     from astrotool_ztf.ingest import column_metadata
     from astrotool_ztf.prepare import StampDataset
-    from astrotool_ztf.train import NO_DATASET
+    from astrotool_ztf.train import no_dataset
 
     ctx = current()
     cfg = ctx.section(NAME, {"train.dataset": dataset, "embed.split": split})
     e = cfg.embed
     check_metric(e.metric)
     dev = mc.runtime(ctx, device=device).accelerator
-    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.train.dataset, StampDataset, NO_DATASET)
+    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.train.dataset, StampDataset, no_dataset())
     mdir = _model(ctx, model)
+    load_autoencoder(mdir)   # a classifier: refused in plain words, before the UMAP settings are compared
     check_compatible(read_meta(mdir), ds, mdir, ("crop",))   # "crop 21 -> 33" rather than the manifest
     mc.check_trained_on((read_meta(mdir).get("settings") or {}).get("dataset"), ds, mdir)
     ctx.record.add_input(mdir / "model.json")

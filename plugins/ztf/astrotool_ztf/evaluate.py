@@ -4,7 +4,9 @@ For each model, on the first alert of every object of the split (the
 single-alert task of ALeRCE): accuracy, macro-F1, per-class recall and
 precision, the confusion matrix, and the expected calibration error before and
 after temperature scaling (the temperature fitted on the validation split,
-:mod:`astrotool_ztf.classify`). Over several models: the mean and sample standard
+:mod:`astrotool_ztf.classify`). The macro averages (recall, precision, F1) are
+means over one set of classes: those present in the truth of the scored split
+(:func:`macro_metrics`). Over several models: the mean and sample standard
 deviation (ddof = 1) of each figure. Figures: the normalised confusion matrix and the
 reliability diagram (after scaling) of each model.
 """
@@ -39,7 +41,7 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device:
     dict
         ``model``, ``split``, ``n``, ``temperature``, ``classification``
         (:func:`astrotool.ml.metrics.classification_metrics` of the calibrated
-        probabilities), ``calibration_before`` and ``calibration_after``
+        probabilities, with the macro averages of :func:`macro_metrics`), ``calibration_before`` and ``calibration_after``
         (:func:`astrotool.ml.metrics.calibration_metrics`), ``alerts_per_s``.
     """
     from astrotool.errors import InputError
@@ -59,10 +61,32 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device:
     probs = softmax(logits, t)
     return {"model": Path(model_dir).name, "path": str(model_dir), "dataset": ds.name, "split": split,
             "n": int(len(y)),
-            "temperature": float(t), "classification": classification_metrics(probs, y, class_names=ds.classes),
+            "temperature": float(t),
+            "classification": macro_metrics(classification_metrics(probs, y, class_names=ds.classes)),
             "calibration_before": calibration_metrics(softmax(logits), y, n_bins),
             "calibration_after": calibration_metrics(probs, y, n_bins),
             "alerts_per_s": round(float(pred.samples_per_s), 1)}
+
+
+def macro_metrics(classification: dict) -> dict:
+    """``classification`` (:func:`astrotool.ml.metrics.classification_metrics`) with ``macro_recall``,
+    ``macro_precision`` and ``macro_f1`` the means over the classes present in the truth (``support`` > 0),
+    named in ``macro_classes``: a class never predicted counts as precision 0 (and F1 0), a class predicted
+    but absent from the truth is left out of all three (the per-class lists are kept as they are)."""
+    cm = np.asarray(classification["confusion"], float)
+    present = cm.sum(axis=1) > 0
+    tp, predicted, support = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = tp / support
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        f1 = 2 * tp / (support + predicted)
+
+    def mean(v):
+        return float(np.mean(v[present])) if present.any() else float("nan")
+
+    names = classification["class_names"]
+    return {**classification, "macro_recall": mean(recall), "macro_precision": mean(precision), "macro_f1": mean(f1),
+            "macro_classes": [c for c, p in zip(names, present) if p]}
 
 
 def baseline_candidates(models: Path, dataset: str) -> list[Path]:
@@ -76,8 +100,9 @@ def baseline_candidates(models: Path, dataset: str) -> list[Path]:
 
 
 def seed_groups(model_dirs) -> list[list]:
-    """``model_dirs`` grouped by what they were trained with but the seed (architecture, settings, set):
-    the groups whose scores :func:`summarise` may average, in the order first met."""
+    """``model_dirs`` grouped by what they were trained with but the seed (architecture, settings, set, and the
+    epochs and patience, which a resume may change): the groups whose scores :func:`summarise` may average,
+    in the order first met."""
     import json
 
     from astrotool.ml.checkpoint import read_meta
@@ -86,7 +111,10 @@ def seed_groups(model_dirs) -> list[list]:
     for d in model_dirs:
         meta = read_meta(d)
         settings = {k: v for k, v in (meta.get("settings") or {}).items() if k != "seed"}
-        key = json.dumps([meta["architecture"]["name"], settings], sort_keys=True, default=str)
+        hyper = meta.get("hyperparameters") or {}
+        epochs = (meta.get("training_progress") or {}).get("epochs", hyper.get("epochs"))
+        key = json.dumps([meta["architecture"]["name"], settings, epochs, hyper.get("patience")], sort_keys=True,
+                         default=str)
         groups.setdefault(key, []).append(d)
     return list(groups.values())
 

@@ -100,6 +100,15 @@ CANDIDATE_COLUMNS = [
 ]
 """Scalar fields of ``candidate`` copied to the alert table (missing ones become null)."""
 
+FEATURE_FIELDS = ("sgscore1", "sgscore2", "sgscore3", "distpsnr1", "distpsnr2", "distpsnr3", "isdiffpos", "fwhm",
+                  "magpsf", "sigmapsf", "ra", "dec", "diffmaglim", "classtar", "ndethist", "ncovhist", "chinr",
+                  "sharpnr")
+"""Fields of ``candidate`` the classifier's features are computed from (:data:`astrotool_ztf.prepare.FEATURES`)."""
+
+WATCHED_FIELDS = (*FEATURE_FIELDS, "xpos", "ypos")
+"""Fields of ``candidate`` whose absence from an alert is recorded (``missing_fields``) and warned about: the
+features, and ``xpos``/``ypos``, which place an edge cutout's candidate (without them it is centred)."""
+
 HISTORY_FIELDS = [("jd", "f8"), ("fid", "i4"), ("candid", "i8"), ("magpsf", "f4"), ("sigmapsf", "f4"),
                   ("diffmaglim", "f4"), ("isdiffpos", "bool")]
 """Fields of each ``prv_candidates`` entry kept in the ``prv_candidates`` JSON column."""
@@ -782,6 +791,8 @@ def convert_batch(path, records: list[dict], size: int, keep_history: bool):
         Column name -> list of Python values.
     stamps : dict
         ``science``/``template``/``difference`` -> ``(n, size, size)`` float32.
+    absent : set of str
+        The fields of :data:`WATCHED_FIELDS` missing from the ``candidate`` of some alert (null in ``columns``).
     """
     n = len(records)
     columns: dict[str, list] = {"objectId": [], "candid": [], "schemavsn": []}
@@ -790,10 +801,12 @@ def convert_batch(path, records: list[dict], size: int, keep_history: bool):
     if keep_history:
         columns["prv_candidates"] = []
     stamps = {k: np.empty((n, size, size), dtype=np.float32) for k in STAMPS}
+    absent: set[str] = set()
     for i, rec in enumerate(records):
         cand = rec.get("candidate") or {}
         if any(old in cand for old in RENAMED):
             cand = {RENAMED.get(k, k): v for k, v in cand.items()}
+        absent.update(f for f in WATCHED_FIELDS if f not in cand)
         candid = rec.get("candid", cand.get("candid"))
         if rec.get("objectId") is None or candid is None:
             raise InputError(path, f"alert {i}: objectId or candid is missing")
@@ -823,7 +836,7 @@ def convert_batch(path, records: list[dict], size: int, keep_history: bool):
             statuses.append(status)
         columns["stamps_ok"].append(all(s in ("ok", "resized") for s in statuses))
         columns["stamps_resized"].append(any(s == "resized" for s in statuses))
-    return columns, stamps
+    return columns, stamps, absent
 
 
 def _alert_schema(extras: dict | None, keep_history: bool, metadata: dict):
@@ -937,6 +950,9 @@ class IngestResult:
         Members of a tar archive that are not readable alert files, left out.
     members_skipped : str
         The first five of them with their reasons, ``"; "``-separated.
+    missing_fields : str
+        The fields of :data:`WATCHED_FIELDS` that the candidate of some alert lacks (null in the table),
+        comma-separated in :data:`WATCHED_FIELDS` order (:func:`missing_fields`).
     seconds : float
         Time spent reading and writing this input [s] (of the run that made the outputs; 0 when unknown).
     """
@@ -955,6 +971,7 @@ class IngestResult:
     schema_versions: str = ""
     n_members_skipped: int = 0
     members_skipped: str = ""
+    missing_fields: str = ""
     seconds: float = 0.0
 
 
@@ -1061,7 +1078,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                                               "(use --overwrite)")
             info = {k: h5.attrs[k] for k in stat_keys}
             info.update({k: h5.attrs[k] for k in ("n_unknown_schema", "unknown_schemas", "schema_versions",
-                                                      "n_members_skipped", "members_skipped", "seconds")
+                                                      "n_members_skipped", "members_skipped", "missing_fields",
+                                                      "seconds")
                          if k in h5.attrs})
             kept = {k: h5.attrs[k] for k in ("stamp_size", "keep_history") if k in h5.attrs}
             source = h5.attrs.get("input_checksum")
@@ -1090,6 +1108,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     unknown: set[str] = set()
     versions: set[str] = set()
     objects: set[str] = set()
+    absent: set[str] = set()
     writer = schema = None
     lengths: dict[str, int] = {}
     with atomic_path(alerts_path) as tmp_alerts, atomic_path(stamps_path) as tmp_stamps:
@@ -1114,7 +1133,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                             extras = {k: v.filter(mask) for k, v in extras.items()}
                         if not records:
                             continue
-                    columns, stamps = convert_batch(path, records, size, keep_history)
+                    columns, stamps, missing = convert_batch(path, records, size, keep_history)
+                    absent |= missing
                     versions.update(v for v in columns["schemavsn"] if v is not None)
                     labels = _label_columns(extras)
                     if schema is None:
@@ -1157,7 +1177,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                      "schema_versions": ", ".join(sorted(versions, key=version_key)),
                      "n_members_skipped": len(skipped_members),
                      "members_skipped": "; ".join(f"{m}: {why}" for m, why in skipped_members[:5])
-                                        + ("; ..." if len(skipped_members) > 5 else "")}
+                                        + ("; ..." if len(skipped_members) > 5 else ""),
+                     "missing_fields": ", ".join(f for f in WATCHED_FIELDS if f in absent)}
             checksum = file_checksum(path, cache)   # once it was read whole: no cache left by a failure
             stats["seconds"] = round(time.perf_counter() - t0, 4)
             h5.attrs.update(hdf5_attrs(record))
@@ -1165,6 +1186,64 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                              "stamp_size": size, "keep_history": keep_history, "input_checksum": checksum,
                              "ingest_version": INGEST_VERSION, **stats})
     return IngestResult(**names, format=fmt, **stats, skipped=False)
+
+
+def alert_tables(alerts_dir, patterns, missing: str = "no alert table matches it") -> list[str]:
+    """The names of the alert tables of ``alerts_dir`` (``NAME`` of ``NAME_alerts.parquet``) that ``patterns``
+    (names or glob patterns: ``fink_*``) match, in name order: the one rule of ``prepare`` and ``predict``.
+
+    Parameters
+    ----------
+    alerts_dir : path-like
+        The ``ztf/alerts`` folder.
+    patterns : list of str
+    missing : str
+        What the error says of a pattern that matches no table.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Naming the first pattern that matches no table, and listing the tables there are (or the commands
+        that make them).
+    """
+    import fnmatch
+
+    from astrotool_ztf.hints import astro_command
+
+    have = sorted(p.name[: -len("_alerts.parquet")] for p in Path(alerts_dir).glob("*_alerts.parquet"))
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in have):
+            there = (f"tables: {', '.join(have[:10])}{', ...' if len(have) > 10 else ''}" if have else
+                     f"none yet: run `{astro_command('ztf', 'ingest')} FILES` or "
+                     f"`{astro_command('ztf', 'simulate')}` first")
+            raise InputError(pattern, f"{missing} in {printable(Path(alerts_dir))} ({there})")
+    return [n for n in have if any(fnmatch.fnmatchcase(n, pattern) for pattern in patterns)]
+
+
+def missing_fields(stamps_path) -> list[str]:
+    """The fields of :data:`WATCHED_FIELDS` that ingest found missing from the ``candidate`` of some alert of
+    a stamps file's table (its ``missing_fields`` attribute: null columns in the table, not values of the
+    alerts); ``[]`` for a file that does not record them (ingested before they were recorded) or unreadable.
+    """
+    import h5py
+
+    try:
+        with h5py.File(stamps_path, "r") as h5:
+            value = h5.attrs.get("missing_fields", "")
+    except (OSError, ValueError):
+        return []
+    value = value.decode() if isinstance(value, bytes) else str(value)
+    return [f for f in value.split(", ") if f]
+
+
+def missing_note(fields) -> str:
+    """The warning phrase of ingest for the candidate ``fields`` its alerts lack: what becomes of them."""
+    features = [f for f in fields if f in FEATURE_FIELDS]
+    position = [f for f in fields if f not in FEATURE_FIELDS]
+    parts = ([f"{', '.join(features)} (classifier features: `ztf predict` imputes them, `ztf prepare` refuses "
+              "the table)"] if features else []) + \
+            ([f"{', '.join(position)} (an edge stamp is centred)"] if position else [])
+    return f"alerts without the candidate field(s) {'; '.join(parts)}: null in the alert table"
 
 
 def read_stamps(path) -> dict[str, np.ndarray]:
@@ -1188,9 +1267,11 @@ def read_stamps(path) -> dict[str, np.ndarray]:
     with open_h5(path) as h5:
         stale = _version_changed(path, h5.attrs)
         if stale is not None:
+            from astrotool_ztf.hints import astro_command
+
             raise InputError(path, f"stamps of another ztf ingest ({stale.changed[0]}), whose stamps this "
-                                   "version does not read: ingest their alerts again with `astro ztf ingest "
-                                   "--overwrite`")
+                                   "version does not read: ingest their alerts again with "
+                                   f"`{astro_command('ztf', 'ingest', '--overwrite')} FILE`")
         out = {k: h5[k][...] for k in STAMPS}
         out["candid"] = h5["candid"][...]
         out["objectId"] = np.array([s.decode() if isinstance(s, bytes) else s for s in h5["objectId"][...]])

@@ -6,7 +6,8 @@ temperature (calibrated probabilities). An object's probabilities are the
 normalised product of its alerts' (the sum of log-probabilities: each alert is
 independent evidence); its first alert's are given too, the single-alert
 answer ALeRCE deploys. Alerts whose stamps are all NaN get no prediction (NaN)
-and are counted.
+and are counted; ``stamps_ok`` (from the alert table) is false for an alert with a
+missing or undecodable stamp, predicted from the others.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def alert_descriptions(classes) -> dict:
     from astrotool_ztf.autoencoder import RECON_ERROR
 
     return {"source": "alert table the alert was read from",
+            "stamps_ok": "all three stamps decoded (false: a blank stamp, predicted from the others)",
             **{f"p_{c}": f"calibrated probability of the class {c}" for c in classes},
             "class": "most probable class ('': no prediction)", "p_max": "calibrated probability of that class",
             "recon_error": RECON_ERROR}
@@ -102,7 +104,9 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
         probs[usable] = out if onnx else softmax(out, float(meta["temperature"]))
         rate = float(pred.samples_per_s)
     out = pd.DataFrame({"objectId": table["objectId"].astype(str), "candid": table["candid"].to_numpy(np.int64),
-                        "jd": table["jd"].to_numpy(float), "source": Path(alerts_path).name})
+                        "jd": table["jd"].to_numpy(float), "source": Path(alerts_path).name,
+                        "stamps_ok": table["stamps_ok"].astype("boolean").fillna(False).to_numpy(bool)
+                        if "stamps_ok" in table else usable})
     for j, c in enumerate(classes):
         out[f"p_{c}"] = probs[:, j]
     out["class"] = [classes[int(np.argmax(p))] if np.isfinite(p).all() else "" for p in probs]

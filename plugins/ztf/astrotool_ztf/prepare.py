@@ -39,6 +39,7 @@ import numpy as np
 from astrotool.errors import InputError
 from astrotool.ml.data import ArrayDataset
 from astrotool.workspace import atomic_dir
+from astrotool_ztf.ingest import FEATURE_FIELDS
 
 __docformat__ = "numpy"
 
@@ -160,8 +161,9 @@ def assign_splits(objects, labels, n_val: int, n_test: int, seed: int, holdout: 
     return out
 
 
-REQUIRED = ("objectId", "candid", "jd", *(f for f in FEATURES if f not in DERIVED), "ncovhist")
-"""Columns an alert table must hold (those of :data:`FEATURES` not derived, and what they are derived from)."""
+REQUIRED = ("objectId", "candid", "jd", *(f for f in FEATURE_FIELDS if f != "isdiffpos"))
+"""Columns an alert table must hold (those :data:`FEATURES` are computed from; ``isdiffpos`` is positive
+when missing)."""
 
 
 def read_alert_table(alerts_path):
@@ -209,16 +211,25 @@ def check_crop(pairs, crop: int) -> None:
 def read_labelled(alerts_path, stamps_path, label_column: str, label_map: dict, classes) -> tuple:
     """An alert table and its stamps, restricted to alerts with a known class.
 
+    A table whose alerts lacked a feature field when ingested (:func:`astrotool_ztf.ingest.missing_fields`:
+    the column is there, but null) is refused as one without the column.
+
     Returns
     -------
     table : pandas.DataFrame
         The labelled rows, with ``label`` (class index) and ``class_name``.
     stamps : dict of numpy.ndarray
         ``science``, ``template``, ``difference`` of those rows.
+    found : set of str
+        Every label of the table (through ``label_map``), of a class in ``classes`` or not.
     """
-    from astrotool_ztf.ingest import read_stamps
+    from astrotool_ztf.ingest import missing_fields, read_stamps
 
     table = read_alert_table(alerts_path)
+    lacking = [f for f in missing_fields(stamps_path) if f in FEATURE_FIELDS]
+    if lacking:
+        raise InputError(alerts_path, f"its alerts have no feature field(s) {', '.join(lacking)} (the columns "
+                                      "are null: the input lacked them); leave the table out of the set")
     if label_column not in table:
         raise InputError(alerts_path, f"no label column {label_column!r} (columns: {', '.join(table.columns[:15])}"
                                       f"{', ...' if len(table.columns) > 15 else ''}); set ztf.prepare.label_column")
@@ -227,12 +238,13 @@ def read_labelled(alerts_path, stamps_path, label_column: str, label_map: dict, 
         raise InputError(stamps_path, f"does not hold the stamps of {Path(alerts_path).name} in its order "
                                       "(ingest again)")
     names = table[label_column].astype("string").fillna("").map(lambda v: label_map.get(v, v))
+    found = set(names.unique()) - {""}
     index = {c: i for i, c in enumerate(classes)}
     keep = names.isin(list(classes)).to_numpy()
     table = table[keep].reset_index(drop=True)
     table["class_name"] = names[keep].to_numpy()
     table["label"] = table["class_name"].map(index).astype(int)
-    return table, {k: stamps[k][keep] for k in ("science", "template", "difference")}
+    return table, {k: stamps[k][keep] for k in ("science", "template", "difference")}, found
 
 
 def _drop_repeated_alerts(tables, stamp_sets):
@@ -306,13 +318,22 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         changed = changes(before, settings)
         if changed:
             raise SettingsChanged(old.manifest_path, changed)
-        return {"dataset": str(out_dir), "kept": True, "n": old.n}
+        return {"dataset": str(out_dir), "kept": True, **set_summary(old)}
     check_crop(pairs, cfg.crop)
-    tables, stamp_sets = [], []
+    tables, stamp_sets, found = [], [], set()
     for alerts_path, stamps_path in pairs:  # every input read before the old set is removed
-        t, s = read_labelled(alerts_path, stamps_path, cfg.label_column, cfg.label_map, classes)
+        t, s, labels = read_labelled(alerts_path, stamps_path, cfg.label_column, cfg.label_map, classes)
         tables.append(t)
         stamp_sets.append(s)
+        found |= labels
+    absent = [c for c in cfg.classes if c not in found]   # a class asked for by name that no alert holds
+    if absent:
+        shown, read = sorted(found), [Path(a).name for a, _ in pairs]
+        raise InputError(Path(pairs[0][0]).parent, f"no alert of the class(es) {', '.join(absent)} "
+                                                   f"(ztf.prepare.classes) in column {cfg.label_column!r} of "
+                                                   f"{', '.join(read[:5])}{', ...' if len(read) > 5 else ''}; "
+                                                   f"the classes found: {', '.join(shown[:20]) or 'none'}"
+                                                   f"{', ...' if len(shown) > 20 else ''}")
     tables, stamp_sets, n_repeated = _drop_repeated_alerts(tables, stamp_sets)
     if n_repeated and log is not None:
         log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
@@ -339,11 +360,20 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     with atomic_dir(out_dir) as tmp:  # the old set stays until the new is complete
         manifest = _write_set(tmp, out_dir.name, tables, stamp_sets, sources, split_of, alert_index, n_alerts,
                               classes, cfg, settings)
-    counts = pd.crosstab(pd.Series([split_of[str(o)] for o in allt["objectId"]], name="split"),
-                         allt["class_name"])
+    summary = set_summary(StampDataset(out_dir))
     if log is not None:
-        log.info("prepared %d alerts of %d objects -> %s", manifest["n"], allt["objectId"].nunique(), out_dir)
-    return {"dataset": str(out_dir), "kept": False, "n": manifest["n"], "objects": int(allt["objectId"].nunique()),
+        log.info("prepared %d alerts of %d objects -> %s", manifest["n"], summary["objects"], out_dir)
+    return {"dataset": str(out_dir), "kept": False, **summary}
+
+
+def set_summary(ds: StampDataset) -> dict:
+    """What ``prepare`` reports of a set, made now or kept: ``n`` (alerts), ``objects`` and
+    ``alerts_per_split_and_class`` (``{split: {class: alerts}}``), from its metadata."""
+    import pandas as pd
+
+    meta = ds.metadata(["objectId", "split", "class_name"])
+    counts = pd.crosstab(pd.Series(meta["split"], name="split"), pd.Series(meta["class_name"], name="class"))
+    return {"n": ds.n, "objects": int(len(set(meta["objectId"].tolist()))),
             "alerts_per_split_and_class": {s: {c: int(v) for c, v in row.items()} for s, row in counts.iterrows()}}
 
 

@@ -529,3 +529,41 @@ def stale_files(name: str, folders, keep: int) -> list[Path]:
             if m and int(m.group(1)) >= keep:
                 out.append(p)
     return sorted(out)
+
+
+def check_own_tables(name: str, folder, alerts_dir, stamps_dir) -> None:
+    """Refuse before any work when an alert table named as one of simulate's (``<name>_NNNN``) holds alerts
+    that simulate did not make: an ingested file of such a name is never replaced, ``--overwrite`` or not.
+
+    A table is simulate's when its stamps file records ``<folder>/<name>_NNNN.parquet`` as its input
+    (:func:`astrotool_ztf.ingest.recorded_source`: relative to the workspace, so also in a copied one; an
+    absolute path ending in ``ztf/simulated/<name>_NNNN.parquet``, as older ingests recorded it, counts too).
+
+    Parameters
+    ----------
+    name : str
+        The simulation's name (``ztf.simulate.name``).
+    folder, alerts_dir, stamps_dir : path-like
+        The ``ztf/simulated``, ``ztf/alerts`` and ``ztf/stamps`` folders.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Naming the first such table, the file its alerts came from, and saying to use another ``--name``.
+    """
+    import re
+
+    from astrotool.errors import InputError
+    from astrotool_ztf.ingest import _ingested_from, recorded_source
+
+    pattern = re.compile(rf"^{re.escape(name)}_\d{{4}}(?=_alerts\.parquet$|_stamps\.h5$)")
+    stems = sorted({m.group(0) for d in (alerts_dir, stamps_dir) for p in Path(d).glob(f"{name}_*")
+                    if (m := pattern.match(p.name))})
+    for stem in stems:
+        made = _ingested_from(Path(stamps_dir) / f"{stem}_stamps.h5")
+        own = Path(recorded_source(Path(folder) / f"{stem}.parquet", stamps_dir)).parts   # ztf/simulated/...
+        if made is not None and Path(made[0]).parts[-len(own):] != own:   # also the end of an absolute path
+            table = Path(alerts_dir) / f"{stem}_alerts.parquet"
+            raise InputError(table if table.exists() else Path(stamps_dir) / f"{stem}_stamps.h5",
+                             f"holds alerts that `ztf simulate` did not make ({made[0] or 'input not recorded'}); "
+                             "simulate never replaces them, --overwrite or not: give the simulation another --name")

@@ -26,7 +26,11 @@ RESUMABLE = frozenset({"name", "seeds"})
 """:class:`~astrotool_ztf.config.TrainConfig` keys a resumed run may change besides the shared
 :data:`astrotool.ml.commands.RESUMABLE`: ``name`` and ``seeds`` choose the model folders."""
 
-NO_DATASET = "run `astro ztf prepare` first"
+def no_dataset() -> str:
+    """What to do where the prepared set is missing (the hint of :func:`astrotool.ml.commands.open_dataset`)."""
+    from astrotool_ztf.hints import astro_command
+
+    return f"run `{astro_command('ztf', 'prepare')}` first"
 
 
 def train_indices(ds, which: str) -> np.ndarray:
@@ -230,8 +234,10 @@ def store_temperature(model_dir, val: dict) -> float:
 
 def encoder_dir(encoder: str, models) -> Path:
     """The folder of the autoencoder ``encoder`` (a model name, or a folder) a probe sits on; ``models``: the
-    folder of the models (``ztf/models``)."""
-    return Path(encoder) if Path(encoder).is_dir() else Path(models) / encoder
+    folder of the models (``ztf/models``). The workspace's model of that name first, as
+    :func:`astrotool.ml.commands.model_dir` (which ``ztf train`` refuses a missing one with)."""
+    named = Path(models) / encoder
+    return named if (named / "model.json").is_file() or not Path(encoder).is_dir() else Path(encoder)
 
 
 def require_encoder(cfg) -> None:
@@ -253,15 +259,13 @@ def load_encoder(cfg, model_dir, ds):
         No encoder named, an autoencoder cut short, or one trained on another set of ``ds``'s name (its
         splits may hold the encoder's training samples: :func:`astrotool.ml.commands.check_trained_on`).
     """
-    from astrotool.ml.checkpoint import load_checkpoint
     from astrotool.ml.commands import check_trained_on
 
-    from astrotool_ztf.classify import check_finished, train_command
-    from astrotool_ztf.model import AUTOENCODER
+    from astrotool_ztf.classify import check_finished, load_autoencoder, train_command
 
     require_encoder(cfg)
     enc_dir = encoder_dir(cfg.encoder, Path(model_dir).parent)
-    ckpt = load_checkpoint(enc_dir, AUTOENCODER)
+    ckpt = load_autoencoder(enc_dir)
     check_finished(ckpt.meta, enc_dir)   # as evaluate: an autoencoder cut short is not built on
     # as embed and evaluate of the encoder: a set made again since may hold its training samples in val or test
     check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, enc_dir,
