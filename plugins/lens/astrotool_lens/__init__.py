@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 @hookimpl
 def astro_commands():
     return [CommandSpec(name="lens", target="astrotool_lens.cli:app",
-                        help="Weak-lensing shear: GalSim simulations, HSM estimators, CNN shear estimator."),
+                        help="Weak lensing: GalSim shear simulations, HSM estimators, a CNN shear estimator, mass maps."),
             CommandSpec(name="kappa", target="astrotool_lens.kappa.cli:app", parent="lens",
                         help="Mass maps from ellipticity maps (the Astro-Datathon 2024 problem).")]
 

@@ -20,13 +20,14 @@ from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
 
-app = typer.Typer(help="Weak-lensing shear: GalSim simulations, HSM estimators, CNN shear estimator.",
+app = typer.Typer(help="Weak lensing: GalSim shear simulations, HSM estimators, a CNN shear estimator, mass maps.",
                   no_args_is_help=True)
 
 
 @app.callback()
 def main():
-    """Weak-lensing shear: simulate sheared galaxies, measure them with HSM, train and evaluate a CNN."""
+    """Weak lensing: simulate sheared galaxies (GalSim), measure them with HSM, metacalibration or FPFS, train,
+    calibrate and evaluate a CNN shear estimator; `lens kappa`: mass maps from ellipticity maps."""
 
 
 def _split_list(text: str | None) -> list[str] | None:

@@ -24,8 +24,8 @@ def _model(ctx, name: str, option: str = "--model") -> Path:
 
 @app.callback()
 def main() -> None:
-    """ZTF alerts: ingest Avro/Parquet alert packets into an alert table and 63x63 stamp cubes, or simulate
-    labelled ones."""
+    """ZTF alerts: ingest Avro/Parquet alert packets into an alert table and 63×63 stamp cubes, or simulate
+    labelled ones; train, evaluate and run ALeRCE's stamp classifier, a temporal model and an autoencoder."""
 
 
 @app.command()
