@@ -528,3 +528,25 @@ def set_current(ctx: Context | None) -> None:
     """Install ``ctx`` as the running command's context (``None`` clears it)."""
     global _CURRENT
     _CURRENT = ctx
+
+
+def astro_command(*words) -> str:
+    """``astro [-w WORKSPACE] WORDS...``, quoted for a shell, for a message that suggests a command: ``-w`` is
+    there whenever the running command's workspace (``-w`` or ``$ASTRO_WORKSPACE``) is not the current folder,
+    relative to it when inside it, so that the command runs as pasted.
+
+    Parameters
+    ----------
+    *words
+        What follows ``astro`` and its workspace (global options such as ``--seed``, then the sub-command).
+
+    Returns
+    -------
+    str
+        For example ``astro -w work ztf export --model sim_classifier``.
+    """
+    import shlex
+
+    root, here = current().workspace_root, Path.cwd().resolve()
+    where = [] if root == here else ["-w", os.path.relpath(root) if root.is_relative_to(here) else str(root)]
+    return shlex.join(["astro", *where, *map(str, words)])

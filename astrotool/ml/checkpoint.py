@@ -428,13 +428,16 @@ def unfinished(meta: Mapping[str, Any]) -> str | None:
 def warn_unfinished(meta: Mapping[str, Any], directory: str | Path, command: str) -> None:
     """Log a warning when the training of the checkpoint in ``directory`` (its ``meta``) did not run to its end
     (:func:`unfinished`): its best epoch so far is what the caller uses. ``command`` resumes the training,
-    e.g. ``"astro plato train"``."""
+    e.g. ``"astro plato train"`` (told with the workspace's ``-w``, :func:`astrotool.context.astro_command`)."""
     why = unfinished(meta)
     if why:
         import logging
 
+        from astrotool.context import astro_command
+
         logging.getLogger("astro").warning("%s: training unfinished (%s); its best epoch so far is used; run `%s` "
-                                           "again to resume", directory, why, command)
+                                           "again to resume", directory, why,
+                                           astro_command(*command.split()[1:]))
 
 
 def build_model(ckpt: Checkpoint, registry: Mapping[str, Callable[..., Any]]):

@@ -337,3 +337,21 @@ def test_a_workspace_that_cannot_be_created_is_a_usage_error(astro, tmp_path, ar
     lines = [json.loads(line) for line in r.stderr.splitlines()]   # JSON lines only
     assert [x["message"] for x in lines] == ["/proc/astro-no-such/ws: cannot create the workspace folder: "
                                              "No such file or directory"]
+
+
+def test_a_suggested_command_names_the_workspace_so_that_it_runs_as_pasted(tmp_path, monkeypatch):
+    """Hints said `astro ztf export` after `astro -w work ...`: pasted, it ran in the wrong folder."""
+    from astrotool.context import Context, astro_command, set_current
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASTRO_WORKSPACE", raising=False)
+    try:
+        set_current(Context.create(tmp_path / "my work"))
+        assert astro_command("ztf", "export", "--model", "m") == "astro -w 'my work' ztf export --model m"
+        set_current(Context.create(tmp_path))
+        assert astro_command("plato", "train") == "astro plato train"
+        (tmp_path / "sub").mkdir()
+        monkeypatch.chdir(tmp_path / "sub")   # the workspace outside the current folder: its full path
+        assert astro_command("plato", "train") == f"astro -w {tmp_path} plato train"
+    finally:
+        set_current(None)

@@ -1,33 +1,15 @@
-"""The ``astro`` commands that messages of ``astro ztf`` suggest, written so that they run as pasted."""
+"""The ``astro`` commands that messages of ``astro ztf`` suggest, written so that they run as pasted
+(:func:`astrotool.context.astro_command`, with the ``--model`` a model needs)."""
 
 from __future__ import annotations
 
-import os
-import shlex
 from pathlib import Path
 
+from astrotool.context import astro_command
+
+__all__ = ["astro_command", "model_arg"]
+
 __docformat__ = "numpy"
-
-
-def astro_command(*words) -> str:
-    """``astro [-w WORKSPACE] WORDS...``, quoted for a shell: ``-w`` is there whenever the running command's
-    workspace (``-w`` or ``$ASTRO_WORKSPACE``) is not the current folder, relative to it when inside it.
-
-    Parameters
-    ----------
-    *words
-        What follows ``astro`` and its workspace (global options such as ``--seed``, then the sub-command).
-
-    Returns
-    -------
-    str
-        For example ``astro -w work ztf export --model sim_classifier``.
-    """
-    from astrotool.context import current
-
-    root, here = current().workspace_root, Path.cwd().resolve()
-    where = [] if root == here else ["-w", os.path.relpath(root) if root.is_relative_to(here) else str(root)]
-    return shlex.join(["astro", *where, *map(str, words)])
 
 
 def model_arg(model_dir) -> str:
