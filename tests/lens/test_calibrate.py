@@ -168,5 +168,6 @@ def test_a_model_cut_short_is_used_with_a_warning_and_export_takes_the_old_onnx_
     code = main(["-w", str(tmp_path / "ws"), "--json", "lens", "export", "--onnx", "--model", str(model_copy)])
     cap = capsys.readouterr()
     assert code == 0, cap.err
-    assert "training unfinished (trained 3 of 15 epochs)" in cap.err and "astro lens train" in cap.err
+    assert "training unfinished (trained 3 of 15 epochs)" in cap.err and \
+        f"astro -w {tmp_path / 'ws'} lens train" in cap.err
     assert json.loads(cap.out)["path"] == str(model_copy / "model.onnx")

@@ -981,7 +981,7 @@ def test_eval_and_detect_warn_about_a_model_whose_training_was_cut_short(trained
     for cmd in (["evaluate", "--split", "all"], ["detect", str(curve), "--name", "cut"]):
         assert main(["-w", str(trained), "plato", *cmd, "--model", str(mdir)]) == 0
         err = capsys.readouterr().err
-        assert "training unfinished (trained 3 of 8 epochs)" in err and "astro plato train" in err, cmd
+        assert "training unfinished (trained 3 of 8 epochs)" in err and f"astro -w {trained} plato train" in err, cmd
     assert main(["-w", str(trained), "plato", "evaluate", "--split", "all"]) == 0   # the default name: a model
     # trained on (by the resume test) is scored again, not refused
     assert "unfinished" not in capsys.readouterr().err
