@@ -291,3 +291,18 @@ def test_demo_step_leaves_a_workspace_that_dre_run_continues(tmp_path, capsys):
     assert "made with other settings" not in out.err
     [tile] = json.loads(out.out)["tiles"]
     assert all(tile[k] == "skipped (done)" for k in ("detect", "psf", "cuts", "fit", "mosaics")), tile
+
+
+def test_the_demo_never_duplicates_or_replaces_a_workspace_s_own_dre_settings(tmp_path):
+    """Appending the demo's [dre.simulate] to an astro.toml that had one broke every later command there."""
+    import tomllib
+
+    from astrotool_dre.demo import SETTINGS, _save_settings
+
+    own = tmp_path / "own.toml"
+    own.write_text("[dre.simulate]\nn_tiles = 4\n")
+    assert not _save_settings(own) and own.read_text() == "[dre.simulate]\nn_tiles = 4\n"
+    fresh = tmp_path / "fresh.toml"
+    fresh.write_text("# a workspace\n[core]\nseed = 3\n")
+    assert _save_settings(fresh) and _save_settings(fresh)   # once, however often the demo runs
+    assert fresh.read_text().count(SETTINGS) == 1 and tomllib.loads(fresh.read_text())["core"] == {"seed": 3}

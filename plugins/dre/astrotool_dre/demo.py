@@ -23,19 +23,23 @@ nindex = 1
 (``astro -w DIR dre run``) use them too."""
 
 
+
 def run(ctx) -> list[str]:
     """Simulate a small tile, run detect → psf → cuts → fit → mosaics, compare with the truth."""
     from astrotool_dre import cli
     from astrotool_dre.stages import TILE_STAGES
     from astrotool_dre.truth import workspace_recovery
 
-    from astrotool.workspace import atomic_path
-
     toml = ctx.workspace.root / "astro.toml"
-    text = toml.read_text(encoding="utf-8") if toml.exists() else ""
-    if SETTINGS not in text:   # a demo run again with --overwrite finds them there
-        with atomic_path(toml) as tmp:
-            tmp.write_text(text + SETTINGS, encoding="utf-8")
+    saved = _save_settings(toml)
+    if not saved:   # the workspace has dre settings of its own: the demo's hold for this run only
+        import tomllib
+
+        sets = [f"dre.{table}.{key}={value}" for table, keys in tomllib.loads(SETTINGS)["dre"].items()
+                for key, value in keys.items()]
+        ctx.log.warning("%s has [dre] settings of its own: the demo's (%s) are used for this run only, not written "
+                        "there", toml, ", ".join(sets))
+        ctx.options.set = list(ctx.options.set) + sets
     ctx._config = None
     cli.simulate(None, None, None, None, None)
     results = cli._run_stages(TILE_STAGES, None, {}, desc="dre run")
@@ -45,6 +49,26 @@ def run(ctx) -> list[str]:
         lines.append(f"recovery of {g['n_matched']}/{g['n_truth']} galaxies: LOGR within 0.115 dex "
                      f"{g['logr_frac']:.0%}, axis ratio within 0.1 {g['q_frac']:.0%}, angle within 15° "
                      f"{g['angle_frac']:.0%} (q<0.7), flux within 5 % {g['flux_frac']:.0%}")
-    lines.append(f"outputs in {ctx.workspace.root / 'dre'} (summary/*.parquet, mosaics/*/*.png); the settings in "
-                 f"{toml}")
+    lines.append(f"outputs in {ctx.workspace.root / 'dre'} (summary/*.parquet, mosaics/*/*.png)"
+                 + (f"; the settings in {toml}" if saved else ""))
     return lines
+
+
+def _save_settings(toml) -> bool:
+    """Append :data:`SETTINGS` to the workspace's ``astro.toml`` unless they are there already; False (nothing
+    written) when the file holds dre settings of its own, which the demo's must neither duplicate nor replace."""
+    import tomllib
+
+    from astrotool.workspace import atomic_path
+
+    text = toml.read_text(encoding="utf-8") if toml.exists() else ""
+    if SETTINGS in text:   # a demo run again with --overwrite
+        return True
+    try:
+        if "dre" in tomllib.loads(text):
+            return False
+    except tomllib.TOMLDecodeError:
+        return False   # the configuration error is said by the first command that reads it
+    with atomic_path(toml) as tmp:
+        tmp.write_text(text + SETTINGS, encoding="utf-8")
+    return True
