@@ -32,11 +32,17 @@ def compression_kwargs(level: str) -> dict:
         raise ValueError(f"compression: expected one of {', '.join(COMPRESSION)}, got {level!r}") from None
 
 
+_DAMAGE = ("bad ", "signature", "checksum", "inflate", "decompress", "can't read data", "filter returned failure",
+           "truncated", "addr overflow", "b-tree", "heap", "corrupt")
+"""Words of HDF5's reports of content it cannot read (not of an attribute or object that is not there)."""
+
+
 def _damaged(exc: BaseException, tb) -> bool:
     """Whether ``exc`` (raised through traceback ``tb``) is HDF5's report of content it cannot read (a bad
-    object header or heap, a chunk that does not decompress): raised inside h5py, not about an object that
-    does not exist, nor by the code reading the file."""
-    if not isinstance(exc, (OSError, KeyError, RuntimeError)) or "doesn't exist" in str(exc):
+    object header or heap, a chunk that does not decompress): raised inside h5py and saying so, not about an
+    attribute or object that is not there, nor by the code reading the file."""
+    text = str(exc).lower()
+    if not isinstance(exc, (OSError, KeyError, RuntimeError)) or not any(word in text for word in _DAMAGE):
         return False
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next

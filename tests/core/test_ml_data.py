@@ -179,6 +179,20 @@ def test_damage_names_the_file(tmp_path, damage, culprit, message):
     assert err.value.path.endswith(culprit)
 
 
+def test_a_missing_attribute_or_object_is_not_called_corrupt(tmp_path):
+    """The damaged-content check took h5py's KeyError for a missing attribute for corruption."""
+    import h5py
+
+    from astrotool.io.hdf5 import open_h5
+
+    with h5py.File(tmp_path / "a.h5", "w") as h5:
+        h5["x"] = np.zeros(3)
+    for read in (lambda h5: h5.attrs["nope"], lambda h5: h5["x/y"], lambda h5: h5["zz"]):
+        with pytest.raises(KeyError):
+            with open_h5(tmp_path / "a.h5") as h5:
+                read(h5)
+
+
 def test_check_finite_names_shard_and_sample(tmp_path):
     import h5py
 
