@@ -274,8 +274,8 @@ def verify(out: Path, paths: list[str], store: MathStore) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("``", "`"))
     parser.add_argument("--out", type=Path, default=BUILD / "html",
-                        help="output folder (default: docs/_build/html; the CLI reference's Markdown goes beside "
-                             "it, as cli.md)")
+                        help="output folder (default: docs/_build/html, the CLI reference's Markdown in "
+                             "docs/_build/cli.md; with another folder, in it)")
     args = parser.parse_args(argv)
     t0 = time.time()
     out = args.out.resolve()
@@ -286,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     reference = clidoc.cli_reference_markdown(root)
     paths = clidoc.command_paths(root)
     missing = clidoc.missing_from_reference(reference, root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (out.parent / "cli.md").write_text(reference, encoding="utf-8")
     errors = [f"CLI reference: missing {m}" for m in missing]
     notes = [f"command group `{p.path}` could not be loaded: {p.error}" for p in load_problems]
 
@@ -306,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     notes += plugin_problems
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    md = BUILD / "cli.md" if out == (BUILD / "html").resolve() else out / "cli.md"   # inside --out DIR
+    md.write_text(reference, encoding="utf-8")
     store = MathStore()
     api = ["astrotool", *plugins]
     titles = {module_of(name): title for name, title in PAGES}

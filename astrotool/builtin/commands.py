@@ -120,6 +120,9 @@ def config_show(
             inner = sorted(k for k, v in shown.items() if isinstance(v, dict))
             if name not in inner and not (depth == len(tables) and name in shown):
                 where = ".".join([top, *tables[:depth - 1]])
+                if name in shown:   # a key with more after it: dre.fit.statistic.x
+                    raise AstroError(f"config show: {where}.{name} is a key, not a table: "
+                                     f"`astro config show {where}.{name}` shows it")
                 raise AstroError(f"config show: [{where}] has no table or key {name!r}{_did_you_mean(name, shown)} "
                                  f"(its tables: {', '.join(inner) or 'none'})")
             shown = shown[name]

@@ -418,3 +418,8 @@ def test_config_show_shows_one_key(astro, tmp_path):
     """`config show dre.fit.statistic` said "[dre.fit] has no table 'statistic'"."""
     r = astro("-w", tmp_path, "--set", 'dre.fit.statistic="dre"', "config", "show", "dre.fit.statistic", "--sources")
     assert r.returncode == 0 and r.stdout.split() == ["dre.fit.statistic", "=", '"dre"', "#", "--set"], r.stdout
+
+
+def test_config_show_of_a_path_through_a_key_says_it_is_a_key(astro, tmp_path):
+    r = astro("-w", tmp_path, "config", "show", "dre.fit.statistic.x")
+    assert r.returncode == 2 and "dre.fit.statistic is a key, not a table" in r.stderr and "did you mean" not in r.stderr
