@@ -181,6 +181,16 @@ def open_dataset(ctx, plugin: str, stage: str, name_or_path: str, cls: Callable[
     return ds
 
 
+def model_option(model_dir: str | Path, plugin: str, stage: str = "models") -> str:
+    """What ``--model`` takes for ``model_dir`` in a suggested command: its name when it is a model of the
+    workspace (``<plugin>/<stage>/<name>``), else its folder (:func:`model_dir` reads both)."""
+    from astrotool.context import current
+
+    model_dir = Path(model_dir)
+    models = current().workspace_root / plugin / stage
+    return model_dir.name if model_dir.resolve().parent == models.resolve() else str(model_dir)
+
+
 def model_dir(ctx, plugin: str, name: str, option: str = "--model", stage: str = "models", *,
               trained: bool = False) -> Path:
     """The folder of a model: an existing checkpoint folder given by path, else ``<plugin>/<stage>/<name>``.

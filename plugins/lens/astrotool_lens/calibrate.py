@@ -145,7 +145,11 @@ def calibrate_model(ds, model_dir, cfg, log=None, device: str = "cpu") -> dict:
     save_checkpoint(model_dir, model, meta)
     stale = model_dir / "model.onnx"
     if stale.exists() and log:
-        log.warning("%s predates this calibration; run `astro lens export` again", stale)
+        from astrotool.context import astro_command
+        from astrotool.ml.commands import model_option
+
+        log.warning("%s predates this calibration; run `%s` again", stale,
+                    astro_command("lens", "export", "--model", model_option(model_dir, "lens")))
     if log:
         log.info("calibration of %s on %s (%d fields): m1 %+.2e m2 %+.2e c1 %+.1e c2 %+.1e", model_dir.name,
                  ds.stem, n_fields, result["m1"], result["m2"], result["c1"], result["c2"])

@@ -91,7 +91,7 @@ def train_command(meta: dict, model_dir) -> str:
     (:func:`astrotool.ml.commands.resume_settings`) that ``model.json`` records away from its default: and ``patience``
     (a resumed run may change it, but would stop by another rule): as the option of ``astro ztf train`` that sets
     it (:func:`astrotool.cliconfig.option_keys`) where the value is a string or a number, else (a list, a flag) as
-    ``--set``; defaults are the packaged ones. It names the workspace (:func:`astrotool_ztf.hints.astro_command`).
+    ``--set``; defaults are the packaged ones. It names the workspace (:func:`astrotool.context.astro_command`).
     """
     import typer
 
@@ -100,7 +100,7 @@ def train_command(meta: dict, model_dir) -> str:
     from astrotool_ztf.cli import app
 
     from astrotool_ztf.config import TrainConfig
-    from astrotool_ztf.hints import astro_command
+    from astrotool.context import astro_command
     from astrotool_ztf.train import RESUMABLE
 
     name = Path(model_dir).name
@@ -149,7 +149,8 @@ def remove_stale_onnx(model_dir, log) -> None:
     from astrotool.errors import InputError
     from astrotool.ml.checkpoint import read_meta
     from astrotool.ml.export import onnx_metadata
-    from astrotool_ztf.hints import astro_command, model_arg
+    from astrotool.context import astro_command
+    from astrotool.ml.commands import model_option
 
     path = Path(model_dir) / "model.onnx"
     if not path.is_file():
@@ -163,7 +164,7 @@ def remove_stale_onnx(model_dir, log) -> None:
         return
     path.unlink()
     log.info("%s: removed: exported from the weights before this training (run `%s` to export the new ones)",
-             path, astro_command("ztf", "export", "--model", model_arg(model_dir)))
+             path, astro_command("ztf", "export", "--model", model_option(model_dir, "ztf")))
 
 
 def check_onnx(path, meta: dict, model_dir) -> Path:
@@ -178,9 +179,10 @@ def check_onnx(path, meta: dict, model_dir) -> Path:
     """
     from astrotool.errors import InputError
     from astrotool.ml.export import check_onnx_weights
-    from astrotool_ztf.hints import astro_command, model_arg
+    from astrotool.context import astro_command
+    from astrotool.ml.commands import model_option
 
-    command = astro_command("ztf", "export", "--model", model_arg(model_dir))
+    command = astro_command("ztf", "export", "--model", model_option(model_dir, "ztf"))
     info = check_onnx_weights(path, meta, command)
     if info.get("temperature") != meta.get("temperature") or list(info.get("classes", [])) != list(meta["classes"]):
         raise InputError(path, f"exported with temperature {info.get('temperature')} and classes "

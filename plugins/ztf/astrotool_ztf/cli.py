@@ -570,7 +570,7 @@ def predict(
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
     from astrotool import made_with
     from astrotool_ztf.classify import check_finished, load_classifier, temperature
-    from astrotool_ztf.hints import astro_command
+    from astrotool.context import astro_command
     from astrotool_ztf.ingest import (FEATURE_FIELDS, alert_tables, column_metadata, expand_inputs, ingest_files,
                                       missing_fields)
     from astrotool_ztf.predict import (alert_descriptions, input_identity, object_descriptions, per_object,

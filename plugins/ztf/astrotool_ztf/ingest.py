@@ -1208,7 +1208,7 @@ def alert_tables(alerts_dir, patterns, missing: str = "no alert table matches it
     """
     import fnmatch
 
-    from astrotool_ztf.hints import astro_command
+    from astrotool.context import astro_command
 
     have = sorted(p.name[: -len("_alerts.parquet")] for p in Path(alerts_dir).glob("*_alerts.parquet"))
     for pattern in patterns:
@@ -1267,7 +1267,7 @@ def read_stamps(path) -> dict[str, np.ndarray]:
     with open_h5(path) as h5:
         stale = _version_changed(path, h5.attrs)
         if stale is not None:
-            from astrotool_ztf.hints import astro_command
+            from astrotool.context import astro_command
 
             raise InputError(path, f"stamps of another ztf ingest ({stale.changed[0]}), whose stamps this "
                                    "version does not read: ingest their alerts again with "

@@ -28,7 +28,7 @@ RESUMABLE = frozenset({"name", "seeds"})
 
 def no_dataset() -> str:
     """What to do where the prepared set is missing (the hint of :func:`astrotool.ml.commands.open_dataset`)."""
-    from astrotool_ztf.hints import astro_command
+    from astrotool.context import astro_command
 
     return f"run `{astro_command('ztf', 'prepare')}` first"
 
