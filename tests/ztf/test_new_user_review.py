@@ -114,14 +114,6 @@ def test_predictions_say_which_alerts_had_a_blank_stamp(tws, tmp_path, astro):
     assert (table["class"] != "").all()
 
 
-def test_predict_refusing_another_engine_names_the_engine(tws, astro):
-    run = ("-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier")
-    assert astro(*run).returncode == 0
-    assert astro("-w", tws, "ztf", "export", "--model", "sim_classifier").returncode == 0
-    err = _error(astro(*run, "--engine", "onnxruntime"))
-    assert "engine" in err and "other inputs or another model" not in err
-
-
 def test_suggested_commands_name_the_workspace_and_the_model(tws, tmp_path, astro):
     """The hints said `astro ztf export` (no -w, no --model): pasted, they ran on another workspace."""
     err = _error(astro("-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier", "--engine",
@@ -185,17 +177,18 @@ def test_prepare_refuses_a_class_no_alert_holds(tws, astro):
     assert r.returncode == 0, r.stderr
 
 
-def test_training_new_weights_removes_the_stale_onnx_export(tws, astro):
+def test_training_new_weights_warns_of_the_stale_onnx_export(tws, astro):
     onnx = tws / "ztf" / "models" / "sim_classifier" / "model.onnx"
     train = ("-w", tws, "--seed", 1, "ztf", "train", "--epochs", 2)
     assert astro("-w", tws, "ztf", "export", "--model", "sim_classifier").returncode == 0
     r = astro(*train)   # resumed: one more epoch, new weights
     assert r.returncode == 0, r.stderr
-    assert not onnx.exists() and "model.onnx: removed" in r.stderr
+    assert onnx.exists() and "model.onnx: exported from the weights before this training" in r.stderr
+    assert "ztf export --model sim_classifier" in r.stderr
     assert astro("-w", tws, "ztf", "export", "--model", "sim_classifier").returncode == 0
-    r = astro(*train)   # no epoch left: the same weights, the export kept
+    r = astro(*train)   # no epoch left: the same weights, nothing said
     assert r.returncode == 0, r.stderr
-    assert onnx.exists() and "removed" not in r.stderr
+    assert "exported from the weights before" not in r.stderr
 
 
 def test_predict_takes_glob_patterns_of_tables_as_prepare_does(tws, astro):

@@ -785,19 +785,18 @@ def test_predict_runs_the_onnx_export_and_refuses_a_stale_one(tws, astro):
     r = astro(*run)
     assert r.returncode == 0, r.stderr
     torch_p = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
-    r = astro(*run, "--engine", "onnxruntime", "--name", "onnx")
+    r = astro(*run, "--engine", "onnxruntime")   # its own tables, as lens predict's: the torch run's kept
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["engine"] == "onnxruntime"
-    onnx_p = pd.read_parquet(tws / "ztf" / "predictions" / "onnx_alerts.parquet")
+    onnx_p = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_onnx_alerts.parquet")
     cols = [c for c in torch_p if c.startswith("p_")]
     assert np.allclose(onnx_p[cols].to_numpy(float), torch_p[cols].to_numpy(float), atol=1e-5)
     assert (onnx_p["class"] == torch_p["class"]).all()
-    # the same name with the other engine: another setting, refused unless --overwrite
-    err = _error(astro(*run, "--engine", "onnxruntime"))
-    assert "engine" in err and "--overwrite" in err
+    pd.testing.assert_frame_equal(pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet"),
+                                  torch_p)
     # a checkpoint whose temperature changed since the export: the export is refused, naming it
     meta = json.loads((mdir / "model.json").read_text())
     (mdir / "model.json").write_text(json.dumps({**meta, "temperature": meta["temperature"] * 2}))
     err = _error(astro(*run, "--engine", "onnxruntime", "--name", "stale"))
     assert "model.onnx" in err and "temperature" in err and f"astro -w {tws} ztf export --model sim_classifier" in err
-    assert not (tws / "ztf" / "predictions" / "stale_alerts.parquet").exists()
+    assert not (tws / "ztf" / "predictions" / "stale_onnx_alerts.parquet").exists()

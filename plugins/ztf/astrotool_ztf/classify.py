@@ -143,9 +143,10 @@ def temperature(meta: dict, model_dir) -> float:
     return float(meta["temperature"])
 
 
-def remove_stale_onnx(model_dir, log) -> None:
-    """Delete ``<model_dir>/model.onnx`` when it was not exported from the checkpoint's weights and temperature
-    (``train`` wrote new ones since), with a log line naming the command that exports it again."""
+def warn_stale_onnx(model_dir, log) -> None:
+    """Warn when ``<model_dir>/model.onnx`` was exported from other weights or another temperature than the
+    checkpoint's (``train`` wrote new ones since), naming the command that exports it again. The file is kept
+    (the user's; ``predict --engine onnxruntime`` refuses it); an export that records no weights is not judged."""
     from astrotool.errors import InputError
     from astrotool.ml.checkpoint import read_meta
     from astrotool.ml.export import onnx_metadata
@@ -160,11 +161,11 @@ def remove_stale_onnx(model_dir, log) -> None:
         info = onnx_metadata(path)
     except InputError:
         info = {}
-    if info.get("weights_sha256") == meta.get("weights_sha256") and info.get("temperature") == meta.get("temperature"):
+    if info.get("weights_sha256") is None or (info["weights_sha256"] == meta.get("weights_sha256")
+                                              and info.get("temperature") == meta.get("temperature")):
         return
-    path.unlink()
-    log.info("%s: removed: exported from the weights before this training (run `%s` to export the new ones)",
-             path, astro_command("ztf", "export", "--model", model_option(model_dir, "ztf")))
+    log.warning("%s: exported from the weights before this training, not this model's; run `%s` to export "
+                "the new ones", path, astro_command("ztf", "export", "--model", model_option(model_dir, "ztf")))
 
 
 def check_onnx(path, meta: dict, model_dir) -> Path:

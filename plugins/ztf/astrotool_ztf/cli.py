@@ -254,7 +254,7 @@ def train(
     from astrotool_ztf import NAME, PREPARED, REPORTS
     from astrotool_ztf.prepare import StampDataset
     from astrotool_ztf.autoencoder import train_autoencoder
-    from astrotool_ztf.classify import remove_stale_onnx
+    from astrotool_ztf.classify import warn_stale_onnx
     from astrotool_ztf.temporal import train_temporal
     from astrotool_ztf.train import no_dataset, require_encoder, train_classifier
 
@@ -290,7 +290,7 @@ def train(
                            "vae": train_autoencoder}.get(cfg.arch, train_classifier)  # classifier, probe
                 res = trainer(ds, cfg, mdir, seed, overwrite=ctx.overwrite, log=ctx.log, on_epoch=on_epoch, runtime=rt)
             if rt.is_global_zero:
-                remove_stale_onnx(mdir, ctx.log)   # an export of the weights before: no longer this model
+                warn_stale_onnx(mdir, ctx.log)   # an export of the weights before: no longer this model
                 mc.record(ctx, outputs=mc.checkpoint_files(mdir))
                 plot = mc.history_figure(ctx, mdir, ctx.workspace.stage(NAME, REPORTS) / f"{mdir.name}_history.png")
                 summaries.append({**res, "history_plot": str(plot) if plot else None})
@@ -555,7 +555,8 @@ def predict(
     --overwrite, which replaces them. An unfinished checkpoint is refused.
     With --engine onnxruntime the classifier runs from <model>/model.onnx,
     refused unless exported from the checkpoint's weights and temperature
-    (the autoencoder, if any, runs with torch).
+    (the autoencoder, if any, runs with torch), and _onnx is added to NAME
+    (as lens predict does), so the torch run's tables are kept beside.
     """
     import time
 
@@ -592,8 +593,11 @@ def predict(
     if pc.engine == "onnxruntime":
         from astrotool_ztf.classify import check_onnx
 
-        net = check_onnx(mdir / "model.onnx", meta, mdir)
-        ctx.record.add_input(net)
+        from astrotool.ml.predict import onnx_session
+
+        path = check_onnx(mdir / "model.onnx", meta, mdir)
+        ctx.record.add_input(path)
+        net = onnx_session(path, dev)   # one session for every input table
     ae_dev = rt.inference_device("torch") if autoencoder else None
     ae = None
     if autoencoder:
@@ -630,7 +634,7 @@ def predict(
     if not pairs:
         raise InputError(", ".join(inputs), f"no alert file could be ingested: {n_failed} failed (the errors "
                                             "above say why)")
-    stem = name or mdir.name
+    stem = (name or mdir.name) + ("_onnx" if pc.engine == "onnxruntime" else "")   # beside the torch run's
     out_dir = ws.stage(NAME, PREDICTIONS)
     rec = made_with.record({"model": mdir.name, "model_weights": meta.get("weights_sha256"),
                             "autoencoder": ae_dir.name if ae is not None else None,

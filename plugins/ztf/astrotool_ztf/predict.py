@@ -85,8 +85,9 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
                  autoencoder=None, autoencoder_device: str | None = None):
     """Per-alert predictions of one ingested file: a DataFrame and the alerts/s reached.
 
-    ``model`` is the torch classifier (its logits are divided by the checkpoint's temperature), or the path
-    of its ONNX export (``astro ztf export``: calibrated probabilities, temperature included).
+    ``model`` is the torch classifier (its logits are divided by the checkpoint's temperature), or its ONNX
+    export (``astro ztf export``: calibrated probabilities, temperature included), as a path or an
+    ``onnxruntime.InferenceSession``.
     With an ``autoencoder`` (a :class:`~astrotool_ztf.model.StampAutoencoder`, 21 px stamps) the column
     ``recon_error`` holds its mean squared reconstruction error per pixel: an anomaly score.
     """
@@ -100,7 +101,7 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
     rate = None
     if usable.any():
         out, pred = run_logits(model, x[usable], f[usable], batch_size, device)
-        onnx = isinstance(model, (str, Path))   # the export's output: probabilities, temperature included
+        onnx = not hasattr(model, "parameters")   # the export's output: probabilities, temperature included
         probs[usable] = out if onnx else softmax(out, float(meta["temperature"]))
         rate = float(pred.samples_per_s)
     out = pd.DataFrame({"objectId": table["objectId"].astype(str), "candid": table["candid"].to_numpy(np.int64),
