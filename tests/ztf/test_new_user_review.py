@@ -175,6 +175,10 @@ def test_prepare_refuses_a_class_no_alert_holds(tws, astro):
     assert not (tws / "ztf" / "prepared" / "cx").exists()
     r = astro("-w", tws, *SMALL, "--set", "ztf.prepare.classes=['SN','VS']", "ztf", "prepare", "--name", "sv")
     assert r.returncode == 0, r.stderr
+    # a hold-out set keeps the model's classes though one is absent (evaluate needs them equal): a warning
+    r = astro("-w", tws, *SMALL, "--set", "ztf.prepare.classes=['SN','XX']", "--set", "ztf.prepare.holdout=true",
+              "ztf", "prepare", "--name", "hx")
+    assert r.returncode == 0 and "XX" in r.stderr and "a hold-out set: kept" in r.stderr, r.stderr
 
 
 def test_training_new_weights_warns_of_the_stale_onnx_export(tws, astro):

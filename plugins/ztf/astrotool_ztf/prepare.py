@@ -329,11 +329,13 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     absent = [c for c in cfg.classes if c not in found]   # a class asked for by name that no alert holds
     if absent:
         shown, read = sorted(found), [Path(a).name for a, _ in pairs]
-        raise InputError(Path(pairs[0][0]).parent, f"no alert of the class(es) {', '.join(absent)} "
-                                                   f"(ztf.prepare.classes) in column {cfg.label_column!r} of "
-                                                   f"{', '.join(read[:5])}{', ...' if len(read) > 5 else ''}; "
-                                                   f"the classes found: {', '.join(shown[:20]) or 'none'}"
-                                                   f"{', ...' if len(shown) > 20 else ''}")
+        what = (f"no alert of the class(es) {', '.join(absent)} (ztf.prepare.classes) in column "
+                f"{cfg.label_column!r} of {', '.join(read[:5])}{', ...' if len(read) > 5 else ''}; the classes "
+                f"found: {', '.join(shown[:20]) or 'none'}{', ...' if len(shown) > 20 else ''}")
+        if not cfg.holdout:   # a training set without a class: a model that never learns it
+            raise InputError(Path(pairs[0][0]).parent, what)
+        if log is not None:   # a hold-out set keeps the model's classes; evaluate scores the ones present
+            log.warning("%s (a hold-out set: kept, scored over the classes present)", what)
     tables, stamp_sets, n_repeated = _drop_repeated_alerts(tables, stamp_sets)
     if n_repeated and log is not None:
         log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
