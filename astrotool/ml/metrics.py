@@ -283,16 +283,16 @@ def classification_metrics(pred, target, num_classes: int | None = None, class_n
     -------
     dict
         ``n, n_dropped, num_classes, class_names, accuracy, macro_f1,
-        macro_recall, macro_precision`` and per class (lists) ``recall,
+        macro_recall, macro_precision, macro_classes`` and per class (lists) ``recall,
         precision, f1, support``, and ``confusion`` (list of rows: row = true
         class, column = predicted class, counts). Per-class recall is NaN for a
         class with no true sample, precision NaN for a class never predicted, F1
-        NaN for a class absent from both. The macro averages are over the
-        classes present in the targets or the predictions: macro-F1 is
-        torchmetrics' ``average="macro"`` (which skips classes absent from
-        both), macro-recall is the balanced accuracy, and macro-precision counts
-        a class that has samples but is never predicted as precision 0 (as
-        scikit-learn's ``zero_division=0``; its per-class ``precision`` stays NaN).
+        NaN for a class absent from both. The three macro averages are over one set
+        of classes, those present in the targets (``macro_classes``): macro-recall
+        is the balanced accuracy, a class never predicted counts as precision 0 (as
+        scikit-learn's ``zero_division=0``; its per-class ``precision`` stays NaN)
+        and F1 0, and a class predicted but absent from the targets is left out
+        (its wrong predictions lower the recall of the classes they belong to).
 
     Raises
     ------
@@ -306,7 +306,7 @@ def classification_metrics(pred, target, num_classes: int | None = None, class_n
     out = {"n": n, "n_dropped": dropped, "num_classes": k, "class_names": names}
     if not n:
         nan_k = [NAN] * k
-        out.update(accuracy=NAN, macro_f1=NAN, macro_recall=NAN, macro_precision=NAN, recall=nan_k,
+        out.update(accuracy=NAN, macro_f1=NAN, macro_recall=NAN, macro_precision=NAN, macro_classes=[], recall=nan_k,
                    precision=nan_k, f1=nan_k, support=[0] * k, confusion=[[0] * k for _ in range(k)])
         return out
     from torchmetrics.functional.classification import multiclass_confusion_matrix
@@ -314,11 +314,12 @@ def classification_metrics(pred, target, num_classes: int | None = None, class_n
     tp_, ty = _t(labels, "int64"), _t(y, "int64")
     cm = multiclass_confusion_matrix(tp_, ty, num_classes=k).numpy().astype(np.int64)
     recall, precision, f1, support, predicted = _per_class(cm)
+    present = support > 0   # the classes of the macro averages
     out.update(
         accuracy=float(np.trace(cm) / n),
-        macro_f1=_nanmean(f1),
-        macro_recall=_nanmean(recall), macro_precision=_nanmean(np.where((predicted == 0) & (support > 0), 0.0,
-                                                                          precision)),
+        macro_f1=_nanmean(f1[present]), macro_recall=_nanmean(recall[present]),
+        macro_precision=_nanmean(np.where(predicted == 0, 0.0, precision)[present]),
+        macro_classes=[c for c, p in zip(names, present) if p],
         recall=_floats(recall), precision=_floats(precision), f1=_floats(f1),
         support=[int(s) for s in support], confusion=cm.tolist(),
     )

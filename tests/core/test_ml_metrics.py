@@ -129,6 +129,20 @@ def test_macro_precision_counts_a_never_predicted_class_as_zero():
     assert r["macro_recall"] == pytest.approx((1.0 + 0.5 + 0.0) / 3, abs=1e-12)
 
 
+def test_macro_metrics_average_over_the_classes_present_in_the_truth():
+    """On a split with no bogus, macro-recall averaged 4 classes and macro-precision/F1 5 (bogus as 0)."""
+    classification_metrics = M.classification_metrics
+
+    classes = ["AGN", "SN", "VS", "asteroid", "bogus"]
+    truth = np.array([0, 0, 1, 1, 2, 3])   # no bogus
+    pred = np.array([0, 1, 1, 1, 4, 3])    # the VS called bogus
+    c = classification_metrics(np.eye(5)[pred], truth, class_names=classes)
+    assert c["macro_classes"] == ["AGN", "SN", "VS", "asteroid"]
+    assert c["macro_recall"] == pytest.approx((0.5 + 1 + 0 + 1) / 4)
+    assert c["macro_precision"] == pytest.approx((1 + 2 / 3 + 0 + 1) / 4)
+    assert c["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0 + 1) / 4)
+
+
 def test_empty_and_never_predicted_classes():
     # a fourth class that nobody has: its recall, precision and F1 are undefined; the macro averages skip it
     r = M.classification_metrics(PRED, TARGET, num_classes=4)

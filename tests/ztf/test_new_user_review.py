@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -151,21 +150,6 @@ def test_seed_groups_hold_only_models_trained_for_the_same_epochs(tmp_path):
 
     dirs = [model("m_seed0", 0, 3), model("m_seed1", 1, 3), model("m_seed2", 2, 12), model("m_seed3", 3, 3, 0)]
     assert [[d.name for d in g] for g in seed_groups(dirs)] == [["m_seed0", "m_seed1"], ["m_seed2"], ["m_seed3"]]
-
-
-def test_macro_metrics_average_over_the_classes_present_in_the_truth():
-    """On a split with no bogus, macro-recall averaged 4 classes and macro-precision/F1 5 (bogus as 0)."""
-    from astrotool.ml.metrics import classification_metrics
-    from astrotool_ztf.evaluate import macro_metrics
-
-    classes = ["AGN", "SN", "VS", "asteroid", "bogus"]
-    truth = np.array([0, 0, 1, 1, 2, 3])   # no bogus
-    pred = np.array([0, 1, 1, 1, 4, 3])    # the VS called bogus
-    c = macro_metrics(classification_metrics(np.eye(5)[pred], truth, class_names=classes))
-    assert c["macro_classes"] == ["AGN", "SN", "VS", "asteroid"]
-    assert c["macro_recall"] == pytest.approx((0.5 + 1 + 0 + 1) / 4)
-    assert c["macro_precision"] == pytest.approx((1 + 2 / 3 + 0 + 1) / 4)
-    assert c["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 0 + 1) / 4)
 
 
 def test_prepare_refuses_a_class_no_alert_holds(tws, astro):

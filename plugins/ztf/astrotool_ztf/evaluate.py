@@ -6,7 +6,7 @@ precision, the confusion matrix, and the expected calibration error before and
 after temperature scaling (the temperature fitted on the validation split,
 :mod:`astrotool_ztf.classify`). The macro averages (recall, precision, F1) are
 means over one set of classes: those present in the truth of the scored split
-(:func:`macro_metrics`). Over several models: the mean and sample standard
+(:func:`astrotool.ml.metrics.classification_metrics`). Over several models: the mean and sample standard
 deviation (ddof = 1) of each figure. Figures: the normalised confusion matrix and the
 reliability diagram (after scaling) of each model.
 """
@@ -41,7 +41,7 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device:
     dict
         ``model``, ``split``, ``n``, ``temperature``, ``classification``
         (:func:`astrotool.ml.metrics.classification_metrics` of the calibrated
-        probabilities, with the macro averages of :func:`macro_metrics`), ``calibration_before`` and ``calibration_after``
+        probabilities), ``calibration_before`` and ``calibration_after``
         (:func:`astrotool.ml.metrics.calibration_metrics`), ``alerts_per_s``.
     """
     from astrotool.errors import InputError
@@ -62,31 +62,10 @@ def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device:
     return {"model": Path(model_dir).name, "path": str(model_dir), "dataset": ds.name, "split": split,
             "n": int(len(y)),
             "temperature": float(t),
-            "classification": macro_metrics(classification_metrics(probs, y, class_names=ds.classes)),
+            "classification": classification_metrics(probs, y, class_names=ds.classes),
             "calibration_before": calibration_metrics(softmax(logits), y, n_bins),
             "calibration_after": calibration_metrics(probs, y, n_bins),
             "alerts_per_s": round(float(pred.samples_per_s), 1)}
-
-
-def macro_metrics(classification: dict) -> dict:
-    """``classification`` (:func:`astrotool.ml.metrics.classification_metrics`) with ``macro_recall``,
-    ``macro_precision`` and ``macro_f1`` the means over the classes present in the truth (``support`` > 0),
-    named in ``macro_classes``: a class never predicted counts as precision 0 (and F1 0), a class predicted
-    but absent from the truth is left out of all three (the per-class lists are kept as they are)."""
-    cm = np.asarray(classification["confusion"], float)
-    present = cm.sum(axis=1) > 0
-    tp, predicted, support = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = tp / support
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        f1 = 2 * tp / (support + predicted)
-
-    def mean(v):
-        return float(np.mean(v[present])) if present.any() else float("nan")
-
-    names = classification["class_names"]
-    return {**classification, "macro_recall": mean(recall), "macro_precision": mean(precision), "macro_f1": mean(f1),
-            "macro_classes": [c for c, p in zip(names, present) if p]}
 
 
 def baseline_candidates(models: Path, dataset: str) -> list[Path]:
