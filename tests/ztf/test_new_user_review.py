@@ -35,6 +35,10 @@ def test_simulate_never_replaces_an_ingested_table_of_its_names(tmp_path, astro,
     r = astro("-w", ws, "--set", "ztf.simulate.chunk_size=1", *overwrite, "ztf", "simulate", "-n", 2, "--name", "s")
     assert r.returncode == 0, r.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(table), before)
+    # simulate's own table whose stamps file is gone says nothing against it: made again, not refused for ever
+    (ws / "ztf" / "stamps" / "s_0000_stamps.h5").unlink()
+    r = astro("-w", ws, "--set", "ztf.simulate.chunk_size=1", "--overwrite", "ztf", "simulate", "-n", 2, "--name", "s")
+    assert r.returncode == 0, r.stderr
 
 
 SMALL = ("--set", "ztf.prepare.val_per_class=2", "--set", "ztf.prepare.test_per_class=2")

@@ -562,8 +562,9 @@ def check_own_tables(name: str, folder, alerts_dir, stamps_dir) -> None:
     for stem in stems:
         made = _ingested_from(Path(stamps_dir) / f"{stem}_stamps.h5")
         own = Path(recorded_source(Path(folder) / f"{stem}.parquet", stamps_dir)).parts   # ztf/simulated/...
-        if made is not None and Path(made[0]).parts[-len(own):] != own:   # also the end of an absolute path
+        # also the end of an absolute path; a stamps file missing or unreadable says nothing: simulate's to remake
+        if made is not None and made[0] and Path(made[0]).parts[-len(own):] != own:
             table = Path(alerts_dir) / f"{stem}_alerts.parquet"
             raise InputError(table if table.exists() else Path(stamps_dir) / f"{stem}_stamps.h5",
-                             f"holds alerts that `ztf simulate` did not make ({made[0] or 'input not recorded'}); "
+                             f"holds alerts that `ztf simulate` did not make ({made[0]}); "
                              "simulate never replaces them, --overwrite or not: give the simulation another --name")
