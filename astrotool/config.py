@@ -312,7 +312,10 @@ class Config:
         lines = []
         for src, names in by_file.items():
             if not packaged_source(src) and not src.startswith(("--set", "$", OPTION_SOURCE)):
-                lines += [f"{src}: {tell.format(file=src)}" for keys, tell in foreign if len(names & keys) >= 2]
+                import shlex
+
+                lines += [f"{src}: {tell.format(file=shlex.quote(src))}" for keys, tell in foreign
+                          if len(names & keys) >= 2]
         return lines
 
     def _unknown_section(self, name: str) -> str:
