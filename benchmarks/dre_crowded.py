@@ -143,20 +143,60 @@ def table(pairs) -> list[tuple]:
     return out
 
 
+def config_names(text: str) -> list[str]:
+    """``--configs``: a comma list of :data:`CONFIGS` names (argparse's error lists them)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'none'}: expected a comma list of "
+                                         f"{', '.join(CONFIGS)}")
+    return names
+
+
+def verdict(rows) -> tuple[str, dict]:
+    """The goals met or missed by one configuration's table, and its S/N >= 30 fractions."""
+    import math
+
+    by = {r[0]: r for r in rows}
+    s30, every = by["S/N >= 30"], by["all"]
+    got = {"logr": s30[3], "q": s30[4], "flux": s30[5], "index": s30[7]}
+    cover = {"LOGR": every[8], "AX_RATIO": every[9], "FLUX": every[10]}
+    bias = max((abs(r[-1]) for label, r in by.items() if label.startswith("S/N >= 30, n = ")
+                and not math.isnan(r[-1])), default=float("nan"))
+    parts = [f"{k.upper()} {v:.2f} {'>=' if v >= GOAL[k] else '<'} {GOAL[k]}" for k, v in got.items()]
+    parts += [f"2σ {k} {v:.2f} {'>=' if v >= GOAL['cover2'] else '<'} {GOAL['cover2']}" for k, v in cover.items()]
+    parts.append(f"|LOGR bias| {bias:.3f} {'<=' if bias <= GOAL['bias'] else '>'} {GOAL['bias']}")
+    met = all(v >= GOAL[k] for k, v in got.items()) and all(v >= GOAL["cover2"] for v in cover.values()) \
+        and bias <= GOAL["bias"]
+    return f"goals {'MET' if met else 'NOT MET'}: " + "; ".join(parts) + f" (the noise allows FLUX {s30[6]:.2f})", got
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiles", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=7301)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--configs", default="default,dre,const-psf")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--tiles", type=int, default=1, help="crowded tiles simulated")
+    ap.add_argument("--seed", type=int, default=7301, help="simulation seed (no test uses it)")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes")
+    ap.add_argument("--configs", type=config_names, default="default,dre,const-psf",
+                    help=f"comma list of: {', '.join(CONFIGS)}")
     ap.add_argument("--keep", type=Path, default=None, help="keep the workspaces in this folder")
     args = ap.parse_args()
-    from astrotool_dre.truth import workspace_pairs
-
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="dre-crowded-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    bases = {}
-    for const in (False, True):
+    try:
+        return run(args, tmp)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, tmp: Path) -> int:
+    """Simulate the bases, run each configuration in ``tmp``, print its table, its verdict and the ratio to the
+    constant-PSF baseline."""
+    from astrotool_dre.truth import workspace_pairs
+
+    bases, results = {}, {}
+    for const in sorted({CONFIGS[name][1] for name in args.configs}):   # a constant-PSF base only when asked
         base = tmp / ("base-const" if const else "base")
         sets = [("dre.simulate.preset", '"crowded"')] + ([("dre.simulate.psf_fwhm", "3.1")] if const else [])
         if not (base / "dre" / "tiles").exists():
@@ -167,7 +207,7 @@ def main() -> int:
           f"flux {GOAL['flux']}, index {GOAL['index']}; all: truth within 2σ >= {GOAL['cover2']}")
     head = (f"{'group':<30} {'n':>8} {'LOGR':>5} {'q':>5} {'flux':>5} {'noise':>5} {'index':>5} | {'2σ:LOGR':>7} {'q':>5} "
             f"{'flux':>5} {'index':>5} | {'bias':>6}")
-    for name in args.configs.split(","):
+    for name in args.configs:
         sets, const = CONFIGS[name]
         ws = tmp / name
         if not (ws / "dre" / "tiles").exists():
@@ -186,12 +226,20 @@ def main() -> int:
         print(f"\n[{name}] {' '.join(f'{k}={v}' for k, v in sets) or 'as shipped'}"
               f"{' (constant PSF, FWHM 3.1 px)' if const else ''}: {dt:.0f} s for the chain")
         print(head)
-        for row in table(pairs):
+        rows = table(pairs)
+        for row in rows:
             label, nm, nt, *fr, bias = row
             print(f"{label:<30} {nm:>4}/{nt:<3} " + " ".join(f"{v:5.2f}" for v in fr[:5]) + " | "
                   + f"{fr[5]:7.2f} " + " ".join(f"{v:5.2f}" for v in fr[6:]) + f" | {bias:+6.3f}")
-    if args.keep is None:
-        shutil.rmtree(tmp, ignore_errors=True)
+        line, results[name] = verdict(rows)
+        print(line)
+    base = results.get("const-psf")
+    if base:   # the named baseline of the same run
+        print("\nS/N >= 30 fractions as a ratio to the constant-PSF tile (const-psf):")
+        for name, got in results.items():
+            if name != "const-psf":
+                print(f"  {name:<12} " + "  ".join(f"{k.upper()} {got[k] / base[k]:.3f}" if base[k] else
+                                                  f"{k.upper()} n/a" for k in got))
     return 0
 
 
