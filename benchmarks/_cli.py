@@ -15,6 +15,22 @@ import time
 from pathlib import Path
 
 
+def count(minimum: int = 1):
+    """An argparse ``type``: an integer of at least ``minimum`` (a size of 0 gave a traceback or a 0x ratio)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: expected {minimum} or more")
+        return value
+
+    return parse
+
+
 class CliRunner:
     """Runs ``python -m astrotool -w WS -q --json [globals] <prefix> ...`` and returns the parsed JSON.
 

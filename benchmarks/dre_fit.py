@@ -49,6 +49,7 @@ from astrotool_dre import chi2 as C  # noqa: E402
 from astrotool_dre import convolve as CV  # noqa: E402
 from astrotool_dre import estimate as E  # noqa: E402
 from astrotool_dre import models as MO  # noqa: E402
+from _cli import count  # noqa: E402 - beside this script
 
 
 def sgemm_rate(k=2730, p=16384, b=64, repeat=7):
@@ -130,17 +131,19 @@ def vary_cost(cube, grid, data, rms, mask, args, label):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--objects", type=int, default=1024)
-    ap.add_argument("--dre-objects", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--gain", type=float, default=4.0)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is kept)")
-    ap.add_argument("--psf-groups", type=int, default=8, help="PSF groups of (e)")
+    ap.add_argument("--objects", type=count(), default=None, help="objects fitted (1024; --quick 128)")
+    ap.add_argument("--dre-objects", type=count(), default=None, help="objects of the DRE-code baseline (32; --quick 4)")
+    ap.add_argument("--batch", type=count(), default=128, help="objects per matrix product")
+    ap.add_argument("--gain", type=float, default=4.0, help="gain of the mock objects [e-/ADU]")
+    ap.add_argument("--rounds", type=count(), default=None, help="interleaved timing rounds (best is kept)")
+    ap.add_argument("--psf-groups", type=count(), default=None, help="PSF groups of (e) (8; --quick 4)")
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes: --objects 128 --dre-objects 4 --rounds 1 "
                                                          "--psf-groups 4, and (e) on DRE's grid only (no 2 GB cube)")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.objects, args.dre_objects, args.rounds, args.psf_groups = 128, 4, 1, 4
+    sizes = {"objects": (1024, 128), "dre_objects": (32, 4), "rounds": (3, 1), "psf_groups": (8, 4)}
+    for key, (full, quick) in sizes.items():   # an explicit size wins over --quick's
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
 
     print(f"# dre fit benchmark  (numpy {np.__version__}, {os.cpu_count()} CPUs visible; "
           f"load average {os.getloadavg()[0]:.2f} at start: other processes share these CPUs)")

@@ -359,6 +359,7 @@ def main(argv=None) -> int:
         print(f"  {fig:{w0}s}  {val:>{w1}s}  {goal:{w2}s}  {v}")
     print("\nseconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out["seconds"].items()))
     if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(out, indent=1))
     return 0
 

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _cli import count  # noqa: E402 - beside this script
+
 SEED = 7331
 """Seed of both the baseline's and the candidate's samples (used by no test)."""
 
@@ -90,9 +92,9 @@ def candidate(n: int, jobs: int, out_dir: Path, seed: int = SEED) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=3000, help="samples per run")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2, help="tries per configuration (the fastest counts)")
+    ap.add_argument("--n", type=count(), default=3000, help="samples per run")
+    ap.add_argument("--jobs", type=count(2), default=2, help="workers of the parallel run, compared with --jobs 1")
+    ap.add_argument("--repeat", type=count(), default=2, help="tries per configuration (the fastest counts)")
     args = ap.parse_args(argv)
 
     from astrotool_lens.data import ShearDataset

@@ -42,6 +42,7 @@ for extra in (ROOT, ROOT / "plugins" / "plato"):
 
 from astrotool_plato import simulate as S  # noqa: E402
 from astrotool_plato.config import SimulateConfig  # noqa: E402
+from _cli import count  # noqa: E402 - beside this script
 
 QUICK = {"curves": 8, "baseline_curves": 2, "cli_curves": 32, "cli_repeat": 1}
 """Sizes of ``--quick`` (each applies unless the option is given)."""
@@ -212,10 +213,10 @@ def same_outputs(a: Path, b: Path) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--curves", type=int, default=48, help="curves simulated by the plugin in (a)")
-    ap.add_argument("--baseline-curves", type=int, default=6, help="curves computed by the baseline in (b)")
-    ap.add_argument("--cli-curves", type=int, default=256, help="curves of each CLI run in (c)")
-    ap.add_argument("--cli-repeat", type=int, default=2, help="runs of each CLI variant (best is kept)")
+    ap.add_argument("--curves", type=count(), default=48, help="curves simulated by the plugin in (a)")
+    ap.add_argument("--baseline-curves", type=count(), default=6, help="curves computed by the baseline in (b)")
+    ap.add_argument("--cli-curves", type=count(), default=256, help="curves of each CLI run in (c)")
+    ap.add_argument("--cli-repeat", type=count(), default=2, help="runs of each CLI variant (best is kept)")
     ap.add_argument("--seed", type=int, default=7321, help="used by no test")
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes: " + ", ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))

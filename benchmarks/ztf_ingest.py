@@ -44,6 +44,7 @@ from astrotool_ztf import synthetic  # noqa: E402
 from astrotool_ztf.config import IngestConfig  # noqa: E402
 from astrotool_ztf.demo import shared_ztf_data  # noqa: E402
 from astrotool_ztf.ingest import CANDIDATE_COLUMNS, expand_inputs, ingest_file  # noqa: E402
+from _cli import count  # noqa: E402 - beside this script
 
 BASELINE = "minimal loop (fastavro read + gzip + astropy.io.fits per stamp + row dicts, no output)"
 CUTOUTS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
@@ -179,9 +180,9 @@ def time_baseline(files: list[Path], repeat: int) -> tuple[float, int]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--alerts", type=int, default=2000, help="synthetic alerts in the benchmark file")
-    ap.add_argument("--distinct", type=int, default=100, help="distinct synthetic alerts (then replicated)")
-    ap.add_argument("--repeat", type=int, default=1, help="timed runs of each (best is kept)")
+    ap.add_argument("--alerts", type=count(), default=2000, help="synthetic alerts in the benchmark file")
+    ap.add_argument("--distinct", type=count(), default=100, help="distinct synthetic alerts (then replicated)")
+    ap.add_argument("--repeat", type=count(), default=1, help="timed runs of each (best is kept)")
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes: --alerts 200 --distinct 20")
     args = ap.parse_args(argv)
     if args.quick:
