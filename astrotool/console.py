@@ -308,7 +308,18 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
         line(final=True)
 
 
-_RESULTS = {"json": False}
+_RESULTS = {"json": False, "muted": False}
+
+
+@contextlib.contextmanager
+def results_muted():
+    """Within it, results (:func:`emit`, :func:`print_table` on stdout) print nothing: ``astro demo`` runs
+    commands whose results its own summary gives."""
+    before, _RESULTS["muted"] = _RESULTS["muted"], True
+    try:
+        yield
+    finally:
+        _RESULTS["muted"] = before
 
 
 def set_json(on: bool) -> None:
@@ -354,6 +365,8 @@ def emit(obj) -> None:
     rich on a terminal, tab-separated text when stdout is a file or a pipe (nested
     values as compact JSON in their cell); other lists and text are printed as they are.
     """
+    if _RESULTS["muted"]:
+        return
     if _RESULTS["json"]:
         sys.stdout.write(to_json(obj, indent=2) + "\n")
         sys.stdout.flush()
@@ -439,6 +452,8 @@ def print_table(title: str, columns: list[str], rows: list[list], stream: str = 
         with ``--log-format json`` it is one JSON line (``message``: the title, ``rows``: those objects).
     """
     out = sys.stdout if stream == "stdout" else sys.stderr
+    if _RESULTS["muted"] and stream == "stdout":
+        return
     if _RESULTS["json"] and stream == "stdout":
         out.write(to_json([dict(zip(columns, r)) for r in rows], indent=2) + "\n")
         out.flush()

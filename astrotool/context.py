@@ -194,8 +194,6 @@ class Context:
         self._said_scheduler = False
         self.jobs_started: int | None = None  # the most workers a map started (None: no map started any)
         self.shard_used = False  # whether the command split its items by --shard (map, shard_of)
-        self.results_muted = False
-        """Whether :meth:`emit` prints nothing: ``astro demo`` runs commands whose results its summary gives."""
         self.log = logging.getLogger("astro")
 
     @classmethod
@@ -493,8 +491,6 @@ class Context:
         """
         from astrotool import console
 
-        if self.results_muted:
-            return
         if self.failures and isinstance(obj, dict) and "failures" not in obj and console.json_results():
             obj = {**obj, "failures": self._failure_rows()}
         console.emit(obj)

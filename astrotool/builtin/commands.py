@@ -274,6 +274,7 @@ def demo(
                                    help="Run only these demo steps (a comma list, or the option repeated)."),
 ):
     """Run every plugin's demo step in a fresh workspace and summarise what it produced."""
+    from astrotool.console import results_muted
     from astrotool.context import Context, set_current
     from astrotool.errors import AstroError
     from astrotool.plugins import get_registry, load_target
@@ -302,7 +303,6 @@ def demo(
     opts.workspace = str(directory)
     ctx = Context(opts, "demo", parent.argv)
     ctx.failures = parent.failures
-    ctx.results_muted = True   # the commands a step runs print nothing: stdout holds the demo's summary alone
     set_current(ctx)
     Workspace(directory).init()
     summary, failed = [], []
@@ -312,7 +312,8 @@ def demo(
             ctx.log.info("demo: %s — %s", step.name, step.help)
             t0 = time.time()
             try:
-                lines = _demo_lines(load_target(step.target)(ctx))
+                with results_muted():   # the commands a step runs print nothing: stdout holds the summary alone
+                    lines = _demo_lines(load_target(step.target)(ctx))
             except Exception as exc:  # one step's failure is reported; the other plugins' steps still run
                 failed.append(step.name)
                 why = str(exc) if isinstance(exc, AstroError) else f"{type(exc).__name__}: {exc}"

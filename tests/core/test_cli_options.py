@@ -235,6 +235,7 @@ def test_demo_step_raising_is_reported_and_the_others_run(sloppy, tmp_path, caps
     assert "FAILED: ZeroDivisionError: division by zero in the demo" in captured.out
     assert "[after]" in captured.out and "after ran" in captured.out
     assert "  one whole line\n" in captured.out  # a str is one line, not one character a line
+    assert "a command's" not in captured.out and "t1" not in captured.out   # the summary alone on stdout
     assert "demo steps failed: crash" in captured.err
 
 
@@ -244,7 +245,7 @@ def test_demo_only_takes_a_comma_list(sloppy, tmp_path, capsys):
     assert main(["--json", "demo", str(tmp_path / "d"), "--only", "text,after"]) == 0
     import json
 
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)   # one JSON document: the step's commands print nothing
     assert [s["name"] for s in out["steps"]] == ["text", "after"]
     assert out["steps"][0]["lines"] == ["one whole line"]
 

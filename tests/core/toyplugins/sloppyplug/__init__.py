@@ -34,7 +34,11 @@ def crash(ctx):
 
 
 def text(ctx):
-    """Returns one line as a string."""
+    """Returns one line as a string, after running "commands" that print results (the summary gives them)."""
+    from astrotool import console
+
+    ctx.emit({"a command's": "result"})
+    console.print_table("a command's table", ["tile"], [["t1"]])
     return "one whole line"
 
 
