@@ -312,10 +312,11 @@ _RESULTS = {"json": False, "muted": False}
 
 
 @contextlib.contextmanager
-def results_muted():
+def results_muted(on: bool = True):
     """Within it, results (:func:`emit`, :func:`print_table` on stdout) print nothing: ``astro demo`` runs
-    commands whose results its own summary gives."""
-    before, _RESULTS["muted"] = _RESULTS["muted"], True
+    commands whose results its own summary gives (``on=False``: they print again, for a step that captures
+    a command's output to quote it)."""
+    before, _RESULTS["muted"] = _RESULTS["muted"], bool(on)
     try:
         yield
     finally:

@@ -23,8 +23,10 @@ NAME = "demo"
 
 def _quiet(fn, *args, **kwargs):
     """Call a command; return ``(its result, the lines it printed on stdout)`` (logs still go to stderr)."""
+    from astrotool.console import results_muted
+
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf), results_muted(False):   # printed here, under astro demo too
         out = fn(*args, **kwargs)
     return out, [line for line in buf.getvalue().splitlines() if line.strip()]
 
