@@ -130,7 +130,7 @@ def vary_cost(cube, grid, data, rms, mask, args, label):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--objects", type=count(), default=None, help="objects fitted (1024; --quick 128)")
     ap.add_argument("--dre-objects", type=count(), default=None, help="objects of the DRE-code baseline (32; --quick 4)")
     ap.add_argument("--batch", type=count(), default=128, help="objects per matrix product")

@@ -40,7 +40,7 @@ def astro(*args) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--tiles", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=7311, help="seed of the simulated tiles")

@@ -187,7 +187,7 @@ def _transfer_fit(rec: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes (<= 4 min on 2 cores)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for generate/measure")
     ap.add_argument("--seed", type=int, default=2026, help="base seed (each dataset gets its own)")

@@ -91,7 +91,7 @@ def candidate(n: int, jobs: int, out_dir: Path, seed: int = SEED) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--n", type=count(), default=3000, help="samples per run")
     ap.add_argument("--jobs", type=count(2), default=2, help="workers of the parallel run, compared with --jobs 1")
     ap.add_argument("--repeat", type=count(), default=2, help="tries per configuration (the fastest counts)")

@@ -130,7 +130,7 @@ def table(header: list[str], rows: list[list], widths=None) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--quick", action="store_true", help="smoke-run sizes (64x64 maps, 2 epochs)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for simulate/data/baseline")
     ap.add_argument("--seed", type=int, default=7301, help="training set's seed (the hold-out gets seed + 1)")

@@ -212,7 +212,7 @@ def same_outputs(a: Path, b: Path) -> int:
 # ---------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--curves", type=count(), default=48, help="curves simulated by the plugin in (a)")
     ap.add_argument("--baseline-curves", type=count(), default=6, help="curves computed by the baseline in (b)")
     ap.add_argument("--cli-curves", type=count(), default=256, help="curves of each CLI run in (c)")

@@ -27,7 +27,7 @@ def wall(cmd: list[str], env: dict) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--repeat", type=count(), default=21, help="timed runs of each (the median counts)")
     args = ap.parse_args()
     astro = str(Path(sys.executable).with_name("astro"))

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _cli import count  # noqa: E402 - beside this script
+
 ALERCE = {"accuracy": 0.9416, "accuracy_std": 0.0046,
           "recall": {"AGN": 0.92, "SN": 0.86, "VS": 0.97, "asteroid": 0.98, "bogus": 0.98}}
 """ALeRCE's stamp classifier with features, 5 initialisations (Carrasco-Davis et al. 2021, their notebooks)."""
@@ -64,15 +66,24 @@ def astro(ws, *args, sets=(), seed=None) -> dict:
     return json.loads(r.stdout)
 
 
+def seeds(text: str) -> str:
+    """``--seeds``: a comma list of integers >= 0, checked before any work (``ztf train`` refused it only after
+    the simulation)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of integers >= 0, e.g. 0,1")
+    return ",".join(parts)
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=int, default=3000, help="simulated training objects")
-    ap.add_argument("--holdout", type=int, default=500, help="simulated hold-out objects")
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--seeds", default="0,1")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--train", type=count(), default=3000, help="simulated training objects (seed 8101)")
+    ap.add_argument("--holdout", type=count(), default=500, help="simulated hold-out objects (seed 8202)")
+    ap.add_argument("--epochs", type=count(), default=12, help="training epochs")
+    ap.add_argument("--seeds", type=seeds, default="0,1", help="training seeds, one classifier each")
     ap.add_argument("--group", default="c4", help="cyclic pooling group (c4 as ALeRCE 2021; d4 costs 2x)")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--jobs", type=count(), default=2, help="worker processes")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the workspace in this folder")
     args = ap.parse_args()
     ws = args.keep or Path(tempfile.mkdtemp(prefix="ztf-bench-"))
     run = ["--executor", "process", "-j", args.jobs]

@@ -179,7 +179,7 @@ def time_baseline(files: list[Path], repeat: int) -> tuple[float, int]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--alerts", type=count(), default=2000, help="synthetic alerts in the benchmark file")
     ap.add_argument("--distinct", type=count(), default=100, help="distinct synthetic alerts (then replicated)")
     ap.add_argument("--repeat", type=count(), default=1, help="timed runs of each (best is kept)")
