@@ -136,6 +136,11 @@ def test_validate_refuses_what_it_cannot_use(tmp_path, capsys):
     (tmp_path / "cal.json").write_text('{"m1": 0.1}')
     with pytest.raises(Exception, match="holds no calibration"):
         read_calibration(tmp_path / "cal.json")
+    # the bias of an estimator that hardly responds (1 + m = 1e-4) would multiply the estimates by 1e4
+    (tmp_path / "flat.json").write_text('{"raw": {"m1": -0.9999, "m2": 0.01, "c1": 0, "c2": 0}}')
+    code, _, err = _run(capsys, *base, "v", "--method", "KSB", "--calibration", tmp_path / "flat.json")
+    assert code == 2 and "flat.json" in err and "1 + m1 = 0.0001" in err and "lens.calibrate.min_response" in err
+    assert read_calibration(tmp_path / "flat.json")["m1"] == -0.9999   # no floor asked: read as it is
     # a FITS folder has no true shears
     from astrotool_lens.generate import generate_dataset
 

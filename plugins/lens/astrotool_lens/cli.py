@@ -471,7 +471,7 @@ def validate(
         raise InputError("lens.validate.response", f"{v.response!r} is the response of a trained model (--model); "
                                                    f"{v.method} has its own")
     shear_stage = ctx.workspace.stage("lens", "shear")
-    cal = read_calibration(v.calibration) if v.calibration else None
+    cal = read_calibration(v.calibration, cfg.calibrate.min_response) if v.calibration else None
 
     def truth_fields(truth, origin):
         """The constant-shear field per stamp; checked before any stamp is measured or predicted."""

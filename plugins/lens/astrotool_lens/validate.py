@@ -43,7 +43,7 @@ def shear_fields(g1, g2) -> np.ndarray:
     return np.unique(pairs, axis=0, return_inverse=True)[1].reshape(-1)
 
 
-def read_calibration(path: str | Path) -> dict:
+def read_calibration(path: str | Path, min_response: float = 0.0) -> dict:
     """m1, m2, c1, c2 from a JSON file: at its top level (a ``lens calibrate`` result), under
     ``calibration`` (a ``model.json``) or under ``raw`` (a ``lens validate`` report: the bias it measured).
 
@@ -51,7 +51,8 @@ def read_calibration(path: str | Path) -> dict:
     ------
     astrotool.errors.InputError
         Missing or unreadable file, none of those places holds four numbers, or they are
-        not finite, or m1 or m2 is -1 (no calibrated shear).
+        not finite, or m1 or m2 is -1 (no calibrated shear), or 1 + m1 or 1 + m2 is below
+        ``min_response`` (``lens.calibrate.min_response``: dividing by it would blow the estimates up).
     """
     from astrotool.errors import InputError
 
@@ -71,6 +72,13 @@ def read_calibration(path: str | Path) -> dict:
                     raise InputError(path, f"{k} = {v} is not a finite number")
                 if k[0] == "m" and v == -1:
                     raise InputError(path, f"{k} = -1 makes the calibrated shear (g - c) / (1 + m) undefined")
+            from astrotool_lens.calibrate import low_response
+
+            low = low_response(cal, min_response)
+            if low:
+                raise InputError(path, f"{low}, below lens.calibrate.min_response = {min_response:g}: dividing by "
+                                       "1 + m would blow the estimates up (an estimator that hardly responds to "
+                                       "shear)")
             return cal | {"source": str(path)}
     raise InputError(path, "holds no calibration: expected numbers m1, m2, c1, c2 (at the top level, under "
                            "'calibration' or under 'raw')")
