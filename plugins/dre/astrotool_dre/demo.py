@@ -23,7 +23,6 @@ nindex = 1
 (``astro -w DIR dre run``) use them too."""
 
 
-
 def run(ctx) -> list[str]:
     """Simulate a small tile, run detect → psf → cuts → fit → mosaics, compare with the truth."""
     from astrotool_dre import cli
