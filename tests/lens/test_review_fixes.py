@@ -150,8 +150,9 @@ def test_a_calibration_with_1_plus_m_zero_is_refused_at_export():
     from astrotool.errors import AstroError
     from astrotool_lens.export import parity_tolerance
 
-    for floor in (0.1, 0):   # with the floor lifted too
-        with pytest.raises(AstroError, match="1 \\+ m1, 1 \\+ m2 = 0, 1 are not all at least") as e:
+    for floor, said in ((0.1, "1 \\+ m1 = 0 \\(lens.calibrate.min_response = 0.1\\)"),
+                        (0, "1 \\+ m = 0, below 1e-6 \\(lens.calibrate.min_response = 0\\)")):   # floor lifted too
+        with pytest.raises(AstroError, match=said) as e:
             parity_tolerance(1e-5, {"m1": -1.0, "m2": 0.0}, min_response=floor)
         assert e.value.exit_code == 2
 

@@ -110,14 +110,16 @@ def parity_tolerance(tol: float, calibration: dict | None, min_response: float =
     """
     if not calibration:
         return tol
+    from astrotool_lens.calibrate import low_response
+
     scale = min(1.0, *(abs(1.0 + float(calibration[k])) for k in ("m1", "m2")))
-    if not scale >= max(min_response, 1e-6):
+    low = low_response(calibration, min_response)   # the floor calibrate and validate apply
+    if low or not scale >= 1e-6:
         from astrotool.errors import InputError
 
-        raise InputError(source, f"its calibration's 1 + m1, 1 + m2 = {1 + calibration['m1']:.3g}, "
-                                 f"{1 + calibration['m2']:.3g} are not all at least lens.calibrate.min_response = "
-                                 f"{min_response:g} (a model that hardly responds to shear): calibrate again, or "
-                                 "export with --raw")
+        detail = low or f"1 + m = {scale:.3g}, below 1e-6"
+        raise InputError(source, f"its calibration's {detail} (lens.calibrate.min_response = {min_response:g}): a "
+                                 "model that hardly responds to shear; calibrate again, or export with --raw")
     return tol / scale
 
 
