@@ -306,3 +306,11 @@ def test_the_demo_never_duplicates_or_replaces_a_workspace_s_own_dre_settings(tm
     fresh.write_text("# a workspace\n[core]\nseed = 3\n")
     assert _save_settings(fresh) and _save_settings(fresh)   # once, however often the demo runs
     assert fresh.read_text().count(SETTINGS) == 1 and tomllib.loads(fresh.read_text())["core"] == {"seed": 3}
+
+
+def test_no_tiles_hint_names_the_workspace(tmp_path):
+    """`run astro dre simulate` lacked the `-w` of the command that printed it: pasted, it simulated elsewhere."""
+    from tests.conftest import run_astro_here
+
+    r = run_astro_here("-w", tmp_path, "dre", "run")
+    assert r.returncode == 2 and f"run `astro -w {tmp_path} dre simulate` or copy tiles there" in r.stderr

@@ -300,7 +300,7 @@ def test_a_truncated_cube_is_named_not_reported_as_the_cube(ws, astro):
     r = astro("-w", ws, "dre", "models")
     assert r.returncode == 2 and f"{cube}: truncated: {size // 2} bytes, its header needs {size}" in r.stderr, \
         r.stderr
-    assert "astro dre models --overwrite" in r.stderr
+    assert f"astro -w {ws} dre models --overwrite" in r.stderr
     r = astro("-w", ws, "--overwrite", "dre", "models")
     assert r.returncode == 0 and cube.stat().st_size == size, r.stderr
 
@@ -485,7 +485,8 @@ def test_a_stage_reading_an_output_of_an_older_upstream_stage_version_is_refused
         assert r.returncode == 2, (overwrite, r.stdout, r.stderr)
         assert "sim_000_cat.fits" in r.stderr and (f"made by an older astrotool-dre detect stage (version 2; this "
                                                    f"one is {STAGE_VERSIONS['detect']})") in r.stderr, r.stderr
-        assert "run `astro dre detect --overwrite` (or `astro dre run --overwrite`) first" in r.stderr, r.stderr
+        assert f"run `astro -w {ws} dre detect --overwrite` (or `astro -w {ws} dre run --overwrite`) first" \
+            in r.stderr, r.stderr
         assert _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*") == before
     r = astro("-w", ws, "--overwrite", "dre", "run", "--no-mosaics")
     assert r.returncode == 0, r.stderr

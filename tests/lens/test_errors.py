@@ -174,3 +174,11 @@ def test_device_and_schedule():
     f = cosine_schedule(100, warmup_steps=10, floor=0.0)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+
+
+def test_missing_dataset_hint_names_the_workspace(tmp_path):
+    """`run astro lens generate first` lacked the `-w` of the command that printed it."""
+    from tests.conftest import run_astro_here
+
+    r = run_astro_here("-w", tmp_path, "lens", "train")
+    assert r.returncode == 2 and f"run `astro -w {tmp_path} lens generate` first" in " ".join(r.stderr.split())

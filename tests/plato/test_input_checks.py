@@ -483,4 +483,17 @@ def test_plot_all_without_labelled_curves_is_refused(tmp_path, capsys):
     """`plot all` in a workspace with no curves said `plots 0` and exited 0."""
     capsys.readouterr()
     assert main(["-w", str(tmp_path), "plato", "plot", "all", "--no-model-overlay"]) == 2
-    assert "plato/labels: no labelled curves to plot; run `astro plato simulate`" in capsys.readouterr().err
+    assert f"plato/labels: no labelled curves to plot; run `astro -w {tmp_path} plato simulate`" \
+        in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, suggested", [
+    (["plato", "prepare"], "plato simulate"), (["plato", "labels"], "plato simulate"),
+    (["plato", "train"], "plato prepare"),
+])
+def test_suggested_command_names_the_workspace(tmp_path, capsys, command, suggested):
+    """A hint run in another folder ran elsewhere: `run astro plato simulate first` lacked the `-w` of the
+    command that printed it."""
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), *command]) == 2
+    assert f"run `astro -w {tmp_path} {suggested}` first" in " ".join(capsys.readouterr().err.split())

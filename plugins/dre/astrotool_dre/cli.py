@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from astrotool.context import current
+from astrotool.context import astro_command, current
 
 __docformat__ = "numpy"
 
@@ -54,7 +54,7 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
     todo = tiles_in(ws.root, tiles, weight_image=cfg.detect.weight_image)
     if not todo:
         raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles ({', '.join('*' + e for e in TILE_SUFFIXES)}); "
-                         "run `astro dre simulate` or copy tiles there")
+                         f"run `{astro_command('dre', 'simulate')}` or copy tiles there")
     check_upstream(todo, ws.root, stages)
     if "detect" in stages:  # an engine that cannot run is one usage error, not one failure per tile
         from astrotool_dre.detect import sextractor_for
@@ -124,8 +124,8 @@ def ensure_cube(ctx, cfg, overwrite: bool = False) -> Path:
 
     whole = dataclasses.replace(ctx.executor_options, shard=None)
     if ctx.executor_options.shard is not None and (overwrite or not cube_path(ctx.workspace.root, cfg.models).exists()):
-        ctx.log.warning("--shard: this shard builds the whole model cube; build it once with `astro dre models` "
-                        "before the array")
+        ctx.log.warning("--shard: this shard builds the whole model cube; build it once with `%s` "
+                        "before the array", astro_command("dre", "models"))
 
     def mapper(fn, items, desc, keys=None):
         return ctx.map(fn, items, desc, keys=keys, options=whole)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from astrotool import console, made_with
+from astrotool.context import astro_command
 from astrotool.errors import AstroError, InputError
 from astrotool.names import printable
 from astrotool_dre.tiles import TILE_SUFFIXES, check_own_weight, tile_files, tile_stem, weight_path
@@ -280,8 +281,8 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
         said = str(made_with.VersionChanged(f"{path}{more}", "(absent)" if version is None else version,
                                             STAGE_VERSIONS[stage], f"astrotool-dre {stage} stage")).rsplit("\n", 1)[0]
         reader = f"`astro dre {stages[0]}`" if len(stages) == 1 else "this run"
-        raise AstroError(f"{said}\n{reader} reads it: run `astro dre {stage} --overwrite` "
-                         "(or `astro dre run --overwrite`) first")
+        raise AstroError(f"{said}\n{reader} reads it: run `{astro_command('dre', stage, '--overwrite')}` "
+                         f"(or `{astro_command('dre', 'run', '--overwrite')}`) first")
     if stale:
         path, stage, changed, then, now = stale[0]
         more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
@@ -453,7 +454,7 @@ def model_cube(root, cfg: ModelsConfig, mapper, *, overwrite: bool = False) -> t
 
         problem = cube_problem(path)
         if problem:
-            raise InputError(path, f"{problem}; build it again with `astro dre models --overwrite`")
+            raise InputError(path, f"{problem}; build it again with `{astro_command('dre', 'models', '--overwrite')}`")
         if made_with.read(path) is None:   # built before its record was kept: its name is the hash of cfg
             _keep_cube_record(path, cfg)
         return path, False

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from astrotool.context import current
+from astrotool.context import astro_command, current
 from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
@@ -48,11 +48,13 @@ def _model_dir(ctx, name: str, default_dataset: str, trained: bool = True) -> Pa
     if trained and not name and not (path / META_FILE).is_file():
         raise InputError("--model", f"no --model given, and the default {path.name!r} (<dataset>_cnn) has no "
                                     f"checkpoint in {path.parent}: name a trained model with --model, or train "
-                                    "one with `astro lens train`")
+                                    f"one with `{astro_command('lens', 'train', '--dataset', default_dataset)}`")
     return mc.model_dir(ctx, "lens", name, trained=True) if trained and name else path
 
 
-_NO_DATASET = "run `astro lens generate` first"
+def _no_dataset() -> str:
+    """The hint for a missing shear dataset."""
+    return f"run `{astro_command('lens', 'generate')}` first"
 
 
 def _open_dataset(ctx, given: str | None, default: str):
@@ -63,7 +65,7 @@ def _open_dataset(ctx, given: str | None, default: str):
     from astrotool_lens.data import ShearDataset
 
     try:
-        return mc.open_dataset(ctx, "lens", "shear", given or default, ShearDataset, _NO_DATASET)
+        return mc.open_dataset(ctx, "lens", "shear", given or default, ShearDataset, _no_dataset())
     except InputError as exc:
         if given or not default:
             raise
@@ -356,7 +358,7 @@ def evaluate(
     tr = meta["training"]   # the folder trained on (a copy's own), not its manifest's name
     ds_name = e.dataset or mc.trained_dataset(ctx.workspace.stage("lens", "shear"), mdir,
                                               {**tr, "dataset": tr.get("dataset_folder") or tr.get("dataset")})
-    with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _NO_DATASET) as ds:
+    with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _no_dataset()) as ds:
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
                           ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log,
                           overwrite=ctx.overwrite, explicit_calibrated=calibrated is True, device=dev)
@@ -414,7 +416,7 @@ def calibrate(
     mdir = _model_dir(ctx, c.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     if not c.dataset:
         raise InputError("lens.calibrate.dataset", "name the constant-shear simulations to calibrate on (--dataset)")
-    with mc.open_dataset(ctx, "lens", "shear", c.dataset, ShearDataset, _NO_DATASET) as ds:
+    with mc.open_dataset(ctx, "lens", "shear", c.dataset, ShearDataset, _no_dataset()) as ds:
         res = calibrate_model(ds, mdir, c, log=ctx.log, device=dev)
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
     ctx.emit(res)
@@ -523,7 +525,7 @@ def validate(
         if psf is None and is_dataset(inputs, shear_stage):
             from astrotool_lens.data import ShearDataset
 
-            with mc.open_dataset(ctx, "lens", "shear", inputs, ShearDataset, _NO_DATASET) as src:
+            with mc.open_dataset(ctx, "lens", "shear", inputs, ShearDataset, _no_dataset()) as src:
                 truth = {"g1": np.asarray(src.truth["g1"], float), "g2": np.asarray(src.truth["g2"], float)}
                 stem, origin = src.stem, src.root
                 field = truth_fields(truth, origin)

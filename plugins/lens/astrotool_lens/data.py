@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
 from astrotool.errors import InputError
 from astrotool.ml.data import MANIFEST_SUFFIX, ArrayDataset, group_split
 from astrotool.ml.data import resolve_dataset as _resolve
@@ -127,4 +128,4 @@ class ShearDataset(ArrayDataset):
 
 def resolve_dataset(shear_stage: Path, name_or_path: str) -> ShearDataset:
     """Open a dataset by folder path or by name under the ``lens/shear`` stage."""
-    return _resolve(shear_stage, name_or_path, ShearDataset, hint="run `astro lens generate` first")
+    return _resolve(shear_stage, name_or_path, ShearDataset, hint=f"run `{astro_command('lens', 'generate')}` first")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
 from astrotool.errors import InputError
 
 __docformat__ = "numpy"
@@ -191,7 +192,7 @@ def _datasets_here(shear_stage: Path | None) -> str:
     have = sorted(d.name for d in Path(shear_stage).iterdir()
                   if d.is_dir() and not d.name.startswith(".") and any(d.glob(f"*{MANIFEST_SUFFIX}")))
     return f" (datasets in {shear_stage}: {', '.join(have)})" if have else \
-        f" (no dataset in {shear_stage}: run `astro lens generate` first)"
+        f" (no dataset in {shear_stage}: run `{astro_command('lens', 'generate')}` first)"
 
 
 def is_dataset(path: str | Path, shear_stage: Path | None = None) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
 from astrotool.seeding import derive_seed
 
 from astrotool_lens.config import TrainConfig
@@ -215,8 +216,11 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
                  on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     if old_calibration and _calibration_of(model_dir) is None and log and rt.is_global_zero:   # new best weights
-        log.warning("%s: calibration discarded (fitted on %s for the old weights); run `astro lens calibrate` "
-                    "again", model_dir.name, old_calibration.get("dataset"))
+        from astrotool.ml.commands import model_option
+
+        log.warning("%s: calibration discarded (fitted on %s for the old weights); run `%s` "
+                    "again", model_dir.name, old_calibration.get("dataset"),
+                    astro_command("lens", "calibrate", "--model", model_option(model_dir, "lens")))
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.stem, **result.summary,
         "val_loss": best.get("val_loss"),

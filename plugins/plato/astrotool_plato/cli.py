@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from astrotool.context import astro_command
 from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
@@ -154,7 +155,7 @@ def labels() -> None:
     if not files:
         from astrotool.errors import AstroError
 
-        raise AstroError(f"{ws.stage(NAME, RAW)}: no *_lightcurves.parquet; run `astro plato simulate` first")
+        raise AstroError(f"{ws.stage(NAME, RAW)}: no *_lightcurves.parquet; run `{astro_command('plato', 'simulate')}` first")
     items = [MasksItem(str(f), str(ws.stage(NAME, LABELS) / f.name.replace("_lightcurves.parquet", "_masks.parquet")),
                        rows.get(f.name, rows[None])) for f in files]
     results = ctx.map(masks_file, items, "labels", keys=[f.name for f in files], outputs=lambda r: [r["out"]])

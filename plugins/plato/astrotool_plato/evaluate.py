@@ -377,13 +377,13 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
 
     from astrotool_plato import NAME, PREPARED, REPORTS
     from astrotool_plato.prepare import PreparedDataset
-    from astrotool_plato.train import NO_DATASET
+    from astrotool_plato.train import no_dataset
 
     e = cfg.evaluate
     mdir, ckpt, model = load_model(ctx, e.model or cfg.train.model, f"{cfg.train.dataset}_{cfg.train.decoder}")
     dataset = e.dataset or mc.trained_dataset(ctx.workspace.stage(NAME, PREPARED), mdir,
                                               ckpt.meta.get("training") or {}) or cfg.train.dataset
-    ds = mc.open_dataset(ctx, NAME, PREPARED, dataset, PreparedDataset, NO_DATASET)
+    ds = mc.open_dataset(ctx, NAME, PREPARED, dataset, PreparedDataset, no_dataset())
     stem = e.name or f"{mdir.name}_{ds.name}_{e.split}"
     out = ctx.workspace.stage(NAME, REPORTS)
     paths = {"json": out / f"{stem}_evaluate.json", "csv": out / f"{stem}_transits.csv",

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
 from astrotool.errors import InputError
 from astrotool_plato import PANOPTICON_KEYS
 
@@ -465,7 +466,7 @@ def quarters_hint(folder: Path) -> str:
         return ""
     hint = f"; its subfolder {found[0]} holds Panopticon quarter files: give it (with --time-unit s)"
     if in_layout(next(found[0].glob("sim*_Q*.ftr"))):
-        hint += f", or import Panopticon's layout with `astro plato import-panopticon {folder}`"
+        hint += f", or import Panopticon's layout with `{astro_command('plato', 'import-panopticon', folder)}`"
     return hint + (f" ({len(found)} such subfolders)" if len(found) > 1 else "")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
 from astrotool.errors import AstroError
 from astrotool_plato.config import EventsConfig
 from astrotool_plato.lightcurves import CurveReader
@@ -226,7 +227,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             _warn_changed_weights(ctx, made, model_name)
     elif ids == ["all"]:
         if not labels:
-            raise AstroError(f"{ws.stage(NAME, LABELS)}: no labelled curves to plot; run `astro plato simulate` (it "
+            raise AstroError(f"{ws.stage(NAME, LABELS)}: no labelled curves to plot; run `{astro_command('plato', 'simulate')}` (it "
                              "labels its curves), or give light-curve files")
         todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
     else:
@@ -237,8 +238,8 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
                 todo.append((Path(cid), None))
             else:
                 raise AstroError(f"{cid}: no such curve id in the label tables of {ws.stage(NAME, LABELS)}, nor a "
-                                 "light-curve file; give a file's path, or run `astro plato plot last` after "
-                                 "`astro plato detect FILE...` to plot the curves it found events in")
+                                 f"light-curve file; give a file's path, or run `{astro_command('plato', 'plot', 'last')}` "
+                                 f"after `{astro_command('plato', 'detect')} FILE...` to plot the curves it found events in")
     todo = list(dict.fromkeys((Path(f), cid) for f, cid in todo))   # a curve asked for twice is drawn once
     model = None
     if use_model:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
 from astrotool.errors import AstroError, InputError
 from astrotool.ml.data import SPLITS, ArrayDataset, DatasetWriter
 from astrotool.workspace import atomic_dir
@@ -163,7 +164,7 @@ def input_files(sources, raw_dir: Path) -> list[Path]:
     if not sources:
         files = sorted(raw_dir.glob("*_lightcurves.parquet"))
         if not files:
-            raise AstroError(f"{raw_dir}: no *_lightcurves.parquet; run `astro plato simulate` first")
+            raise AstroError(f"{raw_dir}: no *_lightcurves.parquet; run `{astro_command('plato', 'simulate')}` first")
         return files
     out = []
     for s in sources:
@@ -333,7 +334,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     labels = read_label_tables(labels_dir)
     read = [str(f) for f in [*files, *sorted(Path(labels_dir).glob("*_labels.parquet"))]]
     if not labels:
-        raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `astro plato simulate` first")
+        raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `{astro_command('plato', 'simulate')}` first")
     folder = Path(out_root) / cfg.name
     settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}),
                 "inputs": _identity(files, labels, _label_hashes(labels_dir), reader,

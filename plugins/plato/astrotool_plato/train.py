@@ -22,9 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
+
 __docformat__ = "numpy"
 
-NO_DATASET = "run `astro plato prepare` first"
+def no_dataset() -> str:
+    """The hint for a missing prepared set."""
+    return f"run `{astro_command('plato', 'prepare')}` first"
 
 ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin", "pool", "noise_bin",
              "trend_window")
@@ -319,7 +323,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
     runtime.launch()
     if not runtime.is_global_zero:
         ctx.mark_copy()
-    ds = mc.open_dataset(ctx, NAME, PREPARED, t.dataset, PreparedDataset, NO_DATASET)
+    ds = mc.open_dataset(ctx, NAME, PREPARED, t.dataset, PreparedDataset, no_dataset())
     mdir = mc.model_dir(ctx, NAME, t.model or f"{ds.name}_{t.decoder}")
     progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                 if runtime.is_global_zero else contextlib.nullcontext(None))

@@ -380,3 +380,14 @@ def test_an_empty_split_is_warned_about_with_the_key_to_change(tmp_path, capsys)
                              kappa=not args), *args)
         assert code == 0, err
         assert "holds no map" not in err
+
+
+@pytest.mark.parametrize("command, hint", [
+    ("train", "run `astro -w {ws} lens kappa data` first"),
+    ("baseline", "pack one with `astro -w {ws} lens kappa data`"),
+])
+def test_missing_data_set_hint_names_the_workspace(tmp_path, capsys, command, hint):
+    """The hint lacked the `-w` of the command that printed it: pasted, it packed maps into another folder."""
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "lens", "kappa", command]) == 2
+    assert hint.format(ws=tmp_path) in " ".join(capsys.readouterr().err.split())

@@ -293,8 +293,7 @@ def baseline_command(ctx, cfg) -> dict:
     from astrotool_lens.kappa.submission import PredictionWriter, finish_run, shard_names
 
     b = cfg.baseline
-    hint = "pack one with `astro lens kappa data`"
-    ds = open_packed(ctx, b.dataset, "--dataset", hint=hint)
+    ds = open_packed(ctx, b.dataset, "--dataset")
     idx = ds.split_indices(b.split)
     if not idx.size:
         raise InputError(ds.root, f"has no maps in split {b.split!r}")
@@ -306,7 +305,7 @@ def baseline_command(ctx, cfg) -> dict:
     if b.method == "ks":
         settings = {"sigma": float(b.sigma)}
     elif b.method in ("wiener", "mean"):
-        train = open_packed(ctx, b.train_dataset, "--train-dataset", hint=hint) if b.train_dataset else ds
+        train = open_packed(ctx, b.train_dataset, "--train-dataset") if b.train_dataset else ds
         if train.size != ds.size:
             raise InputError(train.root, f"maps are {train.size}x{train.size}, the data set's {ds.size}x{ds.size}")
         settings = {"train": mc.dataset_identity(train)}

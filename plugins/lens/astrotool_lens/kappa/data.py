@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
 from astrotool.ml.data import ArrayDataset
 
 __docformat__ = "numpy"
@@ -49,7 +50,7 @@ class KappaDataset(ArrayDataset):
         return np.asarray(self.metadata(["name"])["name"]).astype(str)
 
 
-def open_packed(ctx, spec: str, option: str = "--dataset", hint: str = "pack one with `astro lens kappa data`"):
+def open_packed(ctx, spec: str, option: str = "--dataset", hint: str | None = None):
     """The packed set ``spec`` names (a name under ``lens/kappa/data/`` or a set's folder), recorded as an input.
 
     A folder given that is not a packed set (a Datathon root, a simulated set) is named as given and refused
@@ -62,8 +63,8 @@ def open_packed(ctx, spec: str, option: str = "--dataset", hint: str = "pack one
         ``--dataset`` (or ``option``) as given.
     option : str
         The option, for messages.
-    hint : str
-        What to do when there is no set of that name.
+    hint : str, optional
+        What to do when there is no set of that name (default: pack one with ``astro lens kappa data``).
 
     Raises
     ------
@@ -80,8 +81,9 @@ def open_packed(ctx, spec: str, option: str = "--dataset", hint: str = "pack one
     named = bool(text) and not is_path and (ctx.workspace.stage("lens", "kappa/data", create=False) / text).is_dir()
     if text and not named and p.is_dir() and not any(p.glob(f"*{MANIFEST_SUFFIX}")):
         raise InputError(text, f"a folder, not a packed data set (no *{MANIFEST_SUFFIX} manifest): pack it first "
-                               f"with `astro lens kappa data {text} --name NAME`, then give {option} NAME")
+                               f"with `{astro_command('lens', 'kappa', 'data', text, '--name', 'NAME')}`, then give {option} NAME")
     if is_path and not p.exists():
         raise InputError(text, f"no such folder ({option} takes a packed data set's name under lens/kappa/data, "
                                "or its folder)")
+    hint = hint or f"pack one with `{astro_command('lens', 'kappa', 'data')}`"
     return mc.open_dataset(ctx, "lens", "kappa/data", text, KappaDataset, hint=hint)

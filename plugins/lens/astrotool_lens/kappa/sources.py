@@ -36,6 +36,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from astrotool.context import astro_command
 from astrotool.errors import AstroError, InputError
 
 __docformat__ = "numpy"
@@ -570,7 +571,7 @@ def _check_finished_simulation(root: Path) -> None:
 
     if (root / SETTINGS_FILE).is_file() and not (root / TRUTH_FILE).is_file():
         raise InputError(root, f"a simulated set whose simulate run has not finished (no {TRUTH_FILE} yet); run "
-                               f"`astro lens kappa simulate --name {root.name}` again with the same settings")
+                               f"`{astro_command('lens', 'kappa', 'simulate', '--name', root.name)}` again with the same settings")
 
 
 def _layout_dir(root: Path, kind: str) -> Path | None:

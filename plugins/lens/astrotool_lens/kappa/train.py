@@ -30,11 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.context import astro_command
+
 __docformat__ = "numpy"
 
-__all__ = ["NO_DATASET", "train_unet", "train_command"]
+__all__ = ["no_dataset", "train_unet", "train_command"]
 
-NO_DATASET = "run `astro lens kappa data` first"
+def no_dataset() -> str:
+    """The hint for a missing packed set."""
+    return f"run `{astro_command('lens', 'kappa', 'data')}` first"
 
 STATS_MAPS = 2048
 """At most this many training maps (evenly spaced over the split) set the normalisation constants."""
@@ -269,7 +273,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
     runtime.launch()  # several processes: the copies start here; they write no record and show no progress
     if not runtime.is_global_zero:
         ctx.mark_copy()
-    ds = open_packed(ctx, t.dataset, "--dataset", NO_DATASET)
+    ds = open_packed(ctx, t.dataset, "--dataset", no_dataset())
     mdir = mc.model_dir(ctx, "lens", t.model or f"{ds.name}_unet", stage="kappa/models")
     progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                 if runtime.is_global_zero else contextlib.nullcontext(None))
