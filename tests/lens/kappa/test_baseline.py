@@ -318,7 +318,8 @@ def test_messages_name_the_folder_given_and_the_commands_own_option(workspace, c
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "-w", ws, "lens", "kappa", "baseline", "--dataset", "./datathon/train", "--method", "ks")
     assert code == 2 and "./datathon/train: a folder, not a packed data set" in err, err
-    assert "astro lens kappa data ./datathon/train" in err and "lens/kappa/data/datathon" not in err
+    assert "lens kappa data ./datathon/train --name NAME`" in err and "lens/kappa/data/datathon" not in err
+    assert "`astro -w ws lens kappa data ./datathon/train --name NAME`" in err   # ws: relative to the folder here
     code, _, err = run(capsys, "-w", ws, "lens", "kappa", "baseline", "--dataset", "./datathon/nothere", "--method",
                        "ks")
     assert code == 2 and "./datathon/nothere: no such folder" in err, err
