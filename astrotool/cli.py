@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         from astrotool import console
 
         console.set_json(opts.json)
-        console.setup(opts.log_format or os.environ.get("ASTRO_CORE__LOG_FORMAT", "auto"),
+        console.setup(_log_format_asked(argv),
                       verbosity=opts.verbose, quiet=opts.quiet,
                       interval=opts.progress_interval or _env_interval())
         app = build_app()
@@ -601,12 +601,12 @@ def _check_shard(opts: GlobalOptions, rest: list[str]) -> None:
 def _report_stop(status: str, code: int, overwrite: bool = False) -> None:
     """Say the command was stopped (``status``: ``interrupted`` or ``terminated``): a line of text on a
     terminal, an ``ERROR`` log line with ``--log-format plain``, or under ``--log-format json`` one JSON line
-    with ``exit_code`` (stderr holds JSON lines only). After ``--overwrite``, the same command would start
-    again from nothing: resuming is the command without it."""
+    with ``exit_code`` (stderr holds JSON lines only). The same command resumes it, ``--overwrite`` too: what
+    that made before the stop is kept (:class:`astrotool.made_with.Overwrite`)."""
     from astrotool import console
 
-    again = ("re-run it without --overwrite to keep what it finished (outputs still made with other settings are "
-             "then refused), or with it to start again" if overwrite else "re-run the same command to resume")
+    again = ("re-run the same command, --overwrite included, to resume: what it made before the stop is kept"
+             if overwrite else "re-run the same command to resume")
     message = f"{status}: partial outputs removed; {again}."
     if console.log_format() in ("json", "plain"):
         console.report_error(message, exit_code=code, status=status)
@@ -680,19 +680,51 @@ def _traceback(opts: GlobalOptions) -> dict:
 
 def _early_log_format(argv: list[str]) -> str:
     """The format of stderr's lines for an error met before the global options could be read: ``json`` or
-    ``plain`` as ``--log-format`` (or ``$ASTRO_CORE__LOG_FORMAT``) asks, ``auto`` resolved as
-    :func:`astrotool.console.setup` does (``plain`` when stderr is not a terminal), else ``rich``."""
+    ``plain`` as :func:`_log_format_asked` finds, ``auto`` resolved as :func:`astrotool.console.setup` does
+    (``plain`` when stderr is not a terminal), else ``rich``."""
     from astrotool import console
 
-    fmt = os.environ.get("ASTRO_CORE__LOG_FORMAT", "auto")
-    for i, word in enumerate(argv):
-        if word == "--log-format" and i + 1 < len(argv):
-            fmt = argv[i + 1]
-        elif word.startswith("--log-format="):
-            fmt = word.split("=", 1)[1]
+    fmt = _log_format_asked(argv)
     if fmt not in ("json", "plain", "rich"):
         fmt = "rich" if console.stderr_is_terminal() else "plain"
     return fmt
+
+
+def _log_format_asked(argv: list[str]) -> str:
+    """``core.log_format`` as the layers give it before the configuration is read and checked, so that its
+    errors (a bad ``--shard``, an invalid value) come out in that format too: ``--log-format``, else
+    ``--set core.log_format=...``, ``$ASTRO_CORE__LOG_FORMAT``, the last ``--cfg`` file, the workspace's
+    ``astro.toml`` and the user file that set it (read as they are; unreadable ones are passed over),
+    else ``auto``."""
+    def given(*names: str) -> list[str]:
+        out = []
+        for i, word in enumerate(argv):
+            if word in names and i + 1 < len(argv):
+                out.append(argv[i + 1])
+            out += [word.split("=", 1)[1] for n in names if word.startswith(n + "=")]
+        return out
+
+    asked = given("--log-format") or [s.split("=", 1)[1].strip().strip("'\"") for s in given("--set")
+                                      if s.split("=", 1)[0].strip() == "core.log_format" and "=" in s]
+    if asked:
+        return asked[-1]
+    if os.environ.get("ASTRO_CORE__LOG_FORMAT"):
+        return os.environ["ASTRO_CORE__LOG_FORMAT"]
+    import tomllib
+    from pathlib import Path
+
+    from astrotool.config import user_config_path
+
+    workspace = (given("-w", "--workspace") or [os.environ.get("ASTRO_WORKSPACE") or "."])[-1]
+    for path in [*reversed(given("--cfg")), Path(workspace).expanduser() / "astro.toml", user_config_path()]:
+        try:
+            with open(path, "rb") as f:
+                value = tomllib.load(f).get("core", {}).get("log_format")
+        except Exception:   # missing, unreadable, not TOML: its own error is told later, if it matters
+            continue
+        if isinstance(value, str):
+            return value
+    return "auto"
 
 
 def _tell_renamed_option(exc) -> None:

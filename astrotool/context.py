@@ -191,7 +191,9 @@ class Context:
         self._config = None
         self._workspace = None
         self._record = None
-        self._said_scheduler = False
+        self._said_scheduler = self._said_jobs = self._said_array = False
+        self._overwrite = None
+        self._overwrite_marker: Path | None = None
         self.jobs_started: int | None = None  # the most workers a map started (None: no map started any)
         self.shard_used = False  # whether the command split its items by --shard (map, shard_of)
         self.log = logging.getLogger("astro")
@@ -266,9 +268,46 @@ class Context:
         return int(self.core.seed)
 
     @property
-    def overwrite(self) -> bool:
-        """Whether finished outputs are recomputed (``--overwrite``)."""
-        return bool(self.options.overwrite)
+    def overwrite(self):
+        """``--overwrite``: False, or a true :class:`astrotool.made_with.Overwrite` whose ``since`` lets a run
+        of the same command stopped before it finished be resumed by running it again (:meth:`_overwrite_since`)."""
+        if not self.options.overwrite:
+            return False
+        if self._overwrite is None:
+            from astrotool.made_with import Overwrite
+
+            self._overwrite = Overwrite(self._overwrite_since())
+        return self._overwrite
+
+    @property
+    def kept_hint(self) -> str:
+        """Why a command kept finished outputs, for its ``kept N file(s) (...)`` line."""
+        return "made by this --overwrite before it was stopped" if self.overwrite else "use --overwrite to recompute"
+
+    def _overwrite_since(self) -> float | None:
+        """When this overwrite began: the modification time [s] of ``runs/.overwrite/<key>.json``, written by
+        the first run of the same command, arguments, shard, settings and versions, and removed when a run of
+        it succeeds. None where it cannot be kept (a workspace that cannot be written): every output is then
+        made again."""
+        try:   # every process of a DDP run too: they all read one marker, so decide alike
+            from astrotool.cli import _versions, split_global_options
+            from astrotool.made_with import digest
+            from astrotool.workspace import write_json_atomic
+
+            config = self.resolved_config()
+            core = config.pop("core", {})
+            key = digest({"command": self.command, "args": split_global_options(self.argv[1:])[1],
+                          "shard": self.executor_options.shard, "seed": core.get("seed"), "config": config,
+                          "versions": _versions()})
+            marker = self.workspace.root / "runs" / ".overwrite" / f"{key}.json"   # the workspace made as usual
+            if not marker.is_file():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(marker, {"command": self.argv, "started": self.started})
+            self._overwrite_marker = marker
+            return marker.stat().st_mtime
+        except Exception as exc:   # never stop a command for this: it makes everything again
+            self.log.debug("--overwrite: no record of when it began (%s): every output is made again", exc)
+            return None
 
     # -- workspace and record ----------------------------------------------------------
     @property
@@ -308,7 +347,10 @@ class Context:
         logging.getLogger("astro").setLevel(logging.ERROR)
 
     def finish(self, status: str, exit_code: int, error: str | None = None) -> Path | None:
-        """Write ``run.json`` if the command used the workspace (and is not a copy); return its path."""
+        """Write ``run.json`` if the command used the workspace (and is not a copy); return its path. A run
+        of ``--overwrite`` that succeeded ends it: the next one makes everything again."""
+        if exit_code == 0 and self._overwrite_marker is not None:
+            self._overwrite_marker.unlink(missing_ok=True)
         if self.is_copy or (self._record is None and self._workspace is None):
             return None
         record = self.record
@@ -427,6 +469,16 @@ class Context:
             self._said_scheduler = True
             self.log.warning("--scheduler %s is not used: the %s executor runs the items (--executor dask "
                              "sends them there)", self.options.scheduler, options.kind)
+        if self.options.jobs not in (None, 1) and not self._said_jobs and self.executor_options.kind == "serial":
+            self._said_jobs = True
+            self.log.warning("-j %s is not used: the serial executor runs the items one at a time (--executor "
+                             "process or dask runs them in parallel)", self.options.jobs)
+        array = os.environ.get("SLURM_ARRAY_TASK_ID")
+        if array and self.options.shard is None and len(items) > 1 and not self._said_array:
+            self._said_array = True
+            self.log.warning("Slurm array task %s without --shard: it runs all %d items of %s, as every other task "
+                             "of the array does; add --shard auto to give each task its share", array, len(items),
+                             desc)
         keys = [str(k) for k in (keys if keys is not None else items)]
         n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
         if options.shard and not n and keys:
@@ -527,9 +579,10 @@ def set_current(ctx: Context | None) -> None:
 
 
 def astro_command(*words) -> str:
-    """``astro [-w WORKSPACE] WORDS...``, quoted for a shell, for a message that suggests a command: ``-w`` is
-    there whenever the running command's workspace (``-w`` or ``$ASTRO_WORKSPACE``) is not the current folder,
-    relative to it when inside it, so that the command runs as pasted.
+    """``astro [-w WORKSPACE] [--cfg FILE] [--set KEY=VALUE] [--seed N] WORDS...``, quoted for a shell, for a
+    message that suggests a command: ``-w`` is there whenever the running command's workspace (``-w`` or
+    ``$ASTRO_WORKSPACE``) is not the current folder, relative to it when inside it, and the running command's
+    ``--cfg``, ``--set`` and ``--seed`` follow, so that the command runs as pasted, with the same settings.
 
     Parameters
     ----------
@@ -543,6 +596,10 @@ def astro_command(*words) -> str:
     """
     import shlex
 
-    root, here = current().workspace_root, Path.cwd().resolve()
+    ctx = current()
+    root, here = ctx.workspace_root, Path.cwd().resolve()
     where = [] if root == here else ["-w", os.path.relpath(root) if root.is_relative_to(here) else str(root)]
-    return shlex.join(["astro", *where, *map(str, words)])
+    o = ctx.options
+    settings = [*(w for f in o.cfg or [] for w in ("--cfg", f)), *(w for s in o.set or [] for w in ("--set", s)),
+                *(("--seed", o.seed) if o.seed is not None else ())]
+    return shlex.join(["astro", *where, *map(str, settings), *map(str, words)])

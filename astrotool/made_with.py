@@ -26,6 +26,12 @@ Outputs about to be made lose their old record first (:func:`keep` returning Fal
 removes it), so a stage stopped half-way through replacing them never leaves new
 outputs beside the record of the old ones.
 
+A stopped ``--overwrite`` run is resumed by running it again: the command's
+``overwrite`` is then an :class:`Overwrite` that remembers when the first of these
+runs started, and outputs written since then with the same settings are kept
+(:func:`replaces`), so a Slurm job that keeps hitting its time limit still gets
+through its items.
+
 Only the standard library is imported here.
 """
 
@@ -36,6 +42,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from astrotool.errors import AstroError
@@ -92,6 +99,34 @@ def record(settings: Mapping, *, seed: int | None = None, version: int = 1, igno
     flat["version"] = int(version)
     flat = dict(sorted(flat.items()))
     return {"settings": flat, "hash": digest(flat), **({"made_by": made_by} if made_by else {})}
+
+
+@dataclass(frozen=True)
+class Overwrite:
+    """``--overwrite`` as a command passes it on: true, and ``since``, when this overwrite began.
+
+    ``since`` is the start (POSIX time [s]) of the first run of the same command, with the same
+    arguments and settings, that was stopped before it finished (the same run's start when none
+    was): outputs written since then are this overwrite's own, and are kept when their settings
+    match (:func:`replaces`). None: every output is made again.
+    """
+
+    since: float | None = None
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def replaces(overwrite, path: str | os.PathLike) -> bool:
+    """Whether ``overwrite`` (a bool or an :class:`Overwrite`) makes ``path`` again: it is true and the
+    file is missing or older than the overwrite (its ``since``)."""
+    if not overwrite:
+        return False
+    since = getattr(overwrite, "since", None)
+    try:
+        return since is None or os.stat(path).st_mtime < since
+    except OSError:
+        return True
 
 
 def digest(settings: Mapping) -> str:
@@ -283,8 +318,8 @@ def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool 
         The stage's outputs for one item; the record is kept beside the first.
     rec : mapping
         The settings now (:func:`record`).
-    overwrite : bool
-        ``--overwrite``: nothing is kept.
+    overwrite : bool or Overwrite
+        ``--overwrite``: nothing is kept but what this overwrite made itself (:func:`replaces`).
     recompute : bool
         The stage may make its outputs again when the settings changed (instead of refusing).
     warn : bool
@@ -312,9 +347,11 @@ def keep(outputs: Iterable[str | os.PathLike], rec: Mapping, *, overwrite: bool 
             sidecar(outputs[0]).unlink(missing_ok=True)
         return False
 
-    if overwrite or not all(p.exists() for p in outputs):
+    if replaces(overwrite, outputs[0]) or not all(p.exists() for p in outputs):
         return make()
     old = read(outputs[0])
+    if overwrite:   # made by a stopped run of this overwrite: kept when its record says these settings
+        return True if old is not None and old.get("hash") == rec["hash"] else make()
     if old is None:
         if warn:
             logging.getLogger("astro").warning("%s: no record of the settings that made it (a run stopped "

@@ -123,8 +123,9 @@ def config_show(
                 if name in shown:   # a key with more after it: dre.fit.statistic.x
                     raise AstroError(f"config show: {where}.{name} is a key, not a table: "
                                      f"`astro config show {where}.{name}` shows it")
+                keys = sorted(k for k in shown if k not in inner)
                 raise AstroError(f"config show: [{where}] has no table or key {name!r}{_did_you_mean(name, shown)} "
-                                 f"(its tables: {', '.join(inner) or 'none'})")
+                                 f"(its tables: {', '.join(inner) or 'none'}; its keys: {', '.join(keys) or 'none'})")
             shown = shown[name]
         for name in reversed([top, *tables]):
             shown = {name: shown}
@@ -155,7 +156,8 @@ def config_show(
 
 @config_app.command("validate")
 def config_validate(files: list[Path] = typer.Argument(..., help="TOML files to check.")):
-    """Check TOML files against every section's schema; list every problem (exit 2)."""
+    """Check TOML files against every section's schema: one line per file on stdout (``FILE: OK`` or
+    ``FILE: N problem(s)``), every problem on stderr (exit 2)."""
     from astrotool.config import validate_file
     from astrotool.errors import ConfigError
 
@@ -178,6 +180,8 @@ def config_validate(files: list[Path] = typer.Argument(..., help="TOML files to 
         except ConfigError as exc:
             problems += exc.problems
             results.append({"file": str(f), "ok": False, "problems": exc.problems})
+            if not json_results():   # every file has its verdict on stdout; the problems follow on stderr
+                typer.echo(f"{f}: {len(exc.problems)} problem(s)")
     if json_results():
         emit(results)
     if problems:

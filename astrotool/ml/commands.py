@@ -414,9 +414,11 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
     ----------
     directory : path-like
         The model folder.
-    overwrite : bool
+    overwrite : bool or astrotool.made_with.Overwrite
         ``--overwrite``: train from scratch, replacing the checkpoint, its
-        ``last/`` state and its ONNX export. They are set aside
+        ``last/`` state and its ONNX export -- unless that state was saved by a
+        run of this overwrite that was stopped (and ``resume``): it then goes on
+        from there, as a Slurm job submitted again after its time limit. They are set aside
         (:func:`astrotool.ml.checkpoint.set_aside`) until the new run's first
         epoch is saved, so an interrupted run keeps the previous model.
     resume : bool
@@ -468,6 +470,8 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         wait_for_repair(d)  # (--overwrite trains from scratch whatever they see: no need to wait)
     if not any((d / n).exists() for n in names):
         return "new"
+    if overwrite and resume and _own_last(d, overwrite, settings):
+        return "resume"   # this --overwrite, stopped after an epoch and run again: it goes on from there
     if overwrite:
         if clear:  # kept aside until the new run's first epoch is saved: an interrupted run loses nothing
             set_aside(d, names)
@@ -484,6 +488,23 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
                 f"{LAST_DIR}/) left nothing to resume from")
     raise AstroError(f"{d}: a model is already here {why}; use --overwrite to train it again from scratch "
                      "or another --model name")
+
+
+def _own_last(directory: Path, overwrite, settings: dict[str, Any] | None) -> bool:
+    """Whether the model's ``last/`` state was saved by this ``--overwrite`` (:class:`astrotool.made_with.Overwrite`,
+    a run of it stopped before it finished) with these settings, so that running it again resumes it."""
+    from astrotool.made_with import replaces
+    from astrotool.ml.checkpoint import STATE_META_FILE, resolve_last
+    from astrotool.ml.training import check_resume_settings
+
+    state = resolve_last(directory) / STATE_META_FILE
+    if settings is None or not state.is_file() or replaces(overwrite, state):
+        return False
+    try:
+        check_resume_settings(directory, settings)
+    except AstroError:
+        return False
+    return True
 
 
 def _first_epoch_only(directory: Path) -> bool:

@@ -408,6 +408,7 @@ def test_the_shell_completes_the_values_of_global_options(astro, words, expected
     (("help",), "No such command 'help'. Use --help"),
     (("config", "show", "dre.fti"), "[dre] has no table or key 'fti'; did you mean 'fit'?"),
     (("config", "show", "dr"), "unknown section 'dr'; did you mean 'dre'?"),
+    (("config", "show", "dre.fit.nosuch"), "(its tables: error_floor; its keys: backend, batch_size,"),  # not tables
 ])
 def test_a_wrong_word_gets_the_right_one(astro, tmp_path, args, message):
     r = astro("-w", tmp_path, *args)

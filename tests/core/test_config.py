@@ -113,6 +113,7 @@ def test_validate_and_schema(astro, toy, tmp_path):
     assert r.returncode == 0 and f"{good}: OK" in r.stdout
     r = astro("config", "validate", good, bad, pythonpath=toy)
     assert r.returncode == 2 and f"{bad}: core.executor" in r.stderr
+    assert r.stdout.splitlines() == [f"{good}: OK", f"{bad}: 1 problem(s)"]   # stdout alone said nothing of bad
     r = astro("config", "schema", pythonpath=toy)
     s = json.loads(r.stdout)
     assert {"core", "toy"} <= set(s["properties"])

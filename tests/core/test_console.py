@@ -45,6 +45,24 @@ def test_usage_errors_are_json_lines_with_json_log_format(astro, toy, tmp_path, 
     assert message in record["message"] and record["exit_code"] == 2 and record["level"] == "ERROR"
 
 
+@pytest.mark.parametrize("where", ["--cfg", "astro.toml", "--set"])
+@pytest.mark.parametrize("args", [["--shard", "5/2", "status"], ["--set", "core.seed=x", "status"],
+                                  ["--bogus-option", "status"]])
+def test_log_format_of_a_file_applies_to_early_errors_too(astro, tmp_path, where, args):
+    """`[core] log_format = "json"` in a --cfg file or astro.toml left errors met before the configuration was
+    read (a bad --shard, an invalid value, an unknown option) as plain lines in a JSON log."""
+    (tmp_path / "json.toml").write_text('[core]\nlog_format = "json"\n')
+    if where == "astro.toml":
+        (tmp_path / "json.toml").rename(tmp_path / "astro.toml")
+    given = {"--cfg": ["--cfg", tmp_path / "json.toml"], "--set": ["--set", "core.log_format=json"]}.get(where, [])
+    r = astro("-w", tmp_path, *given, *args)
+    assert r.returncode == 2
+    (line,) = r.stderr.splitlines()
+    assert json.loads(line)["exit_code"] == 2
+    r = astro("-w", tmp_path, *given, "--log-format", "plain", *args)   # the option still wins
+    assert r.returncode == 2 and not r.stderr.startswith("{") and " ERROR " in r.stderr
+
+
 def test_traceback_goes_into_the_json_line(astro, toy, tmp_path):
     """--traceback under --log-format json printed the raw traceback before the JSON line."""
     (tmp_path / "f").write_text("x")

@@ -212,6 +212,23 @@ def test_jobs_flag_alone_selects_the_process_pool(tmp_path):
     assert kind(scheduler="tcp://h:8786", executor="serial") == "serial"
 
 
+def test_jobs_the_serial_executor_ignores_are_said(astro, toy, tmp_path):
+    """`--executor serial -j 4` ran one item at a time without a word (--scheduler said so already)."""
+    r = astro("-w", tmp_path, "--executor", "serial", "-j", "4", "toy", "run", "--count", "2", pythonpath=toy)
+    assert r.returncode == 0 and r.stderr.count("-j 4 is not used: the serial executor runs the items") == 1
+    r = astro("-w", tmp_path, "-j", "1", "--overwrite", "toy", "run", "--count", "2", pythonpath=toy)
+    assert r.returncode == 0 and "is not used" not in r.stderr                   # -j 1 is serial
+
+
+def test_a_slurm_array_task_without_shard_is_told(astro, toy, tmp_path):
+    """In an array job without --shard every task ran every item, racing on the same outputs, in silence."""
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0"}
+    r = astro("-w", tmp_path, "toy", "run", "--count", "2", pythonpath=toy, env=env)
+    assert r.returncode == 0 and "Slurm array task 3 without --shard: it runs all 2 items" in r.stderr, r.stderr
+    r = astro("-w", tmp_path, "--shard", "auto", "toy", "run", "--count", "2", pythonpath=toy, env=env)
+    assert r.returncode == 0 and "without --shard" not in r.stderr, r.stderr
+
+
 def test_a_scheduler_another_executor_ignores_is_said(astro, toy, tmp_path):
     r = astro("-w", tmp_path, "--executor", "process", "-j", "2", "--scheduler", "tcp://h:8786", "toy", "run",
               "--count", "2", pythonpath=toy)

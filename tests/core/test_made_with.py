@@ -168,3 +168,45 @@ def test_record_path_is_relative_inside_the_workspace_and_absolute_outside(tmp_p
     assert record_path("plato/models/m", ws) == record_path(ws / "plato/models/m/../m", ".") == "plato/models/m"
     assert record_path(tmp_path / "other", ws) == str((tmp_path / "other").resolve())
     assert record_path("plato", None) == str((ws / "plato").resolve())
+
+
+def test_a_resumed_overwrite_keeps_what_it_made_and_remakes_the_rest(tmp_path):
+    """A stopped --overwrite could not go on: run again with --overwrite it made everything again, and without
+    it refused the outputs it had not reached yet. An Overwrite keeps what it made since it began."""
+    import os
+
+    old, new = tmp_path / "old.h5", tmp_path / "new.h5"
+    _made(old, {"snr": 200})
+    rec = _made(new, {"snr": 50})
+    since = new.stat().st_mtime
+    os.utime(old, (since - 10, since - 10))
+    ow = made_with.Overwrite(since)
+    assert ow and made_with.replaces(ow, old) and not made_with.replaces(ow, new)
+    assert made_with.replaces(ow, tmp_path / "missing.h5") and made_with.replaces(made_with.Overwrite(), new)
+    assert made_with.replaces(True, new) and not made_with.replaces(False, old)
+    assert made_with.keep([new], rec, overwrite=ow)                     # this overwrite's own: kept
+    assert not made_with.keep([old], made_with.record({"snr": 50}), overwrite=ow)   # older: made again
+    assert made_with.read(old) is None                                  # ... its old record gone first
+    other = made_with.record({"snr": 20})
+    assert not made_with.keep([new], other, overwrite=ow)               # its own, other settings: made, not refused
+    assert is_done(new, ow) and not is_done(old, ow) and not is_done(new, True)
+
+
+def test_context_overwrite_begins_once_and_ends_with_success(tmp_path):
+    """The start of an --overwrite is kept in the workspace until a run of the same command succeeds."""
+    from astrotool.context import Context, GlobalOptions
+
+    def ctx(*args):
+        argv = ["-w", str(tmp_path), "--overwrite", "plato", "simulate", *args]
+        return Context(GlobalOptions(workspace=str(tmp_path), overwrite=True), "plato simulate", ["astro", *argv])
+
+    assert Context(GlobalOptions(workspace=str(tmp_path)), "plato simulate").overwrite is False
+    first = ctx("-n", "8")
+    since = first.overwrite.since
+    assert since is not None and len(list((tmp_path / "runs" / ".overwrite").glob("*.json"))) == 1
+    first.finish("terminated", 143)   # stopped: the next run of it goes on from there
+    again = ctx("-n", "8")
+    assert again.overwrite.since == since and ctx("-n", "16").overwrite.since != since   # other arguments
+    marker = again._overwrite_marker
+    again.finish("ok", 0)
+    assert not marker.exists()                    # succeeded: the next --overwrite makes everything again

@@ -82,6 +82,37 @@ def test_prepare_training_new_resume_refuse_restart(tmp_path):
         mc.prepare_training(d, overwrite=False, resume=True)
 
 
+def _last_settings(folder, settings):
+    (folder / "last" / "model.json").write_text(json.dumps({
+        "format": "astrotool-checkpoint", "format_version": 1, "architecture": {"name": "toy"},
+        "settings": settings}))
+
+
+def test_a_stopped_overwrite_goes_on_from_its_own_last_epoch(tmp_path):
+    """Each Slurm submission of `train --overwrite` that hit the time limit started from scratch again: it never
+    finished. A last/ state saved since the overwrite began, with these settings, is resumed."""
+    from astrotool.made_with import Overwrite
+
+    d = _checkpoint(tmp_path / "m")
+    _last_settings(d, {"lr": 0.1})
+    saved = (d / "last" / "training_state.json").stat().st_mtime
+    mine = Overwrite(saved - 5)     # the overwrite began before that epoch was saved
+    assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.1}) == "resume"
+    assert (d / "model.json").exists() and (d / "last").is_dir()   # nothing set aside
+    assert mc.prepare_training(d, overwrite=mine, resume=True, settings=None) == "restart"   # cannot compare
+    _checkpoint(d)
+    _last_settings(d, {"lr": 0.1})
+    assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.2}) == "restart"   # others
+    _checkpoint(d)
+    _last_settings(d, {"lr": 0.1})
+    assert mc.prepare_training(d, overwrite=mine, resume=False, settings={"lr": 0.1}) == "restart"  # --no-resume
+    _checkpoint(d)
+    _last_settings(d, {"lr": 0.1})
+    later = (d / "last" / "training_state.json").stat().st_mtime + 5   # an older model's: replaced
+    assert mc.prepare_training(d, overwrite=Overwrite(later), resume=True, settings={"lr": 0.1}) == "restart"
+    assert not (d / "last").exists()
+
+
 def test_an_interrupted_overwrite_keeps_the_previous_model(tmp_path):
     """``train --overwrite`` stopped before its first epoch left an empty model folder."""
     import subprocess

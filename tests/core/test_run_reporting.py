@@ -83,13 +83,13 @@ def test_plain_error_and_stop_notice_are_log_lines(astro, tmp_path, capsys):
     err = capsys.readouterr().err
     assert re.fullmatch(STAMP + r" ERROR   terminated: partial outputs removed; re-run the same command to resume\.\n",
                         err), repr(err)
-    try:   # after --overwrite, the same command starts again from nothing: resuming is the command without it
+    try:   # after --overwrite, the same command resumes too (it keeps what this overwrite made)
         _report_stop("interrupted", 130, overwrite=True)
     finally:
         console.setup("plain")
-    assert capsys.readouterr().err.endswith("interrupted: partial outputs removed; re-run it without --overwrite to "
-                                            "keep what it finished (outputs still made with other settings are "
-                                            "then refused), or with it to start again.\n")
+    assert capsys.readouterr().err.endswith("interrupted: partial outputs removed; re-run the same command, "
+                                            "--overwrite included, to resume: what it made before the stop is "
+                                            "kept.\n")
 
 
 def test_plain_and_json_timestamps_have_one_form():

@@ -355,3 +355,20 @@ def test_a_suggested_command_names_the_workspace_so_that_it_runs_as_pasted(tmp_p
         assert astro_command("plato", "train") == f"astro -w {tmp_path} plato train"
     finally:
         set_current(None)
+
+
+def test_a_suggested_command_carries_the_workspace_and_the_settings(tmp_path, monkeypatch):
+    """Hints named the workspace but not --cfg/--set/--seed: pasted from a job's log, `astro -w W dre models`
+    built the default grid's cube, not the one the job's --cfg asked for."""
+    from astrotool.context import Context, GlobalOptions, astro_command, set_current
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        set_current(Context(GlobalOptions(workspace=str(tmp_path / "ws"), cfg=["small.toml", "b c.toml"],
+                                          set=["dre.models.nindex=1"], seed=7)))
+        assert astro_command("dre", "models") == ("astro -w ws --cfg small.toml --cfg 'b c.toml' --set "
+                                                  "dre.models.nindex=1 --seed 7 dre models")
+        set_current(Context(GlobalOptions()))
+        assert astro_command("dre", "models") == "astro dre models"
+    finally:
+        set_current(None)

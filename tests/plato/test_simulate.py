@@ -544,3 +544,44 @@ def test_a_failed_chunk_leaves_its_curves_out_of_the_label_table(tmp_path, capsy
     monkeypatch.setattr(sim, "simulate_curves", real)
     assert main(ws) == 0                                  # the rerun makes the chunk and labels every curve
     assert pq.read_table(tmp_path / "plato/labels/sim_labels.parquet").num_rows == 4
+
+
+def test_a_stopped_overwrite_is_resumed_by_running_it_again(tmp_path):
+    """Stopped, `--overwrite` with new settings could not go on: run again it drew every curve again (a Slurm job
+    with a time limit never finished), and without --overwrite it was refused (the old labels' settings)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import run_astro
+
+    ws = tmp_path / "ws"
+    args = ["-w", ws, "plato", "simulate", "-n", "120", "--days", "4", "--chunk-size", "1"]
+    assert run_astro(*args).returncode == 0
+    raw = ws / "plato" / "raw"
+    began = time.time()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASTRO_", "SLURM_"))}
+    env["ASTRO_CONFIG"] = os.devnull
+    new = [*map(str, args), "--overwrite", "--noise-ppm", "300"]
+    p = subprocess.Popen([sys.executable, "-m", "astrotool", *new], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and sum(f.stat().st_mtime > began for f in raw.glob("*.parquet")) < 3:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and "re-run the same command, --overwrite included, to resume" in err, err
+    made = {f.name: f.stat().st_mtime_ns for f in raw.glob("*.parquet") if f.stat().st_mtime > began}
+    assert 3 <= len(made) < 120
+    r = run_astro(*new)
+    assert r.returncode == 0, r.stderr
+    assert f"kept {len(made)} existing file(s) (made by this --overwrite before it was stopped)" in r.stderr
+    assert {n: (raw / n).stat().st_mtime_ns for n in made} == made            # not drawn again
+    cfg = SimulateConfig(n_curves=120, duration_days=4, chunk_size=1, noise_ppm=300)
+    assert all(sim.check_existing(f, 0, cfg, False) for f in raw.glob("*.parquet"))   # every file: 300 ppm
+    assert sim.check_existing(ws / "plato" / "labels" / "sim_labels.parquet", 0, cfg, False)
+    assert not list((ws / "runs" / ".overwrite").glob("*.json"))               # finished: ended
+    again = run_astro(*new)                                                    # a new --overwrite: all again
+    assert again.returncode == 0 and all((raw / n).stat().st_mtime_ns != t for n, t in made.items())

@@ -302,19 +302,19 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
                     else f"pass the same `--cube .../{used_cube}` to `astro dre {' '.join(stages)}`")
             raise AstroError(f"{printable(str(path))}{more}: `astro dre {stage}` used the model cube "
                              f"{used_cube}, not {str(now.get('cube')).split(' (')[0]}; {hint} "
-                             f"(or fit again with this one: `astro dre {stage} --overwrite`)")
+                             f"(or fit again with this one: `{astro_command('dre', stage, '--overwrite')}`)")
         lines = "\n".join(f"  {c}" for c in changed)
         raise AstroError(f"{printable(str(path))}: out of date{more}; `astro dre {stage}` made it from other "
                          f"inputs, or with other settings than the ones this run uses too:\n{lines}\n"
-                         f"run `astro dre {stage}` again first (--overwrite)")
+                         f"run `{astro_command('dre', stage, '--overwrite')}` first")
     if drift:
         path, stage, changed = drift[0]
         more = f" (and {len(drift) - 1} more)" if len(drift) > 1 else ""
         reader = f"`astro dre {stages[0]}`" if len(stages) == 1 else "this run"
         logging.getLogger("astro.dre").warning(
             "%s%s: made with other [dre.%s] settings than this configuration's:\n%s\n%s reads it as it was made; "
-            "`astro dre %s --overwrite` makes it with these", printable(str(path)), more, stage,
-            "\n".join(f"  {c}" for c in changed), reader, stage)
+            "`%s` makes it with these", printable(str(path)), more, stage,
+            "\n".join(f"  {c}" for c in changed), reader, astro_command("dre", stage, "--overwrite"))
     made_with.check_all(checks, overwrite=overwrite)
 
 
@@ -449,7 +449,7 @@ def model_cube(root, cfg: ModelsConfig, mapper, *, overwrite: bool = False) -> t
     from astrotool_dre.models import build_cube, grid_from_config, write_cube
 
     path = cube_path(root, cfg)
-    if path.exists() and not overwrite:
+    if path.exists() and not made_with.replaces(overwrite, path):
         from astrotool_dre.models import cube_problem
 
         problem = cube_problem(path)

@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from astrotool.made_with import replaces
 from astrotool.ml.data import MANIFEST_SUFFIX, DatasetWriter
 from astrotool_lens.config import GenerateConfig, bounds
 from astrotool_lens.data import ShearDataset
@@ -536,7 +537,7 @@ def generate_shard(task: ShardTask, seed: int | None = None) -> dict:
     dict
         ``{"shard": int, "skipped": bool, "path": str}`` (the shard file).
     """
-    if not task.overwrite and shard_done(task):
+    if not replaces(task.overwrite, task.writer.shard_path(task.shard)) and shard_done(task):
         return {"shard": task.shard, "skipped": True}
     cfg = GenerateConfig.model_validate(task.config)
     gal, psf, truth = draw_stamps(cfg, task.base_seed, task.start, task.stop)

@@ -212,7 +212,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     }
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss",
-                 patience=cfg.patience, lr_factor=lr_factor, resume=cfg.resume and not overwrite,
+                 patience=cfg.patience, lr_factor=lr_factor, resume=action == "resume",
                  on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     if old_calibration and _calibration_of(model_dir) is None and log and rt.is_global_zero:   # new best weights

@@ -99,7 +99,7 @@ def simulate(
     for path in res.written + ([res.labels] if res.labels_written else []):
         ctx.record.add_output(path)
     if res.kept:
-        ctx.log.info("kept %d existing file(s) (use --overwrite to recompute)", len(res.kept))
+        ctx.log.info("kept %d existing file(s) (%s)", len(res.kept), ctx.kept_hint)
     stale_layout(ctx, lc_dir, cfg.name, res.stale, "--n-curves or --chunk-size")
     ctx.emit({
         "curves": cfg.n_curves, "with_transit": sum(p.has_transit for p in res.params),

@@ -843,18 +843,21 @@ def write_labels(path, params, files, seed: int, cfg: SimulateConfig) -> Path:
 def check_existing(path, seed: int, cfg: SimulateConfig, overwrite: bool) -> bool:
     """Whether ``path`` is a finished output of these settings (so it can be kept).
 
-    Returns False when it is missing or ``overwrite``; raises
+    Returns False when it is missing or ``overwrite`` replaces it (:func:`astrotool.made_with.replaces`: a
+    file this overwrite made before it was stopped is kept when its settings match); raises
     :class:`astrotool.errors.AstroError` when it exists but comes from other
     settings or another seed (re-running would silently mix two simulations).
     """
     from astrotool.io.tables import parquet_metadata
-    from astrotool.made_with import SettingsChanged, changes
+    from astrotool.made_with import SettingsChanged, changes, replaces
 
     path = Path(path)
-    if overwrite or not path.exists():
+    if replaces(overwrite, path) or not path.exists():
         return False
     facts = parquet_metadata(path)
     found, expected = facts.get("content_hash"), content_hash(seed, cfg)
+    if found != expected and overwrite:
+        return False
     if found != expected:
         changed = changes(_content_settings(facts.get("seed"), facts.get("simulate") or {}),
                           _content_settings(seed, cfg.model_dump(mode="json")))

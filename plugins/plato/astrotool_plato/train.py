@@ -228,7 +228,8 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     rt = runtime if runtime is not None else Runtime()
     rt.launch()
     settings = resume_settings(cfg, seed, ds)
-    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
+    action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
+                              settings=settings)
     if rt.world_size > 1:
         rt.fabric.barrier("plato-train-prepared")
     seed_everything(seed)
@@ -287,7 +288,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
                  lr_factor=lr_schedule(cfg, math.ceil(len(train_idx) / cfg.batch_size)),
                  clip_grad_norm=cfg.clip_grad_norm or None,
-                 resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
+                 resume=action == "resume", on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.name, **result.summary,

@@ -54,7 +54,7 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
     tr_idx, va_idx = train_indices(ds, "all"), first_alerts(ds, "val")
     check_splits(ds, len(tr_idx), len(va_idx))
     train, val = _stamps(ds, tr_idx), _stamps(ds, va_idx)
-    rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
+    rt, settings, resume = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
     kwargs = {"in_channels": CHANNELS, "latent": cfg.latent, "variational": cfg.arch == "vae", "crop": 21}
     model = StampAutoencoder(**kwargs).to(rt.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -83,7 +83,7 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
     }
     result = fit(model, opt, batches=batches, loss_fn=lambda m, b: autoencoder_loss(m, b, cfg.kl_beta),
                  validate=validate, epochs=cfg.epochs, checkpoint_dir=model_dir, meta=meta, seed=seed,
-                 monitor="val_loss", patience=cfg.patience, resume=cfg.resume and not overwrite,
+                 monitor="val_loss", patience=cfg.patience, resume=resume,
                  on_epoch=on_epoch, log=log, runtime=rt)
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
             **result.summary, "val_loss": result.best_metrics.get("val_loss"),

@@ -94,7 +94,7 @@ def ingest(
                             "1.x to 4.x)", r.input, r.n_unknown_schema, r.unknown_schemas)
     skipped = sum(r.skipped for r in done)
     if skipped:
-        ctx.log.info("kept %d existing output pair(s) (use --overwrite to recompute)", skipped)
+        ctx.log.info("kept %d existing output pair(s) (%s)", skipped, ctx.kept_hint)
     fresh = sum(r.n_alerts for r in done if not r.skipped)   # failed and kept files left out
     versions = {v for r in done for v in r.schema_versions.split(", ") if v}
     mine = len(ctx.shard_of(files))   # every input of this task, a folder with no alert file included: as the

@@ -83,7 +83,7 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
     model_dir = Path(model_dir)
     train, val = sequences(ds, "train", cfg.max_alerts), sequences(ds, "val", cfg.max_alerts)
     check_splits(ds, len(train["label"]), len(val["label"]), "objects")
-    rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
+    rt, settings, resume = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
     kwargs = {"in_channels": int(ds.arrays["stamps"][0][0]), "n_features": len(ds.feature_names),
               "n_classes": len(ds.classes), "crop": int(ds.attrs["crop"]), "kernel": cfg.kernel,
               "dropout": cfg.dropout, "group": cfg.group, "hidden": cfg.hidden}
@@ -127,7 +127,7 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
     }
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
-                 resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
+                 resume=resume, on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     return {"model": model_dir.name, "path": str(model_dir), "dataset": ds.name, "seed": int(seed),
             **result.summary,

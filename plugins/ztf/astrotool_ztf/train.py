@@ -88,7 +88,7 @@ def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime, extr
     """The runtime launched, the existing model folder resumed, restarted or refused (the settings a resume
     must share: :func:`astrotool.ml.commands.resume_settings` with ``extra``; every key but those a resume may
     change, the seed, the set's identity and ``extra``), and the seed
-    set."""
+    set: ``(runtime, settings, whether it resumes)``."""
     from astrotool.ml.commands import prepare_training, resume_settings
     from astrotool.ml.fabric import Runtime
     from astrotool.ml.training import seed_everything
@@ -96,11 +96,12 @@ def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime, extr
     rt = runtime if runtime is not None else Runtime()
     rt.launch()
     settings = resume_settings(cfg, seed, ds, resumable=RESUMABLE, **(extra or {}))
-    prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero, settings=settings)
+    action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
+                              settings=settings)
     if rt.world_size > 1:
         rt.fabric.barrier("ztf-train-prepared")
     seed_everything(seed)
-    return rt, settings
+    return rt, settings, action == "resume"
 
 
 def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=None, on_epoch=None,
@@ -145,7 +146,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     check_splits(ds, len(tr_idx), len(va_idx))
     train, val = load_split(ds, tr_idx), load_split(ds, va_idx)
     encoder = load_encoder(cfg, model_dir, ds) if cfg.arch == "probe" else None
-    rt, settings = start_training(ds, cfg, model_dir, seed, overwrite, runtime,  # a probe: its encoder's weights
+    rt, settings, resume = start_training(ds, cfg, model_dir, seed, overwrite, runtime,  # a probe: its encoder's weights
                                   {"encoder_weights_sha256": encoder.meta.get("weights_sha256")} if encoder else None)
     n_feat = len(ds.feature_names) if cfg.use_features else 0
     if encoder is not None:  # a head on a trained autoencoder's frozen latents
@@ -201,7 +202,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     }
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss", patience=cfg.patience,
-                 resume=cfg.resume and not overwrite, on_epoch=on_epoch, log=log, runtime=rt)
+                 resume=resume, on_epoch=on_epoch, log=log, runtime=rt)
     temperature = None
     if rt.is_global_zero:
         temperature = store_temperature(model_dir, val)

@@ -423,12 +423,13 @@ def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> int:
     import shutil
 
     from astrotool.errors import InputError
+    from astrotool.made_with import replaces
     from astrotool.ml.training import settings_changes
     from astrotool.workspace import write_json_atomic
 
     f = out / SETTINGS_FILE
-    if overwrite and out.is_dir():
-        shutil.rmtree(out)
+    if overwrite and out.is_dir() and (replaces(overwrite, f) or _recorded(f) != settings):
+        shutil.rmtree(out)   # kept: a set of these settings that this overwrite began before it was stopped
     held = len(list((out / "KAPPA").glob("*.npy"))) if (out / "KAPPA").is_dir() else 0
     existed = f.is_file()   # looked at once: a record claimed by another task after this is compared below
     if existed:
@@ -457,6 +458,16 @@ def _prepare_folder(out: Path, settings: dict, n: int, overwrite: bool) -> int:
         raise AstroError(f"{out}: another task is simulating it with other settings ({'; '.join(changes)}); use "
                          "another --name")
     return held
+
+
+def _recorded(f: Path) -> dict | None:
+    """The settings record ``f`` (None: missing or unreadable)."""
+    import json
+
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _own_layout(out: Path) -> bool:

@@ -237,7 +237,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     }
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=cfg.epochs,
                  checkpoint_dir=model_dir, meta=meta, seed=seed, monitor="val_loss",
-                 patience=cfg.patience, lr_factor=lr_factor, resume=cfg.resume and not overwrite,
+                 patience=cfg.patience, lr_factor=lr_factor, resume=action == "resume",
                  on_epoch=on_epoch, log=log, runtime=rt)
     best = result.best_metrics
     return {
