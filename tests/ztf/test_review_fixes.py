@@ -218,7 +218,8 @@ def test_predict_says_why_no_input_could_be_ingested(tws, tmp_path, astro):
     assert astro("-w", tws, "ztf", "ingest", src).returncode == 0
     r = astro("-w", tws, "--set", "ztf.ingest.stamp_size=31", "ztf", "predict", src, "--model", "sim_classifier")
     assert r.returncode == 2 and "Traceback" not in r.stderr   # refused before any work (it was an item failure)
-    assert "no alert file could be read" not in r.stderr and f"astro -w {tws} ztf ingest --overwrite" in r.stderr
+    assert "no alert file could be read" not in r.stderr   # the hint keeps the --set it was given
+    assert f"astro -w {tws} --set ztf.ingest.stamp_size=31 ztf ingest --overwrite" in r.stderr
 
 
 def test_predict_refuses_stamps_smaller_than_the_model_s_crop_naming_the_stamp_file(tws, tmp_path, astro):
