@@ -146,8 +146,9 @@ def plot_history(path: str | Path, history: Sequence[Mapping], metrics: Sequence
     path : path-like
         Output PNG.
     history : sequence of dict
-        One entry per epoch with ``epoch``, ``train_loss`` and any ``val_*``
-        values, as :func:`astrotool.ml.training.fit` records them.
+        One entry per epoch with ``epoch`` (from 0; the axis counts from 1, as the
+        training log does), ``train_loss`` and any ``val_*`` values, as
+        :func:`astrotool.ml.training.fit` records them.
     metrics : sequence of str, optional
         Keys for the second panel (default: every numeric key other than
         ``epoch, step, lr, seconds`` and the losses). No second panel when
@@ -175,7 +176,7 @@ def plot_history(path: str | Path, history: Sequence[Mapping], metrics: Sequence
     missing = [m for m in metrics if m not in keys]
     if missing:
         raise ValueError(f"no history entry has {missing}; keys are {keys}")
-    epochs = np.array([h["epoch"] for h in history], float)
+    epochs = np.array([h["epoch"] for h in history], float) + 1   # counted from 1, as the log and best_epoch
 
     def series(key):
         return np.array([h.get(key, np.nan) for h in history], float)

@@ -385,7 +385,8 @@ def load_checkpoint(
     if not weights.is_file():
         raise InputError(weights, "weights file is missing")
     if verify_hash and meta.get("weights_sha256") and _sha256(weights) != meta["weights_sha256"]:
-        raise InputError(weights, "weights do not match model.json (SHA-256 differs): mixed checkpoints?")
+        raise InputError(weights, "weights do not match model.json (SHA-256 differs): truncated or damaged, or "
+                                  "the weights of another checkpoint")
     try:
         state = load_file(str(weights), device=device)
     except (SafetensorError, OSError, ValueError) as exc:
@@ -425,19 +426,23 @@ def unfinished(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-def warn_unfinished(meta: Mapping[str, Any], directory: str | Path, command: str) -> None:
+def warn_unfinished(meta: Mapping[str, Any], directory: str | Path, command: str, stage: str = "models") -> None:
     """Log a warning when the training of the checkpoint in ``directory`` (its ``meta``) did not run to its end
     (:func:`unfinished`): its best epoch so far is what the caller uses. ``command`` resumes the training,
-    e.g. ``"astro plato train"`` (told with the workspace's ``-w``, :func:`astrotool.context.astro_command`)."""
+    e.g. ``"astro plato train"``, told with the workspace's ``-w`` (:func:`astrotool.context.astro_command`)
+    and the model's ``--model`` (:func:`astrotool.ml.commands.model_option`; ``stage``: the plugin's folder of
+    models)."""
     why = unfinished(meta)
     if why:
         import logging
 
         from astrotool.context import astro_command
+        from astrotool.ml.commands import model_option
 
+        words = command.split()[1:]
         logging.getLogger("astro").warning("%s: training unfinished (%s); its best epoch so far is used; run `%s` "
                                            "again to resume", directory, why,
-                                           astro_command(*command.split()[1:]))
+                                           astro_command(*words, "--model", model_option(directory, words[0], stage)))
 
 
 def build_model(ckpt: Checkpoint, registry: Mapping[str, Callable[..., Any]]):

@@ -50,8 +50,7 @@ records)::
         settings = mc.resume_settings(cfg, seed, ds)      # every key but RESUMABLE, the seed, the set's identity
         mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                             settings=settings)            # every rank decides, rank 0 alone clears
-        if rt.world_size > 1:
-            rt.fabric.barrier("myplugin-train-prepared")  # no rank reads the folder before rank 0 cleared it
+        rt.barrier("myplugin-train-prepared")            # no rank reads the folder before rank 0 cleared it
         progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
                     if rt.is_global_zero else contextlib.nullcontext(None))
         with progress as on_epoch:

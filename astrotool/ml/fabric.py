@@ -259,6 +259,12 @@ class Runtime:
         """Whether this is the process that writes files (rank 0)."""
         return bool(self.fabric.is_global_zero)
 
+    def barrier(self, name: str) -> None:
+        """Wait until every training process gets here; nothing for one process, or for ``ddp_spawn``/``ddp_fork``
+        before :func:`astrotool.ml.training.fit` has started their processes (this one is then alone)."""
+        if self.world_size > 1 and not is_multiprocessing(self.fabric):
+            self.fabric.barrier(name)
+
 
 def _route_lightning_logs() -> None:
     """Lightning's log records through astro's handlers (plain, rich or JSON), warnings and up only.

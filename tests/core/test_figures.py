@@ -41,10 +41,15 @@ def test_pyplot_is_agg():
     assert F.pyplot().get_backend().lower() == "agg"
 
 
-def test_plot_history(tmp_path):
+def test_plot_history(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    drawn, plot = [], Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda ax, x, *a, **k: drawn.append(list(x)) or plot(ax, x, *a, **k))
     out = F.plot_history(tmp_path / "h.png", history(), title="run", log_loss=True)
     assert out == tmp_path / "h.png"
     check_png(out)
+    assert drawn and all(x == [1, 2, 3, 4, 5, 6] for x in drawn)   # epochs as the log counts them (were 0-5)
 
 
 def test_plot_pred_vs_true(tmp_path):

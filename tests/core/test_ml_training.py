@@ -248,7 +248,8 @@ def test_an_interrupted_training_is_marked_unfinished_until_a_run_ends(tmp_path,
     assert unfinished(read_meta(ckpt)) == "trained 3 of 4 epochs"   # epochs 0-2 done
     with caplog.at_level("WARNING", logger="astro"):
         warn_unfinished(load_checkpoint(ckpt).meta, ckpt, "astro toy train")
-    assert "training unfinished (trained 3 of 4 epochs)" in caplog.text and "astro toy train" in caplog.text
+    assert "training unfinished (trained 3 of 4 epochs)" in caplog.text
+    assert f"toy train --model {ckpt}` again to resume" in caplog.text   # it trained the default model
     with pytest.raises(KeyboardInterrupt):   # epochs 2 and 3 run without improving, stopped in epoch 4
         _train(ckpt, 6, val_losses=[*losses, 0.9], stop_in_epoch=4)
     assert unfinished(read_meta(ckpt)) == "trained 4 of 6 epochs" and read_meta(ckpt)["best_epoch"] == 1

@@ -163,6 +163,31 @@ def test_train_on_two_processes_keeps_one_record(tmp_path, capsys):
     assert proc.returncode == 2 and proc.stderr.count("other settings") == 1, proc.stderr
 
 
+@pytest.mark.long
+@pytest.mark.parametrize("strategy, code", [("ddp_fork", 0), ("ddp_spawn", 2)])
+def test_strategies_that_start_processes_in_fit(tmp_path, capsys, strategy, code):
+    """ml.strategy ddp_fork / ddp_spawn (documented, valid) crashed every train command at its barrier after
+    preparing the model folder (exit 1: "you must call .launch()"): fit starts those processes itself. A model
+    that cannot be pickled for ddp_spawn is refused, naming the setting."""
+    import subprocess
+    import sys
+
+    ws = tmp_path / "ws"
+    code0, _, err = run(capsys, "-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "fk",
+                        "--stamp-size", 16, "--pixel-scale", 0.3, "-n", 64, "--shard-size", 64, *TINY)
+    assert code0 == 0, err
+    proc = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(ws), "-q", "--set", "lens.train.threads=1",
+                           "--set", f"ml.strategy={strategy}", "lens", "train", "--dataset", "fk", "--epochs", "1",
+                           "--width", "4", "--batch-size", "16", "--device", "cpu", "--devices", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == code, proc.stderr
+    if code:
+        assert f"ml.strategy {strategy}:" in proc.stderr and "use strategy ddp" in proc.stderr
+    else:
+        meta = json.loads((ws / "lens" / "models" / "fk_cnn" / "model.json").read_text())
+        assert meta["training"]["processes"] == 2
+
+
 def test_train_refuses_to_resume_with_other_settings(tmp_path, capsys, monkeypatch):
     """A rerun with changed settings is refused (exit 2, keys named) before the stamps are read."""
     from astrotool_lens.data import ShearDataset

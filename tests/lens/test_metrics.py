@@ -31,6 +31,15 @@ def test_fit_bias_exact_line():
     assert b["m_err"] < 1e-12 and b["c_err"] < 1e-12 and b["n_fields"] == 11
 
 
+def test_fit_bias_needs_three_fields():
+    """With 2 fields evaluate reported m = -0.795 (a line through two points) beside its warning that m and c
+    need at least 3 fields, and against the docs (NaN)."""
+    g = np.array([-0.02, -0.02, 0.03, 0.03])
+    b = fit_bias(g, 0.5 * g, np.array([0, 0, 1, 1]))
+    assert b["n_fields"] == 2 and all(np.isnan(b[k]) for k in ("m", "m_err", "c", "c_err"))
+    assert fit_bias(g[:3], 0.5 * g[:3])["m"] == pytest.approx(-0.5)   # 3 stamps, each its own field
+
+
 def test_fit_bias_over_fields_and_errors():
     # 4 fields; within each field the estimates scatter symmetrically around (1+m) g + c
     g_field = np.array([-0.04, -0.01, 0.02, 0.05])

@@ -231,7 +231,8 @@ transit_depth = [50e-6, 1.0]
      "dataloaders: given with [dataloader]: keep one of the two tables"),
     ("[bounds]", '[scheduler]\nname = "ReduceLROnPlateau"\nuse = true\n[bounds]',
      "scheduler.name: unknown or unsupported scheduler 'ReduceLROnPlateau' (expected one of ConstantLR, "
-     "CosineAnnealingLR, ExponentialLR, LinearLR, MultiStepLR, StepLR; ReduceLROnPlateau: use patience)"),
+     "CosineAnnealingLR, ExponentialLR, LinearLR, MultiStepLR, StepLR; ReduceLROnPlateau is not offered: StepLR "
+     "or CosineAnnealingLR lower the rate by epoch, and plato.train.patience stops the training on a plateau)"),
 ])
 def test_config_import_names_unknown_keys_bad_fractions_and_types(tmp_path, capsys, old, new, msg):
     src = tmp_path / "pan.toml"

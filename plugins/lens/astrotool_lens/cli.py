@@ -274,7 +274,7 @@ def train(
     width: int = typer.Option(None, "--width", help="channels of the first conv block"),
     normalisation: str = typer.Option(None, "--normalisation", help="stamp_rms | stamp_rms+noise | global | none"),
     activation: str = typer.Option(None, "--activation", help="smooth (SiLU, average pooling) | relu (ReLU, max pooling)"),
-    patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]"),
+    patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]; 0 = off"),
     resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
     device: mc.Device = None,
     precision: mc.Precision = None,
@@ -283,6 +283,7 @@ def train(
 ):
     """Train the CNN shear estimator; checkpoints (safetensors + JSON) in lens/models/<model>/.
 
+    The loss curves go to lens/reports/<model>_history.png (docs: lens, Training the CNN).
     Re-running with the same settings resumes from lens/models/<model>/last (more --epochs train on);
     other settings are refused (exit 2); --overwrite starts afresh.
     Where it trains comes from the [ml] section (--device, --precision, --devices,

@@ -85,23 +85,21 @@ def fit_bias(g_true, g_est, field=None) -> dict:
     Returns
     -------
     dict
-        ``m, m_err, c, c_err`` and ``n_fields``. Errors are NaN with fewer than 3 fields.
+        ``m, m_err, c, c_err`` and ``n_fields``. All NaN with fewer than 3 fields (two points fit any
+        line exactly: neither the fit nor its error says anything).
     """
     x, yest, _ = field_means(g_true, g_est, field)
     n = len(x)
-    if n < 2 or np.ptp(x) == 0:
+    if n < 3 or np.ptp(x) == 0:
         return {"m": float("nan"), "m_err": float("nan"), "c": float("nan"), "c_err": float("nan"), "n_fields": n}
     y = yest - x
     xm, ym = x.mean(), y.mean()
     sxx = float(np.sum((x - xm) ** 2))
     m = float(np.sum((x - xm) * (y - ym)) / sxx)
     c = float(ym - m * xm)
-    if n > 2:
-        s2 = float(np.sum((y - (m * x + c)) ** 2) / (n - 2))
-        m_err = math.sqrt(s2 / sxx)
-        c_err = math.sqrt(s2 * (1.0 / n + xm * xm / sxx))
-    else:
-        m_err = c_err = float("nan")
+    s2 = float(np.sum((y - (m * x + c)) ** 2) / (n - 2))
+    m_err = math.sqrt(s2 / sxx)
+    c_err = math.sqrt(s2 * (1.0 / n + xm * xm / sxx))
     return {"m": m, "m_err": m_err, "c": c, "c_err": c_err, "n_fields": n}
 
 

@@ -117,8 +117,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
                               settings=settings)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
         warn_schedule_change(model_dir, cfg.epochs, log)
-    if rt.world_size > 1:
-        rt.fabric.barrier("lens-train-prepared")
+    rt.barrier("lens-train-prepared")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(seed)

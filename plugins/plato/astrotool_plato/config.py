@@ -22,7 +22,8 @@ OPTIMIZERS = ("Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "AS
 
 SCHEDULERS = ("", "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LinearLR", "MultiStepLR", "StepLR")
 """Learning-rate schedules by ``torch.optim.lr_scheduler`` name, stepped once per epoch ("" = none)."""
-SCHEDULER_HINT = "ReduceLROnPlateau: use patience"
+SCHEDULER_HINT = ("ReduceLROnPlateau is not offered: StepLR or CosineAnnealingLR lower the rate by epoch, and "
+                  "plato.train.patience stops the training on a plateau")
 """What to use for a schedule not in :data:`SCHEDULERS` (the one people ask for)."""
 
 MAX_SAMPLES = 10_000_000

@@ -327,7 +327,7 @@ def load_unet(model_dir, device: str = "cpu"):
     from astrotool.ml.checkpoint import META_FILE, build_model, load_checkpoint, warn_unfinished
 
     ckpt = load_checkpoint(model_dir, expect_architecture=ARCHITECTURE)
-    warn_unfinished(ckpt.meta, ckpt.path, "astro lens kappa train")
+    warn_unfinished(ckpt.meta, ckpt.path, "astro lens kappa train", "kappa/models")
     if "inputs" not in ckpt.meta:
         raise InputError(Path(ckpt.path) / META_FILE, "no 'inputs' entry (which channels the model takes)")
     model = build_model(ckpt, REGISTRY).to(device)

@@ -157,7 +157,7 @@ def predict_command(ctx, cfg, inputs: str, runtime, split_given: bool = False) -
         meta = read_meta(mdir, ARCHITECTURE)
         if "inputs" not in meta:
             raise InputError(mdir / META_FILE, "no 'inputs' entry (which channels the model takes)")
-        warn_unfinished(meta, mdir, "astro lens kappa train")
+        warn_unfinished(meta, mdir, "astro lens kappa train", "kappa/models")
         runner = mdir / "model.onnx"
         check_onnx(runner, meta)
     else:

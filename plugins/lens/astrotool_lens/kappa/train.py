@@ -163,8 +163,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
                               settings=settings)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
         warn_schedule_change(model_dir, cfg.epochs, log)
-    if rt.world_size > 1:
-        rt.fabric.barrier("kappa-train-prepared")
+    rt.barrier("kappa-train-prepared")
     seed_everything(seed)
     device = rt.device
 
