@@ -51,7 +51,8 @@ def status():
         raise AstroError(f"workspace {ws.root} does not exist (`astro init {ws.root}` creates it)")
     counts = ws.status()
     runs_dir = ws.root / "runs"
-    runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if runs_dir.is_dir() else []   # not runs/.overwrite (Context.overwrite)
     last = _run_outcome(runs_dir / runs[-1]) if runs else None
     if console.json_results():
         ctx.emit({"workspace": str(ws.root), "initialised": ws.config_file.exists(), "stages": counts,

@@ -236,6 +236,7 @@ def test_status_shows_how_the_last_run_ended(astro, toy, tmp_path):
     last = tmp_path / "runs" / "20261201T000000Z-plato-simulate"
     last.mkdir(parents=True)
     (last / "run.json").write_text(json.dumps({"status": "terminated", "exit_code": 143}))
+    (tmp_path / "runs" / ".overwrite").mkdir()   # where a stopped --overwrite keeps its start: not a run
     r = astro("-w", tmp_path, "status", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     assert "runs: 1 (last: 20261201T000000Z-plato-simulate (terminated, exit 143))" in r.stdout, r.stdout
