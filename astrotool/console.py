@@ -206,6 +206,30 @@ def err_console():
     return _ERR_CONSOLE
 
 
+def recent_rate(finished: list[float], now: float, start: float) -> float:
+    """Steps per second [1/s] over the later half of a loop so far (at least its last second).
+
+    Steps kept from an earlier, stopped run all finish at once at the start: the mean rate of the
+    whole loop would promise an end far too soon once real work begins.
+
+    Parameters
+    ----------
+    finished : list of float
+        When each step finished (``time.monotonic``, ascending), one entry per step.
+    now, start : float
+        The time now and when the loop began [s].
+    """
+    import bisect
+
+    elapsed = now - start
+    if elapsed <= 0 or not finished:
+        return 0.0
+    window = max(1.0, elapsed / 2)
+    recent = len(finished) - bisect.bisect_right(finished, now - window)
+    # none of late: at most one step per window (a long step is running), never more than the mean
+    return recent / window if recent else min(len(finished) / elapsed, 1.0 / window)
+
+
 @contextlib.contextmanager
 def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
     """Report progress of a loop on stderr.
@@ -249,11 +273,13 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
 
     start = time.monotonic()
     state = {"done": 0, "failed": 0, "last": start}
+    finished: list[float] = []   # when each step finished, for the rate of the recent ones
     lock = threading.Lock()
 
     def line(final: bool = False) -> None:
-        done, failed, elapsed = state["done"], state["failed"], time.monotonic() - start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        now = time.monotonic()
+        done, failed, elapsed = state["done"], state["failed"], now - start
+        rate = (done / elapsed if elapsed > 0 else 0.0) if final else recent_rate(finished, now, start)
         # every line has the same keys; eta_s [s] is None where unknown (no total, no rate yet), 0 once all is done
         extra = {"event": "progress", "desc": desc, "done": done, "total": total, "failed": failed,
                  "final": final, "elapsed_s": round(elapsed, 2), "rate_per_s": round(rate, 3), "eta_s": None}
@@ -276,6 +302,7 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
         with lock:
             state["done"] += n
             now = time.monotonic()
+            finished.extend([now] * n)
             if now - state["last"] >= _state.interval and not (total and state["done"] >= total):
                 state["last"] = now  # the last step is reported once, by the final line
                 line()

@@ -202,3 +202,17 @@ def test_piped_status_is_tab_separated_rows_and_comment_lines(tmp_path, capsys):
     data = [ln for ln in lines if not ln.startswith("#")]
     assert data[0] == "plugin\tstage\tfiles" and all(ln.count("\t") == 2 for ln in data), lines
     assert any(ln.startswith("# runs: ") for ln in lines), lines
+
+
+def test_eta_comes_from_the_recent_steps_not_those_a_resumed_run_kept():
+    """A resumed run's kept items, all done in its first 0.1 s, made `17/50 (34%) 2.0s elapsed, ~4s left`
+    of a run with 2 s per item: the mean rate of the whole loop."""
+    from astrotool.console import recent_rate
+
+    kept = [0.1] * 17                                   # finished at once
+    assert recent_rate(kept + [2.0], 2.0, 0.0) == 1.0   # one step in the last second (the mean said 9/s)
+    real = kept + [2.0, 4.0, 6.0, 8.0]
+    assert recent_rate(real, 8.0, 0.0) == pytest.approx(1 / 2)   # 2 steps in the later half: 0.5/s, not 2.6/s
+    assert recent_rate(kept, 10.0, 0.0) == pytest.approx(1 / 5)  # a long step running: at most 1 per window
+    assert recent_rate([1.0, 2.0, 3.0, 4.0], 4.0, 0.0) == pytest.approx(1.0)   # a steady rate is that rate
+    assert recent_rate([], 5.0, 0.0) == 0.0 and recent_rate([0.0], 0.0, 0.0) == 0.0
