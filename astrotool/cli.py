@@ -694,21 +694,27 @@ def _log_format_asked(argv: list[str]) -> str:
     """``core.log_format`` as the layers give it before the configuration is read and checked, so that its
     errors (a bad ``--shard``, an invalid value) come out in that format too: ``--log-format``, else
     ``--set core.log_format=...``, ``$ASTRO_CORE__LOG_FORMAT``, the last ``--cfg`` file, the workspace's
-    ``astro.toml`` and the user file that set it (read as they are; unreadable ones are passed over),
-    else ``auto``."""
+    ``astro.toml`` and the user file that set it (read as they are; unreadable ones are passed over, and so
+    are values that are not a format: the configuration's check names them with their file), else ``auto``."""
+    from astrotool.console import FORMATS
+
     def given(*names: str) -> list[str]:
         out = []
         for i, word in enumerate(argv):
             if word in names and i + 1 < len(argv):
                 out.append(argv[i + 1])
             out += [word.split("=", 1)[1] for n in names if word.startswith(n + "=")]
+            out += [word[2:] for n in names if len(n) == 2 and word.startswith(n) and len(word) > 2]   # -wDIR
         return out
 
-    asked = given("--log-format") or [s.split("=", 1)[1].strip().strip("'\"") for s in given("--set")
-                                      if s.split("=", 1)[0].strip() == "core.log_format" and "=" in s]
-    if asked:
+    option = given("--log-format")
+    if option:
+        return option[-1]   # checked with the global options
+    asked = [s.split("=", 1)[1].strip().strip("'\"") for s in given("--set")
+             if s.split("=", 1)[0].strip() == "core.log_format" and "=" in s]
+    if asked and asked[-1] in FORMATS:
         return asked[-1]
-    if os.environ.get("ASTRO_CORE__LOG_FORMAT"):
+    if os.environ.get("ASTRO_CORE__LOG_FORMAT") in FORMATS:
         return os.environ["ASTRO_CORE__LOG_FORMAT"]
     import tomllib
     from pathlib import Path
@@ -722,7 +728,7 @@ def _log_format_asked(argv: list[str]) -> str:
                 value = tomllib.load(f).get("core", {}).get("log_format")
         except Exception:   # missing, unreadable, not TOML: its own error is told later, if it matters
             continue
-        if isinstance(value, str):
+        if value in FORMATS:
             return value
     return "auto"
 

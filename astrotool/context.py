@@ -282,7 +282,8 @@ class Context:
     @property
     def kept_hint(self) -> str:
         """Why a command kept finished outputs, for its ``kept N file(s) (...)`` line."""
-        return "made by this --overwrite before it was stopped" if self.overwrite else "use --overwrite to recompute"
+        return ("made with these settings by a run of this --overwrite that did not finish" if self.overwrite
+                else "use --overwrite to recompute")
 
     def _overwrite_since(self) -> float | None:
         """When this overwrite began: the modification time [s] of ``runs/.overwrite/<key>.json``, written by
@@ -349,7 +350,7 @@ class Context:
     def finish(self, status: str, exit_code: int, error: str | None = None) -> Path | None:
         """Write ``run.json`` if the command used the workspace (and is not a copy); return its path. A run
         of ``--overwrite`` that succeeded ends it: the next one makes everything again."""
-        if exit_code == 0 and self._overwrite_marker is not None:
+        if exit_code == 0 and self._overwrite_marker is not None and not self.is_copy:   # rank 0 says it ended
             self._overwrite_marker.unlink(missing_ok=True)
         if self.is_copy or (self._record is None and self._workspace is None):
             return None
@@ -477,8 +478,8 @@ class Context:
         if array and self.options.shard is None and len(items) > 1 and not self._said_array:
             self._said_array = True
             self.log.warning("Slurm array task %s without --shard: it runs all %d items of %s, as every other task "
-                             "of the array does; add --shard auto to give each task its share", array, len(items),
-                             desc)
+                             "of the array does; add --shard auto to give each task its share (a sweep whose tasks "
+                             "differ in settings or workspace needs none)", array, len(items), desc)
         keys = [str(k) for k in (keys if keys is not None else items)]
         n = len(range(*((options.shard[0], len(keys), options.shard[1]) if options.shard else (0, len(keys)))))
         if options.shard and not n and keys:

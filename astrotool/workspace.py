@@ -388,7 +388,8 @@ def is_done(path: str | os.PathLike, overwrite: bool = False, made_with: dict | 
     path : path-like
         The final output path.
     overwrite : bool or astrotool.made_with.Overwrite
-        When true nothing counts as done but what this overwrite made (:func:`astrotool.made_with.replaces`).
+        When true nothing counts as done; with ``made_with``, but what this overwrite made with these
+        settings (:func:`astrotool.made_with.keep`: without a record nothing tells its settings).
     made_with : dict, optional
         The settings record now (:func:`astrotool.made_with.record`); when given, an
         output made with other settings is refused (exit 2, naming the changed keys),
@@ -397,10 +398,9 @@ def is_done(path: str | os.PathLike, overwrite: bool = False, made_with: dict | 
     recompute : bool
         Remake an output made with other settings instead of refusing.
     """
-    from astrotool import made_with as mw
-
     if made_with is None:
-        return not mw.replaces(overwrite, path) and Path(path).exists()
+        return (not overwrite) and Path(path).exists()
+    from astrotool import made_with as mw
 
     return mw.keep([path], made_with, overwrite=overwrite, recompute=recompute)
 

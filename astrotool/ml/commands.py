@@ -49,9 +49,9 @@ records)::
         seed = mc.run_seed(ctx, cfg.seed)
         settings = mc.resume_settings(cfg, seed, ds)      # every key but RESUMABLE, the seed, the set's identity
         mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.resume, clear=rt.is_global_zero,
-                            settings=settings)            # every rank decides, rank 0 alone clears
+                            settings=settings, alone=rt.world_size == 1)   # every rank decides, rank 0 clears
         rt.barrier("myplugin-train-prepared")            # no rank reads the folder before rank 0 cleared it
-        progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
+        progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, rt))
                     if rt.is_global_zero else contextlib.nullcontext(None))
         with progress as on_epoch:
             result = train_model(ds, cfg, mdir, seed, runtime=rt, on_epoch=on_epoch,
@@ -406,7 +406,7 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint
 
 
 def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True,
-                     settings: dict[str, Any] | None = None) -> str:
+                     settings: dict[str, Any] | None = None, alone: bool = True) -> str:
     """Decide what training does with a model folder, and clear it for a restart.
 
     Parameters
@@ -416,8 +416,9 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
     overwrite : bool or astrotool.made_with.Overwrite
         ``--overwrite``: train from scratch, replacing the checkpoint, its
         ``last/`` state and its ONNX export -- unless that state was saved by a
-        run of this overwrite that was stopped (and ``resume``): it then goes on
-        from there, as a Slurm job submitted again after its time limit. They are set aside
+        run of this overwrite that was stopped (and ``resume``, one process):
+        it then goes on from there, as a Slurm job submitted again after its
+        time limit. They are set aside
         (:func:`astrotool.ml.checkpoint.set_aside`) until the new run's first
         epoch is saved, so an interrupted run keeps the previous model.
     resume : bool
@@ -434,6 +435,10 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         work, unless they equal those ``last/`` was trained with
         (:func:`astrotool.ml.training.check_resume_settings`). None: not
         checked here (``fit`` refuses a resume without settings).
+    alone : bool
+        One training process. Several (``False``) never resume a stopped
+        ``--overwrite``: each decides while rank 0 repairs the folder, and
+        they must decide alike.
 
     Returns
     -------
@@ -469,7 +474,7 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         wait_for_repair(d)  # (--overwrite trains from scratch whatever they see: no need to wait)
     if not any((d / n).exists() for n in names):
         return "new"
-    if overwrite and resume and _own_last(d, overwrite, settings):
+    if overwrite and resume and alone and _own_last(d, overwrite, settings):
         return "resume"   # this --overwrite, stopped after an epoch and run again: it goes on from there
     if overwrite:
         if clear:  # kept aside until the new run's first epoch is saved: an interrupted run loses nothing
@@ -541,6 +546,20 @@ def warn_schedule_change(directory: str | Path, epochs: int, log) -> None:
 def run_seed(ctx, seed: int | None = None) -> int:
     """The seed a command uses: its section's ``seed`` when set, else the run's ``core.seed`` (``--seed``)."""
     return int(ctx.seed if seed is None else seed)
+
+
+def resumed_dir(ctx, directory: str | Path, runtime) -> Path | None:
+    """``directory`` when a training there would go on from its ``last/`` state, for :func:`epoch_progress`:
+    without ``--overwrite``, or when that state was saved by a stopped run of this overwrite with one process
+    (:func:`prepare_training`); None when it starts from scratch."""
+    from astrotool.made_with import replaces
+    from astrotool.ml.checkpoint import STATE_META_FILE, resolve_last
+
+    if not ctx.overwrite:
+        return Path(directory)
+    if runtime.world_size > 1 or replaces(ctx.overwrite, resolve_last(directory) / STATE_META_FILE):
+        return None
+    return Path(directory)
 
 
 @contextlib.contextmanager

@@ -63,6 +63,16 @@ def test_log_format_of_a_file_applies_to_early_errors_too(astro, tmp_path, where
     assert r.returncode == 2 and not r.stderr.startswith("{") and " ERROR " in r.stderr
 
 
+def test_a_bad_log_format_in_a_file_is_named_with_its_file_and_help_still_shows(astro, tmp_path):
+    """Read before the configuration's check, `log_format = "jsn"` in astro.toml stopped even `astro --help`,
+    blamed on an option never given (--log-format)."""
+    (tmp_path / "astro.toml").write_text('[core]\nlog_format = "jsn"\n')
+    assert astro("-w", tmp_path, "--help").returncode == 0
+    r = astro("-w", tmp_path, "status")
+    assert r.returncode == 2 and f"{tmp_path / 'astro.toml'}: core.log_format:" in r.stderr, r.stderr
+    assert "--log-format" not in r.stderr
+
+
 def test_traceback_goes_into_the_json_line(astro, toy, tmp_path):
     """--traceback under --log-format json printed the raw traceback before the JSON line."""
     (tmp_path / "f").write_text("x")

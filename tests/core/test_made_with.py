@@ -187,9 +187,10 @@ def test_a_resumed_overwrite_keeps_what_it_made_and_remakes_the_rest(tmp_path):
     assert made_with.keep([new], rec, overwrite=ow)                     # this overwrite's own: kept
     assert not made_with.keep([old], made_with.record({"snr": 50}), overwrite=ow)   # older: made again
     assert made_with.read(old) is None                                  # ... its old record gone first
+    assert is_done(new, ow, rec) and not is_done(new, True, rec)
+    assert not is_done(new, ow)   # without a record nothing tells what made it: made again
     other = made_with.record({"snr": 20})
     assert not made_with.keep([new], other, overwrite=ow)               # its own, other settings: made, not refused
-    assert is_done(new, ow) and not is_done(old, ow) and not is_done(new, True)
 
 
 def test_context_overwrite_begins_once_and_ends_with_success(tmp_path):

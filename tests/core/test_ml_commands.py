@@ -97,6 +97,8 @@ def test_a_stopped_overwrite_goes_on_from_its_own_last_epoch(tmp_path):
     _last_settings(d, {"lr": 0.1})
     saved = (d / "last" / "training_state.json").stat().st_mtime
     mine = Overwrite(saved - 5)     # the overwrite began before that epoch was saved
+    assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.1}, alone=False,
+                               clear=False) == "restart"   # several processes: they could decide apart
     assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.1}) == "resume"
     assert (d / "model.json").exists() and (d / "last").is_dir()   # nothing set aside
     assert mc.prepare_training(d, overwrite=mine, resume=True, settings=None) == "restart"   # cannot compare

@@ -150,3 +150,24 @@ def test_measure_command_skips_only_a_valid_table_and_closes_the_dataset(tmp_pat
     records = [json.loads(p.read_text()) for p in (ws / "runs").glob("*measure*/run.json")]
     assert len(records) == 4                                           # the skipped run records its input too
     assert all(r["inputs"] and r["inputs"][0].endswith("shear/c") for r in records), records
+
+
+def test_overwrite_keeps_the_parts_a_stopped_run_of_it_made(tmp_path):
+    """`measure --overwrite` stopped half-way and run again threw away the parts it had measured."""
+    import os
+
+    from astrotool.made_with import Overwrite
+    from astrotool_lens.measure import _parts_dir, discard_parts
+
+    out = tmp_path / "d_hsm.parquet"
+    parts = _parts_dir(out)
+    parts.mkdir()
+    old, mine = parts / "a.parquet", parts / "b.parquet"
+    old.write_bytes(b"x")
+    mine.write_bytes(b"y")
+    since = mine.stat().st_mtime
+    os.utime(old, (since - 60, since - 60))
+    discard_parts(out, Overwrite(since))
+    assert not old.exists() and mine.exists()
+    discard_parts(out, True)                   # a plain --overwrite: every part
+    assert not parts.exists()

@@ -577,7 +577,8 @@ def test_a_stopped_overwrite_is_resumed_by_running_it_again(tmp_path):
     assert 3 <= len(made) < 120
     r = run_astro(*new)
     assert r.returncode == 0, r.stderr
-    assert f"kept {len(made)} existing file(s) (made by this --overwrite before it was stopped)" in r.stderr
+    assert f"kept {len(made)} existing file(s) (made with these settings by a run of this --overwrite that did " \
+           "not finish)" in r.stderr
     assert {n: (raw / n).stat().st_mtime_ns for n in made} == made            # not drawn again
     cfg = SimulateConfig(n_curves=120, duration_days=4, chunk_size=1, noise_ppm=300)
     assert all(sim.check_existing(f, 0, cfg, False) for f in raw.glob("*.parquet"))   # every file: 300 ppm

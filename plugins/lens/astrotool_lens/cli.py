@@ -218,7 +218,7 @@ def measure(
                       "responsivity": held.get("responsivity"), "path": str(out), "measured": [], "skipped": True})
             return
         if ctx.overwrite and ctx.executor_options.shard is None:   # not an interrupted run's parts
-            discard_parts(out)
+            discard_parts(out, ctx.overwrite)
         wanted, add = measure_plan(out, src, m, ctx.overwrite)
         if add:   # these stamps, these settings: only the methods it lacks, joined into it
             ctx.log.info("adding %s to %s", ", ".join(wanted.methods), out.name)
@@ -306,7 +306,7 @@ def train(
         ctx.mark_copy()
     ds = _open_dataset(ctx, t.dataset, cfg.dataset)
     mdir = _model_dir(ctx, t.model, ds.stem, trained=False)
-    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
+    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, rt))
                 if rt.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_model(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,

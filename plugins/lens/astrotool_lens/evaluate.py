@@ -415,7 +415,7 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
     if problem:
         name = getattr(ds, "stem", None) or ds.name
         if overwrite:
-            discard_parts(path)
+            discard_parts(path, overwrite)
         wanted, add = measure_plan(path, ds, cfg, overwrite, every_method=False)
         if log:
             log.info("measuring %s on %s (the table %s: %s)", ", ".join(wanted.methods), name,

@@ -251,12 +251,21 @@ def _part_file(out_path: str | Path, key: str, digest: str) -> str:
     return str(_parts_dir(out_path) / f"{key}_{digest}.npz")
 
 
-def discard_parts(out_path: str | Path) -> None:
-    """Remove every part file of the table at ``out_path`` (``--overwrite`` without ``--shard``: an earlier
-    run's parts are not taken)."""
+def discard_parts(out_path: str | Path, overwrite=True) -> None:
+    """Remove the part files of the table at ``out_path`` that ``overwrite`` replaces (``--overwrite`` without
+    ``--shard``: an earlier run's parts are not taken): every one, or with a
+    :class:`astrotool.made_with.Overwrite` those written before a stopped run of this overwrite began."""
     import shutil
 
-    shutil.rmtree(_parts_dir(out_path), ignore_errors=True)
+    from astrotool.made_with import replaces
+
+    folder = _parts_dir(out_path)
+    if getattr(overwrite, "since", None) is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for p in folder.rglob("*") if folder.is_dir() else ():
+        if p.is_file() and replaces(overwrite, p):
+            p.unlink(missing_ok=True)
 
 
 def _table_stamp(path: str | Path) -> tuple | None:

@@ -243,7 +243,7 @@ def prepare(
               ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log,
               reader={"time_column": d.time_column, "flux_column": d.flux_column, "time_unit": d.time_unit})
     if res["kept"]:
-        ctx.log.info("%s is up to date (same settings and inputs); --overwrite makes it again", res["path"])
+        ctx.log.info("%s is up to date (same settings and inputs; %s)", res["path"], ctx.kept_hint)
     else:
         ctx.record.add_output(res["path"])
     for f in res.pop("inputs"):

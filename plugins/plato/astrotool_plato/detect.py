@@ -360,9 +360,10 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
                         str(parts / f"{run_id}-{mw.digest({'key': k, **_stamp(f)})}.json"))
              for f, k in zip(files, keys)]
     mine_items = ctx.shard_of(items)
-    if ctx.overwrite:   # search again, not from an earlier run's parts
+    if ctx.overwrite:   # search again, not from an earlier run's parts (but from a stopped run of this overwrite)
         for it in mine_items:
-            Path(it.part).unlink(missing_ok=True)
+            if mw.replaces(ctx.overwrite, it.part):
+                Path(it.part).unlink(missing_ok=True)
             _failed_mark(it).unlink(missing_ok=True)
     since = len(ctx.failures)
     from astrotool.executors import failure_line

@@ -229,7 +229,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     rt.launch()
     settings = resume_settings(cfg, seed, ds)
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
-                              settings=settings)
+                              settings=settings, alone=rt.world_size == 1)
     rt.barrier("plato-train-prepared")
     seed_everything(seed)
     kwargs = {**{k: getattr(cfg, k) for k in ARCH_KEYS}, "in_channels": ds.in_channels}
@@ -325,7 +325,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
         ctx.mark_copy()
     ds = mc.open_dataset(ctx, NAME, PREPARED, t.dataset, PreparedDataset, no_dataset())
     mdir = mc.model_dir(ctx, NAME, t.model or f"{ds.name}_{t.decoder}")
-    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
+    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, runtime))
                 if runtime.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_model(ds, t, cfg.events, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,

@@ -160,7 +160,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     rt.launch()
     settings = resume_settings(cfg, seed, ds)
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
-                              settings=settings)
+                              settings=settings, alone=rt.world_size == 1)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
         warn_schedule_change(model_dir, cfg.epochs, log)
     rt.barrier("kappa-train-prepared")
@@ -274,7 +274,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
         ctx.mark_copy()
     ds = open_packed(ctx, t.dataset, "--dataset", no_dataset())
     mdir = mc.model_dir(ctx, "lens", t.model or f"{ds.name}_unet", stage="kappa/models")
-    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", None if ctx.overwrite else mdir)
+    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, runtime))
                 if runtime.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_unet(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
