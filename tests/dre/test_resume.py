@@ -127,8 +127,8 @@ def test_a_stage_reading_an_output_its_configuration_would_make_otherwise_says_s
     r = astro("-w", ws, "--set", "dre.cuts.margin=60.0", "--overwrite", "dre", "fit")
     assert r.returncode == 0, r.stderr
     assert "sim_000_cuts.h5: made with other [dre.cuts] settings than this configuration's:\n" \
-           "  dre.cuts.margin: 40.0 -> 60.0\n`astro dre fit` reads it as it was made; `astro dre cuts --overwrite`" \
-           in r.stderr, r.stderr
+           "  dre.cuts.margin: 40.0 -> 60.0\n`astro dre fit` reads it as it was made; " \
+           f"`astro -w {ws} --set dre.cuts.margin=60.0 dre cuts --overwrite`" in r.stderr, r.stderr   # pasted: these
     r = astro("-w", ws, "dre", "fit")
     assert r.returncode == 0 and "WARNING" not in r.stderr, r.stderr
     # an option of the command that made the cuts is no setting of a later run: nothing to say
