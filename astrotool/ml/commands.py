@@ -142,7 +142,8 @@ def runtime(ctx, device: str | None = None, precision: str | None = None, device
     from astrotool.ml.fabric import Runtime
 
     return Runtime.from_config(ctx.section("ml", runtime_flags(device, precision, devices, num_nodes)),
-                               accelerator_option="--device" if device is not None else "ml.accelerator")
+                               accelerator_option="--device" if device is not None else "ml.accelerator",
+                               precision_option="--precision" if precision is not None else "ml.precision")
 
 
 # ---------------------------------------------------------------- datasets and model folders

@@ -121,6 +121,8 @@ class Runtime:
     _fabric: Any = field(default=None, init=False, repr=False, compare=False)
     accelerator_option: str = field(default="ml.accelerator", repr=False, compare=False, kw_only=True)
     """How messages name the accelerator setting (``--device`` where the command's option gave it)."""
+    precision_option: str = field(default="ml.precision", repr=False, compare=False, kw_only=True)
+    """How messages name the precision setting (``--precision`` where the command's option gave it)."""
 
     def __post_init__(self):
         acc = str(self.accelerator).lower()
@@ -158,11 +160,11 @@ class Runtime:
         names = [f.name for f in fields(cls) if f.init]
         unknown = set(overrides) - set(names)
         if isinstance(ml, Mapping):   # a misspelt key would silently leave its setting at the default
-            unknown |= set(ml) - set(names) | {"accelerator_option"} & set(ml)   # how messages name it: not a setting
+            unknown |= set(ml) - set(names) | {"accelerator_option", "precision_option"} & set(ml)   # not settings
         if unknown:
             raise TypeError(f"Runtime.from_config: unknown setting(s) {', '.join(sorted(unknown))}")
         values = {n: _setting(ml, n, f.default) for n, f in ((f.name, f) for f in fields(cls) if f.init)
-                  if n != "accelerator_option"}
+                  if n not in ("accelerator_option", "precision_option")}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -202,8 +204,8 @@ class Runtime:
         if self._fabric is None:
             accelerator, devices = self._accelerator_and_devices()
             if self.precision == "16-mixed" and accelerator == "cpu":
-                raise AstroError("ml.precision 16-mixed: float16 autocast with gradient scaling needs a CUDA GPU; "
-                                 "on the CPU use bf16-mixed or 32-true")
+                raise AstroError(f"{self.precision_option} 16-mixed: float16 autocast with gradient scaling needs a "
+                                 "CUDA GPU; on the CPU use bf16-mixed or 32-true")
             fabric = _build_fabric(accelerator, devices, self.num_nodes, self.strategy, self.precision)
             _check_srun_tasks(fabric.world_size)
             _check_nodes(fabric, self.num_nodes)

@@ -372,6 +372,10 @@ def test_runtime_options_map_onto_the_ml_section(tmp_path):
         mc.runtime(ctx, precision="8-mixed")
     with pytest.raises(ConfigError, match="ml.devices"):
         mc.runtime(ctx, devices="0,1")
+    with pytest.raises(AstroError, match="^--precision 16-mixed: float16 autocast"):   # named as given
+        mc.runtime(ctx, device="cpu", precision="16-mixed").fabric
+    with pytest.raises(AstroError, match="^ml.precision 16-mixed: float16 autocast"):
+        mc.runtime(Context.create(tmp_path / "ws", set=["ml.precision=16-mixed"]), device="cpu").fabric
 
 
 def test_a_device_error_names_the_setting_the_user_gave(tmp_path):
