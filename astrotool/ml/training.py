@@ -615,6 +615,10 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         resumed_from = start_epoch
         if log:
             log.info("resuming from %s after epoch %d (step %d)", last_dir, start_epoch, step)
+            before = (last.meta.get("runtime") or {}).get("precision")
+            if runtime is not None and before and before != runtime.precision:
+                log.info("precision %s from here on (the epochs so far ran in %s; each epoch's is in the "
+                         "history)", runtime.precision, before)
             if start_epoch > epochs:
                 log.warning("%d epochs asked for, %d done already: the checkpoint keeps all %d", epochs,
                             start_epoch, start_epoch)
@@ -684,6 +688,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
             **val,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(time.perf_counter() - t0, 3),
+            "precision": runtime.precision if runtime is not None else None,   # a resume may change it
         }
         history.append(entry)
         improved = stopper.step(val[monitor], epoch)

@@ -840,3 +840,27 @@ def test_dict_batches_of_two_inputs_split_across_two_processes_equal_one(tmp_pat
     assert [sorted(a + b) for a, b in zip(*ranks)] == parts
     assert _max_diff(_weights(forked), _weights(single)) < DDP_ATOL
     assert [h["val_loss"] for h in r2.history] == pytest.approx([h["val_loss"] for h in r1.history], rel=1e-5)
+
+
+def test_a_resume_in_another_precision_is_said_and_kept_per_epoch(tmp_path, caplog):
+    """Resumed in bf16-mixed, a 32-true training said nothing and its record showed bf16 for every epoch."""
+    import logging
+
+    from astrotool.ml.fabric import Runtime
+    from astrotool.ml.training import fit
+
+    ckpt = tmp_path / "c"
+    _train(ckpt, 2, runtime=Runtime.from_config({"accelerator": "cpu"}))
+    x, y = _data()
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    with caplog.at_level("INFO", logger="astro"):
+        fit(model, opt, batches=lambda e: iter([(x, y)]),
+            loss_fn=lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]),
+            validate=lambda m: {"val_loss": float(torch.nn.functional.mse_loss(m(x), y))}, epochs=3,
+            checkpoint_dir=ckpt, meta={"architecture": {"name": "tiny", "kwargs": {}}, "settings": _SETTINGS},
+            seed=3, resume=True, runtime=Runtime.from_config({"accelerator": "cpu", "precision": "bf16"}),
+            log=logging.getLogger("astro"))
+    assert "precision bf16-mixed from here on (the epochs so far ran in 32-true" in caplog.text
+    history = json.loads((ckpt / "model.json").read_text())["history"]
+    assert [h["precision"] for h in history] == ["32-true", "32-true", "bf16-mixed"]
