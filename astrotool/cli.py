@@ -295,7 +295,8 @@ class RootGroup(TyperGroup):
 
 
 SYNONYMS = {"check": ("validate",), "lint": ("validate",), "verify": ("validate",), "list": ("show", "status"),
-            "ls": ("status",), "info": ("status", "show"), "run-all": ("run",)}
+            "ls": ("status",), "info": ("status", "show"), "run-all": ("run",),
+            "analyze": ("evaluate",), "analyse": ("evaluate",), "score": ("evaluate",), "test": ("evaluate",)}
 """Words a user may try for a command of another name (``astro config check``: ``validate``)."""
 
 
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         from astrotool import console
 
         console.set_json(opts.json)
-        console.setup(_log_format_asked(argv),
+        console.setup(_log_format_asked(argv, opts),
                       verbosity=opts.verbose, quiet=opts.quiet,
                       interval=opts.progress_interval or _env_interval())
         app = build_app()
@@ -605,7 +606,8 @@ def _report_stop(status: str, code: int, overwrite: bool = False) -> None:
     that made before the stop is kept (:class:`astrotool.made_with.Overwrite`)."""
     from astrotool import console
 
-    again = ("re-run the same command, --overwrite included, to resume: what it made before the stop is kept"
+    again = ("re-run the same command, --overwrite included, to resume: a command that works item by item (or a "
+             "training of one process) keeps what it finished with these settings (docs: workspace)"
              if overwrite else "re-run the same command to resume")
     message = f"{status}: partial outputs removed; {again}."
     if console.log_format() in ("json", "plain"):
@@ -690,27 +692,36 @@ def _early_log_format(argv: list[str]) -> str:
     return fmt
 
 
-def _log_format_asked(argv: list[str]) -> str:
+def _log_format_asked(argv: list[str], opts: GlobalOptions | None = None) -> str:
     """``core.log_format`` as the layers give it before the configuration is read and checked, so that its
     errors (a bad ``--shard``, an invalid value) come out in that format too: ``--log-format``, else
     ``--set core.log_format=...``, ``$ASTRO_CORE__LOG_FORMAT``, the last ``--cfg`` file, the workspace's
     ``astro.toml`` and the user file that set it (read as they are; unreadable ones are passed over, and so
-    are values that are not a format: the configuration's check names them with their file), else ``auto``."""
+    are values that are not a format: the configuration's check names them with their file), else ``auto``.
+    The global options as parsed (``opts``), or where they could not be, as ``argv`` spells them before
+    ``--``."""
     from astrotool.console import FORMATS
+
+    words = argv[:argv.index("--")] if "--" in argv else argv
 
     def given(*names: str) -> list[str]:
         out = []
-        for i, word in enumerate(argv):
-            if word in names and i + 1 < len(argv):
-                out.append(argv[i + 1])
+        for i, word in enumerate(words):
+            if word in names and i + 1 < len(words):
+                out.append(words[i + 1])
             out += [word.split("=", 1)[1] for n in names if word.startswith(n + "=")]
             out += [word[2:] for n in names if len(n) == 2 and word.startswith(n) and len(word) > 2]   # -wDIR
         return out
 
-    option = given("--log-format")
+    if opts is not None:
+        option, sets, cfgs = [opts.log_format] if opts.log_format else [], list(opts.set or []), list(opts.cfg or [])
+        workspaces = [opts.workspace] if opts.workspace is not None else []
+    else:
+        option, sets, cfgs, workspaces = given("--log-format"), given("--set"), given("--cfg"), \
+            given("-w", "--workspace")
     if option:
         return option[-1]   # checked with the global options
-    asked = [s.split("=", 1)[1].strip().strip("'\"") for s in given("--set")
+    asked = [s.split("=", 1)[1].strip().strip("'\"") for s in sets
              if s.split("=", 1)[0].strip() == "core.log_format" and "=" in s]
     if asked and asked[-1] in FORMATS:
         return asked[-1]
@@ -721,8 +732,8 @@ def _log_format_asked(argv: list[str]) -> str:
 
     from astrotool.config import user_config_path
 
-    workspace = (given("-w", "--workspace") or [os.environ.get("ASTRO_WORKSPACE") or "."])[-1]
-    for path in [*reversed(given("--cfg")), Path(workspace).expanduser() / "astro.toml", user_config_path()]:
+    workspace = (workspaces or [os.environ.get("ASTRO_WORKSPACE") or "."])[-1]
+    for path in [*reversed(cfgs), Path(workspace).expanduser() / "astro.toml", user_config_path()]:
         try:
             with open(path, "rb") as f:
                 value = tomllib.load(f).get("core", {}).get("log_format")

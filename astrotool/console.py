@@ -10,6 +10,7 @@ progress; ``-v`` shows debug messages. ``NO_COLOR`` is honoured.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -206,7 +207,7 @@ def err_console():
     return _ERR_CONSOLE
 
 
-def recent_rate(finished: list[float], now: float, start: float) -> float:
+def recent_rate(finished, now: float, start: float, done: int) -> float:
     """Steps per second [1/s] over the later half of a loop so far (at least its last second).
 
     Steps kept from an earlier, stopped run all finish at once at the start: the mean rate of the
@@ -214,20 +215,22 @@ def recent_rate(finished: list[float], now: float, start: float) -> float:
 
     Parameters
     ----------
-    finished : list of float
-        When each step finished (``time.monotonic``, ascending), one entry per step.
+    finished : collections.deque of float
+        When each recent step finished (``time.monotonic``, ascending), one entry per step; those
+        older than the window are dropped from it (the window's start only moves on).
     now, start : float
         The time now and when the loop began [s].
+    done : int
+        Steps finished since the start, dropped ones included.
     """
-    import bisect
-
     elapsed = now - start
-    if elapsed <= 0 or not finished:
+    if elapsed <= 0 or not done:
         return 0.0
     window = max(1.0, elapsed / 2)
-    recent = len(finished) - bisect.bisect_right(finished, now - window)
+    while finished and finished[0] <= now - window:
+        finished.popleft()
     # none of late: at most one step per window (a long step is running), never more than the mean
-    return recent / window if recent else min(len(finished) / elapsed, 1.0 / window)
+    return len(finished) / window if finished else min(done / elapsed, 1.0 / window)
 
 
 @contextlib.contextmanager
@@ -273,13 +276,13 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
 
     start = time.monotonic()
     state = {"done": 0, "failed": 0, "last": start}
-    finished: list[float] = []   # when each step finished, for the rate of the recent ones
+    finished = collections.deque()   # when each recent step finished, for their rate (recent_rate)
     lock = threading.Lock()
 
     def line(final: bool = False) -> None:
         now = time.monotonic()
         done, failed, elapsed = state["done"], state["failed"], now - start
-        rate = (done / elapsed if elapsed > 0 else 0.0) if final else recent_rate(finished, now, start)
+        rate = (done / elapsed if elapsed > 0 else 0.0) if final else recent_rate(finished, now, start, done)
         # every line has the same keys; eta_s [s] is None where unknown (no total, no rate yet), 0 once all is done
         extra = {"event": "progress", "desc": desc, "done": done, "total": total, "failed": failed,
                  "final": final, "elapsed_s": round(elapsed, 2), "rate_per_s": round(rate, 3), "eta_s": None}

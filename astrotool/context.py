@@ -301,7 +301,11 @@ class Context:
                           "shard": self.executor_options.shard, "seed": core.get("seed"), "config": config,
                           "versions": _versions()})
             marker = self.workspace.root / "runs" / ".overwrite" / f"{key}.json"   # the workspace made as usual
-            if not marker.is_file():
+            if marker.is_file():
+                began = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(marker.stat().st_mtime))
+                self.log.info("--overwrite: going on with the one begun %s by a run that did not finish (what it "
+                              "made with these settings is kept; delete %s to start afresh)", began, marker)
+            else:
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(marker, {"command": self.argv, "started": self.started})
             self._overwrite_marker = marker

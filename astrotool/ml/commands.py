@@ -51,7 +51,8 @@ records)::
         mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                             settings=settings, alone=rt.world_size == 1)   # every rank decides, rank 0 clears
         rt.barrier("myplugin-train-prepared")            # no rank reads the folder before rank 0 cleared it
-        progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, rt))
+        progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}",
+                                      mc.resumed_dir(ctx, mdir, rt, cfg.resume))
                     if rt.is_global_zero else contextlib.nullcontext(None))
         with progress as on_epoch:
             result = train_model(ds, cfg, mdir, seed, runtime=rt, on_epoch=on_epoch,
@@ -549,13 +550,15 @@ def run_seed(ctx, seed: int | None = None) -> int:
     return int(ctx.seed if seed is None else seed)
 
 
-def resumed_dir(ctx, directory: str | Path, runtime) -> Path | None:
+def resumed_dir(ctx, directory: str | Path, runtime, resume: bool = True) -> Path | None:
     """``directory`` when a training there would go on from its ``last/`` state, for :func:`epoch_progress`:
-    without ``--overwrite``, or when that state was saved by a stopped run of this overwrite with one process
-    (:func:`prepare_training`); None when it starts from scratch."""
+    with ``resume``, without ``--overwrite`` or when that state was saved by a stopped run of this overwrite
+    with one process (:func:`prepare_training`); None when it starts from scratch."""
     from astrotool.made_with import replaces
     from astrotool.ml.checkpoint import STATE_META_FILE, resolve_last
 
+    if not resume:
+        return None
     if not ctx.overwrite:
         return Path(directory)
     if runtime.world_size > 1 or replaces(ctx.overwrite, resolve_last(directory) / STATE_META_FILE):

@@ -217,12 +217,20 @@ def test_piped_status_is_tab_separated_rows_and_comment_lines(tmp_path, capsys):
 def test_eta_comes_from_the_recent_steps_not_those_a_resumed_run_kept():
     """A resumed run's kept items, all done in its first 0.1 s, made `17/50 (34%) 2.0s elapsed, ~4s left`
     of a run with 2 s per item: the mean rate of the whole loop."""
+    from collections import deque
+
     from astrotool.console import recent_rate
 
+    def rate(times, now):
+        return recent_rate(deque(times), now, 0.0, len(times))
+
     kept = [0.1] * 17                                   # finished at once
-    assert recent_rate(kept + [2.0], 2.0, 0.0) == 1.0   # one step in the last second (the mean said 9/s)
+    assert rate(kept + [2.0], 2.0) == 1.0               # one step in the last second (the mean said 9/s)
     real = kept + [2.0, 4.0, 6.0, 8.0]
-    assert recent_rate(real, 8.0, 0.0) == pytest.approx(1 / 2)   # 2 steps in the later half: 0.5/s, not 2.6/s
-    assert recent_rate(kept, 10.0, 0.0) == pytest.approx(1 / 5)  # a long step running: at most 1 per window
-    assert recent_rate([1.0, 2.0, 3.0, 4.0], 4.0, 0.0) == pytest.approx(1.0)   # a steady rate is that rate
-    assert recent_rate([], 5.0, 0.0) == 0.0 and recent_rate([0.0], 0.0, 0.0) == 0.0
+    assert rate(real, 8.0) == pytest.approx(1 / 2)      # 2 steps in the later half: 0.5/s, not 2.6/s
+    assert rate(kept, 10.0) == pytest.approx(1 / 5)     # a long step running: at most 1 per window
+    assert rate([1.0, 2.0, 3.0, 4.0], 4.0) == pytest.approx(1.0)   # a steady rate is that rate
+    assert rate([], 5.0) == 0.0 and rate([0.0], 0.0) == 0.0
+    recent = deque(real)
+    recent_rate(recent, 8.0, 0.0, len(real))
+    assert list(recent) == [6.0, 8.0]                   # the older ones dropped: memory stays small

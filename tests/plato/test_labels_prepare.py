@@ -886,6 +886,21 @@ def test_labels_reads_the_label_tables_once_and_hands_each_file_its_rows(tmp_pat
         lab.masks_file(item)
 
 
+def test_labels_removes_the_masks_of_light_curves_no_longer_there(tmp_path, capsys):
+    """After `simulate --chunk-size 2 --overwrite`, `labels` left the masks of the old files beside the new ones:
+    every curve was masked twice."""
+    ws = tmp_path / "w"
+    sim = ["-w", str(ws), "-q", "plato", "simulate", "-n", "3", "--days", "1"]
+    assert main([*sim, "--chunk-size", "1"]) == 0
+    assert main(["-w", str(ws), "-q", "plato", "labels"]) == 0
+    assert main([*sim, "--chunk-size", "2", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws), "plato", "labels"]) == 0
+    assert "removed 2 mask file(s) of light curves no longer in" in capsys.readouterr().err   # 0-0, 1-1
+    raw = {p.name.replace("_lightcurves", "_masks") for p in (ws / "plato/raw").glob("*_lightcurves.parquet")}
+    assert {p.name for p in (ws / "plato/labels").glob("*_masks.parquet")} == raw and len(raw) == 2
+
+
 def test_plot_s_old_no_model_option_still_works_hidden(tmp_path, capsys):
     """`--no-model` was renamed `--no-model-overlay`; scripts using it failed with "No such option"."""
     ws = tmp_path / "w"
@@ -942,12 +957,16 @@ def test_a_one_curve_table_s_labels_are_found_by_its_curve_id_whatever_its_suffi
     curve kept a constant labels hash: its stale set was kept."""
     import pandas as pd
 
+    from astrotool_plato.lightcurves import curve_id
     from astrotool_plato.prepare import _identity
 
     t = np.arange(0.0, 1.0, 25.0 / 86400.0)
+    # the id is the name without the table's suffix: kic123.q1.csv and kic123.q2.csv were both "kic123"
+    assert [curve_id(n) for n in ("star.csv", "star2.csv.gz", "kic.123.csv", "g0_t0.8.FITS", "x.ftr")] == \
+        ["star", "star2", "kic.123", "g0_t0.8", "x"]
     for name in ("star.csv", "star2.csv.gz", "kic.123.csv"):
         pd.DataFrame({"time": t, "flux": np.ones_like(t)}).to_csv(tmp_path / name, index=False)
-        cid = name.split(".")[0]
+        cid = curve_id(name)
         before = _identity([tmp_path / name], {cid: {"id": cid, "depth": 100.0}})
         after = _identity([tmp_path / name], {cid: {"id": cid, "depth": 900.0}})
         assert before[name]["labels"] != after[name]["labels"], name

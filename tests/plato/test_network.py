@@ -1250,3 +1250,19 @@ def test_evaluate_leaves_the_twins_of_an_augmented_set_out(trained, capsys):
     assert aug["twins_left_out"] == aug["curves"] == plain["curves"] and plain["twins_left_out"] == 0
     assert aug["transits"] == plain["transits"] and aug["recovery"] == plain["recovery"]
     assert aug["inference"]["batch_size"] == 8 and aug["inference"]["n"] == plain["curves"]
+
+
+def test_detect_warns_of_curves_sampled_much_more_coarsely_than_the_model(trained, tmp_path, capsys):
+    """A 2000 ppm, 4 h transit in 2- and 10-minute curves gave `# 0 event(s)` and not a word: interpolated onto
+    the model's 25 s, its samples look unlike what the model learnt."""
+    time, flux, _ = _fresh_curves(1)
+    files = []
+    for every, name in ((2, "fine"), (5, "tess2min")):   # 50 s: no warning; 125 s: warned
+        path = tmp_path / f"{name}.csv"
+        np.savetxt(path, np.c_[time[::every], flux[0][::every]], delimiter=",", header="time,flux", comments="")
+        files.append(str(path))
+    capsys.readouterr()
+    assert main(["-w", str(trained), "plato", "detect", *files, "--name", "coarse"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "tess2min.csv: sampled every 125 s, more than 2 times the model's 25 s" in err, err
+    assert "fine.csv: sampled" not in err and "`astro plato bls`" in err

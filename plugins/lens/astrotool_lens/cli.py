@@ -306,7 +306,7 @@ def train(
         ctx.mark_copy()
     ds = _open_dataset(ctx, t.dataset, cfg.dataset)
     mdir = _model_dir(ctx, t.model, ds.stem, trained=False)
-    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, rt))
+    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, rt, t.resume))
                 if rt.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_model(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,

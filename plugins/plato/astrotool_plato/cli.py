@@ -155,9 +155,17 @@ def labels() -> None:
     if not files:
         from astrotool.errors import AstroError
 
-        raise AstroError(f"{ws.stage(NAME, RAW)}: no *_lightcurves.parquet; run `{astro_command('plato', 'simulate')}` first")
+        raise AstroError(f"{ws.stage(NAME, RAW)}: no *_lightcurves.parquet; "
+                         f"run `{astro_command('plato', 'simulate')}` first")
     items = [MasksItem(str(f), str(ws.stage(NAME, LABELS) / f.name.replace("_lightcurves.parquet", "_masks.parquet")),
                        rows.get(f.name, rows[None])) for f in files]
+    wanted = {Path(it.out).name for it in items}
+    stale = [m for m in ws.stage(NAME, LABELS).glob("*_masks.parquet") if m.name not in wanted]
+    for m in stale:   # of light curves no longer there (another --chunk-size): each curve masked once
+        m.unlink(missing_ok=True)
+    if stale:
+        ctx.log.info("removed %d mask file(s) of light curves no longer in %s: %s", len(stale), ws.stage(NAME, RAW),
+                     ", ".join(m.name for m in stale[:3]) + (" ..." if len(stale) > 3 else ""))
     results = ctx.map(masks_file, items, "labels", keys=[f.name for f in files], outputs=lambda r: [r["out"]])
     for f in ctx.shard_of(files):
         ctx.record.add_input(f)
@@ -359,9 +367,15 @@ def detect(
 
     Cadences flagged in a QUALITY or SAP_QUALITY column and rows without a finite
     time are dropped (--quality keep keeps the flagged ones). Curves are
-    interpolated onto the model's cadence; files are searched in parallel
-    (--jobs, --executor); a file that cannot be read, or whose time is in another
-    unit than --time-unit, is named with its problem and the others still run. Writes plato/runs/<name>/<name>_events.parquet and .csv.
+    interpolated onto the model's cadence (one sampled more than twice as
+    coarsely gets a warning: the model may miss its transits; `astro plato bls`
+    searches it as it is); files are searched in parallel (--jobs, --executor);
+    a file that cannot be read, or whose time is in another unit than
+    --time-unit, is named with its problem and the others still run. Writes
+    plato/runs/<name>/<name>_events.parquet and .csv. The duration is the time
+    the probability stays above the threshold and the depth the flux drop over
+    the event's middle half: estimates for vetting, not a transit fit (docs:
+    plato).
     """
     from astrotool.context import current
     from astrotool_plato.detect import detect_command

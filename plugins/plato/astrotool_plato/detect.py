@@ -80,6 +80,12 @@ def _load(model_dir: str, stamp: int):
     return ckpt.meta, build_model(ckpt, {ARCHITECTURE: make_model})
 
 
+COARSE_CADENCE = 2.0
+"""A curve sampled more than this many times more coarsely than the model's cadence gets a warning: in
+interpolated samples a transit no longer looks like the ones the model learnt (a small model trained at
+25 s found a 2000 ppm, 4 h transit in curves sampled every 25 and 50 s, and none at 2 and 10 minutes)."""
+
+
 def model_cadence(meta: dict) -> float:
     """The cadence [s] a checkpoint was trained at (``meta["cadence_s"]``)."""
     return float(meta["cadence_s"])
@@ -213,17 +219,21 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
     meta, model = _model(item.model_dir)
     notes: list[str] = []
     curves = item.reader.read(item.path, model_channels(model), notes)
+    coarse = {}   # curves sampled much more coarsely than the model: {name: their cadence [s]}
     for cid, (t, _) in curves.items():   # before resampling, naming the file
-        check_time_scale(t, model_cadence(meta) / 86400.0, f"{item.path}: {cid}" if len(curves) > 1 else item.path,
-                         item.reader.time_unit)
+        where = f"{item.path}: {cid}" if len(curves) > 1 else item.path
+        check_time_scale(t, model_cadence(meta) / 86400.0, where, item.reader.time_unit)
+        step_s = round(float(np.median(np.diff(t))) * 86400.0, 1) if len(t) > 1 else 0.0   # [s], as told
+        if step_s > COARSE_CADENCE * model_cadence(meta):
+            coarse[str(where)] = step_s
     res = search_curves(curves, model, model_cadence(meta), item.events, item.batch_size, item.device,
                         {cid: f"{item.path}: {cid}" if len(curves) > 1 else item.path for cid in curves})
     cols = ("t_mid", "duration", "depth", "snr", "peak_probability")
     rows = [{"file": item.key or Path(item.path).name, "id": cid, **{k: e[k] for k in cols}}
             for cid, r in res.items() for e in r["events"]]
-    out = {"rows": rows, "notes": notes, "curves": {cid: {"events": len(r["events"]), "filled": r["filled"],
-                                                          "samples": int(r["time"].size), "seconds": r["seconds"]}
-                                                    for cid, r in res.items()}}
+    out = {"rows": rows, "notes": notes, "coarse": coarse, "cadence_s": model_cadence(meta),
+           "curves": {cid: {"events": len(r["events"]), "filled": r["filled"], "samples": int(r["time"].size),
+                            "seconds": r["seconds"]} for cid, r in res.items()}}
     if item.part:
         Path(item.part).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(item.part) as tmp:
@@ -378,6 +388,13 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
             _failed_mark(it).unlink(missing_ok=True)
     rows = [r for _, res in results for r in res["rows"]]
     log_notes(ctx.log, [note for _, res in results for note in res["notes"]])
+    coarse = {k: (v, res["cadence_s"]) for _, res in results for k, v in (res.get("coarse") or {}).items()}
+    if coarse:
+        (first, (step, cadence)), more = next(iter(coarse.items())), len(coarse) - 1
+        ctx.log.warning("%s%s: sampled every %g s, more than %g times the model's %g s: interpolated onto its "
+                        "cadence, a transit looks unlike those it was trained on, and it may find none; "
+                        "`astro plato bls` searches such curves as they are", first,
+                        f" (and {more} more)" if more else "", step, COARSE_CADENCE, cadence)
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
     found, failed, waiting = {}, {}, []   # one pass: a part gone meanwhile (another task wrote the table) waits

@@ -162,7 +162,7 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
     values, for :func:`_pick`'s message about a column that is not numeric), and each numeric column's dtype as
     stored (float32 times get :func:`check_curve`'s hint)."""
     name = path.name.lower()
-    if not name.endswith((".fits", ".fit", ".fits.gz", *FEATHER_SUFFIXES, ".csv", ".csv.gz", ".parquet", ".pq")):
+    if not name.endswith(CURVE_SUFFIXES):
         raise InputError(path, f"{path.suffix or 'no extension'}: not a light-curve format (.parquet, .ftr or "
                                ".feather, .csv or .csv.gz, .fits)")
     if path.stat().st_size == 0:
@@ -498,9 +498,16 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     return {curve_id(path): (time, flux)}
 
 
+CURVE_SUFFIXES = (".csv.gz", ".fits.gz", ".fits", ".fit", *FEATHER_SUFFIXES, ".csv", ".parquet", ".pq")
+"""The file suffixes of light-curve tables (the compressed ones first: a curve's id is the name without them)."""
+
+
 def curve_id(path) -> str:
-    """The id of a one-curve table's curve: its file name up to the first dot (``star.csv.gz`` -> ``star``)."""
-    return Path(path).name.split(".")[0]
+    """The id of a one-curve table's curve: its file name without the table's suffix (``star.csv.gz`` -> ``star``,
+    ``kic123.q1.csv`` -> ``kic123.q1``: two quarters of one star are two curves)."""
+    name = Path(path).name
+    suffix = next((s for s in CURVE_SUFFIXES if name.lower().endswith(s)), Path(name).suffix)
+    return name[:len(name) - len(suffix)] if suffix and len(name) > len(suffix) else name
 
 
 def log_notes(log, notes) -> None:

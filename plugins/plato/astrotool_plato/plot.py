@@ -227,8 +227,8 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             _warn_changed_weights(ctx, made, model_name)
     elif ids == ["all"]:
         if not labels:
-            raise AstroError(f"{ws.stage(NAME, LABELS)}: no labelled curves to plot; run `{astro_command('plato', 'simulate')}` (it "
-                             "labels its curves), or give light-curve files")
+            raise AstroError(f"{ws.stage(NAME, LABELS)}: no labelled curves to plot; run "
+                             f"`{astro_command('plato', 'simulate')}` (it labels its curves), or give light-curve files")
         todo = [(ws.stage(NAME, RAW) / r["file"], cid) for cid, r in labels.items()]
     else:
         for cid in ids:
@@ -237,9 +237,10 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             elif Path(cid).is_file():                     # a light-curve file: every curve in it
                 todo.append((Path(cid), None))
             else:
+                last, detect = astro_command("plato", "plot", "last"), astro_command("plato", "detect")
                 raise AstroError(f"{cid}: no such curve id in the label tables of {ws.stage(NAME, LABELS)}, nor a "
-                                 f"light-curve file; give a file's path, or run `{astro_command('plato', 'plot', 'last')}` "
-                                 f"after `{astro_command('plato', 'detect')} FILE...` to plot the curves it found events in")
+                                 f"light-curve file; give a file's path, or run `{last}` after `{detect} FILE...` "
+                                 "to plot the curves it found events in")
     todo = list(dict.fromkeys((Path(f), cid) for f, cid in todo))   # a curve asked for twice is drawn once
     model = None
     if use_model:

@@ -334,7 +334,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     labels = read_label_tables(labels_dir)
     read = [str(f) for f in [*files, *sorted(Path(labels_dir).glob("*_labels.parquet"))]]
     if not labels:
-        raise AstroError(f"{labels_dir}: no *_labels.parquet label table; run `{astro_command('plato', 'simulate')}` first")
+        raise AstroError(f"{labels_dir}: no *_labels.parquet label table; "
+                         f"run `{astro_command('plato', 'simulate')}` first")
     folder = Path(out_root) / cfg.name
     settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}),
                 "inputs": _identity(files, labels, _label_hashes(labels_dir), reader,

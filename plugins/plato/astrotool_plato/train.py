@@ -325,7 +325,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
         ctx.mark_copy()
     ds = mc.open_dataset(ctx, NAME, PREPARED, t.dataset, PreparedDataset, no_dataset())
     mdir = mc.model_dir(ctx, NAME, t.model or f"{ds.name}_{t.decoder}")
-    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, runtime))
+    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, runtime, t.resume))
                 if runtime.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_model(ds, t, cfg.events, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,

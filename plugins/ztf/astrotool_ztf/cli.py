@@ -283,7 +283,8 @@ def train(
     with ds:
         for seed, name in runs:
             mdir = mc.model_dir(ctx, NAME, name)
-            progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, rt))
+            progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}",
+                                          mc.resumed_dir(ctx, mdir, rt, cfg.resume))
                         if rt.is_global_zero else contextlib.nullcontext(None))
             with progress as on_epoch:
                 trainer = {"temporal": train_temporal, "ae": train_autoencoder,

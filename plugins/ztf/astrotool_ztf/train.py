@@ -145,8 +145,9 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     check_splits(ds, len(tr_idx), len(va_idx))
     train, val = load_split(ds, tr_idx), load_split(ds, va_idx)
     encoder = load_encoder(cfg, model_dir, ds) if cfg.arch == "probe" else None
-    rt, settings, resume = start_training(ds, cfg, model_dir, seed, overwrite, runtime,  # a probe: its encoder's weights
-                                  {"encoder_weights_sha256": encoder.meta.get("weights_sha256")} if encoder else None)
+    rt, settings, resume = start_training(ds, cfg, model_dir, seed, overwrite, runtime,   # a probe: its encoder's
+                                          {"encoder_weights_sha256": encoder.meta.get("weights_sha256")}  # weights
+                                          if encoder else None)
     n_feat = len(ds.feature_names) if cfg.use_features else 0
     if encoder is not None:  # a head on a trained autoencoder's frozen latents
         arch, (model, kwargs) = PROBE, probe_model(cfg, ds, n_feat, encoder)

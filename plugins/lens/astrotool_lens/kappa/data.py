@@ -80,8 +80,9 @@ def open_packed(ctx, spec: str, option: str = "--dataset", hint: str | None = No
     is_path = os.sep in text or "/" in text or text in (".", "..")
     named = bool(text) and not is_path and (ctx.workspace.stage("lens", "kappa/data", create=False) / text).is_dir()
     if text and not named and p.is_dir() and not any(p.glob(f"*{MANIFEST_SUFFIX}")):
+        pack = astro_command('lens', 'kappa', 'data', text, '--name', 'NAME')
         raise InputError(text, f"a folder, not a packed data set (no *{MANIFEST_SUFFIX} manifest): pack it first "
-                               f"with `{astro_command('lens', 'kappa', 'data', text, '--name', 'NAME')}`, then give {option} NAME")
+                               f"with `{pack}`, then give {option} NAME")
     if is_path and not p.exists():
         raise InputError(text, f"no such folder ({option} takes a packed data set's name under lens/kappa/data, "
                                "or its folder)")

@@ -570,8 +570,9 @@ def _check_finished_simulation(root: Path) -> None:
     from astrotool_lens.kappa.simulate import SETTINGS_FILE, TRUTH_FILE
 
     if (root / SETTINGS_FILE).is_file() and not (root / TRUTH_FILE).is_file():
+        again = astro_command('lens', 'kappa', 'simulate', '--name', root.name)
         raise InputError(root, f"a simulated set whose simulate run has not finished (no {TRUTH_FILE} yet); run "
-                               f"`{astro_command('lens', 'kappa', 'simulate', '--name', root.name)}` again with the same settings")
+                               f"`{again}` again with the same settings")
 
 
 def _layout_dir(root: Path, kind: str) -> Path | None:

@@ -274,7 +274,7 @@ def train_command(ctx, cfg, runtime) -> dict | None:
         ctx.mark_copy()
     ds = open_packed(ctx, t.dataset, "--dataset", no_dataset())
     mdir = mc.model_dir(ctx, "lens", t.model or f"{ds.name}_unet", stage="kappa/models")
-    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, runtime))
+    progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, runtime, t.resume))
                 if runtime.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
         res = train_unet(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
