@@ -728,13 +728,18 @@ def _log_format_asked(argv: list[str], opts: GlobalOptions | None = None) -> str
         return asked[-1]
     if os.environ.get("ASTRO_CORE__LOG_FORMAT") in FORMATS:
         return os.environ["ASTRO_CORE__LOG_FORMAT"]
-    import tomllib
     from pathlib import Path
 
     from astrotool.config import user_config_path
 
     workspace = (workspaces or [os.environ.get("ASTRO_WORKSPACE") or "."])[-1]
-    for path in [*reversed(cfgs), Path(workspace).expanduser() / "astro.toml", user_config_path()]:
+    files = [p for p in [*reversed(cfgs), Path(workspace).expanduser() / "astro.toml", user_config_path()]
+             if p is not None and os.path.isfile(p)]
+    if not files:
+        return "auto"
+    import tomllib   # only where there is a file to read: `astro --help` stays fast
+
+    for path in files:
         try:
             with open(path, "rb") as f:
                 value = tomllib.load(f).get("core", {}).get("log_format")

@@ -22,11 +22,9 @@ its dotted key, and the command exits with code 2.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,8 @@ def user_config_path() -> Path | None:
 
 def read_toml(path: str | os.PathLike) -> dict:
     """Read a TOML file; syntax errors become :class:`ConfigError` naming the file."""
+    import tomllib   # here, not at the top: `astro --help` reads the user file's log format only when there is one
+
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
@@ -63,6 +63,8 @@ def read_toml(path: str | os.PathLike) -> dict:
 
 def parse_value(text: str) -> Any:
     """Parse a command-line or environment value as a TOML value, else keep the string."""
+    import tomllib
+
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -529,6 +531,8 @@ def packaged_source(source: str) -> bool:
 def _did_you_mean(name: str, known, words: bool = False) -> str:
     """``"; did you mean 'executor'?"`` for the one of ``known`` closest to a misspelt ``name``, else ``""``;
     ``words``: the first of ``known`` that ``name`` is a ``_``-separated word of (``days``: ``duration_days``)."""
+    import difflib
+
     close = ([k for k in known if name in k.split("_")] if words else difflib.get_close_matches(name, list(known), n=1))
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -617,6 +621,7 @@ class Packaged:
 
     def __init__(self, registry=None):
         """Read the defaults of every section ``registry`` (default: the process's) registers."""
+        import tomllib
         from importlib import resources
 
         from astrotool.plugins import get_registry
