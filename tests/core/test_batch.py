@@ -398,8 +398,9 @@ def test_sigterm_to_a_local_dask_jobs_process_group(tmp_path, step):
         assert p.returncode == 143, err
         assert [f.name for f in out.iterdir() if f.name.startswith(".")] == []
         written = {f.stem for f in out.glob("*.txt") if not f.name.startswith(".")}
-        assert len(written) >= 2  # the first item, reported, and at least one finished while it was
-        assert set(json.loads((out / "recorded.json").read_text())) == written
+        # the first item, reported, and (mostly) others that finished while it was: Dask may also start both
+        # slow items before the quick ones, and then none does; either way every finished item is reported
+        assert written and set(json.loads((out / "recorded.json").read_text())) == written
         assert _wait_gone(workers) == set()
     finally:
         for pid in workers | {p.pid}:
