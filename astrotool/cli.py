@@ -730,11 +730,10 @@ def _log_format_asked(argv: list[str], opts: GlobalOptions | None = None) -> str
         return os.environ["ASTRO_CORE__LOG_FORMAT"]
     from pathlib import Path
 
-    from astrotool.config import user_config_path
+    from astrotool.config import file_layers
 
-    workspace = (workspaces or [os.environ.get("ASTRO_WORKSPACE") or "."])[-1]
-    files = [p for p in [*reversed(cfgs), Path(workspace).expanduser() / "astro.toml", user_config_path()]
-             if p is not None and os.path.isfile(p)]
+    workspace = Path((workspaces or [os.environ.get("ASTRO_WORKSPACE") or "."])[-1]).expanduser()
+    files = [p for p in reversed(file_layers(workspace, cfgs)) if p.is_file()]   # the highest layer first
     if not files:
         return "auto"
     import tomllib   # only where there is a file to read: `astro --help` stays fast

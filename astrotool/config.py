@@ -45,6 +45,17 @@ def user_config_path() -> Path | None:
     return Path(base) / "astro" / "config.toml"
 
 
+def file_layers(workspace: str | os.PathLike | None = None, cfg_files=()) -> list[Path]:
+    """The configuration files of layers 2-4, lowest priority first: the user file (when it is there, or named
+    by ``$ASTRO_CONFIG``, which must then be there: a typo would run on the defaults), the workspace's
+    ``astro.toml`` when it is there, and every ``--cfg`` file (each must be there)."""
+    user = user_config_path()
+    files = [user] if user is not None and (os.environ.get("ASTRO_CONFIG") or user.is_file()) else []
+    if workspace is not None and (Path(workspace) / "astro.toml").is_file():
+        files.append(Path(workspace) / "astro.toml")
+    return files + [Path(f) for f in cfg_files or ()]
+
+
 def read_toml(path: str | os.PathLike) -> dict:
     """Read a TOML file; syntax errors become :class:`ConfigError` naming the file."""
     import tomllib   # here, not at the top: `astro --help` reads the user file's log format only when there is one
@@ -768,19 +779,12 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
         except ConfigError as exc:
             problems.extend(named_by + p for p in exc.problems)
 
-    user = user_config_path()
     if os.environ.get("ASTRO_CONFIG") == "":   # `export ASTRO_CONFIG=$CFG` with CFG unset: not "no file"
         problems.append("$ASTRO_CONFIG is set but empty: name a file, /dev/null to read none, or unset it to "
                         "read $XDG_CONFIG_HOME/astro/config.toml")
-    named = bool(os.environ.get("ASTRO_CONFIG"))  # a file named by $ASTRO_CONFIG must be there (a typo would
-    if user is not None and (named or user.is_file()):  # run on the defaults); the XDG file is optional
-        file_layer(user, "$ASTRO_CONFIG: " if named else "")
-    if workspace is not None:
-        wfile = Path(workspace) / "astro.toml"
-        if wfile.is_file():
-            file_layer(wfile)
-    for f in cfg_files or []:
-        file_layer(Path(f))
+    user = user_config_path()
+    for path in file_layers(workspace, cfg_files):
+        file_layer(path, "$ASTRO_CONFIG: " if path == user and os.environ.get("ASTRO_CONFIG") else "")
     if problems:
         raise ConfigError(problems)
 
