@@ -365,11 +365,15 @@ def json_results() -> bool:
 
 def _cell(value) -> str:
     """A table cell: text as is (a file name that is not UTF-8 with ``\\xNN``), nested values as compact JSON,
-    ``None`` (no value) empty, as ``null`` is in JSON."""
+    ``None`` (no value) empty, as ``null`` is in JSON, and a truth value ``true``/``false`` as in JSON."""
     from astrotool.names import printable
 
     if value is None:
         return ""
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        value = value.item()  # numpy's bool_ too
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (dict, list, tuple)):
         return to_json(value)
     return printable(str(value))

@@ -196,6 +196,17 @@ def test_a_missing_value_is_an_empty_cell_not_none(capsys):
     assert capsys.readouterr().out == "key\tvalue\ncalibration\t\nn\t3\na\tb\n1\t\n2\t\n"
 
 
+def test_a_truth_value_is_written_as_json_writes_it(capsys):
+    """Piped records printed Python's ``False`` where ``--json`` prints ``false``."""
+    import numpy as np
+
+    from astrotool import console
+
+    console.emit({"skipped": False, "stopped_early": np.bool_(True), "n": 0})
+    console.emit([{"a": True, "b": 1}])
+    assert capsys.readouterr().out == "key\tvalue\nskipped\tfalse\nstopped_early\ttrue\nn\t0\na\tb\ntrue\t1\n"
+
+
 def test_piped_status_is_tab_separated_rows_and_comment_lines(tmp_path, capsys):
     """Piped, ``astro status`` printed a bare ``runs: N`` line among its tab-separated rows."""
     from astrotool.cli import main
