@@ -514,6 +514,23 @@ def test_a_csv_whose_header_is_its_last_comment_line_is_read(tmp_path):
         read_curves(tmp_path / "numbers.csv")
 
 
+def test_a_space_delimited_csv_with_aligned_columns_is_read(tmp_path):
+    """Aligned columns (runs of spaces, leading spaces: numpy's savetxt with a width, Fortran output) were
+    refused: pyarrow took every space for a delimiter (``Expected 15 columns, got 8``)."""
+    import gzip
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=0.5, cadence_s=120.0, t0=None, start=2000.0)
+    np.savetxt(tmp_path / "aligned.csv", np.c_[t, f], fmt="%14.6f %12.7f", header="    time       flux")
+    with gzip.open(tmp_path / "aligned_gz.csv.gz", "wt") as out:
+        out.write("   time   flux\n" + "".join(f"  {a:12.6f}    {b:.7f}\n" for a, b in zip(t, f)))
+    for name in ("aligned.csv", "aligned_gz.csv.gz"):
+        ((time, flux),) = read_curves(tmp_path / name).values()
+        np.testing.assert_allclose(time, t, atol=1e-6)
+        np.testing.assert_allclose(flux, f, atol=1e-7)
+
+
 def test_a_file_whose_every_cadence_is_flagged_says_so_and_an_all_nan_flux_names_its_column(tmp_path):
     from astrotool_plato.lightcurves import read_curves
 

@@ -200,7 +200,8 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
             import pyarrow.csv as pcsv
 
             skip, delimiter, names = _csv_layout(path)
-            table = pcsv.read_csv(path, pcsv.ReadOptions(skip_rows=skip, column_names=names),
+            table = pcsv.read_csv(_single_spaced(path) if delimiter == " " else path,
+                                  pcsv.ReadOptions(skip_rows=skip, column_names=names),
                                   pcsv.ParseOptions(delimiter=delimiter))
         else:
             import pyarrow.parquet as pq
@@ -240,6 +241,16 @@ def _csv_layout(path: Path) -> tuple[int, str, list[str] | None]:
                 return skip, delimiter, names if header else None
             last = line if line.strip() else last
     return 0, ",", None
+
+
+def _single_spaced(path: Path):
+    """A space-delimited text file (aligned columns: runs of spaces, leading spaces) as a stream with one space
+    between fields, as :func:`_fields` reads its lines, for pyarrow, which takes every space as a delimiter."""
+    import gzip
+    import io
+
+    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rt") as f:
+        return io.BytesIO("".join(" ".join(ln.split()) + "\n" for ln in f).encode())
 
 
 def _fields(line: str, delimiter: str) -> list[str]:
