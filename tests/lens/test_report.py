@@ -99,8 +99,8 @@ def test_evaluate_reports_the_single_snr_bin_and_a_harmful_calibration(tmp_path)
     ecfg = EvaluateConfig(classical=[], split="all", plots=True, symmetrize=False, bins=3)
     report = evaluate(ds, mdir, ecfg, tmp_path / "pred", tmp_path / "rep", mapper=serial_map)
     names = sorted(p.name for p in (tmp_path / "rep").iterdir())
-    assert "e_tiny_nosym_bias-vs-snr.png" not in names and "e_tiny_nosym_bias-vs-hlr.png" in names
-    notes = json.loads((tmp_path / "rep" / "e_tiny_nosym_metrics.json").read_text())["notes"]
+    assert "e_tiny_all_nosym_bias-vs-snr.png" not in names and "e_tiny_all_nosym_bias-vs-hlr.png" in names
+    notes = json.loads((tmp_path / "rep" / "e_tiny_all_nosym_metrics.json").read_text())["notes"]
     assert any(n.startswith("bias vs S/N not plotted") for n in notes)
     assert any(n.startswith("calibration makes c1 worse on the evaluated stamps") for n in notes), notes
     assert len(report["binned"]["snr"]["CNN"]) == 1 and len(report["binned"]["hlr"]["CNN"]) == 3

@@ -106,17 +106,17 @@ def test_evaluate_prints_a_table_and_names_raw_reports_apart(ws, capsys):
     lines = out.splitlines()
     assert lines[0].split("\t")[:3] == ["estimator", "rmse_g1", "rmse_g2"] and len(lines) == 3, out
     reports = ws / "lens" / "reports"
-    assert (reports / "s2_s2_cnn_nosym_pred-vs-true.png").is_file()    # --no-symmetrize: _nosym, as predict's
+    assert (reports / "s2_s2_cnn_all_nosym_pred-vs-true.png").is_file()    # --no-symmetrize: _nosym, as predict's
     _run(capsys, ws, *ev, "--raw")
-    assert (reports / "s2_s2_cnn_nosym_raw_metrics.json").is_file()
-    assert (reports / "s2_s2_cnn_nosym_metrics.json").is_file()
+    assert (reports / "s2_s2_cnn_all_nosym_raw_metrics.json").is_file()
+    assert (reports / "s2_s2_cnn_all_nosym_metrics.json").is_file()
     preds = ws / "lens" / "predictions"    # the calibrated predictions stay those its report points at
-    report = json.loads((reports / "s2_s2_cnn_nosym_metrics.json").read_text())
+    report = json.loads((reports / "s2_s2_cnn_all_nosym_metrics.json").read_text())
     assert report["predictions"] == str(preds / "s2_s2_cnn_all_nosym.parquet")
     assert (preds / "s2_s2_cnn_all_nosym_raw.parquet").is_file()
     _run(capsys, ws, *ev, "--no-plots")
-    assert not list(reports.glob("s2_s2_cnn_nosym_[pb]*-vs-*.png"))   # no stale figures beside the new report
-    assert (reports / "s2_s2_cnn_nosym_raw_pred-vs-true.png").is_file()  # the --raw report keeps its own
+    assert not list(reports.glob("s2_s2_cnn_all_nosym_[pb]*-vs-*.png"))   # no stale figures beside the new report
+    assert (reports / "s2_s2_cnn_all_nosym_raw_pred-vs-true.png").is_file()  # the --raw report keeps its own
 
 
 def test_validate_refuses_a_set_without_constant_shear_fields(ws, capsys):

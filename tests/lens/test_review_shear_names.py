@@ -57,7 +57,7 @@ def test_dataset_dot_names_outputs_by_the_folder(ws, capsys, monkeypatch):
     code, out, err = run(capsys, ws, "lens", "evaluate", "--model", "m", "--dataset", ".", "--split", "all",
                          "--no-plots", "--classical", "")
     assert code == 0, err
-    assert json.loads(out)["dataset"] == "g" and (rep / "g_m_metrics.json").is_file()
+    assert json.loads(out)["dataset"] == "g" and (rep / "g_m_all_metrics.json").is_file()
     assert not (rep / "_m_metrics.json").exists()
     code, out, err = run(capsys, ws, *TRAIN, "--dataset", ".")
     assert code == 0, err
@@ -185,6 +185,7 @@ def test_evaluate_modes_write_reports_of_their_own(ws, capsys):
         assert code == 0, err
         rep = json.loads(out)
         names.append((rep["report"].rsplit("/", 1)[1], rep["predictions"].rsplit("/", 1)[1]))
-    assert names == [("f3_m_metrics.json", "f3_m_all.parquet"), ("f3_m_raw_metrics.json", "f3_m_all_raw.parquet"),
-                     ("f3_m_nosym_metrics.json", "f3_m_all_nosym.parquet"),
-                     ("f3_m_nosym_raw_metrics.json", "f3_m_all_nosym_raw.parquet")]
+    assert names == [("f3_m_all_metrics.json", "f3_m_all.parquet"),
+                     ("f3_m_all_raw_metrics.json", "f3_m_all_raw.parquet"),
+                     ("f3_m_all_nosym_metrics.json", "f3_m_all_nosym.parquet"),
+                     ("f3_m_all_nosym_raw_metrics.json", "f3_m_all_nosym_raw.parquet")]

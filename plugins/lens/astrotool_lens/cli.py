@@ -332,10 +332,11 @@ def evaluate(
 ):
     """RMSE, MAE, m and c (with errors) and GREAT3 Q for the CNN and the HSM estimators side by side.
 
-    Writes lens/reports/<dataset>_<model>_metrics.json and PNG plots of the same stem (estimate vs
-    truth, bias vs S/N and size; --no-plots removes earlier ones), and the CNN's estimates of the
-    evaluated stamps in lens/predictions/<dataset>_<model>_<test|all>.parquet; as predict's,
-    --no-symmetrize adds _nosym and --raw _raw to both (<dataset>_<model>_nosym_raw_metrics.json).
+    Writes lens/reports/<dataset>_<model>_metrics.json (the test split; every stamp:
+    <dataset>_<model>_all_metrics.json) and PNG plots of the same stem (estimate vs truth, bias vs
+    S/N and size; --no-plots removes earlier ones), and the CNN's estimates of the evaluated stamps
+    in lens/predictions/<dataset>_<model>_<test|all>.parquet; as predict's, --no-symmetrize adds
+    _nosym and --raw _raw to both (<dataset>_<model>_nosym_raw_metrics.json).
     Without --dataset it scores the dataset folder the model was trained on. Exit code 2 when no
     stamp could be predicted (every one NaN or blank).
     Prints one row of metrics per estimator (tab-separated when piped); --json prints the full metrics.
@@ -362,7 +363,8 @@ def evaluate(
     with mc.open_dataset(ctx, "lens", "shear", ds_name, ShearDataset, _no_dataset()) as ds:
         report = run_eval(ds, mdir, e, ctx.workspace.stage("lens", "predictions"),
                           ctx.workspace.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure, log=ctx.log,
-                          overwrite=ctx.overwrite, explicit_calibrated=calibrated is True, device=dev)
+                          overwrite=ctx.overwrite, explicit_calibrated=calibrated is True, device=dev,
+                          min_response=cfg.calibrate.min_response)
     mc.record(ctx, inputs=[mdir], outputs=[report["report"], report["predictions"], *report["plots"]])
     for note in report.get("notes", []):   # a plot left out is information; the others a reader must not miss
         (ctx.log.info if " not plotted: " in note else ctx.log.warning)("note: %s", note)

@@ -59,9 +59,9 @@ class ShearDataset(ArrayDataset):
     @property
     def stem(self) -> str:
         """The dataset's folder name: the stem of every output made from it (``<stem>_hsm.parquet``,
-        ``<stem>_<model>_metrics.json``); a copied dataset folder names its own outputs, although its
-        manifest keeps the name it was generated with (:attr:`name`). The resolved folder's name, so
-        that ``--dataset .`` (or ``lens/shear/g/``) is named ``g``, never ``""``."""
+        ``<stem>_<model>_metrics.json``, ``<stem>_<model>_all_metrics.json``); a copied dataset folder names
+        its own outputs, although its manifest keeps the name it was generated with (:attr:`name`). The
+        resolved folder's name, so that ``--dataset .`` (or ``lens/shear/g/``) is named ``g``, never ``""``."""
         return self.root.resolve().name
 
     def __repr__(self) -> str:

@@ -24,9 +24,9 @@ Metrics (per component i = 1, 2)
 
 Report
 ------
-``<dataset>_<model>_metrics.json`` (in ``lens/reports``; ``<dataset>_<model>_raw_metrics.json`` with
-``--raw``) holds the metrics, the binned biases (``binned``:
-m and c per S/N and size bin, also when a plot would have a single point and is
+``<dataset>_<model>_metrics.json`` (in ``lens/reports``; ``<dataset>_<model>_all_metrics.json`` for every
+stamp, ``<dataset>_<model>_raw_metrics.json`` with ``--raw``: :func:`report_stem`) holds the metrics,
+the binned biases (``binned``: m and c per S/N and size bin, also when a plot would have a single point and is
 therefore not drawn), ``field_means`` (with at most :data:`MAX_FIELD_MEANS` distinct true shears:
 per estimator and field, the mean estimated shear ± standard error (of the pair means with ring pairs),
 :func:`shear_field_means`;
@@ -430,7 +430,7 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
 
 def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, *, mapper,
              hsm_table: Path | None = None, measure_cfg=None, log=None, overwrite: bool = False,
-             explicit_calibrated: bool = False, device: str = "cpu") -> dict:
+             explicit_calibrated: bool = False, device: str = "cpu", min_response: float = 0.1) -> dict:
     """Score the CNN and the classical estimators on the same stamps.
 
     Parameters
@@ -456,6 +456,9 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
         skipped with a warning (:func:`astrotool_lens.model.calibration_in_use`).
     device : str
         Where the CNN runs (``cpu``, ``cuda``, ``cuda:N``; ``--device``, ``ml.accelerator``).
+    min_response : float
+        ``lens.calibrate.min_response``: a raw CNN whose fitted ``1 + m1`` or ``1 + m2`` is below it gets a
+        note (:func:`response_notes`), as ``calibrate`` refuses to calibrate it.
 
     Raises
     ------
@@ -555,7 +558,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     results = {name: estimator_metrics(g1, g2, e1, e2, field, cfg.q_sigma2_min) for name, (e1, e2) in estimates.items()}
     plots = []
-    stem = f"{ds.stem}_{mname}{mode}"    # --no-symmetrize, --raw: a report of its own
+    stem = report_stem(ds.stem, mname, subset, mode)
     if not cfg.plots:   # an earlier run's figures would sit beside a report they do not show
         for name in ("pred-vs-true", "bias-vs-snr", "bias-vs-hlr"):
             (Path(reports_dir) / f"{stem}_{name}.png").unlink(missing_ok=True)
@@ -582,7 +585,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     if n_shears <= MAX_FIELD_MEANS:   # few fields: each one's mean is what a constant-shear test reads
         pair = np.asarray(truth["pair"])[idx] if ds.manifest.get("ring") else None   # errors of the pair means
         field_means = {name: shear_field_means(g1, g2, e1, e2, pair) for name, (e1, e2) in estimates.items()}
-    notes[:0] = few_fields_notes(results, field is not None)
+    notes[:0] = response_notes(results, mname, "CNN raw" if calibration else "CNN", min_response) \
+        + few_fields_notes(results, field is not None)
     report = {
         "dataset": ds.stem, "model": mname, "subset": subset, "n": int(len(idx)),
         "target": meta["training"].get("target"), "symmetrize": cfg.symmetrize,
@@ -594,6 +598,30 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     write_json_atomic(report_path, report)
     report["report"] = str(report_path)
     return report
+
+
+def report_stem(dataset: str, model: str, subset: str, mode: str = "") -> str:
+    """The stem of ``evaluate``'s report and plots: ``<dataset>_<model><mode>`` for the test split,
+    ``<dataset>_<model>_all<mode>`` for every stamp, as its prediction table names the subset, so that a
+    ``--split all`` run replaces neither the test split's report nor its plots (``mode``: ``_nosym``, ``_raw``)."""
+    return f"{dataset}_{model}{'' if subset == 'test' else '_' + subset}{mode}"
+
+
+def response_notes(results: dict, model: str, name: str = "CNN", min_response: float = 0.1) -> list[str]:
+    """A note when the raw CNN (``results[name]``) hardly responds to shear: a fitted ``1 + m1`` or ``1 + m2``
+    below ``min_response`` (``lens.calibrate.min_response``; :func:`astrotool_lens.calibrate.low_response`,
+    the test ``calibrate`` refuses a fit with). None without finite m (fewer than 3 fields)."""
+    from astrotool_lens.calibrate import low_response
+
+    r = results.get(name)
+    if r is None or not (np.isfinite(r["m1"]) and np.isfinite(r["m2"])):
+        return []
+    low = low_response(r, min_response)
+    if not low:
+        return []
+    return [f"{name}: {low}, below lens.calibrate.min_response = {min_response:g}: model {model!r} hardly "
+            "responds to shear (m near -1), so its m, c and Q say little, and `lens calibrate` would refuse it; "
+            "train it longer or larger"]
 
 
 def few_fields_notes(results: dict, fields: bool = True) -> list[str]:

@@ -1,0 +1,58 @@
+"""New-user review of `astro lens`: evaluate's report per subset, its alarm for a CNN that does not respond to
+shear, one message for a failed `lens kappa data`, piped `lens kappa score`, export and calibrate hints,
+provenance of measure's and predict's tables, `lens kappa evaluate`, train's validation RMSE."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import review_workspace, run_cli
+
+
+def run(capsys, ws, *args):
+    return run_cli(capsys, "-w", ws, *args)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A workspace with dataset g (40 stamps), fields f3 (3 fields of 8) and model m (one epoch of width 4 on g)."""
+    return review_workspace(tmp_path_factory.mktemp("newuser") / "ws", 40, 40, 24, 8)
+
+
+def test_evaluate_keeps_the_test_and_the_all_report_apart(ws, capsys):
+    rep = ws / "lens" / "reports"
+    ev = ["lens", "evaluate", "--model", "m", "--dataset", "g", "--classical", ""]
+    code, out, err = run(capsys, ws, *ev, "--split", "test")
+    assert code == 0, err
+    test = json.loads(out)
+    assert test["subset"] == "test" and test["report"] == str(rep / "g_m_metrics.json")   # the default name
+    assert (rep / "g_m_pred-vs-true.png").is_file()
+    code, out, err = run(capsys, ws, *ev, "--split", "all")
+    assert code == 0, err
+    every = json.loads(out)
+    assert every["report"] == str(rep / "g_m_all_metrics.json")
+    assert every["predictions"].endswith("g_m_all.parquet")
+    # before: g_m_metrics.json held the all run, and g_m_pred-vs-true.png was the all run's
+    assert json.loads((rep / "g_m_metrics.json").read_text())["subset"] == "test"
+    assert json.loads((rep / "g_m_all_metrics.json").read_text())["subset"] == "all"
+    assert (rep / "g_m_pred-vs-true.png").is_file() and (rep / "g_m_all_pred-vs-true.png").is_file()
+    assert every["plots"] and all("g_m_all_" in p for p in every["plots"])
+    code, out, err = run(capsys, ws, *ev, "--split", "all", "--no-plots")   # removes only the all run's plots
+    assert code == 0, err
+    assert (rep / "g_m_pred-vs-true.png").is_file() and not (rep / "g_m_all_pred-vs-true.png").exists()
+
+
+def test_evaluate_warns_of_a_cnn_that_does_not_respond_to_shear(ws, capsys):
+    code, out, err = run(capsys, ws, "lens", "evaluate", "--model", "m", "--dataset", "g", "--split", "all",
+                         "--classical", "", "--no-plots")
+    assert code == 0, err
+    cnn = json.loads(out)["estimators"]["CNN"]
+    assert 1 + cnn["m1"] < 0.1 and 1 + cnn["m2"] < 0.1, cnn      # one epoch of width 4: no response
+    notes = json.loads(out)["notes"]
+    assert any("below lens.calibrate.min_response = 0.1: model 'm' hardly responds to shear" in n for n in notes)
+    assert "hardly responds to shear" in err and "WARNING" in err
+    code, out, err = run(capsys, ws, "--set", "lens.calibrate.min_response=0", "lens", "evaluate", "--model", "m",
+                         "--dataset", "g", "--split", "all", "--classical", "", "--no-plots")
+    assert code == 0 and "hardly responds" not in err       # 0: no check, as for calibrate
