@@ -50,6 +50,13 @@ class KappaDataset(ArrayDataset):
         return np.asarray(self.metadata(["name"])["name"]).astype(str)
 
 
+def unfinished_problem(folder) -> str:
+    """Why a data-set folder that holds its settings but no manifest cannot be opened, and what finishes it."""
+    return (f"an unfinished data set ({folder}): `astro lens kappa data` has not packed all its shards yet "
+            "(no index written; under --shard, other array tasks may still be packing): wait for them "
+            "or run the same `astro lens kappa data` command again to finish it")
+
+
 def open_packed(ctx, spec: str, option: str = "--dataset", hint: str | None = None):
     """The packed set ``spec`` names (a name under ``lens/kappa/data/`` or a set's folder), recorded as an input.
 
@@ -75,10 +82,16 @@ def open_packed(ctx, spec: str, option: str = "--dataset", hint: str | None = No
     from astrotool.ml import commands as mc
     from astrotool.ml.data import MANIFEST_SUFFIX
 
+    from astrotool_lens.kappa.sources import SETTINGS_FILE
+
     text = str(spec or "")
     p = Path(text).expanduser()
     is_path = os.sep in text or "/" in text or text in (".", "..")
     named = bool(text) and not is_path and (ctx.workspace.stage("lens", "kappa/data", create=False) / text).is_dir()
+    folder = ctx.workspace.stage("lens", "kappa/data", create=False) / text if named else p
+    if text and folder.is_dir() and not any(folder.glob(f"*{MANIFEST_SUFFIX}")) \
+            and (folder / SETTINGS_FILE).is_file():   # a pack that failed or still runs: say what finishes it
+        raise InputError(text, unfinished_problem(folder))
     if text and not named and p.is_dir() and not any(p.glob(f"*{MANIFEST_SUFFIX}")):
         pack = astro_command('lens', 'kappa', 'data', text, '--name', 'NAME')
         raise InputError(text, f"a folder, not a packed data set (no *{MANIFEST_SUFFIX} manifest): pack it first "

@@ -606,10 +606,9 @@ def _open_folder(p: Path, kind: str, split: str, label: str | None = None, split
     if any(p.glob(f"*{MANIFEST_SUFFIX}")):
         return PackedMaps(KappaDataset(p), kind, split)
     if (p / SETTINGS_FILE).is_file():   # before the split refusal: this one has splits once finished
-        raise InputError(p if spec is None else spec,
-                         f"an unfinished data set ({p}): `astro lens kappa data` has not packed all its shards yet "
-                         "(no index written; under --shard, other array tasks may still be packing): wait for them "
-                         "or run the same `astro lens kappa data` command again to finish it")
+        from astrotool_lens.kappa.data import unfinished_problem
+
+        raise InputError(p if spec is None else spec, unfinished_problem(p))
     what = f"the {label}" if label else f"a folder ({p})"
     _refuse_split(p if spec is None else spec, what, split, split_given)
     _check_finished_simulation(p)
@@ -1123,6 +1122,8 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
     finally:
         if stage is not None:
             stage.remove()
+        if made and not shard:   # no shard packed: no set (other --shard tasks may be packing theirs)
+            _remove_unpacked(out)
         _remove_if_empty(out, made)
     seconds = time.perf_counter() - t0
     summary = {"name": name, "path": str(out), "n": len(names), "splits": n_split, "size": size,
@@ -1192,6 +1193,13 @@ def _check_settings(out: Path, settings: dict, overwrite: bool) -> bool:
                              "--name or --overwrite")
         return True
     return False
+
+
+def _remove_unpacked(folder: Path) -> None:
+    """Remove the settings record of ``folder`` when it holds nothing else: a run that packed no shard leaves no
+    folder that other commands list as an unfinished set (finished shards stay, and a rerun resumes)."""
+    if folder.is_dir() and [x.name for x in folder.iterdir()] == [SETTINGS_FILE]:
+        (folder / SETTINGS_FILE).unlink()
 
 
 def _remove_if_empty(folder: Path, made: bool) -> None:
