@@ -100,11 +100,16 @@ def test_several_runs_ranked_text_lines_and_plots(tmp_path, capsys, truth_root):
     write_run(preds / "exact", t)
     write_run(preds / "noisy", {n: m + 0.02 * rng.standard_normal((S, S)) for n, m in t.items()})
     write_run(preds / "zeros", {n: np.zeros((S, S)) for n in t})
-    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "exact", "noisy", "zeros",
-                         "--truth", truth_root, "--report", "three")
+    code, out, err = run(capsys, "-w", ws, "--log-format", "plain", "lens", "kappa", "score", "exact", "noisy",
+                         "zeros", "--truth", truth_root, "--report", "three")
     assert code == 0, err
-    lines = out.splitlines()
-    assert lines[0].startswith(f"folder {truth_root}") and "6 maps scored" in lines[0]
+    rows = [x.split("\t") for x in out.splitlines()]   # piped: one tab-separated row per run
+    assert rows[0][:4] == ["run", "wmape", "wmape_zeros", "dicee"] and rows[0][-2:] == ["borda_all", "copeland_all"]
+    table = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    assert list(table) == ["exact", "noisy", "zeros"] and float(table["zeros"]["dicee"]) == 1.0
+    assert table["exact"]["borda"] == "9.0" and table["exact"]["copeland"] == "2"
+    lines = [x.split("INFO", 1)[-1].strip() for x in err.splitlines()]   # the sentences are log lines
+    assert any(x.startswith(f"folder {truth_root}") and "6 maps scored" in x for x in lines), err
     zline = next(x for x in lines if x.startswith("zeros:"))
     assert "all-zeros map" in zline and "DICEE 1.0000" in zline
     assert any(x.startswith("ranking on WMAPE, DICEE, DPEAKS: Borda exact 9") for x in lines)
@@ -266,9 +271,10 @@ def test_the_wmape_note_states_the_all_zeros_score_of_this_truth(tmp_path, capsy
     assert floor > 2
     ws = tmp_path / "ws"
     write_run(ws / "lens" / "kappa" / "predictions" / "zeros", {n: np.zeros((S, S)) for n in NAMES[:2]})
-    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "zeros", "--truth", truth, "--no-plots")
+    code, out, err = run(capsys, "-w", ws, "--log-format", "plain", "lens", "kappa", "score", "zeros", "--truth",
+                         truth, "--no-plots")
     assert code == 0, err
-    note = next(x for x in out.splitlines() if x.startswith("note:"))
+    note = next(x.split("INFO", 1)[1].strip() for x in err.splitlines() if "note:" in x)
     assert f"all-zeros map's ({floor:.3f} on this truth)" in note and "about 1" not in note
 
 

@@ -211,8 +211,9 @@ def score(
     folders are also ranked (Borda and Copeland). With the input ellipticities
     at hand (a data set or a folder with EPSILON/), the predicted kappa is
     pushed back to shear and compared with them (chi2 per pixel). Report and
-    plots in lens/kappa/reports/. --json prints {"runs": {run: {"maps": {name: {...}}, "mean": {...}}},
-    "ranking": ...} (ranking null for one run).
+    plots in lens/kappa/reports/. Prints one row of mean scores per run (tab-separated when piped; the
+    sentences, note and rankings go to the log); --json prints {"runs": {run: {"maps": {name: {...}},
+    "mean": {...}}}, "ranking": ...} (ranking null for one run).
     """
     from astrotool.console import json_results
 

@@ -69,7 +69,7 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     from astrotool_lens.kappa.cli import kappa_config
     from astrotool_lens.kappa.export import export_command
     from astrotool_lens.kappa.predict import predict_command
-    from astrotool_lens.kappa.score import score_command
+    from astrotool_lens.kappa.score import score_command, summary_lines
     from astrotool_lens.kappa.simulate import simulate_command
     from astrotool_lens.kappa.sources import data_command
     from astrotool_lens.kappa.train import train_command
@@ -102,8 +102,9 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     exp, _ = _quiet(export_command, ctx, kappa({"export.model": unet}))
     t_pred = time.perf_counter() - t3
 
-    _, scored = _quiet(score_command, ctx, kappa({"score.truth": NAME, "score.split": "test",
+    report, _ = _quiet(score_command, ctx, kappa({"score.truth": NAME, "score.split": "test",
                                                   "score.name": f"{NAME}_test"}), [ks, wiener, unet])
+    scored = summary_lines(report)
 
     splits = data.get("splits", {})
     lines = [

@@ -699,23 +699,60 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, s
         sys.stdout.write("\n")
         sys.stdout.flush()
         return doc
-    ctx.emit(f"{truth.describe()}: {n} maps scored" + (f" ({unscored} true maps without prediction)" if unscored
-                                                        else "") + (f", {rate:.0f} maps/s" if rate else ""))
-    for r in labels:
-        m = out_runs[r]["mean"]
-        line = (f"{r}: WMAPE {m['wmape']:.3f} (all-zeros map {m['wmape_zeros']:.3f}), DICEE {m['dicee']:.4f}, "
-                f"DPEAKS {m['dpeaks']:.1f} px (highest peak {m['dpeak1']:.1f}), MSE {m['mse']:.3g}, r {m['pearson']:.3f}, SSIM {m['ssim']:.3f}")
-        if eps is not None:
-            line += f", chi2 {m['chi2']:.3f} (truth {m['truth_chi2']:.3f})"
-        ctx.emit(line)
-    if any(out_runs[r]["mean"]["wmape"] >= floor["wmape_zeros"] for r in labels):
-        ctx.emit(f"note: WMAPE at or above the all-zeros map's ({floor['wmape_zeros']:.3f} on this truth) is normal "
-                 "(shrinking toward 0 wins: c*kappa scores |1-c| for c != 0): judge by DICEE, DPEAKS and r, never by "
-                 "WMAPE alone")
-    if ranking:
-        ctx.emit(_rank_line("WMAPE, DICEE, DPEAKS", ranking["competition"]))
-        ctx.emit(_rank_line("all scores", ranking["all"]))
-    if eps is not None:
-        ctx.emit(f"input B-mode RMS {floor['b_rms']:.4g} (E-mode {floor['e_rms']:.4g})")
-    ctx.emit(f"report: {path}")
+    for line in summary_lines(doc):   # the prose is logged (stderr); stdout gets the table
+        ctx.log.info("%s", line)
+    ctx.log.info("report: %s", path)
+    ctx.emit(summary_rows(out_runs, ranking))   # one row per run: a table, tab-separated when piped
     return doc
+
+
+def summary_lines(doc: dict) -> list[str]:
+    """The score report ``doc`` in sentences: what was scored, a line per run (its means beside the all-zeros
+    map's WMAPE), the note on reading WMAPE, the rankings and the input's B-mode RMS; ``astro lens kappa
+    score`` logs them and ``astro demo`` quotes them."""
+    runs = {r: v["mean"] for r, v in doc["runs"].items()}
+    rate, unscored = doc.get("maps_per_s"), doc.get("truth_unscored")
+    lines = [f"{doc['truth']}: {doc['n']} maps scored" + (f" ({unscored} true maps without prediction)" if unscored
+                                                           else "") + (f", {rate:.0f} maps/s" if rate else "")]
+    for r, m in runs.items():
+        line = (f"{r}: WMAPE {m['wmape']:.3f} (all-zeros map {m['wmape_zeros']:.3f}), DICEE {m['dicee']:.4f}, "
+                f"DPEAKS {m['dpeaks']:.1f} px (highest peak {m['dpeak1']:.1f}), MSE {m['mse']:.3g}, "
+                f"r {m['pearson']:.3f}, SSIM {m['ssim']:.3f}")
+        if "truth_chi2" in m:
+            line += f", chi2 {m['chi2']:.3f} (truth {m['truth_chi2']:.3f})"
+        lines.append(line)
+    zeros = next(iter(runs.values()))["wmape_zeros"] if runs else float("nan")
+    if any(m["wmape"] >= m["wmape_zeros"] for m in runs.values()):
+        lines.append(f"note: WMAPE at or above the all-zeros map's ({zeros:.3f} on this truth) is normal "
+                     "(shrinking toward 0 wins: c*kappa scores |1-c| for c != 0): judge by DICEE, DPEAKS and r, "
+                     "never by WMAPE alone")
+    if doc.get("ranking"):
+        lines.append(_rank_line("WMAPE, DICEE, DPEAKS", doc["ranking"]["competition"]))
+        lines.append(_rank_line("all scores", doc["ranking"]["all"]))
+    m0 = next(iter(runs.values()), {})
+    if "input_b_rms" in m0:
+        lines.append(f"input B-mode RMS {m0['input_b_rms']:.4g} (E-mode {m0['input_e_rms']:.4g})")
+    return lines
+
+
+SUMMARY_KEYS = ("wmape", "wmape_zeros", "dicee", "dpeaks", "dpeak1", "mse", "pearson", "ssim", "chi2", "truth_chi2")
+"""The mean scores ``astro lens kappa score`` prints per run (``chi2``, ``truth_chi2`` only with the input
+ellipticities at hand; all of them per map: ``--json`` and the report)."""
+
+
+def summary_rows(runs: dict, ranking: dict | None = None) -> list[dict]:
+    """One record per run: ``run``, its mean :data:`SUMMARY_KEYS` (4 significant digits) and, for several runs,
+    its Borda and Copeland scores on the Datathon metrics (``borda``, ``copeland``) and on all
+    (``borda_all``, ``copeland_all``): the table ``astro lens kappa score`` prints."""
+    def num(v):
+        return float(f"{v:.4g}") if isinstance(v, float) else v
+
+    rows = []
+    for r, run in runs.items():
+        row = {"run": r, **{k: num(run["mean"][k]) for k in SUMMARY_KEYS if k in run["mean"]}}
+        if ranking:
+            for col, group in (("", "competition"), ("_all", "all")):
+                row[f"borda{col}"] = num(float(ranking[group]["borda"][r]))
+                row[f"copeland{col}"] = int(ranking[group]["copeland"][r])
+        rows.append(row)
+    return rows
