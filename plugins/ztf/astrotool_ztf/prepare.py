@@ -264,6 +264,40 @@ def _drop_repeated_alerts(tables, stamp_sets):
     return out_t, out_s, n
 
 
+def absent_classes(pairs, found: set, classes: list, cfg, log=None) -> list[str]:
+    """The classes of the set that no alert of the tables holds, refused or warned about.
+
+    A class named in ``ztf.prepare.classes`` is refused (a model that never learns it), unless the set is a
+    hold-out; one of the default classes (``classes`` empty) is warned about: the set keeps every default
+    class, and a model trained on it one it never sees. The messages list the classes that the labels gave
+    (through ``label_map``), not the raw label values left out.
+    """
+    from astrotool_ztf.simulate import CLASSES
+
+    absent = [c for c in classes if c not in found]
+    if not absent:
+        return absent
+    known = set(classes) | set(CLASSES) | set(cfg.label_map.values())
+    shown, read = sorted(found & known), [Path(a).name for a, _ in pairs]
+    others = len(found - known)
+    what = (f"no alert of the class(es) {', '.join(absent)} "
+            f"({'ztf.prepare.classes' if cfg.classes else 'the default classes: ztf.prepare.classes is empty'}) "
+            f"in column {cfg.label_column!r} of {', '.join(read[:5])}{', ...' if len(read) > 5 else ''}; the "
+            f"classes found: {', '.join(shown) or 'none'}"
+            + (f" (and {others} other label value(s), not mapped to a class by ztf.prepare.label_map: left out)"
+               if others else ""))
+    if cfg.classes and not cfg.holdout:   # a training set without a class asked for: a model that never learns it
+        raise InputError(Path(pairs[0][0]).parent, what)
+    if log is not None:
+        if cfg.holdout:   # a hold-out set keeps the model's classes; evaluate scores the ones present
+            log.warning("%s (a hold-out set: kept, scored over the classes present)", what)
+        else:
+            log.warning("%s: the set keeps all %d classes, and a model trained on it has %d class(es) it never "
+                        "sees; set ztf.prepare.classes = [%s] to leave them out", what, len(classes), len(absent),
+                        ", ".join(f'"{c}"' for c in classes if c in found))
+    return absent
+
+
 def dataset_settings(cfg) -> dict:
     """What the prepared set depends on (compared on a rerun)."""
     return cfg.model_dump(mode="json", exclude={"name", "inputs"})
@@ -326,16 +360,7 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
         tables.append(t)
         stamp_sets.append(s)
         found |= labels
-    absent = [c for c in cfg.classes if c not in found]   # a class asked for by name that no alert holds
-    if absent:
-        shown, read = sorted(found), [Path(a).name for a, _ in pairs]
-        what = (f"no alert of the class(es) {', '.join(absent)} (ztf.prepare.classes) in column "
-                f"{cfg.label_column!r} of {', '.join(read[:5])}{', ...' if len(read) > 5 else ''}; the classes "
-                f"found: {', '.join(shown[:20]) or 'none'}{', ...' if len(shown) > 20 else ''}")
-        if not cfg.holdout:   # a training set without a class: a model that never learns it
-            raise InputError(Path(pairs[0][0]).parent, what)
-        if log is not None:   # a hold-out set keeps the model's classes; evaluate scores the ones present
-            log.warning("%s (a hold-out set: kept, scored over the classes present)", what)
+    absent_classes(pairs, found, classes, cfg, log)
     tables, stamp_sets, n_repeated = _drop_repeated_alerts(tables, stamp_sets)
     if n_repeated and log is not None:
         log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)

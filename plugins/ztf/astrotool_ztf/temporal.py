@@ -78,11 +78,12 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
     from astrotool.ml.training import epoch_rng, fit
 
     from astrotool_ztf.model import TEMPORAL, TemporalClassifier, entropy_regularised_loss
-    from astrotool_ztf.train import balanced_order, check_splits, start_training
+    from astrotool_ztf.train import balanced_order, check_splits, start_training, warn_untrained_classes
 
     model_dir = Path(model_dir)
     train, val = sequences(ds, "train", cfg.max_alerts), sequences(ds, "val", cfg.max_alerts)
     check_splits(ds, len(train["label"]), len(val["label"]), "objects")
+    warn_untrained_classes(ds, train["label"], model_dir, log)
     rt, settings, resume = start_training(ds, cfg, model_dir, seed, overwrite, runtime)
     kwargs = {"in_channels": int(ds.arrays["stamps"][0][0]), "n_features": len(ds.feature_names),
               "n_classes": len(ds.classes), "crop": int(ds.attrs["crop"]), "kernel": cfg.kernel,

@@ -84,6 +84,18 @@ def check_splits(ds, n_train: int, n_val: int, word: str = "alerts") -> None:
                               f"({why})")
 
 
+def warn_untrained_classes(ds, labels, model_dir, log=None) -> list[str]:
+    """Warn, naming them, about the classes of ``ds`` that no training sample (``labels``: class indices) holds:
+    the model gets an output for each, which it never learns."""
+    missing = [c for i, c in enumerate(ds.classes) if not np.any(np.asarray(labels) == i)]
+    if missing and log is not None:
+        log.warning("%s: no training alert of the class(es) %s in the set %s: the model has %d classes and "
+                    "never learns these; prepare the set with ztf.prepare.classes = [%s] to leave them out",
+                    Path(model_dir).name, ", ".join(missing), ds.name, len(ds.classes),
+                    ", ".join(f'"{c}"' for c in ds.classes if c not in missing))
+    return missing
+
+
 def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime, extra: dict | None = None):
     """The runtime launched, the existing model folder resumed, restarted or refused (the settings a resume
     must share: :func:`astrotool.ml.commands.resume_settings` with ``extra``; every key but those a resume may
@@ -144,6 +156,7 @@ def train_classifier(ds, cfg, model_dir, seed: int, overwrite: bool = False, log
     tr_idx, va_idx = train_indices(ds, cfg.train_alerts), first_alerts(ds, "val")
     check_splits(ds, len(tr_idx), len(va_idx))
     train, val = load_split(ds, tr_idx), load_split(ds, va_idx)
+    warn_untrained_classes(ds, train["label"], model_dir, log)
     encoder = load_encoder(cfg, model_dir, ds) if cfg.arch == "probe" else None
     rt, settings, resume = start_training(ds, cfg, model_dir, seed, overwrite, runtime,   # a probe: its encoder's
                                           {"encoder_weights_sha256": encoder.meta.get("weights_sha256")}  # weights
