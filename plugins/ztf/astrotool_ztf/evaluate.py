@@ -100,11 +100,15 @@ def seed_groups(model_dirs) -> list[list]:
 
 def summarise(results: list[dict]) -> dict:
     """Mean and sample standard deviation (ddof = 1) over models of accuracy, macro-F1, ECE and per-class
-    recall."""
-    def stat(values):
+    recall; NaN (null in JSON) for a figure no model has (the recall of a class absent from the split)."""
+    import warnings
+
+    def stat(values):   # a class absent from the split: recall NaN for every model, its mean NaN (null in JSON)
         v = np.asarray(values, float)
-        return {"mean": float(np.nanmean(v)),
-                "std": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # "Mean of empty slice": not the user's to see
+            mean = float(np.nanmean(v)) if len(v) else float("nan")
+        return {"mean": mean, "std": float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0}
 
     names = results[0]["classification"]["class_names"]
     per = {"accuracy": [r["classification"]["accuracy"] for r in results],
