@@ -70,3 +70,55 @@ def test_absent_classes_list_the_classes_found_not_raw_label_values(ws, astro):
     err = " ".join(r.stderr.split())
     assert "the classes found: AGN, SN, VS (and " in err and "other label value(s), not mapped" in err, err
     assert "C*" not in err and "**" not in err
+
+
+def test_evaluate_of_every_model_leaves_out_damaged_weights(ws, astro):
+    """A truncated model.safetensors aborted evaluate (exit 2) after other models' reports were rewritten."""
+    models, reports = ws / "ztf" / "models", ws / "ztf" / "reports"
+    weights = models / "real4_classifier_seed1" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    r = astro("--json", "-w", ws, "ztf", "evaluate", "--dataset", "real4")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [m["model"] for m in out["models"]] == ["real4_classifier_seed0"]
+    assert any(w.startswith("left out real4_classifier_seed1: weights do not match") for w in out["warnings"]), out
+    report = reports / "real4_classifier_seed0_real4_test_evaluate.json"
+    before = report.stat().st_mtime_ns
+    # named with --model: refused before any report is written
+    err = _error(astro("-w", ws, "ztf", "evaluate", "--dataset", "real4", "--model", "real4_classifier_seed0",
+                       "--model", "real4_classifier_seed1"))
+    assert str(weights) in err and "truncated or damaged" in err, err
+    assert report.stat().st_mtime_ns == before
+
+
+def test_evaluate_of_a_named_model_scores_the_set_it_was_trained_on(ws, astro):
+    """Without --dataset it scored ztf.train.dataset (sim: none here, exit 2), not the model's set."""
+    r = astro("--json", "-w", ws, "ztf", "evaluate", "--model", "real4_classifier_seed0")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["dataset"] == "real4"
+    assert "scoring on the set real4, the one real4_classifier_seed0 was trained on" in " ".join(r.stderr.split())
+    # --dataset and ztf.evaluate.dataset still choose
+    err = _error(astro("-w", ws, "--set", "ztf.evaluate.dataset=nosuch", "ztf", "evaluate", "--model",
+                       "real4_classifier_seed0"))
+    assert "nosuch" in err
+
+
+def test_evaluate_of_seeds_with_a_class_absent_from_the_split_is_quiet_in_json_logs(ws, astro):
+    """numpy's `RuntimeWarning: Mean of empty slice` (the mean recall of a class no object holds) reached
+    stderr, a line that is not JSON under --log-format json."""
+    r = astro("--json", "--log-format", "json", "-w", ws, "ztf", "evaluate", "--dataset", "real4")
+    assert r.returncode == 0, r.stderr
+    assert "RuntimeWarning" not in r.stderr
+    for line in r.stderr.splitlines():
+        json.loads(line)
+    [summary] = json.loads(r.stdout)["summary"]
+    assert summary["recall"]["asteroid"]["mean"] is None and summary["models"] == 2
+
+
+def test_train_says_the_global_seed_is_not_used_with_seeds(ws, astro):
+    """--seed was silently ignored when --seeds was given."""
+    r = astro("-w", ws, "--seed", 5, "ztf", "train", "--dataset", "real4", "--epochs", 1, "--seeds", "0")
+    assert r.returncode == 0, r.stderr
+    assert "--seed 5 is not used: --seeds (ztf.train.seeds) 0 gives each model its own seed" in r.stderr
+    r = astro("-w", ws, "ztf", "train", "--dataset", "real4", "--epochs", 1, "--seeds", "0")
+    assert r.returncode == 0 and "is not used" not in r.stderr

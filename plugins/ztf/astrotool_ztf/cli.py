@@ -276,6 +276,9 @@ def train(
     rt.launch()
     if not rt.is_global_zero:
         ctx.mark_copy()
+    elif cfg.seeds and ctx.options.seed is not None:   # each model takes its seed of the list, none the global one
+        ctx.log.warning("--seed %s is not used: --seeds (ztf.train.seeds) %s gives each model its own seed; leave "
+                        "--seed out, or put it in --seeds", ctx.options.seed, ",".join(map(str, cfg.seeds)))
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, no_dataset())
     base = cfg.model or f"{ds.name}_{cfg.arch}"
     runs = [(s, f"{base}_seed{s}") for s in cfg.seeds] if cfg.seeds else [(mc.run_seed(ctx, None), base)]
@@ -321,12 +324,46 @@ def _seen_objects(ctx, meta: dict, ds, split: str) -> str | None:
     return f"{len(seen)} of {len(objects)}" if seen else None
 
 
+def _scored_set(ctx, sections, model_dirs) -> str:
+    """The prepared set ``evaluate`` scores: ``--dataset`` (``ztf.evaluate.dataset``), else the set the models
+    named with ``--model`` were trained on when they share one that the workspace holds, else
+    ``ztf.train.dataset``; an info line names it and why."""
+    from astrotool.errors import InputError
+    from astrotool.ml.checkpoint import read_meta
+    from astrotool_ztf import NAME, PREPARED
+
+    if sections.evaluate.dataset:
+        return sections.evaluate.dataset
+    fallback = sections.train.dataset
+    if not model_dirs:
+        return fallback
+    names = set()
+    for d in model_dirs:
+        try:
+            meta = read_meta(d)
+        except InputError:   # said where the model is checked
+            return fallback
+        ident = (meta.get("settings") or {}).get("dataset")
+        names.add(ident.get("name") if isinstance(ident, dict) else (meta.get("training") or {}).get("dataset"))
+    (own,) = names if len(names) == 1 else (None,)
+    models = ", ".join(d.name for d in model_dirs)
+    if isinstance(own, str) and own and (ctx.workspace.stage(NAME, PREPARED) / own).is_dir():
+        ctx.log.info("scoring on the set %s, the one %s %s trained on (--dataset to score on another)", own,
+                     models, "was" if len(model_dirs) == 1 else "were")
+        return own
+    why = ("were trained on different sets" if len(names) > 1 else
+           f"{'was' if len(model_dirs) == 1 else 'were'} trained on the set {own}, no longer in the workspace"
+           if isinstance(own, str) and own else f"record{'s' if len(model_dirs) == 1 else ''} no training set")
+    ctx.log.info("scoring on the set %s (ztf.train.dataset): %s %s", fallback, models, why)
+    return fallback
+
+
 @app.command()
 def evaluate(
     models: List[str] = typer.Option(None, "--model", help="Model name or folder; repeat for several (seeds). "
                                                            "Default: every model of --dataset."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: "
-                                                                  "ztf.train.dataset)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: the "
+                                                                  "model's; without --model ztf.train.dataset)."),
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test (first alerts)."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Temporal models: the single-alert "
                                                                     "classifier to compare with (default: "
@@ -342,8 +379,10 @@ def evaluate(
     deviation, ddof = 1, of each figure over each group of models trained alike
     but for the seed, the group's models in `of`), `autoencoders` (a row per
     autoencoder) and `temporal` (per temporal model, a row per number of alerts). Without --model, the models of
-    the set (<dataset>_*, trained on a set of that name) that do not fit it are
-    left out with a warning. Writes
+    the set (<dataset>_*, trained on a set of that name) that do not fit it
+    (unfinished, damaged weights, other classes or crop) are left out with a
+    warning. With --model and no --dataset, the set the models were trained
+    on is scored. Writes
     ztf/reports/<model>_<dataset>_<split>_evaluate.json, _confusion.png
     (normalised) and _reliability.png. An unfinished checkpoint is refused.
     """
@@ -352,7 +391,7 @@ def evaluate(
     import numpy as np
 
     from astrotool.errors import InputError
-    from astrotool.ml.checkpoint import read_meta
+    from astrotool.ml.checkpoint import load_checkpoint, read_meta
     from astrotool.workspace import write_json_atomic
     from astrotool_ztf import MODELS, NAME, PREPARED, REPORTS
     from astrotool_ztf.autoencoder import clustering_accuracy, latents
@@ -371,17 +410,18 @@ def evaluate(
         ctx.log.warning("%s", message)
         warnings.append(message)
 
-    sections = ctx.section(NAME, {"train.dataset": dataset, "evaluate.split": split})
-    cfg, split = sections.train, sections.evaluate.split
+    sections = ctx.section(NAME, {"evaluate.dataset": dataset, "evaluate.split": split})
+    split = sections.evaluate.split
     dev = mc.runtime(ctx, device=device).accelerator
-    ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, no_dataset())
+    named = [_model(ctx, m) for m in models] if models else []
+    ds = mc.open_dataset(ctx, NAME, PREPARED, _scored_set(ctx, sections, named), StampDataset, no_dataset())
     base = _model(ctx, baseline, "--baseline") if baseline else None   # a trained model, or InputError
     if base is not None and read_meta(base)["architecture"]["name"] not in CLASSIFIERS:
         kind = "a temporal model" if read_meta(base)["architecture"]["name"] == TEMPORAL else "an autoencoder"
         raise InputError("--baseline", f"{base.name} is {kind}, not a single-alert classifier: the baseline of a "
                                        "temporal model is a classifier or a probe (train --arch classifier|probe)")
     if models:
-        dirs = [_model(ctx, m) for m in models]
+        dirs = named
         twice = sorted({d.name for d in dirs if [e.resolve() for e in dirs].count(d.resolve()) > 1})
         if twice:
             raise InputError("--model", f"{', '.join(twice)} given more than once (each model is scored once)")
@@ -411,6 +451,7 @@ def evaluate(
             mc.check_trained_on(probe_encoder_dataset(meta, d), ds, f"{encoder} (the encoder of {d.name})",
                                 remedy=f"train the autoencoder {encoder} on it (--overwrite), then the probe")
         (temperature if arch in CLASSIFIERS else check_finished)(meta, d)
+        load_checkpoint(d)   # damaged weights (truncated, SHA-256 differs): before any report is written
 
     verdicts: dict = {}
 

@@ -148,6 +148,8 @@ class EvaluateConfig(Section):
     """``[ztf.evaluate]``: what ``astro ztf evaluate`` scores."""
 
     split: Literal["train", "val", "test"] = Field("test", description="the split scored (first alerts)")
+    dataset: str = Field("", description="prepared set scored, name or folder (default: with --model, the set "
+                                         "the models were trained on; else ztf.train.dataset)")
 
 
 class PredictConfig(Section):
