@@ -53,10 +53,15 @@ def check_onnx(path: str | Path, meta: dict) -> None:
     Raises
     ------
     astrotool.errors.InputError
-        No such file (export it first), or its metadata names other weights.
+        No such file (export it first), or its metadata names other weights (the U-Net was retrained since:
+        a U-Net has no calibration, which the core's message for any model also names).
     """
-    from astrotool.ml.export import check_onnx_weights
+    from astrotool.errors import InputError
+    from astrotool.ml.export import check_onnx_weights, onnx_metadata
 
+    if Path(path).is_file() and onnx_metadata(path).get("weights_sha256") != meta.get("weights_sha256"):
+        raise InputError(path, "exported from other weights than the checkpoint beside it (the U-Net was "
+                               "retrained since); run `astro lens kappa export` again")
     check_onnx_weights(path, meta, "astro lens kappa export")
 
 
