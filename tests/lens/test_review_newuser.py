@@ -88,3 +88,22 @@ def test_failed_kappa_data_leaves_no_folder_and_baseline_names_the_command(tmp_p
     assert code == 2 and (ws / "lens" / "kappa" / "data" / "t_nan" / "shard00000_arrays.h5").is_file()
     code, _, err = run(capsys, ws, "lens", "kappa", "baseline", "--dataset", "t_nan")
     assert code == 2 and "an unfinished data set" in err and "`astro lens kappa data`" in err, err
+
+
+def test_measure_validate_predict_and_evaluate_tables_name_their_command(ws, capsys):
+    from astrotool.io.tables import parquet_provenance
+
+    pred = ws / "lens" / "predictions"
+    for args, table, command in ((("lens", "measure", "--dataset", "g", "--methods", "KSB"), "g_hsm.parquet",
+                                  "lens measure"),
+                                 (("lens", "validate", "f3", "--method", "KSB"), "f3_hsm.parquet", "lens validate"),
+                                 (("lens", "predict", "g", "--model", "m", "--name", "own"), "own_m.parquet",
+                                  "lens predict")):
+        code, _, err = run(capsys, ws, *args)
+        assert code == 0, err
+        # before: command '' (only lens generate's truth table named its command)
+        assert parquet_provenance(pred / table)["command"] == command
+    code, out, err = run(capsys, ws, "lens", "evaluate", "--model", "m", "--dataset", "g", "--split", "all",
+                         "--classical", "", "--no-plots")
+    assert code == 0, err
+    assert parquet_provenance(json.loads(out)["predictions"])["command"] == "lens evaluate"

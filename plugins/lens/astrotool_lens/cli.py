@@ -644,7 +644,7 @@ def predict(
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
                                                  "response": pc.response, "engine": pred.engine},
-                  units=units, descriptions=descriptions)
+                  units=units, descriptions=descriptions, command=ctx.command)
     mc.record(ctx, inputs=[inputs, runner if pc.engine == "onnxruntime" else mdir], outputs=[out])
     summary = {"input": str(inputs), "model": mdir.name, "n": int(len(cols["g1"])), "output": str(out)}
     if not metacal:

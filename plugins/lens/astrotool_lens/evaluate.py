@@ -483,6 +483,7 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     from astrotool.ml.commands import check_trained_on
     from astrotool.workspace import write_json_atomic
     from astrotool_lens.config import MeasureConfig
+    from astrotool_lens.measure import running_command
     from astrotool_lens.model import apply_calibration, calibration_in_use, load_estimator, predict_array
     from astrotool_lens.predict import PREDICTION_COLUMNS
     from astrotool_lens.train import dataset_inputs
@@ -527,7 +528,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
                             "raw_g2": raw[:, 1], "true_g1": g1, "true_g2": g2,
                             "flag": (error != "").astype(np.int8), "error": error}), pred_path,
                   metadata={"dataset": ds.stem, "model": mname, "subset": subset, "symmetrize": cfg.symmetrize,
-                            "calibration": calibration}, descriptions=PREDICTION_COLUMNS)
+                            "calibration": calibration}, descriptions=PREDICTION_COLUMNS,
+                  command=running_command("lens evaluate"))
     n_flagged = int(np.count_nonzero(error != ""))
     if n_flagged == len(error) and len(error):   # nothing to score: the input is bad
         from astrotool.errors import AstroError

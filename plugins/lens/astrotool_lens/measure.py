@@ -724,6 +724,15 @@ def measure_inputs(inp, cfg: MeasureConfig, out_path: str | Path, *, mapper: Cal
                         started=started, before=before, measured=_log_problems(done))
 
 
+def running_command(default: str) -> str:
+    """The running command (``"lens validate"``), for the provenance of a table it writes; ``default`` outside
+    the command line (a library call)."""
+    from astrotool.context import current
+
+    command = current().command
+    return default if command == "astro" else command
+
+
 def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, facts: dict, identity: dict,
                  source, extra: dict | None = None, add: bool = False, *, started: float,
                  before: tuple | None, measured: int = 0) -> dict:
@@ -786,7 +795,7 @@ def _write_table(parts: list[str], cfg: MeasureConfig, out_path: str | Path, fac
     described = {"index": "row of the stamp in the dataset or input", **hsm_descriptions(methods),
                  **metacal.DESCRIPTIONS, **fpfs.DESCRIPTIONS, **_input_columns()}
     units = {**metacal.UNITS, **fpfs.UNITS}
-    write_parquet(pa.table(ordered), out_path, metadata=meta,
+    write_parquet(pa.table(ordered), out_path, metadata=meta, command=running_command("lens measure"),
                   units={k: v for k, v in units.items() if k in ordered},
                   descriptions={k: v for k, v in described.items() if k in ordered})
     _remove_parts(out_path, parts, started)
