@@ -131,11 +131,46 @@ DESCRIPTIONS = {
     "jdendhist": "Julian date of the last detection", "fid": "filter: 1 g, 2 r, 3 i",
     "magpsf": "PSF-fit magnitude in the difference image", "isdiffpos": "positive subtraction (science - template)",
     "ra": "right ascension (J2000)", "dec": "declination (J2000)",
+    "schemavsn": "alert schema version", "pid": "processing ID of the science image",
+    "sigmapsf": "1-sigma uncertainty of magpsf",
+    "diffmaglim": "expected 5-sigma magnitude limit of the difference image",
+    "magap": "aperture magnitude (14 px diameter)", "sigmagap": "1-sigma uncertainty of magap",
+    "magnr": "magnitude of the nearest source in the reference image PSF catalogue",
+    "sigmagnr": "1-sigma uncertainty of magnr",
+    "distnr": "distance to the nearest source in the reference image PSF catalogue",
+    "chinr": "DAOPhot chi of the nearest source in the reference image PSF catalogue",
+    "sharpnr": "DAOPhot sharp of the nearest source in the reference image PSF catalogue",
+    "sky": "local sky background", "fwhm": "FWHM assuming a Gaussian core (SExtractor)",
+    "classtar": "star/galaxy score of SExtractor (1: star-like)", "elong": "elongation: aimage / bimage",
+    "mindtoedge": "distance to the nearest image edge", "seeratio": "difference-image FWHM / fwhm",
+    "nneg": "negative pixels in a 5 x 5 px stamp", "nbad": "prior-tagged bad pixels in a 5 x 5 px stamp",
+    "sumrat": "sum(pixels) / sum(|pixels|) in a median-filtered 5 x 5 px stamp",
+    "rb": "real-bogus score of the random forest (0 to 1; 1: real)",
+    "drb": "real-bogus score of the deep-learning classifier (0 to 1; 1: real)",
+    "scorr": "peak-pixel signal-to-noise in the matched-filtered detection image",
+    **{f"sgscore{k}": f"star/galaxy score of the {nth} PS1 source within 30 arcsec (1: star)"
+       for k, nth in ((1, "closest"), (2, "second closest"), (3, "third closest"))},
+    **{f"distpsnr{k}": f"distance to the {nth} PS1 source within 30 arcsec"
+       for k, nth in ((1, "closest"), (2, "second closest"), (3, "third closest"))},
+    "srmag1": "r-band PSF magnitude of the closest PS1 source within 30 arcsec",
+    "ndethist": "detections within 1.5 arcsec since the survey began (same field and readout channel, S/N >= 3)",
+    "ncovhist": "times the position fell on any field and readout channel since the survey began",
+    "ssdistnr": "distance to the nearest known solar system object within 30 arcsec",
+    "ssmagnr": "magnitude of the nearest known solar system object within 30 arcsec (MPC, usually V)",
+    "ssnamenr": "name of the nearest known solar system object within 30 arcsec (MPC)",
+    "neargaia": "distance to the closest Gaia DR1 source within 90 arcsec",
+    "neargaiabright": "distance to the closest Gaia DR1 source brighter than 14 mag within 90 arcsec",
+    "maggaia": "Gaia G magnitude of the closest Gaia DR1 source within 90 arcsec",
+    "magzpsci": "magnitude zero point of the science image", "field": "ZTF field ID",
+    "rcid": "readout channel ID (0 to 63)", "programid": "program ID: 1 public, 2 partnership, 3 Caltech",
+    "xpos": "x position of the candidate in the image", "ypos": "y position of the candidate in the image",
+    "rfid": "processing ID of the reference image", "tooflag": "1: a target-of-opportunity exposure",
     "n_prv_candidates": "entries of the alert's history", "n_prv_detections": "history entries with a detection",
     "prv_candidates": "history: JSON list of {" + ", ".join(n for n, _ in HISTORY_FIELDS)
                       + "}; jd [d], magpsf, sigmapsf, diffmaglim [mag]",
 }
-"""Column descriptions of the alert table (``TCOMM``-like; shown by astropy and TOPCAT)."""
+"""Column descriptions of the alert table (``TCOMM``-like; shown by astropy and TOPCAT), after the ZTF alert
+schema's ``candidate`` documentation (units in :data:`UNITS`)."""
 
 
 def column_metadata(columns, descriptions: dict | None = None) -> dict:
