@@ -107,3 +107,13 @@ def test_measure_validate_predict_and_evaluate_tables_name_their_command(ws, cap
                          "--classical", "", "--no-plots")
     assert code == 0, err
     assert parquet_provenance(json.loads(out)["predictions"])["command"] == "lens evaluate"
+
+
+def test_train_help_says_what_val_rmse_is_measured_against(capsys):
+    from astrotool.cli import main
+
+    main(["lens", "train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # before: val_rmse_g1/g2 unexplained, though evaluate's rmse_g1 is against the true shear
+    assert "val_rmse_g1, val_rmse_g2 are the validation error against the training target" in text
+    assert "not against the true shear" in text
