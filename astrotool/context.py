@@ -327,8 +327,24 @@ class Context:
                 if self.command != "init":  # a typo in -w would go unseen
                     self.log.warning("workspace %s did not exist: created it (`astro init %s` also makes its "
                                      "stage folders and astro.toml)", ws.root, ws.root)
+            self._warn_inside_workspace(ws)
             self._workspace = ws
         return self._workspace
+
+    def _warn_inside_workspace(self, ws) -> None:
+        """Warn when the workspace is the current folder (no ``-w``, no ``$ASTRO_WORKSPACE``), which holds no
+        ``astro.toml``, inside a folder that does: a command run from a workspace's subfolder (``dre/``) makes a
+        second workspace there, without the first one's configuration."""
+        from astrotool.workspace import WORKSPACE_FILE
+
+        if self.options.workspace is not None or os.environ.get("ASTRO_WORKSPACE") is not None \
+                or self.command == "init" or (ws.root / WORKSPACE_FILE).exists():
+            return
+        outer = next((p for p in ws.root.parents if (p / WORKSPACE_FILE).is_file()), None)
+        if outer is not None:
+            self.log.warning("the workspace is the current folder %s, inside the workspace %s: its outputs go here "
+                             "and %s is not read; give `-w %s` to use that one", ws.root, outer,
+                             outer / WORKSPACE_FILE, outer)
 
     @property
     def record(self):

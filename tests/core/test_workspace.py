@@ -269,6 +269,21 @@ def test_empty_workspace_is_refused_and_a_missing_one_named_when_created(astro, 
     assert r.returncode == 0 and "did not exist" not in r.stderr, r.stderr
 
 
+def test_a_command_run_in_a_workspaces_subfolder_says_where_its_outputs_go(astro, toy, tmp_path):
+    """Run from a workspace's subfolder (`cd ws/dre`), a command made a second workspace there, without the
+    first one's astro.toml, and said nothing."""
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "init", pythonpath=toy).returncode == 0
+    (ws / "sub").mkdir()
+    r = astro("toy", "run", "--count", "1", cwd=ws / "sub", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert (f"the workspace is the current folder {ws / 'sub'}, inside the workspace {ws}: its outputs go here and "
+            f"{ws / 'astro.toml'} is not read; give `-w {ws}` to use that one") in " ".join(r.stderr.split())
+    for args, cwd in ((["-w", ws / "sub"], tmp_path), ([], ws)):     # asked for, or the workspace itself: no word
+        r = astro(*args, "toy", "run", "--count", "1", cwd=cwd, pythonpath=toy)
+        assert r.returncode == 0 and "inside the workspace" not in r.stderr, r.stderr
+
+
 def test_whole_outputs_are_the_finished_visible_files_of_an_item(tmp_path):
     """What a stopped item's record lists: files and folders it finished, a folder as its files; not hidden
     records, not files of a folder it had not swapped in yet, not what is gone since."""
