@@ -18,6 +18,17 @@ def test_help_lists_every_plugin_and_core_command(astro):
         assert f"\n  {name} " in r.stdout or f"│ {name} " in r.stdout, f"{name} missing from help"
 
 
+def test_demo_help_names_every_installed_demo_step(astro):
+    """`astro demo --help` showed `--only NAME[,NAME...]` without the names (they came only after a typo)."""
+    from astrotool.plugins import Registry
+
+    r = astro("demo", "--help")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.replace("│", " ").split()).replace("- ", "-")   # rich wraps "lens-kappa" as "lens- kappa"
+    steps = [step.name for _, step in Registry().demo_steps()]
+    assert len(steps) == 5 and all(re.search(rf"[ ,]{re.escape(n)}[ ,]", text) for n in steps), (steps, text)
+
+
 def test_help_imports_no_heavy_library():
     code = ("import sys; from astrotool.cli import main; rc = main(['--help']); "
             f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])")
