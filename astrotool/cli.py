@@ -296,7 +296,8 @@ class RootGroup(TyperGroup):
 
 SYNONYMS = {"check": ("validate",), "lint": ("validate",), "verify": ("validate",), "list": ("show", "status"),
             "ls": ("status",), "info": ("status", "show"), "run-all": ("run",),
-            "analyze": ("evaluate",), "analyse": ("evaluate",), "score": ("evaluate",), "test": ("evaluate",)}
+            "analyze": ("evaluate",), "analyse": ("evaluate",), "score": ("evaluate",), "test": ("evaluate",),
+            "evaluate": ("score",)}
 """Words a user may try for a command of another name (``astro config check``: ``validate``)."""
 
 

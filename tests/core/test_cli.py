@@ -418,6 +418,7 @@ def test_the_shell_completes_the_values_of_global_options(astro, words, expected
     (("config", "check", "x.toml"), "No such command 'check'. Did you mean 'validate'?"),
     (("help",), "No such command 'help'. Use --help"),
     (("plato", "analyze"), "No such command 'analyze'. Did you mean 'evaluate'?"),   # Panopticon's word
+    (("lens", "kappa", "evaluate"), "No such command 'evaluate'. Did you mean 'score'?"),   # lens evaluate's word
     (("config", "show", "dre.fti"), "[dre] has no table or key 'fti'; did you mean 'fit'?"),
     (("config", "show", "dr"), "unknown section 'dr'; did you mean 'dre'?"),
     (("config", "show", "dre.fit.nosuch"), "(its tables: error_floor; its keys: backend, batch_size,"),  # not tables
