@@ -44,6 +44,33 @@ def test_evaluate_keeps_the_test_and_the_all_report_apart(ws, capsys):
     assert (rep / "g_m_pred-vs-true.png").is_file() and not (rep / "g_m_all_pred-vs-true.png").exists()
 
 
+def test_evaluate_all_removes_a_report_of_every_stamp_under_the_test_name(ws, capsys):
+    rep = ws / "lens" / "reports"
+    rep.mkdir(parents=True, exist_ok=True)
+    ev = ["-v", "lens", "evaluate", "--model", "m", "--dataset", "g", "--classical", "", "--split", "all",
+          "--no-plots"]
+    # before the all run had a name of its own, it wrote g_m_metrics.json (subset all) and g_m_*.png
+    (rep / "g_m_metrics.json").write_text(json.dumps({"dataset": "g", "model": "m", "subset": "all"}))
+    (rep / "g_m_pred-vs-true.png").write_bytes(b"old")
+    (rep / "g_m_nosym_metrics.json").write_text(json.dumps({"dataset": "g", "model": "m", "subset": "all"}))
+    code, out, err = run(capsys, ws, *ev)
+    assert code == 0, err
+    assert not (rep / "g_m_metrics.json").exists() and not (rep / "g_m_pred-vs-true.png").exists()
+    assert "removed" in err and "g_m_metrics.json" in err
+    assert (rep / "g_m_nosym_metrics.json").is_file()       # another mode's: left to a run in that mode
+    assert json.loads((rep / "g_m_all_metrics.json").read_text())["subset"] == "all"
+    # a test split's report under that name is kept
+    test = {"dataset": "g", "model": "m", "subset": "test"}
+    (rep / "g_m_metrics.json").write_text(json.dumps(test))
+    code, out, err = run(capsys, ws, *ev)
+    assert code == 0, err
+    assert json.loads((rep / "g_m_metrics.json").read_text()) == test and "removed" not in err
+    (rep / "g_m_metrics.json").unlink()
+    code, out, err = run(capsys, ws, *ev[:-3], "--split", "all", "--no-plots", "--no-symmetrize")
+    assert code == 0, err
+    assert not (rep / "g_m_nosym_metrics.json").exists()
+
+
 def test_evaluate_warns_of_a_cnn_that_does_not_respond_to_shear(ws, capsys):
     code, out, err = run(capsys, ws, "lens", "evaluate", "--model", "m", "--dataset", "g", "--split", "all",
                          "--classical", "", "--no-plots")
@@ -116,4 +143,6 @@ def test_train_help_says_what_val_rmse_is_measured_against(capsys):
     text = " ".join(capsys.readouterr().out.split())
     # before: val_rmse_g1/g2 unexplained, though evaluate's rmse_g1 is against the true shear
     assert "val_rmse_g1, val_rmse_g2 are the validation error against the training target" in text
-    assert "not against the true shear" in text
+    assert "with --target ellipticity (the default) the lensed ellipticity obs_g1, obs_g2" in text
+    assert "not the true shear that evaluate's rmse_g1, rmse_g2 use" in text
+    assert "with --target shear the true shear g1, g2" in text      # before: 'not against the true shear' alone

@@ -58,7 +58,7 @@ def test_dataset_dot_names_outputs_by_the_folder(ws, capsys, monkeypatch):
                          "--no-plots", "--classical", "")
     assert code == 0, err
     assert json.loads(out)["dataset"] == "g" and (rep / "g_m_all_metrics.json").is_file()
-    assert not (rep / "_m_metrics.json").exists()
+    assert not (rep / "_m_all_metrics.json").exists() and not (rep / "_m_metrics.json").exists()
     code, out, err = run(capsys, ws, *TRAIN, "--dataset", ".")
     assert code == 0, err
     res = json.loads(out)

@@ -284,9 +284,9 @@ def train(
     """Train the CNN shear estimator; checkpoints (safetensors + JSON) in lens/models/<model>/.
 
     The loss curves go to lens/reports/<model>_history.png (docs: lens, Training the CNN).
-    val_rmse_g1, val_rmse_g2 are the validation error against the training target (--target
-    ellipticity, the default: the lensed ellipticity obs_g1, obs_g2, shape noise included), not
-    against the true shear as evaluate's rmse_g1, rmse_g2.
+    val_rmse_g1, val_rmse_g2 are the validation error against the training target: with --target
+    ellipticity (the default) the lensed ellipticity obs_g1, obs_g2, shape noise included, not the
+    true shear that evaluate's rmse_g1, rmse_g2 use; with --target shear the true shear g1, g2.
     Re-running with the same settings resumes from lens/models/<model>/last (more --epochs train on);
     other settings are refused (exit 2); --overwrite starts afresh.
     Where it trains comes from the [ml] section (--device, --precision, --devices,

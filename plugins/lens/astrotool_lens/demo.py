@@ -64,7 +64,8 @@ def run(ctx) -> list[str]:
     ec = EvaluateConfig(classical=["REGAUSS", "KSB"], split="all", plots=True)
     rep = evaluate(ShearDataset(shear / "demo_fields"), mdir, ec, ws.stage("lens", "predictions"),
                    ws.stage("lens", "reports"), mapper=ctx.map, measure_cfg=cfg.measure,
-                   overwrite=True)   # the demo's own table of its own fields: measured again with other settings
+                   overwrite=True,   # the demo's own table of its own fields: measured again with other settings
+                   min_response=cfg.calibrate.min_response)
     t_eval = time.perf_counter() - t2
 
     lines = [

@@ -430,7 +430,7 @@ def hsm_estimates(ds, path: Path, cfg, mapper, log=None, overwrite: bool = False
 
 def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path, *, mapper,
              hsm_table: Path | None = None, measure_cfg=None, log=None, overwrite: bool = False,
-             explicit_calibrated: bool = False, device: str = "cpu", min_response: float = 0.1) -> dict:
+             explicit_calibrated: bool = False, device: str = "cpu", min_response: float | None = None) -> dict:
     """Score the CNN and the classical estimators on the same stamps.
 
     Parameters
@@ -598,6 +598,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     }
     report_path = Path(reports_dir) / f"{stem}_metrics.json"
     write_json_atomic(report_path, report)
+    if subset != "test":
+        remove_old_report(Path(reports_dir), ds.stem, mname, subset, mode, log)
     report["report"] = str(report_path)
     return report
 
@@ -609,12 +611,41 @@ def report_stem(dataset: str, model: str, subset: str, mode: str = "") -> str:
     return f"{dataset}_{model}{'' if subset == 'test' else '_' + subset}{mode}"
 
 
-def response_notes(results: dict, model: str, name: str = "CNN", min_response: float = 0.1) -> list[str]:
+def remove_old_report(reports_dir: Path, dataset: str, model: str, subset: str, mode: str = "",
+                      log=None) -> Path | None:
+    """Remove the test split's name, ``<dataset>_<model><mode>_metrics.json``, and its plots when the report
+    there says ``subset`` (not ``test``): one of every stamp written before such reports had a name of their
+    own (:func:`report_stem`), which would now read as the test split's. A test split's report, or one that
+    cannot be read, is kept. Returns the path removed, if any."""
+    import json
+
+    stem = report_stem(dataset, model, "test", mode)
+    path = reports_dir / f"{stem}_metrics.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or old.get("subset") != subset:
+        return None
+    path.unlink(missing_ok=True)
+    for name in ("pred-vs-true", "bias-vs-snr", "bias-vs-hlr"):
+        (reports_dir / f"{stem}_{name}.png").unlink(missing_ok=True)
+    if log:
+        log.info("removed %s and its plots: a report of subset %r written before that subset's reports were "
+                 "named %s_metrics.json", path, subset, report_stem(dataset, model, subset, mode))
+    return path
+
+
+def response_notes(results: dict, model: str, name: str = "CNN", min_response: float | None = None) -> list[str]:
     """A note when the raw CNN (``results[name]``) hardly responds to shear: a fitted ``1 + m1`` or ``1 + m2``
     below ``min_response`` (``lens.calibrate.min_response``; :func:`astrotool_lens.calibrate.low_response`,
     the test ``calibrate`` refuses a fit with). None without finite m (fewer than 3 fields)."""
     from astrotool_lens.calibrate import low_response
 
+    if min_response is None:
+        from astrotool_lens.config import CalibrateConfig
+
+        min_response = CalibrateConfig().min_response
     r = results.get(name)
     if r is None or not (np.isfinite(r["m1"]) and np.isfinite(r["m2"])):
         return []
