@@ -370,9 +370,7 @@ def _cell(value) -> str:
 
     if value is None:
         return ""
-    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
-        value = value.item()  # numpy's bool_ too
-    if isinstance(value, bool):
+    if isinstance(value, bool) or type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
         return "true" if value else "false"
     if isinstance(value, (dict, list, tuple)):
         return to_json(value)

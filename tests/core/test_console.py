@@ -202,9 +202,10 @@ def test_a_truth_value_is_written_as_json_writes_it(capsys):
 
     from astrotool import console
 
-    console.emit({"skipped": False, "stopped_early": np.bool_(True), "n": 0})
+    console.emit({"skipped": False, "stopped_early": np.bool_(True), "n": 0, "x": np.float32(0.1)})
     console.emit([{"a": True, "b": 1}])
-    assert capsys.readouterr().out == "key\tvalue\nskipped\tfalse\nstopped_early\ttrue\nn\t0\na\tb\ntrue\t1\n"
+    assert capsys.readouterr().out == ("key\tvalue\nskipped\tfalse\nstopped_early\ttrue\nn\t0\nx\t0.1\n"
+                                       "a\tb\ntrue\t1\n")   # a float32 as numpy prints it
 
 
 def test_piped_status_is_tab_separated_rows_and_comment_lines(tmp_path, capsys):
