@@ -18,7 +18,7 @@ def test_the_kappa_step_is_registered_right_after_the_lens_step():
     assert names[names.index("lens") + 1] == "lens-kappa"
 
 
-def test_demo_step_scores_and_ranks_ks_wiener_and_the_unet(tmp_path):
+def test_demo_step_scores_and_ranks_ks_wiener_and_the_unet(tmp_path, monkeypatch):
     import torch
 
     from astrotool.context import Context
@@ -27,8 +27,14 @@ def test_demo_step_scores_and_ranks_ks_wiener_and_the_unet(tmp_path):
     from astrotool.console import results_muted
 
     threads = torch.get_num_threads()
-    with results_muted():   # as `astro demo` runs it: the score lines it quotes are captured all the same
-        lines = run(Context.create(tmp_path), n=40, size=32, epochs=1, width=4)
+    ctx = Context.create(tmp_path)
+    seen = []
+    info = ctx.log.info
+    monkeypatch.setattr(ctx.log, "info", lambda msg, *a, **k: (seen.append(msg % a if a else msg), info(msg, *a, **k)))
+    with results_muted():   # as `astro demo` runs it
+        lines = run(ctx, n=40, size=32, epochs=1, width=4)
+    # the score lines are quoted once, in the summary, not logged by score as well (before: twice)
+    assert seen and not any("ranking on WMAPE" in m or m.startswith("report:") for m in seen), seen
     assert torch.get_num_threads() == threads
     kappa = tmp_path / "lens/kappa"
     report = json.loads((kappa / "reports/demo_test_score.json").read_text())
@@ -46,3 +52,5 @@ def test_demo_step_scores_and_ranks_ks_wiener_and_the_unet(tmp_path):
     for r in runs:
         assert any(line.strip().startswith(f"{r}: WMAPE") for line in lines)
     assert any("ranking on WMAPE, DICEE, DPEAKS" in line for line in lines)
+    reports = [line.strip() for line in lines if line.strip().startswith("report:")]
+    assert reports == [f"report: {kappa / 'reports/demo_test_score.json'}"]

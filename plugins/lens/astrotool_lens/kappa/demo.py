@@ -103,8 +103,9 @@ def _run(ctx, n: int, size: int, epochs: int, width: int) -> list[str]:
     t_pred = time.perf_counter() - t3
 
     report, _ = _quiet(score_command, ctx, kappa({"score.truth": NAME, "score.split": "test",
-                                                  "score.name": f"{NAME}_test"}), [ks, wiener, unet])
-    scored = summary_lines(report)
+                                                  "score.name": f"{NAME}_test"}), [ks, wiener, unet],
+                       log_summary=False)   # quoted below, once
+    scored = summary_lines(report) + [f"report: {ctx.workspace.stage('lens', 'kappa/reports') / NAME}_test_score.json"]
 
     splits = data.get("splits", {})
     lines = [

@@ -583,7 +583,8 @@ def _check_same_source(label: str, folder: Path, info: dict | None, truth) -> No
                                  "(astro lens kappa predict or baseline, --overwrite)")
 
 
-def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, split_given: bool = False) -> dict:
+def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, split_given: bool = False,
+                  log_summary: bool = True) -> dict:
     """``astro lens kappa score``: score prediction folders against the truth, rank them, write the report.
 
     Parameters
@@ -600,6 +601,8 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, s
     split_given : bool
         ``--split`` was given on the command line: refused (exit 2) for a truth
         without splits (a folder, a tarball).
+    log_summary : bool
+        Log :func:`summary_lines` and the report's path (off: ``astro demo`` quotes them itself).
 
     Returns
     -------
@@ -699,9 +702,10 @@ def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, s
         sys.stdout.write("\n")
         sys.stdout.flush()
         return doc
-    for line in summary_lines(doc):   # the prose is logged (stderr); stdout gets the table
-        ctx.log.info("%s", line)
-    ctx.log.info("report: %s", path)
+    if log_summary:
+        for line in summary_lines(doc):   # the prose is logged (stderr); stdout gets the table
+            ctx.log.info("%s", line)
+        ctx.log.info("report: %s", path)
     ctx.emit(summary_rows(out_runs, ranking))   # one row per run: a table, tab-separated when piped
     return doc
 
@@ -735,14 +739,16 @@ def summary_lines(doc: dict) -> list[str]:
     return lines
 
 
-SUMMARY_KEYS = ("wmape", "wmape_zeros", "dicee", "dpeaks", "dpeak1", "mse", "pearson", "ssim", "chi2", "truth_chi2")
-"""The mean scores ``astro lens kappa score`` prints per run (``chi2``, ``truth_chi2`` only with the input
-ellipticities at hand; all of them per map: ``--json`` and the report)."""
+SUMMARY_KEYS = ("wmape", "dicee", "dpeaks", "dpeak1", "mse", "pearson", "ssim", "chi2")
+"""The mean scores ``astro lens kappa score`` prints per run (``chi2`` only with the input ellipticities at
+hand; all of them per map: ``--json`` and the report). The truth's own ``wmape_zeros`` and ``truth_chi2``,
+the same for every run of a call, are left to the log line of each run and to ``--json``: a table of 13
+columns at most."""
 
 
 def summary_rows(runs: dict, ranking: dict | None = None) -> list[dict]:
     """One record per run: ``run``, its mean :data:`SUMMARY_KEYS` (4 significant digits) and, for several runs,
-    its Borda and Copeland scores on the Datathon metrics (``borda``, ``copeland``) and on all
+    its Borda and Copeland scores on the Datathon metrics (``borda``, ``copeland``) and on all the scores
     (``borda_all``, ``copeland_all``): the table ``astro lens kappa score`` prints."""
     def num(v):
         return float(f"{v:.4g}") if isinstance(v, float) else v
