@@ -276,8 +276,8 @@ def demo(
     directory: Path = typer.Argument(None, help="Fresh workspace folder (default: -w, else $ASTRO_WORKSPACE, else "
                                                 "./astro-demo-<utc>)."),
     only: list[str] = typer.Option(None, "--only", metavar="NAME[,NAME...]",
-                                   help="Run only these demo steps (a comma list, or the option repeated): one per plugin, "
-                                        "dre, lens, lens-kappa, plato, ztf with every plugin installed."),
+                                   help="Run only these demo steps (a comma list, or the option repeated): dre, "
+                                        "lens, lens-kappa, plato, ztf with every plugin installed."),
 ):
     """Run every plugin's demo step in a fresh workspace and summarise what it produced."""
     from astrotool.console import results_muted

@@ -24,7 +24,7 @@ def test_demo_help_names_every_installed_demo_step(astro):
 
     r = astro("demo", "--help")
     assert r.returncode == 0, r.stderr
-    text = " ".join(r.stdout.replace("│", " ").split()).replace("- ", "-")   # rich wraps "lens-kappa" as "lens- kappa"
+    text = " ".join(r.stdout.replace("│", " ").split()).replace("- ", "-")   # "lens- kappa" where rich wraps
     steps = [step.name for _, step in Registry().demo_steps()]
     assert len(steps) == 5 and all(re.search(rf"[ ,]{re.escape(n)}[ ,]", text) for n in steps), (steps, text)
 

@@ -525,7 +525,8 @@ def test_a_space_delimited_csv_with_aligned_columns_is_read(tmp_path):
     np.savetxt(tmp_path / "aligned.csv", np.c_[t, f], fmt="%14.6f %12.7f", header="    time       flux")
     with gzip.open(tmp_path / "aligned_gz.csv.gz", "wt") as out:
         out.write("   time   flux\n" + "".join(f"  {a:12.6f}    {b:.7f}\n" for a, b in zip(t, f)))
-    for name in ("aligned.csv", "aligned_gz.csv.gz"):
+    (tmp_path / "latin1.csv").write_bytes(b"# 20\xb0C\n" + (tmp_path / "aligned.csv").read_bytes())  # not UTF-8
+    for name in ("aligned.csv", "aligned_gz.csv.gz", "latin1.csv"):
         ((time, flux),) = read_curves(tmp_path / name).values()
         np.testing.assert_allclose(time, t, atol=1e-6)
         np.testing.assert_allclose(flux, f, atol=1e-7)

@@ -244,13 +244,22 @@ def _csv_layout(path: Path) -> tuple[int, str, list[str] | None]:
 
 
 def _single_spaced(path: Path):
-    """A space-delimited text file (aligned columns: runs of spaces, leading spaces) as a stream with one space
-    between fields, as :func:`_fields` reads its lines, for pyarrow, which takes every space as a delimiter."""
+    """A space-delimited text file as pyarrow, which takes every space for a delimiter, can read it: the path
+    itself, or, where a line holds runs of spaces or leading spaces (aligned columns), its bytes with one space
+    between fields, as :func:`_fields` reads its lines (any encoding: only spaces are touched)."""
     import gzip
     import io
 
-    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rt") as f:
-        return io.BytesIO("".join(" ".join(ln.split()) + "\n" for ln in f).encode())
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        if not any(b"  " in ln or ln[:1] == b" " for ln in f):
+            return path
+        f.seek(0)
+        out = io.BytesIO()
+        for ln in f:
+            out.write(b" ".join(ln.split()) + b"\n")
+    out.seek(0)
+    return out
 
 
 def _fields(line: str, delimiter: str) -> list[str]:
