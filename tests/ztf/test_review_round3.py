@@ -60,6 +60,10 @@ def test_default_classes_that_no_alert_holds_are_warned_about_by_prepare_and_tra
     err = _error(astro("-w", ws, *LABELS, "--set", 'ztf.prepare.classes=["AGN","VS","bogus"]', "ztf", "prepare",
                        "--name", "r3", "fink_simbad_part2"))
     assert "no alert of the class(es) bogus (ztf.prepare.classes)" in err, err
+    # no default class at all (no label map): the error alone, not a warning suggesting `classes = []`
+    r = astro("-w", ws, "--set", "ztf.prepare.label_column=cdsxmatch", "ztf", "prepare", "--name", "raw",
+              "fink_simbad_part2")
+    assert r.returncode == 2 and "no alert with a class in" in r.stderr and "classes = []" not in r.stderr, r.stderr
 
 
 def test_absent_classes_list_the_classes_found_not_raw_label_values(ws, astro):

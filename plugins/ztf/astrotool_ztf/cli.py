@@ -326,9 +326,11 @@ def _seen_objects(ctx, meta: dict, ds, split: str) -> str | None:
 
 def _scored_set(ctx, sections, model_dirs) -> str:
     """The prepared set ``evaluate`` scores: ``--dataset`` (``ztf.evaluate.dataset``), else the set the models
-    named with ``--model`` were trained on when they share one that the workspace holds, else
-    ``ztf.train.dataset``; an info line names it and why."""
+    named with ``--model`` were trained on when they share one that can still be found
+    (:func:`astrotool.ml.commands.trained_dataset`), else ``ztf.train.dataset`` with a warning; an info line
+    names the set chosen from the models."""
     from astrotool.errors import InputError
+    from astrotool.ml import commands as mc
     from astrotool.ml.checkpoint import read_meta
     from astrotool_ztf import NAME, PREPARED
 
@@ -337,24 +339,23 @@ def _scored_set(ctx, sections, model_dirs) -> str:
     fallback = sections.train.dataset
     if not model_dirs:
         return fallback
-    names = set()
+    stage, sets = ctx.workspace.stage(NAME, PREPARED), set()
     for d in model_dirs:
         try:
-            meta = read_meta(d)
+            training = read_meta(d).get("training") or {}
         except InputError:   # said where the model is checked
             return fallback
-        ident = (meta.get("settings") or {}).get("dataset")
-        names.add(ident.get("name") if isinstance(ident, dict) else (meta.get("training") or {}).get("dataset"))
-    (own,) = names if len(names) == 1 else (None,)
-    models = ", ".join(d.name for d in model_dirs)
-    if isinstance(own, str) and own and (ctx.workspace.stage(NAME, PREPARED) / own).is_dir():
-        ctx.log.info("scoring on the set %s, the one %s %s trained on (--dataset to score on another)", own,
-                     models, "was" if len(model_dirs) == 1 else "were")
+        sets.add(mc.trained_dataset(stage, d, training))
+    (own,) = sets if len(sets) == 1 else ("",)
+    models, were = ", ".join(d.name for d in model_dirs), "was" if len(model_dirs) == 1 else "were"
+    if own and Path(own).is_absolute() and Path(own).is_dir():
+        ctx.log.info("scoring on the set %s, the one %s %s trained on (--dataset to score on another)",
+                     Path(own).name, models, were)
         return own
-    why = ("were trained on different sets" if len(names) > 1 else
-           f"{'was' if len(model_dirs) == 1 else 'were'} trained on the set {own}, no longer in the workspace"
-           if isinstance(own, str) and own else f"record{'s' if len(model_dirs) == 1 else ''} no training set")
-    ctx.log.info("scoring on the set %s (ztf.train.dataset): %s %s", fallback, models, why)
+    why = ("were trained on different sets" if len(sets) > 1 else
+           f"{were} trained on {own}, which is not there" if own else f"{were} recorded with no training set")
+    ctx.log.warning("scoring on the set %s (ztf.train.dataset): %s %s; --dataset names the set to score on",
+                    fallback, models, why)
     return fallback
 
 
@@ -362,8 +363,9 @@ def _scored_set(ctx, sections, model_dirs) -> str:
 def evaluate(
     models: List[str] = typer.Option(None, "--model", help="Model name or folder; repeat for several (seeds). "
                                                            "Default: every model of --dataset."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: the "
-                                                                  "model's; without --model ztf.train.dataset)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Prepared set name or folder (default: "
+                                                                  "ztf.evaluate.dataset, else the --model's own "
+                                                                  "set, else ztf.train.dataset)."),
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test (first alerts)."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Temporal models: the single-alert "
                                                                     "classifier to compare with (default: "

@@ -288,7 +288,7 @@ def absent_classes(pairs, found: set, classes: list, cfg, log=None) -> list[str]
                if others else ""))
     if cfg.classes and not cfg.holdout:   # a training set without a class asked for: a model that never learns it
         raise InputError(Path(pairs[0][0]).parent, what)
-    if log is not None:
+    if log is not None and any(c in found for c in classes):   # none at all: the error that follows says it
         if cfg.holdout:   # a hold-out set keeps the model's classes; evaluate scores the ones present
             log.warning("%s (a hold-out set: kept, scored over the classes present)", what)
         else:
