@@ -330,7 +330,7 @@ def demo(
 
                     ctx.log.error("demo %s: %s", step.name, traceback.format_exc().rstrip())
             summary.append((step.name, time.time() - t0, lines))
-        ctx.record  # the demo is recorded in its workspace
+        _record_written(ctx, directory, t_all)  # the demo is recorded in its workspace, with what it wrote
     finally:
         parent._record, parent._workspace = ctx._record, ctx._workspace
         set_current(parent)
@@ -348,6 +348,18 @@ def demo(
             typer.echo(f"  {line}")
     if failed:
         raise AstroError(f"demo steps failed: {', '.join(failed)}", exit_code=1)
+
+
+def _record_written(ctx, root: Path, since: float) -> None:
+    """List in the demo's ``run.json`` every file its steps wrote in the workspace ``root`` (modified since
+    ``since``, a time in s; ``runs/`` and hidden files left out): a step calls library functions as well as
+    commands, and only commands record what they write."""
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).parts
+        if rel[0] != "runs" and not any(part.startswith(".") for part in rel) and path.is_file() \
+                and path.stat().st_mtime >= since - 1.0:   # a second for coarse file-system clocks
+            ctx.record.add_output(path)
+    ctx.record
 
 
 def _demo_lines(out) -> list[str]:

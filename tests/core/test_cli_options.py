@@ -237,6 +237,10 @@ def test_demo_step_raising_is_reported_and_the_others_run(sloppy, tmp_path, caps
     assert "  one whole line\n" in captured.out  # a str is one line, not one character a line
     assert "a command's" not in captured.out and "t1" not in captured.out   # the summary alone on stdout
     assert "demo steps failed: crash" in captured.err
+    import json
+
+    (record,) = (tmp_path / "d" / "runs").glob("*-demo/run.json")   # what a step wrote, unrecorded, is listed
+    assert str(tmp_path / "d" / "after" / "written.txt") in json.loads(record.read_text())["outputs"]
 
 
 def test_demo_only_takes_a_comma_list(sloppy, tmp_path, capsys):

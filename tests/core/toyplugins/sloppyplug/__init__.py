@@ -43,5 +43,7 @@ def text(ctx):
 
 
 def after(ctx):
-    """Proves the demo went on."""
+    """Proves the demo went on; writes ``after/written.txt`` as a library function would, unrecorded."""
+    (ctx.workspace.root / "after").mkdir()
+    (ctx.workspace.root / "after" / "written.txt").write_text("by the demo step\n")
     return ["after ran"]
