@@ -201,6 +201,23 @@ def test_simulated_curves_keep_their_depth_in_the_prepared_flux(tmp_path):
     assert checked >= 3
 
 
+def test_the_prepared_table_reads_with_a_unit_and_a_description_per_column(tmp_path):
+    from astropy.table import Table
+
+    _simulate(tmp_path, n=12)
+    assert main(["-w", str(tmp_path), "-q", "plato", "prepare"]) == 0
+    t = Table.read(tmp_path / "plato/prepared/quarters/quarters_curves.parquet")
+    assert [c for c in t.colnames if not t[c].description] == []
+    units = {c: t[c].unit for c in ("depth", "eclipse_depth", "duration", "period", "radius", "t_start", "cadence")}
+    assert units == {"depth": "1e-06", "eclipse_depth": "1e-06", "duration": "h", "period": "d", "radius": "earthRad",
+                     "t_start": "d", "cadence": "s"}
+    assert t["snr"].unit is None and t["n_transits"].unit is None
+    # the values are in those units: a transit's depth in ppm, its duration in hours (simulated: 1 to 4 h)
+    planets = t[t["kind"] == "planet"]
+    assert len(planets) and (planets["depth"] > 10).all()
+    assert ((planets["duration"] >= 1) & (planets["duration"] <= 4)).all()
+
+
 PANOPTICON = """
 path_data = "/data/plato"
 seed = 101

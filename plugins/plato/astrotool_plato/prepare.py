@@ -60,6 +60,37 @@ S/N (of the transits kept), transits (whole or partial) in the kept samples, per
 eclipse depth [ppm], first time stamp [d], cadence [s], grid points interpolated over (the NaN/inf samples of a
 curve on a uniform grid; else the points of its gaps), source file."""
 
+FROM_LABELS = {"id": "id", "depth": "depth", "duration": "duration", "period": "period", "radius": "planet_radius",
+               "eclipse_depth": "eclipse_depth", "file": "file"}
+"""Columns of the set's table copied from the label table (:data:`astrotool_plato.simulate.LABEL_FIELDS`): the
+column there, whose unit and description they keep."""
+
+UNITS = {"t_start": "d", "cadence": "s"}
+"""Units of the set's table's own columns that have one (the others: :data:`FROM_LABELS`)."""
+
+DESCRIPTIONS = {
+    "index": "curve number in the set (row of its flux and label arrays)",
+    "twin": "the time-reversed twin of the curve (augment), not the curve itself",
+    "split": "train, val or test (a twin and the quarters of one simulation share theirs)",
+    "kind": "planet, eb, beb or none: what the kept samples hold",
+    "snr": "white-noise S/N of the transits in the kept samples (the label's S/N x sqrt(kept / all transits))",
+    "n_transits": "transits (whole or partial) in the kept samples",
+    "t_start": "time of the first kept sample (a Panopticon quarter: on its simulation's time axis)",
+    "cadence": "step of the uniform time grid",
+    "filled": "grid points interpolated over (NaN/inf samples, or gaps), over all channels",
+}
+"""Descriptions of the set's table's own columns (the others: :data:`FROM_LABELS`)."""
+
+
+def table_columns() -> dict:
+    """``units`` and ``descriptions`` of the set's table (:data:`METADATA` and ``index``), for
+    :meth:`astrotool.ml.data.DatasetWriter.finalize`."""
+    from astrotool_plato.simulate import LABEL_FIELDS
+
+    fields = {name: (unit, text) for name, _, unit, text in LABEL_FIELDS}
+    units = {**{c: fields[f][0] for c, f in FROM_LABELS.items() if fields[f][0]}, **UNITS}
+    return {"units": units, "descriptions": {**{c: fields[f][1] for c, f in FROM_LABELS.items()}, **DESCRIPTIONS}}
+
 
 class PreparedDataset(ArrayDataset):
     """A prepared set of light curves (see the module docstring)."""
@@ -468,7 +499,7 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
                         for name, share in zip(SPLITS, cfg.split) if share > 0 and name not in kept}
         writer.finalize(shard, attrs={"length": length, "settings": rec["settings"],
                                       "classes": ["continuum", "planet", "eclipse"], "dropped": dropped,
-                                      "empty_splits": empty_splits})
+                                      "empty_splits": empty_splits}, **table_columns())
         mw.write(tmp / manifest.name, rec)  # inside the set: swapped in with it, never a set without its record
     if dropped and log:
         log.warning("left out %d curve(s): %s", len(dropped), _listed(dropped))
