@@ -48,3 +48,15 @@ def test_broker_dump_with_null_strings_and_labels_opens_with_table_read(tmp_path
     t = Table.read(result.alerts, format="parquet")
     assert len(t) == 67 and "cdsxmatch" in t.colnames and t["jdstarthist"].unit == u.day
     assert all(isinstance(ztf_ingest.history(v), list) for v in t["prv_candidates"])
+
+
+def test_prepared_set_s_table_opens_with_table_read_with_units_and_descriptions(tmp_path, astro):
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "--seed", 4, "ztf", "simulate", "-n", 10).returncode == 0
+    r = astro("-w", ws, "--seed", 4, "ztf", "prepare")
+    assert r.returncode == 0, r.stderr
+    t = Table.read(ws / "ztf" / "prepared" / "sim" / "sim_alerts.parquet")
+    assert [c for c in t.colnames if not t[c].description] == []
+    assert t["jd"].unit == u.day and "Julian date" in t["jd"].description   # the alert table's
+    assert all(t[c].unit is None for c in t.colnames if c != "jd")
+    assert t.meta["provenance"]["command"] == "ztf prepare"

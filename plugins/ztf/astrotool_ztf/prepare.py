@@ -39,7 +39,7 @@ import numpy as np
 from astrotool.errors import InputError
 from astrotool.ml.data import ArrayDataset
 from astrotool.workspace import atomic_dir
-from astrotool_ztf.ingest import FEATURE_FIELDS
+from astrotool_ztf.ingest import FEATURE_FIELDS, column_metadata
 
 __docformat__ = "numpy"
 
@@ -62,6 +62,18 @@ DERIVED = ("ecl_lat", "ecl_long", "gal_lat", "gal_long", "non_detections", "isdi
 """Features computed from other columns (``isdiffpos``: positive when missing)."""
 
 CHANNELS = ("science", "template", "difference", "nan_mask")
+
+DESCRIPTIONS = {
+    "index": "alert number in the set (row of its stamps and features arrays)",
+    "label": "class number: its place in the set's classes (manifest 'classes')",
+    "class_name": "class of the alert (its ztf.prepare.label_column value, through label_map)",
+    "split": "train, val or test (an object's alerts share theirs)",
+    "alert_index": "place of the alert among its object's alerts in the set, by jd (0: the first)",
+    "n_alerts": "alerts of its object in the set (over every input)",
+    "source": "alert table the alert was read from",
+}
+"""Descriptions of the set's table's own columns; ``objectId``, ``candid`` and ``jd`` keep the alert table's
+(:func:`astrotool_ztf.ingest.column_metadata`)."""
 
 
 class StampDataset(ArrayDataset):
@@ -442,7 +454,8 @@ def _write_set(folder, name, tables, stamp_sets, sources, split_of, alert_index,
     manifest = writer.finalize(len(tables), attrs={
         "classes": classes, "features": list(FEATURES), "channels": list(CHANNELS), "crop": cfg.crop,
         "feature_mean": [float(v) for v in mean], "feature_std": [float(v) for v in std],
-        "clip": {k: list(v) for k, v in CLIP.items()}, "settings": settings})
+        "clip": {k: list(v) for k, v in CLIP.items()}, "settings": settings},
+        **column_metadata(["objectId", "candid", "jd", *DESCRIPTIONS], DESCRIPTIONS))
     return manifest
 
 
