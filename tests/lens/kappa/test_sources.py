@@ -161,6 +161,19 @@ def test_pack_pairs_by_name_and_unpaired(tmp_path, capsys, map_ctx):
     assert sum(sa[n] != su[n] for n in su) <= 1
 
 
+def test_the_packed_set_s_table_opens_with_table_read_with_a_description_per_column(tmp_path, capsys):
+    from astropy.table import Table
+
+    ws = tmp_path / "ws"
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", make_root(tmp_path / "set", NAMES[:6]))
+    assert code == 0, err
+    t = Table.read(ws / "lens" / "kappa" / "data" / "set" / "set_metadata.parquet")
+    assert t.colnames == ["index", "name", "split"] and sorted(t["name"]) == sorted(NAMES[:6])
+    assert [c for c in t.colnames if not t[c].description] == []
+    assert all(t[c].unit is None for c in t.colnames)   # a number, a file stem, a split: no unit
+    assert t.meta["provenance"]["command"] == "lens kappa data"
+
+
 def test_tarball_packs_like_folder(tmp_path, capsys):
     ws = tmp_path / "ws"
     root = make_root(tmp_path / "set", NAMES[:20])

@@ -27,6 +27,13 @@ __docformat__ = "numpy"
 
 KIND = "kappa-maps"
 
+DESCRIPTIONS = {
+    "index": "map number in the set (row of its epsilon and kappa arrays)",
+    "name": "file stem the epsilon and kappa maps were matched on (also the name of its prediction file)",
+    "split": "train, val or test, drawn with the seed of lens kappa data (a set packed from inputs alone: test)",
+}
+"""Descriptions of the set's table's columns (``<name>_metadata.parquet``; none has a unit)."""
+
 
 class KappaDataset(ArrayDataset):
     """A packed kappa data set (see the module docstring)."""

@@ -1005,7 +1005,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
 
     from astrotool.ml.data import DatasetWriter
 
-    from astrotool_lens.kappa.data import KIND
+    from astrotool_lens.kappa.data import DESCRIPTIONS, KIND
 
     t0 = time.perf_counter()
     d = cfg.data
@@ -1114,7 +1114,8 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
             manifest = writer.finalize(len(starts), attrs={
                 "size": size, "seed": seed, "split_fractions": [float(x) for x in d.split], "splits": n_split,
                 "sources": settings["sources"], "source_kind": mode, "input_only": not any_kappa,
-                "dropped_unpaired": {k: len(v) for k, v in unpaired.items()}, "settings": full})
+                "dropped_unpaired": {k: len(v) for k, v in unpaired.items()}, "settings": full},
+                descriptions=DESCRIPTIONS)
             # another settings file from a differently-sized earlier attempt: drop stale shards beyond the set
             for p in sorted(out.glob("shard*_arrays.h5")):
                 if p.name not in {s["file"] for s in manifest["shards"]}:
