@@ -12,8 +12,7 @@ Parquet key-value         :func:`parquet_metadata`, written by
 metadata                  :func:`astrotool.io.tables.write_parquet` under the key
                           ``provenance`` (and in the astropy table ``meta``)
 FITS keywords and         :func:`fits_keywords` (``DATE``, ``CREATOR``, ``ASTROVER``)
-``HISTORY`` cards         and :func:`fits_history`, written by
-                          :func:`astrotool.io.tables.write_fits_table`
+``HISTORY`` cards         and :func:`fits_history`, both written by :func:`stamp_fits`
 checkpoints, run records  :func:`package_versions`, :func:`versions`
 ========================  ==========================================================
 
@@ -37,7 +36,7 @@ from typing import Any, Iterable, Mapping
 
 __docformat__ = "numpy"
 
-__all__ = ["provenance", "versions", "package_versions", "hdf5_attrs", "parquet_metadata", "fits_history",
+__all__ = ["provenance", "versions", "package_versions", "hdf5_attrs", "parquet_metadata", "fits_history", "stamp_fits",
            "fits_keywords", "PARQUET_KEY", "OLD_PARQUET_KEYS"]
 
 LIBRARIES = ("numpy", "scipy", "torch", "galsim", "astropy", "photutils", "h5py", "pyarrow", "dask", "cupy")
@@ -243,6 +242,28 @@ def fits_history(record: Mapping[str, Any] | None = None, **kwargs) -> list[str]
     if "config" in record:
         lines.append("config " + json.dumps(record["config"], default=str, sort_keys=True))
     return [chunk for line in lines for chunk in _wrap(line)]
+
+
+def stamp_fits(header, record: Mapping[str, Any] | None = None, history: Iterable[str] = (), **kwargs) -> None:
+    """Write a provenance record into a FITS header: the keywords of :func:`fits_keywords` (``DATE``,
+    ``CREATOR``, ``ASTROVER``), then :func:`fits_history`'s ``HISTORY`` cards and ``history``'s (each line made
+    ASCII and cut to the card's width as those are).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The header, changed in place.
+    record : mapping, optional
+        A :func:`provenance` record; by default one is made from ``kwargs`` (``command``, ``seed``,
+        ``config``, ``packages``).
+    history : iterable of str
+        Further ``HISTORY`` lines (what the file holds, from what input).
+    """
+    record = record if record is not None else provenance(**kwargs)
+    for key, value in fits_keywords(record).items():
+        header[key] = value
+    for line in fits_history(record) + [chunk for text in history for chunk in _wrap(text)]:
+        header.add_history(line)
 
 
 def _wrap(line: str, width: int = FITS_CARD_TEXT) -> list[str]:

@@ -252,7 +252,7 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
         Output ``.fits`` file.
     history : list of str, optional
         The writer's own ``HISTORY`` lines, after the provenance cards
-        (:func:`astrotool.provenance.fits_history`).
+        (:func:`astrotool.provenance.stamp_fits`).
     extname : str
         Name of the table HDU.
     command : str
@@ -270,7 +270,7 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
     from astropy.io import fits
     from astropy.table import Table
 
-    from astrotool.provenance import fits_history, fits_keywords, provenance
+    from astrotool.provenance import provenance, stamp_fits
 
     if not isinstance(table, Table):
         table = Table.from_pandas(table.to_pandas() if hasattr(table, "to_batches") else table)
@@ -294,10 +294,9 @@ def write_fits_table(table, path: str | Path, history: list[str] | None = None, 
     long = [k for k in keywords or {} if len(k) > 8]
     if long:  # astropy would write HIERARCH cards, which many readers skip
         raise ValueError(f"FITS keyword(s) longer than 8 characters: {', '.join(long)}")
-    for key, value in {**fits_keywords(record), **(keywords or {})}.items():
+    stamp_fits(hdu.header, record, history or ())   # a path may hold any character: made ASCII
+    for key, value in (keywords or {}).items():   # before the HISTORY cards, as astropy places a new keyword
         hdu.header[key] = value
-    for line in fits_history(record) + list(history or []):
-        hdu.header.add_history(_ascii(line))  # a path may hold any character
     with atomic_path(path) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
     return Path(path)

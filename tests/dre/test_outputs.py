@@ -58,6 +58,20 @@ def test_fits_summary_reads_back_in_astropy_with_units_descriptions_and_keywords
     np.testing.assert_allclose(t["MAG"], header["MAGZP"] - 2.5 * np.log10(t["FLUX"]), rtol=1e-6)
 
 
+def test_every_fits_file_says_what_wrote_it_and_when(ws):
+    """Only the summary and the mosaics had DATE, CREATOR and ASTROVER; tiles, PSFs, detection products and
+    the model cube had HISTORY cards alone, though docs/workspace.md promised the keywords of every FITS file."""
+    files = sorted(p for p in (ws / "dre").rglob("*") if p.suffix in (".fits", ".psf"))
+    want = {"tiles": "dre simulate", "sextracted": "dre detect", "psf": "dre psf", "models": "dre models",
+            "summary": "dre fit", "mosaics": "dre mosaics"}
+    assert {p.relative_to(ws / "dre").parts[0] for p in files} == set(want), files
+    for path in files:
+        header = fits.getheader(path, 1 if path.parent.name == "summary" else 0)
+        assert header["ASTROVER"] == __version__ and header["DATE"].startswith("20"), path
+        assert header["CREATOR"].endswith(want[path.relative_to(ws / "dre").parts[0]]), (path, header["CREATOR"])
+        assert str(header["HISTORY"]).startswith(f"astrotool {__version__} dre "), path
+
+
 def test_detection_catalogue_carries_units(ws):
     cat = Table.read(ws / "dre/sextracted/sim_000/sim_000_cat.fits", hdu="LDAC_OBJECTS")
     assert cat["X_IMAGE"].unit == u.pix and cat["ALPHA_J2000"].unit == u.deg and cat["FLUX_AUTO"].unit == u.adu

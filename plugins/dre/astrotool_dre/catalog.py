@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotool.provenance import stamp_fits
 from astrotool_dre.stellarity import size_stellarity, stellar_locus
 
 __docformat__ = "numpy"
@@ -210,8 +211,10 @@ def read_catalog(path: str | os.PathLike, *, vignet: bool = True, require=()):
     return cat
 
 
-def write_ldac(path, table, image_header, primary_history, ext: int, sex_keys: dict | None = None) -> None:
-    """Write ``table`` as a FITS_LDAC catalogue (``image_header`` goes to ``LDAC_IMHEAD``), with the
+def write_ldac(path, table, image_header, record: dict, history: list[str], ext: int,
+               sex_keys: dict | None = None) -> None:
+    """Write ``table`` as a FITS_LDAC catalogue (``image_header`` goes to ``LDAC_IMHEAD``; the provenance
+    ``record`` and ``history`` lines to the primary header, :func:`astrotool.provenance.stamp_fits`), with the
     columns' units (:data:`CATALOG_UNITS`; flux columns: the tile's ``BUNIT``, :func:`tunit`) as ``TUNITn``."""
     from astropy.io import fits
     from astropy.table import Table
@@ -225,8 +228,7 @@ def write_ldac(path, table, image_header, primary_history, ext: int, sex_keys: d
 
     prim = fits.PrimaryHDU()
     prim.header["DRE_EXT"] = (ext, "HDU index of the image in the tile")
-    for line in primary_history:
-        prim.header.add_history(line)
+    stamp_fits(prim.header, record, history)
     objects = fits.BinTableHDU(table)
     objects.name = "LDAC_OBJECTS"
     set_tunits(objects.header, table.colnames,

@@ -123,7 +123,7 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     astrotool.errors.AstroError
         The engine cannot run (:func:`sextractor_for`).
     """
-    from astrotool.provenance import fits_history
+    from astrotool.provenance import provenance
     from astrotool.workspace import atomic_path
     from astrotool_dre.detect_photutils import run_photutils
     from astrotool_dre.detect_sextractor import run_sextractor
@@ -146,7 +146,7 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
         by_weight = weight_nodata(weight, cfg.weight_type)
         if by_weight is not None:
             nodata |= by_weight
-    history = fits_history(command="dre detect")
+    record = provenance("dre detect")
 
     paths = output_paths(outdir, stem)
     Path(outdir).mkdir(parents=True, exist_ok=True)
@@ -154,10 +154,10 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
         # the catalogue is entered first so that it is renamed last: it marks the stage done
         tmp = {k: stack.enter_context(atomic_path(paths[k])) for k in ("cat", "nb", "rms", "seg")}
         if binary:
-            n, seeing = run_sextractor(binary, tile, data, header, ext, tmp, cfg, weight=weight, history=history,
+            n, seeing = run_sextractor(binary, tile, data, header, ext, tmp, cfg, weight=weight, record=record,
                                        **settings)
         else:
-            n, seeing = run_photutils(tile, data, header, ext, tmp, cfg, history=history, **settings), None
+            n, seeing = run_photutils(tile, data, header, ext, tmp, cfg, record=record, **settings), None
         from astropy.io import fits
 
         if nodata.any():   # no data: NaN in both engines' products, as the cuts stage reads them

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from astrotool.names import printable
+from astrotool.provenance import stamp_fits
 from astrotool_dre.catalog import empty_catalog, write_ldac
 from astrotool_dre.stellarity import size_stellarity, stellar_locus
 from astrotool_dre.tiles import image_header, sky_coordinates
@@ -166,7 +167,7 @@ def sky_maps(tile, data: np.ndarray, bad: np.ndarray, box: int, filter_size: int
 
 
 def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *, gain: float, zp: float,
-                  satur_level: float, kernel: np.ndarray, history: list[str]) -> int:
+                  satur_level: float, kernel: np.ndarray, record: dict) -> int:
     """Detect with photutils; write the four products to the paths in ``tmp``.
 
     Parameters are those of :func:`astrotool_dre.detect_sextractor.run_sextractor`
@@ -222,15 +223,14 @@ def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: Dete
                                      satur_level=satur_level)
         n = len(table)
 
-    hist = history + [
+    hist = [
         f"photutils on {printable(tile.name, ascii_only=True)}: gain {gain:g} e-/unit, thresh {cfg.detect_thresh}, minarea "
         f"{cfg.detect_minarea}, box {cfg.back_size}, filter {cfg.back_filtersize}, kernel FWHM {cfg.filter_fwhm}",
     ]
     ih = image_header(header)
     for k, arr in (("nb", nb_out), ("rms", np.where(bad, np.nan, rms).astype(np.float32)), ("seg", seg)):
         h = ih.copy()
-        for line in hist:
-            h.add_history(line)
+        stamp_fits(h, record, hist)
         fits.PrimaryHDU(arr, header=h).writeto(tmp[k])
     good = ~bad
     sex_keys = {
@@ -250,7 +250,7 @@ def run_photutils(tile, data: np.ndarray, header, ext: int, tmp: dict, cfg: Dete
         "SEXBKGFX": (int(cfg.back_filtersize), "Background filter width"),
         "SEXBKGFY": (int(cfg.back_filtersize), "Background filter height"),
     }
-    write_ldac(tmp["cat"], table, header, hist, ext, sex_keys)
+    write_ldac(tmp["cat"], table, header, record, hist, ext, sex_keys)
     return n
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from astrotool.names import printable
+from astrotool.provenance import stamp_fits
 from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity, data_unit, set_flux_tunits
 from astrotool_dre.stellarity import stellar_locus
 from astrotool_dre.tiles import image_header, sky_coordinates
@@ -173,7 +174,7 @@ def _run(args, cwd, timeout, what):
 
 
 def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *,
-                   gain: float, zp: float, satur_level: float, kernel: np.ndarray, history: list[str],
+                   gain: float, zp: float, satur_level: float, kernel: np.ndarray, record: dict,
                    weight: Path | None = None):
     """Detect with SExtractor; write the four products to the paths in ``tmp``.
 
@@ -191,8 +192,8 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         Resolved gain [e-/unit], zero point [mag] and saturation [image units].
     kernel : numpy.ndarray
         The detection filter.
-    history : list of str
-        Provenance lines for the products' ``HISTORY``.
+    record : dict
+        The :func:`astrotool.provenance.provenance` record written into the products' headers.
     weight : pathlib.Path, optional
         The tile's weight map (checked: :func:`astrotool_dre.tiles.check_weight`), of ``cfg.weight_type``.
 
@@ -270,14 +271,13 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             "-PARAMETERS_NAME", "dre.param"]
         _run(args, td, cfg.timeout, "source-extractor")
 
-        hist = history + [
+        hist = [
             f"{Path(binary).name} on {printable(tile.name, ascii_only=True)}: gain {gain:g} e-/unit, thresh {cfg.detect_thresh}, "
             f"minarea {cfg.detect_minarea}, seeing {seeing_fwhm:.3f} px",
         ]
         with fits.open(names["cat"], mode="update") as h:
             h[0].header["DRE_EXT"] = (ext, "HDU index of the image in the tile")
-            for line in hist:
-                h[0].header.add_history(line)
+            stamp_fits(h[0].header, record, hist)
             objects = h["LDAC_OBJECTS"].data
             n = len(objects) if objects is not None else 0
             if n:   # SExtractor's own WCS leaves SIP out (and writes 0.0 deg without one): astropy's, as photutils
@@ -288,8 +288,7 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         set_flux_tunits(names["cat"], data_unit(header))
         for k in ("nb", "rms", "seg"):
             with fits.open(names[k], mode="update") as h:   # no-data pixels are made NaN by detect_tile
-                for line in hist:
-                    h[0].header.add_history(line)
+                stamp_fits(h[0].header, record, hist)
         for k in names:
             os.replace(names[k], tmp[k])
     return n, seeing_fwhm

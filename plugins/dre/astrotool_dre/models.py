@@ -463,7 +463,7 @@ def mosaic_to_cube(mosaic: np.ndarray, nindex: int, naxrat: int, nposang: int, n
 
 
 def write_cube(path: str | os.PathLike, cube: np.ndarray, grid: ModelGrid,
-               history: list[str] | None = None) -> None:
+               history: list[str] | None = None, record: dict | None = None) -> None:
     """Write a cube as a DRE-compatible FITS stamp mosaic, atomically.
 
     Parameters
@@ -475,10 +475,14 @@ def write_cube(path: str | os.PathLike, cube: np.ndarray, grid: ModelGrid,
     grid : ModelGrid
         Its grid; written as the DRE header keys.
     history : list of str, optional
-        Provenance lines written as FITS ``HISTORY``.
+        ``HISTORY`` lines after the provenance record's.
+    record : dict, optional
+        The :func:`astrotool.provenance.provenance` record written into the header (default: one of
+        ``dre models``).
     """
     from astropy.io import fits
 
+    from astrotool.provenance import stamp_fits
     from astrotool.workspace import atomic_path
 
     expected = grid.shape + (grid.boxsize, grid.boxsize)
@@ -492,8 +496,7 @@ def write_cube(path: str | os.PathLike, cube: np.ndarray, grid: ModelGrid,
     hdu.header["FLUXNORM"] = ("TOTAL", "models integrate to 1 over the infinite profile")
     hdu.header["ANGLECON"] = ("CCW_FROM_X", "ANGLE in deg counter-clockwise from +x")
     hdu.header["LOGHDEF"] = ("MAJOR_HLR", "LOGH = log10 major-axis half-light radius, px")
-    for line in history or []:
-        hdu.header.add_history(line)
+    stamp_fits(hdu.header, record, history or (), command="dre models")
     with atomic_path(path) as tmp:
         hdu.writeto(tmp)
 

@@ -82,7 +82,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     from astropy.io import fits
 
     from astrotool.io.tables import parquet_metadata, read_parquet
-    from astrotool.provenance import fits_history, fits_keywords, provenance
+    from astrotool.provenance import provenance, stamp_fits
     from astrotool_dre.catalog import data_unit
     from astrotool.workspace import atomic_path
     from astrotool_dre.convolve import convolve_cube
@@ -107,7 +107,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     models = [convolve_cube(cube[tuple(i)][None], psf.at(x[index[n]], y[index[n]]), remove_pixel=fit.psf_has_pixel)[0]
               for n, i in zip(names, idx)]
     record = provenance("dre mosaics")
-    history = fits_history(record) + ["panels: data | mask x mean(data in mask) | model | data - model"]
+    history = ["panels: data | mask x mean(data in mask) | model | data - model"]
     written = 0
     for name, model in zip(names, models):
         row = table.loc[name]
@@ -121,10 +121,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
         for key, comment in MOSAIC_KEYS.items():
             hdu.header[key] = (float(row[key]), comment)
         hdu.header["BUNIT"] = (unit, "data unit of the tile")
-        for key, value in fits_keywords(record).items():
-            hdu.header[key] = value
-        for line in history:
-            hdu.header.add_history(line)
+        stamp_fits(hdu.header, record, history)
         with atomic_path(stem.with_suffix(".fits")) as tmp:
             hdu.writeto(tmp)
         if cfg.png:

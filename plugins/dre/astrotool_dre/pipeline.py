@@ -445,7 +445,7 @@ def model_cube(root, cfg: ModelsConfig, mapper, *, overwrite: bool = False) -> t
     (pathlib.Path, bool)
         The cube's path, and whether it was built now.
     """
-    from astrotool.provenance import fits_history
+    from astrotool.provenance import provenance
     from astrotool_dre.models import build_cube, grid_from_config, write_cube
 
     path = cube_path(root, cfg)
@@ -462,7 +462,7 @@ def model_cube(root, cfg: ModelsConfig, mapper, *, overwrite: bool = False) -> t
     logging.getLogger("astro").info("building the model cube: %d models of %d² px -> %s", grid.nmodels,
                                     grid.boxsize, path)
     cube = build_cube(grid, mapper, supersample=cfg.supersample)
-    write_cube(path, cube, grid, history=fits_history(command="dre models", config=cfg.model_dump(mode="json")))
+    write_cube(path, cube, grid, record=provenance(command="dre models", config=cfg.model_dump(mode="json")))
     _keep_cube_record(path, cfg)
     return path, True
 

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from astrotool.names import printable
-from astrotool.provenance import fits_history
+from astrotool.provenance import stamp_fits
 
 if TYPE_CHECKING:
     from astrotool_dre.config import PsfConfig
@@ -319,7 +319,8 @@ def psf_fwhm(psf: np.ndarray) -> float:
 
 
 def write_psfex_format(path: str | os.PathLike, psf: np.ndarray, *, n_loaded: int, n_accepted: int,
-                       fwhm: float, history: list[str] = (), model: PsfModel | None = None) -> None:
+                       fwhm: float, history: list[str] = (), model: PsfModel | None = None,
+                       record: dict | None = None) -> None:
     """Write a PSF in PSFEx's file layout (readable by :func:`read_psf_model`, :func:`read_psf` and DRE).
 
     Parameters
@@ -335,7 +336,10 @@ def write_psfex_format(path: str | os.PathLike, psf: np.ndarray, *, n_loaded: in
     fwhm : float
         PSF FWHM, pixels.
     history : list of str
-        Provenance lines.
+        ``HISTORY`` lines after the provenance record's.
+    record : dict, optional
+        The :func:`astrotool.provenance.provenance` record written into the primary header (default: one of
+        ``dre psf``).
     """
     from astropy.io import fits
 
@@ -367,8 +371,7 @@ def write_psfex_format(path: str | os.PathLike, psf: np.ndarray, *, n_loaded: in
     h["PSFAXIS2"] = ny
     h["PSFAXIS3"] = nc
     prim = fits.PrimaryHDU()
-    for line in history:
-        prim.header.add_history(line)
+    stamp_fits(prim.header, record, history, command="dre psf")
     fits.HDUList([prim, hdu]).writeto(path)
 
 
@@ -493,7 +496,6 @@ def build_psf(
 
         with atomic_path(out_path) as tmp:
             write_psfex_format(tmp, np.zeros((cfg.size, cfg.size)), n_loaded=0, n_accepted=0, fwhm=0.0, history=[
-                *fits_history(command="dre psf"),
                 f"from {printable(cat_path.name, ascii_only=True)}: empty catalogue, no PSF"])
             fits.setval(tmp, ENGINE_KEY, value="none", comment="PSF engine that ran", ext=0)
         return {"psf": str(out_path), "engine": "none", "n_stars": 0, "fwhm": float("nan"), "degree": 0}
@@ -621,10 +623,9 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
             raise RuntimeError(f"psfex failed (exit {proc.returncode}): {tail}")
         with fits.open(out, mode="update") as h:
             n = int(h[1].header.get("ACCEPTED", 0))
-            for line in fits_history(command="dre psf") + [
-                    f"psfex, PSF_SAMPLING 1, PSFVAR_DEGREES {var_degrees}",
-                    f"from {printable(cat_path.name, ascii_only=True)}: {int(stars.sum())} star candidates"]:
-                h[0].header.add_history(line)
+            stamp_fits(h[0].header, command="dre psf", history=[
+                f"psfex, PSF_SAMPLING 1, PSFVAR_DEGREES {var_degrees}",
+                f"from {printable(cat_path.name, ascii_only=True)}: {int(stars.sum())} star candidates"])
         if n < min_stars:
             raise InputError(cat_path, f"only {n} usable PSF stars (need {min_stars}): PSFEx accepted {n} of "
                                        f"{int(stars.sum())} candidates")
@@ -706,7 +707,7 @@ def _run_epsf(cat_path, cat, tmp, cfg: PsfConfig, *, nb_path, seg_path):
         arr = model.at(*zero)
     fwhm = psf_fwhm(arr)
     write_psfex_format(tmp, arr, n_loaded=n_cand, n_accepted=len(star_list), fwhm=fwhm, model=model, history=[
-        *fits_history(command="dre psf"), "photutils EPSFBuilder, oversampling 1",
+        "photutils EPSFBuilder, oversampling 1",
         f"from {printable(Path(cat_path).name, ascii_only=True)}: {len(star_list)} stars, size {size}",
         f"degree {degree} in X_IMAGE, Y_IMAGE" + (f" through {len(zones)} zone ePSFs" if degree else ""),
     ])

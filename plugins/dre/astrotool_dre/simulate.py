@@ -380,7 +380,7 @@ def simulate_tile(
     from astropy.wcs import WCS
 
     from astrotool.io.tables import write_parquet
-    from astrotool.provenance import fits_history
+    from astrotool.provenance import stamp_fits
     from astrotool.workspace import atomic_path
 
     size, n_galaxies, n_stars, sersic_n = cfg.size, cfg.n_galaxies, cfg.n_stars, cfg.sersic_n
@@ -522,10 +522,9 @@ def simulate_tile(
         zero_point=zero_point, saturation=saturation, units=units, edge=edge,
         min_separation=min_separation, isolation=isolation,
     )
-    for line in fits_history(command="dre simulate", seed=seed) + [
-            f"Sersic galaxies + stars * Moffat(beta={psf_beta}, fwhm={psf_fwhm} px)"[:72],
-            f"sky {sky_level} ADU/px, Poisson via gain {gain} e-/ADU, read noise {read_noise} e-"]:
-        hdr.add_history(line)
+    stamp_fits(hdr, command="dre simulate", seed=seed, history=[
+        f"Sersic galaxies + stars * Moffat(beta={psf_beta}, fwhm={psf_fwhm} px)",
+        f"sky {sky_level} ADU/px, Poisson via gain {gain} e-/ADU, read noise {read_noise} e-"])
 
     with atomic_path(path_fits) as tmp:
         fits.PrimaryHDU(image.astype(np.float32), header=hdr).writeto(tmp)
@@ -570,9 +569,8 @@ def simulate_tile(
         phdr = fits.Header()
         phdr["PSF_FWHM"] = (fwhm_centre, "Moffat FWHM at the tile centre, px")
         phdr["PSFBETA"] = (psf_beta, "Moffat beta")
-        for line in fits_history(command="dre simulate", seed=seed) + ["true PSF at the tile centre, "
-                                                                       "pixel-integrated, unit sum"]:
-            phdr.add_history(line)
+        stamp_fits(phdr, command="dre simulate", seed=seed,
+                   history=["true PSF at the tile centre, pixel-integrated, unit sum"])
         with atomic_path(path_psf) as tmp:
             fits.PrimaryHDU(draw_psf(psf_beta, fwhm_centre, psf_size), header=phdr).writeto(tmp)
 

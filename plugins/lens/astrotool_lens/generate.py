@@ -463,10 +463,10 @@ def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base
     Each header holds ``BUNIT`` (:data:`LENSNET_BUNIT`) and ``PIXSCALE``, ``pixel_scale`` [arcsec / pixel]."""
     from astropy.io import fits
 
-    from astrotool.provenance import fits_history
+    from astrotool.provenance import provenance, stamp_fits
     from astrotool.workspace import atomic_path
 
-    history = [*fits_history(command=command, seed=base_seed), "format lensnet"]
+    record = provenance(command=command, seed=base_seed)
     folder.mkdir(parents=True, exist_ok=True)
     for k, idx in enumerate(truth["index"]):
         for prefix, arr in (("gal", gal[k]), ("psf", psf[k])):
@@ -474,8 +474,7 @@ def _write_lensnet_files(folder: Path, gal, psf, truth: dict, command: str, base
             hdu = fits.PrimaryHDU(arr)
             hdu.header["BUNIT"] = LENSNET_BUNIT[prefix]
             hdu.header["PIXSCALE"] = (float(pixel_scale), "[arcsec/pixel] pixel scale")
-            for line in history:
-                hdu.header.add_history(line)
+            stamp_fits(hdu.header, record, ["format lensnet"])
             hdu.writeto(tmp)
 
 
