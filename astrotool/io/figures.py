@@ -52,7 +52,7 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def image_norm(reference, percentile: float = 99.5, soft: float = 3.0):
+def image_norm(reference, percentile: float = 99.5, soft: float = 3.0, top=None):
     """An ``astropy.visualization`` asinh normalisation of images, set from the pixels of ``reference``.
 
     The limits run from 3 sigma below the sky (the sigma-clipped median) to the
@@ -69,6 +69,9 @@ def image_norm(reference, percentile: float = 99.5, soft: float = 3.0):
         Upper limit [per cent of the pixels].
     soft : float
         Asinh softening [sky sigma].
+    top : numpy.ndarray, optional
+        The pixels whose ``percentile`` is the upper limit instead (an object's own pixels, so that a
+        brighter neighbour in its stamp does not set the scale); ``reference`` still sets the sky.
 
     Returns
     -------
@@ -85,7 +88,9 @@ def image_norm(reference, percentile: float = 99.5, soft: float = 3.0):
     _, sky, sigma = sigma_clipped_stats(ref, sigma=3.0, maxiters=5)
     sigma = float(sigma) if np.isfinite(sigma) and sigma > 0 else max(float(np.ptp(ref)) / 100, 1e-12)
     lo = float(sky) - 3 * sigma
-    hi = max(float(np.percentile(ref, percentile)), float(sky) + 10 * sigma)
+    peak = np.asarray(top, dtype=float) if top is not None else ref
+    peak = peak[np.isfinite(peak)] if peak.size else peak
+    hi = max(float(np.percentile(peak if peak.size else ref, percentile)), float(sky) + 10 * sigma)
     a = min(max(soft * sigma / (hi - lo), 1e-4), 1.0)
     return ImageNormalize(interval=ManualInterval(lo, hi), stretch=AsinhStretch(a), clip=False)
 

@@ -104,8 +104,10 @@ def galaxy_panels(peak: float, b: int = 64, scale: float = 4.0, seed: int = 1):
     return object_panels(model + noise, r < 24, model), r < 4, r > 28
 
 
-@pytest.mark.parametrize("peak, min_contrast", [(30.0, 5.0), (300.0, 15.0)])
-def test_mosaic_png_stretch_shows_faint_galaxies_with_a_colour_bar(tmp_path, monkeypatch, peak, min_contrast):
+@pytest.mark.parametrize("peak, min_contrast, star", [(30.0, 5.0, 0.0), (300.0, 15.0, 0.0), (30.0, 5.0, 3000.0)])
+def test_mosaic_png_stretch_shows_faint_galaxies_with_a_colour_bar(tmp_path, monkeypatch, peak, min_contrast, star):
+    """A star in the stamp (``star``: its peak, outside the fit mask) set the scale's top: a 30-sigma galaxy
+    beside a 3000-sigma star took 0.23 of the grey range above the sky (0.59 now, as without the star)."""
     import astrotool.io.figures as figures
     from astrotool_dre.mosaics import save_png
 
@@ -113,6 +115,10 @@ def test_mosaic_png_stretch_shows_faint_galaxies_with_a_colour_bar(tmp_path, mon
     save = figures.save_figure
     monkeypatch.setattr(figures, "save_figure", lambda fig, path, **kw: (drawn.append(fig), save(fig, path, **kw)))
     panels, core, sky = galaxy_panels(peak)
+    y, x = np.mgrid[:64, :64]
+    neighbour = star * np.exp(-((x - 56) ** 2 + (y - 56) ** 2) / 8.0)   # in the corner, outside r < 24
+    panels[:, :64] += neighbour
+    sky &= neighbour < 1.0
     save_png(panels, tmp_path / "m.png", "sim_000 00_0001: q=0.50  ANGLE=30° (CCW from +x)", unit="adu")
     assert (tmp_path / "m.png").stat().st_size > 0
     (fig,) = drawn
@@ -122,6 +128,7 @@ def test_mosaic_png_stretch_shows_faint_galaxies_with_a_colour_bar(tmp_path, mon
     # a 30-sigma galaxy stood 3.3 display-noise units above the sky: the model-peak scale stretched
     # the sky noise over a third of the grey range (0.18); now it stands 7 above, with noise 0.09
     assert (shown[core].mean() - shown[sky].mean()) / noise > min_contrast
+    assert shown[core].mean() - shown[sky].mean() > 0.5   # of the grey range: 0.23 when the star set the top
     assert noise < 0.12 and 0.1 < shown[sky].mean() < 0.6
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "adu"   # the colour bar, in data units
 

@@ -137,13 +137,16 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
 
 def save_png(panels: np.ndarray, path, title: str, unit: str = "") -> None:
     """Save the panels as a PNG: one asinh stretch for all four, its limits from the data panel
-    (:func:`astrotool.io.figures.image_norm`), and a colour bar in ``unit`` (the tile's data unit)."""
+    (:func:`astrotool.io.figures.image_norm`: the sky from all its pixels, the top from the pixels of the fit
+    mask, so that a star beside a faint galaxy does not set the scale), and a colour bar in ``unit`` (the
+    tile's data unit)."""
     from astrotool.io.figures import image_norm, pyplot, save_figure
 
     plt = pyplot()
     b = panels.shape[0]
     fig, ax = plt.subplots(figsize=(8.6, 2.4), dpi=100)
-    im = ax.imshow(panels, origin="lower", cmap="gray_r", norm=image_norm(panels[:, :b]))
+    data, in_mask = panels[:, :b], panels[:, b:2 * b] != 0
+    im = ax.imshow(panels, origin="lower", cmap="gray_r", norm=image_norm(data, top=data[in_mask]))
     for k, label in enumerate(["data", "mask", "model", "residual"]):
         ax.text(k * b + 4, b - 12, label, color="tab:red", fontsize=8)
     ax.set_title(title, fontsize=8)
