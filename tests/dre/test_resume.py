@@ -492,3 +492,88 @@ def test_a_stage_reading_an_output_of_an_older_upstream_stage_version_is_refused
     assert r.returncode == 0, r.stderr
     assert {s: made_with.read(paths.outputs(s)[0])["settings"]["version"] for s in made} == \
         {s: STAGE_VERSIONS[s] for s in made}
+
+
+def _record_bytes_and_time(ws, name="cuts/.sim_000_cuts.h5.made_with.json"):
+    p = ws / "dre" / name
+    return p.read_bytes(), p.stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_an_unknown_filter_column_is_refused_before_the_old_cuts_or_their_record_are_touched(astro, ws, overwrite):
+    """`dre cuts --overwrite --filter NOSUCHCOL,1,2` removed the old cuts' record and then failed on the column,
+    leaving the old cuts without it (the next run: "no record of the settings that made it"); without --overwrite
+    it was refused as a settings change first. Now the column is checked against the catalogue before anything."""
+    before = _stamps(ws, "cuts/*"), _record_bytes_and_time(ws)
+    r = astro("-w", ws, *overwrite, "dre", "cuts", "--filter", "NOSUCHCOL,1,2")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "sim_000_cat.fits: filter column 'NOSUCHCOL' is not among the catalogue's columns" in r.stderr, r.stderr
+    assert "other settings" not in r.stderr, r.stderr
+    assert (_stamps(ws, "cuts/*"), _record_bytes_and_time(ws)) == before
+    r = astro("-w", ws, *overwrite, "dre", "run", "--no-mosaics", "--filter", "NOSUCHCOL,1,2")
+    assert r.returncode == 2 and "filter column 'NOSUCHCOL' is not among the" in r.stderr, r.stderr
+    assert (_stamps(ws, "cuts/*"), _record_bytes_and_time(ws)) == before
+
+
+def test_a_stage_that_fails_before_writing_keeps_the_record_of_the_outputs_it_would_replace(astro, ws, monkeypatch):
+    """--overwrite removes an output's record before its stage runs (a stage stopped half-way never leaves new
+    outputs beside the old record); a stage that fails having replaced nothing now puts the record back, one that
+    replaced its output leaves it without one."""
+    from astrotool.errors import InputError
+    from astrotool_dre import pipeline
+
+    def fails(paths, cfg, cube):
+        raise InputError(paths.cat, "unreadable")
+
+    monkeypatch.setitem(pipeline.STAGE_FUNCTIONS, "cuts", fails)
+    before = _stamps(ws, "cuts/sim_000_cuts.h5"), _record_bytes_and_time(ws)
+    r = astro("-w", ws, "--overwrite", "dre", "cuts")
+    assert r.returncode != 0 and "unreadable" in r.stderr, (r.stdout, r.stderr)
+    assert (_stamps(ws, "cuts/sim_000_cuts.h5"), _record_bytes_and_time(ws)) == before
+
+    def replaces_then_fails(paths, cfg, cube):
+        paths.cuts.write_bytes(b"half")
+        raise InputError(paths.cat, "unreadable")
+
+    monkeypatch.setitem(pipeline.STAGE_FUNCTIONS, "cuts", replaces_then_fails)
+    r = astro("-w", ws, "--overwrite", "dre", "cuts")
+    assert r.returncode != 0 and "unreadable" in r.stderr, (r.stdout, r.stderr)
+    assert not (ws / "dre/cuts/.sim_000_cuts.h5.made_with.json").exists()
+
+
+def test_a_missing_weight_map_is_reported_before_the_settings_change(astro, ws):
+    """A weight setting on a tile detected without one was refused as `dre.detect.weight_image: null -> ...;
+    inputs.weight: (absent) -> null`, hiding the missing weight map that a fresh workspace reported."""
+    before = _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*")
+    for overwrite in ([], ["--overwrite"]):
+        r = astro("-w", ws, *overwrite, "--set", 'dre.detect.weight_image="weights/{stem}_wht.fits"',
+                  "dre", "run", "--no-mosaics")
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert f"{ws / 'dre/tiles/weights/sim_000_wht.fits'}: weight map not found" in r.stderr, r.stderr
+        assert "other settings" not in r.stderr and "null" not in r.stderr, r.stderr
+    assert _stamps(ws, "sextracted/**/*", "psf/*", "cuts/*", "chi/*", "summary/*") == before
+
+
+def test_a_weight_map_gone_since_the_detection_is_said_missing(astro, ws):
+    """A detection recorded with a weight map that is gone: its settings differ in `inputs.weight: "<checksum>"
+    -> "missing"` (before: `-> null`)."""
+    from astrotool import made_with
+    from astrotool_dre.pipeline import TilePaths
+
+    cat = TilePaths(ws, "sim_000").cat
+    rec = made_with.read(cat)
+    settings = {**rec["settings"], "dre.detect.weight_image": "weights/{stem}_wht.fits", "inputs.weight": "0123"}
+    made_with.write(cat, {**rec, "settings": settings, "hash": made_with.digest(settings)})
+    r = astro("-w", ws, "--set", 'dre.detect.weight_image="weights/{stem}_wht.fits"', "dre", "psf")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert 'inputs.weight: "0123" -> "missing"' in r.stderr, r.stderr
+
+
+def test_a_bad_gain_is_one_problem_of_the_gain_option(astro, tmp_path):
+    """`dre run --gain abc` sets dre.detect.gain and dre.fit.gain: it said the same problem twice, the second
+    time as `command-line option: dre.fit.gain`."""
+    r = astro("-w", tmp_path / "ws", "dre", "run", "--gain", "abc")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    problems = [line for line in r.stderr.splitlines() if "got 'abc'" in line]
+    assert len(problems) == 1 and "command-line option --gain: dre.detect.gain:" in problems[0], r.stderr
+    assert "dre.fit.gain" not in r.stderr, r.stderr

@@ -30,15 +30,31 @@ def main():
     """Galaxy morphology (DRE): detect, PSF, cuts, Sérsic model grid, batched χ² fit."""
 
 
+#: Keys ``dre run`` sets from the option of another key (``--gain``: ``dre.detect.gain`` and ``dre.fit.gain``).
+SAME_OPTION = {"fit.gain": "detect.gain"}
+
+
 def _section(ctx, flags: dict):
-    return ctx.section("dre", flags)
+    """The validated ``[dre]`` section with the command's ``flags``; one problem per option: a value that
+    ``--gain`` gives both ``dre.detect.gain`` and ``dre.fit.gain`` is reported once, as ``--gain``'s."""
+    from astrotool.errors import ConfigError
+
+    try:
+        return ctx.section("dre", flags)
+    except ConfigError as exc:
+        twins = [k for k, first in SAME_OPTION.items()
+                 if flags.get(k) is not None and flags.get(k) == flags.get(first)
+                 and any(f": dre.{first}: " in p for p in exc.problems)]
+        if not twins:
+            raise
+        raise ConfigError([p for p in exc.problems if not any(f": dre.{k}: " in p for k in twins)]) from None
 
 
 def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, cube: Path | None = None,
                 desc: str | None = None) -> list[dict]:
     from astrotool.errors import AstroError
-    from astrotool_dre.pipeline import (TilePaths, check_cut_rooms, check_tile_files, check_tiles, check_upstream,
-                                        cube_path, run_tiles, tiles_in)
+    from astrotool_dre.pipeline import (TilePaths, check_cut_rooms, check_filters, check_tile_files, check_tiles,
+                                        check_upstream, check_weight_maps, cube_path, run_tiles, tiles_in)
     from astrotool_dre.stages import FOLDERS
     from astrotool_dre.tiles import TILE_SUFFIXES
 
@@ -56,6 +72,10 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
         raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles ({', '.join('*' + e for e in TILE_SUFFIXES)}); "
                          f"run `{astro_command('dre', 'simulate')}` or copy tiles there")
     check_upstream(todo, ws.root, stages)
+    if "detect" in stages:   # a missing weight map, before a setting of it is read as a settings change
+        check_weight_maps(ctx.shard_of(todo), cfg)
+    if "cuts" in stages:   # an unknown filter column, before the settings of finished cuts are compared
+        check_filters(ctx.shard_of(todo), ws.root, cfg, detect_again="detect" in stages and bool(ctx.overwrite))
     if "detect" in stages:  # an engine that cannot run is one usage error, not one failure per tile
         from astrotool_dre.detect import sextractor_for
 

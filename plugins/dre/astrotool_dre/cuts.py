@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
 __docformat__ = "numpy"
 
-__all__ = ["make_cuts", "read_cuts", "clean_mask", "check_cut_room", "Cuts", "SATURATED"]
+__all__ = ["make_cuts", "read_cuts", "clean_mask", "check_cut_room", "check_filter_columns", "Cuts", "SATURATED"]
 
 SATURATED = 4
 """The ``FLAGS`` bit of a saturated object (SExtractor's; the photutils engine sets it for a pixel at or above
@@ -143,6 +143,32 @@ def check_cut_room(tile: str | os.PathLike, shape: tuple[int, int], cfg: CutsCon
                                "or give larger tiles")
 
 
+def check_filter_columns(cat: str | os.PathLike, columns: list[str], filters) -> None:
+    """Refuse (InputError, exit 2) a ``(COLUMN, MIN, MAX)`` filter (``dre.cuts.filters``, ``--filter``) whose
+    column is not among ``columns``, those of the catalogue ``cat`` (``VIGNET`` left out).
+
+    Parameters
+    ----------
+    cat : path-like
+        The catalogue, named in the message.
+    columns : list of str
+        Its columns of one number per object.
+    filters : iterable of (str, float, float)
+        The filters.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The first unknown column, with the catalogue's columns.
+    """
+    from astrotool.errors import InputError
+
+    for col, _, _ in filters:
+        if col not in columns:
+            raise InputError(cat, f"filter column {col!r} is not among the catalogue's columns of one number "
+                                  f"per object: {', '.join(columns)}")
+
+
 def make_cuts(
     cat: str | os.PathLike,
     nb: str | os.PathLike,
@@ -220,11 +246,9 @@ def make_cuts(
     y = np.asarray(table["Y_IMAGE"], dtype=float)
     sel = (x > margin) & (x < nx - margin) & (y > margin) & (y < ny - margin)
     sel &= np.asarray(table["CLASS_STAR"], dtype=float) < max_stellarity
+    check_filter_columns(cat_path, table.colnames, filters)
     for spec in filters:
         col, lo, hi = spec
-        if col not in table.colnames:
-            raise InputError(cat_path, f"filter column {col!r} is not among the catalogue's columns of one number "
-                                       f"per object: {', '.join(table.colnames)}")
         v = np.asarray(table[col], dtype=float)
         sel &= (float(lo) < v) & (v < float(hi))
     saturated = np.zeros(len(table), bool)

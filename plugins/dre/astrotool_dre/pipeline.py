@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,7 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
         inputs[up] = made.get(up) or (old or {}).get("hash")
     if stage == "detect":  # the tile itself: a tile simulated again or replaced invalidates the chain
         inputs["tile"] = tile_identity(paths)
-        if cfg.detect.weight_image:   # and its weight map (missing: refused by the detection)
+        if cfg.detect.weight_image:   # and its weight map (missing: refused before any work, check_weight_maps)
             inputs["weight"] = weight_checksum(paths, cfg.detect.weight_image)
     settings["inputs"] = inputs
     return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT,
@@ -193,10 +194,13 @@ def engine_that_runs(stage: str, engine: str) -> str:
 
 def weight_checksum(paths: TilePaths, weight_image: str) -> str:
     """The checksum of the tile's weight map (``dre.detect.weight_image``) in detect's record
-    (``inputs.weight``): :func:`astrotool.made_with.file_checksum`, cached in ``dre/sextracted``."""
+    (``inputs.weight``): :func:`astrotool.made_with.file_checksum`, cached in ``dre/sextracted``; ``"missing"``
+    when there is no such file (or it cannot be read)."""
     from astrotool import made_with
 
-    return made_with.file_checksum(weight_path(paths.tile, weight_image), paths.sextracted / ".weight_checksum.json")
+    checksum = made_with.file_checksum(weight_path(paths.tile, weight_image),
+                                       paths.sextracted / ".weight_checksum.json")
+    return "missing" if checksum is None else checksum   # a settings change reads `"<checksum>" -> "missing"`
 
 
 def tile_identity(paths: TilePaths) -> str | None:
@@ -413,6 +417,49 @@ def check_cut_rooms(tiles: list[Path], cfg: DreConfig) -> None:
         raise InputError(problems[0].path, problems[0].problem + more)
 
 
+def check_weight_maps(tiles: list[Path], cfg: DreConfig) -> None:
+    """Before any work (and before the settings of finished outputs are compared): refuse (exit 2) when the
+    weight map ``dre.detect.weight_image`` names for some tile is not there, naming the first one and how
+    many tiles lack theirs (no weight map configured: nothing to check)."""
+    pattern = cfg.detect.weight_image
+    if not pattern:
+        return
+    missing = [(t, weight_path(t, pattern)) for t in tiles if not weight_path(t, pattern).is_file()]
+    if missing:
+        tile, path = missing[0]
+        more = f"; and {len(missing) - 1} more tiles lack theirs" if len(missing) > 1 else ""
+        raise InputError(path, f"weight map not found (dre.detect.weight_image = {pattern!r} for the tile "
+                               f"{printable(str(tile))}){more}")
+
+
+def check_filters(tiles: list[Path], root, cfg: DreConfig, *, detect_again: bool = False) -> None:
+    """Before any work (and before the settings of finished cuts are compared): refuse (exit 2) a filter
+    (``dre.cuts.filters``, ``--filter``) whose column the catalogue does not have: the first tile's catalogue
+    that is there (every catalogue of an engine has the same columns; a tile whose catalogue differs fails
+    alone, as an item, and its cuts and their record stay as they were), or, when there is none or the
+    detection runs again (``detect_again``), the columns both engines write
+    (:data:`astrotool_dre.catalog.CATALOG_COLUMNS`, ``EXT_NUMBER``)."""
+    from astrotool_dre.catalog import CATALOG_COLUMNS, read_catalog
+    from astrotool_dre.cuts import check_filter_columns
+
+    if not cfg.cuts.filters:
+        return
+    for t in [] if detect_again else tiles:
+        cat = TilePaths(root, tile_stem(t)).cat
+        if cat.is_file():
+            try:
+                columns = read_catalog(cat, vignet=False).colnames
+            except InputError:   # unreadable: that tile's own failure, later
+                continue
+            check_filter_columns(cat, columns, cfg.cuts.filters)
+            return
+    columns = [*CATALOG_COLUMNS, "EXT_NUMBER"]
+    for col, _, _ in cfg.cuts.filters:
+        if col not in columns:
+            raise AstroError(f"filter column {col!r} is not among the columns of the catalogue the detection "
+                             f"writes: {', '.join(columns)}")
+
+
 # ----------------------------------------------------------------------------- models
 def cube_path(root, cfg: ModelsConfig) -> Path:
     """Cache path of the cube for these grid settings: ``dre/models/sersic_<hash>.fits``."""
@@ -516,6 +563,7 @@ def process_tile(item: TileItem, seed: int) -> dict:
         rec = stage_record(paths, stage, item.cfg, made, item.cube)
         made[stage] = rec["hash"]
         outputs = paths.outputs(stage)
+        before = _kept_record(outputs)
         if made_with.keep(outputs, rec, overwrite=item.overwrite, recompute=stage in RECOMPUTE):
             summary[stage] = "skipped (done)"
             continue
@@ -523,6 +571,7 @@ def process_tile(item: TileItem, seed: int) -> dict:
         try:
             out = STAGE_FUNCTIONS[stage](paths, item.cfg, item.cube)
         except BaseException:
+            _restore_record(outputs, before)
             if stage == "detect" and not paths.done("detect"):   # nothing of a failed tile stays behind
                 for cache in (".tile_checksum.json", ".weight_checksum.json"):
                     (paths.sextracted / cache).unlink(missing_ok=True)
@@ -536,6 +585,43 @@ def process_tile(item: TileItem, seed: int) -> dict:
         made_with.write(outputs[0], rec)
         summary[f"{stage}_s"] = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def _file_state(path: Path) -> tuple | None:
+    """What tells a replaced file from the one that was there: inode, size, modification time (None: none)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _kept_record(outputs: list[Path]) -> tuple | None:
+    """Before :func:`astrotool.made_with.keep` removes the record of outputs about to be made again: the
+    record (bytes, access and modification times) and the outputs' states, for :func:`_restore_record`."""
+    record = made_with.sidecar(outputs[0])
+    try:
+        st = record.stat()
+        return record.read_bytes(), (st.st_atime_ns, st.st_mtime_ns), [_file_state(p) for p in outputs]
+    except OSError:
+        return None
+
+
+def _restore_record(outputs: list[Path], kept: tuple | None) -> None:
+    """After a stage failed: put back the record it removed when every output is still the one it describes
+    (a stage that failed before writing anything, such as a cuts filter of an unknown column); a stage that
+    replaced some of them leaves them without a record (made again by the next run)."""
+    record = made_with.sidecar(outputs[0])
+    if kept is None or record.exists():
+        return
+    data, times, states = kept
+    if [_file_state(p) for p in outputs] != states:
+        return
+    try:
+        record.write_bytes(data)
+        os.utime(record, ns=times)
+    except OSError:   # the failure is what is reported; the outputs are then made again
+        record.unlink(missing_ok=True)
 
 
 def _detect(paths: TilePaths, cfg: DreConfig, cube) -> tuple[str, dict]:
