@@ -167,6 +167,17 @@ class GlobalOptions:
         return {o.config_key: getattr(self, o.attr) for o in GLOBAL_OPTIONS if o.config_key}
 
 
+
+def _started_as_copy() -> bool:
+    """Whether this process was started as a training process of rank > 0 (``LOCAL_RANK``, ``RANK``,
+    ``NODE_RANK`` or ``SLURM_PROCID`` above 0, set by the launcher or by ``srun``), before it knows it is one
+    (:meth:`Context.mark_copy`)."""
+    for key in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return True
+    return False
+
 class Context:
     """What a running command needs.
 
@@ -301,11 +312,11 @@ class Context:
                           "shard": self.executor_options.shard, "seed": core.get("seed"), "config": config,
                           "versions": _versions()})
             marker = self.workspace.root / "runs" / ".overwrite" / f"{key}.json"   # the workspace made as usual
-            if marker.is_file():
+            if marker.is_file() and not _started_as_copy():   # a copy reads the marker its rank 0 just wrote
                 began = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(marker.stat().st_mtime))
                 self.log.info("--overwrite: going on with the one begun %s by a run that did not finish (what it "
                               "made with these settings is kept; delete %s to start afresh)", began, marker)
-            else:
+            elif not marker.is_file():
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(marker, {"command": self.argv, "started": self.started})
             self._overwrite_marker = marker

@@ -49,7 +49,7 @@ records)::
         seed = mc.run_seed(ctx, cfg.seed)
         settings = mc.resume_settings(cfg, seed, ds)      # every key but RESUMABLE, the seed, the set's identity
         mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.resume, clear=rt.is_global_zero,
-                            settings=settings, alone=rt.world_size == 1)   # every rank decides, rank 0 clears
+                            settings=settings, share=rt.broadcast)   # every rank decides, rank 0 clears
         rt.barrier("myplugin-train-prepared")            # no rank reads the folder before rank 0 cleared it
         progress = (mc.epoch_progress(ctx, cfg.epochs, f"train {mdir.name}",
                                       mc.resumed_dir(ctx, mdir, rt, cfg.resume))
@@ -408,7 +408,7 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint
 
 
 def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True,
-                     settings: dict[str, Any] | None = None, alone: bool = True) -> str:
+                     settings: dict[str, Any] | None = None, share: Callable[[Any], Any] | None = None) -> str:
     """Decide what training does with a model folder, and clear it for a restart.
 
     Parameters
@@ -418,9 +418,8 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
     overwrite : bool or astrotool.made_with.Overwrite
         ``--overwrite``: train from scratch, replacing the checkpoint, its
         ``last/`` state and its ONNX export -- unless that state was saved by a
-        run of this overwrite that was stopped (and ``resume``, one process):
-        it then goes on from there, as a Slurm job submitted again after its
-        time limit. They are set aside
+        run of this overwrite that was stopped (and ``resume``): it then goes
+        on from there, as a Slurm job submitted again after its time limit. They are set aside
         (:func:`astrotool.ml.checkpoint.set_aside`) until the new run's first
         epoch is saved, so an interrupted run keeps the previous model.
     resume : bool
@@ -437,10 +436,12 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         work, unless they equal those ``last/`` was trained with
         (:func:`astrotool.ml.training.check_resume_settings`). None: not
         checked here (``fit`` refuses a resume without settings).
-    alone : bool
-        One training process. Several (``False``) never resume a stopped
-        ``--overwrite``: each decides while rank 0 repairs the folder, and
-        they must decide alike.
+    share : callable, optional
+        With several training processes, what gives every process rank 0's
+        value (:meth:`astrotool.ml.fabric.Runtime.broadcast`): rank 0 decides,
+        after its repairs, whether a stopped ``--overwrite`` goes on, and the
+        others follow (they could see the folder while it repairs it). None:
+        one process.
 
     Returns
     -------
@@ -474,10 +475,13 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
             recover_last(d)
     elif not overwrite:  # ... which rank 0 does: the other ranks decide once it is done, on the same files
         wait_for_repair(d)  # (--overwrite trains from scratch whatever they see: no need to wait)
+    own = bool(overwrite and resume and clear and _own_last(d, overwrite, settings))
+    if overwrite and resume and share is not None:
+        own = bool(share(own))   # every process: rank 0's decision, made once its repairs are done
+    if own:
+        return "resume"   # this --overwrite, stopped after an epoch and run again: it goes on from there
     if not any((d / n).exists() for n in names):
         return "new"
-    if overwrite and resume and alone and _own_last(d, overwrite, settings):
-        return "resume"   # this --overwrite, stopped after an epoch and run again: it goes on from there
     if overwrite:
         if clear:  # kept aside until the new run's first epoch is saved: an interrupted run loses nothing
             set_aside(d, names)
@@ -553,7 +557,7 @@ def run_seed(ctx, seed: int | None = None) -> int:
 def resumed_dir(ctx, directory: str | Path, runtime, resume: bool = True) -> Path | None:
     """``directory`` when a training there would go on from its ``last/`` state, for :func:`epoch_progress`:
     with ``resume``, without ``--overwrite`` or when that state was saved by a stopped run of this overwrite
-    with one process (:func:`prepare_training`); None when it starts from scratch."""
+    (:func:`prepare_training`; rank 0's view); None when it starts from scratch."""
     from astrotool.made_with import replaces
     from astrotool.ml.checkpoint import STATE_META_FILE, resolve_last
 
@@ -561,7 +565,7 @@ def resumed_dir(ctx, directory: str | Path, runtime, resume: bool = True) -> Pat
         return None
     if not ctx.overwrite:
         return Path(directory)
-    if runtime.world_size > 1 or replaces(ctx.overwrite, resolve_last(directory) / STATE_META_FILE):
+    if replaces(ctx.overwrite, resolve_last(directory) / STATE_META_FILE):
         return None
     return Path(directory)
 

@@ -267,6 +267,14 @@ class Runtime:
         if self.world_size > 1 and not is_multiprocessing(self.fabric):
             self.fabric.barrier(name)
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every training process (a decision they must share); ``obj`` itself for one
+        process, or for ``ddp_spawn``/``ddp_fork`` before :func:`astrotool.ml.training.fit` has started their
+        processes (this one is then alone, as for :meth:`barrier`)."""
+        if self.world_size > 1 and not is_multiprocessing(self.fabric):
+            return self.fabric.broadcast(obj, src=0)
+        return obj
+
 
 def _route_lightning_logs() -> None:
     """Lightning's log records through astro's handlers (plain, rich or JSON), warnings and up only.

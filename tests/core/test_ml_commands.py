@@ -90,15 +90,21 @@ def _last_settings(folder, settings):
 
 def test_a_stopped_overwrite_goes_on_from_its_own_last_epoch(tmp_path):
     """Each Slurm submission of `train --overwrite` that hit the time limit started from scratch again: it never
-    finished. A last/ state saved since the overwrite began, with these settings, is resumed."""
+    finished. A last/ state saved since the overwrite began, with these settings, is resumed; with several
+    processes (which started from scratch) rank 0 decides and the others take its decision."""
     from astrotool.made_with import Overwrite
 
     d = _checkpoint(tmp_path / "m")
     _last_settings(d, {"lr": 0.1})
     saved = (d / "last" / "training_state.json").stat().st_mtime
     mine = Overwrite(saved - 5)     # the overwrite began before that epoch was saved
-    assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.1}, alone=False,
-                               clear=False) == "restart"   # several processes: they could decide apart
+    shared = []   # what rank 0 broadcasts
+    assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.1}, clear=True,
+                               share=lambda own: shared.append(own) or own) == "resume" and shared == [True]
+    for decided, action in ((True, "resume"), (False, "restart")):   # another rank follows rank 0, whatever it sees
+        assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.2}, clear=False,
+                                   share=lambda own: decided) == action
+    assert (d / "model.json").exists() and (d / "last").is_dir()   # nothing set aside: only rank 0 clears
     assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.1}) == "resume"
     assert (d / "model.json").exists() and (d / "last").is_dir()   # nothing set aside
     assert mc.prepare_training(d, overwrite=mine, resume=True, settings=None) == "restart"   # cannot compare

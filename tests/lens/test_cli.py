@@ -164,6 +164,48 @@ def test_train_on_two_processes_keeps_one_record(tmp_path, capsys):
 
 
 @pytest.mark.long
+@pytest.mark.long
+def test_a_stopped_overwrite_on_two_processes_goes_on_from_its_last_epoch(tmp_path, capsys):
+    """Submitted again after its time limit, `--overwrite lens train --devices 2` started from scratch each time
+    (only one process resumed a stopped overwrite: several could decide apart); rank 0 now decides for all."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ws = tmp_path / "ws"
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "ddp",
+                       "--stamp-size", 16, "--pixel-scale", 0.3, "-n", 96, "--shard-size", 96, *TINY)
+    assert code == 0, err
+    cmd = [sys.executable, "-m", "astrotool", "-w", str(ws), "--overwrite", "--set", "lens.train.threads=1",
+           "--set", "lens.train.blocks=1", "lens", "train", "--dataset", "ddp", "--epochs", "60", "--width", "4",
+           "--batch-size", "16", "--device", "cpu", "--devices", "2"]
+    state = ws / "lens" / "models" / "ddp_cnn" / "last" / "training_state.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (state.is_file() and _epochs_done(state) >= 2):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)   # the time limit: Slurm signals the job's processes
+    proc.communicate(timeout=120)
+    done = _epochs_done(state)
+    assert proc.returncode != 0 and 2 <= done < 60, (proc.returncode, done)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)   # the same job again, --overwrite and all
+    assert r.returncode == 0, r.stderr
+    assert f"after epoch {done}" in r.stderr and "resuming from" in r.stderr, r.stderr
+    assert r.stderr.count("--overwrite: going on with the one begun") == 1, r.stderr   # rank 0's, not its copy's
+    assert f"epoch {done + 1}/60 " in r.stderr and "epoch 1/60 " not in r.stderr, r.stderr   # no epoch again
+    history = json.loads((ws / "lens" / "models" / "ddp_cnn" / "model.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(len(history))) and len(history) > done   # one run's
+
+
+def _epochs_done(state) -> int:
+    try:
+        return int(json.loads(state.read_text())["loop"]["epochs_done"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 @pytest.mark.parametrize("strategy, code", [("ddp_fork", 0), ("ddp_spawn", 2)])
 def test_strategies_that_start_processes_in_fit(tmp_path, capsys, strategy, code):
     """ml.strategy ddp_fork / ddp_spawn (documented, valid) crashed every train command at its barrier after

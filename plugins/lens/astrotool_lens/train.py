@@ -114,7 +114,7 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
     settings = resume_settings(cfg, seed, ds, resumable=RESUMABLE)
     old_calibration = _calibration_of(model_dir)   # new weights: the calibration of the old ones goes
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
-                              settings=settings, alone=rt.world_size == 1)
+                              settings=settings, share=rt.broadcast)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
         warn_schedule_change(model_dir, cfg.epochs, log)
     rt.barrier("lens-train-prepared")

@@ -229,7 +229,7 @@ def train_model(ds, cfg, events, model_dir: str | Path, seed: int, overwrite: bo
     rt.launch()
     settings = resume_settings(cfg, seed, ds)
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
-                              settings=settings, alone=rt.world_size == 1)
+                              settings=settings, share=rt.broadcast)
     rt.barrier("plato-train-prepared")
     seed_everything(seed)
     kwargs = {**{k: getattr(cfg, k) for k in ARCH_KEYS}, "in_channels": ds.in_channels}

@@ -109,7 +109,7 @@ def start_training(ds, cfg, model_dir, seed: int, overwrite: bool, runtime, extr
     rt.launch()
     settings = resume_settings(cfg, seed, ds, resumable=RESUMABLE, **(extra or {}))
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
-                              settings=settings, alone=rt.world_size == 1)
+                              settings=settings, share=rt.broadcast)
     rt.barrier("ztf-train-prepared")
     seed_everything(seed)
     return rt, settings, action == "resume"

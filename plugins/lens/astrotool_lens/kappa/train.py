@@ -160,7 +160,7 @@ def train_unet(ds, cfg, model_dir: str | Path, seed: int, overwrite: bool = Fals
     rt.launch()
     settings = resume_settings(cfg, seed, ds)
     action = prepare_training(model_dir, overwrite=overwrite, resume=cfg.resume, clear=rt.is_global_zero,
-                              settings=settings, alone=rt.world_size == 1)
+                              settings=settings, share=rt.broadcast)
     if action == "resume" and cfg.schedule == "cosine" and log and rt.is_global_zero:
         warn_schedule_change(model_dir, cfg.epochs, log)
     rt.barrier("kappa-train-prepared")
