@@ -423,12 +423,38 @@ def test_the_rms_map_is_the_sky_noise_under_a_sky_gradient(tmp_path, engine, cap
     rms, seg = fits.getdata(res["rms"]), fits.getdata(res["seg"])
     header = fits.getheader(out["tile"])
     left, right = fits.getdata(out["tile"])[:, :40], fits.getdata(out["tile"])[:, -40:]   # sky level at each edge
-    sky = cfg.sky_level * (1 + 0.5 * cfg.sky_gradient)                 # the ramp's middle, ADU
+    sky = cfg.sky_level                                                # the ramp's middle (it runs ±g/2), ADU
     noise = np.sqrt(sky / header["GAIN"] + (cfg.read_noise / header["GAIN"]) ** 2)   # Poisson + read noise, ADU
     assert np.median(right) > np.median(left) + 3 * noise             # the ramp is there
-    assert np.median(rms[seg == 0]) == pytest.approx(noise, rel=0.06)
+    assert np.median(rms[seg == 0]) == pytest.approx(noise, rel=0.03)
     assert any("scaled to it" in r.getMessage() and "ramp.fits" in r.getMessage() for r in caplog.records)
     assert "scaled by" in str(fits.getheader(res["rms"])["HISTORY"])
+
+
+def test_an_rms_map_that_follows_the_depth_is_kept_and_only_one_too_large_is_scaled(tmp_path, caplog):
+    """The map is compared with the sky pixel by pixel: a tile of two depths (noise 1 and 1.5) whose map follows
+    them was read as 0.85x off and scaled (one scatter for the whole tile); a map 1.3x too large is scaled
+    down; one too small is only warned about (faint sources widen the sky too)."""
+    import logging
+
+    from astrotool_dre.config import DetectConfig
+    from astrotool_dre.detect import match_rms_to_sky
+
+    rng = np.random.default_rng(5)
+    sigma = np.where(np.arange(200)[None, :] < 120, 1.0, 1.5) * np.ones((200, 1))
+    nb = rng.normal(0.0, sigma).astype(np.float32)
+    paths = {k: tmp_path / f"{k}.fits" for k in ("nb", "rms", "seg")}
+    fits.PrimaryHDU(nb).writeto(paths["nb"])
+    fits.PrimaryHDU(np.zeros(nb.shape, np.int32)).writeto(paths["seg"])
+    log = logging.getLogger("astro.dre")
+    for off, factor in ((1.0, 1.0), (1.3, 1 / 1.3), (0.8, 1.0)):
+        fits.PrimaryHDU((sigma * off).astype(np.float32)).writeto(paths["rms"], overwrite=True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="astro.dre"):
+            got = match_rms_to_sky(paths, "t.fits", DetectConfig(), log)
+        assert got == pytest.approx(factor, rel=0.02), off
+        assert np.median(fits.getdata(paths["rms"]) / sigma) == pytest.approx(off * got, rel=1e-6)
+        assert ("the fit's errors may be too small" in caplog.text) == (off < 1), caplog.text
 
 
 def test_gain_from_another_keyword_is_logged_once_per_tile(tmp_path, caplog):

@@ -61,20 +61,24 @@ def engine_of(path: str | os.PathLike) -> str:
 
 
 RMS_TOLERANCE = 0.10
-"""Largest relative difference between a detection's RMS map and the sky's scatter about the background that
-:func:`match_rms_to_sky` leaves alone (a 2048² crowded tile: 2.6 %; a 512² one with the same ramp: 24 %)."""
+"""Largest relative difference between a detection's RMS map and the scatter of the sky about the background
+that :func:`match_rms_to_sky` leaves alone (a 2048² crowded tile: 2.6 %; a 512² one with the same ramp: 24 %)."""
+
+RMS_SAMPLE = 4_000_000
+"""Most sky pixels :func:`match_rms_to_sky` reads (every k-th beyond it)."""
 
 
 def match_rms_to_sky(tmp: dict, tile, cfg: DetectConfig, log) -> float:
-    """Scale a detection's RMS map to the scatter of the sky about the background where they differ by more
-    than :data:`RMS_TOLERANCE`.
+    """Scale a detection's RMS map down to the scatter of the sky about the background where it is more than
+    :data:`RMS_TOLERANCE` too large; warn where it is as much too small.
 
     Both engines take a mesh's background and RMS from one clipped histogram (SExtractor's method), so a sky
     gradient across a mesh widens the RMS: on a 512² tile with a 20 % sky ramp and 256-px meshes it came out
-    1.24× the noise, the fit's χ²/ν 0.67 and its errors too large. The scatter is the sigma-clipped standard
-    deviation of the background-subtracted image on the pixels of no source's segment (pixel by pixel:
-    correlated noise does not lower it). A weight map (``weight_image``) is the user's noise model: it is
-    only warned about.
+    1.24× the noise, the fit's χ²/ν 0.67 and its errors too large. The measure is the robust standard deviation
+    (MAD) of the background-subtracted image divided by the RMS map on the pixels of no source's segment, so a
+    tile whose depth varies, and whose map follows it, is left alone. A map too small is only warned about:
+    the wings of faint sources below the threshold widen the sky too. A weight map (``weight_image``) is the
+    user's noise model: it is only warned about.
 
     Parameters
     ----------
@@ -93,27 +97,30 @@ def match_rms_to_sky(tmp: dict, tile, cfg: DetectConfig, log) -> float:
         The factor the RMS map was multiplied by (1.0: left as it was).
     """
     from astropy.io import fits
-    from astropy.stats import sigma_clipped_stats
+    from astropy.stats import mad_std
 
     nb, seg = fits.getdata(tmp["nb"]), fits.getdata(tmp["seg"])
     with fits.open(tmp["rms"], mode="update") as h:
         rms = h[0].data
-        sky = (seg == 0) & np.isfinite(nb) & np.isfinite(rms) & (rms > 0)
-        if sky.sum() < 1000:   # too few sky pixels to tell
+        sky = np.flatnonzero((seg == 0) & np.isfinite(nb) & np.isfinite(rms) & (rms > 0))
+        if sky.size < 1000:   # too few sky pixels to tell
             return 1.0
-        scatter = float(sigma_clipped_stats(nb[sky], sigma=3.0, maxiters=10)[2])
-        ratio = float(np.median(rms[sky])) / scatter if scatter > 0 else 1.0
-        if abs(ratio - 1.0) <= RMS_TOLERANCE:
+        sky = sky[::-(-sky.size // RMS_SAMPLE)]
+        scatter = float(mad_std(nb.ravel()[sky] / rms.ravel()[sky]))   # 1 where the map is the noise
+        if not np.isfinite(scatter) or scatter <= 0 or abs(scatter - 1.0) <= RMS_TOLERANCE:
             return 1.0
-        what = (f"{printable(str(tile))}: the RMS map is {ratio:.2f}× the scatter of the sky about the background "
-                f"({scatter:.4g})")
-        if cfg.weight_image:
-            log.warning("%s; the weight map %s is kept as the noise model", what, cfg.weight_image)
+        what = (f"{printable(str(tile))}: the sky scatters {scatter:.2f}× the RMS map about the background "
+                "(the pixels of no source)")
+        if cfg.weight_image or scatter > 1.0:
+            log.warning("%s; %s", what, f"the weight map {cfg.weight_image} is kept as the noise model"
+                        if cfg.weight_image else "faint sources or structure in the sky? the map is kept, and the "
+                                                 "fit's errors may be too small")
             return 1.0
-        h[0].data = (rms / ratio).astype(rms.dtype)
-        h[0].header.add_history(f"scaled by {1 / ratio:.4f} to the sky's scatter about the background")
-    log.info("%s (a sky gradient across the %d-px background meshes widens it): scaled to it", what, cfg.back_size)
-    return 1.0 / ratio
+        h[0].data = (rms * scatter).astype(rms.dtype)
+        h[0].header.add_history(f"scaled by {scatter:.4f} to the sky's scatter about the background")
+    log.info("%s: a sky gradient across the %d-px background meshes widens the map; scaled to it", what,
+             cfg.back_size)
+    return scatter
 
 
 def detection_kernel(fwhm: float) -> np.ndarray:

@@ -100,7 +100,9 @@ class TilePaths:
 #: fit 3: ANGLE refined across the periodic axis's wrap (a vertex below 0 deg was held at the grid).
 #: detect 4: pixels of no weight in the weight map are NaN in _nb, _rms; cuts 2: saturated objects (FLAGS bit 4)
 #: left out, cuts holding NaN in _nb or _rms dropped.
-STAGE_VERSIONS = {"detect": 4, "psf": 2, "cuts": 2, "fit": 3, "mosaics": 2}
+#: detect 5: an _rms map more than 10 % above the sky's scatter is scaled to it (match_rms_to_sky); mosaics 3:
+#: the PNG scale's top from the pixels of the fit mask.
+STAGE_VERSIONS = {"detect": 5, "psf": 2, "cuts": 2, "fit": 3, "mosaics": 3}
 #: Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2).
 RECOMPUTE = frozenset({"mosaics"})
 #: Settings that do not change a stage's outputs.
@@ -618,8 +620,11 @@ def _restore_record(outputs: list[Path], kept: tuple | None) -> None:
     if [_file_state(p) for p in outputs] != states:
         return
     try:
-        record.write_bytes(data)
-        os.utime(record, ns=times)
+        from astrotool.workspace import atomic_path
+
+        with atomic_path(record) as tmp:   # a second signal meanwhile leaves no torn record
+            tmp.write_bytes(data)
+            os.utime(tmp, ns=times)
     except OSError:   # the failure is what is reported; the outputs are then made again
         record.unlink(missing_ok=True)
 
