@@ -312,10 +312,13 @@ class Context:
                           "shard": self.executor_options.shard, "seed": core.get("seed"), "config": config,
                           "versions": _versions()})
             marker = self.workspace.root / "runs" / ".overwrite" / f"{key}.json"   # the workspace made as usual
-            if marker.is_file() and not _started_as_copy():   # a copy reads the marker its rank 0 just wrote
+            copy = _started_as_copy()   # a training process of rank > 0: rank 0 writes the marker and decides
+            if marker.is_file() and not copy:
                 began = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(marker.stat().st_mtime))
                 self.log.info("--overwrite: going on with the one begun %s by a run that did not finish (what it "
                               "made with these settings is kept; delete %s to start afresh)", began, marker)
+            elif copy and not marker.is_file():   # it never says a fresh run of rank 0 "did not finish"
+                return None
             elif not marker.is_file():
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(marker, {"command": self.argv, "started": self.started})

@@ -408,7 +408,8 @@ def check_trained_on(trained: dict[str, Any] | None, ds, model: str | Path, hint
 
 
 def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, clear: bool = True,
-                     settings: dict[str, Any] | None = None, share: Callable[[Any], Any] | None = None) -> str:
+                     settings: dict[str, Any] | None = None, share: Callable[[Any], Any] | None = None,
+                     alone: bool = True) -> str:
     """Decide what training does with a model folder, and clear it for a restart.
 
     Parameters
@@ -441,7 +442,11 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
         value (:meth:`astrotool.ml.fabric.Runtime.broadcast`): rank 0 decides,
         after its repairs, whether a stopped ``--overwrite`` goes on, and the
         others follow (they could see the folder while it repairs it). None:
-        one process.
+        one process, or ``alone=False``.
+    alone : bool
+        Without ``share``: one training process. Several (``False``, as
+        plugins written before ``share`` say) never resume a stopped
+        ``--overwrite``: they could decide apart.
 
     Returns
     -------
@@ -475,7 +480,8 @@ def prepare_training(directory: str | Path, *, overwrite: bool, resume: bool, cl
             recover_last(d)
     elif not overwrite:  # ... which rank 0 does: the other ranks decide once it is done, on the same files
         wait_for_repair(d)  # (--overwrite trains from scratch whatever they see: no need to wait)
-    own = bool(overwrite and resume and clear and _own_last(d, overwrite, settings))
+    decides = clear and (share is not None or alone)   # rank 0, or the one process
+    own = bool(overwrite and resume and decides and _own_last(d, overwrite, settings))
     if overwrite and resume and share is not None:
         own = bool(share(own))   # every process: rank 0's decision, made once its repairs are done
     if own:
@@ -557,7 +563,8 @@ def run_seed(ctx, seed: int | None = None) -> int:
 def resumed_dir(ctx, directory: str | Path, runtime, resume: bool = True) -> Path | None:
     """``directory`` when a training there would go on from its ``last/`` state, for :func:`epoch_progress`:
     with ``resume``, without ``--overwrite`` or when that state was saved by a stopped run of this overwrite
-    (:func:`prepare_training`; rank 0's view); None when it starts from scratch."""
+    (:func:`prepare_training`; rank 0's view, settings not compared); None when it starts from scratch.
+    ``runtime`` is not used (kept for the plugins that pass it)."""
     from astrotool.made_with import replaces
     from astrotool.ml.checkpoint import STATE_META_FILE, resolve_last
 

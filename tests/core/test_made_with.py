@@ -211,3 +211,29 @@ def test_context_overwrite_begins_once_and_ends_with_success(tmp_path):
     marker = again._overwrite_marker
     again.finish("ok", 0)
     assert not marker.exists()                    # succeeded: the next --overwrite makes everything again
+
+
+
+def test_a_training_copy_never_writes_the_overwrite_marker_nor_says_it_goes_on(tmp_path, monkeypatch):
+    """A DDP copy (rank > 0) that read the marker first wrote it, and its rank 0 then logged that a fresh
+    --overwrite was "going on with the one begun ... by a run that did not finish"."""
+    import logging
+
+    from astrotool.context import Context, GlobalOptions
+
+    def ctx():
+        argv = ["-w", str(tmp_path), "--overwrite", "lens", "train"]
+        return Context(GlobalOptions(workspace=str(tmp_path), overwrite=True), "lens train", ["astro", *argv])
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert ctx().overwrite.since is None and not (tmp_path / "runs" / ".overwrite").exists()
+    monkeypatch.delenv("LOCAL_RANK")
+    since = ctx().overwrite.since                  # rank 0 writes it
+    said = []
+    for copy in ("1", "0"):   # a copy reads it in silence; rank 0, run again, says it goes on
+        monkeypatch.setenv("SLURM_PROCID", copy)
+        c = ctx()
+        monkeypatch.setattr(c, "log", logging.getLogger("astro.test"))
+        monkeypatch.setattr(c.log, "info", lambda msg, *args: said.append((copy, msg % args)))
+        assert c.overwrite.since == since
+    assert [copy for copy, msg in said if "going on with the one begun" in msg] == ["0"], said

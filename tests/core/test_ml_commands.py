@@ -105,6 +105,7 @@ def test_a_stopped_overwrite_goes_on_from_its_own_last_epoch(tmp_path):
         assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.2}, clear=False,
                                    share=lambda own: decided) == action
     assert (d / "model.json").exists() and (d / "last").is_dir()   # nothing set aside: only rank 0 clears
+    assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.1}, alone=False) == "restart"
     assert mc.prepare_training(d, overwrite=mine, resume=True, settings={"lr": 0.1}) == "resume"
     assert (d / "model.json").exists() and (d / "last").is_dir()   # nothing set aside
     assert mc.prepare_training(d, overwrite=mine, resume=True, settings=None) == "restart"   # cannot compare
