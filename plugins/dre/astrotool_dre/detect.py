@@ -62,7 +62,8 @@ def engine_of(path: str | os.PathLike) -> str:
 
 RMS_TOLERANCE = 0.10
 """Largest relative difference between a detection's RMS map and the scatter of the sky about the background
-that :func:`match_rms_to_sky` leaves alone (a 2048² crowded tile: 2.6 %; a 512² one with the same ramp: 24 %)."""
+that :func:`match_rms_to_sky` leaves alone (the sky scatters 0.99× the map of a 2048² crowded tile, 0.81× that of
+a 512² one with the same ramp)."""
 
 RMS_SAMPLE = 4_000_000
 """Most sky pixels :func:`match_rms_to_sky` reads (every k-th beyond it)."""

@@ -100,7 +100,7 @@ class TilePaths:
 #: fit 3: ANGLE refined across the periodic axis's wrap (a vertex below 0 deg was held at the grid).
 #: detect 4: pixels of no weight in the weight map are NaN in _nb, _rms; cuts 2: saturated objects (FLAGS bit 4)
 #: left out, cuts holding NaN in _nb or _rms dropped.
-#: detect 5: an _rms map more than 10 % above the sky's scatter is scaled to it (match_rms_to_sky); mosaics 3:
+#: detect 5: an _rms map more than 10 % above the sky's scatter is scaled down to it (match_rms_to_sky); mosaics 3:
 #: the PNG scale's top from the pixels of the fit mask.
 STAGE_VERSIONS = {"detect": 5, "psf": 2, "cuts": 2, "fit": 3, "mosaics": 3}
 #: Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2).
