@@ -35,7 +35,9 @@ __docformat__ = "numpy"
 __all__ = ["Backend", "get_backend", "resolve_device", "BACKENDS", "DEVICES"]
 
 BACKENDS = ("numpy", "torch", "cupy", "auto")
+"""Array backends ``get_backend`` accepts, ``auto`` included."""
 DEVICES = ("cpu", "cuda", "auto")
+"""Devices accepted (``auto``: CUDA when the backend can use it and a GPU is visible, else CPU)."""
 
 _DTYPES = ("float32", "float64", "bool", "int64", "complex64", "complex128")
 

@@ -44,6 +44,7 @@ def _global_help() -> str:
 
 
 GLOBAL_HELP = _global_help()
+"""Epilog of the root command's help: one sentence listing the global options."""
 _BY_NAME = {n: o for o in GLOBAL_OPTIONS for n in o.names}
 
 

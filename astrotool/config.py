@@ -33,7 +33,9 @@ from astrotool.errors import ConfigError
 __docformat__ = "numpy"
 
 ENV_PREFIX = "ASTRO_"
+"""Prefix of the environment variables that set configuration keys."""
 DEFAULTS = "defaults"
+"""Source name of a value that no layer set (the packaged defaults)."""
 
 
 def user_config_path() -> Path | None:
@@ -585,8 +587,8 @@ def _explain(section: str, err: dict) -> tuple[str, str, object]:
     return ".".join([section, *parts]), msg, value
 
 
-#: How a value set by a command's own option is named in messages (``command-line option --name``).
 OPTION_SOURCE = "command-line option"
+"""How a value set by a command's own option is named in messages (``command-line option --name``)."""
 
 
 def _option_source(dotted: str, sections: set[str]) -> str:

@@ -24,7 +24,9 @@ from typing import Callable, Iterator
 __docformat__ = "numpy"
 
 LOGGER_NAME = "astro"
+"""Name of the ``logging`` logger astrotool writes to."""
 FORMATS = ("auto", "rich", "plain", "json")
+"""Output formats of the console (``--log-format``)."""
 
 
 class _State:

@@ -54,6 +54,7 @@ from astrotool.seeding import derive_seed  # noqa: F401  (public here since the 
 __docformat__ = "numpy"
 
 KINDS = ("serial", "process", "dask")
+"""Executor kinds (``--executor``)."""
 
 STOP_GRACE_S = 5.0
 """Seconds a worker gets to remove its temporary file and exit after SIGTERM before it is killed [s]."""
@@ -277,6 +278,7 @@ def _call(fn: Callable, item: Any, seed: int, key: str):
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+"""Environment variables that set the threads of the BLAS/OpenMP libraries of a worker."""
 
 _STOP: dict = {"signum": None, "deferred": False, "again": False, "timer": None}
 _POOLS: list = []  # process pools running now, whose workers a stop request signals

@@ -22,6 +22,7 @@ import pluggy
 __docformat__ = "numpy"
 
 PROJECT = "astrotool"
+"""pluggy project name of the hooks (markers and plugin manager)."""
 hookspec = pluggy.HookspecMarker(PROJECT)
 """Marks the hook specifications below (the core's side of the plugin contract)."""
 hookimpl = pluggy.HookimplMarker(PROJECT)

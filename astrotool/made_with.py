@@ -53,6 +53,7 @@ SCHEMA = 1
 """Layout of the record file itself."""
 
 SUFFIX = ".made_with.json"
+"""Suffix of the settings record kept beside an output file."""
 
 
 def flatten(settings: Mapping, prefix: str = "") -> dict:

@@ -21,6 +21,7 @@ from astrotool import hookspecs
 __docformat__ = "numpy"
 
 ENTRY_POINT_GROUP = "astrotool.plugins"
+"""Entry-point group that plugin distributions register in."""
 
 
 class PluginInfo:

@@ -26,6 +26,7 @@ from typing import Iterator
 __docformat__ = "numpy"
 
 WORKSPACE_FILE = "astro.toml"
+"""File marking a workspace's root folder (and holding its configuration)."""
 
 # temporary files being written right now (temporary path -> final path); removed on SIGINT/SIGTERM
 _LIVE_TEMPS: dict[Path, Path] = {}

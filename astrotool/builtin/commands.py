@@ -15,6 +15,7 @@ __docformat__ = "numpy"
 
 # ---------------------------------------------------------------------------- init
 init_app = typer.Typer()
+"""Typer app of ``astro init``."""
 
 
 @init_app.command("init")
@@ -34,6 +35,7 @@ def init(directory: Path = typer.Argument(None, help="Workspace folder (default:
 
 # ---------------------------------------------------------------------------- status
 status_app = typer.Typer()
+"""Typer app of ``astro status``."""
 
 
 @status_app.command("status")
@@ -83,6 +85,7 @@ def _run_outcome(run_dir) -> tuple[str, int] | str | None:
 
 # ---------------------------------------------------------------------------- config
 config_app = typer.Typer(help="Show, validate and describe the layered configuration.", no_args_is_help=True)
+"""Typer group of ``astro config`` (show, validate, describe)."""
 
 
 @config_app.callback()
@@ -199,6 +202,7 @@ def config_schema():
 
 # ---------------------------------------------------------------------------- plugins
 plugins_app = typer.Typer()
+"""Typer app of ``astro plugins``."""
 
 
 @plugins_app.command("plugins")
@@ -223,6 +227,7 @@ def plugins():
 
 # ---------------------------------------------------------------------------- doctor
 doctor_app = typer.Typer()
+"""Typer app of ``astro doctor``."""
 
 
 @doctor_app.command("doctor")
@@ -269,6 +274,7 @@ def doctor():
 
 # ---------------------------------------------------------------------------- demo
 demo_app = typer.Typer()
+"""Typer app of ``astro demo``."""
 
 
 @demo_app.command("demo")

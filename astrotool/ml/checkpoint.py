@@ -44,10 +44,15 @@ from astrotool.workspace import atomic_path, write_json_atomic
 __docformat__ = "numpy"
 
 WEIGHTS_FILE = "model.safetensors"
+"""File of a checkpoint's weights (safetensors)."""
 META_FILE = "model.json"
+"""File of a checkpoint's metadata (architecture, settings, provenance; JSON)."""
 STATE_TENSORS_FILE = "training_state.safetensors"
+"""File of the training state's tensors (safetensors)."""
 STATE_META_FILE = "training_state.json"
+"""File of the training state's other values (JSON)."""
 LAST_DIR = "last"
+"""Sub-folder of a model folder holding the checkpoint of the last epoch (to resume from)."""
 LAST_NEW_DIR = ".last.new"
 """Where :func:`save_last` writes the next ``last/`` before swapping it in."""
 LAST_OLD_DIR = ".last.old"
@@ -60,7 +65,9 @@ SET_ASIDE_DIR = ".replaced"
 """Where ``--overwrite`` keeps a model folder's previous checkpoint until the new run's first
 epoch is saved (:func:`set_aside`)."""
 FORMAT = "astrotool-checkpoint"
+"""``format`` of a checkpoint's metadata file."""
 FORMAT_VERSION = 1
+"""Version of the checkpoint layout."""
 
 
 def _default_mode(path: Path) -> None:

@@ -47,8 +47,10 @@ __all__ = ["FORMAT", "MANIFEST_SUFFIX", "DatasetWriter", "ArrayDataset", "EpochB
            "read_shard_metadata"]
 
 FORMAT = "astrotool-array-dataset"
+"""``format`` of an array data set's manifest."""
 FORMAT_VERSION = 1
 MANIFEST_SUFFIX = "_dataset.json"
+"""Suffix of an array data set's manifest file (``<name>_dataset.json``)."""
 META_GROUP = "metadata"
 RESERVED_KEYS = frozenset({"format", "format_version", "kind", "name", "n", "arrays", "shards", "metadata",
                            "provenance"})
