@@ -34,18 +34,17 @@ __all__ = ["CATALOG_COLUMNS", "CATALOG_UNITS", "CATALOG_DESCRIPTIONS", "FLUX_COL
            "empty_catalog",
            "read_catalog", "write_ldac", "add_size_stellarity"]
 
-#: astropy units of the catalogue columns; the flux columns of :data:`FLUX_COLUMNS` are in the
-#: tile's data units (its ``BUNIT``), the others are dimensionless.
 CATALOG_UNITS = {
     "X_IMAGE": "pix", "Y_IMAGE": "pix", "XWIN_IMAGE": "pix", "YWIN_IMAGE": "pix", "ALPHA_J2000": "deg",
     "DELTA_J2000": "deg", "MAG_AUTO": "mag", "MAGERR_AUTO": "mag", "FLUX_RADIUS": "pix", "FWHM_IMAGE": "pix",
     "A_IMAGE": "pix", "B_IMAGE": "pix", "THETA_IMAGE": "deg", "ISOAREA_IMAGE": "pix2",
 }
+"""astropy units of the catalogue columns; the flux columns of :data:`FLUX_COLUMNS` are in the
+tile's data units (its ``BUNIT``), the others are dimensionless."""
 
-#: Catalogue columns in the tile's data units (``VIGNET``: cut-outs of the background-subtracted tile).
 FLUX_COLUMNS = ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUXERR_APER", "FLUX_MAX", "BACKGROUND", "VIGNET")
+"""Catalogue columns in the tile's data units (``VIGNET``: cut-outs of the background-subtracted tile)."""
 
-#: One-line descriptions of the catalogue columns (FITS ``TCOMMn``).
 CATALOG_DESCRIPTIONS = {
     "NUMBER": "source number in its image HDU", "EXT_NUMBER": "HDU of the image in the tile (0-based)",
     "X_IMAGE": "barycentre x (1-based, FITS convention)", "Y_IMAGE": "barycentre y (1-based, FITS convention)",
@@ -63,8 +62,8 @@ CATALOG_DESCRIPTIONS = {
     "SNR_WIN": "signal-to-noise in the windowed aperture", "CLASS_STAR": "stellarity (1 star, 0 galaxy)",
     "FLAGS": "extraction flags (SExtractor bits)",
 }
+"""One-line descriptions of the catalogue columns (FITS ``TCOMMn``)."""
 
-#: Columns both engines write to ``LDAC_OBJECTS`` (VIGNET size is configurable).
 CATALOG_COLUMNS = [
     "NUMBER", "X_IMAGE", "Y_IMAGE", "XWIN_IMAGE", "YWIN_IMAGE", "ALPHA_J2000", "DELTA_J2000",
     "FLUX_AUTO", "FLUXERR_AUTO", "MAG_AUTO", "MAGERR_AUTO", "FLUX_APER", "FLUXERR_APER",
@@ -72,6 +71,7 @@ CATALOG_COLUMNS = [
     "ELONGATION", "ELLIPTICITY", "ISOAREA_IMAGE", "FLUX_MAX", "BACKGROUND", "SNR_WIN",
     "CLASS_STAR", "FLAGS",
 ]
+"""Columns both engines write to ``LDAC_OBJECTS`` (VIGNET size is configurable)."""
 
 
 def set_flux_tunits(path, flux_unit: str) -> None:

@@ -20,9 +20,11 @@ from astrotool.context import astro_command, current
 __docformat__ = "numpy"
 
 app = typer.Typer(no_args_is_help=True)
+"""Typer app of ``astro dre``."""
 
 TILES = typer.Argument(None, help="Tiles (paths or names in dre/tiles); default: every dre/tiles/*.fits "
                                    "(.fits.gz, .fits.fz, .fit too).")
+"""The tiles argument shared by the per-tile commands."""
 
 
 @app.callback()
@@ -30,8 +32,8 @@ def main():
     """Galaxy morphology (DRE): detect, PSF, cuts, Sérsic model grid, batched χ² fit."""
 
 
-#: Keys ``dre run`` sets from the option of another key (``--gain``: ``dre.detect.gain`` and ``dre.fit.gain``).
 SAME_OPTION = {"fit.gain": "detect.gain"}
+"""Keys ``dre run`` sets from the option of another key (``--gain``: ``dre.detect.gain`` and ``dre.fit.gain``)."""
 
 
 def _section(ctx, flags: dict):

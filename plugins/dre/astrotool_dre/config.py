@@ -30,9 +30,13 @@ from astrotool.section import ArrayDevice, FileName, Section, check_odd, check_o
 __docformat__ = "numpy"
 
 Engine = Literal["auto", "sextractor", "photutils"]
+"""Source extraction engine of ``dre.detect.engine``."""
 PsfEngine = Literal["auto", "psfex", "photutils"]
+"""PSF model engine of ``dre.psf.engine``."""
 Compression = Literal["none", "low", "medium", "high"]
+"""Compression level of written FITS files."""
 Gain = Union[PositiveFloat, Literal["counts", "cps"]]
+"""Detector gain [e-/ADU], or ``counts``/``cps``: read from the header for data in counts or counts/s."""
 
 
 def _odd(value: int, info: ValidationInfo) -> int:

@@ -28,8 +28,8 @@ __docformat__ = "numpy"
 __all__ = ["CROP_SIZES", "prepare_psf", "convolve_cube", "CubeSpectrum", "remove_pixel_response", "ModelBank",
            "crop_sizes", "bank_sizes"]
 
-#: Side lengths (pixels) of the centred square crops objects are fit on.
 CROP_SIZES = (16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128)
+"""Side lengths (pixels) of the centred square crops objects are fit on."""
 
 
 def _numpy_backend():

@@ -50,7 +50,6 @@ __docformat__ = "numpy"
 
 __all__ = ["FLAG_BITS", "ERROR_FLOOR", "best_parameters"]
 
-#: Bits of the ``FIT_FLAGS`` column written by :func:`best_parameters`.
 FLAG_BITS = {
     "LOGR_EDGE_LO": 1,
     "LOGR_EDGE_HI": 2,
@@ -61,12 +60,13 @@ FLAG_BITS = {
     "NO_FIT": 64,
     "GRID_ONLY": 128,
 }
+"""Bits of the ``FIT_FLAGS`` column written by :func:`best_parameters`."""
 
-#: Systematic floors added in quadrature to the statistical errors (what the grid, the measured PSF and
-#: the neighbours' models leave); ``FLUX`` is relative, ``ANGLE`` in degrees. Calibrated so that the truth
-#: lies within 2σ for 95 % of the 217 galaxies of a crowded field (preset ``crowded``, seed 6101; the
-#: benchmark scores another seed): without them 88 % (LOGR), 93 % (AX_RATIO), 83 % (INDEX), 81 % (FLUX).
 ERROR_FLOOR = {"INDEX": 0.37, "AX_RATIO": 0.012, "ANGLE": 0.0, "LOGR": 0.035, "FLUX": 0.06}
+"""Systematic floors added in quadrature to the statistical errors (what the grid, the measured PSF and
+the neighbours' models leave); ``FLUX`` is relative, ``ANGLE`` in degrees. Calibrated so that the truth
+lies within 2σ for 95 % of the 217 galaxies of a crowded field (preset ``crowded``, seed 6101; the
+benchmark scores another seed): without them 88 % (LOGR), 93 % (AX_RATIO), 83 % (INDEX), 81 % (FLUX)."""
 
 _NAMES = ("INDEX", "AX_RATIO", "ANGLE", "LOGR")
 

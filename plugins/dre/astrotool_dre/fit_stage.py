@@ -46,6 +46,7 @@ __docformat__ = "numpy"
 
 SUMMARY_FIRST = ["TILE", "NAME", "NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "INDEX", "AX_RATIO", "ANGLE", "LOGR",
                  "FLUX", "MAG", "CHI2", "CHI2_NU"]
+"""Columns put first, in this order, in the fit summary table."""
 
 SKY_COLUMNS = ("SKY", "SKY_ERR")
 """Columns of the local sky (``dre.fit.local_sky`` with the statistic ``chi2`` only), in the tile's ``BUNIT``."""

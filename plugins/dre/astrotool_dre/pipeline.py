@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __docformat__ = "numpy"
 
 CUBE_VERSION = 1  # bump when the model drawing changes, to invalidate cached cubes
+"""Version of the model drawing; a change invalidates cached model cubes."""
 
 
 class TilePaths:
@@ -89,30 +90,30 @@ class TilePaths:
 
 
 # ----------------------------------------------------------------------------- what made an output
-#: Bump a stage's number when the same settings give other outputs (or its record holds other keys for them).
-#: fit 2: the summary has SKY/SKY_ERR and more header cards, a --cube fit records the cube's grid, local_sky
-#: with the dre statistic is recorded as used (false); mosaics 2: TILE, NAME, INDEX, FITSTAT in their headers;
-#: detect 2: ALPHA_J2000/DELTA_J2000 from the full astropy WCS (SIP; FK5 J2000 whatever the header's frame).
-#: An output of an older version is refused (fit: --overwrite remakes it) or made again (mosaics: RECOMPUTE).
-#: detect 3: photutils' THETA_IMAGE in (-90, 90] and KRON_RADIUS scaled as SExtractor's (k r1), SExtractor's flux
-#: columns' TUNITn the tile's BUNIT (as photutils' and the summary's), the record's engine the one that runs.
-#: psf 2: the record's engine is the one that runs ("auto" resolved: :func:`engine_that_runs`).
-#: fit 3: ANGLE refined across the periodic axis's wrap (a vertex below 0 deg was held at the grid).
-#: detect 4: pixels of no weight in the weight map are NaN in _nb, _rms; cuts 2: saturated objects (FLAGS bit 4)
-#: left out, cuts holding NaN in _nb or _rms dropped.
-#: detect 5: an _rms map more than 10 % above the sky's scatter is scaled down to it (match_rms_to_sky); mosaics 3:
-#: the PNG scale's top from the pixels of the fit mask.
 STAGE_VERSIONS = {"detect": 5, "psf": 2, "cuts": 2, "fit": 3, "mosaics": 3}
-#: Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2).
+"""Bump a stage's number when the same settings give other outputs (or its record holds other keys for them).
+fit 2: the summary has SKY/SKY_ERR and more header cards, a --cube fit records the cube's grid, local_sky
+with the dre statistic is recorded as used (false); mosaics 2: TILE, NAME, INDEX, FITSTAT in their headers;
+detect 2: ALPHA_J2000/DELTA_J2000 from the full astropy WCS (SIP; FK5 J2000 whatever the header's frame).
+An output of an older version is refused (fit: --overwrite remakes it) or made again (mosaics: RECOMPUTE).
+detect 3: photutils' THETA_IMAGE in (-90, 90] and KRON_RADIUS scaled as SExtractor's (k r1), SExtractor's flux
+columns' TUNITn the tile's BUNIT (as photutils' and the summary's), the record's engine the one that runs.
+psf 2: the record's engine is the one that runs ("auto" resolved: :func:`engine_that_runs`).
+fit 3: ANGLE refined across the periodic axis's wrap (a vertex below 0 deg was held at the grid).
+detect 4: pixels of no weight in the weight map are NaN in _nb, _rms; cuts 2: saturated objects (FLAGS bit 4)
+left out, cuts holding NaN in _nb or _rms dropped.
+detect 5: an _rms map more than 10 % above the sky's scatter is scaled down to it (match_rms_to_sky); mosaics 3:
+the PNG scale's top from the pixels of the fit mask."""
 RECOMPUTE = frozenset({"mosaics"})
-#: Settings that do not change a stage's outputs.
+"""Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2)."""
 NOT_OUTPUT = ("dre.detect.nthreads", "dre.detect.timeout", "dre.psf.timeout", "dre.fit.backend", "dre.fit.device",
               "dre.fit.batch_size")
-#: Settings (dotted-key prefixes) of another stage's record that a stage uses too: that stage's outputs must
-#: have been made with the same values (the mosaics draw the fit's grid models, centred and convolved as it was).
+"""Settings that do not change a stage's outputs."""
 USES = {"mosaics": ("cube", "dre.models.", "dre.fit.recentre", "dre.fit.psf_has_pixel")}
-#: The stages whose outputs each stage reads; their records' hashes are part of its own.
+"""Settings (dotted-key prefixes) of another stage's record that a stage uses too: that stage's outputs must
+have been made with the same values (the mosaics draw the fit's grid models, centred and convolved as it was)."""
 UPSTREAM = {"detect": (), "psf": ("detect",), "cuts": ("detect",), "fit": ("cuts", "psf"), "mosaics": ("fit",)}
+"""The stages whose outputs each stage reads; their records' hashes are part of its own."""
 
 
 def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None = None, cube=None) -> dict:
@@ -680,6 +681,7 @@ def _require(path: Path, stage: str) -> None:
 
 
 STAGE_FUNCTIONS = {"detect": _detect, "psf": _psf, "cuts": _cuts, "fit": _fit, "mosaics": _mosaics}
+"""The function that runs each per-tile stage on one tile."""
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -696,8 +698,9 @@ class SimulateItem:
 
 SIMULATE_VERSION = 2  # bump when the same settings and seed draw other tiles (2: PSF_FWHM in the truth;
 #                       a truth table without units, of an earlier release, holds the same values: kept)
-#: ``[dre.simulate]`` keys that say how many tiles and how they are named, not what a tile holds.
+"""Version of the tile drawing; a change means the same settings and seed draw other tiles."""
 SIMULATE_LAYOUT = ("dre.simulate.n_tiles", "dre.simulate.name")
+"""``[dre.simulate]`` keys that say how many tiles and how they are named, not what a tile holds."""
 
 
 def simulate_outputs(item: SimulateItem) -> list[Path]:

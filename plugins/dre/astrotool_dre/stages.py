@@ -29,9 +29,10 @@ STAGES = (
     Stage("fit", ("chi", "summary")),
     Stage("mosaics", ("mosaics",)),
 )
+"""The DRE stages with their folders under ``<workspace>/dre/``, in chain order."""
 
-#: Folders under ``<workspace>/dre/``, in chain order.
 FOLDERS = tuple(folder for stage in STAGES for folder in stage.folders)
+"""Folders under ``<workspace>/dre/``, in chain order."""
 
-#: The per-tile chain of ``astro dre run``, in order: detect → psf → cuts → fit → mosaics.
 TILE_STAGES = tuple(stage.name for stage in STAGES if stage.per_tile)
+"""The per-tile chain of ``astro dre run``, in order: detect → psf → cuts → fit → mosaics."""

@@ -48,11 +48,12 @@ __all__ = [
 ]
 
 DEFAULT_ZERO_POINT = 30.0  # [mag], when neither the configuration nor the header gives one
+"""Zero point when neither the configuration nor the header gives one [mag]."""
 
 _ZP_KEYS = ("MAGZP", "MAGZPT", "MAGZERO", "ZEROPT", "ZP", "PHOTZP", "MAG_ZP")
 
-#: The names of tiles found in a folder (``dre/tiles``); compressed ones are read as they are.
 TILE_SUFFIXES = (".fits", ".fits.gz", ".fits.fz", ".fit")
+"""The names of tiles found in a folder (``dre/tiles``); compressed ones are read as they are."""
 
 
 def tile_stem(path: str | os.PathLike) -> str:
@@ -471,8 +472,8 @@ def check_weight(tile: str | os.PathLike, pattern: str, shape: tuple[int, int]) 
     return path
 
 
-#: A weight-map pixel whose inverse variance is at most this fraction of the map's median is no data [1].
 NODATA_WEIGHT = 1e-6
+"""A weight-map pixel whose inverse variance is at most this fraction of the map's median is no data [1]."""
 
 _WEIGHT_WORDS = {"MAP_WEIGHT": "positive weight", "MAP_VAR": "finite positive variance",
                  "MAP_RMS": "finite positive RMS"}
