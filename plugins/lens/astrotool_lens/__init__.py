@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 @hookimpl
 def astro_commands():
+    """The ``lens`` command group and its ``kappa`` sub-group."""
     return [CommandSpec(name="lens", target="astrotool_lens.cli:app",
                         help="Weak lensing: GalSim shear simulations, HSM estimators, a CNN shear estimator, mass maps."),
             CommandSpec(name="kappa", target="astrotool_lens.kappa.cli:app", parent="lens",
@@ -33,18 +34,21 @@ def astro_commands():
 
 @hookimpl
 def astro_config_sections():
+    """The ``[lens]`` configuration section and its defaults."""
     return [ConfigSection(name="lens", model="astrotool_lens.config:LensConfig",
                           defaults="astrotool_lens:defaults.toml")]
 
 
 @hookimpl
 def astro_workspace_stages():
+    """The plugin's folders under ``<workspace>/lens/``."""
     return {"lens": ["shear", "models", "predictions", "reports",
                      "kappa/sims", "kappa/data", "kappa/models", "kappa/predictions", "kappa/reports"]}
 
 
 @hookimpl
 def astro_doctor_checks():
+    """Checks of GalSim, torch and onnxruntime for ``astro doctor``."""
     return [DoctorCheck(name="galsim", target="astrotool_lens.doctor:check_galsim"),
             DoctorCheck(name="torch (lens)", target="astrotool_lens.doctor:check_torch"),
             DoctorCheck(name="onnxruntime", target="astrotool_lens.doctor:check_onnx")]
@@ -52,6 +56,7 @@ def astro_doctor_checks():
 
 @hookimpl
 def astro_demo_steps():
+    """The shear and mass-map steps of ``astro demo``."""
     return [DemoStep(name="lens", target="astrotool_lens.demo:run", order=20,
                      help="simulate sheared galaxies, train a small CNN, compare it with REGAUSS and KSB"),
             DemoStep(name="lens-kappa", target="astrotool_lens.kappa.demo:run", order=25,

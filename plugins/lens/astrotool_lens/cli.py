@@ -22,6 +22,7 @@ __docformat__ = "numpy"
 
 app = typer.Typer(help="Weak lensing: GalSim shear simulations, HSM estimators, a CNN shear estimator, mass maps.",
                   no_args_is_help=True)
+"""Typer app of ``astro lens``."""
 
 
 @app.callback()
@@ -91,6 +92,7 @@ def _same_dataset(a: str, b: str, shear_stage: Path) -> bool:
 
 
 CLASSICAL_NEEDS_PSF = "each classical estimator"   # who needs a PSF stamp per galaxy (read_inputs' message)
+"""Who needs a PSF stamp per galaxy, as ``read_inputs`` names it in its message."""
 
 
 @app.command()

@@ -55,10 +55,15 @@ from astrotool_lens.kappa.config import KappaConfig
 __docformat__ = "numpy"
 
 Range = Union[float, tuple[float, float]]
+"""A constant, or ``(lo, hi)`` bounds of a uniform draw."""
 Method = Literal["REGAUSS", "KSB", "BJ", "LINEAR", "METACAL", "ANACAL"]
+"""A shape-measurement method name."""
 METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR", "METACAL", "ANACAL")
+"""Every shape-measurement method."""
 RESPONSE_METHODS: tuple[str, ...] = ("METACAL", "ANACAL")   # shear = <R>^-1 <e>, e and R per stamp
+"""Methods that measure a response per stamp (shear = <R>^-1 <e>)."""
 HSM_METHODS: tuple[str, ...] = ("REGAUSS", "KSB", "BJ", "LINEAR")   # the default set (METACAL, ANACAL on request)
+"""GalSim HSM methods: the default set (METACAL, ANACAL on request)."""
 
 
 class _Model(Section):
@@ -75,6 +80,7 @@ def bounds(r: Range) -> tuple[float, float]:
 
 
 def _check_range(v, info):
+    """Refuse a range whose lower bound is above its upper bound."""
     lo, hi = bounds(v)
     if lo > hi:
         raise ValueError(f"{info.field_name}: lower bound {lo} > upper bound {hi}")
@@ -224,6 +230,7 @@ PRESETS: dict[str, dict] = {
         "noise": {"kind": "gaussian", "snr": 1000.0},
     },
 }
+"""Settings of each simulation preset (``lens generate --preset``)."""
 PRESETS["wide"] = {   # wide priors, for estimators that must not depend on one simulator
     "stamp_size": 40,
     "pixel_scale": 1.0,

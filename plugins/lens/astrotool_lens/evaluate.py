@@ -48,8 +48,11 @@ from astrotool.ml.metrics import mae, rmse
 __docformat__ = "numpy"
 
 GREAT3_ETA = 1.232
+"""Normalisation of the GREAT3 quality factor Q (1000 for the fiducial bias)."""
 GREAT3_M_FID = 2e-3
+"""Fiducial multiplicative bias of the GREAT3 quality factor."""
 GREAT3_C_FID = 2e-4
+"""Fiducial additive bias of the GREAT3 quality factor."""
 MAX_FIELD_MEANS = 20
 """With at most this many distinct true shears, the report lists each one's mean estimate (``field_means``)."""
 

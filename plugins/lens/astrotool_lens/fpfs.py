@@ -63,6 +63,7 @@ DESCRIPTIONS = {
     "anacal_flag": "0 measured, 1 failed",
     "anacal_error": "why it failed",
 }
+"""One-line descriptions of the ANACAL (FPFS) output columns."""
 
 UNITS = {"anacal_flux": "ct", "anacal_noise_sigma": "ct"}
 """Astropy units of the ANACAL columns that have one (as the truth table's ``flux``: counts; the others are

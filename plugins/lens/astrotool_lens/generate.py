@@ -58,6 +58,7 @@ TRUTH_COLUMNS = (
 """Columns of the truth table (angles and sizes in arcsec, offsets in pixels)."""
 
 PROFILE_CODES = {"exponential": 0, "sersic": 1, "bulge+disk": 2}
+"""Integer code of each galaxy profile."""
 
 _KIND_STAMP, _KIND_GALAXY, _KIND_FIELD = 0, 1, 2
 _KIND_FIELD_MIX, _KIND_GALAXY_MIX = 3, 4   # draws only mixed settings make (``wide``): streams of their own
@@ -384,6 +385,7 @@ def draw_stamps(cfg: GenerateConfig, base_seed: int, start: int, stop: int,
 # ============================================================================ dataset on disk
 
 UNITS = "gal: counts per pixel (noise added); psf: unit flux; sizes arcsec; offsets pixels"
+"""Units of the stamps and truth values, in one line of text."""
 
 TRUTH_DESCRIPTIONS = {
     "index": "stamp number in the dataset",

@@ -62,6 +62,7 @@ from astrotool_lens.shear import e_to_g, g_to_e
 __docformat__ = "numpy"
 
 E_TYPE = {"REGAUSS": True, "BJ": True, "LINEAR": True, "KSB": False}
+"""Whether each HSM method gives a distortion e (True) rather than a shear g."""
 
 MEASURE_VERSION = 1
 """Version of the measuring code (this module, :mod:`~astrotool_lens.metacal`, :mod:`~astrotool_lens.fpfs`):

@@ -75,11 +75,14 @@ import numpy as np
 __docformat__ = "numpy"
 
 SHEARS = ("noshear", "1p", "1m", "2p", "2m")
+"""The metacalibration images: unsheared and sheared by +-delta along each component."""
 COLUMNS = ("g1", "g2", "e1", "e2", "r11", "r12", "r21", "r22", "d11", "d12", "d21", "d22", "noise_sigma", "flag",
            "error")
+"""Per-stamp METACAL columns, unprefixed (``metacal_<c>`` in the tables)."""
 RESPONSE = ("e1", "e2", "r11", "r12", "r21", "r22")
 """The per-stamp columns of a response estimator (``<prefix>_e1`` ...): its ellipticity and 2x2 shear response."""
 RESPONSE_COLUMNS = tuple(f"metacal_{c}" for c in RESPONSE)
+"""The METACAL columns of :data:`RESPONSE`."""
 SECOND_ORDER = ("d11", "d12", "d21", "d22")
 """Per-stamp second derivatives ``<prefix>_d11 ... <prefix>_d22`` ($D_{ij}$: component $i$ along shear $j$) of
 an estimator that has them (METACAL, a network's own response): :func:`shear_from_response` then corrects to
@@ -101,6 +104,7 @@ DESCRIPTIONS = {
     "metacal_flag": "0 measured, 1 failed",
     "metacal_error": "why it failed",
 }
+"""One-line descriptions of the METACAL output columns."""
 
 UNITS = {"metacal_noise_sigma": "ct"}
 """Astropy units of the METACAL columns that have one (as the truth table's ``flux``: counts; the others are

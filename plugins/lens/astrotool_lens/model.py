@@ -36,6 +36,7 @@ from astrotool_lens.shear import D4_SIGNS, d4_transform  # noqa: F401 - the spin
 __docformat__ = "numpy"
 
 ARCHITECTURE = "lens_shear_cnn"
+"""The architecture name checkpoints of the shear CNN record."""
 
 NORMALISATIONS = ("stamp_rms", "stamp_rms+noise", "global", "none")
 """Input normalisations of :class:`ShearEstimator` (``model.json``: ``architecture.kwargs.normalisation``)."""
@@ -270,6 +271,7 @@ def make_estimator(**kwargs):
 
 
 REGISTRY = {ARCHITECTURE: make_estimator}
+"""Builder of each architecture name of this module."""
 
 
 def load_estimator(path, device: str = "cpu", warn: bool = True):

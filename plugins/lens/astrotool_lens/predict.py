@@ -44,6 +44,7 @@ PREDICTION_COLUMNS = {
 """One-line descriptions of the prediction tables' columns (all dimensionless)."""
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+"""File names read as FITS stamps."""
 
 
 @dataclass

@@ -30,6 +30,7 @@ PREFIX = "response"
 """Column prefix of the per-stamp columns (``response_e1`` ... ``response_d22``)."""
 
 COLUMNS = ("e1", "e2", "r11", "r12", "r21", "r22", "d11", "d12", "d21", "d22", "noise_sigma")
+"""Per-stamp columns of a network's response, unprefixed (``response_<c>`` in the tables)."""
 
 DESCRIPTIONS = {
     "e1": "network output g1 on the reconvolved unsheared image (metacal e1)",
@@ -44,6 +45,7 @@ DESCRIPTIONS = {
     "d22": "second derivative d2e2/dg2^2",
     "noise_sigma": "noise sigma of a pixel at the stamp's edge, of the added rotated noise image (0: none)",
 }
+"""One-line descriptions of :data:`COLUMNS`."""
 
 UNITS = {"noise_sigma": "ct"}
 """Astropy units of the columns (of :data:`COLUMNS`, unprefixed) that have one: counts, as the truth table's

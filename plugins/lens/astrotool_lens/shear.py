@@ -80,6 +80,7 @@ D4_SIGNS = (
     (-1.0, -1.0),  # 6 rotate -90
     (-1.0, 1.0),   # 7 anti-transpose
 )
+"""Sign of (g1, g2) after each transform of the square's pixel grid (``d4_transform``)."""
 
 
 def d4_transform(x, k: int):

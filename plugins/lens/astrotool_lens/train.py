@@ -33,6 +33,7 @@ from astrotool_lens.model import ARCHITECTURE, D4_SIGNS, NOISE_FRAME, d4_transfo
 __docformat__ = "numpy"
 
 TARGET_COLUMNS = {"ellipticity": ("obs_g1", "obs_g2"), "shear": ("g1", "g2")}
+"""Truth columns a network learns for each ``target``."""
 
 RESUMABLE = frozenset({"threads"})
 """:class:`TrainConfig` keys a resumed run may change besides the shared

@@ -29,6 +29,7 @@ import numpy as np
 __docformat__ = "numpy"
 
 BIAS_KEYS = ("m1", "m2", "c1", "c2")
+"""Keys of a shear calibration: multiplicative (m1, m2) and additive (c1, c2) bias."""
 
 
 def shear_fields(g1, g2) -> np.ndarray:

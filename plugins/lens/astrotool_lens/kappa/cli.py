@@ -19,6 +19,7 @@ from astrotool.ml import commands as mc
 __docformat__ = "numpy"
 
 app = typer.Typer(help="Mass maps from ellipticity maps (the Astro-Datathon 2024 problem).", no_args_is_help=True)
+"""Typer app of ``astro lens kappa``."""
 
 
 @app.callback()

@@ -16,6 +16,7 @@ from astrotool.section import FileName, FileNameOrEmpty, OnnxOpset, Section, See
 __docformat__ = "numpy"
 
 Pair = tuple[float, float]
+"""A ``(lo, hi)`` range."""
 
 MAX_N_GAL = 10_000.0
 """Largest ``n_gal`` accepted [galaxies/arcmin^2]: a hundred times the deepest surveys'."""
@@ -32,6 +33,7 @@ class _Model(Section):
 
 
 def _ordered(v, info):
+    """Refuse a ``(lo, hi)`` pair whose lower bound is above its upper bound."""
     if v[0] > v[1]:
         raise ValueError(f"{info.field_name}: lower bound {v[0]} > upper bound {v[1]}")
     return v

@@ -26,6 +26,7 @@ from astrotool.ml.data import ArrayDataset
 __docformat__ = "numpy"
 
 KIND = "kappa-maps"
+"""``kind`` of a mass-map data set's manifest."""
 
 DESCRIPTIONS = {
     "index": "map number in the set (row of its epsilon and kappa arrays)",

@@ -17,8 +17,8 @@ import time
 
 __docformat__ = "numpy"
 
-#: The demo's set, data set and model name (``lens/kappa/{sims,data,models}/demo``...).
 NAME = "demo"
+"""The demo's set, data set and model name (``lens/kappa/{sims,data,models}/demo``...)."""
 
 
 def _quiet(fn, *args, **kwargs):

@@ -40,6 +40,7 @@ __all__ = ["ARCHITECTURE", "BASE_CHANNELS", "EXTRA_CHANNELS", "augment", "channe
            "input_spec", "load_unet", "make_unet", "model_inputs"]
 
 ARCHITECTURE = "lens_kappa_unet"
+"""The architecture name checkpoints of the mass-map U-Net record."""
 
 BASE_CHANNELS = ("e1", "e2", "de")
 """The channels of a Datathon ``EPSILON`` map, always the first three inputs."""

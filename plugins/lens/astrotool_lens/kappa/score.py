@@ -75,6 +75,7 @@ RANKED = ("wmape", "dicee", "dpeaks", "mse", "pearson", "ssim", "ps_logratio", "
 
 PLOTTED = (("wmape", "WMAPE"), ("dicee", "DICEE"), ("dpeaks", "DPEAKS [pixels]"), ("mse", "MSE [kappa^2]"),
            ("pearson", "Pearson r"), ("ssim", "SSIM"))
+"""``(metric, axis label)`` of each panel of the score plot."""
 
 
 # ============================================================================ inputs
@@ -261,6 +262,7 @@ class MetricTable:
         return np.full(len(self.names), np.nan) if col is None else np.frombuffer(col, dtype=np.float64).copy()
 
     def row(self, i: int) -> dict:
+        """The metrics of map ``i``: metric -> value."""
         return {k: col[i] for k, col in self.columns.items()}
 
     def means(self) -> dict:
@@ -284,9 +286,11 @@ class MetricTable:
         return self.row(self._index[name])
 
     def items(self):
+        """``(name, row)`` of every map, in order."""
         return ((n, self.row(i)) for i, n in enumerate(self.names))
 
     def values(self):
+        """The row of every map, in order."""
         return (self.row(i) for i in range(len(self.names)))
 
 

@@ -268,6 +268,7 @@ class FolderMaps:
         return check_map(load_npy(p, p), self.kind, p, self.size)
 
     def read(self, names: Sequence[str]) -> np.ndarray:
+        """The maps of ``names``, in that order, loaded and checked."""
         names = list(names)
         _unknown(self.folder, names, self.files)
         return _stack([self.load(n) for n in names], self.kind, self.size)
@@ -281,6 +282,7 @@ class FolderMaps:
             yield chunk, self.read(chunk)
 
     def describe(self) -> str:
+        """The label given, else the folder, for messages."""
         return self.label or f"folder {self.folder}"
 
     def fingerprint(self) -> dict:
@@ -477,9 +479,11 @@ class TarMaps:
             np.empty((0,), np.float32)
 
     def describe(self) -> str:
+        """The tarballs, for messages."""
         return "tarball" + ("s " if len(self.tarballs) > 1 else " ") + ", ".join(map(str, self.tarballs))
 
     def fingerprint(self) -> str:
+        """Fingerprint of the tarballs (:func:`files_fingerprint`)."""
         return files_fingerprint(self.tarballs)
 
     def __repr__(self) -> str:
@@ -530,15 +534,18 @@ class PackedMaps:
             a += n
 
     def read(self, names: Sequence[str]) -> np.ndarray:
+        """The maps of ``names``, in that order, read from the data set (NaN/inf refused)."""
         names = list(names)
         _unknown(self.ds.root, names, self._index)
         idx = np.array([self._index[n] for n in names], dtype=np.int64)
         return self.ds.read(idx, [self.kind], check_finite=True)[self.kind].astype(np.float32)
 
     def describe(self) -> str:
+        """The data set and split, for messages."""
         return f"data set {self.ds.root}" + ("" if self.split == "all" else f" ({self.split} split)")
 
     def fingerprint(self) -> dict:
+        """The data set's identity and the split."""
         from astrotool.ml.commands import dataset_identity
 
         return {**dataset_identity(self.ds), "split": self.split}

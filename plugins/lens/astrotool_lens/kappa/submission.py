@@ -46,6 +46,7 @@ __docformat__ = "numpy"
 __all__ = ["FLOAT16_MAX", "INFO_FILE", "PredictionWriter", "finish_run", "read_info", "shard_names"]
 
 INFO_FILE = "prediction.json"
+"""File describing a prediction run, in its folder."""
 INPUTS_FILE = ".inputs.jsonl"
 """One JSON line per map written from an input file: ``{"name", "size", "mtime_ns"}`` of that file (appended;
 the last line of a name holds)."""
