@@ -15,32 +15,43 @@ __docformat__ = "numpy"
 
 TimeColumn = Annotated[Optional[str], typer.Option("--time-column", help="time column (default: time, TIME, ...) "
                                                                            "(sets plato.detect.time_column)")]
+"""Option ``--time-column`` (sets ``plato.detect.time_column``)."""
 FluxColumn = Annotated[Optional[str], typer.Option("--flux-column",
                                                    help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...) "
                                                         "(sets plato.detect.flux_column)")]
+"""Option ``--flux-column`` (sets ``plato.detect.flux_column``)."""
 TimeUnit = Annotated[Optional[str], typer.Option("--time-unit", help="d | s (unit of the time column) "
                                                                      "(sets plato.detect.time_unit)")]
+"""Option ``--time-unit``: unit of the time column, d or s (sets ``plato.detect.time_unit``)."""
 Quality = Annotated[Optional[str], typer.Option("--quality", help="drop | keep the cadences flagged in a QUALITY "
                                                                   "or SAP_QUALITY column (default: drop) "
                                                                   "(sets plato.detect.quality)")]
+"""Option ``--quality``: drop or keep flagged cadences (sets ``plato.detect.quality``)."""
 Threshold = Annotated[Optional[float], typer.Option("--threshold", help="probability threshold of an event "
                                                                        "(sets plato.events.threshold)")]
+"""Option ``--threshold``: probability threshold of an event (sets ``plato.events.threshold``)."""
 MergeGap = Annotated[Optional[float], typer.Option("--merge-gap", help="events closer than this are one [h] "
                                                                        "(sets plato.events.merge_gap_hours)")]
+"""Option ``--merge-gap``: events closer than this are merged [h] (sets ``plato.events.merge_gap_hours``)."""
 MinDuration = Annotated[Optional[float], typer.Option("--min-duration", help="shorter events are dropped [h] "
                                                                              "(sets plato.events.min_duration_hours)")]
+"""Option ``--min-duration``: shorter events are dropped [h] (sets ``plato.events.min_duration_hours``)."""
 MinSnr = Annotated[Optional[float], typer.Option("--min-snr", help="drop events below this S/N against the scatter "
                                                                    "binned at their length (0: keep all) "
                                                                    "(sets plato.events.min_snr)")]
+"""Option ``--min-snr``: least S/N of an event, 0 keeps all (sets ``plato.events.min_snr``)."""
 BinarySnr = Annotated[Optional[float], typer.Option("--binary-snr", help="drop a curve's repeating events whose "
                                                                          "odd/even or secondary-eclipse test reaches "
                                                                          "this S/N (0: no test) "
                                                                          "(sets plato.events.binary_snr)")]
+"""Option ``--binary-snr``: S/N of an odd/even or secondary test that drops repeating events (sets ``plato.events.binary_snr``)."""
 
 app = typer.Typer(no_args_is_help=True)
+"""Typer app of ``astro plato``."""
 
 
 config_app = typer.Typer(no_args_is_help=True, help="Configuration: translate a Panopticon TOML.")
+"""Typer group of ``astro plato config``."""
 app.add_typer(config_app, name="config")
 
 

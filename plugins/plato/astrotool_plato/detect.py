@@ -42,6 +42,7 @@ EVENT_COLUMNS = {
                 "length (red noise included)"),
     "peak_probability": ("", "highest transit probability in the event"),
 }
+"""Columns of the events table: name -> (unit, description)."""
 
 
 MAX_SHOWN = 30

@@ -36,13 +36,16 @@ from astrotool.errors import InputError
 __docformat__ = "numpy"
 
 TIME_COLUMNS = ("time", "TIME", "t", "BJD", "BTJD")
+"""Time columns looked for, in this order, when none is named."""
 FLUX_COLUMNS = ("flux", "PDCSAP_FLUX", "SAP_FLUX", "FLUX", "coadd")
+"""Flux columns looked for, in this order, when none is named."""
 QUALITY_COLUMNS = ("QUALITY", "SAP_QUALITY")
 """Quality flags of TESS/Kepler light curves: a cadence with a non-zero flag (momentum dump, cosmic ray,
 scattered light, ...) is dropped unless ``quality = "keep"``."""
 FEATHER_SUFFIXES = (".ftr", ".feather")
 """Feather files (Panopticon's format), in any case: a flux column not named is the last one."""
 QUALITY = ("drop", "keep")
+"""Values of ``quality``: what to do with flagged cadences."""
 MAX_SAMPLES = 10 * 126_720
 """The most samples a curve may need on its search grid: ten PLATO quarters at 25 s. More says the time is in
 another unit than the one given (seconds read as days)."""
@@ -64,6 +67,7 @@ over hundreds); under it, and over 1, the values may be a faint star's e-/s, and
 GROUP_PREFIX = "flux_g"
 """Camera-group flux columns are ``flux_g1``, ``flux_g2``, ..."""
 CHANNELS = ("coadd", "groups")
+"""Flux channel layouts: one coadded flux, or one per camera group."""
 
 
 def channels_of(n: int) -> str:

@@ -55,6 +55,7 @@ ARCHITECTURE = "plato_transit_net"
 """The name checkpoints record (:func:`astrotool.ml.checkpoint.build_model`)."""
 
 DECODERS = ("unet3p", "unet", "unetpp")
+"""Decoders of :class:`TransitNet`: U-Net 3+, U-Net, U-Net++."""
 
 BN_EPS = 1e-3
 """BatchNorm's epsilon. torch's 1e-5 lets a channel that a batch leaves constant amplify gradients by

@@ -46,7 +46,9 @@ from astrotool_plato import PANOPTICON_KEYS
 __docformat__ = "numpy"
 
 DECODERS = {"Panopticon_U3P": "unet3p", "Panopticon_U": "unet", "Panopticon_UPP": "unetpp"}
+"""Panopticon model name -> our decoder name."""
 LOSSES = {"BCELoss": "bce", "BCEWithLogitsLoss": "bce", "DiceLoss": "dice", "Dice": "dice"}
+"""Panopticon loss name -> our loss name."""
 
 
 KNOWN = {
@@ -366,13 +368,16 @@ def import_config(path, source_name: str | None = None) -> str:
 # ------------------------------------------------------------------------------------------- data layout
 
 SEC_DAY = 86400.0
+"""Seconds in a day [s/d]."""
 Q_LENGTH_DAYS = 91.310549769 - 1.5
 """Panopticon's quarter length (new PlatoSim) minus the 1.5 d of repointing [d]: quarter K starts (K-1) times this
 after quarter 1."""
 Q_LENGTH_OLD_DAYS = 90.0 - 1.5
 """The same for the old PlatoSim (simulations numbered below :data:`OLD_BELOW`)."""
 OLD_BELOW = 6700
+"""Simulations numbered below this were made with the old PlatoSim."""
 PARAMS_FILE = Path("config") / "Complete_Parameters.ftr"
+"""Panopticon's table of simulation parameters, relative to its data folder."""
 PARAM_COLUMNS = ("index_sim", "transit_t0", "transit_period", "transit_duration", "transit_depth", "EB_t0",
                  "EB_period", "EB_duration", "BEB_t0", "BEB_period", "BEB_duration")
 """Complete_Parameters.ftr columns read and written: times, periods and durations in days, depth a fraction."""

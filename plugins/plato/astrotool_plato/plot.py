@@ -27,6 +27,7 @@ from astrotool_plato.lightcurves import CurveReader
 __docformat__ = "numpy"
 
 BIN_HOURS = 0.5
+"""Bin width of the binned curve drawn over the samples [h]."""
 
 
 def plot_curve(path, time, flux, label=None, prob=None, events=(), threshold: float = 0.5, title: str = "") -> Path:

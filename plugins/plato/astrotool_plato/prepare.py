@@ -46,9 +46,11 @@ from astrotool_plato.labels import ECLIPSE, PLANET
 __docformat__ = "numpy"
 
 KIND = "plato-quarters"
+"""``kind`` of a prepared PLATO data set's manifest."""
 GRANULE = 256
 """The default length is a multiple of this (any model with ``bin * 2**(depth-1)`` dividing it accepts it)."""
 COMMAND = "plato prepare"
+"""The command that prepares a set, as named in messages."""
 VERSION = 2
 """Version of the preparation; part of the settings record. 2: a curve's kind, ``n_transits`` and ``snr`` are those
 of its kept samples, and the quarters of one Panopticon simulation share a split."""

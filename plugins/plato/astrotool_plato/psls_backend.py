@@ -42,6 +42,7 @@ from astrotool.workspace import atomic_dir
 __docformat__ = "numpy"
 
 DATA_FILES = ("psls.yaml", "models", "systematics")
+"""Files and folders of PSLS's data that a PSLS data folder must hold."""
 
 
 def _version() -> str:

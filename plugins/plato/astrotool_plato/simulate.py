@@ -40,6 +40,7 @@ from astrotool_plato.config import SimulateConfig
 __docformat__ = "numpy"
 
 SECONDS_PER_DAY = 86400.0
+"""Seconds in a day [s/d]."""
 R_SUN_IN_R_EARTH = 109.08
 """Solar radius in Earth radii (IAU 2015 nominal: 695,700 km / 6,378.1 km)."""
 
@@ -800,6 +801,7 @@ LABEL_FIELDS = [
     ("group_step_ppm", "list<float64>", "1e-06", "per camera group: size of its flux step [ppm]; 0 if none"),
     ("file", "string", "", "light-curve file holding the curve"),
 ]
+"""Columns of the labels table: (name, arrow type, unit, description)."""
 
 EMPTY_LABEL = {"string": "", "bool": False, "float64": math.nan, "int32": 0, "list<float64>": []}
 """The value a label column takes when a row does not give it."""

@@ -32,6 +32,7 @@ def no_dataset() -> str:
 
 ARCH_KEYS = ("decoder", "width", "depth", "kernel_size", "dilation", "dropout", "bin", "pool", "noise_bin",
              "trend_window")
+"""Training settings passed to the model's constructor."""
 
 
 def make_optimizer(cfg, params):
