@@ -12,6 +12,7 @@ from astrotool.ml import commands as mc
 __docformat__ = "numpy"
 
 app = typer.Typer(no_args_is_help=True)
+"""Typer app of ``astro ztf``."""
 
 
 def _model(ctx, name: str, option: str = "--model") -> Path:

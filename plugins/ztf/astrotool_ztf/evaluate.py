@@ -20,6 +20,7 @@ import numpy as np
 __docformat__ = "numpy"
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "ece_before", "ece_after")
+"""Metrics of a report's summary line."""
 
 
 def evaluate_model(ds, model_dir, split: str = "test", n_bins: int = 15, device: str | None = None) -> dict:

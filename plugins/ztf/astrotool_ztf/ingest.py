@@ -58,6 +58,7 @@ ALERT_FIELDS = {"schemavsn", "publisher", "objectId", "candid", "candidate", "pr
 """Top-level fields of the ZTF alert schema (anything else in a Parquet dump is a label column)."""
 
 REQUIRED = ("objectId", "candidate", *STAMPS.values())
+"""Top-level alert fields without which an alert is skipped."""
 
 SCHEMA_MAJORS = (1, 2, 3, 4)
 """Major versions of the ZTF alert schema read (``schemavsn`` 1.x to 4.x). Alerts before 2.0 carry no

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 __docformat__ = "numpy"
 
 ARCHITECTURE = "ztf_stamp_classifier"
+"""The architecture name of :class:`StampClassifier` checkpoints."""
 
 
 def group_views(x: torch.Tensor, group: str) -> torch.Tensor:
@@ -187,6 +188,7 @@ class StampAutoencoder(nn.Module):
         return (h[:, :self.latent], h[:, self.latent:]) if self.variational else (h, None)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Stamps ``(N, C, 21, 21)`` decoded from latents ``(N, latent)``."""
         return self.decoder(self.from_latent(z).reshape(-1, 64, 6, 6))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -247,10 +249,13 @@ def entropy_regularised_loss(logits: torch.Tensor, target: torch.Tensor, beta: f
 
 
 TEMPORAL = "ztf_temporal_classifier"
+"""The architecture name of :class:`TemporalClassifier` checkpoints."""
 
 AUTOENCODER = "ztf_stamp_autoencoder"
+"""The architecture name of :class:`StampAutoencoder` checkpoints."""
 
 PROBE = "ztf_latent_probe"
+"""The architecture name of :class:`ProbeClassifier` checkpoints."""
 
 CLASSIFIERS = (ARCHITECTURE, PROBE)
 """Architectures that classify single alerts from ``(stamps, features)`` (evaluate, predict, export)."""

@@ -47,6 +47,7 @@ CROPS = (21, 33, 45, 63)
 """The crops ``ztf.prepare.crop`` allows [px]."""
 
 KIND = "ztf-stamps"
+"""``kind`` of a prepared ZTF data set's manifest."""
 
 FEATURES = ("sgscore1", "sgscore2", "sgscore3", "distpsnr1", "distpsnr2", "distpsnr3", "isdiffpos", "fwhm",
             "magpsf", "sigmapsf", "ra", "dec", "diffmaglim", "classtar", "ndethist", "ncovhist", "ecl_lat",
@@ -62,6 +63,7 @@ DERIVED = ("ecl_lat", "ecl_long", "gal_lat", "gal_long", "non_detections", "isdi
 """Features computed from other columns (``isdiffpos``: positive when missing)."""
 
 CHANNELS = ("science", "template", "difference", "nan_mask")
+"""Channels of a stamp array: science, template, difference and the NaN mask."""
 
 DESCRIPTIONS = {
     "index": "alert number in the set (row of its stamps and features arrays)",

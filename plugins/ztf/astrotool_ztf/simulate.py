@@ -90,6 +90,7 @@ READ_NOISE = 10.0
 """Read noise [e-]."""
 
 MOFFAT_BETA = 2.5
+"""Moffat beta of the simulated PSF."""
 
 SIMULATE_VERSION = 3
 """Version of the drawing: a file made by another version is made again only with ``--overwrite`` (3: the
