@@ -44,7 +44,8 @@ BinarySnr = Annotated[Optional[float], typer.Option("--binary-snr", help="drop a
                                                                          "odd/even or secondary-eclipse test reaches "
                                                                          "this S/N (0: no test) "
                                                                          "(sets plato.events.binary_snr)")]
-"""Option ``--binary-snr``: S/N of an odd/even or secondary test that drops repeating events (sets ``plato.events.binary_snr``)."""
+"""Option ``--binary-snr``: S/N of an odd/even or secondary test that drops repeating events
+(sets ``plato.events.binary_snr``)."""
 
 app = typer.Typer(no_args_is_help=True)
 """Typer app of ``astro plato``."""
