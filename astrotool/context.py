@@ -448,7 +448,7 @@ class Context:
 
     def map(self, fn: Callable[[Any, int], Any], items: Sequence[Any], desc: str,
             keys: Sequence[str] | None = None, options=None,
-            outputs: Callable[[Any], Any] | None = None) -> list[tuple[str, Any]]:
+            outputs: Callable[[Any], Any] | None = None, need_all: str | None = None) -> list[tuple[str, Any]]:
         """Run ``fn(item, seed)`` over ``items`` with the run's executor and progress.
 
         Failures are logged, kept in :attr:`failures` (reported as a table and exit
@@ -489,6 +489,10 @@ class Context:
             ``outputs(result) -> iterable of paths``: the files an item wrote, recorded in
             ``run.json`` as the item finishes (in this process, whatever the executor), so a
             stopped run's record lists what finished. A path added again later is recorded once.
+        need_all : str, optional
+            For a stage whose later steps need every item, what an item is called
+            (``"shard"``): a failure stops the command with one error, as
+            :meth:`raise_failures` words it, each failure said once.
 
         Returns
         -------
@@ -540,11 +544,15 @@ class Context:
                                           done if outputs is not None else None, started,
                                           kept if outputs is not None else None)
             advance.set_failed(len(failures))
-        for f in failures:
-            self.log.error("%s: failed: %s", desc, printable(failure_line(f.key, f.error)))
+        for i, f in enumerate(failures):
+            if i or not need_all:   # the first of a need_all map is the error raised below
+                self.log.error("%s: failed: %s", desc, printable(failure_line(f.key, f.error)))
             if self.options.traceback and f.traceback:
                 self.log.error(f.traceback)
+        before = len(self.failures)
         self.failures.extend(failures)
+        if need_all:
+            self.raise_failures(before, len(items), need_all)
         return results
 
     def raise_failures(self, since: int, total: int, what: str = "item") -> None:

@@ -366,6 +366,7 @@ def test_a_failed_chunk_keeps_the_finished_ones(tmp_path, capsys):
     with np.errstate(over="ignore"):
         code, out, err = run(capsys, *args)
     assert code == 2 and "not finite in float16" in err and "finished ones stay" in err
+    assert err.count("not finite in float16") == done.count(False)  # each failed chunk said once
     root = _set(ws, "f")
     assert not (root / "truth.parquet").exists()
     markers = sorted(p.name for p in (root / ".chunks").iterdir())

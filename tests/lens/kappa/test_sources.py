@@ -232,6 +232,7 @@ def test_bad_maps_named(tmp_path, capsys, fault, msg):
         np.save(victim, a)
     code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "data", root, "--shard-size", 4)
     assert code == 2 and str(victim) in err and re.search(msg, err), err
+    assert len(re.findall(msg, err)) == 1, err   # said once, by the error (not also by the map's log)
     # the shards before the bad map stay, and a rerun once the file is fixed keeps them
     assert (ws / "lens" / "kappa" / "data" / "set" / "shard00000_arrays.h5").is_file()
     np.save(victim, np.zeros((3, S, S), np.float16))

@@ -541,9 +541,8 @@ def simulate_command(ctx, cfg) -> dict:
     (out / TRUTH_FILE).unlink(missing_ok=True)  # rewritten below for the set as it now is
     step = int(sc.chunk_size)
     items = [SimChunk(str(out), tuple(range(a, min(a + step, sc.n_maps))), seed, sc) for a in range(0, sc.n_maps, step)]
-    before = len(ctx.failures)
-    results = ctx.map(simulate_chunk, items, "simulate kappa maps", keys=[map_name(it.ids[0]) for it in items])
-    ctx.raise_failures(before, len(items), "chunk")
+    results = ctx.map(simulate_chunk, items, "simulate kappa maps", keys=[map_name(it.ids[0]) for it in items],
+                      need_all="chunk")
     skipped = sum(r["n"] for _, r in results if r["skipped"])
     new = sum(r["n"] for _, r in results if not r["skipped"])
     shard = ctx.executor_options.shard

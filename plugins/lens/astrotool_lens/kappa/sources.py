@@ -1098,9 +1098,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
                                tuple(splits[a:a + ss]), size, writer, _shard_key(key, names[a:a + ss], eps_at, kap_at))
                      for k, a in enumerate(starts)]
             keys = [f"shard{k:05d}" for k in range(len(items))]
-            before = len(ctx.failures)
-            results = ctx.map(pack_shard, items, "pack kappa maps", keys=keys)
-            ctx.raise_failures(before, len(items), "shard")
+            results = ctx.map(pack_shard, items, "pack kappa maps", keys=keys, need_all="shard")
             skipped = sum(1 for _, r in results if r["skipped"])
             ran = {r["shard"] for _, r in results}
             missing = sum(1 for it in items if it.shard not in ran and
