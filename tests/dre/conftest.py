@@ -3,6 +3,16 @@
 import os
 
 import pytest
+from astrotool_dre.detect_sextractor import find_sextractor
+from astrotool_dre.psf import find_psfex
+
+HAVE_SEX = find_sextractor() is not None
+HAVE_PSFEX = find_psfex() is not None
+#: The detection engines to parametrize over; SExtractor's tests are skipped where its binary is not installed.
+ENGINES = [
+    pytest.param("sextractor", marks=pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")),
+    "photutils",
+]
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ from astrotool_dre.catalog import read_catalog  # noqa: E402
 from astrotool_dre.config import CutsConfig, DetectConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.cuts import clean_mask, make_cuts, read_cuts  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
-from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
 from astrotool_dre.simulate import simulate_tile  # noqa: E402
+
+from tests.dre.conftest import ENGINES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -227,9 +228,7 @@ def test_saturated_objects_are_not_cut(products, tmp_path, caplog):
     assert "1 saturated object(s) (FLAGS bit 4) not cut" in caplog.text
 
 
-@pytest.mark.parametrize("engine", [
-    pytest.param("sextractor", marks=pytest.mark.skipif(find_sextractor() is None, reason="source-extractor not installed")),
-    "photutils"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_an_object_above_the_header_saturate_is_flagged_and_not_cut(products, tmp_path, engine):
     """SATURATE below the peak of an object the cuts select: either engine sets FLAGS bit 4, and it is not cut."""
     d, out, det = products

@@ -11,16 +11,11 @@ from astrotool.errors import InputError  # noqa: E402
 from astrotool_dre.catalog import CATALOG_COLUMNS, add_size_stellarity, read_catalog  # noqa: E402
 from astrotool_dre.config import DetectConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
-from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
 from astrotool_dre.simulate import simulate_tile  # noqa: E402
 from astrotool_dre.stellarity import size_stellarity, stellar_locus  # noqa: E402
 from astrotool_dre.tiles import resolve_gain, resolve_zero_point  # noqa: E402
 
-HAVE_SEX = find_sextractor() is not None
-ENGINES = [
-    pytest.param("sextractor", marks=pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")),
-    "photutils",
-]
+from tests.dre.conftest import ENGINES, HAVE_SEX  # noqa: E402
 
 
 @pytest.fixture(scope="module")

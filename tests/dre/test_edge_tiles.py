@@ -13,15 +13,10 @@ from astrotool.errors import AstroError, InputError  # noqa: E402
 from astrotool_dre.catalog import CATALOG_COLUMNS, read_catalog  # noqa: E402
 from astrotool_dre.config import DetectConfig, PsfConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
-from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
-from astrotool_dre.psf import build_psf, find_psfex  # noqa: E402
+from astrotool_dre.psf import build_psf  # noqa: E402
 from astrotool_dre.simulate import simulate_tile  # noqa: E402
 
-HAVE_SEX = find_sextractor() is not None
-ENGINES = [
-    pytest.param("sextractor", marks=pytest.mark.skipif(not HAVE_SEX, reason="source-extractor/sex not installed")),
-    "photutils",
-]
+from tests.dre.conftest import ENGINES, HAVE_PSFEX, HAVE_SEX  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +94,7 @@ def test_masked_pixels_stay_nan_in_the_background_subtracted_image(tile, tmp_pat
     assert np.isfinite(nb[100:120, 100:120]).all()
 
 
-@pytest.mark.skipif(not (HAVE_SEX and find_psfex() is not None), reason="psfex or source-extractor not installed")
+@pytest.mark.skipif(not (HAVE_SEX and HAVE_PSFEX), reason="psfex or source-extractor not installed")
 def test_psfex_with_too_few_star_candidates_fails_at_the_psf_stage(tile, tmp_path):
     d, t = tile
     r = detect_tile(t, tmp_path / "det", DetectConfig(engine="sextractor"))
@@ -166,7 +161,7 @@ def _read_summary(ws, stem):
 
 
 @pytest.mark.parametrize("engine, psf_engine", [
-    pytest.param("sextractor", "psfex", marks=pytest.mark.skipif(not (HAVE_SEX and find_psfex()),
+    pytest.param("sextractor", "psfex", marks=pytest.mark.skipif(not (HAVE_SEX and HAVE_PSFEX),
                                                                   reason="source-extractor or psfex not installed")),
     ("photutils", "photutils")])
 def test_a_tile_with_nothing_to_fit_gives_empty_outputs_and_reruns_skip(astro, tmp_path, engine, psf_engine):
@@ -437,7 +432,7 @@ def test_a_changed_weight_map_refuses_a_later_stage(astro, tile, tmp_path):
     assert not (ws / "dre/psf").exists() or not list((ws / "dre/psf").rglob("*.psf"))
 
 
-@pytest.mark.skipif(not (HAVE_SEX and find_psfex() is not None), reason="psfex or source-extractor not installed")
+@pytest.mark.skipif(not (HAVE_SEX and HAVE_PSFEX), reason="psfex or source-extractor not installed")
 def test_psfex_accepting_fewer_than_min_stars_fails_the_tile(tile, tmp_path):
     d, t = tile
     r = detect_tile(t, tmp_path / "det", DetectConfig(engine="sextractor"))

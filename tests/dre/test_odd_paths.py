@@ -13,12 +13,11 @@ h5py = pytest.importorskip("h5py")
 
 from astrotool_dre.config import DetectConfig, PsfConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
-from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
-from astrotool_dre.psf import build_psf, find_psfex  # noqa: E402
+from astrotool_dre.psf import build_psf  # noqa: E402
 from astrotool_dre.simulate import simulate_tile  # noqa: E402
 
-HAVE_SEX = find_sextractor() is not None
-HAVE_PSFEX = find_psfex() is not None
+from tests.dre.conftest import HAVE_PSFEX, HAVE_SEX  # noqa: E402
+
 ODD = "my data, é"  # a space, a comma and a non-ASCII character
 
 

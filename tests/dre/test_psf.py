@@ -9,13 +9,11 @@ pytest.importorskip("photutils")
 from astrotool.errors import InputError  # noqa: E402
 from astrotool_dre.config import DetectConfig, PsfConfig, SimulateConfig  # noqa: E402
 from astrotool_dre.detect import detect_tile  # noqa: E402
-from astrotool_dre.detect_sextractor import find_sextractor  # noqa: E402
-from astrotool_dre.psf import (PsfModel, build_psf, find_psfex, group_by_psf, psf_fwhm, read_psf,  # noqa: E402
+from astrotool_dre.psf import (PsfModel, build_psf, group_by_psf, psf_fwhm, read_psf,  # noqa: E402
                                read_psf_model, write_psfex_format)
 from astrotool_dre.simulate import draw_psf, psf_fwhm_at, simulate_tile  # noqa: E402
 
-HAVE_PSFEX = find_psfex() is not None
-HAVE_SEX = find_sextractor() is not None
+from tests.dre.conftest import HAVE_PSFEX, HAVE_SEX  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +115,7 @@ def test_bad_psf_files_raise_input_error_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize("engine", ["photutils", "psfex"])
 def test_catalogue_without_star_columns_is_named(tmp_path, engine):
-    if engine == "psfex" and find_psfex() is None:
+    if engine == "psfex" and not HAVE_PSFEX:
         pytest.skip("psfex is not installed")
     cat = tmp_path / "bare_cat.fits"
     cols = [fits.Column(name=n, format="E", array=np.arange(3.0)) for n in ("X_IMAGE", "Y_IMAGE", "FLUX_AUTO")]
