@@ -517,7 +517,12 @@ def main(argv: list[str] | None = None) -> int:
         group = app._astro_group
         ctx = Context(opts, _command_path(rest, group), ["astro", *argv])
         set_current(ctx)
-        result = group.main(args=rest, prog_name="astro", standalone_mode=False)
+        try:
+            result = group.main(args=rest, prog_name="astro", standalone_mode=False)
+        except SystemExit as exc:   # click ends a broken pipe (`| head` stopped reading) with sys.exit(1)
+            if not isinstance(exc.__context__, BrokenPipeError):
+                raise
+            result = _stdout_gone()[0]
         code = result if isinstance(result, int) else 0
         if opts.shard is not None and not ctx.shard_used and code == 0 and not {"-h", "--help"} & set(rest):
             ctx.log.warning("--shard %s was not used: `%s` does not split its work into shards, so this task did "
@@ -801,7 +806,7 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
             exc.show()
         return exc.exit_code, "error"
     if isinstance(exc, BrokenPipeError):
-        return 0, "ok"
+        return _stdout_gone()
     from astrotool.workspace import write_failure
 
     failure = write_failure(exc)   # a full disk or a read-only folder outside atomic_path (mkdir, ...)
@@ -813,6 +818,16 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     console.report_error(f"{type(exc).__name__}: {exc}", "(run again with --traceback for details)", exit_code=1,
                          **_traceback(opts))
     return 1, "error"
+
+
+def _stdout_gone() -> tuple[int, str]:
+    """Stdout's reader stopped reading (``astro ... | head``): the command's work is done and kept, so exit 0
+    (``ok``), with stdout sent to the null device so that flushing it at exit raises nothing."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):   # stdout is not a real file (a test's capture)
+        pass
+    return 0, "ok"
 
 
 def run() -> None:

@@ -437,3 +437,22 @@ def test_config_show_shows_one_key(astro, tmp_path):
 def test_config_show_of_a_path_through_a_key_says_it_is_a_key(astro, tmp_path):
     r = astro("-w", tmp_path, "config", "show", "dre.fit.statistic.x")
     assert r.returncode == 2 and "dre.fit.statistic is a key, not a table" in r.stderr and "did you mean" not in r.stderr
+
+
+def test_a_reader_that_stops_reading_stdout_ends_the_command_with_exit_0_and_no_message(tmp_path):
+    """`astro ... | head -1`: the result could not all be printed, the work is done and kept: exit 0, the run
+    recorded as ok, nothing on stderr (click's own handling of the broken pipe exits 1)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTRO_")}
+    env.update(ASTRO_CONFIG=os.devnull)
+    astro = [sys.executable, "-c", "from astrotool.cli import run; run()"]
+    (tmp_path / "ws").mkdir()
+    p = subprocess.Popen([*astro, "-w", tmp_path / "ws", "--log-format", "plain", "-q", "plato", "simulate", "-n", "1",
+                          "--days", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()   # the reader is gone before the first line is written
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and err == ""
+    record = json.loads(next((tmp_path / "ws" / "runs").glob("*/run.json")).read_text())
+    assert record["status"] == "ok" and record["exit_code"] == 0
