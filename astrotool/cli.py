@@ -544,8 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             remove_live_temps()
             terminated = str(interrupt) == "terminated"
             code, status = (143, "terminated") if terminated else (130, "interrupted")
-            if not (ctx is not None and ctx.is_copy):
-                _report_stop(status, code, opts.overwrite)
+            error = _report_stop(status, code, opts.overwrite, say=not (ctx is not None and ctx.is_copy))
         else:
             code, status = _handle_other(exc, opts)
             error = f"{type(exc).__name__}: {exc}"
@@ -559,8 +558,7 @@ def main(argv: list[str] | None = None) -> int:
 
             remove_live_temps()
             code, status = (143, "terminated") if executors.stop_requested() == signal.SIGTERM else (130, "interrupted")
-            if not (ctx is not None and ctx.is_copy):
-                _report_stop(status, code, opts.overwrite)
+            error = _report_stop(status, code, opts.overwrite, say=not (ctx is not None and ctx.is_copy))
         if ctx is not None:
             try:
                 ctx.finish(status, code, error)
@@ -606,10 +604,10 @@ def _check_shard(opts: GlobalOptions, rest: list[str]) -> None:
         raise UsageProblem(str(exc)) from None
 
 
-def _report_stop(status: str, code: int, overwrite: bool = False) -> None:
-    """Say the command was stopped (``status``: ``interrupted`` or ``terminated``): a line of text on a
-    terminal, an ``ERROR`` log line with ``--log-format plain``, or under ``--log-format json`` one JSON line
-    with ``exit_code`` (stderr holds JSON lines only). The same command resumes it, ``--overwrite`` too: a
+def _report_stop(status: str, code: int, overwrite: bool = False, say: bool = True) -> str:
+    """Say (when ``say``) and return, for ``run.json``'s ``error``, that the command was stopped (``status``:
+    ``interrupted`` or ``terminated``): a line of text on a terminal, an ``ERROR`` log line with ``--log-format
+    plain``, or under ``--log-format json`` one JSON line with ``exit_code`` (stderr holds JSON lines only). The same command resumes it, ``--overwrite`` too: a
     command that works item by item, or a training of one process, keeps what it finished with these settings
     (:class:`astrotool.made_with.Overwrite`)."""
     from astrotool import console
@@ -618,10 +616,13 @@ def _report_stop(status: str, code: int, overwrite: bool = False) -> None:
              "training of one process) keeps what it finished with these settings (docs: workspace)"
              if overwrite else "re-run the same command to resume")
     message = f"{status}: partial outputs removed; {again}."
-    if console.log_format() in ("json", "plain"):
+    if not say:
+        pass
+    elif console.log_format() in ("json", "plain"):
         console.report_error(message, exit_code=code, status=status)
     else:
         sys.stderr.write(f"\n{message}\n")
+    return message
 
 
 _UNRAISABLE_HOOKED = False

@@ -107,6 +107,7 @@ def test_signal_stops_the_workers_at_once(tmp_path, sig, code, status):
         assert [f.name for f in (tmp_path / "toy/out").iterdir()] == []
         rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
         assert (rec["status"], rec["exit_code"]) == (status, code)
+        assert rec["error"].startswith(f"{status}: partial outputs removed; re-run the same command to resume")
     finally:
         for pid in workers | {p.pid}:
             if _alive(pid):
@@ -152,7 +153,7 @@ def test_sigterm_swallowed_by_a_finaliser_still_stops_the_run(tmp_path):
     assert p.returncode == 143, err
     assert len(list(out.iterdir())) < 10 and not [f for f in out.iterdir() if f.name.startswith(".")]
     rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
-    assert (rec["status"], rec["exit_code"]) == ("terminated", 143)
+    assert (rec["status"], rec["exit_code"]) == ("terminated", 143) and rec["error"].startswith("terminated: ")
 
 
 def test_a_swallowed_stop_interrupts_the_running_item_not_the_next_boundary(tmp_path):
