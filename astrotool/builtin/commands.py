@@ -38,9 +38,14 @@ status_app = typer.Typer()
 """Typer app of ``astro status``."""
 
 
+RECENT_RUNS = 100
+"""How many of the latest runs ``astro status`` reads to name those that did not end ``ok``."""
+
+
 @status_app.command("status")
 def status():
-    """Show each plugin's stage folders with their file counts and the last runs (--json: as JSON)."""
+    """Show each plugin's stage folders with their file counts, the last run and the recent runs that did not
+    end ok (--json: as JSON)."""
     from astrotool import console
     from astrotool.workspace import Workspace
 
@@ -51,16 +56,22 @@ def status():
     ws = Workspace(ctx.workspace_root)
     if not ws.root.is_dir():  # a typo in -w or $ASTRO_WORKSPACE would show a table of zeros
         raise AstroError(f"workspace {ws.root} does not exist (`astro init {ws.root}` creates it)")
+    ctx._warn_inside_workspace(ws)
     counts = ws.status()
     runs_dir = ws.root / "runs"
     runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if runs_dir.is_dir() else []   # not runs/.overwrite (Context.overwrite)
     last = _run_outcome(runs_dir / runs[-1]) if runs else None
+    # an array job's failed shard among the recent runs (a run without run.json is running, or was killed)
+    not_ok = [(r, o) for r in runs[-RECENT_RUNS:] if (o := _run_outcome(runs_dir / r)) is not None
+              and (not isinstance(o, tuple) or o[0] != "ok")]
     if console.json_results():
         ctx.emit({"workspace": str(ws.root), "initialised": ws.config_file.exists(), "stages": counts,
                   "runs": len(runs), "last_run": runs[-1] if runs else None,
                   "last_run_status": last[0] if isinstance(last, tuple) else last,
-                  "last_run_exit_code": last[1] if isinstance(last, tuple) else None})
+                  "last_run_exit_code": last[1] if isinstance(last, tuple) else None,
+                  "recent_runs_not_ok": [{"run": r, "status": o[0] if isinstance(o, tuple) else o,
+                                          "exit_code": o[1] if isinstance(o, tuple) else None} for r, o in not_ok]})
         return
     rows = [[plugin, stage, n] for plugin, stages in counts.items() for stage, n in stages.items()]
     console.print_table(f"workspace {ws.root}" + ("" if ws.config_file.exists() else " (not initialised: astro init)"),
@@ -68,6 +79,10 @@ def status():
     outcome = ("no run.json: running, or killed" if last is None else "run.json unreadable" if last == "?" else
                f"{last[0]}, exit {last[1]}")
     console.note(f"runs: {len(runs)}" + (f" (last: {runs[-1]} ({outcome}))" if runs else ""))
+    if not_ok:
+        console.note(f"{len(not_ok)} of the last {min(len(runs), RECENT_RUNS)} runs did not end ok:")
+        for r, o in not_ok:
+            console.note(f"  {r} ({'run.json unreadable' if o == '?' else f'{o[0]}, exit {o[1]}'})")
 
 
 def _run_outcome(run_dir) -> tuple[str, int] | str | None:

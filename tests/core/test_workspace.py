@@ -252,6 +252,29 @@ def test_status_shows_how_the_last_run_ended(astro, toy, tmp_path):
     assert r.returncode == 0 and "(['edited', 'by hand'], exit 0)" in r.stdout, r.stdout + r.stderr
 
 
+def test_status_names_the_recent_runs_that_did_not_end_ok(astro, toy, tmp_path):
+    """An array job's failed shard is found among its runs without opening each run.json; a run still going
+    (no run.json yet) is not one of them."""
+    outcomes = {"a-ok": ("ok", 0), "b-failed": ("failed items", 1), "c-ok": ("ok", 0), "d-stopped": ("terminated", 143)}
+    for name, (status, code) in outcomes.items():
+        (tmp_path / "runs" / f"20261201T00000{len(name)}Z-{name}").mkdir(parents=True)
+    for d in sorted((tmp_path / "runs").iterdir()):
+        status, code = outcomes[d.name.split("Z-")[1]]
+        (d / "run.json").write_text(json.dumps({"status": status, "exit_code": code}))
+    (tmp_path / "runs" / "20261201T000009Z-e-running").mkdir()
+    s = json.loads(astro("-w", tmp_path, "status", "--json", pythonpath=toy).stdout)
+    assert [(x["run"].split("Z-")[1], x["status"], x["exit_code"]) for x in s["recent_runs_not_ok"]] == \
+        [("b-failed", "failed items", 1), ("d-stopped", "terminated", 143)]
+    r = astro("-w", tmp_path, "status", pythonpath=toy)
+    assert "# 2 of the last 5 runs did not end ok:" in r.stdout and "b-failed (failed items, exit 1)" in r.stdout
+
+
+def test_status_from_a_subfolder_of_a_workspace_names_the_workspace(astro, toy, tmp_path):
+    assert astro("init", tmp_path / "ws", pythonpath=toy).returncode == 0
+    r = astro("status", pythonpath=toy, cwd=tmp_path / "ws" / "runs")
+    assert r.returncode == 0 and f"give `-w {tmp_path / 'ws'}` to use that one" in r.stderr, r.stderr
+
+
 def test_empty_workspace_is_refused_and_a_missing_one_named_when_created(astro, toy, tmp_path):
     """`-w ""` or an empty $ASTRO_WORKSPACE silently became the current folder; a -w folder that did
     not exist was created without a word (a typo went unseen)."""
