@@ -236,7 +236,7 @@ def recent_rate(finished, now: float, start: float, done: int) -> float:
 
 
 @contextlib.contextmanager
-def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
+def progress(total: int | None, desc: str, already: int = 0) -> Iterator[Callable[[int], None]]:
     """Report progress of a loop on stderr.
 
     Parameters
@@ -245,6 +245,9 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
         Number of steps, if known.
     desc : str
         What is being processed, e.g. ``"fit tiles"``.
+    already : int
+        Steps done by an earlier run (the epochs a resumed training starts after): counted as done from the
+        start, but not in the rate, so the time left is that of this run's steps.
 
     Yields
     ------
@@ -265,7 +268,7 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=err_console(),
                       transient=False) as bar:
-            task = bar.add_task(desc, total=total)
+            task = bar.add_task(desc, total=total, completed=already)
 
             def advance_bar(n: int = 1) -> None:
                 bar.advance(task, n)
@@ -277,14 +280,15 @@ def progress(total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
     import threading
 
     start = time.monotonic()
-    state = {"done": 0, "failed": 0, "last": start}
+    state = {"done": already, "failed": 0, "last": start}
     finished = collections.deque()   # when each recent step finished, for their rate (recent_rate)
     lock = threading.Lock()
 
     def line(final: bool = False) -> None:
         now = time.monotonic()
         done, failed, elapsed = state["done"], state["failed"], now - start
-        rate = (done / elapsed if elapsed > 0 else 0.0) if final else recent_rate(finished, now, start, done)
+        mine = done - already
+        rate = (mine / elapsed if elapsed > 0 else 0.0) if final else recent_rate(finished, now, start, mine)
         # every line has the same keys; eta_s [s] is None where unknown (no total, no rate yet), 0 once all is done
         extra = {"event": "progress", "desc": desc, "done": done, "total": total, "failed": failed,
                  "final": final, "elapsed_s": round(elapsed, 2), "rate_per_s": round(rate, 3), "eta_s": None}

@@ -597,11 +597,11 @@ class Context:
         return [{"item": printable(f.key), "error": printable(f.error)} for f in self.failures]
 
     @staticmethod
-    def progress(total: int | None, desc: str):
+    def progress(total: int | None, desc: str, already: int = 0):
         """Progress context manager; see :func:`astrotool.console.progress`."""
         from astrotool import console
 
-        return console.progress(total, desc)
+        return console.progress(total, desc, already)
 
 
 _CURRENT: Context | None = None

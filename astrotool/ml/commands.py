@@ -583,12 +583,10 @@ def epoch_progress(ctx, epochs: int, desc: str, directory: str | Path | None = N
 
     Yields the ``on_epoch`` callback for :func:`astrotool.ml.training.fit`.
     With ``directory``, epochs already done in its ``last/`` state (a resumed
-    run) are counted as done from the start.
+    run) are counted as done from the start, not in the rate that gives the time left.
     """
     done = min(epochs_done(directory), epochs) if directory is not None else 0
-    with ctx.progress(epochs, desc) as advance:
-        if done:
-            advance(done)
+    with ctx.progress(epochs, desc, already=done) as advance:
         yield lambda entry=None: advance(1)
 
 

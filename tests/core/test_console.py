@@ -246,3 +246,35 @@ def test_eta_comes_from_the_recent_steps_not_those_a_resumed_run_kept():
     recent = deque(real)
     recent_rate(recent, 8.0, 0.0, len(real))
     assert list(recent) == [6.0, 8.0]                   # the older ones dropped: memory stays small
+
+
+def test_steps_an_earlier_run_did_count_as_done_but_not_in_the_time_left(monkeypatch):
+    """A training resumed after epoch 2 of 5: `2/5 (40%) 10.0s elapsed, ~15s left` before this run finished any
+    epoch. The two epochs are done, but the rate, and so the time left, is that of this run's epochs."""
+    import logging
+    import time
+
+    from astrotool import console
+
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.astro)
+
+    console.setup("plain", interval=0.1)
+    handler = Keep()
+    console.get_logger().addHandler(handler)
+    try:
+        with console.progress(5, "train", already=2) as advance:
+            time.sleep(0.35)      # no epoch of this run yet: no time left is promised
+            advance(1)
+            time.sleep(0.35)
+    finally:
+        console.get_logger().removeHandler(handler)
+        console.setup("auto")
+    before = [x for x in lines if x["done"] == 2]
+    assert before and all(x["eta_s"] is None and x["total"] == 5 for x in before), before
+    after = [x for x in lines if x["done"] == 3 and not x["final"]]
+    assert after and all(x["eta_s"] is not None and x["eta_s"] >= 2 * 0.3 for x in after), after  # 2 epochs to go
+    assert lines[-1]["final"] and lines[-1]["done"] == 3 and lines[-1]["rate_per_s"] < 2.0

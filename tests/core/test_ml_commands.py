@@ -341,8 +341,8 @@ def test_epoch_progress_counts_resumed_epochs(ctx, tmp_path, monkeypatch):
     import contextlib
 
     @contextlib.contextmanager
-    def fake_progress(total, desc):
-        calls.append(("start", total, desc))
+    def fake_progress(total, desc, already=0):
+        calls.append(("start", total, desc, already))
         yield lambda n=1: calls.append(("advance", n))
 
     monkeypatch.setattr(ctx, "progress", fake_progress)
@@ -350,7 +350,7 @@ def test_epoch_progress_counts_resumed_epochs(ctx, tmp_path, monkeypatch):
     with mc.epoch_progress(ctx, 5, "train m", d) as on_epoch:
         on_epoch({"epoch": 3})
         on_epoch({"epoch": 4})
-    assert calls == [("start", 5, "train m"), ("advance", 3), ("advance", 1), ("advance", 1)]
+    assert calls == [("start", 5, "train m", 3), ("advance", 1), ("advance", 1)]   # 3 done before this run
     assert mc.epochs_done(tmp_path / "nothing") == 0
 
 
