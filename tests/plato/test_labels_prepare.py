@@ -1076,3 +1076,36 @@ def test_panopticon_toml_translates_channels_defaults_and_an_unused_scheduler_an
     for said in ("[model.general] channels_out = 1:", "[model] activation = 'sigmoid':",
                  "[scheduler] name = 'ReduceLROnPlateau' and its kwargs: not used (use = false)"):
         assert said in text, said
+
+
+def test_prepare_sees_a_simulated_file_edited_with_its_metadata_kept_and_keeps_an_unchanged_one_unread(
+        tmp_path, capsys, monkeypatch):
+    """A simulated file was known by its simulation settings' hash, which an edit that keeps the file's metadata
+    (pyarrow) keeps: the stale set was kept ("is up to date")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astrotool import made_with
+
+    _simulate(tmp_path, n=4)
+    args = ["-w", str(tmp_path), "--set", "plato.prepare.split=[1,0,0]", "plato", "prepare", "--augment"]
+    assert main(args) == 0
+    path = tmp_path / "plato/raw/sim000000-000003_lightcurves.parquet"
+    table = pq.read_table(path)
+    table = table.set_column(table.schema.get_field_index("flux"), table.schema.field("flux"),
+                             pa.array(table["flux"].to_numpy() * np.float32(1.01)))
+    pq.write_table(table, path)                                       # the same key-value metadata
+    capsys.readouterr()
+    assert main(args) == 2                                            # never kept
+    err = capsys.readouterr().err
+    assert "sim000000-000003_lightcurves.parquet.content" in err and "is up to date" not in err
+    assert main(["-w", str(tmp_path), "--overwrite", *args[2:]]) == 0
+
+    def no_read(*a, **k):
+        raise AssertionError("an unchanged input read whole again")
+
+    monkeypatch.setattr(made_with, "open", no_read, raising=False)   # a rerun: the kept checksums, no file read
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "is up to date" in capsys.readouterr().err
+

@@ -236,10 +236,11 @@ def _label_hashes(labels_dir) -> dict[str, tuple[str, str]]:
 
 def _identity(files: list[Path], labels: dict, made: dict | None = None, reader: dict | None = None,
               cache: Path | None = None) -> dict:
-    """What the inputs are, for the settings record: per file, the simulation's content hash where known (else
-    the SHA-256 of the file), and the SHA-256 of the label rows of its curves (those its metadata lists, or the
-    id of a one-curve table's curve: :func:`astrotool_plato.lightcurves.curve_id`), so a relabelled curve
-    is prepared again.
+    """What the inputs are, for the settings record: per file, the SHA-256 of its bytes (``content``: a file
+    edited in place, its metadata kept, is never taken for the old), the simulation's content hash where known
+    (``simulation``: a file simulated again with other settings names it), and the SHA-256 of the label rows of
+    its curves (those its metadata lists, or the id of a one-curve table's curve:
+    :func:`astrotool_plato.lightcurves.curve_id`), so a relabelled curve is prepared again.
 
     ``made``: :func:`_label_hashes`; a file simulated with other settings than the label table of its
     curves (some shards of a job array simulated again with --overwrite) is refused. ``reader``: the options
@@ -268,8 +269,10 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None, reader:
                                 "--overwrite")
         kept = cache / f"{f.name}.json" if cache else None
         rows = [labels[i] for i in sorted(facts.get("ids") or [curve_id(f)]) if i in labels]
-        out[f.name] = {"content": facts.get("content_hash") or file_checksum(f, kept),
+        out[f.name] = {"content": file_checksum(f, kept),
                        "labels": hashlib.sha256(repr(rows).encode()).hexdigest()[:16]}
+        if facts.get("content_hash"):
+            out[f.name]["simulation"] = facts["content_hash"]
         if "ids" not in facts:   # a one-curve table: read with the reader's options
             out[f.name].update(reader or {})
             if quarter_offset(f):
