@@ -1,4 +1,5 @@
-"""Tests of ``astro ztf ingest``: real alerts, Parquet dumps, stamps, bad inputs."""
+"""Tests of ``astro ztf ingest``: real alerts, Parquet dumps, stamps, bad inputs, the names the tables of an input
+get (files of one name, moved and copied files), settings changed on a rerun, and shards."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from astrotool_ztf import synthetic
 from astrotool_ztf.config import IngestConfig
 from astrotool_ztf.ingest import (IngestItem, IngestResult, decode_stamp, expand_inputs, ingest_file, ingest_files,
                                   history, read_stamps, unique_names)
+from tests.ztf.conftest import AVRO, stamps_source as _source, usage_error as _error
 
 SHARED = Path(os.environ.get("ASTRO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "ztf"
 REAL_AVRO = sorted(SHARED.glob("*.avro")) if SHARED.is_dir() else []
@@ -418,7 +420,6 @@ def test_demo_without_shared_data_uses_synthetic_alerts(tmp_path):
     assert read_stamps(tmp_path / "demo/ztf/stamps/synthetic_alerts_stamps.h5")["science"].shape == (5, 63, 63)
 
 
-
 @pytest.mark.parametrize("fmt", ["avro", "parquet"])
 def test_unknown_schema_versions_are_reported_and_the_others_ingested(tmp_path, astro, fmt):
     alerts = synthetic.make_alerts(5, seed=3)
@@ -538,3 +539,166 @@ def test_a_tar_archive_of_single_alert_files_is_one_table_and_bad_members_are_re
         with pytest.raises(InputError, match=re.escape(msg)):
             ingest(path, tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.parquet"))
+
+
+def _two_files_of_one_name(tmp_path):
+    for i, src in enumerate(AVRO[:2], 1):
+        (tmp_path / f"c{i}").mkdir()
+        (tmp_path / f"c{i}" / "a.avro").write_bytes(src.read_bytes())
+    return tmp_path / "c1" / "a.avro", tmp_path / "c2" / "a.avro"
+
+
+def test_an_ingested_file_keeps_its_name_whatever_else_is_on_the_command_line(tmp_path, astro):
+    c1, c2 = _two_files_of_one_name(tmp_path)
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", c1, c2).returncode == 0
+    for f in (c1, c2):
+        r = astro("-w", ws, "ztf", "ingest", f)
+        assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (ws / "ztf" / "alerts").glob("*.parquet")) == ["c1_a_alerts.parquet",
+                                                                                 "c2_a_alerts.parquet"]
+
+
+def test_a_file_of_a_taken_name_never_replaces_the_other_files_alerts(tmp_path, astro):
+    c1, c2 = _two_files_of_one_name(tmp_path)
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", c1).returncode == 0
+    r = astro("-w", ws, "ztf", "ingest", c2)
+    assert r.returncode == 0, r.stderr
+    assert "--overwrite" not in r.stderr
+    assert _source(ws, "a") == str(c1.resolve()) and _source(ws, "c2_a") == str(c2.resolve())
+    r = astro("-w", ws, "--overwrite", "ztf", "ingest", c1, c2)   # together: each keeps its name
+    assert r.returncode == 0, r.stderr
+    assert _source(ws, "a") == str(c1.resolve()) and _source(ws, "c2_a") == str(c2.resolve())
+    assert not (ws / "ztf" / "alerts" / "c1_a_alerts.parquet").exists()
+
+
+def test_an_unreadable_or_incomplete_output_is_never_taken_by_another_file(tmp_path, astro):
+    c1, c2 = _two_files_of_one_name(tmp_path)
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", c1).returncode == 0
+    stamps, alerts = ws / "ztf" / "stamps" / "a_stamps.h5", ws / "ztf" / "alerts" / "a_alerts.parquet"
+    stamps.write_bytes(b"not an HDF5 file")
+    r = astro("-w", ws, "ztf", "ingest", c2)
+    assert r.returncode == 0, r.stderr
+    assert stamps.read_bytes() == b"not an HDF5 file" and (ws / "ztf" / "alerts" / "c2_a_alerts.parquet").exists()
+    # an alert table whose stamps file is missing: its name is taken too
+    shutil = __import__("shutil")
+    shutil.rmtree(ws / "ztf" / "stamps")
+    before = alerts.read_bytes()
+    (ws / "ztf" / "alerts" / "c2_a_alerts.parquet").unlink()
+    r = astro("-w", ws, "ztf", "ingest", c2)
+    assert r.returncode == 0, r.stderr
+    assert alerts.read_bytes() == before and (ws / "ztf" / "alerts" / "c2_a_alerts.parquet").exists()
+
+
+def test_a_moved_input_keeps_its_name(tmp_path, astro):
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "0.avro").write_bytes(AVRO[0].read_bytes())
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", src / "0.avro").returncode == 0
+    moved = tmp_path / "elsewhere" / "night"
+    moved.parent.mkdir()
+    src.rename(moved)
+    r = astro("--json", "-w", ws, "ztf", "ingest", moved / "0.avro")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kept"] == 1
+    assert [p.name for p in (ws / "ztf" / "alerts").glob("*.parquet")] == ["0_alerts.parquet"]
+
+
+def test_a_copy_beside_its_original_gets_one_name_whatever_the_command_line(tmp_path, astro):
+    """A copy ingested alone took its original's name by content, and with its original on the command line
+    another: the same file under two names in two runs."""
+    import json
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "x.avro").write_bytes(AVRO[0].read_bytes())
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", tmp_path / "a" / "x.avro").returncode == 0
+    assert astro("-w", ws, "ztf", "ingest", tmp_path / "b" / "x.avro").returncode == 0
+    names = sorted(p.name for p in (ws / "ztf" / "alerts").glob("*.parquet"))
+    assert names == ["b_x_alerts.parquet", "x_alerts.parquet"]   # the original is still there: a file of its own
+    r = astro("--json", "-w", ws, "ztf", "ingest", tmp_path / "a" / "x.avro", tmp_path / "b" / "x.avro")
+    assert r.returncode == 0 and json.loads(r.stdout)["kept"] == 2, r.stderr
+    assert sorted(p.name for p in (ws / "ztf" / "alerts").glob("*.parquet")) == names
+
+
+def test_a_file_named_twice_is_ingested_once(tmp_path, astro):
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "0.avro").write_bytes(AVRO[0].read_bytes())
+    r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", src / "0.avro", src / ".." / "in" / "0.avro", src)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ingested"] == 1
+    assert [p.name for p in (tmp_path / "ws" / "ztf" / "alerts").glob("*.parquet")] == ["0_alerts.parquet"]
+
+
+def test_ingest_refuses_changed_settings_before_any_work(tmp_path, astro):
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in AVRO[:2]:
+        (src / f.name).write_bytes(f.read_bytes())
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "-q", "ztf", "ingest", src / AVRO[0].name).returncode == 0
+    err = _error(astro("-w", ws, "ztf", "ingest", src, "--stamp-size", 31))
+    assert "ztf.ingest.stamp_size: 63 -> 31" in err and "--overwrite" in err
+    assert len(list((ws / "ztf" / "alerts").glob("*.parquet"))) == 1
+
+
+def test_an_even_stamp_size_is_refused(tmp_path, astro):
+    err = _error(astro("-w", tmp_path / "ws", "ztf", "ingest", AVRO[0], "--stamp-size", 20))
+    assert "stamp_size" in err and "odd" in err
+
+
+def test_a_sharded_ingest_reports_its_own_files(tmp_path, astro):
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        (src / f"{i}.avro").write_bytes(AVRO[i % 2].read_bytes())
+    r = astro("--json", "-w", tmp_path / "ws", "--shard", "0/2", "ztf", "ingest", src)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["files"] == 2 and out["ingested"] == 2
+
+
+def test_a_shard_is_not_refused_over_another_shards_outputs(tmp_path, astro):
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        (src / f"{i}.avro").write_bytes(AVRO[i % 2].read_bytes())
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "--shard", "0/2", "ztf", "ingest", src, "--stamp-size", 31).returncode == 0
+    r = astro("--json", "-w", ws, "--shard", "1/2", "ztf", "ingest", src)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ingested"] == 2
+    err = _error(astro("-w", ws, "--shard", "0/2", "ztf", "ingest", src))   # its own kept outputs still are
+    assert "ztf.ingest.stamp_size: 31 -> 63" in err
+
+
+def test_alerts_per_s_is_the_rate_of_the_files_ingested_in_this_run(tmp_path, astro):
+    import json
+
+    import h5py
+
+    ws = tmp_path / "ws"
+    first = json.loads(astro("--json", "-w", ws, "ztf", "ingest", AVRO[0]).stdout)
+    assert first["ingested"] == 1 and first["alerts_per_s"] > 0
+    again = json.loads(astro("--json", "-w", ws, "ztf", "ingest", AVRO[0]).stdout)
+    assert again["kept"] == 1 and again["alerts_per_s"] is None   # nothing ingested: no rate of this run
+    with h5py.File(ws / "ztf" / "stamps" / f"{AVRO[0].name[:-5]}_stamps.h5", "r+") as h5:
+        h5.attrs["seconds"] = 1e6   # an earlier run's time, which is not this run's
+    fink = SHARED / "fink_alerts.parquet"
+    out = json.loads(astro("--json", "-w", ws, "ztf", "ingest", AVRO[0], fink).stdout)
+    new = next(o for o in out["outputs"] if not o["skipped"])
+    assert out["kept"] == 1 and out["ingested"] == 1
+    assert out["alerts_per_s"] >= new["n_alerts"] / 60   # the new file over this run's wall clock

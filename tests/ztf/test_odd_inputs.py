@@ -1,4 +1,4 @@
-"""`astro ztf ingest` with a path that does not exist, and with a file name that is not UTF-8."""
+"""`astro ztf ingest` with a path that does not exist, an empty folder, and a file name that is not UTF-8."""
 
 from __future__ import annotations
 
@@ -34,3 +34,12 @@ def test_a_file_name_that_is_not_utf8_is_ingested_and_named_printably(tmp_path, 
     alerts = out["outputs"][0]["alerts"]
     facts = json.loads(pq.read_schema(alerts).metadata[b"astrotool"])
     assert facts["source"] == f"{src}/night_\\xff.avro"
+
+
+def test_an_empty_folder_is_an_input_that_failed(tmp_path, astro):
+    """It was counted as no file while the progress line said "1/1 done, 1 failed"."""
+    (tmp_path / "empty").mkdir()
+    r = astro("--json", "-w", tmp_path / "ws", "ztf", "ingest", tmp_path / "empty")
+    out = json.loads(r.stdout)
+    assert (out["files"], out["ingested"], out["failed"]) == (1, 0, 1) and "holds no .avro" in r.stderr
+    assert "1/1 done, 1 failed" in r.stderr

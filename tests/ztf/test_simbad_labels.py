@@ -1,15 +1,19 @@
-"""A new user's review of ``astro ztf`` on the shared Fink alerts with SIMBAD types: each test failed before its
-fix."""
+"""``astro ztf`` prepare, train and evaluate on the shared Fink alerts labelled by their SIMBAD types, which
+hold 3 of the 5 default classes: the absent classes, damaged weights, seeds, and the descriptions of the alert
+table's columns.
+
+These tests share one workspace of those alerts (``real``): ``ws`` here is a copy of it, not of the simulated
+workspace of ``tests/ztf/conftest.py``."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
-SHARED = __import__("tests.conftest", fromlist=["SHARED"]).SHARED / "data" / "ztf"
-SIMBAD = SHARED / "fink_simbad_part2.parquet"
+from tests.ztf.conftest import SHARED_ZTF, copy_workspace
+
+SIMBAD = SHARED_ZTF / "fink_simbad_part2.parquet"
 pytestmark = pytest.mark.skipif(not SIMBAD.is_file(), reason=f"no {SIMBAD}")
 
 LABELS = ("--set", "ztf.prepare.label_column=cdsxmatch",
@@ -28,7 +32,7 @@ def real(tmp_path_factory):
     """A workspace with the shared SIMBAD-typed alerts ingested and the set ``real4`` (default classes)."""
     from tests.conftest import run_astro_here as run_astro
 
-    ws = tmp_path_factory.mktemp("ztf_round3") / "ws"
+    ws = tmp_path_factory.mktemp("ztf_simbad") / "ws"
     for args in (("ztf", "ingest", SIMBAD), (*LABELS, "ztf", "prepare", "--name", "real4", "fink_simbad_part2"),
                  ("ztf", "train", "--dataset", "real4", "--epochs", 1, "--seeds", "0,1")):
         r = run_astro("-w", ws, *args)
@@ -38,9 +42,8 @@ def real(tmp_path_factory):
 
 @pytest.fixture
 def ws(real, tmp_path):
-    """A copy of the workspace the test may change."""
-    shutil.copytree(real, tmp_path / "ws")
-    return tmp_path / "ws"
+    """A copy of the workspace ``real`` the test may change."""
+    return copy_workspace(real, tmp_path)
 
 
 def test_default_classes_that_no_alert_holds_are_warned_about_by_prepare_and_train(ws, astro):

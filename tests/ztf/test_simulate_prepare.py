@@ -1,6 +1,8 @@
-"""`astro ztf simulate` (GalSim alerts in the ZTF schema) and `astro ztf prepare` (the training set)."""
+"""`astro ztf simulate` (GalSim alerts in the ZTF schema) and `astro ztf prepare` (the training set): their
+settings, names, classes and shards, and refusals that keep what was there before."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,10 +12,12 @@ from astrotool_ztf.ingest import read_stamps
 from astrotool_ztf.prepare import (CLIP, FEATURES, StampDataset, assign_splits, crop_centre, features,
                                    normalise_stamps, standardise)
 from astrotool_ztf.simulate import CLASSES, PIXEL_SCALE, simulate_objects
+from tests.ztf.conftest import AVRO, SHARED_ZTF, SMALL, stamps_source as _source, usage_error as _error
 
 CFG = {"stamp_size": 63, "class_fractions": {c: 1.0 for c in CLASSES}, "alerts_per_object": (1, 3),
        "seeing_fwhm": (1.5, 3.0), "template_depth": 16.0, "psf_mismatch": 0.02, "edge_fraction": 0.0,
        "chunk_size": 10, "n_objects": 10, "name": "t"}
+needs_shared = pytest.mark.skipif(not AVRO, reason=f"no sample ZTF alerts in {SHARED_ZTF}")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +128,8 @@ def test_normalisation_crop_and_nan_mask():
     assert x[0, 3].sum() == 0
     full = normalise_stamps(sci, sci, sci)
     assert full[1, 3, :, :20].all() and not full[1, 3, :, 20:].any() and (full[1, 0, :, :20] == 0).all()
-    assert np.array_equal(crop_centre(np.arange(63 * 63).reshape(63, 63), 21), np.arange(63 * 63).reshape(63, 63)[21:42, 21:42])
+    assert np.array_equal(crop_centre(np.arange(63 * 63).reshape(63, 63), 21),
+                          np.arange(63 * 63).reshape(63, 63)[21:42, 21:42])
 
 
 def test_features_clip_fill_and_derive():
@@ -159,8 +164,8 @@ def test_splits_are_balanced_by_object_and_fixed_by_seed():
 def test_prepare_writes_a_set_and_refuses_a_bad_table(tmp_path, astro):
     ws = tmp_path / "ws"
     assert astro("--json", "-w", ws, "--seed", 4, "ztf", "simulate", "-n", 30).returncode == 0
-    r = astro("--json", "-w", ws, "--seed", 4, "--set", "ztf.prepare.val_per_class=2", "--set", "ztf.prepare.test_per_class=2",
-              "ztf", "prepare", "--crop", "33")
+    r = astro("--json", "-w", ws, "--seed", 4, "--set", "ztf.prepare.val_per_class=2", "--set",
+              "ztf.prepare.test_per_class=2", "ztf", "prepare", "--crop", "33")
     assert r.returncode == 0, r.stderr
     ds = StampDataset(ws / "ztf" / "prepared" / "sim")
     assert ds.arrays["stamps"][0] == (4, 33, 33) and ds.classes == list(CLASSES)
@@ -185,7 +190,8 @@ def test_prepare_writes_a_set_and_refuses_a_bad_table(tmp_path, astro):
     table.to_parquet(src)
     # an alert table without the label column
     pd.read_parquet(src).drop(columns=["class"]).to_parquet(ws / "ztf" / "alerts" / "nolabel_alerts.parquet")
-    (ws / "ztf" / "stamps" / "nolabel_stamps.h5").write_bytes((ws / "ztf" / "stamps" / "sim_0000_stamps.h5").read_bytes())
+    (ws / "ztf" / "stamps" / "nolabel_stamps.h5").write_bytes(
+        (ws / "ztf" / "stamps" / "sim_0000_stamps.h5").read_bytes())
     bad = astro("--json", "-w", ws, "ztf", "prepare", "nolabel", "--name", "other")
     assert bad.returncode == 2 and "nolabel_alerts.parquet" in bad.stderr and "label column 'class'" in bad.stderr
     assert not (ws / "ztf" / "prepared" / "other").exists()
@@ -233,3 +239,208 @@ def test_limiting_magnitudes_follow_the_real_alerts_histories(alerts):
                 for row in pd.read_parquet(path, columns=["prv_candidates"])["prv_candidates"]
                 for p in (row if row is not None else []) if p["diffmaglim"] is not None]
         assert len(real) > 1000 and abs(np.median(sim) - np.median(real)) < 0.3
+
+
+def _sim(ws, astro, *args):
+    import json
+
+    r = astro("--json", "-w", ws, *args, "ztf", "simulate", "-n", 12)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_large_psf_mismatch_is_refused_before_any_work(tmp_path, astro):
+    err = _error(astro("-w", tmp_path / "ws", "--set", "ztf.simulate.psf_mismatch=0.5", "ztf", "simulate", "-n", 3))
+    assert "ztf.simulate.psf_mismatch" in err
+    assert not (tmp_path / "ws" / "ztf" / "simulated").exists() or not list((tmp_path / "ws").rglob("*.parquet"))
+
+
+def test_the_matched_psf_width_stays_in_a_safe_range():
+    from astrotool_ztf.simulate import MISMATCH_RANGE, matched_fwhm
+
+    rng = np.random.default_rng(0)
+    widths = [matched_fwhm(rng, 2.0, 5.0) for _ in range(200)]
+    assert min(widths) >= 2.0 * MISMATCH_RANGE[0] and max(widths) <= 2.0 * MISMATCH_RANGE[1]
+
+
+@pytest.mark.parametrize("setting", ["ztf.simulate.seeing_fwhm=[3.0,1.0]", "ztf.simulate.seeing_fwhm=[-1,2]",
+                                     "ztf.simulate.alerts_per_object=[0,0]", "ztf.simulate.alerts_per_object=[5,1]",
+                                     "ztf.simulate.class_fractions.AGN=-1", 'ztf.simulate.name="a/b"'])
+def test_bad_simulate_settings_are_refused_before_any_work(tmp_path, astro, setting):
+    err = _error(astro("-w", tmp_path / "ws", "--set", setting, "ztf", "simulate", "-n", 5))
+    assert "invalid configuration" in err and f"ztf.simulate.{setting.split('.')[2].split('=')[0]}" in err
+    assert not list(tmp_path.glob("ws/ztf/simulated/*.parquet"))
+
+
+def test_all_class_fractions_zero_is_refused(tmp_path, astro):
+    zero = [a for c in ("AGN", "SN", "VS", "asteroid", "bogus")
+            for a in ("--set", f"ztf.simulate.class_fractions.{c}=0")]
+    err = _error(astro("-w", tmp_path / "ws", *zero, "ztf", "simulate", "-n", 5))
+    assert "ztf.simulate" in err and "class_fractions" in err
+
+
+def test_simulate_shards_together_draw_what_one_run_draws(tmp_path, astro):
+    """Shards 1/3 and 2/3 drew nothing (their files were sharded twice) and exited 0."""
+    sim = ("--set", "ztf.simulate.chunk_size=4", "--set", "ztf.simulate.stamp_size=21", "ztf", "simulate",
+           "-n", 12)
+    assert astro("-w", tmp_path / "one", "--seed", 3, *sim).returncode == 0
+    for i in range(3):
+        r = astro("-w", tmp_path / "shards", "--seed", 3, "--shard", f"{i}/3", *sim)
+        assert r.returncode == 0, r.stderr
+    for stage in ("simulated", "alerts", "stamps"):
+        one = sorted(p.name for p in (tmp_path / "one" / "ztf" / stage).glob("sim_*"))
+        assert len(one) == 3 and sorted(p.name for p in (tmp_path / "shards" / "ztf" / stage).glob("sim_*")) == one
+    a, b = (pd.read_parquet(tmp_path / w / "ztf" / "alerts" / "sim_0002_alerts.parquet") for w in ("one", "shards"))
+    assert a["candid"].tolist() == b["candid"].tolist()
+
+
+def test_a_copied_workspace_simulates_into_its_own_tables(tmp_path, astro):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    wsp, wsd, wsc = tmp_path / "wsp", tmp_path / "wsd", tmp_path / "wsc"
+    _sim(wsp, astro, "--seed", 1)
+    shutil.copytree(wsp, wsd)
+    shutil.copytree(wsp, wsc)
+    tables = sorted(p.name for p in (wsp / "ztf" / "alerts").glob("*.parquet"))
+    assert all(t.startswith("sim_") for t in tables)
+    out = _sim(wsd, astro, "--seed", 2, "--overwrite")   # new alerts in the copy: into sim_NNNN
+    assert sorted(__import__("pathlib").Path(t).name for t in out["alert_tables"]) == tables
+    assert sorted(p.name for p in (wsd / "ztf" / "alerts").glob("*.parquet")) == tables
+    for t in tables:   # the tables prepare reads (sim_*) hold the new alerts
+        stem = t[: -len("_alerts.parquet")]
+        new = pq.read_table(wsd / "ztf" / "simulated" / f"{stem}.parquet", columns=["candid"])["candid"]
+        assert pq.read_table(wsd / "ztf" / "alerts" / t, columns=["candid"])["candid"].to_pylist() == new.to_pylist()
+    assert _source(wsd, "sim_0000") == "ztf/simulated/sim_0000.parquet"   # recorded inside the workspace
+    again = _sim(wsc, astro, "--seed", 1)   # a plain rerun in a copy: everything kept, nothing doubled
+    assert again["written"] == 0
+    assert sorted(p.name for p in (wsc / "ztf" / "alerts").glob("*.parquet")) == tables
+
+
+@needs_shared
+@pytest.mark.parametrize("overwrite", [(), ("--overwrite",)])
+def test_simulate_never_replaces_an_ingested_table_of_its_names(tmp_path, astro, overwrite):
+    (tmp_path / "xx").mkdir()
+    real = shutil.copy(AVRO[0], tmp_path / "xx" / "sim_0001.avro")
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "ztf", "ingest", real).returncode == 0
+    table = ws / "ztf" / "alerts" / "sim_0001_alerts.parquet"
+    before = pd.read_parquet(table)
+    err = _error(astro("-w", ws, "--set", "ztf.simulate.chunk_size=1", *overwrite, "ztf", "simulate", "-n", 2))
+    assert "sim_0001_alerts.parquet" in err and "--name" in err and str(real) in err
+    pd.testing.assert_frame_equal(pd.read_parquet(table), before)
+    assert not list((ws / "ztf" / "simulated").glob("*.parquet"))   # refused before anything was drawn
+    r = astro("-w", ws, "--set", "ztf.simulate.chunk_size=1", *overwrite, "ztf", "simulate", "-n", 2, "--name", "s")
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(table), before)
+    # simulate's own table whose stamps file is gone says nothing against it: made again, not refused for ever
+    (ws / "ztf" / "stamps" / "s_0000_stamps.h5").unlink()
+    r = astro("-w", ws, "--set", "ztf.simulate.chunk_size=1", "--overwrite", "ztf", "simulate", "-n", 2, "--name", "s")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("args", [("ztf", "simulate", "--name", "../../x"), ("ztf", "simulate", "--name", ""),
+                                  ("ztf", "prepare", "--name", "../esc")])
+def test_names_that_leave_their_folder_are_refused(tmp_path, astro, args):
+    err = _error(astro("-w", tmp_path / "ws", *args))
+    assert "--name" in err or ".name" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "ws" / "ztf" / "esc").exists()
+
+
+def test_a_label_map_to_an_unknown_class_is_refused_naming_the_key(tmp_path, astro):
+    err = _error(astro("-w", tmp_path / "ws", "--set", 'ztf.prepare.label_map.QSO="Quasar"', "ztf", "prepare"))
+    assert "ztf.prepare.label_map" in err and "'Quasar'" in err and "AGN, SN, VS, asteroid, bogus" in err
+
+
+def test_a_label_map_to_a_class_left_out_of_a_reduced_list_is_accepted():
+    """A SIMBAD map shared with classes ["SN", "AGN"] mapped RRLyr to VS: every command was refused."""
+    from astrotool_ztf.config import PrepareConfig
+
+    PrepareConfig(classes=["SN", "AGN"], label_map={"RRLyr": "VS", "QSO": "AGN"})
+    PrepareConfig(classes=["SN", "KN"], label_map={"KN": "KN"})
+    with pytest.raises(ValueError, match="'Quasar'"):
+        PrepareConfig(classes=["SN", "AGN"], label_map={"QSO": "Quasar"})
+
+
+def test_prepare_refuses_a_class_no_alert_holds(tws, astro):
+    err = _error(astro("-w", tws, *SMALL, "--set", "ztf.prepare.classes=['SN','XX']", "ztf", "prepare",
+                       "--name", "cx"))
+    assert "XX" in err and "ztf.prepare.classes" in err and "found: AGN, SN, VS, asteroid, bogus" in err
+    assert not (tws / "ztf" / "prepared" / "cx").exists()
+    r = astro("-w", tws, *SMALL, "--set", "ztf.prepare.classes=['SN','VS']", "ztf", "prepare", "--name", "sv")
+    assert r.returncode == 0, r.stderr
+    # a hold-out set keeps the model's classes though one is absent (evaluate needs them equal): a warning
+    r = astro("-w", tws, *SMALL, "--set", "ztf.prepare.classes=['SN','XX']", "--set", "ztf.prepare.holdout=true",
+              "ztf", "prepare", "--name", "hx")
+    assert r.returncode == 0 and "XX" in r.stderr and "a hold-out set: kept" in r.stderr, r.stderr
+
+
+def test_prepare_suggests_an_allowed_crop(tmp_path, astro):
+    ws = tmp_path / "ws"
+    assert astro("-w", ws, "-q", "ztf", "ingest", AVRO[0], "--stamp-size", 31).returncode == 0
+    err = _error(astro("-w", ws, "--set", 'ztf.prepare.inputs=["*"]', "--set", "ztf.prepare.label_column=objectId",
+                       "ztf", "prepare", "--crop", 33))
+    assert "ztf.prepare.crop to 21" in err and "31 or less" not in err
+
+
+def test_a_crop_larger_than_the_stamps_is_an_input_error_and_full_cutouts_are_not_flagged(ws, tmp_path, astro):
+    """crop 63 of 45 px stamps was a ValueError with a traceback hint; --stamp-size 45 flagged every alert
+    stamps_resized, which means a stamp cut at a CCD edge."""
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(3))
+    assert astro("-w", ws, "ztf", "ingest", "--stamp-size", 45, src).returncode == 0
+    assert not pd.read_parquet(ws / "ztf" / "alerts" / "night_alerts.parquet")["stamps_resized"].any()
+    err = _error(astro("-w", ws, "--set", "ztf.prepare.crop=63", "ztf", "prepare", "night", "--name", "n"))
+    assert "night_stamps.h5" in err and "ztf.prepare.crop" in err and "--traceback" not in err
+    assert not (ws / "ztf" / "prepared" / "n").exists()
+
+
+def test_a_stamps_file_without_science_stamps_is_an_input_error(tmp_path):
+    import h5py
+
+    from astrotool.errors import InputError
+    from astrotool_ztf.prepare import check_crop
+
+    path = tmp_path / "x_stamps.h5"
+    with h5py.File(path, "w") as h5:
+        h5["candid"] = np.arange(3)
+    with pytest.raises(InputError, match="science"):
+        check_crop([(tmp_path / "x_alerts.parquet", path)], 21)
+
+
+def test_a_failed_prepare_overwrite_names_the_column_and_keeps_the_old_set(ws, astro):
+    src = ws / "ztf" / "alerts" / "sim_0000_alerts.parquet"
+    n = StampDataset(ws / "ztf" / "prepared" / "sim").n
+    table = pd.read_parquet(src)
+    table.assign(magpsf="abc").to_parquet(src)
+    err = _error(astro("-w", ws, "--seed", 1, *SMALL, "--overwrite", "ztf", "prepare"))
+    assert "sim_0000_alerts.parquet" in err and "'magpsf'" in err
+    assert StampDataset(ws / "ztf" / "prepared" / "sim").n == n
+    assert not list((ws / "ztf" / "prepared").glob(".sim*"))
+
+
+def test_prepare_refuses_a_table_without_feature_columns_or_truncated(ws, astro):
+    src = ws / "ztf" / "alerts" / "sim_0000_alerts.parquet"
+    pd.read_parquet(src).drop(columns=["magpsf", "sgscore1"]).to_parquet(src)
+    err = _error(astro("-w", ws, "--seed", 1, *SMALL, "--overwrite", "ztf", "prepare", "--name", "x"))
+    assert "sim_0000_alerts.parquet" in err and "magpsf" in err and "sgscore1" in err
+    src.write_bytes((ws / "ztf" / "stamps" / "sim_0000_stamps.h5").read_bytes()[:2000])
+    err = _error(astro("-w", ws, "--seed", 1, *SMALL, "ztf", "prepare", "--name", "x"))
+    assert "sim_0000_alerts.parquet" in err and "not a readable alert table" in err
+    assert not (ws / "ztf" / "prepared" / "x").exists()
+
+
+def test_prepare_says_when_a_small_class_caps_val_and_test(ws, astro):
+    r = astro("-w", ws, "--seed", 1, "ztf", "prepare", "--name", "capped")
+    assert r.returncode == 0, r.stderr
+    assert "test and val hold at most a third each" in r.stderr and "test_per_class 100" in r.stderr
+
+
+def test_a_kept_prepare_reports_what_a_fresh_one_reports(tws, astro):
+    run = ("--json", "-w", tws, "--seed", 1, *SMALL, "ztf", "prepare")
+    fresh = json.loads(astro(*run[:-2], "--overwrite", *run[-2:]).stdout)
+    kept = json.loads(astro(*run).stdout)
+    assert (fresh.pop("kept"), kept.pop("kept")) == (False, True)
+    assert kept == fresh and set(kept) == {"dataset", "n", "objects", "alerts_per_split_and_class"}

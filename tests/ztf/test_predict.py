@@ -1,0 +1,325 @@
+"""``astro ztf predict`` and ``astro ztf export``: the inputs predict reads (named twice, moved, changed,
+ingested again, broker dumps with missing fields or stamps), the predictions it keeps or refuses to replace,
+their columns, the ONNX export, and the models each accepts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.ztf.conftest import AVRO, SHARED_ZTF, SMALL, run_main as _main, usage_error as _error
+
+FINK = SHARED_ZTF / "fink_alerts.parquet"
+
+
+def _fink_dump(path, n=6, drop=(), blank=()):
+    """The first ``n`` alerts of the shared Fink dump, their ``candidate`` without the fields ``drop`` and the
+    template stamps of the alerts ``blank`` empty."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(FINK).slice(0, n)
+    cand = t.column("candidate").combine_chunks()
+    keep = [i for i in range(cand.type.num_fields) if cand.type.field(i).name not in drop]
+    cand = pa.StructArray.from_arrays([cand.field(i) for i in keep], fields=[cand.type.field(i) for i in keep])
+    t = t.set_column(t.column_names.index("candidate"), "candidate", cand)
+    col = t.column("cutoutTemplate").combine_chunks()
+    data = [b"" if i in blank else v for i, v in enumerate(col.field("stampData").to_pylist())]
+    col = pa.StructArray.from_arrays([col.field("fileName"), pa.array(data, col.type.field("stampData").type)],
+                                     fields=list(col.type))
+    pq.write_table(t.set_column(t.column_names.index("cutoutTemplate"), "cutoutTemplate", col), path)
+    return path
+
+
+LACKING = ("sgscore1", "classtar", "xpos", "ypos")
+
+
+@pytest.mark.parametrize("command", [("predict", str(AVRO[0])), ("export",)])
+def test_predict_and_export_say_plainly_that_temporal_models_are_scored_by_evaluate(vae_ws, astro, command):
+    import json
+    import shutil
+
+    models = vae_ws / "ztf" / "models"
+    if not (models / "sim_temporal").exists():   # a temporal checkpoint as far as its metadata goes
+        shutil.copytree(models / "sim_vae", models / "sim_temporal")
+        meta = json.loads((models / "sim_temporal" / "model.json").read_text())
+        meta["architecture"]["name"] = "ztf_temporal_classifier"
+        (models / "sim_temporal" / "model.json").write_text(json.dumps(meta))
+    err = _error(astro("-w", vae_ws, "ztf", *command, "--model", "sim_temporal"))
+    assert "temporal" in err and "evaluate" in err and "another model" not in err
+    err = _error(astro("-w", vae_ws, "ztf", *command, "--model", "sim_vae"))
+    assert "autoencoder" in err and "another model" not in err
+
+
+def test_a_wrong_model_name_lists_the_models(vae_ws, astro):
+    err = _error(astro("-w", vae_ws, "ztf", "export", "--model", "nosuch"))
+    assert "nosuch" in err and "available" in err and "sim_vae" in err
+
+
+def test_suggested_commands_name_the_workspace_and_the_model(tws, tmp_path, astro):
+    """The hints said `astro ztf export` (no -w, no --model): pasted, they ran on another workspace."""
+    err = _error(astro("-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier", "--engine",
+                       "onnxruntime"))
+    assert f"`astro -w {tws} ztf export --model sim_classifier`" in " ".join(err.split())
+    err = _error(astro("ztf", "predict", "sim_0000", "--model", "sim_classifier", "--engine", "onnxruntime",
+                       cwd=tws))   # the workspace is the current folder: no -w
+    assert "`astro ztf export --model sim_classifier`" in " ".join(err.split())
+    err = _error(astro("ztf", "prepare", "--name", "x", env={"ASTRO_WORKSPACE": str(tmp_path / "empty")}))
+    assert f"astro -w {tmp_path / 'empty'} ztf simulate" in " ".join(err.split())
+    err = _error(astro("-w", "rel", "ztf", "train", "--dataset", "nosuch", cwd=tmp_path))
+    assert "`astro -w rel ztf prepare`" in " ".join(err.split())
+
+
+def test_predict_takes_glob_patterns_of_tables_as_prepare_does(tws, astro):
+    r = astro("--json", "-w", tws, "ztf", "predict", "sim_*", "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["alerts"] == len(pd.read_parquet(tws / "ztf" / "alerts" / "sim_0000_alerts.parquet"))
+    for command in (("predict", "fink_*", "--model", "sim_classifier"), ("prepare", "fink_*", "--name", "f")):
+        err = _error(astro("-w", tws, "ztf", *command))
+        assert "fink_*" in err and "tables: sim_0000" in err
+
+
+def test_predict_counts_an_input_named_twice_once(tws, tmp_path, astro):
+    r = astro("--json", "-w", tws, "ztf", "predict", "sim_0000", "sim_0000", "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["alerts"] == len(pd.read_parquet(tws / "ztf" / "alerts" / "sim_0000_alerts.parquet"))
+    # a file given twice, and once more inside its folder, is read once
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "in" / "night.avro", synthetic.make_alerts(3))
+    r = astro("--json", "-w", tws, "ztf", "predict", src, src, src.parent, "--model", "sim_classifier",
+              "--name", "night")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["alerts"] == 3
+
+
+def test_predict_keeps_an_alert_found_in_two_inputs_once(tws, tmp_path, astro):
+    from astrotool_ztf import synthetic
+
+    alerts = synthetic.make_alerts(3)
+    a = synthetic.write_avro(tmp_path / "tar" / "night.avro", alerts)
+    b = synthetic.write_avro(tmp_path / "folder" / "again.avro", alerts)
+    r = astro("--json", "-w", tws, "ztf", "predict", a, b.parent, "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["alerts"] == 3 and out["repeated"] == 3 and "kept once" in r.stderr
+    table = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    assert len(table) == table["candid"].nunique() == 3
+
+
+def test_predict_keeps_the_copy_of_a_repeated_alert_that_has_a_prediction(tws, tmp_path, astro):
+    import copy
+
+    from astrotool_ztf import synthetic
+
+    alerts = synthetic.make_alerts(3)
+    bare = copy.deepcopy(alerts)  # the first alert without stamps: no prediction from this copy
+    bare[0]["cutoutScience"] = bare[0]["cutoutTemplate"] = bare[0]["cutoutDifference"] = None
+    first = synthetic.write_avro(tmp_path / "a" / "bare.avro", bare)
+    second = synthetic.write_avro(tmp_path / "b" / "full.avro", alerts)
+    r = astro("--json", "-w", tws, "ztf", "predict", first, second, "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["alerts"] == 3 and out["repeated"] == 3 and out["no_prediction"] == 0
+
+
+def test_predict_says_why_no_input_could_be_ingested(tws, tmp_path, astro):
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(2))
+    assert astro("-w", tws, "ztf", "ingest", src).returncode == 0
+    r = astro("-w", tws, "--set", "ztf.ingest.stamp_size=31", "ztf", "predict", src, "--model", "sim_classifier")
+    assert r.returncode == 2 and "Traceback" not in r.stderr   # refused before any work (it was an item failure)
+    assert "no alert file could be read" not in r.stderr   # the hint keeps the --set it was given
+    assert f"astro -w {tws} --set ztf.ingest.stamp_size=31 ztf ingest --overwrite" in r.stderr
+
+
+def test_predict_refuses_stamps_smaller_than_the_model_s_crop_naming_the_stamp_file(tws, tmp_path, astro):
+    """A crop-21 model on 15-px stamps: a bare ValueError, exit 1, naming no file."""
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(2))
+    r = astro("-w", tmp_path / "small", "--set", "ztf.ingest.stamp_size=15", "ztf", "predict", src, "--model",
+              tws / "ztf/models/sim_classifier")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "night_stamps.h5: stamps of 15 px; the model crops 21 px (ingest again with ztf.ingest.stamp_size = 21 " \
+           "or more)" in r.stderr, r.stderr
+
+
+def test_predict_refuses_to_replace_predictions_of_other_inputs(tws, tmp_path, astro):
+    """predict B after predict A with the same model replaced A's predictions without a word."""
+    from astrotool_ztf import synthetic
+
+    other = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(3))
+    run = ("-w", tws, "ztf", "predict")
+    out = tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet"
+    assert astro(*run, "sim_0000", "--model", "sim_classifier").returncode == 0
+    first = pd.read_parquet(out)
+    assert astro(*run, "sim_0000", "--model", "sim_classifier").returncode == 0  # the same inputs: made alike
+    pd.testing.assert_frame_equal(pd.read_parquet(out), first)
+    err = _error(astro(*run, other, "--model", "sim_classifier"))
+    assert "sim_classifier_alerts.parquet" in err and "--overwrite" in err and "--name" in err
+    pd.testing.assert_frame_equal(pd.read_parquet(out), first)
+    assert astro(*run, other, "--model", "sim_classifier", "--name", "b").returncode == 0
+    assert astro("-w", tws, "--overwrite", "ztf", "predict", other, "--model", "sim_classifier").returncode == 0
+    assert set(pd.read_parquet(out)["source"]) == {"night_alerts.parquet"}
+
+
+def test_predict_again_after_the_inputs_were_ingested_again_is_made_alike(tws, tmp_path, astro):
+    """The record held the alert table's checksum, provenance time included: ingesting the same file again
+    (or predict --overwrite, which re-ingested it) made a plain rerun refused."""
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(3))
+    run = ("-w", tws, "ztf", "predict", src, "--model", "sim_classifier")
+    table = tws / "ztf" / "alerts" / "night_alerts.parquet"
+    assert astro(*run).returncode == 0
+    assert astro("-w", tws, "--overwrite", "ztf", "ingest", src).returncode == 0
+    r = astro(*run)
+    assert r.returncode == 0, r.stderr
+    ingested = table.stat().st_mtime_ns
+    assert astro("-w", tws, "--overwrite", *run[2:]).returncode == 0  # replaces the predictions only
+    assert table.stat().st_mtime_ns == ingested
+    r = astro(*run)
+    assert r.returncode == 0, r.stderr
+
+
+def test_predict_of_a_changed_input_says_to_ingest_it_again(tws, tmp_path, astro):
+    """predict --overwrite no longer re-ingests: its refusal of a changed input said only 'use --overwrite'."""
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "night.avro", synthetic.make_alerts(3))
+    run = ("-w", tws, "ztf", "predict", src, "--model", "sim_classifier")
+    assert astro(*run).returncode == 0
+    synthetic.write_avro(src, synthetic.make_alerts(4))
+    for r in (astro(*run), astro("-w", tws, "--overwrite", *run[2:])):
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert f"astro -w {tws} ztf ingest --overwrite {src}" in r.stderr
+    assert astro("-w", tws, "--overwrite", "ztf", "ingest", src).returncode == 0
+    r = astro("-w", tws, "--overwrite", *run[2:])
+    assert r.returncode == 0, r.stderr
+
+
+def test_predict_of_a_moved_input_is_made_again_alike(tws, tmp_path, astro):
+    from astrotool_ztf import synthetic
+
+    src = synthetic.write_avro(tmp_path / "in" / "night.avro", synthetic.make_alerts(3))
+    run = ("-w", tws, "ztf", "predict", "--model", "sim_classifier", "--name", "moved")
+    assert astro(*run, src).returncode == 0
+    moved = tmp_path / "elsewhere" / "in"
+    moved.parent.mkdir()
+    src.parent.rename(moved)   # the same alerts in a folder moved: the same input
+    r = astro(*run, moved / "night.avro")
+    assert r.returncode == 0, r.stderr
+    assert not list((tws / "ztf" / "alerts").glob("*_night_alerts.parquet"))
+    (moved / "night.avro").rename(moved / "renamed.avro")   # another table of the same alerts: the same input
+    r = astro(*run, moved / "renamed.avro")
+    assert r.returncode == 0, r.stderr
+    assert (tws / "ztf" / "alerts" / "renamed_alerts.parquet").exists()
+
+
+@pytest.mark.skipif(not FINK.exists(), reason=f"no {FINK}")
+def test_alerts_without_feature_fields_are_warned_about_and_refused_by_prepare(tws, tmp_path, astro):
+    dump = _fink_dump(tmp_path / "fink_x.parquet", drop=LACKING)
+    r = astro("-w", tws, "ztf", "ingest", dump)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "sgscore1" in line]
+    assert len(lines) == 1 and "fink_x.parquet" in lines[0]   # once per file, not per alert
+    assert all(f in lines[0] for f in LACKING)
+    r = astro("--json", "-w", tws, "ztf", "predict", "fink_x", "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["imputed_features"] == {"fink_x_alerts.parquet": ["sgscore1", "classtar"]}
+    assert "fink_x_alerts.parquet" in r.stderr and "sgscore1, classtar" in r.stderr
+    err = _error(astro("-w", tws, *SMALL, "--set", 'ztf.prepare.label_column="objectId"', "ztf", "prepare",
+                       "fink_x", "--name", "fx"))
+    assert "fink_x_alerts.parquet" in err and "sgscore1, classtar" in err
+    assert not (tws / "ztf" / "prepared" / "fx").exists()
+
+
+@pytest.mark.skipif(not FINK.exists(), reason=f"no {FINK}")
+def test_predictions_say_which_alerts_had_a_blank_stamp(tws, tmp_path, astro):
+    dump = _fink_dump(tmp_path / "fink_b.parquet", blank=(1, 2))
+    r = astro("--json", "-w", tws, "ztf", "predict", dump, "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["incomplete_stamps"] == 2 and out["no_prediction"] == 0 and out["imputed_features"] == {}
+    assert "2 alert(s) with a missing or undecodable stamp" in r.stderr
+    table = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    assert table["stamps_ok"].tolist() == [True, False, False, True, True, True]
+    assert (table["class"] != "").all()
+
+
+def test_the_anomaly_score_of_predict_is_the_reconstruction_error_of_embed(tws, astro):
+    r = astro("-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier", "--autoencoder", "sim_vae")
+    assert r.returncode == 0, r.stderr
+    alerts = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    assert alerts["recon_error"].notna().all() and (alerts["recon_error"] > 0).all()
+    assert astro("-w", tws, "--seed", 1, "ztf", "embed", "--model", "sim_vae", "--split", "test").returncode == 0
+    emb = pd.read_parquet(next((tws / "ztf" / "embeddings").glob("sim_vae_sim_test*.parquet")))
+    both = emb.merge(alerts.sort_values("jd").drop_duplicates("objectId"), on="objectId", suffixes=("_e", "_p"))
+    assert len(both) > 0
+    np.testing.assert_allclose(both["recon_error_e"], both["recon_error_p"], rtol=1e-5)
+
+
+def test_predictions_and_embeddings_carry_units_and_descriptions(tws, capsys):
+    """jd had no unit and p_*, p_max, recon_error, umap_*, z* no description."""
+    from astropy.table import Table
+
+    code, _, err = _main(capsys, "-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier",
+                         "--autoencoder", "sim_vae")
+    assert code == 0, err
+    alerts = Table.read(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    assert str(alerts["jd"].unit) == "d" and "Julian date" in alerts["jd"].description
+    for column in ("p_AGN", "p_max", "class", "recon_error"):
+        assert alerts[column].description, column
+    objects = Table.read(tws / "ztf" / "predictions" / "sim_classifier_objects.parquet")
+    assert all(objects[c].description for c in ("p_AGN", "class_first_alert", "n_alerts"))
+    code, out, err = _main(capsys, "--json", "-w", tws, "--seed", 1, "ztf", "embed", "--model", "sim_vae")
+    assert code == 0, err
+    embedding = Table.read(json.loads(out)["parquet"])
+    assert all(embedding[c].description for c in ("umap_1", "umap_2", "recon_error", "z0", "z20", "objectId"))
+
+
+def test_commands_that_run_a_model_honour_the_ml_accelerator_of_the_configuration(tws, astro):
+    """``ml.accelerator`` set in a configuration file: predict, evaluate and embed ran on the CPU regardless."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: the refusal shows the setting was read")
+    cfg = tws / "gpu.toml"
+    cfg.write_text('[ml]\naccelerator = "cuda"\n')
+    for cmd in (("predict", "sim_0000", "--model", "sim_classifier"), ("evaluate", "--model", "sim_classifier"),
+                ("evaluate", "--model", "sim_vae"), ("embed", "--model", "sim_vae")):
+        r = astro("-w", tws, "--seed", 1, "--cfg", cfg, "ztf", *cmd)
+        assert r.returncode == 2 and "CUDA was asked for" in r.stderr, (cmd, r.stderr[-400:])
+        assert astro("-w", tws, "--seed", 1, "--cfg", cfg, "ztf", *cmd, "--device", "cpu").returncode == 0
+
+
+def test_predict_runs_the_onnx_export_and_refuses_a_stale_one(tws, astro):
+    """`ztf export` wrote model.onnx that predict could not run; lens predict has had --engine onnxruntime."""
+    run = ("--json", "-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier")
+    mdir = tws / "ztf" / "models" / "sim_classifier"
+    err = _error(astro(*run, "--engine", "onnxruntime"))
+    assert "model.onnx" in err and f"astro -w {tws} ztf export --model sim_classifier" in err   # not exported yet
+    assert astro("-w", tws, "ztf", "export", "--model", "sim_classifier").returncode == 0
+    r = astro(*run)
+    assert r.returncode == 0, r.stderr
+    torch_p = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
+    r = astro(*run, "--engine", "onnxruntime")   # its own tables, as lens predict's: the torch run's kept
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["engine"] == "onnxruntime"
+    onnx_p = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_onnx_alerts.parquet")
+    cols = [c for c in torch_p if c.startswith("p_")]
+    assert np.allclose(onnx_p[cols].to_numpy(float), torch_p[cols].to_numpy(float), atol=1e-5)
+    assert (onnx_p["class"] == torch_p["class"]).all()
+    pd.testing.assert_frame_equal(pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet"),
+                                  torch_p)
+    # a checkpoint whose temperature changed since the export: the export is refused, naming it
+    meta = json.loads((mdir / "model.json").read_text())
+    (mdir / "model.json").write_text(json.dumps({**meta, "temperature": meta["temperature"] * 2}))
+    err = _error(astro(*run, "--engine", "onnxruntime", "--name", "stale"))
+    assert "model.onnx" in err and "temperature" in err and f"astro -w {tws} ztf export --model sim_classifier" in err
+    assert not (tws / "ztf" / "predictions" / "stale_onnx_alerts.parquet").exists()
