@@ -584,3 +584,31 @@ def test_the_snr_of_an_event_beside_a_long_gap_uses_measured_samples_only():
     prob[6900:7100] = 0.9                                            # and across the gap's edge, half in it
     rows = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
     assert [r["start"] for r in rows] == [3000, 6900]                # the event inside the gap is none
+
+
+def test_a_transit_at_a_gaps_edge_is_trimmed_to_its_measured_samples_and_a_pure_fill_event_dropped():
+    """A 2000 ppm, 5 h transit at 1.396-1.604 d with no data from 1.0 to 1.4 d gave no event: the probability
+    ran back over the gap's straight-line fill (54 % of the event), and an event under half measured was dropped."""
+    from astrotool_plato.config import EventsConfig
+    from astrotool_plato.detect import curve_events
+
+    dt = 25.0 / 86400.0
+    t = np.arange(0.0, 3.0, dt)
+    x = np.random.default_rng(11).normal(0.0, 300e-6, t.size)
+    x[(t >= 1.396) & (t < 1.604)] -= 2000e-6
+    gap = (t >= 1.0) & (t < 1.4)
+    x[gap] = np.interp(np.flatnonzero(gap), [gap.argmax() - 1, gap.argmax() + gap.sum()],
+                       x[[gap.argmax() - 1, gap.argmax() + gap.sum()]])   # as the grid fills it
+    prob = np.where((t >= 1.16) & (t < 1.61), 0.9, 0.02)                # 54 % of the event in the fill
+    cfg = EventsConfig(min_snr=0.0, binary_snr=0.0)
+    (row,) = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
+    first = int(np.flatnonzero(~gap & (t >= 1.4))[0])
+    assert row["start"] == first and row["stop"] == int(np.flatnonzero(t < 1.61)[-1]) + 1
+    assert row["t_mid"] == pytest.approx(0.5 * (1.4 + 1.61), abs=2 * dt)      # of the measured samples
+    assert row["duration"] == pytest.approx((1.61 - 1.4) * 24.0, abs=0.02)
+    assert row["depth"] == pytest.approx(2000.0, rel=0.15)
+    assert row["peak_probability"] == pytest.approx(0.9)
+    inside = np.where((t >= 1.1) & (t < 1.3), 0.95, 0.02)                  # high only inside the gap: no event
+    assert curve_events(inside, x, 0.0, 25.0, cfg, measured=~gap) == []
+    edge = np.where((t >= 1.1) & (t < 1.4 + 10 * dt), 0.95, 0.02)          # 10 measured samples: under 15 min
+    assert curve_events(edge, x, 0.0, 25.0, cfg, measured=~gap) == []

@@ -99,11 +99,57 @@ def model_channels(model) -> str:
     return channels_of(getattr(model, "in_channels", 1))
 
 
+def event_spans(prob: np.ndarray, x: np.ndarray, cadence_s: float, events: EventsConfig,
+                measured: np.ndarray | None = None, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The events of one curve as sample spans: runs above the threshold (merged, shortest dropped,
+    :func:`astrotool_plato.events.find_events`), trimmed to their measured samples, then vetted
+    (:func:`astrotool_plato.events.vetted`). ``detect`` and ``evaluate`` both cut events here.
+
+    Parameters
+    ----------
+    prob, x : numpy.ndarray
+        Probability and relative flux per sample, on a uniform grid.
+    cadence_s : float
+        Sampling interval [s].
+    events : astrotool_plato.config.EventsConfig
+    measured : numpy.ndarray, optional
+        Per sample, whether it was measured (not a gap the grid filled with a straight line). An event is
+        trimmed to its first and last measured sample at or above the threshold (the network's probability
+        runs on over the fill beside a transit at a gap's edge), and dropped when none is left or the trimmed
+        event is shorter than ``min_duration_hours`` (it lay in the fill); the fill is NaN in the flux the
+        vetting measures. Default: all measured.
+    threshold : float, optional
+        Instead of ``events.threshold`` (``evaluate`` sweeps a grid).
+
+    Returns
+    -------
+    kept : numpy.ndarray
+        ``(k, 2)`` start/stop (exclusive) samples of the events kept.
+    found : numpy.ndarray
+        ``(j, 2)`` every event found (trimmed), before vetting: left out of the noise of each S/N.
+    """
+    from astrotool_plato.events import find_events, vetted
+
+    thr = events.threshold if threshold is None else threshold
+    merge = int(round(events.merge_gap_hours * 3600.0 / cadence_s))
+    min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence_s)))
+    found = find_events(prob, thr, merge, min_len)
+    if measured is not None:
+        x = np.where(measured, x, np.nan)
+        spans = []
+        for a, b in found:
+            on = np.flatnonzero(measured[a:b] & (prob[a:b] >= thr))
+            if on.size and on[-1] + 1 - on[0] >= min_len:
+                spans.append((a + on[0], a + on[-1] + 1))
+        found = np.array(spans, int).reshape(-1, 2)
+    return vetted(found, x, events.min_snr, events.binary_snr), found
+
+
 def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: float, events: EventsConfig,
                  measured: np.ndarray | None = None) -> list:
-    """The event rows of one curve (:func:`astrotool_plato.events.describe`): runs above the threshold, vetted
-    (:func:`astrotool_plato.events.vetted`); each S/N is measured once with every event found masked, so it is
-    the value the vetting saw whatever ``min_snr`` dropped.
+    """The event rows of one curve (:func:`astrotool_plato.events.describe`) of the events of
+    :func:`event_spans`; each S/N is measured once with every event found masked, so it is the value the
+    vetting saw whatever ``min_snr`` dropped.
 
     Parameters
     ----------
@@ -115,19 +161,15 @@ def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: flo
         Sampling interval [s].
     events : astrotool_plato.config.EventsConfig
     measured : numpy.ndarray, optional
-        Per sample, whether it was measured (not a gap the grid filled): depths and S/N use those only
-        (a filled gap is a straight line, without noise), and an event with fewer than half of its samples
-        measured is dropped (the network saw the straight line). Default: all.
+        Per sample, whether it was measured (not a gap the grid filled): events are trimmed to their measured
+        samples (:func:`event_spans`), and mid-time, depth, S/N and peak probability come from those only (a
+        filled gap is a straight line, without noise). Default: all.
     """
-    from astrotool_plato.events import describe, find_events, vetted
+    from astrotool_plato.events import describe
 
-    merge = int(round(events.merge_gap_hours * 3600.0 / cadence_s))
-    min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence_s)))
-    found = find_events(prob, events.threshold, merge, min_len)
+    kept, found = event_spans(prob, x, cadence_s, events, measured)
     if measured is not None:
-        x = np.where(measured, x, np.nan)
-        found = found[[2 * measured[a:b].sum() >= b - a for a, b in found]] if len(found) else found
-    kept = vetted(found, x, events.min_snr, events.binary_snr)
+        x, prob = np.where(measured, x, np.nan), np.where(measured, prob, 0.0)
     return describe(prob, x, kept, t_start, cadence_s, masked=found)
 
 

@@ -4,7 +4,9 @@ For every threshold of the grid:
 
 * point-wise: precision, recall, F1 and IoU of the in-transit samples
   (:func:`astrotool.ml.metrics.threshold_sweep`);
-* event-level (:mod:`astrotool_plato.events`): transits recovered (a predicted
+* event-level (:mod:`astrotool_plato.events`; events cut as ``detect`` cuts them,
+  :func:`astrotool_plato.detect.event_spans`, but not trimmed at gaps: a prepared set
+  keeps no record of which samples ``prepare`` interpolated): transits recovered (a predicted
   event overlaps them), false alarms (predicted events that overlap no
   transit; those on a binary's eclipse counted apart), false alarms per curve
   and per day of data, the fraction of transit-free curves with at least one
@@ -124,7 +126,8 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     from astrotool.ml.metrics import threshold_counts, threshold_sweep
     from astrotool.ml.predict import predict
 
-    from astrotool_plato.events import event_snr, find_events, match, vetted
+    from astrotool_plato.detect import event_spans
+    from astrotool_plato.events import event_snr, match
     from astrotool_plato.labels import PLANET
 
     from astrotool.errors import InputError
@@ -169,8 +172,6 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
     if ds.length < min_samples(multiple, shortest):
         raise InputError(ds.root, f"curves of {ds.length} samples; the model needs at least "
                                   f"{min_samples(multiple, shortest)} (prepare longer curves)")
-    merge = int(round(events.merge_gap_hours * 3600.0 / cadence))
-    min_len = max(1, int(round(events.min_duration_hours * 3600.0 / cadence)))
     radius = np.asarray(meta["radius"], float) if "radius" in meta else np.full(ds.n, np.nan)  # older sets: none
     n_tr = np.maximum(np.asarray(meta["n_transits"], float), 1.0) if "n_transits" in meta else np.ones(ds.n)
     kind = np.asarray(meta["kind"]).astype(str)
@@ -199,8 +200,7 @@ def evaluate(model, ds, split: str, thresholds, events, batch_size: int = 8, dev
                                                (np.add(counts[k], v).tolist() if isinstance(v, list) else
                                                 counts[k] + v)) for k, v in c.items()}
         for p, y, i, x in zip(prob, lab, np.asarray(batch["index"]), np.asarray(batch["coadd"])):
-            matches = [match(vetted(find_events(p, t, merge, min_len), x, events.min_snr, events.binary_snr), y)
-                       for t in thr]
+            matches = [match(event_spans(p, x, cadence, events, threshold=t)[0], y) for t in thr]   # as detect
             has_transit[row] = len(matches[0].true) > 0
             binary[row] = kind[i] in ("eb", "beb")
             for k, m in enumerate(matches):
