@@ -1109,3 +1109,21 @@ def test_prepare_sees_a_simulated_file_edited_with_its_metadata_kept_and_keeps_a
     assert main(args) == 0
     assert "is up to date" in capsys.readouterr().err
 
+
+def test_prepare_names_the_sets_it_mixes_and_warns_when_the_shortest_curve_cuts_the_others(tmp_path, capsys):
+    """Every *_lightcurves.parquet of plato/raw/ was mixed in silently, each curve cut to the shortest's length."""
+    _simulate(tmp_path, n=4, days=1.5)                               # 5,184 samples each
+    _simulate(tmp_path, n=2, extra=["--name", "pl"])                 # 3,456: the set's length is 3,328
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "--json", "plato", "prepare"]) == 0
+    captured = capsys.readouterr()
+    out, err = json.loads(captured.out), captured.err
+    assert out["curves"] == 6 and out["length"] == 3328
+    assert "'sim' 4 curve(s) in sim000000-000003_lightcurves.parquet" in err
+    assert "'pl' 2 curve(s) in pl000000-000001_lightcurves.parquet" in err
+    assert re.search(r"WARNING.*length 3328 samples .*cuts 4 of the 6 curves \('sim' 4\).*--length", err), err
+    # one set: named, no warning
+    assert main(["-w", str(tmp_path), "--json", "plato", "prepare", "--name", "one",
+                 str(tmp_path / "plato/raw/sim000000-000003_lightcurves.parquet")]) == 0
+    err = capsys.readouterr().err
+    assert "'sim' 4 curve(s)" in err and "cuts" not in err

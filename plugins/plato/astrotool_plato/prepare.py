@@ -218,9 +218,9 @@ def input_files(sources, raw_dir: Path) -> list[Path]:
     return out
 
 
-def _label_hashes(labels_dir) -> dict[str, tuple[str, str]]:
-    """``{raw file name: (label table name, its simulation content hash)}`` for the label tables that record
-    both the files of their curves and the hash."""
+def _label_hashes(labels_dir) -> dict[str, tuple[str, str | None]]:
+    """``{raw file name: (label table name, its simulation content hash or None)}`` for the label tables that
+    record the files of their curves."""
     import pyarrow.parquet as pq
 
     from astrotool.io.tables import parquet_metadata
@@ -228,9 +228,10 @@ def _label_hashes(labels_dir) -> dict[str, tuple[str, str]]:
     out = {}
     for path in sorted(Path(labels_dir).glob("*_labels.parquet")):
         h = parquet_metadata(path).get("content_hash")
-        if h and "file" in pq.read_schema(path).names:
+        if "file" in pq.read_schema(path).names:
             for name in set(pq.read_table(path, columns=["file"]).column("file").to_pylist()):
-                out[str(name)] = (path.name, h)
+                if h or str(name) not in out:   # a table without the hash hides none with it
+                    out[str(name)] = (path.name, h)
     return out
 
 
@@ -278,6 +279,58 @@ def _identity(files: list[Path], labels: dict, made: dict | None = None, reader:
             if quarter_offset(f):
                 out[f.name]["time_offset_d"] = quarter_offset(f)
     return out
+
+
+LABEL_SUFFIX = "_labels.parquet"
+"""Suffix of a label table, ``<name>_labels.parquet``: ``<name>`` is the ``--name`` of its set."""
+
+
+def _sets(src: list[Path], made: dict) -> dict[str, dict]:
+    """The sets the curves read from the files ``src`` (one per curve) belong to: ``{set: {"curves": n,
+    "files": [names]}}``, a set being the ``--name`` of ``simulate`` or ``import-panopticon`` whose label table
+    (``made``: :func:`_label_hashes`) lists the file, as ``'name'``, else the file's folder."""
+    out: dict[str, dict] = {}
+    for f in src:
+        table = made.get(f.name, (None, None))[0]
+        name = repr(table[:-len(LABEL_SUFFIX)]) if table and table.endswith(LABEL_SUFFIX) else f"{f.parent}/"
+        entry = out.setdefault(name, {"curves": 0, "files": []})
+        entry["curves"] += 1
+        if f.name not in entry["files"]:
+            entry["files"].append(f.name)
+    return out
+
+
+def _listed_sets(sets: dict, most: int = 5, files: int = 3) -> str:
+    """``"'sim' 12 curve(s) in a, b, c and 2 more; ..."`` for the first ``most`` sets of :func:`_sets`."""
+    def named(v):
+        more = len(v["files"]) - files
+        return ", ".join(v["files"][:files]) + (f" and {more} more" if more > 0 else "")
+
+    text = "; ".join(f"{k} {v['curves']} curve(s) in {named(v)}" for k, v in list(sets.items())[:most])
+    return text + (f"; and {len(sets) - most} more set(s)" if len(sets) > most else "")
+
+
+CUT = 0.75
+"""A default length (the shortest curve's) that keeps less than this share of the samples of a tenth of the
+curves or more (each curve's own length rounded down to :data:`GRANULE`) is warned about: sets of other
+lengths mixed (every ``*_lightcurves.parquet`` of ``plato/raw/``)."""
+
+
+def _warn_cut(log, length: int, sizes: list[int], src: list[Path], ids: list[str], made: dict, cadence_s) -> None:
+    """Warn when the default ``length`` cuts many curves well below their own length (:data:`CUT`), naming
+    their sets and ``--length``."""
+    own = (np.asarray(sizes) // GRANULE) * GRANULE
+    cut = np.flatnonzero(length < CUT * own)
+    if not cut.size or cut.size * 10 < len(sizes):
+        return
+    short = int(np.argmin(sizes))
+    at = f" at {cadence_s:g} s" if cadence_s else ""
+    sets = ", ".join(f"{k} {v['curves']}" for k, v in _sets([src[i] for i in cut], made).items())
+    log.warning("length %d samples%s (the shortest curve's, %s in %s: plato.prepare.length = 0) cuts %d of the "
+                "%d curves (%s) to less than %d%% of their own length (of up to %d samples); give --length to keep "
+                "more of each (curves shorter than it are then left out), or prepare each set on its own (its "
+                "files as arguments, another --name)", length, at, ids[short], src[short].name, cut.size,
+                len(sizes), sets, round(CUT * 100), int(np.asarray(sizes)[cut].max()))
 
 
 def _read(f: Path, reader: dict, channels: str, notes: list | None = None) -> dict:
@@ -373,9 +426,9 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         raise AstroError(f"{labels_dir}: no *_labels.parquet label table; "
                          f"run `{astro_command('plato', 'simulate')}` first")
     folder = Path(out_root) / cfg.name
+    made = _label_hashes(labels_dir)
     settings = {**cfg.model_dump(mode="json", exclude={"name", "shard_size", "seed"}),
-                "inputs": _identity(files, labels, _label_hashes(labels_dir), reader,
-                                    Path(out_root) / f".{cfg.name}_checksums")}
+                "inputs": _identity(files, labels, made, reader, Path(out_root) / f".{cfg.name}_checksums")}
     if cfg.bad_values == "drop":   # gaps are interpolated now, no longer dropped: older sets count as other settings
         settings["drop"] = "NaN/inf samples of the curve, not its gaps"
     rec = mw.record(settings, seed=seed, version=VERSION)
@@ -416,6 +469,10 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
         log_notes(log, notes)
     if not ids_l:
         raise AstroError("no light curves in " + ", ".join(map(str, files)))
+    if log:
+        sets = _sets(src, made)
+        log.info("%d curve(s) of %d set(s) (their --name in simulate or import-panopticon, else their folder): %s",
+                 len(ids_l), len(sets), _listed_sets(sets))
     length = cfg.length or (min(sizes) // GRANULE) * GRANULE
     if cfg.length and length < GRANULE:
         raise InputError("--length", f"{cfg.length} samples; at least {GRANULE} are needed (0: the shortest "
@@ -423,6 +480,8 @@ def prepare(cfg, seed: int, sources, raw_dir, labels_dir, out_root, overwrite: b
     if length < GRANULE:
         raise InputError(src[int(np.argmin(sizes))], f"the shortest curve has {min(sizes)} samples"
                          f"{f' at {cfg.cadence_s:g} s' if cfg.cadence_s else ''}; at least {GRANULE} are needed")
+    if log and not cfg.length:
+        _warn_cut(log, length, sizes, src, ids_l, made, cfg.cadence_s)
 
     ids = np.array(ids_l)
     kinds = np.array([_kind(labels[c], p < length, e < length) for c, (p, e) in zip(ids, firsts)])
