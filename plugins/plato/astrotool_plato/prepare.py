@@ -51,9 +51,10 @@ GRANULE = 256
 """The default length is a multiple of this (any model with ``bin * 2**(depth-1)`` dividing it accepts it)."""
 COMMAND = "plato prepare"
 """The command that prepares a set, as named in messages."""
-VERSION = 2
+VERSION = 3
 """Version of the preparation; part of the settings record. 2: a curve's kind, ``n_transits`` and ``snr`` are those
-of its kept samples, and the quarters of one Panopticon simulation share a split."""
+of its kept samples, and the quarters of one Panopticon simulation share a split. 3: a simulated file is known by
+the SHA-256 of its bytes, no longer by its simulation's content hash alone."""
 
 METADATA = ("id", "twin", "split", "kind", "depth", "duration", "snr", "n_transits", "period", "radius",
             "eclipse_depth", "t_start", "cadence", "filled", "file")
