@@ -8,7 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from .conftest import easy_config, serial_map
+from .conftest import copy_shear_set as _copy, easy_config, run_cli, serial_map
+
+
+def run(capsys, ws, *args):
+    return run_cli(capsys, "-w", ws, *args)
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +175,95 @@ def test_a_model_cut_short_is_used_with_a_warning_and_export_takes_the_old_onnx_
     assert "training unfinished (trained 3 of 15 epochs)" in cap.err and \
         f"astro -w {tmp_path / 'ws'} lens train" in cap.err
     assert json.loads(cap.out)["path"] == str(model_copy / "model.onnx")
+
+
+@pytest.mark.workspace("checks")
+def test_calibrate_refuses_a_precise_but_tiny_response(ws, capsys):
+    """1 + m = 8.7e-5 +- 1.2e-6 passed min_response_sigmas (72 sigma); the calibration then multiplied by 1e4."""
+    from astrotool.errors import InputError
+    from astrotool_lens.calibrate import low_response
+    from astrotool_lens.export import parity_tolerance
+
+    fit = {"m1": -0.999913, "m1_err": 1.2e-6, "m2": 0.01, "m2_err": 0.01}
+    assert low_response(fit) == "1 + m1 = 8.7e-05" and low_response(fit, 0.0) is None
+    assert low_response({**fit, "m1": -0.5}) is None
+    with pytest.raises(InputError, match="lens.calibrate.min_response = 0.1"):
+        parity_tolerance(1e-5, fit)
+    assert parity_tolerance(1e-5, {**fit, "m1": -0.8}) == pytest.approx(5e-5)
+    assert parity_tolerance(1e-5, fit, min_response=0) == pytest.approx(1e-5 / 8.7e-5)   # 0: no check
+
+    dst = ws / "lens" / "models" / "mtiny"
+    shutil.copytree(ws / "lens" / "models" / "m", dst)
+    before = (dst / "model.json").read_text()
+    lifted = ["--set", "lens.calibrate.max_abs_m=1e6", "--set", "lens.calibrate.min_response_sigmas=0"]
+    code, out, err = run(capsys, ws, *lifted, "lens", "calibrate", "--model", "mtiny", "--dataset", "f3",
+                         "--no-symmetrize")
+    assert code == 2 and out == "" and "below lens.calibrate.min_response = 0.1" in err and "nothing written" in err
+    assert (dst / "model.json").read_text() == before
+    # stored all the same (the floor lifted, as before it existed): export refuses it, naming the model
+    code, _, err = run(capsys, ws, *lifted, "--set", "lens.calibrate.min_response=0", "lens", "calibrate", "--model",
+                       "mtiny", "--dataset", "f3", "--no-symmetrize")
+    assert code == 0, err
+    code, _, err = run(capsys, ws, "lens", "export", "--model", "mtiny", "--no-symmetrize")
+    assert code == 2 and "mtiny/model.json" in err and "lens.calibrate.min_response = 0.1" in err, err
+    assert not (dst / "model.onnx").exists()
+
+
+@pytest.mark.workspace("checks")
+def test_calibrating_in_the_other_mode_warns_that_it_replaces_the_calibration(ws, capsys):
+    """It replaced the --no-symmetrize calibration silently (only the result's `previous` showed it)."""
+    shutil.copytree(ws / "lens" / "models" / "m", ws / "lens" / "models" / "mmode")
+    lifted = ["--set", "lens.calibrate.max_abs_m=1e6", "--set", "lens.calibrate.min_response_sigmas=0",
+              "--set", "lens.calibrate.min_response=0"]   # one epoch: it hardly responds to shear
+    calibrate = [*lifted, "lens", "calibrate", "--model", "mmode", "--dataset", "f3"]
+    code, _, err = run(capsys, ws, *calibrate, "--no-symmetrize")
+    assert code == 0 and "replaces" not in err, err
+    code, _, err = run(capsys, ws, *calibrate, "--no-symmetrize")   # the same mode again: nothing to say
+    assert code == 0 and "replaces" not in err, err
+    code, out, err = run(capsys, ws, *calibrate, "--symmetrize")
+    assert code == 0, err
+    assert ("WARNING mmode: this calibration (--symmetrize) replaces the one fitted with --no-symmetrize on f3: "
+            "--no-symmetrize runs now give raw estimates") in err, err
+    assert json.loads(out)["previous"]["symmetrize"] is False
+
+
+@pytest.mark.workspace("calibration")
+def test_calibrate_refuses_a_model_that_hardly_responds_to_shear(ws, capsys):
+    """With max_abs_m raised, calibrate stored m = -0.99995, and predict then divided by 1 + m = 5e-5."""
+    from astrotool_lens.calibrate import flat_response
+
+    fit = {"m1": -0.99995, "m1_err": 0.09, "m2": 0.02, "m2_err": 0.01}
+    assert flat_response(fit) == "1 + m1 = 5e-05 +- 0.09" and flat_response(fit, 0.0) is None
+    assert flat_response({**fit, "m1": -0.5}) is None and flat_response({**fit, "m2": -1.5}).endswith("+- 0.01")
+    dst = ws / "lens" / "models" / "mflat"
+    shutil.copytree(ws / "lens" / "models" / "m", dst)
+    before = (dst / "model.json").read_text()
+    code, _, err = run(capsys, ws, "--set", "lens.calibrate.max_abs_m=1e6", "lens", "calibrate", "--model", "mflat",
+                       "--dataset", "f3", "--no-symmetrize")
+    assert code == 2 and "not above lens.calibrate.min_response_sigmas = 3 errors: model 'mflat' hardly responds" \
+        in err and "nothing written" in err, err
+    assert (dst / "model.json").read_text() == before
+
+
+@pytest.mark.workspace("folders")
+def test_calibrate_records_the_folder_and_counts_only_the_stamps_used(ws, capsys):
+    _copy(ws, "f3", "f3blank", lambda gal, field: gal.__setitem__(3, 0.0))
+    mdir = ws / "lens" / "models" / "mcb"
+    if not mdir.exists():
+        shutil.copytree(ws / "lens" / "models" / "m", mdir)
+    code, out, err = run(capsys, ws, "--set", "lens.calibrate.max_abs_m=1e6", "--set",
+                         "lens.calibrate.min_response_sigmas=0", "--set",
+                         "lens.calibrate.min_response=0", "lens", "calibrate", "--model", "mcb",
+                         "--dataset", "f3blank")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["n"] == 23 and res["n_flagged"] == 1 and res["dataset_folder"] == "f3blank"
+    cal = json.loads((mdir / "model.json").read_text())["calibration"]
+    assert cal["dataset_folder"] == "f3blank" and cal["n"] == 23
+    # a whole field blank: 2 fields left with estimates, too few (the fit ran through 2 points, n_fields 3)
+    _copy(ws, "f3", "f3field", lambda gal, field: gal.__setitem__(field == field[0], 0.0))
+    code, _, err = run(capsys, ws, "--set", "lens.calibrate.max_abs_m=1e6", "--set",
+                       "lens.calibrate.min_response_sigmas=0", "--set",
+                       "lens.calibrate.min_response=0", "lens", "calibrate", "--model", "mcb",
+                       "--dataset", "f3field")
+    assert code == 2 and "2 of 3 constant-shear fields" in err, err

@@ -6,12 +6,19 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 
 from astrotool.errors import InputError
 from astrotool_lens.model import load_estimator
 from astrotool_lens.predict import predict_table, read_inputs
+
+from .conftest import run_cli, run_json as _run
+
+
+def run(capsys, ws, *args):
+    return run_cli(capsys, "-q", "-w", ws, *args)
 
 
 def _fits(path, arr):
@@ -182,3 +189,114 @@ def test_missing_dataset_hint_names_the_workspace(tmp_path):
 
     r = run_astro_here("-w", tmp_path, "lens", "train")
     assert r.returncode == 2 and f"run `astro -w {tmp_path} lens generate` first" in " ".join(r.stderr.split())
+
+
+@pytest.fixture
+def no_g1(ws):
+    """f3 with column g1 dropped from its truth table (the dataset is otherwise complete), once per copy of the
+    workspace."""
+    path = ws / "lens" / "shear" / "f3" / "f3_truth.parquet"
+    table = pq.read_table(path)
+    if "g1" in table.column_names:
+        pq.write_table(table.drop(["g1"]), path)
+    return path
+
+
+@pytest.mark.workspace("inputs")
+@pytest.mark.parametrize("args", [
+    ("lens", "predict", "f3", "--model", "m"),
+    ("lens", "calibrate", "--model", "m", "--dataset", "f3"),
+    ("lens", "validate", "f3", "--method", "REGAUSS"),
+    ("lens", "validate", "f3", "--model", "m"),
+    ("lens", "evaluate", "--model", "m", "--dataset", "f3", "--no-plots", "--classical", ""),
+    ("lens", "train", "--dataset", "f3", "--model", "m_f3", "--epochs", "1", "--width", "4", "--device", "cpu"),
+])
+def test_truth_without_g1_is_named(ws, no_g1, capsys, args):
+    code, _, err = run(capsys, ws, *args)
+    assert code == 2, err
+    assert str(no_g1) in err and "missing column(s) g1" in err and "KeyError" not in err
+
+
+@pytest.mark.workspace("inputs")
+def test_measure_needs_a_method(ws, capsys):
+    code, _, err = run(capsys, ws, "lens", "measure", "--dataset", "g", "--methods", "")
+    assert code == 2 and "--methods" in err and "give at least one method" in err
+
+
+@pytest.mark.workspace("inputs")
+def test_calibration_with_m_minus_one(ws, tmp_path, capsys):
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"m1": 0.0, "m2": -1, "c1": 0.0, "c2": 0.0}))
+    code, _, err = run(capsys, ws, "lens", "validate", "g", "--model", "m", "--calibration", cal)
+    assert code == 2 and str(cal) in err and "m2 = -1" in err
+
+
+@pytest.mark.workspace("inputs")
+def test_method_any_case(ws, capsys):
+    """--method regauss is REGAUSS, as --methods regauss is (it was refused, exit 2)."""
+    reports = []
+    # constant-shear fields (f3 loses g1 here)
+    assert run(capsys, ws, "lens", "generate", "--preset", "fields", "--name", "f4", "--n-stamps", "40",
+               "--field-size", "10", "--stamp-size", "24", "--shard-size", "40")[0] == 0
+    for method in ("regauss", "REGAUSS"):
+        code, out, err = run(capsys, ws, "lens", "validate", "f4", "--method", method)
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["estimator"] == "REGAUSS" and report["n"] == 40
+        reports.append(report)
+    assert reports[0]["report"] == reports[1]["report"] and reports[0]["m1_raw"] == reports[1]["m1_raw"]
+
+
+@pytest.mark.workspace("inputs")
+def test_validate_without_truth_says_so_before_measuring(ws, tmp_path, capsys, monkeypatch):
+    import astrotool_lens.evaluate as ev
+
+    code, _, err = run(capsys, ws, "lens", "generate", "--name", "lj", "--n-stamps", "6", "--shard-size", "6",
+                       "--stamp-size", "24", "--format", "lensnet")
+    assert code == 0, err
+    folder = ws / "lens" / "shear" / "lj" / "lensnet"
+    data = json.loads((folder / "data.json").read_text())
+    for e in data:
+        e.pop("g1", None)
+    (folder / "data.json").write_text(json.dumps(data))
+    monkeypatch.setattr(ev, "hsm_estimates", lambda *a, **k: pytest.fail("measured before checking the truth"))
+    code, _, err = run(capsys, ws, "lens", "validate", folder, "--method", "REGAUSS")
+    assert code == 2 and "no true shears" in err
+
+
+@pytest.mark.workspace("inputs")
+def test_missing_psf_message_names_no_model(ws, tmp_path, capsys):
+    import numpy as np
+    from astropy.io import fits
+
+    fits.writeto(tmp_path / "gal_0.fits", np.ones((24, 24), np.float32))
+    code, _, err = run(capsys, ws, "lens", "validate", tmp_path / "gal_0.fits", "--method", "REGAUSS")
+    assert code == 2 and "each classical estimator needs a PSF stamp per galaxy" in err
+    assert "the model needs" not in err
+
+
+def test_evaluate_refuses_a_remade_training_set(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    gen = ["lens", "generate", "--name", "r", "--n-stamps", "40", "--shard-size", "40", "--stamp-size", "24"]
+    assert run(capsys, ws, *gen)[0] == 0
+    code, _, err = run(capsys, ws, "--set", "lens.train.threads=1", "lens", "train", "--dataset", "r", "--model",
+                       "rm", "--epochs", "1", "--width", "4", "--batch-size", "8", "--device", "cpu")
+    assert code == 0, err
+    assert run(capsys, ws, "--seed", "99", "--overwrite", *gen)[0] == 0
+    code, _, err = run(capsys, ws, "lens", "evaluate", "--model", "rm", "--no-plots", "--classical", "")
+    assert code == 2 and "not the set that model rm was trained on" in err and "--split all" in err
+    code, out, err = run(capsys, ws, "lens", "evaluate", "--model", "rm", "--no-plots", "--classical", "",
+                         "--split", "all")   # every stamp asked for: scored
+    assert code == 0 and json.loads(out)["n"] == 40, err
+
+
+def test_a_default_model_or_dataset_that_does_not_exist_is_named_as_the_default(ws, capsys):
+    _, err = _run(capsys, ws, "lens", "evaluate", "--dataset", "s2", "--classical", "KSB", code=2)
+    assert "no --model given" in err and "lensnet_cnn" in err
+    _, err = _run(capsys, ws, "lens", "measure", code=2)
+    assert "no --dataset given" in err and "'lensnet'" in err
+
+
+def test_validate_refuses_a_set_without_constant_shear_fields(ws, capsys):
+    _, err = _run(capsys, ws, "lens", "validate", "s2", "--method", "ksb", code=2)
+    assert "constant-shear fields" in err

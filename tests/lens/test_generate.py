@@ -7,12 +7,17 @@ import json
 import numpy as np
 import pytest
 
+from astrotool.cli import main
 from astrotool_lens.config import GenerateConfig
 from astrotool_lens.data import ShearDataset
 from astrotool_lens.generate import draw_stamps, generate_dataset
 from astrotool_lens.shear import compose_shear, e_to_g, g_to_e
 
-from .conftest import easy_config, serial_map
+from .conftest import easy_config, run_cli, run_json as _run, serial_map
+
+
+def run(capsys, ws, *args):
+    return run_cli(capsys, "-w", ws, *args)
 
 
 def test_pixels_do_not_depend_on_chunking():
@@ -436,3 +441,36 @@ def test_an_interrupted_lensnet_shard_leaves_none_of_its_fits_files(tmp_path, mo
     monkeypatch.undo()
     r = generate_dataset(cfg, out, 1, serial_map)                      # the rerun finishes it
     assert (r["drawn"], r["skipped"]) == (1, 2) and len(json.loads((out / "lensnet" / "data.json").read_text())) == 30
+
+
+def test_an_odd_field_size_of_ring_pairs_blames_field_size(tmp_path, capsys):
+    _, err = _run(capsys, tmp_path, "lens", "generate", "--preset", "fields", "--n-stamps", 250, "--name", "fs2",
+                  "--field-size", 25, code=2)
+    assert "command-line option --field-size" in err and "--preset" not in err
+
+
+def test_generate_names_changed_settings_as_set_spells_them(tmp_path, capsys):
+    from .conftest import TINY_GEN
+
+    assert main(["-q", "-w", str(tmp_path), *map(str, TINY_GEN), "--name", "x", "-n", "8"]) == 0
+    code, _, err = run(capsys, tmp_path, "-q", *TINY_GEN, "--name", "x", "-n", "12", "--snr", "50")
+    assert code == 2
+    assert "exists but was made with other settings:\n" in err
+    assert "  lens.generate.n_stamps: 8 -> 12\n" in err and "  lens.generate.noise.snr:" in err and "--overwrite" in err
+
+
+def test_an_overwrite_shard_task_removes_the_old_truth_and_names_the_other_tasks(tmp_path, capsys):
+    from .conftest import TINY_GEN
+
+    assert main(["-q", "-w", str(tmp_path), *map(str, TINY_GEN), "--name", "x", "-n", "8"]) == 0
+    truth = tmp_path / "lens" / "shear" / "x" / "x_truth.parquet"
+    assert truth.is_file()
+    code, _, err = run(capsys, tmp_path, "--overwrite", "--shard", "0/2", *TINY_GEN, "--name", "x", "-n", "8",
+                       "--snr", "50")
+    assert code == 0, err
+    assert not truth.exists()
+    assert "the other --shard tasks" in err and "re-run the same command" not in err
+    code, _, err = run(capsys, tmp_path, "--overwrite", "--shard", "1/2", *TINY_GEN, "--name", "x", "-n", "8",
+                       "--snr", "50")
+    assert code == 0, err
+    assert truth.is_file()

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
+import pytest
 
 from astrotool_lens.config import GenerateConfig, MeasureConfig
 from astrotool_lens.generate import draw_stamps
 from astrotool_lens.measure import apply_responsivity, measure_arrays, measure_dataset
 
-from .conftest import easy_config, serial_map
+from .conftest import TINY_GEN as GEN, easy_config, failing_measure as _failing, run_cli, run_json as _run, serial_map
+
+
+def run(capsys, ws, *args):
+    return run_cli(capsys, "-w", ws, *args)
 
 
 def _known_shear_stamps(n=4):
@@ -171,3 +179,191 @@ def test_overwrite_keeps_the_parts_a_stopped_run_of_it_made(tmp_path):
     assert not old.exists() and mine.exists()
     discard_parts(out, True)                   # a plain --overwrite: every part
     assert not parts.exists()
+
+
+def test_measuring_one_method_with_other_settings_keeps_the_others(ws, capsys):
+    from astrotool.io.tables import parquet_metadata
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "REGAUSS,KSB")
+    _run(capsys, ws, "--set", "lens.measure.guess_sig_gal=4.0", "lens", "measure", "--dataset", "s2",
+         "--methods", "KSB")
+    meta = parquet_metadata(table)
+    assert meta["methods"] == ["REGAUSS", "KSB"] and meta["settings"]["guess_sig_gal"] == 4.0
+
+
+def test_validate_does_not_replace_a_table_of_other_settings(tmp_path, capsys):
+    from astrotool.io.tables import parquet_metadata
+
+    _run(capsys, tmp_path, *GEN, "--name", "r", "-n", 12, "--set", "lens.generate.shape.ring=true")
+    table = tmp_path / "lens" / "predictions" / "r_hsm.parquet"
+    _run(capsys, tmp_path, "lens", "measure", "--dataset", "r", "--methods", "REGAUSS", "--conversion",
+         "responsivity")
+    _, err = _run(capsys, tmp_path, "lens", "validate", "r", "--method", "regauss", code=2)
+    assert "conversion responsivity -> exact" in err and "--overwrite" in err
+    assert parquet_metadata(table)["conversion"] == "responsivity"
+    _run(capsys, tmp_path, "--set", "lens.measure.conversion=\"responsivity\"", "lens", "validate", "r",
+         "--method", "regauss")
+    assert parquet_metadata(table)["conversion"] == "responsivity"
+
+
+def test_measure_exits_2_when_every_stamp_failed(tmp_path, capsys):
+    import numpy as np
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.zeros((3, 24, 24), np.float32)).writeto(tmp_path / "blank.fits")     # nothing to measure
+    psf = np.zeros((24, 24), np.float32)
+    psf[10:14, 10:14] = 1.0
+    fits.PrimaryHDU(psf).writeto(tmp_path / "psf.fits")
+    res, err = _run(capsys, tmp_path, "lens", "measure", tmp_path / "blank.fits", "--psf", tmp_path / "psf.fits",
+                    "--name", "x1", "--methods", "KSB", code=2)
+    assert res["failed"] == {"KSB": 3} and "every stamp failed" in err
+
+
+def test_a_table_of_another_dataset_does_not_bring_its_methods(ws, capsys):
+    from astrotool.io.tables import parquet_metadata
+
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "REGAUSS,BJ")
+    _run(capsys, ws, "--overwrite", *GEN, "--name", "s2", "-n", 12)          # the dataset drawn again
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert parquet_metadata(ws / "lens" / "predictions" / "s2_hsm.parquet")["methods"] == ["KSB"]
+
+
+def _spy(monkeypatch):
+    """Record the methods each measure_arrays call is given (the executor runs items in this process)."""
+    import astrotool_lens.measure as measure
+
+    seen, real = [], measure.measure_arrays
+
+    def spy(gal, psf, methods, *a, **k):
+        seen.append(tuple(methods))
+        return real(gal, psf, methods, *a, **k)
+
+    monkeypatch.setattr(measure, "measure_arrays", spy)
+    return seen
+
+
+def test_another_method_of_the_same_settings_is_measured_alone_and_joined(ws, capsys, monkeypatch):
+    from astrotool.io.tables import parquet_metadata, read_parquet
+
+    table = ws / "lens" / "predictions" / "s2_hsm.parquet"
+    _run(capsys, ws, "lens", "measure", "--dataset", "s2", "--methods", "REGAUSS")
+    before = read_parquet(table).column("regauss_g1").to_numpy()
+    seen = _spy(monkeypatch)
+    _run(capsys, ws, "--executor", "serial", "lens", "measure", "--dataset", "s2", "--methods", "KSB")
+    assert seen and set(seen) == {("KSB",)}
+    t, meta = read_parquet(table), parquet_metadata(table)
+    assert meta["methods"] == ["REGAUSS", "KSB"] and set(meta["failed"]) == {"REGAUSS", "KSB"}
+    np.testing.assert_array_equal(t.column("regauss_g1").to_numpy(), before)
+    assert t.column("index").to_pylist() == list(range(8)) and "ksb_g1" in t.column_names
+
+
+def test_a_table_where_every_stamp_failed_is_recorded_as_an_error(tmp_path, capsys):
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.zeros((3, 24, 24), np.float32)).writeto(tmp_path / "blank.fits")
+    psf = np.zeros((24, 24), np.float32)
+    psf[10:14, 10:14] = 1.0
+    fits.PrimaryHDU(psf).writeto(tmp_path / "psf.fits")
+    _, err = _run(capsys, tmp_path, "lens", "measure", tmp_path / "blank.fits", "--psf", tmp_path / "psf.fits",
+                  "--name", "x1", "--methods", "KSB", code=2)
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/run.json")]
+    assert record["status"] == "error" and record["exit_code"] == 2 and "every stamp failed" in err
+    assert f"{tmp_path / 'blank.fits'}: every stamp failed with every method" in err   # the input named
+
+
+def test_adding_a_method_warns_only_of_its_own_failures(ws, capsys, monkeypatch):
+    from astrotool.io.tables import parquet_metadata
+
+    _failing(monkeypatch, methods=["REGAUSS"])
+    _, err = _run(capsys, ws, "--executor", "serial", "lens", "measure", "--dataset", "s2", "--methods", "REGAUSS,KSB")
+    assert "REGAUSS: 8 of 8 stamps failed" in err
+    res, err = _run(capsys, ws, "--executor", "serial", "lens", "measure", "--dataset", "s2", "--methods", "BJ")
+    assert "REGAUSS" not in err and res["measured"] == ["BJ"]
+    meta = parquet_metadata(ws / "lens" / "predictions" / "s2_hsm.parquet")
+    assert meta["failed"]["REGAUSS"] == 8 and set(meta["failed"]) == {"REGAUSS", "KSB", "BJ"}
+
+
+def _cube(path, n=5, blank=(), nan=()):
+    """``n`` round Gaussian galaxies (24 px) in one cube, some blank or with a NaN pixel; and a PSF stamp."""
+    from astropy.io import fits
+
+    yy, xx = np.mgrid[:24, :24] - 11.5
+    gal = np.stack([np.exp(-(xx ** 2 + yy ** 2) / (2 * (2.5 + 0.1 * i) ** 2)) for i in range(n)]).astype(np.float32)
+    gal[list(blank)] = 0.0
+    for i in nan:
+        gal[i, 3, 3] = np.nan
+    fits.PrimaryHDU(gal).writeto(path, overwrite=True)
+    psf = path.with_name("psf.fits")
+    fits.PrimaryHDU(np.exp(-(xx ** 2 + yy ** 2) / 4.5).astype(np.float32)).writeto(psf, overwrite=True)
+    return path, psf
+
+
+@pytest.mark.workspace("checks")
+def test_measure_again_names_what_changed_in_the_stamps(ws, capsys, tmp_path):
+    """It said "measured on other stamps (n 5 -> 5, created None -> None)": nothing that changed."""
+    cube, psf = _cube(tmp_path / "cube.fits")
+    args = ["lens", "measure", cube, "--psf", psf, "--name", "cube5", "--methods", "KSB"]
+    code, _, err = run(capsys, ws, *args)
+    assert code == 0, err
+    cube, psf = _cube(cube, blank=[1])   # the same file, other pixels
+    code, _, err = run(capsys, ws, *args)
+    assert code == 0, err
+    line = next(ln for ln in err.splitlines() if "measuring cube5_hsm.parquet again" in ln)
+    assert "measured on other stamps (stamps_sha256 " in line and "created" not in line and " n 5" not in line
+
+
+@pytest.mark.workspace("checks")
+def test_measure_counts_failures_per_reason_and_words_a_blank_stamp_alike(ws, capsys, tmp_path):
+    """It warned "REGAUSS: 2 of 5 stamps failed" only; REGAUSS's blank stamp said "Masked image is all 0's."."""
+    from astrotool.io.tables import read_parquet
+
+    cube, psf = _cube(tmp_path / "cube.fits", blank=[1], nan=[3])
+    code, out, err = run(capsys, ws, "lens", "measure", cube, "--psf", psf, "--name", "cubebad",
+                         "--methods", "REGAUSS,METACAL")
+    assert code == 0, err
+    for meth in ("REGAUSS", "METACAL"):
+        assert (f"{meth}: 2 of 5 stamps failed: 1 blank stamp, 1 non-finite pixels; see column {meth.lower()}_error "
+                "of cubebad_hsm.parquet") in err, err
+    t = read_parquet(json.loads(out)["path"])
+    for k in ("regauss", "metacal"):
+        assert t.column(f"{k}_error").to_pylist() == ["", "blank stamp", "", "non-finite pixels", ""]
+
+
+@pytest.mark.workspace("calibration")
+def test_measure_names_a_copied_dataset_by_its_folder(ws, capsys):
+    pred = ws / "lens" / "predictions"
+    dst = ws / "lens" / "shear" / "gcopy"
+    if not dst.exists():
+        shutil.copytree(ws / "lens" / "shear" / "g", dst)
+    code, out, err = run(capsys, ws, "lens", "measure", "--dataset", "gcopy", "--methods", "KSB")
+    assert code == 0, err
+    assert (pred / "gcopy_hsm.parquet").is_file() and not (pred / "g_hsm.parquet").exists()
+
+
+@pytest.mark.workspace("calibration")
+def test_measure_refuses_an_input_with_another_dataset(ws, capsys):
+    code, _, err = run(capsys, ws, "lens", "measure", "g", "--dataset", "f3", "--methods", "KSB")
+    assert code == 2 and "--dataset" in err and "'g'" in err and "'f3'" in err
+
+
+def test_anacal_refuses_non_square_stamps_up_front(tmp_path, capsys):
+    pytest.importorskip("anacal")
+    from astropy.io import fits
+
+    yy, xx = np.mgrid[:20, :24]
+    blob = np.exp(-((xx - 11.5) ** 2 + (yy - 9.5) ** 2) / 8.0).astype(np.float32)
+    fits.PrimaryHDU(np.stack([blob, blob])).writeto(tmp_path / "rect.fits")
+    fits.PrimaryHDU(blob).writeto(tmp_path / "psf.fits")
+    code, _, err = run(capsys, tmp_path / "ws", "lens", "measure", tmp_path / "rect.fits", "--psf",
+                       tmp_path / "psf.fits", "--methods", "KSB,ANACAL")
+    assert code == 2 and "rect.fits" in err and "square" in err and "20x24" in err
+
+
+@pytest.mark.workspace("folders")
+def test_measure_takes_the_same_dataset_as_a_relative_path_and_a_name(ws, capsys, monkeypatch):
+    monkeypatch.chdir(ws.parent)
+    code, _, err = run(capsys, ws, "lens", "measure", "ws/lens/shear/g", "--dataset", "g", "--methods", "KSB")
+    assert code == 0, err
+    code, _, err = run(capsys, ws, "lens", "measure", "ws/lens/shear/g", "--dataset", "f3", "--methods", "KSB")
+    assert code == 2 and "name one of them" in err

@@ -17,6 +17,7 @@ from .conftest import serial_map
 
 galsim = pytest.importorskip("galsim")
 
+
 SCALE = 0.2     # [arcsec / pixel], as the easy dataset the session's model was trained on
 
 
@@ -136,3 +137,23 @@ def test_validate_with_the_response_of_a_model(trained_model, tmp_path, capsys):
     assert meta["response"] == "metacal" and meta["calibration"] is None
     code = main([*pred[1:], "--engine", "onnxruntime"])
     assert code == 2 and "--engine torch" in capsys.readouterr().err
+
+
+def test_an_implausible_mean_response_is_named():
+    import numpy as np
+
+    from astrotool_lens.response import response_problem
+
+    good = {"response_r11": np.array([0.8, 0.9]), "response_r22": np.array([0.7, np.nan])}
+    assert response_problem(good) is None
+    flat = {"response_r11": np.array([1e-9, -1e-9]), "response_r22": np.array([0.7, 0.8])}
+    assert "implausible" in response_problem(flat)
+
+
+def test_a_response_without_finite_values_is_named_so():
+    from astrotool_lens.response import response_problem
+
+    none = {"response_r11": np.array([np.nan, np.nan]), "response_r22": np.array([np.nan, np.nan])}
+    assert "no stamp has a finite response" in response_problem(none)
+    near = {"response_r11": np.array([0.04996, 0.04996]), "response_r22": np.array([0.7, 0.8])}
+    assert "0.04996" in response_problem(near)

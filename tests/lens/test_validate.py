@@ -12,7 +12,11 @@ from astrotool.cli import main
 from astrotool_lens.config import ValidateConfig
 from astrotool_lens.validate import read_calibration, shear_fields, validate_estimates
 
-from .conftest import easy_config, serial_map
+from .conftest import easy_config, run_cli, serial_map
+
+
+def run(capsys, ws, *args):
+    return run_cli(capsys, "-w", ws, *args)
 
 
 def _ring_fields(m, c, n_fields=12, seed=3):
@@ -196,3 +200,52 @@ def test_validate_keeps_the_no_symmetrize_report_apart_and_records_its_mode(tmp_
     assert reports["--no-symmetrize"].endswith("v_c_nosym_validate.json")
     assert json.loads(Path(reports["--symmetrize"]).read_text())["symmetrize"] is True
     assert json.loads(Path(reports["--no-symmetrize"]).read_text())["symmetrize"] is False
+
+
+@pytest.mark.workspace("checks")
+def test_a_validation_with_a_calibration_file_keeps_the_raw_report(ws, capsys):
+    """validate --calibration X.json wrote <input>_<method>_validate.json over the uncalibrated report."""
+    code, out, err = run(capsys, ws, "lens", "validate", "f3", "--method", "KSB")
+    assert code == 0, err
+    raw_report = ws / "lens" / "reports" / "f3_ksb_validate.json"
+    assert json.loads(out)["report"] == str(raw_report)
+    assert json.loads(out)["estimator"] == "KSB"   # as measure and evaluate name it (it said "ksb")
+    before = raw_report.read_text()
+    code, out, err = run(capsys, ws, "lens", "validate", "f3", "--method", "KSB", "--calibration", raw_report)
+    assert code == 0, err
+    cal = json.loads(out)
+    assert cal["report"] == str(ws / "lens" / "reports" / "f3_ksb_cal_validate.json") and cal["transfers"] is True
+    assert raw_report.read_text() == before
+    assert json.loads((ws / "lens" / "reports" / "f3_ksb_cal_validate.json").read_text())["calibration"]["source"] \
+        == str(raw_report)
+
+
+def test_validate_method_shows_no_empty_choice(capsys):
+    """--help showed `--method <|regauss|ksb|...>` and the shell completed an empty candidate."""
+    from astrotool.cli import main
+
+    assert main(["lens", "validate", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--method <regauss|ksb|bj|linear|metacal|anacal>" in out and "<|" not in out
+    from astrotool_lens.config import ValidateConfig
+
+    assert ValidateConfig(method="").method is None   # an older configuration's "" is still no method
+
+
+@pytest.mark.workspace("calibration")
+def test_adding_metacal_to_a_table_is_not_logged_as_a_settings_change(ws, capsys):
+    code, _, err = run(capsys, ws, "lens", "measure", "--dataset", "f3", "--methods", "KSB")
+    assert code == 0, err
+    code, _, err = run(capsys, ws, "lens", "validate", "f3", "--method", "METACAL")
+    assert code == 0, err
+    assert "lacks METACAL" in err and "None ->" not in err and "(HSM)" not in err
+
+
+@pytest.mark.workspace("calibration")
+def test_validate_response_metacal_says_the_stored_calibration_is_left_out(ws, cal_nosym, capsys):
+    code, out, err = run(capsys, ws, "lens", "validate", "f3", "--model", "mc", "--response", "metacal",
+                         "--no-symmetrize")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["calibration"] is None and rec["transfers"] is None
+    assert rec["verdict"].startswith("the stored calibration is not applied with --response metacal; the raw")

@@ -17,6 +17,7 @@ from astrotool.errors import InputError
 from astrotool_lens.kappa import sources as src
 from astrotool_lens.kappa.sources import check_map, open_maps, split_of
 
+
 S = 32
 
 
@@ -405,3 +406,17 @@ def test_missing_data_set_hint_names_the_workspace(tmp_path, capsys, command, hi
     capsys.readouterr()
     assert main(["-w", str(tmp_path), "lens", "kappa", command]) == 2
     assert hint.format(ws=tmp_path) in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_path_that_does_not_exist_is_said_to_be_one(tmp_path, map_ctx):
+    from astrotool_lens.kappa.sources import open_maps
+
+    ws = tmp_path / "ws"
+    (ws / "lens" / "kappa" / "data" / "half").mkdir(parents=True)   # an unfinished data set: no manifest
+    ctx = map_ctx(ws)
+    for spec in ("./nonexist", "a/b", "~/nonexist_kappa_review"):
+        with pytest.raises(InputError, match="the path does not exist") as exc:
+            open_maps(spec, "epsilon", ctx)
+        assert "of that name" not in str(exc.value)
+    with pytest.raises(InputError, match=r"data sets: \(none\);.*unfinished data sets.*: half"):
+        open_maps("nonexist", "epsilon", ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -231,3 +232,26 @@ def test_maps_of_another_side_than_the_training_maps_are_refused():
     assert model_inputs(np.zeros((1, 3, 32, 32), np.float16), spec).shape == (1, 4, 32, 32)
     with pytest.raises(InputError, match="trained on 32x32 maps"):
         model_inputs(np.zeros((1, 3, 64, 64), np.float16), spec, source="big/EPSILON")
+
+
+def test_train_help_lists_the_precision_default_among_its_choices(capsys, monkeypatch):
+    """--precision listed ``32 | bf16-mixed | 16-mixed`` but showed ``[default: 32-true]``."""
+    import re
+
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setenv("TERMINAL_WIDTH", "300")
+    for cmd in (("lens", "kappa", "train"), ("lens", "train")):
+        with contextlib.suppress(SystemExit):
+            main([*cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        m = re.search(r"--precision <str> (.+?) \(sets ml\.precision\) \[default: ([\w-]+)\]", text)
+        assert m, text
+        assert m.group(2) in [c.strip() for c in m.group(1).split("|")], m.group(0)
+
+
+def test_an_input_channel_named_twice_is_a_configuration_error(tmp_path, capsys):
+    """--extra-inputs ks,ks ran for 7 s, then stopped with a bare ValueError (exit 1)."""
+    code = main(["-w", str(tmp_path / "ws"), "lens", "kappa", "train", "--dataset", "none", "--extra-inputs",
+                 "ks,ks"])
+    err = capsys.readouterr().err
+    assert code == 2 and "lens.kappa.train.extra_inputs" in err and "each channel once, got ['ks', 'ks']" in err
