@@ -1257,12 +1257,14 @@ def test_detect_warns_of_curves_sampled_much_more_coarsely_than_the_model(traine
     the model's 25 s, its samples look unlike what the model learnt."""
     time, flux, _ = _fresh_curves(1)
     files = []
-    for every, name in ((2, "fine"), (5, "tess2min")):   # 50 s: no warning; 125 s: warned
+    for every, name in ((2, "fine"), (5, "tess2min"), (24, "ten_min")):   # 50 s: no warning; 125, 600 s: warned
         path = tmp_path / f"{name}.csv"
         np.savetxt(path, np.c_[time[::every], flux[0][::every]], delimiter=",", header="time,flux", comments="")
         files.append(str(path))
     capsys.readouterr()
     assert main(["-w", str(trained), "plato", "detect", *files, "--name", "coarse"]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert "tess2min.csv: sampled every 125 s, more than 2 times the model's 25 s" in err, err
+    # each file with its own cadence: the second was "(and 1 more)" under the first's 125 s
+    assert ("2 curve(s) sampled more than 2 times as coarsely as the model's 25 s: "
+            f"{files[1]} every 125 s; {files[2]} every 600 s:") in err, err
     assert "fine.csv: sampled" not in err and "`astro plato bls`" in err

@@ -87,6 +87,21 @@ interpolated samples a transit no longer looks like the ones the model learnt (a
 25 s found a 2000 ppm, 4 h transit in curves sampled every 25 and 50 s, and none at 2 and 10 minutes)."""
 
 
+def coarse_message(coarse: dict, cadence_s: float, files: int = 3, cadences: int = 5) -> str:
+    """``3 curve(s) sampled more than 2 times as coarsely as the model's 25 s: a.fits every 120 s; b.fits,
+    c.fits every 1800 s``: the curves of ``coarse`` (``{name: its cadence [s]}``) grouped by cadence, the coarsest last,
+    at most ``files`` named per cadence and ``cadences`` cadences (the others counted)."""
+    by: dict[float, list] = {}
+    for name, step in coarse.items():
+        by.setdefault(step, []).append(name)
+    shown = sorted(by)[:cadences]
+    parts = [", ".join(by[s][:files]) + (f" (and {len(by[s]) - files} more)" if len(by[s]) > files else "")
+             + f" every {s:g} s" for s in shown]
+    rest = sum(len(by[s]) for s in by if s not in shown)
+    return (f"{len(coarse)} curve(s) sampled more than {COARSE_CADENCE:g} times as coarsely as the model's {cadence_s:g} s: "
+            + "; ".join(parts) + (f"; {rest} more at other cadences" if rest else ""))
+
+
 def model_cadence(meta: dict) -> float:
     """The cadence [s] a checkpoint was trained at (``meta["cadence_s"]``)."""
     return float(meta["cadence_s"])
@@ -433,11 +448,9 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     log_notes(ctx.log, [note for _, res in results for note in res["notes"]])
     coarse = {k: (v, res["cadence_s"]) for _, res in results for k, v in (res.get("coarse") or {}).items()}
     if coarse:
-        (first, (step, cadence)), more = next(iter(coarse.items())), len(coarse) - 1
-        ctx.log.warning("%s%s: sampled every %g s, more than %g times the model's %g s: interpolated onto its "
-                        "cadence, a transit looks unlike those it was trained on, and it may find none; "
-                        "`astro plato bls` searches such curves as they are", first,
-                        f" (and {more} more)" if more else "", step, COARSE_CADENCE, cadence)
+        ctx.log.warning("%s: interpolated onto its cadence, a transit looks unlike those it was trained on, and "
+                        "it may find none; `astro plato bls` searches such curves as they are",
+                        coarse_message({k: v for k, (v, _) in coarse.items()}, next(iter(coarse.values()))[1]))
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
     found, failed, waiting = {}, {}, []   # one pass: a part gone meanwhile (another task wrote the table) waits
