@@ -1268,3 +1268,27 @@ def test_detect_warns_of_curves_sampled_much_more_coarsely_than_the_model(traine
     assert ("2 curve(s) sampled more than 2 times as coarsely as the model's 25 s: "
             f"{files[1]} every 125 s; {files[2]} every 600 s:") in err, err
     assert "fine.csv: sampled" not in err and "`astro plato bls`" in err
+
+
+def test_detect_searches_the_light_curve_files_of_a_folder(trained, tmp_path, capsys):
+    """`plato detect FOLDER` was refused (`is a folder, not a light-curve file`, exit 2), though `prepare`
+    takes one."""
+    from astrotool.io.tables import parquet_metadata
+
+    time, flux, _ = _fresh_curves(2)
+    many = tmp_path / "many"
+    (many / "sub").mkdir(parents=True)
+    for k, f in enumerate(flux):
+        np.savetxt(many / f"c{k}.csv", np.c_[time, f], delimiter=",", header="time,flux", comments="")
+    (many / "README.txt").write_text("not a curve\n")
+    np.savetxt(many / "sub" / "deeper.csv", np.c_[time, flux[0]], delimiter=",", header="time,flux", comments="")
+    capsys.readouterr()
+    assert main(["-w", str(trained), "plato", "detect", str(many), "--name", "folder"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{many}: a folder of 2 light-curve file(s)" in err, err
+    table = trained / "plato/runs/folder/folder_events.parquet"
+    assert sorted(parquet_metadata(table)["files"]) == [str(many / "c0.csv"), str(many / "c1.csv")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["-w", str(trained), "plato", "detect", str(empty), "--name", "none"]) == 2
+    assert "a folder with no light-curve files (looked for *.csv.gz" in " ".join(capsys.readouterr().err.split())

@@ -361,7 +361,8 @@ def eval_alias(**options) -> None:   # evaluate's old name, for old scripts; rec
 @app.command()
 def detect(
     files: List[str] = typer.Argument(..., help="light curves: the simulator's Parquet, or Feather, Parquet, "
-                                                "CSV or FITS tables"),
+                                                "CSV or FITS tables; a folder stands for its files of those "
+                                                "formats"),
     model: Optional[str] = typer.Option(None, "--model", help="model name or folder"),
     name: Optional[str] = typer.Option(None, "--name", help="run name (plato/runs/<name>/; default: the model's)"),
     threshold: Threshold = None,
@@ -377,6 +378,8 @@ def detect(
 ) -> None:
     """Find single transits in light-curve files: an event table (mid-time, duration, depth, S/N, peak probability).
 
+    A folder stands for its light-curve files (.parquet, .ftr, .feather, .csv,
+    .csv.gz, .fits, .fits.gz; not its subfolders'), their number logged.
     Cadences flagged in a QUALITY or SAP_QUALITY column and rows without a finite
     time are dropped (--quality keep keeps the flagged ones). Curves are
     interpolated onto the model's cadence (one sampled more than twice as
@@ -390,7 +393,7 @@ def detect(
     plato).
     """
     from astrotool.context import current
-    from astrotool_plato.detect import detect_command
+    from astrotool_plato.detect import curve_files, detect_command
 
     ctx = current()
     cfg = plato_config(ctx, {"detect.model": model, "detect.name": name, "events.threshold": threshold,
@@ -399,12 +402,12 @@ def detect(
                              "events.binary_snr": binary_snr, "detect.time_column": time_column,
                              "detect.flux_column": flux_column, "detect.time_unit": time_unit,
                              "detect.quality": quality})
-    detect_command(ctx, cfg, files, mc.runtime(ctx, device=device))
+    detect_command(ctx, cfg, curve_files(files, ctx.log), mc.runtime(ctx, device=device))
 
 
 @app.command()
 def bls(
-    files: List[str] = typer.Argument(..., help="light curves (as for detect)"),
+    files: List[str] = typer.Argument(..., help="light curves, or folders of them (as for detect)"),
     window_days: Optional[float] = typer.Option(None, "--window", help="wotan biweight window [d]"),
     snr_threshold: Optional[float] = typer.Option(None, "--snr", help="box S/N above which the best peak is a "
                                                                       "detection"),
@@ -423,12 +426,13 @@ def bls(
     """
     from astrotool.context import current
     from astrotool_plato.bls import bls_command
+    from astrotool_plato.detect import curve_files
 
     ctx = current()
     cfg = plato_config(ctx, {"bls.window_days": window_days, "bls.snr_threshold": snr_threshold,
                              "detect.time_column": time_column, "detect.flux_column": flux_column,
                              "detect.time_unit": time_unit, "detect.quality": quality})
-    bls_command(ctx, cfg, files)
+    bls_command(ctx, cfg, curve_files(files, ctx.log))
 
 
 @config_app.command("import")

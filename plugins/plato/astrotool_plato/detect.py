@@ -312,6 +312,36 @@ def detect_settings(model_dir, events: EventsConfig, detect, root=None) -> dict:
             "reader": dataclasses.asdict(CurveReader.of(detect))}
 
 
+def curve_files(sources, log=None) -> list[str]:
+    """The light-curve files of ``sources`` as given: a folder stands for its files whose names end in one of
+    :data:`astrotool_plato.lightcurves.CURVE_SUFFIXES` (not its subfolders' nor hidden ones), sorted, and how
+    many it held is logged.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        A folder without such a file.
+    """
+    from astrotool.errors import InputError
+
+    from astrotool_plato.lightcurves import CURVE_SUFFIXES
+
+    out = []
+    for s in sources:
+        if not Path(s).is_dir():
+            out.append(s)   # a file, or a missing one: named by the reader
+            continue
+        found = sorted(str(f) for f in Path(s).iterdir() if f.is_file() and not f.name.startswith(".")
+                       and f.name.lower().endswith(CURVE_SUFFIXES))
+        if not found:
+            raise InputError(s, "a folder with no light-curve files (looked for "
+                                f"{', '.join('*' + x for x in CURVE_SUFFIXES)})")
+        if log is not None:
+            log.info("%s: a folder of %d light-curve file(s)", s, len(found))
+        out += found
+    return out
+
+
 def item_keys(files) -> list[str]:
     """Executor keys of light-curve files: their names, or the paths as given where two names are alike.
 
