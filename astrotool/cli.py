@@ -607,9 +607,9 @@ def _check_shard(opts: GlobalOptions, rest: list[str]) -> None:
 def _report_stop(status: str, code: int, overwrite: bool = False, say: bool = True) -> str:
     """Say (when ``say``) and return, for ``run.json``'s ``error``, that the command was stopped (``status``:
     ``interrupted`` or ``terminated``): a line of text on a terminal, an ``ERROR`` log line with ``--log-format
-    plain``, or under ``--log-format json`` one JSON line with ``exit_code`` (stderr holds JSON lines only). The same command resumes it, ``--overwrite`` too: a
-    command that works item by item, or a training of one process, keeps what it finished with these settings
-    (:class:`astrotool.made_with.Overwrite`)."""
+    plain``, or under ``--log-format json`` one JSON line with ``exit_code`` (stderr holds JSON lines only).
+    The same command resumes it, ``--overwrite`` too: a command that works item by item, or a training of one
+    process, keeps what it finished with these settings (:class:`astrotool.made_with.Overwrite`)."""
     from astrotool import console
 
     again = ("re-run the same command, --overwrite included, to resume: a command that works item by item (or a "
