@@ -612,3 +612,22 @@ def test_a_transit_at_a_gaps_edge_is_trimmed_to_its_measured_samples_and_a_pure_
     assert curve_events(inside, x, 0.0, 25.0, cfg, measured=~gap) == []
     edge = np.where((t >= 1.1) & (t < 1.4 + 10 * dt), 0.95, 0.02)          # 10 measured samples: under 15 min
     assert curve_events(edge, x, 0.0, 25.0, cfg, measured=~gap) == []
+
+
+def test_plot_last_says_when_the_latest_detect_run_found_no_events(tmp_path, capsys):
+    """`plot last` after a detect run without events printed `plots 0, files []` and not a word why."""
+    import pyarrow as pa
+
+    from astrotool.io.tables import write_parquet
+
+    table = tmp_path / "plato/runs/quiet/quiet_events.parquet"
+    table.parent.mkdir(parents=True)
+    write_parquet(pa.table({"file": pa.array([], pa.string()), "id": pa.array([], pa.string())}), table,
+                  metadata={"settings": {}, "file_keys": {}})
+    run = tmp_path / "runs/20260101T000000Z-plato-detect"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"status": "ok", "inputs": [], "outputs": [str(table)]}))
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path), "plato", "plot", "last", "--no-model-overlay"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "run, quiet (20260101T000000Z-plato-detect), found no events: nothing to plot" in err, err

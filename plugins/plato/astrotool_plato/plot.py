@@ -88,7 +88,7 @@ def plot_curve(path, time, flux, label=None, prob=None, events=(), threshold: fl
     return Path(path)
 
 
-def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
+def _latest_detect(ws, log=None) -> tuple[list[tuple[Path, str]], dict]:
     """The curves with events of the latest ``plato detect`` run that wrote an event table, as ``(file, id)``,
     and the settings its
     table was made with (:func:`astrotool_plato.detect.detect_settings`; ``{}`` for a table of an earlier
@@ -96,7 +96,8 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
 
     The run's status does not matter: a run with failed items (status "failed items") still wrote the table of
     the curves it read; a run that wrote none (a ``--shard`` task that left it to another, or one that stopped
-    early) is passed over."""
+    early) is passed over. A run whose table holds no event is named in a warning on ``log``: nothing to
+    plot."""
     from astrotool.io.tables import parquet_metadata, read_parquet
 
     runs_dir = ws.root / "runs"
@@ -110,16 +111,22 @@ def _latest_detect(ws) -> tuple[list[tuple[Path, str]], dict]:
         tables = [t for t in tables if t.exists()]
         if not tables:   # a --shard task that left the table to another
             continue
-        todo, settings = [], {}
+        todo, settings, rows = [], {}, 0
         for t in tables:
             meta = parquet_metadata(t)
             settings = meta.get("settings", settings)
             by_name = {Path(p).name: here(p) for p in rec.get("inputs", [])}
             where = {k: here(p) for k, p in meta.get("file_keys", {}).items()}
             for r in read_parquet(t, columns=["file", "id"]).to_pylist():
+                rows += 1
                 f = where.get(r["file"], by_name.get(r["file"]))
                 if f is not None:
                     todo.append((f, r["id"]))
+        if not rows and log is not None:
+            names = ", ".join(t.name[:-len("_events.parquet")] for t in tables)
+            log.warning("the latest `%s` run, %s (%s), found no events: nothing to plot; give light-curve "
+                        "files or curve ids to plot curves without events", astro_command("plato", "detect"),
+                        names, run.name)
         return todo, settings
     raise AstroError(f"{runs_dir}: no `astro plato detect` run that wrote an event table, to plot")
 
@@ -221,7 +228,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     todo: list[tuple[Path, str | None]] = []   # (file, id or None for every curve of the file)
     ev, d, model_name = cfg.events, cfg.detect, cfg.detect.model or cfg.train.model
     if ids == ["last"]:   # drawn with the model, event and reader settings of that run
-        todo, made = _latest_detect(ws)
+        todo, made = _latest_detect(ws, ctx.log)
         if made:
             model_name = str(ws.root / made["model"])   # relative to the workspace, or absolute
             ev, d = EventsConfig(**made["events"]), d.model_copy(update=made["reader"])
