@@ -856,6 +856,41 @@ def test_eval_tells_a_transit_hidden_in_red_noise_from_one_the_network_missed(tm
     assert unvetted["recovery"] == 1.0 and unvetted["detectable_transits"] == 1
 
 
+def test_eval_counts_a_transit_whose_box_snr_cannot_be_measured_as_detectable_as_vetting_keeps_it(tmp_path):
+    """box_snr is NaN where the curve leaves fewer than three triples of neighbouring transit-length blocks free
+    of transits (a 1-h transit in a 7-h curve: blocks 0-2 and 4-6 beside it, two triples). Vetting keeps an
+    event whose S/N cannot be measured, so such a transit is *detectable* (docs: it was said to need 7.1)."""
+    from astrotool_plato.config import EventsConfig, PrepareConfig
+    from astrotool_plato.evaluate import evaluate
+    from astrotool_plato.labels import write_label_rows
+    from astrotool_plato.lightcurves import write_curves
+    from astrotool_plato.prepare import PreparedDataset, prepare
+
+    class Dips(torch.nn.Module):
+        granularity = 1
+        in_channels = 1
+
+        def forward(self, x):
+            return -4000.0 * x - 4.0          # p > 0.5 below -1,000 ppm
+
+    n, w, a = 1008, 144, 432
+    t = np.arange(n) * 25.0 / 86400.0
+    rng = np.random.default_rng(13)
+    curves = {"short": 1 - 2e-3 * ((np.arange(n) >= a) & (np.arange(n) < a + w)) + rng.normal(0.0, 1e-4, n),
+              "flat": 1 + rng.normal(0.0, 1e-4, n)}
+    rows = [{"id": "short", "has_transit": True, "t0": float(t[a] + w * 12.5 / 86400.0), "duration": 1.0,
+             "depth": 2000.0, "snr": 50.0, "n_transits": 1, "planet_radius": 3.0}, {"id": "flat"}]
+    raw, labels = tmp_path / "raw", tmp_path / "labels"
+    write_curves(raw / "x_lightcurves.parquet", [(k, t, f, 1e-4) for k, f in curves.items()],
+                 {"ids": list(curves)}, "test")
+    write_label_rows(labels / "x_labels.parquet", [{**r, "file": "x_lightcurves.parquet"} for r in rows], "test")
+    prepare(PrepareConfig(split=(1.0, 0.0, 0.0), length=n), 0, [], raw, labels, tmp_path / "prepared")
+    with PreparedDataset(tmp_path / "prepared" / "quarters") as ds:
+        rep, (transit,) = evaluate(Dips(), ds, "all", [0.5], EventsConfig(min_snr=7.1, min_duration_hours=0.1))
+    assert math.isnan(transit["box_snr"]) and transit["recovered"]    # not measurable, and not vetted out
+    assert rep["operating"]["detectable_transits"] == 1 and rep["operating"]["recovery_of_detectable"] == 1.0
+
+
 def test_eval_drops_a_binarys_repeating_eclipses_but_keeps_a_periodic_planets_transits(tmp_path):
     """A background binary (2-d period, 2-h eclipses of 1,500 and 700 ppm) and a planet (2-d period, 2-h
     transits of 1,500 ppm) in 100 ppm white noise, both seen by a model that flags every dip below

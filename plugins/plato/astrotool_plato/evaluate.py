@@ -59,7 +59,9 @@ RADIUS_BINS = (0.0, 1.25, 2.0, 4.0, 6.0, 15.0, math.inf)
 PERIOD_BINS = (0.0, 5.0, 15.0, math.inf)
 """Period bins [d] of periodic transits (single transits are counted apart, ``period`` NaN)."""
 DETECTABLE_SNR = 7.1
-"""A transit whose own box reaches this S/N against the curve's red noise is *detectable* (Kepler's threshold)."""
+"""A transit whose own box reaches this S/N against the curve's red noise is *detectable* (Kepler's threshold);
+so is one whose box S/N cannot be measured (NaN, :func:`astrotool_plato.events.event_snr`: too few transit-free
+blocks of its length), as vetting keeps an event whose S/N it cannot measure (:func:`astrotool_plato.events.vetted`)."""
 FAR_TARGET = 0.01
 """The false-alarm fraction of transit-free curves the operating threshold keeps under."""
 
