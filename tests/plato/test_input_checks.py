@@ -498,3 +498,20 @@ def test_suggested_command_names_the_workspace(tmp_path, capsys, command, sugges
     capsys.readouterr()
     assert main(["-w", str(tmp_path), *command]) == 2
     assert f"run `astro -w {tmp_path} {suggested}` first" in " ".join(capsys.readouterr().err.split())
+
+
+def test_eval_names_binaries_when_every_transit_free_curve_holds_one(tmp_path, capsys):
+    """The quiet operating point, undefined because each transit-free curve held a binary, got the hint to
+    simulate with plato.simulate.transit_fraction < 1 (it was 0.5)."""
+    ws = tmp_path / "w"
+    base = ["-w", str(ws), "-q", "plato"]
+    assert main([*base, "--set", "plato.simulate.eb_fraction=0.6", "--set", "plato.simulate.beb_fraction=0.4",
+                 "simulate", "-n", "6", "--days", "1"]) == 0
+    assert main([*base, "prepare"]) == 0
+    assert main([*base, "train", "--epochs", "1", "--width", "2", "--batch-size", "2"]) == 0
+    capsys.readouterr()
+    assert main(["-w", str(ws), "plato", "evaluate", "--split", "all"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    quiet = err[err.index("the quiet operating point is undefined"):]
+    assert "transit-free curve(s) holds an eclipsing binary" in quiet, err
+    assert "plato.simulate.eb_fraction + beb_fraction < 1" in quiet and "transit_fraction" not in quiet

@@ -351,9 +351,9 @@ def report_settings(mdir, ds, e, events, root=None) -> dict:
     """What makes an evaluate report (its settings record): the model's folder, the prepared set's folder and
     settings record, the split, the threshold grid, the false-alarm target and ``[plato.events]`` (but its
     ``threshold``: the grid is swept). The folders are named relative to the workspace ``root``
-    (:func:`astrotool.made_with.record_path`): a copied workspace scores its copy with the same record. Not the model's weights:
-    evaluate reuses nothing, so a model retrained (or trained on) in its folder is scored again under the same
-    report name."""
+    (:func:`astrotool.made_with.record_path`): a copied workspace scores its copy with the same record. Not the
+    model's weights: evaluate reuses nothing, so a model retrained (or trained on) in its folder is scored again
+    under the same report name."""
     from astrotool import made_with as mw
 
     made = mw.read(Path(ds.root) / f"{ds.name}_dataset.json") or {}
@@ -361,6 +361,18 @@ def report_settings(mdir, ds, e, events, root=None) -> dict:
             "dataset_settings": made.get("hash"), "split": e.split,
             "thresholds": sorted(float(v) for v in e.thresholds), "far_target": FAR_TARGET,
             "events": events.model_dump(mode="json", exclude={"threshold"})}
+
+
+def undefined_hint(report: dict, key: str) -> str:
+    """What to do about an undefined operating point (``key``: ``operating`` or ``operating_quiet``) of
+    ``report``: curves without a transit (``transit_fraction``), or, where there are some but each holds a binary
+    (``operating_quiet``), curves without either (``eb_fraction``, ``beb_fraction``)."""
+    other = "" if report["split"] == "all" else "--split all, or "
+    if key == "operating_quiet" and report["transit_free_curves"]:
+        return (f"each of its {report['transit_free_curves']} transit-free curve(s) holds an eclipsing binary; "
+                f"score a split with curves that hold neither ({other}simulate with fewer binaries: "
+                "plato.simulate.eb_fraction + beb_fraction < 1, the shares of the transit-free curves)")
+    return f"score a split with transit-free curves ({other}simulate with plato.simulate.transit_fraction < 1)"
 
 
 def evaluate_command(ctx, cfg, runtime) -> dict:
@@ -398,8 +410,8 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
         if e.split != "all":  # a split of a set re-made since training is no hold-out; all is all
             mc.check_trained_on((ckpt.meta.get("settings") or {}).get("dataset"), ds, mdir,
                                 "--split all to score every curve, training ones included")
-        report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size, runtime.inference_device(),
-                                    model_cadence_s=ckpt.meta.get("cadence_s"))
+        report, transits = evaluate(model, ds, e.split, e.thresholds, cfg.events, e.batch_size,
+                                    runtime.inference_device(), model_cadence_s=ckpt.meta.get("cadence_s"))
     report.update(model=mdir.name, model_path=str(mdir), dataset=ds.name)
     write_json_atomic(paths["json"], report)
     mw.write(paths["json"], rec)   # with the report, before the table and plot: a failing plot leaves no new
@@ -414,9 +426,8 @@ def evaluate_command(ctx, cfg, runtime) -> dict:
     op = report["operating"]
     for key, what in (("operating", "operating"), ("operating_quiet", "quiet operating")):
         if report[key]["undefined"]:
-            ctx.log.warning("the %s point is undefined (threshold and recovery NaN): %s; score a split with "
-                            "transit-free curves (%ssimulate with plato.simulate.transit_fraction < 1)", what,
-                            report[key]["undefined"], "" if e.split == "all" else "--split all, or ")
+            ctx.log.warning("the %s point is undefined (threshold and recovery NaN): %s; %s", what,
+                            report[key]["undefined"], undefined_hint(report, key))
         if report[key]["recovers_nothing"]:
             ctx.log.warning("no transit reaches the %s threshold %g (recovery 0 of %d): its false-alarm target is "
                             "met by finding nothing; the model may be untrained, or the split too hard",
