@@ -527,9 +527,9 @@ def main(argv: list[str] | None = None) -> int:
         if opts.shard is not None and not ctx.shard_used and code == 0 and not {"-h", "--help"} & set(rest):
             ctx.log.warning("--shard %s was not used: `%s` does not split its work into shards, so this task did "
                             "all of it (run it once, not in an array)", opts.shard, ctx.command)
-        if ctx.failures:   # the others finished; 2 where every failure was bad input
+        if ctx.failures:   # the others finished; 2 where every failure was bad input (set before the table: a
+            status, code = "failed items", 2 if all(f.exit_code == 2 for f in ctx.failures) else 1   # dead pipe)
             _print_failures(ctx.failures)
-            status, code = "failed items", 2 if all(f.exit_code == 2 for f in ctx.failures) else 1
     except AstroError as exc:
         code, status, error = exc.exit_code, "error", str(exc)
         if not (ctx is not None and ctx.is_copy):   # every rank meets bad input alike: rank 0 says it
@@ -545,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             terminated = str(interrupt) == "terminated"
             code, status = (143, "terminated") if terminated else (130, "interrupted")
             error = _report_stop(status, code, opts.overwrite, say=not (ctx is not None and ctx.is_copy))
+        elif isinstance(exc, BrokenPipeError):   # the reader of stdout (or of a stderr shared with it) left
+            _stdout_gone()                         # the outcome stands: ok, or the failed items' status and code
         else:
             code, status = _handle_other(exc, opts)
             error = f"{type(exc).__name__}: {exc}"
@@ -558,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
 
             remove_live_temps()
             code, status = (143, "terminated") if executors.stop_requested() == signal.SIGTERM else (130, "interrupted")
-            error = _report_stop(status, code, opts.overwrite, say=not (ctx is not None and ctx.is_copy))
+            stop = _report_stop(status, code, opts.overwrite, say=not (ctx is not None and ctx.is_copy))
+            error = error or stop   # an error met before the stop is the one to read
         if ctx is not None:
             try:
                 ctx.finish(status, code, error)
@@ -806,8 +809,6 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
         else:
             exc.show()
         return exc.exit_code, "error"
-    if isinstance(exc, BrokenPipeError):
-        return _stdout_gone()
     from astrotool.workspace import write_failure
 
     failure = write_failure(exc)   # a full disk or a read-only folder outside atomic_path (mkdir, ...)
@@ -823,11 +824,22 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
 
 def _stdout_gone() -> tuple[int, str]:
     """Stdout's reader stopped reading (``astro ... | head``): the command's work is done and kept, so exit 0
-    (``ok``), with stdout sent to the null device so that flushing it at exit raises nothing."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):   # stdout is not a real file (a test's capture)
-        pass
+    (``ok``), with stdout, and stderr where it went to the same reader, sent to the null device so that writing
+    or flushing them later raises nothing."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+            continue
+        except BrokenPipeError:
+            pass
+        except (OSError, ValueError):
+            continue
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+        except (OSError, ValueError):   # not a real file (a test's capture)
+            pass
     return 0, "ok"
 
 

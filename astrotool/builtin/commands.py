@@ -62,9 +62,10 @@ def status():
     runs = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if runs_dir.is_dir() else []   # not runs/.overwrite (Context.overwrite)
     last = _run_outcome(runs_dir / runs[-1]) if runs else None
-    # an array job's failed shard among the recent runs (a run without run.json is running, or was killed)
-    not_ok = [(r, o) for r in runs[-RECENT_RUNS:] if (o := _run_outcome(runs_dir / r)) is not None
-              and (not isinstance(o, tuple) or o[0] != "ok")]
+    # an array job's failed shards among the recent runs; one without run.json is running, or was killed outright
+    # (out of memory, past the time limit's SIGKILL), the commonest end of a shard that did not finish
+    not_ok = [(r, o) for r in runs[-RECENT_RUNS:] if not isinstance(o := _run_outcome(runs_dir / r), tuple)
+              or o[0] != "ok"]
     if console.json_results():
         ctx.emit({"workspace": str(ws.root), "initialised": ws.config_file.exists(), "stages": counts,
                   "runs": len(runs), "last_run": runs[-1] if runs else None,
@@ -76,13 +77,17 @@ def status():
     rows = [[plugin, stage, n] for plugin, stages in counts.items() for stage, n in stages.items()]
     console.print_table(f"workspace {ws.root}" + ("" if ws.config_file.exists() else " (not initialised: astro init)"),
                         ["plugin", "stage", "files"], rows)
-    outcome = ("no run.json: running, or killed" if last is None else "run.json unreadable" if last == "?" else
-               f"{last[0]}, exit {last[1]}")
-    console.note(f"runs: {len(runs)}" + (f" (last: {runs[-1]} ({outcome}))" if runs else ""))
+    console.note(f"runs: {len(runs)}" + (f" (last: {runs[-1]} ({_outcome_text(last)}))" if runs else ""))
     if not_ok:
         console.note(f"{len(not_ok)} of the last {min(len(runs), RECENT_RUNS)} runs did not end ok:")
         for r, o in not_ok:
-            console.note(f"  {r} ({'run.json unreadable' if o == '?' else f'{o[0]}, exit {o[1]}'})")
+            console.note(f"  {r} ({_outcome_text(o)})")
+
+
+def _outcome_text(outcome) -> str:
+    """How a run ended, in words, from :func:`_run_outcome`."""
+    return ("no run.json: running, or killed" if outcome is None else "run.json unreadable" if outcome == "?" else
+            f"{outcome[0]}, exit {outcome[1]}")
 
 
 def _run_outcome(run_dir) -> tuple[str, int] | str | None:

@@ -456,3 +456,20 @@ def test_a_reader_that_stops_reading_stdout_ends_the_command_with_exit_0_and_no_
     assert p.wait() == 0 and err == ""
     record = json.loads(next((tmp_path / "ws" / "runs").glob("*/run.json")).read_text())
     assert record["status"] == "ok" and record["exit_code"] == 0
+
+
+def test_a_dead_pipe_shared_by_stdout_and_stderr_keeps_the_failed_items_exit_code(toy, tmp_path):
+    """`astro ... 2>&1 | head`: the table of failed items meets the dead pipe too; the run still exits 1 and is
+    recorded as `failed items`, not as ok."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTRO_")}
+    env.update(ASTRO_CONFIG=os.devnull, PYTHONPATH=os.pathsep.join(map(str, toy)))
+    (tmp_path / "ws").mkdir()
+    p = subprocess.Popen([sys.executable, "-c", "from astrotool.cli import run; run()", "-w", tmp_path / "ws",
+                          "toy", "run", "--count", "3", "--fail", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    p.stdout.close()
+    assert p.wait() == 1
+    record = json.loads(next((tmp_path / "ws" / "runs").glob("*/run.json")).read_text())
+    assert (record["status"], record["exit_code"], record["error"]) == ("failed items", 1, None)

@@ -253,8 +253,8 @@ def test_status_shows_how_the_last_run_ended(astro, toy, tmp_path):
 
 
 def test_status_names_the_recent_runs_that_did_not_end_ok(astro, toy, tmp_path):
-    """An array job's failed shard is found among its runs without opening each run.json; a run still going
-    (no run.json yet) is not one of them."""
+    """An array job's failed shards are named by status, not found by opening each run.json; a run without
+    run.json (still going, or killed outright: out of memory, SIGKILL at the time limit) is one of them."""
     outcomes = {"a-ok": ("ok", 0), "b-failed": ("failed items", 1), "c-ok": ("ok", 0), "d-stopped": ("terminated", 143)}
     for name, (status, code) in outcomes.items():
         (tmp_path / "runs" / f"20261201T00000{len(name)}Z-{name}").mkdir(parents=True)
@@ -264,9 +264,10 @@ def test_status_names_the_recent_runs_that_did_not_end_ok(astro, toy, tmp_path):
     (tmp_path / "runs" / "20261201T000009Z-e-running").mkdir()
     s = json.loads(astro("-w", tmp_path, "status", "--json", pythonpath=toy).stdout)
     assert [(x["run"].split("Z-")[1], x["status"], x["exit_code"]) for x in s["recent_runs_not_ok"]] == \
-        [("b-failed", "failed items", 1), ("d-stopped", "terminated", 143)]
+        [("b-failed", "failed items", 1), ("d-stopped", "terminated", 143), ("e-running", None, None)]
     r = astro("-w", tmp_path, "status", pythonpath=toy)
-    assert "# 2 of the last 5 runs did not end ok:" in r.stdout and "b-failed (failed items, exit 1)" in r.stdout
+    assert "# 3 of the last 5 runs did not end ok:" in r.stdout and "b-failed (failed items, exit 1)" in r.stdout
+    assert "e-running (no run.json: running, or killed)" in r.stdout
 
 
 def test_status_from_a_subfolder_of_a_workspace_names_the_workspace(astro, toy, tmp_path):

@@ -1,7 +1,9 @@
 """ZTF tests run ``astro`` in the test's own process: each new interpreter spent 4-5 s importing torch and Fabric.
 
 The workspaces that several test files use are built once per session (``vae_ws``, ``sim_prepared`` and
-``sim_trained``); a test that changes one works on a copy (``ws``, ``tws``)."""
+``sim_trained``); a test that changes one works on a copy (``ws``, ``tws``), except that ``test_embed.py`` adds
+embeddings to ``vae_ws`` (its tests build on each other, in file order) and ``test_predict.py`` a ``sim_temporal``
+model: later readers of ``vae_ws`` must not count its embeddings or models."""
 
 import json
 import shutil
