@@ -1156,6 +1156,16 @@ def test_detect_refuses_another_model_or_event_settings_under_one_name(trained, 
     assert "model:" in capsys.readouterr().err
     assert main(["-w", str(trained), "--overwrite", "plato", "detect", *files, "--name", "settings",
                  "--threshold", "0.7"]) == 0
+    import pyarrow.parquet as pq
+
+    table = trained / "plato/runs/settings/settings_events.parquet"   # as the event cutting before version 2
+    t = pq.read_table(table)
+    meta = json.loads(t.schema.metadata[b"astrotool"])
+    del meta["settings"]["version"]
+    pq.write_table(t.replace_schema_metadata({**t.schema.metadata, b"astrotool": json.dumps(meta).encode()}), table)
+    capsys.readouterr()
+    assert main([*base, "--threshold", "0.7"]) == 2
+    assert "version: (absent) -> 2" in capsys.readouterr().err
 
 
 @pytest.mark.long

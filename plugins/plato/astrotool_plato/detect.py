@@ -299,15 +299,22 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
     return out
 
 
+VERSION = 2
+"""Version of the event cutting, part of an event table's settings. 2: an event at a gap's edge is trimmed to its
+measured samples (it was dropped when over half of it was gap), so a table or a stopped run's parts of version 1
+are not reused."""
+
+
 def detect_settings(model_dir, events: EventsConfig, detect, root=None) -> dict:
     """What makes an event table (kept in its metadata; a rerun under its name with others is refused): the
     model's folder (relative to the workspace ``root`` when inside it,
     :func:`astrotool.made_with.record_path`) and weights (:func:`astrotool.made_with.file_checksum`),
-    ``[plato.events]`` and how the files are read."""
+    ``[plato.events]``, how the files are read and the :data:`VERSION` of the event cutting."""
     from astrotool import made_with as mw
     from astrotool.ml.checkpoint import WEIGHTS_FILE
 
-    return {"model": mw.record_path(model_dir, root), "weights": mw.file_checksum(Path(model_dir) / WEIGHTS_FILE),
+    return {"version": VERSION,
+            "model": mw.record_path(model_dir, root), "weights": mw.file_checksum(Path(model_dir) / WEIGHTS_FILE),
             "events": events.model_dump(mode="json"),
             "reader": dataclasses.asdict(CurveReader.of(detect))}
 
