@@ -8,18 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from astrotool.cli import main
 from astrotool_lens.kappa import metrics as M
 from astrotool_lens.kappa.maps import shear_from_kappa, wave_vectors
 
+from tests.lens.kappa.conftest import run
+
 S = 32
 NAMES = [f"{i:05d}_{3 * i:05d}" for i in range(6)]
-
-
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def fields(n, seed):
