@@ -435,10 +435,10 @@ def unfinished(meta: Mapping[str, Any]) -> str | None:
 
 def warn_unfinished(meta: Mapping[str, Any], directory: str | Path, command: str, stage: str = "models") -> None:
     """Log a warning when the training of the checkpoint in ``directory`` (its ``meta``) did not run to its end
-    (:func:`unfinished`): its best epoch so far is what the caller uses. ``command`` resumes the training,
+    (:func:`unfinished`): its best epoch so far is what the caller uses. ``command`` is the training command,
     e.g. ``"astro plato train"``, told with the workspace's ``-w`` (:func:`astrotool.context.astro_command`)
     and the model's ``--model`` (:func:`astrotool.ml.commands.model_option`; ``stage``: the plugin's folder of
-    models)."""
+    models): run again with the options that began it (its data set, its settings), it resumes."""
     why = unfinished(meta)
     if why:
         import logging
@@ -447,8 +447,9 @@ def warn_unfinished(meta: Mapping[str, Any], directory: str | Path, command: str
         from astrotool.ml.commands import model_option
 
         words = command.split()[1:]
-        logging.getLogger("astro").warning("%s: training unfinished (%s); its best epoch so far is used; run `%s` "
-                                           "again to resume", directory, why,
+        logging.getLogger("astro").warning("%s: training unfinished (%s); its best epoch so far is used; to resume, "
+                                           "run the training again as it began, with its data set and options: `%s "
+                                           "...`", directory, why,
                                            astro_command(*words, "--model", model_option(directory, words[0], stage)))
 
 

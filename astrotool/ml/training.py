@@ -609,6 +609,13 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         step = int(loop.get("step", 0))
         history = list(loop.get("history", []))
         stopper.load_state_dict(loop.get("early_stopping", {}))
+        damaged = _best_checkpoint_problem(ckpt_dir, meta["architecture"]["name"]) if stopper.best_epoch else None
+        if damaged:   # every rank reads the same files: their stoppers stay alike
+            stopper.best = None   # the next epoch is the best so far, and its pair replaces the damaged one
+            if log:
+                log.warning("the best checkpoint (epoch %s) is damaged: %s; %s", stopper.best_epoch, damaged,
+                            "the best epoch from here on replaces it (last/ resumes as usual)" if start_epoch < epochs
+                            else "no epoch is left to replace it: --overwrite trains again from the start")
         stopped = stopper.should_stop  # this call's patience: a raised one trains on
         if scaler is not None and loop.get("grad_scaler"):
             scaler.load_state_dict(loop["grad_scaler"])
@@ -754,6 +761,22 @@ def _save_epoch(ckpt_dir, module, optimizer, meta, entry, monitor, progress, imp
         },
     )
     _update_best_meta(ckpt_dir, progress, history, best)  # the best checkpoint's progress and history: current
+
+
+def _best_checkpoint_problem(ckpt_dir: Path, architecture: str) -> str | None:
+    """Why the best checkpoint of ``ckpt_dir`` cannot be read as it stands (weights that do not match
+    ``model.json``, a file cut short or missing), or None. A pair a stop left in ``.model.new/`` is the
+    next writer's to settle (:func:`astrotool.ml.checkpoint.settle_checkpoint`): None then."""
+    from astrotool.errors import InputError
+    from astrotool.ml import checkpoint as ck
+
+    if (Path(ckpt_dir) / ck.STAGE_DIR).exists():
+        return None
+    try:
+        ck.load_checkpoint(ckpt_dir, expect_architecture=architecture)   # checks the weights' SHA-256
+    except InputError as exc:
+        return str(exc)
+    return None
 
 
 def _update_best_meta(ckpt_dir: Path, progress: dict, history: list | None = None, best: dict | None = None) -> None:

@@ -134,6 +134,26 @@ def test_resume_after_two_epochs_gives_identical_weights(tmp_path):
     assert again.epochs_run == 0 and again.resumed_from == 5
 
 
+def test_a_damaged_best_checkpoint_is_replaced_by_the_best_epoch_after_the_resume(tmp_path):
+    """The best pair cut short while a training was stopped: the resume said nothing and kept it (no later epoch
+    beat its loss), and `predict` found it only later. The next epoch is the best so far and replaces it."""
+    from astrotool.errors import InputError
+    from astrotool.ml import checkpoint as ck
+
+    losses = [1.0, 0.5, 0.9, 0.8]    # no epoch after the resume beats epoch 1's 0.5
+    _train(tmp_path / "m", 2, val_losses=losses)
+    weights = tmp_path / "m" / ck.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(InputError):
+        ck.load_checkpoint(tmp_path / "m")
+    _, _, result = _train(tmp_path / "m", 4, val_losses=losses)
+    best = ck.load_checkpoint(tmp_path / "m")    # whole again: the pair of the best epoch since the resume
+    assert best.meta["best_epoch"] == result.best_epoch == 3 and best.meta["metrics"]["val_loss"] == 0.8
+    _train(tmp_path / "n", 2, val_losses=losses)    # a whole one is kept as it was
+    _, _, result = _train(tmp_path / "n", 4, val_losses=losses)
+    assert ck.load_checkpoint(tmp_path / "n").meta["best_epoch"] == result.best_epoch == 1
+
+
 def test_resume_refuses_weights_and_state_of_different_epochs(tmp_path):
     """A stop between writing last/'s model and its loop state leaves a mismatched pair: refused."""
     import shutil
@@ -249,7 +269,8 @@ def test_an_interrupted_training_is_marked_unfinished_until_a_run_ends(tmp_path,
     with caplog.at_level("WARNING", logger="astro"):
         warn_unfinished(load_checkpoint(ckpt).meta, ckpt, "astro toy train")
     assert "training unfinished (trained 3 of 4 epochs)" in caplog.text
-    assert f"toy train --model {ckpt}` again to resume" in caplog.text   # it trained the default model
+    assert "run the training again as it began, with its data set and options" in caplog.text
+    assert f"toy train --model {ckpt} ...`" in caplog.text   # it trained the default model
     with pytest.raises(KeyboardInterrupt):   # epochs 2 and 3 run without improving, stopped in epoch 4
         _train(ckpt, 6, val_losses=[*losses, 0.9], stop_in_epoch=4)
     assert unfinished(read_meta(ckpt)) == "trained 4 of 6 epochs" and read_meta(ckpt)["best_epoch"] == 1
