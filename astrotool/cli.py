@@ -618,7 +618,7 @@ def _report_stop(status: str, code: int, overwrite: bool = False, say: bool = Tr
     again = ("re-run the same command, --overwrite included, to resume: a command that works item by item (or a "
              "training of one process) keeps what it finished with these settings (docs: workspace)"
              if overwrite else "re-run the same command to resume")
-    message = f"{status}: partial outputs removed; {again}."
+    message = f"{status}: unfinished outputs removed, finished ones kept; {again}."
     if not say:
         pass
     elif console.log_format() in ("json", "plain"):

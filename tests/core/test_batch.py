@@ -107,7 +107,7 @@ def test_signal_stops_the_workers_at_once(tmp_path, sig, code, status):
         assert [f.name for f in (tmp_path / "toy/out").iterdir()] == []
         rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
         assert (rec["status"], rec["exit_code"]) == (status, code)
-        assert rec["error"].startswith(f"{status}: partial outputs removed; re-run the same command to resume")
+        assert rec["error"].startswith(f"{status}: unfinished outputs removed, finished ones kept; re-run the same command to resume")
     finally:
         for pid in workers | {p.pid}:
             if _alive(pid):
@@ -319,7 +319,7 @@ def test_a_stop_under_json_log_format_is_a_json_line(tmp_path, executor):
         _, err = p.communicate(timeout=20)
         assert p.returncode == 143, err
         records = [json.loads(line) for line in err.splitlines() if line.strip()]  # each line is JSON
-        assert records[-1]["exit_code"] == 143 and records[-1]["message"].startswith("terminated: partial outputs")
+        assert records[-1]["exit_code"] == 143 and records[-1]["message"].startswith("terminated: unfinished outputs")
     finally:
         for pid in workers | {p.pid}:
             if _alive(pid):

@@ -277,7 +277,8 @@ def train(
     normalisation: str = typer.Option(None, "--normalisation", help="stamp_rms | stamp_rms+noise | global | none"),
     activation: str = typer.Option(None, "--activation", help="smooth (SiLU, average pooling) | relu (ReLU, max pooling)"),
     patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]; 0 = off"),
-    resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
+    resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint "
+                                "(--no-resume refuses an existing model: --overwrite starts over)"),
     device: mc.Device = None,
     precision: mc.Precision = None,
     devices: mc.Devices = None,

@@ -286,7 +286,8 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (of plato.train.optimizer, AdamW by "
                                                           "default)"),
     patience: Optional[int] = typer.Option(None, "--patience", help="early-stopping patience [epochs]; 0 = off"),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint "
+                                          "(--no-resume refuses an existing model: --overwrite starts over)"),
     device: mc.Device = None,
     precision: mc.Precision = None,
     devices: mc.Devices = None,

@@ -230,7 +230,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Alerts per optimiser step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience [epochs]; 0 = off."),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the last checkpoint."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the last checkpoint "
+                                          "(--no-resume refuses an existing model: --overwrite starts over)."),
     device: mc.Device = None,
     precision: mc.Precision = None,
     devices: mc.Devices = None,

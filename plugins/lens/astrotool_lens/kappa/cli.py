@@ -131,7 +131,8 @@ def train(
     augment: bool = typer.Option(None, "--augment/--no-augment", help="spin-2 flips and rotations"),
     patience: int = typer.Option(None, "--patience", help="early-stopping patience [epochs]; 0 = off"),
     max_samples: int = typer.Option(None, "--max-samples", help="train on at most this many maps (0 = all)"),
-    resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint"),
+    resume: bool = typer.Option(None, "--resume/--no-resume", help="continue from the last checkpoint "
+                                "(--no-resume refuses an existing model: --overwrite starts over)"),
     device: mc.Device = None,
     precision: mc.Precision = None,
     devices: mc.Devices = None,
