@@ -323,3 +323,7 @@ def test_predict_runs_the_onnx_export_and_refuses_a_stale_one(tws, astro):
     err = _error(astro(*run, "--engine", "onnxruntime", "--name", "stale"))
     assert "model.onnx" in err and "temperature" in err and f"astro -w {tws} ztf export --model sim_classifier" in err
     assert not (tws / "ztf" / "predictions" / "stale_onnx_alerts.parquet").exists()
+    for bad in (-1.0, 0, "1.5"):   # a negative temperature turned the classes' ranking over; 0 gave NaN
+        (mdir / "model.json").write_text(json.dumps({**meta, "temperature": bad}))
+        err = _error(astro(*run, "--name", "bad"))
+        assert f"temperature {bad!r} is not a positive number" in err, err

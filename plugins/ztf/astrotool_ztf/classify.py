@@ -132,15 +132,23 @@ def train_command(meta: dict, model_dir) -> str:
 
 def temperature(meta: dict, model_dir) -> float:
     """The calibration temperature stored by ``astro ztf train``: the one rule of ``evaluate``, ``predict``
-    and ``export``; an unfinished checkpoint, or one without a temperature, is refused (exit 2)."""
+    and ``export``; an unfinished checkpoint, or one without a temperature, or one that is not a positive finite
+    number (a negative one would turn the ranking of the classes over, 0 gives NaN), is refused (exit 2)."""
+    import math
+
     from astrotool.errors import InputError
 
     check_finished(meta, model_dir)
-    if meta.get("temperature") is None:
+    value = meta.get("temperature")
+    if value is None:
         raise InputError(Path(model_dir) / "model.json", "no calibration temperature stored (training stopped "
                                                           "before it was fitted, or an older checkpoint); run "
                                                           f"`{train_command(meta, model_dir)}` again to fit it")
-    return float(meta["temperature"])
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InputError(Path(model_dir) / "model.json", f"temperature {value!r} is not a positive number: "
+                                                          "scaling changes the confidence, never the class; "
+                                                          "edited by hand? train the model again (--overwrite)")
+    return float(value)
 
 
 def warn_stale_onnx(model_dir, log) -> None:
