@@ -547,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
             error = _report_stop(status, code, opts.overwrite, say=not (ctx is not None and ctx.is_copy))
         elif isinstance(exc, BrokenPipeError):   # the reader of stdout (or of a stderr shared with it) left
             _stdout_gone()                         # the outcome stands: ok, or the failed items' status and code
+        elif ctx is not None and ctx.is_copy and _peers_gone(exc):
+            # a training copy whose rank 0 stopped (SIGTERM to it alone) or died: rank 0 says why, or its exit
+            code, status, error = 1, "error", f"{type(exc).__name__}: {exc}"
+            logging.getLogger("astro").debug("the other training processes are gone: %s", error)
         else:
             code, status = _handle_other(exc, opts)
             error = f"{type(exc).__name__}: {exc}"
@@ -820,6 +824,16 @@ def _handle_other(exc: Exception, opts: GlobalOptions) -> tuple[int, str]:
     console.report_error(f"{type(exc).__name__}: {exc}", "(run again with --traceback for details)", exit_code=1,
                          **_traceback(opts))
     return 1, "error"
+
+
+PEER_LOSS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+"""Words of torch.distributed's errors (gloo, NCCL's TCP store) when another process of the training is gone."""
+
+
+def _peers_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch.distributed's error for a training process that lost the others."""
+    return type(exc).__name__ in ("RuntimeError", "DistBackendError", "DistNetworkError") and \
+        any(words in str(exc) for words in PEER_LOSS)
 
 
 def _stdout_gone() -> tuple[int, str]:
