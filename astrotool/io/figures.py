@@ -181,6 +181,8 @@ def plot_history(path: str | Path, history: Sequence[Mapping], metrics: Sequence
     missing = [m for m in metrics if m not in keys]
     if missing:
         raise ValueError(f"no history entry has {missing}; keys are {keys}")
+    from matplotlib.ticker import MaxNLocator
+
     epochs = np.array([h["epoch"] for h in history], float) + 1   # counted from 1, as the log and best_epoch
 
     def series(key):
@@ -191,6 +193,7 @@ def plot_history(path: str | Path, history: Sequence[Mapping], metrics: Sequence
         for k in losses:
             ax.plot(epochs, series(k), marker="o", ms=3, label=k)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # no epoch 1.5
         ax.set_ylabel("loss")
         if log_loss:
             ax.set_yscale("log")
@@ -201,6 +204,7 @@ def plot_history(path: str | Path, history: Sequence[Mapping], metrics: Sequence
             for k in metrics:
                 ax.plot(epochs, series(k), marker="o", ms=3, label=k)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("metric")
             ax.legend(fontsize=8)
     return Path(path)

@@ -91,3 +91,14 @@ def test_a_copied_dataset_trains_and_is_evaluated_under_its_folder(ws, capsys):
                          "--classical", "")
     assert code == 0, err
     assert json.loads(out)["dataset"] == "gcopy"
+
+
+def test_too_few_shear_fields_for_the_splits_say_what_a_group_is(tmp_path, capsys):
+    """`split: 2 group(s) cannot fill 3 non-empty subsets` left the user to guess what a group was."""
+    ws = tmp_path / "ws"
+    code, _, err = run(capsys, ws, "-q", "lens", "generate", "--preset", "fields", "--name", "few", "-n", 32,
+                       "--field-size", 16, "--stamp-size", 16, "--pixel-scale", 0.3)
+    assert code == 0, err
+    code, _, err = run(capsys, ws, *TRAIN, "--dataset", "few")
+    assert code == 2 and "2 group(s) cannot fill 3 non-empty subsets" in err, err
+    assert "a group is a field of one shear" in err and "--field-size" in err and "few" in err

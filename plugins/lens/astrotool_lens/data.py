@@ -123,7 +123,14 @@ class ShearDataset(ArrayDataset):
         train, val, test : numpy.ndarray
             Sorted stamp indices.
         """
-        return group_split(self.metadata(["field"])["field"], fractions, seed)
+        from astrotool.errors import AstroError
+
+        try:
+            return group_split(self.metadata(["field"])["field"], fractions, seed)
+        except AstroError as exc:   # a group is a field of one shear: say so, and how to get more of them
+            raise AstroError(f"{self.root}: {exc}; a group is a field of one shear (a ring pair, or a field of "
+                             "`lens generate --preset fields`): generate more stamps, or a smaller --field-size"
+                             ) from None
 
 
 def resolve_dataset(shear_stage: Path, name_or_path: str) -> ShearDataset:
