@@ -550,7 +550,6 @@ def main(argv: list[str] | None = None) -> int:
         elif ctx is not None and ctx.is_copy and _peers_gone(exc):
             # a training copy whose rank 0 stopped (SIGTERM to it alone) or died: rank 0 says why, or its exit
             code, status, error = 1, "error", f"{type(exc).__name__}: {exc}"
-            logging.getLogger("astro").debug("the other training processes are gone: %s", error)
         else:
             code, status = _handle_other(exc, opts)
             error = f"{type(exc).__name__}: {exc}"
@@ -838,22 +837,11 @@ def _peers_gone(exc: BaseException) -> bool:
 
 def _stdout_gone() -> tuple[int, str]:
     """Stdout's reader stopped reading (``astro ... | head``): the command's work is done and kept, so exit 0
-    (``ok``), with stdout, and stderr where it went to the same reader, sent to the null device so that writing
-    or flushing them later raises nothing."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-            continue
-        except BrokenPipeError:
-            pass
-        except (OSError, ValueError):
-            continue
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, stream.fileno())
-            os.close(null)
-        except (OSError, ValueError):   # not a real file (a test's capture)
-            pass
+    (``ok``), with stdout, and stderr where it went to the same reader, sent to the null device
+    (:func:`astrotool.console.streams_gone`)."""
+    from astrotool import console
+
+    console.streams_gone()
     return 0, "ok"
 
 

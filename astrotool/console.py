@@ -432,10 +432,39 @@ def _json_line(level: str, message: str, **extra) -> None:
     sys.stderr.flush()
 
 
+def streams_gone() -> None:
+    """Send stdout, and stderr, to the null device where their reader stopped reading (``astro ... 2>&1 |
+    head``), so that writing or flushing them later (at exit) raises nothing."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+            continue
+        except BrokenPipeError:
+            pass
+        except (OSError, ValueError):
+            continue
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+        except (OSError, ValueError):   # not a real file (a test's capture)
+            pass
+
+
 def report_error(message: str, hint: str = "", **extra) -> None:
     """The command's final error on stderr: ``Error: <message>`` (and ``hint`` on the next line) on a
     terminal, an ``ERROR`` log line (``hint`` after the message) with ``--log-format plain``, or one JSON
-    line with ``--log-format json`` (``exit_code`` and other ``extra`` keys beside it)."""
+    line with ``--log-format json`` (``exit_code`` and other ``extra`` keys beside it). Where stderr's reader
+    has gone, nothing is said (the run's record keeps the message)."""
+    try:
+        _report_error(message, hint, **extra)
+    except BrokenPipeError:
+        streams_gone()
+
+
+def _report_error(message: str, hint: str = "", **extra) -> None:
     if _state.fmt == "json":
         _json_line("ERROR", message, **({"hint": hint} if hint else {}), **extra)
         return

@@ -71,7 +71,8 @@ def status():
                   "runs": len(runs), "last_run": runs[-1] if runs else None,
                   "last_run_status": last[0] if isinstance(last, tuple) else last,
                   "last_run_exit_code": last[1] if isinstance(last, tuple) else None,
-                  "recent_runs_not_ok": [{"run": r, "status": o[0] if isinstance(o, tuple) else o,
+                  "recent_runs_not_ok": [{"run": r, "status": o[0] if isinstance(o, tuple) else
+                                          "no run.json" if o is None else o,
                                           "exit_code": o[1] if isinstance(o, tuple) else None} for r, o in not_ok]})
         return
     rows = [[plugin, stage, n] for plugin, stages in counts.items() for stage, n in stages.items()]

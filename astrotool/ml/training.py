@@ -609,12 +609,14 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         step = int(loop.get("step", 0))
         history = list(loop.get("history", []))
         stopper.load_state_dict(loop.get("early_stopping", {}))
-        damaged = _best_checkpoint_problem(ckpt_dir, meta["architecture"]["name"]) if stopper.best_epoch else None
+        damaged = (_best_checkpoint_problem(ckpt_dir, meta["architecture"]["name"])
+                   if stopper.best_epoch is not None else None)
         if damaged:   # every rank reads the same files: their stoppers stay alike
             stopper.best = None   # the next epoch is the best so far, and its pair replaces the damaged one
             if log:
                 log.warning("the best checkpoint (epoch %s) is damaged: %s; %s", stopper.best_epoch, damaged,
-                            "the best epoch from here on replaces it (last/ resumes as usual)" if start_epoch < epochs
+                            "the best epoch from here on replaces it (last/ resumes as usual)"
+                            if start_epoch < epochs and not stopper.should_stop
                             else "no epoch is left to replace it: --overwrite trains again from the start")
         stopped = stopper.should_stop  # this call's patience: a raised one trains on
         if scaler is not None and loop.get("grad_scaler"):

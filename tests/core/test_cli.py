@@ -473,3 +473,22 @@ def test_a_dead_pipe_shared_by_stdout_and_stderr_keeps_the_failed_items_exit_cod
     assert p.wait() == 1
     record = json.loads(next((tmp_path / "ws" / "runs").glob("*/run.json")).read_text())
     assert (record["status"], record["exit_code"], record["error"]) == ("failed items", 1, None)
+
+
+def test_an_error_told_to_a_dead_pipe_keeps_its_exit_code(tmp_path):
+    """`astro ... 2>&1 | head` of a command refused (exit 2): writing the error to the dead pipe raised out of
+    main, so the process exited 1 while run.json said 2."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASTRO_")}
+    env.update(ASTRO_CONFIG=os.devnull)
+    astro = [sys.executable, "-c", "from astrotool.cli import run; run()", "-w", tmp_path / "ws", "-q",
+             "plato", "simulate", "-n", "1"]
+    (tmp_path / "ws").mkdir()
+    assert subprocess.run([*astro, "--days", "1"], capture_output=True, env=env).returncode == 0
+    p = subprocess.Popen([*astro, "--days", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    p.stdout.close()
+    assert p.wait() == 2
+    last = sorted((tmp_path / "ws" / "runs").glob("*/run.json"))[-1]
+    record = json.loads(last.read_text())
+    assert (record["status"], record["exit_code"]) == ("error", 2) and "duration_days" in record["error"]

@@ -152,6 +152,12 @@ def test_a_damaged_best_checkpoint_is_replaced_by_the_best_epoch_after_the_resum
     _train(tmp_path / "n", 2, val_losses=losses)    # a whole one is kept as it was
     _, _, result = _train(tmp_path / "n", 4, val_losses=losses)
     assert ck.load_checkpoint(tmp_path / "n").meta["best_epoch"] == result.best_epoch == 1
+    first = [0.5, 1.0, 0.9, 0.8]    # the best is epoch 0 (once taken for "no best")
+    _train(tmp_path / "z", 2, val_losses=first)
+    weights = tmp_path / "z" / ck.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    _, _, result = _train(tmp_path / "z", 4, val_losses=first)
+    assert ck.load_checkpoint(tmp_path / "z").meta["best_epoch"] == result.best_epoch == 3
 
 
 def test_resume_refuses_weights_and_state_of_different_epochs(tmp_path):

@@ -264,7 +264,7 @@ def test_status_names_the_recent_runs_that_did_not_end_ok(astro, toy, tmp_path):
     (tmp_path / "runs" / "20261201T000009Z-e-running").mkdir()
     s = json.loads(astro("-w", tmp_path, "status", "--json", pythonpath=toy).stdout)
     assert [(x["run"].split("Z-")[1], x["status"], x["exit_code"]) for x in s["recent_runs_not_ok"]] == \
-        [("b-failed", "failed items", 1), ("d-stopped", "terminated", 143), ("e-running", None, None)]
+        [("b-failed", "failed items", 1), ("d-stopped", "terminated", 143), ("e-running", "no run.json", None)]
     r = astro("-w", tmp_path, "status", pythonpath=toy)
     assert "# 3 of the last 5 runs did not end ok:" in r.stdout and "b-failed (failed items, exit 1)" in r.stdout
     assert "e-running (no run.json: running, or killed)" in r.stdout

@@ -125,8 +125,9 @@ class ShearDataset(ArrayDataset):
         """
         from astrotool.errors import AstroError
 
+        fields = self.metadata(["field"])["field"]
         try:
-            return group_split(self.metadata(["field"])["field"], fractions, seed)
+            return group_split(fields, fractions, seed)
         except AstroError as exc:   # a group is a field of one shear: say so, and how to get more of them
             raise AstroError(f"{self.root}: {exc}; a group is a field of one shear (a ring pair, or a field of "
                              "`lens generate --preset fields`): generate more stamps, or a smaller --field-size"
