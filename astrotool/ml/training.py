@@ -628,6 +628,10 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
             if runtime is not None and before and before != runtime.precision:
                 log.info("precision %s from here on (the epochs so far ran in %s; each epoch's is in the "
                          "history)", runtime.precision, before)
+            processes = (last.meta.get("runtime") or {}).get("processes")
+            if isinstance(processes, int) and processes != world:   # the batches per step change with it
+                log.info("%d process(es) from here on (the epochs so far ran on %d): each step now sees %d "
+                         "batch(es)", world, processes, world)
             if start_epoch > epochs:
                 log.warning("%d epochs asked for, %d done already: the checkpoint keeps all %d", epochs,
                             start_epoch, start_epoch)
