@@ -107,7 +107,8 @@ def test_signal_stops_the_workers_at_once(tmp_path, sig, code, status):
         assert [f.name for f in (tmp_path / "toy/out").iterdir()] == []
         rec = json.loads(next((tmp_path / "runs").iterdir()).joinpath("run.json").read_text())
         assert (rec["status"], rec["exit_code"]) == (status, code)
-        assert rec["error"].startswith(f"{status}: unfinished outputs removed, finished ones kept; re-run the same command to resume")
+        assert rec["error"].startswith(f"{status}: unfinished outputs removed, finished ones kept; re-run the same "
+                                       "command to resume")
     finally:
         for pid in workers | {p.pid}:
             if _alive(pid):

@@ -81,14 +81,14 @@ def test_plain_error_and_stop_notice_are_log_lines(astro, tmp_path, capsys):
     finally:
         console.setup("plain")
     err = capsys.readouterr().err
-    assert re.fullmatch(STAMP + r" ERROR   terminated: unfinished outputs removed, finished ones kept; re-run the same command to resume\.\n",
-                        err), repr(err)
+    assert re.fullmatch(STAMP + r" ERROR   terminated: unfinished outputs removed, finished ones kept; re-run the "
+                                r"same command to resume\.\n", err), repr(err)
     try:   # after --overwrite, the same command resumes too (it keeps what this overwrite made)
         _report_stop("interrupted", 130, overwrite=True)
     finally:
         console.setup("plain")
-    assert capsys.readouterr().err.endswith("interrupted: unfinished outputs removed, finished ones kept; re-run the same command, "
-                                            "--overwrite included, to resume: a command that works item by item "
+    assert capsys.readouterr().err.endswith("interrupted: unfinished outputs removed, finished ones kept; re-run "
+                                            "the same command, --overwrite included, to resume: a command that works item by item "
                                             "(or a training of one process) keeps what it finished with these "
                                             "settings (docs: workspace).\n")
 

@@ -171,21 +171,9 @@ def test_a_stopped_overwrite_on_two_processes_goes_on_from_its_last_epoch(tmp_pa
     import os
     import signal
     import subprocess
-    import sys
-    import time
 
     ws = tmp_path / "ws"
-    code, _, err = run(capsys, "-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "ddp",
-                       "--stamp-size", 16, "--pixel-scale", 0.3, "-n", 96, "--shard-size", 96, *TINY)
-    assert code == 0, err
-    cmd = [sys.executable, "-m", "astrotool", "-w", str(ws), "--overwrite", "--set", "lens.train.threads=1",
-           "--set", "lens.train.blocks=1", "lens", "train", "--dataset", "ddp", "--epochs", "60", "--width", "4",
-           "--batch-size", "16", "--device", "cpu", "--devices", "2"]
-    state = ws / "lens" / "models" / "ddp_cnn" / "last" / "training_state.json"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None and not (state.is_file() and _epochs_done(state) >= 2):
-        time.sleep(0.05)
+    cmd, proc, state = _two_process_training(capsys, ws, "--overwrite", epochs=60)
     os.killpg(proc.pid, signal.SIGTERM)   # the time limit: Slurm signals the job's processes
     proc.communicate(timeout=120)
     done = _epochs_done(state)
@@ -203,26 +191,33 @@ def test_a_stop_sent_to_rank_0_alone_is_said_once(tmp_path, capsys):
     """SIGTERM to the command's process alone (`kill PID`) on a 2-process training: rank 0 said `terminated`, then
     its copy printed gloo's `RuntimeError: ... Connection closed by peer ... GLHF!`. The copy now says nothing."""
     import signal
+
+    _, proc, _ = _two_process_training(capsys, tmp_path / "ws", epochs=200)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.count("terminated: unfinished outputs removed") == 1 and "Error" not in err, err
+
+
+def _two_process_training(capsys, ws, *options, epochs: int):
+    """A tiny set in ``ws`` and a 2-process CPU training of it started in a process group of its own, returned
+    once it has saved 2 epochs: (its command, the process, its last/ training state file)."""
     import subprocess
     import sys
     import time
 
-    ws = tmp_path / "ws"
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "generate", "--preset", "shearnet", "--name", "ddp",
                        "--stamp-size", 16, "--pixel-scale", 0.3, "-n", 96, "--shard-size", 96, *TINY)
     assert code == 0, err
-    cmd = [sys.executable, "-m", "astrotool", "-w", str(ws), "--set", "lens.train.threads=1", "--set",
-           "lens.train.blocks=1", "lens", "train", "--dataset", "ddp", "--epochs", "200", "--width", "4",
+    cmd = [sys.executable, "-m", "astrotool", "-w", str(ws), *options, "--set", "lens.train.threads=1", "--set",
+           "lens.train.blocks=1", "lens", "train", "--dataset", "ddp", "--epochs", str(epochs), "--width", "4",
            "--batch-size", "16", "--device", "cpu", "--devices", "2"]
     state = ws / "lens" / "models" / "ddp_cnn" / "last" / "training_state.json"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and not (state.is_file() and _epochs_done(state) >= 2):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.count("terminated: unfinished outputs removed") == 1 and "Error" not in err, err
+    return cmd, proc, state
 
 
 def _epochs_done(state) -> int:

@@ -98,8 +98,8 @@ def coarse_message(coarse: dict, cadence_s: float, files: int = 3, cadences: int
     parts = [", ".join(by[s][:files]) + (f" (and {len(by[s]) - files} more)" if len(by[s]) > files else "")
              + f" every {s:g} s" for s in shown]
     rest = sum(len(by[s]) for s in by if s not in shown)
-    return (f"{len(coarse)} curve(s) sampled more than {COARSE_CADENCE:g} times as coarsely as the model's {cadence_s:g} s: "
-            + "; ".join(parts) + (f"; {rest} more at other cadences" if rest else ""))
+    return (f"{len(coarse)} curve(s) sampled more than {COARSE_CADENCE:g} times as coarsely as the model's "
+            f"{cadence_s:g} s: " + "; ".join(parts) + (f"; {rest} more at other cadences" if rest else ""))
 
 
 def model_cadence(meta: dict) -> float:
