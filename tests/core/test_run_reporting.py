@@ -88,9 +88,9 @@ def test_plain_error_and_stop_notice_are_log_lines(astro, tmp_path, capsys):
     finally:
         console.setup("plain")
     assert capsys.readouterr().err.endswith("interrupted: unfinished outputs removed, finished ones kept; re-run "
-                                            "the same command, --overwrite included, to resume: a command that works item by item "
-                                            "(or a training of one process) keeps what it finished with these "
-                                            "settings (docs: workspace).\n")
+                                            "the same command, --overwrite included, to resume: a command that "
+                                            "works item by item (or a training of one process) keeps what it "
+                                            "finished with these settings (docs: workspace).\n")
 
 
 def test_plain_and_json_timestamps_have_one_form():
