@@ -1326,6 +1326,7 @@ def test_detect_searches_the_light_curve_files_of_a_folder(trained, tmp_path, ca
     for k, f in enumerate(flux):
         np.savetxt(many / f"c{k}.csv", np.c_[time, f], delimiter=",", header="time,flux", comments="")
     (many / "README.txt").write_text("not a curve\n")
+    (many / "Complete_Parameters.ftr").write_bytes(b"Panopticon's parameter table: no light curve")
     np.savetxt(many / "sub" / "deeper.csv", np.c_[time, flux[0]], delimiter=",", header="time,flux", comments="")
     capsys.readouterr()
     assert main(["-w", str(trained), "plato", "detect", str(many), "--name", "folder"]) == 0

@@ -321,8 +321,8 @@ def detect_settings(model_dir, events: EventsConfig, detect, root=None) -> dict:
 
 def curve_files(sources, log=None) -> list[str]:
     """The light-curve files of ``sources`` as given: a folder stands for its files whose names end in one of
-    :data:`astrotool_plato.lightcurves.CURVE_SUFFIXES` (not its subfolders' nor hidden ones), sorted, and how
-    many it held is logged.
+    :data:`astrotool_plato.lightcurves.CURVE_SUFFIXES` (:func:`astrotool_plato.lightcurves.folder_curves`),
+    and how many it held is logged.
 
     Raises
     ------
@@ -331,15 +331,14 @@ def curve_files(sources, log=None) -> list[str]:
     """
     from astrotool.errors import InputError
 
-    from astrotool_plato.lightcurves import CURVE_SUFFIXES
+    from astrotool_plato.lightcurves import CURVE_SUFFIXES, folder_curves
 
     out = []
     for s in sources:
         if not Path(s).is_dir():
             out.append(s)   # a file, or a missing one: named by the reader
             continue
-        found = sorted(str(f) for f in Path(s).iterdir() if f.is_file() and not f.name.startswith(".")
-                       and f.name.lower().endswith(CURVE_SUFFIXES))
+        found = [str(f) for f in folder_curves(s)]
         if not found:
             raise InputError(s, "a folder with no light-curve files (looked for "
                                 f"{', '.join('*' + x for x in CURVE_SUFFIXES)})")

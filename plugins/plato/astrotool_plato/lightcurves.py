@@ -526,6 +526,20 @@ CURVE_SUFFIXES = (".csv.gz", ".fits.gz", ".fits", ".fit", *FEATHER_SUFFIXES, ".c
 """The file suffixes of light-curve tables (the compressed ones first: a curve's id is the name without them)."""
 
 
+def folder_curves(folder, patterns=None) -> list[Path]:
+    """The light-curve files a folder given as input stands for, sorted: its files (not its subfolders', nor
+    hidden ones, nor Panopticon's ``Complete_Parameters.ftr``) whose names match one of the glob ``patterns``
+    (default: every suffix of :data:`CURVE_SUFFIXES`; letter case ignored). Empty if none does."""
+    import fnmatch
+
+    from astrotool_plato.panopticon import PARAMS_FILE
+
+    patterns = [x.lower() for x in (patterns or ["*" + s for s in CURVE_SUFFIXES])]
+    return sorted(f for f in Path(folder).iterdir()
+                  if f.is_file() and not f.name.startswith(".") and f.name != PARAMS_FILE.name
+                  and any(fnmatch.fnmatch(f.name.lower(), x) for x in patterns))
+
+
 def curve_id(path) -> str:
     """The id of a one-curve table's curve: its file name without the table's suffix (``star.csv.gz`` -> ``star``,
     ``kic123.q1.csv`` -> ``kic123.q1``: two quarters of one star are two curves)."""

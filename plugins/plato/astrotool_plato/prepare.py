@@ -193,7 +193,8 @@ FOLDER_PATTERNS = ("*_lightcurves.parquet", "*.ftr")
 def input_files(sources, raw_dir: Path) -> list[Path]:
     """The light-curve files ``prepare`` reads: ``sources`` (files, names in ``raw_dir`` or folders: their
     :data:`FOLDER_PATTERNS` files), or every ``*_lightcurves.parquet`` of ``raw_dir``."""
-    from astrotool_plato.panopticon import PARAMS_FILE, quarters_hint
+    from astrotool_plato.lightcurves import folder_curves
+    from astrotool_plato.panopticon import quarters_hint
 
     if not sources:
         files = sorted(raw_dir.glob("*_lightcurves.parquet"))
@@ -206,8 +207,7 @@ def input_files(sources, raw_dir: Path) -> list[Path]:
         if not p.exists() and (raw_dir / s).exists():
             p = raw_dir / s
         if p.is_dir():
-            found = sorted(f for pattern in FOLDER_PATTERNS for f in p.glob(pattern)
-                           if f.name != PARAMS_FILE.name)   # Panopticon's parameter table is no light curve
+            found = folder_curves(p, FOLDER_PATTERNS)
             if not found:
                 raise InputError(p, f"a folder with no light-curve files (looked for {', '.join(FOLDER_PATTERNS)})"
                                     + quarters_hint(p))
