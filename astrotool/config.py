@@ -349,11 +349,7 @@ class Config:
         then ``--set``, then the environment, then a file), its first such key's."""
         hits = [s for k, s in self.sources.items() if k.startswith(dotted + ".")]
         if hits:  # a table (a section's own entry names only the file that declared it)
-            def rank(source: str) -> int:
-                return (4 if source.startswith(OPTION_SOURCE) else 3 if source == "--set" else
-                        2 if source.startswith("$") or source == "environment" else
-                        0 if packaged_source(source) else 1)
-            return max(hits, key=rank)   # the first of the highest
+            return max(hits, key=source_rank)   # the first of the highest
         parts = dotted.split(".")
         for key in [dotted, *(".".join(parts[:n]) for n in range(len(parts) - 1, 1, -1))]:
             if key in self.sources:
@@ -533,6 +529,14 @@ def renamed_key_of_option(command: list[str], option: str, registry=None) -> tup
             key, _, note = new.partition(" ")
             return ".".join([*command, key]), note
     return None
+
+
+def source_rank(source: str) -> int:
+    """How late the layer named ``source`` (a value of :attr:`Config.sources`) comes: a command's option 4,
+    ``--set`` 3, the environment 2, a user's file 1, the packaged defaults (or no source) 0."""
+    return (4 if source.startswith(OPTION_SOURCE) else 3 if source == "--set" else
+            2 if source.startswith("$") or source == "environment" else
+            0 if packaged_source(source) else 1)
 
 
 def packaged_source(source: str) -> bool:

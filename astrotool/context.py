@@ -278,6 +278,30 @@ class Context:
         """The run's base seed (``core.seed``)."""
         return int(self.core.seed)
 
+    def stage_seed(self, seed: int | None, key: str) -> int:
+        """The seed a stage draws with: its own ``seed`` (the config key ``key``, e.g. ``lens.train.seed``)
+        when set, else ``core.seed`` (``--seed``).
+
+        When both are set and differ, the later layer wins, as for any one key: ``--seed 7`` on the command
+        line over a file's ``[lens.train] seed = 3``, ``--set lens.train.seed=3`` over a file's ``core.seed``;
+        set by one layer, the stage's own. The log names the seed that is not used and where it was set.
+        """
+        from astrotool.config import source_rank
+
+        if seed is None:
+            return self.seed
+        sources = self.config.sources
+        core_source, own_source = sources.get("core.seed", ""), sources.get(key, "")
+        if int(seed) == self.seed or not source_rank(core_source):   # core.seed left at its default
+            return int(seed)
+        if source_rank(core_source) > source_rank(own_source):
+            self.log.info("seed %d (core.seed, %s) is used, not %s = %d (%s), which an earlier layer set",
+                          self.seed, core_source, key, seed, own_source or "defaults")
+            return self.seed
+        self.log.info("seed %d (%s, %s) is used, not core.seed = %d (%s)", seed, key, own_source or "defaults",
+                      self.seed, core_source)
+        return int(seed)
+
     @property
     def overwrite(self):
         """``--overwrite``: False, or a true :class:`astrotool.made_with.Overwrite` whose ``since`` lets a run
@@ -619,6 +643,20 @@ def set_current(ctx: Context | None) -> None:
     """Install ``ctx`` as the running command's context (``None`` clears it)."""
     global _CURRENT
     _CURRENT = ctx
+
+
+def old_option(name: str, instead: str, default: Any = None):
+    """A command's option of an earlier release, still read but hidden from ``--help``: given, it logs
+    ``<name>: <instead>`` as a warning (``old_option("--output", "renamed --name")``), as a renamed config key
+    does. An option no longer read stops instead, naming its new name (``renamed_keys``)."""
+    import typer
+
+    def tell(value):
+        if value != default:
+            logging.getLogger("astro").warning("%s: %s", name, instead)
+        return value
+
+    return typer.Option(default, name, hidden=True, callback=tell, help=f"old option: {instead}")
 
 
 def astro_command(*words) -> str:

@@ -16,8 +16,8 @@ existing model, seeds, reports progress, fills the run record, exposes the
 * :func:`dataset_record` and :func:`trained_dataset` -- ``model.json``'s
   ``training.dataset_path`` (relative to the model folder inside a workspace),
   and the set it names, found in this workspace (a copy's own).
-* :func:`run_seed`, :func:`epoch_progress`, :func:`record` -- the run's seed,
-  a progress bar advanced per epoch, and the run record's inputs/outputs.
+* :func:`epoch_progress`, :func:`record` -- a progress bar advanced per epoch,
+  and the run record's inputs/outputs (the seed: :meth:`astrotool.context.Context.stage_seed`).
 * :data:`Device`, :data:`Precision`, :data:`Devices`, :data:`NumNodes` and
   :func:`runtime` -- the command-line options of the ``[ml]`` section
   (``--device`` sets ``ml.accelerator``), declared once.
@@ -46,7 +46,7 @@ records)::
             ctx.mark_copy()                               # rank 0 alone writes the run record
         ds = mc.open_dataset(ctx, "myplugin", "data", cfg.dataset, MyDataset)  # an ArrayDataset
         mdir = mc.model_dir(ctx, "myplugin", cfg.model or f"{ds.name}_net")
-        seed = mc.run_seed(ctx, cfg.seed)
+        seed = ctx.stage_seed(cfg.seed, "myplugin.train.seed")   # its own seed, else --seed
         settings = mc.resume_settings(cfg, seed, ds)      # every key but RESUMABLE, the seed, the set's identity
         mc.prepare_training(mdir, overwrite=ctx.overwrite, resume=cfg.resume, clear=rt.is_global_zero,
                             settings=settings, share=rt.broadcast)   # every rank decides, rank 0 clears
@@ -77,8 +77,9 @@ from astrotool.errors import AstroError, InputError
 __docformat__ = "numpy"
 
 __all__ = ["Device", "Devices", "NumNodes", "Precision", "RUNTIME_KEYS", "check_trained_on", "checkpoint_files",
-           "dataset_identity", "dataset_record", "trained_dataset", "epoch_progress", "epochs_done", "export_checked", "model_dir", "open_dataset", "prepare_training", "record",
-           "report_throughput", "resume_settings", "run_seed", "runtime", "runtime_flags"]
+           "dataset_identity", "dataset_record", "trained_dataset", "epoch_progress", "epochs_done", "export_checked",
+           "model_dir", "open_dataset", "prepare_training", "record", "report_throughput", "resume_settings",
+           "runtime", "runtime_flags"]
 
 T = TypeVar("T")
 
@@ -553,11 +554,6 @@ def warn_schedule_change(directory: str | Path, epochs: int, log) -> None:
 
 
 # ---------------------------------------------------------------- seed, progress, record
-
-
-def run_seed(ctx, seed: int | None = None) -> int:
-    """The seed a command uses: its section's ``seed`` when set, else the run's ``core.seed`` (``--seed``)."""
-    return int(ctx.seed if seed is None else seed)
 
 
 def resumed_dir(ctx, directory: str | Path, runtime, resume: bool = True) -> Path | None:

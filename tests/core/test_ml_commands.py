@@ -323,11 +323,27 @@ def test_open_dataset_by_name_or_path_and_recorded(ctx, tmp_path):
     assert len(opened) == 2 and len(ctx.record.inputs) == 2
 
 
-def test_run_seed_and_record(ctx, tmp_path):
-    assert mc.run_seed(ctx) == 0  # core.seed default
-    assert mc.run_seed(ctx, 17) == 17
-    assert mc.run_seed(Context.create(tmp_path / "w2", seed=5)) == 5
-    assert mc.run_seed(Context.create(tmp_path / "w2", seed=5), 0) == 0  # an explicit 0 is kept
+def test_stage_seed_later_layer_wins(tmp_path, capfd):
+    """A stage's own seed replaces core.seed, unless core.seed comes from a later layer (--seed over a file)."""
+    cfg = tmp_path / "site.toml"
+    cfg.write_text("[lens.train]\nseed = 3\n")
+    key = "lens.train.seed"
+
+    def used(**options):
+        ctx = Context.create(tmp_path / "w", **options)
+        capfd.readouterr()
+        return ctx.stage_seed(ctx.section("lens").train.seed, key), capfd.readouterr().err
+
+    assert used() == (0, "")   # nothing set: core.seed's default
+    assert used(cfg=[str(cfg)]) == (3, "")   # core.seed left at its default
+    seed, told = used(cfg=[str(cfg)], seed=7)   # --seed 7: a later layer than the file
+    assert seed == 7 and "seed 7 (core.seed, command-line option --seed) is used, not lens.train.seed = 3" in told
+    seed, told = used(cfg=[str(cfg)], set=["core.seed=7", "lens.train.seed=0"])
+    assert seed == 0 and "seed 0 (lens.train.seed, --set) is used, not core.seed = 7 (--set)" in told   # 0 kept
+    assert used(set=["lens.train.seed=5"], seed=5) == (5, "")   # the same seed: nothing to tell
+
+
+def test_record(ctx, tmp_path):
     mc.record(ctx, inputs=[tmp_path / "a"], outputs=[tmp_path / "b", tmp_path / "c"])
     assert ctx.record.inputs == [str(tmp_path / "a")]
     assert ctx.record.outputs == [str(tmp_path / "b"), str(tmp_path / "c")]

@@ -283,7 +283,7 @@ def train(
                         "--seed out, or put it in --seeds", ctx.options.seed, ",".join(map(str, cfg.seeds)))
     ds = mc.open_dataset(ctx, NAME, PREPARED, cfg.dataset, StampDataset, no_dataset())
     base = cfg.model or f"{ds.name}_{cfg.arch}"
-    runs = [(s, f"{base}_seed{s}") for s in cfg.seeds] if cfg.seeds else [(mc.run_seed(ctx, None), base)]
+    runs = [(s, f"{base}_seed{s}") for s in cfg.seeds] if cfg.seeds else [(ctx.seed, base)]
     summaries = []
     with ds:
         for seed, name in runs:

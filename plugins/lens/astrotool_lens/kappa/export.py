@@ -130,7 +130,7 @@ def export_command(ctx, cfg, output: str | None = None) -> dict:
     name = x.model or default_model(cfg)
     mdir = mc.model_dir(ctx, "lens", name, stage="kappa/models", trained=True)
     model, meta = load_unet(mdir)
-    eps, origin = parity_epsilon(meta, x.parity_samples, mc.run_seed(ctx), log=ctx.log, model=mdir,
+    eps, origin = parity_epsilon(meta, x.parity_samples, ctx.seed, log=ctx.log, model=mdir,
                                  stage=ctx.workspace.stage("lens", "kappa/data", create=False))
     stack = model_inputs(eps, meta, source=origin)
     out = Path(output).expanduser() if output else mdir / "model.onnx"

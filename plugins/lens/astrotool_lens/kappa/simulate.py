@@ -531,7 +531,7 @@ def simulate_command(ctx, cfg) -> dict:
 
     t0 = time.perf_counter()
     sc = cfg.simulate
-    seed = mc.run_seed(ctx, sc.seed)
+    seed = ctx.stage_seed(sc.seed, "lens.kappa.simulate.seed")
     out = ctx.workspace.stage("lens", "kappa/sims") / sc.name
     settings = _settings(sc, seed)
     if ctx.overwrite and ctx.executor_options.shard:

@@ -1020,7 +1020,7 @@ def data_command(ctx, cfg, sources: Sequence[str]) -> dict:
     if not sources:
         raise AstroError("astro lens kappa data: give at least one source")
     mode, roots = _source_roots(ctx, sources)
-    seed = int(ctx.seed if d.seed is None else d.seed)
+    seed = ctx.stage_seed(d.seed, "lens.kappa.data.seed")
     name = d.name or source_stem(sources[0])
     out = ctx.workspace.stage("lens", "kappa/data") / name
 
