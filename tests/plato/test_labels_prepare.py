@@ -919,13 +919,15 @@ def test_labels_removes_the_masks_of_light_curves_no_longer_there(tmp_path, caps
 
 
 def test_plot_s_old_no_model_option_still_works_hidden(tmp_path, capsys):
-    """`--no-model` was renamed `--no-model-overlay`; scripts using it failed with "No such option"."""
+    """`--no-model` was renamed `--no-model-overlay`; scripts using it failed with "No such option". It is
+    read, with a warning naming the new name (as every old option: `astrotool.context.old_option`)."""
     ws = tmp_path / "w"
     assert main(["-w", str(ws), "-q", "plato", "simulate", "-n", "1", "--days", "1"]) == 0
     capsys.readouterr()
     assert main(["-w", str(ws), "plato", "plot", "all", "--no-model"]) == 0
     err = capsys.readouterr().err
     assert "no model to overlay" not in err and list((ws / "plato/reports/plots").glob("*.png"))
+    assert "--no-model: renamed --no-model-overlay" in err
     assert main(["-w", str(ws), "plato", "plot", "all", "--overwrite"]) == 0   # the default: overlay one if any
     assert "no model to overlay" in capsys.readouterr().err
     assert main(["plato", "plot", "--help"]) == 0

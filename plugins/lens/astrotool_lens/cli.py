@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from astrotool.context import astro_command, current
+from astrotool.context import astro_command, current, old_option
 from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
@@ -128,7 +128,7 @@ def generate(
     })
     g = cfg.generate
     out = ctx.workspace.stage("lens", "shear") / g.dataset_name
-    seed = g.seed if g.seed is not None else ctx.seed
+    seed = ctx.stage_seed(g.seed, "lens.generate.seed")
     res = generate_dataset(g, out, seed, overwrite=ctx.overwrite,   # each shard in run.json as it is drawn
                            mapper=functools.partial(ctx.map, outputs=lambda r: [] if r["skipped"] else [r["path"]]))
     for p in res["written"]:  # the truth table and manifest too (the shards are listed already: kept once)
@@ -315,7 +315,7 @@ def train(
     progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, rt, t.resume))
                 if rt.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
-        res = train_model(ds, t, mdir, mc.run_seed(ctx, t.seed), overwrite=ctx.overwrite, log=ctx.log,
+        res = train_model(ds, t, mdir, ctx.stage_seed(t.seed, "lens.train.seed"), overwrite=ctx.overwrite, log=ctx.log,
                           on_epoch=on_epoch, runtime=rt)
     if not rt.is_global_zero:
         return
@@ -581,7 +581,7 @@ def predict(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     psf: str = typer.Option(None, "--psf", help="one PSF FITS stamp for every galaxy (PSF-channel models)"),
     name: str = typer.Option(None, "--name", help="output stem in lens/predictions (default: the input's)"),
-    old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
+    old_output: str = old_option("--output", "renamed --name"),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="8-fold flip/rotation averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="apply the model's calibration"),
     response: str = typer.Option(None, "--response",
@@ -707,8 +707,7 @@ def export(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
     opset: int = typer.Option(None, "--opset", help="ONNX opset version"),
-    _onnx: bool = typer.Option(False, "--onnx", hidden=True, help="accepted from older scripts: ONNX is the only "
-                                                                   "format"),
+    _onnx: bool = old_option("--onnx", "not needed: ONNX is the only format", False),
     symmetrize: bool = typer.Option(None, "--symmetrize/--no-symmetrize", help="include 8-fold averaging"),
     calibrated: bool = typer.Option(None, "--calibrated/--raw", help="include the model's calibration"),
 ):

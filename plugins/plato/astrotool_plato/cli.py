@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from astrotool.context import astro_command
+from astrotool.context import astro_command, old_option
 from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
@@ -259,7 +259,7 @@ def prepare(
                             "%s%s", cfg.length, t.bin, t.depth, t.kernel_size, t.dilation, g, shortest, others,
                             " or ".join(map(str, use)), zero)
     ws = ctx.workspace
-    res = run(cfg, cfg.seed if cfg.seed is not None else ctx.seed, sources or [], ws.stage(NAME, RAW),
+    res = run(cfg, ctx.stage_seed(cfg.seed, "plato.prepare.seed"), sources or [], ws.stage(NAME, RAW),
               ws.stage(NAME, LABELS), ws.stage(NAME, PREPARED), overwrite=ctx.overwrite, log=ctx.log,
               reader={"time_column": d.time_column, "flux_column": d.flux_column, "time_unit": d.time_unit})
     if res["kept"]:
@@ -475,7 +475,7 @@ def plot(
                                               "events in the latest detect run)"),
     model: Optional[str] = typer.Option(None, "--model", help="model whose probabilities are overlaid"),
     use_model: bool = typer.Option(True, "--model-overlay/--no-model-overlay", help="overlay a model's probabilities"),
-    no_model: bool = typer.Option(False, "--no-model", hidden=True),   # the old name of --no-model-overlay
+    no_model: bool = old_option("--no-model", "renamed --no-model-overlay", False),
     time_column: TimeColumn = None,
     flux_column: FluxColumn = None,
     time_unit: TimeUnit = None,

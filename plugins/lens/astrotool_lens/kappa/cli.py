@@ -13,7 +13,7 @@ from typing import List
 
 import typer
 
-from astrotool.context import current
+from astrotool.context import current, old_option
 from astrotool.ml import commands as mc
 
 __docformat__ = "numpy"
@@ -87,7 +87,7 @@ def baseline(
                                                       "only"),
     split: str = typer.Option(None, "--split", help="train | val | test | all"),
     name: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
-    old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
+    old_output: str = old_option("--output", "renamed --name"),
     train_dataset: str = typer.Option(None, "--train-dataset",
                                       help="data set whose training split gives the Wiener spectrum and the mean "
                                            "map (default: --dataset)"),
@@ -168,7 +168,7 @@ def predict(
                                            "or a Datathon *.tar.gz"),
     model: str = typer.Option(None, "--model", help="model name or folder"),
     name: str = typer.Option(None, "--name", help="run name (lens/kappa/predictions/<name>)"),
-    old_output: str = typer.Option(None, "--output", hidden=True, help="old spelling of --name"),
+    old_output: str = old_option("--output", "renamed --name"),
     split: str = typer.Option(None, "--split", help="for a data set: train | val | test | all (refused for a "
                                                     "folder or tarball, which has no splits)"),
     batch_size: int = typer.Option(None, "--batch-size", help="maps per forward pass"),
@@ -202,7 +202,7 @@ def score(
     batch_size: int = typer.Option(None, "--batch-size", help="maps read at a time"),
     plots: bool = typer.Option(None, "--plots/--no-plots", help="write the PNG plots"),
     name: str = typer.Option(None, "--name", help="report name (lens/kappa/reports/<name>_score.json)"),
-    old_report: str = typer.Option(None, "--report", hidden=True, help="old spelling of --name"),
+    old_report: str = old_option("--report", "renamed --name"),
 ):
     """Score predicted kappa maps: WMAPE, DICEE, DPEAKS (the Datathon's), and MSE, Pearson r, SSIM, spectra, peaks.
 
@@ -232,8 +232,7 @@ def export(
     model: str = typer.Option(None, "--model", help="model name or folder"),
     output: str = typer.Option(None, "--output", help="ONNX path (default <model>/model.onnx)"),
     opset: int = typer.Option(None, "--opset", help="ONNX opset version"),
-    _onnx: bool = typer.Option(False, "--onnx", hidden=True, help="accepted from older scripts: ONNX is the only "
-                                                                   "format"),
+    _onnx: bool = old_option("--onnx", "not needed: ONNX is the only format", False),
 ):
     """Export a trained U-Net to ONNX and check onnxruntime against torch (max |diff| <= parity_tol)."""
     from astrotool_lens.kappa.export import export_command
