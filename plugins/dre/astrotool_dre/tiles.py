@@ -1,7 +1,8 @@
 """A tile's image and header: reading it, its gain and zero point, its products' names.
 
 A tile is a FITS file holding one 2-D image (in any HDU, tile-compressed or not; of several, the one
-with ``EXTNAME = 'SCI'``), named
+with ``EXTNAME = 'SCI'``; an extension's header with ``INHERIT = T`` also has the primary header's keywords it
+lacks), named
 ``*.fits``, ``*.fits.gz``, ``*.fits.fz`` or ``*.fit`` (:data:`TILE_SUFFIXES`); its
 products are named by its stem, the name without that suffix. Its header gives the
 gain (``GAIN``, e- per ADU; times ``EXPTIME`` for images in ADU/s) and the
@@ -35,6 +36,7 @@ __all__ = [
     "output_paths",
     "read_image",
     "image_header",
+    "inherited_header",
     "resolve_gain",
     "resolve_zero_point",
     "celestial_wcs",
@@ -120,15 +122,34 @@ def output_paths(outdir: str | os.PathLike, stem: str) -> dict[str, Path]:
     return {k: outdir / f"{stem}_{k}.fits" for k in ("cat", "nb", "rms", "seg")}
 
 
-def _open_image(hdul, path: Path) -> int:
+_WEIGHT_EXTNAMES = {"MAP_WEIGHT": ("WGT", "WEIGHT", "WHT", "IVAR", "INVVAR"), "MAP_VAR": ("VAR", "VARIANCE"),
+                    "MAP_RMS": ("RMS", "ERR", "SIGMA", "NOISE")}
+"""The ``EXTNAME`` of a weight map's image, of each ``dre.detect.weight_type``, in a file of several images."""
+
+
+def _open_image(hdul, path: Path, weight_type: str | None = None) -> int:
     """HDU index of the single 2-D image of an open FITS file, or of the one named ``SCI`` among several
-    (headers only); InputError otherwise."""
+    (headers only); InputError otherwise. With ``weight_type`` (the file is a weight map of that
+    ``dre.detect.weight_type``), the one among several named as :data:`_WEIGHT_EXTNAMES` says (``WGT``,
+    ``WEIGHT``, ``WHT``... for ``MAP_WEIGHT``), never the ``SCI`` image beside it."""
     from astrotool.errors import InputError
 
     found = [i for i, hdu in enumerate(hdul) if hdu.is_image and hdu.header.get("NAXIS", 0) == 2]
     if not found:
         raise InputError(path, f"no 2-D image: {', '.join(_hdu_contents(hdul))}: give a 2-D image")
-    sci = [i for i in found if str(hdul[i].header.get("EXTNAME", "")).strip().upper() == "SCI"]
+    names = {i: str(hdul[i].header.get("EXTNAME", "")).strip().upper() for i in found}
+    if weight_type is not None and len(found) > 1:   # a weight map among a SCI, MSK, WGT file's images
+        kind = str(weight_type).upper()
+        wanted = _WEIGHT_EXTNAMES.get(kind, ())
+        hits = [i for i in found if names[i] in wanted]
+        if len(hits) == 1:
+            return hits[0]
+        listed = ", ".join(f"HDU {i} {names[i] or '(no EXTNAME)'}" for i in found)
+        which = (f"none named {' or '.join(wanted)}" if not hits else f"{len(hits)} named so") if wanted \
+            else f"none is chosen for weight_type {kind}"
+        raise InputError(path, f"weight map ({kind}) with {len(found)} images ({listed}); {which}: name the "
+                               "weight map's own image so, or give it as a file of its own")
+    sci = [i for i in found if names[i] == "SCI"]
     if len(found) > 1 and len(sci) == 1:   # a science image beside its weight, context... maps
         return sci[0]
     if len(sci) > 1:   # HST's SCI,1 and SCI,2: one image per chip
@@ -186,8 +207,9 @@ def _opened(path: Path, **kwargs):
             raise InputError(path, _fits_problem(exc, caught)) from None
 
 
-def check_tile(path: str | os.PathLike) -> int:
-    """Check from its headers alone that ``path`` is a FITS file with one 2-D image (cheap: no pixels read).
+def check_tile(path: str | os.PathLike, weight_type: str | None = None) -> int:
+    """Check from its headers alone that ``path`` is a FITS file with one 2-D image (cheap: no pixels read);
+    with ``weight_type``, a weight map of that type (:func:`_open_image`).
 
     Returns
     -------
@@ -200,18 +222,18 @@ def check_tile(path: str | os.PathLike) -> int:
         Missing, unreadable, no or several 2-D images.
     """
     with _opened(path, lazy_load_hdus=False) as hdul:
-        return _open_image(hdul, Path(path))
+        return _open_image(hdul, Path(path), weight_type)
 
 
-def image_shape(path: str | os.PathLike) -> tuple[int, int]:
+def image_shape(path: str | os.PathLike, weight_type: str | None = None) -> tuple[int, int]:
     """The shape (ny, nx) [px] of the single 2-D image of a FITS file, from its header (:func:`check_tile`'s
-    checks and errors)."""
+    checks and errors; ``weight_type``: of a weight map)."""
     with _opened(path, lazy_load_hdus=False) as hdul:
-        h = hdul[_open_image(hdul, Path(path))].header
+        h = hdul[_open_image(hdul, Path(path), weight_type)].header
         return int(h["NAXIS2"]), int(h["NAXIS1"])
 
 
-def read_image(path: str | os.PathLike, *, check_content: bool = True):
+def read_image(path: str | os.PathLike, *, check_content: bool = True, weight_type: str | None = None):
     """Read the single 2-D image of a FITS file, with checks.
 
     Parameters
@@ -220,12 +242,17 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
         FITS file (plain, gzip-compressed or tile-compressed).
     check_content : bool
         Reject images that are all NaN or constant.
+    weight_type : str, optional
+        The file is a weight map of this ``dre.detect.weight_type``: of several images, its own is read
+        (:func:`_open_image`), not the ``SCI`` one.
 
     Returns
     -------
     data : numpy.ndarray
         float64 image.
     header : astropy.io.fits.Header
+        Its HDU's header; with ``INHERIT = T`` in an extension's header, the primary header's keywords it
+        lacks added (the FITS convention: :func:`inherited_header`).
     ext : int
         HDU index that holds it.
 
@@ -238,9 +265,9 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
 
     path = Path(path)
     with _opened(path) as hdul:
-        ext = _open_image(hdul, path)
+        ext = _open_image(hdul, path, weight_type)
         data = np.asarray(hdul[ext].data, dtype=np.float64)
-        header = hdul[ext].header.copy()
+        header = inherited_header(hdul[0].header, hdul[ext].header) if ext else hdul[ext].header.copy()
     if check_content:
         finite = np.isfinite(data)
         if not finite.any():
@@ -249,6 +276,27 @@ def read_image(path: str | os.PathLike, *, check_content: bool = True):
         if vals.min() == vals.max():
             raise InputError(path, f"blank image: every finite pixel equals {vals.min():g}; no sources")
     return data, header, ext
+
+
+_NOT_INHERITED = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "BZERO", "BSCALE", "BLANK", "XTENSION", "PCOUNT",
+                  "GCOUNT", "EXTNAME", "EXTVER", "EXTLEVEL", "INHERIT", "CHECKSUM", "DATASUM", "HISTORY",
+                  "COMMENT", ""}
+
+
+def inherited_header(primary, header):
+    """An extension's ``header`` as the FITS ``INHERIT`` convention reads it: with ``INHERIT = T``, a copy with
+    the keywords of the ``primary`` header it lacks appended (``GAIN``, ``EXPTIME``, ``MAGZP``, ``SATURATE``
+    of HST and DES files; structural keys, ``NAXISn``, ``COMMENT`` and ``HISTORY`` left out); else a copy.
+    The extension's own keywords win."""
+    out = header.copy()
+    if out.get("INHERIT") is not True:
+        return out
+    for card in primary.cards:
+        key = card.keyword
+        if key in _NOT_INHERITED or key.startswith("NAXIS") or key in out:
+            continue
+        out.append(card)
+    return out
 
 
 def image_header(header):
@@ -448,9 +496,11 @@ def weight_path(tile: str | os.PathLike, pattern: str) -> Path:
     return tile.parent / pattern.replace("{stem}", tile_stem(tile))
 
 
-def check_weight(tile: str | os.PathLike, pattern: str, shape: tuple[int, int]) -> Path:
+def check_weight(tile: str | os.PathLike, pattern: str, shape: tuple[int, int],
+                 weight_type: str = "MAP_WEIGHT") -> Path:
     """The weight map of ``tile`` (:func:`weight_path`), checked from its header: it exists, is a FITS file
-    with one 2-D image, of the tile's ``shape`` (ny, nx).
+    with one 2-D image (of several, the one ``weight_type`` names: :func:`_open_image`), of the tile's
+    ``shape`` (ny, nx).
 
     Raises
     ------
@@ -465,7 +515,7 @@ def check_weight(tile: str | os.PathLike, pattern: str, shape: tuple[int, int]) 
     if not path.is_file():
         raise InputError(path, f"weight map not found (dre.detect.weight_image = {pattern!r} for the tile "
                                f"{printable(str(tile))})")
-    wshape = image_shape(path)
+    wshape = image_shape(path, weight_type)
     if wshape != tuple(shape):
         raise InputError(path, f"weight map of shape {wshape} differs from the tile {printable(str(tile))}'s "
                                f"{tuple(shape)}")
@@ -508,7 +558,7 @@ def weight_nodata(path: str | os.PathLike, weight_type: str) -> np.ndarray | Non
     kind = str(weight_type).upper()
     if kind not in _WEIGHT_WORDS:
         return None
-    w, _, _ = read_image(path, check_content=False)
+    w, _, _ = read_image(path, check_content=False, weight_type=kind)
     with np.errstate(divide="ignore", invalid="ignore"):
         ivar = {"MAP_WEIGHT": w, "MAP_VAR": 1.0 / w, "MAP_RMS": np.sign(w) / (w * w)}[kind]   # a negative RMS: no data
     ok = np.isfinite(ivar) & (ivar > 0)
