@@ -206,7 +206,7 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     weight = None
     nodata = ~np.isfinite(data)
     if cfg.weight_image:
-        weight = check_weight(tile, cfg.weight_image, data.shape)
+        weight = check_weight(tile, cfg.weight_image, data.shape, cfg.weight_type)
         by_weight = weight_nodata(weight, cfg.weight_type)
         if by_weight is not None:
             nodata |= by_weight
@@ -218,8 +218,8 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
         # the catalogue is entered first so that it is renamed last: it marks the stage done
         tmp = {k: stack.enter_context(atomic_path(paths[k])) for k in ("cat", "nb", "rms", "seg")}
         if binary:
-            n, seeing = run_sextractor(binary, tile, data, header, ext, tmp, cfg, weight=weight, record=record,
-                                       **settings)
+            n, seeing = run_sextractor(binary, tile, data, header, ext, tmp, cfg, weight=weight, nodata=nodata,
+                                       record=record, **settings)
         else:
             n, seeing = run_photutils(tile, data, header, ext, tmp, cfg, record=record, **settings), None
         from astropy.io import fits

@@ -6,7 +6,9 @@ list. It runs in that folder and every file it reads or writes is named there
 by a plain relative name (the tile, weight and flag images and the
 network file are linked in; a compressed tile or weight map, ``.fits.gz`` or ``.fits.fz``, or one whose
 image is not in the primary HDU, is written there uncompressed and alone, as SExtractor reads neither
-compression and would read every image of the file): SExtractor splits names at commas and its
+compression and would read every image of the file; a weight map of type ``MAP_WEIGHT``, ``MAP_VAR`` or ``MAP_RMS`` is
+written there with its pixels of no data, :func:`astrotool_dre.tiles.weight_nodata`, at weight 0 or an infinite
+RMS or variance): SExtractor splits names at commas and its
 configuration files at spaces, so the real paths may hold both, and any
 character. DRE's outputs are forced:
 ``-CATALOG_TYPE FITS_LDAC`` and ``-CHECKIMAGE_TYPE
@@ -115,7 +117,7 @@ def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: n
         "MASK_TYPE": "CORRECT",
         "PHOT_APERTURES": cfg.phot_aperture,
         "PHOT_AUTOPARAMS": "2.5,3.5",
-        "SATUR_LEVEL": min(float(satur_level), 1e20),
+        "SATUR_LEVEL": repr(_below(min(float(satur_level), 1e20))),   # SExtractor flags above it: at or above
         "SATUR_KEY": "DRE_NOKEY",
         "MAG_ZEROPOINT": zp,
         "GAIN": gain,
@@ -137,6 +139,17 @@ def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: n
     }
     (folder / "dre.sex").write_text("".join(f"{k:<18}{v}\n" for k, v in lines.items()))
     return "dre.sex"
+
+
+def _below(level: float) -> float:
+    """The largest float32 value below ``level``: a float32 pixel is above it when at or above ``level``, as the
+    photutils engine flags saturation (SExtractor flags a pixel strictly above ``SATUR_LEVEL``)."""
+    near = np.float32(level)
+    return float(near if near < level else np.nextafter(near, np.float32(-np.inf)))
+
+
+_NODATA_VALUE = {"MAP_WEIGHT": 0.0, "MAP_VAR": np.inf, "MAP_RMS": np.inf}
+"""The value SExtractor reads as no data in a weight map of each type (beyond its ``WEIGHT_THRESH``)."""
 
 
 def _put_image(src: Path, dest: Path, data=None, header=None, ext: int | None = None) -> None:
@@ -175,7 +188,7 @@ def _run(args, cwd, timeout, what):
 
 def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *,
                    gain: float, zp: float, satur_level: float, kernel: np.ndarray, record: dict,
-                   weight: Path | None = None):
+                   weight: Path | None = None, nodata: np.ndarray | None = None):
     """Detect with SExtractor; write the four products to the paths in ``tmp``.
 
     Parameters
@@ -196,13 +209,20 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         The :func:`astrotool.provenance.provenance` record written into the products' headers.
     weight : pathlib.Path, optional
         The tile's weight map (checked: :func:`astrotool_dre.tiles.check_weight`), of ``cfg.weight_type``.
+    nodata : numpy.ndarray, optional
+        bool, the pixels of no data (NaN in the tile, of no weight in ``weight``:
+        :func:`astrotool_dre.tiles.weight_nodata`); SExtractor gets them as pixels of no weight, so that they
+        count in neither its background nor its noise map. Default: the tile's non-finite pixels.
 
     Returns
     -------
     (int, float)
         Number of sources and the seeing FWHM used [px].
     """
+    import warnings
+
     from astropy.io import fits
+    from astropy.io.fits.verify import VerifyWarning
     from astropy.table import Table
 
     nnw = find_nnw(binary)
@@ -216,15 +236,24 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         if nnw is not None:
             os.symlink(os.path.abspath(nnw), td / "default.nnw")
         bad = ~np.isfinite(data)
-        if bad.any() and weight_image is None:
-            # NaN pixels: zero them and give them zero weight
-            clean = np.where(bad, 0.0, data).astype(np.float32)
-            fits.PrimaryHDU(clean, header=image_header(header)).writeto(image)
-            weight_image = td / "weight.fits"
-            fits.PrimaryHDU((~bad).astype(np.float32)).writeto(weight_image)
-            weight_type = "MAP_WEIGHT"
+        nodata = bad if nodata is None else nodata | bad
+        kind = str(weight_type).upper()
+        if bad.any():   # NaN pixels: zeroed, and of no weight (below)
+            fits.PrimaryHDU(np.where(bad, 0.0, data).astype(np.float32), header=image_header(header)).writeto(image)
         else:
             _put_image(tile, image, data, header, ext)
+        if weight_image is not None and kind in _NODATA_VALUE:
+            # the user's map with its pixels of no data (DRE's rule, tiles.weight_nodata) as SExtractor's no data:
+            # a weight of 1e-12 or an RMS of 1e10 would otherwise enter the background of its noise map
+            from astrotool_dre.tiles import read_image
+
+            w, _, _ = read_image(weight_image, check_content=False, weight_type=kind)
+            weight_image = td / "weight.fits"
+            fits.PrimaryHDU(np.where(nodata, _NODATA_VALUE[kind], w).astype(np.float32)).writeto(weight_image)
+        elif weight_image is None and nodata.any():   # no weight map: weight 0 at the pixels of no data
+            weight_image = td / "weight.fits"
+            fits.PrimaryHDU((~nodata).astype(np.float32)).writeto(weight_image)
+            weight_type = "MAP_WEIGHT"
         wargs = []
         if weight_image is not None:
             wimg = Path(weight_image)
@@ -287,8 +316,14 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             add_size_stellarity(names["cat"])
         set_flux_tunits(names["cat"], data_unit(header))
         for k in ("nb", "rms", "seg"):
-            with fits.open(names[k], mode="update") as h:   # no-data pixels are made NaN by detect_tile
-                stamp_fits(h[0].header, record, hist)
+            with warnings.catch_warnings():
+                # SExtractor copies an integer tile's BLANK into its float check images, where it is invalid
+                # (astropy's VerifyWarning on every read): removed here
+                warnings.filterwarnings("ignore", message="Invalid 'BLANK' keyword", category=VerifyWarning)
+                with fits.open(names[k], mode="update") as h:   # no-data pixels are made NaN by detect_tile
+                    if k != "seg":
+                        h[0].header.remove("BLANK", ignore_missing=True)
+                    stamp_fits(h[0].header, record, hist)
         for k in names:
             os.replace(names[k], tmp[k])
     return n, seeing_fwhm

@@ -119,6 +119,16 @@ def prepare_stamps(cuts, centre: int, recentre_cuts: bool = True):
             np.asarray(mask, bool).reshape(shape))
 
 
+def inverse_variance(rms: np.ndarray) -> np.ndarray:
+    """``1 / rms**2`` [1 / image unit²], float64; 0 where ``rms`` is not finite or not above 0 (no data, as the
+    fit's noise model masks them: :mod:`astrotool_dre.chi2`)."""
+    rms = np.asarray(rms, dtype=np.float64)
+    ok = np.isfinite(rms) & (rms > 0)
+    out = np.zeros(rms.shape)
+    np.divide(1.0, np.square(rms, where=ok, out=np.ones(rms.shape)), where=ok, out=out)
+    return out
+
+
 def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     """Fit every cut of a tile; write the Chi HDF5 and the summary table.
 
@@ -163,7 +173,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
         res, models = fit_groups(first, cube, data, rms, mask, grid, cfg, be, gain, whole=True)
         shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
         light = neighbour_light(cuts, models, shape, psf, paths.cat, cfg)
-        blended = np.einsum("nyx,nyx->n", light ** 2 * mask, 1.0 / np.maximum(rms, 1e-30) ** 2) > 1.0
+        blended = np.einsum("nyx,nyx->n", light ** 2 * mask, inverse_variance(rms)) > 1.0
         light[~blended] = 0.0
         if len(groups) > 1 or blended.any():
             part, _ = fit_groups(groups, cube, data - light, rms, mask, grid, cfg, be, gain,
