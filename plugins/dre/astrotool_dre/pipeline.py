@@ -152,8 +152,11 @@ def stage_record(paths: TilePaths, stage: str, cfg: DreConfig, made: dict | None
         if cfg.detect.weight_image:   # and its weight map (missing: refused before any work, check_weight_maps)
             inputs["weight"] = weight_checksum(paths, cfg.detect.weight_image)
     settings["inputs"] = inputs
-    return made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT,
-                            made_by=f"astrotool-dre {stage} stage")
+    rec = made_with.record(settings, version=STAGE_VERSIONS[stage], ignore=NOT_OUTPUT,
+                           made_by=f"astrotool-dre {stage} stage")
+    if stage == "detect":   # the file it was made from, beside the settings (not in them: a moved tile is the same)
+        rec["tile"] = made_with.record_path(paths.tile, paths.root)
+    return rec
 
 
 def stage_settings(stage: str, cfg: DreConfig) -> dict:
@@ -322,7 +325,28 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             "%s%s: made with other [dre.%s] settings than this configuration's:\n%s\n%s reads it as it was made; "
             "`%s` makes it with these", printable(str(path)), more, stage,
             "\n".join(f"  {c}" for c in changed), reader, astro_command("dre", stage, "--overwrite"))
-    made_with.check_all(checks, overwrite=overwrite)
+    made_with.check_all(checks, overwrite=overwrite, hint=_other_file_hint(checks, overwrite))
+
+
+def _other_file_hint(checks, overwrite) -> str | None:
+    """What a refusal says when a detection's tile changed (``inputs.tile``) and its record names another file
+    than this run's tile (``bands/g/x.fits`` detected, ``bands/r/x.fits.fz`` now): the file it was made from, and
+    that another file of the same name needs another workspace or another name (``--overwrite`` would replace
+    the results of the first); None otherwise (``--overwrite``, the usual advice)."""
+    if overwrite:
+        return None
+    for outputs, rec, _ in checks:
+        old = made_with.read(outputs[0]) if "tile" in rec and outputs[0].exists() else None
+        if old is None or old["settings"].get("inputs.tile") == rec["settings"].get("inputs.tile"):
+            continue
+        before = old.get("tile")
+        if before is not None and before == rec["tile"]:   # the same file, changed since: --overwrite
+            continue
+        made = (f"was made from {printable(before)}, not {printable(rec['tile'])}" if before
+                else f"was made from another file than {printable(rec['tile'])}, or from it before it changed")
+        return (f"{printable(str(outputs[0]))} {made}: a different file of the same name needs another workspace "
+                "(-w) or a renamed file; --overwrite would replace its results and those made from them")
+    return None
 
 
 def check_upstream(tiles: list[Path], root, stages: tuple[str, ...]) -> None:
