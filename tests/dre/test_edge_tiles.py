@@ -585,3 +585,139 @@ def test_a_tile_smaller_than_a_cut_among_larger_ones_fails_alone(tile, tmp_path)
     with pytest.raises(InputError, match=r"tiny\.fits: 100 x 100 px is smaller than a cut"):
         process_tile(item, 0)
     assert not (tmp_path / "ws/dre/sextracted/tiny").exists()
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+@pytest.mark.parametrize("kind, gap", [("MAP_WEIGHT", 1e-12), ("MAP_RMS", 1e10)])
+def test_a_tiny_weight_or_huge_rms_of_no_data_leaves_the_noise_map_alone(tile, tmp_path, kind, gap):
+    """Zero-filled borders and a chip gap marked by a weight of 1e-12 (or an RMS of 1e10): no data by DRE's rule
+    (tiles.weight_nodata), so SExtractor's noise map (its backgrounded weight map) is the sky's RMS elsewhere,
+    not pulled negative or far up by those pixels."""
+    d, t = tile
+    data = fits.getdata(t).astype(np.float32)
+    sky_rms = 1.4826 * float(np.median(np.abs(data - np.median(data))))
+    nodata = np.zeros(data.shape, bool)
+    nodata[:, 150:160] = nodata[:12] = nodata[-12:] = nodata[:, :12] = nodata[:, -12:] = True
+    data[nodata] = 0.0
+    path = _variant(t, tmp_path / "gapped.fits", data=data)
+    weight = np.full(data.shape, sky_rms if kind == "MAP_RMS" else 1.0)
+    weight[nodata] = gap
+    _weight(path, weight)
+    r = detect_tile(path, tmp_path / "out", DetectConfig(engine="sextractor", weight_image=WEIGHTS, weight_type=kind,
+                                                         back_size=64))
+    rms = fits.getdata(r["rms"])
+    assert np.isnan(rms[nodata]).all()
+    assert np.nanmin(rms) > 0.5 * sky_rms and np.nanmax(rms) < 2.0 * sky_rms, (np.nanmin(rms), np.nanmax(rms))
+
+
+def test_the_fits_inverse_variance_is_zero_where_the_rms_is_no_data():
+    """No RuntimeWarning (divide by zero) for an RMS of 0, below 0, NaN or so small its float32 square is 0."""
+    from astrotool_dre.fit_stage import inverse_variance
+
+    rms = np.array([2.0, 0.0, -1.0, np.nan, np.inf, 1e-30], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = inverse_variance(rms)
+    assert w[0] == 0.25 and (w[1:5] == 0).all() and w[5] == pytest.approx(1e60, rel=1e-6)
+
+
+def test_an_extension_with_inherit_takes_the_primary_headers_keywords(tile, tmp_path):
+    """HST style: GAIN, EXPTIME, MAGZP, SATURATE in the primary header, the image (and WCS) in an extension
+    with INHERIT = T; without INHERIT the primary's keywords are not the extension's."""
+    from astrotool_dre.tiles import read_image, resolve_gain, resolve_zero_point
+
+    d, t = tile
+    with fits.open(t) as h:
+        data, header = h[0].data, h[0].header.copy()
+    primary = fits.Header({"GAIN": 3.0, "EXPTIME": 600.0, "MAGZP": 27.5, "SATURATE": 50000.0, "CRVAL1": 0.0})
+    for k in ("GAIN", "EXPTIME", "MAGZP", "SATURATE"):
+        header.remove(k, ignore_missing=True)
+    for inherit in (True, False):
+        header["INHERIT"] = inherit
+        path = tmp_path / f"mef_{inherit}.fits"
+        fits.HDUList([fits.PrimaryHDU(header=primary), fits.ImageHDU(data, header, name="SCI")]).writeto(path)
+        _, merged, ext = read_image(path)
+        assert ext == 1
+        if not inherit:
+            assert "GAIN" not in merged and "SATURATE" not in merged
+            continue
+        assert resolve_gain(merged, "cps", path) == 1800.0 and resolve_zero_point(merged, None) == 27.5
+        assert merged["SATURATE"] == 50000.0 and merged["CRVAL1"] == header["CRVAL1"]   # the extension's own win
+        r = detect_tile(path, tmp_path / "out", DetectConfig(engine="photutils"))   # GAIN found: no refusal
+        assert r["n_sources"] > 3
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_star_clipped_at_saturate_is_flagged_saturated_by_both_engines(tile, tmp_path, engine):
+    d, t = tile
+    data = fits.getdata(t).astype(np.float32)
+    level = 30000.0
+    yy, xx = np.mgrid[:data.shape[0], :data.shape[1]]
+    data += 2e6 * np.exp(-((xx - 200.0) ** 2 + (yy - 60.0) ** 2) / (2 * 1.3 ** 2)) / (2 * np.pi * 1.3 ** 2)
+    data = np.minimum(data, level)
+    assert (data == level).sum() > 4
+    path = _variant(t, tmp_path / "sat.fits", data=data, SATURATE=level)
+    cat = read_catalog(detect_tile(path, tmp_path / engine, DetectConfig(engine=engine))["cat"])
+    near = np.hypot(np.asarray(cat["X_IMAGE"]) - 201.0, np.asarray(cat["Y_IMAGE"]) - 61.0).argmin()
+    assert np.hypot(cat["X_IMAGE"][near] - 201.0, cat["Y_IMAGE"][near] - 61.0) < 2
+    assert int(cat["FLAGS"][near]) & 4
+
+
+def test_a_des_style_weight_file_gives_its_weight_image_not_sci(tmp_path):
+    """SCI, MSK, WGT in one file given as a weight map: its WGT image (VARIANCE for MAP_VAR); a file with
+    several images and none named for the map's type is refused, naming it."""
+    from astrotool_dre.tiles import check_weight, weight_nodata
+
+    sci = np.full((4, 6), 100.0, np.float32)
+    wgt = np.ones((4, 6), np.float32)
+    wgt[:, 0] = 0.0
+    (tmp_path / "weights").mkdir()
+    path = tmp_path / "weights/t_wht.fits"
+    tile = tmp_path / "t.fits"
+    fits.PrimaryHDU(sci).writeto(tile)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI"), fits.ImageHDU(np.zeros((4, 6), np.int16),
+                  name="MSK"), fits.ImageHDU(wgt, name="WGT")]).writeto(path)
+    assert check_weight(tile, WEIGHTS.replace("{stem}", "t"), (4, 6), "MAP_WEIGHT") == path
+    assert weight_nodata(path, "MAP_WEIGHT")[:, 0].all() and not weight_nodata(path, "MAP_WEIGHT")[:, 1:].any()
+    with pytest.raises(InputError, match=r"t_wht\.fits: weight map \(MAP_RMS\) with 3 images \(HDU 1 SCI, HDU 2 "
+                                         r"MSK, HDU 3 WGT\); none named RMS or ERR"):
+        weight_nodata(path, "MAP_RMS")
+    with pytest.raises(InputError, match="weight map .*none named"):
+        check_weight(tile, WEIGHTS.replace("{stem}", "t"), (4, 6), "MAP_VAR")
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_an_int16_tile_with_blank_and_a_weight_map_gives_no_astropy_warning(tile, tmp_path):
+    """SExtractor copies the tile's BLANK into its float check images, which detect_tile opens again to set
+    the pixels of no weight to NaN: no VerifyWarning."""
+    d, t = tile
+    data = np.round(fits.getdata(t)).astype(np.int16)
+    blank = _variant(t, tmp_path / "blank16.fits", data=data, BLANK=-32768)
+    weight = np.ones(data.shape)
+    weight[:, 120:126] = 0.0
+    _weight(blank, weight)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = detect_tile(blank, tmp_path / "out", DetectConfig(engine="sextractor", weight_image=WEIGHTS))
+    assert [str(w.message) for w in caught
+            if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))] == []
+    assert "BLANK" not in fits.getheader(r["nb"]) and np.isnan(fits.getdata(r["nb"])[:, 120:126]).all()
+
+
+def test_a_tile_of_the_same_name_from_another_folder_names_the_file_the_results_came_from(astro, tile, tmp_path):
+    """bands/g/x.fits detected, then bands/r/x.fits.fz in the same workspace: refused, naming the g file and
+    saying that another file of that name needs another workspace or a new name, not only --overwrite."""
+    d, t = tile
+    ws = tmp_path / "ws"
+    (tmp_path / "g").mkdir()
+    (tmp_path / "r").mkdir()
+    g = _variant(t, tmp_path / "g/x.fits")
+    data = fits.getdata(t) * 1.5
+    r = tmp_path / "r/x.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data.astype(np.float32), fits.getheader(t))]).writeto(r)
+    engine = ("--set", 'dre.detect.engine="photutils"')
+    assert astro("-w", ws, *engine, "dre", "detect", g).returncode == 0
+    out = astro("-w", ws, *engine, "dre", "detect", r)
+    assert out.returncode == 2, out.stderr
+    assert f"was made from {g}, not {r}: a different file of the same name needs another workspace" in out.stderr
+    assert astro("-w", ws, *engine, "dre", "detect", g).returncode == 0   # the same file again: kept
