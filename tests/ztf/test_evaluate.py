@@ -117,6 +117,26 @@ def test_seed_groups_hold_only_models_trained_for_the_same_epochs(tmp_path):
     assert [[d.name for d in g] for g in seed_groups(dirs)] == [["m_seed0", "m_seed1"], ["m_seed2"], ["m_seed3"]]
 
 
+def test_a_seed_group_counts_each_seed_once(tmp_path):
+    """A plain train (seed 0) and train --seeds 0,1,2 gave the group 'r2_classifier, r2_classifier_seed0' a seed
+    spread of one seed twice (0.0000 ± 0.0000)."""
+    from astrotool_ztf.evaluate import seed_groups
+
+    def model(name, seed):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "model.json").write_text(json.dumps({"format": "astrotool-checkpoint", "format_version": 1,
+                                                  "architecture": {"name": "ztf-stamp-classifier", "kwargs": {}},
+                                                  "settings": {"lr": 1e-3, "dataset": {"name": "r2"}, "seed": seed}}))
+        return d
+
+    said = []
+    dirs = [model("r2_classifier", 0), model("r2_classifier_seed0", 0), model("r2_classifier_seed1", 1)]
+    assert [[d.name for d in g] for g in seed_groups(dirs, said.append)] == [["r2_classifier", "r2_classifier_seed1"]]
+    assert len(said) == 1 and "r2_classifier_seed0" in said[0] and "r2_classifier " in said[0] and "seed 0" in said[0]
+    assert [[d.name for d in g] for g in seed_groups(dirs[:2], said.append)] == [["r2_classifier"]]
+
+
 def test_the_seed_spread_is_the_sample_standard_deviation():
     """Two seeds at 0.1458 and 0.2083 gave a std of 0.03125 (ddof = 0)."""
     from astrotool_ztf.evaluate import summarise
@@ -284,3 +304,32 @@ def test_evaluate_text_tables_show_4_decimals_and_a_column_per_class(tws, capsys
 
     assert shown_row({"alerts": 2, "gain": 0.12008794397115707, "single_alert_accuracy": None}) == {
         "alerts": 2, "gain": 0.1201, "single_alert_accuracy": None}
+
+
+def test_a_temporal_model_and_its_baseline_on_an_empty_split_score_nothing(tws, astro):
+    """With --baseline, a split with no object crashed (RuntimeError: cannot reshape tensor of 0 elements);
+    without it, evaluate warned 'nothing scored' and exited 0."""
+    assert astro("-w", tws, "--seed", 1, "ztf", "train", "--arch", "temporal", "--epochs", 1).returncode == 0
+    assert astro("-w", tws, "--seed", 1, "--set", "ztf.prepare.val_per_class=0", "--set",
+                 "ztf.prepare.test_per_class=2", "ztf", "prepare", "--name", "noval").returncode == 0
+    for extra in ((), ("--baseline", "sim_classifier")):
+        r = astro("--json", "-w", tws, "ztf", "evaluate", "--dataset", "noval", "--split", "val", "--model",
+                  "sim_temporal", *extra)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (extra, r.stderr)
+        out = json.loads(r.stdout)
+        assert out["temporal"] == {"sim_temporal": []} and any("nothing scored" in w for w in out["warnings"])
+
+
+def test_a_damaged_model_is_warned_about_once_also_as_a_default_baseline(tws, capsys):
+    """An unreadable sim_classifier_seed0 was left out twice: as a model of the set, then as a baseline."""
+    models = tws / "ztf" / "models"
+    code, _, err = _main(capsys, "-w", tws, "--seed", 1, "ztf", "train", "--arch", "temporal", "--epochs", 1)
+    assert code == 0, err
+    shutil.copytree(models / "sim_classifier", models / "sim_classifier_seed0")
+    (models / "sim_classifier_seed0" / "model.json").write_text("not json")
+    shutil.rmtree(models / "sim_classifier")
+    code, out, err = _main(capsys, "--json", "-w", tws, "--seed", 1, "ztf", "evaluate")
+    assert code == 0, err
+    warnings = json.loads(out)["warnings"]
+    assert sum(w.startswith("left out sim_classifier_seed0") for w in warnings) == 1, warnings
+    assert err.count("left out sim_classifier_seed0") == 1

@@ -424,6 +424,7 @@ def evaluate(
         kind = "a temporal model" if read_meta(base)["architecture"]["name"] == TEMPORAL else "an autoencoder"
         raise InputError("--baseline", f"{base.name} is {kind}, not a single-alert classifier: the baseline of a "
                                        "temporal model is a classifier or a probe (train --arch classifier|probe)")
+    verdicts: dict = {}   # model folder -> whether it fits the set (fits()): each left out is warned about once
     if models:
         dirs = named
         twice = sorted({d.name for d in dirs if [e.resolve() for e in dirs].count(d.resolve()) > 1})
@@ -431,10 +432,11 @@ def evaluate(
             raise InputError("--model", f"{', '.join(twice)} given more than once (each model is scored once)")
     else:
         def trained_on(d):  # the name of the set a model recorded it was trained on (None: none recorded;
-            try:  # False: unreadable, left out with a warning as fits() does)
+            try:  # False: unreadable, left out with a warning as fits() does, and as fits() judged)
                 meta = read_meta(d)
             except InputError as e:
                 warn(f"left out {d.name}: {e.problem}")
+                verdicts[d] = False   # not warned about again as a default baseline
                 return False
             ident = (meta.get("settings") or {}).get("dataset")
             return ident.get("name") if isinstance(ident, dict) else (meta.get("training") or {}).get("dataset")
@@ -456,8 +458,6 @@ def evaluate(
                                 remedy=f"train the autoencoder {encoder} on it (--overwrite), then the probe")
         (temperature if arch in CLASSIFIERS else check_finished)(meta, d)
         load_checkpoint(d)   # damaged weights (truncated, SHA-256 differs): before any report is written
-
-    verdicts: dict = {}
 
     def fits(d):  # the implicit models and baseline: one that does not fit is left out, warned about once
         if d not in verdicts:
@@ -548,7 +548,7 @@ def evaluate(
              "temperature": r["temperature"], "confusion_png": r["confusion_png"]} for r in results]
     by_name = {r["model"]: r for r in results}  # mean ± std only over seeds of one configuration
     summaries = [{**summarise([by_name[d.name] for d in group]), "of": [d.name for d in group]}
-                 for group in seed_groups(dirs) if len(group) > 1]
+                 for group in seed_groups(dirs, warn) if len(group) > 1]
     if not (rows or ae_rows or any(tables.values())):
         warn(f"nothing scored: the {split} split of {ds.name} holds no object the models could be scored on")
     if json_results():   # one shape whatever models were scored

@@ -79,22 +79,37 @@ def baseline_candidates(models: Path, dataset: str) -> list[Path]:
     return [p for p in [models / f"{dataset}_classifier", *(p for _, p in seeds)] if (p / "model.json").is_file()]
 
 
-def seed_groups(model_dirs) -> list[list]:
+def seed_groups(model_dirs, warn=None) -> list[list]:
     """``model_dirs`` grouped by what they were trained with but the seed (architecture, settings, set, and the
     epochs and patience, which a resume may change): the groups whose scores :func:`summarise` may average,
-    in the order first met."""
+    in the order first met.
+
+    A group holds distinct seeds: a model trained alike with a seed the group already has (a plain ``train``,
+    seed 0, beside ``train --seeds 0,1``: ``<set>_classifier`` and ``<set>_classifier_seed0``) is not another
+    sample of the seed spread; it is left out of the group (the first met is kept) and ``warn(message)`` names
+    both models.
+    """
     import json
 
     from astrotool.ml.checkpoint import read_meta
 
     groups: dict[str, list] = {}
+    seeds: dict[str, dict] = {}   # per group: seed -> the model that holds it
     for d in model_dirs:
         meta = read_meta(d)
+        seed = (meta.get("settings") or {}).get("seed")
         settings = {k: v for k, v in (meta.get("settings") or {}).items() if k != "seed"}
         hyper = meta.get("hyperparameters") or {}
         epochs = (meta.get("training_progress") or {}).get("epochs", hyper.get("epochs"))
         key = json.dumps([meta["architecture"]["name"], settings, epochs, hyper.get("patience")], sort_keys=True,
                          default=str)
+        held = seeds.setdefault(key, {})
+        if seed is not None and seed in held:
+            if warn is not None:
+                warn(f"{d.name} was trained as {held[seed].name} was, with the same seed {seed}: left out of "
+                     f"their seed group's mean ± std (one seed counts once)")
+            continue
+        held[seed] = d
         groups.setdefault(key, []).append(d)
     return list(groups.values())
 

@@ -157,7 +157,7 @@ def gain_table(ds, model_dir, split: str = "test", ks=None, baseline_dir=None,
     meta = ckpt.meta
     seq = sequences(ds, split, int(meta["max_alerts"]), meta)
     base = None
-    if baseline_dir is not None:
+    if baseline_dir is not None and len(seq["first"]):   # no object: no row, nothing for the baseline to run on
         net, bmeta = load_classifier(baseline_dir)
         part = load_split(ds, seq["first"], bmeta)
         order = np.argsort(np.argsort(seq["first"]))  # load_split reads in sorted order
