@@ -44,3 +44,31 @@ def test_embed_is_quiet_and_a_holdout_set_is_named_as_why_it_cannot_train(tws, a
                  "--name", "ho").returncode == 0
     err = _error(astro("-w", tws, "ztf", "train", "--dataset", "ho"))
     assert "hold-out set" in err and "val_per_class" not in err
+
+
+def test_umap_of_three_latents_works_and_of_fewer_is_refused_naming_where():
+    """3 objects crashed in UMAP's spectral start (TypeError: Cannot use scipy.linalg.eigh for sparse A with
+    k >= N, exit 1), after a raw RuntimeWarning."""
+    import warnings
+
+    import numpy as np
+
+    from astrotool.errors import InputError
+    from astrotool_ztf.autoencoder import umap_embedding
+
+    latent = np.random.default_rng(0).normal(size=(3, 8))
+    umap_embedding(np.random.default_rng(1).normal(size=(6, 8)), 15, 0.1, "euclidean", 0)   # imported, compiled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no raw library warning either
+        xy = umap_embedding(latent, 15, 0.1, "euclidean", 0)
+    assert xy.shape == (3, 2) and np.isfinite(xy).all()
+    with pytest.raises(InputError, match="at least 3") as e:
+        umap_embedding(latent[:2], 15, 0.1, "euclidean", 0, where="sim: the 'val' split")
+    assert "sim: the 'val' split" in str(e.value)
+
+
+def test_embed_of_a_split_with_too_few_objects_is_refused_naming_the_set_and_split(tws, astro):
+    assert astro("-w", tws, "--seed", 1, "--set", "ztf.prepare.val_per_class=0", "--set",
+                 "ztf.prepare.test_per_class=2", "ztf", "prepare", "--name", "noval").returncode == 0
+    err = _error(astro("-w", tws, "ztf", "embed", "--model", "sim_vae", "--dataset", "noval", "--split", "val"))
+    assert "noval" in err and "'val' split" in err and "at least 3" in err and "Warning" not in err

@@ -188,20 +188,38 @@ def cache_umap_compilation() -> int:
     return n
 
 
-def umap_embedding(latent: np.ndarray, n_neighbors: int, min_dist: float, metric: str, seed: int) -> np.ndarray:
-    """Two-dimensional UMAP of the (standardised) latents (compiled code cached: :func:`cache_umap_compilation`)."""
+UMAP_MIN_POINTS = 3
+"""Fewest latents :func:`umap_embedding` maps: UMAP needs at least 2 neighbours besides each point."""
+
+
+def umap_embedding(latent: np.ndarray, n_neighbors: int, min_dist: float, metric: str, seed: int,
+                   where: str = "latents") -> np.ndarray:
+    """Two-dimensional UMAP of the (standardised) latents (compiled code cached: :func:`cache_umap_compilation`).
+
+    ``n_neighbors`` is cut to the number of points less one; UMAP's spectral start needs more points than
+    3 (the dimensions plus one), so 3 points start from random positions (UMAP's ``init="random"``).
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        Fewer than :data:`UMAP_MIN_POINTS` latents, naming ``where`` (the set and split).
+    """
     import warnings
 
     import umap
     from numba.core.errors import NumbaWarning
 
+    from astrotool.errors import InputError
+
+    if len(latent) < UMAP_MIN_POINTS:
+        raise InputError(where, f"{len(latent)} object(s) to embed; UMAP needs at least {UMAP_MIN_POINTS}")
     cache_umap_compilation()
     z = (latent - latent.mean(0)) / np.where(latent.std(0) > 0, latent.std(0), 1.0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
         warnings.filterwarnings("ignore", message="Cannot cache", category=NumbaWarning)   # compiled, not kept
         return umap.UMAP(n_neighbors=min(n_neighbors, len(z) - 1), min_dist=min_dist, metric=metric,
-                         random_state=seed).fit_transform(z)
+                         init="spectral" if len(z) > 3 else "random", random_state=seed).fit_transform(z)
 
 
 def plot_embedding(path, xy: np.ndarray, class_names, title: str) -> Path:

@@ -820,7 +820,8 @@ def embed(
         return
     with ds:
         lat = latents(mdir, ds, e.split, device=dev)
-    xy = umap_embedding(lat["latent"], e.n_neighbors, e.min_dist, e.metric, ctx.seed)
+    xy = umap_embedding(lat["latent"], e.n_neighbors, e.min_dist, e.metric, ctx.seed,
+                        where=f"{ds.root}: the {e.split!r} split")
     table = pd.DataFrame({"objectId": lat["objectId"], "class": lat["class_name"], "umap_1": xy[:, 0],
                           "umap_2": xy[:, 1], "recon_error": lat["recon_error"]})
     for j in range(lat["latent"].shape[1]):
