@@ -252,6 +252,17 @@ def test_predictions_say_which_alerts_had_a_blank_stamp(tws, tmp_path, astro):
     assert (table["class"] != "").all()
 
 
+@pytest.mark.skipif(not FINK.exists(), reason=f"no {FINK}")
+def test_predict_of_a_new_file_says_what_ingest_says_of_it(tws, tmp_path, astro):
+    """predict ingested the file but hid the warnings `ztf ingest` gives (missing xpos/ypos, blank stamps)."""
+    dump = _fink_dump(tmp_path / "fink_w.parquet", drop=("xpos", "ypos"), blank=(1,))
+    r = astro("-w", tws, "ztf", "predict", dump, "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "fink_w.parquet" in line]
+    assert any("xpos, ypos (an edge stamp is centred)" in line for line in said), r.stderr
+    assert any("1 alert(s) with missing or undecodable stamps" in line for line in said), r.stderr
+
+
 def test_the_anomaly_score_of_predict_is_the_reconstruction_error_of_embed(tws, astro):
     r = astro("-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier", "--autoencoder", "sim_vae")
     assert r.returncode == 0, r.stderr

@@ -62,7 +62,7 @@ def ingest(
 
     from astrotool.context import current
     from astrotool_ztf import ALERTS, NAME, STAMPS
-    from astrotool_ztf.ingest import expand_inputs, ingest_files, missing_note, version_key
+    from astrotool_ztf.ingest import expand_inputs, ingest_files, version_key, warn_ingested
 
     ctx = current()
     cfg = ctx.section(NAME, {"ingest.stamp_size": stamp_size, "ingest.compression": compression,
@@ -76,23 +76,10 @@ def ingest(
                         shard_of=ctx.shard_of)
     seconds = time.perf_counter() - t0   # wall clock: the rate of this run, whatever --jobs
     for r in done:
-        if r.skipped:
-            continue
-        ctx.record.add_output(r.alerts)
-        ctx.record.add_output(r.stamps)
-        if r.n_stamps_resized:
-            ctx.log.warning("%s: %d alert(s) with stamps cut at a CCD edge (not 63x63; NaN-padded or cropped to "
-                            "%d px): stamps_resized", r.input, r.n_stamps_resized, cfg.stamp_size)
-        if r.n_stamps_bad:
-            ctx.log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
-        if r.missing_fields:
-            ctx.log.warning("%s: %s", r.input, missing_note(r.missing_fields.split(", ")))
-        if r.n_members_skipped:
-            ctx.log.warning("%s: %d archive member(s) that are not readable alerts left out: %s", r.input,
-                            r.n_members_skipped, r.members_skipped)
-        if r.n_unknown_schema:
-            ctx.log.warning("%s: %d alert(s) of unknown alert schema version(s) %s left out (this reader knows "
-                            "1.x to 4.x)", r.input, r.n_unknown_schema, r.unknown_schemas)
+        if not r.skipped:
+            ctx.record.add_output(r.alerts)
+            ctx.record.add_output(r.stamps)
+    warn_ingested(ctx.log, done, cfg.stamp_size)
     skipped = sum(r.skipped for r in done)
     if skipped:
         ctx.log.info("kept %d existing output pair(s) (%s)", skipped, ctx.kept_hint)
@@ -619,7 +606,7 @@ def predict(
     from astrotool_ztf.classify import check_finished, load_classifier, temperature
     from astrotool.context import astro_command
     from astrotool_ztf.ingest import (FEATURE_FIELDS, alert_tables, column_metadata, expand_inputs, ingest_files,
-                                      missing_fields)
+                                      missing_fields, warn_ingested)
     from astrotool_ztf.predict import (alert_descriptions, input_identity, object_descriptions, per_object,
                                        predict_file)
 
@@ -668,9 +655,11 @@ def predict(
         # finished outputs are kept: --overwrite replaces the predictions, not the ingested tables
         # an input file replaced, or other ingest settings: refused before any work (predict --overwrite
         # does not ingest again)
-        done = ingest_files(expanded, alerts_dir, stamps_dir, ctx.section(NAME).ingest, ctx.map, False,
-                            shard_of=ctx.shard_of, hint=f"run `{astro_command('ztf', 'ingest', '--overwrite')} {{files}}` "
-                                                        "first (predict --overwrite replaces only the predictions)")
+        ingest_cfg = ctx.section(NAME).ingest
+        done = ingest_files(expanded, alerts_dir, stamps_dir, ingest_cfg, ctx.map, False, shard_of=ctx.shard_of,
+                            hint=f"run `{astro_command('ztf', 'ingest', '--overwrite')} {{files}}` first (predict "
+                                 "--overwrite replaces only the predictions)")
+        warn_ingested(ctx.log, done, ingest_cfg.stamp_size)   # as ingest says them
         n_failed = len(expanded) - len(done)
         pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
     for n in alert_tables(alerts_dir, names, "neither a file nor the name or glob pattern of an alert table") \

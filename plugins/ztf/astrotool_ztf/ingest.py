@@ -1282,6 +1282,29 @@ def missing_note(fields) -> str:
     return f"alerts without the candidate field(s) {'; '.join(parts)}: null in the alert table"
 
 
+def warn_ingested(log, results, stamp_size: int) -> None:
+    """Log the warnings of ``ingest`` about the files it ingested now (``results`` of :func:`ingest_files`; kept
+    outputs are passed over): stamps cut at a CCD edge, missing or undecodable stamps, missing candidate
+    fields, archive members and alerts left out. ``stamp_size`` [px]: the stamp side ingested. ``ingest`` and
+    ``predict`` (which ingests its alert files) both say them."""
+    for r in results:
+        if r.skipped:
+            continue
+        if r.n_stamps_resized:
+            log.warning("%s: %d alert(s) with stamps cut at a CCD edge (not 63x63; NaN-padded or cropped to %d px): "
+                        "stamps_resized", r.input, r.n_stamps_resized, stamp_size)
+        if r.n_stamps_bad:
+            log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
+        if r.missing_fields:
+            log.warning("%s: %s", r.input, missing_note(r.missing_fields.split(", ")))
+        if r.n_members_skipped:
+            log.warning("%s: %d archive member(s) that are not readable alerts left out: %s", r.input,
+                        r.n_members_skipped, r.members_skipped)
+        if r.n_unknown_schema:
+            log.warning("%s: %d alert(s) of unknown alert schema version(s) %s left out (this reader knows 1.x to "
+                        "4.x)", r.input, r.n_unknown_schema, r.unknown_schemas)
+
+
 def read_stamps(path) -> dict[str, np.ndarray]:
     """Read a ``<name>_stamps.h5`` file into memory.
 
