@@ -15,9 +15,9 @@ from tests.ztf.conftest import AVRO, SHARED_ZTF, SMALL, run_main as _main, usage
 FINK = SHARED_ZTF / "fink_alerts.parquet"
 
 
-def _fink_dump(path, n=6, drop=(), blank=()):
+def _fink_dump(path, n=6, drop=(), blank=(), stamps=("cutoutTemplate",)):
     """The first ``n`` alerts of the shared Fink dump, their ``candidate`` without the fields ``drop`` and the
-    template stamps of the alerts ``blank`` empty."""
+    ``stamps`` (default the template) of the alerts ``blank`` empty."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -26,11 +26,13 @@ def _fink_dump(path, n=6, drop=(), blank=()):
     keep = [i for i in range(cand.type.num_fields) if cand.type.field(i).name not in drop]
     cand = pa.StructArray.from_arrays([cand.field(i) for i in keep], fields=[cand.type.field(i) for i in keep])
     t = t.set_column(t.column_names.index("candidate"), "candidate", cand)
-    col = t.column("cutoutTemplate").combine_chunks()
-    data = [b"" if i in blank else v for i, v in enumerate(col.field("stampData").to_pylist())]
-    col = pa.StructArray.from_arrays([col.field("fileName"), pa.array(data, col.type.field("stampData").type)],
-                                     fields=list(col.type))
-    pq.write_table(t.set_column(t.column_names.index("cutoutTemplate"), "cutoutTemplate", col), path)
+    for stamp in stamps:
+        col = t.column(stamp).combine_chunks()
+        data = [b"" if i in blank else v for i, v in enumerate(col.field("stampData").to_pylist())]
+        col = pa.StructArray.from_arrays([col.field("fileName"), pa.array(data, col.type.field("stampData").type)],
+                                         fields=list(col.type))
+        t = t.set_column(t.column_names.index(stamp), stamp, col)
+    pq.write_table(t, path)
     return path
 
 
@@ -261,6 +263,31 @@ def test_predict_of_a_new_file_says_what_ingest_says_of_it(tws, tmp_path, astro)
     said = [line for line in r.stderr.splitlines() if "fink_w.parquet" in line]
     assert any("xpos, ypos (an edge stamp is centred)" in line for line in said), r.stderr
     assert any("1 alert(s) with missing or undecodable stamps" in line for line in said), r.stderr
+
+
+@pytest.mark.skipif(not FINK.exists(), reason=f"no {FINK}")
+def test_the_predict_summary_counts_classes_of_predicted_alerts_only(tws, tmp_path, astro):
+    """The summary's ``classes`` counted the alerts with no prediction under the key '' (no_prediction counts
+    them)."""
+    dump = _fink_dump(tmp_path / "fink_n.parquet", n=20, blank=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+                      stamps=("cutoutScience", "cutoutTemplate", "cutoutDifference"))
+    r = astro("--json", "-w", tws, "ztf", "predict", dump, "--model", "sim_classifier")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "" not in out["classes"] and sum(out["classes"].values()) == out["alerts"] - out["no_prediction"] == 10
+    objects = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_objects.parquet")
+    assert (objects["class_first_alert"] == "").sum() == 10
+
+
+def test_per_object_gives_no_first_alert_class_when_the_first_alert_has_no_prediction():
+    """class_first_alert was the class of the first *predicted* alert (here a's second, SN)."""
+    from astrotool_ztf.predict import per_object
+
+    alerts = pd.DataFrame({"objectId": ["a", "a", "b"], "candid": [1, 2, 3], "jd": [2.0, 1.0, 1.0],
+                           "p_SN": [0.9, np.nan, 0.2], "p_VS": [0.1, np.nan, 0.8]})
+    objects = per_object(alerts, ["SN", "VS"]).set_index("objectId")
+    assert objects.loc["a", "class_first_alert"] == "" and objects.loc["a", "class"] == "SN"
+    assert objects.loc["b", "class_first_alert"] == "VS"
 
 
 def test_the_anomaly_score_of_predict_is_the_reconstruction_error_of_embed(tws, astro):

@@ -728,8 +728,8 @@ def predict(
               "imputed_features": imputed, "engine": pc.engine,
               "alerts_per_s": round(len(alerts) / (time.perf_counter() - t0), 1),
               "model_alerts_per_s": round(float(np.mean(rates)), 1) if rates else None,
-              "classes": alerts["class"].value_counts().to_dict(),
-              "outputs": [str(p) for p in outputs]})
+              "classes": alerts.loc[alerts["class"].ne(""), "class"].value_counts().to_dict(),   # no_prediction:
+              "outputs": [str(p) for p in outputs]})   # the others
 
 
 @app.command()

@@ -35,7 +35,8 @@ def object_descriptions(classes) -> dict:
     return {"n_alerts": "alerts of the object", "n_predicted": "of them with a prediction",
             **{f"p_{c}": f"probability of the class {c}: normalised product of the alerts'" for c in classes},
             "class": "most probable class ('': no prediction)",
-            "class_first_alert": "most probable class of the object's first alert"}
+            "class_first_alert": "most probable class of the object's first alert (earliest jd in the inputs; "
+                                 "'': that alert has no prediction)"}
 
 
 def alert_inputs(alerts_path, stamps_path, meta: dict):
@@ -119,9 +120,11 @@ def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 
 
 
 def per_object(alerts, classes):
-    """One row per objectId: the normalised product of its alerts' probabilities, the first alert's, counts.
+    """One row per objectId: the normalised product of its alerts' probabilities, the first alert's class, counts.
 
-    An alert found in several inputs (the same ``candid``) counts once.
+    The first alert is the object's earliest (``jd``) in ``alerts``, predicted or not: its class is the
+    single-alert answer to the first detection, ``""`` where that alert has no prediction (no usable stamp),
+    not the class of a later alert. An alert found in several inputs (the same ``candid``) counts once.
     """
     import pandas as pd
 
@@ -139,10 +142,11 @@ def per_object(alerts, classes):
             comb /= comb.sum()
             row.update({c: float(v) for c, v in zip(cols, comb)})
             row["class"] = classes[int(np.argmax(comb))]
-            row["class_first_alert"] = classes[int(np.argmax(p[0]))]
         else:
             row.update({c: np.nan for c in cols})
-            row["class"] = row["class_first_alert"] = ""
+            row["class"] = ""
+        first = g[cols].iloc[0].to_numpy(float)   # the earliest alert, whether it was predicted or not
+        row["class_first_alert"] = classes[int(np.argmax(first))] if ok.iloc[0] else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
