@@ -255,6 +255,8 @@ class Config:
         """``{section: what to set}`` for the sections left out because their defaults leave a setting to the
         user that no layer of the user's gives (only that section's commands stop, see :meth:`section`)."""
         self._renames_told: set[str] = set()
+        self.files: list[str] = []
+        """The files read, packaged defaults first, in the order their layers apply (:func:`load`)."""
         self._moved: dict[str, tuple[str, str]] = {}   # a new key given its source by a renamed one: (old, source)
 
     def unset_source(self, dotted: str) -> str:
@@ -342,6 +344,17 @@ class Config:
             return f"{name}: a key outside every section; put it under one of [{'], ['.join(sorted(self._model_targets))}]"
         return f"[{name}]: unknown section{_did_you_mean(name, self._model_targets)} " \
                f"(known: {', '.join(sorted(self._model_targets))})"
+
+    def layer_position(self, dotted: str) -> int:
+        """How late the layer that set ``dotted`` comes (a later one wins): -1 for none of the user's (the
+        packaged defaults), each file in the order read, then the environment, ``--set``, a command's option."""
+        source = self.sources.get(dotted, DEFAULTS)
+        rank = source_rank(source)
+        if rank == 0:
+            return -1
+        if rank == 1:
+            return max((i for i, name in enumerate(self.files) if name == source), default=0)
+        return len(self.files) + rank
 
     def _source_of(self, dotted: str) -> str:
         """The layer that set ``dotted``: for an item of a list (``methods.0``) the list's, for a
@@ -532,8 +545,8 @@ def renamed_key_of_option(command: list[str], option: str, registry=None) -> tup
 
 
 def source_rank(source: str) -> int:
-    """How late the layer named ``source`` (a value of :attr:`Config.sources`) comes: a command's option 4,
-    ``--set`` 3, the environment 2, a user's file 1, the packaged defaults (or no source) 0."""
+    """How late the kind of layer named ``source`` (a value of :attr:`Config.sources`) comes: a command's
+    option 4, ``--set`` 3, the environment 2, a user's file 1, the packaged defaults 0."""
     return (4 if source.startswith(OPTION_SOURCE) else 3 if source == "--set" else
             2 if source.startswith("$") or source == "environment" else
             0 if packaged_source(source) else 1)
@@ -840,6 +853,7 @@ def load(workspace: str | os.PathLike | None = None, cfg_files: list[str] | None
         if sources.get(option.config_key) == OPTION_SOURCE:
             sources[option.config_key] = f"{OPTION_SOURCE} {option.names[-1]}"
     config = Config(data, sources, models, packaged)
+    config.files = [name for name, _ in layers]
     return config.validate() if validate else config
 
 

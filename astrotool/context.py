@@ -286,15 +286,14 @@ class Context:
         line over a file's ``[lens.train] seed = 3``, ``--set lens.train.seed=3`` over a file's ``core.seed``;
         set by one layer, the stage's own. The log names the seed that is not used and where it was set.
         """
-        from astrotool.config import source_rank
-
         if seed is None:
             return self.seed
-        sources = self.config.sources
-        core_source, own_source = sources.get("core.seed", ""), sources.get(key, "")
-        if int(seed) == self.seed or not source_rank(core_source):   # core.seed left at its default
+        config = self.config
+        core_at = config.layer_position("core.seed")
+        if int(seed) == self.seed or core_at < 0:   # core.seed left at its default
             return int(seed)
-        if source_rank(core_source) > source_rank(own_source):
+        core_source, own_source = config.sources["core.seed"], config.sources.get(key, "")
+        if core_at > config.layer_position(key):
             self.log.info("seed %d (core.seed, %s) is used, not %s = %d (%s), which an earlier layer set",
                           self.seed, core_source, key, seed, own_source or "defaults")
             return self.seed

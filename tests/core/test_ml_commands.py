@@ -341,6 +341,12 @@ def test_stage_seed_later_layer_wins(tmp_path, capfd):
     seed, told = used(cfg=[str(cfg)], set=["core.seed=7", "lens.train.seed=0"])
     assert seed == 0 and "seed 0 (lens.train.seed, --set) is used, not core.seed = 7 (--set)" in told   # 0 kept
     assert used(set=["lens.train.seed=5"], seed=5) == (5, "")   # the same seed: nothing to tell
+    later = tmp_path / "later.toml"
+    later.write_text("[core]\nseed = 7\n")
+    seed, told = used(cfg=[str(cfg), str(later)])   # between files too, the later file wins
+    assert seed == 7 and f"seed 7 (core.seed, {later}) is used, not lens.train.seed = 3 ({cfg})" in told
+    seed, told = used(cfg=[str(later), str(cfg)])
+    assert seed == 3 and f"seed 3 (lens.train.seed, {cfg}) is used, not core.seed = 7 ({later})" in told
 
 
 def test_record(ctx, tmp_path):

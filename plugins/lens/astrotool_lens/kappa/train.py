@@ -277,8 +277,8 @@ def train_command(ctx, cfg, runtime) -> dict | None:
     progress = (mc.epoch_progress(ctx, t.epochs, f"train {mdir.name}", mc.resumed_dir(ctx, mdir, runtime, t.resume))
                 if runtime.is_global_zero else contextlib.nullcontext(None))
     with ds, progress as on_epoch:
-        res = train_unet(ds, t, mdir, ctx.stage_seed(t.seed, "lens.kappa.train.seed"), overwrite=ctx.overwrite, log=ctx.log,
-                         on_epoch=on_epoch, runtime=runtime)
+        res = train_unet(ds, t, mdir, ctx.stage_seed(t.seed, "lens.kappa.train.seed"), overwrite=ctx.overwrite,
+                         log=ctx.log, on_epoch=on_epoch, runtime=runtime)
     if not runtime.is_global_zero:
         return
     mc.record(ctx, outputs=mc.checkpoint_files(mdir))
