@@ -174,3 +174,24 @@ def test_the_resume_command_names_the_seed_of_several_and_the_settings_that_are_
     assert train_command(meta, tmp_path / "intr_seed3") == (
         "astro ztf train --model intr --seeds 3 --epochs 6 --dataset big --arch probe --batch-size 32 --lr 0.002 "
         "--set ztf.train.group=c4 --set ztf.train.use_features=false --encoder big_vae --patience 0")
+
+
+@pytest.mark.parametrize("arch", ["vae", "temporal"])
+def test_the_autoencoder_and_the_temporal_model_train_on_every_sample_each_epoch(ws, capsys, arch):
+    """The last partial batch was dropped: a VAE on 123 alerts in batches of 64 made 1 step an epoch."""
+    code, out, err = _main(capsys, "--json", "-w", ws, "--seed", 1, "ztf", "train", "--arch", arch, "--epochs", 1,
+                           "--batch-size", 4)
+    assert code == 0, err
+    meta = json.loads((ws / "ztf" / "models" / f"sim_{arch}" / "model.json").read_text())
+    n = meta["training"]["n_train"]   # the autoencoder's alerts; the temporal model's objects, classes balanced:
+    if arch == "temporal":   # each class shown as often as the largest
+        import numpy as np
+
+        with StampDataset(ws / "ztf" / "prepared" / "sim") as ds:
+            m = ds.metadata(["objectId", "split", "label"])
+        train = m["split"] == "train"
+        counts = np.unique(m["label"][train][np.unique(m["objectId"][train], return_index=True)[1]],
+                           return_counts=True)[1]
+        assert counts.sum() == n
+        n = int(counts.max()) * len(counts)
+    assert n % 4 and meta["training_progress"]["step"] == -(-n // 4), (n, meta["training_progress"])

@@ -61,7 +61,7 @@ def train_autoencoder(ds, cfg, model_dir, seed: int, overwrite: bool = False, lo
 
     def batches(epoch: int):
         order = epoch_rng(seed, epoch).permutation(len(train))
-        for i in range(0, max(1, len(order) - cfg.batch_size + 1), cfg.batch_size):
+        for i in range(0, len(order), cfg.batch_size):   # every alert, the last batch partial (no batch-norm)
             yield torch.from_numpy(train[order[i:i + cfg.batch_size]])
 
     def validate(m):

@@ -96,7 +96,7 @@ def train_temporal(ds, cfg, model_dir, seed: int, overwrite: bool = False, log=N
         order = balanced_order(train["label"], rng)
         cut = rng.integers(1, train["lengths"][order] + 1)  # each object shown with its first 1..n alerts
         bs = cfg.batch_size
-        for i in range(0, max(1, len(order) - bs + 1), bs):
+        for i in range(0, len(order), bs):   # every object, the last batch partial (no batch-norm)
             yield _take(train, order[i:i + bs], cut[i:i + bs])
 
     def loss_fn(m, batch):
