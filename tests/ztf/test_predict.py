@@ -290,6 +290,32 @@ def test_per_object_gives_no_first_alert_class_when_the_first_alert_has_no_predi
     assert objects.loc["b", "class_first_alert"] == "VS"
 
 
+def test_predict_under_shard_writes_one_whole_table_per_task(tws, astro):
+    """Every --shard task wrote <model>_alerts.parquet: task 1/2 a partial table, task 0/2 then refused ('made
+    with other settings: inputs'); tables named as inputs were not split at all."""
+    out = tws / "ztf" / "predictions"
+
+    def task(shard, *inputs, name="sim_classifier"):
+        r = astro("--json", "-w", tws, "--shard", shard, "ztf", "predict", *inputs, "--model", "sim_classifier",
+                  "--name", name)
+        assert r.returncode == 0, (shard, r.stderr)
+        i, n = shard.split("/")
+        return pd.read_parquet(out / f"{name}_shard{i}of{n}_alerts.parquet")
+
+    files = [str(f) for f in AVRO[:2]]
+    assert len(files) == 2
+    by_task = [task(shard, *files) for shard in ("1/2", "0/2", "1/2")]   # the second 1/2: resubmitted, kept alike
+    assert [set(t["source"]) for t in by_task[:2]] == [{AVRO[1].stem + "_alerts.parquet"},
+                                                       {AVRO[0].stem + "_alerts.parquet"}]
+    assert not (out / "sim_classifier_alerts.parquet").exists()
+    tables = sorted(p.name.removesuffix("_alerts.parquet") for p in (tws / "ztf" / "alerts").glob("*_alerts.parquet"))
+    assert len(tables) == 3
+    for i in (0, 1):   # tables named as inputs are split too
+        assert set(task(f"{i}/2", "*", name="t")["source"]) == {f"{t}_alerts.parquet" for t in tables[i::2]}
+    r = astro("--json", "-w", tws, "--shard", "3/4", "ztf", "predict", *files, "--model", "sim_classifier")
+    assert r.returncode == 0 and json.loads(r.stdout)["outputs"] == [] and "nothing to do" in r.stderr, r.stderr
+
+
 def test_the_anomaly_score_of_predict_is_the_reconstruction_error_of_embed(tws, astro):
     r = astro("-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier", "--autoencoder", "sim_vae")
     assert r.returncode == 0, r.stderr

@@ -590,6 +590,10 @@ def predict(
     refused unless exported from the checkpoint's weights and temperature
     (the autoencoder, if any, runs with torch), and _onnx is added to NAME
     (as lens predict does), so the torch run's tables are kept beside.
+    Under --shard I/N (a Slurm array) a task predicts its share of the input
+    files and of the tables named, and writes them whole as
+    NAME_shardIofN_alerts.parquet and _objects.parquet: the tasks' tables never
+    collide (an object whose alerts fall to several tasks has a row in each).
     """
     import time
 
@@ -660,16 +664,23 @@ def predict(
                             hint=f"run `{astro_command('ztf', 'ingest', '--overwrite')} {{files}}` first (predict "
                                  "--overwrite replaces only the predictions)")
         warn_ingested(ctx.log, done, ingest_cfg.stamp_size)   # as ingest says them
-        n_failed = len(expanded) - len(done)
+        n_failed = len(ctx.shard_of(expanded)) - len(done)   # under --shard: of this task's files
         pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
-    for n in alert_tables(alerts_dir, names, "neither a file nor the name or glob pattern of an alert table") \
-            if names else []:   # table names and patterns, as prepare takes them
+    tables = alert_tables(alerts_dir, names, "neither a file nor the name or glob pattern of an alert table") \
+        if names else []   # table names and patterns, as prepare takes them
+    for n in ctx.shard_of(tables):   # under --shard, this task's share of them, as of the files
         pairs.append((alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5"))
     pairs = list(dict.fromkeys(pairs))  # an input named twice counts once
+    shard = ctx.executor_options.shard
+    if not pairs and shard is not None and not n_failed:   # more tasks than inputs: none fell to this one
+        ctx.log.info("--shard %d/%d had nothing to do: the inputs fall to the other --shard tasks", *shard)
+        ctx.emit({"alerts": 0, "objects": 0, "outputs": []})
+        return
     if not pairs:
         raise InputError(", ".join(inputs), f"no alert file could be ingested: {n_failed} failed (the errors "
                                             "above say why)")
-    stem = (name or mdir.name) + ("_onnx" if pc.engine == "onnxruntime" else "")   # beside the torch run's
+    stem = ((name or mdir.name) + ("_onnx" if pc.engine == "onnxruntime" else "")   # beside the torch run's
+            + (f"_shard{shard[0]}of{shard[1]}" if shard is not None else ""))   # a task's own, whole tables
     out_dir = ws.stage(NAME, PREDICTIONS)
     rec = made_with.record({"model": mdir.name, "model_weights": meta.get("weights_sha256"),
                             "autoencoder": ae_dir.name if ae is not None else None,

@@ -151,14 +151,16 @@ def per_object(alerts, classes):
     return pd.DataFrame(rows)
 
 
-def reconstruction_error(autoencoder, stamps: np.ndarray, usable: np.ndarray, device: str | None = None) -> np.ndarray:
+def reconstruction_error(autoencoder, stamps: np.ndarray, usable: np.ndarray,
+                         device: str | None = None) -> np.ndarray:
     """Mean squared reconstruction error per pixel of each stamp ``(N, 4, 21, 21)`` (NaN where not usable)."""
     from astrotool.errors import InputError
 
     from astrotool_ztf.autoencoder import encode
 
     if stamps.shape[-1] != 21:
-        raise InputError("--autoencoder", f"the autoencoder takes 21 px stamps; the classifier's are {stamps.shape[-1]}")
+        raise InputError("--autoencoder", f"the autoencoder takes 21 px stamps; the classifier's are "
+                                          f"{stamps.shape[-1]}")
     err = np.full(len(stamps), np.nan)
     rows = np.flatnonzero(usable)
     err[rows] = encode(autoencoder, stamps[rows, :3], device)[1]
