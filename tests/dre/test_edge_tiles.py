@@ -721,3 +721,188 @@ def test_a_tile_of_the_same_name_from_another_folder_names_the_file_the_results_
     assert out.returncode == 2, out.stderr
     assert f"was made from {g}, not {r}: a different file of the same name needs another workspace" in out.stderr
     assert astro("-w", ws, *engine, "dre", "detect", g).returncode == 0   # the same file again: kept
+
+
+def test_below_is_the_largest_float32_strictly_below_the_level():
+    """Compared in float64 (NumPy 2 compared a float32 with a Python float in float32, and gave one step less
+    for a level float32 cannot hold: 30000.1, 16777217)."""
+    from astrotool_dre.detect_sextractor import _below
+
+    for level, below in ((30000.0, np.nextafter(np.float32(30000.0), np.float32(0))),
+                         (30000.1, np.float32(30000.1)), (1000.1, np.float32(1000.1)), (16777217.0, 16777216.0)):
+        assert _below(level) == float(below), level
+        assert _below(level) < level <= float(np.nextafter(np.float32(_below(level)), np.float32(np.inf)))
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_a_level_float32_cannot_hold_flags_alike_in_both_engines(tile, tmp_path):
+    """A star clipped at SATURATE = 30000.1 (its float32 pixels 30000.0996, below the level): neither engine
+    flags it saturated (SExtractor did, given a SATUR_LEVEL one float32 step too low)."""
+    d, t = tile
+    data = fits.getdata(t).astype(np.float32)
+    yy, xx = np.mgrid[:data.shape[0], :data.shape[1]]
+    data += 2e6 * np.exp(-((xx - 200.0) ** 2 + (yy - 60.0) ** 2) / (2 * 1.3 ** 2)) / (2 * np.pi * 1.3 ** 2)
+    level = 30000.1
+    data = np.minimum(data, np.float32(level))
+    path = _variant(t, tmp_path / "sat.fits", data=data, SATURATE=level)
+    flags = {}
+    for engine in ("photutils", "sextractor"):
+        cat = read_catalog(detect_tile(path, tmp_path / engine, DetectConfig(engine=engine))["cat"])
+        near = np.hypot(np.asarray(cat["X_IMAGE"]) - 201.0, np.asarray(cat["Y_IMAGE"]) - 61.0).argmin()
+        flags[engine] = int(cat["FLAGS"][near]) & 4
+    assert flags == {"photutils": 0, "sextractor": 0}
+
+
+def _weight_given(monkeypatch):
+    """Spy on SExtractor's runs: the weight image each was given, ``(file, is a link, pixels)``."""
+    import astrotool_dre.detect_sextractor as ds
+
+    seen, run = [], ds._run
+
+    def spy(args, cwd, timeout, what):
+        if "-WEIGHT_IMAGE" in args:
+            w = cwd / args[args.index("-WEIGHT_IMAGE") + 1]
+            seen.append((w.name, w.is_symlink(), fits.getdata(w)))
+        return run(args, cwd, timeout, what)
+
+    monkeypatch.setattr(ds, "_run", spy)
+    return seen
+
+
+@pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
+def test_a_clean_weight_map_is_linked_and_one_of_tiny_weights_cleaned(tile, tmp_path, monkeypatch):
+    """A weight map whose pixels of no data are at weight 0 already goes to SExtractor as a link (a float32
+    copy of a 10k² map is 400 MB per job); one with a gap of weight 1e-12 as a copy with 0 there."""
+    d, t = tile
+    path = _variant(t, tmp_path / "w.fits")
+    seen = _weight_given(monkeypatch)
+    cfg = DetectConfig(engine="sextractor", weight_image=WEIGHTS, seeing_fwhm=3.0)
+    for gap, linked in ((0.0, True), (1e-12, False)):
+        weight = np.ones(fits.getdata(t).shape)
+        weight[:, 150:160] = gap
+        _weight(path, weight)
+        seen.clear()
+        detect_tile(path, tmp_path / f"out{gap}", cfg)
+        [(name, link, given)] = seen
+        assert link == linked and name == ("weight_in.fits" if linked else "weight.fits"), (gap, name, link)
+        assert (given[:, 150:160] == 0).all() and (given[:, :150] == 1).all()
+
+
+def test_a_des_style_tile_is_its_own_weight_file(astro, tile, tmp_path, monkeypatch):
+    """SCI, MSK, WGT in the tile itself (or a link to it): weight_image = "{stem}.fits" reads its WGT image, and
+    SExtractor gets that image alone; a tile of one image as its own weight map is still refused."""
+    from astrotool_dre.tiles import check_own_weight, check_weight, weight_nodata
+
+    d, t = tile
+    with fits.open(t) as h:
+        sci, header = h[0].data.astype(np.float32), h[0].header.copy()
+    wgt = np.ones(sci.shape, np.float32)
+    wgt[:, 150:160] = 0.0
+    des = tmp_path / "des.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, header, name="SCI"),
+                  fits.ImageHDU(np.zeros(sci.shape, np.int16), name="MSK"), fits.ImageHDU(wgt, name="WGT")]).writeto(des)
+    (tmp_path / "link.fits").symlink_to(des)
+    for path in (des, tmp_path / "link.fits"):
+        assert check_weight(path, "{stem}.fits", sci.shape) == path
+        assert weight_nodata(path, "MAP_WEIGHT")[:, 150:160].all()
+    with pytest.raises(InputError, match=r"des\.fits: weight map \(MAP_RMS\) with 3 images .*none named RMS"):
+        check_own_weight(des, "{stem}.fits", "MAP_RMS")
+    with pytest.raises(InputError, match=r"its own weight map"):
+        check_own_weight(_variant(t, tmp_path / "one.fits"), "{stem}.fits")
+    if HAVE_SEX:
+        seen = _weight_given(monkeypatch)
+        r = detect_tile(des, tmp_path / "out", DetectConfig(engine="sextractor", weight_image="{stem}.fits",
+                                                            seeing_fwhm=3.0))
+        assert r["n_sources"] > 3 and np.isnan(fits.getdata(r["nb"])[:, 150:160]).all()
+        [(name, link, given)] = seen
+        assert not link and np.array_equal(given, wgt)
+        ws = tmp_path / "ws"
+        setting = ["--set", 'dre.detect.weight_image="{stem}.fits"', "--set", 'dre.detect.engine="sextractor"']
+        out = astro("-w", ws, *setting, "dre", "detect", des)
+        assert out.returncode == 0, out.stderr
+
+
+def _detected_and_changed(astro, t, ws, *tiles):
+    """Detect ``tiles`` (name: (folder, scale)) in ``ws`` with photutils, then write each again with
+    ``1.1 x`` its pixels (the same file, changed); the files."""
+    engine = ("--set", 'dre.detect.engine="photutils"')
+    paths = []
+    for folder, name in tiles:
+        folder.mkdir(exist_ok=True)
+        paths.append(folder / name)
+        if not paths[-1].exists():
+            _variant(t, paths[-1])
+    assert astro("-w", ws, *engine, "dre", "detect", *paths).returncode == 0
+    for p in paths:
+        fits.writeto(p, fits.getdata(t) * 1.1, fits.getheader(t), overwrite=True)
+    return engine, paths
+
+
+def test_the_other_file_hint_goes_with_its_own_tile_only(astro, tile, tmp_path):
+    """Tile a changed in place and b a different file of b's name, refused together: the other-file text
+    follows b's refusal, and the message ends with the usual --overwrite, not with b's text."""
+    d, t = tile
+    ws = tmp_path / "ws"
+    engine, (a, b) = _detected_and_changed(astro, t, ws, (tmp_path / "g", "a.fits"), (tmp_path / "g", "b.fits"))
+    (tmp_path / "r").mkdir()
+    other = _variant(t, tmp_path / "r/b.fits", data=fits.getdata(t) * 1.5)
+    out = astro("-w", ws, *engine, "dre", "detect", a, other)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    hint = [i for i, line in enumerate(lines) if f"was made from {b}, not {other}" in line]
+    assert len(hint) == 1 and "b_cat.fits: exists" in "".join(lines[hint[0] - 2:hint[0]]), out.stderr
+    assert "a different file of the same name needs another workspace" in lines[hint[0]]
+    assert lines[-1] == "use --overwrite to make them again with the new settings", out.stderr
+
+
+def test_a_tile_changed_in_place_with_a_record_naming_no_file_leads_with_overwrite(astro, tile, tmp_path):
+    """A detection record written before records named the tile: the refusal of a changed tile says
+    --overwrite first, and the other-file possibility second."""
+    from astrotool import made_with
+
+    d, t = tile
+    ws = tmp_path / "ws"
+    cat = ws / "dre/sextracted/x/x_cat.fits"
+    engine, [x] = _detected_and_changed(astro, t, ws, (tmp_path / "g", "x.fits"))
+    rec = made_with.read(cat)
+    del rec["tile"]
+    made_with.write(cat, rec)
+    out = astro("-w", ws, *engine, "dre", "detect", x)
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("use --overwrite to make it again from this file; a different file"), out.stderr
+    assert f"was made from {x} before it changed, or from another file of the same name" in out.stderr
+
+
+def test_a_detection_of_an_older_detect_version_is_refused_naming_it(astro, tile, tmp_path):
+    """detect 6 (no-data weights for SExtractor, saturation at the level, INHERIT): the same settings give
+    other outputs, so a version-5 detection is refused as made by an older version; --overwrite remakes it."""
+    from astrotool import made_with
+    from astrotool_dre.pipeline import STAGE_VERSIONS
+
+    assert STAGE_VERSIONS["detect"] >= 6
+    d, t = tile
+    ws = tmp_path / "ws"
+    x = _variant(t, tmp_path / "x.fits")
+    engine = ("--set", 'dre.detect.engine="photutils"')
+    assert astro("-w", ws, *engine, "dre", "detect", x).returncode == 0
+    cat = ws / "dre/sextracted/x/x_cat.fits"
+    rec = made_with.read(cat)
+    rec["settings"]["version"] = 5
+    rec["hash"] = made_with.digest(rec["settings"])
+    made_with.write(cat, rec)
+    out = astro("-w", ws, *engine, "dre", "detect", x)
+    assert out.returncode == 2, out.stderr
+    assert (f"made by an older astrotool-dre detect stage (version 5; this one is {STAGE_VERSIONS['detect']})"
+            in out.stderr and "use --overwrite" in out.stderr), out.stderr
+    assert astro("-w", ws, *engine, "--overwrite", "dre", "detect", x).returncode == 0
+
+
+@pytest.mark.parametrize("value", ["N/A", True])
+def test_a_saturate_that_is_no_number_names_the_tile_and_keyword(tile, tmp_path, value):
+    d, t = tile
+    path = _variant(t, tmp_path / "sat.fits", SATURATE=value)
+    with pytest.raises(InputError, match=rf"sat\.fits: header SATURATE {value!r} is not a number; set "
+                                         r"dre\.detect\.satur_level"):
+        detect_tile(path, tmp_path / "out", DetectConfig(engine="photutils"))
+    assert detect_tile(path, tmp_path / "out", DetectConfig(engine="photutils", satur_level=5e4))["n_sources"] > 3

@@ -69,7 +69,7 @@ def _run_stages(stages: tuple[str, ...], tiles: list[str] | None, flags: dict, c
     ws = ctx.workspace
     for name in FOLDERS:
         ws.stage("dre", name)
-    todo = tiles_in(ws.root, tiles, weight_image=cfg.detect.weight_image)
+    todo = tiles_in(ws.root, tiles, weight_image=cfg.detect.weight_image, weight_type=cfg.detect.weight_type)
     if not todo:
         raise AstroError(f"{ws.root / 'dre' / 'tiles'}: no tiles ({', '.join('*' + e for e in TILE_SUFFIXES)}); "
                          f"run `{astro_command('dre', 'simulate')}` or copy tiles there")

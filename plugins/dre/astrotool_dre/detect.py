@@ -12,7 +12,7 @@ names, into the folder given (by convention ``<workspace>/dre/sextracted/<stem>/
     The background RMS map (``BACKGROUND_RMS``), float32, image units.
 
 Both are NaN at the pixels that hold no data: NaN or infinite in the tile, or marked so by its weight map
-(:func:`astrotool_dre.tiles.weight_nodata`: weight 0, an infinite or huge RMS); the cuts stage drops a cut that
+(:func:`astrotool_dre.tiles.read_weight`: weight 0, an infinite or huge RMS); the cuts stage drops a cut that
 holds such a pixel.
 ``<stem>_seg.fits``
     The segmentation map (``SEGMENTATION``), int32, 0 = sky, else ``NUMBER``.
@@ -35,8 +35,8 @@ import numpy as np
 
 from astrotool.names import printable
 from astrotool_dre.catalog import astropy_unit, data_unit
-from astrotool_dre.tiles import (celestial_wcs, check_weight, output_paths, read_image, resolve_gain,
-                                 resolve_zero_point, tile_stem, weight_nodata)
+from astrotool_dre.tiles import (celestial_wcs, check_weight, header_number, output_paths, read_image, read_weight,
+                                 resolve_gain, resolve_zero_point, tile_stem)
 
 if TYPE_CHECKING:
     from astrotool_dre.config import DetectConfig
@@ -181,7 +181,7 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     ------
     astrotool.errors.InputError
         Unreadable tile, all-NaN or blank tile, no gain (or a header GAIN, EXPTIME for "cps", that is not
-        a positive number); a weight map (``weight_image``) missing, of
+        a positive number), a header SATURATE that is not a number; a weight map (``weight_image``) missing, of
         another shape, or with no pixel of positive weight. A tile with no source gets an empty
         catalogue (same columns) and a warning.
     astrotool.errors.AstroError
@@ -198,16 +198,16 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
     settings = dict(gain=resolve_gain(header, cfg.gain, tile),
                     zp=resolve_zero_point(header, cfg.zero_point, tile,   # the fit's warning of the tile is not repeated
                                           "dre.detect.zero_point for MAG_AUTO, dre.fit.zero_point for MAG"),
-                    satur_level=cfg.satur_level if cfg.satur_level is not None
-                    else float(header.get("SATURATE", 1e20)),  # SExtractor rejects 1e30
+                    satur_level=cfg.satur_level if cfg.satur_level is not None   # SExtractor rejects 1e30
+                    else header_number(header, "SATURATE", tile, 1e20, advice="; set dre.detect.satur_level"),
                     kernel=detection_kernel(cfg.filter_fwhm))
     binary = sextractor_for(cfg)
     use = "sextractor" if binary else "photutils"
-    weight = None
+    weight = weight_pixels = None
     nodata = ~np.isfinite(data)
     if cfg.weight_image:
         weight = check_weight(tile, cfg.weight_image, data.shape, cfg.weight_type)
-        by_weight = weight_nodata(weight, cfg.weight_type)
+        weight_pixels, by_weight = read_weight(weight, cfg.weight_type)
         if by_weight is not None:
             nodata |= by_weight
     record = provenance("dre detect")
@@ -219,7 +219,7 @@ def detect_tile(tile: str | os.PathLike, outdir: str | os.PathLike, cfg: DetectC
         tmp = {k: stack.enter_context(atomic_path(paths[k])) for k in ("cat", "nb", "rms", "seg")}
         if binary:
             n, seeing = run_sextractor(binary, tile, data, header, ext, tmp, cfg, weight=weight, nodata=nodata,
-                                       record=record, **settings)
+                                       weight_pixels=weight_pixels, record=record, **settings)
         else:
             n, seeing = run_photutils(tile, data, header, ext, tmp, cfg, record=record, **settings), None
         from astropy.io import fits

@@ -6,9 +6,9 @@ list. It runs in that folder and every file it reads or writes is named there
 by a plain relative name (the tile, weight and flag images and the
 network file are linked in; a compressed tile or weight map, ``.fits.gz`` or ``.fits.fz``, or one whose
 image is not in the primary HDU, is written there uncompressed and alone, as SExtractor reads neither
-compression and would read every image of the file; a weight map of type ``MAP_WEIGHT``, ``MAP_VAR`` or ``MAP_RMS`` is
-written there with its pixels of no data, :func:`astrotool_dre.tiles.weight_nodata`, at weight 0 or an infinite
-RMS or variance): SExtractor splits names at commas and its
+compression and would read every image of the file; a weight map of type ``MAP_WEIGHT``, ``MAP_VAR`` or ``MAP_RMS``
+with pixels of no data, :func:`astrotool_dre.tiles.read_weight`, not at weight 0 or an infinite RMS or variance
+is written there with them so): SExtractor splits names at commas and its
 configuration files at spaces, so the real paths may hold both, and any
 character. DRE's outputs are forced:
 ``-CATALOG_TYPE FITS_LDAC`` and ``-CHECKIMAGE_TYPE
@@ -142,33 +142,37 @@ def _sex_config(folder: Path, cfg: DetectConfig, *, params: list[str], kernel: n
 
 
 def _below(level: float) -> float:
-    """The largest float32 value below ``level``: a float32 pixel is above it when at or above ``level``, as the
-    photutils engine flags saturation (SExtractor flags a pixel strictly above ``SATUR_LEVEL``)."""
+    """The largest float32 value strictly below ``level`` (compared in float64: ``_below(30000.1)`` is 30000.1's
+    float32 neighbour below, ``_below(16777217.0)`` is 16777216.0): a float32 pixel is above it when at or above
+    ``level``, as the photutils engine flags saturation (SExtractor flags a pixel strictly above
+    ``SATUR_LEVEL``)."""
     near = np.float32(level)
-    return float(near if near < level else np.nextafter(near, np.float32(-np.inf)))
+    return float(near) if float(near) < level else float(np.nextafter(near, np.float32(-np.inf)))
 
 
 _NODATA_VALUE = {"MAP_WEIGHT": 0.0, "MAP_VAR": np.inf, "MAP_RMS": np.inf}
 """The value SExtractor reads as no data in a weight map of each type (beyond its ``WEIGHT_THRESH``)."""
 
 
-def _put_image(src: Path, dest: Path, data=None, header=None, ext: int | None = None) -> None:
-    """Put the image of ``src`` (``data``, ``header``, HDU ``ext``; read when not given) at ``dest`` for
-    SExtractor: a link when it is the file's primary HDU, uncompressed; else that image alone, uncompressed
-    (SExtractor reads neither gzip nor tile compression, "Unknown TFORM", and would read every image of a
-    file with several: SCI, WHT...)."""
+def _put_image(src: Path, dest: Path, data=None, header=None, ext: int | None = None,
+               weight_type: str | None = None) -> None:
+    """Put the image of ``src`` (``data``, ``header``, HDU ``ext``; read when not given; ``weight_type``: of a
+    weight map, :func:`astrotool_dre.tiles.check_tile`) at ``dest`` for SExtractor: a link when it is the
+    file's primary HDU, uncompressed; else that image alone, uncompressed (SExtractor reads neither gzip nor
+    tile compression, "Unknown TFORM", and would read every image of a file with several: SCI, WHT...)."""
     from astropy.io import fits
 
     from astrotool_dre.tiles import check_tile, read_image
 
     if ext is None:
-        ext = check_tile(src)
+        ext = check_tile(src, weight_type)
     if ext == 0 and not is_compressed(src):
         os.symlink(os.path.abspath(src), dest)
         return
     if data is None:
-        data, header, _ = read_image(src, check_content=False)
-    fits.PrimaryHDU(data.astype(np.float32), header=image_header(header)).writeto(dest)
+        data, header, _ = read_image(src, check_content=False, weight_type=weight_type)
+    fits.PrimaryHDU(data.astype(np.float32, copy=False),
+                    header=None if header is None else image_header(header)).writeto(dest)
 
 
 def _run(args, cwd, timeout, what):
@@ -188,7 +192,8 @@ def _run(args, cwd, timeout, what):
 
 def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, tmp: dict, cfg: DetectConfig, *,
                    gain: float, zp: float, satur_level: float, kernel: np.ndarray, record: dict,
-                   weight: Path | None = None, nodata: np.ndarray | None = None):
+                   weight: Path | None = None, nodata: np.ndarray | None = None,
+                   weight_pixels: np.ndarray | None = None):
     """Detect with SExtractor; write the four products to the paths in ``tmp``.
 
     Parameters
@@ -213,6 +218,10 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         bool, the pixels of no data (NaN in the tile, of no weight in ``weight``:
         :func:`astrotool_dre.tiles.weight_nodata`); SExtractor gets them as pixels of no weight, so that they
         count in neither its background nor its noise map. Default: the tile's non-finite pixels.
+    weight_pixels : numpy.ndarray, optional
+        The image of ``weight`` as read (:func:`astrotool_dre.tiles.read_weight`); read again when needed
+        and not given. SExtractor gets a copy with ``nodata`` at its no-data value only where some pixel of
+        ``nodata`` is not at it already; else the map itself (a link, where it can).
 
     Returns
     -------
@@ -243,13 +252,16 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         else:
             _put_image(tile, image, data, header, ext)
         if weight_image is not None and kind in _NODATA_VALUE:
-            # the user's map with its pixels of no data (DRE's rule, tiles.weight_nodata) as SExtractor's no data:
-            # a weight of 1e-12 or an RMS of 1e10 would otherwise enter the background of its noise map
-            from astrotool_dre.tiles import read_image
+            if weight_pixels is None:
+                from astrotool_dre.tiles import read_weight
 
-            w, _, _ = read_image(weight_image, check_content=False, weight_type=kind)
-            weight_image = td / "weight.fits"
-            fits.PrimaryHDU(np.where(nodata, _NODATA_VALUE[kind], w).astype(np.float32)).writeto(weight_image)
+                weight_pixels = read_weight(weight_image, kind)[0]
+            if (weight_pixels[nodata] != _NODATA_VALUE[kind]).any():
+                # the user's map with its pixels of no data (DRE's rule, tiles.read_weight) as SExtractor's no
+                # data: a weight of 1e-12 or an RMS of 1e10 would otherwise enter the background of its noise map
+                weight_image = td / "weight.fits"
+                fits.PrimaryHDU(np.where(nodata, _NODATA_VALUE[kind], weight_pixels).astype(np.float32)).writeto(
+                    weight_image)
         elif weight_image is None and nodata.any():   # no weight map: weight 0 at the pixels of no data
             weight_image = td / "weight.fits"
             fits.PrimaryHDU((~nodata).astype(np.float32)).writeto(weight_image)
@@ -259,7 +271,7 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
             wimg = Path(weight_image)
             if wimg.parent != td:
                 wimg = td / "weight_in.fits"
-                _put_image(weight_image, wimg)
+                _put_image(weight_image, wimg, weight_pixels, weight_type=kind)
             wargs += ["-WEIGHT_TYPE", weight_type, "-WEIGHT_IMAGE", wimg.name]
         if flag_image is not None:
             fimg = td / "flag.fits"

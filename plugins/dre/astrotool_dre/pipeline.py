@@ -90,7 +90,7 @@ class TilePaths:
 
 
 # ----------------------------------------------------------------------------- what made an output
-STAGE_VERSIONS = {"detect": 5, "psf": 2, "cuts": 2, "fit": 3, "mosaics": 3}
+STAGE_VERSIONS = {"detect": 6, "psf": 2, "cuts": 2, "fit": 3, "mosaics": 3}
 """Bump a stage's number when the same settings give other outputs (or its record holds other keys for them).
 fit 2: the summary has SKY/SKY_ERR and more header cards, a --cube fit records the cube's grid, local_sky
 with the dre statistic is recorded as used (false); mosaics 2: TILE, NAME, INDEX, FITSTAT in their headers;
@@ -103,7 +103,10 @@ fit 3: ANGLE refined across the periodic axis's wrap (a vertex below 0 deg was h
 detect 4: pixels of no weight in the weight map are NaN in _nb, _rms; cuts 2: saturated objects (FLAGS bit 4)
 left out, cuts holding NaN in _nb or _rms dropped.
 detect 5: an _rms map more than 10 % above the sky's scatter is scaled down to it (match_rms_to_sky); mosaics 3:
-the PNG scale's top from the pixels of the fit mask."""
+the PNG scale's top from the pixels of the fit mask.
+detect 6: SExtractor gets the weight map's no-data pixels as weight 0 (its noise map), flags saturation at the level
+(as photutils), a tile's NaN pixels no weight with a weight map too; an extension's INHERIT = T header has the
+primary's keywords (GAIN, MAGZP, SATURATE...)."""
 RECOMPUTE = frozenset({"mosaics"})
 """Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2)."""
 NOT_OUTPUT = ("dre.detect.nthreads", "dre.detect.timeout", "dre.psf.timeout", "dre.fit.backend", "dre.fit.device",
@@ -325,28 +328,35 @@ def check_tiles(tiles: list[Path], root, stages: tuple[str, ...], cfg: DreConfig
             "%s%s: made with other [dre.%s] settings than this configuration's:\n%s\n%s reads it as it was made; "
             "`%s` makes it with these", printable(str(path)), more, stage,
             "\n".join(f"  {c}" for c in changed), reader, astro_command("dre", stage, "--overwrite"))
-    made_with.check_all(checks, overwrite=overwrite, hint=_other_file_hint(checks, overwrite))
+    refused = []
+    for outputs, rec, recompute in checks:   # made_with.check_all, with a hint of its own for each output
+        try:
+            made_with.keep(outputs, rec, overwrite=overwrite, recompute=recompute, warn=False, forget=False)
+        except made_with.SettingsChanged as exc:
+            hint = None if isinstance(exc, made_with.VersionChanged) else _other_file_hint(outputs, rec)
+            refused.append(made_with.SettingsChanged(exc.path, exc.changed, hint) if hint else exc)
+    made_with.refuse(refused)
 
 
-def _other_file_hint(checks, overwrite) -> str | None:
-    """What a refusal says when a detection's tile changed (``inputs.tile``) and its record names another file
-    than this run's tile (``bands/g/x.fits`` detected, ``bands/r/x.fits.fz`` now): the file it was made from, and
-    that another file of the same name needs another workspace or another name (``--overwrite`` would replace
-    the results of the first); None otherwise (``--overwrite``, the usual advice)."""
-    if overwrite:
+def _other_file_hint(outputs, rec) -> str | None:
+    """What the refusal of a detection's ``outputs`` says when its tile changed (``inputs.tile``): the file its
+    record says they were made from, if another than this run's tile (``bands/g/x.fits`` detected,
+    ``bands/r/x.fits.fz`` now), and that another file of the same name needs another workspace or another name
+    (``--overwrite`` would replace the results of the first); ``--overwrite`` first where the record names no
+    file (made before records named it); None otherwise (the same file, changed: ``--overwrite``, the usual
+    advice). Its first line stays in :func:`astrotool.made_with.refuse`'s list of several refusals."""
+    old = made_with.read(outputs[0]) if "tile" in rec else None
+    if old is None or old["settings"].get("inputs.tile") == rec["settings"].get("inputs.tile"):
         return None
-    for outputs, rec, _ in checks:
-        old = made_with.read(outputs[0]) if "tile" in rec and outputs[0].exists() else None
-        if old is None or old["settings"].get("inputs.tile") == rec["settings"].get("inputs.tile"):
-            continue
-        before = old.get("tile")
-        if before is not None and before == rec["tile"]:   # the same file, changed since: --overwrite
-            continue
-        made = (f"was made from {printable(before)}, not {printable(rec['tile'])}" if before
-                else f"was made from another file than {printable(rec['tile'])}, or from it before it changed")
-        return (f"{printable(str(outputs[0]))} {made}: a different file of the same name needs another workspace "
-                "(-w) or a renamed file; --overwrite would replace its results and those made from them")
-    return None
+    before, now, out = old.get("tile"), printable(rec["tile"]), printable(str(outputs[0]))
+    if before is None:
+        return (f"{out} was made from {now} before it changed, or from another file of the same name (its record "
+                "does not say which)\nuse --overwrite to make it again from this file; a different file of the "
+                "same name needs another workspace (-w) or a renamed file")
+    if before == rec["tile"]:   # the same file, changed since: --overwrite
+        return None
+    return (f"{out} was made from {printable(before)}, not {now}: a different file of the same name needs another "
+            "workspace (-w) or a renamed file\n--overwrite would replace its results and those made from them")
 
 
 def check_upstream(tiles: list[Path], root, stages: tuple[str, ...]) -> None:
@@ -363,9 +373,11 @@ def check_upstream(tiles: list[Path], root, stages: tuple[str, ...]) -> None:
                 raise InputError(missing[0], f"missing{more}; run `astro dre {up}` first")
 
 
-def tiles_in(root, names: list[str] | None = None, weight_image: str | None = None) -> list[Path]:
+def tiles_in(root, names: list[str] | None = None, weight_image: str | None = None,
+             weight_type: str = "MAP_WEIGHT") -> list[Path]:
     """The tiles to process: ``names`` (paths or stems) or every tile in ``dre/tiles``
-    (:func:`astrotool_dre.tiles.tile_files`: the weight maps of ``weight_image`` there are no tiles)."""
+    (:func:`astrotool_dre.tiles.tile_files`: the weight maps of ``weight_image`` there are no tiles); a tile
+    that is its own weight map (of ``weight_type``) is refused (:func:`astrotool_dre.tiles.check_own_weight`)."""
     folder = Path(root) / "dre" / "tiles"
     if names:
         out = []
@@ -385,7 +397,7 @@ def tiles_in(root, names: list[str] | None = None, weight_image: str | None = No
         out = tile_files(folder, weight_image)
         _check_stems(out)
     for t in out:   # a tile is no weight map of its own (exit 2, before any work)
-        check_own_weight(t, weight_image)
+        check_own_weight(t, weight_image, weight_type)
     return out
 
 

@@ -37,12 +37,14 @@ __all__ = [
     "read_image",
     "image_header",
     "inherited_header",
+    "header_number",
     "resolve_gain",
     "resolve_zero_point",
     "celestial_wcs",
     "sky_coordinates",
     "weight_path",
     "check_weight",
+    "read_weight",
     "weight_nodata",
     "NODATA_WEIGHT",
     "is_own_weight",
@@ -105,12 +107,14 @@ def is_own_weight(tile: str | os.PathLike, pattern: str) -> bool:
         return False
 
 
-def check_own_weight(tile: str | os.PathLike, pattern: str | None) -> None:
+def check_own_weight(tile: str | os.PathLike, pattern: str | None, weight_type: str = "MAP_WEIGHT") -> None:
     """Refuse (InputError, exit 2) a ``tile`` that ``pattern`` (``dre.detect.weight_image``) makes its own
-    weight map (:func:`is_own_weight`)."""
+    weight map (:func:`is_own_weight`) with the tile's image as the weight image; a file of several images
+    whose weight image for ``weight_type`` is another (DES's ``SCI``, ``MSK``, ``WGT``: :func:`_open_image`)
+    is its own weight file."""
     from astrotool.errors import InputError
 
-    if pattern and is_own_weight(tile, pattern):
+    if pattern and is_own_weight(tile, pattern) and check_tile(tile) == check_tile(tile, weight_type):
         raise InputError(tile, f"is its own weight map: dre.detect.weight_image = {pattern!r} names the tile "
                                "itself; name the tiles' weight maps (such as 'weights/{stem}_wht.fits'), "
                                "or unset the key")
@@ -331,6 +335,30 @@ def _note_once(path, what: str, level: int, msg: str, *args) -> None:
     logging.getLogger("astro.dre").log(level, msg, *args)
 
 
+def header_number(header, key: str, path, default: float | None = None, *, positive: bool = False,
+                  advice: str = "") -> float | None:
+    """The header's ``key`` as a finite number (``positive``: above 0), or ``default`` when it is absent.
+
+    Raises
+    ------
+    astrotool.errors.InputError
+        The key is not such a number (a string, a logical, NaN); naming the tile ``path``, the key and its
+        value, then ``advice`` (what to do instead).
+    """
+    from astrotool.errors import InputError
+
+    value = header.get(key)
+    if value is None:
+        return default
+    try:
+        number = float("nan") if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (np.isfinite(number) and (number > 0 or not positive)):
+        raise InputError(path, f"header {key} {value!r} is not a {'positive ' if positive else ''}number{advice}")
+    return number
+
+
 def _positive_key(header, key: str, path, mode: str) -> float:
     """The header's ``key`` as a positive number, which gain ``mode`` needs.
 
@@ -341,15 +369,9 @@ def _positive_key(header, key: str, path, mode: str) -> float:
     """
     from astrotool.errors import InputError
 
-    value = header.get(key)
-    if value is None:
+    number = header_number(header, key, path, positive=True, advice=f" (gain={mode!r}); {_GIVE_GAIN}")
+    if number is None:
         raise InputError(path, f"no {key} keyword in the header (gain={mode!r}); {_GIVE_GAIN}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number > 0:   # also NaN
-        raise InputError(path, f"header {key} {value!r} is not a positive number (gain={mode!r}); {_GIVE_GAIN}")
     return number
 
 
@@ -510,7 +532,7 @@ def check_weight(tile: str | os.PathLike, pattern: str, shape: tuple[int, int],
     from astrotool.errors import InputError
     from astrotool.names import printable
 
-    check_own_weight(tile, pattern)
+    check_own_weight(tile, pattern, weight_type)
     path = weight_path(tile, pattern)
     if not path.is_file():
         raise InputError(path, f"weight map not found (dre.detect.weight_image = {pattern!r} for the tile "
@@ -530,8 +552,13 @@ _WEIGHT_WORDS = {"MAP_WEIGHT": "positive weight", "MAP_VAR": "finite positive va
 
 
 def weight_nodata(path: str | os.PathLike, weight_type: str) -> np.ndarray | None:
-    """The pixels a weight map marks as holding no data (chip gaps, masked areas), which DRE treats as NaN
-    pixels of the tile.
+    """The pixels a weight map marks as holding no data (:func:`read_weight`'s second value)."""
+    return read_weight(path, weight_type)[1]
+
+
+def read_weight(path: str | os.PathLike, weight_type: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A weight map's image and the pixels it marks as holding no data (chip gaps, masked areas), which DRE
+    treats as NaN pixels of the tile.
 
     Parameters
     ----------
@@ -543,10 +570,11 @@ def weight_nodata(path: str | os.PathLike, weight_type: str) -> np.ndarray | Non
 
     Returns
     -------
-    numpy.ndarray or None
-        bool, True where the inverse variance the map gives is not finite or at most :data:`NODATA_WEIGHT`
-        times its median over the pixels where it is positive (weight 0, an RMS of 0, infinite or huge);
-        None for another type (``BACKGROUND``, ``NONE``: no values are taken from the map).
+    (numpy.ndarray, numpy.ndarray) or (None, None)
+        The image, float32 (as SExtractor reads it), and the no-data mask, bool: True where the inverse
+        variance the map gives is not finite or at most :data:`NODATA_WEIGHT` times its median over the pixels
+        where it is positive (weight 0, an RMS of 0, infinite or huge); None, None for another type
+        (``BACKGROUND``, ``NONE``: no values are taken from the map).
 
     Raises
     ------
@@ -557,11 +585,11 @@ def weight_nodata(path: str | os.PathLike, weight_type: str) -> np.ndarray | Non
 
     kind = str(weight_type).upper()
     if kind not in _WEIGHT_WORDS:
-        return None
+        return None, None
     w, _, _ = read_image(path, check_content=False, weight_type=kind)
     with np.errstate(divide="ignore", invalid="ignore"):
         ivar = {"MAP_WEIGHT": w, "MAP_VAR": 1.0 / w, "MAP_RMS": np.sign(w) / (w * w)}[kind]   # a negative RMS: no data
     ok = np.isfinite(ivar) & (ivar > 0)
     if not ok.any():
         raise InputError(path, f"weight map ({kind}) has no pixel with {_WEIGHT_WORDS[kind]}: nothing to detect")
-    return ~(ok & (ivar > NODATA_WEIGHT * np.median(ivar[ok])))
+    return w.astype(np.float32), ~(ok & (ivar > NODATA_WEIGHT * np.median(ivar[ok])))
