@@ -290,30 +290,58 @@ def test_per_object_gives_no_first_alert_class_when_the_first_alert_has_no_predi
     assert objects.loc["b", "class_first_alert"] == "VS"
 
 
-def test_predict_under_shard_writes_one_whole_table_per_task(tws, astro):
-    """Every --shard task wrote <model>_alerts.parquet: task 1/2 a partial table, task 0/2 then refused ('made
-    with other settings: inputs'); tables named as inputs were not split at all."""
+def test_predict_under_shard_the_task_that_finishes_last_writes_one_table(tws, tmp_path, astro):
+    """Task 0/2 predicts its file and waits; task 1/2 writes the one table, alike a run without --shard (an object
+    whose alerts fell to both tasks has one row), and removes the parts; a task rerun keeps the table made with
+    the same settings and refuses other settings, as without --shard."""
+    from astrotool_ztf import synthetic
+
+    alerts = synthetic.make_alerts(4)
+    for a in alerts[:3]:
+        a["objectId"] = "ZTF99shared"
+    files = [synthetic.write_avro(tmp_path / "a.avro", alerts[:2]), synthetic.write_avro(tmp_path / "b.avro",
+                                                                                          alerts[2:])]
     out = tws / "ztf" / "predictions"
 
-    def task(shard, *inputs, name="sim_classifier"):
-        r = astro("--json", "-w", tws, "--shard", shard, "ztf", "predict", *inputs, "--model", "sim_classifier",
-                  "--name", name)
-        assert r.returncode == 0, (shard, r.stderr)
-        i, n = shard.split("/")
-        return pd.read_parquet(out / f"{name}_shard{i}of{n}_alerts.parquet")
+    def run(*opts, name="sharded"):
+        r = astro("--json", "-w", tws, *opts, "ztf", "predict", *files, "--model", "sim_classifier", "--name", name)
+        assert r.returncode == 0, r.stderr
+        return r
 
-    files = [str(f) for f in AVRO[:2]]
-    assert len(files) == 2
-    by_task = [task(shard, *files) for shard in ("1/2", "0/2", "1/2")]   # the second 1/2: resubmitted, kept alike
-    assert [set(t["source"]) for t in by_task[:2]] == [{AVRO[1].stem + "_alerts.parquet"},
-                                                       {AVRO[0].stem + "_alerts.parquet"}]
-    assert not (out / "sim_classifier_alerts.parquet").exists()
-    tables = sorted(p.name.removesuffix("_alerts.parquet") for p in (tws / "ztf" / "alerts").glob("*_alerts.parquet"))
-    assert len(tables) == 3
-    for i in (0, 1):   # tables named as inputs are split too
-        assert set(task(f"{i}/2", "*", name="t")["source"]) == {f"{t}_alerts.parquet" for t in tables[i::2]}
-    r = astro("--json", "-w", tws, "--shard", "3/4", "ztf", "predict", *files, "--model", "sim_classifier")
-    assert r.returncode == 0 and json.loads(r.stdout)["outputs"] == [] and "nothing to do" in r.stderr, r.stderr
+    r = run("--shard", "0/2")
+    assert "1 of 2 input(s) done" in r.stderr and "the task that finishes last writes" in r.stderr, r.stderr
+    assert not list(out.glob("sharded_*")) and json.loads(r.stdout)["outputs"] == []
+    r = run("--shard", "1/2")
+    assert len(json.loads(r.stdout)["outputs"]) == 4 and not (out / ".parts").exists()
+    run(name="whole")
+    for kind in ("alerts", "objects"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / f"sharded_{kind}.parquet"),
+                                      pd.read_parquet(out / f"whole_{kind}.parquet"))
+    objects = pd.read_parquet(out / "sharded_objects.parquet").set_index("objectId")
+    assert objects["n_alerts"].to_dict() == {"ZTF99shared": 3, alerts[3]["objectId"]: 1}
+    r = run("--shard", "3/4")   # a task with no input, after the table was written: kept
+    assert json.loads(r.stdout)["kept"] and "nothing to do" in r.stderr, r.stderr
+    r = astro("-w", tws, "--shard", "0/2", "ztf", "predict", *files, "--model", "sim_classifier", "--name", "sharded",
+              "--autoencoder", "sim_vae")
+    assert "made with other inputs, model, autoencoder" in _error(r)
+
+
+def test_predict_under_shard_writes_the_table_without_a_failed_file_until_its_task_is_rerun(tws, tmp_path, astro):
+    from astrotool_ztf import synthetic
+
+    alerts = synthetic.make_alerts(4)
+    good, bad = synthetic.write_avro(tmp_path / "a.avro", alerts[:2]), tmp_path / "b.avro"
+    bad.write_bytes(b"not avro")
+    out = tws / "ztf" / "predictions"
+
+    def task(shard):
+        return astro("--json", "-w", tws, "--shard", shard, "ztf", "predict", good, bad, "--model", "sim_classifier")
+
+    assert task("1/2").returncode == 2 and task("0/2").returncode == 0
+    assert len(pd.read_parquet(out / "sim_classifier_alerts.parquet")) == 2 and (out / ".parts").exists()
+    synthetic.write_avro(bad, alerts[2:])   # mended: the rerun of its task writes the whole table
+    assert task("1/2").returncode == 0
+    assert len(pd.read_parquet(out / "sim_classifier_alerts.parquet")) == 4 and not (out / ".parts").exists()
 
 
 def test_the_anomaly_score_of_predict_is_the_reconstruction_error_of_embed(tws, astro):

@@ -591,10 +591,12 @@ def predict(
     (the autoencoder, if any, runs with torch), and _onnx is added to NAME
     (as lens predict does), so the torch run's tables are kept beside.
     Under --shard I/N (a Slurm array) a task predicts its share of the input
-    files and of the tables named, and writes them whole as
-    NAME_shardIofN_alerts.parquet and _objects.parquet: the tasks' tables never
-    collide (an object whose alerts fall to several tasks has a row in each).
+    files and of the tables named, kept per input in ztf/predictions/.parts/;
+    the task that finishes last (or a rerun) writes the one pair of tables,
+    over every input, and removes the parts.
     """
+    import contextlib
+    import shutil
     import time
 
     import numpy as np
@@ -602,6 +604,7 @@ def predict(
 
     from astrotool.context import current
     from astrotool.errors import InputError
+    from astrotool.executors import failure_line
     from astrotool.io.tables import write_parquet
     from astrotool.names import check_name
     from astrotool.workspace import atomic_path
@@ -610,9 +613,9 @@ def predict(
     from astrotool_ztf.classify import check_finished, load_classifier, temperature
     from astrotool.context import astro_command
     from astrotool_ztf.ingest import (FEATURE_FIELDS, alert_tables, column_metadata, expand_inputs, ingest_files,
-                                      missing_fields, warn_ingested)
-    from astrotool_ztf.predict import (alert_descriptions, input_identity, object_descriptions, per_object,
-                                       predict_file)
+                                      missing_fields, output_names, warn_ingested)
+    from astrotool_ztf.predict import (alert_descriptions, failed_mark, input_identity, object_descriptions,
+                                       part_path, per_object, predict_file, read_parts)
 
     ctx = current()
     if name is not None:
@@ -647,56 +650,68 @@ def predict(
         check_finished(ae_ckpt.meta, ae_dir)   # as embed and evaluate: an autoencoder cut short is not used
         ae, ae_meta = build_model(ae_ckpt, REGISTRY).eval(), ae_ckpt.meta
         ctx.record.add_input(ae_dir / "model.json")
-    pairs = []
+    shard = ctx.executor_options.shard
+    pairs = []   # this task's inputs (alerts, stamps): every input without --shard
+    every = []   # every input (alerts, stamps, the file naming its part under --shard), the other tasks' too
     files = [p for p in inputs if Path(p).exists()]
     names = [p for p in inputs if not Path(p).exists()]
-    n_failed = 0
+    n_failed, errors = 0, {}
     if files:
         once: dict = {}  # a file named twice (or in a folder named too) is read once
         for f in expand_inputs([Path(p) for p in files]):
             once.setdefault(f.resolve(), f)
         expanded = list(once.values())
+        stems = output_names(expanded, stamps_dir)   # over every file: alike in every --shard task
         # finished outputs are kept: --overwrite replaces the predictions, not the ingested tables
         # an input file replaced, or other ingest settings: refused before any work (predict --overwrite
         # does not ingest again)
         ingest_cfg = ctx.section(NAME).ingest
-        done = ingest_files(expanded, alerts_dir, stamps_dir, ingest_cfg, ctx.map, False, shard_of=ctx.shard_of,
+        since = len(ctx.failures)
+        done = ingest_files(expanded, alerts_dir, stamps_dir, ingest_cfg, ctx.map, False, names=stems,
+                            shard_of=ctx.shard_of,
                             hint=f"run `{astro_command('ztf', 'ingest', '--overwrite')} {{files}}` first (predict "
                                  "--overwrite replaces only the predictions)")
+        errors = {(alerts_dir / f"{f.key}_alerts.parquet", stamps_dir / f"{f.key}_stamps.h5"): f.error
+                  for f in ctx.failures[since:]}   # an item's key is its stem
         warn_ingested(ctx.log, done, ingest_cfg.stamp_size)   # as ingest says them
         n_failed = len(ctx.shard_of(expanded)) - len(done)   # under --shard: of this task's files
         pairs += [(Path(r.alerts), Path(r.stamps)) for r in done]
+        every += [(alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5", f)
+                  for f, n in zip(expanded, stems)]
     tables = alert_tables(alerts_dir, names, "neither a file nor the name or glob pattern of an alert table") \
         if names else []   # table names and patterns, as prepare takes them
     for n in ctx.shard_of(tables):   # under --shard, this task's share of them, as of the files
         pairs.append((alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5"))
+    every += [(alerts_dir / f"{n}_alerts.parquet", stamps_dir / f"{n}_stamps.h5",
+               alerts_dir / f"{n}_alerts.parquet") for n in tables]
     pairs = list(dict.fromkeys(pairs))  # an input named twice counts once
-    shard = ctx.executor_options.shard
     if not pairs and shard is not None and not n_failed:   # more tasks than inputs: none fell to this one
         ctx.log.info("--shard %d/%d had nothing to do: the inputs fall to the other --shard tasks", *shard)
-        ctx.emit({"alerts": 0, "objects": 0, "outputs": []})
-        return
-    if not pairs:
+    if not pairs and shard is None:
         raise InputError(", ".join(inputs), f"no alert file could be ingested: {n_failed} failed (the errors "
                                             "above say why)")
-    stem = ((name or mdir.name) + ("_onnx" if pc.engine == "onnxruntime" else "")   # beside the torch run's
-            + (f"_shard{shard[0]}of{shard[1]}" if shard is not None else ""))   # a task's own, whole tables
+    stem = (name or mdir.name) + ("_onnx" if pc.engine == "onnxruntime" else "")   # beside the torch run's
     out_dir = ws.stage(NAME, PREDICTIONS)
-    rec = made_with.record({"model": mdir.name, "model_weights": meta.get("weights_sha256"),
-                            "autoencoder": ae_dir.name if ae is not None else None,
-                            "autoencoder_weights": ae_meta.get("weights_sha256") if ae is not None else None,
-                            **({"engine": pc.engine} if pc.engine != "torch" else {}),
-                            # an input is its alerts (candid) and stamp side, whatever its table is named
-                            "inputs": sorted(str(input_identity(a, s)) for a, s in pairs)})
-    try:  # the same inputs and model: made again alike; others: refused unless --overwrite
-        made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False, forget=False)
-    except made_with.SettingsChanged as e:
-        raise made_with.SettingsChanged(e.path, e.changed, hint="made with other inputs, model, autoencoder or "
-                                                                "engine; use --overwrite to replace it, or --name"
-                                        ) from None
-    t0 = time.perf_counter()
-    parts, rates, imputed = [], [], {}
-    for a, s in pairs:
+    models = {"model": mdir.name, "model_weights": meta.get("weights_sha256"),
+              "autoencoder": ae_dir.name if ae is not None else None,
+              "autoencoder_weights": ae_meta.get("weights_sha256") if ae is not None else None,
+              **({"engine": pc.engine} if pc.engine != "torch" else {})}
+
+    def settings(of: list) -> dict:   # an input is its alerts (candid) and stamp side, whatever its table is named
+        return made_with.record({**models, "inputs": sorted(str(input_identity(a, s)) for a, s in of)})
+
+    def kept(rec: dict) -> bool:   # the same inputs and model: made again alike; others: refused unless --overwrite
+        try:
+            return made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False,
+                                  forget=False)
+        except made_with.SettingsChanged as e:
+            raise made_with.SettingsChanged(e.path, e.changed, hint="made with other inputs, model, autoencoder or "
+                                                                    "engine; use --overwrite to replace it, or --name"
+                                            ) from None
+
+    rates, imputed = [], {}
+
+    def predict_one(a, s):   # one input's per-alert predictions
         ctx.record.add_input(a)
         lacking = [f for f in missing_fields(s) if f in FEATURE_FIELDS]
         if lacking:   # null columns: the features fall back to the clip floor or the training mean
@@ -704,10 +719,54 @@ def predict(
             ctx.log.warning("%s: its alerts have no feature field(s) %s: their predictions rest on filled-in "
                             "values (the clip floor, else the training mean)", Path(a).name, ", ".join(lacking))
         df, rate = predict_file(a, s, net, meta, batch_size, dev, autoencoder=ae, autoencoder_device=ae_dev)
-        parts.append(df)
         if rate:
             rates.append(rate)
-    alerts = pd.concat(parts, ignore_index=True)
+        return df
+
+    failed = {}
+    if shard is None:
+        rec = settings(pairs)
+        kept(rec)
+        t0 = time.perf_counter()
+        alerts = pd.concat([predict_one(a, s) for a, s in pairs], ignore_index=True)
+    else:   # each input's predictions wait in a part; the task that finishes last writes the tables
+        folder = out_dir / ".parts" / stem
+        run = made_with.digest(made_with.flatten({**models, "ingest": ingest_cfg.model_dump(mode="json") if files
+                                                  else None, "inputs": [str(k[0]) for k in every]}))
+        parts: dict = {}
+        for a, s, f in every:   # an input named twice (a file and its table) waits in one part
+            parts.setdefault((a, s), part_path(folder, run, a, f))
+        marked = {k for k, p in parts.items() if failed_mark(p).exists()}
+        if (out_dir / f"{stem}_alerts.parquet").exists() \
+                and kept(settings([k for k in parts if k not in marked])) and not marked:
+            ctx.log.info("%s_alerts.parquet: kept: made with the same inputs and model", stem)
+            ctx.emit({"kept": True, "outputs": [str(out_dir / f"{stem}_{kind}.{ext}") for kind in ("alerts", "objects")
+                                                for ext in ("parquet", "csv")]})
+            return
+        for k in [*pairs, *errors]:   # this task's: predicted again with --overwrite (but by a stopped run of it)
+            if made_with.replaces(ctx.overwrite, parts[k]):
+                parts[k].unlink(missing_ok=True)
+            failed_mark(parts[k]).unlink(missing_ok=True)
+        for k, error in errors.items():   # a failed input counts as finished; a rerun that ingests it adds it
+            folder.mkdir(parents=True, exist_ok=True)
+            failed_mark(parts[k]).write_text(error)
+        t0 = time.perf_counter()
+        for k in pairs:
+            if not parts[k].is_file():   # a part already there (a stopped run, another task) is kept
+                df = predict_one(*k)
+                with atomic_path(parts[k]) as tmp:
+                    df.to_parquet(tmp, index=False)
+        found, failed, waiting = read_parts(parts)
+        if waiting:
+            ctx.log.info("%d of %d input(s) done (the other --shard tasks do the rest); the task that finishes "
+                         "last writes %s", len(parts) - len(waiting), len(parts), out_dir / f"{stem}_alerts.parquet")
+            ctx.emit({"outputs": [], "inputs_done": len(parts) - len(waiting), "inputs": len(parts)})
+            return
+        if not found:
+            raise InputError(", ".join(inputs), f"no alert file could be ingested: {len(failed)} failed (the "
+                                                "errors above and the tasks' logs say why)")
+        rec = settings(list(found))
+        alerts = pd.concat(found.values(), ignore_index=True)
     n_repeated = len(alerts) - alerts["candid"].nunique()
     if n_repeated:  # the same alert in several inputs (a nightly archive and a broker dump): kept once,
         first = alerts["class"].eq("").sort_values(kind="stable").index  # a copy with a prediction first
@@ -727,6 +786,15 @@ def predict(
     made_with.write(outputs[0], rec)
     for p in outputs:
         ctx.record.add_output(p)
+    if failed:   # the parts stay: a rerun of the failed inputs' tasks writes the whole tables
+        ctx.log.warning("%s holds %d of %d input(s); failed: %s; rerun the task(s) that ingest them (the others' "
+                        "predictions are kept)", outputs[0].name, len(found), len(parts),
+                        "; ".join(failure_line(Path(a).name.removesuffix("_alerts.parquet"), e)
+                                  for (a, _), e in failed.items()))
+    elif shard is not None:   # every input is in the tables: no part is needed any more (nor earlier runs')
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()   # the other names' parts, if any, stay
     n_bad = int(alerts["class"].eq("").sum())
     if n_bad:
         ctx.log.warning("%d alert(s) with no usable stamp: no prediction", n_bad)

@@ -82,6 +82,45 @@ def input_identity(alerts_path, stamps_path) -> str | None:
             f"stamps {side} px, ingest version {version}")
 
 
+def part_path(folder, run: str, alerts_path, source) -> Path:
+    """Where one input's per-alert predictions wait under ``--shard`` until the task that finishes last writes
+    the tables: named by the run, the input's table and the size and modification time of ``source`` (the alert
+    file, or the table named), so an input changed since is predicted again."""
+    from astrotool.made_with import digest
+
+    try:
+        st = Path(source).stat()
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except OSError:
+        stamp = {}
+    table = Path(alerts_path).name.removesuffix("_alerts.parquet")
+    return Path(folder) / f"{run}-{table}-{digest(stamp)}.parquet"
+
+
+def failed_mark(part) -> Path:
+    """Beside an input's part: its error, when it failed (the input counts as finished); named without the
+    input's size and time, so that a rerun that ingests the input once mended finds it."""
+    return Path(part).with_name(Path(part).name.rsplit("-", 1)[0] + ".failed")
+
+
+def read_parts(parts: dict) -> tuple[dict, dict, list]:
+    """One pass over ``{input: part path}``: the inputs predicted (their DataFrames), failed (their error,
+    from its :func:`failed_mark`) and still waiting for another ``--shard`` task (a part gone meanwhile, once
+    another task wrote the tables, waits)."""
+    import pandas as pd
+
+    found, failed, waiting = {}, {}, []
+    for key, part in parts.items():
+        try:
+            found[key] = pd.read_parquet(part)
+        except FileNotFoundError:
+            try:
+                failed[key] = failed_mark(part).read_text()
+            except FileNotFoundError:
+                waiting.append(key)
+    return found, failed, waiting
+
+
 def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 256, device: str | None = None,
                  autoencoder=None, autoencoder_device: str | None = None):
     """Per-alert predictions of one ingested file: a DataFrame and the alerts/s reached.
