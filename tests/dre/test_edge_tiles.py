@@ -800,7 +800,8 @@ def test_a_des_style_tile_is_its_own_weight_file(astro, tile, tmp_path, monkeypa
     wgt[:, 150:160] = 0.0
     des = tmp_path / "des.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, header, name="SCI"),
-                  fits.ImageHDU(np.zeros(sci.shape, np.int16), name="MSK"), fits.ImageHDU(wgt, name="WGT")]).writeto(des)
+                  fits.ImageHDU(np.zeros(sci.shape, np.int16), name="MSK"),
+                  fits.ImageHDU(wgt, name="WGT")]).writeto(des)
     (tmp_path / "link.fits").symlink_to(des)
     for path in (des, tmp_path / "link.fits"):
         assert check_weight(path, "{stem}.fits", sci.shape) == path
