@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -53,7 +54,8 @@ def test_quality_flagged_cadences_and_nan_times_are_dropped_and_counted_without_
     assert not [w for w in caught if "did not parse" in str(w.message)]
     assert time.size == t.size - 15 and np.isfinite(time).all() and flux.min() > 0.9
     assert notes == ['tess.fits: dropped 10 of 1080 cadence(s) flagged in QUALITY (plato.detect.quality = "keep" '
-                     'keeps them)', "tess.fits: dropped 5 row(s) whose time is NaN or infinite"]
+                     'keeps them)', "tess.fits: dropped 5 row(s) whose time is NaN or infinite",
+                     "tess.fits: time 'TIME' [d, BTJD], flux 'PDCSAP_FLUX', flags 'QUALITY'"]
     (time, flux), = read_curves(path, quality="keep").values()
     assert time.size == t.size - 5 and flux.min() == pytest.approx(500.0)
     k = _tess(tmp_path / "kepler.fits", t, f, unit="e-/s", time_unit="BJD - 2454833")
@@ -109,6 +111,48 @@ def test_time_in_the_wrong_unit_is_refused_before_resampling():
     with pytest.raises(InputError, match="split the curve") as err:
         check_time_scale(kepler, 25.0 / 86400.0, "kepler.fits")
     assert "seconds" not in str(err.value)
+
+
+def test_hours_are_read_with_time_unit_h_and_a_fits_tunit_of_another_unit_is_refused(tmp_path, capsys):
+    """A CSV in hours was read as days (a 20-d curve taken for 480 d: no event, and a BLS of hours no signal
+    stopped); --time-unit took d or s only. A FITS column's TUNIT now says its unit, and what was read is logged."""
+    import pandas as pd
+    from astropy.io import fits
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=2.0, cadence_s=120.0, t0=1.2)
+    pd.DataFrame({"time": t * 24.0, "flux": f}).to_csv(tmp_path / "hours.csv", index=False)
+    (time, _), = read_curves(tmp_path / "hours.csv", time_unit="h").values()
+    np.testing.assert_allclose(time, t, rtol=0, atol=1e-12)
+    for unit, given, told in (("s", "d", "use --time-unit s"), ("hours", "d", "use --time-unit h"),
+                              ("BJD - 2457000, days", "s", "use --time-unit d (the default)")):
+        path = _tess(tmp_path / "unit.fits", t, f, time_unit=unit)
+        with pytest.raises(InputError, match=re.escape(f"time column 'TIME' is in '{unit}' (its TUNIT), read as ")
+                           + f".*{re.escape(told)}"):
+            read_curves(path, time_unit=given)
+        path.unlink()
+    path = _tess(tmp_path / "kepler.fits", t + 1000.0, f, time_unit="BJD - 2454833")
+    with fits.open(path, mode="update") as hdul:
+        hdul[1].header["BJDREFI"], hdul[1].header["BJDREFF"] = 2454833, 0.0
+    notes: list[str] = []
+    read_curves(path, notes=notes)
+    assert notes == ["kepler.fits: time 'TIME' [d, BJD - 2454833], flux 'PDCSAP_FLUX'"]
+    assert main(["-w", str(tmp_path / "ws"), "plato", "bls", str(path)]) == 0
+    assert "kepler.fits: time 'TIME' [d, BJD - 2454833], flux 'PDCSAP_FLUX'" in capsys.readouterr().err
+
+
+def test_bls_refuses_a_search_of_a_hundred_quarters_before_detrending():
+    """A 20-d curve in hours read as days (480 d) ran a BLS for hours that SIGTERM could not stop."""
+    from astrotool_plato.bls import MAX_SEARCH, QUARTER_SEARCH, bls_search, period_count
+    from astrotool_plato.config import BlsConfig
+
+    assert 2.9e10 < QUARTER_SEARCH < 3.1e10 and MAX_SEARCH == 100 * QUARTER_SEARCH
+    assert period_count(10.0, 0.1, 1.0, 10.0) == 1 + round(0.9 / (0.1 / 100.0))   # astropy's autoperiod grid
+    t = np.arange(0.0, 480.0, 120.0 / 86400.0)
+    with pytest.raises(InputError, match=r"hours.csv: BLS would try [\d,]+ periods on 345,600 samples over 480 d, "
+                                         r"12\d times .*is the time in hours \(--time-unit h\)\?"):
+        bls_search(t, np.zeros(t.size), BlsConfig(), "hours.csv")
 
 
 def test_bls_runs_every_file_and_names_the_bad_ones(tmp_path, capsys):
@@ -449,10 +493,10 @@ def test_a_feather_flux_column_taken_by_position_is_named_in_the_log_once_for_fi
     notes = []
     read_curves(tmp_path / "a.ftr", notes=notes)
     assert notes == ["a.ftr: flux column 'foo' (none of flux, PDCSAP_FLUX, SAP_FLUX, FLUX, coadd: a Feather file's "
-                     "last numeric column; --flux-column names another)"]
+                     "last numeric column; --flux-column names another)", "a.ftr: time 'time' [d], flux 'foo'"]
     read_curves(tmp_path / "named.ftr", notes=notes)
     read_curves(tmp_path / "a.ftr", flux_column="foo", notes=notes)
-    assert len(notes) == 1
+    assert len([n for n in notes if "flux column" in n]) == 1
     capsys.readouterr()
     files = [str(tmp_path / n) for n in ("a.ftr", "b.ftr", "named.ftr")]
     assert main(["-w", str(tmp_path / "ws"), "plato", "bls", *files]) == 0
@@ -484,14 +528,15 @@ def test_lightkurve_style_files_are_read_lowercase_quality_comments_delimiters_a
         ((time, flux),) = read_curves(tmp_path / name, notes=notes).values()
         assert time.size == t.size - 80 and flux.min() > 0.997, name
         assert notes == [f"{name}: dropped 80 of {t.size} cadence(s) flagged in quality "
-                         '(plato.detect.quality = "keep" keeps them)']
+                         '(plato.detect.quality = "keep" keeps them)',
+                         f"{name}: time 'time' [d], flux 'flux', flags 'quality'"]
     ((time, flux),) = read_curves(tmp_path / "semi.csv").values()
     np.testing.assert_allclose(flux, f)
     feather.write_feather(pa.table({"Time": t, "Flux": f, "Flux_Err": np.full(t.size, 3e-4)}), tmp_path / "c.ftr")
     notes = []
     ((time, flux),) = read_curves(tmp_path / "c.ftr", notes=notes).values()
     np.testing.assert_allclose(flux, f)
-    assert notes == []
+    assert notes == ["c.ftr: time 'Time' [d], flux 'Flux'"]   # by its name, not the last-column rule
     cols = [fits.Column("TIME", "D", array=t), fits.Column("PDCSAP_FLUX", "E", array=f),
             fits.Column("QUALITY", "J", array=np.where(q > 0, q, -1), null=-1)]   # -1: no flag (TNULL)
     fits.BinTableHDU.from_columns(cols).writeto(tmp_path / "tnull.fits")

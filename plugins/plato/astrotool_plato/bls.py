@@ -70,7 +70,8 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
 
     shortest, hours = min(cfg.durations_hours), (time[-1] - time[0]) * 24.0
     width = cfg.bin_seconds / 86400.0
-    if hours < shortest or bin_in_time(time, time, width)[0].size < 3:
+    n_binned = bin_in_time(time, time, width)[0].size
+    if hours < shortest or n_binned < 3:
         why = (f"no box of the shortest trial duration ({shortest:g} h) fits" if hours < shortest else
                f"binned in {cfg.bin_seconds:g} s, fewer than 3 samples are left")
         raise InputError(where, f"a curve of {time.size} samples over {hours:.2f} h is too short for BLS: {why}")
@@ -80,13 +81,6 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
                                 f"longest period, max_period_fraction x the curve's {hours / 24.0:.3g} d = "
                                 f"{longest:.3g} d; lower plato.bls.min_period_days or raise "
                                 "plato.bls.max_period_fraction")
-    t0 = _time.perf_counter()
-    flat = flatten(time, 1.0 + x, method="biweight", window_length=cfg.window_days, edge_cutoff=0.0,
-                   break_tolerance=0.5)
-    t1 = _time.perf_counter()
-    good = np.isfinite(flat)
-    tb, fb = bin_in_time(time[good], flat[good], width)
-    span = float(tb[-1] - tb[0])
     durations = np.asarray(cfg.durations_hours, float) / 24.0
     durations = durations[durations < cfg.min_period_days]  # BLS needs every duration below the shortest period
     if not durations.size:
@@ -94,9 +88,24 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
 
         raise ConfigError([f"plato.bls.durations_hours: every trial duration is at least min_period_days = "
                            f"{cfg.min_period_days} d"])
+    work = n_binned * period_count(hours / 24.0, float(durations.min()), cfg.min_period_days, longest,
+                                   1.0 / cfg.oversample)
+    if work > MAX_SEARCH:   # before the detrending, which takes long too
+        raise InputError(where, f"BLS would try {work / n_binned:,.0f} periods on {n_binned:,} samples over "
+                                f"{hours / 24.0:.4g} d, {work / QUARTER_SEARCH:.0f} times the search of a 90-d PLATO quarter "
+                                f"(at most {MAX_SEARCH / QUARTER_SEARCH:.0f}); is the time in hours (--time-unit h)? "
+                                "Else search a shorter piece, or raise plato.bls.min_period_days or bin_seconds, "
+                                "or lower max_period_fraction")
+    t0 = _time.perf_counter()
+    flat = flatten(time, 1.0 + x, method="biweight", window_length=cfg.window_days, edge_cutoff=0.0,
+                   break_tolerance=0.5)
+    t1 = _time.perf_counter()
+    good = np.isfinite(flat)
+    tb, fb = bin_in_time(time[good], flat[good], width)
+    span = float(tb[-1] - tb[0])
+    longest = max(cfg.min_period_days * 1.01, cfg.max_period_fraction * span)
     model = BoxLeastSquares(tb, fb, dy=np.full(fb.size, max(noise_sigma(fb), 1e-12)))
-    res = model.autopower(durations, objective="snr", minimum_period=cfg.min_period_days,
-                          maximum_period=max(cfg.min_period_days * 1.01, cfg.max_period_fraction * span),
+    res = model.autopower(durations, objective="snr", minimum_period=cfg.min_period_days, maximum_period=longest,
                           frequency_factor=1.0 / cfg.oversample)
     power = np.asarray(res.power, float)
     k = int(np.argmax(power))
@@ -115,6 +124,22 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
     return {"period": period, "t0": mid, "duration": dur * 24.0, "depth": depth * 1e6, "snr": snr,
             "sde": sde, "detected": snr >= cfg.snr_threshold, "transits": transits,
             "seconds_detrend": t1 - t0, "seconds_search": t2 - t1}
+
+
+def period_count(span: float, shortest: float, min_period: float, max_period: float, factor: float = 1.0) -> int:
+    """Trial periods of astropy's ``BoxLeastSquares.autoperiod`` grid: frequencies ``factor x shortest / span^2``
+    apart between ``1 / max_period`` and ``1 / min_period`` (every length in days)."""
+    step = factor * shortest / span**2
+    return 1 + int(round((1.0 / min_period - 1.0 / max_period) / step))
+
+
+QUARTER_SEARCH = period_count(90.0, 1.0 / 24.0, 0.5, 90.0) * int(90.0 * 86400.0 / 100.0)
+"""Periods x samples of the default search of a 90-d PLATO quarter binned in 100 s (about 3e10: a minute or two on
+two CPU cores)."""
+
+MAX_SEARCH = 100 * QUARTER_SEARCH
+"""The largest search (periods x samples) :func:`bls_search` starts: a curve of days read as hours (a 20-d curve
+taken for 480 d) needs 150 quarters' worth, hours of a search no signal stops."""
 
 
 def bin_in_time(time: np.ndarray, flux: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
@@ -278,7 +303,7 @@ def bls_file(item: BlsItem, seed: int = 0) -> dict:
         check_time_scale(t, None, where, item.reader.time_unit)
         step_h, shortest = float(np.median(np.diff(t))) * 24.0, min(item.cfg.durations_hours)
         if step_h >= shortest:
-            hint = "; is the time in seconds? use --time-unit s" if item.reader.time_unit == "d" else ""
+            hint = "; is the time in seconds? use --time-unit s" if item.reader.time_unit != "s" else ""
             raise InputError(where, f"a median time step of {step_h:.4g} h, not shorter than the shortest trial "
                                     f"duration ({shortest:g} h){hint}")
         tu, fu = uniform(t, fl)

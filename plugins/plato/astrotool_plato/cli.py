@@ -20,9 +20,9 @@ FluxColumn = Annotated[Optional[str], typer.Option("--flux-column",
                                                    help="flux column (default: flux, PDCSAP_FLUX, SAP_FLUX, ...) "
                                                         "(sets plato.detect.flux_column)")]
 """Option ``--flux-column`` (sets ``plato.detect.flux_column``)."""
-TimeUnit = Annotated[Optional[str], typer.Option("--time-unit", help="d | s (unit of the time column) "
+TimeUnit = Annotated[Optional[str], typer.Option("--time-unit", help="d | h | s (unit of the time column) "
                                                                      "(sets plato.detect.time_unit)")]
-"""Option ``--time-unit``: unit of the time column, d or s (sets ``plato.detect.time_unit``)."""
+"""Option ``--time-unit``: unit of the time column, d, h or s (sets ``plato.detect.time_unit``)."""
 Quality = Annotated[Optional[str], typer.Option("--quality", help="drop | keep the cadences flagged in a QUALITY "
                                                                   "or SAP_QUALITY column (default: drop) "
                                                                   "(sets plato.detect.quality)")]

@@ -320,7 +320,8 @@ class DetectConfig(Section):
                                                 "BTJD, in any case)")
     flux_column: str = Field("", description="flux column (default: the first of flux, PDCSAP_FLUX, SAP_FLUX, "
                                              "FLUX, coadd, the last numeric column)")
-    time_unit: Literal["d", "s"] = Field("d", description="unit of the time column")
+    time_unit: Literal["d", "h", "s"] = Field("d", description="unit of the time column: days, hours or seconds "
+                                                              "(a FITS column's TUNIT naming another is refused)")
     quality: Literal["drop", "keep"] = Field("drop", description="cadences flagged non-zero in a QUALITY or "
                                                                  "SAP_QUALITY column (TESS, Kepler): drop or keep "
                                                                  "(detect, bls and plot)")

@@ -161,10 +161,11 @@ def _non_numeric(values) -> tuple[int, str] | None:
     return None
 
 
-def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]]:
+def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype], dict[str, str]]:
     """The numeric columns of a one-curve table file, in file order (as float64), its other 1-D columns (their
-    values, for :func:`_pick`'s message about a column that is not numeric), and each numeric column's dtype as
-    stored (float32 times get :func:`check_curve`'s hint)."""
+    values, for :func:`_pick`'s message about a column that is not numeric), each numeric column's dtype as
+    stored (float32 times get :func:`check_curve`'s hint), and what a FITS table says of its columns: their
+    units (``TUNITn``) and, under ``""``, its time frame (``BJD - 2457000`` from ``BJDREFI`` + ``BJDREFF``)."""
     name = path.name.lower()
     if not name.endswith(CURVE_SUFFIXES):
         raise InputError(path, f"{path.suffix or 'no extension'}: not a light-curve format (.parquet, .ftr or "
@@ -189,11 +190,16 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
                     raise InputError(path, "no table in extension 1 (a TESS/Kepler light curve has TIME and "
                                            "PDCSAP_FLUX there)")
                 t = Table.read(hdul, hdu=1)
+                header = hdul[1].header
             cols = {c: t[c] for c in t.colnames if t[c].ndim == 1}
+            told = {c: str(header.get(f"TUNIT{i + 1}", "")).strip() for i, c in enumerate(t.colnames)}
+            if isinstance(header.get("BJDREFI"), (int, float)):   # TESS 2457000, Kepler 2454833
+                told[""] = f"BJD - {header['BJDREFI'] + float(header.get('BJDREFF', 0.0) or 0.0):.10g}"
             return ({c: (v.astype(np.float64).filled(np.nan) if hasattr(v, "filled") else np.asarray(v, np.float64))
                      for c, v in cols.items() if v.dtype.kind in "fiu"},
                     {c: np.asarray(v) for c, v in cols.items() if v.dtype.kind not in "fiu"},
-                    {c: np.dtype(v.dtype.newbyteorder("=")) for c, v in cols.items() if v.dtype.kind in "fiu"})
+                    {c: np.dtype(v.dtype.newbyteorder("=")) for c, v in cols.items() if v.dtype.kind in "fiu"},
+                    {c: u for c, u in told.items() if u})
         import pyarrow as pa
 
         if name.endswith(FEATHER_SUFFIXES):
@@ -219,7 +225,7 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
                  for c, k in kinds.items() if c in numeric},
                 {c: table.column(c) for c in kinds if c not in numeric},
                 {c: np.dtype(np.float64) if pa.types.is_null(k) else np.dtype(k.to_pandas_dtype())
-                 for c, k in kinds.items() if c in numeric})
+                 for c, k in kinds.items() if c in numeric}, {})
     except InputError:
         raise
     except Exception as exc:  # unreadable or not the format its name says
@@ -425,8 +431,9 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
         Column names (default: the first of :data:`TIME_COLUMNS` and
         :data:`FLUX_COLUMNS` present, in any case: ``bjd`` as ``BJD``; for Feather without those, the last
         numeric column is Panopticon's co-added flux).
-    time_unit : {"d", "s"}
-        Unit of a one-curve table's time column (Panopticon's Feather files: ``s``).
+    time_unit : {"d", "h", "s"}
+        Unit of a one-curve table's time column (Panopticon's Feather files: ``s``). A FITS
+        column whose ``TUNITn`` names another unit is refused.
     channels : {"coadd", "groups"}
         The co-added flux only, shape ``(n,)``, or the camera groups then the
         co-added flux, shape ``(groups + 1, n)`` (module docstring).
@@ -435,9 +442,10 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
         are dropped, or kept.
     notes : list, optional
         Receives a line per change made to the file's rows (flagged cadences
-        dropped, rows without a finite time dropped), and the flux column taken
-        when it is not one of :data:`FLUX_COLUMNS`, for the log
-        (:func:`log_notes`).
+        dropped, rows without a finite time dropped), the flux column taken
+        when it is not one of :data:`FLUX_COLUMNS`, and the columns read (time
+        with its unit and, from a FITS header, frame; flux; quality flags),
+        for the log (:func:`log_notes`).
 
     Raises
     ------
@@ -468,8 +476,13 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             for cid, (t, f) in curves.items():
                 check_curve(t, f, f"{path}: {cid}")
             return curves
-    cols, others, stored = _table(path)
+    cols, others, stored, told = _table(path)
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
+    unit = _time_unit_of(told.get(tc, ""))
+    if unit and unit != time_unit:
+        raise InputError(path, f"time column {tc!r} is in {told[tc]!r} (its TUNIT), read as "
+                               f"{TIME_UNITS[time_unit]}: use --time-unit {unit}" + (" (the default)" if unit == "d"
+                                                                                     else ""))
     valued = [c for c in cols if np.isfinite(cols[c]).any()]   # a column with no value is no one's flux
     quality_column = _first_present(cols, QUALITY_COLUMNS) or ""   # lightkurve writes `quality`
     if not flux_column and _first_present([*cols, *others], FLUX_COLUMNS) is None \
@@ -480,7 +493,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             notes.append(f"{path.name}: flux column {flux_column!r} (none of {', '.join(FLUX_COLUMNS)}: a "
                          "Feather file's last numeric column; --flux-column names another)")
     fc = _pick(cols, flux_column, FLUX_COLUMNS, path, "flux", others)
-    time = cols[tc] / (86400.0 if time_unit == "s" else 1.0)
+    time = cols[tc] / TIME_UNIT_PER_DAY[time_unit]
     flux = cols[fc]
     if channels == "groups":
         names = group_columns(cols)
@@ -519,7 +532,28 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             raise InputError(path, f"{exc.problem} ({'; '.join(told)})") from None
         raise
     notes += [f"{path.name}: {text}" for text in dropped]   # a refused file says them in its error
+    frame = told.get("", told.get(tc, ""))
+    notes.append(f"{path.name}: time {tc!r} [{time_unit}{', ' + frame if frame else ''}], flux {fc!r}"
+                 + (f", flags {quality_column!r}" if quality_column else ""))   # what was read, for the log
     return {curve_id(path): (time, flux)}
+
+
+TIME_UNITS = {"d": "days", "h": "hours", "s": "seconds"}
+"""The units a one-curve table's time column may be read in (``--time-unit``)."""
+
+TIME_UNIT_PER_DAY = {"d": 1.0, "h": 24.0, "s": 86400.0}
+"""How many of each time unit make a day."""
+
+
+def _time_unit_of(text: str) -> str:
+    """The time unit (``d``, ``h`` or ``s``) a FITS ``TUNITn`` names (``d``, ``day``, ``BJD - 2457000, days``,
+    ``s``, ``h``, ...), or ``""`` when it names none of them."""
+    words = set(text.lower().replace(",", " ").split())
+    for unit, names in (("d", {"d", "day", "days", "jd", "bjd", "btjd", "bkjd", "mjd"}),
+                        ("h", {"h", "hr", "hour", "hours"}), ("s", {"s", "sec", "second", "seconds"})):
+        if words & names:
+            return unit
+    return ""
 
 
 CURVE_SUFFIXES = (".csv.gz", ".fits.gz", ".fits", ".fit", *FEATHER_SUFFIXES, ".csv", ".parquet", ".pq")
@@ -574,7 +608,7 @@ def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit
         Step of the grid the curve goes on [d]; None: its median step.
     where : str
         The file (or ``file: curve``) named in the error.
-    time_unit : {"d", "s"}
+    time_unit : {"d", "h", "s"}
         The unit the time column was read in (for the hint).
     max_step : float, optional
         The longest median step a curve may have [d] (``prepare``: :data:`MAX_STEP_D`).
@@ -596,7 +630,7 @@ def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit
     step = native if step is None else float(step)
     span = float(time[-1] - time[0])
     n = grid_size(time, step)
-    seconds = ("is the time in seconds? use --time-unit s" if time_unit == "d" else
+    seconds = ("is the time in seconds? use --time-unit s" if time_unit != "s" else
                "is the time column a time, in seconds?")
     if n > MAX_SAMPLES:
         # a real cadence (Kepler's 29.4 min, TESS's 2 min): a long curve; a step of half a day or more: seconds
@@ -607,7 +641,7 @@ def check_time_scale(time: np.ndarray, step: float | None, where: str, time_unit
         raise InputError(where, f"a median time step of {native * 24.0:.4g} h, longer than {max_step * 24.0:g} h; "
                                 f"{seconds}")
     if native * 86400.0 < MIN_STEP_S or n < 2:
-        hint = ("is the time in days? leave out --time-unit s" if time_unit == "s" else
+        hint = (f"is the time in days? leave out --time-unit {time_unit}" if time_unit != "d" else
                 "is the time column a time, in days?")
         grid = f" ({n} sample on a {step * 86400.0:g}-s grid)" if n < 2 else ""
         raise InputError(where, f"the curve spans {span * 86400.0:.3g} s at a median step of "
