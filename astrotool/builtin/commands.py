@@ -386,7 +386,6 @@ def _record_written(ctx, root: Path, since: float) -> None:
         if rel[0] != "runs" and not any(part.startswith(".") for part in rel) and path.is_file() \
                 and path.stat().st_mtime >= since - 1.0:   # a second for coarse file-system clocks
             ctx.record.add_output(path)
-    ctx.record
 
 
 def _demo_lines(out) -> list[str]:
