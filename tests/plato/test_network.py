@@ -1109,6 +1109,26 @@ def test_detect_searches_an_edited_file_again_and_overwrite_replaces_a_shards_pa
     assert c0 == c1 and c1
 
 
+def test_detect_a_lone_overwrite_task_after_the_table_was_written_replaces_its_share(trained, tmp_path, capsys):
+    """--overwrite --shard 0/2 once the table was written searched into parts that nothing merged (the other
+    task's part was gone), said the task that finishes last writes the table, and left the parts behind."""
+    from astrotool.io.tables import read_parquet
+
+    files = _three_files(tmp_path)
+    base = ["-w", str(trained), "--json"]
+    for opts in (["--shard", "0/2"], ["--shard", "1/2"]):
+        assert main([*base, *opts, "plato", "detect", *files, "--name", "lone"]) == 0
+    table = trained / "plato/runs/lone/lone_events.parquet"
+    whole = read_parquet(table).to_pylist()
+    capsys.readouterr()
+    assert main([*base, "--overwrite", "--shard", "0/2", "plato", "detect", *files, "--name", "lone"]) == 0
+    assert json.loads(capsys.readouterr().out)["table"] is not None
+    assert not (table.parent / ".parts").exists()
+    assert sorted(map(str, read_parquet(table).to_pylist())) == sorted(map(str, whole))
+    assert main([*base, "--shard", "1/2", "plato", "detect", *files, "--name", "lone"]) == 0
+    assert json.loads(capsys.readouterr().out)["kept"] is True
+
+
 def test_plot_last_skips_a_shard_task_that_wrote_no_table_and_warns_about_changed_weights(trained, tmp_path,
                                                                                            capsys):
     """`plot last` took the latest detect run, a --shard task without the table among its outputs: it plotted

@@ -344,6 +344,65 @@ def test_predict_under_shard_writes_the_table_without_a_failed_file_until_its_ta
     assert len(pd.read_parquet(out / "sim_classifier_alerts.parquet")) == 4 and not (out / ".parts").exists()
 
 
+def test_per_object_orders_alerts_of_the_same_jd_by_candid_whatever_the_row_order():
+    """Two alerts of one jd: class_first_alert was that of whichever row came first (an unstable sort)."""
+    from astrotool_ztf.predict import per_object
+
+    alerts = pd.DataFrame({"objectId": ["a"] * 4, "candid": [7, 3, 5, 1], "jd": [1.0, 1.0, 2.0, np.nan],
+                           "p_SN": [0.9, 0.2, 0.5, 0.9], "p_VS": [0.1, 0.8, 0.5, 0.1]})
+    for seed in range(4):
+        shuffled = alerts.sample(frac=1, random_state=seed)
+        assert per_object(shuffled, ["SN", "VS"]).loc[0, "class_first_alert"] == "VS"   # candid 3, not 7 nor 1
+
+
+def _two_files(tmp_path):
+    from astrotool_ztf import synthetic
+
+    alerts = synthetic.make_alerts(4)
+    return [synthetic.write_avro(tmp_path / "a.avro", alerts[:2]), synthetic.write_avro(tmp_path / "b.avro",
+                                                                                         alerts[2:])]
+
+
+def test_a_lone_overwrite_task_after_the_table_was_written_replaces_its_share(tws, tmp_path, astro):
+    """--overwrite --shard 0/2 once the table was written: it predicted into a part that nothing ever merged (the
+    other task's part was gone), said the task that finishes last writes the table, and left the part."""
+    files = _two_files(tmp_path)
+    out = tws / "ztf" / "predictions"
+
+    def run(*opts):
+        r = astro("--json", "-w", tws, *opts, "ztf", "predict", *files, "--model", "sim_classifier", "--name", "lone")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    run("--shard", "0/2")
+    assert len(run("--shard", "1/2")["outputs"]) == 4
+    whole = pd.read_parquet(out / "lone_alerts.parquet")
+    r = run("--overwrite", "--shard", "0/2")
+    assert len(r["outputs"]) == 4 and r["predicted_inputs"] == 1 and r["predicted_alerts"] == 2 and r["alerts"] == 4
+    assert not (out / ".parts").exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "lone_alerts.parquet"), whole)
+    assert run("--shard", "1/2")["kept"]
+
+
+def test_parts_of_another_version_are_not_merged(tws, tmp_path, monkeypatch):
+    """A run's parts carried no code version: an upgrade merged the parts of an unfinished run."""
+    import astrotool_ztf
+    from tests.conftest import run_astro_here
+
+    files = _two_files(tmp_path)
+
+    def run(shard):   # in this process: the version patched below is the one predict reads
+        r = run_astro_here("--json", "-w", tws, "--shard", shard, "ztf", "predict", *files, "--model",
+                           "sim_classifier")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    run("0/2")
+    monkeypatch.setattr(astrotool_ztf, "__version__", "99.0")
+    assert run("1/2")["outputs"] == []   # 0/2's part is of the older version: waits for 0/2 again
+    assert len(run("0/2")["outputs"]) == 4
+
+
 def test_the_anomaly_score_of_predict_is_the_reconstruction_error_of_embed(tws, astro):
     r = astro("-w", tws, "ztf", "predict", "sim_0000", "--model", "sim_classifier", "--autoencoder", "sim_vae")
     assert r.returncode == 0, r.stderr

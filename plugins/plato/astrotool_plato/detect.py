@@ -390,20 +390,6 @@ def write_events(rows: list[dict], path, command: str = "plato detect", files=()
     return Path(path)
 
 
-def _stamp(path) -> dict:
-    """Size and modification time of a file (in its part's name: an edited file is searched again)."""
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return {}
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _failed_mark(item: DetectItem) -> Path:
-    """Beside an item's part: its error, when it failed (the item counts as finished)."""
-    return Path(item.part).with_suffix(".failed")
-
-
 def _files_change(before: list, now: list) -> str:
     """``files searched: a.csv, b.csv -> a.csv, c.csv``: names, or the paths when the names are alike."""
     def few(paths, name=True):
@@ -416,20 +402,21 @@ def _files_change(before: list, now: list) -> str:
 def detect_command(ctx, cfg, files, runtime) -> dict:
     """``astro plato detect FILE...``: search every file, write the event table, print the events.
 
-    Each file's rows wait in a part file (``plato/runs/<name>/.parts/``, named by the run and the file's size
-    and modification time) until every file is searched or has failed (a ``.failed`` part beside, holding the
-    error), so ``--shard`` tasks each search their share and the last one writes the table; the parts stay
-    while a file has failed (a rerun of its task completes the table) and go once the table holds every
-    file."""
+    Each file's rows wait in a part file (``plato/runs/<name>/.parts/``) until every file is searched or has
+    failed, so ``--shard`` tasks each search their share and the last one writes the table, as
+    :mod:`astrotool.parts` describes: a task rerun without ``--overwrite`` whose files the table holds is kept;
+    a lone ``--overwrite`` task replaces its files' events in the table."""
     import json
-    import shutil
 
+    import astrotool
     from astrotool import console
     from astrotool import made_with as mw
+    from astrotool import parts
     from astrotool.console import json_results
     from astrotool.errors import AstroError
+    from astrotool.io.tables import parquet_metadata, read_parquet
 
-    from astrotool_plato import NAME, RUNS
+    from astrotool_plato import NAME, RUNS, __version__
     from astrotool_plato.evaluate import load_model
     from astrotool_plato.lightcurves import log_notes
 
@@ -443,8 +430,6 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     searched = sorted(mw.record_path(f, root) for f in files)
     settings = detect_settings(mdir, ev, d, root)
     if out.exists() and not ctx.overwrite:
-        from astrotool.io.tables import parquet_metadata
-
         before = parquet_metadata(out)
         old = dict(before.get("settings") or {})
         if old.get("model") == mw.record_path(mdir):   # a table of an earlier version: absolute paths
@@ -457,30 +442,31 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
             raise mw.SettingsChanged(out, changed,
                                      hint="give this run another --name, or use --overwrite to replace its events")
     keys = item_keys(files)
-    parts = out.parent / ".parts"
-    run_id = mw.digest(mw.flatten({"settings": settings, "files": searched}))
+    folder = out.parent / ".parts"
+    run_id = parts.run_digest({"settings": settings, "files": searched},
+                              {"events": VERSION, "astrotool_plato": __version__, "astrotool": astrotool.__version__})
     device = runtime.inference_device()   # checked once for the run, not once per file
     items = [DetectItem(str(Path(f)), str(mdir), ev, CurveReader.of(d), d.batch_size, device, k,
-                        str(parts / f"{run_id}-{mw.digest({'key': k, **_stamp(f)})}.json"))
+                        str(parts.part_path(folder, run_id, k, f, ".json")))
              for f, k in zip(files, keys)]
+    by_key = {it.key: it.part for it in items}
     mine_items = ctx.shard_of(items)
-    if ctx.overwrite:   # search again, not from an earlier run's parts (but from a stopped run of this overwrite)
-        for it in mine_items:
-            if mw.replaces(ctx.overwrite, it.part):
-                Path(it.part).unlink(missing_ok=True)
-            _failed_mark(it).unlink(missing_ok=True)
+    mine = ctx.shard_of(files)
+    mine_parts = {it.key: it.part for it in mine_items}
+    if mine_parts and ctx.executor_options.shard is not None and not ctx.overwrite and out.exists() \
+            and parts.held(parquet_metadata(out), mine_parts) == set(mine_parts):
+        ctx.log.info("%s: kept: it holds this task's file(s), searched with the same settings", out)
+        summary = {"model": mdir.name, "files": len(mine), "curves": 0, "events": 0, "curves_with_events": 0,
+                   "seconds_per_curve": None, "table": str(out), "kept": True}
+        ctx.emit({**summary, "events": []} if json_results() else summary)
+        return summary
+    parts.clear_mine([it.part for it in mine_items], ctx.overwrite)   # under --overwrite: searched again
     since = len(ctx.failures)
     from astrotool.executors import failure_line
 
     results = ctx.map(detect_file, items, "detect", keys=keys)
-    errors = {f.key: f.error for f in ctx.failures[since:]}
-    for it in mine_items:   # a failed file counts as finished for the other tasks; a rerun that searches it
-        if it.key in errors:   # adds it to the table
-            parts.mkdir(parents=True, exist_ok=True)
-            _failed_mark(it).write_text(errors[it.key])
-        else:
-            _failed_mark(it).unlink(missing_ok=True)
-    rows = [r for _, res in results for r in res["rows"]]
+    parts.mark_failed({by_key[f.key]: f.error for f in ctx.failures[since:]})   # a failed file counts as
+    rows = [r for _, res in results for r in res["rows"]]                       # finished for the other tasks
     log_notes(ctx.log, [note for _, res in results for note in res["notes"]])
     coarse = {k: (v, res["cadence_s"]) for _, res in results for k, v in (res.get("coarse") or {}).items()}
     if coarse:
@@ -489,25 +475,23 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
                         coarse_message({k: v for k, (v, _) in coarse.items()}, next(iter(coarse.values()))[1]))
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
-    found, failed, waiting = {}, {}, []   # one pass: a part gone meanwhile (another task wrote the table) waits
-    for it in items:
-        try:
-            found[it.key] = json.loads(Path(it.part).read_text())["rows"]
-        except FileNotFoundError:
-            try:
-                failed[it.key] = _failed_mark(it).read_text()
-            except FileNotFoundError:
-                waiting.append(it)
+    found, failed, waiting = parts.collect(by_key, lambda p: json.loads(Path(p).read_text())["rows"])
+    if waiting and out.exists():   # the table stands in for the parts it merged (astrotool.parts)
+        from_table = parts.held(parquet_metadata(out), {k: by_key[k] for k in waiting})
+        if from_table == set(waiting):
+            kept = read_parquet(out).to_pylist()
+            found.update({k: [r for r in kept if r["file"] == k] for k in from_table})
+            waiting = []
     table = None
     if waiting:
-        ctx.log.info("%d of %d file(s) searched (the other --shard tasks search the rest); the task that finishes "
-                     "last writes %s", len(items) - len(waiting), len(items), out)
+        parts.log_waiting(ctx.log, len(items) - len(waiting), len(items), out)
     elif found:
         done = [it for it in items if it.key in found]
         table = [r for it in done for r in found[it.key]]
         write_events(table, out, files=searched, metadata={
             "settings": settings, "searched": [str(Path(it.path).resolve()) for it in done],
-            "file_keys": {it.key: str(Path(it.path).resolve()) for it in done}})
+            "file_keys": {it.key: str(Path(it.path).resolve()) for it in done},
+            parts.RECORD_KEY: parts.merged_record(run_id, by_key, found)})
         ctx.record.add_output(out)
         ctx.record.add_output(out.with_suffix(".csv"))
         if failed:   # the parts stay: a rerun of the failed files' tasks writes the whole table
@@ -515,8 +499,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
                             "others' events are kept)", out, len(done), len(items),
                             "; ".join(failure_line(k, e) for k, e in failed.items()))
         else:   # every file is in the table: no part is needed any more (nor those of earlier runs)
-            shutil.rmtree(parts, ignore_errors=True)
-    mine = ctx.shard_of(files)
+            parts.cleanup(folder)
     for f in mine:
         ctx.record.add_input(Path(f).resolve())
     written = table is not None

@@ -595,17 +595,17 @@ def predict(
     the task that finishes last (or a rerun) writes the one pair of tables,
     over every input, and removes the parts.
     """
-    import contextlib
-    import shutil
     import time
 
     import numpy as np
     import pandas as pd
 
+    import astrotool
+    from astrotool import parts
     from astrotool.context import current
     from astrotool.errors import InputError
     from astrotool.executors import failure_line
-    from astrotool.io.tables import write_parquet
+    from astrotool.io.tables import parquet_metadata, write_parquet
     from astrotool.names import check_name
     from astrotool.workspace import atomic_path
     from astrotool_ztf import ALERTS, NAME, PREDICTIONS, STAMPS
@@ -614,8 +614,9 @@ def predict(
     from astrotool.context import astro_command
     from astrotool_ztf.ingest import (FEATURE_FIELDS, alert_tables, column_metadata, expand_inputs, ingest_files,
                                       missing_fields, output_names, warn_ingested)
-    from astrotool_ztf.predict import (alert_descriptions, failed_mark, input_identity, object_descriptions,
-                                       part_path, per_object, predict_file, read_parts)
+    from astrotool_ztf import __version__ as ztf_version
+    from astrotool_ztf.predict import (OTHER_PREDICTIONS, alert_descriptions, check_models, input_identity,
+                                       object_descriptions, per_object, predict_file)
 
     ctx = current()
     if name is not None:
@@ -697,76 +698,91 @@ def predict(
               "autoencoder_weights": ae_meta.get("weights_sha256") if ae is not None else None,
               **({"engine": pc.engine} if pc.engine != "torch" else {})}
 
-    def settings(of: list) -> dict:   # an input is its alerts (candid) and stamp side, whatever its table is named
-        return made_with.record({**models, "inputs": sorted(str(input_identity(a, s)) for a, s in of)})
+    table_path = out_dir / f"{stem}_alerts.parquet"
+
+    def settings(identities) -> dict:   # an input is its alerts (candid) and stamp side, whatever its table is named
+        return made_with.record({**models, "inputs": sorted(str(i) for i in identities)})
 
     def kept(rec: dict) -> bool:   # the same inputs and model: made again alike; others: refused unless --overwrite
         try:
-            return made_with.keep([out_dir / f"{stem}_alerts.parquet"], rec, overwrite=ctx.overwrite, warn=False,
-                                  forget=False)
+            return made_with.keep([table_path], rec, overwrite=ctx.overwrite, warn=False, forget=False)
         except made_with.SettingsChanged as e:
-            raise made_with.SettingsChanged(e.path, e.changed, hint="made with other inputs, model, autoencoder or "
-                                                                    "engine; use --overwrite to replace it, or --name"
-                                            ) from None
+            raise made_with.SettingsChanged(e.path, e.changed, hint=OTHER_PREDICTIONS) from None
 
-    rates, imputed = [], {}
+    # each input's predictions wait in a part (astrotool.parts) until every input is done; the one table records
+    # the parts it merged, so a --shard task whose inputs it holds is kept
+    folder = out_dir / ".parts" / stem
+    run = parts.run_digest({**models, "ingest": ingest_cfg.model_dump(mode="json") if files else None,
+                            "inputs": [str(k[0]) for k in every]},
+                           {"astrotool_ztf": ztf_version, "astrotool": astrotool.__version__})
+    part_of: dict = {}
+    for a, s, f in every:   # an input named twice (a file and its table) waits in one part
+        part_of.setdefault((a, s), parts.part_path(folder, run, Path(a).name.removesuffix("_alerts.parquet"), f,
+                                                   ".parquet"))
+    own = {"inputs": 0, "alerts": 0, "seconds": 0.0, "rates": [], "imputed": {}}   # this task's own work
 
     def predict_one(a, s):   # one input's per-alert predictions
         ctx.record.add_input(a)
         lacking = [f for f in missing_fields(s) if f in FEATURE_FIELDS]
         if lacking:   # null columns: the features fall back to the clip floor or the training mean
-            imputed[Path(a).name] = lacking
+            own["imputed"][Path(a).name] = lacking
             ctx.log.warning("%s: its alerts have no feature field(s) %s: their predictions rest on filled-in "
                             "values (the clip floor, else the training mean)", Path(a).name, ", ".join(lacking))
+        t0 = time.perf_counter()
         df, rate = predict_file(a, s, net, meta, batch_size, dev, autoencoder=ae, autoencoder_device=ae_dev)
+        own["seconds"] += time.perf_counter() - t0
+        own["inputs"] += 1
+        own["alerts"] += len(df)
         if rate:
-            rates.append(rate)
+            own["rates"].append(rate)
+        df.attrs["input_identity"] = input_identity(a, s)   # for the record, read where the input is read
         return df
+
+    def own_summary() -> dict:   # what this task did (the tables' totals are named alerts, objects, ...)
+        return {"predicted_inputs": own["inputs"], "predicted_alerts": own["alerts"],
+                "alerts_per_s": round(own["alerts"] / own["seconds"], 1) if own["seconds"] else None,
+                "model_alerts_per_s": round(float(np.mean(own["rates"])), 1) if own["rates"] else None,
+                "imputed_features": own["imputed"]}
 
     failed = {}
     if shard is None:
-        rec = settings(pairs)
-        kept(rec)
-        t0 = time.perf_counter()
-        alerts = pd.concat([predict_one(a, s) for a, s in pairs], ignore_index=True)
+        kept(settings(input_identity(a, s) for a, s in pairs))   # other inputs or model: refused before any work
+        found = {k: predict_one(*k) for k in pairs}
     else:   # each input's predictions wait in a part; the task that finishes last writes the tables
-        folder = out_dir / ".parts" / stem
-        run = made_with.digest(made_with.flatten({**models, "ingest": ingest_cfg.model_dump(mode="json") if files
-                                                  else None, "inputs": [str(k[0]) for k in every]}))
-        parts: dict = {}
-        for a, s, f in every:   # an input named twice (a file and its table) waits in one part
-            parts.setdefault((a, s), part_path(folder, run, a, f))
-        marked = {k for k, p in parts.items() if failed_mark(p).exists()}
-        if (out_dir / f"{stem}_alerts.parquet").exists() \
-                and kept(settings([k for k in parts if k not in marked])) and not marked:
-            ctx.log.info("%s_alerts.parquet: kept: made with the same inputs and model", stem)
-            ctx.emit({"kept": True, "outputs": [str(out_dir / f"{stem}_{kind}.{ext}") for kind in ("alerts", "objects")
-                                                for ext in ("parquet", "csv")]})
-            return
-        for k in [*pairs, *errors]:   # this task's: predicted again with --overwrite (but by a stopped run of it)
-            if made_with.replaces(ctx.overwrite, parts[k]):
-                parts[k].unlink(missing_ok=True)
-            failed_mark(parts[k]).unlink(missing_ok=True)
-        for k, error in errors.items():   # a failed input counts as finished; a rerun that ingests it adds it
-            folder.mkdir(parents=True, exist_ok=True)
-            failed_mark(parts[k]).write_text(error)
-        t0 = time.perf_counter()
+        mine = [*pairs, *errors]
+        if table_path.exists() and not ctx.overwrite:
+            check_models(table_path, models)
+            if mine and parts.held(parquet_metadata(table_path), {k: part_of[k] for k in mine}) == set(mine):
+                ctx.log.info("%s: kept: it holds this task's inputs, predicted with the same model", table_path.name)
+                ctx.emit({"kept": True, "outputs": [str(out_dir / f"{stem}_{kind}.{ext}")
+                                                    for kind in ("alerts", "objects") for ext in ("parquet", "csv")]})
+                return
+        parts.clear_mine([part_of[k] for k in mine], ctx.overwrite)   # --overwrite: predicted again
+        parts.mark_failed({part_of[k]: e for k, e in errors.items()})   # a failed input counts as finished
         for k in pairs:
-            if not parts[k].is_file():   # a part already there (a stopped run, another task) is kept
+            if not part_of[k].is_file():   # a part already there (a stopped run, another task) is kept
                 df = predict_one(*k)
-                with atomic_path(parts[k]) as tmp:
+                with atomic_path(part_of[k]) as tmp:
                     df.to_parquet(tmp, index=False)
-        found, failed, waiting = read_parts(parts)
+        found, failed, waiting = parts.collect(part_of, pd.read_parquet)
+        if waiting and table_path.exists():   # the table stands in for the parts it merged (astrotool.parts)
+            if parts.held(parquet_metadata(table_path), {k: part_of[k] for k in waiting}) == set(waiting):
+                table = pd.read_parquet(table_path)
+                found.update({k: table[table["source"] == Path(k[0]).name].reset_index(drop=True) for k in waiting})
+                waiting = []
         if waiting:
-            ctx.log.info("%d of %d input(s) done (the other --shard tasks do the rest); the task that finishes "
-                         "last writes %s", len(parts) - len(waiting), len(parts), out_dir / f"{stem}_alerts.parquet")
-            ctx.emit({"outputs": [], "inputs_done": len(parts) - len(waiting), "inputs": len(parts)})
+            parts.log_waiting(ctx.log, len(part_of) - len(waiting), len(part_of), table_path)
+            ctx.emit({"outputs": [], "inputs_done": len(part_of) - len(waiting), "inputs": len(part_of),
+                      **own_summary()})
             return
         if not found:
             raise InputError(", ".join(inputs), f"no alert file could be ingested: {len(failed)} failed (the "
                                                 "errors above and the tasks' logs say why)")
-        rec = settings(list(found))
-        alerts = pd.concat(found.values(), ignore_index=True)
+    rec = settings(df.attrs.get("input_identity") or input_identity(*k) for k, df in found.items())
+    if shard is not None and table_path.exists() and not ctx.overwrite \
+            and not parts.of_run(parquet_metadata(table_path), run):   # another run's: other inputs refused,
+        kept(rec)                                                       # as without --shard
+    alerts = pd.concat(found.values(), ignore_index=True)
     n_repeated = len(alerts) - alerts["candid"].nunique()
     if n_repeated:  # the same alert in several inputs (a nightly archive and a broker dump): kept once,
         first = alerts["class"].eq("").sort_values(kind="stable").index  # a copy with a prediction first
@@ -778,7 +794,7 @@ def predict(
                                       (objects, "objects", object_descriptions(meta["classes"]))):
         path = write_parquet(table, out_dir / f"{stem}_{kind}.parquet", command="ztf predict",
                              metadata={"model": str(mdir), "temperature": meta.get("temperature"),
-                                       "engine": pc.engine},
+                                       "engine": pc.engine, parts.RECORD_KEY: parts.merged_record(run, part_of, found)},
                              **column_metadata(table.columns, descriptions))
         with atomic_path(out_dir / f"{stem}_{kind}.csv") as tmp:
             table.to_csv(tmp, index=False)
@@ -788,13 +804,11 @@ def predict(
         ctx.record.add_output(p)
     if failed:   # the parts stay: a rerun of the failed inputs' tasks writes the whole tables
         ctx.log.warning("%s holds %d of %d input(s); failed: %s; rerun the task(s) that ingest them (the others' "
-                        "predictions are kept)", outputs[0].name, len(found), len(parts),
+                        "predictions are kept)", outputs[0].name, len(found), len(part_of),
                         "; ".join(failure_line(Path(a).name.removesuffix("_alerts.parquet"), e)
                                   for (a, _), e in failed.items()))
     elif shard is not None:   # every input is in the tables: no part is needed any more (nor earlier runs')
-        shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            folder.parent.rmdir()   # the other names' parts, if any, stay
+        parts.cleanup(folder)   # the other names' parts, if any, stay
     n_bad = int(alerts["class"].eq("").sum())
     if n_bad:
         ctx.log.warning("%d alert(s) with no usable stamp: no prediction", n_bad)
@@ -803,10 +817,7 @@ def predict(
         ctx.log.warning("%d alert(s) with a missing or undecodable stamp predicted from the others (stamps_ok "
                         "false in %s)", n_partial, outputs[0].name)
     ctx.emit({"alerts": len(alerts), "objects": len(objects), "no_prediction": n_bad,
-              "incomplete_stamps": n_partial, "repeated": n_repeated,
-              "imputed_features": imputed, "engine": pc.engine,
-              "alerts_per_s": round(len(alerts) / (time.perf_counter() - t0), 1),
-              "model_alerts_per_s": round(float(np.mean(rates)), 1) if rates else None,
+              "incomplete_stamps": n_partial, "repeated": n_repeated, "engine": pc.engine, **own_summary(),
               "classes": alerts.loc[alerts["class"].ne(""), "class"].value_counts().to_dict(),   # no_prediction:
               "outputs": [str(p) for p in outputs]})   # the others
 

@@ -82,43 +82,30 @@ def input_identity(alerts_path, stamps_path) -> str | None:
             f"stamps {side} px, ingest version {version}")
 
 
-def part_path(folder, run: str, alerts_path, source) -> Path:
-    """Where one input's per-alert predictions wait under ``--shard`` until the task that finishes last writes
-    the tables: named by the run, the input's table and the size and modification time of ``source`` (the alert
-    file, or the table named), so an input changed since is predicted again."""
-    from astrotool.made_with import digest
-
-    try:
-        st = Path(source).stat()
-        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    except OSError:
-        stamp = {}
-    table = Path(alerts_path).name.removesuffix("_alerts.parquet")
-    return Path(folder) / f"{run}-{table}-{digest(stamp)}.parquet"
+OTHER_PREDICTIONS = ("made with other inputs, model, autoencoder or engine; use --overwrite to replace it, or "
+                     "--name")
+"""What a refusal to replace predictions made otherwise says to do."""
 
 
-def failed_mark(part) -> Path:
-    """Beside an input's part: its error, when it failed (the input counts as finished); named without the
-    input's size and time, so that a rerun that ingests the input once mended finds it."""
-    return Path(part).with_name(Path(part).name.rsplit("-", 1)[0] + ".failed")
+def check_models(table, models: dict) -> None:
+    """Refuse predictions at ``table`` made with other ``models`` (model, autoencoder, their weights, engine) by
+    its record, without reading any input: a ``--shard`` task's check before its work (the inputs are compared
+    by the task that writes the tables).
 
+    Raises
+    ------
+    astrotool.made_with.SettingsChanged
+        Other models.
+    """
+    from astrotool import made_with
 
-def read_parts(parts: dict) -> tuple[dict, dict, list]:
-    """One pass over ``{input: part path}``: the inputs predicted (their DataFrames), failed (their error,
-    from its :func:`failed_mark`) and still waiting for another ``--shard`` task (a part gone meanwhile, once
-    another task wrote the tables, waits)."""
-    import pandas as pd
-
-    found, failed, waiting = {}, {}, []
-    for key, part in parts.items():
-        try:
-            found[key] = pd.read_parquet(part)
-        except FileNotFoundError:
-            try:
-                failed[key] = failed_mark(part).read_text()
-            except FileNotFoundError:
-                waiting.append(key)
-    return found, failed, waiting
+    old = (made_with.read(table) or {}).get("settings")
+    if old is None:   # no record: the task that writes the tables decides
+        return
+    new = made_with.record(models)["settings"]
+    was = {k: v for k, v in old.items() if k != "inputs"}
+    if was != new:
+        raise made_with.SettingsChanged(table, made_with.changes(was, new), hint=OTHER_PREDICTIONS)
 
 
 def predict_file(alerts_path, stamps_path, model, meta: dict, batch_size: int = 256, device: str | None = None,
@@ -163,7 +150,9 @@ def per_object(alerts, classes):
 
     The first alert is the object's earliest (``jd``) in ``alerts``, predicted or not: its class is the
     single-alert answer to the first detection, ``""`` where that alert has no prediction (no usable stamp),
-    not the class of a later alert. An alert found in several inputs (the same ``candid``) counts once.
+    not the class of a later alert. Alerts of the same ``jd`` are ordered by ``candid`` (the lowest is the first,
+    whatever the rows' order); an alert without a ``jd`` comes last. An alert found in several inputs (the same
+    ``candid``) counts once.
     """
     import pandas as pd
 
@@ -171,7 +160,8 @@ def per_object(alerts, classes):
         alerts = alerts.drop_duplicates("candid")
     cols = [f"p_{c}" for c in classes]
     rows = []
-    for oid, g in alerts.sort_values("jd").groupby("objectId", sort=True):
+    order = ["jd", "candid"] if "candid" in alerts else ["jd"]
+    for oid, g in alerts.sort_values(order, kind="stable", na_position="last").groupby("objectId", sort=True):
         ok = g[cols].notna().all(axis=1)
         p = g.loc[ok, cols].to_numpy(float)
         row = {"objectId": oid, "n_alerts": len(g), "n_predicted": int(ok.sum())}

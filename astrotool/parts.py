@@ -1,0 +1,149 @@
+"""Parts: how ``--shard I/N`` tasks of one command make ONE table from many inputs.
+
+``plato detect`` and ``ztf predict`` follow one convention. Each input (an *item*) of a run is computed
+into a *part* file in the run's parts folder, named by
+
+- the run's digest (:func:`run_digest`: the settings, the list of inputs and the code's versions, so a
+  part of other settings, inputs or code is never taken),
+- the item's key and the size and modification time of its source file (:func:`stamp`: an input edited
+  since is computed again).
+
+An item that failed leaves a *failed mark* beside (:func:`failed_mark`, holding the error, named without
+the stamp, so a task rerun after the input is mended finds and removes it): it counts as finished. The task
+that finds every item finished (a part or a failed mark) writes the table, recording the names of the
+parts it merged in the table's metadata (:func:`merged_record`). Once the table holds every item, the
+parts folder is removed (:func:`cleanup`); while an item has failed the parts stay, so a rerun of the failed
+item's task writes the whole table.
+
+Once the parts of a table are removed, no task would ever find them again. So the table stands in for the
+parts it merged (:func:`held`):
+
+- a task rerun without ``--overwrite`` whose items the table holds (the same run digest and input stamps)
+  is kept: nothing is computed and nothing is written;
+- a task that has computed its items and finds the other items' parts gone but held by the table takes
+  those items' rows from the table and writes it again. A lone ``--overwrite --shard 0/2`` rerun thus
+  replaces its share of the table; a whole array rerun with ``--overwrite`` rewrites the table as each task
+  ends, the last one with every row of this overwrite (rows taken from the table are of the same
+  settings, inputs and code, so a table written meanwhile is never of other settings).
+
+Under ``--overwrite`` a task computes its items again (:func:`clear_mine`: its parts written before this
+overwrite began are removed; those of a stopped run of it are kept) and is never kept from the table.
+
+Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+
+__docformat__ = "numpy"
+
+RECORD_KEY = "parts"
+"""Key of :func:`merged_record` in a table's metadata."""
+
+
+def stamp(path) -> dict:
+    """Size [bytes] and modification time [ns] of a file (``{}``: missing or unreadable)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return {}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def run_digest(settings: dict, versions: dict) -> str:
+    """The digest naming one run's parts: its ``settings`` (inputs included) and the ``versions`` of the code
+    the rows depend on (a plugin's version, an algorithm's), so parts of older code are never merged."""
+    from astrotool.made_with import digest, flatten
+
+    return digest(flatten({"settings": settings, "versions": versions}))
+
+
+def part_path(folder, run: str, key: str, source, suffix: str) -> Path:
+    """The part file of item ``key`` of run ``run`` (:func:`run_digest`) in ``folder``, named by the
+    :func:`stamp` of its ``source`` file too (``suffix``: ``.json``, ``.parquet``, ...)."""
+    from astrotool.made_with import digest
+
+    return Path(folder) / f"{run}-{digest({'key': key})}-{digest(stamp(source))}{suffix}"
+
+
+def failed_mark(part) -> Path:
+    """Beside an item's part: its error when it failed (the item counts as finished), named without the
+    source's stamp, so a rerun of its task once the input is mended finds and removes it."""
+    return Path(part).with_name(Path(part).name.rsplit("-", 1)[0] + ".failed")
+
+
+def clear_mine(parts, overwrite) -> None:
+    """Before a task computes its items (``parts``: their part paths): remove their failed marks and, under
+    ``overwrite`` (:func:`astrotool.made_with.replaces`), their parts written before this overwrite began."""
+    from astrotool.made_with import replaces
+
+    for part in parts:
+        if replaces(overwrite, part):
+            Path(part).unlink(missing_ok=True)
+        failed_mark(part).unlink(missing_ok=True)
+
+
+def mark_failed(errors: dict) -> None:
+    """Write the failed mark of each ``{part path: error}``."""
+    for part, error in errors.items():
+        Path(part).parent.mkdir(parents=True, exist_ok=True)
+        failed_mark(part).write_text(str(error))
+
+
+def collect(parts: dict, read) -> tuple[dict, dict, list]:
+    """One pass over ``{key: part path}``: the items done (``read(path)``), failed (their error) and waiting
+    for another task (a part gone meanwhile, once another task wrote the table, waits)."""
+    found, failed, waiting = {}, {}, []
+    for key, part in parts.items():
+        try:
+            found[key] = read(part)
+        except FileNotFoundError:
+            try:
+                failed[key] = failed_mark(part).read_text()
+            except FileNotFoundError:
+                waiting.append(key)
+    return found, failed, waiting
+
+
+def merged_record(run: str, parts: dict, found) -> dict:
+    """What a table keeps in its metadata (under :data:`RECORD_KEY`): its ``run`` (:func:`run_digest`) and the
+    names of the parts of ``parts`` (``{key: path}``) whose items it holds (``found``)."""
+    return {"run": run, "merged": sorted(Path(parts[k]).name for k in found)}
+
+
+def of_run(table_metadata: dict | None, run: str) -> bool:
+    """Whether a table was written by a task of ``run`` (:func:`run_digest`; the same settings, inputs and code):
+    then it is this run's table, a part of it while an item has failed, not one made otherwise."""
+    return ((table_metadata or {}).get(RECORD_KEY) or {}).get("run") == run
+
+
+def held(table_metadata: dict | None, parts: dict) -> set:
+    """The keys of ``parts`` (``{key: path}``) whose items a table holds, by its metadata (its merged parts'
+    names: the same run, item and source stamp)."""
+    merged = set(((table_metadata or {}).get(RECORD_KEY) or {}).get("merged") or ())
+    return {k for k, p in parts.items() if Path(p).name in merged}
+
+
+def waiting_message(done: int, total: int, table) -> str:
+    """What a task that leaves items to the others says."""
+    return (f"{done} of {total} input(s) done (the other --shard tasks do the rest); the task that finishes "
+            f"last writes {table}")
+
+
+def log_waiting(log: logging.Logger, done: int, total: int, table) -> None:
+    """Log :func:`waiting_message`."""
+    log.info("%s", waiting_message(done, total, table))
+
+
+def cleanup(folder) -> None:
+    """Remove a run's parts ``folder`` once its table holds every item (earlier runs' parts in it too), and
+    its parent when that is an empty ``.parts`` folder."""
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.name == ".parts":
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()
