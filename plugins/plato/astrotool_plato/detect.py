@@ -453,7 +453,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     mine_items = ctx.shard_of(items)
     mine = ctx.shard_of(files)
     mine_parts = {it.key: it.part for it in mine_items}
-    if mine_parts and ctx.executor_options.shard is not None and not ctx.overwrite and out.exists() \
+    if ctx.executor_options.shard is not None and not ctx.overwrite and out.exists() \
             and parts.held(parquet_metadata(out), mine_parts) == set(mine_parts):
         ctx.log.info("%s: kept: it holds this task's file(s), searched with the same settings", out)
         summary = {"model": mdir.name, "files": len(mine), "curves": 0, "events": 0, "curves_with_events": 0,

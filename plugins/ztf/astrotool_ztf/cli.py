@@ -752,7 +752,7 @@ def predict(
         mine = [*pairs, *errors]
         if table_path.exists() and not ctx.overwrite:
             check_models(table_path, models)
-            if mine and parts.held(parquet_metadata(table_path), {k: part_of[k] for k in mine}) == set(mine):
+            if parts.held(parquet_metadata(table_path), {k: part_of[k] for k in mine}) == set(mine):
                 ctx.log.info("%s: kept: it holds this task's inputs, predicted with the same model", table_path.name)
                 ctx.emit({"kept": True, "outputs": [str(out_dir / f"{stem}_{kind}.{ext}")
                                                     for kind in ("alerts", "objects") for ext in ("parquet", "csv")]})
