@@ -11,32 +11,32 @@ into a *part* file in the run's parts folder, named by
 An item that failed leaves a *failed mark* beside (:func:`failed_mark`, holding the error, named without
 the stamp, so a task rerun after the input is mended finds and removes it): it counts as finished. The task
 that finds every item finished (a part or a failed mark) writes the table, recording the names of the
-parts it merged in the table's metadata (:func:`merged_record`). Once the table holds every item, the
-parts folder is removed (:func:`cleanup`); while an item has failed the parts stay, so a rerun of the failed
-item's task writes the whole table.
+parts it merged in the table's metadata (:func:`merged_record`); it reads the parts and writes the table
+under :func:`lock`, so two tasks that end together never write a table that misses the other's rows. Once
+the table holds every item, the parts it merged are removed (:func:`remove`); while an item has failed the
+parts stay, so a rerun of the failed item's task writes the whole table.
 
 Once the parts of a table are removed, no task would ever find them again. So the table stands in for the
-parts it merged (:func:`held`):
+parts it merged (:func:`held`, :func:`gather`):
 
 - a task rerun without ``--overwrite`` whose items the table holds (the same run digest and input stamps)
   is kept: nothing is computed and nothing is written;
 - a task that has computed its items and finds the other items' parts gone but held by the table takes
   those items' rows from the table and writes it again. A lone ``--overwrite --shard 0/2`` rerun thus
   replaces its share of the table; a whole array rerun with ``--overwrite`` rewrites the table as each task
-  ends, the last one with every row of this overwrite (rows taken from the table are of the same
-  settings, inputs and code, so a table written meanwhile is never of other settings).
+  ends, the last one with every row of this overwrite (a task's part is removed only once a table holding
+  its rows is written, under the lock).
 
 Under ``--overwrite`` a task computes its items again (:func:`clear_mine`: its parts written before this
 overwrite began are removed; those of a stopped run of it are kept) and is never kept from the table.
 
-Only the standard library is imported here.
+Importing it imports only the standard library.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from pathlib import Path
 
 __docformat__ = "numpy"
@@ -139,11 +139,56 @@ def log_waiting(log: logging.Logger, done: int, total: int, table) -> None:
     log.info("%s", waiting_message(done, total, table))
 
 
-def cleanup(folder) -> None:
-    """Remove a run's parts ``folder`` once its table holds every item (earlier runs' parts in it too), and
-    its parent when that is an empty ``.parts`` folder."""
+@contextlib.contextmanager
+def lock(table):
+    """Hold an exclusive lock on ``.<table name>.lock`` beside ``table`` while a task reads the parts and
+    writes the table. Where the file system has no locks (a Lustre mount without ``flock``), it goes on
+    unlocked."""
+    path = Path(table).with_name(f".{Path(table).name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:   # closing it releases the lock
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (ImportError, OSError) as e:
+            logging.getLogger(__name__).debug("%s: no lock (%s): going on without", path, e)
+        yield
+
+
+def gather(parts: dict, read, table, rows_of) -> tuple[dict, dict, list, set]:
+    """Under :func:`lock`: :func:`collect` the items of ``parts`` (``{key: path}``, ``read(path)`` their rows),
+    and take those whose parts are gone but the ``table`` holds (:func:`held`) from it (``rows_of(table, keys)``:
+    ``{key: rows}``).
+
+    Returns
+    -------
+    found, failed, waiting, from_parts
+        As :func:`collect`, ``found`` in the order of ``parts``; ``from_parts``: the keys read from parts.
+    """
+    found, failed, waiting = collect(parts, read)
+    from_parts = set(found)
+    if waiting and Path(table).is_file():
+        from astrotool.io.tables import parquet_metadata
+
+        if held(parquet_metadata(table), {k: parts[k] for k in waiting}) == set(waiting):
+            found.update(rows_of(table, waiting))
+            waiting = []
+    return {k: found[k] for k in parts if k in found}, failed, waiting, from_parts
+
+
+def remove(folder, run: str, merged) -> None:
+    """Once a table holds every item: remove the parts it merged (``merged``: their paths) and the files of
+    other runs (other settings, inputs or code) in ``folder``; the folder goes once empty, and its parent
+    when that is an empty ``.parts`` folder."""
     folder = Path(folder)
-    shutil.rmtree(folder, ignore_errors=True)
-    if folder.parent.name == ".parts":
-        with contextlib.suppress(OSError):
-            folder.parent.rmdir()
+    for path in merged:
+        Path(path).unlink(missing_ok=True)
+    for path in folder.glob("*"):
+        if not path.name.startswith(f"{run}-"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+    for empty in (folder, folder.parent if folder.parent.name == ".parts" else None):
+        if empty is not None:
+            with contextlib.suppress(OSError):
+                empty.rmdir()

@@ -384,6 +384,35 @@ def test_a_lone_overwrite_task_after_the_table_was_written_replaces_its_share(tw
     assert run("--shard", "1/2")["kept"]
 
 
+def test_shard_tables_stand_in_only_for_whole_inputs_and_keep_the_inputs_order(tws, tmp_path, astro):
+    """An alert in two inputs is kept once in the table, so the table could not stand in for the input whose copy
+    it dropped: its part was removed all the same, and a later task took that input's rows, one short, from the
+    table. A lone task that took the other input's rows from the table put them after its own (not in the order of
+    a run without --shard)."""
+    from astrotool_ztf import synthetic
+
+    alerts = synthetic.make_alerts(4)
+    files = [synthetic.write_avro(tmp_path / "a.avro", alerts[:3]), synthetic.write_avro(tmp_path / "b.avro",
+                                                                                          alerts[2:])]
+    out = tws / "ztf" / "predictions"
+
+    def run(*opts, name="dup"):
+        r = astro("--json", "-w", tws, *opts, "ztf", "predict", *files, "--model", "sim_classifier", "--name", name)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    run("--shard", "0/2")
+    assert run("--shard", "1/2")["repeated"] == 1
+    assert len(list((out / ".parts" / "dup").glob("*.parquet"))) == 1   # b's: its copy of the alert was dropped
+    run(name="whole")
+    whole = pd.read_parquet(out / "whole_alerts.parquet")
+    for shard in ("1/2", "0/2"):   # the other input's rows: from the table (a's), from b's part
+        r = run("--overwrite", "--shard", shard)
+        assert r["alerts"] == 4 and r["repeated"] == 1, r
+        pd.testing.assert_frame_equal(pd.read_parquet(out / "dup_alerts.parquet"), whole)
+    assert run("--shard", "1/2")["kept"]
+
+
 def test_parts_of_another_version_are_not_merged(tws, tmp_path, monkeypatch):
     """A run's parts carried no code version: an upgrade merged the parts of an unfinished run."""
     import astrotool_ztf

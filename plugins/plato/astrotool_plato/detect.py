@@ -475,31 +475,34 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
                         coarse_message({k: v for k, (v, _) in coarse.items()}, next(iter(coarse.values()))[1]))
     curves = {f"{k}: {cid}" if len(res["curves"]) > 1 else k: c for k, res in results
               for cid, c in res["curves"].items()}
-    found, failed, waiting = parts.collect(by_key, lambda p: json.loads(Path(p).read_text())["rows"])
-    if waiting and out.exists():   # the table stands in for the parts it merged (astrotool.parts)
-        from_table = parts.held(parquet_metadata(out), {k: by_key[k] for k in waiting})
-        if from_table == set(waiting):
-            kept = read_parquet(out).to_pylist()
-            found.update({k: [r for r in kept if r["file"] == k] for k in from_table})
-            waiting = []
+    def rows_of(table, keys) -> dict:   # the events of files whose parts are gone into the table
+        by_file: dict = {k: [] for k in keys}
+        for r in read_parquet(table).to_pylist():
+            if r["file"] in by_file:
+                by_file[r["file"]].append(r)
+        return by_file
+
     table = None
-    if waiting:
-        parts.log_waiting(ctx.log, len(items) - len(waiting), len(items), out)
-    elif found:
-        done = [it for it in items if it.key in found]
-        table = [r for it in done for r in found[it.key]]
-        write_events(table, out, files=searched, metadata={
-            "settings": settings, "searched": [str(Path(it.path).resolve()) for it in done],
-            "file_keys": {it.key: str(Path(it.path).resolve()) for it in done},
-            parts.RECORD_KEY: parts.merged_record(run_id, by_key, found)})
-        ctx.record.add_output(out)
-        ctx.record.add_output(out.with_suffix(".csv"))
-        if failed:   # the parts stay: a rerun of the failed files' tasks writes the whole table
-            ctx.log.warning("%s lists %d of %d file(s); failed: %s; rerun the task(s) that search them (the "
-                            "others' events are kept)", out, len(done), len(items),
-                            "; ".join(failure_line(k, e) for k, e in failed.items()))
-        else:   # every file is in the table: no part is needed any more (nor those of earlier runs)
-            parts.cleanup(folder)
+    with parts.lock(out):   # reading the parts and writing the table: one task at a time (astrotool.parts)
+        found, failed, waiting, from_parts = parts.gather(
+            by_key, lambda p: json.loads(Path(p).read_text())["rows"], out, rows_of)
+        if waiting:
+            parts.log_waiting(ctx.log, len(items) - len(waiting), len(items), out)
+        elif found:
+            done = [it for it in items if it.key in found]
+            table = [r for it in done for r in found[it.key]]
+            write_events(table, out, files=searched, metadata={
+                "settings": settings, "searched": [str(Path(it.path).resolve()) for it in done],
+                "file_keys": {it.key: str(Path(it.path).resolve()) for it in done},
+                parts.RECORD_KEY: parts.merged_record(run_id, by_key, found)})
+            ctx.record.add_output(out)
+            ctx.record.add_output(out.with_suffix(".csv"))
+            if failed:   # the parts stay: a rerun of the failed files' tasks writes the whole table
+                ctx.log.warning("%s lists %d of %d file(s); failed: %s; rerun the task(s) that search them (the "
+                                "others' events are kept)", out, len(done), len(items),
+                                "; ".join(failure_line(k, e) for k, e in failed.items()))
+            else:   # every file is in the table: the parts it merged are not needed any more
+                parts.remove(folder, run_id, [by_key[k] for k in from_parts])
     for f in mine:
         ctx.record.add_input(Path(f).resolve())
     written = table is not None

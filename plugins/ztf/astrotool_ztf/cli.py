@@ -744,6 +744,41 @@ def predict(
                 "model_alerts_per_s": round(float(np.mean(own["rates"])), 1) if own["rates"] else None,
                 "imputed_features": own["imputed"]}
 
+    def rows_of(table, keys) -> dict:   # the predictions of inputs whose parts are gone into the tables
+        rows = pd.read_parquet(table)
+        by_source = dict(tuple(rows.groupby("source", sort=False)))
+        return {k: by_source.get(Path(k[0]).name, rows.iloc[:0]).reset_index(drop=True) for k in keys}
+
+    def write_tables(found: dict):   # {input: its per-alert predictions} -> the tables, as without --shard
+        rec = settings(df.attrs.get("input_identity") or input_identity(*k) for k, df in found.items())
+        if shard is not None and table_path.exists() and not ctx.overwrite \
+                and not parts.of_run(parquet_metadata(table_path), run):   # another run's: other inputs refused,
+            kept(rec)                                                       # as without --shard
+        alerts = pd.concat(found.values(), ignore_index=True)
+        n_repeated = len(alerts) - alerts["candid"].nunique()
+        if n_repeated:  # the same alert in several inputs (a nightly archive and a broker dump): kept once,
+            first = alerts["class"].eq("").sort_values(kind="stable").index  # a copy with a prediction first
+            alerts = alerts.loc[first].drop_duplicates("candid").sort_index().reset_index(drop=True)
+            ctx.log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
+        rows = alerts["source"].value_counts()
+        short = {k for k, df in found.items() if rows.get(Path(k[0]).name, 0) < len(df)}   # a repeat dropped
+        objects = per_object(alerts, list(meta["classes"]))
+        outputs = []
+        for table, kind, descriptions in ((alerts, "alerts", alert_descriptions(meta["classes"])),
+                                          (objects, "objects", object_descriptions(meta["classes"]))):
+            path = write_parquet(table, out_dir / f"{stem}_{kind}.parquet", command="ztf predict",
+                                 metadata={"model": str(mdir), "temperature": meta.get("temperature"),
+                                           "engine": pc.engine,
+                                           parts.RECORD_KEY: parts.merged_record(run, part_of, found)},
+                                 **column_metadata(table.columns, descriptions))
+            with atomic_path(out_dir / f"{stem}_{kind}.csv") as tmp:
+                table.to_csv(tmp, index=False)
+            outputs += [path, out_dir / f"{stem}_{kind}.csv"]
+        made_with.write(outputs[0], rec)
+        for p in outputs:
+            ctx.record.add_output(p)
+        return alerts, objects, outputs, n_repeated, short
+
     failed = {}
     if shard is None:
         kept(settings(input_identity(a, s) for a, s in pairs))   # other inputs or model: refused before any work
@@ -764,51 +799,30 @@ def predict(
                 df = predict_one(*k)
                 with atomic_path(part_of[k]) as tmp:
                     df.to_parquet(tmp, index=False)
-        found, failed, waiting = parts.collect(part_of, pd.read_parquet)
-        if waiting and table_path.exists():   # the table stands in for the parts it merged (astrotool.parts)
-            if parts.held(parquet_metadata(table_path), {k: part_of[k] for k in waiting}) == set(waiting):
-                table = pd.read_parquet(table_path)
-                found.update({k: table[table["source"] == Path(k[0]).name].reset_index(drop=True) for k in waiting})
-                waiting = []
-        if waiting:
-            parts.log_waiting(ctx.log, len(part_of) - len(waiting), len(part_of), table_path)
-            ctx.emit({"outputs": [], "inputs_done": len(part_of) - len(waiting), "inputs": len(part_of),
-                      **own_summary()})
-            return
-        if not found:
-            raise InputError(", ".join(inputs), f"no alert file could be ingested: {len(failed)} failed (the "
-                                                "errors above and the tasks' logs say why)")
-    rec = settings(df.attrs.get("input_identity") or input_identity(*k) for k, df in found.items())
-    if shard is not None and table_path.exists() and not ctx.overwrite \
-            and not parts.of_run(parquet_metadata(table_path), run):   # another run's: other inputs refused,
-        kept(rec)                                                       # as without --shard
-    alerts = pd.concat(found.values(), ignore_index=True)
-    n_repeated = len(alerts) - alerts["candid"].nunique()
-    if n_repeated:  # the same alert in several inputs (a nightly archive and a broker dump): kept once,
-        first = alerts["class"].eq("").sort_values(kind="stable").index  # a copy with a prediction first
-        alerts = alerts.loc[first].drop_duplicates("candid").sort_index().reset_index(drop=True)
-        ctx.log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
-    objects = per_object(alerts, list(meta["classes"]))
-    outputs = []
-    for table, kind, descriptions in ((alerts, "alerts", alert_descriptions(meta["classes"])),
-                                      (objects, "objects", object_descriptions(meta["classes"]))):
-        path = write_parquet(table, out_dir / f"{stem}_{kind}.parquet", command="ztf predict",
-                             metadata={"model": str(mdir), "temperature": meta.get("temperature"),
-                                       "engine": pc.engine, parts.RECORD_KEY: parts.merged_record(run, part_of, found)},
-                             **column_metadata(table.columns, descriptions))
-        with atomic_path(out_dir / f"{stem}_{kind}.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        outputs += [path, out_dir / f"{stem}_{kind}.csv"]
-    made_with.write(outputs[0], rec)
-    for p in outputs:
-        ctx.record.add_output(p)
+        with parts.lock(table_path):   # reading the parts and writing the tables: one task at a time
+            found, failed, waiting, from_parts = parts.gather(part_of, pd.read_parquet, table_path, rows_of)
+            if waiting:
+                parts.log_waiting(ctx.log, len(part_of) - len(waiting), len(part_of), table_path)
+                ctx.emit({"outputs": [], "inputs_done": len(part_of) - len(waiting), "inputs": len(part_of),
+                          **own_summary()})
+                return
+            if not found:
+                raise InputError(", ".join(inputs), f"no alert file could be ingested: {len(failed)} failed (the "
+                                                    "errors above and the tasks' logs say why)")
+            alerts, objects, outputs, n_repeated, short = write_tables(found)
+            # every input in the tables: the parts they merged go, but those of inputs whose repeated alerts the
+            # tables dropped (the tables could not stand in for them)
+            if not failed:
+                parts.remove(folder, run, [part_of[k] for k in from_parts - short])
+    if shard is None:
+        alerts, objects, outputs, n_repeated, _ = write_tables(found)
+        if folder.is_dir():   # an earlier --shard run's parts and failed marks: this run made the tables over all
+            parts.remove(folder, run, list(folder.glob("*")))
     if failed:   # the parts stay: a rerun of the failed inputs' tasks writes the whole tables
         ctx.log.warning("%s holds %d of %d input(s); failed: %s; rerun the task(s) that ingest them (the others' "
                         "predictions are kept)", outputs[0].name, len(found), len(part_of),
                         "; ".join(failure_line(Path(a).name.removesuffix("_alerts.parquet"), e)
                                   for (a, _), e in failed.items()))
-    elif shard is not None:   # every input is in the tables: no part is needed any more (nor earlier runs')
-        parts.cleanup(folder)   # the other names' parts, if any, stay
     n_bad = int(alerts["class"].eq("").sum())
     if n_bad:
         ctx.log.warning("%d alert(s) with no usable stamp: no prediction", n_bad)

@@ -1,0 +1,41 @@
+"""The parts of ``--shard`` tasks that make one table (:mod:`astrotool.parts`)."""
+
+import subprocess
+import sys
+
+from astrotool import parts
+
+TRY_LOCK = """
+import fcntl, sys
+with open(sys.argv[1], "a") as f:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(3)
+"""
+
+
+def test_the_lock_keeps_another_process_out_until_released(tmp_path):
+    table = tmp_path / "run" / "t_events.parquet"
+    lock_file = table.with_name(".t_events.parquet.lock")
+
+    def other_gets_it() -> bool:
+        return subprocess.run([sys.executable, "-c", TRY_LOCK, str(lock_file)]).returncode == 0
+
+    with parts.lock(table):
+        assert lock_file.is_file() and not other_gets_it()
+    assert other_gets_it()
+
+
+def test_remove_takes_the_merged_parts_and_other_runs_files_and_keeps_this_runs_failed_marks(tmp_path):
+    folder = tmp_path / ".parts" / "name"
+    folder.mkdir(parents=True)
+    merged = folder / "run1-a-s.json"
+    mark = parts.failed_mark(folder / "run1-b-s.json")
+    other = folder / "run0-a-s.json"
+    for f in (merged, mark, other):
+        f.write_text("{}")
+    parts.remove(folder, "run1", [merged])
+    assert sorted(p.name for p in folder.iterdir()) == [mark.name]
+    parts.remove(folder, "run1", [mark])
+    assert not (tmp_path / ".parts").exists()
