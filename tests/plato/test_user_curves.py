@@ -126,6 +126,7 @@ def test_hours_are_read_with_time_unit_h_and_a_fits_tunit_of_another_unit_is_ref
     (time, _), = read_curves(tmp_path / "hours.csv", time_unit="h").values()
     np.testing.assert_allclose(time, t, rtol=0, atol=1e-12)
     for unit, given, told in (("s", "d", "use --time-unit s"), ("hours", "d", "use --time-unit h"),
+                              ("seconds since MJD 58000", "d", "use --time-unit s"),
                               ("BJD - 2457000, days", "s", "use --time-unit d (the default)")):
         path = _tess(tmp_path / "unit.fits", t, f, time_unit=unit)
         with pytest.raises(InputError, match=re.escape(f"time column 'TIME' is in '{unit}' (its TUNIT), read as ")

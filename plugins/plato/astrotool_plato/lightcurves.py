@@ -547,10 +547,11 @@ TIME_UNIT_PER_DAY = {"d": 1.0, "h": 24.0, "s": 86400.0}
 
 def _time_unit_of(text: str) -> str:
     """The time unit (``d``, ``h`` or ``s``) a FITS ``TUNITn`` names (``d``, ``day``, ``BJD - 2457000, days``,
-    ``s``, ``h``, ...), or ``""`` when it names none of them."""
+    ``s``, ``h``, ``seconds since MJD 58000``, ...), or ``""`` when it names none of them. Seconds and hours are
+    looked for first: a unit counted from a date names the date's scale too."""
     words = set(text.lower().replace(",", " ").split())
-    for unit, names in (("d", {"d", "day", "days", "jd", "bjd", "btjd", "bkjd", "mjd"}),
-                        ("h", {"h", "hr", "hour", "hours"}), ("s", {"s", "sec", "second", "seconds"})):
+    for unit, names in (("s", {"s", "sec", "second", "seconds"}), ("h", {"h", "hr", "hour", "hours"}),
+                        ("d", {"d", "day", "days", "jd", "bjd", "btjd", "bkjd", "mjd"})):
         if words & names:
             return unit
     return ""
