@@ -11,8 +11,9 @@ into a *part* file in the run's parts folder, named by
 An item that failed leaves a *failed mark* beside (:func:`failed_mark`, holding the error, named without
 the stamp, so a task rerun after the input is mended finds and removes it): it counts as finished. The task
 that finds every item finished (a part or a failed mark) writes the table, recording the names of the
-parts it merged in the table's metadata (:func:`merged_record`); it reads the parts and writes the table
-under :func:`lock`, so two tasks that end together never write a table that misses the other's rows. Once
+parts it merged in the table's metadata (:func:`merged_record`); a task clears its own parts, and reads the
+parts and writes the table, under :func:`lock`, so two tasks that end together never write a table that misses
+the other's rows, nor remove a part written again meanwhile. Once
 the table holds every item, the parts it merged are removed (:func:`remove`); while an item has failed the
 parts stay, so a rerun of the failed item's task writes the whole table.
 
@@ -139,21 +140,39 @@ def log_waiting(log: logging.Logger, done: int, total: int, table) -> None:
     log.info("%s", waiting_message(done, total, table))
 
 
+_UNLOCKED: set = set()
+"""The lock files that could not be locked (warned about once)."""
+
+
 @contextlib.contextmanager
 def lock(table):
-    """Hold an exclusive lock on ``.<table name>.lock`` beside ``table`` while a task reads the parts and
-    writes the table. Where the file system has no locks (a Lustre mount without ``flock``), it goes on
-    unlocked."""
+    """Hold an exclusive lock on ``.<table name>.lock`` beside ``table`` while a task clears its parts, or
+    reads the parts and writes the table. Where the file system has no locks (a Lustre mount without
+    ``flock``), it warns once and goes on unlocked."""
     path = Path(table).with_name(f".{Path(table).name}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:   # closing it releases the lock
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as e:
+        handle, error = None, e
+    else:
         try:
             import fcntl
 
             fcntl.flock(handle, fcntl.LOCK_EX)
+            error = None
         except (ImportError, OSError) as e:
-            logging.getLogger(__name__).debug("%s: no lock (%s): going on without", path, e)
+            error = e
+    if error is not None and str(path) not in _UNLOCKED:
+        _UNLOCKED.add(str(path))
+        logging.getLogger(__name__).warning("%s: cannot be locked (%s): --shard tasks that end at the same moment "
+                                            "may write a table missing the other's rows; rerun a task to mend it",
+                                            path, error)
+    try:
         yield
+    finally:
+        if handle is not None:
+            handle.close()   # releases the lock
 
 
 def gather(parts: dict, read, table, rows_of) -> tuple[dict, dict, list, set]:
@@ -177,15 +196,19 @@ def gather(parts: dict, read, table, rows_of) -> tuple[dict, dict, list, set]:
     return {k: found[k] for k in parts if k in found}, failed, waiting, from_parts
 
 
-def remove(folder, run: str, merged) -> None:
-    """Once a table holds every item: remove the parts it merged (``merged``: their paths) and the files of
-    other runs (other settings, inputs or code) in ``folder``; the folder goes once empty, and its parent
+def remove(folder, run: str, merged, current) -> None:
+    """Once a table holds every item: remove the parts it merged (``merged``: their paths), the files of other
+    runs (other settings, inputs or code) in ``folder``, and this run's parts of an item's earlier source (the
+    file edited since; ``current``: every item's part path now); the folder goes once empty, and its parent
     when that is an empty ``.parts`` folder."""
     folder = Path(folder)
     for path in merged:
         Path(path).unlink(missing_ok=True)
+    now = {Path(p).name for p in current}
+    items = {name.rsplit("-", 1)[0] for name in now}
     for path in folder.glob("*"):
-        if not path.name.startswith(f"{run}-"):
+        stale = path.name not in now and path.suffix != ".failed" and path.name.rsplit("-", 1)[0] in items
+        if not path.name.startswith(f"{run}-") or stale:
             with contextlib.suppress(OSError):
                 path.unlink()
     for empty in (folder, folder.parent if folder.parent.name == ".parts" else None):

@@ -27,15 +27,17 @@ def test_the_lock_keeps_another_process_out_until_released(tmp_path):
     assert other_gets_it()
 
 
-def test_remove_takes_the_merged_parts_and_other_runs_files_and_keeps_this_runs_failed_marks(tmp_path):
+def test_remove_takes_the_merged_parts_other_runs_files_and_edited_sources_parts_not_failed_marks(tmp_path):
     folder = tmp_path / ".parts" / "name"
     folder.mkdir(parents=True)
     merged = folder / "run1-a-s.json"
+    kept = folder / "run1-c-s.json"   # an item the table could not stand in for
+    edited = folder / "run1-c-s0.json"   # c's part before its file was edited
     mark = parts.failed_mark(folder / "run1-b-s.json")
     other = folder / "run0-a-s.json"
-    for f in (merged, mark, other):
+    for f in (merged, kept, edited, mark, other):
         f.write_text("{}")
-    parts.remove(folder, "run1", [merged])
-    assert sorted(p.name for p in folder.iterdir()) == [mark.name]
-    parts.remove(folder, "run1", [mark])
+    parts.remove(folder, "run1", [merged], [merged, kept, folder / "run1-b-s.json"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([mark.name, kept.name])
+    parts.remove(folder, "run1", [mark, kept], [])
     assert not (tmp_path / ".parts").exists()

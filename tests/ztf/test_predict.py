@@ -410,7 +410,9 @@ def test_shard_tables_stand_in_only_for_whole_inputs_and_keep_the_inputs_order(t
         r = run("--overwrite", "--shard", shard)
         assert r["alerts"] == 4 and r["repeated"] == 1, r
         pd.testing.assert_frame_equal(pd.read_parquet(out / "dup_alerts.parquet"), whole)
-    assert run("--shard", "1/2")["kept"]
+    assert run("--shard", "0/2")["kept"]   # a's: the table holds it
+    assert "kept" not in run("--shard", "1/2")   # b's: the table could not stand in for it, its part could
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "dup_alerts.parquet"), whole)
 
 
 def test_parts_of_another_version_are_not_merged(tws, tmp_path, monkeypatch):

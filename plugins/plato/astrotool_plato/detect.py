@@ -460,13 +460,13 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
                    "seconds_per_curve": None, "table": str(out), "kept": True}
         ctx.emit({**summary, "events": []} if json_results() else summary)
         return summary
-    parts.clear_mine([it.part for it in mine_items], ctx.overwrite)   # under --overwrite: searched again
+    with parts.lock(out):   # under --overwrite: searched again (not while another task reads the parts)
+        parts.clear_mine([it.part for it in mine_items], ctx.overwrite)
     since = len(ctx.failures)
     from astrotool.executors import failure_line
 
     results = ctx.map(detect_file, items, "detect", keys=keys)
-    parts.mark_failed({by_key[f.key]: f.error for f in ctx.failures[since:]})   # a failed file counts as
-    rows = [r for _, res in results for r in res["rows"]]                       # finished for the other tasks
+    rows = [r for _, res in results for r in res["rows"]]
     log_notes(ctx.log, [note for _, res in results for note in res["notes"]])
     coarse = {k: (v, res["cadence_s"]) for _, res in results for k, v in (res.get("coarse") or {}).items()}
     if coarse:
@@ -484,7 +484,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
 
     table = None
     with parts.lock(out):   # reading the parts and writing the table: one task at a time (astrotool.parts)
-        found, failed, waiting, from_parts = parts.gather(
+        parts.mark_failed({by_key[f.key]: f.error for f in ctx.failures[since:]})   # a failed file counts as
+        found, failed, waiting, from_parts = parts.gather(                            # finished for the others
             by_key, lambda p: json.loads(Path(p).read_text())["rows"], out, rows_of)
         if waiting:
             parts.log_waiting(ctx.log, len(items) - len(waiting), len(items), out)
@@ -502,7 +503,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
                                 "others' events are kept)", out, len(done), len(items),
                                 "; ".join(failure_line(k, e) for k, e in failed.items()))
             else:   # every file is in the table: the parts it merged are not needed any more
-                parts.remove(folder, run_id, [by_key[k] for k in from_parts])
+                parts.remove(folder, run_id, [by_key[k] for k in from_parts], by_key.values())
     for f in mine:
         ctx.record.add_input(Path(f).resolve())
     written = table is not None

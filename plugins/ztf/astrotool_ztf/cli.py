@@ -760,8 +760,9 @@ def predict(
             first = alerts["class"].eq("").sort_values(kind="stable").index  # a copy with a prediction first
             alerts = alerts.loc[first].drop_duplicates("candid").sort_index().reset_index(drop=True)
             ctx.log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
-        rows = alerts["source"].value_counts()
-        short = {k for k, df in found.items() if rows.get(Path(k[0]).name, 0) < len(df)}   # a repeat dropped
+        in_table = alerts.groupby("source")["candid"].agg(set)   # an input whose copy of an alert of another
+        short = {k for k, df in found.items()                     # input was dropped: the tables cannot stand
+                 if not set(df["candid"]) <= in_table.get(Path(k[0]).name, set())}   # in for it
         objects = per_object(alerts, list(meta["classes"]))
         outputs = []
         for table, kind, descriptions in ((alerts, "alerts", alert_descriptions(meta["classes"])),
@@ -769,7 +770,8 @@ def predict(
             path = write_parquet(table, out_dir / f"{stem}_{kind}.parquet", command="ztf predict",
                                  metadata={"model": str(mdir), "temperature": meta.get("temperature"),
                                            "engine": pc.engine,
-                                           parts.RECORD_KEY: parts.merged_record(run, part_of, found)},
+                                           parts.RECORD_KEY: parts.merged_record(
+                                               run, part_of, [k for k in found if k not in short])},
                                  **column_metadata(table.columns, descriptions))
             with atomic_path(out_dir / f"{stem}_{kind}.csv") as tmp:
                 table.to_csv(tmp, index=False)
@@ -792,8 +794,9 @@ def predict(
                 ctx.emit({"kept": True, "outputs": [str(out_dir / f"{stem}_{kind}.{ext}")
                                                     for kind in ("alerts", "objects") for ext in ("parquet", "csv")]})
                 return
-        parts.clear_mine([part_of[k] for k in mine], ctx.overwrite)   # --overwrite: predicted again
-        parts.mark_failed({part_of[k]: e for k, e in errors.items()})   # a failed input counts as finished
+        with parts.lock(table_path):   # not while another task reads the parts
+            parts.clear_mine([part_of[k] for k in mine], ctx.overwrite)   # --overwrite: predicted again
+            parts.mark_failed({part_of[k]: e for k, e in errors.items()})   # a failed input counts as finished
         for k in pairs:
             if not part_of[k].is_file():   # a part already there (a stopped run, another task) is kept
                 df = predict_one(*k)
@@ -813,11 +816,12 @@ def predict(
             # every input in the tables: the parts they merged go, but those of inputs whose repeated alerts the
             # tables dropped (the tables could not stand in for them)
             if not failed:
-                parts.remove(folder, run, [part_of[k] for k in from_parts - short])
+                parts.remove(folder, run, [part_of[k] for k in from_parts - short], part_of.values())
     if shard is None:
-        alerts, objects, outputs, n_repeated, _ = write_tables(found)
-        if folder.is_dir():   # an earlier --shard run's parts and failed marks: this run made the tables over all
-            parts.remove(folder, run, list(folder.glob("*")))
+        with parts.lock(table_path):
+            alerts, objects, outputs, n_repeated, _ = write_tables(found)
+            if folder.is_dir():   # an earlier --shard run's parts and failed marks: the tables hold every input
+                parts.remove(folder, run, list(folder.glob("*")), ())
     if failed:   # the parts stay: a rerun of the failed inputs' tasks writes the whole tables
         ctx.log.warning("%s holds %d of %d input(s); failed: %s; rerun the task(s) that ingest them (the others' "
                         "predictions are kept)", outputs[0].name, len(found), len(part_of),
