@@ -464,6 +464,19 @@ def test_gain_from_another_keyword_is_logged_once_per_tile(tmp_path, caplog):
     assert len(lines) == 1 and str(path) in lines[0], lines
 
 
+def test_a_zero_point_that_is_not_a_number_is_passed_over_and_named(tmp_path, caplog):
+    """MAGZP = 'INDEF' (IRAF's undefined) fell back to ZP 30 with a warning that the header had no zero-point
+    keyword at all."""
+    import logging
+
+    assert resolve_zero_point(fits.Header({"MAGZP": "INDEF", "ZP": 26.0}), None) == 26.0
+    path = tmp_path / "indef.fits"
+    with caplog.at_level(logging.WARNING, logger="astro.dre"):
+        assert resolve_zero_point(fits.Header({"MAGZP": "INDEF"}), None, path, "dre.fit.zero_point") == 30.0
+    lines = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+    assert len(lines) == 1 and "header MAGZP 'INDEF' not a number; magnitudes use ZP = 30" in lines[0], lines
+
+
 def test_missing_zero_point_is_warned_once_per_tile(tmp_path, caplog):
     import logging
 

@@ -448,18 +448,24 @@ def resolve_zero_point(header, zero_point, path=None, key: str = "zero_point") -
     """
     if zero_point is not None:
         return float(zero_point)
+    unusable = []   # IRAF's 'INDEF', a logical, NaN: passed over, and named in the warning
     for k in _ZP_KEYS:
         if k in header:
+            value = header[k]
             try:
-                return float(header[k])
+                number = float("nan") if isinstance(value, bool) else float(value)
             except (TypeError, ValueError):
-                continue
+                number = float("nan")
+            if np.isfinite(number):
+                return number
+            unusable.append(f"{k} {value!r}")
     if path is not None:
         from astrotool.names import printable
 
-        _note_once(path, "zero_point", logging.WARNING,
-                   "%s: no zero-point keyword (%s) in the header; magnitudes use ZP = %g (set %s)",
-                   printable(str(path)), ", ".join(_ZP_KEYS), DEFAULT_ZERO_POINT, key)
+        why = (f"header {', '.join(unusable)} not a number" if unusable
+               else f"no zero-point keyword ({', '.join(_ZP_KEYS)}) in the header")
+        _note_once(path, "zero_point", logging.WARNING, "%s: %s; magnitudes use ZP = %g (set %s)",
+                   printable(str(path)), why, DEFAULT_ZERO_POINT, key)
     return DEFAULT_ZERO_POINT
 
 
