@@ -299,14 +299,11 @@ def test_predict_under_shard_the_task_that_finishes_last_writes_one_table(tws, t
     alerts = synthetic.make_alerts(4)
     for a in alerts[:3]:
         a["objectId"] = "ZTF99shared"
-    files = [synthetic.write_avro(tmp_path / "a.avro", alerts[:2]), synthetic.write_avro(tmp_path / "b.avro",
-                                                                                          alerts[2:])]
+    files = _two_files(tmp_path, alerts)
     out = tws / "ztf" / "predictions"
 
     def run(*opts, name="sharded"):
-        r = astro("--json", "-w", tws, *opts, "ztf", "predict", *files, "--model", "sim_classifier", "--name", name)
-        assert r.returncode == 0, r.stderr
-        return r
+        return _predict(astro, tws, files, name, *opts)
 
     r = run("--shard", "0/2")
     assert "1 of 2 input(s) done" in r.stderr and "the task that finishes last writes" in r.stderr, r.stderr
@@ -355,12 +352,20 @@ def test_per_object_orders_alerts_of_the_same_jd_by_candid_whatever_the_row_orde
         assert per_object(shuffled, ["SN", "VS"]).loc[0, "class_first_alert"] == "VS"   # candid 3, not 7 nor 1
 
 
-def _two_files(tmp_path):
+def _two_files(tmp_path, alerts=None, a=slice(0, 2), b=slice(2, None)):
+    """Two Avro files, a.avro and b.avro, of the ``a`` and ``b`` slices of ``alerts`` (default: 4 simulated)."""
     from astrotool_ztf import synthetic
 
-    alerts = synthetic.make_alerts(4)
-    return [synthetic.write_avro(tmp_path / "a.avro", alerts[:2]), synthetic.write_avro(tmp_path / "b.avro",
-                                                                                         alerts[2:])]
+    alerts = synthetic.make_alerts(4) if alerts is None else alerts
+    return [synthetic.write_avro(tmp_path / "a.avro", alerts[a]), synthetic.write_avro(tmp_path / "b.avro",
+                                                                                        alerts[b])]
+
+
+def _predict(astro, tws, files, name, *opts):
+    """``astro --json -w tws OPTS ztf predict FILES --model sim_classifier --name NAME``, which must succeed."""
+    r = astro("--json", "-w", tws, *opts, "ztf", "predict", *files, "--model", "sim_classifier", "--name", name)
+    assert r.returncode == 0, r.stderr
+    return r
 
 
 def test_a_lone_overwrite_task_after_the_table_was_written_replaces_its_share(tws, tmp_path, astro):
@@ -370,9 +375,7 @@ def test_a_lone_overwrite_task_after_the_table_was_written_replaces_its_share(tw
     out = tws / "ztf" / "predictions"
 
     def run(*opts):
-        r = astro("--json", "-w", tws, *opts, "ztf", "predict", *files, "--model", "sim_classifier", "--name", "lone")
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
+        return json.loads(_predict(astro, tws, files, "lone", *opts).stdout)
 
     run("--shard", "0/2")
     assert len(run("--shard", "1/2")["outputs"]) == 4
@@ -389,17 +392,11 @@ def test_shard_tables_stand_in_only_for_whole_inputs_and_keep_the_inputs_order(t
     it dropped: its part was removed all the same, and a later task took that input's rows, one short, from the
     table. A lone task that took the other input's rows from the table put them after its own (not in the order of
     a run without --shard)."""
-    from astrotool_ztf import synthetic
-
-    alerts = synthetic.make_alerts(4)
-    files = [synthetic.write_avro(tmp_path / "a.avro", alerts[:3]), synthetic.write_avro(tmp_path / "b.avro",
-                                                                                          alerts[2:])]
+    files = _two_files(tmp_path, a=slice(0, 3))   # alert 2 in both
     out = tws / "ztf" / "predictions"
 
     def run(*opts, name="dup"):
-        r = astro("--json", "-w", tws, *opts, "ztf", "predict", *files, "--model", "sim_classifier", "--name", name)
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
+        return json.loads(_predict(astro, tws, files, name, *opts).stdout)
 
     run("--shard", "0/2")
     assert run("--shard", "1/2")["repeated"] == 1

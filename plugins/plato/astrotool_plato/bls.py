@@ -92,8 +92,9 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
                                    1.0 / cfg.oversample)
     if work > MAX_SEARCH:   # before the detrending, which takes long too
         raise InputError(where, f"BLS would try {work / n_binned:,.0f} periods on {n_binned:,} samples over "
-                                f"{hours / 24.0:.4g} d, {work / QUARTER_SEARCH:.0f} times the search of a 90-d PLATO quarter "
-                                f"(at most {MAX_SEARCH / QUARTER_SEARCH:.0f}); is the time in hours (--time-unit h)? "
+                                f"{hours / 24.0:.4g} d, {work / QUARTER_SEARCH:.0f} times the search of a 90-d "
+                                f"PLATO quarter (at most {MAX_SEARCH / QUARTER_SEARCH:.0f}); is the time in hours "
+                                "(--time-unit h)? "
                                 "Else search a shorter piece, or raise plato.bls.min_period_days or bin_seconds, "
                                 "or lower max_period_fraction")
     t0 = _time.perf_counter()
