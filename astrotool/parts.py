@@ -190,9 +190,10 @@ def gather(parts: dict, read, table, rows_of) -> tuple[dict, dict, list, set]:
     if waiting and Path(table).is_file():
         from astrotool.io.tables import parquet_metadata
 
-        if held(parquet_metadata(table), {k: parts[k] for k in waiting}) == set(waiting):
+        in_table = held(parquet_metadata(table), {k: parts[k] for k in waiting})
+        if in_table == set(waiting):
             found.update(rows_of(table, waiting))
-            waiting = []
+        waiting = [k for k in waiting if k not in in_table]   # those the table holds are done
     return {k: found[k] for k in parts if k in found}, failed, waiting, from_parts
 
 

@@ -1129,6 +1129,19 @@ def test_detect_a_lone_overwrite_task_after_the_table_was_written_replaces_its_s
     assert json.loads(capsys.readouterr().out)["kept"] is True
 
 
+def test_detect_a_waiting_task_counts_the_files_the_table_holds_as_done(trained, tmp_path, capsys):
+    """With c2 edited since the table was written, --overwrite --shard 0/3 said 1 of 3 file(s) searched: c1, held
+    by the table, was not counted because c2 was not."""
+    files = _three_files(tmp_path)
+    base = ["-w", str(trained), "--json"]
+    for shard in ("0/3", "1/3", "2/3"):
+        assert main([*base, "--shard", shard, "plato", "detect", *files, "--name", "count"]) == 0
+    Path(files[2]).write_text(Path(files[2]).read_text() + "\n")
+    capsys.readouterr()
+    assert main([*base, "--overwrite", "--shard", "0/3", "plato", "detect", *files, "--name", "count"]) == 0
+    assert "2 of 3 input(s) done" in capsys.readouterr().err
+
+
 def test_plot_last_skips_a_shard_task_that_wrote_no_table_and_warns_about_changed_weights(trained, tmp_path,
                                                                                            capsys):
     """`plot last` took the latest detect run, a --shard task without the table among its outputs: it plotted

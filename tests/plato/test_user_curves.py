@@ -126,13 +126,19 @@ def test_hours_are_read_with_time_unit_h_and_a_fits_tunit_of_another_unit_is_ref
     (time, _), = read_curves(tmp_path / "hours.csv", time_unit="h").values()
     np.testing.assert_allclose(time, t, rtol=0, atol=1e-12)
     for unit, given, told in (("s", "d", "use --time-unit s"), ("hours", "d", "use --time-unit h"),
-                              ("seconds since MJD 58000", "d", "use --time-unit s"),
+                              ("seconds since MJD 58000", "d", "use --time-unit s"), ("[h]", "d", "use --time-unit h"),
+                              ("hrs", "d", "use --time-unit h"),
                               ("BJD - 2457000, days", "s", "use --time-unit d (the default)")):
         path = _tess(tmp_path / "unit.fits", t, f, time_unit=unit)
         with pytest.raises(InputError, match=re.escape(f"time column 'TIME' is in '{unit}' (its TUNIT), read as ")
                            + f".*{re.escape(told)}"):
             read_curves(path, time_unit=given)
         path.unlink()
+    path = _tess(tmp_path / "minutes.fits", t * 1440.0, f, time_unit="min")   # read as hours: t_mid 60x too late
+    for given in ("d", "h"):
+        with pytest.raises(InputError, match=re.escape("time column 'TIME' is in 'min' (its TUNIT), which no "
+                                                       "--time-unit reads (d, h, s)")):
+            read_curves(path, time_unit=given)
     path = _tess(tmp_path / "kepler.fits", t + 1000.0, f, time_unit="BJD - 2454833")
     with fits.open(path, mode="update") as hdul:
         hdul[1].header["BJDREFI"], hdul[1].header["BJDREFF"] = 2454833, 0.0

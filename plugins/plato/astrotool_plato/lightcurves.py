@@ -479,6 +479,9 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     cols, others, stored, told = _table(path)
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
     unit = _time_unit_of(told.get(tc, ""))
+    if unit == OTHER_TIME_UNIT:
+        raise InputError(path, f"time column {tc!r} is in {told[tc]!r} (its TUNIT), which no --time-unit reads "
+                               f"({', '.join(TIME_UNITS)}): convert the column to days, hours or seconds")
     if unit and unit != time_unit:
         raise InputError(path, f"time column {tc!r} is in {told[tc]!r} (its TUNIT), read as "
                                f"{TIME_UNITS[time_unit]}: use --time-unit {unit}" + (" (the default)" if unit == "d"
@@ -545,13 +548,22 @@ TIME_UNIT_PER_DAY = {"d": 1.0, "h": 24.0, "s": 86400.0}
 """How many of each time unit make a day."""
 
 
+OTHER_TIME_UNIT = "other"
+"""What :func:`_time_unit_of` returns for a time unit that no ``--time-unit`` reads (minutes, years...)."""
+
+
 def _time_unit_of(text: str) -> str:
     """The time unit (``d``, ``h`` or ``s``) a FITS ``TUNITn`` names (``d``, ``day``, ``BJD - 2457000, days``,
-    ``s``, ``h``, ``seconds since MJD 58000``, ...), or ``""`` when it names none of them. Seconds and hours are
-    looked for first: a unit counted from a date names the date's scale too."""
-    words = set(text.lower().replace(",", " ").split())
-    for unit, names in (("s", {"s", "sec", "second", "seconds"}), ("h", {"h", "hr", "hour", "hours"}),
-                        ("d", {"d", "day", "days", "jd", "bjd", "btjd", "bkjd", "mjd"})):
+    ``s``, ``[h]``, ``hrs``, ``seconds since MJD 58000``, ...), :data:`OTHER_TIME_UNIT` for another time unit
+    (``min``, ``ms``, ``yr``...), or ``""`` when it names none. Seconds and hours are looked for first: a unit
+    counted from a date names the date's scale too."""
+    import re
+
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    for unit, names in (("s", {"s", "sec", "secs", "second", "seconds"}), ("h", {"h", "hr", "hrs", "hour", "hours"}),
+                        ("d", {"d", "day", "days", "jd", "bjd", "btjd", "bkjd", "mjd"}),
+                        (OTHER_TIME_UNIT, {"min", "mins", "minute", "minutes", "ms", "ks", "yr", "yrs", "year",
+                                           "years", "week", "weeks"})):
         if words & names:
             return unit
     return ""
