@@ -134,6 +134,16 @@ def test_hours_are_read_with_time_unit_h_and_a_fits_tunit_of_another_unit_is_ref
                            + f".*{re.escape(told)}"):
             read_curves(path, time_unit=given)
         path.unlink()
+    from astropy.table import Table
+
+    for name in ("hours_ecsv.csv", "hours_astropy.parquet"):   # the unit an ECSV or astropy Parquet file states
+        kind = {"format": "ascii.ecsv"} if name.endswith(".csv") else {}
+        Table({"time": t * 24.0, "flux": f}, units={"time": "h"}).write(tmp_path / name, **kind)
+        with pytest.raises(InputError, match=re.escape("time column 'time' is in 'h' (its stated unit), read as days: "
+                                                       "use --time-unit h")):
+            read_curves(tmp_path / name)
+        (time, _), = read_curves(tmp_path / name, time_unit="h").values()
+        np.testing.assert_allclose(time, t, rtol=0, atol=1e-12)
     path = _tess(tmp_path / "minutes.fits", t * 1440.0, f, time_unit="min")   # read as hours: t_mid 60x too late
     for given in ("d", "h"):
         with pytest.raises(InputError, match=re.escape("time column 'TIME' is in 'min' (its TUNIT), which no "

@@ -164,8 +164,9 @@ def _non_numeric(values) -> tuple[int, str] | None:
 def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype], dict[str, str]]:
     """The numeric columns of a one-curve table file, in file order (as float64), its other 1-D columns (their
     values, for :func:`_pick`'s message about a column that is not numeric), each numeric column's dtype as
-    stored (float32 times get :func:`check_curve`'s hint), and what a FITS table says of its columns: their
-    units (``TUNITn``) and, under ``""``, its time frame (``BJD - 2457000`` from ``BJDREFI`` + ``BJDREFF``)."""
+    stored (float32 times get :func:`check_curve`'s hint), and what the file says of its columns: their
+    units (a FITS table's ``TUNITn``, an ECSV header's or an astropy-written Parquet file's) and, under ``""``,
+    a FITS table's time frame (``BJD - 2457000`` from ``BJDREFI`` + ``BJDREFF``)."""
     name = path.name.lower()
     if not name.endswith(CURVE_SUFFIXES):
         raise InputError(path, f"{path.suffix or 'no extension'}: not a light-curve format (.parquet, .ftr or "
@@ -225,11 +226,39 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
                  for c, k in kinds.items() if c in numeric},
                 {c: table.column(c) for c in kinds if c not in numeric},
                 {c: np.dtype(np.float64) if pa.types.is_null(k) else np.dtype(k.to_pandas_dtype())
-                 for c, k in kinds.items() if c in numeric}, {})
+                 for c, k in kinds.items() if c in numeric}, _stated_units(path, table))
     except InputError:
         raise
     except Exception as exc:  # unreadable or not the format its name says
         raise InputError(path, f"unreadable light curve ({type(exc).__name__}: {exc})") from None
+
+
+def _stated_units(path: Path, table) -> dict[str, str]:
+    """The units an ECSV header (a CSV file that begins ``# %ECSV``) or an astropy-written Parquet file
+    (``table_meta_yaml``) states for its columns, ``{}`` where it states none."""
+    lines = []
+    if path.name.lower().endswith((".csv", ".csv.gz")):
+        import gzip
+
+        with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rt", errors="replace") as f:
+            first = f.readline()
+            if first.startswith("# %ECSV"):
+                for line in f:
+                    if not line.startswith("#"):
+                        break
+                    lines.append(line[2:].rstrip("\n"))
+    else:
+        yaml = (table.schema.metadata or {}).get(b"table_meta_yaml")
+        lines = yaml.decode(errors="replace").splitlines() if yaml else []
+    if not lines:
+        return {}
+    from astropy.table.meta import get_header_from_yaml
+
+    try:
+        header = get_header_from_yaml(lines)
+    except Exception:   # a header astropy cannot read states nothing this reader could check
+        return {}
+    return {d["name"]: str(d["unit"]) for d in header.get("datatype") or () if isinstance(d, dict) and d.get("unit")}
 
 
 def _csv_layout(path: Path) -> tuple[int, str, list[str] | None]:
@@ -479,11 +508,12 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     cols, others, stored, told = _table(path)
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
     unit = _time_unit_of(told.get(tc, ""))
+    stated = "its TUNIT" if path.name.lower().endswith((".fits", ".fit", ".fits.gz")) else "its stated unit"
     if unit == OTHER_TIME_UNIT:
-        raise InputError(path, f"time column {tc!r} is in {told[tc]!r} (its TUNIT), which no --time-unit reads "
+        raise InputError(path, f"time column {tc!r} is in {told[tc]!r} ({stated}), which no --time-unit reads "
                                f"({', '.join(TIME_UNITS)}): convert the column to days, hours or seconds")
     if unit and unit != time_unit:
-        raise InputError(path, f"time column {tc!r} is in {told[tc]!r} (its TUNIT), read as "
+        raise InputError(path, f"time column {tc!r} is in {told[tc]!r} ({stated}), read as "
                                f"{TIME_UNITS[time_unit]}: use --time-unit {unit}" + (" (the default)" if unit == "d"
                                                                                      else ""))
     valued = [c for c in cols if np.isfinite(cols[c]).any()]   # a column with no value is no one's flux
