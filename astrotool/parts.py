@@ -11,11 +11,11 @@ into a *part* file in the run's parts folder, named by
 An item that failed leaves a *failed mark* beside (:func:`failed_mark`, holding the error, named without
 the stamp, so a task rerun after the input is mended finds and removes it): it counts as finished. The task
 that finds every item finished (a part or a failed mark) writes the table, recording the names of the
-parts it merged in the table's metadata (:func:`merged_record`); a task clears its own parts, and reads the
-parts and writes the table, under :func:`lock`, so two tasks that end together never write a table that misses
-the other's rows, nor remove a part written again meanwhile. Once
-the table holds every item, the parts it merged are removed (:func:`remove`); while an item has failed the
-parts stay, so a rerun of the failed item's task writes the whole table.
+parts it merged in the table's metadata (:func:`merged_record`). A task clears its own parts, and reads the
+parts and writes the table, under :func:`lock`, so two tasks that end together never write a table that
+misses the other's rows, nor remove a part written again meanwhile. Once the table holds every item, the
+parts it merged are removed (:func:`remove`); while an item has failed the parts stay, so a rerun of the
+failed item's task writes the whole table.
 
 Once the parts of a table are removed, no task would ever find them again. So the table stands in for the
 parts it merged (:func:`held`, :func:`gather`):
