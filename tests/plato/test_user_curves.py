@@ -144,11 +144,18 @@ def test_hours_are_read_with_time_unit_h_and_a_fits_tunit_of_another_unit_is_ref
             read_curves(tmp_path / name)
         (time, _), = read_curves(tmp_path / name, time_unit="h").values()
         np.testing.assert_allclose(time, t, rtol=0, atol=1e-12)
-    path = _tess(tmp_path / "minutes.fits", t * 1440.0, f, time_unit="min")   # read as hours: t_mid 60x too late
-    for given in ("d", "h"):
-        with pytest.raises(InputError, match=re.escape("time column 'TIME' is in 'min' (its TUNIT), which no "
-                                                       "--time-unit reads (d, h, s)")):
-            read_curves(path, time_unit=given)
+    for unit in ("min", "minutes since MJD 58000"):   # read as hours: t_mid 60x too late; as days, 1440x
+        path = _tess(tmp_path / "minutes.fits", t * 1440.0, f, time_unit=unit)
+        for given in ("d", "h"):
+            with pytest.raises(InputError, match=re.escape(f"time column 'TIME' is in '{unit}' (its TUNIT), which "
+                                                           "no --time-unit reads (d, h, s)")):
+                read_curves(path, time_unit=given)
+        path.unlink()
+    for header in ("#\n", "# ---\n# datatype:\n# - {unit: d}\n"):   # of no use: read as before, not "unreadable"
+        (tmp_path / "odd_ecsv.csv").write_text(f"# %ECSV 1.0\n{header}time,flux\n"
+                                               + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(t, f)))
+        (time, _), = read_curves(tmp_path / "odd_ecsv.csv").values()
+        np.testing.assert_allclose(time, t, rtol=0, atol=1e-12)
     path = _tess(tmp_path / "kepler.fits", t + 1000.0, f, time_unit="BJD - 2454833")
     with fits.open(path, mode="update") as hdul:
         hdul[1].header["BJDREFI"], hdul[1].header["BJDREFF"] = 2454833, 0.0

@@ -241,7 +241,7 @@ def _stated_units(path: Path, table) -> dict[str, str]:
         import gzip
 
         with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rt", errors="replace") as f:
-            first = f.readline()
+            first = f.readline(1 << 16)
             if first.startswith("# %ECSV"):
                 for line in f:
                     if not line.startswith("#"):
@@ -258,7 +258,9 @@ def _stated_units(path: Path, table) -> dict[str, str]:
         header = get_header_from_yaml(lines)
     except Exception:   # a header astropy cannot read states nothing this reader could check
         return {}
-    return {d["name"]: str(d["unit"]) for d in header.get("datatype") or () if isinstance(d, dict) and d.get("unit")}
+    columns = header.get("datatype") if isinstance(header, dict) else None
+    return {d["name"]: str(d["unit"]) for d in columns if isinstance(d, dict) and d.get("name") and d.get("unit")} \
+        if isinstance(columns, list) else {}
 
 
 def _csv_layout(path: Path) -> tuple[int, str, list[str] | None]:
@@ -586,14 +588,15 @@ def _time_unit_of(text: str) -> str:
     """The time unit (``d``, ``h`` or ``s``) a FITS ``TUNITn`` names (``d``, ``day``, ``BJD - 2457000, days``,
     ``s``, ``[h]``, ``hrs``, ``seconds since MJD 58000``, ...), :data:`OTHER_TIME_UNIT` for another time unit
     (``min``, ``ms``, ``yr``...), or ``""`` when it names none. Seconds and hours are looked for first: a unit
-    counted from a date names the date's scale too."""
+    counted from a date names the date's scale too (``minutes since MJD 58000`` is not days)."""
     import re
 
     words = set(re.findall(r"[a-z]+", text.lower()))
     for unit, names in (("s", {"s", "sec", "secs", "second", "seconds"}), ("h", {"h", "hr", "hrs", "hour", "hours"}),
-                        ("d", {"d", "day", "days", "jd", "bjd", "btjd", "bkjd", "mjd"}),
-                        (OTHER_TIME_UNIT, {"min", "mins", "minute", "minutes", "ms", "ks", "yr", "yrs", "year",
-                                           "years", "week", "weeks"})):
+                        (OTHER_TIME_UNIT, {"min", "mins", "minute", "minutes", "ms", "millisecond", "milliseconds",
+                                           "us", "microsecond", "microseconds", "ns", "ks", "yr", "yrs", "year",
+                                           "years", "week", "weeks"}),
+                        ("d", {"d", "day", "days", "jd", "bjd", "btjd", "bkjd", "mjd"})):
         if words & names:
             return unit
     return ""
