@@ -458,6 +458,11 @@ def test_resampling_to_a_coarser_cadence_averages_and_keeps_the_transit_times():
     assert np.mean(fg[inside]) == pytest.approx(1.0 - 2e-3, abs=2e-4)
     tg, fg = uniform(t, f, 10.0 / 86400)                 # finer: interpolated
     assert np.allclose(fg[::5][:100], f[::2][:100])
+    assert np.isfinite(fg).all()   # between two samples 25 s apart is no gap (it was NaN over 10 s away)
+    keep = np.r_[0:2000, 2010:t.size]                    # ten samples missing (250 s): a gap
+    tg, fg = uniform(t[keep], f[keep], 10.0 / 86400)
+    gap = np.isnan(fg)
+    assert gap.any() and np.all((tg[gap] > t[1999]) & (tg[gap] < t[2010]))
 
 
 def test_prepare_takes_the_default_length_on_the_resampled_grid(tmp_path, capsys):

@@ -292,6 +292,30 @@ def test_reported_snr_does_not_depend_on_min_snr():
     assert kept[0]["snr"] == every[0]["snr"]
 
 
+def test_a_curve_coarser_than_the_model_has_its_snr_measured_between_its_samples():
+    """On the model's 25-s grid, a 2-min curve's points more than 25 s from a sample were taken for gaps: its
+    events had S/N NaN (and depths from a fifth of their samples). Now it is the S/N measured on the curve's own
+    2-min grid, and near that of a 3000 ppm, 5-h box in 200 ppm white noise, 3000 / (200 / sqrt(150)) = 184 (the
+    noise is measured from ~100 block means: some 15 % scatter)."""
+    from astrotool_plato.config import EventsConfig
+    from astrotool_plato.detect import curve_events
+    from astrotool_plato.lightcurves import relative_flux, uniform
+
+    rng = np.random.default_rng(12)
+    time = np.arange(0.0, 20.0, 120.0 / 86400.0)
+    flux = 1.0 + rng.normal(0.0, 200e-6, time.size)
+    box = np.abs(time - 7.3) < 2.5 / 24.0
+    flux[box] -= 3000e-6
+    t, f = uniform(time, flux, 25.0 / 86400.0)
+    x, _ = relative_flux(f)
+    prob = (np.abs(t - 7.3) < 2.5 / 24.0).astype(float)
+    row, = curve_events(prob, x, float(t[0]), 25.0, EventsConfig(), np.isfinite(f))
+    native, = curve_events(box.astype(float), relative_flux(flux)[0], float(time[0]), 120.0, EventsConfig())
+    assert row["snr"] == pytest.approx(native["snr"], rel=0.1)
+    assert row["snr"] == pytest.approx(3000e-6 / (200e-6 / np.sqrt(box.sum())), rel=0.35)
+    assert row["depth"] == pytest.approx(3000.0, rel=0.05) and row["t_mid"] == pytest.approx(7.3, abs=60 / 86400)
+
+
 def test_a_flux_in_ppm_about_zero_is_refused_with_a_hint(tmp_path):
     """flux = (f - 1) 1e6 + 100 has a positive median and gave depths of 2.4e7 ppm."""
     from astrotool_plato.lightcurves import read_curves

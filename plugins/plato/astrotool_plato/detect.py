@@ -299,10 +299,11 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
     return out
 
 
-VERSION = 2
-"""Version of the event cutting, part of an event table's settings. 2: an event at a gap's edge is trimmed to its
-measured samples (it was dropped when over half of it was gap), so a table or a stopped run's parts of version 1
-are not reused."""
+VERSION = 3
+"""Version of the event cutting, part of an event table's settings, so a table or a stopped run's parts of an
+earlier version are not reused. 2: an event at a gap's edge is trimmed to its measured samples (it was dropped
+when over half of it was gap). 3: a curve sampled more coarsely than the model's cadence is measured between its
+samples (they were taken for gaps: its events' S/N was NaN)."""
 
 
 def detect_settings(model_dir, events: EventsConfig, detect, root=None) -> dict:

@@ -737,7 +737,8 @@ def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) ->
     -------
     time, flux : numpy.ndarray
         The grid, and the flux linearly interpolated on it; grid points farther
-        than one cadence from every sample are NaN (a gap, to be filled). On a
+        than one cadence (the grid's or the samples', the longer) from every
+        sample are NaN (a gap, to be filled). On a
         grid coarser than the samples (ratio ``r >= 1.5``) the flux is first
         averaged over ``round(r)`` neighbouring samples, so each grid point
         stands for about one grid step of data rather than one sample.
@@ -762,7 +763,7 @@ def uniform(time: np.ndarray, flux: np.ndarray, cadence: float | None = None) ->
     out = np.interp(grid, time[good], flux[good])
     k = np.clip(np.searchsorted(time, grid), 1, time.size - 1)
     nearest = np.minimum(np.abs(grid - time[k - 1]), np.abs(time[k] - grid))
-    out[nearest > step * 1.01] = np.nan
+    out[nearest > max(step, native) * 1.01] = np.nan   # on a finer grid, between two samples is no gap
     return grid, out
 
 
