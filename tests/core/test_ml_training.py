@@ -881,13 +881,17 @@ def test_a_resume_in_another_precision_is_said_and_kept_per_epoch(tmp_path, capl
     x, y = _data()
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    with caplog.at_level("INFO", logger="astro"):
+
+    def resume_bf16(epochs):   # resume the run to ``epochs`` in bf16 on the CPU
         fit(model, opt, batches=lambda e: iter([(x, y)]),
             loss_fn=lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]),
-            validate=lambda m: {"val_loss": float(torch.nn.functional.mse_loss(m(x), y))}, epochs=3,
+            validate=lambda m: {"val_loss": float(torch.nn.functional.mse_loss(m(x), y))}, epochs=epochs,
             checkpoint_dir=ckpt, meta={"architecture": {"name": "tiny", "kwargs": {}}, "settings": _SETTINGS},
             seed=3, resume=True, runtime=Runtime.from_config({"accelerator": "cpu", "precision": "bf16"}),
             log=logging.getLogger("astro"))
+
+    with caplog.at_level("INFO", logger="astro"):
+        resume_bf16(3)
     assert "precision bf16-mixed from here on (the epochs so far ran in 32-true" in caplog.text
     history = json.loads((ckpt / "model.json").read_text())["history"]
     assert [h["precision"] for h in history] == ["32-true", "32-true", "bf16-mixed"]
@@ -897,10 +901,5 @@ def test_a_resume_in_another_precision_is_said_and_kept_per_epoch(tmp_path, capl
     last.write_text(json.dumps({**meta, "runtime": {**meta["runtime"], "processes": 2}}))
     caplog.clear()
     with caplog.at_level("INFO", logger="astro"):
-        fit(model, opt, batches=lambda e: iter([(x, y)]),
-            loss_fn=lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]),
-            validate=lambda m: {"val_loss": float(torch.nn.functional.mse_loss(m(x), y))}, epochs=4,
-            checkpoint_dir=ckpt, meta={"architecture": {"name": "tiny", "kwargs": {}}, "settings": _SETTINGS},
-            seed=3, resume=True, runtime=Runtime.from_config({"accelerator": "cpu", "precision": "bf16"}),
-            log=logging.getLogger("astro"))
+        resume_bf16(4)
     assert "1 process(es) from here on (the epochs so far ran on 2)" in caplog.text
