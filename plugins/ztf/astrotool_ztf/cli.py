@@ -595,6 +595,7 @@ def predict(
     the task that finishes last (or a rerun) writes the one pair of tables,
     over every input, and removes the parts.
     """
+    import functools
     import time
 
     import numpy as np
@@ -700,6 +701,8 @@ def predict(
 
     table_path = out_dir / f"{stem}_alerts.parquet"
 
+    identity = functools.cache(input_identity)   # each input read once for the record
+
     def settings(identities) -> dict:   # an input is its alerts (candid) and stamp side, whatever its table is named
         return made_with.record({**models, "inputs": sorted(str(i) for i in identities)})
 
@@ -735,7 +738,6 @@ def predict(
         own["alerts"] += len(df)
         if rate:
             own["rates"].append(rate)
-        df.attrs["input_identity"] = input_identity(a, s)   # for the record, read where the input is read
         return df
 
     def own_summary() -> dict:   # what this task did (the tables' totals are named alerts, objects, ...)
@@ -750,7 +752,7 @@ def predict(
         return {k: by_source.get(Path(k[0]).name, rows.iloc[:0]).reset_index(drop=True) for k in keys}
 
     def write_tables(found: dict):   # {input: its per-alert predictions} -> the tables, as without --shard
-        rec = settings(df.attrs.get("input_identity") or input_identity(*k) for k, df in found.items())
+        rec = settings(identity(*k) for k in found)
         if shard is not None and table_path.exists() and not ctx.overwrite \
                 and not parts.of_run(parquet_metadata(table_path), run):   # another run's: other inputs refused,
             kept(rec)                                                       # as without --shard
@@ -783,7 +785,7 @@ def predict(
 
     failed = {}
     if shard is None:
-        kept(settings(input_identity(a, s) for a, s in pairs))   # other inputs or model: refused before any work
+        kept(settings(identity(a, s) for a, s in pairs))   # other inputs or model: refused before any work
         found = {k: predict_one(*k) for k in pairs}
     else:   # each input's predictions wait in a part; the task that finishes last writes the tables
         mine = [*pairs, *errors]
