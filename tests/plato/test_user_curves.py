@@ -113,6 +113,35 @@ def test_time_in_the_wrong_unit_is_refused_before_resampling():
     assert "seconds" not in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["lc.ecsv", "lc.parquet", "lc.fits"])
+def test_astropy_time_and_timedelta_columns_are_read_in_days(tmp_path, name):
+    """A light curve astropy wrote with a Time column (stored as jd1 + jd2 in Parquet and FITS) had no time
+    column; a TimeDelta in seconds was read as days (ECSV) or not read (FITS); a .ecsv file was refused."""
+    from astropy.table import Table
+    from astropy.time import Time, TimeDelta
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=2.0, cadence_s=120.0, t0=1.2)
+    kind = {"format": "ascii.ecsv"} if name.endswith(".ecsv") else {}
+    Table({"time": Time(58000.0 + t, format="mjd", scale="tdb"), "flux": f}).write(tmp_path / name, **kind)
+    notes: list[str] = []
+    (time, flux), = read_curves(tmp_path / name, notes=notes).values()
+    offset = 2400000.5 if name.endswith(".fits") else 0.0   # FITS stores JD: the frame says so
+    np.testing.assert_allclose(time - offset - 58000.0, t, rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(flux, f)
+    frame = "JD" if name.endswith(".fits") else "MJD"
+    assert notes == [f"{name}: time 'time' [d, {frame} (TDB)], flux 'flux'"]
+    (tmp_path / name).unlink()
+    Table({"time": TimeDelta(t * 86400.0, format="sec"), "flux": f}).write(tmp_path / name, **kind)
+    notes = []
+    (time, _), = read_curves(tmp_path / name, notes=notes).values()
+    np.testing.assert_allclose(time, t, rtol=0, atol=1e-9)
+    assert notes == [f"{name}: time 'time' [d], flux 'flux'"]
+    with pytest.raises(InputError, match=re.escape("time column 'time' is in 'd' (its ")):
+        read_curves(tmp_path / name, time_unit="s")
+
+
 def test_hours_are_read_with_time_unit_h_and_a_fits_tunit_of_another_unit_is_refused(tmp_path, capsys):
     """A CSV in hours was read as days (a 20-d curve taken for 480 d: no event, and a BLS of hours no signal
     stopped); --time-unit took d or s only. A FITS column's TUNIT now says its unit, and what was read is logged."""

@@ -43,6 +43,7 @@ QUALITY_COLUMNS = ("QUALITY", "SAP_QUALITY")
 """Quality flags of TESS/Kepler light curves: a cadence with a non-zero flag (momentum dump, cosmic ray,
 scattered light, ...) is dropped unless ``quality = "keep"``."""
 FEATHER_SUFFIXES = (".ftr", ".feather")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".ecsv", ".ecsv.gz")
 """Feather files (Panopticon's format), in any case: a flux column not named is the last one."""
 QUALITY = ("drop", "keep")
 """Values of ``quality``: what to do with flagged cadences."""
@@ -170,7 +171,7 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
     name = path.name.lower()
     if not name.endswith(CURVE_SUFFIXES):
         raise InputError(path, f"{path.suffix or 'no extension'}: not a light-curve format (.parquet, .ftr or "
-                               ".feather, .csv or .csv.gz, .fits)")
+                               ".feather, .csv, .ecsv (or .gz), .fits)")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, not a light curve")
     try:
@@ -192,22 +193,20 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
                                            "PDCSAP_FLUX there)")
                 t = Table.read(hdul, hdu=1)
                 header = hdul[1].header
-            cols = {c: t[c] for c in t.colnames if t[c].ndim == 1}
             told = {c: str(header.get(f"TUNIT{i + 1}", "")).strip() for i, c in enumerate(t.colnames)}
+            for i, c in enumerate(t.colnames):   # a time column of the FITS standard: (jd1, jd2) pairs, in days
+                if getattr(t[c], "shape", ())[1:] == (2,) and told[c] == "d" and header.get(f"TCTYP{i + 1}"):
+                    t[c] = _fits_time(t[c], str(header[f"TCTYP{i + 1}"]))
             if isinstance(header.get("BJDREFI"), (int, float)):   # TESS 2457000, Kepler 2454833
                 told[""] = f"BJD - {header['BJDREFI'] + float(header.get('BJDREFF', 0.0) or 0.0):.10g}"
-            return ({c: (v.astype(np.float64).filled(np.nan) if hasattr(v, "filled") else np.asarray(v, np.float64))
-                     for c, v in cols.items() if v.dtype.kind in "fiu"},
-                    {c: np.asarray(v) for c, v in cols.items() if v.dtype.kind not in "fiu"},
-                    {c: np.dtype(v.dtype.newbyteorder("=")) for c, v in cols.items() if v.dtype.kind in "fiu"},
-                    {c: u for c, u in told.items() if u})
+            return _astropy_columns(t, told)
         import pyarrow as pa
 
         if name.endswith(FEATHER_SUFFIXES):
             import pyarrow.feather as feather
 
             table = feather.read_table(path)
-        elif name.endswith((".csv", ".csv.gz")):   # pyarrow reads the compression from the name
+        elif name.endswith(CSV_SUFFIXES):   # pyarrow reads the compression from the name
             import pyarrow.csv as pcsv
 
             skip, delimiter, names = _csv_layout(path)
@@ -218,6 +217,12 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
+        header = _astropy_header(path, table)
+        if _time_columns(header):   # an astropy Time or TimeDelta, perhaps stored as two columns (jd1, jd2)
+            from astropy.table import Table
+
+            return _astropy_columns(Table.read(path, format="parquet" if name.endswith((".parquet", ".pq"))
+                                               else "ascii.ecsv"), _stated_units(header))
         kinds = {c: table.schema.field(c).type for c in table.column_names}
         numeric = {c for c, k in kinds.items() if pa.types.is_null(k) or pa.types.is_integer(k)
                    or pa.types.is_floating(k)}
@@ -226,18 +231,71 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
                  for c, k in kinds.items() if c in numeric},
                 {c: table.column(c) for c in kinds if c not in numeric},
                 {c: np.dtype(np.float64) if pa.types.is_null(k) else np.dtype(k.to_pandas_dtype())
-                 for c, k in kinds.items() if c in numeric}, _stated_units(path, table))
+                 for c, k in kinds.items() if c in numeric}, _stated_units(header))
     except InputError:
         raise
     except Exception as exc:  # unreadable or not the format its name says
         raise InputError(path, f"unreadable light curve ({type(exc).__name__}: {exc})") from None
 
 
-def _stated_units(path: Path, table) -> dict[str, str]:
-    """The units an ECSV header (a CSV file that begins ``# %ECSV``) or an astropy-written Parquet file
-    (``table_meta_yaml``) states for its columns, ``{}`` where it states none."""
+def _astropy_columns(t, told: dict[str, str]) -> tuple[dict, dict, dict, dict[str, str]]:
+    """:func:`_table`'s columns of an astropy table: its 1-D numeric columns as float64 (masked values NaN), its
+    other 1-D columns, their stored dtypes and the units ``told`` (the file's, by column name). A Time column
+    counts days (MJD where its format is ``mjd``, else JD; its frame under ``""``), a TimeDelta days."""
+    from astropy.time import Time, TimeDelta
+
+    told = dict(told)
+    numbers, others, stored = {}, {}, {}
+    for c in t.colnames:
+        v = t[c]
+        if isinstance(v, (Time, TimeDelta)):
+            days = "mjd" if isinstance(v, Time) and v.format == "mjd" else "jd"
+            told[c] = "d"
+            if isinstance(v, Time):
+                told.setdefault("", f"{days.upper()} ({v.scale.upper()})")
+            v = np.ma.filled(np.ma.asarray(v.to_value(days), np.float64), np.nan)
+        if getattr(v, "ndim", 1) != 1:
+            continue
+        if v.dtype.kind in "fiu":
+            numbers[c] = v.astype(np.float64).filled(np.nan) if hasattr(v, "filled") else np.asarray(v, np.float64)
+            stored[c] = np.dtype(v.dtype.newbyteorder("="))
+        else:
+            others[c] = np.asarray(v)
+    return numbers, others, stored, {c: u for c, u in told.items() if u}
+
+
+def _fits_time(pairs, scale: str):
+    """A FITS-standard time column of (jd1, jd2) pairs [d] as an astropy Time (as astropy writes a Time column to
+    FITS); the pairs unchanged where ``scale`` (its ``TCTYPn``) is no astropy time scale."""
+    from astropy.time import Time
+
+    try:
+        return Time(np.asarray(pairs)[:, 0], np.asarray(pairs)[:, 1], format="jd", scale=scale.strip().lower())
+    except ValueError:
+        return pairs
+
+
+def _time_columns(header: dict) -> list[str]:
+    """The columns an astropy header (:func:`_astropy_header`) says hold a Time or TimeDelta."""
+    meta = header.get("meta") if isinstance(header, dict) else None
+    columns = meta.get("__serialized_columns__") if isinstance(meta, dict) else None
+    return [c for c, spec in columns.items() if isinstance(spec, dict)
+            and str(spec.get("__class__", "")).endswith((".Time", ".TimeDelta"))] if isinstance(columns, dict) else []
+
+
+def _stated_units(header: dict) -> dict[str, str]:
+    """The units an astropy header (:func:`_astropy_header`) states for its columns, ``{}`` where it states none."""
+    columns = header.get("datatype") if isinstance(header, dict) else None
+    return {d["name"]: str(d["unit"]) for d in columns if isinstance(d, dict) and d.get("name") and d.get("unit")} \
+        if isinstance(columns, list) else {}
+
+
+def _astropy_header(path: Path, table) -> dict:
+    """The header of an ECSV file (a CSV file that begins ``# %ECSV``) or of an astropy-written Parquet file
+    (``table_meta_yaml``): its columns' ``datatype`` (names, units) and ``meta``; ``{}`` where there is none
+    or astropy cannot read it."""
     lines = []
-    if path.name.lower().endswith((".csv", ".csv.gz")):
+    if path.name.lower().endswith(CSV_SUFFIXES):
         import gzip
 
         with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rt", errors="replace") as f:
@@ -258,9 +316,7 @@ def _stated_units(path: Path, table) -> dict[str, str]:
         header = get_header_from_yaml(lines)
     except Exception:   # a header astropy cannot read states nothing this reader could check
         return {}
-    columns = header.get("datatype") if isinstance(header, dict) else None
-    return {d["name"]: str(d["unit"]) for d in columns if isinstance(d, dict) and d.get("name") and d.get("unit")} \
-        if isinstance(columns, list) else {}
+    return header if isinstance(header, dict) else {}
 
 
 def _csv_layout(path: Path) -> tuple[int, str, list[str] | None]:
@@ -567,7 +623,8 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             raise InputError(path, f"{exc.problem} ({'; '.join(told)})") from None
         raise
     notes += [f"{path.name}: {text}" for text in dropped]   # a refused file says them in its error
-    frame = told.get("", told.get(tc, ""))
+    frame = told.get("") or told.get(tc, "")
+    frame = "" if frame.strip("[] ").lower() in {"d", "day", "days", "h", "s"} else frame   # a unit is no frame
     notes.append(f"{path.name}: time {tc!r} [{time_unit}{', ' + frame if frame else ''}], flux {fc!r}"
                  + (f", flags {quality_column!r}" if quality_column else ""))   # what was read, for the log
     return {curve_id(path): (time, flux)}
@@ -602,7 +659,8 @@ def _time_unit_of(text: str) -> str:
     return ""
 
 
-CURVE_SUFFIXES = (".csv.gz", ".fits.gz", ".fits", ".fit", *FEATHER_SUFFIXES, ".csv", ".parquet", ".pq")
+CURVE_SUFFIXES = (".csv.gz", ".ecsv.gz", ".fits.gz", ".fits", ".fit", *FEATHER_SUFFIXES, ".csv", ".ecsv", ".parquet",
+                  ".pq")
 """The file suffixes of light-curve tables (the compressed ones first: a curve's id is the name without them)."""
 
 
