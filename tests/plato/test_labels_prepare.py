@@ -176,8 +176,8 @@ def test_light_curve_files_that_are_not_fluxes_are_named_with_their_problem(tmp_
                           ("text.parquet", "unreadable light curve (ArrowInvalid: "),
                           ("back.csv", "time is not increasing: row 2 (0.25) follows row 1 (0.5), counting from 1"),
                           ("bjd.csv", "time is not increasing: row 3 (2460100.0287) follows row 2 (2460100.029)"),
-                          ("notes.txt", ".txt: not a light-curve format (.parquet, .ftr or .feather, .csv, .ecsv (or .gz), "
-                                        ".fits)")):
+                          ("notes.txt", ".txt: not a light-curve format (.parquet, .ftr or .feather, .csv, "
+                                        ".ecsv (or .gz), .fits)")):
         with pytest.raises(InputError) as err:
             read_curves(tmp_path / name)
         assert f"{tmp_path / name}: {problem}" in str(err.value), str(err.value)
