@@ -410,6 +410,37 @@ def test_recentre_shifts_data_rms_and_masks_together():
     assert all(a is b for a, b in zip(same, (obj, rms, mask, nbr)))
 
 
+def test_chi2_nu_of_a_right_model_is_one_wherever_the_object_sits_in_its_pixel(bank):
+    """The recentring's cubic spline smooths the noise (variance 0.57 at half a pixel on both axes): CHI2_NU of a
+    right model was 0.6 to 1 by the object's sub-pixel position, and errors were inflated less than they should."""
+    from scipy import ndimage
+
+    from astrotool_dre.fit_stage import recentre, shift_noise_variance
+
+    rng = np.random.default_rng(23)
+    ks = rng.choice(GRID.nmodels, 10, replace=False)
+    nu = {}
+    for dx, dy in ((0.0, 0.0), (0.5, 0.5), (0.3, -0.2)):
+        data, rms, masks, noise = [], np.ones((BOX, BOX), np.float32), [], []
+        for k in ks:
+            model = bank.stamps[k].astype(np.float64) * 3000.0
+            off = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(model), (-dy, -dx))).real   # the object off-centre
+            o, _, m, _ = recentre((off + rng.standard_normal(off.shape)).astype(np.float32), rms,
+                                  _segment(off, 1.0), np.zeros((BOX, BOX), bool), dx, dy)
+            data.append(o)
+            masks.append(m)
+            noise.append(shift_noise_variance(dx, dy))
+        res = fit_objects(bank, np.asarray(data), 1.0, np.asarray(masks))
+        fixed = best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2, noise_variance=noise)
+        raw = best_parameters(res.chi2, GRID, res.flux, res.npix, swd2=res.swd2)
+        nu[dx, dy] = float(np.median(fixed["CHI2_NU"])), float(np.median(raw["CHI2_NU"]))
+    for (dx, dy), (fixed, raw) in nu.items():
+        assert 0.9 < fixed < 1.1, (dx, dy, fixed)
+    assert nu[0.5, 0.5][1] < 0.7   # as it was
+    assert shift_noise_variance(0.0, 0.0) == shift_noise_variance(1.0, -2.0) == 1.0
+    assert shift_noise_variance(0.5, 0.5) == pytest.approx(0.572, abs=0.002)
+
+
 def test_a_degenerate_local_sky_fit_reports_no_sky():
     """A 1-pixel mask cannot separate the sky from the flux (det = 0): it reported SKY = 0 with SKY_ERR = NaN."""
     from astrotool_dre.chi2 import chi2_batch

@@ -327,7 +327,7 @@ def _index_start(chi_s, flux, grid, scale, be, usable, axes):
 def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2",
                     zeropoint: float | None = None, backend=None, scale_errors: bool = True,
                     subgrid: bool = True, error_floor: dict | None = None,
-                    refine=("AX_RATIO", "ANGLE", "LOGR")) -> dict:
+                    refine=("AX_RATIO", "ANGLE", "LOGR"), noise_variance=None) -> dict:
     """Best-fit parameters, uncertainties and edge flags per object.
 
     Parameters
@@ -364,6 +364,10 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
     error_floor : dict, optional
         Floors added in quadrature to ``<NAME>_ERR`` (``FLUX``: relative);
         default :data:`ERROR_FLOOR`.
+    noise_variance : array ``(N,)``, optional
+        The variance the data's noise keeps relative to its rms map after a resampling
+        (:func:`astrotool_dre.fit_stage.shift_noise_variance`): ``CHI2_NU`` is divided by it,
+        so a right model has ``CHI2_NU`` about 1 wherever the object sits in its pixel.
 
     Returns
     -------
@@ -374,7 +378,7 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
         ``INDEX_GRID`` ... ``LOGR_GRID`` (the grid minimum); ``FLUX`` (total flux
         in data units at the estimate) and ``FLUX_GRID`` (at the grid minimum);
         ``CHI2`` (the statistic at the minimum); ``CHI2_NU`` (chi-square /
-        (NPIX - dof), dof = 1 + number of axes with > 1 value); ``NPIX``;
+        (NPIX - dof) / ``noise_variance``, dof = 1 + number of axes with > 1 value); ``NPIX``;
         ``INDEX_ERR, AX_RATIO_ERR, ANGLE_ERR, LOGR_ERR, FLUX_ERR`` (1-sigma; NaN
         for a single-valued axis); ``MAG, MAG_ERR`` with a zero point; booleans
         ``LOGR_EDGE_LO/HI, AX_RATIO_EDGE_LO/HI, INDEX_EDGE_LO/HI`` (minimum on
@@ -417,6 +421,8 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
     dof = 1 + sum(int(v > 1) for v in grid.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         nu = np.where(npix > dof, cmin_s / np.maximum(npix - dof, 1), np.nan)
+    if noise_variance is not None:
+        nu = nu / np.asarray(noise_variance, np.float64)
     scale = np.where(np.isfinite(nu) & scale_errors, np.maximum(nu, 1.0), 1.0)
 
     # profile errors along each axis (min over the other three): for axes held at the grid

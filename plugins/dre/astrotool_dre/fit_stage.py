@@ -103,20 +103,22 @@ def load_inputs(paths, cube_file):
 
 
 def prepare_stamps(cuts, centre: int, recentre_cuts: bool = True):
-    """Data, rms and fit mask per object, shifted onto the models' centre pixel."""
-    data, rms, mask = [], [], []
+    """Data, rms and fit mask per object, shifted onto the models' centre pixel, and the variance the
+    data's noise keeps after that shift, per object (:func:`shift_noise_variance`; 1 where not shifted)."""
+    data, rms, mask, noise = [], [], [], np.ones(len(cuts))
     for i in range(len(cuts)):
         o, r, s, n = cuts.obj[i], cuts.rms[i], cuts.seg[i], cuts.nbr[i]
         if recentre_cuts and "X_CUT" in cuts.attrs:
-            o, r, s, n = recentre(o, r, s, n, centre - float(cuts.attrs["X_CUT"][i]),
-                                  centre - float(cuts.attrs["Y_CUT"][i]))
+            dx, dy = centre - float(cuts.attrs["X_CUT"][i]), centre - float(cuts.attrs["Y_CUT"][i])
+            o, r, s, n = recentre(o, r, s, n, dx, dy)
+            noise[i] = shift_noise_variance(dx, dy)
         data.append(o)
         rms.append(r)
         mask.append(s & ~n)
     b = cuts.obj.shape[-1] if len(cuts) else 0
     shape = (len(cuts), b, b)
     return (np.asarray(data, np.float32).reshape(shape), np.asarray(rms, np.float32).reshape(shape),
-            np.asarray(mask, bool).reshape(shape))
+            np.asarray(mask, bool).reshape(shape), noise)
 
 
 def inverse_variance(rms: np.ndarray) -> np.ndarray:
@@ -160,7 +162,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     gain = resolve_gain(header, cfg.gain, paths.tile)
     zp = resolve_zero_point(header, cfg.zero_point, paths.tile, "dre.fit.zero_point")
     be = get_backend(cfg.backend, cfg.device)
-    data, rms, mask = prepare_stamps(cuts, grid.center, cfg.recentre)
+    data, rms, mask, noise = prepare_stamps(cuts, grid.center, cfg.recentre)
     groups = []   # no cut: an empty summary
     if len(cuts):
         x, y = object_positions(cuts, psf)
@@ -185,7 +187,7 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     del cube
     cols = best_parameters(res.chi2, grid, res.flux, res.npix, swd2=res.swd2, statistic=cfg.statistic,
                            zeropoint=zp, backend=be, subgrid=cfg.subgrid, error_floor=cfg.error_floor,
-                           refine=cfg.subgrid_axes)
+                           refine=cfg.subgrid_axes, noise_variance=noise)
     psf_fwhm_px = np.zeros(len(cuts))
     for members, image in groups:
         psf_fwhm_px[members] = psf_fwhm(image)
@@ -547,12 +549,13 @@ def write_summary(table, paths, cfg: FitConfig, zp: float, gain: float, be, flux
 def recentre(obj: np.ndarray, rms: np.ndarray, mask: np.ndarray, nbr: np.ndarray, dx: float, dy: float):
     """Shift a cut by (dx, dy) pixels so the object lands on the models' centre pixel.
 
-    Data: cubic spline (flux-conserving to ~1e-3 for shifts < 1 px); rms: linear;
-    masks: nearest pixel. Returns the shifted ``(obj, rms, mask, nbr)``.
+    Data: cubic spline (flux-conserving to ~1e-3 for shifts < 1 px; it smooths the noise:
+    :func:`shift_noise_variance`); rms: linear; masks: nearest pixel. Returns the shifted
+    ``(obj, rms, mask, nbr)``.
     """
     from scipy import ndimage
 
-    if abs(dx) < 1e-3 and abs(dy) < 1e-3:
+    if _unshifted(dx, dy):
         return obj, rms, mask, nbr
     shift = (dy, dx)
     o = ndimage.shift(np.nan_to_num(obj), shift, order=3, mode="nearest")
@@ -560,3 +563,23 @@ def recentre(obj: np.ndarray, rms: np.ndarray, mask: np.ndarray, nbr: np.ndarray
     m = ndimage.shift(mask.astype(np.uint8), shift, order=0, mode="constant", cval=0).astype(bool)
     n = ndimage.shift(nbr.astype(np.uint8), shift, order=0, mode="constant", cval=1).astype(bool)
     return o.astype(np.float32), r.astype(np.float32), m, n
+
+
+def _unshifted(dx: float, dy: float) -> bool:
+    return abs(dx) < 1e-3 and abs(dy) < 1e-3
+
+
+def shift_noise_variance(dx: float, dy: float) -> float:
+    """The variance white noise of unit variance keeps after :func:`recentre`'s cubic-spline shift by
+    (``dx``, ``dy``) px: the product over both axes of the sum of the squares of the shift's impulse response
+    (1 for whole pixels, 0.57 for half a pixel on both axes). The rms map is not lowered by it (the noise is
+    correlated, not smaller in information), so the χ² of a right model is this times the degrees of freedom.
+    """
+    from scipy import ndimage
+
+    if _unshifted(dx, dy):
+        return 1.0
+    impulse = np.zeros(41)   # the spline's response falls as 0.268**k: 1e-9 at 16 px
+    impulse[20] = 1.0
+    return float(np.prod([np.sum(ndimage.shift(impulse, d - np.round(d), order=3, mode="nearest") ** 2)
+                          for d in (dx, dy)]))

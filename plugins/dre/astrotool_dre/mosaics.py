@@ -93,7 +93,7 @@ def tile_mosaics(paths, cfg: MosaicsConfig, fit: FitConfig, cube_file) -> str:
     unit = data_unit(header)
     table = read_parquet(paths.summary, SUMMARY_COLUMNS).to_pandas().set_index("NAME")
     statistic = parquet_metadata(paths.summary).get("statistic", "")   # the fit's, whatever the settings now
-    data, _, mask = prepare_stamps(cuts, grid.center, fit.recentre)
+    data, _, mask, _ = prepare_stamps(cuts, grid.center, fit.recentre)
     names = [n for n in cuts.names if n in table.index]
     if cfg.max_objects:
         names = names[: cfg.max_objects]
