@@ -656,15 +656,32 @@ def run_items(fn: Callable[[Any, int], Any], items: Sequence[Any], keys: Sequenc
                     raise
             _check_stop()
     elif options.kind == "process":
-        outcomes = _run_process(fn, tasks, options.workers, advance)
+        outcomes = _run_process(InCommand(fn), tasks, options.workers, advance)
     else:
-        outcomes = _run_dask(fn, tasks, options, advance, client)
+        outcomes = _run_dask(InCommand(fn), tasks, options, advance, client)
 
     results, failures = [], []
     for i, *_ in tasks:
         status, value = outcomes[i]
         (results.append((keys[i], value)) if status == "ok" else failures.append(value))
     return results, failures
+
+
+class InCommand:
+    """``fn(item, seed)`` run in a worker process with the command line of the command that runs it (taken here,
+    in the command's process), for the provenance of the files it writes
+    (:data:`astrotool.provenance.WORKER_COMMAND_LINE`)."""
+
+    def __init__(self, fn: Callable[[Any, int], Any]):
+        from astrotool.provenance import command_line
+
+        self.fn, self.command_line = fn, command_line()
+
+    def __call__(self, item: Any, seed: int):
+        from astrotool import provenance
+
+        provenance.WORKER_COMMAND_LINE = self.command_line
+        return self.fn(item, seed)
 
 
 def _reporting(advance: Callable, done: Callable | None) -> Callable:

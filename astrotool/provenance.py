@@ -114,14 +114,19 @@ def versions(packages: Iterable[str] = ()) -> dict[str, str]:
     return out
 
 
-def _command_line() -> str:
-    """The command line of the running ``astro`` command (empty outside one, e.g. in a worker);
-    bytes of an argument that are not UTF-8 as ``\\xNN``."""
+WORKER_COMMAND_LINE = ""
+"""In a worker process (which has no command context): the command line of the ``astro`` command whose item it
+runs (:class:`astrotool.executors.InCommand` sets it)."""
+
+
+def command_line() -> str:
+    """The command line of the running ``astro`` command (in a worker: :data:`WORKER_COMMAND_LINE`; empty outside
+    one); bytes of an argument that are not UTF-8 as ``\\xNN``."""
     from astrotool import context
     from astrotool.names import printable
 
     ctx = context._CURRENT
-    return printable(shlex.join(ctx.argv)) if ctx is not None and ctx.argv else ""
+    return printable(shlex.join(ctx.argv)) if ctx is not None and ctx.argv else WORKER_COMMAND_LINE
 
 
 def provenance(command: str = "", *, seed: int | None = None, config: Mapping | None = None,
@@ -153,7 +158,7 @@ def provenance(command: str = "", *, seed: int | None = None, config: Mapping | 
     record: dict[str, Any] = {
         "software": f"astrotool {__version__}",
         "command": command,
-        "command_line": _command_line(),
+        "command_line": command_line(),
         "created_utc": created_utc or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(packages),
     }

@@ -57,3 +57,10 @@ def swallow_stop(item, seed):
     time.sleep(2)
     Path(item + ".finished").touch()
     return item
+
+
+def recorded_command_line(item, seed):
+    """The command line the provenance of a file written by this item would record."""
+    from astrotool.provenance import provenance
+
+    return provenance("toy run")["command_line"]

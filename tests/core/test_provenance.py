@@ -143,3 +143,20 @@ def test_fits_keywords_fit_their_cards_without_truncation(command, tmp_path):
     header = fits.getheader(tmp_path / "x.fits")
     assert header["CREATOR"].startswith("astrotool ") and command[:20] in header["CREATOR"]
     assert header.comments["CREATOR"] in ("software and command that wrote the file", "program that wrote the file", "")
+
+
+@pytest.mark.parametrize("kind", ["process", "dask"])
+def test_files_written_in_workers_record_the_command_line(running, kind):
+    """A worker process has no command context: files written under -j 2 or --executor dask recorded an empty
+    command line (HDF5 attributes, Parquet provenance, FITS HISTORY)."""
+    import sys
+    from pathlib import Path
+
+    from astrotool.executors import ExecutorOptions, run_items
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _items import recorded_command_line
+
+    got, failures = run_items(recorded_command_line, ["a", "b"], options=ExecutorOptions(kind, jobs=2))
+    assert not failures
+    assert [line for _, line in got] == ["astro -w 'my ws' toy run --seed 5"] * 2
