@@ -30,11 +30,24 @@ from astrotool_dre.config import DreConfig
     ({"models": {"posang0": 15, "dposang": 30, "nposang": 12}}, "posang0 + (nposang-1)*dposang = 345 deg"),
     ({"models": {"dposang": 15, "nposang": 13}}, "posang0 + (nposang-1)*dposang = 180 deg"),
     ({"models": {"axrat0": 0.6}}, "axrat0 + (naxrat-1)*daxrat = 1.5: axis ratios must lie in (0, 1]"),
+    # a seeing of 0 stopped SExtractor with "PSF file not found: default.psf"; the key never had an effect
+    ({"detect": {"seeing_fwhm": 0}}, "greater than 0"),
+    ({"detect": {"flag_image": "flags.fits"}}, "Extra inputs are not permitted"),
+    # SExtractor wrote an ASCII catalogue that DRE then failed to read as FITS, naming no file
+    ({"detect": {"sextractor_args": {"catalog_type": "ASCII", "-CHECKIMAGE_NAME": "x.fits", "BACK_SIZE": "64"}}},
+     "sextractor_args: -CHECKIMAGE_NAME, catalog_type: set by DRE (its catalogue and check images)"),
 ])
 def test_bad_settings_are_refused(bad, message):
     with pytest.raises(pydantic.ValidationError) as exc:
         DreConfig.model_validate(bad)
     assert message in str(exc.value)
+
+
+def test_the_order_of_cut_filters_is_not_a_change_of_settings():
+    """Filters are ANDed: giving two in the other order was refused as other settings (exit 2)."""
+    a = DreConfig.model_validate({"cuts": {"filters": [["FLUX_RADIUS", 1, 20], ["A_IMAGE", 0, 50]]}})
+    b = DreConfig.model_validate({"cuts": {"filters": [["A_IMAGE", 0, 50], ["FLUX_RADIUS", 1, 20]]}})
+    assert a.cuts.model_dump() == b.cuts.model_dump()
 
 
 def test_defaults_and_matching_sizes_are_accepted():

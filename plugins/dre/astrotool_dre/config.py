@@ -156,15 +156,24 @@ class DetectConfig(Section):
     back_filtersize: OddSide = Field(3, ge=1, description="background filter [meshes], odd")
     phot_aperture: float = Field(10.0, gt=0, description="aperture diameter [px]")
     vignet_size: OddSide = Field(35, ge=9, description="VIGNET side for PSFEx [px]")
-    seeing_fwhm: Union[float, None] = Field(None, description="[arcsec]; None: measured in a first pass")
+    seeing_fwhm: Union[float, None] = Field(None, gt=0, description="stars' FWHM [px] (SExtractor's SEEING_FWHM, "
+                                            "for CLASS_STAR); None: measured in a first pass")
     satur_level: Union[float, None] = None
     weight_image: Union[str, None] = Field(None, description="each tile's weight map (SExtractor engine only): "
                                            "a file name with {stem}, beside the tile, e.g. 'weights/{stem}_wht.fits'")
     weight_type: str = Field("MAP_WEIGHT", description="SExtractor WEIGHT_TYPE of the weight maps")
-    flag_image: Union[str, None] = None
-    sextractor_args: dict[str, str] = Field(default_factory=dict, description="extra -KEY value pairs")
+    sextractor_args: dict[str, str] = Field(default_factory=dict, description="extra -KEY value pairs (not the "
+                                            "catalogue's and check images' keys, which DRE sets)")
     nthreads: int = Field(1, ge=0)
     timeout: float = Field(600.0, gt=0, description="[s]")
+
+    @model_validator(mode="after")
+    def _no_output_keys(self) -> "DetectConfig":
+        mine = sorted(k for k in self.sextractor_args if str(k).lstrip("-").upper() in SEXTRACTOR_OUTPUT_KEYS)
+        if mine:
+            raise ValueError(f"sextractor_args: {', '.join(mine)}: set by DRE (its catalogue and check images), "
+                             "not by the user")
+        return self
 
     @model_validator(mode="after")
     def _one_weight_map_per_tile(self) -> "DetectConfig":
@@ -173,6 +182,11 @@ class DetectConfig(Section):
                              "the tile's name without suffix (e.g. 'weights/{stem}_wht.fits', beside the tile); for one map "
                              "shared by all tiles, link it once per tile under those names")
         return self
+
+
+SEXTRACTOR_OUTPUT_KEYS = frozenset({"CATALOG_NAME", "CATALOG_TYPE", "PARAMETERS_NAME", "CHECKIMAGE_TYPE",
+                                    "CHECKIMAGE_NAME"})
+"""SExtractor's keys that name what DRE reads back: not for ``dre.detect.sextractor_args``."""
 
 
 class PsfConfig(Section):
@@ -209,6 +223,7 @@ class CutsConfig(Section):
         for column, lo, hi in self.filters:  # as `--filter` checks: MIN above MAX keeps no object
             if not lo < hi:
                 raise ValueError(f"filters: {column} [{lo:g}, {hi:g}]: MIN must be below MAX")
+        self.filters.sort()   # they are ANDed: in one order, so that another order is the same settings
         return self
 
 

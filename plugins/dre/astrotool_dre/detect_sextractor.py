@@ -235,7 +235,7 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
     from astropy.table import Table
 
     nnw = find_nnw(binary)
-    weight_image, weight_type, flag_image = weight, cfg.weight_type, cfg.flag_image
+    weight_image, weight_type = weight, cfg.weight_type
     seeing_fwhm = cfg.seeing_fwhm
     common = dict(kernel=kernel, gain=gain, zp=zp, satur_level=satur_level)
     with tempfile.TemporaryDirectory(prefix=".sex-", dir=Path(tmp["cat"]).parent) as td:
@@ -273,10 +273,6 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
                 wimg = td / "weight_in.fits"
                 _put_image(weight_image, wimg, weight_pixels, weight_type=kind)
             wargs += ["-WEIGHT_TYPE", weight_type, "-WEIGHT_IMAGE", wimg.name]
-        if flag_image is not None:
-            fimg = td / "flag.fits"
-            os.symlink(os.path.abspath(flag_image), fimg)
-            wargs += ["-FLAG_IMAGE", fimg.name]
         xargs = []
         for k, v in cfg.sextractor_args.items():
             xargs += [f"-{str(k).lstrip('-').upper()}", str(v)]
@@ -285,8 +281,9 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         if seeing_fwhm is None:
             p1 = ["NUMBER", "FLUX_RADIUS", "FWHM_IMAGE", "FLUX_AUTO", "FLUXERR_AUTO", "FLAGS", "ELONGATION"]
             conf = _sex_config(td, cfg, params=p1, nnw=None, seeing=3.0, **common)  # no CLASS_STAR in pass 1
-            _run([binary, image.name, "-c", conf, "-CATALOG_NAME", "pass1.cat"]
-                 + wargs + xargs, td, cfg.timeout, "source-extractor (pass 1)")
+            _run([binary, image.name, "-c", conf] + wargs + xargs + ["-CATALOG_NAME", "pass1.cat", "-CATALOG_TYPE",
+                 "FITS_LDAC", "-PARAMETERS_NAME", "dre.param", "-CHECKIMAGE_TYPE", "NONE"],
+                 td, cfg.timeout, "source-extractor (pass 1)")
             with fits.open(td / "pass1.cat") as h:
                 t1 = Table(h["LDAC_OBJECTS"].data)
             snr1 = np.asarray(t1["FLUX_AUTO"]) / np.maximum(np.asarray(t1["FLUXERR_AUTO"]), 1e-30)
