@@ -304,7 +304,7 @@ def test_compressed_tiles_are_detected_and_named_by_their_stem(tile, detected, t
         assert not list((tmp_path / stem).glob(".sex-*"))
 
 
-def test_tile_suffixes_and_stems(tmp_path):
+def test_tile_suffixes_and_stems(tmp_path, monkeypatch):
     from astrotool_dre.pipeline import tiles_in
     from astrotool_dre.tiles import tile_stem
 
@@ -315,6 +315,10 @@ def test_tile_suffixes_and_stems(tmp_path):
         (folder / n).write_bytes(b"")
     assert [p.name for p in tiles_in(tmp_path)] == ["a.fits", "b.fits.gz", "c.fits.fz", "d.fit"]
     assert [p.name for p in tiles_in(tmp_path, ["c", "b"])] == ["c.fits.fz", "b.fits.gz"]
+    monkeypatch.chdir(tmp_path)   # a tile's file name, not in the current folder: the workspace's (was not found)
+    assert tiles_in(tmp_path, ["b.fits.gz", "d.fit"]) == [folder.resolve() / "b.fits.gz", folder.resolve() / "d.fit"]
+    with pytest.raises(InputError, match="zz.fits: tile not found"):
+        tiles_in(tmp_path, ["zz.fits"])
     (folder / "a.fits.fz").write_bytes(b"")
     with pytest.raises(InputError, match="same name"):
         tiles_in(tmp_path)

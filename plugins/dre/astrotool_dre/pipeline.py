@@ -388,6 +388,8 @@ def tiles_in(root, names: list[str] | None = None, weight_image: str | None = No
             named = [q for q in (folder / f"{n}{ext}" for ext in TILE_SUFFIXES) if q.exists()]
             if not p.suffix and (named or not p.is_dir()):   # a stem: its tile in dre/tiles; else a folder
                 p = named[0] if named else folder / f"{n}.fits"
+            elif not p.exists() and p.name == n and (folder / n).is_file():   # a tile's file name, in dre/tiles
+                p = folder / n
             if p.is_dir():
                 raise InputError(p, "is a folder, not a FITS tile")
             if not p.exists():
