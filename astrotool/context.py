@@ -370,18 +370,20 @@ class Context:
 
     def _warn_inside_workspace(self, ws) -> None:
         """Warn when the workspace is the current folder (no ``-w``, no ``$ASTRO_WORKSPACE``), which holds no
-        ``astro.toml``, inside a folder that does: a command run from a workspace's subfolder (``dre/``) makes a
-        second workspace there, without the first one's configuration."""
+        ``astro.toml``, inside a workspace (a folder with an ``astro.toml``, or with run records in ``runs/``, as
+        a workspace made without ``astro init`` has): a command run from a workspace's subfolder (``dre/``) makes
+        a second workspace there, without the first one's configuration and outputs."""
         from astrotool.workspace import WORKSPACE_FILE
 
         if self.options.workspace is not None or os.environ.get("ASTRO_WORKSPACE") is not None \
                 or self.command == "init" or (ws.root / WORKSPACE_FILE).exists():
             return
-        outer = next((p for p in ws.root.parents if (p / WORKSPACE_FILE).is_file()), None)
+        outer = next((p for p in ws.root.parents if (p / WORKSPACE_FILE).is_file()
+                      or next((p / "runs").glob("*/run.json"), None) is not None), None)
         if outer is not None:
-            self.log.warning("the workspace is the current folder %s, inside the workspace %s: its outputs go here "
-                             "and %s is not read; give `-w %s` to use that one", ws.root, outer,
-                             outer / WORKSPACE_FILE, outer)
+            unread = f" and {outer / WORKSPACE_FILE} is not read" if (outer / WORKSPACE_FILE).is_file() else ""
+            self.log.warning("the workspace is the current folder %s, inside the workspace %s: its outputs go here%s; "
+                             "give `-w %s` to use that one", ws.root, outer, unread, outer)
 
     @property
     def record(self):

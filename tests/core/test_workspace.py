@@ -306,6 +306,13 @@ def test_a_command_run_in_a_workspaces_subfolder_says_where_its_outputs_go(astro
     for args, cwd in ((["-w", ws / "sub"], tmp_path), ([], ws)):     # asked for, or the workspace itself: no word
         r = astro(*args, "toy", "run", "--count", "1", cwd=cwd, pythonpath=toy)
         assert r.returncode == 0 and "inside the workspace" not in r.stderr, r.stderr
+    bare = tmp_path / "bare"   # made by a first command, without `astro init`: no astro.toml, its runs/ tell it
+    assert astro("-w", bare, "toy", "run", "--count", "1", pythonpath=toy).returncode == 0
+    (bare / "sub").mkdir()
+    r = astro("toy", "run", "--count", "1", cwd=bare / "sub", pythonpath=toy)
+    assert r.returncode == 0, r.stderr
+    assert (f"the workspace is the current folder {bare / 'sub'}, inside the workspace {bare}: its outputs go "
+            f"here; give `-w {bare}` to use that one") in " ".join(r.stderr.split())
 
 
 def test_whole_outputs_are_the_finished_visible_files_of_an_item(tmp_path):
