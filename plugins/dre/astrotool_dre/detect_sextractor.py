@@ -182,7 +182,7 @@ def _run(args, cwd, timeout, what):
     try:
         proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{what} did not finish within {timeout:.0f} s") from None
+        raise RuntimeError(f"{what} did not finish within {timeout:g} s") from None
     log.debug("%s: exit %d after %.2f s", what, proc.returncode, time.perf_counter() - t0)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]

@@ -609,7 +609,7 @@ def _run_psfex(binary, cat_path, cat, tmp, cfg: PsfConfig):
         try:
             proc = subprocess.run(args, cwd=td, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"psfex did not finish within {timeout:.0f} s") from None
+            raise RuntimeError(f"psfex did not finish within {timeout:g} s") from None
         log.debug("psfex: exit %d after %.2f s", proc.returncode, time.perf_counter() - t0)
         out = td / "cat.psf"
         if proc.returncode != 0 or not out.is_file():
