@@ -115,8 +115,11 @@ def test_compression_levels(products, level, expect):
 
 def test_filters_and_margin(products):
     d, out, det = products
-    base = read_cuts(_cut(det, d / "f0_cuts.h5", tile=out["tile"], max_stellarity=1.0)["cuts"])
+    every = _cut(det, d / "f0_cuts.h5", tile=out["tile"], max_stellarity=1.0)
+    base = read_cuts(every["cuts"])
     med = float(np.median(base.attrs["FLUX_RADIUS"]))
+    some = _cut(det, d / "s_cuts.h5", tile=out["tile"], max_stellarity=0.5)   # the stars left out are counted
+    assert some["n_stars"] - every["n_stars"] == every["n_cuts"] - some["n_cuts"] > 0   # 1.0 keeps CLASS_STAR < 1
     c = read_cuts(_cut(det, d / "f1_cuts.h5", tile=out["tile"], max_stellarity=1.0,
                        filters=[("FLUX_RADIUS", med, 1e9)])["cuts"])
     assert 0 < len(c) < len(base) and np.all(c.attrs["FLUX_RADIUS"] > med)

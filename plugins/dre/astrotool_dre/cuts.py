@@ -200,7 +200,8 @@ def make_cuts(
     Returns
     -------
     dict
-        ``{"cuts": path, "n_cuts", "n_selected", "n_rejected_nan", "n_saturated"}``; objects rejected for
+        ``{"cuts": path, "n_cuts", "n_selected", "n_rejected_nan", "n_saturated", "n_stars"}`` (``n_stars``:
+        objects inside the margin left out as stars, ``CLASS_STAR >= max_stellarity``); objects rejected for
         pixels without data (``n_rejected_nan``) are also counted in a warning, with the tile; saturated objects
         left out (``n_saturated``, those the other selections kept) in an info line.
 
@@ -245,7 +246,8 @@ def make_cuts(
     x = np.asarray(table["X_IMAGE"], dtype=float)
     y = np.asarray(table["Y_IMAGE"], dtype=float)
     sel = (x > margin) & (x < nx - margin) & (y > margin) & (y < ny - margin)
-    sel &= np.asarray(table["CLASS_STAR"], dtype=float) < max_stellarity
+    stars = sel & ~(np.asarray(table["CLASS_STAR"], dtype=float) < max_stellarity)
+    sel &= ~stars
     check_filter_columns(cat_path, table.colnames, filters)
     for spec in filters:
         col, lo, hi = spec
@@ -339,7 +341,7 @@ def make_cuts(
                     "infinite in the tile, or of no weight in its weight map) or reaches past its edge",
                     printable(str(images["tile"][0])), n_nan, int(sel.sum()), size)
     return {"cuts": str(out_h5), "n_cuts": n_cut, "n_selected": int(sel.sum()), "n_rejected_nan": n_nan,
-            "n_saturated": int(saturated.sum())}
+            "n_saturated": int(saturated.sum()), "n_stars": int(stars.sum())}
 
 
 @dataclass
