@@ -696,8 +696,9 @@ def _cuts(paths: TilePaths, cfg: DreConfig, cube) -> str:
         _require(p, "detect")
     out = make_cuts(paths.cat, paths.nb, paths.rms, paths.seg, paths.tile, paths.cuts, cfg.cuts)
     notes = ([f"{out['n_stars']} left out as stars (CLASS_STAR >= {cfg.cuts.max_stellarity:g})"]
-             if out["n_stars"] else []) + ([f"{out['n_saturated']} saturated left out"] if out["n_saturated"] else []) + (
-        [f"{out['n_rejected_nan']} dropped: pixels without data or off the tile"] if out["n_rejected_nan"] else [])
+             if out["n_stars"] else [])
+    notes += [f"{out['n_saturated']} saturated left out"] if out["n_saturated"] else []
+    notes += [f"{out['n_rejected_nan']} dropped: pixels without data or off the tile"] if out["n_rejected_nan"] else []
     return f"{out['n_cuts']} cuts" + (f" ({'; '.join(notes)})" if notes else "")
 
 
