@@ -207,6 +207,13 @@ def test_calibrate_refuses_a_precise_but_tiny_response(ws, capsys):
     code, _, err = run(capsys, ws, "lens", "export", "--model", "mtiny", "--no-symmetrize")
     assert code == 2 and "mtiny/model.json" in err and "lens.calibrate.min_response = 0.1" in err, err
     assert not (dst / "model.onnx").exists()
+    # and so do the commands that would apply it (predict applied it silently; validate called it "transfers")
+    for args in (["predict", "f3"], ["validate", "f3"], ["evaluate", "--dataset", "f3"]):
+        code, out, err = run(capsys, ws, "lens", *args, "--model", "mtiny", "--no-symmetrize")
+        assert code == 2 and out == "" and "mtiny/model.json: its calibration's 1 + m" in err, (args, err)
+        assert "below lens.calibrate.min_response = 0.1" in err, err
+    code, _, err = run(capsys, ws, "lens", "predict", "f3", "--model", "mtiny", "--no-symmetrize", "--raw")
+    assert code == 0, err
 
 
 @pytest.mark.workspace("checks")

@@ -523,7 +523,9 @@ def validate(
             cols, _ = predict_table(est, meta, inp, v.batch_size, v.symmetrize, calibrated=False,
                                     device=mc.runtime(ctx).accelerator)
             raw = (cols["g1"], cols["g2"])
-            own = calibration_in_use(est, meta, True, v.symmetrize, model_name=mdir.name)
+            own = None if cal is not None else calibration_in_use(
+                est, meta, True, v.symmetrize, model_name=mdir.name, min_response=cfg.calibrate.min_response,
+                source=mdir / "model.json")
             if cal is None and own is not None:
                 cal = {k: float(own[k]) for k in ("m1", "m2", "c1", "c2")} | {"source": str(mdir / "model.json")}
         ctx.record.add_input(mdir)
@@ -625,7 +627,9 @@ def predict(
     est, meta = load_estimator(mdir)
     runner = est
     calibration = None if metacal else calibration_in_use(est, meta, pc.calibrated, pc.symmetrize,
-                                                          explicit=calibrated is True, model_name=mdir.name)
+                                                          explicit=calibrated is True, model_name=mdir.name,
+                                                          min_response=cfg.calibrate.min_response,
+                                                          source=mdir / "model.json")
     if pc.engine == "onnxruntime":
         runner = mdir / "model.onnx"
         check_onnx(runner, meta, pc.symmetrize, calibration is not None)

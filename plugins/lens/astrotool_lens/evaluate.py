@@ -520,7 +520,8 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
     raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False, device=device,
                         problems=error).astype(float)
     calibration = calibration_in_use(model, meta, cfg.calibrated, cfg.symmetrize, explicit=explicit_calibrated,
-                                     model_name=model_dir.name)
+                                     model_name=model_dir.name, min_response=min_response or 0.0,
+                                     source=Path(model_dir) / "model.json")
     pred = apply_calibration(model, raw) if calibration else raw
     mname = model_dir.name
     # predict's suffixes: --no-symmetrize adds _nosym, --raw _raw, so that a run in another mode replaces

@@ -364,7 +364,8 @@ def _mode(symmetrize: bool) -> str:
 
 
 def calibration_in_use(model, meta: dict, calibrated: bool = True, symmetrize: bool | None = None, *,
-                       explicit: bool = False, model_name: str | None = None) -> dict | None:
+                       explicit: bool = False, model_name: str | None = None, min_response: float = 0.0,
+                       source=None) -> dict | None:
     """The checkpoint's calibration record when ``calibrated`` applies one, else None.
 
     A calibration is only applied in the symmetrize mode it was fitted in (``model.json``:
@@ -384,15 +385,31 @@ def calibration_in_use(model, meta: dict, calibrated: bool = True, symmetrize: b
         (exit 2) instead of skipped with a warning.
     model_name : str, optional
         For the messages (default ``meta["name"]`` or "the model").
+    min_response : float
+        A calibration applied whose ``1 + m1`` or ``1 + m2`` is below this is refused
+        (``lens.calibrate.min_response``, as for a calibration file and in ``export``).
+    source : path-like, optional
+        The ``model.json`` named in that refusal.
 
     Raises
     ------
     astrotool.errors.InputError
-        ``explicit`` and the calibration was fitted in the other mode.
+        ``explicit`` and the calibration was fitted in the other mode, or the calibration applied
+        responds less than ``min_response``.
     """
     record = meta.get("calibration") if calibrated and model.has_calibration else None
     if record is None or symmetrize is None or record.get("symmetrize") is None \
             or bool(record["symmetrize"]) == bool(symmetrize):
+        from astrotool_lens.calibrate import low_response
+
+        low = low_response(record, min_response) if record is not None else None
+        if low:
+            from astrotool.errors import InputError
+
+            raise InputError(source or model_name or "model.json",
+                             f"its calibration's {low}, below lens.calibrate.min_response = {min_response:g}: "
+                             "dividing by 1 + m would blow the estimates up (a model that hardly responds to "
+                             "shear); calibrate again, or use --raw")
         return record
     name = model_name or meta.get("name") or "the model"
     fitted, now = _mode(bool(record["symmetrize"])), _mode(bool(symmetrize))
