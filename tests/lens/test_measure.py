@@ -314,6 +314,22 @@ def test_measure_again_names_what_changed_in_the_stamps(ws, capsys, tmp_path):
 
 
 @pytest.mark.workspace("checks")
+def test_measure_dataset_option_with_a_psf_uses_that_psf(ws, capsys, tmp_path):
+    """`measure --dataset f3 --psf FILE` measured with the dataset's own PSFs; the positional form used the file."""
+    from astrotool.io.tables import read_parquet
+
+    _, psf = _cube(tmp_path / "cube.fits")
+    got = {}
+    for name, args in (("own", ["--dataset", "f3"]), ("opt", ["--dataset", "f3", "--psf", psf]),
+                       ("pos", ["f3", "--psf", psf])):
+        code, out, err = run(capsys, ws, "lens", "measure", *args, "--name", name, "--methods", "KSB")
+        assert code == 0, err
+        got[name] = read_parquet(json.loads(out)["path"]).column("ksb_g1").to_numpy()
+    assert np.array_equal(got["opt"], got["pos"], equal_nan=True)
+    assert np.nanmax(np.abs(got["opt"] - got["own"])) > 1e-3
+
+
+@pytest.mark.workspace("checks")
 def test_measure_counts_failures_per_reason_and_words_a_blank_stamp_alike(ws, capsys, tmp_path):
     """It warned "REGAUSS: 2 of 5 stamps failed" only; REGAUSS's blank stamp said "Masked image is all 0's."."""
     from astrotool.io.tables import read_parquet

@@ -193,6 +193,8 @@ def measure(
         from astrotool.errors import InputError
 
         raise InputError("--dataset", f"{dataset!r} given with the input {inputs!r}: name one of them")
+    if inputs is None and psf is not None:   # --dataset with --psf: its stamps read as predict reads them
+        inputs = m.dataset or cfg.dataset
     with contextlib.ExitStack() as stack:
         if inputs is None or (psf is None and is_dataset(inputs, shear_stage)):
             src = stack.enter_context(_open_dataset(ctx, inputs or m.dataset, cfg.dataset))
