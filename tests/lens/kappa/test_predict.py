@@ -52,6 +52,10 @@ def test_writer_resume_keeps_finished_maps_and_refuses_other_settings(tmp_path):
     again = PredictionWriter(run, json.loads(json.dumps(MADE_BY)))
     assert again.missing(reversed(NAMES)) == [NAMES[3]]
     assert (run / f"{NAMES[0]}.npy").stat().st_mtime_ns == before
+    cut = (run / f"{NAMES[1]}.npy").read_bytes()   # a map cut short by hand was kept, and went into the zip
+    (run / f"{NAMES[1]}.npy").write_bytes(cut[:100])
+    assert again.missing(NAMES) == [NAMES[1], NAMES[3]]
+    (run / f"{NAMES[1]}.npy").write_bytes(cut)
     with pytest.raises(AstroError) as exc:
         PredictionWriter(run, {**MADE_BY, "settings": {"sigma": 3.0}})
     assert "settings.sigma: 2.0 -> 3.0" in str(exc.value) and exc.value.exit_code == 2

@@ -384,19 +384,12 @@ def simulate_chunk(item: SimChunk, seed: int) -> dict:
     return {"skipped": False, "n": len(item.ids)}
 
 
-def _npy_size(shape: tuple) -> int:
-    """Bytes of a float16 ``.npy`` file of ``shape`` as :func:`numpy.save` writes it (header included)."""
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.zeros(shape, np.float16))
-    return buf.tell()
-
-
 def _chunk_complete(item: SimChunk) -> bool:
     """Whether every map file of the chunk exists with the size of its float16 array."""
+    from astrotool_lens.kappa.submission import npy_size
+
     out, s = Path(item.out), item.cfg.size
-    want = {"EPSILON": _npy_size((3, s, s)), "KAPPA": _npy_size((s, s))}
+    want = {"EPSILON": npy_size((3, s, s)), "KAPPA": npy_size((s, s))}
     for i in item.ids:
         for sub, size in want.items():
             try:

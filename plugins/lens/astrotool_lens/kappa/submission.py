@@ -4,7 +4,8 @@ A prediction run is the folder ``lens/kappa/predictions/<run>/`` holding
 
 * ``<name>.npy`` -- float16 ``(S, S)``, one per input map, named after the
   input's file stem (the Datathon's submission layout), each written
-  atomically, so a file that exists is complete;
+  atomically, so a file that exists is complete (one of another size, cut short or
+  copied over by hand, is made again: :meth:`PredictionWriter.done`);
 * ``prediction.json`` -- what made the run (``made_by``: the method or the
   model and its identity, the settings, the source, the split, the number of
   maps), written when the run starts and again, with ``complete: true`` and
@@ -53,6 +54,15 @@ the last line of a name holds)."""
 FORMAT = "astrotool-kappa-predictions"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 """65504: the largest finite float16; larger values would be stored as infinity."""
+
+
+def npy_size(shape: tuple) -> int:
+    """Bytes of a float16 ``.npy`` file of ``shape`` as :func:`numpy.save` writes it (header included)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(shape, np.float16))
+    return buf.tell()
 
 
 def read_info(folder: str | Path) -> dict | None:
@@ -187,8 +197,12 @@ class PredictionWriter:
         return self.work / f"{name}.npy"
 
     def done(self) -> set[str]:
-        """Names of the maps already in the folder."""
-        return {p.stem for p in self.work.glob("*.npy") if not p.name.startswith(".")}
+        """Names of the maps already in the folder whole (of the size of this run's float16 array: a map cut
+        short or replaced by another file is not done)."""
+        size = self.made_by.get("size")
+        whole = npy_size((int(size), int(size))) if size is not None else None
+        return {p.stem for p in self.work.glob("*.npy") if not p.name.startswith(".")
+                and (whole is None or p.stat().st_size == whole)}
 
     def _stamps(self) -> dict[str, list[int]]:
         """``{name: [size, mtime_ns]}`` of the input files the maps were made from (:data:`INPUTS_FILE`)."""
