@@ -137,6 +137,8 @@ def test_validate_with_the_response_of_a_model(trained_model, tmp_path, capsys):
     assert meta["response"] == "metacal" and meta["calibration"] is None
     code = main([*pred[1:], "--engine", "onnxruntime"])
     assert code == 2 and "--engine torch" in capsys.readouterr().err
+    code = main([*pred[1:], "--calibrated"])   # accepted and not honoured before
+    assert code == 2 and "--response metacal applies no calibration" in capsys.readouterr().err
 
 
 def test_an_implausible_mean_response_is_named():

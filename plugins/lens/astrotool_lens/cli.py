@@ -625,6 +625,9 @@ def predict(
     metacal = pc.response == "metacal"
     if metacal and pc.engine != "torch":
         raise InputError("lens.predict.response", "metacal runs the torch model; use --engine torch")
+    if metacal and calibrated is True:
+        raise InputError("--calibrated", "--response metacal applies no calibration (the shear response measured on "
+                                         "each stamp takes its place): leave out --calibrated")
     mdir = _model_dir(ctx, pc.model or cfg.train.model, cfg.train.dataset or cfg.dataset)
     est, meta = load_estimator(mdir)
     runner = est
