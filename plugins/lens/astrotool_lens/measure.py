@@ -307,8 +307,8 @@ def _remove_parts(out_path: str | Path, parts: list[str], started: float) -> Non
 
 
 def _read_part(path: str, problems: list | None = None, *, names_only: bool = False) -> dict | None:
-    """The columns of a finished part file (None: none, or unreadable: a broken part is measured again, with a
-    warning naming it, logged here or, in an executor's worker whose log is not the command's, appended to
+    """The columns of a finished part file (None: none, or unreadable: a broken part is taken as not measured,
+    with a warning naming it, logged here or, in an executor's worker whose log is not the command's, appended to
     ``problems`` for the command to log: :func:`_log_problems`). With ``names_only`` only the file's zip
     directory is read (a part is written atomically, so a readable directory is a finished part) and the
     columns' values are None."""
@@ -322,7 +322,7 @@ def _read_part(path: str, problems: list | None = None, *, names_only: bool = Fa
         with np.load(path, allow_pickle=False) as z:
             return {k: None if names_only else z[k] for k in z.files}
     except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
-        problem = f"{path}: unreadable part file ({type(exc).__name__}: {exc}), measured again"
+        problem = f"{path}: unreadable part file ({type(exc).__name__}: {exc}); taken as not measured"
         if problems is None:
             logging.getLogger("astro").warning("%s", problem)
         else:

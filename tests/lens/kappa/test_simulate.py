@@ -406,6 +406,7 @@ def test_data_repacks_a_redrawn_set_and_refuses_an_unfinished_one(tmp_path, caps
     (_set(ws, "s") / "truth.parquet").unlink()
     code, _, err = run(capsys, *pack)
     assert code == 2 and "has not finished" in err and "--name s" in err
+    assert "simulate_settings.json)" in " ".join(err.split())   # where the settings it needs are (not "the same")
 
 
 @pytest.mark.parametrize("bad, message", [({"z_lens": (1.2, 1.5)}, "behind the sources"),

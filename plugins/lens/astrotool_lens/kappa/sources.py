@@ -579,7 +579,8 @@ def _check_finished_simulation(root: Path) -> None:
     if (root / SETTINGS_FILE).is_file() and not (root / TRUTH_FILE).is_file():
         again = astro_command('lens', 'kappa', 'simulate', '--name', root.name)
         raise InputError(root, f"a simulated set whose simulate run has not finished (no {TRUTH_FILE} yet); run "
-                               f"`{again}` again with the same settings")
+                               f"`{again}` again with its -n and the settings it was started with (options or "
+                               f"--set; they are in {root / SETTINGS_FILE})")
 
 
 def _layout_dir(root: Path, kind: str) -> Path | None:
