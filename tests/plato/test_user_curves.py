@@ -206,6 +206,9 @@ def test_bls_refuses_a_search_of_a_hundred_quarters_before_detrending():
     with pytest.raises(InputError, match=r"hours.csv: BLS would try [\d,]+ periods on 345,600 samples over 480 d, "
                                          r"12\d times .*is the time in hours \(--time-unit h\)\?"):
         bls_search(t, np.zeros(t.size), BlsConfig(), "hours.csv")
+    with pytest.raises(InputError) as err:   # read in hours already: that question is not asked
+        bls_search(t, np.zeros(t.size), BlsConfig(), "hours.csv", time_unit="h")
+    assert "--time-unit" not in str(err.value) and "Search a shorter piece" in str(err.value)
 
 
 def test_bls_runs_every_file_and_names_the_bad_ones(tmp_path, capsys):

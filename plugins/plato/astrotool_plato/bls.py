@@ -33,7 +33,8 @@ from astrotool_plato.lightcurves import CurveReader
 __docformat__ = "numpy"
 
 
-def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refine: bool = True) -> dict:
+def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refine: bool = True,
+               time_unit: str = "d") -> dict:
     """Detrend and search one curve.
 
     Parameters
@@ -48,6 +49,9 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
     refine : bool
         Refine the best peak's mid-time, duration and depth (:func:`refine_peak`); off where
         a prepared split is scored (:func:`evaluate_bls`), as the documented operating points were.
+    time_unit : {"d", "h", "s"}
+        The unit the file's time was read in (``--time-unit``): a search too long for days asks whether the
+        time is in hours only when it was read in days.
 
     Returns
     -------
@@ -93,9 +97,9 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
     if work > MAX_SEARCH:   # before the detrending, which takes long too
         raise InputError(where, f"BLS would try {work / n_binned:,.0f} periods on {n_binned:,} samples over "
                                 f"{hours / 24.0:.4g} d, {work / QUARTER_SEARCH:.0f} times the search of a 90-d "
-                                f"PLATO quarter (at most {MAX_SEARCH / QUARTER_SEARCH:.0f}); is the time in hours "
-                                "(--time-unit h)? "
-                                "Else search a shorter piece, or raise plato.bls.min_period_days or bin_seconds, "
+                                f"PLATO quarter (at most {MAX_SEARCH / QUARTER_SEARCH:.0f}); "
+                                + ("is the time in hours (--time-unit h)? Else s" if time_unit == "d" else "S")
+                                + "earch a shorter piece, or raise plato.bls.min_period_days or bin_seconds, "
                                 "or lower max_period_fraction")
     t0 = _time.perf_counter()
     flat = flatten(time, 1.0 + x, method="biweight", window_length=cfg.window_days, edge_cutoff=0.0,
@@ -310,7 +314,7 @@ def bls_file(item: BlsItem, seed: int = 0) -> dict:
         tu, fu = uniform(t, fl)
         real = np.isfinite(fu)  # the measured samples: a gap filled with a line has no noise, and took dy to 0
         x, _ = relative_flux(fu)
-        r = bls_search(tu[real], x[real], item.cfg, where)
+        r = bls_search(tu[real], x[real], item.cfg, where, time_unit=item.reader.time_unit)
         rows.append({"file": Path(item.path).name, "id": cid, **{k: v for k, v in r.items() if k != "transits"},
                      "n_transits": len(r["transits"])})
     return {"rows": rows, "notes": notes}
