@@ -43,13 +43,6 @@ def test_bad_settings_are_refused(bad, message):
     assert message in str(exc.value)
 
 
-def test_the_order_of_cut_filters_is_not_a_change_of_settings():
-    """Filters are ANDed: giving two in the other order was refused as other settings (exit 2)."""
-    a = DreConfig.model_validate({"cuts": {"filters": [["FLUX_RADIUS", 1, 20], ["A_IMAGE", 0, 50]]}})
-    b = DreConfig.model_validate({"cuts": {"filters": [["A_IMAGE", 0, 50], ["FLUX_RADIUS", 1, 20]]}})
-    assert a.cuts.model_dump() == b.cuts.model_dump()
-
-
 def test_defaults_and_matching_sizes_are_accepted():
     cfg = DreConfig.model_validate({"cuts": {"size": 64}, "models": {"boxsize": 64}, "detect": {"gain": "cps"}})
     assert cfg.cuts.size == cfg.models.boxsize == 64

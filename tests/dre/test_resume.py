@@ -577,3 +577,18 @@ def test_a_bad_gain_is_one_problem_of_the_gain_option(astro, tmp_path):
     problems = [line for line in r.stderr.splitlines() if "got 'abc'" in line]
     assert len(problems) == 1 and "command-line option --gain: dre.detect.gain:" in problems[0], r.stderr
     assert "dre.fit.gain" not in r.stderr, r.stderr
+
+
+def test_detections_of_earlier_releases_are_kept(ws):
+    """Their records hold `dre.detect.flag_image: null` (a key since removed, never used): without it in today's
+    record every existing detection was refused as made with other settings."""
+    from astrotool import made_with
+    from astrotool_dre.config import DreConfig
+    from astrotool_dre.pipeline import TilePaths, stage_record
+
+    paths = TilePaths(ws, "sim_000")
+    paths.tile = ws / "dre" / "tiles" / "sim_000.fits"
+    old = made_with.read(paths.cat)
+    assert old["settings"]["dre.detect.flag_image"] is None
+    cfg = DreConfig.model_validate({"models": {"index0": 4.0, "dindex": 0.0, "nindex": 1}})
+    assert stage_record(paths, "detect", cfg)["hash"] == old["hash"]

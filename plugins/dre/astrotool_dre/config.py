@@ -223,7 +223,6 @@ class CutsConfig(Section):
         for column, lo, hi in self.filters:  # as `--filter` checks: MIN above MAX keeps no object
             if not lo < hi:
                 raise ValueError(f"filters: {column} [{lo:g}, {hi:g}]: MIN must be below MAX")
-        self.filters.sort()   # they are ANDed: in one order, so that another order is the same settings
         return self
 
 

@@ -170,6 +170,8 @@ def stage_settings(stage: str, cfg: DreConfig) -> dict:
     dre = {stage: getattr(cfg, stage).model_dump(mode="json")}
     if stage in ("detect", "psf"):
         dre[stage]["engine"] = engine_that_runs(stage, getattr(cfg, stage).engine)
+    if stage == "detect":   # a key of earlier releases (never used), recorded as they did: their detections are kept
+        dre[stage]["flag_image"] = None
     if stage == "fit":   # the dre statistic fits no sky, whatever local_sky says (as the fit runs it)
         dre[stage]["local_sky"] = cfg.fit.sky_fitted
     return dre
