@@ -365,9 +365,10 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
         Floors added in quadrature to ``<NAME>_ERR`` (``FLUX``: relative);
         default :data:`ERROR_FLOOR`.
     noise_variance : array ``(N,)``, optional
-        The variance the data's noise keeps relative to its rms map after a resampling
-        (:func:`astrotool_dre.fit_stage.shift_noise_variance`): ``CHI2_NU`` is divided by it,
-        so a right model has ``CHI2_NU`` about 1 wherever the object sits in its pixel.
+        The variance ``v`` the data's noise keeps relative to its rms map after a resampling
+        (:func:`astrotool_dre.fit_stage.shift_noise_variance`): the noise's expected share of
+        ``CHI2_NU``, ``v``, is made 1 (``1 - v`` added; a misfit's share is not smoothed), so a
+        right model has ``CHI2_NU`` about 1 wherever the object sits in its pixel.
 
     Returns
     -------
@@ -378,7 +379,7 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
         ``INDEX_GRID`` ... ``LOGR_GRID`` (the grid minimum); ``FLUX`` (total flux
         in data units at the estimate) and ``FLUX_GRID`` (at the grid minimum);
         ``CHI2`` (the statistic at the minimum); ``CHI2_NU`` (chi-square /
-        (NPIX - dof) / ``noise_variance``, dof = 1 + number of axes with > 1 value); ``NPIX``;
+        (NPIX - dof) + 1 - ``noise_variance``, dof = 1 + number of axes with > 1 value); ``NPIX``;
         ``INDEX_ERR, AX_RATIO_ERR, ANGLE_ERR, LOGR_ERR, FLUX_ERR`` (1-sigma; NaN
         for a single-valued axis); ``MAG, MAG_ERR`` with a zero point; booleans
         ``LOGR_EDGE_LO/HI, AX_RATIO_EDGE_LO/HI, INDEX_EDGE_LO/HI`` (minimum on
@@ -421,8 +422,8 @@ def best_parameters(chi2, grid, flux, npix, *, swd2=None, statistic: str = "chi2
     dof = 1 + sum(int(v > 1) for v in grid.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         nu = np.where(npix > dof, cmin_s / np.maximum(npix - dof, 1), np.nan)
-    if noise_variance is not None:
-        nu = nu / np.asarray(noise_variance, np.float64)
+    if noise_variance is not None:   # the noise's share of chi2 lowered, not a misfit's: 1 - v added back
+        nu = nu + (1.0 - np.asarray(noise_variance, np.float64))
     scale = np.where(np.isfinite(nu) & scale_errors, np.maximum(nu, 1.0), 1.0)
 
     # profile errors along each axis (min over the other three): for axes held at the grid

@@ -573,7 +573,7 @@ def shift_noise_variance(dx: float, dy: float) -> float:
     """The variance white noise of unit variance keeps after :func:`recentre`'s cubic-spline shift by
     (``dx``, ``dy``) px: the product over both axes of the sum of the squares of the shift's impulse response
     (1 for whole pixels, 0.57 for half a pixel on both axes). The rms map is not lowered by it (the noise is
-    correlated, not smaller in information), so the χ² of a right model is this times the degrees of freedom.
+    correlated, not smaller in information), so the noise's share of χ² is this times the degrees of freedom.
     """
     from scipy import ndimage
 
