@@ -331,6 +331,11 @@ def test_a_folder_map_rewritten_after_its_prediction_is_predicted_again(trained,
     assert not np.array_equal(np.load(out_dir / "f2.npy"), before)
     code, out, err = run(capsys, *args)
     assert code == 0 and json.loads(out)["computed"] == 0, err
+    whole = (out_dir / "f0.npy").read_bytes()   # a map cut short by hand: it was kept and zipped
+    (out_dir / "f0.npy").write_bytes(whole[:100])
+    code, out, err = run(capsys, *args)
+    assert code == 0 and (json.loads(out)["computed"], json.loads(out)["kept"]) == (1, 2), err
+    assert (out_dir / "f0.npy").read_bytes() == whole
 
 
 def test_overwrite_keeps_the_finished_run_until_the_new_one_is_complete(trained, capsys, tmp_path):

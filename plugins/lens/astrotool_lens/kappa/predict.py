@@ -178,8 +178,8 @@ def predict_command(ctx, cfg, inputs: str, runtime, split_given: bool = False) -
         made_by["split"] = p.split
     only = shard_names(ctx, maps.names)   # under --shard, this task's share
     files = getattr(maps, "files", None)
-    with PredictionWriter(folder, made_by, overwrite=ctx.overwrite) as writer:  # an error keeps an old run
-        share = maps.names if only is None else [n for n in maps.names if n in only]
+    with PredictionWriter(folder, made_by, overwrite=ctx.overwrite, size=maps.size) as writer:   # an error keeps
+        share = maps.names if only is None else [n for n in maps.names if n in only]   # an old run
         kept = len(share) - len([n for n in writer.missing(maps.names, files) if only is None or n in only])
         t0 = time.perf_counter()
         pred = predict_maps(runner, maps, meta, writer, p.batch_size, runtime.inference_device(p.engine), only=only)

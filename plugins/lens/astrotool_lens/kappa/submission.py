@@ -101,6 +101,10 @@ class PredictionWriter:
         Replace an existing run: the new one is written into a temporary folder
         and swapped in by :meth:`finish` (the old run stays until then, and is
         kept unchanged when the new one fails: :meth:`abort`).
+    size : int, optional
+        The maps' side [pixels] (default: ``made_by["size"]``): a map file not of
+        that float16 array's size is not done (:meth:`done`), and maps of another
+        side are refused (:meth:`check`).
 
     Raises
     ------
@@ -109,9 +113,10 @@ class PredictionWriter:
         new), or files that are not a prediction run, and ``overwrite`` is off.
     """
 
-    def __init__(self, folder: str | Path, made_by: dict, overwrite: bool = False):
+    def __init__(self, folder: str | Path, made_by: dict, overwrite: bool = False, size: int | None = None):
         self.folder = Path(folder)
         self.made_by = json.loads(json.dumps(made_by, default=str))
+        self.size = size if size is not None else self.made_by.get("size")
         self.zip_path = self.folder.with_name(self.folder.name + ".zip")
         if self.folder.exists() and not self.folder.is_dir():
             raise InputError(self.folder, "exists and is not a folder")
@@ -199,8 +204,7 @@ class PredictionWriter:
     def done(self) -> set[str]:
         """Names of the maps already in the folder whole (of the size of this run's float16 array: a map cut
         short or replaced by another file is not done)."""
-        size = self.made_by.get("size")
-        whole = npy_size((int(size), int(size))) if size is not None else None
+        whole = npy_size((int(self.size), int(self.size))) if self.size is not None else None
         return {p.stem for p in self.work.glob("*.npy") if not p.name.startswith(".")
                 and (whole is None or p.stat().st_size == whole)}
 
@@ -251,7 +255,7 @@ class PredictionWriter:
         a = np.asarray(maps)
         if a.ndim != 3 or a.shape[0] != len(names):
             raise AstroError(f"{self.folder}: expected {len(names)} maps (n, S, S), got an array of shape {a.shape}")
-        size = self.made_by.get("size")
+        size = self.size
         if size is not None and a.shape[1:] != (int(size), int(size)):
             raise AstroError(f"{self.folder}: maps are {a.shape[1]}x{a.shape[2]}, this run's are {size}x{size}")
         flat = a.reshape(len(a), -1)
