@@ -212,6 +212,8 @@ def test_calibrate_refuses_a_precise_but_tiny_response(ws, capsys):
         code, out, err = run(capsys, ws, "lens", *args, "--model", "mtiny", "--no-symmetrize")
         assert code == 2 and out == "" and "mtiny/model.json: its calibration's 1 + m" in err, (args, err)
         assert "below lens.calibrate.min_response = 0.1" in err, err
+        advice = "give --calibration FILE" if args[0] == "validate" else "use --raw"   # validate has no --raw
+        assert f"calibrate again, or {advice}" in " ".join(err.split()), err
     code, _, err = run(capsys, ws, "lens", "predict", "f3", "--model", "mtiny", "--no-symmetrize", "--raw")
     assert code == 0, err
 

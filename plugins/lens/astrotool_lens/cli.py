@@ -522,12 +522,12 @@ def validate(
                                            batch_size=v.batch_size, desc=f"response {stem}",
                                            source=origin or inputs)
         else:
+            own = None if cal is not None else calibration_in_use(   # checked before the stamps are predicted
+                est, meta, True, v.symmetrize, model_name=mdir.name, min_response=cfg.calibrate.min_response,
+                source=mdir / "model.json", instead="give --calibration FILE, or lower lens.calibrate.min_response")
             cols, _ = predict_table(est, meta, inp, v.batch_size, v.symmetrize, calibrated=False,
                                     device=mc.runtime(ctx).accelerator)
             raw = (cols["g1"], cols["g2"])
-            own = None if cal is not None else calibration_in_use(
-                est, meta, True, v.symmetrize, model_name=mdir.name, min_response=cfg.calibrate.min_response,
-                source=mdir / "model.json")
             if cal is None and own is not None:
                 cal = {k: float(own[k]) for k in ("m1", "m2", "c1", "c2")} | {"source": str(mdir / "model.json")}
         ctx.record.add_input(mdir)

@@ -517,11 +517,11 @@ def evaluate(ds, model_dir: Path, cfg, predictions_dir: Path, reports_dir: Path,
 
     x = check_stamps(x, meta, ds.root, per_stamp=True)   # a bad stamp: NaN, flagged, counted in n_failed
     error = stamp_problems(x)    # once: predict_array skips these stamps
-    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False, device=device,
-                        problems=error).astype(float)
     calibration = calibration_in_use(model, meta, cfg.calibrated, cfg.symmetrize, explicit=explicit_calibrated,
                                      model_name=model_dir.name, min_response=min_response or 0.0,
-                                     source=Path(model_dir) / "model.json")
+                                     source=Path(model_dir) / "model.json")   # before the stamps are predicted
+    raw = predict_array(model, x, cfg.batch_size, cfg.symmetrize, calibrated=False, device=device,
+                        problems=error).astype(float)
     pred = apply_calibration(model, raw) if calibration else raw
     mname = model_dir.name
     # predict's suffixes: --no-symmetrize adds _nosym, --raw _raw, so that a run in another mode replaces

@@ -365,7 +365,7 @@ def _mode(symmetrize: bool) -> str:
 
 def calibration_in_use(model, meta: dict, calibrated: bool = True, symmetrize: bool | None = None, *,
                        explicit: bool = False, model_name: str | None = None, min_response: float = 0.0,
-                       source=None) -> dict | None:
+                       source=None, instead: str = "use --raw") -> dict | None:
     """The checkpoint's calibration record when ``calibrated`` applies one, else None.
 
     A calibration is only applied in the symmetrize mode it was fitted in (``model.json``:
@@ -390,6 +390,8 @@ def calibration_in_use(model, meta: dict, calibrated: bool = True, symmetrize: b
         (``lens.calibrate.min_response``, as for a calibration file and in ``export``).
     source : path-like, optional
         The ``model.json`` named in that refusal.
+    instead : str
+        What else that refusal advises, after calibrating again (the command's way to raw estimates).
 
     Raises
     ------
@@ -409,7 +411,7 @@ def calibration_in_use(model, meta: dict, calibrated: bool = True, symmetrize: b
             raise InputError(source or model_name or "model.json",
                              f"its calibration's {low}, below lens.calibrate.min_response = {min_response:g}: "
                              "dividing by 1 + m would blow the estimates up (a model that hardly responds to "
-                             "shear); calibrate again, or use --raw")
+                             f"shear); calibrate again, or {instead}")
         return record
     name = model_name or meta.get("name") or "the model"
     fitted, now = _mode(bool(record["symmetrize"])), _mode(bool(symmetrize))
