@@ -221,8 +221,8 @@ def train_model(ds: ShearDataset, cfg: TrainConfig, model_dir: str | Path, seed:
         log.warning("%s: calibration discarded (fitted on %s for the old weights); run `%s` "
                     "again", model_dir.name, old_calibration.get("dataset"),
                     astro_command("lens", "calibrate", "--model", model_option(model_dir, "lens"),
-                                  *(["--dataset", str(old_calibration["dataset"])] if old_calibration.get("dataset")
-                                    else []),
+                                  *(["--dataset", str(folder)] if (folder := old_calibration.get("dataset_folder")
+                                                                   or old_calibration.get("dataset")) else []),
                                   *([] if old_calibration.get("symmetrize", True) else ["--no-symmetrize"])))
     return {
         "model": model_dir.name, "path": str(model_dir), "dataset": ds.stem, **result.summary,
