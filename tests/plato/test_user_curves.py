@@ -140,6 +140,19 @@ def test_astropy_time_and_timedelta_columns_are_read_in_days(tmp_path, name):
     assert notes == [f"{name}: time 'time' [d], flux 'flux'"]
     with pytest.raises(InputError, match=re.escape("time column 'time' is in 'd' (its ")):
         read_curves(tmp_path / name, time_unit="s")
+    (tmp_path / name).unlink()
+    masked = Time(58000.0 + t, format="mjd", scale="tdb")
+    masked[3] = np.ma.masked   # a time with no value: its row dropped (FITS: the file was not read at all)
+    other = Time(58000.0 + t, format="mjd", scale="tdb")   # a Time column beside the time read: not its frame
+    Table({"time": masked, "obs": other, "flux": f}).write(tmp_path / name, **kind)
+    notes = []
+    (time, flux), = read_curves(tmp_path / name, notes=notes).values()
+    assert time.size == t.size - 1 and np.array_equal(flux, np.delete(f, 3))
+    assert "dropped 1 row(s) whose time is NaN or infinite" in notes[0]
+    Table({"time": t, "obs": other, "flux": f}).write(tmp_path / name, overwrite=True, **kind)
+    notes = []
+    read_curves(tmp_path / name, notes=notes)
+    assert notes == [f"{name}: time 'time' [d], flux 'flux'"]   # was logged in the frame of 'obs'
 
 
 def test_hours_are_read_with_time_unit_h_and_a_fits_tunit_of_another_unit_is_refused(tmp_path, capsys):

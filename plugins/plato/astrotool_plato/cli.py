@@ -380,7 +380,7 @@ def detect(
     """Find single transits in light-curve files: an event table (mid-time, duration, depth, S/N, peak probability).
 
     A folder stands for its light-curve files (.parquet, .pq, .ftr, .feather, .csv,
-    .csv.gz, .fits, .fit, .fits.gz; not its subfolders'), their number logged.
+    .ecsv (or .gz), .fits, .fit, .fits.gz; not its subfolders'), their number logged.
     Cadences flagged in a QUALITY or SAP_QUALITY column and rows without a finite
     time are dropped (--quality keep keeps the flagged ones). Curves are
     interpolated onto the model's cadence (one sampled more than twice as

@@ -43,8 +43,9 @@ QUALITY_COLUMNS = ("QUALITY", "SAP_QUALITY")
 """Quality flags of TESS/Kepler light curves: a cadence with a non-zero flag (momentum dump, cosmic ray,
 scattered light, ...) is dropped unless ``quality = "keep"``."""
 FEATHER_SUFFIXES = (".ftr", ".feather")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".ecsv", ".ecsv.gz")
 """Feather files (Panopticon's format), in any case: a flux column not named is the last one."""
+CSV_SUFFIXES = (".csv", ".csv.gz", ".ecsv", ".ecsv.gz")
+"""Text tables (ECSV is CSV with a YAML header of its columns' units)."""
 QUALITY = ("drop", "keep")
 """Values of ``quality``: what to do with flagged cadences."""
 MAX_SAMPLES = 10 * 126_720
@@ -166,8 +167,9 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
     """The numeric columns of a one-curve table file, in file order (as float64), its other 1-D columns (their
     values, for :func:`_pick`'s message about a column that is not numeric), each numeric column's dtype as
     stored (float32 times get :func:`check_curve`'s hint), and what the file says of its columns: their
-    units (a FITS table's ``TUNITn``, an ECSV header's or an astropy-written Parquet file's) and, under ``""``,
-    a FITS table's time frame (``BJD - 2457000`` from ``BJDREFI`` + ``BJDREFF``)."""
+    units (a FITS table's ``TUNITn``, an ECSV header's or an astropy-written Parquet file's), under ``""``
+    a FITS table's time frame (``BJD - 2457000`` from ``BJDREFI`` + ``BJDREFF``), and under :data:`FRAME` + a
+    column's name the frame of an astropy Time column (``MJD (TDB)``)."""
     name = path.name.lower()
     if not name.endswith(CURVE_SUFFIXES):
         raise InputError(path, f"{path.suffix or 'no extension'}: not a light-curve format (.parquet, .ftr or "
@@ -194,9 +196,11 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
                 t = Table.read(hdul, hdu=1)
                 header = hdul[1].header
             told = {c: str(header.get(f"TUNIT{i + 1}", "")).strip() for i, c in enumerate(t.colnames)}
-            for i, c in enumerate(t.colnames):   # a time column of the FITS standard: (jd1, jd2) pairs, in days
+            for i, c in enumerate(t.colnames):   # a time column of the FITS standard (astropy's Time): jd1, jd2
                 if getattr(t[c], "shape", ())[1:] == (2,) and told[c] == "d" and header.get(f"TCTYP{i + 1}"):
-                    t[c] = _fits_time(t[c], str(header[f"TCTYP{i + 1}"]))
+                    pairs = np.ma.filled(np.ma.asarray(t[c], np.float64), np.nan)   # masked: NaN, dropped later
+                    t[c] = pairs[:, 0] + pairs[:, 1]
+                    told[FRAME + c] = f"{_fits_reference(header)} ({str(header[f'TCTYP{i + 1}']).strip().upper()})"
             if isinstance(header.get("BJDREFI"), (int, float)):   # TESS 2457000, Kepler 2454833
                 told[""] = f"BJD - {header['BJDREFI'] + float(header.get('BJDREFF', 0.0) or 0.0):.10g}"
             return _astropy_columns(t, told)
@@ -241,7 +245,8 @@ def _table(path: Path) -> tuple[dict[str, np.ndarray], dict, dict[str, np.dtype]
 def _astropy_columns(t, told: dict[str, str]) -> tuple[dict, dict, dict, dict[str, str]]:
     """:func:`_table`'s columns of an astropy table: its 1-D numeric columns as float64 (masked values NaN), its
     other 1-D columns, their stored dtypes and the units ``told`` (the file's, by column name). A Time column
-    counts days (MJD where its format is ``mjd``, else JD; its frame under ``""``), a TimeDelta days."""
+    counts days (MJD where its format is ``mjd``, else JD; its frame under :data:`FRAME` + its name), a
+    TimeDelta days."""
     from astropy.time import Time, TimeDelta
 
     told = dict(told)
@@ -252,7 +257,7 @@ def _astropy_columns(t, told: dict[str, str]) -> tuple[dict, dict, dict, dict[st
             days = "mjd" if isinstance(v, Time) and v.format == "mjd" else "jd"
             told[c] = "d"
             if isinstance(v, Time):
-                told.setdefault("", f"{days.upper()} ({v.scale.upper()})")
+                told[FRAME + c] = f"{days.upper()} ({v.scale.upper()})"
             v = np.ma.filled(np.ma.asarray(v.to_value(days), np.float64), np.nan)
         if getattr(v, "ndim", 1) != 1:
             continue
@@ -264,15 +269,18 @@ def _astropy_columns(t, told: dict[str, str]) -> tuple[dict, dict, dict, dict[st
     return numbers, others, stored, {c: u for c, u in told.items() if u}
 
 
-def _fits_time(pairs, scale: str):
-    """A FITS-standard time column of (jd1, jd2) pairs [d] as an astropy Time (as astropy writes a Time column to
-    FITS); the pairs unchanged where ``scale`` (its ``TCTYPn``) is no astropy time scale."""
-    from astropy.time import Time
+FRAME = "\0frame "
+"""The prefix of a column's name under which :func:`_table` keeps the frame of its times."""
 
-    try:
-        return Time(np.asarray(pairs)[:, 0], np.asarray(pairs)[:, 1], format="jd", scale=scale.strip().lower())
-    except ValueError:
-        return pairs
+
+def _fits_reference(header) -> str:
+    """What a FITS-standard time column counts from (``JDREF`` or ``MJDREF``; astropy writes ``JDREF = 0``):
+    ``JD``, ``JD - 2400000``, ``MJD``, ``MJD - 58000``."""
+    for key, name in (("JDREF", "JD"), ("MJDREF", "MJD")):
+        ref = header.get(key)
+        if isinstance(ref, (int, float)) and not isinstance(ref, bool):
+            return f"{name} - {ref:.10g}" if ref else name
+    return "JD"
 
 
 def _time_columns(header: dict) -> list[str]:
@@ -623,7 +631,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
             raise InputError(path, f"{exc.problem} ({'; '.join(told)})") from None
         raise
     notes += [f"{path.name}: {text}" for text in dropped]   # a refused file says them in its error
-    frame = told.get("") or told.get(tc, "")
+    frame = told.get(FRAME + tc) or told.get("") or told.get(tc, "")
     frame = "" if frame.strip("[] ").lower() in {"d", "day", "days", "h", "s"} else frame   # a unit is no frame
     notes.append(f"{path.name}: time {tc!r} [{time_unit}{', ' + frame if frame else ''}], flux {fc!r}"
                  + (f", flags {quality_column!r}" if quality_column else ""))   # what was read, for the log
