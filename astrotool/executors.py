@@ -678,10 +678,13 @@ class InCommand:
         self.fn, self.command_line = fn, command_line()
 
     def __call__(self, item: Any, seed: int):
-        from astrotool import provenance
+        from astrotool.provenance import WORKER_COMMAND_LINE
 
-        provenance.WORKER_COMMAND_LINE = self.command_line
-        return self.fn(item, seed)
+        token = WORKER_COMMAND_LINE.set(self.command_line)
+        try:
+            return self.fn(item, seed)
+        finally:
+            WORKER_COMMAND_LINE.reset(token)
 
 
 def _reporting(advance: Callable, done: Callable | None) -> Callable:

@@ -26,6 +26,7 @@ Nothing here imports a heavy library.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import platform
@@ -114,9 +115,10 @@ def versions(packages: Iterable[str] = ()) -> dict[str, str]:
     return out
 
 
-WORKER_COMMAND_LINE = ""
-"""In a worker process (which has no command context): the command line of the ``astro`` command whose item it
-runs (:class:`astrotool.executors.InCommand` sets it)."""
+WORKER_COMMAND_LINE: contextvars.ContextVar[str] = contextvars.ContextVar("astro_command_line", default="")
+"""In a worker (which has no command context): the command line of the ``astro`` command whose item it runs,
+set for that item only (:class:`astrotool.executors.InCommand`; a Dask worker's threads may run items of
+several commands)."""
 
 
 def command_line() -> str:
@@ -126,7 +128,7 @@ def command_line() -> str:
     from astrotool.names import printable
 
     ctx = context._CURRENT
-    return printable(shlex.join(ctx.argv)) if ctx is not None and ctx.argv else WORKER_COMMAND_LINE
+    return printable(shlex.join(ctx.argv)) if ctx is not None and ctx.argv else WORKER_COMMAND_LINE.get()
 
 
 def provenance(command: str = "", *, seed: int | None = None, config: Mapping | None = None,
