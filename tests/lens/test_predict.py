@@ -93,6 +93,9 @@ def test_predict_flags_nan_and_blank_stamps_instead_of_refusing_the_input(ws, tm
     code, out, err = run(capsys, ws, "lens", "predict", _cube(ws, tmp_path), "--model", "m", "--psf",
                          tmp_path / "psf.fits")
     assert code == 0, err
+    from astrotool.io.tables import parquet_metadata
+
+    assert parquet_metadata(json.loads(out)["output"])["psf"] == str(tmp_path / "psf.fits")   # which PSF it used
     t = read_parquet(json.loads(out)["output"]).to_pydict()
     assert t["flag"] == [0, 1, 1, 0]
     assert t["error"] == ["", "NaN or infinite pixels", "blank stamp", ""]

@@ -657,6 +657,7 @@ def predict(
     suffix += "_onnx" if pc.engine == "onnxruntime" else ""
     out = ctx.workspace.stage("lens", "predictions") / f"{pc.name or inp.stem}_{mdir.name}{mode}{suffix}.parquet"
     write_parquet(pa.table(cols), out, metadata={"input": str(inputs), "model": str(mdir),
+                                                 "psf": str(psf) if psf else None,   # one for every galaxy
                                                  "symmetrize": pc.symmetrize, "calibration": calibration,
                                                  "response": pc.response, "engine": pred.engine},
                   units=units, descriptions=descriptions, command=ctx.command)
