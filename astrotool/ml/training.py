@@ -614,7 +614,7 @@ def _fit_loop(fabric, model, optimizer, *, batches, loss_fn, validate, epochs, c
         if damaged:   # every rank reads the same files: their stoppers stay alike
             stopper.best = None   # the next epoch is the best so far, and its pair replaces the damaged one
             if log:
-                log.warning("the best checkpoint (epoch %s) is damaged: %s; %s", stopper.best_epoch, damaged,
+                log.warning("the best checkpoint (epoch %s) is damaged: %s; %s", stopper.best_epoch + 1, damaged,
                             "the best epoch from here on replaces it (last/ resumes as usual)"
                             if start_epoch < epochs and not stopper.should_stop
                             else "no epoch is left to replace it: --overwrite trains again from the start")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -46,7 +47,7 @@ _SETTINGS = {"lr": 0.01, "seed": 3}
 
 
 def _train(ckpt, epochs, *, runtime=None, rows_seen=None, resume=True, half=False, optim="adamw", patience=5,
-           settings=_SETTINGS, val_losses=None, stop_in_epoch=None):
+           settings=_SETTINGS, val_losses=None, stop_in_epoch=None, log=None):
     """Train the tiny model; ``half`` keeps only the first half of every batch (a rank without all-reduce).
 
     ``settings``: ``meta["settings"]`` (None: none); ``val_losses``: the validation loss of each epoch (by epoch number)
@@ -88,7 +89,7 @@ def _train(ckpt, epochs, *, runtime=None, rows_seen=None, resume=True, half=Fals
     meta = {"architecture": {"name": "tiny", "kwargs": {}}, **({"settings": settings} if settings is not None else {})}
     result = fit(model, opt, batches=batches, loss_fn=loss_fn, validate=validate, epochs=epochs,
                  checkpoint_dir=ckpt, meta=meta, seed=3, resume=resume, runtime=runtime, patience=patience,
-                 on_epoch=seen.append)
+                 on_epoch=seen.append, log=log)
     return model, opt, result
 
 
@@ -134,7 +135,7 @@ def test_resume_after_two_epochs_gives_identical_weights(tmp_path):
     assert again.epochs_run == 0 and again.resumed_from == 5
 
 
-def test_a_damaged_best_checkpoint_is_replaced_by_the_best_epoch_after_the_resume(tmp_path):
+def test_a_damaged_best_checkpoint_is_replaced_by_the_best_epoch_after_the_resume(tmp_path, caplog):
     """The best pair cut short while a training was stopped: the resume said nothing and kept it (no later epoch
     beat its loss), and `predict` found it only later. The next epoch is the best so far and replaces it."""
     from astrotool.errors import InputError
@@ -146,7 +147,8 @@ def test_a_damaged_best_checkpoint_is_replaced_by_the_best_epoch_after_the_resum
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(InputError):
         ck.load_checkpoint(tmp_path / "m")
-    _, _, result = _train(tmp_path / "m", 4, val_losses=losses)
+    _, _, result = _train(tmp_path / "m", 4, val_losses=losses, log=logging.getLogger("astro.test"))
+    assert "the best checkpoint (epoch 2) is damaged" in caplog.text   # counted from 1, as the logs (was 1)
     best = ck.load_checkpoint(tmp_path / "m")    # whole again: the pair of the best epoch since the resume
     assert best.meta["best_epoch"] == result.best_epoch == 3 and best.meta["metrics"]["val_loss"] == 0.8
     _train(tmp_path / "n", 2, val_losses=losses)    # a whole one is kept as it was
