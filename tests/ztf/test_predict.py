@@ -252,6 +252,14 @@ def test_predictions_say_which_alerts_had_a_blank_stamp(tws, tmp_path, astro):
     table = pd.read_parquet(tws / "ztf" / "predictions" / "sim_classifier_alerts.parquet")
     assert table["stamps_ok"].tolist() == [True, False, False, True, True, True]
     assert (table["class"] != "").all()
+    # a file whose one alert lacks a stamp (ZTF ships one alert a file): refused as "no decodable stamp" before
+    one = _fink_dump(tmp_path / "fink_one.parquet", n=1, blank=(0,))
+    r = astro("--json", "-w", tws, "ztf", "predict", one, "--model", "sim_classifier", "--name", "one")
+    assert r.returncode == 0 and json.loads(r.stdout)["incomplete_stamps"] == 1, r.stderr
+    none = _fink_dump(tmp_path / "fink_none.parquet", n=1, blank=(0,),
+                      stamps=("cutoutScience", "cutoutTemplate", "cutoutDifference"))
+    r = astro("-w", tws, "ztf", "ingest", none)
+    assert r.returncode == 2 and "none of the 1 alerts has a decodable FITS stamp" in r.stderr, r.stderr
 
 
 @pytest.mark.skipif(not FINK.exists(), reason=f"no {FINK}")

@@ -1140,7 +1140,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     facts = _facts(path, fmt, stamps_path)
     record = provenance(COMMAND, config=cfg.model_dump(mode="json"))
     metadata = {"astrotool": json.dumps(facts), **parquet_metadata(record)}
-    n = n_resized = n_bad = n_unknown = 0
+    n = n_resized = n_bad = n_blank = n_unknown = 0
     unknown: set[str] = set()
     versions: set[str] = set()
     objects: set[str] = set()
@@ -1192,6 +1192,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                     n += k
                     n_resized += sum(columns["stamps_resized"])
                     n_bad += sum(not ok for ok in columns["stamps_ok"])
+                    # no stamp at all (the others predict an alert that lacks one or two)
+                    n_blank += int(np.all([np.isnan(stamps[kind]).all(axis=(1, 2)) for kind in STAMPS], axis=0).sum())
                     objects.update(columns["objectId"])
             finally:
                 if writer is not None:
@@ -1199,9 +1201,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
             if n == 0 and n_unknown:
                 raise InputError(path, f"all {n_unknown} alert(s) are of an unknown alert schema version "
                                        f"({', '.join(sorted(unknown))}; this reader knows 1.x to 4.x)")
-            if n and n_bad == n:
+            if n and n_blank == n:
                 early = sorted(v for v in versions if v.startswith("1."))
-                raise InputError(path, f"none of the {n} alerts has decodable FITS stamps"
+                raise InputError(path, f"none of the {n} alerts has a decodable FITS stamp"
                                        + (f" (alert schema {', '.join(early)}: early 1.x alerts have JPEG stamps)"
                                           if early else ""))
             if schema is not None:  # string widths are known now: astropy reads the columns with them
