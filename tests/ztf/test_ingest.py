@@ -160,6 +160,10 @@ def test_outputs_are_kept_unless_overwrite(tmp_path):
             ingest(avro, tmp_path / "o", **setting)               # other settings are not mixed in silently
     assert ingest(avro, tmp_path / "o", compression="high").skipped   # the same content, compressed otherwise
     assert [f.stat().st_mtime_ns for f in outputs] == mtimes
+    table = outputs[0]   # a table cut short was kept, and every predict refused it ("ingest it again")
+    table.write_bytes(table.read_bytes()[:200])
+    again = ingest(avro, tmp_path / "o")
+    assert not again.skipped and pq.read_table(table).num_rows == again.n_alerts == 4
     stamp_file = outputs[1]
     stamp_file.write_bytes(stamp_file.read_bytes()[:64])  # a damaged output is named, not a raw h5py error
     with pytest.raises(InputError, match="syn_stamps.h5: not a readable HDF5 file"):

@@ -1070,6 +1070,22 @@ def check_kept(items, hint: str | None = None) -> None:
     refuse(refused, hint and hint.replace("{files}", " ".join(inputs)))
 
 
+def _readable_table(path: Path) -> bool:
+    """Whether an alert table's Parquet footer reads; if not (cut short, written over), a warning says it is made
+    again (its stamps file too), where before it was kept and every predict refused it."""
+    import logging
+
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+        return True
+    except Exception as exc:   # noqa: BLE001 - pyarrow's errors of a damaged file vary
+        logging.getLogger("astro").warning("%s: not a readable alert table (%s): ingested again", printable(path),
+                                           f"{type(exc).__name__}: {exc}")
+        return False
+
+
 def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bool) -> IngestResult:
     """Ingest one alert file into an alert table and a stamp file, atomically.
 
@@ -1106,7 +1122,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     names = {"input": printable(path), "alerts": printable(alerts_path), "stamps": printable(stamps_path)}
     stat_keys = ("format", "n_alerts", "n_objects", "n_stamps_resized", "n_stamps_bad")
     cache = _checksum_cache(stamps_path)   # the input read once
-    if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite):
+    if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite) and _readable_table(alerts_path):
         with open_h5(stamps_path) as h5:
             missing = [k for k in stat_keys if k not in h5.attrs]
             if missing:
