@@ -149,6 +149,7 @@ def simulate(
     kept = [p for p, new in done if not new]
     results = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files, True,
                            names=[output_name(p) for p in written])
+    simulated = sum(r.n_alerts for r in results)   # this run's: not those of files a stopped run left
     results += ingest_files(kept, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files,
                             ctx.overwrite, names=[output_name(p) for p in kept])
     for p in written:
@@ -160,8 +161,7 @@ def simulate(
     n_alerts = sum(r.n_alerts for r in results)
     ctx.emit({"files": len(done), "written": len(written), "kept": len(done) - len(written), "alerts": n_alerts,
               "objects": sum(r.n_objects for r in results),
-              "alerts_per_s": round(sum(r.n_alerts for r in results if not r.skipped) / t_sim, 1)
-              if written and t_sim > 0 else None,
+              "alerts_per_s": round(simulated / t_sim, 1) if written and t_sim > 0 else None,
               "alert_tables": [r.alerts for r in results]})
 
 
