@@ -209,7 +209,7 @@ def test_an_alert_in_two_inputs_is_prepared_once(tmp_path, astro):
               "ztf.prepare.test_per_class=1", "ztf", "prepare", "sim_*", "copy")
     assert r.returncode == 0, r.stderr
     n_alerts = len(pd.read_parquet(ws / "ztf" / "alerts" / "sim_0000_alerts.parquet"))
-    assert f"{n_alerts} alert(s) found in more than one input kept once" in r.stderr
+    assert f"{n_alerts} repeated alert(s) (the same candid, in one input or several) kept once" in r.stderr
     meta = pd.DataFrame(StampDataset(ws / "ztf" / "prepared" / "sim").metadata(["candid", "objectId", "alert_index"]))
     assert len(meta) == n_alerts and meta["candid"].is_unique
     assert (meta.groupby("objectId")["alert_index"].max() + 1 == meta.groupby("objectId").size()).all()

@@ -761,7 +761,7 @@ def predict(
         if n_repeated:  # the same alert in several inputs (a nightly archive and a broker dump): kept once,
             first = alerts["class"].eq("").sort_values(kind="stable").index  # a copy with a prediction first
             alerts = alerts.loc[first].drop_duplicates("candid").sort_index().reset_index(drop=True)
-            ctx.log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
+            ctx.log.warning("%d repeated alert(s) (the same candid, in one input or several) kept once", n_repeated)
         in_table = alerts.groupby("source")["candid"].agg(set)   # an input whose copy of an alert of another
         short = {k for k, df in found.items()                     # input was dropped: the tables cannot stand
                  if not set(df["candid"]) <= in_table.get(Path(k[0]).name, set())}   # in for it

@@ -377,7 +377,7 @@ def prepare_dataset(pairs, out_dir, cfg, seed: int, overwrite: bool = False, log
     absent_classes(pairs, found, classes, cfg, log)
     tables, stamp_sets, n_repeated = _drop_repeated_alerts(tables, stamp_sets)
     if n_repeated and log is not None:
-        log.warning("%d alert(s) found in more than one input kept once (same candid)", n_repeated)
+        log.warning("%d repeated alert(s) (the same candid, in one input or several) kept once", n_repeated)
     used = [i for i, t in enumerate(tables) if len(t)]  # one shard per input that keeps alerts
     tables, stamp_sets = [tables[i] for i in used], [stamp_sets[i] for i in used]
     sources = [Path(pairs[i][0]).name for i in used]
