@@ -129,15 +129,33 @@ def held(table_metadata: dict | None, parts: dict) -> set:
     return {k for k, p in parts.items() if Path(p).name in merged}
 
 
-def waiting_message(done: int, total: int, table) -> str:
-    """What a task that leaves items to the others says."""
-    return (f"{done} of {total} input(s) done (the other --shard tasks do the rest); the task that finishes "
+def of_other_runs(parts: dict, waiting) -> list:
+    """The keys among ``waiting`` (of ``parts``, ``{key: path}``) whose item has a part of another run in the
+    parts folder: a task of this name run with other settings (another model), whose parts this run never
+    merges."""
+    out = []
+    for k in waiting:
+        path = Path(parts[k])
+        run, item = path.name.split("-", 2)[:2]
+        if any(not q.name.startswith(f"{run}-") for q in path.parent.glob(f"*-{item}-*")):
+            out.append(k)
+    return out
+
+
+def waiting_message(done: int, total: int, table, others: int = 0) -> str:
+    """What a task that leaves items to the others says; ``others``: how many of those items have parts of
+    another run (:func:`of_other_runs`)."""
+    text = (f"{done} of {total} input(s) done (the other --shard tasks do the rest); the task that finishes "
             f"last writes {table}")
+    if others:
+        text += (f"; {others} of the other inputs have parts of another run of this name (other settings or "
+                 "model), which this run does not merge: run their tasks with this task's settings")
+    return text
 
 
-def log_waiting(log: logging.Logger, done: int, total: int, table) -> None:
-    """Log :func:`waiting_message`."""
-    log.info("%s", waiting_message(done, total, table))
+def log_waiting(log: logging.Logger, done: int, total: int, table, others: int = 0) -> None:
+    """Log :func:`waiting_message` (a warning when other runs' parts stand in the way)."""
+    (log.warning if others else log.info)("%s", waiting_message(done, total, table, others))
 
 
 _UNLOCKED: set = set()

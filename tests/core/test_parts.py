@@ -41,3 +41,23 @@ def test_remove_takes_the_merged_parts_other_runs_files_and_edited_sources_parts
     assert sorted(p.name for p in folder.iterdir()) == sorted([mark.name, kept.name])
     parts.remove(folder, "run1", [mark, kept], [])
     assert not (tmp_path / ".parts").exists()
+
+
+def test_inputs_left_to_another_run_of_the_name_are_told_apart(tmp_path, caplog):
+    """Two --shard tasks of one name with other models: each said the other tasks would do the rest, and no
+    table was ever written (each run's parts wait for its own)."""
+    import logging
+
+    src = tmp_path / "a.avro"
+    src.write_bytes(b"x")
+    folder = tmp_path / ".parts" / "mix"
+    mine = {k: parts.part_path(folder, "r1", k, src, ".parquet") for k in ("k1", "k2", "k3")}
+    other = parts.part_path(folder, "r2", "k2", src, ".parquet")   # task 1's input, predicted by another run
+    folder.mkdir(parents=True)
+    for path in (mine["k1"], other):
+        path.write_bytes(b"")
+    assert parts.of_other_runs(mine, ["k2", "k3"]) == ["k2"]
+    parts.log_waiting(logging.getLogger("astro.test"), 1, 3, "mix.parquet", 1)
+    assert caplog.records[-1].levelno == logging.WARNING
+    assert "1 of the other inputs have parts of another run of this name" in caplog.text
+    assert "another run" not in parts.waiting_message(1, 3, "mix.parquet")

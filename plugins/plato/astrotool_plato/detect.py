@@ -489,7 +489,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         found, failed, waiting, from_parts = parts.gather(                            # finished for the others
             by_key, lambda p: json.loads(Path(p).read_text())["rows"], out, rows_of)
         if waiting:
-            parts.log_waiting(ctx.log, len(items) - len(waiting), len(items), out)
+            parts.log_waiting(ctx.log, len(items) - len(waiting), len(items), out,
+                              len(parts.of_other_runs(by_key, waiting)))
         elif found:
             done = [it for it in items if it.key in found]
             table = [r for it in done for r in found[it.key]]

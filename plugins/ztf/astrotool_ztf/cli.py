@@ -807,7 +807,8 @@ def predict(
         with parts.lock(table_path):   # reading the parts and writing the tables: one task at a time
             found, failed, waiting, from_parts = parts.gather(part_of, pd.read_parquet, table_path, rows_of)
             if waiting:
-                parts.log_waiting(ctx.log, len(part_of) - len(waiting), len(part_of), table_path)
+                parts.log_waiting(ctx.log, len(part_of) - len(waiting), len(part_of), table_path,
+                                  len(parts.of_other_runs(part_of, waiting)))
                 ctx.emit({"outputs": [], "inputs_done": len(part_of) - len(waiting), "inputs": len(part_of),
                           **own_summary()})
                 return
