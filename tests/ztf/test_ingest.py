@@ -284,6 +284,8 @@ def test_decode_stamp_pads_crops_and_flags():
     assert decode_stamp(None, 63)[1] == "missing"
     assert decode_stamp(b"\x1f\x8bnot gzip", 63)[1] == "bad"
     assert decode_stamp(b"\xff\xd8\xff\xe0 a JPEG stamp", 63)[1] == "bad"
+    blank = np.full((63, 63), np.nan, np.float32)   # a FITS of NaN only: no stamp (was "ok", stamps_ok true)
+    assert decode_stamp(synthetic.fits_stamp(blank), 63)[1] == "bad"
 
 
 def _fits_bytes(hdus) -> bytes:

@@ -494,7 +494,8 @@ def decode_stamp(data, size: int, xpos=None, ypos=None) -> tuple[np.ndarray, str
         missing or undecodable stamp is all NaN.
     status : {"ok", "resized", "missing", "bad"}
         What happened: ``resized`` for a cutout other than ZTF's :data:`CUTOUT` x :data:`CUTOUT` (cut at a
-        CCD edge), whatever ``size``; a full cutout cropped or padded to ``size`` is ``ok``.
+        CCD edge), whatever ``size``; a full cutout cropped or padded to ``size`` is ``ok``; one that does not
+        decode, or holds no finite pixel, is ``bad``.
     """
     out = np.full((size, size), np.nan, dtype=np.float32)
     if data is None or len(data) == 0:
@@ -520,6 +521,8 @@ def decode_stamp(data, size: int, xpos=None, ypos=None) -> tuple[np.ndarray, str
     ox0, ox1 = max(0, c - px), min(size, c + w - px)
     if oy1 > oy0 and ox1 > ox0:
         out[oy0:oy1, ox0:ox1] = image[oy0 - c + py:oy1 - c + py, ox0 - c + px:ox1 - c + px]
+    if not np.isfinite(out).any():   # a FITS image of NaN only: no stamp, as one that does not decode
+        return out, "bad"
     return out, ("ok" if (h, w) == (CUTOUT, CUTOUT) else "resized")
 
 
