@@ -70,6 +70,17 @@ FileNameOrEmpty = Annotated[str, AfterValidator(lambda v: v and _file_name(v))]
 Seed = Annotated[int, Field(ge=0)]
 """A random seed: an integer >= 0 (numpy refuses negative seeds), as ``core.seed``."""
 
+def _three_fractions(value):
+    if isinstance(value, (list, tuple)) and len(value) != 3:
+        raise PydanticCustomError("three_fractions", "three fractions (train, validation, test), got {n}",
+                                  {"n": len(value)})
+    return value
+
+
+SplitFractions = Annotated[tuple[float, float, float], BeforeValidator(_three_fractions)]
+"""A ``split`` key: train, validation and test fractions (a list of another length named as such, not as a
+missing third item)."""
+
 MIN_ONNX_OPSET = 11
 """The oldest ONNX opset an export writes (older ones lack operators the models use, e.g. ``Flip``)."""
 

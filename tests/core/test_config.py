@@ -159,7 +159,7 @@ def test_negative_seed_from_any_layer_is_refused(astro, tmp_path):
      "command-line option --cadence: plato.simulate.cadence_s: 10.0 d at 0.0001 s is 8.64e+09 samples"),
     # an item of a list is blamed on the list's layer, a check of a table on the key a user set (was "defaults")
     (["lens", "measure", "--methods", "FOO"], "command-line option --methods: lens.measure.methods.0: Input should be"),
-    (["--set", "lens.train.split=[0.5,0.5]", "lens", "train"], "--set: lens.train.split.2: Field required"),
+    (["--set", "lens.train.split=[0.5,0.5]", "lens", "train"], "--set: lens.train.split: three fractions (train, validation, test), got 2"),
     (["lens", "generate", "--n-stamps", "5", "--ring"],
      "command-line option --n-stamps: lens.generate: ring pairs need an even n_stamps"),
     (["--set", "dre.models.boxsize=96", "dre", "cuts"], "--set: dre: cuts.size (128) must equal models.boxsize (96)"),
@@ -524,3 +524,18 @@ def test_bad_values_are_named_by_their_option_without_pydantic_s_prefix(astro, t
     """`--executor proces` was blamed on "command-line option" (which one?), and checks read "Value error, ..."."""
     r = astro("-w", tmp_path, *args)
     assert r.returncode == 2 and message in r.stderr and "Value error" not in r.stderr, r.stderr
+
+
+def test_a_split_of_two_fractions_is_named_as_such():
+    """`--set lens.train.split=[0.5,0.5]` said `lens.train.split.2: Field required`."""
+    import pydantic
+
+    from astrotool.section import Section, SplitFractions
+
+    class Table(Section):
+        split: SplitFractions = (0.8, 0.1, 0.1)
+
+    for bad, n in (([0.5, 0.5], 2), ([0.5, 0.2, 0.2, 0.1], 4)):
+        with pytest.raises(pydantic.ValidationError, match=f"three fractions \\(train, validation, test\\), got {n}"):
+            Table.model_validate({"split": bad})
+    assert Table.model_validate({"split": [0.6, 0.2, 0.2]}).split == (0.6, 0.2, 0.2)

@@ -49,7 +49,7 @@ from typing import Literal, Union
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from astrotool.section import FileNameOrEmpty, OnnxOpset, Section, Seed
+from astrotool.section import FileNameOrEmpty, OnnxOpset, Section, Seed, SplitFractions
 from astrotool_lens.kappa.config import KappaConfig
 
 __docformat__ = "numpy"
@@ -386,7 +386,7 @@ class TrainConfig(_Model):
         "smooth", description="smooth: SiLU and average pooling, a smooth function of the pixels whose response to "
                             "small shears (lens predict --response metacal) finite differences measure well; "
                             "relu: ReLU and max pooling (piecewise linear)")
-    split: tuple[float, float, float] = Field(
+    split: SplitFractions = Field(
         (0.8, 0.1, 0.1), description="train/validation/test fractions, assigned by shear field (or ring pair)")
     augment: bool = Field(True, description="random flips/90-degree rotations with the matching sign changes of (g1, g2)")
     patience: int = Field(6, ge=0, description="early-stopping patience [epochs]; 0 = off")

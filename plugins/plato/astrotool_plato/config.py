@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from astrotool.section import FileName, FileNameOrEmpty, Section, Seed, check_ordered
+from astrotool.section import FileName, FileNameOrEmpty, Section, Seed, SplitFractions, check_ordered
 
 __docformat__ = "numpy"
 
@@ -187,7 +187,7 @@ class PrepareConfig(Section):
                                                                       "below 1e6 (a depth of 1) "
                                                                       "(Panopticon's [bounds]); transit-free curves "
                                                                       "are kept")
-    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions of "
+    split: SplitFractions = Field((0.8, 0.1, 0.1), description="train/validation/test fractions of "
                                                                             "the curves, summing to 1 (a twin stays "
                                                                             "with its curve)")
     shard_size: int = Field(256, ge=1, description="curves per HDF5 shard")
