@@ -159,7 +159,8 @@ def test_negative_seed_from_any_layer_is_refused(astro, tmp_path):
      "command-line option --cadence: plato.simulate.cadence_s: 10.0 d at 0.0001 s is 8.64e+09 samples"),
     # an item of a list is blamed on the list's layer, a check of a table on the key a user set (was "defaults")
     (["lens", "measure", "--methods", "FOO"], "command-line option --methods: lens.measure.methods.0: Input should be"),
-    (["--set", "lens.train.split=[0.5,0.5]", "lens", "train"], "--set: lens.train.split: three fractions (train, validation, test), got 2"),
+    (["--set", "lens.train.split=[0.5,0.5]", "lens", "train"],
+     "--set: lens.train.split: three fractions (train, validation, test), got 2"),
     (["lens", "generate", "--n-stamps", "5", "--ring"],
      "command-line option --n-stamps: lens.generate: ring pairs need an even n_stamps"),
     (["--set", "dre.models.boxsize=96", "dre", "cuts"], "--set: dre: cuts.size (128) must equal models.boxsize (96)"),
