@@ -133,11 +133,19 @@ def of_other_runs(parts: dict, waiting) -> list:
     """The keys among ``waiting`` (of ``parts``, ``{key: path}``) whose item has a part of another run in the
     parts folder: a task of this name run with other settings (another model), whose parts this run never
     merges."""
+    if not waiting:
+        return []
+    runs: dict = {}   # item digest -> the runs with a part of it (the folder listed once; hidden files, such as
+    folder = Path(parts[waiting[0]]).parent   # a part being written, and failed marks are no parts)
+    with contextlib.suppress(OSError):
+        for q in folder.iterdir():
+            bits = q.name.split("-", 2)
+            if not q.name.startswith(".") and q.suffix != ".failed" and len(bits) == 3:
+                runs.setdefault(bits[1], set()).add(bits[0])
     out = []
     for k in waiting:
-        path = Path(parts[k])
-        run, item = path.name.split("-", 2)[:2]
-        if any(not q.name.startswith(f"{run}-") for q in path.parent.glob(f"*-{item}-*")):
+        run, item = Path(parts[k]).name.split("-", 2)[:2]
+        if runs.get(item, set()) - {run}:
             out.append(k)
     return out
 

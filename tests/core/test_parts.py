@@ -57,6 +57,10 @@ def test_inputs_left_to_another_run_of_the_name_are_told_apart(tmp_path, caplog)
     for path in (mine["k1"], other):
         path.write_bytes(b"")
     assert parts.of_other_runs(mine, ["k2", "k3"]) == ["k2"]
+    writing = folder / f".{mine['k3'].name}.partial-host-1.parquet"   # a part of this run being written
+    writing.write_bytes(b"")
+    parts.failed_mark(parts.part_path(folder, "r3", "k3", src, ".parquet")).write_text("error")
+    assert parts.of_other_runs(mine, ["k2", "k3"]) == ["k2"]
     parts.log_waiting(logging.getLogger("astro.test"), 1, 3, "mix.parquet", 1)
     assert caplog.records[-1].levelno == logging.WARNING
     assert "1 of the other inputs have parts of another run of this name" in caplog.text
