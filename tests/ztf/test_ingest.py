@@ -160,10 +160,17 @@ def test_outputs_are_kept_unless_overwrite(tmp_path):
             ingest(avro, tmp_path / "o", **setting)               # other settings are not mixed in silently
     assert ingest(avro, tmp_path / "o", compression="high").skipped   # the same content, compressed otherwise
     assert [f.stat().st_mtime_ns for f in outputs] == mtimes
-    table = outputs[0]   # a table cut short was kept, and every predict refused it ("ingest it again")
-    table.write_bytes(table.read_bytes()[:200])
-    again = ingest(avro, tmp_path / "o")
-    assert not again.skipped and pq.read_table(table).num_rows == again.n_alerts == 4
+    table = outputs[0]   # a table cut short, or another one copied over it, was kept, and every predict refused
+    whole = pq.read_table(table)   # it ("ingest it again")
+    for bad, why in ((table.read_bytes()[:200], "syn_alerts.parquet: not a readable alert table"),
+                     (None, "syn_alerts.parquet: 2 alert(s), where its stamps file holds 4")):
+        if bad is None:
+            pq.write_table(whole.slice(0, 2), table)
+        else:
+            table.write_bytes(bad)
+        again = ingest(avro, tmp_path / "o")
+        assert not again.skipped and pq.read_table(table).num_rows == again.n_alerts == 4
+        assert why in again.remade, again.remade
     stamp_file = outputs[1]
     stamp_file.write_bytes(stamp_file.read_bytes()[:64])  # a damaged output is named, not a raw h5py error
     with pytest.raises(InputError, match="syn_stamps.h5: not a readable HDF5 file"):

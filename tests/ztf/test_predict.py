@@ -259,7 +259,7 @@ def test_predictions_say_which_alerts_had_a_blank_stamp(tws, tmp_path, astro):
     none = _fink_dump(tmp_path / "fink_none.parquet", n=1, blank=(0,),
                       stamps=("cutoutScience", "cutoutTemplate", "cutoutDifference"))
     r = astro("-w", tws, "ztf", "ingest", none)
-    assert r.returncode == 2 and "none of the 1 alerts has a decodable FITS stamp" in r.stderr, r.stderr
+    assert r.returncode == 2 and "none of the 1 alerts has a usable FITS stamp" in r.stderr, r.stderr
 
 
 @pytest.mark.skipif(not FINK.exists(), reason=f"no {FINK}")
@@ -270,7 +270,7 @@ def test_predict_of_a_new_file_says_what_ingest_says_of_it(tws, tmp_path, astro)
     assert r.returncode == 0, r.stderr
     said = [line for line in r.stderr.splitlines() if "fink_w.parquet" in line]
     assert any("xpos, ypos (an edge stamp is centred)" in line for line in said), r.stderr
-    assert any("1 alert(s) with missing or undecodable stamps" in line for line in said), r.stderr
+    assert any("1 alert(s) with missing, undecodable or blank stamps" in line for line in said), r.stderr
 
 
 @pytest.mark.skipif(not FINK.exists(), reason=f"no {FINK}")

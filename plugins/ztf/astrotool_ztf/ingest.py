@@ -887,7 +887,8 @@ def _alert_schema(extras: dict | None, keep_history: bool, metadata: dict):
         meta = {k: v for k, v in (("unit", UNITS.get(name)), ("description", DESCRIPTIONS.get(name))) if v}
         fields.append(pa.field(name, _arrow_type(kind), metadata=meta or None))
     fields += [pa.field("n_prv_candidates", pa.int32()), pa.field("n_prv_detections", pa.int32()),
-               pa.field("stamps_ok", pa.bool_(), metadata={"description": "all three stamps decoded"}),
+               pa.field("stamps_ok", pa.bool_(),
+                        metadata={"description": "all three stamps decoded, with finite pixels"}),
                pa.field("stamps_resized", pa.bool_(),
                         metadata={"description": "a stamp was not ZTF's 63 x 63 cutout (cut at a CCD edge)"})]
     if keep_history:
@@ -994,6 +995,8 @@ class IngestResult:
         comma-separated in :data:`WATCHED_FIELDS` order (:func:`missing_fields`).
     seconds : float
         Time spent reading and writing this input [s] (of the run that made the outputs; 0 when unknown).
+    remade : str
+        Why existing outputs were made again without ``--overwrite`` (:func:`_table_problem`), ``""`` if not.
     """
 
     input: str
@@ -1012,6 +1015,7 @@ class IngestResult:
     members_skipped: str = ""
     missing_fields: str = ""
     seconds: float = 0.0
+    remade: str = ""
 
 
 def _checksum_cache(stamps_path: Path) -> Path:
@@ -1073,20 +1077,24 @@ def check_kept(items, hint: str | None = None) -> None:
     refuse(refused, hint and hint.replace("{files}", " ".join(inputs)))
 
 
-def _readable_table(path: Path) -> bool:
-    """Whether an alert table's Parquet footer reads; if not (cut short, written over), a warning says it is made
-    again (its stamps file too), where before it was kept and every predict refused it."""
-    import logging
-
+def _table_problem(alerts: Path, stamps: Path) -> str:
+    """Why a finished alert table cannot be kept beside its stamps file (``""``: it can): not readable Parquet
+    (cut short, written over) or not as many alerts as the stamps file (another input's table copied over it).
+    Both are then made again (before, they were kept and every predict refused the table)."""
+    import h5py
     import pyarrow.parquet as pq
 
     try:
-        pq.read_metadata(path)
-        return True
+        rows = pq.read_metadata(alerts).num_rows
     except Exception as exc:   # noqa: BLE001 - pyarrow's errors of a damaged file vary
-        logging.getLogger("astro").warning("%s: not a readable alert table (%s): ingested again", printable(path),
-                                           f"{type(exc).__name__}: {exc}")
-        return False
+        return f"{printable(alerts)}: not a readable alert table ({type(exc).__name__}: {exc})"
+    try:
+        with h5py.File(stamps, "r") as h5:
+            n = h5.attrs.get("n_alerts")
+    except (OSError, ValueError):   # an unreadable stamps file: the kept branch names it
+        return ""
+    return (f"{printable(alerts)}: {rows} alert(s), where its stamps file holds {int(n)}"
+            if n is not None and int(n) != rows else "")
 
 
 def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bool) -> IngestResult:
@@ -1125,7 +1133,9 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
     names = {"input": printable(path), "alerts": printable(alerts_path), "stamps": printable(stamps_path)}
     stat_keys = ("format", "n_alerts", "n_objects", "n_stamps_resized", "n_stamps_bad")
     cache = _checksum_cache(stamps_path)   # the input read once
-    if is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite) and _readable_table(alerts_path):
+    done = is_done(alerts_path, overwrite) and is_done(stamps_path, overwrite)
+    remade = _table_problem(alerts_path, stamps_path) if done else ""
+    if done and not remade:
         with open_h5(stamps_path) as h5:
             missing = [k for k in stat_keys if k not in h5.attrs]
             if missing:
@@ -1222,7 +1232,8 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
                                        f"({', '.join(sorted(unknown))}; this reader knows 1.x to 4.x)")
             if n and n_blank == n:
                 early = sorted(v for v in versions if v.startswith("1."))
-                raise InputError(path, f"none of the {n} alerts has a decodable FITS stamp"
+                raise InputError(path, f"none of the {n} alerts has a usable FITS stamp (one that decodes, with "
+                                       "finite pixels)"
                                        + (f" (alert schema {', '.join(early)}: early 1.x alerts have JPEG stamps)"
                                           if early else ""))
             if schema is not None:  # string widths are known now: astropy reads the columns with them
@@ -1242,7 +1253,7 @@ def ingest_file(path, alerts_path, stamps_path, cfg: IngestConfig, overwrite: bo
             h5.attrs.update({"source": facts["source"], "format": fmt, "alerts_file": alerts_path.name,
                              "stamp_size": size, "keep_history": keep_history, "input_checksum": checksum,
                              "ingest_version": INGEST_VERSION, **stats})
-    return IngestResult(**names, format=fmt, **stats, skipped=False)
+    return IngestResult(**names, format=fmt, **stats, skipped=False, remade=remade)
 
 
 def alert_tables(alerts_dir, patterns, missing: str = "no alert table matches it") -> list[str]:
@@ -1305,17 +1316,20 @@ def missing_note(fields) -> str:
 
 def warn_ingested(log, results, stamp_size: int) -> None:
     """Log the warnings of ``ingest`` about the files it ingested now (``results`` of :func:`ingest_files`; kept
-    outputs are passed over): stamps cut at a CCD edge, missing or undecodable stamps, missing candidate
-    fields, archive members and alerts left out. ``stamp_size`` [px]: the stamp side ingested. ``ingest`` and
-    ``predict`` (which ingests its alert files) both say them."""
+    outputs are passed over): outputs made again (:func:`_table_problem`), stamps cut at a CCD edge, missing,
+    undecodable or blank stamps, missing candidate fields, archive members and alerts left out. ``stamp_size``
+    [px]: the stamp side ingested. ``ingest`` and ``predict`` (which ingests its alert files) both say them."""
     for r in results:
         if r.skipped:
             continue
+        if r.remade:
+            log.warning("%s: ingested again", r.remade)
         if r.n_stamps_resized:
             log.warning("%s: %d alert(s) with stamps cut at a CCD edge (not 63x63; NaN-padded or cropped to %d px): "
                         "stamps_resized", r.input, r.n_stamps_resized, stamp_size)
         if r.n_stamps_bad:
-            log.warning("%s: %d alert(s) with missing or undecodable stamps (NaN)", r.input, r.n_stamps_bad)
+            log.warning("%s: %d alert(s) with missing, undecodable or blank stamps (NaN)", r.input,
+                        r.n_stamps_bad)
         if r.missing_fields:
             log.warning("%s: %s", r.input, missing_note(r.missing_fields.split(", ")))
         if r.n_members_skipped:
