@@ -769,3 +769,12 @@ def test_plot_last_says_when_the_latest_detect_run_found_no_events(tmp_path, cap
     assert main(["-w", str(tmp_path), "plato", "plot", "last", "--no-model-overlay"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "run, quiet (20260101T000000Z-plato-detect), found no events: nothing to plot" in err, err
+
+
+def test_the_frame_of_a_fits_time_column_is_read_from_its_reference_keywords():
+    """A time column of (jd1, jd2) pairs counts from JDREF or MJDREF, or their integer and fractional parts."""
+    from astrotool_plato.lightcurves import _fits_reference
+
+    assert _fits_reference({"JDREF": 0.0}) == "JD" and _fits_reference({}) == "JD"
+    assert _fits_reference({"MJDREFI": 58000, "MJDREFF": 0.5}) == "MJD - 58000.5"   # was JD
+    assert _fits_reference({"JDREFI": 2400000}) == "JD - 2400000"

@@ -107,8 +107,8 @@ the PNG scale's top from the pixels of the fit mask.
 detect 6: SExtractor gets the weight map's no-data pixels as weight 0 (its noise map), flags saturation at the level
 (as photutils), a tile's NaN pixels no weight with a weight map too; an extension's INHERIT = T header has the
 primary's keywords (GAIN, MAGZP, SATURATE...).
-fit 4: CHI2_NU over the noise variance the recentring leaves (:func:`astrotool_dre.fit_stage.shift_noise_variance`),
-and the errors inflated by it."""
+fit 4: CHI2_NU plus the noise variance the recentring took, 1 - v
+(:func:`astrotool_dre.fit_stage.shift_noise_variance`), and the errors inflated by it."""
 RECOMPUTE = frozenset({"mosaics"})
 """Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2)."""
 NOT_OUTPUT = ("dre.detect.nthreads", "dre.detect.timeout", "dre.psf.timeout", "dre.fit.backend", "dre.fit.device",

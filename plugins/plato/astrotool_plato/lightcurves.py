@@ -274,11 +274,17 @@ FRAME = "\0frame "
 
 
 def _fits_reference(header) -> str:
-    """What a FITS-standard time column counts from (``JDREF`` or ``MJDREF``; astropy writes ``JDREF = 0``):
-    ``JD``, ``JD - 2400000``, ``MJD``, ``MJD - 58000``."""
-    for key, name in (("JDREF", "JD"), ("MJDREF", "MJD")):
-        ref = header.get(key)
-        if isinstance(ref, (int, float)) and not isinstance(ref, bool):
+    """What a FITS-standard time column counts from (``JDREF`` or ``MJDREF``, or their integer and fractional
+    parts ``JDREFI`` + ``JDREFF``, ``MJDREFI`` + ``MJDREFF``; astropy writes ``JDREF = 0``): ``JD``,
+    ``JD - 2400000``, ``MJD``, ``MJD - 58000``."""
+    def number(key):
+        v = header.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    for name in ("JD", "MJD"):
+        whole, parts = number(f"{name}REF"), (number(f"{name}REFI"), number(f"{name}REFF"))
+        ref = whole if whole is not None else None if parts == (None, None) else sum(v or 0.0 for v in parts)
+        if ref is not None:
             return f"{name} - {ref:.10g}" if ref else name
     return "JD"
 
