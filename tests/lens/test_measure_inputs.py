@@ -115,6 +115,11 @@ def test_a_bad_file_exits_2_naming_it(tmp_path, capsys):
     code, res, err = _run(capsys, *base, folder)
     assert code == 0 and res["n"] == 10, err
     assert "true_g1" not in _columns(ws / "lens" / "predictions" / "lensnet_hsm.parquet")   # no data.json, no truth
+    (folder / "data.json").write_text(json.dumps([{"galaxy": f"gal_{i}.fits", "g1": 0.01, "g2": 0.0}
+                                                  for i in range(4)]))   # some of them: passed over in silence
+    code, res, err = _run(capsys, *base, "--overwrite", folder)
+    assert code == 0 and "data.json lists 4 of the folder's 10 galaxy file(s)" in " ".join(err.split()), err
+    assert "true_g1" not in _columns(ws / "lens" / "predictions" / "lensnet_hsm.parquet")
 
 
 def test_a_folder_reads_gzipped_fts_and_names_the_files_it_leaves_out(tmp_path, capsys):

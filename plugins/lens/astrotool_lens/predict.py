@@ -29,6 +29,7 @@ import numpy as np
 
 from astrotool.context import astro_command
 from astrotool.errors import InputError
+from astrotool.names import printable
 
 __docformat__ = "numpy"
 
@@ -235,6 +236,14 @@ def _folder_truth(folder: Path, names: list) -> dict:
     shear = {_lensnet_fits(folder, str(e["galaxy"])).name: (float(e["g1"]), float(e["g2"]))
              for e in entries if isinstance(e, dict) and {"galaxy", "g1", "g2"} <= set(e)}
     if len(set(names)) != len(names) or not all(n in shear for n in names):
+        missing = [n for n in names if n not in shear]
+        if shear and missing:   # a list of some of them: said, not passed over in silence
+            import logging
+
+            logging.getLogger("astro").warning(
+                "%s lists %d of the folder's %d galaxy file(s) (not %s%s): no true shears are taken from it; give "
+                "the data.json itself as the input to read its entries", printable(path), len(names) - len(missing),
+                len(names), missing[0], f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         return {}
     return {"g1": np.array([shear[n][0] for n in names]), "g2": np.array([shear[n][1] for n in names])}
 
