@@ -458,9 +458,9 @@ def test_nan_pixels_carry_no_weight_beside_a_weight_map(tile, tmp_path):
     assert np.isnan(fits.getdata(r["nb"])[:, :128]).all()
 
 
-def test_weight_nodata_marks_no_weight_and_bad_rms(tmp_path):
+def test_read_weight_marks_no_weight_and_bad_rms(tmp_path):
     """Weight 0 or NaN (MAP_WEIGHT); an RMS or variance of 0, negative, infinite or huge: no data."""
-    from astrotool_dre.tiles import weight_nodata
+    from astrotool_dre.tiles import read_weight
 
     path = tmp_path / "w.fits"
     cases = {"MAP_WEIGHT": ([1.0, 0.5, 0.0, np.nan, -1.0, 1e-9], [0, 0, 1, 1, 1, 1]),
@@ -468,8 +468,8 @@ def test_weight_nodata_marks_no_weight_and_bad_rms(tmp_path):
              "MAP_VAR": ([156.0, 150.0, 0.0, np.inf, -3.0, 1e10], [0, 0, 1, 1, 1, 1])}
     for kind, (values, nodata) in cases.items():
         fits.PrimaryHDU(np.array([values, values], np.float32)).writeto(path, overwrite=True)
-        assert weight_nodata(path, kind).tolist() == [[bool(v) for v in nodata]] * 2, kind
-    assert weight_nodata(path, "BACKGROUND") is None
+        assert read_weight(path, kind)[1].tolist() == [[bool(v) for v in nodata]] * 2, kind
+    assert read_weight(path, "BACKGROUND")[1] is None
 
 
 @pytest.mark.skipif(not HAVE_SEX, reason="source-extractor not installed")
@@ -591,7 +591,7 @@ def test_a_tile_smaller_than_a_cut_among_larger_ones_fails_alone(tile, tmp_path)
 @pytest.mark.parametrize("kind, gap", [("MAP_WEIGHT", 1e-12), ("MAP_RMS", 1e10)])
 def test_a_tiny_weight_or_huge_rms_of_no_data_leaves_the_noise_map_alone(tile, tmp_path, kind, gap):
     """Zero-filled borders and a chip gap marked by a weight of 1e-12 (or an RMS of 1e10): no data by DRE's rule
-    (tiles.weight_nodata), so SExtractor's noise map (its backgrounded weight map) is the sky's RMS elsewhere,
+    (tiles.read_weight), so SExtractor's noise map (its backgrounded weight map) is the sky's RMS elsewhere,
     not pulled negative or far up by those pixels."""
     d, t = tile
     data = fits.getdata(t).astype(np.float32)
@@ -666,7 +666,7 @@ def test_a_star_clipped_at_saturate_is_flagged_saturated_by_both_engines(tile, t
 def test_a_des_style_weight_file_gives_its_weight_image_not_sci(tmp_path):
     """SCI, MSK, WGT in one file given as a weight map: its WGT image (VARIANCE for MAP_VAR); a file with
     several images and none named for the map's type is refused, naming it."""
-    from astrotool_dre.tiles import check_weight, weight_nodata
+    from astrotool_dre.tiles import check_weight, read_weight
 
     sci = np.full((4, 6), 100.0, np.float32)
     wgt = np.ones((4, 6), np.float32)
@@ -678,10 +678,11 @@ def test_a_des_style_weight_file_gives_its_weight_image_not_sci(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI"), fits.ImageHDU(np.zeros((4, 6), np.int16),
                   name="MSK"), fits.ImageHDU(wgt, name="WGT")]).writeto(path)
     assert check_weight(tile, WEIGHTS.replace("{stem}", "t"), (4, 6), "MAP_WEIGHT") == path
-    assert weight_nodata(path, "MAP_WEIGHT")[:, 0].all() and not weight_nodata(path, "MAP_WEIGHT")[:, 1:].any()
+    nodata = read_weight(path, "MAP_WEIGHT")[1]
+    assert nodata[:, 0].all() and not nodata[:, 1:].any()
     with pytest.raises(InputError, match=r"t_wht\.fits: weight map \(MAP_RMS\) with 3 images \(HDU 1 SCI, HDU 2 "
                                          r"MSK, HDU 3 WGT\); none named RMS or ERR"):
-        weight_nodata(path, "MAP_RMS")
+        read_weight(path, "MAP_RMS")[1]
     with pytest.raises(InputError, match="weight map .*none named"):
         check_weight(tile, WEIGHTS.replace("{stem}", "t"), (4, 6), "MAP_VAR")
 
@@ -791,7 +792,7 @@ def test_a_clean_weight_map_is_linked_and_one_of_tiny_weights_cleaned(tile, tmp_
 def test_a_des_style_tile_is_its_own_weight_file(astro, tile, tmp_path, monkeypatch):
     """SCI, MSK, WGT in the tile itself (or a link to it): weight_image = "{stem}.fits" reads its WGT image, and
     SExtractor gets that image alone; a tile of one image as its own weight map is still refused."""
-    from astrotool_dre.tiles import check_own_weight, check_weight, weight_nodata
+    from astrotool_dre.tiles import check_own_weight, check_weight, read_weight
 
     d, t = tile
     with fits.open(t) as h:
@@ -805,7 +806,7 @@ def test_a_des_style_tile_is_its_own_weight_file(astro, tile, tmp_path, monkeypa
     (tmp_path / "link.fits").symlink_to(des)
     for path in (des, tmp_path / "link.fits"):
         assert check_weight(path, "{stem}.fits", sci.shape) == path
-        assert weight_nodata(path, "MAP_WEIGHT")[:, 150:160].all()
+        assert read_weight(path, "MAP_WEIGHT")[1][:, 150:160].all()
     with pytest.raises(InputError, match=r"des\.fits: weight map \(MAP_RMS\) with 3 images .*none named RMS"):
         check_own_weight(des, "{stem}.fits", "MAP_RMS")
     with pytest.raises(InputError, match=r"its own weight map"):

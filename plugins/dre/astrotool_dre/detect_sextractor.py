@@ -216,7 +216,7 @@ def run_sextractor(binary: str, tile: Path, data: np.ndarray, header, ext: int, 
         The tile's weight map (checked: :func:`astrotool_dre.tiles.check_weight`), of ``cfg.weight_type``.
     nodata : numpy.ndarray, optional
         bool, the pixels of no data (NaN in the tile, of no weight in ``weight``:
-        :func:`astrotool_dre.tiles.weight_nodata`); SExtractor gets them as pixels of no weight, so that they
+        :func:`astrotool_dre.tiles.read_weight`); SExtractor gets them as pixels of no weight, so that they
         count in neither its background nor its noise map. Default: the tile's non-finite pixels.
     weight_pixels : numpy.ndarray, optional
         The image of ``weight`` as read (:func:`astrotool_dre.tiles.read_weight`); read again when needed

@@ -45,7 +45,6 @@ __all__ = [
     "weight_path",
     "check_weight",
     "read_weight",
-    "weight_nodata",
     "NODATA_WEIGHT",
     "is_own_weight",
     "check_own_weight",
@@ -555,11 +554,6 @@ NODATA_WEIGHT = 1e-6
 
 _WEIGHT_WORDS = {"MAP_WEIGHT": "positive weight", "MAP_VAR": "finite positive variance",
                  "MAP_RMS": "finite positive RMS"}
-
-
-def weight_nodata(path: str | os.PathLike, weight_type: str) -> np.ndarray | None:
-    """The pixels a weight map marks as holding no data (:func:`read_weight`'s second value)."""
-    return read_weight(path, weight_type)[1]
 
 
 def read_weight(path: str | os.PathLike, weight_type: str) -> tuple[np.ndarray | None, np.ndarray | None]:
