@@ -3,12 +3,12 @@
 Runs ``source-extractor`` (or ``sex``) with our own configuration, parameter
 and filter files written to a private temporary folder, through an argument
 list. It runs in that folder and every file it reads or writes is named there
-by a plain relative name (the tile, weight and flag images and the
-network file are linked in; a compressed tile or weight map, ``.fits.gz`` or ``.fits.fz``, or one whose
-image is not in the primary HDU, is written there uncompressed and alone, as SExtractor reads neither
-compression and would read every image of the file; a weight map of type ``MAP_WEIGHT``, ``MAP_VAR`` or ``MAP_RMS``
-with pixels of no data, :func:`astrotool_dre.tiles.read_weight`, not at weight 0 or an infinite RMS or variance
-is written there with them so): SExtractor splits names at commas and its
+by a plain relative name (the tile, its weight map and the network file are
+linked in; a compressed tile or weight map, ``.fits.gz`` or ``.fits.fz``, or one whose image is not in the
+primary HDU, is written there uncompressed and alone, as SExtractor reads neither compression and would read
+every image of the file; a weight map of type ``MAP_WEIGHT``, ``MAP_VAR`` or ``MAP_RMS`` whose pixels of no
+data (:func:`astrotool_dre.tiles.read_weight`) are not all at weight 0 or an infinite RMS or variance is
+written there with them set so): SExtractor splits names at commas and its
 configuration files at spaces, so the real paths may hold both, and any
 character. DRE's outputs are forced:
 ``-CATALOG_TYPE FITS_LDAC`` and ``-CHECKIMAGE_TYPE
