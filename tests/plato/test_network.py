@@ -128,6 +128,19 @@ def test_trained_network_finds_deep_transits_at_their_times_in_csv_and_fits_file
     assert found >= sum(p.has_transit for p in params) - 1
     table = trained / "plato/runs/csv/csv_events.parquet"
     assert table.exists() and table.with_suffix(".csv").exists()
+    # vetting that leaves every event out says so: "0 event(s)" alone reads as nothing found
+    one = next(f for f in files[0::2] if any(e["file"] == Path(f).name for e in csv_out["events"]))
+    assert main(["-w", str(trained), "--json", "plato", "detect", one, *extra, "--min-snr", "1e6",
+                 "--name", "strict"]) == 0
+    out = capsys.readouterr()
+    strict, before = json.loads(out.out), [e for e in csv_out["events"] if e["file"] == Path(one).name]
+    assert not any(np.isfinite(e["snr"]) for e in strict["events"])
+    assert strict["left_out"]["low_snr"] == sum(np.isfinite(e["snr"]) for e in before) > 0
+    assert f"vetting left out {strict['left_out']['low_snr']} event(s) below S/N 1e+06" in out.err
+    # a missing file is named as such, not as a change of the run "strict" (its files)
+    assert main(["-w", str(trained), "plato", "detect", str(tmp_path / "gone.csv"), "--name", "strict"]) == 2
+    err = capsys.readouterr().err
+    assert "gone.csv: no such light-curve file or folder" in err and "other settings" not in err
 
 
 def test_eval_scores_the_split_and_counts_every_labelled_transit(trained, capsys):

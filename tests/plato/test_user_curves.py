@@ -331,10 +331,28 @@ def test_reported_snr_does_not_depend_on_min_snr():
     x[4000:4200] -= 20e-6                                                # a shallow dip
     prob = np.zeros(x.size)
     prob[1000:1200] = prob[4000:4200] = 0.9
-    every = curve_events(prob, x, 0.0, 25.0, EventsConfig(min_snr=0.0, binary_snr=0.0))
-    kept = curve_events(prob, x, 0.0, 25.0, EventsConfig(min_snr=10.0, binary_snr=0.0))
+    every, none_out = curve_events(prob, x, 0.0, 25.0, EventsConfig(min_snr=0.0, binary_snr=0.0))
+    kept, left_out = curve_events(prob, x, 0.0, 25.0, EventsConfig(min_snr=10.0, binary_snr=0.0))
     assert len(every) == 2 and len(kept) == 1
     assert kept[0]["snr"] == every[0]["snr"]
+    assert none_out == {"low_snr": 0, "binary": 0} and left_out == {"low_snr": 1, "binary": 0}
+
+
+def test_events_left_out_as_a_binary_are_counted_not_silently_dropped():
+    """An eclipsing binary's 8 alternating eclipses (3000 and 1500 ppm) were all dropped and detect printed
+    '0 event(s)', as for a curve with nothing in it: the drop is counted (and logged by the command)."""
+    from astrotool_plato.config import EventsConfig
+    from astrotool_plato.detect import curve_events
+
+    x = np.random.default_rng(16).normal(0.0, 100e-6, 40_000)
+    prob = np.zeros(x.size)
+    for k, c in enumerate(2500 + 4800 * np.arange(8)):
+        x[c - 100:c + 100] -= 3000e-6 if k % 2 == 0 else 1500e-6
+        prob[c - 100:c + 100] = 0.9
+    rows, left_out = curve_events(prob, x, 0.0, 25.0, EventsConfig(min_snr=0.0, binary_snr=3.0))
+    assert rows == [] and left_out == {"low_snr": 0, "binary": 8}
+    rows, left_out = curve_events(prob, x, 0.0, 25.0, EventsConfig(min_snr=0.0, binary_snr=0.0))
+    assert len(rows) == 8 and left_out == {"low_snr": 0, "binary": 0}
 
 
 def test_a_curve_coarser_than_the_model_has_its_snr_measured_between_its_samples():
@@ -354,8 +372,8 @@ def test_a_curve_coarser_than_the_model_has_its_snr_measured_between_its_samples
     t, f = uniform(time, flux, 25.0 / 86400.0)
     x, _ = relative_flux(f)
     prob = (np.abs(t - 7.3) < 2.5 / 24.0).astype(float)
-    row, = curve_events(prob, x, float(t[0]), 25.0, EventsConfig(), np.isfinite(f))
-    native, = curve_events(box.astype(float), relative_flux(flux)[0], float(time[0]), 120.0, EventsConfig())
+    (row,), _ = curve_events(prob, x, float(t[0]), 25.0, EventsConfig(), np.isfinite(f))
+    (native,), _ = curve_events(box.astype(float), relative_flux(flux)[0], float(time[0]), 120.0, EventsConfig())
     assert row["snr"] == pytest.approx(native["snr"], rel=0.1)
     assert row["snr"] == pytest.approx(3000e-6 / (200e-6 / np.sqrt(box.sum())), rel=0.35)
     assert row["depth"] == pytest.approx(3000.0, rel=0.05) and row["t_mid"] == pytest.approx(7.3, abs=60 / 86400)
@@ -545,6 +563,29 @@ def test_rows_are_counted_from_1_in_every_message_and_float32_times_get_a_hint(t
     assert "float32" not in str(exc.value)
 
 
+def test_a_table_of_several_curves_is_refused_naming_its_id_column(tmp_path):
+    """Two curves in one Parquet file (an id column, no simulator metadata) were read as one curve with the gap
+    between them filled, or refused as 'time is not increasing'; a single id is one curve."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astrotool_plato.lightcurves import read_curves
+
+    t, f = _curve(days=0.2)
+    ids = np.where(np.arange(t.size) < t.size // 2, "a", "b")
+    pq.write_table(pa.table({"id": ids, "time": t, "flux": f}), tmp_path / "two.parquet")
+    with pytest.raises(InputError) as exc:
+        read_curves(tmp_path / "two.parquet")
+    assert "holds 2 curves (column 'id': a, b), one file is one curve" in str(exc.value), str(exc.value)
+    np.savetxt(tmp_path / "two.csv", np.c_[np.arange(t.size) % 4, t, f], delimiter=",", header="CURVE_ID,time,flux",
+               comments="")
+    with pytest.raises(InputError, match=r"holds 4 curves \(column 'CURVE_ID': 0, 1, 2, \.\.\.\)"):
+        read_curves(tmp_path / "two.csv")
+    pq.write_table(pa.table({"id": np.full(t.size, "a"), "time": t, "flux": f}), tmp_path / "one.parquet")
+    (cid, (time, flux)), = read_curves(tmp_path / "one.parquet").items()
+    assert time.size == t.size
+
+
 def test_whole_number_float64_times_with_a_repeated_row_get_no_float32_hint(tmp_path):
     """Whole-number float64 times (seconds of a 25 s grid) are float32 values too, but not float32 data: a
     repeated row is named without the float32 hint; a float32 BJD column (its dtype as stored) gets it; with
@@ -714,13 +755,13 @@ def test_the_snr_of_an_event_beside_a_long_gap_uses_measured_samples_only():
     prob = np.zeros(x.size)
     prob[3000:3300] = 0.9
     cfg = EventsConfig(min_snr=0.0, binary_snr=0.0)
-    (row,) = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
+    (row,), _ = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
     white = 3000e-6 / (300e-6 / math.sqrt(300))                      # 173: the transit's S/N in white noise
     assert 0.6 * white < row["snr"] < 1.6 * white
     assert row["depth"] == pytest.approx(3000.0, rel=0.1)
     prob[10000:10300] = 0.9                                          # the network fires on the straight line
     prob[6900:7100] = 0.9                                            # and across the gap's edge, half in it
-    rows = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
+    rows, _ = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
     assert [r["start"] for r in rows] == [3000, 6900]                # the event inside the gap is none
 
 
@@ -739,7 +780,7 @@ def test_a_transit_at_a_gaps_edge_is_trimmed_to_its_measured_samples_and_a_pure_
                        x[[gap.argmax() - 1, gap.argmax() + gap.sum()]])   # as the grid fills it
     prob = np.where((t >= 1.16) & (t < 1.61), 0.9, 0.02)                # 54 % of the event in the fill
     cfg = EventsConfig(min_snr=0.0, binary_snr=0.0)
-    (row,) = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
+    (row,), _ = curve_events(prob, x, 0.0, 25.0, cfg, measured=~gap)
     first = int(np.flatnonzero(~gap & (t >= 1.4))[0])
     assert row["start"] == first and row["stop"] == int(np.flatnonzero(t < 1.61)[-1]) + 1
     assert row["t_mid"] == pytest.approx(0.5 * (1.4 + 1.61), abs=2 * dt)      # of the measured samples
@@ -747,9 +788,9 @@ def test_a_transit_at_a_gaps_edge_is_trimmed_to_its_measured_samples_and_a_pure_
     assert row["depth"] == pytest.approx(2000.0, rel=0.15)
     assert row["peak_probability"] == pytest.approx(0.9)
     inside = np.where((t >= 1.1) & (t < 1.3), 0.95, 0.02)                  # high only inside the gap: no event
-    assert curve_events(inside, x, 0.0, 25.0, cfg, measured=~gap) == []
+    assert curve_events(inside, x, 0.0, 25.0, cfg, measured=~gap)[0] == []
     edge = np.where((t >= 1.1) & (t < 1.4 + 10 * dt), 0.95, 0.02)          # 10 measured samples: under 15 min
-    assert curve_events(edge, x, 0.0, 25.0, cfg, measured=~gap) == []
+    assert curve_events(edge, x, 0.0, 25.0, cfg, measured=~gap)[0] == []
 
 
 def test_plot_last_says_when_the_latest_detect_run_found_no_events(tmp_path, capsys):

@@ -161,10 +161,10 @@ def event_spans(prob: np.ndarray, x: np.ndarray, cadence_s: float, events: Event
 
 
 def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: float, events: EventsConfig,
-                 measured: np.ndarray | None = None) -> list:
+                 measured: np.ndarray | None = None) -> tuple[list, dict]:
     """The event rows of one curve (:func:`astrotool_plato.events.describe`) of the events of
-    :func:`event_spans`; each S/N is measured once with every event found masked, so it is the value the
-    vetting saw whatever ``min_snr`` dropped.
+    :func:`event_spans`, and how many events vetting left out; each S/N is measured once with every event
+    found masked, so it is the value the vetting saw whatever ``min_snr`` dropped.
 
     Parameters
     ----------
@@ -179,13 +179,22 @@ def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: flo
         Per sample, whether it was measured (not a gap the grid filled): events are trimmed to their measured
         samples (:func:`event_spans`), and mid-time, depth, S/N and peak probability come from those only (a
         filled gap is a straight line, without noise). Default: all.
+
+    Returns
+    -------
+    rows : list of dict
+    left_out : dict
+        Events found but not kept: ``{"low_snr": below events.min_snr, "binary": on an eclipsing binary's
+        cycles at events.binary_snr}`` (:func:`astrotool_plato.events.vetted`).
     """
-    from astrotool_plato.events import describe
+    from astrotool_plato.events import describe, vetted
 
     kept, found = event_spans(prob, x, cadence_s, events, measured)
     if measured is not None:
         x, prob = np.where(measured, x, np.nan), np.where(measured, prob, 0.0)
-    return describe(prob, x, kept, t_start, cadence_s, masked=found)
+    loud = len(vetted(found, x, events.min_snr, 0.0))   # vetting's first step: as event_spans saw it
+    return (describe(prob, x, kept, t_start, cadence_s, masked=found),
+            {"low_snr": len(found) - loud, "binary": loud - len(kept)})
 
 
 def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, batch_size: int = 4,
@@ -209,9 +218,10 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
     Returns
     -------
     dict
-        ``{id: {"events": [row, ...], "probability": array, "time": array, "flux": array, "filled": int,
-        "seconds": float}}``: the probability, time [d] and relative flux on the model's uniform grid, and
-        the curve's share of its batch's forward time [s].
+        ``{id: {"events": [row, ...], "left_out": dict, "probability": array, "time": array, "flux": array,
+        "filled": int, "seconds": float}}``: the events vetting left out (:func:`curve_events`), the
+        probability, time [d] and relative flux on the model's uniform grid, and the curve's share of its
+        batch's forward time [s].
 
     Raises
     ------
@@ -257,8 +267,8 @@ def search_curves(curves: dict, model, cadence_s: float, events: EventsConfig, b
             t, x, filled, _, n = grid[cid]
             x = x[-1] if x.ndim == 2 else x   # the co-added flux
             prob = 1.0 / (1.0 + np.exp(-logits[row, :n]))
-            out[cid] = {"events": curve_events(prob, x, float(t[0]), cadence_s, events, measured[cid]),
-                        "probability": prob, "time": t,
+            rows, left_out = curve_events(prob, x, float(t[0]), cadence_s, events, measured[cid])
+            out[cid] = {"events": rows, "left_out": left_out, "probability": prob, "time": t,
                         "flux": x, "filled": filled, "seconds": pred.seconds / len(ids)}
     return out
 
@@ -291,7 +301,7 @@ def detect_file(item: DetectItem, seed: int = 0) -> dict:
             for cid, r in res.items() for e in r["events"]]
     out = {"rows": rows, "notes": notes, "coarse": coarse, "cadence_s": model_cadence(meta),
            "curves": {cid: {"events": len(r["events"]), "filled": r["filled"], "samples": int(r["time"].size),
-                            "seconds": r["seconds"]} for cid, r in res.items()}}
+                            "seconds": r["seconds"], "left_out": r["left_out"]} for cid, r in res.items()}}
     if item.part:
         Path(item.part).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(item.part) as tmp:
@@ -328,7 +338,8 @@ def curve_files(sources, log=None) -> list[str]:
     Raises
     ------
     astrotool.errors.InputError
-        A folder without such a file.
+        A folder without such a file, or a path that does not exist (before any work, and before a run of the
+        name is compared with this one).
     """
     from astrotool.errors import InputError
 
@@ -336,8 +347,10 @@ def curve_files(sources, log=None) -> list[str]:
 
     out = []
     for s in sources:
+        if not Path(s).exists():
+            raise InputError(s, "no such light-curve file or folder")
         if not Path(s).is_dir():
-            out.append(s)   # a file, or a missing one: named by the reader
+            out.append(s)   # a file: read (and judged) by the reader
             continue
         found = [str(f) for f in folder_curves(s)]
         if not found:
@@ -510,7 +523,15 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         ctx.record.add_input(Path(f).resolve())
     written = table is not None
     seconds = sum(c["seconds"] for c in curves.values())
+    left_out = {k: sum(c.get("left_out", {}).get(k, 0) for c in curves.values()) for k in ("low_snr", "binary")}
+    if any(left_out.values()):   # else "0 event(s)" would read as nothing found
+        ctx.log.info("vetting left out %s (--min-snr 0 and --binary-snr 0 keep every event found)", " and ".join(
+            text for n, text in ((left_out["low_snr"], f"{left_out['low_snr']} event(s) below S/N "
+                                  f"{ev.min_snr:g}"),
+                                 (left_out["binary"], f"{left_out['binary']} event(s) on the cycles of an eclipsing "
+                                  f"binary (S/N {ev.binary_snr:g})")) if n))
     summary = {"model": mdir.name, "files": len(mine), "curves": len(curves), "events": len(rows),
+               "left_out": left_out,
                "curves_with_events": sum(1 for c in curves.values() if c["events"]),
                "seconds_per_curve": round(seconds / len(curves), 4) if curves else None,
                "table": str(out) if written else None}

@@ -39,6 +39,9 @@ TIME_COLUMNS = ("time", "TIME", "t", "BJD", "BTJD")
 """Time columns looked for, in this order, when none is named."""
 FLUX_COLUMNS = ("flux", "PDCSAP_FLUX", "SAP_FLUX", "FLUX", "coadd")
 """Flux columns looked for, in this order, when none is named."""
+ID_COLUMNS = ("id", "curve_id", "star_id", "object_id")
+"""Columns (in any case) that name a table's curve: one holding several values is refused (one file, one curve;
+the simulator's multi-curve files are told apart by their metadata)."""
 QUALITY_COLUMNS = ("QUALITY", "SAP_QUALITY")
 """Quality flags of TESS/Kepler light curves: a cadence with a non-zero flag (momentum dump, cosmic ray,
 scattered light, ...) is dropped unless ``quality = "keep"``."""
@@ -578,6 +581,14 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
                 check_curve(t, f, f"{path}: {cid}")
             return curves
     cols, others, stored, told = _table(path)
+    for c, v in {**cols, **others}.items():   # several curves in one table: read as one, gaps filled between
+        if c.lower() in ID_COLUMNS:
+            ids = [f"{i:g}" if isinstance(i, float) else str(i)   # numeric columns are read as float64
+                   for i in dict.fromkeys(np.asarray(v).tolist()) if i == i]   # NaN is no id
+            if len(ids) > 1:
+                raise InputError(path, f"holds {len(ids)} curves (column {c!r}: {', '.join(ids[:3])}"
+                                       f"{', ...' if len(ids) > 3 else ''}), one file is one curve: write each "
+                                       f"{c} to its own file (a folder of them is read whole)")
     tc = _pick(cols, time_column, TIME_COLUMNS, path, "time", others)
     unit = _time_unit_of(told.get(tc, ""))
     stated = "its TUNIT" if path.name.lower().endswith((".fits", ".fit", ".fits.gz")) else "its stated unit"
