@@ -441,6 +441,16 @@ def test_keys_of_an_earlier_release_are_read_or_told_their_new_names(tmp_path, c
     assert "plato.bls.bin: unknown key; renamed to 'bin_seconds' (a length in seconds" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value, msg", [("[]", "plato.bls.durations_hours: List should have at least 1 item"),
+                                        ("[-1, 2]", "plato.bls.durations_hours.0: Input should be greater than 0")])
+def test_bls_trial_durations_are_checked_as_settings(tmp_path, capsys, value, msg):
+    """An empty list failed every curve with 'min() arg is an empty sequence' (exit 1), and 0 or a negative
+    duration blamed the file ('is the time in seconds?')."""
+    assert main(["-w", str(tmp_path / "ws"), "--set", f"plato.bls.durations_hours={value}", "config", "show",
+                 "plato"]) == 2
+    assert msg in capsys.readouterr().err
+
+
 def test_a_commands_option_wins_over_a_files_renamed_table(tmp_path):
     """``[plato.eval] split = "val"`` in a file and the command's own option for evaluate.split: the file's old
     table was merged over the option (the run used "val")."""

@@ -286,6 +286,9 @@ def test_panopticon_toml_imports_line_for_line_and_bad_names_are_refused(tmp_pat
     assert prep.split == (0.85, 0.15, 0.0) and prep.depth_bounds == pytest.approx((50.0, 1e6))
     text = (tmp_path / "astro.toml").read_text()
     assert "# training_epochs" in text and "path_data: no keys here" in text and "[bounds] radius_star" in text
+    capsys.readouterr()   # --json: the translation as a JSON string (it printed TOML, and nothing with -o)
+    assert main(["--json", "plato", "config", "import", str(src)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"source": str(src), "toml": text, "path": None}
     # the translation is a working configuration: the schedule's factors follow torch's ExponentialLR
     from astrotool_plato.train import lr_schedule
 

@@ -22,6 +22,7 @@ comparison with the network is like for like.
 
 from __future__ import annotations
 
+import functools
 import math
 import time as _time
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
                                 + ("is the time in hours (--time-unit h)? Else s" if time_unit == "d" else "S")
                                 + "earch a shorter piece, or raise plato.bls.min_period_days or bin_seconds, "
                                 "or lower max_period_fraction")
+    _compile_wotan()   # not in the timing: once per process
     t0 = _time.perf_counter()
     flat = flatten(time, 1.0 + x, method="biweight", window_length=cfg.window_days, edge_cutoff=0.0,
                    break_tolerance=0.5)
@@ -129,6 +131,16 @@ def bls_search(time: np.ndarray, x: np.ndarray, cfg, where: str = "curve", refin
     return {"period": period, "t0": mid, "duration": dur * 24.0, "depth": depth * 1e6, "snr": snr,
             "sde": sde, "detected": snr >= cfg.snr_threshold, "transits": transits,
             "seconds_detrend": t1 - t0, "seconds_search": t2 - t1}
+
+
+@functools.cache
+def _compile_wotan() -> None:
+    """Run wotan's biweight once on a few samples: numba compiles it on the first call (about 10 s
+    without a cache), which is not the detrending's cost and would be timed with the first curve."""
+    from wotan import flatten
+
+    t = np.linspace(0.0, 1.0, 64)
+    flatten(t, np.ones_like(t), method="biweight", window_length=0.5, edge_cutoff=0.0, break_tolerance=0.5)
 
 
 def period_count(span: float, shortest: float, min_period: float, max_period: float, factor: float = 1.0) -> int:

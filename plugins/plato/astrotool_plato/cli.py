@@ -457,16 +457,23 @@ def config_import(
     from astrotool.workspace import write_text_atomic
     from astrotool_plato.panopticon import import_config
 
+    from astrotool.console import json_results
+
     ctx = current()
     text = import_config(source)
     if output is None:
-        typer.echo(text, nl=False)
+        if json_results():   # --json: the translation as a string, as every result is JSON
+            ctx.emit({"source": str(source), "toml": text, "path": None})
+        else:
+            typer.echo(text, nl=False)
         return
     out = Path(output)
     if out.exists() and not ctx.overwrite:
         raise AstroError(f"{out}: exists; use --overwrite to replace it")
     write_text_atomic(out, text)
     ctx.log.info("wrote %s", out)
+    if json_results():
+        ctx.emit({"source": str(source), "toml": text, "path": str(out)})
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveFloat, model_validator
 
 from astrotool.section import FileName, FileNameOrEmpty, Section, Seed, SplitFractions, check_ordered
 
@@ -78,7 +78,9 @@ class SimulateConfig(Section):
     limb_darkening: tuple[float, float] = Field((0.40, 0.26), description="quadratic limb-darkening coefficients u1, u2")
     periodic_fraction: float = Field(0.0, ge=0, le=1,
                                      description="fraction of transiting curves that repeat with a period")
-    period_days: tuple[float, float] = Field((1.0, 20.0), description="period range of periodic transits [d]")
+    period_days: tuple[float, float] = Field((1.0, 20.0), description="period range of periodic transits [d], "
+                                             "log-uniform; a period below 1.5 x its transit's duration is raised "
+                                             "to that")
     noise_from_magnitude: bool = Field(False, description="builtin: draw each star's V magnitude in `magnitude` "
                                                           "and take its white noise from PLATO's noise-to-signal "
                                                           "(170 ppm per 25 s at V = 9, x 10^(0.25 (V - 9))) "
@@ -99,7 +101,9 @@ class SimulateConfig(Section):
     eclipse_secondary_ratio: tuple[float, float] = Field((0.0, 0.8), description="secondary-to-primary depth "
                                                                                  "ratio range")
     eclipse_period_days: tuple[float, float] = Field((0.5, 30.0), description="binary period range [d], "
-                                                                              "log-uniform")
+                                                                              "log-uniform; a period below 3 x "
+                                                                              "its eclipse's duration is raised "
+                                                                              "to that")
     camera_groups: int = Field(0, ge=0, le=4, description="builtin: also write the flux of this many camera "
                                                           "groups (PLATO: 4 groups of 6 cameras) as columns "
                                                           "flux_g1 ... next to the co-added flux, their mean; each "
@@ -335,8 +339,8 @@ class BlsConfig(Section):
 
     window_days: float = Field(0.75, gt=0, description="biweight window of wotan [d]: about 3x the longest "
                                                        "transit kept")
-    durations_hours: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 12.0],
-                                         description="trial durations [h]")
+    durations_hours: list[PositiveFloat] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 12.0], min_length=1,
+                                                 description="trial durations [h]")
     min_period_days: float = Field(0.5, gt=0)
     max_period_fraction: float = Field(1.0, gt=0, description="longest trial period, as a fraction of the curve "
                                                               "length (1: single transits count)")
