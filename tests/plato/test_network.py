@@ -1010,6 +1010,9 @@ def test_plot_takes_a_light_curve_file_and_names_what_works_for_an_unknown_id(tr
     other.write_bytes(path.read_bytes())
     assert main(["-w", str(trained), "plato", "plot", str(path), str(other)]) == 2
     assert "has the name of a curve plotted already" in capsys.readouterr().err
+    # a folder is read as detect reads it: its light-curve files (it said "no such curve id ..., nor a file")
+    assert main(["-w", str(trained), "--json", "plato", "plot", str(other.parent)]) == 0
+    assert json.loads(capsys.readouterr().out)["plots"] == 1
 
 
 def test_eval_and_detect_warn_about_a_model_whose_training_was_cut_short(trained, tmp_path, capsys):

@@ -478,8 +478,8 @@ def config_import(
 
 @app.command()
 def plot(
-    ids: List[str] = typer.Argument(..., help="curve ids, light-curve files, `all`, or `last` (the curves with "
-                                              "events in the latest detect run)"),
+    ids: List[str] = typer.Argument(..., help="curve ids, light-curve files or folders, `all`, or `last` (the "
+                                              "curves with events in the latest detect run)"),
     model: Optional[str] = typer.Option(None, "--model", help="model whose probabilities are overlaid"),
     use_model: bool = typer.Option(True, "--model-overlay/--no-model-overlay", help="overlay a model's probabilities"),
     no_model: bool = old_option("--no-model", "renamed --no-model-overlay", False),

@@ -244,6 +244,10 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
                 todo.append((ws.stage(NAME, RAW) / labels[cid]["file"], cid))
             elif Path(cid).is_file():                     # a light-curve file: every curve in it
                 todo.append((Path(cid), None))
+            elif Path(cid).is_dir():                      # a folder: its light-curve files, as detect reads it
+                from astrotool_plato.detect import curve_files
+
+                todo += [(Path(f), None) for f in curve_files([cid], ctx.log)]
             else:
                 last, detect = astro_command("plato", "plot", "last"), astro_command("plato", "detect")
                 raise AstroError(f"{cid}: no such curve id in the label tables of {ws.stage(NAME, LABELS)}, nor a "
