@@ -140,7 +140,7 @@ def test_trained_network_finds_deep_transits_at_their_times_in_csv_and_fits_file
     # a missing file is named as such, not as a change of the run "strict" (its files)
     assert main(["-w", str(trained), "plato", "detect", str(tmp_path / "gone.csv"), "--name", "strict"]) == 2
     err = capsys.readouterr().err
-    assert "gone.csv: no such light-curve file or folder" in err and "other settings" not in err
+    assert "gone.csv: no such light-curve file" in err and "other settings" not in err
 
 
 def test_eval_scores_the_split_and_counts_every_labelled_transit(trained, capsys):

@@ -581,9 +581,27 @@ def test_a_table_of_several_curves_is_refused_naming_its_id_column(tmp_path):
                comments="")
     with pytest.raises(InputError, match=r"holds 4 curves \(column 'CURVE_ID': 0, 1, 2, \.\.\.\)"):
         read_curves(tmp_path / "two.csv")
-    pq.write_table(pa.table({"id": np.full(t.size, "a"), "time": t, "flux": f}), tmp_path / "one.parquet")
-    (cid, (time, flux)), = read_curves(tmp_path / "one.parquet").items()
-    assert time.size == t.size
+    tic = np.where(np.arange(t.size) < 10, 261136679, 261136680)   # large ids told apart
+    pq.write_table(pa.table({"TIC": tic, "star_id": tic, "time": t, "flux": f}), tmp_path / "tic.parquet")
+    with pytest.raises(InputError, match=r"holds 2 curves \(column 'star_id': 261136679, 261136680\)"):
+        read_curves(tmp_path / "tic.parquet")
+    # one curve: a single id (missing values are no id), or a column of row numbers
+    one = np.full(t.size, "a", object)
+    one[-1] = None
+    pq.write_table(pa.table({"id": one, "time": t, "flux": f}), tmp_path / "one.parquet")
+    np.savetxt(tmp_path / "rows.csv", np.c_[np.arange(t.size), t, f], delimiter=",", header="id,time,flux",
+               comments="")
+    for name in ("one.parquet", "rows.csv"):
+        (cid, (time, flux)), = read_curves(tmp_path / name).items()
+        assert time.size == t.size
+    # the simulator's own file of several curves is read by its metadata, under either Parquet suffix
+    from astrotool_plato.config import SimulateConfig
+    from astrotool_plato.simulate import simulate_curves, write_lightcurves
+
+    cfg = SimulateConfig(n_curves=2, duration_days=1.0)
+    time, flux, params = simulate_curves(range(2), 5, cfg)
+    write_lightcurves(tmp_path / "sim.pq", time, flux, params, 5, cfg)
+    assert sorted(read_curves(tmp_path / "sim.pq")) == sorted(p.id for p in params)
 
 
 def test_whole_number_float64_times_with_a_repeated_row_get_no_float32_hint(tmp_path):

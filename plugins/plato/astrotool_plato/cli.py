@@ -454,10 +454,9 @@ def config_import(
     """
     from astrotool.context import current
     from astrotool.errors import AstroError
+    from astrotool.console import json_results
     from astrotool.workspace import write_text_atomic
     from astrotool_plato.panopticon import import_config
-
-    from astrotool.console import json_results
 
     ctx = current()
     text = import_config(source)

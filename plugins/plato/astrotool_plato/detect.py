@@ -338,8 +338,7 @@ def curve_files(sources, log=None) -> list[str]:
     Raises
     ------
     astrotool.errors.InputError
-        A folder without such a file, or a path that does not exist (before any work, and before a run of the
-        name is compared with this one).
+        A folder without such a file.
     """
     from astrotool.errors import InputError
 
@@ -347,10 +346,8 @@ def curve_files(sources, log=None) -> list[str]:
 
     out = []
     for s in sources:
-        if not Path(s).exists():
-            raise InputError(s, "no such light-curve file or folder")
         if not Path(s).is_dir():
-            out.append(s)   # a file: read (and judged) by the reader
+            out.append(s)   # a file, or a missing one: named by the reader, as a failed item
             continue
         found = [str(f) for f in folder_curves(s)]
         if not found:
@@ -427,7 +424,7 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     from astrotool import made_with as mw
     from astrotool import parts
     from astrotool.console import json_results
-    from astrotool.errors import AstroError
+    from astrotool.errors import AstroError, InputError
     from astrotool.io.tables import parquet_metadata, read_parquet
 
     from astrotool_plato import NAME, RUNS, __version__
@@ -451,14 +448,19 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
         was = sorted(mw.record_path(f, root) if Path(f).is_absolute() else f for f in before.get("files") or [])
         changed = mw.changes(old, settings) if "settings" in before else []
         if before.get("files") is not None and was != searched:
+            gone = [f for f in files if not Path(f).exists()]
+            if gone:   # a mistyped path, not another run: named as such, not as a change of this run's files
+                raise InputError(gone[0], "no such light-curve file" + (f" (nor {len(gone) - 1} other(s))"
+                                                                        if len(gone) > 1 else ""))
             changed.insert(0, _files_change(was, searched))
         if changed:
             raise mw.SettingsChanged(out, changed,
                                      hint="give this run another --name, or use --overwrite to replace its events")
     keys = item_keys(files)
     folder = out.parent / ".parts"
-    run_id = parts.run_digest({"settings": settings, "files": searched},
-                              {"events": VERSION, "astrotool_plato": __version__, "astrotool": astrotool.__version__})
+    run_id = parts.run_digest({"settings": settings, "files": searched},   # parts 2: they count left_out
+                              {"events": VERSION, "parts": 2, "astrotool_plato": __version__,
+                               "astrotool": astrotool.__version__})
     device = runtime.inference_device()   # checked once for the run, not once per file
     items = [DetectItem(str(Path(f)), str(mdir), ev, CurveReader.of(d), d.batch_size, device, k,
                         str(parts.part_path(folder, run_id, k, f, ".json")))
@@ -470,7 +472,8 @@ def detect_command(ctx, cfg, files, runtime) -> dict:
     if ctx.executor_options.shard is not None and not ctx.overwrite and out.exists() \
             and parts.held(parquet_metadata(out), mine_parts) == set(mine_parts):
         ctx.log.info("%s: kept: it holds this task's file(s), searched with the same settings", out)
-        summary = {"model": mdir.name, "files": len(mine), "curves": 0, "events": 0, "curves_with_events": 0,
+        summary = {"model": mdir.name, "files": len(mine), "curves": 0, "events": 0,
+                   "left_out": {"low_snr": 0, "binary": 0}, "curves_with_events": 0,   # nothing searched now
                    "seconds_per_curve": None, "table": str(out), "kept": True}
         ctx.emit({**summary, "events": []} if json_results() else summary)
         return summary

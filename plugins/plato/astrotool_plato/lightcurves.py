@@ -40,8 +40,9 @@ TIME_COLUMNS = ("time", "TIME", "t", "BJD", "BTJD")
 FLUX_COLUMNS = ("flux", "PDCSAP_FLUX", "SAP_FLUX", "FLUX", "coadd")
 """Flux columns looked for, in this order, when none is named."""
 ID_COLUMNS = ("id", "curve_id", "star_id", "object_id")
-"""Columns (in any case) that name a table's curve: one holding several values is refused (one file, one curve;
-the simulator's multi-curve files are told apart by their metadata)."""
+"""Columns (in any case) that name a table's curve: one holding several values, each on two rows or more on
+average, is refused (one file, one curve; the simulator's multi-curve files are told apart by their metadata; a
+column of row numbers, every value once, is no curve id)."""
 QUALITY_COLUMNS = ("QUALITY", "SAP_QUALITY")
 """Quality flags of TESS/Kepler light curves: a cadence with a non-zero flag (momentum dump, cosmic ray,
 scattered light, ...) is dropped unless ``quality = "keep"``."""
@@ -566,7 +567,7 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "is a folder, not a light-curve file" if path.is_dir() else "no such light-curve file")
-    if path.name.endswith(".parquet"):
+    if path.name.endswith((".parquet", ".pq")):
         from astrotool.io.tables import parquet_metadata
 
         try:
@@ -581,11 +582,11 @@ def read_curves(path, time_column: str = "", flux_column: str = "", time_unit: s
                 check_curve(t, f, f"{path}: {cid}")
             return curves
     cols, others, stored, told = _table(path)
-    for c, v in {**cols, **others}.items():   # several curves in one table: read as one, gaps filled between
+    for c, v in {**cols, **others}.items():   # several curves in one table would read as one, gaps filled
         if c.lower() in ID_COLUMNS:
-            ids = [f"{i:g}" if isinstance(i, float) else str(i)   # numeric columns are read as float64
-                   for i in dict.fromkeys(np.asarray(v).tolist()) if i == i]   # NaN is no id
-            if len(ids) > 1:
+            ids = [f"{i:.15g}" if isinstance(i, float) else str(i)   # numeric columns are read as float64
+                   for i in dict.fromkeys(np.asarray(v).tolist()) if i == i and i is not None and i != ""]
+            if 1 < len(ids) <= len(v) // 2:   # curves of samples, not a row number (every value once)
                 raise InputError(path, f"holds {len(ids)} curves (column {c!r}: {', '.join(ids[:3])}"
                                        f"{', ...' if len(ids) > 3 else ''}), one file is one curve: write each "
                                        f"{c} to its own file (a folder of them is read whole)")
