@@ -516,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         app = build_app()
         group = app._astro_group
         ctx = Context(opts, _command_path(rest, group), ["astro", *argv])
+        ctx.folder_at_start = True
         set_current(ctx)
         try:
             result = group.main(args=rest, prog_name="astro", standalone_mode=False)

@@ -207,6 +207,7 @@ class Context:
         self._overwrite_marker: Path | None = None
         self.jobs_started: int | None = None  # the most workers a map started (None: no map started any)
         self.shard_used = False  # whether the command split its items by --shard (map, shard_of)
+        self.folder_at_start = False  # the command line's: its runs/ folder made when it first uses the workspace
         self.log = logging.getLogger("astro")
 
     @classmethod
@@ -217,8 +218,12 @@ class Context:
     def use_workspace(self, path: str | os.PathLike) -> None:
         """Make ``path`` the workspace of this command, as ``-w PATH`` would (``astro init DIR``): its
         configuration (``astro.toml``) and its run record. Before the command has written anything."""
-        if self._record is not None:
+        if self._record is not None and (self._record.dir is None or any(self._record.dir.iterdir())
+                                         or self._record.inputs or self._record.outputs):
             raise RuntimeError("use_workspace: the run record has started already")
+        if self._record is not None:   # only its folder, made in the workspace this command leaves
+            self._record.dir.rmdir()
+            self._record = None
         self.options.workspace = str(Path(path).expanduser().resolve())
         self._workspace = self._config = None
 
@@ -366,6 +371,11 @@ class Context:
                                      "stage folders and astro.toml)", ws.root, ws.root)
             self._warn_inside_workspace(ws)
             self._workspace = ws
+            if self.folder_at_start and not self.is_copy:
+                # the run's folder from its start: a command killed outright is seen without run.json (`astro
+                # status`); finish() makes it where this could not
+                with contextlib.suppress(OSError):
+                    self.record.dir = ws.new_run_dir(self.command, self.started)
         return self._workspace
 
     def _warn_inside_workspace(self, ws) -> None:
@@ -391,7 +401,9 @@ class Context:
         if self._record is None:
             from astrotool.workspace import RunRecord
 
-            self._record = RunRecord(self.workspace, self.command, self.argv, {}, started=self.started)
+            ws = self.workspace   # its first use makes the record, with the run's folder (folder_at_start)
+            if self._record is None:
+                self._record = RunRecord(ws, self.command, self.argv, {}, started=self.started)
         return self._record
 
     def mark_copy(self) -> None:
@@ -405,6 +417,10 @@ class Context:
 
         self.is_copy = True
         logging.getLogger("astro").setLevel(logging.ERROR)
+        if self._record is not None and self._record.dir is not None:   # made when it used the workspace
+            with contextlib.suppress(OSError):
+                self._record.dir.rmdir()   # empty: a copy writes no run.json
+                self._record.dir = None
 
     def finish(self, status: str, exit_code: int, error: str | None = None) -> Path | None:
         """Write ``run.json`` if the command used the workspace (and is not a copy); return its path. A run

@@ -532,8 +532,9 @@ SLURM_VARIABLES = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID
                    "array_task_id": "SLURM_ARRAY_TASK_ID"}
 """The ``slurm`` entry of ``run.json``: its keys and the variables they come from (set ones only)."""
 
-RUN_DISTRIBUTIONS = ("galsim", "photutils", "torch")
-"""Distributions whose installed version every ``run.json`` records (read from their metadata, not imported)."""
+RUN_DISTRIBUTIONS = ("numpy", "scipy", "astropy", "h5py", "pyarrow", "galsim", "photutils", "torch")
+"""Distributions whose installed version every ``run.json`` records (read from their metadata, not imported): the
+same whether the work ran in this process or in process-pool or Dask workers, which import them there."""
 
 
 class RunRecord:

@@ -115,6 +115,44 @@ def test_signal_stops_the_workers_at_once(tmp_path, sig, code, status):
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_run_killed_outright_is_listed_by_status(tmp_path):
+    """kill -9 (out of memory, the SIGKILL after Slurm's time limit) leaves no run.json: the run's folder is
+    made when the command starts, so `astro status` names it (it never showed such a run)."""
+    p, workers = _start_toy(tmp_path)
+    try:
+        assert len(workers) >= 2, "the workers never started"
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=20)
+    finally:
+        for pid in workers | {p.pid}:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    run, = (tmp_path / "runs").iterdir()
+    assert run.name.endswith("-toy-run") and not (run / "run.json").exists()
+    r = subprocess.run([sys.executable, "-m", "astrotool", "-w", str(tmp_path), "--json", "status"], env=_env(),
+                       capture_output=True, text=True)
+    s = json.loads(r.stdout)
+    assert s["last_run"] == run.name and s["last_run_status"] is None, r.stdout
+    assert s["recent_runs_not_ok"] == [{"run": run.name, "status": "no run.json", "exit_code": None}]
+
+
+@pytest.mark.parametrize("first", ["record", "workspace"])
+def test_a_command_has_one_run_folder_whatever_it_uses_first(tmp_path, first):
+    """The folder made at the workspace's first use is the one run.json goes to (the record, used first, made a
+    second), and a library context (no command line) makes none before it finishes."""
+    from astrotool.context import Context
+
+    ctx = Context.create(tmp_path, command="toy run")
+    ctx.folder_at_start = True
+    getattr(ctx, first)
+    made, = (tmp_path / "runs").iterdir()
+    assert ctx.finish("ok", 0) == made / "run.json"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [made.name]
+    lib = Context.create(tmp_path / "lib", command="toy run")
+    lib.workspace
+    assert not (tmp_path / "lib" / "runs").exists()
+
+
 @pytest.mark.long
 def test_sigterm_twenty_times_always_exits_143(tmp_path):
     """SIGTERM at varying moments of a process-pool run is never swallowed: 143 every time."""

@@ -160,6 +160,8 @@ def test_run_record_lists_the_files_written(astro, toy, tmp_path):
     assert rec["argv"][:3] == ["astro", "-w", str(tmp_path)]
     assert rec["config"]["toy"]["count"] == 4 and rec["config"]["core"]["executor"] == "serial"
     assert rec["versions"]["toyplug"] == "1.2.3" and "python" in rec["versions"]
+    # the science libraries whether or not this process imported them (-j N and Dask import them in workers)
+    assert {"numpy", "scipy", "astropy", "h5py", "pyarrow"} <= set(rec["versions"]), rec["versions"]
     assert rec["duration_s"] >= 0.4  # timed from the start, not the first record
     assert rec["outputs"] == [str(tmp_path / f"toy/out/item_{i:03d}.json") for i in range(4)]
     assert all(Path(p).is_file() for p in rec["outputs"])
