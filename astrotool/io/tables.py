@@ -26,7 +26,8 @@ __docformat__ = "numpy"
 
 
 def write_parquet(table, path: str | Path, metadata: dict | None = None, command: str = "",
-                  units: dict | None = None, descriptions: dict | None = None, compression: str = "snappy") -> Path:
+                  units: dict | None = None, descriptions: dict | None = None, compression: str = "snappy",
+                  seed: int | None = None, config: dict | None = None) -> Path:
     """Write a table to Parquet atomically, with its provenance, ``metadata``, units and descriptions.
 
     Parameters
@@ -48,6 +49,9 @@ def write_parquet(table, path: str | Path, metadata: dict | None = None, command
         Table's own column units and descriptions are used too).
     compression : str
         Parquet codec (``"snappy"``, ``"zstd"``...).
+    seed, config : optional
+        The seed the content derives from and the settings it was made with, for the provenance record
+        (:func:`astrotool.provenance.provenance`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -68,7 +72,7 @@ def write_parquet(table, path: str | Path, metadata: dict | None = None, command
     if metadata:
         meta[b"astrotool"] = json.dumps(metadata, default=str).encode()
     command = command or str((metadata or {}).get("command", ""))
-    record = provenance(command)
+    record = provenance(command, seed=seed, config=config)
     meta.update(provenance_metadata(record))
     table_meta = {"provenance": record, **({"astrotool": metadata} if metadata else {})}
     meta.update(astropy_parquet_metadata(table.schema, units, descriptions, table_meta, string_lengths(table)))

@@ -101,7 +101,9 @@ def test_simulate_ingests_keeps_and_refuses_changed_settings(tmp_path, astro):
     assert set(table["class"]) <= set(CLASSES) and len(table) == out["alerts"]
     from astrotool.io.tables import parquet_provenance
 
-    assert parquet_provenance(ws / "ztf" / "simulated" / "sim_0000.parquet")["command"] == "ztf simulate"
+    made = parquet_provenance(ws / "ztf" / "simulated" / "sim_0000.parquet")   # the seed and settings in the file
+    assert made["command"] == "ztf simulate" and made["seed"] == 2
+    assert made["config"]["ztf"]["simulate"]["edge_fraction"] == 0.25
     stamps = read_stamps(ws / "ztf" / "stamps" / "sim_0000_stamps.h5")
     edge = table["stamps_resized"].to_numpy()[: len(stamps["candid"])]
     assert edge.any() and np.isnan(stamps["science"][edge]).any() and not np.isnan(stamps["science"][~edge]).any()

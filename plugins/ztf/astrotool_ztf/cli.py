@@ -144,16 +144,19 @@ def simulate(
     t_sim = time.perf_counter() - t0  # ctx.map ran this shard's files: they are ingested here, all of them
     own_files = functools.partial(ctx.map, options=dataclasses.replace(ctx.executor_options, shard=None))
     written = [p for p, new in done if new]
+    for p in written:   # recorded now: a stop during the ingest keeps them, and run.json names them
+        ctx.record.add_output(p)
     # NAME_NNNN: unique by construction, named as they are (not by ingest's clash rules: in a copied
     # workspace the recorded inputs are elsewhere, and NAME_NNNN must still be these files' tables)
     kept = [p for p, new in done if not new]
-    results = ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files, True,
-                           names=[output_name(p) for p in written])
+    results = []   # an empty list is no batch (no progress bar, no Dask cluster started for nothing)
+    if written:
+        results += ingest_files(written, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files, True,
+                                names=[output_name(p) for p in written])
     simulated = sum(r.n_alerts for r in results)   # this run's: not those of files a stopped run left
-    results += ingest_files(kept, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files,
-                            ctx.overwrite, names=[output_name(p) for p in kept])
-    for p in written:
-        ctx.record.add_output(p)
+    if kept:
+        results += ingest_files(kept, ws.stage(NAME, ALERTS), ws.stage(NAME, STAMPS), cfg.ingest, own_files,
+                                ctx.overwrite, names=[output_name(p) for p in kept])
     for r in results:
         if not r.skipped:
             ctx.record.add_output(r.alerts)

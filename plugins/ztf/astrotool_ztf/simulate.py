@@ -506,7 +506,8 @@ def simulate_item(item: SimItem, seed: int) -> tuple[str, bool]:
     if made_with.keep([item.path], rec, overwrite=item.overwrite):
         return item.path, False
     alerts = simulate_objects(item.start, item.stop, item.base_seed, item.config)
-    write_parquet(pa.Table.from_pylist(alerts), item.path, command="ztf simulate", compression="zstd")
+    write_parquet(pa.Table.from_pylist(alerts), item.path, command="ztf simulate", compression="zstd",
+                  seed=item.base_seed, config={"ztf": {"simulate": item.config}})
     made_with.write(item.path, rec)
     return item.path, True
 
