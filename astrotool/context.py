@@ -371,7 +371,7 @@ class Context:
                                      "stage folders and astro.toml)", ws.root, ws.root)
             self._warn_inside_workspace(ws)
             self._workspace = ws
-            if self.folder_at_start and not self.is_copy:
+            if self.folder_at_start and not self.is_copy and self.command != "init":   # init lists what it makes
                 # the run's folder from its start: a command killed outright is seen without run.json (`astro
                 # status`); finish() makes it where this could not
                 with contextlib.suppress(OSError):

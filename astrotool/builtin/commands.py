@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -319,7 +320,8 @@ def demo(
         directory = parent.workspace_root if given else \
             Path(f"astro-demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
     directory = Workspace(directory).root  # refuses a path that is, or lies under, a file
-    if directory.exists() and any(p.name not in ("runs",) for p in directory.iterdir()) and not parent.overwrite:
+    if directory.exists() and any(p.name not in ("runs",) for p in directory.iterdir()) and \
+            not parent.options.overwrite:   # (not parent.overwrite: it would use the parent's workspace)
         raise AstroError(f"{directory}: not empty; the demo needs a fresh workspace (or use --overwrite)")
     every = get_registry().demo_steps()
     given = only
@@ -335,6 +337,7 @@ def demo(
     opts = parent.options
     opts.workspace = str(directory)
     ctx = Context(opts, "demo", parent.argv)
+    ctx.folder_at_start = parent.folder_at_start   # its runs/ folder from the start, as every command's
     ctx.failures = parent.failures
     set_current(ctx)
     Workspace(directory).init()
@@ -359,6 +362,9 @@ def demo(
             summary.append((step.name, time.time() - t0, lines))
         _record_written(ctx, directory, t_all)  # the demo is recorded in its workspace, with what it wrote
     finally:
+        if parent._record is not None and parent._record.dir is not None:   # made before the demo's: empty
+            with contextlib.suppress(OSError):
+                parent._record.dir.rmdir()
         parent._record, parent._workspace = ctx._record, ctx._workspace
         set_current(parent)
     from astrotool.console import emit, json_results

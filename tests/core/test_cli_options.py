@@ -254,6 +254,26 @@ def test_demo_only_takes_a_comma_list(sloppy, tmp_path, capsys):
     assert out["steps"][0]["lines"] == ["one whole line"]
 
 
+def test_an_overwrite_demo_has_one_run_folder_in_its_workspace(sloppy, tmp_path, capsys, monkeypatch):
+    """`-w D --overwrite demo` on a used D left an empty runs/ folder (listed by status as a run that never
+    ended) beside the demo's; `--overwrite demo DIR` left one in the current folder."""
+    import json
+
+    from astrotool.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old.txt").write_text("x")
+    assert main(["-w", str(tmp_path / "d"), "--overwrite", "demo", "--only", "text"]) == 0
+    assert main(["--overwrite", "demo", str(tmp_path / "d"), "--only", "text"]) == 0
+    capsys.readouterr()
+    assert [p.name for p in tmp_path.iterdir() if p.name != "d"] == []   # no runs/ in the current folder
+    assert all((r / "run.json").is_file() for r in (tmp_path / "d" / "runs").iterdir() if not r.name.startswith("."))
+    assert main(["-w", str(tmp_path / "d"), "--json", "status"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["runs"] == 2 and s["recent_runs_not_ok"] == [], s
+
+
 def test_demo_runs_in_astro_workspace_as_every_command_does(sloppy, tmp_path, capsys, monkeypatch):
     """`ASTRO_WORKSPACE=DIR astro demo` ran in a new ./astro-demo-<utc> beside the current folder."""
     from astrotool.cli import main

@@ -130,6 +130,10 @@ def test_init_and_status(astro, toy, tmp_path):
     r = astro("-w", ws, "init", pythonpath=toy)
     assert r.returncode == 0, r.stderr
     assert (ws / "astro.toml").is_file() and (ws / "runs").is_dir()
+    (tmp_path / "had" / "runs").mkdir(parents=True)   # runs/ is counted as init's when init makes it
+    had = astro("-w", tmp_path / "had", "init", pythonpath=toy)
+    counts = [int(x.stderr.split("created ")[1].split()[0]) for x in (r, had)]
+    assert counts[0] == counts[1] + 1, (r.stderr, had.stderr)
     for stage in ["dre/tiles", "dre/cuts", "toy/out", "toy/logs", "ztf/alerts", "plato/raw"]:
         assert (ws / stage).is_dir(), stage
     (ws / "toy" / "out" / "x.json").write_text("{}")

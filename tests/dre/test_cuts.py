@@ -83,6 +83,8 @@ def test_the_fit_centre_is_the_windowed_centroid_the_closer_to_the_truth(product
         row = {int(n): i for i, n in enumerate(cat["NUMBER"])}
         idx = [row[int(n)] for n in c.attrs["NUMBER"]]
         col = "XWIN_IMAGE" if centroid == "windowed" else "X_IMAGE"
+        with h5py.File(d / f"{centroid}_cuts.h5", "r") as f:
+            assert f.attrs["centroid"] == centroid   # the file says which centre X_CUT holds
         x = c.attrs["CUT_XMIN"] + c.attrs["X_CUT"] + 1.0   # 1-based tile position of the fit's centre
         y = c.attrs["CUT_YMIN"] + c.attrs["Y_CUT"] + 1.0
         np.testing.assert_allclose(x, np.asarray(cat[col], float)[idx], atol=1e-9)

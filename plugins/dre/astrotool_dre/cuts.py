@@ -28,9 +28,11 @@ the background-subtracted image or RMS map, which the detect stage leaves NaN
 where the tile's weight map gives no weight (:mod:`astrotool_dre.detect`).
 A tile smaller than a cut is refused (:func:`check_cut_room`). For an even
 ``size`` astropy puts the cut's first pixel at ``ceil(X_IMAGE - 1 - size/2)``, so
-the object lies at ``X_CUT`` in (size/2 - 1, size/2] = (63, 64] for 128: on
-average half a pixel from pixel 64, where a model centred on the stamp's pixel
-64 peaks. ``X_CUT``/``Y_CUT`` give the exact offset for a sub-pixel shift.
+``X_IMAGE`` lies in (size/2 - 1, size/2] = (63, 64] for 128: on average half a
+pixel from pixel 64, where a model centred on the stamp's pixel 64 peaks.
+``X_CUT``/``Y_CUT`` are the fit's centre in the cut (0-based), where the fit shifts
+to pixel 64: the windowed centroid by default, within 2 px of ``X_IMAGE``
+(``centroid``, :func:`fit_centres`; the file's ``centroid`` attribute says which).
 
 Mask cleaning (differs from DRE on purpose)
     Start from the object's own segment (``seg == NUMBER``); add the central
@@ -305,6 +307,7 @@ def make_cuts(
                 "dilate": int(dilate),
                 "centre_block": int(centre_block),
                 "neighbour_grow": int(neighbour_grow),
+                "centroid": str(cfg.centroid),
                 "NAXIS1": int(nx),
                 "NAXIS2": int(ny),
                 "mask": "seg: own segment, centre block, central component, holes filled, "
