@@ -1010,9 +1010,13 @@ def test_plot_takes_a_light_curve_file_and_names_what_works_for_an_unknown_id(tr
     other.write_bytes(path.read_bytes())
     assert main(["-w", str(trained), "plato", "plot", str(path), str(other)]) == 2
     assert "has the name of a curve plotted already" in capsys.readouterr().err
-    # a folder is read as detect reads it: its light-curve files (it said "no such curve id ..., nor a file")
+    # a folder is read as detect reads it: its light-curve files (it said "no such curve id ..., nor a file"),
+    # and one of them that cannot be read is left out with a warning, not the end of the command
+    (other.parent / "bad.csv").write_text("time,flux\n1,2\n0,2\n")
     assert main(["-w", str(trained), "--json", "plato", "plot", str(other.parent)]) == 0
-    assert json.loads(capsys.readouterr().out)["plots"] == 1
+    out = capsys.readouterr()
+    assert json.loads(out.out)["plots"] == 1 and "left out of the plots: " in out.err and "bad.csv" in out.err
+    assert main(["-w", str(trained), "plato", "plot", str(other.parent / "bad.csv")]) == 2   # named: refused
 
 
 def test_eval_and_detect_warn_about_a_model_whose_training_was_cut_short(trained, tmp_path, capsys):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from astrotool.context import astro_command
-from astrotool.errors import AstroError
+from astrotool.errors import AstroError, InputError
 from astrotool_plato.config import EventsConfig
 from astrotool_plato.lightcurves import CurveReader
 
@@ -226,6 +226,7 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     ws = ctx.workspace
     labels = read_label_tables(ws.stage(NAME, LABELS))
     todo: list[tuple[Path, str | None]] = []   # (file, id or None for every curve of the file)
+    in_folders: set[Path] = set()   # files a folder gave: one that cannot be read is left out, with a warning
     ev, d, model_name = cfg.events, cfg.detect, cfg.detect.model or cfg.train.model
     if ids == ["last"]:   # drawn with the model, event and reader settings of that run
         todo, made = _latest_detect(ws, ctx.log)
@@ -247,7 +248,9 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
             elif Path(cid).is_dir():                      # a folder: its light-curve files, as detect reads it
                 from astrotool_plato.detect import curve_files
 
-                todo += [(Path(f), None) for f in curve_files([cid], ctx.log)]
+                listed = [Path(f) for f in curve_files([cid], ctx.log)]
+                in_folders.update(listed)
+                todo += [(f, None) for f in listed]
             else:
                 last, detect = astro_command("plato", "plot", "last"), astro_command("plato", "detect")
                 raise AstroError(f"{cid}: no such curve id in the label tables of {ws.stage(NAME, LABELS)}, nor a "
@@ -268,7 +271,13 @@ def plot_command(ctx, cfg, ids: list[str], use_model: bool = True) -> dict:
     by_file: dict[Path, list] = {}   # file -> [(id, output, label row of a simulated curve or None)]
     planned: set[str] = set()
     for f, wanted in todo:
-        cids = [wanted] if wanted is not None else list(CurveReader.of(d).read(f, model_channels(model)))
+        try:
+            cids = [wanted] if wanted is not None else list(CurveReader.of(d).read(f, model_channels(model)))
+        except InputError as exc:
+            if f not in in_folders:
+                raise
+            ctx.log.warning("left out of the plots: %s", exc)   # as detect fails one file of a folder alone
+            continue
         for cid in cids:
             out = out_dir / f"{cid}.png"
             k = 1
