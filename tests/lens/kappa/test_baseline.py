@@ -393,3 +393,18 @@ def test_score_refuses_a_run_predicted_from_the_data_set_before_it_was_packed_ag
     code, _, err = run(capsys, *score, "--name", "again")
     assert code == 2 and "tiny_ks2: run tiny_ks2 was predicted from the data set tiny as it was (manifest " in err
     assert "predict again" in err and not (ws / "lens" / "kappa" / "reports" / "again_score.json").exists()
+    # another data set as the truth: the same names, other maps (it scored them, exit 0); the same maps packed
+    # under another name are the same data
+    write_set(ws / "lens" / "kappa" / "data", "other", observe(kappa, 0.1, rng, fill=0.8), grf(24, 32, rng),
+              ["train"] * 16 + ["val"] * 2 + ["test"] * 6)
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "tiny_ks2", "--truth", "other",
+                       "--no-plots", "--name", "cross")
+    assert code == 2 and "run tiny_ks2 was predicted from the data set 'tiny', not from the truth 'other'" in \
+        " ".join(err.split()) and "--truth tiny" in err, err
+    shutil.copytree(ws / "lens" / "kappa" / "data" / "tiny", ws / "lens" / "kappa" / "data" / "twin")
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "tiny", "--method", "ks",
+                       "--overwrite")
+    assert code == 0, err
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "tiny_ks2", "--truth", "twin",
+                       "--no-plots", "--name", "twin")
+    assert code == 0, err

@@ -164,6 +164,9 @@ def test_unpaired_names_exit_2_naming_them(tmp_path, capsys, truth_root):
     # an unknown run name lists the runs there are
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", "nosuchrun", "--truth", truth_root)
     assert code == 2 and "nosuchrun" in err and "runs:" in err
+    one = next((truth_root / "KAPPA").glob("*.npy"))   # a map file: it said "no such prediction folder"
+    code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", one, "--truth", truth_root)
+    assert code == 2 and "a file, not a prediction folder" in " ".join(err.split()), err
     code, _, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "score", extra)
     assert code == 2 and "--truth" in err
 

@@ -103,6 +103,8 @@ def open_predictions(ctx, specs: Sequence[str]) -> dict:
         p = Path(text).expanduser()
         if not p.is_dir() and "/" not in text and text not in ("", ".", "..") and (stage / text).is_dir():
             p = stage / text
+        if p.is_file():   # a map file: the folder of maps is what is scored
+            raise InputError(text, f"a file, not a prediction folder: give the folder of .npy maps ({p.parent})")
         if not p.is_dir():
             have = sorted(d.name for d in stage.iterdir() if d.is_dir()) if stage.is_dir() else []
             raise InputError(text, "no such prediction folder, and no prediction run of that name in the workspace "
@@ -570,8 +572,9 @@ def _rank_line(title: str, r: dict) -> str:
 
 
 def _check_same_source(label: str, folder: Path, info: dict | None, truth) -> None:
-    """Refuse a prediction run made from a packed data set that has since been packed again under the same
-    name as the truth: its maps pair by name with true maps they were not predicted from."""
+    """Refuse a prediction run made from a packed data set other than the truth's (another data set, or the
+    truth's set packed again since): its maps pair by name with true maps they were not predicted from. A set
+    of another name with the same manifest (the same maps packed twice) is the same data."""
     from astrotool.ml.commands import dataset_identity
 
     from astrotool_lens.kappa.sources import PackedMaps
@@ -581,10 +584,15 @@ def _check_same_source(label: str, folder: Path, info: dict | None, truth) -> No
         return
     now = dataset_identity(truth.ds)
     was = source.get("manifest_sha256")
-    if source.get("name") == now["name"] and was and was != now["manifest_sha256"]:
+    if not was or was == now["manifest_sha256"]:
+        return
+    if source.get("name") == now["name"]:
         raise InputError(folder, f"run {label} was predicted from the data set {now['name']} as it was (manifest "
                                  f"{was}); the truth {now['name']} is now {now['manifest_sha256']}: predict again "
                                  "(astro lens kappa predict or baseline, --overwrite)")
+    raise InputError(folder, f"run {label} was predicted from the data set {source.get('name')!r}, not from the "
+                             f"truth {now['name']!r} (another manifest): its maps would be scored against true maps "
+                             f"of the same names they were not predicted from; give --truth {source.get('name')}")
 
 
 def score_command(ctx, cfg, predictions: Sequence[str], as_json: bool = False, split_given: bool = False,
