@@ -218,12 +218,8 @@ class Context:
     def use_workspace(self, path: str | os.PathLike) -> None:
         """Make ``path`` the workspace of this command, as ``-w PATH`` would (``astro init DIR``): its
         configuration (``astro.toml``) and its run record. Before the command has written anything."""
-        if self._record is not None and (self._record.dir is None or any(self._record.dir.iterdir())
-                                         or self._record.inputs or self._record.outputs):
+        if self._record is not None:   # (init makes no runs/ folder before this: Context.workspace)
             raise RuntimeError("use_workspace: the run record has started already")
-        if self._record is not None:   # only its folder, made in the workspace this command leaves
-            self._record.dir.rmdir()
-            self._record = None
         self.options.workspace = str(Path(path).expanduser().resolve())
         self._workspace = self._config = None
 
