@@ -22,17 +22,19 @@ Selection (as DRE's ``make_cuts``): ``margin < X_IMAGE < NAXIS1 - margin`` and
 the same in y, ``CLASS_STAR < max_stellarity``, and ``MIN < COLUMN < MAX``
 for every ``(COLUMN, MIN, MAX)`` filter (strict); unlike DRE, saturated objects
 (``FLAGS`` bit 4: :data:`SATURATED`) are left out. A cut is centred as DRE does,
-``Cutout2D(data, (X_IMAGE - 1, Y_IMAGE - 1), size)``, and rejected when it holds a
+``Cutout2D(data, (X - 1, Y - 1), size)``, at the fit's centre ``X, Y`` (``X_IMAGE`` in DRE), and rejected
+when it holds a
 pixel without data (or when it leaves the tile): non-finite in the raw tile, or in
 the background-subtracted image or RMS map, which the detect stage leaves NaN
 where the tile's weight map gives no weight (:mod:`astrotool_dre.detect`).
 A tile smaller than a cut is refused (:func:`check_cut_room`). For an even
-``size`` astropy puts the cut's first pixel at ``ceil(X_IMAGE - 1 - size/2)``, so
-``X_IMAGE`` lies in (size/2 - 1, size/2] = (63, 64] for 128: on average half a
-pixel from pixel 64, where a model centred on the stamp's pixel 64 peaks.
-``X_CUT``/``Y_CUT`` are the fit's centre in the cut (0-based), where the fit shifts
-to pixel 64: the windowed centroid by default, within 2 px of ``X_IMAGE``
-(``centroid``, :func:`fit_centres`; the file's ``centroid`` attribute says which).
+``size`` astropy puts the cut's first pixel at ``ceil(X - 1 - size/2)``, so
+the object lies at ``X_CUT`` in (size/2 - 1, size/2] = (63, 64] for 128: on
+average half a pixel from pixel 64, where a model centred on the stamp's pixel
+64 peaks. ``X_CUT``/``Y_CUT`` give the exact offset for a sub-pixel shift. The
+object's position is the fit's centre: the windowed centroid by default, else
+``X_IMAGE`` (``centroid``, :func:`fit_centres`; the file's ``centroid`` attribute
+says which).
 
 Mask cleaning (differs from DRE on purpose)
     Start from the object's own segment (``seg == NUMBER``); add the central
@@ -320,7 +322,7 @@ def make_cuts(
             for i in np.nonzero(sel)[0]:
                 number = int(table["NUMBER"][i])
                 ext = int(ext_col[i]) if ext_col is not None else tile_ext
-                pos = (x[i] - 1.0, y[i] - 1.0)
+                pos = (xf[i] - 1.0, yf[i] - 1.0)   # cut around the fit's centre: a sub-pixel shift is left
                 try:
                     c_tile = Cutout2D(tile_data, pos, size, mode="partial", fill_value=np.nan, copy=True)
                 except Exception:  # no overlap at all
@@ -345,7 +347,7 @@ def make_cuts(
                 g.create_dataset("rms", data=rmsc, dtype="float32", **comp)
                 g.create_dataset("nbr", data=nbr, dtype="bool", **comp)
                 xmin, ymin = c_tile.origin_original
-                xc, yc = xf[i] - 1.0 - xmin, yf[i] - 1.0 - ymin  # the fit's centre in the cut, 0-based
+                xc, yc = pos[0] - xmin, pos[1] - ymin  # the fit's centre in the cut, 0-based
                 attrs = {
                     "NUMBER": number, "EXT_NUMBER": ext,
                     "X_IMAGE": float(x[i]), "Y_IMAGE": float(y[i]),

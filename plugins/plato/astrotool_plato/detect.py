@@ -142,6 +142,8 @@ def event_spans(prob: np.ndarray, x: np.ndarray, cadence_s: float, events: Event
         ``(k, 2)`` start/stop (exclusive) samples of the events kept.
     found : numpy.ndarray
         ``(j, 2)`` every event found (trimmed), before vetting: left out of the noise of each S/N.
+    loud : int
+        How many of them passed vetting's first step, ``min_snr`` (the rest of the drop is the binary test's).
     """
     from astrotool_plato.events import find_events, vetted
 
@@ -157,7 +159,8 @@ def event_spans(prob: np.ndarray, x: np.ndarray, cadence_s: float, events: Event
             if on.size and on[-1] + 1 - on[0] >= min_len:
                 spans.append((a + on[0], a + on[-1] + 1))
         found = np.array(spans, int).reshape(-1, 2)
-    return vetted(found, x, events.min_snr, events.binary_snr), found
+    loud = vetted(found, x, events.min_snr, 0.0)   # vetting's two steps apart, to count each one's drop
+    return vetted(loud, x, 0.0, events.binary_snr), found, len(loud)
 
 
 def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: float, events: EventsConfig,
@@ -187,12 +190,11 @@ def curve_events(prob: np.ndarray, x: np.ndarray, t_start: float, cadence_s: flo
         Events found but not kept: ``{"low_snr": below events.min_snr, "binary": on an eclipsing binary's
         cycles at events.binary_snr}`` (:func:`astrotool_plato.events.vetted`).
     """
-    from astrotool_plato.events import describe, vetted
+    from astrotool_plato.events import describe
 
-    kept, found = event_spans(prob, x, cadence_s, events, measured)
+    kept, found, loud = event_spans(prob, x, cadence_s, events, measured)
     if measured is not None:
         x, prob = np.where(measured, x, np.nan), np.where(measured, prob, 0.0)
-    loud = len(vetted(found, x, events.min_snr, 0.0))   # vetting's first step: as event_spans saw it
     return (describe(prob, x, kept, t_start, cadence_s, masked=found),
             {"low_snr": len(found) - loud, "binary": loud - len(kept)})
 
