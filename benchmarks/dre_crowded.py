@@ -46,10 +46,12 @@ CONFIGS = {
     "n4-grid": ([("dre.models.index0", "4.0"), ("dre.models.dindex", "0.0"), ("dre.models.nindex", "1")], False),
     "n-0.5-6": ([("dre.models.index0", "0.5"), ("dre.models.dindex", "0.5"), ("dre.models.nindex", "12")], False),
     "true-sky": ([], False),
+    "core-psf": ([("dre.fit.core_psf", "true")], False),
 }
 """``--configs`` choices: the tool as shipped; DRE's statistic on the grid; a constant-PSF field; neighbours
 only masked; grid values; one PSF for the field; a local sky; the grids of the issue and of DRE; the tool
-with the simulated sky subtracted instead of the estimated background (what the background costs)."""
+with the simulated sky subtracted instead of the estimated background (what the background costs); the objects
+fit on crops wider than 64 px with their own PSF in the models' core."""
 
 
 def astro(ws, *args, sets=()) -> float:

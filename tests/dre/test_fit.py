@@ -350,6 +350,59 @@ def test_numpy_and_torch_backends_agree(cube):
         assert np.allclose(pa[col], pb[col], rtol=1e-4), col
 
 
+def test_a_new_core_reaches_the_stamps_and_every_cached_crop_matrix(cube):
+    be = get_backend("numpy", "cpu")
+    bank = ModelBank(convolve_cube(cube, _gauss_psf(11, 2.0), be), GRID, be)
+    for size in (16, 32, BOX):
+        bank.matrices(size)
+    core = np.asarray(convolve_cube(cube, _gauss_psf(11, 0.8), be, crop=24))
+    bank.set_core(core)
+    want = np.asarray(convolve_cube(cube, _gauss_psf(11, 2.0), be)).reshape(-1, BOX, BOX).copy()
+    want[:, BOX // 2 - 12: BOX // 2 + 12, BOX // 2 - 12: BOX // 2 + 12] = core.reshape(-1, 24, 24)
+    fresh = ModelBank(want, GRID, be)
+    assert not bank.cached(16)   # inside the core: made again when asked
+    for size in (16, 32, BOX):
+        for got, ref in zip(bank.matrices(size), fresh.matrices(size)):
+            np.testing.assert_array_equal(got, ref)
+    with pytest.raises(ValueError, match="a 48 px core"):
+        bank.set_core(np.zeros((GRID.nmodels, 48, 48)))
+
+
+def test_a_large_object_is_fit_with_its_own_psf_in_the_core_when_the_psf_varies(cube):
+    # a wide object seen through a narrow PSF, another object's group with a wide one: the mean PSF alone
+    # (what wide objects were fit with) misfits it; its group's PSF in the core recovers model and flux
+    from astrotool_dre.config import FitConfig
+    from astrotool_dre.fit_stage import fit_groups, mean_psf
+
+    be = get_backend("numpy", "cpu")
+    narrow, wide = _gauss_psf(11, 0.7), _gauss_psf(11, 2.2)
+    narrow, wide = narrow / narrow.sum(), wide / wide.sum()
+    k, flux = int(np.ravel_multi_index((0, 1, 2, 2), GRID.shape)), 2e4
+    exact = np.asarray(convolve_cube(cube, narrow, be)).reshape(-1, BOX, BOX)
+    other = np.asarray(convolve_cube(cube, wide, be)).reshape(-1, BOX, BOX)[k] * flux
+    data = np.stack([exact[k] * flux, other]).astype(np.float32)
+    rms = np.ones_like(data)
+    masks = np.ones(data.shape, bool)
+    masks[1] = False
+    masks[1, BOX // 2 - 8: BOX // 2 + 8, BOX // 2 - 8: BOX // 2 + 8] = True   # a 16 px crop
+    groups = [(np.array([0]), narrow), (np.array([1]), wide)]
+    cfg = FitConfig(psf_has_pixel=False, core_psf=True)
+    res, models = fit_groups(groups, cube, data, rms, masks, GRID, cfg, be, None, large_crop=24)
+    assert res.crop.tolist() == [BOX, 16]
+    best = np.nanargmin(res.chi2, axis=1)
+    assert best.tolist() == [k, k]
+    assert res.flux[0, k] == pytest.approx(flux, rel=2e-3) and res.flux[1, k] == pytest.approx(flux, rel=1e-4)
+    assert res.chi2[0, k] < 0.01 * data[0].size   # the outer part's mean PSF costs next to nothing
+    # the core is the group's PSF, the rest the mean PSF's (convolved once for all large objects)
+    mean = np.asarray(convolve_cube(cube, mean_psf(groups), be)).reshape(-1, BOX, BOX)[k]
+    core = slice(BOX // 2 - 12, BOX // 2 + 12)
+    want = mean.copy()
+    want[core, core] = exact[k][core, core]
+    np.testing.assert_allclose(models[0], want * res.flux[0, k], rtol=1e-4, atol=1e-3)
+    alone, _ = fit_groups([(np.array([0]), mean_psf(groups))], cube, data, rms, masks, GRID, cfg, be, None)
+    assert alone.chi2[0].min() > 1e3 * res.chi2[0, k]
+
+
 def test_sub_grid_estimates_between_grid_points(mapper):
     # a grid with the default's steps (0.1 in q, ~14 deg, 0.115 dex) around a truth between its points:
     # the sub-grid estimate beats the grid minimum on every axis, and its errors cover the truth

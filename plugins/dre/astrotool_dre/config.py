@@ -289,6 +289,9 @@ class FitConfig(Section):
     psf_tolerance: float = Field(0.04, gt=0, description="objects whose PSFs differ by at most this (relative L2; "
                                  "0.04 ~ 0.1 px of FWHM at 3 px) share one convolved model bank")
     max_psf_groups: int = Field(8, ge=1, description="at most this many banks per tile (the tolerance grows)")
+    core_psf: bool = Field(False, description="objects fit on crops wider than 64 px: their group's PSF in the "
+                           "models' central 64 px (true; about 2x the fit time, docs/dre.md) or the groups' "
+                           "mean PSF (false)")
     subgrid: bool = Field(True, description="refine the parameters between grid points (a local quadratic of the "
                           "statistic); false: the grid minimum, as DRE")
     subgrid_axes: list[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR"]] = Field(

@@ -297,6 +297,27 @@ class ModelBank:
             self._cache[size] = mats
         return mats
 
+    def set_core(self, core) -> None:
+        """Replace the models' centred ``c`` x ``c`` pixels by ``core`` (``(..., c, c)``, one per model), in the
+        stamps and in every cached crop matrix that holds them (one that lies inside the core is dropped): models
+        whose core is convolved by another PSF than the rest, each new core costing its pixels alone."""
+        be = self.backend
+        c = int(core.shape[-1])
+        core = be.asarray(core, self.dtype).reshape((self.nmodels, c, c))
+        lo = self.bounds(c)[0]
+        if c > self.side or lo < self._offset:
+            raise ValueError(f"a {c} px core in a bank of {self.side} px models")
+        self.stamps[:, lo - self._offset:lo - self._offset + c, lo - self._offset:lo - self._offset + c] = core
+        for size in list(self._cache):
+            slo, shi = self.bounds(size)
+            if shi - slo <= c:
+                del self._cache[size]
+                continue
+            a, s = lo - slo, shi - slo
+            m, m2 = (x.reshape((self.nmodels, s, s)) for x in self._cache[size])
+            m[:, a:a + c, a:a + c] = core
+            m2[:, a:a + c, a:a + c] = core * core
+
     def cached(self, size: int) -> bool:
         """Whether the matrices of a crop are ready (:meth:`matrices` costs nothing then)."""
         return size in self._cache

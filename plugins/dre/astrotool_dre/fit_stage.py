@@ -166,7 +166,9 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
     groups = []   # no cut: an empty summary
     if len(cuts):
         x, y = object_positions(cuts, psf)
-        groups = split_large(group_by_psf(psf, x, y, cfg.psf_tolerance, cfg.max_psf_groups), mask, grid)
+        groups = group_by_psf(psf, x, y, cfg.psf_tolerance, cfg.max_psf_groups)
+        if not cfg.core_psf:
+            groups = split_large(groups, mask, grid)
     blended = np.zeros(len(cuts), bool)
     if cfg.neighbours == "subtract" and len(cuts) > 1 and "CUT_XMIN" in cuts.attrs:
         # every object's best model (with the mean PSF when it varies: one bank instead of one per group),
@@ -204,11 +206,16 @@ def fit_tile(paths, cfg: FitConfig, cube_file) -> str:
             f"{int(np.sum(table['STAR']))} flagged STAR, {n_edge} on a radius-grid edge")
 
 
-def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, only=None, whole: bool = False):
+def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, only=None, whole: bool = False,
+               large_crop: int | None = None):
     """Fit objects group by group, each group with the cube convolved by its PSF.
 
     Groups fit on crops of one size share the models' forward FFT
-    (:class:`astrotool_dre.convolve.CubeSpectrum`).
+    (:class:`astrotool_dre.convolve.CubeSpectrum`). With ``large_crop`` and several groups, the objects
+    fit on crops wider than it are fit with models whose centred ``large_crop`` square is convolved by
+    their group's PSF and whose outer part by the groups' mean PSF (:func:`mean_psf`), convolved once
+    (``dre.fit.core_psf``): the PSF shapes the core, which holds the information on the profile, while
+    their light beyond it is smooth on the PSF's scale; no group convolves more than ``large_crop`` px.
 
     Parameters
     ----------
@@ -224,6 +231,10 @@ def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, on
         Convolve the whole model stamps, for ``models``; otherwise only the largest
         crop a group's objects are fit on (:func:`astrotool_dre.convolve.crop_sizes`)
         and ``models`` hold just that crop.
+    large_crop : int, optional
+        The side of the core convolved by each group's PSF [px]; default :data:`LARGE_CROP` with
+        ``cfg.core_psf``, else none (every object fit with its group's PSF: :func:`split_large` is the
+        faster way).
 
     Returns
     -------
@@ -236,53 +247,78 @@ def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, on
     from astrotool_dre.convolve import CubeSpectrum, ModelBank, bank_sizes, crop_sizes
 
     n, k, b = len(data), grid.nmodels, grid.boxsize
+    core = int(large_crop or (LARGE_CROP if cfg.core_psf else b))
     res = FitResult(chi2=np.full((n, k), np.nan, np.float32), flux=np.full((n, k), np.nan, np.float32),
                     npix=np.zeros(n, np.int64), swd2=np.full(n, np.nan), crop=np.zeros(n, np.int64),
                     statistic=cfg.statistic, sky=np.full(n, np.nan) if cfg.sky_fitted else None,
                     sky_err=np.full(n, np.nan) if cfg.sky_fitted else None)
     models = np.zeros((n, b, b), np.float32)
-    todo = []
-    for members, image in groups:
-        if only is not None:
-            members = members[only[members]]
-        if len(members):
-            crop = b if whole else int(crop_sizes(mask[members], grid.center, bank_sizes(b)).max())
-            todo.append((crop, members, image))
-    # groups of one crop size and PSF size share the models' forward FFT (CubeSpectrum)
-    todo.sort(key=lambda t: (t[0], np.shape(t[2])))
-    spectrum, current = None, None
-    for i, (crop, members, image) in enumerate(todo):
-        key = (crop, np.shape(image))
-        if key != current:
-            shared = i + 1 < len(todo) and (todo[i + 1][0], np.shape(todo[i + 1][2])) == key
-            spectrum = None  # free the previous one first
-            spectrum, current = CubeSpectrum(cube, np.shape(image), be, crop=crop, keep=shared), key
-        bank = ModelBank(spectrum.convolve(image, remove_pixel=cfg.psf_has_pixel), grid, be)
+
+    def fit(members, bank):
         part = fit_objects(bank, data[members], rms[members], mask[members], gain=gain, reweight=cfg.reweight,
                            statistic=cfg.statistic, batch_size=cfg.batch_size, local_sky=cfg.sky_fitted)
         res.put(members, part)
         res.passes = part.passes
         chi = np.where(np.isnan(part.chi2), np.inf, part.chi2)
         best = np.argmin(chi, axis=1)
-        fit = np.isfinite(chi[np.arange(len(members)), best])
-        flux = np.where(fit, part.flux[np.arange(len(members)), best], 0.0)
+        ok = np.isfinite(chi[np.arange(len(members)), best])
+        flux = np.where(ok, part.flux[np.arange(len(members)), best], 0.0)
         lo, hi = bank.bounds(bank.side)
         models[members, lo:hi, lo:hi] = be.to_numpy(bank.stamps[be.asarray(best)]) * flux[:, None, None]
-        del bank
+
+    todo, outer_crop = [], 0
+    for members, image in groups:
+        if only is not None:
+            members = members[only[members]]
+        if not len(members):
+            continue
+        crops = np.full(len(members), b) if whole else crop_sizes(mask[members], grid.center, bank_sizes(b))
+        large = crops > core if len(groups) > 1 and not whole else np.zeros(len(members), bool)
+        outer_crop = max(outer_crop, int(crops[large].max(initial=0)))
+        crop = core if large.any() else int(crops.max())
+        todo.append((crop, members[~large], image, members[large]))
+    # groups of one crop size and PSF size share the models' forward FFT (CubeSpectrum)
+    todo.sort(key=lambda t: (t[0], np.shape(t[2])))
+    spectrum, current, cores = None, None, []
+    for i, (crop, members, image, large) in enumerate(todo):
+        key = (crop, np.shape(image))
+        if key != current:
+            shared = i + 1 < len(todo) and (todo[i + 1][0], np.shape(todo[i + 1][2])) == key
+            spectrum = None  # free the previous one first
+            spectrum, current = CubeSpectrum(cube, np.shape(image), be, crop=crop, keep=shared), key
+        convolved = spectrum.convolve(image, remove_pixel=cfg.psf_has_pixel)
+        if len(members):
+            fit(members, ModelBank(convolved, grid, be))
+        if len(large):
+            cores.append((convolved, large))
+        del convolved
+    spectrum = None
+    if cores:   # the large objects: the mean PSF's models, convolved once, with each group's core set in turn
+        k2 = 2 * grid.nmodels * outer_crop ** 2 * np.dtype(np.float32).itemsize   # one crop size's matrices
+        outer = ModelBank(CubeSpectrum(cube, np.shape(groups[0][1]), be, crop=outer_crop, keep=False).convolve(
+            mean_psf(groups), remove_pixel=cfg.psf_has_pixel), grid, be, cache_bytes=k2)
+        sizes = crop_sizes(mask, grid.center, bank_sizes(b))
+        for size in np.unique(np.concatenate([sizes[large] for _, large in cores])):   # its matrices made once
+            for convolved, large in cores:
+                if (sizes[large] == size).any():
+                    outer.set_core(convolved)
+                    fit(large[sizes[large] == size], outer)
     return res, models
 
 
 LARGE_CROP = 64
-"""Objects fit on crops wider than this [px] share one bank (:func:`split_large`)."""
+"""Objects fit on crops wider than this [px] share one bank (:func:`split_large`), or their models' core of this
+side is convolved by their group's PSF (:func:`fit_groups`, ``dre.fit.core_psf``)."""
 
 
 def split_large(groups, mask, grid):
     """Move the objects fit on crops wider than :data:`LARGE_CROP` into one group of their own, with the
-    mean PSF.
+    mean PSF (``dre.fit.core_psf = false``, the default).
 
-    Their light spreads far beyond the PSF, so a PSF that differs by a fraction of a pixel changes them
-    little, while they alone would make every group's convolution cover the whole stamp; the other groups
-    then convolve only :data:`LARGE_CROP` px (about 3x cheaper).
+    They alone would make every group's convolution cover the whole stamp; the other groups then convolve
+    only :data:`LARGE_CROP` px (about 3x cheaper). The mean PSF is up to half the PSF's range off theirs: on
+    a crowded field at 10x the preset's S/N (seed 6101), n = 4 galaxies were fit as n = 3.5 in 22 of 61
+    cases against 11 with their own PSF in the core, FLUX within 5 % 0.80 against 0.84.
     """
     from astrotool_dre.convolve import bank_sizes, crop_sizes
 

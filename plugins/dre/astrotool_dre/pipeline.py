@@ -90,7 +90,7 @@ class TilePaths:
 
 
 # ----------------------------------------------------------------------------- what made an output
-STAGE_VERSIONS = {"detect": 6, "psf": 2, "cuts": 3, "fit": 4, "mosaics": 3}
+STAGE_VERSIONS = {"detect": 6, "psf": 2, "cuts": 3, "fit": 5, "mosaics": 3}
 """Bump a stage's number when the same settings give other outputs (or its record holds other keys for them).
 fit 2: the summary has SKY/SKY_ERR and more header cards, a --cube fit records the cube's grid, local_sky
 with the dre statistic is recorded as used (false); mosaics 2: TILE, NAME, INDEX, FITSTAT in their headers;
@@ -109,7 +109,8 @@ detect 6: SExtractor gets the weight map's no-data pixels as weight 0 (its noise
 primary's keywords (GAIN, MAGZP, SATURATE...).
 fit 4: CHI2_NU plus the noise variance the recentring took, 1 - v
 (:func:`astrotool_dre.fit_stage.shift_noise_variance`), and the errors inflated by it.
-cuts 3: X_CUT, Y_CUT (the fit's centre) from the windowed centroid (``dre.cuts.centroid``)."""
+cuts 3: X_CUT, Y_CUT (the fit's centre) from the windowed centroid (``dre.cuts.centroid``).
+fit 5: the record holds ``dre.fit.core_psf`` (the PSF of objects fit on crops wider than 64 px)."""
 RECOMPUTE = frozenset({"mosaics"})
 """Stages that remake their outputs when the settings changed (cheap pictures); the others refuse (exit 2)."""
 NOT_OUTPUT = ("dre.detect.nthreads", "dre.detect.timeout", "dre.psf.timeout", "dre.fit.backend", "dre.fit.device",
