@@ -360,6 +360,15 @@ def test_sigma_with_another_method_is_refused(workspace, capsys, method):
     assert not (ws / "lens" / "kappa" / "predictions" / f"tiny_{method}").exists()
 
 
+@pytest.mark.parametrize("method", ["ks", "zero"])
+def test_train_dataset_with_a_method_that_uses_no_training_maps_is_refused(workspace, capsys, method):
+    ws = workspace[0]
+    code, out, err = run(capsys, "-w", ws, "-q", "lens", "kappa", "baseline", "--dataset", "tiny", "--method",
+                         method, "--train-dataset", "tiny")
+    assert code == 2 and "--train-dataset applies to --method wiener or mean only" in " ".join(err.split()), err
+    assert not list((ws / "lens" / "kappa" / "predictions").glob(f"tiny_{method}*"))
+
+
 def test_an_input_only_train_dataset_is_said_to_be_one(workspace, capsys):
     """--train-dataset naming an input-only set was told to "give one with --train-dataset NAME"."""
     ws, eps, _ = workspace

@@ -90,7 +90,7 @@ def baseline(
     old_output: str = old_option("--output", "renamed --name"),
     train_dataset: str = typer.Option(None, "--train-dataset",
                                       help="data set whose training split gives the Wiener spectrum and the mean "
-                                           "map (default: --dataset)"),
+                                           "map (default: --dataset); with --method wiener or mean only"),
     zip_: bool = typer.Option(None, "--zip/--no-zip", help="also write <name>.zip (the submission layout)"),
 ):
     """Classical reconstructions written like predictions: Kaiser-Squires, Wiener filter, all-zeros, training mean.
@@ -108,10 +108,13 @@ def baseline(
     cfg = kappa_config(ctx, {"baseline.dataset": dataset, "baseline.method": method, "baseline.sigma": sigma,
                        "baseline.split": split, "baseline.name": name or old_output, "baseline.train_dataset": train_dataset,
                        "baseline.zip": zip_})
-    if sigma is not None and cfg.baseline.method != "ks":
-        from astrotool.errors import AstroError
+    from astrotool.errors import AstroError
 
+    if sigma is not None and cfg.baseline.method != "ks":
         raise AstroError(f"--sigma applies to --method ks only (the method is {cfg.baseline.method!r})")
+    if train_dataset is not None and cfg.baseline.method not in ("wiener", "mean"):   # it would be ignored
+        raise AstroError(f"--train-dataset applies to --method wiener or mean only (the method is "
+                         f"{cfg.baseline.method!r}, which uses no training maps)")
     baseline_command(ctx, cfg)
 
 
