@@ -113,6 +113,7 @@ def test_splits_depend_on_seed_and_names_only():
     assert (more[:3000] != a).sum() <= 500 + 3
     assert [int((a == s).sum()) for s in ("train", "val", "test")] == [2400, 300, 300]   # exact counts
     assert list(split_of(8, names, (0.8, 0.1, 0.1))) != list(a)
+    assert list(split_of(7, names, (8, 1, 1))) == list(a)   # the fractions are divided by their sum, as documented
 
 
 def _packed(ws, name):

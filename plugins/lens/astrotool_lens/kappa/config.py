@@ -112,9 +112,10 @@ class DataConfig(_Model):
     """``astro lens kappa data``: index, check and pack (epsilon, kappa) pairs into a data set."""
 
     name: FileNameOrEmpty = Field("", description="data set name: folder lens/kappa/data/<name>/ (default: the source's name)")
-    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions (met "
-                                              "as closely as whole maps allow; from 3 maps on no split of positive "
-                                              "fraction is empty)")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train/validation/test fractions, "
+                                              "divided by their sum ([8, 1, 1] = [0.8, 0.1, 0.1]; met as closely as "
+                                              "whole maps allow; from 3 maps on no split of positive fraction is "
+                                              "empty)")
     shard_size: int = Field(1000, ge=1, description="maps per HDF5 shard")
     drop_unpaired: bool = Field(False, description="pack the pairs that exist and report the unpaired files "
                                                    "(default: refuse)")
