@@ -350,20 +350,23 @@ def test_numpy_and_torch_backends_agree(cube):
         assert np.allclose(pa[col], pb[col], rtol=1e-4), col
 
 
-def test_a_new_core_reaches_the_stamps_and_every_cached_crop_matrix(cube):
-    be = get_backend("numpy", "cpu")
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_a_new_core_reaches_the_stamps_and_every_cached_crop_matrix(cube, backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    be = get_backend(backend, "cpu")
     bank = ModelBank(convolve_cube(cube, _gauss_psf(11, 2.0), be), GRID, be)
     for size in (16, 32, BOX):
         bank.matrices(size)
-    core = np.asarray(convolve_cube(cube, _gauss_psf(11, 0.8), be, crop=24))
-    bank.set_core(core)
-    want = np.asarray(convolve_cube(cube, _gauss_psf(11, 2.0), be)).reshape(-1, BOX, BOX).copy()
+    want = be.to_numpy(bank.stamps).copy()
+    core = np.asarray(convolve_cube(cube, _gauss_psf(11, 0.8), crop=24))
+    bank.set_core(be.asarray(core))
     want[:, BOX // 2 - 12: BOX // 2 + 12, BOX // 2 - 12: BOX // 2 + 12] = core.reshape(-1, 24, 24)
     fresh = ModelBank(want, GRID, be)
     assert not bank.cached(16)   # inside the core: made again when asked
     for size in (16, 32, BOX):
         for got, ref in zip(bank.matrices(size), fresh.matrices(size)):
-            np.testing.assert_array_equal(got, ref)
+            np.testing.assert_array_equal(be.to_numpy(got), be.to_numpy(ref))
     with pytest.raises(ValueError, match="a 48 px core"):
         bank.set_core(np.zeros((GRID.nmodels, 48, 48)))
 
@@ -401,6 +404,42 @@ def test_a_large_object_is_fit_with_its_own_psf_in_the_core_when_the_psf_varies(
     np.testing.assert_allclose(models[0], want * res.flux[0, k], rtol=1e-4, atol=1e-3)
     alone, _ = fit_groups([(np.array([0]), mean_psf(groups))], cube, data, rms, masks, GRID, cfg, be, None)
     assert alone.chi2[0].min() > 1e3 * res.chi2[0, k]
+
+
+def test_large_objects_of_several_groups_and_crop_sizes_each_get_their_own_core(cube):
+    # three PSF groups, two of them with objects on crops wider than the core, at two sizes: every object's
+    # statistic is the one of a bank built by hand (its group's PSF in the core, the mean PSF outside)
+    from astrotool_dre.config import FitConfig
+    from astrotool_dre.convolve import bank_sizes, crop_sizes
+    from astrotool_dre.fit_stage import fit_groups, mean_psf
+
+    be = get_backend("numpy", "cpu")
+    psfs = [p / p.sum() for p in (_gauss_psf(11, 0.8), _gauss_psf(11, 1.5), _gauss_psf(11, 2.2))]
+    conv = [np.asarray(convolve_cube(cube, p, be)).reshape(-1, BOX, BOX) for p in psfs]
+    rng = np.random.default_rng(3)
+    half, grp = [20, 16, 12, 8, 20, 14, 6, 10, 8], [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    data = np.stack([conv[j][rng.integers(GRID.nmodels)] * 1e4 for j in grp]) + rng.normal(size=(9, BOX, BOX))
+    data = data.astype(np.float32)
+    masks = np.zeros(data.shape, bool)
+    for i, h in enumerate(half):
+        masks[i, BOX // 2 - h: BOX // 2 + h, BOX // 2 - h: BOX // 2 + h] = True
+    sizes = crop_sizes(masks, GRID.center, bank_sizes(BOX))
+    assert sorted(set(sizes[sizes > 24].tolist())) == [32, 40] and sorted(set(np.array(grp)[sizes > 24])) == [0, 1]
+    groups = [(np.flatnonzero(np.array(grp) == j), psfs[j]) for j in range(3)]
+    rms = np.ones_like(data)
+    res, _ = fit_groups(groups, cube, data, rms, masks, GRID, FitConfig(psf_has_pixel=False, core_psf=True), be,
+                        None, large_crop=24)
+    mean = np.asarray(convolve_cube(cube, mean_psf(groups), be)).reshape(-1, BOX, BOX)
+    inner = slice(BOX // 2 - 12, BOX // 2 + 12)
+    for i, j in enumerate(grp):
+        stamps = conv[j]
+        if sizes[i] > 24:
+            stamps = mean.copy()
+            stamps[:, inner, inner] = conv[j][:, inner, inner]
+        want = fit_objects(ModelBank(stamps, GRID, be), data[i:i + 1], rms[i:i + 1], masks[i:i + 1])
+        # float32 sums in another order: a few 1e-6 of sum(w d^2)
+        np.testing.assert_allclose(res.chi2[i], want.chi2[0], rtol=1e-4, atol=1e-5 * res.swd2[i])
+        np.testing.assert_allclose(res.flux[i], want.flux[0], rtol=1e-4)
 
 
 def test_sub_grid_estimates_between_grid_points(mapper):

@@ -94,8 +94,8 @@ class SimulateConfig(Section):
     min_separation: float = Field(24.0, ge=0, description="minimum distance between objects [px]")
     isolation: float = Field(5.0, ge=0, description="galaxies are separated by this many half-light radii")
     stamp_radius: float = Field(15.0, gt=0, description="galaxies are drawn out to this many half-light radii "
-                                "(plus 4 PSF FWHM; at least 24, at most 256 px): an n = 4 galaxy keeps ~99.4 % of "
-                                "its flux (the truth's FLUX_DRAWN)")
+                                "(plus 4 PSF FWHM; at least 24, at most 256 px): at 15 an n = 4 galaxy keeps ~99.4 % "
+                                "of its flux (the truth's FLUX_DRAWN)")
     ra: float = Field(150.1, description="tile centre [deg]")
     dec: float = Field(2.2, description="tile centre [deg]")
 
@@ -291,9 +291,9 @@ class FitConfig(Section):
     psf_tolerance: float = Field(0.04, gt=0, description="objects whose PSFs differ by at most this (relative L2; "
                                  "0.04 ~ 0.1 px of FWHM at 3 px) share one convolved model bank")
     max_psf_groups: int = Field(8, ge=1, description="at most this many banks per tile (the tolerance grows)")
-    core_psf: bool = Field(False, description="objects fit on crops wider than 64 px: their group's PSF in the "
-                           "models' central 64 px (true; about 2x the fit time, docs/dre.md) or the groups' "
-                           "mean PSF (false)")
+    core_psf: bool = Field(False, description="with 2 or more PSF groups, objects fit on crops wider than 64 px: "
+                           "their group's PSF in the models' central 64 px (true; about 2x the fit time and one "
+                           "64 px bank per group held, docs/dre.md) or the groups' mean PSF (false)")
     subgrid: bool = Field(True, description="refine the parameters between grid points (a local quadratic of the "
                           "statistic); false: the grid minimum, as DRE")
     subgrid_axes: list[Literal["INDEX", "AX_RATIO", "ANGLE", "LOGR"]] = Field(

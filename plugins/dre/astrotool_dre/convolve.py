@@ -300,7 +300,8 @@ class ModelBank:
     def set_core(self, core) -> None:
         """Replace the models' centred ``c`` x ``c`` pixels by ``core`` (``(..., c, c)``, one per model), in the
         stamps and in every cached crop matrix that holds them (one that lies inside the core is dropped): models
-        whose core is convolved by another PSF than the rest, each new core costing its pixels alone."""
+        whose core is convolved by another PSF than the rest, each new core costing its pixels alone. The stamps
+        are the array the bank was made from (not copied): it changes too."""
         be = self.backend
         c = int(core.shape[-1])
         core = be.asarray(core, self.dtype).reshape((self.nmodels, c, c))

@@ -232,7 +232,8 @@ def fit_groups(groups, cube, data, rms, mask, grid, cfg: FitConfig, be, gain, on
         crop a group's objects are fit on (:func:`astrotool_dre.convolve.crop_sizes`)
         and ``models`` hold just that crop.
     large_crop : int, optional
-        The side of the core convolved by each group's PSF [px]; default :data:`LARGE_CROP` with
+        The side of the core convolved by each group's PSF [px], one of
+        :func:`astrotool_dre.convolve.bank_sizes`; default :data:`LARGE_CROP` with
         ``cfg.core_psf``, else none (every object fit with its group's PSF: :func:`split_large` is the
         faster way).
 

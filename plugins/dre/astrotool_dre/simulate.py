@@ -359,8 +359,8 @@ def simulate_tile(
             Galaxies are kept apart by ``isolation * (R_i + R_j)`` plus a PSF term,
             with R the major-axis half-light radius (no overlapping galaxies).
         stamp_radius : float
-            Drawing stamps extend to ``stamp_radius`` half-light radii (capped at
-            256 px) so that little flux is lost.
+            Drawing stamps extend to ``stamp_radius`` half-light radii plus 4 PSF FWHM
+            (at least 24, at most 256 px) so that little flux is lost.
         ra, dec : float
             Tile centre, degrees (TAN projection, north up, east left).
 
